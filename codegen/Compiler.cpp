@@ -1,0 +1,90 @@
+// The compile driver.
+#include "codegen/Compiler.h"
+
+#include "codegen/PlanEmitter.h"
+#include "frontend/IRBuilder.h"
+#include "passes/Passes.h"
+#include "runtime/Artifact.h"
+
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/OperationSupport.h"
+#include "mlir/IR/Verifier.h"
+#include "mlir/Pass/PassManager.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <chrono>
+#include <cstdio>
+
+using namespace mlir;
+
+namespace kvplan {
+
+std::string printModule(ModuleOp module) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  OpPrintingFlags flags;
+  flags.enableDebugInfo(false);
+  module->print(os, flags);
+  os.flush();
+  if (text.empty() || text.back() != '\n')
+    text += '\n';
+  return text;
+}
+
+CompileOutput compileModel(const ModelConfig &cfg, const StageCallback &onStage, bool verbose) {
+  MLIRContext ctx;
+  ctx.printOpOnDiagnostic(false);
+  std::string diagnostics;
+  ScopedDiagnosticHandler handler(&ctx, [&](Diagnostic &d) {
+    llvm::raw_string_ostream os(diagnostics);
+    os << d.getLocation() << ": " << d << "\n";
+    for (Diagnostic &note : d.getNotes())
+      os << note.getLocation() << ": note: " << note << "\n";
+    return success();
+  });
+  auto fail = [&](const std::string &stage) -> InternalError {
+    return InternalError("compiling " + cfg.model.name + " failed in " + stage + ":\n" +
+                         diagnostics);
+  };
+  using clock = std::chrono::steady_clock;
+  auto report = [&](const std::string &stage, clock::time_point t0) {
+    if (verbose)
+      std::fprintf(stderr, "  %-22s %8.2f ms\n", stage.c_str(),
+                   std::chrono::duration<double, std::milli>(clock::now() - t0).count());
+  };
+
+  auto t0 = clock::now();
+  OwningOpRef<ModuleOp> module = buildModelIR(ctx, cfg);
+  if (failed(verify(*module)))
+    throw fail("frontend");
+  report("frontend", t0);
+  if (onStage)
+    onStage(0, "frontend", *module);
+
+  const std::vector<std::string> &passes = pipelinePassNames();
+  for (size_t i = 0; i < passes.size(); ++i) {
+    t0 = clock::now();
+    PassManager pm(&ctx);
+    if (failed(addPassByName(pm, passes[i])) || failed(pm.run(*module)))
+      throw fail(passes[i]);
+    report(passes[i], t0);
+    if (onStage)
+      onStage(int(i + 1), passes[i], *module);
+  }
+
+  t0 = clock::now();
+  FailureOr<Plan> plan = emitPlan(*module, cfg);
+  if (failed(plan))
+    throw fail("codegen");
+  report("codegen", t0);
+  return {std::move(*plan), printModule(*module)};
+}
+
+void writeArtifact(const std::string &path, const CompileOutput &out) {
+  ArtifactWriter w;
+  w.addSection("plan", toJson(out.plan).dump(1));
+  w.addSection("ir", out.finalIR);
+  w.write(path);
+}
+
+} // namespace kvplan

@@ -1,0 +1,530 @@
+// TOML model specs and Hugging Face config.json files -> ModelConfig.
+#include "frontend/ConfigParser.h"
+
+#include <nlohmann/json.hpp>
+#include <toml++/toml.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+namespace fs = std::filesystem;
+
+namespace kvplan {
+
+void printWarningToStderr(const std::string &msg) {
+  std::cerr << "warning: " << msg << "\n";
+}
+
+//===----------------------------------------------------------------------===//
+// TOML
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+const char *tomlTypeName(const toml::node &n) {
+  switch (n.type()) {
+  case toml::node_type::string: return "a string";
+  case toml::node_type::integer: return "an integer";
+  case toml::node_type::floating_point: return "a number";
+  case toml::node_type::boolean: return "a boolean";
+  case toml::node_type::array: return "an array";
+  case toml::node_type::table: return "a table";
+  default: return "a date or time";
+  }
+}
+
+/// Reads one [table] of the spec, recording lines and rejecting wrong types.
+class TomlTable {
+public:
+  TomlTable(ModelConfig &cfg, const toml::table *tbl, std::string prefix, int64_t line)
+      : cfg(cfg), tbl(tbl), prefix(std::move(prefix)), tableLine(line) {}
+
+  bool present() const { return tbl != nullptr; }
+
+  /// The node for `key`, or nullptr; records the key as known and given.
+  const toml::node *get(const std::string &key) {
+    known.insert(key);
+    if (!tbl)
+      return nullptr;
+    const toml::node *n = tbl->get(key);
+    if (n) {
+      cfg.fieldLines[field(key)] = n->source().begin.line;
+      cfg.given.insert(field(key));
+    }
+    return n;
+  }
+
+  [[noreturn]] void typeError(const std::string &key, const toml::node &n,
+                              const char *expected) {
+    throw InputError(cfg.where(field(key)) + "field '" + field(key) + "': expected " +
+                     expected + ", got " + tomlTypeName(n));
+  }
+
+  [[noreturn]] void missing(const std::string &key, const char *expected) {
+    std::string where = cfg.sourcePath;
+    if (tableLine > 0)
+      where += ":" + std::to_string(tableLine);
+    throw InputError(where + ": missing required field '" + field(key) + "' (" + expected +
+                     ")" + (tbl ? "" : "; add a [" + prefix + "] table"));
+  }
+
+  bool integer(const std::string &key, int64_t &out, bool required) {
+    const toml::node *n = get(key);
+    if (!n) {
+      if (required) missing(key, "an integer");
+      return false;
+    }
+    if (!n->is_integer()) typeError(key, *n, "an integer");
+    out = n->as_integer()->get();
+    return true;
+  }
+
+  bool real(const std::string &key, double &out, bool required) {
+    const toml::node *n = get(key);
+    if (!n) {
+      if (required) missing(key, "a number");
+      return false;
+    }
+    if (n->is_integer())
+      out = double(n->as_integer()->get());
+    else if (n->is_floating_point())
+      out = n->as_floating_point()->get();
+    else
+      typeError(key, *n, "a number");
+    return true;
+  }
+
+  bool boolean(const std::string &key, bool &out) {
+    const toml::node *n = get(key);
+    if (!n) return false;
+    if (!n->is_boolean()) typeError(key, *n, "true or false");
+    out = n->as_boolean()->get();
+    return true;
+  }
+
+  bool string(const std::string &key, std::string &out, bool required) {
+    const toml::node *n = get(key);
+    if (!n) {
+      if (required) missing(key, "a string");
+      return false;
+    }
+    if (!n->is_string()) typeError(key, *n, "a string");
+    out = n->as_string()->get();
+    return true;
+  }
+
+  /// A string naming one of an enum's values.
+  template <typename T, typename Parse>
+  bool choice(const std::string &key, T &out, Parse parse, const char *choices,
+              bool required) {
+    std::string s;
+    if (!string(key, s, required)) return false;
+    auto v = parse(s);
+    if (!v)
+      throw InputError(cfg.where(field(key)) + "field '" + field(key) + "': unknown value '" +
+                       s + "'; expected one of " + choices);
+    out = *v;
+    return true;
+  }
+
+  /// An integer or an array of integers (eos_token_id).
+  bool integers(const std::string &key, std::vector<int64_t> &out, bool required) {
+    const toml::node *n = get(key);
+    if (!n) {
+      if (required) missing(key, "an integer or an array of integers");
+      return false;
+    }
+    out.clear();
+    if (n->is_integer()) {
+      out.push_back(n->as_integer()->get());
+      return true;
+    }
+    if (!n->is_array()) typeError(key, *n, "an integer or an array of integers");
+    for (const toml::node &e : *n->as_array()) {
+      if (!e.is_integer()) typeError(key, e, "an array of integers");
+      out.push_back(e.as_integer()->get());
+    }
+    return true;
+  }
+
+  void warnUnknown(const WarningSink &warn) {
+    if (!tbl) return;
+    for (auto &&[k, v] : *tbl) {
+      std::string key(k.str());
+      if (known.count(key) || (v.is_table() && subtables.count(key))) continue;
+      warn(cfg.sourcePath + ":" + std::to_string(k.source().begin.line) + ": unknown key '" +
+           field(key) + "' is ignored");
+    }
+  }
+
+  void allowSubtable(const std::string &key) { subtables.insert(key); }
+
+  std::string field(const std::string &key) const { return prefix + "." + key; }
+
+private:
+  ModelConfig &cfg;
+  const toml::table *tbl;
+  std::string prefix;
+  int64_t tableLine;
+  std::set<std::string> known, subtables;
+};
+
+TomlTable subTable(ModelConfig &cfg, const toml::table &parent, const std::string &key,
+                   const std::string &prefix) {
+  const toml::node *n = parent.get(key);
+  if (n && !n->is_table())
+    throw InputError(cfg.sourcePath + ":" + std::to_string(n->source().begin.line) +
+                     ": '" + prefix + "' must be a table ([" + prefix + "]), got " +
+                     tomlTypeName(*n));
+  return TomlTable(cfg, n ? n->as_table() : nullptr, prefix,
+                   n ? n->source().begin.line : 0);
+}
+
+} // namespace
+
+ModelConfig parseTomlSpec(const std::string &text, const std::string &path,
+                          const WarningSink &warn) {
+  ModelConfig cfg;
+  cfg.sourcePath = path;
+  toml::table root;
+  try {
+    root = toml::parse(text, path);
+  } catch (const toml::parse_error &e) {
+    throw InputError(path + ":" + std::to_string(e.source().begin.line) + ":" +
+                     std::to_string(e.source().begin.column) + ": malformed TOML: " +
+                     std::string(e.description()));
+  }
+
+  TomlTable model = subTable(cfg, root, "model", "model");
+  if (!model.present())
+    throw InputError(path + ": missing the [model] table (see docs/model-spec.md)");
+  ModelSpec &m = cfg.model;
+  if (!model.string("name", m.name, false))
+    m.name = fs::path(path).stem().string();
+  model.choice("architecture", m.architecture, parseArchitecture, "llama, mistral, qwen2",
+               true);
+  model.integer("hidden_size", m.hiddenSize, true);
+  model.integer("intermediate_size", m.intermediateSize, true);
+  model.integer("num_layers", m.numLayers, true);
+  model.integer("num_heads", m.numHeads, true);
+  if (!model.integer("num_kv_heads", m.numKvHeads, false))
+    m.numKvHeads = m.numHeads;
+  if (model.integer("head_dim", m.headDim, false) && m.headDim <= 0)
+    throw InputError(cfg.where("model.head_dim") +
+                     "field 'model.head_dim': expected a positive integer, got " +
+                     std::to_string(m.headDim) + " (leave it out to use hidden_size / num_heads)");
+  model.integer("vocab_size", m.vocabSize, true);
+  model.integer("max_position_embeddings", m.maxPositions, true);
+  model.integer("sliding_window", m.slidingWindow, false);
+  model.real("rms_norm_eps", m.rmsNormEps, true);
+  model.boolean("tie_word_embeddings", m.tieWordEmbeddings);
+  m.attentionBias = m.architecture == Architecture::qwen2;
+  model.boolean("attention_bias", m.attentionBias);
+  model.integer("bos_token_id", m.bosTokenId, true);
+  model.integers("eos_token_id", m.eosTokenIds, true);
+
+  model.allowSubtable("rope");
+  TomlTable rope = subTable(cfg, *root["model"].as_table(), "rope", "model.rope");
+  rope.real("theta", m.rope.theta, false);
+  rope.choice("type", m.rope.type, parseRopeType, "default, llama3", false);
+  rope.real("factor", m.rope.factor, m.rope.type == RopeType::llama3);
+  rope.real("low_freq_factor", m.rope.lowFreqFactor, m.rope.type == RopeType::llama3);
+  rope.real("high_freq_factor", m.rope.highFreqFactor, m.rope.type == RopeType::llama3);
+  rope.integer("original_max_position_embeddings", m.rope.originalMaxPositions,
+               m.rope.type == RopeType::llama3);
+
+  TomlTable comp = subTable(cfg, root, "compile", "compile");
+  CompileSettings &c = cfg.compile;
+  comp.choice("target", c.target, parseTarget, "cpu, cuda", false);
+  comp.choice("weight_dtype", c.weightDtype, parseDType, "f32, bf16, f16", false);
+  comp.choice("kv_dtype", c.kvDtype, parseDType, "f32, bf16, f16", false);
+  comp.integer("max_batch", c.maxBatch, false);
+  comp.integer("max_seq_len", c.maxSeqLen, false);
+  comp.integer("prefill_chunk", c.prefillChunk, false);
+  comp.integer("page_size", c.pageSize, false);
+
+  model.warnUnknown(warn);
+  rope.warnUnknown(warn);
+  comp.warnUnknown(warn);
+  for (auto &&[k, v] : root) {
+    std::string key(k.str());
+    if (key != "model" && key != "compile")
+      warn(path + ":" + std::to_string(k.source().begin.line) + ": unknown key '" + key +
+           "' is ignored (the spec has [model], [model.rope] and [compile])");
+  }
+  return cfg;
+}
+
+//===----------------------------------------------------------------------===//
+// Hugging Face config.json
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+const char *jsonTypeName(const nlohmann::json &j) {
+  switch (j.type()) {
+  case nlohmann::json::value_t::null: return "null";
+  case nlohmann::json::value_t::boolean: return "a boolean";
+  case nlohmann::json::value_t::string: return "a string";
+  case nlohmann::json::value_t::number_float: return "a fractional number";
+  case nlohmann::json::value_t::number_integer:
+  case nlohmann::json::value_t::number_unsigned: return "an integer";
+  case nlohmann::json::value_t::array: return "an array";
+  case nlohmann::json::value_t::object: return "an object";
+  default: return "an unexpected value";
+  }
+}
+
+/// Reads fields of a JSON object with messages that name the file and key.
+class JsonFields {
+public:
+  JsonFields(ModelConfig &cfg, const nlohmann::json &obj, std::string prefix)
+      : cfg(cfg), obj(obj), prefix(std::move(prefix)) {}
+
+  const nlohmann::json *get(const std::string &key) {
+    known.insert(key);
+    auto it = obj.find(key);
+    if (it == obj.end() || it->is_null()) return nullptr;
+    return &*it;
+  }
+
+  [[noreturn]] void fail(const std::string &key, const std::string &msg) {
+    throw InputError(cfg.sourcePath + ": field '" + prefix + key + "': " + msg);
+  }
+
+  bool integer(const std::string &key, int64_t &out, bool required) {
+    const nlohmann::json *j = get(key);
+    if (!j) {
+      if (required) fail(key, "missing (expected an integer)");
+      return false;
+    }
+    if (!j->is_number_integer())
+      fail(key, std::string("expected an integer, got ") + jsonTypeName(*j));
+    if (j->is_number_unsigned() && j->get<uint64_t>() > uint64_t(INT64_MAX))
+      fail(key, "integer out of range");
+    out = j->get<int64_t>();
+    return true;
+  }
+
+  bool real(const std::string &key, double &out, bool required) {
+    const nlohmann::json *j = get(key);
+    if (!j) {
+      if (required) fail(key, "missing (expected a number)");
+      return false;
+    }
+    if (!j->is_number()) fail(key, std::string("expected a number, got ") + jsonTypeName(*j));
+    out = j->get<double>();
+    return true;
+  }
+
+  bool boolean(const std::string &key, bool &out) {
+    const nlohmann::json *j = get(key);
+    if (!j) return false;
+    if (!j->is_boolean())
+      fail(key, std::string("expected true or false, got ") + jsonTypeName(*j));
+    out = j->get<bool>();
+    return true;
+  }
+
+  bool string(const std::string &key, std::string &out, bool required) {
+    const nlohmann::json *j = get(key);
+    if (!j) {
+      if (required) fail(key, "missing (expected a string)");
+      return false;
+    }
+    if (!j->is_string()) fail(key, std::string("expected a string, got ") + jsonTypeName(*j));
+    out = j->get<std::string>();
+    return true;
+  }
+
+  bool integers(const std::string &key, std::vector<int64_t> &out, bool required) {
+    const nlohmann::json *j = get(key);
+    if (!j) {
+      if (required) fail(key, "missing (expected an integer or a list of integers)");
+      return false;
+    }
+    out.clear();
+    if (j->is_number_integer()) {
+      out.push_back(j->get<int64_t>());
+      return true;
+    }
+    if (!j->is_array())
+      fail(key, std::string("expected an integer or a list of integers, got ") +
+                    jsonTypeName(*j));
+    for (const nlohmann::json &e : *j) {
+      if (!e.is_number_integer())
+        fail(key, std::string("expected a list of integers, found ") + jsonTypeName(e));
+      out.push_back(e.get<int64_t>());
+    }
+    return true;
+  }
+
+  /// Keys every Hugging Face config carries that do not change the forward
+  /// pass kvplan builds; they draw no warning.
+  void ignore(std::initializer_list<const char *> keys) {
+    for (const char *k : keys) known.insert(k);
+  }
+
+  void warnUnknown(const WarningSink &warn) {
+    for (auto it = obj.begin(); it != obj.end(); ++it)
+      if (!known.count(it.key()))
+        warn(cfg.sourcePath + ": unknown key '" + prefix + it.key() + "' is ignored");
+  }
+
+private:
+  ModelConfig &cfg;
+  const nlohmann::json &obj;
+  std::string prefix;
+  std::set<std::string> known;
+};
+
+} // namespace
+
+ModelConfig parseHFConfig(const std::string &text, const std::string &path,
+                          const WarningSink &warn) {
+  ModelConfig cfg;
+  cfg.sourcePath = path;
+  nlohmann::json root;
+  try {
+    root = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error &e) {
+    throw InputError(path + ": malformed JSON: " + e.what());
+  }
+  if (!root.is_object())
+    throw InputError(path + ": expected a JSON object (a Hugging Face config.json)");
+
+  JsonFields f(cfg, root, "");
+  ModelSpec &m = cfg.model;
+  std::string modelType;
+  f.string("model_type", modelType, true);
+  auto arch = parseArchitecture(modelType);
+  if (!arch)
+    f.fail("model_type", "'" + modelType +
+                             "' is not supported; kvplan compiles llama, mistral and qwen2");
+  m.architecture = *arch;
+  fs::path p(path);
+  m.name = p.filename() == "config.json" && p.has_parent_path()
+               ? fs::absolute(p).parent_path().filename().string()
+               : p.stem().string();
+  std::string act = "silu";
+  f.string("hidden_act", act, false);
+  if (act != "silu")
+    f.fail("hidden_act", "'" + act + "' is not supported; Llama-family FFNs use silu");
+  f.integer("hidden_size", m.hiddenSize, true);
+  f.integer("intermediate_size", m.intermediateSize, true);
+  f.integer("num_hidden_layers", m.numLayers, true);
+  f.integer("num_attention_heads", m.numHeads, true);
+  if (!f.integer("num_key_value_heads", m.numKvHeads, false))
+    m.numKvHeads = m.numHeads;
+  f.integer("head_dim", m.headDim, false);
+  f.integer("vocab_size", m.vocabSize, true);
+  f.integer("max_position_embeddings", m.maxPositions, true);
+  f.real("rms_norm_eps", m.rmsNormEps, true);
+  f.real("rope_theta", m.rope.theta, false);
+  f.boolean("tie_word_embeddings", m.tieWordEmbeddings);
+  m.attentionBias = m.architecture == Architecture::qwen2;
+  f.boolean("attention_bias", m.attentionBias);
+  bool mlpBias = false;
+  f.boolean("mlp_bias", mlpBias);
+  if (mlpBias)
+    f.fail("mlp_bias", "biases on the FFN projections are not supported");
+  f.integer("bos_token_id", m.bosTokenId, true);
+  f.integers("eos_token_id", m.eosTokenIds, true);
+
+  // Qwen2 records a window but disables it with use_sliding_window.
+  bool useSliding = m.architecture != Architecture::qwen2;
+  f.boolean("use_sliding_window", useSliding);
+  int64_t window = 0;
+  f.integer("sliding_window", window, false);
+  if (useSliding)
+    m.slidingWindow = window;
+  f.ignore({"max_window_layers"});
+
+  if (const nlohmann::json *rs = f.get("rope_scaling")) {
+    if (!rs->is_object())
+      f.fail("rope_scaling", std::string("expected an object or null, got ") + jsonTypeName(*rs));
+    JsonFields r(cfg, *rs, "rope_scaling.");
+    std::string type;
+    if (!r.string("rope_type", type, false) && !r.string("type", type, false))
+      r.fail("rope_type", "missing (expected \"llama3\")");
+    r.ignore({"type", "rope_type"});
+    if (type != "llama3")
+      r.fail("rope_type", "'" + type +
+                              "' scaling is not supported; kvplan implements llama3 scaling");
+    m.rope.type = RopeType::llama3;
+    r.real("factor", m.rope.factor, true);
+    r.real("low_freq_factor", m.rope.lowFreqFactor, true);
+    r.real("high_freq_factor", m.rope.highFreqFactor, true);
+    r.integer("original_max_position_embeddings", m.rope.originalMaxPositions, true);
+    r.warnUnknown(warn);
+  }
+
+  std::string torchDtype;
+  if (f.string("torch_dtype", torchDtype, false)) {
+    if (auto d = parseDType(torchDtype); d && isFloatDType(*d)) {
+      cfg.compile.weightDtype = *d;
+    } else {
+      warn(path + ": torch_dtype '" + torchDtype + "' is not a weight type kvplan compiles; "
+                  "using f32");
+    }
+  }
+  f.ignore({"architectures", "transformers_version", "initializer_range", "use_cache",
+            "pretraining_tp", "attention_dropout", "pad_token_id", "_name_or_path",
+            "model_type", "torch_dtype", "unsloth_fixed", "is_llama_config", "rope_interleaved",
+            "layer_types", "dtype"});
+  f.warnUnknown(warn);
+  return cfg;
+}
+
+//===----------------------------------------------------------------------===//
+// Files
+//===----------------------------------------------------------------------===//
+
+static std::string readText(const fs::path &p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in)
+    throw InputError(p.string() + ": cannot open the model file (" +
+                     (fs::exists(p) ? "permission denied or not a regular file"
+                                    : "no such file") + ")");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+ModelConfig loadModelConfig(const std::string &path, const SettingOverrides &o,
+                            const WarningSink &warn) {
+  fs::path p(path);
+  if (fs::is_directory(p)) {
+    if (!fs::exists(p / "config.json"))
+      throw InputError(path + ": directory holds no config.json (expected a Hugging Face "
+                              "model directory)");
+    p /= "config.json";
+  }
+  std::string text = readText(p);
+  std::string ext = p.extension().string();
+  ModelConfig cfg;
+  if (ext == ".toml")
+    cfg = parseTomlSpec(text, p.string(), warn);
+  else if (ext == ".json")
+    cfg = parseHFConfig(text, p.string(), warn);
+  else
+    throw InputError(p.string() + ": unknown model format '" + ext +
+                     "'; expected a .toml spec, a config.json or a directory holding one");
+
+  auto set = [&](const char *field) {
+    cfg.given.insert(field);
+    cfg.fieldLines.erase(field); // the value no longer comes from the file
+  };
+  if (o.target) { cfg.compile.target = *o.target; set("compile.target"); }
+  if (o.weightDtype) { cfg.compile.weightDtype = *o.weightDtype; set("compile.weight_dtype"); }
+  if (o.maxBatch) { cfg.compile.maxBatch = *o.maxBatch; set("compile.max_batch"); }
+  if (o.maxSeqLen) { cfg.compile.maxSeqLen = *o.maxSeqLen; set("compile.max_seq_len"); }
+  if (o.prefillChunk) { cfg.compile.prefillChunk = *o.prefillChunk; set("compile.prefill_chunk"); }
+  if (o.pageSize) { cfg.compile.pageSize = *o.pageSize; set("compile.page_size"); }
+  validate(cfg);
+  return cfg;
+}
+
+} // namespace kvplan

@@ -1,0 +1,43 @@
+// Reads model descriptions: kvplan's TOML spec (docs/model-spec.md) and
+// Hugging Face config.json files, into one ModelConfig.
+#pragma once
+
+#include "frontend/ModelSpec.h"
+
+#include <functional>
+#include <optional>
+#include <string>
+
+namespace kvplan {
+
+/// Receives each warning (unknown keys, ignored fields); tools print them.
+using WarningSink = std::function<void(const std::string &)>;
+void printWarningToStderr(const std::string &msg);
+
+/// Parses a TOML spec. Type errors throw InputError citing file and line;
+/// unknown keys go to `warn`. The result is not yet validated.
+ModelConfig parseTomlSpec(const std::string &text, const std::string &path,
+                          const WarningSink &warn = printWarningToStderr);
+
+/// Parses a Hugging Face config.json (model_type llama, mistral or qwen2).
+/// The result is not yet validated.
+ModelConfig parseHFConfig(const std::string &text, const std::string &path,
+                          const WarningSink &warn = printWarningToStderr);
+
+/// Compile settings given on the command line; each replaces the file's.
+struct SettingOverrides {
+  std::optional<Target> target;
+  std::optional<DType> weightDtype;
+  std::optional<int64_t> maxBatch;
+  std::optional<int64_t> maxSeqLen;
+  std::optional<int64_t> prefillChunk;
+  std::optional<int64_t> pageSize;
+};
+
+/// Reads `path` (a .toml file, a config.json, or a directory holding
+/// config.json), applies `overrides` and validates. Throws InputError.
+ModelConfig loadModelConfig(const std::string &path,
+                            const SettingOverrides &overrides = {},
+                            const WarningSink &warn = printWarningToStderr);
+
+} // namespace kvplan

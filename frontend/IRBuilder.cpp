@@ -1,0 +1,152 @@
+// ModelConfig -> llm dialect: the Llama forward pass, one op per step.
+#include "frontend/IRBuilder.h"
+
+#include "ir/LLMDialect.h"
+#include "passes/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+
+#include <cmath>
+
+using namespace mlir;
+
+namespace kvplan {
+
+void loadDialects(MLIRContext &ctx) {
+  ctx.loadDialect<llm::LLMDialect, func::FuncDialect>();
+}
+
+namespace {
+
+Type elementType(OpBuilder &b, DType t) {
+  switch (t) {
+  case DType::bf16: return b.getBF16Type();
+  case DType::f16: return b.getF16Type();
+  case DType::i32: return b.getI32Type();
+  case DType::f32: break;
+  }
+  return b.getF32Type();
+}
+
+/// Emits the ops of @forward; holds the shapes every op shares.
+class ForwardBuilder {
+public:
+  ForwardBuilder(OpBuilder &b, const ModelConfig &cfg)
+      : b(b), m(cfg.model), rows(cfg.compile.maxSeqLen), act(b.getF32Type()) {}
+
+  RankedTensorType rowsOf(int64_t width, Type elt = {}) {
+    return RankedTensorType::get({rows, width}, elt ? elt : act);
+  }
+  FlatSymbolRefAttr w(const std::string &name) { return SymbolRefAttr::get(b.getContext(), name); }
+  Location loc(const std::string &name) { return NameLoc::get(b.getStringAttr(name)); }
+
+  Value linear(const std::string &weight, Value x, int64_t out, const std::string &bias = "") {
+    return b.create<llm::LinearOp>(loc(weight), TypeRange{rowsOf(out)}, w(weight), x,
+                                   bias.empty() ? FlatSymbolRefAttr() : w(bias))
+        .getResult(0);
+  }
+
+  Value rmsNorm(const std::string &weight, Value x) {
+    return b.create<llm::RMSNormOp>(loc(weight), x.getType(), x, w(weight),
+                                    b.getF64FloatAttr(m.rmsNormEps));
+  }
+
+  Value rope(Value x, Value positions, const std::string &name) {
+    DictionaryAttr scaling;
+    if (m.rope.type == RopeType::llama3)
+      scaling = b.getDictionaryAttr({
+          b.getNamedAttr("factor", b.getF64FloatAttr(m.rope.factor)),
+          b.getNamedAttr("high_freq_factor", b.getF64FloatAttr(m.rope.highFreqFactor)),
+          b.getNamedAttr("low_freq_factor", b.getF64FloatAttr(m.rope.lowFreqFactor)),
+          b.getNamedAttr("original_max_position_embeddings",
+                         b.getI64IntegerAttr(m.rope.originalMaxPositions)),
+      });
+    return b.create<llm::RopeOp>(loc(name), x.getType(), x, positions,
+                                 b.getI64IntegerAttr(m.headDim), b.getF64FloatAttr(m.rope.theta),
+                                 scaling);
+  }
+
+  /// One decoder layer: pre-norm attention and pre-norm SwiGLU FFN, each
+  /// added to the residual stream `x`.
+  Value layer(int64_t i, Value x, Value positions) {
+    const std::string l = "layers." + std::to_string(i) + ".";
+    const bool bias = m.attentionBias;
+    Value n = rmsNorm(l + "attention_norm", x);
+    Value q = linear(l + "attention.wq", n, m.qDim(), bias ? l + "attention.bq" : "");
+    Value k = linear(l + "attention.wk", n, m.kvDim(), bias ? l + "attention.bk" : "");
+    Value v = linear(l + "attention.wv", n, m.kvDim(), bias ? l + "attention.bv" : "");
+    q = rope(q, positions, l + "attention.rope_q");
+    k = rope(k, positions, l + "attention.rope_k");
+    Value a = b.create<llm::AttentionOp>(
+        loc(l + "attention"), q.getType(),
+        llm::AttentionMaskAttr::get(b.getContext(), llm::AttentionMask::causal), q, k, v,
+        b.getI64IntegerAttr(m.numHeads), b.getI64IntegerAttr(m.numKvHeads),
+        b.getI64IntegerAttr(m.headDim), b.getF64FloatAttr(1.0 / std::sqrt(double(m.headDim))));
+    Value o = linear(l + "attention.wo", a, m.hiddenSize);
+    x = b.create<llm::AddOp>(loc(l + "attention.residual"), x, o);
+
+    Value n2 = rmsNorm(l + "ffn_norm", x);
+    Value gate = linear(l + "feed_forward.w1", n2, m.intermediateSize);
+    Value up = linear(l + "feed_forward.w3", n2, m.intermediateSize);
+    Value h = b.create<llm::SwiGLUOp>(loc(l + "feed_forward.swiglu"), gate, up);
+    Value down = linear(l + "feed_forward.w2", h, m.hiddenSize);
+    return b.create<llm::AddOp>(loc(l + "feed_forward.residual"), x, down);
+  }
+
+  OpBuilder &b;
+  const ModelSpec &m;
+  int64_t rows;
+  Type act; // activations are f32; weights carry the compiled dtype
+};
+
+} // namespace
+
+OwningOpRef<ModuleOp> buildModelIR(MLIRContext &ctx, const ModelConfig &cfg) {
+  loadDialects(ctx);
+  OpBuilder b(&ctx);
+  const ModelSpec &m = cfg.model;
+  const CompileSettings &s = cfg.compile;
+  OwningOpRef<ModuleOp> module = ModuleOp::create(FileLineColLoc::get(&ctx, cfg.sourcePath, 1, 1));
+  (*module)->setAttr(attr::kModel, b.getStringAttr(m.name));
+  (*module)->setAttr(
+      attr::kSettings,
+      b.getDictionaryAttr({
+          b.getNamedAttr("target", b.getStringAttr(targetName(s.target))),
+          b.getNamedAttr("weight_dtype", b.getStringAttr(dtypeName(s.weightDtype))),
+          b.getNamedAttr("kv_dtype", b.getStringAttr(dtypeName(s.kvDtype))),
+          b.getNamedAttr("max_batch", b.getI64IntegerAttr(s.maxBatch)),
+          b.getNamedAttr("max_seq_len", b.getI64IntegerAttr(s.maxSeqLen)),
+          b.getNamedAttr("prefill_chunk", b.getI64IntegerAttr(s.prefillChunk)),
+          b.getNamedAttr("page_size", b.getI64IntegerAttr(s.pageSize)),
+      }));
+
+  b.setInsertionPointToEnd(module->getBody());
+  Type wElt = elementType(b, s.weightDtype);
+  for (const WeightDecl &w : weightTable(m))
+    b.create<llm::WeightOp>(b.getUnknownLoc(), w.name, RankedTensorType::get(w.shape, wElt),
+                            ArrayAttr());
+
+  ForwardBuilder fb(b, cfg);
+  auto ids = RankedTensorType::get({s.maxSeqLen}, b.getI32Type());
+  auto logitsType = fb.rowsOf(m.vocabSize, b.getF32Type());
+  auto fn = b.create<func::FuncOp>(fb.loc(m.name), "forward",
+                                   b.getFunctionType({ids, ids}, {logitsType}));
+  fn.setArgAttr(0, attr::kArg, b.getStringAttr("tokens"));
+  fn.setArgAttr(1, attr::kArg, b.getStringAttr("positions"));
+  Block *entry = fn.addEntryBlock();
+  b.setInsertionPointToStart(entry);
+  Value tokens = entry->getArgument(0), positions = entry->getArgument(1);
+
+  Value x = b.create<llm::EmbeddingOp>(fb.loc("tok_embeddings"), fb.rowsOf(m.hiddenSize),
+                                       fb.w("tok_embeddings"), tokens);
+  for (int64_t i = 0; i < m.numLayers; ++i)
+    x = fb.layer(i, x, positions);
+  Value n = fb.rmsNorm("norm", x);
+  Value logits = b.create<llm::LogitsOp>(fb.loc("output"), logitsType,
+                                         fb.w(m.tieWordEmbeddings ? "tok_embeddings" : "output"), n);
+  b.create<func::ReturnOp>(fb.loc("output"), logits);
+  return module;
+}
+
+} // namespace kvplan

@@ -1,0 +1,292 @@
+// The llm dialect's op verifiers: shapes, element types and weight symbols.
+#include "ir/LLMDialect.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/OpImplementation.h"
+
+#include <string>
+
+using namespace mlir;
+using namespace kvplan::llm;
+
+#define GET_OP_CLASSES
+#include "ir/LLMOps.cpp.inc"
+
+namespace {
+
+std::string shapeStr(ArrayRef<int64_t> shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i)
+    s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+RankedTensorType tensorOf(Value v) { return cast<RankedTensorType>(v.getType()); }
+int64_t rows(Value v) { return tensorOf(v).getDimSize(0); }
+int64_t cols(Value v) { return tensorOf(v).getDimSize(1); }
+
+/// Looks up the weight `ref` names and checks its shape.
+LogicalResult verifyWeight(Operation *op, SymbolTableCollection &symbols, FlatSymbolRefAttr ref,
+                           ArrayRef<int64_t> expected, StringRef role) {
+  auto w = symbols.lookupNearestSymbolFrom<WeightOp>(op, ref);
+  if (!w)
+    return op->emitOpError() << role << " " << ref << " does not name an llm.weight";
+  ArrayRef<int64_t> shape = w.getTensorType().getShape();
+  if (shape != expected)
+    return op->emitOpError() << role << " " << ref << " has shape " << shapeStr(shape)
+                             << " but this op needs " << shapeStr(expected);
+  return success();
+}
+
+LogicalResult sameRows(Operation *op, Value a, Value b, StringRef what) {
+  if (rows(a) != rows(b))
+    return op->emitOpError() << what << ": " << rows(a) << " vs " << rows(b) << " rows";
+  return success();
+}
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// WeightOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult WeightOp::verify() {
+  RankedTensorType t = getTensorType();
+  if (t.getRank() != 1 && t.getRank() != 2)
+    return emitOpError() << "weights are vectors or matrices, got rank " << t.getRank();
+  if (!t.getElementType().isF32() && !t.getElementType().isBF16() &&
+      !t.getElementType().isF16())
+    return emitOpError() << "weight element type must be f32, bf16 or f16, got "
+                         << t.getElementType();
+  for (int64_t d : t.getShape())
+    if (d <= 0)
+      return emitOpError() << "weight dimensions must be positive, got "
+                           << shapeStr(t.getShape());
+  if (getParts() && getParts()->empty())
+    return emitOpError() << "concat needs at least one part";
+  if (!isa_and_nonnull<ModuleOp>((*this)->getParentOp()))
+    return emitOpError() << "must be declared at module level";
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Model ops
+//===----------------------------------------------------------------------===//
+
+LogicalResult EmbeddingOp::verify() {
+  if (tensorOf(getTokens()).getDimSize(0) != rows(getResult()))
+    return emitOpError() << "one row per token: " << tensorOf(getTokens()).getDimSize(0)
+                         << " tokens but " << rows(getResult()) << " result rows";
+  return success();
+}
+
+LogicalResult EmbeddingOp::verifySymbolUses(SymbolTableCollection &symbols) {
+  auto w = symbols.lookupNearestSymbolFrom<WeightOp>(*this, getWeightAttr());
+  if (!w)
+    return emitOpError() << "table " << getWeightAttr() << " does not name an llm.weight";
+  ArrayRef<int64_t> shape = w.getTensorType().getShape();
+  if (shape.size() != 2 || shape[1] != cols(getResult()))
+    return emitOpError() << "table " << getWeightAttr() << " has shape " << shapeStr(shape)
+                         << " but rows of width " << cols(getResult()) << " are needed";
+  return success();
+}
+
+LogicalResult RMSNormOp::verify() {
+  if (!(getEps().convertToDouble() > 0))
+    return emitOpError() << "eps must be positive";
+  return success();
+}
+
+LogicalResult RMSNormOp::verifySymbolUses(SymbolTableCollection &symbols) {
+  return verifyWeight(*this, symbols, getWeightAttr(), {cols(getInput())}, "scale");
+}
+
+LogicalResult AddRMSNormOp::verify() {
+  Type t = getLhs().getType();
+  if (getRhs().getType() != t || getNormed().getType() != t || getResidual().getType() != t)
+    return emitOpError() << "operands and results must all have type " << t;
+  if (!(getEps().convertToDouble() > 0))
+    return emitOpError() << "eps must be positive";
+  return success();
+}
+
+LogicalResult AddRMSNormOp::verifySymbolUses(SymbolTableCollection &symbols) {
+  return verifyWeight(*this, symbols, getWeightAttr(), {cols(getLhs())}, "scale");
+}
+
+int64_t LinearOp::getOutFeatures() {
+  int64_t n = 0;
+  for (Value r : getResults())
+    n += cols(r);
+  return n;
+}
+
+LogicalResult LinearOp::verify() {
+  if (getResults().empty())
+    return emitOpError() << "needs at least one result";
+  Type elt = tensorOf(getInput()).getElementType();
+  for (Value r : getResults()) {
+    if (failed(sameRows(*this, getInput(), r, "each result has the input's rows")))
+      return failure();
+    if (tensorOf(r).getElementType() != elt)
+      return emitOpError() << "results must have the input's element type " << elt;
+  }
+  return success();
+}
+
+LogicalResult LinearOp::verifySymbolUses(SymbolTableCollection &symbols) {
+  int64_t out = getOutFeatures();
+  if (failed(verifyWeight(*this, symbols, getWeightAttr(), {out, cols(getInput())}, "weight")))
+    return failure();
+  if (getBiasAttr())
+    return verifyWeight(*this, symbols, getBiasAttr(), {out}, "bias");
+  return success();
+}
+
+LogicalResult RopeOp::verify() {
+  if (failed(sameRows(*this, getInput(), getPositions(), "one position per row")))
+    return failure();
+  int64_t hd = getHeadDim();
+  if (hd <= 0 || hd % 2 != 0)
+    return emitOpError() << "head_dim must be positive and even, got " << hd;
+  if (cols(getInput()) % hd != 0)
+    return emitOpError() << "row width " << cols(getInput()) << " is not a multiple of head_dim "
+                         << hd;
+  if (!(getTheta().convertToDouble() > 0))
+    return emitOpError() << "theta must be positive";
+  if (auto s = getScalingAttr()) {
+    for (StringRef key : {"factor", "low_freq_factor", "high_freq_factor",
+                          "original_max_position_embeddings"}) {
+      Attribute a = s.get(key);
+      double v = 0;
+      if (auto f = dyn_cast_or_null<FloatAttr>(a))
+        v = f.getValueAsDouble();
+      else if (auto i = dyn_cast_or_null<IntegerAttr>(a))
+        v = double(i.getInt());
+      else
+        return emitOpError() << "scaling needs a numeric '" << key << "'";
+      if (!(v > 0))
+        return emitOpError() << "scaling '" << key << "' must be positive";
+    }
+  }
+  return success();
+}
+
+LogicalResult AttentionOp::verify() {
+  int64_t h = getNumHeads(), kvh = getNumKvHeads(), d = getHeadDim();
+  if (h <= 0 || kvh <= 0 || d <= 0)
+    return emitOpError() << "num_heads, num_kv_heads and head_dim must be positive";
+  if (h % kvh != 0)
+    return emitOpError() << "num_heads " << h << " is not a multiple of num_kv_heads " << kvh;
+  if (cols(getQuery()) != h * d)
+    return emitOpError() << "query rows must be num_heads x head_dim = " << h * d
+                         << " wide, got " << cols(getQuery());
+  if (getResult().getType() != getQuery().getType())
+    return emitOpError() << "result must have the query's type";
+  if (!(getScale().convertToDouble() > 0))
+    return emitOpError() << "scale must be positive";
+  bool cached = getMask() == AttentionMask::cache;
+  for (Value kv : {getKey(), getValue()}) {
+    if (auto view = dyn_cast<KVViewType>(kv.getType())) {
+      if (!cached)
+        return emitOpError() << "KV-cache views need mask 'cache'";
+      if (view.getKvHeads() != kvh || view.getHeadDim() != d)
+        return emitOpError() << "KV-cache view has " << view.getKvHeads() << " heads of "
+                             << view.getHeadDim() << " but the op needs " << kvh << " of " << d;
+      continue;
+    }
+    if (cached)
+      return emitOpError() << "mask 'cache' needs keys and values from llm.kv_cache_read";
+    if (rows(kv) != rows(getQuery()))
+      return emitOpError() << "fresh keys and values need one row per query row";
+    if (cols(kv) != kvh * d)
+      return emitOpError() << "keys and values must be num_kv_heads x head_dim = " << kvh * d
+                           << " wide, got " << cols(kv);
+    if (tensorOf(kv).getElementType() != tensorOf(getQuery()).getElementType())
+      return emitOpError() << "fresh keys and values must have the query's element type";
+  }
+  return success();
+}
+
+LogicalResult FusedFFNOp::verify() {
+  if (failed(sameRows(*this, getInput(), getResult(), "result has the input's rows")))
+    return failure();
+  if (cols(getInput()) != 2 * cols(getResult()))
+    return emitOpError() << "input must hold gate and up side by side: " << cols(getInput())
+                         << " columns for a result of " << cols(getResult());
+  if (tensorOf(getInput()).getElementType() != tensorOf(getResult()).getElementType())
+    return emitOpError() << "result must have the input's element type";
+  return success();
+}
+
+LogicalResult LogitsOp::verify() {
+  return sameRows(*this, getInput(), getResult(), "one row of logits per input row");
+}
+
+LogicalResult LogitsOp::verifySymbolUses(SymbolTableCollection &symbols) {
+  return verifyWeight(*this, symbols, getWeightAttr(), {cols(getResult()), cols(getInput())},
+                      "head");
+}
+
+LogicalResult TakeLastOp::verify() {
+  if (failed(sameRows(*this, getInput(), getPositions(), "one position per row")))
+    return failure();
+  RankedTensorType in = tensorOf(getInput()), out = tensorOf(getResult());
+  SmallVector<int64_t> expected(in.getShape());
+  expected[0] = 1;
+  if (out.getShape() != ArrayRef<int64_t>(expected) || out.getElementType() != in.getElementType())
+    return emitOpError() << "result must be one row of the input: expected "
+                         << RankedTensorType::get(expected, in.getElementType());
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// KV cache
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+/// Page table and positions of a cache access agree with its `rows` rows.
+LogicalResult verifyCacheAccess(Operation *op, KVCacheType cache, Value pageTable,
+                                Value positions, int64_t rowCount, int64_t layer) {
+  if (layer < 0 || layer >= cache.getLayers())
+    return op->emitOpError() << "layer " << layer << " is outside the cache's "
+                             << cache.getLayers() << " layers";
+  if (tensorOf(positions).getDimSize(0) != rowCount)
+    return op->emitOpError() << "one position per row: " << tensorOf(positions).getDimSize(0)
+                             << " positions for " << rowCount << " rows";
+  int64_t tableRows = rows(pageTable);
+  if (tableRows != 1 && tableRows != rowCount)
+    return op->emitOpError() << "page table needs one row (one sequence) or one row per row ("
+                             << rowCount << "), got " << tableRows;
+  if (cols(pageTable) > cache.getPages())
+    return op->emitOpError() << "a sequence's " << cols(pageTable)
+                             << " pages exceed the cache's " << cache.getPages();
+  return success();
+}
+
+} // namespace
+
+LogicalResult KVCacheWriteOp::verify() {
+  auto cache = cast<KVCacheType>(getCache().getType());
+  if (getKey().getType() != getValue().getType())
+    return emitOpError() << "keys and values must have the same type";
+  if (cols(getKey()) != cache.getKvHeads() * cache.getHeadDim())
+    return emitOpError() << "rows must be kv_heads x head_dim = "
+                         << cache.getKvHeads() * cache.getHeadDim() << " wide, got "
+                         << cols(getKey());
+  return verifyCacheAccess(*this, cache, getPageTable(), getPositions(), rows(getKey()),
+                           getLayer());
+}
+
+LogicalResult KVCacheReadOp::verify() {
+  auto cache = cast<KVCacheType>(getCache().getType());
+  for (Type t : {getKeys().getType(), getValues().getType()}) {
+    auto v = cast<KVViewType>(t);
+    if (v.getKvHeads() != cache.getKvHeads() || v.getHeadDim() != cache.getHeadDim() ||
+        v.getElementType() != cache.getElementType())
+      return emitOpError() << "views must match the cache's kv_heads, head_dim and element type";
+  }
+  int64_t n = tensorOf(getPositions()).getDimSize(0);
+  return verifyCacheAccess(*this, cache, getPageTable(), getPositions(), n, getLayer());
+}

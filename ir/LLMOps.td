@@ -1,0 +1,341 @@
+// The llm dialect's operations.
+#ifndef KVPLAN_LLM_OPS
+#define KVPLAN_LLM_OPS
+
+include "ir/LLMDialect.td"
+include "mlir/IR/OpBase.td"
+include "mlir/IR/SymbolInterfaces.td"
+include "mlir/Interfaces/InferTypeOpInterface.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+
+class LLM_Op<string mnemonic, list<Trait> traits = []>
+    : Op<LLM_Dialect, mnemonic, traits>;
+
+/// Each output row depends only on the same row of each operand, so the op
+/// can run on any subset of rows (prune-last-token relies on it).
+def RowWise : NativeOpTrait<"RowWise"> {
+  let cppNamespace = "::kvplan::llm";
+}
+
+def LLM_Float : AnyTypeOf<[F32, BF16, F16]>;
+def LLM_Activations : 2DTensorOf<[F32, BF16, F16]>;
+def LLM_Ids : 1DTensorOf<[I32]>;
+def LLM_PageTable : 2DTensorOf<[I32]>;
+def LLM_KVCache : Type<CPred<"::llvm::isa<::kvplan::llm::KVCacheType>($_self)">,
+                       "paged KV cache", "::kvplan::llm::KVCacheType">;
+def LLM_KVView : Type<CPred<"::llvm::isa<::kvplan::llm::KVViewType>($_self)">,
+                      "KV-cache view", "::kvplan::llm::KVViewType">;
+def LLM_Rows : AnyTypeOf<[LLM_Activations, LLM_Ids]>;
+def LLM_KeysOrValues : AnyTypeOf<[LLM_Activations, LLM_KVView]>;
+
+def LLM_KVCacheResource : Resource<"::kvplan::llm::KVCacheResource">;
+
+//===----------------------------------------------------------------------===//
+// Weights
+//===----------------------------------------------------------------------===//
+
+def LLM_WeightOp : LLM_Op<"weight", [Symbol]> {
+  let summary = "A named weight tensor of the model";
+  let description = [{
+    Declares one tensor the model reads, at module level, under kvplan's
+    canonical name (Meta's Llama naming). Matrices are `[out, in]`. A weight
+    made by fusion lists the weights it concatenates (along dimension 0) in
+    `concat`; the weight loader builds it from those.
+
+    Example:
+    ```mlir
+    llm.weight @layers.0.attention.wq : tensor<256x256xf32>
+    llm.weight @layers.0.feed_forward.w13 concat ["layers.0.feed_forward.w1", "layers.0.feed_forward.w3"] : tensor<1376x256xf32>
+    ```
+  }];
+  let arguments = (ins SymbolNameAttr:$sym_name,
+                       TypeAttrOf<AnyRankedTensor>:$type,
+                       OptionalAttr<StrArrayAttr>:$parts);
+  let assemblyFormat = "$sym_name (`concat` $parts^)? attr-dict `:` $type";
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    ::mlir::RankedTensorType getTensorType() {
+      return ::llvm::cast<::mlir::RankedTensorType>(getType());
+    }
+  }];
+}
+
+/// Ops that read weights verify the referenced symbols and their shapes.
+class LLM_WeightUser<string mnemonic, list<Trait> traits = []>
+    : LLM_Op<mnemonic, !listconcat(traits,
+          [DeclareOpInterfaceMethods<SymbolUserOpInterface>])>;
+
+//===----------------------------------------------------------------------===//
+// Model ops
+//===----------------------------------------------------------------------===//
+
+def LLM_EmbeddingOp : LLM_WeightUser<"embedding", [Pure, RowWise]> {
+  let summary = "Looks up token embeddings";
+  let description = [{
+    `result[i] = weight[tokens[i]]` with `weight` of shape `[vocab, hidden]`.
+
+    Example:
+    ```mlir
+    %0 = llm.embedding @tok_embeddings[%tokens] : tensor<64xi32> -> tensor<64x256xf32>
+    ```
+  }];
+  let arguments = (ins FlatSymbolRefAttr:$weight, LLM_Ids:$tokens);
+  let results = (outs LLM_Activations:$result);
+  let assemblyFormat = "$weight `[` $tokens `]` attr-dict `:` type($tokens) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+def LLM_RMSNormOp : LLM_WeightUser<"rms_norm", [Pure, RowWise, SameOperandsAndResultType]> {
+  let summary = "RMSNorm of each row, scaled by a weight";
+  let description = [{
+    `result[i] = input[i] / sqrt(mean(input[i]^2) + eps) * weight`, in f32.
+
+    Example:
+    ```mlir
+    %1 = llm.rms_norm %0, @layers.0.attention_norm {eps = 1.000000e-05 : f64} : tensor<64x256xf32>
+    ```
+  }];
+  let arguments = (ins LLM_Activations:$input, FlatSymbolRefAttr:$weight, F64Attr:$eps);
+  let results = (outs LLM_Activations:$result);
+  let assemblyFormat = "$input `,` $weight attr-dict `:` type($result)";
+  let hasVerifier = 1;
+}
+
+def LLM_AddRMSNormOp : LLM_WeightUser<"add_rms_norm", [Pure, RowWise,
+    AllTypesMatch<["lhs", "rhs", "normed", "residual"]>]> {
+  let summary = "Residual add fused with the RMSNorm that follows it";
+  let description = [{
+    `residual = lhs + rhs; normed = rms_norm(residual, weight, eps)`: one pass
+    over the rows yields both the new residual stream and its normalisation.
+    Made by `--fuse-rmsnorm`.
+
+    Example:
+    ```mlir
+    %n, %r = llm.add_rms_norm %x, %attn, @layers.0.ffn_norm {eps = 1.000000e-05 : f64} : tensor<1x256xf32>
+    ```
+  }];
+  let arguments = (ins LLM_Activations:$lhs, LLM_Activations:$rhs,
+                       FlatSymbolRefAttr:$weight, F64Attr:$eps);
+  let results = (outs LLM_Activations:$normed, LLM_Activations:$residual);
+  let assemblyFormat = "$lhs `,` $rhs `,` $weight attr-dict `:` type($normed)";
+  let hasVerifier = 1;
+  let builders = [
+    OpBuilder<(ins "::mlir::Value":$lhs, "::mlir::Value":$rhs,
+                   "::mlir::FlatSymbolRefAttr":$weight, "::mlir::FloatAttr":$eps), [{
+      build($_builder, $_state, lhs.getType(), lhs.getType(), lhs, rhs, weight, eps);
+    }]>
+  ];
+}
+
+def LLM_LinearOp : LLM_WeightUser<"linear", [Pure, RowWise]> {
+  let summary = "A matrix product with a weight, optionally plus a bias";
+  let description = [{
+    `out = input x weight^T (+ bias)` with `weight` of shape `[out, in]`,
+    accumulated in f32. With several results, the output columns are split
+    among them in order (a fused Q/K/V projection writes Q, K and V apart).
+
+    Example:
+    ```mlir
+    %q = llm.linear @layers.0.attention.wq(%1) : tensor<64x256xf32> -> tensor<64x256xf32>
+    %q, %k, %v = llm.linear @layers.0.attention.wqkv(%1) bias @layers.0.attention.bqkv : tensor<64x256xf32> -> tensor<64x256xf32>, tensor<64x128xf32>, tensor<64x128xf32>
+    ```
+  }];
+  let arguments = (ins FlatSymbolRefAttr:$weight, LLM_Activations:$input,
+                       OptionalAttr<FlatSymbolRefAttr>:$bias);
+  let results = (outs Variadic<LLM_Activations>:$results);
+  let assemblyFormat = [{
+    $weight `(` $input `)` (`bias` $bias^)? attr-dict `:` type($input) `->` type($results)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// Output columns in total (rows of the weight).
+    int64_t getOutFeatures();
+  }];
+}
+
+def LLM_RopeOp : LLM_Op<"rope", [Pure, RowWise, AllTypesMatch<["input", "result"]>]> {
+  let summary = "Rotary position embedding of each head";
+  let description = [{
+    Rotates each adjacent pair `(x[2j], x[2j+1])` of every head of row `i`
+    by the angle `positions[i] * theta^(-2j / head_dim)`; `scaling`, when
+    present, holds Llama 3's frequency scaling (`factor`, `low_freq_factor`,
+    `high_freq_factor`, `original_max_position_embeddings`). Rows with a
+    negative position are padding.
+
+    Example:
+    ```mlir
+    %5 = llm.rope %2, %positions {head_dim = 32 : i64, theta = 1.000000e+04 : f64} : tensor<64x256xf32>, tensor<64xi32>
+    ```
+  }];
+  let arguments = (ins LLM_Activations:$input, LLM_Ids:$positions,
+                       I64Attr:$head_dim, F64Attr:$theta,
+                       OptionalAttr<DictionaryAttr>:$scaling);
+  let results = (outs LLM_Activations:$result);
+  let assemblyFormat = "$input `,` $positions attr-dict `:` type($input) `,` type($positions)";
+  let hasVerifier = 1;
+}
+
+def LLM_AttentionOp : LLM_Op<"attention", [Pure]> {
+  let summary = "Scaled dot-product attention with grouped-query heads";
+  let description = [{
+    For each row and each of `num_heads` query heads, softmax(q k^T * scale)
+    v over the keys the mask allows; query head `h` reads KV head
+    `h / (num_heads / num_kv_heads)`. Keys and values are either fresh
+    `[rows, num_kv_heads * head_dim]` tensors (masks `causal` and `self`) or
+    the views a `llm.kv_cache_read` makes (mask `cache`).
+
+    Example:
+    ```mlir
+    %7 = llm.attention causal %q, %k, %v {head_dim = 32 : i64, num_heads = 8 : i64, num_kv_heads = 4 : i64, scale = 0.17677669529663687 : f64} : tensor<64x256xf32>, tensor<64x128xf32>, tensor<64x128xf32> -> tensor<64x256xf32>
+    ```
+  }];
+  let arguments = (ins LLM_AttentionMask:$mask, LLM_Activations:$query,
+                       LLM_KeysOrValues:$key, LLM_KeysOrValues:$value,
+                       I64Attr:$num_heads, I64Attr:$num_kv_heads, I64Attr:$head_dim,
+                       F64Attr:$scale);
+  let results = (outs LLM_Activations:$result);
+  let assemblyFormat = [{
+    $mask $query `,` $key `,` $value attr-dict `:` type($query) `,` type($key) `,`
+    type($value) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def LLM_SwiGLUOp : LLM_Op<"swiglu", [Pure, RowWise, SameOperandsAndResultType]> {
+  let summary = "SiLU(gate) times up";
+  let description = [{
+    `result = gate * sigmoid(gate) * up`, elementwise.
+
+    Example:
+    ```mlir
+    %12 = llm.swiglu %10, %11 : tensor<64x688xf32>
+    ```
+  }];
+  let arguments = (ins LLM_Activations:$gate, LLM_Activations:$up);
+  let results = (outs LLM_Activations:$result);
+  let assemblyFormat = "$gate `,` $up attr-dict `:` type($result)";
+}
+
+def LLM_FusedFFNOp : LLM_Op<"fused_ffn", [Pure, RowWise]> {
+  let summary = "SiLU(gate) times up over a fused gate|up projection";
+  let description = [{
+    The input holds the gate projection in its first half of columns and the
+    up projection in its second; `result = silu(gate) * up`. Made by
+    `--fuse-ffn` from a `llm.swiglu` of two linears of the same input.
+
+    Example:
+    ```mlir
+    %11 = llm.fused_ffn %10 : tensor<64x1376xf32> -> tensor<64x688xf32>
+    ```
+  }];
+  let arguments = (ins LLM_Activations:$input);
+  let results = (outs LLM_Activations:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+def LLM_AddOp : LLM_Op<"add", [Pure, RowWise, SameOperandsAndResultType, Commutative]> {
+  let summary = "Elementwise sum (the residual connection)";
+  let description = [{
+    Example:
+    ```mlir
+    %9 = llm.add %0, %8 : tensor<64x256xf32>
+    ```
+  }];
+  let arguments = (ins LLM_Activations:$lhs, LLM_Activations:$rhs);
+  let results = (outs LLM_Activations:$result);
+  let assemblyFormat = "$lhs `,` $rhs attr-dict `:` type($result)";
+}
+
+def LLM_LogitsOp : LLM_WeightUser<"logits", [Pure, RowWise]> {
+  let summary = "The language-model head: f32 logits over the vocabulary";
+  let description = [{
+    `logits = input x weight^T` with `weight` of shape `[vocab, hidden]`
+    (the output matrix, or the token embeddings when they are tied); the
+    result is always f32, since sampling reads it.
+
+    Example:
+    ```mlir
+    %30 = llm.logits @output(%29) : tensor<1x256xf32> -> tensor<1x512xf32>
+    ```
+  }];
+  let arguments = (ins FlatSymbolRefAttr:$weight, LLM_Activations:$input);
+  let results = (outs 2DTensorOf<[F32]>:$result);
+  let assemblyFormat = "$weight `(` $input `)` attr-dict `:` type($input) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+def LLM_TakeLastOp : LLM_Op<"take_last", [Pure]> {
+  let summary = "The last row of a prefill chunk that holds a token";
+  let description = [{
+    Selects the last row whose position is not negative (rows past the
+    chunk's tokens are padding, marked by position -1). Made by
+    `--prune-last-token`, so that only that row reaches the LM head.
+
+    Example:
+    ```mlir
+    %28 = llm.take_last %27, %positions : tensor<64x256xf32>, tensor<64xi32> -> tensor<1x256xf32>
+    ```
+  }];
+  let arguments = (ins LLM_Rows:$input, LLM_Ids:$positions);
+  let results = (outs LLM_Rows:$result);
+  let assemblyFormat = [{
+    $input `,` $positions attr-dict `:` type($input) `,` type($positions) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// KV cache
+//===----------------------------------------------------------------------===//
+
+def LLM_KVCacheWriteOp : LLM_Op<"kv_cache_write", [
+    AllTypesMatch<["cache", "result"]>,
+    MemoryEffects<[MemRead<LLM_KVCacheResource>, MemWrite<LLM_KVCacheResource>]>]> {
+  let summary = "Stores one layer's new keys and values in the paged cache";
+  let description = [{
+    Row `i`'s key and value go to position `positions[i]` of its sequence:
+    page `page_table[s][positions[i] / page_size]`, slot
+    `positions[i] % page_size`, where `s` is 0 when the page table has one
+    row (prefill: all rows are one sequence) and `i` otherwise (decode: row
+    `i` is sequence `i`). Rows with a negative position are skipped. The
+    result is the cache after the write; reads of it see the new entries.
+
+    Example:
+    ```mlir
+    %c1 = llm.kv_cache_write %k, %v into %cache[%page_table] at %positions {layer = 0 : i64} : tensor<64x128xf32>, tensor<64x128xf32>, !llm.kv_cache<layers = 4, pages = 32, page_size = 16, kv_heads = 4, head_dim = 32, element_type = f32>, tensor<1x32xi32>, tensor<64xi32>
+    ```
+  }];
+  let arguments = (ins LLM_Activations:$key, LLM_Activations:$value, LLM_KVCache:$cache,
+                       LLM_PageTable:$page_table, LLM_Ids:$positions, I64Attr:$layer);
+  let results = (outs LLM_KVCache:$result);
+  let assemblyFormat = [{
+    $key `,` $value `into` $cache `[` $page_table `]` `at` $positions attr-dict `:`
+    type($key) `,` type($value) `,` type($cache) `,` type($page_table) `,` type($positions)
+  }];
+  let hasVerifier = 1;
+}
+
+def LLM_KVCacheReadOp : LLM_Op<"kv_cache_read", [
+    MemoryEffects<[MemRead<LLM_KVCacheResource>]>]> {
+  let summary = "Views one layer's cached keys and values up to each row's position";
+  let description = [{
+    For each row `i`, the keys and values of its sequence (chosen as in
+    `llm.kv_cache_write`) at positions `[0, positions[i]]`, read in place.
+
+    Example:
+    ```mlir
+    %kc, %vc = llm.kv_cache_read %c1[%page_table] upto %positions {layer = 0 : i64} : !llm.kv_cache<layers = 4, pages = 32, page_size = 16, kv_heads = 4, head_dim = 32, element_type = f32>, tensor<1x32xi32>, tensor<64xi32> -> !llm.kv_view<kv_heads = 4, head_dim = 32, element_type = f32>, !llm.kv_view<kv_heads = 4, head_dim = 32, element_type = f32>
+    ```
+  }];
+  let arguments = (ins LLM_KVCache:$cache, LLM_PageTable:$page_table, LLM_Ids:$positions,
+                       I64Attr:$layer);
+  let results = (outs LLM_KVView:$keys, LLM_KVView:$values);
+  let assemblyFormat = [{
+    $cache `[` $page_table `]` `upto` $positions attr-dict `:` type($cache) `,`
+    type($page_table) `,` type($positions) `->` type($keys) `,` type($values)
+  }];
+  let hasVerifier = 1;
+}
+
+#endif // KVPLAN_LLM_OPS

@@ -1,0 +1,121 @@
+// --insert-kv-cache: attention over fresh K/V -> cache write + cache read.
+#include "passes/Passes.h"
+
+#include "mlir/IR/Builders.h"
+
+#define DEBUG_TYPE "insert-kv-cache"
+
+using namespace mlir;
+
+namespace kvplan {
+#define GEN_PASS_DEF_INSERTKVCACHE
+#include "passes/Passes.h.inc"
+} // namespace kvplan
+
+namespace kvplan {
+namespace {
+
+Type kvElementType(ModuleOp module, Builder &b) {
+  auto settings = module->getAttrOfType<DictionaryAttr>(attr::kSettings);
+  StringRef dt = "f32";
+  if (settings)
+    if (auto s = dyn_cast_or_null<StringAttr>(settings.get("kv_dtype")))
+      dt = s.getValue();
+  if (dt == "bf16") return b.getBF16Type();
+  if (dt == "f16") return b.getF16Type();
+  return b.getF32Type();
+}
+
+struct InsertKVCachePass : public impl::InsertKVCacheBase<InsertKVCachePass> {
+  using InsertKVCacheBase::InsertKVCacheBase;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    int64_t page = pageSize ? int64_t(pageSize) : moduleSetting(module, "page_size").value_or(0);
+    int64_t seq = maxSeqLen ? int64_t(maxSeqLen) : moduleSetting(module, "max_seq_len").value_or(0);
+    int64_t batch = moduleSetting(module, "max_batch").value_or(0);
+    if (page <= 0 || seq <= 0 || seq % page != 0) {
+      module.emitError() << "insert-kv-cache needs a page size that divides max_seq_len (got "
+                         << page << " and " << seq << ")";
+      return signalPassFailure();
+    }
+    // The pool holds max_seq_len tokens for each decode row; prefill and
+    // decode share it, so both see the same cache type.
+    if (batch <= 0)
+      if (auto decode = module.lookupSymbol<func::FuncOp>("decode"))
+        if (BlockArgument t = findArg(decode, "tokens"))
+          batch = cast<RankedTensorType>(t.getType()).getDimSize(0);
+    batch = std::max<int64_t>(batch, 1);
+    bool any = false;
+    for (auto fn : module.getOps<func::FuncOp>()) {
+      auto entry = fn->getAttrOfType<StringAttr>(attr::kEntry);
+      if (!entry)
+        continue;
+      any = true;
+      if (findArg(fn, "kv_cache")) {
+        fn.emitOpError() << "already has a KV cache; run insert-kv-cache once";
+        return signalPassFailure();
+      }
+      if (failed(rewrite(fn, entry.getValue() == "decode", page, seq, batch)))
+        return signalPassFailure();
+    }
+    if (!any) {
+      module.emitError() << "no entry points (llm.entry) to give a KV cache; run "
+                            "split-prefill-decode first";
+      return signalPassFailure();
+    }
+  }
+
+  LogicalResult rewrite(func::FuncOp fn, bool isDecode, int64_t page, int64_t seq,
+                        int64_t batch) {
+    SmallVector<llm::AttentionOp> attns;
+    fn.walk([&](llm::AttentionOp op) { attns.push_back(op); });
+    if (attns.empty())
+      return fn.emitOpError() << "has no attention to give a KV cache";
+    BlockArgument positions = findArg(fn, "positions");
+    BlockArgument tokens = findArg(fn, "tokens");
+    if (!positions || !tokens)
+      return fn.emitOpError() << "needs tokens and positions arguments (llm.arg)";
+    int64_t rows = cast<RankedTensorType>(tokens.getType()).getDimSize(0);
+
+    OpBuilder b(fn.getContext());
+    int64_t pagesPerSeq = seq / page;
+    auto first = attns.front();
+    auto cacheType = llm::KVCacheType::get(
+        fn.getContext(), int64_t(attns.size()), pagesPerSeq * batch, page,
+        first.getNumKvHeads(), first.getHeadDim(), kvElementType(fn->getParentOfType<ModuleOp>(), b));
+    auto tableType = RankedTensorType::get({isDecode ? rows : 1, pagesPerSeq}, b.getI32Type());
+
+    unsigned n = fn.getNumArguments();
+    auto role = [&](StringRef r) {
+      return b.getDictionaryAttr(b.getNamedAttr(attr::kArg, b.getStringAttr(r)));
+    };
+    fn.insertArgument(n, tableType, role("page_table"), fn.getLoc());
+    fn.insertArgument(n + 1, cacheType, role("kv_cache"), fn.getLoc());
+    Value table = fn.getArgument(n), cache = fn.getArgument(n + 1);
+
+    auto viewType = llm::KVViewType::get(fn.getContext(), cacheType.getKvHeads(),
+                                         cacheType.getHeadDim(), cacheType.getElementType());
+    for (auto [layer, op] : llvm::enumerate(attns)) {
+      if (op.getMask() == llm::AttentionMask::cache)
+        return op.emitOpError() << "already reads a KV cache";
+      if (op.getNumKvHeads() != cacheType.getKvHeads() ||
+          op.getHeadDim() != cacheType.getHeadDim())
+        return op.emitOpError() << "every layer must have the same KV heads and head_dim";
+      b.setInsertionPoint(op);
+      auto write = b.create<llm::KVCacheWriteOp>(op.getLoc(), cacheType, op.getKey(),
+                                                 op.getValue(), cache, table, positions,
+                                                 b.getI64IntegerAttr(int64_t(layer)));
+      cache = write.getResult();
+      auto read = b.create<llm::KVCacheReadOp>(op.getLoc(), viewType, viewType, cache, table,
+                                               positions, b.getI64IntegerAttr(int64_t(layer)));
+      op.getKeyMutable().assign(read.getKeys());
+      op.getValueMutable().assign(read.getValues());
+      op.setMask(llm::AttentionMask::cache);
+    }
+    return success();
+  }
+};
+
+} // namespace
+} // namespace kvplan

@@ -1,0 +1,102 @@
+// The kvplan passes, in pipeline order.
+#ifndef KVPLAN_PASSES
+#define KVPLAN_PASSES
+
+include "mlir/Pass/PassBase.td"
+
+def SplitPrefillDecode : Pass<"split-prefill-decode", "::mlir::ModuleOp"> {
+  let summary = "Splits @forward into a chunked @prefill and a batched @decode";
+  let description = [{
+    `@forward` runs one whole sequence of `max_seq_len` tokens. This pass
+    replaces it by two entry points with the same body and static row counts:
+    `@prefill`, one chunk of `prefill_chunk` prompt tokens of one sequence
+    (its positions continue from a run-time offset, so a prompt of any length
+    runs as several chunks), and `@decode`, one new token for each of up to
+    `max_batch` sequences, each at its own position. In `@decode` every row
+    is its own sequence, so its attention becomes `self` until
+    `--insert-kv-cache` gives it the history. Row counts come from the
+    module's `llm.settings` unless given as options.
+  }];
+  let options = [
+    Option<"chunk", "chunk", "int64_t", "0",
+           "rows of @prefill (0: llm.settings.prefill_chunk)">,
+    Option<"maxBatch", "max-batch", "int64_t", "0",
+           "rows of @decode (0: llm.settings.max_batch)">,
+  ];
+  let dependentDialects = ["::kvplan::llm::LLMDialect"];
+}
+
+def InsertKVCache : Pass<"insert-kv-cache", "::mlir::ModuleOp"> {
+  let summary = "Makes attention read earlier keys and values from a paged cache";
+  let description = [{
+    Each entry point gains two arguments: a page table (one row of page
+    indices per sequence: one row in @prefill, `max_batch` in @decode) and
+    the KV cache (`!llm.kv_cache`, a pool of `max_batch x max_seq_len /
+    page_size` pages). Every attention over fresh keys and values becomes
+    an `llm.kv_cache_write` of the new keys and values at their positions,
+    an `llm.kv_cache_read` of positions `[0, position]`, and an attention
+    with mask `cache` over the views. Settings come from `llm.settings`
+    unless given as options.
+  }];
+  let options = [
+    Option<"pageSize", "page-size", "int64_t", "0",
+           "tokens per page (0: llm.settings.page_size)">,
+    Option<"maxSeqLen", "max-seq-len", "int64_t", "0",
+           "tokens per sequence (0: llm.settings.max_seq_len)">,
+  ];
+  let dependentDialects = ["::kvplan::llm::LLMDialect"];
+}
+
+def PruneLastToken : Pass<"prune-last-token", "::mlir::func::FuncOp"> {
+  let summary = "In @prefill, only the last token's row reaches the LM head";
+  let description = [{
+    Only the last prompt token's logits are sampled, so @prefill takes the
+    last row holding a token (`llm.take_last`) before the LM head, and moves
+    that selection up through every row-wise op whose result nothing else
+    reads: the final norm, and the last layer's output projection, residual
+    adds and FFN. The selection stops at attention, whose keys and values
+    every row must still write to the cache. Other functions are unchanged.
+  }];
+  let dependentDialects = ["::kvplan::llm::LLMDialect"];
+}
+
+def FuseRMSNorm : Pass<"fuse-rmsnorm", "::mlir::func::FuncOp"> {
+  let summary = "Fuses each residual add with the RMSNorm of its result";
+  let description = [{
+    `%r = llm.add %a, %b` followed by `llm.rms_norm %r` becomes one
+    `llm.add_rms_norm %a, %b` that yields the normed rows and the new
+    residual stream in one pass over memory.
+  }];
+  let dependentDialects = ["::kvplan::llm::LLMDialect"];
+}
+
+def FuseFFN : Pass<"fuse-ffn", "::mlir::ModuleOp"> {
+  let summary = "Fuses the gate/up projections, and the Q/K/V projections";
+  let description = [{
+    `llm.swiglu` of two linears of the same rows becomes one linear over the
+    concatenated weight (`w13 = concat(w1, w3)`) and `llm.fused_ffn`. Linears
+    that read the same rows (Q, K and V) become one linear over their
+    concatenated weights (and biases) with one result each. The fused weights
+    are new `llm.weight` symbols that name their parts; weights no longer
+    read are removed.
+  }];
+  let dependentDialects = ["::kvplan::llm::LLMDialect"];
+}
+
+def PlanBuffers : Pass<"plan-buffers", "::mlir::func::FuncOp"> {
+  let summary = "Gives every tensor of an entry point a fixed offset in one arena";
+  let description = [{
+    Computes the live range of every tensor (arguments, results and
+    intermediates) over the entry point's op sequence and places each at an
+    offset (a multiple of `alignment`) so that tensors alive at the same
+    time never overlap; KV-cache values live in the cache, not the arena.
+    Records the offsets (`llm.offsets` on ops, `llm.offset` on arguments)
+    and the arena size (`llm.arena_size` on the function).
+  }];
+  let options = [
+    Option<"alignment", "alignment", "int64_t", "256", "offset alignment in bytes">,
+  ];
+  let dependentDialects = ["::kvplan::llm::LLMDialect"];
+}
+
+#endif // KVPLAN_PASSES

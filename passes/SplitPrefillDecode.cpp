@@ -1,0 +1,103 @@
+// --split-prefill-decode: @forward -> @prefill (a chunk) and @decode (a batch).
+#include "passes/Passes.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/IRMapping.h"
+
+#define DEBUG_TYPE "split-prefill-decode"
+
+using namespace mlir;
+
+namespace kvplan {
+#define GEN_PASS_DEF_SPLITPREFILLDECODE
+#include "passes/Passes.h.inc"
+} // namespace kvplan
+
+namespace kvplan {
+namespace {
+
+/// Sets the leading dimension of every `from`-row tensor in `fn` to `to`.
+LogicalResult retypeRows(func::FuncOp fn, int64_t from, int64_t to) {
+  auto retype = [&](Value v) -> LogicalResult {
+    auto t = dyn_cast<RankedTensorType>(v.getType());
+    if (!t)
+      return success();
+    if (t.getRank() == 0 || t.getDimSize(0) != from) {
+      if (auto op = v.getDefiningOp())
+        return op->emitOpError() << "expected " << from << " rows (one per token of @forward), got "
+                                 << t;
+      return fn.emitOpError() << "expected every tensor argument to have " << from << " rows";
+    }
+    SmallVector<int64_t> shape(t.getShape());
+    shape[0] = to;
+    v.setType(RankedTensorType::get(shape, t.getElementType()));
+    return success();
+  };
+  for (BlockArgument a : fn.getArguments())
+    if (failed(retype(a)))
+      return failure();
+  WalkResult r = fn.walk([&](Operation *op) {
+    for (Value res : op->getResults())
+      if (failed(retype(res)))
+        return WalkResult::interrupt();
+    return WalkResult::advance();
+  });
+  if (r.wasInterrupted())
+    return failure();
+  Operation *ret = fn.getBody().front().getTerminator();
+  fn.setFunctionType(FunctionType::get(fn.getContext(), fn.getBody().getArgumentTypes(),
+                                       ret->getOperandTypes()));
+  return success();
+}
+
+struct SplitPrefillDecodePass
+    : public impl::SplitPrefillDecodeBase<SplitPrefillDecodePass> {
+  using SplitPrefillDecodeBase::SplitPrefillDecodeBase;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    auto forward = module.lookupSymbol<func::FuncOp>("forward");
+    if (!forward) {
+      module.emitError() << "split-prefill-decode needs a func.func @forward (the whole-sequence "
+                            "model the frontend builds)";
+      return signalPassFailure();
+    }
+    for (StringRef name : {"prefill", "decode"})
+      if (module.lookupSymbol(name)) {
+        module.emitError() << "module already has @" << name << "; run split-prefill-decode once";
+        return signalPassFailure();
+      }
+    BlockArgument tokens = findArg(forward, "tokens");
+    if (!tokens || !isa<RankedTensorType>(tokens.getType())) {
+      forward.emitOpError() << "needs a tokens argument (llm.arg = \"tokens\")";
+      return signalPassFailure();
+    }
+    int64_t seqRows = cast<RankedTensorType>(tokens.getType()).getDimSize(0);
+
+    int64_t prefillRows = chunk ? int64_t(chunk) : moduleSetting(module, "prefill_chunk").value_or(0);
+    int64_t decodeRows =
+        maxBatch ? int64_t(maxBatch) : moduleSetting(module, "max_batch").value_or(0);
+    if (prefillRows <= 0 || decodeRows <= 0) {
+      module.emitError() << "prefill chunk and max batch must be positive: set llm.settings "
+                            "(prefill_chunk, max_batch) or the pass options chunk, max-batch";
+      return signalPassFailure();
+    }
+
+    OpBuilder b(module.getContext());
+    b.setInsertionPointAfter(forward);
+    for (auto [name, rows] : {std::pair<StringRef, int64_t>{"prefill", prefillRows},
+                              std::pair<StringRef, int64_t>{"decode", decodeRows}}) {
+      auto fn = cast<func::FuncOp>(b.clone(*forward));
+      fn.setSymName(name);
+      fn->setAttr(attr::kEntry, b.getStringAttr(name));
+      if (failed(retypeRows(fn, seqRows, rows)))
+        return signalPassFailure();
+      if (name == "decode")
+        fn.walk([&](llm::AttentionOp op) { op.setMask(llm::AttentionMask::self); });
+    }
+    forward.erase();
+  }
+};
+
+} // namespace
+} // namespace kvplan

@@ -1,0 +1,91 @@
+// kvplan inspect: an artifact's manifest and exact memory bill.
+#include "tools/kvplan/Commands.h"
+
+#include "runtime/Artifact.h"
+
+#include <cstdio>
+#include <iostream>
+
+namespace kvplan::cli {
+
+namespace {
+
+void printHuman(const Artifact &a) {
+  const Plan &p = a.plan();
+  const ModelSpec &m = p.model;
+  const CompileSettings &s = p.settings;
+  MemoryBill bill = p.memoryBill();
+  std::printf("artifact  %s (format %u, kvplan %s, git %s)\n", a.path().c_str(),
+              a.formatVersion(), p.kvplanVersion.c_str(), p.gitHash.c_str());
+  std::printf("model     %s: %s, %lld layers, hidden %lld, %lld heads (%lld KV) x %lld, "
+              "ffn %lld, vocab %lld%s%s\n",
+              m.name.c_str(), architectureName(m.architecture), (long long)m.numLayers,
+              (long long)m.hiddenSize, (long long)m.numHeads, (long long)m.numKvHeads,
+              (long long)m.headDim, (long long)m.intermediateSize, (long long)m.vocabSize,
+              m.tieWordEmbeddings ? ", tied embeddings" : "",
+              m.attentionBias ? ", q/k/v bias" : "");
+  std::printf("settings  target %s, weights %s, KV cache %s, max batch %lld, max seq %lld, "
+              "prefill chunk %lld, page %lld tokens\n",
+              targetName(s.target), dtypeName(s.weightDtype), dtypeName(s.kvDtype),
+              (long long)s.maxBatch, (long long)s.maxSeqLen, (long long)s.prefillChunk,
+              (long long)s.pageSize);
+  std::printf("\nmemory bill (bytes, exact)\n");
+  auto line = [](const std::string &what, int64_t v) {
+    std::printf("  %-22s %22s  %s\n", what.c_str(), withCommas(v).c_str(), humanBytes(v).c_str());
+  };
+  std::printf("  %-22s %22s\n", "parameters", withCommas(bill.params).c_str());
+  line("weights", bill.weightsBytes);
+  line("KV cache", bill.kvCacheBytes);
+  for (const auto &[name, bytes] : bill.arenaBytes)
+    line("arena (" + name + ")", bytes);
+  line("arena (allocated)", bill.arenaAllocBytes);
+  line("total", bill.totalBytes);
+
+  std::printf("\nentry points\n");
+  for (const auto &[name, ep] : p.entryPoints)
+    std::printf("  %-8s %5lld rows  %4zu steps  %zu args\n", name.c_str(), (long long)ep.rows,
+                ep.steps.size(), ep.args.size());
+  const KVCacheLayout &kv = p.kvCache;
+  std::printf("\nKV cache  %lld pages of %lld tokens (%lld per sequence), layout "
+              "[layers][k,v][pages][kv_heads][page_size][head_dim]\n",
+              (long long)kv.pages, (long long)kv.pageSize, (long long)kv.pagesPerSequence);
+  std::printf("weights   %zu tensors%s\n", p.weights.size(),
+              a.hasSection("weights") ? "" : " (not stored: compiled with --weights none)");
+  std::printf("\nsections\n");
+  for (const SectionInfo &sec : a.sections())
+    std::printf("  %-10s offset %12llu  size %14s  xxh3 %016llx\n", sec.name.c_str(),
+                (unsigned long long)sec.offset, withCommas(int64_t(sec.size)).c_str(),
+                (unsigned long long)sec.checksum);
+}
+
+} // namespace
+
+void addInspectCommand(CLI::App &app, const GlobalOptions &global, Action &action) {
+  auto *cmd = app.add_subcommand("inspect", "Show an artifact's manifest and exact memory bill");
+  auto path = std::make_shared<std::string>();
+  auto json = std::make_shared<bool>(false);
+  cmd->add_option("artifact", *path, "The .kvp file")->required();
+  cmd->add_flag("--json", *json, "Print one JSON object (integers are exact byte counts)");
+  cmd->callback([&action, path, json] {
+    action = [path, json] {
+      Artifact a = Artifact::open(*path);
+      if (!*json) {
+        printHuman(a);
+        return 0;
+      }
+      const Plan &p = a.plan();
+      nlohmann::json j = toJson(p.memoryBill());
+      j["format_version"] = a.formatVersion();
+      j["kvplan_version"] = p.kvplanVersion;
+      j["git_hash"] = p.gitHash;
+      j["target"] = targetName(p.settings.target);
+      j["model"] = toJson(p.model);
+      j["settings"] = toJson(p.settings);
+      j["has_weights"] = a.hasSection("weights");
+      std::cout << j.dump(2) << "\n";
+      return 0;
+    };
+  });
+}
+
+} // namespace kvplan::cli

@@ -1,0 +1,53 @@
+// kvplan: compile model descriptions to plans, inspect artifacts, dump IR.
+#include "tools/kvplan/Commands.h"
+
+#include "frontend/ModelSpec.h"
+#include "kvplan/Version.h"
+#ifdef KVPLAN_HAVE_COMPILER
+#include "codegen/Compiler.h"
+#endif
+
+#include <iostream>
+
+// Exit codes: 0 success, 1 bad input (with a message), 2 internal error.
+int main(int argc, char **argv) {
+  CLI::App app{"kvplan: an ahead-of-time compiler and runtime for Llama-family models"};
+  app.set_version_flag("--version", std::string("kvplan ") + KVPLAN_VERSION + " (" +
+                                        KVPLAN_GIT_HASH + ")");
+  app.require_subcommand(1);
+  kvplan::cli::GlobalOptions global;
+  app.add_flag("--verbose", global.verbose, "Print each stage with its time on stderr");
+  kvplan::cli::Action action;
+#ifdef KVPLAN_HAVE_COMPILER
+  kvplan::cli::addCompileCommands(app, global, action);
+#endif
+  kvplan::cli::addInspectCommand(app, global, action);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp &e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp &e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion &e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError &e) {
+    app.exit(e);
+    return 1;
+  }
+
+  try {
+    return action ? action() : 1;
+  } catch (const kvplan::InputError &e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+#ifdef KVPLAN_HAVE_COMPILER
+  } catch (const kvplan::InternalError &e) {
+    std::cerr << "internal error: " << e.what() << "\n";
+    return 2;
+#endif
+  } catch (const std::exception &e) {
+    std::cerr << "internal error: " << e.what() << "\n";
+    return 2;
+  }
+}
