@@ -25,7 +25,7 @@ struct PlanBuffersPass : public impl::PlanBuffersBase<PlanBuffersPass> {
     if (!fn->hasAttr(attr::kEntry) || fn.isExternal())
       return;
     if (alignment <= 0 || (alignment & (alignment - 1)) != 0) {
-      fn.emitOpError() << "plan-buffers alignment must be a power of two, got " << alignment;
+      fn.emitOpError() << "plan-buffers alignment must be a power of two, got " << int64_t(alignment);
       return signalPassFailure();
     }
     if (!fn.getBody().hasOneBlock()) {

@@ -1,0 +1,20 @@
+# lit configuration for kvplan's IR, pass, frontend and CLI tests.
+import os
+
+import lit.formats
+
+config.name = "kvplan"
+config.test_format = lit.formats.ShTest(execute_external=False)
+config.suffixes = [".mlir", ".toml", ".json", ".test"]
+config.excludes = ["Inputs", "lit.cfg.py", "lit.site.cfg.py"]
+config.test_source_root = os.path.dirname(__file__)
+config.test_exec_root = os.path.join(config.kvplan_obj_root, "tests", "lit")
+
+# Tools: ours first, then FileCheck, not and count from LLVM.
+config.environment["PATH"] = os.pathsep.join(
+    [config.kvplan_bin_dir, config.llvm_tools_dir, config.environment.get("PATH", "")])
+config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "Inputs")))
+config.substitutions.append(("%models", os.path.join(config.kvplan_src_root, "models")))
+config.substitutions.append(
+    ("%expect-exit", "%s %s" % (config.python_executable,
+                                os.path.join(config.test_source_root, "expect_exit.py"))))

@@ -1,0 +1,81 @@
+// RUN: kvplan-opt %s --fuse-rmsnorm | FileCheck %s
+
+// Every residual add followed by an RMSNorm of its result becomes one
+// llm.add_rms_norm; the first norm (of the embeddings) has no add to fuse.
+// CHECK-LABEL: func.func @prefill
+// CHECK: %[[EMB:.*]] = llm.embedding
+// CHECK: %[[EMB_LAST:.*]] = llm.take_last %[[EMB]]
+// CHECK: llm.rms_norm %[[EMB]], @layers.0.attention_norm
+// CHECK: %[[O:.*]] = llm.linear @layers.0.attention.wo
+// CHECK: %[[N1:.*]], %[[R1:.*]] = llm.add_rms_norm %[[EMB_LAST]], %[[O]], @layers.0.ffn_norm {eps = 1.000000e-05 : f64} : tensor<1x16xf32>
+// CHECK: llm.linear @layers.0.feed_forward.w1(%[[N1]])
+// CHECK: %[[DOWN:.*]] = llm.linear @layers.0.feed_forward.w2
+// CHECK: %[[N2:.*]], %{{.*}} = llm.add_rms_norm %[[R1]], %[[DOWN]], @norm
+// CHECK: llm.logits @output(%[[N2]])
+// CHECK-NOT: llm.add
+// CHECK-LABEL: func.func @decode
+// CHECK-COUNT-2: llm.add_rms_norm
+// CHECK-NOT: llm.add
+
+module attributes {llm.model = "one", llm.settings = {kv_dtype = "f32", max_batch = 2 : i64, max_seq_len = 16 : i64, page_size = 4 : i64, prefill_chunk = 4 : i64, target = "cpu", weight_dtype = "f32"}} {
+  llm.weight @tok_embeddings : tensor<32x16xf32>
+  llm.weight @layers.0.attention_norm : tensor<16xf32>
+  llm.weight @layers.0.attention.wq : tensor<16x16xf32>
+  llm.weight @layers.0.attention.wk : tensor<8x16xf32>
+  llm.weight @layers.0.attention.wv : tensor<8x16xf32>
+  llm.weight @layers.0.attention.wo : tensor<16x16xf32>
+  llm.weight @layers.0.ffn_norm : tensor<16xf32>
+  llm.weight @layers.0.feed_forward.w1 : tensor<32x16xf32>
+  llm.weight @layers.0.feed_forward.w3 : tensor<32x16xf32>
+  llm.weight @layers.0.feed_forward.w2 : tensor<16x32xf32>
+  llm.weight @norm : tensor<16xf32>
+  llm.weight @output : tensor<32x16xf32>
+  func.func @prefill(%arg0: tensor<4xi32> {llm.arg = "tokens"}, %arg1: tensor<4xi32> {llm.arg = "positions"}, %arg2: tensor<1x4xi32> {llm.arg = "page_table"}, %arg3: !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32> {llm.arg = "kv_cache"}) -> tensor<1x32xf32> attributes {llm.entry = "prefill"} {
+    %0 = llm.embedding @tok_embeddings[%arg0] : tensor<4xi32> -> tensor<4x16xf32>
+    %1 = llm.take_last %0, %arg1 : tensor<4x16xf32>, tensor<4xi32> -> tensor<1x16xf32>
+    %2 = llm.rms_norm %0, @layers.0.attention_norm {eps = 1.000000e-05 : f64} : tensor<4x16xf32>
+    %3 = llm.linear @layers.0.attention.wq(%2) : tensor<4x16xf32> -> tensor<4x16xf32>
+    %4 = llm.linear @layers.0.attention.wk(%2) : tensor<4x16xf32> -> tensor<4x8xf32>
+    %5 = llm.linear @layers.0.attention.wv(%2) : tensor<4x16xf32> -> tensor<4x8xf32>
+    %6 = llm.rope %3, %arg1 {head_dim = 8 : i64, theta = 1.000000e+04 : f64} : tensor<4x16xf32>, tensor<4xi32>
+    %7 = llm.rope %4, %arg1 {head_dim = 8 : i64, theta = 1.000000e+04 : f64} : tensor<4x8xf32>, tensor<4xi32>
+    %8 = llm.kv_cache_write %7, %5 into %arg3[%arg2] at %arg1 {layer = 0 : i64} : tensor<4x8xf32>, tensor<4x8xf32>, <layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<1x4xi32>, tensor<4xi32>
+    %keys, %values = llm.kv_cache_read %8[%arg2] upto %arg1 {layer = 0 : i64} : <layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<1x4xi32>, tensor<4xi32> -> <kv_heads = 1, head_dim = 8, element_type = f32>, <kv_heads = 1, head_dim = 8, element_type = f32>
+    %9 = llm.attention cache %6, %keys, %values {head_dim = 8 : i64, num_heads = 2 : i64, num_kv_heads = 1 : i64, scale = 0.35355339059327373 : f64} : tensor<4x16xf32>, !llm.kv_view<kv_heads = 1, head_dim = 8, element_type = f32>, !llm.kv_view<kv_heads = 1, head_dim = 8, element_type = f32> -> tensor<4x16xf32>
+    %10 = llm.take_last %9, %arg1 : tensor<4x16xf32>, tensor<4xi32> -> tensor<1x16xf32>
+    %11 = llm.linear @layers.0.attention.wo(%10) : tensor<1x16xf32> -> tensor<1x16xf32>
+    %12 = llm.add %1, %11 : tensor<1x16xf32>
+    %13 = llm.rms_norm %12, @layers.0.ffn_norm {eps = 1.000000e-05 : f64} : tensor<1x16xf32>
+    %14 = llm.linear @layers.0.feed_forward.w1(%13) : tensor<1x16xf32> -> tensor<1x32xf32>
+    %15 = llm.linear @layers.0.feed_forward.w3(%13) : tensor<1x16xf32> -> tensor<1x32xf32>
+    %16 = llm.swiglu %14, %15 : tensor<1x32xf32>
+    %17 = llm.linear @layers.0.feed_forward.w2(%16) : tensor<1x32xf32> -> tensor<1x16xf32>
+    %18 = llm.add %12, %17 : tensor<1x16xf32>
+    %19 = llm.rms_norm %18, @norm {eps = 1.000000e-05 : f64} : tensor<1x16xf32>
+    %20 = llm.logits @output(%19) : tensor<1x16xf32> -> tensor<1x32xf32>
+    return %20 : tensor<1x32xf32>
+  }
+  func.func @decode(%arg0: tensor<2xi32> {llm.arg = "tokens"}, %arg1: tensor<2xi32> {llm.arg = "positions"}, %arg2: tensor<2x4xi32> {llm.arg = "page_table"}, %arg3: !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32> {llm.arg = "kv_cache"}) -> tensor<2x32xf32> attributes {llm.entry = "decode"} {
+    %0 = llm.embedding @tok_embeddings[%arg0] : tensor<2xi32> -> tensor<2x16xf32>
+    %1 = llm.rms_norm %0, @layers.0.attention_norm {eps = 1.000000e-05 : f64} : tensor<2x16xf32>
+    %2 = llm.linear @layers.0.attention.wq(%1) : tensor<2x16xf32> -> tensor<2x16xf32>
+    %3 = llm.linear @layers.0.attention.wk(%1) : tensor<2x16xf32> -> tensor<2x8xf32>
+    %4 = llm.linear @layers.0.attention.wv(%1) : tensor<2x16xf32> -> tensor<2x8xf32>
+    %5 = llm.rope %2, %arg1 {head_dim = 8 : i64, theta = 1.000000e+04 : f64} : tensor<2x16xf32>, tensor<2xi32>
+    %6 = llm.rope %3, %arg1 {head_dim = 8 : i64, theta = 1.000000e+04 : f64} : tensor<2x8xf32>, tensor<2xi32>
+    %7 = llm.kv_cache_write %6, %4 into %arg3[%arg2] at %arg1 {layer = 0 : i64} : tensor<2x8xf32>, tensor<2x8xf32>, <layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<2x4xi32>, tensor<2xi32>
+    %keys, %values = llm.kv_cache_read %7[%arg2] upto %arg1 {layer = 0 : i64} : <layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<2x4xi32>, tensor<2xi32> -> <kv_heads = 1, head_dim = 8, element_type = f32>, <kv_heads = 1, head_dim = 8, element_type = f32>
+    %8 = llm.attention cache %5, %keys, %values {head_dim = 8 : i64, num_heads = 2 : i64, num_kv_heads = 1 : i64, scale = 0.35355339059327373 : f64} : tensor<2x16xf32>, !llm.kv_view<kv_heads = 1, head_dim = 8, element_type = f32>, !llm.kv_view<kv_heads = 1, head_dim = 8, element_type = f32> -> tensor<2x16xf32>
+    %9 = llm.linear @layers.0.attention.wo(%8) : tensor<2x16xf32> -> tensor<2x16xf32>
+    %10 = llm.add %0, %9 : tensor<2x16xf32>
+    %11 = llm.rms_norm %10, @layers.0.ffn_norm {eps = 1.000000e-05 : f64} : tensor<2x16xf32>
+    %12 = llm.linear @layers.0.feed_forward.w1(%11) : tensor<2x16xf32> -> tensor<2x32xf32>
+    %13 = llm.linear @layers.0.feed_forward.w3(%11) : tensor<2x16xf32> -> tensor<2x32xf32>
+    %14 = llm.swiglu %12, %13 : tensor<2x32xf32>
+    %15 = llm.linear @layers.0.feed_forward.w2(%14) : tensor<2x32xf32> -> tensor<2x16xf32>
+    %16 = llm.add %10, %15 : tensor<2x16xf32>
+    %17 = llm.rms_norm %16, @norm {eps = 1.000000e-05 : f64} : tensor<2x16xf32>
+    %18 = llm.logits @output(%17) : tensor<2x16xf32> -> tensor<2x32xf32>
+    return %18 : tensor<2x32xf32>
+  }
+}

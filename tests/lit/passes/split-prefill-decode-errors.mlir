@@ -1,0 +1,31 @@
+// RUN: kvplan-opt %s --split-prefill-decode -split-input-file -verify-diagnostics
+
+// expected-error @below {{split-prefill-decode needs a func.func @forward}}
+module {
+  llm.weight @w : tensor<4x4xf32>
+}
+
+// -----
+
+// expected-error @below {{module already has @prefill; run split-prefill-decode once}}
+module attributes {llm.settings = {max_batch = 1 : i64, prefill_chunk = 2 : i64}} {
+  llm.weight @tok_embeddings : tensor<8x4xf32>
+  func.func @forward(%arg0: tensor<4xi32> {llm.arg = "tokens"}) -> tensor<4x4xf32> {
+    %0 = llm.embedding @tok_embeddings[%arg0] : tensor<4xi32> -> tensor<4x4xf32>
+    return %0 : tensor<4x4xf32>
+  }
+  func.func @prefill() {
+    return
+  }
+}
+
+// -----
+
+// expected-error @below {{prefill chunk and max batch must be positive}}
+module {
+  llm.weight @tok_embeddings : tensor<8x4xf32>
+  func.func @forward(%arg0: tensor<4xi32> {llm.arg = "tokens"}) -> tensor<4x4xf32> {
+    %0 = llm.embedding @tok_embeddings[%arg0] : tensor<4xi32> -> tensor<4x4xf32>
+    return %0 : tensor<4x4xf32>
+  }
+}

@@ -1,0 +1,346 @@
+// The model-spec parsers on good and bad input: every error names the file,
+// the line (TOML) and the field.
+#include "frontend/ConfigParser.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+using namespace kvplan;
+namespace fs = std::filesystem;
+
+namespace {
+
+const char *kGood = R"(# test spec
+[model]
+name = "t"
+architecture = "llama"
+hidden_size = 64
+intermediate_size = 128
+num_layers = 2
+num_heads = 4
+num_kv_heads = 2
+vocab_size = 100
+max_position_embeddings = 256
+rms_norm_eps = 1e-5
+bos_token_id = 1
+eos_token_id = 2
+
+[compile]
+max_seq_len = 128
+)";
+
+/// The good spec with one line replaced (or appended when `from` is empty).
+std::string edit(const std::string &from, const std::string &to) {
+  std::string s = kGood;
+  if (from.empty())
+    return s + to + "\n";
+  size_t at = s.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  return s.replace(at, from.size(), to);
+}
+
+ModelConfig parseAndValidate(const std::string &text, std::vector<std::string> *warnings = nullptr) {
+  ModelConfig cfg = parseTomlSpec(text, "spec.toml", [&](const std::string &w) {
+    if (warnings) warnings->push_back(w);
+  });
+  validate(cfg);
+  return cfg;
+}
+
+/// The InputError message parsing + validating `text` gives ("" if none).
+std::string errorOf(const std::string &text) {
+  try {
+    parseAndValidate(text);
+  } catch (const InputError &e) {
+    return e.what();
+  }
+  return "";
+}
+
+#define EXPECT_ERROR(text, ...)                                                  \
+  do {                                                                           \
+    SCOPED_TRACE("EXPECT_ERROR at line " + std::to_string(__LINE__));             \
+    std::string msg = errorOf(text);                                             \
+    ASSERT_FALSE(msg.empty()) << "expected an error";                            \
+    for (const char *part : {__VA_ARGS__})                                       \
+      EXPECT_NE(msg.find(part), std::string::npos) << "'" << part << "' not in: " << msg; \
+  } while (0)
+
+} // namespace
+
+TEST(SpecParser, GoodSpecAndDerivedFields) {
+  ModelConfig cfg = parseAndValidate(kGood);
+  EXPECT_EQ(cfg.model.name, "t");
+  EXPECT_EQ(cfg.model.headDim, 16);         // hidden / heads
+  EXPECT_EQ(cfg.compile.kvDtype, DType::f32); // follows weight dtype
+  EXPECT_EQ(cfg.compile.prefillChunk, 64);
+  EXPECT_EQ(cfg.compile.pageSize, 16);
+  EXPECT_EQ(cfg.model.eosTokenIds, std::vector<int64_t>{2});
+  EXPECT_FALSE(cfg.model.attentionBias);
+}
+
+TEST(SpecParser, MalformedTomlNamesLineAndColumn) {
+  EXPECT_ERROR(edit("num_layers = 2", "num_layers = = 2"), "spec.toml:7:", "malformed TOML");
+}
+
+TEST(SpecParser, MissingTablesAndFields) {
+  EXPECT_ERROR("[compile]\nmax_batch = 1\n", "spec.toml", "missing the [model] table");
+  EXPECT_ERROR(edit("hidden_size = 64\n", ""), "spec.toml:2:",
+               "missing required field 'model.hidden_size'");
+  EXPECT_ERROR(edit("rms_norm_eps = 1e-5\n", ""), "model.rms_norm_eps");
+  EXPECT_ERROR(edit("bos_token_id = 1\n", ""), "model.bos_token_id");
+}
+
+TEST(SpecParser, WrongTypesNameLineAndField) {
+  EXPECT_ERROR(edit("num_heads = 4", "num_heads = \"four\""), "spec.toml:8:",
+               "field 'model.num_heads'", "expected an integer, got a string");
+  EXPECT_ERROR(edit("num_heads = 4", "num_heads = 4.0"), "spec.toml:8:",
+               "expected an integer, got a number");
+  EXPECT_ERROR(edit("rms_norm_eps = 1e-5", "rms_norm_eps = \"small\""), "spec.toml:12:",
+               "model.rms_norm_eps", "expected a number");
+  EXPECT_ERROR(edit("bos_token_id = 1", "bos_token_id = 1\ntie_word_embeddings = 1"), "model.tie_word_embeddings",
+               "expected true or false");
+  EXPECT_ERROR(edit("eos_token_id = 2", "eos_token_id = [2, \"x\"]"), "model.eos_token_id",
+               "array of integers");
+  std::string notATable = std::string("compile = 3\n") + kGood;
+  notATable.resize(notATable.find("[compile]"));
+  EXPECT_ERROR(notATable, "spec.toml:1:", "'compile' must be a table");
+}
+
+TEST(SpecParser, NonPositiveAndOutOfRangeValues) {
+  EXPECT_ERROR(edit("num_layers = 2", "num_layers = 0"), "spec.toml:7:", "model.num_layers",
+               "expected a positive integer, got 0");
+  EXPECT_ERROR(edit("hidden_size = 64", "hidden_size = -64"), "model.hidden_size",
+               "got -64");
+  EXPECT_ERROR(edit("vocab_size = 100", "vocab_size = 9223372036854775807"),
+               "model.vocab_size", "larger than the supported maximum");
+  EXPECT_ERROR(edit("rms_norm_eps = 1e-5", "rms_norm_eps = 0.0"), "model.rms_norm_eps");
+  EXPECT_ERROR(edit("bos_token_id = 1", "bos_token_id = 100"), "spec.toml:13:",
+               "model.bos_token_id", "outside the vocabulary [0, 100)");
+  EXPECT_ERROR(edit("eos_token_id = 2", "eos_token_id = [2, -1]"), "model.eos_token_id");
+  EXPECT_ERROR(edit("max_seq_len = 128", "max_seq_len = 512"), "spec.toml:17:",
+               "compile.max_seq_len", "exceeds the model's max_position_embeddings 256");
+  EXPECT_ERROR(edit("max_seq_len = 128", "max_seq_len = 128\nmax_batch = 0"),
+               "compile.max_batch");
+  EXPECT_ERROR(edit("", "[model.rope]\ntheta = -1.0"), "model.rope.theta");
+}
+
+TEST(SpecParser, InconsistentDimensions) {
+  EXPECT_ERROR(edit("num_heads = 4", "num_heads = 5"), "model.hidden_size",
+               "not a multiple of num_heads 5", "head_dim");
+  EXPECT_ERROR(edit("num_kv_heads = 2", "num_kv_heads = 3"), "spec.toml:9:",
+               "model.num_kv_heads", "not a multiple of num_kv_heads 3");
+  EXPECT_ERROR(edit("num_heads = 4", "num_heads = 4\nhead_dim = 7"), "model.head_dim",
+               "must be even");
+  EXPECT_ERROR(edit("num_heads = 4", "num_heads = 4\nhead_dim = 0"), "model.head_dim",
+               "positive");
+  EXPECT_ERROR(edit("max_seq_len = 128", "max_seq_len = 128\npage_size = 48"),
+               "compile.page_size", "must divide max_seq_len 128");
+  EXPECT_ERROR(edit("max_seq_len = 128", "max_seq_len = 128\nprefill_chunk = 129"),
+               "compile.prefill_chunk", "larger than max_seq_len");
+}
+
+TEST(SpecParser, ExplicitHeadDimNeedNotDivideHidden) {
+  ModelConfig cfg = parseAndValidate(edit("num_heads = 4", "num_heads = 6\nhead_dim = 16"));
+  EXPECT_EQ(cfg.model.headDim, 16);
+  EXPECT_EQ(cfg.model.qDim(), 96);
+}
+
+TEST(SpecParser, UnknownEnumValues) {
+  EXPECT_ERROR(edit("architecture = \"llama\"", "architecture = \"gpt2\""), "spec.toml:4:",
+               "unknown value 'gpt2'", "llama, mistral, qwen2");
+  EXPECT_ERROR(edit("", "[model.rope]\ntype = \"yarn\""), "model.rope.type", "unknown value 'yarn'");
+  EXPECT_ERROR(edit("max_seq_len = 128", "weight_dtype = \"int4\""), "compile.weight_dtype");
+  EXPECT_ERROR(edit("max_seq_len = 128", "target = \"tpu\""), "compile.target", "cpu, cuda");
+}
+
+TEST(SpecParser, Llama3RopeNeedsItsFactors) {
+  EXPECT_ERROR(edit("", "[model.rope]\ntype = \"llama3\"\ntheta = 500000.0"),
+               "missing required field 'model.rope.factor'");
+  ModelConfig cfg = parseAndValidate(edit(
+      "", "[model.rope]\ntype = \"llama3\"\ntheta = 500000.0\nfactor = 8.0\nlow_freq_factor = 1.0\n"
+          "high_freq_factor = 4.0\noriginal_max_position_embeddings = 8192"));
+  EXPECT_EQ(cfg.model.rope.type, RopeType::llama3);
+  EXPECT_DOUBLE_EQ(cfg.model.rope.factor, 8.0);
+  EXPECT_ERROR(edit("", "[model.rope]\ntype = \"llama3\"\nfactor = 8.0\nlow_freq_factor = 4.0\n"
+                        "high_freq_factor = 1.0\noriginal_max_position_embeddings = 8192"),
+               "model.rope.high_freq_factor");
+}
+
+TEST(SpecParser, UnknownKeysWarnWithLine) {
+  std::vector<std::string> warnings;
+  parseAndValidate(edit("num_layers = 2", "num_layers = 2\nnum_layer = 3") + "[extra]\nx = 1\n",
+                   &warnings);
+  ASSERT_EQ(warnings.size(), 2u);
+  EXPECT_NE(warnings[0].find("spec.toml:8: unknown key 'model.num_layer'"), std::string::npos)
+      << warnings[0];
+  EXPECT_NE(warnings[1].find("unknown key 'extra'"), std::string::npos) << warnings[1];
+}
+
+TEST(SpecParser, Qwen2ImpliesAttentionBias) {
+  ModelConfig cfg = parseAndValidate(edit("architecture = \"llama\"", "architecture = \"qwen2\""));
+  EXPECT_TRUE(cfg.model.attentionBias);
+  cfg = parseAndValidate(
+      edit("architecture = \"llama\"", "architecture = \"qwen2\"\nattention_bias = false"));
+  EXPECT_FALSE(cfg.model.attentionBias);
+}
+
+TEST(SpecParser, OverridesMoveDependentDefaults) {
+  fs::path dir = fs::temp_directory_path() / "kvplan-spec-test";
+  fs::create_directories(dir);
+  std::ofstream(dir / "t.toml") << kGood;
+  SettingOverrides o;
+  o.weightDtype = DType::bf16;
+  o.maxSeqLen = 32;
+  ModelConfig cfg = loadModelConfig((dir / "t.toml").string(), o, [](const std::string &) {});
+  EXPECT_EQ(cfg.compile.weightDtype, DType::bf16);
+  EXPECT_EQ(cfg.compile.kvDtype, DType::bf16); // not given: follows the weights
+  EXPECT_EQ(cfg.compile.maxSeqLen, 32);
+  EXPECT_EQ(cfg.compile.prefillChunk, 32); // default 64 clamped to the context
+  o = {};
+  o.pageSize = 7;
+  try {
+    loadModelConfig((dir / "t.toml").string(), o, [](const std::string &) {});
+    FAIL() << "expected an error";
+  } catch (const InputError &e) {
+    EXPECT_NE(std::string(e.what()).find("compile.page_size"), std::string::npos) << e.what();
+  }
+  fs::remove_all(dir);
+}
+
+TEST(SpecParser, FileErrors) {
+  auto msg = [](const std::string &path) {
+    try {
+      loadModelConfig(path, {}, [](const std::string &) {});
+    } catch (const InputError &e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_NE(msg("/nonexistent/model.toml").find("no such file"), std::string::npos);
+  fs::path dir = fs::temp_directory_path() / "kvplan-spec-empty";
+  fs::create_directories(dir);
+  EXPECT_NE(msg(dir.string()).find("holds no config.json"), std::string::npos);
+  std::ofstream(dir / "m.yaml") << "x: 1";
+  EXPECT_NE(msg((dir / "m.yaml").string()).find("unknown model format '.yaml'"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+//===----------------------------------------------------------------------===//
+// Hugging Face config.json
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+std::string hfErrorOf(const std::string &text) {
+  try {
+    ModelConfig cfg = parseHFConfig(text, "config.json", [](const std::string &) {});
+    validate(cfg);
+  } catch (const InputError &e) {
+    return e.what();
+  }
+  return "";
+}
+
+const char *kHF = R"({"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+  "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+  "vocab_size": 100, "max_position_embeddings": 256, "rms_norm_eps": 1e-5,
+  "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "bfloat16"})";
+
+std::string hfWith(const std::string &key, const std::string &value) {
+  nlohmann::json j = nlohmann::json::parse(kHF);
+  if (value.empty())
+    j.erase(key);
+  else
+    j[key] = nlohmann::json::parse(value);
+  return j.dump();
+}
+
+} // namespace
+
+TEST(HFConfig, GoodConfig) {
+  ModelConfig cfg = parseHFConfig(kHF, "config.json", [](const std::string &) {});
+  validate(cfg);
+  EXPECT_EQ(cfg.model.numKvHeads, 2);
+  EXPECT_EQ(cfg.compile.weightDtype, DType::bf16); // from torch_dtype
+  EXPECT_EQ(cfg.compile.maxSeqLen, 256);           // min(max positions, 2048)
+}
+
+TEST(HFConfig, BadConfigs) {
+  auto has = [](const std::string &msg, const std::string &part) {
+    EXPECT_NE(msg.find(part), std::string::npos) << "'" << part << "' not in: " << msg;
+  };
+  has(hfErrorOf("{not json"), "config.json: malformed JSON");
+  has(hfErrorOf("[1, 2]"), "expected a JSON object");
+  has(hfErrorOf(hfWith("model_type", "\"gpt2\"")), "'gpt2' is not supported");
+  has(hfErrorOf(hfWith("hidden_size", "")), "field 'hidden_size': missing");
+  has(hfErrorOf(hfWith("hidden_size", "\"big\"")), "expected an integer, got a string");
+  has(hfErrorOf(hfWith("hidden_size", "64.5")), "expected an integer, got a fractional number");
+  has(hfErrorOf(hfWith("num_key_value_heads", "3")), "model.num_kv_heads");
+  has(hfErrorOf(hfWith("hidden_act", "\"gelu\"")), "'gelu' is not supported");
+  has(hfErrorOf(hfWith("mlp_bias", "true")), "mlp_bias");
+  has(hfErrorOf(hfWith("rope_scaling", R"({"rope_type": "yarn", "factor": 4.0})")),
+      "'yarn' scaling is not supported");
+  has(hfErrorOf(hfWith("rope_scaling", R"({"rope_type": "llama3", "factor": 8.0})")),
+      "rope_scaling.low_freq_factor");
+  has(hfErrorOf(hfWith("eos_token_id", "[2, 500]")), "outside the vocabulary");
+}
+
+TEST(HFConfig, MistralSlidingWindowMustCoverTheContext) {
+  std::string text = hfWith("model_type", "\"mistral\"");
+  nlohmann::json j = nlohmann::json::parse(text);
+  j["sliding_window"] = 128;
+  // The default context stops at the window, where attention is full.
+  ModelConfig cfg = parseHFConfig(j.dump(), "config.json", [](const std::string &) {});
+  validate(cfg);
+  EXPECT_EQ(cfg.compile.maxSeqLen, 128);
+  // A longer context would need sliding-window attention.
+  cfg = parseHFConfig(j.dump(), "config.json", [](const std::string &) {});
+  cfg.compile.maxSeqLen = 256;
+  cfg.given.insert("compile.max_seq_len");
+  try {
+    validate(cfg);
+    ADD_FAILURE() << "expected an error";
+  } catch (const InputError &e) {
+    EXPECT_NE(std::string(e.what()).find("sliding-window attention"), std::string::npos) << e.what();
+  }
+  j["sliding_window"] = nullptr;
+  EXPECT_EQ(hfErrorOf(j.dump()), "");
+  // Qwen2 records a window it does not use.
+  j["model_type"] = "qwen2";
+  j["sliding_window"] = 128;
+  j["use_sliding_window"] = false;
+  EXPECT_EQ(hfErrorOf(j.dump()), "");
+}
+
+TEST(HFConfig, MatchesTheTomlSpecs) {
+  const fs::path src = KVPLAN_SOURCE_DIR;
+  const std::pair<const char *, const char *> pairs[] = {
+      {"llama-3.2-1b", "llama-3.2-1b.toml"},
+      {"llama-3.1-8b", "llama-3.1-8b.toml"},
+      {"qwen2.5-0.5b", "qwen2.5-0.5b.toml"},
+      {"mistral-7b-v0.3", "mistral-7b-v0.3.toml"},
+      {"smollm2-135m", "smollm2-135m.toml"},
+  };
+  for (auto [dir, toml] : pairs) {
+    SCOPED_TRACE(dir);
+    SettingOverrides o;
+    ModelConfig fromToml = loadModelConfig((src / "models" / toml).string(), o);
+    // Same settings as the TOML file, so only the model part can differ.
+    o.weightDtype = fromToml.compile.weightDtype;
+    o.maxSeqLen = fromToml.compile.maxSeqLen;
+    o.maxBatch = fromToml.compile.maxBatch;
+    o.prefillChunk = fromToml.compile.prefillChunk;
+    o.pageSize = fromToml.compile.pageSize;
+    ModelConfig fromHF = loadModelConfig((src / "tests/data/hf" / dir).string(), o);
+    nlohmann::json a = toJson(fromToml.model), b = toJson(fromHF.model);
+    a.erase("name");
+    b.erase("name");
+    EXPECT_EQ(a.dump(1), b.dump(1));
+    EXPECT_EQ(toJson(fromToml.compile).dump(), toJson(fromHF.compile).dump());
+    EXPECT_EQ(fromHF.model.name, dir); // named after the model's folder
+  }
+}
