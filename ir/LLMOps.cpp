@@ -64,8 +64,6 @@ LogicalResult WeightOp::verify() {
                            << shapeStr(t.getShape());
   if (getParts() && getParts()->empty())
     return emitOpError() << "concat needs at least one part";
-  if (!isa_and_nonnull<ModuleOp>((*this)->getParentOp()))
-    return emitOpError() << "must be declared at module level";
   return success();
 }
 

@@ -48,8 +48,15 @@ struct PlanBuffersPass : public impl::PlanBuffersBase<PlanBuffersPass> {
       if (!t)
         return; // the KV cache and its views live in the cache, not the arena
       int64_t end = start;
-      for (Operation *user : v.getUsers())
+      for (Operation *user : v.getUsers()) {
         end = std::max(end, step.lookup(body.findAncestorOpInBlock(*user)));
+        // A KV-cache view reads the page table and positions it was made
+        // from whenever its own reader runs: they live until then.
+        for (Value r : user->getResults())
+          if (isa<llm::KVViewType>(r.getType()))
+            for (Operation *viewUser : r.getUsers())
+              end = std::max(end, step.lookup(body.findAncestorOpInBlock(*viewUser)));
+      }
       values.push_back(v);
       requests.push_back({tensorBytes(t), start, end});
     };

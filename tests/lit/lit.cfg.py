@@ -14,6 +14,7 @@ config.test_exec_root = os.path.join(config.kvplan_obj_root, "tests", "lit")
 config.environment["PATH"] = os.pathsep.join(
     [config.kvplan_bin_dir, config.llvm_tools_dir, config.environment.get("PATH", "")])
 config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "Inputs")))
+config.substitutions.append(("%data", os.path.join(config.kvplan_src_root, "tests", "data")))
 config.substitutions.append(("%models", os.path.join(config.kvplan_src_root, "models")))
 config.substitutions.append(
     ("%expect-exit", "%s %s" % (config.python_executable,

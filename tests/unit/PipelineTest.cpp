@@ -70,9 +70,16 @@ public:
       write(a, off.getInt());
     }
     for (Operation &op : fn.getBody().front()) {
-      for (Value v : op.getOperands())
+      for (Value v : op.getOperands()) {
         if (isa<RankedTensorType>(v.getType()))
           read(v, &op);
+        // A cache view reads the page table and positions it was made from
+        // when its reader runs.
+        if (auto view = v.getDefiningOp<llm::KVCacheReadOp>()) {
+          read(view.getPageTable(), &op);
+          read(view.getPositions(), &op);
+        }
+      }
       auto offsets = op.getAttrOfType<DenseI64ArrayAttr>(attr::kOffsets);
       size_t i = 0;
       for (Value r : op.getResults()) {
@@ -158,6 +165,12 @@ TEST(Pipeline, ShapesCompileAndPlansHold) {
       {"chunk = context", "[compile]\nmax_seq_len = 32\nprefill_chunk = 32\n"},
       {"contiguous cache", "[compile]\nmax_seq_len = 32\npage_size = 32\n"},
       {"batch 8 bf16", "[compile]\nmax_batch = 8\nweight_dtype = \"bf16\"\n"},
+      // Every activation fits one 256-byte slot, so slots are reused the most.
+      {"narrow", "hidden_size = 16\nintermediate_size = 32\nnum_heads = 2\nnum_kv_heads = 1\n"
+                 "vocab_size = 16\n[compile]\nmax_seq_len = 32\npage_size = 4\n"},
+      {"narrow batch 2", "hidden_size = 16\nintermediate_size = 32\nnum_heads = 2\n"
+                         "num_kv_heads = 1\nvocab_size = 16\n[compile]\nmax_batch = 2\n"
+                         "max_seq_len = 32\nprefill_chunk = 2\npage_size = 4\n"},
   };
   for (const auto &[name, tweak] : shapes) {
     SCOPED_TRACE(name);

@@ -1,5 +1,6 @@
-// RUN: kvplan-opt %s --plan-buffers | FileCheck %s
-// RUN: kvplan-opt %s --plan-buffers=alignment=64 | FileCheck %s --check-prefix=ALIGN64
+// RUN: kvplan-opt %s --plan-buffers -split-input-file | FileCheck %s
+// RUN: kvplan-opt %s --plan-buffers -split-input-file | FileCheck %s --check-prefix=VIEW
+// RUN: kvplan-opt %s --plan-buffers=alignment=64 -split-input-file | FileCheck %s --check-prefix=ALIGN64
 
 // Arguments and every tensor an op makes get an arena offset (a multiple of
 // 256); the cache and its views get none; the arena size is on the function.
@@ -80,5 +81,22 @@ module attributes {llm.model = "one", llm.settings = {kv_dtype = "f32", max_batc
     %normed_0, %residual_1 = llm.add_rms_norm %residual, %10, @norm {eps = 1.000000e-05 : f64} : tensor<2x16xf32>
     %11 = llm.logits @output(%normed_0) : tensor<2x16xf32> -> tensor<2x32xf32>
     return %11 : tensor<2x32xf32>
+  }
+}
+
+// -----
+
+// A cache view reads the page table and positions when attention runs, so
+// they stay alive until then: the attention result may not take their place.
+// VIEW-LABEL: func.func @decode(%arg0: tensor<1x64xf32>
+// VIEW-SAME: {llm.arg = "query", llm.offset = 0 : i64}
+// VIEW-SAME: %arg1: tensor<1xi32> {llm.arg = "positions", llm.offset = 256 : i64}
+// VIEW-SAME: %arg2: tensor<1x64xi32> {llm.arg = "page_table", llm.offset = 512 : i64}
+// VIEW: llm.attention cache {{.*}}llm.offsets = array<i64: 768>
+module {
+  func.func @decode(%q: tensor<1x64xf32> {llm.arg = "query"}, %pos: tensor<1xi32> {llm.arg = "positions"}, %table: tensor<1x64xi32> {llm.arg = "page_table"}, %cache: !llm.kv_cache<layers = 1, pages = 64, page_size = 4, kv_heads = 1, head_dim = 16, element_type = f32> {llm.arg = "kv_cache"}) -> tensor<1x64xf32> attributes {llm.entry = "decode"} {
+    %k, %v = llm.kv_cache_read %cache[%table] upto %pos {layer = 0 : i64} : !llm.kv_cache<layers = 1, pages = 64, page_size = 4, kv_heads = 1, head_dim = 16, element_type = f32>, tensor<1x64xi32>, tensor<1xi32> -> !llm.kv_view<kv_heads = 1, head_dim = 16, element_type = f32>, !llm.kv_view<kv_heads = 1, head_dim = 16, element_type = f32>
+    %a = llm.attention cache %q, %k, %v {head_dim = 16 : i64, num_heads = 4 : i64, num_kv_heads = 1 : i64, scale = 0.25 : f64} : tensor<1x64xf32>, !llm.kv_view<kv_heads = 1, head_dim = 16, element_type = f32>, !llm.kv_view<kv_heads = 1, head_dim = 16, element_type = f32> -> tensor<1x64xf32>
+    return %a : tensor<1x64xf32>
   }
 }

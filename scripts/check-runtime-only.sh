@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds kvplan with -DKVPLAN_COMPILER=OFF into build-runtime/ and checks that
+# it links no MLIR or LLVM library and reads an artifact the full build wrote.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cmake -S . -B build-runtime -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVPLAN_COMPILER=OFF \
+  -DKVPLAN_TESTS=OFF >/dev/null
+cmake --build build-runtime
+bin=build-runtime/bin/kvplan
+if ldd "$bin" | grep -Ei 'libMLIR|libLLVM'; then
+  echo "runtime-only: $bin links MLIR or LLVM" >&2
+  exit 1
+fi
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+build/bin/kvplan compile models/tiny.toml -o "$tmp/tiny.kvp" 2>/dev/null
+build/bin/kvplan inspect --json "$tmp/tiny.kvp" > "$tmp/full.json"
+"$bin" inspect --json "$tmp/tiny.kvp" > "$tmp/runtime.json"
+cmp "$tmp/full.json" "$tmp/runtime.json"
+if "$bin" compile models/tiny.toml -o "$tmp/x.kvp" 2>/dev/null; then
+  echo "runtime-only: the runtime build should not offer compile" >&2
+  exit 1
+fi
+echo "runtime-only: $bin links no MLIR and reads artifacts the compiler wrote"

@@ -1,0 +1,216 @@
+// RUN: kvplan-opt %s -split-input-file -verify-diagnostics
+
+// expected-error @below {{weights are vectors or matrices, got rank 3}}
+llm.weight @w : tensor<2x2x2xf32>
+
+// -----
+
+// expected-error @below {{weight element type must be f32, bf16 or f16, got 'i8'}}
+llm.weight @w : tensor<4x4xi8>
+
+// -----
+
+func.func @f() {
+  // expected-error @below {{symbol's parent must have the SymbolTable trait}}
+  "llm.weight"() <{sym_name = "w", type = tensor<4xf32>}> : () -> ()
+  return
+}
+
+// -----
+
+llm.weight @emb : tensor<8x4xf32>
+func.func @f(%t: tensor<3xi32>) -> tensor<2x4xf32> {
+  // expected-error @below {{one row per token: 3 tokens but 2 result rows}}
+  %0 = llm.embedding @emb[%t] : tensor<3xi32> -> tensor<2x4xf32>
+  return %0 : tensor<2x4xf32>
+}
+
+// -----
+
+llm.weight @emb : tensor<8x5xf32>
+func.func @f(%t: tensor<2xi32>) -> tensor<2x4xf32> {
+  // expected-error @below {{table @emb has shape [8, 5] but rows of width 4 are needed}}
+  %0 = llm.embedding @emb[%t] : tensor<2xi32> -> tensor<2x4xf32>
+  return %0 : tensor<2x4xf32>
+}
+
+// -----
+
+func.func @f(%x: tensor<2x4xf32>) -> tensor<2x4xf32> {
+  // expected-error @below {{scale @missing does not name an llm.weight}}
+  %0 = llm.rms_norm %x, @missing {eps = 1.0e-5 : f64} : tensor<2x4xf32>
+  return %0 : tensor<2x4xf32>
+}
+
+// -----
+
+llm.weight @g : tensor<4xf32>
+func.func @f(%x: tensor<2x4xf32>) -> tensor<2x4xf32> {
+  // expected-error @below {{eps must be positive}}
+  %0 = llm.rms_norm %x, @g {eps = 0.0 : f64} : tensor<2x4xf32>
+  return %0 : tensor<2x4xf32>
+}
+
+// -----
+
+llm.weight @g : tensor<8xf32>
+func.func @f(%x: tensor<2x4xf32>) -> tensor<2x4xf32> {
+  // expected-error @below {{scale @g has shape [8] but this op needs [4]}}
+  %0 = llm.rms_norm %x, @g {eps = 1.0e-5 : f64} : tensor<2x4xf32>
+  return %0 : tensor<2x4xf32>
+}
+
+// -----
+
+llm.weight @w : tensor<6x4xf32>
+func.func @f(%x: tensor<2x4xf32>) -> tensor<2x8xf32> {
+  // expected-error @below {{weight @w has shape [6, 4] but this op needs [8, 4]}}
+  %0 = llm.linear @w(%x) : tensor<2x4xf32> -> tensor<2x8xf32>
+  return %0 : tensor<2x8xf32>
+}
+
+// -----
+
+llm.weight @w : tensor<8x4xf32>
+llm.weight @b : tensor<6xf32>
+func.func @f(%x: tensor<2x4xf32>) -> tensor<2x8xf32> {
+  // expected-error @below {{bias @b has shape [6] but this op needs [8]}}
+  %0 = llm.linear @w(%x) bias @b : tensor<2x4xf32> -> tensor<2x8xf32>
+  return %0 : tensor<2x8xf32>
+}
+
+// -----
+
+llm.weight @w : tensor<8x4xf32>
+func.func @f(%x: tensor<2x4xf32>) -> tensor<3x8xf32> {
+  // expected-error @below {{each result has the input's rows: 2 vs 3 rows}}
+  %0 = llm.linear @w(%x) : tensor<2x4xf32> -> tensor<3x8xf32>
+  return %0 : tensor<3x8xf32>
+}
+
+// -----
+
+func.func @f(%x: tensor<2x12xf32>, %p: tensor<2xi32>) -> tensor<2x12xf32> {
+  // expected-error @below {{head_dim must be positive and even, got 3}}
+  %0 = llm.rope %x, %p {head_dim = 3 : i64, theta = 1.0e4 : f64} : tensor<2x12xf32>, tensor<2xi32>
+  return %0 : tensor<2x12xf32>
+}
+
+// -----
+
+func.func @f(%x: tensor<2x12xf32>, %p: tensor<3xi32>) -> tensor<2x12xf32> {
+  // expected-error @below {{one position per row: 2 vs 3 rows}}
+  %0 = llm.rope %x, %p {head_dim = 4 : i64, theta = 1.0e4 : f64} : tensor<2x12xf32>, tensor<3xi32>
+  return %0 : tensor<2x12xf32>
+}
+
+// -----
+
+func.func @f(%x: tensor<2x8xf32>, %p: tensor<2xi32>) -> tensor<2x8xf32> {
+  // expected-error @below {{scaling needs a numeric 'low_freq_factor'}}
+  %0 = llm.rope %x, %p {head_dim = 4 : i64, theta = 1.0e4 : f64, scaling = {factor = 8.0 : f64}} : tensor<2x8xf32>, tensor<2xi32>
+  return %0 : tensor<2x8xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<2x16xf32>, %k: tensor<2x8xf32>) -> tensor<2x16xf32> {
+  // expected-error @below {{num_heads 4 is not a multiple of num_kv_heads 3}}
+  %0 = llm.attention causal %q, %k, %k {head_dim = 4 : i64, num_heads = 4 : i64, num_kv_heads = 3 : i64, scale = 0.5 : f64} : tensor<2x16xf32>, tensor<2x8xf32>, tensor<2x8xf32> -> tensor<2x16xf32>
+  return %0 : tensor<2x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<2x16xf32>, %k: tensor<2x12xf32>) -> tensor<2x16xf32> {
+  // expected-error @below {{keys and values must be num_kv_heads x head_dim = 8 wide, got 12}}
+  %0 = llm.attention causal %q, %k, %k {head_dim = 4 : i64, num_heads = 4 : i64, num_kv_heads = 2 : i64, scale = 0.5 : f64} : tensor<2x16xf32>, tensor<2x12xf32>, tensor<2x12xf32> -> tensor<2x16xf32>
+  return %0 : tensor<2x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<2x16xf32>, %k: tensor<2x8xf32>) -> tensor<2x16xf32> {
+  // expected-error @below {{mask 'cache' needs keys and values from llm.kv_cache_read}}
+  %0 = llm.attention cache %q, %k, %k {head_dim = 4 : i64, num_heads = 4 : i64, num_kv_heads = 2 : i64, scale = 0.5 : f64} : tensor<2x16xf32>, tensor<2x8xf32>, tensor<2x8xf32> -> tensor<2x16xf32>
+  return %0 : tensor<2x16xf32>
+}
+
+// -----
+
+func.func @f(%q: tensor<2x16xf32>, %k: !llm.kv_view<kv_heads = 2, head_dim = 4, element_type = f32>) -> tensor<2x16xf32> {
+  // expected-error @below {{KV-cache views need mask 'cache'}}
+  %0 = llm.attention causal %q, %k, %k {head_dim = 4 : i64, num_heads = 4 : i64, num_kv_heads = 2 : i64, scale = 0.5 : f64} : tensor<2x16xf32>, !llm.kv_view<kv_heads = 2, head_dim = 4, element_type = f32>, !llm.kv_view<kv_heads = 2, head_dim = 4, element_type = f32> -> tensor<2x16xf32>
+  return %0 : tensor<2x16xf32>
+}
+
+// -----
+
+func.func @f(%x: tensor<2x7xf32>) -> tensor<2x3xf32> {
+  // expected-error @below {{input must hold gate and up side by side: 7 columns for a result of 3}}
+  %0 = llm.fused_ffn %x : tensor<2x7xf32> -> tensor<2x3xf32>
+  return %0 : tensor<2x3xf32>
+}
+
+// -----
+
+llm.weight @out : tensor<10x4xf32>
+func.func @f(%x: tensor<2x4xf32>) -> tensor<2x12xf32> {
+  // expected-error @below {{head @out has shape [10, 4] but this op needs [12, 4]}}
+  %0 = llm.logits @out(%x) : tensor<2x4xf32> -> tensor<2x12xf32>
+  return %0 : tensor<2x12xf32>
+}
+
+// -----
+
+func.func @f(%x: tensor<4x8xf32>, %p: tensor<4xi32>) -> tensor<2x8xf32> {
+  // expected-error @below {{result must be one row of the input: expected 'tensor<1x8xf32>'}}
+  %0 = llm.take_last %x, %p : tensor<4x8xf32>, tensor<4xi32> -> tensor<2x8xf32>
+  return %0 : tensor<2x8xf32>
+}
+
+// -----
+
+// expected-error @below {{kv_cache sizes must be positive}}
+func.func @f(%c: !llm.kv_cache<layers = 0, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>) {
+  return
+}
+
+// -----
+
+// expected-error @below {{kv_cache element type must be f32, bf16 or f16, got 'i32'}}
+func.func @f(%c: !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = i32>) {
+  return
+}
+
+// -----
+
+func.func @f(%k: tensor<2x4xf32>, %c: !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>, %t: tensor<1x2xi32>, %p: tensor<2xi32>) {
+  // expected-error @below {{layer 1 is outside the cache's 1 layers}}
+  %0 = llm.kv_cache_write %k, %k into %c[%t] at %p {layer = 1 : i64} : tensor<2x4xf32>, tensor<2x4xf32>, !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>, tensor<1x2xi32>, tensor<2xi32>
+  return
+}
+
+// -----
+
+func.func @f(%k: tensor<2x8xf32>, %c: !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>, %t: tensor<1x2xi32>, %p: tensor<2xi32>) {
+  // expected-error @below {{rows must be kv_heads x head_dim = 4 wide, got 8}}
+  %0 = llm.kv_cache_write %k, %k into %c[%t] at %p {layer = 0 : i64} : tensor<2x8xf32>, tensor<2x8xf32>, !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>, tensor<1x2xi32>, tensor<2xi32>
+  return
+}
+
+// -----
+
+func.func @f(%k: tensor<3x4xf32>, %c: !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>, %t: tensor<2x2xi32>, %p: tensor<3xi32>) {
+  // expected-error @below {{page table needs one row (one sequence) or one row per row (3), got 2}}
+  %0 = llm.kv_cache_write %k, %k into %c[%t] at %p {layer = 0 : i64} : tensor<3x4xf32>, tensor<3x4xf32>, !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>, tensor<2x2xi32>, tensor<3xi32>
+  return
+}
+
+// -----
+
+func.func @f(%c: !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>, %t: tensor<1x2xi32>, %p: tensor<2xi32>) {
+  // expected-error @below {{views must match the cache's kv_heads, head_dim and element type}}
+  %k, %v = llm.kv_cache_read %c[%t] upto %p {layer = 0 : i64} : !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>, tensor<1x2xi32>, tensor<2xi32> -> !llm.kv_view<kv_heads = 1, head_dim = 4, element_type = bf16>, !llm.kv_view<kv_heads = 1, head_dim = 4, element_type = bf16>
+  return
+}

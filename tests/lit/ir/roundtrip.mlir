@@ -1,0 +1,55 @@
+// Every llm op and type prints in its custom form and parses back, also
+// through the generic form.
+// RUN: kvplan-opt %s | kvplan-opt | FileCheck %s
+// RUN: kvplan-opt %s --mlir-print-op-generic | kvplan-opt | FileCheck %s
+
+// CHECK: llm.weight @emb : tensor<32x8xbf16>
+// CHECK: llm.weight @wqkv concat ["wq", "wk", "wv"] : tensor<16x8xbf16>
+llm.weight @emb : tensor<32x8xbf16>
+llm.weight @g : tensor<8xbf16>
+llm.weight @wqkv concat ["wq", "wk", "wv"] : tensor<16x8xbf16>
+llm.weight @bqkv concat ["bq", "bk", "bv"] : tensor<16xbf16>
+llm.weight @w13 concat ["w1", "w3"] : tensor<24x8xbf16>
+llm.weight @w2 : tensor<8x12xbf16>
+
+// CHECK-LABEL: func.func @all_ops
+func.func @all_ops(%tokens: tensor<4xi32>, %pos: tensor<4xi32>, %table: tensor<1x4xi32>,
+                   %cache: !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 4, element_type = bf16>) -> tensor<1x32xf32> {
+  // CHECK: %[[X:.*]] = llm.embedding @emb[%{{.*}}] : tensor<4xi32> -> tensor<4x8xf32>
+  %x = llm.embedding @emb[%tokens] : tensor<4xi32> -> tensor<4x8xf32>
+  // CHECK: llm.rms_norm %[[X]], @g {eps = 1.000000e-05 : f64} : tensor<4x8xf32>
+  %n = llm.rms_norm %x, @g {eps = 1.0e-5 : f64} : tensor<4x8xf32>
+  // CHECK: %[[QKV:.*]]:3 = llm.linear @wqkv(%{{.*}}) bias @bqkv : tensor<4x8xf32> -> tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>
+  %q, %k, %v = llm.linear @wqkv(%n) bias @bqkv : tensor<4x8xf32> -> tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>
+  // CHECK: llm.rope %[[QKV]]#0, %{{.*}} {head_dim = 4 : i64, scaling = {factor = 8.000000e+00 : f64, high_freq_factor = 4.000000e+00 : f64, low_freq_factor = 1.000000e+00 : f64, original_max_position_embeddings = 8192 : i64}, theta = 5.000000e+05 : f64}
+  %qr = llm.rope %q, %pos {head_dim = 4 : i64, theta = 5.0e5 : f64, scaling = {factor = 8.0 : f64, low_freq_factor = 1.0 : f64, high_freq_factor = 4.0 : f64, original_max_position_embeddings = 8192 : i64}} : tensor<4x8xf32>, tensor<4xi32>
+  %kr = llm.rope %k, %pos {head_dim = 4 : i64, theta = 5.0e5 : f64} : tensor<4x4xf32>, tensor<4xi32>
+  // CHECK: llm.attention causal
+  %fresh = llm.attention causal %qr, %kr, %v {head_dim = 4 : i64, num_heads = 2 : i64, num_kv_heads = 1 : i64, scale = 0.5 : f64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32> -> tensor<4x8xf32>
+  // CHECK: llm.attention self
+  %own = llm.attention self %qr, %kr, %v {head_dim = 4 : i64, num_heads = 2 : i64, num_kv_heads = 1 : i64, scale = 0.5 : f64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32> -> tensor<4x8xf32>
+  // CHECK: %[[C1:.*]] = llm.kv_cache_write %{{.*}}, %{{.*}} into %{{.*}}[%{{.*}}] at %{{.*}} {layer = 0 : i64}
+  %c1 = llm.kv_cache_write %kr, %v into %cache[%table] at %pos {layer = 0 : i64} : tensor<4x4xf32>, tensor<4x4xf32>, !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 4, element_type = bf16>, tensor<1x4xi32>, tensor<4xi32>
+  // CHECK: %[[KEYS:.*]], %[[VALUES:.*]] = llm.kv_cache_read %[[C1]]
+  %keys, %values = llm.kv_cache_read %c1[%table] upto %pos {layer = 0 : i64} : !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 4, element_type = bf16>, tensor<1x4xi32>, tensor<4xi32> -> !llm.kv_view<kv_heads = 1, head_dim = 4, element_type = bf16>, !llm.kv_view<kv_heads = 1, head_dim = 4, element_type = bf16>
+  // CHECK: llm.attention cache %{{.*}}, %[[KEYS]], %[[VALUES]] {{.*}} : tensor<4x8xf32>, !llm.kv_view<kv_heads = 1, head_dim = 4, element_type = bf16>, !llm.kv_view<kv_heads = 1, head_dim = 4, element_type = bf16> -> tensor<4x8xf32>
+  %a = llm.attention cache %qr, %keys, %values {head_dim = 4 : i64, num_heads = 2 : i64, num_kv_heads = 1 : i64, scale = 0.5 : f64} : tensor<4x8xf32>, !llm.kv_view<kv_heads = 1, head_dim = 4, element_type = bf16>, !llm.kv_view<kv_heads = 1, head_dim = 4, element_type = bf16> -> tensor<4x8xf32>
+  // CHECK: llm.add
+  %s0 = llm.add %fresh, %own : tensor<4x8xf32>
+  %s1 = llm.add %s0, %a : tensor<4x8xf32>
+  // CHECK: llm.take_last %{{.*}}, %{{.*}} : tensor<4x8xf32>, tensor<4xi32> -> tensor<1x8xf32>
+  %last = llm.take_last %s1, %pos : tensor<4x8xf32>, tensor<4xi32> -> tensor<1x8xf32>
+  %xl = llm.take_last %x, %pos : tensor<4x8xf32>, tensor<4xi32> -> tensor<1x8xf32>
+  // CHECK: %{{.*}}, %{{.*}} = llm.add_rms_norm %{{.*}}, %{{.*}}, @g {eps = 1.000000e-05 : f64} : tensor<1x8xf32>
+  %n2, %r = llm.add_rms_norm %xl, %last, @g {eps = 1.0e-5 : f64} : tensor<1x8xf32>
+  // CHECK: llm.fused_ffn %{{.*}} : tensor<1x24xf32> -> tensor<1x12xf32>
+  %gu = llm.linear @w13(%n2) : tensor<1x8xf32> -> tensor<1x24xf32>
+  %h = llm.fused_ffn %gu : tensor<1x24xf32> -> tensor<1x12xf32>
+  // CHECK: llm.swiglu %{{.*}}, %{{.*}} : tensor<1x12xf32>
+  %h2 = llm.swiglu %h, %h : tensor<1x12xf32>
+  %d = llm.linear @w2(%h2) : tensor<1x12xf32> -> tensor<1x8xf32>
+  %out = llm.add %r, %d : tensor<1x8xf32>
+  // CHECK: llm.logits @emb(%{{.*}}) : tensor<1x8xf32> -> tensor<1x32xf32>
+  %logits = llm.logits @emb(%out) : tensor<1x8xf32> -> tensor<1x32xf32>
+  return %logits : tensor<1x32xf32>
+}
