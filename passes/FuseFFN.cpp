@@ -3,6 +3,7 @@
 #include "passes/Passes.h"
 
 #include "mlir/IR/Builders.h"
+#include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/MapVector.h"
 
 #define DEBUG_TYPE "fuse-ffn"
@@ -84,9 +85,14 @@ public:
   }
 
   void eraseUnused() {
+    // One walk for every use, rather than one per weight.
+    llvm::DenseSet<StringAttr> used;
+    if (auto uses = SymbolTable::getSymbolUses(&module.getBodyRegion()))
+      for (const SymbolTable::SymbolUse &use : *uses)
+        used.insert(use.getSymbolRef().getRootReference());
     SmallVector<llm::WeightOp> dead;
     for (auto w : module.getOps<llm::WeightOp>())
-      if (SymbolTable::symbolKnownUseEmpty(w, module))
+      if (!used.contains(w.getSymNameAttr()))
         dead.push_back(w);
     for (auto w : dead)
       symbols.erase(w);

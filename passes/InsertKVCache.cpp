@@ -99,8 +99,8 @@ struct InsertKVCachePass : public impl::InsertKVCacheBase<InsertKVCachePass> {
     for (auto [layer, op] : llvm::enumerate(attns)) {
       if (op.getMask() == llm::AttentionMask::cache)
         return op.emitOpError() << "already reads a KV cache";
-      if (op.getNumKvHeads() != cacheType.getKvHeads() ||
-          op.getHeadDim() != cacheType.getHeadDim())
+      if (int64_t(op.getNumKvHeads()) != cacheType.getKvHeads() ||
+          int64_t(op.getHeadDim()) != cacheType.getHeadDim())
         return op.emitOpError() << "every layer must have the same KV heads and head_dim";
       b.setInsertionPoint(op);
       auto write = b.create<llm::KVCacheWriteOp>(op.getLoc(), cacheType, op.getKey(),
