@@ -39,7 +39,8 @@ struct SectionInfo {
 };
 
 /// A read-only, memory-mapped artifact. Opening checks the header, the
-/// format version, the section table and the plan; every failure is an
+/// format version, the section table, the checksum of every section but
+/// `weights` (the loader checks those) and the plan; every failure is an
 /// InputError that says what is wrong and what to do.
 class Artifact {
 public:

@@ -198,6 +198,9 @@ TEST_F(ArtifactTest, DamagedHeaderTableAndSections) {
   bad = good;
   bad[planOffset + 5] ^= 0x20;
   EXPECT_NE(openError(bad).find("section 'plan' is damaged"), std::string::npos);
+  bad = good;
+  bad[a.sections()[1].offset] ^= 1; // the IR text
+  EXPECT_NE(openError(bad).find("section 'ir' is damaged"), std::string::npos);
 }
 
 TEST_F(ArtifactTest, InvalidPlanJson) {
