@@ -138,7 +138,7 @@ private:
         o.layer = read.getLayer();
         o.values = r.getResultNumber() == 1;
       } else {
-        if (!offsets || tensorIndex >= offsets.size())
+        if (!offsets || int64_t(tensorIndex) >= int64_t(offsets.size()))
           return op.emitOpError() << "has no arena offset for result #" << r.getResultNumber()
                                   << "; run --plan-buffers";
         if (failed(arenaOperand(r, offsets[tensorIndex++], o)))

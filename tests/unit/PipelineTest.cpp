@@ -84,7 +84,7 @@ public:
       size_t i = 0;
       for (Value r : op.getResults()) {
         if (!isa<RankedTensorType>(r.getType())) continue;
-        ASSERT_TRUE(offsets && i < offsets.size()) << "result without an offset";
+        ASSERT_TRUE(offsets && int64_t(i) < int64_t(offsets.size())) << "result without an offset";
         write(r, offsets[i++]);
       }
     }
@@ -196,8 +196,9 @@ TEST(Pipeline, ShapesCompileAndPlansHold) {
     EXPECT_EQ(prefill.results[0].shape, (std::vector<int64_t>{1, cfg.model.vocabSize}));
     EXPECT_EQ(decode.results[0].shape,
               (std::vector<int64_t>{cfg.compile.maxBatch, cfg.model.vocabSize}));
-    if (cfg.compile.prefillChunk > 1)
+    if (cfg.compile.prefillChunk > 1) {
       EXPECT_GE(opCounts(prefill)["take_last"], 1);
+    }
   }
 }
 
