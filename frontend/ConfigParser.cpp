@@ -4,6 +4,8 @@
 #include <nlohmann/json.hpp>
 #include <toml++/toml.h>
 
+#include "runtime/WeightFormats.h"
+
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -502,17 +504,25 @@ ModelConfig loadModelConfig(const std::string &path, const SettingOverrides &o,
                               "model directory)");
     p /= "config.json";
   }
-  std::string text = readText(p);
   std::string ext = p.extension().string();
   ModelConfig cfg;
+  if (isCheckpointFile(p.string())) {
+    cfg = readCheckpointConfig(p.string());
+    return applyAndValidate(std::move(cfg), o);
+  }
+  std::string text = readText(p);
   if (ext == ".toml")
     cfg = parseTomlSpec(text, p.string(), warn);
   else if (ext == ".json")
     cfg = parseHFConfig(text, p.string(), warn);
   else
     throw InputError(p.string() + ": unknown model format '" + ext +
-                     "'; expected a .toml spec, a config.json or a directory holding one");
+                     "'; expected a .toml spec, a config.json (or a directory holding one), a "
+                     "llama2.c .bin or a .gguf");
+  return applyAndValidate(std::move(cfg), o);
+}
 
+ModelConfig applyAndValidate(ModelConfig cfg, const SettingOverrides &o) {
   auto set = [&](const char *field) {
     cfg.given.insert(field);
     cfg.fieldLines.erase(field); // the value no longer comes from the file

@@ -34,10 +34,14 @@ struct SettingOverrides {
   std::optional<int64_t> pageSize;
 };
 
-/// Reads `path` (a .toml file, a config.json, or a directory holding
-/// config.json), applies `overrides` and validates. Throws InputError.
+/// Reads `path` (a .toml file, a config.json or a directory holding one, a
+/// llama2.c .bin or a .gguf checkpoint), applies `overrides` and validates.
+/// Throws InputError.
 ModelConfig loadModelConfig(const std::string &path,
                             const SettingOverrides &overrides = {},
                             const WarningSink &warn = printWarningToStderr);
+
+/// Applies `overrides` to a config read elsewhere and validates it.
+ModelConfig applyAndValidate(ModelConfig cfg, const SettingOverrides &overrides);
 
 } // namespace kvplan

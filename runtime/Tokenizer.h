@@ -1,0 +1,67 @@
+// Tokenizers: sentencepiece .model files, llama2.c tokenizer.bin, the llama
+// vocabulary embedded in GGUF (SPM), Hugging Face tokenizer.json byte-level
+// BPE, and a built-in byte tokenizer for models that come with none.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace kvplan {
+
+class Tokenizer {
+public:
+  virtual ~Tokenizer() = default;
+
+  /// Token ids for `text`, with the BOS id first when `addBos` (and the
+  /// tokenizer has one).
+  virtual std::vector<int32_t> encode(std::string_view text, bool addBos) const = 0;
+  /// The text of `ids` as the reference implementation decodes it (BOS, EOS
+  /// and other control tokens produce no text).
+  virtual std::string decode(const std::vector<int32_t> &ids) const = 0;
+
+  virtual int32_t vocabSize() const = 0;
+  /// -1 when the tokenizer defines none.
+  virtual int32_t bosId() const = 0;
+  virtual std::vector<int32_t> eosIds() const = 0;
+
+  /// Format name and bytes from which loadTokenizer() recreates this
+  /// tokenizer exactly; the artifact stores them.
+  virtual std::string kind() const = 0;
+  virtual std::string serialize() const = 0;
+};
+
+/// Turns ids pushed one at a time into text as soon as it is final: never
+/// emits half of a UTF-8 sequence (byte-fallback tokens) and reproduces
+/// decode() of all ids pushed so far when concatenated.
+class StreamDecoder {
+public:
+  explicit StreamDecoder(const Tokenizer &tok) : tok(tok) {}
+  /// The text that `id` completes (possibly empty).
+  std::string push(int32_t id);
+  /// Whatever is still held back (an incomplete UTF-8 tail).
+  std::string flush();
+
+private:
+  const Tokenizer &tok;
+  std::vector<int32_t> ids;
+  std::string emitted; // decode(ids) already returned
+};
+
+/// Loads a tokenizer file, choosing the format from its name and content:
+/// `*.model` (sentencepiece), `tokenizer.json` / `*.json` (Hugging Face
+/// BPE), `*.gguf` (the embedded vocabulary), otherwise a llama2.c
+/// `tokenizer.bin`. Throws InputError naming the file and what is wrong.
+std::unique_ptr<Tokenizer> loadTokenizerFile(const std::string &path);
+
+/// Recreates a tokenizer from Tokenizer::kind() and serialize().
+std::unique_ptr<Tokenizer> loadTokenizer(const std::string &kind, std::string_view bytes);
+
+/// For models with no tokenizer: 0 <unk>, 1 <s> (BOS), 2 </s> (EOS), then
+/// the 256 byte values as ids 3..258 (the llama byte-fallback layout), ids
+/// above that decode to nothing. Needs vocabSize >= 259.
+std::unique_ptr<Tokenizer> makeByteTokenizer(int32_t vocabSize);
+
+} // namespace kvplan

@@ -1,0 +1,722 @@
+// Tokenizer tests: each format against its reference (sentencepiece for the
+// score-merge vocabularies, hand-worked BPE for tokenizer.json), streaming
+// decode, serialization round trips, and the errors a bad file gives.
+#include "frontend/ModelSpec.h"
+#include "runtime/Tokenizer.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+using namespace kvplan;
+using Ids = std::vector<int32_t>;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string modelPath(const std::string &rel) { return std::string(KVPLAN_SHARED_DIR) + "/models/" + rel; }
+
+#define REQUIRE_MODEL_FILE(path)                                                                  \
+  do {                                                                                            \
+    if (!fs::exists(path))                                                                        \
+      GTEST_SKIP() << "test data " << (path)                                                      \
+                   << " is absent (set KVPLAN_SHARED_DIR to the folder holding models/)";         \
+  } while (0)
+
+// Text without runs of spaces or leading/trailing whitespace: tok512.model's
+// normalizer (remove_extra_whitespaces, the sentencepiece default it was
+// trained with) would change those, while llama2.c and llama.cpp keep them.
+const std::vector<std::string> kPlainSentences = {
+    "Once upon a time, there was a little girl named Lily.",
+    "She loved to play outside in the park.",
+    "One day, she saw a big, red ball!",
+    "\"Can I play too?\" asked Tom; Lily said: yes.",
+    "They counted 1, 2, 3... up to 100 and 2024.",
+    "The café served crème brûlée.",
+    "Happy face 🙂 and a rocket 🚀 here.",
+    "Naïve façade, jalapeño, Zoë.",
+    "日本語のテキスト",
+    "It's the cat's toy, isn't it?",
+    "x",
+    "A",
+};
+
+// Whitespace a sentencepiece model without remove_extra_whitespaces keeps.
+const std::vector<std::string> kSpacedSentences = {
+    "two  spaces and   three",
+    " leading space",
+    "trailing space ",
+    "line one\nline two\n\nend",
+    "tab\tseparated\tvalues",
+};
+
+std::vector<std::string> allSentences() {
+  std::vector<std::string> all = kPlainSentences;
+  all.insert(all.end(), kSpacedSentences.begin(), kSpacedSentences.end());
+  return all;
+}
+
+/// A fresh folder for the files one test writes, removed when it ends.
+class ScratchDir {
+public:
+  ScratchDir()
+      : dir(fs::path(::testing::TempDir()) /
+            ("kvplan-tokenizer-" + std::to_string(::getpid()) + "-" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name())) {
+    fs::create_directories(dir);
+  }
+  ~ScratchDir() {
+    std::error_code ignored;
+    fs::remove_all(dir, ignored);
+  }
+  fs::path operator/(const std::string &name) const { return dir / name; }
+
+private:
+  fs::path dir;
+};
+
+void writeFile(const fs::path &p, const std::string &bytes) {
+  std::ofstream f(p, std::ios::binary);
+  f << bytes;
+}
+
+std::string readFile(const std::string &p) {
+  std::ifstream f(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+/// True when `s` holds only complete, well-formed UTF-8 sequences.
+bool isCompleteUtf8(const std::string &s) {
+  for (size_t i = 0; i < s.size();) {
+    unsigned char b = s[i];
+    size_t n = b < 0x80 ? 1 : (b & 0xE0) == 0xC0 ? 2 : (b & 0xF0) == 0xE0 ? 3 : (b & 0xF8) == 0xF0 ? 4 : 0;
+    if (n == 0 || i + n > s.size())
+      return false;
+    for (size_t k = 1; k < n; ++k)
+      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80)
+        return false;
+    i += n;
+  }
+  return true;
+}
+
+/// Pushes `ids` one at a time and checks the stream against decode().
+void expectStreamMatchesDecode(const Tokenizer &tok, const Ids &ids) {
+  StreamDecoder stream(tok);
+  std::string text;
+  for (int32_t id : ids) {
+    std::string piece = stream.push(id);
+    EXPECT_TRUE(isCompleteUtf8(piece)) << "push(" << id << ") returned a partial character";
+    text += piece;
+  }
+  text += stream.flush();
+  EXPECT_EQ(text, tok.decode(ids)) << tok.kind();
+}
+
+std::string joined(const std::vector<std::string> &v) {
+  std::string s;
+  for (const std::string &x : v) s += x + " ";
+  return s;
+}
+
+// ----------------------------------------------------------------------------
+// sentencepiece .model, llama2.c tokenizer.bin and GGUF vocabularies
+
+TEST(SentencePiece, Tok512ModelAndBinGiveTheSameIds) {
+  std::string model = modelPath("stories260K/tok512.model"), bin = modelPath("stories260K/tok512.bin");
+  REQUIRE_MODEL_FILE(model);
+  REQUIRE_MODEL_FILE(bin);
+  auto sp = loadTokenizerFile(model);
+  auto l2 = loadTokenizerFile(bin);
+  EXPECT_EQ(sp->kind(), "sentencepiece");
+  EXPECT_EQ(l2->kind(), "llama2c");
+  EXPECT_EQ(sp->vocabSize(), 512);
+  EXPECT_EQ(l2->vocabSize(), 512);
+  EXPECT_EQ(l2->bosId(), 1);
+  EXPECT_EQ(l2->eosIds(), Ids{2});
+  EXPECT_EQ(sp->bosId(), 1);
+  EXPECT_EQ(sp->eosIds(), Ids{2});
+  for (const std::string &s : kPlainSentences) {
+    Ids ids = sp->encode(s, true);
+    EXPECT_EQ(l2->encode(s, true), ids) << s;
+    EXPECT_EQ(sp->decode(ids), s);
+    EXPECT_EQ(l2->decode(ids), s);
+  }
+}
+
+TEST(SentencePiece, Tok512ExtraWhitespace) {
+  // tok512.model was trained with sentencepiece's default normalizer, which
+  // collapses runs of spaces; llama2.c (and llama.cpp on the same vocabulary)
+  // keep every space and so round-trip exactly.
+  std::string model = modelPath("stories260K/tok512.model"), bin = modelPath("stories260K/tok512.bin");
+  REQUIRE_MODEL_FILE(model);
+  REQUIRE_MODEL_FILE(bin);
+  auto sp = loadTokenizerFile(model);
+  auto l2 = loadTokenizerFile(bin);
+  EXPECT_EQ(sp->decode(sp->encode("two  spaces", true)), "two spaces");
+  for (const std::string &s : kSpacedSentences)
+    EXPECT_EQ(l2->decode(l2->encode(s, true)), s);
+}
+
+TEST(SentencePiece, Llama2ModelAndBinGiveTheSameIds) {
+  std::string model = modelPath("llama2-tokenizer/tokenizer.model");
+  std::string bin = modelPath("llama2-tokenizer/tokenizer.bin");
+  REQUIRE_MODEL_FILE(model);
+  REQUIRE_MODEL_FILE(bin);
+  auto sp = loadTokenizerFile(model);
+  auto l2 = loadTokenizerFile(bin);
+  EXPECT_EQ(sp->vocabSize(), 32000);
+  EXPECT_EQ(l2->vocabSize(), 32000);
+  for (const std::string &s : allSentences()) {
+    Ids ids = sp->encode(s, true);
+    EXPECT_EQ(l2->encode(s, true), ids) << s;
+    EXPECT_EQ(l2->encode(s, false), Ids(ids.begin() + 1, ids.end())) << s;
+    EXPECT_EQ(sp->decode(ids), s);
+    EXPECT_EQ(l2->decode(ids), s);
+  }
+  // A long text exercises many merges in one word list.
+  std::string longText = joined(allSentences()) + joined(allSentences());
+  EXPECT_EQ(l2->encode(longText, true), sp->encode(longText, true));
+}
+
+TEST(SentencePiece, KnownGreedyPrompt) {
+  std::string model = modelPath("stories260K/tok512.model");
+  REQUIRE_MODEL_FILE(model);
+  auto sp = loadTokenizerFile(model);
+  Ids ids = sp->encode("Once upon a time", true);
+  ASSERT_GE(ids.size(), 2u);
+  EXPECT_EQ(ids[0], 1);
+  // As the sentencepiece library encodes it: ▁Once ▁upon ▁a ▁time.
+  EXPECT_EQ(ids, (Ids{1, 403, 407, 261, 378}));
+  EXPECT_EQ(sp->decode(ids), "Once upon a time");
+  EXPECT_EQ(sp->encode("", true), Ids{1});
+  EXPECT_TRUE(sp->encode("", false).empty());
+}
+
+TEST(SentencePiece, Llama2cDecodeDropsTheSpaceAfterBosOnly) {
+  std::string bin = modelPath("stories260K/tok512.bin");
+  REQUIRE_MODEL_FILE(bin);
+  auto l2 = loadTokenizerFile(bin);
+  Ids noBos = l2->encode("Once upon", false);
+  EXPECT_EQ(l2->decode(noBos), " Once upon"); // llama2.c strips only after BOS
+  Ids withBos = noBos;
+  withBos.insert(withBos.begin(), 1);
+  EXPECT_EQ(l2->decode(withBos), "Once upon");
+  EXPECT_EQ(l2->encode("", true), Ids{1});
+  // Byte fallback: 🙂 (F0 9F 99 82) is no piece of the 512 vocabulary.
+  Ids emoji = l2->encode("🙂", false);
+  ASSERT_EQ(emoji.size(), 5u);
+  EXPECT_EQ(l2->decode({emoji[0]}), " "); // the dummy prefix
+  EXPECT_EQ(Ids(emoji.begin() + 1, emoji.end()), (Ids{0xF0 + 3, 0x9F + 3, 0x99 + 3, 0x82 + 3}));
+}
+
+TEST(SentencePiece, GgufVocabulariesMatchTheirModels) {
+  struct Pair {
+    const char *gguf, *model, *bin;
+  } pairs[] = {
+      {"stories260K/stories260K.gguf", "stories260K/tok512.model", "stories260K/tok512.bin"},
+      {"tiny-random-gguf/llama-2-tiny-random.gguf", "llama2-tokenizer/tokenizer.model",
+       "llama2-tokenizer/tokenizer.bin"},
+  };
+  for (const Pair &p : pairs) {
+    SCOPED_TRACE(p.gguf);
+    std::string gguf = modelPath(p.gguf), model = modelPath(p.model), bin = modelPath(p.bin);
+    REQUIRE_MODEL_FILE(gguf);
+    REQUIRE_MODEL_FILE(model);
+    REQUIRE_MODEL_FILE(bin);
+    auto g = loadTokenizerFile(gguf);
+    auto sp = loadTokenizerFile(model);
+    auto l2 = loadTokenizerFile(bin);
+    EXPECT_EQ(g->kind(), "gguf-spm");
+    EXPECT_EQ(g->vocabSize(), sp->vocabSize());
+    EXPECT_EQ(g->bosId(), 1);
+    EXPECT_EQ(g->eosIds(), Ids{2});
+    for (const std::string &s : kPlainSentences) {
+      Ids ids = sp->encode(s, true);
+      EXPECT_EQ(g->encode(s, true), ids) << s;
+      EXPECT_EQ(g->decode(ids), s);
+      // sentencepiece drops the dummy-prefix space with or without BOS.
+      EXPECT_EQ(g->decode(g->encode(s, false)), s);
+    }
+    // llama.cpp's SPM keeps every space, like llama2.c.
+    for (const std::string &s : allSentences()) {
+      EXPECT_EQ(g->encode(s, true), l2->encode(s, true)) << s;
+      EXPECT_EQ(g->decode(g->encode(s, true)), s);
+    }
+  }
+}
+
+// ----------------------------------------------------------------------------
+// Hugging Face tokenizer.json byte-level BPE, on hand-made vocabularies
+
+/// GPT-2's bytes_to_unicode, written out here independently of the runtime.
+std::string byteChar(int b) {
+  int cp = b;
+  if (!((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255))) {
+    int n = 0;
+    for (int x = 0; x < b; ++x)
+      if (!((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255)))
+        ++n;
+    cp = 256 + n;
+  }
+  std::string s;
+  if (cp < 0x80) {
+    s += char(cp);
+  } else {
+    s += char(0xC0 | (cp >> 6));
+    s += char(0x80 | (cp & 0x3F));
+  }
+  return s;
+}
+
+// The fixture vocabulary: ids 0..255 are the bytes (id = byte value, keyed by
+// the GPT-2 character), then these merges in rank order with the ids of the
+// tokens they make. Ġ is the space byte, Ã© the UTF-8 of é.
+struct MergeRule {
+  const char *a, *b;
+  int id;
+};
+const MergeRule kMerges[] = {
+    {"h", "e", 256},    {"l", "l", 257},  {"he", "ll", 258}, {"hell", "o", 259},
+    {"Ġ", "w", 260},    {"o", "r", 261},  {"Ġw", "or", 262}, {"Ã", "©", 263},
+    {"c", "a", 264},    {"ca", "f", 265}, {"caf", "Ã©", 266},
+};
+constexpr int kBos = 267, kEot = 268, kExtra = 269, kWorld = 270;
+
+const char *kLlama3Pattern = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+                             "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+/// A GPT-2 style tokenizer.json (ByteLevel pre-tokenizer with its own regex,
+/// merges as "a b" strings) or a Llama 3 style one (Split regex, ByteLevel
+/// without regex, merges as pairs, ignore_merges, post-processor sequence).
+std::string fixtureJson(bool llama3Style, bool withTemplate = true) {
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int b = 0; b < 256; ++b) vocab[byteChar(b)] = b;
+  nlohmann::json merges = nlohmann::json::array();
+  for (const MergeRule &m : kMerges) {
+    vocab[std::string(m.a) + m.b] = m.id;
+    if (llama3Style)
+      merges.push_back({m.a, m.b});
+    else
+      merges.push_back(std::string(m.a) + " " + m.b);
+  }
+  // Reachable only as a whole word: ignore_merges makes the difference.
+  vocab["Ġworld"] = kWorld;
+  nlohmann::json added = nlohmann::json::array({
+      {{"id", kBos}, {"content", "<|begin_of_text|>"}, {"special", true}},
+      {{"id", kEot}, {"content", "<|eot_id|>"}, {"special", true}},
+      {{"id", kExtra}, {"content", "<extra>"}, {"special", false}},
+  });
+  nlohmann::json tmpl = {
+      {"type", "TemplateProcessing"},
+      {"single", {{{"SpecialToken", {{"id", "<|begin_of_text|>"}, {"type_id", 0}}}},
+                  {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+      {"special_tokens",
+       {{"<|begin_of_text|>", {{"id", "<|begin_of_text|>"}, {"ids", {kBos}}, {"tokens", {"<|begin_of_text|>"}}}}}},
+  };
+  nlohmann::json root = {
+      {"version", "1.0"},
+      {"added_tokens", added},
+      {"normalizer", nullptr},
+      {"decoder", {{"type", "ByteLevel"}}},
+      {"model",
+       {{"type", "BPE"}, {"ignore_merges", llama3Style}, {"vocab", vocab}, {"merges", merges}}},
+  };
+  if (llama3Style) {
+    root["pre_tokenizer"] = {
+        {"type", "Sequence"},
+        {"pretokenizers",
+         {{{"type", "Split"}, {"pattern", {{"Regex", kLlama3Pattern}}}, {"behavior", "Isolated"}, {"invert", false}},
+          {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
+    root["post_processor"] = {{"type", "Sequence"},
+                              {"processors", {{{"type", "ByteLevel"}, {"trim_offsets", false}}, tmpl}}};
+  } else {
+    root["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}};
+    root["post_processor"] = withTemplate ? tmpl : nlohmann::json(nullptr);
+  }
+  return root.dump(1);
+}
+
+TEST(HfBpe, Gpt2StyleMergesAsStrings) {
+  auto tok = loadTokenizer("hf-bpe", fixtureJson(false));
+  EXPECT_EQ(tok->vocabSize(), 271);
+  EXPECT_EQ(tok->bosId(), kBos);
+  EXPECT_EQ(tok->eosIds(), Ids{kEot});
+  // "hello": h+e (rank 0), l+l (1), he+ll (2), hell+o (3).
+  EXPECT_EQ(tok->encode("hello", false), Ids{259});
+  // " world" is one pre-token: Ġ+w (4), o+r (5), Ġw+or (6), then l and d
+  // stay bytes; "Ġworld" is in the vocabulary but no merge reaches it.
+  EXPECT_EQ(tok->encode("hello world", true), (Ids{kBos, 259, 262, 'l', 'd'}));
+  // Equal ranks: the leftmost pair merges first.
+  EXPECT_EQ(tok->encode("lll", false), (Ids{257, 'l'}));
+  // Rank, not position: "worl" merges o+r although w comes first.
+  EXPECT_EQ(tok->encode("worl", false), (Ids{'w', 261, 'l'}));
+  // Merges are case sensitive: "H e" is no merge, "l l" is.
+  EXPECT_EQ(tok->encode("Hello", false), (Ids{'H', 'e', 257, 'o'}));
+  // Multi-byte UTF-8: é is C3 A9 -> "Ã©"; Ã+© (7) comes before c+a (8).
+  EXPECT_EQ(tok->encode("café", false), Ids{266});
+  EXPECT_EQ(tok->encode("é!", false), (Ids{263, '!'}));
+  // No merges: ü (C3 BC) and 🙂 (F0 9F 99 82) stay as their bytes.
+  EXPECT_EQ(tok->encode("ü🙂", false), (Ids{0xC3, 0xBC, 0xF0, 0x9F, 0x99, 0x82}));
+  // GPT-2 pre-tokens: "it", "'s", " 2024" (a space joins the digits), "!!".
+  EXPECT_EQ(tok->encode("it's 2024!!", false), (Ids{'i', 't', '\'', 's', ' ', '2', '0', '2', '4', '!', '!'}));
+  // Special and added tokens inside text are matched before pre-tokenizing.
+  EXPECT_EQ(tok->encode("hi<|eot_id|>hello", true), (Ids{kBos, 'h', 'i', kEot, 259}));
+  EXPECT_EQ(tok->encode("a<extra>b", false), (Ids{'a', kExtra, 'b'}));
+  EXPECT_EQ(tok->encode("<|begin_of_text|>hello", false), (Ids{kBos, 259}));
+  EXPECT_EQ(tok->encode("", true), Ids{kBos});
+  // Decoding: special tokens give no text, other added tokens their content.
+  EXPECT_EQ(tok->decode({kBos, 'h', 'i', kEot, 259}), "hihello");
+  EXPECT_EQ(tok->decode({'a', kExtra, 'b'}), "a<extra>b");
+  EXPECT_EQ(tok->decode({266, ' ', 0xF0, 0x9F, 0x99, 0x82}), "café 🙂");
+  // An incomplete character decodes to U+FFFD, as Hugging Face's lossy decode does.
+  EXPECT_EQ(tok->decode({'a', 0xC3}), "a\xEF\xBF\xBD");
+  for (const std::string &s : allSentences()) {
+    EXPECT_EQ(tok->decode(tok->encode(s, true)), s);
+    EXPECT_EQ(tok->decode(tok->encode(s, false)), s);
+  }
+}
+
+TEST(HfBpe, Llama3StyleSplitRegexAndMergePairs) {
+  auto tok = loadTokenizer("hf-bpe", fixtureJson(true));
+  EXPECT_EQ(tok->bosId(), kBos);
+  // Llama 3 pre-tokens: "Hello", " ", "202", "4", " world", "!!"; with
+  // ignore_merges " world" is a vocabulary word and becomes one token.
+  EXPECT_EQ(tok->encode("Hello 2024 world!!", true),
+            (Ids{kBos, 'H', 'e', 257, 'o', ' ', '2', '0', '2', '4', kWorld, '!', '!'}));
+  EXPECT_EQ(tok->encode("hello world", false), (Ids{259, kWorld}));
+  // "(hello" is one pre-token here ("[^\r\n\p{L}\p{N}]?\p{L}+"); no merge joins "(".
+  EXPECT_EQ(tok->encode("(hello)", false), (Ids{'(', 259, ')'}));
+  EXPECT_EQ(tok->encode("café", false), Ids{266});
+  EXPECT_EQ(tok->encode("x<|eot_id|>", false), (Ids{'x', kEot}));
+  EXPECT_EQ(tok->decode({kBos, 259, kWorld, kEot}), "hello world");
+  for (const std::string &s : allSentences())
+    EXPECT_EQ(tok->decode(tok->encode(s, true)), s);
+}
+
+TEST(HfBpe, BosOnlyFromTheTemplate) {
+  auto tok = loadTokenizer("hf-bpe", fixtureJson(false, /*withTemplate=*/false));
+  EXPECT_EQ(tok->bosId(), -1);
+  EXPECT_EQ(tok->encode("hello", true), Ids{259});
+}
+
+TEST(HfBpe, StringAndPairMergesAgree) {
+  auto a = loadTokenizer("hf-bpe", fixtureJson(false));
+  auto b = loadTokenizer("hf-bpe", fixtureJson(true));
+  // No whole-word shortcut and no differing pre-token split in these.
+  for (const char *s : {"hello", "café", "lll", "worl", "hehe", "éé"})
+    EXPECT_EQ(a->encode(s, false), b->encode(s, false)) << s;
+}
+
+TEST(HfBpe, LoadsFromAFile) {
+  ScratchDir dir;
+  writeFile(dir / "tokenizer.json", fixtureJson(true));
+  auto tok = loadTokenizerFile((dir / "tokenizer.json").string());
+  EXPECT_EQ(tok->kind(), "hf-bpe");
+  EXPECT_EQ(tok->serialize(), fixtureJson(true));
+  EXPECT_EQ(tok->encode("hello world", true), (Ids{kBos, 259, kWorld}));
+}
+
+// ----------------------------------------------------------------------------
+// The byte tokenizer
+
+TEST(ByteTokenizer, LlamaByteLayout) {
+  auto tok = makeByteTokenizer(300);
+  EXPECT_EQ(tok->kind(), "bytes");
+  EXPECT_EQ(tok->serialize(), "300");
+  EXPECT_EQ(tok->vocabSize(), 300);
+  EXPECT_EQ(tok->bosId(), 1);
+  EXPECT_EQ(tok->eosIds(), Ids{2});
+  EXPECT_EQ(tok->encode("Hi", true), (Ids{1, 'H' + 3, 'i' + 3}));
+  EXPECT_EQ(tok->decode({1, 'H' + 3, 'i' + 3, 2, 0, 299}), "Hi");
+  EXPECT_EQ(tok->decode(tok->encode("café 🙂", false)), "café 🙂");
+}
+
+// ----------------------------------------------------------------------------
+// Streaming decode and serialization, over every kind
+
+/// One tokenizer of each kind that the test data allows.
+std::vector<std::unique_ptr<Tokenizer>> everyKind() {
+  std::vector<std::unique_ptr<Tokenizer>> all;
+  for (const char *rel : {"stories260K/tok512.model", "stories260K/tok512.bin", "stories260K/stories260K.gguf",
+                          "llama2-tokenizer/tokenizer.model", "llama2-tokenizer/tokenizer.bin",
+                          "tiny-random-gguf/llama-2-tiny-random.gguf"})
+    if (fs::exists(modelPath(rel)))
+      all.push_back(loadTokenizerFile(modelPath(rel)));
+  all.push_back(loadTokenizer("hf-bpe", fixtureJson(false)));
+  all.push_back(loadTokenizer("hf-bpe", fixtureJson(true)));
+  all.push_back(makeByteTokenizer(259));
+  return all;
+}
+
+TEST(StreamDecoder, ReproducesDecodeForEveryKind) {
+  for (const auto &tok : everyKind()) {
+    SCOPED_TRACE(tok->kind());
+    for (const std::string &s : allSentences())
+      expectStreamMatchesDecode(*tok, tok->encode(s, true));
+    // A long generation-like stream, and control tokens mid-stream.
+    Ids ids = tok->encode(joined(allSentences()), true);
+    Ids more = tok->encode(" and then 🙂 again", false);
+    if (!tok->eosIds().empty())
+      ids.push_back(tok->eosIds()[0]);
+    ids.insert(ids.end(), more.begin(), more.end());
+    if (tok->bosId() >= 0)
+      ids.push_back(tok->bosId());
+    ids.insert(ids.end(), more.begin(), more.end());
+    expectStreamMatchesDecode(*tok, ids);
+  }
+}
+
+TEST(StreamDecoder, HoldsBackSplitCharacters) {
+  std::string bin = modelPath("stories260K/tok512.bin");
+  std::vector<std::unique_ptr<Tokenizer>> toks;
+  toks.push_back(makeByteTokenizer(259));
+  if (fs::exists(bin))
+    toks.push_back(loadTokenizerFile(bin));
+  for (const char *rel : {"stories260K/tok512.model", "stories260K/stories260K.gguf"})
+    if (fs::exists(modelPath(rel)))
+      toks.push_back(loadTokenizerFile(modelPath(rel)));
+  for (const auto &tok : toks) {
+    SCOPED_TRACE(tok->kind());
+    // 🙂 is no piece in these vocabularies: four byte tokens (ids byte + 3).
+    StreamDecoder stream(*tok);
+    std::string out;
+    for (int32_t id : Ids{1, 'a' + 3, 0xF0 + 3, 0x9F + 3, 0x99 + 3}) out += stream.push(id);
+    EXPECT_EQ(out, "a");
+    EXPECT_EQ(stream.push(0x82 + 3), "🙂");
+    EXPECT_EQ(stream.push('b' + 3), "b");
+    EXPECT_EQ(stream.flush(), "");
+  }
+  // Hugging Face: é as its two byte tokens.
+  auto hf = loadTokenizer("hf-bpe", fixtureJson(false));
+  StreamDecoder stream(*hf);
+  EXPECT_EQ(stream.push('c'), "c");
+  EXPECT_EQ(stream.push(0xC3), "");
+  EXPECT_EQ(stream.push(0xA9), "é");
+  // An incomplete tail comes out of flush as decode() renders it.
+  EXPECT_EQ(stream.push(0xC3), "");
+  EXPECT_EQ(stream.flush(), "\xEF\xBF\xBD");
+}
+
+TEST(StreamDecoder, KeepsTheSentencePieceLeadingSpaceRule) {
+  for (const char *rel : {"llama2-tokenizer/tokenizer.model", "tiny-random-gguf/llama-2-tiny-random.gguf",
+                          "llama2-tokenizer/tokenizer.bin"}) {
+    std::string path = modelPath(rel);
+    if (!fs::exists(path))
+      continue;
+    auto tok = loadTokenizerFile(path);
+    SCOPED_TRACE(tok->kind());
+    StreamDecoder stream(*tok);
+    std::string out;
+    std::vector<std::string> chunks;
+    for (int32_t id : tok->encode("Hello world again and again", true)) {
+      chunks.push_back(stream.push(id));
+      out += chunks.back();
+    }
+    out += stream.flush();
+    EXPECT_EQ(out, "Hello world again and again");
+    // Mid-stream pieces keep their leading space although the stream
+    // decodes only a short window.
+    EXPECT_EQ(chunks.back(), " again");
+  }
+}
+
+/// Passes everything to another tokenizer and records how many ids each
+/// decode() call was given.
+class CountingTokenizer : public Tokenizer {
+public:
+  explicit CountingTokenizer(const Tokenizer &inner) : inner(inner) {}
+  Ids encode(std::string_view text, bool addBos) const override { return inner.encode(text, addBos); }
+  std::string decode(const Ids &ids) const override {
+    ++calls;
+    longest = std::max(longest, ids.size());
+    return inner.decode(ids);
+  }
+  int32_t vocabSize() const override { return inner.vocabSize(); }
+  int32_t bosId() const override { return inner.bosId(); }
+  Ids eosIds() const override { return inner.eosIds(); }
+  std::string kind() const override { return inner.kind(); }
+  std::string serialize() const override { return inner.serialize(); }
+
+  mutable size_t calls = 0, longest = 0;
+
+private:
+  const Tokenizer &inner;
+};
+
+TEST(StreamDecoder, DecodesABoundedWindow) {
+  std::string text;
+  for (int i = 0; i < 20; ++i) text += joined(allSentences());
+  for (const auto &tok : everyKind()) {
+    SCOPED_TRACE(tok->kind());
+    CountingTokenizer counting(*tok);
+    Ids ids = tok->encode(text, true);
+    ASSERT_GT(ids.size(), 500u);
+    StreamDecoder stream(counting);
+    std::string out;
+    for (int32_t id : ids) out += stream.push(id);
+    out += stream.flush();
+    EXPECT_EQ(out, tok->decode(ids));
+    // A window of a few ids (a split 4-byte character plus context), and a
+    // handful of decode calls per token, however long the stream.
+    EXPECT_LE(counting.longest, 10u);
+    EXPECT_LE(counting.calls, 6 * ids.size());
+  }
+}
+
+TEST(Serialization, RoundTripsEveryKind) {
+  for (const auto &tok : everyKind()) {
+    SCOPED_TRACE(tok->kind());
+    auto again = loadTokenizer(tok->kind(), tok->serialize());
+    EXPECT_EQ(again->kind(), tok->kind());
+    EXPECT_EQ(again->vocabSize(), tok->vocabSize());
+    EXPECT_EQ(again->bosId(), tok->bosId());
+    EXPECT_EQ(again->eosIds(), tok->eosIds());
+    EXPECT_EQ(again->serialize(), tok->serialize());
+    for (const std::string &s : allSentences()) {
+      Ids ids = tok->encode(s, true);
+      EXPECT_EQ(again->encode(s, true), ids) << s;
+      EXPECT_EQ(again->decode(ids), tok->decode(ids));
+    }
+  }
+}
+
+// ----------------------------------------------------------------------------
+// Errors: InputError naming the file and the problem
+
+/// The message of the InputError `f` throws ("" when it throws none).
+std::string inputError(const std::function<void()> &f) {
+  try {
+    f();
+  } catch (const InputError &e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(TokenizerErrors, MissingFile) {
+  ScratchDir dir;
+  std::string path = (dir / "no-such-tokenizer.bin").string();
+  std::string msg = inputError([&] { loadTokenizerFile(path); });
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
+  for (const char *name : {"absent.model", "absent.json", "absent.gguf"}) {
+    std::string p = (dir / name).string();
+    std::string m = inputError([&] { loadTokenizerFile(p); });
+    EXPECT_NE(m.find(p), std::string::npos) << m;
+  }
+  // Present but not what its name says.
+  std::string garbage = (dir / "garbage.model").string();
+  writeFile(garbage, "not a protobuf");
+  msg = inputError([&] { loadTokenizerFile(garbage); });
+  EXPECT_NE(msg.find(garbage), std::string::npos) << msg;
+  EXPECT_NE(msg.find("sentencepiece"), std::string::npos) << msg;
+}
+
+TEST(TokenizerErrors, TruncatedTokenizerBin) {
+  std::string bin = modelPath("stories260K/tok512.bin");
+  REQUIRE_MODEL_FILE(bin);
+  std::string bytes = readFile(bin);
+  ScratchDir dir;
+  // Cut inside the last entry, and inside the header.
+  for (size_t keep : {bytes.size() - 3, size_t(2), bytes.size() - 1}) {
+    std::string path = (dir / ("cut-" + std::to_string(keep) + ".bin")).string();
+    writeFile(path, bytes.substr(0, keep));
+    std::string msg = inputError([&] { loadTokenizerFile(path); });
+    EXPECT_NE(msg.find(path), std::string::npos) << msg;
+    EXPECT_NE(msg.find("ends inside"), std::string::npos) << msg;
+  }
+  // Not a tokenizer.bin at all: a piece longer than max_token_length.
+  std::string path = (dir / "notes.txt").string();
+  writeFile(path, "These are some notes, not a tokenizer.\n");
+  std::string msg = inputError([&] { loadTokenizerFile(path); });
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
+  EXPECT_NE(msg.find("llama2.c tokenizer.bin"), std::string::npos) << msg;
+}
+
+TEST(TokenizerErrors, MalformedTokenizerJson) {
+  ScratchDir dir;
+  struct Case {
+    const char *name, *text, *expect;
+  } cases[] = {
+      {"broken.json", "{\"model\": {\"type\": \"BPE\", ", "malformed JSON"},
+      {"wordpiece.json", "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"a\": 0}}}", "WordPiece"},
+      {"nomerges.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}}}", "model.merges"},
+      {"badmerge.json",
+       "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a b\"]},"
+       " \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}",
+       "model.merges[0]"},
+      {"metaspace.json",
+       "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []},"
+       " \"pre_tokenizer\": {\"type\": \"Metaspace\"}}",
+       "Metaspace"},
+      {"badregex.json",
+       "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []},"
+       " \"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\","
+       " \"pattern\": {\"Regex\": \"(unclosed\"}, \"behavior\": \"Isolated\"}, {\"type\": \"ByteLevel\"}]}}",
+       "does not compile"},
+  };
+  for (const Case &c : cases) {
+    std::string path = (dir / c.name).string();
+    writeFile(path, c.text);
+    std::string msg = inputError([&] { loadTokenizerFile(path); });
+    EXPECT_NE(msg.find(path), std::string::npos) << msg;
+    EXPECT_NE(msg.find(c.expect), std::string::npos) << msg;
+  }
+}
+
+/// A GGUF v3 file with only string metadata and no tensors.
+std::string tinyGguf(const std::vector<std::pair<std::string, std::string>> &kv) {
+  std::string out = "GGUF";
+  auto put = [&](auto x) { out.append(reinterpret_cast<const char *>(&x), sizeof(x)); };
+  auto str = [&](const std::string &s) {
+    put(uint64_t(s.size()));
+    out += s;
+  };
+  put(uint32_t(3));
+  put(uint64_t(0));
+  put(uint64_t(kv.size()));
+  for (auto &[k, v] : kv) {
+    str(k);
+    put(uint32_t(8)); // string
+    str(v);
+  }
+  return out;
+}
+
+TEST(TokenizerErrors, UnsupportedGgufTokenizer) {
+  ScratchDir dir;
+  std::string gpt2 = (dir / "gpt2.gguf").string();
+  writeFile(gpt2, tinyGguf({{"tokenizer.ggml.model", "gpt2"}}));
+  std::string msg = inputError([&] { loadTokenizerFile(gpt2); });
+  EXPECT_NE(msg.find(gpt2), std::string::npos) << msg;
+  EXPECT_NE(msg.find("\"gpt2\""), std::string::npos) << msg;
+  EXPECT_NE(msg.find("\"llama\""), std::string::npos) << msg;
+
+  std::string none = (dir / "none.gguf").string();
+  writeFile(none, tinyGguf({{"general.name", "x"}}));
+  msg = inputError([&] { loadTokenizerFile(none); });
+  EXPECT_NE(msg.find(none), std::string::npos) << msg;
+  EXPECT_NE(msg.find("tokenizer.ggml.model"), std::string::npos) << msg;
+}
+
+TEST(TokenizerErrors, BadSerializedForms) {
+  EXPECT_NE(inputError([] { loadTokenizer("wordpiece", "x"); }).find("wordpiece"), std::string::npos);
+  EXPECT_NE(inputError([] { loadTokenizer("bytes", "12x"); }).find("12x"), std::string::npos);
+  EXPECT_NE(inputError([] { loadTokenizer("bytes", "100"); }).find("259"), std::string::npos);
+  EXPECT_NE(inputError([] { loadTokenizer("gguf-spm", "kvplan-spm-vocab 1\n\x05"); }).find("gguf-spm"),
+            std::string::npos);
+  EXPECT_NE(inputError([] { loadTokenizer("sentencepiece", "not a model"); }).find("sentencepiece"),
+            std::string::npos);
+  EXPECT_NE(inputError([] { loadTokenizer("llama2c", std::string("\x07\0\0\0\0\0", 6)); }).find("llama2c"),
+            std::string::npos);
+}
+
+} // namespace

@@ -1,0 +1,889 @@
+// Checkpoint reader tests: half-precision conversion, random weights, the
+// shared llama2.c and GGUF models, safetensors fixtures written here, and the
+// errors each format reports.
+#include "runtime/Progress.h"
+#include "runtime/WeightFormats.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cfloat>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <initializer_list>
+#include <map>
+#include <thread>
+#include <unistd.h>
+
+namespace fs = std::filesystem;
+using namespace kvplan;
+
+namespace {
+
+//===----------------------------------------------------------------------===//
+// Helpers
+//===----------------------------------------------------------------------===//
+
+fs::path modelsDir() { return fs::path(KVPLAN_SHARED_DIR) / "models"; }
+
+#define REQUIRE_FILE(p)                                                                   \
+  do {                                                                                    \
+    if (!fs::exists(p))                                                                   \
+      GTEST_SKIP() << "shared test model " << (p) << " is absent (set KVPLAN_SHARED_DIR)"; \
+  } while (0)
+
+class TempDir {
+public:
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "kvplan-weights-XXXXXX").string();
+    if (!mkdtemp(tmpl.data()))
+      throw std::runtime_error("mkdtemp failed");
+    path = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  fs::path path;
+};
+
+int64_t elements(const std::vector<int64_t> &shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+std::string bytesOf(const SourceTensor &t) {
+  return std::string(static_cast<const char *>(t.data),
+                     size_t(elements(t.shape) * dtypeBytes(t.dtype)));
+}
+
+std::vector<float> toF32(const SourceTensor &t) {
+  std::vector<float> out(size_t(elements(t.shape)));
+  convertElements(t.data, t.dtype, out.data(), DType::f32, int64_t(out.size()));
+  return out;
+}
+
+// Runs `fn`, which must throw InputError whose message holds every one of
+// `parts`.
+void expectInputError(const std::function<void()> &fn, std::initializer_list<std::string> parts) {
+  try {
+    fn();
+  } catch (const InputError &e) {
+    const std::string msg = e.what();
+    for (const std::string &p : parts)
+      EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
+    return;
+  }
+  ADD_FAILURE() << "no InputError thrown";
+}
+
+void writeFile(const fs::path &p, const std::string &bytes) {
+  std::ofstream out(p, std::ios::binary);
+  out.write(bytes.data(), std::streamsize(bytes.size()));
+}
+
+std::string readFile(const fs::path &p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+uint32_t bitsOf(float v) {
+  uint32_t b;
+  std::memcpy(&b, &v, 4);
+  return b;
+}
+
+float floatOf(uint32_t b) {
+  float v;
+  std::memcpy(&v, &b, 4);
+  return v;
+}
+
+bool isF16Nan(uint16_t h) { return (h & 0x7c00) == 0x7c00 && (h & 0x03ff) != 0; }
+bool isBf16Nan(uint16_t h) { return (h & 0x7f80) == 0x7f80 && (h & 0x007f) != 0; }
+
+ModelSpec smallSpec(bool qwen) {
+  ModelSpec m;
+  m.name = qwen ? "tiny-qwen" : "tiny-gqa";
+  m.architecture = qwen ? Architecture::qwen2 : Architecture::llama;
+  m.hiddenSize = 32;
+  m.intermediateSize = 48;
+  m.numLayers = 2;
+  m.numHeads = 4;
+  m.numKvHeads = qwen ? 1 : 2;
+  m.headDim = 8;
+  m.vocabSize = 64;
+  m.maxPositions = 128;
+  m.tieWordEmbeddings = qwen;
+  m.attentionBias = qwen;
+  return m;
+}
+
+//===----------------------------------------------------------------------===//
+// Half-precision conversion
+//===----------------------------------------------------------------------===//
+
+TEST(Conversion, F16RoundTripIsExactForEveryBitPattern) {
+  std::vector<uint16_t> all(65536), back(65536);
+  std::vector<float> wide(65536);
+  for (uint32_t i = 0; i < 65536; ++i) all[i] = uint16_t(i);
+  convertElements(all.data(), DType::f16, wide.data(), DType::f32, 65536);
+  convertElements(wide.data(), DType::f32, back.data(), DType::f16, 65536);
+  for (uint32_t i = 0; i < 65536; ++i) {
+    const uint16_t h = uint16_t(i);
+    // The bulk and scalar paths agree bit for bit.
+    ASSERT_EQ(bitsOf(wide[i]), bitsOf(f16ToF32(h))) << std::hex << i;
+    ASSERT_EQ(back[i], f32ToF16(wide[i])) << std::hex << i;
+    if (isF16Nan(h)) {
+      ASSERT_TRUE(std::isnan(wide[i])) << std::hex << i;
+      ASSERT_TRUE(isF16Nan(back[i])) << std::hex << i;
+      ASSERT_EQ(back[i] & 0x8000, h & 0x8000) << std::hex << i;
+    } else {
+      ASSERT_EQ(back[i], h) << std::hex << i;
+    }
+  }
+  EXPECT_EQ(f16ToF32(0x3c00), 1.0f);
+  EXPECT_EQ(f16ToF32(0x0001), std::ldexp(1.0f, -24));
+  EXPECT_EQ(f16ToF32(0x03ff), std::ldexp(1023.0f, -24));
+  EXPECT_EQ(f16ToF32(0x7bff), 65504.0f);
+  EXPECT_EQ(f16ToF32(0xfc00), -INFINITY);
+}
+
+TEST(Conversion, Bf16RoundTripIsExactForEveryBitPattern) {
+  for (uint32_t i = 0; i < 65536; ++i) {
+    const uint16_t h = uint16_t(i);
+    const float f = bf16ToF32(h);
+    ASSERT_EQ(bitsOf(f), i << 16);
+    if (isBf16Nan(h))
+      ASSERT_TRUE(isBf16Nan(f32ToBf16(f))) << std::hex << i;
+    else
+      ASSERT_EQ(f32ToBf16(f), h) << std::hex << i;
+  }
+}
+
+TEST(Conversion, Bf16RoundsToNearestEven) {
+  EXPECT_EQ(f32ToBf16(1.0f), 0x3f80);
+  EXPECT_EQ(f32ToBf16(floatOf(0x3f808000)), 0x3f80); // tie, even below
+  EXPECT_EQ(f32ToBf16(floatOf(0x3f818000)), 0x3f82); // tie, even above
+  EXPECT_EQ(f32ToBf16(floatOf(0x3f807fff)), 0x3f80); // below half
+  EXPECT_EQ(f32ToBf16(floatOf(0x3f808001)), 0x3f81); // above half
+  EXPECT_EQ(f32ToBf16(floatOf(0xbf818000)), 0xbf82); // negative tie
+  EXPECT_EQ(f32ToBf16(floatOf(0x007f8000)), 0x0080); // subnormal rounds up into normal
+  EXPECT_EQ(f32ToBf16(floatOf(0x7f7fffff)), 0x7f80); // largest f32 rounds to infinity
+  EXPECT_EQ(f32ToBf16(-0.0f), 0x8000);
+  EXPECT_EQ(f32ToBf16(INFINITY), 0x7f80);
+  EXPECT_EQ(f32ToBf16(-INFINITY), 0xff80);
+  // A NaN whose payload lies only in the dropped bits stays a NaN.
+  EXPECT_TRUE(isBf16Nan(f32ToBf16(floatOf(0x7f800001))));
+  EXPECT_TRUE(isBf16Nan(f32ToBf16(floatOf(0xff800001))));
+  EXPECT_EQ(f32ToBf16(floatOf(0xff800001)) & 0x8000, 0x8000);
+}
+
+TEST(Conversion, F16OverflowUnderflowAndTies) {
+  EXPECT_EQ(f32ToF16(65504.0f), 0x7bff);
+  EXPECT_EQ(f32ToF16(65519.996f), 0x7bff); // just below the halfway point
+  EXPECT_EQ(f32ToF16(65520.0f), 0x7c00);   // halfway ties to even: infinity
+  EXPECT_EQ(f32ToF16(1e10f), 0x7c00);
+  EXPECT_EQ(f32ToF16(-1e10f), 0xfc00);
+  EXPECT_EQ(f32ToF16(FLT_MAX), 0x7c00);
+  EXPECT_EQ(f32ToF16(INFINITY), 0x7c00);
+  EXPECT_EQ(f32ToF16(-INFINITY), 0xfc00);
+  EXPECT_TRUE(isF16Nan(f32ToF16(NAN)));
+  EXPECT_TRUE(isF16Nan(f32ToF16(floatOf(0x7f800001)))); // payload only in dropped bits
+  EXPECT_EQ(f32ToF16(1.0f), 0x3c00);
+  EXPECT_EQ(f32ToF16(1.0f + std::ldexp(1.0f, -11)), 0x3c00);     // tie, even below
+  EXPECT_EQ(f32ToF16(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3c02); // tie, even above
+  EXPECT_EQ(f32ToF16(-2.0f), 0xc000);
+  // Subnormals: multiples of 2^-24, ties to even.
+  EXPECT_EQ(f32ToF16(std::ldexp(1.0f, -24)), 0x0001);
+  EXPECT_EQ(f32ToF16(std::ldexp(1.0f, -25)), 0x0000);                // tie to 0
+  EXPECT_EQ(f32ToF16(std::ldexp(1.0000001f, -25)), 0x0001);          // above the tie
+  EXPECT_EQ(f32ToF16(std::ldexp(3.0f, -25)), 0x0002);                // tie to 2
+  EXPECT_EQ(f32ToF16(std::ldexp(1023.0f, -24)), 0x03ff);             // largest subnormal
+  EXPECT_EQ(f32ToF16(std::ldexp(1023.5f, -24)), 0x0400);             // rounds to 2^-14
+  EXPECT_EQ(f32ToF16(std::ldexp(1.0f, -14)), 0x0400);                // smallest normal
+  EXPECT_EQ(f32ToF16(std::ldexp(1.0f, -30)), 0x0000);                // underflow
+  EXPECT_EQ(f32ToF16(-std::ldexp(1.0f, -30)), 0x8000);               // keeps the sign
+  EXPECT_EQ(f32ToF16(floatOf(0x00000001)), 0x0000);                  // f32 subnormal
+}
+
+TEST(Conversion, EveryPairMatchesTheScalarFunctions) {
+  std::vector<float> src = {0.0f, -0.0f, 1.0f, -1.5f, 3.14159f, 1e-6f, -7e-8f, 65519.0f,
+                            70000.0f, 1e30f, INFINITY, -INFINITY, 0.1f, 255.9f, -1e-40f};
+  const int64_t n = int64_t(src.size());
+  std::vector<uint16_t> h(src.size()), b(src.size()), hb(src.size()), bh(src.size());
+  std::vector<float> fromH(src.size()), fromB(src.size()), same(src.size());
+  convertElements(src.data(), DType::f32, h.data(), DType::f16, n);
+  convertElements(src.data(), DType::f32, b.data(), DType::bf16, n);
+  convertElements(h.data(), DType::f16, fromH.data(), DType::f32, n);
+  convertElements(b.data(), DType::bf16, fromB.data(), DType::f32, n);
+  convertElements(h.data(), DType::f16, hb.data(), DType::bf16, n);
+  convertElements(b.data(), DType::bf16, bh.data(), DType::f16, n);
+  convertElements(src.data(), DType::f32, same.data(), DType::f32, n);
+  for (size_t i = 0; i < src.size(); ++i) {
+    EXPECT_EQ(h[i], f32ToF16(src[i])) << i;
+    EXPECT_EQ(b[i], f32ToBf16(src[i])) << i;
+    EXPECT_EQ(bitsOf(fromH[i]), bitsOf(f16ToF32(h[i]))) << i;
+    EXPECT_EQ(bitsOf(fromB[i]), bitsOf(bf16ToF32(b[i]))) << i;
+    EXPECT_EQ(hb[i], f32ToBf16(f16ToF32(h[i]))) << i;
+    EXPECT_EQ(bh[i], f32ToF16(bf16ToF32(b[i]))) << i;
+    EXPECT_EQ(bitsOf(same[i]), bitsOf(src[i])) << i;
+  }
+  EXPECT_THROW(convertElements(src.data(), DType::i32, same.data(), DType::f32, n),
+               std::invalid_argument);
+}
+
+//===----------------------------------------------------------------------===//
+// random:SEED
+//===----------------------------------------------------------------------===//
+
+TEST(RandomWeights, SameSeedSameBytesOtherSeedOtherBytes) {
+  const ModelSpec m = smallSpec(true);
+  auto a = openWeights("random:42", m), b = openWeights("random:42", m),
+       c = openWeights("random:43", m);
+  EXPECT_NE(a->describe().find("42"), std::string::npos);
+  for (const WeightDecl &w : weightTable(m)) {
+    const SourceTensor ta = a->tensor(w.name, w.shape);
+    EXPECT_EQ(ta.dtype, DType::f32);
+    EXPECT_EQ(ta.shape, w.shape);
+    EXPECT_EQ(bytesOf(ta), bytesOf(b->tensor(w.name, w.shape))) << w.name;
+    EXPECT_NE(bytesOf(ta), bytesOf(c->tensor(w.name, w.shape))) << w.name;
+    // Asking again hands out the same storage.
+    EXPECT_EQ(ta.data, a->tensor(w.name, w.shape).data);
+  }
+}
+
+TEST(RandomWeights, IndependentOfRequestOrder) {
+  const ModelSpec m = smallSpec(false);
+  std::vector<WeightDecl> table = weightTable(m);
+  auto forward = openWeights("random:7", m), backward = openWeights("random:7", m);
+  std::vector<std::string> last;
+  for (auto it = table.rbegin(); it != table.rend(); ++it)
+    last.push_back(bytesOf(backward->tensor(it->name, it->shape)));
+  for (size_t i = 0; i < table.size(); ++i)
+    EXPECT_EQ(bytesOf(forward->tensor(table[i].name, table[i].shape)),
+              last[table.size() - 1 - i])
+        << table[i].name;
+  // A model with more layers draws the same values for the layers it shares.
+  ModelSpec deeper = m;
+  deeper.numLayers = 5;
+  auto other = openWeights("random:7", deeper);
+  const std::vector<int64_t> wq = {m.qDim(), m.hiddenSize};
+  EXPECT_EQ(bytesOf(forward->tensor("layers.1.attention.wq", wq)),
+            bytesOf(other->tensor("layers.1.attention.wq", wq)));
+}
+
+TEST(RandomWeights, MagnitudesAreBounded) {
+  ModelSpec m = smallSpec(true);
+  m.hiddenSize = 256;
+  m.intermediateSize = 512;
+  m.numHeads = 8;
+  m.numKvHeads = 2;
+  m.headDim = 32;
+  auto src = openWeights("random:1", m);
+  for (const WeightDecl &w : weightTable(m)) {
+    const std::vector<float> v = toF32(src->tensor(w.name, w.shape));
+    double sum = 0, sumSq = 0;
+    for (float x : v) {
+      ASSERT_TRUE(std::isfinite(x)) << w.name;
+      sum += x;
+      sumSq += double(x) * x;
+    }
+    const double mean = sum / double(v.size());
+    const double sd = std::sqrt(sumSq / double(v.size()) - mean * mean);
+    const bool isNorm = w.name == "norm" || w.name.find("_norm") != std::string::npos;
+    if (isNorm) {
+      for (float x : v) ASSERT_NEAR(x, 1.0f, 0.06f) << w.name;
+    } else if (w.shape.size() == 1) {
+      for (float x : v) ASSERT_LE(std::fabs(x), 0.05f) << w.name;
+    } else {
+      const double in = double(w.shape.back());
+      for (float x : v) ASSERT_LE(std::fabs(x), std::sqrt(3.0 / in) * 1.0001) << w.name;
+      EXPECT_NEAR(sd * std::sqrt(in), 1.0, 0.1) << w.name;
+      EXPECT_NEAR(mean, 0.0, 0.02) << w.name;
+    }
+  }
+}
+
+TEST(RandomWeights, Errors) {
+  const ModelSpec m = smallSpec(false);
+  for (const char *bad : {"random:x", "random:", "random:-1", "random:12abc"})
+    expectInputError([&] { openWeights(bad, m); }, {bad, "SEED"});
+  auto src = openWeights("random:3", m);
+  expectInputError([&] { src->tensor("layers.9.attention.wq", {32, 32}); },
+                   {"random:3", "layers.9.attention.wq", "missing"});
+  expectInputError([&] { src->tensor("layers.0.attention.wk", {32, 32}); },
+                   {"random:3", "layers.0.attention.wk", "[16, 32]", "[32, 32]"});
+}
+
+//===----------------------------------------------------------------------===//
+// The shared llama2.c and GGUF models
+//===----------------------------------------------------------------------===//
+
+TEST(SharedModels, Stories260KBinAndGgufAgree) {
+  const fs::path bin = modelsDir() / "stories260K" / "stories260K.bin";
+  const fs::path gguf = modelsDir() / "stories260K" / "stories260K.gguf";
+  REQUIRE_FILE(bin);
+  REQUIRE_FILE(gguf);
+  EXPECT_TRUE(isCheckpointFile(bin.string()));
+  EXPECT_TRUE(isCheckpointFile(gguf.string()));
+  ModelConfig a = readCheckpointConfig(bin.string());
+  ModelConfig b = readCheckpointConfig(gguf.string());
+  validate(a);
+  validate(b);
+  EXPECT_EQ(a.model.name, "stories260K");
+  EXPECT_EQ(a.sourcePath, bin.string());
+  for (const ModelSpec *m : {&a.model, &b.model}) {
+    EXPECT_EQ(m->architecture, Architecture::llama);
+    EXPECT_EQ(m->hiddenSize, 64);
+    EXPECT_EQ(m->intermediateSize, 172);
+    EXPECT_EQ(m->numLayers, 5);
+    EXPECT_EQ(m->numHeads, 8);
+    EXPECT_EQ(m->numKvHeads, 4);
+    EXPECT_EQ(m->headDim, 8);
+    EXPECT_EQ(m->vocabSize, 512);
+    EXPECT_TRUE(m->tieWordEmbeddings);
+    EXPECT_FLOAT_EQ(float(m->rmsNormEps), 1e-5f);
+    EXPECT_EQ(m->rope.theta, 10000.0);
+    EXPECT_EQ(m->bosTokenId, 1);
+    EXPECT_EQ(m->eosTokenIds, std::vector<int64_t>{2});
+  }
+  EXPECT_EQ(a.model.maxPositions, 512);
+  EXPECT_EQ(b.model.maxPositions, 2048);
+  EXPECT_EQ(b.compile.weightDtype, DType::f32);
+
+  auto fromBin = openWeights(bin.string(), a.model);
+  auto fromGguf = openWeights(gguf.string(), b.model);
+  EXPECT_NE(fromBin->describe().find("stories260K.bin"), std::string::npos);
+  EXPECT_NE(fromGguf->describe().find("stories260K.gguf"), std::string::npos);
+  const std::vector<WeightDecl> table = weightTable(a.model);
+  ASSERT_EQ(table.size(), 2u + 9u * 5u);
+  for (const WeightDecl &w : table) {
+    const SourceTensor x = fromBin->tensor(w.name, w.shape);
+    const SourceTensor y = fromGguf->tensor(w.name, w.shape);
+    EXPECT_EQ(x.dtype, DType::f32);
+    EXPECT_EQ(y.dtype, DType::f32);
+    EXPECT_EQ(x.shape, w.shape);
+    EXPECT_EQ(y.shape, w.shape);
+    EXPECT_EQ(bytesOf(x), bytesOf(y)) << w.name;
+  }
+  // Trained RMSNorm gains are not all equal; a sanity check that the
+  // layout is right rather than reading the wrong region.
+  const std::vector<float> norm = toF32(fromBin->tensor("norm", {64}));
+  EXPECT_NE(norm.front(), norm.back());
+}
+
+TEST(SharedModels, TinyRandomGgufF16) {
+  const fs::path gguf = modelsDir() / "tiny-random-gguf" / "llama-2-tiny-random.gguf";
+  REQUIRE_FILE(gguf);
+  ModelConfig cfg = readCheckpointConfig(gguf.string());
+  validate(cfg);
+  const ModelSpec &m = cfg.model;
+  EXPECT_EQ(m.hiddenSize, 8);
+  EXPECT_EQ(m.numLayers, 1);
+  EXPECT_EQ(m.numHeads, 2);
+  EXPECT_EQ(m.numKvHeads, 2);
+  EXPECT_EQ(m.intermediateSize, 32);
+  EXPECT_EQ(m.vocabSize, 32000);
+  EXPECT_EQ(m.maxPositions, 4096);
+  EXPECT_FALSE(m.tieWordEmbeddings);
+  EXPECT_EQ(cfg.compile.weightDtype, DType::f16);
+
+  auto src = openWeights(gguf.string(), m);
+  int f16 = 0, f32 = 0;
+  for (const WeightDecl &w : weightTable(m)) {
+    const SourceTensor t = src->tensor(w.name, w.shape);
+    if (w.shape.size() == 2) {
+      EXPECT_EQ(t.dtype, DType::f16) << w.name;
+      ++f16;
+    } else {
+      EXPECT_EQ(t.dtype, DType::f32) << w.name;
+      ++f32;
+    }
+    const std::vector<float> v = toF32(t);
+    for (size_t i = 0; i < v.size(); i += std::max<size_t>(1, v.size() / 97))
+      ASSERT_TRUE(std::isfinite(v[i])) << w.name << "[" << i << "]";
+  }
+  EXPECT_EQ(f16, 9); // embedding, q, k, v, o, gate, up, down, output
+  EXPECT_EQ(f32, 3); // two layer norms and the final one
+}
+
+//===----------------------------------------------------------------------===//
+// Safetensors fixtures
+//===----------------------------------------------------------------------===//
+
+struct HFTensor {
+  std::string name;
+  std::string dtype; // "F32", "BF16", ...
+  std::vector<int64_t> shape;
+  std::string bytes;
+};
+
+// Writes a safetensors file; `pad` aligns the data to 8 bytes as real
+// writers do, and without it a header of odd length misaligns the data.
+void writeSafetensors(const fs::path &p, const std::vector<HFTensor> &tensors, bool pad = true) {
+  nlohmann::json header = nlohmann::json::object();
+  header["__metadata__"] = {{"format", "pt"}};
+  std::string data;
+  for (const HFTensor &t : tensors) {
+    header[t.name] = {{"dtype", t.dtype},
+                      {"shape", t.shape},
+                      {"data_offsets", {data.size(), data.size() + t.bytes.size()}}};
+    data += t.bytes;
+  }
+  std::string text = header.dump();
+  if (pad)
+    while ((8 + text.size()) % 8 != 0) text += ' ';
+  else if ((8 + text.size()) % 2 == 0)
+    text += ' ';
+  std::string out(8, '\0');
+  uint64_t n = text.size();
+  for (int i = 0; i < 8; ++i) out[size_t(i)] = char((n >> (8 * i)) & 0xff);
+  writeFile(p, out + text + data);
+}
+
+std::string hfNameOf(const std::string &canonical) {
+  if (canonical == "tok_embeddings") return "model.embed_tokens.weight";
+  if (canonical == "norm") return "model.norm.weight";
+  if (canonical == "output") return "lm_head.weight";
+  const size_t dot = canonical.find('.', 7);
+  const std::string layer = canonical.substr(7, dot - 7), rest = canonical.substr(dot + 1);
+  const std::map<std::string, std::string> names = {
+      {"attention_norm", "input_layernorm.weight"},
+      {"attention.wq", "self_attn.q_proj.weight"},
+      {"attention.wk", "self_attn.k_proj.weight"},
+      {"attention.wv", "self_attn.v_proj.weight"},
+      {"attention.wo", "self_attn.o_proj.weight"},
+      {"attention.bq", "self_attn.q_proj.bias"},
+      {"attention.bk", "self_attn.k_proj.bias"},
+      {"attention.bv", "self_attn.v_proj.bias"},
+      {"ffn_norm", "post_attention_layernorm.weight"},
+      {"feed_forward.w1", "mlp.gate_proj.weight"},
+      {"feed_forward.w3", "mlp.up_proj.weight"},
+      {"feed_forward.w2", "mlp.down_proj.weight"},
+  };
+  return "model.layers." + layer + "." + names.at(rest);
+}
+
+bool isQK(const std::string &name) {
+  for (const char *s : {".attention.wq", ".attention.wk", ".attention.bq", ".attention.bk"})
+    if (name.size() > std::strlen(s) &&
+        name.compare(name.size() - std::strlen(s), std::strlen(s), s) == 0)
+      return true;
+  return false;
+}
+
+// The model's canonical tensors as Hugging Face stores them: HF names, and
+// q/k rows put back in rotate-half order (HF row (h, j + e*d/2) holds
+// canonical row (h, 2j + e)).
+std::vector<HFTensor> toHF(const ModelSpec &m, const WeightSource &src, DType dtype) {
+  std::vector<HFTensor> out;
+  for (const WeightDecl &w : weightTable(m)) {
+    std::vector<float> v = toF32(src.tensor(w.name, w.shape));
+    if (isQK(w.name)) {
+      const int64_t rows = w.shape[0], cols = w.shape.size() == 2 ? w.shape[1] : 1;
+      const int64_t d = m.headDim, half = d / 2;
+      std::vector<float> hf(v.size());
+      for (int64_t h = 0; h < rows / d; ++h)
+        for (int64_t j = 0; j < half; ++j)
+          for (int64_t e = 0; e < 2; ++e)
+            std::memcpy(&hf[size_t((h * d + j + e * half) * cols)],
+                        &v[size_t((h * d + 2 * j + e) * cols)], size_t(cols) * 4);
+      v = hf;
+    }
+    HFTensor t{hfNameOf(w.name), dtype == DType::f32 ? "F32" : "BF16", w.shape, {}};
+    t.bytes.resize(v.size() * size_t(dtypeBytes(dtype)));
+    convertElements(v.data(), DType::f32, t.bytes.data(), dtype, int64_t(v.size()));
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+// Every canonical tensor read back equals the original (rounded to `dtype`).
+void expectSameWeights(const ModelSpec &m, const WeightSource &original, const WeightSource &read,
+                       DType dtype) {
+  for (const WeightDecl &w : weightTable(m)) {
+    const SourceTensor t = read.tensor(w.name, w.shape);
+    ASSERT_EQ(t.dtype, dtype) << w.name;
+    ASSERT_EQ(t.shape, w.shape) << w.name;
+    ASSERT_EQ(reinterpret_cast<uintptr_t>(t.data) % uintptr_t(dtypeBytes(dtype)), 0u) << w.name;
+    const SourceTensor o = original.tensor(w.name, w.shape);
+    std::string want(size_t(elements(w.shape) * dtypeBytes(dtype)), '\0');
+    convertElements(o.data, o.dtype, want.data(), dtype, elements(w.shape));
+    EXPECT_EQ(bytesOf(t), want) << w.name;
+  }
+}
+
+TEST(Safetensors, SingleFileF32RoundTripsWithRopePermutation) {
+  for (bool qwen : {false, true}) {
+    SCOPED_TRACE(qwen ? "qwen2 with q/k/v bias, tied" : "llama with GQA");
+    const ModelSpec m = smallSpec(qwen);
+    auto original = openWeights("random:7", m);
+    TempDir dir;
+    writeSafetensors(dir.path / "model.safetensors", toHF(m, *original, DType::f32));
+    EXPECT_TRUE(hasSafetensors(dir.path.string()));
+    EXPECT_FALSE(isCheckpointFile(dir.path.string()));
+    auto fromDir = openWeights(dir.path.string(), m);
+    EXPECT_NE(fromDir->describe().find("model.safetensors"), std::string::npos);
+    expectSameWeights(m, *original, *fromDir, DType::f32);
+    auto fromFile = openWeights((dir.path / "model.safetensors").string(), m);
+    expectSameWeights(m, *original, *fromFile, DType::f32);
+    // The permutation is not the identity, so the raw HF rows differ.
+    const SourceTensor wq = fromDir->tensor("layers.0.attention.wq", {m.qDim(), m.hiddenSize});
+    const std::vector<HFTensor> hf = toHF(m, *original, DType::f32);
+    for (const HFTensor &t : hf) {
+      if (t.name == "model.layers.0.self_attn.q_proj.weight") {
+        EXPECT_NE(bytesOf(wq), t.bytes);
+      }
+    }
+  }
+}
+
+TEST(Safetensors, Bf16ReadsTheRoundedOriginal) {
+  for (bool qwen : {false, true}) {
+    const ModelSpec m = smallSpec(qwen);
+    auto original = openWeights("random:7", m);
+    TempDir dir;
+    writeSafetensors(dir.path / "model.safetensors", toHF(m, *original, DType::bf16));
+    expectSameWeights(m, *original, *openWeights(dir.path.string(), m), DType::bf16);
+  }
+}
+
+TEST(Safetensors, ShardedWithIndex) {
+  const ModelSpec m = smallSpec(true);
+  auto original = openWeights("random:7", m);
+  const std::vector<HFTensor> all = toHF(m, *original, DType::f32);
+  TempDir dir;
+  std::vector<HFTensor> first(all.begin(), all.begin() + long(all.size() / 2)),
+      second(all.begin() + long(all.size() / 2), all.end());
+  const char *names[2] = {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"};
+  writeSafetensors(dir.path / names[0], first);
+  writeSafetensors(dir.path / names[1], second);
+  nlohmann::json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", nlohmann::json::object()}};
+  for (const HFTensor &t : first) index["weight_map"][t.name] = names[0];
+  for (const HFTensor &t : second) index["weight_map"][t.name] = names[1];
+  writeFile(dir.path / "model.safetensors.index.json", index.dump(2));
+  EXPECT_TRUE(hasSafetensors(dir.path.string()));
+  expectSameWeights(m, *original, *openWeights(dir.path.string(), m), DType::f32);
+  const std::string indexPath = (dir.path / "model.safetensors.index.json").string();
+  EXPECT_TRUE(hasSafetensors(indexPath));
+  expectSameWeights(m, *original, *openWeights(indexPath, m), DType::f32);
+
+  // An index that sends a tensor to the wrong shard names both.
+  index["weight_map"]["model.norm.weight"] = names[0];
+  writeFile(dir.path / "model.safetensors.index.json", index.dump(2));
+  expectInputError([&] { openWeights(dir.path.string(), m); },
+                   {"model.safetensors.index.json", "model.norm.weight", names[0]});
+}
+
+TEST(Safetensors, MisalignedDataIsCopied) {
+  const ModelSpec m = smallSpec(false);
+  auto original = openWeights("random:7", m);
+  TempDir dir;
+  writeSafetensors(dir.path / "model.safetensors", toHF(m, *original, DType::f32), false);
+  expectSameWeights(m, *original, *openWeights(dir.path.string(), m), DType::f32);
+}
+
+TEST(Safetensors, Errors) {
+  const ModelSpec m = smallSpec(false);
+  auto original = openWeights("random:7", m);
+  std::vector<HFTensor> hf = toHF(m, *original, DType::f32);
+  TempDir dir;
+  const fs::path file = dir.path / "model.safetensors";
+  const std::string fileName = file.string();
+
+  // Missing tensor: opening works, asking for it names file and tensor.
+  std::vector<HFTensor> noNorm;
+  for (const HFTensor &t : hf)
+    if (t.name != "model.norm.weight") noNorm.push_back(t);
+  writeSafetensors(file, noNorm);
+  auto src = openWeights(dir.path.string(), m);
+  expectInputError([&] { src->tensor("norm", {32}); },
+                   {fileName, "missing", "'norm'", "model.norm.weight"});
+  expectInputError([&] { src->tensor("layers.0.attention.bq", {32}); },
+                   {fileName, "self_attn.q_proj.bias", "attention_bias"});
+  // Wrong shape.
+  expectInputError([&] { src->tensor("layers.0.feed_forward.w1", {40, 32}); },
+                   {fileName, "layers.0.feed_forward.w1", "[48, 32]", "[40, 32]"});
+
+  // An unsupported dtype is reported when the tensor is read.
+  std::vector<HFTensor> f64 = hf;
+  f64[0].dtype = "F64";
+  f64[0].bytes += f64[0].bytes;
+  writeSafetensors(file, f64);
+  auto f64src = openWeights(dir.path.string(), m);
+  expectInputError([&] { f64src->tensor("tok_embeddings", {64, 32}); },
+                   {fileName, "model.embed_tokens.weight", "F64"});
+
+  const std::string good = readFile(file);
+  // Corrupt JSON.
+  std::string corrupt = good;
+  corrupt[8] = '#';
+  writeFile(file, corrupt);
+  expectInputError([&] { openWeights(dir.path.string(), m); }, {fileName, "corrupt"});
+  // A header length past the end of the file.
+  std::string huge = good;
+  huge[6] = 1;
+  writeFile(file, huge);
+  expectInputError([&] { openWeights(dir.path.string(), m); }, {fileName, "header length"});
+  // Truncated data: the last tensor's range runs past the end.
+  writeFile(file, good.substr(0, good.size() - 10));
+  expectInputError([&] { openWeights(dir.path.string(), m); },
+                   {fileName, "truncated", hf.back().name});
+  // Shorter than the length field.
+  writeFile(file, good.substr(0, 5));
+  expectInputError([&] { openWeights(dir.path.string(), m); }, {fileName, "truncated"});
+  // data_offsets that disagree with the shape.
+  {
+    std::vector<HFTensor> shortT = hf;
+    shortT[1].shape = {7};
+    writeSafetensors(file, shortT);
+    expectInputError([&] { openWeights(dir.path.string(), m); },
+                     {fileName, "corrupt", shortT[1].name});
+  }
+  // A corrupt index.
+  TempDir sharded;
+  writeFile(sharded.path / "model.safetensors.index.json", "{\"weight_map\": [1, 2]}");
+  expectInputError([&] { openWeights(sharded.path.string(), m); },
+                   {"model.safetensors.index.json", "weight_map"});
+  // A directory without weights.
+  TempDir empty;
+  EXPECT_FALSE(hasSafetensors(empty.path.string()));
+  expectInputError([&] { openWeights(empty.path.string(), m); },
+                   {empty.path.string(), "model.safetensors"});
+}
+
+//===----------------------------------------------------------------------===//
+// llama2.c and GGUF errors
+//===----------------------------------------------------------------------===//
+
+TEST(LlamaC, TruncatedFile) {
+  const fs::path bin = modelsDir() / "stories260K" / "stories260K.bin";
+  REQUIRE_FILE(bin);
+  TempDir dir;
+  const fs::path cut = dir.path / "cut.bin";
+  writeFile(cut, readFile(bin).substr(0, 500000));
+  expectInputError([&] { readCheckpointConfig(cut.string()); },
+                   {cut.string(), "truncated", "1056540", "500000"});
+  ModelConfig cfg = readCheckpointConfig(bin.string());
+  expectInputError([&] { openWeights(cut.string(), cfg.model); },
+                   {cut.string(), "truncated", "1056540", "500000"});
+  writeFile(cut, readFile(bin).substr(0, 20));
+  expectInputError([&] { readCheckpointConfig(cut.string()); }, {cut.string(), "truncated", "20"});
+  // Extra bytes mean the file is not what the header says.
+  writeFile(cut, readFile(bin) + "extra");
+  expectInputError([&] { readCheckpointConfig(cut.string()); }, {cut.string(), "1056545"});
+}
+
+TEST(LlamaC, HeaderDisagreesWithModel) {
+  const fs::path bin = modelsDir() / "stories260K" / "stories260K.bin";
+  REQUIRE_FILE(bin);
+  ModelConfig cfg = readCheckpointConfig(bin.string());
+  ModelSpec m = cfg.model;
+  m.intermediateSize = 128;
+  auto src = openWeights(bin.string(), m);
+  expectInputError([&] { src->tensor("layers.0.feed_forward.w1", {128, 64}); },
+                   {bin.string(), "layers.0.feed_forward.w1", "[172, 64]", "[128, 64]"});
+  expectInputError([&] { src->tensor("layers.5.attention.wq", {64, 64}); },
+                   {bin.string(), "layers.5.attention.wq", "5 layers"});
+  // The file shares its classifier; an untied model asks for one.
+  expectInputError([&] { src->tensor("output", {512, 64}); },
+                   {bin.string(), "'output'", "tie_word_embeddings"});
+  // A header that is not a model.
+  TempDir dir;
+  std::string bytes = readFile(bin);
+  const int32_t zero = 0;
+  std::memcpy(bytes.data() + 12, &zero, 4); // n_heads
+  writeFile(dir.path / "bad.bin", bytes);
+  expectInputError([&] { readCheckpointConfig((dir.path / "bad.bin").string()); },
+                   {"bad.bin", "n_heads"});
+}
+
+// Writes a minimal GGUF v3 file: string and u32 metadata, then tensors of any
+// ggml type (data zeros of `bytes` each).
+struct GgufTensorSpec {
+  std::string name;
+  std::vector<uint64_t> dims;
+  uint32_t type;
+  uint64_t bytes;
+};
+
+void writeGguf(const fs::path &p, const std::map<std::string, std::string> &strings,
+               const std::map<std::string, uint32_t> &u32s,
+               const std::vector<GgufTensorSpec> &tensors) {
+  std::string out = "GGUF";
+  auto u32 = [&](uint32_t v) { out.append(reinterpret_cast<const char *>(&v), 4); };
+  auto u64 = [&](uint64_t v) { out.append(reinterpret_cast<const char *>(&v), 8); };
+  auto str = [&](const std::string &s) { u64(s.size()); out += s; };
+  u32(3);
+  u64(tensors.size());
+  u64(strings.size() + u32s.size() + 1);
+  for (const auto &[k, v] : strings) { str(k); u32(8); str(v); }
+  for (const auto &[k, v] : u32s) { str(k); u32(4); u32(v); }
+  str("llama.attention.layer_norm_rms_epsilon");
+  u32(6);
+  const float eps = 1e-5f;
+  out.append(reinterpret_cast<const char *>(&eps), 4);
+  uint64_t offset = 0;
+  for (const GgufTensorSpec &t : tensors) {
+    str(t.name);
+    u32(uint32_t(t.dims.size()));
+    for (uint64_t d : t.dims) u64(d);
+    u32(t.type);
+    u64(offset);
+    offset += (t.bytes + 31) / 32 * 32;
+  }
+  while (out.size() % 32) out += '\0';
+  out += std::string(offset, '\0');
+  writeFile(p, out);
+}
+
+ModelSpec ggufSpec() {
+  ModelSpec m;
+  m.hiddenSize = 32;
+  m.intermediateSize = 64;
+  m.numLayers = 1;
+  m.numHeads = 4;
+  m.numKvHeads = 4;
+  m.headDim = 8;
+  m.vocabSize = 16;
+  m.maxPositions = 64;
+  m.tieWordEmbeddings = true;
+  return m;
+}
+
+const std::map<std::string, uint32_t> kGgufDims = {
+    {"llama.embedding_length", 32}, {"llama.feed_forward_length", 64},
+    {"llama.block_count", 1},       {"llama.attention.head_count", 4},
+    {"llama.context_length", 64},   {"llama.vocab_size", 16}};
+
+TEST(Gguf, UnsupportedTensorType) {
+  TempDir dir;
+  const fs::path p = dir.path / "q8.gguf";
+  writeGguf(p, {{"general.architecture", "llama"}}, kGgufDims,
+            {{"token_embd.weight", {32, 16}, 0, 32 * 16 * 4},
+             {"blk.0.attn_q.weight", {32, 32}, 8, 32 * 34}}); // Q8_0: 34-byte blocks of 32
+  ModelConfig cfg = readCheckpointConfig(p.string());
+  EXPECT_EQ(cfg.model.name, "q8");
+  EXPECT_EQ(cfg.model.vocabSize, 16);
+  EXPECT_TRUE(cfg.model.tieWordEmbeddings);
+  EXPECT_EQ(cfg.compile.weightDtype, DType::f32); // Q8_0 is no weight type; keep the default
+  auto src = openWeights(p.string(), ggufSpec());
+  EXPECT_EQ(src->tensor("tok_embeddings", {16, 32}).dtype, DType::f32);
+  expectInputError([&] { src->tensor("layers.0.attention.wq", {32, 32}); },
+                   {p.string(), "blk.0.attn_q.weight", "Q8_0"});
+  expectInputError([&] { src->tensor("layers.0.attention.wk", {32, 32}); },
+                   {p.string(), "layers.0.attention.wk", "blk.0.attn_k.weight", "missing"});
+  expectInputError([&] { src->tensor("tok_embeddings", {32, 16}); },
+                   {p.string(), "token_embd.weight", "[16, 32]", "[32, 16]"});
+}
+
+TEST(Gguf, ArchitectureAndRopeScalingAreChecked) {
+  TempDir dir;
+  const fs::path p = dir.path / "m.gguf";
+  writeGguf(p, {{"general.architecture", "qwen2"}}, kGgufDims, {});
+  expectInputError([&] { readCheckpointConfig(p.string()); }, {p.string(), "'qwen2'", "llama"});
+  expectInputError([&] { openWeights(p.string(), ggufSpec()); }, {p.string(), "'qwen2'"});
+  writeGguf(p, {{"general.architecture", "llama"}, {"llama.rope.scaling.type", "linear"}},
+            kGgufDims, {});
+  expectInputError([&] { readCheckpointConfig(p.string()); }, {p.string(), "linear", "scaling"});
+  writeGguf(p, {{"general.architecture", "llama"}}, kGgufDims,
+            {{"rope_freqs.weight", {4}, 0, 16}});
+  expectInputError([&] { openWeights(p.string(), ggufSpec()); },
+                   {p.string(), "rope_freqs.weight"});
+  writeGguf(p, {{"general.architecture", "llama"}}, {{"llama.embedding_length", 32}}, {});
+  expectInputError([&] { readCheckpointConfig(p.string()); },
+                   {p.string(), "llama.feed_forward_length"});
+  // A classifier that copies the embedding is a tied one.
+  writeGguf(p, {{"general.architecture", "llama"}, {"general.name", "Named"}}, kGgufDims,
+            {{"token_embd.weight", {32, 16}, 0, 32 * 16 * 4},
+             {"output.weight", {32, 16}, 0, 32 * 16 * 4}});
+  EXPECT_EQ(readCheckpointConfig(p.string()).model.name, "Named");
+  EXPECT_TRUE(readCheckpointConfig(p.string()).model.tieWordEmbeddings);
+  EXPECT_NO_THROW(openWeights(p.string(), ggufSpec()));
+  // A separate classifier under a tied model would be ignored: refused.
+  writeGguf(p, {{"general.architecture", "llama"}}, kGgufDims,
+            {{"output.weight", {32, 16}, 0, 32 * 16 * 4}});
+  EXPECT_FALSE(readCheckpointConfig(p.string()).model.tieWordEmbeddings);
+  expectInputError([&] { openWeights(p.string(), ggufSpec()); },
+                   {p.string(), "output.weight", "tie_word_embeddings"});
+}
+
+TEST(Dispatch, SourcesAndCheckpointFiles) {
+  const ModelSpec m = smallSpec(false);
+  EXPECT_TRUE(isCheckpointFile("model.bin"));
+  EXPECT_TRUE(isCheckpointFile("model.gguf"));
+  EXPECT_FALSE(isCheckpointFile("model.toml"));
+  EXPECT_FALSE(isCheckpointFile("config.json"));
+  expectInputError([&] { openWeights("/nonexistent/weights.bin", m); },
+                   {"/nonexistent/weights.bin", "no such file"});
+  expectInputError([&] { readCheckpointConfig("model.toml"); }, {"model.toml"});
+  TempDir dir;
+  writeFile(dir.path / "w.txt", "hello");
+  expectInputError([&] { openWeights((dir.path / "w.txt").string(), m); },
+                   {"w.txt", "unknown weight format"});
+}
+
+//===----------------------------------------------------------------------===//
+// Progress
+//===----------------------------------------------------------------------===//
+
+TEST(Progress, SilentWhenStderrIsNotATerminal) {
+  testing::internal::CaptureStderr();
+  {
+    Progress p("loading", 1000);
+    for (int i = 0; i < 10; ++i) {
+      p.advance(100);
+      std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    }
+  }
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
+}
+
+TEST(Progress, DrawsAtMostTenTimesASecondOnATerminal) {
+  const int master = posix_openpt(O_RDWR | O_NOCTTY);
+  if (master < 0 || grantpt(master) != 0 || unlockpt(master) != 0)
+    GTEST_SKIP() << "no pseudo-terminal available";
+  const int slave = open(ptsname(master), O_RDWR | O_NOCTTY);
+  ASSERT_GE(slave, 0);
+  fflush(stderr);
+  const int saved = dup(2);
+  dup2(slave, 2);
+  {
+    Progress quick("quick", 10); // finishes at once: no bar
+    quick.advance(10);
+  }
+  {
+    Progress p("packing", 100);
+    for (int i = 0; i < 50; ++i) {
+      p.advance(2);
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  close(slave);
+  std::string out;
+  char buf[4096];
+  fcntl(master, F_SETFL, O_NONBLOCK);
+  for (ssize_t n; (n = read(master, buf, sizeof buf)) > 0;) out.append(buf, size_t(n));
+  close(master);
+  EXPECT_EQ(out.find("quick"), std::string::npos) << out;
+  size_t draws = 0;
+  for (size_t at = out.find("packing"); at != std::string::npos; at = out.find("packing", at + 1))
+    ++draws;
+  // About 0.5 s of work: a handful of redraws plus the final one.
+  EXPECT_GE(draws, 2u) << out;
+  EXPECT_LE(draws, 8u) << out;
+  EXPECT_NE(out.find("100%"), std::string::npos) << out;
+}
+
+} // namespace
