@@ -5,6 +5,7 @@
 #include "frontend/IRBuilder.h"
 #include "passes/Passes.h"
 #include "runtime/Artifact.h"
+#include "runtime/WeightPacking.h"
 
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/OperationSupport.h"
@@ -80,10 +81,15 @@ CompileOutput compileModel(const ModelConfig &cfg, const StageCallback &onStage,
   return {std::move(*plan), printModule(*module)};
 }
 
-void writeArtifact(const std::string &path, const CompileOutput &out) {
+void writeArtifact(const std::string &path, const CompileOutput &out, const WeightSource *weights,
+                   const Tokenizer *tokenizer) {
   ArtifactWriter w;
   w.addSection("plan", toJson(out.plan).dump(1));
   w.addSection("ir", out.finalIR);
+  if (tokenizer)
+    w.addSection(kTokenizerSection, tokenizer->kind() + "\n" + tokenizer->serialize());
+  if (weights)
+    addWeightsSection(w, out.plan, *weights);
   w.write(path);
 }
 

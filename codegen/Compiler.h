@@ -3,6 +3,8 @@
 
 #include "frontend/ModelSpec.h"
 #include "runtime/Plan.h"
+#include "runtime/Tokenizer.h"
+#include "runtime/WeightFormats.h"
 
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/MLIRContext.h"
@@ -37,7 +39,9 @@ public:
 CompileOutput compileModel(const ModelConfig &cfg, const StageCallback &onStage = {},
                            bool verbose = false);
 
-/// Writes an artifact holding the plan and the final IR (no weights yet).
-void writeArtifact(const std::string &path, const CompileOutput &out);
+/// Writes an artifact holding the plan, the final IR and, when given, the
+/// weights (packed from `weights`) and the tokenizer.
+void writeArtifact(const std::string &path, const CompileOutput &out,
+                   const WeightSource *weights = nullptr, const Tokenizer *tokenizer = nullptr);
 
 } // namespace kvplan

@@ -53,10 +53,45 @@ uint64_t checksum64(const void *data, size_t size) { return XXH3_64bits(data, si
 //===----------------------------------------------------------------------===//
 
 void ArtifactWriter::addSection(std::string name, std::string bytes) {
+  uint64_t size = bytes.size();
+  addSection(std::move(name), size, {});
+  sections.back().bytes = std::move(bytes);
+}
+
+void ArtifactWriter::addSection(std::string name, uint64_t size,
+                                std::function<void(SectionSink &)> fill) {
   if (name.empty() || name.size() >= sizeof(SectionEntry::name))
     throw std::logic_error("artifact section name must be 1-31 characters: " + name);
-  sections.push_back({std::move(name), std::move(bytes)});
+  Pending p;
+  p.name = std::move(name);
+  p.size = size;
+  p.fill = std::move(fill);
+  sections.push_back(std::move(p));
 }
+
+namespace {
+
+/// Writes a section to the file, hashing as it goes.
+class FileSink : public SectionSink {
+public:
+  explicit FileSink(std::ofstream &out) : out(out), state(XXH3_createState()) {
+    XXH3_64bits_reset(state);
+  }
+  ~FileSink() override { XXH3_freeState(state); }
+  void write(const void *data, size_t size) override {
+    out.write(static_cast<const char *>(data), std::streamsize(size));
+    XXH3_64bits_update(state, data, size);
+    written += size;
+  }
+  uint64_t digest() const { return XXH3_64bits_digest(state); }
+  uint64_t written = 0;
+
+private:
+  std::ofstream &out;
+  XXH3_state_t *state;
+};
+
+} // namespace
 
 void ArtifactWriter::write(const std::string &path) const {
   std::vector<SectionEntry> table(sections.size());
@@ -67,24 +102,17 @@ void ArtifactWriter::write(const std::string &path) const {
     std::memset(&e, 0, sizeof e);
     std::memcpy(e.name, sections[i].name.data(), sections[i].name.size());
     e.offset = off;
-    e.size = sections[i].bytes.size();
-    e.checksum = checksum64(sections[i].bytes.data(), sections[i].bytes.size());
+    e.size = sections[i].size;
     off = alignUp(off + e.size, kSectionAlignment);
   }
   uint64_t fileSize = sections.empty() ? tableOffset + table.size() * sizeof(SectionEntry)
                                        : table.back().offset + table.back().size;
 
-  FileHeader h;
-  std::memset(&h, 0, sizeof h);
-  std::memcpy(h.magic, kMagic, sizeof kMagic);
-  h.formatVersion = kArtifactFormatVersion;
-  h.sectionCount = uint32_t(table.size());
-  h.sectionTableOffset = tableOffset;
-  h.fileSize = fileSize;
-  h.tableChecksum = checksum64(table.data(), table.size() * sizeof(SectionEntry));
-  h.headerChecksum = checksum64(&h, offsetof(FileHeader, headerChecksum));
-
   std::string tmp = path + ".tmp";
+  auto failWrite = [&](const std::string &why) {
+    std::remove(tmp.c_str());
+    return InputError(path + ": writing the artifact failed: " + why + " (is the disk full?)");
+  };
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     if (!out)
@@ -96,20 +124,37 @@ void ArtifactWriter::write(const std::string &path) const {
         out.write(zeros, std::streamsize(n));
       }
     };
+    // The header and table are written last, once the checksums are known.
+    pad(table.empty() ? tableOffset : table[0].offset);
+    for (size_t i = 0; i < sections.size(); ++i) {
+      pad(table[i].offset);
+      FileSink sink(out);
+      if (sections[i].fill)
+        sections[i].fill(sink);
+      else
+        sink.write(sections[i].bytes.data(), sections[i].bytes.size());
+      if (sink.written != table[i].size)
+        throw std::logic_error("section '" + sections[i].name + "' wrote " +
+                               std::to_string(sink.written) + " bytes, not " +
+                               std::to_string(table[i].size));
+      table[i].checksum = sink.digest();
+      if (!out) throw failWrite(std::strerror(errno));
+    }
+    FileHeader h;
+    std::memset(&h, 0, sizeof h);
+    std::memcpy(h.magic, kMagic, sizeof kMagic);
+    h.formatVersion = kArtifactFormatVersion;
+    h.sectionCount = uint32_t(table.size());
+    h.sectionTableOffset = tableOffset;
+    h.fileSize = fileSize;
+    h.tableChecksum = checksum64(table.data(), table.size() * sizeof(SectionEntry));
+    h.headerChecksum = checksum64(&h, offsetof(FileHeader, headerChecksum));
+    out.seekp(0);
     out.write(reinterpret_cast<const char *>(&h), sizeof h);
     out.write(reinterpret_cast<const char *>(table.data()),
               std::streamsize(table.size() * sizeof(SectionEntry)));
-    for (size_t i = 0; i < sections.size(); ++i) {
-      pad(table[i].offset);
-      out.write(sections[i].bytes.data(), std::streamsize(sections[i].bytes.size()));
-    }
     out.flush();
-    if (!out) {
-      std::string why = std::strerror(errno);
-      std::remove(tmp.c_str());
-      throw InputError(path + ": writing the artifact failed: " + why +
-                       " (is the disk full?)");
-    }
+    if (!out) throw failWrite(std::strerror(errno));
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     std::string why = std::strerror(errno);

@@ -6,6 +6,7 @@
 #include "runtime/Plan.h"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -19,9 +20,19 @@ constexpr uint32_t kArtifactFormatVersion = 1;
 /// place.
 constexpr uint64_t kSectionAlignment = 4096;
 
+/// Receives a streamed section's bytes in order.
+class SectionSink {
+public:
+  virtual ~SectionSink() = default;
+  virtual void write(const void *data, size_t size) = 0;
+};
+
 class ArtifactWriter {
 public:
   void addSection(std::string name, std::string bytes);
+  /// A section of exactly `size` bytes that `fill` writes when the file is
+  /// written (so a weights section never has to fit in memory).
+  void addSection(std::string name, uint64_t size, std::function<void(SectionSink &)> fill);
   /// Writes the file (through a temporary and a rename, so a failed write
   /// leaves no partial artifact). Throws InputError when it cannot.
   void write(const std::string &path) const;
@@ -29,6 +40,8 @@ public:
 private:
   struct Pending {
     std::string name, bytes;
+    uint64_t size = 0;
+    std::function<void(SectionSink &)> fill; // empty: `bytes` is the content
   };
   std::vector<Pending> sections;
 };
@@ -68,6 +81,9 @@ private:
   std::vector<SectionInfo> sections_;
   Plan plan_;
 };
+
+/// The tokenizer section: Tokenizer::kind(), a newline, Tokenizer::serialize().
+inline constexpr const char *kTokenizerSection = "tokenizer";
 
 /// The checksum the container uses (XXH3, 64 bits).
 uint64_t checksum64(const void *data, size_t size);

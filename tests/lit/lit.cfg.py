@@ -16,6 +16,17 @@ config.environment["PATH"] = os.pathsep.join(
 config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "Inputs")))
 config.substitutions.append(("%data", os.path.join(config.kvplan_src_root, "tests", "data")))
 config.substitutions.append(("%models", os.path.join(config.kvplan_src_root, "models")))
+config.substitutions.append(("%python", config.python_executable))
+config.substitutions.append(("%{long}", "word " * 200))
 config.substitutions.append(
     ("%expect-exit", "%s %s" % (config.python_executable,
                                 os.path.join(config.test_source_root, "expect_exit.py"))))
+
+# ../shared/models (KVPLAN_SHARED_DIR): tests that need it declare
+# `REQUIRES: shared-models` and are reported UNSUPPORTED when it is absent.
+shared = os.path.join(config.kvplan_shared_dir, "models")
+config.substitutions.append(("%shared", shared))
+if os.path.isdir(os.path.join(shared, "stories260K")):
+    config.available_features.add("shared-models")
+else:
+    lit_config.note("no %s: tests that need the shared models are skipped" % shared)

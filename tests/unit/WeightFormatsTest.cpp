@@ -887,3 +887,61 @@ TEST(Progress, DrawsAtMostTenTimesASecondOnATerminal) {
 }
 
 } // namespace
+
+TEST(LlamaC, SeparateClassifierIsReadFromTheEnd) {
+  // A llama2.c checkpoint written here from random weights, with a negative
+  // vocab_size: the classifier follows the RoPE tables at the end.
+  ModelSpec m;
+  m.hiddenSize = 16;
+  m.intermediateSize = 24;
+  m.numLayers = 2;
+  m.numHeads = 4;
+  m.numKvHeads = 2;
+  m.headDim = 4;
+  m.vocabSize = 11;
+  m.maxPositions = 8;
+  std::unique_ptr<WeightSource> random = openWeights("random:3", m);
+  auto t = [&](const std::string &name, std::vector<int64_t> shape) {
+    SourceTensor s = random->tensor(name, shape);
+    const float *p = static_cast<const float *>(s.data);
+    return std::vector<float>(p, p + elements(shape));
+  };
+  const int64_t H = 16, F = 24, KV = 8, L = 2, V = 11, S = 8;
+  int32_t header[7] = {int32_t(H), int32_t(F), int32_t(L), 4, 2, -int32_t(V), int32_t(S)};
+  std::vector<float> body;
+  auto put = [&](const std::vector<float> &v) { body.insert(body.end(), v.begin(), v.end()); };
+  auto perLayer = [&](const std::string &suffix, std::vector<int64_t> shape) {
+    for (int64_t l = 0; l < L; ++l) put(t("layers." + std::to_string(l) + "." + suffix, shape));
+  };
+  put(t("tok_embeddings", {V, H}));
+  perLayer("attention_norm", {H});
+  perLayer("attention.wq", {H, H});
+  perLayer("attention.wk", {KV, H});
+  perLayer("attention.wv", {KV, H});
+  perLayer("attention.wo", {H, H});
+  perLayer("ffn_norm", {H});
+  perLayer("feed_forward.w1", {F, H});
+  perLayer("feed_forward.w2", {H, F});
+  perLayer("feed_forward.w3", {F, H});
+  put(t("norm", {H}));
+  put(std::vector<float>(size_t(S * 4 / 2 * 2), 0.5f)); // freq_cis_real, freq_cis_imag
+  std::vector<float> classifier = t("output", {V, H});
+  put(classifier);
+
+  TempDir dir;
+  fs::path bin = dir.path / "separate.bin";
+  {
+    std::ofstream out(bin, std::ios::binary);
+    out.write(reinterpret_cast<const char *>(header), sizeof header);
+    out.write(reinterpret_cast<const char *>(body.data()), std::streamsize(body.size() * 4));
+  }
+  ModelConfig cfg = readCheckpointConfig(bin.string());
+  EXPECT_FALSE(cfg.model.tieWordEmbeddings);
+  EXPECT_EQ(cfg.model.vocabSize, V);
+  std::unique_ptr<WeightSource> src = openWeights(bin.string(), cfg.model);
+  SourceTensor out = src->tensor("output", {V, H});
+  EXPECT_EQ(std::memcmp(out.data, classifier.data(), classifier.size() * 4), 0);
+  SourceTensor w2 = src->tensor("layers.1.feed_forward.w2", {H, F});
+  std::vector<float> want = t("layers.1.feed_forward.w2", {H, F});
+  EXPECT_EQ(std::memcmp(w2.data, want.data(), want.size() * 4), 0);
+}

@@ -18,6 +18,7 @@ struct GlobalOptions {
 using Action = std::function<int()>;
 
 void addInspectCommand(CLI::App &app, const GlobalOptions &global, Action &action);
+void addRunCommands(CLI::App &app, const GlobalOptions &global, Action &action);
 #ifdef KVPLAN_HAVE_COMPILER
 void addCompileCommands(CLI::App &app, const GlobalOptions &global, Action &action);
 #endif

@@ -4,6 +4,7 @@
 #include "codegen/Compiler.h"
 #include "frontend/ConfigParser.h"
 #include "passes/Passes.h"
+#include "tools/kvplan/Runnable.h"
 
 #include <filesystem>
 #include <fstream>
@@ -15,41 +16,9 @@ namespace kvplan::cli {
 
 namespace {
 
-/// Options every command that reads a model shares: the settings to override.
-struct ModelOptions {
-  std::string model;
-  std::string target, dtype;
-  int64_t maxBatch = 0, maxSeq = 0, prefillChunk = 0, pageSize = 0;
-
-  void add(CLI::App *cmd) {
-    cmd->add_option("model", model,
-                    "A model description: a .toml spec, a Hugging Face config.json, or a "
-                    "directory holding one")
-        ->required();
-    cmd->add_option("--target", target, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
-    cmd->add_option("--dtype", dtype, "Weight type: f32, bf16 or f16")
-        ->check(CLI::IsMember({"f32", "bf16", "f16"}));
-    cmd->add_option("--max-batch", maxBatch, "Sequences per decode step")
-        ->check(CLI::PositiveNumber);
-    cmd->add_option("--max-seq", maxSeq, "Context length (tokens per sequence)")
-        ->check(CLI::PositiveNumber);
-    cmd->add_option("--prefill-chunk", prefillChunk, "Prompt tokens per prefill call")
-        ->check(CLI::PositiveNumber);
-    cmd->add_option("--page-size", pageSize, "KV-cache tokens per page")
-        ->check(CLI::PositiveNumber);
-  }
-
-  ModelConfig load() const {
-    SettingOverrides o;
-    if (!target.empty()) o.target = parseTarget(target);
-    if (!dtype.empty()) o.weightDtype = parseDType(dtype);
-    if (maxBatch) o.maxBatch = maxBatch;
-    if (maxSeq) o.maxSeqLen = maxSeq;
-    if (prefillChunk) o.prefillChunk = prefillChunk;
-    if (pageSize) o.pageSize = pageSize;
-    return loadModelConfig(model, o);
-  }
-};
+/// Settings for commands that only compile (dump): as run's, without
+/// weights or a tokenizer.
+ModelConfig loadConfig(const ModelOptions &o) { return resolveModelSources(o).config; }
 
 void writeFile(const fs::path &p, const std::string &text) {
   std::ofstream out(p, std::ios::binary | std::ios::trunc);
@@ -66,26 +35,30 @@ void addCompileCommands(CLI::App &app, const GlobalOptions &global, Action &acti
     auto *cmd = app.add_subcommand("compile", "Compile a model description to an artifact");
     auto opts = std::make_shared<ModelOptions>();
     auto out = std::make_shared<std::string>();
-    auto weights = std::make_shared<std::string>("none");
-    opts->add(cmd);
+    opts->add(cmd,
+              "A model: a .toml spec, a Hugging Face config.json (or its folder), a llama2.c "
+              ".bin or a .gguf",
+              true, true);
     cmd->add_option("-o,--output", *out, "The artifact to write (.kvp)")->required();
-    cmd->add_option("--weights", *weights,
-                    "Where the weights come from; 'none' writes the plan without weights")
-        ->capture_default_str();
-    cmd->callback([&action, &global, opts, out, weights] {
-      action = [&global, opts, out, weights] {
-        if (*weights != "none")
-          throw InputError("--weights '" + *weights +
-                           "': this version of kvplan writes plans without weights; use "
-                           "--weights none");
-        ModelConfig cfg = opts->load();
+    cmd->callback([&action, &global, opts, out] {
+      action = [&global, opts, out] {
+        ModelSources src = resolveModelSources(*opts);
+        const ModelConfig &cfg = src.config;
         if (global.verbose)
-          std::cerr << "compiling " << cfg.sourcePath << "\n";
+          std::cerr << "compiling " << cfg.sourcePath << " (weights: "
+                    << (src.weights.empty() ? "none" : src.weights) << ", tokenizer: "
+                    << (src.tokenizer.empty() ? "none" : src.tokenizer) << ")\n";
+        // Open the weights and the tokenizer first: their errors are the
+        // user's and should not wait for the compiler.
+        std::unique_ptr<WeightSource> weights;
+        if (!src.weights.empty()) weights = openWeights(src.weights, cfg.model);
+        std::unique_ptr<Tokenizer> tokenizer = loadSourceTokenizer(src);
         CompileOutput result = compileModel(cfg, {}, global.verbose);
-        writeArtifact(*out, result);
+        writeArtifact(*out, result, weights.get(), tokenizer.get());
         MemoryBill bill = result.plan.memoryBill();
         std::cerr << "wrote " << *out << ": " << cfg.model.name << ", "
-                  << withCommas(bill.params) << " parameters, memory bill "
+                  << withCommas(bill.params) << " parameters ("
+                  << (src.weights.empty() ? "no weights" : "weights " + src.weights) << "), memory bill "
                   << humanBytes(bill.totalBytes) << " (weights " << humanBytes(bill.weightsBytes)
                   << ", KV cache " << humanBytes(bill.kvCacheBytes) << ", arena "
                   << humanBytes(bill.arenaAllocBytes) << ")\n";
@@ -102,7 +75,8 @@ void addCompileCommands(CLI::App &app, const GlobalOptions &global, Action &acti
     auto after = std::make_shared<std::string>();
     auto all = std::make_shared<bool>(false);
     auto dir = std::make_shared<std::string>();
-    opts->add(cmd);
+    opts->add(cmd, "A model: a .toml spec, a config.json (or its folder), a .bin or a .gguf",
+              true, false);
     std::vector<std::string> stages = {"frontend"};
     for (const std::string &p : pipelinePassNames()) stages.push_back(p);
     auto *afterOpt = cmd->add_option("--after", *after, "The stage to print: frontend or a pass")
@@ -113,7 +87,7 @@ void addCompileCommands(CLI::App &app, const GlobalOptions &global, Action &acti
                     "Write one numbered file per stage (NN-stage.mlir) into this folder");
     cmd->callback([&action, &global, opts, after, all, dir] {
       action = [&global, opts, after, all, dir] {
-        ModelConfig cfg = opts->load();
+        ModelConfig cfg = loadConfig(*opts);
         const std::string last = pipelinePassNames().back();
         // Which stages to show: one (--after, or the last by default) or all
         // (--all, or -o without --after).

@@ -2,6 +2,7 @@
 #include "tools/kvplan/Commands.h"
 
 #include "runtime/Artifact.h"
+#include "runtime/WeightPacking.h"
 
 #include <cstdio>
 #include <iostream>
@@ -50,7 +51,13 @@ void printHuman(const Artifact &a) {
               "[layers][k,v][pages][kv_heads][page_size][head_dim]\n",
               (long long)kv.pages, (long long)kv.pageSize, (long long)kv.pagesPerSequence);
   std::printf("weights   %zu tensors%s\n", p.weights.size(),
-              a.hasSection("weights") ? "" : " (not stored: compiled with --weights none)");
+              a.hasSection(kWeightsSection) ? "" : " (not stored: compiled with --weights none)");
+  if (a.hasSection(kTokenizerSection)) {
+    std::string_view t = a.section(kTokenizerSection);
+    std::printf("tokenizer %s\n", std::string(t.substr(0, t.find('\n'))).c_str());
+  } else {
+    std::printf("tokenizer none (give --tokenizer to run with text)\n");
+  }
   std::printf("\nsections\n");
   for (const SectionInfo &sec : a.sections())
     std::printf("  %-10s offset %12llu  size %14s  xxh3 %016llx\n", sec.name.c_str(),
@@ -81,7 +88,13 @@ void addInspectCommand(CLI::App &app, const GlobalOptions &global, Action &actio
       j["target"] = targetName(p.settings.target);
       j["model"] = toJson(p.model);
       j["settings"] = toJson(p.settings);
-      j["has_weights"] = a.hasSection("weights");
+      j["has_weights"] = a.hasSection(kWeightsSection);
+      for (const SectionInfo &s : a.sections())
+        if (s.name == kWeightsSection) j["weights_hash"] = s.checksum;
+      if (a.hasSection(kTokenizerSection)) {
+        std::string_view t = a.section(kTokenizerSection);
+        j["tokenizer"] = std::string(t.substr(0, t.find('\n')));
+      }
       std::cout << j.dump(2) << "\n";
       return 0;
     };

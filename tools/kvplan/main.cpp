@@ -22,6 +22,7 @@ int main(int argc, char **argv) {
   kvplan::cli::addCompileCommands(app, global, action);
 #endif
   kvplan::cli::addInspectCommand(app, global, action);
+  kvplan::cli::addRunCommands(app, global, action);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,245 @@
+// The seed's claim, tested: the KV cache, chunked prefill, fusion and the
+// planned arena save work and change no result. At every step of generation
+// the runtime's logits equal a reference that recomputes the whole sequence.
+#include "codegen/Compiler.h"
+#include "frontend/ConfigParser.h"
+#include "runtime/Engine.h"
+#include "runtime/Sampler.h"
+#include "runtime/WeightPacking.h"
+#include "tests/unit/ReferenceModel.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+using namespace kvplan;
+
+namespace {
+
+struct Shape {
+  const char *name;
+  std::string model;   // lines added to [model]
+  std::string compile; // the [compile] table's lines
+};
+
+ModelConfig config(const Shape &s) {
+  std::string text = "[model]\nname = \"eq\"\nhidden_size = 64\nintermediate_size = 96\n"
+                     "num_layers = 2\nvocab_size = 97\nmax_position_embeddings = 128\n"
+                     "rms_norm_eps = 1e-5\nbos_token_id = 1\neos_token_id = 2\n" +
+                     s.model + "[compile]\n" + s.compile;
+  ModelConfig cfg = parseTomlSpec(text, std::string(s.name) + ".toml", [](const std::string &w) {
+    ADD_FAILURE() << w;
+  });
+  validate(cfg);
+  return cfg;
+}
+
+/// A compiled model with random weights, ready to run.
+struct Compiled {
+  ModelConfig cfg;
+  Plan plan;
+  std::unique_ptr<WeightSource> source;
+  std::vector<char> weights;
+
+  explicit Compiled(const Shape &s, uint64_t seed = 5) : cfg(config(s)) {
+    plan = compileModel(cfg).plan;
+    source = openWeights("random:" + std::to_string(seed), cfg.model);
+    weights = packWeightsInMemory(plan, *source);
+  }
+  Engine engine(int threads = 2) const {
+    return Engine(plan, weights.data(), weights.size(), threads);
+  }
+};
+
+std::vector<int32_t> randomTokens(int n, int vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (int32_t &v : t) v = int32_t(rng() % uint32_t(vocab));
+  return t;
+}
+
+const Shape kShapes[] = {
+    {"gqa", "architecture = \"llama\"\nnum_heads = 4\nnum_kv_heads = 2\n", "max_seq_len = 48\n"},
+    {"mha-separate-head", "architecture = \"llama\"\nnum_heads = 4\nnum_kv_heads = 4\n",
+     "max_seq_len = 48\n"},
+    {"mqa-tied", "architecture = \"llama\"\nnum_heads = 8\nnum_kv_heads = 1\n"
+                 "tie_word_embeddings = true\n",
+     "max_seq_len = 48\n"},
+    {"qwen2-bias", "architecture = \"qwen2\"\nnum_heads = 4\nnum_kv_heads = 2\n"
+                   "tie_word_embeddings = true\n",
+     "max_seq_len = 48\n"},
+    {"llama3-rope", "architecture = \"llama\"\nnum_heads = 4\nnum_kv_heads = 2\n"
+                    "[model.rope]\ntheta = 500000.0\ntype = \"llama3\"\nfactor = 8.0\n"
+                    "low_freq_factor = 1.0\nhigh_freq_factor = 4.0\n"
+                    "original_max_position_embeddings = 16\n",
+     "max_seq_len = 48\n"},
+    {"pages-of-4-chunk-3", "architecture = \"llama\"\nnum_heads = 4\nnum_kv_heads = 2\n",
+     "max_seq_len = 48\nprefill_chunk = 3\npage_size = 4\n"},
+};
+
+} // namespace
+
+TEST(Equivalence, EveryStepMatchesTheReference) {
+  for (const Shape &s : kShapes) {
+    SCOPED_TRACE(s.name);
+    Compiled c(s);
+    test::ReferenceModel ref(c.cfg.model, *c.source);
+    Engine engine = c.engine();
+    const int64_t vocab = c.cfg.model.vocabSize;
+    std::vector<int32_t> tokens = randomTokens(7, int(vocab), 11);
+    int seq = engine.open();
+    const float *logits = engine.prefill(seq, tokens.data(), int64_t(tokens.size()));
+    EXPECT_LT(test::relativeError(logits, ref.logits(tokens)), 1e-4) << "after the prompt";
+    for (int step = 0; step < 20; ++step) {
+      int32_t next = argmax(logits, vocab);
+      tokens.push_back(next);
+      logits = engine.decode({seq}, {next});
+      double err = test::relativeError(logits, ref.logits(tokens));
+      EXPECT_LT(err, 1e-4) << "decode step " << step;
+      if (err >= 1e-4) break;
+    }
+  }
+}
+
+TEST(Equivalence, ChunkedPrefillIsIdenticalToTokenByToken) {
+  const std::vector<int32_t> prompt = randomTokens(11, 97, 3);
+  std::vector<float> byToken;
+  {
+    // Token by token: one prefill call per token.
+    Compiled c(kShapes[0]);
+    Engine e = c.engine();
+    int seq = e.open();
+    const float *l = nullptr;
+    for (int32_t t : prompt) l = e.prefill(seq, &t, 1);
+    byToken.assign(l, l + 97);
+  }
+  for (const char *chunk : {"1", "4", "11", "16"}) {
+    SCOPED_TRACE(std::string("chunk ") + chunk);
+    Shape s = kShapes[0];
+    s.compile = std::string("max_seq_len = 48\nprefill_chunk = ") + chunk + "\n";
+    Compiled c(s);
+    Engine e = c.engine();
+    int seq = e.open();
+    const float *l = e.prefill(seq, prompt.data(), int64_t(prompt.size()));
+    EXPECT_EQ(std::vector<float>(l, l + 97), byToken);
+  }
+  {
+    // Token by token through decode steps also gives the same bits.
+    Compiled c(kShapes[0]);
+    Engine e = c.engine();
+    int seq = e.open();
+    const float *l = e.prefill(seq, prompt.data(), 1);
+    for (size_t i = 1; i < prompt.size(); ++i) l = e.decode({seq}, {prompt[i]});
+    EXPECT_EQ(std::vector<float>(l, l + 97), byToken);
+  }
+}
+
+TEST(Equivalence, BatchedDecodeMatchesEachSequenceAlone) {
+  Shape s = kShapes[0];
+  s.compile = "max_seq_len = 48\nmax_batch = 3\npage_size = 4\nprefill_chunk = 4\n";
+  Compiled c(s);
+  test::ReferenceModel ref(c.cfg.model, *c.source);
+  Engine e = c.engine();
+  // Three sequences of different lengths, prefilled in turns so their pages
+  // interleave in the pool.
+  std::vector<std::vector<int32_t>> toks = {randomTokens(5, 97, 1), randomTokens(9, 97, 2),
+                                            randomTokens(2, 97, 3)};
+  std::vector<int> seqs;
+  for (auto &t : toks) {
+    seqs.push_back(e.open());
+    e.prefill(seqs.back(), t.data(), int64_t(t.size()));
+  }
+  for (int step = 0; step < 10; ++step) {
+    std::vector<int32_t> next;
+    for (size_t i = 0; i < toks.size(); ++i) next.push_back(int32_t((step * 7 + int(i) * 13) % 97));
+    // Vary the batch order: rows are not tied to sequences.
+    std::vector<int> order = step % 2 ? std::vector<int>{2, 0, 1} : std::vector<int>{0, 1, 2};
+    std::vector<int> batch;
+    std::vector<int32_t> batchTokens;
+    for (int i : order) {
+      batch.push_back(seqs[size_t(i)]);
+      batchTokens.push_back(next[size_t(i)]);
+    }
+    const float *l = e.decode(batch, batchTokens);
+    for (size_t row = 0; row < order.size(); ++row) {
+      auto &t = toks[size_t(order[row])];
+      t.push_back(next[size_t(order[row])]);
+      EXPECT_LT(test::relativeError(l + row * 97, ref.logits(t)), 1e-4)
+          << "step " << step << " sequence " << order[row];
+    }
+  }
+  // Ending a sequence returns its pages; a new one reuses them.
+  int64_t before = e.freePages();
+  e.close(seqs[1]);
+  EXPECT_EQ(e.freePages(), before + (int64_t(toks[1].size()) + 3) / 4);
+  int again = e.open();
+  std::vector<int32_t> t = randomTokens(6, 97, 9);
+  const float *l = e.prefill(again, t.data(), 6);
+  EXPECT_LT(test::relativeError(l, ref.logits(t)), 1e-4);
+}
+
+TEST(Equivalence, ThreadCountDoesNotChangeResults) {
+  Compiled c(kShapes[0]);
+  std::vector<int32_t> prompt = randomTokens(9, 97, 4);
+  std::vector<float> one;
+  for (int threads : {1, 2, 3}) {
+    Engine e = c.engine(threads);
+    int seq = e.open();
+    const float *l = e.prefill(seq, prompt.data(), int64_t(prompt.size()));
+    l = e.decode({seq}, {5});
+    if (one.empty())
+      one.assign(l, l + 97);
+    else
+      EXPECT_EQ(std::vector<float>(l, l + 97), one) << threads << " threads";
+  }
+}
+
+TEST(Equivalence, Bf16WeightsStayCloseToTheirReference) {
+  Shape s = kShapes[0];
+  s.compile = "max_seq_len = 48\nweight_dtype = \"bf16\"\nkv_dtype = \"f32\"\n";
+  Compiled c(s);
+  test::ReferenceModel ref(c.cfg.model, *c.source, DType::bf16);
+  Engine e = c.engine();
+  std::vector<int32_t> t = randomTokens(8, 97, 6);
+  int seq = e.open();
+  const float *l = e.prefill(seq, t.data(), int64_t(t.size()));
+  EXPECT_LT(test::relativeError(l, ref.logits(t)), 1e-4);
+}
+
+TEST(Equivalence, BadInputsAreInputErrors) {
+  Compiled c(kShapes[0]);
+  Engine e = c.engine();
+  int seq = e.open();
+  int32_t bad = 97;
+  EXPECT_THROW(e.prefill(seq, &bad, 1), InputError);
+  std::vector<int32_t> tooLong(49, 3);
+  EXPECT_THROW(e.prefill(seq, tooLong.data(), 49), InputError);
+  EXPECT_THROW(e.open(), InputError); // max_batch 1
+}
+
+TEST(Sampling, SeededAndTopKOneIsGreedy) {
+  std::vector<float> logits(50);
+  std::mt19937 rng(1);
+  for (float &v : logits) v = float(rng() % 1000) / 100.0f;
+  const int32_t greedy = argmax(logits.data(), 50);
+  Sampler topK1({1.5, 1, 1.0, 42});
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(topK1.sample(logits.data(), 50), greedy);
+  Sampler zero({0.0, 0, 1.0, 42});
+  EXPECT_EQ(zero.sample(logits.data(), 50), greedy);
+  Sampler a({1.0, 10, 0.9, 7}), b({1.0, 10, 0.9, 7});
+  std::vector<int32_t> sa, sb;
+  for (int i = 0; i < 50; ++i) {
+    sa.push_back(a.sample(logits.data(), 50));
+    sb.push_back(b.sample(logits.data(), 50));
+  }
+  EXPECT_EQ(sa, sb);
+  // Sampling really samples: not every draw is the greedy token.
+  EXPECT_TRUE(std::any_of(sa.begin(), sa.end(), [&](int32_t t) { return t != greedy; }));
+  // top-p keeps only the likeliest tokens up to its mass: with a tiny p, only
+  // the top one.
+  Sampler tinyP({1.0, 0, 1e-6, 3});
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(tinyP.sample(logits.data(), 50), greedy);
+  EXPECT_THROW(Sampler({-1.0, 0, 1.0, 0}), InputError);
+  EXPECT_THROW(Sampler({1.0, 0, 0.0, 0}), InputError);
+  EXPECT_THROW(Sampler({1.0, 0, 1.5, 0}), InputError);
+}

@@ -1,0 +1,146 @@
+// The reference forward pass.
+#include "tests/unit/ReferenceModel.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace kvplan::test {
+
+ReferenceModel::ReferenceModel(const ModelSpec &m, const WeightSource &source, DType dtype)
+    : spec(m) {
+  for (const WeightDecl &d : weightTable(m)) {
+    SourceTensor t = source.tensor(d.name, d.shape);
+    int64_t n = 1;
+    for (int64_t s : d.shape) n *= s;
+    std::vector<float> f32(static_cast<size_t>(n)), rounded(static_cast<size_t>(n));
+    convertElements(t.data, t.dtype, f32.data(), DType::f32, n);
+    if (dtype != DType::f32) {
+      std::vector<uint16_t> half(static_cast<size_t>(n));
+      convertElements(f32.data(), DType::f32, half.data(), dtype, n);
+      convertElements(half.data(), dtype, rounded.data(), DType::f32, n);
+    } else {
+      rounded = f32;
+    }
+    weights[d.name] = std::vector<double>(rounded.begin(), rounded.end());
+  }
+}
+
+namespace {
+
+using Vec = std::vector<double>;
+
+Vec matvec(const Vec &wt, const Vec &x, int64_t out, int64_t in) {
+  Vec y(size_t(out), 0.0);
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t i = 0; i < in; ++i) y[size_t(o)] += wt[size_t(o * in + i)] * x[size_t(i)];
+  return y;
+}
+
+Vec rmsnorm(const Vec &x, const Vec &g, double eps) {
+  double ss = 0;
+  for (double v : x) ss += v * v;
+  double inv = 1.0 / std::sqrt(ss / double(x.size()) + eps);
+  Vec y(x.size());
+  for (size_t i = 0; i < x.size(); ++i) y[i] = x[i] * inv * g[i];
+  return y;
+}
+
+/// RoPE on adjacent pairs, with Llama 3's frequency scaling.
+void rope(Vec &x, int64_t pos, int64_t headDim, const RopeSpec &r) {
+  const double pi = 3.14159265358979323846;
+  for (size_t h = 0; h < x.size(); h += size_t(headDim))
+    for (int64_t i = 0; i < headDim / 2; ++i) {
+      double freq = 1.0 / std::pow(r.theta, double(2 * i) / double(headDim));
+      if (r.type == RopeType::llama3) {
+        double wavelen = 2 * pi / freq;
+        double lowWave = double(r.originalMaxPositions) / r.lowFreqFactor;
+        double highWave = double(r.originalMaxPositions) / r.highFreqFactor;
+        if (wavelen > lowWave) {
+          freq = freq / r.factor;
+        } else if (wavelen >= highWave) {
+          double smooth = (double(r.originalMaxPositions) / wavelen - r.lowFreqFactor) /
+                          (r.highFreqFactor - r.lowFreqFactor);
+          freq = (1 - smooth) * freq / r.factor + smooth * freq;
+        }
+      }
+      double a = x[h + size_t(2 * i)], b = x[h + size_t(2 * i + 1)];
+      double c = std::cos(double(pos) * freq), s = std::sin(double(pos) * freq);
+      x[h + size_t(2 * i)] = a * c - b * s;
+      x[h + size_t(2 * i + 1)] = a * s + b * c;
+    }
+}
+
+} // namespace
+
+std::vector<double> ReferenceModel::logits(const std::vector<int32_t> &tokens) const {
+  const ModelSpec &m = spec;
+  const int64_t H = m.hiddenSize, D = m.headDim, n = int64_t(tokens.size());
+  const int64_t q = m.qDim(), kv = m.kvDim(), group = m.numHeads / m.numKvHeads;
+  std::vector<Vec> x(static_cast<size_t>(n));
+  const Vec &emb = w("tok_embeddings");
+  for (int64_t t = 0; t < n; ++t)
+    x[size_t(t)] = Vec(emb.begin() + tokens[size_t(t)] * H, emb.begin() + (tokens[size_t(t)] + 1) * H);
+
+  for (int64_t l = 0; l < m.numLayers; ++l) {
+    const std::string p = "layers." + std::to_string(l) + ".";
+    std::vector<Vec> Q(static_cast<size_t>(n)), K(static_cast<size_t>(n)), V(static_cast<size_t>(n));
+    for (int64_t t = 0; t < n; ++t) {
+      Vec h = rmsnorm(x[size_t(t)], w(p + "attention_norm"), m.rmsNormEps);
+      Q[size_t(t)] = matvec(w(p + "attention.wq"), h, q, H);
+      K[size_t(t)] = matvec(w(p + "attention.wk"), h, kv, H);
+      V[size_t(t)] = matvec(w(p + "attention.wv"), h, kv, H);
+      if (m.attentionBias)
+        for (int64_t i = 0; i < q; ++i) Q[size_t(t)][size_t(i)] += w(p + "attention.bq")[size_t(i)];
+      if (m.attentionBias)
+        for (int64_t i = 0; i < kv; ++i) {
+          K[size_t(t)][size_t(i)] += w(p + "attention.bk")[size_t(i)];
+          V[size_t(t)][size_t(i)] += w(p + "attention.bv")[size_t(i)];
+        }
+      rope(Q[size_t(t)], t, D, m.rope);
+      rope(K[size_t(t)], t, D, m.rope);
+    }
+    for (int64_t t = 0; t < n; ++t) {
+      // Causal attention: token t sees tokens 0..t.
+      Vec att(size_t(q), 0.0);
+      for (int64_t h = 0; h < m.numHeads; ++h) {
+        const int64_t g = h / group;
+        Vec scores(size_t(t + 1));
+        double mx = -1e300;
+        for (int64_t s = 0; s <= t; ++s) {
+          double dot = 0;
+          for (int64_t i = 0; i < D; ++i)
+            dot += Q[size_t(t)][size_t(h * D + i)] * K[size_t(s)][size_t(g * D + i)];
+          scores[size_t(s)] = dot / std::sqrt(double(D));
+          mx = std::max(mx, scores[size_t(s)]);
+        }
+        double sum = 0;
+        for (double &v : scores) sum += (v = std::exp(v - mx));
+        for (int64_t s = 0; s <= t; ++s)
+          for (int64_t i = 0; i < D; ++i)
+            att[size_t(h * D + i)] += scores[size_t(s)] / sum * V[size_t(s)][size_t(g * D + i)];
+      }
+      Vec o = matvec(w(p + "attention.wo"), att, H, q);
+      for (int64_t i = 0; i < H; ++i) x[size_t(t)][size_t(i)] += o[size_t(i)];
+      Vec h2 = rmsnorm(x[size_t(t)], w(p + "ffn_norm"), m.rmsNormEps);
+      Vec gate = matvec(w(p + "feed_forward.w1"), h2, m.intermediateSize, H);
+      Vec up = matvec(w(p + "feed_forward.w3"), h2, m.intermediateSize, H);
+      for (size_t i = 0; i < gate.size(); ++i)
+        gate[i] = gate[i] / (1 + std::exp(-gate[i])) * up[i];
+      Vec down = matvec(w(p + "feed_forward.w2"), gate, H, m.intermediateSize);
+      for (int64_t i = 0; i < H; ++i) x[size_t(t)][size_t(i)] += down[size_t(i)];
+    }
+  }
+  Vec last = rmsnorm(x[size_t(n - 1)], w("norm"), m.rmsNormEps);
+  return matvec(w(m.tieWordEmbeddings ? "tok_embeddings" : "output"), last, m.vocabSize, H);
+}
+
+double relativeError(const float *actual, const std::vector<double> &reference) {
+  double maxDiff = 0, scale = 0;
+  for (size_t i = 0; i < reference.size(); ++i) {
+    maxDiff = std::max(maxDiff, std::abs(double(actual[i]) - reference[i]));
+    scale = std::max(scale, std::abs(reference[i]));
+  }
+  return maxDiff / std::max(scale, 1e-30);
+}
+
+} // namespace kvplan::test

@@ -1,0 +1,33 @@
+// A plain reference forward pass for tests: no KV cache, no fusion, no
+// planning, double precision; it recomputes the whole sequence for every
+// query, straight from the model's definition.
+#pragma once
+
+#include "frontend/ModelSpec.h"
+#include "runtime/WeightFormats.h"
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace kvplan::test {
+
+class ReferenceModel {
+public:
+  /// Reads every weight of `spec` from `source`, rounded to `dtype` first
+  /// (so a bf16 plan is compared against the same rounded weights).
+  ReferenceModel(const ModelSpec &spec, const WeightSource &source, DType dtype = DType::f32);
+
+  /// The logits after the last of `tokens` (positions 0..n-1).
+  std::vector<double> logits(const std::vector<int32_t> &tokens) const;
+
+private:
+  const std::vector<double> &w(const std::string &name) const { return weights.at(name); }
+  ModelSpec spec;
+  std::map<std::string, std::vector<double>> weights;
+};
+
+/// max |a - b| / max |b|: the error relative to the reference's scale.
+double relativeError(const float *actual, const std::vector<double> &reference);
+
+} // namespace kvplan::test

@@ -1,0 +1,175 @@
+// Loading what run and bench execute, and resolving a model's weights and
+// tokenizer.
+#include "tools/kvplan/Runnable.h"
+#include "tools/kvplan/Commands.h"
+
+#include "runtime/WeightPacking.h"
+#ifdef KVPLAN_HAVE_COMPILER
+#include "codegen/Compiler.h"
+#include "frontend/ConfigParser.h"
+#include "runtime/WeightFormats.h"
+#endif
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+namespace fs = std::filesystem;
+
+namespace kvplan::cli {
+
+void ModelOptions::add(CLI::App *cmd, const std::string &positional, bool compileSettings,
+                       bool sources) {
+  cmd->add_option("model", model, positional)->required();
+  if (sources)
+    cmd->add_option("--tokenizer", tokenizer,
+                    "A tokenizer (.model, tokenizer.bin, tokenizer.json, .gguf) replacing the "
+                    "model's");
+  if (!compileSettings)
+    return;
+  if (sources)
+    cmd->add_option("--weights", weights,
+                    "Where the weights come from: a .bin, .gguf or safetensors checkpoint, "
+                    "random:SEED, or none (default: the checkpoint MODEL is, else random:0)");
+  cmd->add_option("--target", target, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--dtype", dtype, "Weight type: f32, bf16 or f16")
+      ->check(CLI::IsMember({"f32", "bf16", "f16"}));
+  cmd->add_option("--max-batch", maxBatch, "Sequences per decode step")->check(CLI::PositiveNumber);
+  cmd->add_option("--max-seq", maxSeq, "Context length (tokens per sequence)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--prefill-chunk", prefillChunk, "Prompt tokens per prefill call")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--page-size", pageSize, "KV-cache tokens per page")->check(CLI::PositiveNumber);
+}
+
+bool isArtifactFile(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  char magic[8] = {};
+  in.read(magic, 8);
+  return in.gcount() == 8 && std::memcmp(magic, "\x89KVP\r\n\x1a\n", 8) == 0;
+}
+
+const Tokenizer &requireTokenizer(const Runnable &r) {
+  if (!r.tokenizer)
+    throw InputError(r.source + ": the model carries no tokenizer; give one with --tokenizer "
+                                "PATH, or give token ids with --prompt-ids");
+  return *r.tokenizer;
+}
+
+#ifdef KVPLAN_HAVE_COMPILER
+ModelSources resolveModelSources(const ModelOptions &opts) {
+  SettingOverrides o;
+  if (!opts.target.empty()) o.target = parseTarget(opts.target);
+  if (!opts.dtype.empty()) o.weightDtype = parseDType(opts.dtype);
+  if (opts.maxBatch) o.maxBatch = opts.maxBatch;
+  if (opts.maxSeq) o.maxSeqLen = opts.maxSeq;
+  if (opts.prefillChunk) o.prefillChunk = opts.prefillChunk;
+  if (opts.pageSize) o.pageSize = opts.pageSize;
+  ModelSources s;
+  s.config = loadModelConfig(opts.model, o);
+
+  fs::path model(opts.model);
+  fs::path dir = fs::is_directory(model) ? model : model.parent_path();
+  const bool checkpoint = isCheckpointFile(opts.model);
+  const bool hfDir = fs::is_directory(model) || model.filename() == "config.json";
+  if (opts.weights == "none")
+    s.weights = "";
+  else if (!opts.weights.empty())
+    s.weights = opts.weights;
+  else if (checkpoint)
+    s.weights = opts.model;
+  else if (hfDir && hasSafetensors(dir.string()))
+    s.weights = dir.string();
+  else
+    s.weights = "random:0";
+
+  if (!opts.tokenizer.empty())
+    s.tokenizer = opts.tokenizer;
+  else if (model.extension() == ".gguf")
+    s.tokenizer = opts.model;
+  else if (hfDir && fs::exists(dir / "tokenizer.json"))
+    s.tokenizer = (dir / "tokenizer.json").string();
+  else if (hfDir && fs::exists(dir / "tokenizer.model"))
+    s.tokenizer = (dir / "tokenizer.model").string();
+  else if (s.weights.rfind("random:", 0) == 0 && s.config.model.vocabSize >= 259)
+    s.tokenizer = "bytes"; // synthetic weights: any tokenizer of the right size will do
+  return s;
+}
+
+std::unique_ptr<Tokenizer> loadSourceTokenizer(const ModelSources &s) {
+  if (s.tokenizer.empty())
+    return nullptr;
+  std::unique_ptr<Tokenizer> t = s.tokenizer == "bytes"
+                                     ? makeByteTokenizer(int32_t(s.config.model.vocabSize))
+                                     : loadTokenizerFile(s.tokenizer);
+  if (t->vocabSize() > s.config.model.vocabSize)
+    throw InputError(s.tokenizer + ": the tokenizer has " + std::to_string(t->vocabSize()) +
+                     " tokens but the model's vocabulary has " +
+                     std::to_string(s.config.model.vocabSize));
+  return t;
+}
+#endif
+
+Runnable loadRunnable(const ModelOptions &opts, bool verbose) {
+  Runnable r;
+  r.source = opts.model;
+  if (isArtifactFile(opts.model)) {
+    r.artifact = std::make_unique<Artifact>(Artifact::open(opts.model));
+    r.plan = r.artifact->plan();
+    if (!r.artifact->hasSection(kWeightsSection))
+      throw InputError(opts.model + ": the artifact holds no weights (it was compiled with "
+                                    "--weights none); compile it with weights to run it");
+    auto t0 = std::chrono::steady_clock::now();
+    r.artifact->verifySection(kWeightsSection);
+    std::string_view w = r.artifact->section(kWeightsSection);
+    if (verbose)
+      std::fprintf(stderr, "  weights checksum      %8.2f ms for %s\n",
+                   std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                       .count(),
+                   humanBytes(int64_t(w.size())).c_str());
+    r.weights = w.data();
+    r.weightsBytes = w.size();
+    if (!opts.tokenizer.empty()) {
+      r.tokenizer = loadTokenizerFile(opts.tokenizer);
+    } else if (r.artifact->hasSection(kTokenizerSection)) {
+      std::string_view t = r.artifact->section(kTokenizerSection);
+      size_t nl = t.find('\n');
+      if (nl == std::string_view::npos)
+        throw InputError(opts.model + ": the tokenizer section is malformed; recompile the model");
+      r.tokenizer = loadTokenizer(std::string(t.substr(0, nl)), t.substr(nl + 1));
+    }
+  } else {
+#ifdef KVPLAN_HAVE_COMPILER
+    ModelSources s = resolveModelSources(opts);
+    if (s.weights.empty())
+      throw InputError(opts.model + ": --weights none leaves nothing to run");
+    CompileOutput out = compileModel(s.config, {}, verbose);
+    std::unique_ptr<WeightSource> src = openWeights(s.weights, s.config.model);
+    r.plan = out.plan;
+    r.ownedWeights = packWeightsInMemory(r.plan, *src);
+    r.weights = r.ownedWeights.data();
+    r.weightsBytes = r.ownedWeights.size();
+    r.tokenizer = loadSourceTokenizer(s);
+#else
+    (void)verbose;
+    throw InputError(opts.model + ": not a kvplan artifact, and this kvplan was built without "
+                                  "the compiler (-DKVPLAN_COMPILER=OFF); compile the model with "
+                                  "`kvplan compile` where the compiler is installed");
+#endif
+  }
+  if (r.plan.settings.target != Target::cpu)
+    throw InputError(opts.model + ": incompatible because it was compiled for target '" +
+                     targetName(r.plan.settings.target) +
+                     "' and this runtime runs 'cpu' artifacts; recompile with --target cpu");
+  if (r.tokenizer && r.tokenizer->vocabSize() > r.plan.model.vocabSize)
+    throw InputError(opts.tokenizer + ": the tokenizer has " +
+                     std::to_string(r.tokenizer->vocabSize()) +
+                     " tokens but the model's vocabulary has " +
+                     std::to_string(r.plan.model.vocabSize));
+  return r;
+}
+
+} // namespace kvplan::cli

@@ -1,0 +1,67 @@
+// What `kvplan run` and `kvplan bench` execute: an artifact loaded from disk,
+// or (with the compiler) a model description compiled in memory.
+#pragma once
+
+#include "frontend/ModelSpec.h"
+#include "runtime/Artifact.h"
+#include "runtime/Tokenizer.h"
+
+#include <CLI/CLI.hpp>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace kvplan::cli {
+
+/// Command-line settings for a model given by its description: they replace
+/// the file's, as in `kvplan compile`.
+struct ModelOptions {
+  std::string model;
+  std::string target, dtype, weights, tokenizer;
+  int64_t maxBatch = 0, maxSeq = 0, prefillChunk = 0, pageSize = 0;
+
+  /// `positional`: the MODEL argument's help text. `compileSettings` adds
+  /// the settings flags, `sources` --tokenizer (and --weights with
+  /// compileSettings).
+  void add(CLI::App *cmd, const std::string &positional, bool compileSettings, bool sources);
+};
+
+struct Runnable {
+  Plan plan;
+  std::unique_ptr<Artifact> artifact;  // loaded from a file
+  std::vector<char> ownedWeights;      // compiled in memory
+  const char *weights = nullptr;
+  uint64_t weightsBytes = 0;
+  std::unique_ptr<Tokenizer> tokenizer; // null: the model has none
+  std::string source;                   // for messages
+};
+
+/// True when the file starts with the artifact magic.
+bool isArtifactFile(const std::string &path);
+
+/// Loads an artifact (checking its weights), or compiles a model description
+/// in memory when this kvplan has the compiler. `--tokenizer` replaces the
+/// artifact's tokenizer. Throws InputError.
+Runnable loadRunnable(const ModelOptions &opts, bool verbose);
+
+/// The tokenizer of a model or artifact, or an error saying how to give one.
+const Tokenizer &requireTokenizer(const Runnable &r);
+
+#ifdef KVPLAN_HAVE_COMPILER
+/// Where a model description's weights and tokenizer come from:
+/// `--weights`/`--tokenizer` when given; else the checkpoint itself (.bin,
+/// .gguf, safetensors beside config.json); else random:0 weights, with the
+/// byte tokenizer when the vocabulary holds bytes.
+struct ModelSources {
+  ModelConfig config;
+  std::string weights;   // "" = none
+  std::string tokenizer; // a path, "" = none, "bytes" = the byte tokenizer
+};
+ModelSources resolveModelSources(const ModelOptions &opts);
+/// Loads the tokenizer ModelSources names (null for none).
+std::unique_ptr<Tokenizer> loadSourceTokenizer(const ModelSources &s);
+#endif
+
+} // namespace kvplan::cli
