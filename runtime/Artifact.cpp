@@ -5,11 +5,7 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fcntl.h>
 #include <fstream>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 namespace kvplan {
 
@@ -167,53 +163,18 @@ void ArtifactWriter::write(const std::string &path) const {
 // Reader
 //===----------------------------------------------------------------------===//
 
-Artifact::Artifact(Artifact &&o) noexcept { *this = std::move(o); }
-
-Artifact &Artifact::operator=(Artifact &&o) noexcept {
-  if (this != &o) {
-    if (data_) munmap(const_cast<char *>(data_), size_);
-    path_ = std::move(o.path_);
-    data_ = o.data_;
-    size_ = o.size_;
-    version_ = o.version_;
-    sections_ = std::move(o.sections_);
-    plan_ = std::move(o.plan_);
-    o.data_ = nullptr;
-    o.size_ = 0;
-  }
-  return *this;
-}
-
-Artifact::~Artifact() {
-  if (data_) munmap(const_cast<char *>(data_), size_);
-}
-
 Artifact Artifact::open(const std::string &path) {
   auto fail = [&](const std::string &msg) -> InputError { return InputError(path + ": " + msg); };
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    throw fail(std::string("cannot open the artifact: ") + std::strerror(errno));
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw fail("not a regular file");
-  }
   Artifact a;
-  a.path_ = path;
-  a.size_ = uint64_t(st.st_size);
-  if (a.size_ < sizeof(FileHeader)) {
-    ::close(fd);
-    throw fail("not a kvplan artifact (only " + std::to_string(a.size_) +
+  a.file = MappedFile::open(path, "artifact");
+  const char *data = a.file.data();
+  const uint64_t size = a.file.size();
+  if (size < sizeof(FileHeader))
+    throw fail("not a kvplan artifact (only " + std::to_string(size) +
                " bytes; compile one with `kvplan compile`)");
-  }
-  void *m = mmap(nullptr, a.size_, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (m == MAP_FAILED)
-    throw fail(std::string("cannot map the artifact: ") + std::strerror(errno));
-  a.data_ = static_cast<const char *>(m);
 
   FileHeader h;
-  std::memcpy(&h, a.data_, sizeof h);
+  std::memcpy(&h, data, sizeof h);
   if (std::memcmp(h.magic, kMagic, sizeof kMagic) != 0)
     throw fail("not a kvplan artifact (wrong magic bytes; compile one with `kvplan compile`)");
   a.version_ = h.formatVersion;
@@ -224,17 +185,17 @@ Artifact Artifact::open(const std::string &path) {
                "; recompile the model with this kvplan (`kvplan compile`)");
   if (checksum64(&h, offsetof(FileHeader, headerChecksum)) != h.headerChecksum)
     throw fail("the artifact header is damaged (checksum mismatch); recompile the model");
-  if (h.fileSize != a.size_)
-    throw fail(h.fileSize > a.size_
+  if (h.fileSize != size)
+    throw fail(h.fileSize > size
                    ? "truncated: the header promises " + std::to_string(h.fileSize) +
-                         " bytes but the file has " + std::to_string(a.size_) +
+                         " bytes but the file has " + std::to_string(size) +
                          "; copy it again or recompile"
-                   : "has " + std::to_string(a.size_ - h.fileSize) +
+                   : "has " + std::to_string(size - h.fileSize) +
                          " unexpected trailing bytes; copy it again or recompile");
   uint64_t tableBytes = uint64_t(h.sectionCount) * sizeof(SectionEntry);
-  if (h.sectionCount > 1024 || h.sectionTableOffset + tableBytes > a.size_)
+  if (h.sectionCount > 1024 || h.sectionTableOffset + tableBytes > size)
     throw fail("the section table is damaged; recompile the model");
-  const char *tablePtr = a.data_ + h.sectionTableOffset;
+  const char *tablePtr = data + h.sectionTableOffset;
   if (checksum64(tablePtr, tableBytes) != h.tableChecksum)
     throw fail("the section table is damaged (checksum mismatch); recompile the model");
   for (uint32_t i = 0; i < h.sectionCount; ++i) {
@@ -245,7 +206,7 @@ Artifact Artifact::open(const std::string &path) {
     s.offset = e.offset;
     s.size = e.size;
     s.checksum = e.checksum;
-    if (s.offset > a.size_ || s.size > a.size_ - s.offset)
+    if (s.offset > size || s.size > size - s.offset)
       throw fail("section '" + s.name + "' lies outside the file; recompile the model");
     a.sections_.push_back(std::move(s));
   }
@@ -278,19 +239,19 @@ bool Artifact::hasSection(std::string_view name) const {
 
 std::string_view Artifact::section(std::string_view name) const {
   for (const SectionInfo &s : sections_)
-    if (s.name == name) return std::string_view(data_ + s.offset, s.size);
-  throw InputError(path_ + ": the artifact has no '" + std::string(name) + "' section");
+    if (s.name == name) return std::string_view(file.data() + s.offset, s.size);
+  throw InputError(path() + ": the artifact has no '" + std::string(name) + "' section");
 }
 
 void Artifact::verifySection(std::string_view name) const {
   for (const SectionInfo &s : sections_) {
     if (s.name != name) continue;
-    if (checksum64(data_ + s.offset, s.size) != s.checksum)
-      throw InputError(path_ + ": section '" + s.name +
+    if (checksum64(file.data() + s.offset, s.size) != s.checksum)
+      throw InputError(path() + ": section '" + s.name +
                        "' is damaged (checksum mismatch); copy the file again or recompile");
     return;
   }
-  throw InputError(path_ + ": the artifact has no '" + std::string(name) + "' section");
+  throw InputError(path() + ": the artifact has no '" + std::string(name) + "' section");
 }
 
 } // namespace kvplan

@@ -3,6 +3,7 @@
 // Layout and compatibility rules: docs/artifact.md.
 #pragma once
 
+#include "runtime/MappedFile.h"
 #include "runtime/Plan.h"
 
 #include <cstdint>
@@ -58,11 +59,8 @@ struct SectionInfo {
 class Artifact {
 public:
   static Artifact open(const std::string &path);
-  Artifact(Artifact &&) noexcept;
-  Artifact &operator=(Artifact &&) noexcept;
-  ~Artifact();
 
-  const std::string &path() const { return path_; }
+  const std::string &path() const { return file.path(); }
   uint32_t formatVersion() const { return version_; }
   const Plan &plan() const { return plan_; }
   const std::vector<SectionInfo> &sections() const { return sections_; }
@@ -74,9 +72,7 @@ public:
 
 private:
   Artifact() = default;
-  std::string path_;
-  const char *data_ = nullptr;
-  uint64_t size_ = 0;
+  MappedFile file;
   uint32_t version_ = 0;
   std::vector<SectionInfo> sections_;
   Plan plan_;
