@@ -24,6 +24,7 @@ Type elementType(OpBuilder &b, DType t) {
   case DType::bf16: return b.getBF16Type();
   case DType::f16: return b.getF16Type();
   case DType::i32: return b.getI32Type();
+  case DType::i8: return b.getIntegerType(8);
   case DType::f32: break;
   }
   return b.getF32Type();
@@ -122,9 +123,12 @@ OwningOpRef<ModuleOp> buildModelIR(MLIRContext &ctx, const ModelConfig &cfg) {
       }));
 
   b.setInsertionPointToEnd(module->getBody());
+  // int8 applies to matrices; norm scales and biases stay f32.
   Type wElt = elementType(b, s.weightDtype);
+  Type vecElt = s.weightDtype == DType::i8 ? b.getF32Type() : wElt;
   for (const WeightDecl &w : weightTable(m))
-    b.create<llm::WeightOp>(b.getUnknownLoc(), w.name, RankedTensorType::get(w.shape, wElt),
+    b.create<llm::WeightOp>(b.getUnknownLoc(), w.name,
+                            RankedTensorType::get(w.shape, w.shape.size() == 2 ? wElt : vecElt),
                             ArrayAttr());
 
   ForwardBuilder fb(b, cfg);

@@ -16,6 +16,7 @@ const char *dtypeName(DType t) {
   case DType::bf16: return "bf16";
   case DType::f16: return "f16";
   case DType::i32: return "i32";
+  case DType::i8: return "int8";
   }
   return "?";
 }
@@ -25,6 +26,7 @@ std::optional<DType> parseDType(const std::string &s) {
   if (s == "bf16" || s == "bfloat16") return DType::bf16;
   if (s == "f16" || s == "float16") return DType::f16;
   if (s == "i32") return DType::i32;
+  if (s == "int8" || s == "i8") return DType::i8;
   return std::nullopt;
 }
 
@@ -32,11 +34,14 @@ int64_t dtypeBytes(DType t) {
   switch (t) {
   case DType::f32: case DType::i32: return 4;
   case DType::bf16: case DType::f16: return 2;
+  case DType::i8: return 1;
   }
   return 0;
 }
 
-bool isFloatDType(DType t) { return t != DType::i32; }
+bool isFloatDType(DType t) { return t == DType::f32 || t == DType::bf16 || t == DType::f16; }
+
+bool isWeightDType(DType t) { return isFloatDType(t) || t == DType::i8; }
 
 const char *architectureName(Architecture a) {
   switch (a) {
@@ -226,11 +231,12 @@ void validate(ModelConfig &cfg) {
   if (m.slidingWindow < 0)
     c.fail("model.sliding_window", "expected a positive window or none");
 
-  if (!isFloatDType(s.weightDtype))
-    c.fail("compile.weight_dtype", "expected one of f32, bf16, f16");
+  if (!isWeightDType(s.weightDtype))
+    c.fail("compile.weight_dtype", "expected one of f32, bf16, f16, int8");
   auto given = [&](const char *f) { return cfg.given.count(f) != 0; };
+  // The cache follows 16-bit weights; int8 weights keep a bf16 cache.
   if (!given("compile.kv_dtype"))
-    s.kvDtype = s.weightDtype;
+    s.kvDtype = isFloatDType(s.weightDtype) ? s.weightDtype : DType::bf16;
   if (!given("compile.max_seq_len")) {
     s.maxSeqLen = std::min(m.maxPositions, CompileSettings::kDefaultMaxSeqLen);
     if (m.slidingWindow > 0)

@@ -54,10 +54,12 @@ LogicalResult WeightOp::verify() {
   RankedTensorType t = getTensorType();
   if (t.getRank() != 1 && t.getRank() != 2)
     return emitOpError() << "weights are vectors or matrices, got rank " << t.getRank();
-  if (!t.getElementType().isF32() && !t.getElementType().isBF16() &&
-      !t.getElementType().isF16())
-    return emitOpError() << "weight element type must be f32, bf16 or f16, got "
-                         << t.getElementType();
+  Type elt = t.getElementType();
+  bool isFloat = elt.isF32() || elt.isBF16() || elt.isF16();
+  if (!isFloat && !(elt.isInteger(8) && t.getRank() == 2))
+    return emitOpError() << "weight element type must be f32, bf16 or f16 (or i8 for matrices: "
+                            "int8 groups of 32 with f32 scales), got "
+                         << elt;
   for (int64_t d : t.getShape())
     if (d <= 0)
       return emitOpError() << "weight dimensions must be positive, got "

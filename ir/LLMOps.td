@@ -38,7 +38,9 @@ def LLM_WeightOp : LLM_Op<"weight", [Symbol]> {
   let summary = "A named weight tensor of the model";
   let description = [{
     Declares one tensor the model reads, at module level, under kvplan's
-    canonical name (Meta's Llama naming). Matrices are `[out, in]`. A weight
+    canonical name (Meta's Llama naming). Matrices are `[out, in]`; an `i8`
+    matrix is kvplan's int8 format (groups of 32 weights along `in`, each
+    with an f32 scale, stored beside the data). A weight
     made by fusion lists the weights it concatenates (along dimension 0) in
     `concat`; the weight loader builds it from those.
 

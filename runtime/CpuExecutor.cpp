@@ -23,7 +23,7 @@ struct CpuExecutor::Instr {
   int64_t outCols = 0;               // row width of the (first) output
   double eps = 0, scale = 0;
   int64_t headDim = 0, numHeads = 0, layer = 0;
-  std::vector<double> freqs;         // rope
+  int64_t ropeTable = -1;            // rope: index into Program::ropeTables
   cpu::LinearOutputs outputs;        // linear, logits
   int64_t outFeatures = 0;
   // Cache access: positions and page table of the entry point.
@@ -35,6 +35,14 @@ struct CpuExecutor::Instr {
 struct CpuExecutor::Program {
   const EntryPoint *entry = nullptr;
   std::vector<Instr> instrs;
+  /// One cos/sin table per distinct set of RoPE frequencies (all layers
+  /// share one), filled once per call for the call's positions.
+  struct RopeTable {
+    int64_t headDim;
+    std::vector<double> freqs;
+    std::vector<float> table; // [rows][head_dim / 2][cos, sin]
+  };
+  std::vector<RopeTable> ropeTables;
   int32_t *tokens = nullptr, *positions = nullptr, *pageTable = nullptr;
   const float *logits = nullptr;
 };
@@ -122,7 +130,12 @@ CpuExecutor::Program CpuExecutor::bind(const EntryPoint &ep) {
     if (!w) planError("weight '" + it->second + "' is not in the weight table");
     if (w->offset + w->bytes > weightsBytes)
       planError("weight '" + w->name + "' lies outside the weights");
-    return {weights + w->offset, w->dtype};
+    cpu::TensorRef ref{weights + w->offset, w->dtype};
+    if (w->dtype == DType::i8) {
+      ref.scales = reinterpret_cast<const float *>(weights + w->offset + w->scalesOffset);
+      ref.groupSize = w->groupSize;
+    }
+    return ref;
   };
   for (const Operand &a : ep.args) {
     if (a.name == "tokens") prog.tokens = reinterpret_cast<int32_t *>(addr(a));
@@ -194,9 +207,19 @@ CpuExecutor::Program CpuExecutor::bind(const EntryPoint &ep) {
       in.headDim = attrInt(s, "head_dim");
       bool llama3 = s.attrs.contains("scaling");
       auto sc = [&](const char *k) { return llama3 ? s.attrs.at("scaling").at(k).get<double>() : 0; };
-      in.freqs = cpu::ropeFrequencies(in.headDim, attrNumber(s, "theta"), llama3, sc("factor"),
-                                      sc("low_freq_factor"), sc("high_freq_factor"),
-                                      sc("original_max_position_embeddings"));
+      std::vector<double> freqs = cpu::ropeFrequencies(
+          in.headDim, attrNumber(s, "theta"), llama3, sc("factor"), sc("low_freq_factor"),
+          sc("high_freq_factor"), sc("original_max_position_embeddings"));
+      if (reinterpret_cast<int32_t *>(in.in[1]) != prog.positions)
+        planError("rope must rotate by the entry point's positions");
+      for (size_t t = 0; t < prog.ropeTables.size(); ++t)
+        if (prog.ropeTables[t].headDim == in.headDim && prog.ropeTables[t].freqs == freqs)
+          in.ropeTable = int64_t(t);
+      if (in.ropeTable < 0) {
+        in.ropeTable = int64_t(prog.ropeTables.size());
+        prog.ropeTables.push_back(
+            {in.headDim, freqs, std::vector<float>(size_t(ep.rows * in.headDim))});
+      }
     } else if (s.op == "kv_cache_write") {
       in.kind = OpKind::kvCacheWrite;
       in.layer = attrInt(s, "layer");
@@ -259,6 +282,10 @@ void CpuExecutor::run(const std::string &entry, int64_t activeRows) {
   activeRows = std::clamp<int64_t>(activeRows, 1, staticRows);
   // Ops on pruned rows (the last token only) keep their static row count.
   auto rowsOf = [&](int64_t shape0) { return shape0 == staticRows ? activeRows : shape0; };
+  for (Program::RopeTable &t : prog.ropeTables)
+    pool.parallelFor(activeRows, [&](int64_t b, int64_t e) {
+      cpu::ropeTable(prog.positions, t.headDim / 2, t.freqs.data(), t.table.data(), b, e);
+    });
 
   for (const Instr &in : prog.instrs) {
     const float *x = reinterpret_cast<const float *>(in.in.empty() ? nullptr : in.in[0]);
@@ -301,7 +328,8 @@ void CpuExecutor::run(const std::string &entry, int64_t activeRows) {
       const int32_t *pos = reinterpret_cast<const int32_t *>(in.in[1]);
       float *out = reinterpret_cast<float *>(in.out[0]);
       pool.parallelFor(rowsOf(in.outShape0[0]), [&](int64_t b, int64_t e) {
-        cpu::rope(x, pos, in.cols, in.headDim, in.freqs.data(), out, b, e);
+        cpu::rope(x, pos, in.cols, in.headDim, prog.ropeTables[size_t(in.ropeTable)].table.data(),
+                  out, b, e);
       });
       break;
     }

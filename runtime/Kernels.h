@@ -10,10 +10,13 @@
 
 namespace kvplan::cpu {
 
-/// A weight (or cache) tensor in memory with its element type.
+/// A weight (or cache) tensor in memory with its element type; int8
+/// matrices also point at their scales (one per `groupSize` along a row).
 struct TensorRef {
   const void *data = nullptr;
   DType dtype = DType::f32;
+  const float *scales = nullptr;
+  int64_t groupSize = 0;
 };
 
 /// Element `i` of a weight vector as f32.
@@ -40,7 +43,8 @@ struct LinearOutputs {
 };
 
 /// out[r, j] = dot(x[r], w[j]) + bias[j] for rows [0, rows) and output
-/// features j in [jBegin, jEnd); w is [out, in].
+/// features j in [jBegin, jEnd); w is [out, in]. Uses the best kernels
+/// activeIsa() allows (runtime/cpu/).
 void linear(const float *x, int64_t rows, int64_t in, TensorRef w, TensorRef bias,
             const LinearOutputs &out, int64_t jBegin, int64_t jEnd);
 
@@ -50,10 +54,17 @@ std::vector<double> ropeFrequencies(int64_t headDim, double theta, bool llama3, 
                                     double lowFreqFactor, double highFreqFactor,
                                     double originalMaxPositions);
 
-/// Rotates adjacent pairs of every head of rows [begin, end) by
-/// positions[r] * freq; rows with a negative position are copied as they are.
+/// cos and sin of positions[r] * freqs[i] (in double: positions reach the
+/// thousands) for rows [begin, end): table[(r * half + i) * 2] is the
+/// cosine, the next float the sine. Every RoPE op of a call with the same
+/// frequencies shares one table.
+void ropeTable(const int32_t *positions, int64_t half, const double *freqs, float *table,
+               int64_t begin, int64_t end);
+
+/// Rotates adjacent pairs of every head of rows [begin, end) by the table's
+/// angles; rows with a negative position are copied as they are.
 void rope(const float *x, const int32_t *positions, int64_t cols, int64_t headDim,
-          const double *freqs, float *out, int64_t begin, int64_t end);
+          const float *table, float *out, int64_t begin, int64_t end);
 
 /// Paged KV cache geometry: [layers][2][pages][kv_heads][page_size][head_dim].
 struct CacheGeometry {

@@ -19,7 +19,15 @@ void Plan::assignWeightOffsets() {
   for (WeightEntry &w : weights) {
     off = (off + kWeightAlignment - 1) / kWeightAlignment * kWeightAlignment;
     w.offset = off;
-    w.bytes = uint64_t(w.numElements() * dtypeBytes(w.dtype));
+    if (w.dtype == DType::i8) {
+      const int64_t cols = w.shape.back(), rows = w.numElements() / cols;
+      w.groupSize = kInt8Group;
+      w.scalesOffset = (uint64_t(w.numElements()) + kWeightAlignment - 1) / kWeightAlignment *
+                       kWeightAlignment;
+      w.bytes = w.scalesOffset + uint64_t(rows * ((cols + kInt8Group - 1) / kInt8Group)) * 4;
+    } else {
+      w.bytes = uint64_t(w.numElements() * dtypeBytes(w.dtype));
+    }
     off += w.bytes;
   }
 }
@@ -134,6 +142,10 @@ json toJson(const Plan &p) {
     json e = {{"name", w.name}, {"shape", w.shape}, {"dtype", dtypeName(w.dtype)},
               {"offset", w.offset}, {"bytes", w.bytes}};
     if (!w.parts.empty()) e["parts"] = w.parts;
+    if (w.groupSize) {
+      e["group_size"] = w.groupSize;
+      e["scales_offset"] = w.scalesOffset;
+    }
     weights.push_back(std::move(e));
   }
   const KVCacheLayout &kv = p.kvCache;
@@ -186,6 +198,14 @@ Plan planFromJson(const json &j) {
       w.offset = e.at("offset").get<uint64_t>();
       w.bytes = e.at("bytes").get<uint64_t>();
       if (e.contains("parts")) w.parts = e.at("parts").get<std::vector<std::string>>();
+      if (e.contains("group_size")) {
+        w.groupSize = e.at("group_size").get<int64_t>();
+        w.scalesOffset = e.at("scales_offset").get<uint64_t>();
+      }
+      if (w.dtype == DType::i8 && w.groupSize != kInt8Group)
+        throw InputError("plan: int8 weight '" + w.name + "' has group size " +
+                         std::to_string(w.groupSize) + "; this kvplan reads groups of " +
+                         std::to_string(kInt8Group));
       p.weights.push_back(std::move(w));
     }
     const json &kv = j.at("kv_cache");

@@ -58,8 +58,12 @@ struct WeightEntry {
   std::vector<int64_t> shape;
   DType dtype = DType::f32;
   uint64_t offset = 0; // in the weights section
-  uint64_t bytes = 0;
+  uint64_t bytes = 0;  // int8: the data, padding to 64 bytes, then the scales
   std::vector<std::string> parts; // checkpoint tensors concatenated along dim 0
+  // int8 only: weights per scale along the last dimension, and where the
+  // f32 scales ([rows][ceil(cols / group)]) start, from `offset`.
+  int64_t groupSize = 0;
+  uint64_t scalesOffset = 0;
 
   int64_t numElements() const;
 };

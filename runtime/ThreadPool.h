@@ -60,14 +60,19 @@ private:
   void workerLoop(int index);
   void run(Job fn, void *context);
 
+  // A decode step hands the pool hundreds of short jobs, so workers spin on
+  // `generation` for a while before sleeping on the condition variable, and
+  // the caller spins on `pending`: a futex wake-up per job would cost more
+  // than many of the jobs.
   std::vector<std::thread> workers;
   std::mutex mutex;
-  std::condition_variable wake, done;
+  std::condition_variable wake;
   Job job = nullptr;
   void *jobContext = nullptr;
-  uint64_t generation = 0;
-  int pending = 0;
-  bool stopping = false;
+  std::atomic<uint64_t> generation{0};
+  std::atomic<int> pending{0};
+  std::atomic<int> sleeping{0};
+  std::atomic<bool> stopping{false};
 };
 
 /// The number of threads to use when none is given: the machine's cores.

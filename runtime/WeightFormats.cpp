@@ -115,7 +115,7 @@ void convertElements(const void *src, DType from, void *dst, DType to, int64_t c
   if (count < 0)
     throw std::invalid_argument("convertElements: negative element count " +
                                 std::to_string(count));
-  if (from == DType::i32 || to == DType::i32)
+  if (!isFloatDType(from) || !isFloatDType(to))
     throw std::invalid_argument(std::string("convertElements: cannot convert ") +
                                 dtypeName(from) + " to " + dtypeName(to) +
                                 "; only f32, f16 and bf16 are weight types");

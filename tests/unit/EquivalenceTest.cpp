@@ -243,3 +243,67 @@ TEST(Sampling, SeededAndTopKOneIsGreedy) {
   EXPECT_THROW(Sampler({1.0, 0, 0.0, 0}), InputError);
   EXPECT_THROW(Sampler({1.0, 0, 1.5, 0}), InputError);
 }
+
+namespace {
+
+Shape withDtype(Shape s, DType dtype) {
+  // The cache stays f32 so only the weights' rounding differs.
+  s.compile += std::string("weight_dtype = \"") + dtypeName(dtype) + "\"\nkv_dtype = \"f32\"\n";
+  return s;
+}
+
+} // namespace
+
+TEST(Equivalence, EveryWeightTypeMatchesAReferenceWithTheSameWeights) {
+  // The reference rounds (or quantizes) its weights exactly as the artifact
+  // stores them, so the runtime must match it as tightly as in f32.
+  for (DType dtype : {DType::bf16, DType::f16, DType::i8}) {
+    for (const Shape &base : {kShapes[0], kShapes[3]}) {
+      Shape s = withDtype(base, dtype);
+      SCOPED_TRACE(std::string(s.name) + " " + dtypeName(dtype));
+      Compiled c(s);
+      test::ReferenceModel ref(c.cfg.model, *c.source, dtype);
+      Engine e = c.engine();
+      std::vector<int32_t> tokens = randomTokens(6, 97, 21);
+      int seq = e.open();
+      const float *l = e.prefill(seq, tokens.data(), int64_t(tokens.size()));
+      for (int step = 0; step < 8; ++step) {
+        ASSERT_LT(test::relativeError(l, ref.logits(tokens)), 1e-4) << "step " << step;
+        int32_t next = argmax(l, 97);
+        tokens.push_back(next);
+        l = e.decode({seq}, {next});
+      }
+    }
+  }
+}
+
+TEST(Equivalence, ReducedPrecisionStaysCloseToF32) {
+  // Against the unrounded f32 reference: bf16 and f16 within their element
+  // types' precision, int8 in direction (cosine similarity).
+  for (DType dtype : {DType::bf16, DType::f16, DType::i8}) {
+    for (const Shape &base : {kShapes[0], kShapes[1], kShapes[3]}) {
+      Shape s = withDtype(base, dtype);
+      SCOPED_TRACE(std::string(s.name) + " " + dtypeName(dtype));
+      Compiled c(s);
+      test::ReferenceModel ref(c.cfg.model, *c.source, DType::f32);
+      Engine e = c.engine();
+      std::vector<int32_t> tokens = randomTokens(6, 97, 22);
+      int seq = e.open();
+      const float *l = e.prefill(seq, tokens.data(), int64_t(tokens.size()));
+      for (int step = 0; step < 8; ++step) {
+        std::vector<double> want = ref.logits(tokens);
+        if (dtype == DType::i8) {
+          EXPECT_GE(test::cosineSimilarity(l, want), 0.999) << "step " << step;
+        } else {
+          // A few units of the type's epsilon (bf16 2^-8, f16 2^-11), since
+          // every weight carries that much relative error.
+          const double eps = dtype == DType::bf16 ? 1.0 / 256 : 1.0 / 2048;
+          EXPECT_LT(test::relativeError(l, want), 4 * eps) << "step " << step;
+        }
+        int32_t next = argmax(l, 97);
+        tokens.push_back(next);
+        l = e.decode({seq}, {next});
+      }
+    }
+  }
+}

@@ -28,6 +28,7 @@ const Known kModels[] = {
     {"qwen2.5-0.5b.toml", 494032768},
     {"smollm2-135m.toml", 134515008},
     {"mistral-7b-v0.3.toml", 7248023552},
+    {"stories110m.toml", 109529856},
 };
 
 ModelConfig load(const std::string &file) {

@@ -14,7 +14,21 @@ ReferenceModel::ReferenceModel(const ModelSpec &m, const WeightSource &source, D
     for (int64_t s : d.shape) n *= s;
     std::vector<float> f32(static_cast<size_t>(n)), rounded(static_cast<size_t>(n));
     convertElements(t.data, t.dtype, f32.data(), DType::f32, n);
-    if (dtype != DType::f32) {
+    if (dtype == DType::i8 && d.shape.size() == 2) {
+      const int64_t cols = d.shape[1];
+      for (int64_t r = 0; r < n / cols; ++r)
+        for (int64_t g = 0; g < cols; g += kInt8Group) {
+          const int64_t end = std::min(cols, g + kInt8Group);
+          double amax = 0;
+          for (int64_t k = g; k < end; ++k)
+            amax = std::max(amax, double(std::abs(f32[size_t(r * cols + k)])));
+          const float scale = float(amax) / 127.0f;
+          for (int64_t k = g; k < end; ++k) {
+            float q = scale > 0 ? std::nearbyint(f32[size_t(r * cols + k)] * (1.0f / scale)) : 0;
+            rounded[size_t(r * cols + k)] = std::clamp(q, -127.0f, 127.0f) * scale;
+          }
+        }
+    } else if (dtype == DType::bf16 || dtype == DType::f16) {
       std::vector<uint16_t> half(static_cast<size_t>(n));
       convertElements(f32.data(), DType::f32, half.data(), dtype, n);
       convertElements(half.data(), dtype, rounded.data(), DType::f32, n);
@@ -132,6 +146,16 @@ std::vector<double> ReferenceModel::logits(const std::vector<int32_t> &tokens) c
   }
   Vec last = rmsnorm(x[size_t(n - 1)], w("norm"), m.rmsNormEps);
   return matvec(w(m.tieWordEmbeddings ? "tok_embeddings" : "output"), last, m.vocabSize, H);
+}
+
+double cosineSimilarity(const float *actual, const std::vector<double> &reference) {
+  double dot = 0, a2 = 0, b2 = 0;
+  for (size_t i = 0; i < reference.size(); ++i) {
+    dot += double(actual[i]) * reference[i];
+    a2 += double(actual[i]) * actual[i];
+    b2 += reference[i] * reference[i];
+  }
+  return dot / std::sqrt(a2 * b2);
 }
 
 double relativeError(const float *actual, const std::vector<double> &reference) {

@@ -15,7 +15,9 @@ namespace kvplan::test {
 class ReferenceModel {
 public:
   /// Reads every weight of `spec` from `source`, rounded to `dtype` first
-  /// (so a bf16 plan is compared against the same rounded weights).
+  /// (so a bf16 plan is compared against the same rounded weights). For
+  /// int8, matrices are quantized as docs/artifact.md defines (groups of 32
+  /// along a row, scale max|w| / 127) and vectors stay f32.
   ReferenceModel(const ModelSpec &spec, const WeightSource &source, DType dtype = DType::f32);
 
   /// The logits after the last of `tokens` (positions 0..n-1).
@@ -26,6 +28,9 @@ private:
   ModelSpec spec;
   std::map<std::string, std::vector<double>> weights;
 };
+
+/// cos(a, b): how well a reduced-precision run keeps the logits' direction.
+double cosineSimilarity(const float *actual, const std::vector<double> &reference);
 
 /// max |a - b| / max |b|: the error relative to the reference's scale.
 double relativeError(const float *actual, const std::vector<double> &reference);

@@ -5,6 +5,7 @@
 #include "runtime/Engine.h"
 #include "runtime/Sampler.h"
 #include "runtime/WeightPacking.h"
+#include "tests/unit/ReferenceModel.h"
 
 #include <gtest/gtest.h>
 
@@ -22,16 +23,29 @@ const char *kStory = "Once upon a time, there was a little girl named Lily. She 
                      "outside in the park. One day, she saw a big, red ball. She wanted to play "
                      "with it, but it was too high.";
 
+/// A checkpoint compiled with `dtype` weights, ready to run.
+struct Loaded {
+  Plan plan;
+  std::vector<char> weights;
+  Loaded(const std::string &path, DType dtype = DType::f32) {
+    SettingOverrides o;
+    o.maxSeqLen = 512;
+    o.prefillChunk = 16;
+    o.weightDtype = dtype;
+    ModelConfig cfg = loadModelConfig(path, o);
+    plan = compileModel(cfg).plan;
+    std::unique_ptr<WeightSource> src = openWeights(path, cfg.model);
+    weights = packWeightsInMemory(plan, *src);
+  }
+  Engine engine() const { return Engine(plan, weights.data(), weights.size(), 2); }
+};
+
 /// Greedy ids after `prompt` from the checkpoint at `path`.
-std::vector<int32_t> greedy(const std::string &path, const std::vector<int32_t> &prompt, int n) {
-  SettingOverrides o;
-  o.maxSeqLen = 512;
-  o.prefillChunk = 16;
-  ModelConfig cfg = loadModelConfig(path, o);
-  Plan plan = compileModel(cfg).plan;
-  std::unique_ptr<WeightSource> src = openWeights(path, cfg.model);
-  std::vector<char> weights = packWeightsInMemory(plan, *src);
-  Engine e(plan, weights.data(), weights.size(), 2);
+std::vector<int32_t> greedy(const std::string &path, const std::vector<int32_t> &prompt, int n,
+                            DType dtype = DType::f32) {
+  Loaded m(path, dtype);
+  const Plan &plan = m.plan;
+  Engine e = m.engine();
   int seq = e.open();
   const float *l = e.prefill(seq, prompt.data(), int64_t(prompt.size()));
   std::vector<int32_t> out;
@@ -75,4 +89,33 @@ TEST_F(Stories, APromptContinuesTheSameStory) {
   all.insert(all.end(), ids.begin(), ids.end());
   std::string text = tok->decode(all);
   EXPECT_EQ(text.substr(0, std::string(kStory).size()), kStory) << text;
+}
+
+TEST_F(Stories, Int8KeepsTheLogitsDirection) {
+  // Both runs follow the f32 greedy path, so every step compares logits for
+  // the same tokens.
+  const std::string path = (kDir / "stories260K.bin").string();
+  Loaded f32(path), int8(path, DType::i8);
+  Engine a = f32.engine(), b = int8.engine();
+  int sa = a.open(), sb = b.open();
+  int32_t bos = 1;
+  const float *la = a.prefill(sa, &bos, 1), *lb = b.prefill(sb, &bos, 1);
+  double worst = 1;
+  for (int step = 0; step < 150; ++step) {
+    std::vector<double> want(la, la + 512);
+    worst = std::min(worst, test::cosineSimilarity(lb, want));
+    int32_t next = argmax(la, 512);
+    la = a.decode({sa}, {next});
+    lb = b.decode({sb}, {next});
+  }
+  EXPECT_GE(worst, 0.999);
+  RecordProperty("worst_cosine", std::to_string(worst));
+}
+
+TEST_F(Stories, Int8GreedyTextStillTellsTheStory) {
+  std::unique_ptr<Tokenizer> tok = loadTokenizerFile((kDir / "tok512.model").string());
+  std::vector<int32_t> ids = greedy((kDir / "stories260K.bin").string(), {1}, 60, DType::i8);
+  std::string text = tok->decode(ids);
+  // The start of the known story survives quantization.
+  EXPECT_EQ(text.substr(0, 30), std::string(kStory).substr(0, 30)) << text;
 }

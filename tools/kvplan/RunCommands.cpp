@@ -3,6 +3,8 @@
 #include "tools/kvplan/Runnable.h"
 
 #include "runtime/Engine.h"
+#include "runtime/Roofline.h"
+#include "runtime/cpu/Isa.h"
 #include "runtime/Sampler.h"
 #include "runtime/ThreadPool.h"
 
@@ -87,6 +89,29 @@ void emit(const std::string &text) {
     else
       std::putchar(c);
   }
+}
+
+/// FLOPs a prompt of `promptLen` tokens costs in prefill: every linear and
+/// the LM head (2 per multiply-add) over the rows each chunk runs, and
+/// attention's two products over the cache.
+double prefillFlops(const Plan &plan, int64_t promptLen) {
+  const EntryPoint &ep = plan.entryPoints.at("prefill");
+  double flops = 0;
+  for (int64_t done = 0; done < promptLen; done += ep.rows) {
+    const int64_t n = std::min(ep.rows, promptLen - done);
+    for (const Step &s : ep.steps) {
+      if (s.outputs.empty() || s.outputs[0].kind != OperandKind::arena) continue;
+      const int64_t rows = s.outputs[0].shape[0] == ep.rows ? n : s.outputs[0].shape[0];
+      if (s.op == "linear" || s.op == "logits") {
+        const WeightEntry *w = plan.findWeight(s.weights.at("weight"));
+        flops += 2.0 * double(rows) * double(w->shape[0]) * double(w->shape[1]);
+      } else if (s.op == "attention") {
+        const int64_t width = s.outputs[0].shape[1]; // heads x head_dim
+        for (int64_t r = 0; r < rows; ++r) flops += 4.0 * double(done + r + 1) * double(width);
+      }
+    }
+  }
+  return flops;
 }
 
 struct RunOptions {
@@ -206,16 +231,36 @@ int runBench(const BenchOptions &o, bool verbose) {
   if (o.promptLen + o.gen > r.plan.settings.maxSeqLen)
     throw InputError("--prompt-len + --gen = " + std::to_string(o.promptLen + o.gen) +
                      " exceeds the compiled context " + std::to_string(r.plan.settings.maxSeqLen));
-  Engine engine(r.plan, r.weights, r.weightsBytes, o.threads ? o.threads : defaultThreadCount());
+  const int threads = o.threads ? o.threads : defaultThreadCount();
+  // The machine's limits, with the threads the model will use; measured
+  // before and after the model runs, keeping the better figure, since a
+  // shared machine's bandwidth drifts (fractions are then conservative).
+  double bandwidth = 0, peak = 0;
+  auto probeMachine = [&] {
+    ThreadPool probe(threads);
+    bandwidth = std::max(bandwidth, measureReadBandwidth(probe));
+    peak = std::max(peak, measurePeakGflops(probe));
+  };
+  probeMachine();
+  Engine engine(r.plan, r.weights, r.weightsBytes, threads);
   std::mt19937 rng(1234);
   std::vector<int32_t> prompt(size_t(o.promptLen));
   for (int32_t &t : prompt) t = int32_t(rng() % uint32_t(r.plan.model.vocabSize));
 
-  // One warm-up pass (page faults, caches), then the measured one.
+  // A warm-up pass (page faults, caches), then the measured one. Prefill
+  // is short, so its time is the best of five runs on fresh sequences.
   for (int pass = 0; pass < 2; ++pass) {
+    double prefillS = 1e300;
+    const float *logits = nullptr;
+    for (int rep = 0; rep < 5; ++rep) {
+      int s = engine.open();
+      auto a = Clock::now();
+      logits = engine.prefill(s, prompt.data(), o.promptLen);
+      prefillS = std::min(prefillS, seconds(a, Clock::now()));
+      engine.close(s);
+    }
     int seq = engine.open();
-    auto t0 = Clock::now();
-    const float *logits = engine.prefill(seq, prompt.data(), o.promptLen);
+    logits = engine.prefill(seq, prompt.data(), o.promptLen);
     auto t1 = Clock::now();
     int32_t next = argmax(logits, r.plan.model.vocabSize);
     const int64_t steps = pass == 0 ? std::min<int64_t>(o.gen, 4) : o.gen;
@@ -226,24 +271,39 @@ int runBench(const BenchOptions &o, bool verbose) {
     auto t2 = Clock::now();
     engine.close(seq);
     if (pass == 0) continue;
-    const double prefillTokS = double(o.promptLen) / seconds(t0, t1);
+    probeMachine();
+    const double prefillTokS = double(o.promptLen) / prefillS;
     const double decodeTokS = double(steps) / seconds(t1, t2);
     const int64_t weightBytes = decodeWeightBytes(r.plan, 1);
+    const double decodeGBs = double(weightBytes) * decodeTokS / 1e9;
+    const double prefillGflops = prefillFlops(r.plan, o.promptLen) / prefillS / 1e9;
     if (o.json) {
       nlohmann::json j = {{"model", r.plan.model.name},
+                          {"weight_dtype", dtypeName(r.plan.settings.weightDtype)},
+                          {"isa", cpu::isaName(cpu::activeIsa())},
                           {"prompt_len", o.promptLen},
                           {"gen", o.gen},
                           {"threads", engine.threads()},
                           {"prefill_tok_s", prefillTokS},
                           {"decode_tok_s", decodeTokS},
-                          {"weights_bytes", weightBytes}};
+                          {"weights_bytes", weightBytes},
+                          {"bandwidth_gb_s", bandwidth},
+                          {"decode_roofline_fraction", decodeGBs / bandwidth},
+                          {"prefill_gflops", prefillGflops},
+                          {"peak_gflops", peak},
+                          {"prefill_peak_fraction", prefillGflops / peak}};
       std::cout << j.dump() << "\n";
     } else {
-      std::printf("model    %s (%s weights), %d threads\n", r.plan.model.name.c_str(),
-                  dtypeName(r.plan.settings.weightDtype), engine.threads());
-      std::printf("prefill  %lld tokens: %.1f tok/s\n", (long long)o.promptLen, prefillTokS);
-      std::printf("decode   %lld tokens: %.1f tok/s (%s of weights read per token)\n",
-                  (long long)o.gen, decodeTokS, humanBytes(weightBytes).c_str());
+      std::printf("model    %s (%s weights), %d threads, %s kernels\n", r.plan.model.name.c_str(),
+                  dtypeName(r.plan.settings.weightDtype), engine.threads(),
+                  cpu::isaName(cpu::activeIsa()));
+      std::printf("machine  read bandwidth %.1f GB/s, peak FMA %.1f GFLOP/s\n", bandwidth, peak);
+      std::printf("prefill  %lld tokens: %.1f tok/s, %.1f GFLOP/s = %.0f%% of peak\n",
+                  (long long)o.promptLen, prefillTokS, prefillGflops, 100 * prefillGflops / peak);
+      std::printf("decode   %lld tokens: %.1f tok/s, %s of weights per token = %.1f GB/s = "
+                  "%.0f%% of the bandwidth roofline\n",
+                  (long long)o.gen, decodeTokS, humanBytes(weightBytes).c_str(), decodeGBs,
+                  100 * decodeGBs / bandwidth);
     }
   }
   return 0;

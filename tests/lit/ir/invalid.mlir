@@ -5,8 +5,13 @@ llm.weight @w : tensor<2x2x2xf32>
 
 // -----
 
-// expected-error @below {{weight element type must be f32, bf16 or f16, got 'i8'}}
-llm.weight @w : tensor<4x4xi8>
+// expected-error @below {{weight element type must be f32, bf16 or f16 (or i8 for matrices: int8 groups of 32 with f32 scales), got 'i8'}}
+llm.weight @w : tensor<4xi8>
+
+// -----
+
+// expected-error @below {{weight element type must be f32, bf16 or f16 (or i8 for matrices: int8 groups of 32 with f32 scales), got 'i16'}}
+llm.weight @w : tensor<4x4xi16>
 
 // -----
 

@@ -1,0 +1,44 @@
+// Kernels compiled for one ISA each (runtime/cpu/Kernels<Isa>.cpp); the
+// dispatchers in Kernels.cpp and Roofline.cpp call them only when
+// activeIsa() allows.
+#pragma once
+
+#include "runtime/Kernels.h"
+
+namespace kvplan::cpu {
+
+void linearScalar(const float *x, int64_t rows, int64_t in, TensorRef w, TensorRef bias,
+                  const LinearOutputs &out, int64_t jBegin, int64_t jEnd);
+void linearAvx2(const float *x, int64_t rows, int64_t in, TensorRef w, TensorRef bias,
+                const LinearOutputs &out, int64_t jBegin, int64_t jEnd);
+void linearAvx512(const float *x, int64_t rows, int64_t in, TensorRef w, TensorRef bias,
+                  const LinearOutputs &out, int64_t jBegin, int64_t jEnd);
+
+void attentionAvx2(const CacheGeometry &cache, int64_t layer, const float *q,
+                   const int32_t *positions, const int32_t *pageTable, int64_t tableRows,
+                   int64_t numHeads, double scale, float *out, float *scratch, int64_t begin,
+                   int64_t end);
+void attentionAvx512(const CacheGeometry &cache, int64_t layer, const float *q,
+                     const int32_t *positions, const int32_t *pageTable, int64_t tableRows,
+                     int64_t numHeads, double scale, float *out, float *scratch, int64_t begin,
+                     int64_t end);
+
+void fusedFFNAvx2(const float *in, int64_t ff, float *out, int64_t begin, int64_t end);
+void fusedFFNAvx512(const float *in, int64_t ff, float *out, int64_t begin, int64_t end);
+void swigluAvx2(const float *gate, const float *up, float *out, int64_t n);
+void swigluAvx512(const float *gate, const float *up, float *out, int64_t n);
+
+/// Sum of p[0..n) and q[0..n), read as two interleaved streams (the
+/// read-bandwidth probe; two streams per core, as the kernels have).
+float sumScalar(const float *p, const float *q, int64_t n);
+float sumAvx2(const float *p, const float *q, int64_t n);
+float sumAvx512(const float *p, const float *q, int64_t n);
+
+/// `iterations` rounds of independent FMAs; returns the FLOPs done and
+/// stores a value that depends on every result in *sink, so the work cannot
+/// be elided.
+double fmaLoopScalar(int64_t iterations, float *sink);
+double fmaLoopAvx2(int64_t iterations, float *sink);
+double fmaLoopAvx512(int64_t iterations, float *sink);
+
+} // namespace kvplan::cpu

@@ -1,0 +1,114 @@
+// AVX2 kernels (compiled with -mavx2, -mfma, -mf16c; called only when the
+// CPU has them).
+#include "runtime/cpu/IsaKernels.h"
+#include "runtime/cpu/AttentionImpl.h"
+#include "runtime/cpu/ElementwiseImpl.h"
+
+#include <immintrin.h>
+
+namespace kvplan::cpu {
+
+namespace {
+
+struct Avx2 {
+  using V = __m256;
+  static constexpr int W = 8;
+  static constexpr int R = 4, J = 2, GemvJ = 4; // 8 accumulators of 16 registers
+  static V zero() { return _mm256_setzero_ps(); }
+  static V load(const float *p) { return _mm256_loadu_ps(p); }
+  static void store(float *p, V v) { _mm256_storeu_ps(p, v); }
+  static V set1(float v) { return _mm256_set1_ps(v); }
+  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V div(V a, V b) { return _mm256_div_ps(a, b); }
+  static V neg(V a) { return _mm256_sub_ps(_mm256_setzero_ps(), a); }
+  // exp(x) as 2^n * p(r), x = n ln2 + r, |r| <= ln2 / 2 (Cephes' expf
+  // coefficients), inputs clamped to where f32 neither overflows nor
+  // flushes.
+  static V exp(V x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, set1(-87.3365f)), set1(88.3762626647949f));
+    V fx = _mm256_floor_ps(_mm256_fmadd_ps(x, set1(1.44269504088896341f), set1(0.5f)));
+    x = _mm256_fnmadd_ps(fx, set1(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, set1(-2.12194440e-4f), x);
+    V y = set1(1.9875691500E-4f);
+    y = _mm256_fmadd_ps(y, x, set1(1.3981999507E-3f));
+    y = _mm256_fmadd_ps(y, x, set1(8.3334519073E-3f));
+    y = _mm256_fmadd_ps(y, x, set1(4.1665795894E-2f));
+    y = _mm256_fmadd_ps(y, x, set1(1.6666665459E-1f));
+    y = _mm256_fmadd_ps(y, x, set1(5.0000001201E-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, set1(1.0f)));
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23)));
+  }
+
+  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static float reduce(V v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  template <class Kind> static V loadW(const typename Kind::T *p) {
+    if constexpr (std::is_same_v<Kind, impl::WF32>) {
+      return _mm256_loadu_ps(p);
+    } else if constexpr (std::is_same_v<Kind, impl::WBF16>) {
+      __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+      return _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
+    } else if constexpr (std::is_same_v<Kind, impl::WF16>) {
+      return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+    } else {
+      __m256i i = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(p)));
+      return _mm256_cvtepi32_ps(i);
+    }
+  }
+};
+
+} // namespace
+
+void attentionAvx2(const CacheGeometry &cache, int64_t layer, const float *q,
+                   const int32_t *positions, const int32_t *pageTable, int64_t tableRows,
+                   int64_t numHeads, double scale, float *out, float *scratch, int64_t begin,
+                   int64_t end) {
+  impl::attention<Avx2>(cache, layer, q, positions, pageTable, tableRows, numHeads, scale, out,
+                        scratch, begin, end);
+}
+
+void fusedFFNAvx2(const float *in, int64_t ff, float *out, int64_t begin, int64_t end) {
+  impl::fusedFFN<Avx2>(in, ff, out, begin, end);
+}
+
+void swigluAvx2(const float *gate, const float *up, float *out, int64_t n) {
+  impl::swiglu<Avx2>(gate, up, out, n);
+}
+
+void linearAvx2(const float *x, int64_t rows, int64_t in, TensorRef w, TensorRef bias,
+                const LinearOutputs &out, int64_t jBegin, int64_t jEnd) {
+  impl::linear<Avx2>(x, rows, in, w, bias, out, jBegin, jEnd);
+}
+
+float sumAvx2(const float *p, const float *q, int64_t n) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    a0 = _mm256_add_ps(a0, _mm256_loadu_ps(p + i));
+    a1 = _mm256_add_ps(a1, _mm256_loadu_ps(p + i + 8));
+    a2 = _mm256_add_ps(a2, _mm256_loadu_ps(q + i));
+    a3 = _mm256_add_ps(a3, _mm256_loadu_ps(q + i + 8));
+  }
+  float s = Avx2::reduce(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+  for (; i < n; ++i) s += p[i] + q[i];
+  return s;
+}
+
+double fmaLoopAvx2(int64_t iterations, float *sink) {
+  __m256 a[12];
+  for (int i = 0; i < 12; ++i) a[i] = _mm256_set1_ps(float(i) * 1e-3f);
+  const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+  for (int64_t it = 0; it < iterations; ++it)
+    for (int i = 0; i < 12; ++i) a[i] = _mm256_fmadd_ps(a[i], m, c);
+  __m256 s = a[0];
+  for (int i = 1; i < 12; ++i) s = _mm256_add_ps(s, a[i]);
+  *sink = Avx2::reduce(s);
+  return double(iterations) * 12 * 8 * 2;
+}
+
+} // namespace kvplan::cpu

@@ -1,0 +1,110 @@
+// AVX-512 kernels (compiled with -mavx512f/bw/vl/dq, -mfma, -mf16c; called
+// only when the CPU has them).
+#include "runtime/cpu/IsaKernels.h"
+#include "runtime/cpu/AttentionImpl.h"
+#include "runtime/cpu/ElementwiseImpl.h"
+
+#include <immintrin.h>
+
+namespace kvplan::cpu {
+
+namespace {
+
+struct Avx512 {
+  using V = __m512;
+  static constexpr int W = 16;
+  static constexpr int R = 6, J = 4, GemvJ = 4; // 24 (or 4) accumulators of 32 registers
+  static V zero() { return _mm512_setzero_ps(); }
+  static V load(const float *p) { return _mm512_loadu_ps(p); }
+  static void store(float *p, V v) { _mm512_storeu_ps(p, v); }
+  static V set1(float v) { return _mm512_set1_ps(v); }
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V div(V a, V b) { return _mm512_div_ps(a, b); }
+  static V neg(V a) { return _mm512_sub_ps(_mm512_setzero_ps(), a); }
+  // exp(x) as 2^n * p(r), x = n ln2 + r, |r| <= ln2 / 2 (Cephes' expf
+  // coefficients), inputs clamped to where f32 neither overflows nor
+  // flushes.
+  static V exp(V x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, set1(-87.3365f)), set1(88.3762626647949f));
+    V fx = _mm512_roundscale_ps(_mm512_fmadd_ps(x, set1(1.44269504088896341f), set1(0.5f)), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    x = _mm512_fnmadd_ps(fx, set1(0.693359375f), x);
+    x = _mm512_fnmadd_ps(fx, set1(-2.12194440e-4f), x);
+    V y = set1(1.9875691500E-4f);
+    y = _mm512_fmadd_ps(y, x, set1(1.3981999507E-3f));
+    y = _mm512_fmadd_ps(y, x, set1(8.3334519073E-3f));
+    y = _mm512_fmadd_ps(y, x, set1(4.1665795894E-2f));
+    y = _mm512_fmadd_ps(y, x, set1(1.6666665459E-1f));
+    y = _mm512_fmadd_ps(y, x, set1(5.0000001201E-1f));
+    y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, set1(1.0f)));
+    return _mm512_mul_ps(y, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fx), _mm512_set1_epi32(127)), 23)));
+  }
+
+  static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static float reduce(V v) { return _mm512_reduce_add_ps(v); }
+  template <class Kind> static V loadW(const typename Kind::T *p) {
+    if constexpr (std::is_same_v<Kind, impl::WF32>) {
+      return _mm512_loadu_ps(p);
+    } else if constexpr (std::is_same_v<Kind, impl::WBF16>) {
+      __m512i h = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)));
+      return _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));
+    } else if constexpr (std::is_same_v<Kind, impl::WF16>) {
+      return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)));
+    } else {
+      __m512i i = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+      return _mm512_cvtepi32_ps(i);
+    }
+  }
+};
+
+} // namespace
+
+void attentionAvx512(const CacheGeometry &cache, int64_t layer, const float *q,
+                   const int32_t *positions, const int32_t *pageTable, int64_t tableRows,
+                   int64_t numHeads, double scale, float *out, float *scratch, int64_t begin,
+                   int64_t end) {
+  impl::attention<Avx512>(cache, layer, q, positions, pageTable, tableRows, numHeads, scale, out,
+                        scratch, begin, end);
+}
+
+void fusedFFNAvx512(const float *in, int64_t ff, float *out, int64_t begin, int64_t end) {
+  impl::fusedFFN<Avx512>(in, ff, out, begin, end);
+}
+
+void swigluAvx512(const float *gate, const float *up, float *out, int64_t n) {
+  impl::swiglu<Avx512>(gate, up, out, n);
+}
+
+void linearAvx512(const float *x, int64_t rows, int64_t in, TensorRef w, TensorRef bias,
+                  const LinearOutputs &out, int64_t jBegin, int64_t jEnd) {
+  impl::linear<Avx512>(x, rows, in, w, bias, out, jBegin, jEnd);
+}
+
+float sumAvx512(const float *p, const float *q, int64_t n) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    a0 = _mm512_add_ps(a0, _mm512_loadu_ps(p + i));
+    a1 = _mm512_add_ps(a1, _mm512_loadu_ps(p + i + 16));
+    a2 = _mm512_add_ps(a2, _mm512_loadu_ps(q + i));
+    a3 = _mm512_add_ps(a3, _mm512_loadu_ps(q + i + 16));
+  }
+  float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+  for (; i < n; ++i) s += p[i] + q[i];
+  return s;
+}
+
+double fmaLoopAvx512(int64_t iterations, float *sink) {
+  // Twelve independent chains hide the FMA latency.
+  __m512 a[12];
+  for (int i = 0; i < 12; ++i) a[i] = _mm512_set1_ps(float(i) * 1e-3f);
+  const __m512 m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
+  for (int64_t it = 0; it < iterations; ++it)
+    for (int i = 0; i < 12; ++i) a[i] = _mm512_fmadd_ps(a[i], m, c);
+  __m512 s = a[0];
+  for (int i = 1; i < 12; ++i) s = _mm512_add_ps(s, a[i]);
+  *sink = _mm512_reduce_add_ps(s);
+  return double(iterations) * 12 * 16 * 2;
+}
+
+} // namespace kvplan::cpu
