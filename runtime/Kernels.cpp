@@ -304,49 +304,6 @@ void kvCacheWrite(const CacheGeometry &cache, int64_t layer, const float *keys,
   });
 }
 
-static void attentionScalar(const CacheGeometry &cache, int64_t layer, const float *q,
-                     const int32_t *positions, const int32_t *pageTable, int64_t tableRows,
-                     int64_t numHeads, double scale, float *out, float *scratch, int64_t begin,
-                     int64_t end) {
-  const int64_t hd = cache.headDim, group = numHeads / cache.kvHeads;
-  const int64_t qcols = numHeads * hd;
-  dispatchFloat(cache.dtype, [&](auto tag) {
-    constexpr DType D = decltype(tag)::value;
-    using T = typename Elem<D>::T;
-    const T *base = static_cast<const T *>(cache.base);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t r = item / numHeads, h = item % numHeads, kvh = h / group;
-      const int32_t p = positions[r];
-      float *o = out + r * qcols + h * hd;
-      if (p < 0) {
-        std::fill(o, o + hd, 0.0f);
-        continue;
-      }
-      const int32_t *pages = pageRow(pageTable, tableRows, cache.pagesPerSequence, r);
-      const float *qh = q + r * qcols + h * hd;
-      float maxScore = -INFINITY;
-      for (int64_t t = 0; t <= p; ++t) {
-        const T *k = base + cache.offset(layer, 0, pages[t / cache.pageSize], kvh, t % cache.pageSize);
-        const float s = float(dot<D>(qh, k, hd) * scale);
-        scratch[t] = s;
-        maxScore = std::max(maxScore, s);
-      }
-      double sum = 0;
-      for (int64_t t = 0; t <= p; ++t) {
-        scratch[t] = std::exp(scratch[t] - maxScore);
-        sum += scratch[t];
-      }
-      const float inv = float(1.0 / sum);
-      std::fill(o, o + hd, 0.0f);
-      for (int64_t t = 0; t <= p; ++t) {
-        const T *v = base + cache.offset(layer, 1, pages[t / cache.pageSize], kvh, t % cache.pageSize);
-        const float w = scratch[t] * inv;
-        for (int64_t i = 0; i < hd; ++i) o[i] += w * Elem<D>::get(v, i);
-      }
-    }
-  });
-}
-
 void cachedAttention(const CacheGeometry &cache, int64_t layer, const float *q,
                      const int32_t *positions, const int32_t *pageTable, int64_t tableRows,
                      int64_t numHeads, double scale, float *out, float *scratch, int64_t begin,
@@ -360,8 +317,8 @@ void cachedAttention(const CacheGeometry &cache, int64_t layer, const float *q,
                          scratch, begin, end);
   case Isa::scalar: break;
   }
-  attentionScalar(cache, layer, q, positions, pageTable, tableRows, numHeads, scale, out, scratch,
-                  begin, end);
+  attentionPortable(cache, layer, q, positions, pageTable, tableRows, numHeads, scale, out, scratch,
+                    begin, end);
 }
 
 static inline float silu(float x) { return x / (1.0f + std::exp(-x)); }

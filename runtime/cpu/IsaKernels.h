@@ -14,6 +14,10 @@ void linearAvx2(const float *x, int64_t rows, int64_t in, TensorRef w, TensorRef
 void linearAvx512(const float *x, int64_t rows, int64_t in, TensorRef w, TensorRef bias,
                   const LinearOutputs &out, int64_t jBegin, int64_t jEnd);
 
+void attentionPortable(const CacheGeometry &cache, int64_t layer, const float *q,
+                       const int32_t *positions, const int32_t *pageTable, int64_t tableRows,
+                       int64_t numHeads, double scale, float *out, float *scratch, int64_t begin,
+                       int64_t end);
 void attentionAvx2(const CacheGeometry &cache, int64_t layer, const float *q,
                    const int32_t *positions, const int32_t *pageTable, int64_t tableRows,
                    int64_t numHeads, double scale, float *out, float *scratch, int64_t begin,
