@@ -160,12 +160,13 @@ void linearBlocked(const float *x, int64_t rows, int64_t K, const typename Kind:
     int64_t r = 0;
     // Rows whose activations would not stay in L1 alongside the weights
     // come four at a time.
-    // The first pass over a block brings its weights from memory; the later
-    // passes, which find them in L2, prefetch the next block (a slice each)
-    // so its first pass finds it there too.
     const bool wide = K * int64_t(sizeof(float)) * Tr::R <= 16 * 1024;
     const int64_t big = wide ? Tr::R : 4, rest = rows % big;
     const int64_t passes = rows / big + rest / 4 + (rest % 4 ? 1 : 0);
+    // The first pass over a block brings its weights from memory; the later
+    // passes, which find them in L2, prefetch the next block (a slice each)
+    // so its first pass finds it there too. (Prefetches never fault, so
+    // running past the matrix's end is harmless.)
     const int64_t nextEnd = std::min(jEnd, je + block);
     const PrefetchRange next{reinterpret_cast<const char *>(w + je * K),
                              (nextEnd - je) * K * wBytes};
