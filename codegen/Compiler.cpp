@@ -1,6 +1,7 @@
 // The compile driver.
 #include "codegen/Compiler.h"
 
+#include "codegen/CudaCodegen.h"
 #include "codegen/PlanEmitter.h"
 #include "frontend/IRBuilder.h"
 #include "passes/Passes.h"
@@ -78,7 +79,35 @@ CompileOutput compileModel(const ModelConfig &cfg, const StageCallback &onStage,
   if (failed(plan))
     throw fail("codegen");
   report("codegen", t0);
-  return {std::move(*plan), printModule(*module)};
+  return {std::move(*plan), printModule(*module), std::nullopt};
+}
+
+void addCudaCode(CompileOutput &out, const std::vector<std::string> &archs, bool verbose) {
+  using clock = std::chrono::steady_clock;
+  auto t0 = clock::now();
+  CudaModule mod = generateCuda(out.plan, archs);
+  if (verbose)
+    std::fprintf(stderr, "  %-22s %8.2f ms\n", "cuda-codegen",
+                 std::chrono::duration<double, std::milli>(clock::now() - t0).count());
+  const std::string nvcc = findNvcc();
+  CudaCode code;
+  for (const std::string &arch : archs) {
+    t0 = clock::now();
+    try {
+      code.cubins[arch] = compileCubin(nvcc, mod.source, arch);
+    } catch (const NvccError &e) {
+      throw InternalError(std::string("compiling ") + out.plan.model.name + "'s CUDA kernels: " +
+                          e.what());
+    }
+    if (verbose)
+      std::fprintf(stderr, "  %-22s %8.2f ms\n", ("nvcc " + arch).c_str(),
+                   std::chrono::duration<double, std::milli>(clock::now() - t0).count());
+  }
+  out.plan.cudaArchs = archs;
+  out.plan.deviceWorkspaceBytes = mod.program.workspaceBytes;
+  code.source = std::move(mod.source);
+  code.program = std::move(mod.program);
+  out.cuda = std::move(code);
 }
 
 void writeArtifact(const std::string &path, const CompileOutput &out, const WeightSource *weights,
@@ -86,6 +115,13 @@ void writeArtifact(const std::string &path, const CompileOutput &out, const Weig
   ArtifactWriter w;
   w.addSection("plan", toJson(out.plan).dump(1));
   w.addSection("ir", out.finalIR);
+  if (out.plan.settings.target == Target::cuda) {
+    if (!out.cuda)
+      throw InternalError("a cuda-target plan reached the artifact writer without its CUDA code");
+    w.addSection(kCudaProgramSection, toJson(out.cuda->program).dump(1));
+    w.addSection(kCudaSourceSection, out.cuda->source);
+    for (const auto &[arch, cubin] : out.cuda->cubins) w.addSection(cudaCubinSection(arch), cubin);
+  }
   if (tokenizer)
     w.addSection(kTokenizerSection, tokenizer->kind() + "\n" + tokenizer->serialize());
   if (weights)

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "frontend/ModelSpec.h"
+#include "runtime/CudaProgram.h"
 #include "runtime/Plan.h"
 #include "runtime/Tokenizer.h"
 #include "runtime/WeightFormats.h"
@@ -10,6 +11,7 @@
 #include "mlir/IR/MLIRContext.h"
 
 #include <functional>
+#include <optional>
 #include <string>
 
 namespace kvplan {
@@ -24,6 +26,7 @@ using StageCallback = std::function<void(int index, const std::string &stage, ml
 struct CompileOutput {
   Plan plan;
   std::string finalIR;
+  std::optional<CudaCode> cuda; // cuda target, after addCudaCode
 };
 
 /// An error inside the compiler: a pass or the emitter failed on a valid
@@ -39,8 +42,16 @@ public:
 CompileOutput compileModel(const ModelConfig &cfg, const StageCallback &onStage = {},
                            bool verbose = false);
 
+/// For a plan compiled for the cuda target: generates the CUDA source and
+/// launch table, compiles a cubin per architecture with nvcc, and records
+/// the architectures and the device workspace in the plan (and so its
+/// bill). Throws InputError (no nvcc, an unsupported plan) or InternalError
+/// (nvcc rejected the generated source).
+void addCudaCode(CompileOutput &out, const std::vector<std::string> &archs, bool verbose = false);
+
 /// Writes an artifact holding the plan, the final IR and, when given, the
-/// weights (packed from `weights`) and the tokenizer.
+/// weights (packed from `weights`), the tokenizer and, for the cuda target,
+/// the CUDA source, launch table and cubins.
 void writeArtifact(const std::string &path, const CompileOutput &out,
                    const WeightSource *weights = nullptr, const Tokenizer *tokenizer = nullptr);
 

@@ -233,6 +233,10 @@ void validate(ModelConfig &cfg) {
 
   if (!isWeightDType(s.weightDtype))
     c.fail("compile.weight_dtype", "expected one of f32, bf16, f16, int8");
+  if (s.target == Target::cuda && !isFloatDType(s.weightDtype))
+    c.fail("compile.weight_dtype", std::string("the cuda target takes f32, bf16 or f16 weights, "
+                                               "not ") + dtypeName(s.weightDtype) +
+                                       "; use bf16 (--dtype bf16)");
   auto given = [&](const char *f) { return cfg.given.count(f) != 0; };
   // The cache follows 16-bit weights; int8 weights keep a bf16 cache.
   if (!given("compile.kv_dtype"))

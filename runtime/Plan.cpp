@@ -50,7 +50,8 @@ MemoryBill Plan::memoryBill() const {
     b.arenaBytes[name] = ep.arenaBytes;
     b.arenaAllocBytes = std::max(b.arenaAllocBytes, ep.arenaBytes);
   }
-  b.totalBytes = b.weightsBytes + b.kvCacheBytes + b.arenaAllocBytes;
+  b.workspaceBytes = deviceWorkspaceBytes;
+  b.totalBytes = b.weightsBytes + b.kvCacheBytes + b.arenaAllocBytes + b.workspaceBytes;
   return b;
 }
 
@@ -133,6 +134,7 @@ json toJson(const MemoryBill &b) {
           {"kv_cache_bytes", b.kvCacheBytes},
           {"arena_bytes", b.arenaBytes},
           {"arena_alloc_bytes", b.arenaAllocBytes},
+          {"workspace_bytes", b.workspaceBytes},
           {"total_bytes", b.totalBytes}};
 }
 
@@ -163,7 +165,7 @@ json toJson(const Plan &p) {
                      {"args", operandsJson(ep.args)}, {"results", operandsJson(ep.results)},
                      {"steps", std::move(steps)}};
   }
-  return {
+  json j = {
       {"format_version", p.formatVersion},
       {"kvplan_version", p.kvplanVersion},
       {"git_hash", p.gitHash},
@@ -180,6 +182,9 @@ json toJson(const Plan &p) {
       {"weights", std::move(weights)},
       {"entry_points", std::move(entries)},
   };
+  if (p.settings.target == Target::cuda)
+    j["cuda"] = {{"archs", p.cudaArchs}, {"workspace_bytes", p.deviceWorkspaceBytes}};
+  return j;
 }
 
 Plan planFromJson(const json &j) {
@@ -234,6 +239,11 @@ Plan planFromJson(const json &j) {
         ep.steps.push_back(std::move(s));
       }
       p.entryPoints[name] = std::move(ep);
+    }
+    if (j.contains("cuda")) {
+      p.cudaArchs = j.at("cuda").at("archs").get<std::vector<std::string>>();
+      p.deviceWorkspaceBytes = j.at("cuda").at("workspace_bytes").get<int64_t>();
+      if (p.deviceWorkspaceBytes < 0) throw InputError("plan: negative cuda workspace");
     }
     return p;
   } catch (const json::exception &e) {

@@ -87,7 +87,8 @@ struct MemoryBill {
   int64_t kvCacheBytes = 0;
   std::map<std::string, int64_t> arenaBytes; // per entry point
   int64_t arenaAllocBytes = 0; // one arena serves all entry points: the largest
-  int64_t totalBytes = 0;      // weights + KV cache + arena
+  int64_t workspaceBytes = 0;  // cuda: attention partials, sampling, cuBLAS workspace
+  int64_t totalBytes = 0;      // weights + KV cache + arena + workspace
 };
 
 constexpr uint64_t kWeightAlignment = 64;
@@ -100,6 +101,10 @@ struct Plan {
   std::vector<WeightEntry> weights;
   KVCacheLayout kvCache;
   std::map<std::string, EntryPoint> entryPoints;
+  // cuda target: the architectures the artifact holds machine code for and
+  // the device workspace its launch table uses (runtime/CudaProgram.h).
+  std::vector<std::string> cudaArchs;
+  int64_t deviceWorkspaceBytes = 0;
 
   /// Lays the weights out (aligned offsets) in table order.
   void assignWeightOffsets();

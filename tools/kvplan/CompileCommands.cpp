@@ -2,6 +2,7 @@
 #include "tools/kvplan/Commands.h"
 
 #include "codegen/Compiler.h"
+#include "codegen/CudaCodegen.h"
 #include "frontend/ConfigParser.h"
 #include "passes/Passes.h"
 #include "tools/kvplan/Runnable.h"
@@ -19,6 +20,12 @@ namespace {
 /// Settings for commands that only compile (dump): as run's, without
 /// weights or a tokenizer.
 ModelConfig loadConfig(const ModelOptions &o) { return resolveModelSources(o).config; }
+
+std::string joinArchs(const std::vector<std::string> &archs) {
+  std::string s;
+  for (const std::string &a : archs) s += (s.empty() ? "" : ",") + a;
+  return s;
+}
 
 void writeFile(const fs::path &p, const std::string &text) {
   std::ofstream out(p, std::ios::binary | std::ios::trunc);
@@ -40,10 +47,23 @@ void addCompileCommands(CLI::App &app, const GlobalOptions &global, Action &acti
               ".bin or a .gguf",
               true, true);
     cmd->add_option("-o,--output", *out, "The artifact to write (.kvp)")->required();
-    cmd->callback([&action, &global, opts, out] {
-      action = [&global, opts, out] {
+    auto arch = std::make_shared<std::string>();
+    cmd->add_option("--arch", *arch,
+                    std::string("CUDA architectures to build machine code for (--target cuda; "
+                                "default ") + kDefaultCudaArchs + ")");
+    cmd->callback([&action, &global, opts, out, arch] {
+      action = [&global, opts, out, arch] {
         ModelSources src = resolveModelSources(*opts);
         const ModelConfig &cfg = src.config;
+        const bool cuda = cfg.compile.target == Target::cuda;
+        if (!arch->empty() && !cuda)
+          throw InputError("--arch applies to the cuda target; add --target cuda (the model's "
+                           "target is " + std::string(targetName(cfg.compile.target)) + ")");
+        std::vector<std::string> archs;
+        if (cuda) {
+          archs = parseCudaArchs(arch->empty() ? kDefaultCudaArchs : *arch);
+          findNvcc(); // before any work: a missing toolkit is the user's to fix
+        }
         if (global.verbose)
           std::cerr << "compiling " << cfg.sourcePath << " (weights: "
                     << (src.weights.empty() ? "none" : src.weights) << ", tokenizer: "
@@ -54,6 +74,7 @@ void addCompileCommands(CLI::App &app, const GlobalOptions &global, Action &acti
         if (!src.weights.empty()) weights = openWeights(src.weights, cfg.model);
         std::unique_ptr<Tokenizer> tokenizer = loadSourceTokenizer(src);
         CompileOutput result = compileModel(cfg, {}, global.verbose);
+        if (cuda) addCudaCode(result, archs, global.verbose);
         writeArtifact(*out, result, weights.get(), tokenizer.get());
         MemoryBill bill = result.plan.memoryBill();
         std::cerr << "wrote " << *out << ": " << cfg.model.name << ", "
@@ -61,7 +82,9 @@ void addCompileCommands(CLI::App &app, const GlobalOptions &global, Action &acti
                   << (src.weights.empty() ? "no weights" : "weights " + src.weights) << "), memory bill "
                   << humanBytes(bill.totalBytes) << " (weights " << humanBytes(bill.weightsBytes)
                   << ", KV cache " << humanBytes(bill.kvCacheBytes) << ", arena "
-                  << humanBytes(bill.arenaAllocBytes) << ")\n";
+                  << humanBytes(bill.arenaAllocBytes)
+                  << (cuda ? ", CUDA workspace " + humanBytes(bill.workspaceBytes) : std::string())
+                  << ")" << (cuda ? " for " + joinArchs(archs) : std::string()) << "\n";
         return 0;
       };
     });

@@ -40,6 +40,7 @@ void printHuman(const Artifact &a) {
   for (const auto &[name, bytes] : bill.arenaBytes)
     line("arena (" + name + ")", bytes);
   line("arena (allocated)", bill.arenaAllocBytes);
+  if (s.target == Target::cuda) line("CUDA workspace", bill.workspaceBytes);
   line("total", bill.totalBytes);
 
   std::printf("\nentry points\n");
@@ -58,9 +59,16 @@ void printHuman(const Artifact &a) {
   } else {
     std::printf("tokenizer none (give --tokenizer to run with text)\n");
   }
+  if (s.target == Target::cuda) {
+    std::string archs;
+    for (const std::string &arch : p.cudaArchs) archs += (archs.empty() ? "" : ", ") + arch;
+    std::printf("cuda      machine code for %s; the generated source: kvplan inspect --section "
+                "cuda.source %s\n",
+                archs.c_str(), a.path().c_str());
+  }
   std::printf("\nsections\n");
   for (const SectionInfo &sec : a.sections())
-    std::printf("  %-10s offset %12llu  size %14s  xxh3 %016llx\n", sec.name.c_str(),
+    std::printf("  %-17s offset %12llu  size %14s  xxh3 %016llx\n", sec.name.c_str(),
                 (unsigned long long)sec.offset, withCommas(int64_t(sec.size)).c_str(),
                 (unsigned long long)sec.checksum);
 }
@@ -73,9 +81,24 @@ void addInspectCommand(CLI::App &app, const GlobalOptions &global, Action &actio
   auto json = std::make_shared<bool>(false);
   cmd->add_option("artifact", *path, "The .kvp file")->required();
   cmd->add_flag("--json", *json, "Print one JSON object (integers are exact byte counts)");
-  cmd->callback([&action, path, json] {
-    action = [path, json] {
+  auto section = std::make_shared<std::string>();
+  cmd->add_option("--section", *section,
+                  "Write one section's bytes to stdout (plan, ir, cuda.source, cuda.program, ...)")
+      ->excludes("--json");
+  cmd->callback([&action, path, json, section] {
+    action = [path, json, section] {
       Artifact a = Artifact::open(*path);
+      if (!section->empty()) {
+        if (!a.hasSection(*section)) {
+          std::string names;
+          for (const SectionInfo &s : a.sections()) names += (names.empty() ? "" : ", ") + s.name;
+          throw InputError(*path + ": no section '" + *section + "'; it holds " + names);
+        }
+        if (*section == kWeightsSection) a.verifySection(*section);
+        std::string_view bytes = a.section(*section);
+        std::fwrite(bytes.data(), 1, bytes.size(), stdout);
+        return 0;
+      }
       if (!*json) {
         printHuman(a);
         return 0;
@@ -89,6 +112,10 @@ void addInspectCommand(CLI::App &app, const GlobalOptions &global, Action &actio
       j["model"] = toJson(p.model);
       j["settings"] = toJson(p.settings);
       j["has_weights"] = a.hasSection(kWeightsSection);
+      if (p.settings.target == Target::cuda) j["cuda_archs"] = p.cudaArchs;
+      j["sections"] = nlohmann::json::array();
+      for (const SectionInfo &s : a.sections())
+        j["sections"].push_back({{"name", s.name}, {"size", s.size}});
       for (const SectionInfo &s : a.sections())
         if (s.name == kWeightsSection) j["weights_hash"] = s.checksum;
       if (a.hasSection(kTokenizerSection)) {

@@ -1,0 +1,613 @@
+// kvplan's CUDA kernel templates. Codegen copies this file into every
+// generated source and instantiates the templates with one model's
+// constants (hidden size, heads, head_dim, page size, ...) in extern "C"
+// wrappers; the launch table (runtime/CudaProgram.h) says which wrapper runs
+// on which buffers. Conventions:
+// - activations are f32 in the arena, except a linear's input, which its
+//   producer stores in the weights' type (bf16 or f16) for cuBLAS;
+// - every kernel takes one KvArgs by value: p[] buffers, i[0] the row count
+//   of the launch, i[1..] integers, d[] reals;
+// - rows whose position is negative are padding: they write no cache slot.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+struct KvArgs {
+  char *p[8];
+  long long i[8];
+  double d[4];
+};
+
+namespace kvplan {
+
+__device__ __forceinline__ float ld(float v) { return v; }
+__device__ __forceinline__ float ld(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float ld(__half v) { return __half2float(v); }
+
+template <class T> __device__ __forceinline__ T st(float v);
+template <> __device__ __forceinline__ float st<float>(float v) { return v; }
+template <> __device__ __forceinline__ __nv_bfloat16 st<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+template <> __device__ __forceinline__ __half st<__half>(float v) { return __float2half_rn(v); }
+
+/// Eight consecutive elements as f32 (p 16-byte aligned for 2-byte types,
+/// 32-byte for f32).
+__device__ __forceinline__ void load8(const float *p, float *out) {
+  const float4 a = reinterpret_cast<const float4 *>(p)[0];
+  const float4 b = reinterpret_cast<const float4 *>(p)[1];
+  out[0] = a.x; out[1] = a.y; out[2] = a.z; out[3] = a.w;
+  out[4] = b.x; out[5] = b.y; out[6] = b.z; out[7] = b.w;
+}
+template <class H> __device__ __forceinline__ void load8(const H *p, float *out) {
+  const uint4 v = *reinterpret_cast<const uint4 *>(p);
+  const H *h = reinterpret_cast<const H *>(&v);
+#pragma unroll
+  for (int k = 0; k < 8; ++k) out[k] = ld(h[k]);
+}
+
+__device__ __forceinline__ float warpSum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warpMax(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+/// The sum over the block, returned to every thread. `sh` holds 32 floats.
+template <int BLOCK> __device__ __forceinline__ float blockSum(float v, float *sh) {
+  static_assert(BLOCK % 32 == 0 && BLOCK <= 1024, "whole warps");
+  v = warpSum(v);
+  __syncthreads(); // sh may still be read by an earlier call
+  if (threadIdx.x % 32 == 0) sh[threadIdx.x / 32] = v;
+  __syncthreads();
+  v = threadIdx.x % 32 < BLOCK / 32 ? sh[threadIdx.x % 32] : 0.0f;
+  return warpSum(v);
+}
+
+// ---------------------------------------------------------------------------
+// Row-wise ops: one block per row. Each reads its whole row into registers
+// before writing, so a kernel stays correct even where a buffer is reused.
+
+/// out[r] = table[tokens[r]] (as O).  p: tokens, table, out.
+template <class W, class O, int COLS, int BLOCK> __device__ void embedding(const KvArgs &a) {
+  const int r = blockIdx.x;
+  const int *tokens = reinterpret_cast<const int *>(a.p[0]);
+  const W *src = reinterpret_cast<const W *>(a.p[1]) + (long long)tokens[r] * COLS;
+  O *out = reinterpret_cast<O *>(a.p[2]) + (long long)r * COLS;
+  for (int c = threadIdx.x; c < COLS; c += BLOCK) out[c] = st<O>(ld(src[c]));
+}
+
+/// out[r] = x[r] / rms(x[r]) * w.  p: x, w, out.  d: eps.
+template <class W, class O, int COLS, int BLOCK> __device__ void rmsNorm(const KvArgs &a) {
+  constexpr int PER = (COLS + BLOCK - 1) / BLOCK;
+  __shared__ float sh[32];
+  const int r = blockIdx.x;
+  const float *x = reinterpret_cast<const float *>(a.p[0]) + (long long)r * COLS;
+  const W *w = reinterpret_cast<const W *>(a.p[1]);
+  O *out = reinterpret_cast<O *>(a.p[2]) + (long long)r * COLS;
+  float v[PER];
+  float ss = 0;
+#pragma unroll
+  for (int k = 0; k < PER; ++k) {
+    const int c = threadIdx.x + k * BLOCK;
+    v[k] = c < COLS ? x[c] : 0.0f;
+    ss += v[k] * v[k];
+  }
+  ss = blockSum<BLOCK>(ss, sh);
+  const float inv = (float)(1.0 / sqrt((double)ss / COLS + a.d[0]));
+#pragma unroll
+  for (int k = 0; k < PER; ++k) {
+    const int c = threadIdx.x + k * BLOCK;
+    if (c < COLS) out[c] = st<O>(v[k] * inv * ld(w[c]));
+  }
+}
+
+/// residual[r] = a[r] + b[r]; normed[r] = rmsNorm(residual[r]).
+/// p: a, b, w, normed, residual.  d: eps.
+template <class W, class O, int COLS, int BLOCK> __device__ void addRmsNorm(const KvArgs &a) {
+  constexpr int PER = (COLS + BLOCK - 1) / BLOCK;
+  __shared__ float sh[32];
+  const long long row = (long long)blockIdx.x * COLS;
+  const float *x = reinterpret_cast<const float *>(a.p[0]) + row;
+  const float *y = reinterpret_cast<const float *>(a.p[1]) + row;
+  const W *w = reinterpret_cast<const W *>(a.p[2]);
+  O *normed = reinterpret_cast<O *>(a.p[3]) + row;
+  float *residual = reinterpret_cast<float *>(a.p[4]) + row;
+  float v[PER];
+  float ss = 0;
+#pragma unroll
+  for (int k = 0; k < PER; ++k) {
+    const int c = threadIdx.x + k * BLOCK;
+    v[k] = c < COLS ? x[c] + y[c] : 0.0f;
+    ss += v[k] * v[k];
+  }
+  ss = blockSum<BLOCK>(ss, sh); // also orders every read before the writes
+  const float inv = (float)(1.0 / sqrt((double)ss / COLS + a.d[0]));
+#pragma unroll
+  for (int k = 0; k < PER; ++k) {
+    const int c = threadIdx.x + k * BLOCK;
+    if (c < COLS) {
+      residual[c] = v[k];
+      normed[c] = st<O>(v[k] * inv * ld(w[c]));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Elementwise ops: grid (column blocks, rows).
+
+/// out[r, c] += bias[c].  p: out (f32), bias.
+template <class W, int COLS> __device__ void biasAdd(const KvArgs &a) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= COLS) return;
+  float *out = reinterpret_cast<float *>(a.p[0]) + (long long)blockIdx.y * COLS;
+  out[c] += ld(reinterpret_cast<const W *>(a.p[1])[c]);
+}
+
+/// out[r, j] = silu(in[r, j]) * in[r, FF + j].  p: in (f32), out.
+template <class O, int FF> __device__ void fusedFfn(const KvArgs &a) {
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= FF) return;
+  const float *in = reinterpret_cast<const float *>(a.p[0]) + (long long)blockIdx.y * 2 * FF;
+  const float g = in[j], u = in[FF + j];
+  reinterpret_cast<O *>(a.p[1])[(long long)blockIdx.y * FF + j] = st<O>(g / (1.0f + expf(-g)) * u);
+}
+
+/// out = silu(gate) * up (SWIGLU) or gate + up.  p: gate, up, out.
+template <class O, int COLS, bool SWIGLU> __device__ void binary(const KvArgs &a) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= COLS) return;
+  const long long i = (long long)blockIdx.y * COLS + c;
+  const float x = reinterpret_cast<const float *>(a.p[0])[i];
+  const float y = reinterpret_cast<const float *>(a.p[1])[i];
+  reinterpret_cast<O *>(a.p[2])[i] = st<O>(SWIGLU ? x / (1.0f + expf(-x)) * y : x + y);
+}
+
+/// out = in as O.  p: in (f32), out.
+template <class O, int COLS> __device__ void convert(const KvArgs &a) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= COLS) return;
+  const long long i = (long long)blockIdx.y * COLS + c;
+  reinterpret_cast<O *>(a.p[1])[i] = st<O>(reinterpret_cast<const float *>(a.p[0])[i]);
+}
+
+/// out[0] = in[last row whose position is not negative].  p: in, positions,
+/// out.  i[0]: rows of the input.
+template <class T, int COLS> __device__ void takeLast(const KvArgs &a) {
+  const int *positions = reinterpret_cast<const int *>(a.p[1]);
+  long long last = a.i[0] - 1;
+  while (last > 0 && positions[last] < 0) --last;
+  const T *in = reinterpret_cast<const T *>(a.p[0]) + last * COLS;
+  T *out = reinterpret_cast<T *>(a.p[2]);
+  for (int c = threadIdx.x; c < COLS; c += blockDim.x) out[c] = in[c];
+}
+
+// ---------------------------------------------------------------------------
+// RoPE and the KV cache. The cache is [layers][2][pages][kv_heads][page_size]
+// [head_dim]; a row's page comes from its page-table row (tableStride 0: all
+// rows share row 0, as a prefill chunk does).
+
+template <class C, int KVH, int HD, int PS, long long PAGES>
+__device__ __forceinline__ long long cacheOffset(long long layer, int kv, int page, int head,
+                                                 int slot) {
+  return ((((layer * 2 + kv) * PAGES + page) * KVH + head) * PS + slot) * (long long)HD;
+}
+
+/// Rotates adjacent pairs of every head of one row by pos * freqs[i] (the
+/// angle in double: positions reach the thousands), or copies the row when
+/// pos is negative.
+template <int COLS, int HD>
+__device__ __forceinline__ void ropeRow(const float *x, float *out, int pos,
+                                        const double *freqs) {
+  for (int idx = threadIdx.x; idx < COLS / 2; idx += blockDim.x) {
+    const int h = idx / (HD / 2), i = idx % (HD / 2);
+    const float a0 = x[h * HD + 2 * i], b0 = x[h * HD + 2 * i + 1];
+    if (pos < 0) {
+      out[h * HD + 2 * i] = a0;
+      out[h * HD + 2 * i + 1] = b0;
+      continue;
+    }
+    double s, c;
+    sincos((double)pos * freqs[i], &s, &c);
+    const float cf = (float)c, sf = (float)s;
+    out[h * HD + 2 * i] = a0 * cf - b0 * sf;
+    out[h * HD + 2 * i + 1] = a0 * sf + b0 * cf;
+  }
+}
+
+/// p: x, positions, out.
+template <int COLS, int HD> __device__ void rope(const KvArgs &a, const double *freqs) {
+  const int r = blockIdx.x;
+  const int pos = reinterpret_cast<const int *>(a.p[1])[r];
+  ropeRow<COLS, HD>(reinterpret_cast<const float *>(a.p[0]) + (long long)r * COLS,
+                    reinterpret_cast<float *>(a.p[2]) + (long long)r * COLS, pos, freqs);
+}
+
+/// Writes one row's keys (rotated when ROPE) and values into the cache.
+template <class C, int KVH, int HD, int PS, long long PAGES, bool ROPE>
+__device__ __forceinline__ void cacheWriteRow(const float *k, const float *v, C *cache,
+                                              long long layer, int pos, int page,
+                                              const double *freqs) {
+  const int slot = pos % PS;
+  for (int idx = threadIdx.x; idx < KVH * HD / 2; idx += blockDim.x) {
+    const int h = idx / (HD / 2), i = idx % (HD / 2);
+    float a0 = k[h * HD + 2 * i], b0 = k[h * HD + 2 * i + 1];
+    if (ROPE) {
+      double s, c;
+      sincos((double)pos * freqs[i], &s, &c);
+      const float cf = (float)c, sf = (float)s;
+      const float ra = a0 * cf - b0 * sf, rb = a0 * sf + b0 * cf;
+      a0 = ra;
+      b0 = rb;
+    }
+    C *dst = cache + cacheOffset<C, KVH, HD, PS, PAGES>(layer, 0, page, h, slot);
+    dst[2 * i] = st<C>(a0);
+    dst[2 * i + 1] = st<C>(b0);
+  }
+  for (int idx = threadIdx.x; idx < KVH * HD; idx += blockDim.x) {
+    const int h = idx / HD, d = idx % HD;
+    cache[cacheOffset<C, KVH, HD, PS, PAGES>(layer, 1, page, h, slot) + d] = st<C>(v[idx]);
+  }
+}
+
+/// p: keys, values, cache, positions, page table.  i: -, layer, table stride.
+template <class C, int KVH, int HD, int PS, long long PAGES>
+__device__ void kvWrite(const KvArgs &a) {
+  const int r = blockIdx.x;
+  const int pos = reinterpret_cast<const int *>(a.p[3])[r];
+  if (pos < 0) return;
+  const int page = reinterpret_cast<const int *>(a.p[4])[r * a.i[2] + pos / PS];
+  cacheWriteRow<C, KVH, HD, PS, PAGES, false>(
+      reinterpret_cast<const float *>(a.p[0]) + (long long)r * KVH * HD,
+      reinterpret_cast<const float *>(a.p[1]) + (long long)r * KVH * HD,
+      reinterpret_cast<C *>(a.p[2]), a.i[1], pos, page, nullptr);
+}
+
+/// RoPE on q and k fused with the cache write of k and v, one row per block.
+/// p: q, k, v, q out, cache, positions, page table.  i: -, layer, table stride.
+template <class C, int QCOLS, int KVH, int HD, int PS, long long PAGES>
+__device__ void ropeQkvWrite(const KvArgs &a, const double *freqs) {
+  const int r = blockIdx.x;
+  const int pos = reinterpret_cast<const int *>(a.p[5])[r];
+  ropeRow<QCOLS, HD>(reinterpret_cast<const float *>(a.p[0]) + (long long)r * QCOLS,
+                     reinterpret_cast<float *>(a.p[3]) + (long long)r * QCOLS, pos, freqs);
+  if (pos < 0) return;
+  const int page = reinterpret_cast<const int *>(a.p[6])[r * a.i[2] + pos / PS];
+  cacheWriteRow<C, KVH, HD, PS, PAGES, true>(
+      reinterpret_cast<const float *>(a.p[1]) + (long long)r * KVH * HD,
+      reinterpret_cast<const float *>(a.p[2]) + (long long)r * KVH * HD,
+      reinterpret_cast<C *>(a.p[4]), a.i[1], pos, page, freqs);
+}
+
+// ---------------------------------------------------------------------------
+// Attention over the cache, flash-decoding style. Block (kv head, row,
+// split) covers keys [split * SPAN, min(pos + 1, (split + 1) * SPAN)) of the
+// row's sequence for the G = H / KVH query heads that share the kv head (each
+// key and value is loaded once for all of them), in tiles of TILE keys with
+// a running softmax. It leaves an unnormalised partial output, its maximum
+// and its sum; attnCombine merges the splits with their log-sum-exp weights.
+
+/// p: q (f32, scaled here), cache, positions, page table, partial out,
+/// partial (max, sum).  i: -, layer, table stride, splits.  d: scale.
+template <class C, int H, int KVH, int HD, int PS, long long PAGES, int TILE, int SPAN>
+__device__ void attnPartial(const KvArgs &a) {
+  constexpr int G = H / KVH;
+  constexpr int WARPS = TILE / 32;
+  constexpr int PAIRS = (G * HD + TILE - 1) / TILE;
+  __shared__ float qs[G][HD];
+  __shared__ float s[G][TILE];
+  __shared__ long long keyOff[TILE];
+  __shared__ float mRun[G], lRun[G], alpha[G];
+
+  const int kvh = blockIdx.x, r = blockIdx.y, split = blockIdx.z;
+  const int splits = (int)a.i[3];
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int pos = reinterpret_cast<const int *>(a.p[2])[r];
+  float *part = reinterpret_cast<float *>(a.p[4]);
+  float *ml = reinterpret_cast<float *>(a.p[5]);
+  const int start = split * SPAN;
+  if (pos < 0 || start > pos) return; // attnCombine reads only the splits a row has
+  const int end = min(pos + 1, start + SPAN);
+
+  const float scale = (float)a.d[0];
+  const float *q = reinterpret_cast<const float *>(a.p[0]) + ((long long)r * H + kvh * G) * HD;
+  for (int idx = tid; idx < G * HD; idx += TILE) qs[idx / HD][idx % HD] = q[idx] * scale;
+  if (tid < G) {
+    mRun[tid] = -INFINITY;
+    lRun[tid] = 0.0f;
+  }
+  const C *cache = reinterpret_cast<const C *>(a.p[1]);
+  const long long layer = a.i[1];
+  const C *keys = cache + cacheOffset<C, KVH, HD, PS, PAGES>(layer, 0, 0, kvh, 0);
+  const C *values = cache + cacheOffset<C, KVH, HD, PS, PAGES>(layer, 1, 0, kvh, 0);
+  const int *table = reinterpret_cast<const int *>(a.p[3]) + r * a.i[2];
+  float acc[PAIRS];
+#pragma unroll
+  for (int k = 0; k < PAIRS; ++k) acc[k] = 0.0f;
+  __syncthreads();
+
+  for (int t0 = start; t0 < end; t0 += TILE) {
+    const int t = t0 + tid;
+    if (t < end) {
+      const int page = table[t / PS];
+      const long long off = ((long long)page * KVH * PS + t % PS) * HD;
+      keyOff[tid] = off;
+      float dots[G];
+#pragma unroll
+      for (int g = 0; g < G; ++g) dots[g] = 0.0f;
+      const C *k = keys + off;
+      if constexpr (HD % 8 == 0) {
+        for (int d = 0; d < HD; d += 8) {
+          float kv[8];
+          load8(k + d, kv);
+#pragma unroll
+          for (int g = 0; g < G; ++g)
+#pragma unroll
+            for (int e = 0; e < 8; ++e) dots[g] += qs[g][d + e] * kv[e];
+        }
+      } else {
+        for (int d = 0; d < HD; ++d) {
+          const float kv = ld(k[d]);
+#pragma unroll
+          for (int g = 0; g < G; ++g) dots[g] += qs[g][d] * kv;
+        }
+      }
+#pragma unroll
+      for (int g = 0; g < G; ++g) s[g][tid] = dots[g];
+    } else {
+#pragma unroll
+      for (int g = 0; g < G; ++g) s[g][tid] = -INFINITY;
+    }
+    __syncthreads();
+    for (int g = warp; g < G; g += WARPS) {
+      float m = -INFINITY;
+      for (int j = lane; j < TILE; j += 32) m = fmaxf(m, s[g][j]);
+      m = warpMax(m);
+      const float mNew = fmaxf(mRun[g], m); // finite: the tile holds a key
+      float sum = 0.0f;
+      for (int j = lane; j < TILE; j += 32) {
+        const float p = expf(s[g][j] - mNew);
+        s[g][j] = p;
+        sum += p;
+      }
+      sum = warpSum(sum);
+      if (lane == 0) {
+        alpha[g] = expf(mRun[g] - mNew);
+        lRun[g] = lRun[g] * alpha[g] + sum;
+        mRun[g] = mNew;
+      }
+    }
+    __syncthreads();
+    const int n = min(TILE, end - t0);
+#pragma unroll
+    for (int k = 0; k < PAIRS; ++k) {
+      const int pair = tid + k * TILE;
+      if (pair < G * HD) {
+        const int g = pair / HD, d = pair % HD;
+        float v = acc[k] * alpha[g];
+        for (int j = 0; j < n; ++j) v += s[g][j] * ld(values[keyOff[j] + d]);
+        acc[k] = v;
+      }
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int k = 0; k < PAIRS; ++k) {
+    const int pair = tid + k * TILE;
+    if (pair < G * HD) {
+      const int g = pair / HD, d = pair % HD;
+      part[(((long long)r * H + kvh * G + g) * splits + split) * HD + d] = acc[k];
+    }
+  }
+  if (tid < G) {
+    const long long i = ((long long)r * H + kvh * G + tid) * splits + split;
+    ml[2 * i] = mRun[tid];
+    ml[2 * i + 1] = lRun[tid];
+  }
+}
+
+/// Block (head, row), one thread per element of head_dim.
+/// p: partial out, partial (max, sum), positions, out.  i: -, splits.
+template <class O, int H, int HD, int SPAN> __device__ void attnCombine(const KvArgs &a) {
+  const int h = blockIdx.x, r = blockIdx.y, d = threadIdx.x;
+  const int splits = (int)a.i[1];
+  const int pos = reinterpret_cast<const int *>(a.p[2])[r];
+  O *out = reinterpret_cast<O *>(a.p[3]) + ((long long)r * H + h) * HD;
+  if (pos < 0) {
+    out[d] = st<O>(0.0f);
+    return;
+  }
+  const int used = min(splits, pos / SPAN + 1);
+  const long long base = ((long long)r * H + h) * splits;
+  const float *part = reinterpret_cast<const float *>(a.p[0]);
+  const float *ml = reinterpret_cast<const float *>(a.p[1]);
+  float m = -INFINITY;
+  for (int sp = 0; sp < used; ++sp) m = fmaxf(m, ml[2 * (base + sp)]);
+  float l = 0.0f, acc = 0.0f;
+  for (int sp = 0; sp < used; ++sp) {
+    const float w = expf(ml[2 * (base + sp)] - m);
+    l += ml[2 * (base + sp) + 1] * w;
+    acc += part[(base + sp) * HD + d] * w;
+  }
+  out[d] = st<O>(acc / l);
+}
+
+// ---------------------------------------------------------------------------
+// Sampling on the device, one block per row: greedy (argmax, lowest index
+// among equals), or at a temperature over the top-k logits (ties with the
+// k-th are kept) and then the smallest most-probable set whose probability
+// reaches top-p. Thresholds come from radix selects over the logits' bits;
+// the draw walks the kept tokens in index order.
+
+__device__ __forceinline__ unsigned orderedKey(float f) {
+  const unsigned b = __float_as_uint(f);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+struct SamplingParams {
+  float temperature, topP;
+  int topK;
+  float uniform;
+};
+
+/// p: logits (f32, rows x V), params, tokens out (int32).
+template <int V, int BLOCK> __device__ void sample(const KvArgs &a) {
+  static_assert(BLOCK == 1024, "the scan below assumes 32 warps");
+  __shared__ float shf[32];
+  __shared__ int shi[32];
+  __shared__ unsigned hist[256];
+  __shared__ float histf[256];
+  __shared__ unsigned shPrefix;
+  __shared__ int shRemaining;
+  __shared__ float shRemainingMass;
+  __shared__ int shToken;
+  const int r = blockIdx.x, tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const float *l = reinterpret_cast<const float *>(a.p[0]) + (long long)r * V;
+  const SamplingParams prm = reinterpret_cast<const SamplingParams *>(a.p[1])[r];
+  int *out = reinterpret_cast<int *>(a.p[2]);
+
+  // argmax
+  float best = -INFINITY;
+  int bi = 0x7fffffff;
+  for (int i = tid; i < V; i += BLOCK) // i grows: ties keep the first
+    if (l[i] > best || bi == 0x7fffffff) { best = l[i]; bi = i; }
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    if (ob > best || (ob == best && oi < bi)) { best = ob; bi = oi; }
+  }
+  if (lane == 0) { shf[warp] = best; shi[warp] = bi; }
+  __syncthreads();
+  if (warp == 0) {
+    best = shf[lane];
+    bi = shi[lane];
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+      const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+      if (ob > best || (ob == best && oi < bi)) { best = ob; bi = oi; }
+    }
+    if (lane == 0) { shToken = bi; shf[0] = best; }
+  }
+  __syncthreads();
+  const int argmaxToken = shToken;
+  const float maxLogit = shf[0];
+  if (!(prm.temperature > 0.0f) || prm.topK == 1) {
+    if (tid == 0) out[r] = argmaxToken;
+    return;
+  }
+  const float invT = 1.0f / prm.temperature;
+
+  // Top-k: the k-th largest key, one byte at a time from the top.
+  unsigned kth = 0;
+  if (prm.topK > 0 && prm.topK < V) {
+    unsigned prefix = 0, mask = 0;
+    int remaining = prm.topK;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+      if (tid < 256) hist[tid] = 0;
+      __syncthreads();
+      for (int i = tid; i < V; i += BLOCK) {
+        const unsigned key = orderedKey(l[i]);
+        if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
+      }
+      __syncthreads();
+      if (tid == 0) {
+        int cum = 0, b = 255;
+        for (; b > 0; --b) {
+          if (cum + (int)hist[b] >= remaining) break;
+          cum += (int)hist[b];
+        }
+        shPrefix = prefix | ((unsigned)b << shift);
+        shRemaining = remaining - cum;
+      }
+      __syncthreads();
+      prefix = shPrefix;
+      remaining = shRemaining;
+      mask |= 255u << shift;
+      __syncthreads();
+    }
+    kth = prefix;
+  }
+
+  float total = 0.0f;
+  for (int i = tid; i < V; i += BLOCK)
+    if (orderedKey(l[i]) >= kth) total += expf((l[i] - maxLogit) * invT);
+  total = blockSum<BLOCK>(total, shf);
+
+  // Top-p: the largest key whose kept tokens at or above it reach top-p.
+  unsigned threshold = kth;
+  if (prm.topP < 1.0f) {
+    unsigned prefix = 0, mask = 0;
+    float remaining = prm.topP * total;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+      if (tid < 256) histf[tid] = 0.0f;
+      __syncthreads();
+      for (int i = tid; i < V; i += BLOCK) {
+        const unsigned key = orderedKey(l[i]);
+        if (key >= kth && (key & mask) == prefix)
+          atomicAdd(&histf[(key >> shift) & 255u], expf((l[i] - maxLogit) * invT));
+      }
+      __syncthreads();
+      if (tid == 0) {
+        float cum = 0.0f;
+        int b = 255, lowest = 255;
+        for (int c = 255; c >= 0; --c)
+          if (histf[c] > 0.0f) lowest = c;
+        for (; b > lowest; --b) {
+          if (cum + histf[b] >= remaining) break;
+          cum += histf[b];
+        }
+        shPrefix = prefix | ((unsigned)b << shift);
+        shRemainingMass = remaining - cum;
+      }
+      __syncthreads();
+      prefix = shPrefix;
+      remaining = shRemainingMass;
+      mask |= 255u << shift;
+      __syncthreads();
+    }
+    threshold = prefix > kth ? prefix : kth;
+  }
+
+  // The draw: each thread owns a contiguous run of tokens; an exclusive scan
+  // of the runs' masses finds the run, then the thread walks it.
+  constexpr int RUN = (V + BLOCK - 1) / BLOCK;
+  const int begin = tid * RUN, stop = min(V, begin + RUN);
+  float mine = 0.0f;
+  for (int i = begin; i < stop; ++i)
+    if (orderedKey(l[i]) >= threshold) mine += expf((l[i] - maxLogit) * invT);
+  float incl = mine;
+  for (int o = 1; o < 32; o <<= 1) {
+    const float v = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += v;
+  }
+  __syncthreads();
+  if (lane == 31) shf[warp] = incl;
+  if (tid == 0) shToken = argmaxToken; // kept whatever the thresholds: the fallback
+  __syncthreads();
+  float warpBase = 0.0f, mass = 0.0f;
+  for (int w = 0; w < 32; ++w) {
+    if (w < warp) warpBase += shf[w];
+    mass += shf[w];
+  }
+  const float excl = warpBase + incl - mine;
+  const float target = prm.uniform * mass;
+  if (mine > 0.0f && target >= excl && target < excl + mine) {
+    float c = excl;
+    for (int i = begin; i < stop; ++i)
+      if (orderedKey(l[i]) >= threshold) {
+        c += expf((l[i] - maxLogit) * invT);
+        if (c > target) {
+          shToken = i;
+          break;
+        }
+      }
+  }
+  __syncthreads();
+  if (tid == 0) out[r] = shToken;
+}
+
+} // namespace kvplan
