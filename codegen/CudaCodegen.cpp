@@ -262,7 +262,7 @@ void Generator::emitEntry(EntryInfo &info, CudaEntry &out) {
   auto follows = [&](const Operand &o) { return o.shape.at(0) == ep.rows; };
   auto kernel = [&](size_t first, size_t last, const std::string &name,
                     std::array<int64_t, 3> grid, int64_t block, int rowsDim, bool followsRows,
-                    std::vector<DeviceRef> ptrs, std::vector<int64_t> ints = {},
+                    int64_t staticRows, std::vector<DeviceRef> ptrs, std::vector<int64_t> ints = {},
                     std::vector<double> reals = {}) {
     DeviceOp op;
     op.kind = DeviceOp::kernel;
@@ -273,6 +273,7 @@ void Generator::emitEntry(EntryInfo &info, CudaEntry &out) {
     op.block = {block, 1, 1};
     op.rowsDim = followsRows ? rowsDim : -1;
     op.rowsFollowActive = followsRows;
+    op.staticRows = staticRows;
     op.pointers = std::move(ptrs);
     op.ints = std::move(ints);
     op.reals = std::move(reals);
@@ -293,8 +294,14 @@ void Generator::emitEntry(EntryInfo &info, CudaEntry &out) {
         break;
       }
     if (!in0) unsupported("step '" + op + "' has no tensor input");
-    const int64_t rows = (st.outputs.empty() ? *in0 : st.outputs[0]).shape.at(0);
-    const bool fr = follows(st.outputs.empty() ? *in0 : st.outputs[0]);
+    const Operand *out0 = in0;
+    for (const Operand &o : st.outputs)
+      if (o.kind == OperandKind::arena) {
+        out0 = &o;
+        break;
+      }
+    const int64_t rows = out0->shape.at(0);
+    const bool fr = follows(*out0);
     const int64_t cols = in0->shape.back();
 
     if (op == "embedding" || op == "rms_norm" || op == "add_rms_norm") {
@@ -308,14 +315,14 @@ void Generator::emitEntry(EntryInfo &info, CudaEntry &out) {
                                    256,
                                    "kvplan::embedding<" + wt + ", " + ot + ", " +
                                        std::to_string(c) + ", 256>(a)");
-        kernel(s, s, name, {rows, 1, 1}, 256, 0, fr, {arena(*in0), weightRef(st, "weight"), arena(st.outputs[0])});
+        kernel(s, s, name, {rows, 1, 1}, 256, 0, fr, rows, {arena(*in0), weightRef(st, "weight"), arena(st.outputs[0])});
       } else if (op == "rms_norm") {
         std::string name = wrapper("rms_norm_" + std::string(dtypeName(w->dtype)) + "_" +
                                        dtypeName(outType(s, 0)) + dims({c}),
                                    block,
                                    "kvplan::rmsNorm<" + wt + ", " + ot + ", " + std::to_string(c) +
                                        ", " + std::to_string(block) + ">(a)");
-        kernel(s, s, name, {rows, 1, 1}, block, 0, fr,
+        kernel(s, s, name, {rows, 1, 1}, block, 0, fr, rows,
                {arena(*in0), weightRef(st, "weight"), arena(st.outputs[0])}, {},
                {st.attrs.at("eps").get<double>()});
       } else {
@@ -325,7 +332,7 @@ void Generator::emitEntry(EntryInfo &info, CudaEntry &out) {
                                    block,
                                    "kvplan::addRmsNorm<" + wt + ", " + ot + ", " +
                                        std::to_string(c) + ", " + std::to_string(block) + ">(a)");
-        kernel(s, s, name, {rows, 1, 1}, block, 0, fr,
+        kernel(s, s, name, {rows, 1, 1}, block, 0, fr, rows,
                {arena(st.inputs[0]), arena(st.inputs[1]), weightRef(st, "weight"),
                 arena(st.outputs[0]), arena(st.outputs[1])},
                {}, {st.attrs.at("eps").get<double>()});
@@ -348,7 +355,7 @@ void Generator::emitEntry(EntryInfo &info, CudaEntry &out) {
                                    "kvplan::convert<" + std::string(cudaType(w->dtype)) + ", " +
                                        std::to_string(k) + ">(a)");
         input = {DeviceBuffer::work, stagingOffset};
-        kernel(s, s, name, {ceilDiv(k, kElementwiseBlock), rows, 1}, kElementwiseBlock, 1, fr,
+        kernel(s, s, name, {ceilDiv(k, kElementwiseBlock), rows, 1}, kElementwiseBlock, 1, fr, rows,
                {arena(*in0), input});
         inType = w->dtype;
       }
@@ -379,7 +386,7 @@ void Generator::emitEntry(EntryInfo &info, CudaEntry &out) {
                                      "kvplan::biasAdd<" + std::string(cudaType(b->dtype)) + ", " +
                                          std::to_string(m) + ">(a)");
           kernel(s, s, name, {ceilDiv(m, kElementwiseBlock), o.shape[0], 1}, kElementwiseBlock, 1,
-                 follows(o), {arena(o), weightRef(st, "bias", col * dtypeBytes(b->dtype))});
+                 follows(o), o.shape[0], {arena(o), weightRef(st, "bias", col * dtypeBytes(b->dtype))});
         }
         col += m;
       }
@@ -411,7 +418,7 @@ void Generator::emitEntry(EntryInfo &info, CudaEntry &out) {
                   std::to_string(kv.kvHeads) + ", " + std::to_string(hd) + ", " +
                   std::to_string(kv.pageSize) + ", " + std::to_string(kv.pages) + "LL>(a, kvplan_rope_" +
                   std::to_string(ropeIdx) + ")");
-          kernel(s, s + 2, name, {rows, 1, 1}, 128, 0, fr,
+          kernel(s, s + 2, name, {rows, 1, 1}, 128, 0, fr, rows,
                  {arena(st.inputs[0]), arena(ep.steps[s + 1].inputs[0]), arena(write.inputs[1]),
                   arena(st.outputs[0]), cache, positions, table},
                  {write.attrs.at("layer").get<int64_t>(), info.tableStride});
@@ -424,7 +431,7 @@ void Generator::emitEntry(EntryInfo &info, CudaEntry &out) {
       std::string name = wrapper("rope_r" + std::to_string(ropeIdx) + dims({c, hd}), 128,
                                  "kvplan::rope<" + std::to_string(c) + ", " + std::to_string(hd) +
                                      ">(a, kvplan_rope_" + std::to_string(ropeIdx) + ")");
-      kernel(s, s, name, {rows, 1, 1}, 128, 0, fr, {arena(*in0), positions, arena(st.outputs[0])});
+      kernel(s, s, name, {rows, 1, 1}, 128, 0, fr, rows, {arena(*in0), positions, arena(st.outputs[0])});
       continue;
     }
 
@@ -436,7 +443,7 @@ void Generator::emitEntry(EntryInfo &info, CudaEntry &out) {
                   "kvplan::kvWrite<" + kvType + ", " + std::to_string(kv.kvHeads) + ", " +
                       std::to_string(kv.headDim) + ", " + std::to_string(kv.pageSize) + ", " +
                       std::to_string(kv.pages) + "LL>(a)");
-      kernel(s, s, name, {rows, 1, 1}, 128, 0, fr,
+      kernel(s, s, name, {rows, 1, 1}, 128, 0, fr, rows,
              {arena(st.inputs[0]), arena(st.inputs[1]), cache, positions, table},
              {st.attrs.at("layer").get<int64_t>(), info.tableStride});
       continue;
@@ -460,7 +467,7 @@ void Generator::emitEntry(EntryInfo &info, CudaEntry &out) {
               ", " + std::to_string(hd) + ", " + std::to_string(kv.pageSize) + ", " +
               std::to_string(kv.pages) + "LL, " + std::to_string(kTile) + ", " +
               std::to_string(info.span) + ">(a)");
-      kernel(s, s, partial, {kvh, rows, info.splits}, kTile, 1, fr,
+      kernel(s, s, partial, {kvh, rows, info.splits}, kTile, 1, fr, rows,
              {arena(*in0), cache, positions, table, {DeviceBuffer::work, partOffset},
               {DeviceBuffer::work, mlOffset}},
              {layer, info.tableStride, info.splits}, {st.attrs.at("scale").get<double>()});
@@ -468,7 +475,7 @@ void Generator::emitEntry(EntryInfo &info, CudaEntry &out) {
           "attn_combine_" + std::string(dtypeName(outType(s, 0))) + dims({h, hd, info.span}), hd,
           "kvplan::attnCombine<" + ot + ", " + std::to_string(h) + ", " + std::to_string(hd) + ", " +
               std::to_string(info.span) + ">(a)");
-      kernel(s, s, combine, {h, rows, 1}, hd, 1, fr,
+      kernel(s, s, combine, {h, rows, 1}, hd, 1, fr, rows,
              {{DeviceBuffer::work, partOffset}, {DeviceBuffer::work, mlOffset}, positions,
               arena(st.outputs[0])},
              {info.splits});
@@ -481,14 +488,14 @@ void Generator::emitEntry(EntryInfo &info, CudaEntry &out) {
       std::string name = wrapper("fused_ffn_" + std::string(dtypeName(outType(s, 0))) + dims({oc}),
                                  kElementwiseBlock,
                                  "kvplan::fusedFfn<" + ot + ", " + std::to_string(oc) + ">(a)");
-      kernel(s, s, name, {ceilDiv(oc, kElementwiseBlock), rows, 1}, kElementwiseBlock, 1, fr,
+      kernel(s, s, name, {ceilDiv(oc, kElementwiseBlock), rows, 1}, kElementwiseBlock, 1, fr, rows,
              {arena(*in0), arena(st.outputs[0])});
     } else if (op == "swiglu" || op == "add") {
       const bool sw = op == "swiglu";
       std::string name = wrapper(op + "_" + dtypeName(outType(s, 0)) + dims({oc}), kElementwiseBlock,
                                  "kvplan::binary<" + ot + ", " + std::to_string(oc) + ", " +
                                      (sw ? "true" : "false") + ">(a)");
-      kernel(s, s, name, {ceilDiv(oc, kElementwiseBlock), rows, 1}, kElementwiseBlock, 1, fr,
+      kernel(s, s, name, {ceilDiv(oc, kElementwiseBlock), rows, 1}, kElementwiseBlock, 1, fr, rows,
              {arena(st.inputs[0]), arena(st.inputs[1]), arena(st.outputs[0])});
     } else if (op == "take_last") {
       const DType t = storage(df.inputValue[s][0]);
@@ -496,7 +503,7 @@ void Generator::emitEntry(EntryInfo &info, CudaEntry &out) {
                                  "kvplan::takeLast<" + std::string(cudaType(t)) + ", " +
                                      std::to_string(cols) + ">(a)");
       // One block; i[0] is the input's row count, which follows the active rows.
-      kernel(s, s, name, {1, 1, 1}, 256, -1, follows(*in0),
+      kernel(s, s, name, {1, 1, 1}, 256, -1, follows(*in0), in0->shape[0],
              {arena(*in0), positions, arena(st.outputs[0])});
     } else {
       unsupported("op '" + op + "' has no CUDA kernel");
@@ -515,6 +522,7 @@ void Generator::emitEntry(EntryInfo &info, CudaEntry &out) {
   sop.grid = {logits.shape[0], 1, 1};
   sop.block = {1024, 1, 1};
   sop.rowsFollowActive = follows(logits);
+  sop.staticRows = logits.shape[0];
   sop.rowsDim = sop.rowsFollowActive ? 0 : -1;
   sop.pointers = {arena(logits), {DeviceBuffer::work, out.samplingParamsOffset},
                   {DeviceBuffer::work, out.sampledOffset}};

@@ -1,6 +1,7 @@
 // The CPU executor: binds each step of the plan once, then runs the bound
 // instructions over the thread pool.
 #include "runtime/CpuExecutor.h"
+#include "runtime/cpu/Isa.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -45,6 +46,7 @@ struct CpuExecutor::Program {
   std::vector<RopeTable> ropeTables;
   int32_t *tokens = nullptr, *positions = nullptr, *pageTable = nullptr;
   const float *logits = nullptr;
+  std::vector<int64_t> stepOf; // plan step of each instruction
 };
 
 namespace {
@@ -151,7 +153,8 @@ CpuExecutor::Program CpuExecutor::bind(const EntryPoint &ep) {
   for (const Operand &a : ep.args)
     if (a.name == "page_table") tableRows = a.shape.at(0);
 
-  for (const Step &s : ep.steps) {
+  for (size_t stepIndex = 0; stepIndex < ep.steps.size(); ++stepIndex) {
+    const Step &s = ep.steps[stepIndex];
     if (s.op == "kv_cache_read")
       continue; // its views are read in place by the attention that follows
     Instr in;
@@ -256,6 +259,7 @@ CpuExecutor::Program CpuExecutor::bind(const EntryPoint &ep) {
     if (in.in.size() < nIn || in.out.size() < nOut)
       planError("step '" + s.op + "' has too few tensor operands");
     prog.instrs.push_back(std::move(in));
+    prog.stepOf.push_back(int64_t(stepIndex));
   }
   return prog;
 }
@@ -274,9 +278,19 @@ const CpuExecutor::Program &CpuExecutor::program(const std::string &entry) const
 int32_t *CpuExecutor::tokens(const std::string &e) { return program(e).tokens; }
 int32_t *CpuExecutor::positions(const std::string &e) { return program(e).positions; }
 int32_t *CpuExecutor::pageTable(const std::string &e) { return program(e).pageTable; }
-const float *CpuExecutor::logits(const std::string &e) const { return program(e).logits; }
+const float *CpuExecutor::logits(const std::string &e) { return program(e).logits; }
+
+std::string CpuExecutor::describe() const {
+  return std::string("cpu (") + cpu::isaName(cpu::activeIsa()) + " kernels, " +
+         std::to_string(pool.size()) + " threads)";
+}
 
 void CpuExecutor::run(const std::string &entry, int64_t activeRows) {
+  runSteps(entry, activeRows, 0, int64_t(program(entry).entry->steps.size()) - 1);
+}
+
+void CpuExecutor::runSteps(const std::string &entry, int64_t activeRows, int64_t firstStep,
+                           int64_t lastStep) {
   Program &prog = program(entry);
   const int64_t staticRows = prog.entry->rows;
   activeRows = std::clamp<int64_t>(activeRows, 1, staticRows);
@@ -287,7 +301,9 @@ void CpuExecutor::run(const std::string &entry, int64_t activeRows) {
       cpu::ropeTable(prog.positions, t.headDim / 2, t.freqs.data(), t.table.data(), b, e);
     });
 
-  for (const Instr &in : prog.instrs) {
+  for (size_t instrIndex = 0; instrIndex < prog.instrs.size(); ++instrIndex) {
+    if (prog.stepOf[instrIndex] < firstStep || prog.stepOf[instrIndex] > lastStep) continue;
+    const Instr &in = prog.instrs[instrIndex];
     const float *x = reinterpret_cast<const float *>(in.in.empty() ? nullptr : in.in[0]);
     switch (in.kind) {
     case OpKind::embedding: {

@@ -3,6 +3,7 @@
 // step allocates nothing.
 #pragma once
 
+#include "runtime/Executor.h"
 #include "runtime/Kernels.h"
 #include "runtime/Plan.h"
 #include "runtime/ThreadPool.h"
@@ -14,29 +15,36 @@
 
 namespace kvplan {
 
-class CpuExecutor {
+class CpuExecutor : public Executor {
 public:
   /// Binds `plan` to the weights (the artifact's weights section, laid out
   /// as the plan's weight table says), allocates the arena and the KV cache.
   /// Throws InputError when the plan and the weights disagree.
   CpuExecutor(const Plan &plan, const char *weights, uint64_t weightsBytes, int threads);
-  ~CpuExecutor();
+  ~CpuExecutor() override;
   CpuExecutor(const CpuExecutor &) = delete;
   CpuExecutor &operator=(const CpuExecutor &) = delete;
 
-  const Plan &plan() const { return plan_; }
-  int threads() const { return pool.size(); }
+  const Plan &plan() const override { return plan_; }
+  std::string describe() const override;
+  int threads() const override { return pool.size(); }
 
   /// Inputs of an entry point, in the arena: write them before run().
-  int32_t *tokens(const std::string &entry);
-  int32_t *positions(const std::string &entry);
-  int32_t *pageTable(const std::string &entry);
+  int32_t *tokens(const std::string &entry) override;
+  int32_t *positions(const std::string &entry) override;
+  int32_t *pageTable(const std::string &entry) override;
   /// The entry point's logits, in the arena: [rows, vocab] f32.
-  const float *logits(const std::string &entry) const;
+  const float *logits(const std::string &entry) override;
 
   /// Runs `entry` on its first `activeRows` rows (the others are padding:
   /// their positions must be -1).
-  void run(const std::string &entry, int64_t activeRows);
+  void run(const std::string &entry, int64_t activeRows) override;
+  /// Runs only the plan steps firstStep..lastStep (RoPE tables included),
+  /// for tests that compare another device step by step.
+  void runSteps(const std::string &entry, int64_t activeRows, int64_t firstStep, int64_t lastStep);
+  /// The arena and the KV cache, for such tests.
+  char *arenaData() { return arena; }
+  void *cacheData() { return cache; }
 
 private:
   struct Instr;

@@ -43,7 +43,9 @@ DType typeFrom(const json &j) {
 }
 
 json opJson(const DeviceOp &op) {
-  json j = {{"steps", {op.firstStep, op.lastStep}}, {"rows_follow_active", op.rowsFollowActive}};
+  json j = {{"steps", {op.firstStep, op.lastStep}},
+            {"rows_follow_active", op.rowsFollowActive},
+            {"static_rows", op.staticRows}};
   if (op.kind == DeviceOp::kernel) {
     json ptrs = json::array();
     for (const DeviceRef &r : op.pointers) ptrs.push_back(refJson(r));
@@ -54,7 +56,7 @@ json opJson(const DeviceOp &op) {
     j.update({{"gemm", true}, {"weight", refJson(op.weight)}, {"input", refJson(op.input)},
               {"output", refJson(op.output)}, {"m", op.m}, {"k", op.k}, {"lda", op.lda},
               {"ldb", op.ldb}, {"ldc", op.ldc}, {"weight_type", dtypeName(op.weightType)},
-              {"input_type", dtypeName(op.inputType)}, {"static_rows", op.staticRows}});
+              {"input_type", dtypeName(op.inputType)}});
   }
   return j;
 }
@@ -64,6 +66,8 @@ DeviceOp opFrom(const json &j) {
   op.firstStep = j.at("steps").at(0).get<int64_t>();
   op.lastStep = j.at("steps").at(1).get<int64_t>();
   op.rowsFollowActive = j.at("rows_follow_active").get<bool>();
+  op.staticRows = j.at("static_rows").get<int64_t>();
+  if (op.staticRows <= 0) throw InputError("cuda program: an op has no rows");
   if (j.contains("gemm")) {
     op.kind = DeviceOp::gemm;
     op.weight = refFrom(j.at("weight"));
@@ -76,7 +80,6 @@ DeviceOp opFrom(const json &j) {
     op.ldc = j.at("ldc").get<int64_t>();
     op.weightType = typeFrom(j.at("weight_type"));
     op.inputType = typeFrom(j.at("input_type"));
-    op.staticRows = j.at("static_rows").get<int64_t>();
     if (op.m <= 0 || op.k <= 0 || op.staticRows <= 0 || op.lda < op.k || op.ldb < op.k ||
         op.ldc < op.m)
       throw InputError("cuda program: a matrix product has inconsistent dimensions");

@@ -46,7 +46,7 @@ struct DeviceOp {
   int rowsDim = -1;                        // grid dimension that is the row count (-1: none)
   int64_t rowsPerBlock = 1;                // rows each block along rowsDim covers
   std::vector<DeviceRef> pointers;         // p[0..]
-  std::vector<int64_t> ints;               // i[1..]: i[0] is always the active row count
+  std::vector<int64_t> ints;               // i[1..]; i[0] is the op's row count
   std::vector<double> reals;               // d[0..]
 
   // gemm: out[r, j] = sum_k in[r, k] * weight[j, k] for r < rows, j < m,
@@ -54,8 +54,10 @@ struct DeviceOp {
   DeviceRef weight, input, output;
   int64_t m = 0, k = 0, lda = 0, ldb = 0, ldc = 0;
   DType weightType = DType::f32, inputType = DType::f32;
-  int64_t staticRows = 0;                  // n when the entry point runs all rows
-  bool rowsFollowActive = true;            // false: n is staticRows always (pruned rows)
+  // Both kinds: the op's rows when the entry point runs all of them; ops on
+  // pruned rows (the last token only) run staticRows always.
+  int64_t staticRows = 0;
+  bool rowsFollowActive = true;
 };
 
 struct CudaEntry {

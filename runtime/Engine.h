@@ -5,6 +5,12 @@
 #pragma once
 
 #include "runtime/CpuExecutor.h"
+#include "runtime/Executor.h"
+#include "runtime/Sampler.h"
+
+#include <memory>
+#include <optional>
+#include <random>
 
 #include <cstdint>
 #include <vector>
@@ -13,10 +19,14 @@ namespace kvplan {
 
 class Engine {
 public:
+  /// On the CPU.
   Engine(const Plan &plan, const char *weights, uint64_t weightsBytes, int threads);
+  /// On any executor (runtime/Executor.h).
+  explicit Engine(std::unique_ptr<Executor> executor);
 
-  const Plan &plan() const { return exec.plan(); }
-  int threads() const { return exec.threads(); }
+  const Plan &plan() const { return exec->plan(); }
+  int threads() const { return exec->threads(); }
+  Executor &executor() { return *exec; }
   int64_t vocabSize() const { return plan().model.vocabSize; }
   int64_t maxSeqLen() const { return plan().settings.maxSeqLen; }
   int64_t maxBatch() const { return plan().settings.maxBatch; }
@@ -40,12 +50,31 @@ public:
   /// [seqs.size(), vocab] logits, row i for seqs[i].
   const float *decode(const std::vector<int> &seqs, const std::vector<int32_t> &tokens);
 
+  /// Sampling for prefillNext/decodeNext (default: greedy). Throws
+  /// InputError for bad options, as Sampler does.
+  void setSampling(const SamplingOptions &options);
+  /// prefill() and decode() that return the next token of each sequence
+  /// instead of logits: sampled on the device where the executor can (only
+  /// token ids then leave the GPU), else by Sampler here.
+  int32_t prefillNext(int seq, const int32_t *tokens, int64_t count);
+  std::vector<int32_t> decodeNext(const std::vector<int> &seqs,
+                                  const std::vector<int32_t> &tokens);
+
 private:
+  void runPrefill(int seq, const int32_t *tokens, int64_t count, bool deviceSampling);
+  void runDecode(const std::vector<int> &seqs, const std::vector<int32_t> &tokens,
+                 bool deviceSampling);
+  void deviceParams(const std::string &entry, int64_t rows);
   void checkToken(int32_t t) const;
   void reserve(int seq, int64_t tokens);
   void checkOpen(int seq) const;
+  void init();
 
-  CpuExecutor exec;
+  std::unique_ptr<Executor> exec;
+  SamplingOptions sampling;
+  Sampler hostSampler{SamplingOptions{}};
+  std::mt19937_64 deviceRng{0};
+  std::vector<DeviceSamplingParams> params;
   int64_t chunk, batch, pagesPerSeq, pageSize;
   std::vector<int32_t> freeList;
   struct Sequence {

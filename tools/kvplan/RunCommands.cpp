@@ -7,6 +7,9 @@
 #include "runtime/cpu/Isa.h"
 #include "runtime/Sampler.h"
 #include "runtime/ThreadPool.h"
+#ifdef KVPLAN_HAVE_CUDA
+#include "runtime/cuda/CudaExecutor.h"
+#endif
 
 #include <chrono>
 #include <cstdio>
@@ -122,10 +125,11 @@ struct RunOptions {
   SamplingOptions sampling{1.0, 0, 0.9, 0};
   bool ignoreEos = false, printIds = false, stats = false, noBos = false;
   int threads = 0;
+  bool noGraphs = false;
 };
 
 int runGenerate(const RunOptions &o, bool verbose) {
-  Sampler sampler(o.sampling); // checks the sampling flags before any work
+  Sampler check(o.sampling); // checks the sampling flags before any work
   if (o.tokens < 0) throw InputError("-n must be 0 or more, got " + std::to_string(o.tokens));
   if (o.threads < 0) throw InputError("--threads must be positive");
   if (!o.promptIds.empty() && o.promptGiven)
@@ -153,7 +157,9 @@ int runGenerate(const RunOptions &o, bool verbose) {
                      std::to_string(r.plan.settings.maxSeqLen) +
                      " (compile with a larger --max-seq)");
 
-  Engine engine(r.plan, r.weights, r.weightsBytes, o.threads ? o.threads : defaultThreadCount());
+  Engine engine(makeExecutor(r, {o.threads, !o.noGraphs}));
+  engine.setSampling(o.sampling);
+  if (verbose) std::fprintf(stderr, "running on %s\n", engine.executor().describe().c_str());
   const std::vector<int64_t> &eos = r.plan.model.eosTokenIds;
   std::vector<int32_t> stopIds(eos.begin(), eos.end());
   if (tok)
@@ -174,12 +180,11 @@ int runGenerate(const RunOptions &o, bool verbose) {
 
   const int seq = engine.open();
   auto t0 = Clock::now();
-  const float *logits = engine.prefill(seq, prompt.data(), int64_t(prompt.size()));
+  int32_t next = engine.prefillNext(seq, prompt.data(), int64_t(prompt.size()));
   auto t1 = Clock::now();
   int64_t generated = 0;
   std::vector<int32_t> out;
   while (generated < o.tokens) {
-    int32_t next = sampler.sample(logits, r.plan.model.vocabSize);
     if (!o.ignoreEos && isEos(next)) break;
     out.push_back(next);
     ++generated;
@@ -197,7 +202,7 @@ int runGenerate(const RunOptions &o, bool verbose) {
                    (long long)engine.maxSeqLen());
       break;
     }
-    logits = engine.decode({seq}, {next});
+    next = engine.decodeNext({seq}, {next})[0];
   }
   auto t2 = Clock::now();
   if (stream) emit(stream->flush());
@@ -210,9 +215,9 @@ int runGenerate(const RunOptions &o, bool verbose) {
     int64_t steps = std::max<int64_t>(generated - 1, 0);
     std::fprintf(stderr,
                  "prefill: %zu tokens in %.3f s (%.1f tok/s); decode: %lld tokens in %.3f s "
-                 "(%.1f tok/s); %d threads\n",
+                 "(%.1f tok/s); %s\n",
                  prompt.size(), pre, double(prompt.size()) / pre, (long long)steps, dec,
-                 steps ? double(steps) / dec : 0.0, engine.threads());
+                 steps ? double(steps) / dec : 0.0, engine.executor().describe().c_str());
   }
   return 0;
 }
@@ -222,7 +227,10 @@ struct BenchOptions {
   int64_t promptLen = 128, gen = 128;
   int threads = 0;
   bool json = false;
+  bool noGraphs = false;
 };
+
+int runBenchCuda(const BenchOptions &o, Runnable &r, bool verbose);
 
 int runBench(const BenchOptions &o, bool verbose) {
   if (o.promptLen < 1 || o.gen < 1)
@@ -231,6 +239,7 @@ int runBench(const BenchOptions &o, bool verbose) {
   if (o.promptLen + o.gen > r.plan.settings.maxSeqLen)
     throw InputError("--prompt-len + --gen = " + std::to_string(o.promptLen + o.gen) +
                      " exceeds the compiled context " + std::to_string(r.plan.settings.maxSeqLen));
+  if (r.plan.settings.target == Target::cuda) return runBenchCuda(o, r, verbose);
   const int threads = o.threads ? o.threads : defaultThreadCount();
   // The machine's limits, with the threads the model will use; measured
   // before and after the model runs, keeping the better figure, since a
@@ -309,6 +318,99 @@ int runBench(const BenchOptions &o, bool verbose) {
   return 0;
 }
 
+
+#ifdef KVPLAN_HAVE_CUDA
+/// bench on a GPU: decode with graph replay and eagerly in one process, the
+/// device-to-device copy bandwidth measured in the same run.
+int runBenchCuda(const BenchOptions &o, Runnable &r, bool verbose) {
+  const double bandwidth = measureCudaCopyBandwidth(); // before the model takes memory
+  CudaOptions co;
+  co.graphs = !o.noGraphs;
+  auto exec = std::make_unique<CudaExecutor>(r.plan, *r.cuda, r.weights, r.weightsBytes, co);
+  CudaExecutor *cuda = exec.get();
+  Engine engine(std::move(exec));
+  if (verbose) std::fprintf(stderr, "running on %s\n", cuda->describe().c_str());
+  std::mt19937 rng(1234);
+  std::vector<int32_t> prompt(size_t(o.promptLen));
+  for (int32_t &t : prompt) t = int32_t(rng() % uint32_t(r.plan.model.vocabSize));
+
+  auto prefillBest = [&] {
+    double best = 1e300;
+    for (int rep = 0; rep < 5; ++rep) {
+      int s = engine.open();
+      auto a = Clock::now();
+      engine.prefillNext(s, prompt.data(), o.promptLen);
+      best = std::min(best, seconds(a, Clock::now()));
+      engine.close(s);
+    }
+    return best;
+  };
+  // Seconds per decode step over `steps` greedy steps after the prompt.
+  auto decodeStep = [&](int64_t steps) {
+    int seq = engine.open();
+    int32_t next = engine.prefillNext(seq, prompt.data(), o.promptLen);
+    auto t1 = Clock::now();
+    for (int64_t i = 0; i < steps; ++i) next = engine.decodeNext({seq}, {next})[0];
+    const double s = seconds(t1, Clock::now()) / double(steps);
+    engine.close(seq);
+    return s;
+  };
+  prefillBest(); // warm-up: graph capture, cuBLAS heuristics
+  decodeStep(std::min<int64_t>(o.gen, 4));
+  const double prefillS = prefillBest();
+  const double mainStep = decodeStep(o.gen);
+  // The other mode, same kernels, same engine.
+  cuda->setGraphs(o.noGraphs);
+  decodeStep(std::min<int64_t>(o.gen, 4));
+  const double otherStep = decodeStep(o.gen);
+  cuda->setGraphs(!o.noGraphs);
+  const double graphStep = o.noGraphs ? otherStep : mainStep;
+  const double eagerStep = o.noGraphs ? mainStep : otherStep;
+
+  const double prefillTokS = double(o.promptLen) / prefillS;
+  const double decodeTokS = 1.0 / mainStep;
+  const int64_t weightBytes = decodeWeightBytes(r.plan, 1);
+  const double decodeGBs = double(weightBytes) * decodeTokS / 1e9;
+  const double bandwidthGBs = bandwidth / 1e9;
+  const double fraction = bandwidthGBs > 0 ? decodeGBs / bandwidthGBs : 0;
+  if (o.json) {
+    nlohmann::json j = {{"model", r.plan.model.name},
+                        {"weight_dtype", dtypeName(r.plan.settings.weightDtype)},
+                        {"device", cuda->describe()},
+                        {"graphs", !o.noGraphs},
+                        {"prompt_len", o.promptLen},
+                        {"gen", o.gen},
+                        {"prefill_tok_s", prefillTokS},
+                        {"decode_tok_s", decodeTokS},
+                        {"decode_step_ms_graph", graphStep * 1e3},
+                        {"decode_step_ms_eager", eagerStep * 1e3},
+                        {"graph_speedup", eagerStep / graphStep},
+                        {"graphs_captured", cuda->graphsCaptured()},
+                        {"weights_bytes", weightBytes},
+                        {"bandwidth_gb_s", bandwidthGBs},
+                        {"decode_roofline_fraction", fraction}};
+    std::cout << j.dump() << "\n";
+  } else {
+    std::printf("model    %s (%s weights) on %s\n", r.plan.model.name.c_str(),
+                dtypeName(r.plan.settings.weightDtype), cuda->describe().c_str());
+    std::printf("device   device-to-device copy %.1f GB/s (read + write)\n", bandwidthGBs);
+    std::printf("prefill  %lld tokens: %.1f tok/s\n", (long long)o.promptLen, prefillTokS);
+    std::printf("decode   %lld tokens: %.1f tok/s, %s of weights per token = %.1f GB/s = %.0f%% "
+                "of the copy roofline\n",
+                (long long)o.gen, decodeTokS, humanBytes(weightBytes).c_str(), decodeGBs,
+                100 * fraction);
+    std::printf("graphs   %.3f ms per decode step replayed, %.3f ms eager: %.2fx\n",
+                graphStep * 1e3, eagerStep * 1e3, eagerStep / graphStep);
+  }
+  return 0;
+}
+#else
+int runBenchCuda(const BenchOptions &, Runnable &r, bool) {
+  throw InputError(r.source + ": incompatible because it targets cuda and this kvplan has no "
+                              "CUDA runtime");
+}
+#endif
+
 } // namespace
 
 void addRunCommands(CLI::App &app, const GlobalOptions &global, Action &action) {
@@ -341,6 +443,9 @@ void addRunCommands(CLI::App &app, const GlobalOptions &global, Action &action) 
                   "Print the prompt ids then the generated ids, and nothing else, on stdout");
     cmd->add_flag("--stats", o->stats, "Print prefill and decode tokens per second on stderr");
     cmd->add_option("--threads", o->threads, "Threads (default: the machine's cores)");
+    cmd->add_flag("--no-graphs", o->noGraphs,
+                  "CUDA: launch every kernel eagerly instead of replaying CUDA graphs");
+    if (!compileSettings) o->model.addArtifactWeights(cmd);
     cmd->callback([&action, &global, o, p] {
       o->promptGiven = p->count() > 0;
       action = [&global, o] { return runGenerate(*o, global.verbose); };
@@ -356,6 +461,9 @@ void addRunCommands(CLI::App &app, const GlobalOptions &global, Action &action) 
     cmd->add_option("--threads", o->threads, "Threads (default: the machine's cores)");
     cmd->add_flag("--json", o->json,
                   "Print one JSON object: prefill_tok_s, decode_tok_s, weights_bytes, ...");
+    cmd->add_flag("--no-graphs", o->noGraphs,
+                  "CUDA: measure eager launches first (both modes are measured)");
+    if (!compileSettings) o->model.addArtifactWeights(cmd);
     cmd->callback([&action, &global, o] {
       action = [&global, o] { return runBench(*o, global.verbose); };
     });

@@ -3,11 +3,16 @@
 #include "tools/kvplan/Runnable.h"
 #include "tools/kvplan/Commands.h"
 
+#include "runtime/CpuExecutor.h"
+#include "runtime/WeightFormats.h"
 #include "runtime/WeightPacking.h"
+#ifdef KVPLAN_HAVE_CUDA
+#include "runtime/cuda/CudaExecutor.h"
+#endif
 #ifdef KVPLAN_HAVE_COMPILER
 #include "codegen/Compiler.h"
+#include "codegen/CudaCodegen.h"
 #include "frontend/ConfigParser.h"
-#include "runtime/WeightFormats.h"
 #endif
 
 #include <chrono>
@@ -43,6 +48,12 @@ void ModelOptions::add(CLI::App *cmd, const std::string &positional, bool compil
   cmd->add_option("--prefill-chunk", prefillChunk, "Prompt tokens per prefill call")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--page-size", pageSize, "KV-cache tokens per page")->check(CLI::PositiveNumber);
+}
+
+void ModelOptions::addArtifactWeights(CLI::App *cmd) {
+  cmd->add_option("--weights", weights,
+                  "For an artifact compiled with --weights none: random:SEED or a checkpoint "
+                  "(.bin, .gguf, safetensors) to pack in memory");
 }
 
 bool isArtifactFile(const std::string &path) {
@@ -119,19 +130,50 @@ Runnable loadRunnable(const ModelOptions &opts, bool verbose) {
   if (isArtifactFile(opts.model)) {
     r.artifact = std::make_unique<Artifact>(Artifact::open(opts.model));
     r.plan = r.artifact->plan();
-    if (!r.artifact->hasSection(kWeightsSection))
-      throw InputError(opts.model + ": the artifact holds no weights (it was compiled with "
-                                    "--weights none); compile it with weights to run it");
-    auto t0 = std::chrono::steady_clock::now();
-    r.artifact->verifySection(kWeightsSection);
-    std::string_view w = r.artifact->section(kWeightsSection);
-    if (verbose)
-      std::fprintf(stderr, "  weights checksum      %8.2f ms for %s\n",
-                   std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                       .count(),
-                   humanBytes(int64_t(w.size())).c_str());
-    r.weights = w.data();
-    r.weightsBytes = w.size();
+    if (!opts.weights.empty() && opts.weights != "none") {
+      // Weights packed now for a weightless artifact (or replacing its own).
+      std::unique_ptr<WeightSource> src = openWeights(opts.weights, r.plan.model);
+      r.ownedWeights = packWeightsInMemory(r.plan, *src);
+      r.weights = r.ownedWeights.data();
+      r.weightsBytes = r.ownedWeights.size();
+    } else {
+      if (!r.artifact->hasSection(kWeightsSection))
+        throw InputError(opts.model + ": the artifact holds no weights (it was compiled with "
+                                      "--weights none); compile it with weights, or give "
+                                      "--weights random:SEED or a checkpoint");
+      auto t0 = std::chrono::steady_clock::now();
+      r.artifact->verifySection(kWeightsSection);
+      std::string_view w = r.artifact->section(kWeightsSection);
+      if (verbose)
+        std::fprintf(stderr, "  weights checksum      %8.2f ms for %s\n",
+                     std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                               t0)
+                         .count(),
+                     humanBytes(int64_t(w.size())).c_str());
+      r.weights = w.data();
+      r.weightsBytes = w.size();
+    }
+    if (r.plan.settings.target == Target::cuda) {
+      CudaCode code;
+      if (!r.artifact->hasSection(kCudaProgramSection))
+        throw InputError(opts.model + ": incompatible because this cuda artifact has no launch "
+                                      "table (section cuda.program); recompile it");
+      std::string_view prog = r.artifact->section(kCudaProgramSection);
+      try {
+        code.program = cudaProgramFromJson(nlohmann::json::parse(prog.begin(), prog.end()));
+      } catch (const nlohmann::json::exception &e) {
+        throw InputError(opts.model + ": the cuda.program section is not JSON: " + e.what());
+      }
+      for (const std::string &arch : r.plan.cudaArchs) {
+        if (!r.artifact->hasSection(cudaCubinSection(arch)))
+          throw InputError(opts.model + ": the artifact lists " + arch +
+                           " but holds no machine code for it; recompile it");
+        code.cubins[arch] = std::string(r.artifact->section(cudaCubinSection(arch)));
+      }
+      if (r.artifact->hasSection(kCudaSourceSection))
+        code.source = std::string(r.artifact->section(kCudaSourceSection));
+      r.cuda = std::move(code);
+    }
     if (!opts.tokenizer.empty()) {
       r.tokenizer = loadTokenizerFile(opts.tokenizer);
     } else if (r.artifact->hasSection(kTokenizerSection)) {
@@ -147,6 +189,10 @@ Runnable loadRunnable(const ModelOptions &opts, bool verbose) {
     if (s.weights.empty())
       throw InputError(opts.model + ": --weights none leaves nothing to run");
     CompileOutput out = compileModel(s.config, {}, verbose);
+    if (out.plan.settings.target == Target::cuda) {
+      addCudaCode(out, parseCudaArchs(kDefaultCudaArchs), verbose);
+      r.cuda = out.cuda;
+    }
     std::unique_ptr<WeightSource> src = openWeights(s.weights, s.config.model);
     r.plan = out.plan;
     r.ownedWeights = packWeightsInMemory(r.plan, *src);
@@ -160,16 +206,34 @@ Runnable loadRunnable(const ModelOptions &opts, bool verbose) {
                                   "`kvplan compile` where the compiler is installed");
 #endif
   }
+#ifndef KVPLAN_HAVE_CUDA
   if (r.plan.settings.target != Target::cpu)
     throw InputError(opts.model + ": incompatible because it was compiled for target '" +
                      targetName(r.plan.settings.target) +
-                     "' and this runtime runs 'cpu' artifacts; recompile with --target cpu");
+                     "' and this kvplan was built without the CUDA runtime (KVPLAN_CUDA=OFF); "
+                     "recompile the model with --target cpu, or rebuild kvplan with CUDA");
+#endif
   if (r.tokenizer && r.tokenizer->vocabSize() > r.plan.model.vocabSize)
     throw InputError(opts.tokenizer + ": the tokenizer has " +
                      std::to_string(r.tokenizer->vocabSize()) +
                      " tokens but the model's vocabulary has " +
                      std::to_string(r.plan.model.vocabSize));
   return r;
+}
+
+std::unique_ptr<Executor> makeExecutor(const Runnable &r, const ExecOptions &o) {
+  if (r.plan.settings.target == Target::cuda) {
+#ifdef KVPLAN_HAVE_CUDA
+    CudaOptions co;
+    co.graphs = o.graphs;
+    return std::make_unique<CudaExecutor>(r.plan, *r.cuda, r.weights, r.weightsBytes, co);
+#else
+    throw InputError(r.source + ": incompatible because it targets cuda and this kvplan has no "
+                                "CUDA runtime");
+#endif
+  }
+  return std::make_unique<CpuExecutor>(r.plan, r.weights, r.weightsBytes,
+                                       o.threads ? o.threads : defaultThreadCount());
 }
 
 } // namespace kvplan::cli

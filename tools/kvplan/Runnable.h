@@ -4,6 +4,8 @@
 
 #include "frontend/ModelSpec.h"
 #include "runtime/Artifact.h"
+#include "runtime/CudaProgram.h"
+#include "runtime/Executor.h"
 #include "runtime/Tokenizer.h"
 
 #include <CLI/CLI.hpp>
@@ -26,6 +28,8 @@ struct ModelOptions {
   /// the settings flags, `sources` --tokenizer (and --weights with
   /// compileSettings).
   void add(CLI::App *cmd, const std::string &positional, bool compileSettings, bool sources);
+  /// Adds --weights for artifacts alone (builds without the compiler).
+  void addArtifactWeights(CLI::App *cmd);
 };
 
 struct Runnable {
@@ -36,7 +40,19 @@ struct Runnable {
   uint64_t weightsBytes = 0;
   std::unique_ptr<Tokenizer> tokenizer; // null: the model has none
   std::string source;                   // for messages
+  std::optional<CudaCode> cuda;         // cuda target: launch table and cubins
 };
+
+/// How run and bench execute.
+struct ExecOptions {
+  int threads = 0;     // CPU threads (0: the machine's cores)
+  bool graphs = true;  // CUDA graphs (--no-graphs: eager launches)
+};
+
+/// The executor for the runnable's target: the CPU, or a CUDA GPU when
+/// this kvplan has the CUDA runtime. Throws InputError ("incompatible
+/// because ...", no device, out of memory).
+std::unique_ptr<Executor> makeExecutor(const Runnable &r, const ExecOptions &o);
 
 /// True when the file starts with the artifact magic.
 bool isArtifactFile(const std::string &path);

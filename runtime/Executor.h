@@ -1,0 +1,48 @@
+// What the engine drives: a plan's entry points bound to one device (the
+// CPU, or a CUDA GPU), with host-side input buffers written before each run.
+#pragma once
+
+#include "runtime/CudaProgram.h"
+#include "runtime/Plan.h"
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace kvplan {
+
+class Executor {
+public:
+  virtual ~Executor() = default;
+
+  virtual const Plan &plan() const = 0;
+  /// One line for humans: "cpu (avx512, 2 threads)", "cuda: NVIDIA H100 ...".
+  virtual std::string describe() const = 0;
+  virtual int threads() const { return 1; }
+
+  /// Inputs of an entry point in host memory: write them before run().
+  virtual int32_t *tokens(const std::string &entry) = 0;
+  virtual int32_t *positions(const std::string &entry) = 0;
+  virtual int32_t *pageTable(const std::string &entry) = 0;
+
+  /// Runs `entry` on its first `activeRows` rows (the others are padding:
+  /// their positions must be -1).
+  virtual void run(const std::string &entry, int64_t activeRows) = 0;
+  /// The last run's logits, [rows, vocab] f32 in host memory, valid until
+  /// the next run.
+  virtual const float *logits(const std::string &entry) = 0;
+
+  /// Executors that sample on the device (CUDA) take the per-row sampling
+  /// parameters before run() and give the tokens after it, so only token
+  /// ids cross to the host.
+  virtual bool samplesOnDevice() const { return false; }
+  virtual void setSampling(const std::string &entry, const DeviceSamplingParams *rows,
+                           int64_t count) {
+    throw std::logic_error("this executor samples on the host");
+  }
+  virtual const int32_t *sampled(const std::string &entry) {
+    throw std::logic_error("this executor samples on the host");
+  }
+};
+
+} // namespace kvplan

@@ -1,0 +1,501 @@
+// The CUDA executor: replays the launch table codegen wrote, on one stream,
+// as CUDA Graphs (one per entry point and row count) or eagerly.
+#include "runtime/cuda/CudaExecutor.h"
+
+#include <cublas_api.h>
+#include <cuda_runtime.h>
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <vector>
+
+namespace kvplan {
+
+namespace {
+
+std::string humanMiB(int64_t bytes) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", double(bytes) / (1 << 20));
+  return buf;
+}
+
+/// A CUDA failure while running: a bug or a broken device, not bad input.
+[[noreturn]] void cudaFail(cudaError_t e, const std::string &what) {
+  throw std::runtime_error("CUDA error in " + what + ": " + cudaGetErrorName(e) + " (" +
+                           cudaGetErrorString(e) + ")");
+}
+void check(cudaError_t e, const std::string &what) {
+  if (e != cudaSuccess) cudaFail(e, what);
+}
+
+/// cuBLAS, opened at run time so the kvplan binary starts (and runs CPU
+/// artifacts) where the CUDA libraries are not installed.
+struct Cublas {
+  using CreateFn = cublasStatus_t (*)(cublasHandle_t *);
+  using DestroyFn = cublasStatus_t (*)(cublasHandle_t);
+  using SetStreamFn = cublasStatus_t (*)(cublasHandle_t, cudaStream_t);
+  using SetWorkspaceFn = cublasStatus_t (*)(cublasHandle_t, void *, size_t);
+  using SetMathModeFn = cublasStatus_t (*)(cublasHandle_t, cublasMath_t);
+  using StatusStringFn = const char *(*)(cublasStatus_t);
+  using GemmExFn = cublasStatus_t (*)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int,
+                                      int, int, const void *, const void *, cudaDataType, int,
+                                      const void *, cudaDataType, int, const void *, void *,
+                                      cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t);
+  void *lib = nullptr;
+  CreateFn create = nullptr;
+  DestroyFn destroy = nullptr;
+  SetStreamFn setStream = nullptr;
+  SetWorkspaceFn setWorkspace = nullptr;
+  SetMathModeFn setMathMode = nullptr;
+  StatusStringFn statusString = nullptr;
+  GemmExFn gemmEx = nullptr;
+
+  void load() {
+    std::string errors;
+    for (const char *name : {"libcublas.so.13", "libcublas.so.12", "libcublas.so"}) {
+      lib = ::dlopen(name, RTLD_NOW | RTLD_LOCAL);
+      if (lib) break;
+      const char *e = ::dlerror();
+      errors += std::string("\n  ") + (e ? e : name);
+    }
+    if (!lib)
+      throw InputError("cannot load cuBLAS, which the cuda target's linears use:" + errors +
+                       "\ninstall the CUDA toolkit's cuBLAS or add its folder to LD_LIBRARY_PATH");
+    auto sym = [&](const char *n) {
+      void *p = ::dlsym(lib, n);
+      if (!p) throw InputError(std::string("the cuBLAS library lacks ") + n + "; it is too old");
+      return p;
+    };
+    create = reinterpret_cast<CreateFn>(sym("cublasCreate_v2"));
+    destroy = reinterpret_cast<DestroyFn>(sym("cublasDestroy_v2"));
+    setStream = reinterpret_cast<SetStreamFn>(sym("cublasSetStream_v2"));
+    setWorkspace = reinterpret_cast<SetWorkspaceFn>(sym("cublasSetWorkspace_v2"));
+    setMathMode = reinterpret_cast<SetMathModeFn>(sym("cublasSetMathMode"));
+    statusString = reinterpret_cast<StatusStringFn>(sym("cublasGetStatusString"));
+    gemmEx = reinterpret_cast<GemmExFn>(sym("cublasGemmEx"));
+  }
+  void check(cublasStatus_t s, const std::string &what) const {
+    if (s != CUBLAS_STATUS_SUCCESS)
+      throw std::runtime_error("cuBLAS error in " + what + ": " + statusString(s));
+  }
+};
+
+cudaDataType cudaTypeOf(DType t) {
+  switch (t) {
+  case DType::f32: return CUDA_R_32F;
+  case DType::bf16: return CUDA_R_16BF;
+  case DType::f16: return CUDA_R_16F;
+  default: break;
+  }
+  throw InputError(std::string("the cuda runtime has no matrix product for ") + dtypeName(t));
+}
+
+/// The kernel arguments, as the generated source declares them.
+struct KvArgs {
+  char *p[kKernelPointers];
+  long long i[kKernelInts];
+  double d[kKernelReals];
+};
+
+} // namespace
+
+bool cudaDeviceAvailable(std::string *why) {
+  int n = 0;
+  // Without a driver this returns an error (not always cudaErrorNoDevice):
+  // any error means no device.
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess || n == 0) {
+    if (why)
+      *why = std::string("no CUDA device: ") +
+             (e != cudaSuccess ? cudaGetErrorString(e) : "the driver reports none");
+    cudaGetLastError(); // clear the sticky-free error so later calls start clean
+    return false;
+  }
+  return true;
+}
+
+struct CudaExecutor::Impl {
+  Plan plan;
+  CudaProgram program;
+  CudaOptions options;
+  cudaDeviceProp props{};
+  std::string arch; // the cubin loaded
+  cudaStream_t stream = nullptr;
+  cudaLibrary_t library = nullptr;
+  std::map<std::string, cudaKernel_t> kernels;
+  Cublas cublas;
+  cublasHandle_t handle = nullptr;
+  char *weights = nullptr, *arena = nullptr, *cache = nullptr, *work = nullptr;
+  int64_t captured = 0;
+
+  struct Entry {
+    const EntryPoint *ep = nullptr;
+    const CudaEntry *ce = nullptr;
+    int64_t tokOff = 0, posOff = 0, tableOff = 0, tableInts = 0;
+    int64_t logitsOff = 0, logitRows = 0, vocab = 0;
+    bool logitsFollow = true;
+    int32_t *hTok = nullptr, *hPos = nullptr, *hTable = nullptr, *hSampled = nullptr;
+    DeviceSamplingParams *hParams = nullptr;
+    float *hLogits = nullptr;
+    int64_t lastActive = 0;
+    bool logitsFresh = false;
+    std::map<int64_t, cudaGraphExec_t> graphs;
+    int64_t rowsOut(int64_t active) const { return logitsFollow ? active : logitRows; }
+  };
+  std::map<std::string, Entry> entries;
+
+  char *base(DeviceBuffer b) const {
+    switch (b) {
+    case DeviceBuffer::arena: return arena;
+    case DeviceBuffer::weights: return weights;
+    case DeviceBuffer::cache: return cache;
+    case DeviceBuffer::work: return work;
+    }
+    return nullptr;
+  }
+  Entry &entry(const std::string &name) {
+    auto it = entries.find(name);
+    if (it == entries.end()) throw InputError("the plan has no entry point '" + name + "'");
+    return it->second;
+  }
+  void launch(const DeviceOp &op, int64_t active) {
+    const int64_t rows = op.rowsFollowActive ? active : op.staticRows;
+    if (op.kind == DeviceOp::gemm) {
+      const float alpha = 1.0f, beta = 0.0f;
+      const int64_t n = rows;
+      cublas.check(cublas.gemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, int(op.m), int(n), int(op.k),
+                                 &alpha, base(op.weight.buffer) + op.weight.offset,
+                                 cudaTypeOf(op.weightType), int(op.lda),
+                                 base(op.input.buffer) + op.input.offset, cudaTypeOf(op.inputType),
+                                 int(op.ldb), &beta, base(op.output.buffer) + op.output.offset,
+                                 CUDA_R_32F, int(op.ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                   "a matrix product of steps " + std::to_string(op.firstStep));
+      return;
+    }
+    KvArgs args{};
+    for (size_t i = 0; i < op.pointers.size(); ++i)
+      args.p[i] = base(op.pointers[i].buffer) + op.pointers[i].offset;
+    args.i[0] = rows;
+    for (size_t i = 0; i < op.ints.size(); ++i) args.i[i + 1] = op.ints[i];
+    for (size_t i = 0; i < op.reals.size(); ++i) args.d[i] = op.reals[i];
+    std::array<int64_t, 3> grid = op.grid;
+    if (op.rowsDim >= 0) grid[size_t(op.rowsDim)] = (active + op.rowsPerBlock - 1) / op.rowsPerBlock;
+    void *params[] = {&args};
+    check(cudaLaunchKernel(reinterpret_cast<const void *>(kernels.at(op.name)),
+                           dim3(unsigned(grid[0]), unsigned(grid[1]), unsigned(grid[2])),
+                           dim3(unsigned(op.block[0]), unsigned(op.block[1]), unsigned(op.block[2])),
+                           params, 0, stream),
+          "launching " + op.name);
+  }
+  /// One run of `e` on `active` rows, as stream work: inputs in, every op,
+  /// sampling, sampled tokens out.
+  void enqueue(Entry &e, int64_t active) {
+    check(cudaMemcpyAsync(arena + e.tokOff, e.hTok, size_t(e.ep->rows) * 4, cudaMemcpyHostToDevice,
+                          stream), "copying tokens");
+    check(cudaMemcpyAsync(arena + e.posOff, e.hPos, size_t(e.ep->rows) * 4, cudaMemcpyHostToDevice,
+                          stream), "copying positions");
+    check(cudaMemcpyAsync(arena + e.tableOff, e.hTable, size_t(e.tableInts) * 4,
+                          cudaMemcpyHostToDevice, stream), "copying the page table");
+    const int64_t outRows = e.rowsOut(active);
+    check(cudaMemcpyAsync(work + e.ce->samplingParamsOffset, e.hParams,
+                          size_t(outRows) * sizeof(DeviceSamplingParams), cudaMemcpyHostToDevice,
+                          stream), "copying sampling parameters");
+    for (const DeviceOp &op : e.ce->ops) launch(op, active);
+    launch(e.ce->sample, active);
+    check(cudaMemcpyAsync(e.hSampled, work + e.ce->sampledOffset, size_t(outRows) * 4,
+                          cudaMemcpyDeviceToHost, stream), "copying sampled tokens");
+  }
+
+  ~Impl() {
+    for (auto &[name, e] : entries) {
+      for (auto &[rows, g] : e.graphs) cudaGraphExecDestroy(g);
+      cudaFreeHost(e.hTok);
+      cudaFreeHost(e.hPos);
+      cudaFreeHost(e.hTable);
+      cudaFreeHost(e.hParams);
+      cudaFreeHost(e.hSampled);
+      cudaFreeHost(e.hLogits);
+    }
+    if (handle) cublas.destroy(handle);
+    if (library) cudaLibraryUnload(library);
+    cudaFree(weights);
+    cudaFree(arena);
+    cudaFree(cache);
+    cudaFree(work);
+    if (stream) cudaStreamDestroy(stream);
+  }
+};
+
+CudaExecutor::CudaExecutor(const Plan &plan, const CudaCode &code, const char *weightsData,
+                           uint64_t weightsBytes, const CudaOptions &options)
+    : impl(std::make_unique<Impl>()) {
+  Impl &m = *impl;
+  m.plan = plan;
+  m.program = code.program;
+  m.options = options;
+  if (plan.settings.target != Target::cuda)
+    throw InputError(std::string("incompatible because the artifact was compiled for target '") +
+                     targetName(plan.settings.target) + "'; the CUDA runtime runs 'cuda' artifacts");
+  std::string why;
+  if (!cudaDeviceAvailable(&why))
+    throw InputError(why + "; this artifact targets cuda (compile with --target cpu to run on "
+                           "the CPU)");
+  check(cudaSetDevice(options.device), "selecting the device");
+  check(cudaGetDeviceProperties(&m.props, options.device), "reading the device's properties");
+
+  // Machine code: the exact architecture (sm_90a on an sm_90 device), else
+  // an older minor of the same major (sm_80 runs on sm_86).
+  const int major = m.props.major, minor = m.props.minor;
+  const std::string exact = "sm_" + std::to_string(major * 10 + minor);
+  int bestMinor = -1;
+  for (const auto &[arch, bytes] : code.cubins) {
+    if (arch == exact + "a" || arch == exact) {
+      m.arch = arch;
+      break;
+    }
+    if (arch.back() == 'a') continue; // arch-specific code runs on that chip alone
+    const int sm = std::stoi(arch.substr(3));
+    if (sm / 10 == major && sm % 10 <= minor && sm % 10 > bestMinor) {
+      bestMinor = sm % 10;
+      m.arch = arch;
+    }
+  }
+  if (m.arch.empty()) {
+    std::string have;
+    for (const auto &[arch, bytes] : code.cubins) have += (have.empty() ? "" : ", ") + arch;
+    throw InputError("incompatible because the artifact holds machine code for " +
+                     (have.empty() ? std::string("no architecture") : have) + " and this GPU (" +
+                     m.props.name + ") is " + exact + "; recompile with --arch " + exact +
+                     (major >= 9 ? "a" : ""));
+  }
+
+  // The bill, checked before anything is allocated.
+  MemoryBill bill = plan.memoryBill();
+  if (uint64_t(bill.weightsBlobBytes) > weightsBytes)
+    throw InputError("the weights hold " + std::to_string(weightsBytes) +
+                     " bytes but the plan's weight table needs " +
+                     std::to_string(bill.weightsBlobBytes));
+  if (m.program.workspaceBytes != bill.workspaceBytes)
+    throw InputError("incompatible because the launch table's workspace (" +
+                     std::to_string(m.program.workspaceBytes) + " bytes) differs from the plan's (" +
+                     std::to_string(bill.workspaceBytes) + "); recompile the model");
+  size_t freeBytes = 0, totalBytes = 0;
+  check(cudaMemGetInfo(&freeBytes, &totalBytes), "reading the device's free memory");
+  // cuBLAS's handle and the captured graphs take memory the plan cannot
+  // bill exactly; keep this much beside it.
+  constexpr int64_t kReserve = int64_t(256) << 20;
+  const int64_t need = bill.weightsBlobBytes + bill.kvCacheBytes + bill.arenaAllocBytes +
+                       bill.workspaceBytes;
+  if (need + kReserve > int64_t(freeBytes))
+    throw InputError("out of GPU memory: the plan needs " + humanMiB(need) + " (weights " +
+                     humanMiB(bill.weightsBlobBytes) + ", KV cache " + humanMiB(bill.kvCacheBytes) +
+                     ", arena " + humanMiB(bill.arenaAllocBytes) + ", workspace " +
+                     humanMiB(bill.workspaceBytes) + ") plus " + humanMiB(kReserve) +
+                     " for cuBLAS and graphs, but " + m.props.name + " has " +
+                     humanMiB(int64_t(freeBytes)) + " free of " + humanMiB(int64_t(totalBytes)) +
+                     "; short by " + humanMiB(need + kReserve - int64_t(freeBytes)) +
+                     ". Compile with a smaller --max-seq or --max-batch, or 16-bit weights");
+
+  auto alloc = [&](char **p, int64_t bytes, const char *what) {
+    cudaError_t e = cudaMalloc(reinterpret_cast<void **>(p), size_t(std::max<int64_t>(bytes, 256)));
+    if (e != cudaSuccess)
+      throw InputError(std::string("out of GPU memory allocating the ") + what + " (" +
+                       humanMiB(bytes) + "): " + cudaGetErrorString(e));
+  };
+  alloc(&m.weights, bill.weightsBlobBytes, "weights");
+  alloc(&m.cache, bill.kvCacheBytes, "KV cache");
+  alloc(&m.arena, bill.arenaAllocBytes, "arena");
+  alloc(&m.work, bill.workspaceBytes, "workspace");
+  check(cudaMemcpy(m.weights, weightsData, size_t(bill.weightsBlobBytes), cudaMemcpyHostToDevice),
+        "uploading the weights");
+  check(cudaMemset(m.cache, 0, size_t(std::max<int64_t>(bill.kvCacheBytes, 256))), "clearing the cache");
+  check(cudaMemset(m.arena, 0, size_t(std::max<int64_t>(bill.arenaAllocBytes, 256))), "clearing the arena");
+  check(cudaMemset(m.work, 0, size_t(std::max<int64_t>(bill.workspaceBytes, 256))), "clearing the workspace");
+  check(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking), "creating a stream");
+
+  const std::string &cubin = code.cubins.at(m.arch);
+  check(cudaLibraryLoadData(&m.library, cubin.data(), nullptr, nullptr, 0, nullptr, nullptr, 0),
+        "loading the " + m.arch + " machine code");
+  auto kernel = [&](const DeviceOp &op) {
+    if (op.kind != DeviceOp::kernel || m.kernels.count(op.name)) return;
+    cudaKernel_t k = nullptr;
+    if (cudaLibraryGetKernel(&k, m.library, op.name.c_str()) != cudaSuccess) {
+      cudaGetLastError();
+      throw InputError("incompatible because the " + m.arch + " machine code lacks kernel '" +
+                       op.name + "' that the launch table names; recompile the model");
+    }
+    m.kernels[op.name] = k;
+  };
+
+  m.cublas.load();
+  m.cublas.check(m.cublas.create(&m.handle), "creating a handle");
+  m.cublas.check(m.cublas.setStream(m.handle, m.stream), "setting the stream");
+  m.cublas.check(m.cublas.setWorkspace(m.handle, m.work + m.program.cublasWorkspaceOffset,
+                                       size_t(m.program.cublasWorkspaceBytes)),
+                 "setting the workspace");
+  m.cublas.check(m.cublas.setMathMode(m.handle, CUBLAS_DEFAULT_MATH), "setting the math mode");
+
+  for (const auto &[name, ep] : m.plan.entryPoints) {
+    auto ce = m.program.entries.find(name);
+    if (ce == m.program.entries.end())
+      throw InputError("incompatible because the launch table has no entry point '" + name +
+                       "'; recompile the model");
+    Impl::Entry e;
+    e.ep = &ep;
+    e.ce = &ce->second;
+    for (const DeviceOp &op : e.ce->ops) kernel(op);
+    kernel(e.ce->sample);
+    for (const Operand &a : ep.args) {
+      if (a.name == "tokens") e.tokOff = a.offset;
+      if (a.name == "positions") e.posOff = a.offset;
+      if (a.name == "page_table") {
+        e.tableOff = a.offset;
+        e.tableInts = a.numElements();
+      }
+    }
+    const Operand &logits = ep.results.at(0);
+    e.logitsOff = logits.offset;
+    e.logitRows = logits.shape.at(0);
+    e.vocab = logits.shape.back();
+    e.logitsFollow = logits.shape.at(0) == ep.rows;
+    auto pinned = [&](auto **p, int64_t bytes) {
+      check(cudaMallocHost(reinterpret_cast<void **>(p), size_t(std::max<int64_t>(bytes, 64))),
+            "allocating pinned host memory");
+      std::memset(*p, 0, size_t(std::max<int64_t>(bytes, 64)));
+    };
+    pinned(&e.hTok, ep.rows * 4);
+    pinned(&e.hPos, ep.rows * 4);
+    pinned(&e.hTable, e.tableInts * 4);
+    pinned(&e.hParams, e.logitRows * int64_t(sizeof(DeviceSamplingParams)));
+    pinned(&e.hSampled, e.logitRows * 4);
+    pinned(&e.hLogits, e.logitRows * e.vocab * 4);
+    for (int64_t r = 0; r < ep.rows; ++r) e.hPos[r] = -1;
+    m.entries[name] = e;
+  }
+}
+
+CudaExecutor::~CudaExecutor() = default;
+
+const Plan &CudaExecutor::plan() const { return impl->plan; }
+
+std::string CudaExecutor::describe() const {
+  return std::string("cuda: ") + impl->props.name + " (" + impl->arch + " machine code, " +
+         (impl->options.graphs ? "CUDA graphs" : "eager launches") + ")";
+}
+
+int32_t *CudaExecutor::tokens(const std::string &e) { return impl->entry(e).hTok; }
+int32_t *CudaExecutor::positions(const std::string &e) { return impl->entry(e).hPos; }
+int32_t *CudaExecutor::pageTable(const std::string &e) { return impl->entry(e).hTable; }
+
+void CudaExecutor::setSampling(const std::string &entry, const DeviceSamplingParams *rows,
+                               int64_t count) {
+  Impl::Entry &e = impl->entry(entry);
+  count = std::min(count, e.logitRows);
+  std::memcpy(e.hParams, rows, size_t(count) * sizeof(DeviceSamplingParams));
+}
+
+void CudaExecutor::run(const std::string &name, int64_t activeRows) {
+  Impl &m = *impl;
+  Impl::Entry &e = m.entry(name);
+  activeRows = std::clamp<int64_t>(activeRows, 1, e.ep->rows);
+  if (m.options.graphs) {
+    auto it = e.graphs.find(activeRows);
+    if (it == e.graphs.end()) {
+      cudaGraph_t graph = nullptr;
+      check(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal),
+            "starting a graph capture");
+      try {
+        m.enqueue(e, activeRows);
+      } catch (...) {
+        cudaStreamEndCapture(m.stream, &graph);
+        if (graph) cudaGraphDestroy(graph);
+        throw;
+      }
+      check(cudaStreamEndCapture(m.stream, &graph), "capturing " + name);
+      cudaGraphExec_t exec = nullptr;
+      cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+      cudaGraphDestroy(graph);
+      check(err, "instantiating the graph of " + name);
+      it = e.graphs.emplace(activeRows, exec).first;
+      ++m.captured;
+    }
+    check(cudaGraphLaunch(it->second, m.stream), "replaying " + name);
+  } else {
+    m.enqueue(e, activeRows);
+  }
+  check(cudaStreamSynchronize(m.stream), "running " + name);
+  e.lastActive = activeRows;
+  e.logitsFresh = false;
+}
+
+const float *CudaExecutor::logits(const std::string &name) {
+  Impl::Entry &e = impl->entry(name);
+  if (!e.logitsFresh) {
+    const int64_t rows = e.rowsOut(std::max<int64_t>(e.lastActive, 1));
+    check(cudaMemcpy(e.hLogits, impl->arena + e.logitsOff, size_t(rows * e.vocab) * 4,
+                     cudaMemcpyDeviceToHost),
+          "copying logits");
+    e.logitsFresh = true;
+  }
+  return e.hLogits;
+}
+
+const int32_t *CudaExecutor::sampled(const std::string &name) { return impl->entry(name).hSampled; }
+
+void CudaExecutor::setGraphs(bool on) { impl->options.graphs = on; }
+bool CudaExecutor::graphs() const { return impl->options.graphs; }
+int64_t CudaExecutor::graphsCaptured() const { return impl->captured; }
+const CudaProgram &CudaExecutor::program() const { return impl->program; }
+
+void CudaExecutor::runOps(const std::string &name, int64_t activeRows, size_t firstOp,
+                          size_t lastOp) {
+  Impl::Entry &e = impl->entry(name);
+  activeRows = std::clamp<int64_t>(activeRows, 1, e.ep->rows);
+  for (size_t i = firstOp; i <= lastOp && i < e.ce->ops.size(); ++i)
+    impl->launch(e.ce->ops[i], activeRows);
+  if (lastOp >= e.ce->ops.size()) impl->launch(e.ce->sample, activeRows);
+  check(cudaStreamSynchronize(impl->stream), "running ops of " + name);
+}
+
+void CudaExecutor::upload(DeviceBuffer b, int64_t offset, const void *data, int64_t bytes) {
+  check(cudaMemcpy(impl->base(b) + offset, data, size_t(bytes), cudaMemcpyHostToDevice), "upload");
+}
+void CudaExecutor::download(DeviceBuffer b, int64_t offset, void *data, int64_t bytes) {
+  check(cudaMemcpy(data, impl->base(b) + offset, size_t(bytes), cudaMemcpyDeviceToHost), "download");
+}
+void CudaExecutor::fill(DeviceBuffer b, int64_t offset, int byte, int64_t bytes) {
+  check(cudaMemset(impl->base(b) + offset, byte, size_t(bytes)), "fill");
+}
+
+double measureCudaCopyBandwidth(int64_t bytes) {
+  if (!cudaDeviceAvailable()) return 0;
+  void *a = nullptr, *b = nullptr;
+  if (cudaMalloc(&a, size_t(bytes)) != cudaSuccess || cudaMalloc(&b, size_t(bytes)) != cudaSuccess) {
+    cudaFree(a);
+    cudaGetLastError();
+    return 0;
+  }
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  cudaMemcpy(b, a, size_t(bytes), cudaMemcpyDeviceToDevice); // warm-up
+  float best = 1e30f;
+  for (int i = 0; i < 10; ++i) {
+    cudaEventRecord(start);
+    cudaMemcpyAsync(b, a, size_t(bytes), cudaMemcpyDeviceToDevice);
+    cudaEventRecord(stop);
+    cudaEventSynchronize(stop);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, start, stop);
+    best = std::min(best, ms);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  cudaFree(a);
+  cudaFree(b);
+  return 2.0 * double(bytes) / (double(best) * 1e-3);
+}
+
+} // namespace kvplan

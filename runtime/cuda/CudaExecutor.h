@@ -1,0 +1,75 @@
+// Runs a cuda-target plan on an NVIDIA GPU: the artifact's cubin is loaded
+// through the CUDA runtime (cudaLibraryLoadData; the driver is needed only
+// when a device is used), the weights are uploaded once, the arena, KV cache
+// and workspace are allocated exactly as the plan bills them after checking
+// the bill against the device's free memory, linears go to cuBLAS (loaded at
+// run time), and every (entry point, row count) is captured once as a CUDA
+// Graph and replayed. This header includes no CUDA header.
+#pragma once
+
+#include "runtime/CudaProgram.h"
+#include "runtime/Executor.h"
+
+#include <memory>
+#include <string>
+
+namespace kvplan {
+
+/// Whether this process can use a CUDA device; when not, `why` says why
+/// ("no CUDA device: ..."). Never throws.
+bool cudaDeviceAvailable(std::string *why = nullptr);
+
+struct CudaOptions {
+  bool graphs = true; // false: launch every kernel eagerly (--no-graphs)
+  int device = 0;
+};
+
+class CudaExecutor : public Executor {
+public:
+  /// Throws InputError when there is no usable device, the artifact holds no
+  /// machine code for it, the bill does not fit its free memory, or the
+  /// plan and weights disagree.
+  CudaExecutor(const Plan &plan, const CudaCode &code, const char *weights, uint64_t weightsBytes,
+               const CudaOptions &options = {});
+  ~CudaExecutor() override;
+  CudaExecutor(const CudaExecutor &) = delete;
+  CudaExecutor &operator=(const CudaExecutor &) = delete;
+
+  const Plan &plan() const override;
+  std::string describe() const override;
+  int32_t *tokens(const std::string &entry) override;
+  int32_t *positions(const std::string &entry) override;
+  int32_t *pageTable(const std::string &entry) override;
+  void run(const std::string &entry, int64_t activeRows) override;
+  const float *logits(const std::string &entry) override;
+  bool samplesOnDevice() const override { return true; }
+  void setSampling(const std::string &entry, const DeviceSamplingParams *rows,
+                   int64_t count) override;
+  const int32_t *sampled(const std::string &entry) override;
+
+  /// Graph replay on or off from now on (graphs already captured are kept).
+  void setGraphs(bool on);
+  bool graphs() const;
+  /// Graphs captured so far (each (entry point, rows) once).
+  int64_t graphsCaptured() const;
+
+  // For tests that check kernels one by one against the CPU runtime.
+  const CudaProgram &program() const;
+  /// Runs ops [firstOp, lastOp] of `entry` eagerly (inputs already on the
+  /// device: no host copies) and waits.
+  void runOps(const std::string &entry, int64_t activeRows, size_t firstOp, size_t lastOp);
+  void upload(DeviceBuffer buffer, int64_t offset, const void *data, int64_t bytes);
+  void download(DeviceBuffer buffer, int64_t offset, void *data, int64_t bytes);
+  void fill(DeviceBuffer buffer, int64_t offset, int byte, int64_t bytes);
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> impl;
+};
+
+/// Device-to-device copy bandwidth in bytes per second (bytes read plus
+/// bytes written), best of several copies of `bytes`; 0 when there is no
+/// device.
+double measureCudaCopyBandwidth(int64_t bytes = int64_t(1) << 30);
+
+} // namespace kvplan
