@@ -279,6 +279,17 @@ void Generator::emitEntry(EntryInfo &info, CudaEntry &out) {
     op.reals = std::move(reals);
     out.ops.push_back(std::move(op));
   };
+  for (size_t s = 0; s < ep.steps.size(); ++s) {
+    const Step &st = ep.steps[s];
+    std::vector<DType> in, outs;
+    for (size_t i = 0; i < st.inputs.size(); ++i)
+      in.push_back(st.inputs[i].kind == OperandKind::arena ? storage(df.inputValue[s][i])
+                                                           : DType::f32);
+    for (size_t k = 0; k < st.outputs.size(); ++k)
+      outs.push_back(st.outputs[k].kind == OperandKind::arena ? outType(s, k) : DType::f32);
+    out.inputTypes.push_back(std::move(in));
+    out.outputTypes.push_back(std::move(outs));
+  }
   const DeviceRef cache{DeviceBuffer::cache, 0};
   const DeviceRef positions{DeviceBuffer::arena, info.positions};
   const DeviceRef table{DeviceBuffer::arena, info.pageTable};

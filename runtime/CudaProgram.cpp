@@ -110,7 +110,18 @@ json toJson(const CudaProgram &p) {
   for (const auto &[name, e] : p.entries) {
     json ops = json::array();
     for (const DeviceOp &op : e.ops) ops.push_back(opJson(op));
+    auto types = [](const std::vector<std::vector<DType>> &t) {
+      json a = json::array();
+      for (const auto &step : t) {
+        json s = json::array();
+        for (DType d : step) s.push_back(dtypeName(d));
+        a.push_back(std::move(s));
+      }
+      return a;
+    };
     entries[name] = {{"ops", std::move(ops)},
+                     {"input_types", types(e.inputTypes)},
+                     {"output_types", types(e.outputTypes)},
                      {"sample", opJson(e.sample)},
                      {"sampling_params_offset", e.samplingParamsOffset},
                      {"sampled_offset", e.sampledOffset}};
@@ -134,6 +145,14 @@ CudaProgram cudaProgramFromJson(const json &j) {
       ce.sample = opFrom(e.at("sample"));
       ce.samplingParamsOffset = e.at("sampling_params_offset").get<int64_t>();
       ce.sampledOffset = e.at("sampled_offset").get<int64_t>();
+      for (const char *key : {"input_types", "output_types"}) {
+        auto &dst = std::string(key) == "input_types" ? ce.inputTypes : ce.outputTypes;
+        for (const json &step : e.at(key)) {
+          std::vector<DType> t;
+          for (const json &d : step) t.push_back(typeFrom(d));
+          dst.push_back(std::move(t));
+        }
+      }
       p.entries[name] = std::move(ce);
     }
     if (p.cublasWorkspaceOffset < 0 || p.cublasWorkspaceBytes < 0 ||

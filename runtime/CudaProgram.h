@@ -67,6 +67,10 @@ struct CudaEntry {
   int64_t samplingParamsOffset = 0; // rows x SamplingParams (16 bytes)
   int64_t sampledOffset = 0;        // rows x int32
   DeviceOp sample;                  // the sampling kernel, after the logits
+  // The element type each plan step's arena operands are stored in on the
+  // device ([step][operand], f32 for non-arena operands): a linear's input
+  // is stored in its weights' type. Tests use it to compare step by step.
+  std::vector<std::vector<DType>> inputTypes, outputTypes;
 };
 
 /// Per-row sampling parameters as the sampling kernel reads them.
