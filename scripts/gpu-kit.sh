@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# Prepares .gpukit/ on this (Debian) machine for scripts/gpu-check.sh, which
+# runs on a GPU machine that has a compiler, CMake, ninja and CUDA but none of
+# the -dev packages the runtime-only build needs, and no network:
+#
+#   .gpukit/deps/          Debian packages, downloaded (apt-get download) and
+#                          unpacked (dpkg -x); nothing is installed here
+#   .gpukit/bin/pkg-config a wrapper around the kit's pkgconf
+#   .gpukit/fallback-bin/  ninja, used only where the machine has none
+#   .gpukit/links.txt      the kit's symbolic links (gpu-kit-env.sh recreates lost ones)
+#   .gpukit/artifacts/     artifacts compiled here with --target cuda, and each
+#                          one's `kvplan inspect --json`
+#   .gpukit/MANIFEST.json  packages and versions, the git hash, the newest
+#                          glibc/libstdc++ symbol versions the libraries need
+#
+# scripts/gpu-kit-env.sh points a shell at the kit; scripts/gpu-kit-verify.sh
+# checks here that the runtime-only build configures, builds and passes its
+# tests with the kit alone (the host's copies of the packages hidden).
+#
+# Usage: scripts/gpu-kit.sh [--deps-only | --artifacts-only]
+# Needs: apt-get and dpkg (Debian's archive reachable) for the packages, and
+# build/bin/kvplan (the full build: scripts/setup.sh) for the artifacts. Ship
+# the kit to the GPU machine by carrying .gpukit (ignored by git).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+kit=.gpukit
+cache=build-kit-cache/debs   # downloaded .debs, kept between runs (ignored: /build-*/)
+do_deps=1
+do_artifacts=1
+case "${1:-}" in
+  --deps-only) do_artifacts=0 ;;
+  --artifacts-only) do_deps=0 ;;
+  "") ;;
+  *) echo "usage: $0 [--deps-only | --artifacts-only]" >&2; exit 2 ;;
+esac
+
+# What the runtime-only build (-DKVPLAN_COMPILER=OFF) finds with find_package
+# or pkg-config, and the shared libraries behind them. Debian's sentencepiece
+# carries protobuf-lite inside it: there is no libprotobuf to bring.
+packages=(
+  nlohmann-json3-dev            # find_package(nlohmann_json), header-only
+  libcli11-dev                  # find_package(CLI11), header-only
+  libxxhash-dev libxxhash0      # pkg-config libxxhash
+  libsentencepiece-dev libsentencepiece0   # pkg-config sentencepiece
+  libpcre2-dev libpcre2-8-0     # pkg-config libpcre2-8
+  libtomlplusplus-dev libtomlplusplus3     # find_package(tomlplusplus) (frontend/, kvplan_config)
+  libgtest-dev libgmock-dev     # find_package(GTest); gmock in case a test wants it
+  libbenchmark-dev libbenchmark1debian     # find_package(benchmark) (tests/)
+  pkgconf-bin libpkgconf3       # pkg-config itself
+  ninja-build                   # a fallback only
+)
+# Libraries every machine that can run a compiler has.
+base_libs='^(libc|libm|libdl|libpthread|librt|libstdc\+\+|libgcc_s|ld-linux-x86-64|libatomic)\.so'
+
+die() { echo "gpu-kit: error: $*" >&2; exit 1; }
+
+if ((do_deps)); then
+  command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null ||
+    die "needs apt-get and dpkg-deb (a Debian or Ubuntu machine)"
+  triplet=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -dumpmachine)
+  [ "$triplet" = x86_64-linux-gnu ] ||
+    die "this machine is $triplet; the GPU machine is x86_64-linux-gnu"
+
+  mkdir -p "$cache"
+  echo "gpu-kit: downloading ${#packages[@]} packages into $cache"
+  # apt-get download as root warns that _apt cannot write here; that is harmless.
+  (cd "$cache" && apt-get download -q "${packages[@]}" 2>&1 |
+    grep -v "couldn't be accessed by user '_apt'" || true)
+  debs=()
+  for p in "${packages[@]}"; do
+    # The newest .deb of each package in the cache (an older one may linger).
+    f=$(ls -t "$cache/${p}_"*.deb 2>/dev/null | head -1 || true)
+    [ -n "$f" ] || die "apt-get download did not fetch $p (is Debian's archive reachable? apt-get update?)"
+    debs+=("$f")
+  done
+
+  rm -rf "${kit:?}/deps" "${kit:?}/bin" "${kit:?}/fallback-bin" "${kit:?}/links.txt" "${kit:?}/packages.txt"
+  mkdir -p "$kit/deps" "$kit/bin" "$kit/fallback-bin"
+  echo "$triplet" > "$kit/TRIPLET"
+  for f in "${debs[@]}"; do
+    dpkg-deb -x "$f" "$kit/deps"
+    echo "$(dpkg-deb -f "$f" Package) $(dpkg-deb -f "$f" Version)"
+  done > "$kit/packages.txt"
+  # Documentation, manuals and sources are not needed to build.
+  rm -rf "$kit/deps/usr/share/doc" "$kit/deps/usr/share/man" "$kit/deps/usr/share/lintian" \
+         "$kit/deps/usr/share/doc-base" "$kit/deps/usr/src" "$kit/deps/usr/share/aclocal"
+
+  # Absolute links (/usr/lib/...) would point at the GPU machine's own files:
+  # make each one relative inside the kit.
+  while IFS= read -r -d '' link; do
+    target=$(readlink "$link")
+    case "$target" in
+      /*) ln -sfn "$(realpath -m --relative-to="$(dirname "$link")" "$kit/deps$target")" "$link" ;;
+    esac
+  done < <(find "$kit/deps" -type l -print0)
+  # Links to packages left out (libpcre2-16, -32, -posix) are dropped.
+  find "$kit/deps" -xtype l -print -delete | sed 's/^/gpu-kit: dropped dangling link /'
+
+  lib="$kit/deps/usr/lib/$triplet"
+  cat > "$kit/bin/pkg-config" <<'EOF'
+#!/bin/sh
+# pkg-config for the kit: the kit's pkgconf with its own libpkgconf.
+here=$(cd "$(dirname "$0")" && pwd)
+kit=$(dirname "$here")
+lib=$kit/deps/usr/lib/$(cat "$kit/TRIPLET" 2>/dev/null || echo x86_64-linux-gnu)
+LD_LIBRARY_PATH=$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} exec "$kit/deps/usr/bin/pkgconf" "$@"
+EOF
+  chmod +x "$kit/bin/pkg-config"
+  mv "$kit/deps/usr/bin/ninja" "$kit/fallback-bin/ninja"
+
+  # A record of the links, so that a copy that loses them can rebuild them.
+  (cd "$kit" && find deps -type l -printf '%p %l\n' | sort) > "$kit/links.txt"
+
+  # Each kit library's needs must be in the kit or on every machine.
+  missing=()
+  while IFS= read -r -d '' so; do
+    while read -r need; do
+      [[ "$need" =~ $base_libs ]] && continue
+      [ -e "$lib/$need" ] || missing+=("$(basename "$so") needs $need")
+    done < <(readelf -d "$so" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
+  done < <(find "$kit/deps" -type f \( -name '*.so*' -o -path '*/bin/*' \) -print0)
+  if ((${#missing[@]})); then
+    printf 'gpu-kit: %s\n' "${missing[@]}" >&2
+    die "the kit's libraries need libraries it does not hold"
+  fi
+  "$kit/bin/pkg-config" --version >/dev/null || die "the kit's pkgconf does not run"
+fi
+
+# --- artifacts --------------------------------------------------------------
+artifact_failures=()
+if ((do_artifacts)); then
+  kvplan=build/bin/kvplan
+  [ -x "$kvplan" ] || die "$kvplan is missing: build the compiler first (scripts/setup.sh)"
+  art="$kit/artifacts"
+  rm -rf "${art:?}"
+  mkdir -p "$art"
+  common=(--target cuda --arch sm_90a --weights none)
+  # name | model | extra flags
+  specs=(
+    "bench-llama-3.2-1b|models/llama-3.2-1b.toml|--dtype bf16 --max-seq 1024"
+    "tiny-f32|models/tiny.toml|--dtype f32"
+    "tiny-bf16|models/tiny.toml|--dtype bf16"
+    "tiny-f16|models/tiny.toml|--dtype f16"
+    "qwen-like-bf16|tests/data/gpu/qwen-like.toml|--dtype bf16"
+    "mha-llama3-f16|tests/data/gpu/mha-llama3.toml|--dtype f16"
+  )
+  for spec in "${specs[@]}"; do
+    IFS='|' read -r name model extra <<<"$spec"
+    # shellcheck disable=SC2206
+    cmd=("$kvplan" compile "$model" "${common[@]}" $extra -o "$art/$name.kvp")
+    echo "gpu-kit: ${cmd[*]}"
+    if "${cmd[@]}" && "$kvplan" inspect --json "$art/$name.kvp" > "$art/$name.inspect.json"; then
+      :
+    else
+      echo "gpu-kit: FAILED: $name ($model)" >&2
+      rm -f "$art/$name.kvp" "$art/$name.inspect.json"
+      artifact_failures+=("$name")
+    fi
+  done
+fi
+
+# --- manifest ---------------------------------------------------------------
+if [ -d "$kit/deps" ]; then
+  sos=$(find "$kit/deps" -type f \( -name '*.so*' -o -path '*/bin/*' \))
+  # shellcheck disable=SC2086
+  KIT_GLIBC=$(objdump -T $sos 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1 || true)
+  # shellcheck disable=SC2086
+  KIT_GLIBCXX=$(objdump -T $sos 2>/dev/null | grep -o 'GLIBCXX_[0-9.]*' | sort -uV | tail -1 || true)
+  KIT_GIT=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+  [ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || KIT_GIT="$KIT_GIT-dirty"
+  KIT_KVPLAN=$( (build/bin/kvplan --version 2>/dev/null || echo unknown) | head -1)
+  KIT_OS=$(. /etc/os-release && echo "$PRETTY_NAME")
+  KIT_FAILURES="${artifact_failures[*]:-}"
+  export KIT_GLIBC KIT_GLIBCXX KIT_GIT KIT_KVPLAN KIT_OS KIT_FAILURES
+  python3 - "$kit" <<'EOF_PY'
+import glob, json, os, sys, time
+kit = sys.argv[1]
+e = os.environ
+packages = {}
+if os.path.exists(f"{kit}/packages.txt"):
+    for line in open(f"{kit}/packages.txt"):
+        name, version = line.split()
+        packages[name] = version
+json.dump({
+    "made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    "made_on": e["KIT_OS"],
+    "git": e["KIT_GIT"],
+    "kvplan": e["KIT_KVPLAN"],
+    "triplet": open(f"{kit}/TRIPLET").read().strip(),
+    "packages": packages,
+    "needs_glibc": e["KIT_GLIBC"],
+    "needs_glibcxx": e["KIT_GLIBCXX"],
+    "artifacts": sorted(os.path.relpath(p, kit) for p in glob.glob(f"{kit}/artifacts/*.kvp")),
+    "artifact_failures": e["KIT_FAILURES"].split(),
+}, open(f"{kit}/MANIFEST.json", "w"), indent=2)
+EOF_PY
+fi
+
+echo "gpu-kit: $(du -sh "$kit" | cut -f1) in $kit (deps $(du -sh "$kit/deps" 2>/dev/null | cut -f1 || echo -)," \
+     "artifacts $(du -sh "$kit/artifacts" 2>/dev/null | cut -f1 || echo -))"
+if ((${#artifact_failures[@]})); then
+  echo "gpu-kit: ERROR: could not compile: ${artifact_failures[*]}" >&2
+  echo "gpu-kit: (until kvplan compile takes --target cuda --arch sm_90a, this fails by design)" >&2
+  exit 1
+fi
