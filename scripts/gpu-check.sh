@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# The one check run on a GPU machine (from the repo root, the working tree and
+# .gpukit copied there; scripts/gpu-kit.sh made .gpukit here):
+#   1. prints the machine: nvidia-smi -L, nvcc, g++, CMake, python/torch/transformers,
+#      and whether the kit's artifacts were compiled from this tree's sources
+#   2. points the build at .gpukit/deps when it exists (scripts/gpu-kit-env.sh)
+#   3. builds the runtime with CUDA into build-gpu/ (-DKVPLAN_COMPILER=OFF
+#      -DKVPLAN_CUDA=ON); a failure stops here, after the report
+#   4. runs the tests labelled gpu (KVPLAN_GPU_ARTIFACTS=.gpukit/artifacts)
+#   5. kvplan bench on .gpukit/artifacts/bench-llama-3.2-1b.kvp (random
+#      weights, prompt 512, 128 tokens)
+#   6. scripts/hf_peer.py on the same model shape (transformers, bf16)
+#   7. scripts/gpu_check_report.py: $OUT/gpu-check.json, and the table, last
+#
+# Writes into ${OUT:-gpu-results} (7 files at most: build.log, gpu-tests.log,
+# kvplan-bench.json, hf-peer.json, run.log, gpu-check.json, gpu-check.md);
+# scratch goes to build-gpu-check/. Exits nonzero when the build, a gpu test or
+# the bench failed (the peer failing, or a goal not met, is reported only).
+#
+# Environment:
+#   OUT                       where results go (default gpu-results)
+#   KVPLAN_GPU_CHECK_DRY=1    no build, tests, bench or peer: canned inputs from
+#                             tests/data/gpu/canned (or KVPLAN_GPU_CHECK_CANNED)
+#                             go through the report, which says they are canned
+#   KVPLAN_GPU_CHECK_BUDGET_S the whole check's time (default 480): the peer
+#                             gets what is left, at most 300 s, or is skipped
+#   KVPLAN_GPU_CHECK_STEPS    steps to run (default build,tests,bench,peer)
+#   KVPLAN_GPU_CHECK_CMAKE_ARGS  more arguments for the configure
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+t0=$SECONDS
+
+OUT=${OUT:-gpu-results}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+work=$root/build-gpu-check
+rm -rf "$work"
+mkdir -p "$work"
+: > "$work/steps.tsv"
+# This check's own files only (OUT may hold other things).
+rm -f "$OUT"/{build.log,gpu-tests.log,kvplan-bench.json,hf-peer.json,hf-peer.json.tmp,gpu-check.json,gpu-check.md}
+log=$OUT/run.log
+: > "$log"
+
+dry=${KVPLAN_GPU_CHECK_DRY:-0}
+budget=${KVPLAN_GPU_CHECK_BUDGET_S:-480}
+steps=${KVPLAN_GPU_CHECK_STEPS:-build,tests,bench,peer}
+artifacts=$root/.gpukit/artifacts
+bench_art=$artifacts/bench-llama-3.2-1b.kvp
+fail=0
+
+say() { echo "gpu-check: $*" | tee -a "$log"; }
+# record STEP STATUS SECONDS [NOTE]
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${4:-}" >> "$work/steps.tsv"; }
+want() { [[ ",$steps," == *",$1,"* ]]; }
+elapsed() { echo $((SECONDS - t0)); }
+
+report() {
+  local flags=()
+  [ "$dry" != 1 ] || flags=(--canned)
+  python3 scripts/gpu_check_report.py --work "$work" --out "$OUT" --kit "$root/.gpukit" \
+    ${flags[@]+"${flags[@]}"} || echo "gpu-check: the report failed" >&2
+}
+
+# --- 1. the machine ---------------------------------------------------------
+if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
+  export PATH=$PATH:/usr/local/cuda/bin
+fi
+{
+  echo "## date: $(date -u +%Y-%m-%dT%H:%M:%SZ)   host: $(uname -srm)   cores: $(nproc)"
+  echo "## os: $( (. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME") || echo unknown)"
+  echo "## nvidia-smi -L"
+  nvidia-smi -L 2>&1 || echo "(nvidia-smi failed)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem \
+    --format=csv,noheader 2>&1 || true
+  echo "## nvcc --version"
+  nvcc --version 2>&1 | tail -n 2 || echo "(no nvcc)"
+  echo "## tools"
+  echo "g++: $( (g++ --version 2>&1 || echo none) | sed -n 1p)"
+  echo "cmake: $( (cmake --version 2>&1 || echo none) | sed -n 1p)"
+  echo "ninja: $(ninja --version 2>&1 || echo none)"
+  echo "glibc: $( (ldd --version 2>&1 || echo unknown) | sed -n 1p)"
+  echo "python3: $(command -v python3) $(python3 --version 2>&1)"
+  timeout 120 python3 -c '
+import torch, transformers
+print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)
+print("device:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none")' 2>&1 |
+    grep -v Warning || echo "(torch or transformers did not import)"
+  if [ -f .gpukit/MANIFEST.json ]; then
+    echo "## kit"
+    python3 scripts/gpu_check_report.py --check-kit-sources --kit .gpukit || true
+    python3 -c '
+import json; m = json.load(open(".gpukit/MANIFEST.json"))
+print("made", m.get("made"), "from git", m.get("git"), "by", m.get("kvplan"))
+print("needs", m.get("needs_glibc"), m.get("needs_glibcxx"), "; artifacts:", " ".join(m.get("artifacts", [])))
+if m.get("artifact_failures"): print("ARTIFACTS THAT FAILED TO COMPILE:", " ".join(m["artifact_failures"]))'
+  else
+    echo "## kit: none (.gpukit/MANIFEST.json missing)"
+  fi
+} 2>&1 | tee "$work/env.txt" | tee -a "$log"
+
+# --- 2. the kit -------------------------------------------------------------
+runenv=()
+if [ -d .gpukit/deps ]; then
+  # shellcheck source=scripts/gpu-kit-env.sh
+  source scripts/gpu-kit-env.sh .gpukit
+  runenv=(env "LD_LIBRARY_PATH=$KVPLAN_KIT_LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
+  say "build dependencies from the kit: $KVPLAN_KIT/deps (pkg-config: $(pkg-config --version 2>&1))"
+else
+  say "no .gpukit/deps: the build uses the machine's own packages"
+fi
+[ -f "$bench_art" ] || say "WARNING: $bench_art is missing (run scripts/gpu-kit.sh and carry .gpukit)"
+
+# Runs a command with the kit's libraries on the loader's path.
+krun() { ${runenv[@]+"${runenv[@]}"} "$@"; }
+
+if [ "$dry" = 1 ]; then
+  canned=${KVPLAN_GPU_CHECK_CANNED:-$root/tests/data/gpu/canned}
+  say "DRY RUN: no build, tests, bench or peer; canned inputs from $canned (NOT MEASURED)"
+  for s in build tests bench peer; do record "$s" canned 0 "canned input"; done
+  for f in kvplan-bench.json hf-peer.json gpu-tests.log; do
+    [ ! -f "$canned/$f" ] || cp "$canned/$f" "$OUT/$f"
+  done
+  for f in gpu-tests.xml model.json; do
+    [ ! -f "$canned/$f" ] || cp "$canned/$f" "$work/$f"
+  done
+  report
+  exit 0
+fi
+
+# --- 3. build ---------------------------------------------------------------
+if want build; then
+  t=$SECONDS
+  gen=Ninja
+  command -v ninja >/dev/null 2>&1 || gen="Unix Makefiles"
+  say "building build-gpu ($gen, -j $(nproc)); log: $OUT/build.log"
+  # shellcheck disable=SC2086
+  if cmake -S . -B build-gpu -G "$gen" -DCMAKE_BUILD_TYPE=Release -DKVPLAN_COMPILER=OFF \
+       -DKVPLAN_CUDA=ON ${KVPLAN_GPU_CHECK_CMAKE_ARGS:-} > "$OUT/build.log" 2>&1 &&
+     krun cmake --build build-gpu -j "$(nproc)" >> "$OUT/build.log" 2>&1; then
+    record build ok $((SECONDS - t))
+    say "built in $((SECONDS - t)) s"
+  else
+    record build failed $((SECONDS - t)) "see build.log"
+    echo "---- the end of $OUT/build.log" | tee -a "$log"
+    tail -n 40 "$OUT/build.log" | tee -a "$log"
+    say "BUILD FAILED after $((SECONDS - t)) s"
+    report
+    exit 1
+  fi
+fi
+kvplan=build-gpu/bin/kvplan
+
+# --- 4. gpu tests -----------------------------------------------------------
+if want tests; then
+  t=$SECONDS
+  ctest_args=(--test-dir build-gpu -L gpu --output-on-failure --timeout 120 --no-tests=error)
+  if ctest --help 2>/dev/null | grep -q -- --output-junit; then
+    ctest_args+=(--output-junit "$work/gpu-tests.xml")
+  fi
+  say "gpu tests: ctest ${ctest_args[*]}"
+  if krun env KVPLAN_GPU_ARTIFACTS="$artifacts" timeout 240 ctest "${ctest_args[@]}" \
+       > "$OUT/gpu-tests.log" 2>&1; then
+    record tests ok $((SECONDS - t))
+  else
+    rc=$?
+    record tests failed $((SECONDS - t)) "ctest exit $rc"
+    fail=1
+  fi
+  grep -E "tests passed|tests failed|No tests were found" "$OUT/gpu-tests.log" | tee -a "$log" || true
+fi
+
+# --- 5. kvplan bench --------------------------------------------------------
+if want bench; then
+  t=$SECONDS
+  say "kvplan bench $bench_art --weights random:0 --prompt-len 512 --gen 128 --json"
+  if krun timeout 240 "$kvplan" bench "$bench_art" --weights random:0 --prompt-len 512 --gen 128 \
+       --json > "$work/bench.out" 2> "$work/bench.err" &&
+     python3 - "$work/bench.out" "$OUT/kvplan-bench.json" <<'EOF'
+import json, sys
+for line in reversed(open(sys.argv[1]).read().splitlines()):
+    line = line.strip()
+    if line.startswith("{"):
+        json.dump(json.loads(line), open(sys.argv[2], "w"), indent=2)
+        break
+else:
+    sys.exit("kvplan bench printed no JSON line")
+EOF
+  then
+    record bench ok $((SECONDS - t))
+    cat "$work/bench.err" "$OUT/kvplan-bench.json" >> "$log"
+  else
+    record bench failed $((SECONDS - t))
+    say "BENCH FAILED; its output:"
+    tail -n 20 "$work/bench.out" "$work/bench.err" 2>&1 | tee -a "$log" || true
+    fail=1
+  fi
+fi
+
+# --- 6. the transformers peer -----------------------------------------------
+if want peer; then
+  t=$SECONDS
+  # The model as this build reads the artifact; else as the kit recorded it.
+  if ! { [ -x "$kvplan" ] && krun "$kvplan" inspect --json "$bench_art" > "$work/inspect.json" 2>> "$log" &&
+         python3 -c 'import json, sys; json.dump(json.load(open(sys.argv[1]))["model"], open(sys.argv[2], "w"))' \
+           "$work/inspect.json" "$work/model.json"; }; then
+    say "kvplan inspect failed; the peer takes the model from the kit's inspect JSON"
+    python3 -c 'import json, sys; json.dump(json.load(open(sys.argv[1]))["model"], open(sys.argv[2], "w"))' \
+      "$artifacts/bench-llama-3.2-1b.inspect.json" "$work/model.json" 2>> "$log" || true
+  fi
+  left=$((budget - $(elapsed) - 15))
+  peer_limit=$((left < 300 ? left : 300))
+  if [ ! -s "$work/model.json" ]; then
+    record peer failed 0 "no model description"
+  elif ((peer_limit < 60)); then
+    record peer skipped 0 "only ${left} s of the ${budget} s budget left"
+    say "peer skipped: ${left} s left of the budget"
+  else
+    say "hf peer (at most $peer_limit s)"
+    # The peer's process gets no kit libraries (runenv is not used).
+    if PYTHONUNBUFFERED=1 timeout "$peer_limit" python3 scripts/hf_peer.py --model-json "$work/model.json" \
+         --prompt-len 512 --gen 128 --out "$OUT/hf-peer.json" --deadline-s $((peer_limit - 20)) \
+         > "$work/hf-peer.out" 2>> "$log"; then
+      record peer ok $((SECONDS - t))
+    else
+      rc=$?
+      record peer failed $((SECONDS - t)) "exit $rc$([ $rc = 124 ] && echo ' (timed out)')"
+      # Keep what it printed when it could not write its file.
+      [ -s "$OUT/hf-peer.json" ] || [ ! -s "$work/hf-peer.out" ] ||
+        tail -n 1 "$work/hf-peer.out" > "$OUT/hf-peer.json"
+    fi
+  fi
+fi
+
+say "done in $(elapsed) s"
+# --- 7. the report, last ----------------------------------------------------
+report
+exit "$fail"

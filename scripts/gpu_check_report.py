@@ -1,0 +1,334 @@
+#!/usr/bin/env python3
+"""Combines what scripts/gpu-check.sh measured into OUT/gpu-check.json and
+OUT/gpu-check.md, and prints the markdown table (last, on stdout).
+
+    python3 scripts/gpu_check_report.py --work WORK --out OUT [--canned]
+
+Reads, each optional (a missing or broken one is reported, never fatal):
+  WORK/steps.tsv        step <TAB> status <TAB> seconds <TAB> note, one a line
+  WORK/env.txt          the machine (nvidia-smi, nvcc, versions)
+  WORK/gpu-tests.xml    ctest --output-junit (else OUT/gpu-tests.log is parsed)
+  WORK/model.json       the model object the peer was given
+  OUT/kvplan-bench.json `kvplan bench --json`
+  OUT/hf-peer.json      scripts/hf_peer.py
+  .gpukit/MANIFEST.json the kit
+--canned marks every figure as canned input (KVPLAN_GPU_CHECK_DRY=1), not a
+measurement. Exit status: 0.
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+import xml.etree.ElementTree as ET
+
+ROOFLINE_GOAL = 0.70
+GRAPH_GOAL = 1.2
+
+
+def source_digest(files, root="."):
+    """SHA-256 over the named files' names and contents (a missing one counts
+    as missing); scripts/gpu-kit.sh records it, gpu-check.sh compares."""
+    import hashlib
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(name.encode() + b"\0")
+        try:
+            with open(os.path.join(root, name), "rb") as fh:
+                h.update(hashlib.sha256(fh.read()).digest())
+        except OSError:
+            h.update(b"missing")
+    return h.hexdigest()
+
+
+def check_kit_sources(kit):
+    """Prints whether this tree's sources are those the kit's artifacts came from."""
+    manifest = os.path.join(kit, "MANIFEST.json")
+    listing = os.path.join(kit, "source-files.txt")
+    if not (os.path.exists(manifest) and os.path.exists(listing)):
+        print("kit sources: no record in the kit")
+        return 0
+    want = json.load(open(manifest)).get("source_digest")
+    files = [l.strip() for l in open(listing) if l.strip()]
+    have = source_digest(files)
+    if want == have:
+        print(f"kit sources: the artifacts were compiled from these sources ({len(files)} files)")
+        return 0
+    print("kit sources: WARNING: the artifacts in the kit were compiled from OTHER sources than "
+          "this tree's (runtime/, codegen/, tools/ ...): rerun scripts/gpu-kit.sh --artifacts-only "
+          "if the artifact format changed")
+    return 1
+
+
+def read_json(path, problems):
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            text = f.read()
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            # The last line that is a JSON object (a tool may print more).
+            for line in reversed(text.splitlines()):
+                line = line.strip()
+                if line.startswith("{"):
+                    try:
+                        return json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+            raise
+    except (OSError, ValueError) as e:
+        problems.append(f"{os.path.basename(path)}: unreadable ({e})")
+        return None
+
+
+def read_steps(path):
+    steps = {}
+    if os.path.exists(path):
+        for line in open(path):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) >= 3:
+                steps[parts[0]] = {"status": parts[1], "seconds": _num(parts[2]),
+                                   "note": parts[3] if len(parts) > 3 else ""}
+    return steps
+
+
+def _num(x):
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def read_tests(xml_path, log_path):
+    """Counts from ctest's JUnit file, else from its log."""
+    if os.path.exists(xml_path):
+        try:
+            root = ET.parse(xml_path).getroot()
+            cases = root.iter("testcase")
+            passed, failed, skipped, failed_names = 0, 0, 0, []
+            for c in cases:
+                status = c.get("status", "run")
+                if c.find("failure") is not None or c.find("error") is not None or status == "fail":
+                    failed += 1
+                    failed_names.append(c.get("name"))
+                elif c.find("skipped") is not None or status in ("notrun", "disabled"):
+                    skipped += 1
+                else:
+                    passed += 1
+            return {"source": "junit", "passed": passed, "failed": failed, "skipped": skipped,
+                    "total": passed + failed + skipped, "failed_names": failed_names}
+        except (ET.ParseError, OSError):
+            pass
+    if os.path.exists(log_path):
+        text = open(log_path, errors="replace").read()
+        m = re.search(r"(\d+)% tests passed, (\d+) tests? failed out of (\d+)", text)
+        if m:
+            failed, total = int(m.group(2)), int(m.group(3))
+            names = re.findall(r"^\s*\d+ - (\S+) \(", text.split("The following tests FAILED:")[-1],
+                               re.M) if failed else []
+            skipped = len(re.findall(r"\*\*\*Skipped|Not Run|Disabled", text))
+            return {"source": "log", "passed": total - failed - skipped, "failed": failed,
+                    "skipped": skipped, "total": total, "failed_names": names}
+        if "No tests were found" in text:
+            return {"source": "log", "passed": 0, "failed": 0, "skipped": 0, "total": 0,
+                    "failed_names": [], "note": "no test has the label gpu"}
+    return None
+
+
+def goal(text, value, threshold, ok, unknown_why=None, fmt="{:.3g}"):
+    if value is None or ok is None:
+        return {"goal": text, "status": "unknown", "why": unknown_why or "not measured"}
+    return {"goal": text, "status": "met" if ok else "not met",
+            "value": value, "threshold": threshold,
+            "why": f"{fmt.format(value)} vs {fmt.format(threshold) if isinstance(threshold, (int, float)) else threshold}"}
+
+
+def f(x, spec="{:,.1f}", na="n/a"):
+    return na if x is None else spec.format(x)
+
+
+def ratio(a, b):
+    if a is None or b is None or not b:
+        return None
+    return a / b
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--work")
+    p.add_argument("--out")
+    p.add_argument("--kit", default=".gpukit")
+    p.add_argument("--canned", action="store_true")
+    p.add_argument("--check-kit-sources", action="store_true",
+                   help="only say whether this tree's sources are those the kit's artifacts came from")
+    args = p.parse_args(argv)
+    if args.check_kit_sources:
+        check_kit_sources(args.kit)
+        return 0
+    if not (args.work and args.out):
+        p.error("--work and --out are required")
+
+    problems = []
+    steps = read_steps(os.path.join(args.work, "steps.tsv"))
+    bench = read_json(os.path.join(args.out, "kvplan-bench.json"), problems)
+    peer = read_json(os.path.join(args.out, "hf-peer.json"), problems)
+    model = read_json(os.path.join(args.work, "model.json"), problems)
+    manifest = read_json(os.path.join(args.kit, "MANIFEST.json"), problems)
+    tests = read_tests(os.path.join(args.work, "gpu-tests.xml"),
+                       os.path.join(args.out, "gpu-tests.log"))
+    env = None
+    if os.path.exists(os.path.join(args.work, "env.txt")):
+        env = open(os.path.join(args.work, "env.txt"), errors="replace").read()[-8000:]
+    if bench is not None and not isinstance(bench, dict):
+        problems.append("kvplan-bench.json: not a JSON object")
+        bench = None
+    if peer is not None and not isinstance(peer, dict):
+        problems.append("hf-peer.json: not a JSON object")
+        peer = None
+
+    b = bench or {}
+    pr = peer or {}
+    decode = _num(b.get("decode_tok_s"))
+    roof = _num(b.get("decode_roofline_fraction"))
+    speedup = _num(b.get("graph_speedup"))
+    step_graph = _num(b.get("decode_step_ms_graph"))
+    step_eager = _num(b.get("decode_step_ms_eager"))
+    if speedup is None and step_graph and step_eager:
+        speedup = step_eager / step_graph
+    prefill = _num(b.get("prefill_tok_s"))
+    bw = _num(b.get("bandwidth_gb_s"))
+    hf_eager = _num(pr.get("eager_decode_tok_s"))
+    hf_comp = _num(pr.get("compiled_decode_tok_s"))
+    hf_prefill = _num(pr.get("prefill_tok_s"))
+    comp_entry = pr.get("static_compiled") if isinstance(pr.get("static_compiled"), dict) else {}
+    comp_err = comp_entry.get("error")
+    peer_err = pr.get("error")
+    peer_why = ("peer failed: " + (peer_err or comp_err or "no result")) if peer is not None else \
+        "peer failed: no hf-peer.json (" + steps.get("peer", {}).get("status", "not run") + ")"
+
+    goals = [
+        goal(f"kvplan decode >= {ROOFLINE_GOAL:.0%} of the bandwidth roofline", roof, ROOFLINE_GOAL,
+             None if roof is None else roof >= ROOFLINE_GOAL, "no decode_roofline_fraction from kvplan bench",
+             fmt="{:.1%}"),
+        goal(f"CUDA graph decode step >= {GRAPH_GOAL}x faster than eager", speedup, GRAPH_GOAL,
+             None if speedup is None else speedup >= GRAPH_GOAL, "no graph_speedup from kvplan bench",
+             fmt="{:.2f}x"),
+        goal("kvplan decode tok/s > HF eager decode tok/s", decode, hf_eager,
+             None if decode is None or hf_eager is None else decode > hf_eager,
+             "no kvplan bench result" if decode is None else peer_why, fmt="{:,.1f}"),
+        goal("kvplan decode tok/s > HF static cache + torch.compile decode tok/s", decode, hf_comp,
+             None if decode is None or hf_comp is None else decode > hf_comp,
+             "no kvplan bench result" if decode is None else
+             ("peer failed: " + (comp_err or peer_err or "no compiled result")), fmt="{:,.1f}"),
+    ]
+
+    def step_status(name):
+        return steps.get(name, {}).get("status", "not run")
+
+    failed_steps = [s for s in ("build", "tests", "bench", "peer") if step_status(s) == "failed"]
+    if tests is not None and (tests["failed"] or not tests["total"]):
+        if "tests" not in failed_steps:
+            failed_steps.append("tests")
+
+    combined = {
+        "canned": args.canned,
+        "note": ("CANNED INPUTS (KVPLAN_GPU_CHECK_DRY=1): nothing here was measured"
+                 if args.canned else "measured by scripts/gpu-check.sh"),
+        "steps": steps,
+        "tests": tests,
+        "kvplan_bench": bench,
+        "hf_peer": peer,
+        "model": model,
+        "goals": goals,
+        "ratios": {
+            "decode_vs_hf_eager": ratio(decode, hf_eager),
+            "decode_vs_hf_compiled": ratio(decode, hf_comp),
+            "prefill_vs_hf": ratio(prefill, hf_prefill),
+        },
+        "failed_steps": failed_steps,
+        "problems": problems,
+        "kit": manifest,
+        "env": env,
+    }
+    with open(os.path.join(args.out, "gpu-check.json"), "w") as fh:
+        json.dump(combined, fh, indent=2)
+
+    # ---- the table
+    device = b.get("device") or pr.get("device") or "unknown device"
+    name = b.get("model") or pr.get("model") or (model or {}).get("name") or "model"
+    lines = []
+    title = (f"## kvplan GPU check: {name} {b.get('weight_dtype', 'bf16')}, batch 1, "
+             f"prompt {b.get('prompt_len', pr.get('prompt_len', 512))}, "
+             f"gen {b.get('gen', pr.get('gen', 128))}, {device}")
+    lines.append(title)
+    if args.canned:
+        lines.append("")
+        lines.append("**CANNED INPUTS (KVPLAN_GPU_CHECK_DRY=1): NOT MEASURED, do not report these numbers**")
+    lines.append("")
+    lines.append("| | |")
+    lines.append("|---|---|")
+    st = steps.get("build", {})
+    lines.append(f"| build (runtime-only, CUDA) | {step_status('build')}"
+                 + (f", {st['seconds']:.0f} s" if st.get("seconds") else "") + " |")
+    if tests is None:
+        tests_cell = f"{step_status('tests')} (no result)"
+    else:
+        tests_cell = f"{tests['passed']} passed, {tests['failed']} failed"
+        if tests.get("skipped"):
+            tests_cell += f", {tests['skipped']} skipped"
+        if not tests["total"]:
+            tests_cell = "none found (label gpu)"
+        if tests["failed_names"]:
+            tests_cell += ": " + ", ".join(tests["failed_names"][:6])
+    lines.append(f"| gpu tests | {tests_cell} |")
+    if bench is None:
+        lines.append(f"| kvplan bench | {step_status('bench')} (no result) |")
+    else:
+        roof_cell = f"{roof:.1%} of roofline" if roof is not None else "roofline n/a"
+        if bw is not None:
+            roof_cell += f" at {bw:,.0f} GB/s"
+        lines.append(f"| kvplan decode | {f(decode)} tok/s ({roof_cell}) |")
+        lines.append(f"| kvplan decode step, graph vs eager | {f(step_graph, '{:.3f} ms')} vs "
+                     f"{f(step_eager, '{:.3f} ms')} ({f(speedup, '{:.2f}x')}) |")
+        lines.append(f"| kvplan prefill ({b.get('prompt_len', 512)} tokens) | {f(prefill, '{:,.0f}')} tok/s |")
+    if peer is None:
+        lines.append(f"| HF transformers peer | {step_status('peer')} (no result) |")
+    else:
+        versions = f"torch {pr.get('torch', '?')}, transformers {pr.get('transformers', '?')}"
+        if peer_err:
+            lines.append(f"| HF transformers peer ({versions}) | failed: {peer_err[:120]} |")
+        r = ratio(decode, hf_eager)
+        lines.append(f"| HF eager decode | {f(hf_eager)} tok/s"
+                     + (f" (kvplan {r:.2f}x)" if r else "") + " |")
+        r = ratio(decode, hf_comp)
+        if hf_comp is not None:
+            lines.append(f"| HF static cache + torch.compile decode | {f(hf_comp)} tok/s"
+                         + (f" (kvplan {r:.2f}x)" if r else "") + " |")
+        else:
+            lines.append(f"| HF static cache + torch.compile decode | failed: "
+                         f"{(comp_err or peer_err or 'no result')[:120]} |")
+        r = ratio(prefill, hf_prefill)
+        lines.append(f"| HF prefill ({pr.get('prompt_len', 512)} tokens) | {f(hf_prefill, '{:,.0f}')} tok/s"
+                     + (f" (kvplan {r:.2f}x)" if r else "") + " |")
+        lines.append(f"| HF versions | {versions} |")
+    for g in goals:
+        cell = g["status"]
+        if g.get("why"):
+            cell += f" ({g['why']})"
+        lines.append(f"| goal: {g['goal']} | {cell} |")
+    if problems:
+        lines.append(f"| problems | {'; '.join(problems)} |")
+    if failed_steps:
+        lines.append(f"| FAILED | {', '.join(failed_steps)} |")
+    table = "\n".join(lines) + "\n"
+    with open(os.path.join(args.out, "gpu-check.md"), "w") as fh:
+        fh.write(table)
+    sys.stdout.write(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
