@@ -132,6 +132,12 @@ artifact_failures=()
 if ((do_artifacts)); then
   kvplan=build/bin/kvplan
   [ -x "$kvplan" ] || die "$kvplan is missing: build the compiler first (scripts/setup.sh)"
+  newer=$(git ls-files -co --exclude-standard -- runtime codegen frontend passes ir tools 2>/dev/null |
+          while read -r f; do [ "$f" -nt "$kvplan" ] && echo "$f"; done | head -5 || true)
+  if [ -n "$newer" ]; then
+    echo "gpu-kit: WARNING: $kvplan is older than" $newer "...: rebuild it (cmake --build build)," \
+         "or the artifacts may not be what these sources compile" >&2
+  fi
   art="$kit/artifacts"
   rm -rf "${art:?}"
   mkdir -p "$art"
@@ -171,9 +177,14 @@ if [ -d "$kit/deps" ]; then
   [ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || KIT_GIT="$KIT_GIT-dirty"
   KIT_KVPLAN=$( (build/bin/kvplan --version 2>/dev/null || echo unknown) | head -1)
   KIT_OS=$(. /etc/os-release && echo "$PRETTY_NAME")
+  # The sources that decide the artifact format and the runtime, as they will
+  # travel (tracked and untracked-not-ignored files): gpu-check.sh recomputes
+  # the digest there and warns when the artifacts were compiled from others.
+  git ls-files -co --exclude-standard -- runtime codegen frontend passes ir tools cmake CMakeLists.txt \
+    > "$kit/source-files.txt" 2>/dev/null || : > "$kit/source-files.txt"
   KIT_FAILURES="${artifact_failures[*]:-}"
   export KIT_GLIBC KIT_GLIBCXX KIT_GIT KIT_KVPLAN KIT_OS KIT_FAILURES
-  python3 - "$kit" <<'EOF_PY'
+  PYTHONDONTWRITEBYTECODE=1 python3 - "$kit" <<'EOF_PY'
 import glob, json, os, sys, time
 kit = sys.argv[1]
 e = os.environ
@@ -182,8 +193,12 @@ if os.path.exists(f"{kit}/packages.txt"):
     for line in open(f"{kit}/packages.txt"):
         name, version = line.split()
         packages[name] = version
+sys.path.insert(0, "scripts")
+from gpu_check_report import source_digest
+files = [l.strip() for l in open(f"{kit}/source-files.txt") if l.strip()]
 json.dump({
     "made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    "source_digest": source_digest(files) if files else None,
     "made_on": e["KIT_OS"],
     "git": e["KIT_GIT"],
     "kvplan": e["KIT_KVPLAN"],
