@@ -217,7 +217,9 @@ def measure(args, model_desc, result, save):
             model = model_cls(config)
     finally:
         torch.set_default_dtype(old_dtype)
-    model = model.to(device="cuda", dtype=dtype).eval()
+    model.eval()
+    if any(p.dtype != dtype for p in model.parameters()):
+        model = model.to(dtype)
     result["params"] = sum(p.numel() for p in model.parameters())
     result["weights_bytes"] = sum(p.numel() * p.element_size() for p in model.parameters())
     result["attn_implementation"] = getattr(model.config, "_attn_implementation", None)
