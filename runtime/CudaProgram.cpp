@@ -19,6 +19,19 @@ const char *deviceBufferName(DeviceBuffer b) {
 
 std::string cudaCubinSection(const std::string &arch) { return "cuda.cubin." + arch; }
 
+KernelLaunch resolveLaunch(const DeviceOp &op, int64_t active, char *const bases[4]) {
+  KernelLaunch l{};
+  for (size_t i = 0; i < op.pointers.size(); ++i)
+    l.args.p[i] = bases[size_t(op.pointers[i].buffer)] + op.pointers[i].offset;
+  l.args.i[0] = opRows(op, active);
+  for (size_t i = 0; i < op.ints.size(); ++i) l.args.i[i + 1] = op.ints[i];
+  for (size_t i = 0; i < op.reals.size(); ++i) l.args.d[i] = op.reals[i];
+  l.grid = op.grid;
+  if (op.rowsDim >= 0) l.grid[size_t(op.rowsDim)] = (active + op.rowsPerBlock - 1) / op.rowsPerBlock;
+  l.block = op.block;
+  return l;
+}
+
 namespace {
 
 json refJson(const DeviceRef &r) { return json::array({deviceBufferName(r.buffer), r.offset}); }

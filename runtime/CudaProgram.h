@@ -89,6 +89,23 @@ struct CudaProgram {
   std::map<std::string, CudaEntry> entries;
 };
 
+/// A kernel launch resolved against the device buffers' base addresses (in
+/// DeviceBuffer order): the argument block the generated kernels take and
+/// the grid. Shared by the CUDA runtime and the tests' emulator.
+struct KernelLaunch {
+  struct Args {
+    char *p[kKernelPointers];
+    long long i[kKernelInts];
+    double d[kKernelReals];
+  } args;
+  std::array<int64_t, 3> grid, block;
+};
+/// The rows an op runs on when the entry point runs `active` rows.
+inline int64_t opRows(const DeviceOp &op, int64_t active) {
+  return op.rowsFollowActive ? active : op.staticRows;
+}
+KernelLaunch resolveLaunch(const DeviceOp &op, int64_t active, char *const bases[4]);
+
 /// What a cuda-target artifact carries beside the plan.
 struct CudaCode {
   std::string source;

@@ -92,13 +92,6 @@ cudaDataType cudaTypeOf(DType t) {
   throw InputError(std::string("the cuda runtime has no matrix product for ") + dtypeName(t));
 }
 
-/// The kernel arguments, as the generated source declares them.
-struct KvArgs {
-  char *p[kKernelPointers];
-  long long i[kKernelInts];
-  double d[kKernelReals];
-};
-
 } // namespace
 
 bool cudaDeviceAvailable(std::string *why) {
@@ -161,7 +154,7 @@ struct CudaExecutor::Impl {
     return it->second;
   }
   void launch(const DeviceOp &op, int64_t active) {
-    const int64_t rows = op.rowsFollowActive ? active : op.staticRows;
+    const int64_t rows = opRows(op, active);
     if (op.kind == DeviceOp::gemm) {
       const float alpha = 1.0f, beta = 0.0f;
       const int64_t n = rows;
@@ -174,18 +167,12 @@ struct CudaExecutor::Impl {
                    "a matrix product of steps " + std::to_string(op.firstStep));
       return;
     }
-    KvArgs args{};
-    for (size_t i = 0; i < op.pointers.size(); ++i)
-      args.p[i] = base(op.pointers[i].buffer) + op.pointers[i].offset;
-    args.i[0] = rows;
-    for (size_t i = 0; i < op.ints.size(); ++i) args.i[i + 1] = op.ints[i];
-    for (size_t i = 0; i < op.reals.size(); ++i) args.d[i] = op.reals[i];
-    std::array<int64_t, 3> grid = op.grid;
-    if (op.rowsDim >= 0) grid[size_t(op.rowsDim)] = (active + op.rowsPerBlock - 1) / op.rowsPerBlock;
-    void *params[] = {&args};
+    char *const bases[4] = {arena, weights, cache, work};
+    KernelLaunch l = resolveLaunch(op, active, bases);
+    void *params[] = {&l.args};
     check(cudaLaunchKernel(reinterpret_cast<const void *>(kernels.at(op.name)),
-                           dim3(unsigned(grid[0]), unsigned(grid[1]), unsigned(grid[2])),
-                           dim3(unsigned(op.block[0]), unsigned(op.block[1]), unsigned(op.block[2])),
+                           dim3(unsigned(l.grid[0]), unsigned(l.grid[1]), unsigned(l.grid[2])),
+                           dim3(unsigned(l.block[0]), unsigned(l.block[1]), unsigned(l.block[2])),
                            params, 0, stream),
           "launching " + op.name);
   }

@@ -94,17 +94,21 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
               << op.name << " is launched but not generated";
         }
       }
-      for (size_t st = 0; st < ep.steps.size(); ++st)
-        if (ep.steps[st].op != "kv_cache_read")
+      for (size_t st = 0; st < ep.steps.size(); ++st) {
+        if (ep.steps[st].op != "kv_cache_read") {
           EXPECT_TRUE(covered.count(int64_t(st))) << "step " << st << " (" << ep.steps[st].op
                                                   << ") has no device op";
+        }
+      }
       // RoPE is fused with the cache write once per layer.
       EXPECT_EQ(fused, cfg.model.numLayers);
       // With 16-bit weights every linear reads its input in the weights'
       // type, written so by the op before it (no conversion kernel).
       if (cfg.compile.weightDtype != DType::f32) {
         EXPECT_EQ(compactInputs, gemms);
-        for (const DeviceOp &op : e.ops) EXPECT_NE(op.name.rfind("convert_", 0), 0u) << op.name;
+        for (const DeviceOp &op : e.ops) {
+          EXPECT_NE(op.name.rfind("convert_", 0), 0u) << op.name;
+        }
       }
       EXPECT_EQ(e.inputTypes.size(), ep.steps.size());
       EXPECT_EQ(e.sample.name, "sample_" + std::to_string(cfg.model.vocabSize));
@@ -178,6 +182,125 @@ TEST(CudaCodegen, RejectsWhatItCannotRun) {
   }
   if (old) setenv("CUDA_HOME", saved.c_str(), 1);
   else unsetenv("CUDA_HOME");
+}
+
+} // namespace
+
+// ---------------------------------------------------------------------------
+// The generated kernels run, on the CPU, through the emulator of tests/emu:
+// every kernel and the whole model against the CPU runtime, and sampling on
+// crafted logits. (The same comparison runs on a real GPU in tests/gpu.)
+
+#include "runtime/Engine.h"
+#include "runtime/WeightFormats.h"
+#include "runtime/WeightPacking.h"
+#include "tests/common/StepCompare.h"
+#include "tests/emu/EmuExecutor.h"
+
+namespace {
+
+#define REQUIRE_EMULATOR()                                                                         \
+  if (EmuExecutor::cudaIncludeDir().empty())                                                       \
+  GTEST_SKIP() << "no CUDA headers in this build: the kernel emulator needs cuda_bf16.h"
+
+struct Emulated {
+  Plan plan;
+  CudaModule mod;
+  std::vector<char> weights;
+};
+
+Emulated prepare(const Shape &s) {
+  Emulated e;
+  CompileOutput out = compileModel(cudaConfig(s.model, s.compile, s.rope));
+  e.mod = generateCuda(out.plan, {"sm_90a"});
+  e.plan = out.plan;
+  e.plan.deviceWorkspaceBytes = e.mod.program.workspaceBytes;
+  std::unique_ptr<WeightSource> src = openWeights("random:5", e.plan.model);
+  e.weights = packWeightsInMemory(e.plan, *src);
+  return e;
+}
+
+TEST(CudaEmulated, EveryKernelMatchesTheCpuRuntime) {
+  REQUIRE_EMULATOR();
+  for (const Shape &s : kShapes) {
+    SCOPED_TRACE(s.what);
+    Emulated e = prepare(s);
+    CpuExecutor cpu(e.plan, e.weights.data(), e.weights.size(), 2);
+    EmuExecutor emu(e.plan, e.mod.program, e.mod.source, e.weights.data(), e.weights.size());
+    std::mt19937 rng(11);
+    kvplan::testing::compareStepByStep(emu, cpu, e.plan, e.mod.program, rng);
+  }
+}
+
+TEST(CudaEmulated, WholeModelMatchesTheCpuRuntime) {
+  REQUIRE_EMULATOR();
+  for (const Shape &s : kShapes) {
+    SCOPED_TRACE(s.what);
+    Emulated e = prepare(s);
+    Engine cpu(e.plan, e.weights.data(), e.weights.size(), 2);
+    Engine emu(std::make_unique<EmuExecutor>(e.plan, e.mod.program, e.mod.source,
+                                             e.weights.data(), e.weights.size()));
+    const int64_t v = e.plan.model.vocabSize;
+    const double tol = 4 * kvplan::testing::tolerance(e.plan.settings.weightDtype);
+    std::mt19937 rng(3);
+    // Longer than a prefill chunk: the second chunk reads the first's cache.
+    std::vector<int32_t> prompt(size_t(e.plan.settings.prefillChunk + 5));
+    for (int32_t &t : prompt) t = int32_t(rng() % uint32_t(v));
+    const int sc = cpu.open(), se = emu.open();
+    const float *lc = cpu.prefill(sc, prompt.data(), int64_t(prompt.size()));
+    std::vector<float> c(lc, lc + v);
+    int32_t next = emu.prefillNext(se, prompt.data(), int64_t(prompt.size()));
+    const float *le = emu.executor().logits("prefill");
+    std::vector<float> g(le, le + v);
+    EXPECT_LE(kvplan::testing::normalisedError(g, c), tol) << "prefill";
+    EXPECT_EQ(next, int32_t(std::max_element(g.begin(), g.end()) - g.begin()))
+        << "device greedy sampling is the argmax";
+    for (int step = 0; step < 4; ++step) {
+      const int32_t t = int32_t(std::max_element(c.begin(), c.end()) - c.begin());
+      lc = cpu.decode({sc}, {t});
+      c.assign(lc, lc + v);
+      next = emu.decodeNext({se}, {t})[0];
+      le = emu.executor().logits("decode");
+      g.assign(le, le + v);
+      EXPECT_LE(kvplan::testing::normalisedError(g, c), tol) << "decode step " << step;
+      EXPECT_EQ(next, int32_t(std::max_element(g.begin(), g.end()) - g.begin()));
+    }
+  }
+}
+
+TEST(CudaEmulated, SamplingKernelFollowsTopKTopPAndTheDraw) {
+  REQUIRE_EMULATOR();
+  Emulated e = prepare(kShapes[0]); // decode runs 4 rows, vocabulary 512
+  EmuExecutor emu(e.plan, e.mod.program, e.mod.source, e.weights.data(), e.weights.size());
+  const EntryPoint &ep = e.plan.entryPoints.at("decode");
+  const CudaEntry &ce = e.mod.program.entries.at("decode");
+  const int64_t v = e.plan.model.vocabSize, rows = ep.rows;
+  ASSERT_EQ(rows, 4);
+  std::vector<float> logits(size_t(rows * v), -100.0f);
+  auto at = [&](int64_t r, int64_t i) -> float & { return logits[size_t(r * v + i)]; };
+  for (int64_t i = 0; i < v; ++i) at(0, i) = 0.0f;
+  at(0, 7) = at(0, 9) = 5.0f;             // greedy, a tie: the lower index
+  at(1, 3) = 0.0f, at(1, 10) = std::log(3.0f); // top-2: 1/4 and 3/4 in index order
+  at(2, 3) = std::log(3.0f), at(2, 10) = 0.0f; // top-p 0.5 keeps token 3 alone
+  at(3, 1) = at(3, 2) = 0.0f;             // two equal: the draw splits at 1/2
+  auto sample = [&](std::vector<DeviceSamplingParams> p) {
+    emu.upload(DeviceBuffer::arena, ep.results[0].offset, logits.data(), int64_t(logits.size()) * 4);
+    emu.upload(DeviceBuffer::work, ce.samplingParamsOffset, p.data(),
+               int64_t(p.size() * sizeof(DeviceSamplingParams)));
+    emu.fill(DeviceBuffer::work, ce.sampledOffset, 0xff, rows * 4);
+    emu.runOps("decode", rows, ce.ops.size(), ce.ops.size());
+    std::vector<int32_t> t(static_cast<size_t>(rows));
+    emu.download(DeviceBuffer::work, ce.sampledOffset, t.data(), rows * 4);
+    return t;
+  };
+  EXPECT_EQ(sample({{0, 1, 0, 0.9f}, {1, 1, 2, 0.2f}, {1, 0.5f, 0, 0.99f}, {1, 1, 0, 0.49f}}),
+            (std::vector<int32_t>{7, 3, 3, 1}));
+  EXPECT_EQ(sample({{2, 1, 1, 0.5f}, {1, 1, 2, 0.3f}, {1, 0.5f, 0, 0.0f}, {1, 1, 0, 0.51f}}),
+            (std::vector<int32_t>{7, 10, 3, 2}));
+  // Top-k 2 of 512 equal logits keeps the ties: any token may come.
+  for (int64_t i = 0; i < v; ++i) at(1, i) = 1.0f;
+  std::vector<int32_t> t = sample({{0, 1, 0, 0}, {1, 1, 2, 0.999f}, {0, 1, 0, 0}, {0, 1, 0, 0}});
+  EXPECT_EQ(t[1], int32_t(v - 1));
 }
 
 } // namespace
