@@ -15,7 +15,8 @@
 # Writes into ${OUT:-gpu-results} (7 files at most: build.log, gpu-tests.log,
 # kvplan-bench.json, hf-peer.json, run.log, gpu-check.json, gpu-check.md);
 # scratch goes to build-gpu-check/. Exits nonzero when the build, a gpu test or
-# the bench failed (the peer failing, or a goal not met, is reported only).
+# the bench failed, or a gpu test skipped (there, a skip means no device or no
+# artifacts); the peer failing, or a goal not met, is reported only.
 #
 # Environment:
 #   OUT                       where results go (default gpu-results)
@@ -236,4 +237,7 @@ fi
 say "done in $(elapsed) s"
 # --- 7. the report, last ----------------------------------------------------
 report
+# The report also fails the tests when any was skipped (no device, no artifacts).
+if python3 -c 'import json, sys; sys.exit(bool({"build", "tests", "bench"} & set(json.load(open(sys.argv[1]))["failed_steps"])))' \
+     "$OUT/gpu-check.json" 2>/dev/null; then :; else fail=1; fi
 exit "$fail"

@@ -108,7 +108,7 @@ def read_tests(xml_path, log_path):
         try:
             root = ET.parse(xml_path).getroot()
             cases = root.iter("testcase")
-            passed, failed, skipped, failed_names = 0, 0, 0, []
+            passed, failed, skipped, failed_names, skip_reasons = 0, 0, 0, [], []
             for c in cases:
                 status = c.get("status", "run")
                 if c.find("failure") is not None or c.find("error") is not None or status == "fail":
@@ -116,10 +116,17 @@ def read_tests(xml_path, log_path):
                     failed_names.append(c.get("name"))
                 elif c.find("skipped") is not None or status in ("notrun", "disabled"):
                     skipped += 1
+                    out = c.findtext("system-out") or ""
+                    m = re.search(r"Skipped\s*\n\s*(.+)", out)
+                    sk = c.find("skipped")
+                    why = m.group(1) if m else (sk.get("message") if sk is not None else "") or ""
+                    if why and why not in skip_reasons:
+                        skip_reasons.append(why.strip()[:200])
                 else:
                     passed += 1
             return {"source": "junit", "passed": passed, "failed": failed, "skipped": skipped,
-                    "total": passed + failed + skipped, "failed_names": failed_names}
+                    "total": passed + failed + skipped, "failed_names": failed_names,
+                    "skip_reasons": skip_reasons}
         except (ET.ParseError, OSError):
             pass
     if os.path.exists(log_path):
@@ -229,7 +236,9 @@ def main(argv=None):
         return steps.get(name, {}).get("status", "not run")
 
     failed_steps = [s for s in ("build", "tests", "bench", "peer") if step_status(s) == "failed"]
-    if tests is not None and (tests["failed"] or not tests["total"]):
+    # On the GPU machine no gpu test may skip: a skip there means no device or
+    # no artifacts, which the tests would otherwise report as a pass.
+    if tests is not None and (tests["failed"] or tests.get("skipped") or not tests["total"]):
         if "tests" not in failed_steps:
             failed_steps.append("tests")
 
@@ -278,7 +287,9 @@ def main(argv=None):
     else:
         tests_cell = f"{tests['passed']} passed, {tests['failed']} failed"
         if tests.get("skipped"):
-            tests_cell += f", {tests['skipped']} skipped"
+            tests_cell += f", {tests['skipped']} SKIPPED"
+            if tests.get("skip_reasons"):
+                tests_cell += f" ({'; '.join(tests['skip_reasons'][:2])})"
         if not tests["total"]:
             tests_cell = "none found (label gpu)"
         if tests["failed_names"]:
