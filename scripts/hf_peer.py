@@ -409,6 +409,11 @@ def main(argv=None):
             os.replace(tmp, args.out)
 
     rc = 0
+    # Whatever torch, triton or transformers print goes to stderr: stdout
+    # carries the one JSON object.
+    sys.stdout.flush()
+    saved_stdout = os.dup(1)
+    os.dup2(2, 1)
     try:
         measure(args, model_desc, result, save)
     except BaseException as e:  # noqa: BLE001
@@ -417,6 +422,10 @@ def main(argv=None):
         result["error"] = f"{type(e).__name__}: {e}"[:2000]
         log("failed:", result["error"])
         rc = 1
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved_stdout, 1)
+        os.close(saved_stdout)
     save()
     print(json.dumps(result))
     return rc
