@@ -372,6 +372,30 @@ void Generator::emitEntry(EntryInfo &info, CudaEntry &out) {
       }
       int64_t col = 0;
       const int64_t elem = dtypeBytes(w->dtype);
+      // Outputs of one row that follow each other in the arena (the fused
+      // QKV of a decode step at batch 1) are one [1, q + k + v] matrix: one
+      // product instead of one per output.
+      bool oneRow = st.outputs.size() > 1 && !st.weights.count("bias");
+      for (size_t i = 0; oneRow && i < st.outputs.size(); ++i)
+        oneRow = st.outputs[i].shape[0] == 1 &&
+                 (i == 0 || st.outputs[i].offset ==
+                                st.outputs[i - 1].offset + st.outputs[i - 1].bytes());
+      if (oneRow) {
+        DeviceOp g;
+        g.kind = DeviceOp::gemm;
+        g.firstStep = g.lastStep = int64_t(s);
+        g.weight = weightRef(st, "weight");
+        g.input = input;
+        g.output = arena(st.outputs[0]);
+        g.m = g.ldc = w->shape[0];
+        g.k = g.lda = g.ldb = k;
+        g.weightType = w->dtype;
+        g.inputType = inType;
+        g.staticRows = 1;
+        g.rowsFollowActive = follows(st.outputs[0]);
+        out.ops.push_back(g);
+        continue;
+      }
       for (const Operand &o : st.outputs) {
         const int64_t m = o.shape.back();
         DeviceOp g;

@@ -41,12 +41,8 @@ struct PlanBuffersPass : public impl::PlanBuffersBase<PlanBuffersPass> {
     for (Operation &op : body)
       step[&op] = n++;
 
-    SmallVector<Value> values;
     std::vector<BufferRequest> requests;
-    auto request = [&](Value v, int64_t start) {
-      auto t = dyn_cast<RankedTensorType>(v.getType());
-      if (!t)
-        return; // the KV cache and its views live in the cache, not the arena
+    auto lastUse = [&](Value v, int64_t start) {
       int64_t end = start;
       for (Operation *user : v.getUsers()) {
         end = std::max(end, step.lookup(body.findAncestorOpInBlock(*user)));
@@ -57,19 +53,55 @@ struct PlanBuffersPass : public impl::PlanBuffersBase<PlanBuffersPass> {
             for (Operation *viewUser : r.getUsers())
               end = std::max(end, step.lookup(body.findAncestorOpInBlock(*viewUser)));
       }
-      values.push_back(v);
-      requests.push_back({tensorBytes(t), start, end});
+      return end;
+    };
+    // Each request is one value, or the results of a multi-result linear
+    // (the fused QKV) laid end to end in one buffer: a device can then write
+    // them with one matrix product where they form one matrix (one row).
+    std::vector<SmallVector<Value>> groups;
+    auto request = [&](ArrayRef<Value> group, int64_t start) {
+      int64_t bytes = 0, end = start;
+      SmallVector<Value> tensors;
+      for (Value v : group) {
+        auto t = dyn_cast<RankedTensorType>(v.getType());
+        if (!t)
+          continue; // the KV cache and its views live in the cache, not the arena
+        bytes += tensorBytes(t);
+        end = std::max(end, lastUse(v, start));
+        tensors.push_back(v);
+      }
+      if (tensors.empty())
+        return;
+      groups.push_back(tensors);
+      requests.push_back({bytes, start, end});
     };
     for (BlockArgument a : fn.getArguments())
-      request(a, 0);
-    for (Operation &op : body)
+      request({Value(a)}, 0);
+    for (Operation &op : body) {
+      // (Only where every part is a whole number of alignment units, so each
+      // part keeps an aligned offset.)
+      bool group = isa<llm::LinearOp>(op) && op.getNumResults() > 1;
       for (Value r : op.getResults())
-        request(r, step[&op]);
+        if (auto t = dyn_cast<RankedTensorType>(r.getType()))
+          group = group && tensorBytes(t) % alignment == 0;
+      if (group) {
+        SmallVector<Value> results(op.getResults().begin(), op.getResults().end());
+        request(results, step[&op]);
+        continue;
+      }
+      for (Value r : op.getResults())
+        request({r}, step[&op]);
+    }
 
     BufferAssignment plan = planBuffers(requests, alignment);
     llvm::DenseMap<Value, int64_t> offsetOf;
-    for (size_t i = 0; i < values.size(); ++i)
-      offsetOf[values[i]] = plan.offsets[i];
+    for (size_t i = 0; i < groups.size(); ++i) {
+      int64_t offset = plan.offsets[i];
+      for (Value v : groups[i]) {
+        offsetOf[v] = offset;
+        offset += tensorBytes(cast<RankedTensorType>(v.getType()));
+      }
+    }
 
     Builder b(fn.getContext());
     for (BlockArgument a : fn.getArguments())

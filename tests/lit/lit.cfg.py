@@ -30,3 +30,20 @@ if os.path.isdir(os.path.join(shared, "stories260K")):
     config.available_features.add("shared-models")
 else:
     lit_config.note("no %s: tests that need the shared models are skipped" % shared)
+
+# The CUDA target: `REQUIRES: cuda-build` for kvplan built with KVPLAN_CUDA
+# (the CUDA runtime linked in), `nvcc` for compiling --target cuda, and
+# `no-gpu` where no CUDA device can be used (every CI machine).
+import shutil, subprocess
+if getattr(config, "kvplan_cuda", "OFF").upper() in ("ON", "1", "TRUE", "YES"):
+    config.available_features.add("cuda-build")
+nvcc_home = os.environ.get("CUDA_HOME")
+if (nvcc_home and os.path.exists(os.path.join(nvcc_home, "bin", "nvcc"))) or \
+        shutil.which("nvcc") or os.path.exists("/usr/local/cuda/bin/nvcc"):
+    config.available_features.add("nvcc")
+try:
+    gpu = subprocess.run(["nvidia-smi", "-L"], capture_output=True, timeout=10).returncode == 0
+except Exception:
+    gpu = False
+if not gpu:
+    config.available_features.add("no-gpu")

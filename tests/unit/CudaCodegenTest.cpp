@@ -43,7 +43,7 @@ struct Shape {
 
 // GQA with tied embeddings; Qwen2-style bias; MHA with head_dim 128 and
 // Llama 3 RoPE; MQA (16 query heads on one KV head); f32 and f16 weights;
-// pages of 4 and a batch of 3.
+// pages of 4 and a batch of 3; batch 1, where the fused QKV is one product.
 const Shape kShapes[] = {
     {"gqa-bf16",
      "architecture = \"llama\"\nhidden_size = 256\nintermediate_size = 688\nnum_layers = 2\n"
@@ -63,6 +63,10 @@ const Shape kShapes[] = {
      "architecture = \"llama\"\nhidden_size = 512\nintermediate_size = 256\nnum_layers = 1\n"
      "num_heads = 16\nnum_kv_heads = 1\nvocab_size = 100",
      "weight_dtype = \"f32\"\nmax_batch = 1\nmax_seq_len = 128\nprefill_chunk = 16", ""},
+    {"gqa-bf16-batch1",
+     "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 320\nnum_layers = 2\n"
+     "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 300",
+     "weight_dtype = \"bf16\"\nmax_batch = 1\nmax_seq_len = 256\nprefill_chunk = 32", ""},
 };
 
 TEST(CudaCodegen, LaunchTableCoversEveryStep) {
@@ -111,6 +115,13 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
         }
       }
       EXPECT_EQ(e.inputTypes.size(), ep.steps.size());
+      // At batch 1 the fused QKV is one product (where plan-buffers could
+      // lay q, k and v end to end at aligned offsets): four per layer and
+      // the head.
+      if (name == "decode" && ep.rows == 1 && !cfg.model.attentionBias &&
+          cfg.model.qDim() * 4 % 256 == 0 && cfg.model.kvDim() * 4 % 256 == 0) {
+        EXPECT_EQ(gemms, 4 * cfg.model.numLayers + 1);
+      }
       EXPECT_EQ(e.sample.name, "sample_" + std::to_string(cfg.model.vocabSize));
     }
     EXPECT_EQ(out.plan.memoryBill().workspaceBytes, 0) << "before addCudaCode";
