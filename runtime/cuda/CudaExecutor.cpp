@@ -301,6 +301,7 @@ CudaExecutor::CudaExecutor(const Plan &plan, const CudaCode &code, const char *w
   check(cudaMemset(m.arena, 0, size_t(std::max<int64_t>(bill.arenaAllocBytes, 256))), "clearing the arena");
   check(cudaMemset(m.work, 0, size_t(std::max<int64_t>(bill.workspaceBytes, 256))), "clearing the workspace");
   check(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking), "creating a stream");
+  check(cudaDeviceSynchronize(), "uploading the weights"); // before the stream reads them
 
   const std::string &cubin = code.cubins.at(m.arch);
   check(cudaLibraryLoadData(&m.library, cubin.data(), nullptr, nullptr, 0, nullptr, nullptr, 0),
@@ -421,9 +422,10 @@ const float *CudaExecutor::logits(const std::string &name) {
   Impl::Entry &e = impl->entry(name);
   if (!e.logitsFresh) {
     const int64_t rows = e.rowsOut(std::max<int64_t>(e.lastActive, 1));
-    check(cudaMemcpy(e.hLogits, impl->arena + e.logitsOff, size_t(rows * e.vocab) * 4,
-                     cudaMemcpyDeviceToHost),
+    check(cudaMemcpyAsync(e.hLogits, impl->arena + e.logitsOff, size_t(rows * e.vocab) * 4,
+                          cudaMemcpyDeviceToHost, impl->stream),
           "copying logits");
+    check(cudaStreamSynchronize(impl->stream), "copying logits");
     e.logitsFresh = true;
   }
   return e.hLogits;
@@ -446,14 +448,21 @@ void CudaExecutor::runOps(const std::string &name, int64_t activeRows, size_t fi
   check(cudaStreamSynchronize(impl->stream), "running ops of " + name);
 }
 
+// On the executor's stream, then waited for: a plain cudaMemcpy runs on the
+// legacy stream, which a non-blocking stream does not wait for.
 void CudaExecutor::upload(DeviceBuffer b, int64_t offset, const void *data, int64_t bytes) {
-  check(cudaMemcpy(impl->base(b) + offset, data, size_t(bytes), cudaMemcpyHostToDevice), "upload");
+  check(cudaMemcpyAsync(impl->base(b) + offset, data, size_t(bytes), cudaMemcpyHostToDevice,
+                        impl->stream), "upload");
+  check(cudaStreamSynchronize(impl->stream), "upload");
 }
 void CudaExecutor::download(DeviceBuffer b, int64_t offset, void *data, int64_t bytes) {
-  check(cudaMemcpy(data, impl->base(b) + offset, size_t(bytes), cudaMemcpyDeviceToHost), "download");
+  check(cudaMemcpyAsync(data, impl->base(b) + offset, size_t(bytes), cudaMemcpyDeviceToHost,
+                        impl->stream), "download");
+  check(cudaStreamSynchronize(impl->stream), "download");
 }
 void CudaExecutor::fill(DeviceBuffer b, int64_t offset, int byte, int64_t bytes) {
-  check(cudaMemset(impl->base(b) + offset, byte, size_t(bytes)), "fill");
+  check(cudaMemsetAsync(impl->base(b) + offset, byte, size_t(bytes), impl->stream), "fill");
+  check(cudaStreamSynchronize(impl->stream), "fill");
 }
 
 double measureCudaCopyBandwidth(int64_t bytes) {
