@@ -384,10 +384,22 @@ void CudaExecutor::setSampling(const std::string &entry, const DeviceSamplingPar
   std::memcpy(e.hParams, rows, size_t(count) * sizeof(DeviceSamplingParams));
 }
 
+/// The rows a call on `active` rows runs: exactly those up to 8, else the
+/// next power of two (at most the entry point's rows), so a 512-token chunk
+/// needs at most 14 graphs, not one per prompt length. The extra rows are
+/// padding (position -1): they write no cache slot and their results are not
+/// read. Eager runs use the same rows, so both modes compute the same.
+static int64_t runRows(int64_t active, int64_t rows) {
+  if (active <= 8) return active;
+  int64_t r = 16;
+  while (r < active) r *= 2;
+  return std::min(r, rows);
+}
+
 void CudaExecutor::run(const std::string &name, int64_t activeRows) {
   Impl &m = *impl;
   Impl::Entry &e = m.entry(name);
-  activeRows = std::clamp<int64_t>(activeRows, 1, e.ep->rows);
+  activeRows = runRows(std::clamp<int64_t>(activeRows, 1, e.ep->rows), e.ep->rows);
   if (m.options.graphs) {
     auto it = e.graphs.find(activeRows);
     if (it == e.graphs.end()) {

@@ -50,7 +50,8 @@ public:
   /// Graph replay on or off from now on (graphs already captured are kept).
   void setGraphs(bool on);
   bool graphs() const;
-  /// Graphs captured so far (each (entry point, rows) once).
+  /// Graphs captured so far (each (entry point, rows) once; rows above 8
+  /// are rounded up to a power of two).
   int64_t graphsCaptured() const;
 
   // For tests that check kernels one by one against the CPU runtime.
