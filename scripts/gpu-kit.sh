@@ -148,6 +148,7 @@ if ((do_artifacts)); then
     "tiny-f32|models/tiny.toml|--dtype f32"
     "tiny-bf16|models/tiny.toml|--dtype bf16"
     "tiny-f16|models/tiny.toml|--dtype f16"
+    "tiny-bf16-batch1|models/tiny.toml|--dtype bf16 --max-batch 1"
     "qwen-like-bf16|tests/data/gpu/qwen-like.toml|--dtype bf16"
     "mha-llama3-f16|tests/data/gpu/mha-llama3.toml|--dtype f16"
   )
