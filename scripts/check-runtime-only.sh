@@ -26,4 +26,25 @@ if "$bin" compile models/tiny.toml -o "$tmp/x.kvp" 2>/dev/null; then
   echo "runtime-only: the runtime build should not offer compile" >&2
   exit 1
 fi
+# With the CUDA runtime (KVPLAN_CUDA, on wherever nvcc is): no CUDA library
+# is a load-time dependency, and a cuda artifact reads the same and, without
+# a device, says so.
+if grep -q '^KVPLAN_CUDA:BOOL=ON' build-runtime/CMakeCache.txt; then
+  if ldd "$bin" | grep -Ei 'libcudart|libcublas|libcuda\.so'; then
+    echo "runtime-only: $bin needs a CUDA library to start" >&2
+    exit 1
+  fi
+  build/bin/kvplan compile models/tiny.toml --target cuda --arch sm_90a -o "$tmp/cuda.kvp" 2>/dev/null
+  build/bin/kvplan inspect --json "$tmp/cuda.kvp" > "$tmp/cuda-full.json"
+  "$bin" inspect --json "$tmp/cuda.kvp" > "$tmp/cuda-runtime.json"
+  cmp "$tmp/cuda-full.json" "$tmp/cuda-runtime.json"
+  if ! nvidia-smi -L >/dev/null 2>&1; then
+    if "$bin" run "$tmp/cuda.kvp" -p "hello" -n 4 2> "$tmp/cuda.err"; then
+      echo "runtime-only: a cuda artifact ran without a GPU" >&2
+      exit 1
+    fi
+    grep -q "no CUDA device" "$tmp/cuda.err" || { cat "$tmp/cuda.err" >&2; exit 1; }
+  fi
+  echo "runtime-only: the CUDA runtime loads no CUDA library at start; $(cat "$tmp/cuda.err" 2>/dev/null || echo 'a GPU is present')"
+fi
 echo "runtime-only: $bin links no MLIR and gives the full build's ids: $(cat "$tmp/runtime.ids")"
