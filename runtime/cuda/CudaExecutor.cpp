@@ -7,6 +7,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <vector>
@@ -54,11 +55,14 @@ struct Cublas {
 
   void load() {
     std::string errors;
-    for (const char *name : {"libcublas.so.13", "libcublas.so.12", "libcublas.so"}) {
-      lib = ::dlopen(name, RTLD_NOW | RTLD_LOCAL);
+    std::vector<std::string> names = {"libcublas.so.13", "libcublas.so.12", "libcublas.so"};
+    // KVPLAN_CUBLAS_LIBRARY names the library to use instead (a path).
+    if (const char *own = std::getenv("KVPLAN_CUBLAS_LIBRARY"); own && *own) names = {own};
+    for (const std::string &name : names) {
+      lib = ::dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
       if (lib) break;
       const char *e = ::dlerror();
-      errors += std::string("\n  ") + (e ? e : name);
+      errors += "\n  " + (e ? std::string(e) : name);
     }
     if (!lib)
       throw InputError("cannot load cuBLAS, which the cuda target's linears use:" + errors +

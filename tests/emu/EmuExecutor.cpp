@@ -1,5 +1,6 @@
 // The emulated CUDA executor (see EmuExecutor.h).
 #include "tests/emu/EmuExecutor.h"
+#include "tests/emu/EmuCompile.h"
 
 #include "runtime/WeightFormats.h"
 
@@ -18,44 +19,12 @@ namespace fs = std::filesystem;
 
 namespace kvplan {
 
-std::string EmuExecutor::cudaIncludeDir() {
-#ifdef KVPLAN_CUDA_INCLUDE
-  if (fs::exists(fs::path(KVPLAN_CUDA_INCLUDE) / "cuda_bf16.h")) return KVPLAN_CUDA_INCLUDE;
-#endif
-  return "";
-}
+std::string EmuExecutor::cudaIncludeDir() { return emuCudaIncludeDir(); }
 
 EmuExecutor::EmuExecutor(const Plan &plan, const CudaProgram &program, const std::string &source,
                          const char *weights, uint64_t weightsBytes)
     : plan_(plan), program_(program) {
-  const std::string include = cudaIncludeDir();
-  if (include.empty()) throw std::runtime_error("the emulator needs the CUDA headers");
-  char tmpl[] = "/tmp/kvplan-emu-XXXXXX";
-  if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
-  const fs::path dir(tmpl);
-  {
-    std::ifstream tail(std::string(KVPLAN_SOURCE_DIR) + "/tests/emu/CudaEmuLaunch.inc");
-    std::stringstream t;
-    t << tail.rdbuf();
-    std::ofstream f(dir / "kernels.cu");
-    f << source << "\n" << t.str();
-  }
-  const std::string so = (dir / "kernels.so").string();
-  const std::string cmd = "g++ -std=c++17 -O1 -shared -fPIC -w -I" + include + " -include " +
-                          std::string(KVPLAN_SOURCE_DIR) + "/tests/emu/CudaEmu.h -x c++ " +
-                          (dir / "kernels.cu").string() + " -o " + so + " > " +
-                          (dir / "log").string() + " 2>&1";
-  if (std::system(cmd.c_str()) != 0) {
-    std::ifstream log(dir / "log");
-    std::stringstream l;
-    l << log.rdbuf();
-    throw std::runtime_error("compiling the generated source for the emulator failed:\n" +
-                             l.str().substr(0, 4000));
-  }
-  library = ::dlopen(so.c_str(), RTLD_NOW | RTLD_LOCAL);
-  std::error_code ec;
-  fs::remove_all(dir, ec);
-  if (!library) throw std::runtime_error(std::string("dlopen: ") + ::dlerror());
+  library = emuCompile(source);
   launcher = reinterpret_cast<decltype(launcher)>(::dlsym(library, "kvemu_launch"));
   if (!launcher) throw std::runtime_error("the emulated library has no kvemu_launch");
 

@@ -1,0 +1,18 @@
+// Controls of the fake CUDA runtime (tests/fakegpu/FakeCudart.cpp).
+#pragma once
+
+#include <functional>
+
+struct FakeCudaCounters {
+  long long launches = 0, copies = 0, captures = 0, graphLaunches = 0, deviceAllocations = 0;
+};
+
+extern "C" {
+/// `count` devices of compute capability major.minor with `freeBytes` free;
+/// resets the counters.
+void fakecuda_configure(int count, int major, int minor, long long freeBytes);
+FakeCudaCounters fakecuda_counters();
+}
+
+/// Runs `work` now, or records it while a stream is being captured.
+void fakecudaEnqueue(std::function<void()> work);

@@ -1,0 +1,247 @@
+// A fake CUDA runtime for testing runtime/cuda/CudaExecutor.cpp on machines
+// without a GPU: the 34 runtime functions the executor calls, over host
+// memory. "Cubins" are generated CUDA source, compiled for the kernel
+// emulator (tests/emu) when loaded; launches run there. Stream work runs at
+// once, except while a stream is being captured: then it is recorded into a
+// graph, which cudaGraphLaunch replays. The device (count, compute
+// capability, free memory) is set by fakecuda_configure().
+#include "tests/fakegpu/FakeCuda.h"
+#include "tests/emu/EmuCompile.h"
+
+#include <cuda_runtime_api.h>
+#include <dlfcn.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct Device {
+  int count = 1, major = 9, minor = 0;
+  long long freeBytes = 80LL << 30, totalBytes = 80LL << 30;
+} device;
+
+FakeCudaCounters counters;
+std::map<void *, size_t> allocations;
+long long allocated = 0;
+
+struct Graph {
+  std::vector<std::function<void()>> work;
+};
+Graph *capturing = nullptr;
+
+using Launcher = void (*)(void *, const void *, const long long *, const long long *);
+std::map<const void *, Launcher> launcherOf; // kernel -> its library's kvemu_launch
+
+cudaError_t lastError = cudaSuccess;
+cudaError_t fail(cudaError_t e) {
+  lastError = e;
+  return e;
+}
+
+} // namespace
+
+void fakecudaEnqueue(std::function<void()> work) {
+  if (capturing) capturing->work.push_back(std::move(work));
+  else work();
+}
+
+extern "C" {
+
+void fakecuda_configure(int count, int major, int minor, long long freeBytes) {
+  device.count = count;
+  device.major = major;
+  device.minor = minor;
+  device.freeBytes = freeBytes;
+  device.totalBytes = std::max(freeBytes, 1LL << 30);
+  counters = FakeCudaCounters{};
+}
+
+FakeCudaCounters fakecuda_counters() { return counters; }
+
+cudaError_t cudaGetDeviceCount(int *count) {
+  *count = 0;
+  if (device.count == 0) return fail(cudaErrorNoDevice);
+  *count = device.count;
+  return cudaSuccess;
+}
+const char *cudaGetErrorString(cudaError_t e) {
+  return e == cudaSuccess ? "no error" : e == cudaErrorNoDevice ? "no CUDA-capable device is detected"
+         : e == cudaErrorMemoryAllocation ? "out of memory" : "fake CUDA error";
+}
+const char *cudaGetErrorName(cudaError_t e) {
+  return e == cudaSuccess ? "cudaSuccess" : e == cudaErrorNoDevice ? "cudaErrorNoDevice"
+         : e == cudaErrorMemoryAllocation ? "cudaErrorMemoryAllocation" : "cudaErrorUnknown";
+}
+cudaError_t cudaGetLastError() {
+  cudaError_t e = lastError;
+  lastError = cudaSuccess;
+  return e;
+}
+cudaError_t cudaSetDevice(int d) { return d < device.count ? cudaSuccess : fail(cudaErrorInvalidDevice); }
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int) {
+  std::memset(p, 0, sizeof *p);
+  std::strcpy(p->name, "kvplan fake GPU");
+  p->major = device.major;
+  p->minor = device.minor;
+  p->totalGlobalMem = size_t(device.totalBytes);
+  p->multiProcessorCount = 4;
+  return cudaSuccess;
+}
+cudaError_t cudaMemGetInfo(size_t *freeBytes, size_t *total) {
+  *freeBytes = size_t(device.freeBytes - allocated);
+  *total = size_t(device.totalBytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMalloc(void **p, size_t bytes) {
+  if ((long long)bytes > device.freeBytes - allocated) return fail(cudaErrorMemoryAllocation);
+  *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+  std::memset(*p, 0xa5, bytes); // device memory starts as garbage
+  allocations[*p] = bytes;
+  allocated += (long long)bytes;
+  ++counters.deviceAllocations;
+  return cudaSuccess;
+}
+cudaError_t cudaFree(void *p) {
+  if (!p) return cudaSuccess;
+  allocated -= (long long)allocations[p];
+  allocations.erase(p);
+  std::free(p);
+  return cudaSuccess;
+}
+cudaError_t cudaMallocHost(void **p, size_t bytes) {
+  *p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+  return cudaSuccess;
+}
+cudaError_t cudaFreeHost(void *p) {
+  std::free(p);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind) {
+  if (capturing) return fail(cudaErrorStreamCaptureUnsupported); // the legacy stream
+  std::memcpy(dst, src, n);
+  return cudaSuccess;
+}
+cudaError_t cudaMemset(void *dst, int v, size_t n) {
+  if (capturing) return fail(cudaErrorStreamCaptureUnsupported);
+  std::memset(dst, v, n);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind, cudaStream_t) {
+  ++counters.copies;
+  fakecudaEnqueue([=] { std::memcpy(dst, src, n); });
+  return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void *dst, int v, size_t n, cudaStream_t) {
+  fakecudaEnqueue([=] { std::memset(dst, v, n); });
+  return cudaSuccess;
+}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int) {
+  *s = reinterpret_cast<cudaStream_t>(new int(1));
+  return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  delete reinterpret_cast<int *>(s);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  return capturing ? fail(cudaErrorStreamCaptureUnsupported) : cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+
+cudaError_t cudaLibraryLoadData(cudaLibrary_t *lib, const void *code, cudaJitOption *, void **,
+                                unsigned int, cudaLibraryOption *, void **, unsigned int) {
+  try {
+    *lib = reinterpret_cast<cudaLibrary_t>(kvplan::emuCompile(static_cast<const char *>(code)));
+  } catch (const std::exception &) {
+    return fail(cudaErrorInvalidKernelImage);
+  }
+  return cudaSuccess;
+}
+cudaError_t cudaLibraryGetKernel(cudaKernel_t *k, cudaLibrary_t lib, const char *name) {
+  void *f = ::dlsym(lib, name);
+  if (!f) return fail(cudaErrorSymbolNotFound);
+  launcherOf[f] = reinterpret_cast<Launcher>(::dlsym(lib, "kvemu_launch"));
+  *k = reinterpret_cast<cudaKernel_t>(f);
+  return cudaSuccess;
+}
+cudaError_t cudaLibraryUnload(cudaLibrary_t lib) {
+  ::dlclose(lib);
+  return cudaSuccess;
+}
+cudaError_t cudaLaunchKernel(const void *func, dim3 grid, dim3 block, void **args, size_t,
+                             cudaStream_t) {
+  auto it = launcherOf.find(func);
+  if (it == launcherOf.end()) return fail(cudaErrorInvalidDeviceFunction);
+  if (block.x * block.y * block.z > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0)
+    return fail(cudaErrorInvalidConfiguration);
+  // Parameters are copied when the launch is made (or captured), as CUDA does.
+  std::vector<char> params(static_cast<const char *>(args[0]),
+                           static_cast<const char *>(args[0]) + 160);
+  const long long g[3] = {grid.x, grid.y, grid.z}, b[3] = {block.x, block.y, block.z};
+  Launcher launch = it->second;
+  void *kernel = const_cast<void *>(func);
+  ++counters.launches;
+  fakecudaEnqueue([=] {
+    const long long gg[3] = {g[0], g[1], g[2]}, bb[3] = {b[0], b[1], b[2]};
+    launch(kernel, params.data(), gg, bb);
+  });
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t, cudaStreamCaptureMode) {
+  if (capturing) return fail(cudaErrorIllegalState);
+  capturing = new Graph;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t, cudaGraph_t *g) {
+  *g = reinterpret_cast<cudaGraph_t>(capturing);
+  capturing = nullptr;
+  ++counters.captures;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t g, unsigned long long) {
+  *exec = reinterpret_cast<cudaGraphExec_t>(new Graph(*reinterpret_cast<Graph *>(g)));
+  return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t g) {
+  delete reinterpret_cast<Graph *>(g);
+  return cudaSuccess;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t g) {
+  delete reinterpret_cast<Graph *>(g);
+  return cudaSuccess;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t g, cudaStream_t) {
+  ++counters.graphLaunches;
+  for (auto &w : reinterpret_cast<Graph *>(g)->work) w();
+  return cudaSuccess;
+}
+
+using Clock = std::chrono::steady_clock;
+cudaError_t cudaEventCreate(cudaEvent_t *e) {
+  *e = reinterpret_cast<cudaEvent_t>(new Clock::time_point());
+  return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  delete reinterpret_cast<Clock::time_point *>(e);
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+  *reinterpret_cast<Clock::time_point *>(e) = Clock::now();
+  return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
+  *ms = std::chrono::duration<float, std::milli>(*reinterpret_cast<Clock::time_point *>(b) -
+                                                 *reinterpret_cast<Clock::time_point *>(a))
+            .count();
+  return cudaSuccess;
+}
+
+} // extern "C"

@@ -1,0 +1,225 @@
+// The real CUDA executor (runtime/cuda/CudaExecutor.cpp) on a fake CUDA
+// runtime and cuBLAS (tests/fakegpu), whose kernels run in the emulator:
+// what the GPU tests check, here on any machine, for the executor's own
+// logic: the launch table replayed with the right buffers and rows, graphs
+// captured once per (entry point, rows) and replayed, inputs and sampled
+// tokens crossing through pinned buffers, the cubin chosen for the device,
+// the bill checked before any allocation, and no device reported cleanly.
+#include "codegen/Compiler.h"
+#include "codegen/CudaCodegen.h"
+#include "frontend/ConfigParser.h"
+#include "runtime/CpuExecutor.h"
+#include "runtime/Engine.h"
+#include "runtime/WeightFormats.h"
+#include "runtime/WeightPacking.h"
+#include "runtime/cuda/CudaExecutor.h"
+#include "tests/common/StepCompare.h"
+#include "tests/emu/EmuCompile.h"
+#include "tests/fakegpu/FakeCuda.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+#include <set>
+
+using namespace kvplan;
+using kvplan::testing::normalisedError;
+using kvplan::testing::tolerance;
+
+namespace {
+
+struct Model {
+  Plan plan;
+  CudaCode code;
+  std::vector<char> weights;
+};
+
+Model build(const std::string &model, const std::string &compile) {
+  std::string text = "[model]\nname = \"fake-gpu\"\nmax_position_embeddings = 4096\n"
+                     "rms_norm_eps = 1e-5\nbos_token_id = 1\neos_token_id = 2\n" +
+                     model + "\n[compile]\ntarget = \"cuda\"\n" + compile + "\n";
+  ModelConfig cfg = parseTomlSpec(text, "fake-gpu.toml", [](const std::string &) {});
+  validate(cfg);
+  CompileOutput out = compileModel(cfg);
+  CudaModule mod = generateCuda(out.plan, {"sm_90a"});
+  Model m;
+  m.plan = out.plan;
+  m.plan.cudaArchs = {"sm_90a"};
+  m.plan.deviceWorkspaceBytes = mod.program.workspaceBytes;
+  m.code.program = mod.program;
+  m.code.source = mod.source;
+  m.code.cubins["sm_90a"] = mod.source; // the fake runtime "loads" source into the emulator
+  std::unique_ptr<WeightSource> src = openWeights("random:9", m.plan.model);
+  m.weights = packWeightsInMemory(m.plan, *src);
+  return m;
+}
+
+const char *kGqa = "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 320\n"
+                   "num_layers = 2\nnum_heads = 4\nnum_kv_heads = 2\nvocab_size = 300";
+const char *kBatch3 = "weight_dtype = \"bf16\"\nmax_batch = 3\nmax_seq_len = 256\nprefill_chunk = 32";
+const char *kBatch1 = "weight_dtype = \"bf16\"\nmax_batch = 1\nmax_seq_len = 256\nprefill_chunk = 32";
+
+class FakeGpu : public ::testing::Test {
+protected:
+  void SetUp() override {
+    if (emuCudaIncludeDir().empty())
+      GTEST_SKIP() << "no CUDA headers in this build: the kernel emulator needs cuda_bf16.h";
+    setenv("KVPLAN_CUBLAS_LIBRARY", KVPLAN_FAKE_CUBLAS, 1);
+    fakecuda_configure(1, 9, 0, 80LL << 30);
+  }
+};
+
+TEST_F(FakeGpu, EveryKernelMatchesTheCpuRuntime) {
+  for (const char *compile : {kBatch3, kBatch1}) {
+    SCOPED_TRACE(compile);
+    Model m = build(kGqa, compile);
+    CpuExecutor cpu(m.plan, m.weights.data(), m.weights.size(), 2);
+    CudaExecutor gpu(m.plan, m.code, m.weights.data(), m.weights.size());
+    std::mt19937 rng(11);
+    kvplan::testing::compareStepByStep(gpu, cpu, m.plan, m.code.program, rng);
+  }
+}
+
+/// Greedy generation on both engines, the device following the CPU's tokens;
+/// returns the device's logits per step.
+std::vector<std::vector<float>> followCpu(Engine &cpu, Engine &gpu, int64_t promptLen, int steps,
+                                          double tol) {
+  const int64_t v = cpu.vocabSize();
+  std::vector<int32_t> prompt(static_cast<size_t>(promptLen));
+  for (int64_t i = 0; i < promptLen; ++i) prompt[size_t(i)] = int32_t((i * 37 + 5) % v);
+  const int sc = cpu.open(), sg = gpu.open();
+  const float *lc = cpu.prefill(sc, prompt.data(), promptLen);
+  std::vector<float> c(lc, lc + v);
+  int32_t next = gpu.prefillNext(sg, prompt.data(), promptLen);
+  const float *lg = gpu.executor().logits("prefill");
+  std::vector<std::vector<float>> out{std::vector<float>(lg, lg + v)};
+  EXPECT_LE(normalisedError(out.back(), c), tol) << "prefill";
+  EXPECT_EQ(next, int32_t(std::max_element(lg, lg + v) - lg)) << "greedy sampling on the device";
+  for (int s = 0; s < steps; ++s) {
+    const int32_t t = int32_t(std::max_element(c.begin(), c.end()) - c.begin());
+    lc = cpu.decode({sc}, {t});
+    c.assign(lc, lc + v);
+    next = gpu.decodeNext({sg}, {t})[0];
+    lg = gpu.executor().logits("decode");
+    out.emplace_back(lg, lg + v);
+    EXPECT_LE(normalisedError(out.back(), c), tol) << "decode step " << s;
+    EXPECT_EQ(next, int32_t(std::max_element(lg, lg + v) - lg));
+  }
+  cpu.close(sc);
+  gpu.close(sg);
+  return out;
+}
+
+TEST_F(FakeGpu, GenerationMatchesTheCpuAndGraphsReplay) {
+  Model m = build(kGqa, kBatch3);
+  Engine cpu(m.plan, m.weights.data(), m.weights.size(), 2);
+  auto exec = std::make_unique<CudaExecutor>(m.plan, m.code, m.weights.data(), m.weights.size());
+  CudaExecutor *raw = exec.get();
+  Engine gpu(std::move(exec));
+  const double tol = 4 * tolerance(DType::bf16);
+  // 45 tokens: a full 32-row chunk, then 13 rows run as 16.
+  auto graphs = followCpu(cpu, gpu, 45, 5, tol);
+  EXPECT_EQ(raw->graphsCaptured(), 3) << "prefill 32 and 16 rows, decode 1 row";
+  FakeCudaCounters before = fakecuda_counters();
+  followCpu(cpu, gpu, 45, 5, tol);
+  FakeCudaCounters after = fakecuda_counters();
+  EXPECT_EQ(raw->graphsCaptured(), 3) << "nothing is captured twice";
+  EXPECT_EQ(after.captures, before.captures);
+  EXPECT_EQ(after.graphLaunches - before.graphLaunches, 2 + 5);
+  EXPECT_EQ(after.launches, before.launches) << "replays launch nothing new";
+
+  // Eagerly: the same numbers, bit for bit.
+  raw->setGraphs(false);
+  auto eager = followCpu(cpu, gpu, 45, 5, tol);
+  ASSERT_EQ(eager.size(), graphs.size());
+  for (size_t i = 0; i < eager.size(); ++i)
+    EXPECT_EQ(std::memcmp(eager[i].data(), graphs[i].data(), eager[i].size() * 4), 0) << i;
+  EXPECT_EQ(fakecuda_counters().graphLaunches, after.graphLaunches);
+
+  // Two sequences in one decode step: a new graph for 2 rows.
+  raw->setGraphs(true);
+  const int a = gpu.open(), b = gpu.open();
+  std::vector<int32_t> p = {1, 2, 3};
+  const int32_t ta = gpu.prefillNext(a, p.data(), 3), tb = gpu.prefillNext(b, p.data(), 3);
+  EXPECT_EQ(ta, tb);
+  std::vector<int32_t> both = gpu.decodeNext({a, b}, {ta, tb});
+  EXPECT_EQ(both[0], both[1]) << "the same sequence twice decodes the same";
+  EXPECT_EQ(raw->graphsCaptured(), 5) << "prefill of 3 rows, decode of 2 rows";
+}
+
+TEST_F(FakeGpu, SamplingParametersReachTheDevice) {
+  Model m = build(kGqa, kBatch1);
+  Engine gpu(std::make_unique<CudaExecutor>(m.plan, m.code, m.weights.data(), m.weights.size()));
+  SamplingOptions o;
+  o.temperature = 3.0;
+  o.topK = 2;
+  o.seed = 5;
+  gpu.setSampling(o);
+  std::vector<int32_t> p = {4, 8, 15};
+  const int s = gpu.open();
+  int32_t t = gpu.prefillNext(s, p.data(), 3);
+  std::set<int32_t> seen;
+  for (int i = 0; i < 30; ++i) {
+    const int32_t next = gpu.decodeNext({s}, {t})[0];
+    const float *l = gpu.executor().logits("decode");
+    std::vector<int32_t> idx(static_cast<size_t>(gpu.vocabSize()));
+    std::iota(idx.begin(), idx.end(), 0);
+    std::partial_sort(idx.begin(), idx.begin() + 2, idx.end(),
+                      [&](int32_t x, int32_t y) { return l[x] > l[y]; });
+    EXPECT_TRUE(next == idx[0] || next == idx[1]) << "step " << i;
+    seen.insert(next == idx[0] ? 0 : 1);
+    t = next;
+  }
+  EXPECT_EQ(seen.size(), 2u) << "at temperature 3 both of the top two come up";
+}
+
+TEST_F(FakeGpu, TheBillIsCheckedBeforeAnyAllocation) {
+  Model m = build(kGqa, kBatch3);
+  fakecuda_configure(1, 9, 0, 64LL << 20); // 64 MiB free
+  try {
+    CudaExecutor x(m.plan, m.code, m.weights.data(), m.weights.size());
+    FAIL() << "a plan needing more than the free memory was accepted";
+  } catch (const InputError &e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("out of GPU memory: the plan needs"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("kvplan fake GPU has 64.0 MiB free"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("short by"), std::string::npos) << msg;
+  }
+  EXPECT_EQ(fakecuda_counters().deviceAllocations, 0);
+}
+
+TEST_F(FakeGpu, MachineCodeIsChosenForTheDevice) {
+  Model m = build(kGqa, kBatch1);
+  // An sm_86 device runs sm_80 code; sm_90a code runs on sm_90 alone.
+  CudaCode code = m.code;
+  code.cubins = {{"sm_80", m.code.source}};
+  fakecuda_configure(1, 8, 6, 80LL << 30);
+  EXPECT_NO_THROW(CudaExecutor(m.plan, code, m.weights.data(), m.weights.size()));
+  fakecuda_configure(1, 8, 0, 80LL << 30);
+  try {
+    CudaExecutor x(m.plan, m.code, m.weights.data(), m.weights.size());
+    FAIL() << "sm_90a code was accepted for an sm_80 device";
+  } catch (const InputError &e) {
+    EXPECT_STREQ(e.what(), "incompatible because the artifact holds machine code for sm_90a and "
+                           "this GPU (kvplan fake GPU) is sm_80; recompile with --arch sm_80");
+  }
+}
+
+TEST_F(FakeGpu, NoDeviceIsReportedCleanly) {
+  Model m = build(kGqa, kBatch1);
+  fakecuda_configure(0, 0, 0, 0);
+  std::string why;
+  EXPECT_FALSE(cudaDeviceAvailable(&why));
+  EXPECT_EQ(why, "no CUDA device: no CUDA-capable device is detected");
+  try {
+    CudaExecutor x(m.plan, m.code, m.weights.data(), m.weights.size());
+    FAIL();
+  } catch (const InputError &e) {
+    EXPECT_NE(std::string(e.what()).find("no CUDA device"), std::string::npos) << e.what();
+  }
+}
+
+} // namespace
