@@ -7,11 +7,13 @@
 #pragma once
 
 #include "runtime/CpuExecutor.h"
+#include "runtime/Engine.h"
 #include "runtime/CudaProgram.h"
 #include "runtime/WeightFormats.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -165,6 +167,37 @@ void compareStepByStep(Device &gpu, CpuExecutor &cpu, const Plan &plan, const Cu
         op = last + 1;
       }
     }
+}
+
+/// Greedy generation of `prompt` and `steps` tokens on both engines, the
+/// device following the CPU's tokens so both see the same sequence; each
+/// step's logits must agree within `tol` and the device's own (sampled)
+/// token must be the argmax of its logits. Returns the device's logits.
+inline std::vector<std::vector<float>> followCpu(Engine &cpu, Engine &dev,
+                                                 const std::vector<int32_t> &prompt, int steps,
+                                                 double tol) {
+  const int64_t v = cpu.vocabSize(), n = int64_t(prompt.size());
+  const int sc = cpu.open(), sd = dev.open();
+  const float *lc = cpu.prefill(sc, prompt.data(), n);
+  std::vector<float> c(lc, lc + v);
+  int32_t next = dev.prefillNext(sd, prompt.data(), n);
+  const float *ld = dev.executor().logits("prefill");
+  std::vector<std::vector<float>> out{std::vector<float>(ld, ld + v)};
+  EXPECT_LE(normalisedError(out.back(), c), tol) << "prefill";
+  EXPECT_EQ(next, int32_t(std::max_element(ld, ld + v) - ld)) << "greedy sampling on the device";
+  for (int s = 0; s < steps; ++s) {
+    const int32_t t = int32_t(std::max_element(c.begin(), c.end()) - c.begin());
+    lc = cpu.decode({sc}, {t});
+    c.assign(lc, lc + v);
+    next = dev.decodeNext({sd}, {t})[0];
+    ld = dev.executor().logits("decode");
+    out.emplace_back(ld, ld + v);
+    EXPECT_LE(normalisedError(out.back(), c), tol) << "decode step " << s;
+    EXPECT_EQ(next, int32_t(std::max_element(ld, ld + v) - ld)) << "decode step " << s;
+  }
+  cpu.close(sc);
+  dev.close(sd);
+  return out;
 }
 
 } // namespace kvplan::testing

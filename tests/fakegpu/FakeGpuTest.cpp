@@ -83,34 +83,11 @@ TEST_F(FakeGpu, EveryKernelMatchesTheCpuRuntime) {
   }
 }
 
-/// Greedy generation on both engines, the device following the CPU's tokens;
-/// returns the device's logits per step.
 std::vector<std::vector<float>> followCpu(Engine &cpu, Engine &gpu, int64_t promptLen, int steps,
                                           double tol) {
-  const int64_t v = cpu.vocabSize();
   std::vector<int32_t> prompt(static_cast<size_t>(promptLen));
-  for (int64_t i = 0; i < promptLen; ++i) prompt[size_t(i)] = int32_t((i * 37 + 5) % v);
-  const int sc = cpu.open(), sg = gpu.open();
-  const float *lc = cpu.prefill(sc, prompt.data(), promptLen);
-  std::vector<float> c(lc, lc + v);
-  int32_t next = gpu.prefillNext(sg, prompt.data(), promptLen);
-  const float *lg = gpu.executor().logits("prefill");
-  std::vector<std::vector<float>> out{std::vector<float>(lg, lg + v)};
-  EXPECT_LE(normalisedError(out.back(), c), tol) << "prefill";
-  EXPECT_EQ(next, int32_t(std::max_element(lg, lg + v) - lg)) << "greedy sampling on the device";
-  for (int s = 0; s < steps; ++s) {
-    const int32_t t = int32_t(std::max_element(c.begin(), c.end()) - c.begin());
-    lc = cpu.decode({sc}, {t});
-    c.assign(lc, lc + v);
-    next = gpu.decodeNext({sg}, {t})[0];
-    lg = gpu.executor().logits("decode");
-    out.emplace_back(lg, lg + v);
-    EXPECT_LE(normalisedError(out.back(), c), tol) << "decode step " << s;
-    EXPECT_EQ(next, int32_t(std::max_element(lg, lg + v) - lg));
-  }
-  cpu.close(sc);
-  gpu.close(sg);
-  return out;
+  for (int64_t i = 0; i < promptLen; ++i) prompt[size_t(i)] = int32_t((i * 37 + 5) % cpu.vocabSize());
+  return kvplan::testing::followCpu(cpu, gpu, prompt, steps, tol);
 }
 
 TEST_F(FakeGpu, GenerationMatchesTheCpuAndGraphsReplay) {

@@ -83,8 +83,7 @@ TEST(CudaRuntime, EveryKernelMatchesTheCpuRuntime) {
 }
 
 /// Logits of a prompt and `steps` greedy decode steps.
-std::vector<std::vector<float>> generate(Engine &e, const std::vector<int32_t> &prompt, int steps,
-                                         std::vector<int32_t> *tokens = nullptr) {
+std::vector<std::vector<float>> generate(Engine &e, const std::vector<int32_t> &prompt, int steps) {
   std::vector<std::vector<float>> out;
   const int64_t v = e.vocabSize();
   int seq = e.open();
@@ -92,7 +91,6 @@ std::vector<std::vector<float>> generate(Engine &e, const std::vector<int32_t> &
   out.emplace_back(l, l + v);
   int32_t next = int32_t(std::max_element(l, l + v) - l);
   for (int i = 0; i < steps; ++i) {
-    if (tokens) tokens->push_back(next);
     l = e.decode({seq}, {next});
     out.emplace_back(l, l + v);
     next = int32_t(std::max_element(l, l + v) - l);
@@ -113,19 +111,7 @@ TEST(CudaRuntime, WholeModelLogitsMatchTheCpuRuntime) {
     std::vector<int32_t> prompt(size_t(m.plan.settings.prefillChunk + 5));
     for (int32_t &t : prompt) t = int32_t(rng() % uint32_t(m.plan.model.vocabSize));
     if (int64_t(prompt.size()) + 8 > m.plan.settings.maxSeqLen) prompt.resize(4);
-    std::vector<int32_t> cpuTokens;
-    auto c = generate(cpu, prompt, 6, &cpuTokens);
-    // The GPU follows the CPU's tokens so both see the same sequence.
-    int seq = gpu.open();
-    const int64_t v = gpu.vocabSize();
-    const float *l = gpu.prefill(seq, prompt.data(), int64_t(prompt.size()));
-    EXPECT_LE(normalisedError(std::vector<float>(l, l + v), c[0]),
-              4 * tolerance(m.plan.settings.weightDtype)) << "prefill";
-    for (size_t i = 0; i < cpuTokens.size(); ++i) {
-      l = gpu.decode({seq}, {cpuTokens[i]});
-      EXPECT_LE(normalisedError(std::vector<float>(l, l + v), c[i + 1]),
-                4 * tolerance(m.plan.settings.weightDtype)) << "decode step " << i;
-    }
+    kvplan::testing::followCpu(cpu, gpu, prompt, 6, 4 * tolerance(m.plan.settings.weightDtype));
   }
 }
 

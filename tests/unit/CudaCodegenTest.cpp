@@ -251,31 +251,12 @@ TEST(CudaEmulated, WholeModelMatchesTheCpuRuntime) {
     Engine cpu(e.plan, e.weights.data(), e.weights.size(), 2);
     Engine emu(std::make_unique<EmuExecutor>(e.plan, e.mod.program, e.mod.source,
                                              e.weights.data(), e.weights.size()));
-    const int64_t v = e.plan.model.vocabSize;
-    const double tol = 4 * kvplan::testing::tolerance(e.plan.settings.weightDtype);
     std::mt19937 rng(3);
     // Longer than a prefill chunk: the second chunk reads the first's cache.
     std::vector<int32_t> prompt(size_t(e.plan.settings.prefillChunk + 5));
-    for (int32_t &t : prompt) t = int32_t(rng() % uint32_t(v));
-    const int sc = cpu.open(), se = emu.open();
-    const float *lc = cpu.prefill(sc, prompt.data(), int64_t(prompt.size()));
-    std::vector<float> c(lc, lc + v);
-    int32_t next = emu.prefillNext(se, prompt.data(), int64_t(prompt.size()));
-    const float *le = emu.executor().logits("prefill");
-    std::vector<float> g(le, le + v);
-    EXPECT_LE(kvplan::testing::normalisedError(g, c), tol) << "prefill";
-    EXPECT_EQ(next, int32_t(std::max_element(g.begin(), g.end()) - g.begin()))
-        << "device greedy sampling is the argmax";
-    for (int step = 0; step < 4; ++step) {
-      const int32_t t = int32_t(std::max_element(c.begin(), c.end()) - c.begin());
-      lc = cpu.decode({sc}, {t});
-      c.assign(lc, lc + v);
-      next = emu.decodeNext({se}, {t})[0];
-      le = emu.executor().logits("decode");
-      g.assign(le, le + v);
-      EXPECT_LE(kvplan::testing::normalisedError(g, c), tol) << "decode step " << step;
-      EXPECT_EQ(next, int32_t(std::max_element(g.begin(), g.end()) - g.begin()));
-    }
+    for (int32_t &t : prompt) t = int32_t(rng() % uint32_t(e.plan.model.vocabSize));
+    kvplan::testing::followCpu(cpu, emu, prompt, 4,
+                               4 * kvplan::testing::tolerance(e.plan.settings.weightDtype));
   }
 }
 
