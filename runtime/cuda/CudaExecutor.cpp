@@ -55,8 +55,15 @@ struct Cublas {
 
   void load() {
     std::string errors;
-    std::vector<std::string> names = {"libcublas.so.13", "libcublas.so.12", "libcublas.so"};
-    // KVPLAN_CUBLAS_LIBRARY names the library to use instead (a path).
+    // The loader's path first, then the toolkit's own folder (often not on
+    // the loader's path); KVPLAN_CUBLAS_LIBRARY names one library instead.
+    std::vector<std::string> names;
+    for (const char *so : {"libcublas.so.13", "libcublas.so.12"}) {
+      names.push_back(so);
+      if (const char *home = std::getenv("CUDA_HOME"); home && *home)
+        names.push_back(std::string(home) + "/lib64/" + so);
+      names.push_back(std::string("/usr/local/cuda/lib64/") + so);
+    }
     if (const char *own = std::getenv("KVPLAN_CUBLAS_LIBRARY"); own && *own) names = {own};
     for (const std::string &name : names) {
       lib = ::dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
