@@ -200,3 +200,22 @@ TEST_F(FakeGpu, NoDeviceIsReportedCleanly) {
 }
 
 } // namespace
+
+namespace {
+
+TEST_F(FakeGpu, AMissingCublasIsReportedCleanly) {
+  Model m = build(kGqa, kBatch1);
+  setenv("KVPLAN_CUBLAS_LIBRARY", "/nonexistent/libcublas.so.13", 1);
+  try {
+    CudaExecutor x(m.plan, m.code, m.weights.data(), m.weights.size());
+    FAIL() << "ran without cuBLAS";
+  } catch (const InputError &e) {
+    EXPECT_NE(std::string(e.what()).find("cannot load cuBLAS, which the cuda target's linears use"),
+              std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("LD_LIBRARY_PATH"), std::string::npos) << e.what();
+  }
+  setenv("KVPLAN_CUBLAS_LIBRARY", KVPLAN_FAKE_CUBLAS, 1);
+}
+
+} // namespace
