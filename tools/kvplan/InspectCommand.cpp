@@ -2,6 +2,7 @@
 #include "tools/kvplan/Commands.h"
 
 #include "runtime/Artifact.h"
+#include "runtime/CudaProgram.h"
 #include "runtime/WeightPacking.h"
 
 #include <cstdio>
@@ -65,6 +66,16 @@ void printHuman(const Artifact &a) {
     std::printf("cuda      machine code for %s; the generated source: kvplan inspect --section "
                 "cuda.source %s\n",
                 archs.c_str(), a.path().c_str());
+    if (a.hasSection(kCudaProgramSection)) {
+      std::string_view text = a.section(kCudaProgramSection);
+      CudaProgram prog = cudaProgramFromJson(nlohmann::json::parse(text.begin(), text.end()));
+      for (const auto &[name, e] : prog.entries) {
+        int64_t kernels = 1, gemms = 0; // the sampling kernel, then the ops
+        for (const DeviceOp &op : e.ops) (op.kind == DeviceOp::gemm ? gemms : kernels) += 1;
+        std::printf("          %s: %lld kernels and %lld cuBLAS products per call (replayed as a CUDA graph)\n",
+                    name.c_str(), (long long)kernels, (long long)gemms);
+      }
+    }
   }
   std::printf("\nsections\n");
   for (const SectionInfo &sec : a.sections())
