@@ -2,6 +2,7 @@
 // lives and in what type, fuses RoPE with the KV-cache write, and emits one
 // kernel wrapper per distinct specialisation plus the launch table.
 #include "codegen/CudaCodegen.h"
+#include "runtime/Kernels.h"
 
 #include <kvplan/Version.h>
 
@@ -206,30 +207,15 @@ std::string Generator::wrapper(const std::string &name, int64_t block, const std
   return name;
 }
 
+/// The RoPE step's inverse frequencies, exactly as the CPU runtime computes
+/// them (runtime/Kernels.h).
 std::vector<double> ropeFreqsOf(const Step &s) {
-  const int64_t hd = s.attrs.at("head_dim").get<int64_t>();
-  const double theta = s.attrs.at("theta").get<double>();
-  std::vector<double> f(size_t(hd / 2));
   const bool llama3 = s.attrs.contains("scaling");
-  const double pi = 3.14159265358979323846;
-  for (int64_t i = 0; i < hd / 2; ++i) {
-    double freq = std::pow(theta, -2.0 * double(i) / double(hd));
-    if (llama3) {
-      const auto &sc = s.attrs.at("scaling");
-      const double factor = sc.at("factor").get<double>(), low = sc.at("low_freq_factor").get<double>(),
-                   high = sc.at("high_freq_factor").get<double>(),
-                   orig = sc.at("original_max_position_embeddings").get<double>();
-      const double wavelen = 2 * pi / freq, lowWavelen = orig / low, highWavelen = orig / high;
-      if (wavelen > lowWavelen) {
-        freq /= factor;
-      } else if (wavelen >= highWavelen) {
-        const double smooth = (orig / wavelen - low) / (high - low);
-        freq = (1 - smooth) * freq / factor + smooth * freq;
-      }
-    }
-    f[size_t(i)] = freq;
-  }
-  return f;
+  auto sc = [&](const char *k) { return llama3 ? s.attrs.at("scaling").at(k).get<double>() : 0.0; };
+  return cpu::ropeFrequencies(s.attrs.at("head_dim").get<int64_t>(),
+                              s.attrs.at("theta").get<double>(), llama3, sc("factor"),
+                              sc("low_freq_factor"), sc("high_freq_factor"),
+                              sc("original_max_position_embeddings"));
 }
 
 int Generator::ropeTable(const Step &s) {
