@@ -13,6 +13,7 @@
 #include "runtime/WeightFormats.h"
 #include "runtime/WeightPacking.h"
 #include "runtime/cuda/CudaExecutor.h"
+#include "tests/common/CudaShapes.h"
 #include "tests/common/StepCompare.h"
 #include "tests/emu/EmuCompile.h"
 #include "tests/fakegpu/FakeCuda.h"
@@ -20,6 +21,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <numeric>
@@ -37,12 +39,7 @@ struct Model {
   std::vector<char> weights;
 };
 
-Model build(const std::string &model, const std::string &compile) {
-  std::string text = "[model]\nname = \"fake-gpu\"\nmax_position_embeddings = 4096\n"
-                     "rms_norm_eps = 1e-5\nbos_token_id = 1\neos_token_id = 2\n" +
-                     model + "\n[compile]\ntarget = \"cuda\"\n" + compile + "\n";
-  ModelConfig cfg = parseTomlSpec(text, "fake-gpu.toml", [](const std::string &) {});
-  validate(cfg);
+Model build(const ModelConfig &cfg) {
   CompileOutput out = compileModel(cfg);
   CudaModule mod = generateCuda(out.plan, {"sm_90a"});
   Model m;
@@ -55,6 +52,9 @@ Model build(const std::string &model, const std::string &compile) {
   std::unique_ptr<WeightSource> src = openWeights("random:9", m.plan.model);
   m.weights = packWeightsInMemory(m.plan, *src);
   return m;
+}
+Model build(const std::string &model, const std::string &compile) {
+  return build(kvplan::testing::cudaConfig(model, compile));
 }
 
 const char *kGqa = "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 320\n"
@@ -72,14 +72,31 @@ protected:
   }
 };
 
+// Every device op against the CPU runtime's step, for every shape of
+// tests/common/CudaShapes.h.
 TEST_F(FakeGpu, EveryKernelMatchesTheCpuRuntime) {
-  for (const char *compile : {kBatch3, kBatch1}) {
-    SCOPED_TRACE(compile);
-    Model m = build(kGqa, compile);
+  for (const kvplan::testing::Shape &s : kvplan::testing::kShapes) {
+    SCOPED_TRACE(s.what);
+    Model m = build(kvplan::testing::cudaConfig(s.model, s.compile, s.rope));
     CpuExecutor cpu(m.plan, m.weights.data(), m.weights.size(), 2);
     CudaExecutor gpu(m.plan, m.code, m.weights.data(), m.weights.size());
     std::mt19937 rng(11);
     kvplan::testing::compareStepByStep(gpu, cpu, m.plan, m.code.program, rng);
+  }
+}
+
+// Prefill longer than a chunk (the second chunk reads the first's cache) and
+// four decode steps, for every shape.
+TEST_F(FakeGpu, WholeModelMatchesTheCpuRuntime) {
+  for (const kvplan::testing::Shape &s : kvplan::testing::kShapes) {
+    SCOPED_TRACE(s.what);
+    Model m = build(kvplan::testing::cudaConfig(s.model, s.compile, s.rope));
+    Engine cpu(m.plan, m.weights.data(), m.weights.size(), 2);
+    Engine gpu(std::make_unique<CudaExecutor>(m.plan, m.code, m.weights.data(), m.weights.size()));
+    std::mt19937 rng(3);
+    std::vector<int32_t> prompt(size_t(m.plan.settings.prefillChunk + 5));
+    for (int32_t &t : prompt) t = int32_t(rng() % uint32_t(m.plan.model.vocabSize));
+    kvplan::testing::followCpu(cpu, gpu, prompt, 4, 4 * tolerance(m.plan.settings.weightDtype));
   }
 }
 
@@ -151,6 +168,43 @@ TEST_F(FakeGpu, SamplingParametersReachTheDevice) {
     t = next;
   }
   EXPECT_EQ(seen.size(), 2u) << "at temperature 3 both of the top two come up";
+}
+
+// The sampling kernel on crafted logits: greedy ties, top-k, top-p and the
+// draw's split in index order.
+TEST_F(FakeGpu, SamplingKernelFollowsTopKTopPAndTheDraw) {
+  const kvplan::testing::Shape &shape = kvplan::testing::kShapes[0]; // 4 rows, vocabulary 512
+  Model m = build(kvplan::testing::cudaConfig(shape.model, shape.compile, shape.rope));
+  CudaExecutor gpu(m.plan, m.code, m.weights.data(), m.weights.size());
+  const EntryPoint &ep = m.plan.entryPoints.at("decode");
+  const CudaEntry &ce = m.code.program.entries.at("decode");
+  const int64_t v = m.plan.model.vocabSize, rows = ep.rows;
+  ASSERT_EQ(rows, 4);
+  std::vector<float> logits(size_t(rows * v), -100.0f);
+  auto at = [&](int64_t r, int64_t i) -> float & { return logits[size_t(r * v + i)]; };
+  for (int64_t i = 0; i < v; ++i) at(0, i) = 0.0f;
+  at(0, 7) = at(0, 9) = 5.0f;                  // greedy, a tie: the lower index
+  at(1, 3) = 0.0f, at(1, 10) = std::log(3.0f); // top-2: 1/4 and 3/4 in index order
+  at(2, 3) = std::log(3.0f), at(2, 10) = 0.0f; // top-p 0.5 keeps token 3 alone
+  at(3, 1) = at(3, 2) = 0.0f;                  // two equal: the draw splits at 1/2
+  auto sample = [&](std::vector<DeviceSamplingParams> p) {
+    gpu.upload(DeviceBuffer::arena, ep.results[0].offset, logits.data(), int64_t(logits.size()) * 4);
+    gpu.upload(DeviceBuffer::work, ce.samplingParamsOffset, p.data(),
+               int64_t(p.size() * sizeof(DeviceSamplingParams)));
+    gpu.fill(DeviceBuffer::work, ce.sampledOffset, 0xff, rows * 4);
+    gpu.runOps("decode", rows, ce.ops.size(), ce.ops.size()); // the sampling kernel alone
+    std::vector<int32_t> t(static_cast<size_t>(rows));
+    gpu.download(DeviceBuffer::work, ce.sampledOffset, t.data(), rows * 4);
+    return t;
+  };
+  EXPECT_EQ(sample({{0, 1, 0, 0.9f}, {1, 1, 2, 0.2f}, {1, 0.5f, 0, 0.99f}, {1, 1, 0, 0.49f}}),
+            (std::vector<int32_t>{7, 3, 3, 1}));
+  EXPECT_EQ(sample({{2, 1, 1, 0.5f}, {1, 1, 2, 0.3f}, {1, 0.5f, 0, 0.0f}, {1, 1, 0, 0.51f}}),
+            (std::vector<int32_t>{7, 10, 3, 2}));
+  // Top-k 2 of 512 equal logits keeps the ties: any token may come.
+  for (int64_t i = 0; i < v; ++i) at(1, i) = 1.0f;
+  std::vector<int32_t> t = sample({{0, 1, 0, 0}, {1, 1, 2, 0.999f}, {0, 1, 0, 0}, {0, 1, 0, 0}});
+  EXPECT_EQ(t[1], int32_t(v - 1));
 }
 
 TEST_F(FakeGpu, TheBillIsCheckedBeforeAnyAllocation) {

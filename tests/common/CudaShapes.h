@@ -1,0 +1,55 @@
+// Model shapes the CUDA tests compile (codegen, nvcc, the emulated and fake
+// GPU runs): small, but each exercising a different path of the kernels.
+#pragma once
+
+#include "frontend/ConfigParser.h"
+#include "frontend/ModelSpec.h"
+
+#include <string>
+
+namespace kvplan::testing {
+
+inline ModelConfig cudaConfig(const std::string &model, const std::string &compile,
+                       const std::string &rope = "") {
+  std::string text = "[model]\nname = \"cuda-shape\"\nmax_position_embeddings = 4096\n"
+                     "rms_norm_eps = 1e-5\nbos_token_id = 1\neos_token_id = 2\n" +
+                     model + "\n[compile]\ntarget = \"cuda\"\n" + compile + "\n" + rope;
+  ModelConfig cfg = parseTomlSpec(text, "cuda-shape.toml", [](const std::string &) {});
+  validate(cfg);
+  return cfg;
+}
+
+struct Shape {
+  const char *what, *model, *compile, *rope;
+};
+
+// GQA with tied embeddings; Qwen2-style bias; MHA with head_dim 128 and
+// Llama 3 RoPE; MQA (16 query heads on one KV head); f32 and f16 weights;
+// pages of 4 and a batch of 3; batch 1, where the fused QKV is one product.
+inline const Shape kShapes[] = {
+    {"gqa-bf16",
+     "architecture = \"llama\"\nhidden_size = 256\nintermediate_size = 688\nnum_layers = 2\n"
+     "num_heads = 8\nnum_kv_heads = 4\nvocab_size = 512\ntie_word_embeddings = true",
+     "weight_dtype = \"bf16\"\nmax_batch = 4\nmax_seq_len = 512\nprefill_chunk = 64", ""},
+    {"qwen-bias-bf16",
+     "architecture = \"qwen2\"\nhidden_size = 448\nintermediate_size = 1024\nnum_layers = 2\n"
+     "num_heads = 7\nnum_kv_heads = 1\nhead_dim = 64\nvocab_size = 1000\nattention_bias = true",
+     "weight_dtype = \"bf16\"\nmax_batch = 2\nmax_seq_len = 256\nprefill_chunk = 32", ""},
+    {"mha-llama3-f16",
+     "architecture = \"llama\"\nhidden_size = 512\nintermediate_size = 1024\nnum_layers = 2\n"
+     "num_heads = 4\nnum_kv_heads = 4\nvocab_size = 300",
+     "weight_dtype = \"f16\"\nmax_batch = 3\nmax_seq_len = 1024\nprefill_chunk = 128\npage_size = 4",
+     "[model.rope]\ntheta = 500000.0\ntype = \"llama3\"\nfactor = 32.0\nlow_freq_factor = 1.0\n"
+     "high_freq_factor = 4.0\noriginal_max_position_embeddings = 8192\n"},
+    {"mqa-f32",
+     "architecture = \"llama\"\nhidden_size = 512\nintermediate_size = 256\nnum_layers = 1\n"
+     "num_heads = 16\nnum_kv_heads = 1\nvocab_size = 100",
+     "weight_dtype = \"f32\"\nmax_batch = 1\nmax_seq_len = 128\nprefill_chunk = 16", ""},
+    {"gqa-bf16-batch1",
+     "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 320\nnum_layers = 2\n"
+     "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 300",
+     "weight_dtype = \"bf16\"\nmax_batch = 1\nmax_seq_len = 256\nprefill_chunk = 32", ""},
+};
+
+
+} // namespace kvplan::testing
