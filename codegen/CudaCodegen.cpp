@@ -632,7 +632,9 @@ CudaModule Generator::run(const std::vector<std::string> &archs) {
       << dtypeName(plan.settings.weightDtype) << ", KV cache " << dtypeName(kv.dtype) << " ("
       << kv.pages << " pages of " << kv.pageSize << "), max batch " << plan.settings.maxBatch
       << ", prefill chunk " << plan.settings.prefillChunk << ", context "
-      << plan.settings.maxSeqLen << ".\n// Compile: nvcc -cubin -O3 -std=c++17 -arch=sm_90a\n\n"
+      << plan.settings.maxSeqLen << ".\n// Compiled with: nvcc -cubin -O3 -std=c++17 -arch=ARCH, for each ARCH of";
+  for (const std::string &a : archs) src << " " << a;
+  src << "\n\n"
       << kKernelLibrary << "\n";
   for (size_t t = 0; t < ropeTables.size(); ++t) {
     src << "__constant__ double kvplan_rope_" << t << "[" << ropeTables[t].freqs.size() << "] = {";
