@@ -5,8 +5,8 @@
 #include "codegen/PlanEmitter.h"
 #include "frontend/IRBuilder.h"
 #include "passes/Passes.h"
-#include "runtime/Artifact.h"
-#include "runtime/WeightPacking.h"
+#include "plan/Artifact.h"
+#include "plan/WeightPacking.h"
 
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/OperationSupport.h"

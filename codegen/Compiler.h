@@ -1,11 +1,11 @@
 // The compile driver: model config -> IR -> pipeline (stage by stage) -> plan.
 #pragma once
 
-#include "frontend/ModelSpec.h"
-#include "runtime/CudaProgram.h"
-#include "runtime/Plan.h"
-#include "runtime/Tokenizer.h"
-#include "runtime/WeightFormats.h"
+#include "spec/ModelSpec.h"
+#include "plan/CudaProgram.h"
+#include "plan/Plan.h"
+#include "formats/Tokenizer.h"
+#include "formats/WeightFormats.h"
 
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/MLIRContext.h"

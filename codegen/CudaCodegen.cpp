@@ -2,7 +2,8 @@
 // lives and in what type, fuses RoPE with the KV-cache write, and emits one
 // kernel wrapper per distinct specialisation plus the launch table.
 #include "codegen/CudaCodegen.h"
-#include "runtime/Kernels.h"
+#include "support/Align.h"
+#include "plan/Rope.h"
 
 #include <kvplan/Version.h>
 
@@ -37,8 +38,6 @@ constexpr int64_t kTile = 128;              // attention keys per tile = threads
 constexpr int64_t kCublasWorkspace = 32 << 20; // what cuBLAS asks for on Hopper
 constexpr int64_t kElementwiseBlock = 256;
 
-int64_t alignUp(int64_t v, int64_t a) { return (v + a - 1) / a * a; }
-int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 const char *cudaType(DType t) {
   switch (t) {
@@ -212,7 +211,7 @@ std::string Generator::wrapper(const std::string &name, int64_t block, const std
 std::vector<double> ropeFreqsOf(const Step &s) {
   const bool llama3 = s.attrs.contains("scaling");
   auto sc = [&](const char *k) { return llama3 ? s.attrs.at("scaling").at(k).get<double>() : 0.0; };
-  return cpu::ropeFrequencies(s.attrs.at("head_dim").get<int64_t>(),
+  return ropeFrequencies(s.attrs.at("head_dim").get<int64_t>(),
                               s.attrs.at("theta").get<double>(), llama3, sc("factor"),
                               sc("low_freq_factor"), sc("high_freq_factor"),
                               sc("original_max_position_embeddings"));

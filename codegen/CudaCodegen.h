@@ -5,8 +5,8 @@
 // header: it reads the plan.
 #pragma once
 
-#include "runtime/CudaProgram.h"
-#include "runtime/Plan.h"
+#include "plan/CudaProgram.h"
+#include "plan/Plan.h"
 
 #include <stdexcept>
 #include <string>

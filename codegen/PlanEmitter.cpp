@@ -2,8 +2,7 @@
 #include "codegen/PlanEmitter.h"
 
 #include "ir/LLMDialect.h"
-#include "passes/Passes.h"
-#include "runtime/Artifact.h"
+#include "plan/Artifact.h"
 
 #include "kvplan/Version.h"
 

@@ -1,8 +1,8 @@
 // Planned IR -> the runtime's Plan (and the artifact that stores it).
 #pragma once
 
-#include "frontend/ModelSpec.h"
-#include "runtime/Plan.h"
+#include "spec/ModelSpec.h"
+#include "plan/Plan.h"
 
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/Support/LogicalResult.h"

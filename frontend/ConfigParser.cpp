@@ -4,7 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <toml++/toml.h>
 
-#include "runtime/WeightFormats.h"
+#include "formats/WeightFormats.h"
 
 #include <filesystem>
 #include <fstream>

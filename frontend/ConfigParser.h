@@ -2,7 +2,7 @@
 // Hugging Face config.json files, into one ModelConfig.
 #pragma once
 
-#include "frontend/ModelSpec.h"
+#include "spec/ModelSpec.h"
 
 #include <functional>
 #include <optional>

@@ -2,7 +2,6 @@
 #include "frontend/IRBuilder.h"
 
 #include "ir/LLMDialect.h"
-#include "passes/Passes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"

@@ -2,7 +2,7 @@
 // whole-sequence model as its authors define it.
 #pragma once
 
-#include "frontend/ModelSpec.h"
+#include "spec/ModelSpec.h"
 
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/MLIRContext.h"

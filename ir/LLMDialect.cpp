@@ -50,3 +50,28 @@ LogicalResult KVViewType::verify(function_ref<InFlightDiagnostic()> emitError,
     return emitError() << "kv_view element type must be f32, bf16 or f16, got " << elementType;
   return success();
 }
+
+namespace kvplan {
+
+std::optional<int64_t> moduleSetting(ModuleOp module, llvm::StringRef key) {
+  auto settings = module->getAttrOfType<DictionaryAttr>(attr::kSettings);
+  if (!settings)
+    return std::nullopt;
+  if (auto v = dyn_cast_or_null<IntegerAttr>(settings.get(key)))
+    return v.getInt();
+  return std::nullopt;
+}
+
+BlockArgument findArg(func::FuncOp fn, llvm::StringRef role) {
+  for (BlockArgument a : fn.getArguments())
+    if (auto r = fn.getArgAttrOfType<StringAttr>(a.getArgNumber(), attr::kArg))
+      if (r.getValue() == role)
+        return a;
+  return {};
+}
+
+int64_t tensorBytes(RankedTensorType t) {
+  return t.getNumElements() * int64_t((t.getElementTypeBitWidth() + 7) / 8);
+}
+
+} // namespace kvplan

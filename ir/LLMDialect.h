@@ -12,6 +12,8 @@
 #include "mlir/Interfaces/InferTypeOpInterface.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
+#include <optional>
+
 namespace kvplan::llm {
 
 /// Marks ops whose output row i depends only on row i of each operand.
@@ -33,3 +35,25 @@ struct KVCacheResource : public mlir::SideEffects::Resource::Base<KVCacheResourc
 
 #define GET_OP_CLASSES
 #include "ir/LLMOps.h.inc"
+
+namespace kvplan {
+
+/// Discardable attributes the frontend, the passes and codegen share.
+namespace attr {
+constexpr const char *kSettings = "llm.settings"; // module: compile settings
+constexpr const char *kModel = "llm.model";       // module: model name
+constexpr const char *kEntry = "llm.entry";       // func: "prefill" / "decode"
+constexpr const char *kArg = "llm.arg";           // func arg: its role
+constexpr const char *kOffsets = "llm.offsets";   // op: arena offset per result
+constexpr const char *kOffset = "llm.offset";     // func arg: arena offset
+constexpr const char *kArenaSize = "llm.arena_size"; // func: arena bytes
+} // namespace attr
+
+/// Reads an integer compile setting from the module's llm.settings.
+std::optional<int64_t> moduleSetting(mlir::ModuleOp module, llvm::StringRef key);
+/// The function argument whose llm.arg is `role`, or null.
+mlir::BlockArgument findArg(mlir::func::FuncOp fn, llvm::StringRef role);
+/// Bytes of a tensor type (element width x elements).
+int64_t tensorBytes(mlir::RankedTensorType t);
+
+} // namespace kvplan

@@ -1,5 +1,6 @@
 // Greedy-by-size static buffer planning.
 #include "passes/BufferPlanner.h"
+#include "support/Align.h"
 
 #include <algorithm>
 #include <limits>
@@ -9,7 +10,6 @@
 
 namespace kvplan {
 
-static int64_t roundUp(int64_t v, int64_t a) { return (v + a - 1) / a * a; }
 
 BufferAssignment planBuffers(const std::vector<BufferRequest> &requests, int64_t alignment) {
   if (alignment <= 0)
@@ -19,7 +19,7 @@ BufferAssignment planBuffers(const std::vector<BufferRequest> &requests, int64_t
   for (size_t i = 0; i < n; ++i) {
     if (requests[i].size < 0 || requests[i].end < requests[i].start)
       throw std::invalid_argument("buffer request with negative size or empty lifetime");
-    size[i] = roundUp(requests[i].size, alignment);
+    size[i] = alignUp(requests[i].size, alignment);
   }
 
   std::vector<size_t> order(n);
@@ -66,7 +66,7 @@ int64_t peakLiveBytes(const std::vector<BufferRequest> &requests, int64_t alignm
   // Sweep over lifetime boundaries: +size at start, -size after end.
   std::map<int64_t, int64_t> delta;
   for (const BufferRequest &r : requests) {
-    int64_t s = roundUp(r.size, alignment);
+    int64_t s = alignUp(r.size, alignment);
     delta[r.start] += s;
     delta[r.end + 1] -= s;
   }

@@ -28,22 +28,4 @@ void buildKVPlanPipeline(mlir::OpPassManager &pm);
 /// Registers every pass and the `kvplan-pipeline` pipeline (for kvplan-opt).
 void registerKVPlanPassesAndPipeline();
 
-/// Attribute names shared by the passes, the IR builder and codegen.
-namespace attr {
-constexpr const char *kSettings = "llm.settings"; // module: compile settings
-constexpr const char *kModel = "llm.model";       // module: model name
-constexpr const char *kEntry = "llm.entry";       // func: "prefill" / "decode"
-constexpr const char *kArg = "llm.arg";           // func arg: its role
-constexpr const char *kOffsets = "llm.offsets";   // op: arena offset per result
-constexpr const char *kOffset = "llm.offset";     // func arg: arena offset
-constexpr const char *kArenaSize = "llm.arena_size"; // func: arena bytes
-} // namespace attr
-
-/// Reads an integer compile setting from the module's llm.settings.
-std::optional<int64_t> moduleSetting(mlir::ModuleOp module, llvm::StringRef key);
-/// The function argument whose llm.arg is `role`, or null.
-mlir::BlockArgument findArg(mlir::func::FuncOp fn, llvm::StringRef role);
-/// Bytes of a tensor type (element width x elements).
-int64_t tensorBytes(mlir::RankedTensorType t);
-
 } // namespace kvplan

@@ -1,5 +1,6 @@
 // Sequence bookkeeping and page allocation around an executor.
 #include "runtime/Engine.h"
+#include "support/Align.h"
 
 #include <algorithm>
 
@@ -63,7 +64,7 @@ void Engine::reserve(int seq, int64_t tokens) {
     throw InputError("the sequence would hold " + std::to_string(tokens) +
                      " tokens but the plan's context is " + std::to_string(maxSeqLen()) +
                      " (compile with a larger --max-seq)");
-  const int64_t need = (tokens + pageSize - 1) / pageSize;
+  const int64_t need = ceilDiv(tokens, pageSize);
   while (int64_t(s.pages.size()) < need) {
     if (freeList.empty())
       throw InputError("the KV cache has no free page left");

@@ -4,7 +4,7 @@
 // when it ends.
 #pragma once
 
-#include "runtime/CpuExecutor.h"
+#include "runtime/cpu/CpuExecutor.h"
 #include "runtime/Executor.h"
 #include "runtime/Sampler.h"
 

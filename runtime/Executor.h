@@ -2,8 +2,8 @@
 // CPU, or a CUDA GPU), with host-side input buffers written before each run.
 #pragma once
 
-#include "runtime/CudaProgram.h"
-#include "runtime/Plan.h"
+#include "plan/CudaProgram.h"
+#include "plan/Plan.h"
 
 #include <cstdint>
 #include <stdexcept>

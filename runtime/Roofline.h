@@ -3,7 +3,7 @@
 // (prefill's).
 #pragma once
 
-#include "runtime/ThreadPool.h"
+#include "runtime/cpu/ThreadPool.h"
 
 #include <cstdint>
 

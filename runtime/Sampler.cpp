@@ -1,7 +1,7 @@
 // Greedy, temperature, top-k and top-p sampling.
 #include "runtime/Sampler.h"
 
-#include "frontend/ModelSpec.h"
+#include "spec/ModelSpec.h"
 
 #include <algorithm>
 #include <cmath>

@@ -181,7 +181,7 @@ if [ -d "$kit/deps" ]; then
   # The sources that decide the artifact format and the runtime, as they will
   # travel (tracked and untracked-not-ignored files): gpu-check.sh recomputes
   # the digest there and warns when the artifacts were compiled from others.
-  git ls-files -co --exclude-standard -- runtime codegen frontend passes ir tools cmake CMakeLists.txt \
+  git ls-files -co --exclude-standard -- support spec formats plan runtime codegen frontend passes ir tools cmake CMakeLists.txt \
     > "$kit/source-files.txt" 2>/dev/null || : > "$kit/source-files.txt"
   KIT_FAILURES="${artifact_failures[*]:-}"
   export KIT_GLIBC KIT_GLIBCXX KIT_GIT KIT_KVPLAN KIT_OS KIT_FAILURES

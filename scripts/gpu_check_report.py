@@ -56,7 +56,7 @@ def check_kit_sources(kit):
         print(f"kit sources: the artifacts were compiled from these sources ({len(files)} files)")
         return 0
     print("kit sources: WARNING: the artifacts in the kit were compiled from OTHER sources than "
-          "this tree's (runtime/, codegen/, tools/ ...): rerun scripts/gpu-kit.sh --artifacts-only "
+          "this tree's (plan/, runtime/, codegen/, tools/ ...): rerun scripts/gpu-kit.sh --artifacts-only "
           "if the artifact format changed")
     return 1
 

@@ -3,7 +3,7 @@
 // activeIsa() allows.
 #pragma once
 
-#include "runtime/Kernels.h"
+#include "runtime/cpu/Kernels.h"
 
 namespace kvplan::cpu {
 

@@ -13,7 +13,8 @@
 // it (chunked prefill equals token-by-token, bit for bit).
 #pragma once
 
-#include "runtime/Kernels.h"
+#include "runtime/cpu/Kernels.h"
+#include "support/Align.h"
 
 #include <algorithm>
 #include <cstring>
@@ -60,7 +61,7 @@ inline void tile(const float *x, int64_t K, const typename Kind::T *w, const flo
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < J; ++j) acc[r][j] = Tr::zero();
   const int64_t full = K / W * W;
-  const int64_t groups = (K + G - 1) / G;
+  const int64_t groups = ceilDiv(K, G);
   const int64_t perStep = (ahead.bytes + (full / W) - 1) / std::max<int64_t>(1, full / W);
   int64_t fetched = 0;
   for (int64_t k = 0; k < full; k += W) {
@@ -115,8 +116,8 @@ inline void rowTile(const float *x, int64_t K, const typename Kind::T *w, const 
                     TensorRef bias, Ahead mode = Ahead::none, PrefetchRange range = {}) {
   const int64_t wBytes = int64_t(sizeof(typename Kind::T));
   const int64_t tiles = std::max<int64_t>(1, (jEnd - jBegin) / J);
-  const int64_t slice = (range.bytes + tiles - 1) / tiles;
-  const int64_t groups = (K + kInt8Group - 1) / kInt8Group;
+  const int64_t slice = ceilDiv(range.bytes, tiles);
+  const int64_t groups = ceilDiv(K, kInt8Group);
   size_t k = 0;
   // Outputs are found by a forward scan: restart it for this feature range.
   while (jBegin >= out.firstColumn[k] + out.columns[k]) ++k;

@@ -7,7 +7,7 @@
 // Graph and replayed. This header includes no CUDA header.
 #pragma once
 
-#include "runtime/CudaProgram.h"
+#include "plan/CudaProgram.h"
 #include "runtime/Executor.h"
 
 #include <memory>

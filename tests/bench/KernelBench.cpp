@@ -3,9 +3,9 @@
 // GEMV and attention report bytes per second (they stream memory); GEMM
 // reports FLOPs per second. KVPLAN_ISA=scalar|avx2|avx512 picks the kernels;
 // KVPLAN_BENCH_THREADS the thread count (default: all cores).
-#include "runtime/Kernels.h"
-#include "runtime/ThreadPool.h"
-#include "runtime/WeightFormats.h"
+#include "runtime/cpu/Kernels.h"
+#include "runtime/cpu/ThreadPool.h"
+#include "formats/WeightFormats.h"
 #include "runtime/cpu/Isa.h"
 
 #include <benchmark/benchmark.h>

@@ -3,7 +3,7 @@
 #pragma once
 
 #include "frontend/ConfigParser.h"
-#include "frontend/ModelSpec.h"
+#include "spec/ModelSpec.h"
 
 #include <string>
 

@@ -6,10 +6,10 @@
 // and must match the CPU's outputs within the weights' tolerance.
 #pragma once
 
-#include "runtime/CpuExecutor.h"
+#include "runtime/cpu/CpuExecutor.h"
 #include "runtime/Engine.h"
-#include "runtime/CudaProgram.h"
-#include "runtime/WeightFormats.h"
+#include "plan/CudaProgram.h"
+#include "formats/WeightFormats.h"
 
 #include <gtest/gtest.h>
 

@@ -3,11 +3,11 @@
 // cuda artifacts. The artifacts (compiled beforehand with `kvplan compile
 // --target cuda --weights none`, scripts/gpu-kit.sh) are read from the folder
 // $KVPLAN_GPU_ARTIFACTS; the weights are random, packed here.
-#include "runtime/Artifact.h"
-#include "runtime/CpuExecutor.h"
+#include "plan/Artifact.h"
+#include "runtime/cpu/CpuExecutor.h"
 #include "runtime/Engine.h"
-#include "runtime/WeightFormats.h"
-#include "runtime/WeightPacking.h"
+#include "formats/WeightFormats.h"
+#include "plan/WeightPacking.h"
 #include "runtime/cuda/CudaExecutor.h"
 #include "tests/common/StepCompare.h"
 

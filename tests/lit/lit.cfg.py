@@ -16,6 +16,7 @@ config.environment["PATH"] = os.pathsep.join(
 config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "Inputs")))
 config.substitutions.append(("%data", os.path.join(config.kvplan_src_root, "tests", "data")))
 config.substitutions.append(("%models", os.path.join(config.kvplan_src_root, "models")))
+config.substitutions.append(("%src", config.kvplan_src_root))
 config.substitutions.append(("%python", config.python_executable))
 config.substitutions.append(("%{long}", "word " * 200))
 config.substitutions.append(

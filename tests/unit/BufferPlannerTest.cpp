@@ -1,6 +1,7 @@
 // The static buffer planner on random lifetimes: buffers alive at the same
 // time never overlap, the arena is at least the peak and at most the sum.
 #include "passes/BufferPlanner.h"
+#include "support/Align.h"
 
 #include <gtest/gtest.h>
 
@@ -10,7 +11,6 @@ using namespace kvplan;
 
 namespace {
 
-int64_t roundUp(int64_t v, int64_t a) { return (v + a - 1) / a * a; }
 
 /// Checks every property a plan must have; returns the number of checks
 /// that failed (reported through gtest).
@@ -19,13 +19,13 @@ void expectValid(const std::vector<BufferRequest> &reqs, const BufferAssignment 
   ASSERT_EQ(plan.offsets.size(), reqs.size());
   int64_t sum = 0;
   for (size_t i = 0; i < reqs.size(); ++i) {
-    int64_t size = roundUp(reqs[i].size, align);
+    int64_t size = alignUp(reqs[i].size, align);
     sum += size;
     EXPECT_EQ(plan.offsets[i] % align, 0) << "buffer " << i;
     EXPECT_GE(plan.offsets[i], 0);
     EXPECT_LE(plan.offsets[i] + size, plan.arenaSize) << "buffer " << i;
     for (size_t j = 0; j < i; ++j) {
-      int64_t sizeJ = roundUp(reqs[j].size, align);
+      int64_t sizeJ = alignUp(reqs[j].size, align);
       if (size == 0 || sizeJ == 0) continue;
       bool liveTogether = reqs[i].start <= reqs[j].end && reqs[j].start <= reqs[i].end;
       bool overlap = plan.offsets[i] < plan.offsets[j] + sizeJ &&

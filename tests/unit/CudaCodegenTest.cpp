@@ -5,7 +5,7 @@
 #include "codegen/Compiler.h"
 #include "codegen/CudaCodegen.h"
 #include "frontend/ConfigParser.h"
-#include "runtime/Artifact.h"
+#include "plan/Artifact.h"
 #include "tests/common/CudaShapes.h"
 
 #include <gtest/gtest.h>

@@ -5,7 +5,7 @@
 #include "frontend/ConfigParser.h"
 #include "runtime/Engine.h"
 #include "runtime/Sampler.h"
-#include "runtime/WeightPacking.h"
+#include "plan/WeightPacking.h"
 #include "tests/unit/ReferenceModel.h"
 
 #include <gtest/gtest.h>

@@ -1,8 +1,8 @@
 // The vector kernels against the portable ones, on every ISA this CPU has:
 // every weight type, row counts that leave every remainder, and shapes with
 // a tail after the last full vector.
-#include "runtime/Kernels.h"
-#include "runtime/WeightFormats.h"
+#include "runtime/cpu/Kernels.h"
+#include "formats/WeightFormats.h"
 #include "runtime/cpu/Isa.h"
 #include "runtime/cpu/IsaKernels.h"
 

@@ -1,6 +1,6 @@
 // The plan's JSON form and the .kvp container: round trips, and every kind
 // of damage is an InputError that says what is wrong.
-#include "runtime/Artifact.h"
+#include "plan/Artifact.h"
 
 #include <gtest/gtest.h>
 

@@ -3,8 +3,8 @@
 // query, straight from the model's definition.
 #pragma once
 
-#include "frontend/ModelSpec.h"
-#include "runtime/WeightFormats.h"
+#include "spec/ModelSpec.h"
+#include "formats/WeightFormats.h"
 
 #include <map>
 #include <string>

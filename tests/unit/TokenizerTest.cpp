@@ -1,8 +1,8 @@
 // Tokenizer tests: each format against its reference (sentencepiece for the
 // score-merge vocabularies, hand-worked BPE for tokenizer.json), streaming
 // decode, serialization round trips, and the errors a bad file gives.
-#include "frontend/ModelSpec.h"
-#include "runtime/Tokenizer.h"
+#include "spec/ModelSpec.h"
+#include "formats/Tokenizer.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>

@@ -1,8 +1,8 @@
 // Checkpoint reader tests: half-precision conversion, random weights, the
 // shared llama2.c and GGUF models, safetensors fixtures written here, and the
 // errors each format reports.
-#include "runtime/Progress.h"
-#include "runtime/WeightFormats.h"
+#include "support/Progress.h"
+#include "formats/WeightFormats.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>

@@ -1,9 +1,9 @@
 // kvplan inspect: an artifact's manifest and exact memory bill.
 #include "tools/kvplan/Commands.h"
 
-#include "runtime/Artifact.h"
-#include "runtime/CudaProgram.h"
-#include "runtime/WeightPacking.h"
+#include "plan/Artifact.h"
+#include "plan/CudaProgram.h"
+#include "plan/WeightPacking.h"
 
 #include <cstdio>
 #include <iostream>

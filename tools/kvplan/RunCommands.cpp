@@ -6,7 +6,7 @@
 #include "runtime/Roofline.h"
 #include "runtime/cpu/Isa.h"
 #include "runtime/Sampler.h"
-#include "runtime/ThreadPool.h"
+#include "runtime/cpu/ThreadPool.h"
 #ifdef KVPLAN_HAVE_CUDA
 #include "runtime/cuda/CudaExecutor.h"
 #endif

@@ -3,9 +3,9 @@
 #include "tools/kvplan/Runnable.h"
 #include "tools/kvplan/Commands.h"
 
-#include "runtime/CpuExecutor.h"
-#include "runtime/WeightFormats.h"
-#include "runtime/WeightPacking.h"
+#include "runtime/cpu/CpuExecutor.h"
+#include "formats/WeightFormats.h"
+#include "plan/WeightPacking.h"
 #ifdef KVPLAN_HAVE_CUDA
 #include "runtime/cuda/CudaExecutor.h"
 #endif

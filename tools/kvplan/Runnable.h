@@ -2,11 +2,11 @@
 // or (with the compiler) a model description compiled in memory.
 #pragma once
 
-#include "frontend/ModelSpec.h"
-#include "runtime/Artifact.h"
-#include "runtime/CudaProgram.h"
+#include "spec/ModelSpec.h"
+#include "plan/Artifact.h"
+#include "plan/CudaProgram.h"
 #include "runtime/Executor.h"
-#include "runtime/Tokenizer.h"
+#include "formats/Tokenizer.h"
 
 #include <CLI/CLI.hpp>
 

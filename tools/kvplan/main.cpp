@@ -1,7 +1,7 @@
 // kvplan: compile model descriptions to plans, inspect artifacts, dump IR.
 #include "tools/kvplan/Commands.h"
 
-#include "frontend/ModelSpec.h"
+#include "spec/ModelSpec.h"
 #include "kvplan/Version.h"
 #ifdef KVPLAN_HAVE_COMPILER
 #include "codegen/Compiler.h"

@@ -1,0 +1,195 @@
+// GGUF reader: every read is bounds-checked, so a truncated or corrupt file
+// is an error naming what broke, never a crash.
+#include "formats/Gguf.h"
+#include "support/Align.h"
+
+#include "spec/ModelSpec.h"
+
+#include <cstring>
+
+namespace kvplan {
+
+namespace {
+
+class Reader {
+public:
+  Reader(const MappedFile &f) : f(f) {}
+
+  [[noreturn]] void fail(const std::string &what) const {
+    throw InputError(f.path() + ": corrupt or truncated GGUF file: " + what + " (at byte " +
+                     std::to_string(pos) + " of " + std::to_string(f.size()) + ")");
+  }
+
+  const char *take(uint64_t n, const char *what) {
+    if (n > f.size() - pos)
+      fail(std::string("the file ends inside ") + what);
+    const char *p = f.data() + pos;
+    pos += n;
+    return p;
+  }
+
+  template <typename T> T get(const char *what) {
+    T v;
+    std::memcpy(&v, take(sizeof(T), what), sizeof(T));
+    return v;
+  }
+
+  std::string str(const char *what) {
+    uint64_t n = get<uint64_t>(what);
+    if (n > (uint64_t(1) << 30))
+      fail(std::string("implausible string length in ") + what);
+    const char *p = take(n, what);
+    return std::string(p, n);
+  }
+
+  double scalar(GgufFile::Type t, const char *what) {
+    using T = GgufFile::Type;
+    switch (t) {
+    case T::u8: return get<uint8_t>(what);
+    case T::i8: return get<int8_t>(what);
+    case T::u16: return get<uint16_t>(what);
+    case T::i16: return get<int16_t>(what);
+    case T::u32: return get<uint32_t>(what);
+    case T::i32: return get<int32_t>(what);
+    case T::f32: return get<float>(what);
+    case T::boolean: return get<uint8_t>(what) != 0;
+    case T::u64: return double(get<uint64_t>(what));
+    case T::i64: return double(get<int64_t>(what));
+    case T::f64: return get<double>(what);
+    default: fail(std::string("unknown value type in ") + what);
+    }
+  }
+
+  uint64_t pos = 0;
+
+private:
+  const MappedFile &f;
+};
+
+uint64_t ggmlTypeBytes(uint32_t t) {
+  switch (t) {
+  case GgufFile::kF32: return 4;
+  case GgufFile::kF16: case GgufFile::kBF16: return 2;
+  default: return 0;
+  }
+}
+
+} // namespace
+
+GgufFile GgufFile::open(const std::string &path) {
+  GgufFile g;
+  g.file = MappedFile::open(path, "GGUF file");
+  Reader r(g.file);
+  if (g.file.size() < 4 || std::memcmp(g.file.data(), "GGUF", 4) != 0)
+    throw InputError(path + ": not a GGUF file (the first bytes are not \"GGUF\")");
+  r.take(4, "the magic");
+  g.version_ = r.get<uint32_t>("the header");
+  if (g.version_ != 2 && g.version_ != 3)
+    throw InputError(path + ": GGUF version " + std::to_string(g.version_) +
+                     " is not supported; kvplan reads versions 2 and 3");
+  uint64_t tensorCount = r.get<uint64_t>("the header");
+  uint64_t kvCount = r.get<uint64_t>("the header");
+  if (tensorCount > (1u << 24) || kvCount > (1u << 24))
+    r.fail("implausible tensor or metadata count");
+
+  for (uint64_t i = 0; i < kvCount; ++i) {
+    std::string key = r.str("a metadata key");
+    Value v;
+    v.type = Type(r.get<uint32_t>("a metadata type"));
+    if (v.type == Type::string) {
+      v.string = r.str("a metadata string");
+    } else if (v.type == Type::array) {
+      v.itemType = Type(r.get<uint32_t>("an array type"));
+      uint64_t n = r.get<uint64_t>("an array length");
+      if (n > g.file.size())
+        r.fail("implausible array length for " + key);
+      if (v.itemType == Type::string) {
+        v.strings.reserve(n);
+        for (uint64_t j = 0; j < n; ++j) v.strings.push_back(r.str("an array string"));
+      } else if (v.itemType == Type::array) {
+        r.fail("nested arrays are not supported (" + key + ")");
+      } else {
+        v.numbers.reserve(n);
+        for (uint64_t j = 0; j < n; ++j) v.numbers.push_back(r.scalar(v.itemType, "an array"));
+      }
+    } else {
+      v.number = r.scalar(v.type, "a metadata value");
+    }
+    g.metadata[key] = std::move(v);
+  }
+
+  struct Pending {
+    Tensor t;
+    uint64_t offset;
+  };
+  std::vector<Pending> pending;
+  for (uint64_t i = 0; i < tensorCount; ++i) {
+    Pending p;
+    p.t.name = r.str("a tensor name");
+    uint32_t nDims = r.get<uint32_t>("a tensor's rank");
+    if (nDims == 0 || nDims > 4)
+      r.fail("tensor " + p.t.name + " has rank " + std::to_string(nDims));
+    for (uint32_t d = 0; d < nDims; ++d) {
+      uint64_t n = r.get<uint64_t>("a tensor's dimensions");
+      if (n == 0 || n > (uint64_t(1) << 40))
+        r.fail("tensor " + p.t.name + " has an implausible dimension");
+      p.t.dims.push_back(int64_t(n));
+    }
+    p.t.ggmlType = r.get<uint32_t>("a tensor's type");
+    p.offset = r.get<uint64_t>("a tensor's offset");
+    pending.push_back(std::move(p));
+  }
+
+  uint64_t alignment = uint64_t(g.integer("general.alignment").value_or(32));
+  if (alignment == 0 || (alignment & (alignment - 1)) != 0)
+    throw InputError(path + ": general.alignment " + std::to_string(alignment) +
+                     " is not a power of two");
+  uint64_t dataStart = alignUp(r.pos, alignment);
+  for (Pending &p : pending) {
+    uint64_t elems = 1;
+    for (int64_t d : p.t.dims) elems *= uint64_t(d);
+    p.t.bytes = elems * ggmlTypeBytes(p.t.ggmlType);
+    if (p.t.bytes) {
+      if (dataStart + p.offset > g.file.size() ||
+          p.t.bytes > g.file.size() - dataStart - p.offset)
+        throw InputError(path + ": truncated GGUF file: tensor " + p.t.name + " needs bytes " +
+                         std::to_string(dataStart + p.offset) + " to " +
+                         std::to_string(dataStart + p.offset + p.t.bytes) + " but the file has " +
+                         std::to_string(g.file.size()));
+      p.t.data = g.file.data() + dataStart + p.offset;
+    }
+    g.tensors_.push_back(std::move(p.t));
+  }
+  return g;
+}
+
+const GgufFile::Value *GgufFile::find(const std::string &key) const {
+  auto it = metadata.find(key);
+  return it == metadata.end() ? nullptr : &it->second;
+}
+
+std::optional<int64_t> GgufFile::integer(const std::string &key) const {
+  const Value *v = find(key);
+  if (!v || v->type == Type::string || v->type == Type::array) return std::nullopt;
+  return int64_t(v->number);
+}
+
+std::optional<double> GgufFile::number(const std::string &key) const {
+  const Value *v = find(key);
+  if (!v || v->type == Type::string || v->type == Type::array) return std::nullopt;
+  return v->number;
+}
+
+std::optional<std::string> GgufFile::string(const std::string &key) const {
+  const Value *v = find(key);
+  if (!v || v->type != Type::string) return std::nullopt;
+  return v->string;
+}
+
+const GgufFile::Tensor *GgufFile::tensor(const std::string &name) const {
+  for (const Tensor &t : tensors_)
+    if (t.name == name) return &t;
+  return nullptr;
+}
+
+} // namespace kvplan

@@ -1,0 +1,351 @@
+// Hugging Face safetensors weights (one file or shards with an index): HF
+// names mapped to canonical ones, q/k rows permuted into adjacent-pair RoPE.
+#include "support/MappedFile.h"
+#include "support/Progress.h"
+#include "formats/WeightReaders.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <unordered_map>
+
+namespace fs = std::filesystem;
+
+namespace kvplan {
+namespace weights {
+
+namespace {
+
+struct Entry {
+  std::string dtypeName;      // as the header spells it
+  std::optional<DType> dtype; // unset for a type kvplan does not read
+  std::vector<int64_t> shape;
+  const char *data = nullptr;
+  uint64_t bytes = 0;
+  size_t shard = 0;
+};
+
+std::optional<DType> safetensorsDType(const std::string &s) {
+  if (s == "F32") return DType::f32;
+  if (s == "F16") return DType::f16;
+  if (s == "BF16") return DType::bf16;
+  return std::nullopt;
+}
+
+// Element sizes of the types kvplan does not read, so their byte ranges can
+// still be checked; 0 for an unknown name.
+uint64_t otherDTypeBytes(const std::string &s) {
+  if (s == "F64" || s == "I64" || s == "U64") return 8;
+  if (s == "I32" || s == "U32") return 4;
+  if (s == "I16" || s == "U16") return 2;
+  if (s == "I8" || s == "U8" || s == "BOOL" || s == "F8_E4M3" || s == "F8_E5M2") return 1;
+  return 0;
+}
+
+// Parses one file's header and checks every tensor's byte range against
+// the file, so that no later read can run past the mapping.
+void readShard(const MappedFile &f, size_t shard,
+               std::unordered_map<std::string, Entry> &entries) {
+  const std::string &path = f.path();
+  if (f.size() < 8)
+    throw InputError(path + ": truncated safetensors file: " + std::to_string(f.size()) +
+                     " bytes, fewer than the 8-byte header length");
+  uint64_t headerLen = 0;
+  for (int i = 7; i >= 0; --i)
+    headerLen = (headerLen << 8) | uint8_t(f.data()[i]);
+  if (headerLen > f.size() - 8)
+    throw InputError(path + ": corrupt or truncated safetensors file: the header length is " +
+                     std::to_string(headerLen) + " bytes but only " +
+                     std::to_string(f.size() - 8) + " follow");
+  nlohmann::json header;
+  try {
+    header = nlohmann::json::parse(f.data() + 8, f.data() + 8 + headerLen);
+  } catch (const nlohmann::json::exception &e) {
+    throw InputError(path + ": corrupt safetensors header (not valid JSON): " + e.what());
+  }
+  if (!header.is_object())
+    throw InputError(path + ": corrupt safetensors header: expected a JSON object");
+  const char *dataStart = f.data() + 8 + headerLen;
+  const uint64_t dataSize = f.size() - 8 - headerLen;
+
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    const std::string &name = it.key();
+    if (name == "__metadata__")
+      continue;
+    auto bad = [&](const std::string &what) {
+      return InputError(path + ": corrupt safetensors header: tensor '" + name + "': " + what);
+    };
+    const nlohmann::json &v = it.value();
+    if (!v.is_object() || !v.contains("dtype") || !v["dtype"].is_string() ||
+        !v.contains("shape") || !v["shape"].is_array() || !v.contains("data_offsets") ||
+        !v["data_offsets"].is_array() || v["data_offsets"].size() != 2)
+      throw bad("expected {\"dtype\": string, \"shape\": [...], \"data_offsets\": [begin, end]}");
+    Entry e;
+    e.shard = shard;
+    e.dtypeName = v["dtype"].get<std::string>();
+    e.dtype = safetensorsDType(e.dtypeName);
+    unsigned __int128 elements = 1;
+    for (const nlohmann::json &d : v["shape"]) {
+      if (!d.is_number_unsigned() || d.get<uint64_t>() > (uint64_t(1) << 40))
+        throw bad("shape " + v["shape"].dump() + " is not a list of plausible sizes");
+      e.shape.push_back(int64_t(d.get<uint64_t>()));
+      // Saturates just above the data size (too big either way), so the
+      // product cannot overflow.
+      elements *= d.get<uint64_t>();
+      if (elements > (unsigned __int128)dataSize)
+        elements = (unsigned __int128)dataSize + 1;
+    }
+    const nlohmann::json &off = v["data_offsets"];
+    if (!off[0].is_number_unsigned() || !off[1].is_number_unsigned())
+      throw bad("data_offsets " + off.dump() + " are not non-negative integers");
+    const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
+    if (begin > end || end > dataSize)
+      throw InputError(path + ": corrupt or truncated safetensors file: tensor '" + name +
+                       "' occupies data bytes [" + std::to_string(begin) + ", " +
+                       std::to_string(end) + ") but the file holds " +
+                       std::to_string(dataSize) + " data bytes");
+    const uint64_t elemBytes =
+        e.dtype ? uint64_t(dtypeBytes(*e.dtype)) : otherDTypeBytes(e.dtypeName);
+    if (elemBytes && (unsigned __int128)(end - begin) != elements * elemBytes)
+      throw bad("shape " + shapeString(e.shape) + " of " + e.dtypeName + " needs " +
+                (elements > dataSize ? std::string("more bytes than the file has")
+                                     : std::to_string(uint64_t(elements * elemBytes)) +
+                                           " bytes") +
+                " but data_offsets span " + std::to_string(end - begin));
+    e.data = dataStart + begin;
+    e.bytes = end - begin;
+    if (!entries.emplace(name, std::move(e)).second)
+      throw InputError(path + ": tensor '" + name + "' appears in more than one shard");
+  }
+}
+
+// Canonical names to Hugging Face's.
+std::string hfName(const std::string &name) {
+  if (name == "tok_embeddings") return "model.embed_tokens.weight";
+  if (name == "norm") return "model.norm.weight";
+  if (name == "output") return "lm_head.weight";
+  int64_t layer = 0;
+  std::string rest;
+  if (!splitLayerName(name, layer, rest))
+    return "";
+  static const std::unordered_map<std::string, std::string> perLayer = {
+      {"attention_norm", "input_layernorm.weight"},
+      {"attention.wq", "self_attn.q_proj.weight"},
+      {"attention.wk", "self_attn.k_proj.weight"},
+      {"attention.wv", "self_attn.v_proj.weight"},
+      {"attention.wo", "self_attn.o_proj.weight"},
+      {"attention.bq", "self_attn.q_proj.bias"},
+      {"attention.bk", "self_attn.k_proj.bias"},
+      {"attention.bv", "self_attn.v_proj.bias"},
+      {"ffn_norm", "post_attention_layernorm.weight"},
+      {"feed_forward.w1", "mlp.gate_proj.weight"},
+      {"feed_forward.w3", "mlp.up_proj.weight"},
+      {"feed_forward.w2", "mlp.down_proj.weight"},
+  };
+  auto it = perLayer.find(rest);
+  return it == perLayer.end() ? ""
+                              : "model.layers." + std::to_string(layer) + "." + it->second;
+}
+
+// Whether a canonical tensor's rows are q or k head dimensions, which HF
+// orders for rotate-half RoPE.
+bool isRopeRows(const std::string &name) {
+  int64_t layer = 0;
+  std::string rest;
+  return splitLayerName(name, layer, rest) &&
+         (rest == "attention.wq" || rest == "attention.wk" || rest == "attention.bq" ||
+          rest == "attention.bk");
+}
+
+// Why permuting q/k rows leaves attention unchanged.
+//
+// HF rotates halves: for j < d/2 (d = head_dim) it rotates the pair
+// (x[j], x[j + d/2]) by angle p * theta^(-2j/d). kvplan rotates adjacent
+// pairs (x[2j], x[2j+1]) by the same angle. Let P send HF component j + e*d/2
+// to canonical component 2j + e; then the canonical pair j holds exactly the
+// HF pair j, so rope_canonical(P x) = P rope_hf(x) for every position p.
+// Permuting the output rows of W_q (and b_q) by P gives q' = P q, likewise
+// k' = P k, so each score is
+//   rope(q')ᵀ rope(k') = (P rope_hf(q))ᵀ (P rope_hf(k)) = rope_hf(q)ᵀ rope_hf(k)
+// because P is a permutation (PᵀP = I). V, O and everything else are not
+// touched, so the attention output is the same. P acts within each head,
+// so grouped-query heads keep their pairing.
+void permuteRopeRows(const char *src, char *dst, int64_t rows, int64_t headDim,
+                     uint64_t rowBytes, Progress &progress) {
+  const int64_t half = headDim / 2;
+  for (int64_t head = 0; head < rows / headDim; ++head) {
+    const int64_t base = head * headDim;
+    for (int64_t j = 0; j < half; ++j)
+      for (int64_t e = 0; e < 2; ++e)
+        std::memcpy(dst + uint64_t(base + 2 * j + e) * rowBytes,
+                    src + uint64_t(base + j + e * half) * rowBytes, rowBytes);
+    progress.advance(uint64_t(headDim) * rowBytes);
+  }
+}
+
+class SafetensorsSource final : public WeightSource {
+public:
+  /// `where` names the file given (the single file or the index) in
+  /// messages about the checkpoint as a whole.
+  SafetensorsSource(std::string label, std::string where, std::vector<MappedFile> shards,
+                    std::unordered_map<std::string, Entry> entries, const ModelSpec &model)
+      : label(std::move(label)), where(std::move(where)), shards(std::move(shards)),
+        entries(std::move(entries)),
+        headDim(model.headDim ? model.headDim
+                              : (model.numHeads ? model.hiddenSize / model.numHeads : 0)) {}
+
+  std::string describe() const override { return label; }
+
+  SourceTensor tensor(const std::string &name,
+                      const std::vector<int64_t> &expected) const override {
+    const std::string stored = hfName(name);
+    auto it = stored.empty() ? entries.end() : entries.find(stored);
+    if (it == entries.end()) {
+      std::string hint;
+      if (name == "output")
+        hint = "the checkpoint has no lm_head.weight; a model whose classifier is the token "
+               "embedding sets tie_word_embeddings";
+      else if (stored.size() > 5 && stored.compare(stored.size() - 5, 5, ".bias") == 0)
+        hint = "the model has attention_bias but the checkpoint has no q/k/v biases";
+      missingTensor(where, name, stored, hint);
+    }
+    const Entry &e = it->second;
+    const std::string &file = shards[e.shard].path();
+    if (!e.dtype)
+      throw InputError(file + ": tensor '" + stored + "' has dtype " + e.dtypeName +
+                       "; kvplan reads F32, F16 and BF16 safetensors");
+    checkShape(file, name, stored, e.shape, expected);
+
+    SourceTensor out;
+    out.shape = e.shape;
+    out.dtype = *e.dtype;
+    const uint64_t elemBytes = uint64_t(dtypeBytes(*e.dtype));
+    const bool permute = isRopeRows(name);
+    const bool aligned = reinterpret_cast<uintptr_t>(e.data) % elemBytes == 0;
+    if (!permute && aligned) {
+      out.data = e.data;
+      return out;
+    }
+
+    std::lock_guard<std::mutex> lock(mutex);
+    auto cached = owned.find(name);
+    if (cached != owned.end()) {
+      out.data = cached->second.data();
+      return out;
+    }
+    // A copy: new storage is aligned, which also fixes a tensor that a
+    // header of odd length left at a misaligned address.
+    std::vector<char> buffer(e.bytes);
+    Progress progress((permute ? "permuting " : "copying ") + stored, e.bytes);
+    if (permute) {
+      const int64_t rows = e.shape.empty() ? 1 : e.shape[0];
+      if (rows <= 0 || headDim <= 0 || headDim % 2 != 0 || rows % headDim != 0)
+        throw InputError(file + ": tensor '" + stored + "' has " + std::to_string(rows) +
+                         " rows, which are not whole heads of head_dim " +
+                         std::to_string(headDim));
+      permuteRopeRows(e.data, buffer.data(), rows, headDim, e.bytes / uint64_t(rows), progress);
+    } else {
+      std::memcpy(buffer.data(), e.data, e.bytes);
+      progress.advance(e.bytes);
+    }
+    out.data = buffer.data();
+    owned.emplace(name, std::move(buffer));
+    return out;
+  }
+
+private:
+  std::string label;
+  std::string where;
+  std::vector<MappedFile> shards;
+  std::unordered_map<std::string, Entry> entries;
+  int64_t headDim;
+  // Permuted (and realigned) copies, kept for the source's lifetime so the
+  // pointers handed out stay valid; std::map nodes never move.
+  mutable std::mutex mutex;
+  mutable std::map<std::string, std::vector<char>> owned;
+};
+
+std::string readIndexText(const fs::path &p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in)
+    throw InputError(p.string() + ": cannot open the safetensors index");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+} // namespace
+
+std::unique_ptr<WeightSource> openSafetensors(const std::string &path, const ModelSpec &model) {
+  std::error_code ec;
+  fs::path p(path);
+  fs::path index;
+  fs::path single;
+  if (fs::is_directory(p, ec)) {
+    if (fs::exists(p / "model.safetensors.index.json", ec))
+      index = p / "model.safetensors.index.json";
+    else
+      single = p / "model.safetensors";
+  } else if (path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0) {
+    index = p;
+  } else {
+    single = p;
+  }
+
+  std::vector<MappedFile> shards;
+  std::unordered_map<std::string, Entry> entries;
+  if (!single.empty()) {
+    shards.push_back(MappedFile::open(single.string(), "safetensors file"));
+    readShard(shards.back(), 0, entries);
+    return std::make_unique<SafetensorsSource>("safetensors " + single.string(), single.string(),
+                                               std::move(shards), std::move(entries), model);
+  }
+
+  const std::string indexPath = index.string();
+  nlohmann::json root;
+  try {
+    root = nlohmann::json::parse(readIndexText(index));
+  } catch (const nlohmann::json::exception &e) {
+    throw InputError(indexPath + ": corrupt safetensors index (not valid JSON): " + e.what());
+  }
+  if (!root.is_object() || !root.contains("weight_map") || !root["weight_map"].is_object())
+    throw InputError(indexPath + ": corrupt safetensors index: expected an object with a "
+                                 "\"weight_map\" object (tensor name -> file)");
+  std::map<std::string, size_t> shardOf; // file name -> index in `shards`
+  for (auto it = root["weight_map"].begin(); it != root["weight_map"].end(); ++it) {
+    if (!it.value().is_string())
+      throw InputError(indexPath + ": corrupt safetensors index: weight_map entry '" +
+                       it.key() + "' is not a file name");
+    const std::string fileName = it.value().get<std::string>();
+    bool outside = fileName.empty() || fs::path(fileName).is_absolute();
+    for (const fs::path &part : fs::path(fileName))
+      outside = outside || part == "..";
+    if (outside)
+      throw InputError(indexPath + ": weight_map entry '" + it.key() + "' names '" + fileName +
+                       "', which is not a file beside the index");
+    if (shardOf.count(fileName))
+      continue;
+    shardOf[fileName] = shards.size();
+    shards.push_back(
+        MappedFile::open((index.parent_path() / fileName).string(), "safetensors shard"));
+    readShard(shards.back(), shards.size() - 1, entries);
+  }
+  for (auto it = root["weight_map"].begin(); it != root["weight_map"].end(); ++it) {
+    auto e = entries.find(it.key());
+    const size_t want = shardOf[it.value().get<std::string>()];
+    if (e == entries.end() || e->second.shard != want)
+      throw InputError(indexPath + ": weight_map puts tensor '" + it.key() + "' in " +
+                       it.value().get<std::string>() + ", whose header has no such tensor");
+  }
+  return std::make_unique<SafetensorsSource>("safetensors index " + indexPath, indexPath,
+                                             std::move(shards), std::move(entries), model);
+}
+
+} // namespace weights
+} // namespace kvplan

@@ -1,0 +1,165 @@
+// The checks every checkpoint reader shares, and the dispatch from a weight source string to the reader for its format.
+#include "formats/WeightFormats.h"
+
+#include "formats/WeightReaders.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+
+namespace fs = std::filesystem;
+
+namespace kvplan {
+
+//===----------------------------------------------------------------------===//
+// Shared checks
+//===----------------------------------------------------------------------===//
+
+namespace weights {
+
+std::string shapeString(const std::vector<int64_t> &shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i)
+    s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+int64_t elementCount(const std::vector<int64_t> &shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+static std::string storedAs(const std::string &name, const std::string &stored) {
+  return "tensor '" + name + "'" +
+         (stored.empty() || stored == name ? "" : " (stored as '" + stored + "')");
+}
+
+void checkShape(const std::string &file, const std::string &name, const std::string &stored,
+                const std::vector<int64_t> &actual, const std::vector<int64_t> &expected) {
+  if (actual != expected)
+    throw InputError(file + ": " + storedAs(name, stored) + " has shape " +
+                     shapeString(actual) + " but the model expects " + shapeString(expected) +
+                     " (the checkpoint does not match the model description)");
+}
+
+void missingTensor(const std::string &file, const std::string &name, const std::string &stored,
+                   const std::string &hint) {
+  throw InputError(file + ": missing tensor '" + name + "'" +
+                   (stored.empty() || stored == name ? "" : " (looked for '" + stored + "')") +
+                   (hint.empty() ? "" : "; " + hint));
+}
+
+bool splitLayerName(const std::string &name, int64_t &layer, std::string &rest) {
+  static const std::string prefix = "layers.";
+  if (name.compare(0, prefix.size(), prefix) != 0)
+    return false;
+  size_t dot = name.find('.', prefix.size());
+  if (dot == std::string::npos || dot == prefix.size())
+    return false;
+  int64_t n = 0;
+  for (size_t i = prefix.size(); i < dot; ++i) {
+    if (!std::isdigit(static_cast<unsigned char>(name[i])) || n > (int64_t(1) << 40))
+      return false;
+    n = n * 10 + (name[i] - '0');
+  }
+  layer = n;
+  rest = name.substr(dot + 1);
+  return true;
+}
+
+} // namespace weights
+
+//===----------------------------------------------------------------------===//
+// Dispatch
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+std::string lowerExtension(const std::string &path) {
+  std::string ext = fs::path(path).extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return char(std::tolower(c)); });
+  return ext;
+}
+
+bool endsWith(const std::string &s, const std::string &suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// GGUF files are recognised by their magic as well as their name, since
+// downloads do not always keep the extension.
+bool isGguf(const std::string &path) {
+  if (lowerExtension(path) == ".gguf")
+    return true;
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec))
+    return false;
+  std::ifstream in(path, std::ios::binary);
+  char magic[4] = {};
+  return in.read(magic, 4) && std::memcmp(magic, "GGUF", 4) == 0;
+}
+
+bool isLlamaCBin(const std::string &path) { return lowerExtension(path) == ".bin"; }
+
+} // namespace
+
+bool isCheckpointFile(const std::string &path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec))
+    return false;
+  return isLlamaCBin(path) || isGguf(path);
+}
+
+ModelConfig readCheckpointConfig(const std::string &path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec))
+    throw InputError(path + ": is a directory, not a checkpoint file (expected a llama2.c "
+                            ".bin or a .gguf)");
+  if (isGguf(path))
+    return weights::readGgufConfig(path);
+  if (isLlamaCBin(path))
+    return weights::readLlamaCConfig(path);
+  throw InputError(path + ": not a checkpoint that describes its model (expected a llama2.c "
+                          ".bin or a .gguf file)");
+}
+
+bool hasSafetensors(const std::string &path) {
+  std::error_code ec;
+  fs::path p(path);
+  if (fs::is_directory(p, ec))
+    return fs::exists(p / "model.safetensors", ec) ||
+           fs::exists(p / "model.safetensors.index.json", ec);
+  return endsWith(path, ".safetensors") || endsWith(path, ".safetensors.index.json");
+}
+
+std::unique_ptr<WeightSource> openWeights(const std::string &source, const ModelSpec &model) {
+  if (source.compare(0, 7, "random:") == 0)
+    return weights::openRandom(source, model);
+  std::error_code ec;
+  fs::path p(source);
+  if (!fs::exists(p, ec))
+    throw InputError(source + ": no such file or directory (expected a llama2.c .bin, a "
+                              ".gguf, safetensors weights or random:SEED)");
+  if (fs::is_directory(p, ec)) {
+    if (!hasSafetensors(source))
+      throw InputError(source + ": the directory holds neither model.safetensors nor "
+                                "model.safetensors.index.json");
+    return weights::openSafetensors(source, model);
+  }
+  if (isGguf(source))
+    return weights::openGguf(source, model);
+  if (hasSafetensors(source))
+    return weights::openSafetensors(source, model);
+  if (isLlamaCBin(source))
+    return weights::openLlamaC(source, model);
+  throw InputError(source + ": unknown weight format (expected a llama2.c .bin, a .gguf, a "
+                            ".safetensors file or index, a directory holding them, or "
+                            "random:SEED)");
+}
+
+} // namespace kvplan

@@ -1,0 +1,222 @@
+// GGUF checkpoints of architecture llama: the model description from the
+// metadata and F32/F16/BF16 tensors in place, under canonical names.
+#include "formats/Gguf.h"
+#include "formats/WeightReaders.h"
+
+#include <cstring>
+#include <filesystem>
+#include <unordered_map>
+
+namespace kvplan {
+namespace weights {
+
+namespace {
+
+// ggml's type numbers, for messages about the ones kvplan cannot read.
+std::string ggmlTypeName(uint32_t t) {
+  static const char *names[] = {
+      "F32",    "F16",    "Q4_0",   "Q4_1",    "Q4_2",   "Q4_3",  "Q5_0",   "Q5_1",
+      "Q8_0",   "Q8_1",   "Q2_K",   "Q3_K",    "Q4_K",   "Q5_K",  "Q6_K",   "Q8_K",
+      "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S",  "IQ4_XS",
+      "I8",     "I16",    "I32",    "I64",     "F64",    "IQ1_M", "BF16"};
+  std::string name = t < sizeof(names) / sizeof(names[0]) ? names[t] : "unknown";
+  return name + " (ggml type " + std::to_string(t) + ")";
+}
+
+std::optional<DType> ggmlDType(uint32_t t) {
+  switch (t) {
+  case GgufFile::kF32: return DType::f32;
+  case GgufFile::kF16: return DType::f16;
+  case GgufFile::kBF16: return DType::bf16;
+  default: return std::nullopt;
+  }
+}
+
+// kvplan computes plain (or llama3-scaled, from a model spec) RoPE; a GGUF
+// that scales it some other way would decode wrongly, so refuse it.
+void rejectRopeScaling(const GgufFile &g) {
+  if (g.tensor("rope_freqs.weight"))
+    throw InputError(g.path() + ": the GGUF carries a rope_freqs.weight tensor (per-dimension "
+                                "RoPE frequency factors, e.g. Llama 3.1 scaling); kvplan does "
+                                "not read GGUF RoPE scaling");
+  if (auto type = g.string("llama.rope.scaling.type"); type && *type != "none")
+    throw InputError(g.path() + ": llama.rope.scaling.type is '" + *type +
+                     "'; kvplan does not read GGUF RoPE scaling");
+}
+
+void requireLlama(const GgufFile &g) {
+  auto arch = g.string("general.architecture");
+  if (!arch)
+    throw InputError(g.path() + ": GGUF metadata has no general.architecture string");
+  if (*arch != "llama")
+    throw InputError(g.path() + ": GGUF architecture '" + *arch +
+                     "' is not supported; kvplan reads GGUF files of architecture llama");
+}
+
+// Whether the classifier is the token embedding: no output.weight, or one
+// that is a byte-for-byte copy (converters write the copy for tied models,
+// as stories260K.gguf has). memcmp stops at the first difference, so an
+// untied model costs almost nothing here.
+bool tiedClassifier(const GgufFile &g) {
+  const GgufFile::Tensor *out = g.tensor("output.weight");
+  if (!out)
+    return true;
+  const GgufFile::Tensor *embed = g.tensor("token_embd.weight");
+  return embed && embed->ggmlType == out->ggmlType && embed->dims == out->dims &&
+         embed->bytes == out->bytes && embed->bytes > 0 &&
+         std::memcmp(embed->data, out->data, embed->bytes) == 0;
+}
+
+ModelConfig configFromGguf(const GgufFile &g) {
+  requireLlama(g);
+  rejectRopeScaling(g);
+  ModelConfig cfg;
+  cfg.sourcePath = g.path();
+  ModelSpec &m = cfg.model;
+  auto required = [&](const char *key, const char *field) {
+    auto v = g.integer(key);
+    if (!v)
+      throw InputError(g.path() + ": GGUF metadata key '" + key + "' (" + field +
+                       ") is missing or not a number");
+    cfg.given.insert(field);
+    return *v;
+  };
+  m.architecture = Architecture::llama;
+  m.name = g.string("general.name").value_or(std::filesystem::path(g.path()).stem().string());
+  m.hiddenSize = required("llama.embedding_length", "model.hidden_size");
+  m.intermediateSize = required("llama.feed_forward_length", "model.intermediate_size");
+  m.numLayers = required("llama.block_count", "model.num_layers");
+  m.numHeads = required("llama.attention.head_count", "model.num_heads");
+  m.numKvHeads = g.integer("llama.attention.head_count_kv").value_or(m.numHeads);
+  if (auto rot = g.integer("llama.rope.dimension_count")) {
+    // kvplan rotates whole heads; a rotary width below the key width would
+    // be partial RoPE, which it does not implement.
+    if (auto key = g.integer("llama.attention.key_length"); key && *key != *rot)
+      throw InputError(g.path() + ": llama.rope.dimension_count " + std::to_string(*rot) +
+                       " differs from llama.attention.key_length " + std::to_string(*key) +
+                       " (partial RoPE is not supported)");
+    m.headDim = *rot;
+    cfg.given.insert("model.head_dim");
+  }
+  m.maxPositions = required("llama.context_length", "model.max_position_embeddings");
+  auto eps = g.number("llama.attention.layer_norm_rms_epsilon");
+  if (!eps)
+    throw InputError(g.path() + ": GGUF metadata key 'llama.attention.layer_norm_rms_epsilon' "
+                                "(model.rms_norm_eps) is missing or not a number");
+  m.rmsNormEps = *eps;
+  m.rope.theta = g.number("llama.rope.freq_base").value_or(10000.0);
+
+  const GgufFile::Value *tokens = g.find("tokenizer.ggml.tokens");
+  const GgufFile::Tensor *embed = g.tensor("token_embd.weight");
+  if (tokens && tokens->type == GgufFile::Type::array && !tokens->strings.empty())
+    m.vocabSize = int64_t(tokens->strings.size());
+  else if (auto v = g.integer("llama.vocab_size"))
+    m.vocabSize = *v;
+  else if (embed && embed->dims.size() == 2)
+    m.vocabSize = embed->dims[1];
+  else
+    throw InputError(g.path() + ": cannot tell the vocabulary size (no tokenizer.ggml.tokens, "
+                                "llama.vocab_size or token_embd.weight)");
+  m.bosTokenId = g.integer("tokenizer.ggml.bos_token_id").value_or(1);
+  m.eosTokenIds = {g.integer("tokenizer.ggml.eos_token_id").value_or(2)};
+  m.tieWordEmbeddings = tiedClassifier(g);
+  for (const char *field : {"model.name", "model.architecture", "model.num_kv_heads",
+                            "model.vocab_size", "model.rms_norm_eps", "model.rope.theta",
+                            "model.tie_word_embeddings", "model.bos_token_id",
+                            "model.eos_token_id"})
+    cfg.given.insert(field);
+
+  // Like a Hugging Face torch_dtype, the matrices' type is the natural
+  // weight type; it is a default, not marked as given.
+  if (const GgufFile::Tensor *q = g.tensor("blk.0.attn_q.weight"))
+    if (auto d = ggmlDType(q->ggmlType))
+      cfg.compile.weightDtype = *d;
+  return cfg;
+}
+
+// Canonical names to GGUF's (llama.cpp's) names.
+std::string ggufName(const std::string &name) {
+  if (name == "tok_embeddings") return "token_embd.weight";
+  if (name == "norm") return "output_norm.weight";
+  if (name == "output") return "output.weight";
+  int64_t layer = 0;
+  std::string rest;
+  if (!splitLayerName(name, layer, rest))
+    return "";
+  static const std::unordered_map<std::string, std::string> perLayer = {
+      {"attention_norm", "attn_norm.weight"},   {"attention.wq", "attn_q.weight"},
+      {"attention.wk", "attn_k.weight"},        {"attention.wv", "attn_v.weight"},
+      {"attention.wo", "attn_output.weight"},   {"attention.bq", "attn_q.bias"},
+      {"attention.bk", "attn_k.bias"},          {"attention.bv", "attn_v.bias"},
+      {"ffn_norm", "ffn_norm.weight"},          {"feed_forward.w1", "ffn_gate.weight"},
+      {"feed_forward.w3", "ffn_up.weight"},     {"feed_forward.w2", "ffn_down.weight"},
+  };
+  auto it = perLayer.find(rest);
+  return it == perLayer.end() ? "" : "blk." + std::to_string(layer) + "." + it->second;
+}
+
+class GgufSource final : public WeightSource {
+public:
+  explicit GgufSource(GgufFile file) : gguf(std::move(file)) {
+    for (const GgufFile::Tensor &t : gguf.tensors())
+      byName.emplace(t.name, &t);
+  }
+
+  std::string describe() const override { return "GGUF checkpoint " + gguf.path(); }
+
+  SourceTensor tensor(const std::string &name,
+                      const std::vector<int64_t> &expected) const override {
+    const std::string stored = ggufName(name);
+    auto it = stored.empty() ? byName.end() : byName.find(stored);
+    if (it == byName.end()) {
+      std::string hint;
+      if (name == "output")
+        hint = "the GGUF has no output.weight, so its classifier is the token embedding; the "
+               "model should set tie_word_embeddings";
+      missingTensor(gguf.path(), name, stored, hint);
+    }
+    const GgufFile::Tensor &t = *it->second;
+    auto dtype = ggmlDType(t.ggmlType);
+    if (!dtype)
+      throw InputError(gguf.path() + ": tensor '" + t.name + "' has type " +
+                       ggmlTypeName(t.ggmlType) +
+                       "; kvplan reads F32, F16 and BF16 GGUF tensors only (quantised files "
+                       "are not supported)");
+    // ggml lists the fastest-varying dimension first; its memory is already
+    // row-major [out, in], so reversing the list gives the canonical shape.
+    std::vector<int64_t> shape(t.dims.rbegin(), t.dims.rend());
+    checkShape(gguf.path(), name, stored, shape, expected);
+    if (reinterpret_cast<uintptr_t>(t.data) % uintptr_t(dtypeBytes(*dtype)) != 0)
+      throw InputError(gguf.path() + ": corrupt GGUF file: tensor '" + t.name +
+                       "' starts at a misaligned offset");
+    SourceTensor out;
+    out.shape = std::move(shape);
+    out.dtype = *dtype;
+    out.data = t.data;
+    return out;
+  }
+
+private:
+  GgufFile gguf;
+  std::unordered_map<std::string, const GgufFile::Tensor *> byName;
+};
+
+} // namespace
+
+ModelConfig readGgufConfig(const std::string &path) {
+  return configFromGguf(GgufFile::open(path));
+}
+
+std::unique_ptr<WeightSource> openGguf(const std::string &path, const ModelSpec &model) {
+  GgufFile g = GgufFile::open(path);
+  requireLlama(g);
+  rejectRopeScaling(g);
+  if (model.tieWordEmbeddings && !tiedClassifier(g))
+    throw InputError(path + ": the GGUF has a separate classifier (output.weight, unlike "
+                            "token_embd.weight) but the model ties word embeddings; set "
+                            "tie_word_embeddings = false");
+  return std::make_unique<GgufSource>(std::move(g));
+}
+
+} // namespace weights
+} // namespace kvplan

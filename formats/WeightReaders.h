@@ -1,0 +1,48 @@
+// Internal to the checkpoint readers: one opener per format and the checks
+// they share, so each format lives in its own file behind WeightFormats.h.
+#pragma once
+
+#include "formats/WeightFormats.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace kvplan {
+namespace weights {
+
+/// "[64, 172]".
+std::string shapeString(const std::vector<int64_t> &shape);
+int64_t elementCount(const std::vector<int64_t> &shape);
+
+/// Throws InputError naming `file`, the canonical tensor, the name the file
+/// stores it under and both shapes when `actual` is not `expected`.
+void checkShape(const std::string &file, const std::string &name, const std::string &stored,
+                const std::vector<int64_t> &actual, const std::vector<int64_t> &expected);
+
+/// Throws InputError: `file` holds no tensor `name` (stored as `stored`);
+/// `hint` (may be empty) says what the caller may have got wrong.
+[[noreturn]] void missingTensor(const std::string &file, const std::string &name,
+                                const std::string &stored, const std::string &hint);
+
+/// The layer index and the rest of a canonical per-layer name
+/// ("layers.3.attention.wq" -> 3, "attention.wq"); false for a global one.
+bool splitLayerName(const std::string &name, int64_t &layer, std::string &rest);
+
+// llama2.c legacy .bin (LlamaCCheckpoint.cpp).
+ModelConfig readLlamaCConfig(const std::string &path);
+std::unique_ptr<WeightSource> openLlamaC(const std::string &path, const ModelSpec &model);
+
+// GGUF v3 (WeightGguf.cpp).
+ModelConfig readGgufConfig(const std::string &path);
+std::unique_ptr<WeightSource> openGguf(const std::string &path, const ModelSpec &model);
+
+// Hugging Face safetensors, a file or a directory (Safetensors.cpp).
+std::unique_ptr<WeightSource> openSafetensors(const std::string &path, const ModelSpec &model);
+
+// "random:SEED" (WeightRandom.cpp).
+std::unique_ptr<WeightSource> openRandom(const std::string &source, const ModelSpec &model);
+
+} // namespace weights
+} // namespace kvplan

@@ -1,0 +1,181 @@
+// The CUDA launch table's JSON form.
+#include "plan/CudaProgram.h"
+#include "support/Align.h"
+
+#include <nlohmann/json.hpp>
+
+namespace kvplan {
+
+using nlohmann::json;
+
+const char *deviceBufferName(DeviceBuffer b) {
+  switch (b) {
+  case DeviceBuffer::arena: return "arena";
+  case DeviceBuffer::weights: return "weights";
+  case DeviceBuffer::cache: return "cache";
+  case DeviceBuffer::work: return "work";
+  }
+  return "?";
+}
+
+std::string cudaCubinSection(const std::string &arch) { return "cuda.cubin." + arch; }
+
+KernelLaunch resolveLaunch(const DeviceOp &op, int64_t active, char *const bases[4]) {
+  KernelLaunch l{};
+  for (size_t i = 0; i < op.pointers.size(); ++i)
+    l.args.p[i] = bases[size_t(op.pointers[i].buffer)] + op.pointers[i].offset;
+  l.args.i[0] = opRows(op, active);
+  for (size_t i = 0; i < op.ints.size(); ++i) l.args.i[i + 1] = op.ints[i];
+  for (size_t i = 0; i < op.reals.size(); ++i) l.args.d[i] = op.reals[i];
+  l.grid = op.grid;
+  if (op.rowsDim >= 0) l.grid[size_t(op.rowsDim)] = ceilDiv(active, op.rowsPerBlock);
+  l.block = op.block;
+  return l;
+}
+
+namespace {
+
+json refJson(const DeviceRef &r) { return json::array({deviceBufferName(r.buffer), r.offset}); }
+
+DeviceRef refFrom(const json &j) {
+  DeviceRef r;
+  const std::string b = j.at(0).get<std::string>();
+  if (b == "arena") r.buffer = DeviceBuffer::arena;
+  else if (b == "weights") r.buffer = DeviceBuffer::weights;
+  else if (b == "cache") r.buffer = DeviceBuffer::cache;
+  else if (b == "work") r.buffer = DeviceBuffer::work;
+  else throw InputError("cuda program: unknown device buffer '" + b + "'");
+  r.offset = j.at(1).get<int64_t>();
+  if (r.offset < 0) throw InputError("cuda program: negative buffer offset");
+  return r;
+}
+
+DType typeFrom(const json &j) {
+  auto t = parseDType(j.get<std::string>());
+  if (!t) throw InputError("cuda program: unknown element type " + j.dump());
+  return *t;
+}
+
+json opJson(const DeviceOp &op) {
+  json j = {{"steps", {op.firstStep, op.lastStep}},
+            {"rows_follow_active", op.rowsFollowActive},
+            {"static_rows", op.staticRows}};
+  if (op.kind == DeviceOp::kernel) {
+    json ptrs = json::array();
+    for (const DeviceRef &r : op.pointers) ptrs.push_back(refJson(r));
+    j.update({{"kernel", op.name}, {"grid", op.grid}, {"block", op.block},
+              {"rows_dim", op.rowsDim}, {"rows_per_block", op.rowsPerBlock},
+              {"pointers", std::move(ptrs)}, {"ints", op.ints}, {"reals", op.reals}});
+  } else {
+    j.update({{"gemm", true}, {"weight", refJson(op.weight)}, {"input", refJson(op.input)},
+              {"output", refJson(op.output)}, {"m", op.m}, {"k", op.k}, {"lda", op.lda},
+              {"ldb", op.ldb}, {"ldc", op.ldc}, {"weight_type", dtypeName(op.weightType)},
+              {"input_type", dtypeName(op.inputType)}});
+  }
+  return j;
+}
+
+DeviceOp opFrom(const json &j) {
+  DeviceOp op;
+  op.firstStep = j.at("steps").at(0).get<int64_t>();
+  op.lastStep = j.at("steps").at(1).get<int64_t>();
+  op.rowsFollowActive = j.at("rows_follow_active").get<bool>();
+  op.staticRows = j.at("static_rows").get<int64_t>();
+  if (op.staticRows <= 0) throw InputError("cuda program: an op has no rows");
+  if (j.contains("gemm")) {
+    op.kind = DeviceOp::gemm;
+    op.weight = refFrom(j.at("weight"));
+    op.input = refFrom(j.at("input"));
+    op.output = refFrom(j.at("output"));
+    op.m = j.at("m").get<int64_t>();
+    op.k = j.at("k").get<int64_t>();
+    op.lda = j.at("lda").get<int64_t>();
+    op.ldb = j.at("ldb").get<int64_t>();
+    op.ldc = j.at("ldc").get<int64_t>();
+    op.weightType = typeFrom(j.at("weight_type"));
+    op.inputType = typeFrom(j.at("input_type"));
+    if (op.m <= 0 || op.k <= 0 || op.staticRows <= 0 || op.lda < op.k || op.ldb < op.k ||
+        op.ldc < op.m)
+      throw InputError("cuda program: a matrix product has inconsistent dimensions");
+    return op;
+  }
+  op.name = j.at("kernel").get<std::string>();
+  op.grid = j.at("grid").get<std::array<int64_t, 3>>();
+  op.block = j.at("block").get<std::array<int64_t, 3>>();
+  op.rowsDim = j.at("rows_dim").get<int>();
+  op.rowsPerBlock = j.at("rows_per_block").get<int64_t>();
+  for (const json &r : j.at("pointers")) op.pointers.push_back(refFrom(r));
+  op.ints = j.at("ints").get<std::vector<int64_t>>();
+  op.reals = j.at("reals").get<std::vector<double>>();
+  if (op.pointers.size() > size_t(kKernelPointers) || op.ints.size() + 1 > size_t(kKernelInts) ||
+      op.reals.size() > size_t(kKernelReals) || op.rowsDim < -1 || op.rowsDim > 2 ||
+      op.rowsPerBlock < 1)
+    throw InputError("cuda program: kernel '" + op.name + "' has malformed arguments");
+  for (int d = 0; d < 3; ++d)
+    if (op.grid[size_t(d)] < 1 || op.block[size_t(d)] < 1)
+      throw InputError("cuda program: kernel '" + op.name + "' has an empty grid or block");
+  return op;
+}
+
+} // namespace
+
+json toJson(const CudaProgram &p) {
+  json entries = json::object();
+  for (const auto &[name, e] : p.entries) {
+    json ops = json::array();
+    for (const DeviceOp &op : e.ops) ops.push_back(opJson(op));
+    auto types = [](const std::vector<std::vector<DType>> &t) {
+      json a = json::array();
+      for (const auto &step : t) {
+        json s = json::array();
+        for (DType d : step) s.push_back(dtypeName(d));
+        a.push_back(std::move(s));
+      }
+      return a;
+    };
+    entries[name] = {{"ops", std::move(ops)},
+                     {"input_types", types(e.inputTypes)},
+                     {"output_types", types(e.outputTypes)},
+                     {"sample", opJson(e.sample)},
+                     {"sampling_params_offset", e.samplingParamsOffset},
+                     {"sampled_offset", e.sampledOffset}};
+  }
+  return {{"archs", p.archs},
+          {"workspace_bytes", p.workspaceBytes},
+          {"cublas_workspace", {p.cublasWorkspaceOffset, p.cublasWorkspaceBytes}},
+          {"entries", std::move(entries)}};
+}
+
+CudaProgram cudaProgramFromJson(const json &j) {
+  try {
+    CudaProgram p;
+    p.archs = j.at("archs").get<std::vector<std::string>>();
+    p.workspaceBytes = j.at("workspace_bytes").get<int64_t>();
+    p.cublasWorkspaceOffset = j.at("cublas_workspace").at(0).get<int64_t>();
+    p.cublasWorkspaceBytes = j.at("cublas_workspace").at(1).get<int64_t>();
+    for (const auto &[name, e] : j.at("entries").items()) {
+      CudaEntry ce;
+      for (const json &op : e.at("ops")) ce.ops.push_back(opFrom(op));
+      ce.sample = opFrom(e.at("sample"));
+      ce.samplingParamsOffset = e.at("sampling_params_offset").get<int64_t>();
+      ce.sampledOffset = e.at("sampled_offset").get<int64_t>();
+      for (const char *key : {"input_types", "output_types"}) {
+        auto &dst = std::string(key) == "input_types" ? ce.inputTypes : ce.outputTypes;
+        for (const json &step : e.at(key)) {
+          std::vector<DType> t;
+          for (const json &d : step) t.push_back(typeFrom(d));
+          dst.push_back(std::move(t));
+        }
+      }
+      p.entries[name] = std::move(ce);
+    }
+    if (p.cublasWorkspaceOffset < 0 || p.cublasWorkspaceBytes < 0 ||
+        p.cublasWorkspaceOffset + p.cublasWorkspaceBytes > p.workspaceBytes)
+      throw InputError("cuda program: the cuBLAS workspace lies outside the workspace");
+    return p;
+  } catch (const nlohmann::json::exception &e) {
+    throw InputError(std::string("cuda program: not valid: ") + e.what());
+  }
+}
+
+} // namespace kvplan

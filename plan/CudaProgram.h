@@ -1,0 +1,126 @@
+// The CUDA launch table: what codegen decided for each entry point of a
+// plan compiled for the cuda target, as a list of kernel launches and cuBLAS
+// matrix products over device buffers. The runtime only replays it; it makes
+// no decision of its own. Stored as JSON in the artifact's "cuda.program"
+// section (docs/artifact.md). Depends on no CUDA header.
+#pragma once
+
+#include "spec/ModelSpec.h"
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace kvplan {
+
+/// The device buffers a launch addresses.
+enum class DeviceBuffer {
+  arena,   // the entry point's activations (the plan's arena offsets)
+  weights, // the weights section, uploaded as it is
+  cache,   // the KV cache
+  work,    // the CUDA workspace: attention partials, sampling, cuBLAS
+};
+const char *deviceBufferName(DeviceBuffer b);
+
+struct DeviceRef {
+  DeviceBuffer buffer = DeviceBuffer::arena;
+  int64_t offset = 0;
+};
+
+/// Arguments of every generated kernel, passed by value. The generated
+/// source declares the same struct (codegen/cuda/Kernels.cuh).
+constexpr int kKernelPointers = 8, kKernelInts = 8, kKernelReals = 4;
+
+/// One device operation: a generated kernel or a cuBLAS product.
+struct DeviceOp {
+  enum Kind { kernel, gemm } kind = kernel;
+  int64_t firstStep = 0, lastStep = 0; // the plan steps it computes
+
+  // kernel
+  std::string name;                        // extern "C" symbol in the cubin
+  std::array<int64_t, 3> grid{1, 1, 1}, block{1, 1, 1};
+  int rowsDim = -1;                        // grid dimension that is the row count (-1: none)
+  int64_t rowsPerBlock = 1;                // rows each block along rowsDim covers
+  std::vector<DeviceRef> pointers;         // p[0..]
+  std::vector<int64_t> ints;               // i[1..]; i[0] is the op's row count
+  std::vector<double> reals;               // d[0..]
+
+  // gemm: out[r, j] = sum_k in[r, k] * weight[j, k] for r < rows, j < m,
+  // in column-major terms C(m x rows) = W^T(m x k) * X(k x rows).
+  DeviceRef weight, input, output;
+  int64_t m = 0, k = 0, lda = 0, ldb = 0, ldc = 0;
+  DType weightType = DType::f32, inputType = DType::f32;
+  // Both kinds: the op's rows when the entry point runs all of them; ops on
+  // pruned rows (the last token only) run staticRows always.
+  int64_t staticRows = 0;
+  bool rowsFollowActive = true;
+};
+
+struct CudaEntry {
+  std::vector<DeviceOp> ops;
+  // Per-step inputs, written by the host before each run (arena offsets
+  // come from the plan's args) and sampling, in the workspace.
+  int64_t samplingParamsOffset = 0; // rows x SamplingParams (16 bytes)
+  int64_t sampledOffset = 0;        // rows x int32
+  DeviceOp sample;                  // the sampling kernel, after the logits
+  // The element type each plan step's arena operands are stored in on the
+  // device ([step][operand], f32 for non-arena operands): a linear's input
+  // is stored in its weights' type. Tests use it to compare step by step.
+  std::vector<std::vector<DType>> inputTypes, outputTypes;
+};
+
+/// Per-row sampling parameters as the sampling kernel reads them.
+struct DeviceSamplingParams {
+  float temperature; // 0: greedy
+  float topP;        // 1: no limit
+  int32_t topK;      // 0: no limit
+  float uniform;     // in [0, 1): the draw for this row and step
+};
+static_assert(sizeof(DeviceSamplingParams) == 16, "the kernel reads 16 bytes per row");
+
+struct CudaProgram {
+  std::vector<std::string> archs;       // sm_90a, ...
+  int64_t workspaceBytes = 0;
+  int64_t cublasWorkspaceOffset = 0, cublasWorkspaceBytes = 0;
+  std::map<std::string, CudaEntry> entries;
+};
+
+/// A kernel launch resolved against the device buffers' base addresses (in
+/// DeviceBuffer order): the argument block the generated kernels take and
+/// the grid. Shared by the CUDA runtime and the tests' emulator.
+struct KernelLaunch {
+  struct Args {
+    char *p[kKernelPointers];
+    long long i[kKernelInts];
+    double d[kKernelReals];
+  } args;
+  std::array<int64_t, 3> grid, block;
+};
+/// The rows an op runs on when the entry point runs `active` rows.
+inline int64_t opRows(const DeviceOp &op, int64_t active) {
+  return op.rowsFollowActive ? active : op.staticRows;
+}
+KernelLaunch resolveLaunch(const DeviceOp &op, int64_t active, char *const bases[4]);
+
+/// What a cuda-target artifact carries beside the plan.
+struct CudaCode {
+  std::string source;
+  CudaProgram program;
+  std::map<std::string, std::string> cubins; // arch -> ELF bytes
+};
+
+nlohmann::json toJson(const CudaProgram &p);
+/// Throws InputError naming the field when the JSON is not a valid program.
+CudaProgram cudaProgramFromJson(const nlohmann::json &j);
+
+/// Artifact sections of a cuda-target artifact.
+inline constexpr const char *kCudaProgramSection = "cuda.program";
+inline constexpr const char *kCudaSourceSection = "cuda.source";
+/// One cubin per architecture: "cuda.cubin.sm_90a".
+std::string cudaCubinSection(const std::string &arch);
+
+} // namespace kvplan

@@ -1,0 +1,134 @@
+// Weight packing: canonical tensors -> the plan's layout and element types.
+#include "plan/WeightPacking.h"
+
+#include "support/Progress.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+
+namespace kvplan {
+
+namespace {
+
+void writeZeros(SectionSink &sink, uint64_t n) {
+  static const char zeros[4096] = {};
+  while (n > 0) {
+    size_t k = size_t(std::min<uint64_t>(n, sizeof zeros));
+    sink.write(zeros, k);
+    n -= k;
+  }
+}
+
+class MemorySink : public SectionSink {
+public:
+  explicit MemorySink(std::vector<char> &out) : out(out) {}
+  void write(const void *data, size_t size) override {
+    if (size > out.size() - at)
+      throw std::logic_error("packed weights overflow their buffer");
+    std::memcpy(out.data() + at, data, size);
+    at += size;
+  }
+  size_t at = 0;
+
+private:
+  std::vector<char> &out;
+};
+
+/// kvplan's int8: each group of `group` weights along a row becomes
+/// round(w / s) with s = max|w| / 127, so the largest weight of every group
+/// is exact and the rest are within s / 2.
+void quantizeInt8(const SourceTensor &t, int64_t cols, int64_t group, SectionSink &sink,
+                  std::vector<float> &scales) {
+  int64_t n = 1;
+  for (int64_t d : t.shape) n *= d;
+  const int64_t rows = n / cols;
+  const int64_t elem = dtypeBytes(t.dtype);
+  std::vector<float> row(static_cast<size_t>(cols));
+  std::vector<int8_t> q(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    convertElements(static_cast<const char *>(t.data) + r * cols * elem, t.dtype, row.data(),
+                    DType::f32, cols);
+    for (int64_t g = 0; g < cols; g += group) {
+      const int64_t end = std::min(cols, g + group);
+      float amax = 0;
+      for (int64_t k = g; k < end; ++k) amax = std::max(amax, std::abs(row[size_t(k)]));
+      const float scale = amax / 127.0f;
+      const float inv = scale > 0 ? 1.0f / scale : 0.0f;
+      for (int64_t k = g; k < end; ++k) {
+        float v = std::nearbyint(row[size_t(k)] * inv);
+        q[size_t(k)] = int8_t(std::clamp(v, -127.0f, 127.0f));
+      }
+      scales.push_back(scale);
+    }
+    sink.write(q.data(), size_t(cols));
+  }
+}
+
+} // namespace
+
+void packWeights(const Plan &plan, const WeightSource &source, SectionSink &sink) {
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const WeightDecl &d : weightTable(plan.model)) shapes[d.name] = d.shape;
+  const uint64_t size = uint64_t(plan.memoryBill().weightsBlobBytes);
+  Progress progress("packing weights", size);
+  std::vector<char> buffer;
+  uint64_t at = 0;
+  for (const WeightEntry &w : plan.weights) {
+    writeZeros(sink, w.offset - at);
+    at = w.offset;
+    const std::vector<std::string> parts =
+        w.parts.empty() ? std::vector<std::string>{w.name} : w.parts;
+    std::vector<float> scales; // int8: written after all the data
+    for (const std::string &part : parts) {
+      auto shape = shapes.find(part);
+      if (shape == shapes.end())
+        throw InputError("the plan's weight '" + w.name + "' names '" + part +
+                         "', which the model does not have");
+      SourceTensor t = source.tensor(part, shape->second);
+      int64_t n = 1;
+      for (int64_t d : t.shape) n *= d;
+      if (w.dtype == DType::i8) {
+        quantizeInt8(t, shape->second.back(), w.groupSize, sink, scales);
+        at += uint64_t(n);
+        progress.advance(uint64_t(n));
+        continue;
+      }
+      const size_t bytes = size_t(n * dtypeBytes(w.dtype));
+      if (t.dtype == w.dtype) {
+        sink.write(t.data, bytes);
+      } else {
+        buffer.resize(bytes);
+        convertElements(t.data, t.dtype, buffer.data(), w.dtype, n);
+        sink.write(buffer.data(), bytes);
+      }
+      at += bytes;
+      progress.advance(bytes);
+    }
+    if (w.dtype == DType::i8) {
+      writeZeros(sink, w.offset + w.scalesOffset - at);
+      at = w.offset + w.scalesOffset;
+      sink.write(scales.data(), scales.size() * 4);
+      at += scales.size() * 4;
+    }
+    if (at != w.offset + w.bytes)
+      throw InputError("weight '" + w.name + "' packs to " + std::to_string(at - w.offset) +
+                       " bytes but the plan expects " + std::to_string(w.bytes));
+  }
+  writeZeros(sink, size - at);
+}
+
+void addWeightsSection(ArtifactWriter &writer, const Plan &plan, const WeightSource &source) {
+  writer.addSection(kWeightsSection, uint64_t(plan.memoryBill().weightsBlobBytes),
+                    [&plan, &source](SectionSink &sink) { packWeights(plan, source, sink); });
+}
+
+std::vector<char> packWeightsInMemory(const Plan &plan, const WeightSource &source) {
+  std::vector<char> out(size_t(plan.memoryBill().weightsBlobBytes));
+  MemorySink sink(out);
+  packWeights(plan, source, sink);
+  return out;
+}
+
+} // namespace kvplan

@@ -1,0 +1,26 @@
+// Packs a checkpoint into an artifact's weights section: every entry of the
+// plan's weight table at its offset, in its dtype, fused weights
+// concatenated from their parts.
+#pragma once
+
+#include "plan/Artifact.h"
+#include "formats/WeightFormats.h"
+
+namespace kvplan {
+
+/// The name of the weights section.
+inline constexpr const char *kWeightsSection = "weights";
+
+/// Writes the packed weights (exactly memoryBill().weightsBlobBytes bytes)
+/// to `sink`. Tensors are checked against the shapes the model spec gives
+/// them; a progress bar shows on a terminal.
+void packWeights(const Plan &plan, const WeightSource &source, SectionSink &sink);
+
+/// Adds the weights section to `writer`, packed from `source` when the file
+/// is written (`source` must outlive writer.write()).
+void addWeightsSection(ArtifactWriter &writer, const Plan &plan, const WeightSource &source);
+
+/// Packs the weights into memory (for running a model compiled in memory).
+std::vector<char> packWeightsInMemory(const Plan &plan, const WeightSource &source);
+
+} // namespace kvplan

@@ -1,0 +1,325 @@
+// Portable CPU kernels: plain loops written so the compiler vectorises them.
+// The bandwidth work (ISA dispatch, blocking) is the CPU-speed issue's.
+#include "runtime/cpu/Kernels.h"
+#include "support/Align.h"
+
+#include "formats/WeightFormats.h"
+#include "runtime/cpu/IsaKernels.h"
+#include "runtime/cpu/Isa.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <type_traits>
+
+namespace kvplan::cpu {
+
+namespace {
+
+inline float bf16(uint16_t v) {
+  uint32_t bits = uint32_t(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+/// f16 -> f32 for every bit pattern, built once: a lookup is cheaper than
+/// decoding where the CPU has no conversion instruction to rely on.
+const float *f16Table() {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(65536);
+    for (uint32_t i = 0; i < 65536; ++i) t[i] = f16ToF32(uint16_t(i));
+    return t;
+  }();
+  return table.data();
+}
+
+template <DType D> struct Elem;
+template <> struct Elem<DType::f32> {
+  using T = float;
+  static float get(const T *p, int64_t i) { return p[i]; }
+};
+template <> struct Elem<DType::bf16> {
+  using T = uint16_t;
+  static float get(const T *p, int64_t i) { return bf16(p[i]); }
+};
+template <> struct Elem<DType::f16> {
+  using T = uint16_t;
+  static float get(const T *p, int64_t i) { return f16Table()[p[i]]; }
+};
+template <> struct Elem<DType::i8> {
+  using T = int8_t;
+  static float get(const T *p, int64_t i) { return float(p[i]); }
+};
+
+/// dot(x, w) with eight partial sums, so the loop vectorises.
+template <DType D> float dot(const float *x, const typename Elem<D>::T *w, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; ++k) acc[k] += x[i + k] * Elem<D>::get(w, i + k);
+  float s = 0;
+  for (; i < n; ++i) s += x[i] * Elem<D>::get(w, i);
+  return s + ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+template <DType D> using Tag = std::integral_constant<DType, D>;
+
+/// Calls fn(Tag<D>{}) so the element type is a compile-time constant.
+template <typename F> void dispatch(DType t, F &&fn) {
+  switch (t) {
+  case DType::f32: fn(Tag<DType::f32>{}); return;
+  case DType::bf16: fn(Tag<DType::bf16>{}); return;
+  case DType::f16: fn(Tag<DType::f16>{}); return;
+  case DType::i8: fn(Tag<DType::i8>{}); return;
+  case DType::i32: break;
+  }
+  throw std::logic_error("kernel given an integer tensor where floats are needed");
+}
+
+/// dispatch() for tensors that are never int8 (norm scales, the KV cache).
+template <typename F> void dispatchFloat(DType t, F &&fn) {
+  if (t == DType::i8)
+    throw std::logic_error("kernel given int8 data where only floats are stored");
+  dispatch(t, [&](auto tag) {
+    if constexpr (decltype(tag)::value != DType::i8) fn(tag);
+  });
+}
+
+template <DType D> void storeRow(const float *src, void *dst, int64_t n);
+template <> void storeRow<DType::f32>(const float *src, void *dst, int64_t n) {
+  std::memcpy(dst, src, size_t(n) * 4);
+}
+template <> void storeRow<DType::bf16>(const float *src, void *dst, int64_t n) {
+  convertElements(src, DType::f32, dst, DType::bf16, n);
+}
+template <> void storeRow<DType::f16>(const float *src, void *dst, int64_t n) {
+  convertElements(src, DType::f32, dst, DType::f16, n);
+}
+
+} // namespace
+
+float loadElement(TensorRef t, int64_t i) {
+  switch (t.dtype) {
+  case DType::f32: return static_cast<const float *>(t.data)[i];
+  case DType::bf16: return bf16(static_cast<const uint16_t *>(t.data)[i]);
+  case DType::f16: return f16Table()[static_cast<const uint16_t *>(t.data)[i]];
+  case DType::i8: return float(static_cast<const int8_t *>(t.data)[i]) * t.scales[i / t.groupSize];
+  case DType::i32: break;
+  }
+  throw std::logic_error("loadElement on an integer tensor");
+}
+
+void embedding(const int32_t *tokens, TensorRef table, int64_t hidden, float *out, int64_t begin,
+               int64_t end) {
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t row = int64_t(tokens[r]) * hidden;
+    if (table.dtype == DType::f32) {
+      std::memcpy(out + r * hidden, static_cast<const float *>(table.data) + row,
+                  size_t(hidden) * 4);
+    } else if (table.dtype == DType::i8) {
+      const int8_t *q = static_cast<const int8_t *>(table.data) + row;
+      const int64_t groups = ceilDiv(hidden, table.groupSize);
+      const float *scale = table.scales + int64_t(tokens[r]) * groups;
+      for (int64_t k = 0; k < hidden; ++k)
+        out[r * hidden + k] = float(q[k]) * scale[k / table.groupSize];
+    } else {
+      const uint16_t *src = static_cast<const uint16_t *>(table.data) + row;
+      convertElements(src, table.dtype, out + r * hidden, DType::f32, hidden);
+    }
+  }
+}
+
+static void normRow(const float *x, TensorRef w, int64_t cols, double eps, float *out) {
+  double ss = 0;
+  for (int64_t i = 0; i < cols; ++i) ss += double(x[i]) * x[i];
+  const float inv = float(1.0 / std::sqrt(ss / double(cols) + eps));
+  dispatchFloat(w.dtype, [&](auto tag) {
+    constexpr DType D = decltype(tag)::value;
+    const auto *wp = static_cast<const typename Elem<D>::T *>(w.data);
+    for (int64_t i = 0; i < cols; ++i) out[i] = x[i] * inv * Elem<D>::get(wp, i);
+  });
+}
+
+void rmsNorm(const float *x, TensorRef w, int64_t cols, double eps, float *out, int64_t begin,
+             int64_t end) {
+  for (int64_t r = begin; r < end; ++r) normRow(x + r * cols, w, cols, eps, out + r * cols);
+}
+
+void addRmsNorm(const float *a, const float *b, TensorRef w, int64_t cols, double eps,
+                float *normed, float *residual, int64_t begin, int64_t end) {
+  for (int64_t r = begin; r < end; ++r) {
+    float *res = residual + r * cols;
+    for (int64_t i = 0; i < cols; ++i) res[i] = a[r * cols + i] + b[r * cols + i];
+    normRow(res, w, cols, eps, normed + r * cols);
+  }
+}
+
+void linearScalar(const float *x, int64_t rows, int64_t in, TensorRef w, TensorRef bias,
+                  const LinearOutputs &out, int64_t jBegin, int64_t jEnd) {
+  const int64_t groups = w.groupSize ? ceilDiv(in, w.groupSize) : 0;
+  dispatch(w.dtype, [&](auto tag) {
+    constexpr DType D = decltype(tag)::value;
+    const auto *wp = static_cast<const typename Elem<D>::T *>(w.data);
+    size_t k = 0;
+    for (int64_t j = jBegin; j < jEnd; ++j) {
+      while (j >= out.firstColumn[k] + out.columns[k]) ++k;
+      float *dst = out.data[k];
+      const int64_t cols = out.columns[k], col = j - out.firstColumn[k];
+      const auto *row = wp + j * in;
+      const float b = bias.data ? loadElement(bias, j) : 0.0f;
+      for (int64_t r = 0; r < rows; ++r) {
+        float s;
+        if constexpr (D == DType::i8) {
+          // Group by group: sum in the integers' scale, then apply it.
+          s = 0;
+          for (int64_t g = 0; g < groups; ++g) {
+            const int64_t k0 = g * w.groupSize, n = std::min(w.groupSize, in - k0);
+            s += dot<D>(x + r * in + k0, row + k0, n) * w.scales[j * groups + g];
+          }
+        } else {
+          s = dot<D>(x + r * in, row, in);
+        }
+        dst[r * cols + col] = s + b;
+      }
+    }
+  });
+}
+
+void linear(const float *x, int64_t rows, int64_t in, TensorRef w, TensorRef bias,
+            const LinearOutputs &out, int64_t jBegin, int64_t jEnd) {
+  switch (activeIsa()) {
+  case Isa::avx512: linearAvx512(x, rows, in, w, bias, out, jBegin, jEnd); return;
+  case Isa::avx2: linearAvx2(x, rows, in, w, bias, out, jBegin, jEnd); return;
+  case Isa::scalar: break;
+  }
+  linearScalar(x, rows, in, w, bias, out, jBegin, jEnd);
+}
+
+float sumScalar(const float *p, const float *q, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (int k = 0; k < 4; ++k) {
+      acc[k] += p[i + k];
+      acc[4 + k] += q[i + k];
+    }
+  float s = 0;
+  for (; i < n; ++i) s += p[i] + q[i];
+  for (float a : acc) s += a;
+  return s;
+}
+
+double fmaLoopScalar(int64_t iterations, float *sink) {
+  float a[16];
+  for (int i = 0; i < 16; ++i) a[i] = float(i) * 1e-3f;
+  for (int64_t it = 0; it < iterations; ++it)
+    for (int i = 0; i < 16; ++i) a[i] = a[i] * 0.999999f + 1e-7f;
+  float s = 0;
+  for (float v : a) s += v;
+  *sink = s;
+  return double(iterations) * 16 * 2;
+}
+
+namespace impl {
+float f16ScalarWeight(uint16_t v) { return f16Table()[v]; }
+} // namespace impl
+
+void ropeTable(const int32_t *positions, int64_t half, const double *freqs, float *table,
+               int64_t begin, int64_t end) {
+  for (int64_t r = begin; r < end; ++r)
+    for (int64_t i = 0; i < half; ++i) {
+      const double angle = double(std::max(positions[r], 0)) * freqs[i];
+      table[(r * half + i) * 2] = float(std::cos(angle));
+      table[(r * half + i) * 2 + 1] = float(std::sin(angle));
+    }
+}
+
+void rope(const float *x, const int32_t *positions, int64_t cols, int64_t headDim,
+          const float *table, float *out, int64_t begin, int64_t end) {
+  const int64_t half = headDim / 2;
+  for (int64_t r = begin; r < end; ++r) {
+    const float *src = x + r * cols;
+    float *dst = out + r * cols;
+    if (positions[r] < 0) {
+      if (dst != src) std::memcpy(dst, src, size_t(cols) * 4);
+      continue;
+    }
+    for (int64_t i = 0; i < half; ++i) {
+      const float c = table[(r * half + i) * 2], s = table[(r * half + i) * 2 + 1];
+      for (int64_t h = 0; h < cols; h += headDim) {
+        const float a = src[h + 2 * i], b = src[h + 2 * i + 1];
+        dst[h + 2 * i] = a * c - b * s;
+        dst[h + 2 * i + 1] = a * s + b * c;
+      }
+    }
+  }
+}
+
+void kvCacheWrite(const CacheGeometry &cache, int64_t layer, const float *keys,
+                  const float *values, const int32_t *positions, const int32_t *pageTable,
+                  int64_t tableRows, int64_t begin, int64_t end) {
+  const int64_t width = cache.kvHeads * cache.headDim, hd = cache.headDim;
+  const int64_t elem = dtypeBytes(cache.dtype);
+  char *base = static_cast<char *>(cache.base);
+  dispatchFloat(cache.dtype, [&](auto tag) {
+    constexpr DType D = decltype(tag)::value;
+    for (int64_t r = begin; r < end; ++r) {
+      const int32_t p = positions[r];
+      if (p < 0) continue;
+      const int32_t page = pageRow(pageTable, tableRows, cache.pagesPerSequence, r)[p / cache.pageSize];
+      const int64_t slot = p % cache.pageSize;
+      for (int64_t h = 0; h < cache.kvHeads; ++h) {
+        storeRow<D>(keys + r * width + h * hd, base + cache.offset(layer, 0, page, h, slot) * elem, hd);
+        storeRow<D>(values + r * width + h * hd, base + cache.offset(layer, 1, page, h, slot) * elem,
+                    hd);
+      }
+    }
+  });
+}
+
+void cachedAttention(const CacheGeometry &cache, int64_t layer, const float *q,
+                     const int32_t *positions, const int32_t *pageTable, int64_t tableRows,
+                     int64_t numHeads, double scale, float *out, float *scratch, int64_t begin,
+                     int64_t end) {
+  switch (activeIsa()) {
+  case Isa::avx512:
+    return attentionAvx512(cache, layer, q, positions, pageTable, tableRows, numHeads, scale, out,
+                           scratch, begin, end);
+  case Isa::avx2:
+    return attentionAvx2(cache, layer, q, positions, pageTable, tableRows, numHeads, scale, out,
+                         scratch, begin, end);
+  case Isa::scalar: break;
+  }
+  attentionPortable(cache, layer, q, positions, pageTable, tableRows, numHeads, scale, out, scratch,
+                    begin, end);
+}
+
+static inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+void fusedFFN(const float *in, int64_t ff, float *out, int64_t begin, int64_t end) {
+  switch (activeIsa()) {
+  case Isa::avx512: return fusedFFNAvx512(in, ff, out, begin, end);
+  case Isa::avx2: return fusedFFNAvx2(in, ff, out, begin, end);
+  case Isa::scalar: break;
+  }
+  for (int64_t r = begin; r < end; ++r)
+    for (int64_t j = 0; j < ff; ++j)
+      out[r * ff + j] = silu(in[r * 2 * ff + j]) * in[r * 2 * ff + ff + j];
+}
+
+void swiglu(const float *gate, const float *up, float *out, int64_t begin, int64_t end) {
+  switch (activeIsa()) {
+  case Isa::avx512: return swigluAvx512(gate + begin, up + begin, out + begin, end - begin);
+  case Isa::avx2: return swigluAvx2(gate + begin, up + begin, out + begin, end - begin);
+  case Isa::scalar: break;
+  }
+  for (int64_t i = begin; i < end; ++i) out[i] = silu(gate[i]) * up[i];
+}
+
+void add(const float *a, const float *b, float *out, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; ++i) out[i] = a[i] + b[i];
+}
+
+} // namespace kvplan::cpu

@@ -1,0 +1,103 @@
+// CPU kernels for the llm ops: f32 activations, weights and KV cache in f32,
+// bf16 or f16, f32 accumulation. Each kernel works on a range of rows or
+// output features so the executor can split it across threads.
+#pragma once
+
+#include "support/DType.h"
+
+#include <cstdint>
+#include <vector>
+
+namespace kvplan::cpu {
+
+/// A weight (or cache) tensor in memory with its element type; int8
+/// matrices also point at their scales (one per `groupSize` along a row).
+struct TensorRef {
+  const void *data = nullptr;
+  DType dtype = DType::f32;
+  const float *scales = nullptr;
+  int64_t groupSize = 0;
+};
+
+/// Element `i` of a weight vector as f32.
+float loadElement(TensorRef t, int64_t i);
+
+/// out[r] = table[tokens[r]] for r in [begin, end).
+void embedding(const int32_t *tokens, TensorRef table, int64_t hidden, float *out, int64_t begin,
+               int64_t end);
+
+/// out[r] = x[r] / rms(x[r]) * w for r in [begin, end).
+void rmsNorm(const float *x, TensorRef w, int64_t cols, double eps, float *out, int64_t begin,
+             int64_t end);
+
+/// residual[r] = a[r] + b[r]; normed[r] = rmsNorm(residual[r]).
+void addRmsNorm(const float *a, const float *b, TensorRef w, int64_t cols, double eps,
+                float *normed, float *residual, int64_t begin, int64_t end);
+
+/// Where a linear's output columns go: output k holds columns
+/// [firstColumn[k], firstColumn[k] + columns[k]) as a [rows, columns[k]]
+/// matrix.
+struct LinearOutputs {
+  std::vector<float *> data;
+  std::vector<int64_t> firstColumn, columns;
+};
+
+/// out[r, j] = dot(x[r], w[j]) + bias[j] for rows [0, rows) and output
+/// features j in [jBegin, jEnd); w is [out, in]. Uses the best kernels
+/// activeIsa() allows (runtime/cpu/).
+void linear(const float *x, int64_t rows, int64_t in, TensorRef w, TensorRef bias,
+            const LinearOutputs &out, int64_t jBegin, int64_t jEnd);
+
+/// cos and sin of positions[r] * freqs[i] (in double: positions reach the
+/// thousands) for rows [begin, end): table[(r * half + i) * 2] is the
+/// cosine, the next float the sine. Every RoPE op of a call with the same
+/// frequencies shares one table.
+void ropeTable(const int32_t *positions, int64_t half, const double *freqs, float *table,
+               int64_t begin, int64_t end);
+
+/// Rotates adjacent pairs of every head of rows [begin, end) by the table's
+/// angles; rows with a negative position are copied as they are.
+void rope(const float *x, const int32_t *positions, int64_t cols, int64_t headDim,
+          const float *table, float *out, int64_t begin, int64_t end);
+
+/// Paged KV cache geometry: [layers][2][pages][kv_heads][page_size][head_dim].
+struct CacheGeometry {
+  void *base = nullptr;
+  DType dtype = DType::f32;
+  int64_t pages = 0, pageSize = 0, kvHeads = 0, headDim = 0;
+  int64_t pagesPerSequence = 0;
+
+  /// Element offset of (layer, k/v, page, head, slot).
+  int64_t offset(int64_t layer, int kv, int64_t page, int64_t head, int64_t slot) const {
+    return ((((layer * 2 + kv) * pages + page) * kvHeads + head) * pageSize + slot) * headDim;
+  }
+};
+
+/// The page-table row of query row r: one shared row (prefill) or row r.
+inline const int32_t *pageRow(const int32_t *pageTable, int64_t tableRows, int64_t pagesPerSeq,
+                              int64_t r) {
+  return pageTable + (tableRows == 1 ? 0 : r) * pagesPerSeq;
+}
+
+/// Writes rows [begin, end) of keys and values (f32) at their positions.
+void kvCacheWrite(const CacheGeometry &cache, int64_t layer, const float *keys,
+                  const float *values, const int32_t *positions, const int32_t *pageTable,
+                  int64_t tableRows, int64_t begin, int64_t end);
+
+/// Attention of query rows over the cache: for each (row, head) item in
+/// [begin, end) (item = row * numHeads + head), softmax(q k^T * scale) v
+/// over the row's sequence at positions [0, positions[row]]. `scratch`
+/// holds at least max_seq_len floats.
+void cachedAttention(const CacheGeometry &cache, int64_t layer, const float *q,
+                     const int32_t *positions, const int32_t *pageTable, int64_t tableRows,
+                     int64_t numHeads, double scale, float *out, float *scratch, int64_t begin,
+                     int64_t end);
+
+/// out[r, j] = silu(in[r, j]) * in[r, ff + j] (a fused gate|up projection).
+void fusedFFN(const float *in, int64_t ff, float *out, int64_t begin, int64_t end);
+/// out = silu(gate) * up, elementwise over [begin, end).
+void swiglu(const float *gate, const float *up, float *out, int64_t begin, int64_t end);
+/// out = a + b, elementwise over [begin, end).
+void add(const float *a, const float *b, float *out, int64_t begin, int64_t end);
+
+} // namespace kvplan::cpu

@@ -1,0 +1,345 @@
+// Model spec: names of enums, the weight table, exact sizes, validation and
+// the JSON form stored in artifacts.
+#include "spec/ModelSpec.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <limits>
+#include <sstream>
+
+namespace kvplan {
+
+const char *architectureName(Architecture a) {
+  switch (a) {
+  case Architecture::llama: return "llama";
+  case Architecture::mistral: return "mistral";
+  case Architecture::qwen2: return "qwen2";
+  }
+  return "?";
+}
+
+std::optional<Architecture> parseArchitecture(const std::string &s) {
+  if (s == "llama") return Architecture::llama;
+  if (s == "mistral") return Architecture::mistral;
+  if (s == "qwen2") return Architecture::qwen2;
+  return std::nullopt;
+}
+
+const char *targetName(Target t) { return t == Target::cpu ? "cpu" : "cuda"; }
+
+std::optional<Target> parseTarget(const std::string &s) {
+  if (s == "cpu") return Target::cpu;
+  if (s == "cuda") return Target::cuda;
+  return std::nullopt;
+}
+
+const char *ropeTypeName(RopeType t) {
+  return t == RopeType::standard ? "default" : "llama3";
+}
+
+std::optional<RopeType> parseRopeType(const std::string &s) {
+  if (s == "default") return RopeType::standard;
+  if (s == "llama3") return RopeType::llama3;
+  return std::nullopt;
+}
+
+std::string ModelConfig::where(const std::string &field) const {
+  std::string out = sourcePath.empty() ? std::string("<model>") : sourcePath;
+  auto it = fieldLines.find(field);
+  if (it != fieldLines.end())
+    out += ":" + std::to_string(it->second);
+  return out + ": ";
+}
+
+std::vector<WeightDecl> weightTable(const ModelSpec &m) {
+  std::vector<WeightDecl> w;
+  const int64_t h = m.hiddenSize, q = m.qDim(), kv = m.kvDim(),
+                ff = m.intermediateSize;
+  w.push_back({"tok_embeddings", {m.vocabSize, h}});
+  for (int64_t i = 0; i < m.numLayers; ++i) {
+    const std::string l = "layers." + std::to_string(i) + ".";
+    w.push_back({l + "attention_norm", {h}});
+    w.push_back({l + "attention.wq", {q, h}});
+    w.push_back({l + "attention.wk", {kv, h}});
+    w.push_back({l + "attention.wv", {kv, h}});
+    if (m.attentionBias) {
+      w.push_back({l + "attention.bq", {q}});
+      w.push_back({l + "attention.bk", {kv}});
+      w.push_back({l + "attention.bv", {kv}});
+    }
+    w.push_back({l + "attention.wo", {h, q}});
+    w.push_back({l + "ffn_norm", {h}});
+    w.push_back({l + "feed_forward.w1", {ff, h}}); // gate
+    w.push_back({l + "feed_forward.w3", {ff, h}}); // up
+    w.push_back({l + "feed_forward.w2", {h, ff}}); // down
+  }
+  w.push_back({"norm", {h}});
+  if (!m.tieWordEmbeddings)
+    w.push_back({"output", {m.vocabSize, h}});
+  return w;
+}
+
+int64_t parameterCount(const ModelSpec &m) {
+  int64_t n = 0;
+  for (const WeightDecl &w : weightTable(m)) {
+    int64_t e = 1;
+    for (int64_t d : w.shape) e *= d;
+    n += e;
+  }
+  return n;
+}
+
+int64_t kvCacheBytes(const ModelSpec &m, const CompileSettings &c) {
+  return 2 * m.numLayers * m.numKvHeads * m.headDim * c.maxSeqLen *
+         c.maxBatch * dtypeBytes(c.kvDtype);
+}
+
+namespace {
+
+// Generous bounds that keep every size product below 2^63.
+constexpr int64_t kMaxDim = int64_t(1) << 24;
+constexpr int64_t kMaxLayers = 4096;
+constexpr int64_t kMaxBatch = 4096;
+
+class Checker {
+public:
+  explicit Checker(const ModelConfig &c) : cfg(c) {}
+
+  [[noreturn]] void fail(const std::string &field, const std::string &msg) {
+    throw InputError(cfg.where(field) + "field '" + field + "': " + msg);
+  }
+
+  void positive(const std::string &field, int64_t v, int64_t max) {
+    if (v <= 0)
+      fail(field, "expected a positive integer, got " + std::to_string(v));
+    if (v > max)
+      fail(field, "value " + std::to_string(v) + " is larger than the supported maximum " +
+                      std::to_string(max));
+  }
+
+  void positiveReal(const std::string &field, double v) {
+    if (!(v > 0) || v == std::numeric_limits<double>::infinity()) {
+      std::ostringstream os;
+      os << "expected a positive finite number, got " << v;
+      fail(field, os.str());
+    }
+  }
+
+  void tokenId(const std::string &field, int64_t id, int64_t vocab) {
+    if (id < 0 || id >= vocab)
+      fail(field, "token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                      std::to_string(vocab) + ")");
+  }
+
+private:
+  const ModelConfig &cfg;
+};
+
+} // namespace
+
+void validate(ModelConfig &cfg) {
+  Checker c(cfg);
+  ModelSpec &m = cfg.model;
+  CompileSettings &s = cfg.compile;
+
+  c.positive("model.hidden_size", m.hiddenSize, kMaxDim);
+  c.positive("model.intermediate_size", m.intermediateSize, kMaxDim);
+  c.positive("model.num_layers", m.numLayers, kMaxLayers);
+  c.positive("model.num_heads", m.numHeads, kMaxDim);
+  c.positive("model.num_kv_heads", m.numKvHeads, kMaxDim);
+  c.positive("model.vocab_size", m.vocabSize, kMaxDim);
+  c.positive("model.max_position_embeddings", m.maxPositions, kMaxDim);
+
+  if (m.headDim == 0) {
+    if (m.hiddenSize % m.numHeads != 0)
+      c.fail("model.hidden_size",
+             "hidden_size " + std::to_string(m.hiddenSize) +
+                 " is not a multiple of num_heads " + std::to_string(m.numHeads) +
+                 "; set model.head_dim explicitly if the model's heads are not hidden_size / num_heads wide");
+    m.headDim = m.hiddenSize / m.numHeads;
+  }
+  c.positive("model.head_dim", m.headDim, 1 << 16);
+  if (m.headDim % 2 != 0)
+    c.fail("model.head_dim", "RoPE rotates pairs of dimensions, so head_dim must be even, got " +
+                                 std::to_string(m.headDim));
+  if (m.numHeads % m.numKvHeads != 0)
+    c.fail("model.num_kv_heads", "num_heads " + std::to_string(m.numHeads) +
+                                     " is not a multiple of num_kv_heads " +
+                                     std::to_string(m.numKvHeads) +
+                                     " (grouped-query attention shares each KV head among "
+                                     "an equal number of query heads)");
+  if (m.qDim() > kMaxDim)
+    c.fail("model.head_dim", "num_heads x head_dim = " + std::to_string(m.qDim()) +
+                                 " is larger than the supported maximum");
+
+  c.positiveReal("model.rms_norm_eps", m.rmsNormEps);
+  if (m.rmsNormEps >= 1)
+    c.fail("model.rms_norm_eps", "expected a small positive number (e.g. 1e-5), got " +
+                                     std::to_string(m.rmsNormEps));
+  c.positiveReal("model.rope.theta", m.rope.theta);
+  if (m.rope.type == RopeType::llama3) {
+    c.positiveReal("model.rope.factor", m.rope.factor);
+    c.positiveReal("model.rope.low_freq_factor", m.rope.lowFreqFactor);
+    c.positiveReal("model.rope.high_freq_factor", m.rope.highFreqFactor);
+    if (m.rope.highFreqFactor <= m.rope.lowFreqFactor)
+      c.fail("model.rope.high_freq_factor",
+             "must be larger than model.rope.low_freq_factor for llama3 RoPE scaling");
+    c.positive("model.rope.original_max_position_embeddings", m.rope.originalMaxPositions,
+               kMaxDim);
+  }
+
+  c.tokenId("model.bos_token_id", m.bosTokenId, m.vocabSize);
+  if (m.eosTokenIds.empty())
+    c.fail("model.eos_token_id", "expected at least one end-of-sequence token id");
+  for (int64_t id : m.eosTokenIds)
+    c.tokenId("model.eos_token_id", id, m.vocabSize);
+
+  if (m.slidingWindow < 0)
+    c.fail("model.sliding_window", "expected a positive window or none");
+
+  if (!isWeightDType(s.weightDtype))
+    c.fail("compile.weight_dtype", "expected one of f32, bf16, f16, int8");
+  if (s.target == Target::cuda && !isFloatDType(s.weightDtype))
+    c.fail("compile.weight_dtype", std::string("the cuda target takes f32, bf16 or f16 weights, "
+                                               "not ") + dtypeName(s.weightDtype) +
+                                       "; use bf16 (--dtype bf16)");
+  auto given = [&](const char *f) { return cfg.given.count(f) != 0; };
+  // The cache follows 16-bit weights; int8 weights keep a bf16 cache.
+  if (!given("compile.kv_dtype"))
+    s.kvDtype = isFloatDType(s.weightDtype) ? s.weightDtype : DType::bf16;
+  if (!given("compile.max_seq_len")) {
+    s.maxSeqLen = std::min(m.maxPositions, CompileSettings::kDefaultMaxSeqLen);
+    if (m.slidingWindow > 0)
+      s.maxSeqLen = std::min(s.maxSeqLen, m.slidingWindow);
+  }
+  if (!given("compile.prefill_chunk"))
+    s.prefillChunk = std::min(s.maxSeqLen, CompileSettings::kDefaultPrefillChunk);
+  if (!given("compile.page_size"))
+    s.pageSize = s.maxSeqLen % CompileSettings::kDefaultPageSize == 0
+                     ? CompileSettings::kDefaultPageSize
+                     : s.maxSeqLen;
+  if (!isFloatDType(s.kvDtype))
+    c.fail("compile.kv_dtype", "expected one of f32, bf16, f16");
+  c.positive("compile.max_batch", s.maxBatch, kMaxBatch);
+  c.positive("compile.max_seq_len", s.maxSeqLen, kMaxDim);
+  c.positive("compile.prefill_chunk", s.prefillChunk, kMaxDim);
+  c.positive("compile.page_size", s.pageSize, kMaxDim);
+  if (s.maxSeqLen > m.maxPositions)
+    c.fail("compile.max_seq_len", "max_seq_len " + std::to_string(s.maxSeqLen) +
+                                      " exceeds the model's max_position_embeddings " +
+                                      std::to_string(m.maxPositions) +
+                                      "; use a context the model was trained for");
+  if (m.slidingWindow > 0 && s.maxSeqLen > m.slidingWindow)
+    c.fail("compile.max_seq_len",
+           "the model uses sliding-window attention (window " +
+               std::to_string(m.slidingWindow) +
+               "), which kvplan does not implement; compile with max_seq_len <= the window, "
+               "where it is identical to full attention");
+  if (s.prefillChunk > s.maxSeqLen)
+    c.fail("compile.prefill_chunk", "prefill_chunk " + std::to_string(s.prefillChunk) +
+                                        " is larger than max_seq_len " +
+                                        std::to_string(s.maxSeqLen));
+  if (s.pageSize > s.maxSeqLen || s.maxSeqLen % s.pageSize != 0)
+    c.fail("compile.page_size", "page_size " + std::to_string(s.pageSize) +
+                                    " must divide max_seq_len " + std::to_string(s.maxSeqLen) +
+                                    " (each sequence owns max_seq_len / page_size pages; "
+                                    "page_size = max_seq_len gives a contiguous cache)");
+  // Every byte count the plan reports must fit comfortably in 64 bits.
+  const long double kv = 2.0L * m.numLayers * m.numKvHeads * m.headDim * s.maxSeqLen *
+                         s.maxBatch * dtypeBytes(s.kvDtype);
+  if (kv > 1e18L)
+    c.fail("compile.max_seq_len", "the KV cache for max_batch x max_seq_len would exceed "
+                                  "10^18 bytes; lower max_seq_len or max_batch");
+}
+
+nlohmann::json toJson(const ModelSpec &m) {
+  return {
+      {"name", m.name},
+      {"architecture", architectureName(m.architecture)},
+      {"hidden_size", m.hiddenSize},
+      {"intermediate_size", m.intermediateSize},
+      {"num_layers", m.numLayers},
+      {"num_heads", m.numHeads},
+      {"num_kv_heads", m.numKvHeads},
+      {"head_dim", m.headDim},
+      {"vocab_size", m.vocabSize},
+      {"max_position_embeddings", m.maxPositions},
+      {"sliding_window", m.slidingWindow},
+      {"rms_norm_eps", m.rmsNormEps},
+      {"tie_word_embeddings", m.tieWordEmbeddings},
+      {"attention_bias", m.attentionBias},
+      {"bos_token_id", m.bosTokenId},
+      {"eos_token_id", m.eosTokenIds},
+      {"rope",
+       {{"theta", m.rope.theta},
+        {"type", ropeTypeName(m.rope.type)},
+        {"factor", m.rope.factor},
+        {"low_freq_factor", m.rope.lowFreqFactor},
+        {"high_freq_factor", m.rope.highFreqFactor},
+        {"original_max_position_embeddings", m.rope.originalMaxPositions}}},
+  };
+}
+
+nlohmann::json toJson(const CompileSettings &c) {
+  return {{"target", targetName(c.target)},
+          {"weight_dtype", dtypeName(c.weightDtype)},
+          {"kv_dtype", dtypeName(c.kvDtype)},
+          {"max_batch", c.maxBatch},
+          {"max_seq_len", c.maxSeqLen},
+          {"prefill_chunk", c.prefillChunk},
+          {"page_size", c.pageSize}};
+}
+
+namespace {
+template <typename T, typename Parse>
+T parseEnum(const nlohmann::json &j, const char *key, Parse parse) {
+  std::string s = j.at(key).get<std::string>();
+  auto v = parse(s);
+  if (!v)
+    throw InputError(std::string("unknown ") + key + " '" + s + "'");
+  return *v;
+}
+} // namespace
+
+ModelSpec modelSpecFromJson(const nlohmann::json &j) {
+  ModelSpec m;
+  m.name = j.at("name").get<std::string>();
+  m.architecture = parseEnum<Architecture>(j, "architecture", parseArchitecture);
+  m.hiddenSize = j.at("hidden_size").get<int64_t>();
+  m.intermediateSize = j.at("intermediate_size").get<int64_t>();
+  m.numLayers = j.at("num_layers").get<int64_t>();
+  m.numHeads = j.at("num_heads").get<int64_t>();
+  m.numKvHeads = j.at("num_kv_heads").get<int64_t>();
+  m.headDim = j.at("head_dim").get<int64_t>();
+  m.vocabSize = j.at("vocab_size").get<int64_t>();
+  m.maxPositions = j.at("max_position_embeddings").get<int64_t>();
+  m.slidingWindow = j.at("sliding_window").get<int64_t>();
+  m.rmsNormEps = j.at("rms_norm_eps").get<double>();
+  m.tieWordEmbeddings = j.at("tie_word_embeddings").get<bool>();
+  m.attentionBias = j.at("attention_bias").get<bool>();
+  m.bosTokenId = j.at("bos_token_id").get<int64_t>();
+  m.eosTokenIds = j.at("eos_token_id").get<std::vector<int64_t>>();
+  const nlohmann::json &r = j.at("rope");
+  m.rope.theta = r.at("theta").get<double>();
+  m.rope.type = parseEnum<RopeType>(r, "type", parseRopeType);
+  m.rope.factor = r.at("factor").get<double>();
+  m.rope.lowFreqFactor = r.at("low_freq_factor").get<double>();
+  m.rope.highFreqFactor = r.at("high_freq_factor").get<double>();
+  m.rope.originalMaxPositions = r.at("original_max_position_embeddings").get<int64_t>();
+  return m;
+}
+
+CompileSettings compileSettingsFromJson(const nlohmann::json &j) {
+  CompileSettings c;
+  c.target = parseEnum<Target>(j, "target", parseTarget);
+  c.weightDtype = parseEnum<DType>(j, "weight_dtype", parseDType);
+  c.kvDtype = parseEnum<DType>(j, "kv_dtype", parseDType);
+  c.maxBatch = j.at("max_batch").get<int64_t>();
+  c.maxSeqLen = j.at("max_seq_len").get<int64_t>();
+  c.prefillChunk = j.at("prefill_chunk").get<int64_t>();
+  c.pageSize = j.at("page_size").get<int64_t>();
+  return c;
+}
+
+} // namespace kvplan

@@ -1,0 +1,124 @@
+// The validated description of a model and how to compile it; shared by the
+// compiler and the runtime, so it depends on no MLIR header.
+#pragma once
+
+#include "support/DType.h"
+#include "support/Error.h"
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace kvplan {
+
+enum class Architecture { llama, mistral, qwen2 };
+const char *architectureName(Architecture a);
+std::optional<Architecture> parseArchitecture(const std::string &s);
+
+enum class Target { cpu, cuda };
+const char *targetName(Target t);
+std::optional<Target> parseTarget(const std::string &s);
+
+enum class RopeType { standard, llama3 };
+const char *ropeTypeName(RopeType t);
+std::optional<RopeType> parseRopeType(const std::string &s);
+
+struct RopeSpec {
+  double theta = 10000.0;
+  RopeType type = RopeType::standard;
+  // Llama 3 frequency scaling; read only when type == llama3.
+  double factor = 8.0;
+  double lowFreqFactor = 1.0;
+  double highFreqFactor = 4.0;
+  int64_t originalMaxPositions = 8192;
+};
+
+/// What the model is: everything needed to define its forward pass.
+struct ModelSpec {
+  std::string name;
+  Architecture architecture = Architecture::llama;
+  int64_t hiddenSize = 0;
+  int64_t intermediateSize = 0;
+  int64_t numLayers = 0;
+  int64_t numHeads = 0;
+  int64_t numKvHeads = 0;
+  int64_t headDim = 0; // hiddenSize / numHeads unless given
+  int64_t vocabSize = 0;
+  int64_t maxPositions = 0;
+  int64_t slidingWindow = 0; // 0: full attention (kvplan supports no other)
+  double rmsNormEps = 1e-5;
+  bool tieWordEmbeddings = false;
+  bool attentionBias = false; // q/k/v bias (Qwen2)
+  int64_t bosTokenId = 1;
+  std::vector<int64_t> eosTokenIds{2};
+  RopeSpec rope;
+
+  int64_t qDim() const { return numHeads * headDim; }
+  int64_t kvDim() const { return numKvHeads * headDim; }
+};
+
+/// How to compile it.
+struct CompileSettings {
+  Target target = Target::cpu;
+  DType weightDtype = DType::f32;
+  DType kvDtype = DType::f32;     // element type of the KV cache
+  int64_t maxBatch = 1;           // decode rows (sequences per step)
+  int64_t maxSeqLen = 2048;       // context length the plan supports
+  int64_t prefillChunk = 64;      // prompt tokens per prefill call
+  int64_t pageSize = 16;          // KV-cache tokens per page
+
+  static constexpr int64_t kDefaultMaxSeqLen = 2048;
+  static constexpr int64_t kDefaultPrefillChunk = 64;
+  static constexpr int64_t kDefaultPageSize = 16;
+};
+
+/// A model file read from disk: the spec, the settings and where they came
+/// from (for messages).
+struct ModelConfig {
+  ModelSpec model;
+  CompileSettings compile;
+  std::string sourcePath;
+  /// Field paths given explicitly ("compile.kv_dtype"); settings not given
+  /// take defaults derived from other fields when validate() runs, so a
+  /// command-line override of weight_dtype also moves kv_dtype.
+  std::set<std::string> given;
+  /// Source line of each field path ("model.num_heads") where the format
+  /// records one (TOML); messages cite it.
+  std::map<std::string, int64_t> fieldLines;
+
+  /// "file:line: " for a field, or "file: " when no line is known.
+  std::string where(const std::string &field) const;
+};
+
+/// One tensor the model reads, under kvplan's canonical name (Meta's Llama
+/// naming: tok_embeddings, layers.N.attention.wq, ..., norm, output).
+struct WeightDecl {
+  std::string name;
+  std::vector<int64_t> shape; // [out, in] for matrices, PyTorch order
+};
+
+/// The tensors of the model in a fixed order; the IR builder, the loaders and
+/// the parameter count all use this list.
+std::vector<WeightDecl> weightTable(const ModelSpec &m);
+int64_t parameterCount(const ModelSpec &m);
+/// KV cache bytes when every one of max_batch sequences holds max_seq tokens:
+/// 2 x layers x kv_heads x head_dim x max_seq x max_batch x element size.
+int64_t kvCacheBytes(const ModelSpec &m, const CompileSettings &c);
+
+/// Checks every field and cross-field rule; throws InputError naming the
+/// source file, line and field. Fills in derived fields (head_dim) and the
+/// defaults of settings not given (kv_dtype, max_seq_len, prefill_chunk,
+/// page_size).
+void validate(ModelConfig &cfg);
+
+nlohmann::json toJson(const ModelSpec &m);
+nlohmann::json toJson(const CompileSettings &c);
+ModelSpec modelSpecFromJson(const nlohmann::json &j);
+CompileSettings compileSettingsFromJson(const nlohmann::json &j);
+
+} // namespace kvplan
