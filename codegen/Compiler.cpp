@@ -63,11 +63,11 @@ CompileOutput compileModel(const ModelConfig &cfg, const StageCallback &onStage,
   if (onStage)
     onStage(0, "frontend", *module);
 
-  const std::vector<std::string> &passes = pipelinePassNames();
+  const std::vector<std::string> &passes = pipelinePassNames(cfg.compile.target);
   for (size_t i = 0; i < passes.size(); ++i) {
     t0 = clock::now();
-    PassManager pm(&ctx);
-    if (failed(addPassByName(pm, passes[i])) || failed(pm.run(*module)))
+    PassManager pm(&ctx, ModuleOp::getOperationName(), OpPassManager::Nesting::Implicit);
+    if (failed(addRegisteredPass(pm, passes[i])) || failed(pm.run(*module)))
       throw fail(passes[i]);
     report(passes[i], t0);
     if (onStage)
@@ -78,6 +78,12 @@ CompileOutput compileModel(const ModelConfig &cfg, const StageCallback &onStage,
   FailureOr<Plan> plan = emitPlan(*module, cfg);
   if (failed(plan))
     throw fail("codegen");
+  try {
+    validatePlan(*plan); // what every executor checks at load
+  } catch (const InputError &e) {
+    throw InternalError("compiling " + cfg.model.name + " made a plan the runtime refuses: " +
+                        e.what());
+  }
   report("codegen", t0);
   return {std::move(*plan), printModule(*module), std::nullopt};
 }

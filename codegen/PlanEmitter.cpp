@@ -1,4 +1,6 @@
-// Planned IR -> Plan: every op becomes a step over arena offsets.
+// Planned IR -> Plan: every llm op becomes the plan op of the same name,
+// filled field by field from the op's operands, results and attributes in
+// the order plan/PlanOps.h lists them (the ODS order).
 #include "codegen/PlanEmitter.h"
 
 #include "ir/LLMDialect.h"
@@ -22,137 +24,267 @@ FailureOr<DType> dtypeOf(Type t, Operation *where) {
   return where->emitOpError() << "has an element type the plan cannot store: " << t;
 }
 
-/// An inherent attribute as JSON (numbers, strings, the attention mask,
-/// dictionaries).
-nlohmann::json attrJson(Attribute a) {
-  if (auto m = dyn_cast<llm::AttentionMaskAttr>(a))
-    return llm::stringifyAttentionMask(m.getValue()).str();
-  if (auto i = dyn_cast<IntegerAttr>(a))
-    return i.getType().isInteger(1) ? nlohmann::json(bool(i.getInt())) : nlohmann::json(i.getInt());
-  if (auto f = dyn_cast<FloatAttr>(a))
-    return f.getValueAsDouble();
-  if (auto s = dyn_cast<StringAttr>(a))
-    return s.str();
-  if (auto d = dyn_cast<DictionaryAttr>(a)) {
-    nlohmann::json j = nlohmann::json::object();
-    for (NamedAttribute n : d)
-      j[n.getName().str()] = attrJson(n.getValue());
-    return j;
+/// The model-level name of a location: "layers.3.attention" for a NameLoc,
+/// its parts joined with " + " for a fused one.
+std::string locName(Location loc) {
+  if (auto n = dyn_cast<NameLoc>(loc)) return n.getName().str();
+  if (auto f = dyn_cast<FusedLoc>(loc)) {
+    std::string s;
+    for (Location part : f.getLocations()) {
+      std::string p = locName(part);
+      if (!p.empty()) s += (s.empty() ? "" : " + ") + p;
+    }
+    return s;
   }
-  return nullptr;
+  return "";
+}
+
+/// The entry point's values as plan operands, numbered as they are defined.
+class ValueTable {
+public:
+  explicit ValueTable(func::FuncOp fn) : fn(fn) {}
+
+  /// Defines `v` (an argument or a result) at `offset` in the arena.
+  FailureOr<Operand> defineArena(Value v, int64_t offset) {
+    auto t = cast<RankedTensorType>(v.getType());
+    Operation *where = v.getDefiningOp() ? v.getDefiningOp() : fn.getOperation();
+    FailureOr<DType> dt = dtypeOf(t.getElementType(), where);
+    if (failed(dt)) return failure();
+    Operand o;
+    o.kind = OperandKind::arena;
+    o.value = next++;
+    o.offset = offset;
+    o.shape.assign(t.getShape().begin(), t.getShape().end());
+    o.dtype = *dt;
+    operands[v] = o;
+    return o;
+  }
+  void define(Value v, const Operand &o) { operands[v] = o; }
+  const Operand *lookup(Value v) const {
+    auto it = operands.find(v);
+    return it == operands.end() ? nullptr : &it->second;
+  }
+
+private:
+  func::FuncOp fn;
+  int64_t next = 0;
+  llvm::DenseMap<Value, Operand> operands;
+};
+
+/// Fills one plan op from one llm op: operands and results in order,
+/// weights and attributes by their ODS names.
+class StepEmitter {
+public:
+  StepEmitter(Operation *op, ValueTable &values) : op(op), values(values) {}
+
+  void operand(const char *n, Operand &o, OperandClass) {
+    if (next >= op->getNumOperands()) return fail(std::string("has no operand '") + n + "'");
+    const Operand *known = values.lookup(op->getOperand(next++));
+    if (!known) return fail(std::string("reads a value the plan does not know as '") + n + "'");
+    o = *known;
+  }
+  void result(const char *n, Operand &o, OperandClass c) {
+    if (nextResult >= op->getNumResults()) return fail(std::string("has no result '") + n + "'");
+    defineResult(op->getResult(nextResult++), o, c);
+  }
+  void results(const char *n, std::vector<Operand> &v, OperandClass c) {
+    while (nextResult < op->getNumResults()) {
+      v.emplace_back();
+      defineResult(op->getResult(nextResult++), v.back(), c);
+    }
+  }
+  void weight(const char *n, std::string &w) {
+    auto ref = op->getAttrOfType<FlatSymbolRefAttr>(n);
+    if (!ref) return fail(std::string("has no weight '") + n + "'");
+    w = ref.getValue().str();
+  }
+  void optionalWeight(const char *n, std::optional<std::string> &w) {
+    if (auto ref = op->getAttrOfType<FlatSymbolRefAttr>(n)) w = ref.getValue().str();
+  }
+  void attr(const char *n, int64_t &v) {
+    if (auto a = op->getAttrOfType<IntegerAttr>(n)) v = a.getInt();
+    else fail(std::string("has no integer attribute '") + n + "'");
+  }
+  void attr(const char *n, double &v) {
+    if (auto a = op->getAttrOfType<FloatAttr>(n)) v = a.getValueAsDouble();
+    else fail(std::string("has no float attribute '") + n + "'");
+  }
+  void attr(const char *n, AttentionMask &m) {
+    auto a = op->getAttrOfType<llm::AttentionMaskAttr>(n);
+    if (!a) return fail(std::string("has no mask attribute '") + n + "'");
+    switch (a.getValue()) {
+    case llm::AttentionMask::causal: m = AttentionMask::causal; break;
+    case llm::AttentionMask::self: m = AttentionMask::self; break;
+    case llm::AttentionMask::cache: m = AttentionMask::cache; break;
+    }
+  }
+  void optionalAttr(const char *n, std::optional<RopeScaling> &s) {
+    if (auto a = op->getAttrOfType<llm::RopeScalingAttr>(n))
+      s = RopeScaling{a.getFactor().convertToDouble(), a.getLowFreqFactor().convertToDouble(),
+                      a.getHighFreqFactor().convertToDouble(),
+                      a.getOriginalMaxPositionEmbeddings()};
+  }
+
+  /// Every operand and result used, and nothing failed.
+  LogicalResult finish() {
+    if (failed(status)) return failure();
+    if (next != op->getNumOperands() || nextResult != op->getNumResults())
+      return op->emitOpError() << "has operands or results the plan's op does not list";
+    return success();
+  }
+
+private:
+  void fail(const std::string &what) {
+    if (succeeded(status)) op->emitOpError() << what << " (plan/PlanOps.h disagrees with the op)";
+    status = failure();
+  }
+  void defineResult(Value r, Operand &o, OperandClass c) {
+    if (c == OperandClass::cache) {
+      o.kind = OperandKind::kvCache;
+    } else if (c == OperandClass::view) {
+      auto layer = op->getAttrOfType<IntegerAttr>("layer");
+      if (!layer) return fail("makes a KV-cache view without a layer");
+      o.kind = OperandKind::kvView;
+      o.layer = layer.getInt();
+      o.values = views++ == 1;
+    } else {
+      auto offsets = op->getAttrOfType<DenseI64ArrayAttr>(attr::kOffsets);
+      if (!offsets || tensorIndex >= offsets.size()) {
+        op->emitOpError() << "has no arena offset for result #" << cast<OpResult>(r).getResultNumber()
+                          << "; run --plan-buffers";
+        status = failure();
+        return;
+      }
+      FailureOr<Operand> a = values.defineArena(r, offsets[tensorIndex++]);
+      if (failed(a)) {
+        status = failure();
+        return;
+      }
+      o = *a;
+      return;
+    }
+    values.define(r, o);
+  }
+
+  Operation *op;
+  ValueTable &values;
+  unsigned next = 0, nextResult = 0, views = 0;
+  size_t tensorIndex = 0;
+  LogicalResult status = success();
+};
+
+template <size_t I = 0> FailureOr<PlanOp> emitOp(OpKind kind, StepEmitter &e) {
+  if constexpr (I < kNumOpKinds) {
+    if (size_t(kind) != I) return emitOp<I + 1>(kind, e);
+    std::variant_alternative_t<I, PlanOp> op;
+    op.fields(e);
+    if (failed(e.finish())) return failure();
+    return PlanOp(std::move(op));
+  } else {
+    return failure();
+  }
 }
 
 class EntryEmitter {
 public:
-  explicit EntryEmitter(func::FuncOp fn) : fn(fn) {}
+  explicit EntryEmitter(func::FuncOp fn) : fn(fn), values(fn) {}
 
   FailureOr<EntryPoint> emit() {
     EntryPoint ep;
     ep.name = fn->getAttrOfType<StringAttr>(attr::kEntry).str();
     auto arena = fn->getAttrOfType<IntegerAttr>(attr::kArenaSize);
-    if (!arena)
-      return fn.emitOpError() << "has no buffer plan; run --plan-buffers";
+    if (!arena) return fn.emitOpError() << "has no buffer plan; run --plan-buffers";
     ep.arenaBytes = arena.getInt();
     BlockArgument tokens = findArg(fn, "tokens");
-    if (!tokens)
-      return fn.emitOpError() << "has no tokens argument";
+    if (!tokens) return fn.emitOpError() << "has no tokens argument";
     ep.rows = cast<RankedTensorType>(tokens.getType()).getDimSize(0);
-
-    for (BlockArgument a : fn.getArguments()) {
-      Operand o;
-      auto role = fn.getArgAttrOfType<StringAttr>(a.getArgNumber(), attr::kArg);
-      if (!role)
-        return fn.emitOpError() << "argument #" << a.getArgNumber() << " has no llm.arg role";
-      if (isa<llm::KVCacheType>(a.getType())) {
-        o.kind = OperandKind::kvCache;
-      } else {
-        auto off = fn.getArgAttrOfType<IntegerAttr>(a.getArgNumber(), attr::kOffset);
-        if (!off)
-          return fn.emitOpError() << "argument '" << role.getValue()
-                                  << "' has no arena offset; run --plan-buffers";
-        if (failed(arenaOperand(a, off.getInt(), o)))
-          return failure();
-      }
-      o.name = role.str();
-      operands[a] = o;
-      ep.args.push_back(o);
-    }
-
+    if (failed(emitArgs(ep))) return failure();
     for (Operation &op : fn.getBody().front()) {
       if (auto ret = dyn_cast<func::ReturnOp>(op)) {
-        for (Value v : ret.getOperands())
-          ep.results.push_back(operands.lookup(v));
+        for (Value v : ret.getOperands()) ep.results.push_back(*values.lookup(v));
         continue;
       }
       FailureOr<Step> step = emitStep(op);
-      if (failed(step))
-        return failure();
+      if (failed(step)) return failure();
       ep.steps.push_back(std::move(*step));
     }
     return ep;
   }
 
 private:
-  LogicalResult arenaOperand(Value v, int64_t offset, Operand &o) {
-    auto t = cast<RankedTensorType>(v.getType());
-    Operation *where = v.getDefiningOp() ? v.getDefiningOp() : fn.getOperation();
-    FailureOr<DType> dt = dtypeOf(t.getElementType(), where);
-    if (failed(dt))
-      return failure();
-    o.kind = OperandKind::arena;
-    o.offset = offset;
-    o.shape.assign(t.getShape().begin(), t.getShape().end());
-    o.dtype = *dt;
+  LogicalResult emitArgs(EntryPoint &ep) {
+    for (BlockArgument a : fn.getArguments()) {
+      auto role = fn.getArgAttrOfType<StringAttr>(a.getArgNumber(), attr::kArg);
+      if (!role)
+        return fn.emitOpError() << "argument #" << a.getArgNumber() << " has no llm.arg role";
+      Operand o;
+      if (isa<llm::KVCacheType>(a.getType())) {
+        o.kind = OperandKind::kvCache;
+        values.define(a, o);
+      } else {
+        auto off = fn.getArgAttrOfType<IntegerAttr>(a.getArgNumber(), attr::kOffset);
+        if (!off)
+          return fn.emitOpError() << "argument '" << role.getValue()
+                                  << "' has no arena offset; run --plan-buffers";
+        FailureOr<Operand> arena = values.defineArena(a, off.getInt());
+        if (failed(arena)) return failure();
+        o = *arena;
+      }
+      o.name = role.str();
+      ep.args.push_back(o);
+    }
     return success();
   }
 
   FailureOr<Step> emitStep(Operation &op) {
-    if (op.getDialect() == nullptr || op.getDialect()->getNamespace() != "llm")
+    if (!isa_and_nonnull<llm::LLMDialect>(op.getDialect()))
       return op.emitOpError() << "is not an llm op; the plan holds llm ops only";
-    Step s;
-    s.op = op.getName().stripDialect().str();
-    for (NamedAttribute a : op.getAttrs()) {
-      std::string name = a.getName().str();
-      if (name == attr::kOffsets)
-        continue;
-      if (auto ref = dyn_cast<FlatSymbolRefAttr>(a.getValue()))
-        s.weights[name] = ref.getValue().str();
-      else
-        s.attrs[name] = attrJson(a.getValue());
-    }
-    for (Value v : op.getOperands()) {
-      auto it = operands.find(v);
-      if (it == operands.end())
-        return op.emitOpError() << "reads a value the plan does not know";
-      s.inputs.push_back(it->second);
-    }
-    auto offsets = op.getAttrOfType<DenseI64ArrayAttr>(attr::kOffsets);
-    size_t tensorIndex = 0;
-    for (OpResult r : op.getResults()) {
-      Operand o;
-      if (isa<llm::KVCacheType>(r.getType())) {
-        o.kind = OperandKind::kvCache;
-      } else if (isa<llm::KVViewType>(r.getType())) {
-        auto read = cast<llm::KVCacheReadOp>(op);
-        o.kind = OperandKind::kvView;
-        o.layer = read.getLayer();
-        o.values = r.getResultNumber() == 1;
-      } else {
-        if (!offsets || int64_t(tensorIndex) >= int64_t(offsets.size()))
-          return op.emitOpError() << "has no arena offset for result #" << r.getResultNumber()
-                                  << "; run --plan-buffers";
-        if (failed(arenaOperand(r, offsets[tensorIndex++], o)))
-          return failure();
-      }
-      operands[r] = o;
-      s.outputs.push_back(o);
-    }
-    return s;
+    std::optional<OpKind> kind = opKindNamed(op.getName().stripDialect().str());
+    if (!kind) return op.emitOpError() << "has no plan op (plan/PlanOps.h)";
+    StepEmitter e(&op, values);
+    FailureOr<PlanOp> planOp = emitOp(*kind, e);
+    if (failed(planOp)) return failure();
+    return Step{std::move(*planOp), locName(op.getLoc())};
   }
 
   func::FuncOp fn;
-  llvm::DenseMap<Value, Operand> operands;
+  ValueTable values;
 };
+
+FailureOr<KVCacheLayout> cacheLayout(func::FuncOp fn) {
+  BlockArgument cache = findArg(fn, "kv_cache");
+  BlockArgument table = findArg(fn, "page_table");
+  if (!cache || !table) return fn.emitOpError() << "has no KV cache; run --insert-kv-cache";
+  auto ct = cast<llm::KVCacheType>(cache.getType());
+  KVCacheLayout kv;
+  kv.layers = ct.getLayers();
+  kv.pages = ct.getPages();
+  kv.pageSize = ct.getPageSize();
+  kv.kvHeads = ct.getKvHeads();
+  kv.headDim = ct.getHeadDim();
+  kv.pagesPerSequence = cast<RankedTensorType>(table.getType()).getDimSize(1);
+  FailureOr<DType> dt = dtypeOf(ct.getElementType(), fn);
+  if (failed(dt)) return failure();
+  kv.dtype = *dt;
+  return kv;
+}
+
+LogicalResult emitWeights(ModuleOp module, Plan &plan) {
+  for (auto w : module.getOps<llm::WeightOp>()) {
+    WeightEntry e;
+    e.name = w.getSymName().str();
+    RankedTensorType t = w.getTensorType();
+    e.shape.assign(t.getShape().begin(), t.getShape().end());
+    FailureOr<DType> dt = dtypeOf(t.getElementType(), w);
+    if (failed(dt)) return failure();
+    e.dtype = *dt;
+    if (auto parts = w.getParts())
+      for (Attribute p : *parts) e.parts.push_back(cast<StringAttr>(p).str());
+    plan.weights.push_back(std::move(e));
+  }
+  plan.assignWeightOffsets();
+  return success();
+}
 
 } // namespace
 
@@ -163,49 +295,18 @@ FailureOr<Plan> emitPlan(ModuleOp module, const ModelConfig &cfg) {
   plan.gitHash = KVPLAN_GIT_HASH;
   plan.model = cfg.model;
   plan.settings = cfg.compile;
-
-  for (auto w : module.getOps<llm::WeightOp>()) {
-    WeightEntry e;
-    e.name = w.getSymName().str();
-    RankedTensorType t = w.getTensorType();
-    e.shape.assign(t.getShape().begin(), t.getShape().end());
-    FailureOr<DType> dt = dtypeOf(t.getElementType(), w);
-    if (failed(dt))
-      return failure();
-    e.dtype = *dt;
-    if (auto parts = w.getParts())
-      for (Attribute p : *parts)
-        e.parts.push_back(cast<StringAttr>(p).str());
-    plan.weights.push_back(std::move(e));
-  }
-  plan.assignWeightOffsets();
+  if (failed(emitWeights(module, plan))) return failure();
 
   bool haveCache = false;
   for (auto fn : module.getOps<func::FuncOp>()) {
-    if (!fn->hasAttr(attr::kEntry))
-      continue;
+    if (!fn->hasAttr(attr::kEntry)) continue;
     FailureOr<EntryPoint> ep = EntryEmitter(fn).emit();
-    if (failed(ep))
-      return failure();
-    BlockArgument cache = findArg(fn, "kv_cache");
-    BlockArgument table = findArg(fn, "page_table");
-    if (!cache || !table)
-      return fn.emitOpError() << "has no KV cache; run --insert-kv-cache";
-    auto ct = cast<llm::KVCacheType>(cache.getType());
-    KVCacheLayout kv;
-    kv.layers = ct.getLayers();
-    kv.pages = ct.getPages();
-    kv.pageSize = ct.getPageSize();
-    kv.kvHeads = ct.getKvHeads();
-    kv.headDim = ct.getHeadDim();
-    kv.pagesPerSequence = cast<RankedTensorType>(table.getType()).getDimSize(1);
-    FailureOr<DType> dt = dtypeOf(ct.getElementType(), fn);
-    if (failed(dt))
-      return failure();
-    kv.dtype = *dt;
-    if (haveCache && kv.bytes() != plan.kvCache.bytes())
+    if (failed(ep)) return failure();
+    FailureOr<KVCacheLayout> kv = cacheLayout(fn);
+    if (failed(kv)) return failure();
+    if (haveCache && kv->bytes() != plan.kvCache.bytes())
       return fn.emitOpError() << "has a KV cache unlike the other entry point's";
-    plan.kvCache = kv;
+    plan.kvCache = *kv;
     haveCache = true;
     plan.entryPoints[ep->name] = std::move(*ep);
   }

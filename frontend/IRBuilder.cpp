@@ -53,15 +53,12 @@ public:
   }
 
   Value rope(Value x, Value positions, const std::string &name) {
-    DictionaryAttr scaling;
+    llm::RopeScalingAttr scaling;
     if (m.rope.type == RopeType::llama3)
-      scaling = b.getDictionaryAttr({
-          b.getNamedAttr("factor", b.getF64FloatAttr(m.rope.factor)),
-          b.getNamedAttr("high_freq_factor", b.getF64FloatAttr(m.rope.highFreqFactor)),
-          b.getNamedAttr("low_freq_factor", b.getF64FloatAttr(m.rope.lowFreqFactor)),
-          b.getNamedAttr("original_max_position_embeddings",
-                         b.getI64IntegerAttr(m.rope.originalMaxPositions)),
-      });
+      scaling = llm::RopeScalingAttr::get(b.getContext(), APFloat(m.rope.factor),
+                                          APFloat(m.rope.lowFreqFactor),
+                                          APFloat(m.rope.highFreqFactor),
+                                          m.rope.originalMaxPositions);
     return b.create<llm::RopeOp>(loc(name), x.getType(), x, positions,
                                  b.getI64IntegerAttr(m.headDim), b.getF64FloatAttr(m.rope.theta),
                                  scaling);
@@ -109,17 +106,10 @@ OwningOpRef<ModuleOp> buildModelIR(MLIRContext &ctx, const ModelConfig &cfg) {
   const CompileSettings &s = cfg.compile;
   OwningOpRef<ModuleOp> module = ModuleOp::create(FileLineColLoc::get(&ctx, cfg.sourcePath, 1, 1));
   (*module)->setAttr(attr::kModel, b.getStringAttr(m.name));
-  (*module)->setAttr(
-      attr::kSettings,
-      b.getDictionaryAttr({
-          b.getNamedAttr("target", b.getStringAttr(targetName(s.target))),
-          b.getNamedAttr("weight_dtype", b.getStringAttr(dtypeName(s.weightDtype))),
-          b.getNamedAttr("kv_dtype", b.getStringAttr(dtypeName(s.kvDtype))),
-          b.getNamedAttr("max_batch", b.getI64IntegerAttr(s.maxBatch)),
-          b.getNamedAttr("max_seq_len", b.getI64IntegerAttr(s.maxSeqLen)),
-          b.getNamedAttr("prefill_chunk", b.getI64IntegerAttr(s.prefillChunk)),
-          b.getNamedAttr("page_size", b.getI64IntegerAttr(s.pageSize)),
-      }));
+  (*module)->setAttr(attr::kSettings,
+                     llm::SettingsAttr::get(&ctx, targetName(s.target), dtypeName(s.weightDtype),
+                                            dtypeName(s.kvDtype), s.maxBatch, s.maxSeqLen,
+                                            s.prefillChunk, s.pageSize));
 
   b.setInsertionPointToEnd(module->getBody());
   // int8 applies to matrices; norm scales and biases stay f32.

@@ -3,9 +3,12 @@
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/DialectImplementation.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/ADT/StringSet.h"
 #include "llvm/ADT/TypeSwitch.h"
 
 using namespace mlir;
+using namespace kvplan;
 using namespace kvplan::llm;
 
 #include "ir/LLMDialect.cpp.inc"
@@ -14,10 +17,17 @@ using namespace kvplan::llm;
 #define GET_TYPEDEF_CLASSES
 #include "ir/LLMTypes.cpp.inc"
 
+#define GET_ATTRDEF_CLASSES
+#include "ir/LLMAttrs.cpp.inc"
+
 void LLMDialect::initialize() {
   addTypes<
 #define GET_TYPEDEF_LIST
 #include "ir/LLMTypes.cpp.inc"
+      >();
+  addAttributes<
+#define GET_ATTRDEF_LIST
+#include "ir/LLMAttrs.cpp.inc"
       >();
   addOperations<
 #define GET_OP_LIST
@@ -51,15 +61,181 @@ LogicalResult KVViewType::verify(function_ref<InFlightDiagnostic()> emitError,
   return success();
 }
 
+//===----------------------------------------------------------------------===//
+// Attributes
+//===----------------------------------------------------------------------===//
+
+static Type floatTypeNamed(MLIRContext *ctx, StringRef name) {
+  if (name == "f32") return Float32Type::get(ctx);
+  if (name == "bf16") return BFloat16Type::get(ctx);
+  if (name == "f16") return Float16Type::get(ctx);
+  return {};
+}
+
+namespace {
+
+/// The `<key = value, ...>` body of an llm attribute: every key in `keys`
+/// exactly once, in any order. Strings, integers and floats are kept apart.
+struct Fields {
+  llvm::StringMap<std::string> strings;
+  llvm::StringMap<int64_t> integers;
+  llvm::StringMap<double> reals;
+
+  ParseResult parse(AsmParser &p, StringRef what, ArrayRef<StringRef> stringKeys,
+                    ArrayRef<StringRef> intKeys, ArrayRef<StringRef> realKeys) {
+    auto known = [&](StringRef k, ArrayRef<StringRef> in) { return llvm::is_contained(in, k); };
+    if (p.parseLess()) return failure();
+    llvm::StringSet<> seen;
+    auto one = [&]() -> ParseResult {
+      std::string key;
+      SMLoc at = p.getCurrentLocation();
+      if (p.parseKeywordOrString(&key) || p.parseEqual()) return failure();
+      if (!seen.insert(key).second) return p.emitError(at) << what << ": " << key << " given twice";
+      if (known(key, stringKeys)) return p.parseString(&strings[key]);
+      if (known(key, intKeys)) return p.parseInteger(integers[key]);
+      if (known(key, realKeys)) return p.parseFloat(reals[key]);
+      return p.emitError(at) << what << ": unknown key '" << key << "'";
+    };
+    if (p.parseCommaSeparatedList(one) || p.parseGreater()) return failure();
+    for (ArrayRef<StringRef> keys : {stringKeys, realKeys, intKeys})
+      for (StringRef k : keys)
+        if (!seen.contains(k)) return p.emitError(p.getCurrentLocation()) << what << " needs " << k;
+    return success();
+  }
+};
+
+} // namespace
+
+Attribute SettingsAttr::parse(AsmParser &p, Type) {
+  Fields f;
+  if (f.parse(p, "settings", {"target", "weight_dtype", "kv_dtype"},
+              {"max_batch", "max_seq_len", "prefill_chunk", "page_size"}, {}))
+    return {};
+  return getChecked([&] { return p.emitError(p.getNameLoc()); }, p.getContext(),
+                    f.strings["target"], f.strings["weight_dtype"], f.strings["kv_dtype"],
+                    f.integers["max_batch"], f.integers["max_seq_len"], f.integers["prefill_chunk"],
+                    f.integers["page_size"]);
+}
+
+void SettingsAttr::print(AsmPrinter &p) const {
+  p << "<target = \"" << getTarget() << "\", weight_dtype = \"" << getWeightDtype()
+    << "\", kv_dtype = \"" << getKvDtype() << "\", max_batch = " << getMaxBatch()
+    << ", max_seq_len = " << getMaxSeqLen() << ", prefill_chunk = " << getPrefillChunk()
+    << ", page_size = " << getPageSize() << ">";
+}
+
+Attribute RopeScalingAttr::parse(AsmParser &p, Type) {
+  Fields f;
+  if (f.parse(p, "rope_scaling", {}, {"original_max_position_embeddings"},
+              {"factor", "low_freq_factor", "high_freq_factor"}))
+    return {};
+  return getChecked([&] { return p.emitError(p.getNameLoc()); }, p.getContext(),
+                    APFloat(f.reals["factor"]), APFloat(f.reals["low_freq_factor"]),
+                    APFloat(f.reals["high_freq_factor"]),
+                    f.integers["original_max_position_embeddings"]);
+}
+
+void RopeScalingAttr::print(AsmPrinter &p) const {
+  p << "<factor = ";
+  p.printFloat(getFactor());
+  p << ", low_freq_factor = ";
+  p.printFloat(getLowFreqFactor());
+  p << ", high_freq_factor = ";
+  p.printFloat(getHighFreqFactor());
+  p << ", original_max_position_embeddings = " << getOriginalMaxPositionEmbeddings() << ">";
+}
+
+LogicalResult SettingsAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                                   StringRef target, StringRef weightDtype, StringRef kvDtype,
+                                   int64_t maxBatch, int64_t maxSeqLen, int64_t prefillChunk,
+                                   int64_t pageSize) {
+  if (target != "cpu" && target != "cuda")
+    return emitError() << "settings: target '" << target << "' is not cpu or cuda";
+  if (weightDtype != "f32" && weightDtype != "bf16" && weightDtype != "f16" &&
+      weightDtype != "int8")
+    return emitError() << "settings: weight_dtype '" << weightDtype
+                       << "' is not f32, bf16, f16 or int8";
+  if (kvDtype != "f32" && kvDtype != "bf16" && kvDtype != "f16")
+    return emitError() << "settings: kv_dtype '" << kvDtype << "' is not f32, bf16 or f16";
+  if (maxBatch <= 0 || maxSeqLen <= 0 || prefillChunk <= 0 || pageSize <= 0)
+    return emitError() << "settings: max_batch, max_seq_len, prefill_chunk and page_size must "
+                          "be positive";
+  if (maxSeqLen % pageSize != 0)
+    return emitError() << "settings: page_size " << pageSize << " does not divide max_seq_len "
+                       << maxSeqLen;
+  return success();
+}
+
+Type SettingsAttr::getKvElementType() const { return floatTypeNamed(getContext(), getKvDtype()); }
+
+LogicalResult RopeScalingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                                      APFloat factorValue, APFloat lowValue, APFloat highValue,
+                                      int64_t originalMaxPositions) {
+  const double factor = factorValue.convertToDouble(), lowFreqFactor = lowValue.convertToDouble(),
+               highFreqFactor = highValue.convertToDouble();
+  if (!(factor > 0) || !(lowFreqFactor > 0) || !(highFreqFactor > 0) || originalMaxPositions <= 0)
+    return emitError() << "rope_scaling: every parameter must be positive";
+  if (!(highFreqFactor > lowFreqFactor))
+    return emitError() << "rope_scaling: high_freq_factor must exceed low_freq_factor";
+  return success();
+}
+
+/// The discardable llm.* attributes, where they may appear and what they hold.
+LogicalResult LLMDialect::verifyOperationAttribute(Operation *op, NamedAttribute a) {
+  StringRef name = a.getName().getValue();
+  Attribute v = a.getValue();
+  auto expect = [&](bool ok, const char *what) -> LogicalResult {
+    if (ok) return success();
+    return op->emitOpError() << "attribute '" << name << "' must be " << what;
+  };
+  if (name == attr::kSettings)
+    return expect(isa<ModuleOp>(op) && isa<SettingsAttr>(v), "an #llm.settings on the module");
+  if (name == attr::kModel)
+    return expect(isa<ModuleOp>(op) && isa<StringAttr>(v), "a string on the module");
+  if (name == attr::kEntry) {
+    auto s = dyn_cast<StringAttr>(v);
+    return expect(isa<func::FuncOp>(op) && s && (s.getValue() == "prefill" || s.getValue() == "decode"),
+                  "\"prefill\" or \"decode\" on a function");
+  }
+  if (name == attr::kArenaSize) {
+    auto i = dyn_cast<IntegerAttr>(v);
+    return expect(isa<func::FuncOp>(op) && i && i.getInt() >= 0,
+                  "a non-negative integer on a function");
+  }
+  if (name == attr::kOffsets) {
+    auto offsets = dyn_cast<DenseI64ArrayAttr>(v);
+    if (!offsets || op->getDialect() != op->getContext()->getLoadedDialect<LLMDialect>())
+      return expect(false, "an array<i64> on an llm op");
+    for (int64_t o : offsets.asArrayRef())
+      if (o < 0) return expect(false, "non-negative offsets");
+    return success();
+  }
+  return op->emitOpError() << "has an unknown llm attribute '" << name << "'";
+}
+
+LogicalResult LLMDialect::verifyRegionArgAttribute(Operation *op, unsigned, unsigned argIndex,
+                                                   NamedAttribute a) {
+  StringRef name = a.getName().getValue();
+  if (name == attr::kArg) {
+    if (!isa<StringAttr>(a.getValue()))
+      return op->emitOpError() << "argument #" << argIndex << ": llm.arg must be a string";
+    return success();
+  }
+  if (name == attr::kOffset) {
+    auto i = dyn_cast<IntegerAttr>(a.getValue());
+    if (!i || i.getInt() < 0)
+      return op->emitOpError() << "argument #" << argIndex
+                               << ": llm.offset must be a non-negative integer";
+    return success();
+  }
+  return op->emitOpError() << "argument #" << argIndex << " has an unknown llm attribute '"
+                           << name << "'";
+}
+
 namespace kvplan {
 
-std::optional<int64_t> moduleSetting(ModuleOp module, llvm::StringRef key) {
-  auto settings = module->getAttrOfType<DictionaryAttr>(attr::kSettings);
-  if (!settings)
-    return std::nullopt;
-  if (auto v = dyn_cast_or_null<IntegerAttr>(settings.get(key)))
-    return v.getInt();
-  return std::nullopt;
+SettingsAttr moduleSettings(ModuleOp module) {
+  return module->getAttrOfType<SettingsAttr>(attr::kSettings);
 }
 
 BlockArgument findArg(func::FuncOp fn, llvm::StringRef role) {

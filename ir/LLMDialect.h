@@ -33,6 +33,9 @@ struct KVCacheResource : public mlir::SideEffects::Resource::Base<KVCacheResourc
 #define GET_TYPEDEF_CLASSES
 #include "ir/LLMTypes.h.inc"
 
+#define GET_ATTRDEF_CLASSES
+#include "ir/LLMAttrs.h.inc"
+
 #define GET_OP_CLASSES
 #include "ir/LLMOps.h.inc"
 
@@ -49,8 +52,8 @@ constexpr const char *kOffset = "llm.offset";     // func arg: arena offset
 constexpr const char *kArenaSize = "llm.arena_size"; // func: arena bytes
 } // namespace attr
 
-/// Reads an integer compile setting from the module's llm.settings.
-std::optional<int64_t> moduleSetting(mlir::ModuleOp module, llvm::StringRef key);
+/// The module's compile settings (llm.settings), or null when it has none.
+llm::SettingsAttr moduleSettings(mlir::ModuleOp module);
 /// The function argument whose llm.arg is `role`, or null.
 mlir::BlockArgument findArg(mlir::func::FuncOp fn, llvm::StringRef role);
 /// Bytes of a tensor type (element width x elements).

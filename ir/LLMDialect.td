@@ -17,8 +17,17 @@ def LLM_Dialect : Dialect {
     (`llm.weight`) referenced by name. The kvplan passes split the model into
     `prefill` and `decode` entry points, thread an explicit paged KV cache
     through them, fuse, and plan every intermediate into one arena.
+
+    Ops compute in f32; an activation's element type is the type it is stored
+    in. Everything is f32 until a target's pass (`--narrow-activations` for
+    cuda) stores tensors that only 16-bit linears read in the weights' type.
   }];
   let useDefaultTypePrinterParser = 1;
+  let useDefaultAttributePrinterParser = 1;
+  // Verifies the discardable llm.* attributes (llm.settings, llm.entry,
+  // llm.offsets, ...) wherever they appear.
+  let hasOperationAttrVerify = 1;
+  let hasRegionArgAttrVerify = 1;
   let dependentDialects = ["::mlir::func::FuncDialect"];
 }
 
@@ -78,6 +87,57 @@ def LLM_KVViewType : LLM_Type<"KVView", "kv_view"> {
 //===----------------------------------------------------------------------===//
 // Attributes
 //===----------------------------------------------------------------------===//
+
+class LLM_Attr<string name, string attrMnemonic> : AttrDef<LLM_Dialect, name> {
+  let mnemonic = attrMnemonic;
+}
+
+def LLM_SettingsAttr : LLM_Attr<"Settings", "settings"> {
+  let summary = "How the model is compiled: target, types and static sizes";
+  let description = [{
+    Rides on the module as `llm.settings`, so every stage's IR is
+    self-contained: the passes take row counts, the page size and the cache's
+    element type from it unless their options say otherwise. Every key is
+    required; the verifier names an unknown type or a size that cannot work.
+
+    Example:
+    ```mlir
+    module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "bf16", kv_dtype = "bf16", max_batch = 4, max_seq_len = 2048, prefill_chunk = 64, page_size = 16>}
+    ```
+  }];
+  let parameters = (ins StringRefParameter<"cpu or cuda">:$target,
+                        StringRefParameter<"f32, bf16, f16 or int8">:$weight_dtype,
+                        StringRefParameter<"f32, bf16 or f16">:$kv_dtype,
+                        "int64_t":$max_batch, "int64_t":$max_seq_len,
+                        "int64_t":$prefill_chunk, "int64_t":$page_size);
+  // `key = value` in any order; a missing or unknown key is named.
+  let hasCustomAssemblyFormat = 1;
+  let genVerifyDecl = 1;
+  let extraClassDeclaration = [{
+    /// The KV cache's element type (f32, bf16 or f16).
+    ::mlir::Type getKvElementType() const;
+  }];
+}
+
+def LLM_RopeScalingAttr : LLM_Attr<"RopeScaling", "rope_scaling"> {
+  let summary = "Llama 3's RoPE frequency scaling";
+  let description = [{
+    Wavelengths longer than `original_max_position_embeddings /
+    low_freq_factor` are slowed by `factor`, those shorter than
+    `original_max_position_embeddings / high_freq_factor` kept, and the band
+    between blends the two.
+
+    Example:
+    ```mlir
+    #llm.rope_scaling<factor = 8.000000e+00, low_freq_factor = 1.000000e+00, high_freq_factor = 4.000000e+00, original_max_position_embeddings = 8192>
+    ```
+  }];
+  let parameters = (ins APFloatParameter<"">:$factor, APFloatParameter<"">:$low_freq_factor,
+                        APFloatParameter<"">:$high_freq_factor,
+                        "int64_t":$original_max_position_embeddings);
+  let hasCustomAssemblyFormat = 1;
+  let genVerifyDecl = 1;
+}
 
 def LLM_AttentionMask : I32EnumAttr<"AttentionMask",
     "which keys each query row attends to", [

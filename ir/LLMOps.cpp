@@ -9,9 +9,6 @@
 using namespace mlir;
 using namespace kvplan::llm;
 
-#define GET_OP_CLASSES
-#include "ir/LLMOps.cpp.inc"
-
 namespace {
 
 std::string shapeStr(ArrayRef<int64_t> shape) {
@@ -44,7 +41,47 @@ LogicalResult sameRows(Operation *op, Value a, Value b, StringRef what) {
   return success();
 }
 
+/// `stored` holds the same rows as `computed`, in any float type.
+LogicalResult sameShape(Operation *op, Value computed, Value stored, StringRef what) {
+  if (tensorOf(computed).getShape() != tensorOf(stored).getShape())
+    return op->emitOpError() << what << " must have shape "
+                             << shapeStr(tensorOf(computed).getShape()) << ", got "
+                             << shapeStr(tensorOf(stored).getShape());
+  return success();
+}
+
+/// A linear reads rows in f32 or in its weights' element type.
+LogicalResult verifyInputType(Operation *op, SymbolTableCollection &symbols,
+                              FlatSymbolRefAttr weight, Value input) {
+  auto w = symbols.lookupNearestSymbolFrom<WeightOp>(op, weight);
+  Type in = tensorOf(input).getElementType();
+  if (w && !in.isF32() && in != w.getTensorType().getElementType())
+    return op->emitOpError() << "reads " << in << " rows, which must be f32 or the weights' type "
+                             << w.getTensorType().getElementType();
+  return success();
+}
+
 } // namespace
+
+/// `: T` when the result is stored in the operand's type, `: T -> U` when
+/// it is stored narrower.
+static ParseResult parseStoredAs(OpAsmParser &parser, Type &operand, Type &result) {
+  if (parser.parseType(operand))
+    return failure();
+  if (succeeded(parser.parseOptionalArrow()))
+    return parser.parseType(result);
+  result = operand;
+  return success();
+}
+
+static void printStoredAs(OpAsmPrinter &printer, Operation *, Type operand, Type result) {
+  printer << operand;
+  if (result != operand)
+    printer << " -> " << result;
+}
+
+#define GET_OP_CLASSES
+#include "ir/LLMOps.cpp.inc"
 
 //===----------------------------------------------------------------------===//
 // WeightOp
@@ -94,7 +131,7 @@ LogicalResult EmbeddingOp::verifySymbolUses(SymbolTableCollection &symbols) {
 LogicalResult RMSNormOp::verify() {
   if (!(getEps().convertToDouble() > 0))
     return emitOpError() << "eps must be positive";
-  return success();
+  return sameShape(*this, getInput(), getResult(), "result");
 }
 
 LogicalResult RMSNormOp::verifySymbolUses(SymbolTableCollection &symbols) {
@@ -102,12 +139,9 @@ LogicalResult RMSNormOp::verifySymbolUses(SymbolTableCollection &symbols) {
 }
 
 LogicalResult AddRMSNormOp::verify() {
-  Type t = getLhs().getType();
-  if (getRhs().getType() != t || getNormed().getType() != t || getResidual().getType() != t)
-    return emitOpError() << "operands and results must all have type " << t;
   if (!(getEps().convertToDouble() > 0))
     return emitOpError() << "eps must be positive";
-  return success();
+  return sameShape(*this, getLhs(), getNormed(), "normed");
 }
 
 LogicalResult AddRMSNormOp::verifySymbolUses(SymbolTableCollection &symbols) {
@@ -124,19 +158,19 @@ int64_t LinearOp::getOutFeatures() {
 LogicalResult LinearOp::verify() {
   if (getResults().empty())
     return emitOpError() << "needs at least one result";
-  Type elt = tensorOf(getInput()).getElementType();
   for (Value r : getResults()) {
     if (failed(sameRows(*this, getInput(), r, "each result has the input's rows")))
       return failure();
-    if (tensorOf(r).getElementType() != elt)
-      return emitOpError() << "results must have the input's element type " << elt;
+    if (!tensorOf(r).getElementType().isF32())
+      return emitOpError() << "results are f32, got " << tensorOf(r).getElementType();
   }
   return success();
 }
 
 LogicalResult LinearOp::verifySymbolUses(SymbolTableCollection &symbols) {
   int64_t out = getOutFeatures();
-  if (failed(verifyWeight(*this, symbols, getWeightAttr(), {out, cols(getInput())}, "weight")))
+  if (failed(verifyWeight(*this, symbols, getWeightAttr(), {out, cols(getInput())}, "weight")) ||
+      failed(verifyInputType(*this, symbols, getWeightAttr(), getInput())))
     return failure();
   if (getBiasAttr())
     return verifyWeight(*this, symbols, getBiasAttr(), {out}, "bias");
@@ -154,21 +188,6 @@ LogicalResult RopeOp::verify() {
                          << hd;
   if (!(getTheta().convertToDouble() > 0))
     return emitOpError() << "theta must be positive";
-  if (auto s = getScalingAttr()) {
-    for (StringRef key : {"factor", "low_freq_factor", "high_freq_factor",
-                          "original_max_position_embeddings"}) {
-      Attribute a = s.get(key);
-      double v = 0;
-      if (auto f = dyn_cast_or_null<FloatAttr>(a))
-        v = f.getValueAsDouble();
-      else if (auto i = dyn_cast_or_null<IntegerAttr>(a))
-        v = double(i.getInt());
-      else
-        return emitOpError() << "scaling needs a numeric '" << key << "'";
-      if (!(v > 0))
-        return emitOpError() << "scaling '" << key << "' must be positive";
-    }
-  }
   return success();
 }
 
@@ -181,8 +200,8 @@ LogicalResult AttentionOp::verify() {
   if (cols(getQuery()) != h * d)
     return emitOpError() << "query rows must be num_heads x head_dim = " << h * d
                          << " wide, got " << cols(getQuery());
-  if (getResult().getType() != getQuery().getType())
-    return emitOpError() << "result must have the query's type";
+  if (failed(sameShape(*this, getQuery(), getResult(), "result")))
+    return failure();
   if (!(getScale().convertToDouble() > 0))
     return emitOpError() << "scale must be positive";
   bool cached = getMask() == AttentionMask::cache;
@@ -214,8 +233,16 @@ LogicalResult FusedFFNOp::verify() {
   if (cols(getInput()) != 2 * cols(getResult()))
     return emitOpError() << "input must hold gate and up side by side: " << cols(getInput())
                          << " columns for a result of " << cols(getResult());
-  if (tensorOf(getInput()).getElementType() != tensorOf(getResult()).getElementType())
-    return emitOpError() << "result must have the input's element type";
+  return success();
+}
+
+LogicalResult SwiGLUOp::verify() { return sameShape(*this, getGate(), getResult(), "result"); }
+
+LogicalResult ConvertOp::verify() {
+  if (failed(sameShape(*this, getInput(), getResult(), "result")))
+    return failure();
+  if (tensorOf(getInput()).getElementType() == tensorOf(getResult()).getElementType())
+    return emitOpError() << "must change the element type";
   return success();
 }
 
@@ -224,8 +251,10 @@ LogicalResult LogitsOp::verify() {
 }
 
 LogicalResult LogitsOp::verifySymbolUses(SymbolTableCollection &symbols) {
-  return verifyWeight(*this, symbols, getWeightAttr(), {cols(getResult()), cols(getInput())},
-                      "head");
+  if (failed(verifyWeight(*this, symbols, getWeightAttr(), {cols(getResult()), cols(getInput())},
+                          "head")))
+    return failure();
+  return verifyInputType(*this, symbols, getWeightAttr(), getInput());
 }
 
 LogicalResult TakeLastOp::verify() {
@@ -289,4 +318,27 @@ LogicalResult KVCacheReadOp::verify() {
   }
   int64_t n = tensorOf(getPositions()).getDimSize(0);
   return verifyCacheAccess(*this, cache, getPageTable(), getPositions(), n, getLayer());
+}
+
+LogicalResult RopeKVWriteOp::verify() {
+  auto cache = cast<KVCacheType>(getCache().getType());
+  const int64_t hd = getHeadDim();
+  if (hd != cache.getHeadDim())
+    return emitOpError() << "head_dim " << hd << " differs from the cache's " << cache.getHeadDim();
+  if (hd % 2 != 0)
+    return emitOpError() << "head_dim must be even, got " << hd;
+  if (cols(getQuery()) % hd != 0)
+    return emitOpError() << "query rows of " << cols(getQuery())
+                         << " are not a whole number of heads of " << hd;
+  if (!(getTheta().convertToDouble() > 0))
+    return emitOpError() << "theta must be positive";
+  if (getKey().getType() != getValue().getType())
+    return emitOpError() << "keys and values must have the same type";
+  if (cols(getKey()) != cache.getKvHeads() * hd)
+    return emitOpError() << "key rows must be kv_heads x head_dim = " << cache.getKvHeads() * hd
+                         << " wide, got " << cols(getKey());
+  if (failed(sameRows(*this, getQuery(), getKey(), "queries and keys")))
+    return failure();
+  return verifyCacheAccess(*this, cache, getPageTable(), getPositions(), rows(getKey()),
+                           getLayer());
 }

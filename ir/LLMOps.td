@@ -87,10 +87,11 @@ def LLM_EmbeddingOp : LLM_WeightUser<"embedding", [Pure, RowWise]> {
   let hasVerifier = 1;
 }
 
-def LLM_RMSNormOp : LLM_WeightUser<"rms_norm", [Pure, RowWise, SameOperandsAndResultType]> {
+def LLM_RMSNormOp : LLM_WeightUser<"rms_norm", [Pure, RowWise]> {
   let summary = "RMSNorm of each row, scaled by a weight";
   let description = [{
-    `result[i] = input[i] / sqrt(mean(input[i]^2) + eps) * weight`, in f32.
+    `result[i] = input[i] / sqrt(mean(input[i]^2) + eps) * weight`, in f32,
+    stored in the result's element type.
 
     Example:
     ```mlir
@@ -99,17 +100,23 @@ def LLM_RMSNormOp : LLM_WeightUser<"rms_norm", [Pure, RowWise, SameOperandsAndRe
   }];
   let arguments = (ins LLM_Activations:$input, FlatSymbolRefAttr:$weight, F64Attr:$eps);
   let results = (outs LLM_Activations:$result);
-  let assemblyFormat = "$input `,` $weight attr-dict `:` type($result)";
+  let assemblyFormat = "$input `,` $weight attr-dict `:` custom<StoredAs>(type($input), type($result))";
   let hasVerifier = 1;
+  let builders = [
+    OpBuilder<(ins "::mlir::Value":$input, "::mlir::FlatSymbolRefAttr":$weight,
+                   "::mlir::FloatAttr":$eps), [{
+      build($_builder, $_state, input.getType(), input, weight, eps);
+    }]>
+  ];
 }
 
 def LLM_AddRMSNormOp : LLM_WeightUser<"add_rms_norm", [Pure, RowWise,
-    AllTypesMatch<["lhs", "rhs", "normed", "residual"]>]> {
+    AllTypesMatch<["lhs", "rhs", "residual"]>]> {
   let summary = "Residual add fused with the RMSNorm that follows it";
   let description = [{
     `residual = lhs + rhs; normed = rms_norm(residual, weight, eps)`: one pass
-    over the rows yields both the new residual stream and its normalisation.
-    Made by `--fuse-rmsnorm`.
+    over the rows yields both the new residual stream and its normalisation
+    (stored in `normed`'s element type). Made by `--fuse-rmsnorm`.
 
     Example:
     ```mlir
@@ -119,7 +126,7 @@ def LLM_AddRMSNormOp : LLM_WeightUser<"add_rms_norm", [Pure, RowWise,
   let arguments = (ins LLM_Activations:$lhs, LLM_Activations:$rhs,
                        FlatSymbolRefAttr:$weight, F64Attr:$eps);
   let results = (outs LLM_Activations:$normed, LLM_Activations:$residual);
-  let assemblyFormat = "$lhs `,` $rhs `,` $weight attr-dict `:` type($normed)";
+  let assemblyFormat = "$lhs `,` $rhs `,` $weight attr-dict `:` custom<StoredAs>(type($lhs), type($normed))";
   let hasVerifier = 1;
   let builders = [
     OpBuilder<(ins "::mlir::Value":$lhs, "::mlir::Value":$rhs,
@@ -160,9 +167,8 @@ def LLM_RopeOp : LLM_Op<"rope", [Pure, RowWise, AllTypesMatch<["input", "result"
   let description = [{
     Rotates each adjacent pair `(x[2j], x[2j+1])` of every head of row `i`
     by the angle `positions[i] * theta^(-2j / head_dim)`; `scaling`, when
-    present, holds Llama 3's frequency scaling (`factor`, `low_freq_factor`,
-    `high_freq_factor`, `original_max_position_embeddings`). Rows with a
-    negative position are padding.
+    present, is Llama 3's frequency scaling (`#llm.rope_scaling`). Rows with
+    a negative position are padding.
 
     Example:
     ```mlir
@@ -171,7 +177,7 @@ def LLM_RopeOp : LLM_Op<"rope", [Pure, RowWise, AllTypesMatch<["input", "result"
   }];
   let arguments = (ins LLM_Activations:$input, LLM_Ids:$positions,
                        I64Attr:$head_dim, F64Attr:$theta,
-                       OptionalAttr<DictionaryAttr>:$scaling);
+                       OptionalAttr<LLM_RopeScalingAttr>:$scaling);
   let results = (outs LLM_Activations:$result);
   let assemblyFormat = "$input `,` $positions attr-dict `:` type($input) `,` type($positions)";
   let hasVerifier = 1;
@@ -203,7 +209,7 @@ def LLM_AttentionOp : LLM_Op<"attention", [Pure]> {
   let hasVerifier = 1;
 }
 
-def LLM_SwiGLUOp : LLM_Op<"swiglu", [Pure, RowWise, SameOperandsAndResultType]> {
+def LLM_SwiGLUOp : LLM_Op<"swiglu", [Pure, RowWise, AllTypesMatch<["gate", "up"]>]> {
   let summary = "SiLU(gate) times up";
   let description = [{
     `result = gate * sigmoid(gate) * up`, elementwise.
@@ -215,7 +221,13 @@ def LLM_SwiGLUOp : LLM_Op<"swiglu", [Pure, RowWise, SameOperandsAndResultType]> 
   }];
   let arguments = (ins LLM_Activations:$gate, LLM_Activations:$up);
   let results = (outs LLM_Activations:$result);
-  let assemblyFormat = "$gate `,` $up attr-dict `:` type($result)";
+  let assemblyFormat = "$gate `,` $up attr-dict `:` custom<StoredAs>(type($gate), type($result))";
+  let hasVerifier = 1;
+  let builders = [
+    OpBuilder<(ins "::mlir::Value":$gate, "::mlir::Value":$up), [{
+      build($_builder, $_state, gate.getType(), gate, up);
+    }]>
+  ];
 }
 
 def LLM_FusedFFNOp : LLM_Op<"fused_ffn", [Pure, RowWise]> {
@@ -287,6 +299,24 @@ def LLM_TakeLastOp : LLM_Op<"take_last", [Pure]> {
   let hasVerifier = 1;
 }
 
+def LLM_ConvertOp : LLM_Op<"convert", [Pure, RowWise]> {
+  let summary = "Stores rows in another float type";
+  let description = [{
+    `result = input`, rounded to the result's element type (round to nearest
+    even). Made by `--narrow-activations` where a linear with 16-bit weights
+    reads a tensor that must stay f32 for another reader.
+
+    Example:
+    ```mlir
+    %5 = llm.convert %4 : tensor<1x256xf32> -> tensor<1x256xbf16>
+    ```
+  }];
+  let arguments = (ins LLM_Activations:$input);
+  let results = (outs LLM_Activations:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input) `->` type($result)";
+  let hasVerifier = 1;
+}
+
 //===----------------------------------------------------------------------===//
 // KV cache
 //===----------------------------------------------------------------------===//
@@ -336,6 +366,35 @@ def LLM_KVCacheReadOp : LLM_Op<"kv_cache_read", [
   let assemblyFormat = [{
     $cache `[` $page_table `]` `upto` $positions attr-dict `:` type($cache) `,`
     type($page_table) `,` type($positions) `->` type($keys) `,` type($values)
+  }];
+  let hasVerifier = 1;
+}
+
+def LLM_RopeKVWriteOp : LLM_Op<"rope_kv_write", [
+    AllTypesMatch<["query", "rotated_query"]>, AllTypesMatch<["cache", "result"]>,
+    MemoryEffects<[MemRead<LLM_KVCacheResource>, MemWrite<LLM_KVCacheResource>]>]> {
+  let summary = "RoPE of queries and keys fused with the cache write of keys and values";
+  let description = [{
+    `rotated_query = rope(query)`, and `rope(key)` and `value` written to the
+    cache as `llm.kv_cache_write` writes them: one pass over the rows instead
+    of three ops, with the rotated keys never stored apart. The RoPE
+    attributes are `llm.rope`'s. Made by `--fuse-rope-kv-write` (the cuda
+    target's pipeline).
+
+    Example:
+    ```mlir
+    %qr, %c1 = llm.rope_kv_write %q, %k, %v into %cache[%page_table] at %positions {head_dim = 32 : i64, layer = 0 : i64, theta = 1.000000e+04 : f64} : tensor<1x256xf32>, tensor<1x128xf32>, tensor<1x128xf32>, !llm.kv_cache<layers = 4, pages = 32, page_size = 16, kv_heads = 4, head_dim = 32, element_type = f32>, tensor<1x32xi32>, tensor<1xi32>
+    ```
+  }];
+  let arguments = (ins LLM_Activations:$query, LLM_Activations:$key, LLM_Activations:$value,
+                       LLM_KVCache:$cache, LLM_PageTable:$page_table, LLM_Ids:$positions,
+                       I64Attr:$head_dim, F64Attr:$theta,
+                       OptionalAttr<LLM_RopeScalingAttr>:$scaling, I64Attr:$layer);
+  let results = (outs LLM_Activations:$rotated_query, LLM_KVCache:$result);
+  let assemblyFormat = [{
+    $query `,` $key `,` $value `into` $cache `[` $page_table `]` `at` $positions attr-dict `:`
+    type($query) `,` type($key) `,` type($value) `,` type($cache) `,` type($page_table) `,`
+    type($positions)
   }];
   let hasVerifier = 1;
 }

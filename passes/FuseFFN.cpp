@@ -6,8 +6,6 @@
 #include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/MapVector.h"
 
-#define DEBUG_TYPE "fuse-ffn"
-
 using namespace mlir;
 
 namespace kvplan {

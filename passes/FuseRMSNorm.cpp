@@ -4,8 +4,6 @@
 #include "mlir/IR/PatternMatch.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
-#define DEBUG_TYPE "fuse-rmsnorm"
-
 using namespace mlir;
 
 namespace kvplan {

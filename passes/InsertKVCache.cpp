@@ -3,8 +3,6 @@
 
 #include "mlir/IR/Builders.h"
 
-#define DEBUG_TYPE "insert-kv-cache"
-
 using namespace mlir;
 
 namespace kvplan {
@@ -15,15 +13,10 @@ namespace kvplan {
 namespace kvplan {
 namespace {
 
+/// The cache's element type: llm.settings' kv_dtype, f32 without settings.
 Type kvElementType(ModuleOp module, Builder &b) {
-  auto settings = module->getAttrOfType<DictionaryAttr>(attr::kSettings);
-  StringRef dt = "f32";
-  if (settings)
-    if (auto s = dyn_cast_or_null<StringAttr>(settings.get("kv_dtype")))
-      dt = s.getValue();
-  if (dt == "bf16") return b.getBF16Type();
-  if (dt == "f16") return b.getF16Type();
-  return b.getF32Type();
+  llm::SettingsAttr settings = moduleSettings(module);
+  return settings ? settings.getKvElementType() : b.getF32Type();
 }
 
 struct InsertKVCachePass : public impl::InsertKVCacheBase<InsertKVCachePass> {
@@ -31,9 +24,10 @@ struct InsertKVCachePass : public impl::InsertKVCacheBase<InsertKVCachePass> {
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    int64_t page = pageSize ? int64_t(pageSize) : moduleSetting(module, "page_size").value_or(0);
-    int64_t seq = maxSeqLen ? int64_t(maxSeqLen) : moduleSetting(module, "max_seq_len").value_or(0);
-    int64_t batch = moduleSetting(module, "max_batch").value_or(0);
+    llm::SettingsAttr settings = moduleSettings(module);
+    int64_t page = pageSize ? int64_t(pageSize) : settings ? settings.getPageSize() : 0;
+    int64_t seq = maxSeqLen ? int64_t(maxSeqLen) : settings ? settings.getMaxSeqLen() : 0;
+    int64_t batch = settings ? settings.getMaxBatch() : 0;
     if (page <= 0 || seq <= 0 || seq % page != 0) {
       module.emitError() << "insert-kv-cache needs a page size that divides max_seq_len (got "
                          << page << " and " << seq << ")";

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "ir/LLMDialect.h"
+#include "spec/ModelSpec.h"
 
 #include "mlir/Pass/Pass.h"
 #include "mlir/Pass/PassManager.h"
@@ -18,14 +19,17 @@ namespace kvplan {
 #define GEN_PASS_REGISTRATION
 #include "passes/Passes.h.inc"
 
-/// The passes `kvplan compile` runs, in order (their command-line flags).
-const std::vector<std::string> &pipelinePassNames();
-/// Adds the pass named by its flag to `pm` (nested on functions where the
-/// pass runs on one function at a time).
-mlir::LogicalResult addPassByName(mlir::OpPassManager &pm, const std::string &flag);
-/// The whole pipeline: split, KV cache, prune, fusion, buffer planning.
-void buildKVPlanPipeline(mlir::OpPassManager &pm);
-/// Registers every pass and the `kvplan-pipeline` pipeline (for kvplan-opt).
+/// The passes `kvplan compile` runs for `target`, in order (their flags).
+const std::vector<std::string> &pipelinePassNames(Target target);
+/// Adds the registered pass whose flag is `flag` to `pm` (nested on
+/// functions where the pass runs on one function at a time); fails when no
+/// pass has that flag.
+mlir::LogicalResult addRegisteredPass(mlir::OpPassManager &pm, llvm::StringRef flag);
+/// The whole pipeline for `target`: split, KV cache, prune, fusion, the
+/// target's own transforms, buffer planning.
+void buildKVPlanPipeline(mlir::OpPassManager &pm, Target target);
+/// Registers every pass and `kvplan-pipeline` (option target=cpu|cuda), for
+/// kvplan-opt.
 void registerKVPlanPassesAndPipeline();
 
 } // namespace kvplan

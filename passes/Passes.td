@@ -83,6 +83,34 @@ def FuseFFN : Pass<"fuse-ffn", "::mlir::ModuleOp"> {
   let dependentDialects = ["::kvplan::llm::LLMDialect"];
 }
 
+def FuseRopeKVWrite : Pass<"fuse-rope-kv-write", "::mlir::func::FuncOp"> {
+  let summary = "Fuses the RoPE of queries and keys with the cache write of keys and values";
+  let description = [{
+    For the cuda target. A `llm.kv_cache_write` of rotated keys
+    (`llm.rope` read by nothing else) and the `llm.rope` of the queries the
+    attention over that cache reads (same positions, same RoPE attributes)
+    become one `llm.rope_kv_write` at the write: one kernel rotates both and
+    writes the keys and values, and the rotated keys are never stored apart.
+    Writes whose keys or queries do not fit are left as they are.
+  }];
+  let dependentDialects = ["::kvplan::llm::LLMDialect"];
+}
+
+def NarrowActivations : Pass<"narrow-activations", "::mlir::func::FuncOp"> {
+  let summary = "Stores tensors that only 16-bit linears read in the weights' type";
+  let description = [{
+    For the cuda target, where cuBLAS multiplies rows and weights of one
+    type. A tensor whose every reader is a `llm.linear` or `llm.logits` with
+    bf16 (or f16) weights, or a `llm.take_last` whose result is such a
+    tensor, is stored in that type when its producer can store it so
+    (embedding, rms_norm, add_rms_norm's normed rows, attention, fused_ffn,
+    swiglu, take_last): half the bytes written and read, and no conversion
+    before the product. A linear with 16-bit weights that still reads f32
+    rows gets an `llm.convert` before it.
+  }];
+  let dependentDialects = ["::kvplan::llm::LLMDialect"];
+}
+
 def PlanBuffers : Pass<"plan-buffers", "::mlir::func::FuncOp"> {
   let summary = "Gives every tensor of an entry point a fixed offset in one arena";
   let description = [{

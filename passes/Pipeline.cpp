@@ -1,47 +1,67 @@
-// The kvplan pipeline: pass order, registration and shared helpers.
+// The kvplan pipelines: each target's passes in order, built from the pass
+// registry by their flags, and registered as `kvplan-pipeline`.
 #include "passes/Passes.h"
 
 #include "mlir/Pass/PassRegistry.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <mutex>
 
 using namespace mlir;
 
 namespace kvplan {
 
-const std::vector<std::string> &pipelinePassNames() {
-  static const std::vector<std::string> names = {
+const std::vector<std::string> &pipelinePassNames(Target target) {
+  // The cuda target's own transforms run before buffer planning, which
+  // sizes tensors by their (narrowed) types.
+  static const std::vector<std::string> cpu = {
       "split-prefill-decode", "insert-kv-cache", "prune-last-token",
       "fuse-rmsnorm",         "fuse-ffn",        "plan-buffers"};
-  return names;
+  static const std::vector<std::string> cuda = {
+      "split-prefill-decode", "insert-kv-cache",    "prune-last-token",   "fuse-rmsnorm",
+      "fuse-ffn",             "fuse-rope-kv-write", "narrow-activations", "plan-buffers"};
+  return target == Target::cuda ? cuda : cpu;
 }
 
-LogicalResult addPassByName(OpPassManager &pm, const std::string &flag) {
-  if (flag == "split-prefill-decode")
-    pm.addPass(createSplitPrefillDecode());
-  else if (flag == "insert-kv-cache")
-    pm.addPass(createInsertKVCache());
-  else if (flag == "prune-last-token")
-    pm.addNestedPass<func::FuncOp>(createPruneLastToken());
-  else if (flag == "fuse-rmsnorm")
-    pm.addNestedPass<func::FuncOp>(createFuseRMSNorm());
-  else if (flag == "fuse-ffn")
-    pm.addPass(createFuseFFN());
-  else if (flag == "plan-buffers")
-    pm.addNestedPass<func::FuncOp>(createPlanBuffers());
-  else
+void registerKVPlanPassesOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] { registerKVPlanPasses(); });
+}
+
+LogicalResult addRegisteredPass(OpPassManager &pm, llvm::StringRef flag) {
+  registerKVPlanPassesOnce();
+  const PassInfo *info = PassInfo::lookup(flag);
+  if (!info) return failure();
+  // Function passes nest under the module on their own.
+  pm.setNesting(OpPassManager::Nesting::Implicit);
+  std::string errors;
+  llvm::raw_string_ostream os(errors);
+  return info->addToPipeline(pm, "", [&](const Twine &msg) {
+    os << msg;
     return failure();
-  return success();
+  });
 }
 
-void buildKVPlanPipeline(OpPassManager &pm) {
-  for (const std::string &name : pipelinePassNames())
-    (void)addPassByName(pm, name);
+void buildKVPlanPipeline(OpPassManager &pm, Target target) {
+  for (const std::string &name : pipelinePassNames(target))
+    if (failed(addRegisteredPass(pm, name)))
+      llvm::report_fatal_error(llvm::Twine("kvplan pass '") + name + "' is not registered");
 }
+
+namespace {
+struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
+  Option<std::string> target{*this, "target", llvm::cl::desc("cpu or cuda: whose passes to run"),
+                             llvm::cl::init("cpu")};
+};
+} // namespace
 
 void registerKVPlanPassesAndPipeline() {
-  registerKVPlanPasses();
-  PassPipelineRegistration<>("kvplan-pipeline",
-                             "Every kvplan pass in order, as `kvplan compile` runs them",
-                             buildKVPlanPipeline);
+  registerKVPlanPassesOnce();
+  PassPipelineRegistration<PipelineOptions>(
+      "kvplan-pipeline", "Every kvplan pass in order, as `kvplan compile` runs them",
+      [](OpPassManager &pm, const PipelineOptions &o) {
+        buildKVPlanPipeline(pm, parseTarget(o.target).value_or(Target::cpu));
+      });
 }
 
 } // namespace kvplan

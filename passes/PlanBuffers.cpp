@@ -5,8 +5,6 @@
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/DenseMap.h"
 
-#define DEBUG_TYPE "plan-buffers"
-
 using namespace mlir;
 
 namespace kvplan {

@@ -5,8 +5,6 @@
 #include "mlir/IR/IRMapping.h"
 #include "llvm/ADT/SetVector.h"
 
-#define DEBUG_TYPE "prune-last-token"
-
 using namespace mlir;
 
 namespace kvplan {

@@ -4,8 +4,6 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
 
-#define DEBUG_TYPE "split-prefill-decode"
-
 using namespace mlir;
 
 namespace kvplan {
@@ -74,9 +72,9 @@ struct SplitPrefillDecodePass
     }
     int64_t seqRows = cast<RankedTensorType>(tokens.getType()).getDimSize(0);
 
-    int64_t prefillRows = chunk ? int64_t(chunk) : moduleSetting(module, "prefill_chunk").value_or(0);
-    int64_t decodeRows =
-        maxBatch ? int64_t(maxBatch) : moduleSetting(module, "max_batch").value_or(0);
+    llm::SettingsAttr settings = moduleSettings(module);
+    int64_t prefillRows = chunk ? int64_t(chunk) : settings ? settings.getPrefillChunk() : 0;
+    int64_t decodeRows = maxBatch ? int64_t(maxBatch) : settings ? settings.getMaxBatch() : 0;
     if (prefillRows <= 0 || decodeRows <= 0) {
       module.emitError() << "prefill chunk and max batch must be positive: set llm.settings "
                             "(prefill_chunk, max_batch) or the pass options chunk, max-batch";

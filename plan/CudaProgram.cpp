@@ -1,5 +1,6 @@
 // The CUDA launch table's JSON form.
 #include "plan/CudaProgram.h"
+#include "plan/Plan.h"
 #include "support/Align.h"
 
 #include <nlohmann/json.hpp>
@@ -19,6 +20,30 @@ const char *deviceBufferName(DeviceBuffer b) {
 }
 
 std::string cudaCubinSection(const std::string &arch) { return "cuda.cubin." + arch; }
+
+CudaStaging cudaHostStaging(const Plan &plan) {
+  CudaStaging st;
+  auto take = [&](int64_t bytes) {
+    const int64_t at = st.bytes;
+    st.bytes = alignUp(at + bytes, 64);
+    return at;
+  };
+  for (const auto &[name, ep] : plan.entryPoints) {
+    const Operand *table = ep.arg("page_table");
+    const Operand &logits = ep.results.at(0);
+    CudaStagingEntry e;
+    e.tokens = take(ep.rows * 4);
+    e.positions = take(ep.rows * 4);
+    e.pageTable = take((table ? table->numElements() : 0) * 4);
+    e.params = take(logits.rows() * int64_t(sizeof(DeviceSamplingParams)));
+    e.sampled = take(logits.rows() * 4);
+    e.logits = take(logits.rows() * logits.cols() * 4);
+    st.entries[name] = e;
+  }
+  return st;
+}
+
+int64_t cudaHostStagingBytes(const Plan &plan) { return cudaHostStaging(plan).bytes; }
 
 KernelLaunch resolveLaunch(const DeviceOp &op, int64_t active, char *const bases[4]) {
   KernelLaunch l{};
@@ -57,7 +82,7 @@ DType typeFrom(const json &j) {
 }
 
 json opJson(const DeviceOp &op) {
-  json j = {{"steps", {op.firstStep, op.lastStep}},
+  json j = {{"step", op.step},
             {"rows_follow_active", op.rowsFollowActive},
             {"static_rows", op.staticRows}};
   if (op.kind == DeviceOp::kernel) {
@@ -77,8 +102,8 @@ json opJson(const DeviceOp &op) {
 
 DeviceOp opFrom(const json &j) {
   DeviceOp op;
-  op.firstStep = j.at("steps").at(0).get<int64_t>();
-  op.lastStep = j.at("steps").at(1).get<int64_t>();
+  op.step = j.at("step").get<int64_t>();
+  if (op.step < 0) throw InputError("cuda program: an op lowers no step");
   op.rowsFollowActive = j.at("rows_follow_active").get<bool>();
   op.staticRows = j.at("static_rows").get<int64_t>();
   if (op.staticRows <= 0) throw InputError("cuda program: an op has no rows");
@@ -124,18 +149,7 @@ json toJson(const CudaProgram &p) {
   for (const auto &[name, e] : p.entries) {
     json ops = json::array();
     for (const DeviceOp &op : e.ops) ops.push_back(opJson(op));
-    auto types = [](const std::vector<std::vector<DType>> &t) {
-      json a = json::array();
-      for (const auto &step : t) {
-        json s = json::array();
-        for (DType d : step) s.push_back(dtypeName(d));
-        a.push_back(std::move(s));
-      }
-      return a;
-    };
     entries[name] = {{"ops", std::move(ops)},
-                     {"input_types", types(e.inputTypes)},
-                     {"output_types", types(e.outputTypes)},
                      {"sample", opJson(e.sample)},
                      {"sampling_params_offset", e.samplingParamsOffset},
                      {"sampled_offset", e.sampledOffset}};
@@ -159,14 +173,6 @@ CudaProgram cudaProgramFromJson(const json &j) {
       ce.sample = opFrom(e.at("sample"));
       ce.samplingParamsOffset = e.at("sampling_params_offset").get<int64_t>();
       ce.sampledOffset = e.at("sampled_offset").get<int64_t>();
-      for (const char *key : {"input_types", "output_types"}) {
-        auto &dst = std::string(key) == "input_types" ? ce.inputTypes : ce.outputTypes;
-        for (const json &step : e.at(key)) {
-          std::vector<DType> t;
-          for (const json &d : step) t.push_back(typeFrom(d));
-          dst.push_back(std::move(t));
-        }
-      }
       p.entries[name] = std::move(ce);
     }
     if (p.cublasWorkspaceOffset < 0 || p.cublasWorkspaceBytes < 0 ||

@@ -38,7 +38,7 @@ constexpr int kKernelPointers = 8, kKernelInts = 8, kKernelReals = 4;
 /// One device operation: a generated kernel or a cuBLAS product.
 struct DeviceOp {
   enum Kind { kernel, gemm } kind = kernel;
-  int64_t firstStep = 0, lastStep = 0; // the plan steps it computes
+  int64_t step = 0; // the plan step it lowers (the sampling kernel: the step count)
 
   // kernel
   std::string name;                        // extern "C" symbol in the cubin
@@ -67,10 +67,6 @@ struct CudaEntry {
   int64_t samplingParamsOffset = 0; // rows x SamplingParams (16 bytes)
   int64_t sampledOffset = 0;        // rows x int32
   DeviceOp sample;                  // the sampling kernel, after the logits
-  // The element type each plan step's arena operands are stored in on the
-  // device ([step][operand], f32 for non-arena operands): a linear's input
-  // is stored in its weights' type. Tests use it to compare step by step.
-  std::vector<std::vector<DType>> inputTypes, outputTypes;
 };
 
 /// Per-row sampling parameters as the sampling kernel reads them.
@@ -105,6 +101,26 @@ inline int64_t opRows(const DeviceOp &op, int64_t active) {
   return op.rowsFollowActive ? active : op.staticRows;
 }
 KernelLaunch resolveLaunch(const DeviceOp &op, int64_t active, char *const bases[4]);
+
+/// Device memory the executor keeps free beside what it allocates, for
+/// cuBLAS's handle and the instantiated CUDA graphs, whose sizes the plan
+/// cannot know; billed as the "reserve".
+constexpr int64_t kCudaRuntimeReserveBytes = int64_t(256) << 20;
+
+/// The executor's pinned host memory: per entry point the inputs written
+/// before each run (tokens, positions, page table, sampling parameters) and
+/// what comes back (sampled ids, logits), in one block; every buffer starts
+/// at a multiple of 64 bytes.
+struct CudaStagingEntry {
+  int64_t tokens = 0, positions = 0, pageTable = 0, params = 0, sampled = 0, logits = 0;
+};
+struct CudaStaging {
+  std::map<std::string, CudaStagingEntry> entries; // offsets in the block
+  int64_t bytes = 0;
+};
+struct Plan;
+CudaStaging cudaHostStaging(const Plan &plan);
+int64_t cudaHostStagingBytes(const Plan &plan);
 
 /// What a cuda-target artifact carries beside the plan.
 struct CudaCode {

@@ -1,48 +1,21 @@
-// The plan: what the compiler hands the runtime. Entry points as op
-// sequences over arena offsets, the weight table, the KV-cache layout and
-// the memory bill. Target-independent; stored as JSON in the artifact
+// The plan: what the compiler hands the runtime. Entry points as sequences
+// of typed ops (plan/PlanOps.h) over arena offsets, the weight table, the
+// KV-cache layout and the memory bill; stored as JSON in the artifact
 // (docs/artifact.md).
 #pragma once
 
+#include "plan/PlanOps.h"
 #include "spec/ModelSpec.h"
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
 
 namespace kvplan {
-
-/// Where an operand of a step lives.
-enum class OperandKind {
-  arena,   // a tensor at `offset` in the entry point's arena
-  kvCache, // the whole KV cache (written in place)
-  kvView,  // one layer's cached keys or values, read in place
-};
-
-struct Operand {
-  OperandKind kind = OperandKind::arena;
-  std::string name;            // entry-point arguments only: tokens, positions, ...
-  int64_t offset = 0;          // arena
-  std::vector<int64_t> shape;  // arena
-  DType dtype = DType::f32;    // arena
-  int64_t layer = -1;          // kvView
-  bool values = false;         // kvView: false = keys, true = values
-
-  int64_t numElements() const;
-  int64_t bytes() const { return numElements() * dtypeBytes(dtype); }
-};
-
-/// One op of an entry point, run in order.
-struct Step {
-  std::string op;                            // llm op name without "llm."
-  std::map<std::string, std::string> weights; // role (weight, bias) -> weight name
-  std::vector<Operand> inputs;
-  std::vector<Operand> outputs;
-  nlohmann::json attrs = nlohmann::json::object(); // op attributes (eps, num_heads, ...)
-};
 
 struct EntryPoint {
   std::string name;    // "prefill" or "decode"
@@ -51,6 +24,10 @@ struct EntryPoint {
   std::vector<Operand> args;
   std::vector<Operand> results;
   std::vector<Step> steps;
+
+  /// The argument whose role is `role` (tokens, positions, page_table,
+  /// kv_cache), or null.
+  const Operand *arg(const std::string &role) const;
 };
 
 struct WeightEntry {
@@ -79,17 +56,50 @@ struct KVCacheLayout {
   }
 };
 
-/// What running the plan costs in memory, exactly.
+/// What running the plan costs in memory, exactly: every buffer an executor
+/// allocates when it loads the plan.
 struct MemoryBill {
   int64_t params = 0;
-  int64_t weightsBytes = 0;     // sum of weight tensors
-  int64_t weightsBlobBytes = 0; // the weights section, with alignment padding
+  int64_t weightsBytes = 0;     // sum of the weight tensors
+  int64_t weightsBlobBytes = 0; // the weights section as loaded, alignment padding included
   int64_t kvCacheBytes = 0;
   std::map<std::string, int64_t> arenaBytes; // per entry point
   int64_t arenaAllocBytes = 0; // one arena serves all entry points: the largest
-  int64_t workspaceBytes = 0;  // cuda: attention partials, sampling, cuBLAS workspace
-  int64_t totalBytes = 0;      // weights + KV cache + arena + workspace
+  // cpu: the RoPE tables each call fills; cuda: attention partials, sampling
+  // and cuBLAS's workspace, on the device.
+  int64_t workspaceBytes = 0;
+  int64_t scratchBytesPerThread = 0; // cpu: attention scores, per thread of the pool
+  int64_t hostPinnedBytes = 0;       // cuda: host buffers of inputs, sampled ids, logits
+  int64_t reserveBytes = 0;          // cuda: kept free for cuBLAS's handle and the graphs
+  /// The device's memory (the host's for cpu) at one thread: weights, KV
+  /// cache, arena, workspace, scratch, reserve. Pinned host memory is apart.
+  int64_t totalBytes = 0;
+
+  /// totalBytes for a pool of `threads` threads.
+  int64_t total(int threads) const {
+    return totalBytes + int64_t(std::max(threads, 1) - 1) * scratchBytesPerThread;
+  }
 };
+
+/// The CPU executor's workspace: for each entry point and distinct RoPE
+/// parameters, the frequencies (doubles) and a table of cos/sin per row
+/// (rows x head_dim floats), filled once per call; then, per thread, room for
+/// one row's attention scores (max_seq_len floats). Every part starts at a
+/// multiple of 64 bytes.
+struct CpuRopeTable {
+  std::string entry;
+  RopeParams params;
+  int64_t rows = 0;
+  int64_t freqsOffset = 0, tableOffset = 0;
+};
+struct CpuWorkspace {
+  std::vector<CpuRopeTable> ropeTables;
+  int64_t ropeBytes = 0;              // the tables, from offset 0
+  int64_t scratchBytesPerThread = 0;  // from ropeBytes on, one block per thread
+  int64_t bytes(int threads) const { return ropeBytes + int64_t(threads) * scratchBytesPerThread; }
+};
+struct Plan;
+CpuWorkspace cpuWorkspace(const Plan &plan);
 
 constexpr uint64_t kWeightAlignment = 64;
 
@@ -113,8 +123,15 @@ struct Plan {
 };
 
 nlohmann::json toJson(const Plan &p);
-/// Throws InputError naming the field when the JSON is not a valid plan.
+/// Reads a plan and validates it (below). Throws InputError naming the
+/// entry point, step and field when the JSON is not a valid plan.
 Plan planFromJson(const nlohmann::json &j);
+/// Checks each entry point's dataflow: every arena operand inside the arena,
+/// every value read where it was written and before anything overwrote it,
+/// no step writing over its own inputs, every weight named in the table,
+/// every cache layer inside the cache. Throws InputError ("incompatible
+/// because ...") naming the step.
+void validatePlan(const Plan &p);
 nlohmann::json toJson(const MemoryBill &b);
 
 } // namespace kvplan

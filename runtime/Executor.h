@@ -8,8 +8,18 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace kvplan {
+
+/// A buffer an executor allocated when it loaded the plan: each is a line
+/// of the plan's memory bill.
+struct Allocation {
+  enum Memory { host, device, pinnedHost };
+  std::string what; // "arena", "KV cache", "workspace", ...
+  int64_t bytes = 0;
+  Memory memory = host;
+};
 
 class Executor {
 public:
@@ -19,6 +29,9 @@ public:
   /// One line for humans: "cpu (avx512, 2 threads)", "cuda: NVIDIA H100 ...".
   virtual std::string describe() const = 0;
   virtual int threads() const { return 1; }
+  /// Every buffer allocated at load (the mapped weights of an artifact are
+  /// not allocated, but a device's copy of them is).
+  virtual std::vector<Allocation> allocations() const = 0;
 
   /// Inputs of an entry point in host memory: write them before run().
   virtual int32_t *tokens(const std::string &entry) = 0;

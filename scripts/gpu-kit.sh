@@ -8,8 +8,9 @@
 #   .gpukit/bin/pkg-config a wrapper around the kit's pkgconf
 #   .gpukit/fallback-bin/  ninja, used only where the machine has none
 #   .gpukit/links.txt      the kit's symbolic links (gpu-kit-env.sh recreates lost ones)
-#   .gpukit/artifacts/     artifacts compiled here with --target cuda, and each
-#                          one's `kvplan inspect --json`
+#   .gpukit/artifacts/     artifacts compiled here with --target cuda, each
+#                          one's `kvplan inspect --json`, and each one's twin
+#                          for the CPU (NAME.cpu.kvp), the tests' reference
 #   .gpukit/MANIFEST.json  packages and versions, the git hash, the newest
 #                          glibc/libstdc++ symbol versions the libraries need
 #
@@ -156,12 +157,17 @@ if ((do_artifacts)); then
     IFS='|' read -r name model extra <<<"$spec"
     # shellcheck disable=SC2206
     cmd=("$kvplan" compile "$model" "${common[@]}" $extra -o "$art/$name.kvp")
+    # The same model for the CPU: the gpu tests' reference (its plan differs
+    # by the cuda target's own passes; the weights section is the same).
+    # shellcheck disable=SC2206
+    twin=("$kvplan" compile "$model" --target cpu --weights none $extra -o "$art/$name.cpu.kvp")
     echo "gpu-kit: ${cmd[*]}"
-    if "${cmd[@]}" && "$kvplan" inspect --json "$art/$name.kvp" > "$art/$name.inspect.json"; then
+    if "${cmd[@]}" && "${twin[@]}" &&
+       "$kvplan" inspect --json "$art/$name.kvp" > "$art/$name.inspect.json"; then
       :
     else
       echo "gpu-kit: FAILED: $name ($model)" >&2
-      rm -f "$art/$name.kvp" "$art/$name.inspect.json"
+      rm -f "$art/$name.kvp" "$art/$name.cpu.kvp" "$art/$name.inspect.json"
       artifact_failures+=("$name")
     fi
   done

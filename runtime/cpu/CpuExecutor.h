@@ -1,11 +1,13 @@
 // Runs a plan's entry points on the CPU: every step is bound once, at load,
 // to arena addresses, weight pointers and KV-cache geometry, so running a
-// step allocates nothing.
+// step allocates nothing. The executor allocates exactly what the plan's
+// memory bill lists: the arena, the KV cache and the workspace (RoPE tables,
+// and attention scores per thread).
 #pragma once
 
+#include "plan/Plan.h"
 #include "runtime/Executor.h"
 #include "runtime/cpu/Kernels.h"
-#include "plan/Plan.h"
 #include "runtime/cpu/ThreadPool.h"
 
 #include <map>
@@ -18,8 +20,9 @@ namespace kvplan {
 class CpuExecutor : public Executor {
 public:
   /// Binds `plan` to the weights (the artifact's weights section, laid out
-  /// as the plan's weight table says), allocates the arena and the KV cache.
-  /// Throws InputError when the plan and the weights disagree.
+  /// as the plan's weight table says), allocates the arena, the KV cache and
+  /// the workspace. Throws InputError when the plan and the weights disagree
+  /// or the plan holds an op or a type this runtime does not run.
   CpuExecutor(const Plan &plan, const char *weights, uint64_t weightsBytes, int threads);
   ~CpuExecutor() override;
   CpuExecutor(const CpuExecutor &) = delete;
@@ -28,6 +31,7 @@ public:
   const Plan &plan() const override { return plan_; }
   std::string describe() const override;
   int threads() const override { return pool.size(); }
+  std::vector<Allocation> allocations() const override;
 
   /// Inputs of an entry point, in the arena: write them before run().
   int32_t *tokens(const std::string &entry) override;
@@ -43,24 +47,30 @@ public:
   /// for tests that compare another device step by step.
   void runSteps(const std::string &entry, int64_t activeRows, int64_t firstStep, int64_t lastStep);
   /// The arena and the KV cache, for such tests.
-  char *arenaData() { return arena; }
-  void *cacheData() { return cache; }
+  char *arenaData() { return arena.get(); }
+  void *cacheData() { return cache.get(); }
 
-private:
   struct Instr;
   struct Program;
+
+private:
+  struct Free {
+    void operator()(void *p) const;
+  };
+  using Buffer = std::unique_ptr<char, Free>;
+  Buffer allocate(const char *what, int64_t bytes);
+
   Program &program(const std::string &entry);
-  const Program &program(const std::string &entry) const;
-  Program bind(const EntryPoint &ep);
+  void runInstr(const Program &prog, const Instr &in, int64_t activeRows);
 
   Plan plan_;
   const char *weights;
   uint64_t weightsBytes;
   ThreadPool pool;
-  char *arena = nullptr;
-  void *cache = nullptr;
+  CpuWorkspace layout;
+  Buffer arena, cache, workspace;
+  std::vector<Allocation> allocated;
   cpu::CacheGeometry geometry;
-  std::vector<std::vector<float>> scratch; // per thread: attention scores
   std::map<std::string, std::unique_ptr<Program>> programs;
 };
 

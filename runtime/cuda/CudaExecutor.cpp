@@ -132,6 +132,8 @@ struct CudaExecutor::Impl {
   Cublas cublas;
   cublasHandle_t handle = nullptr;
   char *weights = nullptr, *arena = nullptr, *cache = nullptr, *work = nullptr;
+  char *pinned = nullptr; // every entry point's host staging (plan/CudaProgram.h)
+  std::vector<Allocation> allocated;
   int64_t captured = 0;
 
   struct Entry {
@@ -175,7 +177,7 @@ struct CudaExecutor::Impl {
                                  base(op.input.buffer) + op.input.offset, cudaTypeOf(op.inputType),
                                  int(op.ldb), &beta, base(op.output.buffer) + op.output.offset,
                                  CUDA_R_32F, int(op.ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-                   "a matrix product of steps " + std::to_string(op.firstStep));
+                   "the matrix product of step " + std::to_string(op.step));
       return;
     }
     char *const bases[4] = {arena, weights, cache, work};
@@ -206,16 +208,17 @@ struct CudaExecutor::Impl {
                           cudaMemcpyDeviceToHost, stream), "copying sampled tokens");
   }
 
+  void checkBill(const MemoryBill &bill, uint64_t weightsBytes) const;
+  char *deviceBuffer(const char *what, int64_t bytes);
+  void allocate(const MemoryBill &bill, const char *weightsData);
+  void loadCode(const CudaCode &code);
+  void findKernel(const DeviceOp &op);
+  void bindEntries();
+
   ~Impl() {
-    for (auto &[name, e] : entries) {
+    for (auto &[name, e] : entries)
       for (auto &[rows, g] : e.graphs) cudaGraphExecDestroy(g);
-      cudaFreeHost(e.hTok);
-      cudaFreeHost(e.hPos);
-      cudaFreeHost(e.hTable);
-      cudaFreeHost(e.hParams);
-      cudaFreeHost(e.hSampled);
-      cudaFreeHost(e.hLogits);
-    }
+    cudaFreeHost(pinned);
     if (handle) cublas.destroy(handle);
     if (library) cudaLibraryUnload(library);
     cudaFree(weights);
@@ -225,6 +228,147 @@ struct CudaExecutor::Impl {
     if (stream) cudaStreamDestroy(stream);
   }
 };
+
+namespace {
+
+/// The machine code for `props`: the exact architecture (sm_90a on an sm_90
+/// device), else an older minor of the same major (sm_80 runs on sm_86).
+std::string chooseArch(const CudaCode &code, const cudaDeviceProp &props) {
+  const int major = props.major, minor = props.minor;
+  const std::string exact = "sm_" + std::to_string(major * 10 + minor);
+  std::string best;
+  int bestMinor = -1;
+  for (const auto &[arch, bytes] : code.cubins) {
+    if (arch == exact + "a" || arch == exact) return arch;
+    if (arch.back() == 'a') continue; // arch-specific code runs on that chip alone
+    const int sm = std::stoi(arch.substr(3));
+    if (sm / 10 == major && sm % 10 <= minor && sm % 10 > bestMinor) {
+      bestMinor = sm % 10;
+      best = arch;
+    }
+  }
+  if (!best.empty()) return best;
+  std::string have;
+  for (const auto &[arch, bytes] : code.cubins) have += (have.empty() ? "" : ", ") + arch;
+  throw InputError("incompatible because the artifact holds machine code for " +
+                   (have.empty() ? std::string("no architecture") : have) + " and this GPU (" +
+                   props.name + ") is " + exact + "; recompile with --arch " + exact +
+                   (major >= 9 ? "a" : ""));
+}
+
+} // namespace
+
+/// The bill, checked against the device's free memory before anything is
+/// allocated: every line and the shortfall named.
+void CudaExecutor::Impl::checkBill(const MemoryBill &bill, uint64_t weightsBytes) const {
+  if (uint64_t(bill.weightsBlobBytes) > weightsBytes)
+    throw InputError("the weights hold " + std::to_string(weightsBytes) +
+                     " bytes but the plan's weight table needs " +
+                     std::to_string(bill.weightsBlobBytes));
+  if (program.workspaceBytes != bill.workspaceBytes)
+    throw InputError("incompatible because the launch table's workspace (" +
+                     std::to_string(program.workspaceBytes) + " bytes) differs from the plan's (" +
+                     std::to_string(bill.workspaceBytes) + "); recompile the model");
+  size_t freeBytes = 0, totalBytes = 0;
+  check(cudaMemGetInfo(&freeBytes, &totalBytes), "reading the device's free memory");
+  if (bill.totalBytes <= int64_t(freeBytes)) return;
+  throw InputError("out of GPU memory: the plan needs " + humanMiB(bill.totalBytes) + " (weights " +
+                   humanMiB(bill.weightsBlobBytes) + ", KV cache " + humanMiB(bill.kvCacheBytes) +
+                   ", arena " + humanMiB(bill.arenaAllocBytes) + ", workspace " +
+                   humanMiB(bill.workspaceBytes) + ", " + humanMiB(bill.reserveBytes) +
+                   " kept for cuBLAS and graphs) but " + props.name + " has " +
+                   humanMiB(int64_t(freeBytes)) + " free of " + humanMiB(int64_t(totalBytes)) +
+                   "; short by " + humanMiB(bill.totalBytes - int64_t(freeBytes)) +
+                   ". Compile with a smaller --max-seq or --max-batch, or 16-bit weights");
+}
+
+/// Exactly the billed bytes; an empty buffer is no allocation.
+char *CudaExecutor::Impl::deviceBuffer(const char *what, int64_t bytes) {
+  if (bytes <= 0) return nullptr;
+  void *p = nullptr;
+  cudaError_t e = cudaMalloc(&p, size_t(bytes));
+  if (e != cudaSuccess)
+    throw InputError(std::string("out of GPU memory allocating the ") + what + " (" +
+                     humanMiB(bytes) + "): " + cudaGetErrorString(e));
+  allocated.push_back({what, bytes, Allocation::device});
+  check(cudaMemset(p, 0, size_t(bytes)), std::string("clearing the ") + what);
+  return static_cast<char *>(p);
+}
+
+void CudaExecutor::Impl::allocate(const MemoryBill &bill, const char *weightsData) {
+  weights = deviceBuffer("weights", bill.weightsBlobBytes);
+  cache = deviceBuffer("KV cache", bill.kvCacheBytes);
+  arena = deviceBuffer("arena", bill.arenaAllocBytes);
+  work = deviceBuffer("workspace", bill.workspaceBytes);
+  check(cudaMemcpy(weights, weightsData, size_t(bill.weightsBlobBytes), cudaMemcpyHostToDevice),
+        "uploading the weights");
+  check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "creating a stream");
+  check(cudaDeviceSynchronize(), "uploading the weights"); // before the stream reads them
+  if (bill.hostPinnedBytes > 0) {
+    check(cudaMallocHost(reinterpret_cast<void **>(&pinned), size_t(bill.hostPinnedBytes)),
+          "allocating pinned host memory");
+    std::memset(pinned, 0, size_t(bill.hostPinnedBytes));
+    allocated.push_back({"host staging", bill.hostPinnedBytes, Allocation::pinnedHost});
+  }
+}
+
+void CudaExecutor::Impl::loadCode(const CudaCode &code) {
+  const std::string &cubin = code.cubins.at(arch);
+  check(cudaLibraryLoadData(&library, cubin.data(), nullptr, nullptr, 0, nullptr, nullptr, 0),
+        "loading the " + arch + " machine code");
+  cublas.load();
+  cublas.check(cublas.create(&handle), "creating a handle");
+  cublas.check(cublas.setStream(handle, stream), "setting the stream");
+  cublas.check(cublas.setWorkspace(handle, work + program.cublasWorkspaceOffset,
+                                   size_t(program.cublasWorkspaceBytes)),
+               "setting the workspace");
+  cublas.check(cublas.setMathMode(handle, CUBLAS_DEFAULT_MATH), "setting the math mode");
+}
+
+void CudaExecutor::Impl::findKernel(const DeviceOp &op) {
+  if (op.kind != DeviceOp::kernel || kernels.count(op.name)) return;
+  cudaKernel_t k = nullptr;
+  if (cudaLibraryGetKernel(&k, library, op.name.c_str()) != cudaSuccess) {
+    cudaGetLastError();
+    throw InputError("incompatible because the " + arch + " machine code lacks kernel '" +
+                     op.name + "' that the launch table names; recompile the model");
+  }
+  kernels[op.name] = k;
+}
+
+/// Each entry point's launch table, kernels and host staging.
+void CudaExecutor::Impl::bindEntries() {
+  const CudaStaging staging = cudaHostStaging(plan);
+  for (const auto &[name, ep] : plan.entryPoints) {
+    auto ce = program.entries.find(name);
+    if (ce == program.entries.end())
+      throw InputError("incompatible because the launch table has no entry point '" + name +
+                       "'; recompile the model");
+    Entry e;
+    e.ep = &ep;
+    e.ce = &ce->second;
+    for (const DeviceOp &op : e.ce->ops) findKernel(op);
+    findKernel(e.ce->sample);
+    e.tokOff = ep.arg("tokens")->offset;
+    e.posOff = ep.arg("positions")->offset;
+    e.tableOff = ep.arg("page_table")->offset;
+    e.tableInts = ep.arg("page_table")->numElements();
+    const Operand &logits = ep.results.at(0);
+    e.logitsOff = logits.offset;
+    e.logitRows = logits.rows();
+    e.vocab = logits.cols();
+    e.logitsFollow = logits.rows() == ep.rows;
+    const CudaStagingEntry &st = staging.entries.at(name);
+    e.hTok = reinterpret_cast<int32_t *>(pinned + st.tokens);
+    e.hPos = reinterpret_cast<int32_t *>(pinned + st.positions);
+    e.hTable = reinterpret_cast<int32_t *>(pinned + st.pageTable);
+    e.hParams = reinterpret_cast<DeviceSamplingParams *>(pinned + st.params);
+    e.hSampled = reinterpret_cast<int32_t *>(pinned + st.sampled);
+    e.hLogits = reinterpret_cast<float *>(pinned + st.logits);
+    for (int64_t r = 0; r < ep.rows; ++r) e.hPos[r] = -1;
+    entries[name] = e;
+  }
+}
 
 CudaExecutor::CudaExecutor(const Plan &plan, const CudaCode &code, const char *weightsData,
                            uint64_t weightsBytes, const CudaOptions &options)
@@ -236,144 +380,22 @@ CudaExecutor::CudaExecutor(const Plan &plan, const CudaCode &code, const char *w
   if (plan.settings.target != Target::cuda)
     throw InputError(std::string("incompatible because the artifact was compiled for target '") +
                      targetName(plan.settings.target) + "'; the CUDA runtime runs 'cuda' artifacts");
+  validatePlan(m.plan);
   std::string why;
   if (!cudaDeviceAvailable(&why))
     throw InputError(why + "; this artifact targets cuda (compile with --target cpu to run on "
                            "the CPU)");
   check(cudaSetDevice(options.device), "selecting the device");
   check(cudaGetDeviceProperties(&m.props, options.device), "reading the device's properties");
-
-  // Machine code: the exact architecture (sm_90a on an sm_90 device), else
-  // an older minor of the same major (sm_80 runs on sm_86).
-  const int major = m.props.major, minor = m.props.minor;
-  const std::string exact = "sm_" + std::to_string(major * 10 + minor);
-  int bestMinor = -1;
-  for (const auto &[arch, bytes] : code.cubins) {
-    if (arch == exact + "a" || arch == exact) {
-      m.arch = arch;
-      break;
-    }
-    if (arch.back() == 'a') continue; // arch-specific code runs on that chip alone
-    const int sm = std::stoi(arch.substr(3));
-    if (sm / 10 == major && sm % 10 <= minor && sm % 10 > bestMinor) {
-      bestMinor = sm % 10;
-      m.arch = arch;
-    }
-  }
-  if (m.arch.empty()) {
-    std::string have;
-    for (const auto &[arch, bytes] : code.cubins) have += (have.empty() ? "" : ", ") + arch;
-    throw InputError("incompatible because the artifact holds machine code for " +
-                     (have.empty() ? std::string("no architecture") : have) + " and this GPU (" +
-                     m.props.name + ") is " + exact + "; recompile with --arch " + exact +
-                     (major >= 9 ? "a" : ""));
-  }
-
-  // The bill, checked before anything is allocated.
-  MemoryBill bill = plan.memoryBill();
-  if (uint64_t(bill.weightsBlobBytes) > weightsBytes)
-    throw InputError("the weights hold " + std::to_string(weightsBytes) +
-                     " bytes but the plan's weight table needs " +
-                     std::to_string(bill.weightsBlobBytes));
-  if (m.program.workspaceBytes != bill.workspaceBytes)
-    throw InputError("incompatible because the launch table's workspace (" +
-                     std::to_string(m.program.workspaceBytes) + " bytes) differs from the plan's (" +
-                     std::to_string(bill.workspaceBytes) + "); recompile the model");
-  size_t freeBytes = 0, totalBytes = 0;
-  check(cudaMemGetInfo(&freeBytes, &totalBytes), "reading the device's free memory");
-  // cuBLAS's handle and the captured graphs take memory the plan cannot
-  // bill exactly; keep this much beside it.
-  constexpr int64_t kReserve = int64_t(256) << 20;
-  const int64_t need = bill.weightsBlobBytes + bill.kvCacheBytes + bill.arenaAllocBytes +
-                       bill.workspaceBytes;
-  if (need + kReserve > int64_t(freeBytes))
-    throw InputError("out of GPU memory: the plan needs " + humanMiB(need) + " (weights " +
-                     humanMiB(bill.weightsBlobBytes) + ", KV cache " + humanMiB(bill.kvCacheBytes) +
-                     ", arena " + humanMiB(bill.arenaAllocBytes) + ", workspace " +
-                     humanMiB(bill.workspaceBytes) + ") plus " + humanMiB(kReserve) +
-                     " for cuBLAS and graphs, but " + m.props.name + " has " +
-                     humanMiB(int64_t(freeBytes)) + " free of " + humanMiB(int64_t(totalBytes)) +
-                     "; short by " + humanMiB(need + kReserve - int64_t(freeBytes)) +
-                     ". Compile with a smaller --max-seq or --max-batch, or 16-bit weights");
-
-  auto alloc = [&](char **p, int64_t bytes, const char *what) {
-    cudaError_t e = cudaMalloc(reinterpret_cast<void **>(p), size_t(std::max<int64_t>(bytes, 256)));
-    if (e != cudaSuccess)
-      throw InputError(std::string("out of GPU memory allocating the ") + what + " (" +
-                       humanMiB(bytes) + "): " + cudaGetErrorString(e));
-  };
-  alloc(&m.weights, bill.weightsBlobBytes, "weights");
-  alloc(&m.cache, bill.kvCacheBytes, "KV cache");
-  alloc(&m.arena, bill.arenaAllocBytes, "arena");
-  alloc(&m.work, bill.workspaceBytes, "workspace");
-  check(cudaMemcpy(m.weights, weightsData, size_t(bill.weightsBlobBytes), cudaMemcpyHostToDevice),
-        "uploading the weights");
-  check(cudaMemset(m.cache, 0, size_t(std::max<int64_t>(bill.kvCacheBytes, 256))), "clearing the cache");
-  check(cudaMemset(m.arena, 0, size_t(std::max<int64_t>(bill.arenaAllocBytes, 256))), "clearing the arena");
-  check(cudaMemset(m.work, 0, size_t(std::max<int64_t>(bill.workspaceBytes, 256))), "clearing the workspace");
-  check(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking), "creating a stream");
-  check(cudaDeviceSynchronize(), "uploading the weights"); // before the stream reads them
-
-  const std::string &cubin = code.cubins.at(m.arch);
-  check(cudaLibraryLoadData(&m.library, cubin.data(), nullptr, nullptr, 0, nullptr, nullptr, 0),
-        "loading the " + m.arch + " machine code");
-  auto kernel = [&](const DeviceOp &op) {
-    if (op.kind != DeviceOp::kernel || m.kernels.count(op.name)) return;
-    cudaKernel_t k = nullptr;
-    if (cudaLibraryGetKernel(&k, m.library, op.name.c_str()) != cudaSuccess) {
-      cudaGetLastError();
-      throw InputError("incompatible because the " + m.arch + " machine code lacks kernel '" +
-                       op.name + "' that the launch table names; recompile the model");
-    }
-    m.kernels[op.name] = k;
-  };
-
-  m.cublas.load();
-  m.cublas.check(m.cublas.create(&m.handle), "creating a handle");
-  m.cublas.check(m.cublas.setStream(m.handle, m.stream), "setting the stream");
-  m.cublas.check(m.cublas.setWorkspace(m.handle, m.work + m.program.cublasWorkspaceOffset,
-                                       size_t(m.program.cublasWorkspaceBytes)),
-                 "setting the workspace");
-  m.cublas.check(m.cublas.setMathMode(m.handle, CUBLAS_DEFAULT_MATH), "setting the math mode");
-
-  for (const auto &[name, ep] : m.plan.entryPoints) {
-    auto ce = m.program.entries.find(name);
-    if (ce == m.program.entries.end())
-      throw InputError("incompatible because the launch table has no entry point '" + name +
-                       "'; recompile the model");
-    Impl::Entry e;
-    e.ep = &ep;
-    e.ce = &ce->second;
-    for (const DeviceOp &op : e.ce->ops) kernel(op);
-    kernel(e.ce->sample);
-    for (const Operand &a : ep.args) {
-      if (a.name == "tokens") e.tokOff = a.offset;
-      if (a.name == "positions") e.posOff = a.offset;
-      if (a.name == "page_table") {
-        e.tableOff = a.offset;
-        e.tableInts = a.numElements();
-      }
-    }
-    const Operand &logits = ep.results.at(0);
-    e.logitsOff = logits.offset;
-    e.logitRows = logits.shape.at(0);
-    e.vocab = logits.shape.back();
-    e.logitsFollow = logits.shape.at(0) == ep.rows;
-    auto pinned = [&](auto **p, int64_t bytes) {
-      check(cudaMallocHost(reinterpret_cast<void **>(p), size_t(std::max<int64_t>(bytes, 64))),
-            "allocating pinned host memory");
-      std::memset(*p, 0, size_t(std::max<int64_t>(bytes, 64)));
-    };
-    pinned(&e.hTok, ep.rows * 4);
-    pinned(&e.hPos, ep.rows * 4);
-    pinned(&e.hTable, e.tableInts * 4);
-    pinned(&e.hParams, e.logitRows * int64_t(sizeof(DeviceSamplingParams)));
-    pinned(&e.hSampled, e.logitRows * 4);
-    pinned(&e.hLogits, e.logitRows * e.vocab * 4);
-    for (int64_t r = 0; r < ep.rows; ++r) e.hPos[r] = -1;
-    m.entries[name] = e;
-  }
+  m.arch = chooseArch(code, m.props);
+  const MemoryBill bill = m.plan.memoryBill();
+  m.checkBill(bill, weightsBytes);
+  m.allocate(bill, weightsData);
+  m.loadCode(code);
+  m.bindEntries();
 }
+
+std::vector<Allocation> CudaExecutor::allocations() const { return impl->allocated; }
 
 CudaExecutor::~CudaExecutor() = default;
 

@@ -37,6 +37,7 @@ public:
 
   const Plan &plan() const override;
   std::string describe() const override;
+  std::vector<Allocation> allocations() const override;
   int32_t *tokens(const std::string &entry) override;
   int32_t *positions(const std::string &entry) override;
   int32_t *pageTable(const std::string &entry) override;

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <random>
 #include <vector>
 
@@ -79,94 +80,142 @@ inline void setInputs(Executor &x, const Plan &plan, const std::string &entry, i
 }
 
 
-/// Fills the CPU's cache with a random history, then compares every device
-/// op of every entry point.
+/// Which CPU steps each step of a cuda plan stands for, and where each of its
+/// values lives in the cpu plan of the same model. The cuda pipeline runs the
+/// cpu one plus --fuse-rope-kv-write (one op for the RoPE of q and k and the
+/// cache write) and --narrow-activations (types, and converts); every other
+/// step has one CPU step of its kind, in the same order.
+struct PlanMatch {
+  std::vector<std::pair<size_t, size_t>> steps; // per cuda step: CPU steps [first, end)
+  std::map<int64_t, Operand> cpuValue;          // cuda value -> the CPU operand holding it
+};
+
+inline PlanMatch matchPlans(const EntryPoint &cpu, const EntryPoint &cuda) {
+  PlanMatch m;
+  for (const Operand &a : cuda.args)
+    if (a.kind == OperandKind::arena) m.cpuValue[a.value] = *cpu.arg(a.name);
+  size_t i = 0;
+  for (const Step &s : cuda.steps) {
+    if (const ConvertOp *c = s.tryAs<ConvertOp>()) {
+      m.steps.push_back({i, i});
+      m.cpuValue[c->result.value] = m.cpuValue.at(c->input.value);
+      continue;
+    }
+    if (const RopeKVWriteOp *f = s.tryAs<RopeKVWriteOp>()) {
+      const size_t first = i;
+      const int64_t q = m.cpuValue.at(f->query.value).value;
+      for (; i < cpu.steps.size() && !cpu.steps[i].tryAs<KVCacheWriteOp>(); ++i)
+        if (const RopeOp *r = cpu.steps[i].tryAs<RopeOp>(); r && r->input.value == q)
+          m.cpuValue[f->rotatedQuery.value] = r->result;
+      EXPECT_EQ(cpu.steps.at(i).as<KVCacheWriteOp>().layer, f->layer);
+      m.steps.push_back({first, ++i});
+      continue;
+    }
+    const Step &c = cpu.steps.at(i);
+    EXPECT_EQ(c.kind(), s.kind()) << "cuda step " << m.steps.size() << " against cpu step " << i;
+    const std::vector<const Operand *> ins = stepInputs(s), cins = stepInputs(c);
+    for (size_t k = 0; k < ins.size() && k < cins.size(); ++k)
+      if (ins[k]->kind == OperandKind::arena)
+        EXPECT_EQ(m.cpuValue.at(ins[k]->value).value, cins[k]->value) << "step " << i;
+    const std::vector<const Operand *> outs = stepOutputs(s), couts = stepOutputs(c);
+    for (size_t k = 0; k < outs.size() && k < couts.size(); ++k)
+      if (outs[k]->kind == OperandKind::arena) m.cpuValue[outs[k]->value] = *couts[k];
+    m.steps.push_back({i, i + 1});
+    ++i;
+  }
+  return m;
+}
+
+/// `n` elements of the CPU's f32 `o`, in type `t` (ids as they are).
+inline std::vector<char> cpuBytes(CpuExecutor &cpu, const Operand &o, DType t) {
+  const int64_t n = o.numElements();
+  std::vector<char> out(size_t(n * dtypeBytes(t)));
+  if (o.dtype == DType::i32 || t == DType::f32)
+    std::memcpy(out.data(), cpu.arenaData() + o.offset, out.size());
+  else
+    convertElements(cpu.arenaData() + o.offset, DType::f32, out.data(), t, n);
+  return out;
+}
+
+/// The CPU's and the device's KV caches agree.
 template <class Device>
-void compareStepByStep(Device &gpu, CpuExecutor &cpu, const Plan &plan, const CudaProgram &program,
-                       std::mt19937 &rng) {
-  const MemoryBill bill = plan.memoryBill();
+void compareCaches(Device &gpu, CpuExecutor &cpu, const Plan &plan, size_t step) {
+  const int64_t bytes = plan.kvCache.bytes(), n = bytes / dtypeBytes(plan.kvCache.dtype);
+  std::vector<char> dev(static_cast<size_t>(bytes));
+  gpu.download(DeviceBuffer::cache, 0, dev.data(), bytes);
+  std::vector<float> g(static_cast<size_t>(n)), c(static_cast<size_t>(n));
+  convertElements(dev.data(), plan.kvCache.dtype, g.data(), DType::f32, n);
+  convertElements(cpu.cacheData(), plan.kvCache.dtype, c.data(), DType::f32, n);
+  EXPECT_LE(normalisedError(g, c), 1e-2) << "KV cache after step " << step;
+}
+
+/// The device's output `o` (its first `rows` rows) against the CPU's `c`.
+template <class Device>
+void compareOutput(Device &gpu, CpuExecutor &cpu, const Operand &o, const Operand &c,
+                   int64_t rows, double tol, const std::string &what) {
+  const int64_t n = rows * o.cols(), size = dtypeBytes(o.dtype);
+  std::vector<char> dev(static_cast<size_t>(n * size));
+  gpu.download(DeviceBuffer::arena, o.offset, dev.data(), int64_t(dev.size()));
+  std::vector<float> g(static_cast<size_t>(n)), want(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    g[size_t(i)] = toFloat(dev.data() + i * size, o.dtype);
+    want[size_t(i)] = reinterpret_cast<const float *>(cpu.arenaData() + c.offset)[i];
+  }
+  EXPECT_LE(normalisedError(g, want), tol) << what;
+}
+
+/// Fills the CPU's cache with a random history, then runs every step of the
+/// cuda plan on the device from the CPU's state just before the CPU steps it
+/// stands for (inputs converted to the types the device stores), its outputs
+/// poisoned with NaN first, and compares what it writes with the CPU's.
+template <class Device>
+void compareStepByStep(Device &gpu, CpuExecutor &cpu, const Plan &cudaPlan,
+                       const CudaProgram &program, std::mt19937 &rng) {
+  const Plan &cpuPlan = cpu.plan();
   {
-    std::vector<float> f(size_t(bill.kvCacheBytes / dtypeBytes(plan.kvCache.dtype)));
+    std::vector<float> f(size_t(cpuPlan.kvCache.bytes() / dtypeBytes(cpuPlan.kvCache.dtype)));
     std::normal_distribution<float> nd(0.0f, 1.0f);
     for (float &v : f) v = nd(rng);
-    convertElements(f.data(), DType::f32, cpu.cacheData(), plan.kvCache.dtype, int64_t(f.size()));
+    convertElements(f.data(), DType::f32, cpu.cacheData(), cpuPlan.kvCache.dtype, int64_t(f.size()));
   }
-    for (const auto &[name, ep] : plan.entryPoints) {
-      SCOPED_TRACE(name);
-      const CudaEntry &ce = program.entries.at(name);
-      const int64_t active = std::max<int64_t>(1, ep.rows - (ep.rows > 3 ? 3 : 0));
-      setInputs(cpu, plan, name, active, rng);
-      // Run the CPU up to each device op's steps, hand the device the same
-      // state (inputs converted to the types it stores), poison what the op
-      // writes, run the op, compare.
-      for (const Operand &a : ep.args)
-        if (a.kind == OperandKind::arena)
-          gpu.upload(DeviceBuffer::arena, a.offset, cpu.arenaData() + a.offset, a.bytes());
-      std::vector<char> staged;
-      size_t op = 0;
-      int64_t cpuDone = -1;
-      while (op < ce.ops.size()) {
-        size_t last = op;
-        while (last + 1 < ce.ops.size() && ce.ops[last + 1].firstStep == ce.ops[op].firstStep)
-          ++last;
-        const int64_t first = ce.ops[op].firstStep, lastStep = ce.ops[last].lastStep;
-        if (first > cpuDone + 1) cpu.runSteps(name, active, cpuDone + 1, first - 1);
-        gpu.upload(DeviceBuffer::cache, 0, cpu.cacheData(), bill.kvCacheBytes);
-        for (int64_t st = first; st <= lastStep; ++st) {
-          const Step &s = ep.steps[size_t(st)];
-          for (size_t i = 0; i < s.inputs.size(); ++i) {
-            const Operand &o = s.inputs[i];
-            if (o.kind != OperandKind::arena) continue;
-            const DType t = ce.inputTypes[size_t(st)][i];
-            const int64_t n = o.numElements();
-            staged.resize(size_t(n * 4));
-            if (o.dtype == DType::i32 || t == DType::f32)
-              std::memcpy(staged.data(), cpu.arenaData() + o.offset, size_t(n * 4));
-            else
-              convertElements(cpu.arenaData() + o.offset, DType::f32, staged.data(), t, n);
-            gpu.upload(DeviceBuffer::arena, o.offset, staged.data(),
-                       n * (o.dtype == DType::i32 ? 4 : dtypeBytes(t)));
-          }
-          for (const Operand &o : s.outputs)
-            if (o.kind == OperandKind::arena)
-              gpu.fill(DeviceBuffer::arena, o.offset, 0xff, o.bytes()); // NaN in every type
+  const double tol = tolerance(cudaPlan.settings.weightDtype);
+  for (const auto &[name, ep] : cudaPlan.entryPoints) {
+    SCOPED_TRACE(name);
+    const EntryPoint &cpuEntry = cpuPlan.entryPoints.at(name);
+    const PlanMatch match = matchPlans(cpuEntry, ep);
+    const CudaEntry &ce = program.entries.at(name);
+    const int64_t active = std::max<int64_t>(1, ep.rows - (ep.rows > 3 ? 3 : 0));
+    setInputs(cpu, cpuPlan, name, active, rng);
+    size_t op = 0, cpuDone = 0;
+    for (size_t st = 0; st < ep.steps.size(); ++st) {
+      const Step &s = ep.steps[st];
+      const auto [first, end] = match.steps[st];
+      size_t last = op;
+      while (last < ce.ops.size() && ce.ops[last].step == int64_t(st)) ++last;
+      if (last == op) continue; // a cache read: attention reads the cache in place
+      cpu.runSteps(name, active, int64_t(cpuDone), int64_t(first) - 1);
+      gpu.upload(DeviceBuffer::cache, 0, cpu.cacheData(), cpuPlan.kvCache.bytes());
+      for (const Operand *in : stepInputs(s))
+        if (in->kind == OperandKind::arena) {
+          std::vector<char> b = cpuBytes(cpu, match.cpuValue.at(in->value), in->dtype);
+          gpu.upload(DeviceBuffer::arena, in->offset, b.data(), int64_t(b.size()));
         }
-        gpu.runOps(name, active, op, last);
-        cpu.runSteps(name, active, first, lastStep);
-        cpuDone = lastStep;
-        for (int64_t st = first; st <= lastStep; ++st) {
-          const Step &s = ep.steps[size_t(st)];
-          for (size_t k = 0; k < s.outputs.size(); ++k) {
-            const Operand &o = s.outputs[k];
-            if (o.kind != OperandKind::arena) continue;
-            if (st < lastStep && s.op == "rope") continue; // fused: k goes to the cache only
-            const DType t = ce.outputTypes[size_t(st)][k];
-            const int64_t rows = o.shape[0] == ep.rows ? active : o.shape[0];
-            const int64_t n = rows * (o.numElements() / o.shape[0]);
-            std::vector<char> dev(size_t(n * dtypeBytes(t)));
-            gpu.download(DeviceBuffer::arena, o.offset, dev.data(), int64_t(dev.size()));
-            std::vector<float> g(static_cast<size_t>(n)), c(static_cast<size_t>(n));
-            for (int64_t i = 0; i < n; ++i) {
-              g[size_t(i)] = toFloat(dev.data() + i * dtypeBytes(t), t);
-              c[size_t(i)] = reinterpret_cast<const float *>(cpu.arenaData() + o.offset)[i];
-            }
-            const double err = normalisedError(g, c);
-            EXPECT_LE(err, tolerance(plan.settings.weightDtype))
-                << "step " << st << " (" << s.op << ") output " << k;
-          }
-          if (s.op == "kv_cache_write") {
-            std::vector<char> dev(size_t(bill.kvCacheBytes));
-            gpu.download(DeviceBuffer::cache, 0, dev.data(), bill.kvCacheBytes);
-            const int64_t n = bill.kvCacheBytes / dtypeBytes(plan.kvCache.dtype);
-            std::vector<float> g(static_cast<size_t>(n)), c(static_cast<size_t>(n));
-            convertElements(dev.data(), plan.kvCache.dtype, g.data(), DType::f32, n);
-            convertElements(cpu.cacheData(), plan.kvCache.dtype, c.data(), DType::f32, n);
-            EXPECT_LE(normalisedError(g, c), 1e-2) << "KV cache after step " << st;
-          }
-        }
-        op = last + 1;
-      }
+      for (const Operand *o : stepOutputs(s))
+        if (o->kind == OperandKind::arena)
+          gpu.fill(DeviceBuffer::arena, o->offset, 0xff, o->bytes()); // NaN in every type
+      gpu.runOps(name, active, op, last - 1);
+      cpu.runSteps(name, active, int64_t(first), int64_t(end) - 1);
+      cpuDone = end;
+      op = last;
+      for (const Operand *o : stepOutputs(s))
+        if (o->kind == OperandKind::arena)
+          compareOutput(gpu, cpu, *o, match.cpuValue.at(o->value),
+                        o->rows() == ep.rows ? active : o->rows(), tol,
+                        "step " + std::to_string(st) + " (" + s.name() + ")");
+      if (s.kind() == OpKind::kvCacheWrite || s.kind() == OpKind::ropeKVWrite)
+        compareCaches(gpu, cpu, cpuPlan, st);
     }
+  }
 }
 
 /// Greedy generation of `prompt` and `steps` tokens on both engines, the

@@ -34,16 +34,20 @@ using kvplan::testing::tolerance;
 namespace {
 
 struct Model {
-  Plan plan;
+  Plan plan;    // the cuda target's
+  Plan cpuPlan; // the same model compiled for the CPU, the reference
   CudaCode code;
   std::vector<char> weights;
 };
 
 Model build(const ModelConfig &cfg) {
   CompileOutput out = compileModel(cfg);
+  ModelConfig cpuCfg = cfg;
+  cpuCfg.compile.target = Target::cpu;
   CudaModule mod = generateCuda(out.plan, {"sm_90a"});
   Model m;
   m.plan = out.plan;
+  m.cpuPlan = compileModel(cpuCfg).plan;
   m.plan.cudaArchs = {"sm_90a"};
   m.plan.deviceWorkspaceBytes = mod.program.workspaceBytes;
   m.code.program = mod.program;
@@ -51,6 +55,8 @@ Model build(const ModelConfig &cfg) {
   m.code.cubins["sm_90a"] = mod.source; // the fake runtime "loads" source into the emulator
   std::unique_ptr<WeightSource> src = openWeights("random:9", m.plan.model);
   m.weights = packWeightsInMemory(m.plan, *src);
+  // One weights section serves both plans: the targets' passes change no weight.
+  EXPECT_EQ(toJson(m.plan)["weights"], toJson(m.cpuPlan)["weights"]);
   return m;
 }
 Model build(const std::string &model, const std::string &compile) {
@@ -78,7 +84,7 @@ TEST_F(FakeGpu, EveryKernelMatchesTheCpuRuntime) {
   for (const kvplan::testing::Shape &s : kvplan::testing::kShapes) {
     SCOPED_TRACE(s.what);
     Model m = build(kvplan::testing::cudaConfig(s.model, s.compile, s.rope));
-    CpuExecutor cpu(m.plan, m.weights.data(), m.weights.size(), 2);
+    CpuExecutor cpu(m.cpuPlan, m.weights.data(), m.weights.size(), 2);
     CudaExecutor gpu(m.plan, m.code, m.weights.data(), m.weights.size());
     std::mt19937 rng(11);
     kvplan::testing::compareStepByStep(gpu, cpu, m.plan, m.code.program, rng);
@@ -91,7 +97,7 @@ TEST_F(FakeGpu, WholeModelMatchesTheCpuRuntime) {
   for (const kvplan::testing::Shape &s : kvplan::testing::kShapes) {
     SCOPED_TRACE(s.what);
     Model m = build(kvplan::testing::cudaConfig(s.model, s.compile, s.rope));
-    Engine cpu(m.plan, m.weights.data(), m.weights.size(), 2);
+    Engine cpu(m.cpuPlan, m.weights.data(), m.weights.size(), 2);
     Engine gpu(std::make_unique<CudaExecutor>(m.plan, m.code, m.weights.data(), m.weights.size()));
     std::mt19937 rng(3);
     std::vector<int32_t> prompt(size_t(m.plan.settings.prefillChunk + 5));
@@ -109,7 +115,7 @@ std::vector<std::vector<float>> followCpu(Engine &cpu, Engine &gpu, int64_t prom
 
 TEST_F(FakeGpu, GenerationMatchesTheCpuAndGraphsReplay) {
   Model m = build(kGqa, kBatch3);
-  Engine cpu(m.plan, m.weights.data(), m.weights.size(), 2);
+  Engine cpu(m.cpuPlan, m.weights.data(), m.weights.size(), 2);
   auto exec = std::make_unique<CudaExecutor>(m.plan, m.code, m.weights.data(), m.weights.size());
   CudaExecutor *raw = exec.get();
   Engine gpu(std::move(exec));

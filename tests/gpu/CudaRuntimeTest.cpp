@@ -31,7 +31,8 @@ namespace {
 
 struct Model {
   std::string path;
-  Plan plan;
+  Plan plan;    // the cuda artifact's
+  Plan cpuPlan; // its twin's for the CPU (NAME.cpu.kvp), the reference
   CudaCode code;
   std::vector<char> weights;
 };
@@ -41,7 +42,8 @@ std::vector<std::string> artifactPaths() {
   const char *dir = std::getenv("KVPLAN_GPU_ARTIFACTS");
   if (!dir || !fs::is_directory(dir)) return out;
   for (const auto &e : fs::directory_iterator(dir))
-    if (e.path().extension() == ".kvp" && e.path().filename().string().rfind("bench-", 0) != 0)
+    if (e.path().extension() == ".kvp" && e.path().filename().string().rfind("bench-", 0) != 0 &&
+        e.path().stem().extension() != ".cpu")
       out.push_back(e.path().string());
   std::sort(out.begin(), out.end());
   return out;
@@ -52,6 +54,8 @@ Model load(const std::string &path) {
   m.path = path;
   Artifact a = Artifact::open(path);
   m.plan = a.plan();
+  fs::path twin = fs::path(path).replace_extension(".cpu.kvp");
+  m.cpuPlan = Artifact::open(twin.string()).plan();
   std::string_view prog = a.section(kCudaProgramSection);
   m.code.program = cudaProgramFromJson(nlohmann::json::parse(prog.begin(), prog.end()));
   for (const std::string &arch : m.plan.cudaArchs)
@@ -75,7 +79,7 @@ TEST(CudaRuntime, EveryKernelMatchesTheCpuRuntime) {
   for (const std::string &path : artifactPaths()) {
     SCOPED_TRACE(path);
     Model m = load(path);
-    CpuExecutor cpu(m.plan, m.weights.data(), m.weights.size(), 4);
+    CpuExecutor cpu(m.cpuPlan, m.weights.data(), m.weights.size(), 4);
     CudaExecutor gpu(m.plan, m.code, m.weights.data(), m.weights.size());
     std::mt19937 rng(11);
     kvplan::testing::compareStepByStep(gpu, cpu, m.plan, m.code.program, rng);
@@ -104,7 +108,7 @@ TEST(CudaRuntime, WholeModelLogitsMatchTheCpuRuntime) {
   for (const std::string &path : artifactPaths()) {
     SCOPED_TRACE(path);
     Model m = load(path);
-    Engine cpu(m.plan, m.weights.data(), m.weights.size(), 4);
+    Engine cpu(m.cpuPlan, m.weights.data(), m.weights.size(), 4);
     Engine gpu(std::make_unique<CudaExecutor>(m.plan, m.code, m.weights.data(), m.weights.size()));
     std::mt19937 rng(3);
     // Longer than one prefill chunk, so chunks meet the cache.

@@ -1,11 +1,18 @@
-// Every config in models/ compiles, and its memory bill is exact.
+// Every config in models/ compiles, its memory bill is exact, and the CPU
+// executor allocates exactly that bill.
 #include "codegen/Compiler.h"
 #include "frontend/ConfigParser.h"
+#include "runtime/cpu/CpuExecutor.h"
+#include "support/Align.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <filesystem>
+#include <map>
+
+#include <malloc.h>
+#include <sys/mman.h>
 
 using namespace kvplan;
 namespace fs = std::filesystem;
@@ -51,6 +58,48 @@ TEST(Models, EveryConfigIsTested) {
   EXPECT_EQ(files, std::size(kModels));
 }
 
+/// The most arena bytes alive at once, from the plan's own dataflow: a value
+/// lives from the step that writes it (the arguments: from the start) to
+/// the last step that reads it; a KV-cache view is read, when its reader
+/// runs, through the page table and positions its cache read was given.
+/// Each value takes a multiple of the planner's 256-byte alignment.
+int64_t peakLiveBytes(const EntryPoint &ep) {
+  std::map<int64_t, std::pair<int64_t, int64_t>> span; // value -> (first, last) step
+  std::map<int64_t, int64_t> bytes;
+  std::map<int64_t, std::vector<int64_t>> viewReads;  // layer -> values its views read
+  const int64_t end = int64_t(ep.steps.size());
+  for (const Operand &a : ep.args)
+    if (a.kind == OperandKind::arena) {
+      span[a.value] = {-1, -1};
+      bytes[a.value] = alignUp(a.bytes(), 256);
+    }
+  for (int64_t i = 0; i < end; ++i) {
+    const Step &st = ep.steps[size_t(i)];
+    if (const KVCacheReadOp *r = st.tryAs<KVCacheReadOp>())
+      viewReads[r->layer] = {r->pageTable.value, r->positions.value};
+    forEachOperand(st, [&](const char *, const Operand &o, bool result) {
+      if (o.kind == OperandKind::kvView && !result)
+        for (int64_t v : viewReads[o.layer]) span[v].second = std::max(span[v].second, i);
+      if (o.kind != OperandKind::arena) return;
+      if (result) {
+        span[o.value] = {i, i};
+        bytes[o.value] = alignUp(o.bytes(), 256);
+      } else {
+        span[o.value].second = std::max(span[o.value].second, i);
+      }
+    });
+  }
+  for (const Operand &r : ep.results) span[r.value].second = end;
+  int64_t peak = 0;
+  for (int64_t i = -1; i <= end; ++i) {
+    int64_t live = 0;
+    for (const auto &[v, s] : span)
+      if (s.first <= i && i <= s.second) live += bytes[v];
+    peak = std::max(peak, live);
+  }
+  return peak;
+}
+
 TEST(Models, CompileWithExactBills) {
   for (const Known &k : kModels) {
     SCOPED_TRACE(k.file);
@@ -62,18 +111,93 @@ TEST(Models, CompileWithExactBills) {
     const CompileSettings &s = cfg.compile;
     EXPECT_EQ(b.params, k.params);
     EXPECT_EQ(b.weightsBytes, k.params * dtypeBytes(s.weightDtype));
+    // The weights section: tensors in table order, each at the next multiple
+    // of 64 bytes.
+    int64_t blob = 0;
+    for (const WeightEntry &w : out.plan.weights) {
+      EXPECT_EQ(int64_t(w.offset), alignUp(blob, int64_t(64))) << w.name;
+      blob = int64_t(w.offset + w.bytes);
+    }
+    EXPECT_EQ(b.weightsBlobBytes, blob);
     EXPECT_EQ(b.kvCacheBytes, 2 * m.numLayers * m.numKvHeads * m.headDim * s.maxSeqLen *
                                   s.maxBatch * dtypeBytes(s.kvDtype));
     ASSERT_EQ(b.arenaBytes.size(), 2u);
-    EXPECT_GT(b.arenaBytes.at("prefill"), 0);
-    EXPECT_GT(b.arenaBytes.at("decode"), 0);
+    for (const auto &[name, ep] : out.plan.entryPoints) {
+      SCOPED_TRACE(name);
+      int64_t all = 0;
+      for (const Step &st : ep.steps)
+        for (const Operand *o : stepOutputs(st))
+          if (o->kind == OperandKind::arena) all += alignUp(o->bytes(), 256);
+      for (const Operand &a : ep.args)
+        if (a.kind == OperandKind::arena) all += alignUp(a.bytes(), 256);
+      // Never less than what is alive at once, and reuse makes it far less
+      // than every tensor side by side.
+      EXPECT_GE(b.arenaBytes.at(name), peakLiveBytes(ep));
+      EXPECT_LT(b.arenaBytes.at(name), all / 2);
+    }
     EXPECT_EQ(b.arenaAllocBytes, std::max(b.arenaBytes.at("prefill"), b.arenaBytes.at("decode")));
-    EXPECT_EQ(b.totalBytes, b.weightsBytes + b.kvCacheBytes + b.arenaAllocBytes);
+    // One RoPE table per entry point (every layer's rope shares its
+    // frequencies): head_dim / 2 doubles and rows x head_dim floats, each
+    // rounded up to 64 bytes; attention scores for max_seq_len positions.
+    int64_t rope = 0;
+    for (const auto &[name, ep] : out.plan.entryPoints)
+      rope += alignUp(m.headDim / 2 * 8, 64) + alignUp(ep.rows * m.headDim * 4, 64);
+    EXPECT_EQ(b.workspaceBytes, rope);
+    EXPECT_EQ(b.scratchBytesPerThread, alignUp(s.maxSeqLen * 4, 64));
+    EXPECT_EQ(b.totalBytes, blob + b.kvCacheBytes + b.arenaAllocBytes + rope +
+                                b.scratchBytesPerThread);
     // The fused weights still account for every parameter once.
     int64_t fusedParts = 0;
     for (const WeightEntry &w : out.plan.weights)
       fusedParts += int64_t(w.parts.size());
     EXPECT_EQ(fusedParts, m.numLayers * (m.attentionBias ? 8 : 5));
+  }
+}
+
+/// Bytes the process has taken from the allocator (heap and mapped blocks).
+int64_t heapBytes() {
+  struct mallinfo2 mi = mallinfo2();
+  return int64_t(mi.uordblks + mi.hblkhd);
+}
+
+// What the CPU executor allocates at load is the bill, line for line, for
+// every model and any thread count, as the allocator itself counts it.
+TEST(Models, TheCpuExecutorAllocatesExactlyTheBill) {
+  for (const Known &k : kModels) {
+    SCOPED_TRACE(k.file);
+    CompileOutput out = compileModel(load(k.file));
+    const MemoryBill b = out.plan.memoryBill();
+    // The weights are the caller's (an artifact's mapping): reserved address
+    // space that any read at load would fault on.
+    void *weights = mmap(nullptr, size_t(b.weightsBlobBytes), PROT_NONE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    ASSERT_NE(weights, MAP_FAILED);
+    int64_t steps = 0;
+    for (const auto &[name, ep] : out.plan.entryPoints) steps += int64_t(ep.steps.size());
+    for (int threads : {1, 3}) {
+      const int64_t before = heapBytes();
+      {
+        CpuExecutor cpu(out.plan, static_cast<const char *>(weights),
+                        uint64_t(b.weightsBlobBytes), threads);
+        const int64_t grown = heapBytes() - before;
+        std::map<std::string, int64_t> lines;
+        int64_t sum = 0;
+        for (const Allocation &a : cpu.allocations()) {
+          lines[a.what] += a.bytes;
+          sum += a.bytes;
+        }
+        EXPECT_EQ(lines["arena"], b.arenaAllocBytes);
+        EXPECT_EQ(lines["KV cache"], b.kvCacheBytes);
+        EXPECT_EQ(lines["workspace"], b.workspaceBytes + threads * b.scratchBytesPerThread);
+        EXPECT_EQ(lines.size(), 3u);
+        EXPECT_EQ(sum + b.weightsBlobBytes, b.total(threads));
+        // Bookkeeping (the executor's copy of the plan and its bound steps,
+        // about 2 KiB a step) is not billed: nothing else may be.
+        EXPECT_GE(grown, sum);
+        EXPECT_LT(grown - sum, 4096 * steps) << "unbilled allocations at load";
+      }
+    }
+    munmap(weights, size_t(b.weightsBlobBytes));
   }
 }
 

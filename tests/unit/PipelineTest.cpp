@@ -145,7 +145,7 @@ CompileOutput compileAndCheck(const ModelConfig &cfg) {
 
 std::map<std::string, int> opCounts(const EntryPoint &ep) {
   std::map<std::string, int> n;
-  for (const Step &s : ep.steps) n[s.op]++;
+  for (const Step &s : ep.steps) n[s.name()]++;
   return n;
 }
 
@@ -228,6 +228,6 @@ TEST(Pipeline, StepsReferenceKnownWeights) {
   CompileOutput out = compileModel(makeConfig("attention_bias = true\n"));
   for (const auto &[name, ep] : out.plan.entryPoints)
     for (const Step &s : ep.steps)
-      for (const auto &[role, weight] : s.weights)
-        EXPECT_NE(out.plan.findWeight(weight), nullptr) << s.op << " " << role << " " << weight;
+      for (const std::string &weight : stepWeights(s))
+        EXPECT_NE(out.plan.findWeight(weight), nullptr) << s.name() << " " << weight;
 }

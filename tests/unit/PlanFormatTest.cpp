@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <functional>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -14,6 +15,35 @@ namespace fs = std::filesystem;
 
 namespace {
 
+Operand tensor(int64_t value, int64_t offset, std::vector<int64_t> shape, DType t = DType::f32,
+               std::string name = "") {
+  Operand o;
+  o.kind = OperandKind::arena;
+  o.name = std::move(name);
+  o.value = value;
+  o.offset = offset;
+  o.shape = std::move(shape);
+  o.dtype = t;
+  return o;
+}
+
+Operand cacheOperand() {
+  Operand o;
+  o.kind = OperandKind::kvCache;
+  return o;
+}
+
+Operand view(bool values) {
+  Operand o;
+  o.kind = OperandKind::kvView;
+  o.layer = 0;
+  o.values = values;
+  return o;
+}
+
+/// One decode step of a one-layer model, every kind of field in it: a
+/// weight, an optional bias, variadic results, an f64 and an i64 attribute,
+/// RoPE scaling, a mask, the cache and its views.
 Plan samplePlan() {
   Plan p;
   p.formatVersion = int(kArtifactFormatVersion);
@@ -36,32 +66,46 @@ Plan samplePlan() {
   p.settings.prefillChunk = 4;
   p.settings.pageSize = 8;
   p.weights = {{"tok_embeddings", {10, 8}, DType::bf16, 0, 0, {}},
+               {"layers.0.attention_norm", {8}, DType::bf16, 0, 0, {}},
                {"layers.0.attention.wqkv", {16, 8}, DType::bf16, 0, 0,
                 {"layers.0.attention.wq", "layers.0.attention.wk", "layers.0.attention.wv"}},
-               {"norm", {8}, DType::bf16, 0, 0, {}}};
+               {"layers.0.attention.bqkv", {16}, DType::bf16, 0, 0,
+                {"layers.0.attention.bq", "layers.0.attention.bk", "layers.0.attention.bv"}},
+               {"output", {10, 8}, DType::bf16, 0, 0, {}}};
   p.assignWeightOffsets();
   p.kvCache = {1, 4, 8, 1, 4, 4, DType::bf16};
   EntryPoint ep;
   ep.name = "decode";
   ep.rows = 1;
   ep.arenaBytes = 1024;
-  Operand tokens{OperandKind::arena, "tokens", 0, {1}, DType::i32, -1, false};
-  Operand cache{OperandKind::kvCache, "kv_cache", 0, {}, DType::f32, -1, false};
-  ep.args = {tokens, cache};
-  Step s;
-  s.op = "embedding";
-  s.weights["weight"] = "tok_embeddings";
-  s.inputs = {tokens};
-  s.outputs = {{OperandKind::arena, "", 256, {1, 8}, DType::f32, -1, false}};
-  ep.steps.push_back(s);
-  Step r;
-  r.op = "attention";
-  r.inputs = {s.outputs[0], {OperandKind::kvView, "", 0, {}, DType::f32, 0, false},
-              {OperandKind::kvView, "", 0, {}, DType::f32, 0, true}};
-  r.outputs = {{OperandKind::arena, "", 512, {1, 8}, DType::f32, -1, false}};
-  r.attrs = {{"mask", "cache"}, {"num_heads", 2}, {"scale", 0.5}};
-  ep.steps.push_back(r);
-  ep.results = {r.outputs[0]};
+  // Steps name no operand; the arguments carry their roles.
+  const Operand tokens = tensor(0, 0, {1}, DType::i32), positions = tensor(1, 64, {1}, DType::i32),
+                table = tensor(2, 128, {1, 4}, DType::i32);
+  const Operand cache = cacheOperand();
+  ep.args = {tokens, positions, table, cache};
+  for (auto [i, role] : {std::pair<int, const char *>{0, "tokens"}, {1, "positions"},
+                         {2, "page_table"}, {3, "kv_cache"}})
+    ep.args[size_t(i)].name = role;
+  const Operand x = tensor(3, 256, {1, 8}), n = tensor(4, 320, {1, 8}), q = tensor(5, 384, {1, 8}),
+                k = tensor(6, 448, {1, 4}), v = tensor(7, 512, {1, 4}), qr = tensor(8, 576, {1, 8}),
+                att = tensor(9, 640, {1, 8}), logits = tensor(10, 704, {1, 10});
+  EmbeddingOp emb{"tok_embeddings", tokens, x};
+  RMSNormOp norm{x, n, "layers.0.attention_norm", 1e-5};
+  LinearOp qkv{"layers.0.attention.wqkv", n, std::string("layers.0.attention.bqkv"), {q, k, v}};
+  RopeOp rope{q, positions, qr, RopeParams{4, 500000.0, RopeScaling{8.0, 1.0, 4.0, 8192}}};
+  KVCacheWriteOp write{k, v, cache, table, positions, cacheOperand(), 0};
+  KVCacheReadOp read{cache, table, positions, view(false), view(true), 0};
+  AttentionOp attn{AttentionMask::cache, qr, view(false), view(true), att, 2, 1, 4, 0.5};
+  LogitsOp head{"output", att, logits};
+  ep.steps = {{emb, "tok_embeddings"},
+              {norm, "layers.0.attention_norm"},
+              {qkv, "layers.0.attention.wq + layers.0.attention.wk"},
+              {rope, "layers.0.attention.rope_q"},
+              {write, "layers.0.attention"},
+              {read, "layers.0.attention"},
+              {attn, "layers.0.attention"},
+              {head, "output"}};
+  ep.results = {logits};
   p.entryPoints["decode"] = ep;
   return p;
 }
@@ -110,38 +154,144 @@ protected:
 
 } // namespace
 
-TEST(PlanJson, RoundTrip) {
-  Plan p = samplePlan();
-  nlohmann::json j = toJson(p);
-  Plan q = planFromJson(j);
-  EXPECT_EQ(toJson(q).dump(), j.dump());
-  EXPECT_EQ(q.weights[1].parts.size(), 3u);
-  EXPECT_EQ(q.entryPoints.at("decode").steps[1].inputs[2].kind, OperandKind::kvView);
-  EXPECT_TRUE(q.entryPoints.at("decode").steps[1].inputs[2].values);
+TEST(PlanJson, RoundTripKeepsEveryField) {
+  const Plan q = planFromJson(toJson(samplePlan()));
+  EXPECT_EQ(q.weights[2].parts.size(), 3u);
+  const EntryPoint &ep = q.entryPoints.at("decode");
+  ASSERT_EQ(ep.steps.size(), 8u);
+  EXPECT_EQ(ep.arg("page_table")->value, 2);
+  EXPECT_EQ(ep.arg("page_table")->shape, (std::vector<int64_t>{1, 4}));
+  EXPECT_EQ(ep.arg("kv_cache")->kind, OperandKind::kvCache);
+  const std::vector<OpKind> kinds = {OpKind::embedding, OpKind::rmsNorm,      OpKind::linear,
+                                     OpKind::rope,      OpKind::kvCacheWrite, OpKind::kvCacheRead,
+                                     OpKind::attention, OpKind::logits};
+  for (size_t i = 0; i < kinds.size(); ++i) EXPECT_EQ(ep.steps[i].kind(), kinds[i]) << i;
+  EXPECT_EQ(ep.steps[1].as<RMSNormOp>().eps, 1e-5);
+  EXPECT_EQ(ep.steps[1].as<RMSNormOp>().weight, "layers.0.attention_norm");
+  const LinearOp &qkv = ep.steps[2].as<LinearOp>();
+  EXPECT_EQ(qkv.bias.value_or("none"), "layers.0.attention.bqkv");
+  ASSERT_EQ(qkv.results.size(), 3u);
+  EXPECT_EQ(qkv.results[1].offset, 448);
+  EXPECT_EQ(qkv.results[2].value, 7);
+  EXPECT_EQ(qkv.outFeatures(), 16);
+  EXPECT_EQ(ep.steps[2].loc, "layers.0.attention.wq + layers.0.attention.wk");
+  const RopeOp &rope = ep.steps[3].as<RopeOp>();
+  EXPECT_EQ(rope.rope.theta, 500000.0);
+  ASSERT_TRUE(rope.rope.scaling);
+  EXPECT_EQ(rope.rope.scaling->highFreqFactor, 4.0);
+  EXPECT_EQ(rope.rope.scaling->originalMaxPositions, 8192);
+  EXPECT_EQ(ep.steps[4].as<KVCacheWriteOp>().layer, 0);
+  const AttentionOp &attn = ep.steps[6].as<AttentionOp>();
+  EXPECT_EQ(attn.mask, AttentionMask::cache);
+  EXPECT_EQ(attn.key.kind, OperandKind::kvView);
+  EXPECT_FALSE(attn.key.values);
+  EXPECT_TRUE(attn.value.values);
+  EXPECT_EQ(attn.numHeads, 2);
+  EXPECT_EQ(attn.scale, 0.5);
+  EXPECT_EQ(ep.results[0].value, 10);
+  EXPECT_EQ(stepWeights(ep.steps[2]),
+            (std::vector<std::string>{"layers.0.attention.wqkv", "layers.0.attention.bqkv"}));
+}
+
+// The format docs/artifact.md describes, written out by hand.
+TEST(PlanJson, AStepIsItsOpsFieldsByName) {
+  const nlohmann::json step = toJson(samplePlan())["entry_points"]["decode"]["steps"][1];
+  const nlohmann::json expected = nlohmann::json::parse(R"({
+    "op": "rms_norm", "loc": "layers.0.attention_norm",
+    "input": {"kind": "arena", "value": 3, "offset": 256, "shape": [1, 8], "dtype": "f32"},
+    "weight": "layers.0.attention_norm", "eps": 1e-05,
+    "result": {"kind": "arena", "value": 4, "offset": 320, "shape": [1, 8], "dtype": "f32"}})");
+  EXPECT_EQ(step, expected) << step.dump(1);
+  const nlohmann::json read = toJson(samplePlan())["entry_points"]["decode"]["steps"][5];
+  EXPECT_EQ(read["keys"], nlohmann::json::parse(R"({"kind": "kv_view", "layer": 0, "part": "keys"})"));
+  EXPECT_EQ(read["cache"], nlohmann::json::parse(R"({"kind": "kv_cache"})"));
 }
 
 TEST(PlanJson, MemoryBillIsExact) {
   Plan p = samplePlan();
   MemoryBill b = p.memoryBill();
-  EXPECT_EQ(b.params, 10 * 8 + 16 * 8 + 8);
+  EXPECT_EQ(b.params, 10 * 8 + 8 + 16 * 8 + 16 + 10 * 8);
   EXPECT_EQ(b.weightsBytes, 2 * b.params);
+  // Each weight starts at a multiple of 64: 160, 16 (at 192), 256 (at 256),
+  // 32 (at 512), 160 (at 576) bytes.
+  EXPECT_EQ(b.weightsBlobBytes, 576 + 160);
+  for (const WeightEntry &w : p.weights) EXPECT_EQ(w.offset % kWeightAlignment, 0u) << w.name;
   // [layers][2][pages][kv_heads][page_size][head_dim] x bf16
   EXPECT_EQ(b.kvCacheBytes, 1 * 2 * 4 * 1 * 8 * 4 * 2);
   EXPECT_EQ(b.arenaBytes.at("decode"), 1024);
-  EXPECT_EQ(b.totalBytes, b.weightsBytes + b.kvCacheBytes + 1024);
-  // Weights are laid out at 64-byte boundaries.
-  for (const WeightEntry &w : p.weights)
-    EXPECT_EQ(w.offset % kWeightAlignment, 0u) << w.name;
-  EXPECT_GE(b.weightsBlobBytes, b.weightsBytes);
+  // One RoPE table: 2 frequencies (doubles) and one row of 4 floats, each
+  // part rounded up to 64 bytes; attention scores for 32 positions a thread.
+  EXPECT_EQ(b.workspaceBytes, 64 + 64);
+  EXPECT_EQ(b.scratchBytesPerThread, 128);
+  EXPECT_EQ(b.totalBytes, b.weightsBlobBytes + b.kvCacheBytes + 1024 + 128 + 128);
+  EXPECT_EQ(b.total(3), b.totalBytes + 2 * 128);
+  EXPECT_EQ(b.hostPinnedBytes + b.reserveBytes, 0);
 }
 
-TEST(PlanJson, MissingFieldIsAnInputError) {
+/// The message planFromJson gives for the sample's plan after `damage`.
+std::string readError(const std::function<void(nlohmann::json &)> &damage) {
   nlohmann::json j = toJson(samplePlan());
-  j.erase("kv_cache");
-  EXPECT_THROW(planFromJson(j), InputError);
-  j = toJson(samplePlan());
-  j["weights"][0]["dtype"] = "f8";
-  EXPECT_THROW(planFromJson(j), InputError);
+  damage(j);
+  try {
+    planFromJson(j);
+  } catch (const InputError &e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+nlohmann::json &step(nlohmann::json &j, int i) { return j["entry_points"]["decode"]["steps"][i]; }
+
+TEST(PlanJson, EachDamageNamesTheStepAndField) {
+  const std::pair<std::function<void(nlohmann::json &)>, std::string> cases[] = {
+      {[](nlohmann::json &j) { j.erase("kv_cache"); }, "the plan has no 'kv_cache'"},
+      {[](nlohmann::json &j) { j["weights"][0]["dtype"] = "f8"; }, "names no element type"},
+      {[](nlohmann::json &j) { step(j, 1)["op"] = "rms_norm2"; },
+       "step 1 of entry point 'decode' is op 'rms_norm2', which this kvplan does not know"},
+      {[](nlohmann::json &j) { step(j, 1).erase("eps"); },
+       "step 1 of entry point 'decode' ('rms_norm' at layers.0.attention_norm) has no field "
+       "'eps' (a number)"},
+      {[](nlohmann::json &j) { step(j, 1)["epsilon"] = 1e-5; },
+       "has a field 'epsilon' its op does not have"},
+      {[](nlohmann::json &j) { step(j, 4)["layer"] = "0"; }, "attribute 'layer' is not an integer"},
+      {[](nlohmann::json &j) { step(j, 1)["result"]["offset"] = 1e30; },
+       "field 'result' offset is not an integer (1e+30)"},
+      {[](nlohmann::json &j) { step(j, 1)["result"]["shape"] = {1, -8}; }, "outside [1, "},
+      {[](nlohmann::json &j) { step(j, 6)["key"] = {{"kind", "kv_cache"}}; },
+       "field 'key' is not a tensor or a KV-cache view"},
+      {[](nlohmann::json &j) { step(j, 1)["input"]["value"] = 9; },
+       "reads value 9, which no earlier step defines"},
+      {[](nlohmann::json &j) { step(j, 2)["results"][0]["offset"] = 320; },
+       "writes over its own input"},
+      {[](nlohmann::json &j) { step(j, 3)["input"]["offset"] = 640; },
+       "reads value 5 where it does not live"},
+      {[](nlohmann::json &j) { step(j, 7)["result"]["offset"] = 1000; },
+       "outside the arena of 1024"},
+      {[](nlohmann::json &j) { step(j, 2)["weight"] = "layers.0.attention.wqkv2"; },
+       "names weight 'layers.0.attention.wqkv2', which is not in the weight table"},
+      {[](nlohmann::json &j) { step(j, 4)["layer"] = 3; }, "names layer 3 of a cache of 1"},
+      {[](nlohmann::json &j) { step(j, 3)["result"]["offset"] = 448; },
+       "reads value 6 after a later write overwrote it"},
+      {[](nlohmann::json &j) {
+         step(j, 1)["result"]["offset"] = 64;
+         step(j, 2)["input"]["offset"] = 64;
+       },
+       "step 3 ('rope' at layers.0.attention.rope_q) of entry point 'decode' reads value 1 after "
+       "a later write overwrote it"},
+      // The attention reads, through its views, the positions and page
+      // table the cache read was given.
+      {[](nlohmann::json &j) { step(j, 6)["result"]["offset"] = 128; },
+       "step 6 ('attention' at layers.0.attention) of entry point 'decode' writes over its own "
+       "input (value 2)"},
+      {[](nlohmann::json &j) { j["entry_points"]["decode"]["steps"].erase(5); },
+       "reads a view of layer 0 that no kv_cache_read made"},
+  };
+  for (const auto &[damage, want] : cases) {
+    const std::string msg = readError(damage);
+    EXPECT_NE(msg.find(want), std::string::npos) << "want: " << want << "\ngot: " << msg;
+    EXPECT_NE(msg.find("recompile"), std::string::npos) << msg;
+  }
+  EXPECT_EQ(readError([](nlohmann::json &) {}), "(no error)");
 }
 
 TEST_F(ArtifactTest, RoundTrip) {

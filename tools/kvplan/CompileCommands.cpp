@@ -7,6 +7,7 @@
 #include "passes/Passes.h"
 #include "tools/kvplan/Runnable.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -101,7 +102,9 @@ void addCompileCommands(CLI::App &app, const GlobalOptions &global, Action &acti
     opts->add(cmd, "A model: a .toml spec, a config.json (or its folder), a .bin or a .gguf",
               true, false);
     std::vector<std::string> stages = {"frontend"};
-    for (const std::string &p : pipelinePassNames()) stages.push_back(p);
+    for (Target t : {Target::cpu, Target::cuda})
+      for (const std::string &p : pipelinePassNames(t))
+        if (std::find(stages.begin(), stages.end(), p) == stages.end()) stages.push_back(p);
     auto *afterOpt = cmd->add_option("--after", *after, "The stage to print: frontend or a pass")
                          ->check(CLI::IsMember(stages));
     cmd->add_flag("--all", *all, "Every stage (to stdout, separated by // -----)")
@@ -111,7 +114,12 @@ void addCompileCommands(CLI::App &app, const GlobalOptions &global, Action &acti
     cmd->callback([&action, &global, opts, after, all, dir] {
       action = [&global, opts, after, all, dir] {
         ModelConfig cfg = loadConfig(*opts);
-        const std::string last = pipelinePassNames().back();
+        const std::vector<std::string> &passes = pipelinePassNames(cfg.compile.target);
+        const std::string last = passes.back();
+        if (!after->empty() && *after != "frontend" &&
+            std::find(passes.begin(), passes.end(), *after) == passes.end())
+          throw InputError("--after " + *after + ": the " + targetName(cfg.compile.target) +
+                           " target's pipeline has no such pass (it runs for --target cuda)");
         // Which stages to show: one (--after, or the last by default) or all
         // (--all, or -o without --after).
         bool every = *all || (!dir->empty() && after->empty());

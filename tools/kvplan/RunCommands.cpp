@@ -2,6 +2,7 @@
 #include "tools/kvplan/Commands.h"
 #include "tools/kvplan/Runnable.h"
 
+#include "plan/Cost.h"
 #include "runtime/Engine.h"
 #include "runtime/Roofline.h"
 #include "runtime/cpu/Isa.h"
@@ -60,23 +61,6 @@ void printIds(const std::vector<int32_t> &ids, bool &first) {
   }
 }
 
-/// Bytes of weights one decode step reads: every weight a linear, norm or
-/// the LM head reads whole, plus one embedding row per token.
-int64_t decodeWeightBytes(const Plan &plan, int64_t rows) {
-  std::set<std::string> whole, gathered;
-  for (const Step &s : plan.entryPoints.at("decode").steps)
-    for (const auto &[role, name] : s.weights)
-      (s.op == "embedding" ? gathered : whole).insert(name);
-  int64_t bytes = 0;
-  for (const std::string &name : whole) bytes += int64_t(plan.findWeight(name)->bytes);
-  for (const std::string &name : gathered)
-    if (!whole.count(name)) {
-      const WeightEntry *w = plan.findWeight(name);
-      bytes += rows * w->shape.back() * dtypeBytes(w->dtype);
-    }
-  return bytes;
-}
-
 /// Writes generated text. On a terminal, control characters other than
 /// newline, tab and carriage return are shown as \xNN, so a model's output
 /// (random weights emit any byte) cannot drive the terminal.
@@ -92,29 +76,6 @@ void emit(const std::string &text) {
     else
       std::putchar(c);
   }
-}
-
-/// FLOPs a prompt of `promptLen` tokens costs in prefill: every linear and
-/// the LM head (2 per multiply-add) over the rows each chunk runs, and
-/// attention's two products over the cache.
-double prefillFlops(const Plan &plan, int64_t promptLen) {
-  const EntryPoint &ep = plan.entryPoints.at("prefill");
-  double flops = 0;
-  for (int64_t done = 0; done < promptLen; done += ep.rows) {
-    const int64_t n = std::min(ep.rows, promptLen - done);
-    for (const Step &s : ep.steps) {
-      if (s.outputs.empty() || s.outputs[0].kind != OperandKind::arena) continue;
-      const int64_t rows = s.outputs[0].shape[0] == ep.rows ? n : s.outputs[0].shape[0];
-      if (s.op == "linear" || s.op == "logits") {
-        const WeightEntry *w = plan.findWeight(s.weights.at("weight"));
-        flops += 2.0 * double(rows) * double(w->shape[0]) * double(w->shape[1]);
-      } else if (s.op == "attention") {
-        const int64_t width = s.outputs[0].shape[1]; // heads x head_dim
-        for (int64_t r = 0; r < rows; ++r) flops += 4.0 * double(done + r + 1) * double(width);
-      }
-    }
-  }
-  return flops;
 }
 
 struct RunOptions {

@@ -112,8 +112,16 @@ func.func @f(%x: tensor<2x12xf32>, %p: tensor<3xi32>) -> tensor<2x12xf32> {
 // -----
 
 func.func @f(%x: tensor<2x8xf32>, %p: tensor<2xi32>) -> tensor<2x8xf32> {
-  // expected-error @below {{scaling needs a numeric 'low_freq_factor'}}
-  %0 = llm.rope %x, %p {head_dim = 4 : i64, theta = 1.0e4 : f64, scaling = {factor = 8.0 : f64}} : tensor<2x8xf32>, tensor<2xi32>
+  // expected-error @below {{rope_scaling needs low_freq_factor}}
+  %0 = llm.rope %x, %p {head_dim = 4 : i64, theta = 1.0e4 : f64, scaling = #llm.rope_scaling<factor = 8.0>} : tensor<2x8xf32>, tensor<2xi32>
+  return %0 : tensor<2x8xf32>
+}
+
+// -----
+
+func.func @f(%x: tensor<2x8xf32>, %p: tensor<2xi32>) -> tensor<2x8xf32> {
+  // expected-error @below {{rope_scaling: high_freq_factor must exceed low_freq_factor}}
+  %0 = llm.rope %x, %p {head_dim = 4 : i64, theta = 1.0e4 : f64, scaling = #llm.rope_scaling<factor = 8.0, low_freq_factor = 4.0, high_freq_factor = 1.0, original_max_position_embeddings = 8192>} : tensor<2x8xf32>, tensor<2xi32>
   return %0 : tensor<2x8xf32>
 }
 
@@ -219,3 +227,143 @@ func.func @f(%c: !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 
   %k, %v = llm.kv_cache_read %c[%t] upto %p {layer = 0 : i64} : !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>, tensor<1x2xi32>, tensor<2xi32> -> !llm.kv_view<kv_heads = 1, head_dim = 4, element_type = bf16>, !llm.kv_view<kv_heads = 1, head_dim = 4, element_type = bf16>
   return
 }
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// Storage types and the cuda target's ops
+//===----------------------------------------------------------------------===//
+
+llm.weight @w : tensor<8x8xf16>
+func.func @f(%x: tensor<2x8xbf16>) -> tensor<2x8xf32> {
+  // expected-error @below {{reads 'bf16' rows, which must be f32 or the weights' type 'f16'}}
+  %0 = llm.linear @w(%x) : tensor<2x8xbf16> -> tensor<2x8xf32>
+  return %0 : tensor<2x8xf32>
+}
+
+// -----
+
+llm.weight @w : tensor<8x8xbf16>
+func.func @f(%x: tensor<2x8xbf16>) -> tensor<2x8xbf16> {
+  // expected-error @below {{results are f32, got 'bf16'}}
+  %0 = llm.linear @w(%x) : tensor<2x8xbf16> -> tensor<2x8xbf16>
+  return %0 : tensor<2x8xbf16>
+}
+
+// -----
+
+func.func @f(%x: tensor<2x8xf32>) -> tensor<2x8xf32> {
+  // expected-error @below {{must change the element type}}
+  %0 = llm.convert %x : tensor<2x8xf32> -> tensor<2x8xf32>
+  return %0 : tensor<2x8xf32>
+}
+
+// -----
+
+func.func @f(%x: tensor<2x8xf32>) -> tensor<2x4xbf16> {
+  // expected-error @below {{result must have shape [2, 8], got [2, 4]}}
+  %0 = llm.convert %x : tensor<2x8xf32> -> tensor<2x4xbf16>
+  return %0 : tensor<2x4xbf16>
+}
+
+// -----
+
+func.func @f(%q: tensor<2x8xf32>, %k: tensor<2x8xf32>, %t: tensor<1x4xi32>, %p: tensor<2xi32>,
+             %c: !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>) {
+  // expected-error @below {{key rows must be kv_heads x head_dim = 4 wide, got 8}}
+  %qr, %c1 = llm.rope_kv_write %q, %k, %k into %c[%t] at %p {head_dim = 4 : i64, layer = 0 : i64, theta = 1.0e4 : f64} : tensor<2x8xf32>, tensor<2x8xf32>, tensor<2x8xf32>, !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>, tensor<1x4xi32>, tensor<2xi32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<2x8xf32>, %k: tensor<2x4xf32>, %t: tensor<1x4xi32>, %p: tensor<2xi32>,
+             %c: !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>) {
+  // expected-error @below {{head_dim 2 differs from the cache's 4}}
+  %qr, %c1 = llm.rope_kv_write %q, %k, %k into %c[%t] at %p {head_dim = 2 : i64, layer = 0 : i64, theta = 1.0e4 : f64} : tensor<2x8xf32>, tensor<2x4xf32>, tensor<2x4xf32>, !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>, tensor<1x4xi32>, tensor<2xi32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<2x8xf32>, %k: tensor<2x4xf32>, %t: tensor<1x4xi32>, %p: tensor<2xi32>,
+             %c: !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>) {
+  // expected-error @below {{layer 1 is outside the cache's 1 layers}}
+  %qr, %c1 = llm.rope_kv_write %q, %k, %k into %c[%t] at %p {head_dim = 4 : i64, layer = 1 : i64, theta = 1.0e4 : f64} : tensor<2x8xf32>, tensor<2x4xf32>, tensor<2x4xf32>, !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>, tensor<1x4xi32>, tensor<2xi32>
+  return
+}
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// The module's settings and the other llm.* attributes
+//===----------------------------------------------------------------------===//
+
+// expected-error @below {{settings: kv_dtype 'bf61' is not f32, bf16 or f16}}
+module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_dtype = "bf61", max_batch = 1, max_seq_len = 16, prefill_chunk = 4, page_size = 4>} {
+}
+
+// -----
+
+// expected-error @below {{settings: weight_dtype 'int4' is not f32, bf16, f16 or int8}}
+module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "int4", kv_dtype = "f32", max_batch = 1, max_seq_len = 16, prefill_chunk = 4, page_size = 4>} {
+}
+
+// -----
+
+// expected-error @below {{settings: target 'tpu' is not cpu or cuda}}
+module attributes {llm.settings = #llm.settings<target = "tpu", weight_dtype = "f32", kv_dtype = "f32", max_batch = 1, max_seq_len = 16, prefill_chunk = 4, page_size = 4>} {
+}
+
+// -----
+
+// expected-error @below {{settings needs page_size}}
+module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_dtype = "f32", max_batch = 1, max_seq_len = 16, prefill_chunk = 4>} {
+}
+
+// -----
+
+// expected-error @below {{settings: unknown key 'kv_type'}}
+module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_type = "f32", max_batch = 1, max_seq_len = 16, prefill_chunk = 4, page_size = 4>} {
+}
+
+// -----
+
+// expected-error @below {{settings: page_size 5 does not divide max_seq_len 16}}
+module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_dtype = "f32", max_batch = 1, max_seq_len = 16, prefill_chunk = 4, page_size = 5>} {
+}
+
+// -----
+
+// expected-error @below {{settings: max_batch, max_seq_len, prefill_chunk and page_size must be positive}}
+module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_dtype = "f32", max_batch = 0, max_seq_len = 16, prefill_chunk = 4, page_size = 4>} {
+}
+
+// -----
+
+// An old module's dictionary of settings is not read as settings.
+// expected-error @below {{attribute 'llm.settings' must be an #llm.settings on the module}}
+module attributes {llm.settings = {kv_dtype = "f32", max_batch = 1 : i64}} {
+}
+
+// -----
+
+// expected-error @below {{attribute 'llm.entry' must be "prefill" or "decode" on a function}}
+func.func @f() attributes {llm.entry = "verify"} {
+  return
+}
+
+// -----
+
+// expected-error @below {{has an unknown llm attribute 'llm.offest'}}
+func.func @f() attributes {llm.offest = 3 : i64} {
+  return
+}
+
+// -----
+
+// expected-error @below {{argument #0: llm.offset must be a non-negative integer}}
+func.func @f(%a: tensor<2xi32> {llm.offset = -256 : i64}) {
+  return
+}
+

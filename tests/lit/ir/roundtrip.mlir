@@ -1,7 +1,7 @@
 // Every llm op and type prints in its custom form and parses back, also
 // through the generic form.
-// RUN: kvplan-opt %s | kvplan-opt | FileCheck %s
-// RUN: kvplan-opt %s --mlir-print-op-generic | kvplan-opt | FileCheck %s
+// RUN: kvplan-opt %s -split-input-file | kvplan-opt -split-input-file | FileCheck %s
+// RUN: kvplan-opt %s -split-input-file --mlir-print-op-generic | kvplan-opt -split-input-file | FileCheck %s
 
 // CHECK: llm.weight @emb : tensor<32x8xbf16>
 // CHECK: llm.weight @wqkv concat ["wq", "wk", "wv"] : tensor<16x8xbf16>
@@ -21,8 +21,8 @@ func.func @all_ops(%tokens: tensor<4xi32>, %pos: tensor<4xi32>, %table: tensor<1
   %n = llm.rms_norm %x, @g {eps = 1.0e-5 : f64} : tensor<4x8xf32>
   // CHECK: %[[QKV:.*]]:3 = llm.linear @wqkv(%{{.*}}) bias @bqkv : tensor<4x8xf32> -> tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>
   %q, %k, %v = llm.linear @wqkv(%n) bias @bqkv : tensor<4x8xf32> -> tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>
-  // CHECK: llm.rope %[[QKV]]#0, %{{.*}} {head_dim = 4 : i64, scaling = {factor = 8.000000e+00 : f64, high_freq_factor = 4.000000e+00 : f64, low_freq_factor = 1.000000e+00 : f64, original_max_position_embeddings = 8192 : i64}, theta = 5.000000e+05 : f64}
-  %qr = llm.rope %q, %pos {head_dim = 4 : i64, theta = 5.0e5 : f64, scaling = {factor = 8.0 : f64, low_freq_factor = 1.0 : f64, high_freq_factor = 4.0 : f64, original_max_position_embeddings = 8192 : i64}} : tensor<4x8xf32>, tensor<4xi32>
+  // CHECK: llm.rope %[[QKV]]#0, %{{.*}} {head_dim = 4 : i64, scaling = #llm.rope_scaling<factor = 8.000000e+00, low_freq_factor = 1.000000e+00, high_freq_factor = 4.000000e+00, original_max_position_embeddings = 8192>, theta = 5.000000e+05 : f64}
+  %qr = llm.rope %q, %pos {head_dim = 4 : i64, theta = 5.0e5 : f64, scaling = #llm.rope_scaling<factor = 8.0, low_freq_factor = 1.0, high_freq_factor = 4.0, original_max_position_embeddings = 8192>} : tensor<4x8xf32>, tensor<4xi32>
   %kr = llm.rope %k, %pos {head_dim = 4 : i64, theta = 5.0e5 : f64} : tensor<4x4xf32>, tensor<4xi32>
   // CHECK: llm.attention causal
   %fresh = llm.attention causal %qr, %kr, %v {head_dim = 4 : i64, num_heads = 2 : i64, num_kv_heads = 1 : i64, scale = 0.5 : f64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32> -> tensor<4x8xf32>
@@ -52,4 +52,36 @@ func.func @all_ops(%tokens: tensor<4xi32>, %pos: tensor<4xi32>, %table: tensor<1
   // CHECK: llm.logits @emb(%{{.*}}) : tensor<1x8xf32> -> tensor<1x32xf32>
   %logits = llm.logits @emb(%out) : tensor<1x8xf32> -> tensor<1x32xf32>
   return %logits : tensor<1x32xf32>
+}
+
+// The cuda target's ops and storage types: narrow results print after an
+// arrow, rows already narrow need no conversion.
+// CHECK-LABEL: func.func @cuda_ops
+func.func @cuda_ops(%x: tensor<4x8xf32>, %pos: tensor<4xi32>, %table: tensor<1x4xi32>,
+                    %cache: !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 4, element_type = bf16>) -> tensor<4x8xf32> {
+  // CHECK: %[[N:.*]] = llm.rms_norm %{{.*}}, @g {eps = 1.000000e-05 : f64} : tensor<4x8xf32> -> tensor<4x8xbf16>
+  %n = llm.rms_norm %x, @g {eps = 1.0e-5 : f64} : tensor<4x8xf32> -> tensor<4x8xbf16>
+  // CHECK: llm.linear @wqkv(%[[N]]) : tensor<4x8xbf16> -> tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>
+  %q, %k, %v = llm.linear @wqkv(%n) : tensor<4x8xbf16> -> tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>
+  // CHECK: %[[QR:.*]], %[[C:.*]] = llm.rope_kv_write %{{.*}}, %{{.*}}, %{{.*}} into %{{.*}}[%{{.*}}] at %{{.*}} {head_dim = 4 : i64, layer = 0 : i64, theta = 1.000000e+04 : f64}
+  %qr, %c = llm.rope_kv_write %q, %k, %v into %cache[%table] at %pos {head_dim = 4 : i64, layer = 0 : i64, theta = 1.0e4 : f64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>, !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 4, element_type = bf16>, tensor<1x4xi32>, tensor<4xi32>
+  %keys, %values = llm.kv_cache_read %c[%table] upto %pos {layer = 0 : i64} : !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 4, element_type = bf16>, tensor<1x4xi32>, tensor<4xi32> -> !llm.kv_view<kv_heads = 1, head_dim = 4, element_type = bf16>, !llm.kv_view<kv_heads = 1, head_dim = 4, element_type = bf16>
+  // CHECK: llm.attention cache %[[QR]], {{.*}} -> tensor<4x8xbf16>
+  %a = llm.attention cache %qr, %keys, %values {head_dim = 4 : i64, num_heads = 2 : i64, num_kv_heads = 1 : i64, scale = 0.5 : f64} : tensor<4x8xf32>, !llm.kv_view<kv_heads = 1, head_dim = 4, element_type = bf16>, !llm.kv_view<kv_heads = 1, head_dim = 4, element_type = bf16> -> tensor<4x8xbf16>
+  // CHECK: llm.convert %{{.*}} : tensor<4x8xf32> -> tensor<4x8xbf16>
+  %xc = llm.convert %x : tensor<4x8xf32> -> tensor<4x8xbf16>
+  // CHECK: llm.swiglu %{{.*}}, %{{.*}} : tensor<4x8xf32> -> tensor<4x8xbf16>
+  %sw = llm.swiglu %x, %x : tensor<4x8xf32> -> tensor<4x8xbf16>
+  // CHECK: llm.add_rms_norm %{{.*}}, %{{.*}}, @g {eps = 1.000000e-05 : f64} : tensor<4x8xf32> -> tensor<4x8xbf16>
+  %n2, %r = llm.add_rms_norm %x, %x, @g {eps = 1.0e-5 : f64} : tensor<4x8xf32> -> tensor<4x8xbf16>
+  %o = llm.linear @w8(%a) : tensor<4x8xbf16> -> tensor<4x8xf32>
+  return %o : tensor<4x8xf32>
+}
+llm.weight @w8 : tensor<8x8xbf16>
+
+// -----
+
+// The compile settings are one typed attribute on the module.
+// CHECK: module attributes {llm.settings = #llm.settings<target = "cuda", weight_dtype = "bf16", kv_dtype = "f16", max_batch = 2, max_seq_len = 16, prefill_chunk = 4, page_size = 4>}
+module attributes {llm.settings = #llm.settings<target = "cuda", weight_dtype = "bf16", kv_dtype = "f16", max_batch = 2, max_seq_len = 16, prefill_chunk = 4, page_size = 4>} {
 }

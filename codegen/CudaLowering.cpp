@@ -1,0 +1,340 @@
+// Lowers each op of a planned entry point to kernel launches and cuBLAS
+// products, one op at a time: the op's operands' arena offsets and element
+// types say everything a launch needs.
+#include "codegen/CudaLowering.h"
+
+#include "support/Align.h"
+
+#include <algorithm>
+
+namespace kvplan::cudagen {
+
+void unsupported(const std::string &what) {
+  throw InputError("the plan cannot be compiled for the cuda target: " + what);
+}
+
+const char *cudaType(DType t) {
+  switch (t) {
+  case DType::f32: return "float";
+  case DType::bf16: return "__nv_bfloat16";
+  case DType::f16: return "__half";
+  default: break;
+  }
+  unsupported(std::string("no CUDA element type for ") + dtypeName(t));
+}
+
+std::string Specialisations::wrapper(const std::string &name, int64_t block,
+                                      const std::string &body) {
+  if (!wrappers.count(name))
+    wrappers[name] = "extern \"C\" __global__ void __launch_bounds__(" + std::to_string(block) +
+                     ") " + name + "(KvArgs a) { " + body + "; }\n";
+  return name;
+}
+
+int Specialisations::ropeTable(const RopeParams &params) {
+  std::vector<double> freqs = ropeFrequencies(params);
+  for (size_t i = 0; i < ropeTables.size(); ++i)
+    if (ropeTables[i] == freqs) return int(i);
+  ropeTables.push_back(std::move(freqs));
+  return int(ropeTables.size() - 1);
+}
+
+namespace {
+
+std::string dims(std::initializer_list<int64_t> v) {
+  std::string s;
+  for (int64_t x : v) s += "_" + std::to_string(x);
+  return s;
+}
+std::string num(int64_t v) { return std::to_string(v); }
+
+class EntryLowering {
+public:
+  EntryLowering(const Plan &plan, const EntryPoint &ep, const AttentionSplit &split,
+                Specialisations &specs, CudaEntry &out)
+      : plan(plan), ep(ep), split(split), specs(specs), out(out), kv(plan.kvCache),
+        kvType(cudaType(kv.dtype)), positions(arena(*ep.arg("positions"))),
+        table(arena(*ep.arg("page_table"))),
+        tableStride(ep.arg("page_table")->rows() == 1 ? 0 : ep.arg("page_table")->cols()) {}
+
+  void lower() {
+    for (size_t i = 0; i < ep.steps.size(); ++i) {
+      step = int64_t(i);
+      std::visit([&](const auto &op) { (*this)(op); }, ep.steps[i].op);
+    }
+    sample();
+  }
+
+  void operator()(const EmbeddingOp &op) {
+    const DType w = weightType(op.weight), o = op.result.dtype;
+    const int64_t c = op.result.cols();
+    const std::string name = specs.wrapper(
+        "embedding_" + std::string(dtypeName(w)) + "_" + dtypeName(o) + dims({c}), 256,
+        "kvplan::embedding<" + std::string(cudaType(w)) + ", " + cudaType(o) + ", " + num(c) +
+            ", 256>(a)");
+    kernel(name, {op.result.rows(), 1, 1}, 256, 0, op.result,
+           {arena(op.tokens), weightRef(op.weight), arena(op.result)});
+  }
+  void operator()(const RMSNormOp &op) {
+    f32Input(op.input, "rms_norm");
+    norm("rms_norm", "rmsNorm", op.weight, op.result, op.eps,
+         {arena(op.input), weightRef(op.weight), arena(op.result)});
+  }
+  void operator()(const AddRMSNormOp &op) {
+    f32Input(op.lhs, "add_rms_norm");
+    if (op.residual.dtype != DType::f32) unsupported("add_rms_norm's residual must be f32");
+    norm("add_rms_norm", "addRmsNorm", op.weight, op.normed, op.eps,
+         {arena(op.lhs), arena(op.rhs), weightRef(op.weight), arena(op.normed),
+          arena(op.residual)});
+  }
+  void operator()(const LinearOp &op) { linear(op.weight, op.bias, op.input, op.results); }
+  void operator()(const LogitsOp &op) { linear(op.weight, std::nullopt, op.input, {op.result}); }
+  void operator()(const RopeOp &op) {
+    entryPositions(op.positions);
+    const int idx = specs.ropeTable(op.rope);
+    const int64_t c = op.result.cols(), hd = op.rope.headDim;
+    const std::string name =
+        specs.wrapper("rope_r" + num(idx) + dims({c, hd}), 128,
+                      "kvplan::rope<" + num(c) + ", " + num(hd) + ">(a, kvplan_rope_" + num(idx) + ")");
+    kernel(name, {op.result.rows(), 1, 1}, 128, 0, op.result,
+           {arena(op.input), positions, arena(op.result)});
+  }
+  void operator()(const RopeKVWriteOp &op) {
+    entryPositions(op.positions);
+    const int idx = specs.ropeTable(op.rope);
+    const int64_t qcols = op.query.cols(), hd = op.rope.headDim;
+    if (op.key.cols() != kv.kvHeads * kv.headDim || hd != kv.headDim)
+      unsupported("RoPE'd keys do not match the KV cache");
+    const std::string name = specs.wrapper(
+        "rope_qkv_write_" + std::string(dtypeName(kv.dtype)) + "_r" + num(idx) +
+            dims({qcols, kv.kvHeads, hd, kv.pageSize, kv.pages}),
+        128,
+        "kvplan::ropeQkvWrite<" + kvType + ", " + num(qcols) + ", " + num(kv.kvHeads) + ", " +
+            num(hd) + ", " + num(kv.pageSize) + ", " + num(kv.pages) + "LL>(a, kvplan_rope_" +
+            num(idx) + ")");
+    kernel(name, {op.query.rows(), 1, 1}, 128, 0, op.query,
+           {arena(op.query), arena(op.key), arena(op.value), arena(op.rotatedQuery), cache(),
+            positions, table},
+           {op.layer, tableStride});
+  }
+  void operator()(const KVCacheWriteOp &op) {
+    entryPositions(op.positions);
+    const std::string name = specs.wrapper(
+        "kv_write_" + std::string(dtypeName(kv.dtype)) +
+            dims({kv.kvHeads, kv.headDim, kv.pageSize, kv.pages}),
+        128,
+        "kvplan::kvWrite<" + kvType + ", " + num(kv.kvHeads) + ", " + num(kv.headDim) + ", " +
+            num(kv.pageSize) + ", " + num(kv.pages) + "LL>(a)");
+    kernel(name, {op.key.rows(), 1, 1}, 128, 0, op.key,
+           {arena(op.key), arena(op.value), cache(), positions, table}, {op.layer, tableStride});
+  }
+  void operator()(const KVCacheReadOp &) {} // attention reads the cache in place
+  void operator()(const AttentionOp &op);
+  void operator()(const FusedFFNOp &op) {
+    f32Input(op.input, "fused_ffn");
+    const int64_t oc = op.result.cols();
+    const DType o = op.result.dtype;
+    const std::string name = specs.wrapper("fused_ffn_" + std::string(dtypeName(o)) + dims({oc}),
+                                           kElementwiseBlock,
+                                           "kvplan::fusedFfn<" + std::string(cudaType(o)) + ", " +
+                                               num(oc) + ">(a)");
+    kernel(name, {ceilDiv(oc, kElementwiseBlock), op.result.rows(), 1}, kElementwiseBlock, 1,
+           op.result, {arena(op.input), arena(op.result)});
+  }
+  void operator()(const SwiGLUOp &op) { binary("swiglu", true, op.gate, op.up, op.result); }
+  void operator()(const AddOp &op) { binary("add", false, op.lhs, op.rhs, op.result); }
+  void operator()(const TakeLastOp &op) {
+    const DType t = op.input.dtype;
+    const int64_t cols = op.input.cols();
+    const std::string name = specs.wrapper(
+        "take_last_" + std::string(dtypeName(t)) + dims({cols}), 256,
+        "kvplan::takeLast<" + std::string(cudaType(t)) + ", " + num(cols) + ">(a)");
+    // One block; i[0] is the input's row count, which follows the active rows.
+    kernel(name, {1, 1, 1}, 256, -1, op.input, {arena(op.input), positions, arena(op.result)});
+  }
+  void operator()(const ConvertOp &op) {
+    f32Input(op.input, "convert");
+    const DType t = op.result.dtype;
+    const int64_t k = op.result.cols();
+    const std::string name = specs.wrapper(
+        "convert_" + std::string(dtypeName(t)) + dims({k}), kElementwiseBlock,
+        "kvplan::convert<" + std::string(cudaType(t)) + ", " + num(k) + ">(a)");
+    kernel(name, {ceilDiv(k, kElementwiseBlock), op.result.rows(), 1}, kElementwiseBlock, 1,
+           op.result, {arena(op.input), arena(op.result)});
+  }
+
+private:
+  DeviceRef arena(const Operand &o) const { return {DeviceBuffer::arena, o.offset}; }
+  DeviceRef cache() const { return {DeviceBuffer::cache, 0}; }
+  DeviceRef work(int64_t offset) const { return {DeviceBuffer::work, offset}; }
+  bool follows(const Operand &o) const { return o.rows() == ep.rows; }
+  const WeightEntry &weight(const std::string &name) const { return *plan.findWeight(name); }
+  DType weightType(const std::string &name) const { return weight(name).dtype; }
+  DeviceRef weightRef(const std::string &name, int64_t byteOffset = 0) const {
+    return {DeviceBuffer::weights, int64_t(weight(name).offset) + byteOffset};
+  }
+  void f32Input(const Operand &o, const char *op) const {
+    if (o.dtype != DType::f32)
+      unsupported(std::string(op) + " reads " + dtypeName(o.dtype) + " rows; its kernel reads f32");
+  }
+  void entryPositions(const Operand &p) const {
+    if (p.value != ep.arg("positions")->value)
+      unsupported("step " + num(step) + " reads positions other than the entry point's");
+  }
+
+  /// A launch of `name` over `grid`; along `rowsDim` the grid follows the
+  /// active rows when `rowsOf` has the entry point's rows.
+  void kernel(const std::string &name, std::array<int64_t, 3> grid, int64_t block, int rowsDim,
+              const Operand &rowsOf, std::vector<DeviceRef> ptrs, std::vector<int64_t> ints = {},
+              std::vector<double> reals = {}) {
+    DeviceOp op;
+    op.kind = DeviceOp::kernel;
+    op.step = step;
+    op.name = name;
+    op.grid = grid;
+    op.block = {block, 1, 1};
+    op.rowsFollowActive = follows(rowsOf);
+    op.rowsDim = op.rowsFollowActive ? rowsDim : -1;
+    op.staticRows = rowsOf.rows();
+    op.pointers = std::move(ptrs);
+    op.ints = std::move(ints);
+    op.reals = std::move(reals);
+    out.ops.push_back(std::move(op));
+  }
+  void norm(const char *op, const char *tmpl, const std::string &w, const Operand &result,
+            double eps, std::vector<DeviceRef> ptrs) {
+    const DType wt = weightType(w), ot = result.dtype;
+    const int64_t c = result.cols();
+    const int64_t block = std::clamp<int64_t>(alignUp(ceilDiv(c, 8), 32), 32, 1024);
+    const std::string name = specs.wrapper(
+        std::string(op) + "_" + dtypeName(wt) + "_" + dtypeName(ot) + dims({c}), block,
+        std::string("kvplan::") + tmpl + "<" + cudaType(wt) + ", " + cudaType(ot) + ", " + num(c) +
+            ", " + num(block) + ">(a)");
+    kernel(name, {result.rows(), 1, 1}, block, 0, result, std::move(ptrs), {}, {eps});
+  }
+  void binary(const char *op, bool swiglu, const Operand &a, const Operand &b, const Operand &r) {
+    f32Input(a, op);
+    f32Input(b, op);
+    const int64_t oc = r.cols();
+    const std::string name = specs.wrapper(
+        std::string(op) + "_" + dtypeName(r.dtype) + dims({oc}), kElementwiseBlock,
+        "kvplan::binary<" + std::string(cudaType(r.dtype)) + ", " + num(oc) + ", " +
+            (swiglu ? "true" : "false") + ">(a)");
+    kernel(name, {ceilDiv(oc, kElementwiseBlock), r.rows(), 1}, kElementwiseBlock, 1, r,
+           {arena(a), arena(b), arena(r)});
+  }
+  DeviceOp gemm(const WeightEntry &w, int64_t byteOffset, const Operand &input,
+                const Operand &output, int64_t m) const {
+    DeviceOp g;
+    g.kind = DeviceOp::gemm;
+    g.step = step;
+    g.weight = weightRef(w.name, byteOffset);
+    g.input = arena(input);
+    g.output = arena(output);
+    g.m = g.ldc = m;
+    g.k = g.lda = g.ldb = w.shape[1];
+    g.weightType = w.dtype;
+    g.inputType = input.dtype;
+    g.staticRows = output.rows();
+    g.rowsFollowActive = follows(output);
+    return g;
+  }
+  void linear(const std::string &weightName, const std::optional<std::string> &bias,
+              const Operand &input, const std::vector<Operand> &results);
+  void sample();
+
+  const Plan &plan;
+  const EntryPoint &ep;
+  const AttentionSplit &split;
+  Specialisations &specs;
+  CudaEntry &out;
+  const KVCacheLayout &kv;
+  const std::string kvType;
+  const DeviceRef positions, table;
+  const int64_t tableStride;
+  int64_t step = 0;
+};
+
+void EntryLowering::linear(const std::string &weightName, const std::optional<std::string> &bias,
+                           const Operand &input, const std::vector<Operand> &results) {
+  const WeightEntry &w = weight(weightName);
+  if (w.shape.size() != 2 || w.shape[1] != input.cols())
+    unsupported("weight '" + w.name + "' does not fit its linear");
+  if (input.dtype != w.dtype)
+    unsupported("step " + num(step) + " multiplies " + dtypeName(input.dtype) + " rows by " +
+                dtypeName(w.dtype) + " weights; cuBLAS needs one type (run --narrow-activations)");
+  // Results of one row laid end to end (the fused Q/K/V of a decode step at
+  // batch 1, as --plan-buffers places them) are one [1, q + k + v] matrix:
+  // one product instead of one per result.
+  bool oneRow = results.size() > 1 && !bias;
+  for (size_t i = 0; oneRow && i < results.size(); ++i)
+    oneRow = results[i].rows() == 1 &&
+             (i == 0 || results[i].offset == results[i - 1].offset + results[i - 1].bytes());
+  if (oneRow) {
+    out.ops.push_back(gemm(w, 0, input, results[0], w.shape[0]));
+    return;
+  }
+  int64_t col = 0;
+  for (const Operand &o : results) {
+    const int64_t m = o.cols();
+    out.ops.push_back(gemm(w, col * w.shape[1] * dtypeBytes(w.dtype), input, o, m));
+    if (bias) {
+      const DType bt = weightType(*bias);
+      const std::string name = specs.wrapper(
+          "bias_add_" + std::string(dtypeName(bt)) + dims({m}), kElementwiseBlock,
+          "kvplan::biasAdd<" + std::string(cudaType(bt)) + ", " + num(m) + ">(a)");
+      kernel(name, {ceilDiv(m, kElementwiseBlock), o.rows(), 1}, kElementwiseBlock, 1, o,
+             {arena(o), weightRef(*bias, col * dtypeBytes(bt))});
+    }
+    col += m;
+  }
+}
+
+void EntryLowering::operator()(const AttentionOp &op) {
+  const int64_t h = op.numHeads, kvh = op.numKvHeads, hd = op.headDim;
+  if (kvh != kv.kvHeads || hd != kv.headDim || h % kvh)
+    unsupported("attention heads disagree with the KV cache");
+  if (op.mask != AttentionMask::cache || op.key.kind != OperandKind::kvView)
+    unsupported("attention must read KV-cache views");
+  f32Input(op.query, "attention");
+  const std::string partial = specs.wrapper(
+      "attn_partial_" + std::string(dtypeName(kv.dtype)) +
+          dims({h, kvh, hd, kv.pageSize, kv.pages, split.span}),
+      kTile,
+      "kvplan::attnPartial<" + kvType + ", " + num(h) + ", " + num(kvh) + ", " + num(hd) + ", " +
+          num(kv.pageSize) + ", " + num(kv.pages) + "LL, " + num(kTile) + ", " + num(split.span) +
+          ">(a)");
+  kernel(partial, {kvh, op.result.rows(), split.splits}, kTile, 1, op.result,
+         {arena(op.query), cache(), positions, table, work(split.partOffset), work(split.mlOffset)},
+         {op.key.layer, tableStride, split.splits}, {op.scale});
+  const DType o = op.result.dtype;
+  const std::string combine = specs.wrapper(
+      "attn_combine_" + std::string(dtypeName(o)) + dims({h, hd, split.span}), hd,
+      "kvplan::attnCombine<" + std::string(cudaType(o)) + ", " + num(h) + ", " + num(hd) + ", " +
+          num(split.span) + ">(a)");
+  kernel(combine, {h, op.result.rows(), 1}, hd, 1, op.result,
+         {work(split.partOffset), work(split.mlOffset), positions, arena(op.result)},
+         {split.splits});
+}
+
+/// Sampling from the logits the entry point returns.
+void EntryLowering::sample() {
+  const Operand &logits = ep.results.at(0);
+  const int64_t vocab = logits.cols();
+  const std::string name =
+      specs.wrapper("sample" + dims({vocab}), 1024, "kvplan::sample<" + num(vocab) + ", 1024>(a)");
+  step = int64_t(ep.steps.size());
+  kernel(name, {logits.rows(), 1, 1}, 1024, 0, logits,
+         {arena(logits), work(out.samplingParamsOffset), work(out.sampledOffset)});
+  out.sample = std::move(out.ops.back());
+  out.ops.pop_back();
+}
+
+} // namespace
+
+void lowerEntry(const Plan &plan, const EntryPoint &ep, const AttentionSplit &split,
+                Specialisations &specs, CudaEntry &out) {
+  EntryLowering(plan, ep, split, specs, out).lower();
+}
+
+} // namespace kvplan::cudagen

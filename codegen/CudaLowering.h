@@ -1,0 +1,46 @@
+// Internal to the CUDA codegen: lowers each op of an entry point one to one
+// into kernel launches and cuBLAS products (plan/CudaProgram.h), naming the
+// kernel specialisations it needs. Every decision it follows was made by a
+// pass and shows in the IR: storage types (--narrow-activations), the fused
+// RoPE and cache write (--fuse-rope-kv-write), the fused Q/K/V laid end to
+// end (--plan-buffers).
+#pragma once
+
+#include "plan/CudaProgram.h"
+#include "plan/Plan.h"
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace kvplan::cudagen {
+
+constexpr int64_t kTile = 128;            // attention keys per tile = threads per block
+constexpr int64_t kElementwiseBlock = 256;
+
+[[noreturn]] void unsupported(const std::string &what);
+const char *cudaType(DType t);
+
+/// The kernel specialisations a module needs: one wrapper per name, and the
+/// distinct RoPE frequency tables.
+struct Specialisations {
+  std::map<std::string, std::string> wrappers; // name -> definition, sorted for a stable source
+  std::vector<std::vector<double>> ropeTables;
+
+  /// Declares `extern "C" name` (once) running `body` with `block` threads.
+  std::string wrapper(const std::string &name, int64_t block, const std::string &body);
+  /// The index of the table of `params`' frequencies.
+  int ropeTable(const RopeParams &params);
+};
+
+/// Where an entry point's attention partials go and how keys are split.
+struct AttentionSplit {
+  int64_t splits = 1, span = kTile;
+  int64_t partOffset = 0, mlOffset = 0; // in the workspace
+};
+
+/// Lowers `ep`'s steps, then the sampling kernel, into `out`.
+void lowerEntry(const Plan &plan, const EntryPoint &ep, const AttentionSplit &split,
+                Specialisations &specs, CudaEntry &out);
+
+} // namespace kvplan::cudagen

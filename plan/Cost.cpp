@@ -1,0 +1,52 @@
+// Memory traffic and arithmetic of a plan's entry points.
+#include "plan/Cost.h"
+
+#include <algorithm>
+#include <set>
+
+namespace kvplan {
+
+int64_t decodeWeightBytes(const Plan &plan, int64_t rows) {
+  std::set<std::string> whole, gathered;
+  for (const Step &s : plan.entryPoints.at("decode").steps)
+    for (const std::string &name : stepWeights(s))
+      (s.kind() == OpKind::embedding ? gathered : whole).insert(name);
+  int64_t bytes = 0;
+  for (const std::string &name : whole) bytes += int64_t(plan.findWeight(name)->bytes);
+  for (const std::string &name : gathered)
+    if (!whole.count(name)) {
+      const WeightEntry *w = plan.findWeight(name);
+      bytes += rows * w->shape.back() * dtypeBytes(w->dtype);
+    }
+  return bytes;
+}
+
+double prefillFlops(const Plan &plan, int64_t promptLen) {
+  const EntryPoint &ep = plan.entryPoints.at("prefill");
+  double flops = 0;
+  for (int64_t done = 0; done < promptLen; done += ep.rows) {
+    const int64_t n = std::min(ep.rows, promptLen - done);
+    auto rowsOf = [&](const Operand &o) { return o.rows() == ep.rows ? n : o.rows(); };
+    for (const Step &s : ep.steps) {
+      std::string weight;
+      int64_t rows = 0;
+      if (const LinearOp *l = s.tryAs<LinearOp>()) {
+        weight = l->weight;
+        rows = rowsOf(l->results.front());
+      } else if (const LogitsOp *h = s.tryAs<LogitsOp>()) {
+        weight = h->weight;
+        rows = rowsOf(h->result);
+      } else if (const AttentionOp *a = s.tryAs<AttentionOp>()) {
+        const int64_t width = a->result.cols(); // heads x head_dim
+        for (int64_t r = 0; r < rowsOf(a->result); ++r)
+          flops += 4.0 * double(done + r + 1) * double(width);
+      }
+      if (weight.empty()) continue;
+      const WeightEntry *w = plan.findWeight(weight);
+      flops += 2.0 * double(rows) * double(w->shape[0]) * double(w->shape[1]);
+    }
+  }
+  return flops;
+}
+
+} // namespace kvplan

@@ -1,0 +1,578 @@
+// The plan's JSON form. Writing walks each op's fields (plan/PlanOps.h);
+// reading walks the same fields, checks each one's kind and type, rejects
+// fields the op does not have, and then checks the entry points' dataflow:
+// every operand inside the arena, every value read while it is live, no op
+// writing over its own inputs, every weight in the table. A plan that fails
+// is "incompatible because ..." with the step named.
+#include "plan/Plan.h"
+
+#include <set>
+
+namespace kvplan {
+
+using nlohmann::json;
+
+namespace {
+
+//===----------------------------------------------------------------------===//
+// Writing
+//===----------------------------------------------------------------------===//
+
+const char *kindName(OperandKind k) {
+  switch (k) {
+  case OperandKind::arena: return "arena";
+  case OperandKind::kvCache: return "kv_cache";
+  case OperandKind::kvView: return "kv_view";
+  }
+  return "?";
+}
+
+json operandJson(const Operand &o) {
+  json j = {{"kind", kindName(o.kind)}};
+  if (!o.name.empty()) j["name"] = o.name;
+  if (o.kind == OperandKind::arena) {
+    j["value"] = o.value;
+    j["offset"] = o.offset;
+    j["shape"] = o.shape;
+    j["dtype"] = dtypeName(o.dtype);
+  } else if (o.kind == OperandKind::kvView) {
+    j["layer"] = o.layer;
+    j["part"] = o.values ? "values" : "keys";
+  }
+  return j;
+}
+
+json operandsJson(const std::vector<Operand> &v) {
+  json a = json::array();
+  for (const Operand &o : v) a.push_back(operandJson(o));
+  return a;
+}
+
+json scalingJson(const RopeScaling &s) {
+  return {{"factor", s.factor},
+          {"low_freq_factor", s.lowFreqFactor},
+          {"high_freq_factor", s.highFreqFactor},
+          {"original_max_position_embeddings", s.originalMaxPositions}};
+}
+
+/// Writes each field of an op under its ODS name.
+struct StepWriter {
+  json &j;
+  void operand(const char *n, const Operand &o, OperandClass) { j[n] = operandJson(o); }
+  void result(const char *n, const Operand &o, OperandClass) { j[n] = operandJson(o); }
+  void results(const char *n, const std::vector<Operand> &v, OperandClass) {
+    j[n] = operandsJson(v);
+  }
+  void weight(const char *n, const std::string &w) { j[n] = w; }
+  void optionalWeight(const char *n, const std::optional<std::string> &w) {
+    if (w) j[n] = *w;
+  }
+  void attr(const char *n, int64_t v) { j[n] = v; }
+  void attr(const char *n, double v) { j[n] = v; }
+  void attr(const char *n, AttentionMask m) { j[n] = attentionMaskName(m); }
+  void optionalAttr(const char *n, const std::optional<RopeScaling> &s) {
+    if (s) j[n] = scalingJson(*s);
+  }
+};
+
+json stepJson(const Step &s) {
+  json j = {{"op", s.name()}};
+  if (!s.loc.empty()) j["loc"] = s.loc;
+  std::visit([&](const auto &op) { op.fields(StepWriter{j}); }, s.op);
+  return j;
+}
+
+json weightJson(const WeightEntry &w) {
+  json e = {{"name", w.name}, {"shape", w.shape}, {"dtype", dtypeName(w.dtype)},
+            {"offset", w.offset}, {"bytes", w.bytes}};
+  if (!w.parts.empty()) e["parts"] = w.parts;
+  if (w.groupSize) {
+    e["group_size"] = w.groupSize;
+    e["scales_offset"] = w.scalesOffset;
+  }
+  return e;
+}
+
+json kvCacheJson(const KVCacheLayout &kv) {
+  return {{"layers", kv.layers}, {"pages", kv.pages}, {"page_size", kv.pageSize},
+          {"kv_heads", kv.kvHeads}, {"head_dim", kv.headDim},
+          {"pages_per_sequence", kv.pagesPerSequence}, {"dtype", dtypeName(kv.dtype)},
+          {"layout", "[layers][2 (keys, values)][pages][kv_heads][page_size][head_dim]"},
+          {"bytes", kv.bytes()}};
+}
+
+//===----------------------------------------------------------------------===//
+// Reading
+//===----------------------------------------------------------------------===//
+
+[[noreturn]] void incompatible(const std::string &where, const std::string &what) {
+  throw InputError("the plan is incompatible because " + where + " " + what +
+                   "; recompile the model with this kvplan");
+}
+
+// Integers in a plan are sizes, offsets, counts and ids: a float, a negative
+// or a value past 2^50 is damage, and converting it would overflow.
+constexpr int64_t kMaxPlanInteger = int64_t(1) << 50;
+
+int64_t integer(const json &j, const std::string &where, int64_t lo = 0,
+                int64_t hi = kMaxPlanInteger) {
+  if (!j.is_number_integer())
+    incompatible(where, "is not an integer (" + j.dump() + ")");
+  const int64_t v = j.is_number_unsigned() && j.get<uint64_t>() > uint64_t(INT64_MAX)
+                        ? INT64_MAX
+                        : j.get<int64_t>();
+  if (v < lo || v > hi)
+    incompatible(where, "is " + std::to_string(v) + ", outside [" + std::to_string(lo) + ", " +
+                            std::to_string(hi) + "]");
+  return v;
+}
+
+double number(const json &j, const std::string &where) {
+  if (!j.is_number()) incompatible(where, "is not a number (" + j.dump() + ")");
+  return j.get<double>();
+}
+
+std::string text(const json &j, const std::string &where) {
+  if (!j.is_string()) incompatible(where, "is not a string (" + j.dump() + ")");
+  return j.get<std::string>();
+}
+
+const json &member(const json &j, const char *key, const std::string &where) {
+  if (!j.is_object()) incompatible(where, "is not an object");
+  auto it = j.find(key);
+  if (it == j.end()) incompatible(where, std::string("has no '") + key + "'");
+  return *it;
+}
+
+DType dtypeOf(const json &j, const std::string &where) {
+  std::optional<DType> d = parseDType(text(j, where));
+  if (!d) incompatible(where, "names no element type kvplan knows ('" + j.get<std::string>() + "')");
+  return *d;
+}
+
+std::vector<int64_t> shapeOf(const json &j, const std::string &where) {
+  if (!j.is_array() || j.empty() || j.size() > 4)
+    incompatible(where, "is not a shape of 1 to 4 dimensions (" + j.dump() + ")");
+  std::vector<int64_t> shape;
+  int64_t elements = 1;
+  for (size_t i = 0; i < j.size(); ++i) {
+    shape.push_back(integer(j[i], where + "[" + std::to_string(i) + "]", 1, kMaxPlanInteger));
+    if (elements > kMaxPlanInteger / shape.back())
+      incompatible(where, "holds more than 2^50 elements");
+    elements *= shape.back();
+  }
+  return shape;
+}
+
+Operand operandFrom(const json &j, const std::string &where) {
+  Operand o;
+  const std::string kind = text(member(j, "kind", where), where + " kind");
+  if (j.contains("name")) o.name = text(j.at("name"), where + " name");
+  if (kind == "arena") {
+    o.kind = OperandKind::arena;
+    o.value = integer(member(j, "value", where), where + " value");
+    o.offset = integer(member(j, "offset", where), where + " offset");
+    o.shape = shapeOf(member(j, "shape", where), where + " shape");
+    o.dtype = dtypeOf(member(j, "dtype", where), where + " dtype");
+  } else if (kind == "kv_cache") {
+    o.kind = OperandKind::kvCache;
+  } else if (kind == "kv_view") {
+    o.kind = OperandKind::kvView;
+    o.layer = integer(member(j, "layer", where), where + " layer");
+    const std::string part = text(member(j, "part", where), where + " part");
+    if (part != "keys" && part != "values")
+      incompatible(where, "is a view of '" + part + "', not keys or values");
+    o.values = part == "values";
+  } else {
+    incompatible(where, "has kind '" + kind + "', not arena, kv_cache or kv_view");
+  }
+  return o;
+}
+
+bool isActivations(const Operand &o) {
+  return o.kind == OperandKind::arena && o.shape.size() == 2 && isFloatDType(o.dtype);
+}
+bool isIds(const Operand &o) {
+  return o.kind == OperandKind::arena && o.shape.size() == 1 && o.dtype == DType::i32;
+}
+
+bool fits(const Operand &o, OperandClass c) {
+  switch (c) {
+  case OperandClass::activations: return isActivations(o);
+  case OperandClass::ids: return isIds(o);
+  case OperandClass::pageTable:
+    return o.kind == OperandKind::arena && o.shape.size() == 2 && o.dtype == DType::i32;
+  case OperandClass::cache: return o.kind == OperandKind::kvCache;
+  case OperandClass::view: return o.kind == OperandKind::kvView;
+  case OperandClass::keysOrValues: return isActivations(o) || o.kind == OperandKind::kvView;
+  case OperandClass::rows: return isActivations(o) || isIds(o);
+  }
+  return false;
+}
+
+/// Reads each field of an op under its ODS name, checking its kind.
+struct StepReader {
+  const json &j;
+  const std::string &where;
+  std::set<std::string> seen{"op", "loc"};
+
+  const json &field(const char *n, const char *what) {
+    auto it = j.find(n);
+    if (it == j.end()) incompatible(where, std::string("has no field '") + n + "' (" + what + ")");
+    seen.insert(n);
+    return *it;
+  }
+  Operand checked(const json &v, const char *n, OperandClass c) {
+    const std::string at = where + " field '" + n + "'";
+    Operand o = operandFrom(v, at);
+    if (!fits(o, c)) incompatible(at, std::string("is not ") + operandClassName(c));
+    return o;
+  }
+  void operand(const char *n, Operand &o, OperandClass c) { o = checked(field(n, "an operand"), n, c); }
+  void result(const char *n, Operand &o, OperandClass c) { o = checked(field(n, "a result"), n, c); }
+  void results(const char *n, std::vector<Operand> &v, OperandClass c) {
+    const json &a = field(n, "a list of results");
+    if (!a.is_array() || a.empty()) incompatible(where, std::string("field '") + n + "' is not a list of results");
+    for (const json &e : a) v.push_back(checked(e, n, c));
+  }
+  void weight(const char *n, std::string &w) { w = text(field(n, "a weight name"), where + " field '" + n + "'"); }
+  void optionalWeight(const char *n, std::optional<std::string> &w) {
+    if (j.contains(n)) w = text(field(n, "a weight name"), where + " field '" + n + "'");
+  }
+  void attr(const char *n, int64_t &v) {
+    v = integer(field(n, "an integer"), where + " attribute '" + n + "'", -kMaxPlanInteger);
+  }
+  void attr(const char *n, double &v) { v = number(field(n, "a number"), where + " attribute '" + n + "'"); }
+  void attr(const char *n, AttentionMask &m) {
+    const std::string s = text(field(n, "causal, self or cache"), where + " attribute '" + n + "'");
+    if (s == "causal") m = AttentionMask::causal;
+    else if (s == "self") m = AttentionMask::self;
+    else if (s == "cache") m = AttentionMask::cache;
+    else incompatible(where, std::string("attribute '") + n + "' is '" + s + "', not causal, self or cache");
+  }
+  void optionalAttr(const char *n, std::optional<RopeScaling> &s) {
+    if (!j.contains(n)) return;
+    const json &d = field(n, "Llama 3 RoPE scaling");
+    const std::string at = where + " attribute '" + n + "'";
+    RopeScaling r;
+    r.factor = number(member(d, "factor", at), at + " factor");
+    r.lowFreqFactor = number(member(d, "low_freq_factor", at), at + " low_freq_factor");
+    r.highFreqFactor = number(member(d, "high_freq_factor", at), at + " high_freq_factor");
+    r.originalMaxPositions = integer(member(d, "original_max_position_embeddings", at),
+                                     at + " original_max_position_embeddings", 1);
+    s = r;
+  }
+  void rejectUnknown() const {
+    for (const auto &[key, value] : j.items())
+      if (!seen.count(key)) incompatible(where, "has a field '" + key + "' its op does not have");
+  }
+};
+
+template <size_t I = 0> PlanOp readOp(OpKind kind, StepReader &r) {
+  if constexpr (I < kNumOpKinds) {
+    if (size_t(kind) == I) {
+      std::variant_alternative_t<I, PlanOp> op;
+      op.fields(r);
+      return op;
+    }
+    return readOp<I + 1>(kind, r);
+  } else {
+    throw std::logic_error("readOp: no op kind " + std::to_string(int(kind)));
+  }
+}
+
+Step stepFrom(const json &j, const std::string &where) {
+  if (!j.is_object()) incompatible(where, "is not an object");
+  const std::string name = text(member(j, "op", where), where + " op");
+  std::optional<OpKind> kind = opKindNamed(name);
+  if (!kind) incompatible(where, "is op '" + name + "', which this kvplan does not know");
+  Step s;
+  if (j.contains("loc")) s.loc = text(j.at("loc"), where + " loc");
+  const std::string at = where + " ('" + name + "'" + (s.loc.empty() ? "" : " at " + s.loc) + ")";
+  StepReader r{j, at};
+  s.op = readOp(*kind, r);
+  r.rejectUnknown();
+  return s;
+}
+
+std::vector<Operand> operandsFrom(const json &j, const std::string &where) {
+  if (!j.is_array()) incompatible(where, "is not a list");
+  std::vector<Operand> v;
+  for (size_t i = 0; i < j.size(); ++i)
+    v.push_back(operandFrom(j[i], where + "[" + std::to_string(i) + "]"));
+  return v;
+}
+
+EntryPoint entryFrom(const std::string &name, const json &e) {
+  const std::string where = "entry point '" + name + "'";
+  EntryPoint ep;
+  ep.name = name;
+  ep.rows = integer(member(e, "rows", where), where + " rows", 1);
+  ep.arenaBytes = integer(member(e, "arena_bytes", where), where + " arena_bytes");
+  ep.args = operandsFrom(member(e, "args", where), where + " args");
+  ep.results = operandsFrom(member(e, "results", where), where + " results");
+  const json &steps = member(e, "steps", where);
+  if (!steps.is_array()) incompatible(where, "steps is not a list");
+  for (size_t i = 0; i < steps.size(); ++i)
+    ep.steps.push_back(stepFrom(steps[i], "step " + std::to_string(i) + " of " + where));
+  return ep;
+}
+
+WeightEntry weightFrom(const json &e, size_t index) {
+  const std::string where = "weight #" + std::to_string(index);
+  WeightEntry w;
+  w.name = text(member(e, "name", where), where + " name");
+  const std::string at = "weight '" + w.name + "'";
+  w.shape = shapeOf(member(e, "shape", at), at + " shape");
+  w.dtype = dtypeOf(member(e, "dtype", at), at + " dtype");
+  w.offset = uint64_t(integer(member(e, "offset", at), at + " offset"));
+  w.bytes = uint64_t(integer(member(e, "bytes", at), at + " bytes"));
+  if (e.contains("parts")) {
+    const json &parts = e.at("parts");
+    if (!parts.is_array()) incompatible(at, "parts is not a list");
+    for (const json &part : parts) w.parts.push_back(text(part, at + " part"));
+  }
+  if (e.contains("group_size")) {
+    w.groupSize = integer(e.at("group_size"), at + " group_size", 1);
+    w.scalesOffset = uint64_t(integer(member(e, "scales_offset", at), at + " scales_offset"));
+  }
+  if (w.dtype == DType::i8 && w.groupSize != kInt8Group)
+    incompatible(at, "is int8 in groups of " + std::to_string(w.groupSize) +
+                         " and this kvplan reads groups of " + std::to_string(kInt8Group));
+  if (uint64_t(w.numElements()) * uint64_t(dtypeBytes(w.dtype)) > w.bytes)
+    incompatible(at, "holds " + std::to_string(w.bytes) + " bytes, fewer than its shape needs");
+  return w;
+}
+
+KVCacheLayout kvCacheFrom(const json &kv) {
+  const std::string at = "the KV cache";
+  KVCacheLayout c;
+  c.layers = integer(member(kv, "layers", at), at + " layers", 1, 1 << 16);
+  c.pages = integer(member(kv, "pages", at), at + " pages", 1, int64_t(1) << 32);
+  c.pageSize = integer(member(kv, "page_size", at), at + " page_size", 1, 1 << 20);
+  c.kvHeads = integer(member(kv, "kv_heads", at), at + " kv_heads", 1, 1 << 16);
+  c.headDim = integer(member(kv, "head_dim", at), at + " head_dim", 1, 1 << 16);
+  c.pagesPerSequence = integer(member(kv, "pages_per_sequence", at), at + " pages_per_sequence", 1,
+                               c.pages);
+  c.dtype = dtypeOf(member(kv, "dtype", at), at + " dtype");
+  if (!isFloatDType(c.dtype)) incompatible(at, "has element type " + std::string(dtypeName(c.dtype)));
+  const double bytes = 2.0 * double(c.layers) * double(c.pages) * double(c.pageSize) *
+                       double(c.kvHeads) * double(c.headDim) * double(dtypeBytes(c.dtype));
+  if (bytes > double(kMaxPlanInteger)) incompatible(at, "would hold more than 2^50 bytes");
+  return c;
+}
+
+//===----------------------------------------------------------------------===//
+// Dataflow checks
+//===----------------------------------------------------------------------===//
+
+/// Follows an entry point's arena values in step order: where each lives,
+/// and whether a later write has overwritten it.
+class Dataflow {
+public:
+  Dataflow(const Plan &plan, const EntryPoint &ep) : plan(plan), ep(ep) {}
+
+  void check() {
+    const std::string where = "entry point '" + ep.name + "'";
+    for (const Operand &a : ep.args) {
+      if (a.name.empty()) incompatible(where, "has an argument without a name");
+      if (a.kind == OperandKind::arena) define(a, where + " argument '" + a.name + "'");
+    }
+    for (auto [role, c] : {std::pair<const char *, OperandClass>{"tokens", OperandClass::ids},
+                           {"positions", OperandClass::ids},
+                           {"page_table", OperandClass::pageTable},
+                           {"kv_cache", OperandClass::cache}}) {
+      const Operand *a = ep.arg(role);
+      if (!a || !fits(*a, c) || (a->kind == OperandKind::arena && a->rows() != rowsOf(role, *a)))
+        incompatible(where, std::string("has no argument '") + role + "' that is " +
+                                operandClassName(c) + " of its rows");
+    }
+    if (ep.arg("page_table")->cols() != plan.kvCache.pagesPerSequence)
+      incompatible(where, "has a page table of " + std::to_string(ep.arg("page_table")->cols()) +
+                              " pages per sequence and a cache of " +
+                              std::to_string(plan.kvCache.pagesPerSequence));
+    if (ep.results.size() != 1 || !isActivations(ep.results[0]) ||
+        ep.results[0].dtype != DType::f32 || ep.results[0].cols() != plan.model.vocabSize)
+      incompatible(where, "does not return one f32 tensor of logits over the vocabulary");
+    for (size_t i = 0; i < ep.steps.size(); ++i) step(ep.steps[i], i);
+    for (const Operand &r : ep.results) read(r, where + " result");
+  }
+
+private:
+  /// The rows an argument must have: the entry point's, or for the page
+  /// table one (prefill) or one per row (decode).
+  int64_t rowsOf(const char *role, const Operand &a) const {
+    if (std::string(role) == "page_table" && a.rows() == 1) return 1;
+    return ep.rows;
+  }
+  struct Value {
+    Operand where;
+    bool live = true;
+  };
+
+  std::string stepName(size_t i, const Step &s) const {
+    return "step " + std::to_string(i) + " ('" + s.name() + "'" +
+           (s.loc.empty() ? "" : " at " + s.loc) + ") of entry point '" + ep.name + "'";
+  }
+  static bool overlap(const Operand &a, const Operand &b) {
+    return a.offset < b.offset + b.bytes() && b.offset < a.offset + a.bytes();
+  }
+  void inArena(const Operand &o, const std::string &at) const {
+    if (o.offset + o.bytes() > ep.arenaBytes)
+      incompatible(at, "lies at bytes [" + std::to_string(o.offset) + ", " +
+                           std::to_string(o.offset + o.bytes()) + "), outside the arena of " +
+                           std::to_string(ep.arenaBytes));
+  }
+  void define(const Operand &o, const std::string &at) {
+    inArena(o, at);
+    if (values.count(o.value)) incompatible(at, "defines value " + std::to_string(o.value) + " again");
+    for (auto &[id, v] : values)
+      if (v.live && overlap(o, v.where)) v.live = false;
+    values[o.value] = {o, true};
+  }
+  void read(const Operand &o, const std::string &at) const {
+    if (o.kind != OperandKind::arena) return;
+    auto it = values.find(o.value);
+    if (it == values.end()) incompatible(at, "reads value " + std::to_string(o.value) + ", which no earlier step defines");
+    const Operand &d = it->second.where;
+    if (d.offset != o.offset || d.shape != o.shape || d.dtype != o.dtype)
+      incompatible(at, "reads value " + std::to_string(o.value) + " where it does not live");
+    if (!it->second.live)
+      incompatible(at, "reads value " + std::to_string(o.value) + " after a later write overwrote it");
+  }
+  /// What a step reads in the arena: its operands, and for each KV-cache
+  /// view the page table and positions the cache read that made it was
+  /// given (the view is read through them when its reader runs).
+  std::vector<Operand> arenaInputs(const Step &s, const std::string &at) const {
+    std::vector<Operand> in;
+    for (const Operand *o : stepInputs(s)) {
+      if (o->kind == OperandKind::arena) in.push_back(*o);
+      if (o->kind != OperandKind::kvView) continue;
+      auto made = views.find(o->layer);
+      if (made == views.end())
+        incompatible(at, "reads a view of layer " + std::to_string(o->layer) +
+                             " that no kv_cache_read made");
+      in.push_back(made->second.first);
+      in.push_back(made->second.second);
+    }
+    return in;
+  }
+  void weight(const std::string &name, const std::string &at) const {
+    if (!plan.findWeight(name)) incompatible(at, "names weight '" + name + "', which is not in the weight table");
+  }
+  void layer(int64_t l, const std::string &at) const {
+    if (l < 0 || l >= plan.kvCache.layers)
+      incompatible(at, "names layer " + std::to_string(l) + " of a cache of " +
+                           std::to_string(plan.kvCache.layers));
+  }
+  void step(const Step &s, size_t i) {
+    const std::string at = stepName(i, s);
+    const std::vector<Operand> ins = arenaInputs(s, at);
+    for (const Operand &o : ins) read(o, at);
+    for (const Operand *o : stepOutputs(s)) {
+      if (o->kind != OperandKind::arena) continue;
+      for (const Operand &in : ins)
+        if (overlap(*o, in))
+          incompatible(at, "writes over its own input (value " + std::to_string(in.value) + ")");
+    }
+    for (const Operand *o : stepOutputs(s))
+      if (o->kind == OperandKind::arena) define(*o, at);
+    if (const KVCacheReadOp *r = s.tryAs<KVCacheReadOp>())
+      views[r->layer] = {r->pageTable, r->positions};
+    std::visit([&](const auto &op) { op.fields(Names{*this, at}); }, s.op);
+  }
+  /// The weight names and layer numbers of a step.
+  struct Names {
+    Dataflow &d;
+    const std::string &at;
+    void weight(const char *, const std::string &w) { d.weight(w, at); }
+    void optionalWeight(const char *, const std::optional<std::string> &w) {
+      if (w) d.weight(*w, at);
+    }
+    void attr(const char *n, int64_t v) {
+      if (std::string(n) == "layer") d.layer(v, at);
+    }
+    template <typename T> void attr(const char *, const T &) {}
+    template <typename... T> void operand(const T &...) {}
+    template <typename... T> void result(const T &...) {}
+    template <typename... T> void results(const T &...) {}
+    template <typename... T> void optionalAttr(const T &...) {}
+  };
+
+  const Plan &plan;
+  const EntryPoint &ep;
+  std::map<int64_t, Value> values;
+  std::map<int64_t, std::pair<Operand, Operand>> views; // layer -> page table, positions
+};
+
+} // namespace
+
+const Operand *EntryPoint::arg(const std::string &role) const {
+  for (const Operand &a : args)
+    if (a.name == role) return &a;
+  return nullptr;
+}
+
+json toJson(const Plan &p) {
+  json weights = json::array();
+  for (const WeightEntry &w : p.weights) weights.push_back(weightJson(w));
+  json entries = json::object();
+  for (const auto &[name, ep] : p.entryPoints) {
+    json steps = json::array();
+    for (const Step &s : ep.steps) steps.push_back(stepJson(s));
+    entries[name] = {{"rows", ep.rows}, {"arena_bytes", ep.arenaBytes},
+                     {"args", operandsJson(ep.args)}, {"results", operandsJson(ep.results)},
+                     {"steps", std::move(steps)}};
+  }
+  json j = {
+      {"format_version", p.formatVersion},
+      {"kvplan_version", p.kvplanVersion},
+      {"git_hash", p.gitHash},
+      {"target", targetName(p.settings.target)},
+      {"model", toJson(p.model)},
+      {"settings", toJson(p.settings)},
+      {"memory", toJson(p.memoryBill())},
+      {"kv_cache", kvCacheJson(p.kvCache)},
+      {"weights", std::move(weights)},
+      {"entry_points", std::move(entries)},
+  };
+  if (p.settings.target == Target::cuda)
+    j["cuda"] = {{"archs", p.cudaArchs}, {"workspace_bytes", p.deviceWorkspaceBytes}};
+  return j;
+}
+
+void validatePlan(const Plan &p) {
+  for (const auto &[name, ep] : p.entryPoints) Dataflow(p, ep).check();
+}
+
+Plan planFromJson(const json &j) {
+  try {
+    Plan p;
+    p.formatVersion = int(integer(member(j, "format_version", "the plan"), "format_version"));
+    p.kvplanVersion = text(member(j, "kvplan_version", "the plan"), "kvplan_version");
+    p.gitHash = text(member(j, "git_hash", "the plan"), "git_hash");
+    p.model = modelSpecFromJson(j.at("model"));
+    p.settings = compileSettingsFromJson(j.at("settings"));
+    const json &weights = member(j, "weights", "the plan");
+    if (!weights.is_array()) incompatible("the plan's", "weights are not a list");
+    for (size_t i = 0; i < weights.size(); ++i) p.weights.push_back(weightFrom(weights[i], i));
+    p.kvCache = kvCacheFrom(member(j, "kv_cache", "the plan"));
+    const json &entries = member(j, "entry_points", "the plan");
+    if (!entries.is_object()) incompatible("the plan's", "entry points are not an object");
+    for (const auto &[name, e] : entries.items()) p.entryPoints[name] = entryFrom(name, e);
+    if (j.contains("cuda")) {
+      const json &c = j.at("cuda");
+      const json &archs = member(c, "archs", "the plan's cuda section");
+      if (!archs.is_array()) incompatible("the plan's cuda section", "archs is not a list");
+      for (const json &a : archs) p.cudaArchs.push_back(text(a, "a cuda arch"));
+      p.deviceWorkspaceBytes = integer(member(c, "workspace_bytes", "the plan's cuda section"),
+                                       "the cuda workspace_bytes");
+    }
+    validatePlan(p);
+    return p;
+  } catch (const json::exception &e) {
+    throw InputError(std::string("the plan is not valid: ") + e.what());
+  }
+}
+
+} // namespace kvplan

@@ -1,0 +1,126 @@
+// Names of the plan's ops and operand classes, and what the ops compute that
+// every back end must agree on (RoPE frequencies).
+#include "plan/PlanOps.h"
+
+#include <array>
+#include <cmath>
+#include <utility>
+
+namespace kvplan {
+
+namespace {
+
+template <size_t... I> constexpr std::array<const char *, kNumOpKinds> opNames(std::index_sequence<I...>) {
+  return {std::variant_alternative_t<I, PlanOp>::kName...};
+}
+constexpr auto kOpNames = opNames(std::make_index_sequence<kNumOpKinds>());
+
+} // namespace
+
+int64_t Operand::numElements() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+int64_t LinearOp::outFeatures() const {
+  int64_t n = 0;
+  for (const Operand &r : results) n += r.cols();
+  return n;
+}
+
+const char *opName(OpKind k) { return kOpNames[size_t(k)]; }
+
+std::optional<OpKind> opKindNamed(const std::string &name) {
+  for (size_t i = 0; i < kNumOpKinds; ++i)
+    if (name == kOpNames[i]) return OpKind(i);
+  return std::nullopt;
+}
+
+const char *operandClassName(OperandClass c) {
+  switch (c) {
+  case OperandClass::activations: return "a tensor of f32, bf16 or f16 rows";
+  case OperandClass::ids: return "a vector of i32";
+  case OperandClass::pageTable: return "a page table (i32 rows)";
+  case OperandClass::cache: return "the KV cache";
+  case OperandClass::view: return "a KV-cache view";
+  case OperandClass::keysOrValues: return "a tensor or a KV-cache view";
+  case OperandClass::rows: return "a tensor of rows or a vector of i32";
+  }
+  return "?";
+}
+
+const char *attentionMaskName(AttentionMask m) {
+  switch (m) {
+  case AttentionMask::causal: return "causal";
+  case AttentionMask::self: return "self";
+  case AttentionMask::cache: return "cache";
+  }
+  return "?";
+}
+
+std::vector<const Operand *> stepInputs(const Step &s) {
+  std::vector<const Operand *> v;
+  forEachOperand(s, [&](const char *, const Operand &o, bool result) {
+    if (!result) v.push_back(&o);
+  });
+  return v;
+}
+
+std::vector<const Operand *> stepOutputs(const Step &s) {
+  std::vector<const Operand *> v;
+  forEachOperand(s, [&](const char *, const Operand &o, bool result) {
+    if (result) v.push_back(&o);
+  });
+  return v;
+}
+
+namespace {
+struct WeightNames {
+  std::vector<std::string> &names;
+  void weight(const char *, const std::string &w) { names.push_back(w); }
+  void optionalWeight(const char *, const std::optional<std::string> &w) {
+    if (w) names.push_back(*w);
+  }
+  template <typename... T> void operand(const T &...) {}
+  template <typename... T> void result(const T &...) {}
+  template <typename... T> void results(const T &...) {}
+  template <typename... T> void attr(const T &...) {}
+  template <typename... T> void optionalAttr(const T &...) {}
+};
+} // namespace
+
+std::vector<std::string> stepWeights(const Step &s) {
+  std::vector<std::string> names;
+  std::visit([&](const auto &op) { op.fields(WeightNames{names}); }, s.op);
+  return names;
+}
+
+std::vector<double> ropeFrequencies(const RopeParams &p) {
+  const int64_t headDim = p.headDim;
+  std::vector<double> f(size_t(headDim / 2));
+  const double pi = 3.14159265358979323846;
+  for (int64_t i = 0; i < headDim / 2; ++i) {
+    double freq = std::pow(p.theta, -2.0 * double(i) / double(headDim));
+    if (p.scaling) {
+      // Llama 3: long wavelengths are slowed by `factor`, short ones kept,
+      // and the band between blends the two.
+      const RopeScaling &s = *p.scaling;
+      const double original = double(s.originalMaxPositions);
+      const double wavelen = 2 * pi / freq;
+      const double lowWavelen = original / s.lowFreqFactor;
+      const double highWavelen = original / s.highFreqFactor;
+      if (wavelen > lowWavelen) {
+        freq /= s.factor;
+      } else if (wavelen >= highWavelen) {
+        const double smooth =
+            (original / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+        freq = (1 - smooth) * freq / s.factor + smooth * freq;
+      }
+    }
+    f[size_t(i)] = freq;
+  }
+  return f;
+}
+
+} // namespace kvplan

@@ -1,0 +1,356 @@
+// The plan's ops: one struct per llm op a planned entry point holds, with its
+// operands, weights and attributes typed and named as the dialect's ODS
+// definition names them (ir/LLMOps.td). Each struct lists its fields once, in
+// ODS argument order, in `fields()`; the JSON writer and reader, the plan
+// emitter (codegen/PlanEmitter.cpp) and a test against the dialect's ODS
+// records (tests/unit/PlanSchemaTest.cpp) all walk that list, and the back
+// ends dispatch on the op's kind with a switch or std::visit.
+#pragma once
+
+#include "support/DType.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace kvplan {
+
+/// Where an operand of a step lives.
+enum class OperandKind {
+  arena,   // a tensor at `offset` in the entry point's arena
+  kvCache, // the whole KV cache (written in place)
+  kvView,  // one layer's cached keys or values, read in place
+};
+
+struct Operand {
+  OperandKind kind = OperandKind::arena;
+  std::string name;            // entry-point arguments only: tokens, positions, ...
+  int64_t value = -1;          // arena: the SSA value it holds, numbered per entry point
+  int64_t offset = 0;          // arena
+  std::vector<int64_t> shape;  // arena
+  DType dtype = DType::f32;    // arena
+  int64_t layer = -1;          // kvView
+  bool values = false;         // kvView: false = keys, true = values
+
+  int64_t numElements() const;
+  int64_t bytes() const { return numElements() * dtypeBytes(dtype); }
+  /// Rows and row width of a 2-D arena tensor (1-D: its length and 1).
+  int64_t rows() const { return shape.empty() ? 0 : shape.front(); }
+  int64_t cols() const { return shape.size() < 2 ? 1 : shape.back(); }
+};
+
+/// What an operand field may hold; the names follow the dialect's type
+/// constraints (LLM_Activations, LLM_Ids, ...).
+enum class OperandClass {
+  activations,  // [rows, cols] f32, bf16 or f16 in the arena
+  ids,          // [rows] i32 in the arena
+  pageTable,    // [sequences, pages] i32 in the arena
+  cache,        // the KV cache
+  view,         // a KV-cache view
+  keysOrValues, // activations or a view
+  rows,         // activations or ids
+};
+const char *operandClassName(OperandClass c);
+
+enum class AttentionMask { causal, self, cache };
+const char *attentionMaskName(AttentionMask m);
+
+/// Llama 3's RoPE frequency scaling.
+struct RopeScaling {
+  double factor = 0, lowFreqFactor = 0, highFreqFactor = 0;
+  int64_t originalMaxPositions = 0;
+  bool operator==(const RopeScaling &o) const {
+    return factor == o.factor && lowFreqFactor == o.lowFreqFactor &&
+           highFreqFactor == o.highFreqFactor && originalMaxPositions == o.originalMaxPositions;
+  }
+};
+
+/// The RoPE parameters the rope and rope_kv_write ops share.
+struct RopeParams {
+  int64_t headDim = 0;
+  double theta = 0;
+  std::optional<RopeScaling> scaling;
+};
+/// The inverse frequencies of a RoPE op (head_dim / 2 of them).
+std::vector<double> ropeFrequencies(const RopeParams &p);
+
+// Each op's fields(v) calls, in ODS argument order then result order:
+//   v.operand(name, Operand&, OperandClass)   an operand
+//   v.weight(name, std::string&)              a weight symbol
+//   v.optionalWeight(name, std::optional<std::string>&)
+//   v.attr(name, int64_t& | double& | AttentionMask&)
+//   v.optionalAttr(name, std::optional<RopeScaling>&)
+//   v.result(name, Operand&, OperandClass)    a result
+//   v.results(name, std::vector<Operand>&, OperandClass)  variadic results
+// Fields reads or writes them; the const overloads visit a const op.
+#define KVPLAN_PLAN_OP(Struct, Name)                                                              \
+  static constexpr const char *kName = Name;                                                      \
+  template <typename V> void fields(V &&v) { visitFields(*this, v); }                             \
+  template <typename V> void fields(V &&v) const { visitFields(*this, v); }
+
+struct EmbeddingOp {
+  KVPLAN_PLAN_OP(EmbeddingOp, "embedding")
+  std::string weight;
+  Operand tokens, result;
+  template <typename Self, typename V> static void visitFields(Self &s, V &v) {
+    v.weight("weight", s.weight);
+    v.operand("tokens", s.tokens, OperandClass::ids);
+    v.result("result", s.result, OperandClass::activations);
+  }
+};
+
+struct RMSNormOp {
+  KVPLAN_PLAN_OP(RMSNormOp, "rms_norm")
+  Operand input, result;
+  std::string weight;
+  double eps = 0;
+  template <typename Self, typename V> static void visitFields(Self &s, V &v) {
+    v.operand("input", s.input, OperandClass::activations);
+    v.weight("weight", s.weight);
+    v.attr("eps", s.eps);
+    v.result("result", s.result, OperandClass::activations);
+  }
+};
+
+struct AddRMSNormOp {
+  KVPLAN_PLAN_OP(AddRMSNormOp, "add_rms_norm")
+  Operand lhs, rhs, normed, residual;
+  std::string weight;
+  double eps = 0;
+  template <typename Self, typename V> static void visitFields(Self &s, V &v) {
+    v.operand("lhs", s.lhs, OperandClass::activations);
+    v.operand("rhs", s.rhs, OperandClass::activations);
+    v.weight("weight", s.weight);
+    v.attr("eps", s.eps);
+    v.result("normed", s.normed, OperandClass::activations);
+    v.result("residual", s.residual, OperandClass::activations);
+  }
+};
+
+struct LinearOp {
+  KVPLAN_PLAN_OP(LinearOp, "linear")
+  std::string weight;
+  Operand input;
+  std::optional<std::string> bias;
+  std::vector<Operand> results; // the output columns, split in order
+  template <typename Self, typename V> static void visitFields(Self &s, V &v) {
+    v.weight("weight", s.weight);
+    v.operand("input", s.input, OperandClass::activations);
+    v.optionalWeight("bias", s.bias);
+    v.results("results", s.results, OperandClass::activations);
+  }
+  /// Output columns in total (rows of the weight).
+  int64_t outFeatures() const;
+};
+
+struct RopeOp {
+  KVPLAN_PLAN_OP(RopeOp, "rope")
+  Operand input, positions, result;
+  RopeParams rope;
+  template <typename Self, typename V> static void visitFields(Self &s, V &v) {
+    v.operand("input", s.input, OperandClass::activations);
+    v.operand("positions", s.positions, OperandClass::ids);
+    v.attr("head_dim", s.rope.headDim);
+    v.attr("theta", s.rope.theta);
+    v.optionalAttr("scaling", s.rope.scaling);
+    v.result("result", s.result, OperandClass::activations);
+  }
+};
+
+struct AttentionOp {
+  KVPLAN_PLAN_OP(AttentionOp, "attention")
+  AttentionMask mask = AttentionMask::cache;
+  Operand query, key, value, result;
+  int64_t numHeads = 0, numKvHeads = 0, headDim = 0;
+  double scale = 0;
+  template <typename Self, typename V> static void visitFields(Self &s, V &v) {
+    v.attr("mask", s.mask);
+    v.operand("query", s.query, OperandClass::activations);
+    v.operand("key", s.key, OperandClass::keysOrValues);
+    v.operand("value", s.value, OperandClass::keysOrValues);
+    v.attr("num_heads", s.numHeads);
+    v.attr("num_kv_heads", s.numKvHeads);
+    v.attr("head_dim", s.headDim);
+    v.attr("scale", s.scale);
+    v.result("result", s.result, OperandClass::activations);
+  }
+};
+
+struct SwiGLUOp {
+  KVPLAN_PLAN_OP(SwiGLUOp, "swiglu")
+  Operand gate, up, result;
+  template <typename Self, typename V> static void visitFields(Self &s, V &v) {
+    v.operand("gate", s.gate, OperandClass::activations);
+    v.operand("up", s.up, OperandClass::activations);
+    v.result("result", s.result, OperandClass::activations);
+  }
+};
+
+struct FusedFFNOp {
+  KVPLAN_PLAN_OP(FusedFFNOp, "fused_ffn")
+  Operand input, result;
+  template <typename Self, typename V> static void visitFields(Self &s, V &v) {
+    v.operand("input", s.input, OperandClass::activations);
+    v.result("result", s.result, OperandClass::activations);
+  }
+};
+
+struct AddOp {
+  KVPLAN_PLAN_OP(AddOp, "add")
+  Operand lhs, rhs, result;
+  template <typename Self, typename V> static void visitFields(Self &s, V &v) {
+    v.operand("lhs", s.lhs, OperandClass::activations);
+    v.operand("rhs", s.rhs, OperandClass::activations);
+    v.result("result", s.result, OperandClass::activations);
+  }
+};
+
+struct LogitsOp {
+  KVPLAN_PLAN_OP(LogitsOp, "logits")
+  std::string weight;
+  Operand input, result;
+  template <typename Self, typename V> static void visitFields(Self &s, V &v) {
+    v.weight("weight", s.weight);
+    v.operand("input", s.input, OperandClass::activations);
+    v.result("result", s.result, OperandClass::activations);
+  }
+};
+
+struct TakeLastOp {
+  KVPLAN_PLAN_OP(TakeLastOp, "take_last")
+  Operand input, positions, result;
+  template <typename Self, typename V> static void visitFields(Self &s, V &v) {
+    v.operand("input", s.input, OperandClass::rows);
+    v.operand("positions", s.positions, OperandClass::ids);
+    v.result("result", s.result, OperandClass::rows);
+  }
+};
+
+struct ConvertOp {
+  KVPLAN_PLAN_OP(ConvertOp, "convert")
+  Operand input, result;
+  template <typename Self, typename V> static void visitFields(Self &s, V &v) {
+    v.operand("input", s.input, OperandClass::activations);
+    v.result("result", s.result, OperandClass::activations);
+  }
+};
+
+struct KVCacheWriteOp {
+  KVPLAN_PLAN_OP(KVCacheWriteOp, "kv_cache_write")
+  Operand key, value, cache, pageTable, positions, result;
+  int64_t layer = 0;
+  template <typename Self, typename V> static void visitFields(Self &s, V &v) {
+    v.operand("key", s.key, OperandClass::activations);
+    v.operand("value", s.value, OperandClass::activations);
+    v.operand("cache", s.cache, OperandClass::cache);
+    v.operand("page_table", s.pageTable, OperandClass::pageTable);
+    v.operand("positions", s.positions, OperandClass::ids);
+    v.attr("layer", s.layer);
+    v.result("result", s.result, OperandClass::cache);
+  }
+};
+
+struct KVCacheReadOp {
+  KVPLAN_PLAN_OP(KVCacheReadOp, "kv_cache_read")
+  Operand cache, pageTable, positions, keys, values;
+  int64_t layer = 0;
+  template <typename Self, typename V> static void visitFields(Self &s, V &v) {
+    v.operand("cache", s.cache, OperandClass::cache);
+    v.operand("page_table", s.pageTable, OperandClass::pageTable);
+    v.operand("positions", s.positions, OperandClass::ids);
+    v.attr("layer", s.layer);
+    v.result("keys", s.keys, OperandClass::view);
+    v.result("values", s.values, OperandClass::view);
+  }
+};
+
+/// RoPE of the queries and keys fused with the cache write of the rotated
+/// keys and the values (made by --fuse-rope-kv-write for the cuda target).
+struct RopeKVWriteOp {
+  KVPLAN_PLAN_OP(RopeKVWriteOp, "rope_kv_write")
+  Operand query, key, value, cache, pageTable, positions, rotatedQuery, result;
+  RopeParams rope;
+  int64_t layer = 0;
+  template <typename Self, typename V> static void visitFields(Self &s, V &v) {
+    v.operand("query", s.query, OperandClass::activations);
+    v.operand("key", s.key, OperandClass::activations);
+    v.operand("value", s.value, OperandClass::activations);
+    v.operand("cache", s.cache, OperandClass::cache);
+    v.operand("page_table", s.pageTable, OperandClass::pageTable);
+    v.operand("positions", s.positions, OperandClass::ids);
+    v.attr("head_dim", s.rope.headDim);
+    v.attr("theta", s.rope.theta);
+    v.optionalAttr("scaling", s.rope.scaling);
+    v.attr("layer", s.layer);
+    v.result("rotated_query", s.rotatedQuery, OperandClass::activations);
+    v.result("result", s.result, OperandClass::cache);
+  }
+};
+
+#undef KVPLAN_PLAN_OP
+
+/// Every op a plan can hold. The order is OpKind's.
+using PlanOp = std::variant<EmbeddingOp, RMSNormOp, AddRMSNormOp, LinearOp, RopeOp, AttentionOp,
+                            SwiGLUOp, FusedFFNOp, AddOp, LogitsOp, TakeLastOp, ConvertOp,
+                            KVCacheWriteOp, KVCacheReadOp, RopeKVWriteOp>;
+enum class OpKind {
+  embedding, rmsNorm, addRmsNorm, linear, rope, attention, swiglu, fusedFFN, add, logits,
+  takeLast, convert, kvCacheWrite, kvCacheRead, ropeKVWrite,
+};
+inline constexpr size_t kNumOpKinds = std::variant_size_v<PlanOp>;
+static_assert(size_t(OpKind::ropeKVWrite) + 1 == kNumOpKinds, "OpKind follows PlanOp");
+
+/// The op's name in the plan and the dialect ("rms_norm" for llm.rms_norm).
+const char *opName(OpKind k);
+/// The kind whose name is `name`, if any.
+std::optional<OpKind> opKindNamed(const std::string &name);
+
+/// One op of an entry point, run in order.
+struct Step {
+  PlanOp op;
+  /// Where in the model it comes from (the IR location: "layers.3.attention",
+  /// fused ops join their parts with " + "): for messages.
+  std::string loc;
+
+  OpKind kind() const { return OpKind(op.index()); }
+  const char *name() const { return opName(kind()); }
+  template <typename T> const T &as() const { return std::get<T>(op); }
+  template <typename T> T &as() { return std::get<T>(op); }
+  template <typename T> const T *tryAs() const { return std::get_if<T>(&op); }
+};
+
+/// Calls fn(name, operand, isResult) for every operand and result of `s`,
+/// in field order (each variadic result on its own).
+template <typename Fn> void forEachOperand(const Step &s, Fn &&fn);
+/// The step's operands (inputs) and results (outputs), in field order.
+std::vector<const Operand *> stepInputs(const Step &s);
+std::vector<const Operand *> stepOutputs(const Step &s);
+/// The weights the step reads, in field order.
+std::vector<std::string> stepWeights(const Step &s);
+
+//===----------------------------------------------------------------------===//
+// Implementation
+//===----------------------------------------------------------------------===//
+
+namespace detail {
+template <typename Fn> struct OperandVisitor {
+  Fn &fn;
+  void operand(const char *n, const Operand &o, OperandClass) { fn(n, o, false); }
+  void result(const char *n, const Operand &o, OperandClass) { fn(n, o, true); }
+  void results(const char *n, const std::vector<Operand> &v, OperandClass) {
+    for (const Operand &o : v) fn(n, o, true);
+  }
+  template <typename T> void weight(const char *, const T &) {}
+  template <typename T> void optionalWeight(const char *, const T &) {}
+  template <typename T> void attr(const char *, const T &) {}
+  template <typename T> void optionalAttr(const char *, const T &) {}
+};
+} // namespace detail
+
+template <typename Fn> void forEachOperand(const Step &s, Fn &&fn) {
+  std::visit([&](const auto &op) { op.fields(detail::OperandVisitor<Fn>{fn}); }, s.op);
+}
+
+} // namespace kvplan
