@@ -290,13 +290,135 @@ __device__ void ropeQkvWrite(const KvArgs &a, const double *freqs) {
 // key and value is loaded once for all of them), in tiles of TILE keys with
 // a running softmax. It leaves an unnormalised partial output, its maximum
 // and its sum; attnCombine merges the splits with their log-sum-exp weights.
+// attnPartial's helpers take the thread's coordinates (tid, warp, lane) from
+// it and leave every barrier to it.
+
+/// The block's G query heads, scaled, into qs; the running maxima and sums
+/// start empty.
+template <int G, int HD, int TILE>
+__device__ __forceinline__ void attnLoadQuery(const float *q, float scale, float (*qs)[HD],
+                                              float *mRun, float *lRun, int tid) {
+  for (int idx = tid; idx < G * HD; idx += TILE) qs[idx / HD][idx % HD] = q[idx] * scale;
+  if (tid < G) {
+    mRun[tid] = -INFINITY;
+    lRun[tid] = 0.0f;
+  }
+}
+
+/// One key's dot products with the G query heads (8 elements per load when
+/// head_dim allows).
+template <class C, int G, int HD>
+__device__ __forceinline__ void keyDots(const C *k, const float (*qs)[HD], float (&dots)[G]) {
+#pragma unroll
+  for (int g = 0; g < G; ++g) dots[g] = 0.0f;
+  if constexpr (HD % 8 == 0) {
+    for (int d = 0; d < HD; d += 8) {
+      float kv[8];
+      load8(k + d, kv);
+#pragma unroll
+      for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int e = 0; e < 8; ++e) dots[g] += qs[g][d + e] * kv[e];
+    }
+  } else {
+    for (int d = 0; d < HD; ++d) {
+      const float kv = ld(k[d]);
+#pragma unroll
+      for (int g = 0; g < G; ++g) dots[g] += qs[g][d] * kv;
+    }
+  }
+}
+
+/// The thread's key of the tile, at position t: its offset in the cache to
+/// keyOff[tid] and its scores to s[g][tid]; -inf past the end.
+template <class C, int G, int KVH, int HD, int PS, int TILE>
+__device__ __forceinline__ void attnTileScores(const C *keys, const int *table, int t, int end,
+                                               const float (*qs)[HD], float (*s)[TILE],
+                                               long long *keyOff, int tid) {
+  if (t < end) {
+    const int page = table[t / PS];
+    const long long off = ((long long)page * KVH * PS + t % PS) * HD;
+    keyOff[tid] = off;
+    float dots[G];
+    keyDots<C, G, HD>(keys + off, qs, dots);
+#pragma unroll
+    for (int g = 0; g < G; ++g) s[g][tid] = dots[g];
+  } else {
+#pragma unroll
+    for (int g = 0; g < G; ++g) s[g][tid] = -INFINITY;
+  }
+}
+
+/// The running softmax over one tile, a warp per query head: s becomes
+/// exp(s - new maximum), alpha the factor that rescales the earlier tiles.
+template <int G, int TILE>
+__device__ __forceinline__ void attnTileSoftmax(float (*s)[TILE], float *mRun, float *lRun,
+                                                float *alpha, int warp, int lane) {
+  constexpr int WARPS = TILE / 32;
+  for (int g = warp; g < G; g += WARPS) {
+    float m = -INFINITY;
+    for (int j = lane; j < TILE; j += 32) m = fmaxf(m, s[g][j]);
+    m = warpMax(m);
+    const float mNew = fmaxf(mRun[g], m); // finite: the tile holds a key
+    float sum = 0.0f;
+    for (int j = lane; j < TILE; j += 32) {
+      const float p = expf(s[g][j] - mNew);
+      s[g][j] = p;
+      sum += p;
+    }
+    sum = warpSum(sum);
+    if (lane == 0) {
+      alpha[g] = expf(mRun[g] - mNew);
+      lRun[g] = lRun[g] * alpha[g] + sum;
+      mRun[g] = mNew;
+    }
+  }
+}
+
+/// The thread's (head, element) pairs of the output: rescaled by alpha,
+/// plus the tile's n weighted values.
+template <class C, int G, int HD, int TILE, int PAIRS>
+__device__ __forceinline__ void attnTileAccumulate(float (&acc)[PAIRS], const float (*s)[TILE],
+                                                   const float *alpha, const C *values,
+                                                   const long long *keyOff, int n, int tid) {
+#pragma unroll
+  for (int k = 0; k < PAIRS; ++k) {
+    const int pair = tid + k * TILE;
+    if (pair < G * HD) {
+      const int g = pair / HD, d = pair % HD;
+      float v = acc[k] * alpha[g];
+      for (int j = 0; j < n; ++j) v += s[g][j] * ld(values[keyOff[j] + d]);
+      acc[k] = v;
+    }
+  }
+}
+
+/// The split's unnormalised output and its (max, sum) per query head, for
+/// attnCombine.
+template <int H, int G, int HD, int TILE, int PAIRS>
+__device__ __forceinline__ void attnStorePartial(const float (&acc)[PAIRS], const float *mRun,
+                                                 const float *lRun, float *part, float *ml, int r,
+                                                 int kvh, int splits, int split, int tid) {
+#pragma unroll
+  for (int k = 0; k < PAIRS; ++k) {
+    const int pair = tid + k * TILE;
+    if (pair < G * HD) {
+      const int g = pair / HD, d = pair % HD;
+      part[(((long long)r * H + kvh * G + g) * splits + split) * HD + d] = acc[k];
+    }
+  }
+  if (tid < G) {
+    const long long i = ((long long)r * H + kvh * G + tid) * splits + split;
+    ml[2 * i] = mRun[tid];
+    ml[2 * i + 1] = lRun[tid];
+  }
+}
 
 /// p: q (f32, scaled here), cache, positions, page table, partial out,
 /// partial (max, sum).  i: -, layer, table stride, splits.  d: scale.
 template <class C, int H, int KVH, int HD, int PS, long long PAGES, int TILE, int SPAN>
 __device__ void attnPartial(const KvArgs &a) {
   constexpr int G = H / KVH;
-  constexpr int WARPS = TILE / 32;
   constexpr int PAIRS = (G * HD + TILE - 1) / TILE;
   __shared__ float qs[G][HD];
   __shared__ float s[G][TILE];
@@ -315,11 +437,7 @@ __device__ void attnPartial(const KvArgs &a) {
 
   const float scale = (float)a.d[0];
   const float *q = reinterpret_cast<const float *>(a.p[0]) + ((long long)r * H + kvh * G) * HD;
-  for (int idx = tid; idx < G * HD; idx += TILE) qs[idx / HD][idx % HD] = q[idx] * scale;
-  if (tid < G) {
-    mRun[tid] = -INFINITY;
-    lRun[tid] = 0.0f;
-  }
+  attnLoadQuery<G, HD, TILE>(q, scale, qs, mRun, lRun, tid);
   const C *cache = reinterpret_cast<const C *>(a.p[1]);
   const long long layer = a.i[1];
   const C *keys = cache + cacheOffset<C, KVH, HD, PS, PAGES>(layer, 0, 0, kvh, 0);
@@ -330,84 +448,17 @@ __device__ void attnPartial(const KvArgs &a) {
   for (int k = 0; k < PAIRS; ++k) acc[k] = 0.0f;
   __syncthreads();
 
+  // Every thread runs every tile, so all reach each barrier.
   for (int t0 = start; t0 < end; t0 += TILE) {
-    const int t = t0 + tid;
-    if (t < end) {
-      const int page = table[t / PS];
-      const long long off = ((long long)page * KVH * PS + t % PS) * HD;
-      keyOff[tid] = off;
-      float dots[G];
-#pragma unroll
-      for (int g = 0; g < G; ++g) dots[g] = 0.0f;
-      const C *k = keys + off;
-      if constexpr (HD % 8 == 0) {
-        for (int d = 0; d < HD; d += 8) {
-          float kv[8];
-          load8(k + d, kv);
-#pragma unroll
-          for (int g = 0; g < G; ++g)
-#pragma unroll
-            for (int e = 0; e < 8; ++e) dots[g] += qs[g][d + e] * kv[e];
-        }
-      } else {
-        for (int d = 0; d < HD; ++d) {
-          const float kv = ld(k[d]);
-#pragma unroll
-          for (int g = 0; g < G; ++g) dots[g] += qs[g][d] * kv;
-        }
-      }
-#pragma unroll
-      for (int g = 0; g < G; ++g) s[g][tid] = dots[g];
-    } else {
-#pragma unroll
-      for (int g = 0; g < G; ++g) s[g][tid] = -INFINITY;
-    }
+    attnTileScores<C, G, KVH, HD, PS, TILE>(keys, table, t0 + tid, end, qs, s, keyOff, tid);
     __syncthreads();
-    for (int g = warp; g < G; g += WARPS) {
-      float m = -INFINITY;
-      for (int j = lane; j < TILE; j += 32) m = fmaxf(m, s[g][j]);
-      m = warpMax(m);
-      const float mNew = fmaxf(mRun[g], m); // finite: the tile holds a key
-      float sum = 0.0f;
-      for (int j = lane; j < TILE; j += 32) {
-        const float p = expf(s[g][j] - mNew);
-        s[g][j] = p;
-        sum += p;
-      }
-      sum = warpSum(sum);
-      if (lane == 0) {
-        alpha[g] = expf(mRun[g] - mNew);
-        lRun[g] = lRun[g] * alpha[g] + sum;
-        mRun[g] = mNew;
-      }
-    }
+    attnTileSoftmax<G, TILE>(s, mRun, lRun, alpha, warp, lane);
     __syncthreads();
     const int n = min(TILE, end - t0);
-#pragma unroll
-    for (int k = 0; k < PAIRS; ++k) {
-      const int pair = tid + k * TILE;
-      if (pair < G * HD) {
-        const int g = pair / HD, d = pair % HD;
-        float v = acc[k] * alpha[g];
-        for (int j = 0; j < n; ++j) v += s[g][j] * ld(values[keyOff[j] + d]);
-        acc[k] = v;
-      }
-    }
+    attnTileAccumulate<C, G, HD, TILE, PAIRS>(acc, s, alpha, values, keyOff, n, tid);
     __syncthreads();
   }
-#pragma unroll
-  for (int k = 0; k < PAIRS; ++k) {
-    const int pair = tid + k * TILE;
-    if (pair < G * HD) {
-      const int g = pair / HD, d = pair % HD;
-      part[(((long long)r * H + kvh * G + g) * splits + split) * HD + d] = acc[k];
-    }
-  }
-  if (tid < G) {
-    const long long i = ((long long)r * H + kvh * G + tid) * splits + split;
-    ml[2 * i] = mRun[tid];
-    ml[2 * i + 1] = lRun[tid];
-  }
+  attnStorePartial<H, G, HD, TILE, PAIRS>(acc, mRun, lRun, part, ml, r, kvh, splits, split, tid);
 }
 
 /// Block (head, row), one thread per element of head_dim.
