@@ -492,7 +492,9 @@ template <class O, int H, int HD, int SPAN> __device__ void attnCombine(const Kv
 // among equals), or at a temperature over the top-k logits (ties with the
 // k-th are kept) and then the smallest most-probable set whose probability
 // reaches top-p. Thresholds come from radix selects over the logits' bits;
-// the draw walks the kept tokens in index order.
+// the draw walks the kept tokens in index order. sample's helpers take the
+// thread's coordinates from it; those that hold barriers are called by every
+// thread, under conditions that are the row's, the same for the whole block.
 
 __device__ __forceinline__ unsigned orderedKey(float f) {
   const unsigned b = __float_as_uint(f);
@@ -505,25 +507,24 @@ struct SamplingParams {
   float uniform;
 };
 
-/// p: logits (f32, rows x V), params, tokens out (int32).
-template <int V, int BLOCK> __device__ void sample(const KvArgs &a) {
-  static_assert(BLOCK == 1024, "the scan below assumes 32 warps");
-  __shared__ float shf[32];
-  __shared__ int shi[32];
-  __shared__ unsigned hist[256];
-  __shared__ float histf[256];
-  __shared__ unsigned shPrefix;
-  __shared__ int shRemaining;
-  __shared__ float shRemainingMass;
-  __shared__ int shToken;
-  const int r = blockIdx.x, tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const float *l = reinterpret_cast<const float *>(a.p[0]) + (long long)r * V;
-  const SamplingParams prm = reinterpret_cast<const SamplingParams *>(a.p[1])[r];
-  int *out = reinterpret_cast<int *>(a.p[2]);
+/// A token's unnormalised probability at temperature 1 / invT.
+__device__ __forceinline__ float keptWeight(float logit, float maxLogit, float invT) {
+  return expf((logit - maxLogit) * invT);
+}
 
-  // argmax
-  float best = -INFINITY;
+/// A row's greedy choice: the token and its logit.
+struct Argmax {
+  int token;
+  float logit;
+};
+
+/// The row's largest logit and its lowest index, to every thread (it holds
+/// barriers). shf and shi hold 32 entries each.
+template <int V, int BLOCK>
+__device__ __forceinline__ Argmax blockArgmax(const float *l, float *shf, int *shi, int &shToken,
+                                              int tid, int lane, int warp) {
   int bi = 0x7fffffff;
+  float best = -INFINITY;
   for (int i = tid; i < V; i += BLOCK) // i grows: ties keep the first
     if (l[i] > best || bi == 0x7fffffff) { best = l[i]; bi = i; }
   for (int o = 16; o > 0; o >>= 1) {
@@ -544,92 +545,108 @@ template <int V, int BLOCK> __device__ void sample(const KvArgs &a) {
     if (lane == 0) { shToken = bi; shf[0] = best; }
   }
   __syncthreads();
-  const int argmaxToken = shToken;
-  const float maxLogit = shf[0];
-  if (!(prm.temperature > 0.0f) || prm.topK == 1) {
-    if (tid == 0) out[r] = argmaxToken;
-    return;
-  }
-  const float invT = 1.0f / prm.temperature;
+  return {shToken, shf[0]};
+}
 
-  // Top-k: the k-th largest key, one byte at a time from the top.
-  unsigned kth = 0;
-  if (prm.topK > 0 && prm.topK < V) {
-    unsigned prefix = 0, mask = 0;
-    int remaining = prm.topK;
-    for (int shift = 24; shift >= 0; shift -= 8) {
-      if (tid < 256) hist[tid] = 0;
-      __syncthreads();
-      for (int i = tid; i < V; i += BLOCK) {
-        const unsigned key = orderedKey(l[i]);
-        if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
-      }
-      __syncthreads();
-      if (tid == 0) {
-        int cum = 0, b = 255;
-        for (; b > 0; --b) {
-          if (cum + (int)hist[b] >= remaining) break;
-          cum += (int)hist[b];
-        }
-        shPrefix = prefix | ((unsigned)b << shift);
-        shRemaining = remaining - cum;
-      }
-      __syncthreads();
-      prefix = shPrefix;
-      remaining = shRemaining;
-      mask |= 255u << shift;
-      __syncthreads();
+/// Thread 0's step of the top-k select: the highest byte b whose keys, with
+/// those above it, reach the `remaining` count; publishes the prefix and
+/// what is left to count below it.
+__device__ __forceinline__ void topKByte(const unsigned *hist, unsigned prefix, int shift,
+                                         int remaining, unsigned &shPrefix, int &shRemaining) {
+  int cum = 0, b = 255;
+  for (; b > 0; --b) {
+    if (cum + (int)hist[b] >= remaining) break;
+    cum += (int)hist[b];
+  }
+  shPrefix = prefix | ((unsigned)b << shift);
+  shRemaining = remaining - cum;
+}
+
+/// Top-k: the k-th largest key, one byte at a time from the top, by
+/// histograms in hist (256 entries). It holds barriers.
+template <int V, int BLOCK>
+__device__ __forceinline__ unsigned topKKey(const float *l, int topK, unsigned *hist,
+                                            unsigned &shPrefix, int &shRemaining, int tid) {
+  unsigned prefix = 0, mask = 0;
+  int remaining = topK;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    if (tid < 256) hist[tid] = 0;
+    __syncthreads();
+    for (int i = tid; i < V; i += BLOCK) {
+      const unsigned key = orderedKey(l[i]);
+      if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
     }
-    kth = prefix;
+    __syncthreads();
+    if (tid == 0) topKByte(hist, prefix, shift, remaining, shPrefix, shRemaining);
+    __syncthreads();
+    prefix = shPrefix;
+    remaining = shRemaining;
+    mask |= 255u << shift;
+    __syncthreads();
   }
+  return prefix;
+}
 
-  float total = 0.0f;
-  for (int i = tid; i < V; i += BLOCK)
-    if (orderedKey(l[i]) >= kth) total += expf((l[i] - maxLogit) * invT);
-  total = blockSum<BLOCK>(total, shf);
+/// Thread 0's step of the top-p select: the highest byte b (no lower than
+/// the lowest non-empty one) whose mass, with that above it, reaches
+/// `remaining`; publishes the prefix and the mass left below it.
+__device__ __forceinline__ void topPByte(const float *histf, unsigned prefix, int shift,
+                                         float remaining, unsigned &shPrefix,
+                                         float &shRemainingMass) {
+  float cum = 0.0f;
+  int b = 255, lowest = 255;
+  for (int c = 255; c >= 0; --c)
+    if (histf[c] > 0.0f) lowest = c;
+  for (; b > lowest; --b) {
+    if (cum + histf[b] >= remaining) break;
+    cum += histf[b];
+  }
+  shPrefix = prefix | ((unsigned)b << shift);
+  shRemainingMass = remaining - cum;
+}
 
-  // Top-p: the largest key whose kept tokens at or above it reach top-p.
-  unsigned threshold = kth;
-  if (prm.topP < 1.0f) {
-    unsigned prefix = 0, mask = 0;
-    float remaining = prm.topP * total;
-    for (int shift = 24; shift >= 0; shift -= 8) {
-      if (tid < 256) histf[tid] = 0.0f;
-      __syncthreads();
-      for (int i = tid; i < V; i += BLOCK) {
-        const unsigned key = orderedKey(l[i]);
-        if (key >= kth && (key & mask) == prefix)
-          atomicAdd(&histf[(key >> shift) & 255u], expf((l[i] - maxLogit) * invT));
-      }
-      __syncthreads();
-      if (tid == 0) {
-        float cum = 0.0f;
-        int b = 255, lowest = 255;
-        for (int c = 255; c >= 0; --c)
-          if (histf[c] > 0.0f) lowest = c;
-        for (; b > lowest; --b) {
-          if (cum + histf[b] >= remaining) break;
-          cum += histf[b];
-        }
-        shPrefix = prefix | ((unsigned)b << shift);
-        shRemainingMass = remaining - cum;
-      }
-      __syncthreads();
-      prefix = shPrefix;
-      remaining = shRemainingMass;
-      mask |= 255u << shift;
-      __syncthreads();
+/// Top-p: the largest key whose kept tokens (key >= kth) at or above it
+/// reach `mass` (top-p times the kept total), by histograms of their weights
+/// in histf (256 entries); never below kth. It holds barriers.
+template <int V, int BLOCK>
+__device__ __forceinline__ unsigned topPKey(const float *l, unsigned kth, float maxLogit,
+                                            float invT, float mass, float *histf,
+                                            unsigned &shPrefix, float &shRemainingMass, int tid) {
+  unsigned prefix = 0, mask = 0;
+  float remaining = mass;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    if (tid < 256) histf[tid] = 0.0f;
+    __syncthreads();
+    for (int i = tid; i < V; i += BLOCK) {
+      const unsigned key = orderedKey(l[i]);
+      if (key >= kth && (key & mask) == prefix)
+        atomicAdd(&histf[(key >> shift) & 255u], keptWeight(l[i], maxLogit, invT));
     }
-    threshold = prefix > kth ? prefix : kth;
+    __syncthreads();
+    if (tid == 0) topPByte(histf, prefix, shift, remaining, shPrefix, shRemainingMass);
+    __syncthreads();
+    prefix = shPrefix;
+    remaining = shRemainingMass;
+    mask |= 255u << shift;
+    __syncthreads();
   }
+  return prefix > kth ? prefix : kth;
+}
 
-  // The draw: each thread owns a contiguous run of tokens; an exclusive scan
-  // of the runs' masses finds the run, then the thread walks it.
+/// The draw: each thread owns a contiguous run of tokens; an exclusive scan
+/// of the runs' masses finds the run holding uniform * mass, then the
+/// thread walks it. The argmax stands if rounding leaves the target in no
+/// run. It holds barriers; shf holds 32 floats.
+template <int V, int BLOCK>
+__device__ __forceinline__ int drawToken(const float *l, unsigned threshold, float maxLogit,
+                                         float invT, float uniform, int argmaxToken, float *shf,
+                                         int &shToken, int tid, int lane, int warp) {
+  static_assert(BLOCK == 1024, "the scan below assumes 32 warps");
   constexpr int RUN = (V + BLOCK - 1) / BLOCK;
   const int begin = tid * RUN, stop = min(V, begin + RUN);
   float mine = 0.0f;
   for (int i = begin; i < stop; ++i)
-    if (orderedKey(l[i]) >= threshold) mine += expf((l[i] - maxLogit) * invT);
+    if (orderedKey(l[i]) >= threshold) mine += keptWeight(l[i], maxLogit, invT);
   float incl = mine;
   for (int o = 1; o < 32; o <<= 1) {
     const float v = __shfl_up_sync(0xffffffffu, incl, o);
@@ -645,12 +662,12 @@ template <int V, int BLOCK> __device__ void sample(const KvArgs &a) {
     mass += shf[w];
   }
   const float excl = warpBase + incl - mine;
-  const float target = prm.uniform * mass;
+  const float target = uniform * mass;
   if (mine > 0.0f && target >= excl && target < excl + mine) {
     float c = excl;
     for (int i = begin; i < stop; ++i)
       if (orderedKey(l[i]) >= threshold) {
-        c += expf((l[i] - maxLogit) * invT);
+        c += keptWeight(l[i], maxLogit, invT);
         if (c > target) {
           shToken = i;
           break;
@@ -658,7 +675,49 @@ template <int V, int BLOCK> __device__ void sample(const KvArgs &a) {
       }
   }
   __syncthreads();
-  if (tid == 0) out[r] = shToken;
+  return shToken;
+}
+
+/// p: logits (f32, rows x V), params, tokens out (int32).
+template <int V, int BLOCK> __device__ void sample(const KvArgs &a) {
+  static_assert(BLOCK == 1024, "the argmax and the draw assume 32 warps");
+  __shared__ float shf[32];
+  __shared__ int shi[32];
+  __shared__ unsigned hist[256];
+  __shared__ float histf[256];
+  __shared__ unsigned shPrefix;
+  __shared__ int shRemaining;
+  __shared__ float shRemainingMass;
+  __shared__ int shToken;
+  const int r = blockIdx.x, tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const float *l = reinterpret_cast<const float *>(a.p[0]) + (long long)r * V;
+  const SamplingParams prm = reinterpret_cast<const SamplingParams *>(a.p[1])[r];
+  int *out = reinterpret_cast<int *>(a.p[2]);
+
+  // The conditions below are the row's: every thread takes the same branches
+  // and reaches every barrier.
+  const Argmax best = blockArgmax<V, BLOCK>(l, shf, shi, shToken, tid, lane, warp);
+  if (!(prm.temperature > 0.0f) || prm.topK == 1) {
+    if (tid == 0) out[r] = best.token;
+    return;
+  }
+  const float invT = 1.0f / prm.temperature;
+
+  const unsigned kth = prm.topK > 0 && prm.topK < V
+                           ? topKKey<V, BLOCK>(l, prm.topK, hist, shPrefix, shRemaining, tid)
+                           : 0u;
+  float total = 0.0f;
+  for (int i = tid; i < V; i += BLOCK)
+    if (orderedKey(l[i]) >= kth) total += keptWeight(l[i], best.logit, invT);
+  total = blockSum<BLOCK>(total, shf);
+
+  const unsigned threshold =
+      prm.topP < 1.0f ? topPKey<V, BLOCK>(l, kth, best.logit, invT, prm.topP * total, histf,
+                                          shPrefix, shRemainingMass, tid)
+                      : kth;
+  const int token = drawToken<V, BLOCK>(l, threshold, best.logit, invT, prm.uniform, best.token,
+                                        shf, shToken, tid, lane, warp);
+  if (tid == 0) out[r] = token;
 }
 
 } // namespace kvplan
