@@ -1,14 +1,17 @@
-// The vector kernels against the portable ones, on every ISA this CPU has:
-// every weight type, row counts that leave every remainder, and shapes with
-// a tail after the last full vector.
-#include "runtime/cpu/Kernels.h"
+// The CPU kernels against plain computations written here (loops in double
+// that share no code with runtime/cpu/), on every ISA this CPU has, the
+// portable level included: every weight type, row counts that leave every
+// remainder, and shapes with a tail after the last full vector.
 #include "formats/WeightFormats.h"
+#include "plan/PlanOps.h"
+#include "runtime/cpu/Kernels.h"
 #include "runtime/cpu/Isa.h"
 #include "runtime/cpu/IsaKernels.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
 using namespace kvplan;
@@ -22,6 +25,44 @@ std::vector<float> randomFloats(size_t n, uint32_t seed) {
   std::vector<float> v(n);
   for (float &x : v) x = d(rng);
   return v;
+}
+
+/// The unit roundoff of f32.
+constexpr double kU = 0x1p-24;
+
+/// Higham's gamma_n = n u / (1 - n u): a value that went through at most n
+/// f32 roundings (in any order) is within gamma_n of the exact one, relative
+/// to the sum of the magnitudes of what was added up. The tolerances below
+/// count roundings rather than trust how the kernels happen to block their
+/// loops, so a kernel may reorder its sums without loosening a test.
+double gammaBound(int64_t n) { return double(n) * kU / (1 - double(n) * kU); }
+
+/// bf16 and f16 bits decoded here, not with runtime/ code, so that a decoding
+/// bug shared by every ISA cannot hide.
+double bf16Value(uint16_t h) {
+  const uint32_t bits = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+double f16Value(uint16_t h) {
+  const int e = (h >> 10) & 31, m = h & 1023;
+  const double v = e == 0    ? std::ldexp(m, -24)
+                   : e == 31 ? (m ? NAN : INFINITY)
+                             : std::ldexp(1024 + m, e - 25);
+  return h >> 15 ? -v : v;
+}
+/// Element i of f32, bf16 or f16 data, or of int8 data before its scale.
+double valueAt(const void *data, DType dtype, int64_t i) {
+  switch (dtype) {
+  case DType::f32: return static_cast<const float *>(data)[i];
+  case DType::bf16: return bf16Value(static_cast<const uint16_t *>(data)[i]);
+  case DType::f16: return f16Value(static_cast<const uint16_t *>(data)[i]);
+  case DType::i8: return static_cast<const int8_t *>(data)[i];
+  case DType::i32: break;
+  }
+  ADD_FAILURE() << "no float value in " << dtypeName(dtype);
+  return 0;
 }
 
 /// Runs `fn` on every ISA this CPU supports, restoring the active one.
@@ -40,7 +81,8 @@ struct Matrix {
   std::vector<char> data;
   std::vector<float> scales;
   TensorRef ref;
-  Matrix(DType dtype, int64_t J, int64_t K, uint32_t seed) {
+  int64_t K;
+  Matrix(DType dtype, int64_t J, int64_t K, uint32_t seed) : K(K) {
     std::vector<float> f = randomFloats(size_t(J * K), seed);
     if (dtype == DType::i8) {
       const int64_t groups = (K + kInt8Group - 1) / kInt8Group;
@@ -55,21 +97,68 @@ struct Matrix {
       ref = {data.data(), dtype};
     }
   }
+  /// w[j, k] as the kernels are to read it: widened to f32 (exactly), and
+  /// for int8 times the scale of its group of kInt8Group along the row.
+  double at(int64_t j, int64_t k) const {
+    double v = valueAt(data.data(), ref.dtype, j * K + k);
+    if (ref.dtype == DType::i8)
+      v *= scales[size_t(j * ((K + kInt8Group - 1) / kInt8Group) + k / kInt8Group)];
+    return v;
+  }
 };
+
+/// A linear's expected outputs and, for each, the sum of the magnitudes of
+/// its terms (bias included), which scales its rounding error.
+struct Expected {
+  std::vector<double> value, magnitude;
+};
+
+/// out[r, j] = sum_k x[r, k] w[j, k] + bias[j] in double, laid out as the
+/// kernels' outputs [rows, split] and [rows, J - split] one after the other.
+Expected plainLinear(const std::vector<float> &x, int64_t rows, const Matrix &w, int64_t J,
+                     const std::vector<float> &bias, int64_t split) {
+  Expected e;
+  e.value.resize(size_t(rows * J));
+  e.magnitude.resize(size_t(rows * J));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < J; ++j) {
+      double sum = bias[size_t(j)], mag = std::abs(sum);
+      for (int64_t k = 0; k < w.K; ++k) {
+        const double t = double(x[size_t(r * w.K + k)]) * w.at(j, k);
+        sum += t;
+        mag += std::abs(t);
+      }
+      const size_t at = size_t(j < split ? r * split + j
+                                         : rows * split + r * (J - split) + (j - split));
+      e.value[at] = sum;
+      e.magnitude[at] = mag;
+    }
+  return e;
+}
 
 } // namespace
 
-TEST(Kernels, LinearMatchesThePortableKernelOnEveryIsa) {
+TEST(Kernels, LinearMatchesAPlainComputationOnEveryIsa) {
   for (DType dtype : {DType::f32, DType::bf16, DType::f16, DType::i8}) {
     SCOPED_TRACE(dtypeName(dtype));
-    for (auto [K, J] : {std::pair<int64_t, int64_t>{96, 37}, {100, 12}, {7, 5}, {256, 64}}) {
+    // K = 2048 makes the blocked kernels take the f32, bf16 and f16
+    // features in several blocks (their weights would not fit in L2 at once).
+    for (auto [K, J] : {std::pair<int64_t, int64_t>{96, 37}, {100, 12}, {7, 5}, {256, 64},
+                        {2048, 70}}) {
       Matrix w(dtype, J, K, 3);
       std::vector<float> bias = randomFloats(size_t(J), 4);
+      const int64_t split = J / 2;
+      // Each term goes through at most its product, the int8 scale, the
+      // additions on its way into the sum (fewer than K + ceil(K / 32) in
+      // any order, the int8 group sums included) and the bias: gamma of
+      // K + ceil(K / 32) + 3, relative to the sum of the terms' magnitudes.
+      // Worst-case, so loose for large K, but it holds for every order of
+      // summation; scaling an output by 1.001 still fails it at K <= 256.
+      const double bound = gammaBound(K + (K + kInt8Group - 1) / kInt8Group + 3);
       for (int64_t rows : {1, 2, 3, 4, 5, 6, 7, 11, 13}) {
         std::vector<float> x = randomFloats(size_t(rows * K), 5);
         // The result split over two outputs, as a fused Q/K/V linear is.
         auto run = [&](bool portable) {
-          const int64_t split = J / 2;
           std::vector<float> a(size_t(rows * split)), b(size_t(rows * (J - split)));
           LinearOutputs out;
           out.data = {a.data(), b.data()};
@@ -82,12 +171,23 @@ TEST(Kernels, LinearMatchesThePortableKernelOnEveryIsa) {
           a.insert(a.end(), b.begin(), b.end());
           return a;
         };
-        std::vector<float> want = run(true);
-        forEachIsa([&](Isa) {
+        const Expected want = plainLinear(x, rows, w, J, bias, split);
+        const std::vector<float> portable = run(true);
+        forEachIsa([&](Isa isa) {
           std::vector<float> got = run(false);
-          for (size_t i = 0; i < want.size(); ++i)
-            ASSERT_NEAR(got[i], want[i], 1e-4f * (1 + std::abs(want[i])))
-                << "rows " << rows << " K " << K << " J " << J << " at " << i;
+          for (size_t i = 0; i < got.size(); ++i) {
+            ASSERT_LE(std::abs(got[i] - want.value[i]), bound * want.magnitude[i])
+                << "rows " << rows << " K " << K << " J " << J << " at " << i << ": got "
+                << got[i] << ", want " << want.value[i];
+            // The vector kernels sum in another order than the portable one
+            // (nothing promises bit identity across ISAs), yet at large K
+            // they must agree more closely than the worst case above allows.
+            // On the scalar level `linear` is the portable kernel itself.
+            if (isa != Isa::scalar) {
+              ASSERT_NEAR(got[i], portable[i], 1e-4f * (1 + std::abs(portable[i])))
+                  << "rows " << rows << " K " << K << " J " << J << " at " << i;
+            }
+          }
         });
       }
     }
@@ -98,7 +198,7 @@ TEST(Kernels, AResultDoesNotDependOnTheRowsRunWithIt) {
   // Row 0 alone and row 0 among 13: bit for bit (chunked prefill relies on
   // it).
   forEachIsa([&](Isa) {
-    for (DType dtype : {DType::f32, DType::bf16, DType::i8}) {
+    for (DType dtype : {DType::f32, DType::bf16, DType::f16, DType::i8}) {
       Matrix w(dtype, 40, 200, 8);
       std::vector<float> x = randomFloats(13 * 200, 9);
       std::vector<float> one(40), many(13 * 40);
@@ -110,11 +210,35 @@ TEST(Kernels, AResultDoesNotDependOnTheRowsRunWithIt) {
   });
 }
 
+TEST(Kernels, AResultDoesNotDependOnTheFeaturesRunWithIt) {
+  // All 40 features in one call and split at 13 as two threads take them
+  // (odd sizes, so a feature moves between a full tile and the remainder):
+  // bit for bit, or the thread count would change results.
+  forEachIsa([&](Isa) {
+    for (DType dtype : {DType::f32, DType::bf16, DType::f16, DType::i8}) {
+      for (int64_t rows : {1, 5}) {
+        Matrix w(dtype, 40, 200, 8);
+        std::vector<float> x = randomFloats(size_t(rows * 200), 9);
+        std::vector<float> whole(size_t(rows * 40)), parts(size_t(rows * 40));
+        LinearOutputs a{{whole.data()}, {0}, {40}}, b{{parts.data()}, {0}, {40}};
+        linear(x.data(), rows, 200, w.ref, {}, a, 0, 40);
+        linear(x.data(), rows, 200, w.ref, {}, b, 0, 13);
+        linear(x.data(), rows, 200, w.ref, {}, b, 13, 40);
+        for (size_t i = 0; i < whole.size(); ++i)
+          ASSERT_EQ(whole[i], parts[i]) << dtypeName(dtype) << " rows " << rows << " at " << i;
+      }
+    }
+  });
+}
+
 TEST(Kernels, AttentionMatchesAPlainComputationOnEveryIsa) {
   for (DType dtype : {DType::f32, DType::bf16, DType::f16}) {
     SCOPED_TRACE(dtypeName(dtype));
+    // Two layers, the second one read, so the layer's offset counts.
+    const int64_t layers = 2, layer = 1;
     const int64_t heads = 4, kvHeads = 2, hd = 20, pageSize = 4, pages = 6, seqLen = 21;
-    std::vector<float> f = randomFloats(size_t(2 * pages * kvHeads * pageSize * hd), 1);
+    const double scale = 0.2;
+    std::vector<float> f = randomFloats(size_t(layers * 2 * pages * kvHeads * pageSize * hd), 1);
     std::vector<char> cache(f.size() * size_t(dtypeBytes(dtype)));
     convertElements(f.data(), DType::f32, cache.data(), dtype, int64_t(f.size()));
     CacheGeometry g;
@@ -125,49 +249,59 @@ TEST(Kernels, AttentionMatchesAPlainComputationOnEveryIsa) {
     g.kvHeads = kvHeads;
     g.headDim = hd;
     g.pagesPerSequence = pages;
-    std::vector<int32_t> table = {5, 0, 3, 1, 4, 2}; // scattered pages
-    std::vector<int32_t> positions = {seqLen - 1, 7, -1, 0};
-    std::vector<float> q = randomFloats(size_t(4 * heads * hd), 2), scratch(64);
-    auto run = [&] {
-      std::vector<float> out(q.size(), 99.0f);
-      cachedAttention(g, 0, q.data(), positions.data(), table.data(), 1, heads, 0.2, out.data(),
-                      scratch.data(), 0, 4 * heads);
-      return out;
-    };
-    // The expected values straight from the definition, in double, from the
-    // cache's own (rounded) contents.
-    std::vector<float> stored(f.size());
-    convertElements(cache.data(), dtype, stored.data(), DType::f32, int64_t(f.size()));
-    std::vector<float> want(q.size(), 0.0f);
-    for (int64_t r = 0; r < 4; ++r) {
-      if (positions[size_t(r)] < 0) continue;
-      for (int64_t h = 0; h < heads; ++h) {
-        const int64_t kvh = h / (heads / kvHeads);
-        std::vector<double> s;
-        double mx = -1e300, sum = 0;
-        for (int64_t t = 0; t <= positions[size_t(r)]; ++t) {
-          const int64_t page = table[size_t(t / pageSize)], slot = t % pageSize;
-          double d = 0;
-          for (int64_t i = 0; i < hd; ++i)
-            d += double(q[size_t(r * heads * hd + h * hd + i)]) *
-                 stored[size_t(g.offset(0, 0, page, kvh, slot) + i)];
-          s.push_back(d * 0.2);
-          mx = std::max(mx, s.back());
-        }
-        for (double &v : s) sum += (v = std::exp(v - mx));
-        for (int64_t t = 0; t <= positions[size_t(r)]; ++t) {
-          const int64_t page = table[size_t(t / pageSize)], slot = t % pageSize;
-          for (int64_t i = 0; i < hd; ++i)
-            want[size_t(r * heads * hd + h * hd + i)] +=
-                float(s[size_t(t)] / sum * stored[size_t(g.offset(0, 1, page, kvh, slot) + i)]);
+    // Scattered pages: one table shared by every row (prefill) or one per
+    // row (batched decode).
+    const std::vector<int32_t> tables = {5, 0, 3, 1, 4, 2, 2, 4, 1, 3, 0, 5,
+                                         0, 1, 2, 3, 4, 5, 3, 5, 0, 2, 1, 4};
+    const std::vector<int32_t> positions = {seqLen - 1, 7, -1, 0};
+    const std::vector<float> q = randomFloats(size_t(4 * heads * hd), 2);
+    for (int64_t tableRows : {1, 4}) {
+      SCOPED_TRACE("table rows " + std::to_string(tableRows));
+      // softmax(q k^T * scale) v straight from the definition, in double,
+      // from the cache's own (rounded) contents.
+      std::vector<double> want(q.size(), 0.0);
+      for (int64_t r = 0; r < 4; ++r) {
+        if (positions[size_t(r)] < 0) continue;
+        const int32_t *table = tables.data() + (tableRows == 1 ? 0 : r) * pages;
+        for (int64_t h = 0; h < heads; ++h) {
+          const int64_t kvh = h / (heads / kvHeads);
+          std::vector<double> s;
+          double mx = -1e300, sum = 0;
+          for (int64_t t = 0; t <= positions[size_t(r)]; ++t) {
+            const int64_t page = table[t / pageSize], slot = t % pageSize;
+            double d = 0;
+            for (int64_t i = 0; i < hd; ++i)
+              d += double(q[size_t(r * heads * hd + h * hd + i)]) *
+                   valueAt(g.base, dtype, g.offset(layer, 0, page, kvh, slot) + i);
+            s.push_back(d * scale);
+            mx = std::max(mx, s.back());
+          }
+          for (double &v : s) sum += (v = std::exp(v - mx));
+          for (int64_t t = 0; t <= positions[size_t(r)]; ++t) {
+            const int64_t page = table[t / pageSize], slot = t % pageSize;
+            for (int64_t i = 0; i < hd; ++i)
+              want[size_t(r * heads * hd + h * hd + i)] +=
+                  s[size_t(t)] / sum * valueAt(g.base, dtype, g.offset(layer, 1, page, kvh, slot) + i);
+          }
         }
       }
+      // q, k and v lie in [-1, 1]. A score sums hd = 20 products of at most
+      // 1 (gamma_20 * 20 = 400u) and is scaled by 0.2 and rounded (4u more):
+      // within 84u. Scores off by d move a softmax weight by a factor within
+      // e^(+-2d) (168u); the f32 exp of (score - max), |arg| <= 8, adds 9u
+      // on the numerator and as much on the sum, and the inverse and its
+      // product 2u: 188u on each weight, so 188u on the weighted sum of v.
+      // That sum accumulates at most 21 positions in f32 (21u, the weights
+      // adding to 1). Under 210u in all: 2^-16 = 256u.
+      const double tol = 0x1p-16;
+      forEachIsa([&](Isa) {
+        std::vector<float> out(q.size(), 99.0f), scratch(64);
+        cachedAttention(g, layer, q.data(), positions.data(), tables.data(), tableRows, heads,
+                        scale, out.data(), scratch.data(), 0, 4 * heads);
+        for (size_t i = 0; i < want.size(); ++i)
+          ASSERT_NEAR(out[i], want[i], tol) << "at " << i;
+      });
     }
-    const float tol = 1e-5f;
-    forEachIsa([&](Isa) {
-      std::vector<float> got = run();
-      for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(got[i], want[i], tol) << i;
-    });
   }
 }
 
@@ -193,11 +327,129 @@ TEST(Kernels, VectorSiluMatchesTheLibmOneOnEveryIsa) {
     double g = in[size_t(i)];
     want[size_t(i)] = float(g / (1 + std::exp(-g)) * in[size_t(ff + i)]);
   }
+  // Relative: the vector exp is a polynomial good to a few ulp, then 1 + e,
+  // the division and the product by up round once each, under 10u (6e-7)
+  // in all; 2e-6 (33u) leaves room for "a few ulp" being several. Absolute,
+  // for results near zero: below a gate of -87 the vector exp clamps its
+  // argument, so a result of ~1e-42 comes out as ~1e-36.
+  auto tolerance = [](double want) { return 2e-6 * (1 + std::abs(want)); };
   forEachIsa([&](Isa) {
     std::vector<float> got(static_cast<size_t>(ff));
     fusedFFN(in.data(), ff, got.data(), 0, 1);
     for (int64_t i = 0; i < ff; ++i)
-      ASSERT_NEAR(got[size_t(i)], want[size_t(i)], 2e-6f * (1 + std::abs(want[size_t(i)])))
+      ASSERT_NEAR(got[size_t(i)], want[size_t(i)], tolerance(want[size_t(i)]))
+          << "gate " << in[size_t(i)];
+    // The unfused form over a range that starts off a vector boundary;
+    // what lies before it stays as it was.
+    std::fill(got.begin(), got.end(), 99.0f);
+    swiglu(in.data(), in.data() + ff, got.data(), 3, ff);
+    for (int64_t i = 0; i < 3; ++i) ASSERT_EQ(got[size_t(i)], 99.0f);
+    for (int64_t i = 3; i < ff; ++i)
+      ASSERT_NEAR(got[size_t(i)], want[size_t(i)], tolerance(want[size_t(i)]))
           << "gate " << in[size_t(i)];
   });
+}
+
+// The kernels below have one implementation for every ISA; they are checked
+// against the definitions all the same, on the portable path they take.
+
+TEST(Kernels, EmbeddingIsExactForEveryTableType) {
+  // Widening is exact and an int8 row's value times its scale rounds once,
+  // as in double rounded to f32: bit for bit.
+  const int64_t hidden = 100; // a partial int8 group at the end
+  const std::vector<int32_t> tokens = {3, 0, 36, 3};
+  for (DType dtype : {DType::f32, DType::bf16, DType::f16, DType::i8}) {
+    Matrix table(dtype, 37, hidden, 11);
+    std::vector<float> out(tokens.size() * size_t(hidden), 99.0f);
+    embedding(tokens.data(), table.ref, hidden, out.data(), 1, int64_t(tokens.size()));
+    for (int64_t k = 0; k < hidden; ++k) ASSERT_EQ(out[size_t(k)], 99.0f) << "row 0 is not asked for";
+    for (int64_t r = 1; r < int64_t(tokens.size()); ++r)
+      for (int64_t k = 0; k < hidden; ++k)
+        ASSERT_EQ(out[size_t(r * hidden + k)], float(table.at(tokens[size_t(r)], k)))
+            << dtypeName(dtype) << " row " << r << " at " << k;
+  }
+}
+
+TEST(Kernels, RmsNormMatchesAPlainComputation) {
+  const int64_t rows = 3, cols = 100;
+  const double eps = 1e-5;
+  const std::vector<float> a = randomFloats(size_t(rows * cols), 12),
+                           b = randomFloats(size_t(rows * cols), 13);
+  for (DType dtype : {DType::f32, DType::bf16, DType::f16}) {
+    SCOPED_TRACE(dtypeName(dtype));
+    Matrix w(dtype, 1, cols, 14);
+    // x / sqrt(mean(x^2) + eps) * w in double, for each row of x.
+    auto plain = [&](const std::vector<double> &x, int64_t r) {
+      double ss = 0;
+      for (int64_t i = 0; i < cols; ++i) ss += x[size_t(r * cols + i)] * x[size_t(r * cols + i)];
+      std::vector<double> y(static_cast<size_t>(cols));
+      for (int64_t i = 0; i < cols; ++i)
+        y[size_t(i)] = x[size_t(r * cols + i)] / std::sqrt(ss / double(cols) + eps) * w.at(0, i);
+      return y;
+    };
+    // The kernel rounds the inverse rms to f32 and multiplies twice in f32:
+    // three roundings (its sum of squares in double adds far under one u).
+    std::vector<float> out(a.size());
+    rmsNorm(a.data(), w.ref, cols, eps, out.data(), 0, rows);
+    const std::vector<double> x(a.begin(), a.end());
+    for (int64_t r = 0; r < rows; ++r) {
+      const std::vector<double> want = plain(x, r);
+      for (int64_t i = 0; i < cols; ++i)
+        ASSERT_NEAR(out[size_t(r * cols + i)], want[size_t(i)], gammaBound(4) * std::abs(want[size_t(i)]))
+            << "row " << r << " at " << i;
+    }
+    // With the residual added first: the residual is one f32 sum, which
+    // carries its rounding into the normed row twice more (as x, and through
+    // the rms as much again): five roundings, bounded by gamma_6.
+    std::vector<float> normed(a.size()), residual(a.size());
+    addRmsNorm(a.data(), b.data(), w.ref, cols, eps, normed.data(), residual.data(), 0, rows);
+    std::vector<double> sum(a.size());
+    for (size_t i = 0; i < a.size(); ++i) sum[i] = double(a[i]) + double(b[i]);
+    for (int64_t r = 0; r < rows; ++r) {
+      const std::vector<double> want = plain(sum, r);
+      for (int64_t i = 0; i < cols; ++i) {
+        const size_t at = size_t(r * cols + i);
+        ASSERT_NEAR(residual[at], sum[at], gammaBound(1) * std::abs(sum[at])) << "at " << at;
+        ASSERT_NEAR(normed[at], want[size_t(i)], gammaBound(6) * std::abs(want[size_t(i)]))
+            << "row " << r << " at " << i;
+      }
+    }
+  }
+}
+
+TEST(Kernels, RopeMatchesAPlainRotation) {
+  // Two heads of 8; positions up to the thousands, and a padding row.
+  const int64_t headDim = 8, half = headDim / 2, cols = 2 * headDim, rows = 4;
+  const double theta = 10000;
+  const std::vector<int32_t> positions = {0, 1, 4095, -1};
+  const std::vector<float> x = randomFloats(size_t(rows * cols), 15);
+  std::vector<double> freqs(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i)
+    freqs[size_t(i)] = std::pow(theta, -2.0 * double(i) / double(headDim));
+  const std::vector<double> fromRuntime = ropeFrequencies(RopeParams{headDim, theta, {}});
+  for (int64_t i = 0; i < half; ++i)
+    ASSERT_NEAR(fromRuntime[size_t(i)], freqs[size_t(i)], 1e-15 * freqs[size_t(i)]) << i;
+
+  std::vector<float> table(size_t(rows * half * 2)), out(x.size());
+  ropeTable(positions.data(), half, freqs.data(), table.data(), 0, rows);
+  rope(x.data(), positions.data(), cols, headDim, table.data(), out.data(), 0, rows);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t h = 0; h < cols; h += headDim)
+      for (int64_t i = 0; i < half; ++i) {
+        const size_t at = size_t(r * cols + h + 2 * i);
+        const double a = x[at], b = x[at + 1];
+        if (positions[size_t(r)] < 0) {
+          ASSERT_EQ(out[at], x[at]);
+          ASSERT_EQ(out[at + 1], x[at + 1]);
+          continue;
+        }
+        // The pair (a, b) rotated by position * freq. The kernel rounds cos
+        // and sin to f32, both products and their sum: three roundings, each
+        // within u of |a| + |b|.
+        const double angle = double(positions[size_t(r)]) * freqs[size_t(i)];
+        const double tol = gammaBound(3) * (std::abs(a) + std::abs(b));
+        ASSERT_NEAR(out[at], a * std::cos(angle) - b * std::sin(angle), tol) << "row " << r << " at " << at;
+        ASSERT_NEAR(out[at + 1], a * std::sin(angle) + b * std::cos(angle), tol)
+            << "row " << r << " at " << at + 1;
+      }
 }
