@@ -20,6 +20,7 @@ def RowWise : NativeOpTrait<"RowWise"> {
 def LLM_Float : AnyTypeOf<[F32, BF16, F16]>;
 def LLM_Activations : 2DTensorOf<[F32, BF16, F16]>;
 def LLM_Ids : 1DTensorOf<[I32]>;
+def LLM_Logits : 2DTensorOf<[F32]>;
 def LLM_PageTable : 2DTensorOf<[I32]>;
 def LLM_KVCache : Type<CPred<"::llvm::isa<::kvplan::llm::KVCacheType>($_self)">,
                        "paged KV cache", "::kvplan::llm::KVCacheType">;
@@ -274,7 +275,7 @@ def LLM_LogitsOp : LLM_WeightUser<"logits", [Pure, RowWise]> {
     ```
   }];
   let arguments = (ins FlatSymbolRefAttr:$weight, LLM_Activations:$input);
-  let results = (outs 2DTensorOf<[F32]>:$result);
+  let results = (outs LLM_Logits:$result);
   let assemblyFormat = "$weight `(` $input `)` attr-dict `:` type($input) `->` type($result)";
   let hasVerifier = 1;
 }

@@ -199,6 +199,7 @@ bool isIds(const Operand &o) {
 bool fits(const Operand &o, OperandClass c) {
   switch (c) {
   case OperandClass::activations: return isActivations(o);
+  case OperandClass::logits: return isActivations(o) && o.dtype == DType::f32;
   case OperandClass::ids: return isIds(o);
   case OperandClass::pageTable:
     return o.kind == OperandKind::arena && o.shape.size() == 2 && o.dtype == DType::i32;

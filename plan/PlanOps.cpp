@@ -40,6 +40,7 @@ std::optional<OpKind> opKindNamed(const std::string &name) {
 const char *operandClassName(OperandClass c) {
   switch (c) {
   case OperandClass::activations: return "a tensor of f32, bf16 or f16 rows";
+  case OperandClass::logits: return "a tensor of f32 rows";
   case OperandClass::ids: return "a vector of i32";
   case OperandClass::pageTable: return "a page table (i32 rows)";
   case OperandClass::cache: return "the KV cache";

@@ -45,6 +45,7 @@ struct Operand {
 /// constraints (LLM_Activations, LLM_Ids, ...).
 enum class OperandClass {
   activations,  // [rows, cols] f32, bf16 or f16 in the arena
+  logits,       // [rows, vocab] f32 in the arena
   ids,          // [rows] i32 in the arena
   pageTable,    // [sequences, pages] i32 in the arena
   cache,        // the KV cache
@@ -214,7 +215,7 @@ struct LogitsOp {
   template <typename Self, typename V> static void visitFields(Self &s, V &v) {
     v.weight("weight", s.weight);
     v.operand("input", s.input, OperandClass::activations);
-    v.result("result", s.result, OperandClass::activations);
+    v.result("result", s.result, OperandClass::logits);
   }
 };
 
