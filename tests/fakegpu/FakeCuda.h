@@ -5,6 +5,7 @@
 
 struct FakeCudaCounters {
   long long launches = 0, copies = 0, captures = 0, graphLaunches = 0, deviceAllocations = 0;
+  long long deviceBytes = 0, pinnedBytes = 0; // allocated now
 };
 
 extern "C" {
@@ -12,6 +13,10 @@ extern "C" {
 /// resets the counters.
 void fakecuda_configure(int count, int major, int minor, long long freeBytes);
 FakeCudaCounters fakecuda_counters();
+/// Addresses only: device allocations reserve address space and copies to
+/// and from them do nothing, libraries load no code. For counting what an
+/// executor allocates for models too large to hold.
+void fakecuda_set_dry(int dry);
 }
 
 /// Runs `work` now, or records it while a stream is being captured.

@@ -4,12 +4,14 @@
 // emulator (tests/emu) when loaded; launches run there. Stream work runs at
 // once, except while a stream is being captured: then it is recorded into a
 // graph, which cudaGraphLaunch replays. The device (count, compute
-// capability, free memory) is set by fakecuda_configure().
+// capability, free memory) is set by fakecuda_configure(); in dry mode
+// (fakecuda_set_dry) memory is address space only and no code loads.
 #include "tests/fakegpu/FakeCuda.h"
 #include "tests/emu/EmuCompile.h"
 
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
+#include <sys/mman.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -27,8 +29,10 @@ struct Device {
 } device;
 
 FakeCudaCounters counters;
-std::map<void *, size_t> allocations;
+std::map<void *, size_t> allocations, pinned;
 long long allocated = 0;
+bool dry = false;
+char dryLibrary, dryKernel; // what dry libraries and kernels point at
 
 struct Graph {
   std::vector<std::function<void()>> work;
@@ -62,7 +66,14 @@ void fakecuda_configure(int count, int major, int minor, long long freeBytes) {
   counters = FakeCudaCounters{};
 }
 
-FakeCudaCounters fakecuda_counters() { return counters; }
+FakeCudaCounters fakecuda_counters() {
+  FakeCudaCounters c = counters;
+  c.deviceBytes = allocated;
+  for (const auto &[p, bytes] : pinned) c.pinnedBytes += (long long)bytes;
+  return c;
+}
+
+void fakecuda_set_dry(int on) { dry = on != 0; }
 
 cudaError_t cudaGetDeviceCount(int *count) {
   *count = 0;
@@ -100,8 +111,13 @@ cudaError_t cudaMemGetInfo(size_t *freeBytes, size_t *total) {
 }
 cudaError_t cudaMalloc(void **p, size_t bytes) {
   if ((long long)bytes > device.freeBytes - allocated) return fail(cudaErrorMemoryAllocation);
-  *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
-  std::memset(*p, 0xa5, bytes); // device memory starts as garbage
+  if (dry) {
+    *p = ::mmap(nullptr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (*p == MAP_FAILED) return fail(cudaErrorMemoryAllocation);
+  } else {
+    *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+    std::memset(*p, 0xa5, bytes); // device memory starts as garbage
+  }
   allocations[*p] = bytes;
   allocated += (long long)bytes;
   ++counters.deviceAllocations;
@@ -109,27 +125,31 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
 }
 cudaError_t cudaFree(void *p) {
   if (!p) return cudaSuccess;
-  allocated -= (long long)allocations[p];
+  const size_t bytes = allocations[p];
+  allocated -= (long long)bytes;
   allocations.erase(p);
-  std::free(p);
+  if (dry) ::munmap(p, bytes);
+  else std::free(p);
   return cudaSuccess;
 }
 cudaError_t cudaMallocHost(void **p, size_t bytes) {
   *p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+  pinned[*p] = bytes;
   return cudaSuccess;
 }
 cudaError_t cudaFreeHost(void *p) {
+  pinned.erase(p);
   std::free(p);
   return cudaSuccess;
 }
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind) {
   if (capturing) return fail(cudaErrorStreamCaptureUnsupported); // the legacy stream
-  std::memcpy(dst, src, n);
+  if (!dry) std::memcpy(dst, src, n);
   return cudaSuccess;
 }
 cudaError_t cudaMemset(void *dst, int v, size_t n) {
   if (capturing) return fail(cudaErrorStreamCaptureUnsupported);
-  std::memset(dst, v, n);
+  if (!dry) std::memset(dst, v, n);
   return cudaSuccess;
 }
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind, cudaStream_t) {
@@ -156,6 +176,10 @@ cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
 
 cudaError_t cudaLibraryLoadData(cudaLibrary_t *lib, const void *code, cudaJitOption *, void **,
                                 unsigned int, cudaLibraryOption *, void **, unsigned int) {
+  if (dry) {
+    *lib = reinterpret_cast<cudaLibrary_t>(&dryLibrary);
+    return cudaSuccess;
+  }
   try {
     *lib = reinterpret_cast<cudaLibrary_t>(kvplan::emuCompile(static_cast<const char *>(code)));
   } catch (const std::exception &) {
@@ -164,6 +188,10 @@ cudaError_t cudaLibraryLoadData(cudaLibrary_t *lib, const void *code, cudaJitOpt
   return cudaSuccess;
 }
 cudaError_t cudaLibraryGetKernel(cudaKernel_t *k, cudaLibrary_t lib, const char *name) {
+  if (lib == reinterpret_cast<cudaLibrary_t>(&dryLibrary)) {
+    *k = reinterpret_cast<cudaKernel_t>(&dryKernel);
+    return cudaSuccess;
+  }
   void *f = ::dlsym(lib, name);
   if (!f) return fail(cudaErrorSymbolNotFound);
   launcherOf[f] = reinterpret_cast<Launcher>(::dlsym(lib, "kvemu_launch"));
@@ -171,7 +199,7 @@ cudaError_t cudaLibraryGetKernel(cudaKernel_t *k, cudaLibrary_t lib, const char 
   return cudaSuccess;
 }
 cudaError_t cudaLibraryUnload(cudaLibrary_t lib) {
-  ::dlclose(lib);
+  if (lib != reinterpret_cast<cudaLibrary_t>(&dryLibrary)) ::dlclose(lib);
   return cudaSuccess;
 }
 cudaError_t cudaLaunchKernel(const void *func, dim3 grid, dim3 block, void **args, size_t,

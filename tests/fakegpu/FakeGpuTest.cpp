@@ -24,7 +24,11 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <map>
 #include <numeric>
+
+#include <sys/mman.h>
 #include <set>
 
 using namespace kvplan;
@@ -226,6 +230,53 @@ TEST_F(FakeGpu, TheBillIsCheckedBeforeAnyAllocation) {
     EXPECT_NE(msg.find("short by"), std::string::npos) << msg;
   }
   EXPECT_EQ(fakecuda_counters().deviceAllocations, 0);
+}
+
+// What the CUDA executor allocates at load is the bill, line for line, for
+// every model in models/ (compiled for the cuda target), as the CUDA runtime
+// counts it; the free memory it needs is that plus the reserve, to the byte.
+// The fake runtime gives address space only (the weights alone are 16 GB).
+TEST_F(FakeGpu, TheExecutorAllocatesExactlyTheBill) {
+  fakecuda_set_dry(1);
+  for (const auto &e : std::filesystem::directory_iterator(std::filesystem::path(KVPLAN_SOURCE_DIR) / "models")) {
+    if (e.path().extension() != ".toml") continue;
+    SCOPED_TRACE(e.path().filename().string());
+    ModelConfig cfg = loadModelConfig(e.path().string(), {}, [](const std::string &) {});
+    cfg.compile.target = Target::cuda;
+    validate(cfg);
+    CompileOutput out = compileModel(cfg);
+    CudaModule mod = generateCuda(out.plan, {"sm_90a"});
+    out.plan.cudaArchs = {"sm_90a"};
+    out.plan.deviceWorkspaceBytes = mod.program.workspaceBytes;
+    CudaCode code{mod.source, mod.program, {{"sm_90a", mod.source}}};
+    const MemoryBill b = out.plan.memoryBill();
+    void *weights = mmap(nullptr, size_t(b.weightsBlobBytes), PROT_NONE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    ASSERT_NE(weights, MAP_FAILED);
+    fakecuda_configure(1, 9, 0, b.totalBytes);
+    {
+      CudaExecutor x(out.plan, code, static_cast<const char *>(weights), uint64_t(b.weightsBlobBytes));
+      std::map<std::string, int64_t> lines;
+      for (const Allocation &a : x.allocations()) lines[a.what] += a.bytes;
+      EXPECT_EQ(lines["weights"], b.weightsBlobBytes);
+      EXPECT_EQ(lines["KV cache"], b.kvCacheBytes);
+      EXPECT_EQ(lines["arena"], b.arenaAllocBytes);
+      EXPECT_EQ(lines["workspace"], b.workspaceBytes);
+      EXPECT_EQ(lines["host staging"], b.hostPinnedBytes);
+      EXPECT_EQ(lines.size(), 5u);
+      const FakeCudaCounters c = fakecuda_counters();
+      EXPECT_EQ(c.deviceBytes + b.reserveBytes, b.totalBytes);
+      EXPECT_EQ(c.pinnedBytes, b.hostPinnedBytes);
+    }
+    // One byte less free than the bill: refused before any allocation.
+    fakecuda_configure(1, 9, 0, b.totalBytes - 1);
+    EXPECT_THROW(CudaExecutor(out.plan, code, static_cast<const char *>(weights),
+                              uint64_t(b.weightsBlobBytes)),
+                 InputError);
+    EXPECT_EQ(fakecuda_counters().deviceAllocations, 0);
+    munmap(weights, size_t(b.weightsBlobBytes));
+  }
+  fakecuda_set_dry(0);
 }
 
 TEST_F(FakeGpu, MachineCodeIsChosenForTheDevice) {
