@@ -12,6 +12,34 @@ namespace kvplan::cli {
 
 namespace {
 
+/// Every line of the bill: each buffer an executor allocates at load.
+void printBill(const MemoryBill &bill, Target target) {
+  const bool cuda = target == Target::cuda;
+  std::printf("\nmemory bill (bytes, exact: what the %s runtime allocates at load)\n",
+              cuda ? "CUDA" : "CPU");
+  auto line = [](const std::string &what, int64_t v, const char *note = "") {
+    std::printf("  %-22s %22s  %-10s %s\n", what.c_str(), withCommas(v).c_str(),
+                humanBytes(v).c_str(), note);
+  };
+  std::printf("  %-22s %22s\n", "parameters", withCommas(bill.params).c_str());
+  line("weights", bill.weightsBlobBytes, "the weights section, alignment included");
+  line("KV cache", bill.kvCacheBytes);
+  for (const auto &[name, bytes] : bill.arenaBytes) line("arena (" + name + ")", bytes);
+  line("arena (allocated)", bill.arenaAllocBytes, "one arena serves every entry point");
+  if (cuda) {
+    line("workspace", bill.workspaceBytes, "attention partials, sampling, cuBLAS");
+    line("reserve", bill.reserveBytes, "kept free for cuBLAS's handle and the graphs");
+    line("total (GPU)", bill.totalBytes);
+    line("pinned host memory", bill.hostPinnedBytes, "inputs, sampled ids and logits");
+    return;
+  }
+  line("workspace", bill.workspaceBytes, "RoPE tables");
+  line("scratch per thread", bill.scratchBytesPerThread, "attention scores");
+  line("total (1 thread)", bill.totalBytes);
+  std::printf("  %-22s %22s\n", "",
+              ("+ " + humanBytes(bill.scratchBytesPerThread) + " per further thread").c_str());
+}
+
 void printHuman(const Artifact &a) {
   const Plan &p = a.plan();
   const ModelSpec &m = p.model;
@@ -31,18 +59,7 @@ void printHuman(const Artifact &a) {
               targetName(s.target), dtypeName(s.weightDtype), dtypeName(s.kvDtype),
               (long long)s.maxBatch, (long long)s.maxSeqLen, (long long)s.prefillChunk,
               (long long)s.pageSize);
-  std::printf("\nmemory bill (bytes, exact)\n");
-  auto line = [](const std::string &what, int64_t v) {
-    std::printf("  %-22s %22s  %s\n", what.c_str(), withCommas(v).c_str(), humanBytes(v).c_str());
-  };
-  std::printf("  %-22s %22s\n", "parameters", withCommas(bill.params).c_str());
-  line("weights", bill.weightsBytes);
-  line("KV cache", bill.kvCacheBytes);
-  for (const auto &[name, bytes] : bill.arenaBytes)
-    line("arena (" + name + ")", bytes);
-  line("arena (allocated)", bill.arenaAllocBytes);
-  if (s.target == Target::cuda) line("CUDA workspace", bill.workspaceBytes);
-  line("total", bill.totalBytes);
+  printBill(bill, s.target);
 
   std::printf("\nentry points\n");
   for (const auto &[name, ep] : p.entryPoints)
