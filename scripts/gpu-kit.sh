@@ -223,6 +223,5 @@ echo "gpu-kit: $(du -sh "$kit" | cut -f1) in $kit (deps $(du -sh "$kit/deps" 2>/
      "artifacts $(du -sh "$kit/artifacts" 2>/dev/null | cut -f1 || echo -))"
 if ((${#artifact_failures[@]})); then
   echo "gpu-kit: ERROR: could not compile: ${artifact_failures[*]}" >&2
-  echo "gpu-kit: (until kvplan compile takes --target cuda --arch sm_90a, this fails by design)" >&2
   exit 1
 fi

@@ -1,9 +1,9 @@
-// Portable CPU kernels: plain loops written so the compiler vectorises them.
-// The bandwidth work (ISA dispatch, blocking) is the CPU-speed issue's.
+// The CPU kernels' entry points: the linear dispatches to the best ISA level
+// (runtime/cpu/Isa.cpp); the others are plain loops the compiler vectorises.
 #include "runtime/cpu/Kernels.h"
 #include "support/Align.h"
 
-#include "formats/WeightFormats.h"
+#include "support/Half.h"
 #include "runtime/cpu/IsaKernels.h"
 #include "runtime/cpu/Isa.h"
 

@@ -5,7 +5,7 @@
 // KVPLAN_BENCH_THREADS the thread count (default: all cores).
 #include "runtime/cpu/Kernels.h"
 #include "runtime/cpu/ThreadPool.h"
-#include "formats/WeightFormats.h"
+#include "support/Half.h"
 #include "runtime/cpu/Isa.h"
 
 #include <benchmark/benchmark.h>

@@ -9,7 +9,7 @@
 #include "runtime/cpu/CpuExecutor.h"
 #include "runtime/Engine.h"
 #include "plan/CudaProgram.h"
-#include "formats/WeightFormats.h"
+#include "support/Half.h"
 
 #include <gtest/gtest.h>
 

@@ -2,7 +2,7 @@
 // that share no code with runtime/cpu/), on every ISA this CPU has, the
 // portable level included: every weight type, row counts that leave every
 // remainder, and shapes with a tail after the last full vector.
-#include "formats/WeightFormats.h"
+#include "support/Half.h"
 #include "plan/PlanOps.h"
 #include "runtime/cpu/Kernels.h"
 #include "runtime/cpu/Isa.h"
