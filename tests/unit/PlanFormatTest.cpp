@@ -364,6 +364,22 @@ TEST_F(ArtifactTest, InvalidPlanJson) {
   EXPECT_NE(openError(readAll(path)).find("no plan section"), std::string::npos);
 }
 
+// A plan edited and re-checksummed (as a hostile file would be) is refused
+// when the artifact is opened, naming the artifact and the step.
+TEST_F(ArtifactTest, AnEditedPlanIsRefusedAtOpen) {
+  nlohmann::json j = toJson(samplePlan());
+  step(j, 1).erase("eps");
+  ArtifactWriter w;
+  w.addSection("plan", j.dump());
+  w.write(path);
+  const std::string msg = openError(readAll(path));
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
+  EXPECT_NE(msg.find("incompatible because step 1 of entry point 'decode' ('rms_norm' at "
+                     "layers.0.attention_norm) has no field 'eps'"),
+            std::string::npos)
+      << msg;
+}
+
 TEST_F(ArtifactTest, MissingFile) {
   try {
     Artifact::open((dir / "nope.kvp").string());
