@@ -124,88 +124,116 @@ std::unique_ptr<Tokenizer> loadSourceTokenizer(const ModelSources &s) {
 }
 #endif
 
+namespace {
+
+/// Packs the weights in memory, in the plan's layout.
+void packWeights(Runnable &r, const WeightSource &src) {
+  r.ownedWeights = packWeightsInMemory(r.plan, src);
+  r.weights = r.ownedWeights.data();
+  r.weightsBytes = r.ownedWeights.size();
+}
+
+/// The artifact's weights, checksummed first, or --weights packed now for a
+/// weightless artifact (or replacing its own).
+void loadArtifactWeights(Runnable &r, const ModelOptions &opts, bool verbose) {
+  if (!opts.weights.empty() && opts.weights != "none") {
+    packWeights(r, *openWeights(opts.weights, r.plan.model));
+    return;
+  }
+  if (!r.artifact->hasSection(kWeightsSection))
+    throw InputError(opts.model + ": the artifact holds no weights (it was compiled with "
+                                  "--weights none); compile it with weights, or give "
+                                  "--weights random:SEED or a checkpoint");
+  auto t0 = std::chrono::steady_clock::now();
+  r.artifact->verifySection(kWeightsSection);
+  std::string_view w = r.artifact->section(kWeightsSection);
+  if (verbose)
+    std::fprintf(stderr, "  weights checksum      %8.2f ms for %s\n",
+                 std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                     .count(),
+                 humanBytes(int64_t(w.size())).c_str());
+  r.weights = w.data();
+  r.weightsBytes = w.size();
+}
+
+/// A cuda artifact's launch table, machine code for each architecture it
+/// lists, and its generated source when stored.
+CudaCode loadArtifactCudaCode(const Artifact &a, const Plan &plan, const std::string &path) {
+  CudaCode code;
+  if (!a.hasSection(kCudaProgramSection))
+    throw InputError(path + ": incompatible because this cuda artifact has no launch "
+                            "table (section cuda.program); recompile it");
+  std::string_view prog = a.section(kCudaProgramSection);
+  try {
+    code.program = cudaProgramFromJson(nlohmann::json::parse(prog.begin(), prog.end()));
+  } catch (const nlohmann::json::exception &e) {
+    throw InputError(path + ": the cuda.program section is not JSON: " + e.what());
+  }
+  for (const std::string &arch : plan.cudaArchs) {
+    if (!a.hasSection(cudaCubinSection(arch)))
+      throw InputError(path + ": the artifact lists " + arch +
+                       " but holds no machine code for it; recompile it");
+    code.cubins[arch] = std::string(a.section(cudaCubinSection(arch)));
+  }
+  if (a.hasSection(kCudaSourceSection))
+    code.source = std::string(a.section(kCudaSourceSection));
+  return code;
+}
+
+/// --tokenizer, else the artifact's own (null when it has none).
+std::unique_ptr<Tokenizer> loadArtifactTokenizer(const Artifact &a, const ModelOptions &opts) {
+  if (!opts.tokenizer.empty())
+    return loadTokenizerFile(opts.tokenizer);
+  if (!a.hasSection(kTokenizerSection))
+    return nullptr;
+  std::string_view t = a.section(kTokenizerSection);
+  size_t nl = t.find('\n');
+  if (nl == std::string_view::npos)
+    throw InputError(opts.model + ": the tokenizer section is malformed; recompile the model");
+  return loadTokenizer(std::string(t.substr(0, nl)), t.substr(nl + 1));
+}
+
+void loadArtifact(Runnable &r, const ModelOptions &opts, bool verbose) {
+  r.artifact = std::make_unique<Artifact>(Artifact::open(opts.model));
+  r.plan = r.artifact->plan();
+  loadArtifactWeights(r, opts, verbose);
+  if (r.plan.settings.target == Target::cuda)
+    r.cuda = loadArtifactCudaCode(*r.artifact, r.plan, opts.model);
+  r.tokenizer = loadArtifactTokenizer(*r.artifact, opts);
+}
+
+#ifdef KVPLAN_HAVE_COMPILER
+void compileInMemory(Runnable &r, const ModelOptions &opts, bool verbose) {
+  ModelSources s = resolveModelSources(opts);
+  if (s.weights.empty())
+    throw InputError(opts.model + ": --weights none leaves nothing to run");
+  CompileOutput out = compileModel(s.config, {}, verbose);
+  if (out.plan.settings.target == Target::cuda) {
+    addCudaCode(out, parseCudaArchs(kDefaultCudaArchs), verbose);
+    r.cuda = out.cuda;
+  }
+  std::unique_ptr<WeightSource> src = openWeights(s.weights, s.config.model);
+  r.plan = out.plan;
+  packWeights(r, *src);
+  r.tokenizer = loadSourceTokenizer(s);
+}
+#else
+void compileInMemory(Runnable &, const ModelOptions &opts, bool) {
+  throw InputError(opts.model + ": not a kvplan artifact, and this kvplan was built without "
+                                "the compiler (-DKVPLAN_COMPILER=OFF); compile the model with "
+                                "`kvplan compile` where the compiler is installed");
+}
+#endif
+
+} // namespace
+
 Runnable loadRunnable(const ModelOptions &opts, bool verbose) {
   Runnable r;
   r.source = opts.model;
-  if (isArtifactFile(opts.model)) {
-    r.artifact = std::make_unique<Artifact>(Artifact::open(opts.model));
-    r.plan = r.artifact->plan();
-    if (!opts.weights.empty() && opts.weights != "none") {
-      // Weights packed now for a weightless artifact (or replacing its own).
-      std::unique_ptr<WeightSource> src = openWeights(opts.weights, r.plan.model);
-      r.ownedWeights = packWeightsInMemory(r.plan, *src);
-      r.weights = r.ownedWeights.data();
-      r.weightsBytes = r.ownedWeights.size();
-    } else {
-      if (!r.artifact->hasSection(kWeightsSection))
-        throw InputError(opts.model + ": the artifact holds no weights (it was compiled with "
-                                      "--weights none); compile it with weights, or give "
-                                      "--weights random:SEED or a checkpoint");
-      auto t0 = std::chrono::steady_clock::now();
-      r.artifact->verifySection(kWeightsSection);
-      std::string_view w = r.artifact->section(kWeightsSection);
-      if (verbose)
-        std::fprintf(stderr, "  weights checksum      %8.2f ms for %s\n",
-                     std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                               t0)
-                         .count(),
-                     humanBytes(int64_t(w.size())).c_str());
-      r.weights = w.data();
-      r.weightsBytes = w.size();
-    }
-    if (r.plan.settings.target == Target::cuda) {
-      CudaCode code;
-      if (!r.artifact->hasSection(kCudaProgramSection))
-        throw InputError(opts.model + ": incompatible because this cuda artifact has no launch "
-                                      "table (section cuda.program); recompile it");
-      std::string_view prog = r.artifact->section(kCudaProgramSection);
-      try {
-        code.program = cudaProgramFromJson(nlohmann::json::parse(prog.begin(), prog.end()));
-      } catch (const nlohmann::json::exception &e) {
-        throw InputError(opts.model + ": the cuda.program section is not JSON: " + e.what());
-      }
-      for (const std::string &arch : r.plan.cudaArchs) {
-        if (!r.artifact->hasSection(cudaCubinSection(arch)))
-          throw InputError(opts.model + ": the artifact lists " + arch +
-                           " but holds no machine code for it; recompile it");
-        code.cubins[arch] = std::string(r.artifact->section(cudaCubinSection(arch)));
-      }
-      if (r.artifact->hasSection(kCudaSourceSection))
-        code.source = std::string(r.artifact->section(kCudaSourceSection));
-      r.cuda = std::move(code);
-    }
-    if (!opts.tokenizer.empty()) {
-      r.tokenizer = loadTokenizerFile(opts.tokenizer);
-    } else if (r.artifact->hasSection(kTokenizerSection)) {
-      std::string_view t = r.artifact->section(kTokenizerSection);
-      size_t nl = t.find('\n');
-      if (nl == std::string_view::npos)
-        throw InputError(opts.model + ": the tokenizer section is malformed; recompile the model");
-      r.tokenizer = loadTokenizer(std::string(t.substr(0, nl)), t.substr(nl + 1));
-    }
-  } else {
-#ifdef KVPLAN_HAVE_COMPILER
-    ModelSources s = resolveModelSources(opts);
-    if (s.weights.empty())
-      throw InputError(opts.model + ": --weights none leaves nothing to run");
-    CompileOutput out = compileModel(s.config, {}, verbose);
-    if (out.plan.settings.target == Target::cuda) {
-      addCudaCode(out, parseCudaArchs(kDefaultCudaArchs), verbose);
-      r.cuda = out.cuda;
-    }
-    std::unique_ptr<WeightSource> src = openWeights(s.weights, s.config.model);
-    r.plan = out.plan;
-    r.ownedWeights = packWeightsInMemory(r.plan, *src);
-    r.weights = r.ownedWeights.data();
-    r.weightsBytes = r.ownedWeights.size();
-    r.tokenizer = loadSourceTokenizer(s);
-#else
-    (void)verbose;
-    throw InputError(opts.model + ": not a kvplan artifact, and this kvplan was built without "
-                                  "the compiler (-DKVPLAN_COMPILER=OFF); compile the model with "
-                                  "`kvplan compile` where the compiler is installed");
-#endif
-  }
+  if (isArtifactFile(opts.model))
+    loadArtifact(r, opts, verbose);
+  else
+    compileInMemory(r, opts, verbose);
 #ifndef KVPLAN_HAVE_CUDA
   if (r.plan.settings.target != Target::cpu)
     throw InputError(opts.model + ": incompatible because it was compiled for target '" +
