@@ -20,7 +20,8 @@ using Action = std::function<int()>;
 void addInspectCommand(CLI::App &app, const GlobalOptions &global, Action &action);
 void addRunCommands(CLI::App &app, const GlobalOptions &global, Action &action);
 #ifdef KVPLAN_HAVE_COMPILER
-void addCompileCommands(CLI::App &app, const GlobalOptions &global, Action &action);
+void addCompileCommand(CLI::App &app, const GlobalOptions &global, Action &action);
+void addDumpCommand(CLI::App &app, const GlobalOptions &global, Action &action);
 #endif
 
 /// 1234567 -> "1,234,567".

@@ -19,7 +19,8 @@ int main(int argc, char **argv) {
   app.add_flag("--verbose", global.verbose, "Print each stage with its time on stderr");
   kvplan::cli::Action action;
 #ifdef KVPLAN_HAVE_COMPILER
-  kvplan::cli::addCompileCommands(app, global, action);
+  kvplan::cli::addCompileCommand(app, global, action);
+  kvplan::cli::addDumpCommand(app, global, action);
 #endif
   kvplan::cli::addInspectCommand(app, global, action);
   kvplan::cli::addRunCommands(app, global, action);
