@@ -56,6 +56,20 @@ void ModelOptions::addArtifactWeights(CLI::App *cmd) {
                   "(.bin, .gguf, safetensors) to pack in memory");
 }
 
+#ifdef KVPLAN_HAVE_COMPILER
+void ModelOptions::addRunnable(CLI::App *cmd) {
+  add(cmd,
+      "An artifact (.kvp) or a model (TOML, config.json, .bin, .gguf) to compile in memory",
+      true, true);
+}
+
+void ModelOptions::addRunnableWeights(CLI::App *) {}
+#else
+void ModelOptions::addRunnable(CLI::App *cmd) { add(cmd, "An artifact (.kvp)", false, true); }
+
+void ModelOptions::addRunnableWeights(CLI::App *cmd) { addArtifactWeights(cmd); }
+#endif
+
 bool isArtifactFile(const std::string &path) {
   std::ifstream in(path, std::ios::binary);
   char magic[8] = {};

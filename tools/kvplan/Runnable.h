@@ -30,6 +30,12 @@ struct ModelOptions {
   void add(CLI::App *cmd, const std::string &positional, bool compileSettings, bool sources);
   /// Adds --weights for artifacts alone (builds without the compiler).
   void addArtifactWeights(CLI::App *cmd);
+  /// run's and bench's MODEL: an artifact, or with the compiler a model
+  /// description too, whose settings flags are then offered.
+  void addRunnable(CLI::App *cmd);
+  /// Without the compiler, addArtifactWeights, called after the command's
+  /// own flags so that --weights lists last in its help.
+  void addRunnableWeights(CLI::App *cmd);
 };
 
 struct Runnable {

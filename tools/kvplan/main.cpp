@@ -23,7 +23,10 @@ int main(int argc, char **argv) {
   kvplan::cli::addDumpCommand(app, global, action);
 #endif
   kvplan::cli::addInspectCommand(app, global, action);
-  kvplan::cli::addRunCommands(app, global, action);
+  kvplan::cli::addRunCommand(app, global, action);
+  kvplan::cli::addBenchCommand(app, global, action);
+  kvplan::cli::addTokenizeCommand(app, action);
+  kvplan::cli::addDetokenizeCommand(app, action);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,280 @@
+// kvplan bench: prefill and decode throughput against the machine's limits.
+#include "tools/kvplan/Commands.h"
+#include "tools/kvplan/Runnable.h"
+
+#include "plan/Cost.h"
+#include "runtime/Engine.h"
+#include "runtime/Roofline.h"
+#include "runtime/Sampler.h"
+#include "runtime/cpu/Isa.h"
+#include "runtime/cpu/ThreadPool.h"
+#ifdef KVPLAN_HAVE_CUDA
+#include "runtime/cuda/CudaExecutor.h"
+#endif
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <random>
+
+namespace kvplan::cli {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+struct BenchOptions {
+  ModelOptions model;
+  int64_t promptLen = 128, gen = 128;
+  int threads = 0;
+  bool json = false;
+  bool noGraphs = false;
+};
+
+/// The same prompt on every run, so that runs compare.
+std::vector<int32_t> benchPrompt(const Plan &plan, int64_t length) {
+  std::mt19937 rng(1234);
+  std::vector<int32_t> prompt(static_cast<size_t>(length));
+  for (int32_t &t : prompt) t = int32_t(rng() % uint32_t(plan.model.vocabSize));
+  return prompt;
+}
+
+/// The machine's limits, with the threads the model will use; measured
+/// before and after the model runs, keeping the better figure, since a
+/// shared machine's bandwidth drifts (fractions are then conservative).
+struct MachineLimits {
+  double bandwidth = 0, peak = 0; // GB/s, GFLOP/s
+  void probe(int threads) {
+    ThreadPool pool(threads);
+    bandwidth = std::max(bandwidth, measureReadBandwidth(pool));
+    peak = std::max(peak, measurePeakGflops(pool));
+  }
+};
+
+struct CpuTimes {
+  double prefillS = 0, decodeS = 0; // decodeS: all `steps` steps
+  int64_t steps = 0;
+};
+
+/// One pass: prefill is short, so its time is the best of five runs on
+/// fresh sequences; then `steps` greedy decode steps after the prompt.
+CpuTimes measureCpu(Engine &engine, const Plan &plan, const std::vector<int32_t> &prompt,
+                    int64_t steps) {
+  const int64_t len = int64_t(prompt.size());
+  CpuTimes t;
+  t.steps = steps;
+  t.prefillS = 1e300;
+  for (int rep = 0; rep < 5; ++rep) {
+    int s = engine.open();
+    auto a = Clock::now();
+    engine.prefill(s, prompt.data(), len);
+    t.prefillS = std::min(t.prefillS, seconds(a, Clock::now()));
+    engine.close(s);
+  }
+  int seq = engine.open();
+  const float *logits = engine.prefill(seq, prompt.data(), len);
+  auto t1 = Clock::now();
+  int32_t next = argmax(logits, plan.model.vocabSize);
+  for (int64_t i = 0; i < steps; ++i) {
+    logits = engine.decode({seq}, {next});
+    next = argmax(logits, plan.model.vocabSize);
+  }
+  t.decodeS = seconds(t1, Clock::now());
+  engine.close(seq);
+  return t;
+}
+
+void printCpuBench(const BenchOptions &o, const Plan &plan, int threads, const MachineLimits &m,
+                   const CpuTimes &t) {
+  const double prefillTokS = double(o.promptLen) / t.prefillS;
+  const double decodeTokS = double(t.steps) / t.decodeS;
+  const int64_t weightBytes = decodeWeightBytes(plan, 1);
+  const double decodeGBs = double(weightBytes) * decodeTokS / 1e9;
+  const double prefillGflops = prefillFlops(plan, o.promptLen) / t.prefillS / 1e9;
+  const char *isa = cpu::isaName(cpu::activeIsa());
+  if (o.json) {
+    nlohmann::json j = {{"model", plan.model.name},
+                        {"weight_dtype", dtypeName(plan.settings.weightDtype)},
+                        {"isa", isa},
+                        {"prompt_len", o.promptLen},
+                        {"gen", o.gen},
+                        {"threads", threads},
+                        {"prefill_tok_s", prefillTokS},
+                        {"decode_tok_s", decodeTokS},
+                        {"weights_bytes", weightBytes},
+                        {"bandwidth_gb_s", m.bandwidth},
+                        {"decode_roofline_fraction", decodeGBs / m.bandwidth},
+                        {"prefill_gflops", prefillGflops},
+                        {"peak_gflops", m.peak},
+                        {"prefill_peak_fraction", prefillGflops / m.peak}};
+    std::cout << j.dump() << "\n";
+    return;
+  }
+  std::printf("model    %s (%s weights), %d threads, %s kernels\n", plan.model.name.c_str(),
+              dtypeName(plan.settings.weightDtype), threads, isa);
+  std::printf("machine  read bandwidth %.1f GB/s, peak FMA %.1f GFLOP/s\n", m.bandwidth, m.peak);
+  std::printf("prefill  %lld tokens: %.1f tok/s, %.1f GFLOP/s = %.0f%% of peak\n",
+              (long long)o.promptLen, prefillTokS, prefillGflops, 100 * prefillGflops / m.peak);
+  std::printf("decode   %lld tokens: %.1f tok/s, %s of weights per token = %.1f GB/s = "
+              "%.0f%% of the bandwidth roofline\n",
+              (long long)o.gen, decodeTokS, humanBytes(weightBytes).c_str(), decodeGBs,
+              100 * decodeGBs / m.bandwidth);
+}
+
+int runBenchCpu(const BenchOptions &o, const Runnable &r) {
+  const int threads = o.threads ? o.threads : defaultThreadCount();
+  MachineLimits machine;
+  machine.probe(threads);
+  Engine engine(r.plan, r.weights, r.weightsBytes, threads);
+  const std::vector<int32_t> prompt = benchPrompt(r.plan, o.promptLen);
+  measureCpu(engine, r.plan, prompt, std::min<int64_t>(o.gen, 4)); // warm-up: page faults, caches
+  const CpuTimes times = measureCpu(engine, r.plan, prompt, o.gen);
+  machine.probe(threads);
+  printCpuBench(o, r.plan, engine.threads(), machine, times);
+  return 0;
+}
+
+#ifdef KVPLAN_HAVE_CUDA
+/// Seconds per decode step, graph replay and eager, in the mode given first
+/// (main) and the other.
+struct CudaTimes {
+  double prefillS = 0, mainStep = 0, otherStep = 0;
+};
+
+double cudaPrefillBest(Engine &engine, const std::vector<int32_t> &prompt) {
+  double best = 1e300;
+  for (int rep = 0; rep < 5; ++rep) {
+    int s = engine.open();
+    auto a = Clock::now();
+    engine.prefillNext(s, prompt.data(), int64_t(prompt.size()));
+    best = std::min(best, seconds(a, Clock::now()));
+    engine.close(s);
+  }
+  return best;
+}
+
+/// Seconds per decode step over `steps` steps after the prompt.
+double cudaDecodeStep(Engine &engine, const std::vector<int32_t> &prompt, int64_t steps) {
+  int seq = engine.open();
+  int32_t next = engine.prefillNext(seq, prompt.data(), int64_t(prompt.size()));
+  auto t1 = Clock::now();
+  for (int64_t i = 0; i < steps; ++i) next = engine.decodeNext({seq}, {next})[0];
+  const double s = seconds(t1, Clock::now()) / double(steps);
+  engine.close(seq);
+  return s;
+}
+
+CudaTimes measureCuda(Engine &engine, CudaExecutor &cuda, const std::vector<int32_t> &prompt,
+                      const BenchOptions &o) {
+  const int64_t warmSteps = std::min<int64_t>(o.gen, 4);
+  CudaTimes t;
+  cudaPrefillBest(engine, prompt); // warm-up: graph capture, cuBLAS heuristics
+  cudaDecodeStep(engine, prompt, warmSteps);
+  t.prefillS = cudaPrefillBest(engine, prompt);
+  t.mainStep = cudaDecodeStep(engine, prompt, o.gen);
+  // The other mode, same kernels, same engine.
+  cuda.setGraphs(o.noGraphs);
+  cudaDecodeStep(engine, prompt, warmSteps);
+  t.otherStep = cudaDecodeStep(engine, prompt, o.gen);
+  cuda.setGraphs(!o.noGraphs);
+  return t;
+}
+
+void printCudaBench(const BenchOptions &o, const Plan &plan, CudaExecutor &cuda,
+                    double bandwidth, const CudaTimes &t) {
+  const double graphStep = o.noGraphs ? t.otherStep : t.mainStep;
+  const double eagerStep = o.noGraphs ? t.mainStep : t.otherStep;
+  const double prefillTokS = double(o.promptLen) / t.prefillS;
+  const double decodeTokS = 1.0 / t.mainStep;
+  const int64_t weightBytes = decodeWeightBytes(plan, 1);
+  const double decodeGBs = double(weightBytes) * decodeTokS / 1e9;
+  const double bandwidthGBs = bandwidth / 1e9;
+  const double fraction = bandwidthGBs > 0 ? decodeGBs / bandwidthGBs : 0;
+  if (o.json) {
+    nlohmann::json j = {{"model", plan.model.name},
+                        {"weight_dtype", dtypeName(plan.settings.weightDtype)},
+                        {"device", cuda.describe()},
+                        {"graphs", !o.noGraphs},
+                        {"prompt_len", o.promptLen},
+                        {"gen", o.gen},
+                        {"prefill_tok_s", prefillTokS},
+                        {"decode_tok_s", decodeTokS},
+                        {"decode_step_ms_graph", graphStep * 1e3},
+                        {"decode_step_ms_eager", eagerStep * 1e3},
+                        {"graph_speedup", eagerStep / graphStep},
+                        {"graphs_captured", cuda.graphsCaptured()},
+                        {"weights_bytes", weightBytes},
+                        {"bandwidth_gb_s", bandwidthGBs},
+                        {"decode_roofline_fraction", fraction}};
+    std::cout << j.dump() << "\n";
+    return;
+  }
+  std::printf("model    %s (%s weights) on %s\n", plan.model.name.c_str(),
+              dtypeName(plan.settings.weightDtype), cuda.describe().c_str());
+  std::printf("device   device-to-device copy %.1f GB/s (read + write)\n", bandwidthGBs);
+  std::printf("prefill  %lld tokens: %.1f tok/s\n", (long long)o.promptLen, prefillTokS);
+  std::printf("decode   %lld tokens: %.1f tok/s, %s of weights per token = %.1f GB/s = %.0f%% "
+              "of the copy roofline\n",
+              (long long)o.gen, decodeTokS, humanBytes(weightBytes).c_str(), decodeGBs,
+              100 * fraction);
+  std::printf("graphs   %.3f ms per decode step replayed, %.3f ms eager: %.2fx\n",
+              graphStep * 1e3, eagerStep * 1e3, eagerStep / graphStep);
+}
+
+/// bench on a GPU: decode with graph replay and eagerly in one process, the
+/// device-to-device copy bandwidth measured in the same run.
+int runBenchCuda(const BenchOptions &o, const Runnable &r, bool verbose) {
+  const double bandwidth = measureCudaCopyBandwidth(); // before the model takes memory
+  CudaOptions co;
+  co.graphs = !o.noGraphs;
+  auto exec = std::make_unique<CudaExecutor>(r.plan, *r.cuda, r.weights, r.weightsBytes, co);
+  CudaExecutor *cuda = exec.get();
+  Engine engine(std::move(exec));
+  if (verbose) std::fprintf(stderr, "running on %s\n", cuda->describe().c_str());
+  const std::vector<int32_t> prompt = benchPrompt(r.plan, o.promptLen);
+  const CudaTimes times = measureCuda(engine, *cuda, prompt, o);
+  printCudaBench(o, r.plan, *cuda, bandwidth, times);
+  return 0;
+}
+#else
+int runBenchCuda(const BenchOptions &, const Runnable &r, bool) {
+  throw InputError(r.source + ": incompatible because it targets cuda and this kvplan has no "
+                              "CUDA runtime");
+}
+#endif
+
+int runBench(const BenchOptions &o, bool verbose) {
+  if (o.promptLen < 1 || o.gen < 1)
+    throw InputError("--prompt-len and --gen must be at least 1");
+  Runnable r = loadRunnable(o.model, verbose);
+  if (o.promptLen + o.gen > r.plan.settings.maxSeqLen)
+    throw InputError("--prompt-len + --gen = " + std::to_string(o.promptLen + o.gen) +
+                     " exceeds the compiled context " + std::to_string(r.plan.settings.maxSeqLen));
+  if (r.plan.settings.target == Target::cuda) return runBenchCuda(o, r, verbose);
+  return runBenchCpu(o, r);
+}
+
+} // namespace
+
+void addBenchCommand(CLI::App &app, const GlobalOptions &global, Action &action) {
+  auto *cmd = app.add_subcommand("bench", "Measure prefill and decode throughput");
+  auto o = std::make_shared<BenchOptions>();
+  o->model.addRunnable(cmd);
+  cmd->add_option("--prompt-len", o->promptLen, "Prompt tokens")->capture_default_str();
+  cmd->add_option("--gen", o->gen, "Tokens to decode")->capture_default_str();
+  cmd->add_option("--threads", o->threads, "Threads (default: the machine's cores)");
+  cmd->add_flag("--json", o->json,
+                "Print one JSON object: prefill_tok_s, decode_tok_s, weights_bytes, ...");
+  cmd->add_flag("--no-graphs", o->noGraphs,
+                "CUDA: measure eager launches first (both modes are measured)");
+  o->model.addRunnableWeights(cmd);
+  cmd->callback([&action, &global, o] {
+    action = [&global, o] { return runBench(*o, global.verbose); };
+  });
+}
+
+} // namespace kvplan::cli

@@ -1,0 +1,217 @@
+// kvplan run: generates text (or token ids) from an artifact or a model.
+#include "tools/kvplan/Commands.h"
+#include "tools/kvplan/Runnable.h"
+
+#include "runtime/Engine.h"
+#include "runtime/Sampler.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <unistd.h>
+
+namespace kvplan::cli {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+/// Writes generated text. On a terminal, control characters other than
+/// newline, tab and carriage return are shown as \xNN, so a model's output
+/// (random weights emit any byte) cannot drive the terminal.
+void emit(const std::string &text) {
+  static const bool tty = isatty(1);
+  if (!tty) {
+    std::fputs(text.c_str(), stdout);
+    return;
+  }
+  for (unsigned char c : text) {
+    if ((c < 0x20 && c != '\n' && c != '\t' && c != '\r') || c == 0x7f)
+      std::printf("\\x%02x", c);
+    else
+      std::putchar(c);
+  }
+}
+
+struct RunOptions {
+  ModelOptions model;
+  std::string prompt, promptIds;
+  bool promptGiven = false;
+  int64_t tokens = 256;
+  SamplingOptions sampling{1.0, 0, 0.9, 0};
+  bool ignoreEos = false, printIds = false, stats = false, noBos = false;
+  int threads = 0;
+  bool noGraphs = false;
+};
+
+/// The flags' own errors, before the model is loaded.
+void checkRunOptions(const RunOptions &o) {
+  Sampler check(o.sampling);
+  if (o.tokens < 0) throw InputError("-n must be 0 or more, got " + std::to_string(o.tokens));
+  if (o.threads < 0) throw InputError("--threads must be positive");
+  if (!o.promptIds.empty() && o.promptGiven)
+    throw InputError("give either -p TEXT or --prompt-ids, not both");
+}
+
+/// The prompt's ids, checked against the model's vocabulary and context.
+std::vector<int32_t> preparePrompt(const RunOptions &o, const Runnable &r) {
+  std::vector<int32_t> prompt;
+  if (!o.promptIds.empty())
+    prompt = parseIds(o.promptIds, "--prompt-ids");
+  else
+    prompt = requireTokenizer(r).encode(o.prompt, !o.noBos);
+  if (prompt.empty())
+    throw InputError("the prompt is empty: give -p TEXT or --prompt-ids (BOS is added to text "
+                     "unless --no-bos)");
+  for (int32_t id : prompt)
+    if (id < 0 || id >= r.plan.model.vocabSize)
+      throw InputError("prompt token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                       std::to_string(r.plan.model.vocabSize) + ")");
+  if (int64_t(prompt.size()) > r.plan.settings.maxSeqLen)
+    throw InputError("the prompt has " + std::to_string(prompt.size()) +
+                     " tokens but the model was compiled for a context of " +
+                     std::to_string(r.plan.settings.maxSeqLen) +
+                     " (compile with a larger --max-seq)");
+  return prompt;
+}
+
+/// The model's end-of-sequence ids and the tokenizer's.
+std::vector<int32_t> stopIds(const Runnable &r) {
+  const std::vector<int64_t> &eos = r.plan.model.eosTokenIds;
+  std::vector<int32_t> ids(eos.begin(), eos.end());
+  if (r.tokenizer)
+    for (int32_t id : r.tokenizer->eosIds()) ids.push_back(id);
+  return ids;
+}
+
+/// Writes the prompt, then each token as it is generated, flushed at once:
+/// ids with --print-ids, else text when there is a tokenizer, else the
+/// generated ids alone.
+class TokenWriter {
+public:
+  TokenWriter(bool ids, const Tokenizer *tok) : ids(ids) {
+    if (!ids && tok) stream = std::make_unique<StreamDecoder>(*tok);
+  }
+  void prompt(const std::vector<int32_t> &prompt) {
+    if (ids)
+      printIds(prompt, first);
+    else if (stream)
+      for (int32_t id : prompt) emit(stream->push(id));
+    std::fflush(stdout);
+  }
+  void generated(int32_t id) {
+    if (ids)
+      printIds({id}, first);
+    else if (stream)
+      emit(stream->push(id));
+    else
+      std::printf("%s%d", count == 0 ? "" : " ", id);
+    ++count;
+    std::fflush(stdout);
+  }
+  void finish() {
+    if (stream) emit(stream->flush());
+    std::printf("\n");
+    std::fflush(stdout);
+  }
+
+private:
+  bool ids;
+  std::unique_ptr<StreamDecoder> stream;
+  bool first = true; // for printIds
+  int64_t count = 0; // generated tokens written
+};
+
+struct Generation {
+  int64_t generated = 0;
+  double prefillS = 0, decodeS = 0;
+};
+
+/// Prefill, then decode until -n tokens, an end-of-sequence id (unless
+/// --ignore-eos) or a full context.
+Generation generate(Engine &engine, const std::vector<int32_t> &prompt,
+                    const std::vector<int32_t> &stop, const RunOptions &o, TokenWriter &out) {
+  auto isStop = [&](int32_t id) { return std::find(stop.begin(), stop.end(), id) != stop.end(); };
+  Generation g;
+  const int seq = engine.open();
+  auto t0 = Clock::now();
+  int32_t next = engine.prefillNext(seq, prompt.data(), int64_t(prompt.size()));
+  auto t1 = Clock::now();
+  while (g.generated < o.tokens) {
+    if (!o.ignoreEos && isStop(next)) break;
+    ++g.generated;
+    out.generated(next);
+    if (g.generated >= o.tokens) break;
+    if (engine.length(seq) >= engine.maxSeqLen()) {
+      std::fprintf(stderr, "\n[stopped: the context of %lld tokens is full]\n",
+                   (long long)engine.maxSeqLen());
+      break;
+    }
+    next = engine.decodeNext({seq}, {next})[0];
+  }
+  g.prefillS = seconds(t0, t1);
+  g.decodeS = seconds(t1, Clock::now());
+  return g;
+}
+
+void printStats(const Generation &g, size_t promptTokens, Executor &exec) {
+  // The first generated token comes from the prefill; each later one from a
+  // decode step.
+  const int64_t steps = std::max<int64_t>(g.generated - 1, 0);
+  std::fprintf(stderr,
+               "prefill: %zu tokens in %.3f s (%.1f tok/s); decode: %lld tokens in %.3f s "
+               "(%.1f tok/s); %s\n",
+               promptTokens, g.prefillS, double(promptTokens) / g.prefillS, (long long)steps,
+               g.decodeS, steps ? double(steps) / g.decodeS : 0.0, exec.describe().c_str());
+}
+
+int runGenerate(const RunOptions &o, bool verbose) {
+  checkRunOptions(o);
+  Runnable r = loadRunnable(o.model, verbose);
+  const std::vector<int32_t> prompt = preparePrompt(o, r);
+  Engine engine(makeExecutor(r, {o.threads, !o.noGraphs}));
+  engine.setSampling(o.sampling);
+  if (verbose) std::fprintf(stderr, "running on %s\n", engine.executor().describe().c_str());
+  TokenWriter out(o.printIds, r.tokenizer.get());
+  out.prompt(prompt);
+  const Generation g = generate(engine, prompt, stopIds(r), o, out);
+  out.finish();
+  if (o.stats) printStats(g, prompt.size(), engine.executor());
+  return 0;
+}
+
+} // namespace
+
+void addRunCommand(CLI::App &app, const GlobalOptions &global, Action &action) {
+  auto *cmd = app.add_subcommand("run", "Generate text from an artifact or a model");
+  auto o = std::make_shared<RunOptions>();
+  o->model.addRunnable(cmd);
+  auto *p = cmd->add_option("-p,--prompt", o->prompt, "The prompt text");
+  cmd->add_option("--prompt-ids", o->promptIds, "The prompt as token ids: 1,2,3");
+  cmd->add_option("-n,--tokens", o->tokens, "New tokens to generate")->capture_default_str();
+  cmd->add_option("--temperature", o->sampling.temperature, "0 for greedy")
+      ->capture_default_str();
+  cmd->add_option("--top-k", o->sampling.topK, "Sample among the K likeliest (0: all)")
+      ->capture_default_str();
+  cmd->add_option("--top-p", o->sampling.topP, "Sample among the likeliest up to this mass")
+      ->capture_default_str();
+  cmd->add_option("--seed", o->sampling.seed, "Random seed for sampling")->capture_default_str();
+  cmd->add_flag("--ignore-eos", o->ignoreEos, "Do not stop at the end-of-sequence token");
+  cmd->add_flag("--no-bos", o->noBos, "Do not put BOS before the prompt text");
+  cmd->add_flag("--print-ids", o->printIds,
+                "Print the prompt ids then the generated ids, and nothing else, on stdout");
+  cmd->add_flag("--stats", o->stats, "Print prefill and decode tokens per second on stderr");
+  cmd->add_option("--threads", o->threads, "Threads (default: the machine's cores)");
+  cmd->add_flag("--no-graphs", o->noGraphs,
+                "CUDA: launch every kernel eagerly instead of replaying CUDA graphs");
+  o->model.addRunnableWeights(cmd);
+  cmd->callback([&action, &global, o, p] {
+    o->promptGiven = p->count() > 0;
+    action = [&global, o] { return runGenerate(*o, global.verbose); };
+  });
+}
+
+} // namespace kvplan::cli
