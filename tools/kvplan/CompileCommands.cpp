@@ -54,18 +54,24 @@ std::vector<std::string> compileArchs(const ModelConfig &cfg, const std::string 
   return archs;
 }
 
-/// One line on stderr: what was written and its memory bill.
+/// One line on stderr; the bill's parts are listed so that they add up to
+/// its total, which is what the runtime allocates at load (one CPU thread).
 void printCompileSummary(const std::string &output, const ModelSources &src,
                          const MemoryBill &bill, const std::vector<std::string> &archs) {
   const bool cuda = src.config.compile.target == Target::cuda;
+  std::string parts = "weights " + humanBytes(bill.weightsBlobBytes) + ", KV cache " +
+                      humanBytes(bill.kvCacheBytes) + ", arena " +
+                      humanBytes(bill.arenaAllocBytes);
+  if (cuda)
+    parts += ", CUDA workspace " + humanBytes(bill.workspaceBytes) + ", reserve " +
+             humanBytes(bill.reserveBytes);
+  else
+    parts += ", workspace " + humanBytes(bill.workspaceBytes + bill.scratchBytesPerThread);
   std::cerr << "wrote " << output << ": " << src.config.model.name << ", "
             << withCommas(bill.params) << " parameters ("
             << (src.weights.empty() ? "no weights" : "weights " + src.weights)
-            << "), memory bill " << humanBytes(bill.totalBytes) << " (weights "
-            << humanBytes(bill.weightsBytes) << ", KV cache " << humanBytes(bill.kvCacheBytes)
-            << ", arena " << humanBytes(bill.arenaAllocBytes)
-            << (cuda ? ", CUDA workspace " + humanBytes(bill.workspaceBytes) : std::string())
-            << ")" << (cuda ? " for " + joinArchs(archs) : std::string()) << "\n";
+            << "), memory bill " << humanBytes(bill.totalBytes) << " (" << parts << ")"
+            << (cuda ? " for " + joinArchs(archs) : std::string()) << "\n";
 }
 
 int runCompile(const CompileOptions &o, bool verbose) {
