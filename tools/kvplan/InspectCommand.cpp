@@ -35,9 +35,8 @@ void printBill(const MemoryBill &bill, Target target) {
   }
   line("workspace", bill.workspaceBytes, "RoPE tables");
   line("scratch per thread", bill.scratchBytesPerThread, "attention scores");
-  line("total (1 thread)", bill.totalBytes);
-  std::printf("  %-22s %22s\n", "",
-              ("+ " + humanBytes(bill.scratchBytesPerThread) + " per further thread").c_str());
+  const std::string more = "+ " + humanBytes(bill.scratchBytesPerThread) + " per further thread";
+  line("total (1 thread)", bill.totalBytes, more.c_str());
 }
 
 void printHuman(const Artifact &a) {
