@@ -136,13 +136,8 @@ private:
   const ModelConfig &cfg;
 };
 
-} // namespace
-
-void validate(ModelConfig &cfg) {
-  Checker c(cfg);
-  ModelSpec &m = cfg.model;
-  CompileSettings &s = cfg.compile;
-
+// Sizes and head layout; derives head_dim when the spec leaves it out.
+void checkModelShape(Checker &c, ModelSpec &m) {
   c.positive("model.hidden_size", m.hiddenSize, kMaxDim);
   c.positive("model.intermediate_size", m.intermediateSize, kMaxDim);
   c.positive("model.num_layers", m.numLayers, kMaxLayers);
@@ -172,7 +167,10 @@ void validate(ModelConfig &cfg) {
   if (m.qDim() > kMaxDim)
     c.fail("model.head_dim", "num_heads x head_dim = " + std::to_string(m.qDim()) +
                                  " is larger than the supported maximum");
+}
 
+// The norm epsilon and RoPE; llama3 scaling brings its own factors.
+void checkNormAndRope(Checker &c, const ModelSpec &m) {
   c.positiveReal("model.rms_norm_eps", m.rmsNormEps);
   if (m.rmsNormEps >= 1)
     c.fail("model.rms_norm_eps", "expected a small positive number (e.g. 1e-5), got " +
@@ -188,7 +186,10 @@ void validate(ModelConfig &cfg) {
     c.positive("model.rope.original_max_position_embeddings", m.rope.originalMaxPositions,
                kMaxDim);
   }
+}
 
+// Token ids are checked against vocab_size, which must already be valid.
+void checkTokensAndWindow(Checker &c, const ModelSpec &m) {
   c.tokenId("model.bos_token_id", m.bosTokenId, m.vocabSize);
   if (m.eosTokenIds.empty())
     c.fail("model.eos_token_id", "expected at least one end-of-sequence token id");
@@ -197,13 +198,23 @@ void validate(ModelConfig &cfg) {
 
   if (m.slidingWindow < 0)
     c.fail("model.sliding_window", "expected a positive window or none");
+}
 
+// Weights come first: the defaults for the cache type derive from them.
+void checkWeightDType(Checker &c, const CompileSettings &s) {
   if (!isWeightDType(s.weightDtype))
     c.fail("compile.weight_dtype", "expected one of f32, bf16, f16, int8");
   if (s.target == Target::cuda && !isFloatDType(s.weightDtype))
     c.fail("compile.weight_dtype", std::string("the cuda target takes f32, bf16 or f16 weights, "
                                                "not ") + dtypeName(s.weightDtype) +
                                        "; use bf16 (--dtype bf16)");
+}
+
+// Fills the compile settings the spec did not give from the model, so that
+// the checks after it see the values the plan will use.
+void deriveCompileDefaults(ModelConfig &cfg) {
+  const ModelSpec &m = cfg.model;
+  CompileSettings &s = cfg.compile;
   auto given = [&](const char *f) { return cfg.given.count(f) != 0; };
   // The cache follows 16-bit weights; int8 weights keep a bf16 cache.
   if (!given("compile.kv_dtype"))
@@ -219,12 +230,21 @@ void validate(ModelConfig &cfg) {
     s.pageSize = s.maxSeqLen % CompileSettings::kDefaultPageSize == 0
                      ? CompileSettings::kDefaultPageSize
                      : s.maxSeqLen;
+}
+
+// Runs after the defaults are filled in, so a derived value out of range is
+// caught as well as a given one.
+void checkCompileSettings(Checker &c, const CompileSettings &s) {
   if (!isFloatDType(s.kvDtype))
     c.fail("compile.kv_dtype", "expected one of f32, bf16, f16");
   c.positive("compile.max_batch", s.maxBatch, kMaxBatch);
   c.positive("compile.max_seq_len", s.maxSeqLen, kMaxDim);
   c.positive("compile.prefill_chunk", s.prefillChunk, kMaxDim);
   c.positive("compile.page_size", s.pageSize, kMaxDim);
+}
+
+// Rules between fields, once each field is valid on its own.
+void checkCrossFieldRules(Checker &c, const ModelSpec &m, const CompileSettings &s) {
   if (s.maxSeqLen > m.maxPositions)
     c.fail("compile.max_seq_len", "max_seq_len " + std::to_string(s.maxSeqLen) +
                                       " exceeds the model's max_position_embeddings " +
@@ -251,6 +271,19 @@ void validate(ModelConfig &cfg) {
   if (kv > 1e18L)
     c.fail("compile.max_seq_len", "the KV cache for max_batch x max_seq_len would exceed "
                                   "10^18 bytes; lower max_seq_len or max_batch");
+}
+
+} // namespace
+
+void validate(ModelConfig &cfg) {
+  Checker c(cfg);
+  checkModelShape(c, cfg.model);
+  checkNormAndRope(c, cfg.model);
+  checkTokensAndWindow(c, cfg.model);
+  checkWeightDType(c, cfg.compile);
+  deriveCompileDefaults(cfg);
+  checkCompileSettings(c, cfg.compile);
+  checkCrossFieldRules(c, cfg.model, cfg.compile);
 }
 
 nlohmann::json toJson(const ModelSpec &m) {
