@@ -382,12 +382,9 @@ private:
   std::set<std::string> known;
 };
 
-} // namespace
-
-ModelConfig parseHFConfig(const std::string &text, const std::string &path,
-                          const WarningSink &warn) {
-  ModelConfig cfg;
-  cfg.sourcePath = path;
+// A file that is not JSON, or not an object, is reported as such before any
+// field is read.
+nlohmann::json parseJsonObject(const std::string &text, const std::string &path) {
   nlohmann::json root;
   try {
     root = nlohmann::json::parse(text);
@@ -396,9 +393,12 @@ ModelConfig parseHFConfig(const std::string &text, const std::string &path,
   }
   if (!root.is_object())
     throw InputError(path + ": expected a JSON object (a Hugging Face config.json)");
+  return root;
+}
 
-  JsonFields f(cfg, root, "");
-  ModelSpec &m = cfg.model;
+// The architecture and activation decide whether kvplan can build the model
+// at all, so they are read first.
+void readHFArchitecture(JsonFields &f, ModelSpec &m, const std::string &path) {
   std::string modelType;
   f.string("model_type", modelType, true);
   auto arch = parseArchitecture(modelType);
@@ -414,6 +414,11 @@ ModelConfig parseHFConfig(const std::string &text, const std::string &path,
   f.string("hidden_act", act, false);
   if (act != "silu")
     f.fail("hidden_act", "'" + act + "' is not supported; Llama-family FFNs use silu");
+}
+
+// Sizes, biases and special tokens; absent optional keys default as in
+// transformers (num_key_value_heads = num_attention_heads, biases for qwen2).
+void readHFModelFields(JsonFields &f, ModelSpec &m) {
   f.integer("hidden_size", m.hiddenSize, true);
   f.integer("intermediate_size", m.intermediateSize, true);
   f.integer("num_hidden_layers", m.numLayers, true);
@@ -434,8 +439,10 @@ ModelConfig parseHFConfig(const std::string &text, const std::string &path,
     f.fail("mlp_bias", "biases on the FFN projections are not supported");
   f.integer("bos_token_id", m.bosTokenId, true);
   f.integers("eos_token_id", m.eosTokenIds, true);
+}
 
-  // Qwen2 records a window but disables it with use_sliding_window.
+// Qwen2 records a window but disables it with use_sliding_window.
+void readHFSlidingWindow(JsonFields &f, ModelSpec &m) {
   bool useSliding = m.architecture != Architecture::qwen2;
   f.boolean("use_sliding_window", useSliding);
   int64_t window = 0;
@@ -443,7 +450,12 @@ ModelConfig parseHFConfig(const std::string &text, const std::string &path,
   if (useSliding)
     m.slidingWindow = window;
   f.ignore({"max_window_layers"});
+}
 
+// rope_scaling is a nested object with its own unknown-key warnings; only
+// llama3 scaling is implemented.
+void readHFRopeScaling(JsonFields &f, ModelConfig &cfg, const WarningSink &warn) {
+  ModelSpec &m = cfg.model;
   if (const nlohmann::json *rs = f.get("rope_scaling")) {
     if (!rs->is_object())
       f.fail("rope_scaling", std::string("expected an object or null, got ") + jsonTypeName(*rs));
@@ -462,7 +474,12 @@ ModelConfig parseHFConfig(const std::string &text, const std::string &path,
     r.integer("original_max_position_embeddings", m.rope.originalMaxPositions, true);
     r.warnUnknown(warn);
   }
+}
 
+// torch_dtype only suggests the weight type; one kvplan cannot compile is a
+// warning, not an error, and leaves f32.
+void readHFTorchDtype(JsonFields &f, ModelConfig &cfg, const std::string &path,
+                      const WarningSink &warn) {
   std::string torchDtype;
   if (f.string("torch_dtype", torchDtype, false)) {
     if (auto d = parseDType(torchDtype); d && isFloatDType(*d)) {
@@ -472,6 +489,22 @@ ModelConfig parseHFConfig(const std::string &text, const std::string &path,
                   "using f32");
     }
   }
+}
+
+} // namespace
+
+ModelConfig parseHFConfig(const std::string &text, const std::string &path,
+                          const WarningSink &warn) {
+  ModelConfig cfg;
+  cfg.sourcePath = path;
+  const nlohmann::json root = parseJsonObject(text, path);
+
+  JsonFields f(cfg, root, "");
+  readHFArchitecture(f, cfg.model, path);
+  readHFModelFields(f, cfg.model);
+  readHFSlidingWindow(f, cfg.model);
+  readHFRopeScaling(f, cfg, warn);
+  readHFTorchDtype(f, cfg, path, warn);
   f.ignore({"architectures", "transformers_version", "initializer_range", "use_cache",
             "pretraining_tp", "attention_dropout", "pad_token_id", "_name_or_path",
             "model_type", "torch_dtype", "unsloth_fixed", "is_llama_config", "rope_interleaved",
