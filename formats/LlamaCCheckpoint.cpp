@@ -40,10 +40,9 @@ struct Layout {
   uint64_t totalBytes = 0;
 };
 
-// Reads and checks the header, then lays out every tensor; the sizes are
-// summed in 128 bits so that a garbage header cannot wrap around and pass
-// the size check.
-Layout readLayout(const MappedFile &f) {
+// The seven int32 words must be positive and describe heads of an even width
+// that the KV heads divide evenly; anything else is not a legacy checkpoint.
+Header readHeader(const MappedFile &f) {
   const std::string &path = f.path();
   if (f.size() < kHeaderBytes)
     throw InputError(path + ": truncated llama2.c checkpoint: expected at least " +
@@ -55,8 +54,7 @@ Layout readLayout(const MappedFile &f) {
     throw InputError(path + ": this is a llama2.c checkpoint in the versioned export format "
                             "(magic \"ak42\"); kvplan reads the legacy layout (llama2.c "
                             "export.py --version 0)");
-  Layout L;
-  Header &h = L.header;
+  Header h;
   h.dim = raw[0];
   h.hidden = raw[1];
   h.layers = raw[2];
@@ -80,7 +78,14 @@ Layout readLayout(const MappedFile &f) {
     throw InputError(path + ": not a valid llama2.c checkpoint: n_heads " +
                      std::to_string(h.heads) + " is not a multiple of n_kv_heads " +
                      std::to_string(h.kvHeads));
+  return h;
+}
 
+// Stacks the tensors after the header in llama2.c's order and returns where
+// the last one ends. The sizes are summed in 128 bits so that a garbage header
+// cannot wrap around and pass the size check.
+unsigned __int128 layOutSlabs(const Header &h, uint64_t fileSize,
+                              std::map<std::string, Slab> &slabs) {
   unsigned __int128 offset = kHeaderBytes;
   auto add = [&](const std::string &canonical, const std::string &stored, bool perLayer,
                  std::vector<int64_t> shape) {
@@ -89,13 +94,13 @@ Layout readLayout(const MappedFile &f) {
     for (int64_t d : s.shape) bytes *= uint64_t(d);
     if (perLayer)
       bytes *= uint64_t(h.layers);
-    if (offset < (unsigned __int128)f.size())
+    if (offset < (unsigned __int128)fileSize)
       s.offset = uint64_t(offset);
     else
-      s.offset = f.size(); // unused: the size check below fails first
+      s.offset = fileSize; // unused: checkFileSize rejects the file first
     offset += bytes;
     if (!canonical.empty())
-      L.slabs[canonical] = std::move(s);
+      slabs[canonical] = std::move(s);
   };
   const int64_t d = h.dim, ff = h.hidden, kv = h.kvDim();
   const bool perLayer = true, one = false;
@@ -115,22 +120,36 @@ Layout readLayout(const MappedFile &f) {
   add("", "freq_cis_imag", one, {h.seqLen, h.headDim() / 2});
   if (!h.sharedClassifier)
     add("output", "wcls", one, {h.vocab, d});
+  return offset;
+}
 
-  if (offset > (unsigned __int128)f.size()) {
-    std::string expected = offset > (unsigned __int128)UINT64_MAX
+// The file must end exactly where the header says the tensors do: shorter is
+// truncated, longer is most likely another layout.
+void checkFileSize(const std::string &path, const Header &h, unsigned __int128 end,
+                   uint64_t fileSize) {
+  if (end > (unsigned __int128)fileSize) {
+    std::string expected = end > (unsigned __int128)UINT64_MAX
                                ? std::string("more than 2^64")
-                               : std::to_string(uint64_t(offset));
+                               : std::to_string(uint64_t(end));
     throw InputError(path + ": truncated llama2.c checkpoint: the header (dim " +
                      std::to_string(h.dim) + ", " + std::to_string(h.layers) + " layers, vocab " +
                      std::to_string(h.vocab) + ", seq_len " + std::to_string(h.seqLen) +
                      ") announces " + expected + " bytes, but the file has " +
-                     std::to_string(f.size()));
+                     std::to_string(fileSize));
   }
-  if (offset < (unsigned __int128)f.size())
+  if (end < (unsigned __int128)fileSize)
     throw InputError(path + ": not a legacy llama2.c checkpoint: the header announces " +
-                     std::to_string(uint64_t(offset)) + " bytes, but the file has " +
-                     std::to_string(f.size()));
-  L.totalBytes = uint64_t(offset);
+                     std::to_string(uint64_t(end)) + " bytes, but the file has " +
+                     std::to_string(fileSize));
+}
+
+// Reads and checks the header, then lays out every tensor.
+Layout readLayout(const MappedFile &f) {
+  Layout L;
+  L.header = readHeader(f);
+  const unsigned __int128 end = layOutSlabs(L.header, f.size(), L.slabs);
+  checkFileSize(f.path(), L.header, end, f.size());
+  L.totalBytes = uint64_t(end);
   return L;
 }
 
