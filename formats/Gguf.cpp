@@ -74,57 +74,70 @@ uint64_t ggmlTypeBytes(uint32_t t) {
   }
 }
 
-} // namespace
+struct GgufHeader {
+  uint32_t version = 0;
+  uint64_t tensorCount = 0, kvCount = 0;
+};
 
-GgufFile GgufFile::open(const std::string &path) {
-  GgufFile g;
-  g.file = MappedFile::open(path, "GGUF file");
-  Reader r(g.file);
-  if (g.file.size() < 4 || std::memcmp(g.file.data(), "GGUF", 4) != 0)
+// Magic and version are checked before anything else is trusted; the counts
+// are bounded so that a corrupt header cannot ask for a huge allocation.
+GgufHeader readHeader(Reader &r, const MappedFile &file, const std::string &path) {
+  if (file.size() < 4 || std::memcmp(file.data(), "GGUF", 4) != 0)
     throw InputError(path + ": not a GGUF file (the first bytes are not \"GGUF\")");
   r.take(4, "the magic");
-  g.version_ = r.get<uint32_t>("the header");
-  if (g.version_ != 2 && g.version_ != 3)
-    throw InputError(path + ": GGUF version " + std::to_string(g.version_) +
+  GgufHeader h;
+  h.version = r.get<uint32_t>("the header");
+  if (h.version != 2 && h.version != 3)
+    throw InputError(path + ": GGUF version " + std::to_string(h.version) +
                      " is not supported; kvplan reads versions 2 and 3");
-  uint64_t tensorCount = r.get<uint64_t>("the header");
-  uint64_t kvCount = r.get<uint64_t>("the header");
-  if (tensorCount > (1u << 24) || kvCount > (1u << 24))
+  h.tensorCount = r.get<uint64_t>("the header");
+  h.kvCount = r.get<uint64_t>("the header");
+  if (h.tensorCount > (1u << 24) || h.kvCount > (1u << 24))
     r.fail("implausible tensor or metadata count");
+  return h;
+}
 
-  for (uint64_t i = 0; i < kvCount; ++i) {
-    std::string key = r.str("a metadata key");
-    Value v;
-    v.type = Type(r.get<uint32_t>("a metadata type"));
-    if (v.type == Type::string) {
-      v.string = r.str("a metadata string");
-    } else if (v.type == Type::array) {
-      v.itemType = Type(r.get<uint32_t>("an array type"));
-      uint64_t n = r.get<uint64_t>("an array length");
-      if (n > g.file.size())
-        r.fail("implausible array length for " + key);
-      if (v.itemType == Type::string) {
-        v.strings.reserve(n);
-        for (uint64_t j = 0; j < n; ++j) v.strings.push_back(r.str("an array string"));
-      } else if (v.itemType == Type::array) {
-        r.fail("nested arrays are not supported (" + key + ")");
-      } else {
-        v.numbers.reserve(n);
-        for (uint64_t j = 0; j < n; ++j) v.numbers.push_back(r.scalar(v.itemType, "an array"));
-      }
+// One metadata value after its key; arrays are bounded by the file size
+// before anything is reserved for them.
+GgufFile::Value readValue(Reader &r, const std::string &key, uint64_t fileSize) {
+  using Type = GgufFile::Type;
+  GgufFile::Value v;
+  v.type = Type(r.get<uint32_t>("a metadata type"));
+  if (v.type == Type::string) {
+    v.string = r.str("a metadata string");
+  } else if (v.type == Type::array) {
+    v.itemType = Type(r.get<uint32_t>("an array type"));
+    uint64_t n = r.get<uint64_t>("an array length");
+    if (n > fileSize)
+      r.fail("implausible array length for " + key);
+    if (v.itemType == Type::string) {
+      v.strings.reserve(n);
+      for (uint64_t j = 0; j < n; ++j) v.strings.push_back(r.str("an array string"));
+    } else if (v.itemType == Type::array) {
+      r.fail("nested arrays are not supported (" + key + ")");
     } else {
-      v.number = r.scalar(v.type, "a metadata value");
+      v.numbers.reserve(n);
+      for (uint64_t j = 0; j < n; ++j) v.numbers.push_back(r.scalar(v.itemType, "an array"));
     }
-    g.metadata[key] = std::move(v);
+  } else {
+    v.number = r.scalar(v.type, "a metadata value");
   }
+  return v;
+}
 
-  struct Pending {
-    Tensor t;
-    uint64_t offset;
-  };
-  std::vector<Pending> pending;
+// A tensor as the directory lists it; its offset counts from the data
+// section, which starts only after the whole directory has been read.
+struct PendingTensor {
+  GgufFile::Tensor t;
+  uint64_t offset;
+};
+
+// The tensor directory; an entry with an impossible rank or dimension is
+// rejected naming the tensor.
+std::vector<PendingTensor> readTensorInfos(Reader &r, uint64_t tensorCount) {
+  std::vector<PendingTensor> pending;
   for (uint64_t i = 0; i < tensorCount; ++i) {
-    Pending p;
+    PendingTensor p;
     p.t.name = r.str("a tensor name");
     uint32_t nDims = r.get<uint32_t>("a tensor's rank");
     if (nDims == 0 || nDims > 4)
@@ -139,27 +152,51 @@ GgufFile GgufFile::open(const std::string &path) {
     p.offset = r.get<uint64_t>("a tensor's offset");
     pending.push_back(std::move(p));
   }
+  return pending;
+}
 
+// Points a tensor of a type kvplan reads into the mapping, after checking
+// that all of its bytes lie within the file.
+GgufFile::Tensor placeTensor(PendingTensor p, const MappedFile &file, const std::string &path,
+                             uint64_t dataStart) {
+  uint64_t elems = 1;
+  for (int64_t d : p.t.dims) elems *= uint64_t(d);
+  p.t.bytes = elems * ggmlTypeBytes(p.t.ggmlType);
+  if (p.t.bytes) {
+    if (dataStart + p.offset > file.size() ||
+        p.t.bytes > file.size() - dataStart - p.offset)
+      throw InputError(path + ": truncated GGUF file: tensor " + p.t.name + " needs bytes " +
+                       std::to_string(dataStart + p.offset) + " to " +
+                       std::to_string(dataStart + p.offset + p.t.bytes) + " but the file has " +
+                       std::to_string(file.size()));
+    p.t.data = file.data() + dataStart + p.offset;
+  }
+  return std::move(p.t);
+}
+
+} // namespace
+
+GgufFile GgufFile::open(const std::string &path) {
+  GgufFile g;
+  g.file = MappedFile::open(path, "GGUF file");
+  Reader r(g.file);
+  const GgufHeader h = readHeader(r, g.file, path);
+  g.version_ = h.version;
+  for (uint64_t i = 0; i < h.kvCount; ++i) {
+    std::string key = r.str("a metadata key");
+    Value v = readValue(r, key, g.file.size());
+    g.metadata[key] = std::move(v);
+  }
+  std::vector<PendingTensor> pending = readTensorInfos(r, h.tensorCount);
+
+  // The data section starts at the first aligned byte after the directory.
   uint64_t alignment = uint64_t(g.integer("general.alignment").value_or(32));
   if (alignment == 0 || (alignment & (alignment - 1)) != 0)
     throw InputError(path + ": general.alignment " + std::to_string(alignment) +
                      " is not a power of two");
   uint64_t dataStart = alignUp(r.pos, alignment);
-  for (Pending &p : pending) {
-    uint64_t elems = 1;
-    for (int64_t d : p.t.dims) elems *= uint64_t(d);
-    p.t.bytes = elems * ggmlTypeBytes(p.t.ggmlType);
-    if (p.t.bytes) {
-      if (dataStart + p.offset > g.file.size() ||
-          p.t.bytes > g.file.size() - dataStart - p.offset)
-        throw InputError(path + ": truncated GGUF file: tensor " + p.t.name + " needs bytes " +
-                         std::to_string(dataStart + p.offset) + " to " +
-                         std::to_string(dataStart + p.offset + p.t.bytes) + " but the file has " +
-                         std::to_string(g.file.size()));
-      p.t.data = g.file.data() + dataStart + p.offset;
-    }
-    g.tensors_.push_back(std::move(p.t));
-  }
+  for (PendingTensor &p : pending)
+    g.tensors_.push_back(placeTensor(std::move(p), g.file, path, dataStart));
   return g;
 }
 
