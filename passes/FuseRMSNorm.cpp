@@ -2,7 +2,6 @@
 #include "passes/Passes.h"
 
 #include "mlir/IR/PatternMatch.h"
-#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
 using namespace mlir;
 
@@ -36,9 +35,7 @@ struct FuseRMSNormPass : public impl::FuseRMSNormBase<FuseRMSNormPass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     patterns.add<FuseAddIntoRMSNorm>(&getContext());
-    GreedyRewriteConfig config;
-    config.enableRegionSimplification = GreedySimplifyRegionLevel::Disabled;
-    if (failed(applyPatternsAndFoldGreedily(getOperation(), std::move(patterns), config)))
+    if (failed(rewriteGreedily(getOperation(), std::move(patterns))))
       return signalPassFailure();
   }
 };

@@ -3,7 +3,6 @@
 #include "passes/Passes.h"
 
 #include "mlir/IR/PatternMatch.h"
-#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
 using namespace mlir;
 
@@ -73,9 +72,7 @@ struct FuseRopeKVWritePass : public impl::FuseRopeKVWriteBase<FuseRopeKVWritePas
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     patterns.add<FuseRopeIntoCacheWrite>(&getContext());
-    GreedyRewriteConfig config;
-    config.enableRegionSimplification = GreedySimplifyRegionLevel::Disabled;
-    if (failed(applyPatternsAndFoldGreedily(getOperation(), std::move(patterns), config)))
+    if (failed(rewriteGreedily(getOperation(), std::move(patterns))))
       return signalPassFailure();
   }
 };

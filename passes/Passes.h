@@ -4,6 +4,7 @@
 #include "ir/LLMDialect.h"
 #include "spec/ModelSpec.h"
 
+#include "mlir/IR/PatternMatch.h"
 #include "mlir/Pass/Pass.h"
 #include "mlir/Pass/PassManager.h"
 
@@ -31,5 +32,9 @@ void buildKVPlanPipeline(mlir::OpPassManager &pm, Target target);
 /// Registers every pass and `kvplan-pipeline` (option target=cpu|cuda), for
 /// kvplan-opt.
 void registerKVPlanPassesAndPipeline();
+
+/// Applies `patterns` to `op` until none matches, leaving the regions' shape
+/// alone (the fusion passes' driver).
+mlir::LogicalResult rewriteGreedily(mlir::Operation *op, mlir::RewritePatternSet &&patterns);
 
 } // namespace kvplan

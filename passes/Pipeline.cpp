@@ -3,6 +3,7 @@
 #include "passes/Passes.h"
 
 #include "mlir/Pass/PassRegistry.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <mutex>
@@ -46,6 +47,12 @@ void buildKVPlanPipeline(OpPassManager &pm, Target target) {
   for (const std::string &name : pipelinePassNames(target))
     if (failed(addRegisteredPass(pm, name)))
       llvm::report_fatal_error(llvm::Twine("kvplan pass '") + name + "' is not registered");
+}
+
+LogicalResult rewriteGreedily(Operation *op, RewritePatternSet &&patterns) {
+  GreedyRewriteConfig config;
+  config.enableRegionSimplification = GreedySimplifyRegionLevel::Disabled;
+  return applyPatternsAndFoldGreedily(op, std::move(patterns), config);
 }
 
 namespace {
