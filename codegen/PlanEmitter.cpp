@@ -173,18 +173,6 @@ private:
   LogicalResult status = success();
 };
 
-template <size_t I = 0> FailureOr<PlanOp> emitOp(OpKind kind, StepEmitter &e) {
-  if constexpr (I < kNumOpKinds) {
-    if (size_t(kind) != I) return emitOp<I + 1>(kind, e);
-    std::variant_alternative_t<I, PlanOp> op;
-    op.fields(e);
-    if (failed(e.finish())) return failure();
-    return PlanOp(std::move(op));
-  } else {
-    return failure();
-  }
-}
-
 class EntryEmitter {
 public:
   explicit EntryEmitter(func::FuncOp fn) : fn(fn), values(fn) {}
@@ -242,9 +230,10 @@ private:
     std::optional<OpKind> kind = opKindNamed(op.getName().stripDialect().str());
     if (!kind) return op.emitOpError() << "has no plan op (plan/PlanOps.h)";
     StepEmitter e(&op, values);
-    FailureOr<PlanOp> planOp = emitOp(*kind, e);
-    if (failed(planOp)) return failure();
-    return Step{std::move(*planOp), locName(op.getLoc())};
+    Step s{makeOp(*kind), locName(op.getLoc())};
+    std::visit([&](auto &planOp) { planOp.fields(e); }, s.op);
+    if (failed(e.finish())) return failure();
+    return s;
   }
 
   func::FuncOp fn;

@@ -36,6 +36,13 @@ const WeightEntry *Plan::findWeight(const std::string &name) const {
   return nullptr;
 }
 
+const CpuRopeTable *CpuWorkspace::ropeTable(const std::string &entry,
+                                            const RopeParams &params) const {
+  for (const CpuRopeTable &t : ropeTables)
+    if (t.entry == entry && t.params == params) return &t;
+  return nullptr;
+}
+
 CpuWorkspace cpuWorkspace(const Plan &plan) {
   CpuWorkspace w;
   for (const auto &[name, ep] : plan.entryPoints)
@@ -43,11 +50,7 @@ CpuWorkspace cpuWorkspace(const Plan &plan) {
       const RopeOp *rope = s.tryAs<RopeOp>();
       if (!rope) continue;
       const RopeParams &p = rope->rope;
-      bool known = false;
-      for (const CpuRopeTable &t : w.ropeTables)
-        known |= t.entry == name && t.params.headDim == p.headDim && t.params.theta == p.theta &&
-                 t.params.scaling == p.scaling;
-      if (known) continue;
+      if (w.ropeTable(name, p)) continue;
       CpuRopeTable t{name, p, ep.rows, 0, 0};
       t.freqsOffset = w.ropeBytes;
       t.tableOffset = alignUp(t.freqsOffset + p.headDim / 2 * 8, 64);

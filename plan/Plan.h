@@ -97,6 +97,8 @@ struct CpuWorkspace {
   int64_t ropeBytes = 0;              // the tables, from offset 0
   int64_t scratchBytesPerThread = 0;  // from ropeBytes on, one block per thread
   int64_t bytes(int threads) const { return ropeBytes + int64_t(threads) * scratchBytesPerThread; }
+  /// The table of `params` in `entry`, or null.
+  const CpuRopeTable *ropeTable(const std::string &entry, const RopeParams &params) const;
 };
 struct Plan;
 CpuWorkspace cpuWorkspace(const Plan &plan);

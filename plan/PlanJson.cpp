@@ -7,6 +7,7 @@
 #include "plan/Plan.h"
 
 #include <set>
+#include <type_traits>
 
 namespace kvplan {
 
@@ -269,19 +270,6 @@ struct StepReader {
   }
 };
 
-template <size_t I = 0> PlanOp readOp(OpKind kind, StepReader &r) {
-  if constexpr (I < kNumOpKinds) {
-    if (size_t(kind) == I) {
-      std::variant_alternative_t<I, PlanOp> op;
-      op.fields(r);
-      return op;
-    }
-    return readOp<I + 1>(kind, r);
-  } else {
-    throw std::logic_error("readOp: no op kind " + std::to_string(int(kind)));
-  }
-}
-
 Step stepFrom(const json &j, const std::string &where) {
   if (!j.is_object()) incompatible(where, "is not an object");
   const std::string name = text(member(j, "op", where), where + " op");
@@ -291,7 +279,8 @@ Step stepFrom(const json &j, const std::string &where) {
   if (j.contains("loc")) s.loc = text(j.at("loc"), where + " loc");
   const std::string at = where + " ('" + name + "'" + (s.loc.empty() ? "" : " at " + s.loc) + ")";
   StepReader r{j, at};
-  s.op = readOp(*kind, r);
+  s.op = makeOp(*kind);
+  std::visit([&](auto &op) { op.fields(r); }, s.op);
   r.rejectUnknown();
   return s;
 }
@@ -366,6 +355,10 @@ KVCacheLayout kvCacheFrom(const json &kv) {
 //===----------------------------------------------------------------------===//
 // Dataflow checks
 //===----------------------------------------------------------------------===//
+
+/// Ops that address one layer of the KV cache.
+template <typename T, typename = void> struct HasLayer : std::false_type {};
+template <typename T> struct HasLayer<T, std::void_t<decltype(T::layer)>> : std::true_type {};
 
 /// Follows an entry point's arena values in step order: where each lives,
 /// and whether a later write has overwritten it.
@@ -480,26 +473,11 @@ private:
       if (o->kind == OperandKind::arena) define(*o, at);
     if (const KVCacheReadOp *r = s.tryAs<KVCacheReadOp>())
       views[r->layer] = {r->pageTable, r->positions};
-    std::visit([&](const auto &op) { op.fields(Names{*this, at}); }, s.op);
+    for (const std::string &w : stepWeights(s)) weight(w, at);
+    std::visit([&](const auto &op) {
+      if constexpr (HasLayer<std::decay_t<decltype(op)>>::value) layer(op.layer, at);
+    }, s.op);
   }
-  /// The weight names and layer numbers of a step.
-  struct Names {
-    Dataflow &d;
-    const std::string &at;
-    void weight(const char *, const std::string &w) { d.weight(w, at); }
-    void optionalWeight(const char *, const std::optional<std::string> &w) {
-      if (w) d.weight(*w, at);
-    }
-    void attr(const char *n, int64_t v) {
-      if (std::string(n) == "layer") d.layer(v, at);
-    }
-    template <typename T> void attr(const char *, const T &) {}
-    template <typename... T> void operand(const T &...) {}
-    template <typename... T> void result(const T &...) {}
-    template <typename... T> void results(const T &...) {}
-    template <typename... T> void optionalAttr(const T &...) {}
-  };
-
   const Plan &plan;
   const EntryPoint &ep;
   std::map<int64_t, Value> values;

@@ -15,6 +15,12 @@ template <size_t... I> constexpr std::array<const char *, kNumOpKinds> opNames(s
 }
 constexpr auto kOpNames = opNames(std::make_index_sequence<kNumOpKinds>());
 
+template <size_t... I> PlanOp makeOpAt(size_t k, std::index_sequence<I...>) {
+  using Make = PlanOp (*)();
+  static constexpr Make make[] = {[] { return PlanOp(std::in_place_index<I>); }...};
+  return make[k]();
+}
+
 } // namespace
 
 int64_t Operand::numElements() const {
@@ -30,6 +36,8 @@ int64_t LinearOp::outFeatures() const {
 }
 
 const char *opName(OpKind k) { return kOpNames[size_t(k)]; }
+
+PlanOp makeOp(OpKind k) { return makeOpAt(size_t(k), std::make_index_sequence<kNumOpKinds>()); }
 
 std::optional<OpKind> opKindNamed(const std::string &name) {
   for (size_t i = 0; i < kNumOpKinds; ++i)

@@ -73,6 +73,9 @@ struct RopeParams {
   int64_t headDim = 0;
   double theta = 0;
   std::optional<RopeScaling> scaling;
+  bool operator==(const RopeParams &o) const {
+    return headDim == o.headDim && theta == o.theta && scaling == o.scaling;
+  }
 };
 /// The inverse frequencies of a RoPE op (head_dim / 2 of them).
 std::vector<double> ropeFrequencies(const RopeParams &p);
@@ -305,6 +308,8 @@ static_assert(size_t(OpKind::ropeKVWrite) + 1 == kNumOpKinds, "OpKind follows Pl
 
 /// The op's name in the plan and the dialect ("rms_norm" for llm.rms_norm).
 const char *opName(OpKind k);
+/// A default-constructed op of kind `k`, for a reader to fill with fields().
+PlanOp makeOp(OpKind k);
 /// The kind whose name is `name`, if any.
 std::optional<OpKind> opKindNamed(const std::string &name);
 

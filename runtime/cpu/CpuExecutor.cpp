@@ -52,10 +52,9 @@ public:
       : plan(plan), ep(ep), arena(arena), weights(weights), weightsBytes(weightsBytes),
         geometry(geometry) {}
 
-  CpuExecutor::Instr bind(const Step &s, int64_t index, const CpuExecutor::Program &prog) {
+  CpuExecutor::Instr bind(const Step &s, int64_t index) {
     step = &s;
     stepIndex = index;
-    program = &prog;
     in = CpuExecutor::Instr{};
     in.kind = s.kind();
     in.step = index;
@@ -181,20 +180,8 @@ private:
   const cpu::CacheGeometry &geometry;
   const Step *step = nullptr;
   int64_t stepIndex = 0;
-  const CpuExecutor::Program *program = nullptr;
   CpuExecutor::Instr in;
 };
-
-/// The RoPE table of `params` in `entry` (the workspace lays one out per
-/// distinct set of parameters).
-const CpuRopeTable &ropeTableOf(const CpuWorkspace &w, const std::string &entry,
-                                const RopeParams &params) {
-  for (const CpuRopeTable &t : w.ropeTables)
-    if (t.entry == entry && t.params.headDim == params.headDim && t.params.theta == params.theta &&
-        t.params.scaling == params.scaling)
-      return t;
-  throw std::logic_error("cpuWorkspace() laid out no RoPE table for a rope op");
-}
 
 } // namespace
 
@@ -250,10 +237,10 @@ CpuExecutor::CpuExecutor(const Plan &plan, const char *weightsData, uint64_t siz
     for (size_t i = 0; i < ep.steps.size(); ++i) {
       const Step &s = ep.steps[i];
       if (s.kind() == OpKind::kvCacheRead) continue; // attention reads the cache in place
-      Instr in = binder.bind(s, int64_t(i), *prog);
+      Instr in = binder.bind(s, int64_t(i));
       if (const RopeOp *rope = s.tryAs<RopeOp>())
         in.ropeTable = reinterpret_cast<const float *>(
-            workspace.get() + ropeTableOf(layout, name, rope->rope).tableOffset);
+            workspace.get() + layout.ropeTable(name, rope->rope)->tableOffset);
       prog->instrs.push_back(std::move(in));
     }
     programs[name] = std::move(prog);

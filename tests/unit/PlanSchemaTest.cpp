@@ -60,13 +60,11 @@ struct Collector {
   }
 };
 
-template <size_t I = 0> void collectAll(std::map<std::string, Collector> &out) {
-  if constexpr (I < kNumOpKinds) {
-    using Op = std::variant_alternative_t<I, PlanOp>;
+void collectAll(std::map<std::string, Collector> &out) {
+  for (size_t k = 0; k < kNumOpKinds; ++k) {
     Collector c;
-    Op().fields(c);
-    out[Op::kName] = c;
-    collectAll<I + 1>(out);
+    std::visit([&](const auto &op) { op.fields(c); }, makeOp(OpKind(k)));
+    out[opName(OpKind(k))] = c;
   }
 }
 
