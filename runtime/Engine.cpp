@@ -1,38 +1,44 @@
-// Sequence bookkeeping and page allocation around an executor.
+// Sequence bookkeeping, pages and the prefix cache around an executor.
 #include "runtime/Engine.h"
+#include "runtime/cpu/CpuExecutor.h"
 #include "support/Align.h"
+#include "support/Error.h"
 
 #include <algorithm>
 
 namespace kvplan {
 
-Engine::Engine(const Plan &plan, const char *weights, uint64_t weightsBytes, int threads)
+Engine::Engine(const Plan &plan, const char *weights, uint64_t weightsBytes, int threads,
+               const EngineOptions &options)
     : exec(std::make_unique<CpuExecutor>(plan, weights, weightsBytes, threads)) {
-  init();
+  init(options);
 }
 
-Engine::Engine(std::unique_ptr<Executor> executor) : exec(std::move(executor)) { init(); }
+Engine::Engine(std::unique_ptr<Executor> executor, const EngineOptions &options)
+    : exec(std::move(executor)) {
+  init(options);
+}
 
-void Engine::init() {
+void Engine::init(const EngineOptions &options) {
   const Plan &p = exec->plan();
   chunk = p.entryPoints.at("prefill").rows;
   batch = p.entryPoints.at("decode").rows;
   pagesPerSeq = p.kvCache.pagesPerSequence;
-  pageSize = p.kvCache.pageSize;
-  // Pages are taken from the back: hand out page 0 first.
-  for (int64_t i = p.kvCache.pages - 1; i >= 0; --i) freeList.push_back(int32_t(i));
-  seqs.resize(size_t(batch));
+  pool = PagePool(p.kvCache.pages, p.kvCache.pageSize, options.prefixCache);
 }
 
 int Engine::open() {
-  for (size_t i = 0; i < seqs.size(); ++i)
-    if (!seqs[i].open) {
-      seqs[i] = Sequence();
-      seqs[i].open = true;
-      return int(i);
-    }
-  throw InputError("all " + std::to_string(batch) +
-                   " sequences of the plan are in use (compile with a larger --max-batch)");
+  int seq;
+  if (!freeSlots.empty()) {
+    seq = freeSlots.back();
+    freeSlots.pop_back();
+  } else {
+    seq = int(seqs.size());
+    seqs.emplace_back();
+  }
+  seqs[size_t(seq)] = Sequence();
+  seqs[size_t(seq)].open = true;
+  return seq;
 }
 
 void Engine::checkOpen(int seq) const {
@@ -43,13 +49,24 @@ void Engine::checkOpen(int seq) const {
 void Engine::close(int seq) {
   checkOpen(seq);
   Sequence &s = seqs[size_t(seq)];
-  for (auto it = s.pages.rbegin(); it != s.pages.rend(); ++it) freeList.push_back(*it);
+  pool.dropAll(s.pages);
   s = Sequence();
+  freeSlots.push_back(seq);
 }
 
 int64_t Engine::length(int seq) const {
   checkOpen(seq);
-  return seqs[size_t(seq)].length;
+  return int64_t(seqs[size_t(seq)].tokens.size());
+}
+
+int64_t Engine::openSequences() const {
+  return int64_t(seqs.size() - freeSlots.size());
+}
+
+int64_t Engine::pagesToGrow(int seq, int64_t tokens) const {
+  checkOpen(seq);
+  return std::max<int64_t>(0, ceilDiv(tokens, pageSize()) -
+                                  int64_t(seqs[size_t(seq)].pages.size()));
 }
 
 void Engine::checkToken(int32_t t) const {
@@ -58,125 +75,173 @@ void Engine::checkToken(int32_t t) const {
                      std::to_string(vocabSize()) + ")");
 }
 
-void Engine::reserve(int seq, int64_t tokens) {
-  Sequence &s = seqs[size_t(seq)];
+void Engine::grow(Sequence &s, int64_t tokens) {
   if (tokens > maxSeqLen())
     throw InputError("the sequence would hold " + std::to_string(tokens) +
                      " tokens but the plan's context is " + std::to_string(maxSeqLen()) +
                      " (compile with a larger --max-seq)");
-  const int64_t need = ceilDiv(tokens, pageSize);
-  while (int64_t(s.pages.size()) < need) {
-    if (freeList.empty())
-      throw InputError("the KV cache has no free page left");
-    s.pages.push_back(freeList.back());
-    freeList.pop_back();
+  const int64_t need = ceilDiv(tokens, pageSize()) - int64_t(s.pages.size());
+  if (need > pool.available())
+    throw InputError("the KV cache has " + std::to_string(pool.available()) +
+                     " pages free but the sequence needs " + std::to_string(need) +
+                     " more (compile with more --kv-pages)");
+  for (int64_t i = 0; i < need; ++i) s.pages.push_back(pool.take());
+}
+
+/// Offers the pages the sequence has filled since the last call to the
+/// prefix cache, each chained to the one before it.
+void Engine::publishFull(Sequence &s) {
+  const int64_t full = int64_t(s.tokens.size()) / pageSize();
+  for (; s.published < full; ++s.published) {
+    const int32_t parent = s.published > 0 ? s.pages[size_t(s.published - 1)] : -1;
+    pool.publish(parent, s.pages[size_t(s.published)],
+                 s.tokens.data() + s.published * pageSize());
   }
 }
 
-void Engine::setSampling(const SamplingOptions &options) {
-  hostSampler = Sampler(options); // validates
-  sampling = options;
-  deviceRng.seed(options.seed);
-}
-
-void Engine::deviceParams(const std::string &entry, int64_t rows) {
-  params.resize(size_t(rows));
-  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
-  for (DeviceSamplingParams &p : params) {
-    p.temperature = float(sampling.temperature);
-    p.topP = float(sampling.topP);
-    p.topK = int32_t(std::min<int64_t>(sampling.topK, INT32_MAX));
-    p.uniform = sampling.temperature > 0 ? uniform(deviceRng) : 0.0f;
-  }
-  exec->setSampling(entry, params.data(), rows);
-}
-
-void Engine::runPrefill(int seq, const int32_t *tokens, int64_t count, bool deviceSampling) {
+int64_t Engine::reuse(int seq, const int32_t *tokens, int64_t count) {
   checkOpen(seq);
+  Sequence &s = seqs[size_t(seq)];
+  if (!s.tokens.empty()) throw std::logic_error("reuse() on a sequence that holds tokens");
+  if (count <= 1) return 0;
+  PagePool::Match m = pool.match(tokens, count - 1);
+  s.pages = m.full;
+  int64_t held = int64_t(m.full.size()) * pageSize();
+  if (m.partialTokens > 0 && pool.available() > 0) {
+    // The sequence will write into this page: give it a copy. The source
+    // is held while the copy's page is taken, so it cannot be the one
+    // taken back.
+    pool.hold(m.partial);
+    const int32_t copy = pool.take();
+    exec->copyPage(m.partial, copy);
+    pool.drop(m.partial);
+    s.pages.push_back(copy);
+    held += m.partialTokens;
+  }
+  s.tokens.assign(tokens, tokens + held);
+  s.published = int64_t(m.full.size());
+  return held;
+}
+
+int32_t Engine::prefillStep(int seq, const int32_t *tokens, int64_t count, Sampler *rowSampler) {
+  checkOpen(seq);
+  if (count <= 0) throw InputError("a prompt needs at least one token");
+  if (count > chunk) throw std::logic_error("a prefill step takes at most prefill_chunk tokens");
   for (int64_t i = 0; i < count; ++i) checkToken(tokens[i]);
   Sequence &s = seqs[size_t(seq)];
-  if (count <= 0)
-    throw InputError("a prompt needs at least one token");
-  reserve(seq, s.length + count);
+  const int64_t start = int64_t(s.tokens.size());
+  grow(s, start + count);
   int32_t *tok = exec->tokens("prefill"), *pos = exec->positions("prefill");
   int32_t *table = exec->pageTable("prefill");
   std::fill(table, table + pagesPerSeq, 0);
   std::copy(s.pages.begin(), s.pages.end(), table);
-  for (int64_t done = 0; done < count; done += chunk) {
-    const int64_t n = std::min(chunk, count - done);
-    for (int64_t i = 0; i < chunk; ++i) {
-      tok[i] = i < n ? tokens[done + i] : 0;
-      pos[i] = i < n ? int32_t(s.length + i) : -1;
-    }
-    // Only the last chunk's token is kept: draw for it alone.
-    if (deviceSampling && done + n == count) deviceParams("prefill", 1);
-    exec->run("prefill", n);
-    s.length += n;
+  for (int64_t i = 0; i < chunk; ++i) {
+    tok[i] = i < count ? tokens[i] : 0;
+    pos[i] = i < count ? int32_t(start + i) : -1;
   }
-}
-
-const float *Engine::prefill(int seq, const int32_t *tokens, int64_t count) {
-  runPrefill(seq, tokens, count, false);
-  return exec->logits("prefill");
-}
-
-int32_t Engine::prefillNext(int seq, const int32_t *tokens, int64_t count) {
-  const bool device = exec->samplesOnDevice();
-  runPrefill(seq, tokens, count, device);
+  const bool device = rowSampler && exec->samplesOnDevice();
+  if (device) {
+    params.assign(1, rowSampler->deviceRow());
+    exec->setSampling("prefill", params.data(), 1);
+  }
+  exec->run("prefill", count);
+  s.tokens.insert(s.tokens.end(), tokens, tokens + count);
+  publishFull(s);
+  if (!rowSampler) return -1;
   if (device) return exec->sampled("prefill")[0];
-  return hostSampler.sample(exec->logits("prefill"), vocabSize());
+  return rowSampler->sample(exec->logits("prefill"), vocabSize());
 }
 
-void Engine::runDecode(const std::vector<int> &which, const std::vector<int32_t> &tokens,
-                       bool deviceSampling) {
+std::vector<int32_t> Engine::decodeStep(const std::vector<int> &which,
+                                        const std::vector<int32_t> &tokens,
+                                        const std::vector<Sampler *> &samplers) {
   if (which.empty() || which.size() != tokens.size() || int64_t(which.size()) > batch)
     throw std::logic_error("decode needs one token for each of 1 to max_batch sequences");
+  if (!samplers.empty() && samplers.size() != which.size())
+    throw std::logic_error("decode needs a sampler for every row, or none");
+  int64_t pagesNeeded = 0;
   for (size_t i = 0; i < which.size(); ++i) {
     checkOpen(which[i]);
     checkToken(tokens[i]);
     for (size_t j = 0; j < i; ++j)
       if (which[j] == which[i]) throw std::logic_error("a sequence appears twice in one step");
+    pagesNeeded += pagesToGrow(which[i], length(which[i]) + 1);
   }
-  for (int s : which) reserve(s, seqs[size_t(s)].length + 1);
+  if (pagesNeeded > pool.available())
+    throw InputError("the KV cache has " + std::to_string(pool.available()) +
+                     " pages free but this decode step needs " + std::to_string(pagesNeeded) +
+                     " (compile with more --kv-pages)");
+  for (int s : which) grow(seqs[size_t(s)], length(s) + 1);
   int32_t *tok = exec->tokens("decode"), *pos = exec->positions("decode");
   int32_t *table = exec->pageTable("decode");
   for (int64_t r = 0; r < batch; ++r) {
     int32_t *row = table + r * pagesPerSeq;
     std::fill(row, row + pagesPerSeq, 0);
-    if (r < int64_t(which.size())) {
+    const bool active = r < int64_t(which.size());
+    if (active) {
       const Sequence &s = seqs[size_t(which[size_t(r)])];
       std::copy(s.pages.begin(), s.pages.end(), row);
-      tok[r] = tokens[size_t(r)];
-      pos[r] = int32_t(s.length);
-    } else {
-      tok[r] = 0;
-      pos[r] = -1;
     }
+    tok[r] = active ? tokens[size_t(r)] : 0;
+    pos[r] = active ? int32_t(length(which[size_t(r)])) : -1;
   }
-  if (deviceSampling) deviceParams("decode", int64_t(which.size()));
-  exec->run("decode", int64_t(which.size()));
-  for (int s : which) seqs[size_t(s)].length += 1;
+  const int64_t rows = int64_t(which.size());
+  const bool device = !samplers.empty() && exec->samplesOnDevice();
+  if (device) {
+    params.resize(size_t(rows));
+    for (int64_t r = 0; r < rows; ++r) params[size_t(r)] = samplers[size_t(r)]->deviceRow();
+    exec->setSampling("decode", params.data(), rows);
+  }
+  exec->run("decode", rows);
+  for (size_t i = 0; i < which.size(); ++i) {
+    Sequence &s = seqs[size_t(which[i])];
+    s.tokens.push_back(tokens[i]);
+    publishFull(s);
+  }
+  std::vector<int32_t> next;
+  if (samplers.empty()) return next;
+  next.resize(which.size());
+  if (device) {
+    const int32_t *t = exec->sampled("decode");
+    std::copy(t, t + rows, next.begin());
+    return next;
+  }
+  const float *logits = exec->logits("decode");
+  for (int64_t r = 0; r < rows; ++r)
+    next[size_t(r)] = samplers[size_t(r)]->sample(logits + r * vocabSize(), vocabSize());
+  return next;
+}
+
+const float *Engine::prefill(int seq, const int32_t *tokens, int64_t count) {
+  if (count <= 0) throw InputError("a prompt needs at least one token");
+  checkOpen(seq);
+  for (int64_t i = 0; i < count; ++i) checkToken(tokens[i]);
+  grow(seqs[size_t(seq)], length(seq) + count); // fail before running anything
+  for (int64_t done = 0; done < count; done += chunk)
+    prefillStep(seq, tokens + done, std::min(chunk, count - done), nullptr);
+  return exec->logits("prefill");
 }
 
 const float *Engine::decode(const std::vector<int> &which, const std::vector<int32_t> &tokens) {
-  runDecode(which, tokens, false);
+  decodeStep(which, tokens, {});
   return exec->logits("decode");
+}
+
+void Engine::setSampling(const SamplingOptions &options) { sampler = Sampler(options); }
+
+int32_t Engine::prefillNext(int seq, const int32_t *tokens, int64_t count) {
+  if (count <= 0) throw InputError("a prompt needs at least one token");
+  checkOpen(seq);
+  for (int64_t i = 0; i < count; ++i) checkToken(tokens[i]);
+  grow(seqs[size_t(seq)], length(seq) + count);
+  int64_t done = 0;
+  for (; count - done > chunk; done += chunk) prefillStep(seq, tokens + done, chunk, nullptr);
+  return prefillStep(seq, tokens + done, count - done, &sampler);
 }
 
 std::vector<int32_t> Engine::decodeNext(const std::vector<int> &which,
                                         const std::vector<int32_t> &tokens) {
-  const bool device = exec->samplesOnDevice();
-  runDecode(which, tokens, device);
-  std::vector<int32_t> next(which.size());
-  if (device) {
-    const int32_t *t = exec->sampled("decode");
-    std::copy(t, t + which.size(), next.begin());
-  } else {
-    const float *logits = exec->logits("decode");
-    for (size_t i = 0; i < which.size(); ++i)
-      next[i] = hostSampler.sample(logits + int64_t(i) * vocabSize(), vocabSize());
-  }
-  return next;
+  return decodeStep(which, tokens, std::vector<Sampler *>(which.size(), &sampler));
 }
 
 } // namespace kvplan

@@ -1,51 +1,85 @@
-// Sequences over a compiled plan: prompts run as prefill chunks, then one
-// decode step per token for up to max_batch sequences at once; KV-cache
-// pages are handed to a sequence from a free list as it grows and returned
-// when it ends.
+// Sequences over a compiled plan. A sequence holds KV-cache pages from the
+// pool (runtime/PagePool.h) as it grows: prompts run as prefill chunks, then
+// one decode step appends a token to each of up to max_batch sequences at
+// once. Full pages enter the prefix cache as they fill, and a new sequence
+// can start from cached pages instead of recomputing them (reuse()).
+// Any number of sequences may be open; the scheduler (runtime/Scheduler.h)
+// decides which run.
 #pragma once
 
-#include "runtime/cpu/CpuExecutor.h"
+#include "runtime/PagePool.h"
 #include "runtime/Executor.h"
 #include "runtime/Sampler.h"
 
 #include <memory>
 #include <optional>
-#include <random>
 
 #include <cstdint>
 #include <vector>
 
 namespace kvplan {
 
+struct EngineOptions {
+  bool prefixCache = true; // false: full pages are not kept for reuse
+};
+
 class Engine {
 public:
   /// On the CPU.
-  Engine(const Plan &plan, const char *weights, uint64_t weightsBytes, int threads);
+  Engine(const Plan &plan, const char *weights, uint64_t weightsBytes, int threads,
+         const EngineOptions &options = {});
   /// On any executor (runtime/Executor.h).
-  explicit Engine(std::unique_ptr<Executor> executor);
+  explicit Engine(std::unique_ptr<Executor> executor, const EngineOptions &options = {});
 
   const Plan &plan() const { return exec->plan(); }
   int threads() const { return exec->threads(); }
   Executor &executor() { return *exec; }
   int64_t vocabSize() const { return plan().model.vocabSize; }
   int64_t maxSeqLen() const { return plan().settings.maxSeqLen; }
-  int64_t maxBatch() const { return plan().settings.maxBatch; }
+  int64_t maxBatch() const { return batch; }
+  int64_t prefillRows() const { return chunk; }
+  int64_t pageSize() const { return pool.pageSize(); }
+  PagePool &pages() { return pool; }
+  const PagePool &pages() const { return pool; }
 
-  /// Starts a sequence; throws InputError when max_batch are already open.
+  /// Starts an empty sequence.
   int open();
-  /// Ends a sequence and returns its pages to the free list.
+  /// Ends a sequence: its pages go back to the pool, the full ones into the
+  /// prefix cache.
   void close(int seq);
   /// Tokens the sequence holds in the cache.
   int64_t length(int seq) const;
-  /// KV-cache pages not owned by any sequence.
-  int64_t freePages() const { return int64_t(freeList.size()); }
+  /// Sequences open now.
+  int64_t openSequences() const;
+  /// Pages no sequence holds (free, or idle in the prefix cache).
+  int64_t freePages() const { return pool.available(); }
+  /// Pages the sequence must still take to hold `tokens` tokens.
+  int64_t pagesToGrow(int seq, int64_t tokens) const;
+
+  /// For an empty sequence about to take `tokens`: holds the cached pages
+  /// that already hold its start, copying a cached page it would go on
+  /// writing into, and returns how many tokens it now holds (at most
+  /// count - 1: the last token is always run, for its logits).
+  int64_t reuse(int seq, const int32_t *tokens, int64_t count);
+
+  /// One prefill call appending tokens[0, count) (1 to prefillRows()) to
+  /// the sequence. With a sampler, returns the token it draws after the
+  /// last one (on the device where the executor samples there); else -1,
+  /// and logits("prefill") holds the last token's logits.
+  int32_t prefillStep(int seq, const int32_t *tokens, int64_t count, Sampler *sampler);
+  /// One decode call: tokens[i] appended to seqs[i] (1 to maxBatch() rows).
+  /// With samplers (one per row), returns each row's next token; else an
+  /// empty vector, and logits("decode") holds [rows, vocab] logits.
+  std::vector<int32_t> decodeStep(const std::vector<int> &seqs,
+                                  const std::vector<int32_t> &tokens,
+                                  const std::vector<Sampler *> &samplers);
+  const float *logits(const std::string &entry) { return exec->logits(entry); }
 
   /// Appends `tokens` to the sequence, running prefill chunks; returns the
   /// logits after the last token (vocab floats, valid until the next call).
   /// Throws InputError when a token is outside the vocabulary or the
-  /// sequence would exceed max_seq_len.
+  /// sequence would exceed max_seq_len or the pool.
   const float *prefill(int seq, const int32_t *tokens, int64_t count);
-
   /// One decode step: token tokens[i] appended to sequence seqs[i]; returns
   /// [seqs.size(), vocab] logits, row i for seqs[i].
   const float *decode(const std::vector<int> &seqs, const std::vector<int32_t> &tokens);
@@ -54,35 +88,31 @@ public:
   /// InputError for bad options, as Sampler does.
   void setSampling(const SamplingOptions &options);
   /// prefill() and decode() that return the next token of each sequence
-  /// instead of logits: sampled on the device where the executor can (only
-  /// token ids then leave the GPU), else by Sampler here.
+  /// instead of logits, drawn by the setSampling() sampler.
   int32_t prefillNext(int seq, const int32_t *tokens, int64_t count);
   std::vector<int32_t> decodeNext(const std::vector<int> &seqs,
                                   const std::vector<int32_t> &tokens);
 
 private:
-  void runPrefill(int seq, const int32_t *tokens, int64_t count, bool deviceSampling);
-  void runDecode(const std::vector<int> &seqs, const std::vector<int32_t> &tokens,
-                 bool deviceSampling);
-  void deviceParams(const std::string &entry, int64_t rows);
-  void checkToken(int32_t t) const;
-  void reserve(int seq, int64_t tokens);
-  void checkOpen(int seq) const;
-  void init();
-
-  std::unique_ptr<Executor> exec;
-  SamplingOptions sampling;
-  Sampler hostSampler{SamplingOptions{}};
-  std::mt19937_64 deviceRng{0};
-  std::vector<DeviceSamplingParams> params;
-  int64_t chunk, batch, pagesPerSeq, pageSize;
-  std::vector<int32_t> freeList;
   struct Sequence {
     bool open = false;
-    int64_t length = 0;
     std::vector<int32_t> pages;
+    std::vector<int32_t> tokens; // what the cache holds for it
+    int64_t published = 0;       // leading pages offered to the prefix cache
   };
+  void checkToken(int32_t t) const;
+  void checkOpen(int seq) const;
+  void grow(Sequence &s, int64_t tokens);
+  void publishFull(Sequence &s);
+  void init(const EngineOptions &options);
+
+  std::unique_ptr<Executor> exec;
+  Sampler sampler{SamplingOptions{}};
+  int64_t chunk = 0, batch = 0, pagesPerSeq = 0;
+  PagePool pool{1, 1, false};
   std::vector<Sequence> seqs;
+  std::vector<int> freeSlots;
+  std::vector<DeviceSamplingParams> params;
 };
 
 } // namespace kvplan

@@ -45,6 +45,10 @@ public:
   /// the next run.
   virtual const float *logits(const std::string &entry) = 0;
 
+  /// Copies KV-cache page `from` onto page `to`, keys and values of every
+  /// layer (a private copy of a shared page a sequence goes on writing).
+  virtual void copyPage(int32_t from, int32_t to) = 0;
+
   /// Executors that sample on the device (CUDA) take the per-row sampling
   /// parameters before run() and give the tokens after it, so only token
   /// ids cross to the host.

@@ -4,6 +4,7 @@
 #include "spec/ModelSpec.h"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 
 namespace kvplan {
@@ -23,6 +24,16 @@ Sampler::Sampler(const SamplingOptions &options) : opts(options), rng(options.se
     throw InputError("--top-k must be 0 (no limit) or positive, got " + std::to_string(opts.topK));
   if (!(opts.topP > 0 && opts.topP <= 1))
     throw InputError("--top-p must be in (0, 1], got " + std::to_string(opts.topP));
+}
+
+DeviceSamplingParams Sampler::deviceRow() {
+  DeviceSamplingParams p;
+  p.temperature = float(opts.temperature);
+  p.topP = float(opts.topP);
+  p.topK = int32_t(std::min<int64_t>(opts.topK, INT32_MAX));
+  const bool greedy = opts.temperature == 0 || opts.topK == 1;
+  p.uniform = greedy ? 0.0f : std::uniform_real_distribution<float>(0.0f, 1.0f)(rng);
+  return p;
 }
 
 int32_t Sampler::sample(const float *logits, int64_t vocab) {

@@ -2,6 +2,8 @@
 // top-p, from a seeded generator so a run is reproducible.
 #pragma once
 
+#include "plan/CudaProgram.h"
+
 #include <cstdint>
 #include <random>
 #include <utility>
@@ -23,6 +25,10 @@ public:
   explicit Sampler(const SamplingOptions &options);
   /// The next token for one row of logits.
   int32_t sample(const float *logits, int64_t vocab);
+  /// The same choice made on the device (runtime/cuda): the options and
+  /// this step's draw from the same generator.
+  DeviceSamplingParams deviceRow();
+  const SamplingOptions &options() const { return opts; }
 
 private:
   SamplingOptions opts;

@@ -267,6 +267,21 @@ std::string CpuExecutor::describe() const {
          std::to_string(pool.size()) + " threads)";
 }
 
+void CpuExecutor::copyPage(int32_t from, int32_t to) {
+  const KVCacheLayout &kv = plan_.kvCache;
+  if (from < 0 || to < 0 || from >= kv.pages || to >= kv.pages || from == to)
+    throw std::logic_error("copyPage: pages " + std::to_string(from) + " -> " + std::to_string(to));
+  // A page of one layer's keys (or values) is contiguous: kv_heads x
+  // page_size x head_dim elements.
+  const int64_t bytes = kv.kvHeads * kv.pageSize * kv.headDim * dtypeBytes(kv.dtype);
+  char *base = cache.get();
+  for (int64_t layer = 0; layer < kv.layers; ++layer)
+    for (int half = 0; half < 2; ++half)
+      std::memcpy(base + geometry.offset(layer, half, to, 0, 0) * dtypeBytes(kv.dtype),
+                  base + geometry.offset(layer, half, from, 0, 0) * dtypeBytes(kv.dtype),
+                  size_t(bytes));
+}
+
 void CpuExecutor::run(const std::string &entry, int64_t activeRows) {
   runSteps(entry, activeRows, 0, int64_t(program(entry).entry->steps.size()) - 1);
 }

@@ -39,6 +39,7 @@ public:
   int32_t *pageTable(const std::string &entry) override;
   /// The entry point's logits, in the arena: [rows, vocab] f32.
   const float *logits(const std::string &entry) override;
+  void copyPage(int32_t from, int32_t to) override;
 
   /// Runs `entry` on its first `activeRows` rows (the others are padding:
   /// their positions must be -1).

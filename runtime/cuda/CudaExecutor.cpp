@@ -476,6 +476,21 @@ const float *CudaExecutor::logits(const std::string &name) {
   return e.hLogits;
 }
 
+void CudaExecutor::copyPage(int32_t from, int32_t to) {
+  const KVCacheLayout &kv = impl->plan.kvCache;
+  if (from < 0 || to < 0 || from >= kv.pages || to >= kv.pages || from == to)
+    throw std::logic_error("copyPage: pages " + std::to_string(from) + " -> " + std::to_string(to));
+  // [layers][2][pages][kv_heads][page_size][head_dim]: one contiguous block
+  // per layer and half, `pages` blocks apart.
+  const int64_t block = kv.kvHeads * kv.pageSize * kv.headDim * dtypeBytes(kv.dtype);
+  for (int64_t half = 0; half < 2 * kv.layers; ++half)
+    check(cudaMemcpyAsync(impl->cache + (half * kv.pages + to) * block,
+                          impl->cache + (half * kv.pages + from) * block, size_t(block),
+                          cudaMemcpyDeviceToDevice, impl->stream),
+          "copying a KV-cache page");
+  check(cudaStreamSynchronize(impl->stream), "copying a KV-cache page");
+}
+
 const int32_t *CudaExecutor::sampled(const std::string &name) { return impl->entry(name).hSampled; }
 
 void CudaExecutor::setGraphs(bool on) { impl->options.graphs = on; }

@@ -43,6 +43,7 @@ public:
   int32_t *pageTable(const std::string &entry) override;
   void run(const std::string &entry, int64_t activeRows) override;
   const float *logits(const std::string &entry) override;
+  void copyPage(int32_t from, int32_t to) override;
   bool samplesOnDevice() const override { return true; }
   void setSampling(const std::string &entry, const DeviceSamplingParams *rows,
                    int64_t count) override;

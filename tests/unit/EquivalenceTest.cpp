@@ -214,7 +214,14 @@ TEST(Equivalence, BadInputsAreInputErrors) {
   EXPECT_THROW(e.prefill(seq, &bad, 1), InputError);
   std::vector<int32_t> tooLong(49, 3);
   EXPECT_THROW(e.prefill(seq, tooLong.data(), 49), InputError);
-  EXPECT_THROW(e.open(), InputError); // max_batch 1
+  // More sequences than decode rows may be open (the scheduler picks which
+  // run), but the pool's pages run out: 48 tokens of pages of 16 are all
+  // the pages of a max_batch 1 plan.
+  std::vector<int32_t> full(40, 3);
+  e.prefill(seq, full.data(), 40);
+  int other = e.open();
+  EXPECT_THROW(e.prefill(other, full.data(), 1), InputError);
+  EXPECT_EQ(e.length(other), 0);
 }
 
 TEST(Sampling, SeededAndTopKOneIsGreedy) {

@@ -1,0 +1,330 @@
+// Continuous batching: admission, the token budget, preemption and the
+// events a request's caller receives.
+#include "runtime/Scheduler.h"
+#include "support/Align.h"
+#include "support/Error.h"
+
+#include <algorithm>
+
+namespace kvplan {
+
+const char *finishReasonName(FinishReason r) {
+  switch (r) {
+  case FinishReason::length: return "length";
+  case FinishReason::stop: return "stop";
+  case FinishReason::cancelled: return "cancelled";
+  }
+  return "?";
+}
+
+struct Scheduler::Request {
+  uint64_t id = 0;
+  GenerationRequest req;
+  Sampler sampler;
+  std::vector<int32_t> tokens; // the prompt, then what was generated
+  int64_t generated = 0;
+  int seq = -1;                // the engine's sequence while admitted
+  bool admittedOnce = false, done = false;
+  std::unique_ptr<StreamDecoder> text;
+  std::string held;            // text that may begin a stop string
+
+  explicit Request(GenerationRequest r) : req(std::move(r)), sampler(req.sampling) {}
+  /// Tokens still to run through the model: 1 for a request whose next step
+  /// is a decode row (its last token is not in the cache yet).
+  int64_t pending(const Engine &e) const { return int64_t(tokens.size()) - e.length(seq); }
+};
+
+namespace {
+using Seconds = std::chrono::duration<double>;
+}
+
+bool Scheduler::olderFirst(const Request *a, const Request *b) { return a->id < b->id; }
+
+Scheduler::Scheduler(Engine &engine, const Tokenizer *tokenizer, const SchedulerOptions &options)
+    : eng(engine), tokenizer(tokenizer), budget(options.tokenBudget) {
+  if (budget == 0) budget = eng.maxBatch() + eng.prefillRows();
+  if (budget < eng.maxBatch() + 1)
+    throw InputError("the token budget must be at least max_batch + 1 = " +
+                     std::to_string(eng.maxBatch() + 1) + " (got " + std::to_string(budget) +
+                     "), so that prompts are prefilled while every row decodes");
+}
+
+Scheduler::~Scheduler() {
+  for (Request *r : active)
+    if (r->seq >= 0) eng.close(r->seq);
+}
+
+uint64_t Scheduler::submit(GenerationRequest request) {
+  const GenerationRequest &q = request;
+  if (q.prompt.empty()) throw InputError("the prompt is empty: give at least one token");
+  for (int32_t t : q.prompt)
+    if (t < 0 || t >= eng.vocabSize())
+      throw InputError("prompt token id " + std::to_string(t) + " is outside the vocabulary [0, " +
+                       std::to_string(eng.vocabSize()) + ")");
+  if (q.maxNewTokens < 1)
+    throw InputError("max new tokens must be at least 1, got " + std::to_string(q.maxNewTokens));
+  const int64_t total = int64_t(q.prompt.size()) + q.maxNewTokens;
+  if (total > eng.maxSeqLen())
+    throw InputError("the prompt has " + std::to_string(q.prompt.size()) + " tokens and up to " +
+                     std::to_string(q.maxNewTokens) + " may be generated: " +
+                     std::to_string(total) + " tokens exceed the context of " +
+                     std::to_string(eng.maxSeqLen()) +
+                     " (ask for fewer new tokens, shorten the prompt, or compile with a larger "
+                     "--max-seq)");
+  if (ceilDiv(total, eng.pageSize()) > eng.pages().size())
+    throw InputError("the request needs " + std::to_string(ceilDiv(total, eng.pageSize())) +
+                     " KV-cache pages but the plan has " + std::to_string(eng.pages().size()) +
+                     " (compile with more --kv-pages)");
+  for (const std::string &s : q.stopStrings)
+    if (s.empty()) throw InputError("a stop string is empty");
+  if (!q.stopStrings.empty() && !tokenizer)
+    throw InputError("stop strings need a tokenizer, and this model has none");
+  auto r = std::make_unique<Request>(std::move(request)); // checks the sampling options
+  r->tokens = r->req.prompt;
+  if (tokenizer) r->text = std::make_unique<StreamDecoder>(*tokenizer);
+  std::lock_guard<std::mutex> lock(inboxMutex);
+  r->id = nextId++;
+  const uint64_t id = r->id;
+  inbox.push_back(std::move(r));
+  inboxReady.notify_all();
+  return id;
+}
+
+void Scheduler::cancel(uint64_t id) {
+  std::lock_guard<std::mutex> lock(inboxMutex);
+  cancels.push_back(id);
+  inboxReady.notify_all();
+}
+
+void Scheduler::wake() {
+  std::lock_guard<std::mutex> lock(inboxMutex);
+  woken = true;
+  inboxReady.notify_all();
+}
+
+void Scheduler::waitForWork() {
+  std::unique_lock<std::mutex> lock(inboxMutex);
+  inboxReady.wait(lock, [&] { return !inbox.empty() || !cancels.empty() || woken; });
+  woken = false;
+}
+
+bool Scheduler::idle() const {
+  std::lock_guard<std::mutex> lock(inboxMutex);
+  return inbox.empty() && cancels.empty() && queue.empty() && active.empty();
+}
+int64_t Scheduler::waiting() const { return int64_t(queue.size()); }
+int64_t Scheduler::running() const { return int64_t(active.size()); }
+
+void Scheduler::drainInbox() {
+  std::vector<std::unique_ptr<Request>> arrived;
+  std::vector<uint64_t> cancelled;
+  {
+    std::lock_guard<std::mutex> lock(inboxMutex);
+    arrived.swap(inbox);
+    cancelled.swap(cancels);
+  }
+  for (auto &r : arrived) {
+    queue.push_back(r.get());
+    all.push_back(std::move(r));
+  }
+  for (uint64_t id : cancelled)
+    for (auto &r : all)
+      if (r->id == id && !r->done) finish(*r, FinishReason::cancelled);
+}
+
+bool Scheduler::takeText(Request &r, const std::string &piece, bool last, std::string &out) {
+  r.held += piece;
+  size_t cut = std::string::npos;
+  for (const std::string &s : r.req.stopStrings) cut = std::min(cut, r.held.find(s));
+  if (cut != std::string::npos) {
+    out = r.held.substr(0, cut);
+    r.held.clear();
+    return true;
+  }
+  // Hold back the longest tail that a stop string could begin with.
+  size_t keep = 0;
+  if (!last)
+    for (const std::string &s : r.req.stopStrings)
+      for (size_t n = std::min(s.size() - 1, r.held.size()); n > keep; --n)
+        if (r.held.compare(r.held.size() - n, n, s, 0, n) == 0) {
+          keep = n;
+          break;
+        }
+  out = r.held.substr(0, r.held.size() - keep);
+  r.held.erase(0, r.held.size() - keep);
+  return false;
+}
+
+void Scheduler::finish(Request &r, FinishReason reason) {
+  TokenEvent e;
+  e.request = r.id;
+  e.finished = true;
+  e.reason = reason;
+  // What the stream decoder still holds (an incomplete UTF-8 tail) and any
+  // text held back for a stop string that never came.
+  if (reason != FinishReason::cancelled && r.text && takeText(r, r.text->flush(), true, e.text))
+    e.reason = FinishReason::stop;
+  r.held.clear();
+  r.done = true;
+  if (r.seq >= 0) {
+    eng.close(r.seq);
+    r.seq = -1;
+  }
+  ++stats_.finished;
+  if (r.req.onEvent) r.req.onEvent(e);
+}
+
+/// A token drawn for the request: kept, sent, and checked against the
+/// request's stop conditions.
+void Scheduler::accept(Request &r, int32_t token) {
+  r.tokens.push_back(token);
+  ++r.generated;
+  ++stats_.generatedTokens;
+  const std::vector<int32_t> &stop = r.req.stopIds;
+  if (std::find(stop.begin(), stop.end(), token) != stop.end()) {
+    finish(r, FinishReason::stop);
+    return;
+  }
+  TokenEvent e;
+  e.request = r.id;
+  e.token = token;
+  const bool stopped = r.text && takeText(r, r.text->push(token), false, e.text);
+  if (r.req.onEvent) r.req.onEvent(e);
+  if (stopped) {
+    r.text.reset(); // nothing after the stop string is sent
+    finish(r, FinishReason::stop);
+  } else if (r.generated >= r.req.maxNewTokens) {
+    finish(r, FinishReason::length);
+  }
+}
+
+void Scheduler::removeFinished() {
+  auto gone = [](Request *r) { return r->done; };
+  queue.erase(std::remove_if(queue.begin(), queue.end(), gone), queue.end());
+  active.erase(std::remove_if(active.begin(), active.end(), gone), active.end());
+  all.remove_if([](const std::unique_ptr<Request> &r) { return r->done; });
+}
+
+void Scheduler::preempt(Request &r) {
+  eng.close(r.seq); // the full pages stay in the prefix cache
+  r.seq = -1;
+  active.erase(std::find(active.begin(), active.end(), &r));
+  // Back to the queue in arrival order: ahead of everything not yet admitted.
+  auto at = std::upper_bound(queue.begin(), queue.end(), &r, olderFirst);
+  queue.insert(at, &r);
+  ++stats_.preemptions;
+}
+
+bool Scheduler::makeRoom(Request &forRequest, int64_t pages) {
+  while (eng.freePages() < pages && active.back() != &forRequest) preempt(*active.back());
+  return eng.freePages() >= pages;
+}
+
+void Scheduler::admit() {
+  while (!queue.empty() && int64_t(active.size()) < eng.maxBatch()) {
+    Request &r = *queue.front();
+    r.seq = eng.open();
+    auto t0 = Clock::now();
+    const int64_t reused = eng.reuse(r.seq, r.tokens.data(), int64_t(r.tokens.size()));
+    stats_.engineSeconds += Seconds(Clock::now() - t0).count();
+    // Admit only with room for its first chunk, unless nothing runs (then
+    // it fits: submit() checked it fits the pool alone).
+    const int64_t first = std::min(r.pending(eng), eng.prefillRows());
+    if (!active.empty() && eng.pagesToGrow(r.seq, reused + first) > eng.freePages()) {
+      eng.close(r.seq);
+      r.seq = -1;
+      return;
+    }
+    if (!r.admittedOnce) {
+      r.admittedOnce = true;
+      stats_.promptTokens += int64_t(r.req.prompt.size());
+      stats_.cachedPromptTokens += reused;
+    }
+    queue.pop_front();
+    // Oldest first: a resumed request goes back among the others by age.
+    active.insert(std::upper_bound(active.begin(), active.end(), &r, olderFirst), &r);
+  }
+}
+
+/// One decode call for every running request with one token to append.
+/// Preempts the newest requests while the pool cannot give each its page.
+void Scheduler::decodeAll(int64_t &left) {
+  std::vector<Request *> rows;
+  for (;;) {
+    rows.clear();
+    int64_t pages = 0;
+    for (Request *r : active)
+      if (r->pending(eng) == 1) {
+        rows.push_back(r);
+        pages += eng.pagesToGrow(r->seq, eng.length(r->seq) + 1);
+      }
+    if (pages <= eng.freePages() || active.size() <= 1) break;
+    preempt(*active.back());
+  }
+  if (rows.empty()) return;
+  std::vector<int> seqs;
+  std::vector<int32_t> tokens;
+  std::vector<Sampler *> samplers;
+  for (Request *r : rows) {
+    seqs.push_back(r->seq);
+    tokens.push_back(r->tokens.back());
+    samplers.push_back(&r->sampler);
+  }
+  auto t0 = Clock::now();
+  const std::vector<int32_t> next = eng.decodeStep(seqs, tokens, samplers);
+  stats_.engineSeconds += Seconds(Clock::now() - t0).count();
+  ++stats_.decodeCalls;
+  stats_.decodeRows += int64_t(rows.size());
+  left -= int64_t(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) accept(*rows[i], next[i]);
+}
+
+/// Prefill chunks for the requests with more than one token to run, oldest
+/// first, within what is left of the step's budget.
+void Scheduler::prefillSome(int64_t left) {
+  for (size_t i = 0; i < active.size() && left > 0; ++i) {
+    Request &r = *active[i];
+    if (r.done) continue;
+    const int64_t have = eng.length(r.seq), pending = r.pending(eng);
+    if (pending <= 1) continue; // a decode row next step
+    int64_t n = std::min({pending, eng.prefillRows(), left});
+    if (!makeRoom(r, eng.pagesToGrow(r.seq, have + n))) {
+      // As much as fits in the pages it has and the free ones.
+      const int64_t room =
+          (ceilDiv(have, eng.pageSize()) + eng.freePages()) * eng.pageSize() - have;
+      n = std::min(n, room);
+      if (n <= 0) continue;
+    }
+    const bool last = n == pending;
+    auto t0 = Clock::now();
+    const int32_t token =
+        eng.prefillStep(r.seq, r.tokens.data() + have, n, last ? &r.sampler : nullptr);
+    stats_.engineSeconds += Seconds(Clock::now() - t0).count();
+    ++stats_.prefillCalls;
+    stats_.prefillTokens += n;
+    left -= n;
+    if (last) accept(r, token);
+  }
+}
+
+bool Scheduler::step() {
+  const auto t0 = Clock::now();
+  drainInbox();
+  removeFinished();
+  if (queue.empty() && active.empty()) return false;
+  ++stats_.steps;
+  admit();
+  int64_t left = budget;
+  decodeAll(left);
+  removeFinished();
+  prefillSome(left);
+  removeFinished();
+  stats_.stepSeconds += Seconds(Clock::now() - t0).count();
+  return true;
+}
+
+void Scheduler::runUntilIdle() {
+  while (!idle()) step();
+}
+
+} // namespace kvplan
