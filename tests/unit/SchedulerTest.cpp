@@ -112,7 +112,8 @@ Load makeLoad(uint32_t seed, int shared = 0) {
   Load l;
   for (int i = 0; i < 12; ++i) {
     std::vector<int32_t> p = common;
-    std::vector<int32_t> own = randomTokens(1 + int(rng() % 30), seed * 31 + uint32_t(i));
+    const int most = std::min(30, 44 - shared); // prompt + new tokens within 64
+    std::vector<int32_t> own = randomTokens(1 + int(rng() % uint32_t(most)), seed * 31 + uint32_t(i));
     p.insert(p.end(), own.begin(), own.end());
     l.prompts.push_back(p);
     l.maxNew.push_back(1 + int64_t(rng() % 20));
@@ -174,5 +175,272 @@ TEST(Scheduler, SeededSamplingDoesNotDependOnBatching) {
   std::vector<Received> got = serve(s, l, 12, sampling);
   for (size_t i = 0; i < got.size(); ++i)
     EXPECT_EQ(got[i].tokens, alone(m, l.prompts[i], l.maxNew[i], sampling)) << "request " << i;
+  expectNoLeak(e);
+}
+
+TEST(Scheduler, PrefixHitsShareFullPagesAndCopyTheLastPartOne) {
+  TinyModel m(kF32);
+  Engine e = m.engine();
+  Scheduler s(e, nullptr);
+  // A: 10 prompt tokens and 6 new: its cache holds 15 tokens, pages
+  // [0,4) [4,8) [8,12) full and cached when it ends.
+  const std::vector<int32_t> a = randomTokens(10, 1);
+  Received ra;
+  s.submit(request(a, 6, ra));
+  s.runUntilIdle();
+  EXPECT_EQ(e.pages().cachedPages(), 3);
+  // B shares A's first 10 tokens, then goes its own way: two full pages
+  // shared, and the third copied, as B writes into it.
+  std::vector<int32_t> b = a;
+  const std::vector<int32_t> own = randomTokens(5, 2);
+  b.insert(b.end(), own.begin(), own.end());
+  const int seq = e.open();
+  EXPECT_EQ(e.reuse(seq, b.data(), int64_t(b.size())), 10);
+  const PagePool::Match shared = e.pages().match(a.data(), 8); // A's two full pages
+  ASSERT_EQ(shared.full.size(), 2u);
+  EXPECT_EQ(e.pages().refs(shared.full[0]), 2); // B and this match
+  e.pages().dropAll(shared.full);
+  EXPECT_EQ(e.pages().cachedPages(), 3); // A's third page is intact
+  e.close(seq);
+  // Through the scheduler: the same tokens as alone, and the hit counted.
+  Received rb;
+  const SchedulerStats before = s.stats();
+  s.submit(request(b, 5, rb));
+  s.runUntilIdle();
+  EXPECT_EQ(s.stats().cachedPromptTokens - before.cachedPromptTokens, 10);
+  EXPECT_EQ(s.stats().prefillTokens - before.prefillTokens, 5);
+  EXPECT_EQ(rb.tokens, alone(m, b, 5));
+  EXPECT_EQ(ra.tokens, alone(m, a, 6));
+  // The whole of A's prompt again: everything but its last token comes
+  // from the cache.
+  Received again;
+  s.submit(request(a, 6, again));
+  s.runUntilIdle();
+  EXPECT_EQ(again.tokens, ra.tokens);
+  expectNoLeak(e);
+}
+
+TEST(Scheduler, WithoutThePrefixCacheNothingIsReused) {
+  TinyModel m(kF32);
+  Engine e = m.engine({false});
+  Scheduler s(e, nullptr);
+  const Load l = makeLoad(3, 20);
+  std::vector<Received> got = serve(s, l, 1);
+  EXPECT_EQ(s.stats().cachedPromptTokens, 0);
+  EXPECT_EQ(e.pages().cachedPages(), 0);
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_EQ(got[i].tokens, alone(m, l.prompts[i], l.maxNew[i])) << "request " << i;
+  expectNoLeak(e);
+}
+
+TEST(Scheduler, ASharedPrefixIsPrefilledOnce) {
+  TinyModel m(kF32);
+  Engine e = m.engine();
+  Scheduler s(e, nullptr);
+  const Load l = makeLoad(4, 24); // 24 shared tokens: 6 pages
+  std::vector<Received> got = serve(s, l, 1);
+  // The first request computes the shared pages, a chunk of 8 tokens a
+  // step, and each page enters the cache as it fills: the second request,
+  // a step later, finds two pages, the third four, the nine after them all
+  // six.
+  EXPECT_EQ(s.stats().cachedPromptTokens, 8 + 16 + 9 * 24);
+  EXPECT_LE(s.stats().prefillTokens, s.stats().promptTokens - s.stats().cachedPromptTokens);
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_EQ(got[i].tokens, alone(m, l.prompts[i], l.maxNew[i])) << "request " << i;
+  expectNoLeak(e);
+}
+
+TEST(Scheduler, PreemptedRequestsResumeWithTheSameTokens) {
+  // A pool of 18 pages (72 tokens) for four rows of up to 64: the load
+  // needs about three times that at once.
+  for (bool cache : {true, false}) {
+    SCOPED_TRACE(cache ? "prefix cache" : "no prefix cache");
+    TinyModel m(kF32, 18);
+    Engine e = m.engine({cache});
+    Scheduler s(e, nullptr);
+    Load l = makeLoad(5);
+    for (size_t i = 0; i < l.prompts.size(); ++i) l.maxNew[i] = 30 - int64_t(i % 3) * 5;
+    std::vector<Received> got = serve(s, l, 12);
+    EXPECT_GT(s.stats().preemptions, 0);
+    for (size_t i = 0; i < got.size(); ++i) {
+      EXPECT_TRUE(got[i].finished);
+      EXPECT_EQ(got[i].tokens, alone(m, l.prompts[i], l.maxNew[i])) << "request " << i;
+    }
+    expectNoLeak(e);
+  }
+}
+
+TEST(Scheduler, TheTokenBudgetInterleavesPrefillWithDecode) {
+  TinyModel m(kF32);
+  Engine e = m.engine();
+  const int64_t budget = 6; // max_batch 4 + 2
+  Scheduler s(e, nullptr, {budget});
+  std::vector<Received> got(4);
+  for (int i = 0; i < 3; ++i) s.submit(request(randomTokens(3, 10 + i), 20, got[size_t(i)]));
+  while (s.stats().decodeCalls < 2) s.step();
+  // A long prompt arrives while three requests decode: it is prefilled
+  // three tokens a step (6 - 3 rows) and they decode on every step.
+  const std::vector<int32_t> longPrompt = randomTokens(40, 20);
+  s.submit(request(longPrompt, 4, got[3]));
+  int steps = 0;
+  while (got[3].tokens.empty()) {
+    const SchedulerStats before = s.stats();
+    s.step();
+    ++steps;
+    const int64_t rows = s.stats().decodeRows - before.decodeRows;
+    const int64_t prefill = s.stats().prefillTokens - before.prefillTokens;
+    EXPECT_LE(rows + prefill, budget);
+    EXPECT_EQ(s.stats().decodeCalls - before.decodeCalls, 1) << "step " << steps;
+  }
+  EXPECT_GE(steps, 40 / 3);
+  s.runUntilIdle();
+  EXPECT_EQ(got[3].tokens, alone(m, longPrompt, 4));
+  EXPECT_THROW(Scheduler(e, nullptr, {4}), InputError); // below max_batch + 1
+  expectNoLeak(e);
+}
+
+TEST(Scheduler, RequestsFinishInAnyOrderAndTheirRowsAreReused) {
+  TinyModel m(kF32);
+  Engine e = m.engine();
+  Scheduler s(e, nullptr);
+  std::vector<Received> got(8);
+  std::vector<int> finishOrder;
+  const int64_t lengths[8] = {12, 2, 7, 1, 9, 3, 5, 4};
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 8; ++i) {
+    prompts.push_back(randomTokens(2 + i, 40 + i));
+    GenerationRequest r = request(prompts.back(), lengths[i], got[size_t(i)]);
+    auto inner = r.onEvent;
+    r.onEvent = [inner, &finishOrder, i](const TokenEvent &ev) {
+      inner(ev);
+      if (ev.finished) finishOrder.push_back(i);
+    };
+    s.submit(std::move(r));
+  }
+  int64_t most = 0;
+  while (!s.idle()) {
+    s.step();
+    most = std::max(most, s.running());
+  }
+  // Four rows: 0-3 start at once; 1 and 3 (two tokens and one) end first
+  // and later requests take their rows; 0, the longest of the four, ends
+  // after the other three.
+  EXPECT_EQ(most, 4);
+  ASSERT_EQ(finishOrder.size(), 8u);
+  EXPECT_TRUE(finishOrder.front() == 1 || finishOrder.front() == 3);
+  auto rank = [&](int i) { return std::find(finishOrder.begin(), finishOrder.end(), i) - finishOrder.begin(); };
+  for (int i : {1, 2, 3}) EXPECT_LT(rank(i), rank(0));
+  EXPECT_LT(rank(5), rank(4)); // 5 (three tokens) started after 4 (nine)
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_EQ(int64_t(got[size_t(i)].tokens.size()), lengths[i]);
+    EXPECT_EQ(got[size_t(i)].tokens, alone(m, prompts[size_t(i)], lengths[i]));
+  }
+  expectNoLeak(e);
+}
+
+TEST(Scheduler, CancellingMidPrefillAndMidDecode) {
+  TinyModel m(kF32);
+  Engine e = m.engine();
+  Scheduler s(e, nullptr, {5}); // one prefill token a step beside 4 rows
+  Received prefilling, decoding, waiting, other;
+  const uint64_t d = s.submit(request(randomTokens(2, 1), 30, decoding));
+  s.step();
+  s.step();
+  ASSERT_FALSE(decoding.tokens.empty());
+  const uint64_t p = s.submit(request(randomTokens(40, 2), 5, prefilling));
+  s.submit(request(randomTokens(5, 3), 3, other));
+  s.step();
+  s.step();
+  EXPECT_TRUE(prefilling.tokens.empty()); // still prefilling
+  s.cancel(p);
+  s.cancel(d);
+  s.cancel(12345); // unknown: ignored
+  s.step();
+  EXPECT_TRUE(prefilling.finished);
+  EXPECT_EQ(prefilling.reason, FinishReason::cancelled);
+  EXPECT_TRUE(decoding.finished);
+  EXPECT_EQ(decoding.reason, FinishReason::cancelled);
+  EXPECT_LT(decoding.tokens.size(), 30u);
+  // A request cancelled before it was admitted.
+  const uint64_t w = s.submit(request(randomTokens(3, 4), 3, waiting));
+  s.cancel(w);
+  s.runUntilIdle();
+  EXPECT_EQ(waiting.reason, FinishReason::cancelled);
+  EXPECT_TRUE(waiting.tokens.empty());
+  EXPECT_EQ(other.reason, FinishReason::length);
+  s.cancel(d); // finished already: ignored
+  s.step();
+  expectNoLeak(e);
+}
+
+TEST(Scheduler, StopTokenIdsEndARequestUnsent) {
+  TinyModel m(kF32);
+  const std::vector<int32_t> prompt = randomTokens(6, 7);
+  const std::vector<int32_t> free = alone(m, prompt, 12);
+  Engine e = m.engine();
+  Scheduler s(e, nullptr);
+  Received got;
+  GenerationRequest r = request(prompt, 12, got);
+  r.stopIds = {free[4]};
+  s.submit(std::move(r));
+  s.runUntilIdle();
+  const size_t first = size_t(std::find(free.begin(), free.end(), free[4]) - free.begin());
+  EXPECT_EQ(got.tokens, std::vector<int32_t>(free.begin(), free.begin() + long(first)));
+  EXPECT_EQ(got.reason, FinishReason::stop);
+  expectNoLeak(e);
+}
+
+TEST(Scheduler, StopStringsSpanTokensAndAreNotSent) {
+  TinyModel m(kF32);
+  std::unique_ptr<Tokenizer> bytes = makeByteTokenizer(300);
+  // A prompt that makes the random model say something printable enough:
+  // any bytes do, as the check is on the decoded text.
+  const std::vector<int32_t> prompt = randomTokens(5, 8);
+  Engine e = m.engine();
+  Scheduler s(e, bytes.get());
+  Received full;
+  s.submit(request(prompt, 40, full));
+  s.runUntilIdle();
+  ASSERT_GE(full.text.size(), 6u) << "the model's 40 tokens decode to too little text";
+  // The text's bytes 3 and 4 come from different tokens (each byte id is
+  // one byte): stop at them.
+  const std::string stop = full.text.substr(3, 2);
+  const size_t at = full.text.find(stop);
+  Received cut;
+  GenerationRequest r = request(prompt, 40, cut);
+  r.stopStrings = {"never appears \x01\x02\x03", stop};
+  std::vector<std::string> pieces;
+  auto inner = r.onEvent;
+  r.onEvent = [inner, &pieces](const TokenEvent &ev) {
+    inner(ev);
+    pieces.push_back(ev.text);
+  };
+  s.submit(std::move(r));
+  s.runUntilIdle();
+  EXPECT_EQ(cut.text, full.text.substr(0, at));
+  EXPECT_EQ(cut.reason, FinishReason::stop);
+  EXPECT_LT(cut.tokens.size(), full.tokens.size());
+  // No piece sent ever held the stop string's first byte at its end, as
+  // that might have begun the stop string.
+  for (const std::string &p : pieces) EXPECT_EQ(p.find(stop), std::string::npos);
+  expectNoLeak(e);
+}
+
+TEST(Scheduler, RefusesWhatCouldNeverRun) {
+  TinyModel m(kF32);
+  Engine e = m.engine();
+  Scheduler s(e, nullptr);
+  Received r;
+  EXPECT_THROW(s.submit(request({}, 4, r)), InputError);
+  EXPECT_THROW(s.submit(request({300}, 4, r)), InputError);
+  EXPECT_THROW(s.submit(request({5}, 0, r)), InputError);
+  EXPECT_THROW(s.submit(request(randomTokens(60, 1), 5, r)), InputError); // 65 > 64
+  EXPECT_NO_THROW(s.submit(request(randomTokens(60, 1), 4, r)));
+  EXPECT_THROW(s.submit(request({5}, 4, r, {-1.0, 0, 1.0, 0})), InputError);
+  GenerationRequest stops = request({5}, 4, r);
+  stops.stopStrings = {"x"};
+  EXPECT_THROW(s.submit(std::move(stops)), InputError); // no tokenizer
+  s.runUntilIdle();
+  EXPECT_EQ(r.tokens.size(), 4u); // only the one that fit ran
   expectNoLeak(e);
 }
