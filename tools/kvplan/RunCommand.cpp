@@ -4,6 +4,7 @@
 
 #include "runtime/Engine.h"
 #include "runtime/Sampler.h"
+#include "runtime/Scheduler.h"
 
 #include <algorithm>
 #include <chrono>
@@ -45,6 +46,7 @@ struct RunOptions {
   bool ignoreEos = false, printIds = false, stats = false, noBos = false;
   int threads = 0;
   bool noGraphs = false;
+  bool noPrefixCache = false;
 };
 
 /// The flags' own errors, before the model is loaded.
@@ -128,32 +130,42 @@ private:
 struct Generation {
   int64_t generated = 0;
   double prefillS = 0, decodeS = 0;
+  bool contextFull = false;
 };
 
-/// Prefill, then decode until -n tokens, an end-of-sequence id (unless
-/// --ignore-eos) or a full context.
-Generation generate(Engine &engine, const std::vector<int32_t> &prompt,
+/// One request through the scheduler (and so the prefix cache): prefill,
+/// then decode until -n tokens, an end-of-sequence id (unless --ignore-eos)
+/// or a full context.
+Generation generate(Engine &engine, const Tokenizer *tok, const std::vector<int32_t> &prompt,
                     const std::vector<int32_t> &stop, const RunOptions &o, TokenWriter &out) {
-  auto isStop = [&](int32_t id) { return std::find(stop.begin(), stop.end(), id) != stop.end(); };
   Generation g;
-  const int seq = engine.open();
-  auto t0 = Clock::now();
-  int32_t next = engine.prefillNext(seq, prompt.data(), int64_t(prompt.size()));
-  auto t1 = Clock::now();
-  while (g.generated < o.tokens) {
-    if (!o.ignoreEos && isStop(next)) break;
-    ++g.generated;
-    out.generated(next);
-    if (g.generated >= o.tokens) break;
-    if (engine.length(seq) >= engine.maxSeqLen()) {
-      std::fprintf(stderr, "\n[stopped: the context of %lld tokens is full]\n",
-                   (long long)engine.maxSeqLen());
-      break;
-    }
-    next = engine.decodeNext({seq}, {next})[0];
+  if (o.tokens == 0) return g;
+  GenerationRequest req;
+  req.prompt = prompt;
+  req.sampling = o.sampling;
+  const int64_t room = engine.maxSeqLen() - int64_t(prompt.size());
+  if (room <= 0) {
+    g.contextFull = true;
+    return g;
   }
-  g.prefillS = seconds(t0, t1);
-  g.decodeS = seconds(t1, Clock::now());
+  req.maxNewTokens = std::min(o.tokens, room);
+  if (!o.ignoreEos) req.stopIds = stop;
+  const bool capped = req.maxNewTokens < o.tokens;
+  const auto t0 = Clock::now();
+  Clock::time_point first = t0;
+  req.onEvent = [&](const TokenEvent &e) {
+    if (e.token < 0) {
+      g.contextFull = capped && e.reason == FinishReason::length;
+      return;
+    }
+    if (g.generated++ == 0) first = Clock::now();
+    out.generated(e.token);
+  };
+  Scheduler scheduler(engine, tok);
+  scheduler.submit(std::move(req));
+  scheduler.runUntilIdle();
+  g.prefillS = seconds(t0, first);
+  g.decodeS = seconds(first, Clock::now());
   return g;
 }
 
@@ -172,13 +184,15 @@ int runGenerate(const RunOptions &o, bool verbose) {
   checkRunOptions(o);
   Runnable r = loadRunnable(o.model, verbose);
   const std::vector<int32_t> prompt = preparePrompt(o, r);
-  Engine engine(makeExecutor(r, {o.threads, !o.noGraphs}));
-  engine.setSampling(o.sampling);
+  Engine engine(makeExecutor(r, {o.threads, !o.noGraphs}), {!o.noPrefixCache});
   if (verbose) std::fprintf(stderr, "running on %s\n", engine.executor().describe().c_str());
   TokenWriter out(o.printIds, r.tokenizer.get());
   out.prompt(prompt);
-  const Generation g = generate(engine, prompt, stopIds(r), o, out);
+  const Generation g = generate(engine, r.tokenizer.get(), prompt, stopIds(r), o, out);
   out.finish();
+  if (g.contextFull)
+    std::fprintf(stderr, "[stopped: the context of %lld tokens is full]\n",
+                 (long long)engine.maxSeqLen());
   if (o.stats) printStats(g, prompt.size(), engine.executor());
   return 0;
 }
@@ -207,6 +221,8 @@ void addRunCommand(CLI::App &app, const GlobalOptions &global, Action &action) {
   cmd->add_option("--threads", o->threads, "Threads (default: the machine's cores)");
   cmd->add_flag("--no-graphs", o->noGraphs,
                 "CUDA: launch every kernel eagerly instead of replaying CUDA graphs");
+  cmd->add_flag("--no-prefix-cache", o->noPrefixCache,
+                "Keep no KV-cache pages for reuse by later prompts");
   o->model.addRunnableWeights(cmd);
   cmd->callback([&action, &global, o, p] {
     o->promptGiven = p->count() > 0;
