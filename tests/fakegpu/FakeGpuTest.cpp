@@ -10,6 +10,7 @@
 #include "frontend/ConfigParser.h"
 #include "runtime/cpu/CpuExecutor.h"
 #include "runtime/Engine.h"
+#include "runtime/Scheduler.h"
 #include "formats/WeightFormats.h"
 #include "plan/WeightPacking.h"
 #include "runtime/cuda/CudaExecutor.h"
@@ -152,6 +153,51 @@ TEST_F(FakeGpu, GenerationMatchesTheCpuAndGraphsReplay) {
   std::vector<int32_t> both = gpu.decodeNext({a, b}, {ta, tb});
   EXPECT_EQ(both[0], both[1]) << "the same sequence twice decodes the same";
   EXPECT_EQ(raw->graphsCaptured(), 5) << "prefill of 3 rows, decode of 2 rows";
+}
+
+// The scheduler on the CUDA executor: a prefix-cache hit copies a page on
+// the device (the partial last one), and each request's greedy tokens equal
+// the same request run alone on a fresh executor.
+TEST_F(FakeGpu, TheSchedulerServesOnTheDevice) {
+  Model m = build(kGqa, kBatch3);
+  auto fresh = [&] {
+    return std::make_unique<CudaExecutor>(m.plan, m.code, m.weights.data(), m.weights.size());
+  };
+  std::vector<std::vector<int32_t>> prompts;
+  // Pages of 16: the first request (16 new tokens) fills three pages; the
+  // others share two, and the third's first 5 tokens, which they copy.
+  std::vector<int32_t> shared(37);
+  std::iota(shared.begin(), shared.end(), 5);
+  for (int i = 0; i < 3; ++i) {
+    prompts.push_back(shared);
+    for (int j = 0; j <= i; ++j) prompts.back().push_back(int32_t(100 + 7 * i + j));
+  }
+  prompts.push_back(shared); // all of it cached but its last token
+  Engine served(fresh());
+  Scheduler s(served, nullptr);
+  std::vector<std::vector<int32_t>> got(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    GenerationRequest r;
+    r.prompt = prompts[i];
+    r.maxNewTokens = i == 0 ? 16 : 4;
+    r.onEvent = [&got, i](const TokenEvent &e) {
+      if (e.token >= 0) got[i].push_back(e.token);
+    };
+    s.submit(std::move(r));
+    if (i == 0) s.runUntilIdle(); // the first fills the cache
+  }
+  s.runUntilIdle();
+  EXPECT_EQ(s.stats().cachedPromptTokens, 2 * 37 + 36);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    Engine alone(fresh(), {false});
+    const int seq = alone.open();
+    std::vector<int32_t> want{alone.prefillNext(seq, prompts[i].data(), int64_t(prompts[i].size()))};
+    while (want.size() < got[i].size()) want.push_back(alone.decodeNext({seq}, {want.back()})[0]);
+    EXPECT_EQ(got[i].size(), i == 0 ? 16u : 4u);
+    EXPECT_EQ(got[i], want) << "request " << i;
+  }
+  served.pages().check();
+  EXPECT_EQ(served.pages().available(), served.pages().size());
 }
 
 TEST_F(FakeGpu, SamplingParametersReachTheDevice) {
