@@ -227,10 +227,12 @@ void Scheduler::admit() {
     auto t0 = Clock::now();
     const int64_t reused = eng.reuse(r.seq, r.tokens.data(), int64_t(r.tokens.size()));
     stats_.engineSeconds += Seconds(Clock::now() - t0).count();
-    // Admit only with room for its first chunk, unless nothing runs (then
-    // it fits: submit() checked it fits the pool alone).
+    // Admit only with room for its first chunk and a page for each request
+    // running (so that their next decode steps do not preempt it at once),
+    // unless nothing runs: then it fits, as submit() checked.
     const int64_t first = std::min(r.pending(eng), eng.prefillRows());
-    if (!active.empty() && eng.pagesToGrow(r.seq, reused + first) > eng.freePages()) {
+    const int64_t need = eng.pagesToGrow(r.seq, reused + first) + int64_t(active.size());
+    if (!active.empty() && need > eng.freePages()) {
       eng.close(r.seq);
       r.seq = -1;
       return;
