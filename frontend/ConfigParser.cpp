@@ -246,6 +246,7 @@ ModelConfig parseTomlSpec(const std::string &text, const std::string &path,
   comp.integer("max_seq_len", c.maxSeqLen, false);
   comp.integer("prefill_chunk", c.prefillChunk, false);
   comp.integer("page_size", c.pageSize, false);
+  comp.integer("kv_pages", c.kvPages, false);
 
   model.warnUnknown(warn);
   rope.warnUnknown(warn);
@@ -566,6 +567,7 @@ ModelConfig applyAndValidate(ModelConfig cfg, const SettingOverrides &o) {
   if (o.maxSeqLen) { cfg.compile.maxSeqLen = *o.maxSeqLen; set("compile.max_seq_len"); }
   if (o.prefillChunk) { cfg.compile.prefillChunk = *o.prefillChunk; set("compile.prefill_chunk"); }
   if (o.pageSize) { cfg.compile.pageSize = *o.pageSize; set("compile.page_size"); }
+  if (o.kvPages) { cfg.compile.kvPages = *o.kvPages; set("compile.kv_pages"); }
   validate(cfg);
   return cfg;
 }

@@ -32,6 +32,7 @@ struct SettingOverrides {
   std::optional<int64_t> maxSeqLen;
   std::optional<int64_t> prefillChunk;
   std::optional<int64_t> pageSize;
+  std::optional<int64_t> kvPages;
 };
 
 /// Reads `path` (a .toml file, a config.json or a directory holding one, a

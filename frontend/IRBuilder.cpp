@@ -109,7 +109,7 @@ OwningOpRef<ModuleOp> buildModelIR(MLIRContext &ctx, const ModelConfig &cfg) {
   (*module)->setAttr(attr::kSettings,
                      llm::SettingsAttr::get(&ctx, targetName(s.target), dtypeName(s.weightDtype),
                                             dtypeName(s.kvDtype), s.maxBatch, s.maxSeqLen,
-                                            s.prefillChunk, s.pageSize));
+                                            s.prefillChunk, s.pageSize, s.kvPages));
 
   b.setInsertionPointToEnd(module->getBody());
   // int8 applies to matrices; norm scales and biases stay f32.

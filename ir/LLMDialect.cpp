@@ -109,19 +109,19 @@ struct Fields {
 Attribute SettingsAttr::parse(AsmParser &p, Type) {
   Fields f;
   if (f.parse(p, "settings", {"target", "weight_dtype", "kv_dtype"},
-              {"max_batch", "max_seq_len", "prefill_chunk", "page_size"}, {}))
+              {"max_batch", "max_seq_len", "prefill_chunk", "page_size", "kv_pages"}, {}))
     return {};
   return getChecked([&] { return p.emitError(p.getNameLoc()); }, p.getContext(),
                     f.strings["target"], f.strings["weight_dtype"], f.strings["kv_dtype"],
                     f.integers["max_batch"], f.integers["max_seq_len"], f.integers["prefill_chunk"],
-                    f.integers["page_size"]);
+                    f.integers["page_size"], f.integers["kv_pages"]);
 }
 
 void SettingsAttr::print(AsmPrinter &p) const {
   p << "<target = \"" << getTarget() << "\", weight_dtype = \"" << getWeightDtype()
     << "\", kv_dtype = \"" << getKvDtype() << "\", max_batch = " << getMaxBatch()
     << ", max_seq_len = " << getMaxSeqLen() << ", prefill_chunk = " << getPrefillChunk()
-    << ", page_size = " << getPageSize() << ">";
+    << ", page_size = " << getPageSize() << ", kv_pages = " << getKvPages() << ">";
 }
 
 Attribute RopeScalingAttr::parse(AsmParser &p, Type) {
@@ -148,7 +148,7 @@ void RopeScalingAttr::print(AsmPrinter &p) const {
 LogicalResult SettingsAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                    StringRef target, StringRef weightDtype, StringRef kvDtype,
                                    int64_t maxBatch, int64_t maxSeqLen, int64_t prefillChunk,
-                                   int64_t pageSize) {
+                                   int64_t pageSize, int64_t kvPages) {
   if (target != "cpu" && target != "cuda")
     return emitError() << "settings: target '" << target << "' is not cpu or cuda";
   if (weightDtype != "f32" && weightDtype != "bf16" && weightDtype != "f16" &&
@@ -157,12 +157,15 @@ LogicalResult SettingsAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                        << "' is not f32, bf16, f16 or int8";
   if (kvDtype != "f32" && kvDtype != "bf16" && kvDtype != "f16")
     return emitError() << "settings: kv_dtype '" << kvDtype << "' is not f32, bf16 or f16";
-  if (maxBatch <= 0 || maxSeqLen <= 0 || prefillChunk <= 0 || pageSize <= 0)
-    return emitError() << "settings: max_batch, max_seq_len, prefill_chunk and page_size must "
-                          "be positive";
+  if (maxBatch <= 0 || maxSeqLen <= 0 || prefillChunk <= 0 || pageSize <= 0 || kvPages <= 0)
+    return emitError() << "settings: max_batch, max_seq_len, prefill_chunk, page_size and "
+                          "kv_pages must be positive";
   if (maxSeqLen % pageSize != 0)
     return emitError() << "settings: page_size " << pageSize << " does not divide max_seq_len "
                        << maxSeqLen;
+  if (kvPages < maxSeqLen / pageSize)
+    return emitError() << "settings: kv_pages " << kvPages << " cannot hold one sequence of "
+                       << maxSeqLen / pageSize << " pages (max_seq_len / page_size)";
   return success();
 }
 

@@ -96,20 +96,23 @@ def LLM_SettingsAttr : LLM_Attr<"Settings", "settings"> {
   let summary = "How the model is compiled: target, types and static sizes";
   let description = [{
     Rides on the module as `llm.settings`, so every stage's IR is
-    self-contained: the passes take row counts, the page size and the cache's
-    element type from it unless their options say otherwise. Every key is
-    required; the verifier names an unknown type or a size that cannot work.
+    self-contained: the passes take row counts, the page size, the size of
+    the KV-cache pool (`kv_pages`, pages of `page_size` tokens, at least one
+    sequence's `max_seq_len / page_size`) and the cache's element type from
+    it unless their options say otherwise. Every key is required; the
+    verifier names an unknown type or a size that cannot work.
 
     Example:
     ```mlir
-    module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "bf16", kv_dtype = "bf16", max_batch = 4, max_seq_len = 2048, prefill_chunk = 64, page_size = 16>}
+    module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "bf16", kv_dtype = "bf16", max_batch = 4, max_seq_len = 2048, prefill_chunk = 64, page_size = 16, kv_pages = 512>}
     ```
   }];
   let parameters = (ins StringRefParameter<"cpu or cuda">:$target,
                         StringRefParameter<"f32, bf16, f16 or int8">:$weight_dtype,
                         StringRefParameter<"f32, bf16 or f16">:$kv_dtype,
                         "int64_t":$max_batch, "int64_t":$max_seq_len,
-                        "int64_t":$prefill_chunk, "int64_t":$page_size);
+                        "int64_t":$prefill_chunk, "int64_t":$page_size,
+                        "int64_t":$kv_pages);
   // `key = value` in any order; a missing or unknown key is named.
   let hasCustomAssemblyFormat = 1;
   let genVerifyDecl = 1;

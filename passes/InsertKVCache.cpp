@@ -19,6 +19,21 @@ Type kvElementType(ModuleOp module, Builder &b) {
   return settings ? settings.getKvElementType() : b.getF32Type();
 }
 
+/// Pages in the pool: the kv-pages option; else llm.settings' pool, its
+/// kv_pages x page_size tokens cut into pages of `page` tokens (the same
+/// count unless a page-size option differs); else, as before pools were a
+/// setting, max_seq_len tokens for each row of @decode.
+int64_t poolPages(ModuleOp module, llm::SettingsAttr settings, int64_t option, int64_t page,
+                  int64_t seq) {
+  if (option) return option;
+  if (settings) return settings.getKvPages() * settings.getPageSize() / page;
+  int64_t batch = 1;
+  if (auto decode = module.lookupSymbol<func::FuncOp>("decode"))
+    if (BlockArgument t = findArg(decode, "tokens"))
+      batch = std::max<int64_t>(cast<RankedTensorType>(t.getType()).getDimSize(0), 1);
+  return batch * (seq / page);
+}
+
 struct InsertKVCachePass : public impl::InsertKVCacheBase<InsertKVCachePass> {
   using InsertKVCacheBase::InsertKVCacheBase;
 
@@ -27,19 +42,20 @@ struct InsertKVCachePass : public impl::InsertKVCacheBase<InsertKVCachePass> {
     llm::SettingsAttr settings = moduleSettings(module);
     int64_t page = pageSize ? int64_t(pageSize) : settings ? settings.getPageSize() : 0;
     int64_t seq = maxSeqLen ? int64_t(maxSeqLen) : settings ? settings.getMaxSeqLen() : 0;
-    int64_t batch = settings ? settings.getMaxBatch() : 0;
     if (page <= 0 || seq <= 0 || seq % page != 0) {
       module.emitError() << "insert-kv-cache needs a page size that divides max_seq_len (got "
                          << page << " and " << seq << ")";
       return signalPassFailure();
     }
-    // The pool holds max_seq_len tokens for each decode row; prefill and
-    // decode share it, so both see the same cache type.
-    if (batch <= 0)
-      if (auto decode = module.lookupSymbol<func::FuncOp>("decode"))
-        if (BlockArgument t = findArg(decode, "tokens"))
-          batch = cast<RankedTensorType>(t.getType()).getDimSize(0);
-    batch = std::max<int64_t>(batch, 1);
+    // Prefill and decode share one pool, so both see the same cache type.
+    int64_t pages = poolPages(module, settings, kvPages, page, seq);
+    if (pages < seq / page) {
+      module.emitError() << "insert-kv-cache: a pool of " << pages
+                         << " pages cannot hold one sequence of " << seq / page
+                         << " pages (max_seq_len " << seq << " / page_size " << page
+                         << "); give kv-pages >= " << seq / page;
+      return signalPassFailure();
+    }
     bool any = false;
     for (auto fn : module.getOps<func::FuncOp>()) {
       auto entry = fn->getAttrOfType<StringAttr>(attr::kEntry);
@@ -50,7 +66,7 @@ struct InsertKVCachePass : public impl::InsertKVCacheBase<InsertKVCachePass> {
         fn.emitOpError() << "already has a KV cache; run insert-kv-cache once";
         return signalPassFailure();
       }
-      if (failed(rewrite(fn, entry.getValue() == "decode", page, seq, batch)))
+      if (failed(rewrite(fn, entry.getValue() == "decode", page, seq, pages)))
         return signalPassFailure();
     }
     if (!any) {
@@ -61,7 +77,7 @@ struct InsertKVCachePass : public impl::InsertKVCacheBase<InsertKVCachePass> {
   }
 
   LogicalResult rewrite(func::FuncOp fn, bool isDecode, int64_t page, int64_t seq,
-                        int64_t batch) {
+                        int64_t pages) {
     SmallVector<llm::AttentionOp> attns;
     fn.walk([&](llm::AttentionOp op) { attns.push_back(op); });
     if (attns.empty())
@@ -76,7 +92,7 @@ struct InsertKVCachePass : public impl::InsertKVCacheBase<InsertKVCachePass> {
     int64_t pagesPerSeq = seq / page;
     auto first = attns.front();
     auto cacheType = llm::KVCacheType::get(
-        fn.getContext(), int64_t(attns.size()), pagesPerSeq * batch, page,
+        fn.getContext(), int64_t(attns.size()), pages, page,
         first.getNumKvHeads(), first.getHeadDim(), kvElementType(fn->getParentOfType<ModuleOp>(), b));
     auto tableType = RankedTensorType::get({isDecode ? rows : 1, pagesPerSeq}, b.getI32Type());
 

@@ -31,18 +31,23 @@ def InsertKVCache : Pass<"insert-kv-cache", "::mlir::ModuleOp"> {
   let description = [{
     Each entry point gains two arguments: a page table (one row of page
     indices per sequence: one row in @prefill, `max_batch` in @decode) and
-    the KV cache (`!llm.kv_cache`, a pool of `max_batch x max_seq_len /
-    page_size` pages). Every attention over fresh keys and values becomes
-    an `llm.kv_cache_write` of the new keys and values at their positions,
-    an `llm.kv_cache_read` of positions `[0, position]`, and an attention
-    with mask `cache` over the views. Settings come from `llm.settings`
-    unless given as options.
+    the KV cache (`!llm.kv_cache`, a pool of `kv_pages` pages, which must
+    hold one sequence's `max_seq_len / page_size`). Every attention over
+    fresh keys and values becomes an `llm.kv_cache_write` of the new keys
+    and values at their positions, an `llm.kv_cache_read` of positions
+    `[0, position]`, and an attention with mask `cache` over the views.
+    Settings come from `llm.settings` unless given as options; a `page-size`
+    option cuts the settings' pool (`kv_pages x page_size` tokens) into
+    pages of its size, and without settings or `kv-pages` the pool holds
+    `max_seq_len` tokens for each row of @decode.
   }];
   let options = [
     Option<"pageSize", "page-size", "int64_t", "0",
            "tokens per page (0: llm.settings.page_size)">,
     Option<"maxSeqLen", "max-seq-len", "int64_t", "0",
            "tokens per sequence (0: llm.settings.max_seq_len)">,
+    Option<"kvPages", "kv-pages", "int64_t", "0",
+           "pages in the pool (0: llm.settings.kv_pages)">,
   ];
   let dependentDialects = ["::kvplan::llm::LLMDialect"];
 }

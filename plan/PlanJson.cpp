@@ -6,6 +6,7 @@
 // is "incompatible because ..." with the step named.
 #include "plan/Plan.h"
 
+#include <cstdint>
 #include <set>
 #include <type_traits>
 
@@ -338,18 +339,36 @@ KVCacheLayout kvCacheFrom(const json &kv) {
   const std::string at = "the KV cache";
   KVCacheLayout c;
   c.layers = integer(member(kv, "layers", at), at + " layers", 1, 1 << 16);
-  c.pages = integer(member(kv, "pages", at), at + " pages", 1, int64_t(1) << 32);
+  // Page tables hold int32 page indices.
+  c.pages = integer(member(kv, "pages", at), at + " pages", 1, INT32_MAX);
   c.pageSize = integer(member(kv, "page_size", at), at + " page_size", 1, 1 << 20);
   c.kvHeads = integer(member(kv, "kv_heads", at), at + " kv_heads", 1, 1 << 16);
   c.headDim = integer(member(kv, "head_dim", at), at + " head_dim", 1, 1 << 16);
   c.pagesPerSequence = integer(member(kv, "pages_per_sequence", at), at + " pages_per_sequence", 1,
-                               c.pages);
+                               INT32_MAX);
   c.dtype = dtypeOf(member(kv, "dtype", at), at + " dtype");
   if (!isFloatDType(c.dtype)) incompatible(at, "has element type " + std::string(dtypeName(c.dtype)));
   const double bytes = 2.0 * double(c.layers) * double(c.pages) * double(c.pageSize) *
                        double(c.kvHeads) * double(c.headDim) * double(dtypeBytes(c.dtype));
   if (bytes > double(kMaxPlanInteger)) incompatible(at, "would hold more than 2^50 bytes");
   return c;
+}
+
+/// The cache is the pool the settings asked for (kv_pages pages of
+/// page_size tokens), and it holds one sequence at full context: with
+/// fewer pages a sequence would run out of them before max_seq_len.
+void checkCacheAgainstSettings(const KVCacheLayout &kv, const CompileSettings &s) {
+  const std::string at = "the KV cache";
+  if (kv.pageSize != s.pageSize)
+    incompatible(at, "has pages of " + std::to_string(kv.pageSize) +
+                         " tokens and the settings' page_size is " + std::to_string(s.pageSize));
+  if (kv.pages != s.kvPages)
+    incompatible(at, "has " + std::to_string(kv.pages) + " pages and the settings' kv_pages is " +
+                         std::to_string(s.kvPages));
+  if (kv.pages < kv.pagesPerSequence)
+    incompatible(at, "has " + std::to_string(kv.pages) + " pages, fewer than the " +
+                         std::to_string(kv.pagesPerSequence) +
+                         " of one sequence at full context (pages_per_sequence)");
 }
 
 //===----------------------------------------------------------------------===//
@@ -536,6 +555,7 @@ Plan planFromJson(const json &j) {
     if (!weights.is_array()) incompatible("the plan's", "weights are not a list");
     for (size_t i = 0; i < weights.size(); ++i) p.weights.push_back(weightFrom(weights[i], i));
     p.kvCache = kvCacheFrom(member(j, "kv_cache", "the plan"));
+    checkCacheAgainstSettings(p.kvCache, p.settings);
     const json &entries = member(j, "entry_points", "the plan");
     if (!entries.is_object()) incompatible("the plan's", "entry points are not an object");
     for (const auto &[name, e] : entries.items()) p.entryPoints[name] = entryFrom(name, e);

@@ -91,8 +91,8 @@ int64_t parameterCount(const ModelSpec &m) {
 }
 
 int64_t kvCacheBytes(const ModelSpec &m, const CompileSettings &c) {
-  return 2 * m.numLayers * m.numKvHeads * m.headDim * c.maxSeqLen *
-         c.maxBatch * dtypeBytes(c.kvDtype);
+  return 2 * m.numLayers * m.numKvHeads * m.headDim * c.kvPages * c.pageSize *
+         dtypeBytes(c.kvDtype);
 }
 
 namespace {
@@ -101,6 +101,8 @@ namespace {
 constexpr int64_t kMaxDim = int64_t(1) << 24;
 constexpr int64_t kMaxLayers = 4096;
 constexpr int64_t kMaxBatch = 4096;
+// Page tables hold int32 page indices.
+constexpr int64_t kMaxPages = std::numeric_limits<int32_t>::max();
 
 class Checker {
 public:
@@ -265,12 +267,43 @@ void checkCrossFieldRules(Checker &c, const ModelSpec &m, const CompileSettings 
                                     " must divide max_seq_len " + std::to_string(s.maxSeqLen) +
                                     " (each sequence owns max_seq_len / page_size pages; "
                                     "page_size = max_seq_len gives a contiguous cache)");
+}
+
+// The pool's default derives from sizes that must be valid first (a
+// page_size of 0 or a huge max_batch would make it meaningless), so it is
+// filled in after the other checks rather than with the other defaults.
+void deriveKvPages(ModelConfig &cfg) {
+  CompileSettings &s = cfg.compile;
+  if (!cfg.given.count("compile.kv_pages"))
+    s.kvPages = s.maxBatch * (s.maxSeqLen / s.pageSize);
+}
+
+// The pool must hold one sequence at full context; more or fewer than
+// max_batch of them is the serving engine's choice.
+void checkKvPages(Checker &c, const ModelConfig &cfg) {
+  const ModelSpec &m = cfg.model;
+  const CompileSettings &s = cfg.compile;
+  const int64_t perSeq = s.maxSeqLen / s.pageSize;
+  if (!cfg.given.count("compile.kv_pages") && s.kvPages > kMaxPages)
+    c.fail("compile.kv_pages", "the default pool of max_batch x max_seq_len / page_size = " +
+                                   std::to_string(s.kvPages) +
+                                   " pages is larger than the supported maximum " +
+                                   std::to_string(kMaxPages) +
+                                   "; give kv_pages, or a larger page_size");
+  c.positive("compile.kv_pages", s.kvPages, kMaxPages);
+  if (s.kvPages < perSeq)
+    c.fail("compile.kv_pages", "kv_pages " + std::to_string(s.kvPages) +
+                                   " cannot hold one sequence of max_seq_len " +
+                                   std::to_string(s.maxSeqLen) + " (" + std::to_string(perSeq) +
+                                   " pages of " + std::to_string(s.pageSize) +
+                                   " tokens); give at least " + std::to_string(perSeq));
   // Every byte count the plan reports must fit comfortably in 64 bits.
-  const long double kv = 2.0L * m.numLayers * m.numKvHeads * m.headDim * s.maxSeqLen *
-                         s.maxBatch * dtypeBytes(s.kvDtype);
+  const long double kv = 2.0L * m.numLayers * m.numKvHeads * m.headDim * s.kvPages *
+                         s.pageSize * dtypeBytes(s.kvDtype);
   if (kv > 1e18L)
-    c.fail("compile.max_seq_len", "the KV cache for max_batch x max_seq_len would exceed "
-                                  "10^18 bytes; lower max_seq_len or max_batch");
+    c.fail(cfg.given.count("compile.kv_pages") ? "compile.kv_pages" : "compile.max_seq_len",
+           "the KV cache of kv_pages x page_size tokens would exceed 10^18 bytes; lower "
+           "kv_pages, max_seq_len or max_batch");
 }
 
 } // namespace
@@ -284,6 +317,8 @@ void validate(ModelConfig &cfg) {
   deriveCompileDefaults(cfg);
   checkCompileSettings(c, cfg.compile);
   checkCrossFieldRules(c, cfg.model, cfg.compile);
+  deriveKvPages(cfg);
+  checkKvPages(c, cfg);
 }
 
 nlohmann::json toJson(const ModelSpec &m) {
@@ -321,7 +356,8 @@ nlohmann::json toJson(const CompileSettings &c) {
           {"max_batch", c.maxBatch},
           {"max_seq_len", c.maxSeqLen},
           {"prefill_chunk", c.prefillChunk},
-          {"page_size", c.pageSize}};
+          {"page_size", c.pageSize},
+          {"kv_pages", c.kvPages}};
 }
 
 namespace {
@@ -372,6 +408,7 @@ CompileSettings compileSettingsFromJson(const nlohmann::json &j) {
   c.maxSeqLen = j.at("max_seq_len").get<int64_t>();
   c.prefillChunk = j.at("prefill_chunk").get<int64_t>();
   c.pageSize = j.at("page_size").get<int64_t>();
+  c.kvPages = j.at("kv_pages").get<int64_t>();
   return c;
 }
 

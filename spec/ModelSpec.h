@@ -71,6 +71,10 @@ struct CompileSettings {
   int64_t maxSeqLen = 2048;       // context length the plan supports
   int64_t prefillChunk = 64;      // prompt tokens per prefill call
   int64_t pageSize = 16;          // KV-cache tokens per page
+  // Pages in the KV-cache pool. Defaults to max_batch x max_seq_len /
+  // page_size (every decode row can reach max_seq_len); a server keeping
+  // prefix-cached pages wants more, a batch of mostly short sequences fewer.
+  int64_t kvPages = 128;
 
   static constexpr int64_t kDefaultMaxSeqLen = 2048;
   static constexpr int64_t kDefaultPrefillChunk = 64;
@@ -106,14 +110,14 @@ struct WeightDecl {
 /// the parameter count all use this list.
 std::vector<WeightDecl> weightTable(const ModelSpec &m);
 int64_t parameterCount(const ModelSpec &m);
-/// KV cache bytes when every one of max_batch sequences holds max_seq tokens:
-/// 2 x layers x kv_heads x head_dim x max_seq x max_batch x element size.
+/// KV cache bytes of the whole pool, kv_pages x page_size tokens:
+/// 2 x layers x kv_heads x head_dim x kv_pages x page_size x element size.
 int64_t kvCacheBytes(const ModelSpec &m, const CompileSettings &c);
 
 /// Checks every field and cross-field rule; throws InputError naming the
 /// source file, line and field. Fills in derived fields (head_dim) and the
 /// defaults of settings not given (kv_dtype, max_seq_len, prefill_chunk,
-/// page_size).
+/// page_size, kv_pages).
 void validate(ModelConfig &cfg);
 
 nlohmann::json toJson(const ModelSpec &m);

@@ -279,7 +279,8 @@ void CudaExecutor::Impl::checkBill(const MemoryBill &bill, uint64_t weightsBytes
                    " kept for cuBLAS and graphs) but " + props.name + " has " +
                    humanMiB(int64_t(freeBytes)) + " free of " + humanMiB(int64_t(totalBytes)) +
                    "; short by " + humanMiB(bill.totalBytes - int64_t(freeBytes)) +
-                   ". Compile with a smaller --max-seq or --max-batch, or 16-bit weights");
+                   ". Compile with a smaller --max-seq, --max-batch or --kv-pages, or 16-bit "
+                   "weights");
 }
 
 /// Exactly the billed bytes; an empty buffer is no allocation.

@@ -25,7 +25,8 @@ struct Shape {
 
 // GQA with tied embeddings; Qwen2-style bias; MHA with head_dim 128 and
 // Llama 3 RoPE; MQA (16 query heads on one KV head); f32 and f16 weights;
-// pages of 4 and a batch of 3; batch 1, where the fused QKV is one product.
+// pages of 4 in a pool larger than its batch of 3 needs (1000 pages, not
+// 3 x 1024 / 4); batch 1, where the fused QKV is one product.
 inline const Shape kShapes[] = {
     {"gqa-bf16",
      "architecture = \"llama\"\nhidden_size = 256\nintermediate_size = 688\nnum_layers = 2\n"
@@ -38,7 +39,8 @@ inline const Shape kShapes[] = {
     {"mha-llama3-f16",
      "architecture = \"llama\"\nhidden_size = 512\nintermediate_size = 1024\nnum_layers = 2\n"
      "num_heads = 4\nnum_kv_heads = 4\nvocab_size = 300",
-     "weight_dtype = \"f16\"\nmax_batch = 3\nmax_seq_len = 1024\nprefill_chunk = 128\npage_size = 4",
+     "weight_dtype = \"f16\"\nmax_batch = 3\nmax_seq_len = 1024\nprefill_chunk = 128\npage_size = 4\n"
+     "kv_pages = 1000",
      "[model.rope]\ntheta = 500000.0\ntype = \"llama3\"\nfactor = 32.0\nlow_freq_factor = 1.0\n"
      "high_freq_factor = 4.0\noriginal_max_position_embeddings = 8192\n"},
     {"mqa-f32",

@@ -278,49 +278,70 @@ TEST_F(FakeGpu, TheBillIsCheckedBeforeAnyAllocation) {
   EXPECT_EQ(fakecuda_counters().deviceAllocations, 0);
 }
 
+namespace {
+
+/// Loads `cfg` on the dry fake runtime and checks that the CUDA executor
+/// allocates its bill, line for line, and is refused with one byte less.
+void expectTheExecutorAllocatesTheBill(ModelConfig cfg) {
+  cfg.compile.target = Target::cuda;
+  validate(cfg);
+  CompileOutput out = compileModel(cfg);
+  CudaModule mod = generateCuda(out.plan, {"sm_90a"});
+  out.plan.cudaArchs = {"sm_90a"};
+  out.plan.deviceWorkspaceBytes = mod.program.workspaceBytes;
+  CudaCode code{mod.source, mod.program, {{"sm_90a", mod.source}}};
+  const MemoryBill b = out.plan.memoryBill();
+  void *weights = mmap(nullptr, size_t(b.weightsBlobBytes), PROT_NONE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  ASSERT_NE(weights, MAP_FAILED);
+  fakecuda_configure(1, 9, 0, b.totalBytes);
+  {
+    CudaExecutor x(out.plan, code, static_cast<const char *>(weights), uint64_t(b.weightsBlobBytes));
+    std::map<std::string, int64_t> lines;
+    for (const Allocation &a : x.allocations()) lines[a.what] += a.bytes;
+    EXPECT_EQ(lines["weights"], b.weightsBlobBytes);
+    EXPECT_EQ(lines["KV cache"], b.kvCacheBytes);
+    EXPECT_EQ(lines["arena"], b.arenaAllocBytes);
+    EXPECT_EQ(lines["workspace"], b.workspaceBytes);
+    EXPECT_EQ(lines["host staging"], b.hostPinnedBytes);
+    EXPECT_EQ(lines.size(), 5u);
+    const FakeCudaCounters c = fakecuda_counters();
+    EXPECT_EQ(c.deviceBytes + b.reserveBytes, b.totalBytes);
+    EXPECT_EQ(c.pinnedBytes, b.hostPinnedBytes);
+  }
+  // One byte less free than the bill: refused before any allocation.
+  fakecuda_configure(1, 9, 0, b.totalBytes - 1);
+  EXPECT_THROW(CudaExecutor(out.plan, code, static_cast<const char *>(weights),
+                            uint64_t(b.weightsBlobBytes)),
+               InputError);
+  EXPECT_EQ(fakecuda_counters().deviceAllocations, 0);
+  munmap(weights, size_t(b.weightsBlobBytes));
+}
+
+} // namespace
+
 // What the CUDA executor allocates at load is the bill, line for line, for
 // every model in models/ (compiled for the cuda target), as the CUDA runtime
 // counts it; the free memory it needs is that plus the reserve, to the byte.
 // The fake runtime gives address space only (the weights alone are 16 GB).
 TEST_F(FakeGpu, TheExecutorAllocatesExactlyTheBill) {
   fakecuda_set_dry(1);
-  for (const auto &e : std::filesystem::directory_iterator(std::filesystem::path(KVPLAN_SOURCE_DIR) / "models")) {
+  const std::filesystem::path models = std::filesystem::path(KVPLAN_SOURCE_DIR) / "models";
+  for (const auto &e : std::filesystem::directory_iterator(models)) {
     if (e.path().extension() != ".toml") continue;
     SCOPED_TRACE(e.path().filename().string());
-    ModelConfig cfg = loadModelConfig(e.path().string(), {}, [](const std::string &) {});
-    cfg.compile.target = Target::cuda;
-    validate(cfg);
-    CompileOutput out = compileModel(cfg);
-    CudaModule mod = generateCuda(out.plan, {"sm_90a"});
-    out.plan.cudaArchs = {"sm_90a"};
-    out.plan.deviceWorkspaceBytes = mod.program.workspaceBytes;
-    CudaCode code{mod.source, mod.program, {{"sm_90a", mod.source}}};
-    const MemoryBill b = out.plan.memoryBill();
-    void *weights = mmap(nullptr, size_t(b.weightsBlobBytes), PROT_NONE,
-                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    ASSERT_NE(weights, MAP_FAILED);
-    fakecuda_configure(1, 9, 0, b.totalBytes);
-    {
-      CudaExecutor x(out.plan, code, static_cast<const char *>(weights), uint64_t(b.weightsBlobBytes));
-      std::map<std::string, int64_t> lines;
-      for (const Allocation &a : x.allocations()) lines[a.what] += a.bytes;
-      EXPECT_EQ(lines["weights"], b.weightsBlobBytes);
-      EXPECT_EQ(lines["KV cache"], b.kvCacheBytes);
-      EXPECT_EQ(lines["arena"], b.arenaAllocBytes);
-      EXPECT_EQ(lines["workspace"], b.workspaceBytes);
-      EXPECT_EQ(lines["host staging"], b.hostPinnedBytes);
-      EXPECT_EQ(lines.size(), 5u);
-      const FakeCudaCounters c = fakecuda_counters();
-      EXPECT_EQ(c.deviceBytes + b.reserveBytes, b.totalBytes);
-      EXPECT_EQ(c.pinnedBytes, b.hostPinnedBytes);
-    }
-    // One byte less free than the bill: refused before any allocation.
-    fakecuda_configure(1, 9, 0, b.totalBytes - 1);
-    EXPECT_THROW(CudaExecutor(out.plan, code, static_cast<const char *>(weights),
-                              uint64_t(b.weightsBlobBytes)),
-                 InputError);
-    EXPECT_EQ(fakecuda_counters().deviceAllocations, 0);
-    munmap(weights, size_t(b.weightsBlobBytes));
+    expectTheExecutorAllocatesTheBill(
+        loadModelConfig(e.path().string(), {}, [](const std::string &) {}));
+  }
+  // Pools (kv_pages) other than tiny's 4 x 512 / 16 = 128 pages: larger, for
+  // prefix caching, and one sequence's 32 pages for its four decode rows.
+  for (int64_t pages : {1000, 32}) {
+    SCOPED_TRACE("tiny.toml --kv-pages " + std::to_string(pages));
+    SettingOverrides o;
+    o.kvPages = pages;
+    ModelConfig cfg = loadModelConfig((models / "tiny.toml").string(), o);
+    ASSERT_EQ(cfg.compile.kvPages, pages);
+    expectTheExecutorAllocatesTheBill(cfg);
   }
   fakecuda_set_dry(0);
 }

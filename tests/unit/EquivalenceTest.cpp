@@ -135,47 +135,56 @@ TEST(Equivalence, ChunkedPrefillIsIdenticalToTokenByToken) {
 }
 
 TEST(Equivalence, BatchedDecodeMatchesEachSequenceAlone) {
-  Shape s = kShapes[0];
-  s.compile = "max_seq_len = 48\nmax_batch = 3\npage_size = 4\nprefill_chunk = 4\n";
-  Compiled c(s);
-  test::ReferenceModel ref(c.cfg.model, *c.source);
-  Engine e = c.engine();
-  // Three sequences of different lengths, prefilled in turns so their pages
-  // interleave in the pool.
-  std::vector<std::vector<int32_t>> toks = {randomTokens(5, 97, 1), randomTokens(9, 97, 2),
-                                            randomTokens(2, 97, 3)};
-  std::vector<int> seqs;
-  for (auto &t : toks) {
-    seqs.push_back(e.open());
-    e.prefill(seqs.back(), t.data(), int64_t(t.size()));
-  }
-  for (int step = 0; step < 10; ++step) {
-    std::vector<int32_t> next;
-    for (size_t i = 0; i < toks.size(); ++i) next.push_back(int32_t((step * 7 + int(i) * 13) % 97));
-    // Vary the batch order: rows are not tied to sequences.
-    std::vector<int> order = step % 2 ? std::vector<int>{2, 0, 1} : std::vector<int>{0, 1, 2};
-    std::vector<int> batch;
-    std::vector<int32_t> batchTokens;
-    for (int i : order) {
-      batch.push_back(seqs[size_t(i)]);
-      batchTokens.push_back(next[size_t(i)]);
+  // The pool of every sequence at full context (3 x 48 / 4 = 36 pages), and
+  // one of a single sequence's 12 pages, which the three share: they end
+  // at 15, 19 and 12 tokens, 4 + 5 + 3 pages.
+  for (const char *pool : {"", "kv_pages = 12\n"}) {
+    SCOPED_TRACE(std::string("pool: ") + pool);
+    Shape s = kShapes[0];
+    s.compile = std::string("max_seq_len = 48\nmax_batch = 3\npage_size = 4\nprefill_chunk = 4\n") +
+                pool;
+    Compiled c(s);
+    ASSERT_EQ(c.cfg.compile.kvPages, *pool ? 12 : 36);
+    test::ReferenceModel ref(c.cfg.model, *c.source);
+    Engine e = c.engine();
+    // Three sequences of different lengths, prefilled in turns so their pages
+    // interleave in the pool.
+    std::vector<std::vector<int32_t>> toks = {randomTokens(5, 97, 1), randomTokens(9, 97, 2),
+                                              randomTokens(2, 97, 3)};
+    std::vector<int> seqs;
+    for (auto &t : toks) {
+      seqs.push_back(e.open());
+      e.prefill(seqs.back(), t.data(), int64_t(t.size()));
     }
-    const float *l = e.decode(batch, batchTokens);
-    for (size_t row = 0; row < order.size(); ++row) {
-      auto &t = toks[size_t(order[row])];
-      t.push_back(next[size_t(order[row])]);
-      EXPECT_LT(test::relativeError(l + row * 97, ref.logits(t)), 1e-4)
-          << "step " << step << " sequence " << order[row];
+    for (int step = 0; step < 10; ++step) {
+      std::vector<int32_t> next;
+      for (size_t i = 0; i < toks.size(); ++i) next.push_back(int32_t((step * 7 + int(i) * 13) % 97));
+      // Vary the batch order: rows are not tied to sequences.
+      std::vector<int> order = step % 2 ? std::vector<int>{2, 0, 1} : std::vector<int>{0, 1, 2};
+      std::vector<int> batch;
+      std::vector<int32_t> batchTokens;
+      for (int i : order) {
+        batch.push_back(seqs[size_t(i)]);
+        batchTokens.push_back(next[size_t(i)]);
+      }
+      const float *l = e.decode(batch, batchTokens);
+      for (size_t row = 0; row < order.size(); ++row) {
+        auto &t = toks[size_t(order[row])];
+        t.push_back(next[size_t(order[row])]);
+        EXPECT_LT(test::relativeError(l + row * 97, ref.logits(t)), 1e-4)
+            << "step " << step << " sequence " << order[row];
+      }
     }
+    // Ending a sequence returns its pages; a new one reuses them.
+    int64_t before = e.freePages();
+    e.close(seqs[1]);
+    EXPECT_EQ(e.freePages(), before + (int64_t(toks[1].size()) + 3) / 4);
+    if (*pool) EXPECT_EQ(before, 0); // the three filled the small pool
+    int again = e.open();
+    std::vector<int32_t> t = randomTokens(6, 97, 9);
+    const float *l = e.prefill(again, t.data(), 6);
+    EXPECT_LT(test::relativeError(l, ref.logits(t)), 1e-4);
   }
-  // Ending a sequence returns its pages; a new one reuses them.
-  int64_t before = e.freePages();
-  e.close(seqs[1]);
-  EXPECT_EQ(e.freePages(), before + (int64_t(toks[1].size()) + 3) / 4);
-  int again = e.open();
-  std::vector<int32_t> t = randomTokens(6, 97, 9);
-  const float *l = e.prefill(again, t.data(), 6);
-  EXPECT_LT(test::relativeError(l, ref.logits(t)), 1e-4);
 }
 
 TEST(Equivalence, ThreadCountDoesNotChangeResults) {

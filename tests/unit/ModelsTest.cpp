@@ -1,5 +1,6 @@
 // Every config in models/ compiles, its memory bill is exact, and the CPU
-// executor allocates exactly that bill.
+// executor allocates exactly that bill; so too with KV-cache pools of other
+// sizes than the batch needs.
 #include "codegen/Compiler.h"
 #include "frontend/ConfigParser.h"
 #include "runtime/cpu/CpuExecutor.h"
@@ -38,9 +39,33 @@ const Known kModels[] = {
     {"stories110m.toml", 109529856},
 };
 
-ModelConfig load(const std::string &file) {
-  return loadModelConfig((fs::path(KVPLAN_SOURCE_DIR) / "models" / file).string(), {},
+ModelConfig load(const std::string &file, const SettingOverrides &o = {}) {
+  return loadModelConfig((fs::path(KVPLAN_SOURCE_DIR) / "models" / file).string(), o,
                          [](const std::string &w) { ADD_FAILURE() << "warning: " << w; });
+}
+
+struct Billed {
+  std::string what;
+  ModelConfig cfg;
+  int64_t params;
+};
+
+/// Every model as its file has it, and pools (kv_pages) other than
+/// max_batch x max_seq_len / page_size: larger, as a server keeping
+/// prefix-cached pages wants, and one sequence's pages for four decode rows.
+std::vector<Billed> billedConfigs() {
+  std::vector<Billed> out;
+  for (const Known &k : kModels) out.push_back({k.file, load(k.file), k.params});
+  SettingOverrides larger, oneSequence, oneSequenceBf16;
+  larger.kvPages = 1000; // tiny's default: 4 x 512 / 16 = 128
+  oneSequence.kvPages = 32;
+  oneSequenceBf16.maxBatch = 4;
+  oneSequenceBf16.kvPages = 512; // 8192 / 16
+  out.push_back({"tiny.toml --kv-pages 1000", load("tiny.toml", larger), 3033344});
+  out.push_back({"tiny.toml --kv-pages 32", load("tiny.toml", oneSequence), 3033344});
+  out.push_back({"llama-3.2-1b.toml --max-batch 4 --kv-pages 512",
+                 load("llama-3.2-1b.toml", oneSequenceBf16), 1235814400});
+  return out;
 }
 
 } // namespace
@@ -101,9 +126,9 @@ int64_t peakLiveBytes(const EntryPoint &ep) {
 }
 
 TEST(Models, CompileWithExactBills) {
-  for (const Known &k : kModels) {
-    SCOPED_TRACE(k.file);
-    ModelConfig cfg = load(k.file);
+  for (const Billed &k : billedConfigs()) {
+    SCOPED_TRACE(k.what);
+    const ModelConfig &cfg = k.cfg;
     EXPECT_EQ(parameterCount(cfg.model), k.params);
     CompileOutput out = compileModel(cfg);
     MemoryBill b = out.plan.memoryBill();
@@ -119,8 +144,12 @@ TEST(Models, CompileWithExactBills) {
       blob = int64_t(w.offset + w.bytes);
     }
     EXPECT_EQ(b.weightsBlobBytes, blob);
-    EXPECT_EQ(b.kvCacheBytes, 2 * m.numLayers * m.numKvHeads * m.headDim * s.maxSeqLen *
-                                  s.maxBatch * dtypeBytes(s.kvDtype));
+    // The pool is the kv_pages setting, whatever max_batch is.
+    EXPECT_EQ(out.plan.kvCache.pages, s.kvPages);
+    EXPECT_EQ(out.plan.kvCache.pagesPerSequence, s.maxSeqLen / s.pageSize);
+    EXPECT_EQ(b.kvCacheBytes, 2 * m.numLayers * m.numKvHeads * m.headDim * s.kvPages *
+                                  s.pageSize * dtypeBytes(s.kvDtype));
+    EXPECT_EQ(b.kvCacheBytes, kvCacheBytes(m, s));
     ASSERT_EQ(b.arenaBytes.size(), 2u);
     for (const auto &[name, ep] : out.plan.entryPoints) {
       SCOPED_TRACE(name);
@@ -163,9 +192,9 @@ int64_t heapBytes() {
 // What the CPU executor allocates at load is the bill, line for line, for
 // every model and any thread count, as the allocator itself counts it.
 TEST(Models, TheCpuExecutorAllocatesExactlyTheBill) {
-  for (const Known &k : kModels) {
-    SCOPED_TRACE(k.file);
-    CompileOutput out = compileModel(load(k.file));
+  for (const Billed &k : billedConfigs()) {
+    SCOPED_TRACE(k.what);
+    CompileOutput out = compileModel(k.cfg);
     const MemoryBill b = out.plan.memoryBill();
     // The weights are the caller's (an artifact's mapping): reserved address
     // space that any read at load would fault on.

@@ -65,6 +65,7 @@ Plan samplePlan() {
   p.settings.maxSeqLen = 32;
   p.settings.prefillChunk = 4;
   p.settings.pageSize = 8;
+  p.settings.kvPages = 4; // one sequence of 32 tokens
   p.weights = {{"tok_embeddings", {10, 8}, DType::bf16, 0, 0, {}},
                {"layers.0.attention_norm", {8}, DType::bf16, 0, 0, {}},
                {"layers.0.attention.wqkv", {16, 8}, DType::bf16, 0, 0,
@@ -285,6 +286,18 @@ TEST(PlanJson, EachDamageNamesTheStepAndField) {
        "input (value 2)"},
       {[](nlohmann::json &j) { j["entry_points"]["decode"]["steps"].erase(5); },
        "reads a view of layer 0 that no kv_cache_read made"},
+      // The cache is the pool the settings name, and holds one sequence.
+      {[](nlohmann::json &j) { j["kv_cache"]["pages"] = 8; },
+       "the KV cache has 8 pages and the settings' kv_pages is 4"},
+      {[](nlohmann::json &j) { j["settings"]["kv_pages"] = 12; },
+       "the KV cache has 4 pages and the settings' kv_pages is 12"},
+      {[](nlohmann::json &j) {
+         j["kv_cache"]["pages"] = 3;
+         j["settings"]["kv_pages"] = 3;
+       },
+       "the KV cache has 3 pages, fewer than the 4 of one sequence at full context"},
+      {[](nlohmann::json &j) { j["kv_cache"]["page_size"] = 4; },
+       "the KV cache has pages of 4 tokens and the settings' page_size is 8"},
   };
   for (const auto &[damage, want] : cases) {
     const std::string msg = readError(damage);
@@ -292,6 +305,19 @@ TEST(PlanJson, EachDamageNamesTheStepAndField) {
     EXPECT_NE(msg.find("recompile"), std::string::npos) << msg;
   }
   EXPECT_EQ(readError([](nlohmann::json &) {}), "(no error)");
+}
+
+// A pool larger than the batch needs (pages kept for prefix caching) is a
+// plan like any other, and the bill counts every page.
+TEST(PlanJson, APoolLargerThanTheBatchIsRead) {
+  nlohmann::json j = toJson(samplePlan());
+  j["kv_cache"]["pages"] = 12;
+  j["settings"]["kv_pages"] = 12;
+  Plan p = planFromJson(j);
+  EXPECT_EQ(p.settings.kvPages, 12);
+  EXPECT_EQ(p.kvCache.pages, 12);
+  EXPECT_EQ(p.kvCache.pagesPerSequence, 4);
+  EXPECT_EQ(p.memoryBill().kvCacheBytes, 1 * 2 * 12 * 1 * 8 * 4 * 2);
 }
 
 TEST_F(ArtifactTest, RoundTrip) {
@@ -325,14 +351,18 @@ TEST_F(ArtifactTest, WrongMagic) {
 }
 
 TEST_F(ArtifactTest, WrongFormatVersion) {
-  std::string bad = good;
-  uint32_t v = kArtifactFormatVersion + 1;
-  std::memcpy(&bad[8], &v, 4);
-  std::string msg = openError(bad);
-  EXPECT_NE(msg.find("incompatible because the artifact has format version " + std::to_string(v)),
-            std::string::npos)
-      << msg;
-  EXPECT_NE(msg.find("recompile"), std::string::npos) << msg;
+  // A newer artifact, and an older one (version 2 had no kv_pages setting).
+  for (uint32_t v : {kArtifactFormatVersion + 1, kArtifactFormatVersion - 1}) {
+    std::string bad = good;
+    std::memcpy(&bad[8], &v, 4);
+    std::string msg = openError(bad);
+    EXPECT_NE(msg.find("incompatible because the artifact has format version " +
+                       std::to_string(v) + " and this kvplan reads version " +
+                       std::to_string(kArtifactFormatVersion)),
+              std::string::npos)
+        << msg;
+    EXPECT_NE(msg.find("recompile"), std::string::npos) << msg;
+  }
 }
 
 TEST_F(ArtifactTest, DamagedHeaderTableAndSections) {

@@ -78,6 +78,7 @@ TEST(SpecParser, GoodSpecAndDerivedFields) {
   EXPECT_EQ(cfg.compile.kvDtype, DType::f32); // follows weight dtype
   EXPECT_EQ(cfg.compile.prefillChunk, 64);
   EXPECT_EQ(cfg.compile.pageSize, 16);
+  EXPECT_EQ(cfg.compile.kvPages, 8); // 1 sequence x 128 tokens / 16 per page
   EXPECT_EQ(cfg.model.eosTokenIds, std::vector<int64_t>{2});
   EXPECT_FALSE(cfg.model.attentionBias);
 }
@@ -143,6 +144,48 @@ TEST(SpecParser, InconsistentDimensions) {
                "compile.prefill_chunk", "larger than max_seq_len");
 }
 
+TEST(SpecParser, KvPagesDefaultsToEverySequenceAtFullContext) {
+  // max_batch x max_seq_len / page_size, after the page_size default.
+  EXPECT_EQ(parseAndValidate(edit("max_seq_len = 128", "max_seq_len = 128\nmax_batch = 4"))
+                .compile.kvPages,
+            32);
+  EXPECT_EQ(parseAndValidate(edit("max_seq_len = 128", "max_seq_len = 96\npage_size = 32"))
+                .compile.kvPages,
+            3);
+  // A context that 16 does not divide is one page per sequence.
+  EXPECT_EQ(parseAndValidate(edit("max_seq_len = 128", "max_seq_len = 100\nmax_batch = 2"))
+                .compile.kvPages,
+            2);
+}
+
+TEST(SpecParser, ExplicitKvPagesMayBeLargerOrSmallerThanTheBatch) {
+  ModelConfig cfg = parseAndValidate(edit("max_seq_len = 128", "max_seq_len = 128\nkv_pages = 100"));
+  EXPECT_EQ(cfg.compile.kvPages, 100);
+  EXPECT_TRUE(cfg.given.count("compile.kv_pages"));
+  // Four decode rows sharing one sequence's pages.
+  cfg = parseAndValidate(edit("max_seq_len = 128", "max_seq_len = 128\nmax_batch = 4\nkv_pages = 8"));
+  EXPECT_EQ(cfg.compile.kvPages, 8);
+  EXPECT_EQ(cfg.compile.maxBatch, 4);
+  // The JSON form (the plan's settings) carries it.
+  EXPECT_EQ(toJson(cfg.compile)["kv_pages"], 8);
+  EXPECT_EQ(compileSettingsFromJson(toJson(cfg.compile)).kvPages, 8);
+}
+
+TEST(SpecParser, InvalidKvPagesNameTheFieldAndTheFix) {
+  EXPECT_ERROR(edit("max_seq_len = 128", "max_seq_len = 128\nkv_pages = 7"), "spec.toml:18:",
+               "field 'compile.kv_pages'",
+               "kv_pages 7 cannot hold one sequence of max_seq_len 128 (8 pages of 16 tokens); "
+               "give at least 8");
+  EXPECT_ERROR(edit("max_seq_len = 128", "max_seq_len = 128\nkv_pages = 0"), "spec.toml:18:",
+               "compile.kv_pages", "expected a positive integer, got 0");
+  EXPECT_ERROR(edit("max_seq_len = 128", "max_seq_len = 128\nkv_pages = -8"), "compile.kv_pages",
+               "got -8");
+  EXPECT_ERROR(edit("max_seq_len = 128", "max_seq_len = 128\nkv_pages = 4294967296"),
+               "compile.kv_pages", "larger than the supported maximum");
+  EXPECT_ERROR(edit("max_seq_len = 128", "max_seq_len = 128\nkv_pages = \"many\""),
+               "spec.toml:18:", "compile.kv_pages", "expected an integer, got a string");
+}
+
 TEST(SpecParser, ExplicitHeadDimNeedNotDivideHidden) {
   ModelConfig cfg = parseAndValidate(edit("num_heads = 4", "num_heads = 6\nhead_dim = 16"));
   EXPECT_EQ(cfg.model.headDim, 16);
@@ -200,6 +243,23 @@ TEST(SpecParser, OverridesMoveDependentDefaults) {
   EXPECT_EQ(cfg.compile.kvDtype, DType::bf16); // not given: follows the weights
   EXPECT_EQ(cfg.compile.maxSeqLen, 32);
   EXPECT_EQ(cfg.compile.prefillChunk, 32); // default 64 clamped to the context
+  EXPECT_EQ(cfg.compile.kvPages, 2);        // the pool follows max_seq_len
+  o.maxBatch = 3;
+  o.kvPages = 5;
+  cfg = loadModelConfig((dir / "t.toml").string(), o, [](const std::string &) {});
+  EXPECT_EQ(cfg.compile.kvPages, 5);
+  o.kvPages = 1;
+  try {
+    loadModelConfig((dir / "t.toml").string(), o, [](const std::string &) {});
+    FAIL() << "expected an error";
+  } catch (const InputError &e) {
+    // A flag has no line to cite; the field and the fix are named.
+    EXPECT_NE(std::string(e.what()).find("t.toml: field 'compile.kv_pages': kv_pages 1 cannot "
+                                         "hold one sequence of max_seq_len 32 (2 pages of 16 "
+                                         "tokens); give at least 2"),
+              std::string::npos)
+        << e.what();
+  }
   o = {};
   o.pageSize = 7;
   try {

@@ -7,13 +7,27 @@
 
 #include <cstdio>
 #include <iostream>
+#include <string>
 
 namespace kvplan::cli {
 
 namespace {
 
+/// The pool in pages and in sequences at full context, which a pool sized
+/// for prefix caching (kv_pages) need not hold a whole number of.
+std::string poolNote(const KVCacheLayout &kv) {
+  char held[32];
+  if (kv.pages % kv.pagesPerSequence == 0)
+    std::snprintf(held, sizeof held, "%lld", (long long)(kv.pages / kv.pagesPerSequence));
+  else
+    std::snprintf(held, sizeof held, "%.2f", double(kv.pages) / double(kv.pagesPerSequence));
+  return std::to_string(kv.pages) + " pages x " + std::to_string(kv.pageSize) + " tokens (= " +
+         held + (kv.pages == kv.pagesPerSequence ? " sequence" : " sequences") +
+         " at full context)";
+}
+
 /// Every line of the bill: each buffer an executor allocates at load.
-void printBill(const MemoryBill &bill, Target target) {
+void printBill(const MemoryBill &bill, const KVCacheLayout &kv, Target target) {
   const bool cuda = target == Target::cuda;
   std::printf("\nmemory bill (bytes, exact: what the %s runtime allocates at load)\n",
               cuda ? "CUDA" : "CPU");
@@ -23,7 +37,7 @@ void printBill(const MemoryBill &bill, Target target) {
   };
   std::printf("  %-22s %22s\n", "parameters", withCommas(bill.params).c_str());
   line("weights", bill.weightsBlobBytes, "the weights section, alignment included");
-  line("KV cache", bill.kvCacheBytes);
+  line("KV cache", bill.kvCacheBytes, poolNote(kv).c_str());
   for (const auto &[name, bytes] : bill.arenaBytes) line("arena (" + name + ")", bytes);
   line("arena (allocated)", bill.arenaAllocBytes, "one arena serves every entry point");
   if (cuda) {
@@ -54,11 +68,11 @@ void printHuman(const Artifact &a) {
               m.tieWordEmbeddings ? ", tied embeddings" : "",
               m.attentionBias ? ", q/k/v bias" : "");
   std::printf("settings  target %s, weights %s, KV cache %s, max batch %lld, max seq %lld, "
-              "prefill chunk %lld, page %lld tokens\n",
+              "prefill chunk %lld, page %lld tokens, kv pages %lld\n",
               targetName(s.target), dtypeName(s.weightDtype), dtypeName(s.kvDtype),
               (long long)s.maxBatch, (long long)s.maxSeqLen, (long long)s.prefillChunk,
-              (long long)s.pageSize);
-  printBill(bill, s.target);
+              (long long)s.pageSize, (long long)s.kvPages);
+  printBill(bill, p.kvCache, s.target);
 
   std::printf("\nentry points\n");
   for (const auto &[name, ep] : p.entryPoints)

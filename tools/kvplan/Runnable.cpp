@@ -48,6 +48,9 @@ void ModelOptions::add(CLI::App *cmd, const std::string &positional, bool compil
   cmd->add_option("--prefill-chunk", prefillChunk, "Prompt tokens per prefill call")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--page-size", pageSize, "KV-cache tokens per page")->check(CLI::PositiveNumber);
+  cmd->add_option("--kv-pages", kvPages,
+                  "KV-cache pages in the pool (default: max batch x max seq / page size)")
+      ->check(CLI::PositiveNumber);
 }
 
 void ModelOptions::addArtifactWeights(CLI::App *cmd) {
@@ -93,6 +96,7 @@ ModelSources resolveModelSources(const ModelOptions &opts) {
   if (opts.maxSeq) o.maxSeqLen = opts.maxSeq;
   if (opts.prefillChunk) o.prefillChunk = opts.prefillChunk;
   if (opts.pageSize) o.pageSize = opts.pageSize;
+  if (opts.kvPages) o.kvPages = opts.kvPages;
   ModelSources s;
   s.config = loadModelConfig(opts.model, o);
 

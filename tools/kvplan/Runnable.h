@@ -22,7 +22,7 @@ namespace kvplan::cli {
 struct ModelOptions {
   std::string model;
   std::string target, dtype, weights, tokenizer;
-  int64_t maxBatch = 0, maxSeq = 0, prefillChunk = 0, pageSize = 0;
+  int64_t maxBatch = 0, maxSeq = 0, prefillChunk = 0, pageSize = 0, kvPages = 0;
 
   /// `positional`: the MODEL argument's help text. `compileSettings` adds
   /// the settings flags, `sources` --tokenizer (and --weights with

@@ -300,19 +300,19 @@ func.func @f(%q: tensor<2x8xf32>, %k: tensor<2x4xf32>, %t: tensor<1x4xi32>, %p: 
 //===----------------------------------------------------------------------===//
 
 // expected-error @below {{settings: kv_dtype 'bf61' is not f32, bf16 or f16}}
-module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_dtype = "bf61", max_batch = 1, max_seq_len = 16, prefill_chunk = 4, page_size = 4>} {
+module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_dtype = "bf61", max_batch = 1, max_seq_len = 16, prefill_chunk = 4, page_size = 4, kv_pages = 4>} {
 }
 
 // -----
 
 // expected-error @below {{settings: weight_dtype 'int4' is not f32, bf16, f16 or int8}}
-module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "int4", kv_dtype = "f32", max_batch = 1, max_seq_len = 16, prefill_chunk = 4, page_size = 4>} {
+module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "int4", kv_dtype = "f32", max_batch = 1, max_seq_len = 16, prefill_chunk = 4, page_size = 4, kv_pages = 4>} {
 }
 
 // -----
 
 // expected-error @below {{settings: target 'tpu' is not cpu or cuda}}
-module attributes {llm.settings = #llm.settings<target = "tpu", weight_dtype = "f32", kv_dtype = "f32", max_batch = 1, max_seq_len = 16, prefill_chunk = 4, page_size = 4>} {
+module attributes {llm.settings = #llm.settings<target = "tpu", weight_dtype = "f32", kv_dtype = "f32", max_batch = 1, max_seq_len = 16, prefill_chunk = 4, page_size = 4, kv_pages = 4>} {
 }
 
 // -----
@@ -324,19 +324,31 @@ module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "
 // -----
 
 // expected-error @below {{settings: unknown key 'kv_type'}}
-module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_type = "f32", max_batch = 1, max_seq_len = 16, prefill_chunk = 4, page_size = 4>} {
+module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_type = "f32", max_batch = 1, max_seq_len = 16, prefill_chunk = 4, page_size = 4, kv_pages = 4>} {
 }
 
 // -----
 
 // expected-error @below {{settings: page_size 5 does not divide max_seq_len 16}}
-module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_dtype = "f32", max_batch = 1, max_seq_len = 16, prefill_chunk = 4, page_size = 5>} {
+module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_dtype = "f32", max_batch = 1, max_seq_len = 16, prefill_chunk = 4, page_size = 5, kv_pages = 3>} {
 }
 
 // -----
 
-// expected-error @below {{settings: max_batch, max_seq_len, prefill_chunk and page_size must be positive}}
-module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_dtype = "f32", max_batch = 0, max_seq_len = 16, prefill_chunk = 4, page_size = 4>} {
+// expected-error @below {{settings: max_batch, max_seq_len, prefill_chunk, page_size and kv_pages must be positive}}
+module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_dtype = "f32", max_batch = 0, max_seq_len = 16, prefill_chunk = 4, page_size = 4, kv_pages = 4>} {
+}
+
+// -----
+
+// expected-error @below {{settings needs kv_pages}}
+module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_dtype = "f32", max_batch = 1, max_seq_len = 16, prefill_chunk = 4, page_size = 4>} {
+}
+
+// -----
+
+// expected-error @below {{settings: kv_pages 3 cannot hold one sequence of 4 pages (max_seq_len / page_size)}}
+module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_dtype = "f32", max_batch = 2, max_seq_len = 16, prefill_chunk = 4, page_size = 4, kv_pages = 3>} {
 }
 
 // -----

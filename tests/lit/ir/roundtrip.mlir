@@ -81,7 +81,9 @@ llm.weight @w8 : tensor<8x8xbf16>
 
 // -----
 
-// The compile settings are one typed attribute on the module.
-// CHECK: module attributes {llm.settings = #llm.settings<target = "cuda", weight_dtype = "bf16", kv_dtype = "f16", max_batch = 2, max_seq_len = 16, prefill_chunk = 4, page_size = 4>}
-module attributes {llm.settings = #llm.settings<target = "cuda", weight_dtype = "bf16", kv_dtype = "f16", max_batch = 2, max_seq_len = 16, prefill_chunk = 4, page_size = 4>} {
+// The compile settings are one typed attribute on the module. Keys parse in
+// any order and print in one; the pool (kv_pages) need not be max_batch x
+// max_seq_len / page_size (here 8).
+// CHECK: module attributes {llm.settings = #llm.settings<target = "cuda", weight_dtype = "bf16", kv_dtype = "f16", max_batch = 2, max_seq_len = 16, prefill_chunk = 4, page_size = 4, kv_pages = 20>}
+module attributes {llm.settings = #llm.settings<kv_pages = 20, target = "cuda", weight_dtype = "bf16", kv_dtype = "f16", max_batch = 2, max_seq_len = 16, prefill_chunk = 4, page_size = 4>} {
 }

@@ -22,7 +22,7 @@
 // CHECK: llm.fused_ffn
 // CHECK-NOT: llm.swiglu
 
-module attributes {llm.model = "one", llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_dtype = "f32", max_batch = 2, max_seq_len = 16, prefill_chunk = 4, page_size = 4>} {
+module attributes {llm.model = "one", llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_dtype = "f32", max_batch = 2, max_seq_len = 16, prefill_chunk = 4, page_size = 4, kv_pages = 8>} {
   llm.weight @tok_embeddings : tensor<32x16xf32>
   llm.weight @layers.0.attention_norm : tensor<16xf32>
   llm.weight @layers.0.attention.wq : tensor<16x16xf32>

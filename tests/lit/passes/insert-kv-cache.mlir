@@ -1,9 +1,11 @@
 // RUN: kvplan-opt %s --insert-kv-cache | FileCheck %s
 // RUN: kvplan-opt %s --insert-kv-cache="page-size=16" | FileCheck %s --check-prefix=CONTIG
+// RUN: sed 's/kv_pages = 8>/kv_pages = 4>/' %s | kvplan-opt --insert-kv-cache | FileCheck %s --check-prefix=ONESEQ
+// RUN: kvplan-opt %s --insert-kv-cache="kv-pages=12" | FileCheck %s --check-prefix=OPTION
 
-// Each entry point gains a page table and the cache: 2 sequences x 16
-// tokens / 4 per page = 8 pages. Prefill's page table has one row (one
-// sequence), decode's one row per sequence.
+// Each entry point gains a page table and the cache: the settings' pool of
+// kv_pages = 8 pages (here 2 sequences x 16 tokens / 4 per page). Prefill's
+// page table has one row (one sequence), decode's one row per sequence.
 // CHECK-LABEL: func.func @prefill
 // CHECK-SAME: %[[POS:[^:]*]]: tensor<4xi32> {llm.arg = "positions"}
 // CHECK-SAME: %[[TABLE:[^:]*]]: tensor<1x4xi32> {llm.arg = "page_table"}
@@ -22,10 +24,24 @@
 // CHECK: llm.attention cache
 // CHECK-NOT: llm.attention self
 
-// One page per sequence is a contiguous cache.
+// One page per sequence is a contiguous cache: the settings' 8 x 4 tokens
+// in pages of 16.
 // CONTIG: tensor<1x1xi32> {llm.arg = "page_table"}, %{{.*}}: !llm.kv_cache<layers = 1, pages = 2, page_size = 16,
 
-module attributes {llm.model = "one", llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_dtype = "f32", max_batch = 2, max_seq_len = 16, prefill_chunk = 4, page_size = 4>} {
+// The pool is the settings' kv_pages, not max_batch x max_seq_len /
+// page_size: here one sequence's pages shared by two decode rows ...
+// ONESEQ-LABEL: func.func @prefill
+// ONESEQ-SAME: tensor<1x4xi32> {llm.arg = "page_table"}, %{{.*}}: !llm.kv_cache<layers = 1, pages = 4, page_size = 4,
+// ONESEQ-LABEL: func.func @decode
+// ONESEQ-SAME: tensor<2x4xi32> {llm.arg = "page_table"}, %{{.*}}: !llm.kv_cache<layers = 1, pages = 4, page_size = 4,
+
+// ... or the kv-pages option's, larger than the batch needs.
+// OPTION-LABEL: func.func @prefill
+// OPTION-SAME: !llm.kv_cache<layers = 1, pages = 12, page_size = 4,
+// OPTION-LABEL: func.func @decode
+// OPTION-SAME: tensor<2x4xi32> {llm.arg = "page_table"}, %{{.*}}: !llm.kv_cache<layers = 1, pages = 12, page_size = 4,
+
+module attributes {llm.model = "one", llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_dtype = "f32", max_batch = 2, max_seq_len = 16, prefill_chunk = 4, page_size = 4, kv_pages = 8>} {
   llm.weight @tok_embeddings : tensor<32x16xf32>
   llm.weight @layers.0.attention_norm : tensor<16xf32>
   llm.weight @layers.0.attention.wq : tensor<16x16xf32>

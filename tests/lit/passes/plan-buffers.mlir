@@ -42,7 +42,7 @@
 // ALIGN64: llm.linear @layers.0.attention.wqkv(%{{.*}}) {llm.offsets = array<i64: [[#D:]],
 // ALIGN64-SAME: [[#D+128]], [[#D+192]]>}
 
-module attributes {llm.model = "one", llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_dtype = "f32", max_batch = 2, max_seq_len = 16, prefill_chunk = 4, page_size = 4>} {
+module attributes {llm.model = "one", llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_dtype = "f32", max_batch = 2, max_seq_len = 16, prefill_chunk = 4, page_size = 4, kv_pages = 8>} {
   llm.weight @tok_embeddings : tensor<32x16xf32>
   llm.weight @layers.0.attention_norm : tensor<16xf32>
   llm.weight @layers.0.attention.wqkv concat ["layers.0.attention.wq", "layers.0.attention.wk", "layers.0.attention.wv"] : tensor<32x16xf32>

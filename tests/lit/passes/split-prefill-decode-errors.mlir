@@ -8,7 +8,7 @@ module {
 // -----
 
 // expected-error @below {{module already has @prefill; run split-prefill-decode once}}
-module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_dtype = "f32", max_batch = 1, max_seq_len = 16, prefill_chunk = 2, page_size = 4>} {
+module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_dtype = "f32", max_batch = 1, max_seq_len = 16, prefill_chunk = 2, page_size = 4, kv_pages = 4>} {
   llm.weight @tok_embeddings : tensor<8x4xf32>
   func.func @forward(%arg0: tensor<4xi32> {llm.arg = "tokens"}) -> tensor<4x4xf32> {
     %0 = llm.embedding @tok_embeddings[%arg0] : tensor<4xi32> -> tensor<4x4xf32>
