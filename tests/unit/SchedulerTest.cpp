@@ -22,7 +22,7 @@ struct TinyModel {
   Plan plan;
   std::vector<char> weights;
 
-  explicit TinyModel(const std::string &compile, int64_t kvPages = 0) {
+  explicit TinyModel(const std::string &compile) {
     const std::string text =
         "[model]\nname = \"sched\"\narchitecture = \"llama\"\nhidden_size = 64\n"
         "intermediate_size = 96\nnum_layers = 2\nnum_heads = 4\nnum_kv_heads = 2\n"
@@ -31,7 +31,6 @@ struct TinyModel {
     cfg = parseTomlSpec(text, "sched.toml", [](const std::string &w) { ADD_FAILURE() << w; });
     validate(cfg);
     plan = compileModel(cfg).plan;
-    if (kvPages) plan.kvCache.pages = kvPages; // a pool smaller than the batch's
     weights = packWeightsInMemory(plan, *openWeights("random:11", cfg.model));
   }
   Engine engine(const EngineOptions &o = {}) const {
@@ -255,7 +254,7 @@ TEST(Scheduler, PreemptedRequestsResumeWithTheSameTokens) {
   // needs about three times that at once.
   for (bool cache : {true, false}) {
     SCOPED_TRACE(cache ? "prefix cache" : "no prefix cache");
-    TinyModel m(kF32, 18);
+    TinyModel m(std::string(kF32) + "kv_pages = 18\n");
     Engine e = m.engine({cache});
     Scheduler s(e, nullptr);
     Load l = makeLoad(5);
