@@ -6,6 +6,7 @@
 #include "plan/Artifact.h"
 #include "runtime/cpu/CpuExecutor.h"
 #include "runtime/Engine.h"
+#include "runtime/Scheduler.h"
 #include "formats/WeightFormats.h"
 #include "plan/WeightPacking.h"
 #include "runtime/cuda/CudaExecutor.h"
@@ -15,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -184,6 +186,58 @@ TEST(CudaRuntime, SamplingOnTheDevice) {
   }
   gpu.close(seq);
   EXPECT_GT(seen.size(), 1u) << "a temperature of 5 never left the argmax";
+}
+
+// The scheduler on the device: requests sharing a prefix, more of them
+// than rows, all finish with every page back. The first runs alone, so its
+// tokens equal a run on a fresh engine bit for bit; the others reuse cached
+// pages and run beside each other, where cuBLAS may pick other algorithms
+// for other row counts (docs/serving.md): how many agree is recorded.
+TEST(CudaRuntime, TheSchedulerServesOnTheDevice) {
+  REQUIRE_GPU();
+  Model m = load(artifactPaths().front());
+  auto fresh = [&] {
+    return std::make_unique<CudaExecutor>(m.plan, m.code, m.weights.data(), m.weights.size());
+  };
+  const int32_t vocab = int32_t(m.plan.model.vocabSize);
+  const int64_t page = m.plan.kvCache.pageSize, rows = m.plan.settings.maxBatch;
+  std::vector<int32_t> shared(size_t(2 * page + 3));
+  for (size_t i = 0; i < shared.size(); ++i) shared[i] = int32_t((i * 7 + 3) % size_t(vocab));
+  std::vector<std::vector<int32_t>> prompts;
+  for (int64_t i = 0; i < 2 * rows + 1; ++i) {
+    prompts.push_back(shared);
+    prompts.back().push_back(int32_t((100 + i) % vocab));
+  }
+  Engine served(fresh());
+  Scheduler s(served, nullptr);
+  std::vector<std::vector<int32_t>> got(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    GenerationRequest r;
+    r.prompt = prompts[i];
+    r.maxNewTokens = 8;
+    r.onEvent = [&got, i](const TokenEvent &e) {
+      if (e.token >= 0) got[i].push_back(e.token);
+    };
+    s.submit(std::move(r));
+    if (i == 0) s.runUntilIdle();
+  }
+  s.runUntilIdle();
+  EXPECT_GE(s.stats().cachedPromptTokens, int64_t(prompts.size() - 1) * 2 * page);
+  served.pages().check();
+  EXPECT_EQ(served.pages().available(), served.pages().size());
+  int agree = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_EQ(got[i].size(), 8u) << "request " << i;
+    Engine alone(fresh(), {false});
+    const int seq = alone.open();
+    std::vector<int32_t> want{alone.prefillNext(seq, prompts[i].data(), int64_t(prompts[i].size()))};
+    while (want.size() < 8) want.push_back(alone.decodeNext({seq}, {want.back()})[0]);
+    if (i == 0) EXPECT_EQ(got[i], want);
+    agree += got[i] == want;
+  }
+  ::testing::Test::RecordProperty("requests_equal_to_alone", agree);
+  std::printf("scheduler on the device: %d of %zu requests equal to each alone\n", agree,
+              prompts.size());
 }
 
 TEST(CudaRuntime, MemoryBillIsCheckedBeforeAllocating) {
