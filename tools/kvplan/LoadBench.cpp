@@ -50,6 +50,7 @@ void checkLoadOptions(const LoadBenchOptions &o) {
 struct Workload {
   std::vector<std::vector<int32_t>> prompts;
   std::vector<int64_t> gens;
+  int64_t clamped = 0; // requests cut to fit the context
 };
 
 /// Uniform in [n/2, 3n/2], at least 1.
@@ -71,8 +72,10 @@ Workload drawWorkload(const LoadBenchOptions &o, const Plan &plan) {
   Workload w;
   for (int64_t i = 0; i < o.requests; ++i) {
     const int64_t own = around(rng, std::max<int64_t>(1, o.promptLen - o.sharedPrefix));
+    const int64_t drawnGen = around(rng, o.gen);
     const int64_t promptLen = std::min(o.sharedPrefix + own, maxSeq - 1);
-    const int64_t gen = std::min(around(rng, o.gen), maxSeq - promptLen);
+    const int64_t gen = std::min(drawnGen, maxSeq - promptLen);
+    w.clamped += promptLen + gen < o.sharedPrefix + own + drawnGen;
     std::vector<int32_t> prompt = shared;
     prompt.resize(size_t(promptLen));
     for (size_t k = shared.size(); k < prompt.size(); ++k) prompt[k] = int32_t(rng() % vocab);
@@ -181,18 +184,19 @@ double runClosedLoop(Scheduler &sched, const Workload &w, int64_t concurrency,
 }
 
 /// A few short requests first, as many as will decode together, so that the
-/// measured run does not pay for first touches (threads, caches, pages).
+/// measured run does not pay for first touches (threads, caches, pages);
+/// each no longer than the load's first request, so each fits the pool.
 /// Their prompts follow no pattern of the load's, so the load finds none of
 /// their pages in the prefix cache, and the pool takes those back as needed.
-void warmUp(Engine &engine, const LoadBenchOptions &o) {
+void warmUp(Engine &engine, const LoadBenchOptions &o, const Workload &w) {
   Scheduler sched(engine, nullptr, {o.tokenBudget});
   const int64_t rows = std::min(o.concurrency, engine.maxBatch());
-  const int64_t len = std::min(engine.prefillRows(), engine.maxSeqLen() - 2);
+  const int64_t len = std::min(engine.prefillRows(), int64_t(w.prompts[0].size()));
   for (int64_t i = 0; i < rows; ++i) {
     GenerationRequest g;
     for (int64_t k = 0; k < len; ++k)
       g.prompt.push_back(int32_t((i * 7919 + k * 104729) % engine.vocabSize()));
-    g.maxNewTokens = 2;
+    g.maxNewTokens = std::min<int64_t>(2, w.gens[0]);
     sched.submit(std::move(g));
   }
   sched.runUntilIdle();
@@ -372,7 +376,12 @@ int runLoadBench(LoadBenchOptions o, bool verbose) {
                  "note: %s decodes at most %lld sequences at once (max_batch); of %lld "
                  "requests in flight, the others wait in the queue\n",
                  o.model.model.c_str(), (long long)engine.maxBatch(), (long long)o.concurrency);
-  warmUp(engine, o);
+  if (w.clamped)
+    std::fprintf(stderr,
+                 "note: %lld of %lld requests were cut to the context of %lld tokens (prompt "
+                 "first, then new tokens)\n",
+                 (long long)w.clamped, (long long)o.requests, (long long)engine.maxSeqLen());
+  warmUp(engine, o, w);
   Scheduler sched(engine, nullptr, {o.tokenBudget});
   std::vector<RequestRecord> records(size_t(o.requests));
   StepCosts costs;
