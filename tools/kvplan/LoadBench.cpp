@@ -118,7 +118,6 @@ void checkFitsPool(const Plan &plan, const Workload &w) {
 struct RequestRecord {
   Clock::time_point submitted, first, last;
   std::vector<int32_t> tokens;
-  bool finished = false;
 };
 
 /// Engine time of the steps that decoded, and of those that only decoded
@@ -151,10 +150,7 @@ GenerationRequest makeRequest(const Workload &w, size_t i, RequestRecord &rec, i
       rec.last = now;
       rec.tokens.push_back(e.token);
     }
-    if (e.finished) {
-      rec.finished = true;
-      ++finished;
-    }
+    if (e.finished) ++finished;
   };
   return g;
 }
