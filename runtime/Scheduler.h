@@ -80,7 +80,7 @@ struct SchedulerStats {
   int64_t preemptions = 0;
   int64_t finished = 0;
   double engineSeconds = 0;    // inside Engine calls (the executor, mostly)
-  double stepSeconds = 0;      // all of step()
+  double stepSeconds = 0;      // all of step(), the requests' callbacks included
   double prefixHitRate() const {
     return promptTokens ? double(cachedPromptTokens) / double(promptTokens) : 0;
   }

@@ -34,6 +34,7 @@ p.add_argument("file")
 p.add_argument("--requests", type=int)
 p.add_argument("--hit", action="store_true")
 p.add_argument("--same-hash")
+p.add_argument("--preempted", action="store_true")
 a = p.parse_args()
 j = load(a.file)
 if set(j) != set(FIELDS):
@@ -52,6 +53,8 @@ if len(j["outputs_hash"]) != 16 or j["output_tok_s"] <= 0:
     fail("outputs_hash %r, output_tok_s %r" % (j["outputs_hash"], j["output_tok_s"]))
 if a.hit and not j["prefix_hit_rate"] > 0:
     fail("expected prefix-cache hits, prefix_hit_rate is %r" % j["prefix_hit_rate"])
+if a.preempted and not j["preemptions"] > 0:
+    fail("expected preemptions under a small pool, there were none")
 if a.same_hash and load(a.same_hash)["outputs_hash"] != j["outputs_hash"]:
     fail("outputs_hash %s differs from %s's %s" % (j["outputs_hash"], a.same_hash,
                                                    load(a.same_hash)["outputs_hash"]))
