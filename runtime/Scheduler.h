@@ -13,8 +13,9 @@
 // prefilled again, mostly from the prefix cache. docs/serving.md has the
 // picture.
 //
-// Threads: submit() and cancel() may be called from any thread; step() and
-// every callback run on the thread that steps.
+// Threads: submit(), cancel() and wake() may be called from any thread;
+// step() and every callback run on the thread that steps, and idle(),
+// waiting(), running(), stats() and engine() belong to that thread too.
 #pragma once
 
 #include "formats/Tokenizer.h"
