@@ -207,6 +207,7 @@ void Server::Impl::log(const httplib::Request &req, const httplib::Response &res
                   record.id.empty() ? "-" : record.id.c_str(), req.path.c_str(), res.status,
                   record.error.c_str());
   std::fputs(line, stderr);
+  record = RequestRecord{};
 }
 
 void Server::Impl::routes() {
@@ -272,7 +273,8 @@ void Server::Impl::models(httplib::Response &res) const {
                 {"object", "model"},
                 {"created", created},
                 {"owned_by", "kvplan"},
-                {"max_model_len", engine.maxSeqLen()}};
+                {"max_model_len", engine.maxSeqLen()},
+                {"vocab_size", engine.vocabSize()}}; // for load generators drawing token ids
   json list = {{"object", "list"}, {"data", json::array({model})}};
   res.set_content(dumpJson(list), "application/json");
 }
