@@ -223,20 +223,18 @@ bool Scheduler::makeRoom(Request &forRequest, int64_t pages) {
 void Scheduler::admit() {
   while (!queue.empty() && int64_t(active.size()) < eng.maxBatch()) {
     Request &r = *queue.front();
+    // Admit only with room for its first chunk, counted as if nothing were
+    // cached, and a page for each request running (so that their next
+    // decode steps do not preempt it at once); unless nothing runs: then
+    // it fits, as submit() checked. Checked before the prefix cache is
+    // looked up, so a request left waiting costs nothing.
+    const int64_t first = std::min(int64_t(r.tokens.size()), eng.prefillRows());
+    const int64_t need = ceilDiv(first, eng.pageSize()) + int64_t(active.size());
+    if (!active.empty() && need > eng.freePages()) return;
     r.seq = eng.open();
     auto t0 = Clock::now();
     const int64_t reused = eng.reuse(r.seq, r.tokens.data(), int64_t(r.tokens.size()));
     stats_.engineSeconds += Seconds(Clock::now() - t0).count();
-    // Admit only with room for its first chunk and a page for each request
-    // running (so that their next decode steps do not preempt it at once),
-    // unless nothing runs: then it fits, as submit() checked.
-    const int64_t first = std::min(r.pending(eng), eng.prefillRows());
-    const int64_t need = eng.pagesToGrow(r.seq, reused + first) + int64_t(active.size());
-    if (!active.empty() && need > eng.freePages()) {
-      eng.close(r.seq);
-      r.seq = -1;
-      return;
-    }
     if (!r.admittedOnce) {
       r.admittedOnce = true;
       stats_.promptTokens += int64_t(r.req.prompt.size());
@@ -284,12 +282,17 @@ void Scheduler::decodeAll(int64_t &left) {
 /// Prefill chunks for the requests with more than one token to run, oldest
 /// first, within what is left of the step's budget.
 void Scheduler::prefillSome(int64_t left) {
+  bool ran = false;
   for (size_t i = 0; i < active.size() && left > 0; ++i) {
     Request &r = *active[i];
     if (r.done) continue;
     const int64_t have = eng.length(r.seq), pending = r.pending(eng);
     if (pending <= 1) continue; // a decode row next step
     int64_t n = std::min({pending, eng.prefillRows(), left});
+    // A prefill call reads every weight whatever its rows: after the
+    // step's first call, what is left of the budget goes to a short chunk
+    // only if it ends a prompt.
+    if (ran && n < pending && n < std::max<int64_t>(1, eng.prefillRows() / 4)) break;
     if (!makeRoom(r, eng.pagesToGrow(r.seq, have + n))) {
       // As much as fits in the pages it has and the free ones.
       const int64_t room =
@@ -305,6 +308,7 @@ void Scheduler::prefillSome(int64_t left) {
     ++stats_.prefillCalls;
     stats_.prefillTokens += n;
     left -= n;
+    ran = true;
     if (last) accept(r, token);
   }
 }

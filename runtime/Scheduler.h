@@ -13,8 +13,9 @@
 // prefilled again, mostly from the prefix cache. docs/serving.md has the
 // picture.
 //
-// Threads: submit() and cancel() may be called from any thread; step() and
-// every callback run on the thread that steps.
+// Threads: submit(), cancel() and wake() may be called from any thread;
+// step() and every callback run on the thread that steps, and idle(),
+// waiting(), running(), stats() and engine() belong to that thread too.
 #pragma once
 
 #include "formats/Tokenizer.h"
@@ -80,7 +81,7 @@ struct SchedulerStats {
   int64_t preemptions = 0;
   int64_t finished = 0;
   double engineSeconds = 0;    // inside Engine calls (the executor, mostly)
-  double stepSeconds = 0;      // all of step()
+  double stepSeconds = 0;      // all of step(), the requests' callbacks included
   double prefixHitRate() const {
     return promptTokens ? double(cachedPromptTokens) / double(promptTokens) : 0;
   }

@@ -90,6 +90,8 @@ void BM_Gemv_f16(benchmark::State &s) { runLinear(s, DType::f16, 1); }
 void BM_Gemv_int8(benchmark::State &s) { runLinear(s, DType::i8, 1); }
 void BM_Gemm64_f32(benchmark::State &s) { runLinear(s, DType::f32, 64); }
 void BM_Gemm64_bf16(benchmark::State &s) { runLinear(s, DType::bf16, 64); }
+// A decode step of 8 sequences: each weight serves eight rows.
+void BM_Batch8_bf16(benchmark::State &s) { runLinear(s, DType::bf16, 8); }
 void BM_Gemm64_int8(benchmark::State &s) { runLinear(s, DType::i8, 64); }
 
 // Shapes of a stories110M-sized layer (hidden 768, ffn 2048) and a larger
@@ -101,6 +103,7 @@ BENCHMARK(BM_Gemv_f16) SHAPES;
 BENCHMARK(BM_Gemv_int8) SHAPES;
 BENCHMARK(BM_Gemm64_f32)->Args({768, 2048})->Args({2048, 768})->Args({768, 2304})->Args({768, 768})->UseRealTime();
 BENCHMARK(BM_Gemm64_bf16)->Args({768, 2048})->UseRealTime();
+BENCHMARK(BM_Batch8_bf16)->Args({768, 2048})->Args({768, 32000})->UseRealTime();
 BENCHMARK(BM_Gemm64_int8)->Args({768, 2048})->UseRealTime();
 
 void BM_AttentionOverCache(benchmark::State &state) {

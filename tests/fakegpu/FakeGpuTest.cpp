@@ -15,6 +15,7 @@
 #include "plan/WeightPacking.h"
 #include "runtime/cuda/CudaExecutor.h"
 #include "tests/common/CudaShapes.h"
+#include "tests/common/ServeCompare.h"
 #include "tests/common/StepCompare.h"
 #include "tests/emu/EmuCompile.h"
 #include "tests/fakegpu/FakeCuda.h"
@@ -33,7 +34,9 @@
 #include <set>
 
 using namespace kvplan;
+using kvplan::testing::greedyAlone;
 using kvplan::testing::normalisedError;
+using kvplan::testing::serveAfterFirst;
 using kvplan::testing::tolerance;
 
 namespace {
@@ -175,26 +178,14 @@ TEST_F(FakeGpu, TheSchedulerServesOnTheDevice) {
   prompts.push_back(shared); // all of it cached but its last token
   Engine served(fresh());
   Scheduler s(served, nullptr);
-  std::vector<std::vector<int32_t>> got(prompts.size());
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    GenerationRequest r;
-    r.prompt = prompts[i];
-    r.maxNewTokens = i == 0 ? 16 : 4;
-    r.onEvent = [&got, i](const TokenEvent &e) {
-      if (e.token >= 0) got[i].push_back(e.token);
-    };
-    s.submit(std::move(r));
-    if (i == 0) s.runUntilIdle(); // the first fills the cache
-  }
-  s.runUntilIdle();
+  std::vector<int64_t> maxNew(prompts.size(), 4);
+  maxNew[0] = 16;
+  const std::vector<std::vector<int32_t>> got = serveAfterFirst(s, prompts, maxNew);
   EXPECT_EQ(s.stats().cachedPromptTokens, 2 * 37 + 36);
   for (size_t i = 0; i < prompts.size(); ++i) {
     Engine alone(fresh(), {false});
-    const int seq = alone.open();
-    std::vector<int32_t> want{alone.prefillNext(seq, prompts[i].data(), int64_t(prompts[i].size()))};
-    while (want.size() < got[i].size()) want.push_back(alone.decodeNext({seq}, {want.back()})[0]);
-    EXPECT_EQ(got[i].size(), i == 0 ? 16u : 4u);
-    EXPECT_EQ(got[i], want) << "request " << i;
+    EXPECT_EQ(got[i].size(), size_t(maxNew[i]));
+    EXPECT_EQ(got[i], greedyAlone(alone, prompts[i], got[i].size())) << "request " << i;
   }
   served.pages().check();
   EXPECT_EQ(served.pages().available(), served.pages().size());

@@ -10,6 +10,7 @@
 #include "formats/WeightFormats.h"
 #include "plan/WeightPacking.h"
 #include "runtime/cuda/CudaExecutor.h"
+#include "tests/common/ServeCompare.h"
 #include "tests/common/StepCompare.h"
 
 #include <gtest/gtest.h>
@@ -26,7 +27,9 @@
 
 using namespace kvplan;
 namespace fs = std::filesystem;
+using kvplan::testing::greedyAlone;
 using kvplan::testing::normalisedError;
+using kvplan::testing::serveAfterFirst;
 using kvplan::testing::tolerance;
 
 namespace {
@@ -210,18 +213,8 @@ TEST(CudaRuntime, TheSchedulerServesOnTheDevice) {
   }
   Engine served(fresh());
   Scheduler s(served, nullptr);
-  std::vector<std::vector<int32_t>> got(prompts.size());
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    GenerationRequest r;
-    r.prompt = prompts[i];
-    r.maxNewTokens = 8;
-    r.onEvent = [&got, i](const TokenEvent &e) {
-      if (e.token >= 0) got[i].push_back(e.token);
-    };
-    s.submit(std::move(r));
-    if (i == 0) s.runUntilIdle();
-  }
-  s.runUntilIdle();
+  const std::vector<std::vector<int32_t>> got =
+      serveAfterFirst(s, prompts, std::vector<int64_t>(prompts.size(), 8));
   EXPECT_GE(s.stats().cachedPromptTokens, int64_t(prompts.size() - 1) * 2 * page);
   served.pages().check();
   EXPECT_EQ(served.pages().available(), served.pages().size());
@@ -229,9 +222,7 @@ TEST(CudaRuntime, TheSchedulerServesOnTheDevice) {
   for (size_t i = 0; i < prompts.size(); ++i) {
     ASSERT_EQ(got[i].size(), 8u) << "request " << i;
     Engine alone(fresh(), {false});
-    const int seq = alone.open();
-    std::vector<int32_t> want{alone.prefillNext(seq, prompts[i].data(), int64_t(prompts[i].size()))};
-    while (want.size() < 8) want.push_back(alone.decodeNext({seq}, {want.back()})[0]);
+    const std::vector<int32_t> want = greedyAlone(alone, prompts[i], 8);
     if (i == 0) EXPECT_EQ(got[i], want);
     agree += got[i] == want;
   }

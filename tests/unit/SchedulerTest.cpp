@@ -298,6 +298,26 @@ TEST(Scheduler, TheTokenBudgetInterleavesPrefillWithDecode) {
   expectNoLeak(e);
 }
 
+TEST(Scheduler, LeftoverBudgetIsNotSpentOnATinyChunk) {
+  TinyModel m(kF32);
+  Engine e = m.engine();
+  Scheduler s(e, nullptr, {9}); // a chunk of 8, then 1 token left
+  Received a, b;
+  s.submit(request(randomTokens(20, 1), 2, a));
+  s.submit(request(randomTokens(20, 2), 2, b));
+  s.step();
+  // A whole chunk for the first; a 1-token chunk for the second would read
+  // every weight for one token: it waits for the next step.
+  EXPECT_EQ(s.stats().prefillCalls, 1);
+  EXPECT_EQ(s.stats().prefillTokens, 8);
+  s.step();
+  EXPECT_EQ(s.stats().prefillCalls, 2); // 8 for the first again
+  s.runUntilIdle();
+  EXPECT_EQ(a.tokens, alone(m, randomTokens(20, 1), 2));
+  EXPECT_EQ(b.tokens, alone(m, randomTokens(20, 2), 2));
+  expectNoLeak(e);
+}
+
 TEST(Scheduler, RequestsFinishInAnyOrderAndTheirRowsAreReused) {
   TinyModel m(kF32);
   Engine e = m.engine();

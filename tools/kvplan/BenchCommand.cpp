@@ -1,5 +1,6 @@
 // kvplan bench: prefill and decode throughput against the machine's limits.
 #include "tools/kvplan/Commands.h"
+#include "tools/kvplan/LoadBench.h"
 #include "tools/kvplan/Runnable.h"
 
 #include "plan/Cost.h"
@@ -33,6 +34,7 @@ struct BenchOptions {
   int threads = 0;
   bool json = false;
   bool noGraphs = false;
+  LoadBenchOptions load; // its own flags; the load benchmark runs with --requests
 };
 
 /// The same prompt on every run, so that runs compare.
@@ -261,7 +263,8 @@ int runBench(const BenchOptions &o, bool verbose) {
 } // namespace
 
 void addBenchCommand(CLI::App &app, const GlobalOptions &global, Action &action) {
-  auto *cmd = app.add_subcommand("bench", "Measure prefill and decode throughput");
+  auto *cmd = app.add_subcommand(
+      "bench", "Measure prefill and decode throughput; with --requests, serving under load");
   auto o = std::make_shared<BenchOptions>();
   o->model.addRunnable(cmd);
   cmd->add_option("--prompt-len", o->promptLen, "Prompt tokens")->capture_default_str();
@@ -271,9 +274,26 @@ void addBenchCommand(CLI::App &app, const GlobalOptions &global, Action &action)
                 "Print one JSON object: prefill_tok_s, decode_tok_s, weights_bytes, ...");
   cmd->add_flag("--no-graphs", o->noGraphs,
                 "CUDA: measure eager launches first (both modes are measured)");
+  CLI::Option *requests = addLoadBenchFlags(cmd, o->load);
   o->model.addRunnableWeights(cmd);
-  cmd->callback([&action, &global, o] {
-    action = [&global, o] { return runBench(*o, global.verbose); };
+  cmd->callback([&action, &global, o, cmd, requests] {
+    if (requests->count() == 0) {
+      action = [&global, o, cmd] {
+        checkNoLoadFlags(cmd);
+        return runBench(*o, global.verbose);
+      };
+      return;
+    }
+    action = [&global, o] {
+      LoadBenchOptions l = o->load;
+      l.model = o->model;
+      l.promptLen = o->promptLen;
+      l.gen = o->gen;
+      l.threads = o->threads;
+      l.json = o->json;
+      l.noGraphs = o->noGraphs;
+      return runLoadBench(l, global.verbose);
+    };
   });
 }
 
