@@ -174,9 +174,14 @@ Server::Impl::Impl(Engine &e, const Tokenizer *t, ServerOptions o)
                            : detectChatTemplate(t, e.plan().model.architecture);
   // Each streaming client holds a thread for its whole answer: enough for
   // a full queue, and a few for health checks and metrics beside it.
-  const size_t threads = size_t(std::max<int64_t>(opts.maxQueue, 8) + 8);
+  // (httplib queues connections beyond its threads unserved.)
+  const size_t threads = size_t(opts.maxQueue > 0 ? opts.maxQueue + 8 : 264);
   http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   http.set_payload_max_length(opts.maxBodyBytes);
+  // A stream writes an event per token: without this, Nagle's algorithm
+  // holds a write back until the client acknowledges the last one, which
+  // a delayed ACK can put off for 40 ms.
+  http.set_tcp_nodelay(true);
   routes();
 }
 

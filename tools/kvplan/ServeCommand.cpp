@@ -88,8 +88,8 @@ int runServe(const ServeOptions &o, bool verbose) {
   std::printf("kvplan serve: listening on http://%s%s%s:%d (model %s)\n", v6 ? "[" : "",
               o.host.c_str(), v6 ? "]" : "", srv.port(), srv.modelName().c_str());
   std::fflush(stdout);
-  std::fprintf(stderr, "kvplan serve: %s; chat template %s; context %lld tokens, %lld sequences "
-               "at once, %lld KV pages\n",
+  std::fprintf(stderr, "kvplan serve: %s; chat template %s; context %lld tokens, max_batch "
+               "%lld, %lld KV pages\n",
                engine.executor().describe().c_str(), server::chatTemplateName(srv.chatTemplate()),
                (long long)engine.maxSeqLen(), (long long)engine.maxBatch(),
                (long long)engine.pages().size());
