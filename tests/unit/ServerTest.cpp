@@ -394,7 +394,7 @@ TEST(Server, SixteenConcurrentStreamsEachGetTheirOwnAnswer) {
 
 TEST(Server, AClientThatLeavesMidStreamFreesItsPages) {
   server::ServerOptions o;
-  o.beforeStep = [] { std::this_thread::sleep_for(std::chrono::milliseconds(3)); };
+  o.beforeStep = [] { std::this_thread::sleep_for(std::chrono::milliseconds(5)); };
   Running r(o);
   const Stream s = postStream(r, "/v1/completions", completion(randomPrompt(10, 4), 80), 3);
   EXPECT_EQ(s.events.size(), 3u);
@@ -410,7 +410,7 @@ TEST(Server, AClientThatLeavesMidStreamFreesItsPages) {
   const std::string m = r.client().Get("/metrics")->body;
   const size_t at = m.find("\nkvplan_generation_tokens_total ");
   ASSERT_NE(at, std::string::npos);
-  EXPECT_LT(std::stoll(m.substr(at + 32)), 40);
+  EXPECT_LT(std::stoll(m.substr(at + 32)), 60);
 }
 
 TEST(Server, StoppingWithRequestsInFlightEndsThemAndReturns) {
@@ -428,7 +428,11 @@ TEST(Server, StoppingWithRequestsInFlightEndsThemAndReturns) {
       statuses[size_t(i)] = post(*r, "/v1/completions", completion(randomPrompt(7, uint32_t(i)), 80))->status;
     });
   }
-  ASSERT_TRUE(eventually([&] { return r->srv.metrics().gauges().running > 0; }));
+  // All six admitted (80 tokens take 240 ms at least), some running.
+  ASSERT_TRUE(eventually([&] {
+    const server::EngineGauges g = r->srv.metrics().gauges();
+    return g.inFlight == 6 && g.running > 0;
+  }));
   const auto t0 = std::chrono::steady_clock::now();
   r->srv.stop();
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
