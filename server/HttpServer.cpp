@@ -182,6 +182,12 @@ Server::Impl::Impl(Engine &e, const Tokenizer *t, ServerOptions o)
   // holds a write back until the client acknowledges the last one, which
   // a delayed ACK can put off for 40 ms.
   http.set_tcp_nodelay(true);
+  // httplib's default also sets SO_REUSEPORT, with which a second server
+  // on the same port would bind too and silently take half the clients.
+  http.set_socket_options([](int sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
   routes();
 }
 
@@ -482,9 +488,11 @@ std::string Server::Impl::lastEvents(StreamState &s, const TokenEvent &e) {
 }
 
 bool Server::Impl::clientGone(StreamState &s) {
-  if (!s.done) sched.cancel(s.p->id);
+  if (!s.done) { // else it had finished, and only its last events were lost
+    sched.cancel(s.p->id);
+    fillRecord(*s.p, "cancelled (the client went away)");
+  }
   s.done = true;
-  fillRecord(*s.p, "cancelled (the client went away)");
   return false;
 }
 

@@ -184,6 +184,13 @@ TEST(Server, HealthModelsAndMetrics) {
     EXPECT_NE(metrics->body.find(name), std::string::npos) << name;
 }
 
+TEST(Server, APortInUseIsAnError) {
+  Running r;
+  Engine e = model().engine();
+  server::Server second(e, model().tok.get(), {});
+  EXPECT_THROW(second.start("127.0.0.1", r.srv.port()), InputError);
+}
+
 TEST(Server, GreedyCompletionEqualsTheEngineAlone) {
   Running r;
   const std::vector<int32_t> prompt = randomPrompt(12, 1);
