@@ -152,6 +152,12 @@ public:
       return {};
     return {sp.eos_id()};
   }
+  int32_t specialTokenId(std::string_view piece) const override {
+    // PieceToId answers the unknown id for a piece it lacks. (A user-defined
+    // piece needs no lookup: encode() produces it from its text.)
+    const int id = sp.PieceToId(piece);
+    return id >= 0 && sp.IsControl(id) && sp.IdToPiece(id) == piece ? id : -1;
+  }
   std::string kind() const override { return "sentencepiece"; }
   std::string serialize() const override { return bytes; }
 

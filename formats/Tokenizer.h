@@ -26,6 +26,11 @@ public:
   /// -1 when the tokenizer defines none.
   virtual int32_t bosId() const = 0;
   virtual std::vector<int32_t> eosIds() const = 0;
+  /// The id of the control or added token written `piece` (e.g.
+  /// "<|eot_id|>", "[INST]"), which encode() may never produce from text;
+  /// -1 when the vocabulary has no such token. Chat templates ask it which
+  /// markers a model was trained with.
+  virtual int32_t specialTokenId(std::string_view piece) const { return -1; }
 
   /// Format name and bytes from which loadTokenizer() recreates this
   /// tokenizer exactly; the artifact stores them.

@@ -225,6 +225,11 @@ public:
   int32_t vocabSize() const override { return int32_t(idToToken.size()); }
   int32_t bosId() const override { return bos; }
   std::vector<int32_t> eosIds() const override { return eos; }
+  int32_t specialTokenId(std::string_view piece) const override {
+    for (const AddedToken &t : added)
+      if (t.content == piece) return t.id;
+    return -1;
+  }
   std::string kind() const override { return "hf-bpe"; }
   std::string serialize() const override { return jsonText; }
 

@@ -191,6 +191,13 @@ public:
   int32_t vocabSize() const override { return int32_t(v.pieces.size()); }
   int32_t bosId() const override { return v.bos; }
   std::vector<int32_t> eosIds() const override { return v.eos; }
+  int32_t specialTokenId(std::string_view piece) const override {
+    for (size_t id = 0; id < v.pieces.size(); ++id)
+      if ((v.types[id] == PieceType::control || v.types[id] == PieceType::userDefined) &&
+          v.pieces[id] == piece)
+        return int32_t(id);
+    return -1;
+  }
   std::string kind() const override { return kind_; }
   std::string serialize() const override { return serialized; }
 

@@ -15,8 +15,8 @@ import os
 import re
 import sys
 
-FOLDERS = ["support", "spec", "formats", "plan", "runtime", "ir", "frontend", "passes", "codegen",
-           "tools"]
+FOLDERS = ["support", "spec", "formats", "plan", "runtime", "server", "ir", "frontend", "passes",
+           "codegen", "tools"]
 SOURCE = re.compile(r"\.(h|cpp|cuh|cu)$")
 
 

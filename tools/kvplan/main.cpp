@@ -25,6 +25,7 @@ int main(int argc, char **argv) {
   kvplan::cli::addInspectCommand(app, global, action);
   kvplan::cli::addRunCommand(app, global, action);
   kvplan::cli::addBenchCommand(app, global, action);
+  kvplan::cli::addServeCommand(app, global, action);
   kvplan::cli::addTokenizeCommand(app, action);
   kvplan::cli::addDetokenizeCommand(app, action);
 

@@ -1,0 +1,77 @@
+// Drives a running `kvplan serve` with the official OpenAI Node client, to
+// show the API works unchanged with it: models, a completion, a stream with
+// usage, chat (answered, or refused with a 400 when the model has no chat
+// template), an out-of-range field, and the API key when one is given.
+// Outside ctest, since it needs the `openai` package from npm:
+//   npm install --prefix /tmp/oai openai
+//   OPENAI_MODULE=/tmp/oai/node_modules/openai/index.mjs \
+//     node scripts/openai-client-check.mjs http://127.0.0.1:8000/v1 [API_KEY]
+// Exits 1 on the first check that fails.
+const { default: OpenAI } = await import(process.env.OPENAI_MODULE ?? 'openai');
+
+const [baseURL, apiKey] = process.argv.slice(2);
+const client = new OpenAI({ baseURL, apiKey: apiKey ?? 'unused', maxRetries: 0 });
+
+function check(ok, what) {
+  console.log(`${ok ? 'ok  ' : 'FAIL'} ${what}`);
+  if (!ok) process.exit(1);
+}
+
+const models = await client.models.list();
+const model = models.data[0].id;
+check(models.data.length === 1, `models.list: ${model}`);
+
+const completion = await client.completions.create({
+  model, prompt: 'Once upon a time', max_tokens: 24, temperature: 0,
+});
+const text = completion.choices[0].text;
+check(completion.usage.completion_tokens === 24 && completion.choices[0].finish_reason === 'length',
+  `completions.create: ${JSON.stringify(text)}`);
+
+let streamed = '';
+let usage = null;
+const stream = await client.completions.create({
+  model, prompt: 'Once upon a time', max_tokens: 24, temperature: 0, stream: true,
+  stream_options: { include_usage: true },
+});
+for await (const chunk of stream) {
+  if (chunk.choices.length) streamed += chunk.choices[0].text;
+  if (chunk.usage) usage = chunk.usage;
+}
+check(streamed === text && usage?.completion_tokens === 24,
+  'completions.create stream: the same text, and usage last');
+
+const messages = [{ role: 'system', content: 'You tell stories.' },
+  { role: 'user', content: 'Tell me one.' }];
+try {
+  const chat = await client.chat.completions.create({ model, messages, max_tokens: 16, temperature: 0 });
+  let chatStreamed = '';
+  const chatStream = await client.chat.completions.create({
+    model, messages, max_tokens: 16, temperature: 0, stream: true,
+  });
+  for await (const chunk of chatStream) chatStreamed += chunk.choices[0]?.delta?.content ?? '';
+  check(chat.choices[0].message.role === 'assistant' && chatStreamed === chat.choices[0].message.content,
+    `chat.completions.create, and streamed alike: ${JSON.stringify(chat.choices[0].message.content)}`);
+} catch (e) {
+  check(e instanceof OpenAI.BadRequestError && e.param === 'messages',
+    `chat.completions.create: 400 (${e.message})`);
+}
+
+try {
+  await client.completions.create({ model, prompt: 'x', temperature: 5 });
+  check(false, 'temperature 5 refused');
+} catch (e) {
+  check(e instanceof OpenAI.BadRequestError && e.param === 'temperature',
+    `temperature 5: BadRequestError naming temperature (${e.message})`);
+}
+
+if (apiKey) {
+  const wrong = new OpenAI({ baseURL, apiKey: apiKey + 'x', maxRetries: 0 });
+  try {
+    await wrong.models.list();
+    check(false, 'a wrong key refused');
+  } catch (e) {
+    check(e instanceof OpenAI.AuthenticationError, `a wrong key: AuthenticationError (${e.message})`);
+  }
+}
+console.log('openai-client-check: every check passed');

@@ -1,0 +1,62 @@
+// Chat templates: `messages` rendered into the prompt a model was trained
+// with, for the families kvplan runs, written natively (there is no Jinja
+// engine for C++ in Debian): Llama 2's [INST] <<SYS>>, Llama 3's header
+// ids, ChatML (Qwen2, SmolLM2) and Mistral's [INST]. The model's own
+// template text is not kept by kvplan's artifacts, so the family is told by
+// the special tokens its vocabulary holds, or named with --chat-template.
+#pragma once
+
+#include "formats/Tokenizer.h"
+#include "server/OpenAiProtocol.h"
+#include "spec/ModelSpec.h"
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace kvplan::server {
+
+enum class ChatTemplate { none, llama2, llama3, chatml, mistral };
+const char *chatTemplateName(ChatTemplate t);
+/// "llama2", "llama3", "chatml", "mistral" or "none".
+std::optional<ChatTemplate> parseChatTemplate(const std::string &name);
+extern const char *const kChatTemplateNames; // for help and errors
+
+/// The family the tokenizer's special tokens (or the architecture) say:
+/// <|start_header_id|> and <|eot_id|> for Llama 3, <|im_start|> and
+/// <|im_end|> for ChatML, [INST] as a token or the mistral architecture for
+/// Mistral; none otherwise. Llama 2's markers are plain text in a vocabulary
+/// that base models share, so it is only ever named.
+ChatTemplate detectChatTemplate(const Tokenizer *tokenizer, Architecture architecture);
+
+/// A piece of a rendered prompt: text, or a token written as its marker.
+struct ChatPiece {
+  enum Kind { text, bos, eos, marker } kind = text;
+  std::string value; // the text, or how the token is written ("<s>", "<|eot_id|>")
+};
+
+/// The prompt for `messages`, ending where the assistant's answer begins.
+/// Throws ApiError (400, param "messages") for a conversation the template
+/// cannot hold (Llama 2 and Mistral need user and assistant turns to
+/// alternate, starting with the user).
+std::vector<ChatPiece> renderChat(ChatTemplate t, const std::vector<ChatMessage> &messages);
+/// The pieces written out, special tokens as their markers: the string the
+/// model cards show.
+std::string chatText(const std::vector<ChatPiece> &pieces);
+
+/// Token ids for the pieces: text is encoded without BOS, a marker is its
+/// special token when the vocabulary has one, else text (so a template can
+/// run, as text, on a model without its tokens, e.g. the byte tokenizer).
+/// Text is split only at special tokens, as Hugging Face's tokenizers do.
+std::vector<int32_t> tokenizeChat(const Tokenizer &tok, const std::vector<ChatPiece> &pieces);
+
+/// Where the assistant's turn ends besides the model's end-of-sequence ids:
+/// the end-of-turn token (<|eot_id|>, <|im_end|>) as an id when the
+/// vocabulary has it, else as a stop string.
+struct TurnEnd {
+  std::vector<int32_t> ids;
+  std::vector<std::string> strings;
+};
+TurnEnd turnEnd(ChatTemplate t, const Tokenizer &tok);
+
+} // namespace kvplan::server

@@ -1,0 +1,587 @@
+// The HTTP side of kvplan serve. Threads: httplib's pool runs handlers, one
+// per connection; one thread steps the scheduler. A handler checks the
+// request, submits it, then waits on the request's own queue, which the
+// scheduler thread fills through the request's event callback; a streaming
+// handler writes each token as a server-sent event as soon as it arrives.
+#include "server/HttpServer.h"
+
+#include "runtime/Scheduler.h"
+#include "support/Error.h"
+
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <ctime>
+#include <deque>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <unordered_map>
+
+namespace kvplan::server {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using json = OutJson;
+
+double seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+/// One generation's events, handed from the scheduler thread (which
+/// appends) to the request's HTTP thread (which takes them).
+struct Pending {
+  std::mutex m;
+  std::condition_variable ready;
+  std::deque<TokenEvent> events;
+  bool finished = false;
+  uint64_t id = 0;
+  int64_t promptTokens = 0, generated = 0;
+  Clock::time_point arrived = Clock::now(), first, last;
+};
+
+/// What the request log line says about the request on this HTTP thread:
+/// the handler (and a stream's provider, on the same thread) fill it, the
+/// logger prints it once the response is written.
+struct RequestRecord {
+  std::string id, finish, error;
+  int64_t prompt = 0, output = 0;
+  double ttft = -1, total = 0;
+  bool generation = false;
+};
+thread_local RequestRecord record;
+
+/// httplib 0.11.4 listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG,
+/// compiled into Debian's library) and does not show its socket: a burst of
+/// clients connecting at once overflows that, and the kernel resets some.
+/// Calling listen() again on the listening socket raises the backlog; the
+/// socket is the one listening on `port`.
+void raiseListenBacklog(int port) {
+  for (int fd = 0; fd < 4096; ++fd) {
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening) continue;
+    sockaddr_storage addr{};
+    socklen_t addrLen = sizeof addr;
+    if (getsockname(fd, reinterpret_cast<sockaddr *>(&addr), &addrLen) != 0) continue;
+    const int bound = addr.ss_family == AF_INET
+                          ? ntohs(reinterpret_cast<sockaddr_in *>(&addr)->sin_port)
+                      : addr.ss_family == AF_INET6
+                          ? ntohs(reinterpret_cast<sockaddr_in6 *>(&addr)->sin6_port)
+                          : -1;
+    if (bound == port) ::listen(fd, SOMAXCONN);
+  }
+}
+
+void sendError(httplib::Response &res, const ApiError &e) {
+  res.status = e.status;
+  if (e.status == 503) res.set_header("Retry-After", "1");
+  res.set_content(dumpJson(e.body()), "application/json");
+  record.error = e.what();
+}
+
+std::string finishName(FinishReason r) { return r == FinishReason::length ? "length" : "stop"; }
+
+void fillRecord(Pending &p, const std::string &finish) {
+  std::lock_guard<std::mutex> lock(p.m);
+  record.prompt = p.promptTokens;
+  record.output = p.generated;
+  record.ttft = p.generated ? seconds(p.arrived, p.first) : -1;
+  record.total = seconds(p.arrived, Clock::now());
+  record.finish = finish;
+}
+
+/// A streaming response between calls of its content provider.
+struct StreamState {
+  std::shared_ptr<Pending> p;
+  ResponseHead head;
+  std::string echo;
+  bool includeUsage = false, tokenIds = false, first = true, done = false;
+
+  /// A chunk of the stream; with return_token_ids, `token` in a list.
+  std::string chunk(const std::string &text, const std::optional<std::string> &finish,
+                    int32_t token) {
+    json j = streamChunk(head, text, first, finish, includeUsage);
+    first = false;
+    if (tokenIds) j["choices"][0]["token_ids"] = token >= 0 ? json::array({token}) : json::array();
+    return sseEvent(j);
+  }
+};
+
+} // namespace
+
+struct Server::Impl {
+  Impl(Engine &e, const Tokenizer *t, ServerOptions o);
+  void routes();
+  bool authorized(const httplib::Request &req, httplib::Response &res) const;
+  void log(const httplib::Request &req, const httplib::Response &res);
+  void models(httplib::Response &res) const;
+  void generate(const httplib::Request &req, httplib::Response &res, bool chat);
+
+  struct Prepared {
+    GenerationRequest gen;
+    std::string echo;
+  };
+  std::vector<int32_t> promptOf(const ApiRequest &a) const;
+  Prepared prepare(const ApiRequest &a) const;
+  std::shared_ptr<Pending> admit(GenerationRequest gen);
+  void onEvent(const std::shared_ptr<Pending> &p, const TokenEvent &e);
+  void reply(const ApiRequest &a, const ResponseHead &h, const std::shared_ptr<Pending> &p,
+             const std::string &echo, httplib::Response &res);
+  void stream(const ApiRequest &a, const ResponseHead &h, const std::shared_ptr<Pending> &p,
+              const std::string &echo, httplib::Response &res);
+  bool streamSome(StreamState &s, httplib::DataSink &sink);
+  std::string lastEvents(StreamState &s, const TokenEvent &e);
+  bool clientGone(StreamState &s);
+  void responseDone();
+  void loop();
+  void shutdown();
+
+  Engine &engine;
+  const Tokenizer *tokenizer;
+  ServerOptions opts;
+  ChatTemplate chat = ChatTemplate::none;
+  Scheduler sched;
+  Metrics metrics;
+  httplib::Server http;
+  int boundPort = 0;
+  int64_t created = std::time(nullptr);
+
+  std::thread stepper, listener;
+  std::atomic<bool> running{true}, listenReturned{false};
+  std::mutex stopMutex;
+  bool stopped = false;
+
+  // Requests submitted and not yet finished, and responses not yet written.
+  std::mutex registryMutex;
+  std::condition_variable drained;
+  std::unordered_map<uint64_t, std::shared_ptr<Pending>> inFlight;
+  int64_t responses = 0;
+  bool stopping = false;
+  std::atomic<uint64_t> nextId{1};
+};
+
+Server::Impl::Impl(Engine &e, const Tokenizer *t, ServerOptions o)
+    : engine(e), tokenizer(t), opts(std::move(o)), sched(e, t) {
+  if (opts.modelName.empty()) opts.modelName = e.plan().model.name;
+  chat = opts.chatTemplate ? *opts.chatTemplate
+                           : detectChatTemplate(t, e.plan().model.architecture);
+  // Each streaming client holds a thread for its whole answer: enough for
+  // a full queue, and a few for health checks and metrics beside it.
+  // (httplib queues connections beyond its threads unserved.)
+  const size_t threads = size_t(opts.maxQueue > 0 ? opts.maxQueue + 8 : 264);
+  http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  http.set_payload_max_length(opts.maxBodyBytes);
+  // A stream writes an event per token: without this, Nagle's algorithm
+  // holds a write back until the client acknowledges the last one, which
+  // a delayed ACK can put off for 40 ms.
+  http.set_tcp_nodelay(true);
+  // httplib's default also sets SO_REUSEPORT, with which a second server
+  // on the same port would bind too and silently take half the clients.
+  http.set_socket_options([](int sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
+  routes();
+}
+
+bool Server::Impl::authorized(const httplib::Request &req, httplib::Response &res) const {
+  if (opts.apiKey.empty() || req.path.rfind("/v1/", 0) != 0) return true;
+  if (req.get_header_value("Authorization") == "Bearer " + opts.apiKey) return true;
+  sendError(res, ApiError(401,
+                          req.has_header("Authorization")
+                              ? "the API key is not valid"
+                              : "an API key is required: send Authorization: Bearer KEY",
+                          "", "invalid_request_error", "invalid_api_key"));
+  return false;
+}
+
+void Server::Impl::log(const httplib::Request &req, const httplib::Response &res) {
+  metrics.request(res.status);
+  if (!opts.logRequests || req.method != "POST") return;
+  char line[512];
+  if (record.generation && record.error.empty())
+    std::snprintf(line, sizeof line,
+                  "kvplan serve: %s %s %d prompt %lld output %lld ttft %.1f ms total %.1f ms "
+                  "finish %s\n",
+                  record.id.c_str(), req.path.c_str(), res.status, (long long)record.prompt,
+                  (long long)record.output, 1e3 * std::max(record.ttft, 0.0), 1e3 * record.total,
+                  record.finish.c_str());
+  else
+    std::snprintf(line, sizeof line, "kvplan serve: %s %s %d %s\n",
+                  record.id.empty() ? "-" : record.id.c_str(), req.path.c_str(), res.status,
+                  record.error.c_str());
+  std::fputs(line, stderr);
+  record = RequestRecord{};
+}
+
+void Server::Impl::routes() {
+  http.set_pre_routing_handler([this](const httplib::Request &req, httplib::Response &res) {
+    record = RequestRecord{};
+    return authorized(req, res) ? httplib::Server::HandlerResponse::Unhandled
+                                : httplib::Server::HandlerResponse::Handled;
+  });
+  // 404, 413 and httplib's own 400s as OpenAI error bodies; the handlers'
+  // errors have theirs already.
+  http.set_error_handler(httplib::Server::HandlerWithResponse(
+      [](const httplib::Request &req, httplib::Response &res) {
+    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+    std::string message = res.status == 404 ? "no such endpoint: " + req.method + " " + req.path
+                          : res.status == 413 ? "the request body is too large"
+                                              : "the request could not be read";
+    sendError(res, ApiError(res.status, message, "", "invalid_request_error",
+                            res.status == 404 ? "not_found" : ""));
+    return httplib::Server::HandlerResponse::Handled;
+  }));
+  http.set_exception_handler([](const httplib::Request &, httplib::Response &res,
+                                std::exception_ptr ep) {
+    std::string what = "internal error";
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception &e) {
+      what += std::string(": ") + e.what();
+    } catch (...) {
+    }
+    sendError(res, ApiError(500, what));
+  });
+  http.set_logger([this](const httplib::Request &req, const httplib::Response &res) {
+    log(req, res);
+  });
+  http.Get("/health", [this](const httplib::Request &, httplib::Response &res) {
+    std::lock_guard<std::mutex> lock(registryMutex);
+    if (stopping) return sendError(res, ApiError(503, "the server is shutting down"));
+    res.set_content("{\"status\":\"ok\"}", "application/json");
+  });
+  http.Get("/metrics", [this](const httplib::Request &, httplib::Response &res) {
+    res.set_content(metrics.render(), "text/plain; version=0.0.4");
+  });
+  http.Get("/v1/models", [this](const httplib::Request &, httplib::Response &res) {
+    models(res);
+  });
+  http.Get(R"(/v1/models/(.+))", [this](const httplib::Request &req, httplib::Response &res) {
+    if (req.matches[1] != opts.modelName)
+      return sendError(res, ApiError(404, "no model named '" + req.matches[1].str() + "'",
+                                     "model", "invalid_request_error", "model_not_found"));
+    models(res);
+    res.set_content(dumpJson(json::parse(res.body)["data"][0]), "application/json");
+  });
+  http.Post("/v1/completions", [this](const httplib::Request &req, httplib::Response &res) {
+    generate(req, res, false);
+  });
+  http.Post("/v1/chat/completions", [this](const httplib::Request &req, httplib::Response &res) {
+    generate(req, res, true);
+  });
+}
+
+void Server::Impl::models(httplib::Response &res) const {
+  json model = {{"id", opts.modelName},
+                {"object", "model"},
+                {"created", created},
+                {"owned_by", "kvplan"},
+                {"max_model_len", engine.maxSeqLen()},
+                {"vocab_size", engine.vocabSize()}}; // for load generators drawing token ids
+  json list = {{"object", "list"}, {"data", json::array({model})}};
+  res.set_content(dumpJson(list), "application/json");
+}
+
+std::vector<int32_t> Server::Impl::promptOf(const ApiRequest &a) const {
+  const char *field = a.chat ? "messages" : "prompt";
+  if (!tokenizer && (a.chat || a.promptText))
+    throw badField(field, "this model has no tokenizer: give the prompt as token ids");
+  if (a.chat) return tokenizeChat(*tokenizer, renderChat(chat, a.messages));
+  if (a.promptText) return tokenizer->encode(*a.promptText, true);
+  for (int32_t t : a.promptIds)
+    if (t >= engine.vocabSize())
+      throw badField("prompt", "prompt token id " + std::to_string(t) +
+                                   " is outside the vocabulary [0, " +
+                                   std::to_string(engine.vocabSize()) + ")");
+  return a.promptIds;
+}
+
+/// The request for the scheduler: the prompt's tokens, how many may
+/// follow within the context, sampling and where to stop.
+Server::Impl::Prepared Server::Impl::prepare(const ApiRequest &a) const {
+  Prepared p;
+  GenerationRequest &g = p.gen;
+  g.prompt = promptOf(a);
+  const int64_t n = int64_t(g.prompt.size()), context = engine.maxSeqLen();
+  const std::string context_s = std::to_string(context);
+  if (n == 0) throw badField(a.chat ? "messages" : "prompt", "the prompt is empty");
+  if (n >= context)
+    throw ApiError(400, "the prompt has " + std::to_string(n) + " tokens but the model's context "
+                   "is " + context_s + " tokens, which leaves no room to generate",
+                   a.chat ? "messages" : "prompt", "", "context_length_exceeded");
+  if (a.maxTokens && n + *a.maxTokens > context)
+    throw ApiError(400, "max_tokens is " + std::to_string(*a.maxTokens) + " and the prompt has " +
+                   std::to_string(n) + " tokens: " + std::to_string(n + *a.maxTokens) +
+                   " exceed the model's context of " + context_s + " tokens",
+                   "max_tokens", "", "context_length_exceeded");
+  // Defaults: 16 for completions (as OpenAI), the rest of the context for chat.
+  g.maxNewTokens = a.maxTokens ? *a.maxTokens : a.chat ? context - n : std::min<int64_t>(16, context - n);
+  g.sampling = a.sampling;
+  if (!a.seedGiven) g.sampling.seed = std::random_device{}();
+  if (!a.ignoreEos) {
+    for (int64_t id : engine.plan().model.eosTokenIds) g.stopIds.push_back(int32_t(id));
+    if (tokenizer)
+      for (int32_t id : tokenizer->eosIds()) g.stopIds.push_back(id);
+  }
+  g.stopStrings = a.stop;
+  if (a.chat && !a.ignoreEos) {
+    TurnEnd end = turnEnd(chat, *tokenizer);
+    g.stopIds.insert(g.stopIds.end(), end.ids.begin(), end.ids.end());
+    g.stopStrings.insert(g.stopStrings.end(), end.strings.begin(), end.strings.end());
+  }
+  if (!g.stopStrings.empty() && !tokenizer)
+    throw badField("stop", "stop sequences need a tokenizer, and this model has none");
+  if (a.echo)
+    p.echo = a.promptText ? *a.promptText : tokenizer ? tokenizer->decode(g.prompt) : "";
+  return p;
+}
+
+/// Submits the request unless the server is stopping or full; from here on
+/// the scheduler thread feeds the returned queue.
+std::shared_ptr<Pending> Server::Impl::admit(GenerationRequest gen) {
+  auto p = std::make_shared<Pending>();
+  p->promptTokens = int64_t(gen.prompt.size());
+  gen.onEvent = [this, p](const TokenEvent &e) { onEvent(p, e); };
+  std::lock_guard<std::mutex> lock(registryMutex);
+  if (stopping) throw ApiError(503, "the server is shutting down");
+  if (opts.maxQueue > 0 && int64_t(inFlight.size()) >= opts.maxQueue)
+    throw ApiError(503, "the server is full: " + std::to_string(inFlight.size()) +
+                            " requests are waiting or running; retry later");
+  try {
+    p->id = sched.submit(std::move(gen));
+  } catch (const InputError &e) {
+    throw ApiError(400, e.what());
+  }
+  inFlight[p->id] = p;
+  metrics.setInFlight(int64_t(inFlight.size()));
+  ++responses;
+  return p;
+}
+
+/// On the scheduler thread.
+void Server::Impl::onEvent(const std::shared_ptr<Pending> &p, const TokenEvent &e) {
+  const Clock::time_point now = Clock::now();
+  {
+    std::lock_guard<std::mutex> lock(p->m);
+    if (e.token >= 0) {
+      if (p->generated++ == 0) p->first = now;
+      p->last = now;
+    }
+    p->events.push_back(e);
+    p->finished = e.finished;
+  }
+  p->ready.notify_one();
+  if (!e.finished) return;
+  const double ttft = p->generated ? seconds(p->arrived, p->first) : 0;
+  const double tpot = p->generated > 1 ? seconds(p->first, p->last) / double(p->generated - 1) : 0;
+  metrics.generation(p->promptTokens, p->generated, ttft, tpot,
+                     e.reason == FinishReason::cancelled ? "cancelled" : finishName(e.reason));
+  std::lock_guard<std::mutex> lock(registryMutex);
+  inFlight.erase(p->id);
+  metrics.setInFlight(int64_t(inFlight.size()));
+}
+
+void Server::Impl::responseDone() {
+  std::lock_guard<std::mutex> lock(registryMutex);
+  if (--responses == 0) drained.notify_all();
+}
+
+/// Waits for the whole answer and sends it as one JSON body.
+void Server::Impl::reply(const ApiRequest &a, const ResponseHead &h,
+                         const std::shared_ptr<Pending> &p, const std::string &echo,
+                         httplib::Response &res) {
+  std::string text = echo;
+  FinishReason reason = FinishReason::length;
+  json ids = json::array();
+  {
+    std::unique_lock<std::mutex> lock(p->m);
+    p->ready.wait(lock, [&] { return p->finished; });
+    for (const TokenEvent &e : p->events) {
+      text += e.text;
+      if (e.token >= 0) ids.push_back(e.token);
+      if (e.finished) reason = e.reason;
+    }
+  }
+  if (reason == FinishReason::cancelled) {
+    fillRecord(*p, "cancelled");
+    return sendError(res, ApiError(503, "the server is shutting down"));
+  }
+  fillRecord(*p, finishName(reason));
+  json body = completionResponse(h, text, finishName(reason), {p->promptTokens, p->generated});
+  if (a.returnTokenIds) body["choices"][0]["token_ids"] = ids;
+  res.set_content(dumpJson(body), "application/json");
+}
+
+/// Answers as server-sent events, each token as it comes.
+void Server::Impl::stream(const ApiRequest &a, const ResponseHead &h,
+                          const std::shared_ptr<Pending> &p, const std::string &echo,
+                          httplib::Response &res) {
+  auto s = std::make_shared<StreamState>();
+  s->p = p;
+  s->head = h;
+  s->echo = echo;
+  s->includeUsage = a.includeUsage;
+  s->tokenIds = a.returnTokenIds;
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [this, s](size_t, httplib::DataSink &sink) { return streamSome(*s, sink); },
+      // Always called, last: however the stream ended, the request ends.
+      [this, s](bool) {
+        if (!s->done) sched.cancel(s->p->id);
+        responseDone();
+      });
+}
+
+/// One call of the content provider: writes the events that arrived
+/// (waiting a little for some), or notices that the client went away.
+bool Server::Impl::streamSome(StreamState &s, httplib::DataSink &sink) {
+  std::deque<TokenEvent> got;
+  {
+    std::unique_lock<std::mutex> lock(s.p->m);
+    s.p->ready.wait_for(lock, std::chrono::milliseconds(50),
+                        [&] { return !s.p->events.empty(); });
+    got.swap(s.p->events);
+  }
+  // Between tokens (or while queued) a closed connection shows as not
+  // writable; the request is then cancelled at once.
+  if (got.empty()) return sink.is_writable() ? true : clientGone(s);
+  std::string out;
+  if (s.first && !s.echo.empty()) out += s.chunk(s.echo, std::nullopt, -1);
+  for (const TokenEvent &e : got) {
+    if (e.finished) {
+      out += lastEvents(s, e);
+      break;
+    }
+    out += s.chunk(e.text, std::nullopt, e.token);
+  }
+  if (!sink.write(out.data(), out.size())) return clientGone(s);
+  if (s.done) sink.done();
+  return true;
+}
+
+/// The finish chunk (or, when the server stopped the request, an error
+/// event), the usage chunk when asked for, and [DONE].
+std::string Server::Impl::lastEvents(StreamState &s, const TokenEvent &e) {
+  std::string out;
+  if (e.reason == FinishReason::cancelled) {
+    out += sseEvent(ApiError(503, "the server is shutting down").body());
+    fillRecord(*s.p, "cancelled");
+  } else {
+    out += s.chunk(e.text, finishName(e.reason), -1);
+    if (s.includeUsage) {
+      std::lock_guard<std::mutex> lock(s.p->m);
+      out += sseEvent(usageChunk(s.head, {s.p->promptTokens, s.p->generated}));
+    }
+    fillRecord(*s.p, finishName(e.reason));
+  }
+  s.done = true;
+  return out + kSseDone;
+}
+
+bool Server::Impl::clientGone(StreamState &s) {
+  if (!s.done) { // else it had finished, and only its last events were lost
+    sched.cancel(s.p->id);
+    fillRecord(*s.p, "cancelled (the client went away)");
+  }
+  s.done = true;
+  return false;
+}
+
+void Server::Impl::generate(const httplib::Request &req, httplib::Response &res, bool chat) {
+  record.generation = true;
+  try {
+    const ApiRequest a = chat ? parseChatRequest(req.body) : parseCompletionRequest(req.body);
+    if (!a.model.empty() && a.model != opts.modelName)
+      throw ApiError(400, "no model named '" + a.model + "': this server serves '" +
+                              opts.modelName + "'", "model", "invalid_request_error",
+                     "model_not_found");
+    Prepared prep = prepare(a);
+    const uint64_t n = nextId++;
+    ResponseHead h{(chat ? "chatcmpl-" : "cmpl-") + std::to_string(n), std::time(nullptr),
+                   opts.modelName, chat};
+    record.id = h.id;
+    std::shared_ptr<Pending> p = admit(std::move(prep.gen));
+    if (a.stream)
+      return stream(a, h, p, prep.echo, res); // the releaser ends the response
+    reply(a, h, p, prep.echo, res);
+    responseDone();
+  } catch (const ApiError &e) {
+    sendError(res, e);
+  }
+}
+
+void Server::Impl::loop() {
+  while (running) {
+    if (opts.beforeStep) opts.beforeStep();
+    const bool worked = sched.step();
+    metrics.sample(sched);
+    if (!worked) sched.waitForWork();
+  }
+}
+
+/// Refuses new requests, cancels those in flight, waits until their
+/// responses are written (a stream's last event says why it stopped), then
+/// closes the listener and stops stepping.
+void Server::Impl::shutdown() {
+  {
+    std::unique_lock<std::mutex> lock(registryMutex);
+    stopping = true;
+    for (const auto &entry : inFlight) sched.cancel(entry.first);
+    // A client that reads nothing more cannot hold the shutdown up: its
+    // writes time out (httplib's 5 s) and the response ends.
+    drained.wait_for(lock, std::chrono::seconds(30), [&] { return responses == 0; });
+  }
+  if (listener.joinable()) {
+    // stop() does nothing before listen has started; wait for that.
+    while (!http.is_running() && !listenReturned) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    http.stop();
+    listener.join();
+  }
+  running = false;
+  sched.wake();
+  if (stepper.joinable()) stepper.join();
+}
+
+Server::Server(Engine &engine, const Tokenizer *tokenizer, ServerOptions options)
+    : impl(std::make_unique<Impl>(engine, tokenizer, std::move(options))) {}
+
+Server::~Server() { stop(); }
+
+void Server::start(const std::string &host, int port) {
+  Impl &m = *impl;
+  const int bound = port == 0 ? m.http.bind_to_any_port(host)
+                              : (m.http.bind_to_port(host, port) ? port : -1);
+  if (bound < 0)
+    throw InputError("cannot listen on " + host + ":" + std::to_string(port) +
+                     " (is the address in use, or the host not this machine's?)");
+  m.boundPort = bound;
+  raiseListenBacklog(bound);
+  m.stepper = std::thread([&m] { m.loop(); });
+  m.listener = std::thread([&m] {
+    m.http.listen_after_bind();
+    m.listenReturned = true;
+  });
+}
+
+int Server::port() const { return impl->boundPort; }
+const std::string &Server::modelName() const { return impl->opts.modelName; }
+ChatTemplate Server::chatTemplate() const { return impl->chat; }
+const Metrics &Server::metrics() const { return impl->metrics; }
+
+void Server::stop() {
+  std::lock_guard<std::mutex> lock(impl->stopMutex);
+  if (impl->stopped) return;
+  impl->stopped = true;
+  impl->shutdown();
+}
+
+} // namespace kvplan::server

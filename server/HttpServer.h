@@ -1,0 +1,60 @@
+// kvplan serve's HTTP server: the OpenAI API (completions, chat, models)
+// with health and Prometheus metrics, over one engine driven by the
+// continuous-batching scheduler. docs/server.md has the request's path from
+// the socket to the scheduler and back, the threads and the shutdown.
+#pragma once
+
+#include "runtime/Engine.h"
+#include "server/ChatTemplate.h"
+#include "server/Metrics.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace kvplan::server {
+
+struct ServerOptions {
+  std::string modelName;      // "" : the model's name
+  int64_t maxQueue = 256;     // requests waiting or running at once; more get 503
+  std::string apiKey;         // "" : no key asked for
+  std::optional<ChatTemplate> chatTemplate; // unset: detectChatTemplate()
+  size_t maxBodyBytes = size_t(8) << 20;    // larger bodies get 413
+  bool logRequests = true;    // one line per generation request on stderr
+  /// For tests: runs on the scheduler's thread before each step, to slow
+  /// or pause it.
+  std::function<void()> beforeStep;
+};
+
+class Server {
+public:
+  /// Serves `engine` (which it steps from its own thread from start() to
+  /// stop()); `tokenizer` may be null (prompts then come as token ids).
+  Server(Engine &engine, const Tokenizer *tokenizer, ServerOptions options);
+  ~Server(); // stop()
+  Server(const Server &) = delete;
+  Server &operator=(const Server &) = delete;
+
+  /// Binds host:port (0: a free port) and serves from background threads.
+  /// Throws InputError when the address cannot be bound.
+  void start(const std::string &host, int port);
+  /// The bound port, once started.
+  int port() const;
+  const std::string &modelName() const;
+  ChatTemplate chatTemplate() const;
+  const Metrics &metrics() const;
+
+  /// Stops: new requests get 503, requests in flight are cancelled and
+  /// their clients told, the listener closes, the threads end. Safe from any
+  /// thread but a handler's, and more than once.
+  void stop();
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> impl;
+};
+
+} // namespace kvplan::server

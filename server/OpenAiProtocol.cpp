@@ -1,0 +1,347 @@
+// Request checking and response building for the OpenAI API: field names,
+// types, defaults and ranges follow OpenAI's API reference; what kvplan
+// does not do (n > 1, logprobs, penalties) is refused by name rather than
+// ignored, so that a client never gets silently different sampling.
+#include "server/OpenAiProtocol.h"
+
+#include <cmath>
+
+namespace kvplan::server {
+
+using json = nlohmann::json;
+
+ApiError::ApiError(int status, const std::string &message, std::string param, std::string type,
+                   std::string code)
+    : std::runtime_error(message), status(status), type(std::move(type)),
+      param(std::move(param)), code(std::move(code)) {
+  if (this->type.empty())
+    this->type = status >= 500 ? "server_error" : "invalid_request_error";
+}
+
+OutJson ApiError::body() const {
+  auto orNull = [](const std::string &s) { return s.empty() ? OutJson(nullptr) : OutJson(s); };
+  return {{"error", {{"message", what()}, {"type", type}, {"param", orNull(param)},
+                     {"code", orNull(code)}}}};
+}
+
+ApiError badField(const std::string &param, const std::string &message) {
+  return ApiError(400, message, param);
+}
+
+namespace {
+
+std::string show(double v) {
+  json j = v;
+  return j.dump();
+}
+
+/// The body's fields by name; a field set to null counts as not given, as
+/// in OpenAI's API.
+class Fields {
+public:
+  explicit Fields(const json &j) : j(j) {}
+
+  const json *get(const char *name) const {
+    auto it = j.find(name);
+    return it == j.end() || it->is_null() ? nullptr : &*it;
+  }
+  std::optional<double> number(const char *name) const {
+    const json *v = get(name);
+    if (!v) return std::nullopt;
+    if (!v->is_number()) throw badField(name, std::string(name) + " must be a number");
+    return v->get<double>();
+  }
+  std::optional<int64_t> integer(const char *name) const {
+    const json *v = get(name);
+    if (!v) return std::nullopt;
+    if (v->is_number_integer()) return v->get<int64_t>();
+    // 16.0 is an integer to JSON's reader in most clients; 16.5 is not.
+    if (v->is_number_float() && std::floor(v->get<double>()) == v->get<double>() &&
+        std::fabs(v->get<double>()) < 9e15)
+      return int64_t(v->get<double>());
+    throw badField(name, std::string(name) + " must be an integer");
+  }
+  std::optional<bool> boolean(const char *name) const {
+    const json *v = get(name);
+    if (!v) return std::nullopt;
+    if (!v->is_boolean()) throw badField(name, std::string(name) + " must be true or false");
+    return v->get<bool>();
+  }
+  std::optional<std::string> string(const char *name) const {
+    const json *v = get(name);
+    if (!v) return std::nullopt;
+    if (!v->is_string()) throw badField(name, std::string(name) + " must be a string");
+    return v->get<std::string>();
+  }
+
+private:
+  const json &j;
+};
+
+json parseBody(const std::string &body) {
+  json j;
+  try {
+    j = json::parse(body);
+  } catch (const json::exception &e) {
+    throw ApiError(400, std::string("the body is not valid JSON: ") + e.what());
+  }
+  if (!j.is_object()) throw ApiError(400, "the body must be a JSON object");
+  return j;
+}
+
+void parseStop(const Fields &f, ApiRequest &r) {
+  const json *v = f.get("stop");
+  if (!v) return;
+  if (v->is_string()) {
+    r.stop.push_back(v->get<std::string>());
+  } else if (v->is_array()) {
+    if (v->size() > 4) throw badField("stop", "stop takes at most 4 sequences");
+    for (const json &s : *v) {
+      if (!s.is_string()) throw badField("stop", "stop must be a string or an array of strings");
+      r.stop.push_back(s.get<std::string>());
+    }
+  } else {
+    throw badField("stop", "stop must be a string or an array of strings");
+  }
+  for (const std::string &s : r.stop)
+    if (s.empty()) throw badField("stop", "a stop sequence is empty");
+}
+
+void parseSampling(const Fields &f, ApiRequest &r) {
+  if (auto t = f.number("temperature")) {
+    if (!(*t >= 0 && *t <= 2))
+      throw badField("temperature", "temperature must be between 0 and 2, got " + show(*t));
+    r.sampling.temperature = *t;
+  }
+  if (auto p = f.number("top_p")) {
+    if (!(*p > 0 && *p <= 1))
+      throw badField("top_p", "top_p must be greater than 0 and at most 1, got " + show(*p));
+    r.sampling.topP = *p;
+  }
+  if (auto k = f.integer("top_k")) {
+    // -1 is vLLM's "no limit", as 0 is kvplan's.
+    if (*k < -1) throw badField("top_k", "top_k must be -1, 0 (no limit) or positive");
+    r.sampling.topK = *k < 0 ? 0 : *k;
+  }
+  if (auto s = f.integer("seed")) {
+    r.sampling.seed = uint64_t(*s);
+    r.seedGiven = true;
+  }
+  for (const char *name : {"presence_penalty", "frequency_penalty"})
+    if (auto p = f.number(name); p && *p != 0)
+      throw badField(name, std::string(name) + " is not supported (only 0)");
+  if (auto n = f.integer("n"); n && *n != 1)
+    throw badField("n", "n must be 1: kvplan serve returns one choice per request");
+  if (const json *b = f.get("logit_bias"); b && !(b->is_object() && b->empty()))
+    throw badField("logit_bias", "logit_bias is not supported");
+  parseStop(f, r);
+}
+
+void parseCommon(const json &j, ApiRequest &r) {
+  Fields f(j);
+  if (auto m = f.string("model")) r.model = *m;
+  parseSampling(f, r);
+  r.stream = f.boolean("stream").value_or(false);
+  if (const json *o = f.get("stream_options")) {
+    if (!o->is_object()) throw badField("stream_options", "stream_options must be an object");
+    if (!r.stream)
+      throw badField("stream_options", "stream_options is only allowed when stream is true");
+    r.includeUsage = Fields(*o).boolean("include_usage").value_or(false);
+  }
+  r.ignoreEos = f.boolean("ignore_eos").value_or(false);
+  r.returnTokenIds = f.boolean("return_token_ids").value_or(false);
+  if (auto user = f.get("user"); user && !user->is_string())
+    throw badField("user", "user must be a string");
+}
+
+int64_t positiveTokens(const Fields &f, const char *name) {
+  auto n = f.integer(name);
+  if (n && *n < 1) throw badField(name, std::string(name) + " must be at least 1");
+  return n.value_or(0);
+}
+
+/// A prompt of token ids (`ids` an array of integers); throws naming prompt.
+std::vector<int32_t> promptIds(const json &ids) {
+  std::vector<int32_t> out;
+  for (const json &t : ids) {
+    if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > INT32_MAX)
+      throw badField("prompt", "prompt must be a string, an array of token ids, or an array "
+                               "holding one of them");
+    out.push_back(int32_t(t.get<int64_t>()));
+  }
+  return out;
+}
+
+void parsePrompt(const Fields &f, ApiRequest &r) {
+  const json *p = f.get("prompt");
+  if (!p) throw badField("prompt", "prompt is required");
+  if (p->is_string()) {
+    r.promptText = p->get<std::string>();
+    return;
+  }
+  if (!p->is_array() || p->empty())
+    throw badField("prompt", "prompt must be a string, an array of token ids, or an array "
+                             "holding one of them");
+  const json &first = (*p)[0];
+  if (first.is_string() || first.is_array()) {
+    if (p->size() > 1)
+      throw badField("prompt", "one prompt per request: kvplan serve returns one choice");
+    if (first.is_string())
+      r.promptText = first.get<std::string>();
+    else
+      r.promptIds = promptIds(first);
+  } else {
+    r.promptIds = promptIds(*p);
+  }
+  if (!r.promptText && r.promptIds.empty()) throw badField("prompt", "the prompt is empty");
+}
+
+} // namespace
+
+ApiRequest parseCompletionRequest(const std::string &body) {
+  const json j = parseBody(body);
+  ApiRequest r;
+  parseCommon(j, r);
+  Fields f(j);
+  parsePrompt(f, r);
+  if (int64_t n = positiveTokens(f, "max_tokens")) r.maxTokens = n;
+  r.echo = f.boolean("echo").value_or(false);
+  if (auto b = f.integer("best_of"); b && *b != 1) throw badField("best_of", "best_of must be 1");
+  if (auto s = f.string("suffix"); s && !s->empty())
+    throw badField("suffix", "suffix is not supported");
+  if (const json *l = f.get("logprobs"))
+    throw badField("logprobs", l->is_number_integer()
+                                   ? "logprobs is not supported by kvplan serve"
+                                   : "logprobs must be an integer (and is not supported)");
+  return r;
+}
+
+namespace {
+
+/// A message's content: a string, or an array of {"type": "text"} parts.
+std::string messageContent(const json &c, const std::string &where) {
+  if (c.is_null()) return "";
+  if (c.is_string()) return c.get<std::string>();
+  if (!c.is_array())
+    throw badField(where + ".content", where + ".content must be a string or an array of parts");
+  std::string text;
+  for (const json &part : c) {
+    if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+        !part["text"].is_string())
+      throw badField(where + ".content",
+                     where + ".content: only text parts ({\"type\": \"text\", \"text\": ...}) "
+                             "are supported");
+    text += part["text"].get<std::string>();
+  }
+  return text;
+}
+
+std::vector<ChatMessage> parseMessages(const Fields &f) {
+  const json *m = f.get("messages");
+  if (!m) throw badField("messages", "messages is required");
+  if (!m->is_array() || m->empty())
+    throw badField("messages", "messages must be a non-empty array");
+  std::vector<ChatMessage> out;
+  for (size_t i = 0; i < m->size(); ++i) {
+    const std::string where = "messages[" + std::to_string(i) + "]";
+    const json &msg = (*m)[i];
+    if (!msg.is_object()) throw badField(where, where + " must be an object");
+    if (!msg.contains("role") || !msg["role"].is_string())
+      throw badField(where + ".role", where + ".role must be a string");
+    std::string role = msg["role"].get<std::string>();
+    if (role == "developer") role = "system"; // OpenAI's newer name for it
+    if (role != "system" && role != "user" && role != "assistant")
+      throw badField(where + ".role", where + ".role must be system, user or assistant, got '" +
+                                          role + "'");
+    out.push_back({role, messageContent(msg.contains("content") ? msg["content"] : json(),
+                                        where)});
+  }
+  return out;
+}
+
+} // namespace
+
+ApiRequest parseChatRequest(const std::string &body) {
+  const json j = parseBody(body);
+  ApiRequest r;
+  r.chat = true;
+  parseCommon(j, r);
+  Fields f(j);
+  r.messages = parseMessages(f);
+  // max_completion_tokens replaced max_tokens; either is honoured.
+  int64_t n = positiveTokens(f, "max_completion_tokens");
+  if (!n) n = positiveTokens(f, "max_tokens");
+  if (n) r.maxTokens = n;
+  if (auto l = f.boolean("logprobs"); l && *l)
+    throw badField("logprobs", "logprobs is not supported by kvplan serve");
+  if (f.get("top_logprobs"))
+    throw badField("top_logprobs", "top_logprobs is not supported by kvplan serve");
+  if (f.get("tools") || f.get("tool_choice"))
+    throw badField("tools", "tools are not supported by kvplan serve");
+  if (const json *rf = f.get("response_format");
+      rf && !(rf->is_object() && rf->value("type", "") == "text"))
+    throw badField("response_format", "only the text response_format is supported");
+  return r;
+}
+
+namespace {
+
+OutJson head(const ResponseHead &h, const char *object) {
+  return {{"id", h.id}, {"object", object}, {"created", h.created}, {"model", h.model}};
+}
+
+OutJson usageJson(const Usage &u) {
+  return {{"prompt_tokens", u.prompt},
+          {"completion_tokens", u.completion},
+          {"total_tokens", u.prompt + u.completion}};
+}
+
+} // namespace
+
+OutJson completionResponse(const ResponseHead &h, const std::string &text,
+                        const std::string &finishReason, const Usage &u) {
+  OutJson choice = {{"index", 0}, {"finish_reason", finishReason}, {"logprobs", nullptr}};
+  if (h.chat)
+    choice["message"] = {{"role", "assistant"}, {"content", text}};
+  else
+    choice["text"] = text;
+  OutJson j = head(h, h.chat ? "chat.completion" : "text_completion");
+  j["choices"] = OutJson::array({choice});
+  j["usage"] = usageJson(u);
+  return j;
+}
+
+const char *const kSseDone = "data: [DONE]\n\n";
+
+std::string dumpJson(const OutJson &j) {
+  return j.dump(-1, ' ', false, OutJson::error_handler_t::replace);
+}
+
+std::string sseEvent(const OutJson &j) { return "data: " + dumpJson(j) + "\n\n"; }
+
+OutJson streamChunk(const ResponseHead &h, const std::string &text, bool first,
+                 const std::optional<std::string> &finishReason, bool includeUsage) {
+  OutJson choice = {{"index", 0}, {"logprobs", nullptr},
+                 {"finish_reason", finishReason ? OutJson(*finishReason) : OutJson(nullptr)}};
+  if (h.chat) {
+    OutJson delta = OutJson::object();
+    if (first) delta["role"] = "assistant";
+    if (first || !text.empty() || !finishReason) delta["content"] = text;
+    choice["delta"] = delta;
+  } else {
+    choice["text"] = text;
+  }
+  OutJson j = head(h, h.chat ? "chat.completion.chunk" : "text_completion");
+  j["choices"] = OutJson::array({choice});
+  if (includeUsage) j["usage"] = nullptr;
+  return j;
+}
+
+OutJson usageChunk(const ResponseHead &h, const Usage &u) {
+  OutJson j = head(h, h.chat ? "chat.completion.chunk" : "text_completion");
+  j["choices"] = OutJson::array();
+  j["usage"] = usageJson(u);
+  return j;
+}
+
+} // namespace kvplan::server

@@ -1,0 +1,97 @@
+// The OpenAI API's wire format for kvplan serve: request bodies checked
+// field by field into ApiRequest, and the responses, stream chunks and error
+// bodies built from what the scheduler produced. No HTTP here: the server
+// (server/HttpServer.h) moves these strings.
+#pragma once
+
+#include "runtime/Sampler.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace kvplan::server {
+
+/// Responses keep their fields in the order written (id first), as
+/// OpenAI's read.
+using OutJson = nlohmann::ordered_json;
+
+/// An error answered as OpenAI does: HTTP status and
+/// {"error": {"message", "type", "param", "code"}}.
+struct ApiError : std::runtime_error {
+  int status;
+  std::string type, param, code; // param "" and code "" are sent as null
+  ApiError(int status, const std::string &message, std::string param = "",
+           std::string type = "", std::string code = "");
+  OutJson body() const;
+};
+
+/// 400 naming the field.
+ApiError badField(const std::string &param, const std::string &message);
+
+struct ChatMessage {
+  std::string role; // system, user or assistant
+  std::string content;
+};
+
+/// A completion or chat request whose fields have the types and ranges the
+/// API allows (what the model can hold is checked later, against it).
+struct ApiRequest {
+  bool chat = false;
+  std::string model; // "" when not given
+  // /v1/completions: the prompt as text, or as token ids.
+  std::optional<std::string> promptText;
+  std::vector<int32_t> promptIds;
+  bool echo = false;
+  // /v1/chat/completions.
+  std::vector<ChatMessage> messages;
+  std::optional<int64_t> maxTokens; // unset: the endpoint's default
+  SamplingOptions sampling{1.0, 0, 1.0, 0}; // OpenAI's defaults: temperature 1, top_p 1
+  bool seedGiven = false;
+  std::vector<std::string> stop;
+  bool stream = false, includeUsage = false;
+  bool ignoreEos = false;      // extension (as vLLM): run to max_tokens
+  bool returnTokenIds = false; // extension (as vLLM): choices carry "token_ids"
+};
+
+/// Parse and check a request body; throws ApiError (400) naming the field.
+ApiRequest parseCompletionRequest(const std::string &body);
+ApiRequest parseChatRequest(const std::string &body);
+
+struct Usage {
+  int64_t prompt = 0, completion = 0;
+};
+
+/// What every response and chunk of one request carries.
+struct ResponseHead {
+  std::string id;      // cmpl-N or chatcmpl-N
+  int64_t created = 0; // Unix seconds
+  std::string model;
+  bool chat = false;
+};
+
+/// The whole response of a request that did not stream.
+OutJson completionResponse(const ResponseHead &h, const std::string &text,
+                                  const std::string &finishReason, const Usage &u);
+
+/// JSON text; bytes of generated text that are not UTF-8 become U+FFFD
+/// rather than fail the response (a random model emits any byte).
+std::string dumpJson(const OutJson &j);
+
+/// One server-sent event: "data: JSON\n\n".
+std::string sseEvent(const OutJson &j);
+extern const char *const kSseDone; // "data: [DONE]\n\n"
+
+/// A stream chunk with `text` (chat: a delta whose first chunk also carries
+/// the role) and, in the last chunk, the finish reason. With include_usage
+/// every chunk carries "usage": null, as OpenAI's do.
+OutJson streamChunk(const ResponseHead &h, const std::string &text, bool first,
+                           const std::optional<std::string> &finishReason, bool includeUsage);
+/// The chunk after the last one when include_usage: no choices, the usage.
+OutJson usageChunk(const ResponseHead &h, const Usage &u);
+
+} // namespace kvplan::server

@@ -1,0 +1,205 @@
+// Chat templates against prompts written by hand from the model cards
+// (Meta's Llama 2 and Llama 3 cards, Qwen's and SmolLM2's ChatML, Mistral's
+// v3 instruct format) and token ids from the model makers' own tests; the
+// family chosen from a tokenizer's special tokens; and the OpenAI request
+// checks that need no model.
+#include "server/ChatTemplate.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+using namespace kvplan;
+using namespace kvplan::server;
+
+namespace {
+
+std::string modelPath(const std::string &rel) {
+  return std::string(KVPLAN_SHARED_DIR) + "/models/" + rel;
+}
+
+#define REQUIRE_FILE(path)                                                                        \
+  do {                                                                                            \
+    if (!std::ifstream(path).good())                                                              \
+      GTEST_SKIP() << "test data " << (path) << " is absent (set KVPLAN_SHARED_DIR)";             \
+  } while (0)
+
+const std::vector<ChatMessage> kSystemUser = {{"system", "You are a helpful assistant."},
+                                              {"user", "Hello!"}};
+const std::vector<ChatMessage> kTwoTurns = {{"user", "Hi"},
+                                            {"assistant", "Hello! How can I help?"},
+                                            {"user", "Tell me a joke."}};
+
+} // namespace
+
+TEST(ChatTemplate, Llama2) {
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::llama2, kSystemUser)),
+            "<s>[INST] <<SYS>>\nYou are a helpful assistant.\n<</SYS>>\n\nHello! [/INST]");
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::llama2, kTwoTurns)),
+            "<s>[INST] Hi [/INST] Hello! How can I help? </s><s>[INST] Tell me a joke. [/INST]");
+  // Turns must alternate from the user's, as the model was trained.
+  EXPECT_THROW(renderChat(ChatTemplate::llama2, {{"assistant", "Hi"}}), ApiError);
+  EXPECT_THROW(renderChat(ChatTemplate::llama2, {{"user", "a"}, {"user", "b"}}), ApiError);
+  EXPECT_THROW(renderChat(ChatTemplate::llama2, {{"user", "a"}, {"system", "b"}}), ApiError);
+}
+
+TEST(ChatTemplate, Llama3) {
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::llama3, kSystemUser)),
+            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+            "You are a helpful assistant.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+            "Hello!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+}
+
+TEST(ChatTemplate, ChatMl) {
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::chatml, kSystemUser)),
+            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+            "<|im_start|>user\nHello!<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::chatml, kTwoTurns)),
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello! How can I help?"
+            "<|im_end|>\n<|im_start|>user\nTell me a joke.<|im_end|>\n<|im_start|>assistant\n");
+}
+
+TEST(ChatTemplate, Mistral) {
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::mistral, kTwoTurns)),
+            "<s>[INST] Hi[/INST] Hello! How can I help?</s>[INST] Tell me a joke.[/INST]");
+  // The system message goes with the last user message.
+  std::vector<ChatMessage> m = kTwoTurns;
+  m.insert(m.begin(), {"system", "Be funny."});
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::mistral, m)),
+            "<s>[INST] Hi[/INST] Hello! How can I help?</s>[INST] Be funny.\n\nTell me a "
+            "joke.[/INST]");
+}
+
+TEST(ChatTemplate, NoneIsAClear400) {
+  try {
+    renderChat(ChatTemplate::none, kSystemUser);
+    FAIL() << "no error";
+  } catch (const ApiError &e) {
+    EXPECT_EQ(e.status, 400);
+    EXPECT_EQ(e.param, "messages");
+    EXPECT_NE(std::string(e.what()).find("--chat-template"), std::string::npos);
+  }
+}
+
+TEST(ChatTemplate, Names) {
+  for (const char *name : {"llama2", "llama3", "chatml", "mistral", "none"})
+    EXPECT_EQ(chatTemplateName(*parseChatTemplate(name)), std::string(name));
+  EXPECT_FALSE(parseChatTemplate("jinja"));
+}
+
+TEST(ChatTemplate, Llama3TokensAsMetaEncodesThem) {
+  const std::string path = modelPath("llama3-tokenizer/tokenizer.json");
+  REQUIRE_FILE(path);
+  auto tok = loadTokenizerFile(path);
+  EXPECT_EQ(detectChatTemplate(tok.get(), Architecture::llama), ChatTemplate::llama3);
+  // meta-llama/llama3, llama/test_tokenizer.py, test_encode_dialog.
+  const std::vector<ChatMessage> dialog = {{"system", "This is a test sentence."},
+                                           {"user", "This is a response."}};
+  EXPECT_EQ(tokenizeChat(*tok, renderChat(ChatTemplate::llama3, dialog)),
+            (std::vector<int32_t>{128000, 128006, 9125,  128007, 271,   2028,  374,
+                                  264,    1296,   11914, 13,     128009, 128006, 882,
+                                  128007, 271,    2028,  374,    264,   2077,  13,
+                                  128009, 128006, 78191, 128007, 271}));
+  const TurnEnd end = turnEnd(ChatTemplate::llama3, *tok);
+  EXPECT_EQ(end.ids, std::vector<int32_t>{128009});
+  EXPECT_TRUE(end.strings.empty());
+}
+
+TEST(ChatTemplate, ChatMlTokensForQwen) {
+  const std::string path = modelPath("qwen3-tokenizer/tokenizer.json");
+  REQUIRE_FILE(path);
+  auto tok = loadTokenizerFile(path);
+  EXPECT_EQ(detectChatTemplate(tok.get(), Architecture::qwen2), ChatTemplate::chatml);
+  // <|im_start|> user \n ... <|im_end|> \n <|im_start|> assistant \n
+  const std::vector<int32_t> ids =
+      tokenizeChat(*tok, renderChat(ChatTemplate::chatml, {{"user", "Hi"}}));
+  ASSERT_GE(ids.size(), 8u);
+  EXPECT_EQ(ids[0], 151644);
+  EXPECT_EQ(ids[1], 872);
+  EXPECT_EQ(ids[2], 198);
+  EXPECT_EQ(std::vector<int32_t>(ids.end() - 5, ids.end()),
+            (std::vector<int32_t>{151645, 198, 151644, 77091, 198}));
+  EXPECT_EQ(turnEnd(ChatTemplate::chatml, *tok).ids, std::vector<int32_t>{151645});
+}
+
+TEST(ChatTemplate, Llama2TokensWithSentencePiece) {
+  const std::string path = modelPath("llama2-tokenizer/tokenizer.model");
+  REQUIRE_FILE(path);
+  auto tok = loadTokenizerFile(path);
+  // Llama 2's markers are text: its vocabulary says nothing of chat.
+  EXPECT_EQ(detectChatTemplate(tok.get(), Architecture::llama), ChatTemplate::none);
+  EXPECT_EQ(detectChatTemplate(tok.get(), Architecture::mistral), ChatTemplate::mistral);
+  EXPECT_EQ(tok->specialTokenId("<s>"), 1);
+  EXPECT_EQ(tok->specialTokenId("[INST]"), -1);
+  // "<s>[INST] Hello [/INST]": ▁[ INST ] ▁Hello ▁[ / INST ]
+  EXPECT_EQ(tokenizeChat(*tok, renderChat(ChatTemplate::llama2, {{"user", "Hello"}})),
+            (std::vector<int32_t>{1, 518, 25580, 29962, 15043, 518, 29914, 25580, 29962}));
+  // The answer ends with EOS, which is a stop id already.
+  EXPECT_TRUE(turnEnd(ChatTemplate::llama2, *tok).ids.empty());
+}
+
+TEST(ChatTemplate, MarkersTheVocabularyLacksAreText) {
+  auto tok = makeByteTokenizer(300);
+  EXPECT_EQ(detectChatTemplate(tok.get(), Architecture::llama), ChatTemplate::none);
+  const std::vector<ChatPiece> p = renderChat(ChatTemplate::chatml, {{"user", "Hi"}});
+  EXPECT_EQ(tokenizeChat(*tok, p), tok->encode(chatText(p), false));
+  const TurnEnd end = turnEnd(ChatTemplate::chatml, *tok);
+  EXPECT_TRUE(end.ids.empty());
+  EXPECT_EQ(end.strings, std::vector<std::string>{"<|im_end|>"});
+  // Llama 3 on the byte tokenizer: BOS is the tokenizer's.
+  EXPECT_EQ(tokenizeChat(*tok, renderChat(ChatTemplate::llama3, {{"user", "Hi"}}))[0], 1);
+}
+
+TEST(OpenAiRequest, DefaultsAndFields) {
+  ApiRequest r = parseCompletionRequest(R"({"prompt": "Hi"})");
+  EXPECT_EQ(*r.promptText, "Hi");
+  EXPECT_FALSE(r.maxTokens);
+  EXPECT_EQ(r.sampling.temperature, 1.0);
+  EXPECT_EQ(r.sampling.topP, 1.0);
+  EXPECT_FALSE(r.seedGiven);
+  EXPECT_FALSE(r.stream);
+  r = parseCompletionRequest(
+      R"({"prompt": [[1, 2, 3]], "max_tokens": 7, "temperature": 0, "top_p": 0.5, "top_k": -1,
+          "seed": 3, "stop": "x", "stream": true, "stream_options": {"include_usage": true},
+          "n": 1, "logprobs": null, "presence_penalty": 0, "user": "me"})");
+  EXPECT_EQ(r.promptIds, (std::vector<int32_t>{1, 2, 3}));
+  EXPECT_EQ(*r.maxTokens, 7);
+  EXPECT_EQ(r.sampling.topK, 0);
+  EXPECT_EQ(r.sampling.seed, 3u);
+  EXPECT_EQ(r.stop, std::vector<std::string>{"x"});
+  EXPECT_TRUE(r.includeUsage);
+  ApiRequest c = parseChatRequest(
+      R"({"messages": [{"role": "developer", "content": [{"type": "text", "text": "a"},
+          {"type": "text", "text": "b"}]}, {"role": "user", "content": "c"}],
+          "max_tokens": 5, "max_completion_tokens": 9})");
+  EXPECT_EQ(c.messages[0].role, "system");
+  EXPECT_EQ(c.messages[0].content, "ab");
+  EXPECT_EQ(*c.maxTokens, 9);
+}
+
+TEST(OpenAiRequest, ErrorsNameTheField) {
+  auto param = [](const std::string &body, bool chat = false) {
+    try {
+      chat ? parseChatRequest(body) : parseCompletionRequest(body);
+    } catch (const ApiError &e) {
+      EXPECT_EQ(e.status, 400);
+      return e.param;
+    }
+    return std::string("(no error)");
+  };
+  EXPECT_EQ(param(R"({"prompt": ["a", "b"]})"), "prompt");
+  EXPECT_EQ(param(R"({"prompt": []})"), "prompt");
+  EXPECT_EQ(param(R"({"prompt": [-1]})"), "prompt");
+  EXPECT_EQ(param(R"({"prompt": "a", "seed": "x"})"), "seed");
+  EXPECT_EQ(param(R"({"prompt": "a", "frequency_penalty": 0.5})"), "frequency_penalty");
+  EXPECT_EQ(param(R"({"prompt": "a", "best_of": 2})"), "best_of");
+  EXPECT_EQ(param(R"({"prompt": "a", "stream_options": {"include_usage": true}})"),
+            "stream_options");
+  EXPECT_EQ(param(R"({"prompt": "a", "stop": ""})"), "stop");
+  EXPECT_EQ(param(R"({"messages": [{"role": "user"}], "logprobs": true})", true), "logprobs");
+  EXPECT_EQ(param(R"({"messages": [{"content": "x"}]})", true), "messages[0].role");
+  EXPECT_EQ(param(R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})",
+                  true),
+            "messages[0].content");
+  EXPECT_EQ(param(R"({"messages": "hi"})", true), "messages");
+}

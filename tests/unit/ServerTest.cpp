@@ -1,0 +1,457 @@
+// kvplan serve's HTTP server in process, on loopback, on a tiny compiled
+// model with random weights and the byte tokenizer, driven by httplib's
+// client: every endpoint and error, streaming against not, greedy output
+// against the engine alone, 16 concurrent streams, a client that leaves
+// mid-stream, and stopping with requests in flight.
+#include "codegen/Compiler.h"
+#include "frontend/ConfigParser.h"
+#include "plan/WeightPacking.h"
+#include "runtime/Engine.h"
+#include "server/HttpServer.h"
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <random>
+#include <thread>
+
+using namespace kvplan;
+using json = nlohmann::json;
+
+namespace {
+
+/// Context 160, 4 sequences at once, pages of 4 tokens.
+struct TinyModel {
+  ModelConfig cfg;
+  Plan plan;
+  std::vector<char> weights;
+  std::unique_ptr<Tokenizer> tok = makeByteTokenizer(300);
+
+  TinyModel() {
+    const std::string text =
+        "[model]\nname = \"tiny-serve\"\narchitecture = \"llama\"\nhidden_size = 64\n"
+        "intermediate_size = 96\nnum_layers = 2\nnum_heads = 4\nnum_kv_heads = 2\n"
+        "vocab_size = 300\nmax_position_embeddings = 256\nrms_norm_eps = 1e-5\n"
+        "bos_token_id = 1\neos_token_id = 2\n[compile]\nmax_seq_len = 160\nmax_batch = 4\n"
+        "page_size = 4\nprefill_chunk = 8\nweight_dtype = \"f32\"\nkv_dtype = \"f32\"\n";
+    cfg = parseTomlSpec(text, "serve.toml", [](const std::string &w) { ADD_FAILURE() << w; });
+    validate(cfg);
+    plan = compileModel(cfg).plan;
+    weights = packWeightsInMemory(plan, *openWeights("random:5", cfg.model));
+  }
+  Engine engine() const { return Engine(plan, weights.data(), weights.size(), 1); }
+
+  /// Greedy tokens for the prompt on a fresh engine, without the server.
+  std::vector<int32_t> alone(const std::vector<int32_t> &prompt, int64_t n) const {
+    Engine e = engine();
+    const int seq = e.open();
+    std::vector<int32_t> out{e.prefillNext(seq, prompt.data(), int64_t(prompt.size()))};
+    while (int64_t(out.size()) < n) out.push_back(e.decodeNext({seq}, {out.back()})[0]);
+    return out;
+  }
+};
+
+const TinyModel &model() {
+  static const TinyModel m;
+  return m;
+}
+
+/// Text as the server sends it: JSON carries UTF-8 only, so bytes of a
+/// random model's output that are not become U+FFFD.
+std::string asSent(const std::string &raw) {
+  return json::parse(json(raw).dump(-1, ' ', false, json::error_handler_t::replace))
+      .get<std::string>();
+}
+
+std::vector<int32_t> randomPrompt(int n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> t;
+  for (int i = 0; i < n; ++i) t.push_back(int32_t(3 + rng() % 290));
+  return t;
+}
+
+/// A server on a free loopback port over its own engine.
+struct Running {
+  Engine engine = model().engine();
+  server::Server srv;
+  explicit Running(server::ServerOptions o = {})
+      : srv(engine, model().tok.get(), std::move(o)) {
+    srv.start("127.0.0.1", 0);
+  }
+  httplib::Client client() const {
+    httplib::Client c("127.0.0.1", srv.port());
+    c.set_read_timeout(20, 0);
+    return c;
+  }
+};
+
+httplib::Result post(const Running &r, const std::string &path, const json &body,
+                     const httplib::Headers &headers = {}) {
+  return r.client().Post(path.c_str(), headers, body.dump(), "application/json");
+}
+
+/// What a stream delivered: each event's JSON (without [DONE]), and
+/// whether [DONE] closed it.
+struct Stream {
+  std::vector<json> events;
+  bool done = false;
+  std::string text;
+  std::vector<int32_t> ids;
+  int status = 0;
+};
+
+/// Posts a streaming request and reads its events; `stopAfter` > 0 closes
+/// the connection after that many events.
+Stream postStream(const Running &r, const std::string &path, json body, int stopAfter = 0) {
+  body["stream"] = true;
+  Stream s;
+  std::string buffer;
+  httplib::Request req;
+  req.method = "POST";
+  req.path = path;
+  req.body = body.dump();
+  req.set_header("Content-Type", "application/json");
+  req.content_receiver = [&](const char *data, size_t n, uint64_t, uint64_t) {
+    buffer.append(data, n);
+    for (size_t end; (end = buffer.find("\n\n")) != std::string::npos;) {
+      const std::string event = buffer.substr(0, end);
+      buffer.erase(0, end + 2);
+      EXPECT_EQ(event.rfind("data: ", 0), 0u) << event;
+      if (event == "data: [DONE]") {
+        s.done = true;
+        continue;
+      }
+      json j = json::parse(event.substr(6));
+      if (j.contains("choices") && !j["choices"].empty()) {
+        const json &c = j["choices"][0];
+        s.text += c.contains("delta") ? c["delta"].value("content", "") : c.value("text", "");
+        if (c.contains("token_ids"))
+          for (const json &id : c["token_ids"]) s.ids.push_back(id.get<int32_t>());
+      }
+      s.events.push_back(std::move(j));
+      if (stopAfter > 0 && int(s.events.size()) >= stopAfter) return false;
+    }
+    return true;
+  };
+  httplib::Result res = r.client().send(req);
+  if (res)
+    s.status = res->status;
+  else if (stopAfter == 0)
+    ADD_FAILURE() << "the request failed: " << httplib::to_string(res.error());
+  return s;
+}
+
+/// Waits until `cond` holds, up to 10 s.
+template <typename F> bool eventually(F cond) {
+  for (int i = 0; i < 1000; ++i) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+json completion(const std::vector<int32_t> &prompt, int maxTokens) {
+  return {{"model", "tiny-serve"}, {"prompt", prompt},       {"max_tokens", maxTokens},
+          {"temperature", 0},      {"ignore_eos", true},     {"return_token_ids", true}};
+}
+
+} // namespace
+
+TEST(Server, HealthModelsAndMetrics) {
+  Running r;
+  auto health = r.client().Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  EXPECT_EQ(json::parse(health->body)["status"], "ok");
+  auto models = r.client().Get("/v1/models");
+  ASSERT_TRUE(models);
+  const json m = json::parse(models->body);
+  EXPECT_EQ(m["object"], "list");
+  EXPECT_EQ(m["data"][0]["id"], "tiny-serve");
+  EXPECT_EQ(m["data"][0]["object"], "model");
+  EXPECT_EQ(r.client().Get("/v1/models/tiny-serve")->status, 200);
+  EXPECT_EQ(r.client().Get("/v1/models/other")->status, 404);
+  auto metrics = r.client().Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_EQ(metrics->status, 200);
+  for (const char *name : {"kvplan_http_requests_total{status=\"200\"}", "kvplan_kv_pages_total 160",
+                           "kvplan_kv_pages_used 0", "kvplan_requests_waiting 0",
+                           "kvplan_prefix_cache_hit_rate", "kvplan_time_to_first_token_seconds_bucket",
+                           "kvplan_time_per_output_token_seconds_count"})
+    EXPECT_NE(metrics->body.find(name), std::string::npos) << name;
+}
+
+TEST(Server, APortInUseIsAnError) {
+  Running r;
+  Engine e = model().engine();
+  server::Server second(e, model().tok.get(), {});
+  EXPECT_THROW(second.start("127.0.0.1", r.srv.port()), InputError);
+}
+
+TEST(Server, GreedyCompletionEqualsTheEngineAlone) {
+  Running r;
+  const std::vector<int32_t> prompt = randomPrompt(12, 1);
+  auto res = post(r, "/v1/completions", completion(prompt, 20));
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json j = json::parse(res->body);
+  EXPECT_EQ(j["object"], "text_completion");
+  EXPECT_EQ(j["model"], "tiny-serve");
+  EXPECT_EQ(j["id"].get<std::string>().rfind("cmpl-", 0), 0u);
+  const json &c = j["choices"][0];
+  EXPECT_EQ(c["finish_reason"], "length");
+  EXPECT_TRUE(c["logprobs"].is_null());
+  const std::vector<int32_t> want = model().alone(prompt, 20);
+  EXPECT_EQ(c["token_ids"].get<std::vector<int32_t>>(), want);
+  EXPECT_EQ(c["text"], asSent(model().tok->decode(want)));
+  EXPECT_EQ(j["usage"]["prompt_tokens"], 12);
+  EXPECT_EQ(j["usage"]["completion_tokens"], 20);
+  EXPECT_EQ(j["usage"]["total_tokens"], 32);
+}
+
+TEST(Server, StreamingGivesTheSameTextAsNot) {
+  Running r;
+  json body = completion(randomPrompt(9, 2), 24);
+  body["stream_options"] = {{"include_usage", true}};
+  auto whole = post(r, "/v1/completions", completion(randomPrompt(9, 2), 24));
+  ASSERT_EQ(whole->status, 200);
+  const json w = json::parse(whole->body);
+  const Stream s = postStream(r, "/v1/completions", body);
+  EXPECT_EQ(s.status, 200);
+  EXPECT_TRUE(s.done);
+  EXPECT_EQ(s.text, w["choices"][0]["text"]);
+  EXPECT_EQ(s.ids, w["choices"][0]["token_ids"].get<std::vector<int32_t>>());
+  // A chunk per token, the finish chunk, then the usage chunk.
+  ASSERT_EQ(s.events.size(), 24u + 2u);
+  EXPECT_EQ(s.events[24]["choices"][0]["finish_reason"], "length");
+  EXPECT_TRUE(s.events[0]["usage"].is_null());
+  EXPECT_TRUE(s.events[25]["choices"].empty());
+  EXPECT_EQ(s.events[25]["usage"]["completion_tokens"], 24);
+  EXPECT_EQ(s.events[25]["usage"]["prompt_tokens"], 9);
+}
+
+TEST(Server, TextPromptsStopStringsEchoAndSeeds) {
+  Running r;
+  json body = {{"prompt", "Hello"},   {"max_tokens", 40},         {"temperature", 0},
+               {"ignore_eos", true}, {"return_token_ids", true}};
+  const json full = json::parse(post(r, "/v1/completions", body)->body);
+  EXPECT_EQ(full["usage"]["prompt_tokens"], 6); // BOS and five bytes
+  const std::string raw = model().tok->decode(full["choices"][0]["token_ids"]);
+  EXPECT_EQ(full["choices"][0]["text"], asSent(raw));
+  // A stop string (a printable character of the answer) cuts the text
+  // before its first appearance; the answer says "stop".
+  size_t at = 1;
+  while (at < raw.size() && !(raw[at] > ' ' && raw[at] < 127 && raw[at] != '"')) ++at;
+  ASSERT_LT(at, raw.size());
+  const std::string stop(1, raw[at]);
+  body["stop"] = json::array({stop, "never-seen"});
+  const json cut = json::parse(post(r, "/v1/completions", body)->body);
+  EXPECT_EQ(cut["choices"][0]["text"], asSent(raw.substr(0, raw.find(stop))));
+  EXPECT_EQ(cut["choices"][0]["finish_reason"], "stop");
+  const Stream streamed = postStream(r, "/v1/completions", body);
+  EXPECT_EQ(streamed.text, asSent(raw.substr(0, raw.find(stop))));
+  EXPECT_EQ(streamed.events.back()["choices"][0]["finish_reason"], "stop");
+  // echo puts the prompt first.
+  body.erase("stop");
+  body["echo"] = true;
+  EXPECT_EQ(json::parse(post(r, "/v1/completions", body)->body)["choices"][0]["text"],
+            asSent("Hello" + raw));
+  // A seed reproduces a sampled answer.
+  json sampled = {{"prompt", "Hi"}, {"max_tokens", 16}, {"seed", 7}, {"top_k", 50},
+                  {"return_token_ids", true}};
+  EXPECT_EQ(json::parse(post(r, "/v1/completions", sampled)->body)["choices"][0]["token_ids"],
+            json::parse(post(r, "/v1/completions", sampled)->body)["choices"][0]["token_ids"]);
+}
+
+TEST(Server, ChatWithANamedTemplate) {
+  server::ServerOptions o;
+  o.chatTemplate = server::ChatTemplate::chatml;
+  Running r(o);
+  json body = {{"messages", {{{"role", "system"}, {"content", "Be brief."}},
+                             {{"role", "user"}, {"content", "Hi"}}}},
+               {"max_completion_tokens", 12}, {"temperature", 0}, {"return_token_ids", true}};
+  auto res = post(r, "/v1/chat/completions", body);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json j = json::parse(res->body);
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_EQ(j["choices"][0]["message"]["role"], "assistant");
+  // The prompt is the ChatML text in bytes (the byte tokenizer has no
+  // special tokens), without BOS.
+  const std::string prompt =
+      "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+      "<|im_start|>assistant\n";
+  EXPECT_EQ(j["usage"]["prompt_tokens"], int64_t(prompt.size()));
+  const std::vector<int32_t> ids = j["choices"][0]["token_ids"];
+  const std::vector<int32_t> want = model().alone(model().tok->encode(prompt, false), 12);
+  EXPECT_TRUE(std::equal(ids.begin(), ids.end(), want.begin())) << "a prefix of the greedy run";
+  const Stream s = postStream(r, "/v1/chat/completions", body);
+  EXPECT_TRUE(s.done);
+  EXPECT_EQ(s.text, j["choices"][0]["message"]["content"]);
+  EXPECT_EQ(s.events[0]["object"], "chat.completion.chunk");
+  EXPECT_EQ(s.events[0]["choices"][0]["delta"]["role"], "assistant");
+}
+
+TEST(Server, ErrorsNameTheField) {
+  server::ServerOptions o;
+  o.maxBodyBytes = 4096;
+  Running r(o);
+  auto expectError = [&](const std::string &path, const std::string &body, int status,
+                         const char *param) {
+    auto res = r.client().Post(path.c_str(), body, "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, status) << body;
+    const json e = json::parse(res->body)["error"];
+    EXPECT_TRUE(e["message"].is_string());
+    EXPECT_EQ(e["type"], "invalid_request_error");
+    if (param)
+      EXPECT_EQ(e["param"], param) << e.dump();
+    else
+      EXPECT_TRUE(e["param"].is_null()) << e.dump();
+  };
+  const std::string c = "/v1/completions";
+  expectError(c, "{not json", 400, nullptr);
+  expectError(c, "[1]", 400, nullptr);
+  expectError(c, R"({"max_tokens": 3})", 400, "prompt");
+  expectError(c, R"({"prompt": 5})", 400, "prompt");
+  expectError(c, R"({"prompt": "a", "temperature": "hot"})", 400, "temperature");
+  expectError(c, R"({"prompt": "a", "temperature": 2.5})", 400, "temperature");
+  expectError(c, R"({"prompt": "a", "top_p": 0})", 400, "top_p");
+  expectError(c, R"({"prompt": "a", "top_k": -2})", 400, "top_k");
+  expectError(c, R"({"prompt": "a", "max_tokens": 0})", 400, "max_tokens");
+  expectError(c, R"({"prompt": "a", "max_tokens": 1.5})", 400, "max_tokens");
+  expectError(c, R"({"prompt": "a", "n": 2})", 400, "n");
+  expectError(c, R"({"prompt": "a", "logprobs": 1})", 400, "logprobs");
+  expectError(c, R"({"prompt": "a", "stop": [1]})", 400, "stop");
+  expectError(c, R"({"prompt": "a", "stop": ["a","b","c","d","e"]})", 400, "stop");
+  expectError(c, R"({"prompt": "a", "stream": "yes"})", 400, "stream");
+  expectError(c, R"({"prompt": "a", "model": "gpt-4"})", 400, "model");
+  expectError(c, R"({"prompt": [1, 400]})", 400, "prompt");
+  expectError(c, json({{"prompt", randomPrompt(160, 3)}}).dump(), 400, "prompt");
+  expectError(c, R"({"prompt": [1, 5], "max_tokens": 159})", 400, "max_tokens");
+  const std::string chat = "/v1/chat/completions";
+  expectError(chat, R"({"messages": []})", 400, "messages");
+  expectError(chat, R"({"messages": [{"role": "robot", "content": "x"}]})", 400,
+              "messages[0].role");
+  // The byte tokenizer has no chat template.
+  expectError(chat, R"({"messages": [{"role": "user", "content": "x"}]})", 400, "messages");
+  expectError(c, R"({"prompt": ")" + std::string(5000, 'x') + "\"}", 413, nullptr);
+  auto missing = r.client().Get("/v2/nothing");
+  EXPECT_EQ(missing->status, 404);
+  EXPECT_EQ(json::parse(missing->body)["error"]["code"], "not_found");
+}
+
+TEST(Server, ApiKey) {
+  server::ServerOptions o;
+  o.apiKey = "sesame";
+  Running r(o);
+  const json body = completion({1, 5, 9}, 2);
+  auto none = post(r, "/v1/completions", body);
+  EXPECT_EQ(none->status, 401);
+  EXPECT_EQ(json::parse(none->body)["error"]["code"], "invalid_api_key");
+  EXPECT_EQ(post(r, "/v1/completions", body, {{"Authorization", "Bearer wrong"}})->status, 401);
+  EXPECT_EQ(r.client().Get("/v1/models")->status, 401);
+  EXPECT_EQ(post(r, "/v1/completions", body, {{"Authorization", "Bearer sesame"}})->status, 200);
+  EXPECT_EQ(r.client().Get("/health")->status, 200); // for load balancers, no key
+}
+
+TEST(Server, FullQueueAnswers503WithRetryAfter) {
+  std::atomic<bool> paused{true};
+  server::ServerOptions o;
+  o.maxQueue = 1;
+  o.beforeStep = [&] {
+    while (paused) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  };
+  Running r(o);
+  std::thread first([&] { EXPECT_EQ(post(r, "/v1/completions", completion({1, 5}, 4))->status, 200); });
+  // The first is admitted (and held: the scheduler is paused); the next is refused.
+  ASSERT_TRUE(eventually([&] { return r.srv.metrics().gauges().inFlight == 1; }));
+  httplib::Result refused = post(r, "/v1/completions", completion({1, 6}, 4));
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 503);
+  EXPECT_EQ(refused->get_header_value("Retry-After"), "1");
+  EXPECT_EQ(json::parse(refused->body)["error"]["type"], "server_error");
+  paused = false;
+  first.join();
+  EXPECT_EQ(post(r, "/v1/completions", completion({1, 6}, 4))->status, 200);
+}
+
+TEST(Server, SixteenConcurrentStreamsEachGetTheirOwnAnswer) {
+  Running r;
+  const int n = 16;
+  std::vector<Stream> got(n);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < n; ++i)
+    clients.emplace_back([&, i] {
+      got[size_t(i)] = postStream(r, "/v1/completions", completion(randomPrompt(4 + i, 100 + uint32_t(i)), 10 + i));
+    });
+  for (std::thread &t : clients) t.join();
+  for (int i = 0; i < n; ++i) {
+    SCOPED_TRACE("client " + std::to_string(i));
+    EXPECT_EQ(got[size_t(i)].status, 200);
+    EXPECT_TRUE(got[size_t(i)].done);
+    const std::vector<int32_t> want = model().alone(randomPrompt(4 + i, 100 + uint32_t(i)), 10 + i);
+    EXPECT_EQ(got[size_t(i)].ids, want);
+    EXPECT_EQ(got[size_t(i)].text, asSent(model().tok->decode(want)));
+  }
+  EXPECT_TRUE(eventually([&] { return r.srv.metrics().gauges().pagesUsed == 0; }));
+}
+
+TEST(Server, AClientThatLeavesMidStreamFreesItsPages) {
+  server::ServerOptions o;
+  o.beforeStep = [] { std::this_thread::sleep_for(std::chrono::milliseconds(5)); };
+  Running r(o);
+  const Stream s = postStream(r, "/v1/completions", completion(randomPrompt(10, 4), 80), 3);
+  EXPECT_EQ(s.events.size(), 3u);
+  EXPECT_FALSE(s.done);
+  // Cancelled within a token or two of the connection closing, long before
+  // its 80 tokens: every page is back and the generation counts cancelled.
+  EXPECT_TRUE(eventually([&] {
+    const std::string m = r.client().Get("/metrics")->body;
+    return m.find("kvplan_kv_pages_used 0\n") != std::string::npos &&
+           m.find("finish_reason=\"cancelled\"} 1") != std::string::npos;
+  }));
+  EXPECT_EQ(r.srv.metrics().gauges().running, 0);
+  const std::string m = r.client().Get("/metrics")->body;
+  const size_t at = m.find("\nkvplan_generation_tokens_total ");
+  ASSERT_NE(at, std::string::npos);
+  EXPECT_LT(std::stoll(m.substr(at + 32)), 60);
+}
+
+TEST(Server, StoppingWithRequestsInFlightEndsThemAndReturns) {
+  server::ServerOptions o;
+  o.beforeStep = [] { std::this_thread::sleep_for(std::chrono::milliseconds(3)); };
+  auto r = std::make_unique<Running>(o);
+  std::vector<Stream> streams(3);
+  std::vector<int> statuses(3, 0);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 3; ++i) {
+    clients.emplace_back([&, i] {
+      streams[size_t(i)] = postStream(*r, "/v1/completions", completion(randomPrompt(6, uint32_t(i)), 80));
+    });
+    clients.emplace_back([&, i] {
+      statuses[size_t(i)] = post(*r, "/v1/completions", completion(randomPrompt(7, uint32_t(i)), 80))->status;
+    });
+  }
+  // All six admitted (80 tokens take 240 ms at least), some running.
+  ASSERT_TRUE(eventually([&] {
+    const server::EngineGauges g = r->srv.metrics().gauges();
+    return g.inFlight == 6 && g.running > 0;
+  }));
+  const auto t0 = std::chrono::steady_clock::now();
+  r->srv.stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+  for (std::thread &t : clients) t.join();
+  for (int i = 0; i < 3; ++i) {
+    // Each stream ends with an error event saying why, then [DONE]; each
+    // whole answer is a 503 (none could have finished 80 tokens yet).
+    EXPECT_TRUE(streams[size_t(i)].done);
+    ASSERT_FALSE(streams[size_t(i)].events.empty());
+    EXPECT_TRUE(streams[size_t(i)].events.back().contains("error"));
+    EXPECT_EQ(statuses[size_t(i)], 503);
+  }
+  EXPECT_EQ(r->engine.openSequences(), 0);
+  EXPECT_EQ(r->engine.pages().available(), r->engine.pages().size());
+}

@@ -1,0 +1,133 @@
+// kvplan serve: the OpenAI-compatible HTTP server (server/HttpServer.h) on
+// an artifact or a model, until SIGINT or SIGTERM.
+#include "tools/kvplan/Commands.h"
+#include "tools/kvplan/Runnable.h"
+
+#include "runtime/Engine.h"
+#include "server/HttpServer.h"
+#include "support/Error.h"
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <unistd.h>
+
+namespace kvplan::cli {
+
+namespace {
+
+struct ServeOptions {
+  ModelOptions model;
+  std::string host = "127.0.0.1";
+  int port = 8000;
+  std::string modelName, apiKey, chatTemplate;
+  int64_t maxQueue = 256;
+  int threads = 0;
+  bool noGraphs = false, noPrefixCache = false, quiet = false;
+};
+
+// A signal handler may only do what is async-signal-safe: it writes a byte
+// to a pipe, and the main thread, blocked reading the pipe, stops the
+// server.
+int signalPipe[2] = {-1, -1};
+
+extern "C" void onStopSignal(int) {
+  const int saved = errno;
+  const char c = 1;
+  [[maybe_unused]] ssize_t n = write(signalPipe[1], &c, 1);
+  errno = saved;
+}
+
+void catchStopSignals() {
+  if (pipe(signalPipe) != 0) throw std::runtime_error("cannot make a pipe for signals");
+  struct sigaction sa = {};
+  sa.sa_handler = onStopSignal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+/// Blocks until SIGINT or SIGTERM; a second one then ends the process at
+/// once (the default action), should stopping ever hang.
+int waitForStopSignal() {
+  char c = 0;
+  while (read(signalPipe[0], &c, 1) < 0 && errno == EINTR) {
+  }
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+  return c;
+}
+
+server::ServerOptions serverOptions(const ServeOptions &o) {
+  if (o.port < 0 || o.port > 65535) throw InputError("--port must be in [0, 65535]");
+  if (o.maxQueue < 0) throw InputError("--max-queue must be 0 (no limit) or positive");
+  if (o.threads < 0) throw InputError("--threads must be positive");
+  server::ServerOptions s;
+  s.modelName = o.modelName;
+  s.maxQueue = o.maxQueue;
+  s.apiKey = o.apiKey;
+  s.logRequests = !o.quiet;
+  if (!o.chatTemplate.empty()) {
+    s.chatTemplate = server::parseChatTemplate(o.chatTemplate);
+    if (!s.chatTemplate)
+      throw InputError("--chat-template must be one of " +
+                       std::string(server::kChatTemplateNames) + ", got '" + o.chatTemplate +
+                       "'");
+  }
+  return s;
+}
+
+int runServe(const ServeOptions &o, bool verbose) {
+  const server::ServerOptions so = serverOptions(o);
+  Runnable r = loadRunnable(o.model, verbose);
+  Engine engine(makeExecutor(r, {o.threads, !o.noGraphs}), {!o.noPrefixCache});
+  server::Server srv(engine, r.tokenizer.get(), so);
+  catchStopSignals();
+  srv.start(o.host, o.port);
+  const bool v6 = o.host.find(':') != std::string::npos;
+  std::printf("kvplan serve: listening on http://%s%s%s:%d (model %s)\n", v6 ? "[" : "",
+              o.host.c_str(), v6 ? "]" : "", srv.port(), srv.modelName().c_str());
+  std::fflush(stdout);
+  std::fprintf(stderr, "kvplan serve: %s; chat template %s; context %lld tokens, max_batch "
+               "%lld, %lld KV pages\n",
+               engine.executor().describe().c_str(), server::chatTemplateName(srv.chatTemplate()),
+               (long long)engine.maxSeqLen(), (long long)engine.maxBatch(),
+               (long long)engine.pages().size());
+  waitForStopSignal();
+  std::fprintf(stderr, "kvplan serve: stopping\n");
+  srv.stop();
+  std::fprintf(stderr, "kvplan serve: stopped\n");
+  return 0;
+}
+
+} // namespace
+
+void addServeCommand(CLI::App &app, const GlobalOptions &global, Action &action) {
+  auto *cmd = app.add_subcommand("serve", "Serve a model over HTTP with the OpenAI API");
+  auto o = std::make_shared<ServeOptions>();
+  o->model.addRunnable(cmd);
+  cmd->add_option("--host", o->host, "Address to listen on")->capture_default_str();
+  cmd->add_option("--port", o->port, "Port to listen on (0: any free port)")
+      ->capture_default_str();
+  cmd->add_option("--model-name", o->modelName,
+                  "The model's id in the API (default: the model's name)");
+  cmd->add_option("--max-queue", o->maxQueue,
+                  "Requests waiting or running at once; more get 503 (0: no limit)")
+      ->capture_default_str();
+  cmd->add_option("--api-key", o->apiKey, "Require Authorization: Bearer KEY on /v1/");
+  cmd->add_option("--chat-template", o->chatTemplate,
+                  std::string("Chat template: ") + server::kChatTemplateNames +
+                      " (default: from the tokenizer's special tokens)");
+  cmd->add_option("--threads", o->threads, "Threads (default: the machine's cores)");
+  cmd->add_flag("--no-graphs", o->noGraphs,
+                "CUDA: launch every kernel eagerly instead of replaying CUDA graphs");
+  cmd->add_flag("--no-prefix-cache", o->noPrefixCache,
+                "Keep no KV-cache pages for reuse by later prompts");
+  cmd->add_flag("--quiet", o->quiet, "Log no line per request");
+  o->model.addRunnableWeights(cmd);
+  cmd->callback([&action, &global, o] {
+    action = [&global, o] { return runServe(*o, global.verbose); };
+  });
+}
+
+} // namespace kvplan::cli
