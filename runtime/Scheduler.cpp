@@ -13,6 +13,7 @@ const char *finishReasonName(FinishReason r) {
   case FinishReason::length: return "length";
   case FinishReason::stop: return "stop";
   case FinishReason::cancelled: return "cancelled";
+  case FinishReason::error: return "error";
   }
   return "?";
 }
@@ -155,14 +156,16 @@ bool Scheduler::takeText(Request &r, const std::string &piece, bool last, std::s
   return false;
 }
 
-void Scheduler::finish(Request &r, FinishReason reason) {
+void Scheduler::finish(Request &r, FinishReason reason, const std::string &error) {
   TokenEvent e;
   e.request = r.id;
   e.finished = true;
   e.reason = reason;
+  e.error = error;
   // What the stream decoder still holds (an incomplete UTF-8 tail) and any
   // text held back for a stop string that never came.
-  if (reason != FinishReason::cancelled && r.text && takeText(r, r.text->flush(), true, e.text))
+  const bool ended = reason == FinishReason::length || reason == FinishReason::stop;
+  if (ended && r.text && takeText(r, r.text->flush(), true, e.text))
     e.reason = FinishReason::stop;
   r.held.clear();
   r.done = true;
@@ -319,14 +322,30 @@ bool Scheduler::step() {
   removeFinished();
   if (queue.empty() && active.empty()) return false;
   ++stats_.steps;
+  try {
+    runStep();
+  } catch (const std::exception &e) {
+    failRunning(e.what());
+  }
+  removeFinished();
+  stats_.stepSeconds += Seconds(Clock::now() - t0).count();
+  return true;
+}
+
+void Scheduler::runStep() {
   admit();
   int64_t left = budget;
   decodeAll(left);
   removeFinished();
   prefillSome(left);
-  removeFinished();
-  stats_.stepSeconds += Seconds(Clock::now() - t0).count();
-  return true;
+}
+
+/// The engine threw mid-step: whatever it was running may be half done, so
+/// every admitted request ends with the error; the waiting ones were not
+/// touched and stay queued.
+void Scheduler::failRunning(const std::string &why) {
+  for (Request *r : active)
+    if (!r->done) finish(*r, FinishReason::error, "the engine failed: " + why);
 }
 
 void Scheduler::runUntilIdle() {

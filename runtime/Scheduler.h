@@ -39,6 +39,7 @@ enum class FinishReason {
   length,    // max_new_tokens generated
   stop,      // a stop token id or stop string
   cancelled, // cancel()
+  error,     // the engine failed while the request ran (TokenEvent::error says how)
 };
 const char *finishReasonName(FinishReason r);
 
@@ -54,6 +55,7 @@ struct TokenEvent {
   std::string text;
   bool finished = false;
   FinishReason reason = FinishReason::length;
+  std::string error; // reason error: the engine's message
 };
 
 struct GenerationRequest {
@@ -106,7 +108,10 @@ public:
   /// ignored.
   void cancel(uint64_t id);
 
-  /// One iteration; returns false when there was nothing to do.
+  /// One iteration; returns false when there was nothing to do. When the
+  /// engine throws (a device error, say), the requests it was running end
+  /// with FinishReason::error and the message, their pages go back, and
+  /// the scheduler goes on with the others: step() itself does not throw.
   bool step();
   /// Steps until every request submitted so far has finished.
   void runUntilIdle();
@@ -126,7 +131,9 @@ private:
   using Clock = std::chrono::steady_clock;
 
   void drainInbox();
-  void finish(Request &r, FinishReason reason);
+  void finish(Request &r, FinishReason reason, const std::string &error = "");
+  void runStep();
+  void failRunning(const std::string &why);
   void removeFinished();
   void admit();
   bool makeRoom(Request &forRequest, int64_t pages);

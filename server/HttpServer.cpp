@@ -88,6 +88,16 @@ void sendError(httplib::Response &res, const ApiError &e) {
 
 std::string finishName(FinishReason r) { return r == FinishReason::length ? "length" : "stop"; }
 
+/// Why the server, not the model, ended a request: the error a client gets.
+ApiError stoppedBy(const TokenEvent &e) {
+  if (e.reason == FinishReason::error) return ApiError(500, e.error);
+  return ApiError(503, "the server is shutting down");
+}
+bool serverEnded(FinishReason r) { return r == FinishReason::cancelled || r == FinishReason::error; }
+const char *statusName(FinishReason r) {
+  return r == FinishReason::cancelled ? "cancelled" : r == FinishReason::error ? "error" : nullptr;
+}
+
 void fillRecord(Pending &p, const std::string &finish) {
   std::lock_guard<std::mutex> lock(p.m);
   record.prompt = p.promptTokens;
@@ -383,7 +393,7 @@ void Server::Impl::onEvent(const std::shared_ptr<Pending> &p, const TokenEvent &
   const double ttft = p->generated ? seconds(p->arrived, p->first) : 0;
   const double tpot = p->generated > 1 ? seconds(p->first, p->last) / double(p->generated - 1) : 0;
   metrics.generation(p->promptTokens, p->generated, ttft, tpot,
-                     e.reason == FinishReason::cancelled ? "cancelled" : finishName(e.reason));
+                     serverEnded(e.reason) ? statusName(e.reason) : finishName(e.reason));
   std::lock_guard<std::mutex> lock(registryMutex);
   inFlight.erase(p->id);
   metrics.setInFlight(int64_t(inFlight.size()));
@@ -399,7 +409,7 @@ void Server::Impl::reply(const ApiRequest &a, const ResponseHead &h,
                          const std::shared_ptr<Pending> &p, const std::string &echo,
                          httplib::Response &res) {
   std::string text = echo;
-  FinishReason reason = FinishReason::length;
+  TokenEvent last;
   json ids = json::array();
   {
     std::unique_lock<std::mutex> lock(p->m);
@@ -407,12 +417,13 @@ void Server::Impl::reply(const ApiRequest &a, const ResponseHead &h,
     for (const TokenEvent &e : p->events) {
       text += e.text;
       if (e.token >= 0) ids.push_back(e.token);
-      if (e.finished) reason = e.reason;
+      if (e.finished) last = e;
     }
   }
-  if (reason == FinishReason::cancelled) {
-    fillRecord(*p, "cancelled");
-    return sendError(res, ApiError(503, "the server is shutting down"));
+  const FinishReason reason = last.reason;
+  if (serverEnded(reason)) {
+    fillRecord(*p, statusName(reason));
+    return sendError(res, stoppedBy(last));
   }
   fillRecord(*p, finishName(reason));
   json body = completionResponse(h, text, finishName(reason), {p->promptTokens, p->generated});
@@ -472,9 +483,9 @@ bool Server::Impl::streamSome(StreamState &s, httplib::DataSink &sink) {
 /// event), the usage chunk when asked for, and [DONE].
 std::string Server::Impl::lastEvents(StreamState &s, const TokenEvent &e) {
   std::string out;
-  if (e.reason == FinishReason::cancelled) {
-    out += sseEvent(ApiError(503, "the server is shutting down").body());
-    fillRecord(*s.p, "cancelled");
+  if (serverEnded(e.reason)) {
+    out += sseEvent(stoppedBy(e).body());
+    fillRecord(*s.p, statusName(e.reason));
   } else {
     out += s.chunk(e.text, finishName(e.reason), -1);
     if (s.includeUsage) {

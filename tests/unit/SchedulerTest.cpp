@@ -6,6 +6,7 @@
 #include "frontend/ConfigParser.h"
 #include "plan/WeightPacking.h"
 #include "runtime/Scheduler.h"
+#include "tests/common/FailingExecutor.h"
 
 #include <gtest/gtest.h>
 
@@ -461,5 +462,40 @@ TEST(Scheduler, RefusesWhatCouldNeverRun) {
   EXPECT_THROW(s.submit(std::move(stops)), InputError); // no tokenizer
   s.runUntilIdle();
   EXPECT_EQ(r.tokens.size(), 4u); // only the one that fit ran
+  expectNoLeak(e);
+}
+
+TEST(Scheduler, AnEngineFailureEndsTheRunningRequestsOnly) {
+  TinyModel m(kF32);
+  std::atomic<bool> failing{false};
+  Engine e(std::make_unique<kvplan::testing::FailingExecutor>(m.plan, m.weights, failing));
+  Scheduler s(e, nullptr);
+  std::vector<Received> got(6);
+  std::vector<TokenEvent> last(6);
+  for (int i = 0; i < 6; ++i) {
+    GenerationRequest r = request(randomTokens(4, 60 + i), 10, got[size_t(i)]);
+    auto inner = r.onEvent;
+    r.onEvent = [inner, &last, i](const TokenEvent &ev) {
+      inner(ev);
+      if (ev.finished) last[size_t(i)] = ev;
+    };
+    s.submit(std::move(r));
+  }
+  s.step();
+  s.step();
+  failing = true;
+  EXPECT_NO_THROW(s.step());
+  failing = false;
+  // The four that ran end with the error; the two waiting were untouched.
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(got[size_t(i)].reason, FinishReason::error) << i;
+    EXPECT_EQ(last[size_t(i)].error, "the engine failed: device lost");
+  }
+  EXPECT_FALSE(got[4].finished);
+  s.runUntilIdle();
+  for (int i = 4; i < 6; ++i) {
+    EXPECT_EQ(got[size_t(i)].reason, FinishReason::length);
+    EXPECT_EQ(got[size_t(i)].tokens, alone(m, randomTokens(4, 60 + i), 10));
+  }
   expectNoLeak(e);
 }

@@ -7,6 +7,7 @@
 #include "frontend/ConfigParser.h"
 #include "plan/WeightPacking.h"
 #include "runtime/Engine.h"
+#include "tests/common/FailingExecutor.h"
 #include "server/HttpServer.h"
 
 #include <gtest/gtest.h>
@@ -210,6 +211,29 @@ TEST(Server, GreedyCompletionEqualsTheEngineAlone) {
   EXPECT_EQ(j["usage"]["prompt_tokens"], 12);
   EXPECT_EQ(j["usage"]["completion_tokens"], 20);
   EXPECT_EQ(j["usage"]["total_tokens"], 32);
+}
+
+TEST(Server, AnEngineFailureIsA500AndTheServerGoesOn) {
+  std::atomic<bool> failing{true};
+  Engine e(std::make_unique<kvplan::testing::FailingExecutor>(model().plan, model().weights, failing));
+  server::Server srv(e, model().tok.get(), {});
+  srv.start("127.0.0.1", 0);
+  httplib::Client c("127.0.0.1", srv.port());
+  c.set_read_timeout(20, 0);
+  const std::vector<int32_t> prompt = randomPrompt(6, 3);
+  auto res = c.Post("/v1/completions", completion(prompt, 4).dump(), "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 500) << res->body;
+  const json err = json::parse(res->body)["error"];
+  EXPECT_EQ(err["message"], "the engine failed: device lost");
+  EXPECT_EQ(err["type"], "server_error");
+  failing = false;
+  res = c.Post("/v1/completions", completion(prompt, 4).dump(), "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(json::parse(res->body)["choices"][0]["token_ids"].get<std::vector<int32_t>>(),
+            model().alone(prompt, 4));
+  srv.stop();
 }
 
 TEST(Server, StreamingGivesTheSameTextAsNot) {
