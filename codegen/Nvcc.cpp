@@ -1,6 +1,7 @@
 // nvcc, found and run on generated source; the architectures --arch names;
 // the SM version a cubin was built for.
 #include "codegen/CudaCodegen.h"
+#include "support/TempDir.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -69,16 +70,9 @@ std::string findNvcc() {
 
 std::string compileCubin(const std::string &nvcc, const std::string &source,
                          const std::string &arch) {
-  char tmpl[] = "/tmp/kvplan-nvcc-XXXXXX";
-  if (!::mkdtemp(tmpl)) throw NvccError("cannot create a temporary folder for nvcc");
-  const fs::path dir(tmpl);
-  struct Cleanup {
-    fs::path d;
-    ~Cleanup() {
-      std::error_code ec;
-      fs::remove_all(d, ec);
-    }
-  } cleanup{dir};
+  const TempDir scratch("kvplan-nvcc");
+  if (!scratch.made()) throw NvccError("cannot create a temporary folder for nvcc");
+  const fs::path &dir = scratch.path();
   {
     std::ofstream f(dir / "kernels.cu", std::ios::binary);
     f << source;

@@ -1,5 +1,6 @@
 // Building the emulated kernels (see EmuCompile.h).
 #include "tests/emu/EmuCompile.h"
+#include "support/TempDir.h"
 
 #include <dlfcn.h>
 #include <unistd.h>
@@ -24,16 +25,9 @@ std::string emuCudaIncludeDir() {
 void *emuCompile(const std::string &source) {
   const std::string include = emuCudaIncludeDir();
   if (include.empty()) throw std::runtime_error("the emulator needs the CUDA headers");
-  char tmpl[] = "/tmp/kvplan-emu-XXXXXX";
-  if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
-  const fs::path dir(tmpl);
-  struct Cleanup {
-    fs::path d;
-    ~Cleanup() {
-      std::error_code ec;
-      fs::remove_all(d, ec);
-    }
-  } cleanup{dir};
+  const TempDir scratch("kvplan-emu");
+  if (!scratch.made()) throw std::runtime_error("cannot create a temporary folder for the emulator");
+  const fs::path &dir = scratch.path();
   {
     std::ifstream tail(std::string(KVPLAN_SOURCE_DIR) + "/tests/emu/CudaEmuLaunch.inc");
     std::stringstream t;

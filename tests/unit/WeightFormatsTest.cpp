@@ -2,6 +2,7 @@
 // shared llama2.c and GGUF models, safetensors fixtures written here, and the
 // errors each format reports.
 #include "support/Progress.h"
+#include "support/TempDir.h"
 #include "formats/WeightFormats.h"
 
 #include <gtest/gtest.h>
@@ -38,19 +39,13 @@ fs::path modelsDir() { return fs::path(KVPLAN_SHARED_DIR) / "models"; }
       GTEST_SKIP() << "shared test model " << (p) << " is absent (set KVPLAN_SHARED_DIR)"; \
   } while (0)
 
-class TempDir {
-public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "kvplan-weights-XXXXXX").string();
-    if (!mkdtemp(tmpl.data()))
-      throw std::runtime_error("mkdtemp failed");
-    path = tmpl;
+/// A scratch folder for a test's files.
+struct ScratchDir {
+  TempDir dir{"kvplan-weights"};
+  const fs::path &path = dir.path();
+  ScratchDir() {
+    if (!dir.made()) throw std::runtime_error("cannot create a temporary folder");
   }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  fs::path path;
 };
 
 int64_t elements(const std::vector<int64_t> &shape) {
@@ -526,7 +521,7 @@ TEST(Safetensors, SingleFileF32RoundTripsWithRopePermutation) {
     SCOPED_TRACE(qwen ? "qwen2 with q/k/v bias, tied" : "llama with GQA");
     const ModelSpec m = smallSpec(qwen);
     auto original = openWeights("random:7", m);
-    TempDir dir;
+    ScratchDir dir;
     writeSafetensors(dir.path / "model.safetensors", toHF(m, *original, DType::f32));
     EXPECT_TRUE(hasSafetensors(dir.path.string()));
     EXPECT_FALSE(isCheckpointFile(dir.path.string()));
@@ -550,7 +545,7 @@ TEST(Safetensors, Bf16ReadsTheRoundedOriginal) {
   for (bool qwen : {false, true}) {
     const ModelSpec m = smallSpec(qwen);
     auto original = openWeights("random:7", m);
-    TempDir dir;
+    ScratchDir dir;
     writeSafetensors(dir.path / "model.safetensors", toHF(m, *original, DType::bf16));
     expectSameWeights(m, *original, *openWeights(dir.path.string(), m), DType::bf16);
   }
@@ -560,7 +555,7 @@ TEST(Safetensors, ShardedWithIndex) {
   const ModelSpec m = smallSpec(true);
   auto original = openWeights("random:7", m);
   const std::vector<HFTensor> all = toHF(m, *original, DType::f32);
-  TempDir dir;
+  ScratchDir dir;
   std::vector<HFTensor> first(all.begin(), all.begin() + long(all.size() / 2)),
       second(all.begin() + long(all.size() / 2), all.end());
   const char *names[2] = {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"};
@@ -586,7 +581,7 @@ TEST(Safetensors, ShardedWithIndex) {
 TEST(Safetensors, MisalignedDataIsCopied) {
   const ModelSpec m = smallSpec(false);
   auto original = openWeights("random:7", m);
-  TempDir dir;
+  ScratchDir dir;
   writeSafetensors(dir.path / "model.safetensors", toHF(m, *original, DType::f32), false);
   expectSameWeights(m, *original, *openWeights(dir.path.string(), m), DType::f32);
 }
@@ -595,7 +590,7 @@ TEST(Safetensors, Errors) {
   const ModelSpec m = smallSpec(false);
   auto original = openWeights("random:7", m);
   std::vector<HFTensor> hf = toHF(m, *original, DType::f32);
-  TempDir dir;
+  ScratchDir dir;
   const fs::path file = dir.path / "model.safetensors";
   const std::string fileName = file.string();
 
@@ -649,12 +644,12 @@ TEST(Safetensors, Errors) {
                      {fileName, "corrupt", shortT[1].name});
   }
   // A corrupt index.
-  TempDir sharded;
+  ScratchDir sharded;
   writeFile(sharded.path / "model.safetensors.index.json", "{\"weight_map\": [1, 2]}");
   expectInputError([&] { openWeights(sharded.path.string(), m); },
                    {"model.safetensors.index.json", "weight_map"});
   // A directory without weights.
-  TempDir empty;
+  ScratchDir empty;
   EXPECT_FALSE(hasSafetensors(empty.path.string()));
   expectInputError([&] { openWeights(empty.path.string(), m); },
                    {empty.path.string(), "model.safetensors"});
@@ -667,7 +662,7 @@ TEST(Safetensors, Errors) {
 TEST(LlamaC, TruncatedFile) {
   const fs::path bin = modelsDir() / "stories260K" / "stories260K.bin";
   REQUIRE_FILE(bin);
-  TempDir dir;
+  ScratchDir dir;
   const fs::path cut = dir.path / "cut.bin";
   writeFile(cut, readFile(bin).substr(0, 500000));
   expectInputError([&] { readCheckpointConfig(cut.string()); },
@@ -697,7 +692,7 @@ TEST(LlamaC, HeaderDisagreesWithModel) {
   expectInputError([&] { src->tensor("output", {512, 64}); },
                    {bin.string(), "'output'", "tie_word_embeddings"});
   // A header that is not a model.
-  TempDir dir;
+  ScratchDir dir;
   std::string bytes = readFile(bin);
   const int32_t zero = 0;
   std::memcpy(bytes.data() + 12, &zero, 4); // n_heads
@@ -765,7 +760,7 @@ const std::map<std::string, uint32_t> kGgufDims = {
     {"llama.context_length", 64},   {"llama.vocab_size", 16}};
 
 TEST(Gguf, UnsupportedTensorType) {
-  TempDir dir;
+  ScratchDir dir;
   const fs::path p = dir.path / "q8.gguf";
   writeGguf(p, {{"general.architecture", "llama"}}, kGgufDims,
             {{"token_embd.weight", {32, 16}, 0, 32 * 16 * 4},
@@ -786,7 +781,7 @@ TEST(Gguf, UnsupportedTensorType) {
 }
 
 TEST(Gguf, ArchitectureAndRopeScalingAreChecked) {
-  TempDir dir;
+  ScratchDir dir;
   const fs::path p = dir.path / "m.gguf";
   writeGguf(p, {{"general.architecture", "qwen2"}}, kGgufDims, {});
   expectInputError([&] { readCheckpointConfig(p.string()); }, {p.string(), "'qwen2'", "llama"});
@@ -825,7 +820,7 @@ TEST(Dispatch, SourcesAndCheckpointFiles) {
   expectInputError([&] { openWeights("/nonexistent/weights.bin", m); },
                    {"/nonexistent/weights.bin", "no such file"});
   expectInputError([&] { readCheckpointConfig("model.toml"); }, {"model.toml"});
-  TempDir dir;
+  ScratchDir dir;
   writeFile(dir.path / "w.txt", "hello");
   expectInputError([&] { openWeights((dir.path / "w.txt").string(), m); },
                    {"w.txt", "unknown weight format"});
@@ -928,7 +923,7 @@ TEST(LlamaC, SeparateClassifierIsReadFromTheEnd) {
   std::vector<float> classifier = t("output", {V, H});
   put(classifier);
 
-  TempDir dir;
+  ScratchDir dir;
   fs::path bin = dir.path / "separate.bin";
   {
     std::ofstream out(bin, std::ios::binary);
