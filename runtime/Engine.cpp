@@ -212,13 +212,19 @@ std::vector<int32_t> Engine::decodeStep(const std::vector<int> &which,
   return next;
 }
 
-const float *Engine::prefill(int seq, const int32_t *tokens, int64_t count) {
+/// Every chunk of `tokens`, the last drawn from by `lastSampler` (if any).
+int32_t Engine::prefillAll(int seq, const int32_t *tokens, int64_t count, Sampler *lastSampler) {
   if (count <= 0) throw InputError("a prompt needs at least one token");
   checkOpen(seq);
   for (int64_t i = 0; i < count; ++i) checkToken(tokens[i]);
   grow(seqs[size_t(seq)], length(seq) + count); // fail before running anything
-  for (int64_t done = 0; done < count; done += chunk)
-    prefillStep(seq, tokens + done, std::min(chunk, count - done), nullptr);
+  int64_t done = 0;
+  for (; count - done > chunk; done += chunk) prefillStep(seq, tokens + done, chunk, nullptr);
+  return prefillStep(seq, tokens + done, count - done, lastSampler);
+}
+
+const float *Engine::prefill(int seq, const int32_t *tokens, int64_t count) {
+  prefillAll(seq, tokens, count, nullptr);
   return exec->logits("prefill");
 }
 
@@ -230,13 +236,7 @@ const float *Engine::decode(const std::vector<int> &which, const std::vector<int
 void Engine::setSampling(const SamplingOptions &options) { sampler = Sampler(options); }
 
 int32_t Engine::prefillNext(int seq, const int32_t *tokens, int64_t count) {
-  if (count <= 0) throw InputError("a prompt needs at least one token");
-  checkOpen(seq);
-  for (int64_t i = 0; i < count; ++i) checkToken(tokens[i]);
-  grow(seqs[size_t(seq)], length(seq) + count);
-  int64_t done = 0;
-  for (; count - done > chunk; done += chunk) prefillStep(seq, tokens + done, chunk, nullptr);
-  return prefillStep(seq, tokens + done, count - done, &sampler);
+  return prefillAll(seq, tokens, count, &sampler);
 }
 
 std::vector<int32_t> Engine::decodeNext(const std::vector<int> &which,

@@ -103,6 +103,7 @@ private:
   void checkToken(int32_t t) const;
   void checkOpen(int seq) const;
   void grow(Sequence &s, int64_t tokens);
+  int32_t prefillAll(int seq, const int32_t *tokens, int64_t count, Sampler *lastSampler);
   void publishFull(Sequence &s);
   void init(const EngineOptions &options);
 
