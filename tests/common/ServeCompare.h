@@ -30,8 +30,11 @@ inline std::vector<std::vector<int32_t>> serveAfterFirst(
   return got;
 }
 
-/// `n` greedy tokens after the prompt, one sequence alone on the engine.
-inline std::vector<int32_t> greedyAlone(Engine &e, const std::vector<int32_t> &prompt, size_t n) {
+/// `n` tokens after the prompt (greedy by default), one sequence alone on
+/// the engine, without the scheduler.
+inline std::vector<int32_t> runAlone(Engine &e, const std::vector<int32_t> &prompt, size_t n,
+                                     const SamplingOptions &sampling = {}) {
+  e.setSampling(sampling);
   const int seq = e.open();
   std::vector<int32_t> out{e.prefillNext(seq, prompt.data(), int64_t(prompt.size()))};
   while (out.size() < n) out.push_back(e.decodeNext({seq}, {out.back()})[0]);

@@ -34,7 +34,7 @@
 #include <set>
 
 using namespace kvplan;
-using kvplan::testing::greedyAlone;
+using kvplan::testing::runAlone;
 using kvplan::testing::normalisedError;
 using kvplan::testing::serveAfterFirst;
 using kvplan::testing::tolerance;
@@ -185,7 +185,7 @@ TEST_F(FakeGpu, TheSchedulerServesOnTheDevice) {
   for (size_t i = 0; i < prompts.size(); ++i) {
     Engine alone(fresh(), {false});
     EXPECT_EQ(got[i].size(), size_t(maxNew[i]));
-    EXPECT_EQ(got[i], greedyAlone(alone, prompts[i], got[i].size())) << "request " << i;
+    EXPECT_EQ(got[i], runAlone(alone, prompts[i], got[i].size())) << "request " << i;
   }
   served.pages().check();
   EXPECT_EQ(served.pages().available(), served.pages().size());

@@ -27,7 +27,7 @@
 
 using namespace kvplan;
 namespace fs = std::filesystem;
-using kvplan::testing::greedyAlone;
+using kvplan::testing::runAlone;
 using kvplan::testing::normalisedError;
 using kvplan::testing::serveAfterFirst;
 using kvplan::testing::tolerance;
@@ -222,7 +222,7 @@ TEST(CudaRuntime, TheSchedulerServesOnTheDevice) {
   for (size_t i = 0; i < prompts.size(); ++i) {
     ASSERT_EQ(got[i].size(), 8u) << "request " << i;
     Engine alone(fresh(), {false});
-    const std::vector<int32_t> want = greedyAlone(alone, prompts[i], 8);
+    const std::vector<int32_t> want = runAlone(alone, prompts[i], 8);
     if (i == 0) EXPECT_EQ(got[i], want);
     agree += got[i] == want;
   }

@@ -6,6 +6,7 @@
 #include "frontend/ConfigParser.h"
 #include "plan/WeightPacking.h"
 #include "runtime/Scheduler.h"
+#include "tests/common/ServeCompare.h"
 #include "tests/common/FailingExecutor.h"
 
 #include <gtest/gtest.h>
@@ -84,12 +85,7 @@ GenerationRequest request(std::vector<int32_t> prompt, int64_t maxNew, Received 
 std::vector<int32_t> alone(const TinyModel &m, const std::vector<int32_t> &prompt, int64_t maxNew,
                            SamplingOptions sampling = {}) {
   Engine e = m.engine({false});
-  e.setSampling(sampling);
-  const int seq = e.open();
-  std::vector<int32_t> out{e.prefillNext(seq, prompt.data(), int64_t(prompt.size()))};
-  while (int64_t(out.size()) < maxNew) out.push_back(e.decodeNext({seq}, {out.back()})[0]);
-  e.close(seq);
-  return out;
+  return kvplan::testing::runAlone(e, prompt, size_t(maxNew), sampling);
 }
 
 /// Every sequence closed and every page back in the pool, consistent.

@@ -8,6 +8,7 @@
 #include "plan/WeightPacking.h"
 #include "runtime/Engine.h"
 #include "tests/common/FailingExecutor.h"
+#include "tests/common/ServeCompare.h"
 #include "server/HttpServer.h"
 
 #include <gtest/gtest.h>
@@ -48,10 +49,7 @@ struct TinyModel {
   /// Greedy tokens for the prompt on a fresh engine, without the server.
   std::vector<int32_t> alone(const std::vector<int32_t> &prompt, int64_t n) const {
     Engine e = engine();
-    const int seq = e.open();
-    std::vector<int32_t> out{e.prefillNext(seq, prompt.data(), int64_t(prompt.size()))};
-    while (int64_t(out.size()) < n) out.push_back(e.decodeNext({seq}, {out.back()})[0]);
-    return out;
+    return kvplan::testing::runAlone(e, prompt, size_t(n));
   }
 };
 
