@@ -4,6 +4,7 @@
 // canonical layout (below), whatever the file calls and arranges them.
 #pragma once
 
+#include "formats/GgmlQuants.h"
 #include "spec/ModelSpec.h"
 #include "support/Half.h"
 
@@ -22,10 +23,15 @@ namespace kvplan {
 /// (x[j], x[j + head_dim/2]); their q/k projection rows (and q/k biases) are
 /// permuted into the adjacent order when read, which leaves every attention
 /// score unchanged.
+///
+/// A quantized GGUF tensor has `quant` set: `data` then holds its ggml
+/// blocks, each row of the canonical [out, in] matrix a whole number of
+/// blocks (formats/GgmlQuants.h), and `dtype` is meaningless.
 struct SourceTensor {
   std::vector<int64_t> shape;
   DType dtype = DType::f32; // f32, f16 or bf16
   const void *data = nullptr; // valid while the WeightSource lives
+  QuantType quant = QuantType::none;
 };
 
 class WeightSource {

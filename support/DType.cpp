@@ -1,6 +1,8 @@
 // Names and sizes of the element types.
 #include "support/DType.h"
 
+#include <stdexcept>
+
 namespace kvplan {
 
 const char *dtypeName(DType t) {
@@ -10,6 +12,7 @@ const char *dtypeName(DType t) {
   case DType::f16: return "f16";
   case DType::i32: return "i32";
   case DType::i8: return "int8";
+  case DType::i4: return "int4";
   }
   return "?";
 }
@@ -20,6 +23,7 @@ std::optional<DType> parseDType(const std::string &s) {
   if (s == "f16" || s == "float16") return DType::f16;
   if (s == "i32") return DType::i32;
   if (s == "int8" || s == "i8") return DType::i8;
+  if (s == "int4" || s == "i4") return DType::i4;
   return std::nullopt;
 }
 
@@ -28,12 +32,14 @@ int64_t dtypeBytes(DType t) {
   case DType::f32: case DType::i32: return 4;
   case DType::bf16: case DType::f16: return 2;
   case DType::i8: return 1;
+  case DType::i4: break;
   }
-  return 0;
+  throw std::logic_error(std::string("dtypeBytes: ") + dtypeName(t) +
+                         " has no whole number of bytes per element");
 }
 
 bool isFloatDType(DType t) { return t == DType::f32 || t == DType::bf16 || t == DType::f16; }
 
-bool isWeightDType(DType t) { return isFloatDType(t) || t == DType::i8; }
+bool isWeightDType(DType t) { return isFloatDType(t) || t == DType::i8 || t == DType::i4; }
 
 } // namespace kvplan

@@ -10,15 +10,19 @@ namespace kvplan {
 
 /// Element types. `i8` is kvplan's int8 weight format: matrices quantized in
 /// groups of kInt8Group weights along the input dimension, each group with
-/// one f32 scale (docs/artifact.md).
-enum class DType { f32, bf16, f16, i32, i8 };
+/// one f32 scale. `i4` is kvplan's int4 weight format: 4-bit codes in
+/// groups of kInt4Group along the input dimension, each group with an f32
+/// scale and an f32 minimum (value = code * scale + min); its bytes are not
+/// a whole number per element, so dtypeBytes() refuses it (docs/artifact.md).
+enum class DType { f32, bf16, f16, i32, i8, i4 };
 constexpr int64_t kInt8Group = 32;
+constexpr int64_t kInt4Group = 32;
 const char *dtypeName(DType t);
 std::optional<DType> parseDType(const std::string &s);
 int64_t dtypeBytes(DType t);
 /// Floating-point element types (f32, bf16, f16): the KV cache's choices.
 bool isFloatDType(DType t);
-/// Weight element types a user may choose: the float ones and int8.
+/// Weight element types a user may choose: the float ones, int8 and int4.
 bool isWeightDType(DType t);
 
 } // namespace kvplan

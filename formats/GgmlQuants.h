@@ -1,0 +1,42 @@
+// llama.cpp's (ggml's) block-quantized tensor types as GGUF files store
+// them: sizes, exact dequantization to f32 (bit for bit as llama.cpp's
+// reference code), and the lossless repacking of the types that fit
+// kvplan's int8 and int4 layouts.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace kvplan {
+
+/// The quantized ggml types kvplan reads; `none` is a plain f32/f16/bf16
+/// tensor.
+enum class QuantType { none, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k };
+
+/// "Q4_K" and so on (llama.cpp's names).
+const char *quantTypeName(QuantType t);
+/// The quantized type of a ggml type number, if kvplan reads it.
+std::optional<QuantType> quantTypeOfGgml(uint32_t ggmlType);
+/// Elements per block (32, or 256 for the K-quants) and bytes per block.
+int64_t quantBlockElements(QuantType t);
+int64_t quantBlockBytes(QuantType t);
+
+/// Dequantizes `n` elements (a multiple of quantBlockElements) starting at
+/// the first block of `blocks`, exactly as llama.cpp's reference
+/// dequantizers (gguf-py) do.
+void dequantize(QuantType t, const void *blocks, float *out, int64_t n);
+
+/// For Q4_0, Q4_1 and Q4_K: the 4-bit codes (one per byte, 0..15) and each
+/// group of 32's scale and minimum such that `float(code) * scale + min`
+/// (a product and a sum, each rounded to f32) equals dequantize() bit for
+/// bit. `n` is a multiple of quantBlockElements. False for other types.
+bool int4Groups(QuantType t, const void *blocks, int64_t n, uint8_t *codes, float *scales,
+                float *mins);
+
+/// For Q8_0 and Q5_0: int8 codes and one scale per group of 32 such that
+/// `float(code) * scale` equals dequantize() bit for bit. False for other
+/// types.
+bool int8Groups(QuantType t, const void *blocks, int64_t n, int8_t *codes, float *scales);
+
+} // namespace kvplan
