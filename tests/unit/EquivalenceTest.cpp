@@ -273,7 +273,7 @@ Shape withDtype(Shape s, DType dtype) {
 TEST(Equivalence, EveryWeightTypeMatchesAReferenceWithTheSameWeights) {
   // The reference rounds (or quantizes) its weights exactly as the artifact
   // stores them, so the runtime must match it as tightly as in f32.
-  for (DType dtype : {DType::bf16, DType::f16, DType::i8}) {
+  for (DType dtype : {DType::bf16, DType::f16, DType::i8, DType::i4}) {
     for (const Shape &base : {kShapes[0], kShapes[3]}) {
       Shape s = withDtype(base, dtype);
       SCOPED_TRACE(std::string(s.name) + " " + dtypeName(dtype));

@@ -28,6 +28,21 @@ ReferenceModel::ReferenceModel(const ModelSpec &m, const WeightSource &source, D
             rounded[size_t(r * cols + k)] = std::clamp(q, -127.0f, 127.0f) * scale;
           }
         }
+    } else if (dtype == DType::i4 && d.shape.size() == 2) {
+      // Per group of 32: 16 levels from the smallest weight to the largest.
+      const int64_t cols = d.shape[1];
+      for (int64_t r = 0; r < n / cols; ++r)
+        for (int64_t g = 0; g < cols; g += kInt4Group) {
+          const float *w = f32.data() + r * cols;
+          const int64_t end = std::min(cols, g + kInt4Group);
+          const float lo = *std::min_element(w + g, w + end), hi = *std::max_element(w + g, w + end);
+          const float scale = (hi - lo) / 15.0f;
+          for (int64_t k = g; k < end; ++k) {
+            const float q = scale > 0 ? std::clamp(std::nearbyint((w[k] - lo) / scale), 0.0f, 15.0f) : 0;
+            const float product = q * scale;
+            rounded[size_t(r * cols + k)] = product + lo;
+          }
+        }
     } else if (dtype == DType::bf16 || dtype == DType::f16) {
       std::vector<uint16_t> half(static_cast<size_t>(n));
       convertElements(f32.data(), DType::f32, half.data(), dtype, n);
