@@ -6,6 +6,7 @@
 #include "codegen/Compiler.h"
 #include "frontend/ConfigParser.h"
 #include "runtime/Engine.h"
+#include "runtime/cpu/Isa.h"
 #include "runtime/Sampler.h"
 #include "plan/WeightPacking.h"
 #include "tests/unit/ReferenceModel.h"
@@ -14,6 +15,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <map>
 
 using namespace kvplan;
 namespace fs = std::filesystem;
@@ -28,7 +30,8 @@ const char *kFiles[] = {"q256-f32.gguf",    "q256-Q8_0.gguf",    "q256-Q4_0.gguf
 
 const std::vector<int32_t> kPrompt = {1, 417, 23, 300, 88};
 
-/// A q256 file compiled with `dtype` weights, ready to run.
+/// A q256 file compiled with `dtype` weights and an f32 KV cache (so that
+/// int8 and f32 plans differ in their weights only), ready to run.
 struct Loaded {
   ModelConfig cfg;
   Plan plan;
@@ -39,7 +42,10 @@ struct Loaded {
     o.maxSeqLen = 64;
     o.prefillChunk = 8;
     o.weightDtype = dtype;
-    cfg = loadModelConfig((kDir / file).string(), o);
+    cfg = readCheckpointConfig((kDir / file).string());
+    cfg.compile.kvDtype = DType::f32;
+    cfg.given.insert("compile.kv_dtype");
+    cfg = applyAndValidate(std::move(cfg), o);
     plan = compileModel(cfg).plan;
     source = openWeights((kDir / file).string(), cfg.model);
     weights = packWeightsInMemory(plan, *source);
@@ -93,25 +99,77 @@ TEST_F(QuantGguf, EveryFileCompiledToF32MatchesTheReference) {
 }
 
 TEST_F(QuantGguf, Q8_0RepackedToInt8GivesTheF32LogitsBitForBit) {
+  // The vector kernels multiply each int8 code by its scale before the FMA,
+  // so a lossless repack computes exactly what f32 weights do. The scalar
+  // kernel sums a group's products in the codes' scale and applies the
+  // scale once per group: the same values, rounded differently, so there
+  // the logits only agree closely.
   Loaded f32("q256-Q8_0.gguf", DType::f32), int8("q256-Q8_0.gguf", DType::i8);
   int matrices = 0;
   for (const WeightEntry &w : int8.plan.weights) matrices += w.dtype == DType::i8;
   ASSERT_GT(matrices, 4); // the layers' matrices, the embedding and the classifier
-  Engine a = f32.engine(), b = int8.engine();
   const int64_t vocab = f32.cfg.model.vocabSize;
-  int sa = a.open(), sb = b.open();
-  const float *la = a.prefill(sa, kPrompt.data(), int64_t(kPrompt.size()));
-  const float *lb = b.prefill(sb, kPrompt.data(), int64_t(kPrompt.size()));
-  for (int step = 0; step < 6; ++step) {
-    ASSERT_EQ(std::memcmp(la, lb, size_t(vocab) * sizeof(float)), 0) << "step " << step;
-    const int32_t next = argmax(la, vocab);
-    la = a.decode({sa}, {next});
-    lb = b.decode({sb}, {next});
+  const cpu::Isa was = cpu::activeIsa();
+  for (cpu::Isa isa : {cpu::Isa::scalar, cpu::Isa::avx2, cpu::Isa::avx512}) {
+    if (isa > cpu::detectIsa()) continue;
+    SCOPED_TRACE(cpu::isaName(isa));
+    cpu::setActiveIsa(isa);
+    Engine a = f32.engine(), b = int8.engine();
+    int sa = a.open(), sb = b.open();
+    const float *la = a.prefill(sa, kPrompt.data(), int64_t(kPrompt.size()));
+    const float *lb = b.prefill(sb, kPrompt.data(), int64_t(kPrompt.size()));
+    for (int step = 0; step < 6; ++step) {
+      if (isa == cpu::Isa::scalar)
+        EXPECT_LT(test::relativeError(lb, std::vector<double>(la, la + vocab)), 1e-5);
+      else
+        ASSERT_EQ(std::memcmp(la, lb, size_t(vocab) * sizeof(float)), 0) << "step " << step;
+      const int32_t next = argmax(la, vocab);
+      la = a.decode({sa}, {next});
+      lb = b.decode({sb}, {next});
+    }
+  }
+  cpu::setActiveIsa(was);
+}
+
+TEST_F(QuantGguf, Int8PacksQ8_0AndQ5_0BlocksUnchanged) {
+  // Each int8 entry whose parts are all Q8_0 or Q5_0 holds exactly their
+  // blocks' codes and scales (int8Groups), not a requantization.
+  for (const char *file : {"q256-Q8_0.gguf", "q256-Q5_0.gguf"}) {
+    SCOPED_TRACE(file);
+    Loaded m(file, DType::i8);
+    std::map<std::string, std::vector<int64_t>> shapes;
+    for (const WeightDecl &d : weightTable(m.plan.model)) shapes[d.name] = d.shape;
+    int entries = 0;
+    for (const WeightEntry &w : m.plan.weights) {
+      if (w.dtype != DType::i8) continue;
+      const std::vector<std::string> parts =
+          w.parts.empty() ? std::vector<std::string>{w.name} : w.parts;
+      std::vector<int8_t> codes;
+      std::vector<float> scales;
+      bool lossless = true;
+      for (const std::string &part : parts) {
+        const SourceTensor t = m.source->tensor(part, shapes.at(part));
+        lossless = lossless && (t.quant == QuantType::q8_0 || t.quant == QuantType::q5_0);
+        if (!lossless) break;
+        const int64_t n = sourceElements(t);
+        codes.resize(codes.size() + size_t(n));
+        scales.resize(scales.size() + size_t(n / 32));
+        ASSERT_TRUE(int8Groups(t.quant, t.data, n, codes.data() + codes.size() - size_t(n),
+                               scales.data() + scales.size() - size_t(n / 32)));
+      }
+      if (!lossless) continue;
+      const char *at = m.weights.data() + w.offset;
+      EXPECT_EQ(std::memcmp(at, codes.data(), codes.size()), 0) << w.name;
+      EXPECT_EQ(std::memcmp(at + w.scalesOffset, scales.data(), scales.size() * 4), 0) << w.name;
+      ++entries;
+    }
+    EXPECT_GE(entries, 4 * 4); // every layer's matrices (however fused)
   }
 }
 
 TEST_F(QuantGguf, LosslessInt8KeepsTheGreedyIds) {
-  // Q8_0: every tensor repacks losslessly.
-  EXPECT_EQ(greedy(Loaded("q256-Q8_0.gguf", DType::f32), 16),
-            greedy(Loaded("q256-Q8_0.gguf", DType::i8), 16));
+  // Q8_0: every tensor repacks losslessly. Q5_0: every tensor but the
+  // classifier (Q6_K, requantized by round to nearest).
+  for (const char *file : {"q256-Q8_0.gguf", "q256-Q5_0.gguf"})
+    EXPECT_EQ(greedy(Loaded(file, DType::f32), 16), greedy(Loaded(file, DType::i8), 16)) << file;
 }
