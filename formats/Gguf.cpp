@@ -74,6 +74,38 @@ uint64_t ggmlTypeBytes(uint32_t t) {
   }
 }
 
+// The bytes a tensor of a type kvplan reads occupies (0 for other types):
+// elements * element size, or for a block-quantized type whole blocks of
+// each row (dims[0], the fastest-varying). Overflow fails rather than wraps.
+uint64_t tensorBytes(GgufFile::Tensor &t, const std::string &path) {
+  auto tooBig = [&]() -> uint64_t {
+    throw InputError(path + ": corrupt GGUF file: tensor " + t.name +
+                     " has more elements than fit in 64 bits");
+  };
+  uint64_t elems = 1;
+  for (int64_t d : t.dims) {
+    if (elems > UINT64_MAX / uint64_t(d))
+      return tooBig();
+    elems *= uint64_t(d);
+  }
+  if (std::optional<QuantType> q = quantTypeOfGgml(t.ggmlType)) {
+    t.quant = *q;
+    const uint64_t per = uint64_t(quantBlockElements(*q)), bytes = uint64_t(quantBlockBytes(*q));
+    if (uint64_t(t.dims[0]) % per != 0)
+      throw InputError(path + ": tensor " + t.name + " of type " + quantTypeName(*q) +
+                       " has rows of " + std::to_string(t.dims[0]) +
+                       " elements, not a whole number of " + quantTypeName(*q) + " blocks of " +
+                       std::to_string(per) + " (a corrupt file)");
+    if (elems / per > UINT64_MAX / bytes)
+      return tooBig();
+    return elems / per * bytes;
+  }
+  const uint64_t size = ggmlTypeBytes(t.ggmlType);
+  if (size && elems > UINT64_MAX / size)
+    return tooBig();
+  return elems * size;
+}
+
 struct GgufHeader {
   uint32_t version = 0;
   uint64_t tensorCount = 0, kvCount = 0;
@@ -159,11 +191,9 @@ std::vector<PendingTensor> readTensorInfos(Reader &r, uint64_t tensorCount) {
 // that all of its bytes lie within the file.
 GgufFile::Tensor placeTensor(PendingTensor p, const MappedFile &file, const std::string &path,
                              uint64_t dataStart) {
-  uint64_t elems = 1;
-  for (int64_t d : p.t.dims) elems *= uint64_t(d);
-  p.t.bytes = elems * ggmlTypeBytes(p.t.ggmlType);
+  p.t.bytes = tensorBytes(p.t, path);
   if (p.t.bytes) {
-    if (dataStart + p.offset > file.size() ||
+    if (p.offset > file.size() || dataStart + p.offset > file.size() ||
         p.t.bytes > file.size() - dataStart - p.offset)
       throw InputError(path + ": truncated GGUF file: tensor " + p.t.name + " needs bytes " +
                        std::to_string(dataStart + p.offset) + " to " +

@@ -2,6 +2,7 @@
 // place from a mapping. Used for GGUF weights and the vocabulary they embed.
 #pragma once
 
+#include "formats/GgmlQuants.h"
 #include "support/MappedFile.h"
 
 #include <cstdint>
@@ -33,7 +34,8 @@ public:
     std::vector<std::string> strings;
   };
 
-  /// ggml tensor types kvplan reads.
+  /// ggml tensor types kvplan reads: these and the block-quantized types of
+  /// formats/GgmlQuants.h.
   static constexpr uint32_t kF32 = 0, kF16 = 1, kBF16 = 30;
   struct Tensor {
     std::string name;
@@ -41,6 +43,7 @@ public:
     uint32_t ggmlType = 0;
     const void *data = nullptr;
     uint64_t bytes = 0; // 0 for a type kvplan does not read
+    QuantType quant = QuantType::none; // set for a block-quantized type
   };
 
   const std::string &path() const { return file.path(); }

@@ -2,6 +2,7 @@
 #include "formats/WeightFormats.h"
 
 #include "formats/WeightReaders.h"
+#include "support/Half.h"
 
 #include <algorithm>
 #include <cctype>
@@ -13,6 +14,27 @@
 namespace fs = std::filesystem;
 
 namespace kvplan {
+
+int64_t sourceElements(const SourceTensor &t) {
+  int64_t n = 1;
+  for (int64_t d : t.shape) n *= d;
+  return n;
+}
+
+void sourceRowsToF32(const SourceTensor &t, int64_t first, int64_t count, float *out) {
+  const int64_t cols = t.shape.empty() ? 1 : t.shape.back();
+  if (first < 0 || count < 0 || cols <= 0 || (first + count) * cols > sourceElements(t))
+    throw std::invalid_argument("sourceRowsToF32: rows " + std::to_string(first) + " + " +
+                                std::to_string(count) + " outside the tensor");
+  if (t.quant == QuantType::none) {
+    const char *data = static_cast<const char *>(t.data) + first * cols * dtypeBytes(t.dtype);
+    convertElements(data, t.dtype, out, DType::f32, count * cols);
+    return;
+  }
+  // Readers hand out quantized tensors whose rows are whole blocks.
+  const int64_t rowBytes = cols / quantBlockElements(t.quant) * quantBlockBytes(t.quant);
+  dequantize(t.quant, static_cast<const char *>(t.data) + first * rowBytes, out, count * cols);
+}
 
 //===----------------------------------------------------------------------===//
 // Shared checks

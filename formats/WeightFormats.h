@@ -34,6 +34,15 @@ struct SourceTensor {
   QuantType quant = QuantType::none;
 };
 
+/// Elements of `t` (the product of its shape).
+int64_t sourceElements(const SourceTensor &t);
+
+/// Rows [first, first + count) of `t`, viewed as [rows, cols] with cols its
+/// last dimension, as f32 in `out` (count * cols floats), whatever its type:
+/// f32 copied, f16/bf16 converted and quantized blocks dequantized exactly
+/// (formats/GgmlQuants.h).
+void sourceRowsToF32(const SourceTensor &t, int64_t first, int64_t count, float *out);
+
 class WeightSource {
 public:
   virtual ~WeightSource() = default;

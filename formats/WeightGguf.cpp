@@ -1,10 +1,13 @@
 // GGUF checkpoints of architecture llama: the model description from the
-// metadata and F32/F16/BF16 tensors in place, under canonical names.
+// metadata and F32/F16/BF16 or block-quantized (Q8_0, Q4_0, ...) tensors in
+// place, under canonical names.
 #include "formats/Gguf.h"
 #include "formats/WeightReaders.h"
 
 #include <cstring>
 #include <filesystem>
+#include <map>
+#include <set>
 #include <unordered_map>
 
 namespace kvplan {
@@ -30,6 +33,52 @@ std::optional<DType> ggmlDType(uint32_t t) {
   case GgufFile::kBF16: return DType::bf16;
   default: return std::nullopt;
   }
+}
+
+// The ggml types kvplan reads, for messages about the others.
+constexpr const char *kReadableTypes =
+    "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K";
+
+// The weight type a matrix of ggml type `t` compiles to by default: its own
+// float type, int4 for the 4-bit types int4 holds losslessly, int8 for the
+// wider quantized types.
+std::optional<DType> defaultWeightDtype(uint32_t t) {
+  if (auto d = ggmlDType(t))
+    return d;
+  switch (quantTypeOfGgml(t).value_or(QuantType::none)) {
+  case QuantType::q4_0:
+  case QuantType::q4_1:
+  case QuantType::q4_k: return DType::i4;
+  case QuantType::none: return std::nullopt;
+  default: return DType::i8;
+  }
+}
+
+// Whether `name` is a layer's matrix: blk.N.attn_q.weight and so on.
+bool isLayerMatrix(const std::string &name) {
+  static const std::set<std::string> matrices = {
+      "attn_q.weight",   "attn_k.weight", "attn_v.weight",  "attn_output.weight",
+      "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"};
+  const size_t dot = name.rfind("blk.", 0) == 0 ? name.find('.', 4) : std::string::npos;
+  return dot != std::string::npos && matrices.count(name.substr(dot + 1)) > 0;
+}
+
+// The default weight type of a GGUF: that of its layer matrices, by
+// element count (llama.cpp mixes types, e.g. Q4_K_M keeps some Q6_K), or
+// nothing if it has none kvplan reads.
+std::optional<DType> layerMatrixDtype(const GgufFile &g) {
+  std::map<DType, double> elements;
+  for (const GgufFile::Tensor &t : g.tensors()) {
+    auto d = isLayerMatrix(t.name) ? defaultWeightDtype(t.ggmlType) : std::nullopt;
+    if (!d) continue;
+    double n = 1;
+    for (int64_t dim : t.dims) n *= double(dim);
+    elements[*d] += n;
+  }
+  std::optional<DType> best;
+  for (const auto &[d, n] : elements)
+    if (!best || n > elements[*best]) best = d;
+  return best;
 }
 
 // kvplan computes plain (or llama3-scaled, from a model spec) RoPE; a GGUF
@@ -128,9 +177,8 @@ ModelConfig configFromGguf(const GgufFile &g) {
 
   // Like a Hugging Face torch_dtype, the matrices' type is the natural
   // weight type; it is a default, not marked as given.
-  if (const GgufFile::Tensor *q = g.tensor("blk.0.attn_q.weight"))
-    if (auto d = ggmlDType(q->ggmlType))
-      cfg.compile.weightDtype = *d;
+  if (auto d = layerMatrixDtype(g))
+    cfg.compile.weightDtype = *d;
   return cfg;
 }
 
@@ -177,22 +225,25 @@ public:
     }
     const GgufFile::Tensor &t = *it->second;
     auto dtype = ggmlDType(t.ggmlType);
-    if (!dtype)
+    if (!dtype && t.quant == QuantType::none)
       throw InputError(gguf.path() + ": tensor '" + t.name + "' has type " +
-                       ggmlTypeName(t.ggmlType) +
-                       "; kvplan reads F32, F16 and BF16 GGUF tensors only (quantised files "
-                       "are not supported)");
+                       ggmlTypeName(t.ggmlType) + ", which kvplan does not read; it reads " +
+                       kReadableTypes + " GGUF tensors (re-quantize the model with "
+                       "llama-quantize to one of those)");
     // ggml lists the fastest-varying dimension first; its memory is already
-    // row-major [out, in], so reversing the list gives the canonical shape.
+    // row-major [out, in] (for a quantized type, each row whole blocks), so
+    // reversing the list gives the canonical shape.
     std::vector<int64_t> shape(t.dims.rbegin(), t.dims.rend());
     checkShape(gguf.path(), name, stored, shape, expected);
-    if (reinterpret_cast<uintptr_t>(t.data) % uintptr_t(dtypeBytes(*dtype)) != 0)
+    // Quantized blocks are read byte by byte: any offset will do.
+    if (dtype && reinterpret_cast<uintptr_t>(t.data) % uintptr_t(dtypeBytes(*dtype)) != 0)
       throw InputError(gguf.path() + ": corrupt GGUF file: tensor '" + t.name +
                        "' starts at a misaligned offset");
     SourceTensor out;
     out.shape = std::move(shape);
-    out.dtype = *dtype;
+    out.dtype = dtype.value_or(DType::f32);
     out.data = t.data;
+    out.quant = t.quant;
     return out;
   }
 

@@ -39,18 +39,27 @@ private:
 
 /// kvplan's int8: each group of `group` weights along a row becomes
 /// round(w / s) with s = max|w| / 127, so the largest weight of every group
-/// is exact and the rest are within s / 2.
+/// is exact and the rest are within s / 2. Q8_0 and Q5_0 tensors, whose
+/// blocks are such groups already, are repacked losslessly instead.
 void quantizeInt8(const SourceTensor &t, int64_t cols, int64_t group, SectionSink &sink,
                   std::vector<float> &scales) {
-  int64_t n = 1;
-  for (int64_t d : t.shape) n *= d;
-  const int64_t rows = n / cols;
-  const int64_t elem = dtypeBytes(t.dtype);
+  const int64_t rows = sourceElements(t) / cols;
   std::vector<float> row(static_cast<size_t>(cols));
   std::vector<int8_t> q(static_cast<size_t>(cols));
+  const bool lossless = group == 32 && (t.quant == QuantType::q8_0 || t.quant == QuantType::q5_0);
+  const int64_t rowBytes = t.quant == QuantType::none
+                               ? 0
+                               : cols / quantBlockElements(t.quant) * quantBlockBytes(t.quant);
   for (int64_t r = 0; r < rows; ++r) {
-    convertElements(static_cast<const char *>(t.data) + r * cols * elem, t.dtype, row.data(),
-                    DType::f32, cols);
+    if (lossless) {
+      const size_t at = scales.size();
+      scales.resize(at + size_t(cols / group));
+      int8Groups(t.quant, static_cast<const char *>(t.data) + r * rowBytes, cols, q.data(),
+                 scales.data() + at);
+      sink.write(q.data(), size_t(cols));
+      continue;
+    }
+    sourceRowsToF32(t, r, 1, row.data());
     for (int64_t g = 0; g < cols; g += group) {
       const int64_t end = std::min(cols, g + group);
       float amax = 0;
@@ -105,21 +114,23 @@ void packNibbles(const uint8_t *codes, int64_t cols, uint8_t *out) {
 /// dequantization, float tensors from their values.
 void quantizeInt4(const SourceTensor &t, int64_t cols, SectionSink &sink,
                   std::vector<float> &scales, std::vector<float> &mins) {
-  int64_t n = 1;
-  for (int64_t d : t.shape) n *= d;
-  const int64_t rows = n / cols, groups = ceilDiv(cols, kInt4Group);
+  const int64_t rows = sourceElements(t) / cols, groups = ceilDiv(cols, kInt4Group);
   std::vector<float> row(size_t(cols), 0.0f);
   std::vector<uint8_t> codes(static_cast<size_t>(cols)), packed(static_cast<size_t>(groups * 16));
-  if (t.quant != QuantType::none) // until formats/GgmlQuants.cpp lands
-    throw InputError("int4 from GGUF quantized tensors is not implemented yet");
-  const char *data = static_cast<const char *>(t.data);
-  const int64_t rowBytes = cols * dtypeBytes(t.dtype);
+  const int64_t rowBytes = t.quant == QuantType::none
+                               ? 0
+                               : cols / quantBlockElements(t.quant) * quantBlockBytes(t.quant);
   for (int64_t r = 0; r < rows; ++r) {
     scales.resize(scales.size() + size_t(groups));
     mins.resize(mins.size() + size_t(groups));
     float *s = scales.data() + scales.size() - groups, *m = mins.data() + mins.size() - groups;
-    convertElements(data + r * rowBytes, t.dtype, row.data(), DType::f32, cols);
-    roundInt4(row.data(), cols, codes.data(), s, m);
+    // int4Groups takes Q4_0, Q4_1 and Q4_K (whole blocks a row) and no other.
+    if (t.quant == QuantType::none ||
+        !int4Groups(t.quant, static_cast<const char *>(t.data) + r * rowBytes, cols,
+                    codes.data(), s, m)) {
+      sourceRowsToF32(t, r, 1, row.data());
+      roundInt4(row.data(), cols, codes.data(), s, m);
+    }
     packNibbles(codes.data(), cols, packed.data());
     sink.write(packed.data(), packed.size());
   }
@@ -138,6 +149,30 @@ void writeGroupParams(SectionSink &sink, const WeightEntry &w, uint64_t &at,
   at = w.offset + w.minsOffset;
   sink.write(mins.data(), mins.size() * 4);
   at += mins.size() * 4;
+}
+
+/// A float entry (f32, bf16, f16) from `t`: copied when the types match,
+/// else converted, row by row from the exact f32 of a quantized tensor.
+uint64_t packFloat(const SourceTensor &t, DType to, SectionSink &sink, std::vector<char> &buffer) {
+  const int64_t n = sourceElements(t);
+  const size_t bytes = size_t(n * dtypeBytes(to));
+  if (t.quant == QuantType::none && t.dtype == to) {
+    sink.write(t.data, bytes);
+  } else if (t.quant == QuantType::none) {
+    buffer.resize(bytes);
+    convertElements(t.data, t.dtype, buffer.data(), to, n);
+    sink.write(buffer.data(), bytes);
+  } else {
+    const int64_t cols = t.shape.back(), rows = n / cols;
+    std::vector<float> row(static_cast<size_t>(cols));
+    buffer.resize(size_t(cols * dtypeBytes(to)));
+    for (int64_t r = 0; r < rows; ++r) {
+      sourceRowsToF32(t, r, 1, row.data());
+      convertElements(row.data(), DType::f32, buffer.data(), to, cols);
+      sink.write(buffer.data(), buffer.size());
+    }
+  }
+  return bytes;
 }
 
 } // namespace
@@ -177,14 +212,7 @@ void packWeights(const Plan &plan, const WeightSource &source, SectionSink &sink
         progress.advance(bytes);
         continue;
       }
-      const size_t bytes = size_t(n * dtypeBytes(w.dtype));
-      if (t.dtype == w.dtype) {
-        sink.write(t.data, bytes);
-      } else {
-        buffer.resize(bytes);
-        convertElements(t.data, t.dtype, buffer.data(), w.dtype, n);
-        sink.write(buffer.data(), bytes);
-      }
+      const uint64_t bytes = packFloat(t, w.dtype, sink, buffer);
       at += bytes;
       progress.advance(bytes);
     }

@@ -10,7 +10,7 @@ packages=(
   libmlir-19-dev mlir-19-tools llvm-19-dev llvm-19-tools
   libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libxxhash-dev
   libsentencepiece-dev libpcre2-dev libcpp-httplib-dev
-  libgtest-dev libbenchmark-dev
+  libgtest-dev libbenchmark-dev libssl-dev
 )
 missing=()
 for p in "${packages[@]}"; do

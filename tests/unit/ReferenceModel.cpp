@@ -13,7 +13,8 @@ ReferenceModel::ReferenceModel(const ModelSpec &m, const WeightSource &source, D
     int64_t n = 1;
     for (int64_t s : d.shape) n *= s;
     std::vector<float> f32(static_cast<size_t>(n)), rounded(static_cast<size_t>(n));
-    convertElements(t.data, t.dtype, f32.data(), DType::f32, n);
+    // Exact f32 whatever the source's type (a quantized GGUF dequantized).
+    sourceRowsToF32(t, 0, n / d.shape.back(), f32.data());
     if (dtype == DType::i8 && d.shape.size() == 2) {
       const int64_t cols = d.shape[1];
       for (int64_t r = 0; r < n / cols; ++r)

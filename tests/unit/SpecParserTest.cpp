@@ -196,7 +196,8 @@ TEST(SpecParser, UnknownEnumValues) {
   EXPECT_ERROR(edit("architecture = \"llama\"", "architecture = \"gpt2\""), "spec.toml:4:",
                "unknown value 'gpt2'", "llama, mistral, qwen2");
   EXPECT_ERROR(edit("", "[model.rope]\ntype = \"yarn\""), "model.rope.type", "unknown value 'yarn'");
-  EXPECT_ERROR(edit("max_seq_len = 128", "weight_dtype = \"int4\""), "compile.weight_dtype");
+  EXPECT_ERROR(edit("max_seq_len = 128", "weight_dtype = \"int2\""), "compile.weight_dtype",
+               "f32, bf16, f16, int8, int4");
   EXPECT_ERROR(edit("max_seq_len = 128", "target = \"tpu\""), "compile.target", "cpu, cuda");
 }
 

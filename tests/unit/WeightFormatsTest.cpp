@@ -55,13 +55,16 @@ int64_t elements(const std::vector<int64_t> &shape) {
 }
 
 std::string bytesOf(const SourceTensor &t) {
-  return std::string(static_cast<const char *>(t.data),
-                     size_t(elements(t.shape) * dtypeBytes(t.dtype)));
+  const int64_t n = elements(t.shape);
+  const int64_t bytes = t.quant == QuantType::none
+                            ? n * dtypeBytes(t.dtype)
+                            : n / quantBlockElements(t.quant) * quantBlockBytes(t.quant);
+  return std::string(static_cast<const char *>(t.data), size_t(bytes));
 }
 
 std::vector<float> toF32(const SourceTensor &t) {
   std::vector<float> out(size_t(elements(t.shape)));
-  convertElements(t.data, t.dtype, out.data(), DType::f32, int64_t(out.size()));
+  sourceRowsToF32(t, 0, int64_t(out.size()) / t.shape.back(), out.data());
   return out;
 }
 
@@ -759,25 +762,45 @@ const std::map<std::string, uint32_t> kGgufDims = {
     {"llama.block_count", 1},       {"llama.attention.head_count", 4},
     {"llama.context_length", 64},   {"llama.vocab_size", 16}};
 
-TEST(Gguf, UnsupportedTensorType) {
+TEST(Gguf, QuantizedAndUnsupportedTensorTypes) {
   ScratchDir dir;
   const fs::path p = dir.path / "q8.gguf";
   writeGguf(p, {{"general.architecture", "llama"}}, kGgufDims,
             {{"token_embd.weight", {32, 16}, 0, 32 * 16 * 4},
-             {"blk.0.attn_q.weight", {32, 32}, 8, 32 * 34}}); // Q8_0: 34-byte blocks of 32
+             {"blk.0.attn_q.weight", {32, 32}, 8, 32 * 34},      // Q8_0: 34-byte blocks of 32
+             {"blk.0.attn_k.weight", {256, 2}, 12, 2 * 144},     // Q4_K: 144-byte blocks of 256
+             {"blk.0.attn_v.weight", {32, 32}, 10, 32 * 42}}); // Q2_K: not read
   ModelConfig cfg = readCheckpointConfig(p.string());
   EXPECT_EQ(cfg.model.name, "q8");
   EXPECT_EQ(cfg.model.vocabSize, 16);
   EXPECT_TRUE(cfg.model.tieWordEmbeddings);
-  EXPECT_EQ(cfg.compile.weightDtype, DType::f32); // Q8_0 is no weight type; keep the default
+  // 1024 Q8_0 elements outweigh 512 Q4_K ones: int8.
+  EXPECT_EQ(cfg.compile.weightDtype, DType::i8);
   auto src = openWeights(p.string(), ggufSpec());
-  EXPECT_EQ(src->tensor("tok_embeddings", {16, 32}).dtype, DType::f32);
-  expectInputError([&] { src->tensor("layers.0.attention.wq", {32, 32}); },
-                   {p.string(), "blk.0.attn_q.weight", "Q8_0"});
-  expectInputError([&] { src->tensor("layers.0.attention.wk", {32, 32}); },
-                   {p.string(), "layers.0.attention.wk", "blk.0.attn_k.weight", "missing"});
+  EXPECT_EQ(src->tensor("tok_embeddings", {16, 32}).quant, QuantType::none);
+  const SourceTensor q = src->tensor("layers.0.attention.wq", {32, 32});
+  EXPECT_EQ(q.quant, QuantType::q8_0);
+  EXPECT_EQ(q.shape, (std::vector<int64_t>{32, 32}));
+  EXPECT_EQ(toF32(q), std::vector<float>(32 * 32, 0.0f));
+  const SourceTensor k = src->tensor("layers.0.attention.wk", {2, 256});
+  EXPECT_EQ(k.quant, QuantType::q4_k);
+  EXPECT_EQ(k.shape, (std::vector<int64_t>{2, 256}));
+  expectInputError([&] { src->tensor("layers.0.attention.wv", {32, 32}); },
+                   {p.string(), "blk.0.attn_v.weight", "Q2_K", "Q8_0, Q4_0", "Q6_K"});
+  expectInputError([&] { src->tensor("layers.0.attention.wo", {32, 32}); },
+                   {p.string(), "layers.0.attention.wo", "blk.0.attn_output.weight", "missing"});
   expectInputError([&] { src->tensor("tok_embeddings", {32, 16}); },
                    {p.string(), "token_embd.weight", "[16, 32]", "[32, 16]"});
+  // A row that is not whole blocks is a corrupt file, named at open.
+  writeGguf(p, {{"general.architecture", "llama"}}, kGgufDims,
+            {{"blk.0.attn_q.weight", {48, 32}, 2, 32 * 2 * 18}});
+  expectInputError([&] { readCheckpointConfig(p.string()); },
+                   {p.string(), "blk.0.attn_q.weight", "Q4_0", "48", "blocks of 32"});
+  // Sizes that overflow 64 bits are refused, not wrapped.
+  writeGguf(p, {{"general.architecture", "llama"}}, kGgufDims,
+            {{"blk.0.attn_q.weight", {uint64_t(1) << 40, uint64_t(1) << 40}, 0, 0}});
+  expectInputError([&] { readCheckpointConfig(p.string()); },
+                   {p.string(), "blk.0.attn_q.weight", "64 bits"});
 }
 
 TEST(Gguf, ArchitectureAndRopeScalingAreChecked) {
@@ -939,4 +962,22 @@ TEST(LlamaC, SeparateClassifierIsReadFromTheEnd) {
   SourceTensor w2 = src->tensor("layers.1.feed_forward.w2", {H, F});
   std::vector<float> want = t("layers.1.feed_forward.w2", {H, F});
   EXPECT_EQ(std::memcmp(w2.data, want.data(), want.size() * 4), 0);
+}
+
+TEST(SharedModels, QuantizedGgufDefaultWeightDtype) {
+  // By the layer matrices' types, weighted by element count: the 4-bit
+  // types int4 holds losslessly give int4, wider quantized types int8.
+  const fs::path dir = modelsDir() / "gguf-quants";
+  REQUIRE_FILE(dir / "q256-Q8_0.gguf");
+  const std::pair<const char *, DType> files[] = {
+      {"q256-f32.gguf", DType::f32},  {"q256-Q8_0.gguf", DType::i8},
+      {"q256-Q4_0.gguf", DType::i4},  {"q256-Q4_1.gguf", DType::i4},
+      {"q256-Q5_0.gguf", DType::i8},  {"q256-Q4_K_M.gguf", DType::i4}, // Q4_K with some Q6_K
+      {"q256-Q5_K_M.gguf", DType::i8}, {"q256-Q6_K.gguf", DType::i8}};
+  for (const auto &[file, dtype] : files) {
+    ModelConfig cfg = readCheckpointConfig((dir / file).string());
+    EXPECT_EQ(cfg.compile.weightDtype, dtype) << file;
+    EXPECT_EQ(cfg.model.hiddenSize, 256) << file;
+    EXPECT_FALSE(cfg.model.tieWordEmbeddings) << file; // an untied output
+  }
 }

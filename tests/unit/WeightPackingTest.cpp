@@ -1,12 +1,14 @@
 // Packing into kvplan's int4 (docs/artifact.md): the layout read back here
 // from its definition, and the round-to-nearest quantization's promises
 // checked against the source values.
+#include "frontend/ConfigParser.h"
 #include "plan/WeightPacking.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <random>
 
@@ -150,4 +152,61 @@ TEST(WeightPacking, Int4ReproducesValuesOnItsGrid) {
       EXPECT_EQ(mins[r * 3 + g], -1.0f);
       EXPECT_EQ(codeAt(codes + r * 3 * 16, k), (k * 7 + r) % 16) << r << " " << k;
     }
+}
+
+// GGUF's 4-bit types are int4 groups already: repacked, every weight decodes
+// (code * scale, rounded, plus the minimum, rounded) to the tensor's exact
+// dequantization bit for bit. The 5-, 6- and 8-bit types are rounded to
+// nearest from that dequantization, with the promises above.
+TEST(WeightPacking, GgufTensorsBecomeInt4) {
+  const std::filesystem::path dir =
+      std::filesystem::path(KVPLAN_SHARED_DIR) / "models" / "gguf-quants";
+  if (!std::filesystem::exists(dir / "q256-Q4_0.gguf"))
+    GTEST_SKIP() << "no " << dir.string() << " (set KVPLAN_SHARED_DIR)";
+  std::map<QuantType, int> lossless, rounded;
+  for (const char *file : {"q256-Q4_0.gguf", "q256-Q4_1.gguf", "q256-Q4_K_M.gguf",
+                           "q256-Q5_K_M.gguf", "q256-Q8_0.gguf"}) {
+    SCOPED_TRACE(file);
+    const std::string path = (dir / file).string();
+    SettingOverrides o;
+    o.weightDtype = DType::i4;
+    const ModelConfig cfg = loadModelConfig(path, o);
+    Plan p;
+    p.model = cfg.model;
+    for (const WeightDecl &d : weightTable(cfg.model))
+      p.weights.push_back({d.name, d.shape, d.shape.size() == 2 ? DType::i4 : DType::f32, 0, 0, {}});
+    p.assignWeightOffsets();
+    const std::unique_ptr<WeightSource> src = openWeights(path, cfg.model);
+    const std::vector<char> blob = packWeightsInMemory(p, *src);
+    for (const WeightEntry &w : p.weights) {
+      if (w.dtype != DType::i4) continue;
+      const SourceTensor t = src->tensor(w.name, w.shape);
+      const int64_t rows = w.shape[0], cols = w.shape[1], groups = (cols + 31) / 32;
+      std::vector<float> exact(size_t(rows * cols));
+      sourceRowsToF32(t, 0, rows, exact.data());
+      const auto *codes = reinterpret_cast<const uint8_t *>(blob.data() + w.offset);
+      const auto *scales = reinterpret_cast<const float *>(blob.data() + w.offset + w.scalesOffset);
+      const auto *mins = reinterpret_cast<const float *>(blob.data() + w.offset + w.minsOffset);
+      const bool repacked = t.quant == QuantType::q4_0 || t.quant == QuantType::q4_1 ||
+                            t.quant == QuantType::q4_k;
+      (repacked ? lossless : rounded)[t.quant]++;
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t k = 0; k < cols; ++k) {
+          const size_t g = size_t(r * groups + k / 32);
+          const float product = float(codeAt(codes + r * groups * 16, k)) * scales[g];
+          const float decoded = product + mins[g], want = exact[size_t(r * cols + k)];
+          if (repacked)
+            ASSERT_EQ(decoded, want) << w.name << " (" << quantTypeName(t.quant) << ") row " << r
+                                     << " col " << k;
+          else
+            ASSERT_LE(std::abs(double(decoded) - want), 0.5 * scales[g] * (1 + 1e-5) + 1e-6 * std::abs(want))
+                << w.name << " (" << quantTypeName(t.quant) << ") row " << r << " col " << k;
+        }
+    }
+  }
+  // Every kind of source met: the three 4-bit types, and Q5_K, Q6_K, Q8_0.
+  for (QuantType q : {QuantType::q4_0, QuantType::q4_1, QuantType::q4_k})
+    EXPECT_GT(lossless[q], 0) << quantTypeName(q);
+  for (QuantType q : {QuantType::q5_k, QuantType::q6_k, QuantType::q8_0})
+    EXPECT_GT(rounded[q], 0) << quantTypeName(q);
 }
