@@ -7,6 +7,7 @@
 #include "runtime/cpu/Kernels.h"
 #include "runtime/cpu/Isa.h"
 #include "runtime/cpu/IsaKernels.h"
+#include "runtime/cpu/LinearInt4Impl.h"
 
 #include <gtest/gtest.h>
 
@@ -278,6 +279,77 @@ TEST(Kernels, AResultDoesNotDependOnTheFeaturesRunWithIt) {
       }
     }
   });
+}
+
+namespace {
+
+/// The AVX-512 level's shape in plain arrays (16 lanes, so an int4 group is
+/// two vectors; its tile sizes), so that the int4 template runs as
+/// KernelsAvx512.cpp instantiates it on a CPU without AVX-512. Only the
+/// intrinsics of Avx512::int4Codes stay unexercised here.
+struct Emulated512 {
+  static constexpr int W = 16;
+  struct V {
+    float v[W];
+  };
+  static constexpr int R = 6, J = 4, GemvJ = 4;
+  static V zero() { return V{}; }
+  static V load(const float *p) {
+    V r;
+    for (int i = 0; i < W; ++i) r.v[i] = p[i];
+    return r;
+  }
+  static V set1(float x) {
+    V r;
+    for (float &e : r.v) e = x;
+    return r;
+  }
+  static V mul(V a, V b) {
+    for (int i = 0; i < W; ++i) a.v[i] *= b.v[i];
+    return a;
+  }
+  static V fma(V a, V b, V c) {
+    for (int i = 0; i < W; ++i) c.v[i] = std::fma(a.v[i], b.v[i], c.v[i]);
+    return c;
+  }
+  static float reduce(V a) {
+    float s = 0;
+    for (float e : a.v) s += e;
+    return s;
+  }
+  static void int4Codes(const uint8_t *p, V c[2]) {
+    for (int i = 0; i < 16; ++i) {
+      c[0].v[i] = float(p[i] & 15);
+      c[1].v[i] = float(p[i] >> 4);
+    }
+  }
+};
+
+} // namespace
+
+TEST(Kernels, Int4TemplateAtAvx512sWidth) {
+  for (auto [K, J] : {std::pair<int64_t, int64_t>{96, 37}, {7, 5}, {172, 9}, {2048, 70}}) {
+    Matrix w(DType::i4, J, K, 3);
+    std::vector<float> bias = randomFloats(size_t(J), 4);
+    const double bound = gammaBound(K + 2 * ((K + 31) / 32) + 38);
+    std::vector<float> first; // row 0 of each run: independent of the rows run with it
+    for (int64_t rows : {1, 2, 5, 6, 7, 13}) {
+      std::vector<float> x = randomFloats(size_t(rows * K), 5);
+      const Expected want = plainLinear(x, rows, w, J, bias, J);
+      std::vector<float> got(size_t(rows * J)), split(size_t(rows * J));
+      LinearOutputs out{{got.data()}, {0}, {J}}, parts{{split.data()}, {0}, {J}};
+      impl::linearInt4<Emulated512>(x.data(), rows, K, w.ref, {bias.data(), DType::f32}, out, 0, J);
+      impl::linearInt4<Emulated512>(x.data(), rows, K, w.ref, {bias.data(), DType::f32}, parts, 0, 3);
+      impl::linearInt4<Emulated512>(x.data(), rows, K, w.ref, {bias.data(), DType::f32}, parts, 3, J);
+      for (size_t i = 0; i < got.size(); ++i) {
+        ASSERT_LE(std::abs(got[i] - want.value[i]), bound * want.magnitude[i])
+            << "rows " << rows << " K " << K << " at " << i;
+        ASSERT_EQ(got[i], split[i]) << "rows " << rows << " K " << K << " at " << i;
+      }
+      if (first.empty()) first.assign(got.begin(), got.begin() + J);
+      for (int64_t j = 0; j < J; ++j) ASSERT_EQ(got[size_t(j)], first[size_t(j)]) << rows;
+    }
+  }
 }
 
 TEST(Kernels, AttentionMatchesAPlainComputationOnEveryIsa) {
