@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <random>
 
 using namespace kvplan;
@@ -259,6 +260,16 @@ TEST(GgufRope, Llama3GgufAndItsHuggingFaceCheckpointGiveTheSameIds) {
   EXPECT_GT(want[4], 1.0f);
   EXPECT_LT(want[4], float(kFactor));
 
+  // The GGUF's weights under the HF config's model: its llama3 RoPE is the
+  // file's (to the F32 rounding of the factors); without them it is not.
+  EXPECT_NO_THROW(openWeights((dir.path() / "tiny.gguf").string(), fromHF.cfg.model));
+  try {
+    openWeights((dir.path() / "no-rope-freqs.gguf").string(), fromHF.cfg.model);
+    ADD_FAILURE() << "a GGUF without rope_freqs was accepted under a llama3 model";
+  } catch (const InputError &e) {
+    EXPECT_NE(std::string(e.what()).find("RoPE differs"), std::string::npos) << e.what();
+  }
+
   std::mt19937 rng(7);
   std::vector<int32_t> prompt(static_cast<size_t>(kPromptTokens));
   for (int32_t &t : prompt) t = int32_t(rng() % uint32_t(kVocab));
@@ -268,7 +279,9 @@ TEST(GgufRope, Llama3GgufAndItsHuggingFaceCheckpointGiveTheSameIds) {
   for (size_t i = 0; i < a.logits.size(); ++i)
     worst = std::max(worst, relativeDifference(a.logits[i], b.logits[i]));
   EXPECT_LE(worst, 1e-5);
-  RecordProperty("worst_relative_logit_difference", std::to_string(worst));
+  char worstText[32];
+  std::snprintf(worstText, sizeof worstText, "%.3g", worst);
+  RecordProperty("worst_relative_logit_difference", worstText);
 
   // The factors matter here: without them the same GGUF decodes otherwise.
   const Decoded c = greedy(Compiled(dir.path() / "no-rope-freqs.gguf"), prompt);
