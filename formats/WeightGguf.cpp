@@ -5,9 +5,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <sstream>
 #include <unordered_map>
 
 namespace kvplan {
@@ -33,6 +33,29 @@ std::optional<DType> ggmlDType(uint32_t t) {
   case GgufFile::kBF16: return DType::bf16;
   default: return std::nullopt;
   }
+}
+
+void requireLlama(const GgufFile &g) {
+  auto arch = g.string("general.architecture");
+  if (!arch)
+    throw InputError(g.path() + ": GGUF metadata has no general.architecture string");
+  if (*arch != "llama")
+    throw InputError(g.path() + ": GGUF architecture '" + *arch +
+                     "' is not supported; kvplan reads GGUF files of architecture llama");
+}
+
+// Whether the classifier is the token embedding: no output.weight, or one
+// that is a byte-for-byte copy (converters write the copy for tied models,
+// as stories260K.gguf has). memcmp stops at the first difference, so an
+// untied model costs almost nothing here.
+bool tiedClassifier(const GgufFile &g) {
+  const GgufFile::Tensor *out = g.tensor("output.weight");
+  if (!out)
+    return true;
+  const GgufFile::Tensor *embed = g.tensor("token_embd.weight");
+  return embed && embed->ggmlType == out->ggmlType && embed->dims == out->dims &&
+         embed->bytes == out->bytes && embed->bytes > 0 &&
+         std::memcmp(embed->data, out->data, embed->bytes) == 0;
 }
 
 // The rope_freqs tensor: head_dim / 2 positive F32 divisors of the RoPE
@@ -97,29 +120,6 @@ RopeSpec ropeFromGguf(const GgufFile &g, int64_t headDim) {
   if (const GgufFile::Tensor *t = g.tensor("rope_freqs.weight"))
     r.freqFactors = ropeFreqFactors(g, *t, headDim);
   return r;
-}
-
-void requireLlama(const GgufFile &g) {
-  auto arch = g.string("general.architecture");
-  if (!arch)
-    throw InputError(g.path() + ": GGUF metadata has no general.architecture string");
-  if (*arch != "llama")
-    throw InputError(g.path() + ": GGUF architecture '" + *arch +
-                     "' is not supported; kvplan reads GGUF files of architecture llama");
-}
-
-// Whether the classifier is the token embedding: no output.weight, or one
-// that is a byte-for-byte copy (converters write the copy for tied models,
-// as stories260K.gguf has). memcmp stops at the first difference, so an
-// untied model costs almost nothing here.
-bool tiedClassifier(const GgufFile &g) {
-  const GgufFile::Tensor *out = g.tensor("output.weight");
-  if (!out)
-    return true;
-  const GgufFile::Tensor *embed = g.tensor("token_embd.weight");
-  return embed && embed->ggmlType == out->ggmlType && embed->dims == out->dims &&
-         embed->bytes == out->bytes && embed->bytes > 0 &&
-         std::memcmp(embed->data, out->data, embed->bytes) == 0;
 }
 
 ModelConfig configFromGguf(const GgufFile &g) {
@@ -266,14 +266,15 @@ void checkRopeAgrees(const GgufFile &g, const ModelSpec &model) {
   const std::vector<double> spec = ropeFrequencies(model.rope, model.headDim);
   for (size_t i = 0; i < file.size(); ++i)
     if (std::abs(file[i] - spec[i]) > 1e-5 * file[i]) {
-      std::ostringstream os;
-      os << g.path() << ": the GGUF's RoPE differs from the model's: frequency " << i
-         << " is " << file[i] << " in the file (llama.rope.freq_base"
-         << (g.tensor("rope_freqs.weight") ? ", rope_freqs.weight" : "")
-         << ", llama.rope.scaling.*) but " << spec[i]
-         << " for the model (rope.theta, rope.type, rope.freq_factors); compile the .gguf "
-            "itself, or give the model the file's RoPE";
-      throw InputError(os.str());
+      char values[80];
+      std::snprintf(values, sizeof values, " is %g in the file (", file[i]);
+      std::string msg = g.path() + ": the GGUF's RoPE differs from the model's: frequency " +
+                        std::to_string(i) + values + "llama.rope.freq_base" +
+                        (g.tensor("rope_freqs.weight") ? ", rope_freqs.weight" : "") +
+                        ", llama.rope.scaling.*)";
+      std::snprintf(values, sizeof values, " but %g for the model", spec[i]);
+      throw InputError(msg + values + " (rope.theta, rope.type, rope.freq_factors); compile "
+                                      "the .gguf itself, or give the model the file's RoPE");
     }
 }
 
