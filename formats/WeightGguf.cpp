@@ -69,8 +69,8 @@ std::vector<double> ropeFreqFactors(const GgufFile &g, const GgufFile::Tensor &t
     std::string shape;
     for (int64_t d : t.dims) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
     throw InputError(what + " has shape [" + shape + "]; expected [" +
-                     std::to_string(headDim / 2) + "], one factor per pair of a " +
-                     std::to_string(headDim) + "-wide head (llama.rope.dimension_count / 2)");
+                     std::to_string(headDim / 2) + "], one factor per pair of a head of " +
+                     std::to_string(headDim) + " (llama.rope.dimension_count / 2)");
   }
   std::vector<double> factors(size_t(headDim / 2));
   for (size_t i = 0; i < factors.size(); ++i) {
