@@ -125,6 +125,10 @@ public:
                       a.getHighFreqFactor().convertToDouble(),
                       a.getOriginalMaxPositionEmbeddings()};
   }
+  void optionalAttr(const char *n, std::vector<double> &v) {
+    if (auto a = op->getAttrOfType<DenseF64ArrayAttr>(n))
+      v.assign(a.asArrayRef().begin(), a.asArrayRef().end());
+  }
 
   /// Every operand and result used, and nothing failed.
   LogicalResult finish() {

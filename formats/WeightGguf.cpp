@@ -4,6 +4,9 @@
 #include "formats/Gguf.h"
 #include "formats/WeightReaders.h"
 
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -81,18 +84,6 @@ std::optional<DType> layerMatrixDtype(const GgufFile &g) {
   return best;
 }
 
-// kvplan computes plain (or llama3-scaled, from a model spec) RoPE; a GGUF
-// that scales it some other way would decode wrongly, so refuse it.
-void rejectRopeScaling(const GgufFile &g) {
-  if (g.tensor("rope_freqs.weight"))
-    throw InputError(g.path() + ": the GGUF carries a rope_freqs.weight tensor (per-dimension "
-                                "RoPE frequency factors, e.g. Llama 3.1 scaling); kvplan does "
-                                "not read GGUF RoPE scaling");
-  if (auto type = g.string("llama.rope.scaling.type"); type && *type != "none")
-    throw InputError(g.path() + ": llama.rope.scaling.type is '" + *type +
-                     "'; kvplan does not read GGUF RoPE scaling");
-}
-
 void requireLlama(const GgufFile &g) {
   auto arch = g.string("general.architecture");
   if (!arch)
@@ -116,9 +107,72 @@ bool tiedClassifier(const GgufFile &g) {
          std::memcmp(embed->data, out->data, embed->bytes) == 0;
 }
 
+// The rope_freqs tensor: head_dim / 2 positive F32 divisors of the RoPE
+// frequencies, one per pair of a head.
+std::vector<double> ropeFreqFactors(const GgufFile &g, const GgufFile::Tensor &t,
+                                    int64_t headDim) {
+  const std::string what = g.path() + ": tensor '" + t.name + "' (RoPE frequency factors)";
+  if (t.ggmlType != GgufFile::kF32)
+    throw InputError(what + " has type " + ggmlTypeName(t.ggmlType) + "; expected F32");
+  if (t.dims.size() != 1 || t.dims[0] != headDim / 2) {
+    std::string shape;
+    for (int64_t d : t.dims) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
+    throw InputError(what + " has shape [" + shape + "]; expected [" +
+                     std::to_string(headDim / 2) + "], one factor per pair of a head of " +
+                     std::to_string(headDim) + " (llama.rope.dimension_count / 2)");
+  }
+  std::vector<double> factors(size_t(headDim / 2));
+  for (size_t i = 0; i < factors.size(); ++i) {
+    float f;
+    std::memcpy(&f, static_cast<const char *>(t.data) + i * sizeof f, sizeof f);
+    if (!(f > 0) || !std::isfinite(f))
+      throw InputError(what + ": element " + std::to_string(i) + " is " + std::to_string(f) +
+                       "; every factor must be positive and finite");
+    factors[i] = f;
+  }
+  return factors;
+}
+
+// RoPE as llama.cpp runs a llama GGUF: frequency i is freq_base^(-2i/d),
+// divided by the linear scaling factor unless rope.scaling.type is "none"
+// (an absent type means linear; an absent or zero factor, none) and by
+// rope_freqs.weight[i] when that tensor is present (Llama 3.1's scaling, as
+// convert_hf_to_gguf.py writes it). YaRN and LongRoPE are refused, and so is
+// an attn_factor other than 1, which would scale cos and sin themselves.
+// `headDim` is the rotary width, checked against rope_freqs' length.
+RopeSpec ropeFromGguf(const GgufFile &g, int64_t headDim) {
+  RopeSpec r;
+  r.theta = g.number("llama.rope.freq_base").value_or(10000.0);
+  std::string type = "linear";
+  if (const GgufFile::Value *v = g.find("llama.rope.scaling.type")) {
+    if (v->type != GgufFile::Type::string)
+      throw InputError(g.path() + ": GGUF metadata key 'llama.rope.scaling.type' is not a string");
+    type = v->string;
+  }
+  if (type != "none" && type != "linear")
+    throw InputError(g.path() + ": llama.rope.scaling.type is '" + type +
+                     "'; kvplan implements the RoPE scaling types none and linear (and Llama "
+                     "3's rope_freqs.weight), so it cannot run this model");
+  const char *factorKey = g.find("llama.rope.scaling.factor") ? "llama.rope.scaling.factor"
+                                                              : "llama.rope.scale_linear";
+  if (auto factor = g.number(factorKey); factor && type == "linear" && *factor != 0 &&
+                                         *factor != 1) {
+    if (!(*factor > 0) || !std::isfinite(*factor))
+      throw InputError(g.path() + ": " + factorKey + " is " + std::to_string(*factor) +
+                       "; a linear RoPE scaling factor must be positive");
+    r.type = RopeType::linear;
+    r.factor = *factor;
+  }
+  if (auto attn = g.number("llama.rope.scaling.attn_factor"); attn && *attn != 1)
+    throw InputError(g.path() + ": llama.rope.scaling.attn_factor is " + std::to_string(*attn) +
+                     "; kvplan does not scale RoPE's cos and sin (only 1 is supported)");
+  if (const GgufFile::Tensor *t = g.tensor("rope_freqs.weight"))
+    r.freqFactors = ropeFreqFactors(g, *t, headDim);
+  return r;
+}
+
 ModelConfig configFromGguf(const GgufFile &g) {
   requireLlama(g);
-  rejectRopeScaling(g);
   ModelConfig cfg;
   cfg.sourcePath = g.path();
   ModelSpec &m = cfg.model;
@@ -153,7 +207,9 @@ ModelConfig configFromGguf(const GgufFile &g) {
     throw InputError(g.path() + ": GGUF metadata key 'llama.attention.layer_norm_rms_epsilon' "
                                 "(model.rms_norm_eps) is missing or not a number");
   m.rmsNormEps = *eps;
-  m.rope.theta = g.number("llama.rope.freq_base").value_or(10000.0);
+  // RoPE's width: dimension_count, else whole heads (validate() checks that
+  // they divide hidden_size).
+  m.rope = ropeFromGguf(g, m.headDim ? m.headDim : m.hiddenSize / std::max<int64_t>(m.numHeads, 1));
 
   const GgufFile::Value *tokens = g.find("tokenizer.ggml.tokens");
   const GgufFile::Tensor *embed = g.tensor("token_embd.weight");
@@ -252,6 +308,27 @@ private:
   std::unordered_map<std::string, const GgufFile::Tensor *> byName;
 };
 
+// Weights from a GGUF under a model described elsewhere (a TOML spec, a
+// config.json): the file's RoPE (its rope_freqs above all) must be the one
+// the model computes, or the weights would decode wrongly. The factors are
+// F32, so the frequencies agree to float rounding, not exactly.
+void checkRopeAgrees(const GgufFile &g, const ModelSpec &model) {
+  const std::vector<double> file = ropeFrequencies(ropeFromGguf(g, model.headDim), model.headDim);
+  const std::vector<double> spec = ropeFrequencies(model.rope, model.headDim);
+  for (size_t i = 0; i < file.size(); ++i)
+    if (std::abs(file[i] - spec[i]) > 1e-5 * file[i]) {
+      char values[80];
+      std::snprintf(values, sizeof values, " is %g in the file (", file[i]);
+      std::string msg = g.path() + ": the GGUF's RoPE differs from the model's: frequency " +
+                        std::to_string(i) + values + "llama.rope.freq_base" +
+                        (g.tensor("rope_freqs.weight") ? ", rope_freqs.weight" : "") +
+                        ", llama.rope.scaling.*)";
+      std::snprintf(values, sizeof values, " but %g for the model", spec[i]);
+      throw InputError(msg + values + " (rope.theta, rope.type, rope.freq_factors); compile "
+                                      "the .gguf itself, or give the model the file's RoPE");
+    }
+}
+
 } // namespace
 
 ModelConfig readGgufConfig(const std::string &path) {
@@ -261,7 +338,7 @@ ModelConfig readGgufConfig(const std::string &path) {
 std::unique_ptr<WeightSource> openGguf(const std::string &path, const ModelSpec &model) {
   GgufFile g = GgufFile::open(path);
   requireLlama(g);
-  rejectRopeScaling(g);
+  checkRopeAgrees(g, model);
   if (model.tieWordEmbeddings && !tiedClassifier(g))
     throw InputError(path + ": the GGUF has a separate classifier (output.weight, unlike "
                             "token_embd.weight) but the model ties word embeddings; set "

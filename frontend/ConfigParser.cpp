@@ -151,6 +151,20 @@ public:
     return true;
   }
 
+  /// An array of numbers (rope.freq_factors).
+  bool reals(const std::string &key, std::vector<double> &out) {
+    const toml::node *n = get(key);
+    if (!n) return false;
+    if (!n->is_array()) typeError(key, *n, "an array of numbers");
+    out.clear();
+    for (const toml::node &e : *n->as_array()) {
+      if (e.is_integer()) out.push_back(double(e.as_integer()->get()));
+      else if (e.is_floating_point()) out.push_back(e.as_floating_point()->get());
+      else typeError(key, e, "an array of numbers");
+    }
+    return true;
+  }
+
   void warnUnknown(const WarningSink &warn) {
     if (!tbl) return;
     for (auto &&[k, v] : *tbl) {
@@ -230,12 +244,13 @@ ModelConfig parseTomlSpec(const std::string &text, const std::string &path,
   model.allowSubtable("rope");
   TomlTable rope = subTable(cfg, *root["model"].as_table(), "rope", "model.rope");
   rope.real("theta", m.rope.theta, false);
-  rope.choice("type", m.rope.type, parseRopeType, "default, llama3", false);
-  rope.real("factor", m.rope.factor, m.rope.type == RopeType::llama3);
+  rope.choice("type", m.rope.type, parseRopeType, "default, llama3, linear", false);
+  rope.real("factor", m.rope.factor, m.rope.type != RopeType::standard);
   rope.real("low_freq_factor", m.rope.lowFreqFactor, m.rope.type == RopeType::llama3);
   rope.real("high_freq_factor", m.rope.highFreqFactor, m.rope.type == RopeType::llama3);
   rope.integer("original_max_position_embeddings", m.rope.originalMaxPositions,
                m.rope.type == RopeType::llama3);
+  rope.reals("freq_factors", m.rope.freqFactors);
 
   TomlTable comp = subTable(cfg, root, "compile", "compile");
   CompileSettings &c = cfg.compile;
@@ -453,8 +468,8 @@ void readHFSlidingWindow(JsonFields &f, ModelSpec &m) {
   f.ignore({"max_window_layers"});
 }
 
-// rope_scaling is a nested object with its own unknown-key warnings; only
-// llama3 scaling is implemented.
+// rope_scaling is a nested object with its own unknown-key warnings; llama3
+// and linear scaling are implemented.
 void readHFRopeScaling(JsonFields &f, ModelConfig &cfg, const WarningSink &warn) {
   ModelSpec &m = cfg.model;
   if (const nlohmann::json *rs = f.get("rope_scaling")) {
@@ -463,13 +478,17 @@ void readHFRopeScaling(JsonFields &f, ModelConfig &cfg, const WarningSink &warn)
     JsonFields r(cfg, *rs, "rope_scaling.");
     std::string type;
     if (!r.string("rope_type", type, false) && !r.string("type", type, false))
-      r.fail("rope_type", "missing (expected \"llama3\")");
+      r.fail("rope_type", "missing (expected \"llama3\" or \"linear\")");
     r.ignore({"type", "rope_type"});
-    if (type != "llama3")
-      r.fail("rope_type", "'" + type +
-                              "' scaling is not supported; kvplan implements llama3 scaling");
-    m.rope.type = RopeType::llama3;
+    if (type != "llama3" && type != "linear")
+      r.fail("rope_type", "'" + type + "' scaling is not supported; kvplan implements llama3 "
+                                       "and linear scaling");
+    m.rope.type = *parseRopeType(type);
     r.real("factor", m.rope.factor, true);
+    if (m.rope.type == RopeType::linear) {
+      r.warnUnknown(warn);
+      return;
+    }
     r.real("low_freq_factor", m.rope.lowFreqFactor, true);
     r.real("high_freq_factor", m.rope.highFreqFactor, true);
     r.integer("original_max_position_embeddings", m.rope.originalMaxPositions, true);

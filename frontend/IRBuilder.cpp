@@ -53,6 +53,17 @@ public:
                                     b.getF64FloatAttr(m.rmsNormEps));
   }
 
+  /// The per-pair frequency divisors: the spec's explicit factors (a GGUF's
+  /// rope_freqs) times linear scaling's factor; null when there are none.
+  DenseF64ArrayAttr freqFactors() {
+    std::vector<double> f = m.rope.freqFactors;
+    if (m.rope.type == RopeType::linear) {
+      f.resize(size_t(m.headDim / 2), 1.0);
+      for (double &v : f) v *= m.rope.factor;
+    }
+    return f.empty() ? DenseF64ArrayAttr() : b.getDenseF64ArrayAttr(f);
+  }
+
   Value rope(Value x, Value positions, const std::string &name) {
     llm::RopeScalingAttr scaling;
     if (m.rope.type == RopeType::llama3)
@@ -62,7 +73,7 @@ public:
                                           m.rope.originalMaxPositions);
     return b.create<llm::RopeOp>(loc(name), x.getType(), x, positions,
                                  b.getI64IntegerAttr(m.headDim), b.getF64FloatAttr(m.rope.theta),
-                                 scaling);
+                                 scaling, freqFactors());
   }
 
   /// One decoder layer: pre-norm attention and pre-norm SwiGLU FFN, each

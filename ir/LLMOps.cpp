@@ -4,6 +4,7 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/OpImplementation.h"
 
+#include <cmath>
 #include <string>
 
 using namespace mlir;
@@ -178,6 +179,20 @@ LogicalResult LinearOp::verifySymbolUses(SymbolTableCollection &symbols) {
   return success();
 }
 
+/// RoPE's frequency factors, when given: one positive number per pair.
+static LogicalResult verifyFreqFactors(Operation *op, std::optional<ArrayRef<double>> factors,
+                                       int64_t headDim) {
+  if (!factors)
+    return success();
+  if (int64_t(factors->size()) * 2 != headDim)
+    return op->emitOpError() << "freq_factors has " << factors->size()
+                             << " entries; expected head_dim / 2 = " << headDim / 2;
+  for (double f : *factors)
+    if (!(f > 0) || !std::isfinite(f))
+      return op->emitOpError() << "freq_factors must be positive and finite, got " << f;
+  return success();
+}
+
 LogicalResult RopeOp::verify() {
   if (failed(sameRows(*this, getInput(), getPositions(), "one position per row")))
     return failure();
@@ -189,7 +204,7 @@ LogicalResult RopeOp::verify() {
                          << hd;
   if (!(getTheta().convertToDouble() > 0))
     return emitOpError() << "theta must be positive";
-  return success();
+  return verifyFreqFactors(*this, getFreqFactors(), hd);
 }
 
 LogicalResult AttentionOp::verify() {
@@ -333,6 +348,8 @@ LogicalResult RopeKVWriteOp::verify() {
                          << " are not a whole number of heads of " << hd;
   if (!(getTheta().convertToDouble() > 0))
     return emitOpError() << "theta must be positive";
+  if (failed(verifyFreqFactors(*this, getFreqFactors(), hd)))
+    return failure();
   if (getKey().getType() != getValue().getType())
     return emitOpError() << "keys and values must have the same type";
   if (cols(getKey()) != cache.getKvHeads() * hd)

@@ -170,8 +170,10 @@ def LLM_RopeOp : LLM_Op<"rope", [Pure, RowWise, AllTypesMatch<["input", "result"
   let description = [{
     Rotates each adjacent pair `(x[2j], x[2j+1])` of every head of row `i`
     by the angle `positions[i] * theta^(-2j / head_dim)`; `scaling`, when
-    present, is Llama 3's frequency scaling (`#llm.rope_scaling`). Rows with
-    a negative position are padding.
+    present, is Llama 3's frequency scaling (`#llm.rope_scaling`), and
+    `freq_factors`, when present, divide frequency `j` by `freq_factors[j]`
+    (`head_dim / 2` positive numbers: a GGUF's `rope_freqs`, or linear
+    scaling's factor). Rows with a negative position are padding.
 
     Example:
     ```mlir
@@ -180,7 +182,8 @@ def LLM_RopeOp : LLM_Op<"rope", [Pure, RowWise, AllTypesMatch<["input", "result"
   }];
   let arguments = (ins LLM_Activations:$input, LLM_Ids:$positions,
                        I64Attr:$head_dim, F64Attr:$theta,
-                       OptionalAttr<LLM_RopeScalingAttr>:$scaling);
+                       OptionalAttr<LLM_RopeScalingAttr>:$scaling,
+                       OptionalAttr<DenseF64ArrayAttr>:$freq_factors);
   let results = (outs LLM_Activations:$result);
   let assemblyFormat = "$input `,` $positions attr-dict `:` type($input) `,` type($positions)";
   let hasVerifier = 1;
@@ -392,7 +395,8 @@ def LLM_RopeKVWriteOp : LLM_Op<"rope_kv_write", [
   let arguments = (ins LLM_Activations:$query, LLM_Activations:$key, LLM_Activations:$value,
                        LLM_KVCache:$cache, LLM_PageTable:$page_table, LLM_Ids:$positions,
                        I64Attr:$head_dim, F64Attr:$theta,
-                       OptionalAttr<LLM_RopeScalingAttr>:$scaling, I64Attr:$layer);
+                       OptionalAttr<LLM_RopeScalingAttr>:$scaling,
+                       OptionalAttr<DenseF64ArrayAttr>:$freq_factors, I64Attr:$layer);
   let results = (outs LLM_Activations:$rotated_query, LLM_KVCache:$result);
   let assemblyFormat = [{
     $query `,` $key `,` $value `into` $cache `[` $page_table `]` `at` $positions attr-dict `:`

@@ -16,7 +16,8 @@ namespace {
 
 bool sameRope(llm::RopeOp a, llm::RopeOp b) {
   return a.getHeadDim() == b.getHeadDim() && a.getTheta() == b.getTheta() &&
-         a.getScalingAttr() == b.getScalingAttr() && a.getPositions() == b.getPositions();
+         a.getScalingAttr() == b.getScalingAttr() &&
+         a.getFreqFactorsAttr() == b.getFreqFactorsAttr() && a.getPositions() == b.getPositions();
 }
 
 /// The RoPE of the queries the attention over `write`'s cache reads, when it
@@ -60,7 +61,7 @@ struct FuseRopeIntoCacheWrite : public OpRewritePattern<llm::KVCacheWriteOp> {
         loc, queries.getType(), write.getType(), queries.getInput(), keys.getInput(),
         write.getValue(), write.getCache(), write.getPageTable(), write.getPositions(),
         queries.getHeadDimAttr(), queries.getThetaAttr(), queries.getScalingAttr(),
-        write.getLayerAttr());
+        queries.getFreqFactorsAttr(), write.getLayerAttr());
     rewriter.replaceOp(queries, op.getRotatedQuery());
     rewriter.replaceOp(write, op.getResult());
     rewriter.eraseOp(keys);

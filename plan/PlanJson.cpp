@@ -6,6 +6,7 @@
 // is "incompatible because ..." with the step named.
 #include "plan/Plan.h"
 
+#include <cmath>
 #include <cstdint>
 #include <set>
 #include <type_traits>
@@ -74,6 +75,9 @@ struct StepWriter {
   void attr(const char *n, AttentionMask m) { j[n] = attentionMaskName(m); }
   void optionalAttr(const char *n, const std::optional<RopeScaling> &s) {
     if (s) j[n] = scalingJson(*s);
+  }
+  void optionalAttr(const char *n, const std::vector<double> &v) {
+    if (!v.empty()) j[n] = v;
   }
 };
 
@@ -266,11 +270,33 @@ struct StepReader {
                                      at + " original_max_position_embeddings", 1);
     s = r;
   }
+  void optionalAttr(const char *n, std::vector<double> &v) {
+    if (!j.contains(n)) return;
+    const json &a = field(n, "a list of numbers");
+    const std::string at = where + " attribute '" + n + "'";
+    if (!a.is_array() || a.empty()) incompatible(at, "is not a list of numbers");
+    for (size_t i = 0; i < a.size(); ++i) {
+      v.push_back(number(a[i], at + "[" + std::to_string(i) + "]"));
+      if (!(v.back() > 0) || !std::isfinite(v.back()))
+        incompatible(at + "[" + std::to_string(i) + "]", "is not a positive finite number");
+    }
+  }
   void rejectUnknown() const {
     for (const auto &[key, value] : j.items())
       if (!seen.count(key)) incompatible(where, "has a field '" + key + "' its op does not have");
   }
 };
+
+// A RoPE op's frequency factors, when it has them, are one per pair of a head.
+void checkFreqFactors(const Step &s, const std::string &at) {
+  const RopeParams *p = nullptr;
+  if (const RopeOp *r = s.tryAs<RopeOp>()) p = &r->rope;
+  if (const RopeKVWriteOp *r = s.tryAs<RopeKVWriteOp>()) p = &r->rope;
+  if (p && !p->freqFactors.empty() && int64_t(p->freqFactors.size()) * 2 != p->headDim)
+    incompatible(at, "has " + std::to_string(p->freqFactors.size()) +
+                         " freq_factors for head_dim " + std::to_string(p->headDim) +
+                         " (expected head_dim / 2)");
+}
 
 Step stepFrom(const json &j, const std::string &where) {
   if (!j.is_object()) incompatible(where, "is not an object");
@@ -284,6 +310,7 @@ Step stepFrom(const json &j, const std::string &where) {
   s.op = makeOp(*kind);
   std::visit([&](auto &op) { op.fields(r); }, s.op);
   r.rejectUnknown();
+  checkFreqFactors(s, at);
   return s;
 }
 

@@ -1,6 +1,7 @@
 // Names of the plan's ops and operand classes, and what the ops compute that
 // every back end must agree on (RoPE frequencies).
 #include "plan/PlanOps.h"
+#include "spec/ModelSpec.h"
 
 #include <array>
 #include <cmath>
@@ -106,30 +107,17 @@ std::vector<std::string> stepWeights(const Step &s) {
 }
 
 std::vector<double> ropeFrequencies(const RopeParams &p) {
-  const int64_t headDim = p.headDim;
-  std::vector<double> f(size_t(headDim / 2));
-  const double pi = 3.14159265358979323846;
-  for (int64_t i = 0; i < headDim / 2; ++i) {
-    double freq = std::pow(p.theta, -2.0 * double(i) / double(headDim));
-    if (p.scaling) {
-      // Llama 3: long wavelengths are slowed by `factor`, short ones kept,
-      // and the band between blends the two.
-      const RopeScaling &s = *p.scaling;
-      const double original = double(s.originalMaxPositions);
-      const double wavelen = 2 * pi / freq;
-      const double lowWavelen = original / s.lowFreqFactor;
-      const double highWavelen = original / s.highFreqFactor;
-      if (wavelen > lowWavelen) {
-        freq /= s.factor;
-      } else if (wavelen >= highWavelen) {
-        const double smooth =
-            (original / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
-        freq = (1 - smooth) * freq / s.factor + smooth * freq;
-      }
-    }
-    f[size_t(i)] = freq;
+  RopeSpec r;
+  r.theta = p.theta;
+  if (p.scaling) {
+    r.type = RopeType::llama3;
+    r.factor = p.scaling->factor;
+    r.lowFreqFactor = p.scaling->lowFreqFactor;
+    r.highFreqFactor = p.scaling->highFreqFactor;
+    r.originalMaxPositions = p.scaling->originalMaxPositions;
   }
-  return f;
+  r.freqFactors = p.freqFactors;
+  return ropeFrequencies(r, p.headDim);
 }
 
 } // namespace kvplan

@@ -73,11 +73,15 @@ struct RopeParams {
   int64_t headDim = 0;
   double theta = 0;
   std::optional<RopeScaling> scaling;
+  /// Per-pair divisors of the frequencies (head_dim / 2, or empty for none).
+  std::vector<double> freqFactors;
   bool operator==(const RopeParams &o) const {
-    return headDim == o.headDim && theta == o.theta && scaling == o.scaling;
+    return headDim == o.headDim && theta == o.theta && scaling == o.scaling &&
+           freqFactors == o.freqFactors;
   }
 };
-/// The inverse frequencies of a RoPE op (head_dim / 2 of them).
+/// The inverse frequencies of a RoPE op (head_dim / 2 of them), as
+/// ropeFrequencies(RopeSpec) computes them.
 std::vector<double> ropeFrequencies(const RopeParams &p);
 
 // Each op's fields(v) calls, in ODS argument order then result order:
@@ -85,7 +89,8 @@ std::vector<double> ropeFrequencies(const RopeParams &p);
 //   v.weight(name, std::string&)              a weight symbol
 //   v.optionalWeight(name, std::optional<std::string>&)
 //   v.attr(name, int64_t& | double& | AttentionMask&)
-//   v.optionalAttr(name, std::optional<RopeScaling>&)
+//   v.optionalAttr(name, std::optional<RopeScaling>& | std::vector<double>&)
+//                                             (an empty vector: absent)
 //   v.result(name, Operand&, OperandClass)    a result
 //   v.results(name, std::vector<Operand>&, OperandClass)  variadic results
 // Fields reads or writes them; the const overloads visit a const op.
@@ -159,6 +164,7 @@ struct RopeOp {
     v.attr("head_dim", s.rope.headDim);
     v.attr("theta", s.rope.theta);
     v.optionalAttr("scaling", s.rope.scaling);
+    v.optionalAttr("freq_factors", s.rope.freqFactors);
     v.result("result", s.result, OperandClass::activations);
   }
 };
@@ -287,6 +293,7 @@ struct RopeKVWriteOp {
     v.attr("head_dim", s.rope.headDim);
     v.attr("theta", s.rope.theta);
     v.optionalAttr("scaling", s.rope.scaling);
+    v.optionalAttr("freq_factors", s.rope.freqFactors);
     v.attr("layer", s.layer);
     v.result("rotated_query", s.rotatedQuery, OperandClass::activations);
     v.result("result", s.result, OperandClass::cache);

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <sstream>
 
@@ -35,13 +36,48 @@ std::optional<Target> parseTarget(const std::string &s) {
 }
 
 const char *ropeTypeName(RopeType t) {
-  return t == RopeType::standard ? "default" : "llama3";
+  switch (t) {
+  case RopeType::standard: return "default";
+  case RopeType::llama3: return "llama3";
+  case RopeType::linear: return "linear";
+  }
+  return "?";
 }
 
 std::optional<RopeType> parseRopeType(const std::string &s) {
   if (s == "default") return RopeType::standard;
   if (s == "llama3") return RopeType::llama3;
+  if (s == "linear") return RopeType::linear;
   return std::nullopt;
+}
+
+std::vector<double> ropeFrequencies(const RopeSpec &r, int64_t headDim) {
+  std::vector<double> f(size_t(headDim / 2));
+  const double pi = 3.14159265358979323846;
+  for (int64_t i = 0; i < headDim / 2; ++i) {
+    double freq = std::pow(r.theta, -2.0 * double(i) / double(headDim));
+    if (r.type == RopeType::llama3) {
+      // Llama 3: long wavelengths are slowed by `factor`, short ones kept,
+      // and the band between blends the two.
+      const double original = double(r.originalMaxPositions);
+      const double wavelen = 2 * pi / freq;
+      const double lowWavelen = original / r.lowFreqFactor;
+      const double highWavelen = original / r.highFreqFactor;
+      if (wavelen > lowWavelen) {
+        freq /= r.factor;
+      } else if (wavelen >= highWavelen) {
+        const double smooth =
+            (original / wavelen - r.lowFreqFactor) / (r.highFreqFactor - r.lowFreqFactor);
+        freq = (1 - smooth) * freq / r.factor + smooth * freq;
+      }
+    } else if (r.type == RopeType::linear) {
+      freq /= r.factor;
+    }
+    if (size_t(i) < r.freqFactors.size())
+      freq /= r.freqFactors[size_t(i)];
+    f[size_t(i)] = freq;
+  }
+  return f;
 }
 
 std::string ModelConfig::where(const std::string &field) const {
@@ -171,6 +207,24 @@ void checkModelShape(Checker &c, ModelSpec &m) {
                                  " is larger than the supported maximum");
 }
 
+// Explicit frequency factors: one per pair of a head, each positive, and not
+// on top of llama3 scaling, which they would apply a second time.
+void checkFreqFactors(Checker &c, const ModelSpec &m) {
+  const std::vector<double> &f = m.rope.freqFactors;
+  if (f.empty())
+    return;
+  if (int64_t(f.size()) != m.headDim / 2)
+    c.fail("model.rope.freq_factors", "expected head_dim / 2 = " +
+                                          std::to_string(m.headDim / 2) + " factors, got " +
+                                          std::to_string(f.size()));
+  for (size_t i = 0; i < f.size(); ++i)
+    c.positiveReal("model.rope.freq_factors[" + std::to_string(i) + "]", f[i]);
+  if (m.rope.type == RopeType::llama3)
+    c.fail("model.rope.freq_factors",
+           "per-dimension factors already hold Llama 3's scaling (a GGUF's rope_freqs); "
+           "with type llama3 it would apply twice: drop one of them");
+}
+
 // The norm epsilon and RoPE; llama3 scaling brings its own factors.
 void checkNormAndRope(Checker &c, const ModelSpec &m) {
   c.positiveReal("model.rms_norm_eps", m.rmsNormEps);
@@ -178,6 +232,9 @@ void checkNormAndRope(Checker &c, const ModelSpec &m) {
     c.fail("model.rms_norm_eps", "expected a small positive number (e.g. 1e-5), got " +
                                      std::to_string(m.rmsNormEps));
   c.positiveReal("model.rope.theta", m.rope.theta);
+  checkFreqFactors(c, m);
+  if (m.rope.type == RopeType::linear)
+    c.positiveReal("model.rope.factor", m.rope.factor);
   if (m.rope.type == RopeType::llama3) {
     c.positiveReal("model.rope.factor", m.rope.factor);
     c.positiveReal("model.rope.low_freq_factor", m.rope.lowFreqFactor);
@@ -325,7 +382,7 @@ void validate(ModelConfig &cfg) {
 }
 
 nlohmann::json toJson(const ModelSpec &m) {
-  return {
+  nlohmann::json j = {
       {"name", m.name},
       {"architecture", architectureName(m.architecture)},
       {"hidden_size", m.hiddenSize},
@@ -350,6 +407,10 @@ nlohmann::json toJson(const ModelSpec &m) {
         {"high_freq_factor", m.rope.highFreqFactor},
         {"original_max_position_embeddings", m.rope.originalMaxPositions}}},
   };
+  // Only a model that has them lists them (a GGUF's rope_freqs).
+  if (!m.rope.freqFactors.empty())
+    j["rope"]["freq_factors"] = m.rope.freqFactors;
+  return j;
 }
 
 nlohmann::json toJson(const CompileSettings &c) {
@@ -399,6 +460,8 @@ ModelSpec modelSpecFromJson(const nlohmann::json &j) {
   m.rope.lowFreqFactor = r.at("low_freq_factor").get<double>();
   m.rope.highFreqFactor = r.at("high_freq_factor").get<double>();
   m.rope.originalMaxPositions = r.at("original_max_position_embeddings").get<int64_t>();
+  if (r.contains("freq_factors"))
+    m.rope.freqFactors = r.at("freq_factors").get<std::vector<double>>();
   return m;
 }
 

@@ -24,19 +24,30 @@ enum class Target { cpu, cuda };
 const char *targetName(Target t);
 std::optional<Target> parseTarget(const std::string &s);
 
-enum class RopeType { standard, llama3 };
+enum class RopeType { standard, llama3, linear };
 const char *ropeTypeName(RopeType t);
 std::optional<RopeType> parseRopeType(const std::string &s);
 
 struct RopeSpec {
   double theta = 10000.0;
   RopeType type = RopeType::standard;
-  // Llama 3 frequency scaling; read only when type == llama3.
+  // Llama 3 frequency scaling (type llama3), or linear scaling (type linear:
+  // every frequency divided by `factor`, i.e. positions / factor).
   double factor = 8.0;
+  // Read only when type == llama3.
   double lowFreqFactor = 1.0;
   double highFreqFactor = 4.0;
   int64_t originalMaxPositions = 8192;
+  // Explicit per-dimension divisors: frequency i is theta^(-2i/head_dim) /
+  // freqFactors[i] (llama.cpp's rope_freqs, which a GGUF converted from a
+  // Llama 3.1 checkpoint carries). Empty: none; otherwise head_dim / 2 of them.
+  std::vector<double> freqFactors;
 };
+
+/// The inverse frequencies RoPE rotates pair i of a head by (head_dim / 2 of
+/// them): theta^(-2i/head_dim), Llama 3's or linear scaling applied, then
+/// divided by freqFactors[i]. Every back end and checkpoint check uses this.
+std::vector<double> ropeFrequencies(const RopeSpec &rope, int64_t headDim);
 
 /// What the model is: everything needed to define its forward pass.
 struct ModelSpec {

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <set>
@@ -133,6 +134,26 @@ TEST(CudaCodegen, ArtifactHoldsMachineCodeForEachArchitecture) {
   CudaProgram p = cudaProgramFromJson(nlohmann::json::parse(prog.begin(), prog.end()));
   EXPECT_EQ(p.entries.size(), 2u);
   std::remove(path.c_str());
+}
+
+// A GGUF's per-pair frequency factors reach the device's RoPE table: the
+// constant holds theta^(-2i/head_dim) / freq_factors[i], as the CPU's does.
+TEST(CudaCodegen, RopeTableDividesByTheFrequencyFactors) {
+  const std::vector<double> factors = {1, 1, 1, 1.25, 2, 8, 8, 8};
+  ModelConfig cfg = cudaConfig(
+      "architecture = \"llama\"\nhidden_size = 64\nintermediate_size = 128\nnum_layers = 1\n"
+      "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 100",
+      "weight_dtype = \"bf16\"\nmax_batch = 1\nmax_seq_len = 64\nprefill_chunk = 16",
+      "[model.rope]\ntheta = 500000.0\nfreq_factors = [1, 1, 1, 1.25, 2, 8, 8, 8]\n");
+  const std::string src = generateCuda(compileModel(cfg).plan, {"sm_90a"}).source;
+  std::string table = "__constant__ double kvplan_rope_0[8] = {";
+  for (size_t i = 0; i < factors.size(); ++i) {
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "%.17g", std::pow(500000.0, -2.0 * double(i) / 16) / factors[i]);
+    table += (i ? ", " : "") + std::string(buf);
+  }
+  EXPECT_NE(src.find(table + "};"), std::string::npos) << table;
+  EXPECT_EQ(src.find("kvplan_rope_1"), std::string::npos); // one table serves every rope
 }
 
 TEST(CudaCodegen, RejectsWhatItCannotRun) {

@@ -73,6 +73,11 @@ const Shape kShapes[] = {
                     "low_freq_factor = 1.0\nhigh_freq_factor = 4.0\n"
                     "original_max_position_embeddings = 16\n",
      "max_seq_len = 48\n"},
+    // A GGUF's rope_freqs (head_dim 16: eight divisors) under linear scaling.
+    {"freq-factors-linear", "architecture = \"llama\"\nnum_heads = 4\nnum_kv_heads = 2\n"
+                            "[model.rope]\ntheta = 500000.0\ntype = \"linear\"\nfactor = 2.0\n"
+                            "freq_factors = [1.0, 1.0, 1.0, 1.5, 3.0, 8.0, 8.0, 8.0]\n",
+     "max_seq_len = 48\n"},
     {"pages-of-4-chunk-3", "architecture = \"llama\"\nnum_heads = 4\nnum_kv_heads = 2\n",
      "max_seq_len = 48\nprefill_chunk = 3\npage_size = 4\n"},
 };

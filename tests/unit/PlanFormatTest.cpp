@@ -43,7 +43,7 @@ Operand view(bool values) {
 
 /// One decode step of a one-layer model, every kind of field in it: a
 /// weight, an optional bias, variadic results, an f64 and an i64 attribute,
-/// RoPE scaling, a mask, the cache and its views.
+/// RoPE scaling and frequency factors, a mask, the cache and its views.
 Plan samplePlan() {
   Plan p;
   p.formatVersion = int(kArtifactFormatVersion);
@@ -93,7 +93,8 @@ Plan samplePlan() {
   EmbeddingOp emb{"tok_embeddings", tokens, x};
   RMSNormOp norm{x, n, "layers.0.attention_norm", 1e-5};
   LinearOp qkv{"layers.0.attention.wqkv", n, std::string("layers.0.attention.bqkv"), {q, k, v}};
-  RopeOp rope{q, positions, qr, RopeParams{4, 500000.0, RopeScaling{8.0, 1.0, 4.0, 8192}}};
+  RopeOp rope{q, positions, qr,
+              RopeParams{4, 500000.0, RopeScaling{8.0, 1.0, 4.0, 8192}, {1.0, 2.5}}};
   KVCacheWriteOp write{k, v, cache, table, positions, cacheOperand(), 0};
   KVCacheReadOp read{cache, table, positions, view(false), view(true), 0};
   AttentionOp attn{AttentionMask::cache, qr, view(false), view(true), att, 2, 1, 4, 0.5};
@@ -181,6 +182,7 @@ TEST(PlanJson, RoundTripKeepsEveryField) {
   ASSERT_TRUE(rope.rope.scaling);
   EXPECT_EQ(rope.rope.scaling->highFreqFactor, 4.0);
   EXPECT_EQ(rope.rope.scaling->originalMaxPositions, 8192);
+  EXPECT_EQ(rope.rope.freqFactors, (std::vector<double>{1.0, 2.5}));
   EXPECT_EQ(ep.steps[4].as<KVCacheWriteOp>().layer, 0);
   const AttentionOp &attn = ep.steps[6].as<AttentionOp>();
   EXPECT_EQ(attn.mask, AttentionMask::cache);
@@ -255,6 +257,12 @@ TEST(PlanJson, EachDamageNamesTheStepAndField) {
       {[](nlohmann::json &j) { step(j, 1)["epsilon"] = 1e-5; },
        "has a field 'epsilon' its op does not have"},
       {[](nlohmann::json &j) { step(j, 4)["layer"] = "0"; }, "attribute 'layer' is not an integer"},
+      {[](nlohmann::json &j) { step(j, 3)["freq_factors"] = {1.0, 2.0, 3.0}; },
+       "has 3 freq_factors for head_dim 4 (expected head_dim / 2)"},
+      {[](nlohmann::json &j) { step(j, 3)["freq_factors"] = {1.0, -2.0}; },
+       "attribute 'freq_factors'[1] is not a positive finite number"},
+      {[](nlohmann::json &j) { step(j, 3)["freq_factors"] = 2.0; },
+       "attribute 'freq_factors' is not a list of numbers"},
       {[](nlohmann::json &j) { step(j, 1)["result"]["offset"] = 1e30; },
        "field 'result' offset is not an integer (1e+30)"},
       {[](nlohmann::json &j) { step(j, 1)["result"]["shape"] = {1, -8}; }, "outside [1, "},

@@ -58,6 +58,9 @@ struct Collector {
   void optionalAttr(const char *n, const std::optional<RopeScaling> &) {
     args.push_back(std::string(n) + ":OptionalAttr<LLM_RopeScalingAttr>");
   }
+  void optionalAttr(const char *n, const std::vector<double> &) {
+    args.push_back(std::string(n) + ":OptionalAttr<DenseF64ArrayAttr>");
+  }
 };
 
 void collectAll(std::map<std::string, Collector> &out) {

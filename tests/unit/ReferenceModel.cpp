@@ -75,7 +75,8 @@ Vec rmsnorm(const Vec &x, const Vec &g, double eps) {
   return y;
 }
 
-/// RoPE on adjacent pairs, with Llama 3's frequency scaling.
+/// RoPE on adjacent pairs, with Llama 3's or linear frequency scaling and
+/// explicit per-pair divisors (a GGUF's rope_freqs).
 void rope(Vec &x, int64_t pos, int64_t headDim, const RopeSpec &r) {
   const double pi = 3.14159265358979323846;
   for (size_t h = 0; h < x.size(); h += size_t(headDim))
@@ -93,6 +94,8 @@ void rope(Vec &x, int64_t pos, int64_t headDim, const RopeSpec &r) {
           freq = (1 - smooth) * freq / r.factor + smooth * freq;
         }
       }
+      if (r.type == RopeType::linear) freq /= r.factor;
+      if (!r.freqFactors.empty()) freq /= r.freqFactors[size_t(i)];
       double a = x[h + size_t(2 * i)], b = x[h + size_t(2 * i + 1)];
       double c = std::cos(double(pos) * freq), s = std::sin(double(pos) * freq);
       x[h + size_t(2 * i)] = a * c - b * s;

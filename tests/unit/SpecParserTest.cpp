@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -201,6 +202,43 @@ TEST(SpecParser, UnknownEnumValues) {
   EXPECT_ERROR(edit("max_seq_len = 128", "target = \"tpu\""), "compile.target", "cpu, cuda");
 }
 
+// Linear scaling and explicit per-pair factors (what a GGUF's rope_freqs
+// becomes): head_dim 16 has eight.
+TEST(SpecParser, LinearRopeAndFreqFactors) {
+  const std::string rope = "[model.rope]\ntype = \"linear\"\nfactor = 4.0\n";
+  ModelConfig cfg =
+      parseAndValidate(edit("", rope + "freq_factors = [1, 1, 1, 1.5, 3.0, 8, 8, 8]"));
+  EXPECT_EQ(cfg.model.rope.type, RopeType::linear);
+  EXPECT_EQ(cfg.model.rope.factor, 4.0);
+  EXPECT_EQ(cfg.model.rope.freqFactors,
+            (std::vector<double>{1, 1, 1, 1.5, 3.0, 8, 8, 8}));
+  // The JSON form (the artifact's model) carries them, and omits none.
+  EXPECT_EQ(modelSpecFromJson(toJson(cfg.model)).rope.freqFactors, cfg.model.rope.freqFactors);
+  EXPECT_EQ(modelSpecFromJson(toJson(cfg.model)).rope.type, RopeType::linear);
+  EXPECT_FALSE(toJson(parseAndValidate(kGood).model)["rope"].contains("freq_factors"));
+  // Frequencies: theta^(-2i/16) / 4 / freq_factors[i].
+  const std::vector<double> f = ropeFrequencies(cfg.model.rope, 16);
+  ASSERT_EQ(f.size(), 8u);
+  EXPECT_DOUBLE_EQ(f[0], 1.0 / 4.0);
+  EXPECT_DOUBLE_EQ(f[3], std::pow(10000.0, -6.0 / 16.0) / 4.0 / 1.5);
+  EXPECT_DOUBLE_EQ(f[7], std::pow(10000.0, -14.0 / 16.0) / 4.0 / 8.0);
+
+  EXPECT_ERROR(edit("", "[model.rope]\ntype = \"linear\""),
+               "missing required field 'model.rope.factor'");
+  EXPECT_ERROR(edit("", "[model.rope]\nfreq_factors = [1.0, 2.0, 4.0]"),
+               "field 'model.rope.freq_factors'", "expected head_dim / 2 = 8 factors, got 3");
+  EXPECT_ERROR(edit("", "[model.rope]\nfreq_factors = [1, -2, 1, 1, 1, 1, 1, 1]"),
+               "field 'model.rope.freq_factors[1]'", "positive finite number, got -2");
+  EXPECT_ERROR(edit("", "[model.rope]\nfreq_factors = [1, 0, 1, 1, 1, 1, 1, 1]"),
+               "field 'model.rope.freq_factors[1]'", "got 0");
+  EXPECT_ERROR(edit("", "[model.rope]\nfreq_factors = \"8\""), "model.rope.freq_factors",
+               "expected an array of numbers, got a string");
+  EXPECT_ERROR(edit("", "[model.rope]\ntype = \"llama3\"\nfactor = 8.0\nlow_freq_factor = 1.0\n"
+                        "high_freq_factor = 4.0\noriginal_max_position_embeddings = 8192\n"
+                        "freq_factors = [1, 1, 1, 1, 1, 1, 1, 8]"),
+               "model.rope.freq_factors", "apply twice");
+}
+
 TEST(SpecParser, Llama3RopeNeedsItsFactors) {
   EXPECT_ERROR(edit("", "[model.rope]\ntype = \"llama3\"\ntheta = 500000.0"),
                "missing required field 'model.rope.factor'");
@@ -348,6 +386,15 @@ TEST(HFConfig, BadConfigs) {
   has(hfErrorOf(hfWith("rope_scaling", R"({"rope_type": "llama3", "factor": 8.0})")),
       "rope_scaling.low_freq_factor");
   has(hfErrorOf(hfWith("eos_token_id", "[2, 500]")), "outside the vocabulary");
+  has(hfErrorOf(hfWith("rope_scaling", R"({"rope_type": "linear"})")), "rope_scaling.factor");
+}
+
+TEST(HFConfig, LinearRopeScaling) {
+  ModelConfig cfg = parseHFConfig(hfWith("rope_scaling", R"({"type": "linear", "factor": 2.0})"),
+                                  "config.json", [](const std::string &w) { ADD_FAILURE() << w; });
+  validate(cfg);
+  EXPECT_EQ(cfg.model.rope.type, RopeType::linear);
+  EXPECT_EQ(cfg.model.rope.factor, 2.0);
 }
 
 TEST(HFConfig, MistralSlidingWindowMustCoverTheContext) {

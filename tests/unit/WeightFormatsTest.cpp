@@ -3,7 +3,9 @@
 // errors each format reports.
 #include "support/Progress.h"
 #include "support/TempDir.h"
+#include "formats/Gguf.h"
 #include "formats/WeightFormats.h"
+#include "tests/common/CheckpointWriters.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -24,6 +26,7 @@
 
 namespace fs = std::filesystem;
 using namespace kvplan;
+using kvplan::testing::GgufWriter;
 
 namespace {
 
@@ -809,13 +812,17 @@ TEST(Gguf, ArchitectureAndRopeScalingAreChecked) {
   writeGguf(p, {{"general.architecture", "qwen2"}}, kGgufDims, {});
   expectInputError([&] { readCheckpointConfig(p.string()); }, {p.string(), "'qwen2'", "llama"});
   expectInputError([&] { openWeights(p.string(), ggufSpec()); }, {p.string(), "'qwen2'"});
-  writeGguf(p, {{"general.architecture", "llama"}, {"llama.rope.scaling.type", "linear"}},
+  writeGguf(p, {{"general.architecture", "llama"}, {"llama.rope.scaling.type", "yarn"}},
             kGgufDims, {});
-  expectInputError([&] { readCheckpointConfig(p.string()); }, {p.string(), "linear", "scaling"});
+  expectInputError([&] { readCheckpointConfig(p.string()); },
+                   {p.string(), "llama.rope.scaling.type", "'yarn'", "none and linear"});
+  expectInputError([&] { openWeights(p.string(), ggufSpec()); },
+                   {p.string(), "llama.rope.scaling.type", "'yarn'"});
+  // A rope_freqs tensor of zeros divides by zero: refused.
   writeGguf(p, {{"general.architecture", "llama"}}, kGgufDims,
             {{"rope_freqs.weight", {4}, 0, 16}});
   expectInputError([&] { openWeights(p.string(), ggufSpec()); },
-                   {p.string(), "rope_freqs.weight"});
+                   {p.string(), "rope_freqs.weight", "element 0", "positive"});
   writeGguf(p, {{"general.architecture", "llama"}}, {{"llama.embedding_length", 32}}, {});
   expectInputError([&] { readCheckpointConfig(p.string()); },
                    {p.string(), "llama.feed_forward_length"});
@@ -832,6 +839,98 @@ TEST(Gguf, ArchitectureAndRopeScalingAreChecked) {
   EXPECT_FALSE(readCheckpointConfig(p.string()).model.tieWordEmbeddings);
   expectInputError([&] { openWeights(p.string(), ggufSpec()); },
                    {p.string(), "output.weight", "tie_word_embeddings"});
+}
+
+// A GGUF of ggufSpec()'s shape with RoPE metadata and tensors added by `add`.
+ModelConfig ropeGguf(const fs::path &p, const std::function<void(GgufWriter &)> &add) {
+  GgufWriter g;
+  g.string("general.architecture", "llama");
+  for (const auto &[k, v] : kGgufDims) g.u32(k, v);
+  g.f32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+  add(g);
+  g.write(p);
+  return readCheckpointConfig(p.string());
+}
+
+TEST(Gguf, RopeKeysAndRopeFreqsAreRead) {
+  ScratchDir dir;
+  const fs::path p = dir.path / "rope.gguf";
+  // Llama 3.1's factors: one per pair of an 8-wide head. A scaling type of
+  // none ignores the linear factor, as llama.cpp does.
+  ModelConfig cfg = ropeGguf(p, [](GgufWriter &g) {
+    g.f32("llama.rope.freq_base", 500000.0f);
+    g.string("llama.rope.scaling.type", "none");
+    g.f32("llama.rope.scaling.factor", 4.0f);
+    g.tensor({"rope_freqs.weight", {4}, {1.0f, 1.5f, 4.0f, 8.0f}});
+  });
+  EXPECT_EQ(cfg.model.rope.theta, 500000.0);
+  EXPECT_EQ(cfg.model.rope.type, RopeType::standard);
+  EXPECT_EQ(cfg.model.rope.freqFactors, (std::vector<double>{1.0, 1.5, 4.0, 8.0}));
+  ModelSpec m = ggufSpec();
+  m.rope = cfg.model.rope;
+  EXPECT_NO_THROW(openWeights(p.string(), m));
+  // Linear scaling: rope.scaling.factor, or the older rope.scale_linear, under
+  // type linear or no type at all (llama.cpp's default); a factor of 1 is none.
+  for (const char *key : {"llama.rope.scaling.factor", "llama.rope.scale_linear"})
+    for (bool typed : {true, false}) {
+      cfg = ropeGguf(p, [&](GgufWriter &g) {
+        if (typed) g.string("llama.rope.scaling.type", "linear");
+        g.f32(key, 4.0f);
+      });
+      EXPECT_EQ(cfg.model.rope.type, RopeType::linear) << key;
+      EXPECT_EQ(cfg.model.rope.factor, 4.0) << key;
+      EXPECT_TRUE(cfg.model.rope.freqFactors.empty());
+    }
+  cfg = ropeGguf(p, [](GgufWriter &g) { g.f32("llama.rope.scaling.factor", 1.0f); });
+  EXPECT_EQ(cfg.model.rope.type, RopeType::standard);
+}
+
+TEST(Gguf, BadRopeFreqsAndScalingAreRefused) {
+  ScratchDir dir;
+  const fs::path p = dir.path / "bad.gguf";
+  const std::string f = p.string();
+  auto refused = [&](const std::function<void(GgufWriter &)> &add,
+                     std::initializer_list<std::string> parts) {
+    expectInputError([&] { ropeGguf(p, add); }, parts);
+  };
+  refused([](GgufWriter &g) { g.tensor({"rope_freqs.weight", {3}, {1, 2, 4}}); },
+          {f, "rope_freqs.weight", "shape [3]", "expected [4]"});
+  refused([](GgufWriter &g) { g.tensor({"rope_freqs.weight", {2, 4}, std::vector<float>(8, 1)}); },
+          {f, "rope_freqs.weight", "shape [4, 2]", "expected [4]"});
+  refused([](GgufWriter &g) { g.tensor({"rope_freqs.weight", {4}, {1, 2, -4, 8}}); },
+          {f, "rope_freqs.weight", "element 2", "-4", "positive and finite"});
+  refused([](GgufWriter &g) { g.tensor({"rope_freqs.weight", {4}, {1, 0, 4, 8}}); },
+          {f, "rope_freqs.weight", "element 1", "positive"});
+  refused([](GgufWriter &g) { g.tensor({"rope_freqs.weight", {4}, {1, 2, NAN, 8}}); },
+          {f, "rope_freqs.weight", "element 2", "nan"});
+  refused([](GgufWriter &g) { g.string("llama.rope.scaling.type", "longrope"); },
+          {f, "llama.rope.scaling.type", "'longrope'"});
+  refused([](GgufWriter &g) { g.f32("llama.rope.scaling.factor", -2.0f); },
+          {f, "llama.rope.scaling.factor", "-2", "positive"});
+  refused([](GgufWriter &g) { g.f32("llama.rope.scaling.attn_factor", 0.5f); },
+          {f, "llama.rope.scaling.attn_factor", "0.5"});
+  // Not F32: refused by type.
+  writeGguf(p, {{"general.architecture", "llama"}}, kGgufDims,
+            {{"rope_freqs.weight", {4}, GgufFile::kF16, 8}});
+  expectInputError([&] { readCheckpointConfig(f); }, {f, "rope_freqs.weight", "F16", "F32"});
+}
+
+// The file's weights under a model described elsewhere: its RoPE must be the
+// model's, factors and all.
+TEST(Gguf, ModelWithoutTheFilesRopeIsRefused) {
+  ScratchDir dir;
+  const fs::path p = dir.path / "llama3.gguf";
+  ropeGguf(p, [](GgufWriter &g) {
+    g.f32("llama.rope.freq_base", 10000.0f);
+    g.tensor({"rope_freqs.weight", {4}, {1.0f, 1.0f, 2.0f, 8.0f}});
+  });
+  ModelSpec m = ggufSpec();
+  expectInputError([&] { openWeights(p.string(), m); },
+                   {p.string(), "RoPE differs", "frequency 2", "rope_freqs.weight"});
+  m.rope.freqFactors = {1.0, 1.0, 2.0, 8.0};
+  EXPECT_NO_THROW(openWeights(p.string(), m));
+  m.rope.theta = 500000.0;
+  expectInputError([&] { openWeights(p.string(), m); }, {p.string(), "frequency 1"});
 }
 
 TEST(Dispatch, SourcesAndCheckpointFiles) {
@@ -854,7 +953,7 @@ TEST(Dispatch, SourcesAndCheckpointFiles) {
 //===----------------------------------------------------------------------===//
 
 TEST(Progress, SilentWhenStderrIsNotATerminal) {
-  testing::internal::CaptureStderr();
+  ::testing::internal::CaptureStderr();
   {
     Progress p("loading", 1000);
     for (int i = 0; i < 10; ++i) {
@@ -862,7 +961,7 @@ TEST(Progress, SilentWhenStderrIsNotATerminal) {
       std::this_thread::sleep_for(std::chrono::milliseconds(30));
     }
   }
-  EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
 }
 
 TEST(Progress, DrawsAtMostTenTimesASecondOnATerminal) {

@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <sstream>
 #include <string>
 
 namespace kvplan::cli {
@@ -53,6 +54,28 @@ void printBill(const MemoryBill &bill, const KVCacheLayout &kv, Target target) {
   line("total (1 thread)", bill.totalBytes, more.c_str());
 }
 
+/// RoPE in a line: the base, the scaling, and explicit frequency factors
+/// (a GGUF's rope_freqs) with runs of equal ones shortened: "1 x10, 1.5, 8 x5".
+std::string ropeLine(const RopeSpec &r) {
+  std::ostringstream os;
+  os << "theta " << r.theta;
+  if (r.type == RopeType::llama3)
+    os << ", llama3 scaling (factor " << r.factor << ", low_freq_factor " << r.lowFreqFactor
+       << ", high_freq_factor " << r.highFreqFactor << ", original_max_position_embeddings "
+       << r.originalMaxPositions << ")";
+  if (r.type == RopeType::linear)
+    os << ", linear scaling (factor " << r.factor << ")";
+  const std::vector<double> &f = r.freqFactors;
+  if (!f.empty())
+    os << ", frequencies divided by freq_factors";
+  for (size_t i = 0, j = 0; i < f.size(); i = j) {
+    while (j < f.size() && f[j] == f[i]) ++j;
+    os << (i ? ", " : " ") << f[i];
+    if (j - i > 1) os << " x" << j - i;
+  }
+  return os.str();
+}
+
 void printHuman(const Artifact &a) {
   const Plan &p = a.plan();
   const ModelSpec &m = p.model;
@@ -67,6 +90,7 @@ void printHuman(const Artifact &a) {
               (long long)m.headDim, (long long)m.intermediateSize, (long long)m.vocabSize,
               m.tieWordEmbeddings ? ", tied embeddings" : "",
               m.attentionBias ? ", q/k/v bias" : "");
+  std::printf("rope      %s\n", ropeLine(m.rope).c_str());
   std::printf("settings  target %s, weights %s, KV cache %s, max batch %lld, max seq %lld, "
               "prefill chunk %lld, page %lld tokens, kv pages %lld\n",
               targetName(s.target), dtypeName(s.weightDtype), dtypeName(s.kvDtype),

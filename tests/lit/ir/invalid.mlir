@@ -117,6 +117,22 @@ func.func @f(%x: tensor<2x12xf32>, %p: tensor<3xi32>) -> tensor<2x12xf32> {
 // -----
 
 func.func @f(%x: tensor<2x8xf32>, %p: tensor<2xi32>) -> tensor<2x8xf32> {
+  // expected-error @below {{freq_factors has 3 entries; expected head_dim / 2 = 2}}
+  %0 = llm.rope %x, %p {head_dim = 4 : i64, theta = 1.0e4 : f64, freq_factors = array<f64: 1.0, 2.0, 4.0>} : tensor<2x8xf32>, tensor<2xi32>
+  return %0 : tensor<2x8xf32>
+}
+
+// -----
+
+func.func @f(%x: tensor<2x8xf32>, %p: tensor<2xi32>) -> tensor<2x8xf32> {
+  // expected-error @below {{freq_factors must be positive and finite, got 0}}
+  %0 = llm.rope %x, %p {head_dim = 4 : i64, theta = 1.0e4 : f64, freq_factors = array<f64: 1.0, 0.0>} : tensor<2x8xf32>, tensor<2xi32>
+  return %0 : tensor<2x8xf32>
+}
+
+// -----
+
+func.func @f(%x: tensor<2x8xf32>, %p: tensor<2xi32>) -> tensor<2x8xf32> {
   // expected-error @below {{rope_scaling needs low_freq_factor}}
   %0 = llm.rope %x, %p {head_dim = 4 : i64, theta = 1.0e4 : f64, scaling = #llm.rope_scaling<factor = 8.0>} : tensor<2x8xf32>, tensor<2xi32>
   return %0 : tensor<2x8xf32>

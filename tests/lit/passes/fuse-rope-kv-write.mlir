@@ -72,6 +72,35 @@ func.func @other_theta(%q: tensor<1x16xf32>, %k: tensor<1x8xf32>, %v: tensor<1x8
 
 // -----
 
+// A GGUF's per-pair frequency factors ride along too.
+// CHECK-LABEL: func.func @freq_factors
+// CHECK: llm.rope_kv_write {{.*}} {freq_factors = array<f64: 1.000000e+00, 1.500000e+00, 4.000000e+00, 8.000000e+00>, head_dim = 8 : i64, layer = 0 : i64, theta = 5.000000e+05 : f64}
+func.func @freq_factors(%q: tensor<1x16xf32>, %k: tensor<1x8xf32>, %v: tensor<1x8xf32>, %p: tensor<1xi32>, %t: tensor<1x4xi32>, %c: !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>) -> tensor<1x16xf32> {
+  %qr = llm.rope %q, %p {freq_factors = array<f64: 1.0, 1.5, 4.0, 8.0>, head_dim = 8 : i64, theta = 5.0e5 : f64} : tensor<1x16xf32>, tensor<1xi32>
+  %kr = llm.rope %k, %p {freq_factors = array<f64: 1.0, 1.5, 4.0, 8.0>, head_dim = 8 : i64, theta = 5.0e5 : f64} : tensor<1x8xf32>, tensor<1xi32>
+  %c1 = llm.kv_cache_write %kr, %v into %c[%t] at %p {layer = 0 : i64} : tensor<1x8xf32>, tensor<1x8xf32>, !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<1x4xi32>, tensor<1xi32>
+  %ks, %vs = llm.kv_cache_read %c1[%t] upto %p {layer = 0 : i64} : !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<1x4xi32>, tensor<1xi32> -> !llm.kv_view<kv_heads = 1, head_dim = 8, element_type = f32>, !llm.kv_view<kv_heads = 1, head_dim = 8, element_type = f32>
+  %a = llm.attention cache %qr, %ks, %vs {head_dim = 8 : i64, num_heads = 2 : i64, num_kv_heads = 1 : i64, scale = 0.5 : f64} : tensor<1x16xf32>, !llm.kv_view<kv_heads = 1, head_dim = 8, element_type = f32>, !llm.kv_view<kv_heads = 1, head_dim = 8, element_type = f32> -> tensor<1x16xf32>
+  return %a : tensor<1x16xf32>
+}
+
+// -----
+
+// Not fused: queries and keys are rotated with different factors.
+// CHECK-LABEL: func.func @other_freq_factors
+// CHECK: llm.kv_cache_write
+// CHECK-NOT: llm.rope_kv_write
+func.func @other_freq_factors(%q: tensor<1x16xf32>, %k: tensor<1x8xf32>, %v: tensor<1x8xf32>, %p: tensor<1xi32>, %t: tensor<1x4xi32>, %c: !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>) -> tensor<1x16xf32> {
+  %qr = llm.rope %q, %p {freq_factors = array<f64: 1.0, 1.5, 4.0, 8.0>, head_dim = 8 : i64, theta = 5.0e5 : f64} : tensor<1x16xf32>, tensor<1xi32>
+  %kr = llm.rope %k, %p {freq_factors = array<f64: 1.0, 1.5, 4.0, 4.0>, head_dim = 8 : i64, theta = 5.0e5 : f64} : tensor<1x8xf32>, tensor<1xi32>
+  %c1 = llm.kv_cache_write %kr, %v into %c[%t] at %p {layer = 0 : i64} : tensor<1x8xf32>, tensor<1x8xf32>, !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<1x4xi32>, tensor<1xi32>
+  %ks, %vs = llm.kv_cache_read %c1[%t] upto %p {layer = 0 : i64} : !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<1x4xi32>, tensor<1xi32> -> !llm.kv_view<kv_heads = 1, head_dim = 8, element_type = f32>, !llm.kv_view<kv_heads = 1, head_dim = 8, element_type = f32>
+  %a = llm.attention cache %qr, %ks, %vs {head_dim = 8 : i64, num_heads = 2 : i64, num_kv_heads = 1 : i64, scale = 0.5 : f64} : tensor<1x16xf32>, !llm.kv_view<kv_heads = 1, head_dim = 8, element_type = f32>, !llm.kv_view<kv_heads = 1, head_dim = 8, element_type = f32> -> tensor<1x16xf32>
+  return %a : tensor<1x16xf32>
+}
+
+// -----
+
 // Not fused: the rotated queries are read before the write, where the fused
 // op would not yet have made them.
 // CHECK-LABEL: func.func @queries_read_early
