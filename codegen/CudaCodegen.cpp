@@ -29,10 +29,6 @@ constexpr int64_t kCublasWorkspace = 32 << 20; // what cuBLAS asks for on Hopper
 void checkSupported(const Plan &plan) {
   if (plan.settings.target != Target::cuda)
     unsupported("it was compiled for target '" + std::string(targetName(plan.settings.target)) + "'");
-  for (const WeightEntry &w : plan.weights)
-    if (!isFloatDType(w.dtype))
-      unsupported("weight '" + w.name + "' is " + dtypeName(w.dtype) +
-                  "; the cuda target takes f32, bf16 or f16 weights (compile with --dtype bf16)");
   const KVCacheLayout &kv = plan.kvCache;
   const int64_t heads = plan.model.numHeads, group = heads / std::max<int64_t>(kv.kvHeads, 1);
   const int64_t smem = (group * kv.headDim + group * kTile) * 4 + kTile * 8;

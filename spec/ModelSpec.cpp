@@ -206,10 +206,6 @@ void checkTokensAndWindow(Checker &c, const ModelSpec &m) {
 void checkWeightDType(Checker &c, const CompileSettings &s) {
   if (!isWeightDType(s.weightDtype))
     c.fail("compile.weight_dtype", "expected one of f32, bf16, f16, int8");
-  if (s.target == Target::cuda && !isFloatDType(s.weightDtype))
-    c.fail("compile.weight_dtype", std::string("the cuda target takes f32, bf16 or f16 weights, "
-                                               "not ") + dtypeName(s.weightDtype) +
-                                       "; use bf16 (--dtype bf16)");
 }
 
 // Fills the compile settings the spec did not give from the model, so that
