@@ -130,7 +130,7 @@ TEST_F(FakeGpu, QuantizedWeightsMatchTheCpuRuntime) {
     std::mt19937 rng(5);
     std::vector<int32_t> prompt(size_t(m.plan.settings.prefillChunk + 5));
     for (int32_t &t : prompt) t = int32_t(rng() % uint32_t(m.plan.model.vocabSize));
-    kvplan::testing::followCpu(cpu, gpu, prompt, 5, 4 * tolerance(m.plan.settings.weightDtype));
+    kvplan::testing::followCpu(cpu, gpu, prompt, 5, kvplan::testing::modelTolerance(m.plan));
   }
 }
 
@@ -155,13 +155,14 @@ TEST_F(FakeGpu, QuantizedBatchDecodeMatchesTheCpuRuntime) {
       next.push_back(int32_t(std::max_element(l, l + v) - l));
       gpu.prefill(sg.back(), p.data(), len);
     }
-    const double tol = 4 * tolerance(m.plan.settings.weightDtype);
+    const double tol = kvplan::testing::modelTolerance(m.plan);
     for (int step = 0; step < 4; ++step) {
       const float *lc = cpu.decode(sc, next);
       std::vector<float> c(lc, lc + 3 * v);
       const float *lg = gpu.decode(sg, next);
       for (int64_t r = 0; r < 3; ++r) {
-        std::vector<float> gr(lg + r * v, lg + (r + 1) * v), cr(c.begin() + r * v, c.begin() + (r + 1) * v);
+        const std::vector<float> gr(lg + r * v, lg + (r + 1) * v);
+        const std::vector<float> cr(c.begin() + r * v, c.begin() + (r + 1) * v);
         EXPECT_LE(normalisedError(gr, cr), tol) << "decode step " << step << ", row " << r;
         next[size_t(r)] = int32_t(std::max_element(cr.begin(), cr.end()) - cr.begin());
       }
@@ -439,6 +440,13 @@ TEST_F(FakeGpu, AMissingCublasIsReportedCleanly) {
         << e.what();
     EXPECT_NE(std::string(e.what()).find("LD_LIBRARY_PATH"), std::string::npos) << e.what();
   }
+  // Quantized weights are generated kernels only: no cuBLAS is opened, and
+  // the workspace holds none of its 32 MiB.
+  const kvplan::testing::Shape &q = kvplan::testing::kQuantShapes[2];
+  Model quant = build(kvplan::testing::cudaConfig(q.model, q.compile, q.rope));
+  EXPECT_EQ(quant.code.program.cublasWorkspaceBytes, 0);
+  EXPECT_LT(quant.plan.memoryBill().workspaceBytes, 1 << 20);
+  EXPECT_NO_THROW(CudaExecutor(quant.plan, quant.code, quant.weights.data(), quant.weights.size()));
   setenv("KVPLAN_CUBLAS_LIBRARY", KVPLAN_FAKE_CUBLAS, 1);
 }
 
