@@ -186,17 +186,14 @@ private:
   }
   /// Bits per code of a quantized weight, in groups of 32 as the kernels read them.
   static int quantBits(const WeightEntry &w) {
-    if (w.groupSize != kInt8Group)
+    if (w.groupSize != 32)
       unsupported("weight '" + w.name + "' is quantized in groups of " + num(w.groupSize) +
                   "; the cuda kernels read groups of 32");
     return w.dtype == DType::i8 ? 8 : 4;
   }
   /// An int4 weight's mins; for int8, which has none, its scales (unread).
   DeviceRef minsRef(const WeightEntry &w) const {
-    return weightRef(w.name, int64_t(w.dtype == DType::i4 ? minsOffset(w) : w.scalesOffset));
-  }
-  static uint64_t minsOffset(const WeightEntry &w) {
-    unsupported("weight '" + w.name + "' is int4, which the cuda kernels do not read yet");
+    return weightRef(w.name, int64_t(w.dtype == DType::i4 ? w.minsOffset : w.scalesOffset));
   }
   void f32Input(const Operand &o, const char *op) const {
     if (o.dtype != DType::f32)

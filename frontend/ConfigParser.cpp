@@ -240,7 +240,7 @@ ModelConfig parseTomlSpec(const std::string &text, const std::string &path,
   TomlTable comp = subTable(cfg, root, "compile", "compile");
   CompileSettings &c = cfg.compile;
   comp.choice("target", c.target, parseTarget, "cpu, cuda", false);
-  comp.choice("weight_dtype", c.weightDtype, parseDType, "f32, bf16, f16, int8", false);
+  comp.choice("weight_dtype", c.weightDtype, parseDType, "f32, bf16, f16, int8, int4", false);
   comp.choice("kv_dtype", c.kvDtype, parseDType, "f32, bf16, f16", false);
   comp.integer("max_batch", c.maxBatch, false);
   comp.integer("max_seq_len", c.maxSeqLen, false);

@@ -24,6 +24,7 @@ Type elementType(OpBuilder &b, DType t) {
   case DType::f16: return b.getF16Type();
   case DType::i32: return b.getI32Type();
   case DType::i8: return b.getIntegerType(8);
+  case DType::i4: return b.getIntegerType(4);
   case DType::f32: break;
   }
   return b.getF32Type();
@@ -112,9 +113,9 @@ OwningOpRef<ModuleOp> buildModelIR(MLIRContext &ctx, const ModelConfig &cfg) {
                                             s.prefillChunk, s.pageSize, s.kvPages));
 
   b.setInsertionPointToEnd(module->getBody());
-  // int8 applies to matrices; norm scales and biases stay f32.
+  // int8 and int4 apply to matrices; norm scales and biases stay f32.
   Type wElt = elementType(b, s.weightDtype);
-  Type vecElt = s.weightDtype == DType::i8 ? b.getF32Type() : wElt;
+  Type vecElt = isFloatDType(s.weightDtype) ? wElt : b.getF32Type();
   for (const WeightDecl &w : weightTable(m))
     b.create<llm::WeightOp>(b.getUnknownLoc(), w.name,
                             RankedTensorType::get(w.shape, w.shape.size() == 2 ? wElt : vecElt),

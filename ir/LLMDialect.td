@@ -108,7 +108,7 @@ def LLM_SettingsAttr : LLM_Attr<"Settings", "settings"> {
     ```
   }];
   let parameters = (ins StringRefParameter<"cpu or cuda">:$target,
-                        StringRefParameter<"f32, bf16, f16 or int8">:$weight_dtype,
+                        StringRefParameter<"f32, bf16, f16, int8 or int4">:$weight_dtype,
                         StringRefParameter<"f32, bf16 or f16">:$kv_dtype,
                         "int64_t":$max_batch, "int64_t":$max_seq_len,
                         "int64_t":$prefill_chunk, "int64_t":$page_size,

@@ -93,9 +93,10 @@ LogicalResult WeightOp::verify() {
     return emitOpError() << "weights are vectors or matrices, got rank " << t.getRank();
   Type elt = t.getElementType();
   bool isFloat = elt.isF32() || elt.isBF16() || elt.isF16();
-  if (!isFloat && !(elt.isInteger(8) && t.getRank() == 2))
-    return emitOpError() << "weight element type must be f32, bf16 or f16 (or i8 for matrices: "
-                            "int8 groups of 32 with f32 scales), got "
+  if (!isFloat && !((elt.isInteger(8) || elt.isInteger(4)) && t.getRank() == 2))
+    return emitOpError() << "weight element type must be f32, bf16 or f16 (or for matrices i8: "
+                            "int8 groups of 32 with f32 scales, or i4: int4 groups of 32 with f32 "
+                            "scales and minimums), got "
                          << elt;
   for (int64_t d : t.getShape())
     if (d <= 0)

@@ -41,7 +41,9 @@ def LLM_WeightOp : LLM_Op<"weight", [Symbol]> {
     Declares one tensor the model reads, at module level, under kvplan's
     canonical name (Meta's Llama naming). Matrices are `[out, in]`; an `i8`
     matrix is kvplan's int8 format (groups of 32 weights along `in`, each
-    with an f32 scale, stored beside the data). A weight
+    with an f32 scale, stored beside the data), an `i4` matrix its int4
+    format (4-bit codes in groups of 32 along `in`, each group with an f32
+    scale and minimum). A weight
     made by fusion lists the weights it concatenates (along dimension 0) in
     `concat`; the weight loader builds it from those.
 

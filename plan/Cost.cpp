@@ -16,7 +16,7 @@ int64_t decodeWeightBytes(const Plan &plan, int64_t rows) {
   for (const std::string &name : gathered)
     if (!whole.count(name)) {
       const WeightEntry *w = plan.findWeight(name);
-      bytes += rows * w->shape.back() * dtypeBytes(w->dtype);
+      bytes += rows * w->rowBytes();
     }
   return bytes;
 }

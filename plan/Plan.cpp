@@ -13,19 +13,46 @@ int64_t WeightEntry::numElements() const {
   return n;
 }
 
+int64_t WeightEntry::rowBytes() const {
+  const int64_t cols = shape.back();
+  switch (dtype) {
+  case DType::i8: return cols + ceilDiv(cols, kInt8Group) * 4;
+  case DType::i4: return ceilDiv(cols, kInt4Group) * (16 + 4 + 4);
+  default: return cols * dtypeBytes(dtype);
+  }
+}
+
+WeightLayout weightLayout(const std::vector<int64_t> &shape, DType dtype) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  WeightLayout l;
+  if (dtype != DType::i8 && dtype != DType::i4) {
+    l.bytes = uint64_t(n * dtypeBytes(dtype));
+    return l;
+  }
+  const int64_t cols = shape.back(), rows = n / cols;
+  l.groupSize = dtype == DType::i8 ? kInt8Group : kInt4Group;
+  const uint64_t groups = uint64_t(rows * ceilDiv(cols, l.groupSize));
+  const uint64_t data = dtype == DType::i8 ? uint64_t(n) : groups * 16;
+  l.scalesOffset = alignUp(data, kWeightAlignment);
+  l.bytes = l.scalesOffset + groups * 4;
+  if (dtype == DType::i4) {
+    l.minsOffset = alignUp(l.bytes, kWeightAlignment);
+    l.bytes = l.minsOffset + groups * 4;
+  }
+  return l;
+}
+
 void Plan::assignWeightOffsets() {
   uint64_t off = 0;
   for (WeightEntry &w : weights) {
     off = alignUp(off, kWeightAlignment);
     w.offset = off;
-    if (w.dtype == DType::i8) {
-      const int64_t cols = w.shape.back(), rows = w.numElements() / cols;
-      w.groupSize = kInt8Group;
-      w.scalesOffset = alignUp(uint64_t(w.numElements()), kWeightAlignment);
-      w.bytes = w.scalesOffset + uint64_t(rows * ceilDiv(cols, kInt8Group)) * 4;
-    } else {
-      w.bytes = uint64_t(w.numElements() * dtypeBytes(w.dtype));
-    }
+    const WeightLayout l = weightLayout(w.shape, w.dtype);
+    w.bytes = l.bytes;
+    w.groupSize = l.groupSize;
+    w.scalesOffset = l.scalesOffset;
+    w.minsOffset = l.minsOffset;
     off += w.bytes;
   }
 }

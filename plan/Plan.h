@@ -37,13 +37,29 @@ struct WeightEntry {
   uint64_t offset = 0; // in the weights section
   uint64_t bytes = 0;  // int8: the data, padding to 64 bytes, then the scales
   std::vector<std::string> parts; // checkpoint tensors concatenated along dim 0
-  // int8 only: weights per scale along the last dimension, and where the
-  // f32 scales ([rows][ceil(cols / group)]) start, from `offset`.
+  // int8 and int4: weights per scale along the last dimension, and where the
+  // f32 scales ([rows][ceil(cols / group)]) start, from `offset`; int4 only:
+  // where the f32 minimums (same shape) start.
   int64_t groupSize = 0;
   uint64_t scalesOffset = 0;
+  uint64_t minsOffset = 0;
 
   int64_t numElements() const;
+  /// Bytes one row of the matrix takes with its share of the scales and
+  /// minimums (what an embedding lookup reads).
+  int64_t rowBytes() const;
 };
+
+/// Where a weight's parts lie from its offset (docs/artifact.md): int8 is
+/// [rows][cols] codes, padding to 64 bytes, the scales; int4 is [rows][G]
+/// groups of 16 bytes (two codes a byte), padding, the scales, padding, the
+/// minimums; the float types are their elements.
+struct WeightLayout {
+  uint64_t bytes = 0;
+  int64_t groupSize = 0; // 0 for the float types
+  uint64_t scalesOffset = 0, minsOffset = 0;
+};
+WeightLayout weightLayout(const std::vector<int64_t> &shape, DType dtype);
 
 /// Paged KV cache: [layers][2][pages][kv_heads][page_size][head_dim].
 struct KVCacheLayout {

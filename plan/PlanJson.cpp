@@ -92,6 +92,7 @@ json weightJson(const WeightEntry &w) {
     e["group_size"] = w.groupSize;
     e["scales_offset"] = w.scalesOffset;
   }
+  if (w.dtype == DType::i4) e["mins_offset"] = w.minsOffset;
   return e;
 }
 
@@ -309,6 +310,52 @@ EntryPoint entryFrom(const std::string &name, const json &e) {
   return ep;
 }
 
+/// The quantized types' fields: group_size and scales_offset for int8 and
+/// int4, mins_offset for int4, and none of them for the float types.
+void quantFieldsFrom(const json &e, WeightEntry &w, const std::string &at) {
+  const bool quantized = w.dtype == DType::i8 || w.dtype == DType::i4;
+  const std::string type = dtypeName(w.dtype);
+  for (const char *f : {"group_size", "scales_offset", "mins_offset"}) {
+    const bool wanted = quantized && (std::string(f) != "mins_offset" || w.dtype == DType::i4);
+    if (wanted)
+      member(e, f, at);
+    else if (e.contains(f))
+      incompatible(at, "is " + type + " and has '" + f + "', which " + type + " weights do not");
+  }
+  if (!quantized) return;
+  if (w.shape.size() != 2)
+    incompatible(at, "is " + type + " but not a matrix (" + json(w.shape).dump() + ")");
+  w.groupSize = integer(e.at("group_size"), at + " group_size", 1);
+  const int64_t group = w.dtype == DType::i8 ? kInt8Group : kInt4Group;
+  if (w.groupSize != group)
+    incompatible(at, "is " + type + " in groups of " + std::to_string(w.groupSize) +
+                         " and this kvplan reads groups of " + std::to_string(group));
+  w.scalesOffset = uint64_t(integer(e.at("scales_offset"), at + " scales_offset"));
+  if (w.dtype == DType::i4)
+    w.minsOffset = uint64_t(integer(e.at("mins_offset"), at + " mins_offset"));
+}
+
+/// A weight's bytes, and where a quantized one's scales and minimums start,
+/// are what its shape and type make them (weightLayout()): an executor that
+/// took other offsets would read beside them.
+void checkWeightLayout(const WeightEntry &w, const std::string &at) {
+  const WeightLayout l = weightLayout(w.shape, w.dtype);
+  const std::string type = dtypeName(w.dtype), shape = json(w.shape).dump();
+  if (w.groupSize && w.scalesOffset != l.scalesOffset)
+    incompatible(at, "has scales_offset " + std::to_string(w.scalesOffset) +
+                         ", but the codes of a " + shape + " " + type + " matrix end at " +
+                         std::to_string(l.scalesOffset) + " (64-byte aligned), where its scales "
+                         "start");
+  if (w.dtype == DType::i4 && w.minsOffset != l.minsOffset)
+    incompatible(at, "has mins_offset " + std::to_string(w.minsOffset) +
+                         ", but the scales of a " + shape + " int4 matrix end at " +
+                         std::to_string(l.minsOffset) + " (64-byte aligned), where its minimums "
+                         "start");
+  if (w.groupSize ? w.bytes != l.bytes : w.bytes < l.bytes)
+    incompatible(at, "holds " + std::to_string(w.bytes) + " bytes and a " + shape + " " + type +
+                         " weight takes " + std::to_string(l.bytes));
+}
+
 WeightEntry weightFrom(const json &e, size_t index) {
   const std::string where = "weight #" + std::to_string(index);
   WeightEntry w;
@@ -323,15 +370,11 @@ WeightEntry weightFrom(const json &e, size_t index) {
     if (!parts.is_array()) incompatible(at, "parts is not a list");
     for (const json &part : parts) w.parts.push_back(text(part, at + " part"));
   }
-  if (e.contains("group_size")) {
-    w.groupSize = integer(e.at("group_size"), at + " group_size", 1);
-    w.scalesOffset = uint64_t(integer(member(e, "scales_offset", at), at + " scales_offset"));
-  }
-  if (w.dtype == DType::i8 && w.groupSize != kInt8Group)
-    incompatible(at, "is int8 in groups of " + std::to_string(w.groupSize) +
-                         " and this kvplan reads groups of " + std::to_string(kInt8Group));
-  if (uint64_t(w.numElements()) * uint64_t(dtypeBytes(w.dtype)) > w.bytes)
-    incompatible(at, "holds " + std::to_string(w.bytes) + " bytes, fewer than its shape needs");
+  if (!isWeightDType(w.dtype))
+    incompatible(at, std::string("has element type ") + dtypeName(w.dtype) +
+                         ", which no weight has");
+  quantFieldsFrom(e, w, at);
+  checkWeightLayout(w, at);
   return w;
 }
 

@@ -1,6 +1,7 @@
 // Weight packing: canonical tensors -> the plan's layout and element types.
 #include "plan/WeightPacking.h"
 
+#include "support/Align.h"
 #include "support/Progress.h"
 
 #include <algorithm>
@@ -66,6 +67,79 @@ void quantizeInt8(const SourceTensor &t, int64_t cols, int64_t group, SectionSin
   }
 }
 
+/// kvplan's int4 by round-to-nearest: each group of kInt4Group weights
+/// along the row gets min = its smallest weight, scale = (largest -
+/// smallest) / 15 and codes round((w - min) / scale), so every weight is
+/// within scale / 2 of code * scale + min and the smallest is exact.
+void roundInt4(const float *row, int64_t cols, uint8_t *codes, float *scales, float *mins) {
+  for (int64_t g = 0, k0 = 0; k0 < cols; ++g, k0 += kInt4Group) {
+    const int64_t end = std::min(cols, k0 + kInt4Group);
+    float lo = row[k0], hi = row[k0];
+    for (int64_t k = k0; k < end; ++k) {
+      lo = std::min(lo, row[k]);
+      hi = std::max(hi, row[k]);
+    }
+    const float scale = (hi - lo) / 15.0f;
+    for (int64_t k = k0; k < end; ++k)
+      codes[k] = scale > 0 ? uint8_t(std::clamp(std::nearbyint((row[k] - lo) / scale), 0.0f, 15.0f))
+                           : 0;
+    scales[g] = scale;
+    mins[g] = lo;
+  }
+}
+
+/// One row's codes (one a byte) two a byte, 16 bytes a group: element i of
+/// a group in the low nibble of byte i, element 16 + i in the high nibble;
+/// the missing codes of a partial last group are 0.
+void packNibbles(const uint8_t *codes, int64_t cols, uint8_t *out) {
+  std::memset(out, 0, size_t(ceilDiv(cols, kInt4Group) * 16));
+  for (int64_t k = 0; k < cols; ++k) {
+    const int64_t i = k % kInt4Group;
+    out[k / kInt4Group * 16 + i % 16] |= uint8_t(codes[k] << (i < 16 ? 0 : 4));
+  }
+}
+
+/// Writes a tensor's int4 codes row by row and appends its scales and
+/// minimums. GGUF's Q4_0, Q4_1 and Q4_K blocks are int4 groups already and
+/// are repacked exactly; other quantized types are rounded from their exact
+/// dequantization, float tensors from their values.
+void quantizeInt4(const SourceTensor &t, int64_t cols, SectionSink &sink,
+                  std::vector<float> &scales, std::vector<float> &mins) {
+  int64_t n = 1;
+  for (int64_t d : t.shape) n *= d;
+  const int64_t rows = n / cols, groups = ceilDiv(cols, kInt4Group);
+  std::vector<float> row(size_t(cols), 0.0f);
+  std::vector<uint8_t> codes(static_cast<size_t>(cols)), packed(static_cast<size_t>(groups * 16));
+  if (t.quant != QuantType::none) // until formats/GgmlQuants.cpp lands
+    throw InputError("int4 from GGUF quantized tensors is not implemented yet");
+  const char *data = static_cast<const char *>(t.data);
+  const int64_t rowBytes = cols * dtypeBytes(t.dtype);
+  for (int64_t r = 0; r < rows; ++r) {
+    scales.resize(scales.size() + size_t(groups));
+    mins.resize(mins.size() + size_t(groups));
+    float *s = scales.data() + scales.size() - groups, *m = mins.data() + mins.size() - groups;
+    convertElements(data + r * rowBytes, t.dtype, row.data(), DType::f32, cols);
+    roundInt4(row.data(), cols, codes.data(), s, m);
+    packNibbles(codes.data(), cols, packed.data());
+    sink.write(packed.data(), packed.size());
+  }
+}
+
+/// The scales and minimums of a quantized weight after all its parts' data,
+/// each at its offset.
+void writeGroupParams(SectionSink &sink, const WeightEntry &w, uint64_t &at,
+                      const std::vector<float> &scales, const std::vector<float> &mins) {
+  writeZeros(sink, w.offset + w.scalesOffset - at);
+  at = w.offset + w.scalesOffset;
+  sink.write(scales.data(), scales.size() * 4);
+  at += scales.size() * 4;
+  if (w.dtype != DType::i4) return;
+  writeZeros(sink, w.offset + w.minsOffset - at);
+  at = w.offset + w.minsOffset;
+  sink.write(mins.data(), mins.size() * 4);
+  at += mins.size() * 4;
+}
+
 } // namespace
 
 void packWeights(const Plan &plan, const WeightSource &source, SectionSink &sink) {
@@ -80,7 +154,7 @@ void packWeights(const Plan &plan, const WeightSource &source, SectionSink &sink
     at = w.offset;
     const std::vector<std::string> parts =
         w.parts.empty() ? std::vector<std::string>{w.name} : w.parts;
-    std::vector<float> scales; // int8: written after all the data
+    std::vector<float> scales, mins; // int8, int4: written after all the data
     for (const std::string &part : parts) {
       auto shape = shapes.find(part);
       if (shape == shapes.end())
@@ -95,6 +169,14 @@ void packWeights(const Plan &plan, const WeightSource &source, SectionSink &sink
         progress.advance(uint64_t(n));
         continue;
       }
+      if (w.dtype == DType::i4) {
+        const int64_t cols = shape->second.back();
+        quantizeInt4(t, cols, sink, scales, mins);
+        const uint64_t bytes = uint64_t(n / cols * ceilDiv(cols, kInt4Group) * 16);
+        at += bytes;
+        progress.advance(bytes);
+        continue;
+      }
       const size_t bytes = size_t(n * dtypeBytes(w.dtype));
       if (t.dtype == w.dtype) {
         sink.write(t.data, bytes);
@@ -106,12 +188,7 @@ void packWeights(const Plan &plan, const WeightSource &source, SectionSink &sink
       at += bytes;
       progress.advance(bytes);
     }
-    if (w.dtype == DType::i8) {
-      writeZeros(sink, w.offset + w.scalesOffset - at);
-      at = w.offset + w.scalesOffset;
-      sink.write(scales.data(), scales.size() * 4);
-      at += scales.size() * 4;
-    }
+    if (w.groupSize) writeGroupParams(sink, w, at, scales, mins);
     if (at != w.offset + w.bytes)
       throw InputError("weight '" + w.name + "' packs to " + std::to_string(at - w.offset) +
                        " bytes but the plan expects " + std::to_string(w.bytes));

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CPU performance figures, side by side in one run: models/stories110m.toml
-# (random weights) compiled with f32, bf16, f16 and int8 weights, each
+# (random weights) compiled with f32, bf16, f16, int8 and int4 weights, each
 # benchmarked with a 64-token prompt (one prefill chunk) and 128 decode steps
 # next to the machine's measured bandwidth and peak FMA rate.
 # Usage: scripts/bench-cpu.sh [--threads N]   (after scripts/setup.sh)
@@ -12,7 +12,7 @@ trap 'rm -rf "$tmp"' EXIT
 printf '%-6s %9s %11s %12s %12s %9s %11s %12s\n' dtype "GB/s" "peak GF/s" "decode t/s" "roofline" \
   "vs f32" "prefill t/s" "% of peak"
 f32=""
-for dtype in f32 bf16 f16 int8; do
+for dtype in f32 bf16 f16 int8 int4; do
   "$kvplan" compile models/stories110m.toml --dtype "$dtype" -o "$tmp/$dtype.kvp" 2>/dev/null
   json=$("$kvplan" bench "$tmp/$dtype.kvp" --prompt-len 64 --gen 128 --json "$@")
   python3 - "$dtype" "$json" "${f32:-0}" <<'PY'

@@ -156,6 +156,10 @@ if ((do_artifacts)); then
     "tiny-int8-batch1|models/tiny.toml|--dtype int8 --max-batch 1"
     "qwen-like-int8|tests/data/gpu/qwen-like.toml|--dtype int8"
     "quant-odd-int8|tests/data/gpu/quant-odd.toml|--dtype int8"
+    "tiny-int4|models/tiny.toml|--dtype int4"
+    "tiny-int4-batch1|models/tiny.toml|--dtype int4 --max-batch 1"
+    "qwen-like-int4|tests/data/gpu/qwen-like.toml|--dtype int4"
+    "quant-odd-int4|tests/data/gpu/quant-odd.toml|--dtype int4"
   )
   for spec in "${specs[@]}"; do
     IFS='|' read -r name model extra <<<"$spec"

@@ -205,7 +205,7 @@ void checkTokensAndWindow(Checker &c, const ModelSpec &m) {
 // Weights come first: the defaults for the cache type derive from them.
 void checkWeightDType(Checker &c, const CompileSettings &s) {
   if (!isWeightDType(s.weightDtype))
-    c.fail("compile.weight_dtype", "expected one of f32, bf16, f16, int8");
+    c.fail("compile.weight_dtype", "expected one of f32, bf16, f16, int8, int4");
 }
 
 // Fills the compile settings the spec did not give from the model, so that
@@ -214,7 +214,7 @@ void deriveCompileDefaults(ModelConfig &cfg) {
   const ModelSpec &m = cfg.model;
   CompileSettings &s = cfg.compile;
   auto given = [&](const char *f) { return cfg.given.count(f) != 0; };
-  // The cache follows 16-bit weights; int8 weights keep a bf16 cache.
+  // The cache follows 16-bit weights; int8 and int4 weights keep a bf16 cache.
   if (!given("compile.kv_dtype"))
     s.kvDtype = isFloatDType(s.weightDtype) ? s.weightDtype : DType::bf16;
   if (!given("compile.max_seq_len")) {

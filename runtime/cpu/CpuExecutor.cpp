@@ -146,10 +146,12 @@ private:
     if (w->offset + w->bytes > weightsBytes)
       fail("reads weight '" + name + "', which lies outside the weights");
     cpu::TensorRef ref{weights + w->offset, w->dtype};
-    if (w->dtype == DType::i8) {
+    if (w->groupSize) {
       ref.scales = reinterpret_cast<const float *>(weights + w->offset + w->scalesOffset);
       ref.groupSize = w->groupSize;
     }
+    if (w->dtype == DType::i4)
+      ref.mins = reinterpret_cast<const float *>(weights + w->offset + w->minsOffset);
     return ref;
   }
   void bindLinear(const std::string &name, const std::optional<std::string> &bias,

@@ -73,7 +73,7 @@ template <typename F> void dispatch(DType t, F &&fn) {
   case DType::bf16: fn(Tag<DType::bf16>{}); return;
   case DType::f16: fn(Tag<DType::f16>{}); return;
   case DType::i8: fn(Tag<DType::i8>{}); return;
-  case DType::i32: break;
+  case DType::i4: case DType::i32: break;
   }
   throw std::logic_error("kernel given an integer tensor where floats are needed");
 }
@@ -106,6 +106,7 @@ float loadElement(TensorRef t, int64_t i) {
   case DType::bf16: return bf16(static_cast<const uint16_t *>(t.data)[i]);
   case DType::f16: return f16Table()[static_cast<const uint16_t *>(t.data)[i]];
   case DType::i8: return float(static_cast<const int8_t *>(t.data)[i]) * t.scales[i / t.groupSize];
+  case DType::i4: return int4Element(static_cast<const uint8_t *>(t.data), t.scales, t.mins, i);
   case DType::i32: break;
   }
   throw std::logic_error("loadElement on an integer tensor");
@@ -124,6 +125,11 @@ void embedding(const int32_t *tokens, TensorRef table, int64_t hidden, float *ou
       const float *scale = table.scales + int64_t(tokens[r]) * groups;
       for (int64_t k = 0; k < hidden; ++k)
         out[r * hidden + k] = float(q[k]) * scale[k / table.groupSize];
+    } else if (table.dtype == DType::i4) {
+      const int64_t groups = ceilDiv(hidden, kInt4Group), first = int64_t(tokens[r]) * groups;
+      const uint8_t *codes = static_cast<const uint8_t *>(table.data) + first * 16;
+      for (int64_t k = 0; k < hidden; ++k)
+        out[r * hidden + k] = int4Element(codes, table.scales + first, table.mins + first, k);
     } else {
       const uint16_t *src = static_cast<const uint16_t *>(table.data) + row;
       convertElements(src, table.dtype, out + r * hidden, DType::f32, hidden);
@@ -156,8 +162,32 @@ void addRmsNorm(const float *a, const float *b, TensorRef w, int64_t cols, doubl
   }
 }
 
+/// The portable int4 linear: each weight decoded (code * scale + min) and
+/// multiplied into one sum per output.
+static void linearInt4Scalar(const float *x, int64_t rows, int64_t in, TensorRef w,
+                             TensorRef bias, const LinearOutputs &out, int64_t jBegin,
+                             int64_t jEnd) {
+  const int64_t groups = ceilDiv(in, kInt4Group);
+  size_t k = 0;
+  for (int64_t j = jBegin; j < jEnd; ++j) {
+    while (j >= out.firstColumn[k] + out.columns[k]) ++k;
+    const uint8_t *codes = static_cast<const uint8_t *>(w.data) + j * groups * 16;
+    const float *scales = w.scales + j * groups, *mins = w.mins + j * groups;
+    const float b = bias.data ? loadElement(bias, j) : 0.0f;
+    for (int64_t r = 0; r < rows; ++r) {
+      float s = 0;
+      for (int64_t c = 0; c < in; ++c) s += x[r * in + c] * int4Element(codes, scales, mins, c);
+      out.data[k][r * out.columns[k] + j - out.firstColumn[k]] = s + b;
+    }
+  }
+}
+
 void linearScalar(const float *x, int64_t rows, int64_t in, TensorRef w, TensorRef bias,
                   const LinearOutputs &out, int64_t jBegin, int64_t jEnd) {
+  if (w.dtype == DType::i4) {
+    linearInt4Scalar(x, rows, in, w, bias, out, jBegin, jEnd);
+    return;
+  }
   const int64_t groups = w.groupSize ? ceilDiv(in, w.groupSize) : 0;
   dispatch(w.dtype, [&](auto tag) {
     constexpr DType D = decltype(tag)::value;

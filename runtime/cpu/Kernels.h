@@ -10,16 +10,30 @@
 
 namespace kvplan::cpu {
 
-/// A weight (or cache) tensor in memory with its element type; int8
-/// matrices also point at their scales (one per `groupSize` along a row).
+/// A weight (or cache) tensor in memory with its element type; int8 and
+/// int4 matrices also point at their scales (one per `groupSize` along a
+/// row), int4 ones at their minimums too.
 struct TensorRef {
   const void *data = nullptr;
   DType dtype = DType::f32;
   const float *scales = nullptr;
   int64_t groupSize = 0;
+  const float *mins = nullptr;
 };
 
-/// Element `i` of a weight vector as f32.
+/// Element `k` of one row of an int4 matrix (docs/artifact.md): `codes` is
+/// the row's groups of 16 bytes (element i of a group in the low nibble of
+/// byte i, element 16 + i in the high one), `scales` and `mins` its groups'.
+/// The product and the sum are rounded apart, as ggml's dequantizers do.
+inline float int4Element(const uint8_t *codes, const float *scales, const float *mins,
+                         int64_t k) {
+  const int64_t g = k / kInt4Group, i = k % kInt4Group;
+  const uint8_t byte = codes[g * 16 + i % 16];
+  const float product = float(i < 16 ? byte & 15 : byte >> 4) * scales[g];
+  return product + mins[g];
+}
+
+/// Element `i` of a weight vector (or of one row of a matrix) as f32.
 float loadElement(TensorRef t, int64_t i);
 
 /// out[r] = table[tokens[r]] for r in [begin, end).

@@ -3,6 +3,7 @@
 #include "runtime/cpu/IsaKernels.h"
 #include "runtime/cpu/AttentionImpl.h"
 #include "runtime/cpu/ElementwiseImpl.h"
+#include "runtime/cpu/LinearInt4Impl.h"
 
 #include <immintrin.h>
 
@@ -60,6 +61,18 @@ struct Avx2 {
       return _mm256_cvtepi32_ps(i);
     }
   }
+  /// An int4 group's 32 codes (16 bytes) as floats: c[0] and c[1] hold
+  /// elements 0-15 (low nibbles), c[2] and c[3] elements 16-31 (high ones).
+  /// Each half widens its bytes to 32-bit lanes, where the high nibble needs
+  /// only a shift.
+  static void int4Codes(const uint8_t *p, V c[4]) {
+    const __m256i mask = _mm256_set1_epi32(15);
+    for (int h = 0; h < 2; ++h) {
+      const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(p + 8 * h)));
+      c[h] = _mm256_cvtepi32_ps(_mm256_and_si256(b, mask));
+      c[2 + h] = _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4));
+    }
+  }
 };
 
 } // namespace
@@ -82,7 +95,10 @@ void swigluAvx2(const float *gate, const float *up, float *out, int64_t n) {
 
 void linearAvx2(const float *x, int64_t rows, int64_t in, TensorRef w, TensorRef bias,
                 const LinearOutputs &out, int64_t jBegin, int64_t jEnd) {
-  impl::linear<Avx2>(x, rows, in, w, bias, out, jBegin, jEnd);
+  if (w.dtype == DType::i4)
+    impl::linearInt4<Avx2>(x, rows, in, w, bias, out, jBegin, jEnd);
+  else
+    impl::linear<Avx2>(x, rows, in, w, bias, out, jBegin, jEnd);
 }
 
 float sumAvx2(const float *p, const float *q, int64_t n) {

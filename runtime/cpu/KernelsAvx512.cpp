@@ -3,6 +3,7 @@
 #include "runtime/cpu/IsaKernels.h"
 #include "runtime/cpu/AttentionImpl.h"
 #include "runtime/cpu/ElementwiseImpl.h"
+#include "runtime/cpu/LinearInt4Impl.h"
 
 #include <immintrin.h>
 
@@ -55,6 +56,14 @@ struct Avx512 {
       return _mm512_cvtepi32_ps(i);
     }
   }
+  /// An int4 group's 32 codes (16 bytes) as floats: c[0] holds elements
+  /// 0-15 (low nibbles), c[1] elements 16-31 (high ones). The bytes widen to
+  /// 32-bit lanes, where the high nibble needs only a shift.
+  static void int4Codes(const uint8_t *p, V c[2]) {
+    const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+    c[0] = _mm512_cvtepi32_ps(_mm512_and_si512(b, _mm512_set1_epi32(15)));
+    c[1] = _mm512_cvtepi32_ps(_mm512_srli_epi32(b, 4));
+  }
 };
 
 } // namespace
@@ -77,7 +86,10 @@ void swigluAvx512(const float *gate, const float *up, float *out, int64_t n) {
 
 void linearAvx512(const float *x, int64_t rows, int64_t in, TensorRef w, TensorRef bias,
                   const LinearOutputs &out, int64_t jBegin, int64_t jEnd) {
-  impl::linear<Avx512>(x, rows, in, w, bias, out, jBegin, jEnd);
+  if (w.dtype == DType::i4)
+    impl::linearInt4<Avx512>(x, rows, in, w, bias, out, jBegin, jEnd);
+  else
+    impl::linear<Avx512>(x, rows, in, w, bias, out, jBegin, jEnd);
 }
 
 float sumAvx512(const float *p, const float *q, int64_t n) {

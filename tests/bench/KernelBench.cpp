@@ -34,16 +34,31 @@ std::vector<float> randomFloats(int64_t n, uint32_t seed) {
   return v;
 }
 
-/// A [J, K] weight matrix in `dtype` (int8: with group scales), kept alive.
+/// A [J, K] weight matrix in `dtype` (int8: with group scales; int4: with
+/// group scales and minimums), kept alive.
 struct Weights {
   std::vector<char> data;
-  std::vector<float> scales;
+  std::vector<float> scales, mins;
   cpu::TensorRef ref;
   int64_t bytes = 0;
 
   Weights(DType dtype, int64_t J, int64_t K) {
     std::vector<float> f = randomFloats(J * K, 7);
-    if (dtype == DType::i8) {
+    if (dtype == DType::i4) {
+      // Codes from the random values; the layout's bytes, scales and
+      // minimums are what the kernel reads, whatever the values.
+      const int64_t groups = (K + kInt4Group - 1) / kInt4Group;
+      data.assign(size_t(J * groups * 16), 0);
+      for (int64_t j = 0; j < J; ++j)
+        for (int64_t k = 0; k < K; ++k) {
+          const int code = int((f[size_t(j * K + k)] + 1) * 7.5f);
+          data[size_t((j * groups + k / 32) * 16 + k % 16)] |= char(code << (k % 32 < 16 ? 0 : 4));
+        }
+      scales.assign(size_t(J * groups), 2.0f / 15);
+      mins.assign(size_t(J * groups), -1.0f);
+      ref = {data.data(), dtype, scales.data(), kInt4Group, mins.data()};
+      bytes = int64_t(data.size() + scales.size() * 8);
+    } else if (dtype == DType::i8) {
       data.resize(size_t(J * K));
       const int64_t groups = (K + kInt8Group - 1) / kInt8Group;
       for (int64_t j = 0; j < J; ++j)
@@ -88,11 +103,13 @@ void BM_Gemv_f32(benchmark::State &s) { runLinear(s, DType::f32, 1); }
 void BM_Gemv_bf16(benchmark::State &s) { runLinear(s, DType::bf16, 1); }
 void BM_Gemv_f16(benchmark::State &s) { runLinear(s, DType::f16, 1); }
 void BM_Gemv_int8(benchmark::State &s) { runLinear(s, DType::i8, 1); }
+void BM_Gemv_int4(benchmark::State &s) { runLinear(s, DType::i4, 1); }
 void BM_Gemm64_f32(benchmark::State &s) { runLinear(s, DType::f32, 64); }
 void BM_Gemm64_bf16(benchmark::State &s) { runLinear(s, DType::bf16, 64); }
 // A decode step of 8 sequences: each weight serves eight rows.
 void BM_Batch8_bf16(benchmark::State &s) { runLinear(s, DType::bf16, 8); }
 void BM_Gemm64_int8(benchmark::State &s) { runLinear(s, DType::i8, 64); }
+void BM_Gemm64_int4(benchmark::State &s) { runLinear(s, DType::i4, 64); }
 
 // Shapes of a stories110M-sized layer (hidden 768, ffn 2048) and a larger
 // matrix that no cache holds.
@@ -101,10 +118,12 @@ BENCHMARK(BM_Gemv_f32) SHAPES;
 BENCHMARK(BM_Gemv_bf16) SHAPES;
 BENCHMARK(BM_Gemv_f16) SHAPES;
 BENCHMARK(BM_Gemv_int8) SHAPES;
+BENCHMARK(BM_Gemv_int4) SHAPES;
 BENCHMARK(BM_Gemm64_f32)->Args({768, 2048})->Args({2048, 768})->Args({768, 2304})->Args({768, 768})->UseRealTime();
 BENCHMARK(BM_Gemm64_bf16)->Args({768, 2048})->UseRealTime();
 BENCHMARK(BM_Batch8_bf16)->Args({768, 2048})->Args({768, 32000})->UseRealTime();
 BENCHMARK(BM_Gemm64_int8)->Args({768, 2048})->UseRealTime();
+BENCHMARK(BM_Gemm64_int4)->Args({768, 2048})->UseRealTime();
 
 void BM_AttentionOverCache(benchmark::State &state) {
   const int64_t seq = state.range(0), heads = 12, kvHeads = 12, hd = 64, pageSize = 16;

@@ -59,7 +59,7 @@ double valueAt(const void *data, DType dtype, int64_t i) {
   case DType::bf16: return bf16Value(static_cast<const uint16_t *>(data)[i]);
   case DType::f16: return f16Value(static_cast<const uint16_t *>(data)[i]);
   case DType::i8: return static_cast<const int8_t *>(data)[i];
-  case DType::i32: break;
+  case DType::i4: case DType::i32: break;
   }
   ADD_FAILURE() << "no float value in " << dtypeName(dtype);
   return 0;
@@ -79,12 +79,34 @@ template <typename F> void forEachIsa(F fn) {
 
 struct Matrix {
   std::vector<char> data;
-  std::vector<float> scales;
+  std::vector<float> scales, mins;
+  std::vector<int> codes; // int4: one per weight, as drawn
   TensorRef ref;
   int64_t K;
   Matrix(DType dtype, int64_t J, int64_t K, uint32_t seed) : K(K) {
     std::vector<float> f = randomFloats(size_t(J * K), seed);
-    if (dtype == DType::i8) {
+    if (dtype == DType::i4) {
+      // Random codes, scales and (mostly negative, as for centred weights)
+      // minimums, packed here from the layout's definition: element i of
+      // group g in the low nibble of byte 16g + i, element 16 + i in the
+      // high nibble; a partial last group's missing codes are 0.
+      const int64_t groups = (K + 31) / 32;
+      std::mt19937 rng(seed);
+      std::uniform_int_distribution<int> code(0, 15);
+      data.assign(size_t(J * groups * 16), 0);
+      for (int64_t j = 0; j < J; ++j) {
+        for (int64_t g = 0; g < groups; ++g) {
+          scales.push_back(0.01f * float(1 + (j + g) % 7));
+          mins.push_back(scales.back() * (float((j * 3 + g) % 5) - 9.5f));
+        }
+        for (int64_t k = 0; k < K; ++k) {
+          codes.push_back(code(rng));
+          const size_t byte = size_t((j * groups + k / 32) * 16 + k % 16);
+          data[byte] = char(uint8_t(data[byte]) | uint8_t(codes.back() << (k % 32 < 16 ? 0 : 4)));
+        }
+      }
+      ref = {data.data(), dtype, scales.data(), kInt4Group, mins.data()};
+    } else if (dtype == DType::i8) {
       const int64_t groups = (K + kInt8Group - 1) / kInt8Group;
       data.resize(size_t(J * K));
       for (int64_t j = 0; j < J; ++j)
@@ -100,10 +122,30 @@ struct Matrix {
   /// w[j, k] as the kernels are to read it: widened to f32 (exactly), and
   /// for int8 times the scale of its group of kInt8Group along the row.
   double at(int64_t j, int64_t k) const {
+    if (ref.dtype == DType::i4) {
+      const size_t g = size_t(j * ((K + 31) / 32) + k / 32);
+      return codes[size_t(j * K + k)] * double(scales[g]) + double(mins[g]);
+    }
     double v = valueAt(data.data(), ref.dtype, j * K + k);
     if (ref.dtype == DType::i8)
       v *= scales[size_t(j * ((K + kInt8Group - 1) / kInt8Group) + k / kInt8Group)];
     return v;
+  }
+  /// The magnitude a kernel's rounding of w[j, k]'s term scales with: its
+  /// value's, or for int4 its code times scale and its minimum apart (the
+  /// kernels sum those two parts apart).
+  double magnitude(int64_t j, int64_t k) const {
+    if (ref.dtype != DType::i4) return std::abs(at(j, k));
+    const size_t g = size_t(j * ((K + 31) / 32) + k / 32);
+    return std::abs(codes[size_t(j * K + k)] * double(scales[g])) + std::abs(double(mins[g]));
+  }
+  /// w[j, k] as an embedding lookup gives it: for int4, the code times the
+  /// scale rounded to f32, plus the minimum rounded again (as ggml
+  /// dequantizes).
+  float lookup(int64_t j, int64_t k) const {
+    if (ref.dtype != DType::i4) return float(at(j, k));
+    const size_t g = size_t(j * ((K + 31) / 32) + k / 32);
+    return float(double(float(codes[size_t(j * K + k)] * double(scales[g]))) + double(mins[g]));
   }
 };
 
@@ -126,7 +168,7 @@ Expected plainLinear(const std::vector<float> &x, int64_t rows, const Matrix &w,
       for (int64_t k = 0; k < w.K; ++k) {
         const double t = double(x[size_t(r * w.K + k)]) * w.at(j, k);
         sum += t;
-        mag += std::abs(t);
+        mag += std::abs(double(x[size_t(r * w.K + k)])) * w.magnitude(j, k);
       }
       const size_t at = size_t(j < split ? r * split + j
                                          : rows * split + r * (J - split) + (j - split));
@@ -139,12 +181,13 @@ Expected plainLinear(const std::vector<float> &x, int64_t rows, const Matrix &w,
 } // namespace
 
 TEST(Kernels, LinearMatchesAPlainComputationOnEveryIsa) {
-  for (DType dtype : {DType::f32, DType::bf16, DType::f16, DType::i8}) {
+  for (DType dtype : {DType::f32, DType::bf16, DType::f16, DType::i8, DType::i4}) {
     SCOPED_TRACE(dtypeName(dtype));
     // K = 2048 makes the blocked kernels take the f32, bf16 and f16
-    // features in several blocks (their weights would not fit in L2 at once).
+    // features in several blocks (their weights would not fit in L2 at once);
+    // K = 172 (stories260K's FFN) ends in a partial group of 12.
     for (auto [K, J] : {std::pair<int64_t, int64_t>{96, 37}, {100, 12}, {7, 5}, {256, 64},
-                        {2048, 70}}) {
+                        {2048, 70}, {172, 9}}) {
       Matrix w(dtype, J, K, 3);
       std::vector<float> bias = randomFloats(size_t(J), 4);
       const int64_t split = J / 2;
@@ -154,7 +197,13 @@ TEST(Kernels, LinearMatchesAPlainComputationOnEveryIsa) {
       // K + ceil(K / 32) + 3, relative to the sum of the terms' magnitudes.
       // Worst-case, so loose for large K, but it holds for every order of
       // summation; scaling an output by 1.001 still fails it at K <= 256.
-      const double bound = gammaBound(K + (K + kInt8Group - 1) / kInt8Group + 3);
+      // int4 kernels sum code * x per group, scale that, and add each
+      // minimum times its group's sum of x: through at most 32 + 2 ceil(K /
+      // 32) + 6 roundings on one path and K + 4 on the other (the portable
+      // kernel decodes each weight), relative to |x| (|code scale| + |min|).
+      const int64_t groups = (K + kInt8Group - 1) / kInt8Group;
+      const double bound = dtype == DType::i4 ? gammaBound(K + 2 * groups + 38)
+                                              : gammaBound(K + groups + 3);
       for (int64_t rows : {1, 2, 3, 4, 5, 6, 7, 11, 13}) {
         std::vector<float> x = randomFloats(size_t(rows * K), 5);
         // The result split over two outputs, as a fused Q/K/V linear is.
@@ -198,7 +247,7 @@ TEST(Kernels, AResultDoesNotDependOnTheRowsRunWithIt) {
   // Row 0 alone and row 0 among 13: bit for bit (chunked prefill relies on
   // it).
   forEachIsa([&](Isa) {
-    for (DType dtype : {DType::f32, DType::bf16, DType::f16, DType::i8}) {
+    for (DType dtype : {DType::f32, DType::bf16, DType::f16, DType::i8, DType::i4}) {
       Matrix w(dtype, 40, 200, 8);
       std::vector<float> x = randomFloats(13 * 200, 9);
       std::vector<float> one(40), many(13 * 40);
@@ -215,8 +264,8 @@ TEST(Kernels, AResultDoesNotDependOnTheFeaturesRunWithIt) {
   // (odd sizes, so a feature moves between a full tile and the remainder):
   // bit for bit, or the thread count would change results.
   forEachIsa([&](Isa) {
-    for (DType dtype : {DType::f32, DType::bf16, DType::f16, DType::i8}) {
-      for (int64_t rows : {1, 5}) {
+    for (DType dtype : {DType::f32, DType::bf16, DType::f16, DType::i8, DType::i4}) {
+      for (int64_t rows : {1, 5, 11}) {
         Matrix w(dtype, 40, 200, 8);
         std::vector<float> x = randomFloats(size_t(rows * 200), 9);
         std::vector<float> whole(size_t(rows * 40)), parts(size_t(rows * 40));
@@ -355,17 +404,18 @@ TEST(Kernels, VectorSiluMatchesTheLibmOneOnEveryIsa) {
 
 TEST(Kernels, EmbeddingIsExactForEveryTableType) {
   // Widening is exact and an int8 row's value times its scale rounds once,
-  // as in double rounded to f32: bit for bit.
-  const int64_t hidden = 100; // a partial int8 group at the end
+  // as in double rounded to f32; an int4 one rounds its product and then
+  // its sum: bit for bit.
+  const int64_t hidden = 100; // a partial int8 (and int4) group at the end
   const std::vector<int32_t> tokens = {3, 0, 36, 3};
-  for (DType dtype : {DType::f32, DType::bf16, DType::f16, DType::i8}) {
+  for (DType dtype : {DType::f32, DType::bf16, DType::f16, DType::i8, DType::i4}) {
     Matrix table(dtype, 37, hidden, 11);
     std::vector<float> out(tokens.size() * size_t(hidden), 99.0f);
     embedding(tokens.data(), table.ref, hidden, out.data(), 1, int64_t(tokens.size()));
     for (int64_t k = 0; k < hidden; ++k) ASSERT_EQ(out[size_t(k)], 99.0f) << "row 0 is not asked for";
     for (int64_t r = 1; r < int64_t(tokens.size()); ++r)
       for (int64_t k = 0; k < hidden; ++k)
-        ASSERT_EQ(out[size_t(r * hidden + k)], float(table.at(tokens[size_t(r)], k)))
+        ASSERT_EQ(out[size_t(r * hidden + k)], table.lookup(tokens[size_t(r)], k))
             << dtypeName(dtype) << " row " << r << " at " << k;
   }
 }

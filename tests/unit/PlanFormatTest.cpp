@@ -307,6 +307,98 @@ TEST(PlanJson, EachDamageNamesTheStepAndField) {
   EXPECT_EQ(readError([](nlohmann::json &) {}), "(no error)");
 }
 
+/// The sample with int4 matrices (the fused one 40 wide, so that its rows
+/// end in a partial group) and f32 vectors.
+Plan int4Plan() {
+  Plan p = samplePlan();
+  p.settings.weightDtype = DType::i4;
+  for (WeightEntry &w : p.weights) w.dtype = w.shape.size() == 2 ? DType::i4 : DType::f32;
+  p.weights[2].shape = {16, 40};
+  p.assignWeightOffsets();
+  return p;
+}
+
+TEST(PlanJson, Int4WeightsAreLaidOutAsDocumented) {
+  const Plan p = int4Plan();
+  // [10, 8]: 10 rows of one group: 160 bytes of codes, scales at 192 (40
+  // bytes), minimums at 256 (40 bytes).
+  const WeightEntry &emb = p.weights[0];
+  EXPECT_EQ(emb.groupSize, 32);
+  EXPECT_EQ(emb.scalesOffset, 192u);
+  EXPECT_EQ(emb.minsOffset, 256u);
+  EXPECT_EQ(emb.bytes, 296u);
+  EXPECT_EQ(emb.rowBytes(), 16 + 4 + 4);
+  // [16, 40]: two groups a row: 512 bytes of codes, 128 of scales, 128 of
+  // minimums, each part at a multiple of 64.
+  const WeightEntry &qkv = p.weights[2];
+  EXPECT_EQ(qkv.offset, 384u); // after the f32 norm (32 bytes at 320)
+  EXPECT_EQ(qkv.scalesOffset, 512u);
+  EXPECT_EQ(qkv.minsOffset, 640u);
+  EXPECT_EQ(qkv.bytes, 768u);
+  // Vectors stay f32, without group fields.
+  EXPECT_EQ(p.weights[1].groupSize, 0);
+  EXPECT_EQ(p.weights[1].bytes, 32u);
+  const MemoryBill b = p.memoryBill();
+  EXPECT_EQ(b.params, 10 * 8 + 8 + 16 * 40 + 16 + 10 * 8);
+  EXPECT_EQ(b.weightsBytes, 296 + 32 + 768 + 64 + 296);
+
+  const nlohmann::json j = toJson(p);
+  EXPECT_EQ(j["weights"][0]["dtype"], "int4");
+  EXPECT_EQ(j["weights"][0]["mins_offset"], 256);
+  EXPECT_FALSE(j["weights"][1].contains("group_size"));
+  const Plan q = planFromJson(j);
+  for (size_t i = 0; i < p.weights.size(); ++i) {
+    EXPECT_EQ(q.weights[i].dtype, p.weights[i].dtype) << i;
+    EXPECT_EQ(q.weights[i].groupSize, p.weights[i].groupSize) << i;
+    EXPECT_EQ(q.weights[i].scalesOffset, p.weights[i].scalesOffset) << i;
+    EXPECT_EQ(q.weights[i].minsOffset, p.weights[i].minsOffset) << i;
+    EXPECT_EQ(q.weights[i].bytes, p.weights[i].bytes) << i;
+  }
+}
+
+TEST(PlanJson, InconsistentQuantizedWeightsAreRefused) {
+  using J = nlohmann::json;
+  const std::pair<std::function<void(J &)>, std::string> cases[] = {
+      {[](J &w) { w[0].erase("mins_offset"); }, "weight 'tok_embeddings' has no 'mins_offset'"},
+      {[](J &w) { w[0].erase("scales_offset"); }, "has no 'scales_offset'"},
+      {[](J &w) { w[0]["mins_offset"] = 300; },
+       "weight 'tok_embeddings' has mins_offset 300, but the scales of a [10,8] int4 matrix end "
+       "at 256 (64-byte aligned), where its minimums start"},
+      {[](J &w) { w[2]["scales_offset"] = 256; },
+       "has scales_offset 256, but the codes of a [16,40] int4 matrix end at 512"},
+      {[](J &w) { w[2]["bytes"] = 700; }, "holds 700 bytes and a [16,40] int4 weight takes 768"},
+      {[](J &w) { w[0]["group_size"] = 64; },
+       "is int4 in groups of 64 and this kvplan reads groups of 32"},
+      {[](J &w) { w[0]["mins_offset"] = -64; }, "mins_offset is -64, outside [0, "},
+      {[](J &w) { w[1]["mins_offset"] = 0; },
+       "weight 'layers.0.attention_norm' is f32 and has 'mins_offset', which f32 weights do not"},
+      {[](J &w) {
+         w[1]["dtype"] = "int4";
+         w[1]["group_size"] = 32;
+         w[1]["scales_offset"] = 64;
+         w[1]["mins_offset"] = 128;
+       },
+       "is int4 but not a matrix ([8])"},
+      {[](J &w) {
+         w[0]["dtype"] = "int8";
+         w[0]["bytes"] = 232;
+       },
+       "is int8 and has 'mins_offset', which int8 weights do not"},
+  };
+  for (const auto &[damage, want] : cases) {
+    J j = toJson(int4Plan());
+    damage(j["weights"]);
+    std::string msg = "(no error)";
+    try {
+      planFromJson(j);
+    } catch (const InputError &e) {
+      msg = e.what();
+    }
+    EXPECT_NE(msg.find(want), std::string::npos) << "want: " << want << "\ngot: " << msg;
+    EXPECT_NE(msg.find("recompile"), std::string::npos) << msg;
+  }
+}
+
 // A pool larger than the batch needs (pages kept for prefix caching) is a
 // plan like any other, and the bill counts every page.
 TEST(PlanJson, APoolLargerThanTheBatchIsRead) {

@@ -40,8 +40,8 @@ void ModelOptions::add(CLI::App *cmd, const std::string &positional, bool compil
                     "Where the weights come from: a .bin, .gguf or safetensors checkpoint, "
                     "random:SEED, or none (default: the checkpoint MODEL is, else random:0)");
   cmd->add_option("--target", target, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
-  cmd->add_option("--dtype", dtype, "Weight type: f32, bf16, f16 or int8")
-      ->check(CLI::IsMember({"f32", "bf16", "f16", "int8"}));
+  cmd->add_option("--dtype", dtype, "Weight type: f32, bf16, f16, int8 or int4")
+      ->check(CLI::IsMember({"f32", "bf16", "f16", "int8", "int4"}));
   cmd->add_option("--max-batch", maxBatch, "Sequences per decode step")->check(CLI::PositiveNumber);
   cmd->add_option("--max-seq", maxSeq, "Context length (tokens per sequence)")
       ->check(CLI::PositiveNumber);
