@@ -29,10 +29,6 @@ constexpr int64_t kCublasWorkspace = 32 << 20; // what cuBLAS asks for on Hopper
 void checkSupported(const Plan &plan) {
   if (plan.settings.target != Target::cuda)
     unsupported("it was compiled for target '" + std::string(targetName(plan.settings.target)) + "'");
-  for (const WeightEntry &w : plan.weights)
-    if (!isFloatDType(w.dtype))
-      unsupported("weight '" + w.name + "' is " + dtypeName(w.dtype) +
-                  "; the cuda target takes f32, bf16 or f16 weights (compile with --dtype bf16)");
   const KVCacheLayout &kv = plan.kvCache;
   const int64_t heads = plan.model.numHeads, group = heads / std::max<int64_t>(kv.kvHeads, 1);
   const int64_t smem = (group * kv.headDim + group * kTile) * 4 + kTile * 8;
@@ -56,7 +52,7 @@ AttentionSplit attentionSplit(const Plan &plan, const EntryPoint &ep) {
 
 /// Lays out the workspace: attention partials and maxima (shared by the
 /// entry points), each entry point's sampling parameters and sampled ids,
-/// and cuBLAS's workspace.
+/// and cuBLAS's workspace, last.
 std::map<std::string, AttentionSplit> layWorkspace(const Plan &plan, CudaProgram &prog) {
   std::map<std::string, AttentionSplit> splits;
   int64_t partBytes = 0, mlBytes = 0;
@@ -130,6 +126,15 @@ CudaModule generateCuda(const Plan &plan, const std::vector<std::string> &archs)
   Specialisations specs;
   for (const auto &[name, ep] : plan.entryPoints)
     lowerEntry(plan, ep, splits.at(name), specs, mod.program.entries[name]);
+  // Quantized weights are generated kernels: without a cuBLAS product the
+  // workspace ends before cuBLAS's (the executor then opens no cuBLAS).
+  bool gemm = false;
+  for (const auto &[name, e] : mod.program.entries)
+    for (const DeviceOp &op : e.ops) gemm = gemm || op.kind == DeviceOp::gemm;
+  if (!gemm) {
+    mod.program.workspaceBytes = mod.program.cublasWorkspaceOffset;
+    mod.program.cublasWorkspaceBytes = 0;
+  }
   mod.source = moduleSource(plan, specs, archs);
   return mod;
 }

@@ -19,8 +19,8 @@ struct CudaModule {
   CudaProgram program; // launch table, workspace layout
 };
 
-/// Throws InputError when the plan cannot run on the cuda target (int8
-/// weights, too many query heads per KV head for the attention kernel).
+/// Throws InputError when the plan cannot run on the cuda target (too many
+/// query heads per KV head for the attention kernel).
 CudaModule generateCuda(const Plan &plan, const std::vector<std::string> &archs);
 
 /// The architectures `--arch` names ("sm_80,sm_90a"): each sm_NN or sm_NNa

@@ -68,6 +68,17 @@ public:
   void operator()(const EmbeddingOp &op) {
     const DType w = weightType(op.weight), o = op.result.dtype;
     const int64_t c = op.result.cols();
+    if (!isFloatDType(w)) {
+      const WeightEntry &e = weight(op.weight);
+      const std::string name = specs.wrapper(
+          "embedding_" + std::string(dtypeName(w)) + "_" + dtypeName(o) + dims({c}), 256,
+          "kvplan::embeddingQuant<" + num(quantBits(e)) + ", " + cudaType(o) + ", " + num(c) +
+              ", 256>(a)");
+      kernel(name, {op.result.rows(), 1, 1}, 256, 0, op.result,
+             {arena(op.tokens), weightRef(e.name), weightRef(e.name, int64_t(e.scalesOffset)),
+              minsRef(e), arena(op.result)});
+      return;
+    }
     const std::string name = specs.wrapper(
         "embedding_" + std::string(dtypeName(w)) + "_" + dtypeName(o) + dims({c}), 256,
         "kvplan::embedding<" + std::string(cudaType(w)) + ", " + cudaType(o) + ", " + num(c) +
@@ -173,6 +184,17 @@ private:
   DeviceRef weightRef(const std::string &name, int64_t byteOffset = 0) const {
     return {DeviceBuffer::weights, int64_t(weight(name).offset) + byteOffset};
   }
+  /// Bits per code of a quantized weight, in groups of 32 as the kernels read them.
+  static int quantBits(const WeightEntry &w) {
+    if (w.groupSize != 32)
+      unsupported("weight '" + w.name + "' is quantized in groups of " + num(w.groupSize) +
+                  "; the cuda kernels read groups of 32");
+    return w.dtype == DType::i8 ? 8 : 4;
+  }
+  /// An int4 weight's mins; for int8, which has none, its scales (unread).
+  DeviceRef minsRef(const WeightEntry &w) const {
+    return weightRef(w.name, int64_t(w.dtype == DType::i4 ? w.minsOffset : w.scalesOffset));
+  }
   void f32Input(const Operand &o, const char *op) const {
     if (o.dtype != DType::f32)
       unsupported(std::string(op) + " reads " + dtypeName(o.dtype) + " rows; its kernel reads f32");
@@ -241,6 +263,8 @@ private:
   }
   void linear(const std::string &weightName, const std::optional<std::string> &bias,
               const Operand &input, const std::vector<Operand> &results);
+  void quantLinear(const WeightEntry &w, const std::optional<std::string> &bias,
+                   const Operand &input, const std::vector<Operand> &results);
   void sample();
 
   const Plan &plan;
@@ -260,6 +284,7 @@ void EntryLowering::linear(const std::string &weightName, const std::optional<st
   const WeightEntry &w = weight(weightName);
   if (w.shape.size() != 2 || w.shape[1] != input.cols())
     unsupported("weight '" + w.name + "' does not fit its linear");
+  if (!isFloatDType(w.dtype)) return quantLinear(w, bias, input, results);
   if (input.dtype != w.dtype)
     unsupported("step " + num(step) + " multiplies " + dtypeName(input.dtype) + " rows by " +
                 dtypeName(w.dtype) + " weights; cuBLAS needs one type (run --narrow-activations)");
@@ -288,6 +313,56 @@ void EntryLowering::linear(const std::string &weightName, const std::optional<st
     }
     col += m;
   }
+}
+
+/// Matrix-vector warps per block: as many as keep the blocks (one feature
+/// per warp) numerous enough to fill a large GPU.
+int64_t gemvWarps(int64_t features) {
+  int64_t warps = 8;
+  while (warps > 2 && ceilDiv(features, warps) < kGemvMinBlocks) warps /= 2;
+  return warps;
+}
+
+/// A product with int8 or int4 weights is one generated kernel for every
+/// output of a fused weight and its bias: the matrix-vector kernel for up to
+/// kGemvRows rows (decode, the last prefill row), the tiled one for more.
+void EntryLowering::quantLinear(const WeightEntry &w, const std::optional<std::string> &bias,
+                                const Operand &input, const std::vector<Operand> &results) {
+  f32Input(input, "linear");
+  if (results.size() > 3) unsupported("weight '" + w.name + "' feeds more than three outputs");
+  const Operand &o = results[0];
+  int64_t n[3] = {0, 0, 0};
+  for (size_t i = 0; i < results.size(); ++i) {
+    n[i] = results[i].cols();
+    if (results[i].rows() != o.rows() || results[i].dtype != o.dtype)
+      unsupported("the outputs of weight '" + w.name + "' differ in rows or type");
+  }
+  const int64_t k = w.shape[1], features = w.shape[0], rows = o.rows();
+  if (n[0] + n[1] + n[2] != features) unsupported("weight '" + w.name + "' does not fit its linear");
+  if (bias && weightType(*bias) != DType::f32)
+    unsupported("bias '" + *bias + "' of quantized weights must be f32");
+  std::vector<DeviceRef> ptrs = {arena(input), weightRef(w.name),
+                                 weightRef(w.name, int64_t(w.scalesOffset)), minsRef(w),
+                                 bias ? weightRef(*bias) : weightRef(w.name)};
+  for (size_t i = 0; i < 3; ++i) ptrs.push_back(arena(results[std::min(i, results.size() - 1)]));
+  const std::string args = std::string(cudaType(o.dtype)) + ", " + num(quantBits(w)) + ", " +
+                           num(k) + ", " + num(n[0]) + ", " + num(n[1]) + ", " + num(n[2]) +
+                           ", " + (bias ? "true" : "false");
+  const std::string tag = std::string(dtypeName(w.dtype)) + "_" + dtypeName(o.dtype) +
+                          dims({k, n[0], n[1], n[2], bias ? 1 : 0});
+  if (rows <= kGemvRows) {
+    const int64_t warps = gemvWarps(features);
+    const std::string name =
+        specs.wrapper("linear_gemv_" + tag + dims({warps, rows}), warps * 32,
+                      "kvplan::quantGemv<" + args + ", " + num(warps) + ", " + num(rows) + ">(a)");
+    kernel(name, {ceilDiv(features, warps), 1, 1}, warps * 32, -1, o, std::move(ptrs));
+    return;
+  }
+  const std::string name = specs.wrapper("linear_gemm_" + tag, kGemmThreads,
+                                         "kvplan::quantGemm<" + args + ">(a)");
+  kernel(name, {ceilDiv(features, kGemmTile), ceilDiv(rows, kGemmTile), 1}, kGemmThreads, 1, o,
+         std::move(ptrs));
+  out.ops.back().rowsPerBlock = kGemmTile;
 }
 
 void EntryLowering::operator()(const AttentionOp &op) {

@@ -17,6 +17,11 @@ namespace kvplan::cudagen {
 
 constexpr int64_t kTile = 128;            // attention keys per tile = threads per block
 constexpr int64_t kElementwiseBlock = 256;
+// Products with quantized weights (codegen/cuda/Kernels.cuh): matrix-vector
+// up to kGemvRows rows, aiming at kGemvMinBlocks blocks or more; tiles of
+// kGemmTile rows x kGemmTile features above.
+constexpr int64_t kGemvRows = 8, kGemvMinBlocks = 264;
+constexpr int64_t kGemmTile = 64, kGemmThreads = 256;
 
 [[noreturn]] void unsupported(const std::string &what);
 const char *cudaType(DType t);

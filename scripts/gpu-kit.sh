@@ -152,6 +152,14 @@ if ((do_artifacts)); then
     "tiny-bf16-batch1|models/tiny.toml|--dtype bf16 --max-batch 1"
     "qwen-like-bf16|tests/data/gpu/qwen-like.toml|--dtype bf16"
     "mha-llama3-f16|tests/data/gpu/mha-llama3.toml|--dtype f16"
+    "tiny-int8|models/tiny.toml|--dtype int8"
+    "tiny-int8-batch1|models/tiny.toml|--dtype int8 --max-batch 1"
+    "qwen-like-int8|tests/data/gpu/qwen-like.toml|--dtype int8"
+    "quant-odd-int8|tests/data/gpu/quant-odd.toml|--dtype int8"
+    "tiny-int4|models/tiny.toml|--dtype int4"
+    "tiny-int4-batch1|models/tiny.toml|--dtype int4 --max-batch 1"
+    "qwen-like-int4|tests/data/gpu/qwen-like.toml|--dtype int4"
+    "quant-odd-int4|tests/data/gpu/quant-odd.toml|--dtype int4"
   )
   for spec in "${specs[@]}"; do
     IFS='|' read -r name model extra <<<"$spec"

@@ -263,13 +263,6 @@ void checkTokensAndWindow(Checker &c, const ModelSpec &m) {
 void checkWeightDType(Checker &c, const CompileSettings &s) {
   if (!isWeightDType(s.weightDtype))
     c.fail("compile.weight_dtype", "expected one of f32, bf16, f16, int8, int4");
-  if (s.target == Target::cuda && s.weightDtype == DType::i4)
-    c.fail("compile.weight_dtype", "the cuda target does not run int4 weights yet; use --dtype "
-                                   "bf16, or int4 on the cpu target (--target cpu)");
-  if (s.target == Target::cuda && !isFloatDType(s.weightDtype))
-    c.fail("compile.weight_dtype", std::string("the cuda target takes f32, bf16 or f16 weights, "
-                                               "not ") + dtypeName(s.weightDtype) +
-                                       "; use bf16 (--dtype bf16)");
 }
 
 // Fills the compile settings the spec did not give from the model, so that

@@ -187,6 +187,286 @@ template <class T, int COLS> __device__ void takeLast(const KvArgs &a) {
 }
 
 // ---------------------------------------------------------------------------
+// Quantized weights (docs/artifact.md): W is [N][K] in groups of 32 along K,
+// each group with an f32 scale; int8 (BITS 8): w = q * scale, rows of K
+// bytes; int4 (BITS 4): w = code * scale + min, rows of G groups of 16
+// bytes, byte i of a group holding element i in its low nibble and element
+// 16 + i in its high one. Scales (and mins) are [N][G] f32. The products
+// read f32 rows and accumulate in f32. The N features may go to up to three
+// outputs (a fused QKV or gate|up weight): feature j < N0 to the first, of
+// N0 columns, the next N1 to the second, the rest to the third.
+// p: x (f32, rows x K), data, scales, mins (int4), bias (f32, when BIAS),
+// out0, out1, out2.  i[0]: rows.
+
+template <int C> struct Bytes;
+template <> struct Bytes<16> { using T = uint4; };
+template <> struct Bytes<8> { using T = uint2; };
+template <> struct Bytes<4> { using T = unsigned; };
+template <> struct Bytes<2> { using T = unsigned short; };
+template <> struct Bytes<1> { using T = unsigned char; };
+
+/// C consecutive f32 (p aligned to 4 * C bytes), 16 bytes per load where C
+/// allows.
+template <int C> __device__ __forceinline__ void loadRun(const float *p, float *out) {
+  if constexpr (C % 4 == 0) {
+#pragma unroll
+    for (int v = 0; v < C / 4; ++v) {
+      const float4 f = reinterpret_cast<const float4 *>(p)[v];
+      out[4 * v] = f.x; out[4 * v + 1] = f.y; out[4 * v + 2] = f.z; out[4 * v + 3] = f.w;
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < C; ++e) out[e] = p[e];
+  }
+}
+
+/// C int8 codes (p aligned to C bytes) in one load, as f32.
+template <int C> __device__ __forceinline__ void loadCodes8(const int8_t *p, float *out) {
+  const typename Bytes<C>::T v = *reinterpret_cast<const typename Bytes<C>::T *>(p);
+  const int8_t *b = reinterpret_cast<const int8_t *>(&v);
+#pragma unroll
+  for (int e = 0; e < C; ++e) out[e] = (float)b[e];
+}
+
+/// The widest load (up to 16 bytes) that divides a row of K int8 codes, so
+/// that every row starts aligned to it.
+template <int K> struct Run8 {
+  static constexpr int C = K % 16 == 0 ? 16 : K % 8 == 0 ? 8 : K % 4 == 0 ? 4 : K % 2 == 0 ? 2 : 1;
+};
+
+/// Writes feature j of row r (plus its bias) to the output holding it.
+template <class O, int N0, int N1, int N2, bool BIAS>
+__device__ __forceinline__ void storeFeature(const KvArgs &a, long long r, int j, float v) {
+  if (BIAS) v += reinterpret_cast<const float *>(a.p[4])[j];
+  if (N1 == 0 || j < N0) reinterpret_cast<O *>(a.p[5])[r * N0 + j] = st<O>(v);
+  else if (N2 == 0 || j < N0 + N1) reinterpret_cast<O *>(a.p[6])[r * N1 + (j - N0)] = st<O>(v);
+  else reinterpret_cast<O *>(a.p[7])[r * N2 + (j - N0 - N1)] = st<O>(v);
+}
+
+/// One lane's share of an int8 row j: runs of C codes (lane, lane + 32, ...),
+/// each inside one group, its sum scaled once; R rows of x at a time.
+template <int K, int R>
+__device__ __forceinline__ void gemvRow8(const float *x, const int8_t *w, const float *scales,
+                                         int rows, int lane, float (&acc)[R]) {
+  constexpr int C = Run8<K>::C, RUNS = K / C;
+  for (int c = lane; c < RUNS; c += 32) {
+    float q[C];
+    loadCodes8<C>(w + c * C, q);
+    const float scale = scales[c * C / 32];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      if (r >= rows) break;
+      float xv[C];
+      loadRun<C>(x + (long long)r * K + c * C, xv);
+      float s = 0.0f;
+#pragma unroll
+      for (int e = 0; e < C; ++e) s += q[e] * xv[e];
+      acc[r] += s * scale;
+    }
+  }
+}
+
+/// One lane's share of an int4 row j: whole groups (lane, lane + 32, ...),
+/// each one 16-byte load: scale * sum(code * x) + min * sum(x). The last
+/// group of a row may be partial; its missing elements are not read.
+template <int K, int R>
+__device__ __forceinline__ void gemvRow4(const float *x, const uint8_t *w, const float *scales,
+                                         const float *mins, int rows, int lane, float (&acc)[R]) {
+  constexpr int G = (K + 31) / 32, X = K % 4 == 0 ? 4 : 1;
+  for (int g = lane; g < G; g += 32) {
+    const uint4 v = reinterpret_cast<const uint4 *>(w)[g];
+    const uint8_t *b = reinterpret_cast<const uint8_t *>(&v);
+    float q[32];
+#pragma unroll
+    for (int e = 0; e < 16; ++e) {
+      q[e] = (float)(b[e] & 15);
+      q[16 + e] = (float)(b[e] >> 4);
+    }
+    const float scale = scales[g], mn = mins[g];
+    const int n = K % 32 == 0 || g < G - 1 ? 32 : K % 32;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      if (r >= rows) break;
+      const float *xr = x + (long long)r * K + g * 32;
+      float dot = 0.0f, sum = 0.0f;
+      if (n == 32) {
+#pragma unroll
+        for (int e = 0; e < 32; e += X) {
+          float xv[X];
+          loadRun<X>(xr + e, xv);
+#pragma unroll
+          for (int u = 0; u < X; ++u) {
+            dot += q[e + u] * xv[u];
+            sum += xv[u];
+          }
+        }
+      } else {
+        for (int e = 0; e < n; ++e) {
+          dot += q[e] * xr[e];
+          sum += xr[e];
+        }
+      }
+      acc[r] += scale * dot + mn * sum;
+    }
+  }
+}
+
+/// Matrix-vector products for up to R rows (decode, the last prefill row):
+/// warp w of block b computes feature b * WARPS + w for every row, its lanes
+/// reading the weights' row once, contiguously, then summing across the warp.
+template <class O, int BITS, int K, int N0, int N1, int N2, bool BIAS, int WARPS, int R>
+__device__ void quantGemv(const KvArgs &a) {
+  constexpr int N = N0 + N1 + N2, G = (K + 31) / 32;
+  const int j = blockIdx.x * WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (j >= N) return; // the whole warp: it holds no block barrier
+  const int rows = (int)a.i[0];
+  const float *x = reinterpret_cast<const float *>(a.p[0]);
+  const float *scales = reinterpret_cast<const float *>(a.p[2]) + (long long)j * G;
+  float acc[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+  if constexpr (BITS == 8)
+    gemvRow8<K, R>(x, reinterpret_cast<const int8_t *>(a.p[1]) + (long long)j * K, scales, rows,
+                   lane, acc);
+  else
+    gemvRow4<K, R>(x, reinterpret_cast<const uint8_t *>(a.p[1]) + (long long)j * G * 16, scales,
+                   reinterpret_cast<const float *>(a.p[3]) + (long long)j * G, rows, lane, acc);
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    if (r >= rows) break;
+    const float v = warpSum(acc[r]);
+    if (lane == 0) storeFeature<O, N0, N1, N2, BIAS>(a, r, j, v);
+  }
+}
+
+/// The tiled product's shared tiles: TM rows of x and TN dequantized weight
+/// rows over one group of K, stored k-major so a thread reads its 4 rows and
+/// 4 features as one float4 each.
+constexpr int kQTileRows = 64, kQTileFeatures = 64, kQTileK = 32, kQTileThreads = 256;
+
+/// Thread t's 8 elements of the x tile: row t / 4, elements 8 * (t % 4) on
+/// from k0; zero past the rows or K.
+template <int K>
+__device__ __forceinline__ void gemmLoadX(const float *x, int rows, int r0, int k0,
+                                          float (*xs)[kQTileRows + 4], int tid) {
+  const int row = tid / 4, kp = (tid % 4) * 8;
+  const bool live = r0 + row < rows;
+  const float *src = x + (long long)(r0 + row) * K + k0 + kp;
+  if (live && (K % 4 == 0) && k0 + kp + 8 <= K) {
+    float v[8];
+    loadRun<4>(src, v);
+    loadRun<4>(src + 4, v + 4);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) xs[kp + e][row] = v[e];
+  } else {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) xs[kp + e][row] = live && k0 + kp + e < K ? src[e] : 0.0f;
+  }
+}
+
+/// Thread t's share of the weight tile, dequantized: feature t / 4; int8:
+/// 8 codes at 8 * (t % 4); int4: bytes 4 * (t % 4) on, which hold elements
+/// 4 * (t % 4) + e and 16 + 4 * (t % 4) + e. Zero past N or K.
+template <int BITS, int K, int N>
+__device__ __forceinline__ void gemmLoadW(const KvArgs &a, int j0, int g,
+                                          float (*ws)[kQTileFeatures + 4], int tid) {
+  constexpr int G = (K + 31) / 32;
+  const int f = tid / 4, j = j0 + f, k0 = g * 32;
+  const bool live = j < N;
+  const long long at = (long long)(live ? j : 0) * G + g;
+  const float scale = live ? reinterpret_cast<const float *>(a.p[2])[at] : 0.0f;
+  if constexpr (BITS == 8) {
+    const int kp = (tid % 4) * 8;
+    const int8_t *src = reinterpret_cast<const int8_t *>(a.p[1]) + (long long)j * K + k0 + kp;
+    float q[8];
+    if (live && K % 8 == 0 && k0 + kp + 8 <= K) {
+      loadCodes8<8>(src, q);
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) q[e] = live && k0 + kp + e < K ? (float)src[e] : 0.0f;
+    }
+#pragma unroll
+    for (int e = 0; e < 8; ++e) ws[kp + e][f] = q[e] * scale;
+  } else {
+    const int bp = (tid % 4) * 4;
+    const float mn = live ? reinterpret_cast<const float *>(a.p[3])[at] : 0.0f;
+    const unsigned v =
+        live ? *reinterpret_cast<const unsigned *>(reinterpret_cast<const uint8_t *>(a.p[1]) +
+                                                   at * 16 + bp)
+             : 0u;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const unsigned b = (v >> (8 * e)) & 255u;
+      const int lo = bp + e, hi = 16 + bp + e;
+      ws[lo][f] = live && k0 + lo < K ? (float)(b & 15u) * scale + mn : 0.0f;
+      ws[hi][f] = live && k0 + hi < K ? (float)(b >> 4) * scale + mn : 0.0f;
+    }
+  }
+}
+
+/// Products for many rows (prefill): block (feature tile, row tile) computes
+/// 64 rows x 64 features, one group of K at a time: x's tile and the
+/// weights' tile dequantized into shared memory, then each thread's 4 x 4
+/// outputs accumulated in registers.
+template <class O, int BITS, int K, int N0, int N1, int N2, bool BIAS>
+__device__ void quantGemm(const KvArgs &a) {
+  constexpr int N = N0 + N1 + N2, G = (K + 31) / 32;
+  __shared__ __align__(16) float xs[kQTileK][kQTileRows + 4];
+  __shared__ __align__(16) float ws[kQTileK][kQTileFeatures + 4];
+  const int tid = threadIdx.x, tr = tid / 16, tf = tid % 16;
+  const int j0 = blockIdx.x * kQTileFeatures, r0 = blockIdx.y * kQTileRows;
+  const int rows = (int)a.i[0];
+  const float *x = reinterpret_cast<const float *>(a.p[0]);
+  float acc[4][4] = {};
+  for (int g = 0; g < G; ++g) {
+    gemmLoadX<K>(x, rows, r0, g * 32, xs, tid);
+    gemmLoadW<BITS, K, N>(a, j0, g, ws, tid);
+    __syncthreads();
+#pragma unroll 8
+    for (int k = 0; k < kQTileK; ++k) {
+      const float4 xv = *reinterpret_cast<const float4 *>(&xs[k][tr * 4]);
+      const float4 wv = *reinterpret_cast<const float4 *>(&ws[k][tf * 4]);
+      const float xr[4] = {xv.x, xv.y, xv.z, xv.w}, wr[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+#pragma unroll
+        for (int v = 0; v < 4; ++v) acc[u][v] += xr[u] * wr[v];
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int u = 0; u < 4; ++u) {
+    const int r = r0 + tr * 4 + u;
+    if (r >= rows) break;
+#pragma unroll
+    for (int v = 0; v < 4; ++v)
+      if (j0 + tf * 4 + v < N) storeFeature<O, N0, N1, N2, BIAS>(a, r, j0 + tf * 4 + v, acc[u][v]);
+  }
+}
+
+/// out[r] = table[tokens[r]] dequantized (as O).  p: tokens, data, scales,
+/// mins (int4), out.
+template <int BITS, class O, int COLS, int BLOCK> __device__ void embeddingQuant(const KvArgs &a) {
+  constexpr int G = (COLS + 31) / 32;
+  const int r = blockIdx.x;
+  const long long t = reinterpret_cast<const int *>(a.p[0])[r];
+  const float *scale = reinterpret_cast<const float *>(a.p[2]) + t * G;
+  O *out = reinterpret_cast<O *>(a.p[4]) + (long long)r * COLS;
+  for (int c = threadIdx.x; c < COLS; c += BLOCK) {
+    float v;
+    if constexpr (BITS == 8) {
+      v = (float)reinterpret_cast<const int8_t *>(a.p[1])[t * COLS + c] * scale[c / 32];
+    } else {
+      const int g = c / 32, i = c % 32;
+      const unsigned b = reinterpret_cast<const uint8_t *>(a.p[1])[(t * G + g) * 16 + i % 16];
+      const float mn = reinterpret_cast<const float *>(a.p[3])[t * G + g];
+      v = (float)(i < 16 ? b & 15u : b >> 4) * scale[g] + mn;
+    }
+    out[c] = st<O>(v);
+  }
+}
+
+// ---------------------------------------------------------------------------
 // RoPE and the KV cache. The cache is [layers][2][pages][kv_heads][page_size]
 // [head_dim]; a row's page comes from its page-table row (tableStride 0: all
 // rows share row 0, as a prefill chunk does).

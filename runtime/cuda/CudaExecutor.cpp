@@ -317,6 +317,12 @@ void CudaExecutor::Impl::loadCode(const CudaCode &code) {
   const std::string &cubin = code.cubins.at(arch);
   check(cudaLibraryLoadData(&library, cubin.data(), nullptr, nullptr, 0, nullptr, nullptr, 0),
         "loading the " + arch + " machine code");
+  // A program without products (int8 and int4 weights: generated kernels
+  // only) needs no cuBLAS.
+  bool products = false;
+  for (const auto &[name, e] : program.entries)
+    for (const DeviceOp &op : e.ops) products = products || op.kind == DeviceOp::gemm;
+  if (!products) return;
   cublas.load();
   cublas.check(cublas.create(&handle), "creating a handle");
   cublas.check(cublas.setStream(handle, stream), "setting the stream");

@@ -53,5 +53,38 @@ inline const Shape kShapes[] = {
      "weight_dtype = \"bf16\"\nmax_batch = 1\nmax_seq_len = 256\nprefill_chunk = 32", ""},
 };
 
+// Quantized weights, each shape in int8 and int4: GQA with tied embeddings (the head reads the int8 table) and an
+// intermediate size of 172 (the down projection's rows end in a partial
+// group of 12, and its int8 rows start only 4-byte aligned); a Qwen2-style bias
+// on MHA, untied, its down rows of 200 (8-byte loads, a partial group of 8),
+// prefill chunks of 96 rows (two row tiles of the tiled product) and a
+// decode batch of 3; batch 1, where one row takes the matrix-vector kernel
+// everywhere.
+inline const Shape kQuantShapes[] = {
+    {"gqa-int8-tied-172",
+     "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 172\nnum_layers = 2\n"
+     "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 300\ntie_word_embeddings = true",
+     "weight_dtype = \"int8\"\nmax_batch = 4\nmax_seq_len = 256\nprefill_chunk = 32", ""},
+    {"mha-bias-int8",
+     "architecture = \"qwen2\"\nhidden_size = 256\nintermediate_size = 200\nnum_layers = 2\n"
+     "num_heads = 4\nnum_kv_heads = 4\nhead_dim = 64\nvocab_size = 333\nattention_bias = true",
+     "weight_dtype = \"int8\"\nmax_batch = 3\nmax_seq_len = 256\nprefill_chunk = 96", ""},
+    {"gqa-int8-batch1",
+     "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 320\nnum_layers = 2\n"
+     "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 300",
+     "weight_dtype = \"int8\"\nmax_batch = 1\nmax_seq_len = 256\nprefill_chunk = 32", ""},
+    {"gqa-int4-tied-172",
+     "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 172\nnum_layers = 2\n"
+     "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 300\ntie_word_embeddings = true",
+     "weight_dtype = \"int4\"\nmax_batch = 4\nmax_seq_len = 256\nprefill_chunk = 32", ""},
+    {"mha-bias-int4",
+     "architecture = \"qwen2\"\nhidden_size = 256\nintermediate_size = 200\nnum_layers = 2\n"
+     "num_heads = 4\nnum_kv_heads = 4\nhead_dim = 64\nvocab_size = 333\nattention_bias = true",
+     "weight_dtype = \"int4\"\nmax_batch = 3\nmax_seq_len = 256\nprefill_chunk = 96", ""},
+    {"gqa-int4-batch1",
+     "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 320\nnum_layers = 2\n"
+     "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 300",
+     "weight_dtype = \"int4\"\nmax_batch = 1\nmax_seq_len = 256\nprefill_chunk = 32", ""},
+};
 
 } // namespace kvplan::testing

@@ -114,6 +114,62 @@ TEST_F(FakeGpu, WholeModelMatchesTheCpuRuntime) {
   }
 }
 
+// The same for int8 and int4 weights: every step, then whole-model logits.
+TEST_F(FakeGpu, QuantizedWeightsMatchTheCpuRuntime) {
+  for (const kvplan::testing::Shape &s : kvplan::testing::kQuantShapes) {
+    SCOPED_TRACE(s.what);
+    Model m = build(kvplan::testing::cudaConfig(s.model, s.compile, s.rope));
+    {
+      CpuExecutor cpu(m.cpuPlan, m.weights.data(), m.weights.size(), 2);
+      CudaExecutor gpu(m.plan, m.code, m.weights.data(), m.weights.size());
+      std::mt19937 rng(17);
+      kvplan::testing::compareStepByStep(gpu, cpu, m.plan, m.code.program, rng);
+    }
+    Engine cpu(m.cpuPlan, m.weights.data(), m.weights.size(), 2);
+    Engine gpu(std::make_unique<CudaExecutor>(m.plan, m.code, m.weights.data(), m.weights.size()));
+    std::mt19937 rng(5);
+    std::vector<int32_t> prompt(size_t(m.plan.settings.prefillChunk + 5));
+    for (int32_t &t : prompt) t = int32_t(rng() % uint32_t(m.plan.model.vocabSize));
+    kvplan::testing::followCpu(cpu, gpu, prompt, 5, kvplan::testing::modelTolerance(m.plan));
+  }
+}
+
+// Three sequences of different lengths (one over a prefill chunk) decoding
+// together: every row of each step's [3, vocab] logits against the CPU's.
+TEST_F(FakeGpu, QuantizedBatchDecodeMatchesTheCpuRuntime) {
+  for (const kvplan::testing::Shape &s : kvplan::testing::kQuantShapes) {
+    Model m = build(kvplan::testing::cudaConfig(s.model, s.compile, s.rope));
+    if (m.plan.settings.maxBatch < 3) continue;
+    SCOPED_TRACE(s.what);
+    Engine cpu(m.cpuPlan, m.weights.data(), m.weights.size(), 2);
+    Engine gpu(std::make_unique<CudaExecutor>(m.plan, m.code, m.weights.data(), m.weights.size()));
+    const int64_t v = m.plan.model.vocabSize;
+    std::vector<int> sc, sg;
+    std::vector<int32_t> next;
+    for (int64_t len : {int64_t(5), int64_t(40), m.plan.settings.prefillChunk + 7}) {
+      std::vector<int32_t> p(static_cast<size_t>(len));
+      for (int64_t i = 0; i < len; ++i) p[size_t(i)] = int32_t((i * 31 + len) % v);
+      sc.push_back(cpu.open());
+      sg.push_back(gpu.open());
+      const float *l = cpu.prefill(sc.back(), p.data(), len);
+      next.push_back(int32_t(std::max_element(l, l + v) - l));
+      gpu.prefill(sg.back(), p.data(), len);
+    }
+    const double tol = kvplan::testing::modelTolerance(m.plan);
+    for (int step = 0; step < 4; ++step) {
+      const float *lc = cpu.decode(sc, next);
+      std::vector<float> c(lc, lc + 3 * v);
+      const float *lg = gpu.decode(sg, next);
+      for (int64_t r = 0; r < 3; ++r) {
+        const std::vector<float> gr(lg + r * v, lg + (r + 1) * v);
+        const std::vector<float> cr(c.begin() + r * v, c.begin() + (r + 1) * v);
+        EXPECT_LE(normalisedError(gr, cr), tol) << "decode step " << step << ", row " << r;
+        next[size_t(r)] = int32_t(std::max_element(cr.begin(), cr.end()) - cr.begin());
+      }
+    }
+  }
+}
+
 std::vector<std::vector<float>> followCpu(Engine &cpu, Engine &gpu, int64_t promptLen, int steps,
                                           double tol) {
   std::vector<int32_t> prompt(static_cast<size_t>(promptLen));
@@ -384,6 +440,13 @@ TEST_F(FakeGpu, AMissingCublasIsReportedCleanly) {
         << e.what();
     EXPECT_NE(std::string(e.what()).find("LD_LIBRARY_PATH"), std::string::npos) << e.what();
   }
+  // Quantized weights are generated kernels only: no cuBLAS is opened, and
+  // the workspace holds none of its 32 MiB.
+  const kvplan::testing::Shape &q = kvplan::testing::kQuantShapes[2];
+  Model quant = build(kvplan::testing::cudaConfig(q.model, q.compile, q.rope));
+  EXPECT_EQ(quant.code.program.cublasWorkspaceBytes, 0);
+  EXPECT_LT(quant.plan.memoryBill().workspaceBytes, 1 << 20);
+  EXPECT_NO_THROW(CudaExecutor(quant.plan, quant.code, quant.weights.data(), quant.weights.size()));
   setenv("KVPLAN_CUBLAS_LIBRARY", KVPLAN_FAKE_CUBLAS, 1);
 }
 

@@ -120,7 +120,7 @@ TEST(CudaRuntime, WholeModelLogitsMatchTheCpuRuntime) {
     std::vector<int32_t> prompt(size_t(m.plan.settings.prefillChunk + 5));
     for (int32_t &t : prompt) t = int32_t(rng() % uint32_t(m.plan.model.vocabSize));
     if (int64_t(prompt.size()) + 8 > m.plan.settings.maxSeqLen) prompt.resize(4);
-    kvplan::testing::followCpu(cpu, gpu, prompt, 6, 4 * tolerance(m.plan.settings.weightDtype));
+    kvplan::testing::followCpu(cpu, gpu, prompt, 6, kvplan::testing::modelTolerance(m.plan));
   }
 }
 

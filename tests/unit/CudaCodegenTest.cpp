@@ -32,8 +32,16 @@ bool haveNvcc() {
   }
 }
 
+/// The float shapes, then the quantized ones.
+std::vector<Shape> allShapes() {
+  std::vector<Shape> v(std::begin(kShapes), std::end(kShapes));
+  v.insert(v.end(), std::begin(kvplan::testing::kQuantShapes),
+           std::end(kvplan::testing::kQuantShapes));
+  return v;
+}
+
 TEST(CudaCodegen, LaunchTableCoversEveryStep) {
-  for (const Shape &s : kShapes) {
+  for (const Shape &s : allShapes()) {
     SCOPED_TRACE(s.what);
     ModelConfig cfg = cudaConfig(s.model, s.compile, s.rope);
     CompileOutput out = compileModel(cfg);
@@ -45,7 +53,7 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
       SCOPED_TRACE(name);
       const CudaEntry &e = mod.program.entries.at(name);
       std::set<int64_t> covered;
-      int64_t fused = 0, gemms = 0, compactInputs = 0, lastStep = 0;
+      int64_t fused = 0, gemms = 0, compactInputs = 0, lastStep = 0, quantProducts = 0;
       for (const DeviceOp &op : e.ops) {
         // One to one: each device op lowers one step, in the steps' order.
         ASSERT_LT(op.step, int64_t(ep.steps.size()));
@@ -64,6 +72,15 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
           EXPECT_EQ(op.inputType, op.weightType) << "cuBLAS takes one input type";
           EXPECT_EQ(op.ldc, op.m);
         }
+        if (op.kind == DeviceOp::kernel && op.name.rfind("linear_", 0) == 0) {
+          // Quantized weights: one kernel per linear or logits step, the
+          // matrix-vector one up to 8 rows.
+          ++quantProducts;
+          const OpKind k = ep.steps[size_t(op.step)].kind();
+          EXPECT_TRUE(k == OpKind::linear || k == OpKind::logits) << op.step;
+          EXPECT_EQ(op.name.rfind(op.staticRows <= 8 ? "linear_gemv_" : "linear_gemm_", 0), 0u)
+              << op.name << " for " << op.staticRows << " rows";
+        }
         if (op.kind == DeviceOp::kernel) {
           EXPECT_LE(op.pointers.size(), size_t(kKernelPointers));
           EXPECT_NE(mod.source.find(" " + op.name + "(KvArgs a)"), std::string::npos)
@@ -76,8 +93,15 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
                                                   << ") has no device op";
         }
       }
+      EXPECT_EQ(e.sample.name, "sample_" + std::to_string(cfg.model.vocabSize));
       // RoPE is fused with the cache write once per layer.
       EXPECT_EQ(fused, cfg.model.numLayers);
+      if (!isFloatDType(cfg.compile.weightDtype)) {
+        // Per layer: QKV, o, gate|up, down; then the head. No cuBLAS.
+        EXPECT_EQ(gemms, 0);
+        EXPECT_EQ(quantProducts, 4 * cfg.model.numLayers + 1);
+        continue;
+      }
       // With 16-bit weights every linear reads its input in the weights'
       // type, written so by the op before it (no conversion kernel).
       if (cfg.compile.weightDtype != DType::f32) {
@@ -93,7 +117,6 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
           cfg.model.qDim() * 4 % 256 == 0 && cfg.model.kvDim() * 4 % 256 == 0) {
         EXPECT_EQ(gemms, 4 * cfg.model.numLayers + 1);
       }
-      EXPECT_EQ(e.sample.name, "sample_" + std::to_string(cfg.model.vocabSize));
     }
     EXPECT_EQ(out.plan.memoryBill().workspaceBytes, 0) << "before addCudaCode";
     EXPECT_GE(mod.program.workspaceBytes, mod.program.cublasWorkspaceBytes);
@@ -103,7 +126,7 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
 TEST(CudaCodegen, GeneratedSourceCompilesForEveryShape) {
   if (!haveNvcc()) GTEST_SKIP() << "no nvcc here (set CUDA_HOME): the CUDA source is not compiled";
   const std::string nvcc = findNvcc();
-  for (const Shape &s : kShapes) {
+  for (const Shape &s : allShapes()) {
     SCOPED_TRACE(s.what);
     CompileOutput out = compileModel(cudaConfig(s.model, s.compile, s.rope));
     CudaModule mod = generateCuda(out.plan, {"sm_90a"});
@@ -157,13 +180,6 @@ TEST(CudaCodegen, RopeTableDividesByTheFrequencyFactors) {
 }
 
 TEST(CudaCodegen, RejectsWhatItCannotRun) {
-  // int8 weights: the config check names the field.
-  try {
-    cudaConfig(kShapes[0].model, "weight_dtype = \"int8\"");
-    FAIL() << "int8 on cuda was accepted";
-  } catch (const InputError &e) {
-    EXPECT_NE(std::string(e.what()).find("compile.weight_dtype"), std::string::npos) << e.what();
-  }
   EXPECT_THROW(parseCudaArchs("sm_75"), InputError);
   EXPECT_THROW(parseCudaArchs("compute_90"), InputError);
   EXPECT_THROW(parseCudaArchs(""), InputError);

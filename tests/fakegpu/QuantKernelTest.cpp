@@ -1,0 +1,220 @@
+// The int8 and int4 kernels of codegen/cuda/Kernels.cuh on odd shapes, run
+// in the emulator (tests/emu) against a double-precision product computed
+// here from the weight layouts as docs/artifact.md defines them: rows whose
+// length is no multiple of the group (or of 16, 8, 4 or 2), features split
+// among three outputs, a bias, fewer active rows than the kernel was built
+// for, and row tiles past the last row. Inputs past the active rows are NaN
+// and outputs start as NaN, so a read too far or a write missed shows.
+#include "plan/CudaProgram.h"
+#include "tests/emu/EmuCompile.h"
+
+#include <gtest/gtest.h>
+
+#include <dlfcn.h>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+using namespace kvplan;
+
+namespace {
+
+using Launcher = void (*)(void *, const void *, const long long[3], const long long[3]);
+
+/// A quantized [n][k] matrix in the artifact's layout, with the value of
+/// each weight decoded from it.
+struct QuantMatrix {
+  int bits = 8;
+  int64_t n = 0, k = 0, groups = 0;
+  std::vector<uint8_t> data;
+  std::vector<float> scales, mins;
+
+  double at(int64_t j, int64_t c) const {
+    const int64_t g = c / 32, i = c % 32;
+    const float s = scales[size_t(j * groups + g)];
+    if (bits == 8) return double(int8_t(data[size_t(j * k + c)])) * s;
+    const uint8_t b = data[size_t((j * groups + g) * 16 + i % 16)];
+    return double(i < 16 ? b & 15 : b >> 4) * s + mins[size_t(j * groups + g)];
+  }
+};
+
+QuantMatrix randomMatrix(int bits, int64_t n, int64_t k, std::mt19937 &rng) {
+  QuantMatrix m;
+  m.bits = bits;
+  m.n = n;
+  m.k = k;
+  m.groups = (k + 31) / 32;
+  std::uniform_real_distribution<float> scale(0.001f, 0.05f), mn(-0.4f, 0.0f);
+  m.data.assign(size_t(bits == 8 ? n * k : n * m.groups * 16), 0);
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t c = 0; c < k; ++c) {
+      const uint8_t code = uint8_t(rng() % (bits == 8 ? 255 : 16));
+      if (bits == 8) {
+        m.data[size_t(j * k + c)] = uint8_t(int8_t(int(code) - 127));
+      } else {
+        const int64_t g = c / 32, i = c % 32;
+        uint8_t &b = m.data[size_t((j * m.groups + g) * 16 + i % 16)];
+        b = uint8_t(i < 16 ? (b & 0xf0) | code : (b & 0x0f) | (code << 4));
+      }
+    }
+  for (int64_t i = 0; i < n * m.groups; ++i) {
+    m.scales.push_back(scale(rng));
+    m.mins.push_back(bits == 4 ? mn(rng) : 0.0f);
+  }
+  return m;
+}
+
+class QuantKernels : public ::testing::Test {
+protected:
+  void SetUp() override {
+    if (emuCudaIncludeDir().empty())
+      GTEST_SKIP() << "no CUDA headers in this build: the kernel emulator needs cuda_bf16.h";
+  }
+
+  /// Compiles the kernel library with one wrapper per instantiation.
+  void compile(const std::vector<std::pair<std::string, std::string>> &kernels) {
+    std::ifstream f(std::string(KVPLAN_SOURCE_DIR) + "/codegen/cuda/Kernels.cuh");
+    std::stringstream src;
+    src << f.rdbuf() << "\n";
+    for (const auto &[name, body] : kernels)
+      src << "extern \"C\" __global__ void " << name << "(KvArgs a) { " << body << "; }\n";
+    library = emuCompile(src.str());
+    launcher = reinterpret_cast<Launcher>(::dlsym(library, "kvemu_launch"));
+    ASSERT_NE(launcher, nullptr);
+  }
+
+  void launch(const std::string &name, const KernelLaunch::Args &args, long long gx, long long gy,
+              long long threads) {
+    void *k = ::dlsym(library, name.c_str());
+    ASSERT_NE(k, nullptr) << name;
+    const long long grid[3] = {gx, gy, 1}, block[3] = {threads, 1, 1};
+    launcher(k, &args, grid, block);
+  }
+
+  void *library = nullptr;
+  Launcher launcher = nullptr;
+};
+
+/// One product: the kernel `name` computing rows x (n0 + n1 + n2) features
+/// of `w` into three outputs.
+struct Product {
+  std::string name;
+  int bits;
+  int64_t k, n0, n1, n2, builtRows, rows;
+  bool bias, tiled;
+  int64_t warps; // the matrix-vector kernel's
+  std::string instance() const {
+    const std::string common = "float, " + std::to_string(bits) + ", " + std::to_string(k) + ", " +
+                               std::to_string(n0) + ", " + std::to_string(n1) + ", " +
+                               std::to_string(n2) + ", " + (bias ? "true" : "false");
+    return tiled ? "kvplan::quantGemm<" + common + ">(a)"
+                 : "kvplan::quantGemv<" + common + ", " + std::to_string(warps) + ", " +
+                       std::to_string(builtRows) + ">(a)";
+  }
+};
+
+const Product kProducts[] = {
+    // Matrix-vector: K 172 (4-byte runs, a partial group of 12), one row.
+    {"gemv8_a", 8, 172, 37, 0, 0, 1, 1, false, false, 2},
+    // K 200 (8-byte runs), three outputs and a bias, 3 of 4 rows active.
+    {"gemv8_b", 8, 200, 20, 9, 9, 4, 3, false, false, 8},
+    {"gemv8_c", 8, 200, 20, 9, 9, 4, 3, true, false, 8},
+    // K 37: odd, byte runs; 8 rows.
+    {"gemv8_d", 8, 37, 33, 0, 0, 8, 8, false, false, 4},
+    // K 2048 (16-byte runs, several per lane).
+    {"gemv8_e", 8, 2048, 24, 8, 0, 2, 2, true, false, 8},
+    {"gemv4_a", 4, 172, 37, 0, 0, 1, 1, false, false, 2},
+    {"gemv4_b", 4, 200, 20, 9, 9, 4, 3, true, false, 8},
+    {"gemv4_c", 4, 37, 33, 0, 0, 8, 8, false, false, 4},
+    {"gemv4_d", 4, 2080, 24, 8, 0, 2, 2, true, false, 8},
+    // Tiled: 70 rows (a second row tile of 6), features across outputs and
+    // past the last feature tile.
+    {"gemm8_a", 8, 172, 65, 17, 0, 70, 70, true, true, 0},
+    {"gemm8_b", 8, 37, 100, 0, 0, 64, 9, false, true, 0},
+    {"gemm8_c", 8, 256, 64, 0, 0, 128, 128, false, true, 0},
+    {"gemm4_a", 4, 172, 65, 17, 0, 70, 70, true, true, 0},
+    {"gemm4_b", 4, 37, 100, 0, 0, 64, 9, false, true, 0},
+    {"gemm4_c", 4, 200, 30, 30, 40, 96, 96, true, true, 0},
+};
+
+TEST_F(QuantKernels, ProductsMatchADoublePrecisionReference) {
+  std::vector<std::pair<std::string, std::string>> kernels;
+  for (const Product &p : kProducts) kernels.push_back({p.name, p.instance()});
+  compile(kernels);
+  std::mt19937 rng(23);
+  for (const Product &p : kProducts) {
+    SCOPED_TRACE(p.name);
+    const int64_t n = p.n0 + p.n1 + p.n2;
+    const QuantMatrix w = randomMatrix(p.bits, n, p.k, rng);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<float> x(static_cast<size_t>(p.builtRows * p.k), NAN);
+    std::vector<float> bias(static_cast<size_t>(n));
+    for (int64_t i = 0; i < p.rows * p.k; ++i) x[size_t(i)] = nd(rng);
+    for (float &b : bias) b = nd(rng);
+    const int64_t cols[3] = {p.n0, p.n1, p.n2};
+    std::vector<float> outs[3];
+    for (int o = 0; o < 3; ++o)
+      outs[o].assign(size_t(p.builtRows * std::max<int64_t>(cols[o], 1)), NAN);
+    KernelLaunch::Args a{};
+    a.p[0] = reinterpret_cast<char *>(x.data());
+    a.p[1] = reinterpret_cast<char *>(const_cast<uint8_t *>(w.data.data()));
+    a.p[2] = reinterpret_cast<char *>(const_cast<float *>(w.scales.data()));
+    a.p[3] = reinterpret_cast<char *>(const_cast<float *>(w.mins.data()));
+    a.p[4] = reinterpret_cast<char *>(bias.data());
+    for (int o = 0; o < 3; ++o) a.p[5 + o] = reinterpret_cast<char *>(outs[o].data());
+    a.i[0] = p.rows;
+    if (p.tiled) launch(p.name, a, (n + 63) / 64, (p.rows + 63) / 64, 256);
+    else launch(p.name, a, (n + p.warps - 1) / p.warps, 1, p.warps * 32);
+    for (int64_t r = 0; r < p.builtRows; ++r)
+      for (int64_t j = 0; j < n; ++j) {
+        const int o = j < p.n0 ? 0 : j < p.n0 + p.n1 ? 1 : 2;
+        const int64_t c = j - (o > 0 ? p.n0 : 0) - (o > 1 ? p.n1 : 0);
+        const float got = outs[o][size_t(r * cols[o] + c)];
+        if (r >= p.rows) {
+          EXPECT_TRUE(std::isnan(got)) << "row " << r << " is not active but was written";
+          continue;
+        }
+        double want = p.bias ? bias[size_t(j)] : 0.0, size = 0;
+        for (int64_t kk = 0; kk < p.k; ++kk) {
+          want += double(x[size_t(r * p.k + kk)]) * w.at(j, kk);
+          size += std::abs(double(x[size_t(r * p.k + kk)]) * w.at(j, kk));
+        }
+        ASSERT_NEAR(got, want, 1e-5 * size + 1e-6) << "row " << r << ", feature " << j;
+      }
+  }
+}
+
+TEST_F(QuantKernels, EmbeddingRowsDequantize) {
+  compile({{"emb8_172", "kvplan::embeddingQuant<8, float, 172, 256>(a)"},
+           {"emb4_172", "kvplan::embeddingQuant<4, float, 172, 256>(a)"},
+           {"emb8_37", "kvplan::embeddingQuant<8, float, 37, 256>(a)"},
+           {"emb4_37", "kvplan::embeddingQuant<4, float, 37, 256>(a)"}});
+  std::mt19937 rng(29);
+  for (int bits : {8, 4})
+    for (int64_t cols : {172, 37}) {
+      SCOPED_TRACE(std::to_string(bits) + " bits, " + std::to_string(cols) + " columns");
+      const int64_t vocab = 11;
+      const QuantMatrix t = randomMatrix(bits, vocab, cols, rng);
+      std::vector<int32_t> tokens = {0, 10, 3, 3};
+      std::vector<float> out(tokens.size() * size_t(cols), NAN);
+      KernelLaunch::Args a{};
+      a.p[0] = reinterpret_cast<char *>(tokens.data());
+      a.p[1] = reinterpret_cast<char *>(const_cast<uint8_t *>(t.data.data()));
+      a.p[2] = reinterpret_cast<char *>(const_cast<float *>(t.scales.data()));
+      a.p[3] = reinterpret_cast<char *>(const_cast<float *>(t.mins.data()));
+      a.p[4] = reinterpret_cast<char *>(out.data());
+      launch("emb" + std::to_string(bits) + "_" + std::to_string(cols), a, int64_t(tokens.size()),
+             1, 256);
+      for (size_t r = 0; r < tokens.size(); ++r)
+        for (int64_t c = 0; c < cols; ++c)
+          ASSERT_NEAR(out[r * size_t(cols) + size_t(c)], t.at(tokens[r], c), 1e-6)
+              << "row " << r << ", column " << c;
+    }
+}
+
+} // namespace
