@@ -1,20 +1,26 @@
-// Hugging Face tokenizer.json byte-level BPE (Llama 3, Qwen2, SmolLM2): added
-// tokens matched literally, regex pre-tokenization through PCRE2, GPT-2's
-// byte-to-unicode map, and merges applied by rank.
+// Hugging Face tokenizer.json byte-level BPE (Llama 3, Qwen2/3, SmolLM2):
+// added tokens matched literally, the Unicode normalizers (through utf8proc),
+// regex pre-tokenization through PCRE2 with Oniguruma's meaning of the
+// classes, GPT-2's byte-to-unicode map, and merges applied by rank. The big
+// vocabulary and merge tables are read straight from the JSON text.
 #include "formats/TokenizerInternal.h"
 
+#include "formats/JsonScan.h"
 #include "spec/ModelSpec.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
 #include <nlohmann/json.hpp>
+#include <utf8proc.h>
 
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cstdlib>
+#include <deque>
+#include <functional>
 #include <memory>
-#include <unordered_map>
 
 namespace kvplan {
 namespace tokenizer_detail {
@@ -67,14 +73,203 @@ uint32_t nextCodePoint(std::string_view s, size_t &i) {
   return cp;
 }
 
-/// A compiled PCRE2 pattern (Unicode, so \p{L} and \s mean what the
-/// tokenizer's Oniguruma patterns mean).
+// Oniguruma's Space (Unicode White_Space), as PCRE2 class items: PCRE2's \s
+// also matches U+180E MONGOLIAN VOWEL SEPARATOR, which left White_Space in
+// Unicode 6.3 (PCRE2 keeps it in \h).
+constexpr const char *kOnigSpace =
+    "\\x{9}-\\x{d}\\x{20}\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}";
+// Oniguruma's Word: Alphabetic, marks, decimal digits and connector
+// punctuation, and below U+0100 its Latin-1 table, which adds the
+// superscript digits and the fractions (PCRE2 10.42's \w is letters,
+// numbers and '_').
+constexpr const char *kOnigWord = "\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\x{b2}\\x{b3}\\x{b9}\\x{bc}-\\x{be}";
+
+/// `pattern`, written for Oniguruma's Ruby syntax (what Hugging Face's
+/// tokenizers compiles Split patterns with), rewritten so that PCRE2 gives the
+/// same classes: \s \S \w \W become explicit classes, and \h \H (hex digits
+/// in Oniguruma, horizontal space in PCRE2) and \v (a vertical tab there, any
+/// vertical space here) their Oniguruma meaning. \p{..} classes need no
+/// rewrite; both engines read them from the Unicode tables.
+std::string onigToPcre2(const std::string &pattern, const std::string &where) {
+  std::string out;
+  int classDepth = 0;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    char c = pattern[i];
+    if (c != '\\' || i + 1 == pattern.size()) {
+      if (c == '[' && pattern.compare(i, 2, "[:") == 0 && classDepth > 0) {
+        size_t close = pattern.find(":]", i + 2); // a POSIX class such as [:alpha:]
+        if (close != std::string::npos) {
+          out.append(pattern, i, close + 2 - i);
+          i = close + 1;
+          continue;
+        }
+      }
+      if (c == '[') {
+        ++classDepth;
+        out += c;
+        // A ']' first in a class is a literal in both engines.
+        if (i + 1 < pattern.size() && pattern[i + 1] == '^') out += pattern[++i];
+        if (i + 1 < pattern.size() && pattern[i + 1] == ']') out += pattern[++i];
+        continue;
+      }
+      if (c == ']' && classDepth > 0) --classDepth;
+      out += c;
+      continue;
+    }
+    char e = pattern[++i];
+    const char *items = e == 's' || e == 'S' ? kOnigSpace : e == 'w' || e == 'W' ? kOnigWord
+                        : e == 'h' || e == 'H' ? "0-9a-fA-F" : nullptr;
+    bool negated = e == 'S' || e == 'W' || e == 'H';
+    if (e == 'v') {
+      out += "\\x{b}";
+    } else if (!items) {
+      out += '\\';
+      out += e;
+    } else if (classDepth == 0) {
+      out += negated ? "[^" : "[";
+      out += items;
+      out += ']';
+    } else if (!negated) {
+      out += items;
+    } else {
+      throw InputError(where + ": \\" + std::string(1, e) +
+                       " inside a character class has no PCRE2 equivalent kvplan can write; "
+                       "use a negated class ([^...]) instead");
+    }
+  }
+  return out;
+}
+
+/// The Unicode normalization forms of Hugging Face's NFC, NFD, NFKC and NFKD
+/// normalizers, as utf8proc options.
+utf8proc_option_t normalizationOptions(const std::string &type) {
+  int base = UTF8PROC_STABLE;
+  if (type == "NFC") return utf8proc_option_t(base | UTF8PROC_COMPOSE);
+  if (type == "NFD") return utf8proc_option_t(base | UTF8PROC_DECOMPOSE);
+  if (type == "NFKC") return utf8proc_option_t(base | UTF8PROC_COMPOSE | UTF8PROC_COMPAT);
+  if (type == "NFKD") return utf8proc_option_t(base | UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT);
+  return utf8proc_option_t(0);
+}
+
+/// `text` (valid UTF-8) in the normalization form `options` describes.
+std::string normalizeUnicode(std::string_view text, utf8proc_option_t options) {
+  if (text.empty())
+    return std::string();
+  utf8proc_uint8_t *mapped = nullptr;
+  utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t *>(text.data()),
+                                    utf8proc_ssize_t(text.size()), &mapped, options);
+  if (n < 0)
+    throw InputError(std::string("Unicode normalization failed: ") + utf8proc_errmsg(n));
+  std::string out(reinterpret_cast<const char *>(mapped), size_t(n));
+  std::free(mapped);
+  return out;
+}
+
+/// model.vocab: the pieces back to back in one buffer (about 1 MB, where the
+/// JSON text is 10), and piece text -> id by open addressing in a
+/// power-of-two table at most half full whose slots hold a hash tag and an
+/// entry. Loading looks pieces up about a million times (three per merge),
+/// so it is the cache footprint that decides the load time. A later
+/// duplicate piece wins, as in the map Hugging Face reads the vocabulary into.
+class PieceIndex {
+public:
+  void add(std::string_view piece, int32_t id) {
+    bytes.append(piece);
+    offsets.push_back(uint32_t(bytes.size()));
+    ids.push_back(id);
+  }
+  size_t size() const { return ids.size(); }
+  std::string_view piece(size_t e) const {
+    return std::string_view(bytes).substr(offsets[e], offsets[e + 1] - offsets[e]);
+  }
+  int32_t id(size_t e) const { return ids[e]; }
+
+  /// Indexes what add() gave; call once, after the last add().
+  void build() {
+    size_t size = 16;
+    while (size < 2 * ids.size()) size *= 2;
+    slots.assign(size, 0);
+    mask = size - 1;
+    for (size_t e = 0; e < ids.size(); ++e) {
+      std::string_view p = piece(e);
+      uint64_t h = std::hash<std::string_view>{}(p);
+      size_t i = h & mask;
+      while (slots[i] && !(tag(slots[i]) == uint32_t(h >> 32) && piece(entry(slots[i])) == p))
+        i = (i + 1) & mask;
+      slots[i] = (h >> 32 << 32) | uint64_t(e + 1);
+    }
+  }
+  /// The id of `piece`, -1 when the vocabulary lacks it.
+  int32_t find(std::string_view p) const {
+    if (slots.empty())
+      return -1;
+    uint64_t h = std::hash<std::string_view>{}(p);
+    for (size_t i = h & mask; slots[i]; i = (i + 1) & mask)
+      if (tag(slots[i]) == uint32_t(h >> 32) && piece(entry(slots[i])) == p)
+        return ids[entry(slots[i])];
+    return -1;
+  }
+
+private:
+  static uint32_t tag(uint64_t slot) { return uint32_t(slot >> 32); }
+  static size_t entry(uint64_t slot) { return size_t(uint32_t(slot)) - 1; }
+
+  std::string bytes;
+  std::vector<uint32_t> offsets{0}; // entry e is bytes[offsets[e], offsets[e + 1])
+  std::vector<int32_t> ids;
+  std::vector<uint64_t> slots; // hash tag << 32 | entry + 1; 0 when empty
+  size_t mask = 0;
+};
+
+/// (left id, right id) -> (rank, merged id), open addressing like PieceIndex.
+/// A pair listed twice keeps its last listing, as in Hugging Face's merge map.
+class MergeIndex {
+public:
+  struct Entry {
+    uint64_t key = kEmpty;
+    int32_t rank = 0, merged = -1;
+  };
+  static uint64_t key(int32_t a, int32_t b) { return (uint64_t(uint32_t(a)) << 32) | uint32_t(b); }
+
+  void build(const std::vector<Entry> &entries) {
+    // At most 3/4 full: the table (16 bytes a slot) is the largest
+    // allocation of a load, and fresh pages cost more than short probes.
+    size_t size = 16;
+    while (size * 3 < 4 * entries.size()) size *= 2;
+    slots.assign(size, Entry{});
+    mask = size - 1;
+    for (const Entry &e : entries) slots[slot(e.key)] = e;
+  }
+  const Entry *find(uint64_t k) const {
+    if (slots.empty())
+      return nullptr;
+    const Entry &e = slots[slot(k)];
+    return e.key == kEmpty ? nullptr : &e;
+  }
+
+private:
+  static constexpr uint64_t kEmpty = ~uint64_t(0); // ids are below 2^26
+  size_t slot(uint64_t k) const {
+    // splitmix64's finalizer: the ids' low bits alone would cluster.
+    uint64_t h = (k ^ (k >> 30)) * 0xBF58476D1CE4E5B9ull;
+    h = (h ^ (h >> 27)) * 0x94D049BB133111EBull;
+    size_t i = size_t(h ^ (h >> 31)) & mask;
+    while (slots[i].key != kEmpty && slots[i].key != k) i = (i + 1) & mask;
+    return i;
+  }
+  std::vector<Entry> slots;
+  size_t mask = 0;
+};
+
+/// A compiled PCRE2 pattern (Unicode; a pattern goes through onigToPcre2
+/// first, so that its classes mean what Oniguruma's do).
 class Regex {
 public:
-  Regex(const std::string &pattern, bool literal, const std::string &where) {
+  Regex(const std::string &onigPattern, bool literal, const std::string &where) {
     int err = 0;
     PCRE2_SIZE errOffset = 0;
     uint32_t options = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
+    std::string pattern = literal ? onigPattern : onigToPcre2(onigPattern, where);
     code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), options, &err,
                          &errOffset, nullptr);
     if (!code) {
@@ -131,8 +326,10 @@ private:
 
 struct AddedToken {
   std::string content;
+  std::string matchText; // content, normalized when `normalized`
   int32_t id = -1;
   bool special = false, lstrip = false, rstrip = false, singleWord = false;
+  bool normalized = false; // matched in the normalized text, not the raw one
 };
 
 /// One pre-tokenizer step, applied to every piece the previous step made.
@@ -152,16 +349,11 @@ bool isWordByte(char c) {
 class HfBpeTokenizer : public Tokenizer {
 public:
   HfBpeTokenizer(std::string text, const std::string &origin) : jsonText(std::move(text)), origin(origin) {
-    json root;
+    // Loading keeps views into jsonText (and `owned`), so the object stays put.
+    Sections sections = scanSections();
+    const json &root = sections.root;
     try {
-      root = json::parse(jsonText);
-    } catch (const json::exception &e) {
-      throw InputError(origin + ": malformed JSON: " + e.what());
-    }
-    if (!root.is_object())
-      fail("the top level", "is not a JSON object");
-    try {
-      loadModel(root);
+      loadModel(root, sections);
       loadAddedTokens(root);
       loadNormalizer(root);
       loadPreTokenizer(root);
@@ -170,12 +362,20 @@ public:
       // A field of the wrong JSON type that no check above caught.
       throw InputError(origin + ": unexpected tokenizer.json content: " + e.what());
     }
+    // Added tokens matched after normalization are matched as normalized.
+    for (AddedToken &t : added) t.matchText = t.normalized ? normalize(t.content) : t.content;
+    for (size_t k = 0; k < added.size(); ++k)
+      if (!added[k].matchText.empty())
+        addedByFirstByte[static_cast<unsigned char>(added[k].matchText[0])].push_back(k);
     for (const char *name : kEndOfSequenceNames)
       for (const AddedToken &t : added)
         if (t.special && t.content == name &&
             std::find(eos.begin(), eos.end(), t.id) == eos.end())
           eos.push_back(t.id);
   }
+
+  HfBpeTokenizer(const HfBpeTokenizer &) = delete;
+  HfBpeTokenizer &operator=(const HfBpeTokenizer &) = delete;
 
   std::vector<int32_t> encode(std::string_view rawText, bool addBos) const override {
     // Hugging Face works on Rust strings, which are valid UTF-8; bytes that
@@ -184,18 +384,14 @@ public:
     std::vector<int32_t> out;
     if (addBos && bos >= 0)
       out.push_back(bos);
-    size_t pos = 0;
-    while (pos < text.size()) {
-      size_t begin = 0, end = 0;
-      const AddedToken *t = findAdded(text, pos, begin, end);
-      if (!t) {
-        encodeSegment(std::string_view(text).substr(pos), out);
-        break;
-      }
-      encodeSegment(std::string_view(text).substr(pos, begin - pos), out);
-      out.push_back(t->id);
-      pos = end;
-    }
+    // As Hugging Face's AddedVocabulary does: tokens marked "normalized":
+    // false are found in the raw text, the text between them is normalized,
+    // and the other added tokens are found in that.
+    splitAdded(text, /*normalizedPass=*/false, out, [&](std::string_view raw) {
+      std::string normalized = normalize(raw);
+      splitAdded(normalized, /*normalizedPass=*/true, out,
+                 [&](std::string_view piece) { encodeSegment(piece, out); });
+    });
     return out;
   }
 
@@ -205,7 +401,7 @@ public:
     for (int32_t id : ids) {
       if (id < 0 || size_t(id) >= idToToken.size() || isSpecial[id])
         continue;
-      const std::string &tok = idToToken[id];
+      std::string_view tok = idToToken[id];
       // Like the ByteLevel decoder: unmap every character, or keep the token
       // as it is written when one is outside the byte alphabet.
       std::string unmapped;
@@ -238,7 +434,7 @@ private:
     throw InputError(origin + ": " + where + " " + what);
   }
 
-  void setToken(int32_t id, const std::string &s, bool special, const std::string &where) {
+  void setToken(int32_t id, std::string_view s, bool special, const std::string &where) {
     if (id < 0 || id > (1 << 26))
       fail(where, "has id " + std::to_string(id));
     if (size_t(id) >= idToToken.size()) {
@@ -249,7 +445,51 @@ private:
     isSpecial[id] = special;
   }
 
-  void loadModel(const json &root) {
+  /// tokenizer.json's members as nlohmann values, except model.vocab and
+  /// model.merges, which are only located here and read by readVocab and
+  /// readMerges (each ~5 MB: a JSON tree of them is most of the load time).
+  struct Sections {
+    json root = json::object();
+    size_t vocabAt = 0, mergesAt = 0; // offsets in the text; 0 when absent
+  };
+
+  json parseMember(JsonScanner &scan) const {
+    size_t at = scan.offset();
+    std::string_view raw = scan.skipValue();
+    try {
+      return json::parse(raw);
+    } catch (const json::exception &e) {
+      throw InputError(origin + ": malformed JSON in the value at byte " + std::to_string(at) + ": " + e.what());
+    }
+  }
+
+  Sections scanSections() const {
+    JsonScanner scan(jsonText, origin);
+    Sections s;
+    if (scan.peek() != '{')
+      fail("the top level", "is not a JSON object");
+    scan.readObject([&](std::string_view key) {
+      if (key != "model" || scan.peek() != '{') {
+        s.root[std::string(key)] = parseMember(scan);
+        return;
+      }
+      json model = json::object();
+      scan.readObject([&](std::string_view member) {
+        size_t at = scan.offset();
+        if (member == "vocab" || member == "merges") {
+          scan.skipValue();
+          (member == "vocab" ? s.vocabAt : s.mergesAt) = at;
+        } else {
+          model[std::string(member)] = parseMember(scan);
+        }
+      });
+      s.root["model"] = std::move(model);
+    });
+    scan.expectEnd();
+    return s;
+  }
+
+  void loadModel(const json &root, const Sections &sections) {
     auto it = root.find("model");
     if (it == root.end() || !it->is_object())
       fail("\"model\"", "is missing");
@@ -263,54 +503,80 @@ private:
         fail(std::string("model.") + key, "is set; kvplan's byte-level BPE does not support it");
     }
     ignoreMerges = model.value("ignore_merges", false);
-
-    auto vit = model.find("vocab");
-    if (vit == model.end() || !vit->is_object() || vit->empty())
-      fail("model.vocab", "is missing or not a non-empty object");
-    for (auto &[piece, idv] : vit->items()) {
-      if (!idv.is_number_integer())
-        fail("model.vocab[\"" + piece + "\"]", "is not an integer id");
-      int32_t id = idv.get<int32_t>();
-      vocab.emplace(piece, id);
-      setToken(id, piece, false, "model.vocab[\"" + piece + "\"]");
-    }
+    readVocab(sections.vocabAt);
     auto unkIt = model.find("unk_token");
-    if (unkIt != model.end() && unkIt->is_string()) {
-      auto u = vocab.find(unkIt->get<std::string>());
-      if (u != vocab.end())
-        unk = u->second;
-    }
+    if (unkIt != model.end() && unkIt->is_string())
+      unk = vocab.find(unkIt->get<std::string>());
+    readMerges(sections.mergesAt);
+  }
 
-    auto mit = model.find("merges");
-    if (mit == model.end() || !mit->is_array())
+  void readVocab(size_t at) {
+    JsonScanner scan(jsonText, origin);
+    scan.seek(at);
+    if (at == 0 || scan.peek() != '{')
+      fail("model.vocab", "is missing or not a non-empty object");
+    scan.readObject([&](std::string_view key) {
+      char c = scan.peek();
+      int64_t id = c == '-' || (c >= '0' && c <= '9') ? scan.readInteger() : -1;
+      if (c != '-' && (c < '0' || c > '9'))
+        fail("model.vocab[\"" + std::string(key) + "\"]", "is not an integer id");
+      if (id < 0 || id > (1 << 26))
+        fail("model.vocab[\"" + std::string(key) + "\"]", "has id " + std::to_string(id));
+      vocab.add(key, int32_t(id));
+    });
+    if (vocab.size() == 0)
+      fail("model.vocab", "is missing or not a non-empty object");
+    vocab.build();
+    for (size_t e = 0; e < vocab.size(); ++e) setToken(vocab.id(e), vocab.piece(e), false, "model.vocab");
+  }
+
+  void readMerges(size_t at) {
+    JsonScanner scan(jsonText, origin);
+    scan.seek(at);
+    if (at == 0 || scan.peek() != '[')
       fail("model.merges", "is missing or not an array");
+    // Reserved for the most merges the text can hold (a merge takes at
+    // least 6 bytes): only the pages used are ever touched.
+    std::vector<MergeIndex::Entry> entries;
+    entries.reserve((jsonText.size() - at) / 6);
+    std::string scratchA, scratchB, joined;
     int32_t rank = 0;
-    for (const json &m : *mit) {
-      std::string where = "model.merges[" + std::to_string(rank) + "]";
-      std::string a, b;
-      if (m.is_string()) {
+    scan.readArray([&] {
+      std::string_view a, b;
+      if (scan.peek() == '"') {
         // The older form "a b": byte-level tokens never contain a space.
-        std::string s = m.get<std::string>();
+        std::string_view s = scan.readString(scratchA);
         size_t sp = s.find(' ');
-        if (sp == std::string::npos || s.find(' ', sp + 1) != std::string::npos)
-          fail(where, "\"" + s + "\" is not two tokens separated by one space");
+        if (sp == std::string_view::npos || s.find(' ', sp + 1) != std::string_view::npos)
+          fail(mergeWhere(rank), "\"" + std::string(s) + "\" is not two tokens separated by one space");
         a = s.substr(0, sp);
         b = s.substr(sp + 1);
-      } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
-        a = m[0].get<std::string>();
-        b = m[1].get<std::string>();
+      } else if (scan.tryConsume('[')) {
+        if (scan.peek() != '"')
+          fail(mergeWhere(rank), "is neither \"a b\" nor [\"a\", \"b\"]");
+        a = scan.readString(scratchA);
+        scan.expect(',');
+        if (scan.peek() != '"')
+          fail(mergeWhere(rank), "is neither \"a b\" nor [\"a\", \"b\"]");
+        b = scan.readString(scratchB);
+        if (!scan.tryConsume(']'))
+          fail(mergeWhere(rank), "is neither \"a b\" nor [\"a\", \"b\"]");
       } else {
-        fail(where, "is neither \"a b\" nor [\"a\", \"b\"]");
+        fail(mergeWhere(rank), "is neither \"a b\" nor [\"a\", \"b\"]");
       }
-      auto ia = vocab.find(a), ib = vocab.find(b), iab = vocab.find(a + b);
-      if (ia == vocab.end() || ib == vocab.end() || iab == vocab.end())
-        fail(where, "(\"" + a + "\", \"" + b + "\") uses or makes a token missing from model.vocab");
-      uint64_t key = pairKey(ia->second, ib->second);
-      // The first (best-ranked) listing of a pair wins.
-      merges.emplace(key, std::make_pair(rank, iab->second));
+      joined.assign(a);
+      joined += b;
+      int32_t ia = vocab.find(a), ib = vocab.find(b), iab = vocab.find(joined);
+      if (ia < 0 || ib < 0 || iab < 0)
+        fail(mergeWhere(rank), "(\"" + std::string(a) + "\", \"" + std::string(b) +
+                                   "\") uses or makes a token missing from model.vocab");
+      entries.push_back({MergeIndex::key(ia, ib), rank, iab});
       ++rank;
-    }
+    });
+    merges.build(entries);
   }
+
+  static std::string mergeWhere(int32_t rank) { return "model.merges[" + std::to_string(rank) + "]"; }
 
   void loadAddedTokens(const json &root) {
     auto it = root.find("added_tokens");
@@ -333,30 +599,43 @@ private:
       a.lstrip = t.value("lstrip", false);
       a.rstrip = t.value("rstrip", false);
       a.singleWord = t.value("single_word", false);
-      setToken(a.id, a.content, a.special, where);
+      // Hugging Face's default: special tokens match the raw text.
+      a.normalized = t.value("normalized", !a.special);
+      setToken(a.id, owned.emplace_back(a.content), a.special, where);
       added.push_back(a);
     }
-    for (size_t k = 0; k < added.size(); ++k)
-      addedByFirstByte[static_cast<unsigned char>(added[k].content[0])].push_back(k);
+  }
+
+  void addNormalizer(const json &n, const std::string &where) {
+    if (!n.is_object() || !n.contains("type") || !n["type"].is_string())
+      fail(where, "has no \"type\"");
+    std::string type = n["type"].get<std::string>();
+    if (type == "Sequence") {
+      const json &list = n.contains("normalizers") ? n["normalizers"] : json();
+      if (!list.is_array())
+        fail(where + ".normalizers", "is not an array");
+      for (size_t i = 0; i < list.size(); ++i)
+        addNormalizer(list[i], where + ".normalizers[" + std::to_string(i) + "]");
+      return;
+    }
+    utf8proc_option_t form = normalizationOptions(type);
+    if (!form)
+      fail(where, "has type \"" + type + "\"; kvplan supports the normalizers NFC, NFD, NFKC and NFKD "
+                  "(alone or in a Sequence) for byte-level BPE");
+    normalizers.push_back(form);
   }
 
   void loadNormalizer(const json &root) {
     auto it = root.find("normalizer");
-    if (it == root.end() || it->is_null())
-      return;
-    // NFC leaves text that is already composed unchanged, and kvplan has no
-    // Unicode normalization tables: accept it and encode the text as given.
-    auto isNfc = [](const json &n) { return n.is_object() && n.value("type", "") == "NFC"; };
-    if (isNfc(*it))
-      return;
-    if (it->is_object() && it->value("type", "") == "Sequence" && it->contains("normalizers")) {
-      bool allNfc = true;
-      for (const json &n : (*it)["normalizers"]) allNfc = allNfc && isNfc(n);
-      if (allNfc)
-        return;
-    }
-    fail("normalizer", it->dump().substr(0, 120) +
-                           " is not supported (kvplan reads byte-level BPE with no normalizer or NFC)");
+    if (it != root.end() && !it->is_null())
+      addNormalizer(*it, "normalizer");
+  }
+
+  /// `text` through the normalizer steps, in order.
+  std::string normalize(std::string_view text) const {
+    std::string out(text);
+    for (utf8proc_option_t form : normalizers) out = normalizeUnicode(out, form);
+    return out;
   }
 
   void addStep(const json &p, const std::string &where) {
@@ -424,9 +703,8 @@ private:
     for (const AddedToken &t : added)
       if (t.content == name)
         return t.id;
-    auto v = vocab.find(name);
-    if (v != vocab.end())
-      return v->second;
+    if (int32_t v = vocab.find(name); v >= 0)
+      return v;
     fail(where, "names special token \"" + name + "\", which the tokenizer does not define");
   }
 
@@ -462,28 +740,29 @@ private:
     }
   }
 
-  static uint64_t pairKey(int32_t a, int32_t b) { return (uint64_t(uint32_t(a)) << 32) | uint32_t(b); }
-
-  /// The leftmost added token at or after `pos` (the longest one where
-  /// several start there), with [begin, end) widened over the whitespace
-  /// that lstrip/rstrip absorb.
-  const AddedToken *findAdded(const std::string &text, size_t pos, size_t &begin, size_t &end) const {
+  /// The leftmost added token of this pass (those matched in the normalized
+  /// text, or in the raw text) at or after `pos`, the longest one where
+  /// several start there, with [begin, end) widened over the whitespace that
+  /// lstrip/rstrip absorb.
+  const AddedToken *findAdded(std::string_view text, bool normalizedPass, size_t pos, size_t &begin,
+                              size_t &end) const {
     for (size_t i = pos; i < text.size(); ++i) {
       const AddedToken *best = nullptr;
       for (size_t k : addedByFirstByte[static_cast<unsigned char>(text[i])]) {
         const AddedToken &t = added[k];
-        if (text.compare(i, t.content.size(), t.content) != 0)
+        const std::string &m = t.matchText;
+        if (t.normalized != normalizedPass || text.compare(i, m.size(), m) != 0)
           continue;
         if (t.singleWord && ((i > 0 && isWordByte(text[i - 1])) ||
-                             (i + t.content.size() < text.size() && isWordByte(text[i + t.content.size()]))))
+                             (i + m.size() < text.size() && isWordByte(text[i + m.size()]))))
           continue;
-        if (!best || t.content.size() > best->content.size())
+        if (!best || m.size() > best->matchText.size())
           best = &t;
       }
       if (!best)
         continue;
       begin = i;
-      end = i + best->content.size();
+      end = i + best->matchText.size();
       if (best->lstrip)
         while (begin > pos && isAsciiSpace(text[begin - 1])) --begin;
       if (best->rstrip)
@@ -491,6 +770,26 @@ private:
       return best;
     }
     return nullptr;
+  }
+
+  /// Appends the ids of the added tokens of this pass found in `text` and
+  /// hands the text between them to `between`.
+  template <typename BetweenFn>
+  void splitAdded(std::string_view text, bool normalizedPass, std::vector<int32_t> &out,
+                  BetweenFn between) const {
+    size_t pos = 0;
+    while (pos < text.size()) {
+      size_t begin = 0, end = 0;
+      const AddedToken *t = findAdded(text, normalizedPass, pos, begin, end);
+      if (!t) {
+        between(text.substr(pos));
+        return;
+      }
+      if (begin > pos)
+        between(text.substr(pos, begin - pos));
+      out.push_back(t->id);
+      pos = end;
+    }
   }
 
   /// Pre-tokenizes text between added tokens and runs BPE on each piece.
@@ -531,9 +830,9 @@ private:
 
   void encodeWord(const std::string &word, std::vector<int32_t> &out) const {
     if (ignoreMerges) {
-      auto it = vocab.find(word);
-      if (it != vocab.end()) {
-        out.push_back(it->second);
+      int32_t id = vocab.find(word);
+      if (id >= 0) {
+        out.push_back(id);
         return;
       }
     }
@@ -543,17 +842,16 @@ private:
       nextCodePoint(word, i);
       MergeSymbol s;
       s.text = word.substr(start, i - start);
-      auto it = vocab.find(s.text);
-      s.id = it == vocab.end() ? -1 : it->second;
+      s.id = vocab.find(s.text);
       symbols.push_back(std::move(s));
     }
     auto candidate = [&](const MergeSymbol &l, const MergeSymbol &r) -> std::optional<MergeCandidate> {
       if (l.id < 0 || r.id < 0)
         return std::nullopt;
-      auto it = merges.find(pairKey(l.id, r.id));
-      if (it == merges.end())
+      const MergeIndex::Entry *m = merges.find(MergeIndex::key(l.id, r.id));
+      if (!m)
         return std::nullopt;
-      return MergeCandidate{-double(it->second.first), it->second.second};
+      return MergeCandidate{-double(m->rank), m->merged};
     };
     for (const MergeSymbol &s : mergeSymbols(std::move(symbols), candidate)) {
       if (s.id >= 0)
@@ -567,13 +865,15 @@ private:
 
   std::string jsonText;
   std::string origin;
-  std::unordered_map<std::string, int32_t> vocab;
-  std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges; // (a, b) -> (rank, a+b)
-  std::vector<std::string> idToToken;
+  std::deque<std::string> owned; // added tokens' text, which idToToken views
+  PieceIndex vocab;               // model.vocab only, not the added tokens
+  MergeIndex merges;
+  std::vector<std::string_view> idToToken;
   std::vector<bool> isSpecial;
   std::vector<AddedToken> added;
   std::array<std::vector<size_t>, 256> addedByFirstByte;
   std::vector<PreStep> steps;
+  std::vector<utf8proc_option_t> normalizers;
   bool ignoreMerges = false;
   int32_t unk = -1;
   int32_t bos = -1;
