@@ -18,8 +18,8 @@
 #include <array>
 #include <cctype>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
-#include <functional>
 #include <memory>
 
 namespace kvplan {
@@ -165,59 +165,92 @@ std::string normalizeUnicode(std::string_view text, utf8proc_option_t options) {
   return out;
 }
 
-/// model.vocab: the pieces back to back in one buffer (about 1 MB, where the
-/// JSON text is 10), and piece text -> id by open addressing in a
-/// power-of-two table at most half full whose slots hold a hash tag and an
-/// entry. Loading looks pieces up about a million times (three per merge),
-/// so it is the cache footprint that decides the load time. A later
+/// model.vocab: the pieces back to back in one buffer (about 2 MB, where the
+/// JSON text is 10), each after its length and id, and piece text -> id by
+/// open addressing in a power-of-two table at most half full whose slots
+/// hold a hash tag and where a piece's record starts. Loading looks pieces
+/// up about a million times (three per merge), so it is cache misses that
+/// decide the load time: a lookup touches one slot and one record. A later
 /// duplicate piece wins, as in the map Hugging Face reads the vocabulary into.
 class PieceIndex {
 public:
   void add(std::string_view piece, int32_t id) {
+    records.push_back(uint32_t(bytes.size()));
+    uint32_t header[2] = {uint32_t(piece.size()), uint32_t(id)};
+    bytes.append(reinterpret_cast<const char *>(header), sizeof(header));
     bytes.append(piece);
-    offsets.push_back(uint32_t(bytes.size()));
-    ids.push_back(id);
   }
-  size_t size() const { return ids.size(); }
-  std::string_view piece(size_t e) const {
-    return std::string_view(bytes).substr(offsets[e], offsets[e + 1] - offsets[e]);
-  }
-  int32_t id(size_t e) const { return ids[e]; }
+  size_t size() const { return records.size(); }
+  std::string_view piece(size_t e) const { return pieceAt(records[e]); }
+  int32_t id(size_t e) const { return idAt(records[e]); }
 
   /// Indexes what add() gave; call once, after the last add().
   void build() {
     size_t size = 16;
-    while (size < 2 * ids.size()) size *= 2;
+    while (size < 2 * records.size()) size *= 2;
     slots.assign(size, 0);
     mask = size - 1;
-    for (size_t e = 0; e < ids.size(); ++e) {
-      std::string_view p = piece(e);
-      uint64_t h = std::hash<std::string_view>{}(p);
+    for (uint32_t at : records) {
+      std::string_view p = pieceAt(at);
+      uint64_t h = hash(p);
       size_t i = h & mask;
-      while (slots[i] && !(tag(slots[i]) == uint32_t(h >> 32) && piece(entry(slots[i])) == p))
+      while (slots[i] && !(tag(slots[i]) == uint32_t(h >> 32) && pieceAt(record(slots[i])) == p))
         i = (i + 1) & mask;
-      slots[i] = (h >> 32 << 32) | uint64_t(e + 1);
+      slots[i] = (h >> 32 << 32) | uint64_t(at + 1);
     }
   }
+  /// A hash for short strings (pieces average a few bytes), mixed so that
+  /// both the low bits (the slot) and the high ones (the tag) vary.
+  static uint64_t hash(std::string_view p) {
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ p.size();
+    size_t i = 0;
+    for (; i + 8 <= p.size(); i += 8) {
+      uint64_t w;
+      std::memcpy(&w, p.data() + i, 8);
+      h = (h ^ w) * 0xBF58476D1CE4E5B9ull;
+      h ^= h >> 29;
+    }
+    uint64_t w = 0;
+    if (i < p.size())
+      std::memcpy(&w, p.data() + i, p.size() - i);
+    h = (h ^ w) * 0x94D049BB133111EBull;
+    h ^= h >> 32;
+    h *= 0xBF58476D1CE4E5B9ull;
+    return h ^ (h >> 29);
+  }
+  /// Starts loading the slot where a lookup of hash `h` begins.
+  void prefetchSlot(uint64_t h) const { __builtin_prefetch(slots.data() + (h & mask)); }
+  /// Starts loading the record that slot names (call once the slot is in
+  /// cache, some time after prefetchSlot).
+  void prefetchRecord(uint64_t h) const {
+    if (uint64_t slot = slots[h & mask])
+      __builtin_prefetch(bytes.data() + record(slot));
+  }
   /// The id of `piece`, -1 when the vocabulary lacks it.
-  int32_t find(std::string_view p) const {
+  int32_t find(std::string_view p) const { return find(p, hash(p)); }
+  int32_t find(std::string_view p, uint64_t h) const {
     if (slots.empty())
       return -1;
-    uint64_t h = std::hash<std::string_view>{}(p);
     for (size_t i = h & mask; slots[i]; i = (i + 1) & mask)
-      if (tag(slots[i]) == uint32_t(h >> 32) && piece(entry(slots[i])) == p)
-        return ids[entry(slots[i])];
+      if (tag(slots[i]) == uint32_t(h >> 32) && pieceAt(record(slots[i])) == p)
+        return idAt(record(slots[i]));
     return -1;
   }
 
 private:
   static uint32_t tag(uint64_t slot) { return uint32_t(slot >> 32); }
-  static size_t entry(uint64_t slot) { return size_t(uint32_t(slot)) - 1; }
+  static uint32_t record(uint64_t slot) { return uint32_t(slot) - 1; }
+  uint32_t field(uint32_t at, int k) const {
+    uint32_t v;
+    std::memcpy(&v, bytes.data() + at + 4 * k, 4);
+    return v;
+  }
+  std::string_view pieceAt(uint32_t at) const { return std::string_view(bytes).substr(at + 8, field(at, 0)); }
+  int32_t idAt(uint32_t at) const { return int32_t(field(at, 1)); }
 
-  std::string bytes;
-  std::vector<uint32_t> offsets{0}; // entry e is bytes[offsets[e], offsets[e + 1])
-  std::vector<int32_t> ids;
-  std::vector<uint64_t> slots; // hash tag << 32 | entry + 1; 0 when empty
+  std::string bytes;             // per piece: uint32 length, int32 id, the piece
+  std::vector<uint32_t> records; // where each added piece's record starts
+  std::vector<uint64_t> slots;   // hash tag << 32 | record + 1; 0 when empty
   size_t mask = 0;
 };
 
@@ -238,7 +271,12 @@ public:
     while (size * 3 < 4 * entries.size()) size *= 2;
     slots.assign(size, Entry{});
     mask = size - 1;
-    for (const Entry &e : entries) slots[slot(e.key)] = e;
+    constexpr size_t ahead = 16; // prefetch distance, as in readMerges
+    for (size_t i = 0; i < entries.size(); ++i) {
+      if (i + ahead < entries.size())
+        __builtin_prefetch(slots.data() + (mix(entries[i + ahead].key) & mask));
+      slots[slot(entries[i].key)] = entries[i];
+    }
   }
   const Entry *find(uint64_t k) const {
     if (slots.empty())
@@ -249,11 +287,14 @@ public:
 
 private:
   static constexpr uint64_t kEmpty = ~uint64_t(0); // ids are below 2^26
-  size_t slot(uint64_t k) const {
-    // splitmix64's finalizer: the ids' low bits alone would cluster.
+  // splitmix64's finalizer: the ids' low bits alone would cluster.
+  static uint64_t mix(uint64_t k) {
     uint64_t h = (k ^ (k >> 30)) * 0xBF58476D1CE4E5B9ull;
     h = (h ^ (h >> 27)) * 0x94D049BB133111EBull;
-    size_t i = size_t(h ^ (h >> 31)) & mask;
+    return h ^ (h >> 31);
+  }
+  size_t slot(uint64_t k) const {
+    size_t i = size_t(mix(k)) & mask;
     while (slots[i].key != kEmpty && slots[i].key != k) i = (i + 1) & mask;
     return i;
   }
@@ -446,11 +487,14 @@ private:
   }
 
   /// tokenizer.json's members as nlohmann values, except model.vocab and
-  /// model.merges, which are only located here and read by readVocab and
-  /// readMerges (each ~5 MB: a JSON tree of them is most of the load time).
+  /// model.merges (each ~5 MB: a JSON tree of them was most of the load
+  /// time), which readVocab and readMerges read from the text: during the
+  /// scan when "type": "BPE" comes first in "model" (as Hugging Face writes
+  /// it), else from where the scan found them.
   struct Sections {
     json root = json::object();
     size_t vocabAt = 0, mergesAt = 0; // offsets in the text; 0 when absent
+    bool vocabRead = false, mergesRead = false;
   };
 
   json parseMember(JsonScanner &scan) const {
@@ -463,7 +507,7 @@ private:
     }
   }
 
-  Sections scanSections() const {
+  Sections scanSections() {
     JsonScanner scan(jsonText, origin);
     Sections s;
     if (scan.peek() != '{')
@@ -476,7 +520,15 @@ private:
       json model = json::object();
       scan.readObject([&](std::string_view member) {
         size_t at = scan.offset();
-        if (member == "vocab" || member == "merges") {
+        auto type = model.find("type");
+        bool bpe = type != model.end() && type->is_string() && *type == "BPE";
+        if (member == "vocab" && bpe) {
+          scan.seek(readVocab(at));
+          s.vocabRead = true;
+        } else if (member == "merges" && s.vocabRead) {
+          scan.seek(readMerges(at));
+          s.mergesRead = true;
+        } else if (member == "vocab" || member == "merges") {
           scan.skipValue();
           (member == "vocab" ? s.vocabAt : s.mergesAt) = at;
         } else {
@@ -503,18 +555,22 @@ private:
         fail(std::string("model.") + key, "is set; kvplan's byte-level BPE does not support it");
     }
     ignoreMerges = model.value("ignore_merges", false);
-    readVocab(sections.vocabAt);
+    if (!sections.vocabRead)
+      readVocab(sections.vocabAt);
     auto unkIt = model.find("unk_token");
     if (unkIt != model.end() && unkIt->is_string())
       unk = vocab.find(unkIt->get<std::string>());
-    readMerges(sections.mergesAt);
+    if (!sections.mergesRead)
+      readMerges(sections.mergesAt);
   }
 
-  void readVocab(size_t at) {
+  /// Reads model.vocab from offset `at`; returns the offset after it.
+  size_t readVocab(size_t at) {
     JsonScanner scan(jsonText, origin);
     scan.seek(at);
     if (at == 0 || scan.peek() != '{')
       fail("model.vocab", "is missing or not a non-empty object");
+    int32_t maxId = -1;
     scan.readObject([&](std::string_view key) {
       char c = scan.peek();
       int64_t id = c == '-' || (c >= '0' && c <= '9') ? scan.readInteger() : -1;
@@ -523,60 +579,101 @@ private:
       if (id < 0 || id > (1 << 26))
         fail("model.vocab[\"" + std::string(key) + "\"]", "has id " + std::to_string(id));
       vocab.add(key, int32_t(id));
+      maxId = std::max(maxId, int32_t(id));
     });
     if (vocab.size() == 0)
       fail("model.vocab", "is missing or not a non-empty object");
     vocab.build();
-    for (size_t e = 0; e < vocab.size(); ++e) setToken(vocab.id(e), vocab.piece(e), false, "model.vocab");
+    idToToken.resize(size_t(maxId) + 1);
+    isSpecial.resize(size_t(maxId) + 1, false);
+    for (size_t e = 0; e < vocab.size(); ++e) idToToken[vocab.id(e)] = vocab.piece(e);
+    return scan.offset();
   }
 
-  void readMerges(size_t at) {
+  /// model.merges, from offset `at` (which it moves past them), as (left,
+  /// right) pairs of views: into the JSON text, or into `kept` for the few
+  /// written with escapes.
+  std::vector<std::pair<std::string_view, std::string_view>> parseMerges(size_t &at,
+                                                                          std::deque<std::string> &kept) const {
     JsonScanner scan(jsonText, origin);
     scan.seek(at);
     if (at == 0 || scan.peek() != '[')
       fail("model.merges", "is missing or not an array");
-    // Reserved for the most merges the text can hold (a merge takes at
-    // least 6 bytes): only the pages used are ever touched.
-    std::vector<MergeIndex::Entry> entries;
-    entries.reserve((jsonText.size() - at) / 6);
-    std::string scratchA, scratchB, joined;
-    int32_t rank = 0;
+    std::vector<std::pair<std::string_view, std::string_view>> pairs;
+    // Room for the most merges the text can hold (a merge takes at least 6
+    // bytes): pages that stay unused are never touched.
+    pairs.reserve((jsonText.size() - at) / 6);
+    std::string scratchA, scratchB;
+    auto keep = [&](std::string_view s, const std::string &scratch) {
+      return s.data() == scratch.data() ? std::string_view(kept.emplace_back(s)) : s;
+    };
     scan.readArray([&] {
       std::string_view a, b;
       if (scan.peek() == '"') {
         // The older form "a b": byte-level tokens never contain a space.
-        std::string_view s = scan.readString(scratchA);
+        std::string_view s = keep(scan.readString(scratchA), scratchA);
         size_t sp = s.find(' ');
         if (sp == std::string_view::npos || s.find(' ', sp + 1) != std::string_view::npos)
-          fail(mergeWhere(rank), "\"" + std::string(s) + "\" is not two tokens separated by one space");
+          fail(mergeWhere(pairs.size()), "\"" + std::string(s) + "\" is not two tokens separated by one space");
         a = s.substr(0, sp);
         b = s.substr(sp + 1);
-      } else if (scan.tryConsume('[')) {
-        if (scan.peek() != '"')
-          fail(mergeWhere(rank), "is neither \"a b\" nor [\"a\", \"b\"]");
-        a = scan.readString(scratchA);
+      } else if (scan.tryConsume('[') && scan.peek() == '"') {
+        a = keep(scan.readString(scratchA), scratchA);
         scan.expect(',');
         if (scan.peek() != '"')
-          fail(mergeWhere(rank), "is neither \"a b\" nor [\"a\", \"b\"]");
-        b = scan.readString(scratchB);
+          fail(mergeWhere(pairs.size()), "is neither \"a b\" nor [\"a\", \"b\"]");
+        b = keep(scan.readString(scratchB), scratchB);
         if (!scan.tryConsume(']'))
-          fail(mergeWhere(rank), "is neither \"a b\" nor [\"a\", \"b\"]");
+          fail(mergeWhere(pairs.size()), "is neither \"a b\" nor [\"a\", \"b\"]");
       } else {
-        fail(mergeWhere(rank), "is neither \"a b\" nor [\"a\", \"b\"]");
+        fail(mergeWhere(pairs.size()), "is neither \"a b\" nor [\"a\", \"b\"]");
       }
-      joined.assign(a);
-      joined += b;
-      int32_t ia = vocab.find(a), ib = vocab.find(b), iab = vocab.find(joined);
-      if (ia < 0 || ib < 0 || iab < 0)
-        fail(mergeWhere(rank), "(\"" + std::string(a) + "\", \"" + std::string(b) +
-                                   "\") uses or makes a token missing from model.vocab");
-      entries.push_back({MergeIndex::key(ia, ib), rank, iab});
-      ++rank;
+      pairs.emplace_back(a, b);
     });
-    merges.build(entries);
+    at = scan.offset();
+    return pairs;
   }
 
-  static std::string mergeWhere(int32_t rank) { return "model.merges[" + std::to_string(rank) + "]"; }
+  /// Reads model.merges from offset `at`; returns the offset after it.
+  size_t readMerges(size_t at) {
+    std::deque<std::string> kept;
+    const auto pairs = parseMerges(at, kept);
+    // Three lookups a merge in tables larger than the L2 cache: the merge
+    // `ahead` places on is hashed and its slots prefetched, and half-way
+    // there its records, so that many cache misses are in flight at once.
+    constexpr size_t ahead = 16;
+    struct Pending {
+      std::string joined;
+      std::array<uint64_t, 3> hash{};
+    };
+    std::array<Pending, ahead> ring;
+    auto start = [&](size_t i) {
+      Pending &p = ring[i % ahead];
+      p.joined.assign(pairs[i].first);
+      p.joined += pairs[i].second;
+      p.hash = {PieceIndex::hash(pairs[i].first), PieceIndex::hash(pairs[i].second), PieceIndex::hash(p.joined)};
+      for (uint64_t h : p.hash) vocab.prefetchSlot(h);
+    };
+    for (size_t i = 0; i < std::min(ahead, pairs.size()); ++i) start(i);
+    std::vector<MergeIndex::Entry> entries(pairs.size());
+    for (size_t i = 0; i < pairs.size(); ++i) {
+      if (i + ahead / 2 < pairs.size())
+        for (uint64_t h : ring[(i + ahead / 2) % ahead].hash) vocab.prefetchRecord(h);
+      const Pending &p = ring[i % ahead];
+      const auto &[a, b] = pairs[i];
+      int32_t ia = vocab.find(a, p.hash[0]), ib = vocab.find(b, p.hash[1]), iab = vocab.find(p.joined, p.hash[2]);
+      if (ia < 0 || ib < 0 || iab < 0)
+        fail(mergeWhere(i), "(\"" + std::string(a) + "\", \"" + std::string(b) +
+                                "\") uses or makes a token missing from model.vocab");
+      entries[i] = {MergeIndex::key(ia, ib), int32_t(i), iab};
+      if (i + ahead < pairs.size())
+        start(i + ahead);
+    }
+    merges.build(entries);
+    return at;
+  }
+
+  static std::string mergeWhere(size_t rank) { return "model.merges[" + std::to_string(rank) + "]"; }
 
   void loadAddedTokens(const json &root) {
     auto it = root.find("added_tokens");
