@@ -317,8 +317,8 @@ public:
       PCRE2_UCHAR msg[256];
       pcre2_get_error_message(err, msg, sizeof(msg));
       throw InputError(where + ": the pattern does not compile (" +
-                       reinterpret_cast<const char *>(msg) + " at offset " +
-                       std::to_string(errOffset) + ")");
+                       reinterpret_cast<const char *>(msg) + " at offset " + std::to_string(errOffset) +
+                       (pattern == onigPattern ? "" : " of its PCRE2 form " + pattern) + ")");
     }
     // JIT is an optimisation only; without it pcre2_match interprets.
     pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
@@ -390,7 +390,7 @@ bool isWordByte(char c) {
 class HfBpeTokenizer : public Tokenizer {
 public:
   HfBpeTokenizer(std::string text, const std::string &origin) : jsonText(std::move(text)), origin(origin) {
-    // Loading keeps views into jsonText (and `owned`), so the object stays put.
+    // idToToken views bytes the object owns, so it is never copied or moved.
     Sections sections = scanSections();
     const json &root = sections.root;
     try {

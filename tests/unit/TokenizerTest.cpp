@@ -507,6 +507,30 @@ TEST(HfBpe, AddedTokensMatchRawOrNormalizedText) {
   EXPECT_EQ(tok->encode("\xC3\xB6", false), (Ids{0xC3, 0xB6}));
 }
 
+TEST(HfBpe, ReadsEscapedJson) {
+  // Every non-ASCII character as \uXXXX (surrogate pairs above U+FFFF): the
+  // vocabulary and merges go through the escape path of kvplan's JSON reader.
+  nlohmann::json root = nlohmann::json::parse(fixtureJson(true));
+  root["added_tokens"].push_back({{"id", 271}, {"content", "\xF0\x9F\x99\x82\xC3\xA9"}, {"special", false}});
+  const std::string escaped = root.dump(-1, ' ', /*ensure_ascii=*/true);
+  ASSERT_NE(escaped.find("\\ud83d\\ude42"), std::string::npos);
+  auto plain = loadTokenizer("hf-bpe", fixtureJson(true));
+  auto tok = loadTokenizer("hf-bpe", escaped);
+  for (const std::string &s : allSentences()) EXPECT_EQ(tok->encode(s, false), plain->encode(s, false)) << s;
+  EXPECT_EQ(tok->encode("x\xF0\x9F\x99\x82\xC3\xA9", false), (Ids{'x', 271}));
+}
+
+TEST(HfBpe, JsonErrorsSayWhere) {
+  std::string bad = fixtureJson(true);
+  bad.insert(bad.find("\"merges\"") + 20, "}");
+  std::string msg = inputError([&] { loadTokenizer("hf-bpe", bad); });
+  EXPECT_NE(msg.find("malformed JSON at line "), std::string::npos) << msg;
+  nlohmann::json root = nlohmann::json::parse(fixtureJson(true));
+  root["model"]["vocab"]["x"] = "not an id";
+  msg = inputError([&] { loadTokenizer("hf-bpe", root.dump()); });
+  EXPECT_NE(msg.find("model.vocab[\"x\"] is not an integer id"), std::string::npos) << msg;
+}
+
 TEST(HfBpe, RefusesWhatItCannotMatch) {
   nlohmann::json lower = {{"type", "Sequence"}, {"normalizers", {{{"type", "NFC"}}, {{"type", "Lowercase"}}}}};
   std::string msg = inputError([&] { loadTokenizer("hf-bpe", fixtureWith(kLlama3Pattern, "Isolated", lower)); });
