@@ -190,9 +190,15 @@ public:
     while (size < 2 * records.size()) size *= 2;
     slots.assign(size, 0);
     mask = size - 1;
-    for (uint32_t at : records) {
+    std::vector<uint64_t> hashes(records.size());
+    for (size_t e = 0; e < records.size(); ++e) hashes[e] = hash(pieceAt(records[e]));
+    constexpr size_t ahead = 16; // prefetch distance, as in readMerges
+    for (size_t e = 0; e < records.size(); ++e) {
+      if (e + ahead < records.size())
+        prefetchSlot(hashes[e + ahead]);
+      uint32_t at = records[e];
       std::string_view p = pieceAt(at);
-      uint64_t h = hash(p);
+      uint64_t h = hashes[e];
       size_t i = h & mask;
       while (slots[i] && !(tag(slots[i]) == uint32_t(h >> 32) && pieceAt(record(slots[i])) == p))
         i = (i + 1) & mask;
