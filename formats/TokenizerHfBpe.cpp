@@ -1,20 +1,26 @@
-// Hugging Face tokenizer.json byte-level BPE (Llama 3, Qwen2, SmolLM2): added
-// tokens matched literally, regex pre-tokenization through PCRE2, GPT-2's
-// byte-to-unicode map, and merges applied by rank.
+// Hugging Face tokenizer.json byte-level BPE (Llama 3, Qwen2/3, SmolLM2):
+// added tokens matched literally, the Unicode normalizers (through utf8proc),
+// regex pre-tokenization through PCRE2 with Oniguruma's meaning of the
+// classes, GPT-2's byte-to-unicode map, and merges applied by rank. The big
+// vocabulary and merge tables are read straight from the JSON text.
 #include "formats/TokenizerInternal.h"
 
+#include "formats/JsonScan.h"
 #include "spec/ModelSpec.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
 #include <nlohmann/json.hpp>
+#include <utf8proc.h>
 
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
 #include <memory>
-#include <unordered_map>
 
 namespace kvplan {
 namespace tokenizer_detail {
@@ -67,22 +73,258 @@ uint32_t nextCodePoint(std::string_view s, size_t &i) {
   return cp;
 }
 
-/// A compiled PCRE2 pattern (Unicode, so \p{L} and \s mean what the
-/// tokenizer's Oniguruma patterns mean).
+// Oniguruma's Space (Unicode White_Space), as PCRE2 class items: PCRE2's \s
+// also matches U+180E MONGOLIAN VOWEL SEPARATOR, which left White_Space in
+// Unicode 6.3 (PCRE2 keeps it in \h).
+constexpr const char *kOnigSpace =
+    "\\x{9}-\\x{d}\\x{20}\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}";
+// Oniguruma's Word: Alphabetic, marks, decimal digits and connector
+// punctuation, and below U+0100 its Latin-1 table, which adds the
+// superscript digits and the fractions (PCRE2 10.42's \w is letters,
+// numbers and '_').
+constexpr const char *kOnigWord = "\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\x{b2}\\x{b3}\\x{b9}\\x{bc}-\\x{be}";
+
+/// `pattern`, written for Oniguruma's Ruby syntax (what Hugging Face's
+/// tokenizers compiles Split patterns with), rewritten so that PCRE2 gives the
+/// same classes: \s \S \w \W become explicit classes, and \h \H (hex digits
+/// in Oniguruma, horizontal space in PCRE2) and \v (a vertical tab there, any
+/// vertical space here) their Oniguruma meaning. \p{..} classes need no
+/// rewrite; both engines read them from the Unicode tables.
+std::string onigToPcre2(const std::string &pattern, const std::string &where) {
+  std::string out;
+  int classDepth = 0;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    char c = pattern[i];
+    if (c != '\\' || i + 1 == pattern.size()) {
+      if (c == '[' && pattern.compare(i, 2, "[:") == 0 && classDepth > 0) {
+        size_t close = pattern.find(":]", i + 2); // a POSIX class such as [:alpha:]
+        if (close != std::string::npos) {
+          out.append(pattern, i, close + 2 - i);
+          i = close + 1;
+          continue;
+        }
+      }
+      if (c == '[') {
+        ++classDepth;
+        out += c;
+        // A ']' first in a class is a literal in both engines.
+        if (i + 1 < pattern.size() && pattern[i + 1] == '^') out += pattern[++i];
+        if (i + 1 < pattern.size() && pattern[i + 1] == ']') out += pattern[++i];
+        continue;
+      }
+      if (c == ']' && classDepth > 0) --classDepth;
+      out += c;
+      continue;
+    }
+    char e = pattern[++i];
+    const char *items = e == 's' || e == 'S' ? kOnigSpace : e == 'w' || e == 'W' ? kOnigWord
+                        : e == 'h' || e == 'H' ? "0-9a-fA-F" : nullptr;
+    bool negated = e == 'S' || e == 'W' || e == 'H';
+    if (e == 'v') {
+      out += "\\x{b}";
+    } else if (!items) {
+      out += '\\';
+      out += e;
+    } else if (classDepth == 0) {
+      out += negated ? "[^" : "[";
+      out += items;
+      out += ']';
+    } else if (!negated) {
+      out += items;
+    } else {
+      throw InputError(where + ": \\" + std::string(1, e) +
+                       " inside a character class has no PCRE2 equivalent kvplan can write; "
+                       "use a negated class ([^...]) instead");
+    }
+  }
+  return out;
+}
+
+/// The Unicode normalization forms of Hugging Face's NFC, NFD, NFKC and NFKD
+/// normalizers, as utf8proc options.
+utf8proc_option_t normalizationOptions(const std::string &type) {
+  int base = UTF8PROC_STABLE;
+  if (type == "NFC") return utf8proc_option_t(base | UTF8PROC_COMPOSE);
+  if (type == "NFD") return utf8proc_option_t(base | UTF8PROC_DECOMPOSE);
+  if (type == "NFKC") return utf8proc_option_t(base | UTF8PROC_COMPOSE | UTF8PROC_COMPAT);
+  if (type == "NFKD") return utf8proc_option_t(base | UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT);
+  return utf8proc_option_t(0);
+}
+
+/// `text` (valid UTF-8) in the normalization form `options` describes.
+std::string normalizeUnicode(std::string_view text, utf8proc_option_t options) {
+  if (text.empty())
+    return std::string();
+  utf8proc_uint8_t *mapped = nullptr;
+  utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t *>(text.data()),
+                                    utf8proc_ssize_t(text.size()), &mapped, options);
+  if (n < 0)
+    throw InputError(std::string("Unicode normalization failed: ") + utf8proc_errmsg(n));
+  std::string out(reinterpret_cast<const char *>(mapped), size_t(n));
+  std::free(mapped);
+  return out;
+}
+
+/// model.vocab: the pieces back to back in one buffer (about 2 MB, where the
+/// JSON text is 10), each after its length and id, and piece text -> id by
+/// open addressing in a power-of-two table at most half full whose slots
+/// hold a hash tag and where a piece's record starts. Loading looks pieces
+/// up about a million times (three per merge), so it is cache misses that
+/// decide the load time: a lookup touches one slot and one record. A later
+/// duplicate piece wins, as in the map Hugging Face reads the vocabulary into.
+class PieceIndex {
+public:
+  void add(std::string_view piece, int32_t id) {
+    records.push_back(uint32_t(bytes.size()));
+    uint32_t header[2] = {uint32_t(piece.size()), uint32_t(id)};
+    bytes.append(reinterpret_cast<const char *>(header), sizeof(header));
+    bytes.append(piece);
+  }
+  size_t size() const { return records.size(); }
+  std::string_view piece(size_t e) const { return pieceAt(records[e]); }
+  int32_t id(size_t e) const { return idAt(records[e]); }
+
+  /// Indexes what add() gave; call once, after the last add().
+  void build() {
+    size_t size = 16;
+    while (size < 2 * records.size()) size *= 2;
+    slots.assign(size, 0);
+    mask = size - 1;
+    std::vector<uint64_t> hashes(records.size());
+    for (size_t e = 0; e < records.size(); ++e) hashes[e] = hash(pieceAt(records[e]));
+    constexpr size_t ahead = 16; // prefetch distance, as in readMerges
+    for (size_t e = 0; e < records.size(); ++e) {
+      if (e + ahead < records.size())
+        prefetchSlot(hashes[e + ahead]);
+      uint32_t at = records[e];
+      std::string_view p = pieceAt(at);
+      uint64_t h = hashes[e];
+      size_t i = h & mask;
+      while (slots[i] && !(tag(slots[i]) == uint32_t(h >> 32) && pieceAt(record(slots[i])) == p))
+        i = (i + 1) & mask;
+      slots[i] = (h >> 32 << 32) | uint64_t(at + 1);
+    }
+  }
+  /// A hash for short strings (pieces average a few bytes), mixed so that
+  /// both the low bits (the slot) and the high ones (the tag) vary.
+  static uint64_t hash(std::string_view p) {
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ p.size();
+    size_t i = 0;
+    for (; i + 8 <= p.size(); i += 8) {
+      uint64_t w;
+      std::memcpy(&w, p.data() + i, 8);
+      h = (h ^ w) * 0xBF58476D1CE4E5B9ull;
+      h ^= h >> 29;
+    }
+    uint64_t w = 0;
+    if (i < p.size())
+      std::memcpy(&w, p.data() + i, p.size() - i);
+    h = (h ^ w) * 0x94D049BB133111EBull;
+    h ^= h >> 32;
+    h *= 0xBF58476D1CE4E5B9ull;
+    return h ^ (h >> 29);
+  }
+  /// Starts loading the slot where a lookup of hash `h` begins.
+  void prefetchSlot(uint64_t h) const { __builtin_prefetch(slots.data() + (h & mask)); }
+  /// Starts loading the record that slot names (call once the slot is in
+  /// cache, some time after prefetchSlot).
+  void prefetchRecord(uint64_t h) const {
+    if (uint64_t slot = slots[h & mask])
+      __builtin_prefetch(bytes.data() + record(slot));
+  }
+  /// The id of `piece`, -1 when the vocabulary lacks it.
+  int32_t find(std::string_view p) const { return find(p, hash(p)); }
+  int32_t find(std::string_view p, uint64_t h) const {
+    if (slots.empty())
+      return -1;
+    for (size_t i = h & mask; slots[i]; i = (i + 1) & mask)
+      if (tag(slots[i]) == uint32_t(h >> 32) && pieceAt(record(slots[i])) == p)
+        return idAt(record(slots[i]));
+    return -1;
+  }
+
+private:
+  static uint32_t tag(uint64_t slot) { return uint32_t(slot >> 32); }
+  static uint32_t record(uint64_t slot) { return uint32_t(slot) - 1; }
+  uint32_t field(uint32_t at, int k) const {
+    uint32_t v;
+    std::memcpy(&v, bytes.data() + at + 4 * k, 4);
+    return v;
+  }
+  std::string_view pieceAt(uint32_t at) const { return std::string_view(bytes).substr(at + 8, field(at, 0)); }
+  int32_t idAt(uint32_t at) const { return int32_t(field(at, 1)); }
+
+  std::string bytes;             // per piece: uint32 length, int32 id, the piece
+  std::vector<uint32_t> records; // where each added piece's record starts
+  std::vector<uint64_t> slots;   // hash tag << 32 | record + 1; 0 when empty
+  size_t mask = 0;
+};
+
+/// (left id, right id) -> (rank, merged id), open addressing like PieceIndex.
+/// A pair listed twice keeps its last listing, as in Hugging Face's merge map.
+class MergeIndex {
+public:
+  struct Entry {
+    uint64_t key = kEmpty;
+    int32_t rank = 0, merged = -1;
+  };
+  static uint64_t key(int32_t a, int32_t b) { return (uint64_t(uint32_t(a)) << 32) | uint32_t(b); }
+
+  void build(const std::vector<Entry> &entries) {
+    // At most 3/4 full: the table (16 bytes a slot) is the largest
+    // allocation of a load, and fresh pages cost more than short probes.
+    size_t size = 16;
+    while (size * 3 < 4 * entries.size()) size *= 2;
+    slots.assign(size, Entry{});
+    mask = size - 1;
+    constexpr size_t ahead = 16; // prefetch distance, as in readMerges
+    for (size_t i = 0; i < entries.size(); ++i) {
+      if (i + ahead < entries.size())
+        __builtin_prefetch(slots.data() + (mix(entries[i + ahead].key) & mask));
+      slots[slot(entries[i].key)] = entries[i];
+    }
+  }
+  const Entry *find(uint64_t k) const {
+    if (slots.empty())
+      return nullptr;
+    const Entry &e = slots[slot(k)];
+    return e.key == kEmpty ? nullptr : &e;
+  }
+
+private:
+  static constexpr uint64_t kEmpty = ~uint64_t(0); // ids are below 2^26
+  // splitmix64's finalizer: the ids' low bits alone would cluster.
+  static uint64_t mix(uint64_t k) {
+    uint64_t h = (k ^ (k >> 30)) * 0xBF58476D1CE4E5B9ull;
+    h = (h ^ (h >> 27)) * 0x94D049BB133111EBull;
+    return h ^ (h >> 31);
+  }
+  size_t slot(uint64_t k) const {
+    size_t i = size_t(mix(k)) & mask;
+    while (slots[i].key != kEmpty && slots[i].key != k) i = (i + 1) & mask;
+    return i;
+  }
+  std::vector<Entry> slots;
+  size_t mask = 0;
+};
+
+/// A compiled PCRE2 pattern (Unicode; a pattern goes through onigToPcre2
+/// first, so that its classes mean what Oniguruma's do).
 class Regex {
 public:
-  Regex(const std::string &pattern, bool literal, const std::string &where) {
+  Regex(const std::string &onigPattern, bool literal, const std::string &where) {
     int err = 0;
     PCRE2_SIZE errOffset = 0;
     uint32_t options = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
+    std::string pattern = literal ? onigPattern : onigToPcre2(onigPattern, where);
     code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), options, &err,
                          &errOffset, nullptr);
     if (!code) {
       PCRE2_UCHAR msg[256];
       pcre2_get_error_message(err, msg, sizeof(msg));
       throw InputError(where + ": the pattern does not compile (" +
-                       reinterpret_cast<const char *>(msg) + " at offset " +
-                       std::to_string(errOffset) + ")");
+                       reinterpret_cast<const char *>(msg) + " at offset " + std::to_string(errOffset) +
+                       (pattern == onigPattern ? "" : " of its PCRE2 form " + pattern) + ")");
     }
     // JIT is an optimisation only; without it pcre2_match interprets.
     pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
@@ -131,8 +373,10 @@ private:
 
 struct AddedToken {
   std::string content;
+  std::string matchText; // content, normalized when `normalized`
   int32_t id = -1;
   bool special = false, lstrip = false, rstrip = false, singleWord = false;
+  bool normalized = false; // matched in the normalized text, not the raw one
 };
 
 /// One pre-tokenizer step, applied to every piece the previous step made.
@@ -152,16 +396,11 @@ bool isWordByte(char c) {
 class HfBpeTokenizer : public Tokenizer {
 public:
   HfBpeTokenizer(std::string text, const std::string &origin) : jsonText(std::move(text)), origin(origin) {
-    json root;
+    // idToToken views bytes the object owns, so it is never copied or moved.
+    Sections sections = scanSections();
+    const json &root = sections.root;
     try {
-      root = json::parse(jsonText);
-    } catch (const json::exception &e) {
-      throw InputError(origin + ": malformed JSON: " + e.what());
-    }
-    if (!root.is_object())
-      fail("the top level", "is not a JSON object");
-    try {
-      loadModel(root);
+      loadModel(root, sections);
       loadAddedTokens(root);
       loadNormalizer(root);
       loadPreTokenizer(root);
@@ -170,12 +409,20 @@ public:
       // A field of the wrong JSON type that no check above caught.
       throw InputError(origin + ": unexpected tokenizer.json content: " + e.what());
     }
+    // Added tokens matched after normalization are matched as normalized.
+    for (AddedToken &t : added) t.matchText = t.normalized ? normalize(t.content) : t.content;
+    for (size_t k = 0; k < added.size(); ++k)
+      if (!added[k].matchText.empty())
+        addedByFirstByte[static_cast<unsigned char>(added[k].matchText[0])].push_back(k);
     for (const char *name : kEndOfSequenceNames)
       for (const AddedToken &t : added)
         if (t.special && t.content == name &&
             std::find(eos.begin(), eos.end(), t.id) == eos.end())
           eos.push_back(t.id);
   }
+
+  HfBpeTokenizer(const HfBpeTokenizer &) = delete;
+  HfBpeTokenizer &operator=(const HfBpeTokenizer &) = delete;
 
   std::vector<int32_t> encode(std::string_view rawText, bool addBos) const override {
     // Hugging Face works on Rust strings, which are valid UTF-8; bytes that
@@ -184,18 +431,14 @@ public:
     std::vector<int32_t> out;
     if (addBos && bos >= 0)
       out.push_back(bos);
-    size_t pos = 0;
-    while (pos < text.size()) {
-      size_t begin = 0, end = 0;
-      const AddedToken *t = findAdded(text, pos, begin, end);
-      if (!t) {
-        encodeSegment(std::string_view(text).substr(pos), out);
-        break;
-      }
-      encodeSegment(std::string_view(text).substr(pos, begin - pos), out);
-      out.push_back(t->id);
-      pos = end;
-    }
+    // As Hugging Face's AddedVocabulary does: tokens marked "normalized":
+    // false are found in the raw text, the text between them is normalized,
+    // and the other added tokens are found in that.
+    splitAdded(text, /*normalizedPass=*/false, out, [&](std::string_view raw) {
+      std::string normalized = normalize(raw);
+      splitAdded(normalized, /*normalizedPass=*/true, out,
+                 [&](std::string_view piece) { encodeSegment(piece, out); });
+    });
     return out;
   }
 
@@ -205,7 +448,7 @@ public:
     for (int32_t id : ids) {
       if (id < 0 || size_t(id) >= idToToken.size() || isSpecial[id])
         continue;
-      const std::string &tok = idToToken[id];
+      std::string_view tok = idToToken[id];
       // Like the ByteLevel decoder: unmap every character, or keep the token
       // as it is written when one is outside the byte alphabet.
       std::string unmapped;
@@ -238,7 +481,7 @@ private:
     throw InputError(origin + ": " + where + " " + what);
   }
 
-  void setToken(int32_t id, const std::string &s, bool special, const std::string &where) {
+  void setToken(int32_t id, std::string_view s, bool special, const std::string &where) {
     if (id < 0 || id > (1 << 26))
       fail(where, "has id " + std::to_string(id));
     if (size_t(id) >= idToToken.size()) {
@@ -249,7 +492,62 @@ private:
     isSpecial[id] = special;
   }
 
-  void loadModel(const json &root) {
+  /// tokenizer.json's members as nlohmann values, except model.vocab and
+  /// model.merges (each ~5 MB: a JSON tree of them was most of the load
+  /// time), which readVocab and readMerges read from the text: during the
+  /// scan when "type": "BPE" comes first in "model" (as Hugging Face writes
+  /// it), else from where the scan found them.
+  struct Sections {
+    json root = json::object();
+    size_t vocabAt = 0, mergesAt = 0; // offsets in the text; 0 when absent
+    bool vocabRead = false, mergesRead = false;
+  };
+
+  json parseMember(JsonScanner &scan) const {
+    size_t at = scan.offset();
+    std::string_view raw = scan.skipValue();
+    try {
+      return json::parse(raw);
+    } catch (const json::exception &e) {
+      throw InputError(origin + ": malformed JSON in the value at byte " + std::to_string(at) + ": " + e.what());
+    }
+  }
+
+  Sections scanSections() {
+    JsonScanner scan(jsonText, origin);
+    Sections s;
+    if (scan.peek() != '{')
+      fail("the top level", "is not a JSON object");
+    scan.readObject([&](std::string_view key) {
+      if (key != "model" || scan.peek() != '{') {
+        s.root[std::string(key)] = parseMember(scan);
+        return;
+      }
+      json model = json::object();
+      scan.readObject([&](std::string_view member) {
+        size_t at = scan.offset();
+        auto type = model.find("type");
+        bool bpe = type != model.end() && type->is_string() && *type == "BPE";
+        if (member == "vocab" && bpe) {
+          scan.seek(readVocab(at));
+          s.vocabRead = true;
+        } else if (member == "merges" && s.vocabRead) {
+          scan.seek(readMerges(at));
+          s.mergesRead = true;
+        } else if (member == "vocab" || member == "merges") {
+          scan.skipValue();
+          (member == "vocab" ? s.vocabAt : s.mergesAt) = at;
+        } else {
+          model[std::string(member)] = parseMember(scan);
+        }
+      });
+      s.root["model"] = std::move(model);
+    });
+    scan.expectEnd();
+    return s;
+  }
+
+  void loadModel(const json &root, const Sections &sections) {
     auto it = root.find("model");
     if (it == root.end() || !it->is_object())
       fail("\"model\"", "is missing");
@@ -263,54 +561,125 @@ private:
         fail(std::string("model.") + key, "is set; kvplan's byte-level BPE does not support it");
     }
     ignoreMerges = model.value("ignore_merges", false);
-
-    auto vit = model.find("vocab");
-    if (vit == model.end() || !vit->is_object() || vit->empty())
-      fail("model.vocab", "is missing or not a non-empty object");
-    for (auto &[piece, idv] : vit->items()) {
-      if (!idv.is_number_integer())
-        fail("model.vocab[\"" + piece + "\"]", "is not an integer id");
-      int32_t id = idv.get<int32_t>();
-      vocab.emplace(piece, id);
-      setToken(id, piece, false, "model.vocab[\"" + piece + "\"]");
-    }
+    if (!sections.vocabRead)
+      readVocab(sections.vocabAt);
     auto unkIt = model.find("unk_token");
-    if (unkIt != model.end() && unkIt->is_string()) {
-      auto u = vocab.find(unkIt->get<std::string>());
-      if (u != vocab.end())
-        unk = u->second;
-    }
+    if (unkIt != model.end() && unkIt->is_string())
+      unk = vocab.find(unkIt->get<std::string>());
+    if (!sections.mergesRead)
+      readMerges(sections.mergesAt);
+  }
 
-    auto mit = model.find("merges");
-    if (mit == model.end() || !mit->is_array())
+  /// Reads model.vocab from offset `at`; returns the offset after it.
+  size_t readVocab(size_t at) {
+    JsonScanner scan(jsonText, origin);
+    scan.seek(at);
+    if (at == 0 || scan.peek() != '{')
+      fail("model.vocab", "is missing or not a non-empty object");
+    int32_t maxId = -1;
+    scan.readObject([&](std::string_view key) {
+      char c = scan.peek();
+      int64_t id = c == '-' || (c >= '0' && c <= '9') ? scan.readInteger() : -1;
+      if (c != '-' && (c < '0' || c > '9'))
+        fail("model.vocab[\"" + std::string(key) + "\"]", "is not an integer id");
+      if (id < 0 || id > (1 << 26))
+        fail("model.vocab[\"" + std::string(key) + "\"]", "has id " + std::to_string(id));
+      vocab.add(key, int32_t(id));
+      maxId = std::max(maxId, int32_t(id));
+    });
+    if (vocab.size() == 0)
+      fail("model.vocab", "is missing or not a non-empty object");
+    vocab.build();
+    idToToken.resize(size_t(maxId) + 1);
+    isSpecial.resize(size_t(maxId) + 1, false);
+    for (size_t e = 0; e < vocab.size(); ++e) idToToken[vocab.id(e)] = vocab.piece(e);
+    return scan.offset();
+  }
+
+  /// model.merges, from offset `at` (which it moves past them), as (left,
+  /// right) pairs of views: into the JSON text, or into `kept` for the few
+  /// written with escapes.
+  std::vector<std::pair<std::string_view, std::string_view>> parseMerges(size_t &at,
+                                                                          std::deque<std::string> &kept) const {
+    JsonScanner scan(jsonText, origin);
+    scan.seek(at);
+    if (at == 0 || scan.peek() != '[')
       fail("model.merges", "is missing or not an array");
-    int32_t rank = 0;
-    for (const json &m : *mit) {
-      std::string where = "model.merges[" + std::to_string(rank) + "]";
-      std::string a, b;
-      if (m.is_string()) {
+    std::vector<std::pair<std::string_view, std::string_view>> pairs;
+    // Room for the most merges the text can hold (a merge takes at least 6
+    // bytes): pages that stay unused are never touched.
+    pairs.reserve((jsonText.size() - at) / 6);
+    std::string scratchA, scratchB;
+    auto keep = [&](std::string_view s, const std::string &scratch) {
+      return s.data() == scratch.data() ? std::string_view(kept.emplace_back(s)) : s;
+    };
+    scan.readArray([&] {
+      std::string_view a, b;
+      if (scan.peek() == '"') {
         // The older form "a b": byte-level tokens never contain a space.
-        std::string s = m.get<std::string>();
+        std::string_view s = keep(scan.readString(scratchA), scratchA);
         size_t sp = s.find(' ');
-        if (sp == std::string::npos || s.find(' ', sp + 1) != std::string::npos)
-          fail(where, "\"" + s + "\" is not two tokens separated by one space");
+        if (sp == std::string_view::npos || s.find(' ', sp + 1) != std::string_view::npos)
+          fail(mergeWhere(pairs.size()), "\"" + std::string(s) + "\" is not two tokens separated by one space");
         a = s.substr(0, sp);
         b = s.substr(sp + 1);
-      } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
-        a = m[0].get<std::string>();
-        b = m[1].get<std::string>();
+      } else if (scan.tryConsume('[') && scan.peek() == '"') {
+        a = keep(scan.readString(scratchA), scratchA);
+        scan.expect(',');
+        if (scan.peek() != '"')
+          fail(mergeWhere(pairs.size()), "is neither \"a b\" nor [\"a\", \"b\"]");
+        b = keep(scan.readString(scratchB), scratchB);
+        if (!scan.tryConsume(']'))
+          fail(mergeWhere(pairs.size()), "is neither \"a b\" nor [\"a\", \"b\"]");
       } else {
-        fail(where, "is neither \"a b\" nor [\"a\", \"b\"]");
+        fail(mergeWhere(pairs.size()), "is neither \"a b\" nor [\"a\", \"b\"]");
       }
-      auto ia = vocab.find(a), ib = vocab.find(b), iab = vocab.find(a + b);
-      if (ia == vocab.end() || ib == vocab.end() || iab == vocab.end())
-        fail(where, "(\"" + a + "\", \"" + b + "\") uses or makes a token missing from model.vocab");
-      uint64_t key = pairKey(ia->second, ib->second);
-      // The first (best-ranked) listing of a pair wins.
-      merges.emplace(key, std::make_pair(rank, iab->second));
-      ++rank;
-    }
+      pairs.emplace_back(a, b);
+    });
+    at = scan.offset();
+    return pairs;
   }
+
+  /// Reads model.merges from offset `at`; returns the offset after it.
+  size_t readMerges(size_t at) {
+    std::deque<std::string> kept;
+    const auto pairs = parseMerges(at, kept);
+    // Three lookups a merge in tables larger than the L2 cache: the merge
+    // `ahead` places on is hashed and its slots prefetched, and half-way
+    // there its records, so that many cache misses are in flight at once.
+    constexpr size_t ahead = 16;
+    struct Pending {
+      std::string joined;
+      std::array<uint64_t, 3> hash{};
+    };
+    std::array<Pending, ahead> ring;
+    auto start = [&](size_t i) {
+      Pending &p = ring[i % ahead];
+      p.joined.assign(pairs[i].first);
+      p.joined += pairs[i].second;
+      p.hash = {PieceIndex::hash(pairs[i].first), PieceIndex::hash(pairs[i].second), PieceIndex::hash(p.joined)};
+      for (uint64_t h : p.hash) vocab.prefetchSlot(h);
+    };
+    for (size_t i = 0; i < std::min(ahead, pairs.size()); ++i) start(i);
+    std::vector<MergeIndex::Entry> entries(pairs.size());
+    for (size_t i = 0; i < pairs.size(); ++i) {
+      if (i + ahead / 2 < pairs.size())
+        for (uint64_t h : ring[(i + ahead / 2) % ahead].hash) vocab.prefetchRecord(h);
+      const Pending &p = ring[i % ahead];
+      const auto &[a, b] = pairs[i];
+      int32_t ia = vocab.find(a, p.hash[0]), ib = vocab.find(b, p.hash[1]), iab = vocab.find(p.joined, p.hash[2]);
+      if (ia < 0 || ib < 0 || iab < 0)
+        fail(mergeWhere(i), "(\"" + std::string(a) + "\", \"" + std::string(b) +
+                                "\") uses or makes a token missing from model.vocab");
+      entries[i] = {MergeIndex::key(ia, ib), int32_t(i), iab};
+      if (i + ahead < pairs.size())
+        start(i + ahead);
+    }
+    merges.build(entries);
+    return at;
+  }
+
+  static std::string mergeWhere(size_t rank) { return "model.merges[" + std::to_string(rank) + "]"; }
 
   void loadAddedTokens(const json &root) {
     auto it = root.find("added_tokens");
@@ -333,30 +702,43 @@ private:
       a.lstrip = t.value("lstrip", false);
       a.rstrip = t.value("rstrip", false);
       a.singleWord = t.value("single_word", false);
-      setToken(a.id, a.content, a.special, where);
+      // Hugging Face's default: special tokens match the raw text.
+      a.normalized = t.value("normalized", !a.special);
+      setToken(a.id, owned.emplace_back(a.content), a.special, where);
       added.push_back(a);
     }
-    for (size_t k = 0; k < added.size(); ++k)
-      addedByFirstByte[static_cast<unsigned char>(added[k].content[0])].push_back(k);
+  }
+
+  void addNormalizer(const json &n, const std::string &where) {
+    if (!n.is_object() || !n.contains("type") || !n["type"].is_string())
+      fail(where, "has no \"type\"");
+    std::string type = n["type"].get<std::string>();
+    if (type == "Sequence") {
+      const json &list = n.contains("normalizers") ? n["normalizers"] : json();
+      if (!list.is_array())
+        fail(where + ".normalizers", "is not an array");
+      for (size_t i = 0; i < list.size(); ++i)
+        addNormalizer(list[i], where + ".normalizers[" + std::to_string(i) + "]");
+      return;
+    }
+    utf8proc_option_t form = normalizationOptions(type);
+    if (!form)
+      fail(where, "has type \"" + type + "\"; kvplan supports the normalizers NFC, NFD, NFKC and NFKD "
+                  "(alone or in a Sequence) for byte-level BPE");
+    normalizers.push_back(form);
   }
 
   void loadNormalizer(const json &root) {
     auto it = root.find("normalizer");
-    if (it == root.end() || it->is_null())
-      return;
-    // NFC leaves text that is already composed unchanged, and kvplan has no
-    // Unicode normalization tables: accept it and encode the text as given.
-    auto isNfc = [](const json &n) { return n.is_object() && n.value("type", "") == "NFC"; };
-    if (isNfc(*it))
-      return;
-    if (it->is_object() && it->value("type", "") == "Sequence" && it->contains("normalizers")) {
-      bool allNfc = true;
-      for (const json &n : (*it)["normalizers"]) allNfc = allNfc && isNfc(n);
-      if (allNfc)
-        return;
-    }
-    fail("normalizer", it->dump().substr(0, 120) +
-                           " is not supported (kvplan reads byte-level BPE with no normalizer or NFC)");
+    if (it != root.end() && !it->is_null())
+      addNormalizer(*it, "normalizer");
+  }
+
+  /// `text` through the normalizer steps, in order.
+  std::string normalize(std::string_view text) const {
+    std::string out(text);
+    for (utf8proc_option_t form : normalizers) out = normalizeUnicode(out, form);
+    return out;
   }
 
   void addStep(const json &p, const std::string &where) {
@@ -424,9 +806,8 @@ private:
     for (const AddedToken &t : added)
       if (t.content == name)
         return t.id;
-    auto v = vocab.find(name);
-    if (v != vocab.end())
-      return v->second;
+    if (int32_t v = vocab.find(name); v >= 0)
+      return v;
     fail(where, "names special token \"" + name + "\", which the tokenizer does not define");
   }
 
@@ -462,28 +843,29 @@ private:
     }
   }
 
-  static uint64_t pairKey(int32_t a, int32_t b) { return (uint64_t(uint32_t(a)) << 32) | uint32_t(b); }
-
-  /// The leftmost added token at or after `pos` (the longest one where
-  /// several start there), with [begin, end) widened over the whitespace
-  /// that lstrip/rstrip absorb.
-  const AddedToken *findAdded(const std::string &text, size_t pos, size_t &begin, size_t &end) const {
+  /// The leftmost added token of this pass (those matched in the normalized
+  /// text, or in the raw text) at or after `pos`, the longest one where
+  /// several start there, with [begin, end) widened over the whitespace that
+  /// lstrip/rstrip absorb.
+  const AddedToken *findAdded(std::string_view text, bool normalizedPass, size_t pos, size_t &begin,
+                              size_t &end) const {
     for (size_t i = pos; i < text.size(); ++i) {
       const AddedToken *best = nullptr;
       for (size_t k : addedByFirstByte[static_cast<unsigned char>(text[i])]) {
         const AddedToken &t = added[k];
-        if (text.compare(i, t.content.size(), t.content) != 0)
+        const std::string &m = t.matchText;
+        if (t.normalized != normalizedPass || text.compare(i, m.size(), m) != 0)
           continue;
         if (t.singleWord && ((i > 0 && isWordByte(text[i - 1])) ||
-                             (i + t.content.size() < text.size() && isWordByte(text[i + t.content.size()]))))
+                             (i + m.size() < text.size() && isWordByte(text[i + m.size()]))))
           continue;
-        if (!best || t.content.size() > best->content.size())
+        if (!best || m.size() > best->matchText.size())
           best = &t;
       }
       if (!best)
         continue;
       begin = i;
-      end = i + best->content.size();
+      end = i + best->matchText.size();
       if (best->lstrip)
         while (begin > pos && isAsciiSpace(text[begin - 1])) --begin;
       if (best->rstrip)
@@ -491,6 +873,26 @@ private:
       return best;
     }
     return nullptr;
+  }
+
+  /// Appends the ids of the added tokens of this pass found in `text` and
+  /// hands the text between them to `between`.
+  template <typename BetweenFn>
+  void splitAdded(std::string_view text, bool normalizedPass, std::vector<int32_t> &out,
+                  BetweenFn between) const {
+    size_t pos = 0;
+    while (pos < text.size()) {
+      size_t begin = 0, end = 0;
+      const AddedToken *t = findAdded(text, normalizedPass, pos, begin, end);
+      if (!t) {
+        between(text.substr(pos));
+        return;
+      }
+      if (begin > pos)
+        between(text.substr(pos, begin - pos));
+      out.push_back(t->id);
+      pos = end;
+    }
   }
 
   /// Pre-tokenizes text between added tokens and runs BPE on each piece.
@@ -531,9 +933,9 @@ private:
 
   void encodeWord(const std::string &word, std::vector<int32_t> &out) const {
     if (ignoreMerges) {
-      auto it = vocab.find(word);
-      if (it != vocab.end()) {
-        out.push_back(it->second);
+      int32_t id = vocab.find(word);
+      if (id >= 0) {
+        out.push_back(id);
         return;
       }
     }
@@ -543,17 +945,16 @@ private:
       nextCodePoint(word, i);
       MergeSymbol s;
       s.text = word.substr(start, i - start);
-      auto it = vocab.find(s.text);
-      s.id = it == vocab.end() ? -1 : it->second;
+      s.id = vocab.find(s.text);
       symbols.push_back(std::move(s));
     }
     auto candidate = [&](const MergeSymbol &l, const MergeSymbol &r) -> std::optional<MergeCandidate> {
       if (l.id < 0 || r.id < 0)
         return std::nullopt;
-      auto it = merges.find(pairKey(l.id, r.id));
-      if (it == merges.end())
+      const MergeIndex::Entry *m = merges.find(MergeIndex::key(l.id, r.id));
+      if (!m)
         return std::nullopt;
-      return MergeCandidate{-double(it->second.first), it->second.second};
+      return MergeCandidate{-double(m->rank), m->merged};
     };
     for (const MergeSymbol &s : mergeSymbols(std::move(symbols), candidate)) {
       if (s.id >= 0)
@@ -567,13 +968,15 @@ private:
 
   std::string jsonText;
   std::string origin;
-  std::unordered_map<std::string, int32_t> vocab;
-  std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges; // (a, b) -> (rank, a+b)
-  std::vector<std::string> idToToken;
+  std::deque<std::string> owned; // added tokens' text, which idToToken views
+  PieceIndex vocab;               // model.vocab only, not the added tokens
+  MergeIndex merges;
+  std::vector<std::string_view> idToToken;
   std::vector<bool> isSpecial;
   std::vector<AddedToken> added;
   std::array<std::vector<size_t>, 256> addedByFirstByte;
   std::vector<PreStep> steps;
+  std::vector<utf8proc_option_t> normalizers;
   bool ignoreMerges = false;
   int32_t unk = -1;
   int32_t bos = -1;

@@ -24,9 +24,9 @@ root=$(pwd)
 if [ "${KVPLAN_KIT_VERIFY_INSIDE:-}" != 1 ]; then
   # Host packages to hide: those in the kit, and the pkg-config front ends.
   hide=(nlohmann-json3-dev libcli11-dev libxxhash-dev libxxhash0 libsentencepiece-dev
-        libsentencepiece0 libpcre2-dev libtomlplusplus-dev libtomlplusplus3 libgtest-dev
-        libgmock-dev googletest libbenchmark-dev libbenchmark1debian pkgconf-bin pkgconf
-        pkg-config libpkgconf3 ninja-build)
+        libsentencepiece0 libpcre2-dev libutf8proc-dev libutf8proc2 libtomlplusplus-dev
+        libtomlplusplus3 libgtest-dev libgmock-dev googletest libbenchmark-dev libbenchmark1debian
+        pkgconf-bin pkgconf pkg-config libpkgconf3 ninja-build)
   work=$(mktemp -d /tmp/gpu-kit-verify.XXXXXX)
   trap 'rm -rf "$work"' EXIT
   mkdir -p "$work/upper" "$work/work"

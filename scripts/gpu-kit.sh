@@ -45,6 +45,7 @@ packages=(
   libxxhash-dev libxxhash0      # pkg-config libxxhash
   libsentencepiece-dev libsentencepiece0   # pkg-config sentencepiece
   libpcre2-dev libpcre2-8-0     # pkg-config libpcre2-8
+  libutf8proc-dev libutf8proc2  # pkg-config libutf8proc (tokenizer.json normalizers)
   libtomlplusplus-dev libtomlplusplus3     # find_package(tomlplusplus) (frontend/, kvplan_config)
   libgtest-dev libgmock-dev     # find_package(GTest); gmock in case a test wants it
   libbenchmark-dev libbenchmark1debian     # find_package(benchmark) (tests/)

@@ -9,7 +9,7 @@ packages=(
   cmake ninja-build g++ pkg-config python3 git
   libmlir-19-dev mlir-19-tools llvm-19-dev llvm-19-tools
   libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libxxhash-dev
-  libsentencepiece-dev libpcre2-dev libcpp-httplib-dev
+  libsentencepiece-dev libpcre2-dev libutf8proc-dev libcpp-httplib-dev
   libgtest-dev libbenchmark-dev libssl-dev
 )
 missing=()

@@ -6,12 +6,16 @@
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <utf8proc.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <sstream>
 #include <string>
 #include <unistd.h>
 #include <vector>
@@ -119,6 +123,16 @@ void expectStreamMatchesDecode(const Tokenizer &tok, const Ids &ids) {
   }
   text += stream.flush();
   EXPECT_EQ(text, tok.decode(ids)) << tok.kind();
+}
+
+/// The message of the InputError `f` throws ("" when it throws none).
+std::string inputError(const std::function<void()> &f) {
+  try {
+    f();
+  } catch (const InputError &e) {
+    return e.what();
+  }
+  return "";
 }
 
 std::string joined(const std::vector<std::string> &v) {
@@ -425,6 +439,203 @@ TEST(HfBpe, LoadsFromAFile) {
   EXPECT_EQ(tok->encode("hello world", true), (Ids{kBos, 259, kWorld}));
 }
 
+/// The fixture of fixtureJson(true) with its Split pattern, Split behaviour
+/// and normalizer replaced.
+std::string fixtureWith(const std::string &pattern, const std::string &behavior, nlohmann::json normalizer) {
+  nlohmann::json root = nlohmann::json::parse(fixtureJson(true));
+  nlohmann::json &split = root["pre_tokenizer"]["pretokenizers"][0];
+  split["pattern"]["Regex"] = pattern;
+  split["behavior"] = behavior;
+  root["normalizer"] = std::move(normalizer);
+  return root.dump();
+}
+
+Ids bytesOf(const std::string &s) {
+  Ids ids;
+  for (unsigned char c : s) ids.push_back(c); // fixture ids 0..255 are the bytes
+  return ids;
+}
+
+TEST(HfBpe, SplitClassesMeanWhatOnigurumaMeans) {
+  // Each pattern removes what it matches; the bytes left show the class.
+  // \s: U+180E (E1 A0 8E) is not White_Space, so Oniguruma keeps it.
+  auto s = loadTokenizer("hf-bpe", fixtureWith("\\s", "Removed", nullptr));
+  EXPECT_EQ(s->encode("a \xE1\xA0\x8E" "b\xC2\x85" "c\xE3\x80\x80", false), bytesOf("a\xE1\xA0\x8E" "bc"));
+  // [^\s] keeps the whitespace and U+180E goes with the rest.
+  auto notS = loadTokenizer("hf-bpe", fixtureWith("[^\\s]", "Removed", nullptr));
+  EXPECT_EQ(notS->encode("a \xE1\xA0\x8E\t", false), bytesOf(" \t"));
+  auto bigS = loadTokenizer("hf-bpe", fixtureWith("\\S", "Removed", nullptr));
+  EXPECT_EQ(bigS->encode("a \xE1\xA0\x8E\t", false), bytesOf(" \t"));
+  // \h is a hex digit in Oniguruma (PCRE2: horizontal space); \v a vertical tab.
+  auto h = loadTokenizer("hf-bpe", fixtureWith("\\h", "Removed", nullptr));
+  EXPECT_EQ(h->encode("a x F9 g", false), bytesOf(" x  g"));
+  auto v = loadTokenizer("hf-bpe", fixtureWith("\\v", "Removed", nullptr));
+  EXPECT_EQ(v->encode("a\vb\nc\fd", false), bytesOf("ab\nc\fd"));
+  // \w takes marks (U+0301) and connector punctuation; PCRE2's takes no marks.
+  auto w = loadTokenizer("hf-bpe", fixtureWith("\\w", "Removed", nullptr));
+  EXPECT_EQ(w->encode("e\xCC\x81_1!", false), bytesOf("!"));
+  // Escaped and bracketed text is left alone.
+  auto lit = loadTokenizer("hf-bpe", fixtureWith("[\\\\s]", "Removed", nullptr));
+  EXPECT_EQ(lit->encode("a\\s b", false), bytesOf("a b"));
+}
+
+TEST(HfBpe, NormalizersBeforePreTokenizing) {
+  // NFC composes e + U+0301 into é (C3 A9), which the fixture merges.
+  auto nfc = loadTokenizer("hf-bpe", fixtureWith(kLlama3Pattern, "Isolated", {{"type", "NFC"}}));
+  EXPECT_EQ(nfc->encode("cafe\xCC\x81", false), Ids{266});
+  EXPECT_EQ(nfc->decode(nfc->encode("cafe\xCC\x81", false)), "caf\xC3\xA9");
+  // NFD in a Sequence decomposes it; NFKC also folds the "fi" ligature.
+  nlohmann::json nfd = {{"type", "Sequence"}, {"normalizers", {{{"type", "NFD"}}}}};
+  auto d = loadTokenizer("hf-bpe", fixtureWith(kLlama3Pattern, "Isolated", nfd));
+  EXPECT_EQ(d->encode("caf\xC3\xA9", false), (Ids{265, 'e', 0xCC, 0x81}));
+  auto k = loadTokenizer("hf-bpe", fixtureWith(kLlama3Pattern, "Isolated", {{"type", "NFKC"}}));
+  EXPECT_EQ(k->encode("\xEF\xAC\x81", false), (Ids{'f', 'i'}));
+  // Without a normalizer the text is encoded as it is.
+  auto none = loadTokenizer("hf-bpe", fixtureWith(kLlama3Pattern, "Isolated", nullptr));
+  EXPECT_EQ(none->encode("e\xCC\x81", false), (Ids{'e', 0xCC, 0x81}));
+}
+
+TEST(HfBpe, AddedTokensMatchRawOrNormalizedText) {
+  nlohmann::json root = nlohmann::json::parse(fixtureWith(kLlama3Pattern, "Isolated", {{"type", "NFC"}}));
+  // "normalized": true matches after NFC; false matches the raw bytes only.
+  root["added_tokens"].push_back({{"id", 271}, {"content", "\xC3\xA9!"}, {"special", false}, {"normalized", true}});
+  root["added_tokens"].push_back({{"id", 272}, {"content", "o\xCC\x88"}, {"special", false}, {"normalized", false}});
+  auto tok = loadTokenizer("hf-bpe", root.dump());
+  EXPECT_EQ(tok->encode("xe\xCC\x81!", false), (Ids{'x', 271}));
+  EXPECT_EQ(tok->encode("o\xCC\x88", false), Ids{272});
+  // The precomposed ö is another text: its bytes.
+  EXPECT_EQ(tok->encode("\xC3\xB6", false), (Ids{0xC3, 0xB6}));
+}
+
+TEST(HfBpe, ReadsEscapedJson) {
+  // Every non-ASCII character as \uXXXX (surrogate pairs above U+FFFF): the
+  // vocabulary and merges go through the escape path of kvplan's JSON reader.
+  nlohmann::json root = nlohmann::json::parse(fixtureJson(true));
+  root["added_tokens"].push_back({{"id", 271}, {"content", "\xF0\x9F\x99\x82\xC3\xA9"}, {"special", false}});
+  const std::string escaped = root.dump(-1, ' ', /*ensure_ascii=*/true);
+  ASSERT_NE(escaped.find("\\ud83d\\ude42"), std::string::npos);
+  auto plain = loadTokenizer("hf-bpe", fixtureJson(true));
+  auto tok = loadTokenizer("hf-bpe", escaped);
+  for (const std::string &s : allSentences()) EXPECT_EQ(tok->encode(s, false), plain->encode(s, false)) << s;
+  EXPECT_EQ(tok->encode("x\xF0\x9F\x99\x82\xC3\xA9", false), (Ids{'x', 271}));
+}
+
+TEST(HfBpe, JsonErrorsSayWhere) {
+  std::string bad = fixtureJson(true);
+  bad.insert(bad.find("\"merges\"") + 20, "}");
+  std::string msg = inputError([&] { loadTokenizer("hf-bpe", bad); });
+  EXPECT_NE(msg.find("malformed JSON at line "), std::string::npos) << msg;
+  nlohmann::json root = nlohmann::json::parse(fixtureJson(true));
+  root["model"]["vocab"]["x"] = "not an id";
+  msg = inputError([&] { loadTokenizer("hf-bpe", root.dump()); });
+  EXPECT_NE(msg.find("model.vocab[\"x\"] is not an integer id"), std::string::npos) << msg;
+}
+
+TEST(HfBpe, RefusesWhatItCannotMatch) {
+  nlohmann::json lower = {{"type", "Sequence"}, {"normalizers", {{{"type", "NFC"}}, {{"type", "Lowercase"}}}}};
+  std::string msg = inputError([&] { loadTokenizer("hf-bpe", fixtureWith(kLlama3Pattern, "Isolated", lower)); });
+  EXPECT_NE(msg.find("normalizer.normalizers[1]"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("\"Lowercase\""), std::string::npos) << msg;
+  msg = inputError([&] { loadTokenizer("hf-bpe", fixtureWith("[\\S\\d]", "Isolated", nullptr)); });
+  EXPECT_NE(msg.find("\\S inside a character class"), std::string::npos) << msg;
+}
+
+/// llama.cpp's Hugging Face vectors: inputs each followed by a line
+/// `__ggml_vocab_test__`, and one line of ids (each after a space) per input.
+struct HfVectors {
+  std::vector<std::string> inputs;
+  std::vector<Ids> ids;
+};
+
+HfVectors readHfVectors(const std::string &stem) {
+  HfVectors v;
+  const std::string inp = readFile(stem + ".inp"), sep = "\n__ggml_vocab_test__\n";
+  for (size_t pos = 0; pos < inp.size();) {
+    size_t next = inp.find(sep, pos);
+    if (next == std::string::npos)
+      ADD_FAILURE() << stem << ".inp does not end with " << sep;
+    v.inputs.push_back(inp.substr(pos, next - pos));
+    pos = next == std::string::npos ? inp.size() : next + sep.size();
+  }
+  std::istringstream out(readFile(stem + ".out"));
+  for (std::string line; std::getline(out, line);) {
+    std::istringstream items(line);
+    Ids ids;
+    for (int32_t id; items >> id;) ids.push_back(id);
+    v.ids.push_back(ids);
+  }
+  EXPECT_EQ(v.inputs.size(), v.ids.size()) << stem;
+  return v;
+}
+
+std::string nfc(const std::string &s) {
+  utf8proc_uint8_t *mapped = nullptr;
+  utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t *>(s.data()), utf8proc_ssize_t(s.size()),
+                                    &mapped, utf8proc_option_t(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
+  EXPECT_GE(n, 0) << s;
+  std::string out = n > 0 ? std::string(reinterpret_cast<const char *>(mapped), size_t(n)) : std::string();
+  std::free(mapped);
+  return out;
+}
+
+/// Every vector encodes (without BOS) to Hugging Face's ids and decodes back
+/// to its input (`normalize`d as the tokenizer's normalizer does).
+void expectHfVectors(const std::string &tokenizer, const std::string &vectors,
+                     std::string (*normalize)(const std::string &)) {
+  REQUIRE_MODEL_FILE(modelPath(tokenizer));
+  REQUIRE_MODEL_FILE(modelPath(vectors + ".inp"));
+  auto tok = loadTokenizerFile(modelPath(tokenizer));
+  HfVectors v = readHfVectors(modelPath(vectors));
+  ASSERT_GT(v.inputs.size(), 40u);
+  size_t matched = 0;
+  for (size_t i = 0; i < std::min(v.inputs.size(), v.ids.size()); ++i) {
+    Ids ids = tok->encode(v.inputs[i], false);
+    matched += ids == v.ids[i];
+    EXPECT_EQ(ids, v.ids[i]) << "vector " << i << ": \"" << v.inputs[i] << "\"";
+    EXPECT_EQ(tok->decode(v.ids[i]), normalize(v.inputs[i])) << "vector " << i;
+  }
+  std::printf("%s: %zu of %zu vectors match Hugging Face\n", vectors.c_str(), matched, v.inputs.size());
+}
+
+std::string unchanged(const std::string &s) { return s; }
+
+TEST(HfBpe, Llama3MatchesHuggingFaceVectors) {
+  expectHfVectors("llama3-tokenizer/tokenizer.json", "tokenizer-vectors/ggml-vocab-llama-bpe.gguf", unchanged);
+}
+
+TEST(HfBpe, QwenMatchesHuggingFaceVectors) {
+  expectHfVectors("qwen3-tokenizer/tokenizer.json", "tokenizer-vectors/ggml-vocab-qwen2.gguf", nfc);
+}
+
+TEST(HfBpe, QwenNormalizesToNfc) {
+  const std::string path = modelPath("qwen3-tokenizer/tokenizer.json");
+  REQUIRE_MODEL_FILE(path);
+  auto tok = loadTokenizerFile(path);
+  // e + COMBINING ACUTE and Hangul jamo compose before BPE.
+  for (auto [decomposed, composed] : {std::pair<const char *, const char *>{"Caf" "e\xCC\x81 au lait", "Caf\xC3\xA9 au lait"},
+                                      {"\xE1\x84\x92\xE1\x85\xA1\xE1\x86\xAB", "\xED\x95\x9C"}}) {
+    EXPECT_EQ(tok->encode(decomposed, false), tok->encode(composed, false)) << composed;
+    EXPECT_EQ(tok->decode(tok->encode(decomposed, false)), composed);
+  }
+}
+
+TEST(HfBpe, Llama3SplitsAroundMongolianVowelSeparatorAsOniguruma) {
+  const std::string path = modelPath("llama3-tokenizer/tokenizer.json");
+  REQUIRE_MODEL_FILE(path);
+  auto tok = loadTokenizerFile(path);
+  // U+180E is no \s in Oniguruma: " \u180E" is one pre-token
+  // (" ?[^\s\p{L}\p{N}]+") and "x" another; a \s with U+180E in it would make
+  // " " and "\u180Ex" instead.
+  auto cat = [](Ids a, const Ids &b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+  };
+  const std::string sep = "\xE1\xA0\x8E";
+  Ids ids = tok->encode(" " + sep + "x", false);
+  EXPECT_EQ(ids, cat(tok->encode(" " + sep, false), tok->encode("x", false)));
+  EXPECT_NE(ids, cat(tok->encode(" ", false), tok->encode(sep + "x", false)));
+}
+
 // ----------------------------------------------------------------------------
 // The byte tokenizer
 
@@ -591,16 +802,6 @@ TEST(Serialization, RoundTripsEveryKind) {
 
 // ----------------------------------------------------------------------------
 // Errors: InputError naming the file and the problem
-
-/// The message of the InputError `f` throws ("" when it throws none).
-std::string inputError(const std::function<void()> &f) {
-  try {
-    f();
-  } catch (const InputError &e) {
-    return e.what();
-  }
-  return "";
-}
 
 TEST(TokenizerErrors, MissingFile) {
   ScratchDir dir;
