@@ -199,8 +199,10 @@ void linear(const float *x, int64_t rows, int64_t in, TensorRef w, TensorRef bia
 
 float sumScalar(const float *p, int64_t n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  for (int64_t i = 0; i < n; i += 8)
-    for (int k = 0; k < 8; ++k) acc[k] += p[i + k];
+  for (int64_t i = 0; i < n; i += 16) { // one cache line
+    __builtin_prefetch(p + i + kSumPrefetch);
+    for (int k = 0; k < 16; ++k) acc[k % 8] += p[i + k];
+  }
   float s = 0;
   for (float a : acc) s += a;
   return s;

@@ -97,8 +97,10 @@ void linearAvx2(const float *x, int64_t rows, int64_t in, TensorRef w, TensorRef
 float sumAvx2(const float *p, int64_t n) {
   __m256 a[8];
   for (__m256 &v : a) v = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n; i += 64) // four cache lines
+  for (int64_t i = 0; i < n; i += 64) { // four cache lines
+    for (int k = 0; k < 4; ++k) __builtin_prefetch(p + i + kSumPrefetch + 16 * k);
     for (int k = 0; k < 8; ++k) a[k] = _mm256_add_ps(a[k], _mm256_load_ps(p + i + 8 * k));
+  }
   for (int k = 1; k < 8; ++k) a[0] = _mm256_add_ps(a[0], a[k]);
   return Avx2::reduce(a[0]);
 }

@@ -83,8 +83,10 @@ void linearAvx512(const float *x, int64_t rows, int64_t in, TensorRef w, TensorR
 float sumAvx512(const float *p, int64_t n) {
   __m512 a[8];
   for (__m512 &v : a) v = _mm512_setzero_ps();
-  for (int64_t i = 0; i < n; i += 128) // eight cache lines
+  for (int64_t i = 0; i < n; i += 128) { // eight cache lines
+    for (int k = 0; k < 8; ++k) __builtin_prefetch(p + i + kSumPrefetch + 16 * k);
     for (int k = 0; k < 8; ++k) a[k] = _mm512_add_ps(a[k], _mm512_load_ps(p + i + 16 * k));
+  }
   for (int k = 1; k < 8; ++k) a[0] = _mm512_add_ps(a[0], a[k]);
   return _mm512_reduce_add_ps(a[0]);
 }
