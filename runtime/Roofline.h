@@ -9,8 +9,12 @@
 
 namespace kvplan {
 
-/// GB/s of a streaming sum over a buffer far larger than the caches
-/// (`bytes`), split across the pool; the best of several passes.
+/// Read bandwidth in GB/s, measured as STREAM does but read-only: a
+/// streaming sum with vector loads over `bytes` (by default 1 GiB, far more
+/// than any last-level cache), each of the pool's threads reading its own
+/// contiguous share; the fastest of ten passes after an untimed one.
+/// A model whose weights are not many times the last-level cache can decode
+/// above this figure: part of the weights is still cached from the last token.
 double measureReadBandwidth(ThreadPool &pool, uint64_t bytes = uint64_t(1) << 30);
 
 /// GFLOP/s of independent f32 FMAs on every thread of the pool, with the

@@ -32,11 +32,18 @@ void fusedFFNAvx512(const float *in, int64_t ff, float *out, int64_t begin, int6
 void swigluAvx2(const float *gate, const float *up, float *out, int64_t n);
 void swigluAvx512(const float *gate, const float *up, float *out, int64_t n);
 
-/// Sum of p[0..n) and q[0..n), read as two interleaved streams (the
-/// read-bandwidth probe; two streams per core, as the kernels have).
-float sumScalar(const float *p, const float *q, int64_t n);
-float sumAvx2(const float *p, const float *q, int64_t n);
-float sumAvx512(const float *p, const float *q, int64_t n);
+/// Sum of p[0..n) (the read-bandwidth probe, runtime/Roofline.cpp): one
+/// sequential stream read with aligned vector loads into eight independent
+/// sums, so that the adds' latency never holds back the loads, and every
+/// line prefetched kSumPrefetch floats ahead, as the decode kernels prefetch
+/// their next rows (a hardware prefetcher stops at each 4 KiB page; software
+/// prefetches do not, so without them the probe would get less help than
+/// the kernels). p is aligned to 64 bytes and n is a multiple of kSumBlock.
+constexpr int64_t kSumBlock = 1024;   // floats: 4 KiB
+constexpr int64_t kSumPrefetch = 512; // floats: 2 KiB
+float sumScalar(const float *p, int64_t n);
+float sumAvx2(const float *p, int64_t n);
+float sumAvx512(const float *p, int64_t n);
 
 /// `iterations` rounds of independent FMAs; returns the FLOPs done and
 /// stores a value that depends on every result in *sink, so the work cannot

@@ -227,16 +227,13 @@ void linear(const float *x, int64_t rows, int64_t in, TensorRef w, TensorRef bia
   linearScalar(x, rows, in, w, bias, out, jBegin, jEnd);
 }
 
-float sumScalar(const float *p, const float *q, int64_t n) {
+float sumScalar(const float *p, int64_t n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4)
-    for (int k = 0; k < 4; ++k) {
-      acc[k] += p[i + k];
-      acc[4 + k] += q[i + k];
-    }
+  for (int64_t i = 0; i < n; i += 16) { // one cache line
+    __builtin_prefetch(p + i + kSumPrefetch);
+    for (int k = 0; k < 16; ++k) acc[k % 8] += p[i + k];
+  }
   float s = 0;
-  for (; i < n; ++i) s += p[i] + q[i];
   for (float a : acc) s += a;
   return s;
 }

@@ -92,18 +92,15 @@ void linearAvx512(const float *x, int64_t rows, int64_t in, TensorRef w, TensorR
     impl::linear<Avx512>(x, rows, in, w, bias, out, jBegin, jEnd);
 }
 
-float sumAvx512(const float *p, const float *q, int64_t n) {
-  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    a0 = _mm512_add_ps(a0, _mm512_loadu_ps(p + i));
-    a1 = _mm512_add_ps(a1, _mm512_loadu_ps(p + i + 16));
-    a2 = _mm512_add_ps(a2, _mm512_loadu_ps(q + i));
-    a3 = _mm512_add_ps(a3, _mm512_loadu_ps(q + i + 16));
+float sumAvx512(const float *p, int64_t n) {
+  __m512 a[8];
+  for (__m512 &v : a) v = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 128) { // eight cache lines
+    for (int k = 0; k < 8; ++k) __builtin_prefetch(p + i + kSumPrefetch + 16 * k);
+    for (int k = 0; k < 8; ++k) a[k] = _mm512_add_ps(a[k], _mm512_load_ps(p + i + 16 * k));
   }
-  float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-  for (; i < n; ++i) s += p[i] + q[i];
-  return s;
+  for (int k = 1; k < 8; ++k) a[0] = _mm512_add_ps(a[0], a[k]);
+  return _mm512_reduce_add_ps(a[0]);
 }
 
 double fmaLoopAvx512(int64_t iterations, float *sink) {

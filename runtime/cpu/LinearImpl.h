@@ -144,6 +144,16 @@ inline void rowTile(const float *x, int64_t K, const typename Kind::T *w, const 
   }
 }
 
+/// The R x J tile prefill runs over weights of Kind: the traits' R x J, or
+/// Tr::TileFor<Kind> where an ISA's best shape depends on the weight type
+/// (the shape changes no result: see the invariant above).
+template <class Tr, class Kind, class = void> struct TileShape {
+  static constexpr int R = Tr::R, J = Tr::J;
+};
+template <class Tr, class Kind>
+struct TileShape<Tr, Kind, std::void_t<typename Tr::template TileFor<Kind>>>
+    : Tr::template TileFor<Kind> {};
+
 template <class Tr, class Kind>
 void linearBlocked(const float *x, int64_t rows, int64_t K, const typename Kind::T *w,
                    const float *scales, TensorRef bias, const LinearOutputs &out, int64_t jBegin,
@@ -152,18 +162,20 @@ void linearBlocked(const float *x, int64_t rows, int64_t K, const typename Kind:
     rowTile<Tr, Kind, 1, Tr::GemvJ>(x, K, w, scales, 0, jBegin, jEnd, out, bias, Ahead::nextTile);
     return;
   }
+  constexpr int TR = TileShape<Tr, Kind>::R, TJ = TileShape<Tr, Kind>::J;
+  constexpr int Narrow = std::min(4, TR);
   // Feature blocks whose weights fit in about half of L2.
   const int64_t wBytes = int64_t(sizeof(typename Kind::T));
-  int64_t block = std::max<int64_t>(Tr::J, (256 * 1024) / std::max<int64_t>(1, K * wBytes));
-  block = block / Tr::J * Tr::J;
+  int64_t block = std::max<int64_t>(TJ, (256 * 1024) / std::max<int64_t>(1, K * wBytes));
+  block = block / TJ * TJ;
   for (int64_t jb = jBegin; jb < jEnd; jb += block) {
     const int64_t je = std::min(jEnd, jb + block);
     int64_t r = 0;
     // Rows whose activations would not stay in L1 alongside the weights
-    // come four at a time.
-    const bool wide = K * int64_t(sizeof(float)) * Tr::R <= 16 * 1024;
-    const int64_t big = wide ? Tr::R : 4, rest = rows % big;
-    const int64_t passes = rows / big + rest / 4 + (rest % 4 ? 1 : 0);
+    // come four (at most) at a time.
+    const bool wide = K * int64_t(sizeof(float)) * TR <= 16 * 1024;
+    const int64_t big = wide ? TR : Narrow, rest = rows % big;
+    const int64_t passes = rows / big + rest / Narrow + (rest % Narrow ? 1 : 0);
     // The first pass over a block brings its weights from memory; the later
     // passes, which find them in L2, prefetch the next block (a slice each)
     // so its first pass finds it there too. (Prefetches never fault, so
@@ -182,18 +194,18 @@ void linearBlocked(const float *x, int64_t rows, int64_t K, const typename Kind:
     };
     PrefetchRange slice;
     if (wide)
-      for (; r + Tr::R <= rows; r += Tr::R, ++pass) {
+      for (; r + TR <= rows; r += TR, ++pass) {
         Ahead m = modeOf(pass, slice);
-        rowTile<Tr, Kind, Tr::R, Tr::J>(x, K, w, scales, r, jb, je, out, bias, m, slice);
+        rowTile<Tr, Kind, TR, TJ>(x, K, w, scales, r, jb, je, out, bias, m, slice);
       }
-    for (; rows - r >= 4; r += 4, ++pass) {
+    for (; rows - r >= Narrow; r += Narrow, ++pass) {
       Ahead m = modeOf(pass, slice);
-      rowTile<Tr, Kind, 4, Tr::J>(x, K, w, scales, r, jb, je, out, bias, m, slice);
+      rowTile<Tr, Kind, Narrow, TJ>(x, K, w, scales, r, jb, je, out, bias, m, slice);
     }
     switch (rows - r) {
-    case 3: rowTile<Tr, Kind, 3, Tr::J>(x, K, w, scales, r, jb, je, out, bias); break;
-    case 2: rowTile<Tr, Kind, 2, Tr::J>(x, K, w, scales, r, jb, je, out, bias); break;
-    case 1: rowTile<Tr, Kind, 1, Tr::J>(x, K, w, scales, r, jb, je, out, bias); break;
+    case 3: rowTile<Tr, Kind, 3, TJ>(x, K, w, scales, r, jb, je, out, bias); break;
+    case 2: rowTile<Tr, Kind, 2, TJ>(x, K, w, scales, r, jb, je, out, bias); break;
+    case 1: rowTile<Tr, Kind, 1, TJ>(x, K, w, scales, r, jb, je, out, bias); break;
     default: break;
     }
   }

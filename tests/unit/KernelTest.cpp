@@ -245,18 +245,24 @@ TEST(Kernels, LinearMatchesAPlainComputationOnEveryIsa) {
 }
 
 TEST(Kernels, AResultDoesNotDependOnTheRowsRunWithIt) {
-  // Row 0 alone and row 0 among 13: bit for bit (chunked prefill relies on
-  // it).
+  // Each row alone and among 13: bit for bit (chunked prefill relies on it).
+  // 13 rows take full tiles and a remainder whatever the tile's rows; K =
+  // 2048 takes the narrower tiles of rows whose activations overflow L1.
   forEachIsa([&](Isa) {
-    for (DType dtype : {DType::f32, DType::bf16, DType::f16, DType::i8, DType::i4}) {
-      Matrix w(dtype, 40, 200, 8);
-      std::vector<float> x = randomFloats(13 * 200, 9);
-      std::vector<float> one(40), many(13 * 40);
-      LinearOutputs a{{one.data()}, {0}, {40}}, b{{many.data()}, {0}, {40}};
-      linear(x.data(), 1, 200, w.ref, {}, a, 0, 40);
-      linear(x.data(), 13, 200, w.ref, {}, b, 0, 40);
-      for (int j = 0; j < 40; ++j) ASSERT_EQ(one[size_t(j)], many[size_t(j)]) << dtypeName(dtype);
-    }
+    for (DType dtype : {DType::f32, DType::bf16, DType::f16, DType::i8, DType::i4})
+      for (int64_t K : {200, 2048}) {
+        Matrix w(dtype, 40, K, 8);
+        std::vector<float> x = randomFloats(size_t(13 * K), 9);
+        std::vector<float> one(40), many(13 * 40);
+        LinearOutputs a{{one.data()}, {0}, {40}}, b{{many.data()}, {0}, {40}};
+        linear(x.data(), 13, K, w.ref, {}, b, 0, 40);
+        for (int64_t r = 0; r < 13; ++r) {
+          linear(x.data() + r * K, 1, K, w.ref, {}, a, 0, 40);
+          for (int64_t j = 0; j < 40; ++j)
+            ASSERT_EQ(one[size_t(j)], many[size_t(r * 40 + j)])
+                << dtypeName(dtype) << " K " << K << " row " << r << " feature " << j;
+        }
+      }
   });
 }
 
