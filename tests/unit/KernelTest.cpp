@@ -554,7 +554,7 @@ TEST(Kernels, RopeMatchesAPlainRotation) {
   std::vector<double> freqs(static_cast<size_t>(half));
   for (int64_t i = 0; i < half; ++i)
     freqs[size_t(i)] = std::pow(theta, -2.0 * double(i) / double(headDim));
-  const std::vector<double> fromRuntime = ropeFrequencies(RopeParams{headDim, theta, {}});
+  const std::vector<double> fromRuntime = ropeFrequencies(RopeParams{headDim, theta, {}, {}});
   for (int64_t i = 0; i < half; ++i)
     ASSERT_NEAR(fromRuntime[size_t(i)], freqs[size_t(i)], 1e-15 * freqs[size_t(i)]) << i;
 
