@@ -2,6 +2,7 @@
 // addresses resolved), then runs the bound instructions over the thread
 // pool.
 #include "runtime/cpu/CpuExecutor.h"
+#include "runtime/cpu/LinearDot.h"
 #include "runtime/cpu/Isa.h"
 
 #include <algorithm>
@@ -265,8 +266,13 @@ int32_t *CpuExecutor::pageTable(const std::string &e) { return program(e).pageTa
 const float *CpuExecutor::logits(const std::string &e) { return program(e).logits; }
 
 std::string CpuExecutor::describe() const {
-  return std::string("cpu (") + cpu::isaName(cpu::activeIsa()) + " kernels, " +
-         std::to_string(pool.size()) + " threads)";
+  std::string d = std::string("cpu (") + cpu::isaName(cpu::activeIsa()) + " kernels, " +
+                  std::to_string(pool.size()) + " threads";
+  // Quantized weights meet int8 or f32 activations (runtime/cpu/LinearDot.h).
+  for (const WeightEntry &w : plan_.weights)
+    if (w.dtype == DType::i8 || w.dtype == DType::i4)
+      return d + ", " + cpu::activationsName(cpu::activeActivations()) + ")";
+  return d + ")";
 }
 
 void CpuExecutor::copyPage(int32_t from, int32_t to) {

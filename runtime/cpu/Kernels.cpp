@@ -5,6 +5,7 @@
 
 #include "support/Half.h"
 #include "runtime/cpu/IsaKernels.h"
+#include "runtime/cpu/LinearDot.h"
 #include "runtime/cpu/Isa.h"
 
 #include <algorithm>
@@ -219,6 +220,13 @@ void linearScalar(const float *x, int64_t rows, int64_t in, TensorRef w, TensorR
 
 void linear(const float *x, int64_t rows, int64_t in, TensorRef w, TensorRef bias,
             const LinearOutputs &out, int64_t jBegin, int64_t jEnd) {
+  if ((w.dtype == DType::i8 || w.dtype == DType::i4) && activeActivations() == Activations::int8) {
+    if (activeIsa() == Isa::scalar)
+      linearDotScalar(x, rows, in, w, bias, out, jBegin, jEnd);
+    else
+      linearDotAvx2(x, rows, in, w, bias, out, jBegin, jEnd);
+    return;
+  }
   switch (activeIsa()) {
   case Isa::avx512: linearAvx512(x, rows, in, w, bias, out, jBegin, jEnd); return;
   case Isa::avx2: linearAvx2(x, rows, in, w, bias, out, jBegin, jEnd); return;

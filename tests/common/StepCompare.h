@@ -128,8 +128,9 @@ inline PlanMatch matchPlans(const EntryPoint &cpu, const EntryPoint &cuda) {
     EXPECT_EQ(c.kind(), s.kind()) << "cuda step " << m.steps.size() << " against cpu step " << i;
     const std::vector<const Operand *> ins = stepInputs(s), cins = stepInputs(c);
     for (size_t k = 0; k < ins.size() && k < cins.size(); ++k)
-      if (ins[k]->kind == OperandKind::arena)
+      if (ins[k]->kind == OperandKind::arena) {
         EXPECT_EQ(m.cpuValue.at(ins[k]->value).value, cins[k]->value) << "step " << i;
+      }
     const std::vector<const Operand *> outs = stepOutputs(s), couts = stepOutputs(c);
     for (size_t k = 0; k < outs.size() && k < couts.size(); ++k)
       if (outs[k]->kind == OperandKind::arena) m.cpuValue[outs[k]->value] = *couts[k];

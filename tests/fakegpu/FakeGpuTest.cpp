@@ -14,6 +14,7 @@
 #include "formats/WeightFormats.h"
 #include "plan/WeightPacking.h"
 #include "runtime/cuda/CudaExecutor.h"
+#include "tests/common/ActivationsScope.h"
 #include "tests/common/CudaShapes.h"
 #include "tests/common/ServeCompare.h"
 #include "tests/common/StepCompare.h"
@@ -32,6 +33,11 @@
 
 #include <sys/mman.h>
 #include <set>
+
+// The CPU runtime is these tests' reference for the CUDA target, whose
+// kernels compute the plan's f32 activations: the CPU takes them too, not
+// its default int8 ones (runtime/cpu/LinearDot.h).
+static const kvplan::test::ActivationsScope kF32Activations(kvplan::cpu::Activations::f32);
 
 using namespace kvplan;
 using kvplan::testing::runAlone;

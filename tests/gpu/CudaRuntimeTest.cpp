@@ -10,6 +10,7 @@
 #include "formats/WeightFormats.h"
 #include "plan/WeightPacking.h"
 #include "runtime/cuda/CudaExecutor.h"
+#include "tests/common/ActivationsScope.h"
 #include "tests/common/ServeCompare.h"
 #include "tests/common/StepCompare.h"
 
@@ -24,6 +25,11 @@
 #include <numeric>
 #include <random>
 #include <set>
+
+// The CPU runtime is these tests' reference for the CUDA target, whose
+// kernels compute the plan's f32 activations: the CPU takes them too, not
+// its default int8 ones (runtime/cpu/LinearDot.h).
+static const kvplan::test::ActivationsScope kF32Activations(kvplan::cpu::Activations::f32);
 
 using namespace kvplan;
 namespace fs = std::filesystem;
@@ -223,7 +229,7 @@ TEST(CudaRuntime, TheSchedulerServesOnTheDevice) {
     ASSERT_EQ(got[i].size(), 8u) << "request " << i;
     Engine alone(fresh(), {false});
     const std::vector<int32_t> want = runAlone(alone, prompts[i], 8);
-    if (i == 0) EXPECT_EQ(got[i], want);
+    if (i == 0) { EXPECT_EQ(got[i], want); }
     agree += got[i] == want;
   }
   ::testing::Test::RecordProperty("requests_equal_to_alone", agree);

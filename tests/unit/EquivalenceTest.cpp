@@ -6,6 +6,7 @@
 #include "runtime/Engine.h"
 #include "runtime/Sampler.h"
 #include "plan/WeightPacking.h"
+#include "tests/common/ActivationsScope.h"
 #include "tests/unit/ReferenceModel.h"
 
 #include <gtest/gtest.h>
@@ -184,7 +185,7 @@ TEST(Equivalence, BatchedDecodeMatchesEachSequenceAlone) {
     int64_t before = e.freePages();
     e.close(seqs[1]);
     EXPECT_EQ(e.freePages(), before + (int64_t(toks[1].size()) + 3) / 4);
-    if (*pool) EXPECT_EQ(before, 0); // the three filled the small pool
+    if (*pool) { EXPECT_EQ(before, 0); } // the three filled the small pool
     int again = e.open();
     std::vector<int32_t> t = randomTokens(6, 97, 9);
     const float *l = e.prefill(again, t.data(), 6);
@@ -277,7 +278,10 @@ Shape withDtype(Shape s, DType dtype) {
 
 TEST(Equivalence, EveryWeightTypeMatchesAReferenceWithTheSameWeights) {
   // The reference rounds (or quantizes) its weights exactly as the artifact
-  // stores them, so the runtime must match it as tightly as in f32.
+  // stores them, so the runtime must match it as tightly as in f32: with
+  // f32 activations (the CPU's int8 ones are checked against f32 below and
+  // in KernelTest's LinearDot cases).
+  test::ActivationsScope f32Activations(cpu::Activations::f32);
   for (DType dtype : {DType::bf16, DType::f16, DType::i8, DType::i4}) {
     for (const Shape &base : {kShapes[0], kShapes[3]}) {
       Shape s = withDtype(base, dtype);

@@ -9,6 +9,7 @@
 #include "runtime/cpu/Isa.h"
 #include "runtime/Sampler.h"
 #include "plan/WeightPacking.h"
+#include "tests/common/ActivationsScope.h"
 #include "tests/unit/ReferenceModel.h"
 
 #include <gtest/gtest.h>
@@ -99,35 +100,52 @@ TEST_F(QuantGguf, EveryFileCompiledToF32MatchesTheReference) {
 }
 
 TEST_F(QuantGguf, Q8_0RepackedToInt8GivesTheF32LogitsBitForBit) {
-  // The vector kernels multiply each int8 code by its scale before the FMA,
-  // so a lossless repack computes exactly what f32 weights do. The scalar
-  // kernel sums a group's products in the codes' scale and applies the
-  // scale once per group: the same values, rounded differently, so there
-  // the logits only agree closely.
+  // With f32 activations the vector kernels multiply each int8 code by its
+  // scale before the FMA, so a lossless repack computes exactly what f32
+  // weights do. The scalar kernel sums a group's products in the codes'
+  // scale and applies the scale once per group: the same values, rounded
+  // differently, so there the logits only agree closely. The CPU's default
+  // int8 activations (as llama.cpp's Q8_0 dot products) round x per group
+  // of 32: the logits keep f32's direction (measured: cosine 0.99998 at
+  // worst over these steps) and its greedy choices.
   Loaded f32("q256-Q8_0.gguf", DType::f32), int8("q256-Q8_0.gguf", DType::i8);
   int matrices = 0;
   for (const WeightEntry &w : int8.plan.weights) matrices += w.dtype == DType::i8;
   ASSERT_GT(matrices, 4); // the layers' matrices, the embedding and the classifier
   const int64_t vocab = f32.cfg.model.vocabSize;
   const cpu::Isa was = cpu::activeIsa();
-  for (cpu::Isa isa : {cpu::Isa::scalar, cpu::Isa::avx2, cpu::Isa::avx512}) {
-    if (isa > cpu::detectIsa()) continue;
-    SCOPED_TRACE(cpu::isaName(isa));
-    cpu::setActiveIsa(isa);
-    Engine a = f32.engine(), b = int8.engine();
-    int sa = a.open(), sb = b.open();
-    const float *la = a.prefill(sa, kPrompt.data(), int64_t(kPrompt.size()));
-    const float *lb = b.prefill(sb, kPrompt.data(), int64_t(kPrompt.size()));
-    for (int step = 0; step < 6; ++step) {
-      if (isa == cpu::Isa::scalar)
-        EXPECT_LT(test::relativeError(lb, std::vector<double>(la, la + vocab)), 1e-5);
-      else
-        ASSERT_EQ(std::memcmp(la, lb, size_t(vocab) * sizeof(float)), 0) << "step " << step;
-      const int32_t next = argmax(la, vocab);
-      la = a.decode({sa}, {next});
-      lb = b.decode({sb}, {next});
+  for (cpu::Activations mode : test::kBothActivations)
+    for (cpu::Isa isa : {cpu::Isa::scalar, cpu::Isa::avx2, cpu::Isa::avx512}) {
+      if (isa > cpu::detectIsa()) continue;
+      SCOPED_TRACE(std::string(cpu::isaName(isa)) + ", " + cpu::activationsName(mode));
+      cpu::setActiveIsa(isa);
+      Engine a = f32.engine();
+      test::ActivationsScope scope(mode);
+      Engine b = int8.engine();
+      int sa = a.open(), sb = b.open();
+      const float *la = a.prefill(sa, kPrompt.data(), int64_t(kPrompt.size()));
+      const float *lb = b.prefill(sb, kPrompt.data(), int64_t(kPrompt.size()));
+      double worst = 1;
+      for (int step = 0; step < 6; ++step) {
+        const std::vector<double> want(la, la + vocab);
+        if (mode == cpu::Activations::int8) {
+          worst = std::min(worst, test::cosineSimilarity(lb, want));
+          EXPECT_EQ(argmax(lb, vocab), argmax(la, vocab)) << "step " << step;
+        } else if (isa == cpu::Isa::scalar) {
+          EXPECT_LT(test::relativeError(lb, want), 1e-5);
+        } else {
+          ASSERT_EQ(std::memcmp(la, lb, size_t(vocab) * sizeof(float)), 0) << "step " << step;
+        }
+        const int32_t next = argmax(la, vocab);
+        la = a.decode({sa}, {next});
+        lb = b.decode({sb}, {next});
+      }
+      if (mode == cpu::Activations::int8) {
+        std::printf("%s, int8 activations: logits cosine against f32 weights %.6f at worst\n",
+                    cpu::isaName(isa), worst);
+        EXPECT_GE(worst, 0.9995);
+      }
     }
-  }
   cpu::setActiveIsa(was);
 }
 

@@ -8,6 +8,7 @@
 #include "runtime/cpu/Isa.h"
 #include "runtime/cpu/IsaKernels.h"
 #include "runtime/cpu/LinearInt4Impl.h"
+#include "tests/common/ActivationsScope.h"
 
 #include <gtest/gtest.h>
 
@@ -76,6 +77,15 @@ template <typename F> void forEachIsa(F fn) {
     fn(isa);
   }
   setActiveIsa(saved);
+}
+
+/// forEachIsa under each activation mode (the int8 default first).
+template <typename F> void forEachIsaAndActivations(F fn) {
+  for (Activations mode : test::kBothActivations) {
+    test::ActivationsScope scope(mode);
+    SCOPED_TRACE(activationsName(mode));
+    forEachIsa(fn);
+  }
 }
 
 struct Matrix {
@@ -182,6 +192,8 @@ Expected plainLinear(const std::vector<float> &x, int64_t rows, const Matrix &w,
 } // namespace
 
 TEST(Kernels, LinearMatchesAPlainComputationOnEveryIsa) {
+  // The f32-activation kernels; the int8-activation ones are LinearDot's.
+  test::ActivationsScope f32Activations(Activations::f32);
   for (DType dtype : {DType::f32, DType::bf16, DType::f16, DType::i8, DType::i4}) {
     SCOPED_TRACE(dtypeName(dtype));
     // K = 2048 makes the blocked kernels take the f32, bf16 and f16
@@ -248,7 +260,7 @@ TEST(Kernels, AResultDoesNotDependOnTheRowsRunWithIt) {
   // Each row alone and among 13: bit for bit (chunked prefill relies on it).
   // 13 rows take full tiles and a remainder whatever the tile's rows; K =
   // 2048 takes the narrower tiles of rows whose activations overflow L1.
-  forEachIsa([&](Isa) {
+  forEachIsaAndActivations([&](Isa) {
     for (DType dtype : {DType::f32, DType::bf16, DType::f16, DType::i8, DType::i4})
       for (int64_t K : {200, 2048}) {
         Matrix w(dtype, 40, K, 8);
@@ -270,7 +282,7 @@ TEST(Kernels, AResultDoesNotDependOnTheFeaturesRunWithIt) {
   // All 40 features in one call and split at 13 as two threads take them
   // (odd sizes, so a feature moves between a full tile and the remainder):
   // bit for bit, or the thread count would change results.
-  forEachIsa([&](Isa) {
+  forEachIsaAndActivations([&](Isa) {
     for (DType dtype : {DType::f32, DType::bf16, DType::f16, DType::i8, DType::i4}) {
       for (int64_t rows : {1, 5, 11}) {
         Matrix w(dtype, 40, 200, 8);
@@ -580,4 +592,190 @@ TEST(Kernels, RopeMatchesAPlainRotation) {
         ASSERT_NEAR(out[at + 1], a * std::sin(angle) + b * std::cos(angle), tol)
             << "row " << r << " at " << at + 1;
       }
+}
+
+namespace {
+
+/// Activations quantized as runtime/cpu/LinearDot.h defines it, written
+/// here: per row and group of 32, d = max |x| / 127 in f32, and q = x times
+/// (1 / d) in f32 rounded to the nearest integer, ties to even (0 where d is
+/// 0).
+struct QuantizedHere {
+  std::vector<int> q;     // [rows, K]
+  std::vector<float> d;   // [rows, groups]
+  int64_t groups = 0;
+};
+QuantizedHere quantizeHere(const std::vector<float> &x, int64_t rows, int64_t K) {
+  QuantizedHere h;
+  h.groups = (K + 31) / 32;
+  h.q.resize(size_t(rows * K));
+  h.d.resize(size_t(rows * h.groups));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t g = 0; g < h.groups; ++g) {
+      const int64_t k0 = g * 32, k1 = std::min(K, k0 + 32);
+      float amax = 0;
+      for (int64_t k = k0; k < k1; ++k) amax = std::max(amax, std::abs(x[size_t(r * K + k)]));
+      const float d = amax / 127.0f, inverse = d == 0 ? 0.0f : 1.0f / d;
+      h.d[size_t(r * h.groups + g)] = d;
+      for (int64_t k = k0; k < k1; ++k)
+        h.q[size_t(r * K + k)] = int(std::nearbyint(x[size_t(r * K + k)] * inverse));
+    }
+  return h;
+}
+
+/// Rows of very different scales, and a group of zeros.
+std::vector<float> scaledRows(int64_t rows, int64_t K, uint32_t seed) {
+  std::vector<float> x = randomFloats(size_t(rows * K), seed);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < K; ++k) x[size_t(r * K + k)] *= r % 3 == 0 ? 1.0f : r % 3 == 1 ? 1e-3f : 300.0f;
+  if (rows > 1) // row 1's first group
+    for (int64_t k = 0; k < std::min<int64_t>(K, 32); ++k) x[size_t(K + k)] = 0;
+  return x;
+}
+
+} // namespace
+
+TEST(LinearDot, ActivationsRoundToTheNearestStepOfTheirGroup) {
+  for (int64_t K : {7, 32, 96, 172, 2048}) {
+    const int64_t rows = 3;
+    const std::vector<float> x = scaledRows(rows, K, 31);
+    const QuantizedHere want = quantizeHere(x, rows, K);
+    for (Isa isa : {Isa::scalar, Isa::avx2}) {
+      if (int(isa) > int(detectIsa())) continue;
+      SCOPED_TRACE(std::string(isaName(isa)) + " K " + std::to_string(K));
+      QuantizedRows got;
+      (isa == Isa::scalar ? quantizeRowsScalar : quantizeRowsAvx2)(x.data(), rows, K, true, got);
+      ASSERT_EQ(got.groups, want.groups);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t g = 0; g < want.groups; ++g) {
+          const size_t at = size_t(r * want.groups + g);
+          ASSERT_EQ(got.d[at], want.d[at]) << "row " << r << " group " << g;
+          const double d = want.d[at];
+          int most = 0;
+          double sum = 0, magnitude = 0;
+          for (int64_t i = 0; i < 32; ++i) {
+            const int q = got.q[at * 32 + size_t(i)];
+            if (g * 32 + i >= K) { // past the row's end
+              ASSERT_EQ(q, 0);
+              continue;
+            }
+            const double v = x[size_t(r * K + g * 32 + i)];
+            ASSERT_EQ(q, want.q[size_t(r * K + g * 32 + i)]) << "row " << r << " k " << g * 32 + i;
+            ASSERT_LE(std::abs(q), 127);
+            ASSERT_LE(std::abs(v - q * d), d / 2 * (1 + 1e-6)) << "row " << r << " k " << g * 32 + i;
+            most = std::max(most, std::abs(q));
+            sum += v;
+            magnitude += std::abs(v);
+          }
+          ASSERT_EQ(most, d > 0 ? 127 : 0) << "row " << r << " group " << g;
+          ASSERT_LE(std::abs(got.sums[at] - sum), gammaBound(32) * magnitude);
+        }
+    }
+  }
+}
+
+TEST(LinearDot, LinearMatchesAPlainComputationOnEveryIsa) {
+  // out = bias + sum over groups of s d sum(c q) (+ m sum(x) for int4), from
+  // the q and d written here and the weights as drawn. Each product c q and
+  // its group's sum are exact integers; what rounds is s d, its product
+  // with the sum, the accumulation over at most `groups` groups and an
+  // 8-lane reduction, and for int4 the f32 sum of a group's x (31 adds), m
+  // times it and its own accumulation, then the bias: gamma of 2 groups + 48
+  // relative to the sum of the terms' magnitudes.
+  test::ActivationsScope int8Activations(Activations::int8);
+  for (DType dtype : {DType::i8, DType::i4}) {
+    SCOPED_TRACE(dtypeName(dtype));
+    for (auto [K, J] : {std::pair<int64_t, int64_t>{96, 37}, {100, 12}, {7, 5}, {256, 64},
+                        {2048, 70}, {172, 9}}) {
+      Matrix w(dtype, J, K, 3);
+      std::vector<float> bias = randomFloats(size_t(J), 4);
+      const int64_t split = J / 2, groups = (K + 31) / 32;
+      for (int64_t rows : {1, 2, 3, 4, 5, 7, 13}) {
+        const std::vector<float> x = scaledRows(rows, K, 5);
+        const QuantizedHere h = quantizeHere(x, rows, K);
+        std::vector<double> want(size_t(rows * J)), magnitude(size_t(rows * J));
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t j = 0; j < J; ++j) {
+            double sum = bias[size_t(j)], mag = std::abs(sum);
+            for (int64_t g = 0; g < groups; ++g) {
+              int64_t dot = 0;
+              double xs = 0, xm = 0;
+              for (int64_t k = g * 32; k < std::min(K, g * 32 + 32); ++k) {
+                const int64_t c = dtype == DType::i4 ? w.codes[size_t(j * K + k)]
+                                                     : int64_t(valueAt(w.data.data(), dtype, j * K + k));
+                dot += c * h.q[size_t(r * K + k)];
+                xs += x[size_t(r * K + k)];
+                xm += std::abs(x[size_t(r * K + k)]);
+              }
+              const double t = double(w.scales[size_t(j * groups + g)]) *
+                               double(h.d[size_t(r * groups + g)]) * double(dot);
+              sum += t;
+              mag += std::abs(t);
+              if (dtype == DType::i4) {
+                sum += double(w.mins[size_t(j * groups + g)]) * xs;
+                mag += std::abs(double(w.mins[size_t(j * groups + g)])) * xm;
+              }
+            }
+            const size_t at = size_t(j < split ? r * split + j
+                                               : rows * split + r * (J - split) + (j - split));
+            want[at] = sum;
+            magnitude[at] = mag;
+          }
+        forEachIsa([&](Isa) {
+          std::vector<float> a(size_t(rows * split)), b(size_t(rows * (J - split)));
+          LinearOutputs out{{a.data(), b.data()}, {0, split}, {split, J - split}};
+          linear(x.data(), rows, K, w.ref, {bias.data(), DType::f32}, out, 0, J);
+          a.insert(a.end(), b.begin(), b.end());
+          for (size_t i = 0; i < a.size(); ++i)
+            ASSERT_LE(std::abs(a[i] - want[i]), gammaBound(2 * groups + 48) * magnitude[i])
+                << "rows " << rows << " K " << K << " J " << J << " at " << i << ": got " << a[i]
+                << ", want " << want[i];
+        });
+      }
+    }
+  }
+}
+
+TEST(LinearDot, RoundingTheActivationsMovesAnOutputByAtMostHalfAStepPerWeight) {
+  // Against the f32-activation kernel on the same ISA: rounding x to q d
+  // moves each x by at most d / 2, so an output by at most the sum over
+  // groups of d / 2 times the group's sum of |c s| (int4's minimums meet
+  // the exact sums of x), plus both kernels' f32 rounding.
+  for (DType dtype : {DType::i8, DType::i4}) {
+    for (int64_t K : {172, 2048}) {
+      SCOPED_TRACE(std::string(dtypeName(dtype)) + " K " + std::to_string(K));
+      const int64_t J = 16, rows = 3, groups = (K + 31) / 32;
+      Matrix w(dtype, J, K, 11);
+      const std::vector<float> x = scaledRows(rows, K, 12);
+      const QuantizedHere h = quantizeHere(x, rows, K);
+      forEachIsa([&](Isa) {
+        std::vector<float> exact(size_t(rows * J)), rounded(size_t(rows * J));
+        LinearOutputs e{{exact.data()}, {0}, {J}}, q{{rounded.data()}, {0}, {J}};
+        {
+          test::ActivationsScope f32(Activations::f32);
+          linear(x.data(), rows, K, w.ref, {}, e, 0, J);
+        }
+        {
+          test::ActivationsScope int8(Activations::int8);
+          linear(x.data(), rows, K, w.ref, {}, q, 0, J);
+        }
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t j = 0; j < J; ++j) {
+            double moved = 0, magnitude = 0;
+            for (int64_t k = 0; k < K; ++k) {
+              const double cs = dtype == DType::i4
+                                    ? w.codes[size_t(j * K + k)] * double(w.scales[size_t(j * groups + k / 32)])
+                                    : w.at(j, k);
+              const double d = h.d[size_t(r * groups + k / 32)];
+              moved += d / 2 * std::abs(cs);
+              magnitude += (std::abs(x[size_t(r * K + k)]) + d / 2) * w.magnitude(j, k);
+            }
+            const size_t at = size_t(r * J + j);
+            ASSERT_LE(std::abs(double(rounded[at]) - double(exact[at])),
+                      moved + 2 * gammaBound(K + 2 * groups + 48) * magnitude)
+                << "row " << r << " feature " << j;
+          }
+      });
+    }
+  }
 }

@@ -1,0 +1,111 @@
+// The integer-dot linear's mode, the portable activation quantizer and the
+// portable kernel (LinearDot.h).
+#include "runtime/cpu/LinearDot.h"
+
+#include "support/Align.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+
+namespace kvplan::cpu {
+
+static_assert(kInt8Group == 32 && kInt4Group == 32, "the integer-dot kernels take groups of 32");
+
+const char *activationsName(Activations a) {
+  return a == Activations::f32 ? "f32 activations" : "int8 activations";
+}
+
+namespace {
+std::atomic<int> chosenActivations{-1};
+} // namespace
+
+Activations activeActivations() {
+  int v = chosenActivations.load(std::memory_order_relaxed);
+  if (v < 0) {
+    const char *env = std::getenv("KVPLAN_ACTIVATIONS");
+    v = int(env && !std::strcmp(env, "f32") ? Activations::f32 : Activations::int8);
+    chosenActivations.store(v, std::memory_order_relaxed);
+  }
+  return Activations(v);
+}
+
+void setActiveActivations(Activations a) {
+  chosenActivations.store(int(a), std::memory_order_relaxed);
+}
+
+// The sizes every quantizer gives `out`: 32 spare bytes and 8 spare floats
+// past the last group, zero.
+static void shape(int64_t rows, int64_t K, QuantizedRows &out) {
+  out.groups = ceilDiv(K, int64_t(32));
+  out.K = K;
+  const size_t n = size_t(rows * out.groups);
+  out.q.assign(n * 32 + 32, 0);
+  out.d.assign(n + 8, 0.0f);
+  out.sums.assign(n + 8, 0.0f);
+}
+
+void quantizeRowsScalar(const float *x, int64_t rows, int64_t K, bool withSums,
+                        QuantizedRows &out) {
+  shape(rows, K, out);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t g = 0; g < out.groups; ++g) {
+      const float *xg = x + r * K + g * 32;
+      const int64_t n = std::min<int64_t>(32, K - g * 32);
+      float amax = 0;
+      for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(xg[i]));
+      const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+      const size_t at = size_t(r * out.groups + g);
+      out.d[at] = d;
+      for (int64_t i = 0; i < n; ++i)
+        out.q[at * 32 + size_t(i)] = int8_t(std::nearbyint(xg[i] * id));
+      if (withSums) {
+        float s = 0;
+        for (int64_t i = 0; i < n; ++i) s += xg[i];
+        out.sums[at] = s;
+      }
+    }
+}
+
+void linearDotScalar(const float *x, int64_t rows, int64_t K, TensorRef w, TensorRef bias,
+                     const LinearOutputs &out, int64_t jBegin, int64_t jEnd) {
+  const bool int4 = w.dtype == DType::i4;
+  if ((!int4 && w.dtype != DType::i8) || w.groupSize != 32 || !w.scales || (int4 && !w.mins))
+    throw std::logic_error("the integer-dot linear takes int8 or int4 weights in groups of 32");
+  thread_local QuantizedRows qx;
+  quantizeRowsScalar(x, rows, K, int4, qx);
+  const int64_t groups = qx.groups;
+  size_t k = 0;
+  for (int64_t j = jBegin; j < jEnd; ++j) {
+    while (j >= out.firstColumn[k] + out.columns[k]) ++k;
+    const float b = bias.data ? loadElement(bias, j) : 0.0f;
+    const float *scales = w.scales + j * groups, *mins = int4 ? w.mins + j * groups : nullptr;
+    for (int64_t r = 0; r < rows; ++r) {
+      float s = 0;
+      for (int64_t g = 0; g < groups; ++g) {
+        const int8_t *q = qx.q.data() + (r * groups + g) * 32;
+        int32_t dot = 0;
+        if (int4) {
+          const uint8_t *c = static_cast<const uint8_t *>(w.data) + (j * groups + g) * 16;
+          for (int i = 0; i < 16; ++i) dot += int32_t(c[i] & 15) * q[i] + int32_t(c[i] >> 4) * q[16 + i];
+        } else {
+          const int8_t *wr = static_cast<const int8_t *>(w.data) + j * K + g * 32;
+          for (int64_t i = 0, n = std::min<int64_t>(32, K - g * 32); i < n; ++i)
+            dot += int32_t(wr[i]) * q[i];
+        }
+        s += float(dot) * (scales[g] * qx.d[size_t(r * groups + g)]);
+      }
+      if (int4) {
+        float m = 0;
+        for (int64_t g = 0; g < groups; ++g) m += mins[g] * qx.sums[size_t(r * groups + g)];
+        s += m;
+      }
+      out.data[k][r * out.columns[k] + j - out.firstColumn[k]] = s + b;
+    }
+  }
+}
+
+} // namespace kvplan::cpu

@@ -1,0 +1,69 @@
+// The integer-dot linear for int8 and int4 weights: activations quantized to
+// int8, and every weight group's products summed in integers.
+//
+// Each row of x is cut into groups of 32 (kInt8Group = kInt4Group), the
+// groups of the weights; group g of row r becomes 32 int8 values q and one
+// f32 step d (d = max|x| / 127, q = x / d rounded to nearest, even on ties),
+// as llama.cpp's Q8_0 activations. A weight group with scale s (and, for
+// int4, minimum m) then contributes
+//   int8: s * d * sum(w q)
+//   int4: s * d * sum(c q) + m * sum(x)
+// where sum(w q) and sum(c q) are exact integers and sum(x) is the group's
+// f32 sum of the activations themselves (so int4's minimums meet no
+// rounding of x). On AVX2 one vpmaddubsw + vpmaddwd computes a group's 32
+// products, where the f32 kernels convert and multiply every weight: this
+// is what makes quantized decode reach the memory bound.
+//
+// The price is x's rounding: each activation moves by at most d / 2, a
+// relative 1/254 of its group's largest. Tests state what that does to a
+// whole model's logits (LinearDotTest, Int4ModelTest). KVPLAN_ACTIVATIONS=f32
+// (or setActiveActivations) keeps the f32 activations of the float kernels,
+// which compute the plan's arithmetic as written; the GPU target always
+// does.
+#pragma once
+
+#include "runtime/cpu/Kernels.h"
+
+#include <vector>
+
+namespace kvplan::cpu {
+
+/// How the linear treats activations against int8 and int4 weights.
+enum class Activations {
+  f32,  // as they are (the plan's arithmetic)
+  int8, // quantized per group of 32 for integer dot products (the default)
+};
+
+const char *activationsName(Activations a);
+/// The mode in use: int8, or what KVPLAN_ACTIVATIONS (f32, int8) says.
+Activations activeActivations();
+/// Overrides activeActivations() (tests compare both).
+void setActiveActivations(Activations a);
+
+/// Rows of x quantized as above. Row r's group g: q[(r * groups + g) * 32 ..
+/// + 32) (zero beyond K), d[r * groups + g], sums[r * groups + g]. The three
+/// arrays are padded so that a load of 32 bytes or 8 floats from any group
+/// stays inside them.
+struct QuantizedRows {
+  std::vector<int8_t> q;
+  std::vector<float> d, sums;
+  int64_t groups = 0;
+  int64_t K = 0;
+};
+
+/// Fills `out` from rows [0, rows) of x ([rows, K]); `withSums` also
+/// computes the f32 sums (int4 needs them). q and d are the same bytes on
+/// every ISA (x * (1 / d) rounds to nearest-even in f32 whatever the ISA);
+/// the sums may differ in their last bits (their additions' order).
+void quantizeRowsScalar(const float *x, int64_t rows, int64_t K, bool withSums,
+                        QuantizedRows &out);
+void quantizeRowsAvx2(const float *x, int64_t rows, int64_t K, bool withSums,
+                      QuantizedRows &out);
+
+/// The integer-dot linear (same contract as linear()); w is int8 or int4.
+void linearDotScalar(const float *x, int64_t rows, int64_t K, TensorRef w, TensorRef bias,
+                     const LinearOutputs &out, int64_t jBegin, int64_t jEnd);
+void linearDotAvx2(const float *x, int64_t rows, int64_t K, TensorRef w, TensorRef bias,
+                   const LinearOutputs &out, int64_t jBegin, int64_t jEnd);
+
+} // namespace kvplan::cpu
