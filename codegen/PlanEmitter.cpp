@@ -154,7 +154,7 @@ private:
       o.values = views++ == 1;
     } else {
       auto offsets = op->getAttrOfType<DenseI64ArrayAttr>(attr::kOffsets);
-      if (!offsets || tensorIndex >= offsets.size()) {
+      if (!offsets || tensorIndex >= size_t(offsets.size())) {
         op->emitOpError() << "has no arena offset for result #" << cast<OpResult>(r).getResultNumber()
                           << "; run --plan-buffers";
         status = failure();
