@@ -115,13 +115,23 @@ for n, q in (("bf16", "BF16"), ("int8", "Q8_0"), ("int4", "Q4_0")):
         if d is None: continue
         roof = "%8.0f%%" % (100 * d * b / 1e9 / bw) if bw else "        -"
         print("%-6s %-10s %12.1f %12.1f %14.1f %s" % (label, e, get(e, n, "prefill_tok_s"), d, b / 1e6, roof))
-def ratio(label, a, b):
-    print("%-34s %s" % (label, "%.2f" % (a / b) if a and b else "-"))
+# Each ratio two ways: of the medians, and the median (with the range) of
+# the ratios within each round, whose two runs met the same moment of the
+# shared machine.
+def ratio(label, ea, na, ka, eb, nb, kb):
+    a, b = vals.get((ea, na, ka)), vals.get((eb, nb, kb))
+    if not a or not b:
+        print("%-38s -" % label)
+        return
+    per = [x / y for x, y in zip(a, b)]
+    print("%-38s %5.2f   per round: median %.2f, %.2f-%.2f" % (
+        label, statistics.median(a) / statistics.median(b), statistics.median(per), min(per), max(per)))
 print()
-ratio("bf16 prefill kvplan/llama.cpp", get("kvplan", "bf16", "prefill_tok_s"), get("llama.cpp", "bf16", "prefill_tok_s"))
-ratio("bf16 decode kvplan/llama.cpp", get("kvplan", "bf16", "decode_tok_s"), get("llama.cpp", "bf16", "decode_tok_s"))
-ratio("int8 vs Q8_0 decode kvplan/llama.cpp", get("kvplan", "int8", "decode_tok_s"), get("llama.cpp", "int8", "decode_tok_s"))
-ratio("int4 vs Q4_0 decode kvplan/llama.cpp", get("kvplan", "int4", "decode_tok_s"), get("llama.cpp", "int4", "decode_tok_s"))
-ratio("int4/bf16 decode, kvplan", get("kvplan", "int4", "decode_tok_s"), get("kvplan", "bf16", "decode_tok_s"))
-ratio("Q4_0/BF16 decode, llama.cpp", get("llama.cpp", "int4", "decode_tok_s"), get("llama.cpp", "bf16", "decode_tok_s"))
+print("%-38s %5s" % ("ratio", "of medians"))
+ratio("bf16 prefill kvplan/llama.cpp", "kvplan", "bf16", "prefill_tok_s", "llama.cpp", "bf16", "prefill_tok_s")
+ratio("bf16 decode kvplan/llama.cpp", "kvplan", "bf16", "decode_tok_s", "llama.cpp", "bf16", "decode_tok_s")
+ratio("int8 vs Q8_0 decode kvplan/llama.cpp", "kvplan", "int8", "decode_tok_s", "llama.cpp", "int8", "decode_tok_s")
+ratio("int4 vs Q4_0 decode kvplan/llama.cpp", "kvplan", "int4", "decode_tok_s", "llama.cpp", "int4", "decode_tok_s")
+ratio("int4/bf16 decode, kvplan", "kvplan", "int4", "decode_tok_s", "kvplan", "bf16", "decode_tok_s")
+ratio("Q4_0/BF16 decode, llama.cpp", "llama.cpp", "int4", "decode_tok_s", "llama.cpp", "bf16", "decode_tok_s")
 PY
