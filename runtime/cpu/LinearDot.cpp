@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -28,6 +29,9 @@ Activations activeActivations() {
   if (v < 0) {
     const char *env = std::getenv("KVPLAN_ACTIVATIONS");
     v = int(env && !std::strcmp(env, "f32") ? Activations::f32 : Activations::int8);
+    if (env && std::strcmp(env, "f32") && std::strcmp(env, "int8"))
+      std::fprintf(stderr, "kvplan: KVPLAN_ACTIVATIONS is '%s', not f32 or int8; using int8\n",
+                   env);
     chosenActivations.store(v, std::memory_order_relaxed);
   }
   return Activations(v);

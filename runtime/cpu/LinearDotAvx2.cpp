@@ -127,23 +127,21 @@ inline void int8Groups(const QuantizedRows &qx, int64_t r0, const DotWeights &w,
       for (int j = 0; j < J; ++j)
         __builtin_prefetch(w.data + (j0 + J + j) * w.rowBytes + g * 32);
     __m256i q[R];
-    __m256 d[R];
+    float d[R];
     for (int r = 0; r < R; ++r) {
       q[r] = _mm256_loadu_si256(
           reinterpret_cast<const __m256i *>(qx.q.data() + ((r0 + r) * G + g) * 32));
-      d[r] = _mm256_broadcast_ss(qx.d.data() + (r0 + r) * G + g);
+      d[r] = qx.d[size_t((r0 + r) * G + g)];
     }
     for (int j = 0; j < J; ++j) {
       const uint8_t *p = w.data + (j0 + j) * w.rowBytes + g * 32;
-      // A broadcast from memory is a load, not an ALU operation.
-      const __m256 s = _mm256_broadcast_ss(w.scales + (j0 + j) * G + g);
+      const float s = w.scales[(j0 + j) * G + g];
       const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p));
       const __m256i a = _mm256_sign_epi8(v, v);
       for (int r = 0; r < R; ++r) {
         const __m256i dot =
             _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(q[r], v)), ones);
-        // (sum * s) * d: the scales' product is not formed apart.
-        acc[r][j] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(dot), s), d[r], acc[r][j]);
+        acc[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(s * d[r]), acc[r][j]);
       }
     }
   }
