@@ -121,15 +121,17 @@ Cosines cosinesAgainstF32(const std::string &path, DType dtype, int steps) {
 } // namespace
 
 // int8 weights (round-to-nearest per group of 32), with the CPU's int8
-// activations (the default) and with f32 ones. Measured (AVX2): cosine
-// 0.9996 at worst either way.
+// activations (the default) and with f32 ones. Measured (AVX2 and portable
+// alike): cosine 0.99923 at worst (mean 0.99995) with int8 activations,
+// 0.99961 (0.99998) with f32 ones; the bounds leave a margin for other
+// summation orders.
 TEST_F(Stories, Int8KeepsTheLogitsDirection) {
   for (cpu::Activations mode : test::kBothActivations) {
     test::ActivationsScope scope(mode);
     const Cosines c = cosinesAgainstF32((kDir / "stories260K.bin").string(), DType::i8, 150);
     std::printf("int8 weights, %s: logits cosine against f32 min %.5f, mean %.5f\n",
                 cpu::activationsName(mode), c.worst, c.mean);
-    EXPECT_GE(c.worst, 0.999) << cpu::activationsName(mode);
+    EXPECT_GE(c.worst, mode == cpu::Activations::f32 ? 0.999 : 0.998) << cpu::activationsName(mode);
   }
 }
 
