@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 
 namespace kvplan::cpu {
@@ -60,12 +61,20 @@ void quantizeRowsScalar(const float *x, int64_t rows, int64_t K, bool withSums,
       const float *xg = x + r * K + g * 32;
       const int64_t n = std::min<int64_t>(32, K - g * 32);
       float amax = 0;
-      for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(xg[i]));
-      const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+      bool finite = true;
+      for (int64_t i = 0; i < n; ++i) {
+        amax = std::max(amax, std::fabs(xg[i]));
+        finite = finite && std::isfinite(xg[i]);
+      }
       const size_t at = size_t(r * out.groups + g);
-      out.d[at] = d;
-      for (int64_t i = 0; i < n; ++i)
-        out.q[at * 32 + size_t(i)] = int8_t(std::nearbyint(xg[i] * id));
+      if (!finite) { // q stays 0; d = NaN makes every product with the group NaN
+        out.d[at] = std::numeric_limits<float>::quiet_NaN();
+      } else {
+        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        out.d[at] = d;
+        for (int64_t i = 0; i < n; ++i)
+          out.q[at * 32 + size_t(i)] = int8_t(std::nearbyint(xg[i] * id));
+      }
       if (withSums) {
         float s = 0;
         for (int64_t i = 0; i < n; ++i) s += xg[i];

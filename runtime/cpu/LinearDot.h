@@ -51,6 +51,9 @@ struct QuantizedRows {
   int64_t K = 0;
 };
 
+/// A group holding a NaN or an infinity gets q = 0 and d = NaN: every
+/// output it reaches is NaN, as non-finite activations give non-finite
+/// outputs with f32 activations, never a finite wrong number.
 /// Fills `out` from rows [0, rows) of x ([rows, K]); `withSums` also
 /// computes the f32 sums (int4 needs them). q and d are the same bytes on
 /// every ISA (x * (1 / d) rounds to nearest-even in f32 whatever the ISA);

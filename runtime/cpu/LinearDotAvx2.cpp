@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 
 namespace kvplan::cpu {
@@ -280,7 +281,22 @@ void quantizeRowsAvx2(const float *x, int64_t rows, int64_t K, bool withSums,
       const __m256 a = _mm256_max_ps(
           _mm256_max_ps(_mm256_andnot_ps(signBit, x0), _mm256_andnot_ps(signBit, x1)),
           _mm256_max_ps(_mm256_andnot_ps(signBit, x2), _mm256_andnot_ps(signBit, x3)));
-      const float d = hmax(a) / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+      const size_t at = size_t(r * full + g);
+      // A NaN or infinity in the group: q 0 and d NaN, so that every output
+      // it reaches is NaN, as with f32 activations (never a wrong number).
+      const __m256 unordered = _mm256_or_ps(
+          _mm256_or_ps(_mm256_cmp_ps(x0, x0, _CMP_UNORD_Q), _mm256_cmp_ps(x1, x1, _CMP_UNORD_Q)),
+          _mm256_or_ps(_mm256_cmp_ps(x2, x2, _CMP_UNORD_Q), _mm256_cmp_ps(x3, x3, _CMP_UNORD_Q)));
+      const float amax = hmax(a);
+      if (_mm256_movemask_ps(unordered) || amax == std::numeric_limits<float>::infinity()) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(out.q.data() + at * 32),
+                            _mm256_setzero_si256());
+        out.d[at] = std::numeric_limits<float>::quiet_NaN();
+        if (withSums)
+          out.sums[at] = hsum(_mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3)));
+        continue;
+      }
+      const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
       const __m256 s = _mm256_set1_ps(id);
       // Rounds to nearest, even on ties (MXCSR's default), as nearbyint.
       const __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(x0, s)),
@@ -290,7 +306,6 @@ void quantizeRowsAvx2(const float *x, int64_t rows, int64_t K, bool withSums,
       // Packing works within 128-bit halves; the permutation restores order.
       const __m256i packed = _mm256_permutevar8x32_epi32(
           _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3)), order);
-      const size_t at = size_t(r * full + g);
       _mm256_storeu_si256(reinterpret_cast<__m256i *>(out.q.data() + at * 32), packed);
       out.d[at] = d;
       if (withSums)

@@ -14,6 +14,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 
 using namespace kvplan;
@@ -777,5 +778,39 @@ TEST(LinearDot, RoundingTheActivationsMovesAnOutputByAtMostHalfAStepPerWeight) {
           }
       });
     }
+  }
+}
+
+TEST(LinearDot, ANonFiniteActivationMakesItsRowsOutputsNaN) {
+  // As with f32 activations, where a NaN or an infinity in x reaches every
+  // output of its row: never a finite wrong number. The other rows keep
+  // their values.
+  test::ActivationsScope int8Activations(Activations::int8);
+  for (DType dtype : {DType::i8, DType::i4}) {
+    const int64_t K = 96, J = 9, rows = 3;
+    Matrix w(dtype, J, K, 21);
+    std::vector<float> x = randomFloats(size_t(rows * K), 22);
+    std::vector<float> clean(static_cast<size_t>(J));
+    LinearOutputs c{{clean.data()}, {0}, {J}};
+    forEachIsa([&](Isa isa) {
+      SCOPED_TRACE(dtypeName(dtype));
+      linear(x.data(), 1, K, w.ref, {}, c, 0, J);
+      std::vector<float> bad = x;
+      bad[size_t(K + 40)] = std::numeric_limits<float>::quiet_NaN();
+      bad[size_t(2 * K + 5)] = std::numeric_limits<float>::infinity();
+      QuantizedRows q;
+      (isa == Isa::scalar ? quantizeRowsScalar : quantizeRowsAvx2)(bad.data(), rows, K, true, q);
+      EXPECT_TRUE(std::isnan(q.d[size_t(1 * q.groups + 1)]));
+      EXPECT_TRUE(std::isnan(q.d[size_t(2 * q.groups + 0)]));
+      EXPECT_FALSE(std::isnan(q.d[size_t(2 * q.groups + 1)]));
+      std::vector<float> out(size_t(rows * J));
+      LinearOutputs o{{out.data()}, {0}, {J}};
+      linear(bad.data(), rows, K, w.ref, {}, o, 0, J);
+      for (int64_t j = 0; j < J; ++j) {
+        EXPECT_EQ(out[size_t(j)], clean[size_t(j)]) << "row 0 feature " << j;
+        EXPECT_TRUE(std::isnan(out[size_t(J + j)])) << "row 1 feature " << j;
+        EXPECT_TRUE(std::isnan(out[size_t(2 * J + j)])) << "row 2 feature " << j;
+      }
+    });
   }
 }
