@@ -1,12 +1,11 @@
 // Reading and writing the .kvp container.
 #include "plan/Artifact.h"
 #include "support/Align.h"
+#include "support/AtomicFile.h"
 
 #include <xxhash.h>
 
-#include <cerrno>
 #include <cstring>
-#include <fstream>
 
 namespace kvplan {
 
@@ -70,12 +69,12 @@ namespace {
 /// Writes a section to the file, hashing as it goes.
 class FileSink : public SectionSink {
 public:
-  explicit FileSink(std::ofstream &out) : out(out), state(XXH3_createState()) {
+  explicit FileSink(AtomicFile &out) : out(out), state(XXH3_createState()) {
     XXH3_64bits_reset(state);
   }
   ~FileSink() override { XXH3_freeState(state); }
   void write(const void *data, size_t size) override {
-    out.write(static_cast<const char *>(data), std::streamsize(size));
+    out.write(data, size);
     XXH3_64bits_update(state, data, size);
     written += size;
   }
@@ -83,7 +82,7 @@ public:
   uint64_t written = 0;
 
 private:
-  std::ofstream &out;
+  AtomicFile &out;
   XXH3_state_t *state;
 };
 
@@ -104,59 +103,41 @@ void ArtifactWriter::write(const std::string &path) const {
   uint64_t fileSize = sections.empty() ? tableOffset + table.size() * sizeof(SectionEntry)
                                        : table.back().offset + table.back().size;
 
-  std::string tmp = path + ".tmp";
-  auto failWrite = [&](const std::string &why) {
-    std::remove(tmp.c_str());
-    return InputError(path + ": writing the artifact failed: " + why + " (is the disk full?)");
+  // A temporary with a unique name, synced and renamed over `path`: a
+  // failed, stopped or concurrent write never leaves a partial artifact.
+  AtomicFile out(path, "the artifact");
+  auto pad = [&](uint64_t to) {
+    static const char zeros[4096] = {};
+    while (out.size() < to)
+      out.write(zeros, size_t(std::min<uint64_t>(sizeof zeros, to - out.size())));
   };
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out)
-      throw InputError(path + ": cannot write the artifact: " + std::strerror(errno));
-    auto pad = [&](uint64_t to) {
-      static const char zeros[4096] = {};
-      while (uint64_t(out.tellp()) < to) {
-        uint64_t n = std::min<uint64_t>(sizeof zeros, to - uint64_t(out.tellp()));
-        out.write(zeros, std::streamsize(n));
-      }
-    };
-    // The header and table are written last, once the checksums are known.
-    pad(table.empty() ? tableOffset : table[0].offset);
-    for (size_t i = 0; i < sections.size(); ++i) {
-      pad(table[i].offset);
-      FileSink sink(out);
-      if (sections[i].fill)
-        sections[i].fill(sink);
-      else
-        sink.write(sections[i].bytes.data(), sections[i].bytes.size());
-      if (sink.written != table[i].size)
-        throw std::logic_error("section '" + sections[i].name + "' wrote " +
-                               std::to_string(sink.written) + " bytes, not " +
-                               std::to_string(table[i].size));
-      table[i].checksum = sink.digest();
-      if (!out) throw failWrite(std::strerror(errno));
-    }
-    FileHeader h;
-    std::memset(&h, 0, sizeof h);
-    std::memcpy(h.magic, kMagic, sizeof kMagic);
-    h.formatVersion = kArtifactFormatVersion;
-    h.sectionCount = uint32_t(table.size());
-    h.sectionTableOffset = tableOffset;
-    h.fileSize = fileSize;
-    h.tableChecksum = checksum64(table.data(), table.size() * sizeof(SectionEntry));
-    h.headerChecksum = checksum64(&h, offsetof(FileHeader, headerChecksum));
-    out.seekp(0);
-    out.write(reinterpret_cast<const char *>(&h), sizeof h);
-    out.write(reinterpret_cast<const char *>(table.data()),
-              std::streamsize(table.size() * sizeof(SectionEntry)));
-    out.flush();
-    if (!out) throw failWrite(std::strerror(errno));
+  // The header and table are written last, once the checksums are known.
+  pad(table.empty() ? tableOffset : table[0].offset);
+  for (size_t i = 0; i < sections.size(); ++i) {
+    pad(table[i].offset);
+    FileSink sink(out);
+    if (sections[i].fill)
+      sections[i].fill(sink);
+    else
+      sink.write(sections[i].bytes.data(), sections[i].bytes.size());
+    if (sink.written != table[i].size)
+      throw std::logic_error("section '" + sections[i].name + "' wrote " +
+                             std::to_string(sink.written) + " bytes, not " +
+                             std::to_string(table[i].size));
+    table[i].checksum = sink.digest();
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::string why = std::strerror(errno);
-    std::remove(tmp.c_str());
-    throw InputError(path + ": cannot write the artifact: " + why);
-  }
+  FileHeader h;
+  std::memset(&h, 0, sizeof h);
+  std::memcpy(h.magic, kMagic, sizeof kMagic);
+  h.formatVersion = kArtifactFormatVersion;
+  h.sectionCount = uint32_t(table.size());
+  h.sectionTableOffset = tableOffset;
+  h.fileSize = fileSize;
+  h.tableChecksum = checksum64(table.data(), table.size() * sizeof(SectionEntry));
+  h.headerChecksum = checksum64(&h, offsetof(FileHeader, headerChecksum));
+  out.writeAt(0, &h, sizeof h);
+  out.writeAt(tableOffset, table.data(), table.size() * sizeof(SectionEntry));
+  out.commit();
 }
 
 //===----------------------------------------------------------------------===//

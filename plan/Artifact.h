@@ -36,8 +36,10 @@ public:
   /// A section of exactly `size` bytes that `fill` writes when the file is
   /// written (so a weights section never has to fit in memory).
   void addSection(std::string name, uint64_t size, std::function<void(SectionSink &)> fill);
-  /// Writes the file (through a temporary and a rename, so a failed write
-  /// leaves no partial artifact). Throws InputError when it cannot.
+  /// Writes the file through a uniquely named temporary beside it, synced
+  /// and renamed over `path` (support/AtomicFile.h): a failed, stopped or
+  /// concurrent write leaves no partial artifact. Throws InputError when it
+  /// cannot.
   void write(const std::string &path) const;
 
 private:

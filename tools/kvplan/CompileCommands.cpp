@@ -5,6 +5,7 @@
 #include "codegen/CudaCodegen.h"
 #include "frontend/ConfigParser.h"
 #include "passes/Passes.h"
+#include "support/AtomicFile.h"
 #include "tools/kvplan/Runnable.h"
 
 #include <algorithm>
@@ -29,10 +30,9 @@ std::string joinArchs(const std::vector<std::string> &archs) {
 }
 
 void writeFile(const fs::path &p, const std::string &text) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out << text;
-  if (!out)
-    throw InputError(p.string() + ": cannot write");
+  AtomicFile out(p.string(), "the dump");
+  out.write(text.data(), text.size());
+  out.commit();
 }
 
 struct CompileOptions {
