@@ -1,6 +1,7 @@
 // The plan's JSON form and the .kvp container: round trips, and every kind
 // of damage is an InputError that says what is wrong.
 #include "plan/Artifact.h"
+#include "runtime/cpu/CpuExecutor.h"
 
 #include <gtest/gtest.h>
 
@@ -9,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <unistd.h>
 
 using namespace kvplan;
 namespace fs = std::filesystem;
@@ -608,4 +610,41 @@ TEST_F(ArtifactTest, MissingFile) {
   } catch (const InputError &e) {
     EXPECT_NE(std::string(e.what()).find("cannot open the artifact"), std::string::npos);
   }
+}
+
+/// The process's resident bytes (/proc/self/statm's second field).
+static int64_t residentBytes() {
+  std::ifstream in("/proc/self/statm");
+  int64_t size = 0, resident = 0;
+  in >> size >> resident;
+  return resident * int64_t(::sysconf(_SC_PAGESIZE));
+}
+
+// A plan that validates but that the CPU runtime cannot bind (here an
+// attention whose head_dim disagrees with the cache) throws from the
+// executor's constructor after the arena and the cache are allocated and
+// cleared: they must be freed, not leaked, each time.
+TEST(CpuExecutorLoad, AFailedBindFreesTheArenaAndTheCache) {
+  Plan p = samplePlan();
+  const int64_t arena = int64_t(64) << 20; // past malloc's mmap threshold: freed is unmapped
+  p.entryPoints["decode"].arenaBytes = arena;
+  std::get<AttentionOp>(p.entryPoints["decode"].steps[6].op).headDim = 8;
+  const std::vector<char> weights(size_t(p.memoryBill().weightsBlobBytes), 0);
+  auto load = [&] {
+    try {
+      CpuExecutor e(p, weights.data(), weights.size(), 1);
+    } catch (const InputError &e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  const std::string first = load();
+  ASSERT_NE(first.find("the plan cannot run on this CPU runtime: step 6 ('attention'"),
+            std::string::npos)
+      << first;
+  const int64_t before = residentBytes();
+  for (int i = 0; i < 6; ++i) ASSERT_EQ(load(), first);
+  // Leaked, six cleared arenas would add 384 MiB.
+  EXPECT_LT(residentBytes() - before, arena) << "resident memory grew by "
+                                             << (residentBytes() - before) << " bytes";
 }
