@@ -60,9 +60,23 @@ KernelLaunch resolveLaunch(const DeviceOp &op, int64_t active, char *const bases
 
 namespace {
 
+// Integers in a launch table are offsets, sizes, dimensions and kernel
+// arguments: a float or a huge value converted to int64_t would wrap.
+constexpr int64_t kMaxInteger = int64_t(1) << 50;
+
+int64_t integer(const json &j, const std::string &what, int64_t lo = 0, int64_t hi = kMaxInteger) {
+  if (!j.is_number_integer())
+    throw InputError("cuda program: " + what + " is not an integer (" + j.dump() + ")");
+  if (j.is_number_unsigned() ? j.get<uint64_t>() > uint64_t(hi)
+                             : j.get<int64_t>() < lo || j.get<int64_t>() > hi)
+    throw InputError("cuda program: " + what + " is " + j.dump() + ", outside [" +
+                     std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  return j.get<int64_t>();
+}
+
 json refJson(const DeviceRef &r) { return json::array({deviceBufferName(r.buffer), r.offset}); }
 
-DeviceRef refFrom(const json &j) {
+DeviceRef refFrom(const json &j, const std::string &what) {
   DeviceRef r;
   const std::string b = j.at(0).get<std::string>();
   if (b == "arena") r.buffer = DeviceBuffer::arena;
@@ -70,8 +84,7 @@ DeviceRef refFrom(const json &j) {
   else if (b == "cache") r.buffer = DeviceBuffer::cache;
   else if (b == "work") r.buffer = DeviceBuffer::work;
   else throw InputError("cuda program: unknown device buffer '" + b + "'");
-  r.offset = j.at(1).get<int64_t>();
-  if (r.offset < 0) throw InputError("cuda program: negative buffer offset");
+  r.offset = integer(j.at(1), what + " offset");
   return r;
 }
 
@@ -102,21 +115,23 @@ json opJson(const DeviceOp &op) {
 
 DeviceOp opFrom(const json &j) {
   DeviceOp op;
-  op.step = j.at("step").get<int64_t>();
-  if (op.step < 0) throw InputError("cuda program: an op lowers no step");
+  op.step = integer(j.at("step"), "an op's step");
+  const std::string at = "the op of step " + std::to_string(op.step) + " field ";
+  auto field = [&](const char *n, int64_t lo = 1, int64_t hi = kMaxInteger) {
+    return integer(j.at(n), at + "'" + n + "'", lo, hi);
+  };
   op.rowsFollowActive = j.at("rows_follow_active").get<bool>();
-  op.staticRows = j.at("static_rows").get<int64_t>();
-  if (op.staticRows <= 0) throw InputError("cuda program: an op has no rows");
+  op.staticRows = field("static_rows");
   if (j.contains("gemm")) {
     op.kind = DeviceOp::gemm;
-    op.weight = refFrom(j.at("weight"));
-    op.input = refFrom(j.at("input"));
-    op.output = refFrom(j.at("output"));
-    op.m = j.at("m").get<int64_t>();
-    op.k = j.at("k").get<int64_t>();
-    op.lda = j.at("lda").get<int64_t>();
-    op.ldb = j.at("ldb").get<int64_t>();
-    op.ldc = j.at("ldc").get<int64_t>();
+    op.weight = refFrom(j.at("weight"), at + "'weight'");
+    op.input = refFrom(j.at("input"), at + "'input'");
+    op.output = refFrom(j.at("output"), at + "'output'");
+    op.m = field("m");
+    op.k = field("k");
+    op.lda = field("lda");
+    op.ldb = field("ldb");
+    op.ldc = field("ldc");
     op.weightType = typeFrom(j.at("weight_type"));
     op.inputType = typeFrom(j.at("input_type"));
     if (op.m <= 0 || op.k <= 0 || op.staticRows <= 0 || op.lda < op.k || op.ldb < op.k ||
@@ -125,12 +140,19 @@ DeviceOp opFrom(const json &j) {
     return op;
   }
   op.name = j.at("kernel").get<std::string>();
-  op.grid = j.at("grid").get<std::array<int64_t, 3>>();
-  op.block = j.at("block").get<std::array<int64_t, 3>>();
-  op.rowsDim = j.at("rows_dim").get<int>();
-  op.rowsPerBlock = j.at("rows_per_block").get<int64_t>();
-  for (const json &r : j.at("pointers")) op.pointers.push_back(refFrom(r));
-  op.ints = j.at("ints").get<std::vector<int64_t>>();
+  for (const char *n : {"grid", "block"}) {
+    const json &dims = j.at(n);
+    if (!dims.is_array() || dims.size() != 3)
+      throw InputError("cuda program: " + at + "'" + n + "' is not 3 dimensions");
+    for (size_t d = 0; d < 3; ++d)
+      (std::string(n) == "grid" ? op.grid : op.block)[d] =
+          integer(dims[d], at + "'" + n + "'[" + std::to_string(d) + "]", 1, INT32_MAX);
+  }
+  op.rowsDim = int(field("rows_dim", -1, 2));
+  op.rowsPerBlock = field("rows_per_block");
+  for (const json &r : j.at("pointers")) op.pointers.push_back(refFrom(r, at + "'pointers'"));
+  if (!j.at("ints").is_array()) throw InputError("cuda program: " + at + "'ints' is not a list");
+  for (const json &v : j.at("ints")) op.ints.push_back(integer(v, at + "'ints'", -kMaxInteger));
   op.reals = j.at("reals").get<std::vector<double>>();
   if (op.pointers.size() > size_t(kKernelPointers) || op.ints.size() + 1 > size_t(kKernelInts) ||
       op.reals.size() > size_t(kKernelReals) || op.rowsDim < -1 || op.rowsDim > 2 ||
@@ -164,15 +186,16 @@ CudaProgram cudaProgramFromJson(const json &j) {
   try {
     CudaProgram p;
     p.archs = j.at("archs").get<std::vector<std::string>>();
-    p.workspaceBytes = j.at("workspace_bytes").get<int64_t>();
-    p.cublasWorkspaceOffset = j.at("cublas_workspace").at(0).get<int64_t>();
-    p.cublasWorkspaceBytes = j.at("cublas_workspace").at(1).get<int64_t>();
+    p.workspaceBytes = integer(j.at("workspace_bytes"), "workspace_bytes");
+    p.cublasWorkspaceOffset = integer(j.at("cublas_workspace").at(0), "cublas_workspace[0]");
+    p.cublasWorkspaceBytes = integer(j.at("cublas_workspace").at(1), "cublas_workspace[1]");
     for (const auto &[name, e] : j.at("entries").items()) {
       CudaEntry ce;
       for (const json &op : e.at("ops")) ce.ops.push_back(opFrom(op));
       ce.sample = opFrom(e.at("sample"));
-      ce.samplingParamsOffset = e.at("sampling_params_offset").get<int64_t>();
-      ce.sampledOffset = e.at("sampled_offset").get<int64_t>();
+      ce.samplingParamsOffset =
+          integer(e.at("sampling_params_offset"), "entry '" + name + "' sampling_params_offset");
+      ce.sampledOffset = integer(e.at("sampled_offset"), "entry '" + name + "' sampled_offset");
       p.entries[name] = std::move(ce);
     }
     if (p.cublasWorkspaceOffset < 0 || p.cublasWorkspaceBytes < 0 ||

@@ -2,15 +2,32 @@
 #include "plan/Plan.h"
 #include "plan/CudaProgram.h"
 #include "support/Align.h"
+#include "support/CheckedMath.h"
 
 #include <algorithm>
 
 namespace kvplan {
 
-int64_t WeightEntry::numElements() const {
+namespace {
+
+/// The elements of a shape, refusing a product past 64 bits.
+int64_t elementsOf(const std::vector<int64_t> &shape) {
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape)
+    n = checkedMul(n, d,
+                   [&] { return "the elements of a " + nlohmann::json(shape).dump() + " weight"; });
   return n;
+}
+
+} // namespace
+
+int64_t WeightEntry::numElements() const { return elementsOf(shape); }
+
+int64_t KVCacheLayout::bytes() const {
+  int64_t b = 2 * dtypeBytes(dtype);
+  for (int64_t d : {layers, pages, pageSize, kvHeads, headDim})
+    b = checkedMul(b, d, [] { return "the bytes of the KV cache"; });
+  return b;
 }
 
 int64_t WeightEntry::rowBytes() const {
@@ -23,17 +40,19 @@ int64_t WeightEntry::rowBytes() const {
 }
 
 WeightLayout weightLayout(const std::vector<int64_t> &shape, DType dtype) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  const int64_t n = elementsOf(shape);
   WeightLayout l;
   if (dtype != DType::i8 && dtype != DType::i4) {
-    l.bytes = uint64_t(n * dtypeBytes(dtype));
+    l.bytes = uint64_t(checkedMul(n, dtypeBytes(dtype), [] { return "the bytes of a weight"; }));
     return l;
   }
   const int64_t cols = shape.back(), rows = n / cols;
   l.groupSize = dtype == DType::i8 ? kInt8Group : kInt4Group;
   const uint64_t groups = uint64_t(rows * ceilDiv(cols, l.groupSize));
-  const uint64_t data = dtype == DType::i8 ? uint64_t(n) : groups * 16;
+  const uint64_t data = dtype == DType::i8 ? uint64_t(n)
+                                           : uint64_t(checkedMul(int64_t(groups), 16, [] {
+                                               return "the bytes of an int4 weight";
+                                             }));
   l.scalesOffset = alignUp(data, kWeightAlignment);
   l.bytes = l.scalesOffset + groups * 4;
   if (dtype == DType::i4) {
@@ -80,20 +99,33 @@ CpuWorkspace cpuWorkspace(const Plan &plan) {
       if (w.ropeTable(name, p)) continue;
       CpuRopeTable t{name, p, ep.rows, 0, 0};
       t.freqsOffset = w.ropeBytes;
-      t.tableOffset = alignUp(t.freqsOffset + p.headDim / 2 * 8, 64);
-      w.ropeBytes = alignUp(t.tableOffset + ep.rows * p.headDim * 4, 64);
+      auto what = [] { return "the CPU workspace's RoPE tables"; };
+      t.tableOffset = checkedAlignUp(
+          checkedAdd(t.freqsOffset, checkedMul(p.headDim / 2, 8, what), what), 64, what);
+      const int64_t table = checkedMul(checkedMul(ep.rows, p.headDim, what), 4, what);
+      w.ropeBytes = checkedAlignUp(checkedAdd(t.tableOffset, table, what), 64, what);
       w.ropeTables.push_back(std::move(t));
     }
-  w.scratchBytesPerThread = alignUp(std::max<int64_t>(plan.settings.maxSeqLen, 1) * 4, 64);
+  auto scores = [] { return "the CPU workspace's attention scores"; };
+  w.scratchBytesPerThread =
+      checkedAlignUp(checkedMul(std::max<int64_t>(plan.settings.maxSeqLen, 1), 4, scores), 64,
+                     scores);
   return w;
 }
 
 MemoryBill Plan::memoryBill() const {
   MemoryBill b;
+  auto sum = [](int64_t a, uint64_t x, const char *what) {
+    if (x > uint64_t(INT64_MAX))
+      throw InputError(std::string(what) + ": " + std::to_string(x) +
+                       " does not fit in 64 bits; recompile the model with this kvplan");
+    return checkedAdd(a, int64_t(x), [&] { return what; });
+  };
   for (const WeightEntry &w : weights) {
-    b.params += w.numElements();
-    b.weightsBytes += int64_t(w.bytes);
-    b.weightsBlobBytes = std::max<int64_t>(b.weightsBlobBytes, int64_t(w.offset + w.bytes));
+    b.params = sum(b.params, uint64_t(w.numElements()), "the plan's parameters");
+    b.weightsBytes = sum(b.weightsBytes, w.bytes, "the plan's weight bytes");
+    const int64_t end = sum(sum(0, w.bytes, "the weights section"), w.offset, "the weights section");
+    b.weightsBlobBytes = std::max(b.weightsBlobBytes, end);
   }
   b.kvCacheBytes = kvCache.bytes();
   for (const auto &[name, ep] : entryPoints) {
@@ -109,8 +141,9 @@ MemoryBill Plan::memoryBill() const {
     b.workspaceBytes = w.ropeBytes;
     b.scratchBytesPerThread = w.scratchBytesPerThread;
   }
-  b.totalBytes = b.weightsBlobBytes + b.kvCacheBytes + b.arenaAllocBytes + b.workspaceBytes +
-                 b.scratchBytesPerThread + b.reserveBytes;
+  for (int64_t part : {b.weightsBlobBytes, b.kvCacheBytes, b.arenaAllocBytes, b.workspaceBytes,
+                       b.scratchBytesPerThread, b.reserveBytes})
+    b.totalBytes = sum(b.totalBytes, uint64_t(part), "the plan's memory bill");
   return b;
 }
 

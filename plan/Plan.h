@@ -44,6 +44,7 @@ struct WeightEntry {
   uint64_t scalesOffset = 0;
   uint64_t minsOffset = 0;
 
+  /// Throws InputError when the shape's product overflows 64 bits.
   int64_t numElements() const;
   /// Bytes one row of the matrix takes with its share of the scales and
   /// minimums (what an embedding lookup reads).
@@ -67,13 +68,13 @@ struct KVCacheLayout {
   int64_t pagesPerSequence = 0;
   DType dtype = DType::f32;
 
-  int64_t bytes() const {
-    return 2 * layers * pages * pageSize * kvHeads * headDim * dtypeBytes(dtype);
-  }
+  /// Throws InputError when the product overflows 64 bits.
+  int64_t bytes() const;
 };
 
 /// What running the plan costs in memory, exactly: every buffer an executor
-/// allocates when it loads the plan.
+/// allocates when it loads the plan. Plan::memoryBill() throws InputError
+/// when a sum overflows 64 bits.
 struct MemoryBill {
   int64_t params = 0;
   int64_t weightsBytes = 0;     // sum of the weight tensors

@@ -619,8 +619,12 @@ Plan planFromJson(const json &j) {
     p.formatVersion = int(integer(member(j, "format_version", "the plan"), "format_version"));
     p.kvplanVersion = text(member(j, "kvplan_version", "the plan"), "kvplan_version");
     p.gitHash = text(member(j, "git_hash", "the plan"), "git_hash");
-    p.model = modelSpecFromJson(j.at("model"));
-    p.settings = compileSettingsFromJson(j.at("settings"));
+    try {
+      p.model = modelSpecFromJson(member(j, "model", "the plan"));
+      p.settings = compileSettingsFromJson(member(j, "settings", "the plan"));
+    } catch (const InputError &e) {
+      incompatible("the plan's", e.what());
+    }
     const json &weights = member(j, "weights", "the plan");
     if (!weights.is_array()) incompatible("the plan's", "weights are not a list");
     for (size_t i = 0; i < weights.size(); ++i) p.weights.push_back(weightFrom(weights[i], i));

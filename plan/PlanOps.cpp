@@ -2,6 +2,7 @@
 // every back end must agree on (RoPE frequencies).
 #include "plan/PlanOps.h"
 #include "spec/ModelSpec.h"
+#include "support/CheckedMath.h"
 
 #include <array>
 #include <cmath>
@@ -24,10 +25,21 @@ template <size_t... I> PlanOp makeOpAt(size_t k, std::index_sequence<I...>) {
 
 } // namespace
 
+std::string Operand::describe() const {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "] " + dtypeName(dtype) + " tensor";
+}
+
 int64_t Operand::numElements() const {
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape) n = checkedMul(n, d, [&] { return "the elements of a " + describe(); });
   return n;
+}
+
+int64_t Operand::bytes() const {
+  return checkedMul(numElements(), dtypeBytes(dtype),
+                    [&] { return "the bytes of a " + describe(); });
 }
 
 int64_t LinearOp::outFeatures() const {

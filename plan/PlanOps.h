@@ -35,7 +35,10 @@ struct Operand {
   bool values = false;         // kvView: false = keys, true = values
 
   int64_t numElements() const;
-  int64_t bytes() const { return numElements() * dtypeBytes(dtype); }
+  /// Both throw InputError when the shape's product overflows 64 bits.
+  int64_t bytes() const;
+  /// "[4, 8] f32 tensor", for messages.
+  std::string describe() const;
   /// Rows and row width of a 2-D arena tensor (1-D: its length and 1).
   int64_t rows() const { return shape.empty() ? 0 : shape.front(); }
   int64_t cols() const { return shape.size() < 2 ? 1 : shape.back(); }

@@ -426,33 +426,59 @@ T parseEnum(const nlohmann::json &j, const char *key, Parse parse) {
     throw InputError(std::string("unknown ") + key + " '" + s + "'");
   return *v;
 }
+
+/// An integer field of the plan's model or settings (`at` names it), as a
+/// JSON integer in [lo, hi]: a float (1e30) or a huge value converted to
+/// int64_t would wrap.
+int64_t integerField(const nlohmann::json &v, const std::string &at, int64_t lo, int64_t hi) {
+  if (!v.is_number_integer())
+    throw InputError(at + " is not an integer (" + v.dump() + ")");
+  if (v.is_number_unsigned() ? v.get<uint64_t>() > uint64_t(hi)
+                             : v.get<int64_t>() < lo || v.get<int64_t>() > hi)
+    throw InputError(at + " is " + v.dump() + ", outside [" + std::to_string(lo) + ", " +
+                     std::to_string(hi) + "]");
+  return v.get<int64_t>();
+}
+int64_t modelInteger(const nlohmann::json &j, const char *key, int64_t lo, int64_t hi) {
+  return integerField(j.at(key), std::string("model field '") + key + "'", lo, hi);
+}
+int64_t settingsInteger(const nlohmann::json &j, const char *key, int64_t lo, int64_t hi) {
+  return integerField(j.at(key), std::string("settings field '") + key + "'", lo, hi);
+}
 } // namespace
 
 ModelSpec modelSpecFromJson(const nlohmann::json &j) {
   ModelSpec m;
   m.name = j.at("name").get<std::string>();
   m.architecture = parseEnum<Architecture>(j, "architecture", parseArchitecture);
-  m.hiddenSize = j.at("hidden_size").get<int64_t>();
-  m.intermediateSize = j.at("intermediate_size").get<int64_t>();
-  m.numLayers = j.at("num_layers").get<int64_t>();
-  m.numHeads = j.at("num_heads").get<int64_t>();
-  m.numKvHeads = j.at("num_kv_heads").get<int64_t>();
-  m.headDim = j.at("head_dim").get<int64_t>();
-  m.vocabSize = j.at("vocab_size").get<int64_t>();
-  m.maxPositions = j.at("max_position_embeddings").get<int64_t>();
-  m.slidingWindow = j.at("sliding_window").get<int64_t>();
+  m.hiddenSize = modelInteger(j, "hidden_size", 1, kMaxDim);
+  m.intermediateSize = modelInteger(j, "intermediate_size", 1, kMaxDim);
+  m.numLayers = modelInteger(j, "num_layers", 1, kMaxLayers);
+  m.numHeads = modelInteger(j, "num_heads", 1, kMaxDim);
+  m.numKvHeads = modelInteger(j, "num_kv_heads", 1, kMaxDim);
+  m.headDim = modelInteger(j, "head_dim", 1, 1 << 16);
+  m.vocabSize = modelInteger(j, "vocab_size", 1, kMaxDim);
+  m.maxPositions = modelInteger(j, "max_position_embeddings", 1, kMaxDim);
+  m.slidingWindow = modelInteger(j, "sliding_window", 0, kMaxDim);
   m.rmsNormEps = j.at("rms_norm_eps").get<double>();
   m.tieWordEmbeddings = j.at("tie_word_embeddings").get<bool>();
   m.attentionBias = j.at("attention_bias").get<bool>();
-  m.bosTokenId = j.at("bos_token_id").get<int64_t>();
-  m.eosTokenIds = j.at("eos_token_id").get<std::vector<int64_t>>();
+  m.bosTokenId = modelInteger(j, "bos_token_id", 0, kMaxDim);
+  const nlohmann::json &eos = j.at("eos_token_id");
+  if (!eos.is_array()) throw InputError("model field 'eos_token_id' is not a list of token ids");
+  m.eosTokenIds.clear();
+  for (size_t i = 0; i < eos.size(); ++i)
+    m.eosTokenIds.push_back(
+        integerField(eos[i], "model field 'eos_token_id'[" + std::to_string(i) + "]", 0, kMaxDim));
   const nlohmann::json &r = j.at("rope");
   m.rope.theta = r.at("theta").get<double>();
   m.rope.type = parseEnum<RopeType>(r, "type", parseRopeType);
   m.rope.factor = r.at("factor").get<double>();
   m.rope.lowFreqFactor = r.at("low_freq_factor").get<double>();
   m.rope.highFreqFactor = r.at("high_freq_factor").get<double>();
-  m.rope.originalMaxPositions = r.at("original_max_position_embeddings").get<int64_t>();
+  m.rope.originalMaxPositions =
+      integerField(r.at("original_max_position_embeddings"),
+                   "model field 'rope' original_max_position_embeddings", 0, kMaxDim);
   if (r.contains("freq_factors"))
     m.rope.freqFactors = r.at("freq_factors").get<std::vector<double>>();
   return m;
@@ -463,11 +489,11 @@ CompileSettings compileSettingsFromJson(const nlohmann::json &j) {
   c.target = parseEnum<Target>(j, "target", parseTarget);
   c.weightDtype = parseEnum<DType>(j, "weight_dtype", parseDType);
   c.kvDtype = parseEnum<DType>(j, "kv_dtype", parseDType);
-  c.maxBatch = j.at("max_batch").get<int64_t>();
-  c.maxSeqLen = j.at("max_seq_len").get<int64_t>();
-  c.prefillChunk = j.at("prefill_chunk").get<int64_t>();
-  c.pageSize = j.at("page_size").get<int64_t>();
-  c.kvPages = j.at("kv_pages").get<int64_t>();
+  c.maxBatch = settingsInteger(j, "max_batch", 1, kMaxBatch);
+  c.maxSeqLen = settingsInteger(j, "max_seq_len", 1, kMaxDim);
+  c.prefillChunk = settingsInteger(j, "prefill_chunk", 1, kMaxDim);
+  c.pageSize = settingsInteger(j, "page_size", 1, kMaxDim);
+  c.kvPages = settingsInteger(j, "kv_pages", 1, kMaxPages);
   return c;
 }
 

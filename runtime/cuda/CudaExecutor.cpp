@@ -291,9 +291,11 @@ char *CudaExecutor::Impl::deviceBuffer(const char *what, int64_t bytes) {
   if (e != cudaSuccess)
     throw InputError(std::string("out of GPU memory allocating the ") + what + " (" +
                      humanMiB(bytes) + "): " + cudaGetErrorString(e));
-  allocated.push_back({what, bytes, Allocation::device});
+  // Owned here until the caller holds it: a failed clear frees it.
+  std::unique_ptr<void, cudaError_t (*)(void *)> owned(p, cudaFree);
   check(cudaMemset(p, 0, size_t(bytes)), std::string("clearing the ") + what);
-  return static_cast<char *>(p);
+  allocated.push_back({what, bytes, Allocation::device});
+  return static_cast<char *>(owned.release());
 }
 
 void CudaExecutor::Impl::allocate(const MemoryBill &bill, const char *weightsData) {

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <set>
 
 using namespace kvplan;
@@ -121,6 +122,58 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
     EXPECT_EQ(out.plan.memoryBill().workspaceBytes, 0) << "before addCudaCode";
     EXPECT_GE(mod.program.workspaceBytes, mod.program.cublasWorkspaceBytes);
   }
+}
+
+// Every integer of the launch table (kvplan inspect and the CUDA runtime read
+// it) is a JSON integer in range: a float or a huge value is refused with the
+// field named, never converted to INT64_MIN.
+TEST(CudaCodegen, LaunchTableIntegersThatAreFloatsOrHugeAreRefused) {
+  const Shape &s = kShapes[0];
+  const nlohmann::json good =
+      toJson(generateCuda(compileModel(cudaConfig(s.model, s.compile, s.rope)).plan, {"sm_90a"})
+                 .program);
+  auto error = [&](const std::function<void(nlohmann::json &)> &damage) -> std::string {
+    nlohmann::json j = good;
+    damage(j);
+    try {
+      cudaProgramFromJson(j);
+    } catch (const InputError &e) {
+      return e.what();
+    }
+    return "(no error)";
+  };
+  auto firstKernel = [](nlohmann::json &j) -> nlohmann::json & {
+    for (nlohmann::json &op : j["entries"]["decode"]["ops"])
+      if (op.contains("kernel")) return op;
+    return j["entries"]["decode"]["sample"];
+  };
+  const std::pair<std::function<void(nlohmann::json &)>, std::string> cases[] = {
+      {[](nlohmann::json &j) { j["workspace_bytes"] = 1e30; },
+       "cuda program: workspace_bytes is not an integer (1e+30)"},
+      {[](nlohmann::json &j) { j["cublas_workspace"][0] = -1e308; },
+       "cuda program: cublas_workspace[0] is not an integer (-1e+308)"},
+      {[](nlohmann::json &j) { j["entries"]["decode"]["sampled_offset"] = int64_t(1) << 62; },
+       "entry 'decode' sampled_offset is 4611686018427387904, outside [0, 1125899906842624]"},
+      {[](nlohmann::json &j) { j["entries"]["decode"]["sample"]["step"] = 1.5; },
+       "cuda program: an op's step is not an integer (1.5)"},
+      {[&](nlohmann::json &j) { firstKernel(j)["static_rows"] = -4; },
+       "field 'static_rows' is -4, outside [1, "},
+      {[&](nlohmann::json &j) { firstKernel(j)["grid"][0] = 1e30; },
+       "field 'grid'[0] is not an integer (1e+30)"},
+      {[&](nlohmann::json &j) { firstKernel(j)["block"][2] = int64_t(1) << 40; },
+       "field 'block'[2] is 1099511627776, outside [1, 2147483647]"},
+      {[&](nlohmann::json &j) { firstKernel(j)["rows_dim"] = 1e19; },
+       "field 'rows_dim' is not an integer"},
+      {[&](nlohmann::json &j) { firstKernel(j)["ints"][0] = 2.5; },
+       "field 'ints' is not an integer (2.5)"},
+      {[&](nlohmann::json &j) { firstKernel(j)["pointers"][0][1] = -1e308; },
+       "field 'pointers' offset is not an integer (-1e+308)"},
+  };
+  for (const auto &[damage, want] : cases) {
+    const std::string msg = error(damage);
+    EXPECT_NE(msg.find(want), std::string::npos) << "want: " << want << "\ngot: " << msg;
+  }
+  EXPECT_EQ(error([](nlohmann::json &) {}), "(no error)");
 }
 
 TEST(CudaCodegen, GeneratedSourceCompilesForEveryShape) {

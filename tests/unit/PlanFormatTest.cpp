@@ -1,6 +1,7 @@
 // The plan's JSON form and the .kvp container: round trips, and every kind
 // of damage is an InputError that says what is wrong.
 #include "plan/Artifact.h"
+#include "runtime/cpu/CpuExecutor.h"
 
 #include <gtest/gtest.h>
 
@@ -9,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <unistd.h>
 
 using namespace kvplan;
 namespace fs = std::filesystem;
@@ -407,6 +409,97 @@ TEST(PlanJson, InconsistentQuantizedWeightsAreRefused) {
   }
 }
 
+// Every integer of a plan, in its model and settings too, is a JSON integer
+// in range: a float or a huge value converted to int64_t would wrap (1e30 and
+// -1e308 became INT64_MIN) and overflow the sizes computed from it.
+TEST(PlanJson, IntegersThatAreFloatsHugeOrNegativeAreRefused) {
+  const int64_t k2to62 = int64_t(1) << 62;
+  const std::pair<std::function<void(nlohmann::json &)>, std::string> cases[] = {
+      {[](nlohmann::json &j) { j["settings"]["page_size"] = -1e308; },
+       "the plan's settings field 'page_size' is not an integer (-1e+308)"},
+      {[](nlohmann::json &j) { j["settings"]["max_seq_len"] = 1.5; },
+       "settings field 'max_seq_len' is not an integer (1.5)"},
+      {[&](nlohmann::json &j) { j["settings"]["max_seq_len"] = k2to62; },
+       "settings field 'max_seq_len' is 4611686018427387904, outside [1, 16777216]"},
+      {[](nlohmann::json &j) { j["settings"]["kv_pages"] = -4; },
+       "settings field 'kv_pages' is -4, outside [1, 2147483647]"},
+      {[](nlohmann::json &j) { j["settings"]["max_batch"] = uint64_t(1) << 63; },
+       "settings field 'max_batch' is 9223372036854775808, outside [1, 4096]"},
+      {[](nlohmann::json &j) { j["model"]["hidden_size"] = 1e30; },
+       "the plan's model field 'hidden_size' is not an integer (1e+30)"},
+      {[](nlohmann::json &j) { j["model"]["num_layers"] = 0; },
+       "model field 'num_layers' is 0, outside [1, 4096]"},
+      {[](nlohmann::json &j) { j["model"]["vocab_size"] = -1; },
+       "model field 'vocab_size' is -1, outside [1, 16777216]"},
+      {[](nlohmann::json &j) { j["model"]["eos_token_id"] = {2, 3.5}; },
+       "model field 'eos_token_id'[1] is not an integer (3.5)"},
+      {[](nlohmann::json &j) { j["model"]["rope"]["original_max_position_embeddings"] = 1e19; },
+       "model field 'rope' original_max_position_embeddings is not an integer"},
+      // The plan's own fields: shapes, offsets, sizes and the cache.
+      {[](nlohmann::json &j) { j["weights"][0]["shape"] = {1e30, 8}; },
+       "weight 'tok_embeddings' shape[0] is not an integer (1e+30)"},
+      {[&](nlohmann::json &j) { j["weights"][0]["shape"] = {k2to62, 8}; },
+       "weight 'tok_embeddings' shape[0] is 4611686018427387904, outside [1, 1125899906842624]"},
+      {[](nlohmann::json &j) { step(j, 1)["result"]["shape"] = {1, 8.5}; },
+       "field 'result' shape[1] is not an integer (8.5)"},
+      {[](nlohmann::json &j) { step(j, 1)["result"]["shape"] = {1 << 30, 1 << 30}; },
+       "field 'result' shape holds more than 2^50 elements"},
+      {[](nlohmann::json &j) { j["weights"][1]["offset"] = -64; },
+       "weight 'layers.0.attention_norm' offset is -64, outside [0, "},
+      {[](nlohmann::json &j) { j["kv_cache"]["page_size"] = -1e308; },
+       "the KV cache page_size is not an integer (-1e+308)"},
+      {[](nlohmann::json &j) { j["entry_points"]["decode"]["arena_bytes"] = 1.5; },
+       "entry point 'decode' arena_bytes is not an integer (1.5)"},
+  };
+  for (const auto &[damage, want] : cases) {
+    const std::string msg = readError(damage);
+    EXPECT_NE(msg.find(want), std::string::npos) << "want: " << want << "\ngot: " << msg;
+    EXPECT_NE(msg.find("the plan is incompatible because"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("recompile"), std::string::npos) << msg;
+  }
+}
+
+// Sizes computed from a plan's numbers refuse rather than wrap: an operand,
+// a weight or a cache whose product passes 2^63 is an InputError naming it.
+TEST(PlanJson, SizeProductsThatOverflowAreRefused) {
+  const int64_t big = int64_t(1) << 40;
+  auto error = [](const std::function<void()> &f) -> std::string {
+    try {
+      f();
+    } catch (const InputError &e) {
+      return e.what();
+    }
+    return "(no error)";
+  };
+  const Operand huge = tensor(0, 0, {big, big});
+  EXPECT_NE(error([&] { (void)huge.bytes(); })
+                .find("the elements of a [1099511627776, 1099511627776] f32 tensor: "
+                      "1099511627776 x 1099511627776 does not fit in 64 bits"),
+            std::string::npos)
+      << error([&] { (void)huge.bytes(); });
+  // 2^61 elements fit; their bytes (x 4) do not.
+  const Operand wide = tensor(0, 0, {int64_t(1) << 31, int64_t(1) << 30});
+  EXPECT_NE(error([&] { (void)wide.bytes(); }).find("the bytes of a [2147483648, 1073741824] f32 "
+                                                    "tensor"),
+            std::string::npos);
+  KVCacheLayout kv{1 << 16, INT32_MAX, 1 << 20, 1 << 16, 1 << 16, 1, DType::f32};
+  EXPECT_NE(error([&] { (void)kv.bytes(); }).find("the bytes of the KV cache"), std::string::npos);
+  Plan p = samplePlan();
+  p.weights[0].shape = {big, big};
+  EXPECT_NE(error([&] { p.assignWeightOffsets(); }).find("the elements of a [1099511627776,"),
+            std::string::npos);
+  // The bill's sums: weights that each fit but together pass 2^63.
+  p = samplePlan();
+  for (WeightEntry &w : p.weights) w.bytes = uint64_t(1) << 62;
+  EXPECT_NE(error([&] { (void)p.memoryBill(); }).find("does not fit in 64 bits"),
+            std::string::npos);
+  p = samplePlan();
+  p.settings.maxSeqLen = int64_t(1) << 62;
+  EXPECT_NE(error([&] { (void)p.memoryBill(); }).find("the CPU workspace's attention scores"),
+            std::string::npos);
+  EXPECT_EQ(error([] { (void)samplePlan().memoryBill(); }), "(no error)");
+}
+
 // A pool larger than the batch needs (pages kept for prefix caching) is a
 // plan like any other, and the bill counts every page.
 TEST(PlanJson, APoolLargerThanTheBatchIsRead) {
@@ -517,4 +610,41 @@ TEST_F(ArtifactTest, MissingFile) {
   } catch (const InputError &e) {
     EXPECT_NE(std::string(e.what()).find("cannot open the artifact"), std::string::npos);
   }
+}
+
+/// The process's resident bytes (/proc/self/statm's second field).
+static int64_t residentBytes() {
+  std::ifstream in("/proc/self/statm");
+  int64_t size = 0, resident = 0;
+  in >> size >> resident;
+  return resident * int64_t(::sysconf(_SC_PAGESIZE));
+}
+
+// A plan that validates but that the CPU runtime cannot bind (here an
+// attention whose head_dim disagrees with the cache) throws from the
+// executor's constructor after the arena and the cache are allocated and
+// cleared: they must be freed, not leaked, each time.
+TEST(CpuExecutorLoad, AFailedBindFreesTheArenaAndTheCache) {
+  Plan p = samplePlan();
+  const int64_t arena = int64_t(64) << 20; // past malloc's mmap threshold: freed is unmapped
+  p.entryPoints["decode"].arenaBytes = arena;
+  std::get<AttentionOp>(p.entryPoints["decode"].steps[6].op).headDim = 8;
+  const std::vector<char> weights(size_t(p.memoryBill().weightsBlobBytes), 0);
+  auto load = [&] {
+    try {
+      CpuExecutor e(p, weights.data(), weights.size(), 1);
+    } catch (const InputError &e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  const std::string first = load();
+  ASSERT_NE(first.find("the plan cannot run on this CPU runtime: step 6 ('attention'"),
+            std::string::npos)
+      << first;
+  const int64_t before = residentBytes();
+  for (int i = 0; i < 6; ++i) ASSERT_EQ(load(), first);
+  // Leaked, six cleared arenas would add 384 MiB.
+  EXPECT_LT(residentBytes() - before, arena) << "resident memory grew by "
+                                             << (residentBytes() - before) << " bytes";
 }
