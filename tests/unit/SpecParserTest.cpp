@@ -389,6 +389,24 @@ TEST(HFConfig, BadConfigs) {
   has(hfErrorOf(hfWith("rope_scaling", R"({"rope_type": "linear"})")), "rope_scaling.factor");
 }
 
+// Numbers the JSON library cannot hold are the file's errors, named by the key
+// as written, not internal errors.
+TEST(HFConfig, NumbersOutOfRangeNameTheKey) {
+  auto has = [](const std::string &msg, std::initializer_list<const char *> parts) {
+    ASSERT_FALSE(msg.empty()) << "expected an error";
+    for (const char *part : parts)
+      EXPECT_NE(msg.find(part), std::string::npos) << "'" << part << "' not in: " << msg;
+  };
+  std::string text = kHF;
+  text.replace(text.find("1e-5"), 4, "1e999");
+  has(hfErrorOf(text), {"config.json: field 'rms_norm_eps'", "1e999", "out of range"});
+  text = hfWith("rope_scaling", R"({"rope_type": "linear", "factor": 2.0})");
+  text.replace(text.find("2.0"), 3, "-1e400");
+  has(hfErrorOf(text), {"config.json: field 'rope_scaling.factor'", "-1e400"});
+  has(hfErrorOf(hfWith("eos_token_id", "[2, 18446744073709551615]")),
+      {"config.json: field 'eos_token_id'", "out of range"});
+}
+
 TEST(HFConfig, LinearRopeScaling) {
   ModelConfig cfg = parseHFConfig(hfWith("rope_scaling", R"({"type": "linear", "factor": 2.0})"),
                                   "config.json", [](const std::string &w) { ADD_FAILURE() << w; });
