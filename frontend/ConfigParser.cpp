@@ -538,12 +538,40 @@ void readHFTorchDtype(JsonFields &f, ModelConfig &cfg, const std::string &path,
   }
 }
 
+// kvplan's field paths under the keys a config.json writes, for messages
+// from validate(); the others (bos_token_id, ...) are the same.
+const std::map<std::string, std::string> &hfFieldNames() {
+  static const std::map<std::string, std::string> names = {
+      {"model.hidden_size", "hidden_size"},
+      {"model.intermediate_size", "intermediate_size"},
+      {"model.num_layers", "num_hidden_layers"},
+      {"model.num_heads", "num_attention_heads"},
+      {"model.num_kv_heads", "num_key_value_heads"},
+      {"model.head_dim", "head_dim"},
+      {"model.vocab_size", "vocab_size"},
+      {"model.max_position_embeddings", "max_position_embeddings"},
+      {"model.rms_norm_eps", "rms_norm_eps"},
+      {"model.rope.theta", "rope_theta"},
+      {"model.rope.factor", "rope_scaling.factor"},
+      {"model.rope.low_freq_factor", "rope_scaling.low_freq_factor"},
+      {"model.rope.high_freq_factor", "rope_scaling.high_freq_factor"},
+      {"model.rope.original_max_position_embeddings",
+       "rope_scaling.original_max_position_embeddings"},
+      {"model.bos_token_id", "bos_token_id"},
+      {"model.eos_token_id", "eos_token_id"},
+      {"model.sliding_window", "sliding_window"},
+      {"model.tie_word_embeddings", "tie_word_embeddings"},
+  };
+  return names;
+}
+
 } // namespace
 
 ModelConfig parseHFConfig(const std::string &text, const std::string &path,
                           const WarningSink &warn) {
   ModelConfig cfg;
   cfg.sourcePath = path;
+  cfg.fieldNames = hfFieldNames();
   const nlohmann::json root = parseJsonObject(text, path);
 
   JsonFields f(cfg, root, "");
