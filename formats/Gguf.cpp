@@ -5,6 +5,7 @@
 
 #include "spec/ModelSpec.h"
 
+#include <cstdio>
 #include <cstring>
 
 namespace kvplan {
@@ -188,19 +189,22 @@ std::vector<PendingTensor> readTensorInfos(Reader &r, uint64_t tensorCount) {
 }
 
 // Points a tensor of a type kvplan reads into the mapping, after checking
-// that all of its bytes lie within the file.
+// that all of its bytes lie within the file. Every tensor's offset is checked,
+// whatever its type, and no sum is formed before it is known not to wrap: a
+// corrupt offset near 2^64 must not land back in the header.
 GgufFile::Tensor placeTensor(PendingTensor p, const MappedFile &file, const std::string &path,
                              uint64_t dataStart) {
   p.t.bytes = tensorBytes(p.t, path);
-  if (p.t.bytes) {
-    if (p.offset > file.size() || dataStart + p.offset > file.size() ||
-        p.t.bytes > file.size() - dataStart - p.offset)
-      throw InputError(path + ": truncated GGUF file: tensor " + p.t.name + " needs bytes " +
-                       std::to_string(dataStart + p.offset) + " to " +
-                       std::to_string(dataStart + p.offset + p.t.bytes) + " but the file has " +
-                       std::to_string(file.size()));
+  const uint64_t room = dataStart > file.size() ? 0 : file.size() - dataStart;
+  if (p.offset > room || p.t.bytes > room - p.offset)
+    throw InputError(path + ": corrupt or truncated GGUF file: tensor " + p.t.name +
+                     " has offset " + std::to_string(p.offset) +
+                     (p.t.bytes ? " and " + std::to_string(p.t.bytes) + " bytes" : "") +
+                     " but the data section starts at byte " + std::to_string(dataStart) +
+                     " of a file of " + std::to_string(file.size()) +
+                     " bytes (re-download or re-convert the file)");
+  if (p.t.bytes)
     p.t.data = file.data() + dataStart + p.offset;
-  }
   return std::move(p.t);
 }
 
@@ -220,10 +224,15 @@ GgufFile GgufFile::open(const std::string &path) {
   std::vector<PendingTensor> pending = readTensorInfos(r, h.tensorCount);
 
   // The data section starts at the first aligned byte after the directory.
-  uint64_t alignment = uint64_t(g.integer("general.alignment").value_or(32));
-  if (alignment == 0 || (alignment & (alignment - 1)) != 0)
-    throw InputError(path + ": general.alignment " + std::to_string(alignment) +
-                     " is not a power of two");
+  // Bounded before it is converted, so that rounding up cannot wrap.
+  const double align = g.number("general.alignment").value_or(32);
+  const uint64_t alignment = align >= 1 && align <= double(1 << 30) ? uint64_t(align) : 0;
+  if (alignment == 0 || (alignment & (alignment - 1)) != 0 || double(alignment) != align) {
+    char value[32];
+    std::snprintf(value, sizeof value, "%g", align);
+    throw InputError(path + ": general.alignment " + value +
+                     " is not a power of two of at most 2^30");
+  }
   uint64_t dataStart = alignUp(r.pos, alignment);
   for (PendingTensor &p : pending)
     g.tensors_.push_back(placeTensor(std::move(p), g.file, path, dataStart));

@@ -365,6 +365,8 @@ public:
     }
     out.clear();
     if (j->is_number_integer()) {
+      if (j->is_number_unsigned() && j->get<uint64_t>() > uint64_t(INT64_MAX))
+        fail(key, "integer " + j->dump() + " out of range");
       out.push_back(j->get<int64_t>());
       return true;
     }
@@ -374,6 +376,8 @@ public:
     for (const nlohmann::json &e : *j) {
       if (!e.is_number_integer())
         fail(key, std::string("expected a list of integers, found ") + jsonTypeName(e));
+      if (e.is_number_unsigned() && e.get<uint64_t>() > uint64_t(INT64_MAX))
+        fail(key, "integer " + e.dump() + " out of range");
       out.push_back(e.get<int64_t>());
     }
     return true;
@@ -398,14 +402,37 @@ private:
   std::set<std::string> known;
 };
 
+// The library's message without its "[json.exception.NAME.ID] " prefix.
+std::string jsonDetail(const nlohmann::json::exception &e) {
+  const std::string what = e.what();
+  const size_t end = what.rfind("] ", what.find(' '));
+  return end == std::string::npos ? what : what.substr(end + 2);
+}
+
 // A file that is not JSON, or not an object, is reported as such before any
-// field is read.
+// field is read. The parse tracks the key being read, so that a value the
+// library cannot hold (a number beyond a double, 1e999) is an error naming
+// that key as written (rope_scaling.factor).
 nlohmann::json parseJsonObject(const std::string &text, const std::string &path) {
+  using Event = nlohmann::json::parse_event_t;
+  std::vector<std::string> keys; // the key being read in each enclosing object
+  auto track = [&](int, Event event, nlohmann::json &parsed) {
+    if (event == Event::object_start) keys.emplace_back();
+    else if (event == Event::object_end && !keys.empty()) keys.pop_back();
+    else if (event == Event::key && !keys.empty()) keys.back() = parsed.get<std::string>();
+    return true;
+  };
   nlohmann::json root;
   try {
-    root = nlohmann::json::parse(text);
+    root = nlohmann::json::parse(text, track);
   } catch (const nlohmann::json::parse_error &e) {
     throw InputError(path + ": malformed JSON: " + e.what());
+  } catch (const nlohmann::json::exception &e) {
+    std::string key;
+    for (const std::string &k : keys) key += (key.empty() ? "" : ".") + k;
+    throw InputError(path + ": " + (key.empty() ? "" : "field '" + key + "': ") +
+                     jsonDetail(e) + ": the value is out of range; write a number a 64-bit "
+                                     "float can hold");
   }
   if (!root.is_object())
     throw InputError(path + ": expected a JSON object (a Hugging Face config.json)");
@@ -511,20 +538,54 @@ void readHFTorchDtype(JsonFields &f, ModelConfig &cfg, const std::string &path,
   }
 }
 
+// kvplan's field paths under the keys a config.json writes, for messages
+// from validate(); the others (bos_token_id, ...) are the same.
+const std::map<std::string, std::string> &hfFieldNames() {
+  static const std::map<std::string, std::string> names = {
+      {"model.hidden_size", "hidden_size"},
+      {"model.intermediate_size", "intermediate_size"},
+      {"model.num_layers", "num_hidden_layers"},
+      {"model.num_heads", "num_attention_heads"},
+      {"model.num_kv_heads", "num_key_value_heads"},
+      {"model.head_dim", "head_dim"},
+      {"model.vocab_size", "vocab_size"},
+      {"model.max_position_embeddings", "max_position_embeddings"},
+      {"model.rms_norm_eps", "rms_norm_eps"},
+      {"model.rope.theta", "rope_theta"},
+      {"model.rope.factor", "rope_scaling.factor"},
+      {"model.rope.low_freq_factor", "rope_scaling.low_freq_factor"},
+      {"model.rope.high_freq_factor", "rope_scaling.high_freq_factor"},
+      {"model.rope.original_max_position_embeddings",
+       "rope_scaling.original_max_position_embeddings"},
+      {"model.bos_token_id", "bos_token_id"},
+      {"model.eos_token_id", "eos_token_id"},
+      {"model.sliding_window", "sliding_window"},
+      {"model.tie_word_embeddings", "tie_word_embeddings"},
+  };
+  return names;
+}
+
 } // namespace
 
 ModelConfig parseHFConfig(const std::string &text, const std::string &path,
                           const WarningSink &warn) {
   ModelConfig cfg;
   cfg.sourcePath = path;
+  cfg.fieldNames = hfFieldNames();
   const nlohmann::json root = parseJsonObject(text, path);
 
   JsonFields f(cfg, root, "");
-  readHFArchitecture(f, cfg.model, path);
-  readHFModelFields(f, cfg.model);
-  readHFSlidingWindow(f, cfg.model);
-  readHFRopeScaling(f, cfg, warn);
-  readHFTorchDtype(f, cfg, path, warn);
+  try {
+    readHFArchitecture(f, cfg.model, path);
+    readHFModelFields(f, cfg.model);
+    readHFSlidingWindow(f, cfg.model);
+    readHFRopeScaling(f, cfg, warn);
+    readHFTorchDtype(f, cfg, path, warn);
+  } catch (const nlohmann::json::exception &e) {
+    // A value of a JSON type that no check above caught: still the file's
+    // error, never an internal one.
+    throw InputError(path + ": unexpected config.json content: " + jsonDetail(e));
+  }
   f.ignore({"architectures", "transformers_version", "initializer_range", "use_cache",
             "pretraining_tp", "attention_dropout", "pad_token_id", "_name_or_path",
             "model_type", "torch_dtype", "unsloth_fixed", "is_llama_config", "rope_interleaved",

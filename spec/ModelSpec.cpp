@@ -88,6 +88,11 @@ std::string ModelConfig::where(const std::string &field) const {
   return out + ": ";
 }
 
+std::string ModelConfig::nameOf(const std::string &field) const {
+  auto it = fieldNames.find(field);
+  return it == fieldNames.end() ? field : it->second;
+}
+
 std::vector<WeightDecl> weightTable(const ModelSpec &m) {
   std::vector<WeightDecl> w;
   const int64_t h = m.hiddenSize, q = m.qDim(), kv = m.kvDim(),
@@ -145,7 +150,16 @@ public:
   explicit Checker(const ModelConfig &c) : cfg(c) {}
 
   [[noreturn]] void fail(const std::string &field, const std::string &msg) {
-    throw InputError(cfg.where(field) + "field '" + field + "': " + msg);
+    throw InputError(cfg.where(field) + "field '" + cfg.nameOf(field) + "': " + msg);
+  }
+
+  /// The field as the source file writes it.
+  std::string name(const std::string &field) const { return cfg.nameOf(field); }
+  /// The same without its table ("num_heads" for a TOML spec's
+  /// model.num_heads), for naming a field inside a message.
+  std::string key(const std::string &field) const {
+    const std::string n = cfg.nameOf(field);
+    return n == field ? n.substr(n.rfind('.') + 1) : n;
   }
 
   void positive(const std::string &field, int64_t v, int64_t max) {
@@ -187,9 +201,11 @@ void checkModelShape(Checker &c, ModelSpec &m) {
   if (m.headDim == 0) {
     if (m.hiddenSize % m.numHeads != 0)
       c.fail("model.hidden_size",
-             "hidden_size " + std::to_string(m.hiddenSize) +
-                 " is not a multiple of num_heads " + std::to_string(m.numHeads) +
-                 "; set model.head_dim explicitly if the model's heads are not hidden_size / num_heads wide");
+             c.key("model.hidden_size") + " " + std::to_string(m.hiddenSize) +
+                 " is not a multiple of " + c.key("model.num_heads") + " " +
+                 std::to_string(m.numHeads) + "; set " + c.name("model.head_dim") +
+                 " explicitly if the model's heads are not " + c.key("model.hidden_size") +
+                 " / " + c.key("model.num_heads") + " wide");
     m.headDim = m.hiddenSize / m.numHeads;
   }
   c.positive("model.head_dim", m.headDim, 1 << 16);
@@ -197,9 +213,9 @@ void checkModelShape(Checker &c, ModelSpec &m) {
     c.fail("model.head_dim", "RoPE rotates pairs of dimensions, so head_dim must be even, got " +
                                  std::to_string(m.headDim));
   if (m.numHeads % m.numKvHeads != 0)
-    c.fail("model.num_kv_heads", "num_heads " + std::to_string(m.numHeads) +
-                                     " is not a multiple of num_kv_heads " +
-                                     std::to_string(m.numKvHeads) +
+    c.fail("model.num_kv_heads", c.key("model.num_heads") + " " + std::to_string(m.numHeads) +
+                                     " is not a multiple of " + c.key("model.num_kv_heads") +
+                                     " " + std::to_string(m.numKvHeads) +
                                      " (grouped-query attention shares each KV head among "
                                      "an equal number of query heads)");
   if (m.qDim() > kMaxDim)
@@ -240,8 +256,9 @@ void checkNormAndRope(Checker &c, const ModelSpec &m) {
     c.positiveReal("model.rope.low_freq_factor", m.rope.lowFreqFactor);
     c.positiveReal("model.rope.high_freq_factor", m.rope.highFreqFactor);
     if (m.rope.highFreqFactor <= m.rope.lowFreqFactor)
-      c.fail("model.rope.high_freq_factor",
-             "must be larger than model.rope.low_freq_factor for llama3 RoPE scaling");
+      c.fail("model.rope.high_freq_factor", "must be larger than " +
+                                                c.name("model.rope.low_freq_factor") +
+                                                " for llama3 RoPE scaling");
     c.positive("model.rope.original_max_position_embeddings", m.rope.originalMaxPositions,
                kMaxDim);
   }

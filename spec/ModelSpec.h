@@ -105,9 +105,15 @@ struct ModelConfig {
   /// Source line of each field path ("model.num_heads") where the format
   /// records one (TOML); messages cite it.
   std::map<std::string, int64_t> fieldLines;
+  /// The key each field path has in the source file where it differs from
+  /// kvplan's ("num_attention_heads" in a config.json for "model.num_heads");
+  /// messages name the key as the user wrote it.
+  std::map<std::string, std::string> fieldNames;
 
   /// "file:line: " for a field, or "file: " when no line is known.
   std::string where(const std::string &field) const;
+  /// The field's key as the source file writes it.
+  std::string nameOf(const std::string &field) const;
 };
 
 /// One tensor the model reads, under kvplan's canonical name (Meta's Llama

@@ -378,7 +378,7 @@ TEST(HFConfig, BadConfigs) {
   has(hfErrorOf(hfWith("hidden_size", "")), "field 'hidden_size': missing");
   has(hfErrorOf(hfWith("hidden_size", "\"big\"")), "expected an integer, got a string");
   has(hfErrorOf(hfWith("hidden_size", "64.5")), "expected an integer, got a fractional number");
-  has(hfErrorOf(hfWith("num_key_value_heads", "3")), "model.num_kv_heads");
+  has(hfErrorOf(hfWith("num_key_value_heads", "3")), "field 'num_key_value_heads'");
   has(hfErrorOf(hfWith("hidden_act", "\"gelu\"")), "'gelu' is not supported");
   has(hfErrorOf(hfWith("mlp_bias", "true")), "mlp_bias");
   has(hfErrorOf(hfWith("rope_scaling", R"({"rope_type": "yarn", "factor": 4.0})")),
@@ -387,6 +387,56 @@ TEST(HFConfig, BadConfigs) {
       "rope_scaling.low_freq_factor");
   has(hfErrorOf(hfWith("eos_token_id", "[2, 500]")), "outside the vocabulary");
   has(hfErrorOf(hfWith("rope_scaling", R"({"rope_type": "linear"})")), "rope_scaling.factor");
+}
+
+// Numbers the JSON library cannot hold are the file's errors, named by the key
+// as written, not internal errors.
+TEST(HFConfig, NumbersOutOfRangeNameTheKey) {
+  auto has = [](const std::string &msg, std::initializer_list<const char *> parts) {
+    ASSERT_FALSE(msg.empty()) << "expected an error";
+    for (const char *part : parts)
+      EXPECT_NE(msg.find(part), std::string::npos) << "'" << part << "' not in: " << msg;
+  };
+  std::string text = kHF;
+  text.replace(text.find("1e-5"), 4, "1e999");
+  has(hfErrorOf(text), {"config.json: field 'rms_norm_eps'", "1e999", "out of range"});
+  text = hfWith("rope_scaling", R"({"rope_type": "linear", "factor": 2.0})");
+  text.replace(text.find("2.0"), 3, "-1e400");
+  has(hfErrorOf(text), {"config.json: field 'rope_scaling.factor'", "-1e400"});
+  has(hfErrorOf(hfWith("eos_token_id", "[2, 18446744073709551615]")),
+      {"config.json: field 'eos_token_id'", "out of range"});
+}
+
+// Values that parse but are out of range name the key as config.json writes
+// it, not kvplan's field (model.num_heads), and the file.
+TEST(HFConfig, RangeErrorsNameTheKeyAsWritten) {
+  auto has = [](const std::string &msg, const std::string &part) {
+    EXPECT_NE(msg.find("config.json: field '" + part + "': "), std::string::npos)
+        << "'" << part << "' not in: " << msg;
+    EXPECT_EQ(msg.find("model."), std::string::npos) << msg;
+  };
+  has(hfErrorOf(hfWith("num_attention_heads", "-4")), "num_attention_heads");
+  has(hfErrorOf(hfWith("hidden_size", "0")), "hidden_size");
+  has(hfErrorOf(hfWith("hidden_size", "66")), "hidden_size"); // not a multiple of 4 heads
+  has(hfErrorOf(hfWith("intermediate_size", "-1")), "intermediate_size");
+  has(hfErrorOf(hfWith("num_hidden_layers", "0")), "num_hidden_layers");
+  has(hfErrorOf(hfWith("num_key_value_heads", "-2")), "num_key_value_heads");
+  has(hfErrorOf(hfWith("vocab_size", "0")), "vocab_size");
+  has(hfErrorOf(hfWith("max_position_embeddings", "-256")), "max_position_embeddings");
+  has(hfErrorOf(hfWith("rms_norm_eps", "2.0")), "rms_norm_eps");
+  has(hfErrorOf(hfWith("rope_theta", "-10000")), "rope_theta");
+  has(hfErrorOf(hfWith("head_dim", "7")), "head_dim");
+  has(hfErrorOf(hfWith("bos_token_id", "100")), "bos_token_id");
+  has(hfErrorOf(hfWith("sliding_window", "-1")), "sliding_window");
+  has(hfErrorOf(hfWith("rope_scaling", R"({"rope_type": "llama3", "factor": 8.0,
+      "low_freq_factor": 4.0, "high_freq_factor": 1.0, "original_max_position_embeddings": 64})")),
+      "rope_scaling.high_freq_factor");
+  has(hfErrorOf(hfWith("rope_scaling", R"({"type": "linear", "factor": -2.0})")),
+      "rope_scaling.factor");
+  // A message that names another field names it as written too.
+  const std::string msg = hfErrorOf(hfWith("hidden_size", "66"));
+  EXPECT_NE(msg.find("num_attention_heads 4"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("set head_dim"), std::string::npos) << msg;
 }
 
 TEST(HFConfig, LinearRopeScaling) {

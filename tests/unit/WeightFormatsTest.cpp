@@ -21,8 +21,10 @@
 #include <functional>
 #include <initializer_list>
 #include <map>
+#include <optional>
 #include <thread>
 #include <unistd.h>
+#include <utility>
 
 namespace fs = std::filesystem;
 using namespace kvplan;
@@ -708,12 +710,15 @@ TEST(LlamaC, HeaderDisagreesWithModel) {
 }
 
 // Writes a minimal GGUF v3 file: string and u32 metadata, then tensors of any
-// ggml type (data zeros of `bytes` each).
+// ggml type (data zeros of `bytes` each). A tensor with `fileByte` set gets
+// the offset that, added to the data section's start modulo 2^64, lands on
+// that byte of the file (a corrupt offset that wraps).
 struct GgufTensorSpec {
   std::string name;
   std::vector<uint64_t> dims;
   uint32_t type;
   uint64_t bytes;
+  std::optional<uint64_t> fileByte = std::nullopt;
 };
 
 void writeGguf(const fs::path &p, const std::map<std::string, std::string> &strings,
@@ -733,15 +738,22 @@ void writeGguf(const fs::path &p, const std::map<std::string, std::string> &stri
   const float eps = 1e-5f;
   out.append(reinterpret_cast<const char *>(&eps), 4);
   uint64_t offset = 0;
+  std::vector<std::pair<size_t, uint64_t>> wrapped; // where the offset is, the byte it targets
   for (const GgufTensorSpec &t : tensors) {
     str(t.name);
     u32(uint32_t(t.dims.size()));
     for (uint64_t d : t.dims) u64(d);
     u32(t.type);
+    if (t.fileByte)
+      wrapped.emplace_back(out.size(), *t.fileByte);
     u64(offset);
     offset += (t.bytes + 31) / 32 * 32;
   }
   while (out.size() % 32) out += '\0';
+  for (const auto &[at, target] : wrapped) {
+    const uint64_t v = target - uint64_t(out.size()); // wraps on purpose
+    std::memcpy(&out[at], &v, 8);
+  }
   out += std::string(offset, '\0');
   writeFile(p, out);
 }
@@ -804,6 +816,43 @@ TEST(Gguf, QuantizedAndUnsupportedTensorTypes) {
             {{"blk.0.attn_q.weight", {uint64_t(1) << 40, uint64_t(1) << 40}, 0, 0}});
   expectInputError([&] { readCheckpointConfig(p.string()); },
                    {p.string(), "blk.0.attn_q.weight", "64 bits"});
+}
+
+TEST(Gguf, TensorOffsetsThatWrapAreRefused) {
+  ScratchDir dir;
+  const fs::path p = dir.path / "wrap.gguf";
+  // An offset near 2^64 that the data section's start wraps to byte 0: the
+  // tensor would point into the header.
+  writeGguf(p, {{"general.architecture", "llama"}}, kGgufDims,
+            {{"token_embd.weight", {32, 16}, 0, 32 * 16 * 4, 0}});
+  const uint64_t size = fs::file_size(p), dataStart = size - 32 * 16 * 4;
+  const std::string offset = std::to_string(uint64_t(0) - dataStart);
+  expectInputError([&] { readCheckpointConfig(p.string()); },
+                   {p.string(), "token_embd.weight", "offset " + offset, "2048 bytes",
+                    "data section starts at byte " + std::to_string(dataStart)});
+  expectInputError([&] { openWeights(p.string(), ggufSpec()); },
+                   {p.string(), "token_embd.weight", "offset " + offset});
+  // Also for a tensor of a type kvplan does not read (its size is unknown).
+  writeGguf(p, {{"general.architecture", "llama"}}, kGgufDims,
+            {{"blk.0.attn_v.weight", {32, 32}, 10, 32 * 42, 8}});
+  expectInputError([&] { readCheckpointConfig(p.string()); },
+                   {p.string(), "blk.0.attn_v.weight", "offset "});
+  // An offset that ends exactly at the end of the file is accepted; one byte
+  // further is not.
+  writeGguf(p, {{"general.architecture", "llama"}}, kGgufDims,
+            {{"token_embd.weight", {32, 16}, 0, 32 * 16 * 4}});
+  EXPECT_NO_THROW(readCheckpointConfig(p.string()));
+  writeGguf(p, {{"general.architecture", "llama"}}, kGgufDims,
+            {{"token_embd.weight", {32, 16}, 0, 32 * 16 * 4, dataStart + 32}});
+  expectInputError([&] { readCheckpointConfig(p.string()); },
+                   {p.string(), "token_embd.weight", "offset 32", "2048 bytes",
+                    std::to_string(size) + " bytes"});
+  // The alignment that places the data section is bounded before use.
+  std::map<std::string, uint32_t> dims = kGgufDims;
+  dims["general.alignment"] = uint32_t(1) << 31;
+  writeGguf(p, {{"general.architecture", "llama"}}, dims, {});
+  expectInputError([&] { readCheckpointConfig(p.string()); },
+                   {p.string(), "general.alignment 2.14748e+09", "at most 2^30"});
 }
 
 TEST(Gguf, ArchitectureAndRopeScalingAreChecked) {

@@ -259,6 +259,7 @@ int runBenchCuda(const BenchOptions &, const Runnable &r, bool) {
 int runBench(const BenchOptions &o, bool verbose) {
   if (o.promptLen < 1 || o.gen < 1)
     throw InputError("--prompt-len and --gen must be at least 1");
+  checkThreadsFlag(o.threads);
   Runnable r = loadRunnable(o.model, verbose);
   if (o.promptLen + o.gen > r.plan.settings.maxSeqLen)
     throw InputError("--prompt-len + --gen = " + std::to_string(o.promptLen + o.gen) +
@@ -276,7 +277,8 @@ void addBenchCommand(CLI::App &app, const GlobalOptions &global, Action &action)
   o->model.addRunnable(cmd);
   cmd->add_option("--prompt-len", o->promptLen, "Prompt tokens")->capture_default_str();
   cmd->add_option("--gen", o->gen, "Tokens to decode")->capture_default_str();
-  cmd->add_option("--threads", o->threads, "Threads (default: the machine's cores)");
+  cmd->add_option("--threads", o->threads,
+                  "Threads, at most the machine's hardware threads (default: all of them)");
   cmd->add_flag("--json", o->json,
                 "Print one JSON object: prefill_tok_s, decode_tok_s, weights_bytes, ...");
   cmd->add_flag("--no-graphs", o->noGraphs,

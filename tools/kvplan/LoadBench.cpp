@@ -42,7 +42,7 @@ void checkLoadOptions(const LoadBenchOptions &o) {
   atLeast(o.gen, 1, "--gen");
   atLeast(o.sharedPrefix, 0, "--shared-prefix");
   atLeast(o.tokenBudget, 0, "--token-budget");
-  if (o.threads < 0) throw InputError("--threads must be positive");
+  checkThreadsFlag(o.threads);
 }
 
 /// Every request's prompt and length, drawn from --seed alone, so that runs

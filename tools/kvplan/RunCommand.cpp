@@ -53,7 +53,7 @@ struct RunOptions {
 void checkRunOptions(const RunOptions &o) {
   Sampler check(o.sampling);
   if (o.tokens < 0) throw InputError("-n must be 0 or more, got " + std::to_string(o.tokens));
-  if (o.threads < 0) throw InputError("--threads must be positive");
+  checkThreadsFlag(o.threads);
   if (!o.promptIds.empty() && o.promptGiven)
     throw InputError("give either -p TEXT or --prompt-ids, not both");
 }
@@ -218,7 +218,8 @@ void addRunCommand(CLI::App &app, const GlobalOptions &global, Action &action) {
   cmd->add_flag("--print-ids", o->printIds,
                 "Print the prompt ids then the generated ids, and nothing else, on stdout");
   cmd->add_flag("--stats", o->stats, "Print prefill and decode tokens per second on stderr");
-  cmd->add_option("--threads", o->threads, "Threads (default: the machine's cores)");
+  cmd->add_option("--threads", o->threads,
+                  "Threads, at most the machine's hardware threads (default: all of them)");
   cmd->add_flag("--no-graphs", o->noGraphs,
                 "CUDA: launch every kernel eagerly instead of replaying CUDA graphs");
   cmd->add_flag("--no-prefix-cache", o->noPrefixCache,

@@ -267,6 +267,17 @@ Runnable loadRunnable(const ModelOptions &opts, bool verbose) {
   return r;
 }
 
+void checkThreadsFlag(int threads) {
+  if (threads < 0)
+    throw InputError("--threads must be positive (or 0 for all hardware threads), got " +
+                     std::to_string(threads));
+  const int hardware = defaultThreadCount();
+  if (threads > hardware)
+    throw InputError("--threads " + std::to_string(threads) + " is more than the " +
+                     std::to_string(hardware) + " hardware threads of this machine; give at most " +
+                     std::to_string(hardware) + ", or leave --threads out to use them all");
+}
+
 std::unique_ptr<Executor> makeExecutor(const Runnable &r, const ExecOptions &o) {
   if (r.plan.settings.target == Target::cuda) {
 #ifdef KVPLAN_HAVE_CUDA

@@ -55,6 +55,11 @@ struct ExecOptions {
   bool graphs = true;  // CUDA graphs (--no-graphs: eager launches)
 };
 
+/// Checks --threads before the model is loaded: 0 uses the machine's
+/// hardware threads; more than it has are refused (each extra thread only
+/// waits for a core), negative ones too. The same for run, serve and bench.
+void checkThreadsFlag(int threads);
+
 /// The executor for the runnable's target: the CPU, or a CUDA GPU when
 /// this kvplan has the CUDA runtime. Throws InputError ("incompatible
 /// because ...", no device, out of memory).

@@ -61,7 +61,7 @@ int waitForStopSignal() {
 server::ServerOptions serverOptions(const ServeOptions &o) {
   if (o.port < 0 || o.port > 65535) throw InputError("--port must be in [0, 65535]");
   if (o.maxQueue < 0) throw InputError("--max-queue must be 0 (no limit) or positive");
-  if (o.threads < 0) throw InputError("--threads must be positive");
+  checkThreadsFlag(o.threads);
   server::ServerOptions s;
   s.modelName = o.modelName;
   s.maxQueue = o.maxQueue;
@@ -118,7 +118,8 @@ void addServeCommand(CLI::App &app, const GlobalOptions &global, Action &action)
   cmd->add_option("--chat-template", o->chatTemplate,
                   std::string("Chat template: ") + server::kChatTemplateNames +
                       " (default: from the tokenizer's special tokens)");
-  cmd->add_option("--threads", o->threads, "Threads (default: the machine's cores)");
+  cmd->add_option("--threads", o->threads,
+                  "Threads, at most the machine's hardware threads (default: all of them)");
   cmd->add_flag("--no-graphs", o->noGraphs,
                 "CUDA: launch every kernel eagerly instead of replaying CUDA graphs");
   cmd->add_flag("--no-prefix-cache", o->noPrefixCache,
