@@ -385,18 +385,25 @@ void Server::Impl::onEvent(const std::shared_ptr<Pending> &p, const TokenEvent &
       if (p->generated++ == 0) p->first = now;
       p->last = now;
     }
+  }
+  if (e.finished) {
+    // Leave the registry before the answer can be sent: a client that sends
+    // its next request as soon as it has this one's must find the room free.
+    const double ttft = p->generated ? seconds(p->arrived, p->first) : 0;
+    const double tpot =
+        p->generated > 1 ? seconds(p->first, p->last) / double(p->generated - 1) : 0;
+    metrics.generation(p->promptTokens, p->generated, ttft, tpot,
+                       serverEnded(e.reason) ? statusName(e.reason) : finishName(e.reason));
+    std::lock_guard<std::mutex> lock(registryMutex);
+    inFlight.erase(p->id);
+    metrics.setInFlight(int64_t(inFlight.size()));
+  }
+  {
+    std::lock_guard<std::mutex> lock(p->m);
     p->events.push_back(e);
     p->finished = e.finished;
   }
   p->ready.notify_one();
-  if (!e.finished) return;
-  const double ttft = p->generated ? seconds(p->arrived, p->first) : 0;
-  const double tpot = p->generated > 1 ? seconds(p->first, p->last) / double(p->generated - 1) : 0;
-  metrics.generation(p->promptTokens, p->generated, ttft, tpot,
-                     serverEnded(e.reason) ? statusName(e.reason) : finishName(e.reason));
-  std::lock_guard<std::mutex> lock(registryMutex);
-  inFlight.erase(p->id);
-  metrics.setInFlight(int64_t(inFlight.size()));
 }
 
 void Server::Impl::responseDone() {
