@@ -7,6 +7,7 @@
 #include "passes/Passes.h"
 #include "plan/Artifact.h"
 #include "plan/WeightPacking.h"
+#include "support/SystemResources.h"
 
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/OperationSupport.h"
@@ -16,6 +17,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 
 using namespace mlir;
 
@@ -116,8 +118,26 @@ void addCudaCode(CompileOutput &out, const std::vector<std::string> &archs, bool
   out.cuda = std::move(code);
 }
 
+void checkArtifactResources(const std::string &path, uint64_t fileBytes, uint64_t memoryBytes,
+                            const std::string &weights, bool verbose) {
+  if (verbose) {
+    std::optional<ResourceFigure> mem = availableMemory();
+    std::optional<ResourceFigure> disk = freeDisk(std::filesystem::path(path).parent_path());
+    std::fprintf(stderr, "  packing needs %s of memory (%s available), writes %s (%s free)\n",
+                 formatBytes(memoryBytes).c_str(), mem ? formatBytes(mem->bytes).c_str() : "?",
+                 formatBytes(fileBytes).c_str(), disk ? formatBytes(disk->bytes).c_str() : "?");
+  }
+  if (memoryBytes)
+    requireMemory(memoryBytes, "pack the weights for " + path,
+                  "packing holds " + weights + " in memory; free memory, or compile with "
+                  "--weights none (the artifact then has no weights)");
+  requireDisk(fileBytes, path,
+              "free space there, write elsewhere with -o, or make a smaller artifact with a "
+              "smaller --dtype (bf16, int8, int4) or --weights none");
+}
+
 void writeArtifact(const std::string &path, const CompileOutput &out, const WeightSource *weights,
-                   const Tokenizer *tokenizer) {
+                   const Tokenizer *tokenizer, bool verbose) {
   ArtifactWriter w;
   w.addSection("plan", toJson(out.plan).dump(1));
   w.addSection("ir", out.finalIR);
@@ -132,6 +152,9 @@ void writeArtifact(const std::string &path, const CompileOutput &out, const Weig
     w.addSection(kTokenizerSection, tokenizer->kind() + "\n" + tokenizer->serialize());
   if (weights)
     addWeightsSection(w, out.plan, *weights);
+  checkArtifactResources(path, w.fileSize(),
+                         weights ? packingMemoryBytes(out.plan, *weights) : 0,
+                         weights ? weights->describe() : "", verbose);
   w.write(path);
 }
 

@@ -49,10 +49,20 @@ CompileOutput compileModel(const ModelConfig &cfg, const StageCallback &onStage 
 /// (nvcc rejected the generated source).
 void addCudaCode(CompileOutput &out, const std::vector<std::string> &archs, bool verbose = false);
 
+/// Throws InputError, naming both figures and the fix, when writing an
+/// artifact of `fileBytes` to `path` would not fit in the free space of its
+/// folder, or packing its weights (from `weights`, described so) would
+/// hold more than `memoryBytes` of the memory available. `verbose` prints
+/// both needs and what the machine has on stderr.
+void checkArtifactResources(const std::string &path, uint64_t fileBytes, uint64_t memoryBytes,
+                            const std::string &weights, bool verbose = false);
+
 /// Writes an artifact holding the plan, the final IR and, when given, the
 /// weights (packed from `weights`), the tokenizer and, for the cuda target,
-/// the CUDA source, launch table and cubins.
+/// the CUDA source, launch table and cubins. Checks first that the file fits
+/// on the disk and the packing in memory (checkArtifactResources).
 void writeArtifact(const std::string &path, const CompileOutput &out,
-                   const WeightSource *weights = nullptr, const Tokenizer *tokenizer = nullptr);
+                   const WeightSource *weights = nullptr, const Tokenizer *tokenizer = nullptr,
+                   bool verbose = false);
 
 } // namespace kvplan

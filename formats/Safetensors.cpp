@@ -198,7 +198,15 @@ public:
       : label(std::move(label)), where(std::move(where)), shards(std::move(shards)),
         entries(std::move(entries)),
         headDim(model.headDim ? model.headDim
-                              : (model.numHeads ? model.hiddenSize / model.numHeads : 0)) {}
+                              : (model.numHeads ? model.hiddenSize / model.numHeads : 0)) {
+    for (const WeightDecl &d : weightTable(model)) {
+      auto it = this->entries.find(hfName(d.name));
+      if (it != this->entries.end() && it->second.dtype && copied(d.name, it->second))
+        held += it->second.bytes;
+    }
+  }
+
+  uint64_t heldBytes() const override { return held; }
 
   std::string describe() const override { return label; }
 
@@ -225,10 +233,8 @@ public:
     SourceTensor out;
     out.shape = e.shape;
     out.dtype = *e.dtype;
-    const uint64_t elemBytes = uint64_t(dtypeBytes(*e.dtype));
     const bool permute = isRopeRows(name);
-    const bool aligned = reinterpret_cast<uintptr_t>(e.data) % elemBytes == 0;
-    if (!permute && aligned) {
+    if (!copied(name, e)) {
       out.data = e.data;
       return out;
     }
@@ -260,11 +266,19 @@ public:
   }
 
 private:
+  /// Whether tensor() hands out a copy of `e` rather than the mapped bytes:
+  /// RoPE rows to permute, or data at an address its type cannot be read at.
+  static bool copied(const std::string &name, const Entry &e) {
+    return isRopeRows(name) ||
+           reinterpret_cast<uintptr_t>(e.data) % uint64_t(dtypeBytes(*e.dtype)) != 0;
+  }
+
   std::string label;
   std::string where;
   std::vector<MappedFile> shards;
   std::unordered_map<std::string, Entry> entries;
   int64_t headDim;
+  uint64_t held = 0; // heldBytes()
   // Permuted (and realigned) copies, kept for the source's lifetime so the
   // pointers handed out stay valid; std::map nodes never move.
   mutable std::mutex mutex;

@@ -53,6 +53,11 @@ public:
   /// when it is missing, has another shape or an unsupported type.
   virtual SourceTensor tensor(const std::string &name,
                               const std::vector<int64_t> &expected) const = 0;
+  /// The bytes the source holds in memory once every tensor of its model
+  /// has been asked for: values it makes (random weights) or copies
+  /// (permuted or realigned rows). Pages of mapped files are not counted:
+  /// the kernel can drop and reread them.
+  virtual uint64_t heldBytes() const { return 0; }
 };
 
 /// True when `path` is a checkpoint that carries its own model description

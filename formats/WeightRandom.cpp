@@ -88,6 +88,13 @@ public:
     return "random weights (seed " + std::to_string(seed) + ")";
   }
 
+  /// Every tensor's values as f32, kept once made.
+  uint64_t heldBytes() const override {
+    uint64_t bytes = 0;
+    for (const auto &[name, shape] : shapes) bytes += uint64_t(elementCount(shape)) * 4;
+    return bytes;
+  }
+
   SourceTensor tensor(const std::string &name,
                       const std::vector<int64_t> &expected) const override {
     auto it = shapes.find(name);

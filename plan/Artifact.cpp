@@ -88,6 +88,16 @@ private:
 
 } // namespace
 
+uint64_t ArtifactWriter::fileSize() const {
+  const uint64_t tableEnd = sizeof(FileHeader) + sections.size() * sizeof(SectionEntry);
+  uint64_t off = alignUp(tableEnd, kSectionAlignment), end = tableEnd;
+  for (const Pending &p : sections) {
+    end = off + p.size;
+    off = alignUp(end, kSectionAlignment);
+  }
+  return end;
+}
+
 void ArtifactWriter::write(const std::string &path) const {
   std::vector<SectionEntry> table(sections.size());
   uint64_t tableOffset = sizeof(FileHeader);
@@ -100,8 +110,7 @@ void ArtifactWriter::write(const std::string &path) const {
     e.size = sections[i].size;
     off = alignUp(off + e.size, kSectionAlignment);
   }
-  uint64_t fileSize = sections.empty() ? tableOffset + table.size() * sizeof(SectionEntry)
-                                       : table.back().offset + table.back().size;
+  const uint64_t size = fileSize();
 
   // A temporary with a unique name, synced and renamed over `path`: a
   // failed, stopped or concurrent write never leaves a partial artifact.
@@ -132,7 +141,7 @@ void ArtifactWriter::write(const std::string &path) const {
   h.formatVersion = kArtifactFormatVersion;
   h.sectionCount = uint32_t(table.size());
   h.sectionTableOffset = tableOffset;
-  h.fileSize = fileSize;
+  h.fileSize = size;
   h.tableChecksum = checksum64(table.data(), table.size() * sizeof(SectionEntry));
   h.headerChecksum = checksum64(&h, offsetof(FileHeader, headerChecksum));
   out.writeAt(0, &h, sizeof h);

@@ -36,6 +36,8 @@ public:
   /// A section of exactly `size` bytes that `fill` writes when the file is
   /// written (so a weights section never has to fit in memory).
   void addSection(std::string name, uint64_t size, std::function<void(SectionSink &)> fill);
+  /// The size of the file write() makes.
+  uint64_t fileSize() const;
   /// Writes the file through a uniquely named temporary beside it, synced
   /// and renamed over `path` (support/AtomicFile.h): a failed, stopped or
   /// concurrent write leaves no partial artifact. Throws InputError when it

@@ -13,6 +13,9 @@ namespace kvplan {
 
 namespace {
 
+/// Elements a float conversion converts at a time.
+constexpr int64_t kConvertChunk = int64_t(1) << 20;
+
 void writeZeros(SectionSink &sink, uint64_t n) {
   static const char zeros[4096] = {};
   while (n > 0) {
@@ -159,9 +162,15 @@ uint64_t packFloat(const SourceTensor &t, DType to, SectionSink &sink, std::vect
   if (t.quant == QuantType::none && t.dtype == to) {
     sink.write(t.data, bytes);
   } else if (t.quant == QuantType::none) {
-    buffer.resize(bytes);
-    convertElements(t.data, t.dtype, buffer.data(), to, n);
-    sink.write(buffer.data(), bytes);
+    // In chunks, so that converting never holds a second copy of a tensor.
+    const size_t from = size_t(dtypeBytes(t.dtype));
+    for (int64_t i = 0; i < n; i += kConvertChunk) {
+      const int64_t k = std::min(kConvertChunk, n - i);
+      buffer.resize(size_t(k * dtypeBytes(to)));
+      convertElements(static_cast<const char *>(t.data) + size_t(i) * from, t.dtype,
+                      buffer.data(), to, k);
+      sink.write(buffer.data(), buffer.size());
+    }
   } else {
     const int64_t cols = t.shape.back(), rows = n / cols;
     std::vector<float> row(static_cast<size_t>(cols));
@@ -222,6 +231,24 @@ void packWeights(const Plan &plan, const WeightSource &source, SectionSink &sink
                        " bytes but the plan expects " + std::to_string(w.bytes));
   }
   writeZeros(sink, size - at);
+}
+
+uint64_t packingMemoryBytes(const Plan &plan, const WeightSource &source) {
+  // Beside what the source holds, one entry's buffers at a time: a row as
+  // f32, its codes, and an int8 or int4 entry's scales and minimums (kept
+  // until the entry's data is written), or a float conversion's chunk.
+  uint64_t buffers = 0;
+  for (const WeightEntry &w : plan.weights) {
+    const int64_t n = w.numElements();
+    const int64_t cols = w.shape.empty() ? 1 : w.shape.back();
+    uint64_t b = uint64_t(cols) * 4 * 2;
+    if (w.groupSize > 0)
+      b += uint64_t(n / cols * ceilDiv(cols, w.groupSize)) * 4 * (w.dtype == DType::i4 ? 2 : 1);
+    else
+      b += uint64_t(std::min(n, kConvertChunk) * dtypeBytes(w.dtype));
+    buffers = std::max(buffers, b);
+  }
+  return source.heldBytes() + buffers;
 }
 
 void addWeightsSection(ArtifactWriter &writer, const Plan &plan, const WeightSource &source) {

@@ -16,6 +16,11 @@ inline constexpr const char *kWeightsSection = "weights";
 /// them; a progress bar shows on a terminal.
 void packWeights(const Plan &plan, const WeightSource &source, SectionSink &sink);
 
+/// The memory packing `plan`'s weights from `source` holds at its peak:
+/// what the source holds (WeightSource::heldBytes()) and the largest
+/// entry's buffers. The packed bytes themselves go to the sink.
+uint64_t packingMemoryBytes(const Plan &plan, const WeightSource &source);
+
 /// Adds the weights section to `writer`, packed from `source` when the file
 /// is written (`source` must outlive writer.write()).
 void addWeightsSection(ArtifactWriter &writer, const Plan &plan, const WeightSource &source);

@@ -4,6 +4,7 @@
 #include "runtime/cpu/CpuExecutor.h"
 #include "runtime/cpu/LinearDot.h"
 #include "runtime/cpu/Isa.h"
+#include "support/SystemResources.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -204,6 +205,23 @@ CpuExecutor::Buffer CpuExecutor::allocate(const char *what, int64_t bytes) {
   return b;
 }
 
+/// What the constructor allocates (the weights are the caller's, mapped or
+/// packed already), checked against the memory available before any of it
+/// is: every line and the fix named.
+void CpuExecutor::checkMemory(const MemoryBill &bill) const {
+  const int64_t workspaceBytes = layout.bytes(pool.size());
+  const uint64_t needed =
+      uint64_t(bill.arenaAllocBytes) + uint64_t(bill.kvCacheBytes) + uint64_t(workspaceBytes);
+  requireMemory(needed, "run " + plan_.model.name,
+                "the plan's KV cache takes " + formatBytes(uint64_t(bill.kvCacheBytes)) +
+                    ", its arena " + formatBytes(uint64_t(bill.arenaAllocBytes)) +
+                    " and the workspace for " + std::to_string(pool.size()) +
+                    (pool.size() == 1 ? " thread " : " threads ") +
+                    formatBytes(uint64_t(workspaceBytes)) +
+                    "; free memory, or compile with a smaller --max-seq, --max-batch or "
+                    "--kv-pages (kvplan inspect shows the whole bill)");
+}
+
 CpuExecutor::CpuExecutor(const Plan &plan, const char *weightsData, uint64_t size, int threads)
     : plan_(plan), weights(weightsData), weightsBytes(size), pool(threads) {
   validatePlan(plan_);
@@ -213,6 +231,7 @@ CpuExecutor::CpuExecutor(const Plan &plan, const char *weightsData, uint64_t siz
                      " bytes but the plan's weight table needs " +
                      std::to_string(bill.weightsBlobBytes));
   layout = cpuWorkspace(plan_);
+  checkMemory(bill);
   arena = allocate("arena", bill.arenaAllocBytes);
   cache = allocate("KV cache", bill.kvCacheBytes);
   workspace = allocate("workspace", layout.bytes(pool.size()));

@@ -60,6 +60,7 @@ private:
   };
   using Buffer = std::unique_ptr<char, Free>;
   Buffer allocate(const char *what, int64_t bytes);
+  void checkMemory(const MemoryBill &bill) const;
 
   Program &program(const std::string &entry);
   void runInstr(const Program &prog, const Instr &in, int64_t activeRows);

@@ -283,6 +283,20 @@ TEST(RandomWeights, IndependentOfRequestOrder) {
             bytesOf(other->tensor("layers.1.attention.wq", wq)));
 }
 
+TEST(RandomWeights, HeldBytesAreEveryTensorAsF32) {
+  // What a compile's memory check counts: the source keeps every tensor it
+  // made, 4 bytes an element, and hands out nothing else.
+  const ModelSpec m = smallSpec(true);
+  auto src = openWeights("random:9", m);
+  uint64_t handedOut = 0, elementsInTable = 0;
+  for (const WeightDecl &w : weightTable(m)) {
+    handedOut += bytesOf(src->tensor(w.name, w.shape)).size();
+    elementsInTable += uint64_t(elements(w.shape));
+  }
+  EXPECT_EQ(src->heldBytes(), handedOut);
+  EXPECT_EQ(src->heldBytes(), 4 * elementsInTable);
+}
+
 TEST(RandomWeights, MagnitudesAreBounded) {
   ModelSpec m = smallSpec(true);
   m.hiddenSize = 256;
@@ -547,6 +561,24 @@ TEST(Safetensors, SingleFileF32RoundTripsWithRopePermutation) {
       }
     }
   }
+}
+
+TEST(Safetensors, HeldBytesAreThePermutedCopies) {
+  // Aligned tensors are handed out from the mapping; wq and wk (their RoPE
+  // rows reordered) are copies the source keeps.
+  const ModelSpec m = smallSpec(false);
+  auto original = openWeights("random:7", m);
+  ScratchDir dir;
+  writeSafetensors(dir.path / "model.safetensors", toHF(m, *original, DType::bf16));
+  auto src = openWeights(dir.path.string(), m);
+  uint64_t permuted = 0;
+  for (const WeightDecl &w : weightTable(m)) {
+    const bool rope = w.name.size() > 13 && (w.name.rfind(".attention.wq") == w.name.size() - 13 ||
+                                             w.name.rfind(".attention.wk") == w.name.size() - 13);
+    if (rope) permuted += uint64_t(elements(w.shape)) * 2;
+  }
+  ASSERT_GT(permuted, 0u);
+  EXPECT_EQ(src->heldBytes(), permuted);
 }
 
 TEST(Safetensors, Bf16ReadsTheRoundedOriginal) {

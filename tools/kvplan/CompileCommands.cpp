@@ -88,7 +88,7 @@ int runCompile(const CompileOptions &o, bool verbose) {
   std::unique_ptr<Tokenizer> tokenizer = loadSourceTokenizer(src);
   CompileOutput result = compileModel(cfg, {}, verbose);
   if (cfg.compile.target == Target::cuda) addCudaCode(result, archs, verbose);
-  writeArtifact(o.output, result, weights.get(), tokenizer.get());
+  writeArtifact(o.output, result, weights.get(), tokenizer.get(), verbose);
   printCompileSummary(o.output, src, result.plan.memoryBill(), archs);
   return 0;
 }

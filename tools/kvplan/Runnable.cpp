@@ -6,6 +6,7 @@
 #include "runtime/cpu/CpuExecutor.h"
 #include "formats/WeightFormats.h"
 #include "plan/WeightPacking.h"
+#include "support/SystemResources.h"
 #ifdef KVPLAN_HAVE_CUDA
 #include "runtime/cuda/CudaExecutor.h"
 #endif
@@ -144,8 +145,15 @@ std::unique_ptr<Tokenizer> loadSourceTokenizer(const ModelSources &s) {
 
 namespace {
 
-/// Packs the weights in memory, in the plan's layout.
+/// Packs the weights in memory, in the plan's layout, once they are known
+/// to fit.
 void packWeights(Runnable &r, const WeightSource &src) {
+  const uint64_t blob = uint64_t(r.plan.memoryBill().weightsBlobBytes);
+  requireMemory(packingMemoryBytes(r.plan, src) + blob,
+                "pack the weights of " + r.source + " in memory",
+                "the packed weights take " + formatBytes(blob) + " and packing holds " +
+                    src.describe() + "; free memory, choose a smaller --dtype, or compile "
+                    "an artifact first (kvplan compile) and run that");
   r.ownedWeights = packWeightsInMemory(r.plan, src);
   r.weights = r.ownedWeights.data();
   r.weightsBytes = r.ownedWeights.size();

@@ -3,13 +3,15 @@
 
 #include "spec/ModelSpec.h"
 #include "kvplan/Version.h"
+#include "support/SystemResources.h"
 #ifdef KVPLAN_HAVE_COMPILER
 #include "codegen/Compiler.h"
 #endif
 
 #include <iostream>
 
-// Exit codes: 0 success, 1 bad input (with a message), 2 internal error.
+// Exit codes: 0 success, 1 bad input or too little memory or disk (with a
+// message), 2 internal error.
 int main(int argc, char **argv) {
   CLI::App app{"kvplan: an ahead-of-time compiler and runtime for Llama-family models"};
   app.set_version_flag("--version", std::string("kvplan ") + KVPLAN_VERSION + " (" +
@@ -46,6 +48,17 @@ int main(int argc, char **argv) {
     return action ? action() : 1;
   } catch (const kvplan::InputError &e) {
     std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  } catch (const std::bad_alloc &) {
+    // What the checks before large allocations did not foresee: still the
+    // machine's limit, not a bug.
+    std::optional<kvplan::ResourceFigure> mem = kvplan::availableMemory();
+    std::cerr << "error: out of memory while running kvplan "
+              << app.get_subcommands().front()->get_name() << " ("
+              << (mem ? kvplan::formatBytes(mem->bytes) + " available, " + mem->source
+                      : std::string("the available memory is unknown"))
+              << "); free memory, or choose a smaller model, --dtype, --max-seq or "
+                 "--max-batch\n";
     return 1;
 #ifdef KVPLAN_HAVE_COMPILER
   } catch (const kvplan::InternalError &e) {
