@@ -4,6 +4,7 @@
 // scheduler thread fills through the request's event callback; a streaming
 // handler writes each token as a server-sent event as soon as it arrives.
 #include "server/HttpServer.h"
+#include "server/HttpConnection.h"
 
 #include "runtime/Scheduler.h"
 #include "support/Error.h"
@@ -131,6 +132,8 @@ struct Server::Impl {
   void routes();
   bool authorized(const httplib::Request &req, httplib::Response &res) const;
   void log(const httplib::Request &req, const httplib::Response &res);
+  void refused(int status, const std::string &message);
+  std::string httpError(const httplib::Request &req, int &status) const;
   void models(httplib::Response &res) const;
   void generate(const httplib::Request &req, httplib::Response &res, bool chat);
 
@@ -159,7 +162,8 @@ struct Server::Impl {
   ChatTemplate chat = ChatTemplate::none;
   Scheduler sched;
   Metrics metrics;
-  httplib::Server http;
+  std::unique_ptr<LimitedHttpServer> server; // made once opts are final
+  httplib::Server &http;
   int boundPort = 0;
   int64_t created = std::time(nullptr);
 
@@ -177,17 +181,24 @@ struct Server::Impl {
   std::atomic<uint64_t> nextId{1};
 };
 
+/// The options with the connection limit settled: each streaming client
+/// holds a thread for its whole answer, so by default enough for a full
+/// queue and a few for health checks and metrics beside it.
+static ServerOptions settled(ServerOptions o) {
+  if (o.limits.maxConnections <= 0)
+    o.limits.maxConnections = int(o.maxQueue > 0 ? o.maxQueue + 8 : 264);
+  return o;
+}
+
 Server::Impl::Impl(Engine &e, const Tokenizer *t, ServerOptions o)
-    : engine(e), tokenizer(t), opts(std::move(o)), sched(e, t) {
+    : engine(e), tokenizer(t), opts(settled(std::move(o))), sched(e, t),
+      server(std::make_unique<LimitedHttpServer>(
+          opts.limits, opts.maxBodyBytes,
+          [this](int status, const std::string &message) { refused(status, message); })),
+      http(*server) {
   if (opts.modelName.empty()) opts.modelName = e.plan().model.name;
   chat = opts.chatTemplate ? *opts.chatTemplate
                            : detectChatTemplate(t, e.plan().model.architecture);
-  // Each streaming client holds a thread for its whole answer: enough for
-  // a full queue, and a few for health checks and metrics beside it.
-  // (httplib queues connections beyond its threads unserved.)
-  const size_t threads = size_t(opts.maxQueue > 0 ? opts.maxQueue + 8 : 264);
-  http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  http.set_payload_max_length(opts.maxBodyBytes);
   // A stream writes an event per token: without this, Nagle's algorithm
   // holds a write back until the client acknowledges the last one, which
   // a delayed ACK can put off for 40 ms.
@@ -231,20 +242,45 @@ void Server::Impl::log(const httplib::Request &req, const httplib::Response &res
   record = RequestRecord{};
 }
 
+/// A response the connection layer wrote itself (431, 408, 503): counted
+/// and logged as the others are.
+void Server::Impl::refused(int status, const std::string &message) {
+  metrics.request(status);
+  if (opts.logRequests)
+    std::fprintf(stderr, "kvplan serve: - - %d %s\n", status, message.c_str());
+}
+
+/// The error body for a status httplib set itself.
+std::string Server::Impl::httpError(const httplib::Request &req, int &status) const {
+  if (status == 404) return "no such endpoint: " + req.method + " " + req.path;
+  if (status == 400 && LimitedHttpServer::requestTooLarge()) status = 413;
+  if (status == 413)
+    return "the request body is larger than " + std::to_string(opts.maxBodyBytes) +
+           " bytes (--max-body-bytes)";
+  if (status == 414) return "the request line is longer than 8192 bytes";
+  if (status == 400 && LimitedHttpServer::requestTimedOut()) {
+    status = 408;
+    char limit[32];
+    std::snprintf(limit, sizeof limit, "%g", opts.limits.readTimeout);
+    return std::string("the request's body did not arrive within ") + limit +
+           " s (--read-timeout)";
+  }
+  return "the request could not be read";
+}
+
 void Server::Impl::routes() {
   http.set_pre_routing_handler([this](const httplib::Request &req, httplib::Response &res) {
     record = RequestRecord{};
     return authorized(req, res) ? httplib::Server::HandlerResponse::Unhandled
                                 : httplib::Server::HandlerResponse::Handled;
   });
-  // 404, 413 and httplib's own 400s as OpenAI error bodies; the handlers'
+  // 404, 413, 414 and httplib's own 400s (408 for a body the read
+  // timeout cut off) as OpenAI error bodies; the handlers'
   // errors have theirs already.
   http.set_error_handler(httplib::Server::HandlerWithResponse(
-      [](const httplib::Request &req, httplib::Response &res) {
+      [this](const httplib::Request &req, httplib::Response &res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-    std::string message = res.status == 404 ? "no such endpoint: " + req.method + " " + req.path
-                          : res.status == 413 ? "the request body is too large"
-                                              : "the request could not be read";
+    const std::string message = httpError(req, res.status);
     sendError(res, ApiError(res.status, message, "", "invalid_request_error",
                             res.status == 404 ? "not_found" : ""));
     return httplib::Server::HandlerResponse::Handled;
@@ -555,7 +591,7 @@ void Server::Impl::shutdown() {
     stopping = true;
     for (const auto &entry : inFlight) sched.cancel(entry.first);
     // A client that reads nothing more cannot hold the shutdown up: its
-    // writes time out (httplib's 5 s) and the response ends.
+    // writes time out (--write-timeout) and the response ends.
     drained.wait_for(lock, std::chrono::seconds(30), [&] { return responses == 0; });
   }
   if (listener.joinable()) {

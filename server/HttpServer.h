@@ -17,12 +17,32 @@
 
 namespace kvplan::server {
 
+/// What one client may take of the server: each limit a `kvplan serve`
+/// flag (docs/server.md, Limits).
+struct HttpLimits {
+  size_t maxHeaderBytes = size_t(16) << 10; // request line and headers; more get 431
+  int maxHeaders = 100;                     // header fields; more get 431
+  /// Seconds to send a whole request, head and body, from its first byte;
+  /// a client still sending then gets 408 and is disconnected.
+  double readTimeout = 30;
+  /// Seconds a connection may wait for its first or next request.
+  double idleTimeout = 5;
+  /// Seconds one write may wait for the client to take bytes; the
+  /// connection ends after that.
+  double writeTimeout = 10;
+  int maxRequestsPerConnection = 100; // keep-alive: then the connection closes
+  /// Connections served at once, a thread each (0: max queue + 8); as many
+  /// more wait for a thread, and any beyond those get 503 at once.
+  int maxConnections = 0;
+};
+
 struct ServerOptions {
   std::string modelName;      // "" : the model's name
   int64_t maxQueue = 256;     // requests waiting or running at once; more get 503
   std::string apiKey;         // "" : no key asked for
   std::optional<ChatTemplate> chatTemplate; // unset: detectChatTemplate()
   size_t maxBodyBytes = size_t(8) << 20;    // larger bodies get 413
+  HttpLimits limits;
   bool logRequests = true;    // one line per generation request on stderr
   /// For tests: runs on the scheduler's thread before each step, to slow
   /// or pause it.

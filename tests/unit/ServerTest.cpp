@@ -2,7 +2,8 @@
 // model with random weights and the byte tokenizer, driven by httplib's
 // client: every endpoint and error, streaming against not, greedy output
 // against the engine alone, 16 concurrent streams, a client that leaves
-// mid-stream, and stopping with requests in flight.
+// mid-stream, stopping with requests in flight, and the limits on what one
+// client may take (header size and count, slow clients, connections).
 #include "codegen/Compiler.h"
 #include "frontend/ConfigParser.h"
 #include "plan/WeightPacking.h"
@@ -14,6 +15,12 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <nlohmann/json.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -476,4 +483,208 @@ TEST(Server, StoppingWithRequestsInFlightEndsThemAndReturns) {
   }
   EXPECT_EQ(r->engine.openSequences(), 0);
   EXPECT_EQ(r->engine.pages().available(), r->engine.pages().size());
+}
+
+//===----------------------------------------------------------------------===//
+// Limits: raw connections send what httplib's client will not
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+/// A TCP connection to the server on loopback.
+struct Raw {
+  int fd = -1;
+  explicit Raw(int port) {
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(uint16_t(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof a) != 0) ADD_FAILURE() << "connect";
+  }
+  ~Raw() { ::close(fd); }
+  /// False once the server has closed the connection.
+  bool send(const std::string &s) const {
+    return ::send(fd, s.data(), s.size(), MSG_NOSIGNAL) == ssize_t(s.size());
+  }
+  /// Everything until the server closes the connection (or 30 s pass: a
+  /// server that never closes fails the test, it does not hang it).
+  std::string readAll() const {
+    std::string out;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < until) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
+      char buf[4096];
+      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) return out;
+      out.append(buf, size_t(n));
+    }
+    ADD_FAILURE() << "the server did not close the connection; read: " << out;
+    return out;
+  }
+};
+
+/// The status of the first response in `raw`, and its JSON error message.
+int statusOf(const std::string &raw) {
+  return raw.rfind("HTTP/1.1 ", 0) == 0 ? std::stoi(raw.substr(9, 3)) : 0;
+}
+std::string messageOf(const std::string &raw) {
+  const size_t body = raw.find("\r\n\r\n");
+  if (body == std::string::npos) return "(no body)";
+  return json::parse(raw.substr(body + 4))["error"]["message"].get<std::string>();
+}
+
+std::string headersRequest(int headers) {
+  std::string r = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n";
+  for (int i = 2; i < headers; ++i) r += "X-H" + std::to_string(i) + ": v\r\n";
+  return r + "\r\n";
+}
+
+} // namespace
+
+TEST(ServerLimits, OversizedHeadersGet431AndTheServerGoesOn) {
+  server::ServerOptions o;
+  o.limits.maxHeaderBytes = 2048;
+  Running r(o);
+  // Through httplib's client, as a real one sends them.
+  auto res = r.client().Get("/health", {{"X-Big", std::string(3000, 'x')}});
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 431);
+  const json e = json::parse(res->body)["error"];
+  EXPECT_EQ(e["message"], "the request's headers are larger than 2048 bytes (--max-header-bytes)");
+  EXPECT_EQ(e["type"], "invalid_request_error");
+  // A head that never ends is cut off at the limit, not read on.
+  Raw endless(r.srv.port());
+  std::atomic<bool> sending{true};
+  std::thread feeder([&] {
+    endless.send("GET /health HTTP/1.1\r\nX-Endless: ");
+    while (sending && endless.send(std::string(1024, 'y'))) {
+    }
+  });
+  const std::string raw = endless.readAll();
+  sending = false;
+  feeder.join();
+  EXPECT_EQ(statusOf(raw), 431) << raw;
+  // One header over httplib's 8 KiB a line, under a larger total limit.
+  server::ServerOptions big;
+  big.limits.maxHeaderBytes = 64 << 10;
+  Running r2(big);
+  auto line = r2.client().Get("/health", {{"X-Big", std::string(9000, 'x')}});
+  ASSERT_TRUE(line);
+  EXPECT_EQ(line->status, 431);
+  EXPECT_EQ(json::parse(line->body)["error"]["message"],
+            "a request header is longer than 8192 bytes, the most one header may take");
+  EXPECT_EQ(r.client().Get("/health")->status, 200);
+  EXPECT_EQ(r2.client().Get("/health", {{"X-Fine", std::string(7000, 'x')}})->status, 200);
+  const std::string metrics = r.client().Get("/metrics")->body;
+  EXPECT_NE(metrics.find("kvplan_http_requests_total{status=\"431\"} 2"), std::string::npos)
+      << metrics;
+}
+
+TEST(ServerLimits, TooManyHeadersGet431) {
+  server::ServerOptions o;
+  o.limits.maxHeaders = 10;
+  Running r(o);
+  Raw ten(r.srv.port());
+  ASSERT_TRUE(ten.send(headersRequest(10)));
+  EXPECT_EQ(statusOf(ten.readAll()), 200);
+  Raw eleven(r.srv.port());
+  ASSERT_TRUE(eleven.send(headersRequest(11)));
+  const std::string raw = eleven.readAll();
+  EXPECT_EQ(statusOf(raw), 431) << raw;
+  EXPECT_EQ(messageOf(raw), "the request has more than 10 headers (--max-headers)");
+  EXPECT_EQ(r.client().Get("/health")->status, 200);
+}
+
+TEST(ServerLimits, ASlowClientIsCutOffAfterTheReadTimeout) {
+  server::ServerOptions o;
+  o.limits.readTimeout = 1;
+  Running r(o);
+  // A byte every 100 ms: each read is quick, the head never completes.
+  for (const std::string &start :
+       {std::string("GET /health HTTP/1.1\r\nX-Slow: "),
+        std::string("POST /v1/completions HTTP/1.1\r\nContent-Type: application/json\r\n"
+                    "Content-Length: 1000\r\n\r\n{\"prompt\": \"")}) {
+    Raw slow(r.srv.port());
+    std::atomic<bool> sending{true};
+    std::thread feeder([&] {
+      slow.send(start);
+      // Stops by itself after 60 s, should the server never cut it off.
+      for (int i = 0; sending && i < 600 && slow.send("a"); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    });
+    const std::string raw = slow.readAll();
+    sending = false;
+    feeder.join();
+    EXPECT_EQ(statusOf(raw), 408) << raw;
+    EXPECT_NE(messageOf(raw).find("did not arrive within 1 s (--read-timeout)"), std::string::npos)
+        << raw;
+  }
+  EXPECT_EQ(r.client().Get("/health")->status, 200);
+}
+
+TEST(ServerLimits, IdleAndKeepAliveConnectionsAreClosed) {
+  server::ServerOptions o;
+  o.limits.idleTimeout = 0.5;
+  o.limits.maxRequestsPerConnection = 2;
+  Running r(o);
+  Raw idle(r.srv.port());
+  EXPECT_EQ(idle.readAll(), ""); // closed without a word
+  // Three requests at once: two answered, the second saying it closes.
+  Raw pipelined(r.srv.port());
+  const std::string get = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_TRUE(pipelined.send(get + get + get));
+  const std::string raw = pipelined.readAll();
+  size_t responses = 0;
+  for (size_t at = 0; (at = raw.find("HTTP/1.1 200", at)) != std::string::npos; ++at) ++responses;
+  EXPECT_EQ(responses, 2u) << raw;
+  EXPECT_NE(raw.find("Connection: close"), std::string::npos) << raw;
+}
+
+TEST(ServerLimits, ConnectionsBeyondTheLimitGet503) {
+  server::ServerOptions o;
+  o.limits.maxConnections = 1;
+  o.limits.idleTimeout = 30;
+  Running r(o);
+  // One connection holds the only thread, one waits for it; the third is
+  // refused at once.
+  auto held = std::make_unique<Raw>(r.srv.port());
+  auto waiting = std::make_unique<Raw>(r.srv.port());
+  Raw refused(r.srv.port());
+  const std::string raw = refused.readAll();
+  EXPECT_EQ(statusOf(raw), 503) << raw;
+  EXPECT_NE(raw.find("Retry-After: 1"), std::string::npos) << raw;
+  EXPECT_NE(messageOf(raw).find("--max-connections"), std::string::npos) << raw;
+  held.reset();
+  waiting.reset();
+  EXPECT_TRUE(eventually([&] {
+    auto res = r.client().Get("/health");
+    return res && res->status == 200;
+  }));
+}
+
+TEST(ServerLimits, ChunkedBodiesAreHeldToTheBodyLimit) {
+  server::ServerOptions o;
+  o.maxBodyBytes = 4096;
+  Running r(o);
+  // httplib checks Content-Length only; a chunked body is cut off too.
+  Raw chunked(r.srv.port());
+  std::atomic<bool> sending{true};
+  std::thread feeder([&] {
+    chunked.send("POST /v1/completions HTTP/1.1\r\nContent-Type: application/json\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\n");
+    const std::string chunk = "400\r\n" + std::string(1024, 'z') + "\r\n";
+    for (int i = 0; sending && i < 1000 && chunked.send(chunk); ++i) {
+    }
+  });
+  const std::string raw = chunked.readAll();
+  sending = false;
+  feeder.join();
+  EXPECT_EQ(statusOf(raw), 413) << raw;
+  EXPECT_EQ(messageOf(raw), "the request body is larger than 4096 bytes (--max-body-bytes)");
+  auto res = r.client().Post("/v1/completions", std::string(5000, ' '), "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 413);
+  EXPECT_EQ(r.client().Get("/health")->status, 200);
 }

@@ -23,6 +23,8 @@ struct ServeOptions {
   std::string modelName, apiKey, chatTemplate;
   int64_t maxQueue = 256;
   int threads = 0;
+  size_t maxBodyBytes = server::ServerOptions().maxBodyBytes;
+  server::HttpLimits limits;
   bool noGraphs = false, noPrefixCache = false, quiet = false;
 };
 
@@ -62,7 +64,16 @@ server::ServerOptions serverOptions(const ServeOptions &o) {
   if (o.port < 0 || o.port > 65535) throw InputError("--port must be in [0, 65535]");
   if (o.maxQueue < 0) throw InputError("--max-queue must be 0 (no limit) or positive");
   checkThreadsFlag(o.threads);
+  for (const auto &[flag, seconds] : {std::pair<const char *, double>{"--read-timeout",
+                                                                       o.limits.readTimeout},
+                                      {"--idle-timeout", o.limits.idleTimeout},
+                                      {"--write-timeout", o.limits.writeTimeout}})
+    if (!(seconds > 0) || seconds > 86400)
+      throw InputError(std::string(flag) + " must be more than 0 and at most 86400 seconds, got " +
+                       CLI::detail::to_string(seconds));
   server::ServerOptions s;
+  s.maxBodyBytes = o.maxBodyBytes;
+  s.limits = o.limits;
   s.modelName = o.modelName;
   s.maxQueue = o.maxQueue;
   s.apiKey = o.apiKey;
@@ -100,6 +111,36 @@ int runServe(const ServeOptions &o, bool verbose) {
   return 0;
 }
 
+/// What one client may take (docs/server.md, Limits).
+void addLimitFlags(CLI::App *cmd, ServeOptions &o) {
+  server::HttpLimits &l = o.limits;
+  cmd->add_option("--max-body-bytes", o.maxBodyBytes, "Largest request body; larger get 413")
+      ->check(CLI::Range(size_t(1), size_t(1) << 40))->capture_default_str()->group("Limits");
+  cmd->add_option("--max-header-bytes", l.maxHeaderBytes,
+                  "Largest request line and headers together; larger get 431")
+      ->check(CLI::Range(size_t(64), size_t(1) << 20))->capture_default_str()->group("Limits");
+  cmd->add_option("--max-headers", l.maxHeaders, "Most header fields a request may have; more "
+                  "get 431")
+      ->check(CLI::Range(1, 10000))->capture_default_str()->group("Limits");
+  cmd->add_option("--read-timeout", l.readTimeout,
+                  "Seconds a client has to send a whole request from its first byte; then 408")
+      ->capture_default_str()->group("Limits");
+  cmd->add_option("--idle-timeout", l.idleTimeout,
+                  "Seconds a connection may wait for its first or next request")
+      ->capture_default_str()->group("Limits");
+  cmd->add_option("--write-timeout", l.writeTimeout,
+                  "Seconds one write may wait for the client to take bytes; then the "
+                  "connection ends")
+      ->capture_default_str()->group("Limits");
+  cmd->add_option("--max-requests-per-connection", l.maxRequestsPerConnection,
+                  "Requests one keep-alive connection may make; then it closes")
+      ->check(CLI::Range(1, 1000000))->capture_default_str()->group("Limits");
+  cmd->add_option("--max-connections", l.maxConnections,
+                  "Connections served at once, a thread each; as many more wait, the rest get "
+                  "503 (default: --max-queue + 8)")
+      ->check(CLI::Range(1, 100000))->group("Limits");
+}
+
 } // namespace
 
 void addServeCommand(CLI::App &app, const GlobalOptions &global, Action &action) {
@@ -125,6 +166,7 @@ void addServeCommand(CLI::App &app, const GlobalOptions &global, Action &action)
   cmd->add_flag("--no-prefix-cache", o->noPrefixCache,
                 "Keep no KV-cache pages for reuse by later prompts");
   cmd->add_flag("--quiet", o->quiet, "Log no line per request");
+  addLimitFlags(cmd, *o);
   o->model.addRunnableWeights(cmd);
   cmd->callback([&action, &global, o] {
     action = [&global, o] { return runServe(*o, global.verbose); };
