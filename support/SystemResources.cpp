@@ -69,9 +69,10 @@ std::optional<uint64_t> memAvailable() {
 /// under the mount and each parent (limits of ancestors apply too), then
 /// the mount itself (inside a container the path is the host's and the
 /// mount is the container's own cgroup).
-std::vector<fs::path> cgroupFolders(const fs::path &mount, const std::string &controller) {
+std::vector<fs::path> cgroupFolders(const fs::path &mount, const std::string &controller,
+                                    const std::string &selfCgroup) {
   std::vector<fs::path> out;
-  std::ifstream in("/proc/self/cgroup");
+  std::istringstream in(selfCgroup);
   std::string line;
   while (std::getline(in, line)) {
     const size_t a = line.find(':'), b = line.find(':', a + 1);
@@ -87,22 +88,23 @@ std::vector<fs::path> cgroupFolders(const fs::path &mount, const std::string &co
   return out;
 }
 
-/// What the memory cgroups above this process leave: for each one with a
-/// limit, the limit less the usage that cannot be reclaimed (the usage
-/// less the inactive file cache, as the kernel's reclaim would free it).
-std::optional<uint64_t> cgroupAvailable() {
+} // namespace
+
+std::optional<uint64_t> cgroupMemoryAvailable(const std::string &root,
+                                              const std::string &selfCgroup) {
   struct Files {
     fs::path mount;
     std::string controller, limit, usage, inactive;
   };
   const Files kinds[] = {
-      {"/sys/fs/cgroup", "", "memory.max", "memory.current", "inactive_file"},
-      {"/sys/fs/cgroup/memory", "memory", "memory.limit_in_bytes", "memory.usage_in_bytes",
+      {"sys/fs/cgroup", "", "memory.max", "memory.current", "inactive_file"},
+      {"sys/fs/cgroup/memory", "memory", "memory.limit_in_bytes", "memory.usage_in_bytes",
        "total_inactive_file"},
   };
   std::optional<uint64_t> best;
   for (const Files &k : kinds) {
-    for (const fs::path &dir : cgroupFolders(k.mount, k.controller)) {
+    const fs::path mount = fs::path(root) / k.mount;
+    for (const fs::path &dir : cgroupFolders(mount, k.controller, selfCgroup)) {
       std::optional<uint64_t> limit = readNumber(dir / k.limit);
       std::optional<uint64_t> usage = readNumber(dir / k.usage);
       // v1 writes "no limit" as a number near 2^63.
@@ -116,12 +118,14 @@ std::optional<uint64_t> cgroupAvailable() {
   return best;
 }
 
-} // namespace
-
 std::optional<ResourceFigure> availableMemory() {
   if (std::optional<uint64_t> v = assumedBytes("KVPLAN_ASSUME_AVAILABLE_MEMORY"))
     return ResourceFigure{*v, "KVPLAN_ASSUME_AVAILABLE_MEMORY"};
-  std::optional<uint64_t> mem = memAvailable(), group = cgroupAvailable();
+  std::ifstream self("/proc/self/cgroup");
+  std::stringstream selfCgroup;
+  selfCgroup << self.rdbuf();
+  std::optional<uint64_t> mem = memAvailable(),
+                          group = cgroupMemoryAvailable("/", selfCgroup.str());
   if (group && (!mem || *group < *mem))
     return ResourceFigure{*group, "the memory cgroup's limit less its usage"};
   if (mem) return ResourceFigure{*mem, "MemAvailable in /proc/meminfo"};

@@ -25,6 +25,16 @@ struct ResourceFigure {
 /// variable is not a number.
 std::optional<ResourceFigure> availableMemory();
 
+/// What the memory cgroups above this process leave, read under `root`
+/// ("/" but in tests) with `selfCgroup` the text of /proc/self/cgroup: for
+/// each cgroup with a limit, on its path and each parent's (v2's memory.max
+/// under sys/fs/cgroup, v1's memory.limit_in_bytes under
+/// sys/fs/cgroup/memory), and the mount's own, the limit less the usage the
+/// kernel cannot reclaim (the usage less the inactive file cache); the
+/// smallest. Empty when no cgroup has a limit.
+std::optional<uint64_t> cgroupMemoryAvailable(const std::string &root,
+                                              const std::string &selfCgroup);
+
 /// The space an unprivileged writer may still use in `folder` (statvfs's
 /// f_bavail), or KVPLAN_ASSUME_FREE_DISK (bytes). Empty when the folder
 /// cannot be examined (the writer then reports its own error).
