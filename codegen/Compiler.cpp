@@ -129,8 +129,8 @@ void checkArtifactResources(const std::string &path, uint64_t fileBytes, uint64_
   }
   if (memoryBytes)
     requireMemory(memoryBytes, "pack the weights for " + path,
-                  "packing holds " + weights + " in memory; free memory, or compile with "
-                  "--weights none (the artifact then has no weights)");
+                  weights + "; free memory, or compile with --weights none (the artifact "
+                            "then has no weights)");
   requireDisk(fileBytes, path,
               "free space there, write elsewhere with -o, or make a smaller artifact with a "
               "smaller --dtype (bf16, int8, int4) or --weights none");
@@ -154,7 +154,11 @@ void writeArtifact(const std::string &path, const CompileOutput &out, const Weig
     addWeightsSection(w, out.plan, *weights);
   checkArtifactResources(path, w.fileSize(),
                          weights ? packingMemoryBytes(out.plan, *weights) : 0,
-                         weights ? weights->describe() : "", verbose);
+                         weights ? weights->describe() + " keep " +
+                                       formatBytes(weights->heldBytes()) +
+                                       " of it while packing"
+                                 : "",
+                         verbose);
   w.write(path);
 }
 

@@ -51,8 +51,8 @@ void addCudaCode(CompileOutput &out, const std::vector<std::string> &archs, bool
 
 /// Throws InputError, naming both figures and the fix, when writing an
 /// artifact of `fileBytes` to `path` would not fit in the free space of its
-/// folder, or packing its weights (from `weights`, described so) would
-/// hold more than `memoryBytes` of the memory available. `verbose` prints
+/// folder, or packing its weights would hold more than the memory
+/// available (`memoryBytes`; `weights` says what holds it). `verbose` prints
 /// both needs and what the machine has on stderr.
 void checkArtifactResources(const std::string &path, uint64_t fileBytes, uint64_t memoryBytes,
                             const std::string &weights, bool verbose = false);

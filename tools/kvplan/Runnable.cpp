@@ -151,9 +151,10 @@ void packWeights(Runnable &r, const WeightSource &src) {
   const uint64_t blob = uint64_t(r.plan.memoryBill().weightsBlobBytes);
   requireMemory(packingMemoryBytes(r.plan, src) + blob,
                 "pack the weights of " + r.source + " in memory",
-                "the packed weights take " + formatBytes(blob) + " and packing holds " +
-                    src.describe() + "; free memory, choose a smaller --dtype, or compile "
-                    "an artifact first (kvplan compile) and run that");
+                "the packed weights take " + formatBytes(blob) + " and " + src.describe() +
+                    " keep " + formatBytes(src.heldBytes()) +
+                    " while packing; free memory, choose a smaller --dtype, or compile an "
+                    "artifact first (kvplan compile) and run that");
   r.ownedWeights = packWeightsInMemory(r.plan, src);
   r.weights = r.ownedWeights.data();
   r.weightsBytes = r.ownedWeights.size();
