@@ -479,6 +479,12 @@ public:
     if (ep.results.size() != 1 || !isActivations(ep.results[0]) ||
         ep.results[0].dtype != DType::f32 || ep.results[0].cols() != plan.model.vocabSize)
       incompatible(where, "does not return one f32 tensor of logits over the vocabulary");
+    // The engine reads a row of logits per decode row, and prefill's first.
+    const int64_t logitRows = ep.results[0].rows();
+    if (logitRows != ep.rows && (ep.name == "decode" || logitRows != 1))
+      incompatible(where, "returns " + std::to_string(logitRows) + " rows of logits, expected " +
+                              (ep.name == "decode" ? "" : "1 or ") + std::to_string(ep.rows) +
+                              " (its rows)");
     for (size_t i = 0; i < ep.steps.size(); ++i) step(ep.steps[i], i);
     for (const Operand &r : ep.results) read(r, where + " result");
   }
