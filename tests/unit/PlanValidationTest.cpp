@@ -192,6 +192,56 @@ std::vector<Mutation> mutations(const json &plan) {
   return out;
 }
 
+/// Calls fn(operand) for every arena operand of `entry` (arguments,
+/// results, and each step's operands), as JSON to edit.
+void forEachArenaOperand(json &entry, const std::function<void(json &)> &fn) {
+  auto visit = [&](json &o) {
+    if (o.is_object() && o.contains("shape")) fn(o);
+  };
+  for (json &a : entry["args"]) visit(a);
+  for (json &r : entry["results"]) visit(r);
+  for (json &step : entry["steps"])
+    for (auto &[key, v] : step.items()) {
+      visit(v);
+      if (v.is_array())
+        for (json &e : v) visit(e);
+    }
+}
+
+/// Edits the dataflow check cannot see: one value's shape changed (a
+/// dimension +1, -1 or x2) everywhere it is written and read, so producer
+/// and readers still agree; only the ops' shape rules can refuse them.
+std::vector<Mutation> consistentMutations(const json &plan) {
+  std::vector<Mutation> out;
+  for (const auto &[entry, e] : plan["entry_points"].items()) {
+    std::map<int64_t, json> shapes;
+    json copy = e;
+    forEachArenaOperand(copy, [&](json &o) { shapes[o["value"].get<int64_t>()] = o["shape"]; });
+    int64_t table = -1;
+    for (const json &a : e["args"])
+      if (a.value("name", "") == "page_table") table = a["value"].get<int64_t>();
+    for (const auto &[value, shape] : shapes)
+      for (size_t d = 0; d < shape.size(); ++d) {
+        const int64_t n = shape[d].get<int64_t>();
+        for (int64_t v : {n + 1, n - 1, n * 2}) {
+          if (v < 1) continue;
+          out.push_back({entry + " value " + std::to_string(value) + " everywhere: shape[" +
+                             std::to_string(d) + "] " + std::to_string(n) + " -> " +
+                             std::to_string(v),
+                         // One page-table row shared by every row is a
+                         // valid plan (prefill's).
+                         value == table && d == 0 && v == 1 ? "page_table rows" : "shape",
+                         [entry = entry, value, d, v](json &j) {
+                           forEachArenaOperand(j["entry_points"][entry], [&](json &o) {
+                             if (o["value"] == value) o["shape"][d] = v;
+                           });
+                         }});
+        }
+      }
+  }
+  return out;
+}
+
 /// Runs a prefill of 3 tokens and a decode of two sequences on `plan` with
 /// zero weights; InputError when the executor refuses the plan.
 void runOnCpu(const Plan &plan) {
@@ -212,14 +262,15 @@ void runOnCpu(const Plan &plan) {
 
 /// Applies every mutation to `plan` and counts what the reader refuses.
 /// Those it accepts must be edits that only choose another place inside a
-/// checked range: a cache layer that exists, or an offset that keeps a
-/// result nothing reads inside the arena (the final norm's residual). On
-/// the cpu target they are run too, so a sanitizer build sees any access
-/// outside the buffers.
+/// checked range: a cache layer that exists, an offset that keeps a result
+/// nothing reads inside the arena (the final norm's residual), or decode's
+/// page table made one row that every row shares. On the cpu target they
+/// are run too, so a sanitizer build sees any access outside the buffers.
 void mutateAll(const Plan &plan, bool run) {
   const json good = toJson(plan);
   ASSERT_EQ(readError(good), "(no error)");
-  const std::vector<Mutation> all = mutations(good);
+  std::vector<Mutation> all = mutations(good);
+  for (Mutation &m : consistentMutations(good)) all.push_back(std::move(m));
   int refused = 0, refusedAtBind = 0;
   std::vector<std::string> accepted;
   for (const Mutation &m : all) {
@@ -232,7 +283,8 @@ void mutateAll(const Plan &plan, bool run) {
       ++refused;
       continue;
     }
-    if (m.field != "layer" && m.field != "offset") accepted.push_back(m.what);
+    if (m.field != "layer" && m.field != "offset" && m.field != "page_table rows")
+      accepted.push_back(m.what);
     if (!run) continue;
     try {
       runOnCpu(edited);
