@@ -288,6 +288,7 @@ RunInputLimits runInputLimits(const Plan &p, const EntryPoint &ep) {
 
 void checkRunInputs(const RunInputLimits &l, const EntryPoint &ep, const int32_t *tokens,
                     const int32_t *positions, const int32_t *pageTable, int64_t rows) {
+  int64_t sharedChecked = 0; // entries of a shared table row checked so far
   for (int64_t r = 0; r < rows; ++r) {
     if (tokens[r] < 0 || tokens[r] >= l.tokens)
       refuseInput(rowName(ep, r) + " has token " + std::to_string(tokens[r]) + ", outside [0, " +
@@ -298,12 +299,16 @@ void checkRunInputs(const RunInputLimits &l, const EntryPoint &ep, const int32_t
       refuseInput(rowName(ep, r) + " has position " + std::to_string(p) + ", outside [-1, " +
                   std::to_string(l.positions) + ") (-1 pads; max_seq_len)");
     // The attention reads pages [0, p / page_size] of the row's table row.
-    const int32_t *table = pageTable + (l.tableRows == 1 ? 0 : r) * l.pagesPerSequence;
-    for (int64_t i = 0; i <= p / l.pageSize; ++i)
+    const bool shared = l.tableRows == 1;
+    const int32_t *table = pageTable + (shared ? 0 : r) * l.pagesPerSequence;
+    const int64_t read = p / l.pageSize + 1;
+    for (int64_t i = shared ? sharedChecked : 0; i < read; ++i)
       if (table[i] < 0 || table[i] >= l.pages)
-        refuseInput(rowName(ep, r) + " at position " + std::to_string(p) + " reads page-table entry " +
-                    std::to_string(i) + ", page " + std::to_string(table[i]) +
+        refuseInput(rowName(ep, r) + " at position " + std::to_string(p) +
+                    " reads page-table entry " + std::to_string(i) + ", page " +
+                    std::to_string(table[i]) +
                     ", outside the cache's [0, " + std::to_string(l.pages) + ")");
+    if (shared) sharedChecked = std::max(sharedChecked, read);
   }
 }
 

@@ -43,7 +43,8 @@ ModelConfig tinyConfig(int64_t maxBatch, const std::string &target = "cpu") {
 const Plan &tinyPlan(int64_t maxBatch) {
   static std::map<int64_t, Plan> plans;
   auto it = plans.find(maxBatch);
-  if (it == plans.end()) it = plans.emplace(maxBatch, compileModel(tinyConfig(maxBatch)).plan).first;
+  if (it == plans.end())
+    it = plans.emplace(maxBatch, compileModel(tinyConfig(maxBatch)).plan).first;
   return it->second;
 }
 
@@ -369,11 +370,14 @@ TEST(HostileArtifact, StepInputsOutsideTheCacheOrVocabularyAreRefused) {
             }),
             "(no error)");
   // Prefill shares one table row.
-  EXPECT_NE(runError("prefill", [](int32_t *, int32_t *pos, int32_t *table) {
-              pos[1] = 4;
-              table[1] = 8;
-            }).find("row 1 of entry point 'prefill' at position 4 reads page-table entry 1, page 8"),
-            std::string::npos);
+  const std::string shared = runError("prefill", [](int32_t *, int32_t *pos, int32_t *table) {
+    pos[1] = 4;
+    table[1] = 8;
+  });
+  EXPECT_NE(shared.find("row 1 of entry point 'prefill' at position 4 reads page-table entry 1, "
+                        "page 8"),
+            std::string::npos)
+      << shared;
 }
 
 } // namespace
