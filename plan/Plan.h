@@ -145,11 +145,14 @@ nlohmann::json toJson(const Plan &p);
 /// Reads a plan and validates it (below). Throws InputError naming the
 /// entry point, step and field when the JSON is not a valid plan.
 Plan planFromJson(const nlohmann::json &j);
-/// Checks each entry point's dataflow: every arena operand inside the arena,
-/// every value read where it was written and before anything overwrote it,
-/// no step writing over its own inputs, every weight named in the table,
-/// every cache layer inside the cache. Throws InputError ("incompatible
-/// because ...") naming the step.
+/// Checks each entry point's dataflow: every arena operand inside the arena
+/// at a multiple of its element size, every value read where it was written
+/// and before anything overwrote it, no step writing over its own inputs,
+/// every weight named in the table, every cache layer inside the cache; each
+/// op's shapes, weights and attributes against each other and the cache
+/// (plan/PlanShapes.h); the cache's geometry against the model. A plan that
+/// passes cannot make an executor touch memory outside its bill. Throws
+/// InputError ("incompatible because ...") naming the step and field.
 void validatePlan(const Plan &p);
 nlohmann::json toJson(const MemoryBill &b);
 

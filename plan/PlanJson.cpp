@@ -2,9 +2,11 @@
 // reading walks the same fields, checks each one's kind and type, rejects
 // fields the op does not have, and then checks the entry points' dataflow:
 // every operand inside the arena, every value read while it is live, no op
-// writing over its own inputs, every weight in the table. A plan that fails
-// is "incompatible because ..." with the step named.
+// writing over its own inputs, every weight in the table, and each op's
+// shapes against its weights, attributes and the cache (plan/PlanShapes.cpp).
+// A plan that fails is "incompatible because ..." with the step named.
 #include "plan/Plan.h"
+#include "plan/PlanShapes.h"
 
 #include <cmath>
 #include <cstdint>
@@ -477,6 +479,12 @@ public:
     if (ep.results.size() != 1 || !isActivations(ep.results[0]) ||
         ep.results[0].dtype != DType::f32 || ep.results[0].cols() != plan.model.vocabSize)
       incompatible(where, "does not return one f32 tensor of logits over the vocabulary");
+    // The engine reads a row of logits per decode row, and prefill's first.
+    const int64_t logitRows = ep.results[0].rows();
+    if (logitRows != ep.rows && (ep.name == "decode" || logitRows != 1))
+      incompatible(where, "returns " + std::to_string(logitRows) + " rows of logits, expected " +
+                              (ep.name == "decode" ? "" : "1 or ") + std::to_string(ep.rows) +
+                              " (its rows)");
     for (size_t i = 0; i < ep.steps.size(); ++i) step(ep.steps[i], i);
     for (const Operand &r : ep.results) read(r, where + " result");
   }
@@ -501,6 +509,9 @@ private:
     return a.offset < b.offset + b.bytes() && b.offset < a.offset + a.bytes();
   }
   void inArena(const Operand &o, const std::string &at) const {
+    if (o.offset % dtypeBytes(o.dtype) != 0)
+      incompatible(at, "has a " + o.describe() + " at offset " + std::to_string(o.offset) +
+                           ", not a multiple of its element size");
     if (o.offset + o.bytes() > ep.arenaBytes)
       incompatible(at, "lies at bytes [" + std::to_string(o.offset) + ", " +
                            std::to_string(o.offset + o.bytes()) + "), outside the arena of " +
@@ -566,6 +577,7 @@ private:
     std::visit([&](const auto &op) {
       if constexpr (HasLayer<std::decay_t<decltype(op)>>::value) layer(op.layer, at);
     }, s.op);
+    checkStepShapes(plan, ep, s, at);
   }
   const Plan &plan;
   const EntryPoint &ep;
@@ -610,6 +622,7 @@ json toJson(const Plan &p) {
 }
 
 void validatePlan(const Plan &p) {
+  checkCacheGeometry(p);
   for (const auto &[name, ep] : p.entryPoints) Dataflow(p, ep).check();
 }
 

@@ -2,6 +2,7 @@
 // addresses resolved), then runs the bound instructions over the thread
 // pool.
 #include "runtime/cpu/CpuExecutor.h"
+#include "plan/PlanShapes.h"
 #include "runtime/cpu/LinearDot.h"
 #include "runtime/cpu/Isa.h"
 #include "support/SystemResources.h"
@@ -41,6 +42,7 @@ struct CpuExecutor::Program {
   int32_t *tokens = nullptr, *positions = nullptr, *pageTable = nullptr;
   const float *logits = nullptr;
   int64_t tableRows = 0;
+  RunInputLimits limits; // checked before each call
 };
 
 namespace {
@@ -249,6 +251,7 @@ CpuExecutor::CpuExecutor(const Plan &plan, const char *weightsData, uint64_t siz
     prog->positions = reinterpret_cast<int32_t *>(arena.get() + ep.arg("positions")->offset);
     prog->pageTable = reinterpret_cast<int32_t *>(arena.get() + ep.arg("page_table")->offset);
     prog->tableRows = ep.arg("page_table")->rows();
+    prog->limits = runInputLimits(plan_, ep);
     prog->logits = reinterpret_cast<const float *>(arena.get() + ep.results[0].offset);
     for (const CpuRopeTable &t : layout.ropeTables)
       if (t.entry == name)
@@ -317,6 +320,9 @@ void CpuExecutor::runSteps(const std::string &entry, int64_t activeRows, int64_t
                            int64_t lastStep) {
   Program &prog = program(entry);
   activeRows = std::clamp<int64_t>(activeRows, 1, prog.entry->rows);
+  if (firstStep == 0)
+    checkRunInputs(prog.limits, *prog.entry, prog.tokens, prog.positions, prog.pageTable,
+                   activeRows);
   for (const Program::Rope &t : prog.ropes)
     pool.parallelFor(activeRows, [&](int64_t b, int64_t e) {
       cpu::ropeTable(prog.positions, t.half, t.freqs, t.table, b, e);

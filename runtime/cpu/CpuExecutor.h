@@ -45,7 +45,9 @@ public:
   /// their positions must be -1).
   void run(const std::string &entry, int64_t activeRows) override;
   /// Runs only the plan steps firstStep..lastStep (RoPE tables included),
-  /// for tests that compare another device step by step.
+  /// for tests that compare another device step by step. The inputs are
+  /// checked (checkRunInputs) when firstStep is 0: later steps find them as
+  /// that first part left them, or their arena bytes reused once read.
   void runSteps(const std::string &entry, int64_t activeRows, int64_t firstStep, int64_t lastStep);
   /// The arena and the KV cache, for such tests.
   char *arenaData() { return arena.get(); }

@@ -1,6 +1,7 @@
 // The CUDA executor: replays the launch table codegen wrote, on one stream,
 // as CUDA Graphs (one per entry point and row count) or eagerly.
 #include "runtime/cuda/CudaExecutor.h"
+#include "plan/PlanShapes.h"
 
 #include <cublas_api.h>
 #include <cuda_runtime.h>
@@ -148,6 +149,7 @@ struct CudaExecutor::Impl {
     int64_t lastActive = 0;
     bool logitsFresh = false;
     std::map<int64_t, cudaGraphExec_t> graphs;
+    RunInputLimits limits; // checked on the host before each run
     int64_t rowsOut(int64_t active) const { return logitsFollow ? active : logitRows; }
   };
   std::map<std::string, Entry> entries;
@@ -374,7 +376,11 @@ void CudaExecutor::Impl::bindEntries() {
     e.hParams = reinterpret_cast<DeviceSamplingParams *>(pinned + st.params);
     e.hSampled = reinterpret_cast<int32_t *>(pinned + st.sampled);
     e.hLogits = reinterpret_cast<float *>(pinned + st.logits);
-    for (int64_t r = 0; r < ep.rows; ++r) e.hPos[r] = -1;
+    for (int64_t r = 0; r < ep.rows; ++r) {
+      e.hPos[r] = -1;
+      e.hTok[r] = 0;
+    }
+    e.limits = runInputLimits(plan, ep);
     entries[name] = e;
   }
 }
@@ -442,6 +448,9 @@ void CudaExecutor::run(const std::string &name, int64_t activeRows) {
   Impl &m = *impl;
   Impl::Entry &e = m.entry(name);
   activeRows = runRows(std::clamp<int64_t>(activeRows, 1, e.ep->rows), e.ep->rows);
+  // The generated kernels index the cache and the embedding table by these
+  // without a check of their own.
+  checkRunInputs(e.limits, *e.ep, e.hTok, e.hPos, e.hTable, activeRows);
   if (m.options.graphs) {
     auto it = e.graphs.find(activeRows);
     if (it == e.graphs.end()) {

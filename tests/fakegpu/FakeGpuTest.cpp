@@ -399,6 +399,39 @@ TEST_F(FakeGpu, TheExecutorAllocatesExactlyTheBill) {
   fakecuda_set_dry(0);
 }
 
+// The generated kernels index the cache and the embedding table by the
+// inputs the host writes without a check of their own: the executor checks
+// them on the host before each run, so a wild one is an error, not a write
+// outside the cache.
+TEST_F(FakeGpu, StepInputsOutsideTheCacheAreRefusedOnTheHost) {
+  Model m = build(kGqa, kBatch1);
+  CudaExecutor gpu(m.plan, m.code, m.weights.data(), m.weights.size());
+  const int64_t pages = m.plan.kvCache.pages, pageSize = m.plan.kvCache.pageSize;
+  auto runError = [&](int32_t position, int32_t page, int32_t token) {
+    int32_t *table = gpu.pageTable("decode");
+    std::fill(table, table + m.plan.kvCache.pagesPerSequence, 0);
+    table[position / pageSize] = page;
+    gpu.tokens("decode")[0] = token;
+    gpu.positions("decode")[0] = position;
+    try {
+      gpu.run("decode", 1);
+    } catch (const InputError &e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  EXPECT_EQ(runError(20, 1, 5), "(no error)");
+  EXPECT_NE(runError(256, 1, 5).find("row 0 of entry point 'decode' has position 256, outside "
+                                     "[-1, 256)"),
+            std::string::npos);
+  EXPECT_NE(runError(20, int32_t(pages), 5)
+                .find("reads page-table entry " + std::to_string(20 / pageSize) + ", page " +
+                      std::to_string(pages) +
+                      ", outside the cache's [0, " + std::to_string(pages) + ")"),
+            std::string::npos);
+  EXPECT_NE(runError(20, 1, 300).find("has token 300, outside [0, 300)"), std::string::npos);
+}
+
 TEST_F(FakeGpu, MachineCodeIsChosenForTheDevice) {
   Model m = build(kGqa, kBatch1);
   // An sm_86 device runs sm_80 code; sm_90a code runs on sm_90 alone.

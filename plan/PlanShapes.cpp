@@ -1,0 +1,315 @@
+// The per-op shape rules of validatePlan, and the check of the inputs the
+// engine writes before each step. A plan is untrusted input: every row
+// count, row width, head count and weight size a kernel reads or writes by
+// is tied here to an operand whose byte range the dataflow check
+// (plan/PlanJson.cpp) keeps inside the arena, to a weight of the table, or
+// to the KV cache's geometry, so a plan that validates cannot make an
+// executor touch memory outside the buffers its bill allocated.
+#include "plan/PlanShapes.h"
+
+#include "support/Align.h"
+
+#include <algorithm>
+
+namespace kvplan {
+
+namespace {
+
+std::string dims(const std::vector<int64_t> &shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+/// Checks one step's operands against each other, its attributes, its
+/// weights and the cache, as the kernels of each back end index them.
+class StepShapes {
+public:
+  StepShapes(const Plan &plan, const EntryPoint &ep, const std::string &at)
+      : plan(plan), ep(ep), kv(plan.kvCache), at(at) {}
+
+  void operator()(const EmbeddingOp &op) {
+    entryArg("tokens", op.tokens, "tokens");
+    const WeightEntry &w = matrix("weight", op.weight);
+    shape("result", op.result, {op.tokens.rows(), w.shape[1]},
+          "a row of weight '" + op.weight + "' per token");
+  }
+  void operator()(const RMSNormOp &op) {
+    shape("result", op.result, op.input.shape, "the input's shape");
+    normWeight(op.weight, op.input.cols());
+  }
+  void operator()(const AddRMSNormOp &op) {
+    for (auto [n, o] : {std::pair<const char *, const Operand *>{"rhs", &op.rhs},
+                        {"normed", &op.normed}, {"residual", &op.residual}})
+      shape(n, *o, op.lhs.shape, "the shape of 'lhs'");
+    normWeight(op.weight, op.lhs.cols());
+  }
+  void operator()(const LinearOp &op) {
+    const WeightEntry &w = matrix("weight", op.weight);
+    equal("field 'input' has rows of", op.input.cols(), w.shape[1],
+          "the columns of weight '" + op.weight + "' " + dims(w.shape));
+    int64_t out = 0;
+    for (const Operand &r : op.results) {
+      equal("field 'results' has a result of rows", r.rows(), op.input.rows(),
+            "the input's rows");
+      out += r.cols();
+    }
+    equal("field 'results' has columns", out, w.shape[0],
+          "the rows of weight '" + op.weight + "' " + dims(w.shape));
+    if (op.bias) vector("bias", *op.bias, w.shape[0]);
+  }
+  void operator()(const LogitsOp &op) {
+    const WeightEntry &w = matrix("weight", op.weight);
+    equal("field 'input' has rows of", op.input.cols(), w.shape[1],
+          "the columns of weight '" + op.weight + "' " + dims(w.shape));
+    shape("result", op.result, {op.input.rows(), w.shape[0]},
+          "a logit per row of weight '" + op.weight + "' for each input row");
+  }
+  void operator()(const RopeOp &op) {
+    entryArg("positions", op.positions, "positions");
+    entryRows("input", op.input);
+    shape("result", op.result, op.input.shape, "the input's shape");
+    heads(op.input, op.rope.headDim);
+  }
+  void operator()(const AttentionOp &op);
+  void operator()(const SwiGLUOp &op) {
+    shape("up", op.up, op.gate.shape, "the shape of 'gate'");
+    shape("result", op.result, op.gate.shape, "the shape of 'gate'");
+  }
+  void operator()(const FusedFFNOp &op) {
+    if (op.input.cols() % 2 != 0)
+      fail("field 'input' has rows of " + std::to_string(op.input.cols()) +
+           ", which is not a gate and an up projection of equal width");
+    shape("result", op.result, {op.input.rows(), op.input.cols() / 2},
+          "the input's rows, half its columns");
+  }
+  void operator()(const AddOp &op) {
+    shape("rhs", op.rhs, op.lhs.shape, "the shape of 'lhs'");
+    shape("result", op.result, op.lhs.shape, "the shape of 'lhs'");
+  }
+  void operator()(const TakeLastOp &op) {
+    entryArg("positions", op.positions, "positions");
+    entryRows("input", op.input);
+    std::vector<int64_t> last = op.input.shape;
+    last[0] = 1;
+    shape("result", op.result, last, "one row of the input");
+    if (op.result.dtype != op.input.dtype)
+      fail("field 'result' is " + op.result.describe() + " and the input is " +
+           dtypeName(op.input.dtype) + "; take_last copies the row as it is");
+  }
+  void operator()(const ConvertOp &op) {
+    shape("result", op.result, op.input.shape, "the input's shape");
+  }
+  void operator()(const KVCacheWriteOp &op) {
+    cacheArgs(op.pageTable, op.positions);
+    entryRows("key", op.key);
+    shape("key", op.key, {ep.rows, kv.kvHeads * kv.headDim}, cacheRow());
+    shape("value", op.value, {ep.rows, kv.kvHeads * kv.headDim}, cacheRow());
+  }
+  void operator()(const KVCacheReadOp &op) {
+    cacheArgs(op.pageTable, op.positions);
+    view("keys", op.keys, false, op.layer);
+    view("values", op.values, true, op.layer);
+  }
+  void operator()(const RopeKVWriteOp &op);
+
+private:
+  [[noreturn]] void fail(const std::string &what) const {
+    throw InputError("the plan is incompatible because " + at + " " + what +
+                     "; recompile the model with this kvplan");
+  }
+  void shape(const char *field, const Operand &o, const std::vector<int64_t> &want,
+             const std::string &why) const {
+    if (o.shape != want)
+      fail(std::string("field '") + field + "' is " + o.describe() + ", expected " + dims(want) +
+           " (" + why + ")");
+  }
+  void equal(const std::string &what, int64_t found, int64_t want, const std::string &why) const {
+    if (found != want)
+      fail(what + " " + std::to_string(found) + ", expected " + std::to_string(want) + " (" + why +
+           ")");
+  }
+  std::string cacheRow() const {
+    return "a row per entry-point row of the cache's " + std::to_string(kv.kvHeads) +
+           " kv_heads x head_dim " + std::to_string(kv.headDim);
+  }
+  const WeightEntry &weight(const char *field, const std::string &name) const {
+    const WeightEntry *w = plan.findWeight(name);
+    if (!w)
+      fail(std::string("field '") + field + "' names weight '" + name +
+           "', which is not in the weight table");
+    return *w;
+  }
+  const WeightEntry &matrix(const char *field, const std::string &name) const {
+    const WeightEntry &w = weight(field, name);
+    if (w.shape.size() != 2)
+      fail(std::string("field '") + field + "' names weight '" + name + "' of shape " +
+           dims(w.shape) + ", expected a matrix");
+    return w;
+  }
+  /// A norm's scale or a linear's bias: `n` float elements.
+  void vector(const char *field, const std::string &name, int64_t n) const {
+    const WeightEntry &w = weight(field, name);
+    if (!isFloatDType(w.dtype) || w.shape != std::vector<int64_t>{n})
+      fail(std::string("field '") + field + "' names weight '" + name + "', " + dims(w.shape) +
+           " " + dtypeName(w.dtype) + ", expected [" + std::to_string(n) +
+           "] f32, bf16 or f16 (one per column)");
+  }
+  void normWeight(const std::string &name, int64_t cols) const { vector("weight", name, cols); }
+  /// A positions or page-table operand is the entry point's argument: the
+  /// one the executor checks before each step.
+  void entryArg(const char *field, const Operand &o, const char *role) const {
+    const Operand *a = ep.arg(role);
+    if (o.value != a->value)
+      fail(std::string("field '") + field + "' reads value " + std::to_string(o.value) +
+           ", not the entry point's argument '" + role + "' (value " + std::to_string(a->value) +
+           ")");
+  }
+  /// Ops that read positions (and the page table) per row cover the entry
+  /// point's rows.
+  void entryRows(const char *field, const Operand &o) const {
+    if (o.rows() != ep.rows)
+      fail(std::string("field '") + field + "' is " + o.describe() + " with " +
+           std::to_string(o.rows()) + " rows, expected the entry point's " +
+           std::to_string(ep.rows) + " (it is read by position)");
+  }
+  void cacheArgs(const Operand &pageTable, const Operand &positions) const {
+    entryArg("page_table", pageTable, "page_table");
+    entryArg("positions", positions, "positions");
+  }
+  void view(const char *field, const Operand &o, bool values, int64_t layer) const {
+    if (o.kind != OperandKind::kvView || o.values != values || o.layer != layer)
+      fail(std::string("field '") + field + "' is not the " + (values ? "values" : "keys") +
+           " view of layer " + std::to_string(layer));
+  }
+  /// `o`'s rows are whole heads of `headDim`, an even number (RoPE rotates
+  /// pairs).
+  void heads(const Operand &o, int64_t headDim) const {
+    if (headDim < 2 || headDim % 2 != 0 || o.cols() % headDim != 0)
+      fail("attribute 'head_dim' is " + std::to_string(headDim) + " for rows of " +
+           std::to_string(o.cols()) + ", expected an even divisor of the row width");
+  }
+
+  const Plan &plan;
+  const EntryPoint &ep;
+  const KVCacheLayout &kv;
+  const std::string &at;
+};
+
+void StepShapes::operator()(const AttentionOp &op) {
+  if (op.numHeads < 1 || op.numKvHeads < 1 || op.headDim < 1 || op.numHeads % op.numKvHeads != 0)
+    fail("has num_heads " + std::to_string(op.numHeads) + ", num_kv_heads " +
+         std::to_string(op.numKvHeads) + " and head_dim " + std::to_string(op.headDim) +
+         ", expected positive counts with num_heads a multiple of num_kv_heads");
+  entryRows("query", op.query);
+  shape("query", op.query, {ep.rows, op.numHeads * op.headDim}, "num_heads x head_dim per row");
+  shape("result", op.result, op.query.shape, "the query's shape");
+  if (op.mask == AttentionMask::cache) {
+    if (op.key.kind != OperandKind::kvView)
+      fail("field 'key' is not a KV-cache view, and mask 'cache' attends over the cache");
+    view("key", op.key, false, op.key.layer);
+    view("value", op.value, true, op.key.layer);
+    equal("attribute 'num_kv_heads' is", op.numKvHeads, kv.kvHeads, "the cache's kv_heads");
+    equal("attribute 'head_dim' is", op.headDim, kv.headDim, "the cache's head_dim");
+    return;
+  }
+  for (auto [n, o] : {std::pair<const char *, const Operand *>{"key", &op.key},
+                      {"value", &op.value}}) {
+    if (o->kind != OperandKind::arena)
+      fail(std::string("field '") + n + "' is a KV-cache view, and mask '" +
+           attentionMaskName(op.mask) + "' attends over fresh keys and values");
+    shape(n, *o, {ep.rows, op.numKvHeads * op.headDim}, "num_kv_heads x head_dim per row");
+  }
+}
+
+void StepShapes::operator()(const RopeKVWriteOp &op) {
+  cacheArgs(op.pageTable, op.positions);
+  entryRows("query", op.query);
+  heads(op.query, op.rope.headDim);
+  equal("attribute 'head_dim' is", op.rope.headDim, kv.headDim, "the cache's head_dim");
+  shape("rotated_query", op.rotatedQuery, op.query.shape, "the query's shape");
+  shape("key", op.key, {ep.rows, kv.kvHeads * kv.headDim}, cacheRow());
+  shape("value", op.value, {ep.rows, kv.kvHeads * kv.headDim}, cacheRow());
+}
+
+std::string rowName(const EntryPoint &ep, int64_t r) {
+  return "row " + std::to_string(r) + " of entry point '" + ep.name + "'";
+}
+
+[[noreturn]] void refuseInput(const std::string &what) {
+  throw InputError("the step's inputs are refused: " + what +
+                   " (the engine writes these; an executor never runs a step past its buffers)");
+}
+
+} // namespace
+
+void checkStepShapes(const Plan &plan, const EntryPoint &ep, const Step &s,
+                     const std::string &at) {
+  StepShapes rules(plan, ep, at);
+  std::visit([&](const auto &op) { rules(op); }, s.op);
+}
+
+void checkCacheGeometry(const Plan &p) {
+  const KVCacheLayout &kv = p.kvCache;
+  const ModelSpec &m = p.model;
+  auto require = [](bool ok, const std::string &what) {
+    if (!ok)
+      throw InputError("the plan is incompatible because the KV cache " + what +
+                       "; recompile the model with this kvplan");
+  };
+  require(kv.layers == m.numLayers, "has " + std::to_string(kv.layers) +
+                                        " layers and the model " + std::to_string(m.numLayers));
+  require(kv.kvHeads == m.numKvHeads, "has " + std::to_string(kv.kvHeads) +
+                                          " kv_heads and the model " +
+                                          std::to_string(m.numKvHeads));
+  require(kv.headDim == m.headDim, "has head_dim " + std::to_string(kv.headDim) +
+                                       " and the model " + std::to_string(m.headDim));
+  const int64_t want = ceilDiv(p.settings.maxSeqLen, kv.pageSize);
+  require(kv.pagesPerSequence == want,
+          "has " + std::to_string(kv.pagesPerSequence) +
+              " pages per sequence, and max_seq_len " + std::to_string(p.settings.maxSeqLen) +
+              " in pages of " + std::to_string(kv.pageSize) + " takes " + std::to_string(want));
+}
+
+RunInputLimits runInputLimits(const Plan &p, const EntryPoint &ep) {
+  RunInputLimits l;
+  l.tokens = p.model.vocabSize;
+  for (const Step &s : ep.steps)
+    if (const EmbeddingOp *e = s.tryAs<EmbeddingOp>())
+      if (const WeightEntry *w = p.findWeight(e->weight))
+        l.tokens = std::min(l.tokens, w->shape.front());
+  l.positions = std::min(p.settings.maxSeqLen, p.kvCache.pagesPerSequence * p.kvCache.pageSize);
+  l.pages = p.kvCache.pages;
+  l.pageSize = p.kvCache.pageSize;
+  l.pagesPerSequence = p.kvCache.pagesPerSequence;
+  l.tableRows = ep.arg("page_table")->rows();
+  return l;
+}
+
+void checkRunInputs(const RunInputLimits &l, const EntryPoint &ep, const int32_t *tokens,
+                    const int32_t *positions, const int32_t *pageTable, int64_t rows) {
+  int64_t sharedChecked = 0; // entries of a shared table row checked so far
+  for (int64_t r = 0; r < rows; ++r) {
+    if (tokens[r] < 0 || tokens[r] >= l.tokens)
+      refuseInput(rowName(ep, r) + " has token " + std::to_string(tokens[r]) + ", outside [0, " +
+                  std::to_string(l.tokens) + ") (the vocabulary)");
+    const int32_t p = positions[r];
+    if (p == -1) continue; // padding: no cache slot is read or written
+    if (p < 0 || p >= l.positions)
+      refuseInput(rowName(ep, r) + " has position " + std::to_string(p) + ", outside [-1, " +
+                  std::to_string(l.positions) + ") (-1 pads; max_seq_len)");
+    // The attention reads pages [0, p / page_size] of the row's table row.
+    const bool shared = l.tableRows == 1;
+    const int32_t *table = pageTable + (shared ? 0 : r) * l.pagesPerSequence;
+    const int64_t read = p / l.pageSize + 1;
+    for (int64_t i = shared ? sharedChecked : 0; i < read; ++i)
+      if (table[i] < 0 || table[i] >= l.pages)
+        refuseInput(rowName(ep, r) + " at position " + std::to_string(p) +
+                    " reads page-table entry " + std::to_string(i) + ", page " +
+                    std::to_string(table[i]) +
+                    ", outside the cache's [0, " + std::to_string(l.pages) + ")");
+    if (shared) sharedChecked = std::max(sharedChecked, read);
+  }
+}
+
+} // namespace kvplan
