@@ -264,6 +264,9 @@ void checkCacheGeometry(const Plan &p) {
                                           std::to_string(m.numKvHeads));
   require(kv.headDim == m.headDim, "has head_dim " + std::to_string(kv.headDim) +
                                        " and the model " + std::to_string(m.headDim));
+  require(kv.pageSize >= 1 && p.settings.maxSeqLen >= 1,
+          "has pages of " + std::to_string(kv.pageSize) + " tokens for max_seq_len " +
+              std::to_string(p.settings.maxSeqLen) + " (both must be at least 1)");
   const int64_t want = ceilDiv(p.settings.maxSeqLen, kv.pageSize);
   require(kv.pagesPerSequence == want,
           "has " + std::to_string(kv.pagesPerSequence) +

@@ -395,11 +395,11 @@ CudaExecutor::CudaExecutor(const Plan &plan, const CudaCode &code, const char *w
   if (plan.settings.target != Target::cuda)
     throw InputError(std::string("incompatible because the artifact was compiled for target '") +
                      targetName(plan.settings.target) + "'; the CUDA runtime runs 'cuda' artifacts");
-  validatePlan(m.plan);
   std::string why;
   if (!cudaDeviceAvailable(&why))
     throw InputError(why + "; this artifact targets cuda (compile with --target cpu to run on "
                            "the CPU)");
+  validatePlan(m.plan);
   check(cudaSetDevice(options.device), "selecting the device");
   check(cudaGetDeviceProperties(&m.props, options.device), "reading the device's properties");
   m.arch = chooseArch(code, m.props);

@@ -381,3 +381,18 @@ TEST(HostileArtifact, StepInputsOutsideTheCacheOrVocabularyAreRefused) {
 }
 
 } // namespace
+
+// A plan built in code rather than read (the compiler's, an executor's
+// caller's) is validated too: zero geometry is an error, not a division by
+// zero.
+TEST(HostileArtifact, ZeroCacheGeometryIsAnErrorNotACrash) {
+  Plan plan;
+  plan.settings.maxSeqLen = 16;
+  plan.kvCache.pageSize = 0;
+  try {
+    validatePlan(plan);
+    FAIL() << "a cache of pages of 0 tokens validated";
+  } catch (const InputError &e) {
+    EXPECT_NE(std::string(e.what()).find("pages of 0 tokens"), std::string::npos) << e.what();
+  }
+}
