@@ -623,8 +623,20 @@ static int64_t residentBytes() {
 // A plan that validates but that the CPU runtime cannot bind (here an
 // attention whose head_dim disagrees with the cache) throws from the
 // executor's constructor after the arena and the cache are allocated and
-// cleared: they must be freed, not leaked, each time.
+// cleared: they must be freed, not leaked, each time. (Under AddressSanitizer
+// freed memory stays resident in its quarantine, so the count means nothing
+// there; its leak check at exit answers the same question.)
+#if defined(__SANITIZE_ADDRESS__)
+#define KVPLAN_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KVPLAN_ASAN 1
+#endif
+#endif
 TEST(CpuExecutorLoad, AFailedBindFreesTheArenaAndTheCache) {
+#ifdef KVPLAN_ASAN
+  GTEST_SKIP() << "AddressSanitizer keeps freed memory resident; its leak check covers this";
+#endif
   Plan p = samplePlan();
   const int64_t arena = int64_t(64) << 20; // past malloc's mmap threshold: freed is unmapped
   p.entryPoints["decode"].arenaBytes = arena;
