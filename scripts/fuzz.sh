@@ -3,7 +3,8 @@
 # nproc at a time, on its corpus, and prints one line per target: inputs run,
 # seconds, findings. Exits non-zero on any finding (a crash, leak, undefined
 # behaviour, timeout, out-of-memory or an exception other than kvplan's
-# input errors), and keeps each finding's input in build-asan/fuzz/findings/TARGET/.
+# input errors), and keeps each finding's input in build-asan/fuzz/findings/TARGET/
+# (until the next run of that target).
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 # Reproduce a finding: build-asan/bin/fuzz_TARGET FILE
 # The corpus grows in build-asan/fuzz/corpus/TARGET/ from run to run; the
@@ -42,6 +43,7 @@ python3 fuzz/make-corpus.py "$work/seeds" "${kvplan_args[@]}" >/dev/null 2>"$wor
 
 run_one() {
   local t=$1 dict=() rc
+  rm -rf "$work/findings/$t"
   mkdir -p "$work/corpus/$t" "$work/seeds/$t" "$work/findings/$t"
   [ -f "fuzz/dict/$t.dict" ] && dict=(-dict="fuzz/dict/$t.dict")
   # -rss_limit_mb: an input that makes a parser allocate over 2 GiB is a
@@ -61,7 +63,7 @@ for t in "${targets[@]}"; do
 done
 wait
 
-status=0
+status=0 failed=0
 printf '%-26s %12s %8s %9s\n' target runs seconds findings
 for t in "${targets[@]}"; do
   log="$work/logs/$t.txt"
@@ -75,8 +77,10 @@ for t in "${targets[@]}"; do
   printf '%-26s %12s %8s %9s\n' "$t" "${runs:-?}" "${secs:-?}" "$found"
   if [ "$found" -ne 0 ]; then
     status=1
+    failed=$((failed + 1))
     echo "  log: $log; inputs: $work/findings/$t/" >&2
     grep -m3 -E 'ERROR: |runtime error:|terminate called|SUMMARY:' "$log" | sed 's/^/  /' >&2 || true
   fi
 done
+echo "fuzz: $((${#targets[@]} - failed)) passed, $failed failed"
 exit "$status"
