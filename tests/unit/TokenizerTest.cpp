@@ -964,6 +964,20 @@ TEST(TokenizerErrors, GgufNumbersOutOfRange) {
       << msg;
 }
 
+// Found by fuzz_tokenizer_sentencepiece: a model whose third piece starts
+// with a NUL makes the sentencepiece library throw from its trie builder; it
+// is an input error naming the tokenizer, not an abort.
+TEST(TokenizerErrors, SentencePieceLibraryExceptions) {
+  const std::string model("\x0a\x0e\x0a\x05<rnk>\x15\0\0\0\0\x18\x02*\x0c\x0a\x03>s>\x15\0\0\0\0"
+                          "\x18\x03\x0a\x0d\x0a\x0b\0\0\0\0\0\0\0\x0f" "fk>",
+                          45);
+  std::string msg = inputError([&] { loadTokenizer("sentencepiece", model); });
+  EXPECT_NE(msg.find("the stored sentencepiece tokenizer: not a valid sentencepiece model: "),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("zero-length key"), std::string::npos) << msg;
+}
+
 TEST(TokenizerErrors, BadSerializedForms) {
   EXPECT_NE(inputError([] { loadTokenizer("wordpiece", "x"); }).find("wordpiece"), std::string::npos);
   EXPECT_NE(inputError([] { loadTokenizer("bytes", "12x"); }).find("12x"), std::string::npos);
