@@ -27,7 +27,13 @@ for t in "${targets[@]}"; do
   fi
 done
 
-scripts/sanitize-build.sh "${targets[@]/#/fuzz_}" >/dev/null
+build_log=$(mktemp)
+if ! scripts/sanitize-build.sh "${targets[@]/#/fuzz_}" >"$build_log" 2>&1; then
+  cat "$build_log" >&2
+  rm -f "$build_log"
+  exit 1
+fi
+rm -f "$build_log"
 work=build-asan/fuzz
 rm -rf "$work/seeds" "$work/logs"
 mkdir -p "$work/logs" "$work/findings"
