@@ -35,8 +35,10 @@ if ! scripts/sanitize-build.sh "${targets[@]/#/fuzz_}" >"$build_log" 2>&1; then
 fi
 rm -f "$build_log"
 work=build-asan/fuzz
-rm -rf "$work/seeds" "$work/logs"
-mkdir -p "$work/logs" "$work/findings"
+rm -rf "$work/seeds" "$work/logs" "$work/tmp"
+mkdir -p "$work/logs" "$work/findings" "$work/tmp"
+# The targets that read a path write each input there (fuzz/FuzzCommon.h).
+export TMPDIR="$PWD/$work/tmp"
 kvplan_args=()
 # The artifact and plan seeds are compiled by the full build's kvplan.
 if [ -x build/bin/kvplan ] && build/bin/kvplan compile --help >/dev/null 2>&1; then
