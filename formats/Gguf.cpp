@@ -247,6 +247,14 @@ const GgufFile::Value *GgufFile::find(const std::string &key) const {
 std::optional<int64_t> GgufFile::integer(const std::string &key) const {
   const Value *v = find(key);
   if (!v || v->type == Type::string || v->type == Type::array) return std::nullopt;
+  // A u64 past 2^63, or a float out of range or NaN, has no int64 value
+  // (converting it would be undefined).
+  if (!(v->number >= -0x1p63 && v->number < 0x1p63)) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%g", v->number);
+    throw InputError(path() + ": metadata " + key + " is " + text +
+                     ", outside the range of a 64-bit integer");
+  }
   return int64_t(v->number);
 }
 

@@ -113,7 +113,14 @@ namespace {
 class SentencePieceTokenizer : public Tokenizer {
 public:
   SentencePieceTokenizer(std::string bytes, const std::string &origin) : bytes(std::move(bytes)) {
-    auto status = sp.LoadFromSerializedProto(this->bytes);
+    sentencepiece::util::Status status;
+    try {
+      status = sp.LoadFromSerializedProto(this->bytes);
+    } catch (const std::exception &e) {
+      // The library throws for some malformed models (its trie builder on
+      // an empty or NUL-led piece) instead of returning a status.
+      throw InputError(origin + ": not a valid sentencepiece model: " + e.what());
+    }
     if (!status.ok())
       throw InputError(origin + ": not a valid sentencepiece model: " + status.ToString());
   }

@@ -335,7 +335,7 @@ Vocabulary ggufStyle() {
   return v;
 }
 
-bool knownType(uint32_t t) { return t >= 1 && t <= 6; }
+bool knownType(double t) { return t >= 1 && t <= 6; } // false for NaN
 
 } // namespace
 
@@ -374,7 +374,7 @@ std::unique_ptr<Tokenizer> makeGgufVocab(const GgufFile &g) {
     v.scores.push_back(scores ? float((*scores)[i]) : 0.0f);
     if (types) {
       double t = (*types)[i];
-      if (!knownType(uint32_t(t)) || t != std::floor(t))
+      if (!knownType(t) || t != std::floor(t))
         throw InputError(path + ": tokenizer.ggml.token_type[" + std::to_string(i) + "] is " +
                          std::to_string(t) + "; expected 1 to 6");
       v.types.push_back(PieceType(uint32_t(t)));

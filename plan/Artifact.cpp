@@ -183,7 +183,8 @@ Artifact Artifact::open(const std::string &path) {
                    : "has " + std::to_string(size - h.fileSize) +
                          " unexpected trailing bytes; copy it again or recompile");
   uint64_t tableBytes = uint64_t(h.sectionCount) * sizeof(SectionEntry);
-  if (h.sectionCount > 1024 || h.sectionTableOffset + tableBytes > size)
+  if (h.sectionCount > 1024 || h.sectionTableOffset > size ||
+      tableBytes > size - h.sectionTableOffset)
     throw fail("the section table is damaged; recompile the model");
   const char *tablePtr = data + h.sectionTableOffset;
   if (checksum64(tablePtr, tableBytes) != h.tableChecksum)

@@ -16,7 +16,7 @@ import re
 import sys
 
 FOLDERS = ["support", "spec", "formats", "plan", "runtime", "server", "ir", "frontend", "passes",
-           "codegen", "tools"]
+           "codegen", "tools", "fuzz"]
 SOURCE = re.compile(r"\.(h|cpp|cuh|cu)$")
 
 

@@ -5,7 +5,7 @@ The layers (docs/architecture.md), bottom up: support; spec (the model
 description); formats (checkpoints, tokenizers); plan (the contract between
 the compiler and the runtime); runtime (executors, engine); server (HTTP on the runtime). The compiler
 (ir, frontend, passes, codegen) sits beside the runtime and meets it only at
-the plan; tools and tests sit on top. The runtime's layers include no MLIR,
+the plan; tools, tests and fuzz targets sit on top. The runtime's layers include no MLIR,
 LLVM or compiler header, and only runtime/cuda (and the kernel templates in
 codegen/cuda, which only nvcc compiles) include CUDA's headers.
 
@@ -29,7 +29,7 @@ ALLOWED = {
     "passes": {"support", "spec", "ir"},
     "codegen": {"support", "spec", "formats", "plan", "ir", "passes", "frontend"},
 }
-LAYERS = set(ALLOWED) | {"tools", "tests"}
+LAYERS = set(ALLOWED) | {"tools", "tests", "fuzz"}
 # Folders, and files of the compiler's folders, that must build without MLIR.
 NO_MLIR_FOLDERS = {"support", "spec", "formats", "plan", "runtime", "server"}
 NO_MLIR_FILES = {"frontend/ConfigParser.h", "frontend/ConfigParser.cpp",

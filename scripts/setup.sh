@@ -11,6 +11,7 @@ packages=(
   libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libxxhash-dev
   libsentencepiece-dev libpcre2-dev libutf8proc-dev libcpp-httplib-dev
   libgtest-dev libbenchmark-dev libssl-dev
+  clang-19 libclang-rt-19-dev
 )
 missing=()
 for p in "${packages[@]}"; do

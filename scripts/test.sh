@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: the GoogleTest suites and the lit suite (through ctest),
 # then builds the runtime alone and checks it runs a compiled artifact without
-# MLIR. Exits non-zero on any failure.
+# MLIR, then the MLIR-free suites again under ASan+UBSan (build-asan/) and
+# each fuzz target for $KVPLAN_FUZZ_SECONDS (default 20) seconds
+# (docs/fuzzing.md). Exits non-zero on any failure or fuzz finding.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -f build/build.ninja ]; then
@@ -11,3 +13,5 @@ fi
 cmake --build build
 ctest --test-dir build --output-on-failure -j "$(nproc)"
 scripts/check-runtime-only.sh
+scripts/test-sanitized.sh
+scripts/fuzz.sh "${KVPLAN_FUZZ_SECONDS:-20}"

@@ -9,6 +9,7 @@
 #include <utf8proc.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -906,6 +907,75 @@ TEST(TokenizerErrors, UnsupportedGgufTokenizer) {
   msg = inputError([&] { loadTokenizerFile(none); });
   EXPECT_NE(msg.find(none), std::string::npos) << msg;
   EXPECT_NE(msg.find("tokenizer.ggml.model"), std::string::npos) << msg;
+}
+
+/// A GGUF v3 file with a three-piece llama vocabulary, `types` as its
+/// tokenizer.ggml.token_type (an f32 array) and `bos` as a u64
+/// tokenizer.ggml.bos_token_id.
+std::string ggufVocab(const std::vector<float> &types, uint64_t bos) {
+  std::string out = "GGUF";
+  auto put = [&](auto x) { out.append(reinterpret_cast<const char *>(&x), sizeof(x)); };
+  auto str = [&](const std::string &s) {
+    put(uint64_t(s.size()));
+    out += s;
+  };
+  put(uint32_t(3));
+  put(uint64_t(0));
+  put(uint64_t(4));
+  str("tokenizer.ggml.model");
+  put(uint32_t(8));
+  str("llama");
+  str("tokenizer.ggml.tokens");
+  put(uint32_t(9)); // array
+  put(uint32_t(8)); // of strings
+  put(uint64_t(3));
+  str("a");
+  str("b");
+  str("c");
+  str("tokenizer.ggml.token_type");
+  put(uint32_t(9));
+  put(uint32_t(6)); // of f32
+  put(uint64_t(types.size()));
+  for (float t : types) put(t);
+  str("tokenizer.ggml.bos_token_id");
+  put(uint32_t(10)); // u64
+  put(bos);
+  return out;
+}
+
+// Found by fuzz_gguf: a token type or id outside what the integer it becomes
+// can hold (converting it was undefined behaviour) is an error naming it.
+TEST(TokenizerErrors, GgufNumbersOutOfRange) {
+  ScratchDir dir;
+  std::string path = (dir / "v.gguf").string();
+  writeFile(path, ggufVocab({1, 1, 1}, 0));
+  EXPECT_EQ(loadTokenizerFile(path)->bosId(), 0);
+  for (float bad : {-8.4e7f, 1e30f, std::nanf(""), 7.0f, 1.5f}) {
+    writeFile(path, ggufVocab({1, bad, 1}, 0));
+    std::string msg = inputError([&] { loadTokenizerFile(path); });
+    EXPECT_NE(msg.find(path + ": tokenizer.ggml.token_type[1] is "), std::string::npos) << msg;
+    EXPECT_NE(msg.find("expected 1 to 6"), std::string::npos) << msg;
+  }
+  writeFile(path, ggufVocab({1, 1, 1}, UINT64_MAX));
+  std::string msg = inputError([&] { loadTokenizerFile(path); });
+  EXPECT_NE(msg.find(path + ": metadata tokenizer.ggml.bos_token_id is 1.84467e+19, outside the "
+                            "range of a 64-bit integer"),
+            std::string::npos)
+      << msg;
+}
+
+// Found by fuzz_tokenizer_sentencepiece: a model whose third piece starts
+// with a NUL makes the sentencepiece library throw from its trie builder; it
+// is an input error naming the tokenizer, not an abort.
+TEST(TokenizerErrors, SentencePieceLibraryExceptions) {
+  const std::string model("\x0a\x0e\x0a\x05<rnk>\x15\0\0\0\0\x18\x02*\x0c\x0a\x03>s>\x15\0\0\0\0"
+                          "\x18\x03\x0a\x0d\x0a\x0b\0\0\0\0\0\0\0\x0f" "fk>",
+                          45);
+  std::string msg = inputError([&] { loadTokenizer("sentencepiece", model); });
+  EXPECT_NE(msg.find("the stored sentencepiece tokenizer: not a valid sentencepiece model: "),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("zero-length key"), std::string::npos) << msg;
 }
 
 TEST(TokenizerErrors, BadSerializedForms) {

@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""Writes each fuzz target's seed corpus under OUT/<target>/ (scripts/fuzz.sh
+calls it): the small inputs of tests/ and fuzz/corpus/, small files of the
+shared models (KVPLAN_SHARED_DIR, default ../shared; skipped when absent),
+tiny valid checkpoints written here from the formats' specifications, and,
+when a kvplan binary with the compiler is given, compiled artifacts and their
+plans. Inputs over MAX_SEED bytes are left out: a seed sets the fuzzer's
+largest input, and large ones make every run slow.
+
+usage: make-corpus.py OUT [--kvplan PATH]"""
+import argparse
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_SEED = 64 * 1024
+
+# The tiny Llama every generated checkpoint holds (fuzz_safetensors.cpp reads
+# its safetensors with this shape).
+DIM, FFN, LAYERS, HEADS, KV_HEADS, VOCAB, SEQ = 8, 16, 1, 2, 1, 16, 8
+HEAD_DIM = DIM // HEADS
+KV_DIM = KV_HEADS * HEAD_DIM
+
+
+def floats(n, seed):
+    return [((i * 7 + seed * 13) % 17 - 8) / 16.0 for i in range(n)]
+
+
+def f32(values):
+    return struct.pack("<%df" % len(values), *values)
+
+
+def llama2c_bin():
+    """llama2.c's legacy layout: 7 int32 (negative vocab: unshared head)."""
+    out = struct.pack("<7i", DIM, FFN, LAYERS, HEADS, KV_HEADS, -VOCAB, SEQ)
+    sizes = [VOCAB * DIM, LAYERS * DIM, LAYERS * DIM * DIM, LAYERS * DIM * KV_DIM,
+             LAYERS * DIM * KV_DIM, LAYERS * DIM * DIM, LAYERS * DIM,
+             LAYERS * FFN * DIM, LAYERS * DIM * FFN, LAYERS * FFN * DIM, DIM,
+             SEQ * HEAD_DIM // 2, SEQ * HEAD_DIM // 2, VOCAB * DIM]
+    for i, n in enumerate(sizes):
+        out += f32(floats(n, i))
+    return out
+
+
+def hf_tensors():
+    t = {"model.embed_tokens.weight": [VOCAB, DIM], "model.norm.weight": [DIM],
+         "lm_head.weight": [VOCAB, DIM]}
+    for l in range(LAYERS):
+        p = "model.layers.%d." % l
+        t.update({p + "input_layernorm.weight": [DIM],
+                  p + "self_attn.q_proj.weight": [DIM, DIM],
+                  p + "self_attn.k_proj.weight": [KV_DIM, DIM],
+                  p + "self_attn.v_proj.weight": [KV_DIM, DIM],
+                  p + "self_attn.o_proj.weight": [DIM, DIM],
+                  p + "post_attention_layernorm.weight": [DIM],
+                  p + "mlp.gate_proj.weight": [FFN, DIM],
+                  p + "mlp.up_proj.weight": [FFN, DIM],
+                  p + "mlp.down_proj.weight": [DIM, FFN]})
+    return t
+
+
+def safetensors(dtype):
+    """An 8-byte header length, the JSON header, the tensors' bytes."""
+    header, data = {"__metadata__": {"format": "pt"}}, b""
+    for i, (name, shape) in enumerate(sorted(hf_tensors().items())):
+        n = 1
+        for d in shape:
+            n *= d
+        vals = floats(n, i)
+        if dtype == "F32":
+            raw = f32(vals)
+        elif dtype == "F16":
+            raw = struct.pack("<%de" % n, *vals)
+        else:  # BF16: the top half of each f32
+            raw = b"".join(struct.pack("<f", v)[2:] for v in vals)
+        header[name] = {"dtype": dtype, "shape": shape,
+                        "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def gguf_string(s):
+    b = s.encode()
+    return struct.pack("<Q", len(b)) + b
+
+
+def gguf_value(v):
+    """(type, bytes) of a metadata value: str, int (u32), float (f32), list."""
+    if isinstance(v, str):
+        return 8, gguf_string(v)
+    if isinstance(v, float):
+        return 6, struct.pack("<f", v)
+    if isinstance(v, int):
+        return 4, struct.pack("<I", v)
+    item = v[0]
+    t = 8 if isinstance(item, str) else 6 if isinstance(item, float) else 5
+    body = b"".join(gguf_string(x) if t == 8 else
+                    struct.pack("<f" if t == 6 else "<i", x) for x in v)
+    return 9, struct.pack("<IQ", t, len(v)) + body
+
+
+def q8_0(vals):
+    """ggml's Q8_0: per 32 values an f16 scale and 32 int8 codes."""
+    out = b""
+    for b in range(0, len(vals), 32):
+        block = vals[b:b + 32]
+        d = max(abs(x) for x in block) / 127 or 1.0
+        out += struct.pack("<e", d) + struct.pack("<32b", *[round(x / d) for x in block])
+    return out
+
+
+def gguf(quantized):
+    """GGUF v3 with llama metadata, an embedded sentencepiece-style vocabulary
+    and the tiny model's tensors (Q8_0 matrices where `quantized`: their rows
+    must be whole 32-value blocks, so the model is 32 wide there)."""
+    dim, ffn = (32, 32) if quantized else (DIM, FFN)
+    kv_dim = KV_HEADS * dim // HEADS
+    tokens = ["<unk>", "<s>", "</s>"] + ["<0x%02X>" % b for b in range(256)] + \
+             ["\u2581", "\u2581a", "b", "c"]
+    meta = {"general.architecture": "llama", "general.name": "fuzz-seed",
+            "llama.context_length": SEQ, "llama.embedding_length": dim,
+            "llama.feed_forward_length": ffn, "llama.block_count": LAYERS,
+            "llama.attention.head_count": HEADS, "llama.attention.head_count_kv": KV_HEADS,
+            "llama.rope.dimension_count": dim // HEADS,
+            "llama.attention.layer_norm_rms_epsilon": 1e-5, "llama.rope.freq_base": 10000.0,
+            "tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": tokens,
+            "tokenizer.ggml.scores": [-float(i) for i in range(len(tokens))],
+            "tokenizer.ggml.token_type": [2, 3, 3] + [6] * 256 + [1] * 4,
+            "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2}
+    vocab = len(tokens)
+    shapes = {"token_embd.weight": [vocab, dim], "output_norm.weight": [dim],
+              "output.weight": [vocab, dim]}
+    for l in range(LAYERS):
+        p = "blk.%d." % l
+        shapes.update({p + "attn_norm.weight": [dim], p + "attn_q.weight": [dim, dim],
+                       p + "attn_k.weight": [kv_dim, dim], p + "attn_v.weight": [kv_dim, dim],
+                       p + "attn_output.weight": [dim, dim], p + "ffn_norm.weight": [dim],
+                       p + "ffn_gate.weight": [ffn, dim], p + "ffn_up.weight": [ffn, dim],
+                       p + "ffn_down.weight": [dim, ffn]})
+    out = b"GGUF" + struct.pack("<IQQ", 3, len(shapes), len(meta))
+    for k, v in meta.items():
+        t, body = gguf_value(v)
+        out += gguf_string(k) + struct.pack("<I", t) + body
+    data = b""
+    for i, (name, shape) in enumerate(shapes.items()):
+        n = 1
+        for d in shape:
+            n *= d
+        vals = floats(n, i)
+        q = quantized and len(shape) == 2
+        raw = q8_0(vals) if q else f32(vals)
+        data += b"\0" * (-len(data) % 32)
+        out += gguf_string(name) + struct.pack("<I", len(shape))
+        out += struct.pack("<%dQ" % len(shape), *reversed(shape))  # ggml order
+        out += struct.pack("<IQ", 8 if q else 0, len(data))
+        data += raw
+    out += b"\0" * (-len(out) % 32)
+    return out + data
+
+
+def byte_level_chars():
+    """GPT-2's map from the 256 byte values to printable characters."""
+    keep = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return [chars[b] for b in range(256)]
+
+
+def hf_tokenizer_json():
+    """A byte-level BPE tokenizer.json with a few merges and special tokens."""
+    vocab = {c: i for i, c in enumerate(byte_level_chars())}
+    merges = ["h e", "l l", "he ll", "\u0120 w", "o r"]
+    for m in merges:
+        vocab[m.replace(" ", "")] = len(vocab)
+    added = [{"id": len(vocab) + i, "content": c, "single_word": False, "lstrip": False,
+              "rstrip": False, "normalized": False, "special": True}
+             for i, c in enumerate(["<|begin_of_text|>", "<|eot_id|>"])]
+    return json.dumps({
+        "version": "1.0", "added_tokens": added, "normalizer": None,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False,
+                          "trim_offsets": True, "use_regex": True},
+        "post_processor": None, "decoder": {"type": "ByteLevel"},
+        "model": {"type": "BPE", "vocab": vocab, "merges": merges}}).encode()
+
+
+def put(out, target, name, data):
+    if len(data) > MAX_SEED:
+        return
+    d = out / target
+    d.mkdir(parents=True, exist_ok=True)
+    (d / name).write_bytes(data)
+
+
+def copy_small(out, target, files):
+    for f in files:
+        if f.is_file() and f.stat().st_size <= MAX_SEED:
+            put(out, target, f.parent.name + "-" + f.name, f.read_bytes())
+
+
+def artifacts(out, kvplan, shared):
+    """Compiles tests/lit/Inputs/mini.toml (and a 512-token variant with the
+    stories260K tokenizer) to artifacts, and keeps their plans."""
+    mini = ROOT / "tests/lit/Inputs/mini.toml"
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = [("mini", mini, [])]
+        tok = shared / "models/stories260K/tok512.bin"
+        if tok.is_file():
+            spec = Path(tmp) / "mini512.toml"
+            spec.write_text(mini.read_text().replace("vocab_size = 32", "vocab_size = 512"))
+            runs.append(("mini-tok512", spec, ["--tokenizer", str(tok)]))
+        for name, spec, extra in runs:
+            kvp = Path(tmp) / (name + ".kvp")
+            subprocess.run([kvplan, "compile", str(spec), "--weights", "none", "-o", str(kvp)]
+                           + extra, check=True, stdout=subprocess.DEVNULL)
+            put(out, "artifact", name + ".kvp", kvp.read_bytes())
+            plan = subprocess.run([kvplan, "inspect", str(kvp), "--section", "plan"],
+                                  check=True, capture_output=True).stdout
+            put(out, "plan_json", name + ".json", plan)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out")
+    ap.add_argument("--kvplan", help="a kvplan binary built with the compiler")
+    args = ap.parse_args()
+    out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)
+    shared = Path(os.environ.get("KVPLAN_SHARED_DIR", ROOT.parent / "shared"))
+    models = shared / "models"
+
+    for d in (ROOT / "fuzz/corpus").glob("*"):
+        copy_small(out, d.name, sorted(d.glob("*")))
+    copy_small(out, "toml_spec", sorted(ROOT.glob("tests/**/*.toml")))
+    copy_small(out, "hf_config", sorted(ROOT.glob("tests/**/*config*.json")))
+    put(out, "llama2c_bin", "tiny.bin", llama2c_bin())
+    for dt in ("F32", "F16", "BF16"):
+        put(out, "safetensors", "tiny-%s.safetensors" % dt.lower(), safetensors(dt))
+    put(out, "gguf", "tiny-f32.gguf", gguf(False))
+    put(out, "gguf", "tiny-q8_0.gguf", gguf(True))
+    put(out, "tokenizer_hf", "tiny-tokenizer.json", hf_tokenizer_json())
+    copy_small(out, "tokenizer_llama2c", [models / "stories260K/tok512.bin"])
+    copy_small(out, "tokenizer_sentencepiece", [models / "stories260K/tok512.model"])
+    # The shared checkpoints are too large to be seeds whole; their first
+    # bytes (header, metadata, tensor table) are the part the parsers read.
+    for f in sorted(models.glob("**/*.gguf")):
+        put(out, "gguf", f.stem + "-head.gguf", f.read_bytes()[:MAX_SEED])
+    for f in sorted(models.glob("**/stories*.bin")):
+        put(out, "llama2c_bin", f.stem + "-head.bin", f.read_bytes()[:MAX_SEED])
+    if args.kvplan:
+        artifacts(out, args.kvplan, shared)
+    for d in sorted(out.iterdir()):
+        print("corpus: %-24s %3d seeds" % (d.name, len(list(d.iterdir()))))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
