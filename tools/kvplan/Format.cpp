@@ -1,7 +1,7 @@
 // Number formatting for kvplan's human-readable output.
 #include "tools/kvplan/Commands.h"
+#include "support/SystemResources.h"
 
-#include <cstdio>
 
 namespace kvplan::cli {
 
@@ -15,16 +15,7 @@ std::string withCommas(int64_t v) {
 }
 
 std::string humanBytes(int64_t v) {
-  static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double d = double(v);
-  int u = 0;
-  while (d >= 1024 && u < 4) {
-    d /= 1024;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u ? "%.2f %s" : "%.0f %s", d, units[u]);
-  return buf;
+  return v < 0 ? "-" + formatBytes(uint64_t(-v)) : formatBytes(uint64_t(v));
 }
 
 } // namespace kvplan::cli

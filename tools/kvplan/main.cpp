@@ -53,8 +53,9 @@ int main(int argc, char **argv) {
     // What the checks before large allocations did not foresee: still the
     // machine's limit, not a bug.
     std::optional<kvplan::ResourceFigure> mem = kvplan::availableMemory();
-    std::cerr << "error: out of memory while running kvplan "
-              << app.get_subcommands().front()->get_name() << " ("
+    const std::vector<CLI::App *> sub = app.get_subcommands();
+    std::cerr << "error: out of memory while running kvplan"
+              << (sub.empty() ? std::string() : " " + sub.front()->get_name()) << " ("
               << (mem ? kvplan::formatBytes(mem->bytes) + " available, " + mem->source
                       : std::string("the available memory is unknown"))
               << "); free memory, or choose a smaller model, --dtype, --max-seq or "
