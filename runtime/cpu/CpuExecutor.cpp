@@ -290,10 +290,11 @@ const float *CpuExecutor::logits(const std::string &e) { return program(e).logit
 std::string CpuExecutor::describe() const {
   std::string d = std::string("cpu (") + cpu::isaName(cpu::activeIsa()) + " kernels, " +
                   std::to_string(pool.size()) + " threads";
-  // Quantized weights meet int8 or f32 activations (runtime/cpu/LinearDot.h).
+  // int8, int4 and bf16 weights may meet rounded activations
+  // (runtime/cpu/LinearDot.h); name what the matrices meet.
   for (const WeightEntry &w : plan_.weights)
-    if (w.dtype == DType::i8 || w.dtype == DType::i4)
-      return d + ", " + cpu::activationsName(cpu::activeActivations()) + ")";
+    if (w.dtype == DType::i8 || w.dtype == DType::i4 || w.dtype == DType::bf16)
+      return d + ", " + cpu::activationsFor(w.dtype) + " activations)";
   return d + ")";
 }
 

@@ -18,6 +18,12 @@ Isa detectIsa();
 /// than the CPU has is ignored, so a binary never executes an instruction
 /// its CPU lacks.
 Isa activeIsa();
+/// Whether the CPU has AVX512_BF16 (vdpbf16ps), used with the avx512 level
+/// (runtime/cpu/LinearDot.h).
+bool cpuHasAvx512Bf16();
+/// Whether the CPU has AVX512_VNNI (vpdpbusd) with AVX-512 VL, used with
+/// the avx512 level (runtime/cpu/LinearDot.h).
+bool cpuHasAvx512Vnni();
 /// Overrides activeIsa() (tests run every level the CPU has); clamped to
 /// detectIsa().
 void setActiveIsa(Isa isa);

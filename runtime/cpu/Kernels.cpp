@@ -220,9 +220,15 @@ void linearScalar(const float *x, int64_t rows, int64_t in, TensorRef w, TensorR
 
 void linear(const float *x, int64_t rows, int64_t in, TensorRef w, TensorRef bias,
             const LinearOutputs &out, int64_t jBegin, int64_t jEnd) {
-  if ((w.dtype == DType::i8 || w.dtype == DType::i4) && activeActivations() == Activations::int8) {
+  if (w.dtype == DType::bf16 && bf16Dot()) {
+    linearBf16DotAvx512(x, rows, in, w, bias, out, jBegin, jEnd);
+    return;
+  }
+  if ((w.dtype == DType::i8 || w.dtype == DType::i4) && activeActivations() == Activations::reduced) {
     if (activeIsa() == Isa::scalar)
       linearDotScalar(x, rows, in, w, bias, out, jBegin, jEnd);
+    else if (activeIsa() == Isa::avx512 && cpuHasAvx512Vnni())
+      linearDotVnni(x, rows, in, w, bias, out, jBegin, jEnd);
     else
       linearDotAvx2(x, rows, in, w, bias, out, jBegin, jEnd);
     return;

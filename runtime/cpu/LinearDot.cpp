@@ -1,6 +1,7 @@
 // The integer-dot linear's mode, the portable activation quantizer and the
 // portable kernel (LinearDot.h).
 #include "runtime/cpu/LinearDot.h"
+#include "runtime/cpu/Isa.h"
 
 #include "support/Align.h"
 
@@ -18,7 +19,7 @@ namespace kvplan::cpu {
 static_assert(kInt8Group == 32 && kInt4Group == 32, "the integer-dot kernels take groups of 32");
 
 const char *activationsName(Activations a) {
-  return a == Activations::f32 ? "f32 activations" : "int8 activations";
+  return a == Activations::f32 ? "f32 activations" : "reduced activations";
 }
 
 namespace {
@@ -29,10 +30,10 @@ Activations activeActivations() {
   int v = chosenActivations.load(std::memory_order_relaxed);
   if (v < 0) {
     const char *env = std::getenv("KVPLAN_ACTIVATIONS");
-    v = int(env && !std::strcmp(env, "f32") ? Activations::f32 : Activations::int8);
-    if (env && std::strcmp(env, "f32") && std::strcmp(env, "int8"))
-      std::fprintf(stderr, "kvplan: KVPLAN_ACTIVATIONS is '%s', not f32 or int8; using int8\n",
-                   env);
+    v = int(env && !std::strcmp(env, "f32") ? Activations::f32 : Activations::reduced);
+    if (env && std::strcmp(env, "f32") && std::strcmp(env, "reduced"))
+      std::fprintf(stderr,
+                   "kvplan: KVPLAN_ACTIVATIONS is '%s', not f32 or reduced; using reduced\n", env);
     chosenActivations.store(v, std::memory_order_relaxed);
   }
   return Activations(v);
@@ -40,6 +41,18 @@ Activations activeActivations() {
 
 void setActiveActivations(Activations a) {
   chosenActivations.store(int(a), std::memory_order_relaxed);
+}
+
+bool bf16Dot() {
+  return activeActivations() == Activations::reduced && activeIsa() == Isa::avx512 &&
+         cpuHasAvx512Bf16();
+}
+
+const char *activationsFor(DType weights) {
+  const bool reduced = activeActivations() == Activations::reduced;
+  if ((weights == DType::i8 || weights == DType::i4) && reduced) return "int8";
+  if (weights == DType::bf16 && bf16Dot()) return "bf16";
+  return "f32";
 }
 
 // The sizes every quantizer gives `out`: 32 spare bytes and 8 spare floats

@@ -1,6 +1,13 @@
-// The integer-dot linear for int8 and int4 weights: activations quantized to
-// int8, and every weight group's products summed in integers.
+// The linears whose activations are rounded to suit the weights:
+//  - int8 and int4 weights: activations quantized to int8, and every weight
+//    group's products summed in integers (below);
+//  - bf16 weights, where the CPU has AVX512_BF16: activations rounded to
+//    bf16 and multiplied by vdpbf16ps (LinearBf16Avx512.cpp), as llama.cpp
+//    does; each product of two bf16 values is exact in f32 and the sums stay
+//    f32, so the price is x's rounding alone: each activation moves by at
+//    most 2^-9 of itself.
 //
+// For the integer dot:
 // Each row of x is cut into groups of 32 (kInt8Group = kInt4Group), the
 // groups of the weights; group g of row r becomes 32 int8 values q and one
 // f32 step d (d = max|x| / 127, q = x / d rounded to nearest, even on ties),
@@ -16,10 +23,10 @@
 //
 // The price is x's rounding: each activation moves by at most d / 2, a
 // relative 1/254 of its group's largest. Tests state what that does to a
-// whole model's logits (LinearDotTest, Int4ModelTest). KVPLAN_ACTIVATIONS=f32
-// (or setActiveActivations) keeps the f32 activations of the float kernels,
-// which compute the plan's arithmetic as written; the GPU target always
-// does.
+// whole model's logits (LinearDotTest, Int4ModelTest, StoriesTest).
+// KVPLAN_ACTIVATIONS=f32 (or setActiveActivations) keeps the f32 activations
+// of the float kernels, which compute the plan's arithmetic as written; the
+// GPU target always does.
 #pragma once
 
 #include "runtime/cpu/Kernels.h"
@@ -28,17 +35,23 @@
 
 namespace kvplan::cpu {
 
-/// How the linear treats activations against int8 and int4 weights.
+/// How the linear treats activations against int8, int4 and bf16 weights.
 enum class Activations {
-  f32,  // as they are (the plan's arithmetic)
-  int8, // quantized per group of 32 for integer dot products (the default)
+  f32,     // as they are (the plan's arithmetic)
+  reduced, // rounded to suit the weights, as above (the default)
 };
 
 const char *activationsName(Activations a);
-/// The mode in use: int8, or what KVPLAN_ACTIVATIONS (f32, int8) says.
+/// The mode in use: reduced, or what KVPLAN_ACTIVATIONS (f32, reduced) says.
 Activations activeActivations();
 /// Overrides activeActivations() (tests compare both).
 void setActiveActivations(Activations a);
+/// Whether bf16 weights meet bf16 activations: the mode is reduced, the
+/// kernels in use are AVX-512's (activeIsa()) and the CPU has AVX512_BF16.
+bool bf16Dot();
+/// What weights of this type meet in the active mode: "int8", "bf16" or
+/// "f32" (float weights other than bf16 always meet f32).
+const char *activationsFor(DType weights);
 
 /// Rows of x quantized as above. Row r's group g: q[(r * groups + g) * 32 ..
 /// + 32) (zero beyond K), d[r * groups + g], sums[r * groups + g]. The three
@@ -68,5 +81,16 @@ void linearDotScalar(const float *x, int64_t rows, int64_t K, TensorRef w, Tenso
                      const LinearOutputs &out, int64_t jBegin, int64_t jEnd);
 void linearDotAvx2(const float *x, int64_t rows, int64_t K, TensorRef w, TensorRef bias,
                    const LinearOutputs &out, int64_t jBegin, int64_t jEnd);
+
+/// The same kernels with AVX-512 VNNI's vpdpbusd for their products (at
+/// 256 bits), bit for bit linearDotAvx2's results; used at the avx512 level
+/// where the CPU has AVX512_VNNI.
+void linearDotVnni(const float *x, int64_t rows, int64_t K, TensorRef w, TensorRef bias,
+                   const LinearOutputs &out, int64_t jBegin, int64_t jEnd);
+
+/// The bf16 dot-product linear (same contract as linear()); w is bf16. Only
+/// where bf16Dot() is true.
+void linearBf16DotAvx512(const float *x, int64_t rows, int64_t K, TensorRef w, TensorRef bias,
+                         const LinearOutputs &out, int64_t jBegin, int64_t jEnd);
 
 } // namespace kvplan::cpu

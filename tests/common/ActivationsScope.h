@@ -22,7 +22,7 @@ private:
 };
 
 /// Both modes, the default first.
-inline constexpr cpu::Activations kBothActivations[] = {cpu::Activations::int8,
+inline constexpr cpu::Activations kBothActivations[] = {cpu::Activations::reduced,
                                                          cpu::Activations::f32};
 
 } // namespace kvplan::test

@@ -214,11 +214,22 @@ TEST(Equivalence, Bf16WeightsStayCloseToTheirReference) {
   s.compile = "max_seq_len = 48\nweight_dtype = \"bf16\"\nkv_dtype = \"f32\"\n";
   Compiled c(s);
   test::ReferenceModel ref(c.cfg.model, *c.source, DType::bf16);
-  Engine e = c.engine();
   std::vector<int32_t> t = randomTokens(8, 97, 6);
-  int seq = e.open();
-  const float *l = e.prefill(seq, t.data(), int64_t(t.size()));
-  EXPECT_LT(test::relativeError(l, ref.logits(t)), 1e-4);
+  const std::vector<double> want = ref.logits(t);
+  // The plan's arithmetic (f32 activations) closely; where the CPU rounds
+  // activations to bf16 for vdpbf16ps (runtime/cpu/LinearDot.h), each
+  // linear's inputs move by up to 2^-9 of themselves, through two layers:
+  // measured 4.8e-3 (AMD EPYC with AVX512_BF16).
+  for (cpu::Activations mode : test::kBothActivations) {
+    test::ActivationsScope scope(mode);
+    Engine e = c.engine();
+    int seq = e.open();
+    const float *l = e.prefill(seq, t.data(), int64_t(t.size()));
+    const double err = test::relativeError(l, want);
+    std::printf("bf16 weights, %s activations: logits relative error %.3g\n",
+                cpu::activationsFor(DType::bf16), err);
+    EXPECT_LT(err, cpu::bf16Dot() ? 2e-2 : 1e-4) << cpu::activationsFor(DType::bf16);
+  }
 }
 
 TEST(Equivalence, BadInputsAreInputErrors) {

@@ -128,7 +128,7 @@ TEST_F(QuantGguf, Q8_0RepackedToInt8GivesTheF32LogitsBitForBit) {
       double worst = 1;
       for (int step = 0; step < 6; ++step) {
         const std::vector<double> want(la, la + vocab);
-        if (mode == cpu::Activations::int8) {
+        if (mode == cpu::Activations::reduced) {
           worst = std::min(worst, test::cosineSimilarity(lb, want));
           EXPECT_EQ(argmax(lb, vocab), argmax(la, vocab)) << "step " << step;
         } else if (isa == cpu::Isa::scalar) {
@@ -140,7 +140,7 @@ TEST_F(QuantGguf, Q8_0RepackedToInt8GivesTheF32LogitsBitForBit) {
         la = a.decode({sa}, {next});
         lb = b.decode({sb}, {next});
       }
-      if (mode == cpu::Activations::int8) {
+      if (mode == cpu::Activations::reduced) {
         std::printf("%s, int8 activations: logits cosine against f32 weights %.6f at worst\n",
                     cpu::isaName(isa), worst);
         EXPECT_GE(worst, 0.9995);

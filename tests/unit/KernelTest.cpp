@@ -683,7 +683,7 @@ TEST(LinearDot, LinearMatchesAPlainComputationOnEveryIsa) {
   // 8-lane reduction, and for int4 the f32 sum of a group's x (31 adds), m
   // times it and its own accumulation, then the bias: gamma of 2 groups + 48
   // relative to the sum of the terms' magnitudes.
-  test::ActivationsScope int8Activations(Activations::int8);
+  test::ActivationsScope int8Activations(Activations::reduced);
   for (DType dtype : {DType::i8, DType::i4}) {
     SCOPED_TRACE(dtypeName(dtype));
     for (auto [K, J] : {std::pair<int64_t, int64_t>{96, 37}, {100, 12}, {7, 5}, {256, 64},
@@ -757,7 +757,7 @@ TEST(LinearDot, RoundingTheActivationsMovesAnOutputByAtMostHalfAStepPerWeight) {
           linear(x.data(), rows, K, w.ref, {}, e, 0, J);
         }
         {
-          test::ActivationsScope int8(Activations::int8);
+          test::ActivationsScope int8(Activations::reduced);
           linear(x.data(), rows, K, w.ref, {}, q, 0, J);
         }
         for (int64_t r = 0; r < rows; ++r)
@@ -785,7 +785,7 @@ TEST(LinearDot, ANonFiniteActivationMakesItsRowsOutputsNaN) {
   // As with f32 activations, where a NaN or an infinity in x reaches every
   // output of its row: never a finite wrong number. The other rows keep
   // their values.
-  test::ActivationsScope int8Activations(Activations::int8);
+  test::ActivationsScope int8Activations(Activations::reduced);
   for (DType dtype : {DType::i8, DType::i4}) {
     const int64_t K = 96, J = 9, rows = 3;
     Matrix w(dtype, J, K, 21);
@@ -813,4 +813,127 @@ TEST(LinearDot, ANonFiniteActivationMakesItsRowsOutputsNaN) {
       }
     });
   }
+}
+
+namespace {
+
+/// f32 to bf16 rounded to nearest, even on ties (finite values), written
+/// here from the definition: the 16 bits dropped decide.
+double roundToBf16(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, 4);
+  const uint32_t dropped = bits & 0xffff, kept = bits >> 16;
+  const uint32_t up = dropped > 0x8000 || (dropped == 0x8000 && (kept & 1)) ? 1 : 0;
+  return bf16Value(uint16_t(kept + up));
+}
+
+/// Runs fn with bf16 weights meeting bf16 activations, or skips.
+template <typename F> void withBf16Dot(F fn) {
+  if (!cpuHasAvx512Bf16()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
+  test::ActivationsScope reduced(Activations::reduced);
+  const Isa saved = activeIsa();
+  setActiveIsa(Isa::avx512);
+  ASSERT_TRUE(bf16Dot());
+  fn();
+  setActiveIsa(saved);
+}
+
+} // namespace
+
+TEST(LinearBf16Dot, MatchesAPlainComputationOnBf16RoundedActivations) {
+  // out = bias + sum_k bf16(x[k]) w[k] in double, bf16() rounding here.
+  // Each product of two bf16 values is exact in f32; what rounds is each
+  // lane's accumulation (two products a step of 32: K / 16 additions), the
+  // 16 lanes' reduction (4) and the bias: gamma of K / 16 + 6, relative to
+  // the sum of the terms' magnitudes. The f32 activations' result lies
+  // outside that bound somewhere, so the test tells the two apart.
+  withBf16Dot([] {
+    for (auto [K, J] : {std::pair<int64_t, int64_t>{96, 37}, {100, 12}, {7, 5}, {256, 64},
+                        {2048, 70}, {172, 9}}) {
+      Matrix w(DType::bf16, J, K, 3);
+      std::vector<float> bias = randomFloats(size_t(J), 4);
+      const double bound = gammaBound(K / 16 + 6);
+      for (int64_t rows : {1, 2, 3, 5, 6, 7, 13}) {
+        const std::vector<float> x = scaledRows(rows, K, 5);
+        std::vector<float> got(size_t(rows * J));
+        LinearOutputs out{{got.data()}, {0}, {J}};
+        linear(x.data(), rows, K, w.ref, {bias.data(), DType::f32}, out, 0, J);
+        bool f32Told = false;
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t j = 0; j < J; ++j) {
+            double want = bias[size_t(j)], mag = std::abs(want), unrounded = want;
+            for (int64_t k = 0; k < K; ++k) {
+              const double xv = roundToBf16(x[size_t(r * K + k)]);
+              want += xv * w.at(j, k);
+              mag += std::abs(xv * w.at(j, k));
+              unrounded += double(x[size_t(r * K + k)]) * w.at(j, k);
+            }
+            const double g = got[size_t(r * J + j)];
+            ASSERT_LE(std::abs(g - want), bound * mag)
+                << "rows " << rows << " K " << K << " row " << r << " feature " << j << ": got "
+                << g << ", want " << want;
+            f32Told = f32Told || std::abs(unrounded - want) > bound * mag;
+          }
+        EXPECT_TRUE(f32Told) << "rows " << rows << " K " << K;
+      }
+    }
+  });
+}
+
+TEST(LinearBf16Dot, ANonFiniteActivationMakesItsRowsOutputsNonFinite) {
+  withBf16Dot([] {
+    const int64_t K = 96, J = 9, rows = 3;
+    Matrix w(DType::bf16, J, K, 21);
+    std::vector<float> x = randomFloats(size_t(rows * K), 22);
+    std::vector<float> clean(static_cast<size_t>(J)), out(static_cast<size_t>(rows * J));
+    LinearOutputs c{{clean.data()}, {0}, {J}}, o{{out.data()}, {0}, {J}};
+    linear(x.data(), 1, K, w.ref, {}, c, 0, J);
+    x[size_t(K + 40)] = std::numeric_limits<float>::quiet_NaN();
+    x[size_t(2 * K + 5)] = std::numeric_limits<float>::infinity();
+    linear(x.data(), rows, K, w.ref, {}, o, 0, J);
+    for (int64_t j = 0; j < J; ++j) {
+      EXPECT_EQ(out[size_t(j)], clean[size_t(j)]) << "row 0 feature " << j;
+      EXPECT_TRUE(std::isnan(out[size_t(J + j)])) << "row 1 feature " << j;
+      EXPECT_FALSE(std::isfinite(out[size_t(2 * J + j)])) << "row 2 feature " << j;
+    }
+  });
+}
+
+TEST(LinearBf16Dot, OnlyAvx512WithBf16AndTheReducedModeUseIt) {
+  test::ActivationsScope f32(Activations::f32);
+  EXPECT_FALSE(bf16Dot());
+  EXPECT_STREQ(activationsFor(DType::bf16), "f32");
+  test::ActivationsScope reduced(Activations::reduced);
+  const Isa saved = activeIsa();
+  setActiveIsa(Isa::avx2);
+  EXPECT_FALSE(bf16Dot());
+  EXPECT_STREQ(activationsFor(DType::bf16), "f32");
+  EXPECT_STREQ(activationsFor(DType::i4), "int8");
+  setActiveIsa(Isa::avx512);
+  EXPECT_EQ(bf16Dot(), cpuHasAvx512Bf16());
+  EXPECT_STREQ(activationsFor(DType::bf16), cpuHasAvx512Bf16() ? "bf16" : "f32");
+  EXPECT_STREQ(activationsFor(DType::f16), "f32");
+  setActiveIsa(saved);
+}
+
+TEST(LinearDot, VnniGivesTheAvx2KernelsResultsBitForBit) {
+  // The same integers, scaled and summed in the same order: vpdpbusd only
+  // replaces vpmaddubsw + vpmaddwd.
+  if (!cpuHasAvx512Vnni()) GTEST_SKIP() << "this CPU has no AVX512_VNNI";
+  test::ActivationsScope reduced(Activations::reduced);
+  for (DType dtype : {DType::i8, DType::i4})
+    for (auto [K, J] : {std::pair<int64_t, int64_t>{96, 37}, {172, 9}, {2048, 70}, {7, 5}})
+      for (int64_t rows : {1, 2, 5, 13}) {
+        Matrix w(dtype, J, K, 3);
+        const std::vector<float> x = scaledRows(rows, K, 5);
+        std::vector<float> bias = randomFloats(size_t(J), 4);
+        std::vector<float> a(size_t(rows * J)), b(size_t(rows * J));
+        LinearOutputs oa{{a.data()}, {0}, {J}}, ob{{b.data()}, {0}, {J}};
+        linearDotAvx2(x.data(), rows, K, w.ref, {bias.data(), DType::f32}, oa, 0, J);
+        linearDotVnni(x.data(), rows, K, w.ref, {bias.data(), DType::f32}, ob, 0, J);
+        for (size_t i = 0; i < a.size(); ++i)
+          ASSERT_EQ(std::memcmp(&a[i], &b[i], 4), 0)
+              << dtypeName(dtype) << " K " << K << " rows " << rows << " at " << i << ": avx2 "
+              << a[i] << ", vnni " << b[i];
+      }
 }

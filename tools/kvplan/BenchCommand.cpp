@@ -99,15 +99,13 @@ void printCpuBench(const BenchOptions &o, const Plan &plan, int threads, const M
   const double decodeGBs = double(weightBytes) * decodeTokS / 1e9;
   const double prefillGflops = prefillFlops(plan, o.promptLen) / t.prefillS / 1e9;
   const char *isa = cpu::isaName(cpu::activeIsa());
-  const bool quantized =
-      plan.settings.weightDtype == DType::i8 || plan.settings.weightDtype == DType::i4;
+  const char *activations = cpu::activationsFor(plan.settings.weightDtype);
   if (o.json) {
     nlohmann::json j = {{"model", plan.model.name},
                         {"weight_dtype", dtypeName(plan.settings.weightDtype)},
                         {"isa", isa},
-                        // what quantized weights meet (float ones always meet f32)
-                        {"activations", quantized && cpu::activeActivations() == cpu::Activations::int8
-                                            ? "int8" : "f32"},
+                        // what the matrices meet (runtime/cpu/LinearDot.h)
+                        {"activations", activations},
                         {"prompt_len", o.promptLen},
                         {"gen", o.gen},
                         {"threads", threads},
@@ -122,9 +120,9 @@ void printCpuBench(const BenchOptions &o, const Plan &plan, int threads, const M
     std::cout << j.dump() << "\n";
     return;
   }
-  std::printf("model    %s (%s weights), %d threads, %s kernels%s%s\n", plan.model.name.c_str(),
-              dtypeName(plan.settings.weightDtype), threads, isa, quantized ? ", " : "",
-              quantized ? cpu::activationsName(cpu::activeActivations()) : "");
+  std::printf("model    %s (%s weights), %d threads, %s kernels, %s activations\n",
+              plan.model.name.c_str(), dtypeName(plan.settings.weightDtype), threads, isa,
+              activations);
   std::printf("machine  read bandwidth %.1f GB/s, peak FMA %.1f GFLOP/s\n", m.bandwidth, m.peak);
   std::printf("prefill  %lld tokens: %.1f tok/s, %.1f GFLOP/s = %.0f%% of peak\n",
               (long long)o.promptLen, prefillTokS, prefillGflops, 100 * prefillGflops / m.peak);
