@@ -166,14 +166,18 @@ std::string capacityTable(const Plan &p) {
                   "pages; the model was trained for " +
                   commas(p.model.maxPositions) +
                   " positions; a larger batch also grows the decode arena):</p>"
-                  "<table><tr><th>sequences (max batch)</th><th>context each</th></tr>";
-  for (int64_t batch = 1; batch <= 256 && tokens / batch >= kv.pageSize; batch *= 2) {
-    const int64_t ctx = tokens / batch / kv.pageSize * kv.pageSize;
-    const bool current = batch == p.settings.maxBatch;
-    t += std::string(current ? "<tr class=current>" : "<tr>") + "<td class=n>" +
-         std::to_string(batch) + "</td><td class=n>" + commas(ctx) + " tokens" +
-         (current ? " (these settings)" : "") + "</td></tr>";
+                  "<table><tr><th>sequences (max batch)</th>";
+  std::set<int64_t> batches = {p.settings.maxBatch};
+  for (int64_t batch = 1; batch <= 256 && tokens / batch >= kv.pageSize; batch *= 2)
+    batches.insert(batch);
+  std::string contexts = "<tr><th>context each (tokens)</th>";
+  for (int64_t batch : batches) {
+    const char *cls = batch == p.settings.maxBatch ? " class='n current'" : " class=n";
+    t += std::string("<td") + cls + ">" + std::to_string(batch) + "</td>";
+    contexts += std::string("<td") + cls + ">" + commas(tokens / batch / kv.pageSize * kv.pageSize) +
+                "</td>";
   }
+  t += "</tr>" + contexts + "</tr>";
   return t + "</table>";
 }
 

@@ -18,7 +18,7 @@ h2{font-size:19px;border-bottom:1px solid #eceff3;padding-bottom:4px}h3{font-siz
 p.lead{color:#4a5568;margin-top:0}.note{background:#fff8e1;border-left:4px solid #e0a800;padding:6px 10px}
 table{border-collapse:collapse;margin:6px 0}td,th{border:1px solid #e2e6ec;padding:3px 8px;text-align:left}
 th{background:#f0f2f6}td.n{text-align:right;font-variant-numeric:tabular-nums}
-tr.current td{background:#e8f0ff;font-weight:600}
+td.current{background:#e8f0ff;font-weight:700}
 pre{background:#fbfbfc;border:1px solid #e6e8ec;padding:8px;overflow:auto;font:12px/1.4 ui-monospace,Menlo,Consolas,monospace;max-height:520px}
 details{margin:4px 0}summary{cursor:pointer;color:#2c5ecf}
 .ir .c{color:#7a8599}.ir .s{color:#0f7b3a}.ir .v{color:#7b3fb5}.ir .y{color:#b5520b}.ir .o{color:#1b4fd1;font-weight:600}.ir .t{color:#0a7f8c}.ir .a{color:#8a6d00}

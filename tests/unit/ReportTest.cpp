@@ -5,6 +5,7 @@
 #include "report/Report.h"
 
 #include "codegen/Compiler.h"
+#include "kvplan/Version.h"
 #include "codegen/CudaCodegen.h"
 #include "frontend/ConfigParser.h"
 #include "passes/Passes.h"
@@ -54,7 +55,7 @@ std::string render(const Compiled &c, std::optional<BenchFigures> bench = {}) {
   in.stages = c.stages;
   in.cuda = c.cuda ? &*c.cuda : nullptr;
   in.bench = bench;
-  in.generator = "kvplan test";
+  in.generator = std::string("kvplan ") + KVPLAN_VERSION;
   return renderReport(in);
 }
 
@@ -333,7 +334,7 @@ TEST(ReportBrowser, RendersToPng) {
   const Compiled c = compileTiny("models/tiny.toml", Target::cpu);
   const fs::path file = writePage("shot.html", render(c));
   const fs::path png = file.parent_path() / "report.png";
-  runChromium("--screenshot=" + png.string() + " --window-size=1280,2000 file://" + file.string());
+  runChromium("--screenshot=" + png.string() + " --window-size=1280,1600 file://" + file.string());
   std::ifstream in(png, std::ios::binary);
   ASSERT_TRUE(in) << "chromium wrote no screenshot";
   std::string head(8, '\0');
