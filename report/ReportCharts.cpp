@@ -241,19 +241,22 @@ struct RoofPoint {
 
 /// Log-log: x FLOP per byte, y GFLOP/s; the bandwidth slope and the peak.
 std::string rooflineChart(const BenchFigures &b, const std::vector<RoofPoint> &pts) {
-  double xmin = 1e9, xmax = 0, ymax = b.peakGflops;
-  for (const RoofPoint &p : pts)
-    xmin = std::min(xmin, p.intensity), xmax = std::max(xmax, p.intensity),
-    ymax = std::max(ymax, p.gflops);
-  const double lx0 = std::floor(std::log10(std::max(xmin, 1e-3))) - 1,
-               lx1 = std::ceil(std::log10(xmax)) + 1;
-  ymax = std::max(ymax, b.bandwidthGBs * std::pow(10, lx1));
-  const double ly1 = std::ceil(std::log10(ymax)), ly0 = ly1 - 5;
+  double xmin = 1e9, xmax = 0, ymin = 1e300, ymax = b.peakGflops;
+  for (const RoofPoint &p : pts) {
+    xmin = std::min(xmin, p.intensity), xmax = std::max(xmax, p.intensity);
+    ymin = std::min(ymin, p.gflops), ymax = std::max(ymax, p.gflops);
+  }
+  const double lx0 = std::floor(std::log10(std::max(xmin, 1e-3))) - 1;
+  const double lx1 = std::ceil(std::log10(xmax)) + 1;
+  if (b.peakGflops <= 0) ymax = std::max(ymax, b.bandwidthGBs * std::pow(10, lx1));
+  const double ly1 = std::ceil(std::log10(ymax) + 0.1);
+  const double ly0 = std::min(std::floor(std::log10(std::max(ymin, 1e-9))) - 1, ly1 - 2);
   auto x = [&](double v) { return kLeft + kWidth * (std::log10(v) - lx0) / (lx1 - lx0); };
-  auto y = [&](double v) {
-    return kTop + kHeight * (1 - (std::log10(std::max(v, 1e-12)) - ly0) / (ly1 - ly0));
+  auto y = [&](double v) { // clamped to the plot
+    const double f = (std::log10(std::max(v, 1e-12)) - ly0) / (ly1 - ly0);
+    return kTop + kHeight * (1 - std::clamp(f, 0.0, 1.0));
   };
-  std::string svg = "<svg class=roofline viewBox='0 0 " + num(kLeft + kWidth + 10, 0) + " " +
+  std::string svg = "<svg class=roofline viewBox='0 0 " + num(kLeft + kWidth + 30, 0) + " " +
                     num(kTop + kHeight + 40, 0) + "' width='100%'>";
   for (double e = lx0; e <= lx1; ++e)
     svg += tick(x(std::pow(10, e)), kTop, x(std::pow(10, e)), kTop + kHeight, "grid") +
@@ -271,7 +274,7 @@ std::string rooflineChart(const BenchFigures &b, const std::vector<RoofPoint> &p
     double g = b.bandwidthGBs * v;
     if (b.peakGflops > 0)
       g = std::min(g, b.peakGflops);
-    roof += (i ? " L" : "") + num(x(v), 1) + "," + num(std::max(y(g), kTop), 1);
+    roof += (i ? " L" : "") + num(x(v), 1) + "," + num(y(g), 1);
   }
   svg += "<path class=pt-roof d='" + roof + "'><title>the machine: " + num(b.bandwidthGBs, 1) +
          " GB/s" +
