@@ -111,36 +111,36 @@ std::string withoutNumbering(std::string_view line) {
   return out;
 }
 
-/// The longest common subsequence of a[lo..) and b[lo..) by dynamic
-/// programming; more cells than this and the middle shows as replaced.
+/// The diff of a and b by their longest common subsequence (dynamic
+/// programming); more cells than this and the whole of a shows as replaced by b.
 constexpr size_t kMaxDiffCells = size_t(24) << 20;
 
-void diffMiddle(const std::vector<int> &a, const std::vector<int> &b, size_t lo, size_t aEnd,
-                size_t bEnd, std::vector<std::pair<DiffKind, size_t>> &ops) {
-  const size_t n = aEnd - lo, m = bEnd - lo;
+void diffMiddle(const std::vector<int> &a, const std::vector<int> &b,
+                std::vector<std::pair<DiffKind, size_t>> &ops) {
+  const size_t n = a.size(), m = b.size();
   if (n * m > kMaxDiffCells) {
     for (size_t i = 0; i < n; ++i)
-      ops.push_back({DiffKind::removed, lo + i});
+      ops.push_back({DiffKind::removed, i});
     for (size_t j = 0; j < m; ++j)
-      ops.push_back({DiffKind::added, lo + j});
+      ops.push_back({DiffKind::added, j});
     return;
   }
-  // len[i][j]: the LCS of a[lo+i..aEnd) and b[lo+j..bEnd).
+  // len[i][j]: the LCS of a[i..) and b[j..).
   std::vector<uint32_t> len((n + 1) * (m + 1), 0);
   auto at = [&](size_t i, size_t j) -> uint32_t & { return len[i * (m + 1) + j]; };
   for (size_t i = n; i-- > 0;)
     for (size_t j = m; j-- > 0;)
       at(i, j) =
-          a[lo + i] == b[lo + j] ? at(i + 1, j + 1) + 1 : std::max(at(i + 1, j), at(i, j + 1));
+          a[i] == b[j] ? at(i + 1, j + 1) + 1 : std::max(at(i + 1, j), at(i, j + 1));
   size_t i = 0, j = 0;
   while (i < n || j < m) {
-    if (i < n && j < m && a[lo + i] == b[lo + j]) {
-      ops.push_back({DiffKind::same, lo + j});
+    if (i < n && j < m && a[i] == b[j]) {
+      ops.push_back({DiffKind::same, j});
       ++i, ++j;
     } else if (i < n && (j == m || at(i + 1, j) >= at(i, j + 1))) {
-      ops.push_back({DiffKind::removed, lo + i++}); // removals first, as diff prints them
+      ops.push_back({DiffKind::removed, i++}); // removals first, as diff prints them
     } else {
-      ops.push_back({DiffKind::added, lo + j++});
+      ops.push_back({DiffKind::added, j++});
     }
   }
 }
@@ -171,7 +171,7 @@ std::vector<DiffLine> diffLines(std::string_view before, std::string_view after)
   // Indices past the prefix are offset per side: a's from `pre` in a, b's in b.
   std::vector<std::pair<DiffKind, size_t>> mid;
   std::vector<int> am(ka.begin() + pre, ka.end() - suf), bm(kb.begin() + pre, kb.end() - suf);
-  diffMiddle(am, bm, 0, am.size(), bm.size(), mid);
+  diffMiddle(am, bm, mid);
   for (auto [k, idx] : mid)
     ops.push_back({k, pre + idx});
   for (size_t s = suf; s-- > 0;)

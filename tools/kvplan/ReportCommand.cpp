@@ -15,6 +15,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -93,7 +94,7 @@ int runReport(const ReportOptions &o, bool verbose) {
   ReportInput in;
   if (!o.bench.empty())
     in.bench = readBench(o.bench);
-  if (!isArtifactFile(o.model.model) && !std::ifstream(o.model.model))
+  if (!std::filesystem::exists(o.model.model))
     throw InputError(o.model.model + ": no such file; give a model description (.toml, "
                                      "config.json, .bin, .gguf) or an artifact (.kvp)");
   // Open the output first: an unwritable -o should not wait for the compiler.
