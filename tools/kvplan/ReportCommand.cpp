@@ -48,7 +48,15 @@ struct Sources {
   std::optional<CudaProgram> cuda;
 };
 
-Sources fromArtifact(const std::string &path) {
+Sources fromArtifact(const ModelOptions &o) {
+  const std::string &path = o.model;
+  const bool settings = !o.target.empty() || !o.dtype.empty() || o.maxBatch || o.maxSeq ||
+                        o.prefillChunk || o.pageSize || o.kvPages;
+  if (settings)
+    throw InputError(path + " is an artifact, whose settings were fixed when it was compiled; "
+                            "leave out --target, --dtype, --max-batch, --max-seq, "
+                            "--prefill-chunk, --page-size and --kv-pages, or report the model "
+                            "description with them");
   Artifact a = Artifact::open(path);
   Sources s;
   s.plan = a.plan();
@@ -100,7 +108,7 @@ int runReport(const ReportOptions &o, bool verbose) {
   // Open the output first: an unwritable -o should not wait for the compiler.
   AtomicFile out(o.output, "the report");
   Sources s =
-      isArtifactFile(o.model.model) ? fromArtifact(o.model.model) : fromModel(o.model, verbose);
+      isArtifactFile(o.model.model) ? fromArtifact(o.model) : fromModel(o.model, verbose);
   in.source = o.model.model;
   in.plan = &s.plan;
   in.stages = std::move(s.stages);
