@@ -174,8 +174,8 @@ std::string capacityTable(const Plan &p) {
   for (int64_t batch : batches) {
     const char *cls = batch == p.settings.maxBatch ? " class='n current'" : " class=n";
     t += std::string("<td") + cls + ">" + std::to_string(batch) + "</td>";
-    contexts += std::string("<td") + cls + ">" + commas(tokens / batch / kv.pageSize * kv.pageSize) +
-                "</td>";
+    contexts += std::string("<td") + cls + ">" +
+                commas(tokens / batch / kv.pageSize * kv.pageSize) + "</td>";
   }
   t += "</tr>" + contexts + "</tr>";
   return t + "</table>";
@@ -230,7 +230,8 @@ std::string irBlock(std::string_view text) {
 }
 
 struct DiffStats {
-  int64_t added = 0, removed = 0, rewritten = 0;
+  int64_t added = 0, removed = 0, rewritten = 0,
+          replaced = 0; // rewritten: new lines, replaced: old
 };
 
 /// The diff with three lines of context around each change; a run of
@@ -265,7 +266,7 @@ std::string diffBlock(const std::vector<DiffLine> &d, DiffStats &st) {
     if (l.kind == DiffKind::added)
       (rewrite[i] ? st.rewritten : st.added) += 1;
     if (l.kind == DiffKind::removed)
-      st.removed += !rewrite[i];
+      (rewrite[i] ? st.replaced : st.removed) += 1;
     h += std::string("<span") + cls + ">" +
          (l.kind == DiffKind::added     ? "+ "
           : l.kind == DiffKind::removed ? "- "
@@ -314,8 +315,8 @@ std::string stageBlock(const std::vector<IRStage> &stages, size_t i) {
     const std::string diff = diffBlock(diffLines(stages[i - 1].text, s.text), st);
     h += "<p><span class='badge b-add'>+" + commas(st.added) +
          " added</span><span class='badge b-del'>&minus;" + commas(st.removed) +
-         " removed</span><span class='badge b-rw'>~" + commas(st.rewritten) +
-         " rewritten</span> lines against " + htmlEscape(stages[i - 1].name) +
+         " removed</span><span class='badge b-rw'>~" + commas(st.replaced) + " rewritten as " +
+         commas(st.rewritten) + "</span> lines against " + htmlEscape(stages[i - 1].name) +
          " (lines that differ only in SSA numbering count as unchanged)</p>";
     h += "<details open><summary>What " + htmlEscape(s.name) + " changed</summary>" + diff +
          "</details>";

@@ -107,8 +107,7 @@ int runReport(const ReportOptions &o, bool verbose) {
                                      "config.json, .bin, .gguf) or an artifact (.kvp)");
   // Open the output first: an unwritable -o should not wait for the compiler.
   AtomicFile out(o.output, "the report");
-  Sources s =
-      isArtifactFile(o.model.model) ? fromArtifact(o.model) : fromModel(o.model, verbose);
+  Sources s = isArtifactFile(o.model.model) ? fromArtifact(o.model) : fromModel(o.model, verbose);
   in.source = o.model.model;
   in.plan = &s.plan;
   in.stages = std::move(s.stages);
