@@ -136,14 +136,19 @@ std::string billBar(const std::vector<BillPart> &parts, int64_t total) {
   return svg + "</svg>";
 }
 
+/// "57.4%", or "&lt;0.1%" for a part too small to show.
+std::string share(int64_t part, int64_t total) {
+  const double pct = 100.0 * double(part) / double(std::max<int64_t>(total, 1));
+  return part > 0 && pct < 0.05 ? "&lt;0.1%" : num(pct, 1) + "%";
+}
+
 std::string billTable(const std::vector<BillPart> &parts, const MemoryBill &b, bool cuda) {
   std::string t = "<table><tr><th>part</th><th>bytes</th><th></th><th>share</th><th>what</th></tr>";
   for (const BillPart &part : parts)
     t += "<tr><td class=legend><i class=" + std::string(part.cls) + "></i>" + part.label +
          "</td><td class=n>" + commas(part.bytes) + "</td><td class=n>" + bytes(part.bytes) +
          "</td><td class=n>" +
-         num(100.0 * double(part.bytes) / double(std::max<int64_t>(b.totalBytes, 1)), 1) +
-         "%</td><td>" + htmlEscape(part.note) + "</td></tr>";
+         share(part.bytes, b.totalBytes) + "</td><td>" + htmlEscape(part.note) + "</td></tr>";
   t += "<tr><th>total" + std::string(cuda ? " (GPU)" : " (1 thread)") + "</th><th class=n>" +
        commas(b.totalBytes) + "</th><th class=n>" + bytes(b.totalBytes) + "</th><th></th><th>" +
        (cuda ? "plus " + bytes(b.hostPinnedBytes) + " of pinned host memory"
@@ -371,6 +376,13 @@ std::string renderReport(const ReportInput &in) {
   if (in.cuda)
     h += "<a href='#kernels'>Kernels</a>";
   h += "<a href='#roofline'>Roofline</a></nav><main>";
+  h += "<p class=lead>What kvplan made of " + htmlEscape(in.source) +
+       ": the <a href='#summary'>memory it needs</a>, byte for byte; what each compiler "
+       "<a href='#pipeline'>pass</a> changed in the IR; how the <a href='#memory'>arena</a> reuses "
+       "memory between steps and how the KV cache is paged; " +
+       std::string(in.cuda ? "the <a href='#kernels'>kernels</a> each call launches; " : "") +
+       "and how far a decode step and a prefill chunk are from the machine's "
+       "<a href='#roofline'>limits</a>. Hover over any chart for details.</p>";
   h += summarySection(in) + pipelineSection(in) + memorySection(in);
   if (in.cuda)
     h += kernelsSection(in);
