@@ -15,7 +15,7 @@ import os
 import re
 import sys
 
-FOLDERS = ["support", "spec", "formats", "plan", "runtime", "server", "ir", "frontend", "passes",
+FOLDERS = ["support", "spec", "formats", "plan", "runtime", "server", "report", "ir", "frontend", "passes",
            "codegen", "tools", "fuzz"]
 SOURCE = re.compile(r"\.(h|cpp|cuh|cu)$")
 

@@ -26,6 +26,15 @@ if "$bin" compile models/tiny.toml -o "$tmp/x.kvp" 2>/dev/null; then
   echo "runtime-only: the runtime build should not offer compile" >&2
   exit 1
 fi
+# kvplan report reads an artifact without the compiler: every part of the
+# page but the per-pass IR, which needs it.
+"$bin" report "$tmp/tiny.kvp" -o "$tmp/report.html" 2>/dev/null
+grep -q "Compile from the model to see every pass" "$tmp/report.html"
+grep -q "<svg class=arena data-entry='decode'" "$tmp/report.html"
+if "$bin" report models/tiny.toml -o "$tmp/model.html" 2>/dev/null; then
+  echo "runtime-only: the runtime build should not compile a model to report it" >&2
+  exit 1
+fi
 # With the CUDA runtime (KVPLAN_CUDA, on wherever nvcc is): no CUDA library
 # is a load-time dependency, and a cuda artifact reads the same and, without
 # a device, says so.

@@ -23,6 +23,7 @@ void addCompileCommand(CLI::App &app, const GlobalOptions &global, Action &actio
 void addDumpCommand(CLI::App &app, const GlobalOptions &global, Action &action);
 #endif
 void addInspectCommand(CLI::App &app, const GlobalOptions &global, Action &action);
+void addReportCommand(CLI::App &app, const GlobalOptions &global, Action &action);
 void addRunCommand(CLI::App &app, const GlobalOptions &global, Action &action);
 void addBenchCommand(CLI::App &app, const GlobalOptions &global, Action &action);
 void addServeCommand(CLI::App &app, const GlobalOptions &global, Action &action);

@@ -25,6 +25,7 @@ int main(int argc, char **argv) {
   kvplan::cli::addDumpCommand(app, global, action);
 #endif
   kvplan::cli::addInspectCommand(app, global, action);
+  kvplan::cli::addReportCommand(app, global, action);
   kvplan::cli::addRunCommand(app, global, action);
   kvplan::cli::addBenchCommand(app, global, action);
   kvplan::cli::addServeCommand(app, global, action);
