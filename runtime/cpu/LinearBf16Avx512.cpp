@@ -85,19 +85,10 @@ inline void tile(const Bf16Rows &xb, int64_t r0, const uint16_t *w, int64_t K, i
 template <int R, int J>
 void rowTile(const Bf16Rows &xb, int64_t r0, const uint16_t *w, int64_t K, int64_t jBegin,
              int64_t jEnd, const LinearOutputs &out, TensorRef bias, bool ahead) {
-  size_t k = 0;
-  while (jBegin >= out.firstColumn[k] + out.columns[k]) ++k;
-  int64_t j = jBegin;
-  float res[R][J];
-  for (; j + J <= jEnd; j += J) {
-    tile<R, J>(xb, r0, w, K, j, res, ahead);
-    impl::store<R, J>(res, r0, j, out, bias, k);
-  }
-  float one[R][1];
-  for (; j < jEnd; ++j) {
-    tile<R, 1>(xb, r0, w, K, j, one, false);
-    impl::store<R, 1>(one, r0, j, out, bias, k);
-  }
+  impl::featureTiles<R, J>(r0, jBegin, jEnd, out, bias, ahead,
+                           [&](auto width, int64_t j, auto &res, bool a) {
+                             tile<R, decltype(width)::value>(xb, r0, w, K, j, res, a);
+                           });
 }
 
 template <int J>

@@ -234,19 +234,10 @@ inline void pairGroups(QuantizedRows &qx, int64_t rows) {
 template <bool Int4, int R, int J>
 void dotRowTile(const QuantizedRows &qx, int64_t r0, const DotWeights &w, int64_t jBegin,
                 int64_t jEnd, const LinearOutputs &out, TensorRef bias, bool ahead) {
-  size_t k = 0;
-  while (jBegin >= out.firstColumn[k] + out.columns[k]) ++k;
-  int64_t j = jBegin;
-  float res[R][J];
-  for (; j + J <= jEnd; j += J) {
-    dotTile<Int4, R, J>(qx, r0, w, j, res, ahead);
-    impl::store<R, J>(res, r0, j, out, bias, k);
-  }
-  float one[R][1];
-  for (; j < jEnd; ++j) {
-    dotTile<Int4, R, 1>(qx, r0, w, j, one, false);
-    impl::store<R, 1>(one, r0, j, out, bias, k);
-  }
+  impl::featureTiles<R, J>(r0, jBegin, jEnd, out, bias, ahead,
+                           [&](auto width, int64_t j, auto &res, bool a) {
+                             dotTile<Int4, R, decltype(width)::value>(qx, r0, w, j, res, a);
+                           });
 }
 
 /// Decode streams the features four at a time; prefill takes them in blocks

@@ -103,6 +103,28 @@ inline void store(const float res[R][J], int64_t r0, int64_t j0, const LinearOut
   }
 }
 
+/// Features [jBegin, jEnd) of rows [r0, r0 + R): tile(width, j0, res, ahead)
+/// computes features [j0, j0 + width) into res (width a
+/// std::integral_constant: J, then 1 for the remainder, which never
+/// prefetches), and each result is stored with its bias.
+template <int R, int J, class Tile>
+inline void featureTiles(int64_t r0, int64_t jBegin, int64_t jEnd, const LinearOutputs &out,
+                         TensorRef bias, bool ahead, Tile tile) {
+  size_t k = 0;
+  while (jBegin >= out.firstColumn[k] + out.columns[k]) ++k;
+  int64_t j = jBegin;
+  float res[R][J];
+  for (; j + J <= jEnd; j += J) {
+    tile(std::integral_constant<int, J>{}, j, res, ahead);
+    store<R, J>(res, r0, j, out, bias, k);
+  }
+  float one[R][1];
+  for (; j < jEnd; ++j) {
+    tile(std::integral_constant<int, 1>{}, j, one, false);
+    store<R, 1>(one, r0, j, out, bias, k);
+  }
+}
+
 /// What a pass over a block of features prefetches.
 enum class Ahead {
   none,
