@@ -30,8 +30,8 @@ std::string lifeTitle(const BufferLife &b, const EntryPoint &ep) {
            : s >= n ? std::string("the caller (after the last step)")
                     : "step " + std::to_string(s);
   };
-  return "value " + std::to_string(b.value) + ": " + htmlEscape(b.name) + "\n" + commas(b.bytes) +
-         " bytes (" + bytes(b.bytes) + ") at offset " + commas(b.offset) + "\nwritten by " +
+  return "value " + std::to_string(b.value) + ": " + htmlEscape(b.name) + "\n" + withCommas(b.bytes) +
+         " bytes (" + bytes(b.bytes) + ") at offset " + withCommas(b.offset) + "\nwritten by " +
          where(b.firstStep) + ", last read by " + where(b.lastStep);
 }
 
@@ -92,8 +92,8 @@ std::string entryBlock(const EntryPoint &ep) {
   std::string h = "<h3>" + htmlEscape(ep.name) + ": " + std::to_string(ep.rows) +
                   (ep.rows == 1 ? " row, " : " rows, ") + std::to_string(ep.steps.size()) +
                   " steps, arena " + bytes(ep.arenaBytes) + "</h3>";
-  h += "<p>" + commas(int64_t(lives.size())) + " buffers totalling " + bytes(sum) +
-       " share an arena of " + commas(ep.arenaBytes) + " bytes (" +
+  h += "<p>" + withCommas(int64_t(lives.size())) + " buffers totalling " + bytes(sum) +
+       " share an arena of " + withCommas(ep.arenaBytes) + " bytes (" +
        num(double(sum) / double(std::max<int64_t>(ep.arenaBytes, 1)), 1) +
        "&times; reuse); at most " + bytes(peak) +
        " are live at once. Hover a buffer for its name, "
@@ -108,7 +108,7 @@ std::string kvCacheBlock(const Plan &p) {
   const int64_t headBytes = kv.pageSize * kv.headDim * elt, page = kv.kvHeads * headBytes;
   const int64_t part = kv.pages * page;
   std::string h =
-      "<h3>KV cache: " + bytes(kv.bytes()) + " in " + commas(kv.pages) +
+      "<h3>KV cache: " + bytes(kv.bytes()) + " in " + withCommas(kv.pages) +
       " pages</h3>"
       "<p>Layout <code>[layers][keys, values][pages][kv_heads][page_size][head_dim]</code> in " +
       dtypeName(kv.dtype) +
@@ -119,8 +119,8 @@ std::string kvCacheBlock(const Plan &p) {
       "sequences share the pool and a prefix cache can share pages.</p><table>"
       "<tr><th>level</th><th>count</th><th>bytes each</th></tr>";
   auto row = [&](const std::string &what, int64_t count, int64_t each) {
-    h += "<tr><td>" + what + "</td><td class=n>" + commas(count) + "</td><td class=n>" +
-         commas(each) + " (" + bytes(each) + ")</td></tr>";
+    h += "<tr><td>" + what + "</td><td class=n>" + withCommas(count) + "</td><td class=n>" +
+         withCommas(each) + " (" + bytes(each) + ")</td></tr>";
   };
   row("layer", kv.layers, 2 * part);
   row("keys or values of a layer", 2, part);
@@ -137,14 +137,14 @@ std::string kvCacheBlock(const Plan &p) {
     const bool first = i < kv.pagesPerSequence;
     h += "<rect x=" + num(kLeft + w * double(i), 2) + " y=8 width=" + num(std::max(w - 1, 0.5), 2) +
          " height=22 fill='" + (first ? "#12b886" : "#b2f2bb") + "'><title>page " +
-         std::to_string(i) + ": " + commas(page) + " bytes, " + std::to_string(kv.pageSize) +
+         std::to_string(i) + ": " + withCommas(page) + " bytes, " + std::to_string(kv.pageSize) +
          " tokens</title></rect>";
   }
   h += text(kLeft, 46,
             "each rectangle a page of " + std::to_string(kv.pageSize) + " tokens; dark: the " +
                 std::to_string(kv.pagesPerSequence) + " pages one sequence at full context uses" +
                 (shown < kv.pages
-                     ? " (first " + std::to_string(shown) + " of " + commas(kv.pages) + " shown)"
+                     ? " (first " + std::to_string(shown) + " of " + withCommas(kv.pages) + " shown)"
                      : std::string()));
   return h + "</svg>";
 }
@@ -196,7 +196,7 @@ std::string launchRow(const Plan &p, const EntryPoint &ep, size_t i, const Devic
            (s.loc.empty() ? "" : " at " + htmlEscape(s.loc));
     // A step lowered to several launches: its bytes count once, at the first.
     if (op.step != lastStep)
-      moved = commas(stepBytes(p, s));
+      moved = withCommas(stepBytes(p, s));
     lastStep = op.step;
   }
   const std::string grid = op.kind == DeviceOp::gemm ? "&middot;" : dims(op.grid);
@@ -289,7 +289,7 @@ std::string rooflineChart(const BenchFigures &b, const std::vector<RoofPoint> &p
 }
 
 std::string costRow(const std::string &what, const CallCost &c) {
-  return "<tr><td>" + what + "</td><td class=n>" + commas(int64_t(c.bytes)) + "</td><td class=n>" +
+  return "<tr><td>" + what + "</td><td class=n>" + withCommas(int64_t(c.bytes)) + "</td><td class=n>" +
          num(c.flops / 1e9, 3) + "</td><td class=n>" + num(c.flops / std::max(c.bytes, 1.0), 2) +
          "</td></tr>";
 }
@@ -307,7 +307,7 @@ std::string rooflineSection(const ReportInput &in) {
   std::string h = "<section class=part id=roofline><h2>Roofline</h2><p class=lead>What one call "
                   "reads (weights and KV cache) and computes (matrix products and attention), at a "
                   "context of " +
-                  commas(ctx) +
+                  withCommas(ctx) +
                   " tokens. Decode reads every weight for little "
                   "arithmetic, so memory bandwidth bounds it; prefill reuses each weight across "
                   "the chunk's rows.</p><table><tr><th>call</th><th>bytes</th><th>GFLOP</th>"

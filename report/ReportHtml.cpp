@@ -11,16 +11,6 @@
 namespace kvplan {
 namespace report {
 
-std::string commas(int64_t v) {
-  std::string digits = std::to_string(v < 0 ? -v : v), out;
-  for (size_t i = 0; i < digits.size(); ++i) {
-    if (i && (digits.size() - i) % 3 == 0)
-      out += ',';
-    out += digits[i];
-  }
-  return v < 0 ? "-" + out : out;
-}
-
 std::string bytes(int64_t v) { return formatBytes(uint64_t(v < 0 ? 0 : v)); }
 
 std::string num(double v, int digits) {
@@ -126,7 +116,7 @@ std::string billBar(const std::vector<BillPart> &parts, int64_t total) {
     const double w = total > 0 ? 1000.0 * double(part.bytes) / double(total) : 0;
     svg += "<rect class=" + std::string(part.cls) + " x=" + num(x, 2) +
            " y=0 width=" + num(std::max(w, part.bytes > 0 ? 1.0 : 0.0), 2) + " height=30><title>" +
-           part.label + ": " + commas(part.bytes) + " bytes (" + bytes(part.bytes) +
+           part.label + ": " + withCommas(part.bytes) + " bytes (" + bytes(part.bytes) +
            ")</title></rect>";
     if (w > 70)
       svg +=
@@ -146,11 +136,11 @@ std::string billTable(const std::vector<BillPart> &parts, const MemoryBill &b, b
   std::string t = "<table><tr><th>part</th><th>bytes</th><th></th><th>share</th><th>what</th></tr>";
   for (const BillPart &part : parts)
     t += "<tr><td class=legend><i class=" + std::string(part.cls) + "></i>" + part.label +
-         "</td><td class=n>" + commas(part.bytes) + "</td><td class=n>" + bytes(part.bytes) +
+         "</td><td class=n>" + withCommas(part.bytes) + "</td><td class=n>" + bytes(part.bytes) +
          "</td><td class=n>" +
          share(part.bytes, b.totalBytes) + "</td><td>" + htmlEscape(part.note) + "</td></tr>";
   t += "<tr><th>total" + std::string(cuda ? " (GPU)" : " (1 thread)") + "</th><th class=n>" +
-       commas(b.totalBytes) + "</th><th class=n>" + bytes(b.totalBytes) + "</th><th></th><th>" +
+       withCommas(b.totalBytes) + "</th><th class=n>" + bytes(b.totalBytes) + "</th><th></th><th>" +
        (cuda ? "plus " + bytes(b.hostPinnedBytes) + " of pinned host memory"
              : "plus " + bytes(b.scratchBytesPerThread) + " per further thread") +
        "</th></tr></table>";
@@ -162,14 +152,14 @@ std::string capacityTable(const Plan &p) {
   const KVCacheLayout &kv = p.kvCache;
   const int64_t perToken = 2 * kv.layers * kv.kvHeads * kv.headDim * dtypeBytes(kv.dtype);
   const int64_t tokens = kv.pages * kv.pageSize;
-  std::string t = "<p>Each token's keys and values take " + commas(perToken) +
+  std::string t = "<p>Each token's keys and values take " + withCommas(perToken) +
                   " bytes (2 &times; " + std::to_string(kv.layers) + " layers &times; " +
                   std::to_string(kv.kvHeads) + " KV heads &times; " + std::to_string(kv.headDim) +
                   " &times; " + std::to_string(dtypeBytes(kv.dtype)) +
-                  " bytes), so the KV cache holds " + commas(tokens) +
+                  " bytes), so the KV cache holds " + withCommas(tokens) +
                   " tokens. The same bytes allow (context rounded down to whole "
                   "pages; the model was trained for " +
-                  commas(p.model.maxPositions) +
+                  withCommas(p.model.maxPositions) +
                   " positions; a larger batch also grows the decode arena):</p>"
                   "<table><tr><th>sequences (max batch)</th>";
   std::set<int64_t> batches = {p.settings.maxBatch};
@@ -180,7 +170,7 @@ std::string capacityTable(const Plan &p) {
     const char *cls = batch == p.settings.maxBatch ? " class='n current'" : " class=n";
     t += std::string("<td") + cls + ">" + std::to_string(batch) + "</td>";
     contexts += std::string("<td") + cls + ">" +
-                commas(tokens / batch / kv.pageSize * kv.pageSize) + "</td>";
+                withCommas(tokens / batch / kv.pageSize * kv.pageSize) + "</td>";
   }
   t += "</tr>" + contexts + "</tr>";
   return t + "</table>";
@@ -203,13 +193,13 @@ std::string summarySection(const ReportInput &in) {
        ", " + std::to_string(m.numLayers) + " layers, hidden " + std::to_string(m.hiddenSize) +
        ", " + std::to_string(m.numHeads) + " heads (" + std::to_string(m.numKvHeads) +
        " KV) &times; " + std::to_string(m.headDim) + ", FFN " + std::to_string(m.intermediateSize) +
-       ", vocabulary " + commas(m.vocabSize) + (m.tieWordEmbeddings ? ", tied embeddings" : "") +
-       "</td></tr><tr><th>parameters</th><td>" + commas(b.params) + "</td></tr>";
+       ", vocabulary " + withCommas(m.vocabSize) + (m.tieWordEmbeddings ? ", tied embeddings" : "") +
+       "</td></tr><tr><th>parameters</th><td>" + withCommas(b.params) + "</td></tr>";
   h += "<tr><th>settings</th><td>target " + std::string(targetName(s.target)) + ", weights " +
        dtypeName(s.weightDtype) + ", KV cache " + dtypeName(s.kvDtype) + ", max batch " +
-       std::to_string(s.maxBatch) + ", context " + commas(s.maxSeqLen) + ", prefill chunk " +
+       std::to_string(s.maxBatch) + ", context " + withCommas(s.maxSeqLen) + ", prefill chunk " +
        std::to_string(s.prefillChunk) + ", pages of " + std::to_string(s.pageSize) + " tokens, " +
-       commas(s.kvPages) + " KV pages</td></tr>";
+       withCommas(s.kvPages) + " KV pages</td></tr>";
   h += "<tr><th>source</th><td>" + htmlEscape(in.source) + "</td></tr></table>";
   h += "<h3>Memory bill: " + bytes(b.totalBytes) + "</h3>" + billBar(parts, b.totalBytes) +
        billTable(parts, b, s.target == Target::cuda);
@@ -260,7 +250,7 @@ std::string diffBlock(const std::vector<DiffLine> &d, DiffStats &st) {
       size_t j = i;
       while (j < d.size() && !show[j])
         ++j;
-      h += "<span class=dk>\xe2\x8b\xaf " + commas(int64_t(j - i)) + " unchanged lines</span>";
+      h += "<span class=dk>\xe2\x8b\xaf " + withCommas(int64_t(j - i)) + " unchanged lines</span>";
       i = j;
       continue;
     }
@@ -318,16 +308,16 @@ std::string stageBlock(const std::vector<IRStage> &stages, size_t i) {
   if (i > 0) {
     DiffStats st;
     const std::string diff = diffBlock(diffLines(stages[i - 1].text, s.text), st);
-    h += "<p><span class='badge b-add'>+" + commas(st.added) +
-         " added</span><span class='badge b-del'>&minus;" + commas(st.removed) +
-         " removed</span><span class='badge b-rw'>~" + commas(st.replaced) + " rewritten as " +
-         commas(st.rewritten) + "</span> lines against " + htmlEscape(stages[i - 1].name) +
+    h += "<p><span class='badge b-add'>+" + withCommas(st.added) +
+         " added</span><span class='badge b-del'>&minus;" + withCommas(st.removed) +
+         " removed</span><span class='badge b-rw'>~" + withCommas(st.replaced) + " rewritten as " +
+         withCommas(st.rewritten) + "</span> lines against " + htmlEscape(stages[i - 1].name) +
          " (lines that differ only in SSA numbering count as unchanged)</p>";
     h += "<details open><summary>What " + htmlEscape(s.name) + " changed</summary>" + diff +
          "</details>";
   }
   h += "<details class=ir-full><summary>The IR after " + htmlEscape(s.name) + " (" +
-       commas(int64_t(std::count(s.text.begin(), s.text.end(), '\n'))) + " lines)</summary>" +
+       withCommas(int64_t(std::count(s.text.begin(), s.text.end(), '\n'))) + " lines)</summary>" +
        irBlock(s.text) + "</details>";
   return h + "</section>";
 }

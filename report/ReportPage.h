@@ -2,6 +2,7 @@
 #pragma once
 
 #include "report/Report.h"
+#include "support/Format.h" // withCommas, formatBytes
 
 #include <cstdint>
 #include <string>
@@ -15,8 +16,6 @@ const char *pageEarlyScript();
 /// Runs last: the interactivity, then data-ok="1" on <html>.
 const char *pageScript();
 
-/// 1234567 -> "1,234,567".
-std::string commas(int64_t v);
 /// "1.50 KiB".
 std::string bytes(int64_t v);
 /// A number with `digits` significant decimals, no exponent below 1e15.

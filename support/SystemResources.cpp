@@ -140,19 +140,6 @@ std::optional<ResourceFigure> freeDisk(const std::string &folder) {
   return ResourceFigure{uint64_t(st.f_bavail) * uint64_t(st.f_frsize), "statvfs"};
 }
 
-std::string formatBytes(uint64_t bytes) {
-  static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-  double d = double(bytes);
-  int u = 0;
-  while (d >= 1024 && u < 6) {
-    d /= 1024;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u ? "%.2f %s" : "%.0f %s", d, units[u]);
-  return buf;
-}
-
 void requireMemory(uint64_t needed, const std::string &doing, const std::string &fix) {
   std::optional<ResourceFigure> have = availableMemory();
   if (!have || needed <= have->bytes) return;

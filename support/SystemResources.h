@@ -5,6 +5,8 @@
 // disk halfway through a file.
 #pragma once
 
+#include "support/Format.h" // formatBytes, which the messages use
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -39,9 +41,6 @@ std::optional<uint64_t> cgroupMemoryAvailable(const std::string &root,
 /// f_bavail), or KVPLAN_ASSUME_FREE_DISK (bytes). Empty when the folder
 /// cannot be examined (the writer then reports its own error).
 std::optional<ResourceFigure> freeDisk(const std::string &folder);
-
-/// Bytes for people: "512 B", "1.50 GiB".
-std::string formatBytes(uint64_t bytes);
 
 /// Throws InputError "not enough memory to DOING: it needs N but M is
 /// available (SOURCE); FIX" when `needed` is more than availableMemory().

@@ -29,22 +29,22 @@ Isa detectIsa() {
   return Isa::scalar;
 }
 
-bool cpuHasAvx512Bf16() {
+// An AVX-512 extension, asked once: the linear's dispatch asks on every
+// call. (__builtin_cpu_supports takes only a literal, hence the macro.)
 #if defined(__x86_64__) || defined(__i386__)
-  __builtin_cpu_init();
-  return detectIsa() == Isa::avx512 && __builtin_cpu_supports("avx512bf16");
+#define KVPLAN_AVX512_HAS(feature) (detectIsa() == Isa::avx512 && __builtin_cpu_supports(feature))
 #else
-  return false;
+#define KVPLAN_AVX512_HAS(feature) false
 #endif
+
+bool cpuHasAvx512Bf16() {
+  static const bool has = KVPLAN_AVX512_HAS("avx512bf16");
+  return has;
 }
 
 bool cpuHasAvx512Vnni() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_cpu_init();
-  return detectIsa() == Isa::avx512 && __builtin_cpu_supports("avx512vnni");
-#else
-  return false;
-#endif
+  static const bool has = KVPLAN_AVX512_HAS("avx512vnni");
+  return has;
 }
 
 namespace {

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -107,4 +109,12 @@ TEST(SystemResources, OverridesAndMessages) {
   EXPECT_GT(availableMemory().value_or(ResourceFigure{}).bytes, 0u);
   EXPECT_EQ(formatBytes(0), "0 B");
   EXPECT_EQ(formatBytes(11 * (uint64_t(1) << 40) + (uint64_t(1) << 38)), "11.25 TiB");
+}
+
+TEST(Format, ThousandsSeparatorsForEveryInteger) {
+  EXPECT_EQ(withCommas(0), "0");
+  EXPECT_EQ(withCommas(999), "999");
+  EXPECT_EQ(withCommas(1000), "1,000");
+  EXPECT_EQ(withCommas(-1234567), "-1,234,567");
+  EXPECT_EQ(withCommas(std::numeric_limits<int64_t>::min()), "-9,223,372,036,854,775,808");
 }

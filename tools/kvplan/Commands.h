@@ -2,6 +2,8 @@
 // the action main() runs after parsing.
 #pragma once
 
+#include "support/Format.h" // withCommas, formatBytes
+
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
@@ -30,8 +32,6 @@ void addServeCommand(CLI::App &app, const GlobalOptions &global, Action &action)
 void addTokenizeCommand(CLI::App &app, Action &action);
 void addDetokenizeCommand(CLI::App &app, Action &action);
 
-/// 1234567 -> "1,234,567".
-std::string withCommas(int64_t v);
 /// 1536 -> "1.50 KiB".
 std::string humanBytes(int64_t v);
 
