@@ -65,7 +65,7 @@ CompileOutput compileModel(const ModelConfig &cfg, const StageCallback &onStage,
   if (onStage)
     onStage(0, "frontend", *module);
 
-  const std::vector<std::string> &passes = pipelinePassNames(cfg.compile.target);
+  const std::vector<std::string> &passes = pipelinePassNames(cfg.compile.target, cfg.compile.tensorParallel);
   for (size_t i = 0; i < passes.size(); ++i) {
     t0 = clock::now();
     PassManager pm(&ctx, ModuleOp::getOperationName(), OpPassManager::Nesting::Implicit);

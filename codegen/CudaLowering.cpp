@@ -110,6 +110,9 @@ public:
     kernel(name, {op.result.rows(), 1, 1}, 128, 0, op.result,
            {arena(op.input), positions, arena(op.result)});
   }
+  void operator()(const AllReduceOp &) {
+    unsupported("all_reduce: the cuda target's tensor-parallel ranks (NCCL) are not built yet");
+  }
   void operator()(const RopeKVWriteOp &op) {
     entryPositions(op.positions);
     const int idx = specs.ropeTable(op.rope);

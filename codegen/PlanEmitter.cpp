@@ -274,6 +274,11 @@ LogicalResult emitWeights(ModuleOp module, Plan &plan) {
     e.dtype = *dt;
     if (auto parts = w.getParts())
       for (Attribute p : *parts) e.parts.push_back(cast<StringAttr>(p).str());
+    if (llm::ShardAttr s = w.getShardAttr()) {
+      e.shardDim = s.getDim();
+      e.shardPieces = s.getPieces();
+      e.shardWhy = s.getWhy().str();
+    }
     plan.weights.push_back(std::move(e));
   }
   plan.assignWeightOffsets();

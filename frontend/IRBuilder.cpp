@@ -123,6 +123,9 @@ OwningOpRef<ModuleOp> buildModelIR(MLIRContext &ctx, const ModelConfig &cfg) {
                                             dtypeName(s.kvDtype), s.maxBatch, s.maxSeqLen,
                                             s.prefillChunk, s.pageSize, s.kvPages));
 
+  if (s.tensorParallel > 1)
+    (*module)->setAttr(attr::kTensorParallel, b.getI64IntegerAttr(s.tensorParallel));
+
   b.setInsertionPointToEnd(module->getBody());
   // int8 and int4 apply to matrices; norm scales and biases stay f32.
   Type wElt = elementType(b, s.weightDtype);
@@ -130,7 +133,7 @@ OwningOpRef<ModuleOp> buildModelIR(MLIRContext &ctx, const ModelConfig &cfg) {
   for (const WeightDecl &w : weightTable(m))
     b.create<llm::WeightOp>(b.getUnknownLoc(), w.name,
                             RankedTensorType::get(w.shape, w.shape.size() == 2 ? wElt : vecElt),
-                            ArrayAttr());
+                            ArrayAttr(), llm::ShardAttr());
 
   ForwardBuilder fb(b, cfg);
   auto ids = RankedTensorType::get({s.maxSeqLen}, b.getI32Type());

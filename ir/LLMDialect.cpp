@@ -183,6 +183,15 @@ LogicalResult RopeScalingAttr::verify(function_ref<InFlightDiagnostic()> emitErr
   return success();
 }
 
+LogicalResult ShardAttr::verify(function_ref<InFlightDiagnostic()> emitError, int64_t dim,
+                                int64_t pieces, StringRef) {
+  if (dim != 0 && dim != 1)
+    return emitError() << "shard: dim must be 0 (output features) or 1 (input features), got "
+                       << dim;
+  if (pieces < 1) return emitError() << "shard: pieces must be positive, got " << pieces;
+  return success();
+}
+
 /// The discardable llm.* attributes, where they may appear and what they hold.
 LogicalResult LLMDialect::verifyOperationAttribute(Operation *op, NamedAttribute a) {
   StringRef name = a.getName().getValue();
@@ -195,6 +204,11 @@ LogicalResult LLMDialect::verifyOperationAttribute(Operation *op, NamedAttribute
     return expect(isa<ModuleOp>(op) && isa<SettingsAttr>(v), "an #llm.settings on the module");
   if (name == attr::kModel)
     return expect(isa<ModuleOp>(op) && isa<StringAttr>(v), "a string on the module");
+  if (name == attr::kTensorParallel) {
+    auto i = dyn_cast<IntegerAttr>(v);
+    return expect(isa<ModuleOp>(op) && i && i.getInt() >= 1 && llvm::isPowerOf2_64(i.getInt()),
+                  "a power of two on the module (the tensor-parallel ranks)");
+  }
   if (name == attr::kEntry) {
     auto s = dyn_cast<StringAttr>(v);
     return expect(isa<func::FuncOp>(op) && s && (s.getValue() == "prefill" || s.getValue() == "decode"),
@@ -239,6 +253,11 @@ namespace kvplan {
 
 SettingsAttr moduleSettings(ModuleOp module) {
   return module->getAttrOfType<SettingsAttr>(attr::kSettings);
+}
+
+int64_t tensorParallelRanks(ModuleOp module) {
+  auto a = module->getAttrOfType<IntegerAttr>(attr::kTensorParallel);
+  return a ? a.getInt() : 1;
 }
 
 BlockArgument findArg(func::FuncOp fn, llvm::StringRef role) {

@@ -45,6 +45,7 @@ namespace kvplan {
 namespace attr {
 constexpr const char *kSettings = "llm.settings"; // module: compile settings
 constexpr const char *kModel = "llm.model";       // module: model name
+constexpr const char *kTensorParallel = "llm.tensor_parallel"; // module: ranks (absent: 1)
 constexpr const char *kEntry = "llm.entry";       // func: "prefill" / "decode"
 constexpr const char *kArg = "llm.arg";           // func arg: its role
 constexpr const char *kOffsets = "llm.offsets";   // op: arena offset per result
@@ -54,6 +55,8 @@ constexpr const char *kArenaSize = "llm.arena_size"; // func: arena bytes
 
 /// The module's compile settings (llm.settings), or null when it has none.
 llm::SettingsAttr moduleSettings(mlir::ModuleOp module);
+/// The module's tensor-parallel ranks (llm.tensor_parallel), 1 when unset.
+int64_t tensorParallelRanks(mlir::ModuleOp module);
 /// The function argument whose llm.arg is `role`, or null.
 mlir::BlockArgument findArg(mlir::func::FuncOp fn, llvm::StringRef role);
 /// Bytes of a tensor type (element width x elements).

@@ -122,6 +122,27 @@ def LLM_SettingsAttr : LLM_Attr<"Settings", "settings"> {
   }];
 }
 
+def LLM_ShardAttr : LLM_Attr<"Shard", "shard"> {
+  let summary = "How a weight is cut between tensor-parallel ranks";
+  let description = [{
+    Made by `--partition-tensor-parallel` on a weight it splits: the
+    checkpoint tensor (each of its `concat` parts, when fused) is cut along
+    dimension `dim` into `pieces` equal pieces, and rank `r` of the module's
+    `llm.tensor_parallel` ranks holds piece `r * pieces / ranks`. The weight's
+    type is one piece. Fewer pieces than ranks replicate each piece on
+    `ranks / pieces` ranks (KV heads fewer than the ranks); `why` says so.
+
+    Example:
+    ```mlir
+    llm.weight @layers.0.attention.wq {shard = #llm.shard<dim = 0, pieces = 2>} : tensor<128x256xf32>
+    ```
+  }];
+  let parameters = (ins "int64_t":$dim, "int64_t":$pieces,
+                        StringRefParameter<"why pieces are fewer than ranks", [{""}]>:$why);
+  let assemblyFormat = "`<` struct(params) `>`";
+  let genVerifyDecl = 1;
+}
+
 def LLM_RopeScalingAttr : LLM_Attr<"RopeScaling", "rope_scaling"> {
   let summary = "Llama 3's RoPE frequency scaling";
   let description = [{

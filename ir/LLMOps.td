@@ -45,7 +45,9 @@ def LLM_WeightOp : LLM_Op<"weight", [Symbol]> {
     format (4-bit codes in groups of 32 along `in`, each group with an f32
     scale and minimum). A weight
     made by fusion lists the weights it concatenates (along dimension 0) in
-    `concat`; the weight loader builds it from those.
+    `concat`; the weight loader builds it from those. A weight split between
+    tensor-parallel ranks says how in `shard` (#llm.shard); its type is one
+    rank's piece.
 
     Example:
     ```mlir
@@ -55,7 +57,8 @@ def LLM_WeightOp : LLM_Op<"weight", [Symbol]> {
   }];
   let arguments = (ins SymbolNameAttr:$sym_name,
                        TypeAttrOf<AnyRankedTensor>:$type,
-                       OptionalAttr<StrArrayAttr>:$parts);
+                       OptionalAttr<StrArrayAttr>:$parts,
+                       OptionalAttr<LLM_ShardAttr>:$shard);
   let assemblyFormat = "$sym_name (`concat` $parts^)? attr-dict `:` $type";
   let hasVerifier = 1;
   let extraClassDeclaration = [{
@@ -265,6 +268,25 @@ def LLM_AddOp : LLM_Op<"add", [Pure, RowWise, SameOperandsAndResultType, Commuta
   let arguments = (ins LLM_Activations:$lhs, LLM_Activations:$rhs);
   let results = (outs LLM_Activations:$result);
   let assemblyFormat = "$lhs `,` $rhs attr-dict `:` type($result)";
+}
+
+def LLM_AllReduceOp : LLM_Op<"all_reduce", [RowWise, SameOperandsAndResultType]> {
+  let summary = "Sum of every tensor-parallel rank's partial rows";
+  let description = [{
+    Made by `--partition-tensor-parallel` after a linear whose input
+    features are split between ranks (attention's output projection and the
+    FFN's down projection): each rank holds a partial product, and every
+    rank gets their sum. It is a collective: every rank runs it, in the same
+    order, so it is neither pure nor movable past another all-reduce.
+
+    Example:
+    ```mlir
+    %12 = llm.all_reduce %11 : tensor<1x256xf32>
+    ```
+  }];
+  let arguments = (ins LLM_Activations:$input);
+  let results = (outs LLM_Activations:$result);
+  let assemblyFormat = "$input attr-dict `:` type($result)";
 }
 
 def LLM_LogitsOp : LLM_WeightUser<"logits", [Pure, RowWise]> {

@@ -46,6 +46,12 @@ public:
       parts.push_back(w);
     }
     RankedTensorType first = parts.front().getTensorType();
+    // Parts cut between tensor-parallel ranks concatenate rank by rank only
+    // when each is cut the same way.
+    llm::ShardAttr shard = parts.front().getShardAttr();
+    if (llvm::any_of(parts, [&](llm::WeightOp w) { return w.getShardAttr() != shard; }))
+      return {};
+    if (shard && shard.getDim() != 0) return {};
     int64_t rows = 0;
     SmallVector<std::string> names, sources;
     for (llm::WeightOp w : parts) {
@@ -77,7 +83,7 @@ public:
     b.setInsertionPointAfter(parts.back());
     auto fused = b.create<llm::WeightOp>(parts.back().getLoc(), name,
                                          RankedTensorType::get(shape, first.getElementType()),
-                                         srcAttr);
+                                         srcAttr, shard);
     symbols.insert(fused);
     return FlatSymbolRefAttr::get(fused.getSymNameAttr());
   }

@@ -20,15 +20,16 @@ namespace kvplan {
 #define GEN_PASS_REGISTRATION
 #include "passes/Passes.h.inc"
 
-/// The passes `kvplan compile` runs for `target`, in order (their flags).
-const std::vector<std::string> &pipelinePassNames(Target target);
+/// The passes `kvplan compile` runs for `target`, in order (their flags);
+/// partition-tensor-parallel first when `tensorParallel` > 1.
+std::vector<std::string> pipelinePassNames(Target target, int64_t tensorParallel = 1);
 /// Adds the registered pass whose flag is `flag` to `pm` (nested on
 /// functions where the pass runs on one function at a time); fails when no
 /// pass has that flag.
 mlir::LogicalResult addRegisteredPass(mlir::OpPassManager &pm, llvm::StringRef flag);
 /// The whole pipeline for `target`: split, KV cache, prune, fusion, the
 /// target's own transforms, buffer planning.
-void buildKVPlanPipeline(mlir::OpPassManager &pm, Target target);
+void buildKVPlanPipeline(mlir::OpPassManager &pm, Target target, int64_t tensorParallel = 1);
 /// Registers every pass and `kvplan-pipeline` (option target=cpu|cuda), for
 /// kvplan-opt.
 void registerKVPlanPassesAndPipeline();

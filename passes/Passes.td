@@ -4,6 +4,41 @@
 
 include "mlir/Pass/PassBase.td"
 
+def PartitionTensorParallel : Pass<"partition-tensor-parallel", "::mlir::ModuleOp"> {
+  let summary = "Splits every layer of @forward between tensor-parallel ranks";
+  let description = [{
+    Megatron-style tensor parallelism over the module's
+    `llm.tensor_parallel` ranks (or the `ranks` option), before
+    `--split-prefill-decode`, so that every later pass, the buffer plan and
+    the memory bill are one rank's. The IR after it is each rank's program;
+    a rank differs from another only in the piece of each weight it holds
+    (`#llm.shard` on the weight).
+
+    - Q, K and V projections and the FFN's gate and up projections are cut
+      by output features, whole heads at a time: each rank runs
+      `num_heads / ranks` query heads. KV heads are cut too when the ranks
+      divide them; with fewer KV heads than ranks each rank keeps the KV head
+      its query heads read (replicated on `ranks / num_kv_heads` ranks, said
+      in the weight's `why`).
+    - Attention's output projection and the FFN's down projection are cut by
+      input features, so each rank's product is a partial sum, followed by
+      an `llm.all_reduce`: two per layer.
+    - The LM head is cut by vocabulary: each rank's logits are its slice, and
+      sampling reduces the ranks' best candidates (runtime/ShardedSampling.h).
+      Tied embeddings get an `@output` weight made of `tok_embeddings`.
+    - The token embeddings and the norms are replicated.
+
+    Refused with the reason: ranks not a power of two, heads, FFN width or
+    vocabulary not divisible by the ranks, KV heads that neither divide nor
+    are divided by the ranks, a bias on a row-split projection.
+  }];
+  let options = [
+    Option<"ranks", "ranks", "int64_t", "0",
+           "tensor-parallel ranks (0: the module's llm.tensor_parallel)">,
+  ];
+  let dependentDialects = ["::kvplan::llm::LLMDialect"];
+}
+
 def SplitPrefillDecode : Pass<"split-prefill-decode", "::mlir::ModuleOp"> {
   let summary = "Splits @forward into a chunked @prefill and a batched @decode";
   let description = [{

@@ -12,7 +12,7 @@ using namespace mlir;
 
 namespace kvplan {
 
-const std::vector<std::string> &pipelinePassNames(Target target) {
+std::vector<std::string> pipelinePassNames(Target target, int64_t tensorParallel) {
   // The cuda target's own transforms run before buffer planning, which
   // sizes tensors by their (narrowed) types.
   static const std::vector<std::string> cpu = {
@@ -21,7 +21,10 @@ const std::vector<std::string> &pipelinePassNames(Target target) {
   static const std::vector<std::string> cuda = {
       "split-prefill-decode", "insert-kv-cache",    "prune-last-token",   "fuse-rmsnorm",
       "fuse-ffn",             "fuse-rope-kv-write", "narrow-activations", "plan-buffers"};
-  return target == Target::cuda ? cuda : cpu;
+  std::vector<std::string> names = target == Target::cuda ? cuda : cpu;
+  // Tensor parallelism cuts @forward first: every later pass is one rank's.
+  if (tensorParallel > 1) names.insert(names.begin(), "partition-tensor-parallel");
+  return names;
 }
 
 void registerKVPlanPassesOnce() {
@@ -43,8 +46,8 @@ LogicalResult addRegisteredPass(OpPassManager &pm, llvm::StringRef flag) {
   });
 }
 
-void buildKVPlanPipeline(OpPassManager &pm, Target target) {
-  for (const std::string &name : pipelinePassNames(target))
+void buildKVPlanPipeline(OpPassManager &pm, Target target, int64_t tensorParallel) {
+  for (const std::string &name : pipelinePassNames(target, tensorParallel))
     if (failed(addRegisteredPass(pm, name)))
       llvm::report_fatal_error(llvm::Twine("kvplan pass '") + name + "' is not registered");
 }
@@ -59,6 +62,9 @@ namespace {
 struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
   Option<std::string> target{*this, "target", llvm::cl::desc("cpu or cuda: whose passes to run"),
                              llvm::cl::init("cpu")};
+  Option<int64_t> tensorParallel{*this, "tensor-parallel",
+                                 llvm::cl::desc("ranks: > 1 adds partition-tensor-parallel first"),
+                                 llvm::cl::init(1)};
 };
 } // namespace
 
@@ -67,7 +73,7 @@ void registerKVPlanPassesAndPipeline() {
   PassPipelineRegistration<PipelineOptions>(
       "kvplan-pipeline", "Every kvplan pass in order, as `kvplan compile` runs them",
       [](OpPassManager &pm, const PipelineOptions &o) {
-        buildKVPlanPipeline(pm, parseTarget(o.target).value_or(Target::cpu));
+        buildKVPlanPipeline(pm, parseTarget(o.target).value_or(Target::cpu), o.tensorParallel);
       });
 }
 

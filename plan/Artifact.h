@@ -17,8 +17,10 @@ namespace kvplan {
 
 /// Bumped whenever a reader of the old version would misread the new one
 /// (2: typed plan ops, value ids, the cuda target's passes and the exact bill;
-/// 3: the KV-cache pool size is a setting, `kv_pages`).
-constexpr uint32_t kArtifactFormatVersion = 3;
+/// 3: the KV-cache pool size is a setting, `kv_pages`; 4: tensor
+/// parallelism: `tensor_parallel`, weight shards, all_reduce, a weights
+/// section per rank).
+constexpr uint32_t kArtifactFormatVersion = 4;
 /// Sections start at multiples of this, so weights can be mapped and used in
 /// place.
 constexpr uint64_t kSectionAlignment = 4096;

@@ -49,4 +49,16 @@ double prefillFlops(const Plan &plan, int64_t promptLen) {
   return flops;
 }
 
+Communication allReduceTraffic(const Plan &plan, const std::string &entry, int64_t rows) {
+  const EntryPoint &ep = plan.entryPoints.at(entry);
+  Communication c;
+  for (const Step &s : ep.steps)
+    if (const AllReduceOp *a = s.tryAs<AllReduceOp>()) {
+      const int64_t n = a->input.rows() == ep.rows ? rows : a->input.rows();
+      c.allReduces += 1;
+      c.bytes += n * a->input.cols() * dtypeBytes(a->input.dtype);
+    }
+  return c;
+}
+
 } // namespace kvplan

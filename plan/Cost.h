@@ -16,4 +16,14 @@ int64_t decodeWeightBytes(const Plan &plan, int64_t rows);
 /// attention's two products over the cache.
 double prefillFlops(const Plan &plan, int64_t promptLen);
 
+/// What one call of `entry` on `rows` active rows sums across the
+/// tensor-parallel ranks: the f32 bytes of every all_reduce (rows an op was
+/// pruned to count as they are). A ring all-reduce sends and receives
+/// 2 x (ranks - 1) / ranks of it on each rank.
+struct Communication {
+  int64_t allReduces = 0;
+  int64_t bytes = 0;
+};
+Communication allReduceTraffic(const Plan &plan, const std::string &entry, int64_t rows);
+
 } // namespace kvplan

@@ -62,6 +62,10 @@ WeightLayout weightLayout(const std::vector<int64_t> &shape, DType dtype) {
   return l;
 }
 
+std::string weightsSectionName(int64_t rank) {
+  return rank == 0 ? "weights" : "weights." + std::to_string(rank);
+}
+
 void Plan::assignWeightOffsets() {
   uint64_t off = 0;
   for (WeightEntry &w : weights) {

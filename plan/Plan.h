@@ -37,6 +37,12 @@ struct WeightEntry {
   uint64_t offset = 0; // in the weights section
   uint64_t bytes = 0;  // int8: the data, padding to 64 bytes, then the scales
   std::vector<std::string> parts; // checkpoint tensors concatenated along dim 0
+  // Tensor parallelism: each part is cut along shardDim into shardPieces
+  // pieces and rank r of R holds piece r * shardPieces / R (the shape is one
+  // piece); shardDim -1: every rank holds the whole tensor. shardWhy says
+  // why pieces are fewer than ranks.
+  int64_t shardDim = -1, shardPieces = 1;
+  std::string shardWhy;
   // int8 and int4: weights per scale along the last dimension, and where the
   // f32 scales ([rows][ceil(cols / group)]) start, from `offset`; int4 only:
   // where the f32 minimums (same shape) start.
@@ -139,7 +145,17 @@ struct Plan {
   void assignWeightOffsets();
   const WeightEntry *findWeight(const std::string &name) const;
   MemoryBill memoryBill() const;
+  /// The ranks the plan's layers are split between (settings.tensorParallel).
+  int64_t ranks() const { return settings.tensorParallel; }
 };
+
+/// The name of rank `rank`'s weights section: "weights" for rank 0 (and
+/// every plan that is not tensor parallel), "weights.R" for the others.
+std::string weightsSectionName(int64_t rank);
+/// The piece of a sharded weight rank `rank` holds.
+inline int64_t shardPiece(const WeightEntry &w, int64_t rank, int64_t ranks) {
+  return w.shardDim < 0 ? 0 : rank * w.shardPieces / ranks;
+}
 
 nlohmann::json toJson(const Plan &p);
 /// Reads a plan and validates it (below). Throws InputError naming the

@@ -94,6 +94,10 @@ json weightJson(const WeightEntry &w) {
   json e = {{"name", w.name}, {"shape", w.shape}, {"dtype", dtypeName(w.dtype)},
             {"offset", w.offset}, {"bytes", w.bytes}};
   if (!w.parts.empty()) e["parts"] = w.parts;
+  if (w.shardDim >= 0) {
+    e["shard"] = {{"dim", w.shardDim}, {"pieces", w.shardPieces}};
+    if (!w.shardWhy.empty()) e["shard"]["why"] = w.shardWhy;
+  }
   if (w.groupSize) {
     e["group_size"] = w.groupSize;
     e["scales_offset"] = w.scalesOffset;
@@ -399,6 +403,17 @@ WeightEntry weightFrom(const json &e, size_t index) {
     if (!parts.is_array()) incompatible(at, "parts is not a list");
     for (const json &part : parts) w.parts.push_back(text(part, at + " part"));
   }
+  if (e.contains("shard")) {
+    const json &s = e.at("shard");
+    if (!s.is_object()) incompatible(at, "shard is not an object");
+    w.shardDim = integer(member(s, "dim", at + " shard"), at + " shard dim");
+    w.shardPieces = integer(member(s, "pieces", at + " shard"), at + " shard pieces");
+    if (w.shardDim > 1 || int64_t(w.shape.size()) <= w.shardDim || w.shardPieces < 1)
+      incompatible(at, "has shard dim " + std::to_string(w.shardDim) + " and pieces " +
+                           std::to_string(w.shardPieces) + " for a weight of rank " +
+                           std::to_string(w.shape.size()));
+    if (s.contains("why")) w.shardWhy = text(s.at("why"), at + " shard why");
+  }
   if (!isWeightDType(w.dtype))
     incompatible(at, std::string("has element type ") + dtypeName(w.dtype) +
                          ", which no weight has");
@@ -477,7 +492,7 @@ public:
                               " pages per sequence and a cache of " +
                               std::to_string(plan.kvCache.pagesPerSequence));
     if (ep.results.size() != 1 || !isActivations(ep.results[0]) ||
-        ep.results[0].dtype != DType::f32 || ep.results[0].cols() != plan.model.vocabSize)
+        ep.results[0].dtype != DType::f32 || ep.results[0].cols() != plan.model.vocabSize / plan.ranks())
       incompatible(where, "does not return one f32 tensor of logits over the vocabulary");
     // The engine reads a row of logits per decode row, and prefill's first.
     const int64_t logitRows = ep.results[0].rows();
@@ -621,8 +636,24 @@ json toJson(const Plan &p) {
   return j;
 }
 
+/// Each sharded weight's pieces spread evenly over the ranks.
+void checkShards(const Plan &p) {
+  const int64_t ranks = p.ranks();
+  for (const WeightEntry &w : p.weights) {
+    if (w.shardDim < 0) continue;
+    if (ranks < 2)
+      incompatible("weight '" + w.name + "'", "is cut between ranks, and the plan is not tensor "
+                                              "parallel (tensor_parallel 1)");
+    if (w.shardPieces > ranks || ranks % w.shardPieces != 0)
+      incompatible("weight '" + w.name + "'", "is cut into " + std::to_string(w.shardPieces) +
+                                                  " pieces, which " + std::to_string(ranks) +
+                                                  " ranks cannot hold evenly");
+  }
+}
+
 void validatePlan(const Plan &p) {
   checkCacheGeometry(p);
+  checkShards(p);
   for (const auto &[name, ep] : p.entryPoints) Dataflow(p, ep).check();
 }
 

@@ -303,18 +303,30 @@ struct RopeKVWriteOp {
   }
 };
 
+/// The sum of every tensor-parallel rank's rows (made by
+/// --partition-tensor-parallel after a linear over features cut between
+/// ranks). A collective: every rank runs it in the same order.
+struct AllReduceOp {
+  KVPLAN_PLAN_OP(AllReduceOp, "all_reduce")
+  Operand input, result;
+  template <typename Self, typename V> static void visitFields(Self &s, V &v) {
+    v.operand("input", s.input, OperandClass::activations);
+    v.result("result", s.result, OperandClass::activations);
+  }
+};
+
 #undef KVPLAN_PLAN_OP
 
 /// Every op a plan can hold. The order is OpKind's.
 using PlanOp = std::variant<EmbeddingOp, RMSNormOp, AddRMSNormOp, LinearOp, RopeOp, AttentionOp,
                             SwiGLUOp, FusedFFNOp, AddOp, LogitsOp, TakeLastOp, ConvertOp,
-                            KVCacheWriteOp, KVCacheReadOp, RopeKVWriteOp>;
+                            KVCacheWriteOp, KVCacheReadOp, RopeKVWriteOp, AllReduceOp>;
 enum class OpKind {
   embedding, rmsNorm, addRmsNorm, linear, rope, attention, swiglu, fusedFFN, add, logits,
-  takeLast, convert, kvCacheWrite, kvCacheRead, ropeKVWrite,
+  takeLast, convert, kvCacheWrite, kvCacheRead, ropeKVWrite, allReduce,
 };
 inline constexpr size_t kNumOpKinds = std::variant_size_v<PlanOp>;
-static_assert(size_t(OpKind::ropeKVWrite) + 1 == kNumOpKinds, "OpKind follows PlanOp");
+static_assert(size_t(OpKind::allReduce) + 1 == kNumOpKinds, "OpKind follows PlanOp");
 
 /// The op's name in the plan and the dialect ("rms_norm" for llm.rms_norm).
 const char *opName(OpKind k);

@@ -112,6 +112,13 @@ public:
     view("values", op.values, true, op.layer);
   }
   void operator()(const RopeKVWriteOp &op);
+  void operator()(const AllReduceOp &op) {
+    if (plan.settings.tensorParallel < 2)
+      fail("sums the ranks' rows, and the plan is not tensor parallel (tensor_parallel 1)");
+    if (op.input.dtype != DType::f32)
+      fail("sums " + op.input.describe() + "s; the ranks sum f32 rows");
+    shape("result", op.result, op.input.shape, "the input's shape");
+  }
 
 private:
   [[noreturn]] void fail(const std::string &what) const {
@@ -259,9 +266,13 @@ void checkCacheGeometry(const Plan &p) {
   };
   require(kv.layers == m.numLayers, "has " + std::to_string(kv.layers) +
                                         " layers and the model " + std::to_string(m.numLayers));
-  require(kv.kvHeads == m.numKvHeads, "has " + std::to_string(kv.kvHeads) +
-                                          " kv_heads and the model " +
-                                          std::to_string(m.numKvHeads));
+  const int64_t kvHeads = kvHeadsPerRank(m, p.ranks());
+  require(kv.kvHeads == kvHeads,
+          "has " + std::to_string(kv.kvHeads) + " kv_heads and the model " +
+              std::to_string(m.numKvHeads) +
+              (p.ranks() > 1 ? " (" + std::to_string(kvHeads) + " a rank of " +
+                                   std::to_string(p.ranks()) + ")"
+                             : std::string()));
   require(kv.headDim == m.headDim, "has head_dim " + std::to_string(kv.headDim) +
                                        " and the model " + std::to_string(m.headDim));
   require(kv.pageSize >= 1 && p.settings.maxSeqLen >= 1,

@@ -184,14 +184,65 @@ uint64_t packFloat(const SourceTensor &t, DType to, SectionSink &sink, std::vect
   return bytes;
 }
 
+/// Bytes of `count` elements of a row of `t` starting at element `first`,
+/// when they are whole blocks (or plain elements); -1 when they are not.
+int64_t rawBytes(const SourceTensor &t, int64_t first, int64_t count) {
+  if (t.quant == QuantType::none) return count * dtypeBytes(t.dtype);
+  const int64_t block = quantBlockElements(t.quant);
+  if (first % block != 0 || count % block != 0) return -1;
+  return count / block * quantBlockBytes(t.quant);
+}
+
+/// The piece `piece` of `pieces` of `t` along `dim` (rows for 0, columns for
+/// 1; a vector's elements for 0). Rows are a view; columns are copied into
+/// `buffer`, as they are when they are whole quantization blocks, else as
+/// their exact f32 values.
+SourceTensor sliceTensor(const SourceTensor &t, int64_t dim, int64_t pieces, int64_t piece,
+                         std::vector<char> &buffer) {
+  SourceTensor s = t;
+  const int64_t cols = t.shape.back(), rows = sourceElements(t) / cols;
+  if (t.shape.size() == 1 || dim == 1) {
+    const int64_t width = cols / pieces, first = piece * width;
+    const int64_t part = rawBytes(t, first, width), row = rawBytes(t, 0, cols);
+    s.shape.back() = width;
+    if (part >= 0 && row >= 0) {
+      buffer.resize(size_t(rows * part));
+      for (int64_t r = 0; r < rows; ++r)
+        std::memcpy(buffer.data() + r * part,
+                    static_cast<const char *>(t.data) + r * row + rawBytes(t, 0, first),
+                    size_t(part));
+    } else {
+      std::vector<float> full(static_cast<size_t>(cols));
+      buffer.resize(size_t(rows * width * 4));
+      for (int64_t r = 0; r < rows; ++r) {
+        sourceRowsToF32(t, r, 1, full.data());
+        std::memcpy(buffer.data() + r * width * 4, full.data() + first, size_t(width * 4));
+      }
+      s.dtype = DType::f32;
+      s.quant = QuantType::none;
+    }
+    s.data = buffer.data();
+    return s;
+  }
+  const int64_t n = rows / pieces;
+  s.shape.front() = n;
+  s.data = static_cast<const char *>(t.data) + piece * n * rawBytes(t, 0, cols);
+  return s;
+}
+
 } // namespace
 
-void packWeights(const Plan &plan, const WeightSource &source, SectionSink &sink) {
+void packWeights(const Plan &plan, const WeightSource &source, SectionSink &sink, int64_t rank) {
+  if (rank < 0 || rank >= plan.ranks())
+    throw std::logic_error("packWeights: rank " + std::to_string(rank) + " of " +
+                           std::to_string(plan.ranks()));
   std::map<std::string, std::vector<int64_t>> shapes;
   for (const WeightDecl &d : weightTable(plan.model)) shapes[d.name] = d.shape;
   const uint64_t size = uint64_t(plan.memoryBill().weightsBlobBytes);
-  Progress progress("packing weights", size);
-  std::vector<char> buffer;
+  Progress progress(plan.ranks() > 1 ? "packing rank " + std::to_string(rank) + "'s weights"
+                                     : std::string("packing weights"),
+                    size);
+  std::vector<char> buffer, slice;
   uint64_t at = 0;
   for (const WeightEntry &w : plan.weights) {
     writeZeros(sink, w.offset - at);
@@ -205,16 +256,18 @@ void packWeights(const Plan &plan, const WeightSource &source, SectionSink &sink
         throw InputError("the plan's weight '" + w.name + "' names '" + part +
                          "', which the model does not have");
       SourceTensor t = source.tensor(part, shape->second);
+      if (w.shardDim >= 0)
+        t = sliceTensor(t, w.shardDim, w.shardPieces, shardPiece(w, rank, plan.ranks()), slice);
       int64_t n = 1;
       for (int64_t d : t.shape) n *= d;
       if (w.dtype == DType::i8) {
-        quantizeInt8(t, shape->second.back(), w.groupSize, sink, scales);
+        quantizeInt8(t, t.shape.back(), w.groupSize, sink, scales);
         at += uint64_t(n);
         progress.advance(uint64_t(n));
         continue;
       }
       if (w.dtype == DType::i4) {
-        const int64_t cols = shape->second.back();
+        const int64_t cols = t.shape.back();
         quantizeInt4(t, cols, sink, scales, mins);
         const uint64_t bytes = uint64_t(n / cols * ceilDiv(cols, kInt4Group) * 16);
         at += bytes;
@@ -246,20 +299,25 @@ uint64_t packingMemoryBytes(const Plan &plan, const WeightSource &source) {
       b += uint64_t(n / cols * ceilDiv(cols, w.groupSize)) * 4 * (w.dtype == DType::i4 ? 2 : 1);
     else
       b += uint64_t(std::min(n, kConvertChunk) * dtypeBytes(w.dtype));
+    if (w.shardDim >= 0) b += uint64_t(n) * 4; // a rank's piece, copied out as f32 at most
     buffers = std::max(buffers, b);
   }
   return source.heldBytes() + buffers;
 }
 
 void addWeightsSection(ArtifactWriter &writer, const Plan &plan, const WeightSource &source) {
-  writer.addSection(kWeightsSection, uint64_t(plan.memoryBill().weightsBlobBytes),
-                    [&plan, &source](SectionSink &sink) { packWeights(plan, source, sink); });
+  for (int64_t rank = 0; rank < plan.ranks(); ++rank)
+    writer.addSection(weightsSectionName(rank), uint64_t(plan.memoryBill().weightsBlobBytes),
+                      [&plan, &source, rank](SectionSink &sink) {
+                        packWeights(plan, source, sink, rank);
+                      });
 }
 
-std::vector<char> packWeightsInMemory(const Plan &plan, const WeightSource &source) {
+std::vector<char> packWeightsInMemory(const Plan &plan, const WeightSource &source,
+                                      int64_t rank) {
   std::vector<char> out(size_t(plan.memoryBill().weightsBlobBytes));
   MemorySink sink(out);
-  packWeights(plan, source, sink);
+  packWeights(plan, source, sink, rank);
   return out;
 }
 

@@ -13,19 +13,23 @@ inline constexpr const char *kWeightsSection = "weights";
 
 /// Writes the packed weights (exactly memoryBill().weightsBlobBytes bytes)
 /// to `sink`. Tensors are checked against the shapes the model spec gives
-/// them; a progress bar shows on a terminal.
-void packWeights(const Plan &plan, const WeightSource &source, SectionSink &sink);
+/// them; a progress bar shows on a terminal. A tensor-parallel plan packs
+/// rank `rank`'s pieces of its sharded weights.
+void packWeights(const Plan &plan, const WeightSource &source, SectionSink &sink,
+                 int64_t rank = 0);
 
 /// The memory packing `plan`'s weights from `source` holds at its peak:
 /// what the source holds (WeightSource::heldBytes()) and the largest
 /// entry's buffers. The packed bytes themselves go to the sink.
 uint64_t packingMemoryBytes(const Plan &plan, const WeightSource &source);
 
-/// Adds the weights section to `writer`, packed from `source` when the file
-/// is written (`source` must outlive writer.write()).
+/// Adds the weights section to `writer` (one per rank of a tensor-parallel
+/// plan: weightsSectionName()), packed from `source` when the file is
+/// written (`source` must outlive writer.write()).
 void addWeightsSection(ArtifactWriter &writer, const Plan &plan, const WeightSource &source);
 
 /// Packs the weights into memory (for running a model compiled in memory).
-std::vector<char> packWeightsInMemory(const Plan &plan, const WeightSource &source);
+std::vector<char> packWeightsInMemory(const Plan &plan, const WeightSource &source,
+                                      int64_t rank = 0);
 
 } // namespace kvplan

@@ -25,6 +25,22 @@ void Engine::init(const EngineOptions &options) {
   batch = p.entryPoints.at("decode").rows;
   pagesPerSeq = p.kvCache.pagesPerSequence;
   pool = PagePool(p.kvCache.pages, p.kvCache.pageSize, options.prefixCache);
+  if (p.ranks() > 1 && !exec->collective())
+    throw InputError("the model is split between " + std::to_string(p.ranks()) +
+                     " tensor-parallel ranks, and its executor runs alone");
+}
+
+void Engine::sampleHost(const std::string &entry, Sampler *const *samplers, int64_t count,
+                        int32_t *out) {
+  if (!exec->collective()) {
+    const float *logits = exec->logits(entry);
+    for (int64_t r = 0; r < count; ++r)
+      out[r] = samplers[r]->sample(logits + r * vocabSize(), vocabSize());
+    return;
+  }
+  rowDraws.resize(size_t(count));
+  for (int64_t r = 0; r < count; ++r) rowDraws[size_t(r)] = samplers[r]->row();
+  exec->sampleRows(entry, rowDraws.data(), count, out);
 }
 
 int Engine::open() {
@@ -149,7 +165,9 @@ int32_t Engine::prefillStep(int seq, const int32_t *tokens, int64_t count, Sampl
   publishFull(s);
   if (!rowSampler) return -1;
   if (device) return exec->sampled("prefill")[0];
-  return rowSampler->sample(exec->logits("prefill"), vocabSize());
+  int32_t next = -1;
+  sampleHost("prefill", &rowSampler, 1, &next);
+  return next;
 }
 
 std::vector<int32_t> Engine::decodeStep(const std::vector<int> &which,
@@ -206,9 +224,7 @@ std::vector<int32_t> Engine::decodeStep(const std::vector<int> &which,
     std::copy(t, t + rows, next.begin());
     return next;
   }
-  const float *logits = exec->logits("decode");
-  for (int64_t r = 0; r < rows; ++r)
-    next[size_t(r)] = samplers[size_t(r)]->sample(logits + r * vocabSize(), vocabSize());
+  sampleHost("decode", samplers.data(), rows, next.data());
   return next;
 }
 
@@ -225,12 +241,12 @@ int32_t Engine::prefillAll(int seq, const int32_t *tokens, int64_t count, Sample
 
 const float *Engine::prefill(int seq, const int32_t *tokens, int64_t count) {
   prefillAll(seq, tokens, count, nullptr);
-  return exec->logits("prefill");
+  return logits("prefill");
 }
 
 const float *Engine::decode(const std::vector<int> &which, const std::vector<int32_t> &tokens) {
   decodeStep(which, tokens, {});
-  return exec->logits("decode");
+  return logits("decode");
 }
 
 void Engine::setSampling(const SamplingOptions &options) { sampler = Sampler(options); }

@@ -73,6 +73,8 @@ public:
   std::vector<int32_t> decodeStep(const std::vector<int> &seqs,
                                   const std::vector<int32_t> &tokens,
                                   const std::vector<Sampler *> &samplers);
+  /// The last run's logits over the whole vocabulary (a tensor-parallel
+  /// plan's leader gathers them from every rank).
   const float *logits(const std::string &entry) { return exec->logits(entry); }
 
   /// Appends `tokens` to the sequence, running prefill chunks; returns the
@@ -106,6 +108,11 @@ private:
   int32_t prefillAll(int seq, const int32_t *tokens, int64_t count, Sampler *lastSampler);
   void publishFull(Sequence &s);
   void init(const EngineOptions &options);
+  /// The next tokens of rows [0, count) of the last run of `entry`, one
+  /// sampler each, on the host: from whole rows of logits, or by every
+  /// rank of a tensor-parallel plan together.
+  void sampleHost(const std::string &entry, Sampler *const *samplers, int64_t count,
+                  int32_t *out);
 
   std::unique_ptr<Executor> exec;
   Sampler sampler{SamplingOptions{}};
@@ -114,6 +121,7 @@ private:
   std::vector<Sequence> seqs;
   std::vector<int> freeSlots;
   std::vector<DeviceSamplingParams> params;
+  std::vector<RowSampling> rowDraws;
 };
 
 } // namespace kvplan

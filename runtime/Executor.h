@@ -4,6 +4,8 @@
 
 #include "plan/CudaProgram.h"
 #include "plan/Plan.h"
+#include "runtime/Collective.h"
+#include "runtime/Sampler.h"
 
 #include <cstdint>
 #include <stdexcept>
@@ -42,12 +44,25 @@ public:
   /// their positions must be -1).
   virtual void run(const std::string &entry, int64_t activeRows) = 0;
   /// The last run's logits, [rows, vocab] f32 in host memory, valid until
-  /// the next run.
+  /// the next run; a tensor-parallel rank's are its slice of the
+  /// vocabulary, [rows, vocab / ranks].
   virtual const float *logits(const std::string &entry) = 0;
 
   /// Copies KV-cache page `from` onto page `to`, keys and values of every
   /// layer (a private copy of a shared page a sequence goes on writing).
   virtual void copyPage(int32_t from, int32_t to) = 0;
+
+  /// The ranks a tensor-parallel plan runs with (null: this process alone).
+  virtual Collective *collective() const { return nullptr; }
+  /// Seconds spent in all_reduce steps since the executor was made.
+  virtual double allReduceSeconds() const { return 0; }
+  /// Tensor parallelism (runtime/RankExecutor.h): the ranks draw the tokens
+  /// of rows [0, count) of the last run of `entry` together from their
+  /// slices of the logits, each row by rows[i].
+  virtual void sampleRows(const std::string &entry, const RowSampling *rows, int64_t count,
+                          int32_t *out) {
+    throw std::logic_error("this executor runs alone; its logits are whole");
+  }
 
   /// Executors that sample on the device (CUDA) take the per-row sampling
   /// parameters before run() and give the tokens after it, so only token

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <stdexcept>
 
 namespace kvplan {
 
@@ -37,50 +38,73 @@ DeviceSamplingParams Sampler::deviceRow() {
 }
 
 int32_t Sampler::sample(const float *logits, int64_t vocab) {
-  if (opts.temperature == 0 || opts.topK == 1)
+  if (greedy())
     return argmax(logits, vocab);
   candidates.resize(size_t(vocab));
   for (int64_t i = 0; i < vocab; ++i) candidates[size_t(i)] = {logits[i], int32_t(i)};
+  return pickCandidate(row(), candidates.data(), candidates.size(), 0);
+}
+
+RowSampling Sampler::row() {
+  RowSampling r{opts.temperature, opts.topP, 0, opts.topK};
+  if (!r.greedy()) r.uniform = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+  return r;
+}
+
+int32_t pickCandidate(const RowSampling &opts, std::pair<float, int32_t> *cands, size_t count,
+                      double rowMass) {
+  if (count == 0) throw std::logic_error("sampling from no candidates");
+  if (opts.greedy()) {
+    size_t best = 0;
+    for (size_t i = 1; i < count; ++i)
+      if (cands[i].first > cands[best].first ||
+          (cands[i].first == cands[best].first && cands[i].second < cands[best].second))
+        best = i;
+    return cands[best].second;
+  }
   // Highest logit first; equal logits keep index order, so ties resolve as
   // greedy does.
   auto byLogit = [](const auto &a, const auto &b) {
     return a.first != b.first ? a.first > b.first : a.second < b.second;
   };
-  size_t keep = candidates.size();
+  size_t keep = count;
   if (opts.topK > 0 && size_t(opts.topK) < keep) {
     keep = size_t(opts.topK);
-    std::partial_sort(candidates.begin(), candidates.begin() + keep, candidates.end(), byLogit);
+    std::partial_sort(cands, cands + keep, cands + count, byLogit);
   } else {
-    std::sort(candidates.begin(), candidates.end(), byLogit);
+    std::sort(cands, cands + count, byLogit);
   }
   // Softmax at the temperature over the kept candidates (as probabilities
   // in place of logits).
-  const double maxLogit = candidates[0].first;
+  const double maxLogit = cands[0].first;
   double sum = 0;
   for (size_t i = 0; i < keep; ++i) {
-    double p = std::exp((double(candidates[i].first) - maxLogit) / opts.temperature);
-    candidates[i].first = float(p);
+    double p = std::exp((double(cands[i].first) - maxLogit) / opts.temperature);
+    cands[i].first = float(p);
     sum += p;
   }
-  // Top-p: the smallest prefix whose probability reaches p.
+  // Top-p: the smallest prefix whose probability reaches p (of the whole
+  // row's mass when the candidates are part of it and top-k does not cut).
   if (opts.topP < 1) {
+    const double total = rowMass > 0 && opts.topK == 0 ? rowMass : sum;
     double cumulative = 0;
     for (size_t i = 0; i < keep; ++i) {
-      cumulative += candidates[i].first / sum;
+      cumulative += cands[i].first / total;
       if (cumulative >= opts.topP) {
         keep = i + 1;
         break;
       }
     }
     sum = 0;
-    for (size_t i = 0; i < keep; ++i) sum += candidates[i].first;
+    for (size_t i = 0; i < keep; ++i) sum += cands[i].first;
   }
-  double r = std::uniform_real_distribution<double>(0.0, sum)(rng);
+  // As std::uniform_real_distribution<double>(0, sum) would draw it.
+  double r = opts.uniform * sum;
   for (size_t i = 0; i < keep; ++i) {
-    r -= candidates[i].first;
-    if (r < 0) return candidates[i].second;
+    r -= cands[i].first;
+    if (r < 0) return cands[i].second;
   }
-  return candidates[keep - 1].second;
+  return cands[keep - 1].second;
 }
 
 } // namespace kvplan

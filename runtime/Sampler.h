@@ -18,6 +18,23 @@ struct SamplingOptions {
   uint64_t seed = 0;
 };
 
+/// One row's sampling: the options and the uniform draw in [0, 1) that
+/// picks its token (0 for greedy).
+struct RowSampling {
+  double temperature = 0, topP = 1, uniform = 0;
+  int64_t topK = 0;
+  bool greedy() const { return temperature == 0 || topK == 1; }
+};
+
+/// The token `row` draws among `count` (logit, token id) candidates, as the
+/// Sampler draws it from a whole row of logits when the candidates hold
+/// every token the options can draw: the top-k when top-k is set, else the
+/// nucleus (with top-p) or every token. `rowMass` is the whole row's sum of
+/// exp((logit - its best logit) / temperature) when the candidates are only
+/// part of it and top-p applies, else 0. Reorders `cands`.
+int32_t pickCandidate(const RowSampling &row, std::pair<float, int32_t> *cands, size_t count,
+                      double rowMass);
+
 class Sampler {
 public:
   /// Throws InputError for a negative temperature, a negative top-k or a
@@ -29,6 +46,11 @@ public:
   /// this step's draw from the same generator.
   DeviceSamplingParams deviceRow();
   const SamplingOptions &options() const { return opts; }
+  bool greedy() const { return opts.temperature == 0 || opts.topK == 1; }
+  /// This row's options and draw, for sampling done elsewhere (the ranks of
+  /// a tensor-parallel plan: runtime/ShardedSampling.h); sample() would
+  /// have drawn the same number.
+  RowSampling row();
 
 private:
   SamplingOptions opts;

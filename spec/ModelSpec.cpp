@@ -131,9 +131,14 @@ int64_t parameterCount(const ModelSpec &m) {
   return n;
 }
 
+int64_t kvHeadsPerRank(const ModelSpec &m, int64_t ranks) {
+  if (ranks <= 1) return m.numKvHeads;
+  return m.numKvHeads % ranks == 0 ? m.numKvHeads / ranks : 1;
+}
+
 int64_t kvCacheBytes(const ModelSpec &m, const CompileSettings &c) {
-  return 2 * m.numLayers * m.numKvHeads * m.headDim * c.kvPages * c.pageSize *
-         dtypeBytes(c.kvDtype);
+  return 2 * m.numLayers * kvHeadsPerRank(m, c.tensorParallel) * m.headDim * c.kvPages *
+         c.pageSize * dtypeBytes(c.kvDtype);
 }
 
 namespace {
@@ -313,6 +318,34 @@ void checkCompileSettings(Checker &c, const CompileSettings &s) {
   c.positive("compile.max_seq_len", s.maxSeqLen, kMaxDim);
   c.positive("compile.prefill_chunk", s.prefillChunk, kMaxDim);
   c.positive("compile.page_size", s.pageSize, kMaxDim);
+  if (s.tensorParallel < 1 || s.tensorParallel > 64 ||
+      (s.tensorParallel & (s.tensorParallel - 1)) != 0)
+    c.fail("compile.tensor_parallel", "tensor_parallel must be a power of two from 1 to 64, got " +
+                                          std::to_string(s.tensorParallel));
+}
+
+// Tensor parallelism cuts whole heads, the FFN and the vocabulary evenly.
+void checkTensorParallel(Checker &c, const ModelSpec &m, const CompileSettings &s) {
+  const int64_t n = s.tensorParallel;
+  if (n <= 1) return;
+  auto share = [&](int64_t count, const char *what) {
+    if (count % n != 0)
+      c.fail("compile.tensor_parallel", "tensor_parallel " + std::to_string(n) + " does not divide " +
+                                            what + " (" + std::to_string(count) +
+                                            "); choose a power of two that does");
+  };
+  share(m.numHeads, "num_heads");
+  share(m.intermediateSize, "intermediate_size");
+  share(m.vocabSize, "vocab_size");
+  if (m.numKvHeads % n != 0 && n % m.numKvHeads != 0)
+    c.fail("compile.tensor_parallel", "tensor_parallel " + std::to_string(n) +
+                                          " and num_kv_heads " + std::to_string(m.numKvHeads) +
+                                          ": neither divides the other, so the KV heads cannot "
+                                          "follow the query heads to their ranks");
+  if (s.target == Target::cuda)
+    c.fail("compile.tensor_parallel",
+           "tensor parallelism runs on the cpu target (ranks over MPI); the cuda target's NCCL "
+           "ranks are not built yet: compile with --target cpu or --tensor-parallel 1");
 }
 
 // Rules between fields, once each field is valid on its own.
@@ -387,6 +420,7 @@ void validate(ModelConfig &cfg) {
   deriveCompileDefaults(cfg);
   checkCompileSettings(c, cfg.compile);
   checkCrossFieldRules(c, cfg.model, cfg.compile);
+  checkTensorParallel(c, cfg.model, cfg.compile);
   deriveKvPages(cfg);
   checkKvPages(c, cfg);
 }
@@ -431,7 +465,8 @@ nlohmann::json toJson(const CompileSettings &c) {
           {"max_seq_len", c.maxSeqLen},
           {"prefill_chunk", c.prefillChunk},
           {"page_size", c.pageSize},
-          {"kv_pages", c.kvPages}};
+          {"kv_pages", c.kvPages},
+          {"tensor_parallel", c.tensorParallel}};
 }
 
 namespace {
@@ -511,6 +546,10 @@ CompileSettings compileSettingsFromJson(const nlohmann::json &j) {
   c.prefillChunk = settingsInteger(j, "prefill_chunk", 1, kMaxDim);
   c.pageSize = settingsInteger(j, "page_size", 1, kMaxDim);
   c.kvPages = settingsInteger(j, "kv_pages", 1, kMaxPages);
+  c.tensorParallel = settingsInteger(j, "tensor_parallel", 1, 64);
+  if ((c.tensorParallel & (c.tensorParallel - 1)) != 0)
+    throw InputError("settings field 'tensor_parallel' is " + std::to_string(c.tensorParallel) +
+                     ", not a power of two");
   return c;
 }
 

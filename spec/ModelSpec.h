@@ -86,6 +86,9 @@ struct CompileSettings {
   // page_size (every decode row can reach max_seq_len); a server keeping
   // prefix-cached pages wants more, a batch of mostly short sequences fewer.
   int64_t kvPages = 128;
+  // Ranks each layer is split between (tensor parallelism, a power of two):
+  // the plan and its bill are one rank's.
+  int64_t tensorParallel = 1;
 
   static constexpr int64_t kDefaultMaxSeqLen = 2048;
   static constexpr int64_t kDefaultPrefillChunk = 64;
@@ -129,7 +132,11 @@ std::vector<WeightDecl> weightTable(const ModelSpec &m);
 int64_t parameterCount(const ModelSpec &m);
 /// KV cache bytes of the whole pool, kv_pages x page_size tokens:
 /// 2 x layers x kv_heads x head_dim x kv_pages x page_size x element size.
+/// With tensor parallelism, one rank's cache (kvHeadsPerRank heads).
 int64_t kvCacheBytes(const ModelSpec &m, const CompileSettings &c);
+/// The KV heads one of `ranks` tensor-parallel ranks holds: its share when
+/// the ranks divide them, else the one its query heads read.
+int64_t kvHeadsPerRank(const ModelSpec &m, int64_t ranks);
 
 /// Checks every field and cross-field rule; throws InputError naming the
 /// source file, line and field. Fills in derived fields (head_dim) and the

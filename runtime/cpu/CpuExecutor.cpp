@@ -8,6 +8,7 @@
 #include "support/SystemResources.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 
@@ -126,6 +127,7 @@ public:
   }
   void operator()(const ConvertOp &) { targetOnly(); }
   void operator()(const RopeKVWriteOp &) { targetOnly(); }
+  void operator()(const AllReduceOp &op) { rowsAndCols(op.input, op.result); }
 
 private:
   [[noreturn]] void fail(const std::string &what) const {
@@ -224,9 +226,16 @@ void CpuExecutor::checkMemory(const MemoryBill &bill) const {
                     "--kv-pages (kvplan inspect shows the whole bill)");
 }
 
-CpuExecutor::CpuExecutor(const Plan &plan, const char *weightsData, uint64_t size, int threads)
-    : plan_(plan), weights(weightsData), weightsBytes(size), pool(threads) {
+CpuExecutor::CpuExecutor(const Plan &plan, const char *weightsData, uint64_t size, int threads,
+                         Collective *collective)
+    : plan_(plan), weights(weightsData), weightsBytes(size), pool(threads), comm(collective) {
   validatePlan(plan_);
+  if (plan_.ranks() > 1 && (!comm || comm->size() != plan_.ranks()))
+    throw InputError("the plan is split between " + std::to_string(plan_.ranks()) +
+                     " tensor-parallel ranks; run one process per rank (mpirun -np " +
+                     std::to_string(plan_.ranks()) + ")" +
+                     (comm ? ", not " + std::to_string(comm->size()) : std::string()));
+  if (plan_.ranks() == 1) comm = nullptr;
   const MemoryBill bill = plan_.memoryBill();
   if (uint64_t(bill.weightsBlobBytes) > weightsBytes)
     throw InputError("the weights hold " + std::to_string(weightsBytes) +
@@ -290,6 +299,8 @@ const float *CpuExecutor::logits(const std::string &e) { return program(e).logit
 std::string CpuExecutor::describe() const {
   std::string d = std::string("cpu (") + cpu::isaName(cpu::activeIsa()) + " kernels, " +
                   std::to_string(pool.size()) + " threads";
+  if (comm)
+    d += ", rank " + std::to_string(comm->rank()) + " of " + comm->describe();
   // int8, int4 and bf16 weights may meet rounded activations
   // (runtime/cpu/LinearDot.h); name what the matrices meet.
   for (const WeightEntry &w : plan_.weights)
@@ -389,6 +400,16 @@ void CpuExecutor::runInstr(const Program &prog, const Instr &in, int64_t activeR
     int64_t last = activeRows - 1;
     while (last > 0 && prog.positions[last] < 0) --last;
     std::memcpy(in.out[0], in.in[0] + last * in.cols, size_t(in.cols));
+    return;
+  }
+  case OpKind::allReduce: {
+    // One thread talks to the other ranks; the pool waits (each rank's
+    // step is the same program, so all arrive here together).
+    const auto t0 = std::chrono::steady_clock::now();
+    comm->allReduceSum(x, out, rows * in.cols);
+    reduceSeconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    reduceBytes += rows * in.cols * int64_t(sizeof(float));
     return;
   }
   case OpKind::kvCacheRead:

@@ -23,7 +23,10 @@ public:
   /// as the plan's weight table says), allocates the arena, the KV cache and
   /// the workspace. Throws InputError when the plan and the weights disagree
   /// or the plan holds an op or a type this runtime does not run.
-  CpuExecutor(const Plan &plan, const char *weights, uint64_t weightsBytes, int threads);
+  /// A tensor-parallel plan runs as one rank of `comm` (its all_reduce
+  /// steps sum over it); refused without one of the plan's ranks.
+  CpuExecutor(const Plan &plan, const char *weights, uint64_t weightsBytes, int threads,
+              Collective *comm = nullptr);
   ~CpuExecutor() override;
   CpuExecutor(const CpuExecutor &) = delete;
   CpuExecutor &operator=(const CpuExecutor &) = delete;
@@ -40,6 +43,10 @@ public:
   /// The entry point's logits, in the arena: [rows, vocab] f32.
   const float *logits(const std::string &entry) override;
   void copyPage(int32_t from, int32_t to) override;
+  Collective *collective() const override { return comm; }
+  /// Seconds this rank spent in all_reduce steps, and the bytes it sent.
+  double allReduceSeconds() const override { return reduceSeconds; }
+  int64_t allReduceBytes() const { return reduceBytes; }
 
   /// Runs `entry` on its first `activeRows` rows (the others are padding:
   /// their positions must be -1).
@@ -76,6 +83,9 @@ private:
   std::vector<Allocation> allocated;
   cpu::CacheGeometry geometry;
   std::map<std::string, std::unique_ptr<Program>> programs;
+  Collective *comm = nullptr;
+  double reduceSeconds = 0;
+  int64_t reduceBytes = 0;
 };
 
 } // namespace kvplan

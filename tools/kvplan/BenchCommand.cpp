@@ -61,32 +61,40 @@ struct MachineLimits {
 struct CpuTimes {
   double prefillS = 0, decodeS = 0; // decodeS: all `steps` steps
   int64_t steps = 0;
+  // Tensor parallelism: the best prefill's all-reduce time and the decode
+  // steps' (rank 0's: the time it waited for and exchanged with the others).
+  double prefillReduceS = 0, decodeReduceS = 0;
 };
 
 /// One pass: prefill is short, so its time is the best of five runs on
 /// fresh sequences; then `steps` greedy decode steps after the prompt.
-CpuTimes measureCpu(Engine &engine, const Plan &plan, const std::vector<int32_t> &prompt,
-                    int64_t steps) {
+/// Tokens are drawn by the engine (a tensor-parallel model's ranks draw them
+/// together from their slices of the logits).
+CpuTimes measureCpu(Engine &engine, const std::vector<int32_t> &prompt, int64_t steps) {
   const int64_t len = int64_t(prompt.size());
+  engine.setSampling(SamplingOptions{}); // greedy
   CpuTimes t;
   t.steps = steps;
   t.prefillS = 1e300;
   for (int rep = 0; rep < 5; ++rep) {
     int s = engine.open();
+    const double r0 = engine.executor().allReduceSeconds();
     auto a = Clock::now();
-    engine.prefill(s, prompt.data(), len);
-    t.prefillS = std::min(t.prefillS, seconds(a, Clock::now()));
+    engine.prefillNext(s, prompt.data(), len);
+    const double took = seconds(a, Clock::now());
+    if (took < t.prefillS) {
+      t.prefillS = took;
+      t.prefillReduceS = engine.executor().allReduceSeconds() - r0;
+    }
     engine.close(s);
   }
   int seq = engine.open();
-  const float *logits = engine.prefill(seq, prompt.data(), len);
+  int32_t next = engine.prefillNext(seq, prompt.data(), len);
+  const double r0 = engine.executor().allReduceSeconds();
   auto t1 = Clock::now();
-  int32_t next = argmax(logits, plan.model.vocabSize);
-  for (int64_t i = 0; i < steps; ++i) {
-    logits = engine.decode({seq}, {next});
-    next = argmax(logits, plan.model.vocabSize);
-  }
+  for (int64_t i = 0; i < steps; ++i) next = engine.decodeNext({seq}, {next})[0];
   t.decodeS = seconds(t1, Clock::now());
+  t.decodeReduceS = engine.executor().allReduceSeconds() - r0;
   engine.close(seq);
   return t;
 }
@@ -117,6 +125,13 @@ void printCpuBench(const BenchOptions &o, const Plan &plan, int threads, const M
                         {"prefill_gflops", prefillGflops},
                         {"peak_gflops", m.peak},
                         {"prefill_peak_fraction", prefillGflops / m.peak}};
+    if (plan.ranks() > 1) {
+      j["ranks"] = plan.ranks();
+      j["decode_all_reduce_ms"] = 1e3 * t.decodeReduceS / double(t.steps);
+      j["decode_all_reduce_fraction"] = t.decodeReduceS / t.decodeS;
+      j["prefill_all_reduce_ms"] = 1e3 * t.prefillReduceS;
+      j["prefill_all_reduce_fraction"] = t.prefillReduceS / t.prefillS;
+    }
     std::cout << j.dump() << "\n";
     return;
   }
@@ -130,16 +145,23 @@ void printCpuBench(const BenchOptions &o, const Plan &plan, int threads, const M
               "%.0f%% of the bandwidth roofline\n",
               (long long)o.gen, decodeTokS, humanBytes(weightBytes).c_str(), decodeGBs,
               100 * decodeGBs / m.bandwidth);
+  if (plan.ranks() > 1)
+    std::printf("ranks    %lld tensor-parallel ranks (figures are rank 0's share of the weights); "
+                "all-reduce %.3f ms per decode step = %.1f%% of it, %.3f ms per prefill = "
+                "%.1f%%\n",
+                (long long)plan.ranks(), 1e3 * t.decodeReduceS / double(t.steps),
+                100 * t.decodeReduceS / t.decodeS, 1e3 * t.prefillReduceS,
+                100 * t.prefillReduceS / t.prefillS);
 }
 
 int runBenchCpu(const BenchOptions &o, const Runnable &r) {
   const int threads = o.threads ? o.threads : defaultThreadCount();
   MachineLimits machine;
   machine.probe(threads);
-  Engine engine(r.plan, r.weights, r.weightsBytes, threads);
+  Engine engine(makeExecutor(r, {threads, true}));
   const std::vector<int32_t> prompt = benchPrompt(r.plan, o.promptLen);
-  measureCpu(engine, r.plan, prompt, std::min<int64_t>(o.gen, 4)); // warm-up: page faults, caches
-  const CpuTimes times = measureCpu(engine, r.plan, prompt, o.gen);
+  measureCpu(engine, prompt, std::min<int64_t>(o.gen, 4)); // warm-up: page faults, caches
+  const CpuTimes times = measureCpu(engine, prompt, o.gen);
   machine.probe(threads);
   printCpuBench(o, r.plan, engine.threads(), machine, times);
   return 0;

@@ -66,10 +66,13 @@ void printCompileSummary(const std::string &output, const ModelSources &src,
              humanBytes(bill.reserveBytes);
   else
     parts += ", workspace " + humanBytes(bill.workspaceBytes + bill.scratchBytesPerThread);
+  const int64_t ranks = src.config.compile.tensorParallel;
+  const std::string perRank = ranks > 1 ? " per rank" : "";
   std::cerr << "wrote " << output << ": " << src.config.model.name << ", "
-            << withCommas(bill.params) << " parameters ("
+            << (ranks > 1 ? std::to_string(ranks) + " tensor-parallel ranks, " : std::string())
+            << withCommas(bill.params) << " parameters" << perRank << " ("
             << (src.weights.empty() ? "no weights" : "weights " + src.weights)
-            << "), memory bill " << humanBytes(bill.totalBytes) << " (" << parts << ")"
+            << "), memory bill " << humanBytes(bill.totalBytes) << perRank << " (" << parts << ")"
             << (cuda ? " for " + joinArchs(archs) : std::string()) << "\n";
 }
 
@@ -104,18 +107,22 @@ struct DumpOptions {
 std::vector<std::string> dumpStages() {
   std::vector<std::string> stages = {"frontend"};
   for (Target t : {Target::cpu, Target::cuda})
-    for (const std::string &p : pipelinePassNames(t))
+    for (const std::string &p : pipelinePassNames(t, 2))
       if (std::find(stages.begin(), stages.end(), p) == stages.end()) stages.push_back(p);
   return stages;
 }
 
 int runDump(const DumpOptions &o, bool verbose) {
   ModelConfig cfg = loadConfig(o.model);
-  const std::vector<std::string> &passes = pipelinePassNames(cfg.compile.target);
+  const std::vector<std::string> passes =
+      pipelinePassNames(cfg.compile.target, cfg.compile.tensorParallel);
   if (!o.after.empty() && o.after != "frontend" &&
       std::find(passes.begin(), passes.end(), o.after) == passes.end())
-    throw InputError("--after " + o.after + ": the " + targetName(cfg.compile.target) +
-                     " target's pipeline has no such pass (it runs for --target cuda)");
+    throw InputError("--after " + o.after + ": this pipeline has no such pass (" +
+                     (o.after == "partition-tensor-parallel"
+                          ? "it runs with --tensor-parallel 2 or more"
+                          : "it runs for --target cuda") +
+                     ")");
   // Which stages to show: one (--after, or the last by default) or all
   // (--all, or -o without --after).
   const bool every = o.all || (!o.dir.empty() && o.after.empty());

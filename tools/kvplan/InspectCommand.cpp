@@ -2,6 +2,7 @@
 #include "tools/kvplan/Commands.h"
 
 #include "plan/Artifact.h"
+#include "plan/Cost.h"
 #include "plan/CudaProgram.h"
 #include "plan/WeightPacking.h"
 
@@ -76,6 +77,29 @@ std::string ropeLine(const RopeSpec &r) {
   return os.str();
 }
 
+/// A tensor-parallel plan: what each rank holds and what the ranks send.
+void printRanks(const Plan &p) {
+  const Communication decode = allReduceTraffic(p, "decode", 1);
+  const Communication batch = allReduceTraffic(p, "decode", p.entryPoints.at("decode").rows);
+  const Communication chunk = allReduceTraffic(p, "prefill", p.entryPoints.at("prefill").rows);
+  int64_t cut = 0, whole = 0;
+  for (const WeightEntry &w : p.weights) (w.shardDim >= 0 ? cut : whole) += 1;
+  std::printf("\ntensor parallel  %lld ranks (run with mpirun -np %lld): the bill below is one "
+              "rank's, and every rank's is the same\n",
+              (long long)p.ranks(), (long long)p.ranks());
+  std::printf("  %lld weights cut between the ranks, %lld replicated\n", (long long)cut,
+              (long long)whole);
+  for (const WeightEntry &w : p.weights)
+    if (!w.shardWhy.empty()) std::printf("  %s: %s\n", w.name.c_str(), w.shardWhy.c_str());
+  std::printf("  all-reduced per decode step: %lld all_reduce ops, %s a row (%s for %lld rows)\n",
+              (long long)decode.allReduces, humanBytes(decode.bytes).c_str(),
+              humanBytes(batch.bytes).c_str(), (long long)p.entryPoints.at("decode").rows);
+  std::printf("  all-reduced per prefill chunk of %lld tokens: %s\n",
+              (long long)p.entryPoints.at("prefill").rows, humanBytes(chunk.bytes).c_str());
+  std::printf("  sampling sends each rank's best candidates (greedy: 8 bytes a row), never the "
+              "logits\n");
+}
+
 void printHuman(const Artifact &a) {
   const Plan &p = a.plan();
   const ModelSpec &m = p.model;
@@ -96,6 +120,7 @@ void printHuman(const Artifact &a) {
               targetName(s.target), dtypeName(s.weightDtype), dtypeName(s.kvDtype),
               (long long)s.maxBatch, (long long)s.maxSeqLen, (long long)s.prefillChunk,
               (long long)s.pageSize, (long long)s.kvPages);
+  if (p.ranks() > 1) printRanks(p);
   printBill(bill, p.kvCache, s.target);
 
   std::printf("\nentry points\n");
@@ -159,7 +184,7 @@ void addInspectCommand(CLI::App &app, const GlobalOptions &global, Action &actio
           for (const SectionInfo &s : a.sections()) names += (names.empty() ? "" : ", ") + s.name;
           throw InputError(*path + ": no section '" + *section + "'; it holds " + names);
         }
-        if (*section == kWeightsSection) a.verifySection(*section);
+        if (section->rfind(kWeightsSection, 0) == 0) a.verifySection(*section);
         std::string_view bytes = a.section(*section);
         std::fwrite(bytes.data(), 1, bytes.size(), stdout);
         return 0;
@@ -178,6 +203,13 @@ void addInspectCommand(CLI::App &app, const GlobalOptions &global, Action &actio
       j["settings"] = toJson(p.settings);
       j["has_weights"] = a.hasSection(kWeightsSection);
       if (p.settings.target == Target::cuda) j["cuda_archs"] = p.cudaArchs;
+      if (p.ranks() > 1) {
+        // The bill above is one rank's; every rank's is the same.
+        j["ranks"] = p.ranks();
+        j["all_reduce_bytes_per_decode_row"] = allReduceTraffic(p, "decode", 1).bytes;
+        j["all_reduce_bytes_per_prefill_chunk"] =
+            allReduceTraffic(p, "prefill", p.entryPoints.at("prefill").rows).bytes;
+      }
       j["sections"] = nlohmann::json::array();
       for (const SectionInfo &s : a.sections())
         j["sections"].push_back({{"name", s.name}, {"size", s.size}});

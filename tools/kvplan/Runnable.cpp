@@ -3,10 +3,14 @@
 #include "tools/kvplan/Runnable.h"
 #include "tools/kvplan/Commands.h"
 
+#include "runtime/RankExecutor.h"
 #include "runtime/cpu/CpuExecutor.h"
 #include "formats/WeightFormats.h"
 #include "plan/WeightPacking.h"
 #include "support/SystemResources.h"
+#ifdef KVPLAN_HAVE_MPI
+#include "runtime/mpi/MpiCollective.h"
+#endif
 #ifdef KVPLAN_HAVE_CUDA
 #include "runtime/cuda/CudaExecutor.h"
 #endif
@@ -51,6 +55,9 @@ void ModelOptions::add(CLI::App *cmd, const std::string &positional, bool compil
   cmd->add_option("--page-size", pageSize, "KV-cache tokens per page")->check(CLI::PositiveNumber);
   cmd->add_option("--kv-pages", kvPages,
                   "KV-cache pages in the pool (default: max batch x max seq / page size)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--tensor-parallel", tensorParallel,
+                  "Ranks to split every layer between (a power of two; run with mpirun -np N)")
       ->check(CLI::PositiveNumber);
 }
 
@@ -98,6 +105,7 @@ ModelSources resolveModelSources(const ModelOptions &opts) {
   if (opts.prefillChunk) o.prefillChunk = opts.prefillChunk;
   if (opts.pageSize) o.pageSize = opts.pageSize;
   if (opts.kvPages) o.kvPages = opts.kvPages;
+  if (opts.tensorParallel) o.tensorParallel = opts.tensorParallel;
   ModelSources s;
   s.config = loadModelConfig(opts.model, o);
 
@@ -155,7 +163,7 @@ void packWeights(Runnable &r, const WeightSource &src) {
                     " keep " + formatBytes(src.heldBytes()) +
                     " while packing; free memory, choose a smaller --dtype, or compile an "
                     "artifact first (kvplan compile) and run that");
-  r.ownedWeights = packWeightsInMemory(r.plan, src);
+  r.ownedWeights = packWeightsInMemory(r.plan, src, r.rank());
   r.weights = r.ownedWeights.data();
   r.weightsBytes = r.ownedWeights.size();
 }
@@ -167,13 +175,19 @@ void loadArtifactWeights(Runnable &r, const ModelOptions &opts, bool verbose) {
     packWeights(r, *openWeights(opts.weights, r.plan.model));
     return;
   }
-  if (!r.artifact->hasSection(kWeightsSection))
+  const std::string section = weightsSectionName(r.rank());
+  if (!r.artifact->hasSection(section)) {
+    if (r.rank() > 0 && r.artifact->hasSection(kWeightsSection))
+      throw InputError(opts.model + ": the artifact holds no weights for rank " +
+                       std::to_string(r.rank()) + " (section " + section +
+                       "); recompile it with --tensor-parallel " + std::to_string(r.plan.ranks()));
     throw InputError(opts.model + ": the artifact holds no weights (it was compiled with "
                                   "--weights none); compile it with weights, or give "
                                   "--weights random:SEED or a checkpoint");
+  }
   auto t0 = std::chrono::steady_clock::now();
-  r.artifact->verifySection(kWeightsSection);
-  std::string_view w = r.artifact->section(kWeightsSection);
+  r.artifact->verifySection(section);
+  std::string_view w = r.artifact->section(section);
   if (verbose)
     std::fprintf(stderr, "  weights checksum      %8.2f ms for %s\n",
                  std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
@@ -220,9 +234,27 @@ std::unique_ptr<Tokenizer> loadArtifactTokenizer(const Artifact &a, const ModelO
   return loadTokenizer(std::string(t.substr(0, nl)), t.substr(nl + 1));
 }
 
+/// This process's rank of a tensor-parallel plan (checked against the
+/// ranks mpirun started and the plan every rank loaded), or null.
+Collective *joinRanks(const Plan &plan, const std::string &source) {
+  Collective *comm = nullptr;
+#ifdef KVPLAN_HAVE_MPI
+  comm = mpiWorld();
+#else
+  if (plan.ranks() > 1)
+    throw InputError(source + ": the model is split between " + std::to_string(plan.ranks()) +
+                     " tensor-parallel ranks, and this kvplan was built without MPI; install "
+                     "Open MPI (libopenmpi-dev openmpi-bin) and rebuild it (scripts/setup.sh)");
+#endif
+  const std::string text = toJson(plan).dump();
+  checkRanks(plan.ranks(), comm, checksum64(text.data(), text.size()));
+  return plan.ranks() > 1 ? comm : nullptr;
+}
+
 void loadArtifact(Runnable &r, const ModelOptions &opts, bool verbose) {
   r.artifact = std::make_unique<Artifact>(Artifact::open(opts.model));
   r.plan = r.artifact->plan();
+  r.comm = joinRanks(r.plan, opts.model);
   loadArtifactWeights(r, opts, verbose);
   if (r.plan.settings.target == Target::cuda)
     r.cuda = loadArtifactCudaCode(*r.artifact, r.plan, opts.model);
@@ -241,6 +273,7 @@ void compileInMemory(Runnable &r, const ModelOptions &opts, bool verbose) {
   }
   std::unique_ptr<WeightSource> src = openWeights(s.weights, s.config.model);
   r.plan = out.plan;
+  r.comm = joinRanks(r.plan, opts.model);
   packWeights(r, *src);
   r.tokenizer = loadSourceTokenizer(s);
 }
@@ -298,8 +331,12 @@ std::unique_ptr<Executor> makeExecutor(const Runnable &r, const ExecOptions &o) 
                                 "CUDA runtime");
 #endif
   }
-  return std::make_unique<CpuExecutor>(r.plan, r.weights, r.weightsBytes,
-                                       o.threads ? o.threads : defaultThreadCount());
+  auto cpu = std::make_unique<CpuExecutor>(r.plan, r.weights, r.weightsBytes,
+                                           o.threads ? o.threads : defaultThreadCount(), r.comm);
+  if (!r.comm) return cpu;
+  if (r.comm->rank() == 0) return std::make_unique<LeaderExecutor>(std::move(cpu), *r.comm);
+  followLeader(*cpu, *r.comm);
+  throw RankFinished();
 }
 
 } // namespace kvplan::cli

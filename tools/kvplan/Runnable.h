@@ -23,6 +23,7 @@ struct ModelOptions {
   std::string model;
   std::string target, dtype, weights, tokenizer;
   int64_t maxBatch = 0, maxSeq = 0, prefillChunk = 0, pageSize = 0, kvPages = 0;
+  int64_t tensorParallel = 0;
 
   /// `positional`: the MODEL argument's help text. `compileSettings` adds
   /// the settings flags, `sources` --tokenizer (and --weights with
@@ -47,6 +48,8 @@ struct Runnable {
   std::unique_ptr<Tokenizer> tokenizer; // null: the model has none
   std::string source;                   // for messages
   std::optional<CudaCode> cuda;         // cuda target: launch table and cubins
+  Collective *comm = nullptr;           // tensor-parallel ranks (mpirun), or null
+  int64_t rank() const { return comm ? comm->rank() : 0; }
 };
 
 /// How run and bench execute.
@@ -60,9 +63,16 @@ struct ExecOptions {
 /// waits for a core), negative ones too. The same for run, serve and bench.
 void checkThreadsFlag(int threads);
 
+/// Thrown by makeExecutor() on ranks 1.. of a tensor-parallel model once
+/// the leader (rank 0, which runs the command) has stopped: the command is
+/// over for this rank, successfully.
+struct RankFinished {};
+
 /// The executor for the runnable's target: the CPU, or a CUDA GPU when
 /// this kvplan has the CUDA runtime. Throws InputError ("incompatible
-/// because ...", no device, out of memory).
+/// because ...", no device, out of memory). A tensor-parallel model's rank
+/// 0 gets the leader of the ranks (runtime/RankExecutor.h); the other
+/// ranks follow it inside this call, then throw RankFinished.
 std::unique_ptr<Executor> makeExecutor(const Runnable &r, const ExecOptions &o);
 
 /// True when the file starts with the artifact magic.

@@ -1,5 +1,6 @@
 // kvplan: compile model descriptions to plans, inspect artifacts, dump IR.
 #include "tools/kvplan/Commands.h"
+#include "tools/kvplan/Runnable.h"
 
 #include "spec/ModelSpec.h"
 #include "kvplan/Version.h"
@@ -8,7 +9,16 @@
 #include "codegen/Compiler.h"
 #endif
 
+#ifdef KVPLAN_HAVE_MPI
+#include "runtime/mpi/MpiCollective.h"
+#endif
+
+#include <cstdio>
 #include <iostream>
+
+namespace {
+int runAction(CLI::App &app, const kvplan::cli::Action &action);
+} // namespace
 
 // Exit codes: 0 success, 1 bad input or too little memory or disk (with a
 // message), 2 internal error.
@@ -45,8 +55,26 @@ int main(int argc, char **argv) {
     return 1;
   }
 
+#ifdef KVPLAN_HAVE_MPI
+  // Under mpirun every rank runs the same command; rank 0 speaks for them
+  // on stdout (errors still come from whichever rank has one).
+  if (kvplan::Collective *world = kvplan::mpiWorld(); world && world->rank() != 0)
+    if (!std::freopen("/dev/null", "w", stdout)) return 2;
+#endif
+  const int code = runAction(app, action);
+#ifdef KVPLAN_HAVE_MPI
+  // A rank that fails stops the others, which would wait for it forever.
+  if (code != 0) kvplan::abortMpiJob(code);
+#endif
+  return code;
+}
+
+namespace {
+int runAction(CLI::App &app, const kvplan::cli::Action &action) {
   try {
     return action ? action() : 1;
+  } catch (const kvplan::cli::RankFinished &) {
+    return 0;
   } catch (const kvplan::InputError &e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;
@@ -72,3 +100,4 @@ int main(int argc, char **argv) {
     return 2;
   }
 }
+} // namespace

@@ -1,0 +1,152 @@
+#include "runtime/RankExecutor.h"
+
+#include <cstring>
+#include <stdexcept>
+
+namespace kvplan {
+namespace {
+
+enum Command : int32_t { kStop, kRun, kLogits, kCopyPage, kSample };
+
+/// What the leader sends before each call: the command, the entry point
+/// (its index in the plan, the same on every rank) and two arguments.
+struct Header {
+  int32_t command = kStop, entry = -1;
+  int64_t a = 0, b = 0;
+};
+
+const std::string &entryName(const Plan &plan, int32_t index) {
+  if (index < 0 || size_t(index) >= plan.entryPoints.size())
+    throw std::logic_error("the leader named entry point #" + std::to_string(index));
+  auto it = plan.entryPoints.begin();
+  std::advance(it, index);
+  return it->first;
+}
+
+int32_t entryIndex(const Plan &plan, const std::string &name) {
+  auto it = plan.entryPoints.find(name);
+  if (it == plan.entryPoints.end()) throw std::logic_error("no entry point '" + name + "'");
+  return int32_t(std::distance(plan.entryPoints.begin(), it));
+}
+
+/// An entry point's inputs as one message: tokens, positions, page table.
+struct InputSizes {
+  int64_t rows = 0, table = 0;
+  explicit InputSizes(const EntryPoint &ep)
+      : rows(ep.rows), table(ep.arg("page_table")->numElements()) {}
+  int64_t total() const { return 2 * rows + table; }
+};
+
+void packInputs(Executor &e, const std::string &entry, std::vector<int32_t> &buf, bool out) {
+  const InputSizes n(e.plan().entryPoints.at(entry));
+  buf.resize(size_t(n.total()));
+  int32_t *parts[] = {e.tokens(entry), e.positions(entry), e.pageTable(entry)};
+  const int64_t sizes[] = {n.rows, n.rows, n.table};
+  int64_t at = 0;
+  for (int i = 0; i < 3; ++i) {
+    if (out) std::memcpy(buf.data() + at, parts[i], size_t(sizes[i]) * 4);
+    else std::memcpy(parts[i], buf.data() + at, size_t(sizes[i]) * 4);
+    at += sizes[i];
+  }
+}
+
+void sampleAll(ShardedSampler &s, Executor &share, const std::string &entry,
+               const RowSampling *rows, int64_t count, int32_t *out) {
+  const Plan &p = share.plan();
+  const int64_t width = p.model.vocabSize / p.ranks();
+  const float *local = share.logits(entry);
+  for (int64_t r = 0; r < count; ++r) out[r] = s.sample(rows[r], local + r * width, width);
+}
+
+} // namespace
+
+LeaderExecutor::LeaderExecutor(std::unique_ptr<Executor> s, Collective &c)
+    : share(std::move(s)), comm(c), sampler(c) {
+  if (comm.rank() != 0) throw std::logic_error("the leader is rank 0");
+}
+
+LeaderExecutor::~LeaderExecutor() {
+  try {
+    send(kStop, "", 0, 0);
+  } catch (...) {
+    // Ending anyway: a rank left waiting is stopped with the job.
+  }
+}
+
+void LeaderExecutor::send(int32_t command, const std::string &entry, int64_t a, int64_t b) {
+  Header h{command, entry.empty() ? -1 : entryIndex(plan(), entry), a, b};
+  comm.broadcast(&h, sizeof h, 0);
+}
+
+void LeaderExecutor::run(const std::string &entry, int64_t activeRows) {
+  send(kRun, entry, activeRows, 0);
+  packInputs(*share, entry, inputs, true);
+  comm.broadcast(inputs.data(), int64_t(inputs.size() * 4), 0);
+  share->run(entry, activeRows);
+}
+
+const float *LeaderExecutor::logits(const std::string &entry) {
+  send(kLogits, entry, 0, 0);
+  const Plan &p = plan();
+  gatherLogitRows(comm, share->logits(entry), p.entryPoints.at(entry).results.at(0).rows(),
+                  p.model.vocabSize / p.ranks(), gathered);
+  return gathered.data();
+}
+
+void LeaderExecutor::copyPage(int32_t from, int32_t to) {
+  send(kCopyPage, "", from, to);
+  share->copyPage(from, to);
+}
+
+void LeaderExecutor::sampleRows(const std::string &entry, const RowSampling *rows, int64_t count,
+                                int32_t *out) {
+  send(kSample, entry, count, 0);
+  rowsBuffer.assign(rows, rows + count);
+  comm.broadcast(rowsBuffer.data(), int64_t(count * sizeof(RowSampling)), 0);
+  sampleAll(sampler, *share, entry, rowsBuffer.data(), count, out);
+}
+
+void followLeader(Executor &share, Collective &comm) {
+  const Plan &p = share.plan();
+  ShardedSampler sampler(comm);
+  std::vector<int32_t> inputs, tokens;
+  std::vector<RowSampling> rows;
+  std::vector<float> gathered;
+  for (;;) {
+    Header h;
+    comm.broadcast(&h, sizeof h, 0);
+    switch (h.command) {
+    case kStop:
+      return;
+    case kRun: {
+      const std::string &entry = entryName(p, h.entry);
+      inputs.resize(size_t(InputSizes(p.entryPoints.at(entry)).total()));
+      comm.broadcast(inputs.data(), int64_t(inputs.size() * 4), 0);
+      packInputs(share, entry, inputs, false);
+      share.run(entry, h.a);
+      break;
+    }
+    case kLogits: {
+      const std::string &entry = entryName(p, h.entry);
+      gatherLogitRows(comm, share.logits(entry), p.entryPoints.at(entry).results.at(0).rows(),
+                      p.model.vocabSize / p.ranks(), gathered);
+      break;
+    }
+    case kCopyPage:
+      share.copyPage(int32_t(h.a), int32_t(h.b));
+      break;
+    case kSample: {
+      rows.resize(size_t(h.a));
+      tokens.resize(size_t(h.a));
+      comm.broadcast(rows.data(), int64_t(rows.size() * sizeof(RowSampling)), 0);
+      sampleAll(sampler, share, entryName(p, h.entry), rows.data(), h.a, tokens.data());
+      break;
+    }
+    default:
+      throw std::logic_error("rank " + std::to_string(comm.rank()) + " got command " +
+                             std::to_string(h.command) + " from the leader");
+    }
+  }
+}
+
+} // namespace kvplan
