@@ -26,7 +26,8 @@ std::vector<std::string> pipelinePassNames(Target target, int64_t tensorParallel
 /// Adds the registered pass whose flag is `flag` to `pm` (nested on
 /// functions where the pass runs on one function at a time); fails when no
 /// pass has that flag.
-mlir::LogicalResult addRegisteredPass(mlir::OpPassManager &pm, llvm::StringRef flag);
+mlir::LogicalResult addRegisteredPass(mlir::OpPassManager &pm, llvm::StringRef flag,
+                                      llvm::StringRef options = "");
 /// The whole pipeline for `target`: split, KV cache, prune, fusion, the
 /// target's own transforms, buffer planning.
 void buildKVPlanPipeline(mlir::OpPassManager &pm, Target target, int64_t tensorParallel = 1);

@@ -32,7 +32,7 @@ void registerKVPlanPassesOnce() {
   std::call_once(once, [] { registerKVPlanPasses(); });
 }
 
-LogicalResult addRegisteredPass(OpPassManager &pm, llvm::StringRef flag) {
+LogicalResult addRegisteredPass(OpPassManager &pm, llvm::StringRef flag, llvm::StringRef options) {
   registerKVPlanPassesOnce();
   const PassInfo *info = PassInfo::lookup(flag);
   if (!info) return failure();
@@ -40,15 +40,16 @@ LogicalResult addRegisteredPass(OpPassManager &pm, llvm::StringRef flag) {
   pm.setNesting(OpPassManager::Nesting::Implicit);
   std::string errors;
   llvm::raw_string_ostream os(errors);
-  return info->addToPipeline(pm, "", [&](const Twine &msg) {
+  return info->addToPipeline(pm, options, [&](const Twine &msg) {
     os << msg;
     return failure();
   });
 }
 
 void buildKVPlanPipeline(OpPassManager &pm, Target target, int64_t tensorParallel) {
+  const std::string ranks = "ranks=" + std::to_string(tensorParallel);
   for (const std::string &name : pipelinePassNames(target, tensorParallel))
-    if (failed(addRegisteredPass(pm, name)))
+    if (failed(addRegisteredPass(pm, name, name == "partition-tensor-parallel" ? ranks : "")))
       llvm::report_fatal_error(llvm::Twine("kvplan pass '") + name + "' is not registered");
 }
 

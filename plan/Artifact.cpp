@@ -203,10 +203,11 @@ Artifact Artifact::open(const std::string &path) {
   }
   if (!a.hasSection("plan"))
     throw fail("the artifact holds no plan section; recompile the model");
-  // The weights are checked by whoever loads them (it is the one large
-  // section); everything else is small and checked now.
+  // The weights are checked by whoever loads them (they are the large
+  // sections, and a tensor-parallel rank reads only its own, "weights.R");
+  // everything else is small and checked now.
   for (const SectionInfo &s : a.sections_)
-    if (s.name != "weights")
+    if (s.name.rfind("weights", 0) != 0)
       a.verifySection(s.name);
   std::string_view planText = a.section("plan");
   nlohmann::json j = nlohmann::json::parse(planText.begin(), planText.end(), nullptr, false);

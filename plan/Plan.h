@@ -42,7 +42,7 @@ struct WeightEntry {
   // piece); shardDim -1: every rank holds the whole tensor. shardWhy says
   // why pieces are fewer than ranks.
   int64_t shardDim = -1, shardPieces = 1;
-  std::string shardWhy;
+  std::string shardWhy = std::string();
   // int8 and int4: weights per scale along the last dimension, and where the
   // f32 scales ([rows][ceil(cols / group)]) start, from `offset`; int4 only:
   // where the f32 minimums (same shape) start.

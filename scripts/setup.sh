@@ -12,6 +12,7 @@ packages=(
   libsentencepiece-dev libpcre2-dev libutf8proc-dev libcpp-httplib-dev
   libgtest-dev libbenchmark-dev libssl-dev
   clang-19 libclang-rt-19-dev
+  libopenmpi-dev openmpi-bin  # tensor-parallel ranks (mpirun -np N kvplan ...)
   chromium  # kvplan report's browser tests (headless; they skip without it)
 )
 missing=()

@@ -32,6 +32,14 @@ if os.path.isdir(os.path.join(shared, "stories260K")):
 else:
     lit_config.note("no %s: tests that need the shared models are skipped" % shared)
 
+# Tensor parallelism over MPI: `REQUIRES: mpi` where kvplan was built with
+# MPI and mpirun exists; %mpirun lets a small machine (and root, in CI) run
+# more ranks than it has cores.
+if getattr(config, "kvplan_mpirun", ""):
+    config.available_features.add("mpi")
+    config.substitutions.append(
+        ("%mpirun", config.kvplan_mpirun + " --oversubscribe --allow-run-as-root"))
+
 # The CUDA target: `REQUIRES: cuda-build` for kvplan built with KVPLAN_CUDA
 # (the CUDA runtime linked in), `nvcc` for compiling --target cuda, and
 # `no-gpu` where no CUDA device can be used (every CI machine).

@@ -118,7 +118,8 @@ int runDump(const DumpOptions &o, bool verbose) {
       pipelinePassNames(cfg.compile.target, cfg.compile.tensorParallel);
   if (!o.after.empty() && o.after != "frontend" &&
       std::find(passes.begin(), passes.end(), o.after) == passes.end())
-    throw InputError("--after " + o.after + ": this pipeline has no such pass (" +
+    throw InputError("--after " + o.after + ": the " + targetName(cfg.compile.target) +
+                     " target's pipeline has no such pass (" +
                      (o.after == "partition-tensor-parallel"
                           ? "it runs with --tensor-parallel 2 or more"
                           : "it runs for --target cuda") +

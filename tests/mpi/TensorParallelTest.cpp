@@ -1,0 +1,195 @@
+// Tensor parallelism over MPI, checked against one process: run as
+// `mpirun -np 2 kvplan-tp-tests` (ctest does). Rank 0 drives an engine over
+// the leader of the ranks and compares every step with a model compiled
+// without tensor parallelism from the same weights; rank 1 follows it.
+#include "codegen/Compiler.h"
+#include "frontend/ConfigParser.h"
+#include "plan/WeightPacking.h"
+#include "runtime/Engine.h"
+#include "runtime/RankExecutor.h"
+#include "runtime/cpu/CpuExecutor.h"
+#include "runtime/mpi/MpiCollective.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+using namespace kvplan;
+
+namespace {
+
+struct Shape {
+  const char *name;
+  std::string model; // lines added to [model]
+};
+
+const Shape kShapes[] = {
+    {"gqa", "architecture = \"llama\"\nnum_heads = 4\nnum_kv_heads = 2\n"},
+    {"mha-untied", "architecture = \"llama\"\nnum_heads = 4\nnum_kv_heads = 4\n"},
+    // One KV head for two ranks: each keeps it (replicated).
+    {"mqa-tied", "architecture = \"llama\"\nnum_heads = 8\nnum_kv_heads = 1\n"
+                 "tie_word_embeddings = true\n"},
+    // Q/K/V biases cut with their projections.
+    {"qwen2-bias-tied", "architecture = \"qwen2\"\nnum_heads = 4\nnum_kv_heads = 2\n"
+                        "tie_word_embeddings = true\n"},
+};
+
+ModelConfig config(const Shape &s, int64_t ranks, int64_t maxSeq = 64) {
+  std::string text = "[model]\nname = \"tp\"\nhidden_size = 64\nintermediate_size = 96\n"
+                     "num_layers = 2\nvocab_size = 98\nmax_position_embeddings = 128\n"
+                     "rms_norm_eps = 1e-5\nbos_token_id = 1\neos_token_id = 2\n" +
+                     s.model + "[compile]\nmax_seq_len = " + std::to_string(maxSeq) +
+                     "\nprefill_chunk = 8\npage_size = 8\nmax_batch = 2\ntensor_parallel = " +
+                     std::to_string(ranks) + "\n";
+  ModelConfig cfg = parseTomlSpec(text, std::string(s.name) + ".toml",
+                                  [](const std::string &w) { ADD_FAILURE() << w; });
+  validate(cfg);
+  return cfg;
+}
+
+/// A model compiled for `ranks` ranks with this rank's weights.
+struct Compiled {
+  Plan plan;
+  std::vector<char> weights;
+  Compiled(const ModelConfig &cfg, int64_t rank) {
+    plan = compileModel(cfg).plan;
+    auto source = openWeights("random:11", cfg.model);
+    weights = packWeightsInMemory(plan, *source, rank);
+  }
+};
+
+Collective &world() { return *mpiWorld(); }
+
+uint64_t planHash(const Plan &p) {
+  const std::string text = toJson(p).dump();
+  return checksum64(text.data(), text.size());
+}
+
+/// Every row of `got` within 1e-5 of `want`, relative to the row's largest
+/// logit.
+void expectClose(const float *got, const float *want, int64_t rows, int64_t vocab,
+                 const std::string &where) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float scale = 0, worst = 0;
+    for (int64_t i = 0; i < vocab; ++i) scale = std::max(scale, std::abs(want[r * vocab + i]));
+    for (int64_t i = 0; i < vocab; ++i)
+      worst = std::max(worst, std::abs(got[r * vocab + i] - want[r * vocab + i]));
+    EXPECT_LE(worst, 1e-5f * std::max(scale, 1.0f)) << where << " row " << r;
+  }
+}
+
+std::vector<int32_t> tokens(int n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (int32_t &v : t) v = int32_t(3 + rng() % 95u);
+  return t;
+}
+
+/// Rank 0: prefill two prompts (three chunks and one), then decode both
+/// together, comparing every call's logits; then generate greedily and
+/// with top-k sampling, comparing the ids.
+void lead(const Shape &s, Engine &tp) {
+  Compiled one(config(s, 1), 0);
+  Engine ref(one.plan, one.weights.data(), one.weights.size(), 1);
+  const int64_t vocab = ref.vocabSize();
+  const std::vector<int32_t> a = tokens(21, 1), b = tokens(5, 2);
+  int sa = tp.open(), sb = tp.open(), ra = ref.open(), rb = ref.open();
+  std::vector<float> want(ref.prefill(ra, a.data(), 21), ref.logits("prefill") + vocab);
+  expectClose(tp.prefill(sa, a.data(), 21), want.data(), 1, vocab, std::string(s.name) + " prefill a");
+  want.assign(ref.prefill(rb, b.data(), 5), ref.logits("prefill") + vocab);
+  expectClose(tp.prefill(sb, b.data(), 5), want.data(), 1, vocab, std::string(s.name) + " prefill b");
+  for (int step = 0; step < 12; ++step) {
+    const std::vector<int32_t> next = {int32_t(10 + step), int32_t(40 + step)};
+    const float *r = ref.decode({ra, rb}, next);
+    want.assign(r, r + 2 * vocab);
+    expectClose(tp.decode({sa, sb}, next), want.data(), 2, vocab,
+                std::string(s.name) + " decode step " + std::to_string(step));
+  }
+  for (SamplingOptions o : {SamplingOptions{}, SamplingOptions{0.9, 6, 1.0, 7},
+                            SamplingOptions{0.9, 0, 0.8, 9}}) {
+    tp.setSampling(o);
+    ref.setSampling(o);
+    int t = tp.open(), r = ref.open();
+    int32_t x = tp.prefillNext(t, a.data(), 9), y = ref.prefillNext(r, a.data(), 9);
+    std::vector<int32_t> got{x}, exp{y};
+    for (int i = 0; i < 16; ++i) {
+      got.push_back(x = tp.decodeNext({t}, {x})[0]);
+      exp.push_back(y = ref.decodeNext({r}, {y})[0]);
+    }
+    EXPECT_EQ(got, exp) << s.name << " temperature " << o.temperature << " top-k " << o.topK
+                        << " top-p " << o.topP;
+    tp.close(t);
+    ref.close(r);
+  }
+}
+
+class TensorParallel : public ::testing::TestWithParam<Shape> {
+protected:
+  void SetUp() override {
+    if (!mpiWorld() || world().size() != 2) GTEST_SKIP() << "run as mpirun -np 2 kvplan-tp-tests";
+  }
+};
+
+TEST_P(TensorParallel, EveryStepMatchesOneProcess) {
+  const Shape &s = GetParam();
+  Collective &comm = world();
+  Compiled mine(config(s, 2), comm.rank());
+  checkRanks(2, &comm, planHash(mine.plan));
+  auto share = std::make_unique<CpuExecutor>(mine.plan, mine.weights.data(), mine.weights.size(),
+                                             1, &comm);
+  if (comm.rank() != 0) return followLeader(*share, comm);
+  Engine tp(std::make_unique<LeaderExecutor>(std::move(share), comm));
+  lead(s, tp);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, TensorParallel, ::testing::ValuesIn(kShapes),
+                         [](const auto &info) {
+                           std::string n = info.param.name;
+                           std::replace(n.begin(), n.end(), '-', '_');
+                           return n;
+                         });
+
+TEST(TensorParallelRanks, RanksWithAnotherPlanAreRefused) {
+  if (!mpiWorld() || world().size() != 2) GTEST_SKIP() << "run as mpirun -np 2 kvplan-tp-tests";
+  Collective &comm = world();
+  // Rank 1 compiled another context length: the plans differ.
+  const Plan plan = compileModel(config(kShapes[0], 2, comm.rank() == 0 ? 64 : 32)).plan;
+  try {
+    checkRanks(2, &comm, planHash(plan));
+    ADD_FAILURE() << "ranks with different plans were not refused";
+  } catch (const InputError &e) {
+    EXPECT_NE(std::string(e.what()).find("loaded another plan"), std::string::npos) << e.what();
+  }
+}
+
+TEST(TensorParallelRanks, AWrongNumberOfRanksIsRefused) {
+  if (!mpiWorld() || world().size() != 2) GTEST_SKIP() << "run as mpirun -np 2 kvplan-tp-tests";
+  const Plan plan = compileModel(config(kShapes[0], 1)).plan;
+  try {
+    checkRanks(1, &world(), planHash(plan));
+    ADD_FAILURE() << "a plan for one rank ran on two";
+  } catch (const InputError &e) {
+    EXPECT_NE(std::string(e.what()).find("not tensor parallel"), std::string::npos) << e.what();
+  }
+  Compiled mine(config(kShapes[0], 2), world().rank());
+  try {
+    CpuExecutor alone(mine.plan, mine.weights.data(), mine.weights.size(), 1, nullptr);
+    ADD_FAILURE() << "a rank's share ran without the other ranks";
+  } catch (const InputError &e) {
+    EXPECT_NE(std::string(e.what()).find("mpirun -np 2"), std::string::npos) << e.what();
+  }
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  // One report: the other ranks run the same tests silently.
+  if (mpiWorld() && mpiWorld()->rank() != 0) {
+    auto &listeners = ::testing::UnitTest::GetInstance()->listeners();
+    delete listeners.Release(listeners.default_result_printer());
+  }
+  return RUN_ALL_TESTS();
+}
