@@ -262,6 +262,7 @@ ModelConfig parseTomlSpec(const std::string &text, const std::string &path,
   comp.integer("prefill_chunk", c.prefillChunk, false);
   comp.integer("page_size", c.pageSize, false);
   comp.integer("kv_pages", c.kvPages, false);
+  comp.integer("speculate", c.speculate, false);
 
   model.warnUnknown(warn);
   rope.warnUnknown(warn);
@@ -648,6 +649,11 @@ ModelConfig applyAndValidate(ModelConfig cfg, const SettingOverrides &o) {
   if (o.prefillChunk) { cfg.compile.prefillChunk = *o.prefillChunk; set("compile.prefill_chunk"); }
   if (o.pageSize) { cfg.compile.pageSize = *o.pageSize; set("compile.page_size"); }
   if (o.kvPages) { cfg.compile.kvPages = *o.kvPages; set("compile.kv_pages"); }
+  if (o.speculate) {
+    cfg.compile.speculate = *o.speculate;
+    set("compile.speculate");
+    cfg.fieldNames["compile.speculate"] = "--speculate"; // messages name the flag
+  }
   validate(cfg);
   return cfg;
 }

@@ -122,6 +122,7 @@ OwningOpRef<ModuleOp> buildModelIR(MLIRContext &ctx, const ModelConfig &cfg) {
                      llm::SettingsAttr::get(&ctx, targetName(s.target), dtypeName(s.weightDtype),
                                             dtypeName(s.kvDtype), s.maxBatch, s.maxSeqLen,
                                             s.prefillChunk, s.pageSize, s.kvPages));
+  if (s.speculate > 0) (*module)->setAttr(attr::kSpeculate, b.getI64IntegerAttr(s.speculate));
 
   b.setInsertionPointToEnd(module->getBody());
   // int8 and int4 apply to matrices; norm scales and biases stay f32.

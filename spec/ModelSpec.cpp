@@ -332,6 +332,16 @@ void checkCrossFieldRules(Checker &c, const ModelSpec &m, const CompileSettings 
     c.fail("compile.prefill_chunk", "prefill_chunk " + std::to_string(s.prefillChunk) +
                                         " is larger than max_seq_len " +
                                         std::to_string(s.maxSeqLen));
+  if (s.speculate < 0 || s.speculate > CompileSettings::kMaxSpeculate)
+    c.fail("compile.speculate", "speculate " + std::to_string(s.speculate) +
+                                    " is outside [0, " +
+                                    std::to_string(CompileSettings::kMaxSpeculate) +
+                                    "] (draft tokens per verify step; 0 turns it off)");
+  else if (s.speculate > 0 && s.speculate + 1 > s.maxSeqLen)
+    c.fail("compile.speculate", "speculate " + std::to_string(s.speculate) +
+                                    " needs a verify step of " + std::to_string(s.speculate + 1) +
+                                    " rows, more than max_seq_len " +
+                                    std::to_string(s.maxSeqLen));
   if (s.pageSize > s.maxSeqLen || s.maxSeqLen % s.pageSize != 0)
     c.fail("compile.page_size", "page_size " + std::to_string(s.pageSize) +
                                     " must divide max_seq_len " + std::to_string(s.maxSeqLen) +
@@ -424,7 +434,7 @@ nlohmann::json toJson(const ModelSpec &m) {
 }
 
 nlohmann::json toJson(const CompileSettings &c) {
-  return {{"target", targetName(c.target)},
+  nlohmann::json j = {{"target", targetName(c.target)},
           {"weight_dtype", dtypeName(c.weightDtype)},
           {"kv_dtype", dtypeName(c.kvDtype)},
           {"max_batch", c.maxBatch},
@@ -432,6 +442,9 @@ nlohmann::json toJson(const CompileSettings &c) {
           {"prefill_chunk", c.prefillChunk},
           {"page_size", c.pageSize},
           {"kv_pages", c.kvPages}};
+  // Written only when set, so plans without a verify entry read as before.
+  if (c.speculate > 0) j["speculate"] = c.speculate;
+  return j;
 }
 
 namespace {
@@ -511,6 +524,8 @@ CompileSettings compileSettingsFromJson(const nlohmann::json &j) {
   c.prefillChunk = settingsInteger(j, "prefill_chunk", 1, kMaxDim);
   c.pageSize = settingsInteger(j, "page_size", 1, kMaxDim);
   c.kvPages = settingsInteger(j, "kv_pages", 1, kMaxPages);
+  if (j.contains("speculate"))
+    c.speculate = settingsInteger(j, "speculate", 0, CompileSettings::kMaxSpeculate);
   return c;
 }
 

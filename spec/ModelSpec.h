@@ -86,7 +86,11 @@ struct CompileSettings {
   // page_size (every decode row can reach max_seq_len); a server keeping
   // prefix-cached pages wants more, a batch of mostly short sequences fewer.
   int64_t kvPages = 128;
+  // Speculative decoding: draft tokens one verify call checks (its rows are
+  // speculate + 1); 0 compiles no @verify entry point.
+  int64_t speculate = 0;
 
+  static constexpr int64_t kMaxSpeculate = 8;
   static constexpr int64_t kDefaultMaxSeqLen = 2048;
   static constexpr int64_t kDefaultPrefillChunk = 64;
   static constexpr int64_t kDefaultPageSize = 16;
