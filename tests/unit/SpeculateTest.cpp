@@ -5,6 +5,7 @@
 #include "frontend/ConfigParser.h"
 #include "plan/WeightPacking.h"
 #include "runtime/Engine.h"
+#include "runtime/Sampler.h"
 #include "runtime/Scheduler.h"
 #include "runtime/Speculate.h"
 #include "support/Error.h"
@@ -520,4 +521,34 @@ TEST(Speculate, ADraftModelWhosePoolIsFullProposesNothingAndServingGoesOn) {
   EXPECT_GT(st.verifyCalls, 0);
   EXPECT_EQ(st.draftsAccepted, st.draftsProposed) << "the same weights: every draft is kept";
   EXPECT_EQ(draft.openSequences(), 0);
+}
+
+TEST(Speculate, TheRulesTargetDistributionIsWhatTheSamplerDraws) {
+  // samplingProbabilities must be the distribution Sampler draws from, or
+  // speculation would keep another distribution than plain sampling.
+  const std::vector<float> logits = {1.0f, 2.5f, 0.3f, 2.5f, -1.0f, 1.7f, 0.9f, 2.0f};
+  for (SamplingOptions o : {SamplingOptions{0.7, 0, 1.0, 1}, SamplingOptions{1.3, 5, 1.0, 2},
+                            SamplingOptions{0.9, 0, 0.8, 3}, SamplingOptions{1.0, 6, 0.7, 4}}) {
+    SCOPED_TRACE("temperature " + std::to_string(o.temperature) + " top-k " +
+                 std::to_string(o.topK) + " top-p " + std::to_string(o.topP));
+    std::vector<double> p;
+    samplingProbabilities(logits.data(), 8, o, p);
+    Sampler s(o);
+    const int64_t n = 200000;
+    std::vector<int64_t> counts(8, 0);
+    for (int64_t i = 0; i < n; ++i) ++counts[size_t(s.sample(logits.data(), 8))];
+    // Tokens outside the kept set are never drawn; over the kept ones,
+    // chi-square (at most 7 degrees of freedom; 99.9th percentile 24.32).
+    std::vector<int64_t> kept;
+    std::vector<double> pk;
+    for (size_t v = 0; v < 8; ++v) {
+      if (p[v] == 0) {
+        EXPECT_EQ(counts[v], 0) << "token " << v;
+        continue;
+      }
+      kept.push_back(counts[v]);
+      pk.push_back(p[v]);
+    }
+    EXPECT_LT(chiSquare(kept, pk, n), 24.32);
+  }
 }
