@@ -312,6 +312,9 @@ FailureOr<Plan> emitPlan(ModuleOp module, const ModelConfig &cfg) {
   for (const char *name : {"prefill", "decode"})
     if (!plan.entryPoints.count(name))
       return module.emitError() << "has no @" << name << " entry point";
+  if (cfg.compile.speculate > 0 && !plan.entryPoints.count("verify"))
+    return module.emitError() << "has no @verify entry point for --speculate "
+                              << cfg.compile.speculate;
   return plan;
 }
 

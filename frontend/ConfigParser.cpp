@@ -263,6 +263,7 @@ ModelConfig parseTomlSpec(const std::string &text, const std::string &path,
   comp.integer("page_size", c.pageSize, false);
   comp.integer("kv_pages", c.kvPages, false);
   comp.integer("tensor_parallel", c.tensorParallel, false);
+  comp.integer("speculate", c.speculate, false);
 
   model.warnUnknown(warn);
   rope.warnUnknown(warn);
@@ -652,6 +653,12 @@ ModelConfig applyAndValidate(ModelConfig cfg, const SettingOverrides &o) {
   if (o.tensorParallel) {
     cfg.compile.tensorParallel = *o.tensorParallel;
     set("compile.tensor_parallel");
+    cfg.fieldNames["compile.tensor_parallel"] = "--tensor-parallel"; // messages name the flag
+  }
+  if (o.speculate) {
+    cfg.compile.speculate = *o.speculate;
+    set("compile.speculate");
+    cfg.fieldNames["compile.speculate"] = "--speculate"; // messages name the flag
   }
   validate(cfg);
   return cfg;

@@ -34,6 +34,7 @@ struct SettingOverrides {
   std::optional<int64_t> pageSize;
   std::optional<int64_t> kvPages;
   std::optional<int64_t> tensorParallel;
+  std::optional<int64_t> speculate;
 };
 
 /// Reads `path` (a .toml file, a config.json or a directory holding one, a

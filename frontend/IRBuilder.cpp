@@ -122,6 +122,7 @@ OwningOpRef<ModuleOp> buildModelIR(MLIRContext &ctx, const ModelConfig &cfg) {
                      llm::SettingsAttr::get(&ctx, targetName(s.target), dtypeName(s.weightDtype),
                                             dtypeName(s.kvDtype), s.maxBatch, s.maxSeqLen,
                                             s.prefillChunk, s.pageSize, s.kvPages));
+  if (s.speculate > 0) (*module)->setAttr(attr::kSpeculate, b.getI64IntegerAttr(s.speculate));
 
   if (s.tensorParallel > 1)
     (*module)->setAttr(attr::kTensorParallel, b.getI64IntegerAttr(s.tensorParallel));

@@ -211,8 +211,15 @@ LogicalResult LLMDialect::verifyOperationAttribute(Operation *op, NamedAttribute
   }
   if (name == attr::kEntry) {
     auto s = dyn_cast<StringAttr>(v);
-    return expect(isa<func::FuncOp>(op) && s && (s.getValue() == "prefill" || s.getValue() == "decode"),
-                  "\"prefill\" or \"decode\" on a function");
+    return expect(isa<func::FuncOp>(op) && s &&
+                      (s.getValue() == "prefill" || s.getValue() == "decode" ||
+                       s.getValue() == "verify"),
+                  "\"prefill\", \"decode\" or \"verify\" on a function");
+  }
+  if (name == attr::kSpeculate) {
+    auto i = dyn_cast<IntegerAttr>(v);
+    return expect(isa<ModuleOp>(op) && i && i.getInt() >= 0,
+                  "a non-negative integer on the module (draft tokens per @verify)");
   }
   if (name == attr::kArenaSize) {
     auto i = dyn_cast<IntegerAttr>(v);

@@ -46,7 +46,8 @@ namespace attr {
 constexpr const char *kSettings = "llm.settings"; // module: compile settings
 constexpr const char *kModel = "llm.model";       // module: model name
 constexpr const char *kTensorParallel = "llm.tensor_parallel"; // module: ranks (absent: 1)
-constexpr const char *kEntry = "llm.entry";       // func: "prefill" / "decode"
+constexpr const char *kEntry = "llm.entry";       // func: "prefill" / "decode" / "verify"
+constexpr const char *kSpeculate = "llm.speculate"; // module: draft tokens per verify (i64)
 constexpr const char *kArg = "llm.arg";           // func arg: its role
 constexpr const char *kOffsets = "llm.offsets";   // op: arena offset per result
 constexpr const char *kOffset = "llm.offset";     // func arg: arena offset

@@ -51,12 +51,21 @@ def SplitPrefillDecode : Pass<"split-prefill-decode", "::mlir::ModuleOp"> {
     is its own sequence, so its attention becomes `self` until
     `--insert-kv-cache` gives it the history. Row counts come from the
     module's `llm.settings` unless given as options.
+
+    With speculative decoding (`llm.speculate = K` on the module, or the
+    `speculate` option) a third entry point, `@verify`, checks K draft
+    tokens: K + 1 rows of one sequence at any offset, causal like
+    `@prefill`, but with logits for every row (prune-last-token leaves it
+    alone).
   }];
   let options = [
     Option<"chunk", "chunk", "int64_t", "0",
            "rows of @prefill (0: llm.settings.prefill_chunk)">,
     Option<"maxBatch", "max-batch", "int64_t", "0",
            "rows of @decode (0: llm.settings.max_batch)">,
+    Option<"speculate", "speculate", "int64_t", "0",
+           "draft tokens per @verify call; its rows are speculate + 1 (0: the module's "
+           "llm.speculate, else no @verify)">,
   ];
   let dependentDialects = ["::kvplan::llm::LLMDialect"];
 }

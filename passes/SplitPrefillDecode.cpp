@@ -1,4 +1,5 @@
-// --split-prefill-decode: @forward -> @prefill (a chunk) and @decode (a batch).
+// --split-prefill-decode: @forward -> @prefill (a chunk) and @decode (a
+// batch), and with speculation @verify (draft tokens of one sequence).
 #include "passes/Passes.h"
 
 #include "mlir/IR/Builders.h"
@@ -60,7 +61,7 @@ struct SplitPrefillDecodePass
                             "model the frontend builds)";
       return signalPassFailure();
     }
-    for (StringRef name : {"prefill", "decode"})
+    for (StringRef name : {"prefill", "decode", "verify"})
       if (module.lookupSymbol(name)) {
         module.emitError() << "module already has @" << name << "; run split-prefill-decode once";
         return signalPassFailure();
@@ -80,11 +81,17 @@ struct SplitPrefillDecodePass
                             "(prefill_chunk, max_batch) or the pass options chunk, max-batch";
       return signalPassFailure();
     }
+    FailureOr<int64_t> draft = draftTokens(module, seqRows);
+    if (failed(draft))
+      return signalPassFailure();
 
     OpBuilder b(module.getContext());
     b.setInsertionPointAfter(forward);
-    for (auto [name, rows] : {std::pair<StringRef, int64_t>{"prefill", prefillRows},
-                              std::pair<StringRef, int64_t>{"decode", decodeRows}}) {
+    SmallVector<std::pair<StringRef, int64_t>> entries = {{"prefill", prefillRows},
+                                                          {"decode", decodeRows}};
+    if (*draft > 0)
+      entries.push_back({"verify", *draft + 1});
+    for (auto [name, rows] : entries) {
       auto fn = cast<func::FuncOp>(b.clone(*forward));
       fn.setSymName(name);
       fn->setAttr(attr::kEntry, b.getStringAttr(name));
@@ -94,6 +101,22 @@ struct SplitPrefillDecodePass
         fn.walk([&](llm::AttentionOp op) { op.setMask(llm::AttentionMask::self); });
     }
     forward.erase();
+  }
+
+  /// Draft tokens per @verify call: the option, else the module's
+  /// llm.speculate, else 0 (no @verify).
+  FailureOr<int64_t> draftTokens(ModuleOp module, int64_t seqRows) {
+    int64_t k = speculate;
+    if (!k)
+      if (auto a = module->getAttrOfType<IntegerAttr>(attr::kSpeculate))
+        k = a.getInt();
+    if (k < 0 || k > CompileSettings::kMaxSpeculate || (k > 0 && k + 1 > seqRows)) {
+      module.emitError() << "speculate " << k << " must be 0 (off) or 1 to "
+                         << CompileSettings::kMaxSpeculate
+                         << ", with speculate + 1 rows fitting the context of " << seqRows;
+      return failure();
+    }
+    return k;
   }
 };
 

@@ -494,12 +494,18 @@ public:
     if (ep.results.size() != 1 || !isActivations(ep.results[0]) ||
         ep.results[0].dtype != DType::f32 || ep.results[0].cols() != plan.model.vocabSize / plan.ranks())
       incompatible(where, "does not return one f32 tensor of logits over the vocabulary");
-    // The engine reads a row of logits per decode row, and prefill's first.
+    // The engine reads a row of logits per decode and verify row, and
+    // prefill's first.
     const int64_t logitRows = ep.results[0].rows();
-    if (logitRows != ep.rows && (ep.name == "decode" || logitRows != 1))
+    const bool everyRow = ep.name == "decode" || ep.name == "verify";
+    if (logitRows != ep.rows && (everyRow || logitRows != 1))
       incompatible(where, "returns " + std::to_string(logitRows) + " rows of logits, expected " +
-                              (ep.name == "decode" ? "" : "1 or ") + std::to_string(ep.rows) +
+                              (everyRow ? "" : "1 or ") + std::to_string(ep.rows) +
                               " (its rows)");
+    if (ep.name == "verify" && ep.rows != plan.settings.speculate + 1)
+      incompatible(where, "has " + std::to_string(ep.rows) + " rows, but the settings' speculate " +
+                              std::to_string(plan.settings.speculate) + " needs " +
+                              std::to_string(plan.settings.speculate + 1));
     for (size_t i = 0; i < ep.steps.size(); ++i) step(ep.steps[i], i);
     for (const Operand &r : ep.results) read(r, where + " result");
   }
@@ -654,6 +660,9 @@ void checkShards(const Plan &p) {
 void validatePlan(const Plan &p) {
   checkCacheGeometry(p);
   checkShards(p);
+  if (p.settings.speculate > 0 && !p.entryPoints.count("verify"))
+    incompatible("the plan's", "settings have speculate " + std::to_string(p.settings.speculate) +
+                                   " but there is no 'verify' entry point");
   for (const auto &[name, ep] : p.entryPoints) Dataflow(p, ep).check();
 }
 

@@ -23,6 +23,8 @@ void Engine::init(const EngineOptions &options) {
   const Plan &p = exec->plan();
   chunk = p.entryPoints.at("prefill").rows;
   batch = p.entryPoints.at("decode").rows;
+  auto v = p.entryPoints.find("verify");
+  verify_ = v == p.entryPoints.end() ? 0 : v->second.rows;
   pagesPerSeq = p.kvCache.pagesPerSequence;
   pool = PagePool(p.kvCache.pages, p.kvCache.pageSize, options.prefixCache);
   if (p.ranks() > 1 && !exec->collective())
@@ -107,6 +109,7 @@ void Engine::grow(Sequence &s, int64_t tokens) {
 /// Offers the pages the sequence has filled since the last call to the
 /// prefix cache, each chained to the one before it.
 void Engine::publishFull(Sequence &s) {
+  if (!pool.caching()) return; // nothing is shared: truncate() may go anywhere
   const int64_t full = int64_t(s.tokens.size()) / pageSize();
   for (; s.published < full; ++s.published) {
     const int32_t parent = s.published > 0 ? s.pages[size_t(s.published - 1)] : -1;

@@ -86,6 +86,24 @@ public:
   /// [seqs.size(), vocab] logits, row i for seqs[i].
   const float *decode(const std::vector<int> &seqs, const std::vector<int32_t> &tokens);
 
+  /// Speculative decoding (runtime/EngineSpeculate.cpp). Rows of one
+  /// verify call: the plan's speculate + 1, or 0 when it has no @verify.
+  int64_t verifyRows() const { return verify_; }
+  /// One verify call: tokens[0, count) (1 to verifyRows()) appended to the
+  /// sequence at its length, causal over its cache; returns [count, vocab]
+  /// logits, row i the next-token logits after tokens[i] (valid until the
+  /// next call). The tokens stay in the cache, but their pages enter the
+  /// prefix cache only once truncate() or a later step keeps them.
+  const float *verify(int seq, const int32_t *tokens, int64_t count);
+  /// Rollback: the sequence keeps its first `length` tokens (at most its
+  /// length) and gives back the pages past them; nothing is copied. Pages
+  /// offered to the prefix cache are shared and never rolled back into:
+  /// throws std::logic_error below them.
+  void truncate(int seq, int64_t length);
+  /// Tokens at the start of the sequence in pages it offered to the prefix
+  /// cache: truncate() goes no lower.
+  int64_t publishedTokens(int seq) const;
+
   /// Sampling for prefillNext/decodeNext (default: greedy). Throws
   /// InputError for bad options, as Sampler does.
   void setSampling(const SamplingOptions &options);
@@ -116,7 +134,7 @@ private:
 
   std::unique_ptr<Executor> exec;
   Sampler sampler{SamplingOptions{}};
-  int64_t chunk = 0, batch = 0, pagesPerSeq = 0;
+  int64_t chunk = 0, batch = 0, pagesPerSeq = 0, verify_ = 0;
   PagePool pool{1, 1, false};
   std::vector<Sequence> seqs;
   std::vector<int> freeSlots;

@@ -1,6 +1,7 @@
 // Continuous batching: admission, the token budget, preemption and the
 // events a request's caller receives.
 #include "runtime/Scheduler.h"
+#include "runtime/Speculate.h"
 #include "support/Align.h"
 #include "support/Error.h"
 
@@ -28,8 +29,10 @@ struct Scheduler::Request {
   bool admittedOnce = false, done = false;
   std::unique_ptr<StreamDecoder> text;
   std::string held;            // text that may begin a stop string
+  std::mt19937_64 rng;         // speculative sampling's draws
 
-  explicit Request(GenerationRequest r) : req(std::move(r)), sampler(req.sampling) {}
+  explicit Request(GenerationRequest r)
+      : req(std::move(r)), sampler(req.sampling), rng(req.sampling.seed ^ 0x5bd1e995ULL) {}
   /// Tokens still to run through the model: 1 for a request whose next step
   /// is a decode row (its last token is not in the cache yet).
   int64_t pending(const Engine &e) const { return int64_t(tokens.size()) - e.length(seq); }
@@ -42,7 +45,12 @@ using Seconds = std::chrono::duration<double>;
 bool Scheduler::olderFirst(const Request *a, const Request *b) { return a->id < b->id; }
 
 Scheduler::Scheduler(Engine &engine, const Tokenizer *tokenizer, const SchedulerOptions &options)
-    : eng(engine), tokenizer(tokenizer), budget(options.tokenBudget) {
+    : eng(engine), tokenizer(tokenizer), budget(options.tokenBudget), proposer(options.proposer),
+      speculate(options.speculate) {
+  if (proposer && eng.verifyRows() == 0)
+    throw InputError("speculative decoding needs a plan with a verify entry point (compile with "
+                     "--speculate K)");
+  if (speculate <= 0 || speculate >= eng.verifyRows()) speculate = eng.verifyRows() - 1;
   if (budget == 0) budget = eng.maxBatch() + eng.prefillRows();
   if (budget < eng.maxBatch() + 1)
     throw InputError("the token budget must be at least max_batch + 1 = " +
@@ -53,6 +61,8 @@ Scheduler::Scheduler(Engine &engine, const Tokenizer *tokenizer, const Scheduler
 Scheduler::~Scheduler() {
   for (Request *r : active)
     if (r->seq >= 0) eng.close(r->seq);
+  if (proposer)
+    for (auto &r : all) proposer->release(r->id);
 }
 
 uint64_t Scheduler::submit(GenerationRequest request) {
@@ -169,6 +179,7 @@ void Scheduler::finish(Request &r, FinishReason reason, const std::string &error
     e.reason = FinishReason::stop;
   r.held.clear();
   r.done = true;
+  if (proposer) proposer->release(r.id);
   if (r.seq >= 0) {
     eng.close(r.seq);
     r.seq = -1;
@@ -249,37 +260,89 @@ void Scheduler::admit() {
   }
 }
 
-/// One decode call for every running request with one token to append.
-/// Preempts the newest requests while the pool cannot give each its page.
+/// One decode call for every running request with one token to append,
+/// except those with drafts: each of them takes a verify call.
+/// Preempts the newest requests while the pool cannot give each its pages.
 void Scheduler::decodeAll(int64_t &left) {
   std::vector<Request *> rows;
+  std::vector<std::vector<int32_t>> drafts;
+  std::vector<std::vector<float>> probs;
   for (;;) {
     rows.clear();
-    int64_t pages = 0;
     for (Request *r : active)
-      if (r->pending(eng) == 1) {
-        rows.push_back(r);
-        pages += eng.pagesToGrow(r->seq, eng.length(r->seq) + 1);
-      }
+      if (r->pending(eng) == 1) rows.push_back(r);
+    propose(rows, drafts, probs);
+    int64_t pages = 0;
+    for (size_t i = 0; i < rows.size(); ++i)
+      pages += eng.pagesToGrow(rows[i]->seq,
+                               eng.length(rows[i]->seq) + 1 + int64_t(drafts[i].size()));
     if (pages <= eng.freePages() || active.size() <= 1) break;
     preempt(*active.back());
   }
   if (rows.empty()) return;
+  std::vector<Request *> decoding;
   std::vector<int> seqs;
   std::vector<int32_t> tokens;
   std::vector<Sampler *> samplers;
-  for (Request *r : rows) {
-    seqs.push_back(r->seq);
-    tokens.push_back(r->tokens.back());
-    samplers.push_back(&r->sampler);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (!drafts[i].empty()) continue;
+    decoding.push_back(rows[i]);
+    seqs.push_back(rows[i]->seq);
+    tokens.push_back(rows[i]->tokens.back());
+    samplers.push_back(&rows[i]->sampler);
   }
+  if (!decoding.empty()) {
+    auto t0 = Clock::now();
+    const std::vector<int32_t> next = eng.decodeStep(seqs, tokens, samplers);
+    stats_.engineSeconds += Seconds(Clock::now() - t0).count();
+    ++stats_.decodeCalls;
+    stats_.decodeRows += int64_t(decoding.size());
+    left -= int64_t(decoding.size());
+    for (size_t i = 0; i < decoding.size(); ++i) accept(*decoding[i], next[i]);
+  }
+  for (size_t i = 0; i < rows.size(); ++i)
+    if (!drafts[i].empty()) {
+      left -= 1 + int64_t(drafts[i].size());
+      verifyOne(*rows[i], drafts[i], probs[i]);
+    }
+}
+
+void Scheduler::propose(const std::vector<Request *> &rows,
+                        std::vector<std::vector<int32_t>> &drafts,
+                        std::vector<std::vector<float>> &probs) {
+  drafts.assign(rows.size(), {});
+  probs.assign(rows.size(), {});
+  if (!proposer) return;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const Request &r = *rows[i];
+    // Drafts past the request's last token or the context are wasted.
+    const int64_t k = std::min({speculate, r.req.maxNewTokens - r.generated - 1,
+                                eng.maxSeqLen() - eng.length(r.seq) - 1});
+    if (k <= 0) continue;
+    Draft d = proposer->propose(r.id, r.tokens, k);
+    if (int64_t(d.tokens.size()) > k) d.tokens.resize(size_t(k));
+    drafts[i] = std::move(d.tokens);
+    probs[i] = std::move(d.probs);
+  }
+}
+
+/// One verify call over the request's pending token and its drafts; keeps
+/// what the rule accepts and the token after it, and rolls the rest back.
+void Scheduler::verifyOne(Request &r, const std::vector<int32_t> &draft,
+                          const std::vector<float> &probs) {
+  std::vector<int32_t> rows = {r.tokens.back()};
+  rows.insert(rows.end(), draft.begin(), draft.end());
+  const int64_t before = eng.length(r.seq);
   auto t0 = Clock::now();
-  const std::vector<int32_t> next = eng.decodeStep(seqs, tokens, samplers);
+  const float *logits = eng.verify(r.seq, rows.data(), int64_t(rows.size()));
+  const Verdict v = judgeDrafts({draft, probs}, logits, eng.vocabSize(), r.req.sampling, r.rng);
+  eng.truncate(r.seq, before + 1 + v.accepted);
   stats_.engineSeconds += Seconds(Clock::now() - t0).count();
-  ++stats_.decodeCalls;
-  stats_.decodeRows += int64_t(rows.size());
-  left -= int64_t(rows.size());
-  for (size_t i = 0; i < rows.size(); ++i) accept(*rows[i], next[i]);
+  ++stats_.verifyCalls;
+  stats_.draftsProposed += int64_t(draft.size());
+  stats_.draftsAccepted += v.accepted;
+  for (int64_t i = 0; i < v.accepted && !r.done; ++i) accept(r, draft[size_t(i)]);
+  if (!r.done) accept(r, v.next);
 }
 
 /// Prefill chunks for the requests with more than one token to run, oldest

@@ -67,10 +67,18 @@ struct GenerationRequest {
   std::function<void(const TokenEvent &)> onEvent;
 };
 
+class Proposer;
+
 struct SchedulerOptions {
   /// Tokens per step: decode rows plus prefill tokens. 0: max_batch plus
   /// one prefill chunk. At least max_batch + 1, so prefill always moves.
   int64_t tokenBudget = 0;
+  /// Speculative decoding (runtime/Speculate.h): a running request the
+  /// proposer has drafts for takes a verify call of up to `speculate`
+  /// drafts (0: all the engine's @verify checks) instead of a decode row;
+  /// the others decode together as before. Null: no speculation.
+  Proposer *proposer = nullptr;
+  int64_t speculate = 0;
 };
 
 struct SchedulerStats {
@@ -82,6 +90,7 @@ struct SchedulerStats {
   int64_t generatedTokens = 0;
   int64_t preemptions = 0;
   int64_t finished = 0;
+  int64_t verifyCalls = 0, draftsProposed = 0, draftsAccepted = 0; // speculation
   double engineSeconds = 0;    // inside Engine calls (the executor, mostly)
   double stepSeconds = 0;      // all of step(), the requests' callbacks included
   double prefixHitRate() const {
@@ -139,6 +148,10 @@ private:
   bool makeRoom(Request &forRequest, int64_t pages);
   void preempt(Request &r);
   void decodeAll(int64_t &budget);
+  /// Drafts for the requests about to decode (none without a proposer).
+  void propose(const std::vector<Request *> &rows, std::vector<std::vector<int32_t>> &drafts,
+               std::vector<std::vector<float>> &probs);
+  void verifyOne(Request &r, const std::vector<int32_t> &draft, const std::vector<float> &probs);
   void prefillSome(int64_t budget);
   void accept(Request &r, int32_t token);
   /// Adds a token's text; sets `out` to what may be sent now and returns
@@ -149,6 +162,8 @@ private:
   Engine &eng;
   const Tokenizer *tokenizer;
   int64_t budget;
+  Proposer *proposer;
+  int64_t speculate;
   SchedulerStats stats_;
 
   mutable std::mutex inboxMutex;

@@ -191,7 +191,7 @@ static ServerOptions settled(ServerOptions o) {
 }
 
 Server::Impl::Impl(Engine &e, const Tokenizer *t, ServerOptions o)
-    : engine(e), tokenizer(t), opts(settled(std::move(o))), sched(e, t),
+    : engine(e), tokenizer(t), opts(settled(std::move(o))), sched(e, t, SchedulerOptions{0, o.proposer, o.speculate}),
       server(std::make_unique<LimitedHttpServer>(
           opts.limits, opts.maxBodyBytes,
           [this](int status, const std::string &message) { refused(status, message); })),

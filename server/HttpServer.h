@@ -5,6 +5,7 @@
 #pragma once
 
 #include "runtime/Engine.h"
+#include "runtime/Speculate.h"
 #include "server/ChatTemplate.h"
 #include "server/Metrics.h"
 
@@ -44,6 +45,10 @@ struct ServerOptions {
   size_t maxBodyBytes = size_t(8) << 20;    // larger bodies get 413
   HttpLimits limits;
   bool logRequests = true;    // one line per generation request on stderr
+  /// Speculative decoding for every request (SchedulerOptions::proposer;
+  /// null: none): the proposer, owned by the caller, and drafts per step.
+  Proposer *proposer = nullptr;
+  int64_t speculate = 0;
   /// For tests: runs on the scheduler's thread before each step, to slow
   /// or pause it.
   std::function<void()> beforeStep;

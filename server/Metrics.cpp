@@ -78,6 +78,9 @@ void Metrics::sample(Scheduler &s) {
   now.cachedPromptTokens = s.stats().cachedPromptTokens;
   now.preemptions = s.stats().preemptions;
   now.steps = s.stats().steps;
+  now.verifyCalls = s.stats().verifyCalls;
+  now.draftsProposed = s.stats().draftsProposed;
+  now.draftsAccepted = s.stats().draftsAccepted;
   std::lock_guard<std::mutex> lock(m);
   now.inFlight = g.inFlight;
   g = now;
@@ -128,6 +131,15 @@ std::string Metrics::render() const {
        g.promptTokens ? double(g.cachedPromptTokens) / double(g.promptTokens) : 0.0);
   header(out, "kvplan_preemptions_total", "counter", "Requests preempted for KV-cache pages.");
   line(out, "kvplan_preemptions_total", double(g.preemptions));
+  header(out, "kvplan_speculative_verify_calls_total", "counter",
+         "Verify calls of speculative decoding (serve --speculate).");
+  line(out, "kvplan_speculative_verify_calls_total", double(g.verifyCalls));
+  header(out, "kvplan_speculative_drafts_total", "counter",
+         "Draft tokens proposed and accepted by verify calls.");
+  out += "kvplan_speculative_drafts_total{outcome=\"proposed\"} " +
+         std::to_string(g.draftsProposed) + "\n";
+  out += "kvplan_speculative_drafts_total{outcome=\"accepted\"} " +
+         std::to_string(g.draftsAccepted) + "\n";
   header(out, "kvplan_time_to_first_token_seconds", "histogram",
          "From the request's arrival to its first generated token.");
   ttft.render(out, "kvplan_time_to_first_token_seconds");

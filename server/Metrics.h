@@ -43,6 +43,7 @@ struct EngineGauges {
   int64_t pagesTotal = 0, pagesUsed = 0, pagesCached = 0;
   int64_t promptTokens = 0, cachedPromptTokens = 0; // admitted so far
   int64_t preemptions = 0, steps = 0;
+  int64_t verifyCalls = 0, draftsProposed = 0, draftsAccepted = 0; // speculative decoding
 };
 
 class Metrics {

@@ -365,6 +365,16 @@ void checkCrossFieldRules(Checker &c, const ModelSpec &m, const CompileSettings 
     c.fail("compile.prefill_chunk", "prefill_chunk " + std::to_string(s.prefillChunk) +
                                         " is larger than max_seq_len " +
                                         std::to_string(s.maxSeqLen));
+  if (s.speculate < 0 || s.speculate > CompileSettings::kMaxSpeculate)
+    c.fail("compile.speculate", "speculate " + std::to_string(s.speculate) +
+                                    " is outside [0, " +
+                                    std::to_string(CompileSettings::kMaxSpeculate) +
+                                    "] (draft tokens per verify step; 0 turns it off)");
+  else if (s.speculate > 0 && s.speculate + 1 > s.maxSeqLen)
+    c.fail("compile.speculate", "speculate " + std::to_string(s.speculate) +
+                                    " needs a verify step of " + std::to_string(s.speculate + 1) +
+                                    " rows, more than max_seq_len " +
+                                    std::to_string(s.maxSeqLen));
   if (s.pageSize > s.maxSeqLen || s.maxSeqLen % s.pageSize != 0)
     c.fail("compile.page_size", "page_size " + std::to_string(s.pageSize) +
                                     " must divide max_seq_len " + std::to_string(s.maxSeqLen) +
@@ -458,7 +468,7 @@ nlohmann::json toJson(const ModelSpec &m) {
 }
 
 nlohmann::json toJson(const CompileSettings &c) {
-  return {{"target", targetName(c.target)},
+  nlohmann::json j = {{"target", targetName(c.target)},
           {"weight_dtype", dtypeName(c.weightDtype)},
           {"kv_dtype", dtypeName(c.kvDtype)},
           {"max_batch", c.maxBatch},
@@ -467,6 +477,9 @@ nlohmann::json toJson(const CompileSettings &c) {
           {"page_size", c.pageSize},
           {"kv_pages", c.kvPages},
           {"tensor_parallel", c.tensorParallel}};
+  // Written only when set, so plans without a verify entry read as before.
+  if (c.speculate > 0) j["speculate"] = c.speculate;
+  return j;
 }
 
 namespace {
@@ -550,6 +563,8 @@ CompileSettings compileSettingsFromJson(const nlohmann::json &j) {
   if ((c.tensorParallel & (c.tensorParallel - 1)) != 0)
     throw InputError("settings field 'tensor_parallel' is " + std::to_string(c.tensorParallel) +
                      ", not a power of two");
+  if (j.contains("speculate"))
+    c.speculate = settingsInteger(j, "speculate", 0, CompileSettings::kMaxSpeculate);
   return c;
 }
 

@@ -89,7 +89,11 @@ struct CompileSettings {
   // Ranks each layer is split between (tensor parallelism, a power of two):
   // the plan and its bill are one rank's.
   int64_t tensorParallel = 1;
+  // Speculative decoding: draft tokens one verify call checks (its rows are
+  // speculate + 1); 0 compiles no @verify entry point.
+  int64_t speculate = 0;
 
+  static constexpr int64_t kMaxSpeculate = 8;
   static constexpr int64_t kDefaultMaxSeqLen = 2048;
   static constexpr int64_t kDefaultPrefillChunk = 64;
   static constexpr int64_t kDefaultPageSize = 16;

@@ -220,6 +220,50 @@ TEST_F(FakeGpu, GenerationMatchesTheCpuAndGraphsReplay) {
   EXPECT_EQ(raw->graphsCaptured(), 5) << "prefill of 3 rows, decode of 2 rows";
 }
 
+// Speculative decoding's @verify on the device: every row's logits match the
+// CPU's verify, it is captured as a graph once and replayed, and a rollback
+// of the device's cache leaves the next step right.
+TEST_F(FakeGpu, VerifyMatchesTheCpuAndIsCapturedAsAGraph) {
+  Model m = build(kGqa, std::string(kBatch1) + "\nspeculate = 4");
+  Engine cpu(m.cpuPlan, m.weights.data(), m.weights.size(), 2);
+  auto exec = std::make_unique<CudaExecutor>(m.plan, m.code, m.weights.data(), m.weights.size());
+  CudaExecutor *raw = exec.get();
+  Engine gpu(std::move(exec));
+  ASSERT_EQ(gpu.verifyRows(), 5);
+  const double tol = 4 * tolerance(DType::bf16);
+  const int64_t v = cpu.vocabSize();
+  std::mt19937 rng(17);
+  std::vector<int32_t> prompt(20), rows(5);
+  for (int32_t &t : prompt) t = int32_t(rng() % uint32_t(v));
+  for (int32_t &t : rows) t = int32_t(rng() % uint32_t(v));
+  const int sc = cpu.open(), sd = gpu.open();
+  cpu.prefill(sc, prompt.data(), 20);
+  gpu.prefill(sd, prompt.data(), 20);
+  int64_t captured = 0;
+  for (int rep = 0; rep < 2; ++rep) {
+    SCOPED_TRACE("verify " + std::to_string(rep));
+    const float *lc = cpu.verify(sc, rows.data(), 5);
+    const std::vector<float> c(lc, lc + 5 * v);
+    const float *ld = gpu.verify(sd, rows.data(), 5);
+    for (int64_t i = 0; i < 5; ++i)
+      EXPECT_LE(normalisedError(std::vector<float>(ld + i * v, ld + (i + 1) * v),
+                                std::vector<float>(c.begin() + i * v, c.begin() + (i + 1) * v)),
+                tol)
+          << "row " << i;
+    if (rep == 0) captured = raw->graphsCaptured();
+    cpu.truncate(sc, 20 + rep);
+    gpu.truncate(sd, 20 + rep);
+  }
+  EXPECT_EQ(raw->graphsCaptured(), captured) << "the second verify replays the first's graph";
+  // After the rollback (21 tokens kept), a decode step agrees.
+  const float *lc = cpu.decode({sc}, {rows[1]});
+  const std::vector<float> c(lc, lc + v);
+  const float *ld = gpu.decode({sd}, {rows[1]});
+  EXPECT_LE(normalisedError(std::vector<float>(ld, ld + v), c), tol);
+  gpu.close(sd);
+  gpu.pages().check();
+}
+
 // The scheduler on the CUDA executor: a prefix-cache hit copies a page on
 // the device (the partial last one), and each request's greedy tokens equal
 // the same request run alone on a fresh executor.

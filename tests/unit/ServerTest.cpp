@@ -45,7 +45,8 @@ struct TinyModel {
         "intermediate_size = 96\nnum_layers = 2\nnum_heads = 4\nnum_kv_heads = 2\n"
         "vocab_size = 300\nmax_position_embeddings = 256\nrms_norm_eps = 1e-5\n"
         "bos_token_id = 1\neos_token_id = 2\n[compile]\nmax_seq_len = 160\nmax_batch = 4\n"
-        "page_size = 4\nprefill_chunk = 8\nweight_dtype = \"f32\"\nkv_dtype = \"f32\"\n";
+        "page_size = 4\nprefill_chunk = 8\nweight_dtype = \"f32\"\nkv_dtype = \"f32\"\n"
+        "speculate = 4\n"; // a @verify entry point, used only where a proposer is given
     cfg = parseTomlSpec(text, "serve.toml", [](const std::string &w) { ADD_FAILURE() << w; });
     validate(cfg);
     plan = compileModel(cfg).plan;
@@ -216,6 +217,26 @@ TEST(Server, GreedyCompletionEqualsTheEngineAlone) {
   EXPECT_EQ(j["usage"]["prompt_tokens"], 12);
   EXPECT_EQ(j["usage"]["completion_tokens"], 20);
   EXPECT_EQ(j["usage"]["total_tokens"], 32);
+}
+
+TEST(Server, SpeculationKeepsGreedyOutputsAndIsCounted) {
+  PromptLookup lookup;
+  server::ServerOptions o;
+  o.proposer = &lookup;
+  Running r(o);
+  std::vector<int32_t> prompt = randomPrompt(6, 3);
+  prompt.insert(prompt.end(), prompt.begin(), prompt.end());
+  auto res = post(r, "/v1/completions", completion(prompt, 24));
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(json::parse(res->body)["choices"][0]["token_ids"].get<std::vector<int32_t>>(),
+            model().alone(prompt, 24));
+  const std::string metrics = r.client().Get("/metrics")->body;
+  EXPECT_EQ(metrics.find("kvplan_speculative_verify_calls_total 0\n"), std::string::npos)
+      << "a repeated prompt gives prompt lookup something to propose";
+  EXPECT_NE(metrics.find("kvplan_speculative_verify_calls_total "), std::string::npos);
+  EXPECT_NE(metrics.find("kvplan_speculative_drafts_total{outcome=\"accepted\"} "),
+            std::string::npos);
 }
 
 TEST(Server, AnEngineFailureIsA500AndTheServerGoesOn) {

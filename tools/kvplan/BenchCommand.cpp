@@ -2,6 +2,7 @@
 #include "tools/kvplan/Commands.h"
 #include "tools/kvplan/LoadBench.h"
 #include "tools/kvplan/Runnable.h"
+#include "tools/kvplan/SpeculateBench.h"
 
 #include "plan/Cost.h"
 #include "runtime/Engine.h"
@@ -36,6 +37,7 @@ struct BenchOptions {
   bool json = false;
   bool noGraphs = false;
   LoadBenchOptions load; // its own flags; the load benchmark runs with --requests
+  SpeculateFlags speculate;
 };
 
 /// The same prompt on every run, so that runs compare.
@@ -280,10 +282,14 @@ int runBench(const BenchOptions &o, bool verbose) {
   if (o.promptLen < 1 || o.gen < 1)
     throw InputError("--prompt-len and --gen must be at least 1");
   checkThreadsFlag(o.threads);
-  Runnable r = loadRunnable(o.model, verbose);
+  ModelOptions target = o.model;
+  o.speculate.prepare(target);
+  Runnable r = loadRunnable(target, verbose);
   if (o.promptLen + o.gen > r.plan.settings.maxSeqLen)
     throw InputError("--prompt-len + --gen = " + std::to_string(o.promptLen + o.gen) +
                      " exceeds the compiled context " + std::to_string(r.plan.settings.maxSeqLen));
+  if (o.speculate.on())
+    return runSpeculateBench({o.promptLen, o.gen, o.threads, o.json, o.speculate}, r, verbose);
   if (r.plan.settings.target == Target::cuda) return runBenchCuda(o, r, verbose);
   return runBenchCpu(o, r);
 }
@@ -303,6 +309,7 @@ void addBenchCommand(CLI::App &app, const GlobalOptions &global, Action &action)
                 "Print one JSON object: prefill_tok_s, decode_tok_s, weights_bytes, ...");
   cmd->add_flag("--no-graphs", o->noGraphs,
                 "CUDA: measure eager launches first (both modes are measured)");
+  o->speculate.add(cmd);
   CLI::Option *requests = addLoadBenchFlags(cmd, o->load);
   o->model.addRunnableWeights(cmd);
   cmd->callback([&action, &global, o, cmd, requests] {
@@ -314,6 +321,8 @@ void addBenchCommand(CLI::App &app, const GlobalOptions &global, Action &action)
       return;
     }
     action = [&global, o] {
+      if (o->speculate.on())
+        throw InputError("--speculate measures one sequence; it does not combine with --requests");
       LoadBenchOptions l = o->load;
       l.model = o->model;
       l.promptLen = o->promptLen;

@@ -166,6 +166,7 @@ void addCompileCommand(CLI::App &app, const GlobalOptions &global, Action &actio
                "A model: a .toml spec, a Hugging Face config.json (or its folder), a llama2.c "
                ".bin or a .gguf",
                true, true);
+  o->model.addSpeculate(cmd);
   cmd->add_option("-o,--output", o->output, "The artifact to write (.kvp)")->required();
   cmd->add_option("--arch", o->arch,
                   std::string("CUDA architectures to build machine code for (--target cuda; "
@@ -181,6 +182,7 @@ void addDumpCommand(CLI::App &app, const GlobalOptions &global, Action &action) 
   auto o = std::make_shared<DumpOptions>();
   o->model.add(cmd, "A model: a .toml spec, a config.json (or its folder), a .bin or a .gguf",
                true, false);
+  o->model.addSpeculate(cmd);
   auto *afterOpt = cmd->add_option("--after", o->after, "The stage to print: frontend or a pass")
                        ->check(CLI::IsMember(dumpStages()));
   cmd->add_flag("--all", o->all, "Every stage (to stdout, separated by // -----)")

@@ -116,10 +116,11 @@ void printHuman(const Artifact &a) {
               m.attentionBias ? ", q/k/v bias" : "");
   std::printf("rope      %s\n", ropeLine(m.rope).c_str());
   std::printf("settings  target %s, weights %s, KV cache %s, max batch %lld, max seq %lld, "
-              "prefill chunk %lld, page %lld tokens, kv pages %lld\n",
+              "prefill chunk %lld, page %lld tokens, kv pages %lld%s\n",
               targetName(s.target), dtypeName(s.weightDtype), dtypeName(s.kvDtype),
               (long long)s.maxBatch, (long long)s.maxSeqLen, (long long)s.prefillChunk,
-              (long long)s.pageSize, (long long)s.kvPages);
+              (long long)s.pageSize, (long long)s.kvPages,
+              s.speculate ? (", speculate " + std::to_string(s.speculate)).c_str() : "");
   if (p.ranks() > 1) printRanks(p);
   printBill(bill, p.kvCache, s.target);
 

@@ -1,6 +1,7 @@
 // kvplan run: generates text (or token ids) from an artifact or a model.
 #include "tools/kvplan/Commands.h"
 #include "tools/kvplan/Runnable.h"
+#include "tools/kvplan/Speculation.h"
 
 #include "runtime/Engine.h"
 #include "runtime/Sampler.h"
@@ -8,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <cstdio>
 #include <unistd.h>
 
@@ -47,6 +49,7 @@ struct RunOptions {
   int threads = 0;
   bool noGraphs = false;
   bool noPrefixCache = false;
+  SpeculateFlags speculate;
 };
 
 /// The flags' own errors, before the model is loaded.
@@ -131,13 +134,15 @@ struct Generation {
   int64_t generated = 0;
   double prefillS = 0, decodeS = 0;
   bool contextFull = false;
+  std::optional<SpeculationStats> speculation;
 };
 
 /// One request through the scheduler (and so the prefix cache): prefill,
 /// then decode until -n tokens, an end-of-sequence id (unless --ignore-eos)
 /// or a full context.
 Generation generate(Engine &engine, const Tokenizer *tok, const std::vector<int32_t> &prompt,
-                    const std::vector<int32_t> &stop, const RunOptions &o, TokenWriter &out) {
+                    const std::vector<int32_t> &stop, const RunOptions &o, TokenWriter &out,
+                    Speculation *spec) {
   Generation g;
   if (o.tokens == 0) return g;
   GenerationRequest req;
@@ -161,9 +166,23 @@ Generation generate(Engine &engine, const Tokenizer *tok, const std::vector<int3
     if (g.generated++ == 0) first = Clock::now();
     out.generated(e.token);
   };
-  Scheduler scheduler(engine, tok);
+  SchedulerOptions so;
+  if (spec) {
+    so.proposer = spec->proposer.get();
+    so.speculate = spec->k;
+  }
+  Scheduler scheduler(engine, tok, so);
   scheduler.submit(std::move(req));
   scheduler.runUntilIdle();
+  if (spec) {
+    const SchedulerStats &st = scheduler.stats();
+    SpeculationStats s;
+    s.verifySteps = st.verifyCalls;
+    s.decodeSteps = st.decodeCalls;
+    s.proposed = st.draftsProposed;
+    s.accepted = st.draftsAccepted;
+    g.speculation = s;
+  }
   g.prefillS = seconds(t0, first);
   g.decodeS = seconds(first, Clock::now());
   return g;
@@ -178,17 +197,29 @@ void printStats(const Generation &g, size_t promptTokens, Executor &exec) {
                "(%.1f tok/s); %s\n",
                promptTokens, g.prefillS, double(promptTokens) / g.prefillS, (long long)steps,
                g.decodeS, steps ? double(steps) / g.decodeS : 0.0, exec.describe().c_str());
+  if (const auto &s = g.speculation)
+    std::fprintf(stderr,
+                 "speculation: %lld verify steps, %lld decode steps, %lld of %lld drafts kept, "
+                 "%.2f tokens per verify step\n",
+                 (long long)s->verifySteps, (long long)s->decodeSteps, (long long)s->accepted,
+                 (long long)s->proposed, s->tokensPerVerify());
 }
 
 int runGenerate(const RunOptions &o, bool verbose) {
   checkRunOptions(o);
-  Runnable r = loadRunnable(o.model, verbose);
+  ModelOptions target = o.model;
+  o.speculate.prepare(target);
+  Runnable r = loadRunnable(target, verbose);
   const std::vector<int32_t> prompt = preparePrompt(o, r);
-  Engine engine(makeExecutor(r, {o.threads, !o.noGraphs}), {!o.noPrefixCache});
+  const ExecOptions exec{o.threads, !o.noGraphs};
+  Engine engine(makeExecutor(r, exec), {!o.noPrefixCache});
   if (verbose) std::fprintf(stderr, "running on %s\n", engine.executor().describe().c_str());
+  Speculation spec;
+  if (o.speculate.on()) spec = makeSpeculation(o.speculate, r, engine, o.sampling, exec, verbose);
   TokenWriter out(o.printIds, r.tokenizer.get());
   out.prompt(prompt);
-  const Generation g = generate(engine, r.tokenizer.get(), prompt, stopIds(r), o, out);
+  const Generation g = generate(engine, r.tokenizer.get(), prompt, stopIds(r), o, out,
+                                o.speculate.on() ? &spec : nullptr);
   out.finish();
   if (g.contextFull)
     std::fprintf(stderr, "[stopped: the context of %lld tokens is full]\n",
@@ -224,6 +255,7 @@ void addRunCommand(CLI::App &app, const GlobalOptions &global, Action &action) {
                 "CUDA: launch every kernel eagerly instead of replaying CUDA graphs");
   cmd->add_flag("--no-prefix-cache", o->noPrefixCache,
                 "Keep no KV-cache pages for reuse by later prompts");
+  o->speculate.add(cmd);
   o->model.addRunnableWeights(cmd);
   cmd->callback([&action, &global, o, p] {
     o->promptGiven = p->count() > 0;

@@ -61,6 +61,13 @@ void ModelOptions::add(CLI::App *cmd, const std::string &positional, bool compil
       ->check(CLI::PositiveNumber);
 }
 
+void ModelOptions::addSpeculate(CLI::App *cmd) {
+  cmd->add_option("--speculate", speculate,
+                  "Compile a @verify entry point checking K draft tokens at once (1 to " +
+                      std::to_string(CompileSettings::kMaxSpeculate) +
+                      "; speculative decoding, docs/speculative.md)");
+}
+
 void ModelOptions::addArtifactWeights(CLI::App *cmd) {
   cmd->add_option("--weights", weights,
                   "For an artifact compiled with --weights none: random:SEED or a checkpoint "
@@ -106,6 +113,7 @@ ModelSources resolveModelSources(const ModelOptions &opts) {
   if (opts.pageSize) o.pageSize = opts.pageSize;
   if (opts.kvPages) o.kvPages = opts.kvPages;
   if (opts.tensorParallel) o.tensorParallel = opts.tensorParallel;
+  if (opts.speculate) o.speculate = opts.speculate;
   ModelSources s;
   s.config = loadModelConfig(opts.model, o);
 

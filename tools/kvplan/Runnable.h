@@ -24,11 +24,15 @@ struct ModelOptions {
   std::string target, dtype, weights, tokenizer;
   int64_t maxBatch = 0, maxSeq = 0, prefillChunk = 0, pageSize = 0, kvPages = 0;
   int64_t tensorParallel = 0;
+  int64_t speculate = 0; // draft tokens per verify step (compile's --speculate K)
 
   /// `positional`: the MODEL argument's help text. `compileSettings` adds
   /// the settings flags, `sources` --tokenizer (and --weights with
   /// compileSettings).
   void add(CLI::App *cmd, const std::string &positional, bool compileSettings, bool sources);
+  /// compile's and dump's --speculate K (run and bench name the proposer
+  /// with --speculate and take K as --speculate-k).
+  void addSpeculate(CLI::App *cmd);
   /// Adds --weights for artifacts alone (builds without the compiler).
   void addArtifactWeights(CLI::App *cmd);
   /// run's and bench's MODEL: an artifact, or with the compiler a model

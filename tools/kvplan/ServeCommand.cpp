@@ -2,6 +2,7 @@
 // an artifact or a model, until SIGINT or SIGTERM.
 #include "tools/kvplan/Commands.h"
 #include "tools/kvplan/Runnable.h"
+#include "tools/kvplan/Speculation.h"
 
 #include "runtime/Engine.h"
 #include "server/HttpServer.h"
@@ -26,6 +27,7 @@ struct ServeOptions {
   size_t maxBodyBytes = server::ServerOptions().maxBodyBytes;
   server::HttpLimits limits;
   bool noGraphs = false, noPrefixCache = false, quiet = false;
+  SpeculateFlags speculate;
 };
 
 // A signal handler may only do what is async-signal-safe: it writes a byte
@@ -89,9 +91,20 @@ server::ServerOptions serverOptions(const ServeOptions &o) {
 }
 
 int runServe(const ServeOptions &o, bool verbose) {
-  const server::ServerOptions so = serverOptions(o);
-  Runnable r = loadRunnable(o.model, verbose);
-  Engine engine(makeExecutor(r, {o.threads, !o.noGraphs}), {!o.noPrefixCache});
+  server::ServerOptions so = serverOptions(o);
+  ModelOptions target = o.model;
+  o.speculate.prepare(target);
+  Runnable r = loadRunnable(target, verbose);
+  const ExecOptions exec{o.threads, !o.noGraphs};
+  Engine engine(makeExecutor(r, exec), {!o.noPrefixCache});
+  // Each request's sampling settings reach the draft model only through
+  // the acceptance rule: a draft model proposes greedily here.
+  Speculation spec;
+  if (o.speculate.on()) {
+    spec = makeSpeculation(o.speculate, r, engine, SamplingOptions{}, exec, verbose);
+    so.proposer = spec.proposer.get();
+    so.speculate = spec.k;
+  }
   server::Server srv(engine, r.tokenizer.get(), so);
   catchStopSignals();
   srv.start(o.host, o.port);
@@ -166,6 +179,7 @@ void addServeCommand(CLI::App &app, const GlobalOptions &global, Action &action)
   cmd->add_flag("--no-prefix-cache", o->noPrefixCache,
                 "Keep no KV-cache pages for reuse by later prompts");
   cmd->add_flag("--quiet", o->quiet, "Log no line per request");
+  o->speculate.add(cmd);
   addLimitFlags(cmd, *o);
   o->model.addRunnableWeights(cmd);
   cmd->callback([&action, &global, o] {

@@ -2,7 +2,7 @@
 """Drives `kvplan serve` as a user would, with curl (or urllib where there is
 no curl), on loopback, and prints what came back for FileCheck.
 
-Usage: serve_check.py KVPLAN ARTIFACT IDS_OUT; starts the server on a free
+Usage: serve_check.py KVPLAN ARTIFACT IDS_OUT [SERVE FLAGS...]; starts the server on a free
 port, queries /health, /v1/models, a completion, a stream, a chat request
 (no template: 400) and an unknown path (404), writes the greedy prompt and
 generated ids to IDS_OUT in `kvplan run --print-ids` form, then stops the
@@ -20,7 +20,8 @@ import urllib.request
 
 kvplan, artifact, ids_out = sys.argv[1:4]
 log = tempfile.TemporaryFile(mode="w+")
-server = subprocess.Popen([kvplan, "serve", artifact, "--port", "0", "--model-name", "tiny"],
+server = subprocess.Popen([kvplan, "serve", artifact, "--port", "0", "--model-name", "tiny"] +
+                          sys.argv[4:],
                           stdout=subprocess.PIPE, stderr=log, text=True)
 try:
     first = server.stdout.readline().strip()

@@ -381,8 +381,8 @@ module attributes {llm.settings = {kv_dtype = "f32", max_batch = 1 : i64}} {
 
 // -----
 
-// expected-error @below {{attribute 'llm.entry' must be "prefill" or "decode" on a function}}
-func.func @f() attributes {llm.entry = "verify"} {
+// expected-error @below {{attribute 'llm.entry' must be "prefill", "decode" or "verify" on a function}}
+func.func @f() attributes {llm.entry = "draft"} {
   return
 }
 
@@ -400,3 +400,9 @@ func.func @f(%a: tensor<2xi32> {llm.offset = -256 : i64}) {
   return
 }
 
+
+// -----
+
+// expected-error @below {{attribute 'llm.speculate' must be a non-negative integer on the module (draft tokens per @verify)}}
+module attributes {llm.speculate = -2 : i64} {
+}
