@@ -54,8 +54,11 @@ public:
 
   /// The ranks a tensor-parallel plan runs with (null: this process alone).
   virtual Collective *collective() const { return nullptr; }
-  /// Seconds spent in all_reduce steps since the executor was made.
-  virtual double allReduceSeconds() const { return 0; }
+  /// Seconds spent in all_reduce steps since the executor was made, by
+  /// each rank (one figure for an executor alone). The rank that reaches an
+  /// all-reduce last waits for no one: its time is the exchange itself; the
+  /// others' include waiting for it.
+  virtual std::vector<double> allReduceSeconds() { return {0.0}; }
   /// Tensor parallelism (runtime/RankExecutor.h): the ranks draw the tokens
   /// of rows [0, count) of the last run of `entry` together from their
   /// slices of the logits, each row by rows[i].

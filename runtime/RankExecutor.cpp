@@ -6,7 +6,15 @@
 namespace kvplan {
 namespace {
 
-enum Command : int32_t { kStop, kRun, kLogits, kCopyPage, kSample };
+enum Command : int32_t { kStop, kRun, kLogits, kCopyPage, kSample, kReduceTimes };
+
+/// Every rank's all-reduce seconds, on every rank.
+std::vector<double> gatherReduceTimes(Executor &share, Collective &comm) {
+  const double mine = share.allReduceSeconds().at(0);
+  std::vector<double> all(static_cast<size_t>(comm.size()));
+  comm.allGather(&mine, all.data(), sizeof mine);
+  return all;
+}
 
 /// What the leader sends before each call: the command, the entry point
 /// (its index in the plan, the same on every rank) and two arguments.
@@ -98,6 +106,11 @@ void LeaderExecutor::copyPage(int32_t from, int32_t to) {
   share->copyPage(from, to);
 }
 
+std::vector<double> LeaderExecutor::allReduceSeconds() {
+  send(kReduceTimes, "", 0, 0);
+  return gatherReduceTimes(*share, comm);
+}
+
 void LeaderExecutor::sampleRows(const std::string &entry, const RowSampling *rows, int64_t count,
                                 int32_t *out) {
   send(kSample, entry, count, 0);
@@ -134,6 +147,9 @@ void followLeader(Executor &share, Collective &comm) {
     }
     case kCopyPage:
       share.copyPage(int32_t(h.a), int32_t(h.b));
+      break;
+    case kReduceTimes:
+      gatherReduceTimes(share, comm);
       break;
     case kSample: {
       rows.resize(size_t(h.a));

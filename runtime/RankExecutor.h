@@ -37,7 +37,8 @@ public:
   const float *logits(const std::string &entry) override;
   void copyPage(int32_t from, int32_t to) override;
   Collective *collective() const override { return &comm; }
-  double allReduceSeconds() const override { return share->allReduceSeconds(); }
+  /// Every rank's, gathered.
+  std::vector<double> allReduceSeconds() override;
   /// The ranks draw rows [0, count) of the last run of `entry` together.
   void sampleRows(const std::string &entry, const RowSampling *rows, int64_t count,
                   int32_t *out) override;

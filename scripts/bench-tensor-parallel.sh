@@ -7,9 +7,9 @@
 #   tp2  --tensor-parallel 2: mpirun -np 2 kvplan bench ART --threads 1 (one
 #        thread a rank: the same two cores)
 # On two cores TP=2 is not faster (the ranks share the memory bandwidth one
-# process already uses); the figure is the overhead: rank 0's time in
-# all_reduce steps per decode step and per prefill, which includes waiting
-# for the other rank.
+# process already uses); the figure is the overhead: the time in all_reduce
+# steps per decode step and per prefill of the rank that arrives last at
+# each (the exchange itself), and of the rank that waits for it.
 # Each run: --prompt-len 64 --gen 128. Prints the medians, tp2's ratio to
 # tp1 (median and range of the per-round ratios) and the all-reduce shares.
 # Usage: scripts/bench-tensor-parallel.sh [--rounds N] [--dtype f32|bf16|...]
@@ -40,7 +40,8 @@ row() {
   python3 -c 'import json,sys; j=json.load(sys.stdin)
 print(sys.argv[1], sys.argv[2], j["prefill_tok_s"], j["decode_tok_s"],
       j.get("decode_all_reduce_ms", 0), j.get("decode_all_reduce_fraction", 0),
-      j.get("prefill_all_reduce_ms", 0), j.get("prefill_all_reduce_fraction", 0), sep="\t")' "$@"
+      j.get("prefill_all_reduce_ms", 0), j.get("prefill_all_reduce_fraction", 0),
+      j.get("decode_all_reduce_with_waiting_ms", 0), sep="\t")' "$@"
 }
 for round in $(seq "$rounds"); do
   "$kvplan" bench "$tmp/tp1.kvp" --prompt-len 64 --gen 128 --threads 2 --json |
@@ -54,7 +55,7 @@ from collections import defaultdict
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 v = defaultdict(dict)
 for rnd, mode, *fig in rows:
-    for name, x in zip(("prefill", "decode", "dms", "dfrac", "pms", "pfrac"), fig):
+    for name, x in zip(("prefill", "decode", "dms", "dfrac", "pms", "pfrac", "dwait"), fig):
         v[mode, name][rnd] = float(x)
 med = lambda d: statistics.median(d.values())
 def ratio(name):
@@ -66,8 +67,9 @@ print("%-4s %-28s %9s %9s" % ("", "", "prefill", "decode"))
 print("%-4s %-28s %9.1f %9.1f" % ("tp1", "1 process x 2 threads", med(v["tp1", "prefill"]), med(v["tp1", "decode"])))
 print("%-4s %-28s %9.1f %9.1f" % ("tp2", "2 ranks x 1 thread (MPI)", med(v["tp2", "prefill"]), med(v["tp2", "decode"])))
 print("tp2 / tp1: prefill %s, decode %s" % (ratio("prefill"), ratio("decode")))
-print("tp2 all-reduce: %.3f ms per decode step = %.1f%% of it (rounds %.1f-%.1f%%); "
-      "%.3f ms per 64-token prefill = %.1f%%" % (
+print("tp2 all-reduce (the rank arriving last, i.e. the exchange): %.3f ms per decode step = "
+      "%.1f%% of it (rounds %.1f-%.1f%%); %.3f ms per 64-token prefill = %.1f%%" % (
     med(v["tp2", "dms"]), 100 * med(v["tp2", "dfrac"]), 100 * min(v["tp2", "dfrac"].values()),
     100 * max(v["tp2", "dfrac"].values()), med(v["tp2", "pms"]), 100 * med(v["tp2", "pfrac"])))
+print("tp2 all-reduce with waiting for the slower rank: %.3f ms per decode step" % med(v["tp2", "dwait"]))
 PY

@@ -45,7 +45,7 @@ public:
   void copyPage(int32_t from, int32_t to) override;
   Collective *collective() const override { return comm; }
   /// Seconds this rank spent in all_reduce steps, and the bytes it sent.
-  double allReduceSeconds() const override { return reduceSeconds; }
+  std::vector<double> allReduceSeconds() override { return {reduceSeconds}; }
   int64_t allReduceBytes() const { return reduceBytes; }
 
   /// Runs `entry` on its first `activeRows` rows (the others are padding:

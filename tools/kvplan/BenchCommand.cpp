@@ -20,6 +20,8 @@
 #include <cstdio>
 #include <iostream>
 #include <random>
+#include <tuple>
+#include <utility>
 
 namespace kvplan::cli {
 
@@ -63,10 +65,22 @@ struct MachineLimits {
 struct CpuTimes {
   double prefillS = 0, decodeS = 0; // decodeS: all `steps` steps
   int64_t steps = 0;
-  // Tensor parallelism: the best prefill's all-reduce time and the decode
-  // steps' (rank 0's: the time it waited for and exchanged with the others).
-  double prefillReduceS = 0, decodeReduceS = 0;
+  // Tensor parallelism: the all_reduce steps' time in the best prefill and
+  // in the decode steps, the least of the ranks' (the exchange itself: that
+  // rank arrived last) and the most (with waiting for the slowest rank).
+  double prefillReduceS = 0, decodeReduceS = 0, prefillReduceMaxS = 0, decodeReduceMaxS = 0;
 };
+
+/// The least and the most of the ranks' all-reduce seconds since `before`.
+std::pair<double, double> reduceSpan(Engine &engine, const std::vector<double> &before) {
+  const std::vector<double> now = engine.executor().allReduceSeconds();
+  double lo = 1e300, hi = 0;
+  for (size_t r = 0; r < now.size(); ++r) {
+    lo = std::min(lo, now[r] - before.at(r));
+    hi = std::max(hi, now[r] - before.at(r));
+  }
+  return {lo, hi};
+}
 
 /// One pass: prefill is short, so its time is the best of five runs on
 /// fresh sequences; then `steps` greedy decode steps after the prompt.
@@ -80,23 +94,23 @@ CpuTimes measureCpu(Engine &engine, const std::vector<int32_t> &prompt, int64_t 
   t.prefillS = 1e300;
   for (int rep = 0; rep < 5; ++rep) {
     int s = engine.open();
-    const double r0 = engine.executor().allReduceSeconds();
+    const std::vector<double> r0 = engine.executor().allReduceSeconds();
     auto a = Clock::now();
     engine.prefillNext(s, prompt.data(), len);
     const double took = seconds(a, Clock::now());
     if (took < t.prefillS) {
       t.prefillS = took;
-      t.prefillReduceS = engine.executor().allReduceSeconds() - r0;
+      std::tie(t.prefillReduceS, t.prefillReduceMaxS) = reduceSpan(engine, r0);
     }
     engine.close(s);
   }
   int seq = engine.open();
   int32_t next = engine.prefillNext(seq, prompt.data(), len);
-  const double r0 = engine.executor().allReduceSeconds();
+  const std::vector<double> r0 = engine.executor().allReduceSeconds();
   auto t1 = Clock::now();
   for (int64_t i = 0; i < steps; ++i) next = engine.decodeNext({seq}, {next})[0];
   t.decodeS = seconds(t1, Clock::now());
-  t.decodeReduceS = engine.executor().allReduceSeconds() - r0;
+  std::tie(t.decodeReduceS, t.decodeReduceMaxS) = reduceSpan(engine, r0);
   engine.close(seq);
   return t;
 }
@@ -133,6 +147,8 @@ void printCpuBench(const BenchOptions &o, const Plan &plan, int threads, const M
       j["decode_all_reduce_fraction"] = t.decodeReduceS / t.decodeS;
       j["prefill_all_reduce_ms"] = 1e3 * t.prefillReduceS;
       j["prefill_all_reduce_fraction"] = t.prefillReduceS / t.prefillS;
+      j["decode_all_reduce_with_waiting_ms"] = 1e3 * t.decodeReduceMaxS / double(t.steps);
+      j["prefill_all_reduce_with_waiting_ms"] = 1e3 * t.prefillReduceMaxS;
     }
     std::cout << j.dump() << "\n";
     return;
@@ -150,10 +166,11 @@ void printCpuBench(const BenchOptions &o, const Plan &plan, int threads, const M
   if (plan.ranks() > 1)
     std::printf("ranks    %lld tensor-parallel ranks (figures are rank 0's share of the weights); "
                 "all-reduce %.3f ms per decode step = %.1f%% of it, %.3f ms per prefill = "
-                "%.1f%%\n",
+                "%.1f%% (the rank arriving last; with waiting for it: %.3f and %.3f ms)\n",
                 (long long)plan.ranks(), 1e3 * t.decodeReduceS / double(t.steps),
                 100 * t.decodeReduceS / t.decodeS, 1e3 * t.prefillReduceS,
-                100 * t.prefillReduceS / t.prefillS);
+                100 * t.prefillReduceS / t.prefillS, 1e3 * t.decodeReduceMaxS / double(t.steps),
+                1e3 * t.prefillReduceMaxS);
 }
 
 int runBenchCpu(const BenchOptions &o, const Runnable &r) {
