@@ -142,22 +142,27 @@ int64_t Engine::reuse(int seq, const int32_t *tokens, int64_t count) {
   return held;
 }
 
+void Engine::writeSequenceInputs(const std::string &entry, const Sequence &s,
+                                 const int32_t *tokens, int64_t count, int64_t rows) {
+  const int64_t start = int64_t(s.tokens.size());
+  int32_t *tok = exec->tokens(entry), *pos = exec->positions(entry);
+  int32_t *table = exec->pageTable(entry);
+  std::fill(table, table + pagesPerSeq, 0);
+  std::copy(s.pages.begin(), s.pages.end(), table);
+  for (int64_t i = 0; i < rows; ++i) {
+    tok[i] = i < count ? tokens[i] : 0;
+    pos[i] = i < count ? int32_t(start + i) : -1;
+  }
+}
+
 int32_t Engine::prefillStep(int seq, const int32_t *tokens, int64_t count, Sampler *rowSampler) {
   checkOpen(seq);
   if (count <= 0) throw InputError("a prompt needs at least one token");
   if (count > chunk) throw std::logic_error("a prefill step takes at most prefill_chunk tokens");
   for (int64_t i = 0; i < count; ++i) checkToken(tokens[i]);
   Sequence &s = seqs[size_t(seq)];
-  const int64_t start = int64_t(s.tokens.size());
-  grow(s, start + count);
-  int32_t *tok = exec->tokens("prefill"), *pos = exec->positions("prefill");
-  int32_t *table = exec->pageTable("prefill");
-  std::fill(table, table + pagesPerSeq, 0);
-  std::copy(s.pages.begin(), s.pages.end(), table);
-  for (int64_t i = 0; i < chunk; ++i) {
-    tok[i] = i < count ? tokens[i] : 0;
-    pos[i] = i < count ? int32_t(start + i) : -1;
-  }
+  grow(s, int64_t(s.tokens.size()) + count);
+  writeSequenceInputs("prefill", s, tokens, count, chunk);
   const bool device = rowSampler && exec->samplesOnDevice();
   if (device) {
     params.assign(1, rowSampler->deviceRow());

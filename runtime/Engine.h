@@ -123,6 +123,11 @@ private:
   void checkToken(int32_t t) const;
   void checkOpen(int seq) const;
   void grow(Sequence &s, int64_t tokens);
+  /// Writes the inputs of a one-sequence entry point (prefill, verify) of
+  /// `rows` rows: tokens[0, count) at the sequence's next positions, the
+  /// rest padding (position -1), and its page table row.
+  void writeSequenceInputs(const std::string &entry, const Sequence &s, const int32_t *tokens,
+                           int64_t count, int64_t rows);
   int32_t prefillAll(int seq, const int32_t *tokens, int64_t count, Sampler *lastSampler);
   void publishFull(Sequence &s);
   void init(const EngineOptions &options);

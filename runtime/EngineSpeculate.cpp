@@ -16,16 +16,8 @@ const float *Engine::verify(int seq, const int32_t *tokens, int64_t count) {
     throw std::logic_error("a verify step takes 1 to speculate + 1 tokens");
   for (int64_t i = 0; i < count; ++i) checkToken(tokens[i]);
   Sequence &s = seqs[size_t(seq)];
-  const int64_t start = int64_t(s.tokens.size());
-  grow(s, start + count);
-  int32_t *tok = exec->tokens("verify"), *pos = exec->positions("verify");
-  int32_t *table = exec->pageTable("verify");
-  std::fill(table, table + pagesPerSeq, 0);
-  std::copy(s.pages.begin(), s.pages.end(), table);
-  for (int64_t i = 0; i < verify_; ++i) {
-    tok[i] = i < count ? tokens[i] : 0;
-    pos[i] = i < count ? int32_t(start + i) : -1;
-  }
+  grow(s, int64_t(s.tokens.size()) + count);
+  writeSequenceInputs("verify", s, tokens, count, verify_);
   exec->run("verify", count);
   // Not published: the caller keeps some of these tokens (truncate()).
   s.tokens.insert(s.tokens.end(), tokens, tokens + count);

@@ -63,6 +63,10 @@ Speculation makeSpeculation(const SpeculateFlags &f, const Runnable &target, con
   if (!std::filesystem::exists(f.mode))
     throw InputError("--speculate " + f.mode +
                      ": expected prompt-lookup or a draft model's file, and there is no such file");
+  if (target.comm)
+    throw InputError("--speculate " + f.mode + ": a draft model beside a tensor-parallel " +
+                     "target (" + std::to_string(target.plan.ranks()) +
+                     " ranks) is not supported yet; use --speculate prompt-lookup");
   ModelOptions draft;
   draft.model = f.mode;
   s.draft = std::make_unique<Runnable>(loadRunnable(draft, verbose));
