@@ -149,7 +149,6 @@ private:
       return failure();
     for (llm::RopeOp r : {ropeQ, ropeK})
       if (r) r.getResult().setType(r.getInput().getType());
-    OpBuilder b(a);
     a.setNumHeads(heads / ranks);
     a.setNumKvHeads(kvHeads / kvPieces);
     auto t = cast<RankedTensorType>(a.getResult().getType());

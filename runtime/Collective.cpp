@@ -6,7 +6,7 @@
 
 namespace kvplan {
 
-void checkRanks(int64_t ranks, const Collective *comm, uint64_t planHash) {
+void checkRanks(int64_t ranks, Collective *comm, uint64_t planHash) {
   const std::string n = std::to_string(ranks);
   if (ranks > 1 && !comm)
     throw InputError("the model is split between " + n + " tensor-parallel ranks; run one "
@@ -20,7 +20,7 @@ void checkRanks(int64_t ranks, const Collective *comm, uint64_t planHash) {
                                               "--tensor-parallel ") +
                                       std::to_string(comm->size()) + ", or run it without mpirun"));
   std::vector<uint64_t> hashes(size_t(comm->size()));
-  const_cast<Collective *>(comm)->allGather(&planHash, hashes.data(), sizeof planHash);
+  comm->allGather(&planHash, hashes.data(), sizeof planHash);
   for (int r = 0; r < comm->size(); ++r)
     if (hashes[size_t(r)] != planHash)
       throw InputError("rank " + std::to_string(r) + " loaded another plan than rank " +

@@ -28,6 +28,6 @@ public:
 /// Refuses a plan split between `ranks` ranks on `comm` (null: a process
 /// run alone) with the fix: launch with mpirun -np ranks. Checks too that
 /// every rank loaded the same plan (`planHash`: a checksum of it).
-void checkRanks(int64_t ranks, const Collective *comm, uint64_t planHash);
+void checkRanks(int64_t ranks, Collective *comm, uint64_t planHash);
 
 } // namespace kvplan

@@ -32,7 +32,7 @@ DeviceSamplingParams Sampler::deviceRow() {
   p.temperature = float(opts.temperature);
   p.topP = float(opts.topP);
   p.topK = int32_t(std::min<int64_t>(opts.topK, INT32_MAX));
-  const bool greedy = opts.temperature == 0 || opts.topK == 1;
+  const bool greedy = opts.greedy();
   p.uniform = greedy ? 0.0f : std::uniform_real_distribution<float>(0.0f, 1.0f)(rng);
   return p;
 }
@@ -51,19 +51,16 @@ RowSampling Sampler::row() {
   return r;
 }
 
-int32_t pickCandidate(const RowSampling &opts, std::pair<float, int32_t> *cands, size_t count,
-                      double rowMass) {
-  if (count == 0) throw std::logic_error("sampling from no candidates");
-  if (opts.greedy()) {
-    size_t best = 0;
-    for (size_t i = 1; i < count; ++i)
-      if (cands[i].first > cands[best].first ||
-          (cands[i].first == cands[best].first && cands[i].second < cands[best].second))
-        best = i;
-    return cands[best].second;
-  }
-  // Highest logit first; equal logits keep index order, so ties resolve as
-  // greedy does.
+namespace {
+
+/// The tokens `opts` can draw among `count` candidates, in place: sorted
+/// (highest logit first; equal logits in index order, so ties resolve as
+/// greedy does), each logit replaced by its unnormalised probability at the
+/// temperature; returns how many lead (the top-k, then the top-p prefix of
+/// the whole row's mass when `rowMass` > 0 and top-k does not cut) and
+/// their sum.
+size_t keptCandidates(const RowSampling &opts, std::pair<float, int32_t> *cands, size_t count,
+                      double rowMass, double &sum) {
   auto byLogit = [](const auto &a, const auto &b) {
     return a.first != b.first ? a.first > b.first : a.second < b.second;
   };
@@ -74,17 +71,13 @@ int32_t pickCandidate(const RowSampling &opts, std::pair<float, int32_t> *cands,
   } else {
     std::sort(cands, cands + count, byLogit);
   }
-  // Softmax at the temperature over the kept candidates (as probabilities
-  // in place of logits).
   const double maxLogit = cands[0].first;
-  double sum = 0;
+  sum = 0;
   for (size_t i = 0; i < keep; ++i) {
     double p = std::exp((double(cands[i].first) - maxLogit) / opts.temperature);
     cands[i].first = float(p);
     sum += p;
   }
-  // Top-p: the smallest prefix whose probability reaches p (of the whole
-  // row's mass when the candidates are part of it and top-k does not cut).
   if (opts.topP < 1) {
     const double total = rowMass > 0 && opts.topK == 0 ? rowMass : sum;
     double cumulative = 0;
@@ -98,6 +91,24 @@ int32_t pickCandidate(const RowSampling &opts, std::pair<float, int32_t> *cands,
     sum = 0;
     for (size_t i = 0; i < keep; ++i) sum += cands[i].first;
   }
+  return keep;
+}
+
+} // namespace
+
+int32_t pickCandidate(const RowSampling &opts, std::pair<float, int32_t> *cands, size_t count,
+                      double rowMass) {
+  if (count == 0) throw std::logic_error("sampling from no candidates");
+  if (opts.greedy()) {
+    size_t best = 0;
+    for (size_t i = 1; i < count; ++i)
+      if (cands[i].first > cands[best].first ||
+          (cands[i].first == cands[best].first && cands[i].second < cands[best].second))
+        best = i;
+    return cands[best].second;
+  }
+  double sum = 0;
+  const size_t keep = keptCandidates(opts, cands, count, rowMass, sum);
   // As std::uniform_real_distribution<double>(0, sum) would draw it.
   double r = opts.uniform * sum;
   for (size_t i = 0; i < keep; ++i) {
@@ -105,6 +116,24 @@ int32_t pickCandidate(const RowSampling &opts, std::pair<float, int32_t> *cands,
     if (r < 0) return cands[i].second;
   }
   return cands[keep - 1].second;
+}
+
+void samplingProbabilities(const float *logits, int64_t vocab, const SamplingOptions &o,
+                           std::vector<double> &out) {
+  out.assign(size_t(vocab), 0.0);
+  if (o.greedy()) {
+    out[size_t(argmax(logits, vocab))] = 1.0;
+    return;
+  }
+  std::vector<std::pair<float, int32_t>> cands(static_cast<size_t>(vocab));
+  for (int64_t i = 0; i < vocab; ++i) cands[size_t(i)] = {logits[i], int32_t(i)};
+  double sum = 0;
+  const size_t keep = keptCandidates({o.temperature, o.topP, 0, o.topK}, cands.data(),
+                                     cands.size(), 0, sum);
+  // Over the kept weights as stored, so the probabilities sum to 1.
+  sum = 0;
+  for (size_t i = 0; i < keep; ++i) sum += cands[i].first;
+  for (size_t i = 0; i < keep; ++i) out[size_t(cands[i].second)] = cands[i].first / sum;
 }
 
 } // namespace kvplan

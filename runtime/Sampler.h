@@ -16,6 +16,7 @@ struct SamplingOptions {
   int64_t topK = 0;         // 0: no limit
   double topP = 1.0;        // in (0, 1]
   uint64_t seed = 0;
+  bool greedy() const { return temperature == 0 || topK == 1; }
 };
 
 /// One row's sampling: the options and the uniform draw in [0, 1) that
@@ -35,6 +36,13 @@ struct RowSampling {
 int32_t pickCandidate(const RowSampling &row, std::pair<float, int32_t> *cands, size_t count,
                       double rowMass);
 
+/// The probabilities sampling with `o` draws each token of a row of logits
+/// from (`out`: vocab of them): softmax at the temperature over the top-k,
+/// then the top-p prefix, renormalised, by the same rule sample() draws
+/// with; greedy is a point mass on the argmax.
+void samplingProbabilities(const float *logits, int64_t vocab, const SamplingOptions &o,
+                           std::vector<double> &out);
+
 class Sampler {
 public:
   /// Throws InputError for a negative temperature, a negative top-k or a
@@ -46,7 +54,7 @@ public:
   /// this step's draw from the same generator.
   DeviceSamplingParams deviceRow();
   const SamplingOptions &options() const { return opts; }
-  bool greedy() const { return opts.temperature == 0 || opts.topK == 1; }
+  bool greedy() const { return opts.greedy(); }
   /// This row's options and draw, for sampling done elsewhere (the ranks of
   /// a tensor-parallel plan: runtime/ShardedSampling.h); sample() would
   /// have drawn the same number.

@@ -32,7 +32,7 @@ struct Scheduler::Request {
   std::mt19937_64 rng;         // speculative sampling's draws
 
   explicit Request(GenerationRequest r)
-      : req(std::move(r)), sampler(req.sampling), rng(req.sampling.seed ^ 0x5bd1e995ULL) {}
+      : req(std::move(r)), sampler(req.sampling), rng(acceptanceRng(req.sampling)) {}
   /// Tokens still to run through the model: 1 for a request whose next step
   /// is a decode row (its last token is not in the cache yet).
   int64_t pending(const Engine &e) const { return int64_t(tokens.size()) - e.length(seq); }

@@ -68,7 +68,7 @@ void DraftModel::draftAhead(Stream &s, const std::vector<int32_t> &context, int6
                             Draft &d) {
   const float *logits = catchUp(s, context);
   const int64_t vocab = engine.vocabSize();
-  const bool greedy = sampling.temperature == 0 || sampling.topK == 1;
+  const bool greedy = sampling.greedy();
   std::vector<double> q;
   for (int64_t j = 0; j < max; ++j) {
     int32_t t;
@@ -92,39 +92,6 @@ void DraftModel::release(uint64_t stream) {
   if (it == streams.end()) return;
   if (it->second.seq >= 0) engine.close(it->second.seq);
   streams.erase(it);
-}
-
-void samplingProbabilities(const float *logits, int64_t vocab, const SamplingOptions &o,
-                           std::vector<double> &out) {
-  out.assign(size_t(vocab), 0.0);
-  if (o.temperature == 0 || o.topK == 1) {
-    out[size_t(argmax(logits, vocab))] = 1.0;
-    return;
-  }
-  std::vector<int32_t> order(static_cast<size_t>(vocab));
-  for (int64_t i = 0; i < vocab; ++i) order[size_t(i)] = int32_t(i);
-  // Highest logit first, ties in index order, as Sampler ranks them.
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
-  size_t keep = o.topK > 0 ? std::min(size_t(o.topK), order.size()) : order.size();
-  const double top = logits[order[0]];
-  double sum = 0;
-  for (size_t i = 0; i < keep; ++i)
-    sum += out[size_t(order[i])] = std::exp((double(logits[order[i]]) - top) / o.temperature);
-  if (o.topP < 1) {
-    double cumulative = 0;
-    for (size_t i = 0; i < keep; ++i) {
-      cumulative += out[size_t(order[i])] / sum;
-      if (cumulative >= o.topP) {
-        for (size_t j = i + 1; j < keep; ++j) out[size_t(order[j])] = 0;
-        keep = i + 1;
-        break;
-      }
-    }
-  }
-  sum = 0;
-  for (size_t i = 0; i < keep; ++i) sum += out[size_t(order[i])];
-  for (double &p : out) p /= sum;
 }
 
 namespace {
@@ -160,10 +127,14 @@ Verdict speculativeSample(const int32_t *drafts, int64_t k, const double *p, con
   return {k, draw(std::vector<double>(last, last + vocab), rng)};
 }
 
+std::mt19937_64 acceptanceRng(const SamplingOptions &o) {
+  return std::mt19937_64(o.seed ^ 0x5bd1e995ULL);
+}
+
 Verdict judgeDrafts(const Draft &d, const float *logits, int64_t vocab, const SamplingOptions &o,
                     std::mt19937_64 &rng) {
   const int64_t k = int64_t(d.tokens.size());
-  if (o.temperature == 0 || o.topK == 1) {
+  if (o.greedy()) {
     int64_t i = 0;
     while (i < k && argmax(logits + i * vocab, vocab) == d.tokens[size_t(i)]) ++i;
     return {i, argmax(logits + i * vocab, vocab)};
@@ -215,7 +186,7 @@ SpeculationStats generateSpeculatively(Engine &engine, Proposer &proposer,
   capped.maxNew = maxNew;
   Run run{engine, capped, onToken, req.prompt};
   Sampler sampler(req.sampling);
-  std::mt19937_64 rng(req.sampling.seed ^ 0x5bd1e995ULL);
+  std::mt19937_64 rng = acceptanceRng(req.sampling);
   const int seq = engine.open();
   const uint64_t stream = uint64_t(seq);
   try {

@@ -79,11 +79,7 @@ private:
   std::map<uint64_t, Stream> streams;
 };
 
-/// The probabilities sampling with `o` draws from: softmax at the
-/// temperature over the top-k, then the top-p prefix, renormalised (as
-/// Sampler does); greedy is a point mass on the argmax.
-void samplingProbabilities(const float *logits, int64_t vocab, const SamplingOptions &o,
-                           std::vector<double> &out);
+/// samplingProbabilities (runtime/Sampler.h) gives p and q from logits.
 
 /// How many draft tokens a verify step keeps, and the token after them.
 struct Verdict {
@@ -98,6 +94,10 @@ struct Verdict {
 /// draft a point mass). The tokens it yields follow the target's p exactly.
 Verdict speculativeSample(const int32_t *drafts, int64_t k, const double *p, const float *q,
                           int64_t vocab, std::mt19937_64 &rng);
+
+/// The generator the acceptance rule draws from for a request sampled with
+/// `o` (apart from the Sampler's, so that its tokens stay the same).
+std::mt19937_64 acceptanceRng(const SamplingOptions &o);
 
 /// One verify step's verdict from the target's [k + 1, vocab] logits:
 /// greedy keeps drafts while each is the argmax (so the output equals

@@ -254,8 +254,12 @@ Collective *joinRanks(const Plan &plan, const std::string &source) {
                      " tensor-parallel ranks, and this kvplan was built without MPI; install "
                      "Open MPI (libopenmpi-dev openmpi-bin) and rebuild it (scripts/setup.sh)");
 #endif
-  const std::string text = toJson(plan).dump();
-  checkRanks(plan.ranks(), comm, checksum64(text.data(), text.size()));
+  uint64_t hash = 0; // only ranks compare plans: no serialising at start-up otherwise
+  if (comm) {
+    const std::string text = toJson(plan).dump();
+    hash = checksum64(text.data(), text.size());
+  }
+  checkRanks(plan.ranks(), comm, hash);
   return plan.ranks() > 1 ? comm : nullptr;
 }
 
