@@ -110,8 +110,21 @@ public:
     kernel(name, {op.result.rows(), 1, 1}, 128, 0, op.result,
            {arena(op.input), positions, arena(op.result)});
   }
-  void operator()(const AllReduceOp &) {
-    unsupported("all_reduce: the cuda target's tensor-parallel ranks (NCCL) are not built yet");
+  /// One NCCL all-reduce of the rows, in the executor's stream.
+  void operator()(const AllReduceOp &op) {
+    f32Input(op.input, "all_reduce");
+    if (op.result.dtype != DType::f32 || op.result.cols() != op.input.cols() ||
+        op.result.rows() != op.input.rows())
+      unsupported("step " + num(step) + ": all_reduce's result differs from its input");
+    DeviceOp r;
+    r.kind = DeviceOp::allReduce;
+    r.step = step;
+    r.input = arena(op.input);
+    r.output = arena(op.result);
+    r.k = op.input.cols();
+    r.staticRows = op.result.rows();
+    r.rowsFollowActive = follows(op.result);
+    out.ops.push_back(std::move(r));
   }
   void operator()(const RopeKVWriteOp &op) {
     entryPositions(op.positions);

@@ -104,6 +104,9 @@ json opJson(const DeviceOp &op) {
     j.update({{"kernel", op.name}, {"grid", op.grid}, {"block", op.block},
               {"rows_dim", op.rowsDim}, {"rows_per_block", op.rowsPerBlock},
               {"pointers", std::move(ptrs)}, {"ints", op.ints}, {"reals", op.reals}});
+  } else if (op.kind == DeviceOp::allReduce) {
+    j.update({{"all_reduce", true}, {"input", refJson(op.input)}, {"output", refJson(op.output)},
+              {"k", op.k}});
   } else {
     j.update({{"gemm", true}, {"weight", refJson(op.weight)}, {"input", refJson(op.input)},
               {"output", refJson(op.output)}, {"m", op.m}, {"k", op.k}, {"lda", op.lda},
@@ -122,6 +125,13 @@ DeviceOp opFrom(const json &j) {
   };
   op.rowsFollowActive = j.at("rows_follow_active").get<bool>();
   op.staticRows = field("static_rows");
+  if (j.contains("all_reduce")) {
+    op.kind = DeviceOp::allReduce;
+    op.input = refFrom(j.at("input"), at + "'input'");
+    op.output = refFrom(j.at("output"), at + "'output'");
+    op.k = field("k");
+    return op;
+  }
   if (j.contains("gemm")) {
     op.kind = DeviceOp::gemm;
     op.weight = refFrom(j.at("weight"), at + "'weight'");

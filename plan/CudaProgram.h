@@ -35,9 +35,10 @@ struct DeviceRef {
 /// source declares the same struct (codegen/cuda/Kernels.cuh).
 constexpr int kKernelPointers = 8, kKernelInts = 8, kKernelReals = 4;
 
-/// One device operation: a generated kernel or a cuBLAS product.
+/// One device operation: a generated kernel, a cuBLAS product, or a sum
+/// over tensor-parallel ranks (NCCL).
 struct DeviceOp {
-  enum Kind { kernel, gemm } kind = kernel;
+  enum Kind { kernel, gemm, allReduce } kind = kernel;
   int64_t step = 0; // the plan step it lowers (the sampling kernel: the step count)
 
   // kernel
@@ -53,6 +54,9 @@ struct DeviceOp {
   // in column-major terms C(m x rows) = W^T(m x k) * X(k x rows).
   DeviceRef weight, input, output;
   int64_t m = 0, k = 0, lda = 0, ldb = 0, ldc = 0;
+  // allReduce: output[r, j] = the sum over ranks of input[r, j], f32, for
+  // r < rows, j < k (rows laid end to end, k floats each); input and output
+  // may be the same.
   DType weightType = DType::f32, inputType = DType::f32;
   // Both kinds: the op's rows when the entry point runs all of them; ops on
   // pruned rows (the last token only) run staticRows always.
@@ -106,6 +110,11 @@ KernelLaunch resolveLaunch(const DeviceOp &op, int64_t active, char *const bases
 /// cuBLAS's handle and the instantiated CUDA graphs, whose sizes the plan
 /// cannot know; billed as the "reserve".
 constexpr int64_t kCudaRuntimeReserveBytes = int64_t(256) << 20;
+/// More reserve for a tensor-parallel rank: NCCL's communicator keeps its
+/// buffers on the device (by default 4 MiB per channel and peer for each
+/// protocol, more with NVLink SHARP); an upper estimate, to be compared with
+/// what a multi-GPU machine shows (docs/tensor-parallel.md).
+constexpr int64_t kNcclReserveBytes = int64_t(1) << 30;
 
 /// The executor's pinned host memory: per entry point the inputs written
 /// before each run (tokens, positions, page table, sampling parameters) and

@@ -139,7 +139,7 @@ MemoryBill Plan::memoryBill() const {
   if (settings.target == Target::cuda) {
     b.workspaceBytes = deviceWorkspaceBytes;
     b.hostPinnedBytes = cudaHostStagingBytes(*this);
-    b.reserveBytes = kCudaRuntimeReserveBytes;
+    b.reserveBytes = kCudaRuntimeReserveBytes + (ranks() > 1 ? kNcclReserveBytes : 0);
   } else {
     const CpuWorkspace w = cpuWorkspace(*this);
     b.workspaceBytes = w.ropeBytes;

@@ -188,6 +188,8 @@ std::string launchRow(const Plan &p, const EntryPoint &ep, size_t i, const Devic
   const bool inPlan = op.step >= 0 && op.step < int64_t(ep.steps.size());
   std::string what = op.kind == DeviceOp::gemm
                          ? "cuBLAS GEMM " + std::to_string(op.m) + "&times;" + std::to_string(op.k)
+                     : op.kind == DeviceOp::allReduce
+                         ? "NCCL all-reduce, " + std::to_string(op.k) + " f32 per row"
                          : "<code>" + htmlEscape(op.name) + "</code>";
   std::string step = "sampling", moved = "&middot;";
   if (inPlan) {
@@ -199,8 +201,9 @@ std::string launchRow(const Plan &p, const EntryPoint &ep, size_t i, const Devic
       moved = withCommas(stepBytes(p, s));
     lastStep = op.step;
   }
-  const std::string grid = op.kind == DeviceOp::gemm ? "&middot;" : dims(op.grid);
-  const std::string block = op.kind == DeviceOp::gemm ? "&middot;" : dims(op.block);
+  const bool generated = op.kind == DeviceOp::kernel;
+  const std::string grid = generated ? dims(op.grid) : "&middot;";
+  const std::string block = generated ? dims(op.block) : "&middot;";
   return "<tr><td class=n>" + std::to_string(i) + "</td><td>" + what + "</td><td>" + grid +
          "</td><td>" + block + "</td><td class=n>" + moved + "</td><td>" + step + "</td></tr>";
 }
@@ -217,17 +220,21 @@ std::string kernelsSection(const ReportInput &in) {
     auto it = in.plan->entryPoints.find(name);
     if (it == in.plan->entryPoints.end())
       continue;
-    int64_t kernels = 1, gemms = 0, lastStep = -1;
-    for (const DeviceOp &op : e.ops)
-      (op.kind == DeviceOp::gemm ? gemms : kernels) += 1;
-    h += "<h3>" + htmlEscape(name) + ": " + std::to_string(e.ops.size() + 1) + " graph nodes (" +
-         std::to_string(kernels) + " kernels, " + std::to_string(gemms) +
-         " cuBLAS products)</h3>"
+    // A tensor-parallel plan samples on the host, from every rank's slice.
+    const bool sharded = in.plan->ranks() > 1;
+    int64_t counts[3] = {sharded ? 0 : 1, 0, 0}, lastStep = -1; // kernels, gemms, all-reduces
+    for (const DeviceOp &op : e.ops) counts[op.kind] += 1;
+    h += "<h3>" + htmlEscape(name) + ": " + std::to_string(e.ops.size() + (sharded ? 0 : 1)) +
+         " graph nodes (" + std::to_string(counts[0]) + " kernels, " + std::to_string(counts[1]) +
+         " cuBLAS products" +
+         (sharded ? ", " + std::to_string(counts[2]) + " NCCL all-reduces" : std::string()) +
+         ")</h3>"
          "<details><summary>launch table</summary><table><tr><th>#</th><th>launch</th><th>grid</th>"
          "<th>block</th><th>bytes moved</th><th>plan step</th></tr>";
     for (size_t i = 0; i < e.ops.size(); ++i)
       h += launchRow(*in.plan, it->second, i, e.ops[i], lastStep);
-    h += launchRow(*in.plan, it->second, e.ops.size(), e.sample, lastStep) + "</table></details>";
+    if (!sharded) h += launchRow(*in.plan, it->second, e.ops.size(), e.sample, lastStep);
+    h += "</table></details>";
   }
   return h + "</section>";
 }

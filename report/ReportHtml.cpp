@@ -104,7 +104,9 @@ std::vector<BillPart> billParts(const Plan &p, const MemoryBill &b) {
         {"bill-scratch", "scratch", b.scratchBytesPerThread, "attention scores, one thread"});
   if (cuda)
     parts.push_back(
-        {"bill-reserve", "reserve", b.reserveBytes, "kept free for cuBLAS and the graphs"});
+        {"bill-reserve", "reserve", b.reserveBytes,
+         b.reserveBytes > kCudaRuntimeReserveBytes ? "kept free for cuBLAS, NCCL and the graphs"
+                                                   : "kept free for cuBLAS and the graphs"});
   return parts;
 }
 

@@ -15,6 +15,10 @@ public:
   virtual ~Collective() = default;
   virtual int rank() const = 0;
   virtual int size() const = 0;
+  /// This rank's index among the ranks on its machine, and how many run
+  /// there: a GPU rank takes the device of that index.
+  virtual int nodeRank() const { return rank(); }
+  virtual int nodeSize() const { return size(); }
   /// "MPI (Open MPI 4.1.4), 2 ranks", for messages and reports.
   virtual std::string describe() const = 0;
   /// out[i] = the sum over ranks of in[i] (in and out may not overlap).

@@ -9,6 +9,7 @@
 #   4. runs the tests labelled gpu (KVPLAN_GPU_ARTIFACTS=.gpukit/artifacts)
 #   5. kvplan bench on .gpukit/artifacts/bench-llama-3.2-1b.kvp (random
 #      weights, prompt 512, 128 tokens)
+#   5b. with two GPUs or more and mpirun: a TP=2 model over NCCL against one GPU
 #   6. scripts/hf_peer.py on the same model shape (transformers, bf16)
 #   7. scripts/gpu_check_report.py: $OUT/gpu-check.json, and the table, last
 #
@@ -25,7 +26,7 @@
 #                             go through the report, which says they are canned
 #   KVPLAN_GPU_CHECK_BUDGET_S the whole check's time (default 480): the peer
 #                             gets what is left, at most 300 s, or is skipped
-#   KVPLAN_GPU_CHECK_STEPS    steps to run (default build,tests,bench,peer)
+#   KVPLAN_GPU_CHECK_STEPS    steps to run (default build,tests,bench,tp,peer)
 #   KVPLAN_GPU_CHECK_CMAKE_ARGS  more arguments for the configure
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,7 +47,7 @@ log=$OUT/run.log
 
 dry=${KVPLAN_GPU_CHECK_DRY:-0}
 budget=${KVPLAN_GPU_CHECK_BUDGET_S:-480}
-steps=${KVPLAN_GPU_CHECK_STEPS:-build,tests,bench,peer}
+steps=${KVPLAN_GPU_CHECK_STEPS:-build,tests,bench,tp,peer}
 artifacts=$root/.gpukit/artifacts
 bench_art=$artifacts/bench-llama-3.2-1b.kvp
 fail=0
@@ -119,7 +120,7 @@ krun() { ${runenv[@]+"${runenv[@]}"} "$@"; }
 if [ "$dry" = 1 ]; then
   canned=${KVPLAN_GPU_CHECK_CANNED:-$root/tests/data/gpu/canned}
   say "DRY RUN: no build, tests, bench or peer; canned inputs from $canned (NOT MEASURED)"
-  for s in build tests bench peer; do record "$s" canned 0 "canned input"; done
+  for s in build tests bench tp peer; do record "$s" canned 0 "canned input"; done
   for f in kvplan-bench.json hf-peer.json gpu-tests.log; do
     [ ! -f "$canned/$f" ] || cp "$canned/$f" "$OUT/$f"
   done
@@ -196,6 +197,48 @@ EOF
     say "BENCH FAILED; its output:"
     tail -n 20 "$work/bench.out" "$work/bench.err" 2>&1 | tee -a "$log" || true
     fail=1
+  fi
+fi
+
+# --- 5b. tensor parallelism over NCCL (two GPUs or more) -------------------
+# tp2-tiny-f32 split between 2 ranks, one GPU each (mpirun, NCCL opened at
+# run time), against the same model on one GPU: greedy ids equal for 32
+# tokens. Skipped, with the reason, on a machine with one GPU or no mpirun.
+if want tp; then
+  t=$SECONDS
+  gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)
+  tp_art=$artifacts/tp2-tiny-f32.kvp
+  if ((gpus < 2)); then
+    record tp skipped 0 "$gpus GPU(s): NCCL ranks need one GPU each"
+  elif ! command -v mpirun >/dev/null 2>&1; then
+    record tp skipped 0 "no mpirun (Open MPI) on this machine"
+  elif [ ! -f "$tp_art" ] || [ ! -x "$kvplan" ]; then
+    record tp failed 0 "missing $tp_art or $kvplan"
+    fail=1
+  else
+    # NCCL: the machine's, else the one torch brings.
+    if [ -z "${KVPLAN_NCCL_LIBRARY:-}" ] && ! ldconfig -p 2>/dev/null | grep -q libnccl.so.2; then
+      nccl=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib", "libnccl.so.2"))' 2>/dev/null || true)
+      [ -z "$nccl" ] || [ ! -f "$nccl" ] || export KVPLAN_NCCL_LIBRARY=$nccl
+    fi
+    ids=$(seq -s, 3 40)
+    run_args=(--weights random:3 --prompt-ids "$ids" --tokens 32 --temperature 0 --print-ids)
+    say "tensor parallelism: mpirun -np 2 kvplan run $tp_art against one GPU"
+    if krun timeout 120 "$kvplan" run "$artifacts/tiny-f32.kvp" "${run_args[@]}" \
+         > "$work/tp1.out" 2>> "$log" &&
+       krun timeout 180 mpirun --allow-run-as-root --oversubscribe -np 2 \
+         -x KVPLAN_NCCL_LIBRARY -x LD_LIBRARY_PATH "$kvplan" run "$tp_art" "${run_args[@]}" \
+         > "$work/tp2.out" 2>> "$log"; then
+      if cmp -s "$work/tp1.out" "$work/tp2.out"; then
+        record tp ok $((SECONDS - t)) "greedy ids equal over 32 tokens on $gpus GPUs"
+      else
+        record tp failed $((SECONDS - t)) "greedy ids differ: $(head -c 200 "$work/tp2.out")"
+        fail=1
+      fi
+    else
+      record tp failed $((SECONDS - t)) "a run failed: see run.log"
+      fail=1
+    fi
   fi
 fi
 

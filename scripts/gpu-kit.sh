@@ -161,6 +161,8 @@ if ((do_artifacts)); then
     "tiny-int4-batch1|models/tiny.toml|--dtype int4 --max-batch 1"
     "qwen-like-int4|tests/data/gpu/qwen-like.toml|--dtype int4"
     "quant-odd-int4|tests/data/gpu/quant-odd.toml|--dtype int4"
+    # Two ranks over NCCL (gpu-check runs it where there are two GPUs).
+    "tp2-tiny-f32|models/tiny.toml|--dtype f32 --tensor-parallel 2"
   )
   for spec in "${specs[@]}"; do
     IFS='|' read -r name model extra <<<"$spec"

@@ -235,7 +235,7 @@ def main(argv=None):
     def step_status(name):
         return steps.get(name, {}).get("status", "not run")
 
-    failed_steps = [s for s in ("build", "tests", "bench", "peer") if step_status(s) == "failed"]
+    failed_steps = [s for s in ("build", "tests", "bench", "tp", "peer") if step_status(s) == "failed"]
     # On the GPU machine no gpu test may skip: a skip there means no device or
     # no artifacts, which the tests would otherwise report as a pass.
     if tests is not None and (tests["failed"] or tests.get("skipped") or not tests["total"]):
@@ -305,6 +305,9 @@ def main(argv=None):
         lines.append(f"| kvplan decode step, graph vs eager | {f(step_graph, '{:.3f} ms')} vs "
                      f"{f(step_eager, '{:.3f} ms')} ({f(speedup, '{:.2f}x')}) |")
         lines.append(f"| kvplan prefill ({b.get('prompt_len', 512)} tokens) | {f(prefill, '{:,.0f}')} tok/s |")
+    tp = steps.get("tp", {})
+    lines.append(f"| tensor parallel, 2 ranks over NCCL | {step_status('tp')}"
+                 + (f": {tp['note']}" if tp.get("note") else "") + " |")
     if peer is None:
         lines.append(f"| HF transformers peer | {step_status('peer')} (no result) |")
     else:

@@ -342,10 +342,6 @@ void checkTensorParallel(Checker &c, const ModelSpec &m, const CompileSettings &
                                           " and num_kv_heads " + std::to_string(m.numKvHeads) +
                                           ": neither divides the other, so the KV heads cannot "
                                           "follow the query heads to their ranks");
-  if (s.target == Target::cuda)
-    c.fail("compile.tensor_parallel",
-           "tensor parallelism runs on the cpu target (ranks over MPI); the cuda target's NCCL "
-           "ranks are not built yet: compile with --target cpu or --tensor-parallel 1");
 }
 
 // Rules between fields, once each field is valid on its own.

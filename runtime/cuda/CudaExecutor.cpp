@@ -6,6 +6,10 @@
 #include <cublas_api.h>
 #include <cuda_runtime.h>
 #include <dlfcn.h>
+#if __has_include(<nccl.h>)
+#include <nccl.h>
+#define KVPLAN_NCCL_HEADER 1
+#endif
 
 #include <algorithm>
 #include <cstdlib>
@@ -32,8 +36,34 @@ void check(cudaError_t e, const std::string &what) {
   if (e != cudaSuccess) cudaFail(e, what);
 }
 
-/// cuBLAS, opened at run time so the kvplan binary starts (and runs CPU
-/// artifacts) where the CUDA libraries are not installed.
+/// One of the CUDA libraries, opened at run time so the kvplan binary
+/// starts (and runs CPU artifacts) where they are not installed: the
+/// loader's path first, then the toolkit's own folders (often not on the
+/// loader's path); the environment variable `own` names one file instead.
+void *openCudaLibrary(std::initializer_list<const char *> sonames, const char *own,
+                      const std::string &what) {
+  std::vector<std::string> names;
+  for (const char *so : sonames) {
+    names.push_back(so);
+    if (const char *home = std::getenv("CUDA_HOME"); home && *home) {
+      names.push_back(std::string(home) + "/lib64/" + so);
+      names.push_back(std::string(home) + "/lib/" + so);
+    }
+    names.push_back(std::string("/usr/local/cuda/lib64/") + so);
+    names.push_back(std::string("/usr/local/cuda/lib/") + so);
+  }
+  if (const char *path = std::getenv(own); path && *path) names = {path};
+  std::string errors;
+  for (const std::string &name : names) {
+    if (void *lib = ::dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL)) return lib;
+    const char *e = ::dlerror();
+    errors += "\n  " + (e ? std::string(e) : name);
+  }
+  throw InputError("cannot load " + what + ":" + errors + "\ninstall it, add its folder to "
+                   "LD_LIBRARY_PATH, or name the file in " + own);
+}
+
+/// cuBLAS, opened at run time.
 struct Cublas {
   using CreateFn = cublasStatus_t (*)(cublasHandle_t *);
   using DestroyFn = cublasStatus_t (*)(cublasHandle_t);
@@ -55,26 +85,8 @@ struct Cublas {
   GemmExFn gemmEx = nullptr;
 
   void load() {
-    std::string errors;
-    // The loader's path first, then the toolkit's own folder (often not on
-    // the loader's path); KVPLAN_CUBLAS_LIBRARY names one library instead.
-    std::vector<std::string> names;
-    for (const char *so : {"libcublas.so.13", "libcublas.so.12"}) {
-      names.push_back(so);
-      if (const char *home = std::getenv("CUDA_HOME"); home && *home)
-        names.push_back(std::string(home) + "/lib64/" + so);
-      names.push_back(std::string("/usr/local/cuda/lib64/") + so);
-    }
-    if (const char *own = std::getenv("KVPLAN_CUBLAS_LIBRARY"); own && *own) names = {own};
-    for (const std::string &name : names) {
-      lib = ::dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
-      if (lib) break;
-      const char *e = ::dlerror();
-      errors += "\n  " + (e ? std::string(e) : name);
-    }
-    if (!lib)
-      throw InputError("cannot load cuBLAS, which the cuda target's linears use:" + errors +
-                       "\ninstall the CUDA toolkit's cuBLAS or add its folder to LD_LIBRARY_PATH");
+    lib = openCudaLibrary({"libcublas.so.13", "libcublas.so.12"}, "KVPLAN_CUBLAS_LIBRARY",
+                          "cuBLAS, which the cuda target's linears use");
     auto sym = [&](const char *n) {
       void *p = ::dlsym(lib, n);
       if (!p) throw InputError(std::string("the cuBLAS library lacks ") + n + "; it is too old");
@@ -91,6 +103,71 @@ struct Cublas {
   void check(cublasStatus_t s, const std::string &what) const {
     if (s != CUBLAS_STATUS_SUCCESS)
       throw std::runtime_error("cuBLAS error in " + what + ": " + statusString(s));
+  }
+};
+
+/// NCCL's ABI, the few parts used, declared here so the runtime builds
+/// where NCCL's header is not installed (it is checked against the header
+/// where it is).
+namespace nccl {
+using Comm = struct ncclComm *;
+using Result = int;
+constexpr Result kSuccess = 0, kInProgress = 7;
+constexpr int kFloat32 = 7, kSum = 0;
+struct UniqueId {
+  char internal[128];
+};
+} // namespace nccl
+#ifdef KVPLAN_NCCL_HEADER
+static_assert(sizeof(nccl::UniqueId) == sizeof(ncclUniqueId) && nccl::kFloat32 == ncclFloat32 &&
+              nccl::kSum == ncclSum && nccl::kSuccess == ncclSuccess &&
+              nccl::kInProgress == ncclInProgress);
+#endif
+
+/// NCCL, opened at run time like cuBLAS, for tensor-parallel ranks only.
+struct Nccl {
+  using VersionFn = nccl::Result (*)(int *);
+  using UniqueIdFn = nccl::Result (*)(nccl::UniqueId *);
+  using InitRankFn = nccl::Result (*)(nccl::Comm *, int, nccl::UniqueId, int);
+  using AllReduceFn = nccl::Result (*)(const void *, void *, size_t, int, int, nccl::Comm,
+                                       cudaStream_t);
+  using DestroyFn = nccl::Result (*)(nccl::Comm);
+  using ErrorStringFn = const char *(*)(nccl::Result);
+  void *lib = nullptr;
+  VersionFn version = nullptr;
+  UniqueIdFn uniqueId = nullptr;
+  InitRankFn initRank = nullptr;
+  AllReduceFn allReduce = nullptr;
+  DestroyFn destroy = nullptr;
+  ErrorStringFn errorString = nullptr;
+
+  void load() {
+    lib = openCudaLibrary({"libnccl.so.2"}, "KVPLAN_NCCL_LIBRARY",
+                          "NCCL, which a tensor-parallel model's ranks sum their all_reduce "
+                          "steps with on GPUs");
+    auto sym = [&](const char *n) {
+      void *p = ::dlsym(lib, n);
+      if (!p) throw InputError(std::string("the NCCL library lacks ") + n + "; it is too old");
+      return p;
+    };
+    version = reinterpret_cast<VersionFn>(sym("ncclGetVersion"));
+    uniqueId = reinterpret_cast<UniqueIdFn>(sym("ncclGetUniqueId"));
+    initRank = reinterpret_cast<InitRankFn>(sym("ncclCommInitRank"));
+    allReduce = reinterpret_cast<AllReduceFn>(sym("ncclAllReduce"));
+    destroy = reinterpret_cast<DestroyFn>(sym("ncclCommDestroy"));
+    errorString = reinterpret_cast<ErrorStringFn>(sym("ncclGetErrorString"));
+  }
+  void check(nccl::Result r, const std::string &what) const {
+    if (r != nccl::kSuccess && r != nccl::kInProgress)
+      throw std::runtime_error("NCCL error in " + what + ": " + errorString(r));
+  }
+  /// "NCCL 2.28.3"
+  std::string describe() const {
+    int v = 0;
+    if (version(&v) != nccl::kSuccess) return "NCCL";
+    // From 2.9 the code is major * 10000 + minor * 100 + patch.
+    return "NCCL " + std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." +
+           std::to_string(v % 100);
   }
 };
 
@@ -132,6 +209,10 @@ struct CudaExecutor::Impl {
   std::map<std::string, cudaKernel_t> kernels;
   Cublas cublas;
   cublasHandle_t handle = nullptr;
+  Nccl nccl;
+  nccl::Comm comm = nullptr; // tensor parallelism: this rank's NCCL communicator
+  Collective *ranks = nullptr;
+  int device = 0;
   char *weights = nullptr, *arena = nullptr, *cache = nullptr, *work = nullptr;
   char *pinned = nullptr; // every entry point's host staging (plan/CudaProgram.h)
   std::vector<Allocation> allocated;
@@ -182,6 +263,13 @@ struct CudaExecutor::Impl {
                    "the matrix product of step " + std::to_string(op.step));
       return;
     }
+    if (op.kind == DeviceOp::allReduce) {
+      nccl.check(nccl.allReduce(base(op.input.buffer) + op.input.offset,
+                                base(op.output.buffer) + op.output.offset, size_t(rows * op.k),
+                                nccl::kFloat32, nccl::kSum, comm, stream),
+                 "the all-reduce of step " + std::to_string(op.step));
+      return;
+    }
     char *const bases[4] = {arena, weights, cache, work};
     KernelLaunch l = resolveLaunch(op, active, bases);
     void *params[] = {&l.args};
@@ -200,6 +288,11 @@ struct CudaExecutor::Impl {
                           stream), "copying positions");
     check(cudaMemcpyAsync(arena + e.tableOff, e.hTable, size_t(e.tableInts) * 4,
                           cudaMemcpyHostToDevice, stream), "copying the page table");
+    // Tensor-parallel ranks sample on the host, from every rank's slice.
+    if (ranks) {
+      for (const DeviceOp &op : e.ce->ops) launch(op, active);
+      return;
+    }
     const int64_t outRows = e.rowsOut(active);
     check(cudaMemcpyAsync(work + e.ce->samplingParamsOffset, e.hParams,
                           size_t(outRows) * sizeof(DeviceSamplingParams), cudaMemcpyHostToDevice,
@@ -216,11 +309,14 @@ struct CudaExecutor::Impl {
   void loadCode(const CudaCode &code);
   void findKernel(const DeviceOp &op);
   void bindEntries();
+  void chooseDevice(const CudaOptions &options);
+  void joinRanks();
 
   ~Impl() {
     for (auto &[name, e] : entries)
       for (auto &[rows, g] : e.graphs) cudaGraphExecDestroy(g);
     cudaFreeHost(pinned);
+    if (comm) nccl.destroy(comm);
     if (handle) cublas.destroy(handle);
     if (library) cudaLibraryUnload(library);
     cudaFree(weights);
@@ -278,7 +374,7 @@ void CudaExecutor::Impl::checkBill(const MemoryBill &bill, uint64_t weightsBytes
                    humanMiB(bill.weightsBlobBytes) + ", KV cache " + humanMiB(bill.kvCacheBytes) +
                    ", arena " + humanMiB(bill.arenaAllocBytes) + ", workspace " +
                    humanMiB(bill.workspaceBytes) + ", " + humanMiB(bill.reserveBytes) +
-                   " kept for cuBLAS and graphs) but " + props.name + " has " +
+                   " kept for cuBLAS, NCCL and graphs) but " + props.name + " has " +
                    humanMiB(int64_t(freeBytes)) + " free of " + humanMiB(int64_t(totalBytes)) +
                    "; short by " + humanMiB(bill.totalBytes - int64_t(freeBytes)) +
                    ". Compile with a smaller --max-seq, --max-batch or --kv-pages, or 16-bit "
@@ -347,6 +443,55 @@ void CudaExecutor::Impl::findKernel(const DeviceOp &op) {
   kernels[op.name] = k;
 }
 
+/// The device `options` name, else device 0 alone, else the one a rank
+/// takes among the ranks on its machine: NCCL gives each rank a GPU of its
+/// own. Ranks compare their findings, so all of them refuse together,
+/// naming the rank without a device, rather than some waiting for it.
+void CudaExecutor::Impl::chooseDevice(const CudaOptions &options) {
+  const int64_t planRanks = plan.ranks();
+  ranks = planRanks > 1 ? options.ranks : nullptr;
+  if (planRanks > 1 && (!ranks || ranks->size() != planRanks))
+    throw InputError("the model is split between " + std::to_string(planRanks) +
+                     " tensor-parallel ranks; run it with mpirun -np " +
+                     std::to_string(planRanks) + ", one rank per GPU");
+  device = options.device >= 0 ? options.device : ranks ? ranks->nodeRank() : 0;
+  int count = 0;
+  check(cudaGetDeviceCount(&count), "counting the devices");
+  struct Seen {
+    int32_t device, count, nodeSize;
+  } mine{device, count, ranks ? ranks->nodeSize() : 1};
+  std::vector<Seen> all{mine};
+  if (ranks) {
+    all.resize(size_t(ranks->size()));
+    ranks->allGather(&mine, all.data(), sizeof mine);
+  }
+  for (size_t r = 0; r < all.size(); ++r) {
+    const Seen &s = all[r];
+    if (s.device < s.count) continue;
+    const std::string who = ranks ? "rank " + std::to_string(r) + ": " : "";
+    const std::string gpus = std::to_string(s.count) + " CUDA device" + (s.count == 1 ? "" : "s");
+    if (ranks && options.device < 0)
+      throw InputError(who + "its machine runs " + std::to_string(s.nodeSize) +
+                       " ranks and has " + gpus + "; NCCL runs one rank per GPU: start at most " +
+                       std::to_string(s.count) + " rank" + (s.count == 1 ? "" : "s") +
+                       " per machine (mpirun --map-by ppr:" + std::to_string(s.count) + ":node)");
+    throw InputError(who + "there is no CUDA device " + std::to_string(s.device) +
+                     "; the machine has " + gpus);
+  }
+}
+
+/// Tensor parallelism: one NCCL communicator of every rank, from a unique
+/// id rank 0 makes and sends to the others over `ranks` (MPI).
+void CudaExecutor::Impl::joinRanks() {
+  if (!ranks) return;
+  nccl.load();
+  nccl::UniqueId id{};
+  if (ranks->rank() == 0) nccl.check(nccl.uniqueId(&id), "making the unique id");
+  ranks->broadcast(&id, sizeof id, 0);
+  nccl.check(nccl.initRank(&comm, ranks->size(), id, ranks->rank()),
+             "joining the " + std::to_string(ranks->size()) + " ranks");
+}
+
 /// Each entry point's launch table, kernels and host staging.
 void CudaExecutor::Impl::bindEntries() {
   const CudaStaging staging = cudaHostStaging(plan);
@@ -400,13 +545,15 @@ CudaExecutor::CudaExecutor(const Plan &plan, const CudaCode &code, const char *w
     throw InputError(why + "; this artifact targets cuda (compile with --target cpu to run on "
                            "the CPU)");
   validatePlan(m.plan);
-  check(cudaSetDevice(options.device), "selecting the device");
-  check(cudaGetDeviceProperties(&m.props, options.device), "reading the device's properties");
+  m.chooseDevice(options);
+  check(cudaSetDevice(m.device), "selecting the device");
+  check(cudaGetDeviceProperties(&m.props, m.device), "reading the device's properties");
   m.arch = chooseArch(code, m.props);
   const MemoryBill bill = m.plan.memoryBill();
   m.checkBill(bill, weightsBytes);
   m.allocate(bill, weightsData);
   m.loadCode(code);
+  m.joinRanks();
   m.bindEntries();
 }
 
@@ -417,9 +564,18 @@ CudaExecutor::~CudaExecutor() = default;
 const Plan &CudaExecutor::plan() const { return impl->plan; }
 
 std::string CudaExecutor::describe() const {
-  return std::string("cuda: ") + impl->props.name + " (" + impl->arch + " machine code, " +
-         (impl->options.graphs ? "CUDA graphs" : "eager launches") + ")";
+  const Impl &m = *impl;
+  return std::string("cuda: ") + m.props.name + " (" + m.arch + " machine code, " +
+         (m.options.graphs ? "CUDA graphs" : "eager launches") +
+         (m.ranks ? ", rank " + std::to_string(m.ranks->rank()) + " of " +
+                        std::to_string(m.ranks->size()) + " on device " + std::to_string(m.device) +
+                        " over " + m.nccl.describe()
+                  : std::string()) +
+         ")";
 }
+
+bool CudaExecutor::samplesOnDevice() const { return impl->ranks == nullptr; }
+Collective *CudaExecutor::collective() const { return impl->ranks; }
 
 int32_t *CudaExecutor::tokens(const std::string &e) { return impl->entry(e).hTok; }
 int32_t *CudaExecutor::positions(const std::string &e) { return impl->entry(e).hPos; }
@@ -454,6 +610,11 @@ void CudaExecutor::run(const std::string &name, int64_t activeRows) {
   if (m.options.graphs) {
     auto it = e.graphs.find(activeRows);
     if (it == e.graphs.end()) {
+      // The first call runs eagerly and waits, so that lazy set-up (module
+      // loading, cuBLAS's and NCCL's first calls) never happens inside a
+      // capture; the graph captured after it serves every later call.
+      m.enqueue(e, activeRows);
+      check(cudaStreamSynchronize(m.stream), "running " + name);
       cudaGraph_t graph = nullptr;
       check(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal),
             "starting a graph capture");
@@ -469,10 +630,11 @@ void CudaExecutor::run(const std::string &name, int64_t activeRows) {
       cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
       cudaGraphDestroy(graph);
       check(err, "instantiating the graph of " + name);
-      it = e.graphs.emplace(activeRows, exec).first;
+      e.graphs.emplace(activeRows, exec);
       ++m.captured;
+    } else {
+      check(cudaGraphLaunch(it->second, m.stream), "replaying " + name);
     }
-    check(cudaGraphLaunch(it->second, m.stream), "replaying " + name);
   } else {
     m.enqueue(e, activeRows);
   }

@@ -3,8 +3,11 @@
 // when a device is used), the weights are uploaded once, the arena, KV cache
 // and workspace are allocated exactly as the plan bills them after checking
 // the bill against the device's free memory, linears go to cuBLAS (loaded at
-// run time), and every (entry point, row count) is captured once as a CUDA
-// Graph and replayed. This header includes no CUDA header.
+// run time), and every (entry point, row count) runs eagerly once, then is
+// captured as a CUDA Graph and replayed. A tensor-parallel rank takes one
+// GPU and sums its all_reduce steps with the other ranks' through NCCL
+// (loaded at run time too), inside the same graph. This header includes no
+// CUDA header.
 #pragma once
 
 #include "plan/CudaProgram.h"
@@ -21,7 +24,13 @@ bool cudaDeviceAvailable(std::string *why = nullptr);
 
 struct CudaOptions {
   bool graphs = true; // false: launch every kernel eagerly (--no-graphs)
-  int device = 0;
+  /// The device; -1: device 0, or under tensor parallelism the one whose
+  /// index is the rank's among the ranks on its machine.
+  int device = -1;
+  /// A tensor-parallel plan's ranks (null for a plan run alone): their
+  /// all_reduce steps go through NCCL, opened at run time, whose unique id
+  /// rank 0 sends to the others through `ranks`.
+  Collective *ranks = nullptr;
 };
 
 class CudaExecutor : public Executor {
@@ -44,7 +53,10 @@ public:
   void run(const std::string &entry, int64_t activeRows) override;
   const float *logits(const std::string &entry) override;
   void copyPage(int32_t from, int32_t to) override;
-  bool samplesOnDevice() const override { return true; }
+  /// Alone it samples on the device; tensor-parallel ranks sample together
+  /// on the host from their slices of the vocabulary (runtime/RankExecutor.h).
+  bool samplesOnDevice() const override;
+  Collective *collective() const override;
   void setSampling(const std::string &entry, const DeviceSamplingParams *rows,
                    int64_t count) override;
   const int32_t *sampled(const std::string &entry) override;

@@ -36,9 +36,18 @@ public:
     MPI_Get_library_version(version, &n);
     library = version;
     if (size_t cut = library.find_first_of(",\n"); cut != std::string::npos) library.resize(cut);
+    // The ranks sharing this machine's memory are the ones on this node.
+    MPI_Comm node = MPI_COMM_NULL;
+    check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node),
+          "splitting the ranks by machine");
+    MPI_Comm_rank(node, &nodeRank_);
+    MPI_Comm_size(node, &nodeSize_);
+    MPI_Comm_free(&node);
   }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
+  int nodeRank() const override { return nodeRank_; }
+  int nodeSize() const override { return nodeSize_; }
   std::string describe() const override {
     return "MPI (" + library + "), " + std::to_string(size_) + " ranks";
   }
@@ -54,7 +63,7 @@ public:
   }
 
 private:
-  int rank_ = 0, size_ = 1;
+  int rank_ = 0, size_ = 1, nodeRank_ = 0, nodeSize_ = 1;
   std::string library;
 };
 

@@ -1,5 +1,5 @@
 // A fake CUDA runtime for testing runtime/cuda/CudaExecutor.cpp on machines
-// without a GPU: the 34 runtime functions the executor calls, over host
+// without a GPU: the 35 runtime functions the executor calls, over host
 // memory. "Cubins" are generated CUDA source, compiled for the kernel
 // emulator (tests/emu) when loaded; launches run there. Stream work runs at
 // once, except while a stream is being captured: then it is recorded into a
@@ -94,7 +94,16 @@ cudaError_t cudaGetLastError() {
   lastError = cudaSuccess;
   return e;
 }
-cudaError_t cudaSetDevice(int d) { return d < device.count ? cudaSuccess : fail(cudaErrorInvalidDevice); }
+int currentDevice = 0;
+cudaError_t cudaSetDevice(int d) {
+  if (d < 0 || d >= device.count) return fail(cudaErrorInvalidDevice);
+  currentDevice = d;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int *d) {
+  *d = currentDevice;
+  return cudaSuccess;
+}
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int) {
   std::memset(p, 0, sizeof *p);
   std::strcpy(p->name, "kvplan fake GPU");

@@ -53,8 +53,10 @@ std::vector<std::string> artifactPaths() {
   const char *dir = std::getenv("KVPLAN_GPU_ARTIFACTS");
   if (!dir || !fs::is_directory(dir)) return out;
   for (const auto &e : fs::directory_iterator(dir))
+    // Not the benchmark's, not the CPU twins, not the tensor-parallel ones
+    // (gpu-check runs those under mpirun where there are GPUs enough).
     if (e.path().extension() == ".kvp" && e.path().filename().string().rfind("bench-", 0) != 0 &&
-        e.path().stem().extension() != ".cpu")
+        e.path().filename().string().rfind("tp", 0) != 0 && e.path().stem().extension() != ".cpu")
       out.push_back(e.path().string());
   std::sort(out.begin(), out.end());
   return out;

@@ -6,6 +6,7 @@
 
 #include "plan/Cost.h"
 #include "runtime/Engine.h"
+#include "runtime/RankExecutor.h"
 #include "runtime/Roofline.h"
 #include "runtime/Sampler.h"
 #include "runtime/cpu/Isa.h"
@@ -224,6 +225,8 @@ CudaTimes measureCuda(Engine &engine, CudaExecutor &cuda, const std::vector<int3
   cudaDecodeStep(engine, prompt, warmSteps);
   t.prefillS = cudaPrefillBest(engine, prompt);
   t.mainStep = cudaDecodeStep(engine, prompt, o.gen);
+  // Tensor-parallel ranks switch modes together only at start-up.
+  if (cuda.collective()) return t;
   // The other mode, same kernels, same engine.
   cuda.setGraphs(o.noGraphs);
   cudaDecodeStep(engine, prompt, warmSteps);
@@ -258,6 +261,12 @@ void printCudaBench(const BenchOptions &o, const Plan &plan, CudaExecutor &cuda,
                         {"weights_bytes", weightBytes},
                         {"bandwidth_gb_s", bandwidthGBs},
                         {"decode_roofline_fraction", fraction}};
+    if (plan.ranks() > 1) {
+      j["ranks"] = plan.ranks();
+      j["all_reduce_bytes_per_decode_step"] = allReduceTraffic(plan, "decode", 1).bytes;
+      j.erase("decode_step_ms_eager");
+      j.erase("graph_speedup");
+    }
     std::cout << j.dump() << "\n";
     return;
   }
@@ -269,6 +278,14 @@ void printCudaBench(const BenchOptions &o, const Plan &plan, CudaExecutor &cuda,
               "of the copy roofline\n",
               (long long)o.gen, decodeTokS, humanBytes(weightBytes).c_str(), decodeGBs,
               100 * fraction);
+  if (plan.ranks() > 1) {
+    std::printf("ranks    %lld tensor-parallel ranks over NCCL (figures are rank 0's share of the "
+                "weights); %s all-reduced per decode step, inside its CUDA graph; eager "
+                "launches are not measured with ranks\n",
+                (long long)plan.ranks(),
+                humanBytes(allReduceTraffic(plan, "decode", 1).bytes).c_str());
+    return;
+  }
   std::printf("graphs   %.3f ms per decode step replayed, %.3f ms eager: %.2fx\n",
               graphStep * 1e3, eagerStep * 1e3, eagerStep / graphStep);
 }
@@ -276,11 +293,13 @@ void printCudaBench(const BenchOptions &o, const Plan &plan, CudaExecutor &cuda,
 /// bench on a GPU: decode with graph replay and eagerly in one process, the
 /// device-to-device copy bandwidth measured in the same run.
 int runBenchCuda(const BenchOptions &o, const Runnable &r, bool verbose) {
-  const double bandwidth = measureCudaCopyBandwidth(); // before the model takes memory
-  CudaOptions co;
-  co.graphs = !o.noGraphs;
-  auto exec = std::make_unique<CudaExecutor>(r.plan, *r.cuda, r.weights, r.weightsBytes, co);
-  CudaExecutor *cuda = exec.get();
+  // Before the model takes memory; on device 0, rank 0's (the others'
+  // copies would share it).
+  const double bandwidth = r.comm && r.comm->rank() != 0 ? 0 : measureCudaCopyBandwidth();
+  std::unique_ptr<Executor> exec = makeExecutor(r, {o.threads, !o.noGraphs});
+  // Tensor parallelism: rank 0's share, under the leader of the ranks.
+  auto *leader = dynamic_cast<LeaderExecutor *>(exec.get());
+  auto *cuda = dynamic_cast<CudaExecutor *>(leader ? &leader->rankShare() : exec.get());
   Engine engine(std::move(exec));
   if (verbose) std::fprintf(stderr, "running on %s\n", cuda->describe().c_str());
   const std::vector<int32_t> prompt = benchPrompt(r.plan, o.promptLen);

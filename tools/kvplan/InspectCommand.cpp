@@ -44,7 +44,10 @@ void printBill(const MemoryBill &bill, const KVCacheLayout &kv, Target target) {
   line("arena (allocated)", bill.arenaAllocBytes, "one arena serves every entry point");
   if (cuda) {
     line("workspace", bill.workspaceBytes, "attention partials, sampling, cuBLAS");
-    line("reserve", bill.reserveBytes, "kept free for cuBLAS's handle and the graphs");
+    line("reserve", bill.reserveBytes,
+         bill.reserveBytes > kCudaRuntimeReserveBytes
+             ? "kept free for cuBLAS's handle, NCCL's buffers and the graphs"
+             : "kept free for cuBLAS's handle and the graphs");
     line("total (GPU)", bill.totalBytes);
     line("pinned host memory", bill.hostPinnedBytes, "inputs, sampled ids and logits");
     return;
@@ -150,10 +153,16 @@ void printHuman(const Artifact &a) {
       std::string_view text = a.section(kCudaProgramSection);
       CudaProgram prog = cudaProgramFromJson(nlohmann::json::parse(text.begin(), text.end()));
       for (const auto &[name, e] : prog.entries) {
-        int64_t kernels = 1, gemms = 0; // the sampling kernel, then the ops
-        for (const DeviceOp &op : e.ops) (op.kind == DeviceOp::gemm ? gemms : kernels) += 1;
-        std::printf("          %s: %lld kernels and %lld cuBLAS products per call (replayed as a CUDA graph)\n",
-                    name.c_str(), (long long)kernels, (long long)gemms);
+        // The sampling kernel, then the ops; tensor-parallel ranks sample
+        // on the host, from every rank's slice of the vocabulary.
+        const bool sharded = p.ranks() > 1;
+        int64_t counts[3] = {sharded ? 0 : 1, 0, 0}; // kernels, products, all-reduces
+        for (const DeviceOp &op : e.ops) counts[op.kind] += 1;
+        std::printf("          %s: %lld kernels and %lld cuBLAS products%s per call (replayed as "
+                    "a CUDA graph)\n",
+                    name.c_str(), (long long)counts[0], (long long)counts[1],
+                    sharded ? (" and " + std::to_string(counts[2]) + " NCCL all-reduces").c_str()
+                            : "");
       }
     }
   }

@@ -332,22 +332,29 @@ void checkThreadsFlag(int threads) {
                      std::to_string(hardware) + ", or leave --threads out to use them all");
 }
 
-std::unique_ptr<Executor> makeExecutor(const Runnable &r, const ExecOptions &o) {
+/// This rank's share of the plan on its device, alone or with the other
+/// ranks (r.comm).
+std::unique_ptr<Executor> makeShare(const Runnable &r, const ExecOptions &o) {
   if (r.plan.settings.target == Target::cuda) {
 #ifdef KVPLAN_HAVE_CUDA
     CudaOptions co;
     co.graphs = o.graphs;
+    co.ranks = r.comm;
     return std::make_unique<CudaExecutor>(r.plan, *r.cuda, r.weights, r.weightsBytes, co);
 #else
     throw InputError(r.source + ": incompatible because it targets cuda and this kvplan has no "
                                 "CUDA runtime");
 #endif
   }
-  auto cpu = std::make_unique<CpuExecutor>(r.plan, r.weights, r.weightsBytes,
-                                           o.threads ? o.threads : defaultThreadCount(), r.comm);
-  if (!r.comm) return cpu;
-  if (r.comm->rank() == 0) return std::make_unique<LeaderExecutor>(std::move(cpu), *r.comm);
-  followLeader(*cpu, *r.comm);
+  return std::make_unique<CpuExecutor>(r.plan, r.weights, r.weightsBytes,
+                                       o.threads ? o.threads : defaultThreadCount(), r.comm);
+}
+
+std::unique_ptr<Executor> makeExecutor(const Runnable &r, const ExecOptions &o) {
+  std::unique_ptr<Executor> share = makeShare(r, o);
+  if (!r.comm) return share;
+  if (r.comm->rank() == 0) return std::make_unique<LeaderExecutor>(std::move(share), *r.comm);
+  followLeader(*share, *r.comm);
   throw RankFinished();
 }
 
