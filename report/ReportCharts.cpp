@@ -1,6 +1,7 @@
 // The report's charts: the arena of each entry point over its steps, the
 // KV cache's pages, the CUDA launch table and the roofline.
 #include "report/ReportPage.h"
+#include "plan/Cost.h"
 
 #include <algorithm>
 #include <cmath>
@@ -301,6 +302,38 @@ std::string costRow(const std::string &what, const CallCost &c) {
          "</td></tr>";
 }
 
+/// Tensor parallelism: what each call sums across ranks, against what it
+/// reads from memory. A ring all-reduce sends (and receives) 2 (N - 1) / N
+/// of the summed bytes on each rank's link.
+std::string communicationTable(const Plan &p, int64_t ctx) {
+  const int64_t n = p.ranks();
+  if (n <= 1) return "";
+  const int64_t batch = p.settings.maxBatch, chunk = p.settings.prefillChunk;
+  std::string h = "<h3>Communication between the " + std::to_string(n) +
+                  " ranks</h3><p>Bytes are one rank's: what its <code>all_reduce</code> steps sum "
+                  "with the other ranks, the bytes a ring all-reduce sends on its link (2 (N - 1) "
+                  "/ N of them), and the memory it reads in the same call (above). Each all-reduce "
+                  "also costs a fixed latency, a few microseconds between GPUs, so at one row the "
+                  "count matters more than the bytes.</p><table><tr><th>call</th><th>all-reduces"
+                  "</th><th>bytes summed</th><th>bytes sent per rank</th><th>memory bytes per "
+                  "byte sent</th></tr>";
+  auto row = [&](const std::string &what, const std::string &entry, int64_t rows, double memory) {
+    const Communication c = allReduceTraffic(p, entry, rows);
+    const double sent = double(c.bytes) * 2.0 * double(n - 1) / double(n);
+    return "<tr><td>" + what + "</td><td class=n>" + std::to_string(c.allReduces) +
+           "</td><td class=n>" + withCommas(c.bytes) + "</td><td class=n>" +
+           withCommas(int64_t(sent)) + "</td><td class=n>" +
+           num(memory / std::max(sent, 1.0), 0) + "</td></tr>";
+  };
+  h += row("decode step, 1 sequence", "decode", 1, decodeStepCost(p, 1, ctx).bytes);
+  if (batch > 1)
+    h += row("decode step, " + std::to_string(batch) + " sequences", "decode", batch,
+             decodeStepCost(p, batch, ctx).bytes);
+  h += row("prefill chunk, " + std::to_string(chunk) + " tokens", "prefill", chunk,
+           prefillCost(p, chunk).bytes);
+  return h + "</table>";
+}
+
 } // namespace
 
 std::string rooflineSection(const ReportInput &in) {
@@ -323,6 +356,7 @@ std::string rooflineSection(const ReportInput &in) {
   if (batch > 1)
     h += costRow("decode step, " + std::to_string(batch) + " sequences", dn);
   h += costRow("prefill chunk, " + std::to_string(chunk) + " tokens", pc) + "</table>";
+  h += communicationTable(p, ctx);
   if (!in.bench)
     return h +
            "<p class=note>Give <code>--bench BENCH.json</code> (the output of <code>kvplan bench "

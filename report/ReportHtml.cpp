@@ -205,8 +205,15 @@ std::string summarySection(const ReportInput &in) {
   h += "<tr><th>source</th><td>" + htmlEscape(in.source) + "</td></tr></table>";
   h += "<h3>Memory bill: " + bytes(b.totalBytes) + "</h3>" + billBar(parts, b.totalBytes) +
        billTable(parts, b, s.target == Target::cuda);
-  h += "<p>One process, one device: kvplan has no tensor parallelism, so there is one rank and "
-       "this is its bill.</p>";
+  h += p.ranks() > 1
+           ? "<p>Split between " + std::to_string(p.ranks()) +
+                 " tensor-parallel ranks (run with <code>mpirun -np " +
+                 std::to_string(p.ranks()) +
+                 "</code>, one process per rank" +
+                 (s.target == Target::cuda ? ", one GPU each" : std::string()) +
+                 "): this is one rank's bill, and every rank's is the same.</p>"
+           : "<p>One process, one device: the plan is not split between tensor-parallel ranks "
+             "(<code>--tensor-parallel N</code>), so this is its whole bill.</p>";
   h += "<h3>What the same KV-cache memory allows</h3>" + capacityTable(p);
   return h + "</section>";
 }
