@@ -217,8 +217,11 @@ struct CudaExecutor::Impl {
   char *pinned = nullptr; // every entry point's host staging (plan/CudaProgram.h)
   std::vector<Allocation> allocated;
   int64_t captured = 0;
+  // KVPLAN_CUDA_SYNC: eager launches, each waited for and checked.
+  bool syncEach = false;
 
   struct Entry {
+    std::string name;
     const EntryPoint *ep = nullptr;
     const CudaEntry *ce = nullptr;
     int64_t tokOff = 0, posOff = 0, tableOff = 0, tableInts = 0;
@@ -279,6 +282,28 @@ struct CudaExecutor::Impl {
                            params, 0, stream),
           "launching " + op.name);
   }
+  /// launch(), then, under KVPLAN_CUDA_SYNC, a wait and a check that name
+  /// the launch and the plan step it lowers, so that a failing kernel is
+  /// found where it failed rather than at the next synchronisation.
+  void launchOp(const Entry &e, const DeviceOp &op, int64_t active) {
+    launch(op, active);
+    if (!syncEach) return;
+    cudaError_t err = cudaStreamSynchronize(stream);
+    if (err == cudaSuccess) err = cudaGetLastError();
+    if (err == cudaSuccess) return;
+    std::string what = op.kind == DeviceOp::gemm        ? std::string("the cuBLAS product")
+                       : op.kind == DeviceOp::allReduce ? std::string("the NCCL all-reduce")
+                                                        : "kernel " + op.name;
+    what += " of " + e.name + ", ";
+    if (op.step >= 0 && size_t(op.step) < e.ep->steps.size()) {
+      const Step &st = e.ep->steps[size_t(op.step)];
+      what += "plan step " + std::to_string(op.step) + " (" + st.name() +
+              (st.loc.empty() ? "" : " at " + st.loc) + ")";
+    } else {
+      what += "the sampling after the plan's steps";
+    }
+    cudaFail(err, what + ", on " + std::to_string(active) + " rows");
+  }
   /// One run of `e` on `active` rows, as stream work: inputs in, every op,
   /// sampling, sampled tokens out.
   void enqueue(Entry &e, int64_t active) {
@@ -290,15 +315,15 @@ struct CudaExecutor::Impl {
                           cudaMemcpyHostToDevice, stream), "copying the page table");
     // Tensor-parallel ranks sample on the host, from every rank's slice.
     if (ranks) {
-      for (const DeviceOp &op : e.ce->ops) launch(op, active);
+      for (const DeviceOp &op : e.ce->ops) launchOp(e, op, active);
       return;
     }
     const int64_t outRows = e.rowsOut(active);
     check(cudaMemcpyAsync(work + e.ce->samplingParamsOffset, e.hParams,
                           size_t(outRows) * sizeof(DeviceSamplingParams), cudaMemcpyHostToDevice,
                           stream), "copying sampling parameters");
-    for (const DeviceOp &op : e.ce->ops) launch(op, active);
-    launch(e.ce->sample, active);
+    for (const DeviceOp &op : e.ce->ops) launchOp(e, op, active);
+    launchOp(e, e.ce->sample, active);
     check(cudaMemcpyAsync(e.hSampled, work + e.ce->sampledOffset, size_t(outRows) * 4,
                           cudaMemcpyDeviceToHost, stream), "copying sampled tokens");
   }
@@ -501,6 +526,7 @@ void CudaExecutor::Impl::bindEntries() {
       throw InputError("incompatible because the launch table has no entry point '" + name +
                        "'; recompile the model");
     Entry e;
+    e.name = name;
     e.ep = &ep;
     e.ce = &ce->second;
     for (const DeviceOp &op : e.ce->ops) findKernel(op);
@@ -537,6 +563,10 @@ CudaExecutor::CudaExecutor(const Plan &plan, const CudaCode &code, const char *w
   m.plan = plan;
   m.program = code.program;
   m.options = options;
+  if (const char *sync = std::getenv("KVPLAN_CUDA_SYNC"); sync && *sync && std::strcmp(sync, "0")) {
+    m.syncEach = true;
+    m.options.graphs = false;
+  }
   if (plan.settings.target != Target::cuda)
     throw InputError(std::string("incompatible because the artifact was compiled for target '") +
                      targetName(plan.settings.target) + "'; the CUDA runtime runs 'cuda' artifacts");
@@ -566,7 +596,9 @@ const Plan &CudaExecutor::plan() const { return impl->plan; }
 std::string CudaExecutor::describe() const {
   const Impl &m = *impl;
   return std::string("cuda: ") + m.props.name + " (" + m.arch + " machine code, " +
-         (m.options.graphs ? "CUDA graphs" : "eager launches") +
+         (m.syncEach           ? "eager launches, each checked (KVPLAN_CUDA_SYNC)"
+          : m.options.graphs ? "CUDA graphs"
+                             : "eager launches") +
          (m.ranks ? ", rank " + std::to_string(m.ranks->rank()) + " of " +
                         std::to_string(m.ranks->size()) + " on device " + std::to_string(m.device) +
                         " over " + m.nccl.describe()
@@ -673,7 +705,7 @@ void CudaExecutor::copyPage(int32_t from, int32_t to) {
 
 const int32_t *CudaExecutor::sampled(const std::string &name) { return impl->entry(name).hSampled; }
 
-void CudaExecutor::setGraphs(bool on) { impl->options.graphs = on; }
+void CudaExecutor::setGraphs(bool on) { impl->options.graphs = on && !impl->syncEach; }
 bool CudaExecutor::graphs() const { return impl->options.graphs; }
 int64_t CudaExecutor::graphsCaptured() const { return impl->captured; }
 const CudaProgram &CudaExecutor::program() const { return impl->program; }

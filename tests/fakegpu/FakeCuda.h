@@ -17,6 +17,9 @@ FakeCudaCounters fakecuda_counters();
 /// and from them do nothing, libraries load no code. For counting what an
 /// executor allocates for models too large to hold.
 void fakecuda_set_dry(int dry);
+/// Every run of the kernel named `name` faults (an illegal address) from now
+/// on, the error coming back from the next synchronisation; "" or null: none.
+void fakecuda_fail_kernel(const char *name);
 }
 
 /// Runs `work` now, or records it while a stream is being captured.

@@ -41,8 +41,13 @@ Graph *capturing = nullptr;
 
 using Launcher = void (*)(void *, const void *, const long long *, const long long *);
 std::map<const void *, Launcher> launcherOf; // kernel -> its library's kvemu_launch
+std::map<const void *, std::string> kernelNames;
 
 cudaError_t lastError = cudaSuccess;
+// A kernel whose runs fail (fakecuda_fail_kernel): the error is sticky and
+// comes back from the next synchronisation, as a device fault does.
+std::string failingKernel;
+cudaError_t pendingFault = cudaSuccess;
 cudaError_t fail(cudaError_t e) {
   lastError = e;
   return e;
@@ -75,6 +80,12 @@ FakeCudaCounters fakecuda_counters() {
 
 void fakecuda_set_dry(int on) { dry = on != 0; }
 
+void fakecuda_fail_kernel(const char *name) {
+  failingKernel = name ? name : "";
+  pendingFault = cudaSuccess;
+  lastError = cudaSuccess;
+}
+
 cudaError_t cudaGetDeviceCount(int *count) {
   *count = 0;
   if (device.count == 0) return fail(cudaErrorNoDevice);
@@ -82,10 +93,12 @@ cudaError_t cudaGetDeviceCount(int *count) {
   return cudaSuccess;
 }
 const char *cudaGetErrorString(cudaError_t e) {
+  if (e == cudaErrorIllegalAddress) return "an illegal memory access was encountered";
   return e == cudaSuccess ? "no error" : e == cudaErrorNoDevice ? "no CUDA-capable device is detected"
          : e == cudaErrorMemoryAllocation ? "out of memory" : "fake CUDA error";
 }
 const char *cudaGetErrorName(cudaError_t e) {
+  if (e == cudaErrorIllegalAddress) return "cudaErrorIllegalAddress";
   return e == cudaSuccess ? "cudaSuccess" : e == cudaErrorNoDevice ? "cudaErrorNoDevice"
          : e == cudaErrorMemoryAllocation ? "cudaErrorMemoryAllocation" : "cudaErrorUnknown";
 }
@@ -179,7 +192,8 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t) {
-  return capturing ? fail(cudaErrorStreamCaptureUnsupported) : cudaSuccess;
+  if (capturing) return fail(cudaErrorStreamCaptureUnsupported);
+  return pendingFault == cudaSuccess ? cudaSuccess : fail(pendingFault);
 }
 cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
 
@@ -204,6 +218,7 @@ cudaError_t cudaLibraryGetKernel(cudaKernel_t *k, cudaLibrary_t lib, const char 
   void *f = ::dlsym(lib, name);
   if (!f) return fail(cudaErrorSymbolNotFound);
   launcherOf[f] = reinterpret_cast<Launcher>(::dlsym(lib, "kvemu_launch"));
+  kernelNames[f] = name;
   *k = reinterpret_cast<cudaKernel_t>(f);
   return cudaSuccess;
 }
@@ -224,7 +239,12 @@ cudaError_t cudaLaunchKernel(const void *func, dim3 grid, dim3 block, void **arg
   Launcher launch = it->second;
   void *kernel = const_cast<void *>(func);
   ++counters.launches;
+  const bool faults = !failingKernel.empty() && kernelNames[func] == failingKernel;
   fakecudaEnqueue([=] {
+    if (faults) {
+      pendingFault = cudaErrorIllegalAddress;
+      return;
+    }
     const long long gg[3] = {g[0], g[1], g[2]}, bb[3] = {b[0], b[1], b[2]};
     launch(kernel, params.data(), gg, bb);
   });

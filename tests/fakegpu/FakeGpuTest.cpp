@@ -511,6 +511,54 @@ TEST_F(FakeGpu, NoDeviceIsReportedCleanly) {
 
 namespace {
 
+// KVPLAN_CUDA_SYNC: every launch waited for and checked, so a faulting
+// kernel is named with the plan step it lowers; without it the fault comes
+// back only when the call is waited for.
+TEST_F(FakeGpu, KvplanCudaSyncNamesTheFailingLaunchAndItsStep) {
+  Model m = build(kGqa, kBatch1);
+  const CudaEntry &pe = m.code.program.entries.at("prefill");
+  const DeviceOp *victim = nullptr;
+  for (const DeviceOp &op : pe.ops)
+    if (!victim && op.kind == DeviceOp::kernel && op.name.rfind("rope_qkv_write", 0) == 0)
+      victim = &op; // the first launch of that kernel: the first layer's
+  ASSERT_NE(victim, nullptr) << "no RoPE + cache-write kernel in prefill";
+  const Step &step = m.plan.entryPoints.at("prefill").steps.at(size_t(victim->step));
+  auto runPrefill = [&](CudaExecutor &x) {
+    std::mt19937 rng(5);
+    kvplan::testing::setInputs(x, m.plan, "prefill", 4, rng);
+    x.run("prefill", 4);
+  };
+  fakecuda_fail_kernel(victim->name.c_str());
+  {
+    CudaExecutor plain(m.plan, m.code, m.weights.data(), m.weights.size());
+    try {
+      runPrefill(plain);
+      ADD_FAILURE() << "the fault went unnoticed";
+    } catch (const std::runtime_error &e) {
+      EXPECT_NE(std::string(e.what()).find("CUDA error in running prefill"), std::string::npos)
+          << e.what();
+    }
+  }
+  fakecuda_fail_kernel(victim->name.c_str()); // the fault is sticky: start clean
+  setenv("KVPLAN_CUDA_SYNC", "1", 1);
+  CudaExecutor checked(m.plan, m.code, m.weights.data(), m.weights.size());
+  unsetenv("KVPLAN_CUDA_SYNC");
+  EXPECT_NE(checked.describe().find("each checked (KVPLAN_CUDA_SYNC)"), std::string::npos)
+      << checked.describe();
+  EXPECT_FALSE(checked.graphs()) << "checked launches are eager";
+  try {
+    runPrefill(checked);
+    ADD_FAILURE() << "the fault went unnoticed";
+  } catch (const std::runtime_error &e) {
+    const std::string want = "CUDA error in kernel " + victim->name + " of prefill, plan step " +
+                             std::to_string(victim->step) + " (" + step.name();
+    EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("on 4 rows: cudaErrorIllegalAddress"), std::string::npos)
+        << e.what();
+  }
+  fakecuda_fail_kernel("");
+}
+
 TEST_F(FakeGpu, AMissingCublasIsReportedCleanly) {
   Model m = build(kGqa, kBatch1);
   setenv("KVPLAN_CUBLAS_LIBRARY", "/nonexistent/libcublas.so.13", 1);
