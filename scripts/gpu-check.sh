@@ -1,32 +1,45 @@
 #!/usr/bin/env bash
 # The one check run on a GPU machine (from the repo root, the working tree and
 # .gpukit copied there; scripts/gpu-kit.sh made .gpukit here):
-#   1. prints the machine: nvidia-smi -L, nvcc, g++, CMake, python/torch/transformers,
-#      and whether the kit's artifacts were compiled from this tree's sources
-#   2. points the build at .gpukit/deps when it exists (scripts/gpu-kit-env.sh)
-#   3. builds the runtime with CUDA into build-gpu/ (-DKVPLAN_COMPILER=OFF
-#      -DKVPLAN_CUDA=ON); a failure stops here, after the report
-#   4. runs the tests labelled gpu (KVPLAN_GPU_ARTIFACTS=.gpukit/artifacts)
+#   1. prints the machine: nvidia-smi -L, driver, nvcc, g++, CMake, OS,
+#      python/torch/transformers, and whether the kit's artifacts were compiled
+#      from this tree's sources
+#   2. points the loader (and a build) at .gpukit/deps when it exists
+#      (scripts/gpu-kit-env.sh)
+#   3. the binaries: the kit's prebuilt runtime-only CUDA build
+#      (.gpukit/prebuilt: kvplan, kvplan-gpu-tests) when they start here, else
+#      a build from source into build-gpu/ (-DKVPLAN_COMPILER=OFF
+#      -DKVPLAN_CUDA=ON); a failed build stops here, after the report
+#   4. the gpu tests (KVPLAN_GPU_ARTIFACTS=.gpukit/artifacts); those that fail
+#      run again with KVPLAN_CUDA_SYNC=1, which names the launch that failed
 #   5. kvplan bench on .gpukit/artifacts/bench-llama-3.2-1b.kvp (random
 #      weights, prompt 512, 128 tokens)
-#   5b. with two GPUs or more and mpirun: a TP=2 model over NCCL against one GPU
-#   6. scripts/hf_peer.py on the same model shape (transformers, bf16)
-#   7. scripts/gpu_check_report.py: $OUT/gpu-check.json, and the table, last
+#   6. with two GPUs or more and mpirun: a TP=2 model over NCCL against one GPU
+#   7. compute-sanitizer memcheck and racecheck over a tiny artifact's run,
+#      where compute-sanitizer is installed
+#   8. scripts/hf_peer.py on the bench's model shape (transformers, bf16)
+# and the report (scripts/gpu_check_report.py: $OUT/gpu-check.json and the
+# table, last) after every step and from an exit trap, so a check killed at
+# its limit still leaves the table of what it finished.
 #
-# Writes into ${OUT:-gpu-results} (7 files at most: build.log, gpu-tests.log,
-# kvplan-bench.json, hf-peer.json, run.log, gpu-check.json, gpu-check.md);
-# scratch goes to build-gpu-check/. Exits nonzero when the build, a gpu test or
-# the bench failed, or a gpu test skipped (there, a skip means no device or no
-# artifacts); the peer failing, or a goal not met, is reported only.
+# Writes into ${OUT:-gpu-results} (9 files at most: build.log, gpu-tests.log,
+# gpu-tests-sync.log, kvplan-bench.json, hf-peer.json, sanitizer.log, run.log,
+# gpu-check.json, gpu-check.md); scratch goes to build-gpu-check/. Exits
+# nonzero when the build, a gpu test, the bench, the tensor-parallel run or
+# the sanitizer failed, or a gpu test skipped (there, a skip means no device or
+# no artifacts); the peer failing, or a goal not met, is reported only.
 #
 # Environment:
 #   OUT                       where results go (default gpu-results)
 #   KVPLAN_GPU_CHECK_DRY=1    no build, tests, bench or peer: canned inputs from
 #                             tests/data/gpu/canned (or KVPLAN_GPU_CHECK_CANNED)
 #                             go through the report, which says they are canned
-#   KVPLAN_GPU_CHECK_BUDGET_S the whole check's time (default 480): the peer
-#                             gets what is left, at most 300 s, or is skipped
-#   KVPLAN_GPU_CHECK_STEPS    steps to run (default build,tests,bench,tp,peer)
+#   KVPLAN_GPU_CHECK_BUDGET_S the whole check's time (default 480); each step's
+#                             limit comes from what is left, keeping time for
+#                             the steps after it; the peer gets the rest, at
+#                             most 300 s, or is skipped
+#   KVPLAN_GPU_CHECK_STEPS    steps to run (default build,tests,bench,tp,sanitizer,peer)
+#   KVPLAN_GPU_CHECK_SOURCE=1 build from source even when the kit's binaries start
 #   KVPLAN_GPU_CHECK_CMAKE_ARGS  more arguments for the configure
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,13 +54,13 @@ rm -rf "$work"
 mkdir -p "$work"
 : > "$work/steps.tsv"
 # This check's own files only (OUT may hold other things).
-rm -f "$OUT"/{build.log,gpu-tests.log,kvplan-bench.json,hf-peer.json,hf-peer.json.tmp,gpu-check.json,gpu-check.md}
+rm -f "$OUT"/{build.log,gpu-tests.log,gpu-tests-sync.log,kvplan-bench.json,hf-peer.json,hf-peer.json.tmp,sanitizer.log,gpu-check.json,gpu-check.md}
 log=$OUT/run.log
 : > "$log"
 
 dry=${KVPLAN_GPU_CHECK_DRY:-0}
 budget=${KVPLAN_GPU_CHECK_BUDGET_S:-480}
-steps=${KVPLAN_GPU_CHECK_STEPS:-build,tests,bench,tp,peer}
+steps=${KVPLAN_GPU_CHECK_STEPS:-build,tests,bench,tp,sanitizer,peer}
 artifacts=$root/.gpukit/artifacts
 bench_art=$artifacts/bench-llama-3.2-1b.kvp
 fail=0
@@ -62,7 +75,35 @@ report() {
   local flags=()
   [ "$dry" != 1 ] || flags=(--canned)
   python3 scripts/gpu_check_report.py --work "$work" --out "$OUT" --kit "$root/.gpukit" \
-    ${flags[@]+"${flags[@]}"} || echo "gpu-check: the report failed" >&2
+    ${flags[@]+"${flags[@]}"} "$@" || echo "gpu-check: the report failed" >&2
+}
+# After every step, quietly: a check killed later still leaves this table.
+checkpoint() { report > /dev/null; }
+# begin STEP: the step is marked running in the report until it records how
+# it ended, so a check killed in it says where.
+begin() {
+  record "$1" running 0 "started at $(elapsed) s of the check; it did not finish"
+  checkpoint
+}
+# On any exit (a failure, the limit's SIGTERM), the report of what finished.
+reported=0
+on_exit() {
+  local rc=$?
+  if ((reported == 0)); then
+    reported=1
+    say "stopped (exit $rc) after $(elapsed) s: the report of the steps that finished"
+    report
+  fi
+}
+trap on_exit EXIT
+trap 'exit 143' TERM INT
+# stage_limit MAX KEEP: a step's time limit: at most MAX seconds, leaving
+# KEEP seconds of the budget for the steps after it (30 s at least).
+stage_limit() {
+  local left=$((budget - $(elapsed) - $2))
+  ((left < $1)) || left=$1
+  ((left >= 30)) || left=30
+  echo "$left"
 }
 
 # --- 1. the machine ---------------------------------------------------------
@@ -120,27 +161,42 @@ krun() { ${runenv[@]+"${runenv[@]}"} "$@"; }
 if [ "$dry" = 1 ]; then
   canned=${KVPLAN_GPU_CHECK_CANNED:-$root/tests/data/gpu/canned}
   say "DRY RUN: no build, tests, bench or peer; canned inputs from $canned (NOT MEASURED)"
-  for s in build tests bench tp peer; do record "$s" canned 0 "canned input"; done
+  for s in build tests bench tp sanitizer peer; do record "$s" canned 0 "canned input"; done
   for f in kvplan-bench.json hf-peer.json gpu-tests.log; do
     [ ! -f "$canned/$f" ] || cp "$canned/$f" "$OUT/$f"
   done
   for f in gpu-tests.xml model.json; do
     [ ! -f "$canned/$f" ] || cp "$canned/$f" "$work/$f"
   done
+  reported=1
   report
   exit 0
 fi
 
-# --- 3. build ---------------------------------------------------------------
-if want build; then
+# --- 3. the binaries: the kit's, else a build -------------------------------
+prebuilt=$root/.gpukit/prebuilt
+use_prebuilt=0
+if want build && [ "${KVPLAN_GPU_CHECK_SOURCE:-0}" != 1 ] && [ -x "$prebuilt/kvplan" ] &&
+   [ -x "$prebuilt/kvplan-gpu-tests" ]; then
+  if krun "$prebuilt/kvplan" --version > "$work/prebuilt.txt" 2>&1 &&
+     krun "$prebuilt/kvplan-gpu-tests" --gtest_list_tests > /dev/null 2>> "$work/prebuilt.txt"; then
+    use_prebuilt=1
+    record build prebuilt 0 "the kit's binaries: $(head -n 1 "$work/prebuilt.txt")"
+    say "using the kit's prebuilt binaries ($(head -n 1 "$work/prebuilt.txt"))"
+  else
+    say "the kit's prebuilt binaries do not start here ($(tail -n 2 "$work/prebuilt.txt" | tr '\n' ' ')); building from source"
+  fi
+fi
+if want build && ((use_prebuilt == 0)); then
   t=$SECONDS
+  begin build
   gen=Ninja
   command -v ninja >/dev/null 2>&1 || gen="Unix Makefiles"
   say "building build-gpu ($gen, -j $(nproc)); log: $OUT/build.log"
   # shellcheck disable=SC2086
   if cmake -S . -B build-gpu -G "$gen" -DCMAKE_BUILD_TYPE=Release -DKVPLAN_COMPILER=OFF \
        -DKVPLAN_CUDA=ON ${KVPLAN_GPU_CHECK_CMAKE_ARGS:-} > "$OUT/build.log" 2>&1 &&
-     krun cmake --build build-gpu -j "$(nproc)" >> "$OUT/build.log" 2>&1; then
+     krun timeout "$(stage_limit 400 200)" cmake --build build-gpu -j "$(nproc)" >> "$OUT/build.log" 2>&1; then
     record build ok $((SECONDS - t))
     say "built in $((SECONDS - t)) s"
   else
@@ -148,36 +204,89 @@ if want build; then
     echo "---- the end of $OUT/build.log" | tee -a "$log"
     tail -n 40 "$OUT/build.log" | tee -a "$log"
     say "BUILD FAILED after $((SECONDS - t)) s"
-    report
     exit 1
   fi
 fi
 kvplan=build-gpu/bin/kvplan
+gpu_tests=build-gpu/bin/kvplan-gpu-tests
+if ((use_prebuilt)); then
+  kvplan=$prebuilt/kvplan
+  gpu_tests=$prebuilt/kvplan-gpu-tests
+fi
+checkpoint
 
 # --- 4. gpu tests -----------------------------------------------------------
 if want tests; then
   t=$SECONDS
-  ctest_args=(--test-dir build-gpu -L gpu --output-on-failure --timeout 120 --no-tests=error)
-  if ctest --help 2>/dev/null | grep -q -- --output-junit; then
-    ctest_args+=(--output-junit "$work/gpu-tests.xml")
+  begin tests
+  lim=$(stage_limit 240 180)
+  rc=0
+  if ((use_prebuilt)); then
+    # One process a test, as ctest runs them: a crash or a hang loses one.
+    say "gpu tests: $gpu_tests, a process each (at most $lim s)"
+    mkdir -p "$work/gtest"
+    : > "$OUT/gpu-tests.log"
+    stop_at=$((SECONDS + lim))
+    for name in $(krun "$gpu_tests" --gtest_list_tests |
+                  awk '/^[^ ]/ {suite = $1} /^  [^ ]/ {print suite $1}'); do
+      left=$((stop_at - SECONDS))
+      if ((left < 5)); then
+        echo "NOT RUN (out of time): $name" >> "$OUT/gpu-tests.log"
+        rc=124
+        continue
+      fi
+      one=0
+      krun env KVPLAN_GPU_ARTIFACTS="$artifacts" timeout "$((left < 120 ? left : 120))" \
+        "$gpu_tests" --gtest_filter="$name" --gtest_output="xml:$work/gtest/$name.xml" \
+        >> "$OUT/gpu-tests.log" 2>&1 || one=$?
+      if ((one != 0)); then
+        rc=$one
+        # A crash or a timeout writes no XML: the merge reports it failed.
+        echo "EXIT $one: $name" >> "$OUT/gpu-tests.log"
+      fi
+    done
+    python3 scripts/gpu_check_report.py --merge-gtest "$work/gtest" "$work/gpu-tests.xml" \
+      "$OUT/gpu-tests.log" >> "$log" 2>&1 || true
+  else
+    ctest_args=(--test-dir build-gpu -L gpu --output-on-failure --timeout 120 --no-tests=error)
+    if ctest --help 2>/dev/null | grep -q -- --output-junit; then
+      ctest_args+=(--output-junit "$work/gpu-tests.xml")
+    fi
+    say "gpu tests: ctest ${ctest_args[*]} (at most $lim s)"
+    krun env KVPLAN_GPU_ARTIFACTS="$artifacts" timeout "$lim" ctest "${ctest_args[@]}" \
+      > "$OUT/gpu-tests.log" 2>&1 || rc=$?
   fi
-  say "gpu tests: ctest ${ctest_args[*]}"
-  if krun env KVPLAN_GPU_ARTIFACTS="$artifacts" timeout 240 ctest "${ctest_args[@]}" \
-       > "$OUT/gpu-tests.log" 2>&1; then
+  if ((rc == 0)); then
     record tests ok $((SECONDS - t))
   else
-    rc=$?
-    record tests failed $((SECONDS - t)) "ctest exit $rc"
+    record tests failed $((SECONDS - t)) "exit $rc$( ((rc == 124)) && echo ' (timed out)')"
     fail=1
   fi
-  grep -E "tests passed|tests failed|No tests were found" "$OUT/gpu-tests.log" | tee -a "$log" || true
+  grep -E "tests passed|tests failed|No tests were found|PASSED|FAILED  \]" "$OUT/gpu-tests.log" |
+    tail -n 12 | tee -a "$log" || true
+  checkpoint
+  # The failing ones again, each launch waited for and checked: the error
+  # then names the kernel and the plan step.
+  failing=$(python3 scripts/gpu_check_report.py --failed-tests "$work/gpu-tests.xml" 2>/dev/null || true)
+  if ((rc != 0)) && [ -n "$failing" ] && [ -x "$gpu_tests" ]; then
+    t=$SECONDS
+    say "again with KVPLAN_CUDA_SYNC=1: $failing"
+    if krun env KVPLAN_GPU_ARTIFACTS="$artifacts" KVPLAN_CUDA_SYNC=1 timeout "$(stage_limit 120 150)" \
+         "$gpu_tests" --gtest_filter="$failing" > "$OUT/gpu-tests-sync.log" 2>&1; then
+      record sync ok $((SECONDS - t)) "the failing tests pass with each launch checked"
+    else
+      record sync failed $((SECONDS - t)) "$(grep -m 1 -o 'CUDA error in .*' "$OUT/gpu-tests-sync.log" | head -c 300)"
+    fi
+    checkpoint
+  fi
 fi
 
 # --- 5. kvplan bench --------------------------------------------------------
 if want bench; then
   t=$SECONDS
+  begin bench
   say "kvplan bench $bench_art --weights random:0 --prompt-len 512 --gen 128 --json"
-  if krun timeout 240 "$kvplan" bench "$bench_art" --weights random:0 --prompt-len 512 --gen 128 \
+  if krun timeout "$(stage_limit 240 150)" "$kvplan" bench "$bench_art" --weights random:0 --prompt-len 512 --gen 128 \
        --json > "$work/bench.out" 2> "$work/bench.err" &&
      python3 - "$work/bench.out" "$OUT/kvplan-bench.json" <<'EOF'
 import json, sys
@@ -200,12 +309,15 @@ EOF
   fi
 fi
 
-# --- 5b. tensor parallelism over NCCL (two GPUs or more) -------------------
+checkpoint
+
+# --- 6. tensor parallelism over NCCL (two GPUs or more) ---------------------
 # tp2-tiny-f32 split between 2 ranks, one GPU each (mpirun, NCCL opened at
 # run time), against the same model on one GPU: greedy ids equal for 32
 # tokens. Skipped, with the reason, on a machine with one GPU or no mpirun.
 if want tp; then
   t=$SECONDS
+  begin tp
   gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)
   tp_art=$artifacts/tp2-tiny-f32.kvp
   if ((gpus < 2)); then
@@ -242,9 +354,49 @@ if want tp; then
   fi
 fi
 
-# --- 6. the transformers peer -----------------------------------------------
+checkpoint
+
+# --- 7. compute-sanitizer ---------------------------------------------------
+# memcheck and racecheck over a few steps of a tiny bf16 artifact, eager (a
+# launch at a time) and with graphs.
+if want sanitizer; then
+  t=$SECONDS
+  begin sanitizer
+  san=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  tiny=$artifacts/tiny-bf16.kvp
+  if [ ! -x "$san" ]; then
+    record sanitizer skipped 0 "no compute-sanitizer on this machine"
+  elif (($(elapsed) > budget - 200)); then
+    record sanitizer skipped 0 "only $((budget - $(elapsed))) s of the budget left: kept for the peer"
+  elif [ ! -f "$tiny" ] || [ ! -x "$kvplan" ]; then
+    record sanitizer failed 0 "missing $tiny or $kvplan"
+    fail=1
+  else
+    : > "$OUT/sanitizer.log"
+    ok=1
+    lim=$(( $(stage_limit 120 200) / 3 ))
+    for mode in "memcheck --no-graphs" "memcheck" "racecheck --no-graphs"; do
+      read -r tool graphs <<<"$mode"
+      echo "## compute-sanitizer --tool $tool kvplan run tiny-bf16 $graphs" >> "$OUT/sanitizer.log"
+      # shellcheck disable=SC2086
+      krun timeout "$lim" "$san" --tool "$tool" --error-exitcode 99 "$kvplan" run "$tiny" \
+        --weights random:0 --prompt-ids 1,2,3,4,5,6,7,8,9 -n 4 --temperature 0 --print-ids $graphs \
+        >> "$OUT/sanitizer.log" 2>&1 || { echo "## exit $?" >> "$OUT/sanitizer.log"; ok=0; }
+    done
+    if ((ok)); then
+      record sanitizer ok $((SECONDS - t)) "memcheck (eager, graphs) and racecheck (eager): no errors"
+    else
+      record sanitizer failed $((SECONDS - t)) "$(grep -m 1 -E '=+ (ERROR|Invalid|Race)|## exit' "$OUT/sanitizer.log" | head -c 200)"
+      fail=1
+    fi
+  fi
+  checkpoint
+fi
+
+# --- 8. the transformers peer -----------------------------------------------
 if want peer; then
   t=$SECONDS
+  begin peer
   # The model as this build reads the artifact; else as the kit recorded it.
   if ! { [ -x "$kvplan" ] && krun "$kvplan" inspect --json "$bench_art" > "$work/inspect.json" 2>> "$log" &&
          python3 -c 'import json, sys; json.dump(json.load(open(sys.argv[1]))["model"], open(sys.argv[2], "w"))' \
@@ -278,7 +430,8 @@ if want peer; then
 fi
 
 say "done in $(elapsed) s"
-# --- 7. the report, last ----------------------------------------------------
+# --- the report, last -------------------------------------------------------
+reported=1
 report
 # The report also fails the tests when any was skipped (no device, no artifacts).
 if python3 -c 'import json, sys; sys.exit(bool({"build", "tests", "bench"} & set(json.load(open(sys.argv[1]))["failed_steps"])))' \

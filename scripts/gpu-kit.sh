@@ -8,6 +8,9 @@
 #   .gpukit/bin/pkg-config a wrapper around the kit's pkgconf
 #   .gpukit/fallback-bin/  ninja, used only where the machine has none
 #   .gpukit/links.txt      the kit's symbolic links (gpu-kit-env.sh recreates lost ones)
+#   .gpukit/prebuilt/      kvplan and kvplan-gpu-tests from the runtime-only
+#                          CUDA build (build-kit-gpu/), which gpu-check.sh runs
+#                          when they start there (it builds from source if not)
 #   .gpukit/artifacts/     artifacts compiled here with --target cuda, each
 #                          one's `kvplan inspect --json`, and each one's twin
 #                          for the CPU (NAME.cpu.kvp), the tests' reference
@@ -18,7 +21,7 @@
 # checks here that the runtime-only build configures, builds and passes its
 # tests with the kit alone (the host's copies of the packages hidden).
 #
-# Usage: scripts/gpu-kit.sh [--deps-only | --artifacts-only]
+# Usage: scripts/gpu-kit.sh [--deps-only | --artifacts-only | --prebuilt-only]
 # Needs: apt-get and dpkg (Debian's archive reachable) for the packages, and
 # build/bin/kvplan (the full build: scripts/setup.sh) for the artifacts. Ship
 # the kit to the GPU machine by carrying .gpukit (ignored by git).
@@ -29,11 +32,13 @@ kit=.gpukit
 cache=build-kit-cache/debs   # downloaded .debs, kept between runs (ignored: /build-*/)
 do_deps=1
 do_artifacts=1
+do_prebuilt=1
 case "${1:-}" in
-  --deps-only) do_artifacts=0 ;;
-  --artifacts-only) do_deps=0 ;;
+  --deps-only) do_artifacts=0; do_prebuilt=0 ;;
+  --artifacts-only) do_deps=0; do_prebuilt=0 ;;
+  --prebuilt-only) do_deps=0; do_artifacts=0 ;;
   "") ;;
-  *) echo "usage: $0 [--deps-only | --artifacts-only]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--deps-only | --artifacts-only | --prebuilt-only]" >&2; exit 2 ;;
 esac
 
 # What the runtime-only build (-DKVPLAN_COMPILER=OFF) finds with find_package
@@ -147,6 +152,8 @@ if ((do_artifacts)); then
   # name | model | extra flags
   specs=(
     "bench-llama-3.2-1b|models/llama-3.2-1b.toml|--dtype bf16 --max-seq 1024"
+    # The benchmark's shape in f32: greedy ids against the CPU (gpu tests).
+    "bench-llama-3.2-1b-f32|models/llama-3.2-1b.toml|--dtype f32 --max-seq 256 --prefill-chunk 64 --max-batch 1"
     "tiny-f32|models/tiny.toml|--dtype f32"
     "tiny-bf16|models/tiny.toml|--dtype bf16"
     "tiny-f16|models/tiny.toml|--dtype f16"
@@ -184,9 +191,36 @@ if ((do_artifacts)); then
   done
 fi
 
+# --- prebuilt binaries ------------------------------------------------------
+# The runtime-only build with CUDA, as gpu-check.sh would build it there, made
+# here so the device's minutes go to running it. They need the kit's
+# libraries (gpu-kit-env.sh puts them on the loader's path) and a glibc and
+# libstdc++ as new as this machine's (the manifest records which); where the
+# GPU machine's are older they do not start, and gpu-check.sh builds there.
+if ((do_prebuilt)); then
+  command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ] ||
+    die "the prebuilt binaries need the CUDA toolkit (nvcc, cudart) here"
+  mkdir -p build-kit-cache
+  echo "gpu-kit: building the runtime-only CUDA binaries in build-kit-gpu/ (log: build-kit-cache/prebuilt.log)"
+  if cmake -S . -B build-kit-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVPLAN_COMPILER=OFF \
+       -DKVPLAN_CUDA=ON -DKVPLAN_TESTS=ON > build-kit-cache/prebuilt.log 2>&1 &&
+     cmake --build build-kit-gpu --target kvplan kvplan-gpu-tests >> build-kit-cache/prebuilt.log 2>&1; then
+    rm -rf "${kit:?}/prebuilt"
+    mkdir -p "$kit/prebuilt"
+    for b in kvplan kvplan-gpu-tests; do
+      cp "build-kit-gpu/bin/$b" "$kit/prebuilt/$b"
+      strip "$kit/prebuilt/$b"
+    done
+    "$kit/prebuilt/kvplan" --version > /dev/null || die "the prebuilt kvplan does not run here"
+  else
+    tail -n 20 build-kit-cache/prebuilt.log >&2
+    die "the runtime-only CUDA build failed (build-kit-cache/prebuilt.log)"
+  fi
+fi
+
 # --- manifest ---------------------------------------------------------------
 if [ -d "$kit/deps" ]; then
-  sos=$(find "$kit/deps" -type f \( -name '*.so*' -o -path '*/bin/*' \))
+  sos=$(find "$kit/deps" "$kit/prebuilt" -type f \( -name '*.so*' -o -path '*/bin/*' -o -path '*/prebuilt/*' \) 2>/dev/null)
   # shellcheck disable=SC2086
   KIT_GLIBC=$(objdump -T $sos 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1 || true)
   # shellcheck disable=SC2086
@@ -226,6 +260,7 @@ json.dump({
     "needs_glibcxx": e["KIT_GLIBCXX"],
     "artifacts": sorted(os.path.relpath(p, kit) for p in glob.glob(f"{kit}/artifacts/*.kvp")),
     "artifact_failures": e["KIT_FAILURES"].split(),
+    "prebuilt": sorted(os.listdir(f"{kit}/prebuilt")) if os.path.isdir(f"{kit}/prebuilt") else [],
 }, open(f"{kit}/MANIFEST.json", "w"), indent=2)
 EOF_PY
 fi

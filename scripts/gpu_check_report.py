@@ -102,6 +102,53 @@ def _num(x):
         return None
 
 
+def test_name(case):
+    """Suite.Test: ctest names its cases so, GoogleTest gives the suite apart."""
+    name = case.get("name") or ""
+    suite = case.get("classname") or ""
+    return name if "." in name or not suite else f"{suite}.{name}"
+
+
+def failed_tests(xml_path):
+    """The failed cases of a JUnit or GoogleTest XML file, as a --gtest_filter."""
+    try:
+        root = ET.parse(xml_path).getroot()
+    except (ET.ParseError, OSError):
+        return ""
+    names = [test_name(c) for c in root.iter("testcase")
+             if c.find("failure") is not None or c.find("error") is not None
+             or c.get("status") == "fail"]
+    return ":".join(n for n in names if n)
+
+
+def merge_gtest(folder, out_path, log_path):
+    """One JUnit file from GoogleTest's per-process XML files in `folder`;
+    a test the log says exited without writing one (a crash, a timeout) is
+    added as failed with its exit status."""
+    suite = ET.Element("testsuite", name="gpu")
+    seen = set()
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        try:
+            root = ET.parse(os.path.join(folder, name)).getroot()
+        except (ET.ParseError, OSError):
+            continue
+        for case in root.iter("testcase"):
+            seen.add(test_name(case))
+            suite.append(case)
+    if os.path.exists(log_path):
+        for line in open(log_path, errors="replace"):
+            m = re.match(r"(EXIT (\d+)|NOT RUN \(out of time\)): (\S+)", line)
+            if m and m.group(3) not in seen:
+                seen.add(m.group(3))
+                case = ET.SubElement(suite, "testcase", name=m.group(3), status="run")
+                why = f"exited {m.group(2)} without a report" if m.group(2) else "not run: out of time"
+                ET.SubElement(case, "failure", message=why)
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.ElementTree(root).write(out_path)
+    return len(seen)
+
+
 def read_tests(xml_path, log_path):
     """Counts from ctest's JUnit file, else from its log."""
     if os.path.exists(xml_path):
@@ -110,16 +157,20 @@ def read_tests(xml_path, log_path):
             cases = root.iter("testcase")
             passed, failed, skipped, failed_names, skip_reasons = 0, 0, 0, [], []
             for c in cases:
+                # ctest's JUnit (status) or GoogleTest's own XML (result).
                 status = c.get("status", "run")
                 if c.find("failure") is not None or c.find("error") is not None or status == "fail":
                     failed += 1
-                    failed_names.append(c.get("name"))
-                elif c.find("skipped") is not None or status in ("notrun", "disabled"):
+                    failed_names.append(test_name(c))
+                elif (c.find("skipped") is not None or status in ("notrun", "disabled")
+                      or c.get("result") == "skipped"):
                     skipped += 1
                     out = c.findtext("system-out") or ""
                     m = re.search(r"Skipped\s*\n\s*(.+)", out)
                     sk = c.find("skipped")
                     why = m.group(1) if m else (sk.get("message") if sk is not None else "") or ""
+                    # GoogleTest's message starts with the file and line.
+                    why = (why.strip().splitlines() or [""])[-1]
                     if why and why not in skip_reasons:
                         skip_reasons.append(why.strip()[:200])
                 else:
@@ -171,7 +222,18 @@ def main(argv=None):
     p.add_argument("--canned", action="store_true")
     p.add_argument("--check-kit-sources", action="store_true",
                    help="only say whether this tree's sources are those the kit's artifacts came from")
+    p.add_argument("--failed-tests", metavar="XML",
+                   help="only print the failed tests of a JUnit or GoogleTest XML file, "
+                        "as a --gtest_filter")
+    p.add_argument("--merge-gtest", nargs=3, metavar=("FOLDER", "OUT_XML", "LOG"),
+                   help="only merge the per-test GoogleTest XML files of FOLDER into OUT_XML")
     args = p.parse_args(argv)
+    if args.merge_gtest:
+        print(f"gpu tests: {merge_gtest(*args.merge_gtest)} cases in {args.merge_gtest[1]}")
+        return 0
+    if args.failed_tests:
+        print(failed_tests(args.failed_tests))
+        return 0
     if args.check_kit_sources:
         check_kit_sources(args.kit)
         return 0
@@ -235,7 +297,8 @@ def main(argv=None):
     def step_status(name):
         return steps.get(name, {}).get("status", "not run")
 
-    failed_steps = [s for s in ("build", "tests", "bench", "tp", "peer") if step_status(s) == "failed"]
+    failed_steps = [s for s in ("build", "tests", "bench", "tp", "sanitizer", "peer")
+                    if step_status(s) == "failed"]
     # On the GPU machine no gpu test may skip: a skip there means no device or
     # no artifacts, which the tests would otherwise report as a pass.
     if tests is not None and (tests["failed"] or tests.get("skipped") or not tests["total"]):
@@ -281,7 +344,8 @@ def main(argv=None):
     lines.append("|---|---|")
     st = steps.get("build", {})
     lines.append(f"| build (runtime-only, CUDA) | {step_status('build')}"
-                 + (f", {st['seconds']:.0f} s" if st.get("seconds") else "") + " |")
+                 + (f", {st['seconds']:.0f} s" if st.get("seconds") else "")
+                 + (f": {st['note']}" if st.get("note") else "") + " |")
     if tests is None:
         tests_cell = f"{step_status('tests')} (no result)"
     else:
@@ -295,6 +359,10 @@ def main(argv=None):
         if tests["failed_names"]:
             tests_cell += ": " + ", ".join(tests["failed_names"][:6])
     lines.append(f"| gpu tests | {tests_cell} |")
+    if "sync" in steps:
+        sy = steps["sync"]
+        lines.append(f"| failed tests again, KVPLAN_CUDA_SYNC=1 | {sy['status']}"
+                     + (f": {sy['note']}" if sy.get("note") else "") + " |")
     if bench is None:
         lines.append(f"| kvplan bench | {step_status('bench')} (no result) |")
     else:
@@ -305,6 +373,10 @@ def main(argv=None):
         lines.append(f"| kvplan decode step, graph vs eager | {f(step_graph, '{:.3f} ms')} vs "
                      f"{f(step_eager, '{:.3f} ms')} ({f(speedup, '{:.2f}x')}) |")
         lines.append(f"| kvplan prefill ({b.get('prompt_len', 512)} tokens) | {f(prefill, '{:,.0f}')} tok/s |")
+    for name, label in (("sanitizer", "compute-sanitizer, tiny bf16"),):
+        st = steps.get(name, {})
+        lines.append(f"| {label} | {step_status(name)}"
+                     + (f": {st['note']}" if st.get("note") else "") + " |")
     tp = steps.get("tp", {})
     lines.append(f"| tensor parallel, 2 ranks over NCCL | {step_status('tp')}"
                  + (f": {tp['note']}" if tp.get("note") else "") + " |")

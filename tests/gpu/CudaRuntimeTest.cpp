@@ -25,6 +25,7 @@
 #include <numeric>
 #include <random>
 #include <set>
+#include <thread>
 
 // The CPU runtime is these tests' reference for the CUDA target, whose
 // kernels compute the plan's f32 activations: the CPU takes them too, not
@@ -129,6 +130,43 @@ TEST(CudaRuntime, WholeModelLogitsMatchTheCpuRuntime) {
     for (int32_t &t : prompt) t = int32_t(rng() % uint32_t(m.plan.model.vocabSize));
     if (int64_t(prompt.size()) + 8 > m.plan.settings.maxSeqLen) prompt.resize(4);
     kvplan::testing::followCpu(cpu, gpu, prompt, 6, kvplan::testing::modelTolerance(m.plan));
+  }
+}
+
+/// Greedy ids of a prompt and `steps` steps, each engine following its own.
+std::vector<int32_t> greedyIds(Engine &e, const std::vector<int32_t> &prompt, int steps) {
+  e.setSampling(SamplingOptions{});
+  const int seq = e.open();
+  std::vector<int32_t> ids{e.prefillNext(seq, prompt.data(), int64_t(prompt.size()))};
+  for (int i = 0; i < steps; ++i) ids.push_back(e.decodeNext({seq}, {ids.back()})[0]);
+  e.close(seq);
+  return ids;
+}
+
+// The benchmark's shape (Llama-3.2-1B, random weights), not only the tiny
+// ones: bf16's logits for a short prompt and four decode steps within the
+// whole-model tolerance of the CPU runtime's, and an f32 variant's greedy ids
+// equal to the CPU's over 32 steps.
+TEST(CudaRuntime, TheBenchmarkShapeMatchesTheCpuRuntime) {
+  REQUIRE_GPU();
+  const fs::path dir = std::getenv("KVPLAN_GPU_ARTIFACTS");
+  const int threads = int(std::max(1u, std::thread::hardware_concurrency()));
+  for (const char *name : {"bench-llama-3.2-1b.kvp", "bench-llama-3.2-1b-f32.kvp"}) {
+    SCOPED_TRACE(name);
+    const fs::path path = dir / name;
+    if (!fs::exists(path) || !fs::exists(fs::path(path).replace_extension(".cpu.kvp"))) {
+      ADD_FAILURE() << path << " or its .cpu.kvp twin is missing: rerun scripts/gpu-kit.sh";
+      continue;
+    }
+    Model m = load(path.string());
+    Engine cpu(m.cpuPlan, m.weights.data(), m.weights.size(), threads);
+    Engine gpu(std::make_unique<CudaExecutor>(m.plan, m.code, m.weights.data(), m.weights.size()));
+    std::mt19937 rng(17);
+    std::vector<int32_t> prompt(16);
+    for (int32_t &t : prompt) t = int32_t(rng() % uint32_t(m.plan.model.vocabSize));
+    kvplan::testing::followCpu(cpu, gpu, prompt, 4, kvplan::testing::modelTolerance(m.plan));
+    if (m.plan.settings.weightDtype == DType::f32)
+      EXPECT_EQ(greedyIds(gpu, prompt, 32), greedyIds(cpu, prompt, 32));
   }
 }
 

@@ -22,6 +22,7 @@
 #include <initializer_list>
 #include <map>
 #include <optional>
+#include <set>
 #include <thread>
 #include <unistd.h>
 #include <utility>
@@ -281,6 +282,24 @@ TEST(RandomWeights, IndependentOfRequestOrder) {
   const std::vector<int64_t> wq = {m.qDim(), m.hiddenSize};
   EXPECT_EQ(bytesOf(forward->tensor("layers.1.attention.wq", wq)),
             bytesOf(other->tensor("layers.1.attention.wq", wq)));
+}
+
+TEST(RandomWeights, LargeTensorsMadeOnManyThreadsHoldTheSameValues) {
+  // Element i depends on (seed, name, i) alone: an embedding of 140,000 rows
+  // (4.5 M elements, made in slices on every core) starts with the 64 rows
+  // a small vocabulary's embedding has (made in one piece), and no slice is
+  // left unwritten (a value is 0 with probability 2^-24).
+  const ModelSpec small = smallSpec(false);
+  ModelSpec large = small;
+  large.vocabSize = 140000;
+  auto a = openWeights("random:5", small), b = openWeights("random:5", large);
+  const std::vector<float> few = toF32(a->tensor("tok_embeddings", {64, 32}));
+  const std::vector<float> many = toF32(b->tensor("tok_embeddings", {140000, 32}));
+  ASSERT_EQ(many.size(), size_t(140000) * 32);
+  EXPECT_TRUE(std::equal(few.begin(), few.end(), many.begin()));
+  EXPECT_LT(std::count(many.begin(), many.end(), 0.0f), 8);
+  std::set<float> distinct(many.end() - 1000, many.end());
+  EXPECT_GT(distinct.size(), 900u) << "the last slice is not a copy of one value";
 }
 
 TEST(RandomWeights, HeldBytesAreEveryTensorAsF32) {
