@@ -1,10 +1,14 @@
 // A CPU emulator for kvplan's generated CUDA kernels, for tests on machines
 // without a GPU. The generated source is compiled by the host compiler with
 // this header forced in front (g++ -include CudaEmu.h -x c++): every CUDA
-// thread of a block becomes a fiber (ucontext) run by a cooperative
-// scheduler on one OS thread, so __syncthreads and warp shuffles have their
-// real semantics; __shared__ variables become statics, which is right
-// because blocks run one after another. Memory is host memory.
+// thread of a block becomes a fiber run by a cooperative scheduler on one OS
+// thread, so __syncthreads and warp shuffles have their real semantics;
+// __shared__ variables become statics, which is right because blocks run one
+// after another. Memory is host memory. On x86-64 a fiber switch saves and
+// restores the callee-saved registers and the stack pointer (and the FP
+// control words) itself: ucontext's swapcontext makes a system call for the
+// signal mask at every switch, and a warp reduction switches every lane ten
+// times. Elsewhere fibers are ucontexts.
 //
 // What it checks: indexing, reductions, barriers, the softmax and sampling
 // arithmetic, the launch table's grids and arguments. What it cannot: speed,
@@ -40,6 +44,42 @@
 #define __shared__ static
 #define __constant__ static const
 
+#if defined(__x86_64__)
+#define KVEMU_FAST_SWITCH 1
+// kvemu_switch(&save, load): pushes the callee-saved registers and the FP
+// control words, stores the stack pointer in *save, switches to `load` and
+// pops what a switch away from it pushed.
+extern "C" void kvemu_switch(void **save, void *load);
+asm(R"(
+  .text
+  .p2align 4
+  .type kvemu_switch, @function
+kvemu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size kvemu_switch, .-kvemu_switch
+)");
+#endif
+
 namespace kvemu {
 
 struct Index {
@@ -47,13 +87,21 @@ struct Index {
 };
 
 struct Fiber {
+#ifdef KVEMU_FAST_SWITCH
+  void *sp = nullptr;
+#else
   ucontext_t ctx;
+#endif
   enum State { runnable, atBlockBarrier, atWarpBarrier, done } state = runnable;
   unsigned tid = 0;
 };
 
 struct Scheduler {
+#ifdef KVEMU_FAST_SWITCH
+  void *mainSp = nullptr;
+#else
   ucontext_t main;
+#endif
   std::vector<Fiber> fibers;
   std::vector<char> stacks;
   static constexpr size_t kStack = 64 * 1024;
@@ -66,7 +114,13 @@ struct Scheduler {
 };
 inline Scheduler S;
 
+#ifdef KVEMU_FAST_SWITCH
+inline void yieldToScheduler() { kvemu_switch(&S.fibers[S.current].sp, S.mainSp); }
+inline void resume(Fiber &f) { kvemu_switch(&S.mainSp, f.sp); }
+#else
 inline void yieldToScheduler() { swapcontext(&S.fibers[S.current].ctx, &S.main); }
+inline void resume(Fiber &f) { swapcontext(&S.main, &f.ctx); }
+#endif
 
 inline void releaseBlock() {
   for (Fiber &f : S.fibers)
@@ -110,8 +164,34 @@ inline void fiberMain() {
   // Threads that returned early no longer hold a barrier back.
   if (S.blockArrived && S.blockArrived == S.live) releaseBlock();
   if (S.warpArrived[w] && S.warpArrived[w] == S.warpLive[w]) releaseWarp(w);
-  swapcontext(&f.ctx, &S.main);
+  yieldToScheduler(); // never resumed
 }
+
+#ifdef KVEMU_FAST_SWITCH
+// Where a new fiber's first switch returns to.
+[[noreturn]] inline void fiberEntry() {
+  fiberMain();
+  std::abort();
+}
+/// A fresh fiber on the stack ending at `top`: what kvemu_switch pops,
+/// returning into fiberEntry with the stack aligned as after a call.
+inline void startFiber(Fiber &f, char *top) {
+  void **sp = reinterpret_cast<void **>(reinterpret_cast<uintptr_t>(top) & ~uintptr_t(15));
+  *--sp = nullptr;                                      // fiberEntry's return address
+  *--sp = reinterpret_cast<void *>(&fiberEntry);        // kvemu_switch returns here
+  for (int r = 0; r < 6; ++r) *--sp = nullptr;          // rbp, rbx, r12-r15
+  *--sp = reinterpret_cast<void *>(uintptr_t(0x037f) << 32 | 0x1f80); // x87 CW, MXCSR
+  f.sp = sp;
+}
+#else
+inline void startFiber(Fiber &f, char *top) {
+  getcontext(&f.ctx);
+  f.ctx.uc_stack.ss_sp = top - Scheduler::kStack;
+  f.ctx.uc_stack.ss_size = Scheduler::kStack;
+  f.ctx.uc_link = nullptr;
+  makecontext(&f.ctx, fiberMain, 0);
+}
+#endif
 
 /// Runs every block of a launch, one after another.
 inline void launch(void (*kernel)(const void *), const void *args, Index grid, Index block) {
@@ -139,11 +219,7 @@ inline void launch(void (*kernel)(const void *), const void *args, Index grid, I
           Fiber &f = S.fibers[t];
           f.tid = t;
           f.state = Fiber::runnable;
-          getcontext(&f.ctx);
-          f.ctx.uc_stack.ss_sp = S.stacks.data() + t * Scheduler::kStack;
-          f.ctx.uc_stack.ss_size = Scheduler::kStack;
-          f.ctx.uc_link = nullptr;
-          makecontext(&f.ctx, fiberMain, 0);
+          startFiber(f, S.stacks.data() + (t + 1) * Scheduler::kStack);
         }
         for (;;) {
           bool ran = false, pending = false;
@@ -155,7 +231,7 @@ inline void launch(void (*kernel)(const void *), const void *args, Index grid, I
             S.current = t;
             S.threadIdx = {t, 0, 0};
             ran = true;
-            swapcontext(&S.main, &f.ctx);
+            resume(f);
           }
           if (!pending) break;
           if (!ran) {
