@@ -47,6 +47,7 @@ std::string dims(std::initializer_list<int64_t> v) {
   return s;
 }
 std::string num(int64_t v) { return std::to_string(v); }
+int64_t gemvWarps(int64_t features);
 
 class EntryLowering {
 public:
@@ -282,6 +283,9 @@ private:
   void quantLinear(const WeightEntry &w, const std::optional<std::string> &bias,
                    const Operand &input, const std::vector<Operand> &results);
   void sample();
+  bool floatGemv(const WeightEntry &w, const std::optional<std::string> &bias,
+                 const Operand &input, const std::vector<Operand> &results);
+  void biasAdd(const std::string &bias, const Operand &o, int64_t col);
 
   const Plan &plan;
   const EntryPoint &ep;
@@ -304,6 +308,7 @@ void EntryLowering::linear(const std::string &weightName, const std::optional<st
   if (input.dtype != w.dtype)
     unsupported("step " + num(step) + " multiplies " + dtypeName(input.dtype) + " rows by " +
                 dtypeName(w.dtype) + " weights; cuBLAS needs one type (run --narrow-activations)");
+  if (floatGemv(w, bias, input, results)) return;
   // Results of one row laid end to end (the fused Q/K/V of a decode step at
   // batch 1, as --plan-buffers places them) are one [1, q + k + v] matrix:
   // one product instead of one per result.
@@ -319,16 +324,57 @@ void EntryLowering::linear(const std::string &weightName, const std::optional<st
   for (const Operand &o : results) {
     const int64_t m = o.cols();
     out.ops.push_back(gemm(w, col * w.shape[1] * dtypeBytes(w.dtype), input, o, m));
-    if (bias) {
-      const DType bt = weightType(*bias);
-      const std::string name = specs.wrapper(
-          "bias_add_" + std::string(dtypeName(bt)) + dims({m}), kElementwiseBlock,
-          "kvplan::biasAdd<" + std::string(cudaType(bt)) + ", " + num(m) + ">(a)");
-      kernel(name, {ceilDiv(m, kElementwiseBlock), o.rows(), 1}, kElementwiseBlock, 1, o,
-             {arena(o), weightRef(*bias, col * dtypeBytes(bt))});
-    }
+    if (bias) biasAdd(*bias, o, col);
     col += m;
   }
+}
+
+/// o += bias[col, col + o.cols()) on every row.
+void EntryLowering::biasAdd(const std::string &bias, const Operand &o, int64_t col) {
+  const DType bt = weightType(bias);
+  const int64_t m = o.cols();
+  const std::string name = specs.wrapper(
+      "bias_add_" + std::string(dtypeName(bt)) + dims({m}), kElementwiseBlock,
+      "kvplan::biasAdd<" + std::string(cudaType(bt)) + ", " + num(m) + ">(a)");
+  kernel(name, {ceilDiv(m, kElementwiseBlock), o.rows(), 1}, kElementwiseBlock, 1, o,
+         {arena(o), weightRef(bias, col * dtypeBytes(bt))});
+}
+
+/// Up to kGemvRows rows (decode, the last prefill row) of f32, bf16 or f16
+/// weights: one generated matrix-vector kernel for every output of the
+/// weight, reading it once in 16-byte loads, instead of cuBLAS, which at one
+/// row reaches a fraction of the memory bandwidth. False (cuBLAS, then)
+/// where the rows are more, or a row is not whole 16-byte runs.
+bool EntryLowering::floatGemv(const WeightEntry &w, const std::optional<std::string> &bias,
+                              const Operand &input, const std::vector<Operand> &results) {
+  const int64_t k = w.shape[1], features = w.shape[0], rows = results[0].rows();
+  const int64_t run = 16 / dtypeBytes(w.dtype);
+  if (rows > kGemvRows || k % run != 0 || results.size() > 3) return false;
+  int64_t n[3] = {0, 0, 0};
+  for (size_t i = 0; i < results.size(); ++i) {
+    n[i] = results[i].cols();
+    if (results[i].rows() != rows || results[i].dtype != results[0].dtype) return false;
+  }
+  if (n[0] + n[1] + n[2] != features) return false;
+  const Operand &o = results[0];
+  std::vector<DeviceRef> ptrs = {arena(input), weightRef(w.name), weightRef(w.name),
+                                 weightRef(w.name), weightRef(w.name)};
+  for (size_t i = 0; i < 3; ++i) ptrs.push_back(arena(results[std::min(i, results.size() - 1)]));
+  const int64_t warps = gemvWarps(features);
+  const std::string name = specs.wrapper(
+      "linear_gemv_" + std::string(dtypeName(w.dtype)) + "_" + dtypeName(input.dtype) + "_" +
+          dtypeName(o.dtype) + dims({k, n[0], n[1], n[2], warps, rows}),
+      warps * 32,
+      "kvplan::gemv<" + std::string(cudaType(w.dtype)) + ", " + cudaType(input.dtype) + ", " +
+          cudaType(o.dtype) + ", " + num(k) + ", " + num(n[0]) + ", " + num(n[1]) + ", " +
+          num(n[2]) + ", " + num(warps) + ", " + num(rows) + ">(a)");
+  kernel(name, {ceilDiv(features, warps), 1, 1}, warps * 32, -1, o, std::move(ptrs));
+  int64_t col = 0;
+  for (const Operand &r : results) {
+    if (bias) biasAdd(*bias, r, col);
+    col += r.cols();
+  }
+  return true;
 }
 
 /// Matrix-vector warps per block: as many as keep the blocks (one feature

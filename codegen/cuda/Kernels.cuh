@@ -339,6 +339,56 @@ __device__ void quantGemv(const KvArgs &a) {
   }
 }
 
+/// C consecutive elements as f32: f32 runs of 4 per 16-byte load, 16-bit
+/// runs of 8 in one.
+template <int C> __device__ __forceinline__ void loadElems(const float *p, float *out) {
+  loadRun<C>(p, out);
+}
+template <int C, class H> __device__ __forceinline__ void loadElems(const H *p, float *out) {
+  static_assert(C == 8, "16-bit elements go 8 to a 16-byte load");
+  load8(p, out);
+}
+
+/// Matrix-vector products of f32, bf16 or f16 weights for up to R rows of x
+/// (decode, the last prefill row), where cuBLAS is slowest: warp w of block
+/// b computes feature b * WARPS + w for every row, its lanes reading the
+/// weights' row once, contiguously, in 16-byte loads (8 elements of 2 bytes,
+/// 4 of f32), and x in the same runs, accumulating in f32; the features may
+/// go to up to three outputs as quantGemv's do. K is a multiple of the run.
+/// p: x (X, rows x K), weights (W, N x K), -, -, -, out0, out1, out2.
+/// i[0]: rows.
+template <class W, class X, class O, int K, int N0, int N1, int N2, int WARPS, int R>
+__device__ void gemv(const KvArgs &a) {
+  constexpr int N = N0 + N1 + N2, C = 16 / (int)sizeof(W), RUNS = K / C;
+  static_assert(K % C == 0 && (C == 8 || sizeof(X) == 4), "whole 16-byte runs of weights");
+  const int j = blockIdx.x * WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (j >= N) return; // the whole warp: it holds no block barrier
+  const int rows = (int)a.i[0];
+  const X *x = reinterpret_cast<const X *>(a.p[0]);
+  const W *w = reinterpret_cast<const W *>(a.p[1]) + (long long)j * K;
+  float acc[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+  for (int c = lane; c < RUNS; c += 32) {
+    float wv[C];
+    loadElems<C>(w + c * C, wv);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      if (r >= rows) break;
+      float xv[C];
+      loadElems<C>(x + (long long)r * K + c * C, xv);
+#pragma unroll
+      for (int e = 0; e < C; ++e) acc[r] += wv[e] * xv[e];
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    if (r >= rows) break;
+    const float v = warpSum(acc[r]);
+    if (lane == 0) storeFeature<O, N0, N1, N2, false>(a, r, j, v);
+  }
+}
+
 /// The tiled product's shared tiles: TM rows of x and TN dequantized weight
 /// rows over one group of K, stored k-major so a thread reads its 4 rows and
 /// 4 features as one float4 each.
