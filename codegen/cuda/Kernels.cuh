@@ -243,6 +243,19 @@ __device__ __forceinline__ void storeFeature(const KvArgs &a, long long r, int j
   else reinterpret_cast<O *>(a.p[7])[r * N2 + (j - N0 - N1)] = st<O>(v);
 }
 
+/// A matrix-vector warp's end: each row's lane sums added across the warp,
+/// and feature j of the row written by lane 0.
+template <class O, int N0, int N1, int N2, bool BIAS, int R>
+__device__ __forceinline__ void storeWarpRows(const KvArgs &a, int rows, int j, int lane,
+                                              const float (&acc)[R]) {
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    if (r >= rows) break;
+    const float v = warpSum(acc[r]);
+    if (lane == 0) storeFeature<O, N0, N1, N2, BIAS>(a, r, j, v);
+  }
+}
+
 /// One lane's share of an int8 row j: runs of C codes (lane, lane + 32, ...),
 /// each inside one group, its sum scaled once; R rows of x at a time.
 template <int K, int R>
@@ -331,12 +344,7 @@ __device__ void quantGemv(const KvArgs &a) {
   else
     gemvRow4<K, R>(x, reinterpret_cast<const uint8_t *>(a.p[1]) + (long long)j * G * 16, scales,
                    reinterpret_cast<const float *>(a.p[3]) + (long long)j * G, rows, lane, acc);
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    if (r >= rows) break;
-    const float v = warpSum(acc[r]);
-    if (lane == 0) storeFeature<O, N0, N1, N2, BIAS>(a, r, j, v);
-  }
+  storeWarpRows<O, N0, N1, N2, BIAS, R>(a, rows, j, lane, acc);
 }
 
 /// C consecutive elements as f32: f32 runs of 4 per 16-byte load, 16-bit
@@ -381,12 +389,7 @@ __device__ void gemv(const KvArgs &a) {
       for (int e = 0; e < C; ++e) acc[r] += wv[e] * xv[e];
     }
   }
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    if (r >= rows) break;
-    const float v = warpSum(acc[r]);
-    if (lane == 0) storeFeature<O, N0, N1, N2, false>(a, r, j, v);
-  }
+  storeWarpRows<O, N0, N1, N2, false, R>(a, rows, j, lane, acc);
 }
 
 /// The tiled product's shared tiles: TM rows of x and TN dequantized weight

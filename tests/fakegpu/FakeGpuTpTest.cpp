@@ -14,6 +14,7 @@
 #include "runtime/RankExecutor.h"
 #include "runtime/cuda/CudaExecutor.h"
 #include "runtime/mpi/MpiCollective.h"
+#include "tests/common/MpiTestMain.h"
 #include "tests/common/ActivationsScope.h"
 #include "tests/common/CudaShapes.h"
 #include "tests/common/StepCompare.h"
@@ -189,12 +190,4 @@ TEST_F(FakeGpuRanks, ARankAloneIsToldToUseMpirun) {
 
 } // namespace
 
-int main(int argc, char **argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  // One report: the other rank runs the same tests silently.
-  if (mpiWorld() && mpiWorld()->rank() != 0) {
-    auto &listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  return RUN_ALL_TESTS();
-}
+int main(int argc, char **argv) { return runMpiTests(argc, argv); }

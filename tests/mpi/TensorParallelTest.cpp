@@ -9,6 +9,7 @@
 #include "runtime/RankExecutor.h"
 #include "runtime/cpu/CpuExecutor.h"
 #include "runtime/mpi/MpiCollective.h"
+#include "tests/common/MpiTestMain.h"
 
 #include <gtest/gtest.h>
 
@@ -184,12 +185,4 @@ TEST(TensorParallelRanks, AWrongNumberOfRanksIsRefused) {
 
 } // namespace
 
-int main(int argc, char **argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  // One report: the other ranks run the same tests silently.
-  if (mpiWorld() && mpiWorld()->rank() != 0) {
-    auto &listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  return RUN_ALL_TESTS();
-}
+int main(int argc, char **argv) { return runMpiTests(argc, argv); }
