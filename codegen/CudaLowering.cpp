@@ -285,6 +285,11 @@ private:
   void sample();
   bool floatGemv(const WeightEntry &w, const std::optional<std::string> &bias,
                  const Operand &input, const std::vector<Operand> &results);
+  /// The outputs of one weight (a fused QKV or gate|up: up to three, of
+  /// one row count and type) as features n[0..2] and the kernel's output
+  /// pointers p[5..7] appended to `ptrs`; false where they are not.
+  bool splitOutputs(const std::vector<Operand> &results, int64_t (&n)[3],
+                    std::vector<DeviceRef> &ptrs) const;
   void biasAdd(const std::string &bias, const Operand &o, int64_t col);
 
   const Plan &plan;
@@ -329,6 +334,18 @@ void EntryLowering::linear(const std::string &weightName, const std::optional<st
   }
 }
 
+bool EntryLowering::splitOutputs(const std::vector<Operand> &results, int64_t (&n)[3],
+                                 std::vector<DeviceRef> &ptrs) const {
+  if (results.empty() || results.size() > 3) return false;
+  for (size_t i = 0; i < results.size(); ++i) {
+    n[i] = results[i].cols();
+    if (results[i].rows() != results[0].rows() || results[i].dtype != results[0].dtype)
+      return false;
+  }
+  for (size_t i = 0; i < 3; ++i) ptrs.push_back(arena(results[std::min(i, results.size() - 1)]));
+  return true;
+}
+
 /// o += bias[col, col + o.cols()) on every row.
 void EntryLowering::biasAdd(const std::string &bias, const Operand &o, int64_t col) {
   const DType bt = weightType(bias);
@@ -349,17 +366,12 @@ bool EntryLowering::floatGemv(const WeightEntry &w, const std::optional<std::str
                               const Operand &input, const std::vector<Operand> &results) {
   const int64_t k = w.shape[1], features = w.shape[0], rows = results[0].rows();
   const int64_t run = 16 / dtypeBytes(w.dtype);
-  if (rows > kGemvRows || k % run != 0 || results.size() > 3) return false;
+  if (rows > kGemvRows || k % run != 0) return false;
   int64_t n[3] = {0, 0, 0};
-  for (size_t i = 0; i < results.size(); ++i) {
-    n[i] = results[i].cols();
-    if (results[i].rows() != rows || results[i].dtype != results[0].dtype) return false;
-  }
-  if (n[0] + n[1] + n[2] != features) return false;
-  const Operand &o = results[0];
   std::vector<DeviceRef> ptrs = {arena(input), weightRef(w.name), weightRef(w.name),
                                  weightRef(w.name), weightRef(w.name)};
-  for (size_t i = 0; i < 3; ++i) ptrs.push_back(arena(results[std::min(i, results.size() - 1)]));
+  if (!splitOutputs(results, n, ptrs) || n[0] + n[1] + n[2] != features) return false;
+  const Operand &o = results[0];
   const int64_t warps = gemvWarps(features);
   const std::string name = specs.wrapper(
       "linear_gemv_" + std::string(dtypeName(w.dtype)) + "_" + dtypeName(input.dtype) + "_" +
@@ -394,19 +406,15 @@ void EntryLowering::quantLinear(const WeightEntry &w, const std::optional<std::s
   if (results.size() > 3) unsupported("weight '" + w.name + "' feeds more than three outputs");
   const Operand &o = results[0];
   int64_t n[3] = {0, 0, 0};
-  for (size_t i = 0; i < results.size(); ++i) {
-    n[i] = results[i].cols();
-    if (results[i].rows() != o.rows() || results[i].dtype != o.dtype)
-      unsupported("the outputs of weight '" + w.name + "' differ in rows or type");
-  }
+  std::vector<DeviceRef> ptrs = {arena(input), weightRef(w.name),
+                                 weightRef(w.name, int64_t(w.scalesOffset)), minsRef(w),
+                                 bias ? weightRef(*bias) : weightRef(w.name)};
+  if (!splitOutputs(results, n, ptrs))
+    unsupported("the outputs of weight '" + w.name + "' differ in rows or type");
   const int64_t k = w.shape[1], features = w.shape[0], rows = o.rows();
   if (n[0] + n[1] + n[2] != features) unsupported("weight '" + w.name + "' does not fit its linear");
   if (bias && weightType(*bias) != DType::f32)
     unsupported("bias '" + *bias + "' of quantized weights must be f32");
-  std::vector<DeviceRef> ptrs = {arena(input), weightRef(w.name),
-                                 weightRef(w.name, int64_t(w.scalesOffset)), minsRef(w),
-                                 bias ? weightRef(*bias) : weightRef(w.name)};
-  for (size_t i = 0; i < 3; ++i) ptrs.push_back(arena(results[std::min(i, results.size() - 1)]));
   const std::string args = std::string(cudaType(o.dtype)) + ", " + num(quantBits(w)) + ", " +
                            num(k) + ", " + num(n[0]) + ", " + num(n[1]) + ", " + num(n[2]) +
                            ", " + (bias ? "true" : "false");

@@ -176,6 +176,19 @@ DeviceOp opFrom(const json &j) {
 
 } // namespace
 
+LaunchCounts countLaunches(const CudaEntry &e, bool deviceSampling) {
+  LaunchCounts c;
+  c.kernels = deviceSampling ? 1 : 0;
+  for (const DeviceOp &op : e.ops) {
+    switch (op.kind) {
+    case DeviceOp::kernel: ++c.kernels; break;
+    case DeviceOp::gemm: ++c.products; break;
+    case DeviceOp::allReduce: ++c.allReduces; break;
+    }
+  }
+  return c;
+}
+
 json toJson(const CudaProgram &p) {
   json entries = json::object();
   for (const auto &[name, e] : p.entries) {

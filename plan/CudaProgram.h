@@ -73,6 +73,16 @@ struct CudaEntry {
   DeviceOp sample;                  // the sampling kernel, after the logits
 };
 
+/// What one call of an entry point launches, its graph's nodes: generated
+/// kernels (with the sampling kernel where the device samples: not on
+/// tensor-parallel ranks, which sample on the host), cuBLAS products and
+/// NCCL all-reduces.
+struct LaunchCounts {
+  int64_t kernels = 0, products = 0, allReduces = 0;
+  int64_t nodes() const { return kernels + products + allReduces; }
+};
+LaunchCounts countLaunches(const CudaEntry &e, bool deviceSampling);
+
 /// Per-row sampling parameters as the sampling kernel reads them.
 struct DeviceSamplingParams {
   float temperature; // 0: greedy

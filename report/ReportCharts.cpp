@@ -223,12 +223,12 @@ std::string kernelsSection(const ReportInput &in) {
       continue;
     // A tensor-parallel plan samples on the host, from every rank's slice.
     const bool sharded = in.plan->ranks() > 1;
-    int64_t counts[3] = {sharded ? 0 : 1, 0, 0}, lastStep = -1; // kernels, gemms, all-reduces
-    for (const DeviceOp &op : e.ops) counts[op.kind] += 1;
-    h += "<h3>" + htmlEscape(name) + ": " + std::to_string(e.ops.size() + (sharded ? 0 : 1)) +
-         " graph nodes (" + std::to_string(counts[0]) + " kernels, " + std::to_string(counts[1]) +
+    const LaunchCounts c = countLaunches(e, !sharded);
+    int64_t lastStep = -1;
+    h += "<h3>" + htmlEscape(name) + ": " + std::to_string(c.nodes()) + " graph nodes (" +
+         std::to_string(c.kernels) + " kernels, " + std::to_string(c.products) +
          " cuBLAS products" +
-         (sharded ? ", " + std::to_string(counts[2]) + " NCCL all-reduces" : std::string()) +
+         (sharded ? ", " + std::to_string(c.allReduces) + " NCCL all-reduces" : std::string()) +
          ")</h3>"
          "<details><summary>launch table</summary><table><tr><th>#</th><th>launch</th><th>grid</th>"
          "<th>block</th><th>bytes moved</th><th>plan step</th></tr>";

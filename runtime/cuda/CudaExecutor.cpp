@@ -314,15 +314,15 @@ struct CudaExecutor::Impl {
     check(cudaMemcpyAsync(arena + e.tableOff, e.hTable, size_t(e.tableInts) * 4,
                           cudaMemcpyHostToDevice, stream), "copying the page table");
     // Tensor-parallel ranks sample on the host, from every rank's slice.
-    if (ranks) {
-      for (const DeviceOp &op : e.ce->ops) launchOp(e, op, active);
-      return;
-    }
+    const bool sampling = !ranks;
     const int64_t outRows = e.rowsOut(active);
-    check(cudaMemcpyAsync(work + e.ce->samplingParamsOffset, e.hParams,
-                          size_t(outRows) * sizeof(DeviceSamplingParams), cudaMemcpyHostToDevice,
-                          stream), "copying sampling parameters");
+    if (sampling)
+      check(cudaMemcpyAsync(work + e.ce->samplingParamsOffset, e.hParams,
+                            size_t(outRows) * sizeof(DeviceSamplingParams),
+                            cudaMemcpyHostToDevice, stream),
+            "copying sampling parameters");
     for (const DeviceOp &op : e.ce->ops) launchOp(e, op, active);
+    if (!sampling) return;
     launchOp(e, e.ce->sample, active);
     check(cudaMemcpyAsync(e.hSampled, work + e.ce->sampledOffset, size_t(outRows) * 4,
                           cudaMemcpyDeviceToHost, stream), "copying sampled tokens");

@@ -153,15 +153,12 @@ void printHuman(const Artifact &a) {
       std::string_view text = a.section(kCudaProgramSection);
       CudaProgram prog = cudaProgramFromJson(nlohmann::json::parse(text.begin(), text.end()));
       for (const auto &[name, e] : prog.entries) {
-        // The sampling kernel, then the ops; tensor-parallel ranks sample
-        // on the host, from every rank's slice of the vocabulary.
         const bool sharded = p.ranks() > 1;
-        int64_t counts[3] = {sharded ? 0 : 1, 0, 0}; // kernels, products, all-reduces
-        for (const DeviceOp &op : e.ops) counts[op.kind] += 1;
+        const LaunchCounts c = countLaunches(e, !sharded);
         std::printf("          %s: %lld kernels and %lld cuBLAS products%s per call (replayed as "
                     "a CUDA graph)\n",
-                    name.c_str(), (long long)counts[0], (long long)counts[1],
-                    sharded ? (" and " + std::to_string(counts[2]) + " NCCL all-reduces").c_str()
+                    name.c_str(), (long long)c.kernels, (long long)c.products,
+                    sharded ? (" and " + std::to_string(c.allReduces) + " NCCL all-reduces").c_str()
                             : "");
       }
     }
