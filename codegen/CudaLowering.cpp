@@ -6,6 +6,7 @@
 #include "support/Align.h"
 
 #include <algorithm>
+#include <tuple>
 
 namespace kvplan::cudagen {
 
@@ -101,6 +102,7 @@ public:
   }
   void operator()(const LinearOp &op) { linear(op.weight, op.bias, op.input, op.results); }
   void operator()(const LogitsOp &op) { linear(op.weight, std::nullopt, op.input, {op.result}); }
+  void operator()(const MatVecOp &op);
   void operator()(const RopeOp &op) {
     entryPositions(op.positions);
     const int idx = specs.ropeTable(op.rope);
@@ -433,6 +435,57 @@ void EntryLowering::quantLinear(const WeightEntry &w, const std::optional<std::s
   kernel(name, {ceilDiv(features, kGemmTile), ceilDiv(rows, kGemmTile), 1}, kGemmThreads, 1, o,
          std::move(ptrs));
   out.ops.back().rowsPerBlock = kGemmTile;
+}
+
+/// One generated matrix-vector kernel for the product and everything
+/// --fuse-matvec folded into it (Kernels.cuh, matvec).
+void EntryLowering::operator()(const MatVecOp &op) {
+  const WeightEntry &w = weight(op.weight);
+  const int64_t k = w.shape[1], rows = op.results.front().rows();
+  const std::string at = "step " + num(step) + " (matvec of weight '" + w.name + "')";
+  if (!isFloatDType(w.dtype))
+    unsupported(at + ": its weights are " + dtypeName(w.dtype) +
+                "; the matvec kernel reads f32, bf16 or f16 weights");
+  if (rows > kGemvRows || k % (16 / dtypeBytes(w.dtype)) != 0)
+    unsupported(at + ": " + num(rows) + " rows of " + num(k) + "; the matvec kernel takes up to " +
+                num(kGemvRows) + " rows of whole 16-byte runs");
+  if (op.norm) f32Input(op.input, "matvec's norm");
+  if (op.input.dtype != DType::f32 && op.input.dtype != w.dtype)
+    unsupported(at + " reads " + dtypeName(op.input.dtype) + " rows; it reads f32 or " +
+                dtypeName(w.dtype));
+  if (op.addend) f32Input(*op.addend, "matvec's addend");
+  int64_t n[3] = {0, 0, 0};
+  std::vector<DeviceRef> ptrs = {arena(op.input), weightRef(w.name),
+                                 op.norm ? weightRef(*op.norm) : weightRef(w.name),
+                                 op.addend ? arena(*op.addend) : arena(op.input),
+                                 op.bias ? weightRef(*op.bias) : weightRef(w.name)};
+  if (!splitOutputs(op.results, n, ptrs) || op.weightRows() != w.shape[0])
+    unsupported(at + ": its outputs do not split the weight's rows");
+  // The folds, as the kernel's flags and the wrapper's name tell them.
+  std::string flags = "0", tag = "_";
+  for (auto [on, flag, letter] : {std::tuple{op.norm.has_value(), "kMvNorm", 'n'},
+                                  {op.swiglu, "kMvSwiglu", 's'},
+                                  {op.addend.has_value(), "kMvAdd", 'a'},
+                                  {op.bias.has_value(), "kMvBias", 'b'}})
+    if (on) {
+      flags += std::string(" | kvplan::") + flag;
+      tag += letter;
+    }
+  const DType nw = op.norm ? weightType(*op.norm) : DType::f32,
+              b = op.bias ? weightType(*op.bias) : DType::f32;
+  const Operand &o = op.results.front();
+  const int64_t features = n[0] + n[1] + n[2], warps = gemvWarps(features);
+  const std::string name = specs.wrapper(
+      "matvec_" + std::string(dtypeName(w.dtype)) + "_" + dtypeName(op.input.dtype) + "_" +
+          dtypeName(o.dtype) + "_" + dtypeName(nw) + "_" + dtypeName(b) +
+          dims({k, n[0], n[1], n[2], warps, rows}) + tag,
+      warps * 32,
+      "kvplan::matvec<" + std::string(cudaType(w.dtype)) + ", " + cudaType(op.input.dtype) + ", " +
+          cudaType(o.dtype) + ", " + cudaType(nw) + ", " + cudaType(b) + ", " + num(k) + ", " +
+          num(n[0]) + ", " + num(n[1]) + ", " + num(n[2]) + ", " + num(warps) + ", " + num(rows) +
+          ", " + flags + ">(a)");
+  kernel(name, {ceilDiv(features, warps), 1, 1}, warps * 32, -1, o, std::move(ptrs), {},
+         {op.eps.value_or(0.0)});
 }
 
 void EntryLowering::operator()(const AttentionOp &op) {

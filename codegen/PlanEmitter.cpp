@@ -84,6 +84,10 @@ public:
     if (!known) return fail(std::string("reads a value the plan does not know as '") + n + "'");
     o = *known;
   }
+  /// An optional operand is the op's next one, where it has one more.
+  void optionalOperand(const char *n, std::optional<Operand> &o, OperandClass c) {
+    if (next < op->getNumOperands()) operand(n, o.emplace(), c);
+  }
   void result(const char *n, Operand &o, OperandClass c) {
     if (nextResult >= op->getNumResults()) return fail(std::string("has no result '") + n + "'");
     defineResult(op->getResult(nextResult++), o, c);
@@ -118,6 +122,10 @@ public:
     case llm::AttentionMask::self: m = AttentionMask::self; break;
     case llm::AttentionMask::cache: m = AttentionMask::cache; break;
     }
+  }
+  void attr(const char *n, bool &v) { v = bool(op->getAttrOfType<UnitAttr>(n)); }
+  void optionalAttr(const char *n, std::optional<double> &v) {
+    if (auto a = op->getAttrOfType<FloatAttr>(n)) v = a.getValueAsDouble();
   }
   void optionalAttr(const char *n, std::optional<RopeScaling> &s) {
     if (auto a = op->getAttrOfType<llm::RopeScalingAttr>(n))

@@ -360,3 +360,49 @@ LogicalResult RopeKVWriteOp::verify() {
   return verifyCacheAccess(*this, cache, getPageTable(), getPositions(), rows(getKey()),
                            getLayer());
 }
+
+int64_t MatVecOp::getWeightRows() {
+  int64_t n = 0;
+  for (Value r : getResults())
+    n += cols(r);
+  return getSwiglu() ? 2 * n : n;
+}
+
+LogicalResult MatVecOp::verify() {
+  if (getResults().empty())
+    return emitOpError() << "needs at least one result";
+  for (Value r : getResults())
+    if (failed(sameRows(*this, getInput(), r, "each result has the input's rows")))
+      return failure();
+  if (getNorm().has_value() != getEps().has_value())
+    return emitOpError() << "a norm needs its eps, and eps a norm";
+  if (getEps() && !(getEps()->convertToDouble() > 0))
+    return emitOpError() << "eps must be positive";
+  if (getNorm() && !tensorOf(getInput()).getElementType().isF32())
+    return emitOpError() << "normalises f32 rows, got " << tensorOf(getInput()).getElementType();
+  if ((getSwiglu() || getAddend()) && getResults().size() != 1)
+    return emitOpError() << "with swiglu or an addend has one result, got "
+                         << getResults().size();
+  if (Value addend = getAddend()) {
+    Value r = getResults().front();
+    if (tensorOf(addend).getShape() != tensorOf(r).getShape())
+      return emitOpError() << "addend must have the result's shape "
+                           << shapeStr(tensorOf(r).getShape()) << ", got "
+                           << shapeStr(tensorOf(addend).getShape());
+    if (!tensorOf(addend).getElementType().isF32() || !tensorOf(r).getElementType().isF32())
+      return emitOpError() << "adds f32 rows into an f32 result";
+  }
+  return success();
+}
+
+LogicalResult MatVecOp::verifySymbolUses(SymbolTableCollection &symbols) {
+  const int64_t out = getWeightRows();
+  if (failed(verifyWeight(*this, symbols, getWeightAttr(), {out, cols(getInput())}, "weight")) ||
+      failed(verifyInputType(*this, symbols, getWeightAttr(), getInput())))
+    return failure();
+  if (getBiasAttr() && failed(verifyWeight(*this, symbols, getBiasAttr(), {out}, "bias")))
+    return failure();
+  if (getNormAttr())
+    return verifyWeight(*this, symbols, getNormAttr(), {cols(getInput())}, "scale");
+  return success();
+}

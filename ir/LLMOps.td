@@ -428,4 +428,43 @@ def LLM_RopeKVWriteOp : LLM_Op<"rope_kv_write", [
   let hasVerifier = 1;
 }
 
+def LLM_MatVecOp : LLM_WeightUser<"matvec", [Pure]> {
+  let summary = "A product for a few rows with its neighbours folded in";
+  let description = [{
+    `llm.linear` for the few rows of a decode step (or the last prompt row)
+    with the ops around it folded into the one kernel that reads the weight:
+    - `norm @w {eps}`: the input rows are RMS-normed first, as `llm.rms_norm`
+      with scale `@w` would (the prologue);
+    - `swiglu`: the weight is a fused gate|up projection and the result is
+      `silu(gate) * up`, as `llm.fused_ffn` computes it (an epilogue);
+    - `plus %addend`: the addend (the residual stream) is added to the
+      product (an epilogue).
+    Several results split the output columns as `llm.linear`'s do; with
+    `swiglu` or `plus` there is one. Reading every input row in every block,
+    it never writes over its operands. Made by `--fuse-matvec` (the cuda
+    target's pipeline).
+
+    Example:
+    ```mlir
+    %q, %k, %v = llm.matvec @layers.0.attention.wqkv(%0) norm @layers.0.attention_norm {eps = 1.000000e-05 : f64} : tensor<1x256xf32> -> tensor<1x256xf32>, tensor<1x128xf32>, tensor<1x128xf32>
+    %4 = llm.matvec @layers.0.attention.wo(%3) plus %0 : tensor<1x256xbf16>, tensor<1x256xf32> -> tensor<1x256xf32>
+    %5 = llm.matvec @layers.0.feed_forward.w13(%4) norm @layers.0.ffn_norm swiglu {eps = 1.000000e-05 : f64} : tensor<1x256xf32> -> tensor<1x688xbf16>
+    ```
+  }];
+  let arguments = (ins FlatSymbolRefAttr:$weight, LLM_Activations:$input,
+                       OptionalAttr<FlatSymbolRefAttr>:$bias,
+                       OptionalAttr<FlatSymbolRefAttr>:$norm, OptionalAttr<F64Attr>:$eps,
+                       UnitAttr:$swiglu, Optional<LLM_Activations>:$addend);
+  let results = (outs Variadic<LLM_Activations>:$results);
+  let assemblyFormat = [{
+    $weight `(` $input `)` (`norm` $norm^)? (`swiglu` $swiglu^)? (`plus` $addend^)?
+    (`bias` $bias^)? attr-dict `:` type($input) (`,` type($addend)^)? `->` type($results)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// Rows of the weight: the output columns, twice them with swiglu.
+    int64_t getWeightRows();
+  }];
+}
+
 #endif // KVPLAN_LLM_OPS

@@ -16,12 +16,14 @@ namespace kvplan {
 namespace kvplan {
 namespace {
 
-/// The element type of the weights a linear or logits op multiplies its
-/// rows by, when that is a 16-bit float type; null otherwise.
+/// The element type of the weights a linear, logits or matvec op
+/// multiplies its rows by, when that is a 16-bit float type; null
+/// otherwise. A matvec that normalises its rows reads them in f32.
 Type narrowWeightType(Operation *op) {
   FlatSymbolRefAttr weight;
   if (auto l = dyn_cast<llm::LinearOp>(op)) weight = l.getWeightAttr();
   else if (auto h = dyn_cast<llm::LogitsOp>(op)) weight = h.getWeightAttr();
+  else if (auto m = dyn_cast<llm::MatVecOp>(op); m && !m.getNorm()) weight = m.getWeightAttr();
   else return {};
   auto w = SymbolTable::lookupNearestSymbolFrom<llm::WeightOp>(op, weight);
   if (!w) return {};
@@ -29,10 +31,11 @@ Type narrowWeightType(Operation *op) {
   return t.isBF16() || t.isF16() ? t : Type();
 }
 
-/// The rows a linear or logits op multiplies.
+/// The rows a linear, logits or matvec op multiplies.
 Value linearInput(Operation *op) {
   if (auto l = dyn_cast<llm::LinearOp>(op)) return l.getInput();
   if (auto h = dyn_cast<llm::LogitsOp>(op)) return h.getInput();
+  if (auto m = dyn_cast<llm::MatVecOp>(op)) return m.getInput();
   return {};
 }
 
@@ -42,6 +45,7 @@ bool canStoreNarrow(Value v) {
   if (!r) return false;
   Operation *op = r.getOwner();
   if (isa<llm::AddRMSNormOp>(op)) return r.getResultNumber() == 0; // the residual stays f32
+  if (auto m = dyn_cast<llm::MatVecOp>(op)) return !m.getAddend();     // so does a residual sum
   return isa<llm::EmbeddingOp, llm::RMSNormOp, llm::AttentionOp, llm::FusedFFNOp, llm::SwiGLUOp,
              llm::TakeLastOp>(op);
 }
@@ -90,10 +94,12 @@ struct NarrowActivationsPass : public impl::NarrowActivationsBase<NarrowActivati
   }
 
   /// A linear with 16-bit weights reading rows of another type converts
-  /// them first: cuBLAS multiplies one type by the same.
+  /// them first: cuBLAS multiplies one type by the same. (A matvec's kernel
+  /// reads f32 rows as they are.)
   void insertConverts(Block &body) {
     OpBuilder b(&getContext());
     for (Operation &op : llvm::make_early_inc_range(body)) {
+      if (isa<llm::MatVecOp>(op)) continue;
       Type t = narrowWeightType(&op);
       Value in = linearInput(&op);
       if (!t || !in || cast<RankedTensorType>(in.getType()).getElementType() == t) continue;

@@ -145,17 +145,47 @@ def FuseRopeKVWrite : Pass<"fuse-rope-kv-write", "::mlir::func::FuncOp"> {
   let dependentDialects = ["::kvplan::llm::LLMDialect"];
 }
 
+def FuseMatVec : Pass<"fuse-matvec", "::mlir::func::FuncOp"> {
+  let summary = "Folds the norms, SwiGLU and residual adds around a few-row product into it";
+  let description = [{
+    For the cuda target, where a product of at most `max-rows` rows (a
+    decode step, the last prompt row) is a matrix-vector kernel that reads
+    the weight once, and each kernel boundary costs a launch and a round
+    trip of the activations through memory. Each such `llm.linear` or
+    `llm.logits` with f32, bf16 or f16 weights becomes an `llm.matvec`
+    that also does the work of its neighbours:
+    - an `llm.rms_norm` whose rows only this product reads is its prologue
+      (`norm @scale`): the product reads the un-normed rows;
+    - an `llm.fused_ffn` of its result is its epilogue (`swiglu`);
+    - a residual add of its result (`llm.add`, or the add half of an
+      `llm.add_rms_norm`, which leaves an `llm.rms_norm` of the sum for the
+      next product's prologue) is its epilogue (`plus %residual`).
+    A decode layer is then seven kernels: QKV with the attention norm, RoPE
+    and the cache write, attention (two), the output projection plus the
+    residual, gate|up with the FFN norm and SwiGLU, and down plus the
+    residual. Products of more rows, quantized weights and rows that are
+    not whole 16-byte runs are left as they are.
+  }];
+  let options = [
+    Option<"maxRows", "max-rows", "int64_t", "8",
+           "the most rows a product may have to become llm.matvec (the cuda target's matrix-vector kernels take 8)">,
+  ];
+  let dependentDialects = ["::kvplan::llm::LLMDialect"];
+}
+
 def NarrowActivations : Pass<"narrow-activations", "::mlir::func::FuncOp"> {
   let summary = "Stores tensors that only 16-bit linears read in the weights' type";
   let description = [{
     For the cuda target, where cuBLAS multiplies rows and weights of one
-    type. A tensor whose every reader is a `llm.linear` or `llm.logits` with
-    bf16 (or f16) weights, or a `llm.take_last` whose result is such a
-    tensor, is stored in that type when its producer can store it so
-    (embedding, rms_norm, add_rms_norm's normed rows, attention, fused_ffn,
-    swiglu, take_last): half the bytes written and read, and no conversion
-    before the product. A linear with 16-bit weights that still reads f32
-    rows gets an `llm.convert` before it.
+    type. A tensor whose every reader is a `llm.linear`, `llm.logits` or
+    `llm.matvec` (one that does not normalise its rows) with bf16 (or f16)
+    weights, or a `llm.take_last` whose result is such a tensor, is stored
+    in that type when its producer can store it so (embedding, rms_norm,
+    add_rms_norm's normed rows, attention, fused_ffn, swiglu, take_last, a
+    matvec without an addend): half the bytes written and read, and no
+    conversion before the product. A linear with 16-bit weights that still
+    reads f32 rows gets an `llm.convert` before it; a matvec reads them as
+    they are.
   }];
   let dependentDialects = ["::kvplan::llm::LLMDialect"];
 }

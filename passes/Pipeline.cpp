@@ -20,7 +20,8 @@ std::vector<std::string> pipelinePassNames(Target target, int64_t tensorParallel
       "fuse-rmsnorm",         "fuse-ffn",        "plan-buffers"};
   static const std::vector<std::string> cuda = {
       "split-prefill-decode", "insert-kv-cache",    "prune-last-token",   "fuse-rmsnorm",
-      "fuse-ffn",             "fuse-rope-kv-write", "narrow-activations", "plan-buffers"};
+      "fuse-ffn",             "fuse-rope-kv-write", "fuse-matvec",        "narrow-activations",
+      "plan-buffers"};
   std::vector<std::string> names = target == Target::cuda ? cuda : cpu;
   // Tensor parallelism cuts @forward first: every later pass is one rank's.
   if (tensorParallel > 1) names.insert(names.begin(), "partition-tensor-parallel");

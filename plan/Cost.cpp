@@ -28,22 +28,13 @@ double prefillFlops(const Plan &plan, int64_t promptLen) {
     const int64_t n = std::min(ep.rows, promptLen - done);
     auto rowsOf = [&](const Operand &o) { return o.rows() == ep.rows ? n : o.rows(); };
     for (const Step &s : ep.steps) {
-      std::string weight;
-      int64_t rows = 0;
-      if (const LinearOp *l = s.tryAs<LinearOp>()) {
-        weight = l->weight;
-        rows = rowsOf(l->results.front());
-      } else if (const LogitsOp *h = s.tryAs<LogitsOp>()) {
-        weight = h->weight;
-        rows = rowsOf(h->result);
+      if (std::optional<StepProduct> p = stepProduct(s)) {
+        flops += 2.0 * double(rowsOf(*p->input)) * double(p->features) * double(p->k);
       } else if (const AttentionOp *a = s.tryAs<AttentionOp>()) {
         const int64_t width = a->result.cols(); // heads x head_dim
         for (int64_t r = 0; r < rowsOf(a->result); ++r)
           flops += 4.0 * double(done + r + 1) * double(width);
       }
-      if (weight.empty()) continue;
-      const WeightEntry *w = plan.findWeight(weight);
-      flops += 2.0 * double(rows) * double(w->shape[0]) * double(w->shape[1]);
     }
   }
   return flops;

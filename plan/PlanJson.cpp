@@ -64,6 +64,9 @@ json scalingJson(const RopeScaling &s) {
 struct StepWriter {
   json &j;
   void operand(const char *n, const Operand &o, OperandClass) { j[n] = operandJson(o); }
+  void optionalOperand(const char *n, const std::optional<Operand> &o, OperandClass) {
+    if (o) j[n] = operandJson(*o);
+  }
   void result(const char *n, const Operand &o, OperandClass) { j[n] = operandJson(o); }
   void results(const char *n, const std::vector<Operand> &v, OperandClass) {
     j[n] = operandsJson(v);
@@ -75,6 +78,12 @@ struct StepWriter {
   void attr(const char *n, int64_t v) { j[n] = v; }
   void attr(const char *n, double v) { j[n] = v; }
   void attr(const char *n, AttentionMask m) { j[n] = attentionMaskName(m); }
+  void attr(const char *n, bool v) {
+    if (v) j[n] = true;
+  }
+  void optionalAttr(const char *n, const std::optional<double> &v) {
+    if (v) j[n] = *v;
+  }
   void optionalAttr(const char *n, const std::optional<RopeScaling> &s) {
     if (s) j[n] = scalingJson(*s);
   }
@@ -243,6 +252,9 @@ struct StepReader {
     return o;
   }
   void operand(const char *n, Operand &o, OperandClass c) { o = checked(field(n, "an operand"), n, c); }
+  void optionalOperand(const char *n, std::optional<Operand> &o, OperandClass c) {
+    if (j.contains(n)) o = checked(field(n, "an operand"), n, c);
+  }
   void result(const char *n, Operand &o, OperandClass c) { o = checked(field(n, "a result"), n, c); }
   void results(const char *n, std::vector<Operand> &v, OperandClass c) {
     const json &a = field(n, "a list of results");
@@ -263,6 +275,15 @@ struct StepReader {
     else if (s == "self") m = AttentionMask::self;
     else if (s == "cache") m = AttentionMask::cache;
     else incompatible(where, std::string("attribute '") + n + "' is '" + s + "', not causal, self or cache");
+  }
+  void attr(const char *n, bool &v) {
+    if (!j.contains(n)) return;
+    const json &f = field(n, "true");
+    if (!f.is_boolean() || !f.get<bool>()) incompatible(where, std::string("attribute '") + n + "' is not true (absent means false)");
+    v = true;
+  }
+  void optionalAttr(const char *n, std::optional<double> &v) {
+    if (j.contains(n)) v = number(field(n, "a number"), where + " attribute '" + n + "'");
   }
   void optionalAttr(const char *n, std::optional<RopeScaling> &s) {
     if (!j.contains(n)) return;

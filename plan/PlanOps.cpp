@@ -48,6 +48,12 @@ int64_t LinearOp::outFeatures() const {
   return n;
 }
 
+int64_t MatVecOp::weightRows() const {
+  int64_t n = 0;
+  for (const Operand &r : results) n += r.cols();
+  return swiglu ? 2 * n : n;
+}
+
 const char *opName(OpKind k) { return kOpNames[size_t(k)]; }
 
 PlanOp makeOp(OpKind k) { return makeOpAt(size_t(k), std::make_index_sequence<kNumOpKinds>()); }
@@ -105,12 +111,23 @@ struct WeightNames {
     if (w) names.push_back(*w);
   }
   template <typename... T> void operand(const T &...) {}
+  template <typename... T> void optionalOperand(const T &...) {}
   template <typename... T> void result(const T &...) {}
   template <typename... T> void results(const T &...) {}
   template <typename... T> void attr(const T &...) {}
   template <typename... T> void optionalAttr(const T &...) {}
 };
 } // namespace
+
+std::optional<StepProduct> stepProduct(const Step &s) {
+  if (const LinearOp *l = s.tryAs<LinearOp>())
+    return StepProduct{&l->weight, &l->input, l->outFeatures(), l->input.cols()};
+  if (const LogitsOp *h = s.tryAs<LogitsOp>())
+    return StepProduct{&h->weight, &h->input, h->result.cols(), h->input.cols()};
+  if (const MatVecOp *m = s.tryAs<MatVecOp>())
+    return StepProduct{&m->weight, &m->input, m->weightRows(), m->input.cols()};
+  return std::nullopt;
+}
 
 std::vector<std::string> stepWeights(const Step &s) {
   std::vector<std::string> names;

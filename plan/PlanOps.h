@@ -94,6 +94,9 @@ std::vector<double> ropeFrequencies(const RopeParams &p);
 //   v.attr(name, int64_t& | double& | AttentionMask&)
 //   v.optionalAttr(name, std::optional<RopeScaling>& | std::vector<double>&)
 //                                             (an empty vector: absent)
+//   v.optionalOperand(name, std::optional<Operand>&, OperandClass)
+//   v.attr(name, bool&)                       a unit attribute: present or not
+//   v.optionalAttr(name, std::optional<double>&)
 //   v.result(name, Operand&, OperandClass)    a result
 //   v.results(name, std::vector<Operand>&, OperandClass)  variadic results
 // Fields reads or writes them; the const overloads visit a const op.
@@ -315,18 +318,45 @@ struct AllReduceOp {
   }
 };
 
+/// A product of a few rows with its neighbours folded in (made by
+/// --fuse-matvec for the cuda target): the input rows RMS-normed first
+/// (`norm`, `eps`), SwiGLU over the gate|up halves of the product
+/// (`swiglu`), the addend added to it (`addend`).
+struct MatVecOp {
+  KVPLAN_PLAN_OP(MatVecOp, "matvec")
+  std::string weight;
+  Operand input;
+  std::optional<std::string> bias, norm;
+  std::optional<double> eps;
+  bool swiglu = false;
+  std::optional<Operand> addend;
+  std::vector<Operand> results;
+  template <typename Self, typename V> static void visitFields(Self &s, V &v) {
+    v.weight("weight", s.weight);
+    v.operand("input", s.input, OperandClass::activations);
+    v.optionalWeight("bias", s.bias);
+    v.optionalWeight("norm", s.norm);
+    v.optionalAttr("eps", s.eps);
+    v.attr("swiglu", s.swiglu);
+    v.optionalOperand("addend", s.addend, OperandClass::activations);
+    v.results("results", s.results, OperandClass::activations);
+  }
+  /// Rows of the weight: the output columns, twice them with swiglu.
+  int64_t weightRows() const;
+};
+
 #undef KVPLAN_PLAN_OP
 
 /// Every op a plan can hold. The order is OpKind's.
 using PlanOp = std::variant<EmbeddingOp, RMSNormOp, AddRMSNormOp, LinearOp, RopeOp, AttentionOp,
                             SwiGLUOp, FusedFFNOp, AddOp, LogitsOp, TakeLastOp, ConvertOp,
-                            KVCacheWriteOp, KVCacheReadOp, RopeKVWriteOp, AllReduceOp>;
+                            KVCacheWriteOp, KVCacheReadOp, RopeKVWriteOp, AllReduceOp, MatVecOp>;
 enum class OpKind {
   embedding, rmsNorm, addRmsNorm, linear, rope, attention, swiglu, fusedFFN, add, logits,
-  takeLast, convert, kvCacheWrite, kvCacheRead, ropeKVWrite, allReduce,
+  takeLast, convert, kvCacheWrite, kvCacheRead, ropeKVWrite, allReduce, matVec,
 };
 inline constexpr size_t kNumOpKinds = std::variant_size_v<PlanOp>;
-static_assert(size_t(OpKind::allReduce) + 1 == kNumOpKinds, "OpKind follows PlanOp");
+static_assert(size_t(OpKind::matVec) + 1 == kNumOpKinds, "OpKind follows PlanOp");
 
 /// The op's name in the plan and the dialect ("rms_norm" for llm.rms_norm).
 const char *opName(OpKind k);
@@ -358,6 +388,16 @@ std::vector<const Operand *> stepOutputs(const Step &s);
 /// The weights the step reads, in field order.
 std::vector<std::string> stepWeights(const Step &s);
 
+/// A step's product with a weight matrix (linear, logits, matvec): `rows`
+/// of `k` columns times a weight of `features` rows.
+struct StepProduct {
+  const std::string *weight = nullptr;
+  const Operand *input = nullptr; // its rows are the product's
+  int64_t features = 0, k = 0;
+};
+/// The step's product, if it has one.
+std::optional<StepProduct> stepProduct(const Step &s);
+
 //===----------------------------------------------------------------------===//
 // Implementation
 //===----------------------------------------------------------------------===//
@@ -366,6 +406,9 @@ namespace detail {
 template <typename Fn> struct OperandVisitor {
   Fn &fn;
   void operand(const char *n, const Operand &o, OperandClass) { fn(n, o, false); }
+  void optionalOperand(const char *n, const std::optional<Operand> &o, OperandClass) {
+    if (o) fn(n, *o, false);
+  }
   void result(const char *n, const Operand &o, OperandClass) { fn(n, o, true); }
   void results(const char *n, const std::vector<Operand> &v, OperandClass) {
     for (const Operand &o : v) fn(n, o, true);

@@ -112,6 +112,7 @@ public:
     view("values", op.values, true, op.layer);
   }
   void operator()(const RopeKVWriteOp &op);
+  void operator()(const MatVecOp &op);
   void operator()(const AllReduceOp &op) {
     if (plan.settings.tensorParallel < 2)
       fail("sums the ranks' rows, and the plan is not tensor parallel (tensor_parallel 1)");
@@ -227,6 +228,23 @@ void StepShapes::operator()(const AttentionOp &op) {
            attentionMaskName(op.mask) + "' attends over fresh keys and values");
     shape(n, *o, {ep.rows, op.numKvHeads * op.headDim}, "num_kv_heads x head_dim per row");
   }
+}
+
+void StepShapes::operator()(const MatVecOp &op) {
+  const WeightEntry &w = matrix("weight", op.weight);
+  equal("field 'input' has rows of", op.input.cols(), w.shape[1],
+        "the columns of weight '" + op.weight + "' " + dims(w.shape));
+  for (const Operand &r : op.results)
+    equal("field 'results' has a result of rows", r.rows(), op.input.rows(), "the input's rows");
+  equal(op.swiglu ? "field 'results' has twice the columns" : "field 'results' has columns",
+        op.weightRows(), w.shape[0], "the rows of weight '" + op.weight + "' " + dims(w.shape));
+  if (op.bias) vector("bias", *op.bias, w.shape[0]);
+  if (op.norm.has_value() != op.eps.has_value())
+    fail("has a norm without its eps, or an eps without a norm");
+  if (op.norm) vector("norm", *op.norm, op.input.cols());
+  if ((op.swiglu || op.addend) && op.results.size() != 1)
+    fail("has " + std::to_string(op.results.size()) + " results; with swiglu or an addend it has one");
+  if (op.addend) shape("addend", *op.addend, op.results.front().shape, "the result's shape");
 }
 
 void StepShapes::operator()(const RopeKVWriteOp &op) {

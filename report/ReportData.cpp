@@ -221,10 +221,8 @@ CallCost decodeStepCost(const Plan &plan, int64_t rows, int64_t context) {
   const EntryPoint &ep = plan.entryPoints.at("decode");
   auto scaled = [&](const Operand &o) { return double(std::min(o.rows(), rows)); };
   for (const Step &s : ep.steps) {
-    if (const LinearOp *l = s.tryAs<LinearOp>())
-      c.flops += 2.0 * scaled(l->input) * double(l->outFeatures()) * double(l->input.cols());
-    else if (const LogitsOp *h = s.tryAs<LogitsOp>())
-      c.flops += 2.0 * scaled(h->result) * double(h->result.cols()) * double(h->input.cols());
+    if (std::optional<StepProduct> p = stepProduct(s))
+      c.flops += 2.0 * scaled(*p->input) * double(p->features) * double(p->k);
     else if (const AttentionOp *a = s.tryAs<AttentionOp>())
       c.flops += 4.0 * scaled(a->result) * double(context) * double(a->result.cols());
   }

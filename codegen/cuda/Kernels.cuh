@@ -392,6 +392,88 @@ __device__ void gemv(const KvArgs &a) {
   storeWarpRows<O, N0, N1, N2, false, R>(a, rows, j, lane, acc);
 }
 
+/// llm.matvec's folds, as its kernel's FLAGS.
+constexpr int kMvNorm = 1, kMvSwiglu = 2, kMvAdd = 4, kMvBias = 8;
+
+/// llm.matvec: gemv's product for up to R rows of x with the neighbours
+/// --fuse-matvec folds in, as FLAGS selects:
+/// - kMvNorm: the rows of x are RMS-normed by scale nw (NW) first. Each warp
+///   reads the whole row for its product anyway, so it sums the squares as it
+///   goes: no extra pass over x and no block barrier; the product is then
+///   inv(row) * sum(w * nw * x).
+/// - kMvBias: bias (B) added to each feature of the product.
+/// - kMvSwiglu: the weight is a gate|up projection of 2F rows; warp j reads
+///   rows j and F + j and writes silu(gate) * up.
+/// - kMvAdd: the addend (f32) added to the result.
+/// Features go to up to three outputs as gemv's do (one with swiglu or an
+/// addend). p: x (X, rows x K), weights (W), nw, addend, bias, out0, out1,
+/// out2.  i[0]: rows.  d[0]: eps.
+template <class W, class X, class O, class NW, class B, int K, int N0, int N1, int N2, int WARPS,
+          int R, int FLAGS>
+__device__ void matvec(const KvArgs &a) {
+  constexpr bool NORM = FLAGS & kMvNorm, SWIGLU = FLAGS & kMvSwiglu, ADD = FLAGS & kMvAdd,
+                 BIAS = FLAGS & kMvBias;
+  constexpr int F = N0 + N1 + N2, C = 16 / (int)sizeof(W), RUNS = K / C, G = SWIGLU ? 2 : 1;
+  static_assert(K % C == 0 && (C == 8 || sizeof(X) == 4), "whole 16-byte runs of weights");
+  static_assert(!(SWIGLU || ADD) || N1 == 0, "one output with swiglu or an addend");
+  const int j = blockIdx.x * WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (j >= F) return; // the whole warp: it holds no block barrier
+  const int rows = (int)a.i[0];
+  const X *x = reinterpret_cast<const X *>(a.p[0]);
+  const W *w = reinterpret_cast<const W *>(a.p[1]);
+  const NW *nw = reinterpret_cast<const NW *>(a.p[2]);
+  float acc[G][R], ss[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    ss[r] = 0.0f;
+#pragma unroll
+    for (int g = 0; g < G; ++g) acc[g][r] = 0.0f;
+  }
+  for (int c = lane; c < RUNS; c += 32) {
+    float wv[G][C];
+#pragma unroll
+    for (int g = 0; g < G; ++g) loadElems<C>(w + (long long)(j + g * F) * K + c * C, wv[g]);
+    if (NORM) {
+#pragma unroll
+      for (int e = 0; e < C; ++e) {
+        const float scale = ld(nw[c * C + e]);
+#pragma unroll
+        for (int g = 0; g < G; ++g) wv[g][e] *= scale;
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      if (r >= rows) break;
+      float xv[C];
+      loadElems<C>(x + (long long)r * K + c * C, xv);
+#pragma unroll
+      for (int e = 0; e < C; ++e) {
+#pragma unroll
+        for (int g = 0; g < G; ++g) acc[g][r] += wv[g][e] * xv[e];
+        if (NORM) ss[r] += xv[e] * xv[e];
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    if (r >= rows) break;
+    float y[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g) y[g] = warpSum(acc[g][r]);
+    const float inv = NORM ? (float)(1.0 / sqrt((double)warpSum(ss[r]) / K + a.d[0])) : 1.0f;
+    if (lane != 0) continue;
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      y[g] *= inv;
+      if (BIAS) y[g] += ld(reinterpret_cast<const B *>(a.p[4])[j + g * F]);
+    }
+    float v = y[0];
+    if (SWIGLU) v = y[0] / (1.0f + expf(-y[0])) * y[G - 1];
+    if (ADD) v += reinterpret_cast<const float *>(a.p[3])[(long long)r * F + j];
+    storeFeature<O, N0, N1, N2, false>(a, r, j, v);
+  }
+}
+
 /// The tiled product's shared tiles: TM rows of x and TN dequantized weight
 /// rows over one group of K, stored k-major so a thread reads its 4 rows and
 /// 4 features as one float4 each.

@@ -127,6 +127,7 @@ public:
   }
   void operator()(const ConvertOp &) { targetOnly(); }
   void operator()(const RopeKVWriteOp &) { targetOnly(); }
+  void operator()(const MatVecOp &) { targetOnly(); }
   void operator()(const AllReduceOp &op) { rowsAndCols(op.input, op.result); }
 
 private:
@@ -415,6 +416,7 @@ void CpuExecutor::runInstr(const Program &prog, const Instr &in, int64_t activeR
   case OpKind::kvCacheRead:
   case OpKind::convert:
   case OpKind::ropeKVWrite:
+  case OpKind::matVec:
     return; // never bound
   }
 }

@@ -96,12 +96,41 @@ inline void setInputs(Executor &x, const Plan &plan, const std::string &entry, i
 /// Which CPU steps each step of a cuda plan stands for, and where each of its
 /// values lives in the cpu plan of the same model. The cuda pipeline runs the
 /// cpu one plus --fuse-rope-kv-write (one op for the RoPE of q and k and the
-/// cache write) and --narrow-activations (types, and converts); every other
-/// step has one CPU step of its kind, in the same order.
+/// cache write), --fuse-matvec (a product with the norm before it, the
+/// SwiGLU or residual add after it) and --narrow-activations (types, and
+/// converts); every other step has one CPU step of its kind, in the same
+/// order.
 struct PlanMatch {
   std::vector<std::pair<size_t, size_t>> steps; // per cuda step: CPU steps [first, end)
   std::map<int64_t, Operand> cpuValue;          // cuda value -> the CPU operand holding it
 };
+
+/// A matvec stands for its product's CPU step (a linear or logits) and the
+/// fused_ffn or residual add (add, add_rms_norm) after it that it folds in,
+/// and for the rms_norm before it; a norm that is add_rms_norm's normed half
+/// ran in the CPU steps of the matvec that made the sum. Advances `i` past its steps.
+inline void matchMatVec(const EntryPoint &cpu, const MatVecOp &mv, size_t &i, PlanMatch &m) {
+  const size_t first = i;
+  if (mv.norm && cpu.steps.at(i).tryAs<RMSNormOp>()) ++i; // a norm of its own: its step too
+  const Step &product = cpu.steps.at(i++);
+  EXPECT_TRUE(product.tryAs<LinearOp>() || product.tryAs<LogitsOp>())
+      << "cuda matvec against cpu step " << first << " (" << product.name() << ")";
+  std::vector<const Operand *> outs = stepOutputs(product);
+  if (mv.swiglu || mv.addend) {
+    const Step &after = cpu.steps.at(i++);
+    if (const AddRMSNormOp *an = after.tryAs<AddRMSNormOp>()) outs = {&an->residual};
+    else if (mv.swiglu) {
+      EXPECT_TRUE(after.tryAs<FusedFFNOp>()) << "cpu step " << i - 1 << " (" << after.name() << ")";
+    } else {
+      EXPECT_TRUE(after.tryAs<AddOp>()) << "cpu step " << i - 1 << " (" << after.name() << ")";
+    }
+    if (!after.tryAs<AddRMSNormOp>()) outs = stepOutputs(after);
+  }
+  EXPECT_EQ(outs.size(), mv.results.size()) << "cpu steps " << first << " to " << i;
+  for (size_t k = 0; k < outs.size() && k < mv.results.size(); ++k)
+    m.cpuValue[mv.results[k].value] = *outs[k];
+  m.steps.push_back({first, i});
+}
 
 inline PlanMatch matchPlans(const EntryPoint &cpu, const EntryPoint &cuda) {
   PlanMatch m;
@@ -122,6 +151,10 @@ inline PlanMatch matchPlans(const EntryPoint &cpu, const EntryPoint &cuda) {
           m.cpuValue[f->rotatedQuery.value] = r->result;
       EXPECT_EQ(cpu.steps.at(i).as<KVCacheWriteOp>().layer, f->layer);
       m.steps.push_back({first, ++i});
+      continue;
+    }
+    if (const MatVecOp *mv = s.tryAs<MatVecOp>()) {
+      matchMatVec(cpu, *mv, i, m);
       continue;
     }
     const Step &c = cpu.steps.at(i);

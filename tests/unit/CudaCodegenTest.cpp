@@ -54,7 +54,7 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
       SCOPED_TRACE(name);
       const CudaEntry &e = mod.program.entries.at(name);
       std::set<int64_t> covered;
-      int64_t fused = 0, gemms = 0, compactInputs = 0, lastStep = 0, quantProducts = 0;
+      int64_t fused = 0, gemms = 0, compactInputs = 0, lastStep = 0, products = 0;
       for (const DeviceOp &op : e.ops) {
         // One to one: each device op lowers one step, in the steps' order.
         ASSERT_LT(op.step, int64_t(ep.steps.size()));
@@ -77,11 +77,18 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
           EXPECT_EQ(op.inputType, op.weightType) << "cuBLAS takes one input type";
           EXPECT_EQ(op.ldc, op.m);
         }
+        if (op.kind == DeviceOp::kernel && op.name.rfind("matvec_", 0) == 0) {
+          // A matvec step (a product with its norm, SwiGLU or residual add
+          // folded in) is one matrix-vector kernel, up to 8 rows.
+          ++products;
+          EXPECT_EQ(ep.steps[size_t(op.step)].kind(), OpKind::matVec) << op.step;
+          EXPECT_LE(op.staticRows, 8) << op.name;
+        }
         if (op.kind == DeviceOp::kernel && op.name.rfind("linear_", 0) == 0) {
           // One kernel per linear or logits step (every output of a fused
           // weight), the matrix-vector one up to 8 rows; quantized weights
           // always, 16-bit and f32 ones up to 8 rows.
-          ++quantProducts;
+          ++products;
           const OpKind k = ep.steps[size_t(op.step)].kind();
           EXPECT_TRUE(k == OpKind::linear || k == OpKind::logits) << op.step;
           EXPECT_EQ(op.name.rfind(op.staticRows <= 8 ? "linear_gemv_" : "linear_gemm_", 0), 0u)
@@ -105,7 +112,7 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
       if (!isFloatDType(cfg.compile.weightDtype)) {
         // Per layer: QKV, o, gate|up, down; then the head. No cuBLAS.
         EXPECT_EQ(gemms, 0);
-        EXPECT_EQ(quantProducts, 4 * cfg.model.numLayers + 1);
+        EXPECT_EQ(products, 4 * cfg.model.numLayers + 1);
         continue;
       }
       // With 16-bit weights every linear reads its input in the weights'
@@ -117,12 +124,18 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
         }
       }
       // Decode (at most 8 rows) needs no cuBLAS: one matrix-vector kernel
-      // for the fused QKV, o, gate|up and down of each layer, and the head.
+      // for the fused QKV, o, gate|up and down of each layer, and the head,
+      // each with the norm before it, the SwiGLU or residual add after it
+      // folded in: no norm, add or SwiGLU step is left.
       const int64_t run = 16 / dtypeBytes(cfg.compile.weightDtype);
       if (name == "decode" && ep.rows <= 8 && cfg.model.hiddenSize % run == 0 &&
           cfg.model.intermediateSize % run == 0 && cfg.model.qDim() % run == 0) {
         EXPECT_EQ(gemms, 0);
-        EXPECT_EQ(quantProducts, 4 * cfg.model.numLayers + 1);
+        EXPECT_EQ(products, 4 * cfg.model.numLayers + 1);
+        for (const Step &st : ep.steps)
+          for (OpKind k : {OpKind::rmsNorm, OpKind::addRmsNorm, OpKind::add, OpKind::fusedFFN,
+                           OpKind::linear, OpKind::logits})
+            EXPECT_NE(st.kind(), k) << "decode step " << st.name() << " was not folded into a matvec";
       }
     }
     EXPECT_EQ(out.plan.memoryBill().workspaceBytes, 0) << "before addCudaCode";

@@ -317,6 +317,48 @@ TEST(PlanJson, EachDamageNamesTheStepAndField) {
   EXPECT_EQ(readError([](nlohmann::json &) {}), "(no error)");
 }
 
+// A matvec step (--fuse-matvec, the cuda target) is read and written with
+// its optional fields: the norm and its eps, swiglu (present only when
+// true) and the addend; what is absent stays absent.
+TEST(PlanJson, AMatVecStepKeepsItsOptionalFields) {
+  auto asMatVec = [](nlohmann::json &j) {
+    step(j, 2)["op"] = "matvec";
+    step(j, 2)["norm"] = "layers.0.attention_norm";
+    step(j, 2)["eps"] = 1e-5;
+  };
+  nlohmann::json j = toJson(samplePlan());
+  asMatVec(j);
+  const Plan p = planFromJson(j);
+  const MatVecOp &mv = p.entryPoints.at("decode").steps[2].as<MatVecOp>();
+  EXPECT_EQ(mv.norm.value_or("none"), "layers.0.attention_norm");
+  EXPECT_EQ(mv.eps.value_or(0), 1e-5);
+  EXPECT_EQ(mv.bias.value_or("none"), "layers.0.attention.bqkv");
+  EXPECT_FALSE(mv.swiglu);
+  EXPECT_FALSE(mv.addend);
+  EXPECT_EQ(mv.results.size(), 3u);
+  EXPECT_EQ(mv.weightRows(), 16);
+  EXPECT_EQ(toJson(p)["entry_points"]["decode"]["steps"][2], step(j, 2));
+  EXPECT_FALSE(step(j, 2).contains("swiglu"));
+  const std::pair<std::function<void(nlohmann::json &)>, std::string> cases[] = {
+      {[](nlohmann::json &j) { step(j, 2)["swiglu"] = false; },
+       "attribute 'swiglu' is not true (absent means false)"},
+      {[](nlohmann::json &j) { step(j, 2).erase("eps"); },
+       "has a norm without its eps, or an eps without a norm"},
+      {[](nlohmann::json &j) { step(j, 2)["eps"] = "small"; }, "attribute 'eps' is not a number"},
+      {[](nlohmann::json &j) { step(j, 2)["norm"] = "output"; }, "'output'"},
+      {[](nlohmann::json &j) { step(j, 2)["addend"] = step(j, 1)["input"]; },
+       "has 3 results; with swiglu or an addend it has one"},
+      {[](nlohmann::json &j) { step(j, 2)["swiglu"] = true; }, "twice the columns"},
+  };
+  for (const auto &[damage, want] : cases) {
+    const std::string msg = readError([&](nlohmann::json &j) {
+      asMatVec(j);
+      damage(j);
+    });
+    EXPECT_NE(msg.find(want), std::string::npos) << "want: " << want << "\ngot: " << msg;
+  }
+}
+
 /// The sample with int4 matrices (the fused one 40 wide, so that its rows
 /// end in a partial group) and f32 vectors.
 Plan int4Plan() {

@@ -42,6 +42,9 @@ struct Collector {
   void operand(const char *n, const Operand &, OperandClass c) {
     args.push_back(std::string(n) + ":" + odsConstraint(c));
   }
+  void optionalOperand(const char *n, const std::optional<Operand> &, OperandClass c) {
+    args.push_back(std::string(n) + ":Optional<" + odsConstraint(c) + ">");
+  }
   void result(const char *n, const Operand &, OperandClass c) {
     outs.push_back(std::string(n) + ":" + odsConstraint(c));
   }
@@ -55,6 +58,10 @@ struct Collector {
   void attr(const char *n, int64_t) { args.push_back(std::string(n) + ":I64Attr"); }
   void attr(const char *n, double) { args.push_back(std::string(n) + ":F64Attr"); }
   void attr(const char *n, AttentionMask) { args.push_back(std::string(n) + ":LLM_AttentionMask"); }
+  void attr(const char *n, bool) { args.push_back(std::string(n) + ":UnitAttr"); }
+  void optionalAttr(const char *n, const std::optional<double> &) {
+    args.push_back(std::string(n) + ":OptionalAttr<F64Attr>");
+  }
   void optionalAttr(const char *n, const std::optional<RopeScaling> &) {
     args.push_back(std::string(n) + ":OptionalAttr<LLM_RopeScalingAttr>");
   }
@@ -82,6 +89,8 @@ std::string odsField(const json &records, const json &arg) {
   const std::string def = arg.at(0).at("def").get<std::string>(), name = arg.at(1);
   if (derives(records, def, "OptionalAttr"))
     return name + ":OptionalAttr<" + records.at(def).at("baseAttr").at("def").get<std::string>() + ">";
+  if (derives(records, def, "Optional"))
+    return name + ":Optional<" + records.at(def).at("baseType").at("def").get<std::string>() + ">";
   if (derives(records, def, "Variadic"))
     return name + ":Variadic<" + records.at(def).at("baseType").at("def").get<std::string>() + ">";
   return name + ":" + def;

@@ -406,3 +406,59 @@ func.func @f(%a: tensor<2xi32> {llm.offset = -256 : i64}) {
 // expected-error @below {{attribute 'llm.speculate' must be a non-negative integer on the module (draft tokens per @verify)}}
 module attributes {llm.speculate = -2 : i64} {
 }
+
+// -----
+
+llm.weight @w : tensor<8x8xbf16>
+llm.weight @g : tensor<8xf32>
+func.func @f(%x: tensor<2x8xbf16>) -> tensor<2x8xf32> {
+  // expected-error @below {{normalises f32 rows, got 'bf16'}}
+  %0 = llm.matvec @w(%x) norm @g {eps = 1.0e-5 : f64} : tensor<2x8xbf16> -> tensor<2x8xf32>
+  return %0 : tensor<2x8xf32>
+}
+
+// -----
+
+llm.weight @w : tensor<8x8xbf16>
+llm.weight @g : tensor<8xf32>
+func.func @f(%x: tensor<2x8xf32>) -> tensor<2x8xf32> {
+  // expected-error @below {{a norm needs its eps, and eps a norm}}
+  %0 = llm.matvec @w(%x) norm @g : tensor<2x8xf32> -> tensor<2x8xf32>
+  return %0 : tensor<2x8xf32>
+}
+
+// -----
+
+llm.weight @w : tensor<8x8xbf16>
+func.func @f(%x: tensor<2x8xf32>) -> tensor<2x4xf32> {
+  // expected-error @below {{with swiglu or an addend has one result, got 2}}
+  %0, %1 = llm.matvec @w(%x) plus %x : tensor<2x8xf32>, tensor<2x8xf32> -> tensor<2x4xf32>, tensor<2x4xf32>
+  return %0 : tensor<2x4xf32>
+}
+
+// -----
+
+llm.weight @w : tensor<8x8xbf16>
+func.func @f(%x: tensor<2x8xf32>, %r: tensor<1x8xf32>) -> tensor<2x8xf32> {
+  // expected-error @below {{addend must have the result's shape [2, 8], got [1, 8]}}
+  %0 = llm.matvec @w(%x) plus %r : tensor<2x8xf32>, tensor<1x8xf32> -> tensor<2x8xf32>
+  return %0 : tensor<2x8xf32>
+}
+
+// -----
+
+llm.weight @w : tensor<8x8xbf16>
+func.func @f(%x: tensor<2x8xf32>) -> tensor<2x4xf32> {
+  // expected-error @below {{weight @w has shape [8, 8] but this op needs [4, 8]}}
+  %0 = llm.matvec @w(%x) : tensor<2x8xf32> -> tensor<2x4xf32>
+  return %0 : tensor<2x4xf32>
+}
+
+// -----
+
+llm.weight @w : tensor<8x8xbf16>
+func.func @f(%x: tensor<2x8xf32>) -> tensor<2x8xf32> {
+  // expected-error @below {{weight @w has shape [8, 8] but this op needs [16, 8]}}
+  %0 = llm.matvec @w(%x) swiglu : tensor<2x8xf32> -> tensor<2x8xf32>
+  return %0 : tensor<2x8xf32>
+}

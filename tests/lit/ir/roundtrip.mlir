@@ -75,9 +75,16 @@ func.func @cuda_ops(%x: tensor<4x8xf32>, %pos: tensor<4xi32>, %table: tensor<1x4
   // CHECK: llm.add_rms_norm %{{.*}}, %{{.*}}, @g {eps = 1.000000e-05 : f64} : tensor<4x8xf32> -> tensor<4x8xbf16>
   %n2, %r = llm.add_rms_norm %x, %x, @g {eps = 1.0e-5 : f64} : tensor<4x8xf32> -> tensor<4x8xbf16>
   %o = llm.linear @w8(%a) : tensor<4x8xbf16> -> tensor<4x8xf32>
+  // CHECK: llm.matvec @wqkv(%{{.*}}) norm @g {eps = 1.000000e-05 : f64} : tensor<4x8xf32> -> tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>
+  %mq, %mk, %mv = llm.matvec @wqkv(%x) norm @g {eps = 1.0e-5 : f64} : tensor<4x8xf32> -> tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>
+  // CHECK: llm.matvec @w8(%{{.*}}) plus %{{.*}} bias @b8 : tensor<4x8xbf16>, tensor<4x8xf32> -> tensor<4x8xf32>
+  %mo = llm.matvec @w8(%a) plus %o bias @b8 : tensor<4x8xbf16>, tensor<4x8xf32> -> tensor<4x8xf32>
+  // CHECK: llm.matvec @w13(%{{.*}}) norm @g swiglu {eps = 1.000000e-05 : f64} : tensor<4x8xf32> -> tensor<4x12xbf16>
+  %mg = llm.matvec @w13(%mo) norm @g swiglu {eps = 1.0e-5 : f64} : tensor<4x8xf32> -> tensor<4x12xbf16>
   return %o : tensor<4x8xf32>
 }
 llm.weight @w8 : tensor<8x8xbf16>
+llm.weight @b8 : tensor<8xbf16>
 
 // -----
 

@@ -1,0 +1,176 @@
+// --fuse-matvec: a product of a few rows (llm.linear, llm.logits) becomes an
+// llm.matvec that also normalises its input (llm.rms_norm), applies SwiGLU
+// to its result (llm.fused_ffn) and adds the residual stream to it (llm.add,
+// the add half of llm.add_rms_norm).
+#include "passes/Passes.h"
+
+#include "mlir/IR/PatternMatch.h"
+
+using namespace mlir;
+
+namespace kvplan {
+#define GEN_PASS_DEF_FUSEMATVEC
+#include "passes/Passes.h.inc"
+} // namespace kvplan
+
+namespace kvplan {
+namespace {
+
+/// One llm.matvec's fields, gathered from the ops it replaces.
+struct MatVecParts {
+  FlatSymbolRefAttr weight, bias, norm;
+  FloatAttr eps;
+  bool swiglu = false;
+  Value input, addend;
+
+  llm::MatVecOp build(PatternRewriter &rewriter, Location loc, TypeRange results) const {
+    return rewriter.create<llm::MatVecOp>(loc, results, weight, input, bias, norm, eps,
+                                          swiglu ? rewriter.getUnitAttr() : UnitAttr(), addend);
+  }
+};
+
+/// Whether the matrix-vector kernel takes a product of `weight` over
+/// `input`: at most `maxRows` rows, f32, bf16 or f16 weights, and rows of
+/// whole 16-byte runs of weights.
+bool fits(Operation *op, FlatSymbolRefAttr weight, Value input, int64_t maxRows) {
+  auto w = SymbolTable::lookupNearestSymbolFrom<llm::WeightOp>(op, weight);
+  auto in = dyn_cast<RankedTensorType>(input.getType());
+  if (!w || !in || in.getRank() != 2 || in.getDimSize(0) > maxRows) return false;
+  Type t = w.getTensorType().getElementType();
+  if (!t.isF32() && !t.isBF16() && !t.isF16()) return false;
+  const int64_t run = 16 / (t.getIntOrFloatBitWidth() / 8);
+  return in.getDimSize(1) % run == 0;
+}
+
+/// The parts of a product op (llm.linear, llm.logits or llm.matvec), if
+/// the matrix-vector kernel takes it.
+std::optional<MatVecParts> partsOf(Operation *op, int64_t maxRows) {
+  MatVecParts p;
+  if (auto l = dyn_cast<llm::LinearOp>(op)) {
+    p.weight = l.getWeightAttr();
+    p.bias = l.getBiasAttr();
+    p.input = l.getInput();
+  } else if (auto h = dyn_cast<llm::LogitsOp>(op)) {
+    p.weight = h.getWeightAttr();
+    p.input = h.getInput();
+  } else if (auto m = dyn_cast<llm::MatVecOp>(op)) {
+    p.weight = m.getWeightAttr();
+    p.bias = m.getBiasAttr();
+    p.norm = m.getNormAttr();
+    p.eps = m.getEpsAttr();
+    p.swiglu = m.getSwiglu();
+    p.input = m.getInput();
+    p.addend = m.getAddend();
+  } else {
+    return std::nullopt;
+  }
+  if (!fits(op, p.weight, p.input, maxRows)) return std::nullopt;
+  return p;
+}
+
+/// The parts of the product that makes `v`, when `v` is its only result and
+/// nothing else reads it, and it has no epilogue yet.
+std::optional<MatVecParts> productOf(Value v, int64_t maxRows) {
+  Operation *def = v.getDefiningOp();
+  if (!def || def->getNumResults() != 1 || !v.hasOneUse()) return std::nullopt;
+  std::optional<MatVecParts> p = partsOf(def, maxRows);
+  if (!p || p->swiglu || p->addend) return std::nullopt;
+  return p;
+}
+
+/// rms_norm -> a product of its rows: the norm becomes the product's
+/// prologue.
+struct NormPrologue : public RewritePattern {
+  NormPrologue(MLIRContext *ctx, int64_t maxRows)
+      : RewritePattern(MatchAnyOpTypeTag(), 1, ctx), maxRows(maxRows) {}
+
+  LogicalResult matchAndRewrite(Operation *op, PatternRewriter &rewriter) const override {
+    std::optional<MatVecParts> p = partsOf(op, maxRows);
+    if (!p || p->norm) return failure();
+    auto norm = p->input.getDefiningOp<llm::RMSNormOp>();
+    if (!norm || !norm.getResult().hasOneUse())
+      return rewriter.notifyMatchFailure(op, "input is not rows only this product normalises");
+    if (!getElementTypeOrSelf(norm.getInput().getType()).isF32())
+      return rewriter.notifyMatchFailure(op, "the norm reads rows other than f32");
+    p->norm = norm.getWeightAttr();
+    p->eps = norm.getEpsAttr();
+    p->input = norm.getInput();
+    rewriter.replaceOp(op, p->build(rewriter, op->getLoc(), op->getResultTypes()));
+    rewriter.eraseOp(norm);
+    return success();
+  }
+  int64_t maxRows;
+};
+
+/// linear -> fused_ffn: SwiGLU becomes the product's epilogue.
+struct SwiGLUEpilogue : public OpRewritePattern<llm::FusedFFNOp> {
+  SwiGLUEpilogue(MLIRContext *ctx, int64_t maxRows) : OpRewritePattern(ctx), maxRows(maxRows) {}
+
+  LogicalResult matchAndRewrite(llm::FusedFFNOp ffn, PatternRewriter &rewriter) const override {
+    std::optional<MatVecParts> p = productOf(ffn.getInput(), maxRows);
+    if (!p) return rewriter.notifyMatchFailure(ffn, "input is not a matrix-vector product's alone");
+    Operation *product = ffn.getInput().getDefiningOp();
+    p->swiglu = true;
+    rewriter.setInsertionPoint(product);
+    rewriter.replaceOp(ffn, p->build(rewriter, ffn.getLoc(), ffn.getResult().getType()));
+    rewriter.eraseOp(product);
+    return success();
+  }
+  int64_t maxRows;
+};
+
+/// The operand of a residual add (lhs, rhs) made by a product only it
+/// reads, and the other operand, the addend; null where neither is.
+std::pair<Value, Value> productAndAddend(Value lhs, Value rhs, int64_t maxRows) {
+  for (auto [product, addend] : {std::pair{lhs, rhs}, std::pair{rhs, lhs}})
+    if (productOf(product, maxRows) && getElementTypeOrSelf(addend.getType()).isF32() &&
+        getElementTypeOrSelf(product.getType()).isF32())
+      return {product, addend};
+  return {};
+}
+
+/// linear -> add (or the add of add_rms_norm): the add becomes the
+/// product's epilogue; add_rms_norm leaves an rms_norm of the sum.
+struct ResidualEpilogue : public RewritePattern {
+  ResidualEpilogue(MLIRContext *ctx, int64_t maxRows)
+      : RewritePattern(MatchAnyOpTypeTag(), 1, ctx), maxRows(maxRows) {}
+
+  LogicalResult matchAndRewrite(Operation *op, PatternRewriter &rewriter) const override {
+    Value lhs, rhs;
+    if (auto add = dyn_cast<llm::AddOp>(op)) std::tie(lhs, rhs) = std::pair{add.getLhs(), add.getRhs()};
+    else if (auto an = dyn_cast<llm::AddRMSNormOp>(op)) std::tie(lhs, rhs) = std::pair{an.getLhs(), an.getRhs()};
+    else return failure();
+    auto [product, addend] = productAndAddend(lhs, rhs, maxRows);
+    if (!product) return rewriter.notifyMatchFailure(op, "no operand is a matrix-vector product's alone");
+    MatVecParts p = *productOf(product, maxRows);
+    p.addend = addend;
+    // At the add, where both the product's input and the addend are defined.
+    rewriter.setInsertionPoint(op);
+    auto fused = p.build(rewriter, op->getLoc(), product.getType());
+    if (auto an = dyn_cast<llm::AddRMSNormOp>(op)) {
+      auto norm = rewriter.create<llm::RMSNormOp>(an.getLoc(), an.getNormed().getType(),
+                                                  fused.getResult(0), an.getWeightAttr(),
+                                                  an.getEpsAttr());
+      rewriter.replaceOp(op, ValueRange{norm.getResult(), fused.getResult(0)});
+    } else {
+      rewriter.replaceOp(op, fused.getResults());
+    }
+    rewriter.eraseOp(product.getDefiningOp());
+    return success();
+  }
+  int64_t maxRows;
+};
+
+struct FuseMatVecPass : public impl::FuseMatVecBase<FuseMatVecPass> {
+  using FuseMatVecBase::FuseMatVecBase;
+
+  void runOnOperation() override {
+    RewritePatternSet patterns(&getContext());
+    patterns.add<NormPrologue, SwiGLUEpilogue, ResidualEpilogue>(&getContext(), int64_t(maxRows));
+    if (failed(rewriteGreedily(getOperation(), std::move(patterns))))
+      return signalPassFailure();
+  }
+};
+
+} // namespace
+} // namespace kvplan

@@ -1,0 +1,74 @@
+// RUN: kvplan-opt %s -split-input-file --fuse-matvec | FileCheck %s
+// RUN: kvplan-opt %s -split-input-file --fuse-matvec=max-rows=1 | FileCheck %s --check-prefix=ONE
+
+// A decode layer of 2 rows: the first norm folds into QKV (three results),
+// the o product takes the add of add_rms_norm and leaves its norm to the
+// gate|up product, which also takes SwiGLU; down takes the plain add.
+// CHECK-LABEL: func.func @layer
+// CHECK-SAME: (%[[X:[^:]*]]: tensor<2x16xf32>
+// CHECK-NEXT: %[[QKV:.*]]:3 = llm.matvec @wqkv(%[[X]]) norm @attention_norm {eps = 1.000000e-05 : f64} : tensor<2x16xf32> -> tensor<2x16xf32>, tensor<2x8xf32>, tensor<2x8xf32>
+// CHECK-NEXT: %[[H:.*]] = llm.matvec @wo(%[[QKV]]#0) plus %[[X]] : tensor<2x16xf32>, tensor<2x16xf32> -> tensor<2x16xf32>
+// CHECK-NEXT: %[[G:.*]] = llm.matvec @w13(%[[H]]) norm @ffn_norm swiglu {eps = {{.*}} : f64} : tensor<2x16xf32> -> tensor<2x32xf32>
+// CHECK-NEXT: %[[OUT:.*]] = llm.matvec @w2(%[[G]]) plus %[[H]] : tensor<2x32xf32>, tensor<2x16xf32> -> tensor<2x16xf32>
+// CHECK-NEXT: return %[[OUT]], %[[QKV]]#1, %[[QKV]]#2
+// ONE-LABEL: func.func @layer
+// ONE-NOT: llm.matvec
+// ONE: return
+module {
+  llm.weight @attention_norm : tensor<16xf32>
+  llm.weight @wqkv : tensor<32x16xbf16>
+  llm.weight @wo : tensor<16x16xbf16>
+  llm.weight @ffn_norm : tensor<16xf32>
+  llm.weight @w13 : tensor<64x16xbf16>
+  llm.weight @w2 : tensor<16x32xbf16>
+  func.func @layer(%x: tensor<2x16xf32>) -> (tensor<2x16xf32>, tensor<2x8xf32>, tensor<2x8xf32>) {
+    %n = llm.rms_norm %x, @attention_norm {eps = 1.000000e-05 : f64} : tensor<2x16xf32>
+    %q, %k, %v = llm.linear @wqkv(%n) : tensor<2x16xf32> -> tensor<2x16xf32>, tensor<2x8xf32>, tensor<2x8xf32>
+    %o = llm.linear @wo(%q) : tensor<2x16xf32> -> tensor<2x16xf32>
+    %normed, %h = llm.add_rms_norm %x, %o, @ffn_norm {eps = 1.000000e-06 : f64} : tensor<2x16xf32>
+    %gu = llm.linear @w13(%normed) : tensor<2x16xf32> -> tensor<2x64xf32>
+    %g = llm.fused_ffn %gu : tensor<2x64xf32> -> tensor<2x32xf32>
+    %d = llm.linear @w2(%g) : tensor<2x32xf32> -> tensor<2x16xf32>
+    %out = llm.add %d, %h : tensor<2x16xf32>
+    return %out, %k, %v : tensor<2x16xf32>, tensor<2x8xf32>, tensor<2x8xf32>
+  }
+}
+
+// -----
+
+// What the matrix-vector kernel does not take stays as it is: more rows than
+// max-rows, quantized weights, rows that are not whole 16-byte runs of
+// weights (12 bf16), a norm something else reads too, a product read twice.
+// CHECK-LABEL: func.func @left
+// CHECK-NEXT: llm.rms_norm
+// CHECK-NEXT: llm.linear @wide
+// CHECK-NEXT: llm.linear @q8
+// CHECK-NEXT: llm.rms_norm
+// CHECK-NEXT: llm.linear @odd
+// CHECK-NEXT: llm.rms_norm
+// CHECK-NEXT: llm.linear @w
+// CHECK-NEXT: llm.linear @w
+// CHECK-NEXT: llm.add
+// CHECK-NEXT: llm.fused_ffn
+// CHECK-NEXT: return
+module {
+  llm.weight @s16 : tensor<16xf32>
+  llm.weight @s12 : tensor<12xf32>
+  llm.weight @wide : tensor<16x16xbf16>
+  llm.weight @q8 : tensor<16x16xi8>
+  llm.weight @odd : tensor<16x12xbf16>
+  llm.weight @w : tensor<16x16xf32>
+  func.func @left(%many: tensor<16x16xf32>, %x: tensor<2x16xf32>, %y: tensor<2x12xf32>) -> (tensor<16x16xf32>, tensor<2x16xf32>, tensor<2x16xf32>, tensor<2x16xf32>, tensor<2x16xf32>, tensor<2x8xf32>) {
+    %0 = llm.rms_norm %many, @s16 {eps = 1.000000e-05 : f64} : tensor<16x16xf32>
+    %1 = llm.linear @wide(%0) : tensor<16x16xf32> -> tensor<16x16xf32>
+    %2 = llm.linear @q8(%x) : tensor<2x16xf32> -> tensor<2x16xf32>
+    %3 = llm.rms_norm %y, @s12 {eps = 1.000000e-05 : f64} : tensor<2x12xf32>
+    %4 = llm.linear @odd(%3) : tensor<2x12xf32> -> tensor<2x16xf32>
+    %5 = llm.rms_norm %x, @s16 {eps = 1.000000e-05 : f64} : tensor<2x16xf32>
+    %6 = llm.linear @w(%5) : tensor<2x16xf32> -> tensor<2x16xf32>
+    %7 = llm.linear @w(%5) : tensor<2x16xf32> -> tensor<2x16xf32>
+    %8 = llm.add %7, %x : tensor<2x16xf32>
+    %9 = llm.fused_ffn %7 : tensor<2x16xf32> -> tensor<2x8xf32>
+    return %1, %2, %4, %6, %8, %9 : tensor<16x16xf32>, tensor<2x16xf32>, tensor<2x16xf32>, tensor<2x16xf32>, tensor<2x16xf32>, tensor<2x8xf32>
+  }
+}
