@@ -31,22 +31,22 @@ void checkSupported(const Plan &plan) {
     unsupported("it was compiled for target '" + std::string(targetName(plan.settings.target)) + "'");
   const KVCacheLayout &kv = plan.kvCache;
   const int64_t heads = plan.model.numHeads, group = heads / std::max<int64_t>(kv.kvHeads, 1);
-  const int64_t smem = (group * kv.headDim + group * kTile) * 4 + kTile * 8;
+  // The query heads, their per-warp outputs and up to 128 key slots' maxima and sums.
+  const int64_t smem = (group * kv.headDim * (1 + kAttnWarps) + 2 * 128 * group) * 4;
   if (smem > 48 * 1024 || kv.headDim > 1024 || kv.headDim % 2)
     unsupported(std::to_string(group) + " query heads per KV head of head_dim " +
                 std::to_string(kv.headDim) + " exceed the attention kernel's shared memory");
 }
 
-/// Enough attention blocks to fill the GPU: rows x kv heads x splits near
-/// 2048, each split a whole number of key tiles.
+/// The attention splits of an entry point: enough blocks (rows x KV heads x
+/// splits) to fill a large GPU, no split shorter than kAttnMinKeys keys at
+/// full context. Each call cuts its rows' keys into that many equal runs,
+/// so the splits have work at any context.
 AttentionSplit attentionSplit(const Plan &plan, const EntryPoint &ep) {
-  const int64_t maxSeq = plan.settings.maxSeqLen;
-  const int64_t tiles = ceilDiv(maxSeq, kTile);
-  const int64_t want =
-      std::max<int64_t>(1, 2048 / std::max<int64_t>(1, ep.rows * plan.kvCache.kvHeads));
+  const int64_t blocks = std::max<int64_t>(1, ep.rows * plan.kvCache.kvHeads);
+  const int64_t most = std::max<int64_t>(1, plan.settings.maxSeqLen / kAttnMinKeys);
   AttentionSplit split;
-  split.span = alignUp(ceilDiv(maxSeq, std::clamp<int64_t>(want, 1, tiles)), kTile);
-  split.splits = ceilDiv(maxSeq, split.span);
+  split.splits = std::clamp<int64_t>(ceilDiv(kAttnMinBlocks, blocks), 1, most);
   return split;
 }
 

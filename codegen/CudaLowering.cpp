@@ -497,19 +497,17 @@ void EntryLowering::operator()(const AttentionOp &op) {
   f32Input(op.query, "attention");
   const std::string partial = specs.wrapper(
       "attn_partial_" + std::string(dtypeName(kv.dtype)) +
-          dims({h, kvh, hd, kv.pageSize, kv.pages, split.span}),
-      kTile,
+          dims({h, kvh, hd, kv.pageSize, kv.pages}),
+      kAttnWarps * 32,
       "kvplan::attnPartial<" + kvType + ", " + num(h) + ", " + num(kvh) + ", " + num(hd) + ", " +
-          num(kv.pageSize) + ", " + num(kv.pages) + "LL, " + num(kTile) + ", " + num(split.span) +
-          ">(a)");
-  kernel(partial, {kvh, op.result.rows(), split.splits}, kTile, 1, op.result,
+          num(kv.pageSize) + ", " + num(kv.pages) + "LL, " + num(kAttnWarps) + ">(a)");
+  kernel(partial, {kvh, op.result.rows(), split.splits}, kAttnWarps * 32, 1, op.result,
          {arena(op.query), cache(), positions, table, work(split.partOffset), work(split.mlOffset)},
          {op.key.layer, tableStride, split.splits}, {op.scale});
   const DType o = op.result.dtype;
   const std::string combine = specs.wrapper(
-      "attn_combine_" + std::string(dtypeName(o)) + dims({h, hd, split.span}), hd,
-      "kvplan::attnCombine<" + std::string(cudaType(o)) + ", " + num(h) + ", " + num(hd) + ", " +
-          num(split.span) + ">(a)");
+      "attn_combine_" + std::string(dtypeName(o)) + dims({h, hd}), hd,
+      "kvplan::attnCombine<" + std::string(cudaType(o)) + ", " + num(h) + ", " + num(hd) + ">(a)");
   kernel(combine, {h, op.result.rows(), 1}, hd, 1, op.result,
          {work(split.partOffset), work(split.mlOffset), positions, arena(op.result)},
          {split.splits});

@@ -15,7 +15,11 @@
 
 namespace kvplan::cudagen {
 
-constexpr int64_t kTile = 128;            // attention keys per tile = threads per block
+// Attention (codegen/cuda/Kernels.cuh, attnPartial): kAttnWarps warps a
+// block; the keys split so that rows x KV heads x splits reaches
+// kAttnMinBlocks (two blocks per multiprocessor of an H100/H200) where a
+// split keeps kAttnMinKeys keys or more at full context.
+constexpr int64_t kAttnWarps = 4, kAttnMinBlocks = 264, kAttnMinKeys = 32;
 constexpr int64_t kElementwiseBlock = 256;
 // Products with quantized weights (codegen/cuda/Kernels.cuh): matrix-vector
 // up to kGemvRows rows, aiming at kGemvMinBlocks blocks or more; tiles of
@@ -40,7 +44,7 @@ struct Specialisations {
 
 /// Where an entry point's attention partials go and how keys are split.
 struct AttentionSplit {
-  int64_t splits = 1, span = kTile;
+  int64_t splits = 1;
   int64_t partOffset = 0, mlOffset = 0; // in the workspace
 };
 

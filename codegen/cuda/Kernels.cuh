@@ -700,185 +700,189 @@ __device__ void ropeQkvWrite(const KvArgs &a, const double *freqs) {
 
 // ---------------------------------------------------------------------------
 // Attention over the cache, flash-decoding style. Block (kv head, row,
-// split) covers keys [split * SPAN, min(pos + 1, (split + 1) * SPAN)) of the
-// row's sequence for the G = H / KVH query heads that share the kv head (each
-// key and value is loaded once for all of them), in tiles of TILE keys with
-// a running softmax. It leaves an unnormalised partial output, its maximum
-// and its sum; attnCombine merges the splits with their log-sum-exp weights.
-// attnPartial's helpers take the thread's coordinates (tid, warp, lane) from
-// it and leave every barrier to it.
+// split) covers one run of the row's keys for the G = H / KVH query heads
+// that share the kv head (each key and value is loaded once for all of
+// them); the row's pos + 1 keys are cut into `splits` runs of equal length
+// at every call, so that every split has work at any context. In the block,
+// L lanes share a key: each loads E elements of it in one load (16 bytes:
+// 8 of a 2-byte type, 4 of f32), so a warp reads 32 / L keys at once,
+// contiguously within a page; each group of L lanes (a key slot) walks its
+// keys with its own running softmax and output, and the slots are merged at
+// the end, in a fixed order. It leaves an unnormalised partial output, its
+// maximum and its sum; attnCombine merges the splits with their log-sum-exp
+// weights.
 
-/// The block's G query heads, scaled, into qs; the running maxima and sums
-/// start empty.
-template <int G, int HD, int TILE>
-__device__ __forceinline__ void attnLoadQuery(const float *q, float scale, float (*qs)[HD],
-                                              float *mRun, float *lRun, int tid) {
-  for (int idx = tid; idx < G * HD; idx += TILE) qs[idx / HD][idx % HD] = q[idx] * scale;
-  if (tid < G) {
-    mRun[tid] = -INFINITY;
-    lRun[tid] = 0.0f;
-  }
+/// How the lanes of a warp share the keys of head_dim HD in type C.
+template <class C, int HD> struct AttnLanes {
+  static constexpr int E = HD % (16 / (int)sizeof(C)) == 0 ? 16 / (int)sizeof(C) : 1;
+  static constexpr int CH = HD / E; // loads per key
+  static constexpr int L = CH >= 32 ? 32 : CH > 8 ? (CH > 16 ? 32 : 16) : CH > 4 ? 8 : CH > 2 ? 4 : CH;
+  static constexpr int PER = (CH + L - 1) / L; // loads per lane
+  static constexpr int D = PER * E;            // elements per lane
+  static constexpr int KPW = 32 / L;           // keys a warp reads at once
+};
+
+/// Keys a split of a row at position pos covers: ceil((pos + 1) / splits).
+__device__ __forceinline__ int attnSpan(int pos, int splits) { return (pos + splits) / splits; }
+
+template <int E, class C> __device__ __forceinline__ void attnLoad(const C *p, float *out) {
+  if constexpr (E == 1) out[0] = ld(p[0]);
+  else loadElems<E>(p, out);
 }
 
-/// One key's dot products with the G query heads (8 elements per load when
-/// head_dim allows).
-template <class C, int G, int HD>
-__device__ __forceinline__ void keyDots(const C *k, const float (*qs)[HD], float (&dots)[G]) {
+/// One key slot's walk over keys t = first, first + stride, ... < end (the
+/// warp runs while its first slot's t is within warpSpan of it): the
+/// lane's E-element runs sub, sub + L, ... of each key and value, the G
+/// scores summed over the slot's L lanes, then the running softmax (m, l)
+/// and output acc. Every lane of the warp runs every iteration (the sums
+/// are warp shuffles); a slot past the end only takes part in them.
+template <class C, int G, int KVH, int HD, int PS>
+__device__ __forceinline__ void attnWalk(const C *keys, const C *values, const int *table,
+                                         const float (*qs)[HD], int first, int stride, int end,
+                                         int warpSpan, int sub, float (&m)[G], float (&l)[G],
+                                         float (&acc)[G][AttnLanes<C, HD>::D]) {
+  using Ln = AttnLanes<C, HD>;
+  constexpr int E = Ln::E, L = Ln::L, D = Ln::D;
+#pragma unroll 2
+  for (int t = first; t - first < warpSpan; t += stride) {
+    const bool valid = t < end;
+    float kv[D], vv[D];
+    if (valid) {
+      const long long off = ((long long)table[t / PS] * KVH * PS + t % PS) * HD;
 #pragma unroll
-  for (int g = 0; g < G; ++g) dots[g] = 0.0f;
-  if constexpr (HD % 8 == 0) {
-    for (int d = 0; d < HD; d += 8) {
-      float kv[8];
-      load8(k + d, kv);
-#pragma unroll
-      for (int g = 0; g < G; ++g)
-#pragma unroll
-        for (int e = 0; e < 8; ++e) dots[g] += qs[g][d + e] * kv[e];
+      for (int i = 0; i < Ln::PER; ++i) {
+        const int c = sub + i * L;
+        if (c < Ln::CH) {
+          attnLoad<E>(keys + off + c * E, kv + i * E);
+          attnLoad<E>(values + off + c * E, vv + i * E);
+        }
+      }
     }
-  } else {
-    for (int d = 0; d < HD; ++d) {
-      const float kv = ld(k[d]);
+    float dot[G];
 #pragma unroll
-      for (int g = 0; g < G; ++g) dots[g] += qs[g][d] * kv;
-    }
-  }
-}
-
-/// The thread's key of the tile, at position t: its offset in the cache to
-/// keyOff[tid] and its scores to s[g][tid]; -inf past the end.
-template <class C, int G, int KVH, int HD, int PS, int TILE>
-__device__ __forceinline__ void attnTileScores(const C *keys, const int *table, int t, int end,
-                                               const float (*qs)[HD], float (*s)[TILE],
-                                               long long *keyOff, int tid) {
-  if (t < end) {
-    const int page = table[t / PS];
-    const long long off = ((long long)page * KVH * PS + t % PS) * HD;
-    keyOff[tid] = off;
-    float dots[G];
-    keyDots<C, G, HD>(keys + off, qs, dots);
+    for (int g = 0; g < G; ++g) {
+      dot[g] = 0.0f;
 #pragma unroll
-    for (int g = 0; g < G; ++g) s[g][tid] = dots[g];
-  } else {
+      for (int i = 0; i < Ln::PER; ++i) {
+        const int c = sub + i * L;
+        if (valid && c < Ln::CH)
 #pragma unroll
-    for (int g = 0; g < G; ++g) s[g][tid] = -INFINITY;
-  }
-}
-
-/// The running softmax over one tile, a warp per query head: s becomes
-/// exp(s - new maximum), alpha the factor that rescales the earlier tiles.
-template <int G, int TILE>
-__device__ __forceinline__ void attnTileSoftmax(float (*s)[TILE], float *mRun, float *lRun,
-                                                float *alpha, int warp, int lane) {
-  constexpr int WARPS = TILE / 32;
-  for (int g = warp; g < G; g += WARPS) {
-    float m = -INFINITY;
-    for (int j = lane; j < TILE; j += 32) m = fmaxf(m, s[g][j]);
-    m = warpMax(m);
-    const float mNew = fmaxf(mRun[g], m); // finite: the tile holds a key
-    float sum = 0.0f;
-    for (int j = lane; j < TILE; j += 32) {
-      const float p = expf(s[g][j] - mNew);
-      s[g][j] = p;
-      sum += p;
-    }
-    sum = warpSum(sum);
-    if (lane == 0) {
-      alpha[g] = expf(mRun[g] - mNew);
-      lRun[g] = lRun[g] * alpha[g] + sum;
-      mRun[g] = mNew;
-    }
-  }
-}
-
-/// The thread's (head, element) pairs of the output: rescaled by alpha,
-/// plus the tile's n weighted values.
-template <class C, int G, int HD, int TILE, int PAIRS>
-__device__ __forceinline__ void attnTileAccumulate(float (&acc)[PAIRS], const float (*s)[TILE],
-                                                   const float *alpha, const C *values,
-                                                   const long long *keyOff, int n, int tid) {
+          for (int e = 0; e < E; ++e) dot[g] += qs[g][c * E + e] * kv[i * E + e];
+      }
 #pragma unroll
-  for (int k = 0; k < PAIRS; ++k) {
-    const int pair = tid + k * TILE;
-    if (pair < G * HD) {
-      const int g = pair / HD, d = pair % HD;
-      float v = acc[k] * alpha[g];
-      for (int j = 0; j < n; ++j) v += s[g][j] * ld(values[keyOff[j] + d]);
-      acc[k] = v;
+      for (int o = L / 2; o > 0; o /= 2) dot[g] += __shfl_xor_sync(0xffffffffu, dot[g], o);
     }
-  }
-}
-
-/// The split's unnormalised output and its (max, sum) per query head, for
-/// attnCombine.
-template <int H, int G, int HD, int TILE, int PAIRS>
-__device__ __forceinline__ void attnStorePartial(const float (&acc)[PAIRS], const float *mRun,
-                                                 const float *lRun, float *part, float *ml, int r,
-                                                 int kvh, int splits, int split, int tid) {
+    if (!valid) continue;
 #pragma unroll
-  for (int k = 0; k < PAIRS; ++k) {
-    const int pair = tid + k * TILE;
-    if (pair < G * HD) {
-      const int g = pair / HD, d = pair % HD;
-      part[(((long long)r * H + kvh * G + g) * splits + split) * HD + d] = acc[k];
+    for (int g = 0; g < G; ++g) {
+      const float mNew = fmaxf(m[g], dot[g]);
+      const float alpha = expf(m[g] - mNew), p = expf(dot[g] - mNew);
+      l[g] = l[g] * alpha + p;
+      m[g] = mNew;
+#pragma unroll
+      for (int d = 0; d < D; ++d) acc[g][d] = acc[g][d] * alpha + p * vv[d];
     }
-  }
-  if (tid < G) {
-    const long long i = ((long long)r * H + kvh * G + tid) * splits + split;
-    ml[2 * i] = mRun[tid];
-    ml[2 * i + 1] = lRun[tid];
   }
 }
 
 /// p: q (f32, scaled here), cache, positions, page table, partial out,
 /// partial (max, sum).  i: -, layer, table stride, splits.  d: scale.
-template <class C, int H, int KVH, int HD, int PS, long long PAGES, int TILE, int SPAN>
+template <class C, int H, int KVH, int HD, int PS, long long PAGES, int WARPS>
 __device__ void attnPartial(const KvArgs &a) {
-  constexpr int G = H / KVH;
-  constexpr int PAIRS = (G * HD + TILE - 1) / TILE;
+  using Ln = AttnLanes<C, HD>;
+  constexpr int G = H / KVH, E = Ln::E, L = Ln::L, D = Ln::D, SLOTS = WARPS * Ln::KPW;
   __shared__ float qs[G][HD];
-  __shared__ float s[G][TILE];
-  __shared__ long long keyOff[TILE];
-  __shared__ float mRun[G], lRun[G], alpha[G];
+  __shared__ float mS[SLOTS][G], lS[SLOTS][G];
+  __shared__ float red[WARPS][G][HD];
 
   const int kvh = blockIdx.x, r = blockIdx.y, split = blockIdx.z;
   const int splits = (int)a.i[3];
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, sub = lane % L;
+  const int slot = warp * Ln::KPW + lane / L;
   const int pos = reinterpret_cast<const int *>(a.p[2])[r];
-  float *part = reinterpret_cast<float *>(a.p[4]);
-  float *ml = reinterpret_cast<float *>(a.p[5]);
-  const int start = split * SPAN;
-  if (pos < 0 || start > pos) return; // attnCombine reads only the splits a row has
-  const int end = min(pos + 1, start + SPAN);
+  if (pos < 0) return; // padding: attnCombine writes its zeros
+  const int span = attnSpan(pos, splits), start = split * span;
+  if (start > pos) return; // attnCombine reads only the splits a row has
+  const int end = min(pos + 1, start + span);
 
   const float scale = (float)a.d[0];
   const float *q = reinterpret_cast<const float *>(a.p[0]) + ((long long)r * H + kvh * G) * HD;
-  attnLoadQuery<G, HD, TILE>(q, scale, qs, mRun, lRun, tid);
+  for (int idx = tid; idx < G * HD; idx += WARPS * 32) qs[idx / HD][idx % HD] = q[idx] * scale;
   const C *cache = reinterpret_cast<const C *>(a.p[1]);
   const long long layer = a.i[1];
   const C *keys = cache + cacheOffset<C, KVH, HD, PS, PAGES>(layer, 0, 0, kvh, 0);
   const C *values = cache + cacheOffset<C, KVH, HD, PS, PAGES>(layer, 1, 0, kvh, 0);
   const int *table = reinterpret_cast<const int *>(a.p[3]) + r * a.i[2];
-  float acc[PAIRS];
+  float m[G], l[G], acc[G][D];
 #pragma unroll
-  for (int k = 0; k < PAIRS; ++k) acc[k] = 0.0f;
-  __syncthreads();
-
-  // Every thread runs every tile, so all reach each barrier.
-  for (int t0 = start; t0 < end; t0 += TILE) {
-    attnTileScores<C, G, KVH, HD, PS, TILE>(keys, table, t0 + tid, end, qs, s, keyOff, tid);
-    __syncthreads();
-    attnTileSoftmax<G, TILE>(s, mRun, lRun, alpha, warp, lane);
-    __syncthreads();
-    const int n = min(TILE, end - t0);
-    attnTileAccumulate<C, G, HD, TILE, PAIRS>(acc, s, alpha, values, keyOff, n, tid);
-    __syncthreads();
+  for (int g = 0; g < G; ++g) {
+    m[g] = -INFINITY;
+    l[g] = 0.0f;
+#pragma unroll
+    for (int d = 0; d < D; ++d) acc[g][d] = 0.0f;
   }
-  attnStorePartial<H, G, HD, TILE, PAIRS>(acc, mRun, lRun, part, ml, r, kvh, splits, split, tid);
+  __syncthreads();
+  // The warp's keys start at start + warp * KPW; it runs as long as its first slot has keys.
+  const int warpFirst = start + warp * Ln::KPW;
+  attnWalk<C, G, KVH, HD, PS>(keys, values, table, qs, start + slot, SLOTS, end,
+                              end > warpFirst ? end - warpFirst : 0, sub, m, l, acc);
+
+  // Merge the slots: each scaled by exp(its max - the block's), summed over
+  // the warp's slots by shuffles, then over the warps in order.
+  if (sub == 0)
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      mS[slot][g] = m[g];
+      lS[slot][g] = l[g];
+    }
+  __syncthreads();
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    float mAll = -INFINITY;
+    for (int s = 0; s < SLOTS; ++s) mAll = fmaxf(mAll, mS[s][g]);
+    const float w = m[g] == -INFINITY ? 0.0f : expf(m[g] - mAll);
+#pragma unroll
+    for (int d = 0; d < D; ++d) {
+      float v = acc[g][d] * w;
+#pragma unroll
+      for (int o = L; o < 32; o *= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+      acc[g][d] = v;
+    }
+  }
+  if (lane < L)
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+      for (int i = 0; i < Ln::PER; ++i) {
+        const int c = sub + i * L;
+        if (c < Ln::CH)
+#pragma unroll
+          for (int e = 0; e < E; ++e) red[warp][g][c * E + e] = acc[g][i * E + e];
+      }
+  __syncthreads();
+  float *part = reinterpret_cast<float *>(a.p[4]);
+  float *ml = reinterpret_cast<float *>(a.p[5]);
+  for (int idx = tid; idx < G * HD; idx += WARPS * 32) {
+    const int g = idx / HD, d = idx % HD;
+    float v = 0.0f;
+#pragma unroll
+    for (int w = 0; w < WARPS; ++w) v += red[w][g][d];
+    part[(((long long)r * H + kvh * G + g) * splits + split) * HD + d] = v;
+  }
+  if (tid < G) {
+    float mAll = -INFINITY, lAll = 0.0f;
+    for (int s = 0; s < SLOTS; ++s) mAll = fmaxf(mAll, mS[s][tid]);
+    for (int s = 0; s < SLOTS; ++s)
+      if (mS[s][tid] != -INFINITY) lAll += lS[s][tid] * expf(mS[s][tid] - mAll);
+    const long long i = ((long long)r * H + kvh * G + tid) * splits + split;
+    ml[2 * i] = mAll;
+    ml[2 * i + 1] = lAll;
+  }
 }
 
 /// Block (head, row), one thread per element of head_dim.
 /// p: partial out, partial (max, sum), positions, out.  i: -, splits.
-template <class O, int H, int HD, int SPAN> __device__ void attnCombine(const KvArgs &a) {
+template <class O, int H, int HD> __device__ void attnCombine(const KvArgs &a) {
   const int h = blockIdx.x, r = blockIdx.y, d = threadIdx.x;
   const int splits = (int)a.i[1];
   const int pos = reinterpret_cast<const int *>(a.p[2])[r];
@@ -887,7 +891,7 @@ template <class O, int H, int HD, int SPAN> __device__ void attnCombine(const Kv
     out[d] = st<O>(0.0f);
     return;
   }
-  const int used = min(splits, pos / SPAN + 1);
+  const int span = attnSpan(pos, splits), used = (pos + span) / span;
   const long long base = ((long long)r * H + h) * splits;
   const float *part = reinterpret_cast<const float *>(a.p[0]);
   const float *ml = reinterpret_cast<const float *>(a.p[1]);

@@ -73,7 +73,8 @@ inline double modelTolerance(const Plan &plan) {
 }
 
 /// Fills an entry point's inputs on both executors: `active` rows, each at
-/// its own position over a cache whose history is random.
+/// its own position (short and long contexts) over a cache whose history is
+/// random.
 inline void setInputs(Executor &x, const Plan &plan, const std::string &entry, int64_t active,
                std::mt19937 &rng) {
   const EntryPoint &ep = plan.entryPoints.at(entry);
@@ -88,6 +89,9 @@ inline void setInputs(Executor &x, const Plan &plan, const std::string &entry, i
     x.tokens(entry)[r] = int32_t(rng() % uint32_t(plan.model.vocabSize));
     if (r >= active) x.positions(entry)[r] = -1;
     else if (entry == "prefill") x.positions(entry)[r] = int32_t(3 + r);
+    // Decode rows at short contexts and, every other row, at nearly the
+    // whole context: attention walks many keys per split and key slot.
+    else if (r % 2) x.positions(entry)[r] = int32_t(plan.settings.maxSeqLen - 1 - r);
     else x.positions(entry)[r] = int32_t((7 * r + 5) % plan.settings.maxSeqLen);
   }
 }

@@ -94,6 +94,16 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
           EXPECT_EQ(op.name.rfind(op.staticRows <= 8 ? "linear_gemv_" : "linear_gemm_", 0), 0u)
               << op.name << " for " << op.staticRows << " rows";
         }
+        if (op.name.rfind("attn_partial_", 0) == 0) {
+          // Enough attention blocks for every multiprocessor of a large GPU
+          // (two each of 132), unless a split would fall under 32 keys at
+          // full context; the kernel is told the splits it is launched with.
+          const int64_t splits = op.grid[2], most = cfg.compile.maxSeqLen / 32;
+          EXPECT_EQ(op.ints.at(2), splits);
+          EXPECT_TRUE(op.grid[0] * op.grid[1] * splits >= 264 || splits == most)
+              << op.grid[0] << " x " << op.grid[1] << " x " << splits;
+          EXPECT_LE(splits, std::max<int64_t>(1, most));
+        }
         if (op.kind == DeviceOp::kernel) {
           EXPECT_LE(op.pointers.size(), size_t(kKernelPointers));
           EXPECT_NE(mod.source.find(" " + op.name + "(KvArgs a)"), std::string::npos)
