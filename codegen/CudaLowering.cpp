@@ -25,10 +25,12 @@ const char *cudaType(DType t) {
 }
 
 std::string Specialisations::wrapper(const std::string &name, int64_t block,
-                                      const std::string &body) {
+                                      const std::string &body, bool waitsItself) {
   if (!wrappers.count(name))
     wrappers[name] = "extern \"C\" __global__ void __launch_bounds__(" + std::to_string(block) +
-                     ") " + name + "(KvArgs a) { " + body + "; }\n";
+                     ") " + name + "(KvArgs a) { " +
+                     (waitsItself ? "" : "kvplan::pdlLaunchDependents(); kvplan::pdlWait(); ") +
+                     body + "; }\n";
   return name;
 }
 
@@ -483,7 +485,8 @@ void EntryLowering::operator()(const MatVecOp &op) {
       "kvplan::matvec<" + std::string(cudaType(w.dtype)) + ", " + cudaType(op.input.dtype) + ", " +
           cudaType(o.dtype) + ", " + cudaType(nw) + ", " + cudaType(b) + ", " + num(k) + ", " +
           num(n[0]) + ", " + num(n[1]) + ", " + num(n[2]) + ", " + num(warps) + ", " + num(rows) +
-          ", " + flags + ">(a)");
+          ", " + flags + ">(a)",
+      true);
   kernel(name, {ceilDiv(features, warps), 1, 1}, warps * 32, -1, o, std::move(ptrs), {},
          {op.eps.value_or(0.0)});
 }

@@ -37,7 +37,11 @@ struct Specialisations {
   std::vector<std::vector<double>> ropeTables;
 
   /// Declares `extern "C" name` (once) running `body` with `block` threads.
-  std::string wrapper(const std::string &name, int64_t block, const std::string &body);
+  /// Launched as a programmatic dependent (Kernels.cuh), the kernel first
+  /// lets the next one start and waits for the one before it, unless the
+  /// body `waitsItself` (after reading only weights).
+  std::string wrapper(const std::string &name, int64_t block, const std::string &body,
+                      bool waitsItself = false);
   /// The index of the table of `params`' frequencies.
   int ropeTable(const RopeParams &params);
 };

@@ -373,6 +373,15 @@ def main(argv=None):
         lines.append(f"| kvplan decode | {f(decode)} tok/s ({roof_cell}) |")
         lines.append(f"| kvplan decode step, graph vs eager | {f(step_graph, '{:.3f} ms')} vs "
                      f"{f(step_eager, '{:.3f} ms')} ({f(speedup, '{:.2f}x')}) |")
+        plain = _num(b.get("decode_step_ms_graph_plain_launches"))
+        if plain is not None:
+            lines.append(f"| kvplan decode step, programmatic dependent launches vs plain | "
+                         f"{f(step_graph, '{:.3f} ms')} vs {f(plain, '{:.3f} ms')} "
+                         f"({f(_num(b.get('dependent_launch_speedup')), '{:.2f}x')}) |")
+        elif b:
+            lines.append("| kvplan decode step, programmatic dependent launches | not used "
+                         f"({'off' if b.get('dependent_launches') is False else 'no figure'}: "
+                         "compute capability below 9.0 or KVPLAN_CUDA_PDL=0) |")
         lines.append(f"| kvplan prefill ({b.get('prompt_len', 512)} tokens) | {f(prefill, '{:,.0f}')} tok/s |")
     for name, label in (("sanitizer", "compute-sanitizer, tiny bf16"),):
         st = steps.get(name, {})

@@ -20,6 +20,30 @@ struct KvArgs {
 
 namespace kvplan {
 
+// Programmatic dependent launch (Hopper and later): the executor launches
+// each kernel so that it may start while the kernel before it finishes
+// (docs/cuda.md). Every kernel first lets the next one start, then waits
+// for the one before it to complete, with its writes visible, before it
+// reads or writes anything a kernel may write: only the weights may be read
+// before the wait. No-ops on older GPUs, in plain launches and in the
+// emulator.
+__device__ __forceinline__ void pdlLaunchDependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdlWait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+/// Asks for the 128-byte line at p in L2 (no-op in the emulator).
+__device__ __forceinline__ void prefetchL2(const void *p) {
+#if defined(__CUDA_ARCH__)
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+#endif
+}
+
 __device__ __forceinline__ float ld(float v) { return v; }
 __device__ __forceinline__ float ld(__nv_bfloat16 v) { return __bfloat162float(v); }
 __device__ __forceinline__ float ld(__half v) { return __half2float(v); }
@@ -394,6 +418,9 @@ __device__ void gemv(const KvArgs &a) {
 
 /// llm.matvec's folds, as its kernel's FLAGS.
 constexpr int kMvNorm = 1, kMvSwiglu = 2, kMvAdd = 4, kMvBias = 8;
+/// Bytes of each weight row a matvec asks into L2 before it waits for the
+/// kernel before it (the first four 16-byte loads of each lane).
+constexpr int kMvPrefetch = 2048;
 
 /// llm.matvec: gemv's product for up to R rows of x with the neighbours
 /// --fuse-matvec folds in, as FLAGS selects:
@@ -417,6 +444,15 @@ __device__ void matvec(const KvArgs &a) {
   static_assert(K % C == 0 && (C == 8 || sizeof(X) == 4), "whole 16-byte runs of weights");
   static_assert(!(SWIGLU || ADD) || N1 == 0, "one output with swiglu or an addend");
   const int j = blockIdx.x * WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
+  // The first kMvPrefetch bytes of the warp's weight rows, which no kernel
+  // writes, start coming into L2 while the kernel before finishes.
+  pdlLaunchDependents();
+  if (j < F)
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+      for (int b = lane * 128; b < K * (int)sizeof(W) && b < kMvPrefetch; b += 32 * 128)
+        prefetchL2(reinterpret_cast<const char *>(a.p[1]) + (long long)(j + g * F) * K * sizeof(W) + b);
+  pdlWait();
   if (j >= F) return; // the whole warp: it holds no block barrier
   const int rows = (int)a.i[0];
   const X *x = reinterpret_cast<const X *>(a.p[0]);

@@ -219,6 +219,10 @@ struct CudaExecutor::Impl {
   int64_t captured = 0;
   // KVPLAN_CUDA_SYNC: eager launches, each waited for and checked.
   bool syncEach = false;
+  // Kernels launched as programmatic dependents (compute capability 9.0 and
+  // up, unless KVPLAN_CUDA_PDL=0): each may start while the one before it
+  // finishes, waiting for it inside (codegen/cuda/Kernels.cuh).
+  bool pdl = false;
 
   struct Entry {
     std::string name;
@@ -276,11 +280,24 @@ struct CudaExecutor::Impl {
     char *const bases[4] = {arena, weights, cache, work};
     KernelLaunch l = resolveLaunch(op, active, bases);
     void *params[] = {&l.args};
-    check(cudaLaunchKernel(reinterpret_cast<const void *>(kernels.at(op.name)),
-                           dim3(unsigned(l.grid[0]), unsigned(l.grid[1]), unsigned(l.grid[2])),
-                           dim3(unsigned(l.block[0]), unsigned(l.block[1]), unsigned(l.block[2])),
-                           params, 0, stream),
-          "launching " + op.name);
+    const void *fn = reinterpret_cast<const void *>(kernels.at(op.name));
+    const dim3 grid(unsigned(l.grid[0]), unsigned(l.grid[1]), unsigned(l.grid[2]));
+    const dim3 block(unsigned(l.block[0]), unsigned(l.block[1]), unsigned(l.block[2]));
+    if (!pdl) {
+      check(cudaLaunchKernel(fn, grid, block, params, 0, stream), "launching " + op.name);
+      return;
+    }
+    cudaLaunchAttribute attr{};
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t config{};
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.stream = stream;
+    config.attrs = &attr;
+    config.numAttrs = 1;
+    check(cudaLaunchKernelExC(&config, fn, params),
+          "launching " + op.name + " as a programmatic dependent (KVPLAN_CUDA_PDL=0 turns it off)");
   }
   /// launch(), then, under KVPLAN_CUDA_SYNC, a wait and a check that name
   /// the launch and the plan step it lowers, so that a failing kernel is
@@ -579,6 +596,8 @@ CudaExecutor::CudaExecutor(const Plan &plan, const CudaCode &code, const char *w
   check(cudaSetDevice(m.device), "selecting the device");
   check(cudaGetDeviceProperties(&m.props, m.device), "reading the device's properties");
   m.arch = chooseArch(code, m.props);
+  const char *pdl = std::getenv("KVPLAN_CUDA_PDL");
+  m.pdl = m.props.major >= 9 && !m.syncEach && !(pdl && std::strcmp(pdl, "0") == 0);
   const MemoryBill bill = m.plan.memoryBill();
   m.checkBill(bill, weightsBytes);
   m.allocate(bill, weightsData);
@@ -599,6 +618,7 @@ std::string CudaExecutor::describe() const {
          (m.syncEach           ? "eager launches, each checked (KVPLAN_CUDA_SYNC)"
           : m.options.graphs ? "CUDA graphs"
                              : "eager launches") +
+         (m.pdl ? ", programmatic dependent launches" : "") +
          (m.ranks ? ", rank " + std::to_string(m.ranks->rank()) + " of " +
                         std::to_string(m.ranks->size()) + " on device " + std::to_string(m.device) +
                         " over " + m.nccl.describe()
@@ -708,6 +728,19 @@ const int32_t *CudaExecutor::sampled(const std::string &name) { return impl->ent
 void CudaExecutor::setGraphs(bool on) { impl->options.graphs = on && !impl->syncEach; }
 bool CudaExecutor::graphs() const { return impl->options.graphs; }
 int64_t CudaExecutor::graphsCaptured() const { return impl->captured; }
+
+void CudaExecutor::setDependentLaunches(bool on) {
+  Impl &m = *impl;
+  on = on && m.props.major >= 9 && !m.syncEach;
+  if (on == m.pdl) return;
+  m.pdl = on;
+  for (auto &[name, e] : m.entries) {
+    for (auto &[rows, g] : e.graphs) cudaGraphExecDestroy(g);
+    e.graphs.clear();
+  }
+}
+
+bool CudaExecutor::dependentLaunches() const { return impl->pdl; }
 const CudaProgram &CudaExecutor::program() const { return impl->program; }
 
 void CudaExecutor::runOps(const std::string &name, int64_t activeRows, size_t firstOp,

@@ -67,6 +67,13 @@ public:
   /// Graphs captured so far (each (entry point, rows) once; rows above 8
   /// are rounded up to a power of two).
   int64_t graphsCaptured() const;
+  /// Kernels launched as programmatic dependents from now on, where the
+  /// device has them (compute capability 9.0 and up; not under
+  /// KVPLAN_CUDA_SYNC); graphs captured the other way are dropped, to be
+  /// captured again. For benchmarks comparing the two; KVPLAN_CUDA_PDL=0
+  /// starts with them off.
+  void setDependentLaunches(bool on);
+  bool dependentLaunches() const;
 
   // For tests that check kernels one by one against the CPU runtime.
   const CudaProgram &program() const;

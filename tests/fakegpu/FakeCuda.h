@@ -5,6 +5,7 @@
 
 struct FakeCudaCounters {
   long long launches = 0, copies = 0, captures = 0, graphLaunches = 0, deviceAllocations = 0;
+  long long dependentLaunches = 0; // launches a programmatic dependent (cudaLaunchKernelExC)
   long long deviceBytes = 0, pinnedBytes = 0; // allocated now
 };
 

@@ -251,6 +251,20 @@ cudaError_t cudaLaunchKernel(const void *func, dim3 grid, dim3 block, void **arg
   return cudaSuccess;
 }
 
+// Launches with attributes: a programmatic dependent is counted, then runs
+// as any launch (the emulator runs kernels one after another); any other
+// attribute is refused, as a device without it would.
+cudaError_t cudaLaunchKernelExC(const cudaLaunchConfig_t *config, const void *func, void **args) {
+  for (unsigned i = 0; i < config->numAttrs; ++i) {
+    const cudaLaunchAttribute &a = config->attrs[i];
+    if (a.id != cudaLaunchAttributeProgrammaticStreamSerialization)
+      return fail(cudaErrorNotSupported);
+    if (a.val.programmaticStreamSerializationAllowed) ++counters.dependentLaunches;
+  }
+  return cudaLaunchKernel(func, config->gridDim, config->blockDim, args, config->dynamicSmemBytes,
+                          config->stream);
+}
+
 cudaError_t cudaStreamBeginCapture(cudaStream_t, cudaStreamCaptureMode) {
   if (capturing) return fail(cudaErrorIllegalState);
   capturing = new Graph;

@@ -33,6 +33,7 @@
 
 #include <sys/mman.h>
 #include <set>
+#include <tuple>
 
 // The CPU runtime is these tests' reference for the CUDA target, whose
 // kernels compute the plan's f32 activations: the CPU takes them too, not
@@ -491,6 +492,57 @@ TEST_F(FakeGpu, MachineCodeIsChosenForTheDevice) {
     EXPECT_STREQ(e.what(), "incompatible because the artifact holds machine code for sm_90a and "
                            "this GPU (kvplan fake GPU) is sm_80; recompile with --arch sm_80");
   }
+}
+
+// On compute capability 9.0 every kernel is launched as a programmatic
+// dependent (it may start while the one before finishes, and waits for it
+// inside); not on 8.x, nor with KVPLAN_CUDA_PDL=0, nor under
+// KVPLAN_CUDA_SYNC. The generated source waits in every kernel. What it
+// computes is the same bit for bit.
+TEST_F(FakeGpu, KernelsLaunchAsProgrammaticDependentsFromHopperOn) {
+  Model m = build(kGqa, kBatch1);
+  CudaCode sm80 = m.code;
+  sm80.cubins = {{"sm_80", m.code.source}};
+  auto decode = [&](const CudaCode &code, int major) {
+    fakecuda_configure(1, major, 0, 80LL << 30);
+    Engine gpu(std::make_unique<CudaExecutor>(m.plan, code, m.weights.data(), m.weights.size()));
+    const int s = gpu.open();
+    std::vector<int32_t> prompt = {5, 6, 7};
+    const int32_t t = gpu.prefillNext(s, prompt.data(), 3);
+    gpu.decodeNext({s}, {t});
+    const float *l = gpu.executor().logits("decode");
+    const std::string says = gpu.executor().describe();
+    const FakeCudaCounters c = fakecuda_counters();
+    return std::tuple{std::vector<float>(l, l + m.plan.model.vocabSize), c, says};
+  };
+  auto [hopper, c90, d90] = decode(m.code, 9);
+  EXPECT_GT(c90.launches, 0);
+  EXPECT_EQ(c90.dependentLaunches, c90.launches);
+  EXPECT_NE(d90.find("programmatic dependent launches"), std::string::npos) << d90;
+  auto [ampere, c80, d80] = decode(sm80, 8);
+  EXPECT_EQ(c80.launches, c90.launches);
+  EXPECT_EQ(c80.dependentLaunches, 0);
+  EXPECT_EQ(d80.find("programmatic"), std::string::npos) << d80;
+  EXPECT_EQ(std::memcmp(hopper.data(), ampere.data(), hopper.size() * 4), 0);
+  for (auto [env, value] : {std::pair{"KVPLAN_CUDA_PDL", "0"}, {"KVPLAN_CUDA_SYNC", "1"}}) {
+    setenv(env, value, 1);
+    auto [off, coff, doff] = decode(m.code, 9);
+    unsetenv(env);
+    EXPECT_EQ(coff.dependentLaunches, 0) << env;
+    EXPECT_EQ(std::memcmp(hopper.data(), off.data(), hopper.size() * 4), 0) << env;
+  }
+  // Every kernel lets the next start and waits for the one before, first
+  // thing, but a matvec, which first asks for its weights into L2.
+  size_t wrappers = 0, waits = 0, matvecs = 0;
+  for (size_t at = 0; (at = m.code.source.find("extern \"C\" __global__", at)) != std::string::npos; ++at) {
+    const std::string line = m.code.source.substr(at, m.code.source.find('\n', at) - at);
+    ++wrappers;
+    if (line.find("{ kvplan::pdlLaunchDependents(); kvplan::pdlWait(); kvplan::") != std::string::npos) ++waits;
+    else if (line.find("{ kvplan::matvec<") != std::string::npos) ++matvecs;
+    else ADD_FAILURE() << line;
+  }
+  EXPECT_GT(matvecs, 0u);
+  EXPECT_EQ(waits + matvecs, wrappers);
 }
 
 TEST_F(FakeGpu, NoDeviceIsReportedCleanly) {

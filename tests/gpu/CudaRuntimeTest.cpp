@@ -165,8 +165,9 @@ TEST(CudaRuntime, TheBenchmarkShapeMatchesTheCpuRuntime) {
     std::vector<int32_t> prompt(16);
     for (int32_t &t : prompt) t = int32_t(rng() % uint32_t(m.plan.model.vocabSize));
     kvplan::testing::followCpu(cpu, gpu, prompt, 4, kvplan::testing::modelTolerance(m.plan));
-    if (m.plan.settings.weightDtype == DType::f32)
+    if (m.plan.settings.weightDtype == DType::f32) {
       EXPECT_EQ(greedyIds(gpu, prompt, 32), greedyIds(cpu, prompt, 32));
+    }
   }
 }
 
@@ -192,6 +193,37 @@ TEST(CudaRuntime, GraphReplayIsBitIdenticalToEager) {
     EXPECT_EQ(graphRaw->graphsCaptured(), 2);
     generate(graph, prompt, 3);
     EXPECT_EQ(graphRaw->graphsCaptured(), 2);
+  }
+}
+
+// Programmatic dependent launches (Hopper on: each kernel may start while
+// the one before finishes, and waits for it inside) change no bit: a kernel
+// reading what the one before writes ahead of its wait would show here, in
+// graphs and eager.
+TEST(CudaRuntime, DependentLaunchesChangeNoBit) {
+  REQUIRE_GPU();
+  for (const std::string &path : artifactPaths()) {
+    SCOPED_TRACE(path);
+    Model m = load(path);
+    for (bool graphs : {true, false}) {
+      SCOPED_TRACE(graphs ? "graphs" : "eager");
+      CudaOptions opts;
+      opts.graphs = graphs;
+      auto onExec = std::make_unique<CudaExecutor>(m.plan, m.code, m.weights.data(),
+                                                   m.weights.size(), opts);
+      if (!onExec->dependentLaunches()) GTEST_SKIP() << "no programmatic dependent launches on " << onExec->describe();
+      Engine on(std::move(onExec));
+      auto offExec = std::make_unique<CudaExecutor>(m.plan, m.code, m.weights.data(),
+                                                    m.weights.size(), opts);
+      offExec->setDependentLaunches(false);
+      Engine off(std::move(offExec));
+      std::vector<int32_t> prompt = {4, 8, 15, 16, 23, 42, 7, 1, 9};
+      auto a = generate(on, prompt, 12);
+      auto b = generate(off, prompt, 12);
+      ASSERT_EQ(a.size(), b.size());
+      for (size_t i = 0; i < a.size(); ++i)
+        EXPECT_EQ(std::memcmp(a[i].data(), b[i].data(), a[i].size() * 4), 0) << "step " << i;
+    }
   }
 }
 

@@ -189,9 +189,10 @@ int runBenchCpu(const BenchOptions &o, const Runnable &r) {
 
 #ifdef KVPLAN_HAVE_CUDA
 /// Seconds per decode step, graph replay and eager, in the mode given first
-/// (main) and the other.
+/// (main) and the other; and replayed without programmatic dependent
+/// launches, where the device has them (0 where not).
 struct CudaTimes {
-  double prefillS = 0, mainStep = 0, otherStep = 0;
+  double prefillS = 0, mainStep = 0, otherStep = 0, plainGraphStep = 0;
 };
 
 double cudaPrefillBest(Engine &engine, const std::vector<int32_t> &prompt) {
@@ -232,6 +233,16 @@ CudaTimes measureCuda(Engine &engine, CudaExecutor &cuda, const std::vector<int3
   cudaDecodeStep(engine, prompt, warmSteps);
   t.otherStep = cudaDecodeStep(engine, prompt, o.gen);
   cuda.setGraphs(!o.noGraphs);
+  // Graphs again, each kernel waiting for the one before to finish before
+  // it starts (the graphs are captured anew).
+  if (cuda.dependentLaunches()) {
+    cuda.setGraphs(true);
+    cuda.setDependentLaunches(false);
+    cudaDecodeStep(engine, prompt, warmSteps);
+    t.plainGraphStep = cudaDecodeStep(engine, prompt, o.gen);
+    cuda.setDependentLaunches(true);
+    cuda.setGraphs(!o.noGraphs);
+  }
   return t;
 }
 
@@ -258,9 +269,14 @@ void printCudaBench(const BenchOptions &o, const Plan &plan, CudaExecutor &cuda,
                         {"decode_step_ms_eager", eagerStep * 1e3},
                         {"graph_speedup", eagerStep / graphStep},
                         {"graphs_captured", cuda.graphsCaptured()},
+                        {"dependent_launches", cuda.dependentLaunches()},
                         {"weights_bytes", weightBytes},
                         {"bandwidth_gb_s", bandwidthGBs},
                         {"decode_roofline_fraction", fraction}};
+    if (t.plainGraphStep > 0) {
+      j["decode_step_ms_graph_plain_launches"] = t.plainGraphStep * 1e3;
+      j["dependent_launch_speedup"] = t.plainGraphStep / graphStep;
+    }
     if (plan.ranks() > 1) {
       j["ranks"] = plan.ranks();
       j["all_reduce_bytes_per_decode_step"] = allReduceTraffic(plan, "decode", 1).bytes;
@@ -288,6 +304,10 @@ void printCudaBench(const BenchOptions &o, const Plan &plan, CudaExecutor &cuda,
   }
   std::printf("graphs   %.3f ms per decode step replayed, %.3f ms eager: %.2fx\n",
               graphStep * 1e3, eagerStep * 1e3, eagerStep / graphStep);
+  if (t.plainGraphStep > 0)
+    std::printf("launches %.3f ms per decode step replayed with programmatic dependent launches, "
+                "%.3f ms without: %.2fx\n",
+                graphStep * 1e3, t.plainGraphStep * 1e3, t.plainGraphStep / graphStep);
 }
 
 /// bench on a GPU: decode with graph replay and eagerly in one process, the
