@@ -51,8 +51,8 @@ AttentionSplit attentionSplit(const Plan &plan, const EntryPoint &ep) {
 }
 
 /// Lays out the workspace: attention partials and maxima (shared by the
-/// entry points), each entry point's sampling parameters and sampled ids,
-/// and cuBLAS's workspace, last.
+/// entry points), each entry point's inputs (with the sampling parameters)
+/// and sampled ids, and cuBLAS's workspace, last.
 std::map<std::string, AttentionSplit> layWorkspace(const Plan &plan, CudaProgram &prog) {
   std::map<std::string, AttentionSplit> splits;
   int64_t partBytes = 0, mlBytes = 0;
@@ -74,9 +74,11 @@ std::map<std::string, AttentionSplit> layWorkspace(const Plan &plan, CudaProgram
     s.partOffset = partOffset;
     s.mlOffset = mlOffset;
     CudaEntry &e = prog.entries[name];
-    const int64_t rows = plan.entryPoints.at(name).results.at(0).rows();
-    e.samplingParamsOffset = take(rows * int64_t(sizeof(DeviceSamplingParams)));
-    e.sampledOffset = take(rows * 4);
+    const EntryPoint &ep = plan.entryPoints.at(name);
+    const CudaInputsLayout in = cudaInputsLayout(ep);
+    e.inputsOffset = take(in.bytes);
+    e.samplingParamsOffset = e.inputsOffset + in.params;
+    e.sampledOffset = take(ep.results.at(0).rows() * 4);
   }
   prog.cublasWorkspaceOffset = take(kCublasWorkspace);
   prog.cublasWorkspaceBytes = kCublasWorkspace;

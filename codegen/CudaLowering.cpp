@@ -196,7 +196,9 @@ public:
   }
 
 private:
-  DeviceRef arena(const Operand &o) const { return {DeviceBuffer::arena, o.offset}; }
+  /// Where a kernel finds `o`: the entry point's tokens, positions and page
+  /// table in its inputs block in the workspace, anything else in the arena.
+  DeviceRef arena(const Operand &o) const { return cudaOperandRef(out, ep, o); }
   DeviceRef cache() const { return {DeviceBuffer::cache, 0}; }
   DeviceRef work(int64_t offset) const { return {DeviceBuffer::work, offset}; }
   bool follows(const Operand &o) const { return o.rows() == ep.rows; }

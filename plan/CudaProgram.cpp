@@ -5,6 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <utility>
+
 namespace kvplan {
 
 using nlohmann::json;
@@ -21,6 +23,30 @@ const char *deviceBufferName(DeviceBuffer b) {
 
 std::string cudaCubinSection(const std::string &arch) { return "cuda.cubin." + arch; }
 
+CudaInputsLayout cudaInputsLayout(const EntryPoint &ep) {
+  CudaInputsLayout l;
+  auto take = [&](int64_t bytes) {
+    const int64_t at = l.bytes;
+    l.bytes = alignUp(at + bytes, 16);
+    return at;
+  };
+  const Operand *table = ep.arg("page_table");
+  l.tokens = take(ep.rows * 4);
+  l.positions = take(ep.rows * 4);
+  l.pageTable = take((table ? table->numElements() : 0) * 4);
+  l.params = take(ep.results.at(0).rows() * int64_t(sizeof(DeviceSamplingParams)));
+  return l;
+}
+
+DeviceRef cudaOperandRef(const CudaEntry &e, const EntryPoint &ep, const Operand &o) {
+  const CudaInputsLayout l = cudaInputsLayout(ep);
+  for (auto [name, at] : {std::pair{"tokens", l.tokens}, {"positions", l.positions},
+                          {"page_table", l.pageTable}})
+    if (const Operand *a = ep.arg(name); a && a->value == o.value)
+      return {DeviceBuffer::work, e.inputsOffset + at};
+  return {DeviceBuffer::arena, o.offset};
+}
+
 CudaStaging cudaHostStaging(const Plan &plan) {
   CudaStaging st;
   auto take = [&](int64_t bytes) {
@@ -29,13 +55,13 @@ CudaStaging cudaHostStaging(const Plan &plan) {
     return at;
   };
   for (const auto &[name, ep] : plan.entryPoints) {
-    const Operand *table = ep.arg("page_table");
     const Operand &logits = ep.results.at(0);
+    const CudaInputsLayout in = cudaInputsLayout(ep);
     CudaStagingEntry e;
-    e.tokens = take(ep.rows * 4);
-    e.positions = take(ep.rows * 4);
-    e.pageTable = take((table ? table->numElements() : 0) * 4);
-    e.params = take(logits.rows() * int64_t(sizeof(DeviceSamplingParams)));
+    e.tokens = take(in.bytes);
+    e.positions = e.tokens + in.positions;
+    e.pageTable = e.tokens + in.pageTable;
+    e.params = e.tokens + in.params;
     e.sampled = take(logits.rows() * 4);
     e.logits = take(logits.rows() * logits.cols() * 4);
     st.entries[name] = e;
@@ -196,6 +222,7 @@ json toJson(const CudaProgram &p) {
     for (const DeviceOp &op : e.ops) ops.push_back(opJson(op));
     entries[name] = {{"ops", std::move(ops)},
                      {"sample", opJson(e.sample)},
+                     {"inputs_offset", e.inputsOffset},
                      {"sampling_params_offset", e.samplingParamsOffset},
                      {"sampled_offset", e.sampledOffset}};
   }
@@ -216,6 +243,7 @@ CudaProgram cudaProgramFromJson(const json &j) {
       CudaEntry ce;
       for (const json &op : e.at("ops")) ce.ops.push_back(opFrom(op));
       ce.sample = opFrom(e.at("sample"));
+      ce.inputsOffset = integer(e.at("inputs_offset"), "entry '" + name + "' inputs_offset");
       ce.samplingParamsOffset =
           integer(e.at("sampling_params_offset"), "entry '" + name + "' sampling_params_offset");
       ce.sampledOffset = integer(e.at("sampled_offset"), "entry '" + name + "' sampled_offset");

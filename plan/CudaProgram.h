@@ -66,9 +66,13 @@ struct DeviceOp {
 
 struct CudaEntry {
   std::vector<DeviceOp> ops;
-  // Per-step inputs, written by the host before each run (arena offsets
-  // come from the plan's args) and sampling, in the workspace.
-  int64_t samplingParamsOffset = 0; // rows x SamplingParams (16 bytes)
+  // Per-call inputs (tokens, positions, page table, sampling parameters):
+  // one block in the workspace laid out as cudaInputsLayout says, copied
+  // from the host in one transfer before each run; the kernels read the
+  // entry point's tokens, positions and page table there, not at their
+  // arena offsets. Then what sampling writes.
+  int64_t inputsOffset = 0;
+  int64_t samplingParamsOffset = 0; // rows x SamplingParams (16 bytes), in the inputs
   int64_t sampledOffset = 0;        // rows x int32
   DeviceOp sample;                  // the sampling kernel, after the logits
 };
@@ -126,10 +130,25 @@ constexpr int64_t kCudaRuntimeReserveBytes = int64_t(256) << 20;
 /// what a multi-GPU machine shows (docs/tensor-parallel.md).
 constexpr int64_t kNcclReserveBytes = int64_t(1) << 30;
 
+/// An entry point's per-call inputs in one block, relative to its start:
+/// tokens and positions ([rows] i32), the page table, the sampling
+/// parameters (one per logits row), each at a multiple of 16 bytes.
+struct CudaInputsLayout {
+  int64_t tokens = 0, positions = 0, pageTable = 0, params = 0, bytes = 0;
+};
+struct EntryPoint;
+struct Operand;
+CudaInputsLayout cudaInputsLayout(const EntryPoint &ep);
+/// Where the kernels of entry point `ep` find operand `o` of its steps: the
+/// entry point's tokens, positions and page table in its inputs block in
+/// the workspace, any other tensor at its arena offset.
+DeviceRef cudaOperandRef(const CudaEntry &e, const EntryPoint &ep, const Operand &o);
+
 /// The executor's pinned host memory: per entry point the inputs written
-/// before each run (tokens, positions, page table, sampling parameters) and
-/// what comes back (sampled ids, logits), in one block; every buffer starts
-/// at a multiple of 64 bytes.
+/// before each run (tokens, positions, page table, sampling parameters:
+/// one block laid out as cudaInputsLayout says) and what comes back
+/// (sampled ids, logits); each entry point's part starts at a multiple of 64
+/// bytes.
 struct CudaStagingEntry {
   int64_t tokens = 0, positions = 0, pageTable = 0, params = 0, sampled = 0, logits = 0;
 };

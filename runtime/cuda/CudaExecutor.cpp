@@ -228,7 +228,8 @@ struct CudaExecutor::Impl {
     std::string name;
     const EntryPoint *ep = nullptr;
     const CudaEntry *ce = nullptr;
-    int64_t tokOff = 0, posOff = 0, tableOff = 0, tableInts = 0;
+    int64_t inputsBytes = 0; // tokens, positions, page table, sampling parameters
+    char *hInputs = nullptr; // ... laid out as in the workspace (cudaInputsLayout)
     int64_t logitsOff = 0, logitRows = 0, vocab = 0;
     bool logitsFollow = true;
     int32_t *hTok = nullptr, *hPos = nullptr, *hTable = nullptr, *hSampled = nullptr;
@@ -324,20 +325,13 @@ struct CudaExecutor::Impl {
   /// One run of `e` on `active` rows, as stream work: inputs in, every op,
   /// sampling, sampled tokens out.
   void enqueue(Entry &e, int64_t active) {
-    check(cudaMemcpyAsync(arena + e.tokOff, e.hTok, size_t(e.ep->rows) * 4, cudaMemcpyHostToDevice,
-                          stream), "copying tokens");
-    check(cudaMemcpyAsync(arena + e.posOff, e.hPos, size_t(e.ep->rows) * 4, cudaMemcpyHostToDevice,
-                          stream), "copying positions");
-    check(cudaMemcpyAsync(arena + e.tableOff, e.hTable, size_t(e.tableInts) * 4,
-                          cudaMemcpyHostToDevice, stream), "copying the page table");
+    // Tokens, positions, page table and sampling parameters in one copy.
+    check(cudaMemcpyAsync(work + e.ce->inputsOffset, e.hInputs, size_t(e.inputsBytes),
+                          cudaMemcpyHostToDevice, stream),
+          "copying the inputs");
     // Tensor-parallel ranks sample on the host, from every rank's slice.
     const bool sampling = !ranks;
     const int64_t outRows = e.rowsOut(active);
-    if (sampling)
-      check(cudaMemcpyAsync(work + e.ce->samplingParamsOffset, e.hParams,
-                            size_t(outRows) * sizeof(DeviceSamplingParams),
-                            cudaMemcpyHostToDevice, stream),
-            "copying sampling parameters");
     for (const DeviceOp &op : e.ce->ops) launchOp(e, op, active);
     if (!sampling) return;
     launchOp(e, e.ce->sample, active);
@@ -548,16 +542,17 @@ void CudaExecutor::Impl::bindEntries() {
     e.ce = &ce->second;
     for (const DeviceOp &op : e.ce->ops) findKernel(op);
     findKernel(e.ce->sample);
-    e.tokOff = ep.arg("tokens")->offset;
-    e.posOff = ep.arg("positions")->offset;
-    e.tableOff = ep.arg("page_table")->offset;
-    e.tableInts = ep.arg("page_table")->numElements();
+    e.inputsBytes = cudaInputsLayout(ep).bytes;
+    if (e.ce->inputsOffset < 0 || e.ce->inputsOffset + e.inputsBytes > program.workspaceBytes)
+      throw InputError("incompatible because the launch table puts the inputs of '" + name +
+                       "' outside the workspace; recompile the model");
     const Operand &logits = ep.results.at(0);
     e.logitsOff = logits.offset;
     e.logitRows = logits.rows();
     e.vocab = logits.cols();
     e.logitsFollow = logits.rows() == ep.rows;
     const CudaStagingEntry &st = staging.entries.at(name);
+    e.hInputs = pinned + st.tokens;
     e.hTok = reinterpret_cast<int32_t *>(pinned + st.tokens);
     e.hPos = reinterpret_cast<int32_t *>(pinned + st.positions);
     e.hTable = reinterpret_cast<int32_t *>(pinned + st.pageTable);

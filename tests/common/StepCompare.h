@@ -249,7 +249,8 @@ void compareStepByStep(Device &gpu, CpuExecutor &cpu, const Plan &cudaPlan,
       for (const Operand *in : stepInputs(s))
         if (in->kind == OperandKind::arena) {
           std::vector<char> b = cpuBytes(cpu, match.cpuValue.at(in->value), in->dtype);
-          gpu.upload(DeviceBuffer::arena, in->offset, b.data(), int64_t(b.size()));
+          const DeviceRef at = cudaOperandRef(ce, ep, *in); // the inputs: in the workspace
+          gpu.upload(at.buffer, at.offset, b.data(), int64_t(b.size()));
         }
       for (const Operand *o : stepOutputs(s))
         if (o->kind == OperandKind::arena)

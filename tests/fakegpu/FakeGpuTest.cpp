@@ -545,6 +545,24 @@ TEST_F(FakeGpu, KernelsLaunchAsProgrammaticDependentsFromHopperOn) {
   EXPECT_EQ(waits + matvecs, wrappers);
 }
 
+// A run copies its inputs (tokens, positions, page table, sampling
+// parameters) to the device in one transfer and the sampled ids back in
+// another: two copies per call, eager or captured (the fake runtime counts
+// a copy when it is enqueued or captured, not when a graph replays it).
+TEST_F(FakeGpu, ARunIsOneCopyInAndOneOut) {
+  Model m = build(kGqa, kBatch3);
+  for (bool graphs : {false, true}) {
+    CudaOptions opts;
+    opts.graphs = graphs;
+    CudaExecutor x(m.plan, m.code, m.weights.data(), m.weights.size(), opts);
+    std::mt19937 rng(5);
+    kvplan::testing::setInputs(x, m.plan, "decode", 2, rng);
+    const long long before = fakecuda_counters().copies;
+    x.run("decode", 2); // with graphs: eagerly once, then captured
+    EXPECT_EQ(fakecuda_counters().copies - before, graphs ? 4 : 2) << (graphs ? "graphs" : "eager");
+  }
+}
+
 TEST_F(FakeGpu, NoDeviceIsReportedCleanly) {
   Model m = build(kGqa, kBatch1);
   fakecuda_configure(0, 0, 0, 0);
