@@ -821,12 +821,75 @@ __device__ __forceinline__ void attnWalk(const C *keys, const C *values, const i
   }
 }
 
+/// The end of attnPartial: the block's key slots merged, each scaled by
+/// exp(its max - the block's), summed over the warp's slots by shuffles,
+/// then over the warps in order, into the split's unnormalised output and
+/// its (max, sum) per query head, for attnCombine. Holds the block's
+/// barriers: every thread calls it.
+template <class C, int H, int KVH, int HD, int WARPS>
+__device__ __forceinline__ void attnMergeSlots(
+    const float (&m)[H / KVH], const float (&l)[H / KVH],
+    float (&acc)[H / KVH][AttnLanes<C, HD>::D], float (*mS)[H / KVH], float (*lS)[H / KVH],
+    float (*red)[H / KVH][HD], float *part, float *ml, int r, int kvh, int splits, int split,
+    int slot, int sub) {
+  using Ln = AttnLanes<C, HD>;
+  constexpr int G = H / KVH, E = Ln::E, L = Ln::L, D = Ln::D, SLOTS = WARPS * Ln::KPW;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  if (sub == 0)
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      mS[slot][g] = m[g];
+      lS[slot][g] = l[g];
+    }
+  __syncthreads();
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    float mAll = -INFINITY;
+    for (int s = 0; s < SLOTS; ++s) mAll = fmaxf(mAll, mS[s][g]);
+    const float w = m[g] == -INFINITY ? 0.0f : expf(m[g] - mAll);
+#pragma unroll
+    for (int d = 0; d < D; ++d) {
+      float v = acc[g][d] * w;
+#pragma unroll
+      for (int o = L; o < 32; o *= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+      acc[g][d] = v;
+    }
+  }
+  if (lane < L)
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+      for (int i = 0; i < Ln::PER; ++i) {
+        const int c = sub + i * L;
+        if (c < Ln::CH)
+#pragma unroll
+          for (int e = 0; e < E; ++e) red[warp][g][c * E + e] = acc[g][i * E + e];
+      }
+  __syncthreads();
+  for (int idx = tid; idx < G * HD; idx += WARPS * 32) {
+    const int g = idx / HD, d = idx % HD;
+    float v = 0.0f;
+#pragma unroll
+    for (int w = 0; w < WARPS; ++w) v += red[w][g][d];
+    part[(((long long)r * H + kvh * G + g) * splits + split) * HD + d] = v;
+  }
+  if (tid < G) {
+    float mAll = -INFINITY, lAll = 0.0f;
+    for (int s = 0; s < SLOTS; ++s) mAll = fmaxf(mAll, mS[s][tid]);
+    for (int s = 0; s < SLOTS; ++s)
+      if (mS[s][tid] != -INFINITY) lAll += lS[s][tid] * expf(mS[s][tid] - mAll);
+    const long long i = ((long long)r * H + kvh * G + tid) * splits + split;
+    ml[2 * i] = mAll;
+    ml[2 * i + 1] = lAll;
+  }
+}
+
 /// p: q (f32, scaled here), cache, positions, page table, partial out,
 /// partial (max, sum).  i: -, layer, table stride, splits.  d: scale.
 template <class C, int H, int KVH, int HD, int PS, long long PAGES, int WARPS>
 __device__ void attnPartial(const KvArgs &a) {
   using Ln = AttnLanes<C, HD>;
-  constexpr int G = H / KVH, E = Ln::E, L = Ln::L, D = Ln::D, SLOTS = WARPS * Ln::KPW;
+  constexpr int G = H / KVH, L = Ln::L, D = Ln::D, SLOTS = WARPS * Ln::KPW;
   __shared__ float qs[G][HD];
   __shared__ float mS[SLOTS][G], lS[SLOTS][G];
   __shared__ float red[WARPS][G][HD];
@@ -863,57 +926,9 @@ __device__ void attnPartial(const KvArgs &a) {
   attnWalk<C, G, KVH, HD, PS>(keys, values, table, qs, start + slot, SLOTS, end,
                               end > warpFirst ? end - warpFirst : 0, sub, m, l, acc);
 
-  // Merge the slots: each scaled by exp(its max - the block's), summed over
-  // the warp's slots by shuffles, then over the warps in order.
-  if (sub == 0)
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-      mS[slot][g] = m[g];
-      lS[slot][g] = l[g];
-    }
-  __syncthreads();
-#pragma unroll
-  for (int g = 0; g < G; ++g) {
-    float mAll = -INFINITY;
-    for (int s = 0; s < SLOTS; ++s) mAll = fmaxf(mAll, mS[s][g]);
-    const float w = m[g] == -INFINITY ? 0.0f : expf(m[g] - mAll);
-#pragma unroll
-    for (int d = 0; d < D; ++d) {
-      float v = acc[g][d] * w;
-#pragma unroll
-      for (int o = L; o < 32; o *= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-      acc[g][d] = v;
-    }
-  }
-  if (lane < L)
-#pragma unroll
-    for (int g = 0; g < G; ++g)
-#pragma unroll
-      for (int i = 0; i < Ln::PER; ++i) {
-        const int c = sub + i * L;
-        if (c < Ln::CH)
-#pragma unroll
-          for (int e = 0; e < E; ++e) red[warp][g][c * E + e] = acc[g][i * E + e];
-      }
-  __syncthreads();
-  float *part = reinterpret_cast<float *>(a.p[4]);
-  float *ml = reinterpret_cast<float *>(a.p[5]);
-  for (int idx = tid; idx < G * HD; idx += WARPS * 32) {
-    const int g = idx / HD, d = idx % HD;
-    float v = 0.0f;
-#pragma unroll
-    for (int w = 0; w < WARPS; ++w) v += red[w][g][d];
-    part[(((long long)r * H + kvh * G + g) * splits + split) * HD + d] = v;
-  }
-  if (tid < G) {
-    float mAll = -INFINITY, lAll = 0.0f;
-    for (int s = 0; s < SLOTS; ++s) mAll = fmaxf(mAll, mS[s][tid]);
-    for (int s = 0; s < SLOTS; ++s)
-      if (mS[s][tid] != -INFINITY) lAll += lS[s][tid] * expf(mS[s][tid] - mAll);
-    const long long i = ((long long)r * H + kvh * G + tid) * splits + split;
-    ml[2 * i] = mAll;
-    ml[2 * i + 1] = lAll;
-  }
+  attnMergeSlots<C, H, KVH, HD, WARPS>(m, l, acc, mS, lS, red, reinterpret_cast<float *>(a.p[4]),
+                                        reinterpret_cast<float *>(a.p[5]), r, kvh, splits, split,
+                                        slot, sub);
 }
 
 /// Block (head, row), one thread per element of head_dim.
