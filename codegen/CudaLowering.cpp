@@ -291,6 +291,7 @@ private:
   void sample();
   bool floatGemv(const WeightEntry &w, const std::optional<std::string> &bias,
                  const Operand &input, const std::vector<Operand> &results);
+  bool matvecKernel(const char *prefix, const WeightEntry &w, const MatVecOp &op);
   /// The outputs of one weight (a fused QKV or gate|up: up to three, of
   /// one row count and type) as features n[0..2] and the kernel's output
   /// pointers p[5..7] appended to `ptrs`; false where they are not.
@@ -364,35 +365,21 @@ void EntryLowering::biasAdd(const std::string &bias, const Operand &o, int64_t c
 }
 
 /// Up to kGemvRows rows (decode, the last prefill row) of f32, bf16 or f16
-/// weights: one generated matrix-vector kernel for every output of the
-/// weight, reading it once in 16-byte loads, instead of cuBLAS, which at one
-/// row reaches a fraction of the memory bandwidth. False (cuBLAS, then)
-/// where the rows are more, or a row is not whole 16-byte runs.
+/// weights: one generated matrix-vector kernel (matvec with no prologue or
+/// epilogue but the bias) for every output of the weight, reading it once
+/// in 16-byte loads, instead of cuBLAS, which at one row reaches a fraction
+/// of the memory bandwidth. False (cuBLAS, then) where the rows are more,
+/// or a row is not whole 16-byte runs.
 bool EntryLowering::floatGemv(const WeightEntry &w, const std::optional<std::string> &bias,
                               const Operand &input, const std::vector<Operand> &results) {
-  const int64_t k = w.shape[1], features = w.shape[0], rows = results[0].rows();
-  const int64_t run = 16 / dtypeBytes(w.dtype);
-  if (rows > kGemvRows || k % run != 0) return false;
-  int64_t n[3] = {0, 0, 0};
-  std::vector<DeviceRef> ptrs = {arena(input), weightRef(w.name), weightRef(w.name),
-                                 weightRef(w.name), weightRef(w.name)};
-  if (!splitOutputs(results, n, ptrs) || n[0] + n[1] + n[2] != features) return false;
-  const Operand &o = results[0];
-  const int64_t warps = gemvWarps(features);
-  const std::string name = specs.wrapper(
-      "linear_gemv_" + std::string(dtypeName(w.dtype)) + "_" + dtypeName(input.dtype) + "_" +
-          dtypeName(o.dtype) + dims({k, n[0], n[1], n[2], warps, rows}),
-      warps * 32,
-      "kvplan::gemv<" + std::string(cudaType(w.dtype)) + ", " + cudaType(input.dtype) + ", " +
-          cudaType(o.dtype) + ", " + num(k) + ", " + num(n[0]) + ", " + num(n[1]) + ", " +
-          num(n[2]) + ", " + num(warps) + ", " + num(rows) + ">(a)");
-  kernel(name, {ceilDiv(features, warps), 1, 1}, warps * 32, -1, o, std::move(ptrs));
-  int64_t col = 0;
-  for (const Operand &r : results) {
-    if (bias) biasAdd(*bias, r, col);
-    col += r.cols();
-  }
-  return true;
+  const int64_t rows = results[0].rows();
+  if (rows > kGemvRows || w.shape[1] % (16 / dtypeBytes(w.dtype)) != 0) return false;
+  MatVecOp plain;
+  plain.weight = w.name;
+  plain.input = input;
+  plain.bias = bias;
+  plain.results = results;
+  return matvecKernel("linear_gemv_", w, plain);
 }
 
 /// Matrix-vector warps per block: as many as keep the blocks (one feature
@@ -458,13 +445,18 @@ void EntryLowering::operator()(const MatVecOp &op) {
     unsupported(at + " reads " + dtypeName(op.input.dtype) + " rows; it reads f32 or " +
                 dtypeName(w.dtype));
   if (op.addend) f32Input(*op.addend, "matvec's addend");
+  if (!matvecKernel("matvec_", w, op)) unsupported(at + ": its outputs do not split the weight's rows");
+}
+
+/// One launch of Kernels.cuh's matvec for `op`, its folds as the template's
+/// flags; false where its outputs do not split the weight's rows.
+bool EntryLowering::matvecKernel(const char *prefix, const WeightEntry &w, const MatVecOp &op) {
   int64_t n[3] = {0, 0, 0};
   std::vector<DeviceRef> ptrs = {arena(op.input), weightRef(w.name),
                                  op.norm ? weightRef(*op.norm) : weightRef(w.name),
                                  op.addend ? arena(*op.addend) : arena(op.input),
                                  op.bias ? weightRef(*op.bias) : weightRef(w.name)};
-  if (!splitOutputs(op.results, n, ptrs) || op.weightRows() != w.shape[0])
-    unsupported(at + ": its outputs do not split the weight's rows");
+  if (!splitOutputs(op.results, n, ptrs) || op.weightRows() != w.shape[0]) return false;
   // The folds, as the kernel's flags and the wrapper's name tell them.
   std::string flags = "0", tag = "_";
   for (auto [on, flag, letter] : {std::tuple{op.norm.has_value(), "kMvNorm", 'n'},
@@ -478,9 +470,10 @@ void EntryLowering::operator()(const MatVecOp &op) {
   const DType nw = op.norm ? weightType(*op.norm) : DType::f32,
               b = op.bias ? weightType(*op.bias) : DType::f32;
   const Operand &o = op.results.front();
+  const int64_t k = w.shape[1], rows = o.rows();
   const int64_t features = n[0] + n[1] + n[2], warps = gemvWarps(features);
   const std::string name = specs.wrapper(
-      "matvec_" + std::string(dtypeName(w.dtype)) + "_" + dtypeName(op.input.dtype) + "_" +
+      prefix + std::string(dtypeName(w.dtype)) + "_" + dtypeName(op.input.dtype) + "_" +
           dtypeName(o.dtype) + "_" + dtypeName(nw) + "_" + dtypeName(b) +
           dims({k, n[0], n[1], n[2], warps, rows}) + tag,
       warps * 32,
@@ -491,6 +484,7 @@ void EntryLowering::operator()(const MatVecOp &op) {
       true);
   kernel(name, {ceilDiv(features, warps), 1, 1}, warps * 32, -1, o, std::move(ptrs), {},
          {op.eps.value_or(0.0)});
+  return true;
 }
 
 void EntryLowering::operator()(const AttentionOp &op) {

@@ -381,49 +381,21 @@ template <int C, class H> __device__ __forceinline__ void loadElems(const H *p, 
   load8(p, out);
 }
 
-/// Matrix-vector products of f32, bf16 or f16 weights for up to R rows of x
-/// (decode, the last prefill row), where cuBLAS is slowest: warp w of block
-/// b computes feature b * WARPS + w for every row, its lanes reading the
-/// weights' row once, contiguously, in 16-byte loads (8 elements of 2 bytes,
-/// 4 of f32), and x in the same runs, accumulating in f32; the features may
-/// go to up to three outputs as quantGemv's do. K is a multiple of the run.
-/// p: x (X, rows x K), weights (W, N x K), -, -, -, out0, out1, out2.
-/// i[0]: rows.
-template <class W, class X, class O, int K, int N0, int N1, int N2, int WARPS, int R>
-__device__ void gemv(const KvArgs &a) {
-  constexpr int N = N0 + N1 + N2, C = 16 / (int)sizeof(W), RUNS = K / C;
-  static_assert(K % C == 0 && (C == 8 || sizeof(X) == 4), "whole 16-byte runs of weights");
-  const int j = blockIdx.x * WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (j >= N) return; // the whole warp: it holds no block barrier
-  const int rows = (int)a.i[0];
-  const X *x = reinterpret_cast<const X *>(a.p[0]);
-  const W *w = reinterpret_cast<const W *>(a.p[1]) + (long long)j * K;
-  float acc[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) acc[r] = 0.0f;
-  for (int c = lane; c < RUNS; c += 32) {
-    float wv[C];
-    loadElems<C>(w + c * C, wv);
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      if (r >= rows) break;
-      float xv[C];
-      loadElems<C>(x + (long long)r * K + c * C, xv);
-#pragma unroll
-      for (int e = 0; e < C; ++e) acc[r] += wv[e] * xv[e];
-    }
-  }
-  storeWarpRows<O, N0, N1, N2, false, R>(a, rows, j, lane, acc);
-}
-
 /// llm.matvec's folds, as its kernel's FLAGS.
 constexpr int kMvNorm = 1, kMvSwiglu = 2, kMvAdd = 4, kMvBias = 8;
 /// Bytes of each weight row a matvec asks into L2 before it waits for the
 /// kernel before it (the first four 16-byte loads of each lane).
 constexpr int kMvPrefetch = 2048;
 
-/// llm.matvec: gemv's product for up to R rows of x with the neighbours
-/// --fuse-matvec folds in, as FLAGS selects:
+/// Matrix-vector products of f32, bf16 or f16 weights for up to R rows of x
+/// (decode, the last prefill row), where cuBLAS is slowest: warp w of block
+/// b computes feature j = b * WARPS + w for every row, its lanes reading the
+/// weights' row once, contiguously, in 16-byte loads (8 elements of 2 bytes,
+/// 4 of f32), and x in the same runs, accumulating in f32; K is a multiple
+/// of the run. Feature j goes to the output holding it, of up to three (a
+/// fused QKV or gate|up weight: N0 columns, then N1, then N2). A plain
+/// linear is FLAGS 0 (or kMvBias); llm.matvec adds the neighbours
+/// --fuse-matvec folds in:
 /// - kMvNorm: the rows of x are RMS-normed by scale nw (NW) first. Each warp
 ///   reads the whole row for its product anyway, so it sums the squares as it
 ///   goes: no extra pass over x and no block barrier; the product is then
@@ -432,9 +404,8 @@ constexpr int kMvPrefetch = 2048;
 /// - kMvSwiglu: the weight is a gate|up projection of 2F rows; warp j reads
 ///   rows j and F + j and writes silu(gate) * up.
 /// - kMvAdd: the addend (f32) added to the result.
-/// Features go to up to three outputs as gemv's do (one with swiglu or an
-/// addend). p: x (X, rows x K), weights (W), nw, addend, bias, out0, out1,
-/// out2.  i[0]: rows.  d[0]: eps.
+/// With swiglu or an addend there is one output. p: x (X, rows x K),
+/// weights (W), nw, addend, bias, out0, out1, out2.  i[0]: rows.  d[0]: eps.
 template <class W, class X, class O, class NW, class B, int K, int N0, int N1, int N2, int WARPS,
           int R, int FLAGS>
 __device__ void matvec(const KvArgs &a) {
