@@ -23,13 +23,19 @@ const char *deviceBufferName(DeviceBuffer b) {
 
 std::string cudaCubinSection(const std::string &arch) { return "cuda.cubin." + arch; }
 
+namespace {
+/// `bytes` at the end of a block of `top` bytes, which grows to the next
+/// multiple of `align`; returns where they start.
+int64_t takeAligned(int64_t &top, int64_t bytes, int64_t align) {
+  const int64_t at = top;
+  top = alignUp(at + bytes, align);
+  return at;
+}
+} // namespace
+
 CudaInputsLayout cudaInputsLayout(const EntryPoint &ep) {
   CudaInputsLayout l;
-  auto take = [&](int64_t bytes) {
-    const int64_t at = l.bytes;
-    l.bytes = alignUp(at + bytes, 16);
-    return at;
-  };
+  auto take = [&](int64_t bytes) { return takeAligned(l.bytes, bytes, 16); };
   const Operand *table = ep.arg("page_table");
   l.tokens = take(ep.rows * 4);
   l.positions = take(ep.rows * 4);
@@ -49,11 +55,7 @@ DeviceRef cudaOperandRef(const CudaEntry &e, const EntryPoint &ep, const Operand
 
 CudaStaging cudaHostStaging(const Plan &plan) {
   CudaStaging st;
-  auto take = [&](int64_t bytes) {
-    const int64_t at = st.bytes;
-    st.bytes = alignUp(at + bytes, 64);
-    return at;
-  };
+  auto take = [&](int64_t bytes) { return takeAligned(st.bytes, bytes, 64); };
   for (const auto &[name, ep] : plan.entryPoints) {
     const Operand &logits = ep.results.at(0);
     const CudaInputsLayout in = cudaInputsLayout(ep);
