@@ -46,7 +46,7 @@ AttentionSplit attentionSplit(const Plan &plan, const EntryPoint &ep) {
   const int64_t blocks = std::max<int64_t>(1, ep.rows * plan.kvCache.kvHeads);
   const int64_t most = std::max<int64_t>(1, plan.settings.maxSeqLen / kAttnMinKeys);
   AttentionSplit split;
-  split.splits = std::clamp<int64_t>(ceilDiv(kAttnMinBlocks, blocks), 1, most);
+  split.splits = std::clamp<int64_t>(ceilDiv(kFillBlocks, blocks), 1, most);
   return split;
 }
 

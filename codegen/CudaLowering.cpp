@@ -292,6 +292,11 @@ private:
   bool floatGemv(const WeightEntry &w, const std::optional<std::string> &bias,
                  const Operand &input, const std::vector<Operand> &results);
   bool matvecKernel(const char *prefix, const WeightEntry &w, const MatVecOp &op);
+  /// Whether the matvec kernel takes `rows` rows of float weights `w`: at
+  /// most kGemvRows, each whole 16-byte runs of weights.
+  static bool matvecTakes(const WeightEntry &w, int64_t rows) {
+    return rows <= kGemvRows && w.shape[1] % (16 / dtypeBytes(w.dtype)) == 0;
+  }
   /// The outputs of one weight (a fused QKV or gate|up: up to three, of
   /// one row count and type) as features n[0..2] and the kernel's output
   /// pointers p[5..7] appended to `ptrs`; false where they are not.
@@ -372,8 +377,7 @@ void EntryLowering::biasAdd(const std::string &bias, const Operand &o, int64_t c
 /// or a row is not whole 16-byte runs.
 bool EntryLowering::floatGemv(const WeightEntry &w, const std::optional<std::string> &bias,
                               const Operand &input, const std::vector<Operand> &results) {
-  const int64_t rows = results[0].rows();
-  if (rows > kGemvRows || w.shape[1] % (16 / dtypeBytes(w.dtype)) != 0) return false;
+  if (!matvecTakes(w, results[0].rows())) return false;
   MatVecOp plain;
   plain.weight = w.name;
   plain.input = input;
@@ -386,7 +390,7 @@ bool EntryLowering::floatGemv(const WeightEntry &w, const std::optional<std::str
 /// per warp) numerous enough to fill a large GPU.
 int64_t gemvWarps(int64_t features) {
   int64_t warps = 8;
-  while (warps > 2 && ceilDiv(features, warps) < kGemvMinBlocks) warps /= 2;
+  while (warps > 2 && ceilDiv(features, warps) < kFillBlocks) warps /= 2;
   return warps;
 }
 
@@ -432,14 +436,15 @@ void EntryLowering::quantLinear(const WeightEntry &w, const std::optional<std::s
 /// --fuse-matvec folded into it (Kernels.cuh, matvec).
 void EntryLowering::operator()(const MatVecOp &op) {
   const WeightEntry &w = weight(op.weight);
-  const int64_t k = w.shape[1], rows = op.results.front().rows();
+  const int64_t rows = op.results.front().rows();
   const std::string at = "step " + num(step) + " (matvec of weight '" + w.name + "')";
   if (!isFloatDType(w.dtype))
     unsupported(at + ": its weights are " + dtypeName(w.dtype) +
                 "; the matvec kernel reads f32, bf16 or f16 weights");
-  if (rows > kGemvRows || k % (16 / dtypeBytes(w.dtype)) != 0)
-    unsupported(at + ": " + num(rows) + " rows of " + num(k) + "; the matvec kernel takes up to " +
-                num(kGemvRows) + " rows of whole 16-byte runs");
+  if (!matvecTakes(w, rows))
+    unsupported(at + ": " + num(rows) + " rows of " + num(w.shape[1]) +
+                "; the matvec kernel takes up to " + num(kGemvRows) +
+                " rows of whole 16-byte runs");
   if (op.norm) f32Input(op.input, "matvec's norm");
   if (op.input.dtype != DType::f32 && op.input.dtype != w.dtype)
     unsupported(at + " reads " + dtypeName(op.input.dtype) + " rows; it reads f32 or " +

@@ -15,16 +15,18 @@
 
 namespace kvplan::cudagen {
 
+// Blocks that give every multiprocessor of an H100/H200 two: what the
+// matrix-vector products and attention aim at.
+constexpr int64_t kFillBlocks = 264;
 // Attention (codegen/cuda/Kernels.cuh, attnPartial): kAttnWarps warps a
 // block; the keys split so that rows x KV heads x splits reaches
-// kAttnMinBlocks (two blocks per multiprocessor of an H100/H200) where a
-// split keeps kAttnMinKeys keys or more at full context.
-constexpr int64_t kAttnWarps = 4, kAttnMinBlocks = 264, kAttnMinKeys = 32;
+// kFillBlocks where a split keeps kAttnMinKeys keys or more at full context.
+constexpr int64_t kAttnWarps = 4, kAttnMinKeys = 32;
 constexpr int64_t kElementwiseBlock = 256;
-// Products with quantized weights (codegen/cuda/Kernels.cuh): matrix-vector
-// up to kGemvRows rows, aiming at kGemvMinBlocks blocks or more; tiles of
+// Products (codegen/cuda/Kernels.cuh): matrix-vector up to kGemvRows rows,
+// aiming at kFillBlocks blocks or more; with quantized weights, tiles of
 // kGemmTile rows x kGemmTile features above.
-constexpr int64_t kGemvRows = 8, kGemvMinBlocks = 264;
+constexpr int64_t kGemvRows = 8;
 constexpr int64_t kGemmTile = 64, kGemmThreads = 256;
 
 [[noreturn]] void unsupported(const std::string &what);

@@ -120,13 +120,19 @@ struct SwiGLUEpilogue : public OpRewritePattern<llm::FusedFFNOp> {
 };
 
 /// The operand of a residual add (lhs, rhs) made by a product only it
-/// reads, and the other operand, the addend; null where neither is.
-std::pair<Value, Value> productAndAddend(Value lhs, Value rhs, int64_t maxRows) {
-  for (auto [product, addend] : {std::pair{lhs, rhs}, std::pair{rhs, lhs}})
-    if (productOf(product, maxRows) && getElementTypeOrSelf(addend.getType()).isF32() &&
-        getElementTypeOrSelf(product.getType()).isF32())
-      return {product, addend};
-  return {};
+/// reads: that product's parts with the other operand as their addend, and
+/// the product's value; nothing where neither operand is.
+std::optional<std::pair<MatVecParts, Value>> productWithAddend(Value lhs, Value rhs,
+                                                              int64_t maxRows) {
+  for (auto [product, addend] : {std::pair{lhs, rhs}, std::pair{rhs, lhs}}) {
+    std::optional<MatVecParts> p = productOf(product, maxRows);
+    if (p && getElementTypeOrSelf(addend.getType()).isF32() &&
+        getElementTypeOrSelf(product.getType()).isF32()) {
+      p->addend = addend;
+      return std::pair{*p, product};
+    }
+  }
+  return std::nullopt;
 }
 
 /// linear -> add (or the add of add_rms_norm): the add becomes the
@@ -140,10 +146,9 @@ struct ResidualEpilogue : public RewritePattern {
     if (auto add = dyn_cast<llm::AddOp>(op)) std::tie(lhs, rhs) = std::pair{add.getLhs(), add.getRhs()};
     else if (auto an = dyn_cast<llm::AddRMSNormOp>(op)) std::tie(lhs, rhs) = std::pair{an.getLhs(), an.getRhs()};
     else return failure();
-    auto [product, addend] = productAndAddend(lhs, rhs, maxRows);
-    if (!product) return rewriter.notifyMatchFailure(op, "no operand is a matrix-vector product's alone");
-    MatVecParts p = *productOf(product, maxRows);
-    p.addend = addend;
+    std::optional<std::pair<MatVecParts, Value>> found = productWithAddend(lhs, rhs, maxRows);
+    if (!found) return rewriter.notifyMatchFailure(op, "no operand is a matrix-vector product's alone");
+    auto &[p, product] = *found;
     // At the add, where both the product's input and the addend are defined.
     rewriter.setInsertionPoint(op);
     auto fused = p.build(rewriter, op->getLoc(), product.getType());
