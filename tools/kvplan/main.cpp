@@ -76,27 +76,28 @@ int runAction(CLI::App &app, const kvplan::cli::Action &action) {
   } catch (const kvplan::cli::RankFinished &) {
     return 0;
   } catch (const kvplan::InputError &e) {
-    std::cerr << "error: " << e.what() << "\n";
+    // One write: under mpirun the launcher's own messages may come between two.
+    std::cerr << "error: " + std::string(e.what()) + "\n";
     return 1;
   } catch (const std::bad_alloc &) {
     // What the checks before large allocations did not foresee: still the
     // machine's limit, not a bug.
     std::optional<kvplan::ResourceFigure> mem = kvplan::availableMemory();
     const std::vector<CLI::App *> sub = app.get_subcommands();
-    std::cerr << "error: out of memory while running kvplan"
-              << (sub.empty() ? std::string() : " " + sub.front()->get_name()) << " ("
-              << (mem ? kvplan::formatBytes(mem->bytes) + " available, " + mem->source
-                      : std::string("the available memory is unknown"))
-              << "); free memory, or choose a smaller model, --dtype, --max-seq or "
-                 "--max-batch\n";
+    std::cerr << "error: out of memory while running kvplan" +
+                     (sub.empty() ? std::string() : " " + sub.front()->get_name()) + " (" +
+                     (mem ? kvplan::formatBytes(mem->bytes) + " available, " + mem->source
+                          : std::string("the available memory is unknown")) +
+                     "); free memory, or choose a smaller model, --dtype, --max-seq or "
+                     "--max-batch\n";
     return 1;
 #ifdef KVPLAN_HAVE_COMPILER
   } catch (const kvplan::InternalError &e) {
-    std::cerr << "internal error: " << e.what() << "\n";
+    std::cerr << "internal error: " + std::string(e.what()) + "\n";
     return 2;
 #endif
   } catch (const std::exception &e) {
-    std::cerr << "internal error: " << e.what() << "\n";
+    std::cerr << "internal error: " + std::string(e.what()) + "\n";
     return 2;
   }
 }
