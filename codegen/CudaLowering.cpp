@@ -105,6 +105,7 @@ public:
   void operator()(const LinearOp &op) { linear(op.weight, op.bias, op.input, op.results); }
   void operator()(const LogitsOp &op) { linear(op.weight, std::nullopt, op.input, {op.result}); }
   void operator()(const MatVecOp &op);
+  void operator()(const MatVecRopeKVWriteOp &op);
   void operator()(const RopeOp &op) {
     entryPositions(op.positions);
     const int idx = specs.ropeTable(op.rope);
@@ -292,6 +293,12 @@ private:
   bool floatGemv(const WeightEntry &w, const std::optional<std::string> &bias,
                  const Operand &input, const std::vector<Operand> &results);
   bool matvecKernel(const char *prefix, const WeightEntry &w, const MatVecOp &op);
+  void matvecChecks(const std::string &at, const WeightEntry &w, int64_t rows, const Operand &input,
+                    bool norm);
+  /// The kernel flags of a matvec's folds and the letters that tag its
+  /// wrapper's name.
+  static std::pair<std::string, std::string> matvecFlags(
+      std::initializer_list<std::tuple<bool, const char *, char>> folds);
   /// Whether the matvec kernel takes `rows` rows of float weights `w`: at
   /// most kGemvRows, each whole 16-byte runs of weights.
   static bool matvecTakes(const WeightEntry &w, int64_t rows) {
@@ -436,8 +443,16 @@ void EntryLowering::quantLinear(const WeightEntry &w, const std::optional<std::s
 /// --fuse-matvec folded into it (Kernels.cuh, matvec).
 void EntryLowering::operator()(const MatVecOp &op) {
   const WeightEntry &w = weight(op.weight);
-  const int64_t rows = op.results.front().rows();
   const std::string at = "step " + num(step) + " (matvec of weight '" + w.name + "')";
+  matvecChecks(at, w, op.results.front().rows(), op.input, op.norm.has_value());
+  if (op.addend) f32Input(*op.addend, "matvec's addend");
+  if (!matvecKernel("matvec_", w, op)) unsupported(at + ": its outputs do not split the weight's rows");
+}
+
+/// What every matvec kernel needs of its weight `w` and its `rows` rows of
+/// `input`; `at` names the step.
+void EntryLowering::matvecChecks(const std::string &at, const WeightEntry &w, int64_t rows,
+                                 const Operand &input, bool norm) {
   if (!isFloatDType(w.dtype))
     unsupported(at + ": its weights are " + dtypeName(w.dtype) +
                 "; the matvec kernel reads f32, bf16 or f16 weights");
@@ -445,12 +460,57 @@ void EntryLowering::operator()(const MatVecOp &op) {
     unsupported(at + ": " + num(rows) + " rows of " + num(w.shape[1]) +
                 "; the matvec kernel takes up to " + num(kGemvRows) +
                 " rows of whole 16-byte runs");
-  if (op.norm) f32Input(op.input, "matvec's norm");
-  if (op.input.dtype != DType::f32 && op.input.dtype != w.dtype)
-    unsupported(at + " reads " + dtypeName(op.input.dtype) + " rows; it reads f32 or " +
+  if (norm) f32Input(input, "matvec's norm");
+  if (input.dtype != DType::f32 && input.dtype != w.dtype)
+    unsupported(at + " reads " + dtypeName(input.dtype) + " rows; it reads f32 or " +
                 dtypeName(w.dtype));
-  if (op.addend) f32Input(*op.addend, "matvec's addend");
-  if (!matvecKernel("matvec_", w, op)) unsupported(at + ": its outputs do not split the weight's rows");
+}
+
+std::pair<std::string, std::string> EntryLowering::matvecFlags(
+    std::initializer_list<std::tuple<bool, const char *, char>> folds) {
+  std::string flags = "0", tag = "_";
+  for (auto [on, flag, letter] : folds)
+    if (on) {
+      flags += std::string(" | kvplan::") + flag;
+      tag += letter;
+    }
+  return {flags, tag};
+}
+
+/// One launch of Kernels.cuh's matvecRopeKv: the QKV product, its norm and
+/// bias, with RoPE and the cache write of the keys and values.
+void EntryLowering::operator()(const MatVecRopeKVWriteOp &op) {
+  const WeightEntry &w = weight(op.weight);
+  const std::string at = "step " + num(step) + " (matvec_rope_kv_write of weight '" + w.name + "')";
+  const int64_t rows = op.rotatedQuery.rows(), qcols = op.rotatedQuery.cols(),
+                hd = op.rope.headDim, k = w.shape[1];
+  matvecChecks(at, w, rows, op.input, op.norm.has_value());
+  entryPositions(op.positions);
+  if (hd != kv.headDim || qcols + 2 * kv.kvHeads * hd != w.shape[0])
+    unsupported(at + ": its queries, keys and values do not match the KV cache");
+  if (op.rotatedQuery.dtype != DType::f32) unsupported(at + ": its queries are stored in f32");
+  const auto [flags, tag] = matvecFlags(
+      {{op.norm.has_value(), "kMvNorm", 'n'}, {op.bias.has_value(), "kMvBias", 'b'}});
+  const DType nw = op.norm ? weightType(*op.norm) : DType::f32,
+              b = op.bias ? weightType(*op.bias) : DType::f32;
+  const int idx = specs.ropeTable(op.rope);
+  const int64_t pairs = w.shape[0] / 2, warps = gemvWarps(pairs);
+  const std::string name = specs.wrapper(
+      "matvec_rope_kv_" + std::string(dtypeName(w.dtype)) + "_" + dtypeName(op.input.dtype) + "_" +
+          dtypeName(nw) + "_" + dtypeName(b) + "_" + dtypeName(kv.dtype) + "_r" + num(idx) +
+          dims({k, qcols, kv.kvHeads, hd, kv.pageSize, kv.pages, warps, rows}) + tag,
+      warps * 32,
+      "kvplan::matvecRopeKv<" + std::string(cudaType(w.dtype)) + ", " + cudaType(op.input.dtype) +
+          ", " + cudaType(nw) + ", " + cudaType(b) + ", " + kvType + ", " + num(k) + ", " +
+          num(qcols) + ", " + num(kv.kvHeads) + ", " + num(hd) + ", " + num(kv.pageSize) + ", " +
+          num(kv.pages) + "LL, " + num(warps) + ", " + num(rows) + ", " + flags +
+          ">(a, kvplan_rope_" + num(idx) + ")",
+      true);
+  kernel(name, {ceilDiv(pairs, warps), 1, 1}, warps * 32, -1, op.rotatedQuery,
+         {arena(op.input), weightRef(w.name), op.norm ? weightRef(*op.norm) : weightRef(w.name),
+          table, op.bias ? weightRef(*op.bias) : weightRef(w.name), arena(op.rotatedQuery),
+          cache(), positions},
+         {op.layer, tableStride}, {op.eps.value_or(0.0)});
 }
 
 /// One launch of Kernels.cuh's matvec for `op`, its folds as the template's
@@ -463,15 +523,10 @@ bool EntryLowering::matvecKernel(const char *prefix, const WeightEntry &w, const
                                  op.bias ? weightRef(*op.bias) : weightRef(w.name)};
   if (!splitOutputs(op.results, n, ptrs) || op.weightRows() != w.shape[0]) return false;
   // The folds, as the kernel's flags and the wrapper's name tell them.
-  std::string flags = "0", tag = "_";
-  for (auto [on, flag, letter] : {std::tuple{op.norm.has_value(), "kMvNorm", 'n'},
-                                  {op.swiglu, "kMvSwiglu", 's'},
-                                  {op.addend.has_value(), "kMvAdd", 'a'},
-                                  {op.bias.has_value(), "kMvBias", 'b'}})
-    if (on) {
-      flags += std::string(" | kvplan::") + flag;
-      tag += letter;
-    }
+  const auto [flags, tag] = matvecFlags({{op.norm.has_value(), "kMvNorm", 'n'},
+                                         {op.swiglu, "kMvSwiglu", 's'},
+                                         {op.addend.has_value(), "kMvAdd", 'a'},
+                                         {op.bias.has_value(), "kMvBias", 'b'}});
   const DType nw = op.norm ? weightType(*op.norm) : DType::f32,
               b = op.bias ? weightType(*op.bias) : DType::f32;
   const Operand &o = op.results.front();

@@ -361,6 +361,39 @@ LogicalResult RopeKVWriteOp::verify() {
                            getLayer());
 }
 
+namespace {
+
+/// A matvec's norm prologue: a scale and its eps together, a positive eps,
+/// f32 rows to normalise.
+LogicalResult verifyNormPrologue(Operation *op, std::optional<StringRef> norm,
+                                 std::optional<APFloat> eps, Value input) {
+  if (norm.has_value() != eps.has_value())
+    return op->emitOpError() << "a norm needs its eps, and eps a norm";
+  if (eps && !(eps->convertToDouble() > 0))
+    return op->emitOpError() << "eps must be positive";
+  if (norm && !tensorOf(input).getElementType().isF32())
+    return op->emitOpError() << "normalises f32 rows, got " << tensorOf(input).getElementType();
+  return success();
+}
+
+/// A matvec's weights: `rows` x the input's columns, in a type the input
+/// may be read against; its bias one per weight row, its norm scale one per
+/// input column.
+LogicalResult verifyMatVecWeights(Operation *op, SymbolTableCollection &symbols, int64_t rows,
+                                  Value input, FlatSymbolRefAttr weight, FlatSymbolRefAttr bias,
+                                  FlatSymbolRefAttr norm) {
+  if (failed(verifyWeight(op, symbols, weight, {rows, cols(input)}, "weight")) ||
+      failed(verifyInputType(op, symbols, weight, input)))
+    return failure();
+  if (bias && failed(verifyWeight(op, symbols, bias, {rows}, "bias")))
+    return failure();
+  if (norm)
+    return verifyWeight(op, symbols, norm, {cols(input)}, "scale");
+  return success();
+}
+
+} // namespace
+
 int64_t MatVecOp::getWeightRows() {
   int64_t n = 0;
   for (Value r : getResults())
@@ -374,12 +407,8 @@ LogicalResult MatVecOp::verify() {
   for (Value r : getResults())
     if (failed(sameRows(*this, getInput(), r, "each result has the input's rows")))
       return failure();
-  if (getNorm().has_value() != getEps().has_value())
-    return emitOpError() << "a norm needs its eps, and eps a norm";
-  if (getEps() && !(getEps()->convertToDouble() > 0))
-    return emitOpError() << "eps must be positive";
-  if (getNorm() && !tensorOf(getInput()).getElementType().isF32())
-    return emitOpError() << "normalises f32 rows, got " << tensorOf(getInput()).getElementType();
+  if (failed(verifyNormPrologue(*this, getNorm(), getEps(), getInput())))
+    return failure();
   if ((getSwiglu() || getAddend()) && getResults().size() != 1)
     return emitOpError() << "with swiglu or an addend has one result, got "
                          << getResults().size();
@@ -396,13 +425,36 @@ LogicalResult MatVecOp::verify() {
 }
 
 LogicalResult MatVecOp::verifySymbolUses(SymbolTableCollection &symbols) {
-  const int64_t out = getWeightRows();
-  if (failed(verifyWeight(*this, symbols, getWeightAttr(), {out, cols(getInput())}, "weight")) ||
-      failed(verifyInputType(*this, symbols, getWeightAttr(), getInput())))
+  return verifyMatVecWeights(*this, symbols, getWeightRows(), getInput(), getWeightAttr(),
+                             getBiasAttr(), getNormAttr());
+}
+
+int64_t MatVecRopeKVWriteOp::getWeightRows() {
+  auto cache = cast<KVCacheType>(getCache().getType());
+  return cols(getRotatedQuery()) + 2 * cache.getKvHeads() * cache.getHeadDim();
+}
+
+LogicalResult MatVecRopeKVWriteOp::verify() {
+  auto cache = cast<KVCacheType>(getCache().getType());
+  const int64_t hd = getHeadDim();
+  if (hd != cache.getHeadDim())
+    return emitOpError() << "head_dim " << hd << " differs from the cache's " << cache.getHeadDim();
+  if (hd % 2 != 0)
+    return emitOpError() << "head_dim must be even, got " << hd;
+  if (cols(getRotatedQuery()) % hd != 0)
+    return emitOpError() << "query rows of " << cols(getRotatedQuery())
+                         << " are not a whole number of heads of " << hd;
+  if (!(getTheta().convertToDouble() > 0))
+    return emitOpError() << "theta must be positive";
+  if (failed(verifyFreqFactors(*this, getFreqFactors(), hd)) ||
+      failed(sameRows(*this, getInput(), getRotatedQuery(), "rotated_query has the input's rows")) ||
+      failed(verifyNormPrologue(*this, getNorm(), getEps(), getInput())))
     return failure();
-  if (getBiasAttr() && failed(verifyWeight(*this, symbols, getBiasAttr(), {out}, "bias")))
-    return failure();
-  if (getNormAttr())
-    return verifyWeight(*this, symbols, getNormAttr(), {cols(getInput())}, "scale");
-  return success();
+  return verifyCacheAccess(*this, cache, getPageTable(), getPositions(), rows(getInput()),
+                           getLayer());
+}
+
+LogicalResult MatVecRopeKVWriteOp::verifySymbolUses(SymbolTableCollection &symbols) {
+  return verifyMatVecWeights(*this, symbols, getWeightRows(), getInput(), getWeightAttr(),
+                             getBiasAttr(), getNormAttr());
 }

@@ -467,4 +467,42 @@ def LLM_MatVecOp : LLM_WeightUser<"matvec", [Pure]> {
   }];
 }
 
+def LLM_MatVecRopeKVWriteOp : LLM_WeightUser<"matvec_rope_kv_write", [
+    AllTypesMatch<["cache", "result"]>,
+    MemoryEffects<[MemRead<LLM_KVCacheResource>, MemWrite<LLM_KVCacheResource>]>]> {
+  let summary = "The QKV product of a few rows with RoPE and the cache write as its epilogue";
+  let description = [{
+    `llm.matvec` of a fused QKV weight (its rows the queries, then the keys,
+    then the values; `norm` and `bias` as `llm.matvec`'s) whose three
+    results only `llm.rope_kv_write` reads, with that op's work done on the
+    product as it is made: `rotated_query` is the rotated queries, and the
+    rotated keys and the values go to the cache, never stored apart. The
+    RoPE attributes are `llm.rope`'s. Made by `--fuse-matvec` (the cuda
+    target's pipeline).
+
+    Example:
+    ```mlir
+    %qr, %c1 = llm.matvec_rope_kv_write @layers.0.attention.wqkv(%0) norm @layers.0.attention_norm into %cache[%page_table] at %positions {eps = 1.000000e-05 : f64, head_dim = 32 : i64, layer = 0 : i64, theta = 1.000000e+04 : f64} : tensor<1x256xf32>, !llm.kv_cache<layers = 4, pages = 32, page_size = 16, kv_heads = 4, head_dim = 32, element_type = f32>, tensor<1x32xi32>, tensor<1xi32> -> tensor<1x256xf32>
+    ```
+  }];
+  let arguments = (ins FlatSymbolRefAttr:$weight, LLM_Activations:$input,
+                       OptionalAttr<FlatSymbolRefAttr>:$bias,
+                       OptionalAttr<FlatSymbolRefAttr>:$norm, OptionalAttr<F64Attr>:$eps,
+                       LLM_KVCache:$cache, LLM_PageTable:$page_table, LLM_Ids:$positions,
+                       I64Attr:$head_dim, F64Attr:$theta,
+                       OptionalAttr<LLM_RopeScalingAttr>:$scaling,
+                       OptionalAttr<DenseF64ArrayAttr>:$freq_factors, I64Attr:$layer);
+  let results = (outs LLM_Activations:$rotated_query, LLM_KVCache:$result);
+  let assemblyFormat = [{
+    $weight `(` $input `)` (`norm` $norm^)? (`bias` $bias^)? `into` $cache `[` $page_table `]`
+    `at` $positions attr-dict `:` type($input) `,` type($cache) `,` type($page_table) `,`
+    type($positions) `->` type($rotated_query)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// Rows of the weight: the queries', then the keys' and the values'.
+    int64_t getWeightRows();
+  }];
+}
+
 #endif // KVPLAN_LLM_OPS

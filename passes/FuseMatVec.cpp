@@ -1,7 +1,8 @@
 // --fuse-matvec: a product of a few rows (llm.linear, llm.logits) becomes an
 // llm.matvec that also normalises its input (llm.rms_norm), applies SwiGLU
 // to its result (llm.fused_ffn) and adds the residual stream to it (llm.add,
-// the add half of llm.add_rms_norm).
+// the add half of llm.add_rms_norm); a QKV product whose results only
+// llm.rope_kv_write reads becomes llm.matvec_rope_kv_write.
 #include "passes/Passes.h"
 
 #include "mlir/IR/PatternMatch.h"
@@ -78,6 +79,19 @@ std::optional<MatVecParts> productOf(Value v, int64_t maxRows) {
   return p;
 }
 
+/// The rms_norm of `p`'s input when only `p` reads its rows and it reads
+/// f32: made `p`'s prologue, for the caller to erase; null otherwise.
+llm::RMSNormOp foldNorm(MatVecParts &p) {
+  auto norm = p.input.getDefiningOp<llm::RMSNormOp>();
+  if (p.norm || !norm || !norm.getResult().hasOneUse() ||
+      !getElementTypeOrSelf(norm.getInput().getType()).isF32())
+    return {};
+  p.norm = norm.getWeightAttr();
+  p.eps = norm.getEpsAttr();
+  p.input = norm.getInput();
+  return norm;
+}
+
 /// rms_norm -> a product of its rows: the norm becomes the product's
 /// prologue.
 struct NormPrologue : public RewritePattern {
@@ -85,17 +99,30 @@ struct NormPrologue : public RewritePattern {
       : RewritePattern(MatchAnyOpTypeTag(), 1, ctx), maxRows(maxRows) {}
 
   LogicalResult matchAndRewrite(Operation *op, PatternRewriter &rewriter) const override {
+    if (auto qkv = dyn_cast<llm::MatVecRopeKVWriteOp>(op)) return foldInto(qkv, rewriter);
     std::optional<MatVecParts> p = partsOf(op, maxRows);
     if (!p || p->norm) return failure();
-    auto norm = p->input.getDefiningOp<llm::RMSNormOp>();
-    if (!norm || !norm.getResult().hasOneUse())
-      return rewriter.notifyMatchFailure(op, "input is not rows only this product normalises");
-    if (!getElementTypeOrSelf(norm.getInput().getType()).isF32())
-      return rewriter.notifyMatchFailure(op, "the norm reads rows other than f32");
-    p->norm = norm.getWeightAttr();
-    p->eps = norm.getEpsAttr();
-    p->input = norm.getInput();
+    llm::RMSNormOp norm = foldNorm(*p);
+    if (!norm)
+      return rewriter.notifyMatchFailure(op, "input is not f32 rows only this product normalises");
     rewriter.replaceOp(op, p->build(rewriter, op->getLoc(), op->getResultTypes()));
+    rewriter.eraseOp(norm);
+    return success();
+  }
+  /// A QKV product that took RoPE and the cache write before its input was
+  /// a norm's (the norm an add_rms_norm leaves) takes the norm in place.
+  static LogicalResult foldInto(llm::MatVecRopeKVWriteOp qkv, PatternRewriter &rewriter) {
+    MatVecParts p;
+    p.input = qkv.getInput();
+    p.norm = qkv.getNormAttr();
+    llm::RMSNormOp norm = foldNorm(p);
+    if (!norm)
+      return rewriter.notifyMatchFailure(qkv, "input is not f32 rows only this product normalises");
+    rewriter.modifyOpInPlace(qkv, [&] {
+      qkv.getInputMutable().assign(p.input);
+      qkv.setNormAttr(p.norm);
+      qkv.setEpsAttr(p.eps);
+    });
     rewriter.eraseOp(norm);
     return success();
   }
@@ -166,12 +193,43 @@ struct ResidualEpilogue : public RewritePattern {
   int64_t maxRows;
 };
 
+/// matvec (q, k, v) -> rope_kv_write of exactly those three: RoPE and the
+/// cache write become the product's epilogue.
+struct RopeKVWriteEpilogue : public OpRewritePattern<llm::RopeKVWriteOp> {
+  RopeKVWriteEpilogue(MLIRContext *ctx, int64_t maxRows)
+      : OpRewritePattern(ctx), maxRows(maxRows) {}
+
+  LogicalResult matchAndRewrite(llm::RopeKVWriteOp write, PatternRewriter &rewriter) const override {
+    Operation *product = write.getQuery().getDefiningOp();
+    const Value qkv[] = {write.getQuery(), write.getKey(), write.getValue()};
+    bool alone = product && product->getNumResults() == 3;
+    for (unsigned i = 0; alone && i < 3; ++i)
+      alone = qkv[i] == product->getResult(i) && qkv[i].hasOneUse();
+    std::optional<MatVecParts> p = alone ? partsOf(product, maxRows) : std::nullopt;
+    if (!p || p->swiglu || p->addend)
+      return rewriter.notifyMatchFailure(write, "q, k and v are not one matrix-vector product's alone");
+    // The norm before the product, whether or not it was folded already.
+    llm::RMSNormOp norm = foldNorm(*p);
+    rewriter.setInsertionPoint(write);
+    auto fused = rewriter.create<llm::MatVecRopeKVWriteOp>(
+        rewriter.getFusedLoc({product->getLoc(), write.getLoc()}), write.getRotatedQuery().getType(),
+        write.getResult().getType(), p->weight, p->input, p->bias, p->norm, p->eps, write.getCache(),
+        write.getPageTable(), write.getPositions(), write.getHeadDimAttr(), write.getThetaAttr(),
+        write.getScalingAttr(), write.getFreqFactorsAttr(), write.getLayerAttr());
+    rewriter.replaceOp(write, fused.getResults());
+    rewriter.eraseOp(product);
+    if (norm) rewriter.eraseOp(norm);
+    return success();
+  }
+  int64_t maxRows;
+};
+
 struct FuseMatVecPass : public impl::FuseMatVecBase<FuseMatVecPass> {
   using FuseMatVecBase::FuseMatVecBase;
 
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
-    patterns.add<NormPrologue, SwiGLUEpilogue, ResidualEpilogue>(&getContext(), int64_t(maxRows));
+    patterns.add<NormPrologue, SwiGLUEpilogue, ResidualEpilogue, RopeKVWriteEpilogue>(&getContext(), int64_t(maxRows));
     if (failed(rewriteGreedily(getOperation(), std::move(patterns))))
       return signalPassFailure();
   }

@@ -24,6 +24,8 @@ Type narrowWeightType(Operation *op) {
   if (auto l = dyn_cast<llm::LinearOp>(op)) weight = l.getWeightAttr();
   else if (auto h = dyn_cast<llm::LogitsOp>(op)) weight = h.getWeightAttr();
   else if (auto m = dyn_cast<llm::MatVecOp>(op); m && !m.getNorm()) weight = m.getWeightAttr();
+  else if (auto m = dyn_cast<llm::MatVecRopeKVWriteOp>(op); m && !m.getNorm())
+    weight = m.getWeightAttr();
   else return {};
   auto w = SymbolTable::lookupNearestSymbolFrom<llm::WeightOp>(op, weight);
   if (!w) return {};
@@ -36,6 +38,7 @@ Value linearInput(Operation *op) {
   if (auto l = dyn_cast<llm::LinearOp>(op)) return l.getInput();
   if (auto h = dyn_cast<llm::LogitsOp>(op)) return h.getInput();
   if (auto m = dyn_cast<llm::MatVecOp>(op)) return m.getInput();
+  if (auto m = dyn_cast<llm::MatVecRopeKVWriteOp>(op)) return m.getInput();
   return {};
 }
 
@@ -99,7 +102,7 @@ struct NarrowActivationsPass : public impl::NarrowActivationsBase<NarrowActivati
   void insertConverts(Block &body) {
     OpBuilder b(&getContext());
     for (Operation &op : llvm::make_early_inc_range(body)) {
-      if (isa<llm::MatVecOp>(op)) continue;
+      if (isa<llm::MatVecOp, llm::MatVecRopeKVWriteOp>(op)) continue;
       Type t = narrowWeightType(&op);
       Value in = linearInput(&op);
       if (!t || !in || cast<RankedTensorType>(in.getType()).getElementType() == t) continue;

@@ -159,8 +159,12 @@ def FuseMatVec : Pass<"fuse-matvec", "::mlir::func::FuncOp"> {
     - an `llm.fused_ffn` of its result is its epilogue (`swiglu`);
     - a residual add of its result (`llm.add`, or the add half of an
       `llm.add_rms_norm`, which leaves an `llm.rms_norm` of the sum for the
-      next product's prologue) is its epilogue (`plus %residual`).
-    A decode layer is then seven kernels: QKV with the attention norm, RoPE
+      next product's prologue) is its epilogue (`plus %residual`);
+    - an `llm.rope_kv_write` of its three results (a fused QKV product that
+      nothing else reads) is its epilogue: the op becomes
+      `llm.matvec_rope_kv_write`, which rotates the queries and keys as they
+      are made and writes the keys and values straight into the cache.
+    A decode layer is then six kernels: QKV with the attention norm, RoPE
     and the cache write, attention (two), the output projection plus the
     residual, gate|up with the FFN norm and SwiGLU, and down plus the
     residual. Products of more rows, quantized weights and rows that are

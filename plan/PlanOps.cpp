@@ -120,12 +120,11 @@ struct WeightNames {
 } // namespace
 
 std::optional<StepProduct> stepProduct(const Step &s) {
-  if (const LinearOp *l = s.tryAs<LinearOp>())
-    return StepProduct{&l->weight, &l->input, l->outFeatures(), l->input.cols()};
-  if (const LogitsOp *h = s.tryAs<LogitsOp>())
-    return StepProduct{&h->weight, &h->input, h->result.cols(), h->input.cols()};
-  if (const MatVecOp *m = s.tryAs<MatVecOp>())
-    return StepProduct{&m->weight, &m->input, m->weightRows(), m->input.cols()};
+  if (const LinearOp *l = s.tryAs<LinearOp>()) return StepProduct{&l->weight, &l->input};
+  if (const LogitsOp *h = s.tryAs<LogitsOp>()) return StepProduct{&h->weight, &h->input};
+  if (const MatVecOp *m = s.tryAs<MatVecOp>()) return StepProduct{&m->weight, &m->input};
+  if (const MatVecRopeKVWriteOp *m = s.tryAs<MatVecRopeKVWriteOp>())
+    return StepProduct{&m->weight, &m->input};
   return std::nullopt;
 }
 

@@ -345,18 +345,52 @@ struct MatVecOp {
   int64_t weightRows() const;
 };
 
+/// A QKV product of a few rows with RoPE and the cache write as its
+/// epilogue (made by --fuse-matvec for the cuda target): the norm and bias
+/// as matvec's, the rotated queries as the result, the rotated keys and the
+/// values into the cache.
+struct MatVecRopeKVWriteOp {
+  KVPLAN_PLAN_OP(MatVecRopeKVWriteOp, "matvec_rope_kv_write")
+  std::string weight;
+  Operand input;
+  std::optional<std::string> bias, norm;
+  std::optional<double> eps;
+  Operand cache, pageTable, positions, rotatedQuery, result;
+  RopeParams rope;
+  int64_t layer = 0;
+  template <typename Self, typename V> static void visitFields(Self &s, V &v) {
+    v.weight("weight", s.weight);
+    v.operand("input", s.input, OperandClass::activations);
+    v.optionalWeight("bias", s.bias);
+    v.optionalWeight("norm", s.norm);
+    v.optionalAttr("eps", s.eps);
+    v.operand("cache", s.cache, OperandClass::cache);
+    v.operand("page_table", s.pageTable, OperandClass::pageTable);
+    v.operand("positions", s.positions, OperandClass::ids);
+    v.attr("head_dim", s.rope.headDim);
+    v.attr("theta", s.rope.theta);
+    v.optionalAttr("scaling", s.rope.scaling);
+    v.optionalAttr("freq_factors", s.rope.freqFactors);
+    v.attr("layer", s.layer);
+    v.result("rotated_query", s.rotatedQuery, OperandClass::activations);
+    v.result("result", s.result, OperandClass::cache);
+  }
+};
+
 #undef KVPLAN_PLAN_OP
 
 /// Every op a plan can hold. The order is OpKind's.
 using PlanOp = std::variant<EmbeddingOp, RMSNormOp, AddRMSNormOp, LinearOp, RopeOp, AttentionOp,
                             SwiGLUOp, FusedFFNOp, AddOp, LogitsOp, TakeLastOp, ConvertOp,
-                            KVCacheWriteOp, KVCacheReadOp, RopeKVWriteOp, AllReduceOp, MatVecOp>;
+                            KVCacheWriteOp, KVCacheReadOp, RopeKVWriteOp, AllReduceOp, MatVecOp,
+                            MatVecRopeKVWriteOp>;
 enum class OpKind {
   embedding, rmsNorm, addRmsNorm, linear, rope, attention, swiglu, fusedFFN, add, logits,
   takeLast, convert, kvCacheWrite, kvCacheRead, ropeKVWrite, allReduce, matVec,
+  matVecRopeKVWrite,
 };
 inline constexpr size_t kNumOpKinds = std::variant_size_v<PlanOp>;
-static_assert(size_t(OpKind::matVec) + 1 == kNumOpKinds, "OpKind follows PlanOp");
+static_assert(size_t(OpKind::matVecRopeKVWrite) + 1 == kNumOpKinds, "OpKind follows PlanOp");
 
 /// The op's name in the plan and the dialect ("rms_norm" for llm.rms_norm).
 const char *opName(OpKind k);
@@ -388,12 +422,11 @@ std::vector<const Operand *> stepOutputs(const Step &s);
 /// The weights the step reads, in field order.
 std::vector<std::string> stepWeights(const Step &s);
 
-/// A step's product with a weight matrix (linear, logits, matvec): `rows`
-/// of `k` columns times a weight of `features` rows.
+/// A step's product with a weight matrix (linear, logits, matvec,
+/// matvec_rope_kv_write): the input's rows times the weight's transpose.
 struct StepProduct {
   const std::string *weight = nullptr;
   const Operand *input = nullptr; // its rows are the product's
-  int64_t features = 0, k = 0;
 };
 /// The step's product, if it has one.
 std::optional<StepProduct> stepProduct(const Step &s);

@@ -113,6 +113,7 @@ public:
   }
   void operator()(const RopeKVWriteOp &op);
   void operator()(const MatVecOp &op);
+  void operator()(const MatVecRopeKVWriteOp &op);
   void operator()(const AllReduceOp &op) {
     if (plan.settings.tensorParallel < 2)
       fail("sums the ranks' rows, and the plan is not tensor parallel (tensor_parallel 1)");
@@ -148,6 +149,9 @@ private:
            "', which is not in the weight table");
     return *w;
   }
+  /// A matvec's weight against its input's columns, and its norm prologue.
+  void matvecInput(const std::string &weight, const Operand &input,
+                   const std::optional<std::string> &norm, const std::optional<double> &eps);
   const WeightEntry &matrix(const char *field, const std::string &name) const {
     const WeightEntry &w = weight(field, name);
     if (w.shape.size() != 2)
@@ -230,18 +234,25 @@ void StepShapes::operator()(const AttentionOp &op) {
   }
 }
 
+void StepShapes::matvecInput(const std::string &weight, const Operand &input,
+                             const std::optional<std::string> &norm,
+                             const std::optional<double> &eps) {
+  const WeightEntry &w = matrix("weight", weight);
+  equal("field 'input' has rows of", input.cols(), w.shape[1],
+        "the columns of weight '" + weight + "' " + dims(w.shape));
+  if (norm.has_value() != eps.has_value())
+    fail("has a norm without its eps, or an eps without a norm");
+  if (norm) vector("norm", *norm, input.cols());
+}
+
 void StepShapes::operator()(const MatVecOp &op) {
-  const WeightEntry &w = matrix("weight", op.weight);
-  equal("field 'input' has rows of", op.input.cols(), w.shape[1],
-        "the columns of weight '" + op.weight + "' " + dims(w.shape));
+  matvecInput(op.weight, op.input, op.norm, op.eps);
+  const WeightEntry &w = *plan.findWeight(op.weight);
   for (const Operand &r : op.results)
     equal("field 'results' has a result of rows", r.rows(), op.input.rows(), "the input's rows");
   equal(op.swiglu ? "field 'results' has twice the columns" : "field 'results' has columns",
         op.weightRows(), w.shape[0], "the rows of weight '" + op.weight + "' " + dims(w.shape));
   if (op.bias) vector("bias", *op.bias, w.shape[0]);
-  if (op.norm.has_value() != op.eps.has_value())
-    fail("has a norm without its eps, or an eps without a norm");
-  if (op.norm) vector("norm", *op.norm, op.input.cols());
   if ((op.swiglu || op.addend) && op.results.size() != 1)
     fail("has " + std::to_string(op.results.size()) + " results; with swiglu or an addend it has one");
   if (op.addend) shape("addend", *op.addend, op.results.front().shape, "the result's shape");
@@ -255,6 +266,20 @@ void StepShapes::operator()(const RopeKVWriteOp &op) {
   shape("rotated_query", op.rotatedQuery, op.query.shape, "the query's shape");
   shape("key", op.key, {ep.rows, kv.kvHeads * kv.headDim}, cacheRow());
   shape("value", op.value, {ep.rows, kv.kvHeads * kv.headDim}, cacheRow());
+}
+
+void StepShapes::operator()(const MatVecRopeKVWriteOp &op) {
+  cacheArgs(op.pageTable, op.positions);
+  matvecInput(op.weight, op.input, op.norm, op.eps);
+  entryRows("input", op.input);
+  entryRows("rotated_query", op.rotatedQuery);
+  heads(op.rotatedQuery, op.rope.headDim);
+  equal("attribute 'head_dim' is", op.rope.headDim, kv.headDim, "the cache's head_dim");
+  const WeightEntry &w = *plan.findWeight(op.weight);
+  equal("field 'rotated_query' has columns, with the cache's keys and values,",
+        op.rotatedQuery.cols() + 2 * kv.kvHeads * kv.headDim, w.shape[0],
+        "the rows of weight '" + op.weight + "' " + dims(w.shape));
+  if (op.bias) vector("bias", *op.bias, w.shape[0]);
 }
 
 std::string rowName(const EntryPoint &ep, int64_t r) {

@@ -387,49 +387,31 @@ constexpr int kMvNorm = 1, kMvSwiglu = 2, kMvAdd = 4, kMvBias = 8;
 /// kernel before it (the first four 16-byte loads of each lane).
 constexpr int kMvPrefetch = 2048;
 
-/// Matrix-vector products of f32, bf16 or f16 weights for up to R rows of x
-/// (decode, the last prefill row), where cuBLAS is slowest: warp w of block
-/// b computes feature j = b * WARPS + w for every row, its lanes reading the
-/// weights' row once, contiguously, in 16-byte loads (8 elements of 2 bytes,
-/// 4 of f32), and x in the same runs, accumulating in f32; K is a multiple
-/// of the run. Feature j goes to the output holding it, of up to three (a
-/// fused QKV or gate|up weight: N0 columns, then N1, then N2). A plain
-/// linear is FLAGS 0 (or kMvBias); llm.matvec adds the neighbours
-/// --fuse-matvec folds in:
-/// - kMvNorm: the rows of x are RMS-normed by scale nw (NW) first. Each warp
-///   reads the whole row for its product anyway, so it sums the squares as it
-///   goes: no extra pass over x and no block barrier; the product is then
-///   inv(row) * sum(w * nw * x).
-/// - kMvBias: bias (B) added to each feature of the product.
-/// - kMvSwiglu: the weight is a gate|up projection of 2F rows; warp j reads
-///   rows j and F + j and writes silu(gate) * up.
-/// - kMvAdd: the addend (f32) added to the result.
-/// With swiglu or an addend there is one output. p: x (X, rows x K),
-/// weights (W), nw, addend, bias, out0, out1, out2.  i[0]: rows.  d[0]: eps.
-template <class W, class X, class O, class NW, class B, int K, int N0, int N1, int N2, int WARPS,
-          int R, int FLAGS>
-__device__ void matvec(const KvArgs &a) {
-  constexpr bool NORM = FLAGS & kMvNorm, SWIGLU = FLAGS & kMvSwiglu, ADD = FLAGS & kMvAdd,
-                 BIAS = FLAGS & kMvBias;
-  constexpr int F = N0 + N1 + N2, C = 16 / (int)sizeof(W), RUNS = K / C, G = SWIGLU ? 2 : 1;
-  static_assert(K % C == 0 && (C == 8 || sizeof(X) == 4), "whole 16-byte runs of weights");
-  static_assert(!(SWIGLU || ADD) || N1 == 0, "one output with swiglu or an addend");
-  const int j = blockIdx.x * WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
-  // The first kMvPrefetch bytes of the warp's weight rows, which no kernel
-  // writes, start coming into L2 while the kernel before finishes.
+/// A matvec warp's start: the first kMvPrefetch bytes of its G weight rows
+/// (w0, w0 + stride, ...; none where `live` is false), which no kernel
+/// writes, start coming into L2 while the kernel before finishes; then it
+/// waits for that kernel.
+template <class W, int K, int G>
+__device__ __forceinline__ void mvPrefetchWait(const W *w0, long long stride, bool live,
+                                               int lane) {
   pdlLaunchDependents();
-  if (j < F)
+  if (live)
 #pragma unroll
     for (int g = 0; g < G; ++g)
       for (int b = lane * 128; b < K * (int)sizeof(W) && b < kMvPrefetch; b += 32 * 128)
-        prefetchL2(reinterpret_cast<const char *>(a.p[1]) + (long long)(j + g * F) * K * sizeof(W) + b);
+        prefetchL2(reinterpret_cast<const char *>(w0 + g * stride) + b);
   pdlWait();
-  if (j >= F) return; // the whole warp: it holds no block barrier
-  const int rows = (int)a.i[0];
-  const X *x = reinterpret_cast<const X *>(a.p[0]);
-  const W *w = reinterpret_cast<const W *>(a.p[1]);
-  const NW *nw = reinterpret_cast<const NW *>(a.p[2]);
-  float acc[G][R], ss[R];
+}
+
+/// A matvec lane's share of its warp's G weight rows (w0, w0 + stride, ...)
+/// times each of the `rows` rows of x: runs c = lane, lane + 32, ... of C
+/// elements (one 16-byte load of weights), into acc; with NORM the weights
+/// scaled by nw and the squares of x summed into ss.
+template <class W, class X, class NW, int K, int G, int R, bool NORM>
+__device__ __forceinline__ void mvAccumulate(const X *x, const W *w0, long long stride,
+                                             const NW *nw, int rows, int lane,
+                                             float (&acc)[G][R], float (&ss)[R]) {
+  constexpr int C = 16 / (int)sizeof(W), RUNS = K / C;
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     ss[r] = 0.0f;
@@ -439,7 +421,7 @@ __device__ void matvec(const KvArgs &a) {
   for (int c = lane; c < RUNS; c += 32) {
     float wv[G][C];
 #pragma unroll
-    for (int g = 0; g < G; ++g) loadElems<C>(w + (long long)(j + g * F) * K + c * C, wv[g]);
+    for (int g = 0; g < G; ++g) loadElems<C>(w0 + g * stride + c * C, wv[g]);
     if (NORM) {
 #pragma unroll
       for (int e = 0; e < C; ++e) {
@@ -461,19 +443,66 @@ __device__ void matvec(const KvArgs &a) {
       }
     }
   }
+}
+
+/// Row r's G features (weight rows f0, f0 + stride, ...) summed across the
+/// warp (every lane calls it), scaled by the row's 1 / rms with NORM, the
+/// bias (B, at p[4]) added with BIAS; lane 0 holds the result.
+template <class B, int K, int G, int R, bool NORM, bool BIAS>
+__device__ __forceinline__ void mvFinish(const KvArgs &a, const float (&acc)[G][R],
+                                         const float (&ss)[R], int r, int f0, int stride,
+                                         float (&y)[G]) {
+  const float inv = NORM ? (float)(1.0 / sqrt((double)warpSum(ss[r]) / K + a.d[0])) : 1.0f;
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    y[g] = warpSum(acc[g][r]) * inv;
+    if (BIAS) y[g] += ld(reinterpret_cast<const B *>(a.p[4])[f0 + g * stride]);
+  }
+}
+
+/// Matrix-vector products of f32, bf16 or f16 weights for up to R rows of x
+/// (decode, the last prefill row), where cuBLAS is slowest: warp w of block
+/// b computes feature j = b * WARPS + w for every row, its lanes reading the
+/// weights' row once, contiguously, in 16-byte loads (8 elements of 2 bytes,
+/// 4 of f32), and x in the same runs, accumulating in f32; K is a multiple
+/// of the run. Feature j goes to the output holding it, of up to three (a
+/// fused QKV or gate|up weight: N0 columns, then N1, then N2). A plain
+/// linear is FLAGS 0 (or kMvBias); llm.matvec adds the neighbours
+/// --fuse-matvec folds in:
+/// - kMvNorm: the rows of x are RMS-normed by scale nw (NW) first. Each warp
+///   reads the whole row for its product anyway, so it sums the squares as it
+///   goes: no extra pass over x and no block barrier; the product is then
+///   inv(row) * sum(w * nw * x).
+/// - kMvBias: bias (B) added to each feature of the product.
+/// - kMvSwiglu: the weight is a gate|up projection of 2F rows; warp j reads
+///   rows j and F + j and writes silu(gate) * up.
+/// - kMvAdd: the addend (f32) added to the result.
+/// (llm.matvec_rope_kv_write is matvecRopeKv, below.) With swiglu or an
+/// addend there is one output. p: x (X, rows x K), weights (W), nw, addend,
+/// bias, out0, out1, out2.  i[0]: rows.  d[0]: eps.
+template <class W, class X, class O, class NW, class B, int K, int N0, int N1, int N2, int WARPS,
+          int R, int FLAGS>
+__device__ void matvec(const KvArgs &a) {
+  constexpr bool NORM = FLAGS & kMvNorm, SWIGLU = FLAGS & kMvSwiglu, ADD = FLAGS & kMvAdd,
+                 BIAS = FLAGS & kMvBias;
+  constexpr int F = N0 + N1 + N2, G = SWIGLU ? 2 : 1;
+  static_assert(K % (16 / (int)sizeof(W)) == 0 && (sizeof(W) == 2 || sizeof(X) == 4),
+                "whole 16-byte runs of weights");
+  static_assert(!(SWIGLU || ADD) || N1 == 0, "one output with swiglu or an addend");
+  const int j = blockIdx.x * WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
+  const W *w = reinterpret_cast<const W *>(a.p[1]) + (long long)j * K;
+  mvPrefetchWait<W, K, G>(w, (long long)F * K, j < F, lane);
+  if (j >= F) return; // the whole warp: it holds no block barrier
+  const int rows = (int)a.i[0];
+  float acc[G][R], ss[R];
+  mvAccumulate<W, X, NW, K, G, R, NORM>(reinterpret_cast<const X *>(a.p[0]), w, (long long)F * K,
+                                        reinterpret_cast<const NW *>(a.p[2]), rows, lane, acc, ss);
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     if (r >= rows) break;
     float y[G];
-#pragma unroll
-    for (int g = 0; g < G; ++g) y[g] = warpSum(acc[g][r]);
-    const float inv = NORM ? (float)(1.0 / sqrt((double)warpSum(ss[r]) / K + a.d[0])) : 1.0f;
+    mvFinish<B, K, G, R, NORM, BIAS>(a, acc, ss, r, j, F, y);
     if (lane != 0) continue;
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-      y[g] *= inv;
-      if (BIAS) y[g] += ld(reinterpret_cast<const B *>(a.p[4])[j + g * F]);
-    }
     float v = y[0];
     if (SWIGLU) v = y[0] / (1.0f + expf(-y[0])) * y[G - 1];
     if (ADD) v += reinterpret_cast<const float *>(a.p[3])[(long long)r * F + j];
@@ -703,6 +732,74 @@ __device__ void ropeQkvWrite(const KvArgs &a, const double *freqs) {
       reinterpret_cast<const float *>(a.p[1]) + (long long)r * KVH * HD,
       reinterpret_cast<const float *>(a.p[2]) + (long long)r * KVH * HD,
       reinterpret_cast<C *>(a.p[4]), a.i[1], pos, page, freqs);
+}
+
+/// Lane 0's end of llm.matvec_rope_kv_write for row r: the pair of features
+/// (j, j + 1) of the QKV product, y. A query or key pair is rotated by
+/// pos * freqs[i] (in double, as ropeRow does); queries go to q out (f32),
+/// keys and values into the cache at the row's position. A row at a
+/// negative position (padding) keeps its queries unrotated and writes no
+/// cache.
+template <class C, int QCOLS, int KVH, int HD, int PS, long long PAGES>
+__device__ __forceinline__ void ropeKvStorePair(const KvArgs &a, const double *freqs, int r,
+                                                int j, const float (&y)[2]) {
+  constexpr int KVC = KVH * HD;
+  const int pos = reinterpret_cast<const int *>(a.p[7])[r];
+  float y0 = y[0], y1 = y[1];
+  if (j < QCOLS + KVC && pos >= 0) {
+    double s, c;
+    sincos((double)pos * freqs[(j % HD) / 2], &s, &c);
+    const float cf = (float)c, sf = (float)s;
+    y0 = y[0] * cf - y[1] * sf;
+    y1 = y[0] * sf + y[1] * cf;
+  }
+  if (j < QCOLS) {
+    float *q = reinterpret_cast<float *>(a.p[5]) + (long long)r * QCOLS + j;
+    q[0] = y0;
+    q[1] = y1;
+    return;
+  }
+  if (pos < 0) return;
+  const int kv = j < QCOLS + KVC ? 0 : 1, f = j - QCOLS - kv * KVC;
+  const int page = reinterpret_cast<const int *>(a.p[3])[r * a.i[2] + pos / PS];
+  C *dst = reinterpret_cast<C *>(a.p[6]) +
+           cacheOffset<C, KVH, HD, PS, PAGES>(a.i[1], kv, page, f / HD, pos % PS) + f % HD;
+  dst[0] = st<C>(y0);
+  dst[1] = st<C>(y1);
+}
+
+/// llm.matvec_rope_kv_write: matvec of a fused QKV weight (QCOLS query
+/// columns, then KVH * HD of keys and of values), with the norm and bias of
+/// matvec, whose warp computes one RoPE pair (j, j + 1), j = 2 * (b * WARPS
+/// + w), for every row (two weight rows, read as matvec reads them), and
+/// stores it as ropeKvStorePair says: the rotated queries, and the rotated
+/// keys and the values straight into the cache. p: x (X, rows x K),
+/// weights (W), nw, page table, bias, q out, cache, positions.  i[0]:
+/// rows, i[1]: layer, i[2]: table stride.  d[0]: eps.
+template <class W, class X, class NW, class B, class C, int K, int QCOLS, int KVH, int HD, int PS,
+          long long PAGES, int WARPS, int R, int FLAGS>
+__device__ void matvecRopeKv(const KvArgs &a, const double *freqs) {
+  constexpr bool NORM = FLAGS & kMvNorm, BIAS = FLAGS & kMvBias;
+  constexpr int PAIRS = (QCOLS + 2 * KVH * HD) / 2;
+  static_assert(K % (16 / (int)sizeof(W)) == 0 && (sizeof(W) == 2 || sizeof(X) == 4),
+                "whole 16-byte runs of weights");
+  static_assert(HD % 2 == 0 && QCOLS % HD == 0, "whole heads of pairs");
+  static_assert(!(FLAGS & (kMvSwiglu | kMvAdd)), "RoPE and the cache write are the epilogue");
+  const int jp = blockIdx.x * WARPS + threadIdx.x / 32, lane = threadIdx.x % 32, j = 2 * jp;
+  const W *w = reinterpret_cast<const W *>(a.p[1]) + (long long)j * K;
+  mvPrefetchWait<W, K, 2>(w, K, jp < PAIRS, lane);
+  if (jp >= PAIRS) return; // the whole warp: it holds no block barrier
+  const int rows = (int)a.i[0];
+  float acc[2][R], ss[R];
+  mvAccumulate<W, X, NW, K, 2, R, NORM>(reinterpret_cast<const X *>(a.p[0]), w, K,
+                                        reinterpret_cast<const NW *>(a.p[2]), rows, lane, acc, ss);
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    if (r >= rows) break;
+    float y[2];
+    mvFinish<B, K, 2, R, NORM, BIAS>(a, acc, ss, r, j, 1, y);
+    if (lane == 0) ropeKvStorePair<C, QCOLS, KVH, HD, PS, PAGES>(a, freqs, r, j, y);
+  }
 }
 
 // ---------------------------------------------------------------------------

@@ -128,6 +128,7 @@ public:
   void operator()(const ConvertOp &) { targetOnly(); }
   void operator()(const RopeKVWriteOp &) { targetOnly(); }
   void operator()(const MatVecOp &) { targetOnly(); }
+  void operator()(const MatVecRopeKVWriteOp &) { targetOnly(); }
   void operator()(const AllReduceOp &op) { rowsAndCols(op.input, op.result); }
 
 private:
@@ -417,6 +418,7 @@ void CpuExecutor::runInstr(const Program &prog, const Instr &in, int64_t activeR
   case OpKind::convert:
   case OpKind::ropeKVWrite:
   case OpKind::matVec:
+  case OpKind::matVecRopeKVWrite:
     return; // never bound
   }
 }

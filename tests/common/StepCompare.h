@@ -109,17 +109,26 @@ struct PlanMatch {
   std::map<int64_t, Operand> cpuValue;          // cuda value -> the CPU operand holding it
 };
 
-/// A matvec stands for its product's CPU step (a linear or logits) and the
-/// fused_ffn or residual add (add, add_rms_norm) after it that it folds in,
-/// and for the rms_norm before it; a norm that is add_rms_norm's normed half
-/// ran in the CPU steps of the matvec that made the sum. Advances `i` past its steps.
-inline void matchMatVec(const EntryPoint &cpu, const MatVecOp &mv, size_t &i, PlanMatch &m) {
+/// The CPU steps of the product a matvec kernel makes, from `i`: the
+/// rms_norm it folds when that is a step of its own (a norm that is
+/// add_rms_norm's normed half ran in the CPU steps of the matvec that made
+/// the sum), then the linear or logits. Advances `i` past them; returns
+/// the product's outputs.
+inline std::vector<const Operand *> matchProduct(const EntryPoint &cpu, bool norm, size_t &i) {
   const size_t first = i;
-  if (mv.norm && cpu.steps.at(i).tryAs<RMSNormOp>()) ++i; // a norm of its own: its step too
+  if (norm && cpu.steps.at(i).tryAs<RMSNormOp>()) ++i; // a norm of its own: its step too
   const Step &product = cpu.steps.at(i++);
   EXPECT_TRUE(product.tryAs<LinearOp>() || product.tryAs<LogitsOp>())
       << "cuda matvec against cpu step " << first << " (" << product.name() << ")";
-  std::vector<const Operand *> outs = stepOutputs(product);
+  return stepOutputs(product);
+}
+
+/// A matvec stands for its product's CPU steps (matchProduct) and the
+/// fused_ffn or residual add (add, add_rms_norm) after it that it folds in.
+/// Advances `i` past its steps.
+inline void matchMatVec(const EntryPoint &cpu, const MatVecOp &mv, size_t &i, PlanMatch &m) {
+  const size_t first = i;
+  std::vector<const Operand *> outs = matchProduct(cpu, mv.norm.has_value(), i);
   if (mv.swiglu || mv.addend) {
     const Step &after = cpu.steps.at(i++);
     if (const AddRMSNormOp *an = after.tryAs<AddRMSNormOp>()) outs = {&an->residual};
@@ -136,6 +145,18 @@ inline void matchMatVec(const EntryPoint &cpu, const MatVecOp &mv, size_t &i, Pl
   m.steps.push_back({first, i});
 }
 
+/// The CPU steps of RoPE and the cache write of one layer, from `i`: the
+/// ropes of the queries (CPU value `query`) and of the keys, up to and with
+/// the kv_cache_write. Advances `i` past them; maps `rotatedQuery`.
+inline void matchRopeKVWrite(const EntryPoint &cpu, int64_t query, const Operand &rotatedQuery,
+                             int64_t layer, size_t &i, PlanMatch &m) {
+  for (; i < cpu.steps.size() && !cpu.steps[i].tryAs<KVCacheWriteOp>(); ++i)
+    if (const RopeOp *r = cpu.steps[i].tryAs<RopeOp>(); r && r->input.value == query)
+      m.cpuValue[rotatedQuery.value] = r->result;
+  EXPECT_EQ(cpu.steps.at(i).as<KVCacheWriteOp>().layer, layer);
+  ++i;
+}
+
 inline PlanMatch matchPlans(const EntryPoint &cpu, const EntryPoint &cuda) {
   PlanMatch m;
   for (const Operand &a : cuda.args)
@@ -149,12 +170,16 @@ inline PlanMatch matchPlans(const EntryPoint &cpu, const EntryPoint &cuda) {
     }
     if (const RopeKVWriteOp *f = s.tryAs<RopeKVWriteOp>()) {
       const size_t first = i;
-      const int64_t q = m.cpuValue.at(f->query.value).value;
-      for (; i < cpu.steps.size() && !cpu.steps[i].tryAs<KVCacheWriteOp>(); ++i)
-        if (const RopeOp *r = cpu.steps[i].tryAs<RopeOp>(); r && r->input.value == q)
-          m.cpuValue[f->rotatedQuery.value] = r->result;
-      EXPECT_EQ(cpu.steps.at(i).as<KVCacheWriteOp>().layer, f->layer);
-      m.steps.push_back({first, ++i});
+      matchRopeKVWrite(cpu, m.cpuValue.at(f->query.value).value, f->rotatedQuery, f->layer, i, m);
+      m.steps.push_back({first, i});
+      continue;
+    }
+    if (const MatVecRopeKVWriteOp *f = s.tryAs<MatVecRopeKVWriteOp>()) {
+      const size_t first = i;
+      const std::vector<const Operand *> qkv = matchProduct(cpu, f->norm.has_value(), i);
+      EXPECT_EQ(qkv.size(), 3u) << "cuda matvec_rope_kv_write against cpu step " << first;
+      matchRopeKVWrite(cpu, qkv.empty() ? -1 : qkv[0]->value, f->rotatedQuery, f->layer, i, m);
+      m.steps.push_back({first, i});
       continue;
     }
     if (const MatVecOp *mv = s.tryAs<MatVecOp>()) {
@@ -264,7 +289,8 @@ void compareStepByStep(Device &gpu, CpuExecutor &cpu, const Plan &cudaPlan,
           compareOutput(gpu, cpu, *o, match.cpuValue.at(o->value),
                         o->rows() == ep.rows ? active : o->rows(), tol,
                         "step " + std::to_string(st) + " (" + s.name() + ")");
-      if (s.kind() == OpKind::kvCacheWrite || s.kind() == OpKind::ropeKVWrite)
+      if (s.kind() == OpKind::kvCacheWrite || s.kind() == OpKind::ropeKVWrite ||
+          s.kind() == OpKind::matVecRopeKVWrite)
         compareCaches(gpu, cpu, cpuPlan, st);
     }
   }

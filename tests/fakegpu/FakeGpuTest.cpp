@@ -538,7 +538,9 @@ TEST_F(FakeGpu, KernelsLaunchAsProgrammaticDependentsFromHopperOn) {
     const std::string line = m.code.source.substr(at, m.code.source.find('\n', at) - at);
     ++wrappers;
     if (line.find("{ kvplan::pdlLaunchDependents(); kvplan::pdlWait(); kvplan::") != std::string::npos) ++waits;
-    else if (line.find("{ kvplan::matvec<") != std::string::npos) ++matvecs;
+    else if (line.find("{ kvplan::matvec<") != std::string::npos ||
+             line.find("{ kvplan::matvecRopeKv<") != std::string::npos)
+      ++matvecs;
     else ADD_FAILURE() << line;
   }
   EXPECT_GT(matvecs, 0u);

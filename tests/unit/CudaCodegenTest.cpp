@@ -54,16 +54,20 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
       SCOPED_TRACE(name);
       const CudaEntry &e = mod.program.entries.at(name);
       std::set<int64_t> covered;
-      int64_t fused = 0, gemms = 0, compactInputs = 0, lastStep = 0, products = 0;
+      int64_t fused = 0, gemms = 0, compactInputs = 0, lastStep = 0, products = 0,
+              ropeEpilogues = 0;
       for (const DeviceOp &op : e.ops) {
         // One to one: each device op lowers one step, in the steps' order.
         ASSERT_LT(op.step, int64_t(ep.steps.size()));
         EXPECT_GE(op.step, lastStep);
         lastStep = op.step;
         covered.insert(op.step);
-        if (op.name.rfind("rope_qkv_write", 0) == 0) {
+        const bool ropeEpilogue = op.name.rfind("matvec_rope_kv_", 0) == 0;
+        if (op.name.rfind("rope_qkv_write", 0) == 0 || ropeEpilogue) {
           ++fused;
-          EXPECT_EQ(ep.steps[size_t(op.step)].kind(), OpKind::ropeKVWrite);
+          ropeEpilogues += ropeEpilogue;
+          EXPECT_EQ(ep.steps[size_t(op.step)].kind(),
+                    ropeEpilogue ? OpKind::matVecRopeKVWrite : OpKind::ropeKVWrite);
         }
         if (op.kind == DeviceOp::gemm) {
           ++gemms;
@@ -78,10 +82,13 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
           EXPECT_EQ(op.ldc, op.m);
         }
         if (op.kind == DeviceOp::kernel && op.name.rfind("matvec_", 0) == 0) {
-          // A matvec step (a product with its norm, SwiGLU or residual add
-          // folded in) is one matrix-vector kernel, up to 8 rows.
+          // A matvec step (a product with its norm, SwiGLU, residual add or
+          // RoPE and cache write folded in) is one matrix-vector kernel, up
+          // to 8 rows.
           ++products;
-          EXPECT_EQ(ep.steps[size_t(op.step)].kind(), OpKind::matVec) << op.step;
+          EXPECT_EQ(ep.steps[size_t(op.step)].kind(),
+                    ropeEpilogue ? OpKind::matVecRopeKVWrite : OpKind::matVec)
+              << op.step;
           EXPECT_LE(op.staticRows, 8) << op.name;
         }
         if (op.kind == DeviceOp::kernel && op.name.rfind("linear_", 0) == 0) {
@@ -135,16 +142,18 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
       }
       // Decode (at most 8 rows) needs no cuBLAS: one matrix-vector kernel
       // for the fused QKV, o, gate|up and down of each layer, and the head,
-      // each with the norm before it, the SwiGLU or residual add after it
-      // folded in: no norm, add or SwiGLU step is left.
+      // each with the norm before it, the SwiGLU, residual add or RoPE and
+      // cache write after it folded in: no norm, add, SwiGLU or RoPE step
+      // is left.
       const int64_t run = 16 / dtypeBytes(cfg.compile.weightDtype);
       if (name == "decode" && ep.rows <= 8 && cfg.model.hiddenSize % run == 0 &&
           cfg.model.intermediateSize % run == 0 && cfg.model.qDim() % run == 0) {
         EXPECT_EQ(gemms, 0);
         EXPECT_EQ(products, 4 * cfg.model.numLayers + 1);
+        EXPECT_EQ(ropeEpilogues, cfg.model.numLayers);
         for (const Step &st : ep.steps)
           for (OpKind k : {OpKind::rmsNorm, OpKind::addRmsNorm, OpKind::add, OpKind::fusedFFN,
-                           OpKind::linear, OpKind::logits})
+                           OpKind::linear, OpKind::logits, OpKind::ropeKVWrite})
             EXPECT_NE(st.kind(), k) << "decode step " << st.name() << " was not folded into a matvec";
       }
     }

@@ -359,6 +359,56 @@ TEST(PlanJson, AMatVecStepKeepsItsOptionalFields) {
   }
 }
 
+// The QKV product with RoPE and the cache write as its epilogue reads back
+// with every field, and a step that does not add up is refused by field.
+TEST(PlanJson, AMatVecRopeKVWriteStepReadsBackAndIsChecked) {
+  auto asFused = [](nlohmann::json &j) {
+    const nlohmann::json rope = step(j, 3), write = step(j, 4);
+    nlohmann::json &s = step(j, 2);
+    s.erase("results");
+    s["op"] = "matvec_rope_kv_write";
+    s["input"] = step(j, 1)["input"];
+    s["norm"] = "layers.0.attention_norm";
+    s["eps"] = 1e-5;
+    for (const char *f : {"cache", "page_table", "positions", "layer", "result"}) s[f] = write[f];
+    for (const char *f : {"head_dim", "theta", "scaling", "freq_factors"}) s[f] = rope[f];
+    s["rotated_query"] = rope["result"];
+    nlohmann::json &steps = j["entry_points"]["decode"]["steps"];
+    steps.erase(4); // the cache write and the RoPE of q are the step's own
+    steps.erase(3);
+  };
+  nlohmann::json j = toJson(samplePlan());
+  asFused(j);
+  const Plan p = planFromJson(j);
+  const auto &f = p.entryPoints.at("decode").steps[2].as<MatVecRopeKVWriteOp>();
+  EXPECT_EQ(f.weight, "layers.0.attention.wqkv");
+  EXPECT_EQ(f.norm.value_or("none"), "layers.0.attention_norm");
+  EXPECT_EQ(f.bias.value_or("none"), "layers.0.attention.bqkv");
+  EXPECT_EQ(f.rope.headDim, 4);
+  EXPECT_EQ(f.rope.freqFactors, (std::vector<double>{1.0, 2.5}));
+  EXPECT_TRUE(f.rope.scaling.has_value());
+  EXPECT_EQ(f.rotatedQuery.cols(), 8);
+  EXPECT_EQ(p.entryPoints.at("decode").steps.size(), 6u);
+  EXPECT_EQ(toJson(p)["entry_points"]["decode"]["steps"][2], step(j, 2));
+  const std::pair<std::function<void(nlohmann::json &)>, std::string> cases[] = {
+      {[](nlohmann::json &j) { step(j, 2)["weight"] = "output"; }, "the rows of weight 'output'"},
+      {[](nlohmann::json &j) { step(j, 2).erase("eps"); },
+       "has a norm without its eps, or an eps without a norm"},
+      {[](nlohmann::json &j) { step(j, 2)["freq_factors"] = {1.0}; },
+       "has 1 freq_factors for head_dim 4"},
+      {[](nlohmann::json &j) { step(j, 2)["bias"] = "layers.0.attention_norm"; },
+       "'layers.0.attention_norm'"},
+      {[](nlohmann::json &j) { step(j, 2).erase("cache"); }, "'cache'"},
+  };
+  for (const auto &[damage, want] : cases) {
+    const std::string msg = readError([&](nlohmann::json &j) {
+      asFused(j);
+      damage(j);
+    });
+    EXPECT_NE(msg.find(want), std::string::npos) << "want: " << want << "\ngot: " << msg;
+  }
+}
+
 /// The sample with int4 matrices (the fused one 40 wide, so that its rows
 /// end in a partial group) and f32 vectors.
 Plan int4Plan() {

@@ -316,6 +316,56 @@ func.func @f(%q: tensor<2x8xf32>, %k: tensor<2x4xf32>, %t: tensor<1x4xi32>, %p: 
 
 // -----
 
+llm.weight @wqkv : tensor<12x8xbf16>
+llm.weight @g : tensor<8xf32>
+func.func @f(%x: tensor<2x8xf32>, %t: tensor<1x4xi32>, %p: tensor<2xi32>, %c: !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>) {
+  // expected-error @below {{weight @wqkv has shape [12, 8] but this op needs [16, 8]}}
+  %qr, %c1 = llm.matvec_rope_kv_write @wqkv(%x)  into %c[%t] at %p {head_dim = 4 : i64, layer = 0 : i64, theta = 1.0e4 : f64} : tensor<2x8xf32>, !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>, tensor<1x4xi32>, tensor<2xi32> -> tensor<2x8xf32>
+  return
+}
+
+// -----
+
+llm.weight @wqkv : tensor<14x8xbf16>
+llm.weight @g : tensor<8xf32>
+func.func @f(%x: tensor<2x8xf32>, %t: tensor<1x4xi32>, %p: tensor<2xi32>, %c: !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>) {
+  // expected-error @below {{query rows of 6 are not a whole number of heads of 4}}
+  %qr, %c1 = llm.matvec_rope_kv_write @wqkv(%x)  into %c[%t] at %p {head_dim = 4 : i64, layer = 0 : i64, theta = 1.0e4 : f64} : tensor<2x8xf32>, !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>, tensor<1x4xi32>, tensor<2xi32> -> tensor<2x6xf32>
+  return
+}
+
+// -----
+
+llm.weight @wqkv : tensor<16x8xbf16>
+llm.weight @g : tensor<8xf32>
+func.func @f(%x: tensor<2x8xbf16>, %t: tensor<1x4xi32>, %p: tensor<2xi32>, %c: !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>) {
+  // expected-error @below {{normalises f32 rows, got 'bf16'}}
+  %qr, %c1 = llm.matvec_rope_kv_write @wqkv(%x) norm @g into %c[%t] at %p {eps = 1.0e-5 : f64, head_dim = 4 : i64, layer = 0 : i64, theta = 1.0e4 : f64} : tensor<2x8xbf16>, !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>, tensor<1x4xi32>, tensor<2xi32> -> tensor<2x8xf32>
+  return
+}
+
+// -----
+
+llm.weight @wqkv : tensor<16x8xbf16>
+llm.weight @g : tensor<8xf32>
+func.func @f(%x: tensor<3x8xf32>, %t: tensor<1x4xi32>, %p: tensor<2xi32>, %c: !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>) {
+  // expected-error @below {{rotated_query has the input's rows}}
+  %qr, %c1 = llm.matvec_rope_kv_write @wqkv(%x)  into %c[%t] at %p {head_dim = 4 : i64, layer = 0 : i64, theta = 1.0e4 : f64} : tensor<3x8xf32>, !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>, tensor<1x4xi32>, tensor<2xi32> -> tensor<2x8xf32>
+  return
+}
+
+// -----
+
+llm.weight @wqkv : tensor<16x8xbf16>
+llm.weight @g : tensor<8xf32>
+func.func @f(%x: tensor<2x8xf32>, %t: tensor<3x4xi32>, %p: tensor<2xi32>, %c: !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>) {
+  // expected-error @below {{page table needs one row (one sequence) or one row per row (2), got 3}}
+  %qr, %c1 = llm.matvec_rope_kv_write @wqkv(%x)  into %c[%t] at %p {head_dim = 4 : i64, layer = 0 : i64, theta = 1.0e4 : f64} : tensor<2x8xf32>, !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>, tensor<3x4xi32>, tensor<2xi32> -> tensor<2x8xf32>
+  return
+}
+
+// -----
+
 //===----------------------------------------------------------------------===//
 // The module's settings and the other llm.* attributes
 //===----------------------------------------------------------------------===//

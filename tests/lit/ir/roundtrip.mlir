@@ -81,6 +81,8 @@ func.func @cuda_ops(%x: tensor<4x8xf32>, %pos: tensor<4xi32>, %table: tensor<1x4
   %mo = llm.matvec @w8(%a) plus %o bias @b8 : tensor<4x8xbf16>, tensor<4x8xf32> -> tensor<4x8xf32>
   // CHECK: llm.matvec @w13(%{{.*}}) norm @g swiglu {eps = 1.000000e-05 : f64} : tensor<4x8xf32> -> tensor<4x12xbf16>
   %mg = llm.matvec @w13(%mo) norm @g swiglu {eps = 1.0e-5 : f64} : tensor<4x8xf32> -> tensor<4x12xbf16>
+  // CHECK: %{{.*}}, %{{.*}} = llm.matvec_rope_kv_write @wqkv(%{{.*}}) norm @g bias @bqkv into %[[C]][%{{.*}}] at %{{.*}} {eps = 1.000000e-05 : f64, head_dim = 4 : i64, layer = 0 : i64, theta = 1.000000e+04 : f64} : tensor<4x8xf32>, <layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 4, element_type = bf16>, tensor<1x4xi32>, tensor<4xi32> -> tensor<4x8xf32>
+  %mr, %mc = llm.matvec_rope_kv_write @wqkv(%x) norm @g bias @bqkv into %c[%table] at %pos {eps = 1.0e-5 : f64, head_dim = 4 : i64, layer = 0 : i64, theta = 1.0e4 : f64} : tensor<4x8xf32>, !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 4, element_type = bf16>, tensor<1x4xi32>, tensor<4xi32> -> tensor<4x8xf32>
   return %o : tensor<4x8xf32>
 }
 llm.weight @w8 : tensor<8x8xbf16>

@@ -72,3 +72,40 @@ module {
     return %1, %2, %4, %6, %8, %9 : tensor<16x16xf32>, tensor<2x16xf32>, tensor<2x16xf32>, tensor<2x16xf32>, tensor<2x16xf32>, tensor<2x8xf32>
   }
 }
+
+// -----
+
+// RoPE and the cache write of a QKV product's three results become its
+// epilogue, with its norm: layer 0's from an rms_norm, layer 1's from the
+// add_rms_norm the o product leaves as a norm (folded in place, whichever
+// fusion comes first). Where the keys have another reader, the product
+// and llm.rope_kv_write stay as they are.
+// CHECK-LABEL: func.func @rope
+// CHECK-SAME: (%[[X:[^:]*]]: tensor<2x16xf32>, %[[C:[^:]*]]: !llm.kv_cache<{{.*}}>, %[[T:[^:]*]]: tensor<2x4xi32>, %[[P:[^:]*]]: tensor<2xi32>)
+// CHECK-NEXT: %[[Q0:.*]], %[[C0:.*]] = llm.matvec_rope_kv_write @wqkv(%[[X]]) norm @attention_norm into %[[C]][%[[T]]] at %[[P]] {eps = 1.000000e-05 : f64, head_dim = 8 : i64, layer = 0 : i64, theta = 1.000000e+04 : f64} : tensor<2x16xf32>, <{{.*}}>, tensor<2x4xi32>, tensor<2xi32> -> tensor<2x16xf32>
+// CHECK-NEXT: %[[H:.*]] = llm.matvec @wo(%[[Q0]]) plus %[[X]]
+// CHECK-NEXT: %[[Q1:.*]], %[[C1:.*]] = llm.matvec_rope_kv_write @wqkv(%[[H]]) norm @ffn_norm into %[[C0]][%[[T]]] at %[[P]] {eps = {{.*}}, head_dim = 8 : i64, layer = 1 : i64, theta = 1.000000e+04 : f64}
+// CHECK-NEXT: %[[QKV:.*]]:3 = llm.linear @wqkv(%[[Q1]]) :
+// CHECK-NEXT: %{{.*}}, %{{.*}} = llm.rope_kv_write %[[QKV]]#0, %[[QKV]]#1, %[[QKV]]#2 into %[[C1]]
+// CHECK-NEXT: return
+// ONE-LABEL: func.func @rope
+// ONE-NOT: llm.matvec
+// ONE: return
+module {
+  llm.weight @attention_norm : tensor<16xf32>
+  llm.weight @ffn_norm : tensor<16xf32>
+  llm.weight @wqkv : tensor<32x16xbf16>
+  llm.weight @wo : tensor<16x16xbf16>
+  func.func @rope(%x: tensor<2x16xf32>, %cache: !llm.kv_cache<layers = 2, pages = 4, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>, %table: tensor<2x4xi32>, %pos: tensor<2xi32>) -> (tensor<2x16xf32>, tensor<2x8xf32>, !llm.kv_cache<layers = 2, pages = 4, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>) {
+    %n = llm.rms_norm %x, @attention_norm {eps = 1.000000e-05 : f64} : tensor<2x16xf32>
+    %q, %k, %v = llm.linear @wqkv(%n) : tensor<2x16xf32> -> tensor<2x16xf32>, tensor<2x8xf32>, tensor<2x8xf32>
+    %qr, %c0 = llm.rope_kv_write %q, %k, %v into %cache[%table] at %pos {head_dim = 8 : i64, layer = 0 : i64, theta = 1.000000e+04 : f64} : tensor<2x16xf32>, tensor<2x8xf32>, tensor<2x8xf32>, !llm.kv_cache<layers = 2, pages = 4, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<2x4xi32>, tensor<2xi32>
+    %o = llm.linear @wo(%qr) : tensor<2x16xf32> -> tensor<2x16xf32>
+    %normed, %h = llm.add_rms_norm %x, %o, @ffn_norm {eps = 1.000000e-06 : f64} : tensor<2x16xf32>
+    %q1, %k1, %v1 = llm.linear @wqkv(%normed) : tensor<2x16xf32> -> tensor<2x16xf32>, tensor<2x8xf32>, tensor<2x8xf32>
+    %qr1, %c1 = llm.rope_kv_write %q1, %k1, %v1 into %c0[%table] at %pos {head_dim = 8 : i64, layer = 1 : i64, theta = 1.000000e+04 : f64} : tensor<2x16xf32>, tensor<2x8xf32>, tensor<2x8xf32>, !llm.kv_cache<layers = 2, pages = 4, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<2x4xi32>, tensor<2xi32>
+    %q2, %k2, %v2 = llm.linear @wqkv(%qr1) : tensor<2x16xf32> -> tensor<2x16xf32>, tensor<2x8xf32>, tensor<2x8xf32>
+    %qr2, %c2 = llm.rope_kv_write %q2, %k2, %v2 into %c1[%table] at %pos {head_dim = 8 : i64, layer = 1 : i64, theta = 1.000000e+04 : f64} : tensor<2x16xf32>, tensor<2x8xf32>, tensor<2x8xf32>, !llm.kv_cache<layers = 2, pages = 4, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<2x4xi32>, tensor<2xi32>
+    return %qr2, %k2, %c2 : tensor<2x16xf32>, tensor<2x8xf32>, !llm.kv_cache<layers = 2, pages = 4, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>
+  }
+}
