@@ -310,6 +310,24 @@ LogicalResult verifyCacheAccess(Operation *op, KVCacheType cache, Value pageTabl
   return success();
 }
 
+/// The RoPE of queries `queryCols` wide and of keys written to `cache`:
+/// whole heads of an even head_dim that is the cache's, a positive theta,
+/// one frequency factor per pair if any.
+LogicalResult verifyRopeIntoCache(Operation *op, KVCacheType cache, int64_t hd, int64_t queryCols,
+                                  APFloat theta, std::optional<ArrayRef<double>> freqFactors) {
+  if (hd != cache.getHeadDim())
+    return op->emitOpError() << "head_dim " << hd << " differs from the cache's "
+                             << cache.getHeadDim();
+  if (hd % 2 != 0)
+    return op->emitOpError() << "head_dim must be even, got " << hd;
+  if (queryCols % hd != 0)
+    return op->emitOpError() << "query rows of " << queryCols
+                             << " are not a whole number of heads of " << hd;
+  if (!(theta.convertToDouble() > 0))
+    return op->emitOpError() << "theta must be positive";
+  return verifyFreqFactors(op, freqFactors, hd);
+}
+
 } // namespace
 
 LogicalResult KVCacheWriteOp::verify() {
@@ -339,16 +357,7 @@ LogicalResult KVCacheReadOp::verify() {
 LogicalResult RopeKVWriteOp::verify() {
   auto cache = cast<KVCacheType>(getCache().getType());
   const int64_t hd = getHeadDim();
-  if (hd != cache.getHeadDim())
-    return emitOpError() << "head_dim " << hd << " differs from the cache's " << cache.getHeadDim();
-  if (hd % 2 != 0)
-    return emitOpError() << "head_dim must be even, got " << hd;
-  if (cols(getQuery()) % hd != 0)
-    return emitOpError() << "query rows of " << cols(getQuery())
-                         << " are not a whole number of heads of " << hd;
-  if (!(getTheta().convertToDouble() > 0))
-    return emitOpError() << "theta must be positive";
-  if (failed(verifyFreqFactors(*this, getFreqFactors(), hd)))
+  if (failed(verifyRopeIntoCache(*this, cache, hd, cols(getQuery()), getTheta(), getFreqFactors())))
     return failure();
   if (getKey().getType() != getValue().getType())
     return emitOpError() << "keys and values must have the same type";
@@ -436,17 +445,8 @@ int64_t MatVecRopeKVWriteOp::getWeightRows() {
 
 LogicalResult MatVecRopeKVWriteOp::verify() {
   auto cache = cast<KVCacheType>(getCache().getType());
-  const int64_t hd = getHeadDim();
-  if (hd != cache.getHeadDim())
-    return emitOpError() << "head_dim " << hd << " differs from the cache's " << cache.getHeadDim();
-  if (hd % 2 != 0)
-    return emitOpError() << "head_dim must be even, got " << hd;
-  if (cols(getRotatedQuery()) % hd != 0)
-    return emitOpError() << "query rows of " << cols(getRotatedQuery())
-                         << " are not a whole number of heads of " << hd;
-  if (!(getTheta().convertToDouble() > 0))
-    return emitOpError() << "theta must be positive";
-  if (failed(verifyFreqFactors(*this, getFreqFactors(), hd)) ||
+  if (failed(verifyRopeIntoCache(*this, cache, getHeadDim(), cols(getRotatedQuery()), getTheta(),
+                                 getFreqFactors())) ||
       failed(sameRows(*this, getInput(), getRotatedQuery(), "rotated_query has the input's rows")) ||
       failed(verifyNormPrologue(*this, getNorm(), getEps(), getInput())))
     return failure();

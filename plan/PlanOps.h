@@ -100,6 +100,35 @@ std::vector<double> ropeFrequencies(const RopeParams &p);
 //   v.result(name, Operand&, OperandClass)    a result
 //   v.results(name, std::vector<Operand>&, OperandClass)  variadic results
 // Fields reads or writes them; the const overloads visit a const op.
+/// A RoPE op's attributes, in ODS order.
+template <typename R, typename V> void visitRopeFields(R &rope, V &v) {
+  v.attr("head_dim", rope.headDim);
+  v.attr("theta", rope.theta);
+  v.optionalAttr("scaling", rope.scaling);
+  v.optionalAttr("freq_factors", rope.freqFactors);
+}
+/// The fields, from the cache on, of an op that rotates queries and writes
+/// rotated keys into the cache (rope_kv_write, matvec_rope_kv_write).
+template <typename Self, typename V> void visitRopeIntoCacheFields(Self &s, V &v) {
+  v.operand("cache", s.cache, OperandClass::cache);
+  v.operand("page_table", s.pageTable, OperandClass::pageTable);
+  v.operand("positions", s.positions, OperandClass::ids);
+  visitRopeFields(s.rope, v);
+  v.attr("layer", s.layer);
+  v.result("rotated_query", s.rotatedQuery, OperandClass::activations);
+  v.result("result", s.result, OperandClass::cache);
+}
+
+/// The weight, input, bias and norm prologue of a matvec op (matvec,
+/// matvec_rope_kv_write), in ODS order.
+template <typename Self, typename V> void visitMatVecInputFields(Self &s, V &v) {
+  v.weight("weight", s.weight);
+  v.operand("input", s.input, OperandClass::activations);
+  v.optionalWeight("bias", s.bias);
+  v.optionalWeight("norm", s.norm);
+  v.optionalAttr("eps", s.eps);
+}
+
 #define KVPLAN_PLAN_OP(Struct, Name)                                                              \
   static constexpr const char *kName = Name;                                                      \
   template <typename V> void fields(V &&v) { visitFields(*this, v); }                             \
@@ -167,10 +196,7 @@ struct RopeOp {
   template <typename Self, typename V> static void visitFields(Self &s, V &v) {
     v.operand("input", s.input, OperandClass::activations);
     v.operand("positions", s.positions, OperandClass::ids);
-    v.attr("head_dim", s.rope.headDim);
-    v.attr("theta", s.rope.theta);
-    v.optionalAttr("scaling", s.rope.scaling);
-    v.optionalAttr("freq_factors", s.rope.freqFactors);
+    visitRopeFields(s.rope, v);
     v.result("result", s.result, OperandClass::activations);
   }
 };
@@ -293,16 +319,7 @@ struct RopeKVWriteOp {
     v.operand("query", s.query, OperandClass::activations);
     v.operand("key", s.key, OperandClass::activations);
     v.operand("value", s.value, OperandClass::activations);
-    v.operand("cache", s.cache, OperandClass::cache);
-    v.operand("page_table", s.pageTable, OperandClass::pageTable);
-    v.operand("positions", s.positions, OperandClass::ids);
-    v.attr("head_dim", s.rope.headDim);
-    v.attr("theta", s.rope.theta);
-    v.optionalAttr("scaling", s.rope.scaling);
-    v.optionalAttr("freq_factors", s.rope.freqFactors);
-    v.attr("layer", s.layer);
-    v.result("rotated_query", s.rotatedQuery, OperandClass::activations);
-    v.result("result", s.result, OperandClass::cache);
+    visitRopeIntoCacheFields(s, v);
   }
 };
 
@@ -332,11 +349,7 @@ struct MatVecOp {
   std::optional<Operand> addend;
   std::vector<Operand> results;
   template <typename Self, typename V> static void visitFields(Self &s, V &v) {
-    v.weight("weight", s.weight);
-    v.operand("input", s.input, OperandClass::activations);
-    v.optionalWeight("bias", s.bias);
-    v.optionalWeight("norm", s.norm);
-    v.optionalAttr("eps", s.eps);
+    visitMatVecInputFields(s, v);
     v.attr("swiglu", s.swiglu);
     v.optionalOperand("addend", s.addend, OperandClass::activations);
     v.results("results", s.results, OperandClass::activations);
@@ -359,21 +372,8 @@ struct MatVecRopeKVWriteOp {
   RopeParams rope;
   int64_t layer = 0;
   template <typename Self, typename V> static void visitFields(Self &s, V &v) {
-    v.weight("weight", s.weight);
-    v.operand("input", s.input, OperandClass::activations);
-    v.optionalWeight("bias", s.bias);
-    v.optionalWeight("norm", s.norm);
-    v.optionalAttr("eps", s.eps);
-    v.operand("cache", s.cache, OperandClass::cache);
-    v.operand("page_table", s.pageTable, OperandClass::pageTable);
-    v.operand("positions", s.positions, OperandClass::ids);
-    v.attr("head_dim", s.rope.headDim);
-    v.attr("theta", s.rope.theta);
-    v.optionalAttr("scaling", s.rope.scaling);
-    v.optionalAttr("freq_factors", s.rope.freqFactors);
-    v.attr("layer", s.layer);
-    v.result("rotated_query", s.rotatedQuery, OperandClass::activations);
-    v.result("result", s.result, OperandClass::cache);
+    visitMatVecInputFields(s, v);
+    visitRopeIntoCacheFields(s, v);
   }
 };
 
