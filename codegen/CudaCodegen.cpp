@@ -51,8 +51,8 @@ AttentionSplit attentionSplit(const Plan &plan, const EntryPoint &ep) {
 }
 
 /// Lays out the workspace: attention partials and maxima (shared by the
-/// entry points), each entry point's inputs (with the sampling parameters)
-/// and sampled ids, and cuBLAS's workspace, last.
+/// entry points), each entry point's inputs (with the sampling parameters),
+/// sampled ids and argmax partials, and cuBLAS's workspace, last.
 std::map<std::string, AttentionSplit> layWorkspace(const Plan &plan, CudaProgram &prog) {
   std::map<std::string, AttentionSplit> splits;
   int64_t partBytes = 0, mlBytes = 0;
@@ -78,7 +78,9 @@ std::map<std::string, AttentionSplit> layWorkspace(const Plan &plan, CudaProgram
     const CudaInputsLayout in = cudaInputsLayout(ep);
     e.inputsOffset = take(in.bytes);
     e.samplingParamsOffset = e.inputsOffset + in.params;
-    e.sampledOffset = take(ep.results.at(0).rows() * 4);
+    const Operand &logits = ep.results.at(0);
+    e.sampledOffset = take(logits.rows() * 4);
+    e.argmaxOffset = take(logits.rows() * ceilDiv(logits.cols(), argmaxSlice(logits.cols())) * 8);
   }
   prog.cublasWorkspaceOffset = take(kCublasWorkspace);
   prog.cublasWorkspaceBytes = kCublasWorkspace;

@@ -34,6 +34,10 @@ std::string Specialisations::wrapper(const std::string &name, int64_t block,
   return name;
 }
 
+int64_t argmaxSlice(int64_t vocab) {
+  return std::max(kArgmaxBlock, alignUp(ceilDiv(vocab, kFillBlocks), kArgmaxBlock));
+}
+
 int Specialisations::ropeTable(const RopeParams &params) {
   std::vector<double> freqs = ropeFrequencies(params);
   for (size_t i = 0; i < ropeTables.size(); ++i)
@@ -572,17 +576,28 @@ void EntryLowering::operator()(const AttentionOp &op) {
          {split.splits});
 }
 
-/// Sampling from the logits the entry point returns.
+/// Sampling from the logits the entry point returns: each row's argmax
+/// over many blocks (a slice of the vocabulary each), then one block a row
+/// that merges them and, at a temperature, draws.
 void EntryLowering::sample() {
   const Operand &logits = ep.results.at(0);
-  const int64_t vocab = logits.cols();
-  const std::string name =
-      specs.wrapper("sample" + dims({vocab}), 1024, "kvplan::sample<" + num(vocab) + ", 1024>(a)");
+  const int64_t vocab = logits.cols(), slice = argmaxSlice(vocab);
   step = int64_t(ep.steps.size());
-  kernel(name, {logits.rows(), 1, 1}, 1024, 0, logits,
-         {arena(logits), work(out.samplingParamsOffset), work(out.sampledOffset)});
-  out.sample = std::move(out.ops.back());
-  out.ops.pop_back();
+  const size_t first = out.ops.size();
+  const std::string argmax = specs.wrapper(
+      "argmax_slices" + dims({vocab, slice}), kArgmaxBlock,
+      "kvplan::argmaxSlices<" + num(vocab) + ", " + num(slice) + ", " + num(kArgmaxBlock) + ">(a)");
+  kernel(argmax, {ceilDiv(vocab, slice), logits.rows(), 1}, kArgmaxBlock, 1, logits,
+         {arena(logits), work(out.argmaxOffset)});
+  const std::string name = specs.wrapper(
+      "sample" + dims({vocab, slice}), kSampleBlock,
+      "kvplan::sample<" + num(vocab) + ", " + num(kSampleBlock) + ", " + num(slice) + ">(a)");
+  kernel(name, {logits.rows(), 1, 1}, kSampleBlock, 0, logits,
+         {arena(logits), work(out.samplingParamsOffset), work(out.sampledOffset),
+          work(out.argmaxOffset)});
+  out.sampling.assign(std::make_move_iterator(out.ops.begin() + long(first)),
+                      std::make_move_iterator(out.ops.end()));
+  out.ops.resize(first);
 }
 
 } // namespace

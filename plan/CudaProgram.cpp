@@ -206,7 +206,7 @@ DeviceOp opFrom(const json &j) {
 
 LaunchCounts countLaunches(const CudaEntry &e, bool deviceSampling) {
   LaunchCounts c;
-  c.kernels = deviceSampling ? 1 : 0;
+  c.kernels = deviceSampling ? int64_t(e.sampling.size()) : 0;
   for (const DeviceOp &op : e.ops) {
     switch (op.kind) {
     case DeviceOp::kernel: ++c.kernels; break;
@@ -222,11 +222,14 @@ json toJson(const CudaProgram &p) {
   for (const auto &[name, e] : p.entries) {
     json ops = json::array();
     for (const DeviceOp &op : e.ops) ops.push_back(opJson(op));
+    json sampling = json::array();
+    for (const DeviceOp &op : e.sampling) sampling.push_back(opJson(op));
     entries[name] = {{"ops", std::move(ops)},
-                     {"sample", opJson(e.sample)},
+                     {"sampling", std::move(sampling)},
                      {"inputs_offset", e.inputsOffset},
                      {"sampling_params_offset", e.samplingParamsOffset},
-                     {"sampled_offset", e.sampledOffset}};
+                     {"sampled_offset", e.sampledOffset},
+                     {"argmax_offset", e.argmaxOffset}};
   }
   return {{"archs", p.archs},
           {"workspace_bytes", p.workspaceBytes},
@@ -244,7 +247,14 @@ CudaProgram cudaProgramFromJson(const json &j) {
     for (const auto &[name, e] : j.at("entries").items()) {
       CudaEntry ce;
       for (const json &op : e.at("ops")) ce.ops.push_back(opFrom(op));
-      ce.sample = opFrom(e.at("sample"));
+      for (const json &op : e.at("sampling")) {
+        ce.sampling.push_back(opFrom(op));
+        if (ce.sampling.back().kind != DeviceOp::kernel)
+          throw InputError("cuda program: entry '" + name + "' samples with a device op that is not a kernel");
+      }
+      if (ce.sampling.empty())
+        throw InputError("cuda program: entry '" + name + "' has no sampling kernel");
+      ce.argmaxOffset = integer(e.at("argmax_offset"), "entry '" + name + "' argmax_offset");
       ce.inputsOffset = integer(e.at("inputs_offset"), "entry '" + name + "' inputs_offset");
       ce.samplingParamsOffset =
           integer(e.at("sampling_params_offset"), "entry '" + name + "' sampling_params_offset");

@@ -234,7 +234,9 @@ std::string kernelsSection(const ReportInput &in) {
          "<th>block</th><th>bytes moved</th><th>plan step</th></tr>";
     for (size_t i = 0; i < e.ops.size(); ++i)
       h += launchRow(*in.plan, it->second, i, e.ops[i], lastStep);
-    if (!sharded) h += launchRow(*in.plan, it->second, e.ops.size(), e.sample, lastStep);
+    if (!sharded)
+      for (size_t i = 0; i < e.sampling.size(); ++i)
+        h += launchRow(*in.plan, it->second, e.ops.size() + i, e.sampling[i], lastStep);
     h += "</table></details>";
   }
   return h + "</section>";

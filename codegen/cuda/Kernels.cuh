@@ -1026,13 +1026,15 @@ template <class O, int H, int HD> __device__ void attnCombine(const KvArgs &a) {
 }
 
 // ---------------------------------------------------------------------------
-// Sampling on the device, one block per row: greedy (argmax, lowest index
-// among equals), or at a temperature over the top-k logits (ties with the
-// k-th are kept) and then the smallest most-probable set whose probability
-// reaches top-p. Thresholds come from radix selects over the logits' bits;
-// the draw walks the kept tokens in index order. sample's helpers take the
-// thread's coordinates from it; those that hold barriers are called by every
-// thread, under conditions that are the row's, the same for the whole block.
+// Sampling on the device: argmaxSlices finds the argmax of each slice of a
+// row over many blocks; then sample, one block per row: greedy (the argmax
+// merged from the slices, lowest index among equals), or at a temperature
+// over the top-k logits (ties with the k-th are kept) and then the smallest
+// most-probable set whose probability reaches top-p. Thresholds come from
+// radix selects over the logits' bits; the draw walks the kept tokens in
+// index order. sample's helpers take the thread's coordinates from it;
+// those that hold barriers are called by every thread, under conditions
+// that are the row's, the same for the whole block.
 
 __device__ __forceinline__ unsigned orderedKey(float f) {
   const unsigned b = __float_as_uint(f);
@@ -1056,15 +1058,12 @@ struct Argmax {
   float logit;
 };
 
-/// The row's largest logit and its lowest index, to every thread (it holds
-/// barriers). shf and shi hold 32 entries each.
-template <int V, int BLOCK>
-__device__ __forceinline__ Argmax blockArgmax(const float *l, float *shf, int *shi, int &shToken,
-                                              int tid, int lane, int warp) {
-  int bi = 0x7fffffff;
-  float best = -INFINITY;
-  for (int i = tid; i < V; i += BLOCK) // i grows: ties keep the first
-    if (l[i] > best || bi == 0x7fffffff) { best = l[i]; bi = i; }
+/// The largest of every thread's (best, bi) and its lowest index, to every
+/// thread (it holds barriers). shf and shi hold 32 entries each.
+template <int BLOCK>
+__device__ __forceinline__ Argmax blockArgmaxOf(float best, int bi, float *shf, int *shi,
+                                                int &shToken, int lane, int warp) {
+  static_assert(BLOCK % 32 == 0 && BLOCK <= 1024, "whole warps, at most 32");
   for (int o = 16; o > 0; o >>= 1) {
     const float ob = __shfl_xor_sync(0xffffffffu, best, o);
     const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
@@ -1073,8 +1072,8 @@ __device__ __forceinline__ Argmax blockArgmax(const float *l, float *shf, int *s
   if (lane == 0) { shf[warp] = best; shi[warp] = bi; }
   __syncthreads();
   if (warp == 0) {
-    best = shf[lane];
-    bi = shi[lane];
+    best = lane < BLOCK / 32 ? shf[lane] : -INFINITY;
+    bi = lane < BLOCK / 32 ? shi[lane] : 0x7fffffff;
     for (int o = 16; o > 0; o >>= 1) {
       const float ob = __shfl_xor_sync(0xffffffffu, best, o);
       const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
@@ -1084,6 +1083,35 @@ __device__ __forceinline__ Argmax blockArgmax(const float *l, float *shf, int *s
   }
   __syncthreads();
   return {shToken, shf[0]};
+}
+
+/// The largest logit of l[begin, end) and its lowest index, to every
+/// thread (it holds barriers).
+template <int BLOCK>
+__device__ __forceinline__ Argmax blockArgmax(const float *l, int begin, int end, float *shf,
+                                              int *shi, int &shToken, int tid, int lane,
+                                              int warp) {
+  int bi = 0x7fffffff;
+  float best = -INFINITY;
+  for (int i = begin + tid; i < end; i += BLOCK) // i grows: ties keep the first
+    if (l[i] > best || bi == 0x7fffffff) { best = l[i]; bi = i; }
+  return blockArgmaxOf<BLOCK>(best, bi, shf, shi, shToken, lane, warp);
+}
+
+/// The first pass of sampling over many blocks: block (s, r) finds the
+/// largest logit of slice s (SLICE tokens) of row r and its lowest index,
+/// for sample to merge. p: logits (f32, rows x V), partials (rows x
+/// ceil(V / SLICE) Argmax).
+template <int V, int SLICE, int BLOCK> __device__ void argmaxSlices(const KvArgs &a) {
+  __shared__ float shf[32];
+  __shared__ int shi[32];
+  __shared__ int shToken;
+  constexpr int S = (V + SLICE - 1) / SLICE;
+  const int s = blockIdx.x, r = blockIdx.y, tid = threadIdx.x;
+  const float *l = reinterpret_cast<const float *>(a.p[0]) + (long long)r * V;
+  const int begin = s * SLICE, end = begin + SLICE < V ? begin + SLICE : V;
+  const Argmax best = blockArgmax<BLOCK>(l, begin, end, shf, shi, shToken, tid, tid % 32, tid / 32);
+  if (tid == 0) reinterpret_cast<Argmax *>(a.p[1])[(long long)r * S + s] = best;
 }
 
 /// Thread 0's step of the top-k select: the highest byte b whose keys, with
@@ -1216,9 +1244,12 @@ __device__ __forceinline__ int drawToken(const float *l, unsigned threshold, flo
   return shToken;
 }
 
-/// p: logits (f32, rows x V), params, tokens out (int32).
-template <int V, int BLOCK> __device__ void sample(const KvArgs &a) {
-  static_assert(BLOCK == 1024, "the argmax and the draw assume 32 warps");
+/// p: logits (f32, rows x V), params, tokens out (int32), argmaxSlices'
+/// partials (slices of SLICE tokens), from which the row's argmax is merged.
+template <int V, int BLOCK, int SLICE> __device__ void sample(const KvArgs &a) {
+  static_assert(BLOCK == 1024, "the merge and the draw assume 32 warps");
+  constexpr int S = (V + SLICE - 1) / SLICE;
+  static_assert(S <= BLOCK, "one partial per thread");
   __shared__ float shf[32];
   __shared__ int shi[32];
   __shared__ unsigned hist[256];
@@ -1234,7 +1265,12 @@ template <int V, int BLOCK> __device__ void sample(const KvArgs &a) {
 
   // The conditions below are the row's: every thread takes the same branches
   // and reaches every barrier.
-  const Argmax best = blockArgmax<V, BLOCK>(l, shf, shi, shToken, tid, lane, warp);
+  // The slices' partials in index order: the lowest index among equals
+  // still wins.
+  const Argmax *part = reinterpret_cast<const Argmax *>(a.p[3]) + (long long)r * S;
+  const Argmax best = blockArgmaxOf<BLOCK>(tid < S ? part[tid].logit : -INFINITY,
+                                           tid < S ? part[tid].token : 0x7fffffff, shf, shi,
+                                           shToken, lane, warp);
   if (!(prm.temperature > 0.0f) || prm.topK == 1) {
     if (tid == 0) out[r] = best.token;
     return;

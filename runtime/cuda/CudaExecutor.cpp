@@ -334,7 +334,7 @@ struct CudaExecutor::Impl {
     const int64_t outRows = e.rowsOut(active);
     for (const DeviceOp &op : e.ce->ops) launchOp(e, op, active);
     if (!sampling) return;
-    launchOp(e, e.ce->sample, active);
+    for (const DeviceOp &op : e.ce->sampling) launchOp(e, op, active);
     check(cudaMemcpyAsync(e.hSampled, work + e.ce->sampledOffset, size_t(outRows) * 4,
                           cudaMemcpyDeviceToHost, stream), "copying sampled tokens");
   }
@@ -541,7 +541,7 @@ void CudaExecutor::Impl::bindEntries() {
     e.ep = &ep;
     e.ce = &ce->second;
     for (const DeviceOp &op : e.ce->ops) findKernel(op);
-    findKernel(e.ce->sample);
+    for (const DeviceOp &op : e.ce->sampling) findKernel(op);
     e.inputsBytes = cudaInputsLayout(ep).bytes;
     if (e.ce->inputsOffset < 0 || e.ce->inputsOffset + e.inputsBytes > program.workspaceBytes)
       throw InputError("incompatible because the launch table puts the inputs of '" + name +
@@ -744,7 +744,8 @@ void CudaExecutor::runOps(const std::string &name, int64_t activeRows, size_t fi
   activeRows = std::clamp<int64_t>(activeRows, 1, e.ep->rows);
   for (size_t i = firstOp; i <= lastOp && i < e.ce->ops.size(); ++i)
     impl->launch(e.ce->ops[i], activeRows);
-  if (lastOp >= e.ce->ops.size()) impl->launch(e.ce->sample, activeRows);
+  if (lastOp >= e.ce->ops.size())
+    for (const DeviceOp &op : e.ce->sampling) impl->launch(op, activeRows);
   check(cudaStreamSynchronize(impl->stream), "running ops of " + name);
 }
 

@@ -346,7 +346,7 @@ TEST_F(FakeGpu, SamplingKernelFollowsTopKTopPAndTheDraw) {
     gpu.upload(DeviceBuffer::work, ce.samplingParamsOffset, p.data(),
                int64_t(p.size() * sizeof(DeviceSamplingParams)));
     gpu.fill(DeviceBuffer::work, ce.sampledOffset, 0xff, rows * 4);
-    gpu.runOps("decode", rows, ce.ops.size(), ce.ops.size()); // the sampling kernel alone
+    gpu.runOps("decode", rows, ce.ops.size(), ce.ops.size()); // the sampling kernels alone
     std::vector<int32_t> t(static_cast<size_t>(rows));
     gpu.download(DeviceBuffer::work, ce.sampledOffset, t.data(), rows * 4);
     return t;
@@ -359,6 +359,15 @@ TEST_F(FakeGpu, SamplingKernelFollowsTopKTopPAndTheDraw) {
   for (int64_t i = 0; i < v; ++i) at(1, i) = 1.0f;
   std::vector<int32_t> t = sample({{0, 1, 0, 0}, {1, 1, 2, 0.999f}, {0, 1, 0, 0}, {0, 1, 0, 0}});
   EXPECT_EQ(t[1], int32_t(v - 1));
+  // The greedy choice merged from the argmax pass's slices (256 tokens
+  // each, two here): a tie across slices keeps the lower index, a maximum
+  // in the second slice wins, also with top-k 1 at a temperature.
+  ASSERT_EQ(ce.sampling.at(0).grid[0], 2);
+  at(0, 300) = 5.0f;
+  at(2, 400) = at(2, 450) = 9.0f;
+  EXPECT_EQ(sample({{0, 1, 0, 0}, {0, 1, 0, 0}, {0, 1, 0, 0}, {0, 1, 0, 0}}),
+            (std::vector<int32_t>{7, 0, 400, 1}));
+  EXPECT_EQ(sample({{0, 1, 0, 0}, {0, 1, 0, 0}, {1, 1, 1, 0.7f}, {0, 1, 0, 0}})[2], 400);
 }
 
 TEST_F(FakeGpu, TheBillIsCheckedBeforeAnyAllocation) {

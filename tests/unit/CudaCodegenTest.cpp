@@ -123,7 +123,17 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
                                                   << ") has no device op";
         }
       }
-      EXPECT_EQ(e.sample.name, "sample_" + std::to_string(cfg.model.vocabSize));
+      // Sampling: each row's argmax over slices of the vocabulary, a block
+      // for every multiprocessor of an H100/H200 at one row (or slices of
+      // 256 tokens, the least), then one block a row that merges them.
+      ASSERT_EQ(e.sampling.size(), 2u);
+      const int64_t vocab = cfg.model.vocabSize, slices = e.sampling[0].grid[0];
+      EXPECT_EQ(e.sampling[0].name.rfind("argmax_slices_" + std::to_string(vocab) + "_", 0), 0u);
+      EXPECT_EQ(e.sampling[1].name.rfind("sample_" + std::to_string(vocab) + "_", 0), 0u);
+      EXPECT_TRUE(slices >= 132 || slices == (vocab + 255) / 256) << slices << " slices of " << vocab;
+      EXPECT_LE(slices, 1024);
+      EXPECT_EQ(e.sampling[0].pointers.at(1).offset, e.argmaxOffset);
+      EXPECT_EQ(e.sampling[1].pointers.at(3).offset, e.argmaxOffset);
       // RoPE is fused with the cache write once per layer.
       EXPECT_EQ(fused, cfg.model.numLayers);
       if (!isFloatDType(cfg.compile.weightDtype)) {
@@ -183,7 +193,7 @@ TEST(CudaCodegen, LaunchTableIntegersThatAreFloatsOrHugeAreRefused) {
   auto firstKernel = [](nlohmann::json &j) -> nlohmann::json & {
     for (nlohmann::json &op : j["entries"]["decode"]["ops"])
       if (op.contains("kernel")) return op;
-    return j["entries"]["decode"]["sample"];
+    return j["entries"]["decode"]["sampling"][0];
   };
   const std::pair<std::function<void(nlohmann::json &)>, std::string> cases[] = {
       {[](nlohmann::json &j) { j["workspace_bytes"] = 1e30; },
@@ -192,8 +202,12 @@ TEST(CudaCodegen, LaunchTableIntegersThatAreFloatsOrHugeAreRefused) {
        "cuda program: cublas_workspace[0] is not an integer (-1e+308)"},
       {[](nlohmann::json &j) { j["entries"]["decode"]["sampled_offset"] = int64_t(1) << 62; },
        "entry 'decode' sampled_offset is 4611686018427387904, outside [0, 1125899906842624]"},
-      {[](nlohmann::json &j) { j["entries"]["decode"]["sample"]["step"] = 1.5; },
+      {[](nlohmann::json &j) { j["entries"]["decode"]["sampling"][1]["step"] = 1.5; },
        "cuda program: an op's step is not an integer (1.5)"},
+      {[](nlohmann::json &j) { j["entries"]["decode"]["sampling"] = nlohmann::json::array(); },
+       "cuda program: entry 'decode' has no sampling kernel"},
+      {[](nlohmann::json &j) { j["entries"]["decode"].erase("argmax_offset"); },
+       "cuda program: not valid"},
       {[&](nlohmann::json &j) { firstKernel(j)["static_rows"] = -4; },
        "field 'static_rows' is -4, outside [1, "},
       {[&](nlohmann::json &j) { firstKernel(j)["grid"][0] = 1e30; },
