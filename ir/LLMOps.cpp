@@ -447,7 +447,8 @@ LogicalResult MatVecRopeKVWriteOp::verify() {
   auto cache = cast<KVCacheType>(getCache().getType());
   if (failed(verifyRopeIntoCache(*this, cache, getHeadDim(), cols(getRotatedQuery()), getTheta(),
                                  getFreqFactors())) ||
-      failed(sameRows(*this, getInput(), getRotatedQuery(), "rotated_query has the input's rows")) ||
+      failed(sameRows(*this, getInput(), getRotatedQuery(),
+                      "rotated_query has the input's rows")) ||
       failed(verifyNormPrologue(*this, getNorm(), getEps(), getInput())))
     return failure();
   return verifyCacheAccess(*this, cache, getPageTable(), getPositions(), rows(getInput()),

@@ -199,7 +199,8 @@ struct RopeKVWriteEpilogue : public OpRewritePattern<llm::RopeKVWriteOp> {
   RopeKVWriteEpilogue(MLIRContext *ctx, int64_t maxRows)
       : OpRewritePattern(ctx), maxRows(maxRows) {}
 
-  LogicalResult matchAndRewrite(llm::RopeKVWriteOp write, PatternRewriter &rewriter) const override {
+  LogicalResult matchAndRewrite(llm::RopeKVWriteOp write,
+                                PatternRewriter &rewriter) const override {
     Operation *product = write.getQuery().getDefiningOp();
     const Value qkv[] = {write.getQuery(), write.getKey(), write.getValue()};
     bool alone = product && product->getNumResults() == 3;
@@ -207,15 +208,17 @@ struct RopeKVWriteEpilogue : public OpRewritePattern<llm::RopeKVWriteOp> {
       alone = qkv[i] == product->getResult(i) && qkv[i].hasOneUse();
     std::optional<MatVecParts> p = alone ? partsOf(product, maxRows) : std::nullopt;
     if (!p || p->swiglu || p->addend)
-      return rewriter.notifyMatchFailure(write, "q, k and v are not one matrix-vector product's alone");
+      return rewriter.notifyMatchFailure(write,
+                                         "q, k and v are not one matrix-vector product's alone");
     // The norm before the product, whether or not it was folded already.
     llm::RMSNormOp norm = foldNorm(*p);
     rewriter.setInsertionPoint(write);
     auto fused = rewriter.create<llm::MatVecRopeKVWriteOp>(
-        rewriter.getFusedLoc({product->getLoc(), write.getLoc()}), write.getRotatedQuery().getType(),
-        write.getResult().getType(), p->weight, p->input, p->bias, p->norm, p->eps, write.getCache(),
-        write.getPageTable(), write.getPositions(), write.getHeadDimAttr(), write.getThetaAttr(),
-        write.getScalingAttr(), write.getFreqFactorsAttr(), write.getLayerAttr());
+        rewriter.getFusedLoc({product->getLoc(), write.getLoc()}),
+        write.getRotatedQuery().getType(), write.getResult().getType(), p->weight, p->input,
+        p->bias, p->norm, p->eps, write.getCache(), write.getPageTable(), write.getPositions(),
+        write.getHeadDimAttr(), write.getThetaAttr(), write.getScalingAttr(),
+        write.getFreqFactorsAttr(), write.getLayerAttr());
     rewriter.replaceOp(write, fused.getResults());
     rewriter.eraseOp(product);
     if (norm) rewriter.eraseOp(norm);
@@ -229,7 +232,8 @@ struct FuseMatVecPass : public impl::FuseMatVecBase<FuseMatVecPass> {
 
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
-    patterns.add<NormPrologue, SwiGLUEpilogue, ResidualEpilogue, RopeKVWriteEpilogue>(&getContext(), int64_t(maxRows));
+    patterns.add<NormPrologue, SwiGLUEpilogue, ResidualEpilogue, RopeKVWriteEpilogue>(
+        &getContext(), int64_t(maxRows));
     if (failed(rewriteGreedily(getOperation(), std::move(patterns))))
       return signalPassFailure();
   }

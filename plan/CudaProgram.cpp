@@ -250,7 +250,8 @@ CudaProgram cudaProgramFromJson(const json &j) {
       for (const json &op : e.at("sampling")) {
         ce.sampling.push_back(opFrom(op));
         if (ce.sampling.back().kind != DeviceOp::kernel)
-          throw InputError("cuda program: entry '" + name + "' samples with a device op that is not a kernel");
+          throw InputError("cuda program: entry '" + name +
+                           "' samples with a device op that is not a kernel");
       }
       if (ce.sampling.empty())
         throw InputError("cuda program: entry '" + name + "' has no sampling kernel");

@@ -130,7 +130,8 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
       const int64_t vocab = cfg.model.vocabSize, slices = e.sampling[0].grid[0];
       EXPECT_EQ(e.sampling[0].name.rfind("argmax_slices_" + std::to_string(vocab) + "_", 0), 0u);
       EXPECT_EQ(e.sampling[1].name.rfind("sample_" + std::to_string(vocab) + "_", 0), 0u);
-      EXPECT_TRUE(slices >= 132 || slices == (vocab + 255) / 256) << slices << " slices of " << vocab;
+      EXPECT_TRUE(slices >= 132 || slices == (vocab + 255) / 256)
+          << slices << " slices of " << vocab;
       EXPECT_LE(slices, 1024);
       EXPECT_EQ(e.sampling[0].pointers.at(1).offset, e.argmaxOffset);
       EXPECT_EQ(e.sampling[1].pointers.at(3).offset, e.argmaxOffset);
