@@ -399,6 +399,7 @@ TEST(PlanJson, AMatVecRopeKVWriteStepReadsBackAndIsChecked) {
       {[](nlohmann::json &j) { step(j, 2)["bias"] = "layers.0.attention_norm"; },
        "'layers.0.attention_norm'"},
       {[](nlohmann::json &j) { step(j, 2).erase("cache"); }, "'cache'"},
+      {[](nlohmann::json &j) { step(j, 2)["layer"] = 3; }, "names layer 3 of a cache of 1"},
   };
   for (const auto &[damage, want] : cases) {
     const std::string msg = readError([&](nlohmann::json &j) {
