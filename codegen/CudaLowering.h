@@ -29,9 +29,10 @@ constexpr int64_t kElementwiseBlock = 256;
 constexpr int64_t kGemvRows = 8;
 constexpr int64_t kGemmTile = 64, kGemmThreads = 256;
 // Sampling: a first kernel finds each slice's argmax in a block of
-// kArgmaxBlock threads, slices of at least kArgmaxBlock tokens, enough of
-// them for kFillBlocks blocks at one row; the sampling kernel (one block
-// of kSampleBlock per row) merges them.
+// kArgmaxBlock threads, a slice the vocabulary over kFillBlocks rounded up
+// to a multiple of kArgmaxBlock tokens (about kFillBlocks blocks at one
+// row); the sampling kernel (one block of kSampleBlock per row) merges
+// them.
 constexpr int64_t kArgmaxBlock = 256, kSampleBlock = 1024;
 /// Tokens in a slice of a vocabulary of `vocab` for the argmax pass.
 int64_t argmaxSlice(int64_t vocab);
