@@ -109,8 +109,9 @@ struct NormPrologue : public RewritePattern {
     rewriter.eraseOp(norm);
     return success();
   }
-  /// A QKV product that took RoPE and the cache write before its input was
-  /// a norm's (the norm an add_rms_norm leaves) takes the norm in place.
+  /// A QKV product that took RoPE and the cache write takes the norm before
+  /// it in place, whether that norm came first or was left later by an
+  /// add_rms_norm whose add another product took.
   static LogicalResult foldInto(llm::MatVecRopeKVWriteOp qkv, PatternRewriter &rewriter) {
     MatVecParts p;
     p.input = qkv.getInput();
@@ -210,8 +211,8 @@ struct RopeKVWriteEpilogue : public OpRewritePattern<llm::RopeKVWriteOp> {
     if (!p || p->swiglu || p->addend)
       return rewriter.notifyMatchFailure(write,
                                          "q, k and v are not one matrix-vector product's alone");
-    // The norm before the product, whether or not it was folded already.
-    llm::RMSNormOp norm = foldNorm(*p);
+    // A norm before the product not folded yet folds in place later
+    // (NormPrologue).
     rewriter.setInsertionPoint(write);
     auto fused = rewriter.create<llm::MatVecRopeKVWriteOp>(
         rewriter.getFusedLoc({product->getLoc(), write.getLoc()}),
@@ -221,7 +222,6 @@ struct RopeKVWriteEpilogue : public OpRewritePattern<llm::RopeKVWriteOp> {
         write.getFreqFactorsAttr(), write.getLayerAttr());
     rewriter.replaceOp(write, fused.getResults());
     rewriter.eraseOp(product);
-    if (norm) rewriter.eraseOp(norm);
     return success();
   }
   int64_t maxRows;
