@@ -303,10 +303,24 @@ private:
   /// wrapper's name.
   static std::pair<std::string, std::string> matvecFlags(
       std::initializer_list<std::tuple<bool, const char *, char>> folds);
-  /// Whether the matvec kernel takes `rows` rows of float weights `w`: at
-  /// most kGemvRows, each whole 16-byte runs of weights.
+  /// Whether the matvec kernel takes `rows` rows of weights `w`: at most
+  /// kGemvRows, each whole 16-byte runs of weights (int8 and int4: runs of
+  /// 16 codes, the last group maybe half).
   static bool matvecTakes(const WeightEntry &w, int64_t rows) {
+    if (!isFloatDType(w.dtype)) return rows <= kGemvRows && w.shape[1] % 16 == 0;
     return rows <= kGemvRows && w.shape[1] % (16 / dtypeBytes(w.dtype)) == 0;
+  }
+  /// The matvec kernel's weight type (Kernels.cuh, MvFormat) for `w`.
+  static std::string matvecWeightType(const WeightEntry &w) {
+    if (isFloatDType(w.dtype)) return cudaType(w.dtype);
+    return quantBits(w) == 8 ? "int8_t" : "kvplan::Int4";
+  }
+  /// What the matvec kernels read of int8 and int4 weights beside p[1]: the
+  /// scales' and minimums' bytes from it; nothing for the float types.
+  static std::vector<int64_t> matvecScales(const WeightEntry &w) {
+    if (isFloatDType(w.dtype)) return {};
+    return {int64_t(w.scalesOffset),
+            int64_t(w.dtype == DType::i4 ? w.minsOffset : w.scalesOffset)};
   }
   /// The outputs of one weight (a fused QKV or gate|up: up to three, of
   /// one row count and type) as features n[0..2] and the kernel's output
@@ -457,14 +471,11 @@ void EntryLowering::operator()(const MatVecOp &op) {
 /// `input`; `at` names the step.
 void EntryLowering::matvecChecks(const std::string &at, const WeightEntry &w, int64_t rows,
                                  const Operand &input, bool norm) {
-  if (!isFloatDType(w.dtype))
-    unsupported(at + ": its weights are " + dtypeName(w.dtype) +
-                "; the matvec kernel reads f32, bf16 or f16 weights");
   if (!matvecTakes(w, rows))
     unsupported(at + ": " + num(rows) + " rows of " + num(w.shape[1]) +
                 "; the matvec kernel takes up to " + num(kGemvRows) +
-                " rows of whole 16-byte runs");
-  if (norm) f32Input(input, "matvec's norm");
+                " rows of whole 16-byte runs (int8 and int4: runs of 16 codes)");
+  if (norm || !isFloatDType(w.dtype)) f32Input(input, "matvec");
   if (input.dtype != DType::f32 && input.dtype != w.dtype)
     unsupported(at + " reads " + dtypeName(input.dtype) + " rows; it reads f32 or " +
                 dtypeName(w.dtype));
@@ -504,17 +515,19 @@ void EntryLowering::operator()(const MatVecRopeKVWriteOp &op) {
           dtypeName(nw) + "_" + dtypeName(b) + "_" + dtypeName(kv.dtype) + "_r" + num(idx) +
           dims({k, qcols, kv.kvHeads, hd, kv.pageSize, kv.pages, warps, rows}) + tag,
       warps * 32,
-      "kvplan::matvecRopeKv<" + std::string(cudaType(w.dtype)) + ", " + cudaType(op.input.dtype) +
+      "kvplan::matvecRopeKv<" + matvecWeightType(w) + ", " + cudaType(op.input.dtype) +
           ", " + cudaType(nw) + ", " + cudaType(b) + ", " + kvType + ", " + num(k) + ", " +
           num(qcols) + ", " + num(kv.kvHeads) + ", " + num(hd) + ", " + num(kv.pageSize) + ", " +
           num(kv.pages) + "LL, " + num(warps) + ", " + num(rows) + ", " + flags +
           ">(a, kvplan_rope_" + num(idx) + ")",
       true);
+  std::vector<int64_t> ints = {op.layer, tableStride};
+  for (int64_t offset : matvecScales(w)) ints.push_back(offset);
   kernel(name, {ceilDiv(pairs, warps), 1, 1}, warps * 32, -1, op.rotatedQuery,
          {arena(op.input), weightRef(w.name), op.norm ? weightRef(*op.norm) : weightRef(w.name),
           table, op.bias ? weightRef(*op.bias) : weightRef(w.name), arena(op.rotatedQuery),
           cache(), positions},
-         {op.layer, tableStride}, {op.eps.value_or(0.0)});
+         std::move(ints), {op.eps.value_or(0.0)});
 }
 
 /// One launch of Kernels.cuh's matvec for `op`, its folds as the template's
@@ -541,13 +554,13 @@ bool EntryLowering::matvecKernel(const char *prefix, const WeightEntry &w, const
           dtypeName(o.dtype) + "_" + dtypeName(nw) + "_" + dtypeName(b) +
           dims({k, n[0], n[1], n[2], warps, rows}) + tag,
       warps * 32,
-      "kvplan::matvec<" + std::string(cudaType(w.dtype)) + ", " + cudaType(op.input.dtype) + ", " +
+      "kvplan::matvec<" + matvecWeightType(w) + ", " + cudaType(op.input.dtype) + ", " +
           cudaType(o.dtype) + ", " + cudaType(nw) + ", " + cudaType(b) + ", " + num(k) + ", " +
           num(n[0]) + ", " + num(n[1]) + ", " + num(n[2]) + ", " + num(warps) + ", " + num(rows) +
           ", " + flags + ">(a)",
       true);
-  kernel(name, {ceilDiv(features, warps), 1, 1}, warps * 32, -1, o, std::move(ptrs), {},
-         {op.eps.value_or(0.0)});
+  kernel(name, {ceilDiv(features, warps), 1, 1}, warps * 32, -1, o, std::move(ptrs),
+         matvecScales(w), {op.eps.value_or(0.0)});
   return true;
 }
 

@@ -31,13 +31,16 @@ struct MatVecParts {
 };
 
 /// Whether the matrix-vector kernel takes a product of `weight` over
-/// `input`: at most `maxRows` rows, f32, bf16 or f16 weights, and rows of
-/// whole 16-byte runs of weights.
+/// `input`: at most `maxRows` rows, and rows of whole 16-byte runs of f32,
+/// bf16 or f16 weights, or of int8 or int4 codes in runs of 16 (their groups
+/// of 32, the last maybe half) over f32 rows.
 bool fits(Operation *op, FlatSymbolRefAttr weight, Value input, int64_t maxRows) {
   auto w = SymbolTable::lookupNearestSymbolFrom<llm::WeightOp>(op, weight);
   auto in = dyn_cast<RankedTensorType>(input.getType());
   if (!w || !in || in.getRank() != 2 || in.getDimSize(0) > maxRows) return false;
   Type t = w.getTensorType().getElementType();
+  if (t.isInteger(8) || t.isInteger(4))
+    return in.getElementType().isF32() && in.getDimSize(1) % 16 == 0;
   if (!t.isF32() && !t.isBF16() && !t.isF16()) return false;
   const int64_t run = 16 / (t.getIntOrFloatBitWidth() / 8);
   return in.getDimSize(1) % run == 0;

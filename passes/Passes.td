@@ -152,8 +152,10 @@ def FuseMatVec : Pass<"fuse-matvec", "::mlir::func::FuncOp"> {
     decode step, the last prompt row) is a matrix-vector kernel that reads
     the weight once, and each kernel boundary costs a launch and a round
     trip of the activations through memory. Each such `llm.linear` or
-    `llm.logits` with f32, bf16 or f16 weights becomes an `llm.matvec`
-    that also does the work of its neighbours:
+    `llm.logits` with f32, bf16 or f16 weights (rows of whole 16-byte
+    runs), or int8 or int4 weights over f32 rows (rows of whole runs of 16
+    codes), becomes an `llm.matvec` that also does the work of its
+    neighbours:
     - an `llm.rms_norm` whose rows only this product reads is its prologue
       (`norm @scale`): the product reads the un-normed rows;
     - an `llm.fused_ffn` of its result is its epilogue (`swiglu`);
@@ -167,8 +169,8 @@ def FuseMatVec : Pass<"fuse-matvec", "::mlir::func::FuncOp"> {
     A decode layer is then six kernels: QKV with the attention norm, RoPE
     and the cache write, attention (two), the output projection plus the
     residual, gate|up with the FFN norm and SwiGLU, and down plus the
-    residual. Products of more rows, quantized weights and rows that are
-    not whole 16-byte runs are left as they are.
+    residual. Products of more rows and rows that are not whole runs are
+    left as they are.
   }];
   let options = [
     Option<"maxRows", "max-rows", "int64_t", "8",

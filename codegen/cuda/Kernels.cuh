@@ -387,31 +387,118 @@ constexpr int kMvNorm = 1, kMvSwiglu = 2, kMvAdd = 4, kMvBias = 8;
 /// kernel before it (the first four 16-byte loads of each lane).
 constexpr int kMvPrefetch = 2048;
 
+/// matvec's weight type for kvplan's int4 format (int8 is int8_t).
+struct Int4 {};
+
+/// Where a matvec's weights are: rows of codes or elements at `data`; for
+/// int8 and int4, each row's f32 group scales at `scales` and (int4) its
+/// minimums at `mins`, [rows][ceil(K / 32)] each.
+struct MvWeights {
+  const char *data;
+  const float *scales, *mins;
+};
+
+/// How matvec reads a row of K weights of type W: one 16-byte load (a Run)
+/// at a time, of RUN elements, decoded SUB at a time; ROW bytes a row. The
+/// float types (f32, bf16, f16) are their elements. int8_t is kvplan's int8
+/// format: 16 codes of one group a run, times the group's scale. Int4 is its
+/// int4 format: a run is a group of 32 codes, two a byte (elements e and
+/// 16 + e in byte e's low and high half), each scale * code + minimum. A
+/// SCALED run's products over its elements are scaled once (and, with MINS,
+/// the minimum times the sum of x added) instead of each weight. K is a
+/// multiple of SUB; a row's last group may be partial (int8 and int4: K a
+/// multiple of 16), and a lane stops at its end.
+template <class W, int K> struct MvFormat {
+  static constexpr int RUN = 16 / (int)sizeof(W), SUB = RUN;
+  static constexpr long long ROW = (long long)K * sizeof(W);
+  static constexpr bool SCALED = false, MINS = false;
+  struct Run {
+    float v[RUN], scale, mn;
+    __device__ __forceinline__ void load(const MvWeights &w, long long j, int c) {
+      loadElems<RUN>(reinterpret_cast<const W *>(w.data + j * ROW) + c * RUN, v);
+    }
+    __device__ __forceinline__ void decode(int, float (&out)[SUB]) const {
+#pragma unroll
+      for (int e = 0; e < SUB; ++e) out[e] = v[e];
+    }
+  };
+};
+template <int K> struct MvFormat<int8_t, K> {
+  static constexpr int RUN = 16, SUB = 16;
+  static constexpr long long ROW = K;
+  static constexpr bool SCALED = true, MINS = false;
+  struct Run {
+    uint4 raw;
+    float scale, mn;
+    __device__ __forceinline__ void load(const MvWeights &w, long long j, int c) {
+      raw = reinterpret_cast<const uint4 *>(w.data + j * ROW)[c];
+      scale = w.scales[j * ((K + 31) / 32) + c / 2];
+    }
+    __device__ __forceinline__ void decode(int, float (&out)[SUB]) const {
+      const int8_t *b = reinterpret_cast<const int8_t *>(&raw);
+#pragma unroll
+      for (int e = 0; e < SUB; ++e) out[e] = (float)b[e];
+    }
+  };
+};
+template <int K> struct MvFormat<Int4, K> {
+  static constexpr int RUN = 32, SUB = 16;
+  static constexpr long long ROW = (K + 31) / 32 * 16;
+  static constexpr bool SCALED = true, MINS = true;
+  struct Run {
+    uint4 raw;
+    float scale, mn;
+    __device__ __forceinline__ void load(const MvWeights &w, long long j, int c) {
+      raw = reinterpret_cast<const uint4 *>(w.data + j * ROW)[c];
+      scale = w.scales[j * ((K + 31) / 32) + c];
+      mn = w.mins[j * ((K + 31) / 32) + c];
+    }
+    /// Elements 16 * s .. 16 * s + 15: the low halves of the bytes, then the high.
+    __device__ __forceinline__ void decode(int s, float (&out)[SUB]) const {
+      const uint8_t *b = reinterpret_cast<const uint8_t *>(&raw);
+#pragma unroll
+      for (int e = 0; e < SUB; ++e) out[e] = (float)(s == 0 ? b[e] & 15 : b[e] >> 4);
+    }
+  };
+};
+
+/// A matvec's weights from its arguments: p[1], and for int8 and int4 the
+/// scales and minimums at i[at] and i[at + 1] bytes from it.
+template <class W, int K> __device__ __forceinline__ MvWeights mvWeights(const KvArgs &a, int at) {
+  if constexpr (MvFormat<W, K>::SCALED)
+    return {a.p[1], reinterpret_cast<const float *>(a.p[1] + a.i[at]),
+            reinterpret_cast<const float *>(a.p[1] + a.i[at + 1])};
+  else
+    return {a.p[1], nullptr, nullptr};
+}
+
 /// A matvec warp's start: the first kMvPrefetch bytes of its G weight rows
-/// (w0, w0 + stride, ...; none where `live` is false), which no kernel
+/// (j0, j0 + stride, ...; none where `live` is false), which no kernel
 /// writes, start coming into L2 while the kernel before finishes; then it
 /// waits for that kernel.
 template <class W, int K, int G>
-__device__ __forceinline__ void mvPrefetchWait(const W *w0, long long stride, bool live,
-                                               int lane) {
+__device__ __forceinline__ void mvPrefetchWait(const MvWeights &w, long long j0, long long stride,
+                                               bool live, int lane) {
+  constexpr long long ROW = MvFormat<W, K>::ROW;
   pdlLaunchDependents();
   if (live)
 #pragma unroll
     for (int g = 0; g < G; ++g)
-      for (int b = lane * 128; b < K * (int)sizeof(W) && b < kMvPrefetch; b += 32 * 128)
-        prefetchL2(reinterpret_cast<const char *>(w0 + g * stride) + b);
+      for (int b = lane * 128; b < ROW && b < kMvPrefetch; b += 32 * 128)
+        prefetchL2(w.data + (j0 + g * stride) * ROW + b);
   pdlWait();
 }
 
-/// A matvec lane's share of its warp's G weight rows (w0, w0 + stride, ...)
-/// times each of the `rows` rows of x: runs c = lane, lane + 32, ... of C
-/// elements (one 16-byte load of weights), into acc; with NORM the weights
+/// A matvec lane's share of its warp's G weight rows (j0, j0 + stride, ...)
+/// times each of the `rows` rows of x: runs c = lane, lane + 32, ... (one
+/// 16-byte load of weights each, MvFormat), into acc; with NORM the weights
 /// scaled by nw and the squares of x summed into ss.
 template <class W, class X, class NW, int K, int G, int R, bool NORM>
-__device__ __forceinline__ void mvAccumulate(const X *x, const W *w0, long long stride,
-                                             const NW *nw, int rows, int lane,
+__device__ __forceinline__ void mvAccumulate(const X *x, const MvWeights &w, long long j0,
+                                             long long stride, const NW *nw, int rows, int lane,
                                              float (&acc)[G][R], float (&ss)[R]) {
-  constexpr int C = 16 / (int)sizeof(W), RUNS = K / C;
+  using F = MvFormat<W, K>;
+  constexpr int C = F::SUB, RUNS = (K + F::RUN - 1) / F::RUN;
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     ss[r] = 0.0f;
@@ -419,27 +506,44 @@ __device__ __forceinline__ void mvAccumulate(const X *x, const W *w0, long long 
     for (int g = 0; g < G; ++g) acc[g][r] = 0.0f;
   }
   for (int c = lane; c < RUNS; c += 32) {
-    float wv[G][C];
+    typename F::Run run[G];
 #pragma unroll
-    for (int g = 0; g < G; ++g) loadElems<C>(w0 + g * stride + c * C, wv[g]);
-    if (NORM) {
+    for (int g = 0; g < G; ++g) run[g].load(w, j0 + g * stride, c);
 #pragma unroll
-      for (int e = 0; e < C; ++e) {
-        const float scale = ld(nw[c * C + e]);
+    for (int s = 0; s < F::RUN / C; ++s) {
+      const int e0 = c * F::RUN + s * C;
+      if (K % F::RUN != 0 && e0 >= K) break; // past a partial last group
+      float wv[G][C], nv[C];
 #pragma unroll
-        for (int g = 0; g < G; ++g) wv[g][e] *= scale;
+      for (int g = 0; g < G; ++g) run[g].decode(s, wv[g]);
+      if (NORM) {
+#pragma unroll
+        for (int e = 0; e < C; ++e) {
+          nv[e] = ld(nw[e0 + e]);
+#pragma unroll
+          for (int g = 0; g < G; ++g) wv[g][e] *= nv[e];
+        }
       }
-    }
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-      if (r >= rows) break;
-      float xv[C];
-      loadElems<C>(x + (long long)r * K + c * C, xv);
+      for (int r = 0; r < R; ++r) {
+        if (r >= rows) break;
+        float xv[C], dot[G], sum = 0.0f;
+        loadElems<C>(x + (long long)r * K + e0, xv);
 #pragma unroll
-      for (int e = 0; e < C; ++e) {
+        for (int g = 0; g < G; ++g) dot[g] = 0.0f;
 #pragma unroll
-        for (int g = 0; g < G; ++g) acc[g][r] += wv[g][e] * xv[e];
-        if (NORM) ss[r] += xv[e] * xv[e];
+        for (int e = 0; e < C; ++e) {
+#pragma unroll
+          for (int g = 0; g < G; ++g) {
+            if (F::SCALED) dot[g] += wv[g][e] * xv[e];
+            else acc[g][r] += wv[g][e] * xv[e];
+          }
+          if (F::MINS) sum += (NORM ? nv[e] : 1.0f) * xv[e];
+          if (NORM) ss[r] += xv[e] * xv[e];
+        }
+        if (F::SCALED)
+#pragma unroll
+          for (int g = 0; g < G; ++g) acc[g][r] += run[g].scale * dot[g] + (F::MINS ? run[g].mn * sum : 0.0f);
       }
     }
   }
@@ -460,15 +564,16 @@ __device__ __forceinline__ void mvFinish(const KvArgs &a, const float (&acc)[G][
   }
 }
 
-/// Matrix-vector products of f32, bf16 or f16 weights for up to R rows of x
-/// (decode, the last prefill row), where cuBLAS is slowest: warp w of block
-/// b computes feature j = b * WARPS + w for every row, its lanes reading the
-/// weights' row once, contiguously, in 16-byte loads (8 elements of 2 bytes,
-/// 4 of f32), and x in the same runs, accumulating in f32; K is a multiple
-/// of the run. Feature j goes to the output holding it, of up to three (a
-/// fused QKV or gate|up weight: N0 columns, then N1, then N2). A plain
-/// linear is FLAGS 0 (or kMvBias); llm.matvec adds the neighbours
-/// --fuse-matvec folds in:
+/// Matrix-vector products of f32, bf16, f16, int8 or int4 weights for up to
+/// R rows of x (decode, the last prefill row), where cuBLAS is slowest: warp
+/// w of block b computes feature j = b * WARPS + w for every row, its lanes
+/// reading the weights' row once, contiguously, in 16-byte loads (8
+/// elements of 2 bytes, 4 of f32, 16 int8 codes, 32 int4; MvFormat), and x
+/// in the same runs, accumulating in f32; K is a multiple of the run (int8
+/// and int4: of 16).
+/// Feature j goes to the output holding it, of up to three (a fused QKV or
+/// gate|up weight: N0 columns, then N1, then N2). A plain linear is FLAGS 0
+/// (or kMvBias); llm.matvec adds the neighbours --fuse-matvec folds in:
 /// - kMvNorm: the rows of x are RMS-normed by scale nw (NW) first. Each warp
 ///   reads the whole row for its product anyway, so it sums the squares as it
 ///   goes: no extra pass over x and no block barrier; the product is then
@@ -479,23 +584,24 @@ __device__ __forceinline__ void mvFinish(const KvArgs &a, const float (&acc)[G][
 /// - kMvAdd: the addend (f32) added to the result.
 /// (llm.matvec_rope_kv_write is matvecRopeKv, below.) With swiglu or an
 /// addend there is one output. p: x (X, rows x K), weights (W), nw, addend,
-/// bias, out0, out1, out2.  i[0]: rows.  d[0]: eps.
+/// bias, out0, out1, out2.  i[0]: rows; int8 and int4: i[1], i[2]: the
+/// scales' and minimums' bytes from p[1].  d[0]: eps.
 template <class W, class X, class O, class NW, class B, int K, int N0, int N1, int N2, int WARPS,
           int R, int FLAGS>
 __device__ void matvec(const KvArgs &a) {
   constexpr bool NORM = FLAGS & kMvNorm, SWIGLU = FLAGS & kMvSwiglu, ADD = FLAGS & kMvAdd,
                  BIAS = FLAGS & kMvBias;
   constexpr int F = N0 + N1 + N2, G = SWIGLU ? 2 : 1;
-  static_assert(K % (16 / (int)sizeof(W)) == 0 && (sizeof(W) == 2 || sizeof(X) == 4),
-                "whole 16-byte runs of weights");
+  static_assert(K % MvFormat<W, K>::SUB == 0 && (sizeof(X) == 4 || MvFormat<W, K>::SUB == 8),
+                "whole runs of weights; 16-bit x runs of 8");
   static_assert(!(SWIGLU || ADD) || N1 == 0, "one output with swiglu or an addend");
   const int j = blockIdx.x * WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
-  const W *w = reinterpret_cast<const W *>(a.p[1]) + (long long)j * K;
-  mvPrefetchWait<W, K, G>(w, (long long)F * K, j < F, lane);
+  const MvWeights w = mvWeights<W, K>(a, 1);
+  mvPrefetchWait<W, K, G>(w, j, F, j < F, lane);
   if (j >= F) return; // the whole warp: it holds no block barrier
   const int rows = (int)a.i[0];
   float acc[G][R], ss[R];
-  mvAccumulate<W, X, NW, K, G, R, NORM>(reinterpret_cast<const X *>(a.p[0]), w, (long long)F * K,
+  mvAccumulate<W, X, NW, K, G, R, NORM>(reinterpret_cast<const X *>(a.p[0]), w, j, F,
                                         reinterpret_cast<const NW *>(a.p[2]), rows, lane, acc, ss);
 #pragma unroll
   for (int r = 0; r < R; ++r) {
@@ -775,23 +881,24 @@ __device__ __forceinline__ void ropeKvStorePair(const KvArgs &a, const double *f
 /// stores it as ropeKvStorePair says: the rotated queries, and the rotated
 /// keys and the values straight into the cache. p: x (X, rows x K),
 /// weights (W), nw, page table, bias, q out, cache, positions.  i[0]:
-/// rows, i[1]: layer, i[2]: table stride.  d[0]: eps.
+/// rows, i[1]: layer, i[2]: table stride; int8 and int4: i[3], i[4]: the
+/// scales' and minimums' bytes from p[1].  d[0]: eps.
 template <class W, class X, class NW, class B, class C, int K, int QCOLS, int KVH, int HD, int PS,
           long long PAGES, int WARPS, int R, int FLAGS>
 __device__ void matvecRopeKv(const KvArgs &a, const double *freqs) {
   constexpr bool NORM = FLAGS & kMvNorm, BIAS = FLAGS & kMvBias;
   constexpr int PAIRS = (QCOLS + 2 * KVH * HD) / 2;
-  static_assert(K % (16 / (int)sizeof(W)) == 0 && (sizeof(W) == 2 || sizeof(X) == 4),
-                "whole 16-byte runs of weights");
+  static_assert(K % MvFormat<W, K>::SUB == 0 && (sizeof(X) == 4 || MvFormat<W, K>::SUB == 8),
+                "whole runs of weights; 16-bit x runs of 8");
   static_assert(HD % 2 == 0 && QCOLS % HD == 0, "whole heads of pairs");
   static_assert(!(FLAGS & (kMvSwiglu | kMvAdd)), "RoPE and the cache write are the epilogue");
   const int jp = blockIdx.x * WARPS + threadIdx.x / 32, lane = threadIdx.x % 32, j = 2 * jp;
-  const W *w = reinterpret_cast<const W *>(a.p[1]) + (long long)j * K;
-  mvPrefetchWait<W, K, 2>(w, K, jp < PAIRS, lane);
+  const MvWeights w = mvWeights<W, K>(a, 3);
+  mvPrefetchWait<W, K, 2>(w, j, 1, jp < PAIRS, lane);
   if (jp >= PAIRS) return; // the whole warp: it holds no block barrier
   const int rows = (int)a.i[0];
   float acc[2][R], ss[R];
-  mvAccumulate<W, X, NW, K, 2, R, NORM>(reinterpret_cast<const X *>(a.p[0]), w, K,
+  mvAccumulate<W, X, NW, K, 2, R, NORM>(reinterpret_cast<const X *>(a.p[0]), w, j, 1,
                                         reinterpret_cast<const NW *>(a.p[2]), rows, lane, acc, ss);
 #pragma unroll
   for (int r = 0; r < R; ++r) {

@@ -53,13 +53,17 @@ inline const Shape kShapes[] = {
      "weight_dtype = \"bf16\"\nmax_batch = 1\nmax_seq_len = 256\nprefill_chunk = 32", ""},
 };
 
-// Quantized weights, each shape in int8 and int4: GQA with tied embeddings (the head reads the int8 table) and an
-// intermediate size of 172 (the down projection's rows end in a partial
-// group of 12, and its int8 rows start only 4-byte aligned); a Qwen2-style bias
-// on MHA, untied, its down rows of 200 (8-byte loads, a partial group of 8),
-// prefill chunks of 96 rows (two row tiles of the tiled product) and a
-// decode batch of 3; batch 1, where one row takes the matrix-vector kernel
-// everywhere.
+// Quantized weights, each shape in int8 and int4: GQA with tied embeddings
+// (the head reads the int8 table) and an intermediate size of 172 (the down
+// projection's rows end in a partial group of 12, and its int8 rows start
+// only 4-byte aligned); a Qwen2-style bias on MHA, untied, its down rows of
+// 200 (8-byte loads, a partial group of 8), prefill chunks of 96 rows (two
+// row tiles of the tiled product) and a decode batch of 3. Rows of whole
+// runs of 16 codes take --fuse-matvec's kernels (matvec,
+// matvec_rope_kv_write: the QKV with its bias in the Qwen2 shape), the
+// others the plain matrix-vector one. Batch 1 with an intermediate size of
+// 336: every product folded, the down projection's rows ending in half a
+// group.
 inline const Shape kQuantShapes[] = {
     {"gqa-int8-tied-172",
      "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 172\nnum_layers = 2\n"
@@ -70,7 +74,7 @@ inline const Shape kQuantShapes[] = {
      "num_heads = 4\nnum_kv_heads = 4\nhead_dim = 64\nvocab_size = 333\nattention_bias = true",
      "weight_dtype = \"int8\"\nmax_batch = 3\nmax_seq_len = 256\nprefill_chunk = 96", ""},
     {"gqa-int8-batch1",
-     "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 320\nnum_layers = 2\n"
+     "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 336\nnum_layers = 2\n"
      "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 300",
      "weight_dtype = \"int8\"\nmax_batch = 1\nmax_seq_len = 256\nprefill_chunk = 32", ""},
     {"gqa-int4-tied-172",
@@ -82,7 +86,7 @@ inline const Shape kQuantShapes[] = {
      "num_heads = 4\nnum_kv_heads = 4\nhead_dim = 64\nvocab_size = 333\nattention_bias = true",
      "weight_dtype = \"int4\"\nmax_batch = 3\nmax_seq_len = 256\nprefill_chunk = 96", ""},
     {"gqa-int4-batch1",
-     "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 320\nnum_layers = 2\n"
+     "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 336\nnum_layers = 2\n"
      "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 300",
      "weight_dtype = \"int4\"\nmax_batch = 1\nmax_seq_len = 256\nprefill_chunk = 32", ""},
 };

@@ -37,11 +37,13 @@ module {
 // -----
 
 // What the matrix-vector kernel does not take stays as it is: more rows than
-// max-rows, quantized weights, rows that are not whole 16-byte runs of
-// weights (12 bf16), a norm something else reads too, a product read twice.
+// max-rows, int8 rows that are not whole runs of 16 codes (8), rows that are
+// not whole 16-byte runs of weights (12 bf16), a norm something else reads
+// too, a product read twice.
 // CHECK-LABEL: func.func @left
 // CHECK-NEXT: llm.rms_norm
 // CHECK-NEXT: llm.linear @wide
+// CHECK-NEXT: llm.rms_norm
 // CHECK-NEXT: llm.linear @q8
 // CHECK-NEXT: llm.rms_norm
 // CHECK-NEXT: llm.linear @odd
@@ -55,13 +57,15 @@ module {
   llm.weight @s16 : tensor<16xf32>
   llm.weight @s12 : tensor<12xf32>
   llm.weight @wide : tensor<16x16xbf16>
-  llm.weight @q8 : tensor<16x16xi8>
+  llm.weight @s8 : tensor<8xf32>
+  llm.weight @q8 : tensor<16x8xi8>
   llm.weight @odd : tensor<16x12xbf16>
   llm.weight @w : tensor<16x16xf32>
-  func.func @left(%many: tensor<16x16xf32>, %x: tensor<2x16xf32>, %y: tensor<2x12xf32>) -> (tensor<16x16xf32>, tensor<2x16xf32>, tensor<2x16xf32>, tensor<2x16xf32>, tensor<2x16xf32>, tensor<2x8xf32>) {
+  func.func @left(%many: tensor<16x16xf32>, %x: tensor<2x16xf32>, %y: tensor<2x12xf32>, %z: tensor<2x8xf32>) -> (tensor<16x16xf32>, tensor<2x16xf32>, tensor<2x16xf32>, tensor<2x16xf32>, tensor<2x16xf32>, tensor<2x8xf32>) {
     %0 = llm.rms_norm %many, @s16 {eps = 1.000000e-05 : f64} : tensor<16x16xf32>
     %1 = llm.linear @wide(%0) : tensor<16x16xf32> -> tensor<16x16xf32>
-    %2 = llm.linear @q8(%x) : tensor<2x16xf32> -> tensor<2x16xf32>
+    %z8 = llm.rms_norm %z, @s8 {eps = 1.000000e-05 : f64} : tensor<2x8xf32>
+    %2 = llm.linear @q8(%z8) : tensor<2x8xf32> -> tensor<2x16xf32>
     %3 = llm.rms_norm %y, @s12 {eps = 1.000000e-05 : f64} : tensor<2x12xf32>
     %4 = llm.linear @odd(%3) : tensor<2x12xf32> -> tensor<2x16xf32>
     %5 = llm.rms_norm %x, @s16 {eps = 1.000000e-05 : f64} : tensor<2x16xf32>
@@ -70,6 +74,33 @@ module {
     %8 = llm.add %7, %x : tensor<2x16xf32>
     %9 = llm.fused_ffn %7 : tensor<2x16xf32> -> tensor<2x8xf32>
     return %1, %2, %4, %6, %8, %9 : tensor<16x16xf32>, tensor<2x16xf32>, tensor<2x16xf32>, tensor<2x16xf32>, tensor<2x16xf32>, tensor<2x8xf32>
+  }
+}
+
+// -----
+
+// int8 and int4 weights over f32 rows take the same folds: the norm into an
+// int8 product, SwiGLU into an int4 gate|up product, the residual into an
+// int8 product whose rows of 48 codes end in half a group.
+// CHECK-LABEL: func.func @quantized
+// CHECK-SAME: (%[[X:[^:]*]]: tensor<2x16xf32>
+// CHECK-NEXT: %[[A:.*]] = llm.matvec @q8(%[[X]]) norm @s16 {eps = 1.000000e-05 : f64} : tensor<2x16xf32> -> tensor<2x48xf32>
+// CHECK-NEXT: %[[G:.*]] = llm.matvec @q4(%[[X]]) swiglu : tensor<2x16xf32> -> tensor<2x48xf32>
+// CHECK-NEXT: %[[D:.*]] = llm.matvec @half(%[[G]]) plus %[[A]] : tensor<2x48xf32>, tensor<2x48xf32> -> tensor<2x48xf32>
+// CHECK-NEXT: return %[[D]]
+module {
+  llm.weight @s16 : tensor<16xf32>
+  llm.weight @q8 : tensor<48x16xi8>
+  llm.weight @q4 : tensor<96x16xi4>
+  llm.weight @half : tensor<48x48xi8>
+  func.func @quantized(%x: tensor<2x16xf32>) -> tensor<2x48xf32> {
+    %n = llm.rms_norm %x, @s16 {eps = 1.000000e-05 : f64} : tensor<2x16xf32>
+    %a = llm.linear @q8(%n) : tensor<2x16xf32> -> tensor<2x48xf32>
+    %gu = llm.linear @q4(%x) : tensor<2x16xf32> -> tensor<2x96xf32>
+    %g = llm.fused_ffn %gu : tensor<2x96xf32> -> tensor<2x48xf32>
+    %d = llm.linear @half(%g) : tensor<2x48xf32> -> tensor<2x48xf32>
+    %out = llm.add %d, %a : tensor<2x48xf32>
+    return %out : tensor<2x48xf32>
   }
 }
 
