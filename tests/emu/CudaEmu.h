@@ -278,6 +278,20 @@ inline unsigned __float_as_uint(float f) {
   std::memcpy(&u, &f, 4);
   return u;
 }
+inline float __uint_as_float(unsigned u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+// Byte n of the result is byte (nibble n of s) & 7 of the 8 bytes x, y
+// (x's the low four).
+inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
+  const unsigned long long b = (unsigned long long)y << 32 | x;
+  unsigned r = 0;
+  for (unsigned n = 0; n < 4; ++n)
+    r |= unsigned(b >> (8 * ((s >> (4 * n)) & 7u)) & 0xffu) << (8 * n);
+  return r;
+}
 // Fibers never run at once: a plain add is atomic here.
 inline unsigned atomicAdd(unsigned *p, unsigned v) {
   unsigned old = *p;
