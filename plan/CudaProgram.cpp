@@ -237,6 +237,48 @@ json toJson(const CudaProgram &p) {
           {"entries", std::move(entries)}};
 }
 
+void checkCudaProgramFits(const CudaProgram &p, const MemoryBill &bill) {
+  const int64_t sizes[4] = {bill.arenaAllocBytes, bill.weightsBlobBytes, bill.kvCacheBytes,
+                            bill.workspaceBytes};
+  const char *what[4] = {"the arena", "the weights section", "the KV cache", "the workspace"};
+  const std::string fix = "; the artifact's launch table does not fit its plan (recompile it "
+                          "with this kvplan)";
+  if (p.workspaceBytes > bill.workspaceBytes)
+    throw InputError("cuda program: its workspace of " + std::to_string(p.workspaceBytes) +
+                     " bytes is more than the plan's " + std::to_string(bill.workspaceBytes) + fix);
+  auto within = [&](const DeviceRef &r, const std::string &at) {
+    const int64_t size = sizes[int(r.buffer)];
+    if (r.offset < 0 || r.offset >= size)
+      throw InputError("cuda program: " + at + " is at byte " + std::to_string(r.offset) + " of " +
+                       what[int(r.buffer)] + ", which holds " + std::to_string(size) + " bytes" +
+                       fix);
+  };
+  for (const auto &[name, e] : p.entries) {
+    const std::string entry = "entry '" + name + "' ";
+    int64_t index = 0;
+    for (const std::vector<DeviceOp> *list : {&e.ops, &e.sampling})
+      for (const DeviceOp &op : *list) {
+        const std::string at = entry + "op " + std::to_string(index++) + " (" +
+                               (op.kind == DeviceOp::kernel ? "kernel '" + op.name + "'"
+                                : op.kind == DeviceOp::gemm ? std::string("matrix product")
+                                                            : std::string("all-reduce")) +
+                               ", step " + std::to_string(op.step) + ") ";
+        for (size_t i = 0; i < op.pointers.size(); ++i)
+          within(op.pointers[i], at + "pointer " + std::to_string(i));
+        if (op.kind == DeviceOp::gemm) within(op.weight, at + "'weight'");
+        if (op.kind != DeviceOp::kernel) {
+          within(op.input, at + "'input'");
+          within(op.output, at + "'output'");
+        }
+      }
+    for (auto [field, offset] : {std::pair{"inputs_offset", e.inputsOffset},
+                                 {"sampling_params_offset", e.samplingParamsOffset},
+                                 {"sampled_offset", e.sampledOffset},
+                                 {"argmax_offset", e.argmaxOffset}})
+      within({DeviceBuffer::work, offset}, entry + "'" + field + "'");
+  }
+}
+
 CudaProgram cudaProgramFromJson(const json &j) {
   try {
     CudaProgram p;

@@ -160,6 +160,7 @@ struct CudaStaging {
   int64_t bytes = 0;
 };
 struct Plan;
+struct MemoryBill;
 CudaStaging cudaHostStaging(const Plan &plan);
 int64_t cudaHostStagingBytes(const Plan &plan);
 
@@ -173,6 +174,11 @@ struct CudaCode {
 nlohmann::json toJson(const CudaProgram &p);
 /// Throws InputError naming the field when the JSON is not a valid program.
 CudaProgram cudaProgramFromJson(const nlohmann::json &j);
+
+/// Throws InputError naming the entry point, op and field when an address of
+/// `p` lies outside the device buffer it names, as `bill` sizes them: the
+/// program and the plan beside it do not belong together.
+void checkCudaProgramFits(const CudaProgram &p, const MemoryBill &bill);
 
 /// Artifact sections of a cuda-target artifact.
 inline constexpr const char *kCudaProgramSection = "cuda.program";

@@ -594,6 +594,7 @@ CudaExecutor::CudaExecutor(const Plan &plan, const CudaCode &code, const char *w
   const char *pdl = std::getenv("KVPLAN_CUDA_PDL");
   m.pdl = m.props.major >= 9 && !m.syncEach && !(pdl && std::strcmp(pdl, "0") == 0);
   const MemoryBill bill = m.plan.memoryBill();
+  checkCudaProgramFits(m.program, bill);
   m.checkBill(bill, weightsBytes);
   m.allocate(bill, weightsData);
   m.loadCode(code);

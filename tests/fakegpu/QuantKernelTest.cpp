@@ -3,7 +3,8 @@
 // here from the weight layouts as docs/artifact.md defines them: rows whose
 // length is no multiple of the group (or of 16, 8, 4 or 2), features split
 // among three outputs, a bias, fewer active rows than the kernel was built
-// for, and row tiles past the last row. Inputs past the active rows are NaN
+// for, and row tiles past the last row; and --fuse-matvec's kernel (matvec)
+// reading int8 and int4 codes, its rows ending in half a group. Inputs past the active rows are NaN
 // and outputs start as NaN, so a read too far or a write missed shows.
 #include "plan/CudaProgram.h"
 #include "tests/emu/EmuCompile.h"
@@ -107,11 +108,18 @@ struct Product {
   int bits;
   int64_t k, n0, n1, n2, builtRows, rows;
   bool bias, tiled;
-  int64_t warps; // the matrix-vector kernel's
+  int64_t warps; // the matrix-vector kernels'
+  bool matvec = false; // --fuse-matvec's kernel (MvFormat) instead of quantGemv
   std::string instance() const {
+    const std::string n = std::to_string(n0) + ", " + std::to_string(n1) + ", " +
+                          std::to_string(n2);
+    if (matvec)
+      return std::string("kvplan::matvec<") + (bits == 8 ? "int8_t" : "kvplan::Int4") +
+             ", float, float, float, float, " + std::to_string(k) + ", " + n + ", " +
+             std::to_string(warps) + ", " + std::to_string(builtRows) + ", " +
+             (bias ? "kvplan::kMvBias" : "0") + ">(a)";
     const std::string common = "float, " + std::to_string(bits) + ", " + std::to_string(k) + ", " +
-                               std::to_string(n0) + ", " + std::to_string(n1) + ", " +
-                               std::to_string(n2) + ", " + (bias ? "true" : "false");
+                               n + ", " + (bias ? "true" : "false");
     return tiled ? "kvplan::quantGemm<" + common + ">(a)"
                  : "kvplan::quantGemv<" + common + ", " + std::to_string(warps) + ", " +
                        std::to_string(builtRows) + ">(a)";
@@ -140,6 +148,15 @@ const Product kProducts[] = {
     {"gemm4_a", 4, 172, 65, 17, 0, 70, 70, true, true, 0},
     {"gemm4_b", 4, 37, 100, 0, 0, 64, 9, false, true, 0},
     {"gemm4_c", 4, 200, 30, 30, 40, 96, 96, true, true, 0},
+    // --fuse-matvec's kernel: K 48 (a full group, then half of one), three
+    // outputs, 3 of 4 rows; K 2064 (several runs a lane, ending in half a
+    // group) with a bias; K 2080 in whole groups, 8 rows.
+    {"mv8_a", 8, 48, 20, 9, 9, 4, 3, false, false, 8, true},
+    {"mv8_b", 8, 2064, 24, 8, 0, 2, 1, true, false, 4, true},
+    {"mv8_c", 8, 2080, 33, 0, 0, 8, 8, true, false, 2, true},
+    {"mv4_a", 4, 48, 20, 9, 9, 4, 3, false, false, 8, true},
+    {"mv4_b", 4, 2064, 24, 8, 0, 2, 1, true, false, 4, true},
+    {"mv4_c", 4, 2080, 33, 0, 0, 8, 8, true, false, 2, true},
 };
 
 TEST_F(QuantKernels, ProductsMatchADoublePrecisionReference) {
@@ -166,6 +183,22 @@ TEST_F(QuantKernels, ProductsMatchADoublePrecisionReference) {
     a.p[2] = reinterpret_cast<char *>(const_cast<float *>(w.scales.data()));
     a.p[3] = reinterpret_cast<char *>(const_cast<float *>(w.mins.data()));
     a.p[4] = reinterpret_cast<char *>(bias.data());
+    // matvec finds the scales and minimums from the codes' pointer, as in
+    // the weights section: codes, then scales, then minimums, each start
+    // 64-byte aligned.
+    std::vector<char> packed;
+    if (p.matvec) {
+      auto align = [](size_t b) { return (b + 63) / 64 * 64; };
+      const size_t scalesAt = align(w.data.size()), minsAt = align(scalesAt + 4 * w.scales.size());
+      packed.assign(minsAt + 4 * w.mins.size(), 0);
+      std::memcpy(packed.data(), w.data.data(), w.data.size());
+      std::memcpy(packed.data() + scalesAt, w.scales.data(), 4 * w.scales.size());
+      std::memcpy(packed.data() + minsAt, w.mins.data(), 4 * w.mins.size());
+      a.p[1] = packed.data();
+      a.i[1] = (long long)scalesAt;
+      a.i[2] = (long long)minsAt;
+      a.p[2] = a.p[3] = nullptr; // matvec's norm and addend: not folded here
+    }
     for (int o = 0; o < 3; ++o) a.p[5 + o] = reinterpret_cast<char *>(outs[o].data());
     a.i[0] = p.rows;
     if (p.tiled) launch(p.name, a, (n + 63) / 64, (p.rows + 63) / 64, 256);

@@ -50,6 +50,9 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
     // The JSON form reads back to the same table.
     CudaProgram back = cudaProgramFromJson(toJson(mod.program));
     EXPECT_EQ(toJson(back).dump(), toJson(mod.program).dump());
+    Plan withWorkspace = out.plan; // as compileModel leaves an artifact's
+    withWorkspace.deviceWorkspaceBytes = mod.program.workspaceBytes;
+    EXPECT_NO_THROW(checkCudaProgramFits(mod.program, withWorkspace.memoryBill()));
     for (const auto &[name, ep] : out.plan.entryPoints) {
       SCOPED_TRACE(name);
       const CudaEntry &e = mod.program.entries.at(name);
@@ -227,6 +230,69 @@ TEST(CudaCodegen, LaunchTableIntegersThatAreFloatsOrHugeAreRefused) {
     EXPECT_NE(msg.find(want), std::string::npos) << "want: " << want << "\ngot: " << msg;
   }
   EXPECT_EQ(error([](nlohmann::json &) {}), "(no error)");
+}
+
+// A launch table whose addresses fall outside the buffers its plan sizes
+// (an artifact whose sections do not belong together) is refused before
+// anything is allocated, naming the op and the field.
+TEST(CudaCodegen, ALaunchTableOutsideItsPlanIsRefused) {
+  const Shape &s = kShapes[0];
+  Plan plan = compileModel(cudaConfig(s.model, s.compile, s.rope)).plan;
+  const CudaProgram good = generateCuda(plan, {"sm_90a"}).program;
+  plan.deviceWorkspaceBytes = good.workspaceBytes;
+  const MemoryBill bill = plan.memoryBill();
+  auto error = [&](const std::function<void(CudaProgram &)> &damage) -> std::string {
+    CudaProgram p = good;
+    damage(p);
+    try {
+      checkCudaProgramFits(p, bill);
+    } catch (const InputError &e) {
+      return e.what();
+    }
+    return "(no error)";
+  };
+  EXPECT_EQ(error([](CudaProgram &) {}), "(no error)");
+  // The first kernel of decode that reads the weights.
+  auto weightsKernel = [](CudaProgram &p) -> std::pair<int64_t, DeviceOp *> {
+    std::vector<DeviceOp> &ops = p.entries.at("decode").ops;
+    for (size_t i = 0; i < ops.size(); ++i)
+      if (ops[i].kind == DeviceOp::kernel && ops[i].pointers.size() > 1 &&
+          ops[i].pointers[1].buffer == DeviceBuffer::weights)
+        return {int64_t(i), &ops[i]};
+    throw std::logic_error("no kernel reads the weights");
+  };
+  CudaProgram probe = good;
+  const auto [index, op] = weightsKernel(probe);
+  const std::string at = "entry 'decode' op " + std::to_string(index) + " (kernel '" + op->name +
+                         "', step " + std::to_string(op->step) + ") pointer 1 is at byte ";
+  const std::pair<std::function<void(CudaProgram &)>, std::string> cases[] = {
+      {[&](CudaProgram &p) { weightsKernel(p).second->pointers[1].offset = bill.weightsBlobBytes; },
+       at + std::to_string(bill.weightsBlobBytes) + " of the weights section, which holds " +
+           std::to_string(bill.weightsBlobBytes) + " bytes; the artifact's launch table does "
+           "not fit its plan (recompile it with this kvplan)"},
+      {[&](CudaProgram &p) { weightsKernel(p).second->pointers[1].offset = -16; },
+       at + "-16 of the weights section"},
+      {[&](CudaProgram &p) {
+         DeviceOp *k = weightsKernel(p).second;
+         k->pointers[1] = {DeviceBuffer::cache, bill.kvCacheBytes + 4};
+       },
+       at + std::to_string(bill.kvCacheBytes + 4) + " of the KV cache"},
+      {[&](CudaProgram &p) {
+         p.entries.at("decode").sampling[1].pointers[0].offset += bill.arenaAllocBytes;
+       },
+       "entry 'decode' op " + std::to_string(good.entries.at("decode").ops.size() + 1) +
+           " (kernel '" + good.entries.at("decode").sampling[1].name + "'"},
+      {[&](CudaProgram &p) { p.entries.at("prefill").argmaxOffset = bill.workspaceBytes; },
+       "entry 'prefill' 'argmax_offset' is at byte " + std::to_string(bill.workspaceBytes) +
+           " of the workspace"},
+      {[&](CudaProgram &p) { p.workspaceBytes = bill.workspaceBytes + 1; },
+       "its workspace of " + std::to_string(bill.workspaceBytes + 1) +
+           " bytes is more than the plan's"},
+  };
+  for (const auto &[damage, want] : cases) {
+    const std::string msg = error(damage);
+    EXPECT_NE(msg.find(want), std::string::npos) << "want: " << want << "\ngot: " << msg;
+  }
 }
 
 TEST(CudaCodegen, GeneratedSourceCompilesForEveryShape) {
