@@ -174,9 +174,10 @@ int64_t stepBytes(const Plan &p, const Step &s) {
     if (o.kind == OperandKind::arena)
       b += o.bytes();
   });
+  const EmbeddingOp *gather = s.tryAs<EmbeddingOp>();
   for (const std::string &w : stepWeights(s))
     if (const WeightEntry *e = p.findWeight(w))
-      b += int64_t(e->bytes);
+      b += gather ? gather->result.rows() * e->rowBytes() : int64_t(e->bytes);
   return b;
 }
 
@@ -216,7 +217,9 @@ std::string kernelsSection(const ReportInput &in) {
                   "the CUDA runtime replays for each entry point: generated kernels and cuBLAS "
                   "products in order, each lowering one plan step; a call is captured once as a "
                   "CUDA graph with one node per launch. Bytes moved are the step's operands, "
-                  "results and weights at full rows.</p>";
+                  "results and weights at full rows (an embedding reads only the rows it "
+                  "gathers; reads of the KV cache, which grow with the context, are not "
+                  "counted).</p>";
   for (const auto &[name, e] : in.cuda->entries) {
     auto it = in.plan->entryPoints.find(name);
     if (it == in.plan->entryPoints.end())

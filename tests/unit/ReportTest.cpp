@@ -198,6 +198,13 @@ TEST(ReportPage, KernelsRoofAndArtifactNote) {
               std::string::npos)
         << name;
   }
+  // The embedding moves the ids, its f32 rows and the table rows it
+  // gathers, not the whole table (tiny at batch 4: 4 ids of 4 bytes, then
+  // twice 4 rows of 256 f32: 8,208 bytes, not 512 KiB).
+  const EntryPoint &decode = cuda.plan.entryPoints.at("decode");
+  ASSERT_EQ(decode.steps.at(0).kind(), OpKind::embedding);
+  ASSERT_EQ(decode.steps[0].as<EmbeddingOp>().result.rows(), 4);
+  EXPECT_NE(page.find("</td><td class=n>8,208</td><td>0 embedding"), std::string::npos);
   Compiled cpu = compileTiny("models/tiny.toml", Target::cpu);
   EXPECT_EQ(render(cpu).find("id=kernels"), std::string::npos);
   BenchFigures b;
