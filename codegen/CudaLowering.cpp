@@ -310,6 +310,21 @@ private:
     if (!isFloatDType(w.dtype)) return rows <= kGemvRows && w.shape[1] % 16 == 0;
     return rows <= kGemvRows && w.shape[1] % (16 / dtypeBytes(w.dtype)) == 0;
   }
+  /// Features each matvec warp computes (Kernels.cuh, matvec's FPW): one at
+  /// one row, the most warps to fill the GPU. At more rows each warp's loads
+  /// of x, from L1, are R times the weights' elements and would hold the
+  /// kernel below the memory bandwidth (at 8 rows of f32 x over bf16
+  /// weights, 16 bytes of x a byte of weights: about 2 TB/s of weights from
+  /// an H200's L1); a warp of FPW features uses each load FPW times. 2 at 2
+  /// or 3 rows, 4 from 4, as far as the weights decoded at once stay within
+  /// 32 registers a lane (G x MvFormat::SUB), and a divisor of the features.
+  static int64_t matvecFeaturesPerWarp(const WeightEntry &w, int64_t rows, int64_t features,
+                                       bool swiglu) {
+    const int64_t sub = isFloatDType(w.dtype) ? 16 / dtypeBytes(w.dtype) : 16;
+    int64_t fpw = rows <= 1 ? 1 : rows < 4 ? 2 : 4;
+    while (fpw > 1 && (fpw * (swiglu ? 2 : 1) * sub > 32 || features % fpw)) fpw /= 2;
+    return fpw;
+  }
   /// The matvec kernel's weight type (Kernels.cuh, MvFormat) for `w`.
   static std::string matvecWeightType(const WeightEntry &w) {
     if (isFloatDType(w.dtype)) return cudaType(w.dtype);
@@ -547,19 +562,20 @@ bool EntryLowering::matvecKernel(const char *prefix, const WeightEntry &w, const
   const DType nw = op.norm ? weightType(*op.norm) : DType::f32,
               b = op.bias ? weightType(*op.bias) : DType::f32;
   const Operand &o = op.results.front();
-  const int64_t k = w.shape[1], rows = o.rows();
-  const int64_t features = n[0] + n[1] + n[2], warps = gemvWarps(features);
+  const int64_t k = w.shape[1], rows = o.rows(), features = n[0] + n[1] + n[2];
+  const int64_t fpw = matvecFeaturesPerWarp(w, rows, features, op.swiglu),
+                warps = gemvWarps(features / fpw);
   const std::string name = specs.wrapper(
       prefix + std::string(dtypeName(w.dtype)) + "_" + dtypeName(op.input.dtype) + "_" +
           dtypeName(o.dtype) + "_" + dtypeName(nw) + "_" + dtypeName(b) +
-          dims({k, n[0], n[1], n[2], warps, rows}) + tag,
+          dims({k, n[0], n[1], n[2], warps, fpw, rows}) + tag,
       warps * 32,
       "kvplan::matvec<" + matvecWeightType(w) + ", " + cudaType(op.input.dtype) + ", " +
           cudaType(o.dtype) + ", " + cudaType(nw) + ", " + cudaType(b) + ", " + num(k) + ", " +
-          num(n[0]) + ", " + num(n[1]) + ", " + num(n[2]) + ", " + num(warps) + ", " + num(rows) +
-          ", " + flags + ">(a)",
+          num(n[0]) + ", " + num(n[1]) + ", " + num(n[2]) + ", " + num(warps) + ", " + num(fpw) +
+          ", " + num(rows) + ", " + flags + ">(a)",
       true);
-  kernel(name, {ceilDiv(features, warps), 1, 1}, warps * 32, -1, o, std::move(ptrs),
+  kernel(name, {ceilDiv(features / fpw, warps), 1, 1}, warps * 32, -1, o, std::move(ptrs),
          matvecScales(w), {op.eps.value_or(0.0)});
   return true;
 }

@@ -485,11 +485,17 @@ template <class W, int K> __device__ __forceinline__ MvWeights mvWeights(const K
     return {a.p[1], nullptr, nullptr};
 }
 
+/// Weight row g of a matvec warp's G: FPW consecutive features from j0,
+/// then (SwiGLU's up rows) the same FPW again `stride` rows on, and so on.
+template <int FPW>
+__device__ __forceinline__ long long mvRow(long long j0, long long stride, int g) {
+  return j0 + g % FPW + (g / FPW) * stride;
+}
+
 /// A matvec warp's start: the first kMvPrefetch bytes of its G weight rows
-/// (j0, j0 + stride, ...; none where `live` is false), which no kernel
-/// writes, start coming into L2 while the kernel before finishes; then it
-/// waits for that kernel.
-template <class W, int K, int G>
+/// (mvRow; none where `live` is false), which no kernel writes, start coming
+/// into L2 while the kernel before finishes; then it waits for that kernel.
+template <class W, int K, int G, int FPW>
 __device__ __forceinline__ void mvPrefetchWait(const MvWeights &w, long long j0, long long stride,
                                                bool live, int lane) {
   constexpr long long ROW = MvFormat<W, K>::ROW;
@@ -498,15 +504,17 @@ __device__ __forceinline__ void mvPrefetchWait(const MvWeights &w, long long j0,
 #pragma unroll
     for (int g = 0; g < G; ++g)
       for (int b = lane * 128; b < ROW && b < kMvPrefetch; b += 32 * 128)
-        prefetchL2(w.data + (j0 + g * stride) * ROW + b);
+        prefetchL2(w.data + mvRow<FPW>(j0, stride, g) * ROW + b);
   pdlWait();
 }
 
-/// A matvec lane's share of its warp's G weight rows (j0, j0 + stride, ...)
-/// times each of the `rows` rows of x: runs c = lane, lane + 32, ... (one
-/// 16-byte load of weights each, MvFormat), into acc; with NORM the weights
-/// scaled by nw and the squares of x summed into ss.
-template <class W, class X, class NW, int K, int G, int R, bool NORM>
+/// A matvec lane's share of its warp's G weight rows (mvRow) times each of
+/// the `rows` rows of x: runs c = lane, lane + 32, ... (one 16-byte load of
+/// weights each, MvFormat), into acc; with NORM the weights scaled by nw and
+/// the squares of x summed into ss. Each element of x it loads serves all G
+/// rows: x, read from L1 for every warp of the GPU, costs R times the
+/// weights' bytes (twice that for f32 x and 16-bit weights) over G.
+template <class W, class X, class NW, int K, int G, int FPW, int R, bool NORM>
 __device__ __forceinline__ void mvAccumulate(const X *x, const MvWeights &w, long long j0,
                                              long long stride, const NW *nw, int rows, int lane,
                                              float (&acc)[G][R], float (&ss)[R]) {
@@ -521,7 +529,7 @@ __device__ __forceinline__ void mvAccumulate(const X *x, const MvWeights &w, lon
   for (int c = lane; c < RUNS; c += 32) {
     typename F::Run run[G];
 #pragma unroll
-    for (int g = 0; g < G; ++g) run[g].load(w, j0 + g * stride, c);
+    for (int g = 0; g < G; ++g) run[g].load(w, mvRow<FPW>(j0, stride, g), c);
 #pragma unroll
     for (int s = 0; s < F::RUN / C; ++s) {
       const int e0 = c * F::RUN + s * C;
@@ -556,16 +564,17 @@ __device__ __forceinline__ void mvAccumulate(const X *x, const MvWeights &w, lon
         }
         if (F::SCALED)
 #pragma unroll
-          for (int g = 0; g < G; ++g) acc[g][r] += run[g].scale * dot[g] + (F::MINS ? run[g].mn * sum : 0.0f);
+          for (int g = 0; g < G; ++g)
+            acc[g][r] += run[g].scale * dot[g] + (F::MINS ? run[g].mn * sum : 0.0f);
       }
     }
   }
 }
 
-/// Row r's G features (weight rows f0, f0 + stride, ...) summed across the
+/// Row r's G features (weight rows mvRow(f0, stride, g)) summed across the
 /// warp (every lane calls it), scaled by the row's 1 / rms with NORM, the
 /// bias (B, at p[4]) added with BIAS; lane 0 holds the result.
-template <class B, int K, int G, int R, bool NORM, bool BIAS>
+template <class B, int K, int G, int FPW, int R, bool NORM, bool BIAS>
 __device__ __forceinline__ void mvFinish(const KvArgs &a, const float (&acc)[G][R],
                                          const float (&ss)[R], int r, int f0, int stride,
                                          float (&y)[G]) {
@@ -573,18 +582,18 @@ __device__ __forceinline__ void mvFinish(const KvArgs &a, const float (&acc)[G][
 #pragma unroll
   for (int g = 0; g < G; ++g) {
     y[g] = warpSum(acc[g][r]) * inv;
-    if (BIAS) y[g] += ld(reinterpret_cast<const B *>(a.p[4])[f0 + g * stride]);
+    if (BIAS) y[g] += ld(reinterpret_cast<const B *>(a.p[4])[mvRow<FPW>(f0, stride, g)]);
   }
 }
 
 /// Matrix-vector products of f32, bf16, f16, int8 or int4 weights for up to
 /// R rows of x (decode, the last prefill row), where cuBLAS is slowest: warp
-/// w of block b computes feature j = b * WARPS + w for every row, its lanes
-/// reading the weights' row once, contiguously, in 16-byte loads (8
-/// elements of 2 bytes, 4 of f32, 16 int8 codes, 32 int4; MvFormat), and x
-/// in the same runs, accumulating in f32; K is a multiple of the run (int8
-/// and int4: of 16).
-/// Feature j goes to the output holding it, of up to three (a fused QKV or
+/// w of block b computes the FPW features from j = (b * WARPS + w) * FPW
+/// for every row, its lanes reading each weight row once, contiguously, in
+/// 16-byte loads (8 elements of 2 bytes, 4 of f32, 16 int8 codes, 32 int4;
+/// MvFormat), and x in the same runs, accumulating in f32; K is a multiple
+/// of the run (int8 and int4: of 16). FPW > 1 (several rows of x) reuses
+/// each load of x for FPW features. Feature j goes to the output holding it, of up to three (a fused QKV or
 /// gate|up weight: N0 columns, then N1, then N2). A plain linear is FLAGS 0
 /// (or kMvBias); llm.matvec adds the neighbours --fuse-matvec folds in:
 /// - kMvNorm: the rows of x are RMS-normed by scale nw (NW) first. Each warp
@@ -592,40 +601,45 @@ __device__ __forceinline__ void mvFinish(const KvArgs &a, const float (&acc)[G][
 ///   goes: no extra pass over x and no block barrier; the product is then
 ///   inv(row) * sum(w * nw * x).
 /// - kMvBias: bias (B) added to each feature of the product.
-/// - kMvSwiglu: the weight is a gate|up projection of 2F rows; warp j reads
-///   rows j and F + j and writes silu(gate) * up.
+/// - kMvSwiglu: the weight is a gate|up projection of 2F rows; the warp of
+///   feature j reads rows j and F + j and writes silu(gate) * up.
 /// - kMvAdd: the addend (f32) added to the result.
 /// (llm.matvec_rope_kv_write is matvecRopeKv, below.) With swiglu or an
 /// addend there is one output. p: x (X, rows x K), weights (W), nw, addend,
 /// bias, out0, out1, out2.  i[0]: rows; int8 and int4: i[1], i[2]: the
 /// scales' and minimums' bytes from p[1].  d[0]: eps.
 template <class W, class X, class O, class NW, class B, int K, int N0, int N1, int N2, int WARPS,
-          int R, int FLAGS>
+          int FPW, int R, int FLAGS>
 __device__ void matvec(const KvArgs &a) {
   constexpr bool NORM = FLAGS & kMvNorm, SWIGLU = FLAGS & kMvSwiglu, ADD = FLAGS & kMvAdd,
                  BIAS = FLAGS & kMvBias;
-  constexpr int F = N0 + N1 + N2, G = SWIGLU ? 2 : 1;
+  constexpr int F = N0 + N1 + N2, G = SWIGLU ? 2 * FPW : FPW;
   static_assert(K % MvFormat<W, K>::SUB == 0 && (sizeof(X) == 4 || MvFormat<W, K>::SUB == 8),
                 "whole runs of weights; 16-bit x runs of 8");
   static_assert(!(SWIGLU || ADD) || N1 == 0, "one output with swiglu or an addend");
-  const int j = blockIdx.x * WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
+  static_assert(F % FPW == 0, "a warp's features are all there");
+  const int j = (blockIdx.x * WARPS + threadIdx.x / 32) * FPW, lane = threadIdx.x % 32;
   const MvWeights w = mvWeights<W, K>(a, 1);
-  mvPrefetchWait<W, K, G>(w, j, F, j < F, lane);
+  mvPrefetchWait<W, K, G, FPW>(w, j, F, j < F, lane);
   if (j >= F) return; // the whole warp: it holds no block barrier
   const int rows = (int)a.i[0];
   float acc[G][R], ss[R];
-  mvAccumulate<W, X, NW, K, G, R, NORM>(reinterpret_cast<const X *>(a.p[0]), w, j, F,
-                                        reinterpret_cast<const NW *>(a.p[2]), rows, lane, acc, ss);
+  mvAccumulate<W, X, NW, K, G, FPW, R, NORM>(reinterpret_cast<const X *>(a.p[0]), w, j, F,
+                                             reinterpret_cast<const NW *>(a.p[2]), rows, lane,
+                                             acc, ss);
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     if (r >= rows) break;
     float y[G];
-    mvFinish<B, K, G, R, NORM, BIAS>(a, acc, ss, r, j, F, y);
+    mvFinish<B, K, G, FPW, R, NORM, BIAS>(a, acc, ss, r, j, F, y);
     if (lane != 0) continue;
-    float v = y[0];
-    if (SWIGLU) v = y[0] / (1.0f + expf(-y[0])) * y[G - 1];
-    if (ADD) v += reinterpret_cast<const float *>(a.p[3])[(long long)r * F + j];
-    storeFeature<O, N0, N1, N2, false>(a, r, j, v);
+#pragma unroll
+    for (int f = 0; f < FPW; ++f) {
+      float v = y[f];
+      if (SWIGLU) v = y[f] / (1.0f + expf(-y[f])) * y[FPW + f];
+      if (ADD) v += reinterpret_cast<const float *>(a.p[3])[(long long)r * F + j + f];
+      storeFeature<O, N0, N1, N2, false>(a, r, j + f, v);
+    }
   }
 }
 
@@ -907,17 +921,18 @@ __device__ void matvecRopeKv(const KvArgs &a, const double *freqs) {
   static_assert(!(FLAGS & (kMvSwiglu | kMvAdd)), "RoPE and the cache write are the epilogue");
   const int jp = blockIdx.x * WARPS + threadIdx.x / 32, lane = threadIdx.x % 32, j = 2 * jp;
   const MvWeights w = mvWeights<W, K>(a, 3);
-  mvPrefetchWait<W, K, 2>(w, j, 1, jp < PAIRS, lane);
+  mvPrefetchWait<W, K, 2, 2>(w, j, 0, jp < PAIRS, lane);
   if (jp >= PAIRS) return; // the whole warp: it holds no block barrier
   const int rows = (int)a.i[0];
   float acc[2][R], ss[R];
-  mvAccumulate<W, X, NW, K, 2, R, NORM>(reinterpret_cast<const X *>(a.p[0]), w, j, 1,
-                                        reinterpret_cast<const NW *>(a.p[2]), rows, lane, acc, ss);
+  mvAccumulate<W, X, NW, K, 2, 2, R, NORM>(reinterpret_cast<const X *>(a.p[0]), w, j, 0,
+                                           reinterpret_cast<const NW *>(a.p[2]), rows, lane, acc,
+                                           ss);
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     if (r >= rows) break;
     float y[2];
-    mvFinish<B, K, 2, R, NORM, BIAS>(a, acc, ss, r, j, 1, y);
+    mvFinish<B, K, 2, 2, R, NORM, BIAS>(a, acc, ss, r, j, 0, y);
     if (lane == 0) ropeKvStorePair<C, QCOLS, KVH, HD, PS, PAGES>(a, freqs, r, j, y);
   }
 }

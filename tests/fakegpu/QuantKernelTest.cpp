@@ -110,14 +110,15 @@ struct Product {
   bool bias, tiled;
   int64_t warps; // the matrix-vector kernels'
   bool matvec = false; // --fuse-matvec's kernel (MvFormat) instead of quantGemv
+  int64_t fpw = 1;     // its features per warp
   std::string instance() const {
     const std::string n = std::to_string(n0) + ", " + std::to_string(n1) + ", " +
                           std::to_string(n2);
     if (matvec)
       return std::string("kvplan::matvec<") + (bits == 8 ? "int8_t" : "kvplan::Int4") +
              ", float, float, float, float, " + std::to_string(k) + ", " + n + ", " +
-             std::to_string(warps) + ", " + std::to_string(builtRows) + ", " +
-             (bias ? "kvplan::kMvBias" : "0") + ">(a)";
+             std::to_string(warps) + ", " + std::to_string(fpw) + ", " +
+             std::to_string(builtRows) + ", " + (bias ? "kvplan::kMvBias" : "0") + ">(a)";
     const std::string common = "float, " + std::to_string(bits) + ", " + std::to_string(k) + ", " +
                                n + ", " + (bias ? "true" : "false");
     return tiled ? "kvplan::quantGemm<" + common + ">(a)"
@@ -149,13 +150,14 @@ const Product kProducts[] = {
     {"gemm4_b", 4, 37, 100, 0, 0, 64, 9, false, true, 0},
     {"gemm4_c", 4, 200, 30, 30, 40, 96, 96, true, true, 0},
     // --fuse-matvec's kernel: K 48 (a full group, then half of one), three
-    // outputs, 3 of 4 rows; K 2064 (several runs a lane, ending in half a
-    // group) with a bias; K 2080 in whole groups, 8 rows.
-    {"mv8_a", 8, 48, 20, 9, 9, 4, 3, false, false, 8, true},
-    {"mv8_b", 8, 2064, 24, 8, 0, 2, 1, true, false, 4, true},
+    // outputs, 3 of 4 rows, two features a warp (the second in another
+    // output); K 2064 (several runs a lane, ending in half a group) with a
+    // bias, two features a warp; K 2080 in whole groups, 8 rows.
+    {"mv8_a", 8, 48, 19, 9, 10, 4, 3, false, false, 8, true, 2},
+    {"mv8_b", 8, 2064, 24, 8, 0, 2, 1, true, false, 4, true, 2},
     {"mv8_c", 8, 2080, 33, 0, 0, 8, 8, true, false, 2, true},
-    {"mv4_a", 4, 48, 20, 9, 9, 4, 3, false, false, 8, true},
-    {"mv4_b", 4, 2064, 24, 8, 0, 2, 1, true, false, 4, true},
+    {"mv4_a", 4, 48, 19, 9, 10, 4, 3, false, false, 8, true, 2},
+    {"mv4_b", 4, 2064, 24, 8, 0, 2, 1, true, false, 4, true, 2},
     {"mv4_c", 4, 2080, 33, 0, 0, 8, 8, true, false, 2, true},
 };
 
@@ -202,7 +204,7 @@ TEST_F(QuantKernels, ProductsMatchADoublePrecisionReference) {
     for (int o = 0; o < 3; ++o) a.p[5 + o] = reinterpret_cast<char *>(outs[o].data());
     a.i[0] = p.rows;
     if (p.tiled) launch(p.name, a, (n + 63) / 64, (p.rows + 63) / 64, 256);
-    else launch(p.name, a, (n + p.warps - 1) / p.warps, 1, p.warps * 32);
+    else launch(p.name, a, (n / p.fpw + p.warps - 1) / p.warps, 1, p.warps * 32);
     for (int64_t r = 0; r < p.builtRows; ++r)
       for (int64_t j = 0; j < n; ++j) {
         const int o = j < p.n0 ? 0 : j < p.n0 + p.n1 ? 1 : 2;
