@@ -524,21 +524,24 @@ void EntryLowering::operator()(const MatVecRopeKVWriteOp &op) {
   const DType nw = op.norm ? weightType(*op.norm) : DType::f32,
               b = op.bias ? weightType(*op.bias) : DType::f32;
   const int idx = specs.ropeTable(op.rope);
-  const int64_t pairs = w.shape[0] / 2, warps = gemvWarps(pairs);
+  // Pairs a warp: as matvec's features a warp, two weight rows each.
+  const int64_t pairs = w.shape[0] / 2,
+                ppw = matvecFeaturesPerWarp(w, rows, pairs, true),
+                warps = gemvWarps(pairs / ppw);
   const std::string name = specs.wrapper(
       "matvec_rope_kv_" + std::string(dtypeName(w.dtype)) + "_" + dtypeName(op.input.dtype) + "_" +
           dtypeName(nw) + "_" + dtypeName(b) + "_" + dtypeName(kv.dtype) + "_r" + num(idx) +
-          dims({k, qcols, kv.kvHeads, hd, kv.pageSize, kv.pages, warps, rows}) + tag,
+          dims({k, qcols, kv.kvHeads, hd, kv.pageSize, kv.pages, warps, ppw, rows}) + tag,
       warps * 32,
       "kvplan::matvecRopeKv<" + matvecWeightType(w) + ", " + cudaType(op.input.dtype) +
           ", " + cudaType(nw) + ", " + cudaType(b) + ", " + kvType + ", " + num(k) + ", " +
           num(qcols) + ", " + num(kv.kvHeads) + ", " + num(hd) + ", " + num(kv.pageSize) + ", " +
-          num(kv.pages) + "LL, " + num(warps) + ", " + num(rows) + ", " + flags +
+          num(kv.pages) + "LL, " + num(warps) + ", " + num(ppw) + ", " + num(rows) + ", " + flags +
           ">(a, kvplan_rope_" + num(idx) + ")",
       true);
   std::vector<int64_t> ints = {op.layer, tableStride};
   for (int64_t offset : matvecScales(w)) ints.push_back(offset);
-  kernel(name, {ceilDiv(pairs, warps), 1, 1}, warps * 32, -1, op.rotatedQuery,
+  kernel(name, {ceilDiv(pairs / ppw, warps), 1, 1}, warps * 32, -1, op.rotatedQuery,
          {arena(op.input), weightRef(w.name), op.norm ? weightRef(*op.norm) : weightRef(w.name),
           table, op.bias ? weightRef(*op.bias) : weightRef(w.name), arena(op.rotatedQuery),
           cache(), positions},

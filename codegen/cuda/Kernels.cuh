@@ -903,37 +903,45 @@ __device__ __forceinline__ void ropeKvStorePair(const KvArgs &a, const double *f
 
 /// llm.matvec_rope_kv_write: matvec of a fused QKV weight (QCOLS query
 /// columns, then KVH * HD of keys and of values), with the norm and bias of
-/// matvec, whose warp computes one RoPE pair (j, j + 1), j = 2 * (b * WARPS
-/// + w), for every row (two weight rows, read as matvec reads them), and
-/// stores it as ropeKvStorePair says: the rotated queries, and the rotated
-/// keys and the values straight into the cache. p: x (X, rows x K),
+/// matvec, whose warp computes PPW RoPE pairs (j, j + 1), ... from j = 2 *
+/// PPW * (b * WARPS + w), for every row (2 PPW weight rows, read as matvec
+/// reads them; PPW > 1 uses each load of x for more rows, as matvec's FPW),
+/// and stores each as ropeKvStorePair says: the rotated queries, and the
+/// rotated keys and the values straight into the cache. p: x (X, rows x K),
 /// weights (W), nw, page table, bias, q out, cache, positions.  i[0]:
 /// rows, i[1]: layer, i[2]: table stride; int8 and int4: i[3], i[4]: the
 /// scales' and minimums' bytes from p[1].  d[0]: eps.
 template <class W, class X, class NW, class B, class C, int K, int QCOLS, int KVH, int HD, int PS,
-          long long PAGES, int WARPS, int R, int FLAGS>
+          long long PAGES, int WARPS, int PPW, int R, int FLAGS>
 __device__ void matvecRopeKv(const KvArgs &a, const double *freqs) {
   constexpr bool NORM = FLAGS & kMvNorm, BIAS = FLAGS & kMvBias;
-  constexpr int PAIRS = (QCOLS + 2 * KVH * HD) / 2;
+  constexpr int PAIRS = (QCOLS + 2 * KVH * HD) / 2, G = 2 * PPW;
+  static_assert(PAIRS % PPW == 0, "a warp's pairs are all there");
   static_assert(K % MvFormat<W, K>::SUB == 0 && (sizeof(X) == 4 || MvFormat<W, K>::SUB == 8),
                 "whole runs of weights; 16-bit x runs of 8");
   static_assert(HD % 2 == 0 && QCOLS % HD == 0, "whole heads of pairs");
   static_assert(!(FLAGS & (kMvSwiglu | kMvAdd)), "RoPE and the cache write are the epilogue");
-  const int jp = blockIdx.x * WARPS + threadIdx.x / 32, lane = threadIdx.x % 32, j = 2 * jp;
+  const int jp = (blockIdx.x * WARPS + threadIdx.x / 32) * PPW, lane = threadIdx.x % 32;
+  const int j = 2 * jp;
   const MvWeights w = mvWeights<W, K>(a, 3);
-  mvPrefetchWait<W, K, 2, 2>(w, j, 0, jp < PAIRS, lane);
+  mvPrefetchWait<W, K, G, G>(w, j, 0, jp < PAIRS, lane);
   if (jp >= PAIRS) return; // the whole warp: it holds no block barrier
   const int rows = (int)a.i[0];
-  float acc[2][R], ss[R];
-  mvAccumulate<W, X, NW, K, 2, 2, R, NORM>(reinterpret_cast<const X *>(a.p[0]), w, j, 0,
+  float acc[G][R], ss[R];
+  mvAccumulate<W, X, NW, K, G, G, R, NORM>(reinterpret_cast<const X *>(a.p[0]), w, j, 0,
                                            reinterpret_cast<const NW *>(a.p[2]), rows, lane, acc,
                                            ss);
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     if (r >= rows) break;
-    float y[2];
-    mvFinish<B, K, 2, 2, R, NORM, BIAS>(a, acc, ss, r, j, 0, y);
-    if (lane == 0) ropeKvStorePair<C, QCOLS, KVH, HD, PS, PAGES>(a, freqs, r, j, y);
+    float y[G];
+    mvFinish<B, K, G, G, R, NORM, BIAS>(a, acc, ss, r, j, 0, y);
+    if (lane != 0) continue;
+#pragma unroll
+    for (int q = 0; q < PPW; ++q) {
+      const float pair[2] = {y[2 * q], y[2 * q + 1]};
+      ropeKvStorePair<C, QCOLS, KVH, HD, PS, PAGES>(a, freqs, r, j + 2 * q, pair);
+    }
   }
 }
 
