@@ -593,9 +593,10 @@ __device__ __forceinline__ void mvFinish(const KvArgs &a, const float (&acc)[G][
 /// 16-byte loads (8 elements of 2 bytes, 4 of f32, 16 int8 codes, 32 int4;
 /// MvFormat), and x in the same runs, accumulating in f32; K is a multiple
 /// of the run (int8 and int4: of 16). FPW > 1 (several rows of x) reuses
-/// each load of x for FPW features. Feature j goes to the output holding it, of up to three (a fused QKV or
-/// gate|up weight: N0 columns, then N1, then N2). A plain linear is FLAGS 0
-/// (or kMvBias); llm.matvec adds the neighbours --fuse-matvec folds in:
+/// each load of x for FPW features. Feature j goes to the output holding
+/// it, of up to three (a fused QKV or gate|up weight: N0 columns, then N1,
+/// then N2). A plain linear is FLAGS 0 (or kMvBias); llm.matvec adds the
+/// neighbours --fuse-matvec folds in:
 /// - kMvNorm: the rows of x are RMS-normed by scale nw (NW) first. Each warp
 ///   reads the whole row for its product anyway, so it sums the squares as it
 ///   goes: no extra pass over x and no block barrier; the product is then
