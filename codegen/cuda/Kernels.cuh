@@ -1272,6 +1272,16 @@ __device__ __forceinline__ void topKByte(const unsigned *hist, unsigned prefix, 
   shRemaining = remaining - cum;
 }
 
+/// hist[bin] += 1 for each lane of the warp where `live`, with one atomic a
+/// distinct bin: the lowest lane of those that share it adds their count.
+/// The first byte of a logit's key (its sign and exponent) puts most of a
+/// vocabulary in a few bins, where an atomic a lane would wait on the same
+/// shared-memory word. Every lane of the warp calls it.
+__device__ __forceinline__ void countInWarp(unsigned *hist, unsigned bin, bool live, int lane) {
+  const unsigned peers = __match_any_sync(0xffffffffu, live ? bin : 0xffffffffu);
+  if (live && lane == __ffs(peers) - 1) atomicAdd(&hist[bin], (unsigned)__popc(peers));
+}
+
 /// Top-k: the k-th largest key, one byte at a time from the top, by
 /// histograms in hist (256 entries). It holds barriers.
 template <int V, int BLOCK>
@@ -1282,9 +1292,10 @@ __device__ __forceinline__ unsigned topKKey(const float *l, int topK, unsigned *
   for (int shift = 24; shift >= 0; shift -= 8) {
     if (tid < 256) hist[tid] = 0;
     __syncthreads();
-    for (int i = tid; i < V; i += BLOCK) {
-      const unsigned key = orderedKey(l[i]);
-      if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
+    for (int base = 0; base < V; base += BLOCK) { // whole warps take every turn
+      const int i = base + tid;
+      const unsigned key = i < V ? orderedKey(l[i]) : 0u;
+      countInWarp(hist, (key >> shift) & 255u, i < V && (key & mask) == prefix, tid % 32);
     }
     __syncthreads();
     if (tid == 0) topKByte(hist, prefix, shift, remaining, shPrefix, shRemaining);

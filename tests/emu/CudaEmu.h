@@ -263,6 +263,19 @@ template <class T> inline T __shfl_xor_sync(unsigned, T v, int laneMask) {
   kvemu::warpBarrier();
   return r;
 }
+// The lanes of the warp whose v equals this lane's, as a mask.
+inline unsigned __match_any_sync(unsigned, unsigned v) {
+  const unsigned tid = kvemu::S.fibers[kvemu::S.current].tid;
+  kvemu::S.slot[tid] = v;
+  kvemu::warpBarrier();
+  unsigned m = 0;
+  for (unsigned lane = 0; lane < 32; ++lane)
+    if (kvemu::S.slot[(tid & ~31u) | lane] == v) m |= 1u << lane;
+  kvemu::warpBarrier();
+  return m;
+}
+inline int __popc(unsigned v) { return __builtin_popcount(v); }
+inline int __ffs(int v) { return __builtin_ffs(v); }
 template <class T> inline T __shfl_up_sync(unsigned, T v, unsigned delta) {
   const unsigned tid = kvemu::S.fibers[kvemu::S.current].tid;
   std::memcpy(&kvemu::S.slot[tid], &v, sizeof(T));

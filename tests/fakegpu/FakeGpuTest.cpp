@@ -359,6 +359,15 @@ TEST_F(FakeGpu, SamplingKernelFollowsTopKTopPAndTheDraw) {
   for (int64_t i = 0; i < v; ++i) at(1, i) = 1.0f;
   std::vector<int32_t> t = sample({{0, 1, 0, 0}, {1, 1, 2, 0.999f}, {0, 1, 0, 0}, {0, 1, 0, 0}});
   EXPECT_EQ(t[1], int32_t(v - 1));
+  // Top-k 100 of 512 distinct logits that share their first key bytes in
+  // runs (every warp counts many tokens in one bin): the kept tokens are
+  // 412..511, and a draw of 0 takes the first of them in index order.
+  for (int64_t i = 0; i < v; ++i) at(1, i) = float(i) / 1000.0f;
+  t = sample({{0, 1, 0, 0}, {1, 1, 100, 0.0f}, {0, 1, 0, 0}, {0, 1, 0, 0}});
+  EXPECT_EQ(t[1], 412);
+  t = sample({{0, 1, 0, 0}, {1, 1, 101, 0.0f}, {0, 1, 0, 0}, {0, 1, 0, 0}});
+  EXPECT_EQ(t[1], 411);
+  for (int64_t i = 0; i < v; ++i) at(1, i) = 1.0f;
   // The greedy choice merged from the argmax pass's slices (256 tokens
   // each, two here): a tie across slices keeps the lower index, a maximum
   // in the second slice wins, also with top-k 1 at a temperature.
