@@ -294,7 +294,7 @@ private:
   void quantLinear(const WeightEntry &w, const std::optional<std::string> &bias,
                    const Operand &input, const std::vector<Operand> &results);
   void sample();
-  bool floatGemv(const WeightEntry &w, const std::optional<std::string> &bias,
+  bool plainMatvec(const WeightEntry &w, const std::optional<std::string> &bias,
                  const Operand &input, const std::vector<Operand> &results);
   bool matvecKernel(const char *prefix, const WeightEntry &w, const MatVecOp &op);
   void matvecChecks(const std::string &at, const WeightEntry &w, int64_t rows, const Operand &input,
@@ -365,7 +365,7 @@ void EntryLowering::linear(const std::string &weightName, const std::optional<st
   if (input.dtype != w.dtype)
     unsupported("step " + num(step) + " multiplies " + dtypeName(input.dtype) + " rows by " +
                 dtypeName(w.dtype) + " weights; cuBLAS needs one type (run --narrow-activations)");
-  if (floatGemv(w, bias, input, results)) return;
+  if (plainMatvec(w, bias, input, results)) return;
   // Results of one row laid end to end (the fused Q/K/V of a decode step at
   // batch 1, as --plan-buffers places them) are one [1, q + k + v] matrix:
   // one product instead of one per result.
@@ -409,13 +409,13 @@ void EntryLowering::biasAdd(const std::string &bias, const Operand &o, int64_t c
          {arena(o), weightRef(bias, col * dtypeBytes(bt))});
 }
 
-/// Up to kGemvRows rows (decode, the last prefill row) of f32, bf16 or f16
-/// weights: one generated matrix-vector kernel (matvec with no prologue or
-/// epilogue but the bias) for every output of the weight, reading it once
-/// in 16-byte loads, instead of cuBLAS, which at one row reaches a fraction
-/// of the memory bandwidth. False (cuBLAS, then) where the rows are more,
-/// or a row is not whole 16-byte runs.
-bool EntryLowering::floatGemv(const WeightEntry &w, const std::optional<std::string> &bias,
+/// Up to kGemvRows rows (decode, the last prefill row) of a product that
+/// --fuse-matvec left as it is: one generated matrix-vector kernel (matvec
+/// with no prologue or epilogue but the bias) for every output of the
+/// weight, reading it once in 16-byte loads, instead of cuBLAS (which at
+/// one row reaches a fraction of the memory bandwidth) or quantGemv. False
+/// where the rows are more, or a row is not whole runs (matvecTakes).
+bool EntryLowering::plainMatvec(const WeightEntry &w, const std::optional<std::string> &bias,
                               const Operand &input, const std::vector<Operand> &results) {
   if (!matvecTakes(w, results[0].rows())) return false;
   MatVecOp plain;
@@ -435,8 +435,9 @@ int64_t gemvWarps(int64_t features) {
 }
 
 /// A product with int8 or int4 weights is one generated kernel for every
-/// output of a fused weight and its bias: the matrix-vector kernel for up to
-/// kGemvRows rows (decode, the last prefill row), the tiled one for more.
+/// output of a fused weight and its bias: for up to kGemvRows rows (decode,
+/// the last prefill row) matvec where it takes the rows, else quantGemv
+/// (rows of any length); the tiled one for more.
 void EntryLowering::quantLinear(const WeightEntry &w, const std::optional<std::string> &bias,
                                 const Operand &input, const std::vector<Operand> &results) {
   f32Input(input, "linear");
@@ -458,6 +459,7 @@ void EntryLowering::quantLinear(const WeightEntry &w, const std::optional<std::s
   const std::string tag = std::string(dtypeName(w.dtype)) + "_" + dtypeName(o.dtype) +
                           dims({k, n[0], n[1], n[2], bias ? 1 : 0});
   if (rows <= kGemvRows) {
+    if (plainMatvec(w, bias, input, results)) return;
     const int64_t warps = gemvWarps(features);
     const std::string name =
         specs.wrapper("linear_gemv_" + tag + dims({warps, rows}), warps * 32,

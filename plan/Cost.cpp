@@ -21,10 +21,8 @@ int64_t decodeWeightBytes(const Plan &plan, int64_t rows) {
   return bytes;
 }
 
-double productFlops(const Plan &plan, const Step &s, double rows) {
-  std::optional<StepProduct> p = stepProduct(s);
-  if (!p) return 0;
-  const WeightEntry *w = plan.findWeight(*p->weight);
+double productFlops(const Plan &plan, const StepProduct &p, double rows) {
+  const WeightEntry *w = plan.findWeight(*p.weight);
   return 2.0 * rows * double(w->shape[0]) * double(w->shape[1]);
 }
 
@@ -36,7 +34,7 @@ double prefillFlops(const Plan &plan, int64_t promptLen) {
     auto rowsOf = [&](const Operand &o) { return o.rows() == ep.rows ? n : o.rows(); };
     for (const Step &s : ep.steps) {
       if (std::optional<StepProduct> p = stepProduct(s)) {
-        flops += productFlops(plan, s, double(rowsOf(*p->input)));
+        flops += productFlops(plan, *p, double(rowsOf(*p->input)));
       } else if (const AttentionOp *a = s.tryAs<AttentionOp>()) {
         const int64_t width = a->result.cols(); // heads x head_dim
         for (int64_t r = 0; r < rowsOf(a->result); ++r)

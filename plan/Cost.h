@@ -15,9 +15,8 @@ int64_t decodeWeightBytes(const Plan &plan, int64_t rows);
 /// the LM head (2 per multiply-add) over the rows each chunk runs, and
 /// attention's two products over the cache.
 double prefillFlops(const Plan &plan, int64_t promptLen);
-/// The flops of step `s`'s product (stepProduct) for `rows` of its rows; 0
-/// when it has none.
-double productFlops(const Plan &plan, const Step &s, double rows);
+/// The flops of a step's product (stepProduct) for `rows` of its rows.
+double productFlops(const Plan &plan, const StepProduct &p, double rows);
 
 /// What one call of `entry` on `rows` active rows sums across the
 /// tensor-parallel ranks: the f32 bytes of every all_reduce (rows an op was

@@ -222,7 +222,7 @@ CallCost decodeStepCost(const Plan &plan, int64_t rows, int64_t context) {
   auto scaled = [&](const Operand &o) { return double(std::min(o.rows(), rows)); };
   for (const Step &s : ep.steps) {
     if (std::optional<StepProduct> p = stepProduct(s))
-      c.flops += productFlops(plan, s, scaled(*p->input));
+      c.flops += productFlops(plan, *p, scaled(*p->input));
     else if (const AttentionOp *a = s.tryAs<AttentionOp>())
       c.flops += 4.0 * scaled(a->result) * double(context) * double(a->result.cols());
   }

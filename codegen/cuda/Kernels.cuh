@@ -433,21 +433,27 @@ template <class W, int K> struct MvFormat {
     }
   };
 };
+/// A quantized run: its 16 bytes of codes, its group's scale and (int4)
+/// minimum; GROUPS scales (and minimums) a row.
+template <int K> struct MvCodes {
+  static constexpr long long GROUPS = (K + 31) / 32;
+  uint4 raw;
+  float scale, mn;
+};
 template <int K> struct MvFormat<int8_t, K> {
   static constexpr int RUN = 16, SUB = 16;
   static constexpr long long ROW = K;
   static constexpr bool SCALED = true, MINS = false;
-  struct Run {
-    uint4 raw;
-    float scale, mn;
+  struct Run : MvCodes<K> {
     __device__ __forceinline__ void load(const MvWeights &w, long long j, int c) {
-      raw = reinterpret_cast<const uint4 *>(w.data + j * ROW)[c];
-      scale = w.scales[j * ((K + 31) / 32) + c / 2];
+      this->raw = reinterpret_cast<const uint4 *>(w.data + j * ROW)[c];
+      this->scale = w.scales[j * this->GROUPS + c / 2];
     }
     /// Signed codes made unsigned (+ 128: each byte's top bit flipped).
     __device__ __forceinline__ void decode(int, float (&out)[SUB]) const {
-      const unsigned w[4] = {raw.x ^ 0x80808080u, raw.y ^ 0x80808080u, raw.z ^ 0x80808080u,
-                             raw.w ^ 0x80808080u};
+      const uint4 &r = this->raw;
+      const unsigned w[4] = {r.x ^ 0x80808080u, r.y ^ 0x80808080u, r.z ^ 0x80808080u,
+                             r.w ^ 0x80808080u};
 #pragma unroll
       for (int e = 0; e < SUB; ++e) out[e] = magicCode(w[e / 4], e % 4) - (kMagic + 128.0f);
     }
@@ -455,19 +461,18 @@ template <int K> struct MvFormat<int8_t, K> {
 };
 template <int K> struct MvFormat<Int4, K> {
   static constexpr int RUN = 32, SUB = 16;
-  static constexpr long long ROW = (K + 31) / 32 * 16;
+  static constexpr long long ROW = MvCodes<K>::GROUPS * 16;
   static constexpr bool SCALED = true, MINS = true;
-  struct Run {
-    uint4 raw;
-    float scale, mn;
+  struct Run : MvCodes<K> {
     __device__ __forceinline__ void load(const MvWeights &w, long long j, int c) {
-      raw = reinterpret_cast<const uint4 *>(w.data + j * ROW)[c];
-      scale = w.scales[j * ((K + 31) / 32) + c];
-      mn = w.mins[j * ((K + 31) / 32) + c];
+      this->raw = reinterpret_cast<const uint4 *>(w.data + j * ROW)[c];
+      this->scale = w.scales[j * this->GROUPS + c];
+      this->mn = w.mins[j * this->GROUPS + c];
     }
     /// Elements 16 * s .. 16 * s + 15: the low halves of the bytes, then the high.
     __device__ __forceinline__ void decode(int s, float (&out)[SUB]) const {
-      const unsigned w[4] = {raw.x, raw.y, raw.z, raw.w};
+      const uint4 &r = this->raw;
+      const unsigned w[4] = {r.x, r.y, r.z, r.w};
 #pragma unroll
       for (int e = 0; e < SUB; ++e)
         out[e] = magicCode((w[e / 4] >> (4 * s)) & 0x0F0F0F0Fu, e % 4) - kMagic;
