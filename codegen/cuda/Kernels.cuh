@@ -10,6 +10,9 @@
 // - rows whose position is negative are padding: they write no cache slot.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#if defined(__CUDACC__)
+#include <mma.h> // the tiled quantized product's tensor-core fragments
+#endif
 #include <stdint.h>
 
 struct KvArgs {
@@ -649,9 +652,9 @@ __device__ void matvec(const KvArgs &a) {
   }
 }
 
-/// The tiled product's shared tiles: TM rows of x and TN dequantized weight
-/// rows over one group of K, stored k-major so a thread reads its 4 rows and
-/// 4 features as one float4 each.
+/// The tiled product's shared tiles: 64 rows of x and 64 dequantized weight
+/// rows over one group of K, stored k-major: x's tile is a column-major A
+/// (rows x k) of tf32 fragments, the weights' a row-major B (k x features).
 constexpr int kQTileRows = 64, kQTileFeatures = 64, kQTileK = 32, kQTileThreads = 256;
 
 /// Thread t's 8 elements of the x tile: row t / 4, elements 8 * (t % 4) on
@@ -714,43 +717,87 @@ __device__ __forceinline__ void gemmLoadW(const KvArgs &a, int j0, int g,
   }
 }
 
-/// Products for many rows (prefill): block (feature tile, row tile) computes
-/// 64 rows x 64 features, one group of K at a time: x's tile and the
-/// weights' tile dequantized into shared memory, then each thread's 4 x 4
-/// outputs accumulated in registers.
+/// A warp's tf32 fragments (tensor cores, m16n16k8) and their split: v is
+/// big + small, each tf32 (10 bits of mantissa), to about 2^-22 of v.
+using QFragA = nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 8,
+                                      nvcuda::wmma::precision::tf32, nvcuda::wmma::col_major>;
+using QFragB = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 8,
+                                      nvcuda::wmma::precision::tf32, nvcuda::wmma::row_major>;
+using QFragC = nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 8, float>;
+template <class Frag> __device__ __forceinline__ void splitTf32(Frag &big, Frag &small) {
+#pragma unroll
+  for (int t = 0; t < big.num_elements; ++t) {
+    const float v = big.x[t];
+    big.x[t] = nvcuda::wmma::__float_to_tf32(v);
+    small.x[t] = nvcuda::wmma::__float_to_tf32(v - big.x[t]);
+  }
+}
+
+/// The tiled product's shared memory: the tiles of one group of K, then,
+/// when K is done, the block's outputs (row-major) in the same bytes.
+union QTiles {
+  struct {
+    float xs[kQTileK][kQTileRows + 4];
+    float ws[kQTileK][kQTileFeatures + 4];
+  } in;
+  float out[kQTileRows][kQTileFeatures + 4];
+};
+
+/// Products for many rows (prefill), on tensor cores: block (feature tile,
+/// row tile) computes 64 rows x 64 features, one group of K at a time: x's
+/// tile and the weights' tile dequantized into shared memory, then warp w
+/// multiplies rows 16 (w % 4) on by features 32 (w / 4) on with tf32
+/// fragments. Each operand is split into a big and a small tf32 part and
+/// three products (small x big, big x small, big x big) keep f32's
+/// accuracy (3xTF32: the dropped small x small is about 2^-22 of a term);
+/// the accumulators are f32.
 template <class O, int BITS, int K, int N0, int N1, int N2, bool BIAS>
 __device__ void quantGemm(const KvArgs &a) {
-  constexpr int N = N0 + N1 + N2, G = (K + 31) / 32;
-  __shared__ __align__(16) float xs[kQTileK][kQTileRows + 4];
-  __shared__ __align__(16) float ws[kQTileK][kQTileFeatures + 4];
-  const int tid = threadIdx.x, tr = tid / 16, tf = tid % 16;
+  namespace wmma = nvcuda::wmma;
+  static_assert(kQTileThreads == 256 && kQTileRows == 64 && kQTileFeatures == 64,
+                "8 warps, each 16 rows x 32 features");
+  constexpr int N = N0 + N1 + N2, G = (K + 31) / 32, LD = kQTileRows + 4;
+  __shared__ __align__(32) QTiles sh;
+  const int tid = threadIdx.x, warp = tid / 32, tr = tid / 16, tf = tid % 16;
   const int j0 = blockIdx.x * kQTileFeatures, r0 = blockIdx.y * kQTileRows;
+  const int wr = (warp % 4) * 16, wf = (warp / 4) * 32;
   const int rows = (int)a.i[0];
   const float *x = reinterpret_cast<const float *>(a.p[0]);
-  float acc[4][4] = {};
+  QFragC acc[2];
+  wmma::fill_fragment(acc[0], 0.0f);
+  wmma::fill_fragment(acc[1], 0.0f);
   for (int g = 0; g < G; ++g) {
-    gemmLoadX<K>(x, rows, r0, g * 32, xs, tid);
-    gemmLoadW<BITS, K, N>(a, j0, g, ws, tid);
+    gemmLoadX<K>(x, rows, r0, g * 32, sh.in.xs, tid);
+    gemmLoadW<BITS, K, N>(a, j0, g, sh.in.ws, tid);
     __syncthreads();
-#pragma unroll 8
-    for (int k = 0; k < kQTileK; ++k) {
-      const float4 xv = *reinterpret_cast<const float4 *>(&xs[k][tr * 4]);
-      const float4 wv = *reinterpret_cast<const float4 *>(&ws[k][tf * 4]);
-      const float xr[4] = {xv.x, xv.y, xv.z, xv.w}, wr[4] = {wv.x, wv.y, wv.z, wv.w};
 #pragma unroll
-      for (int u = 0; u < 4; ++u)
+    for (int k = 0; k < kQTileK; k += 8) {
+      QFragA xb, xs;
+      wmma::load_matrix_sync(xb, &sh.in.xs[k][wr], LD); // x[row][k]: column-major
+      splitTf32(xb, xs);
 #pragma unroll
-        for (int v = 0; v < 4; ++v) acc[u][v] += xr[u] * wr[v];
+      for (int h = 0; h < 2; ++h) {
+        QFragB wb, wsm;
+        wmma::load_matrix_sync(wb, &sh.in.ws[k][wf + 16 * h], LD); // w[k][feature]
+        splitTf32(wb, wsm);
+        wmma::mma_sync(acc[h], xs, wb, acc[h]);
+        wmma::mma_sync(acc[h], xb, wsm, acc[h]);
+        wmma::mma_sync(acc[h], xb, wb, acc[h]);
+      }
     }
     __syncthreads();
   }
+  wmma::store_matrix_sync(&sh.out[wr][wf], acc[0], LD, wmma::mem_row_major);
+  wmma::store_matrix_sync(&sh.out[wr][wf + 16], acc[1], LD, wmma::mem_row_major);
+  __syncthreads();
 #pragma unroll
   for (int u = 0; u < 4; ++u) {
     const int r = r0 + tr * 4 + u;
     if (r >= rows) break;
 #pragma unroll
     for (int v = 0; v < 4; ++v)
-      if (j0 + tf * 4 + v < N) storeFeature<O, N0, N1, N2, BIAS>(a, r, j0 + tf * 4 + v, acc[u][v]);
+      if (j0 + tf * 4 + v < N)
+        storeFeature<O, N0, N1, N2, BIAS>(a, r, j0 + tf * 4 + v, sh.out[tr * 4 + u][tf * 4 + v]);
   }
 }
 

@@ -27,6 +27,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #undef __global__
@@ -243,6 +244,16 @@ inline void launch(void (*kernel)(const void *), const void *args, Index grid, I
       }
 }
 
+/// A wmma load or store's pointer and stride as the hardware needs them:
+/// 32-byte aligned, a stride of whole 16 bytes (4 floats).
+inline void checkWmmaPointer(const float *p, unsigned ldm) {
+  if (reinterpret_cast<uintptr_t>(p) % 32 || ldm % 4) {
+    std::fprintf(stderr, "kvemu: wmma pointer %p or stride %u misaligned (32 bytes, 4 floats)\n",
+                 static_cast<const void *>(p), ldm);
+    std::abort();
+  }
+}
+
 } // namespace kvemu
 
 // CUDA's names for the block's coordinates: read through the scheduler,
@@ -305,6 +316,96 @@ inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
     r |= unsigned(b >> (8 * ((s >> (4 * n)) & 7u)) & 0xffu) << (8 * n);
   return r;
 }
+// Warp matrix products (nvcuda::wmma) at the shapes the kernels use: tf32
+// m16n16k8 with f32 accumulators. Each lane's fragment holds the whole tile
+// (num_elements covers it), so the elementwise loops kernels run over a
+// fragment's x[] touch every element once in every lane, and the loads,
+// products and stores give every lane the same tile; the product is the
+// hardware's: the tf32 inputs' products, exact, summed in f32.
+namespace nvcuda::wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+namespace precision {
+struct tf32 {};
+} // namespace precision
+enum layout_t { mem_row_major, mem_col_major };
+
+template <class Use, int M, int N, int K> struct FragmentShape;
+template <int M, int N, int K> struct FragmentShape<matrix_a, M, N, K> {
+  static constexpr int rows = M, cols = K;
+};
+template <int M, int N, int K> struct FragmentShape<matrix_b, M, N, K> {
+  static constexpr int rows = K, cols = N;
+};
+template <int M, int N, int K> struct FragmentShape<accumulator, M, N, K> {
+  static constexpr int rows = M, cols = N;
+};
+
+template <class Use, int M, int N, int K, class T, class Layout = void> struct fragment {
+  static constexpr int rows = FragmentShape<Use, M, N, K>::rows;
+  static constexpr int cols = FragmentShape<Use, M, N, K>::cols;
+  static constexpr int num_elements = rows * cols;
+  float x[num_elements]; // row-major
+};
+
+/// Rounds to tf32 as cvt.rna.tf32.f32 does: 10 bits of mantissa, to
+/// nearest, ties away from zero; infinities and NaN as they are.
+inline float __float_to_tf32(float f) {
+  unsigned u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+template <class Use, int M, int N, int K, class T, class Layout>
+inline void fill_fragment(fragment<Use, M, N, K, T, Layout> &f, float v) {
+  for (float &e : f.x) e = v;
+}
+
+template <class Use, int M, int N, int K, class T, class Layout>
+inline void load_matrix_sync(fragment<Use, M, N, K, T, Layout> &f, const float *p, unsigned ldm) {
+  using F = fragment<Use, M, N, K, T, Layout>;
+  static_assert(!std::is_void_v<Layout>, "matrix_a and matrix_b fragments name their layout");
+  kvemu::checkWmmaPointer(p, ldm);
+  for (int r = 0; r < F::rows; ++r)
+    for (int c = 0; c < F::cols; ++c)
+      f.x[r * F::cols + c] =
+          std::is_same_v<Layout, row_major> ? p[size_t(r) * ldm + c] : p[size_t(c) * ldm + r];
+  kvemu::warpBarrier();
+}
+
+template <int M, int N, int K, class TA, class LA, class LB>
+inline void mma_sync(fragment<accumulator, M, N, K, float> &d,
+                     const fragment<matrix_a, M, N, K, TA, LA> &a,
+                     const fragment<matrix_b, M, N, K, TA, LB> &b,
+                     const fragment<accumulator, M, N, K, float> &c) {
+  float out[M * N];
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < N; ++j) {
+      float s = c.x[i * N + j];
+      for (int k = 0; k < K; ++k) s += a.x[i * K + k] * b.x[k * N + j];
+      out[i * N + j] = s;
+    }
+  std::memcpy(d.x, out, sizeof out);
+  kvemu::warpBarrier();
+}
+
+template <int M, int N, int K>
+inline void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, float> &f,
+                              unsigned ldm, layout_t layout) {
+  kvemu::checkWmmaPointer(p, ldm);
+  for (int r = 0; r < M; ++r)
+    for (int c = 0; c < N; ++c)
+      (layout == mem_row_major ? p[size_t(r) * ldm + c] : p[size_t(c) * ldm + r]) =
+          f.x[r * N + c];
+  kvemu::warpBarrier();
+}
+} // namespace nvcuda::wmma
+
 // Fibers never run at once: a plain add is atomic here.
 inline unsigned atomicAdd(unsigned *p, unsigned v) {
   unsigned old = *p;
