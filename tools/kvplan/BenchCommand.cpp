@@ -36,6 +36,7 @@ double seconds(Clock::time_point a, Clock::time_point b) {
 struct BenchOptions {
   ModelOptions model;
   int64_t promptLen = 128, gen = 128;
+  int64_t batch = 1; // sequences decoded together
   int threads = 0;
   bool json = false;
   bool noGraphs = false;
@@ -51,6 +52,29 @@ std::vector<int32_t> benchPrompt(const Plan &plan, int64_t length) {
   return prompt;
 }
 
+/// `batch` sequences, each prefilled with `prompt` rotated by its index (no
+/// two share a prefix), decoded together: the sequences and each one's next
+/// token.
+struct DecodeBatch {
+  std::vector<int> seqs;
+  std::vector<int32_t> next;
+};
+DecodeBatch openBatch(Engine &engine, const std::vector<int32_t> &prompt, int64_t batch) {
+  DecodeBatch b;
+  for (int64_t i = 0; i < batch; ++i) {
+    std::vector<int32_t> p = prompt;
+    std::rotate(p.begin(), p.begin() + i % int64_t(p.size()), p.end());
+    b.seqs.push_back(engine.open());
+    b.next.push_back(engine.prefillNext(b.seqs.back(), p.data(), int64_t(p.size())));
+  }
+  return b;
+}
+/// `steps` decode steps of the whole batch; then the sequences are closed.
+void decodeBatch(Engine &engine, DecodeBatch &b, int64_t steps) {
+  for (int64_t i = 0; i < steps; ++i) b.next = engine.decodeNext(b.seqs, b.next);
+  for (int s : b.seqs) engine.close(s);
+}
+
 /// The machine's limits, with the threads the model will use; measured
 /// before and after the model runs, keeping the better figure, since a
 /// shared machine's bandwidth drifts (fractions are then conservative).
@@ -62,6 +86,11 @@ struct MachineLimits {
     peak = std::max(peak, measurePeakGflops(pool));
   }
 };
+
+/// ", 8 sequences at once" where the batch is more than one.
+std::string batchNote(int64_t batch) {
+  return batch > 1 ? " each of " + std::to_string(batch) + " sequences at once" : "";
+}
 
 struct CpuTimes {
   double prefillS = 0, decodeS = 0; // decodeS: all `steps` steps
@@ -84,10 +113,12 @@ std::pair<double, double> reduceSpan(Engine &engine, const std::vector<double> &
 }
 
 /// One pass: prefill is short, so its time is the best of five runs on
-/// fresh sequences; then `steps` greedy decode steps after the prompt.
+/// fresh sequences; then `steps` greedy decode steps of `batch` sequences
+/// after their prompts.
 /// Tokens are drawn by the engine (a tensor-parallel model's ranks draw them
 /// together from their slices of the logits).
-CpuTimes measureCpu(Engine &engine, const std::vector<int32_t> &prompt, int64_t steps) {
+CpuTimes measureCpu(Engine &engine, const std::vector<int32_t> &prompt, int64_t steps,
+                    int64_t batch) {
   const int64_t len = int64_t(prompt.size());
   engine.setSampling(SamplingOptions{}); // greedy
   CpuTimes t;
@@ -105,23 +136,22 @@ CpuTimes measureCpu(Engine &engine, const std::vector<int32_t> &prompt, int64_t 
     }
     engine.close(s);
   }
-  int seq = engine.open();
-  int32_t next = engine.prefillNext(seq, prompt.data(), len);
+  DecodeBatch b = openBatch(engine, prompt, batch);
   const std::vector<double> r0 = engine.executor().allReduceSeconds();
   auto t1 = Clock::now();
-  for (int64_t i = 0; i < steps; ++i) next = engine.decodeNext({seq}, {next})[0];
+  decodeBatch(engine, b, steps);
   t.decodeS = seconds(t1, Clock::now());
   std::tie(t.decodeReduceS, t.decodeReduceMaxS) = reduceSpan(engine, r0);
-  engine.close(seq);
   return t;
 }
 
 void printCpuBench(const BenchOptions &o, const Plan &plan, int threads, const MachineLimits &m,
                    const CpuTimes &t) {
   const double prefillTokS = double(o.promptLen) / t.prefillS;
-  const double decodeTokS = double(t.steps) / t.decodeS;
-  const int64_t weightBytes = decodeWeightBytes(plan, 1);
-  const double decodeGBs = double(weightBytes) * decodeTokS / 1e9;
+  const double decodeTokS = double(t.steps * o.batch) / t.decodeS;
+  // Weights are read once a step, whatever the batch.
+  const int64_t weightBytes = decodeWeightBytes(plan, o.batch);
+  const double decodeGBs = double(weightBytes) * double(t.steps) / t.decodeS / 1e9;
   const double prefillGflops = prefillFlops(plan, o.promptLen) / t.prefillS / 1e9;
   const char *isa = cpu::isaName(cpu::activeIsa());
   const char *activations = cpu::activationsFor(plan.settings.weightDtype);
@@ -133,6 +163,7 @@ void printCpuBench(const BenchOptions &o, const Plan &plan, int threads, const M
                         {"activations", activations},
                         {"prompt_len", o.promptLen},
                         {"gen", o.gen},
+                        {"batch", o.batch},
                         {"threads", threads},
                         {"prefill_tok_s", prefillTokS},
                         {"decode_tok_s", decodeTokS},
@@ -160,10 +191,10 @@ void printCpuBench(const BenchOptions &o, const Plan &plan, int threads, const M
   std::printf("machine  read bandwidth %.1f GB/s, peak FMA %.1f GFLOP/s\n", m.bandwidth, m.peak);
   std::printf("prefill  %lld tokens: %.1f tok/s, %.1f GFLOP/s = %.0f%% of peak\n",
               (long long)o.promptLen, prefillTokS, prefillGflops, 100 * prefillGflops / m.peak);
-  std::printf("decode   %lld tokens: %.1f tok/s, %s of weights per token = %.1f GB/s = "
+  std::printf("decode   %lld tokens%s: %.1f tok/s, %s of weights per step = %.1f GB/s = "
               "%.0f%% of the bandwidth roofline\n",
-              (long long)o.gen, decodeTokS, humanBytes(weightBytes).c_str(), decodeGBs,
-              100 * decodeGBs / m.bandwidth);
+              (long long)o.gen, batchNote(o.batch).c_str(), decodeTokS,
+              humanBytes(weightBytes).c_str(), decodeGBs, 100 * decodeGBs / m.bandwidth);
   if (plan.ranks() > 1)
     std::printf("ranks    %lld tensor-parallel ranks (figures are rank 0's share of the weights); "
                 "all-reduce %.3f ms per decode step = %.1f%% of it, %.3f ms per prefill = "
@@ -180,8 +211,8 @@ int runBenchCpu(const BenchOptions &o, const Runnable &r) {
   machine.probe(threads);
   Engine engine(makeExecutor(r, {threads, true}));
   const std::vector<int32_t> prompt = benchPrompt(r.plan, o.promptLen);
-  measureCpu(engine, prompt, std::min<int64_t>(o.gen, 4)); // warm-up: page faults, caches
-  const CpuTimes times = measureCpu(engine, prompt, o.gen);
+  measureCpu(engine, prompt, std::min<int64_t>(o.gen, 4), o.batch); // warm-up: page faults
+  const CpuTimes times = measureCpu(engine, prompt, o.gen, o.batch);
   machine.probe(threads);
   printCpuBench(o, r.plan, engine.threads(), machine, times);
   return 0;
@@ -207,15 +238,14 @@ double cudaPrefillBest(Engine &engine, const std::vector<int32_t> &prompt) {
   return best;
 }
 
-/// Seconds per decode step over `steps` steps after the prompt.
-double cudaDecodeStep(Engine &engine, const std::vector<int32_t> &prompt, int64_t steps) {
-  int seq = engine.open();
-  int32_t next = engine.prefillNext(seq, prompt.data(), int64_t(prompt.size()));
+/// Seconds per decode step of `batch` sequences over `steps` steps after
+/// their prompts.
+double cudaDecodeStep(Engine &engine, const std::vector<int32_t> &prompt, int64_t steps,
+                      int64_t batch) {
+  DecodeBatch b = openBatch(engine, prompt, batch);
   auto t1 = Clock::now();
-  for (int64_t i = 0; i < steps; ++i) next = engine.decodeNext({seq}, {next})[0];
-  const double s = seconds(t1, Clock::now()) / double(steps);
-  engine.close(seq);
-  return s;
+  decodeBatch(engine, b, steps);
+  return seconds(t1, Clock::now()) / double(steps);
 }
 
 CudaTimes measureCuda(Engine &engine, CudaExecutor &cuda, const std::vector<int32_t> &prompt,
@@ -223,23 +253,23 @@ CudaTimes measureCuda(Engine &engine, CudaExecutor &cuda, const std::vector<int3
   const int64_t warmSteps = std::min<int64_t>(o.gen, 4);
   CudaTimes t;
   cudaPrefillBest(engine, prompt); // warm-up: graph capture, cuBLAS heuristics
-  cudaDecodeStep(engine, prompt, warmSteps);
+  cudaDecodeStep(engine, prompt, warmSteps, o.batch);
   t.prefillS = cudaPrefillBest(engine, prompt);
-  t.mainStep = cudaDecodeStep(engine, prompt, o.gen);
+  t.mainStep = cudaDecodeStep(engine, prompt, o.gen, o.batch);
   // Tensor-parallel ranks switch modes together only at start-up.
   if (cuda.collective()) return t;
   // The other mode, same kernels, same engine.
   cuda.setGraphs(o.noGraphs);
-  cudaDecodeStep(engine, prompt, warmSteps);
-  t.otherStep = cudaDecodeStep(engine, prompt, o.gen);
+  cudaDecodeStep(engine, prompt, warmSteps, o.batch);
+  t.otherStep = cudaDecodeStep(engine, prompt, o.gen, o.batch);
   cuda.setGraphs(!o.noGraphs);
   // Graphs again, each kernel waiting for the one before to finish before
   // it starts (the graphs are captured anew).
   if (cuda.dependentLaunches()) {
     cuda.setGraphs(true);
     cuda.setDependentLaunches(false);
-    cudaDecodeStep(engine, prompt, warmSteps);
-    t.plainGraphStep = cudaDecodeStep(engine, prompt, o.gen);
+    cudaDecodeStep(engine, prompt, warmSteps, o.batch);
+    t.plainGraphStep = cudaDecodeStep(engine, prompt, o.gen, o.batch);
     cuda.setDependentLaunches(true);
     cuda.setGraphs(!o.noGraphs);
   }
@@ -251,9 +281,10 @@ void printCudaBench(const BenchOptions &o, const Plan &plan, CudaExecutor &cuda,
   const double graphStep = o.noGraphs ? t.otherStep : t.mainStep;
   const double eagerStep = o.noGraphs ? t.mainStep : t.otherStep;
   const double prefillTokS = double(o.promptLen) / t.prefillS;
-  const double decodeTokS = 1.0 / t.mainStep;
-  const int64_t weightBytes = decodeWeightBytes(plan, 1);
-  const double decodeGBs = double(weightBytes) * decodeTokS / 1e9;
+  const double decodeTokS = double(o.batch) / t.mainStep;
+  // Weights are read once a step, whatever the batch.
+  const int64_t weightBytes = decodeWeightBytes(plan, o.batch);
+  const double decodeGBs = double(weightBytes) / t.mainStep / 1e9;
   const double bandwidthGBs = bandwidth / 1e9;
   const double fraction = bandwidthGBs > 0 ? decodeGBs / bandwidthGBs : 0;
   if (o.json) {
@@ -263,6 +294,7 @@ void printCudaBench(const BenchOptions &o, const Plan &plan, CudaExecutor &cuda,
                         {"graphs", !o.noGraphs},
                         {"prompt_len", o.promptLen},
                         {"gen", o.gen},
+                        {"batch", o.batch},
                         {"prefill_tok_s", prefillTokS},
                         {"decode_tok_s", decodeTokS},
                         {"decode_step_ms_graph", graphStep * 1e3},
@@ -290,10 +322,10 @@ void printCudaBench(const BenchOptions &o, const Plan &plan, CudaExecutor &cuda,
               dtypeName(plan.settings.weightDtype), cuda.describe().c_str());
   std::printf("device   device-to-device copy %.1f GB/s (read + write)\n", bandwidthGBs);
   std::printf("prefill  %lld tokens: %.1f tok/s\n", (long long)o.promptLen, prefillTokS);
-  std::printf("decode   %lld tokens: %.1f tok/s, %s of weights per token = %.1f GB/s = %.0f%% "
+  std::printf("decode   %lld tokens%s: %.1f tok/s, %s of weights per step = %.1f GB/s = %.0f%% "
               "of the copy roofline\n",
-              (long long)o.gen, decodeTokS, humanBytes(weightBytes).c_str(), decodeGBs,
-              100 * fraction);
+              (long long)o.gen, batchNote(o.batch).c_str(), decodeTokS,
+              humanBytes(weightBytes).c_str(), decodeGBs, 100 * fraction);
   if (plan.ranks() > 1) {
     std::printf("ranks    %lld tensor-parallel ranks over NCCL (figures are rank 0's share of the "
                 "weights); %s all-reduced per decode step, inside its CUDA graph; eager "
@@ -334,6 +366,28 @@ int runBenchCuda(const BenchOptions &, const Runnable &r, bool) {
 }
 #endif
 
+/// --batch against what the artifact was compiled for: its decode rows
+/// (max_batch) and its pool of KV pages.
+void checkBatch(const BenchOptions &o, const Runnable &r) {
+  if (o.speculate.on() && o.batch != 1)
+    throw InputError("--speculate measures one sequence; it does not combine with --batch");
+  const int64_t rows = r.plan.entryPoints.at("decode").rows;
+  if (o.batch < 1 || o.batch > rows)
+    throw InputError("--batch " + std::to_string(o.batch) + ": " + r.source +
+                     " decodes at most " + std::to_string(rows) +
+                     " sequences a step (max_batch); give 1 to " + std::to_string(rows) +
+                     ", or recompile with --max-batch " + std::to_string(std::max<int64_t>(o.batch, 1)));
+  const KVCacheLayout &kv = r.plan.kvCache;
+  const int64_t pagesEach = (o.promptLen + o.gen + kv.pageSize - 1) / kv.pageSize;
+  if (o.batch * pagesEach > kv.pages)
+    throw InputError("--batch " + std::to_string(o.batch) + " sequences of --prompt-len + --gen = " +
+                     std::to_string(o.promptLen + o.gen) + " tokens need " +
+                     std::to_string(o.batch * pagesEach) + " KV pages of " +
+                     std::to_string(kv.pageSize) + " tokens; " + r.source + " has " +
+                     std::to_string(kv.pages) + " (recompile with more --kv-pages, or measure "
+                     "fewer or shorter sequences)");
+}
+
 int runBench(const BenchOptions &o, bool verbose) {
   if (o.promptLen < 1 || o.gen < 1)
     throw InputError("--prompt-len and --gen must be at least 1");
@@ -344,6 +398,7 @@ int runBench(const BenchOptions &o, bool verbose) {
   if (o.promptLen + o.gen > r.plan.settings.maxSeqLen)
     throw InputError("--prompt-len + --gen = " + std::to_string(o.promptLen + o.gen) +
                      " exceeds the compiled context " + std::to_string(r.plan.settings.maxSeqLen));
+  checkBatch(o, r);
   if (o.speculate.on())
     return runSpeculateBench({o.promptLen, o.gen, o.threads, o.json, o.speculate}, r, verbose);
   if (r.plan.settings.target == Target::cuda) return runBenchCuda(o, r, verbose);
@@ -359,6 +414,10 @@ void addBenchCommand(CLI::App &app, const GlobalOptions &global, Action &action)
   o->model.addRunnable(cmd);
   cmd->add_option("--prompt-len", o->promptLen, "Prompt tokens")->capture_default_str();
   cmd->add_option("--gen", o->gen, "Tokens to decode")->capture_default_str();
+  cmd->add_option("--batch", o->batch,
+                  "Sequences decoded together, at most the artifact's max_batch (decode_tok_s "
+                  "counts all of them)")
+      ->capture_default_str();
   cmd->add_option("--threads", o->threads,
                   "Threads, at most the machine's hardware threads (default: all of them)");
   cmd->add_flag("--json", o->json,
@@ -376,7 +435,10 @@ void addBenchCommand(CLI::App &app, const GlobalOptions &global, Action &action)
       };
       return;
     }
-    action = [&global, o] {
+    action = [&global, o, cmd] {
+      if (cmd->get_option("--batch")->count())
+        throw InputError("--batch is the plain benchmark's; with --requests, --concurrency says "
+                         "how many sequences run at once");
       if (o->speculate.on())
         throw InputError("--speculate measures one sequence; it does not combine with --requests");
       LoadBenchOptions l = o->load;
