@@ -13,7 +13,10 @@
 #   4. the gpu tests (KVPLAN_GPU_ARTIFACTS=.gpukit/artifacts); those that fail
 #      run again with KVPLAN_CUDA_SYNC=1, which names the launch that failed
 #   5. kvplan bench on .gpukit/artifacts/bench-llama-3.2-1b.kvp (random
-#      weights, prompt 512, 128 tokens)
+#      weights, prompt 512, 128 tokens), then 8 sequences at once on the same
+#      shape compiled for 8 (bench-llama-3.2-1b-b8.kvp, 64 tokens each)
+#   5b. the same shape with int8 and int4 weights, one sequence (prefill on
+#      the tensor-core tiled product, decode against the roofline)
 #   6. with two GPUs or more and mpirun: a TP=2 model over NCCL against one GPU
 #   7. compute-sanitizer memcheck and racecheck over a tiny artifact's run,
 #      where compute-sanitizer is installed
@@ -22,12 +25,14 @@
 # table, last) after every step and from an exit trap, so a check killed at
 # its limit still leaves the table of what it finished.
 #
-# Writes into ${OUT:-gpu-results} (9 files at most: build.log, gpu-tests.log,
-# gpu-tests-sync.log, kvplan-bench.json, hf-peer.json, sanitizer.log, run.log,
-# gpu-check.json, gpu-check.md); scratch goes to build-gpu-check/. Exits
-# nonzero when the build, a gpu test, the bench, the tensor-parallel run or
-# the sanitizer failed, or a gpu test skipped (there, a skip means no device or
-# no artifacts); the peer failing, or a goal not met, is reported only.
+# Writes into ${OUT:-gpu-results} (12 files at most: build.log, gpu-tests.log,
+# gpu-tests-sync.log, kvplan-bench.json, kvplan-bench-batch8.json,
+# kvplan-bench-int8.json, kvplan-bench-int4.json, hf-peer.json, sanitizer.log,
+# run.log, gpu-check.json, gpu-check.md); scratch goes to build-gpu-check/.
+# Exits nonzero when the build, a gpu test, a bench, the tensor-parallel run
+# or the sanitizer failed, or a gpu test skipped (there, a skip means no
+# device or no artifacts); the peer failing, or a goal not met, is reported
+# only.
 #
 # Environment:
 #   OUT                       where results go (default gpu-results)
@@ -38,7 +43,7 @@
 #                             limit comes from what is left, keeping time for
 #                             the steps after it; the peer gets the rest, at
 #                             most 300 s, or is skipped
-#   KVPLAN_GPU_CHECK_STEPS    steps to run (default build,tests,bench,tp,sanitizer,peer)
+#   KVPLAN_GPU_CHECK_STEPS    steps to run (default build,tests,bench,quant,tp,sanitizer,peer)
 #   KVPLAN_GPU_CHECK_SOURCE=1 build from source even when the kit's binaries start
 #   KVPLAN_GPU_CHECK_CMAKE_ARGS  more arguments for the configure
 set -euo pipefail
@@ -54,13 +59,15 @@ rm -rf "$work"
 mkdir -p "$work"
 : > "$work/steps.tsv"
 # This check's own files only (OUT may hold other things).
-rm -f "$OUT"/{build.log,gpu-tests.log,gpu-tests-sync.log,kvplan-bench.json,hf-peer.json,hf-peer.json.tmp,sanitizer.log,gpu-check.json,gpu-check.md}
+rm -f "$OUT"/{build.log,gpu-tests.log,gpu-tests-sync.log,kvplan-bench.json,kvplan-bench-batch8.json} \
+  "$OUT"/{kvplan-bench-int8.json,kvplan-bench-int4.json,hf-peer.json,hf-peer.json.tmp,sanitizer.log} \
+  "$OUT"/{gpu-check.json,gpu-check.md}
 log=$OUT/run.log
 : > "$log"
 
 dry=${KVPLAN_GPU_CHECK_DRY:-0}
 budget=${KVPLAN_GPU_CHECK_BUDGET_S:-480}
-steps=${KVPLAN_GPU_CHECK_STEPS:-build,tests,bench,tp,sanitizer,peer}
+steps=${KVPLAN_GPU_CHECK_STEPS:-build,tests,bench,quant,tp,sanitizer,peer}
 artifacts=$root/.gpukit/artifacts
 bench_art=$artifacts/bench-llama-3.2-1b.kvp
 fail=0
@@ -161,8 +168,9 @@ krun() { ${runenv[@]+"${runenv[@]}"} "$@"; }
 if [ "$dry" = 1 ]; then
   canned=${KVPLAN_GPU_CHECK_CANNED:-$root/tests/data/gpu/canned}
   say "DRY RUN: no build, tests, bench or peer; canned inputs from $canned (NOT MEASURED)"
-  for s in build tests bench tp sanitizer peer; do record "$s" canned 0 "canned input"; done
-  for f in kvplan-bench.json hf-peer.json gpu-tests.log; do
+  for s in build tests bench quant tp sanitizer peer; do record "$s" canned 0 "canned input"; done
+  for f in kvplan-bench.json kvplan-bench-batch8.json kvplan-bench-int8.json \
+           kvplan-bench-int4.json hf-peer.json gpu-tests.log; do
     [ ! -f "$canned/$f" ] || cp "$canned/$f" "$OUT/$f"
   done
   for f in gpu-tests.xml model.json; do
@@ -282,13 +290,15 @@ if want tests; then
 fi
 
 # --- 5. kvplan bench --------------------------------------------------------
-if want bench; then
-  t=$SECONDS
-  begin bench
-  say "kvplan bench $bench_art --weights random:0 --prompt-len 512 --gen 128 --json"
-  if krun timeout "$(stage_limit 240 150)" "$kvplan" bench "$bench_art" --weights random:0 --prompt-len 512 --gen 128 \
-       --json > "$work/bench.out" 2> "$work/bench.err" &&
-     python3 - "$work/bench.out" "$OUT/kvplan-bench.json" <<'EOF'
+# bench_json LIMIT OUTFILE ARTIFACT ARGS...: kvplan bench's JSON line into
+# OUTFILE; its output goes to the log either way.
+bench_json() {
+  local limit=$1 out=$2 art=$3
+  shift 3
+  say "kvplan bench $art --weights random:0 $* --json (at most $limit s)"
+  if krun timeout "$limit" "$kvplan" bench "$art" --weights random:0 "$@" --json \
+       > "$work/bench.out" 2> "$work/bench.err" &&
+     python3 - "$work/bench.out" "$out" <<'EOF'
 import json, sys
 for line in reversed(open(sys.argv[1]).read().splitlines()):
     line = line.strip()
@@ -299,13 +309,49 @@ else:
     sys.exit("kvplan bench printed no JSON line")
 EOF
   then
+    cat "$work/bench.err" "$out" >> "$log"
+    return 0
+  fi
+  say "BENCH FAILED ($art); its output:"
+  tail -n 20 "$work/bench.out" "$work/bench.err" 2>&1 | tee -a "$log" || true
+  return 1
+}
+
+if want bench; then
+  t=$SECONDS
+  begin bench
+  # Batch 8 against batch 1 (the goal: 6x the tokens a second).
+  if bench_json "$(stage_limit 240 210)" "$OUT/kvplan-bench.json" "$bench_art" \
+       --prompt-len 512 --gen 128 &&
+     bench_json "$(stage_limit 120 180)" "$OUT/kvplan-bench-batch8.json" \
+       "$artifacts/bench-llama-3.2-1b-b8.kvp" --prompt-len 512 --gen 64 --batch 8; then
     record bench ok $((SECONDS - t))
-    cat "$work/bench.err" "$OUT/kvplan-bench.json" >> "$log"
   else
     record bench failed $((SECONDS - t))
-    say "BENCH FAILED; its output:"
-    tail -n 20 "$work/bench.out" "$work/bench.err" 2>&1 | tee -a "$log" || true
     fail=1
+  fi
+fi
+
+checkpoint
+
+# --- 5b. int8 and int4 weights ---------------------------------------------
+if want quant; then
+  t=$SECONDS
+  begin quant
+  if (($(elapsed) > budget - 240)); then
+    record quant skipped 0 "only $((budget - $(elapsed))) s of the budget left: kept for the peer"
+  else
+    ok=1
+    for q in int8 int4; do
+      bench_json "$(stage_limit 90 200)" "$OUT/kvplan-bench-$q.json" \
+        "$artifacts/bench-llama-3.2-1b-$q.kvp" --prompt-len 512 --gen 64 || ok=0
+    done
+    if ((ok)); then
+      record quant ok $((SECONDS - t))
+    else
+      record quant failed $((SECONDS - t)) "a bench failed: see run.log"
+      fail=1
+    fi
   fi
 fi
 
@@ -434,6 +480,6 @@ say "done in $(elapsed) s"
 reported=1
 report
 # The report also fails the tests when any was skipped (no device, no artifacts).
-if python3 -c 'import json, sys; sys.exit(bool({"build", "tests", "bench"} & set(json.load(open(sys.argv[1]))["failed_steps"])))' \
+if python3 -c 'import json, sys; sys.exit(bool({"build", "tests", "bench", "quant"} & set(json.load(open(sys.argv[1]))["failed_steps"])))' \
      "$OUT/gpu-check.json" 2>/dev/null; then :; else fail=1; fi
 exit "$fail"

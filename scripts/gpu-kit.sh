@@ -152,6 +152,11 @@ if ((do_artifacts)); then
   # name | model | extra flags
   specs=(
     "bench-llama-3.2-1b|models/llama-3.2-1b.toml|--dtype bf16 --max-seq 1024"
+    # The same at 8 sequences a step (gpu-check's batch-8 goal), and with
+    # int8 and int4 weights.
+    "bench-llama-3.2-1b-b8|models/llama-3.2-1b.toml|--dtype bf16 --max-seq 1024 --max-batch 8"
+    "bench-llama-3.2-1b-int8|models/llama-3.2-1b.toml|--dtype int8 --max-seq 1024"
+    "bench-llama-3.2-1b-int4|models/llama-3.2-1b.toml|--dtype int4 --max-seq 1024"
     # The benchmark's shape in f32: greedy ids against the CPU (gpu tests).
     "bench-llama-3.2-1b-f32|models/llama-3.2-1b.toml|--dtype f32 --max-seq 256 --prefill-chunk 64 --max-batch 1"
     "tiny-f32|models/tiny.toml|--dtype f32"

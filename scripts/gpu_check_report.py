@@ -10,6 +10,8 @@ Reads, each optional (a missing or broken one is reported, never fatal):
   WORK/gpu-tests.xml    ctest --output-junit (else OUT/gpu-tests.log is parsed)
   WORK/model.json       the model object the peer was given
   OUT/kvplan-bench.json `kvplan bench --json`
+  OUT/kvplan-bench-batch8.json  the same shape, 8 sequences at once (--batch 8)
+  OUT/kvplan-bench-int8.json, OUT/kvplan-bench-int4.json  int8 and int4 weights
   OUT/hf-peer.json      scripts/hf_peer.py
   .gpukit/MANIFEST.json the kit
 --canned marks every figure as canned input (KVPLAN_GPU_CHECK_DRY=1), not a
@@ -26,6 +28,8 @@ import xml.etree.ElementTree as ET
 # Issue 11: decode at 80% of the device-to-device copy bandwidth or more.
 ROOFLINE_GOAL = 0.80
 GRAPH_GOAL = 1.2
+# Decode at batch 8: 6 times the tokens a second of batch 1 or more.
+BATCH_GOAL = 6.0
 
 
 def source_digest(files, root="."):
@@ -244,6 +248,12 @@ def main(argv=None):
     problems = []
     steps = read_steps(os.path.join(args.work, "steps.tsv"))
     bench = read_json(os.path.join(args.out, "kvplan-bench.json"), problems)
+    more = {}  # the other benches: batch8, int8, int4
+    for key in ("batch8", "int8", "int4"):
+        more[key] = read_json(os.path.join(args.out, f"kvplan-bench-{key}.json"), problems)
+        if more[key] is not None and not isinstance(more[key], dict):
+            problems.append(f"kvplan-bench-{key}.json: not a JSON object")
+            more[key] = None
     peer = read_json(os.path.join(args.out, "hf-peer.json"), problems)
     model = read_json(os.path.join(args.work, "model.json"), problems)
     manifest = read_json(os.path.join(args.kit, "MANIFEST.json"), problems)
@@ -276,6 +286,8 @@ def main(argv=None):
     comp_entry = pr.get("static_compiled") if isinstance(pr.get("static_compiled"), dict) else {}
     comp_err = comp_entry.get("error")
     peer_err = pr.get("error")
+    batch8 = _num((more["batch8"] or {}).get("decode_tok_s"))
+    batch_speedup = ratio(batch8, decode)
     peer_why = ("peer failed: " + (peer_err or comp_err or "no result")) if peer is not None else \
         "peer failed: no hf-peer.json (" + steps.get("peer", {}).get("status", "not run") + ")"
 
@@ -286,6 +298,10 @@ def main(argv=None):
         goal(f"CUDA graph decode step >= {GRAPH_GOAL}x faster than eager", speedup, GRAPH_GOAL,
              None if speedup is None else speedup >= GRAPH_GOAL, "no graph_speedup from kvplan bench",
              fmt="{:.2f}x"),
+        goal(f"kvplan decode at batch 8 >= {BATCH_GOAL:g}x the tok/s of batch 1", batch_speedup,
+             BATCH_GOAL, None if batch_speedup is None else batch_speedup >= BATCH_GOAL,
+             "no kvplan bench result at batch 1" if decode is None else
+             "no kvplan bench result at batch 8", fmt="{:.2f}x"),
         goal("kvplan decode tok/s > HF eager decode tok/s", decode, hf_eager,
              None if decode is None or hf_eager is None else decode > hf_eager,
              "no kvplan bench result" if decode is None else peer_why, fmt="{:,.1f}"),
@@ -298,7 +314,7 @@ def main(argv=None):
     def step_status(name):
         return steps.get(name, {}).get("status", "not run")
 
-    failed_steps = [s for s in ("build", "tests", "bench", "tp", "sanitizer", "peer")
+    failed_steps = [s for s in ("build", "tests", "bench", "quant", "tp", "sanitizer", "peer")
                     if step_status(s) == "failed"]
     # On the GPU machine no gpu test may skip: a skip there means no device or
     # no artifacts, which the tests would otherwise report as a pass.
@@ -313,6 +329,9 @@ def main(argv=None):
         "steps": steps,
         "tests": tests,
         "kvplan_bench": bench,
+        "kvplan_bench_batch8": more["batch8"],
+        "kvplan_bench_int8": more["int8"],
+        "kvplan_bench_int4": more["int4"],
         "hf_peer": peer,
         "model": model,
         "goals": goals,
@@ -320,6 +339,7 @@ def main(argv=None):
             "decode_vs_hf_eager": ratio(decode, hf_eager),
             "decode_vs_hf_compiled": ratio(decode, hf_comp),
             "prefill_vs_hf": ratio(prefill, hf_prefill),
+            "batch8_vs_batch1": batch_speedup,
         },
         "failed_steps": failed_steps,
         "problems": problems,
@@ -383,6 +403,25 @@ def main(argv=None):
                          f"({'off' if b.get('dependent_launches') is False else 'no figure'}: "
                          "compute capability below 9.0 or KVPLAN_CUDA_PDL=0) |")
         lines.append(f"| kvplan prefill ({b.get('prompt_len', 512)} tokens) | {f(prefill, '{:,.0f}')} tok/s |")
+    b8 = more["batch8"]
+    if b8 is None:
+        lines.append(f"| kvplan decode, 8 sequences at once | {step_status('bench')} (no result) |")
+    else:
+        r8 = _num(b8.get("decode_roofline_fraction"))
+        lines.append(f"| kvplan decode, {b8.get('batch', '?')} sequences at once | {f(batch8)} tok/s "
+                     f"({f(batch_speedup, '{:.2f}x')} batch 1; weights at "
+                     f"{f(r8, '{:.1%}', 'n/a')} of roofline) |")
+    for q in ("int8", "int4"):
+        bq = more[q]
+        if bq is None:
+            lines.append(f"| kvplan {q} | {step_status('quant')} (no result) |")
+            continue
+        dq, pq = _num(bq.get("decode_tok_s")), _num(bq.get("prefill_tok_s"))
+        rq = _num(bq.get("decode_roofline_fraction"))
+        lines.append(f"| kvplan {q} decode | {f(dq)} tok/s ({f(rq, '{:.1%}', 'n/a')} of roofline; "
+                     f"{f(ratio(dq, decode), '{:.2f}x')} bf16) |")
+        lines.append(f"| kvplan {q} prefill ({bq.get('prompt_len', 512)} tokens, tensor cores) | "
+                     f"{f(pq, '{:,.0f}')} tok/s ({f(ratio(pq, prefill), '{:.2f}x')} bf16's cuBLAS) |")
     for name, label in (("sanitizer", "compute-sanitizer, tiny bf16"),):
         st = steps.get(name, {})
         lines.append(f"| {label} | {step_status(name)}"
