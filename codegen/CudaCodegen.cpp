@@ -80,7 +80,7 @@ std::map<std::string, AttentionSplit> layWorkspace(const Plan &plan, CudaProgram
     e.samplingParamsOffset = e.inputsOffset + in.params;
     const Operand &logits = ep.results.at(0);
     e.sampledOffset = take(logits.rows() * 4);
-    e.argmaxOffset = take(logits.rows() * ceilDiv(logits.cols(), argmaxSlice(logits.cols())) * 8);
+    e.argmaxOffset = take(logits.rows() * sampleRowBytes(logits.cols()));
   }
   prog.cublasWorkspaceOffset = take(kCublasWorkspace);
   prog.cublasWorkspaceBytes = kCublasWorkspace;

@@ -38,6 +38,10 @@ int64_t argmaxSlice(int64_t vocab) {
   return std::max(kArgmaxBlock, alignUp(ceilDiv(vocab, kFillBlocks), kArgmaxBlock));
 }
 
+int64_t sampleRowBytes(int64_t vocab) {
+  return ceilDiv(vocab, argmaxSlice(vocab)) * (8 + 16 + 8 * kSampleCandidates);
+}
+
 int Specialisations::ropeTable(const RopeParams &params) {
   std::vector<double> freqs = ropeFrequencies(params);
   for (size_t i = 0; i < ropeTables.size(); ++i)
@@ -611,21 +615,24 @@ void EntryLowering::operator()(const AttentionOp &op) {
 }
 
 /// Sampling from the logits the entry point returns: each row's argmax
-/// over many blocks (a slice of the vocabulary each), then one block a row
-/// that merges them and, at a temperature, draws.
+/// over many blocks (a slice of the vocabulary each, with its mass and
+/// candidates where the row samples), then one block a row that merges
+/// them and, at a temperature, draws.
 void EntryLowering::sample() {
   const Operand &logits = ep.results.at(0);
   const int64_t vocab = logits.cols(), slice = argmaxSlice(vocab);
   step = int64_t(ep.steps.size());
   const size_t first = out.ops.size();
   const std::string argmax = specs.wrapper(
-      "argmax_slices" + dims({vocab, slice}), kArgmaxBlock,
-      "kvplan::argmaxSlices<" + num(vocab) + ", " + num(slice) + ", " + num(kArgmaxBlock) + ">(a)");
+      "argmax_slices" + dims({vocab, slice, kSampleCandidates}), kArgmaxBlock,
+      "kvplan::argmaxSlices<" + num(vocab) + ", " + num(slice) + ", " + num(kArgmaxBlock) + ", " +
+          num(kSampleCandidates) + ">(a)");
   kernel(argmax, {ceilDiv(vocab, slice), logits.rows(), 1}, kArgmaxBlock, 1, logits,
-         {arena(logits), work(out.argmaxOffset)});
+         {arena(logits), work(out.argmaxOffset), work(out.samplingParamsOffset)});
   const std::string name = specs.wrapper(
-      "sample" + dims({vocab, slice}), kSampleBlock,
-      "kvplan::sample<" + num(vocab) + ", " + num(kSampleBlock) + ", " + num(slice) + ">(a)");
+      "sample" + dims({vocab, slice, kSampleCandidates}), kSampleBlock,
+      "kvplan::sample<" + num(vocab) + ", " + num(kSampleBlock) + ", " + num(slice) + ", " +
+          num(kSampleCandidates) + ">(a)");
   kernel(name, {logits.rows(), 1, 1}, kSampleBlock, 0, logits,
          {arena(logits), work(out.samplingParamsOffset), work(out.sampledOffset),
           work(out.argmaxOffset)});

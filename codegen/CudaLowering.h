@@ -28,14 +28,18 @@ constexpr int64_t kElementwiseBlock = 256;
 // kGemmTile rows x kGemmTile features above.
 constexpr int64_t kGemvRows = 8;
 constexpr int64_t kGemmTile = 64, kGemmThreads = 256;
-// Sampling: a first kernel finds each slice's argmax in a block of
+// Sampling: a first kernel finds each slice's argmax (and, for rows that
+// sample, its mass and kSampleCandidates candidates) in a block of
 // kArgmaxBlock threads, a slice the vocabulary over kFillBlocks rounded up
 // to a multiple of kArgmaxBlock tokens (about kFillBlocks blocks at one
 // row); the sampling kernel (one block of kSampleBlock per row) merges
-// them.
-constexpr int64_t kArgmaxBlock = 256, kSampleBlock = 1024;
+// them and draws (Kernels.cuh, sample).
+constexpr int64_t kArgmaxBlock = 256, kSampleBlock = 1024, kSampleCandidates = 32;
 /// Tokens in a slice of a vocabulary of `vocab` for the argmax pass.
 int64_t argmaxSlice(int64_t vocab);
+/// The sampling workspace of one row (Kernels.cuh, SampleRow): each slice's
+/// argmax (8 bytes), figures (16) and candidates (8 each).
+int64_t sampleRowBytes(int64_t vocab);
 
 [[noreturn]] void unsupported(const std::string &what);
 const char *cudaType(DType t);

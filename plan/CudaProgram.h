@@ -74,7 +74,7 @@ struct CudaEntry {
   int64_t inputsOffset = 0;
   int64_t samplingParamsOffset = 0; // rows x SamplingParams (16 bytes), in the inputs
   int64_t sampledOffset = 0;        // rows x int32
-  int64_t argmaxOffset = 0;         // rows x slices x {token, logit}: argmax partials
+  int64_t argmaxOffset = 0;         // rows x sampleRowBytes: slices' argmaxes, candidates
   // Sampling, after the logits: the argmax of each slice of every row
   // over many blocks, then the sampling kernel, one block a row.
   std::vector<DeviceOp> sampling;

@@ -260,7 +260,10 @@ BenchFigures benchFromJson(std::string_view text, const std::string &path) {
       throw InputError(path + ": --bench field '" + field + "' is not a positive number" + fix);
     return j.at(field).get<double>();
   };
-  if (j.contains("batch") && !(j.at("batch").is_number_integer() && j.at("batch").get<int64_t>() == 1))
+  const bool oneSequence =
+      !j.contains("batch") ||
+      (j.at("batch").is_number_integer() && j.at("batch").get<int64_t>() == 1);
+  if (!oneSequence)
     throw InputError(path + ": --bench is a run of --batch " + j.at("batch").dump() +
                      " sequences; the report places one sequence's decode on the roofline" + fix);
   BenchFigures b;

@@ -59,9 +59,9 @@ rm -rf "$work"
 mkdir -p "$work"
 : > "$work/steps.tsv"
 # This check's own files only (OUT may hold other things).
-rm -f "$OUT"/{build.log,gpu-tests.log,gpu-tests-sync.log,kvplan-bench.json,kvplan-bench-batch8.json} \
-  "$OUT"/{kvplan-bench-int8.json,kvplan-bench-int4.json,hf-peer.json,hf-peer.json.tmp,sanitizer.log} \
-  "$OUT"/{gpu-check.json,gpu-check.md}
+rm -f "$OUT"/{build.log,gpu-tests.log,gpu-tests-sync.log,hf-peer.json,hf-peer.json.tmp} \
+  "$OUT"/{kvplan-bench.json,kvplan-bench-batch8.json,kvplan-bench-int8.json} \
+  "$OUT"/{kvplan-bench-int4.json,sanitizer.log,gpu-check.json,gpu-check.md}
 log=$OUT/run.log
 : > "$log"
 

@@ -408,7 +408,8 @@ def main(argv=None):
         lines.append(f"| kvplan decode, 8 sequences at once | {step_status('bench')} (no result) |")
     else:
         r8 = _num(b8.get("decode_roofline_fraction"))
-        lines.append(f"| kvplan decode, {b8.get('batch', '?')} sequences at once | {f(batch8)} tok/s "
+        lines.append(f"| kvplan decode, {b8.get('batch', '?')} sequences at once | "
+                     f"{f(batch8)} tok/s "
                      f"({f(batch_speedup, '{:.2f}x')} batch 1; weights at "
                      f"{f(r8, '{:.1%}', 'n/a')} of roofline) |")
     for q in ("int8", "int4"):
@@ -421,7 +422,8 @@ def main(argv=None):
         lines.append(f"| kvplan {q} decode | {f(dq)} tok/s ({f(rq, '{:.1%}', 'n/a')} of roofline; "
                      f"{f(ratio(dq, decode), '{:.2f}x')} bf16) |")
         lines.append(f"| kvplan {q} prefill ({bq.get('prompt_len', 512)} tokens, tensor cores) | "
-                     f"{f(pq, '{:,.0f}')} tok/s ({f(ratio(pq, prefill), '{:.2f}x')} bf16's cuBLAS) |")
+                     f"{f(pq, '{:,.0f}')} tok/s "
+                     f"({f(ratio(pq, prefill), '{:.2f}x')} bf16's cuBLAS) |")
     for name, label in (("sanitizer", "compute-sanitizer, tiny bf16"),):
         st = steps.get(name, {})
         lines.append(f"| {label} | {step_status(name)}"

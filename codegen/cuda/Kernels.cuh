@@ -385,10 +385,10 @@ template <int C, class H> __device__ __forceinline__ void loadElems(const H *p, 
 }
 
 /// llm.matvec's folds, as its kernel's FLAGS.
-constexpr int kMvNorm = 1, kMvSwiglu = 2, kMvAdd = 4, kMvBias = 8;
+inline constexpr int kMvNorm = 1, kMvSwiglu = 2, kMvAdd = 4, kMvBias = 8;
 /// Bytes of each weight row a matvec asks into L2 before it waits for the
 /// kernel before it (the first four 16-byte loads of each lane).
-constexpr int kMvPrefetch = 2048;
+inline constexpr int kMvPrefetch = 2048;
 
 /// matvec's weight type for kvplan's int4 format (int8 is int8_t).
 struct Int4 {};
@@ -409,7 +409,7 @@ struct MvWeights {
 __device__ __forceinline__ float magicCode(unsigned w, unsigned k) {
   return __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7440u | k));
 }
-constexpr float kMagic = 8388608.0f; // 2^23
+inline constexpr float kMagic = 8388608.0f; // 2^23
 
 /// How matvec reads a row of K weights of type W: one 16-byte load (a Run)
 /// at a time, of RUN elements, decoded SUB at a time; ROW bytes a row. The
@@ -655,7 +655,7 @@ __device__ void matvec(const KvArgs &a) {
 /// The tiled product's shared tiles: 64 rows of x and 64 dequantized weight
 /// rows over one group of K, stored k-major: x's tile is a column-major A
 /// (rows x k) of tf32 fragments, the weights' a row-major B (k x features).
-constexpr int kQTileRows = 64, kQTileFeatures = 64, kQTileK = 32, kQTileThreads = 256;
+inline constexpr int kQTileRows = 64, kQTileFeatures = 64, kQTileK = 32, kQTileThreads = 256;
 
 /// Thread t's 8 elements of the x tile: row t / 4, elements 8 * (t % 4) on
 /// from k0; zero past the rows or K.
@@ -1222,15 +1222,25 @@ template <class O, int H, int HD> __device__ void attnCombine(const KvArgs &a) {
 }
 
 // ---------------------------------------------------------------------------
-// Sampling on the device: argmaxSlices finds the argmax of each slice of a
-// row over many blocks; then sample, one block per row: greedy (the argmax
-// merged from the slices, lowest index among equals), or at a temperature
-// over the top-k logits (ties with the k-th are kept) and then the smallest
-// most-probable set whose probability reaches top-p. Thresholds come from
-// radix selects over the logits' bits; the draw walks the kept tokens in
-// index order. sample's helpers take the thread's coordinates from it;
-// those that hold barriers are called by every thread, under conditions
-// that are the row's, the same for the whole block.
+// Sampling on the device, in two kernels.
+// - argmaxSlices: block (s, r) covers slice s (SLICE tokens) of row r: its
+//   argmax and, where row r samples at a temperature, its mass (relative to
+//   its own maximum) and its C candidates: its C largest keys (ties in index
+//   order), in index order.
+// - sample, one block a row: greedy merges the slices' argmaxes (the lowest
+//   index among equals); at a temperature it keeps the top-k logits (ties
+//   with the k-th are kept), then the smallest most-probable set whose
+//   probability reaches top-p, and draws among them in index order.
+// Every token whose key is above B, the largest key a slice left out, is a
+// candidate. So where the thresholds come out above B, the candidates alone
+// (C a slice, a few thousand) decide them and the draw; where nothing is cut,
+// the draw picks a slice by the slices' masses and walks that slice; only
+// otherwise (top-k beyond the candidates, or a flat distribution whose top-p
+// set reaches below B) does the row's block go over the whole vocabulary.
+// Thresholds come from radix selects over the logits' bits. The helpers take
+// the thread's coordinates from it; those that hold barriers are called by
+// every thread, under conditions that are the row's, the same for the whole
+// block.
 
 __device__ __forceinline__ unsigned orderedKey(float f) {
   const unsigned b = __float_as_uint(f);
@@ -1243,6 +1253,11 @@ struct SamplingParams {
   float uniform;
 };
 
+/// Whether a row's parameters ask for the argmax.
+__device__ __forceinline__ bool greedyRow(const SamplingParams &p) {
+  return !(p.temperature > 0.0f) || p.topK == 1;
+}
+
 /// A token's unnormalised probability at temperature 1 / invT.
 __device__ __forceinline__ float keptWeight(float logit, float maxLogit, float invT) {
   return expf((logit - maxLogit) * invT);
@@ -1252,6 +1267,47 @@ __device__ __forceinline__ float keptWeight(float logit, float maxLogit, float i
 struct Argmax {
   int token;
   float logit;
+};
+
+/// A slice's figures for sample: its largest logit, its mass relative to
+/// it at the row's temperature, the key of its C-th candidate where it left
+/// tokens out (else 0: it left none), and its candidates.
+struct SliceMeta {
+  float maxLogit, mass;
+  unsigned bound;
+  int count;
+};
+
+/// A candidate token and its logit; a slice of fewer than C tokens pads its
+/// candidates with (-inf, -1), which weigh nothing.
+struct Candidate {
+  float logit;
+  int token;
+};
+
+/// One row's part of the sampling workspace: S argmaxes, S SliceMetas, then
+/// S x C candidates (the host reserves S x (8 + 16 + 8 C) bytes a row:
+/// codegen's sampleRowBytes).
+template <int S, int C> struct SampleRow {
+  Argmax *argmax;
+  SliceMeta *meta;
+  Candidate *cands;
+  __device__ SampleRow(char *work, int r) {
+    char *row = work + (long long)r * S * (8 + 16 + 8 * C);
+    argmax = reinterpret_cast<Argmax *>(row);
+    meta = reinterpret_cast<SliceMeta *>(row + 8 * S);
+    cands = reinterpret_cast<Candidate *>(row + 24 * S);
+  }
+};
+
+/// What the selects and the draw read: n logits, token i being first + i of
+/// a row of logits, or a candidate's own.
+struct TokenSpan {
+  const float *logits; // or null: cands
+  const Candidate *cands;
+  int n, first;
+  __device__ float logit(int i) const { return logits ? logits[i] : cands[i].logit; }
+  __device__ int token(int i) const { return logits ? first + i : cands[i].token; }
 };
 
 /// The largest of every thread's (best, bi) and its lowest index, to every
@@ -1265,6 +1321,7 @@ __device__ __forceinline__ Argmax blockArgmaxOf(float best, int bi, float *shf, 
     const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
     if (ob > best || (ob == best && oi < bi)) { best = ob; bi = oi; }
   }
+  __syncthreads(); // shf and shi may still be read by an earlier call
   if (lane == 0) { shf[warp] = best; shi[warp] = bi; }
   __syncthreads();
   if (warp == 0) {
@@ -1294,20 +1351,45 @@ __device__ __forceinline__ Argmax blockArgmax(const float *l, int begin, int end
   return blockArgmaxOf<BLOCK>(best, bi, shf, shi, shToken, lane, warp);
 }
 
-/// The first pass of sampling over many blocks: block (s, r) finds the
-/// largest logit of slice s (SLICE tokens) of row r and its lowest index,
-/// for sample to merge. p: logits (f32, rows x V), partials (rows x
-/// ceil(V / SLICE) Argmax).
-template <int V, int SLICE, int BLOCK> __device__ void argmaxSlices(const KvArgs &a) {
-  __shared__ float shf[32];
-  __shared__ int shi[32];
-  __shared__ int shToken;
-  constexpr int S = (V + SLICE - 1) / SLICE;
-  const int s = blockIdx.x, r = blockIdx.y, tid = threadIdx.x;
-  const float *l = reinterpret_cast<const float *>(a.p[0]) + (long long)r * V;
-  const int begin = s * SLICE, end = begin + SLICE < V ? begin + SLICE : V;
-  const Argmax best = blockArgmax<BLOCK>(l, begin, end, shf, shi, shToken, tid, tid % 32, tid / 32);
-  if (tid == 0) reinterpret_cast<Argmax *>(a.p[1])[(long long)r * S + s] = best;
+/// The largest of every thread's v, to every thread (it holds barriers; sh
+/// holds 32 entries).
+template <int BLOCK> __device__ __forceinline__ unsigned blockMax(unsigned v, unsigned *sh) {
+  for (int o = 16; o > 0; o >>= 1) {
+    const unsigned u = __shfl_xor_sync(0xffffffffu, v, o);
+    v = u > v ? u : v;
+  }
+  __syncthreads();
+  if (threadIdx.x % 32 == 0) sh[threadIdx.x / 32] = v;
+  __syncthreads();
+  v = threadIdx.x % 32 < BLOCK / 32 ? sh[threadIdx.x % 32] : 0u;
+  for (int o = 16; o > 0; o >>= 1) {
+    const unsigned u = __shfl_xor_sync(0xffffffffu, v, o);
+    v = u > v ? u : v;
+  }
+  return v;
+}
+
+/// The exclusive prefix sum of every thread's v in thread order, and the
+/// total (it holds barriers; sh holds 32 entries).
+template <class T, int BLOCK>
+__device__ __forceinline__ T blockExclusiveScan(T v, T *sh, T &total) {
+  static_assert(BLOCK % 32 == 0 && BLOCK <= 1024, "whole warps, at most 32");
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  T incl = v;
+  for (int o = 1; o < 32; o <<= 1) {
+    const T u = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += u;
+  }
+  __syncthreads();
+  if (lane == 31) sh[warp] = incl;
+  __syncthreads();
+  T warpBase = T(0);
+  total = T(0);
+  for (int w = 0; w < BLOCK / 32; ++w) {
+    if (w < warp) warpBase += sh[w];
+    total += sh[w];
+  }
+  return warpBase + incl - v;
 }
 
 /// Thread 0's step of the top-k select: the highest byte b whose keys, with
@@ -1334,20 +1416,21 @@ __device__ __forceinline__ void countInWarp(unsigned *hist, unsigned bin, bool l
   if (live && lane == __ffs(peers) - 1) atomicAdd(&hist[bin], (unsigned)__popc(peers));
 }
 
-/// Top-k: the k-th largest key, one byte at a time from the top, by
+/// Top-k: the k-th largest key of t, one byte at a time from the top, by
 /// histograms in hist (256 entries). It holds barriers.
-template <int V, int BLOCK>
-__device__ __forceinline__ unsigned topKKey(const float *l, int topK, unsigned *hist,
+template <int BLOCK>
+__device__ __forceinline__ unsigned topKKey(const TokenSpan &t, int topK, unsigned *hist,
                                             unsigned &shPrefix, int &shRemaining, int tid) {
+  static_assert(BLOCK >= 256, "a histogram bin a thread");
   unsigned prefix = 0, mask = 0;
   int remaining = topK;
   for (int shift = 24; shift >= 0; shift -= 8) {
     if (tid < 256) hist[tid] = 0;
     __syncthreads();
-    for (int base = 0; base < V; base += BLOCK) { // whole warps take every turn
+    for (int base = 0; base < t.n; base += BLOCK) { // whole warps take every turn
       const int i = base + tid;
-      const unsigned key = i < V ? orderedKey(l[i]) : 0u;
-      countInWarp(hist, (key >> shift) & 255u, i < V && (key & mask) == prefix, tid % 32);
+      const unsigned key = i < t.n ? orderedKey(t.logit(i)) : 0u;
+      countInWarp(hist, (key >> shift) & 255u, i < t.n && (key & mask) == prefix, tid % 32);
     }
     __syncthreads();
     if (tid == 0) topKByte(hist, prefix, shift, remaining, shPrefix, shRemaining);
@@ -1358,6 +1441,66 @@ __device__ __forceinline__ unsigned topKKey(const float *l, int topK, unsigned *
     __syncthreads();
   }
   return prefix;
+}
+
+/// The first pass of sampling over many blocks: block (s, r) finds the
+/// largest logit of slice s (SLICE tokens) of row r and its lowest index,
+/// and, where row r samples at a temperature, the slice's mass and
+/// candidates (SliceMeta, Candidate). p: logits (f32, rows x V), the
+/// sampling workspace (SampleRow), the rows' SamplingParams.
+template <int V, int SLICE, int BLOCK, int C> __device__ void argmaxSlices(const KvArgs &a) {
+  static_assert(BLOCK >= 256 && BLOCK % 32 == 0, "a histogram bin a thread");
+  static_assert(SLICE < 65536 && SLICE % BLOCK == 0, "counts in 16 bits; whole runs");
+  __shared__ float shf[32];
+  __shared__ int shi[32];
+  __shared__ unsigned shu[32];
+  __shared__ int shToken;
+  __shared__ unsigned hist[256];
+  __shared__ unsigned shPrefix;
+  __shared__ int shRemaining;
+  constexpr int S = (V + SLICE - 1) / SLICE;
+  const int s = blockIdx.x, r = blockIdx.y, tid = threadIdx.x;
+  const float *l = reinterpret_cast<const float *>(a.p[0]) + (long long)r * V;
+  const int begin = s * SLICE, end = begin + SLICE < V ? begin + SLICE : V;
+  const Argmax best = blockArgmax<BLOCK>(l, begin, end, shf, shi, shToken, tid, tid % 32, tid / 32);
+  const SampleRow<S, C> row(a.p[1], r);
+  if (tid == 0) row.argmax[s] = best;
+  const SamplingParams prm = reinterpret_cast<const SamplingParams *>(a.p[2])[r];
+  if (greedyRow(prm)) return; // the row's: the whole block
+  const float invT = 1.0f / prm.temperature;
+  float mass = 0.0f;
+  for (int i = begin + tid; i < end; i += BLOCK) mass += keptWeight(l[i], best.logit, invT);
+  mass = blockSum<BLOCK>(mass, shf);
+  const int n = end - begin;
+  const TokenSpan span{l + begin, nullptr, n, begin};
+  const unsigned kth = n > C ? topKKey<BLOCK>(span, C, hist, shPrefix, shRemaining, tid) : 0u;
+  // The keys above kth, then those equal to it in index order, C in all:
+  // each thread counts its run of SLICE / BLOCK tokens (above in the high
+  // 16 bits, equal in the low), and one scan places them.
+  constexpr int RUN = SLICE / BLOCK;
+  const int r0 = tid * RUN;
+  unsigned counts = 0;
+  for (int i = r0; i < r0 + RUN && i < n; ++i) {
+    const unsigned key = orderedKey(span.logit(i));
+    counts += key > kth ? 0x10000u : key == kth ? 1u : 0u;
+  }
+  unsigned all;
+  const unsigned before = blockExclusiveScan<unsigned, BLOCK>(counts, shu, all);
+  const int above = int(all >> 16), tiesWanted = (n > C ? C : n) - above;
+  int at = int(before >> 16), ties = int(before & 0xffffu);
+  Candidate *out = row.cands + s * C;
+  for (int i = r0; i < r0 + RUN && i < n; ++i) {
+    const unsigned key = orderedKey(span.logit(i));
+    if (key > kth) {
+      out[at + (ties < tiesWanted ? ties : tiesWanted)] = {span.logit(i), span.token(i)};
+      ++at;
+    } else if (key == kth) {
+      if (ties < tiesWanted) out[at + ties] = {span.logit(i), span.token(i)};
+      ++ties;
+    }
+  }
+  for (int c = n + tid; c < C; c += BLOCK) out[c] = {-INFINITY, -1};
+  if (tid == 0) row.meta[s] = {best.logit, mass, n > C ? kth : 0u, n > C ? C : n};
 }
 
 /// Thread 0's step of the top-p select: the highest byte b (no lower than
@@ -1378,11 +1521,11 @@ __device__ __forceinline__ void topPByte(const float *histf, unsigned prefix, in
   shRemainingMass = remaining - cum;
 }
 
-/// Top-p: the largest key whose kept tokens (key >= kth) at or above it
-/// reach `mass` (top-p times the kept total), by histograms of their weights
-/// in histf (256 entries); never below kth. It holds barriers.
-template <int V, int BLOCK>
-__device__ __forceinline__ unsigned topPKey(const float *l, unsigned kth, float maxLogit,
+/// Top-p: the largest key whose kept tokens of t (key >= kth) at or above
+/// it reach `mass` (top-p times the kept total), by histograms of their
+/// weights in histf (256 entries); never below kth. It holds barriers.
+template <int BLOCK>
+__device__ __forceinline__ unsigned topPKey(const TokenSpan &t, unsigned kth, float maxLogit,
                                             float invT, float mass, float *histf,
                                             unsigned &shPrefix, float &shRemainingMass, int tid) {
   unsigned prefix = 0, mask = 0;
@@ -1390,10 +1533,11 @@ __device__ __forceinline__ unsigned topPKey(const float *l, unsigned kth, float 
   for (int shift = 24; shift >= 0; shift -= 8) {
     if (tid < 256) histf[tid] = 0.0f;
     __syncthreads();
-    for (int i = tid; i < V; i += BLOCK) {
-      const unsigned key = orderedKey(l[i]);
+    for (int i = tid; i < t.n; i += BLOCK) {
+      const float l = t.logit(i);
+      const unsigned key = orderedKey(l);
       if (key >= kth && (key & mask) == prefix)
-        atomicAdd(&histf[(key >> shift) & 255u], keptWeight(l[i], maxLogit, invT));
+        atomicAdd(&histf[(key >> shift) & 255u], keptWeight(l, maxLogit, invT));
     }
     __syncthreads();
     if (tid == 0) topPByte(histf, prefix, shift, remaining, shPrefix, shRemainingMass);
@@ -1406,98 +1550,181 @@ __device__ __forceinline__ unsigned topPKey(const float *l, unsigned kth, float 
   return prefix > kth ? prefix : kth;
 }
 
-/// The draw: each thread owns a contiguous run of tokens; an exclusive scan
-/// of the runs' masses finds the run holding uniform * mass, then the
-/// thread walks it. The argmax stands if rounding leaves the target in no
-/// run. It holds barriers; shf holds 32 floats.
-template <int V, int BLOCK>
-__device__ __forceinline__ int drawToken(const float *l, unsigned threshold, float maxLogit,
-                                         float invT, float uniform, int argmaxToken, float *shf,
-                                         int &shToken, int tid, int lane, int warp) {
-  static_assert(BLOCK == 1024, "the scan below assumes 32 warps");
-  constexpr int RUN = (V + BLOCK - 1) / BLOCK;
-  const int begin = tid * RUN, stop = min(V, begin + RUN);
+/// The lowest thread whose [excl, excl + mine) holds target, to every
+/// thread (BLOCK where none does: rounding); the lowest, so that a float
+/// scan's rounding can never let two threads decide. It holds barriers.
+template <int BLOCK>
+__device__ __forceinline__ int holderOf(float target, float excl, float mine, int &shWinner,
+                                        int tid) {
+  __syncthreads(); // shWinner may still be read by an earlier call
+  if (tid == 0) shWinner = BLOCK;
+  __syncthreads();
+  if (mine > 0.0f && target >= excl && target < excl + mine) atomicMin(&shWinner, tid);
+  __syncthreads();
+  return shWinner;
+}
+
+/// The draw among t's tokens whose key is at least `threshold`: each thread
+/// owns a contiguous run of them; an exclusive scan of the runs' masses
+/// finds the run holding uniform * mass, then its thread walks it. The
+/// fallback token stands if rounding leaves the target in no run. It holds
+/// barriers; shf holds 32 floats.
+template <int BLOCK>
+__device__ __forceinline__ int drawToken(const TokenSpan &t, unsigned threshold, float maxLogit,
+                                         float invT, float uniform, int fallback, float *shf,
+                                         int &shToken, int &shWinner, int tid) {
+  const int run = (t.n + BLOCK - 1) / BLOCK;
+  const int begin = tid * run, stop = min(t.n, begin + run);
   float mine = 0.0f;
-  for (int i = begin; i < stop; ++i)
-    if (orderedKey(l[i]) >= threshold) mine += keptWeight(l[i], maxLogit, invT);
-  float incl = mine;
-  for (int o = 1; o < 32; o <<= 1) {
-    const float v = __shfl_up_sync(0xffffffffu, incl, o);
-    if (lane >= o) incl += v;
+  for (int i = begin; i < stop; ++i) {
+    const float l = t.logit(i);
+    if (orderedKey(l) >= threshold) mine += keptWeight(l, maxLogit, invT);
   }
-  __syncthreads();
-  if (lane == 31) shf[warp] = incl;
-  if (tid == 0) shToken = argmaxToken; // kept whatever the thresholds: the fallback
-  __syncthreads();
-  float warpBase = 0.0f, mass = 0.0f;
-  for (int w = 0; w < 32; ++w) {
-    if (w < warp) warpBase += shf[w];
-    mass += shf[w];
-  }
-  const float excl = warpBase + incl - mine;
+  float mass;
+  const float excl = blockExclusiveScan<float, BLOCK>(mine, shf, mass);
+  if (tid == 0) shToken = fallback; // kept whatever the thresholds
   const float target = uniform * mass;
-  if (mine > 0.0f && target >= excl && target < excl + mine) {
+  if (holderOf<BLOCK>(target, excl, mine, shWinner, tid) == tid) {
     float c = excl;
-    for (int i = begin; i < stop; ++i)
-      if (orderedKey(l[i]) >= threshold) {
-        c += keptWeight(l[i], maxLogit, invT);
+    for (int i = begin; i < stop; ++i) {
+      const float l = t.logit(i);
+      if (orderedKey(l) >= threshold) {
+        c += keptWeight(l, maxLogit, invT);
         if (c > target) {
-          shToken = i;
+          shToken = t.token(i);
           break;
         }
       }
+    }
   }
   __syncthreads();
   return shToken;
 }
 
-/// p: logits (f32, rows x V), params, tokens out (int32), argmaxSlices'
-/// partials (slices of SLICE tokens), from which the row's argmax is merged.
-template <int V, int BLOCK, int SLICE> __device__ void sample(const KvArgs &a) {
-  static_assert(BLOCK == 1024, "the merge and the draw assume 32 warps");
-  constexpr int S = (V + SLICE - 1) / SLICE;
-  static_assert(S <= BLOCK, "one partial per thread");
-  __shared__ float shf[32];
-  __shared__ int shi[32];
-  __shared__ unsigned hist[256];
-  __shared__ float histf[256];
-  __shared__ unsigned shPrefix;
-  __shared__ int shRemaining;
-  __shared__ float shRemainingMass;
-  __shared__ int shToken;
-  const int r = blockIdx.x, tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const float *l = reinterpret_cast<const float *>(a.p[0]) + (long long)r * V;
-  const SamplingParams prm = reinterpret_cast<const SamplingParams *>(a.p[1])[r];
-  int *out = reinterpret_cast<int *>(a.p[2]);
+/// Shared memory of the sample kernel's helpers.
+struct SampleShared {
+  float shf[32];
+  int shi[32];
+  unsigned shu[32];
+  unsigned hist[256];
+  float histf[256];
+  unsigned prefix;
+  int remaining;
+  float remainingMass;
+  int token, winner;
+  float fraction;
+};
 
-  // The conditions below are the row's: every thread takes the same branches
-  // and reaches every barrier.
-  // The slices' partials in index order: the lowest index among equals
-  // still wins.
-  const Argmax *part = reinterpret_cast<const Argmax *>(a.p[3]) + (long long)r * S;
-  const Argmax best = blockArgmaxOf<BLOCK>(tid < S ? part[tid].logit : -INFINITY,
-                                           tid < S ? part[tid].token : 0x7fffffff, shf, shi,
-                                           shToken, lane, warp);
-  if (!(prm.temperature > 0.0f) || prm.topK == 1) {
-    if (tid == 0) out[r] = best.token;
-    return;
+/// Nothing cut (top-k and top-p both off): the slice holding uniform times
+/// the row's mass, by the slices' masses (`scaled`, thread s holding slice
+/// s's, at the row's maximum), then the draw within that slice. It holds
+/// barriers.
+template <int V, int BLOCK, int SLICE>
+__device__ __forceinline__ int drawBySlice(const float *l, float scaled, float maxLogit,
+                                           float invT, float uniform, int fallback,
+                                           SampleShared &sh, int tid) {
+  float mass;
+  const float excl = blockExclusiveScan<float, BLOCK>(scaled, sh.shf, mass);
+  const float target = uniform * mass;
+  const int s = holderOf<BLOCK>(target, excl, scaled, sh.winner, tid);
+  if (s == BLOCK) return fallback; // rounding left the target in no slice
+  if (s == tid) sh.fraction = (target - excl) / scaled;
+  __syncthreads();
+  const float fraction = sh.fraction;
+  const int begin = s * SLICE, end = begin + SLICE < V ? begin + SLICE : V;
+  return drawToken<BLOCK>(TokenSpan{l + begin, nullptr, end - begin, begin}, 0u, maxLogit, invT,
+                          fraction, fallback, sh.shf, sh.token, sh.winner, tid);
+}
+
+/// The row's draw from the candidates u alone, or -1 where they cannot
+/// decide it: top-k beyond them, or a threshold at or below `bound` (B, the
+/// largest key a slice left out). It holds barriers.
+template <int V, int BLOCK>
+__device__ __forceinline__ int drawFromCandidates(const TokenSpan &u, const SamplingParams &prm,
+                                                  float scaled, unsigned bound, Argmax best,
+                                                  float invT, SampleShared &sh, int tid) {
+  const bool cutK = prm.topK > 0 && prm.topK < V;
+  if (cutK && prm.topK > u.n) return -1;
+  const unsigned kth =
+      cutK ? topKKey<BLOCK>(u, prm.topK, sh.hist, sh.prefix, sh.remaining, tid) : 0u;
+  if (cutK && kth <= bound) return -1;
+  float total = scaled; // nothing cut by top-k: every token's mass, by slices
+  if (cutK) {
+    total = 0.0f;
+    for (int i = tid; i < u.n; i += BLOCK) {
+      const float l = u.logit(i);
+      if (orderedKey(l) >= kth) total += keptWeight(l, best.logit, invT);
+    }
   }
-  const float invT = 1.0f / prm.temperature;
+  total = blockSum<BLOCK>(total, sh.shf);
+  const unsigned threshold =
+      prm.topP < 1.0f ? topPKey<BLOCK>(u, kth, best.logit, invT, prm.topP * total, sh.histf,
+                                       sh.prefix, sh.remainingMass, tid)
+                      : kth;
+  if (!cutK && threshold <= bound) return -1;
+  return drawToken<BLOCK>(u, threshold, best.logit, invT, prm.uniform, best.token, sh.shf,
+                          sh.token, sh.winner, tid);
+}
 
+/// The row's draw over its whole vocabulary (where the candidates cannot
+/// decide it). It holds barriers.
+template <int V, int BLOCK>
+__device__ __forceinline__ int drawFromRow(const float *l, const SamplingParams &prm, Argmax best,
+                                           float invT, SampleShared &sh, int tid) {
+  const TokenSpan row{l, nullptr, V, 0};
   const unsigned kth = prm.topK > 0 && prm.topK < V
-                           ? topKKey<V, BLOCK>(l, prm.topK, hist, shPrefix, shRemaining, tid)
+                           ? topKKey<BLOCK>(row, prm.topK, sh.hist, sh.prefix, sh.remaining, tid)
                            : 0u;
   float total = 0.0f;
   for (int i = tid; i < V; i += BLOCK)
     if (orderedKey(l[i]) >= kth) total += keptWeight(l[i], best.logit, invT);
-  total = blockSum<BLOCK>(total, shf);
-
+  total = blockSum<BLOCK>(total, sh.shf);
   const unsigned threshold =
-      prm.topP < 1.0f ? topPKey<V, BLOCK>(l, kth, best.logit, invT, prm.topP * total, histf,
-                                          shPrefix, shRemainingMass, tid)
+      prm.topP < 1.0f ? topPKey<BLOCK>(row, kth, best.logit, invT, prm.topP * total, sh.histf,
+                                       sh.prefix, sh.remainingMass, tid)
                       : kth;
-  const int token = drawToken<V, BLOCK>(l, threshold, best.logit, invT, prm.uniform, best.token,
-                                        shf, shToken, tid, lane, warp);
+  return drawToken<BLOCK>(row, threshold, best.logit, invT, prm.uniform, best.token, sh.shf,
+                          sh.token, sh.winner, tid);
+}
+
+/// p: logits (f32, rows x V), params, tokens out (int32), the sampling
+/// workspace argmaxSlices filled (SampleRow).
+template <int V, int BLOCK, int SLICE, int C> __device__ void sample(const KvArgs &a) {
+  static_assert(BLOCK % 32 == 0 && BLOCK <= 1024 && BLOCK >= 256, "whole warps, a bin a thread");
+  constexpr int S = (V + SLICE - 1) / SLICE;
+  static_assert(S <= BLOCK, "a slice a thread");
+  __shared__ SampleShared sh;
+  const int r = blockIdx.x, tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const float *l = reinterpret_cast<const float *>(a.p[0]) + (long long)r * V;
+  const SamplingParams prm = reinterpret_cast<const SamplingParams *>(a.p[1])[r];
+  int *out = reinterpret_cast<int *>(a.p[2]);
+  const SampleRow<S, C> row(a.p[3], r);
+
+  // The conditions below are the row's: every thread takes the same branches
+  // and reaches every barrier.
+  // The slices' argmaxes in index order: the lowest index among equals
+  // still wins.
+  const Argmax best = blockArgmaxOf<BLOCK>(tid < S ? row.argmax[tid].logit : -INFINITY,
+                                           tid < S ? row.argmax[tid].token : 0x7fffffff, sh.shf,
+                                           sh.shi, sh.token, lane, warp);
+  if (greedyRow(prm)) {
+    if (tid == 0) out[r] = best.token;
+    return;
+  }
+  const float invT = 1.0f / prm.temperature;
+  // Thread s: slice s's mass at the row's maximum; B over every slice.
+  const SliceMeta me = tid < S ? row.meta[tid] : SliceMeta{0.0f, 0.0f, 0u, 0};
+  const float scaled = tid < S ? me.mass * keptWeight(me.maxLogit, best.logit, invT) : 0.0f;
+  const unsigned bound = blockMax<BLOCK>(me.bound, sh.shu);
+  int token;
+  if (!(prm.topK > 0 && prm.topK < V) && !(prm.topP < 1.0f)) {
+    token = drawBySlice<V, BLOCK, SLICE>(l, scaled, best.logit, invT, prm.uniform, best.token, sh,
+                                         tid);
+  } else {
+    const TokenSpan u{nullptr, row.cands, S * C, 0};
+    token = drawFromCandidates<V, BLOCK>(u, prm, scaled, bound, best, invT, sh, tid);
+    if (token == -1) token = drawFromRow<V, BLOCK>(l, prm, best, invT, sh, tid);
+  }
   if (tid == 0) out[r] = token;
 }
 

@@ -412,6 +412,11 @@ inline unsigned atomicAdd(unsigned *p, unsigned v) {
   *p += v;
   return old;
 }
+inline int atomicMin(int *p, int v) {
+  const int old = *p;
+  if (v < old) *p = v;
+  return old;
+}
 inline float atomicAdd(float *p, float v) {
   float old = *p;
   *p += v;

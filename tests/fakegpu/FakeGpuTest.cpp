@@ -379,6 +379,87 @@ TEST_F(FakeGpu, SamplingKernelFollowsTopKTopPAndTheDraw) {
   EXPECT_EQ(sample({{0, 1, 0, 0}, {0, 1, 0, 0}, {1, 1, 1, 0.7f}, {0, 1, 0, 0}})[2], 400);
 }
 
+namespace {
+
+/// The device's draw in double precision: the top-k logits (ties with the
+/// k-th kept), then the smallest most-probable set whose mass reaches top-p
+/// of theirs (ties with its last kept), and the token where uniform times
+/// their mass falls, walking them in index order.
+int32_t referenceDraw(const float *l, int64_t v, const DeviceSamplingParams &p) {
+  std::vector<float> sorted(l, l + v);
+  std::sort(sorted.begin(), sorted.end(), std::greater<float>());
+  const float kth = p.topK > 0 && p.topK < v ? sorted[size_t(p.topK - 1)] : sorted.back();
+  auto weight = [&](float x) { return std::exp((double(x) - sorted[0]) / p.temperature); };
+  double total = 0;
+  for (float x : sorted)
+    if (x >= kth) total += weight(x);
+  float threshold = kth;
+  if (p.topP < 1) {
+    double cum = 0;
+    for (float x : sorted) {
+      cum += weight(x);
+      threshold = x;
+      if (cum >= double(p.topP) * total) break;
+    }
+  }
+  double mass = 0;
+  for (int64_t i = 0; i < v; ++i)
+    if (l[i] >= threshold) mass += weight(l[i]);
+  const double target = double(p.uniform) * mass;
+  double c = 0;
+  for (int64_t i = 0; i < v; ++i)
+    if (l[i] >= threshold && (c += weight(l[i])) > target) return int32_t(i);
+  return -1;
+}
+
+} // namespace
+
+// The sampling kernels on random logits against referenceDraw: peaked and
+// flat rows, top-k within the candidates (32 a slice of 256 tokens: 64) and
+// beyond them, top-p sets small and large, and draws with nothing cut. The
+// candidates decide the peaked rows; the flat ones and top-k 100 go over
+// the whole row; temperature alone draws by slices.
+TEST_F(FakeGpu, SamplingKernelDrawsAsADoublePrecisionReference) {
+  const kvplan::testing::Shape &shape = kvplan::testing::kShapes[0]; // 4 rows, vocabulary 512
+  Model m = build(kvplan::testing::cudaConfig(shape.model, shape.compile, shape.rope));
+  CudaExecutor gpu(m.plan, m.code, m.weights.data(), m.weights.size());
+  const EntryPoint &ep = m.plan.entryPoints.at("decode");
+  const CudaEntry &ce = m.code.program.entries.at("decode");
+  const int64_t v = m.plan.model.vocabSize, rows = ep.rows;
+  ASSERT_EQ(ce.sampling.at(0).grid[0], 2) << "two slices of 256 tokens";
+  std::mt19937 rng(7);
+  const float temperatures[] = {0.3f, 0.7f, 1.0f, 1.6f};
+  const int32_t topKs[] = {0, 0, 3, 20, 40, 64, 100, 700};
+  const float topPs[] = {1.0f, 1.0f, 0.9f, 0.5f, 0.99f};
+  const float spreads[] = {0.5f, 2.0f, 6.0f};
+  std::uniform_real_distribution<float> unit(0.0f, 1.0f);
+  int draws = 0;
+  for (int trial = 0; trial < 24; ++trial) {
+    std::vector<float> logits(size_t(rows * v));
+    std::vector<DeviceSamplingParams> params(static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r) {
+      std::normal_distribution<float> nd(0.0f, spreads[rng() % 3]);
+      for (int64_t i = 0; i < v; ++i) logits[size_t(r * v + i)] = nd(rng);
+      params[size_t(r)] = {temperatures[rng() % 4], topPs[rng() % 5], topKs[rng() % 8], unit(rng)};
+    }
+    gpu.upload(DeviceBuffer::arena, ep.results[0].offset, logits.data(),
+               int64_t(logits.size()) * 4);
+    gpu.upload(DeviceBuffer::work, ce.samplingParamsOffset, params.data(),
+               int64_t(params.size() * sizeof(DeviceSamplingParams)));
+    gpu.fill(DeviceBuffer::work, ce.sampledOffset, 0xff, rows * 4);
+    gpu.runOps("decode", rows, ce.ops.size(), ce.ops.size()); // the sampling kernels alone
+    std::vector<int32_t> got(static_cast<size_t>(rows));
+    gpu.download(DeviceBuffer::work, ce.sampledOffset, got.data(), rows * 4);
+    for (int64_t r = 0; r < rows; ++r, ++draws) {
+      const DeviceSamplingParams &p = params[size_t(r)];
+      EXPECT_EQ(got[size_t(r)], referenceDraw(logits.data() + r * v, v, p))
+          << "trial " << trial << " row " << r << ": temperature " << p.temperature << ", top-k "
+          << p.topK << ", top-p " << p.topP << ", uniform " << p.uniform;
+    }
+  }
+  EXPECT_EQ(draws, 96);
+}
+
 TEST_F(FakeGpu, TheBillIsCheckedBeforeAnyAllocation) {
   Model m = build(kGqa, kBatch3);
   fakecuda_configure(1, 9, 0, 64LL << 20); // 64 MiB free

@@ -376,11 +376,13 @@ void checkBatch(const BenchOptions &o, const Runnable &r) {
     throw InputError("--batch " + std::to_string(o.batch) + ": " + r.source +
                      " decodes at most " + std::to_string(rows) +
                      " sequences a step (max_batch); give 1 to " + std::to_string(rows) +
-                     ", or recompile with --max-batch " + std::to_string(std::max<int64_t>(o.batch, 1)));
+                     ", or recompile with --max-batch " +
+                     std::to_string(std::max<int64_t>(o.batch, 1)));
   const KVCacheLayout &kv = r.plan.kvCache;
   const int64_t pagesEach = (o.promptLen + o.gen + kv.pageSize - 1) / kv.pageSize;
   if (o.batch * pagesEach > kv.pages)
-    throw InputError("--batch " + std::to_string(o.batch) + " sequences of --prompt-len + --gen = " +
+    throw InputError("--batch " + std::to_string(o.batch) +
+                     " sequences of --prompt-len + --gen = " +
                      std::to_string(o.promptLen + o.gen) + " tokens need " +
                      std::to_string(o.batch * pagesEach) + " KV pages of " +
                      std::to_string(kv.pageSize) + " tokens; " + r.source + " has " +
