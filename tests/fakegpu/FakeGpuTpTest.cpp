@@ -41,7 +41,10 @@ struct Shape {
 
 // GQA with f32 weights (the tight check); MQA, its one KV head kept by both
 // ranks, with tied bf16 embeddings cut by vocabulary; Qwen2 biases cut with
-// their projections, f16, batch 1 (the fused Q/K/V is one product).
+// their projections, f16, batch 1 (the fused Q/K/V is one product); GQA
+// with int8 and int4 weights: each rank's down rows (160 codes) are whole
+// groups of the unsplit rows, so both runtimes hold the same codes, and the
+// prefill chunks (16 rows) take the tiled product.
 const Shape kShapes[] = {
     {"gqa_f32",
      "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 320\nnum_layers = 2\n"
@@ -55,6 +58,14 @@ const Shape kShapes[] = {
      "architecture = \"qwen2\"\nhidden_size = 128\nintermediate_size = 256\nnum_layers = 2\n"
      "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 200\nattention_bias = true",
      "weight_dtype = \"f16\"\nmax_batch = 1\nmax_seq_len = 128\nprefill_chunk = 16"},
+    {"gqa_int8",
+     "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 320\nnum_layers = 2\n"
+     "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 300",
+     "weight_dtype = \"int8\"\nmax_batch = 2\nmax_seq_len = 128\nprefill_chunk = 16"},
+    {"gqa_int4",
+     "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 320\nnum_layers = 2\n"
+     "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 300",
+     "weight_dtype = \"int4\"\nmax_batch = 2\nmax_seq_len = 128\nprefill_chunk = 16"},
 };
 
 Collective &world() { return *mpiWorld(); }
