@@ -87,7 +87,7 @@ struct MachineLimits {
   }
 };
 
-/// ", 8 sequences at once" where the batch is more than one.
+/// " each of 8 sequences at once" where the batch is more than one.
 std::string batchNote(int64_t batch) {
   return batch > 1 ? " each of " + std::to_string(batch) + " sequences at once" : "";
 }
