@@ -324,25 +324,27 @@ TEST_F(FakeGpu, SamplingParametersReachTheDevice) {
   EXPECT_EQ(seen.size(), 2u) << "at temperature 3 both of the top two come up";
 }
 
-// The sampling kernel on crafted logits: greedy ties, top-k, top-p and the
-// draw's split in index order.
-TEST_F(FakeGpu, SamplingKernelFollowsTopKTopPAndTheDraw) {
-  const kvplan::testing::Shape &shape = kvplan::testing::kShapes[0]; // 4 rows, vocabulary 512
-  Model m = build(kvplan::testing::cudaConfig(shape.model, shape.compile, shape.rope));
-  CudaExecutor gpu(m.plan, m.code, m.weights.data(), m.weights.size());
-  const EntryPoint &ep = m.plan.entryPoints.at("decode");
-  const CudaEntry &ce = m.code.program.entries.at("decode");
-  const int64_t v = m.plan.model.vocabSize, rows = ep.rows;
-  ASSERT_EQ(rows, 4);
-  std::vector<float> logits(size_t(rows * v), -100.0f);
-  auto at = [&](int64_t r, int64_t i) -> float & { return logits[size_t(r * v + i)]; };
-  for (int64_t i = 0; i < v; ++i) at(0, i) = 0.0f;
-  at(0, 7) = at(0, 9) = 5.0f;                  // greedy, a tie: the lower index
-  at(1, 3) = 0.0f, at(1, 10) = std::log(3.0f); // top-2: 1/4 and 3/4 in index order
-  at(2, 3) = std::log(3.0f), at(2, 10) = 0.0f; // top-p 0.5 keeps token 3 alone
-  at(3, 1) = at(3, 2) = 0.0f;                  // two equal: the draw splits at 1/2
-  auto sample = [&](std::vector<DeviceSamplingParams> p) {
-    gpu.upload(DeviceBuffer::arena, ep.results[0].offset, logits.data(), int64_t(logits.size()) * 4);
+namespace {
+
+/// The sampling kernels alone on the 4-row shape (vocabulary 512, two
+/// argmax slices of 256 tokens): logits and parameters in, tokens out.
+struct SamplingKernels {
+  Model m;
+  CudaExecutor gpu;
+  const EntryPoint &ep;
+  const CudaEntry &ce;
+  const int64_t v, rows;
+  SamplingKernels()
+      : m(build(kvplan::testing::cudaConfig(kvplan::testing::kShapes[0].model,
+                                            kvplan::testing::kShapes[0].compile,
+                                            kvplan::testing::kShapes[0].rope))),
+        gpu(m.plan, m.code, m.weights.data(), m.weights.size()),
+        ep(m.plan.entryPoints.at("decode")), ce(m.code.program.entries.at("decode")),
+        v(m.plan.model.vocabSize), rows(ep.rows) {}
+  std::vector<int32_t> draw(const std::vector<float> &logits,
+                            const std::vector<DeviceSamplingParams> &p) {
+    gpu.upload(DeviceBuffer::arena, ep.results[0].offset, logits.data(),
+               int64_t(logits.size()) * 4);
     gpu.upload(DeviceBuffer::work, ce.samplingParamsOffset, p.data(),
                int64_t(p.size() * sizeof(DeviceSamplingParams)));
     gpu.fill(DeviceBuffer::work, ce.sampledOffset, 0xff, rows * 4);
@@ -350,36 +352,8 @@ TEST_F(FakeGpu, SamplingKernelFollowsTopKTopPAndTheDraw) {
     std::vector<int32_t> t(static_cast<size_t>(rows));
     gpu.download(DeviceBuffer::work, ce.sampledOffset, t.data(), rows * 4);
     return t;
-  };
-  EXPECT_EQ(sample({{0, 1, 0, 0.9f}, {1, 1, 2, 0.2f}, {1, 0.5f, 0, 0.99f}, {1, 1, 0, 0.49f}}),
-            (std::vector<int32_t>{7, 3, 3, 1}));
-  EXPECT_EQ(sample({{2, 1, 1, 0.5f}, {1, 1, 2, 0.3f}, {1, 0.5f, 0, 0.0f}, {1, 1, 0, 0.51f}}),
-            (std::vector<int32_t>{7, 10, 3, 2}));
-  // Top-k 2 of 512 equal logits keeps the ties: any token may come.
-  for (int64_t i = 0; i < v; ++i) at(1, i) = 1.0f;
-  std::vector<int32_t> t = sample({{0, 1, 0, 0}, {1, 1, 2, 0.999f}, {0, 1, 0, 0}, {0, 1, 0, 0}});
-  EXPECT_EQ(t[1], int32_t(v - 1));
-  // Top-k 100 of 512 distinct logits that share their first key bytes in
-  // runs (every warp counts many tokens in one bin): the kept tokens are
-  // 412..511, and a draw of 0 takes the first of them in index order.
-  for (int64_t i = 0; i < v; ++i) at(1, i) = float(i) / 1000.0f;
-  t = sample({{0, 1, 0, 0}, {1, 1, 100, 0.0f}, {0, 1, 0, 0}, {0, 1, 0, 0}});
-  EXPECT_EQ(t[1], 412);
-  t = sample({{0, 1, 0, 0}, {1, 1, 101, 0.0f}, {0, 1, 0, 0}, {0, 1, 0, 0}});
-  EXPECT_EQ(t[1], 411);
-  for (int64_t i = 0; i < v; ++i) at(1, i) = 1.0f;
-  // The greedy choice merged from the argmax pass's slices (256 tokens
-  // each, two here): a tie across slices keeps the lower index, a maximum
-  // in the second slice wins, also with top-k 1 at a temperature.
-  ASSERT_EQ(ce.sampling.at(0).grid[0], 2);
-  at(0, 300) = 5.0f;
-  at(2, 400) = at(2, 450) = 9.0f;
-  EXPECT_EQ(sample({{0, 1, 0, 0}, {0, 1, 0, 0}, {0, 1, 0, 0}, {0, 1, 0, 0}}),
-            (std::vector<int32_t>{7, 0, 400, 1}));
-  EXPECT_EQ(sample({{0, 1, 0, 0}, {0, 1, 0, 0}, {1, 1, 1, 0.7f}, {0, 1, 0, 0}})[2], 400);
-}
-
-namespace {
+  }
+};
 
 /// The device's draw in double precision: the top-k logits (ties with the
 /// k-th kept), then the smallest most-probable set whose mass reaches top-p
@@ -414,19 +388,58 @@ int32_t referenceDraw(const float *l, int64_t v, const DeviceSamplingParams &p) 
 
 } // namespace
 
+// The sampling kernel on crafted logits: greedy ties, top-k, top-p and the
+// draw's split in index order.
+TEST_F(FakeGpu, SamplingKernelFollowsTopKTopPAndTheDraw) {
+  SamplingKernels k;
+  const CudaEntry &ce = k.ce;
+  const int64_t v = k.v, rows = k.rows;
+  ASSERT_EQ(rows, 4);
+  std::vector<float> logits(size_t(rows * v), -100.0f);
+  auto at = [&](int64_t r, int64_t i) -> float & { return logits[size_t(r * v + i)]; };
+  for (int64_t i = 0; i < v; ++i) at(0, i) = 0.0f;
+  at(0, 7) = at(0, 9) = 5.0f;                  // greedy, a tie: the lower index
+  at(1, 3) = 0.0f, at(1, 10) = std::log(3.0f); // top-2: 1/4 and 3/4 in index order
+  at(2, 3) = std::log(3.0f), at(2, 10) = 0.0f; // top-p 0.5 keeps token 3 alone
+  at(3, 1) = at(3, 2) = 0.0f;                  // two equal: the draw splits at 1/2
+  auto sample = [&](const std::vector<DeviceSamplingParams> &p) { return k.draw(logits, p); };
+  EXPECT_EQ(sample({{0, 1, 0, 0.9f}, {1, 1, 2, 0.2f}, {1, 0.5f, 0, 0.99f}, {1, 1, 0, 0.49f}}),
+            (std::vector<int32_t>{7, 3, 3, 1}));
+  EXPECT_EQ(sample({{2, 1, 1, 0.5f}, {1, 1, 2, 0.3f}, {1, 0.5f, 0, 0.0f}, {1, 1, 0, 0.51f}}),
+            (std::vector<int32_t>{7, 10, 3, 2}));
+  // Top-k 2 of 512 equal logits keeps the ties: any token may come.
+  for (int64_t i = 0; i < v; ++i) at(1, i) = 1.0f;
+  std::vector<int32_t> t = sample({{0, 1, 0, 0}, {1, 1, 2, 0.999f}, {0, 1, 0, 0}, {0, 1, 0, 0}});
+  EXPECT_EQ(t[1], int32_t(v - 1));
+  // Top-k 100 of 512 distinct logits that share their first key bytes in
+  // runs (every warp counts many tokens in one bin): the kept tokens are
+  // 412..511, and a draw of 0 takes the first of them in index order.
+  for (int64_t i = 0; i < v; ++i) at(1, i) = float(i) / 1000.0f;
+  t = sample({{0, 1, 0, 0}, {1, 1, 100, 0.0f}, {0, 1, 0, 0}, {0, 1, 0, 0}});
+  EXPECT_EQ(t[1], 412);
+  t = sample({{0, 1, 0, 0}, {1, 1, 101, 0.0f}, {0, 1, 0, 0}, {0, 1, 0, 0}});
+  EXPECT_EQ(t[1], 411);
+  for (int64_t i = 0; i < v; ++i) at(1, i) = 1.0f;
+  // The greedy choice merged from the argmax pass's slices (256 tokens
+  // each, two here): a tie across slices keeps the lower index, a maximum
+  // in the second slice wins, also with top-k 1 at a temperature.
+  ASSERT_EQ(ce.sampling.at(0).grid[0], 2);
+  at(0, 300) = 5.0f;
+  at(2, 400) = at(2, 450) = 9.0f;
+  EXPECT_EQ(sample({{0, 1, 0, 0}, {0, 1, 0, 0}, {0, 1, 0, 0}, {0, 1, 0, 0}}),
+            (std::vector<int32_t>{7, 0, 400, 1}));
+  EXPECT_EQ(sample({{0, 1, 0, 0}, {0, 1, 0, 0}, {1, 1, 1, 0.7f}, {0, 1, 0, 0}})[2], 400);
+}
+
 // The sampling kernels on random logits against referenceDraw: peaked and
 // flat rows, top-k within the candidates (32 a slice of 256 tokens: 64) and
 // beyond them, top-p sets small and large, and draws with nothing cut. The
 // candidates decide the peaked rows; the flat ones and top-k 100 go over
 // the whole row; temperature alone draws by slices.
 TEST_F(FakeGpu, SamplingKernelDrawsAsADoublePrecisionReference) {
-  const kvplan::testing::Shape &shape = kvplan::testing::kShapes[0]; // 4 rows, vocabulary 512
-  Model m = build(kvplan::testing::cudaConfig(shape.model, shape.compile, shape.rope));
-  CudaExecutor gpu(m.plan, m.code, m.weights.data(), m.weights.size());
-  const EntryPoint &ep = m.plan.entryPoints.at("decode");
-  const CudaEntry &ce = m.code.program.entries.at("decode");
-  const int64_t v = m.plan.model.vocabSize, rows = ep.rows;
-  ASSERT_EQ(ce.sampling.at(0).grid[0], 2) << "two slices of 256 tokens";
+  SamplingKernels k;
+  const int64_t v = k.v, rows = k.rows;
+  ASSERT_EQ(k.ce.sampling.at(0).grid[0], 2) << "two slices of 256 tokens";
   std::mt19937 rng(7);
   const float temperatures[] = {0.3f, 0.7f, 1.0f, 1.6f};
   const int32_t topKs[] = {0, 0, 3, 20, 40, 64, 100, 700};
@@ -442,14 +455,7 @@ TEST_F(FakeGpu, SamplingKernelDrawsAsADoublePrecisionReference) {
       for (int64_t i = 0; i < v; ++i) logits[size_t(r * v + i)] = nd(rng);
       params[size_t(r)] = {temperatures[rng() % 4], topPs[rng() % 5], topKs[rng() % 8], unit(rng)};
     }
-    gpu.upload(DeviceBuffer::arena, ep.results[0].offset, logits.data(),
-               int64_t(logits.size()) * 4);
-    gpu.upload(DeviceBuffer::work, ce.samplingParamsOffset, params.data(),
-               int64_t(params.size() * sizeof(DeviceSamplingParams)));
-    gpu.fill(DeviceBuffer::work, ce.sampledOffset, 0xff, rows * 4);
-    gpu.runOps("decode", rows, ce.ops.size(), ce.ops.size()); // the sampling kernels alone
-    std::vector<int32_t> got(static_cast<size_t>(rows));
-    gpu.download(DeviceBuffer::work, ce.sampledOffset, got.data(), rows * 4);
+    const std::vector<int32_t> got = k.draw(logits, params);
     for (int64_t r = 0; r < rows; ++r, ++draws) {
       const DeviceSamplingParams &p = params[size_t(r)];
       EXPECT_EQ(got[size_t(r)], referenceDraw(logits.data() + r * v, v, p))
