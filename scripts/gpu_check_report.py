@@ -402,6 +402,11 @@ def main(argv=None):
             lines.append("| kvplan decode step, programmatic dependent launches | not used "
                          f"({'off' if b.get('dependent_launches') is False else 'no figure'}: "
                          "compute capability below 9.0 or KVPLAN_CUDA_PDL=0) |")
+        sampled = _num(b.get("decode_step_ms_sampled"))
+        if sampled is not None:
+            lines.append(f"| kvplan decode step, sampled (temperature "
+                         f"{b.get('sampled_temperature', '?')}, top-p {b.get('sampled_top_p', '?')}) "
+                         f"vs greedy | {f(sampled, '{:.3f} ms')} vs {f(step_graph, '{:.3f} ms')} |")
         lines.append(f"| kvplan prefill ({b.get('prompt_len', 512)} tokens) | {f(prefill, '{:,.0f}')} tok/s |")
     b8 = more["batch8"]
     if b8 is None:
