@@ -1471,6 +1471,7 @@ template <int V, int SLICE, int BLOCK, int C> __device__ void argmaxSlices(const
   float mass = 0.0f;
   for (int i = begin + tid; i < end; i += BLOCK) mass += keptWeight(l[i], best.logit, invT);
   mass = blockSum<BLOCK>(mass, shf);
+  if (!(best.logit > -INFINITY)) mass = 0.0f; // every logit -inf: no mass (not NaN)
   const int n = end - begin;
   const TokenSpan span{l + begin, nullptr, n, begin};
   const unsigned kth = n > C ? topKKey<BLOCK>(span, C, hist, shPrefix, shRemaining, tid) : 0u;

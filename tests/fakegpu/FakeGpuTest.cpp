@@ -429,6 +429,11 @@ TEST_F(FakeGpu, SamplingKernelFollowsTopKTopPAndTheDraw) {
   EXPECT_EQ(sample({{0, 1, 0, 0}, {0, 1, 0, 0}, {0, 1, 0, 0}, {0, 1, 0, 0}}),
             (std::vector<int32_t>{7, 0, 400, 1}));
   EXPECT_EQ(sample({{0, 1, 0, 0}, {0, 1, 0, 0}, {1, 1, 1, 0.7f}, {0, 1, 0, 0}})[2], 400);
+  // A slice of -inf logits weighs nothing: the draw by slices still splits
+  // tokens 1 and 2 at 1/2.
+  for (int64_t i = 256; i < v; ++i) at(3, i) = -INFINITY;
+  EXPECT_EQ(sample({{0, 1, 0, 0}, {0, 1, 0, 0}, {0, 1, 0, 0}, {1, 1, 0, 0.51f}})[3], 2);
+  EXPECT_EQ(sample({{0, 1, 0, 0}, {0, 1, 0, 0}, {0, 1, 0, 0}, {1, 1, 0, 0.49f}})[3], 1);
 }
 
 // The sampling kernels on random logits against referenceDraw: peaked and
