@@ -16,6 +16,7 @@
 #include "runtime/cuda/CudaExecutor.h"
 #include "tests/common/ActivationsScope.h"
 #include "tests/common/CudaShapes.h"
+#include "tests/common/SamplingDraws.h"
 #include "tests/common/ServeCompare.h"
 #include "tests/common/StepCompare.h"
 #include "tests/emu/EmuCompile.h"
@@ -343,48 +344,9 @@ struct SamplingKernels {
         v(m.plan.model.vocabSize), rows(ep.rows) {}
   std::vector<int32_t> draw(const std::vector<float> &logits,
                             const std::vector<DeviceSamplingParams> &p) {
-    gpu.upload(DeviceBuffer::arena, ep.results[0].offset, logits.data(),
-               int64_t(logits.size()) * 4);
-    gpu.upload(DeviceBuffer::work, ce.samplingParamsOffset, p.data(),
-               int64_t(p.size() * sizeof(DeviceSamplingParams)));
-    gpu.fill(DeviceBuffer::work, ce.sampledOffset, 0xff, rows * 4);
-    gpu.runOps("decode", rows, ce.ops.size(), ce.ops.size()); // the sampling kernels alone
-    std::vector<int32_t> t(static_cast<size_t>(rows));
-    gpu.download(DeviceBuffer::work, ce.sampledOffset, t.data(), rows * 4);
-    return t;
+    return kvplan::testing::drawOnDevice(gpu, m.plan, m.code.program, logits, p);
   }
 };
-
-/// The device's draw in double precision: the top-k logits (ties with the
-/// k-th kept), then the smallest most-probable set whose mass reaches top-p
-/// of theirs (ties with its last kept), and the token where uniform times
-/// their mass falls, walking them in index order.
-int32_t referenceDraw(const float *l, int64_t v, const DeviceSamplingParams &p) {
-  std::vector<float> sorted(l, l + v);
-  std::sort(sorted.begin(), sorted.end(), std::greater<float>());
-  const float kth = p.topK > 0 && p.topK < v ? sorted[size_t(p.topK - 1)] : sorted.back();
-  auto weight = [&](float x) { return std::exp((double(x) - sorted[0]) / p.temperature); };
-  double total = 0;
-  for (float x : sorted)
-    if (x >= kth) total += weight(x);
-  float threshold = kth;
-  if (p.topP < 1) {
-    double cum = 0;
-    for (float x : sorted) {
-      cum += weight(x);
-      threshold = x;
-      if (cum >= double(p.topP) * total) break;
-    }
-  }
-  double mass = 0;
-  for (int64_t i = 0; i < v; ++i)
-    if (l[i] >= threshold) mass += weight(l[i]);
-  const double target = double(p.uniform) * mass;
-  double c = 0;
-  for (int64_t i = 0; i < v; ++i)
-    if (l[i] >= threshold && (c += weight(l[i])) > target) return int32_t(i);
-  return -1;
-}
 
 } // namespace
 
@@ -443,31 +405,12 @@ TEST_F(FakeGpu, SamplingKernelFollowsTopKTopPAndTheDraw) {
 // the whole row; temperature alone draws by slices.
 TEST_F(FakeGpu, SamplingKernelDrawsAsADoublePrecisionReference) {
   SamplingKernels k;
-  const int64_t v = k.v, rows = k.rows;
   ASSERT_EQ(k.ce.sampling.at(0).grid[0], 2) << "two slices of 256 tokens";
-  std::mt19937 rng(7);
-  const float temperatures[] = {0.3f, 0.7f, 1.0f, 1.6f};
-  const int32_t topKs[] = {0, 0, 3, 20, 40, 64, 100, 700};
-  const float topPs[] = {1.0f, 1.0f, 0.9f, 0.5f, 0.99f};
-  const float spreads[] = {0.5f, 2.0f, 6.0f};
-  std::uniform_real_distribution<float> unit(0.0f, 1.0f);
-  int draws = 0;
-  for (int trial = 0; trial < 24; ++trial) {
-    std::vector<float> logits(size_t(rows * v));
-    std::vector<DeviceSamplingParams> params(static_cast<size_t>(rows));
-    for (int64_t r = 0; r < rows; ++r) {
-      std::normal_distribution<float> nd(0.0f, spreads[rng() % 3]);
-      for (int64_t i = 0; i < v; ++i) logits[size_t(r * v + i)] = nd(rng);
-      params[size_t(r)] = {temperatures[rng() % 4], topPs[rng() % 5], topKs[rng() % 8], unit(rng)};
-    }
-    const std::vector<int32_t> got = k.draw(logits, params);
-    for (int64_t r = 0; r < rows; ++r, ++draws) {
-      const DeviceSamplingParams &p = params[size_t(r)];
-      EXPECT_EQ(got[size_t(r)], referenceDraw(logits.data() + r * v, v, p))
-          << "trial " << trial << " row " << r << ": temperature " << p.temperature << ", top-k "
-          << p.topK << ", top-p " << p.topP << ", uniform " << p.uniform;
-    }
-  }
+  const int draws = kvplan::testing::checkRandomDraws(
+      [&](const std::vector<float> &l, const std::vector<DeviceSamplingParams> &p) {
+        return k.draw(l, p);
+      },
+      k.v, k.rows, 24, 7);
   EXPECT_EQ(draws, 96);
 }
 

@@ -11,6 +11,7 @@
 #include "plan/WeightPacking.h"
 #include "runtime/cuda/CudaExecutor.h"
 #include "tests/common/ActivationsScope.h"
+#include "tests/common/SamplingDraws.h"
 #include "tests/common/ServeCompare.h"
 #include "tests/common/StepCompare.h"
 
@@ -267,6 +268,26 @@ TEST(CudaRuntime, SamplingOnTheDevice) {
   }
   gpu.close(seq);
   EXPECT_GT(seen.size(), 1u) << "a temperature of 5 never left the argmax";
+}
+
+// The sampling kernels alone on random logits, against the rule they
+// implement in double precision (tests/common/SamplingDraws.h): top-k and
+// top-p decided from the slices' candidates, by the whole row, and the
+// draw by slices, with the device's own expf and atomics.
+TEST(CudaRuntime, SamplingKernelsDrawAsADoublePrecisionReference) {
+  REQUIRE_GPU();
+  for (const std::string &path : artifactPaths()) {
+    SCOPED_TRACE(path);
+    Model m = load(path);
+    CudaExecutor gpu(m.plan, m.code, m.weights.data(), m.weights.size());
+    const int64_t rows = m.plan.entryPoints.at("decode").rows;
+    const int draws = kvplan::testing::checkRandomDraws(
+        [&](const std::vector<float> &l, const std::vector<DeviceSamplingParams> &p) {
+          return kvplan::testing::drawOnDevice(gpu, m.plan, m.code.program, l, p);
+        },
+        m.plan.model.vocabSize, rows, 8, 11);
+    EXPECT_EQ(draws, 8 * rows);
+  }
 }
 
 // The scheduler on the device: requests sharing a prefix, more of them
