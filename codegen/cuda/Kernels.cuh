@@ -1524,7 +1524,11 @@ __device__ __forceinline__ void topPByte(const float *histf, unsigned prefix, in
 
 /// Top-p: the largest key whose kept tokens of t (key >= kth) at or above
 /// it reach `mass` (top-p times the kept total), by histograms of their
-/// weights in histf (256 entries); never below kth. It holds barriers.
+/// weights in histf (256 entries); never below kth. The first byte of a key
+/// (sign and exponent) puts most tokens in a few bins, so each thread sums
+/// its tokens while they stay in one bin and adds the sum with one atomic
+/// when the bin changes, instead of one shared-memory atomic a token. It
+/// holds barriers.
 template <int BLOCK>
 __device__ __forceinline__ unsigned topPKey(const TokenSpan &t, unsigned kth, float maxLogit,
                                             float invT, float mass, float *histf,
@@ -1534,12 +1538,21 @@ __device__ __forceinline__ unsigned topPKey(const TokenSpan &t, unsigned kth, fl
   for (int shift = 24; shift >= 0; shift -= 8) {
     if (tid < 256) histf[tid] = 0.0f;
     __syncthreads();
+    unsigned held = 256; // the bin this thread is summing (none yet) and its sum
+    float sum = 0.0f;
     for (int i = tid; i < t.n; i += BLOCK) {
       const float l = t.logit(i);
       const unsigned key = orderedKey(l);
-      if (key >= kth && (key & mask) == prefix)
-        atomicAdd(&histf[(key >> shift) & 255u], keptWeight(l, maxLogit, invT));
+      if (key < kth || (key & mask) != prefix) continue;
+      const unsigned bin = (key >> shift) & 255u;
+      if (bin != held) {
+        if (held < 256) atomicAdd(&histf[held], sum);
+        held = bin;
+        sum = 0.0f;
+      }
+      sum += keptWeight(l, maxLogit, invT);
     }
+    if (held < 256) atomicAdd(&histf[held], sum);
     __syncthreads();
     if (tid == 0) topPByte(histf, prefix, shift, remaining, shPrefix, shRemainingMass);
     __syncthreads();
