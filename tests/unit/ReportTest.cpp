@@ -224,15 +224,24 @@ namespace {
 
 bool haveChromium() { return std::system("command -v chromium >/dev/null 2>&1") == 0; }
 
-std::string runChromium(const std::string &args) {
-  const std::string cmd =
-      "chromium --headless --no-sandbox --disable-gpu --hide-scrollbars " + args + " 2>/dev/null";
+/// Headless Chromium's output for `args`: a try takes about 3 s, but now
+/// and then Chromium hangs (once a whole ctest run's 120 s, on a loaded
+/// machine), so each try is cut at 45 s and a try that left nothing (no
+/// output, or no `made` file) is made once more.
+std::string runChromium(const std::string &args, const fs::path &made = {}) {
+  const std::string cmd = "timeout -k 5 45 chromium --headless --no-sandbox --disable-gpu "
+                          "--hide-scrollbars " +
+                          args + " 2>/dev/null";
   std::string out;
-  if (FILE *p = popen(cmd.c_str(), "r")) {
-    char buf[65536];
-    for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;)
-      out.append(buf, n);
-    pclose(p);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    out.clear();
+    if (FILE *p = popen(cmd.c_str(), "r")) {
+      char buf[65536];
+      for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;)
+        out.append(buf, n);
+      pclose(p);
+    }
+    if (made.empty() ? !out.empty() : fs::exists(made)) break;
   }
   return out;
 }
@@ -275,7 +284,8 @@ TEST(ReportBrowser, RendersToPng) {
   const Compiled c = compileTiny("models/tiny.toml", Target::cpu);
   const fs::path file = writePage("shot.html", render(c));
   const fs::path png = file.parent_path() / "report.png";
-  runChromium("--screenshot=" + png.string() + " --window-size=1280,1600 file://" + file.string());
+  runChromium("--screenshot=" + png.string() + " --window-size=1280,1600 file://" + file.string(),
+              png);
   std::ifstream in(png, std::ios::binary);
   ASSERT_TRUE(in) << "chromium wrote no screenshot";
   std::string head(8, '\0');
