@@ -1650,13 +1650,16 @@ __device__ __forceinline__ int drawBySlice(const float *l, float scaled, float m
                           fraction, fallback, sh.shf, sh.token, sh.winner, tid);
 }
 
-/// The row's draw from the candidates u alone, or -1 where they cannot
-/// decide it: top-k beyond them, or a threshold at or below `bound` (B, the
-/// largest key a slice left out). It holds barriers.
+/// The row's draw among the tokens of u, or -1 where they cannot decide it:
+/// top-k beyond them, or a threshold at or below `bound`, the largest key
+/// of the row that u lacks (the candidates: B, the largest key a slice left
+/// out; the whole row: 0). `scaled` is thread s's slice mass at the row's
+/// maximum, whose sum is the row's mass when top-k cuts nothing. It holds
+/// barriers.
 template <int V, int BLOCK>
-__device__ __forceinline__ int drawFromCandidates(const TokenSpan &u, const SamplingParams &prm,
-                                                  float scaled, unsigned bound, Argmax best,
-                                                  float invT, SampleShared &sh, int tid) {
+__device__ __forceinline__ int drawAmong(const TokenSpan &u, const SamplingParams &prm,
+                                         float scaled, unsigned bound, Argmax best, float invT,
+                                         SampleShared &sh, int tid) {
   const bool cutK = prm.topK > 0 && prm.topK < V;
   if (cutK && prm.topK > u.n) return -1;
   const unsigned kth =
@@ -1677,27 +1680,6 @@ __device__ __forceinline__ int drawFromCandidates(const TokenSpan &u, const Samp
                       : kth;
   if (!cutK && threshold <= bound) return -1;
   return drawToken<BLOCK>(u, threshold, best.logit, invT, prm.uniform, best.token, sh.shf,
-                          sh.token, sh.winner, tid);
-}
-
-/// The row's draw over its whole vocabulary (where the candidates cannot
-/// decide it). It holds barriers.
-template <int V, int BLOCK>
-__device__ __forceinline__ int drawFromRow(const float *l, const SamplingParams &prm, Argmax best,
-                                           float invT, SampleShared &sh, int tid) {
-  const TokenSpan row{l, nullptr, V, 0};
-  const unsigned kth = prm.topK > 0 && prm.topK < V
-                           ? topKKey<BLOCK>(row, prm.topK, sh.hist, sh.prefix, sh.remaining, tid)
-                           : 0u;
-  float total = 0.0f;
-  for (int i = tid; i < V; i += BLOCK)
-    if (orderedKey(l[i]) >= kth) total += keptWeight(l[i], best.logit, invT);
-  total = blockSum<BLOCK>(total, sh.shf);
-  const unsigned threshold =
-      prm.topP < 1.0f ? topPKey<BLOCK>(row, kth, best.logit, invT, prm.topP * total, sh.histf,
-                                       sh.prefix, sh.remainingMass, tid)
-                      : kth;
-  return drawToken<BLOCK>(row, threshold, best.logit, invT, prm.uniform, best.token, sh.shf,
                           sh.token, sh.winner, tid);
 }
 
@@ -1735,9 +1717,14 @@ template <int V, int BLOCK, int SLICE, int C> __device__ void sample(const KvArg
     token = drawBySlice<V, BLOCK, SLICE>(l, scaled, best.logit, invT, prm.uniform, best.token, sh,
                                          tid);
   } else {
-    const TokenSpan u{nullptr, row.cands, S * C, 0};
-    token = drawFromCandidates<V, BLOCK>(u, prm, scaled, bound, best, invT, sh, tid);
-    if (token == -1) token = drawFromRow<V, BLOCK>(l, prm, best, invT, sh, tid);
+    // The candidates first; where they cannot decide, the whole row (which
+    // lacks no key: every threshold is above 0).
+    token = drawAmong<V, BLOCK>(TokenSpan{nullptr, row.cands, S * C, 0}, prm, scaled, bound, best,
+                                invT, sh, tid);
+    if (token == -1)
+      token = drawAmong<V, BLOCK>(TokenSpan{l, nullptr, V, 0}, prm, scaled, 0u, best, invT, sh,
+                                  tid);
+    if (token == -1) token = best.token; // only NaN logits' keys reach 0
   }
   if (tid == 0) out[r] = token;
 }
