@@ -69,9 +69,11 @@ DecodeBatch openBatch(Engine &engine, const std::vector<int32_t> &prompt, int64_
   }
   return b;
 }
-/// `steps` decode steps of the whole batch; then the sequences are closed.
+/// `steps` decode steps of the whole batch.
 void decodeBatch(Engine &engine, DecodeBatch &b, int64_t steps) {
   for (int64_t i = 0; i < steps; ++i) b.next = engine.decodeNext(b.seqs, b.next);
+}
+void closeBatch(Engine &engine, const DecodeBatch &b) {
   for (int s : b.seqs) engine.close(s);
 }
 
@@ -142,6 +144,7 @@ CpuTimes measureCpu(Engine &engine, const std::vector<int32_t> &prompt, int64_t 
   decodeBatch(engine, b, steps);
   t.decodeS = seconds(t1, Clock::now());
   std::tie(t.decodeReduceS, t.decodeReduceMaxS) = reduceSpan(engine, r0);
+  closeBatch(engine, b);
   return t;
 }
 
@@ -250,7 +253,9 @@ double cudaDecodeStep(Engine &engine, const std::vector<int32_t> &prompt, int64_
   DecodeBatch b = openBatch(engine, prompt, batch);
   auto t1 = Clock::now();
   decodeBatch(engine, b, steps);
-  return seconds(t1, Clock::now()) / double(steps);
+  const double s = seconds(t1, Clock::now()) / double(steps);
+  closeBatch(engine, b);
+  return s;
 }
 
 CudaTimes measureCuda(Engine &engine, CudaExecutor &cuda, const std::vector<int32_t> &prompt,
