@@ -140,23 +140,38 @@ public:
     r.rowsFollowActive = follows(op.result);
     out.ops.push_back(std::move(r));
   }
+  /// Packed rows (a fused QKV product's one result) are read in place: k
+  /// and v from their columns on, every row QCOLS + 2 KVH HD floats on.
   void operator()(const RopeKVWriteOp &op) {
     entryPositions(op.positions);
     const int idx = specs.ropeTable(op.rope);
-    const int64_t qcols = op.query.cols(), hd = op.rope.headDim;
-    if (op.key.cols() != kv.kvHeads * kv.headDim || hd != kv.headDim)
+    const int64_t qcols = op.rotatedQuery.cols(), hd = op.rope.headDim;
+    const int64_t kvCols = kv.kvHeads * kv.headDim;
+    if (hd != kv.headDim || (!op.packed() && op.key->cols() != kvCols))
       unsupported("RoPE'd keys do not match the KV cache");
+    f32Input(op.query, "rope_kv_write");
+    if (!op.packed()) {
+      f32Input(*op.key, "rope_kv_write");
+      f32Input(*op.value, "rope_kv_write");
+    }
+    const int64_t qs = op.query.cols(), ks = op.packed() ? qs : kvCols;
+    DeviceRef q = arena(op.query), k = q, v = q;
+    if (op.packed()) {
+      k.offset += qcols * 4;
+      v.offset += (qcols + kvCols) * 4;
+    } else {
+      k = arena(*op.key);
+      v = arena(*op.value);
+    }
     const std::string name = specs.wrapper(
         "rope_qkv_write_" + std::string(dtypeName(kv.dtype)) + "_r" + num(idx) +
-            dims({qcols, kv.kvHeads, hd, kv.pageSize, kv.pages}),
+            dims({qcols, kv.kvHeads, hd, kv.pageSize, kv.pages}) + (op.packed() ? "_packed" : ""),
         128,
         "kvplan::ropeQkvWrite<" + kvType + ", " + num(qcols) + ", " + num(kv.kvHeads) + ", " +
-            num(hd) + ", " + num(kv.pageSize) + ", " + num(kv.pages) + "LL>(a, kvplan_rope_" +
-            num(idx) + ")");
+            num(hd) + ", " + num(kv.pageSize) + ", " + num(kv.pages) + "LL, " + num(qs) + ", " +
+            num(ks) + ">(a, kvplan_rope_" + num(idx) + ")");
     kernel(name, {op.query.rows(), 1, 1}, 128, 0, op.query,
-           {arena(op.query), arena(op.key), arena(op.value), arena(op.rotatedQuery), cache(),
-            positions, table},
-           {op.layer, tableStride});
+           {q, k, v, arena(op.rotatedQuery), cache(), positions, table}, {op.layer, tableStride});
   }
   void operator()(const KVCacheWriteOp &op) {
     entryPositions(op.positions);

@@ -76,17 +76,26 @@ private:
 /// weights and attributes by their ODS names.
 class StepEmitter {
 public:
-  StepEmitter(Operation *op, ValueTable &values) : op(op), values(values) {}
+  StepEmitter(Operation *op, ValueTable &values) : op(op), values(values) {
+    std::optional<Attribute> sizes = op->getInherentAttr("operandSegmentSizes");
+    if (auto s = sizes ? dyn_cast_or_null<DenseI32ArrayAttr>(*sizes) : DenseI32ArrayAttr())
+      segments.assign(s.asArrayRef().begin(), s.asArrayRef().end());
+  }
 
   void operand(const char *n, Operand &o, OperandClass) {
+    ++segment;
     if (next >= op->getNumOperands()) return fail(std::string("has no operand '") + n + "'");
     const Operand *known = values.lookup(op->getOperand(next++));
     if (!known) return fail(std::string("reads a value the plan does not know as '") + n + "'");
     o = *known;
   }
-  /// An optional operand is the op's next one, where it has one more.
+  /// An optional operand is the op's next one where its segment (an op with
+  /// several optional operands) has one, or else where the op has one more.
   void optionalOperand(const char *n, std::optional<Operand> &o, OperandClass c) {
-    if (next < op->getNumOperands()) operand(n, o.emplace(), c);
+    const bool present = segment < segments.size() ? segments[segment] != 0
+                                                   : next < op->getNumOperands();
+    if (present) return operand(n, o.emplace(), c);
+    ++segment;
   }
   void result(const char *n, Operand &o, OperandClass c) {
     if (nextResult >= op->getNumResults()) return fail(std::string("has no result '") + n + "'");
@@ -183,6 +192,8 @@ private:
   ValueTable &values;
   unsigned next = 0, nextResult = 0, views = 0;
   size_t tensorIndex = 0;
+  std::vector<int32_t> segments; // operands per ODS operand, where the op sizes them
+  size_t segment = 0;            // the ODS operand next
   LogicalResult status = success();
 };
 

@@ -356,17 +356,32 @@ LogicalResult KVCacheReadOp::verify() {
 
 LogicalResult RopeKVWriteOp::verify() {
   auto cache = cast<KVCacheType>(getCache().getType());
-  const int64_t hd = getHeadDim();
-  if (failed(verifyRopeIntoCache(*this, cache, hd, cols(getQuery()), getTheta(), getFreqFactors())))
+  const int64_t hd = getHeadDim(), kvCols = cache.getKvHeads() * hd;
+  const int64_t qcols = cols(getRotatedQuery());
+  if (failed(verifyRopeIntoCache(*this, cache, hd, qcols, getTheta(), getFreqFactors())))
     return failure();
-  if (getKey().getType() != getValue().getType())
-    return emitOpError() << "keys and values must have the same type";
-  if (cols(getKey()) != cache.getKvHeads() * hd)
-    return emitOpError() << "key rows must be kv_heads x head_dim = " << cache.getKvHeads() * hd
-                         << " wide, got " << cols(getKey());
-  if (failed(sameRows(*this, getQuery(), getKey(), "queries and keys")))
-    return failure();
-  return verifyCacheAccess(*this, cache, getPageTable(), getPositions(), rows(getKey()),
+  if (bool(getKey()) != bool(getValue()))
+    return emitOpError() << "takes keys and values together, or neither (packed in the query rows)";
+  if (isPacked()) {
+    if (cols(getQuery()) != qcols + 2 * kvCols)
+      return emitOpError() << "packed rows must be the " << qcols << " query columns and 2 x "
+                           << kvCols << " of keys and values wide, got " << cols(getQuery());
+    if (tensorOf(getQuery()).getElementType() != tensorOf(getRotatedQuery()).getElementType())
+      return emitOpError() << "rotated queries must have the packed rows' element type";
+    if (failed(sameRows(*this, getQuery(), getRotatedQuery(), "packed and rotated queries")))
+      return failure();
+  } else {
+    if (getQuery().getType() != getRotatedQuery().getType())
+      return emitOpError() << "rotated queries must have the queries' type";
+    if (getKey().getType() != getValue().getType())
+      return emitOpError() << "keys and values must have the same type";
+    if (cols(getKey()) != kvCols)
+      return emitOpError() << "key rows must be kv_heads x head_dim = " << kvCols << " wide, got "
+                           << cols(getKey());
+    if (failed(sameRows(*this, getQuery(), getKey(), "queries and keys")))
+      return failure();
+  }
+  return verifyCacheAccess(*this, cache, getPageTable(), getPositions(), rows(getQuery()),
                            getLayer());
 }
 

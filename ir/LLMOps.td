@@ -399,7 +399,7 @@ def LLM_KVCacheReadOp : LLM_Op<"kv_cache_read", [
 }
 
 def LLM_RopeKVWriteOp : LLM_Op<"rope_kv_write", [
-    AllTypesMatch<["query", "rotated_query"]>, AllTypesMatch<["cache", "result"]>,
+    AttrSizedOperandSegments, AllTypesMatch<["cache", "result"]>,
     MemoryEffects<[MemRead<LLM_KVCacheResource>, MemWrite<LLM_KVCacheResource>]>]> {
   let summary = "RoPE of queries and keys fused with the cache write of keys and values";
   let description = [{
@@ -409,23 +409,34 @@ def LLM_RopeKVWriteOp : LLM_Op<"rope_kv_write", [
     attributes are `llm.rope`'s. Made by `--fuse-rope-kv-write` (the cuda
     target's pipeline).
 
+    Without `key` and `value`, `query` holds the queries, the keys and the
+    values side by side in each row (`[rows, q + 2 x kv_heads x head_dim]`):
+    the one result of a fused QKV product, so that the product is one matrix
+    product at any row count instead of one per part.
+
     Example:
     ```mlir
-    %qr, %c1 = llm.rope_kv_write %q, %k, %v into %cache[%page_table] at %positions {head_dim = 32 : i64, layer = 0 : i64, theta = 1.000000e+04 : f64} : tensor<1x256xf32>, tensor<1x128xf32>, tensor<1x128xf32>, !llm.kv_cache<layers = 4, pages = 32, page_size = 16, kv_heads = 4, head_dim = 32, element_type = f32>, tensor<1x32xi32>, tensor<1xi32>
+    %qr, %c1 = llm.rope_kv_write %q, %k, %v into %cache[%page_table] at %positions {head_dim = 32 : i64, layer = 0 : i64, theta = 1.000000e+04 : f64} : (tensor<1x256xf32>, tensor<1x128xf32>, tensor<1x128xf32>), !llm.kv_cache<layers = 4, pages = 32, page_size = 16, kv_heads = 4, head_dim = 32, element_type = f32>, tensor<1x32xi32>, tensor<1xi32> -> tensor<1x256xf32>
+    %qr2, %c2 = llm.rope_kv_write %qkv into %c1[%page_table] at %positions {head_dim = 32 : i64, layer = 1 : i64, theta = 1.000000e+04 : f64} : (tensor<1x512xf32>), !llm.kv_cache<layers = 4, pages = 32, page_size = 16, kv_heads = 4, head_dim = 32, element_type = f32>, tensor<1x32xi32>, tensor<1xi32> -> tensor<1x256xf32>
     ```
   }];
-  let arguments = (ins LLM_Activations:$query, LLM_Activations:$key, LLM_Activations:$value,
+  let arguments = (ins LLM_Activations:$query, Optional<LLM_Activations>:$key,
+                       Optional<LLM_Activations>:$value,
                        LLM_KVCache:$cache, LLM_PageTable:$page_table, LLM_Ids:$positions,
                        I64Attr:$head_dim, F64Attr:$theta,
                        OptionalAttr<LLM_RopeScalingAttr>:$scaling,
                        OptionalAttr<DenseF64ArrayAttr>:$freq_factors, I64Attr:$layer);
   let results = (outs LLM_Activations:$rotated_query, LLM_KVCache:$result);
   let assemblyFormat = [{
-    $query `,` $key `,` $value `into` $cache `[` $page_table `]` `at` $positions attr-dict `:`
-    type($query) `,` type($key) `,` type($value) `,` type($cache) `,` type($page_table) `,`
-    type($positions)
+    $query (`,` $key^ `,` $value)? `into` $cache `[` $page_table `]` `at` $positions attr-dict
+    `:` `(` type($query) (`,` type($key)^ `,` type($value))? `)` `,` type($cache) `,`
+    type($page_table) `,` type($positions) `->` type($rotated_query)
   }];
   let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// Whether `query` holds the keys and values too (no `key`, `value`).
+    bool isPacked() { return !getKey(); }
+  }];
 }
 
 def LLM_MatVecOp : LLM_WeightUser<"matvec", [Pure]> {

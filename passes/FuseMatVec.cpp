@@ -197,8 +197,9 @@ struct ResidualEpilogue : public RewritePattern {
   int64_t maxRows;
 };
 
-/// matvec (q, k, v) -> rope_kv_write of exactly those three: RoPE and the
-/// cache write become the product's epilogue.
+/// matvec (q, k, v) -> rope_kv_write of exactly those three (or of the
+/// one packed result): RoPE and the cache write become the product's
+/// epilogue.
 struct RopeKVWriteEpilogue : public OpRewritePattern<llm::RopeKVWriteOp> {
   RopeKVWriteEpilogue(MLIRContext *ctx, int64_t maxRows)
       : OpRewritePattern(ctx), maxRows(maxRows) {}
@@ -207,8 +208,9 @@ struct RopeKVWriteEpilogue : public OpRewritePattern<llm::RopeKVWriteOp> {
                                 PatternRewriter &rewriter) const override {
     Operation *product = write.getQuery().getDefiningOp();
     const Value qkv[] = {write.getQuery(), write.getKey(), write.getValue()};
-    bool alone = product && product->getNumResults() == 3;
-    for (unsigned i = 0; alone && i < 3; ++i)
+    const unsigned parts = write.isPacked() ? 1 : 3;
+    bool alone = product && product->getNumResults() == parts;
+    for (unsigned i = 0; alone && i < parts; ++i)
       alone = qkv[i] == product->getResult(i) && qkv[i].hasOneUse();
     std::optional<MatVecParts> p = alone ? partsOf(product, maxRows) : std::nullopt;
     if (!p || p->swiglu || p->addend)

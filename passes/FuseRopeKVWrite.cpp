@@ -1,5 +1,7 @@
 // --fuse-rope-kv-write: llm.rope of the queries, llm.rope of the keys and
-// the llm.kv_cache_write of the rotated keys -> one llm.rope_kv_write.
+// the llm.kv_cache_write of the rotated keys -> one llm.rope_kv_write; the
+// three results of a fused QKV llm.linear that only it reads -> one packed
+// result.
 #include "passes/Passes.h"
 
 #include "mlir/IR/PatternMatch.h"
@@ -69,10 +71,50 @@ struct FuseRopeIntoCacheWrite : public OpRewritePattern<llm::KVCacheWriteOp> {
   }
 };
 
+/// llm.linear (q, k, v) read only by one llm.rope_kv_write, in that order
+/// -> one result [rows, q + k + v] the write reads packed: one matrix
+/// product instead of one per part at any row count.
+struct PackQKV : public OpRewritePattern<llm::RopeKVWriteOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(llm::RopeKVWriteOp write,
+                                PatternRewriter &rewriter) const override {
+    if (write.isPacked()) return rewriter.notifyMatchFailure(write, "already packed");
+    auto product = write.getQuery().getDefiningOp<llm::LinearOp>();
+    const Value qkv[] = {write.getQuery(), write.getKey(), write.getValue()};
+    bool alone = product && product->getNumResults() == 3;
+    for (unsigned i = 0; alone && i < 3; ++i)
+      alone = qkv[i] == product->getResult(i) && qkv[i].hasOneUse();
+    if (!alone) return rewriter.notifyMatchFailure(write, "q, k and v are not one linear's alone");
+    auto q = cast<RankedTensorType>(qkv[0].getType());
+    int64_t width = 0;
+    for (Value v : qkv) {
+      auto t = cast<RankedTensorType>(v.getType());
+      if (t.getElementType() != q.getElementType())
+        return rewriter.notifyMatchFailure(write, "q, k and v differ in element type");
+      width += t.getDimSize(1);
+    }
+    rewriter.setInsertionPoint(product);
+    auto packed = rewriter.create<llm::LinearOp>(
+        product.getLoc(), TypeRange{RankedTensorType::get({q.getDimSize(0), width},
+                                                          q.getElementType())},
+        product.getWeightAttr(), product.getInput(), product.getBiasAttr());
+    rewriter.setInsertionPoint(write);
+    auto op = rewriter.create<llm::RopeKVWriteOp>(
+        write.getLoc(), write.getRotatedQuery().getType(), write.getResult().getType(),
+        packed.getResult(0), Value(), Value(), write.getCache(), write.getPageTable(),
+        write.getPositions(), write.getHeadDimAttr(), write.getThetaAttr(),
+        write.getScalingAttr(), write.getFreqFactorsAttr(), write.getLayerAttr());
+    rewriter.replaceOp(write, op.getResults());
+    rewriter.eraseOp(product);
+    return success();
+  }
+};
+
 struct FuseRopeKVWritePass : public impl::FuseRopeKVWriteBase<FuseRopeKVWritePass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
-    patterns.add<FuseRopeIntoCacheWrite>(&getContext());
+    patterns.add<FuseRopeIntoCacheWrite, PackQKV>(&getContext());
     if (failed(rewriteGreedily(getOperation(), std::move(patterns))))
       return signalPassFailure();
   }

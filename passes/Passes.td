@@ -141,6 +141,11 @@ def FuseRopeKVWrite : Pass<"fuse-rope-kv-write", "::mlir::func::FuncOp"> {
     become one `llm.rope_kv_write` at the write: one kernel rotates both and
     writes the keys and values, and the rotated keys are never stored apart.
     Writes whose keys or queries do not fit are left as they are.
+
+    Where the queries, keys and values are the three results of one fused
+    QKV `llm.linear` that nothing else reads, the linear gets one result,
+    `[rows, q + k + v]`, which the `llm.rope_kv_write` reads packed: one
+    matrix product at any row count (a prefill chunk) instead of three.
   }];
   let dependentDialects = ["::kvplan::llm::LLMDialect"];
 }
@@ -162,8 +167,8 @@ def FuseMatVec : Pass<"fuse-matvec", "::mlir::func::FuncOp"> {
     - a residual add of its result (`llm.add`, or the add half of an
       `llm.add_rms_norm`, which leaves an `llm.rms_norm` of the sum for the
       next product's prologue) is its epilogue (`plus %residual`);
-    - an `llm.rope_kv_write` of its three results (a fused QKV product that
-      nothing else reads) is its epilogue: the op becomes
+    - an `llm.rope_kv_write` of its result packed (or of its three results:
+      a fused QKV product that nothing else reads) is its epilogue: the op becomes
       `llm.matvec_rope_kv_write`, which rotates the queries and keys as they
       are made and writes the keys and values straight into the cache.
     A decode layer is then six kernels: QKV with the attention norm, RoPE

@@ -310,17 +310,22 @@ struct KVCacheReadOp {
 
 /// RoPE of the queries and keys fused with the cache write of the rotated
 /// keys and the values (made by --fuse-rope-kv-write for the cuda target).
+/// Without key and value, each row of query holds the queries, the keys
+/// and the values side by side (a fused QKV product's one result).
 struct RopeKVWriteOp {
   KVPLAN_PLAN_OP(RopeKVWriteOp, "rope_kv_write")
-  Operand query, key, value, cache, pageTable, positions, rotatedQuery, result;
+  Operand query;
+  std::optional<Operand> key, value;
+  Operand cache, pageTable, positions, rotatedQuery, result;
   RopeParams rope;
   int64_t layer = 0;
   template <typename Self, typename V> static void visitFields(Self &s, V &v) {
     v.operand("query", s.query, OperandClass::activations);
-    v.operand("key", s.key, OperandClass::activations);
-    v.operand("value", s.value, OperandClass::activations);
+    v.optionalOperand("key", s.key, OperandClass::activations);
+    v.optionalOperand("value", s.value, OperandClass::activations);
     visitRopeIntoCacheFields(s, v);
   }
+  bool packed() const { return !key; }
 };
 
 /// The sum of every tensor-parallel rank's rows (made by

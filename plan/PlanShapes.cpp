@@ -261,11 +261,21 @@ void StepShapes::operator()(const MatVecOp &op) {
 void StepShapes::operator()(const RopeKVWriteOp &op) {
   cacheArgs(op.pageTable, op.positions);
   entryRows("query", op.query);
-  heads(op.query, op.rope.headDim);
+  entryRows("rotated_query", op.rotatedQuery);
+  heads(op.rotatedQuery, op.rope.headDim);
   equal("attribute 'head_dim' is", op.rope.headDim, kv.headDim, "the cache's head_dim");
+  const int64_t kvCols = kv.kvHeads * kv.headDim;
+  if (op.key.has_value() != op.value.has_value())
+    fail("has keys without values, or values without keys (or neither: packed in 'query')");
+  if (op.packed()) {
+    shape("query", op.query, {ep.rows, op.rotatedQuery.cols() + 2 * kvCols},
+          "the rotated queries' columns, then the keys' and the values' side by side, " +
+              cacheRow());
+    return;
+  }
   shape("rotated_query", op.rotatedQuery, op.query.shape, "the query's shape");
-  shape("key", op.key, {ep.rows, kv.kvHeads * kv.headDim}, cacheRow());
-  shape("value", op.value, {ep.rows, kv.kvHeads * kv.headDim}, cacheRow());
+  shape("key", *op.key, {ep.rows, kvCols}, cacheRow());
+  shape("value", *op.value, {ep.rows, kvCols}, cacheRow());
 }
 
 void StepShapes::operator()(const MatVecRopeKVWriteOp &op) {

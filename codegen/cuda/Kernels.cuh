@@ -906,17 +906,20 @@ __device__ void kvWrite(const KvArgs &a) {
 
 /// RoPE on q and k fused with the cache write of k and v, one row per block.
 /// p: q, k, v, q out, cache, positions, page table.  i: -, layer, table stride.
-template <class C, int QCOLS, int KVH, int HD, int PS, long long PAGES>
+/// QS and KS: the row strides of q, and of k and v, in floats (packed rows
+/// of a fused QKV product: both QCOLS + 2 KVH HD, with k and v pointing
+/// into them).
+template <class C, int QCOLS, int KVH, int HD, int PS, long long PAGES, int QS, int KS>
 __device__ void ropeQkvWrite(const KvArgs &a, const double *freqs) {
   const int r = blockIdx.x;
   const int pos = reinterpret_cast<const int *>(a.p[5])[r];
-  ropeRow<QCOLS, HD>(reinterpret_cast<const float *>(a.p[0]) + (long long)r * QCOLS,
+  ropeRow<QCOLS, HD>(reinterpret_cast<const float *>(a.p[0]) + (long long)r * QS,
                      reinterpret_cast<float *>(a.p[3]) + (long long)r * QCOLS, pos, freqs);
   if (pos < 0) return;
   const int page = reinterpret_cast<const int *>(a.p[6])[r * a.i[2] + pos / PS];
   cacheWriteRow<C, KVH, HD, PS, PAGES, true>(
-      reinterpret_cast<const float *>(a.p[1]) + (long long)r * KVH * HD,
-      reinterpret_cast<const float *>(a.p[2]) + (long long)r * KVH * HD,
+      reinterpret_cast<const float *>(a.p[1]) + (long long)r * KS,
+      reinterpret_cast<const float *>(a.p[2]) + (long long)r * KS,
       reinterpret_cast<C *>(a.p[4]), a.i[1], pos, page, freqs);
 }
 

@@ -107,6 +107,23 @@ inline void setInputs(Executor &x, const Plan &plan, const std::string &entry, i
 struct PlanMatch {
   std::vector<std::pair<size_t, size_t>> steps; // per cuda step: CPU steps [first, end)
   std::map<int64_t, Operand> cpuValue;          // cuda value -> the CPU operand holding it
+  /// cuda values whose rows are several CPU operands' rows side by side (a
+  /// fused QKV product's packed result: the CPU's q, k and v); their
+  /// cpuValue is the first part.
+  std::map<int64_t, std::vector<Operand>> cpuParts;
+
+  /// The CPU operands whose rows, side by side, are cuda value `v`'s.
+  std::vector<Operand> partsOf(int64_t v) const {
+    auto it = cpuParts.find(v);
+    return it != cpuParts.end() ? it->second : std::vector<Operand>{cpuValue.at(v)};
+  }
+  /// Maps cuda value `v` to the CPU's `outs`: one, or the parts of a packed
+  /// product.
+  void define(int64_t v, const std::vector<const Operand *> &outs) {
+    cpuValue[v] = *outs.front();
+    if (outs.size() == 1) return;
+    for (const Operand *o : outs) cpuParts[v].push_back(*o);
+  }
 };
 
 /// The CPU steps of the product a matvec kernel makes, from `i`: the
@@ -139,9 +156,13 @@ inline void matchMatVec(const EntryPoint &cpu, const MatVecOp &mv, size_t &i, Pl
     }
     if (!after.tryAs<AddRMSNormOp>()) outs = stepOutputs(after);
   }
-  EXPECT_EQ(outs.size(), mv.results.size()) << "cpu steps " << first << " to " << i;
-  for (size_t k = 0; k < outs.size() && k < mv.results.size(); ++k)
-    m.cpuValue[mv.results[k].value] = *outs[k];
+  if (mv.results.size() == 1 && !outs.empty()) {
+    m.define(mv.results[0].value, outs); // one result, or the CPU's parts packed
+  } else {
+    EXPECT_EQ(outs.size(), mv.results.size()) << "cpu steps " << first << " to " << i;
+    for (size_t k = 0; k < outs.size() && k < mv.results.size(); ++k)
+      m.cpuValue[mv.results[k].value] = *outs[k];
+  }
   m.steps.push_back({first, i});
 }
 
@@ -194,22 +215,41 @@ inline PlanMatch matchPlans(const EntryPoint &cpu, const EntryPoint &cuda) {
         EXPECT_EQ(m.cpuValue.at(ins[k]->value).value, cins[k]->value) << "step " << i;
       }
     const std::vector<const Operand *> outs = stepOutputs(s), couts = stepOutputs(c);
-    for (size_t k = 0; k < outs.size() && k < couts.size(); ++k)
-      if (outs[k]->kind == OperandKind::arena) m.cpuValue[outs[k]->value] = *couts[k];
+    if (s.kind() == OpKind::linear && outs.size() == 1 && couts.size() > 1)
+      m.define(outs[0]->value, couts); // a fused QKV product packed for rope_kv_write
+    else
+      for (size_t k = 0; k < outs.size() && k < couts.size(); ++k)
+        if (outs[k]->kind == OperandKind::arena) m.cpuValue[outs[k]->value] = *couts[k];
     m.steps.push_back({i, i + 1});
     ++i;
   }
   return m;
 }
 
-/// `n` elements of the CPU's f32 `o`, in type `t` (ids as they are).
-inline std::vector<char> cpuBytes(CpuExecutor &cpu, const Operand &o, DType t) {
-  const int64_t n = o.numElements();
-  std::vector<char> out(size_t(n * dtypeBytes(t)));
-  if (o.dtype == DType::i32 || t == DType::f32)
+/// The first `rows` rows of the CPU's f32 operands `parts`, side by side.
+inline std::vector<float> cpuRows(CpuExecutor &cpu, const std::vector<Operand> &parts,
+                                  int64_t rows) {
+  std::vector<float> out;
+  for (int64_t r = 0; r < rows; ++r)
+    for (const Operand &p : parts) {
+      const float *row = reinterpret_cast<const float *>(cpu.arenaData() + p.offset) + r * p.cols();
+      out.insert(out.end(), row, row + p.cols());
+    }
+  return out;
+}
+
+/// The CPU's f32 `parts` (one operand, or the parts of a packed one), in
+/// type `t` (ids as they are).
+inline std::vector<char> cpuBytes(CpuExecutor &cpu, const std::vector<Operand> &parts, DType t) {
+  const Operand &o = parts.front();
+  if (o.dtype == DType::i32) {
+    std::vector<char> out(size_t(o.bytes()));
     std::memcpy(out.data(), cpu.arenaData() + o.offset, out.size());
-  else
-    convertElements(cpu.arenaData() + o.offset, DType::f32, out.data(), t, n);
+    return out;
+  }
+  const std::vector<float> f = cpuRows(cpu, parts, o.rows());
+  std::vector<char> out(f.size() * size_t(dtypeBytes(t)));
+  convertElements(f.data(), DType::f32, out.data(), t, int64_t(f.size()));
   return out;
 }
 
@@ -225,18 +265,19 @@ void compareCaches(Device &gpu, CpuExecutor &cpu, const Plan &plan, size_t step)
   EXPECT_LE(normalisedError(g, c), 1e-2) << "KV cache after step " << step;
 }
 
-/// The device's output `o` (its first `rows` rows) against the CPU's `c`.
+/// The device's output `o` (its first `rows` rows) against the CPU's
+/// `parts` side by side.
 template <class Device>
-void compareOutput(Device &gpu, CpuExecutor &cpu, const Operand &o, const Operand &c,
-                   int64_t rows, double tol, const std::string &what) {
+void compareOutput(Device &gpu, CpuExecutor &cpu, const Operand &o,
+                   const std::vector<Operand> &parts, int64_t rows, double tol,
+                   const std::string &what) {
   const int64_t n = rows * o.cols(), size = dtypeBytes(o.dtype);
   std::vector<char> dev(static_cast<size_t>(n * size));
   gpu.download(DeviceBuffer::arena, o.offset, dev.data(), int64_t(dev.size()));
-  std::vector<float> g(static_cast<size_t>(n)), want(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
-    g[size_t(i)] = toFloat(dev.data() + i * size, o.dtype);
-    want[size_t(i)] = reinterpret_cast<const float *>(cpu.arenaData() + c.offset)[i];
-  }
+  std::vector<float> g(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) g[size_t(i)] = toFloat(dev.data() + i * size, o.dtype);
+  const std::vector<float> want = cpuRows(cpu, parts, rows);
+  ASSERT_EQ(want.size(), g.size()) << what << ": the CPU's parts are not the device's columns";
   EXPECT_LE(normalisedError(g, want), tol) << what;
 }
 
@@ -273,7 +314,7 @@ void compareStepByStep(Device &gpu, CpuExecutor &cpu, const Plan &cudaPlan,
       gpu.upload(DeviceBuffer::cache, 0, cpu.cacheData(), cpuPlan.kvCache.bytes());
       for (const Operand *in : stepInputs(s))
         if (in->kind == OperandKind::arena) {
-          std::vector<char> b = cpuBytes(cpu, match.cpuValue.at(in->value), in->dtype);
+          std::vector<char> b = cpuBytes(cpu, match.partsOf(in->value), in->dtype);
           const DeviceRef at = cudaOperandRef(ce, ep, *in); // the inputs: in the workspace
           gpu.upload(at.buffer, at.offset, b.data(), int64_t(b.size()));
         }
@@ -286,7 +327,7 @@ void compareStepByStep(Device &gpu, CpuExecutor &cpu, const Plan &cudaPlan,
       op = last;
       for (const Operand *o : stepOutputs(s))
         if (o->kind == OperandKind::arena)
-          compareOutput(gpu, cpu, *o, match.cpuValue.at(o->value),
+          compareOutput(gpu, cpu, *o, match.partsOf(o->value),
                         o->rows() == ep.rows ? active : o->rows(), tol,
                         "step " + std::to_string(st) + " (" + s.name() + ")");
       if (s.kind() == OpKind::kvCacheWrite || s.kind() == OpKind::ropeKVWrite ||

@@ -410,6 +410,53 @@ TEST(PlanJson, AMatVecRopeKVWriteStepReadsBackAndIsChecked) {
   }
 }
 
+// The cuda target's rope_kv_write of a fused QKV product's one result, read
+// packed: no key or value fields, the query rows the queries, keys and
+// values side by side.
+TEST(PlanJson, APackedRopeKVWriteStepReadsBackAndIsChecked) {
+  auto asPacked = [](nlohmann::json &j) {
+    const nlohmann::json rope = step(j, 3), write = step(j, 4);
+    nlohmann::json packed = step(j, 2)["results"][0];
+    packed["shape"] = {1, 16};
+    step(j, 2)["results"] = nlohmann::json::array({packed});
+    nlohmann::json &s = step(j, 3);
+    s = nlohmann::json::object();
+    s["op"] = "rope_kv_write";
+    s["loc"] = rope["loc"];
+    s["query"] = packed;
+    for (const char *f : {"cache", "page_table", "positions", "layer", "result"}) s[f] = write[f];
+    for (const char *f : {"head_dim", "theta", "scaling", "freq_factors"}) s[f] = rope[f];
+    s["rotated_query"] = rope["result"];
+    j["entry_points"]["decode"]["steps"].erase(4);
+  };
+  nlohmann::json j = toJson(samplePlan());
+  asPacked(j);
+  const Plan p = planFromJson(j);
+  const auto &w = p.entryPoints.at("decode").steps[3].as<RopeKVWriteOp>();
+  EXPECT_TRUE(w.packed());
+  EXPECT_EQ(w.query.cols(), 16);
+  EXPECT_EQ(w.rotatedQuery.cols(), 8);
+  EXPECT_EQ(p.entryPoints.at("decode").steps[2].as<LinearOp>().results.size(), 1u);
+  EXPECT_EQ(toJson(p)["entry_points"]["decode"]["steps"][3], step(j, 3));
+  EXPECT_FALSE(toJson(p)["entry_points"]["decode"]["steps"][3].contains("key"));
+  const std::pair<std::function<void(nlohmann::json &)>, std::string> cases[] = {
+      {[](nlohmann::json &j) { step(j, 3)["rotated_query"]["shape"] = {1, 4}; },
+       "field 'query' is [1, 16] f32 tensor, expected [1, 12] (the rotated queries' columns, "
+       "then the keys' and the values' side by side"},
+      {[](nlohmann::json &j) { step(j, 3)["key"] = step(j, 3)["query"]; },
+       "has keys without values, or values without keys"},
+      {[](nlohmann::json &j) { step(j, 3)["rotated_query"]["shape"] = {1, 6}; },
+       "attribute 'head_dim' is 4 for rows of 6"},
+  };
+  for (const auto &[damage, want] : cases) {
+    const std::string msg = readError([&](nlohmann::json &j) {
+      asPacked(j);
+      damage(j);
+    });
+    EXPECT_NE(msg.find(want), std::string::npos) << "want: " << want << "\ngot: " << msg;
+  }
+}
+
 /// The sample with int4 matrices (the fused one 40 wide, so that its rows
 /// end in a partial group) and f32 vectors.
 Plan int4Plan() {

@@ -292,7 +292,35 @@ func.func @f(%x: tensor<2x8xf32>) -> tensor<2x4xbf16> {
 func.func @f(%q: tensor<2x8xf32>, %k: tensor<2x8xf32>, %t: tensor<1x4xi32>, %p: tensor<2xi32>,
              %c: !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>) {
   // expected-error @below {{key rows must be kv_heads x head_dim = 4 wide, got 8}}
-  %qr, %c1 = llm.rope_kv_write %q, %k, %k into %c[%t] at %p {head_dim = 4 : i64, layer = 0 : i64, theta = 1.0e4 : f64} : tensor<2x8xf32>, tensor<2x8xf32>, tensor<2x8xf32>, !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>, tensor<1x4xi32>, tensor<2xi32>
+  %qr, %c1 = llm.rope_kv_write %q, %k, %k into %c[%t] at %p {head_dim = 4 : i64, layer = 0 : i64, theta = 1.0e4 : f64} : (tensor<2x8xf32>, tensor<2x8xf32>, tensor<2x8xf32>), !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>, tensor<1x4xi32>, tensor<2xi32> -> tensor<2x8xf32>
+  return
+}
+
+// -----
+
+// Packed rows must hold the queries, then the keys and the values.
+func.func @f(%qkv: tensor<2x14xf32>, %t: tensor<1x4xi32>, %p: tensor<2xi32>,
+             %c: !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>) {
+  // expected-error @below {{packed rows must be the 8 query columns and 2 x 4 of keys and values wide, got 14}}
+  %qr, %c1 = llm.rope_kv_write %qkv into %c[%t] at %p {head_dim = 4 : i64, layer = 0 : i64, theta = 1.0e4 : f64} : (tensor<2x14xf32>), !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>, tensor<1x4xi32>, tensor<2xi32> -> tensor<2x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%qkv: tensor<2x16xf32>, %t: tensor<1x4xi32>, %p: tensor<2xi32>,
+             %c: !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>) {
+  // expected-error @below {{packed and rotated queries: 2 vs 3 rows}}
+  %qr, %c1 = llm.rope_kv_write %qkv into %c[%t] at %p {head_dim = 4 : i64, layer = 0 : i64, theta = 1.0e4 : f64} : (tensor<2x16xf32>), !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>, tensor<1x4xi32>, tensor<2xi32> -> tensor<3x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<2x8xf32>, %k: tensor<2x4xf32>, %t: tensor<1x4xi32>, %p: tensor<2xi32>,
+             %c: !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>) {
+  // expected-error @below {{rotated queries must have the queries' type}}
+  %qr, %c1 = llm.rope_kv_write %q, %k, %k into %c[%t] at %p {head_dim = 4 : i64, layer = 0 : i64, theta = 1.0e4 : f64} : (tensor<2x8xf32>, tensor<2x4xf32>, tensor<2x4xf32>), !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>, tensor<1x4xi32>, tensor<2xi32> -> tensor<2x8xbf16>
   return
 }
 
@@ -301,7 +329,7 @@ func.func @f(%q: tensor<2x8xf32>, %k: tensor<2x8xf32>, %t: tensor<1x4xi32>, %p: 
 func.func @f(%q: tensor<2x8xf32>, %k: tensor<2x4xf32>, %t: tensor<1x4xi32>, %p: tensor<2xi32>,
              %c: !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>) {
   // expected-error @below {{head_dim 2 differs from the cache's 4}}
-  %qr, %c1 = llm.rope_kv_write %q, %k, %k into %c[%t] at %p {head_dim = 2 : i64, layer = 0 : i64, theta = 1.0e4 : f64} : tensor<2x8xf32>, tensor<2x4xf32>, tensor<2x4xf32>, !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>, tensor<1x4xi32>, tensor<2xi32>
+  %qr, %c1 = llm.rope_kv_write %q, %k, %k into %c[%t] at %p {head_dim = 2 : i64, layer = 0 : i64, theta = 1.0e4 : f64} : (tensor<2x8xf32>, tensor<2x4xf32>, tensor<2x4xf32>), !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>, tensor<1x4xi32>, tensor<2xi32> -> tensor<2x8xf32>
   return
 }
 
@@ -310,7 +338,7 @@ func.func @f(%q: tensor<2x8xf32>, %k: tensor<2x4xf32>, %t: tensor<1x4xi32>, %p: 
 func.func @f(%q: tensor<2x8xf32>, %k: tensor<2x4xf32>, %t: tensor<1x4xi32>, %p: tensor<2xi32>,
              %c: !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>) {
   // expected-error @below {{layer 1 is outside the cache's 1 layers}}
-  %qr, %c1 = llm.rope_kv_write %q, %k, %k into %c[%t] at %p {head_dim = 4 : i64, layer = 1 : i64, theta = 1.0e4 : f64} : tensor<2x8xf32>, tensor<2x4xf32>, tensor<2x4xf32>, !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>, tensor<1x4xi32>, tensor<2xi32>
+  %qr, %c1 = llm.rope_kv_write %q, %k, %k into %c[%t] at %p {head_dim = 4 : i64, layer = 1 : i64, theta = 1.0e4 : f64} : (tensor<2x8xf32>, tensor<2x4xf32>, tensor<2x4xf32>), !llm.kv_cache<layers = 1, pages = 4, page_size = 4, kv_heads = 1, head_dim = 4, element_type = f32>, tensor<1x4xi32>, tensor<2xi32> -> tensor<2x8xf32>
   return
 }
 

@@ -64,7 +64,12 @@ func.func @cuda_ops(%x: tensor<4x8xf32>, %pos: tensor<4xi32>, %table: tensor<1x4
   // CHECK: llm.linear @wqkv(%[[N]]) : tensor<4x8xbf16> -> tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>
   %q, %k, %v = llm.linear @wqkv(%n) : tensor<4x8xbf16> -> tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>
   // CHECK: %[[QR:.*]], %[[C:.*]] = llm.rope_kv_write %{{.*}}, %{{.*}}, %{{.*}} into %{{.*}}[%{{.*}}] at %{{.*}} {head_dim = 4 : i64, layer = 0 : i64, theta = 1.000000e+04 : f64}
-  %qr, %c = llm.rope_kv_write %q, %k, %v into %cache[%table] at %pos {head_dim = 4 : i64, layer = 0 : i64, theta = 1.0e4 : f64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>, !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 4, element_type = bf16>, tensor<1x4xi32>, tensor<4xi32>
+  %qr, %c = llm.rope_kv_write %q, %k, %v into %cache[%table] at %pos {head_dim = 4 : i64, layer = 0 : i64, theta = 1.0e4 : f64} : (tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>), !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 4, element_type = bf16>, tensor<1x4xi32>, tensor<4xi32> -> tensor<4x8xf32>
+  // A fused QKV product's one result, read packed.
+  // CHECK: %[[QKV:.*]] = llm.linear @wqkv(%[[N]]) : tensor<4x8xbf16> -> tensor<4x16xf32>
+  %qkv = llm.linear @wqkv(%n) : tensor<4x8xbf16> -> tensor<4x16xf32>
+  // CHECK: llm.rope_kv_write %[[QKV]] into %[[C]][%{{.*}}] at %{{.*}} {head_dim = 4 : i64, layer = 0 : i64, theta = 1.000000e+04 : f64} : (tensor<4x16xf32>), <{{.*}}>, tensor<1x4xi32>, tensor<4xi32> -> tensor<4x8xf32>
+  %pqr, %pc = llm.rope_kv_write %qkv into %c[%table] at %pos {head_dim = 4 : i64, layer = 0 : i64, theta = 1.0e4 : f64} : (tensor<4x16xf32>), !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 4, element_type = bf16>, tensor<1x4xi32>, tensor<4xi32> -> tensor<4x8xf32>
   %keys, %values = llm.kv_cache_read %c[%table] upto %pos {layer = 0 : i64} : !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 4, element_type = bf16>, tensor<1x4xi32>, tensor<4xi32> -> !llm.kv_view<kv_heads = 1, head_dim = 4, element_type = bf16>, !llm.kv_view<kv_heads = 1, head_dim = 4, element_type = bf16>
   // CHECK: llm.attention cache %[[QR]], {{.*}} -> tensor<4x8xbf16>
   %a = llm.attention cache %qr, %keys, %values {head_dim = 4 : i64, num_heads = 2 : i64, num_kv_heads = 1 : i64, scale = 0.5 : f64} : tensor<4x8xf32>, !llm.kv_view<kv_heads = 1, head_dim = 4, element_type = bf16>, !llm.kv_view<kv_heads = 1, head_dim = 4, element_type = bf16> -> tensor<4x8xbf16>

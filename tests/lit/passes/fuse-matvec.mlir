@@ -130,13 +130,13 @@ module {
   func.func @rope(%x: tensor<2x16xf32>, %cache: !llm.kv_cache<layers = 2, pages = 4, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>, %table: tensor<2x4xi32>, %pos: tensor<2xi32>) -> (tensor<2x16xf32>, tensor<2x8xf32>, !llm.kv_cache<layers = 2, pages = 4, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>) {
     %n = llm.rms_norm %x, @attention_norm {eps = 1.000000e-05 : f64} : tensor<2x16xf32>
     %q, %k, %v = llm.linear @wqkv(%n) : tensor<2x16xf32> -> tensor<2x16xf32>, tensor<2x8xf32>, tensor<2x8xf32>
-    %qr, %c0 = llm.rope_kv_write %q, %k, %v into %cache[%table] at %pos {head_dim = 8 : i64, layer = 0 : i64, theta = 1.000000e+04 : f64} : tensor<2x16xf32>, tensor<2x8xf32>, tensor<2x8xf32>, !llm.kv_cache<layers = 2, pages = 4, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<2x4xi32>, tensor<2xi32>
+    %qr, %c0 = llm.rope_kv_write %q, %k, %v into %cache[%table] at %pos {head_dim = 8 : i64, layer = 0 : i64, theta = 1.000000e+04 : f64} : (tensor<2x16xf32>, tensor<2x8xf32>, tensor<2x8xf32>), !llm.kv_cache<layers = 2, pages = 4, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<2x4xi32>, tensor<2xi32> -> tensor<2x16xf32>
     %o = llm.linear @wo(%qr) : tensor<2x16xf32> -> tensor<2x16xf32>
     %normed, %h = llm.add_rms_norm %x, %o, @ffn_norm {eps = 1.000000e-06 : f64} : tensor<2x16xf32>
     %q1, %k1, %v1 = llm.linear @wqkv(%normed) : tensor<2x16xf32> -> tensor<2x16xf32>, tensor<2x8xf32>, tensor<2x8xf32>
-    %qr1, %c1 = llm.rope_kv_write %q1, %k1, %v1 into %c0[%table] at %pos {head_dim = 8 : i64, layer = 1 : i64, theta = 1.000000e+04 : f64} : tensor<2x16xf32>, tensor<2x8xf32>, tensor<2x8xf32>, !llm.kv_cache<layers = 2, pages = 4, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<2x4xi32>, tensor<2xi32>
+    %qr1, %c1 = llm.rope_kv_write %q1, %k1, %v1 into %c0[%table] at %pos {head_dim = 8 : i64, layer = 1 : i64, theta = 1.000000e+04 : f64} : (tensor<2x16xf32>, tensor<2x8xf32>, tensor<2x8xf32>), !llm.kv_cache<layers = 2, pages = 4, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<2x4xi32>, tensor<2xi32> -> tensor<2x16xf32>
     %q2, %k2, %v2 = llm.linear @wqkv(%qr1) : tensor<2x16xf32> -> tensor<2x16xf32>, tensor<2x8xf32>, tensor<2x8xf32>
-    %qr2, %c2 = llm.rope_kv_write %q2, %k2, %v2 into %c1[%table] at %pos {head_dim = 8 : i64, layer = 1 : i64, theta = 1.000000e+04 : f64} : tensor<2x16xf32>, tensor<2x8xf32>, tensor<2x8xf32>, !llm.kv_cache<layers = 2, pages = 4, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<2x4xi32>, tensor<2xi32>
+    %qr2, %c2 = llm.rope_kv_write %q2, %k2, %v2 into %c1[%table] at %pos {head_dim = 8 : i64, layer = 1 : i64, theta = 1.000000e+04 : f64} : (tensor<2x16xf32>, tensor<2x8xf32>, tensor<2x8xf32>), !llm.kv_cache<layers = 2, pages = 4, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<2x4xi32>, tensor<2xi32> -> tensor<2x16xf32>
     return %qr2, %k2, %c2 : tensor<2x16xf32>, tensor<2x8xf32>, !llm.kv_cache<layers = 2, pages = 4, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>
   }
 }

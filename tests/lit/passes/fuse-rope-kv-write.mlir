@@ -4,11 +4,12 @@
 
 // The RoPE of q, the RoPE of k and the cache write of the rotated keys
 // become one op at the write; the attention reads its rotated queries and
-// the cache it returns.
+// the cache it returns. The fused QKV product that only it reads gets one
+// result, which it reads packed.
 // CHECK-LABEL: func.func @decode
-// CHECK: %[[QKV:.*]]:3 = llm.linear @wqkv
+// CHECK: %[[QKV:.*]] = llm.linear @wqkv(%arg0) : tensor<2x16xf32> -> tensor<2x32xf32>
 // CHECK-NOT: llm.rope
-// CHECK: %[[QR:.*]], %[[C:.*]] = llm.rope_kv_write %[[QKV]]#0, %[[QKV]]#1, %[[QKV]]#2 into %arg3[%arg2] at %arg1 {head_dim = 8 : i64, layer = 0 : i64, theta = 1.000000e+04 : f64}
+// CHECK: %[[QR:.*]], %[[C:.*]] = llm.rope_kv_write %[[QKV]] into %arg3[%arg2] at %arg1 {head_dim = 8 : i64, layer = 0 : i64, theta = 1.000000e+04 : f64} : (tensor<2x32xf32>), <{{.*}}>, tensor<2x4xi32>, tensor<2xi32> -> tensor<2x16xf32>
 // CHECK-NOT: llm.kv_cache_write
 // CHECK: %[[K:.*]], %[[V:.*]] = llm.kv_cache_read %[[C]][%arg2] upto %arg1
 // CHECK: llm.attention cache %[[QR]], %[[K]], %[[V]]
@@ -126,3 +127,59 @@ func.func @raw_keys(%k: tensor<1x8xf32>, %v: tensor<1x8xf32>, %p: tensor<1xi32>,
   %c1 = llm.kv_cache_write %k, %v into %c[%t] at %p {layer = 0 : i64} : tensor<1x8xf32>, tensor<1x8xf32>, !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<1x4xi32>, tensor<1xi32>
   return %c1 : !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>
 }
+
+// -----
+
+// The bias stays with the packed product.
+// CHECK-LABEL: func.func @packed_with_bias
+// CHECK: %[[QKV:.*]] = llm.linear @wqkv(%arg0) bias @bqkv : tensor<1x16xf32> -> tensor<1x32xf32>
+// CHECK: llm.rope_kv_write %[[QKV]] into
+func.func @packed_with_bias(%x: tensor<1x16xf32>, %p: tensor<1xi32>, %t: tensor<1x4xi32>, %c: !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>) -> (tensor<1x16xf32>) {
+  %q, %k, %v = llm.linear @wqkv(%x) bias @bqkv : tensor<1x16xf32> -> tensor<1x16xf32>, tensor<1x8xf32>, tensor<1x8xf32>
+  %qr = llm.rope %q, %p {head_dim = 8 : i64, theta = 1.0e4 : f64} : tensor<1x16xf32>, tensor<1xi32>
+  %kr = llm.rope %k, %p {head_dim = 8 : i64, theta = 1.0e4 : f64} : tensor<1x8xf32>, tensor<1xi32>
+  %c1 = llm.kv_cache_write %kr, %v into %c[%t] at %p {layer = 0 : i64} : tensor<1x8xf32>, tensor<1x8xf32>, !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<1x4xi32>, tensor<1xi32>
+  %ks, %vs = llm.kv_cache_read %c1[%t] upto %p {layer = 0 : i64} : !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<1x4xi32>, tensor<1xi32> -> !llm.kv_view<kv_heads = 1, head_dim = 8, element_type = f32>, !llm.kv_view<kv_heads = 1, head_dim = 8, element_type = f32>
+  %a = llm.attention cache %qr, %ks, %vs {head_dim = 8 : i64, num_heads = 2 : i64, num_kv_heads = 1 : i64, scale = 0.5 : f64} : tensor<1x16xf32>, !llm.kv_view<kv_heads = 1, head_dim = 8, element_type = f32>, !llm.kv_view<kv_heads = 1, head_dim = 8, element_type = f32> -> tensor<1x16xf32>
+  return %a : tensor<1x16xf32>
+}
+llm.weight @wqkv : tensor<32x16xf32>
+llm.weight @bqkv : tensor<32xf32>
+
+// -----
+
+// Not packed: the values have another reader, which reads them apart; the
+// write still fuses.
+// CHECK-LABEL: func.func @value_read_twice
+// CHECK: %[[QKV:.*]]:3 = llm.linear @wqkv
+// CHECK: llm.rope_kv_write %[[QKV]]#0, %[[QKV]]#1, %[[QKV]]#2 into
+func.func @value_read_twice(%x: tensor<1x16xf32>, %p: tensor<1xi32>, %t: tensor<1x4xi32>, %c: !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>) -> (tensor<1x16xf32>, tensor<1x8xf32>) {
+  %q, %k, %v = llm.linear @wqkv(%x) : tensor<1x16xf32> -> tensor<1x16xf32>, tensor<1x8xf32>, tensor<1x8xf32>
+  %qr = llm.rope %q, %p {head_dim = 8 : i64, theta = 1.0e4 : f64} : tensor<1x16xf32>, tensor<1xi32>
+  %kr = llm.rope %k, %p {head_dim = 8 : i64, theta = 1.0e4 : f64} : tensor<1x8xf32>, tensor<1xi32>
+  %c1 = llm.kv_cache_write %kr, %v into %c[%t] at %p {layer = 0 : i64} : tensor<1x8xf32>, tensor<1x8xf32>, !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<1x4xi32>, tensor<1xi32>
+  %ks, %vs = llm.kv_cache_read %c1[%t] upto %p {layer = 0 : i64} : !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<1x4xi32>, tensor<1xi32> -> !llm.kv_view<kv_heads = 1, head_dim = 8, element_type = f32>, !llm.kv_view<kv_heads = 1, head_dim = 8, element_type = f32>
+  %a = llm.attention cache %qr, %ks, %vs {head_dim = 8 : i64, num_heads = 2 : i64, num_kv_heads = 1 : i64, scale = 0.5 : f64} : tensor<1x16xf32>, !llm.kv_view<kv_heads = 1, head_dim = 8, element_type = f32>, !llm.kv_view<kv_heads = 1, head_dim = 8, element_type = f32> -> tensor<1x16xf32>
+  return %a, %v : tensor<1x16xf32>, tensor<1x8xf32>
+}
+llm.weight @wqkv : tensor<32x16xf32>
+
+// -----
+
+// Not packed: the queries come from a product of their own.
+// CHECK-LABEL: func.func @two_products
+// CHECK: %[[Q:.*]] = llm.linear @wq
+// CHECK: %[[KV:.*]]:2 = llm.linear @wkv
+// CHECK: llm.rope_kv_write %[[Q]], %[[KV]]#0, %[[KV]]#1 into
+func.func @two_products(%x: tensor<1x16xf32>, %p: tensor<1xi32>, %t: tensor<1x4xi32>, %c: !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>) -> (tensor<1x16xf32>) {
+  %q = llm.linear @wq(%x) : tensor<1x16xf32> -> tensor<1x16xf32>
+  %k, %v = llm.linear @wkv(%x) : tensor<1x16xf32> -> tensor<1x8xf32>, tensor<1x8xf32>
+  %qr = llm.rope %q, %p {head_dim = 8 : i64, theta = 1.0e4 : f64} : tensor<1x16xf32>, tensor<1xi32>
+  %kr = llm.rope %k, %p {head_dim = 8 : i64, theta = 1.0e4 : f64} : tensor<1x8xf32>, tensor<1xi32>
+  %c1 = llm.kv_cache_write %kr, %v into %c[%t] at %p {layer = 0 : i64} : tensor<1x8xf32>, tensor<1x8xf32>, !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<1x4xi32>, tensor<1xi32>
+  %ks, %vs = llm.kv_cache_read %c1[%t] upto %p {layer = 0 : i64} : !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<1x4xi32>, tensor<1xi32> -> !llm.kv_view<kv_heads = 1, head_dim = 8, element_type = f32>, !llm.kv_view<kv_heads = 1, head_dim = 8, element_type = f32>
+  %a = llm.attention cache %qr, %ks, %vs {head_dim = 8 : i64, num_heads = 2 : i64, num_kv_heads = 1 : i64, scale = 0.5 : f64} : tensor<1x16xf32>, !llm.kv_view<kv_heads = 1, head_dim = 8, element_type = f32>, !llm.kv_view<kv_heads = 1, head_dim = 8, element_type = f32> -> tensor<1x16xf32>
+  return %a : tensor<1x16xf32>
+}
+llm.weight @wq : tensor<16x16xf32>
+llm.weight @wkv : tensor<16x16xf32>
