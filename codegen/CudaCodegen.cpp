@@ -50,17 +50,19 @@ AttentionSplit attentionSplit(const Plan &plan, const EntryPoint &ep) {
   return split;
 }
 
-/// Lays out the workspace: attention partials and maxima (shared by the
-/// entry points), each entry point's inputs (with the sampling parameters),
-/// sampled ids and argmax partials, and cuBLAS's workspace, last.
+/// Lays out the workspace: attention partials, maxima and arrival counts
+/// (shared by the entry points), each entry point's inputs (with the
+/// sampling parameters), sampled ids and argmax partials, and cuBLAS's
+/// workspace, last.
 std::map<std::string, AttentionSplit> layWorkspace(const Plan &plan, CudaProgram &prog) {
   std::map<std::string, AttentionSplit> splits;
-  int64_t partBytes = 0, mlBytes = 0;
+  int64_t partBytes = 0, mlBytes = 0, arrivalBytes = 0;
   const int64_t heads = plan.model.numHeads, hd = plan.kvCache.headDim;
   for (const auto &[name, ep] : plan.entryPoints) {
     AttentionSplit s = attentionSplit(plan, ep);
     partBytes = std::max(partBytes, ep.rows * heads * s.splits * hd * 4);
     mlBytes = std::max(mlBytes, ep.rows * heads * s.splits * 2 * 4);
+    arrivalBytes = std::max(arrivalBytes, ep.rows * plan.kvCache.kvHeads * 4);
     splits[name] = s;
   }
   int64_t top = 0;
@@ -70,9 +72,11 @@ std::map<std::string, AttentionSplit> layWorkspace(const Plan &plan, CudaProgram
     return off;
   };
   const int64_t partOffset = take(partBytes), mlOffset = take(mlBytes);
+  const int64_t arrivalsOffset = take(arrivalBytes); // zeroed at load; the kernel keeps it so
   for (auto &[name, s] : splits) {
     s.partOffset = partOffset;
     s.mlOffset = mlOffset;
+    s.arrivalsOffset = arrivalsOffset;
     CudaEntry &e = prog.entries[name];
     const EntryPoint &ep = plan.entryPoints.at(name);
     const CudaInputsLayout in = cudaInputsLayout(ep);

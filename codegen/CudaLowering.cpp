@@ -611,22 +611,18 @@ void EntryLowering::operator()(const AttentionOp &op) {
   if (op.mask != AttentionMask::cache || op.key.kind != OperandKind::kvView)
     unsupported("attention must read KV-cache views");
   f32Input(op.query, "attention");
-  const std::string partial = specs.wrapper(
-      "attn_partial_" + std::string(dtypeName(kv.dtype)) +
+  const DType o = op.result.dtype;
+  const std::string name = specs.wrapper(
+      "attn_" + std::string(dtypeName(kv.dtype)) + "_" + dtypeName(o) +
           dims({h, kvh, hd, kv.pageSize, kv.pages}),
       kAttnWarps * 32,
-      "kvplan::attnPartial<" + kvType + ", " + num(h) + ", " + num(kvh) + ", " + num(hd) + ", " +
-          num(kv.pageSize) + ", " + num(kv.pages) + "LL, " + num(kAttnWarps) + ">(a)");
-  kernel(partial, {kvh, op.result.rows(), split.splits}, kAttnWarps * 32, 1, op.result,
-         {arena(op.query), cache(), positions, table, work(split.partOffset), work(split.mlOffset)},
+      "kvplan::attnPartial<" + kvType + ", " + cudaType(o) + ", " + num(h) + ", " + num(kvh) +
+          ", " + num(hd) + ", " + num(kv.pageSize) + ", " + num(kv.pages) + "LL, " +
+          num(kAttnWarps) + ">(a)");
+  kernel(name, {kvh, op.result.rows(), split.splits}, kAttnWarps * 32, 1, op.result,
+         {arena(op.query), cache(), positions, table, work(split.partOffset), work(split.mlOffset),
+          arena(op.result), work(split.arrivalsOffset)},
          {op.key.layer, tableStride, split.splits}, {op.scale});
-  const DType o = op.result.dtype;
-  const std::string combine = specs.wrapper(
-      "attn_combine_" + std::string(dtypeName(o)) + dims({h, hd}), hd,
-      "kvplan::attnCombine<" + std::string(cudaType(o)) + ", " + num(h) + ", " + num(hd) + ">(a)");
-  kernel(combine, {h, op.result.rows(), 1}, hd, 1, op.result,
-         {work(split.partOffset), work(split.mlOffset), positions, arena(op.result)},
-         {split.splits});
 }
 
 /// Sampling from the logits the entry point returns: each row's argmax

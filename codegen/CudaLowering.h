@@ -63,7 +63,9 @@ struct Specialisations {
 /// Where an entry point's attention partials go and how keys are split.
 struct AttentionSplit {
   int64_t splits = 1;
-  int64_t partOffset = 0, mlOffset = 0; // in the workspace
+  // In the workspace: the partials, their (max, sum), and the splits of
+  // each (row, KV head) arrived so far (u32, 0 between calls).
+  int64_t partOffset = 0, mlOffset = 0, arrivalsOffset = 0;
 };
 
 /// Lowers `ep`'s steps, then the sampling kernel, into `out`.

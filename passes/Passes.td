@@ -171,8 +171,8 @@ def FuseMatVec : Pass<"fuse-matvec", "::mlir::func::FuncOp"> {
       a fused QKV product that nothing else reads) is its epilogue: the op becomes
       `llm.matvec_rope_kv_write`, which rotates the queries and keys as they
       are made and writes the keys and values straight into the cache.
-    A decode layer is then six kernels: QKV with the attention norm, RoPE
-    and the cache write, attention (two), the output projection plus the
+    A decode layer is then five kernels: QKV with the attention norm, RoPE
+    and the cache write, attention, the output projection plus the
     residual, gate|up with the FFN norm and SwiGLU, and down plus the
     residual. Products of more rows and rows that are not whole runs are
     left as they are.

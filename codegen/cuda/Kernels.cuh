@@ -1012,8 +1012,8 @@ __device__ void matvecRopeKv(const KvArgs &a, const double *freqs) {
 // contiguously within a page; each group of L lanes (a key slot) walks its
 // keys with its own running softmax and output, and the slots are merged at
 // the end, in a fixed order. It leaves an unnormalised partial output, its
-// maximum and its sum; attnCombine merges the splits with their log-sum-exp
-// weights.
+// maximum and its sum; the last of a row's splits to finish merges the
+// splits with their log-sum-exp weights (attnMerged), in the same kernel.
 
 /// How the lanes of a warp share the keys of head_dim HD in type C.
 template <class C, int HD> struct AttnLanes {
@@ -1091,7 +1091,7 @@ __device__ __forceinline__ void attnWalk(const C *keys, const C *values, const i
 /// The end of attnPartial: the block's key slots merged, each scaled by
 /// exp(its max - the block's), summed over the warp's slots by shuffles,
 /// then over the warps in order, into the split's unnormalised output and
-/// its (max, sum) per query head, for attnCombine. Holds the block's
+/// its (max, sum) per query head, for attnMerged. Holds the block's
 /// barriers: every thread calls it.
 template <class C, int H, int KVH, int HD, int WARPS>
 __device__ __forceinline__ void attnMergeSlots(
@@ -1151,24 +1151,53 @@ __device__ __forceinline__ void attnMergeSlots(
   }
 }
 
+/// Element d of head h's attention output for row r from the `used` splits'
+/// partials (base: the first split's index): each split's sum and output
+/// scaled by exp(its max - the largest), in split order. Read past L1: the
+/// other blocks of the grid wrote them.
+__device__ __forceinline__ float attnMerged(const float *part, const float *ml, long long base,
+                                            int used, int hd, int d) {
+  float m = -INFINITY;
+  for (int sp = 0; sp < used; ++sp) m = fmaxf(m, __ldcg(ml + 2 * (base + sp)));
+  float l = 0.0f, acc = 0.0f;
+  for (int sp = 0; sp < used; ++sp) {
+    const float w = expf(__ldcg(ml + 2 * (base + sp)) - m);
+    l += __ldcg(ml + 2 * (base + sp) + 1) * w;
+    acc += __ldcg(part + (base + sp) * hd + d) * w;
+  }
+  return acc / l;
+}
+
+/// Block (KV head, row, split): the split's run of the row's cached keys for
+/// the query heads that share the KV head, as partials (attnMergeSlots);
+/// the last of the row's splits to finish (an arrival count per row and KV
+/// head, which it sets back to 0 for the next call) merges them into the
+/// output, in split order whichever it is, so no second kernel runs.
 /// p: q (f32, scaled here), cache, positions, page table, partial out,
-/// partial (max, sum).  i: -, layer, table stride, splits.  d: scale.
-template <class C, int H, int KVH, int HD, int PS, long long PAGES, int WARPS>
+/// partial (max, sum), out, arrival counts (rows x KVH, 0 between calls).
+/// i: -, layer, table stride, splits.  d: scale.
+template <class C, class O, int H, int KVH, int HD, int PS, long long PAGES, int WARPS>
 __device__ void attnPartial(const KvArgs &a) {
   using Ln = AttnLanes<C, HD>;
   constexpr int G = H / KVH, L = Ln::L, D = Ln::D, SLOTS = WARPS * Ln::KPW;
   __shared__ float qs[G][HD];
   __shared__ float mS[SLOTS][G], lS[SLOTS][G];
   __shared__ float red[WARPS][G][HD];
+  __shared__ int last;
 
   const int kvh = blockIdx.x, r = blockIdx.y, split = blockIdx.z;
   const int splits = (int)a.i[3];
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, sub = lane % L;
   const int slot = warp * Ln::KPW + lane / L;
   const int pos = reinterpret_cast<const int *>(a.p[2])[r];
-  if (pos < 0) return; // padding: attnCombine writes its zeros
-  const int span = attnSpan(pos, splits), start = split * span;
-  if (start > pos) return; // attnCombine reads only the splits a row has
+  O *out = reinterpret_cast<O *>(a.p[6]) + ((long long)r * H + kvh * G) * HD;
+  if (pos < 0) { // padding: zeros, from the first split
+    if (split == 0)
+      for (int idx = tid; idx < G * HD; idx += WARPS * 32) out[idx] = st<O>(0.0f);
+    return;
+  }
+  const int span = attnSpan(pos, splits), start = split * span, used = (pos + span) / span;
+  if (start > pos) return; // the merge reads only the splits a row has
   const int end = min(pos + 1, start + span);
 
   const float scale = (float)a.d[0];
@@ -1193,35 +1222,24 @@ __device__ void attnPartial(const KvArgs &a) {
   attnWalk<C, G, KVH, HD, PS>(keys, values, table, qs, start + slot, SLOTS, end,
                               end > warpFirst ? end - warpFirst : 0, sub, m, l, acc);
 
-  attnMergeSlots<C, H, KVH, HD, WARPS>(m, l, acc, mS, lS, red, reinterpret_cast<float *>(a.p[4]),
-                                        reinterpret_cast<float *>(a.p[5]), r, kvh, splits, split,
+  float *part = reinterpret_cast<float *>(a.p[4]), *ml = reinterpret_cast<float *>(a.p[5]);
+  attnMergeSlots<C, H, KVH, HD, WARPS>(m, l, acc, mS, lS, red, part, ml, r, kvh, splits, split,
                                         slot, sub);
-}
-
-/// Block (head, row), one thread per element of head_dim.
-/// p: partial out, partial (max, sum), positions, out.  i: -, splits.
-template <class O, int H, int HD> __device__ void attnCombine(const KvArgs &a) {
-  const int h = blockIdx.x, r = blockIdx.y, d = threadIdx.x;
-  const int splits = (int)a.i[1];
-  const int pos = reinterpret_cast<const int *>(a.p[2])[r];
-  O *out = reinterpret_cast<O *>(a.p[3]) + ((long long)r * H + h) * HD;
-  if (pos < 0) {
-    out[d] = st<O>(0.0f);
-    return;
+  // Every thread's partials visible to the whole grid before the block arrives.
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) {
+    unsigned *count = reinterpret_cast<unsigned *>(a.p[7]) + (long long)r * KVH + kvh;
+    last = atomicAdd(count, 1u) == unsigned(used - 1);
+    if (last) *count = 0; // every split of the row has arrived
   }
-  const int span = attnSpan(pos, splits), used = (pos + span) / span;
-  const long long base = ((long long)r * H + h) * splits;
-  const float *part = reinterpret_cast<const float *>(a.p[0]);
-  const float *ml = reinterpret_cast<const float *>(a.p[1]);
-  float m = -INFINITY;
-  for (int sp = 0; sp < used; ++sp) m = fmaxf(m, ml[2 * (base + sp)]);
-  float l = 0.0f, acc = 0.0f;
-  for (int sp = 0; sp < used; ++sp) {
-    const float w = expf(ml[2 * (base + sp)] - m);
-    l += ml[2 * (base + sp) + 1] * w;
-    acc += part[(base + sp) * HD + d] * w;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int idx = tid; idx < G * HD; idx += WARPS * 32) {
+    const long long base = ((long long)r * H + kvh * G + idx / HD) * splits;
+    out[idx] = st<O>(attnMerged(part, ml, base, used, HD, idx % HD));
   }
-  out[d] = st<O>(acc / l);
 }
 
 // ---------------------------------------------------------------------------

@@ -27,7 +27,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <numeric>
 #include <type_traits>
+#include <vector>
 #include <vector>
 
 #undef __global__
@@ -194,7 +196,18 @@ inline void startFiber(Fiber &f, char *top) {
 }
 #endif
 
-/// Runs every block of a launch, one after another.
+/// The n blocks of a launch in a fixed scrambled order: a GPU runs them in
+/// any order, so a kernel must not depend on one (the attention's last
+/// split to arrive merges the others, whichever split that is).
+inline std::vector<unsigned> blockOrder(unsigned n) {
+  std::vector<unsigned> order(n);
+  unsigned step = n / 2 + 1; // a stride coprime to n visits every block once
+  while (std::gcd(step, n) != 1) ++step;
+  for (unsigned i = 0; i < n; ++i) order[i] = unsigned((uint64_t(i) * step + n / 3) % n);
+  return order;
+}
+
+/// Runs every block of a launch, one after another (in blockOrder).
 inline void launch(void (*kernel)(const void *), const void *args, Index grid, Index block) {
   S.threads = block.x * block.y * block.z;
   if (S.threads == 0 || S.threads > 1024 || block.y != 1 || block.z != 1) {
@@ -206,42 +219,42 @@ inline void launch(void (*kernel)(const void *), const void *args, Index grid, I
   S.kernel = kernel;
   S.args = args;
   S.blockDim = block;
-  for (unsigned z = 0; z < grid.z; ++z)
-    for (unsigned y = 0; y < grid.y; ++y)
-      for (unsigned x = 0; x < grid.x; ++x) {
-        S.blockIdx = {x, y, z};
-        S.live = S.threads;
-        S.blockArrived = 0;
-        for (unsigned w = 0; w < 32; ++w) {
-          S.warpArrived[w] = 0;
-          S.warpLive[w] = w * 32 < S.threads ? std::min(32u, S.threads - w * 32) : 0;
-        }
-        for (unsigned t = 0; t < S.threads; ++t) {
-          Fiber &f = S.fibers[t];
-          f.tid = t;
-          f.state = Fiber::runnable;
-          startFiber(f, S.stacks.data() + (t + 1) * Scheduler::kStack);
-        }
-        for (;;) {
-          bool ran = false, pending = false;
-          for (unsigned t = 0; t < S.threads; ++t) {
-            Fiber &f = S.fibers[t];
-            if (f.state == Fiber::done) continue;
-            pending = true;
-            if (f.state != Fiber::runnable) continue;
-            S.current = t;
-            S.threadIdx = {t, 0, 0};
-            ran = true;
-            resume(f);
-          }
-          if (!pending) break;
-          if (!ran) {
-            std::fprintf(stderr, "kvemu: deadlock in block (%u, %u, %u): threads wait at a "
-                                 "barrier others never reach\n", x, y, z);
-            std::abort();
-          }
-        }
+  const unsigned blocks = grid.x * grid.y * grid.z;
+  for (unsigned b : blockOrder(blocks)) {
+    S.blockIdx = {b % grid.x, b / grid.x % grid.y, b / (grid.x * grid.y)};
+    S.live = S.threads;
+    S.blockArrived = 0;
+    for (unsigned w = 0; w < 32; ++w) {
+      S.warpArrived[w] = 0;
+      S.warpLive[w] = w * 32 < S.threads ? std::min(32u, S.threads - w * 32) : 0;
+    }
+    for (unsigned t = 0; t < S.threads; ++t) {
+      Fiber &f = S.fibers[t];
+      f.tid = t;
+      f.state = Fiber::runnable;
+      startFiber(f, S.stacks.data() + (t + 1) * Scheduler::kStack);
+    }
+    for (;;) {
+      bool ran = false, pending = false;
+      for (unsigned t = 0; t < S.threads; ++t) {
+        Fiber &f = S.fibers[t];
+        if (f.state == Fiber::done) continue;
+        pending = true;
+        if (f.state != Fiber::runnable) continue;
+        S.current = t;
+        S.threadIdx = {t, 0, 0};
+        ran = true;
+        resume(f);
       }
+      if (!pending) break;
+      if (!ran) {
+        std::fprintf(stderr, "kvemu: deadlock in block (%u, %u, %u): threads wait at a "
+                             "barrier others never reach\n", S.blockIdx.x, S.blockIdx.y,
+                     S.blockIdx.z);
+        std::abort();
+      }
+    }
+  }
 }
 
 /// A wmma load or store's pointer and stride as the hardware needs them:
@@ -406,7 +419,10 @@ inline void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, flo
 }
 } // namespace nvcuda::wmma
 
-// Fibers never run at once: a plain add is atomic here.
+// Fibers never run at once: a plain add is atomic here, every write is
+// visible to every later read, and L1 holds nothing to bypass.
+inline void __threadfence() {}
+template <class T> inline T __ldcg(const T *p) { return *p; }
 inline unsigned atomicAdd(unsigned *p, unsigned v) {
   unsigned old = *p;
   *p += v;
