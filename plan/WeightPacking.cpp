@@ -286,6 +286,22 @@ void packWeights(const Plan &plan, const WeightSource &source, SectionSink &sink
   writeZeros(sink, size - at);
 }
 
+std::string cutGroupsWarning(const Plan &plan, const WeightEntry &w) {
+  const int64_t last = int64_t(w.shape.size()) - 1;
+  if (w.groupSize <= 0 || w.shardDim != last || w.shardPieces < 2 ||
+      w.shape[size_t(last)] % w.groupSize == 0)
+    return {};
+  const int64_t whole = w.groupSize * w.shardPieces;
+  return std::string(dtypeName(w.dtype)) + " weight '" + w.name + "' is cut between the " +
+         std::to_string(plan.ranks()) + " ranks into pieces of " +
+         std::to_string(w.shape[size_t(last)]) + " columns, inside its groups of " +
+         std::to_string(w.groupSize) +
+         ": each rank quantizes its piece afresh (a second rounding of weights quantized "
+         "already, as a GGUF's), so its codes differ from the unsplit model's; widths that are "
+         "multiples of " + std::to_string(whole) + " (" + std::to_string(w.groupSize) + " x " +
+         std::to_string(w.shardPieces) + " pieces) keep the groups whole";
+}
+
 uint64_t packingMemoryBytes(const Plan &plan, const WeightSource &source) {
   // Beside what the source holds, one entry's buffers at a time: a row as
   // f32, its codes, and an int8 or int4 entry's scales and minimums (kept

@@ -23,6 +23,13 @@ void packWeights(const Plan &plan, const WeightSource &source, SectionSink &sink
 /// entry's buffers. The packed bytes themselves go to the sink.
 uint64_t packingMemoryBytes(const Plan &plan, const WeightSource &source);
 
+/// Where a tensor-parallel plan cuts an int8 or int4 weight between the
+/// ranks inside its groups (pieces of columns not a multiple of the group):
+/// one sentence naming it, what it costs and the fix; empty where the
+/// groups stay whole. Each rank quantizes its piece's groups afresh, so its
+/// codes differ from the unsplit model's.
+std::string cutGroupsWarning(const Plan &plan, const WeightEntry &w);
+
 /// Adds the weights section to `writer` (one per rank of a tensor-parallel
 /// plan: weightsSectionName()), packed from `source` when the file is
 /// written (`source` must outlive writer.write()).

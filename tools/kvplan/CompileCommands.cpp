@@ -5,6 +5,7 @@
 #include "codegen/CudaCodegen.h"
 #include "frontend/ConfigParser.h"
 #include "passes/Passes.h"
+#include "plan/WeightPacking.h"
 #include "support/AtomicFile.h"
 #include "tools/kvplan/Runnable.h"
 
@@ -93,6 +94,9 @@ int runCompile(const CompileOptions &o, bool verbose) {
   if (cfg.compile.target == Target::cuda) addCudaCode(result, archs, verbose);
   writeArtifact(o.output, result, weights.get(), tokenizer.get(), verbose);
   printCompileSummary(o.output, src, result.plan.memoryBill(), archs);
+  for (const WeightEntry &w : result.plan.weights)
+    if (std::string why = cutGroupsWarning(result.plan, w); !why.empty())
+      std::cerr << "warning: " << why << "\n";
   return 0;
 }
 

@@ -92,8 +92,11 @@ void printRanks(const Plan &p) {
               (long long)p.ranks(), (long long)p.ranks());
   std::printf("  %lld weights cut between the ranks, %lld replicated\n", (long long)cut,
               (long long)whole);
-  for (const WeightEntry &w : p.weights)
+  for (const WeightEntry &w : p.weights) {
     if (!w.shardWhy.empty()) std::printf("  %s: %s\n", w.name.c_str(), w.shardWhy.c_str());
+    if (std::string why = cutGroupsWarning(p, w); !why.empty())
+      std::printf("  warning: %s\n", why.c_str());
+  }
   std::printf("  all-reduced per decode step: %lld all_reduce ops, %s a row (%s for %lld rows)\n",
               (long long)decode.allReduces, humanBytes(decode.bytes).c_str(),
               humanBytes(batch.bytes).c_str(), (long long)p.entryPoints.at("decode").rows);
