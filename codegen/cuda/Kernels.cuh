@@ -1151,10 +1151,10 @@ __device__ __forceinline__ void attnMergeSlots(
   }
 }
 
-/// Element d of head h's attention output for row r from the `used` splits'
-/// partials (base: the first split's index): each split's sum and output
-/// scaled by exp(its max - the largest), in split order. Read past L1: the
-/// other blocks of the grid wrote them.
+/// Element d of one head's attention output (of one row) from its `used`
+/// splits' partials (base: the first split's index): each split's sum and
+/// output scaled by exp(its max - the largest), in split order. Read past
+/// L1: other blocks of the grid wrote them.
 __device__ __forceinline__ float attnMerged(const float *part, const float *ml, long long base,
                                             int used, int hd, int d) {
   float m = -INFINITY;
