@@ -30,7 +30,6 @@
 #include <numeric>
 #include <type_traits>
 #include <vector>
-#include <vector>
 
 #undef __global__
 #undef __device__
