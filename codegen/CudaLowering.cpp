@@ -385,17 +385,8 @@ void EntryLowering::linear(const std::string &weightName, const std::optional<st
     unsupported("step " + num(step) + " multiplies " + dtypeName(input.dtype) + " rows by " +
                 dtypeName(w.dtype) + " weights; cuBLAS needs one type (run --narrow-activations)");
   if (plainMatvec(w, bias, input, results)) return;
-  // Results of one row laid end to end (the fused Q/K/V of a decode step at
-  // batch 1, as --plan-buffers places them) are one [1, q + k + v] matrix:
-  // one product instead of one per result.
-  bool oneRow = results.size() > 1 && !bias;
-  for (size_t i = 0; oneRow && i < results.size(); ++i)
-    oneRow = results[i].rows() == 1 &&
-             (i == 0 || results[i].offset == results[i - 1].offset + results[i - 1].bytes());
-  if (oneRow) {
-    out.ops.push_back(gemm(w, 0, input, results[0], w.shape[0]));
-    return;
-  }
+  // One product per result: a fused Q/K/V that RoPE reads is one result
+  // already (--fuse-rope-kv-write packs it).
   int64_t col = 0;
   for (const Operand &o : results) {
     const int64_t m = o.cols();

@@ -354,6 +354,16 @@ LogicalResult KVCacheReadOp::verify() {
   return verifyCacheAccess(*this, cache, getPageTable(), getPositions(), n, getLayer());
 }
 
+Operation *RopeKVWriteOp::getSoleProducer() {
+  Operation *producer = getQuery().getDefiningOp();
+  const Value rows[] = {getQuery(), getKey(), getValue()};
+  const unsigned parts = isPacked() ? 1 : 3;
+  if (!producer || producer->getNumResults() != parts) return nullptr;
+  for (unsigned i = 0; i < parts; ++i)
+    if (rows[i] != producer->getResult(i) || !rows[i].hasOneUse()) return nullptr;
+  return producer;
+}
+
 LogicalResult RopeKVWriteOp::verify() {
   auto cache = cast<KVCacheType>(getCache().getType());
   const int64_t hd = getHeadDim(), kvCols = cache.getKvHeads() * hd;

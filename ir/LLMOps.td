@@ -436,6 +436,10 @@ def LLM_RopeKVWriteOp : LLM_Op<"rope_kv_write", [
   let extraClassDeclaration = [{
     /// Whether `query` holds the keys and values too (no `key`, `value`).
     bool isPacked() { return !getKey(); }
+    /// The op whose results are exactly this op's rows (the packed rows, or
+    /// the queries, keys and values in order), each read by this op alone;
+    /// null otherwise.
+    ::mlir::Operation *getSoleProducer();
   }];
 }
 

@@ -206,13 +206,8 @@ struct RopeKVWriteEpilogue : public OpRewritePattern<llm::RopeKVWriteOp> {
 
   LogicalResult matchAndRewrite(llm::RopeKVWriteOp write,
                                 PatternRewriter &rewriter) const override {
-    Operation *product = write.getQuery().getDefiningOp();
-    const Value qkv[] = {write.getQuery(), write.getKey(), write.getValue()};
-    const unsigned parts = write.isPacked() ? 1 : 3;
-    bool alone = product && product->getNumResults() == parts;
-    for (unsigned i = 0; alone && i < parts; ++i)
-      alone = qkv[i] == product->getResult(i) && qkv[i].hasOneUse();
-    std::optional<MatVecParts> p = alone ? partsOf(product, maxRows) : std::nullopt;
+    Operation *product = write.getSoleProducer();
+    std::optional<MatVecParts> p = product ? partsOf(product, maxRows) : std::nullopt;
     if (!p || p->swiglu || p->addend)
       return rewriter.notifyMatchFailure(write,
                                          "q, k and v are not one matrix-vector product's alone");

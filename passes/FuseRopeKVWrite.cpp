@@ -80,12 +80,10 @@ struct PackQKV : public OpRewritePattern<llm::RopeKVWriteOp> {
   LogicalResult matchAndRewrite(llm::RopeKVWriteOp write,
                                 PatternRewriter &rewriter) const override {
     if (write.isPacked()) return rewriter.notifyMatchFailure(write, "already packed");
-    auto product = write.getQuery().getDefiningOp<llm::LinearOp>();
+    auto product = dyn_cast_or_null<llm::LinearOp>(write.getSoleProducer());
+    if (!product)
+      return rewriter.notifyMatchFailure(write, "q, k and v are not one linear's alone");
     const Value qkv[] = {write.getQuery(), write.getKey(), write.getValue()};
-    bool alone = product && product->getNumResults() == 3;
-    for (unsigned i = 0; alone && i < 3; ++i)
-      alone = qkv[i] == product->getResult(i) && qkv[i].hasOneUse();
-    if (!alone) return rewriter.notifyMatchFailure(write, "q, k and v are not one linear's alone");
     auto q = cast<RankedTensorType>(qkv[0].getType());
     int64_t width = 0;
     for (Value v : qkv) {
