@@ -9,7 +9,6 @@
 #include <kvplan/Version.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <sstream>
 
 namespace kvplan {
@@ -50,10 +49,24 @@ AttentionSplit attentionSplit(const Plan &plan, const EntryPoint &ep) {
   return split;
 }
 
+/// The distinct RoPE frequencies of the plan's steps, in order of first use.
+std::vector<std::vector<double>> ropeFrequencySets(const Plan &plan) {
+  std::vector<std::vector<double>> sets;
+  auto add = [&](const RopeParams &r) {
+    std::vector<double> f = ropeFrequencies(r);
+    if (std::find(sets.begin(), sets.end(), f) == sets.end()) sets.push_back(std::move(f));
+  };
+  for (const auto &[name, ep] : plan.entryPoints)
+    for (const Step &s : ep.steps)
+      if (const RopeParams *r = stepRope(s)) add(*r);
+  return sets;
+}
+
 /// Lays out the workspace: attention partials, maxima and arrival counts
-/// (shared by the entry points), each entry point's inputs (with the
-/// sampling parameters), sampled ids and argmax partials, and cuBLAS's
-/// workspace, last.
+/// (shared by the entry points), the RoPE cos/sin tables (max_seq_len rows
+/// each, filled at load), each entry point's inputs (with the sampling
+/// parameters), sampled ids and argmax partials, and cuBLAS's workspace,
+/// last.
 std::map<std::string, AttentionSplit> layWorkspace(const Plan &plan, CudaProgram &prog) {
   std::map<std::string, AttentionSplit> splits;
   int64_t partBytes = 0, mlBytes = 0, arrivalBytes = 0;
@@ -73,6 +86,11 @@ std::map<std::string, AttentionSplit> layWorkspace(const Plan &plan, CudaProgram
   };
   const int64_t partOffset = take(partBytes), mlOffset = take(mlBytes);
   const int64_t arrivalsOffset = take(arrivalBytes); // zeroed at load; the kernel keeps it so
+  for (std::vector<double> &freqs : ropeFrequencySets(plan)) {
+    CudaRopeTable t{std::move(freqs), plan.settings.maxSeqLen, 0};
+    t.offset = take(t.bytes());
+    prog.ropeTables.push_back(std::move(t));
+  }
   for (auto &[name, s] : splits) {
     s.partOffset = partOffset;
     s.mlOffset = mlOffset;
@@ -93,7 +111,7 @@ std::map<std::string, AttentionSplit> layWorkspace(const Plan &plan, CudaProgram
 }
 
 /// The source: a header naming what it was generated for, the kernel
-/// templates, the RoPE frequencies and one wrapper per specialisation.
+/// templates and one wrapper per specialisation.
 std::string moduleSource(const Plan &plan, const Specialisations &specs,
                          const std::vector<std::string> &archs) {
   std::ostringstream src;
@@ -109,16 +127,6 @@ std::string moduleSource(const Plan &plan, const Specialisations &specs,
       << plan.settings.maxSeqLen << ".\n// Compiled with: nvcc -cubin -O3 -std=c++17 -arch=ARCH, for each ARCH of";
   for (const std::string &a : archs) src << " " << a;
   src << "\n\n" << kKernelLibrary << "\n";
-  for (size_t t = 0; t < specs.ropeTables.size(); ++t) {
-    const std::vector<double> &freqs = specs.ropeTables[t];
-    src << "__constant__ double kvplan_rope_" << t << "[" << freqs.size() << "] = {";
-    for (size_t i = 0; i < freqs.size(); ++i) {
-      char buf[40];
-      std::snprintf(buf, sizeof buf, "%.17g", freqs[i]);
-      src << (i ? ", " : "") << buf;
-    }
-    src << "};\n";
-  }
   src << "\n";
   for (const auto &[name, def] : specs.wrappers) src << def;
   return src.str();
@@ -132,6 +140,7 @@ CudaModule generateCuda(const Plan &plan, const std::vector<std::string> &archs)
   mod.program.archs = archs;
   const std::map<std::string, AttentionSplit> splits = layWorkspace(plan, mod.program);
   Specialisations specs;
+  specs.ropeTables = mod.program.ropeTables;
   for (const auto &[name, ep] : plan.entryPoints)
     lowerEntry(plan, ep, splits.at(name), specs, mod.program.entries[name]);
   // Quantized weights are generated kernels: without a cuBLAS product the

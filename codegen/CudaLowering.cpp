@@ -6,6 +6,7 @@
 #include "support/Align.h"
 
 #include <algorithm>
+#include <stdexcept>
 #include <tuple>
 
 namespace kvplan::cudagen {
@@ -42,12 +43,12 @@ int64_t sampleRowBytes(int64_t vocab) {
   return ceilDiv(vocab, argmaxSlice(vocab)) * (8 + 16 + 8 * kSampleCandidates);
 }
 
-int Specialisations::ropeTable(const RopeParams &params) {
-  std::vector<double> freqs = ropeFrequencies(params);
-  for (size_t i = 0; i < ropeTables.size(); ++i)
-    if (ropeTables[i] == freqs) return int(i);
-  ropeTables.push_back(std::move(freqs));
-  return int(ropeTables.size() - 1);
+DeviceRef Specialisations::ropeTable(const RopeParams &params) const {
+  const std::vector<double> freqs = ropeFrequencies(params);
+  for (const CudaRopeTable &t : ropeTables)
+    if (t.freqs == freqs) return {DeviceBuffer::work, t.offset};
+  // layWorkspace (CudaCodegen.cpp) made one for every RoPE op's frequencies.
+  throw std::logic_error("the workspace has no RoPE table for these frequencies");
 }
 
 namespace {
@@ -116,13 +117,11 @@ public:
   void operator()(const MatVecRopeKVWriteOp &op);
   void operator()(const RopeOp &op) {
     entryPositions(op.positions);
-    const int idx = specs.ropeTable(op.rope);
     const int64_t c = op.result.cols(), hd = op.rope.headDim;
-    const std::string name =
-        specs.wrapper("rope_r" + num(idx) + dims({c, hd}), 128,
-                      "kvplan::rope<" + num(c) + ", " + num(hd) + ">(a, kvplan_rope_" + num(idx) + ")");
+    const std::string name = specs.wrapper("rope" + dims({c, hd}), 128,
+                                           "kvplan::rope<" + num(c) + ", " + num(hd) + ">(a)");
     kernel(name, {op.result.rows(), 1, 1}, 128, 0, op.result,
-           {arena(op.input), positions, arena(op.result)});
+           {arena(op.input), positions, arena(op.result), specs.ropeTable(op.rope)});
   }
   /// One NCCL all-reduce of the rows, in the executor's stream.
   void operator()(const AllReduceOp &op) {
@@ -144,7 +143,6 @@ public:
   /// and v from their columns on, every row QCOLS + 2 KVH HD floats on.
   void operator()(const RopeKVWriteOp &op) {
     entryPositions(op.positions);
-    const int idx = specs.ropeTable(op.rope);
     const int64_t qcols = op.rotatedQuery.cols(), hd = op.rope.headDim;
     const int64_t kvCols = kv.kvHeads * kv.headDim;
     if (hd != kv.headDim || (!op.packed() && op.key->cols() != kvCols))
@@ -164,14 +162,15 @@ public:
       v = arena(*op.value);
     }
     const std::string name = specs.wrapper(
-        "rope_qkv_write_" + std::string(dtypeName(kv.dtype)) + "_r" + num(idx) +
+        "rope_qkv_write_" + std::string(dtypeName(kv.dtype)) +
             dims({qcols, kv.kvHeads, hd, kv.pageSize, kv.pages}) + (op.packed() ? "_packed" : ""),
         128,
         "kvplan::ropeQkvWrite<" + kvType + ", " + num(qcols) + ", " + num(kv.kvHeads) + ", " +
             num(hd) + ", " + num(kv.pageSize) + ", " + num(kv.pages) + "LL, " + num(qs) + ", " +
-            num(ks) + ">(a, kvplan_rope_" + num(idx) + ")");
+            num(ks) + ">(a)");
     kernel(name, {op.query.rows(), 1, 1}, 128, 0, op.query,
-           {q, k, v, arena(op.rotatedQuery), cache(), positions, table}, {op.layer, tableStride});
+           {q, k, v, arena(op.rotatedQuery), cache(), positions, table, specs.ropeTable(op.rope)},
+           {op.layer, tableStride});
   }
   void operator()(const KVCacheWriteOp &op) {
     entryPositions(op.positions);
@@ -535,28 +534,27 @@ void EntryLowering::operator()(const MatVecRopeKVWriteOp &op) {
       {{op.norm.has_value(), "kMvNorm", 'n'}, {op.bias.has_value(), "kMvBias", 'b'}});
   const DType nw = op.norm ? weightType(*op.norm) : DType::f32,
               b = op.bias ? weightType(*op.bias) : DType::f32;
-  const int idx = specs.ropeTable(op.rope);
   // Pairs a warp: as matvec's features a warp, two weight rows each.
   const int64_t pairs = w.shape[0] / 2,
                 ppw = matvecFeaturesPerWarp(w, rows, pairs, true),
                 warps = gemvWarps(pairs / ppw);
   const std::string name = specs.wrapper(
       "matvec_rope_kv_" + std::string(dtypeName(w.dtype)) + "_" + dtypeName(op.input.dtype) + "_" +
-          dtypeName(nw) + "_" + dtypeName(b) + "_" + dtypeName(kv.dtype) + "_r" + num(idx) +
+          dtypeName(nw) + "_" + dtypeName(b) + "_" + dtypeName(kv.dtype) +
           dims({k, qcols, kv.kvHeads, hd, kv.pageSize, kv.pages, warps, ppw, rows}) + tag,
       warps * 32,
       "kvplan::matvecRopeKv<" + matvecWeightType(w) + ", " + cudaType(op.input.dtype) +
           ", " + cudaType(nw) + ", " + cudaType(b) + ", " + kvType + ", " + num(k) + ", " +
           num(qcols) + ", " + num(kv.kvHeads) + ", " + num(hd) + ", " + num(kv.pageSize) + ", " +
           num(kv.pages) + "LL, " + num(warps) + ", " + num(ppw) + ", " + num(rows) + ", " + flags +
-          ">(a, kvplan_rope_" + num(idx) + ")",
+          ">(a)",
       true);
   std::vector<int64_t> ints = {op.layer, tableStride};
   for (int64_t offset : matvecScales(w)) ints.push_back(offset);
   kernel(name, {ceilDiv(pairs / ppw, warps), 1, 1}, warps * 32, -1, op.rotatedQuery,
          {arena(op.input), weightRef(w.name), op.norm ? weightRef(*op.norm) : weightRef(w.name),
           table, op.bias ? weightRef(*op.bias) : weightRef(w.name), arena(op.rotatedQuery),
-          cache(), positions},
+          cache(), positions, specs.ropeTable(op.rope)},
          std::move(ints), {op.eps.value_or(0.0)});
 }
 

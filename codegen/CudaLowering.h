@@ -44,11 +44,11 @@ int64_t sampleRowBytes(int64_t vocab);
 [[noreturn]] void unsupported(const std::string &what);
 const char *cudaType(DType t);
 
-/// The kernel specialisations a module needs: one wrapper per name, and the
-/// distinct RoPE frequency tables.
+/// The kernel specialisations a module needs, one wrapper per name, and the
+/// RoPE cos/sin tables in the workspace they read.
 struct Specialisations {
   std::map<std::string, std::string> wrappers; // name -> definition, sorted for a stable source
-  std::vector<std::vector<double>> ropeTables;
+  std::vector<CudaRopeTable> ropeTables;
 
   /// Declares `extern "C" name` (once) running `body` with `block` threads.
   /// Launched as a programmatic dependent (Kernels.cuh), the kernel first
@@ -56,8 +56,8 @@ struct Specialisations {
   /// body `waitsItself` (after reading only weights).
   std::string wrapper(const std::string &name, int64_t block, const std::string &body,
                       bool waitsItself = false);
-  /// The index of the table of `params`' frequencies.
-  int ropeTable(const RopeParams &params);
+  /// The cos/sin table of `params`' frequencies.
+  DeviceRef ropeTable(const RopeParams &params) const;
 };
 
 /// Where an entry point's attention partials go and how keys are split.

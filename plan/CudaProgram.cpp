@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <utility>
 
 namespace kvplan {
@@ -202,6 +203,29 @@ DeviceOp opFrom(const json &j) {
   return op;
 }
 
+/// Table `p.ropeTables.size()` of the "rope_tables" list, which must lie
+/// in the workspace (read before its entries).
+CudaRopeTable ropeTableFrom(const json &j, const CudaProgram &p) {
+  const std::string at = "rope_tables[" + std::to_string(p.ropeTables.size()) + "] ";
+  CudaRopeTable t;
+  t.offset = integer(j.at("offset"), at + "'offset'");
+  t.positions = integer(j.at("positions"), at + "'positions'", 1, INT32_MAX);
+  const json &freqs = j.at("freqs");
+  if (!freqs.is_array() || freqs.empty() || freqs.size() > 4096)
+    throw InputError("cuda program: " + at + "'freqs' is not a list of 1 to 4096 numbers");
+  for (const json &f : freqs) {
+    if (!f.is_number() || !std::isfinite(f.get<double>()))
+      throw InputError("cuda program: " + at + "'freqs' holds " + f.dump() +
+                       ", not a finite number");
+    t.freqs.push_back(f.get<double>());
+  }
+  if (t.offset % 8 || t.offset + t.bytes() > p.workspaceBytes)
+    throw InputError("cuda program: " + at + "(" + std::to_string(t.bytes()) + " bytes at " +
+                     std::to_string(t.offset) + ") lies outside the workspace of " +
+                     std::to_string(p.workspaceBytes) + " bytes or is misaligned");
+  return t;
+}
+
 } // namespace
 
 LaunchCounts countLaunches(const CudaEntry &e, bool deviceSampling) {
@@ -231,9 +255,13 @@ json toJson(const CudaProgram &p) {
                      {"sampled_offset", e.sampledOffset},
                      {"argmax_offset", e.argmaxOffset}};
   }
+  json tables = json::array();
+  for (const CudaRopeTable &t : p.ropeTables)
+    tables.push_back({{"offset", t.offset}, {"positions", t.positions}, {"freqs", t.freqs}});
   return {{"archs", p.archs},
           {"workspace_bytes", p.workspaceBytes},
           {"cublas_workspace", {p.cublasWorkspaceOffset, p.cublasWorkspaceBytes}},
+          {"rope_tables", std::move(tables)},
           {"entries", std::move(entries)}};
 }
 
@@ -286,6 +314,7 @@ CudaProgram cudaProgramFromJson(const json &j) {
     p.workspaceBytes = integer(j.at("workspace_bytes"), "workspace_bytes");
     p.cublasWorkspaceOffset = integer(j.at("cublas_workspace").at(0), "cublas_workspace[0]");
     p.cublasWorkspaceBytes = integer(j.at("cublas_workspace").at(1), "cublas_workspace[1]");
+    for (const json &t : j.at("rope_tables")) p.ropeTables.push_back(ropeTableFrom(t, p));
     for (const auto &[name, e] : j.at("entries").items()) {
       CudaEntry ce;
       for (const json &op : e.at("ops")) ce.ops.push_back(opFrom(op));

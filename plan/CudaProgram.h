@@ -22,7 +22,7 @@ enum class DeviceBuffer {
   arena,   // the entry point's activations (the plan's arena offsets)
   weights, // the weights section, uploaded as it is
   cache,   // the KV cache
-  work,    // the CUDA workspace: attention partials, sampling, cuBLAS
+  work,    // the CUDA workspace: attention partials, RoPE tables, sampling, cuBLAS
 };
 const char *deviceBufferName(DeviceBuffer b);
 
@@ -33,7 +33,7 @@ struct DeviceRef {
 
 /// Arguments of every generated kernel, passed by value. The generated
 /// source declares the same struct (codegen/cuda/Kernels.cuh).
-constexpr int kKernelPointers = 8, kKernelInts = 8, kKernelReals = 4;
+constexpr int kKernelPointers = 12, kKernelInts = 8, kKernelReals = 4;
 
 /// One device operation: a generated kernel, a cuBLAS product, or a sum
 /// over tensor-parallel ranks (NCCL).
@@ -99,10 +99,23 @@ struct DeviceSamplingParams {
 };
 static_assert(sizeof(DeviceSamplingParams) == 16, "the kernel reads 16 bytes per row");
 
+/// A RoPE cos/sin table in the workspace, one per distinct set of
+/// frequencies: `positions` rows (max_seq_len) of freqs.size() pairs of f32
+/// (cos, sin) of position * freqs[i], which the executor computes at load as
+/// the CPU runtime does (runtime/cpu/Kernels.h, ropeTable) and the RoPE
+/// kernels read (codegen/cuda/Kernels.cuh, ropeCosSin).
+struct CudaRopeTable {
+  std::vector<double> freqs;
+  int64_t positions = 0;
+  int64_t offset = 0; // in the workspace
+  int64_t bytes() const { return positions * int64_t(freqs.size()) * 8; }
+};
+
 struct CudaProgram {
   std::vector<std::string> archs;       // sm_90a, ...
   int64_t workspaceBytes = 0;
   int64_t cublasWorkspaceOffset = 0, cublasWorkspaceBytes = 0;
+  std::vector<CudaRopeTable> ropeTables;
   std::map<std::string, CudaEntry> entries;
 };
 

@@ -316,10 +316,7 @@ struct StepReader {
 
 // A RoPE op's frequency factors, when it has them, are one per pair of a head.
 void checkFreqFactors(const Step &s, const std::string &at) {
-  const RopeParams *p = nullptr;
-  if (const RopeOp *r = s.tryAs<RopeOp>()) p = &r->rope;
-  if (const RopeKVWriteOp *r = s.tryAs<RopeKVWriteOp>()) p = &r->rope;
-  if (const MatVecRopeKVWriteOp *r = s.tryAs<MatVecRopeKVWriteOp>()) p = &r->rope;
+  const RopeParams *p = stepRope(s);
   if (p && !p->freqFactors.empty() && int64_t(p->freqFactors.size()) * 2 != p->headDim)
     incompatible(at, "has " + std::to_string(p->freqFactors.size()) +
                          " freq_factors for head_dim " + std::to_string(p->headDim) +

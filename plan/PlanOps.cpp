@@ -134,6 +134,13 @@ std::vector<std::string> stepWeights(const Step &s) {
   return names;
 }
 
+const RopeParams *stepRope(const Step &s) {
+  if (const RopeOp *op = s.tryAs<RopeOp>()) return &op->rope;
+  if (const RopeKVWriteOp *op = s.tryAs<RopeKVWriteOp>()) return &op->rope;
+  if (const MatVecRopeKVWriteOp *op = s.tryAs<MatVecRopeKVWriteOp>()) return &op->rope;
+  return nullptr;
+}
+
 std::vector<double> ropeFrequencies(const RopeParams &p) {
   RopeSpec r;
   r.theta = p.theta;

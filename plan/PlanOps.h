@@ -426,6 +426,9 @@ std::vector<const Operand *> stepInputs(const Step &s);
 std::vector<const Operand *> stepOutputs(const Step &s);
 /// The weights the step reads, in field order.
 std::vector<std::string> stepWeights(const Step &s);
+/// The RoPE parameters of a step that rotates (rope, rope_kv_write,
+/// matvec_rope_kv_write), or null.
+const RopeParams *stepRope(const Step &s);
 
 /// A step's product with a weight matrix (linear, logits, matvec,
 /// matvec_rope_kv_write): the input's rows times the weight's transpose.

@@ -98,7 +98,7 @@ std::vector<BillPart> billParts(const Plan &p, const MemoryBill &b) {
            " tokens"},
       {"bill-arena", "arena", b.arenaAllocBytes, "activations; one arena serves every entry point"},
       {"bill-workspace", "workspace", b.workspaceBytes,
-       cuda ? "attention partials, sampling, cuBLAS" : "RoPE tables"}};
+       cuda ? "attention partials, RoPE tables, sampling, cuBLAS" : "RoPE tables"}};
   if (!cuda)
     parts.push_back(
         {"bill-scratch", "scratch", b.scratchBytesPerThread, "attention scores, one thread"});

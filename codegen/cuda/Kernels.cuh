@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 struct KvArgs {
-  char *p[8];
+  char *p[12];
   long long i[8];
   double d[4];
 };
@@ -834,53 +834,53 @@ __device__ __forceinline__ long long cacheOffset(long long layer, int kv, int pa
   return ((((layer * 2 + kv) * PAGES + page) * KVH + head) * PS + slot) * (long long)HD;
 }
 
-/// Rotates adjacent pairs of every head of one row by pos * freqs[i] (the
-/// angle in double: positions reach the thousands), or copies the row when
-/// pos is negative.
+/// The RoPE cos/sin table (a rotating kernel's last pointer): [max_seq_len]
+/// [HD / 2] pairs (cos, sin) of pos * freq_i, computed once on the host at
+/// load as the CPU runtime computes them (in double, rounded to f32), so the
+/// device rotates by the same floats. Its row for position pos (>= 0).
+template <int HD> __device__ __forceinline__ const float2 *ropeCosSin(const char *table, int pos) {
+  return reinterpret_cast<const float2 *>(table) + (long long)pos * (HD / 2);
+}
+/// (a, b) rotated by the angle whose (cos, sin) is cs.
+__device__ __forceinline__ void ropeRotate(float &a, float &b, float2 cs) {
+  const float ra = a * cs.x - b * cs.y, rb = a * cs.y + b * cs.x;
+  a = ra;
+  b = rb;
+}
+
+/// Rotates adjacent pairs of every head of one row by the table's angles
+/// for pos, or copies the row when pos is negative.
 template <int COLS, int HD>
-__device__ __forceinline__ void ropeRow(const float *x, float *out, int pos,
-                                        const double *freqs) {
+__device__ __forceinline__ void ropeRow(const float *x, float *out, int pos, const char *table) {
+  const float2 *cs = pos < 0 ? nullptr : ropeCosSin<HD>(table, pos);
   for (int idx = threadIdx.x; idx < COLS / 2; idx += blockDim.x) {
     const int h = idx / (HD / 2), i = idx % (HD / 2);
-    const float a0 = x[h * HD + 2 * i], b0 = x[h * HD + 2 * i + 1];
-    if (pos < 0) {
-      out[h * HD + 2 * i] = a0;
-      out[h * HD + 2 * i + 1] = b0;
-      continue;
-    }
-    double s, c;
-    sincos((double)pos * freqs[i], &s, &c);
-    const float cf = (float)c, sf = (float)s;
-    out[h * HD + 2 * i] = a0 * cf - b0 * sf;
-    out[h * HD + 2 * i + 1] = a0 * sf + b0 * cf;
+    float a0 = x[h * HD + 2 * i], b0 = x[h * HD + 2 * i + 1];
+    if (pos >= 0) ropeRotate(a0, b0, cs[i]);
+    out[h * HD + 2 * i] = a0;
+    out[h * HD + 2 * i + 1] = b0;
   }
 }
 
-/// p: x, positions, out.
-template <int COLS, int HD> __device__ void rope(const KvArgs &a, const double *freqs) {
+/// p: x, positions, out, cos/sin table.
+template <int COLS, int HD> __device__ void rope(const KvArgs &a) {
   const int r = blockIdx.x;
   const int pos = reinterpret_cast<const int *>(a.p[1])[r];
   ropeRow<COLS, HD>(reinterpret_cast<const float *>(a.p[0]) + (long long)r * COLS,
-                    reinterpret_cast<float *>(a.p[2]) + (long long)r * COLS, pos, freqs);
+                    reinterpret_cast<float *>(a.p[2]) + (long long)r * COLS, pos, a.p[3]);
 }
 
-/// Writes one row's keys (rotated when ROPE) and values into the cache.
+/// Writes one row's keys (rotated when ROPE, by the cos/sin table's row for
+/// pos) and values into the cache.
 template <class C, int KVH, int HD, int PS, long long PAGES, bool ROPE>
 __device__ __forceinline__ void cacheWriteRow(const float *k, const float *v, C *cache,
                                               long long layer, int pos, int page,
-                                              const double *freqs) {
+                                              const char *table) {
   const int slot = pos % PS;
   for (int idx = threadIdx.x; idx < KVH * HD / 2; idx += blockDim.x) {
     const int h = idx / (HD / 2), i = idx % (HD / 2);
     float a0 = k[h * HD + 2 * i], b0 = k[h * HD + 2 * i + 1];
-    if (ROPE) {
-      double s, c;
-      sincos((double)pos * freqs[i], &s, &c);
-      const float cf = (float)c, sf = (float)s;
-      const float ra = a0 * cf - b0 * sf, rb = a0 * sf + b0 * cf;
-      a0 = ra;
-      b0 = rb;
-    }
+    if (ROPE) ropeRotate(a0, b0, ropeCosSin<HD>(table, pos)[i]);
     C *dst = cache + cacheOffset<C, KVH, HD, PS, PAGES>(layer, 0, page, h, slot);
     dst[2 * i] = st<C>(a0);
     dst[2 * i + 1] = st<C>(b0);
@@ -905,43 +905,37 @@ __device__ void kvWrite(const KvArgs &a) {
 }
 
 /// RoPE on q and k fused with the cache write of k and v, one row per block.
-/// p: q, k, v, q out, cache, positions, page table.  i: -, layer, table stride.
-/// QS and KS: the row strides of q, and of k and v, in floats (packed rows
-/// of a fused QKV product: both QCOLS + 2 KVH HD, with k and v pointing
-/// into them).
+/// p: q, k, v, q out, cache, positions, page table, cos/sin table.
+/// i: -, layer, page-table stride. QS and KS: the row strides of q, and of
+/// k and v, in floats (packed rows of a fused QKV product: both QCOLS + 2
+/// KVH HD, with k and v pointing into them).
 template <class C, int QCOLS, int KVH, int HD, int PS, long long PAGES, int QS, int KS>
-__device__ void ropeQkvWrite(const KvArgs &a, const double *freqs) {
+__device__ void ropeQkvWrite(const KvArgs &a) {
   const int r = blockIdx.x;
   const int pos = reinterpret_cast<const int *>(a.p[5])[r];
   ropeRow<QCOLS, HD>(reinterpret_cast<const float *>(a.p[0]) + (long long)r * QS,
-                     reinterpret_cast<float *>(a.p[3]) + (long long)r * QCOLS, pos, freqs);
+                     reinterpret_cast<float *>(a.p[3]) + (long long)r * QCOLS, pos, a.p[7]);
   if (pos < 0) return;
   const int page = reinterpret_cast<const int *>(a.p[6])[r * a.i[2] + pos / PS];
   cacheWriteRow<C, KVH, HD, PS, PAGES, true>(
       reinterpret_cast<const float *>(a.p[1]) + (long long)r * KS,
       reinterpret_cast<const float *>(a.p[2]) + (long long)r * KS,
-      reinterpret_cast<C *>(a.p[4]), a.i[1], pos, page, freqs);
+      reinterpret_cast<C *>(a.p[4]), a.i[1], pos, page, a.p[7]);
 }
 
-/// Lane 0's end of llm.matvec_rope_kv_write for row r: the pair of features
-/// (j, j + 1) of the QKV product, y. A query or key pair is rotated by
-/// pos * freqs[i] (in double, as ropeRow does); queries go to q out (f32),
-/// keys and values into the cache at the row's position. A row at a
-/// negative position (padding) keeps its queries unrotated and writes no
-/// cache.
+/// One lane's end of llm.matvec_rope_kv_write for row r: the pair of
+/// features (j, j + 1) of the QKV product, y. A query or key pair is rotated
+/// by the cos/sin table's angle for (pos, pair (j % HD) / 2), as ropeRow
+/// does; queries go to q out (f32), keys and values into the cache at the
+/// row's position. A row at a negative position (padding) keeps its queries
+/// unrotated and writes no cache.
 template <class C, int QCOLS, int KVH, int HD, int PS, long long PAGES>
-__device__ __forceinline__ void ropeKvStorePair(const KvArgs &a, const double *freqs, int r,
-                                                int j, const float (&y)[2]) {
+__device__ __forceinline__ void ropeKvStorePair(const KvArgs &a, int r, int j,
+                                                const float (&y)[2]) {
   constexpr int KVC = KVH * HD;
   const int pos = reinterpret_cast<const int *>(a.p[7])[r];
   float y0 = y[0], y1 = y[1];
-  if (j < QCOLS + KVC && pos >= 0) {
-    double s, c;
-    sincos((double)pos * freqs[(j % HD) / 2], &s, &c);
-    const float cf = (float)c, sf = (float)s;
-    y0 = y[0] * cf - y[1] * sf;
-    y1 = y[0] * sf + y[1] * cf;
-  }
+  if (j < QCOLS + KVC && pos >= 0) ropeRotate(y0, y1, ropeCosSin<HD>(a.p[8], pos)[(j % HD) / 2]);
   if (j < QCOLS) {
     float *q = reinterpret_cast<float *>(a.p[5]) + (long long)r * QCOLS + j;
     q[0] = y0;
@@ -963,13 +957,15 @@ __device__ __forceinline__ void ropeKvStorePair(const KvArgs &a, const double *f
 /// PPW * (b * WARPS + w), for every row (2 PPW weight rows, read as matvec
 /// reads them; PPW > 1 uses each load of x for more rows, as matvec's FPW),
 /// and stores each as ropeKvStorePair says: the rotated queries, and the
-/// rotated keys and the values straight into the cache. p: x (X, rows x K),
-/// weights (W), nw, page table, bias, q out, cache, positions.  i[0]:
+/// rotated keys and the values straight into the cache; lane q stores pair
+/// q (every lane holds the sums), so the epilogue's loads and stores run side
+/// by side. p: x (X, rows x K), weights (W), nw, page table, bias, q out,
+/// cache, positions, cos/sin table.  i[0]:
 /// rows, i[1]: layer, i[2]: table stride; int8 and int4: i[3], i[4]: the
 /// scales' and minimums' bytes from p[1].  d[0]: eps.
 template <class W, class X, class NW, class B, class C, int K, int QCOLS, int KVH, int HD, int PS,
           long long PAGES, int WARPS, int PPW, int R, int FLAGS>
-__device__ void matvecRopeKv(const KvArgs &a, const double *freqs) {
+__device__ void matvecRopeKv(const KvArgs &a) {
   constexpr bool NORM = FLAGS & kMvNorm, BIAS = FLAGS & kMvBias;
   constexpr int PAIRS = (QCOLS + 2 * KVH * HD) / 2, G = 2 * PPW;
   static_assert(PAIRS % PPW == 0, "a warp's pairs are all there");
@@ -992,11 +988,11 @@ __device__ void matvecRopeKv(const KvArgs &a, const double *freqs) {
     if (r >= rows) break;
     float y[G];
     mvFinish<B, K, G, G, R, NORM, BIAS>(a, acc, ss, r, j, 0, y);
-    if (lane != 0) continue;
 #pragma unroll
     for (int q = 0; q < PPW; ++q) {
+      if (lane != q % 32) continue;
       const float pair[2] = {y[2 * q], y[2 * q + 1]};
-      ropeKvStorePair<C, QCOLS, KVH, HD, PS, PAGES>(a, freqs, r, j + 2 * q, pair);
+      ropeKvStorePair<C, QCOLS, KVH, HD, PS, PAGES>(a, r, j + 2 * q, pair);
     }
   }
 }

@@ -2,6 +2,7 @@
 // as CUDA Graphs (one per entry point and row count) or eagerly.
 #include "runtime/cuda/CudaExecutor.h"
 #include "plan/PlanShapes.h"
+#include "runtime/cpu/Kernels.h"
 
 #include <cublas_api.h>
 #include <cuda_runtime.h>
@@ -15,6 +16,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <numeric>
+#include <thread>
 #include <vector>
 
 namespace kvplan {
@@ -343,6 +346,7 @@ struct CudaExecutor::Impl {
   char *deviceBuffer(const char *what, int64_t bytes);
   void allocate(const MemoryBill &bill, const char *weightsData);
   void loadCode(const CudaCode &code);
+  void fillRopeTables();
   void findKernel(const DeviceOp &op);
   void bindEntries();
   void chooseDevice(const CudaOptions &options);
@@ -388,6 +392,26 @@ std::string chooseArch(const CudaCode &code, const cudaDeviceProp &props) {
                    (have.empty() ? std::string("no architecture") : have) + " and this GPU (" +
                    props.name + ") is " + exact + "; recompile with --arch " + exact +
                    (major >= 9 ? "a" : ""));
+}
+
+/// Table t as the kernels read it, computed with the CPU runtime's function
+/// (so the device rotates by the CPU's floats); long contexts take every
+/// core.
+std::vector<float> ropeCosSinTable(const CudaRopeTable &t) {
+  const int64_t half = int64_t(t.freqs.size());
+  std::vector<int32_t> positions(size_t(t.positions));
+  std::iota(positions.begin(), positions.end(), 0);
+  std::vector<float> host(size_t(t.bytes() / 4));
+  const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
+  const int64_t threads = std::clamp<int64_t>(t.positions * half >> 18, 1, cores);
+  std::vector<std::thread> pool;
+  for (int64_t k = 0; k < threads; ++k)
+    pool.emplace_back([&, k] {
+      cpu::ropeTable(positions.data(), half, t.freqs.data(), host.data(),
+                     t.positions * k / threads, t.positions * (k + 1) / threads);
+    });
+  for (std::thread &th : pool) th.join();
+  return host;
 }
 
 } // namespace
@@ -466,6 +490,32 @@ void CudaExecutor::Impl::loadCode(const CudaCode &code) {
                                    size_t(program.cublasWorkspaceBytes)),
                "setting the workspace");
   cublas.check(cublas.setMathMode(handle, CUBLAS_DEFAULT_MATH), "setting the math mode");
+}
+
+/// Refuses a launch table whose RoPE cos/sin tables do not serve the plan (a
+/// rotating step's frequencies without a table, a table shorter than
+/// max_seq_len), then uploads each table into the workspace.
+void CudaExecutor::Impl::fillRopeTables() {
+  for (const auto &[name, ep] : plan.entryPoints)
+    for (size_t i = 0; i < ep.steps.size(); ++i) {
+      const RopeParams *r = stepRope(ep.steps[i]);
+      if (!r) continue;
+      const std::vector<double> f = ropeFrequencies(*r);
+      if (std::none_of(program.ropeTables.begin(), program.ropeTables.end(),
+                       [&](const CudaRopeTable &t) { return t.freqs == f; }))
+        throw InputError("incompatible because the launch table has no RoPE table for step " +
+                         std::to_string(i) + " of '" + name + "'; recompile the model");
+    }
+  for (const CudaRopeTable &t : program.ropeTables) {
+    if (t.positions < plan.settings.maxSeqLen)
+      throw InputError("incompatible because the launch table's RoPE table has " +
+                       std::to_string(t.positions) + " positions and the plan's max_seq_len is " +
+                       std::to_string(plan.settings.maxSeqLen) + "; recompile the model");
+    const std::vector<float> host = ropeCosSinTable(t);
+    check(cudaMemcpy(work + t.offset, host.data(), host.size() * 4, cudaMemcpyHostToDevice),
+          "uploading the RoPE tables");
+  }
+  check(cudaDeviceSynchronize(), "uploading the RoPE tables"); // before the stream reads them
 }
 
 void CudaExecutor::Impl::findKernel(const DeviceOp &op) {
@@ -598,6 +648,7 @@ CudaExecutor::CudaExecutor(const Plan &plan, const CudaCode &code, const char *w
   m.checkBill(bill, weightsBytes);
   m.allocate(bill, weightsData);
   m.loadCode(code);
+  m.fillRopeTables();
   m.joinRanks();
   m.bindEntries();
 }

@@ -7,6 +7,7 @@
 // capability, free memory) is set by fakecuda_configure(); in dry mode
 // (fakecuda_set_dry) memory is address space only and no code loads.
 #include "tests/fakegpu/FakeCuda.h"
+#include "plan/CudaProgram.h"
 #include "tests/emu/EmuCompile.h"
 
 #include <cuda_runtime_api.h>
@@ -234,7 +235,8 @@ cudaError_t cudaLaunchKernel(const void *func, dim3 grid, dim3 block, void **arg
     return fail(cudaErrorInvalidConfiguration);
   // Parameters are copied when the launch is made (or captured), as CUDA does.
   std::vector<char> params(static_cast<const char *>(args[0]),
-                           static_cast<const char *>(args[0]) + 160);
+                           static_cast<const char *>(args[0]) +
+                               sizeof(kvplan::KernelLaunch::Args));
   const long long g[3] = {grid.x, grid.y, grid.z}, b[3] = {block.x, block.y, block.z};
   Launcher launch = it->second;
   void *kernel = const_cast<void *>(func);

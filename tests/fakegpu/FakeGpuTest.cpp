@@ -547,6 +547,35 @@ TEST_F(FakeGpu, MachineCodeIsChosenForTheDevice) {
   }
 }
 
+// The RoPE cos/sin tables the executor fills must serve the plan: one for
+// every rotating step's frequencies, max_seq_len positions long; a launch
+// table that does not is refused before the kernels could read past one.
+TEST_F(FakeGpu, RopeTablesThatDoNotServeThePlanAreRefused) {
+  Model m = build(kGqa, kBatch1);
+  ASSERT_EQ(m.code.program.ropeTables.size(), 1u);
+  auto refusal = [&](const CudaCode &code) {
+    try {
+      CudaExecutor x(m.plan, code, m.weights.data(), m.weights.size());
+    } catch (const InputError &e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  CudaCode shorter = m.code;
+  shorter.program.ropeTables[0].positions = m.plan.settings.maxSeqLen - 1;
+  EXPECT_EQ(refusal(shorter),
+            "incompatible because the launch table's RoPE table has " +
+                std::to_string(m.plan.settings.maxSeqLen - 1) +
+                " positions and the plan's max_seq_len is " +
+                std::to_string(m.plan.settings.maxSeqLen) + "; recompile the model");
+  CudaCode other = m.code;
+  other.program.ropeTables[0].freqs[1] *= 2;
+  const std::string why = refusal(other);
+  EXPECT_EQ(why.rfind("incompatible because the launch table has no RoPE table for step ", 0), 0u)
+      << why;
+  EXPECT_NO_THROW(CudaExecutor(m.plan, m.code, m.weights.data(), m.weights.size()));
+}
+
 // On compute capability 9.0 every kernel is launched as a programmatic
 // dependent (it may start while the one before finishes, and waits for it
 // inside); not on 8.x, nor with KVPLAN_CUDA_PDL=0, nor under

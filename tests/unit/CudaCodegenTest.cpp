@@ -337,7 +337,10 @@ TEST(CudaCodegen, ArtifactHoldsMachineCodeForEachArchitecture) {
 }
 
 // A GGUF's per-pair frequency factors reach the device's RoPE table: the
-// constant holds theta^(-2i/head_dim) / freq_factors[i], as the CPU's does.
+// launch table's one table (every RoPE op shares it) holds
+// theta^(-2i/head_dim) / freq_factors[i], as the CPU's does, for every
+// position up to max_seq_len, in the workspace, and the kernels that rotate
+// read it; it survives the JSON exactly.
 TEST(CudaCodegen, RopeTableDividesByTheFrequencyFactors) {
   const std::vector<double> factors = {1, 1, 1, 1.25, 2, 8, 8, 8};
   ModelConfig cfg = cudaConfig(
@@ -345,15 +348,27 @@ TEST(CudaCodegen, RopeTableDividesByTheFrequencyFactors) {
       "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 100",
       "weight_dtype = \"bf16\"\nmax_batch = 1\nmax_seq_len = 64\nprefill_chunk = 16",
       "[model.rope]\ntheta = 500000.0\nfreq_factors = [1, 1, 1, 1.25, 2, 8, 8, 8]\n");
-  const std::string src = generateCuda(compileModel(cfg).plan, {"sm_90a"}).source;
-  std::string table = "__constant__ double kvplan_rope_0[8] = {";
-  for (size_t i = 0; i < factors.size(); ++i) {
-    char buf[40];
-    std::snprintf(buf, sizeof buf, "%.17g", std::pow(500000.0, -2.0 * double(i) / 16) / factors[i]);
-    table += (i ? ", " : "") + std::string(buf);
-  }
-  EXPECT_NE(src.find(table + "};"), std::string::npos) << table;
-  EXPECT_EQ(src.find("kvplan_rope_1"), std::string::npos); // one table serves every rope
+  const CudaModule mod = generateCuda(compileModel(cfg).plan, {"sm_90a"});
+  ASSERT_EQ(mod.program.ropeTables.size(), 1u);
+  const CudaRopeTable &t = mod.program.ropeTables[0];
+  ASSERT_EQ(t.freqs.size(), factors.size());
+  for (size_t i = 0; i < factors.size(); ++i)
+    EXPECT_EQ(t.freqs[i], std::pow(500000.0, -2.0 * double(i) / 16) / factors[i]) << i;
+  EXPECT_EQ(t.positions, 64);
+  EXPECT_EQ(t.bytes(), 64 * 8 * 8);
+  EXPECT_LE(t.offset + t.bytes(), mod.program.workspaceBytes);
+  int readers = 0;
+  for (const auto &[name, e] : mod.program.entries)
+    for (const DeviceOp &op : e.ops)
+      for (const DeviceRef &r : op.pointers)
+        readers += r.buffer == DeviceBuffer::work && r.offset == t.offset;
+  EXPECT_EQ(readers, 2); // decode's matvec_rope_kv and prefill's rope_qkv_write
+  const CudaProgram back = cudaProgramFromJson(nlohmann::json::parse(toJson(mod.program).dump()));
+  ASSERT_EQ(back.ropeTables.size(), 1u);
+  EXPECT_EQ(back.ropeTables[0].freqs, t.freqs);
+  EXPECT_EQ(back.ropeTables[0].offset, t.offset);
+  EXPECT_EQ(back.ropeTables[0].positions, t.positions);
+  EXPECT_EQ(mod.source.find("__constant__ double"), std::string::npos);
 }
 
 TEST(CudaCodegen, RejectsWhatItCannotRun) {

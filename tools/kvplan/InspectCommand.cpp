@@ -43,7 +43,7 @@ void printBill(const MemoryBill &bill, const KVCacheLayout &kv, Target target) {
   for (const auto &[name, bytes] : bill.arenaBytes) line("arena (" + name + ")", bytes);
   line("arena (allocated)", bill.arenaAllocBytes, "one arena serves every entry point");
   if (cuda) {
-    line("workspace", bill.workspaceBytes, "attention partials, sampling, cuBLAS");
+    line("workspace", bill.workspaceBytes, "attention partials, RoPE tables, sampling, cuBLAS");
     line("reserve", bill.reserveBytes,
          bill.reserveBytes > kCudaRuntimeReserveBytes
              ? "kept free for cuBLAS's handle, NCCL's buffers and the graphs"
