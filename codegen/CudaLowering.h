@@ -2,8 +2,9 @@
 // into kernel launches and cuBLAS products (plan/CudaProgram.h), naming the
 // kernel specialisations it needs. Every decision it follows was made by a
 // pass and shows in the IR: storage types (--narrow-activations), the fused
-// RoPE and cache write (--fuse-rope-kv-write), the fused Q/K/V laid end to
-// end (--plan-buffers).
+// RoPE and cache write reading the fused Q/K/V packed (--fuse-rope-kv-write),
+// the folded matrix-vector products (--fuse-matvec), the arena offsets
+// (--plan-buffers).
 #pragma once
 
 #include "plan/CudaProgram.h"

@@ -19,7 +19,7 @@ namespace {
 /// step that writes it to the last step that reads it.
 class LifetimeCollector {
 public:
-  LifetimeCollector(Block &body, int64_t alignment) : body(body), alignment(alignment) {
+  explicit LifetimeCollector(Block &body) : body(body) {
     // Step index of every op; arguments are written before step 0 and
     // returned values are read by the terminator, the last step.
     int64_t n = 0;
@@ -29,20 +29,14 @@ public:
 
   void collect(func::FuncOp fn) {
     for (BlockArgument a : fn.getArguments())
-      request({Value(a)}, 0);
-    for (Operation &op : body) {
-      if (sharesOneBuffer(op)) {
-        SmallVector<Value> results(op.getResults().begin(), op.getResults().end());
-        request(results, step[&op]);
-        continue;
-      }
+      request(a, 0);
+    for (Operation &op : body)
       for (Value r : op.getResults())
-        request({r}, step[&op]);
-    }
+        request(r, step[&op]);
   }
 
   std::vector<BufferRequest> requests;
-  std::vector<SmallVector<Value>> groups; // the values each request holds, in order
+  std::vector<Value> values; // the value each request holds
 
 private:
   // The last step that reads `v`, directly or through a KV-cache view made from it.
@@ -60,52 +54,28 @@ private:
     return end;
   }
 
-  // Each request is one value, or the results of a multi-result linear
-  // (the fused QKV) laid end to end in one buffer: a device can then write
-  // them with one matrix product where they form one matrix (one row).
-  void request(ArrayRef<Value> group, int64_t start) {
-    int64_t bytes = 0, end = start;
-    SmallVector<Value> tensors;
-    for (Value v : group) {
-      auto t = dyn_cast<RankedTensorType>(v.getType());
-      if (!t)
-        continue; // the KV cache and its views live in the cache, not the arena
-      bytes += tensorBytes(t);
-      end = std::max(end, lastUse(v, start));
-      tensors.push_back(v);
-    }
-    if (tensors.empty())
-      return;
-    groups.push_back(tensors);
-    requests.push_back({bytes, start, end});
-  }
-
-  // A multi-result linear shares one buffer only where every part is a whole
-  // number of alignment units, so each part keeps an aligned offset.
-  bool sharesOneBuffer(Operation &op) const {
-    bool group = isa<llm::LinearOp>(op) && op.getNumResults() > 1;
-    for (Value r : op.getResults())
-      if (auto t = dyn_cast<RankedTensorType>(r.getType()))
-        group = group && tensorBytes(t) % alignment == 0;
-    return group;
+  // Each tensor is one request, live from `start` to its last reader; the
+  // results of a multi-result linear (a fused QKV that
+  // --fuse-rope-kv-write did not pack) are placed each on its own, so each
+  // part is freed when its own last reader has run.
+  void request(Value v, int64_t start) {
+    auto t = dyn_cast<RankedTensorType>(v.getType());
+    if (!t)
+      return; // the KV cache and its views live in the cache, not the arena
+    values.push_back(v);
+    requests.push_back({tensorBytes(t), start, lastUse(v, start)});
   }
 
   Block &body;
-  int64_t alignment;
   llvm::DenseMap<Operation *, int64_t> step;
 };
 
-// A group's values follow one another from the offset its request was given.
-llvm::DenseMap<Value, int64_t> valueOffsets(const std::vector<SmallVector<Value>> &groups,
+// Each value at the offset its request was given.
+llvm::DenseMap<Value, int64_t> valueOffsets(const std::vector<Value> &values,
                                             const BufferAssignment &plan) {
   llvm::DenseMap<Value, int64_t> offsetOf;
-  for (size_t i = 0; i < groups.size(); ++i) {
-    int64_t offset = plan.offsets[i];
-    for (Value v : groups[i]) {
-      offsetOf[v] = offset;
-      offset += tensorBytes(cast<RankedTensorType>(v.getType()));
-    }
-  }
+  for (size_t i = 0; i < values.size(); ++i)
+    offsetOf[values[i]] = plan.offsets[i];
   return offsetOf;
 }
 
@@ -139,10 +109,10 @@ struct PlanBuffersPass : public impl::PlanBuffersBase<PlanBuffersPass> {
       return signalPassFailure();
     Block &body = fn.getBody().front();
 
-    LifetimeCollector lifetimes(body, alignment);
+    LifetimeCollector lifetimes(body);
     lifetimes.collect(fn);
     BufferAssignment plan = planBuffers(lifetimes.requests, alignment);
-    recordOffsets(fn, body, valueOffsets(lifetimes.groups, plan), plan.arenaSize);
+    recordOffsets(fn, body, valueOffsets(lifetimes.values, plan), plan.arenaSize);
   }
 
   // The option and IR shape the planner relies on; failure is diagnosed here.

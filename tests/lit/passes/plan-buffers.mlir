@@ -30,17 +30,19 @@
 // CHECK: llm.add_rms_norm %[[EMB]], {{.*}}llm.offsets = array<i64: 512, 1024>
 // CHECK: llm.logits {{.*}}llm.offsets = array<i64: 256>
 
-// With 64-byte alignment the 16-byte argument tensors pack tighter, and each
-// part of the fused QKV is a whole number of alignment units, so its three
-// results are laid end to end: one matrix where there is one row (256 bytes
-// of q at 256-byte alignment the same; the 128-byte k above is not).
+// With 64-byte alignment the 16-byte argument tensors pack tighter. The
+// three results of the fused QKV are three requests, each freed after its
+// own last reader: the rotated keys take the queries' place, which the
+// queries' RoPE has read (the values stay alive until the cache write).
 // ALIGN64-LABEL: func.func @prefill
-// ALIGN64: llm.linear @layers.0.attention.wqkv(%{{.*}}) {llm.offsets = array<i64: [[#Q:]],
-// ALIGN64-SAME: [[#Q+256]], [[#Q+384]]>}
+// ALIGN64: llm.linear @layers.0.attention.wqkv(%{{.*}}) {llm.offsets = array<i64: [[#Q:]], [[#K:]], [[#V:]]>}
+// ALIGN64: llm.rope %3#0
+// ALIGN64: llm.rope %3#1{{.*}}llm.offsets = array<i64: [[#Q]]>
 // ALIGN64-LABEL: func.func @decode(%arg0: tensor<2xi32> {llm.arg = "tokens", llm.offset = {{[0-9]+}} : i64}
 // ALIGN64-SAME: llm.arena_size = {{[0-9]+}} : i64
-// ALIGN64: llm.linear @layers.0.attention.wqkv(%{{.*}}) {llm.offsets = array<i64: [[#D:]],
-// ALIGN64-SAME: [[#D+128]], [[#D+192]]>}
+// ALIGN64: llm.linear @layers.0.attention.wqkv(%{{.*}}) {llm.offsets = array<i64: [[#D:]], {{[0-9]+}}, {{[0-9]+}}>}
+// ALIGN64: llm.rope %2#0
+// ALIGN64: llm.rope %2#1{{.*}}llm.offsets = array<i64: [[#D]]>
 
 module attributes {llm.model = "one", llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_dtype = "f32", max_batch = 2, max_seq_len = 16, prefill_chunk = 4, page_size = 4, kv_pages = 8>} {
   llm.weight @tok_embeddings : tensor<32x16xf32>
