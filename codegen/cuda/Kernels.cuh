@@ -923,19 +923,33 @@ __device__ void ropeQkvWrite(const KvArgs &a) {
       reinterpret_cast<C *>(a.p[4]), a.i[1], pos, page, a.p[7]);
 }
 
+/// Row r's position and the (cos, sin) that rotate feature pair (j, j + 1)
+/// of a QKV product there: the table's for a query or key pair at a position
+/// >= 0 (values and padding rows are not rotated).
+struct RopeAngle {
+  int pos;
+  float2 cs;
+};
+template <int QCOLS, int KVH, int HD>
+__device__ __forceinline__ RopeAngle ropeAngle(const KvArgs &a, int r, int j) {
+  const int pos = reinterpret_cast<const int *>(a.p[7])[r];
+  float2 cs = float2{1.0f, 0.0f};
+  if (j < QCOLS + KVH * HD && pos >= 0) cs = ropeCosSin<HD>(a.p[8], pos)[(j % HD) / 2];
+  return {pos, cs};
+}
+
 /// One lane's end of llm.matvec_rope_kv_write for row r: the pair of
-/// features (j, j + 1) of the QKV product, y. A query or key pair is rotated
-/// by the cos/sin table's angle for (pos, pair (j % HD) / 2), as ropeRow
-/// does; queries go to q out (f32), keys and values into the cache at the
-/// row's position. A row at a negative position (padding) keeps its queries
-/// unrotated and writes no cache.
+/// features (j, j + 1) of the QKV product, y, rotated by its angle (a query
+/// or key pair; ropeAngle); queries go to q out (f32), keys and values into
+/// the cache at the row's position. A row at a negative position (padding)
+/// keeps its queries unrotated and writes no cache.
 template <class C, int QCOLS, int KVH, int HD, int PS, long long PAGES>
 __device__ __forceinline__ void ropeKvStorePair(const KvArgs &a, int r, int j,
-                                                const float (&y)[2]) {
+                                                const float (&y)[2], RopeAngle angle) {
   constexpr int KVC = KVH * HD;
-  const int pos = reinterpret_cast<const int *>(a.p[7])[r];
+  const int pos = angle.pos;
   float y0 = y[0], y1 = y[1];
-  if (j < QCOLS + KVC && pos >= 0) ropeRotate(y0, y1, ropeCosSin<HD>(a.p[8], pos)[(j % HD) / 2]);
+  if (j < QCOLS + KVC && pos >= 0) ropeRotate(y0, y1, angle.cs);
   if (j < QCOLS) {
     float *q = reinterpret_cast<float *>(a.p[5]) + (long long)r * QCOLS + j;
     q[0] = y0;
@@ -979,6 +993,10 @@ __device__ void matvecRopeKv(const KvArgs &a) {
   mvPrefetchWait<W, K, G, G>(w, j, 0, jp < PAIRS, lane);
   if (jp >= PAIRS) return; // the whole warp: it holds no block barrier
   const int rows = (int)a.i[0];
+  // One row (the batch-1 step): lane q's angle is loaded before the weight
+  // stream, its latency hidden under it, not after the sums.
+  RopeAngle early{0, float2{1.0f, 0.0f}};
+  if (R == 1 && lane < PPW) early = ropeAngle<QCOLS, KVH, HD>(a, 0, j + 2 * lane);
   float acc[G][R], ss[R];
   mvAccumulate<W, X, NW, K, G, G, R, NORM>(reinterpret_cast<const X *>(a.p[0]), w, j, 0,
                                            reinterpret_cast<const NW *>(a.p[2]), rows, lane, acc,
@@ -992,7 +1010,9 @@ __device__ void matvecRopeKv(const KvArgs &a) {
     for (int q = 0; q < PPW; ++q) {
       if (lane != q % 32) continue;
       const float pair[2] = {y[2 * q], y[2 * q + 1]};
-      ropeKvStorePair<C, QCOLS, KVH, HD, PS, PAGES>(a, r, j + 2 * q, pair);
+      const RopeAngle angle =
+          R == 1 && q < 32 ? early : ropeAngle<QCOLS, KVH, HD>(a, r, j + 2 * q);
+      ropeKvStorePair<C, QCOLS, KVH, HD, PS, PAGES>(a, r, j + 2 * q, pair, angle);
     }
   }
 }
