@@ -369,6 +369,28 @@ TEST(CudaCodegen, RopeTableDividesByTheFrequencyFactors) {
   EXPECT_EQ(back.ropeTables[0].offset, t.offset);
   EXPECT_EQ(back.ropeTables[0].positions, t.positions);
   EXPECT_EQ(mod.source.find("__constant__ double"), std::string::npos);
+  // A damaged table is refused, named.
+  auto refusal = [&](const std::function<void(nlohmann::json &)> &damage) {
+    nlohmann::json j = toJson(mod.program);
+    damage(j["rope_tables"][0]);
+    try {
+      cudaProgramFromJson(j);
+    } catch (const InputError &e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  const int64_t ws = mod.program.workspaceBytes;
+  EXPECT_EQ(refusal([&](nlohmann::json &t) { t["offset"] = ws - 8; }),
+            "cuda program: rope_tables[0] (4096 bytes at " + std::to_string(ws - 8) +
+                ") lies outside the workspace of " + std::to_string(ws) +
+                " bytes or is misaligned");
+  EXPECT_EQ(refusal([](nlohmann::json &t) { t["freqs"][3] = "x"; }),
+            "cuda program: rope_tables[0] 'freqs' holds \"x\", not a finite number");
+  EXPECT_EQ(refusal([](nlohmann::json &t) { t["freqs"] = nlohmann::json::array(); }),
+            "cuda program: rope_tables[0] 'freqs' is not a list of 1 to 4096 numbers");
+  EXPECT_EQ(refusal([](nlohmann::json &t) { t["positions"] = 0; }),
+            "cuda program: rope_tables[0] 'positions' is 0, outside [1, 2147483647]");
 }
 
 TEST(CudaCodegen, RejectsWhatItCannotRun) {
