@@ -302,6 +302,37 @@ std::string cutGroupsWarning(const Plan &plan, const WeightEntry &w) {
          std::to_string(w.shardPieces) + " pieces) keep the groups whole";
 }
 
+std::string cutSourceBlocksWarning(const Plan &plan, const WeightEntry &w,
+                                   const WeightSource &source) {
+  const int64_t last = int64_t(w.shape.size()) - 1;
+  if (w.groupSize <= 0 || w.shardDim != last || w.shardPieces < 2) return {};
+  const int64_t width = w.shape[size_t(last)];
+  if (width % w.groupSize != 0) return {}; // cutGroupsWarning's case
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const WeightDecl &d : weightTable(plan.model)) shapes[d.name] = d.shape;
+  for (const std::string &part : w.parts.empty() ? std::vector<std::string>{w.name} : w.parts) {
+    auto shape = shapes.find(part);
+    if (shape == shapes.end()) continue; // packing names it
+    const QuantType q = source.tensor(part, shape->second).quant;
+    // What quantizeInt8 and quantizeInt4 repack exactly, whole blocks a piece.
+    const bool exact = w.dtype == DType::i4 ? q == QuantType::q4_0 || q == QuantType::q4_1 ||
+                                                  q == QuantType::q4_k
+                                            : w.groupSize == 32 && (q == QuantType::q8_0 ||
+                                                                    q == QuantType::q5_0);
+    const int64_t block = exact ? quantBlockElements(q) : 0;
+    if (!exact || width % block == 0) continue;
+    return std::string(dtypeName(w.dtype)) + " weight '" + w.name + "' is cut between the " +
+           std::to_string(plan.ranks()) + " ranks into pieces of " + std::to_string(width) +
+           " columns, inside the " + quantTypeName(q) + " blocks of " + std::to_string(block) +
+           " of its source tensor '" + part + "': packing repacks such blocks exactly only "
+           "whole, so each rank quantizes its piece afresh from their values and its codes "
+           "differ from the unsplit model's; widths that are multiples of " +
+           std::to_string(block * w.shardPieces) + " (" + std::to_string(block) + " x " +
+           std::to_string(w.shardPieces) + " pieces) keep the blocks whole";
+  }
+  return {};
+}
+
 uint64_t packingMemoryBytes(const Plan &plan, const WeightSource &source) {
   // Beside what the source holds, one entry's buffers at a time: a row as
   // f32, its codes, and an int8 or int4 entry's scales and minimums (kept

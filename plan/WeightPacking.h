@@ -30,6 +30,16 @@ uint64_t packingMemoryBytes(const Plan &plan, const WeightSource &source);
 /// codes differ from the unsplit model's.
 std::string cutGroupsWarning(const Plan &plan, const WeightEntry &w);
 
+/// Where a tensor-parallel plan cuts an int8 or int4 weight between the
+/// ranks inside the quantization blocks of a source tensor that packing
+/// would repack exactly whole (a GGUF's Q4_K blocks of 256 cut into pieces
+/// of 384 columns; Q4_0, Q4_1, Q8_0 and Q5_0 blocks are groups of 32, which
+/// cutGroupsWarning covers): one sentence naming the weight, the tensor's
+/// type, what it costs and the fix; empty where the blocks stay whole or
+/// packing rounds anyway. Reads the source's tensors of `w`.
+std::string cutSourceBlocksWarning(const Plan &plan, const WeightEntry &w,
+                                   const WeightSource &source);
+
 /// Adds the weights section to `writer` (one per rank of a tensor-parallel
 /// plan: weightsSectionName()), packed from `source` when the file is
 /// written (`source` must outlive writer.write()).

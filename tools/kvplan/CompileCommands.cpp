@@ -94,9 +94,13 @@ int runCompile(const CompileOptions &o, bool verbose) {
   if (cfg.compile.target == Target::cuda) addCudaCode(result, archs, verbose);
   writeArtifact(o.output, result, weights.get(), tokenizer.get(), verbose);
   printCompileSummary(o.output, src, result.plan.memoryBill(), archs);
-  for (const WeightEntry &w : result.plan.weights)
+  for (const WeightEntry &w : result.plan.weights) {
     if (std::string why = cutGroupsWarning(result.plan, w); !why.empty())
       std::cerr << "warning: " << why << "\n";
+    if (!weights) continue;
+    if (std::string why = cutSourceBlocksWarning(result.plan, w, *weights); !why.empty())
+      std::cerr << "warning: " << why << "\n";
+  }
   return 0;
 }
 
