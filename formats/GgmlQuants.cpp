@@ -248,9 +248,14 @@ void dequantize(QuantType t, const void *blocks, float *out, int64_t n) {
     fn(b + i * bytes, out + i * per);
 }
 
+bool hasInt4Groups(QuantType t) {
+  return t == QuantType::q4_0 || t == QuantType::q4_1 || t == QuantType::q4_k;
+}
+bool hasInt8Groups(QuantType t) { return t == QuantType::q8_0 || t == QuantType::q5_0; }
+
 bool int4Groups(QuantType t, const void *blocks, int64_t n, uint8_t *codes, float *scales,
                 float *mins) {
-  if (t != QuantType::q4_0 && t != QuantType::q4_1 && t != QuantType::q4_k)
+  if (!hasInt4Groups(t))
     return false;
   const int64_t count = blockCount(t, n, "int4Groups");
   const int64_t bytes = quantBlockBytes(t);
@@ -284,7 +289,7 @@ bool int4Groups(QuantType t, const void *blocks, int64_t n, uint8_t *codes, floa
 }
 
 bool int8Groups(QuantType t, const void *blocks, int64_t n, int8_t *codes, float *scales) {
-  if (t != QuantType::q8_0 && t != QuantType::q5_0)
+  if (!hasInt8Groups(t))
     return false;
   const int64_t count = blockCount(t, n, "int8Groups");
   const int64_t bytes = quantBlockBytes(t);

@@ -27,6 +27,11 @@ int64_t quantBlockBytes(QuantType t);
 /// dequantizers (gguf-py) do.
 void dequantize(QuantType t, const void *blocks, float *out, int64_t n);
 
+/// Whether int4Groups (Q4_0, Q4_1, Q4_K) and int8Groups (Q8_0, Q5_0) take
+/// `t`: its blocks are kvplan's groups of 32 exactly, repacked bit for bit.
+bool hasInt4Groups(QuantType t);
+bool hasInt8Groups(QuantType t);
+
 /// For Q4_0, Q4_1 and Q4_K: the 4-bit codes (one per byte, 0..15) and each
 /// group of 32's scale and minimum such that `float(code) * scale + min`
 /// (a product and a sum, each rounded to f32) equals dequantize() bit for

@@ -49,7 +49,7 @@ void quantizeInt8(const SourceTensor &t, int64_t cols, int64_t group, SectionSin
   const int64_t rows = sourceElements(t) / cols;
   std::vector<float> row(static_cast<size_t>(cols));
   std::vector<int8_t> q(static_cast<size_t>(cols));
-  const bool lossless = group == 32 && (t.quant == QuantType::q8_0 || t.quant == QuantType::q5_0);
+  const bool lossless = group == 32 && hasInt8Groups(t.quant);
   const int64_t rowBytes = t.quant == QuantType::none
                                ? 0
                                : cols / quantBlockElements(t.quant) * quantBlockBytes(t.quant);
@@ -315,10 +315,8 @@ std::string cutSourceBlocksWarning(const Plan &plan, const WeightEntry &w,
     if (shape == shapes.end()) continue; // packing names it
     const QuantType q = source.tensor(part, shape->second).quant;
     // What quantizeInt8 and quantizeInt4 repack exactly, whole blocks a piece.
-    const bool exact = w.dtype == DType::i4 ? q == QuantType::q4_0 || q == QuantType::q4_1 ||
-                                                  q == QuantType::q4_k
-                                            : w.groupSize == 32 && (q == QuantType::q8_0 ||
-                                                                    q == QuantType::q5_0);
+    const bool exact =
+        w.dtype == DType::i4 ? hasInt4Groups(q) : w.groupSize == 32 && hasInt8Groups(q);
     const int64_t block = exact ? quantBlockElements(q) : 0;
     if (!exact || width % block == 0) continue;
     return std::string(dtypeName(w.dtype)) + " weight '" + w.name + "' is cut between the " +
