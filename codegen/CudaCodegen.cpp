@@ -46,6 +46,7 @@ AttentionSplit attentionSplit(const Plan &plan, const EntryPoint &ep) {
   const int64_t most = std::max<int64_t>(1, plan.settings.maxSeqLen / kAttnMinKeys);
   AttentionSplit split;
   split.splits = std::clamp<int64_t>(ceilDiv(kFillBlocks, blocks), 1, most);
+  split.tiling = attnTiling(ep);
   return split;
 }
 
@@ -63,7 +64,7 @@ std::vector<std::vector<double>> ropeFrequencySets(const Plan &plan) {
 }
 
 /// Lays out the workspace: attention partials, maxima and arrival counts
-/// (shared by the entry points), the RoPE cos/sin tables (max_seq_len rows
+/// (shared by the entry points whose attention is not tiled), the RoPE cos/sin tables (max_seq_len rows
 /// each, filled at load), each entry point's inputs (with the sampling
 /// parameters), sampled ids and argmax partials, and cuBLAS's workspace,
 /// last.
@@ -73,10 +74,11 @@ std::map<std::string, AttentionSplit> layWorkspace(const Plan &plan, CudaProgram
   const int64_t heads = plan.model.numHeads, hd = plan.kvCache.headDim;
   for (const auto &[name, ep] : plan.entryPoints) {
     AttentionSplit s = attentionSplit(plan, ep);
+    splits[name] = s;
+    if (s.tiling.heads) continue; // attnTiled keeps no partials
     partBytes = std::max(partBytes, ep.rows * heads * s.splits * hd * 4);
     mlBytes = std::max(mlBytes, ep.rows * heads * s.splits * 2 * 4);
     arrivalBytes = std::max(arrivalBytes, ep.rows * plan.kvCache.kvHeads * 4);
-    splits[name] = s;
   }
   int64_t top = 0;
   auto take = [&](int64_t bytes) {

@@ -601,6 +601,22 @@ void EntryLowering::operator()(const AttentionOp &op) {
     unsupported("attention must read KV-cache views");
   f32Input(op.query, "attention");
   const DType o = op.result.dtype;
+  if (const AttnTiling t = split.tiling; t.heads) {
+    const std::string name = specs.wrapper(
+        "attn_tiled_" + std::string(dtypeName(kv.dtype)) + "_" + dtypeName(o) +
+            dims({h, kvh, hd, kv.pageSize, kv.pages, t.heads, t.rowTiles}),
+        t.warps() * 32,
+        "kvplan::attnTiled<" + kvType + ", " + cudaType(o) + ", " + num(h) + ", " + num(kvh) +
+            ", " + num(hd) + ", " + num(kv.pageSize) + ", " + num(kv.pages) + "LL, " +
+            num(t.heads) + ", " + num(t.rowTiles) + ">(a)");
+    const int64_t rowsPerBlock = kAttnTileRows * t.rowTiles;
+    kernel(name, {kvh, ceilDiv(op.result.rows(), rowsPerBlock), h / kvh / t.heads},
+           t.warps() * 32, 1, op.result,
+           {arena(op.query), cache(), positions, table, arena(op.result)}, {op.key.layer},
+           {op.scale});
+    out.ops.back().rowsPerBlock = rowsPerBlock;
+    return;
+  }
   const std::string name = specs.wrapper(
       "attn_" + std::string(dtypeName(kv.dtype)) + "_" + dtypeName(o) +
           dims({h, kvh, hd, kv.pageSize, kv.pages}),
@@ -642,6 +658,43 @@ void EntryLowering::sample() {
 }
 
 } // namespace
+
+/// attnTiled's shared memory (Kernels.cuh, AttnTileShared) in bytes.
+static int64_t attnTileSharedBytes(int64_t hd, const AttnTiling &t) {
+  const int64_t bk = hd <= 64 ? 32 : 16, lk = hd + 4, ls = bk + 4;
+  return (2 * bk * lk + t.warps() * (16 * ls + 16 * lk + 3 * 16)) * 4 + t.rowTiles * 16 * 4;
+}
+
+/// The block for one attention step: the most of its group's query heads
+/// (dividing the group), then the most row tiles (dividing the `tiles`, so
+/// that no warp idles when every row runs), up to kAttnTileWarps warps in
+/// 48 KiB of shared memory.
+static AttnTiling attnTilingFor(int64_t group, int64_t hd, int64_t tiles) {
+  AttnTiling t{std::min(kAttnTileWarps, group), 1};
+  while (t.heads > 1 && (group % t.heads || attnTileSharedBytes(hd, t) > 48 * 1024)) --t.heads;
+  t.rowTiles = kAttnTileWarps / t.heads;
+  while (t.rowTiles > 1 && (tiles % t.rowTiles || attnTileSharedBytes(hd, t) > 48 * 1024))
+    --t.rowTiles;
+  return t;
+}
+
+AttnTiling attnTiling(const EntryPoint &ep) {
+  const Operand *table = ep.arg("page_table");
+  if (!table || table->rows() != 1) return {}; // rows of several sequences
+  AttnTiling tiling;
+  for (const Step &s : ep.steps) {
+    const AttentionOp *op = s.tryAs<AttentionOp>();
+    if (!op) continue;
+    const int64_t hd = op->headDim, group = op->numHeads / std::max<int64_t>(op->numKvHeads, 1);
+    if (op->result.rows() % kAttnTileRows || hd % 16 || hd > 128 ||
+        op->query.kind != OperandKind::arena || op->query.offset % 32)
+      return {};
+    const AttnTiling t = attnTilingFor(group, hd, op->result.rows() / kAttnTileRows);
+    if (tiling.heads && !(t == tiling)) return {}; // one shape for every layer
+    tiling = t;
+  }
+  return tiling;
+}
 
 void lowerEntry(const Plan &plan, const EntryPoint &ep, const AttentionSplit &split,
                 Specialisations &specs, CudaEntry &out) {

@@ -23,6 +23,18 @@ constexpr int64_t kFillBlocks = 264;
 // block; the keys split so that rows x KV heads x splits reaches
 // kFillBlocks where a split keeps kAttnMinKeys keys or more at full context.
 constexpr int64_t kAttnWarps = 4, kAttnMinKeys = 32;
+// A prefill chunk's attention on tensor cores (Kernels.cuh, attnTiled):
+// tiles of kAttnTileRows rows, a warp for each query head and tile, up to
+// kAttnTileWarps a block: as many of the KV head's query heads as divide
+// its group, then as many row tiles as fill the rest, as shared memory
+// allows.
+constexpr int64_t kAttnTileRows = 16, kAttnTileWarps = 4;
+/// A block of attnTiled: heads x row tiles (heads == 0: not tiled).
+struct AttnTiling {
+  int64_t heads = 0, rowTiles = 0;
+  int64_t warps() const { return heads * rowTiles; }
+  bool operator==(const AttnTiling &o) const { return heads == o.heads && rowTiles == o.rowTiles; }
+};
 constexpr int64_t kElementwiseBlock = 256;
 // Products (codegen/cuda/Kernels.cuh): matrix-vector up to kGemvRows rows,
 // aiming at kFillBlocks blocks or more; with quantized weights, tiles of
@@ -64,10 +76,19 @@ struct Specialisations {
 /// Where an entry point's attention partials go and how keys are split.
 struct AttentionSplit {
   int64_t splits = 1;
+  // attnTiled's block, when the entry's attention is tiled (attnTiling);
+  // else attnPartial with its splits.
+  AttnTiling tiling;
   // In the workspace: the partials, their (max, sum), and the splits of
   // each (row, KV head) arrived so far (u32, 0 between calls).
   int64_t partOffset = 0, mlOffset = 0, arrivalsOffset = 0;
 };
+
+/// attnTiled's block for `ep`'s attention steps, or none (heads 0) where
+/// they are not tiled: the rows must share one page table (a prefill chunk
+/// of one sequence) and be whole tiles of kAttnTileRows, head_dim a
+/// multiple of 16 up to 128, the queries 32-byte aligned.
+AttnTiling attnTiling(const EntryPoint &ep);
 
 /// Lowers `ep`'s steps, then the sampling kernel, into `out`.
 void lowerEntry(const Plan &plan, const EntryPoint &ep, const AttentionSplit &split,

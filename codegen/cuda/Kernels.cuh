@@ -1259,6 +1259,238 @@ __device__ void attnPartial(const KvArgs &a) {
 }
 
 // ---------------------------------------------------------------------------
+// Attention for a prefill chunk, on tensor cores. The rows of a chunk share
+// one page table (one sequence), so a block takes tiles of 16 rows: block
+// (KV head, RT tiles of 16 rows, HW query heads of the KV head's group)
+// walks the keys up to its last row's position BK at a time, loads each
+// tile of keys and values once into shared memory (as f32) for its RT x HW
+// warps, and each warp computes for its query head and its 16 rows: the
+// scores
+// (tf32 fragments, m16n16k8), the causal mask and a running softmax by row,
+// then probabilities x values added to its output rows. As in quantGemm,
+// the operands that tf32 does not hold exactly (the queries and the
+// probabilities; keys and values in an f32 cache) are split into a big and
+// a small tf32 part, so the products keep f32's accuracy; a 2-byte cache's
+// keys and values are exact in tf32 (bf16's and f16's significands fit).
+
+/// Keys per tile and the padded row strides (16 bytes apart, so the rows of
+/// a fragment fall in different banks) of attnTiled.
+template <int HD> struct AttnTile {
+  static constexpr int BK = HD <= 64 ? 32 : 16;
+  static constexpr int LK = HD + 4, LS = BK + 4;
+};
+
+/// attnTiled's shared memory: the key and value tile; per warp its scores
+/// (then probabilities), unnormalised output rows and per row the running
+/// maximum, sum and the last tile's rescaling; the row tiles' positions.
+template <int HD, int WARPS, int RT> struct AttnTileShared {
+  using T = AttnTile<HD>;
+  float ks[T::BK][T::LK], vs[T::BK][T::LK];
+  float s[WARPS][16][T::LS];
+  float o[WARPS][16][T::LK];
+  float m[WARPS][16], l[WARPS][16], alpha[WARPS][16];
+  int pos[RT][16];
+};
+
+using AFragRow = nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 8,
+                                        nvcuda::wmma::precision::tf32, nvcuda::wmma::row_major>;
+using BFragCol = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 8,
+                                        nvcuda::wmma::precision::tf32, nvcuda::wmma::col_major>;
+
+/// acc += a x b, a given as its big and small tf32 parts; b exact in tf32,
+/// or split here too when SPLIT_B (three products, as quantGemm's).
+template <bool SPLIT_B, class FB>
+__device__ __forceinline__ void mmaSplitA(QFragC &acc, const AFragRow &ab, const AFragRow &as,
+                                          FB &b) {
+  if constexpr (SPLIT_B) {
+    FB bs;
+    splitTf32(b, bs);
+    nvcuda::wmma::mma_sync(acc, ab, bs, acc);
+  }
+  nvcuda::wmma::mma_sync(acc, as, b, acc);
+  nvcuda::wmma::mma_sync(acc, ab, b, acc);
+}
+
+/// Keys and values t0 .. t0 + BK - 1 of the tile into shared memory as f32,
+/// zeros past `last` (so no stale value meets a zero probability).
+template <class C, int KVH, int HD, int PS, int THREADS>
+__device__ __forceinline__ void attnTileLoad(const C *keys, const C *values, const int *table,
+                                             int t0, int last, float (*ks)[AttnTile<HD>::LK],
+                                             float (*vs)[AttnTile<HD>::LK]) {
+  constexpr int E = 16 / (int)sizeof(C), CH = HD / E, BK = AttnTile<HD>::BK;
+  for (int idx = threadIdx.x; idx < BK * CH; idx += THREADS) {
+    const int k = idx / CH, c = (idx % CH) * E, t = t0 + k;
+    float kv[E], vv[E];
+    if (t <= last) {
+      const long long off = ((long long)table[t / PS] * KVH * PS + t % PS) * HD + c;
+      loadElems<E>(keys + off, kv);
+      loadElems<E>(values + off, vv);
+    } else {
+#pragma unroll
+      for (int e = 0; e < E; ++e) kv[e] = vv[e] = 0.0f;
+    }
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      ks[k][c + e] = kv[e];
+      vs[k][c + e] = vv[e];
+    }
+  }
+}
+
+/// A warp's scores for the tile: its 16 query rows (q: the first, rows
+/// LDQ floats apart, scaled and split here) x the tile's BK keys, into s.
+template <int HD, int LDQ, bool SPLIT>
+__device__ __forceinline__ void attnTileScores(const float *q, float scale,
+                                               const float (*ks)[AttnTile<HD>::LK],
+                                               float (*s)[AttnTile<HD>::LS]) {
+  namespace wmma = nvcuda::wmma;
+  constexpr int BK = AttnTile<HD>::BK, LK = AttnTile<HD>::LK;
+  QFragC acc[BK / 16];
+#pragma unroll
+  for (int j = 0; j < BK / 16; ++j) wmma::fill_fragment(acc[j], 0.0f);
+#pragma unroll 2
+  for (int k = 0; k < HD; k += 8) {
+    AFragRow qb, qs;
+    wmma::load_matrix_sync(qb, q + k, LDQ);
+#pragma unroll
+    for (int t = 0; t < qb.num_elements; ++t) qb.x[t] *= scale;
+    splitTf32(qb, qs);
+#pragma unroll
+    for (int j = 0; j < BK / 16; ++j) {
+      BFragCol kb; // keys[key][k]: the scores' B, column-major
+      wmma::load_matrix_sync(kb, &ks[16 * j][k], LK);
+      mmaSplitA<SPLIT>(acc[j], qb, qs, kb);
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < BK / 16; ++j)
+    wmma::store_matrix_sync(&s[0][16 * j], acc[j], AttnTile<HD>::LS, wmma::mem_row_major);
+  __syncwarp();
+}
+
+/// The causal mask and the running softmax of a warp's 16 rows over the
+/// tile's scores, two lanes a row: s becomes the probabilities exp(score -
+/// the new maximum), zero past each row's position; m, l move on and
+/// alpha holds how much the rows' earlier output shrinks.
+template <int HD>
+__device__ __forceinline__ void attnTileSoftmax(float (*s)[AttnTile<HD>::LS], const int *pos,
+                                                int t0, float *m, float *l, float *alpha) {
+  constexpr int HALF = AttnTile<HD>::BK / 2;
+  const int lane = threadIdx.x % 32, i = lane / 2, first = t0 + (lane % 2) * HALF;
+  float *row = s[i] + (lane % 2) * HALF;
+  float mx = -INFINITY;
+#pragma unroll
+  for (int c = 0; c < HALF; ++c)
+    if (first + c <= pos[i]) mx = fmaxf(mx, row[c]);
+  mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+  const float mOld = m[i], mNew = fmaxf(mOld, mx);
+  float sum = 0.0f;
+#pragma unroll
+  for (int c = 0; c < HALF; ++c) {
+    const float p = first + c <= pos[i] ? expf(row[c] - mNew) : 0.0f;
+    row[c] = p;
+    sum += p;
+  }
+  sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+  __syncwarp(); // both lanes of a row have read m[i]
+  if (lane % 2 == 0) {
+    const float a = mNew == -INFINITY ? 1.0f : expf(mOld - mNew);
+    alpha[i] = a;
+    l[i] = l[i] * a + sum;
+    m[i] = mNew;
+  }
+  __syncwarp();
+}
+
+/// A warp's output rows o = o x alpha + probabilities x the tile's values.
+template <int HD, bool SPLIT>
+__device__ __forceinline__ void attnTileValues(const float (*s)[AttnTile<HD>::LS],
+                                               const float (*vs)[AttnTile<HD>::LK],
+                                               const float *alpha, float (*o)[AttnTile<HD>::LK]) {
+  namespace wmma = nvcuda::wmma;
+  constexpr int BK = AttnTile<HD>::BK, LK = AttnTile<HD>::LK;
+  for (int idx = threadIdx.x % 32; idx < 16 * HD; idx += 32) o[idx / HD][idx % HD] *= alpha[idx / HD];
+  __syncwarp();
+  AFragRow pb[BK / 8], ps[BK / 8];
+#pragma unroll
+  for (int k = 0; k < BK / 8; ++k) {
+    wmma::load_matrix_sync(pb[k], &s[0][8 * k], AttnTile<HD>::LS);
+    splitTf32(pb[k], ps[k]);
+  }
+#pragma unroll 2
+  for (int n = 0; n < HD / 16; ++n) {
+    QFragC acc;
+    wmma::load_matrix_sync(acc, &o[0][16 * n], LK, wmma::mem_row_major);
+#pragma unroll
+    for (int k = 0; k < BK / 8; ++k) {
+      QFragB vb; // values[key][d]: row-major
+      wmma::load_matrix_sync(vb, &vs[8 * k][16 * n], LK);
+      mmaSplitA<SPLIT>(acc, pb[k], ps[k], vb);
+    }
+    wmma::store_matrix_sync(&o[0][16 * n], acc, LK, wmma::mem_row_major);
+  }
+  __syncwarp();
+}
+
+/// Block (KV head, RT tiles of 16 rows, HW query heads), as above: warp w
+/// takes head w % HW and tile w / HW. Rows past the call's (i[0]) or at a
+/// negative position get zeros; a warp skips the key tiles past its rows'
+/// last position, and so computes nothing where its tile starts past the
+/// call's rows (the entry's rows are whole tiles: every other tile's
+/// queries are in the buffer).
+/// p: q (f32, scaled here), cache, positions, page table (one row, all
+/// rows'), out.  i: rows, layer.  d: scale.
+template <class C, class O, int H, int KVH, int HD, int PS, long long PAGES, int HW, int RT>
+__device__ void attnTiled(const KvArgs &a) {
+  constexpr int G = H / KVH, BK = AttnTile<HD>::BK, WARPS = HW * RT, THREADS = WARPS * 32;
+  static_assert(HD % 16 == 0 && G % HW == 0, "whole fragments, whole head groups");
+  __shared__ __align__(32) AttnTileShared<HD, WARPS, RT> sh;
+  const int kvh = blockIdx.x, tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int g = blockIdx.z * HW + warp % HW, tile = warp / HW;
+  const int first = blockIdx.y * RT * 16, r0 = first + tile * 16, rows = (int)a.i[0];
+  if (tid < RT * 16)
+    sh.pos[tid / 16][tid % 16] =
+        first + tid < rows ? reinterpret_cast<const int *>(a.p[2])[first + tid] : -1;
+  if (lane < 16) {
+    sh.m[warp][lane] = -INFINITY;
+    sh.l[warp][lane] = 0.0f;
+  }
+  for (int idx = lane; idx < 16 * HD; idx += 32) sh.o[warp][idx / HD][idx % HD] = 0.0f;
+  __syncthreads();
+  int last = -1, mine = -1; // the block's last position, and the warp's tile's
+  for (int i = 0; i < RT * 16; ++i) {
+    last = sh.pos[0][i] > last ? sh.pos[0][i] : last;
+    if (i / 16 == tile) mine = sh.pos[0][i] > mine ? sh.pos[0][i] : mine;
+  }
+
+  const float *q = reinterpret_cast<const float *>(a.p[0]) + ((long long)r0 * H + kvh * G + g) * HD;
+  const float scale = (float)a.d[0];
+  const C *cache = reinterpret_cast<const C *>(a.p[1]);
+  const C *keys = cache + cacheOffset<C, KVH, HD, PS, PAGES>(a.i[1], 0, 0, kvh, 0);
+  const C *values = cache + cacheOffset<C, KVH, HD, PS, PAGES>(a.i[1], 1, 0, kvh, 0);
+  const int *table = reinterpret_cast<const int *>(a.p[3]);
+  constexpr bool SPLIT = sizeof(C) != 2; // f32 keys and values are split too
+  for (int t0 = 0; t0 <= last; t0 += BK) {
+    attnTileLoad<C, KVH, HD, PS, THREADS>(keys, values, table, t0, last, sh.ks, sh.vs);
+    __syncthreads();
+    if (t0 <= mine) { // the warp's: a tile wholly past its rows changes nothing
+      attnTileScores<HD, H * HD, SPLIT>(q, scale, sh.ks, sh.s[warp]);
+      attnTileSoftmax<HD>(sh.s[warp], sh.pos[tile], t0, sh.m[warp], sh.l[warp], sh.alpha[warp]);
+      attnTileValues<HD, SPLIT>(sh.s[warp], sh.vs, sh.alpha[warp], sh.o[warp]);
+    }
+    __syncthreads(); // every warp is done with the tile before the next one loads
+  }
+  O *out = reinterpret_cast<O *>(a.p[4]);
+  for (int idx = lane; idx < 16 * HD; idx += 32) {
+    const int i = idx / HD, d = idx % HD;
+    if (r0 + i >= rows) break;
+    const float l = sh.l[warp][i];
+    out[((long long)(r0 + i) * H + kvh * G + g) * HD + d] =
+        st<O>(l > 0.0f ? sh.o[warp][i][d] / l : 0.0f);
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Sampling on the device, in two kernels.
 // - argmaxSlices: block (s, r) covers slice s (SLICE tokens) of row r: its
 //   argmax and, where row r samples at a temperature, its mass (relative to

@@ -275,6 +275,7 @@ inline void checkWmmaPointer(const float *p, unsigned ldm) {
 #define blockDim (kvemu::S.blockDim)
 
 inline void __syncthreads() { kvemu::blockBarrier(); }
+inline void __syncwarp(unsigned = 0xffffffffu) { kvemu::warpBarrier(); }
 
 template <class T> inline T __shfl_xor_sync(unsigned, T v, int laneMask) {
   static_assert(sizeof(T) <= 8, "shuffles move up to 8 bytes");
@@ -387,6 +388,17 @@ inline void load_matrix_sync(fragment<Use, M, N, K, T, Layout> &f, const float *
     for (int c = 0; c < F::cols; ++c)
       f.x[r * F::cols + c] =
           std::is_same_v<Layout, row_major> ? p[size_t(r) * ldm + c] : p[size_t(c) * ldm + r];
+  kvemu::warpBarrier();
+}
+
+// An accumulator's load names the layout in memory.
+template <int M, int N, int K>
+inline void load_matrix_sync(fragment<accumulator, M, N, K, float> &f, const float *p,
+                             unsigned ldm, layout_t layout) {
+  kvemu::checkWmmaPointer(p, ldm);
+  for (int r = 0; r < M; ++r)
+    for (int c = 0; c < N; ++c)
+      f.x[r * N + c] = layout == mem_row_major ? p[size_t(r) * ldm + c] : p[size_t(c) * ldm + r];
   kvemu::warpBarrier();
 }
 

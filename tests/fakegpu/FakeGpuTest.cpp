@@ -122,6 +122,32 @@ TEST_F(FakeGpu, WholeModelMatchesTheCpuRuntime) {
   }
 }
 
+// A prefill chunk that is not whole tiles of 16 rows keeps the split
+// attention kernel (attnPartial) that decode uses, not the tiled one:
+// every step, then whole-model logits over two chunks.
+TEST_F(FakeGpu, PrefillChunksOfPartTilesKeepTheSplitAttention) {
+  Model m = build(kGqa, "weight_dtype = \"bf16\"\nmax_batch = 2\nmax_seq_len = 128\n"
+                        "prefill_chunk = 24");
+  int64_t split = 0;
+  for (const DeviceOp &op : m.code.program.entries.at("prefill").ops) {
+    EXPECT_NE(op.name.rfind("attn_tiled_", 0), 0u) << op.name;
+    split += op.name.rfind("attn_", 0) == 0;
+  }
+  EXPECT_EQ(split, m.plan.model.numLayers);
+  {
+    CpuExecutor cpu(m.cpuPlan, m.weights.data(), m.weights.size(), 2);
+    CudaExecutor gpu(m.plan, m.code, m.weights.data(), m.weights.size());
+    std::mt19937 rng(23);
+    kvplan::testing::compareStepByStep(gpu, cpu, m.plan, m.code.program, rng);
+  }
+  Engine cpu(m.cpuPlan, m.weights.data(), m.weights.size(), 2);
+  Engine gpu(std::make_unique<CudaExecutor>(m.plan, m.code, m.weights.data(), m.weights.size()));
+  std::mt19937 rng(29);
+  std::vector<int32_t> prompt(size_t(m.plan.settings.prefillChunk + 5));
+  for (int32_t &t : prompt) t = int32_t(rng() % uint32_t(m.plan.model.vocabSize));
+  kvplan::testing::followCpu(cpu, gpu, prompt, 3, 4 * tolerance(m.plan.settings.weightDtype));
+}
+
 // The same for int8 and int4 weights: every step, then whole-model logits.
 TEST_F(FakeGpu, QuantizedWeightsMatchTheCpuRuntime) {
   for (const kvplan::testing::Shape &s : kvplan::testing::kQuantShapes) {

@@ -58,7 +58,7 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
       const CudaEntry &e = mod.program.entries.at(name);
       std::set<int64_t> covered;
       int64_t fused = 0, gemms = 0, compactInputs = 0, lastStep = 0, products = 0,
-              ropeEpilogues = 0;
+              ropeEpilogues = 0, tiled = 0, partial = 0;
       for (const DeviceOp &op : e.ops) {
         // One to one: each device op lowers one step, in the steps' order.
         ASSERT_LT(op.step, int64_t(ep.steps.size()));
@@ -104,7 +104,33 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
           EXPECT_EQ(op.name.rfind(op.staticRows <= 8 ? "linear_gemv_" : "linear_gemm_", 0), 0u)
               << op.name << " for " << op.staticRows << " rows";
         }
-        if (op.name.rfind("attn_", 0) == 0) {
+        if (op.name.rfind("attn_tiled_", 0) == 0) {
+          // A prefill chunk (one page table, whole tiles of 16 rows) on
+          // tensor cores: block (KV head, tiles, query heads), a warp for
+          // each query head and tile, no partials in the workspace.
+          ++tiled;
+          const int64_t group = cfg.model.numHeads / cfg.model.numKvHeads;
+          const int64_t warps = op.block[0] / 32, heads = group / op.grid[2];
+          EXPECT_EQ(name, "prefill");
+          EXPECT_EQ(op.grid[0], cfg.model.numKvHeads);
+          EXPECT_EQ(group % op.grid[2], 0) << op.name;
+          EXPECT_EQ(op.rowsPerBlock, 16 * (warps / heads)) << op.name;
+          EXPECT_EQ(op.grid[1] * op.rowsPerBlock, ep.rows) << op.name;
+          EXPECT_LE(warps, 4);
+          // q, the cache, the positions and the page table (in the call's
+          // inputs), out: nothing else of the workspace.
+          ASSERT_EQ(op.pointers.size(), 5u) << op.name;
+          EXPECT_EQ(op.pointers[0].buffer, DeviceBuffer::arena);
+          EXPECT_EQ(op.pointers[1].buffer, DeviceBuffer::cache);
+          EXPECT_EQ(op.pointers[4].buffer, DeviceBuffer::arena);
+          for (int i : {2, 3}) {
+            EXPECT_EQ(op.pointers[size_t(i)].buffer, DeviceBuffer::work);
+            EXPECT_GE(op.pointers[size_t(i)].offset, e.inputsOffset);
+            EXPECT_LT(op.pointers[size_t(i)].offset, e.samplingParamsOffset);
+          }
+          EXPECT_EQ(ep.steps[size_t(op.step)].kind(), OpKind::attention) << op.name;
+        } else if (op.name.rfind("attn_", 0) == 0) {
+          ++partial;
           // Enough attention blocks for every multiprocessor of a large GPU
           // (two each of 132), unless a split would fall under 32 keys at
           // full context; the kernel is told the splits it is launched with.
@@ -131,6 +157,10 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
                                                   << ") has no device op";
         }
       }
+      // Every shape's prefill chunk is whole tiles of 16 rows: its attention
+      // is tiled; decode's (rows of several sequences) is split.
+      EXPECT_EQ(tiled, name == "prefill" ? cfg.model.numLayers : 0);
+      EXPECT_EQ(partial, name == "prefill" ? 0 : cfg.model.numLayers);
       // Sampling: each row's argmax over slices of the vocabulary, a block
       // for every multiprocessor of an H100/H200 at one row (or slices of
       // 256 tokens, the least), then one block a row that merges them.
