@@ -1264,10 +1264,10 @@ __device__ void attnPartial(const KvArgs &a) {
 // (KV head, RT tiles of 16 rows, HW query heads of the KV head's group)
 // walks the keys up to its last row's position BK at a time, loads each
 // tile of keys and values once into shared memory (as f32) for its RT x HW
-// warps, and each warp computes for its query head and its 16 rows: the
-// scores
-// (tf32 fragments, m16n16k8), the causal mask and a running softmax by row,
-// then probabilities x values added to its output rows. As in quantGemm,
+// warps (the next tile's loads in flight while the warps compute), and each
+// warp computes for its query head and its 16 rows: the scores (tf32
+// fragments, m16n16k8), the causal mask and a running softmax by row, then
+// probabilities x values added to its output rows. As in quantGemm,
 // the operands that tf32 does not hold exactly (the queries and the
 // probabilities; keys and values in an f32 cache) are split into a big and
 // a small tf32 part, so the products keep f32's accuracy; a 2-byte cache's
@@ -1311,31 +1311,54 @@ __device__ __forceinline__ void mmaSplitA(QFragC &acc, const AFragRow &ab, const
   nvcuda::wmma::mma_sync(acc, ab, b, acc);
 }
 
-/// Keys and values t0 .. t0 + BK - 1 of the tile into shared memory as f32,
-/// zeros past `last` (so no stale value meets a zero probability).
-template <class C, int KVH, int HD, int PS, int THREADS>
-__device__ __forceinline__ void attnTileLoad(const C *keys, const C *values, const int *table,
-                                             int t0, int last, float (*ks)[AttnTile<HD>::LK],
-                                             float (*vs)[AttnTile<HD>::LK]) {
-  constexpr int E = 16 / (int)sizeof(C), CH = HD / E, BK = AttnTile<HD>::BK;
-  for (int idx = threadIdx.x; idx < BK * CH; idx += THREADS) {
-    const int k = idx / CH, c = (idx % CH) * E, t = t0 + k;
-    float kv[E], vv[E];
-    if (t <= last) {
-      const long long off = ((long long)table[t / PS] * KVH * PS + t % PS) * HD + c;
-      loadElems<E>(keys + off, kv);
-      loadElems<E>(values + off, vv);
-    } else {
+/// 16 bytes of cache elements as f32.
+template <class C> __device__ __forceinline__ void unpack16(const uint4 &raw, float *out) {
+  const C *h = reinterpret_cast<const C *>(&raw);
 #pragma unroll
-      for (int e = 0; e < E; ++e) kv[e] = vv[e] = 0.0f;
-    }
+  for (int e = 0; e < 16 / (int)sizeof(C); ++e) out[e] = ld(h[e]);
+}
+
+/// A thread's share of a tile of keys and values (runs of 16 bytes, the
+/// thread's every THREADS-th), held as loaded: fetched for the next tile
+/// while the warps compute on this one, then stored into shared memory as
+/// f32. Keys past `last` are zeros, so no stale value meets a zero
+/// probability.
+template <class C, int KVH, int HD, int PS, int THREADS> struct AttnStage {
+  static constexpr int E = 16 / (int)sizeof(C), CH = HD / E, BK = AttnTile<HD>::BK;
+  static constexpr int N = (BK * CH + THREADS - 1) / THREADS;
+  uint4 k[N], v[N];
+
+  __device__ __forceinline__ void fetch(const C *keys, const C *values, const int *table, int t0,
+                                        int last) {
 #pragma unroll
-    for (int e = 0; e < E; ++e) {
-      ks[k][c + e] = kv[e];
-      vs[k][c + e] = vv[e];
+    for (int n = 0; n < N; ++n) {
+      const int idx = threadIdx.x + n * THREADS, t = t0 + idx / CH;
+      k[n] = v[n] = uint4{};
+      if (idx < BK * CH && t <= last) {
+        const long long off =
+            ((long long)table[t / PS] * KVH * PS + t % PS) * HD + (idx % CH) * E;
+        k[n] = *reinterpret_cast<const uint4 *>(keys + off);
+        v[n] = *reinterpret_cast<const uint4 *>(values + off);
+      }
     }
   }
-}
+  __device__ __forceinline__ void store(float (*ks)[AttnTile<HD>::LK],
+                                        float (*vs)[AttnTile<HD>::LK]) const {
+#pragma unroll
+    for (int n = 0; n < N; ++n) {
+      const int idx = threadIdx.x + n * THREADS, key = idx / CH, c = (idx % CH) * E;
+      if (idx >= BK * CH) break;
+      float kf[E], vf[E];
+      unpack16<C>(k[n], kf);
+      unpack16<C>(v[n], vf);
+#pragma unroll
+      for (int e = 0; e < E; ++e) {
+        ks[key][c + e] = kf[e];
+        vs[key][c + e] = vf[e];
+      }
+    }
+  }
+};
 
 /// A warp's scores for the tile: its 16 query rows (q: the first, rows
 /// LDQ floats apart, scaled and split here) x the tile's BK keys, into s.
@@ -1470,15 +1493,19 @@ __device__ void attnTiled(const KvArgs &a) {
   const C *values = cache + cacheOffset<C, KVH, HD, PS, PAGES>(a.i[1], 1, 0, kvh, 0);
   const int *table = reinterpret_cast<const int *>(a.p[3]);
   constexpr bool SPLIT = sizeof(C) != 2; // f32 keys and values are split too
+  AttnStage<C, KVH, HD, PS, THREADS> stage;
+  if (last >= 0) stage.fetch(keys, values, table, 0, last);
   for (int t0 = 0; t0 <= last; t0 += BK) {
-    attnTileLoad<C, KVH, HD, PS, THREADS>(keys, values, table, t0, last, sh.ks, sh.vs);
+    stage.store(sh.ks, sh.vs);
     __syncthreads();
+    // The next tile's loads in flight under this one's products.
+    if (t0 + BK <= last) stage.fetch(keys, values, table, t0 + BK, last);
     if (t0 <= mine) { // the warp's: a tile wholly past its rows changes nothing
       attnTileScores<HD, H * HD, SPLIT>(q, scale, sh.ks, sh.s[warp]);
       attnTileSoftmax<HD>(sh.s[warp], sh.pos[tile], t0, sh.m[warp], sh.l[warp], sh.alpha[warp]);
       attnTileValues<HD, SPLIT>(sh.s[warp], sh.vs, sh.alpha[warp], sh.o[warp]);
     }
-    __syncthreads(); // every warp is done with the tile before the next one loads
+    __syncthreads(); // every warp is done with the tile before the next one is stored
   }
   O *out = reinterpret_cast<O *>(a.p[4]);
   for (int idx = lane; idx < 16 * HD; idx += 32) {
