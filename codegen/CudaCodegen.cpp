@@ -64,10 +64,10 @@ std::vector<std::vector<double>> ropeFrequencySets(const Plan &plan) {
 }
 
 /// Lays out the workspace: attention partials, maxima and arrival counts
-/// (shared by the entry points whose attention is not tiled), the RoPE cos/sin tables (max_seq_len rows
-/// each, filled at load), each entry point's inputs (with the sampling
-/// parameters), sampled ids and argmax partials, and cuBLAS's workspace,
-/// last.
+/// (shared by the entry points whose attention is not tiled), the RoPE
+/// cos/sin tables (max_seq_len rows each, filled at load), each entry
+/// point's inputs (with the sampling parameters), sampled ids and argmax
+/// partials, and cuBLAS's workspace, last.
 std::map<std::string, AttentionSplit> layWorkspace(const Plan &plan, CudaProgram &prog) {
   std::map<std::string, AttentionSplit> splits;
   int64_t partBytes = 0, mlBytes = 0, arrivalBytes = 0;

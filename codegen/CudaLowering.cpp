@@ -659,10 +659,13 @@ void EntryLowering::sample() {
 
 } // namespace
 
-/// attnTiled's shared memory (Kernels.cuh, AttnTileShared) in bytes.
+/// attnTiled's shared memory (Kernels.cuh, AttnTileShared and AttnTile's
+/// keys a tile) in bytes, with 32 for the struct's alignment. Should the
+/// two disagree, nvcc refuses a source whose static shared memory passes
+/// 48 KiB (CudaCodegen.GeneratedSourceCompilesForEveryShape).
 static int64_t attnTileSharedBytes(int64_t hd, const AttnTiling &t) {
   const int64_t bk = hd <= 64 ? 32 : 16, lk = hd + 4, ls = bk + 4;
-  return (2 * bk * lk + t.warps() * (16 * ls + 16 * lk + 3 * 16)) * 4 + t.rowTiles * 16 * 4;
+  return (2 * bk * lk + t.warps() * (16 * ls + 16 * lk + 3 * 16)) * 4 + t.rowTiles * 16 * 4 + 32;
 }
 
 /// The block for one attention step: the most of its group's query heads

@@ -1283,6 +1283,8 @@ template <int HD> struct AttnTile {
 /// attnTiled's shared memory: the key and value tile; per warp its scores
 /// (then probabilities), unnormalised output rows and per row the running
 /// maximum, sum and the last tile's rescaling; the row tiles' positions.
+/// Static, under 48 KiB: codegen (CudaLowering.cpp, attnTileSharedBytes)
+/// picks WARPS and RT by its size.
 template <int HD, int WARPS, int RT> struct AttnTileShared {
   using T = AttnTile<HD>;
   float ks[T::BK][T::LK], vs[T::BK][T::LK];
@@ -1432,7 +1434,8 @@ __device__ __forceinline__ void attnTileValues(const float (*s)[AttnTile<HD>::LS
                                                const float *alpha, float (*o)[AttnTile<HD>::LK]) {
   namespace wmma = nvcuda::wmma;
   constexpr int BK = AttnTile<HD>::BK, LK = AttnTile<HD>::LK;
-  for (int idx = threadIdx.x % 32; idx < 16 * HD; idx += 32) o[idx / HD][idx % HD] *= alpha[idx / HD];
+  for (int idx = threadIdx.x % 32; idx < 16 * HD; idx += 32)
+    o[idx / HD][idx % HD] *= alpha[idx / HD];
   __syncwarp();
   AFragRow pb[BK / 8], ps[BK / 8];
 #pragma unroll
@@ -1482,8 +1485,9 @@ __device__ void attnTiled(const KvArgs &a) {
   __syncthreads();
   int last = -1, mine = -1; // the block's last position, and the warp's tile's
   for (int i = 0; i < RT * 16; ++i) {
-    last = sh.pos[0][i] > last ? sh.pos[0][i] : last;
-    if (i / 16 == tile) mine = sh.pos[0][i] > mine ? sh.pos[0][i] : mine;
+    const int p = sh.pos[i / 16][i % 16];
+    last = p > last ? p : last;
+    if (i / 16 == tile) mine = p > mine ? p : mine;
   }
 
   const float *q = reinterpret_cast<const float *>(a.p[0]) + ((long long)r0 * H + kvh * G + g) * HD;

@@ -122,6 +122,25 @@ TEST_F(FakeGpu, WholeModelMatchesTheCpuRuntime) {
   }
 }
 
+// Every device op against the CPU's step (inputs from stepSeed), then
+// whole-model logits over a prompt of a chunk and 5 tokens (from
+// promptSeed) and `decodeSteps` greedy steps, within `tol`.
+void stepsThenWholeModel(const Model &m, unsigned stepSeed, unsigned promptSeed, int decodeSteps,
+                         double tol) {
+  {
+    CpuExecutor cpu(m.cpuPlan, m.weights.data(), m.weights.size(), 2);
+    CudaExecutor gpu(m.plan, m.code, m.weights.data(), m.weights.size());
+    std::mt19937 rng(stepSeed);
+    kvplan::testing::compareStepByStep(gpu, cpu, m.plan, m.code.program, rng);
+  }
+  Engine cpu(m.cpuPlan, m.weights.data(), m.weights.size(), 2);
+  Engine gpu(std::make_unique<CudaExecutor>(m.plan, m.code, m.weights.data(), m.weights.size()));
+  std::mt19937 rng(promptSeed);
+  std::vector<int32_t> prompt(size_t(m.plan.settings.prefillChunk + 5));
+  for (int32_t &t : prompt) t = int32_t(rng() % uint32_t(m.plan.model.vocabSize));
+  kvplan::testing::followCpu(cpu, gpu, prompt, decodeSteps, tol);
+}
+
 // A prefill chunk that is not whole tiles of 16 rows keeps the split
 // attention kernel (attnPartial) that decode uses, not the tiled one:
 // every step, then whole-model logits over two chunks.
@@ -134,18 +153,7 @@ TEST_F(FakeGpu, PrefillChunksOfPartTilesKeepTheSplitAttention) {
     split += op.name.rfind("attn_", 0) == 0;
   }
   EXPECT_EQ(split, m.plan.model.numLayers);
-  {
-    CpuExecutor cpu(m.cpuPlan, m.weights.data(), m.weights.size(), 2);
-    CudaExecutor gpu(m.plan, m.code, m.weights.data(), m.weights.size());
-    std::mt19937 rng(23);
-    kvplan::testing::compareStepByStep(gpu, cpu, m.plan, m.code.program, rng);
-  }
-  Engine cpu(m.cpuPlan, m.weights.data(), m.weights.size(), 2);
-  Engine gpu(std::make_unique<CudaExecutor>(m.plan, m.code, m.weights.data(), m.weights.size()));
-  std::mt19937 rng(29);
-  std::vector<int32_t> prompt(size_t(m.plan.settings.prefillChunk + 5));
-  for (int32_t &t : prompt) t = int32_t(rng() % uint32_t(m.plan.model.vocabSize));
-  kvplan::testing::followCpu(cpu, gpu, prompt, 3, 4 * tolerance(m.plan.settings.weightDtype));
+  stepsThenWholeModel(m, 23, 29, 3, 4 * tolerance(m.plan.settings.weightDtype));
 }
 
 // The same for int8 and int4 weights: every step, then whole-model logits.
@@ -153,18 +161,7 @@ TEST_F(FakeGpu, QuantizedWeightsMatchTheCpuRuntime) {
   for (const kvplan::testing::Shape &s : kvplan::testing::kQuantShapes) {
     SCOPED_TRACE(s.what);
     Model m = build(kvplan::testing::cudaConfig(s.model, s.compile, s.rope));
-    {
-      CpuExecutor cpu(m.cpuPlan, m.weights.data(), m.weights.size(), 2);
-      CudaExecutor gpu(m.plan, m.code, m.weights.data(), m.weights.size());
-      std::mt19937 rng(17);
-      kvplan::testing::compareStepByStep(gpu, cpu, m.plan, m.code.program, rng);
-    }
-    Engine cpu(m.cpuPlan, m.weights.data(), m.weights.size(), 2);
-    Engine gpu(std::make_unique<CudaExecutor>(m.plan, m.code, m.weights.data(), m.weights.size()));
-    std::mt19937 rng(5);
-    std::vector<int32_t> prompt(size_t(m.plan.settings.prefillChunk + 5));
-    for (int32_t &t : prompt) t = int32_t(rng() % uint32_t(m.plan.model.vocabSize));
-    kvplan::testing::followCpu(cpu, gpu, prompt, 5, kvplan::testing::modelTolerance(m.plan));
+    stepsThenWholeModel(m, 17, 5, 5, kvplan::testing::modelTolerance(m.plan));
   }
 }
 
