@@ -334,7 +334,8 @@ inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
 // (num_elements covers it), so the elementwise loops kernels run over a
 // fragment's x[] touch every element once in every lane, and the loads,
 // products and stores give every lane the same tile; the product is the
-// hardware's: the tf32 inputs' products, exact, summed in f32.
+// hardware's: the tf32 inputs' products, exact, summed in f32. An input
+// that is not a tf32 value stops the kernel (checkTf32Inputs).
 namespace nvcuda::wmma {
 struct matrix_a {};
 struct matrix_b {};
@@ -402,11 +403,29 @@ inline void load_matrix_sync(fragment<accumulator, M, N, K, float> &f, const flo
   kvemu::warpBarrier();
 }
 
+/// A tf32 product's inputs must be tf32 values (__float_to_tf32's, or
+/// values with no more bits, as bf16's and f16's): CUDA leaves the result of
+/// an f32 with more unconverted, so the emulator refuses it rather than
+/// compute a product the hardware may not. Infinities and NaN pass.
+template <class F> inline void checkTf32Inputs(const F &f, const char *which) {
+  for (float v : f.x) {
+    unsigned u;
+    std::memcpy(&u, &v, 4);
+    if ((u & 0x7f800000u) != 0x7f800000u && (u & 0x1fffu)) {
+      std::fprintf(stderr, "kvemu: a tf32 mma's %s holds %a, not a tf32 value: convert it with "
+                           "__float_to_tf32 (or split it) first\n", which, double(v));
+      std::abort();
+    }
+  }
+}
+
 template <int M, int N, int K, class TA, class LA, class LB>
 inline void mma_sync(fragment<accumulator, M, N, K, float> &d,
                      const fragment<matrix_a, M, N, K, TA, LA> &a,
                      const fragment<matrix_b, M, N, K, TA, LB> &b,
                      const fragment<accumulator, M, N, K, float> &c) {
+  checkTf32Inputs(a, "A");
+  checkTf32Inputs(b, "B");
   float out[M * N];
   for (int i = 0; i < M; ++i)
     for (int j = 0; j < N; ++j) {

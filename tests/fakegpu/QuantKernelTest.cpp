@@ -4,8 +4,10 @@
 // length is no multiple of the group (or of 16, 8, 4 or 2), features split
 // among three outputs, a bias, fewer active rows than the kernel was built
 // for, and row tiles past the last row; and --fuse-matvec's kernel (matvec)
-// reading int8 and int4 codes, its rows ending in half a group. Inputs past the active rows are NaN
-// and outputs start as NaN, so a read too far or a write missed shows.
+// reading int8 and int4 codes, its rows ending in half a group. Inputs past
+// the active rows are NaN and outputs start as NaN, so a read too far or a
+// write missed shows. And the emulator's tf32 products refuse what the
+// hardware does not define.
 #include "plan/CudaProgram.h"
 #include "tests/emu/EmuCompile.h"
 
@@ -13,6 +15,7 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -250,6 +253,32 @@ TEST_F(QuantKernels, EmbeddingRowsDequantize) {
           ASSERT_NEAR(out[r * size_t(cols) + size_t(c)], t.at(tokens[r], c), 1e-6)
               << "row " << r << ", column " << c;
     }
+}
+
+// The emulator's tf32 products take tf32 values only (__float_to_tf32's, or
+// no more bits), as CUDA defines them: an f32 with more bits stops the
+// kernel, named, instead of giving a product the hardware may not; the
+// same values converted multiply.
+TEST_F(QuantKernels, Tf32ProductsTakeOnlyTf32Values) {
+  const std::string body =
+      "namespace wmma = nvcuda::wmma; float *p = reinterpret_cast<float *>(a.p[0]); "
+      "kvplan::QFragA x; kvplan::QFragB w; kvplan::QFragC acc; "
+      "wmma::load_matrix_sync(x, p, 16); wmma::load_matrix_sync(w, p, 16); "
+      "if (a.i[1]) { for (int t = 0; t < x.num_elements; ++t) "
+      "x.x[t] = wmma::__float_to_tf32(x.x[t]); for (int t = 0; t < w.num_elements; ++t) "
+      "w.x[t] = wmma::__float_to_tf32(w.x[t]); } "
+      "wmma::fill_fragment(acc, 0.0f); wmma::mma_sync(acc, x, w, acc); "
+      "wmma::store_matrix_sync(p + 256, acc, 16, wmma::mem_row_major)";
+  compile({{"tf32_product", body}});
+  alignas(32) static float buf[512];
+  std::fill(buf, buf + 256, 1.0f + std::ldexp(1.0f, -20)); // 1 + 2^-20: not a tf32 value
+  KernelLaunch::Args args{};
+  args.p[0] = reinterpret_cast<char *>(buf);
+  args.i[1] = 1;
+  launch("tf32_product", args, 1, 1, 32);
+  for (int i = 0; i < 256; ++i) ASSERT_EQ(buf[256 + i], 8.0f) << i; // 8 products of 1 x 1
+  args.i[1] = 0;
+  EXPECT_DEATH(launch("tf32_product", args, 1, 1, 32), "a tf32 mma's A holds .* not a tf32 value");
 }
 
 } // namespace
