@@ -13,7 +13,8 @@
 #   4. the gpu tests (KVPLAN_GPU_ARTIFACTS=.gpukit/artifacts); those that fail
 #      run again with KVPLAN_CUDA_SYNC=1, which names the launch that failed
 #   5. kvplan bench on .gpukit/artifacts/bench-llama-3.2-1b.kvp (random
-#      weights, prompt 512, 128 tokens), then 8 sequences at once on the same
+#      weights, prompt 512, 128 tokens; its warm-up times each op once:
+#      KVPLAN_CUDA_PROFILE), then 8 sequences at once on the same
 #      shape compiled for 8 (bench-llama-3.2-1b-b8.kvp, 64 tokens each)
 #   5b. the same shape with int8 and int4 weights, one sequence (prefill on
 #      the tensor-core tiled product, decode against the roofline)
@@ -25,10 +26,11 @@
 # table, last) after every step and from an exit trap, so a check killed at
 # its limit still leaves the table of what it finished.
 #
-# Writes into ${OUT:-gpu-results} (12 files at most: build.log, gpu-tests.log,
+# Writes into ${OUT:-gpu-results} (13 files at most: build.log, gpu-tests.log,
 # gpu-tests-sync.log, kvplan-bench.json, kvplan-bench-batch8.json,
-# kvplan-bench-int8.json, kvplan-bench-int4.json, hf-peer.json, sanitizer.log,
-# run.log, gpu-check.json, gpu-check.md); scratch goes to build-gpu-check/.
+# kvplan-bench-int8.json, kvplan-bench-int4.json, kernel-profile.tsv (each op's
+# time, KVPLAN_CUDA_PROFILE), hf-peer.json, sanitizer.log, run.log,
+# gpu-check.json, gpu-check.md); scratch goes to build-gpu-check/.
 # Exits nonzero when the build, a gpu test, a bench, the tensor-parallel run
 # or the sanitizer failed, or a gpu test skipped (there, a skip means no
 # device or no artifacts); the peer failing, or a goal not met, is reported
@@ -61,7 +63,7 @@ mkdir -p "$work"
 # This check's own files only (OUT may hold other things).
 rm -f "$OUT"/{build.log,gpu-tests.log,gpu-tests-sync.log,hf-peer.json,hf-peer.json.tmp} \
   "$OUT"/{kvplan-bench.json,kvplan-bench-batch8.json,kvplan-bench-int8.json} \
-  "$OUT"/{kvplan-bench-int4.json,sanitizer.log,gpu-check.json,gpu-check.md}
+  "$OUT"/{kvplan-bench-int4.json,kernel-profile.tsv,sanitizer.log,gpu-check.json,gpu-check.md}
 log=$OUT/run.log
 : > "$log"
 
@@ -170,7 +172,7 @@ if [ "$dry" = 1 ]; then
   say "DRY RUN: no build, tests, bench or peer; canned inputs from $canned (NOT MEASURED)"
   for s in build tests bench quant tp sanitizer peer; do record "$s" canned 0 "canned input"; done
   for f in kvplan-bench.json kvplan-bench-batch8.json kvplan-bench-int8.json \
-           kvplan-bench-int4.json hf-peer.json gpu-tests.log; do
+           kvplan-bench-int4.json kernel-profile.tsv hf-peer.json gpu-tests.log; do
     [ ! -f "$canned/$f" ] || cp "$canned/$f" "$OUT/$f"
   done
   for f in gpu-tests.xml model.json; do
@@ -321,7 +323,10 @@ if want bench; then
   t=$SECONDS
   begin bench
   # Batch 8 against batch 1 (the goal: 6x the tokens a second).
-  if ! bench_json "$(stage_limit 240 210)" "$OUT/kvplan-bench.json" "$bench_art" \
+  # Its first run of each entry point also times every op once
+  # (KVPLAN_CUDA_PROFILE, during the bench's warm-up).
+  if ! KVPLAN_CUDA_PROFILE="$OUT/kernel-profile.tsv" \
+       bench_json "$(stage_limit 240 210)" "$OUT/kvplan-bench.json" "$bench_art" \
        --prompt-len 512 --gen 128; then
     record bench failed $((SECONDS - t)) "batch 1 failed: see run.log"
     fail=1

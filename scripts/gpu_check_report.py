@@ -13,6 +13,8 @@ Reads, each optional (a missing or broken one is reported, never fatal):
   OUT/kvplan-bench-batch8.json  the same shape, 8 sequences at once (--batch 8)
   OUT/kvplan-bench-int8.json, OUT/kvplan-bench-int4.json  int8 and int4 weights
   OUT/hf-peer.json      scripts/hf_peer.py
+  OUT/kernel-profile.tsv  KVPLAN_CUDA_PROFILE's op times from the batch-1 bench
+                        (entry, rows, op, step, kind, kernel, ms a line)
   .gpukit/MANIFEST.json the kit
 --canned marks every figure as canned input (KVPLAN_GPU_CHECK_DRY=1), not a
 measurement. Exit status: 0.
@@ -201,6 +203,35 @@ def read_tests(xml_path, log_path):
     return None
 
 
+KERNEL_FAMILY = re.compile(r"^([a-z_]+?)(_(bf16|f16|f32|int8|int4|[0-9]).*)?$")
+
+
+def read_profile(path, problems):
+    """KVPLAN_CUDA_PROFILE's lines, summed by (entry, rows): the total time and
+    each kernel family's (the name without its types and dimensions), largest
+    first; None where there is no file."""
+    if not os.path.exists(path):
+        return None
+    groups = {}
+    with open(path) as fh:
+        for n, line in enumerate(fh, 1):
+            f = line.rstrip("\n").split("\t")
+            ms = _num(f[6]) if len(f) == 7 else None
+            if ms is None:
+                problems.append(f"{os.path.basename(path)} line {n}: not 7 fields ending in a time")
+                continue
+            key = f"{f[0]} ({f[1]} row{'' if f[1] == '1' else 's'})"
+            g = groups.setdefault(key, {"ms": 0.0, "ops": 0, "families": {}})
+            fam = KERNEL_FAMILY.match(f[5])
+            fam = fam.group(1) if fam else f[5]
+            g["ms"] += ms
+            g["ops"] += 1
+            g["families"][fam] = g["families"].get(fam, 0.0) + ms
+    for g in groups.values():
+        g["families"] = dict(sorted(g["families"].items(), key=lambda kv: -kv[1]))
+    return groups
+
+
 def goal(text, value, threshold, ok, unknown_why=None, fmt="{:.3g}"):
     if value is None or ok is None:
         return {"goal": text, "status": "unknown", "why": unknown_why or "not measured"}
@@ -255,6 +286,7 @@ def main(argv=None):
             problems.append(f"kvplan-bench-{key}.json: not a JSON object")
             more[key] = None
     peer = read_json(os.path.join(args.out, "hf-peer.json"), problems)
+    profile = read_profile(os.path.join(args.out, "kernel-profile.tsv"), problems)
     model = read_json(os.path.join(args.work, "model.json"), problems)
     manifest = read_json(os.path.join(args.kit, "MANIFEST.json"), problems)
     tests = read_tests(os.path.join(args.work, "gpu-tests.xml"),
@@ -333,6 +365,7 @@ def main(argv=None):
         "kvplan_bench_int8": more["int8"],
         "kvplan_bench_int4": more["int4"],
         "hf_peer": peer,
+        "kernel_profile": profile,
         "model": model,
         "goals": goals,
         "ratios": {
@@ -408,6 +441,11 @@ def main(argv=None):
                          f"{b.get('sampled_temperature', '?')}, top-p {b.get('sampled_top_p', '?')}) "
                          f"vs greedy | {f(sampled, '{:.3f} ms')} vs {f(step_graph, '{:.3f} ms')} |")
         lines.append(f"| kvplan prefill ({b.get('prompt_len', 512)} tokens) | {f(prefill, '{:,.0f}')} tok/s |")
+    for key, g in sorted((profile or {}).items()):
+        total = g["ms"] or 1.0
+        top = ", ".join(f"{fam} {ms / total:.0%}" for fam, ms in list(g["families"].items())[:4])
+        lines.append(f"| op times, {key}, ops one after another (KVPLAN_CUDA_PROFILE) | "
+                     f"{g['ms']:.3f} ms in {g['ops']} ops: {top} |")
     b8 = more["batch8"]
     if b8 is None:
         lines.append(f"| kvplan decode, 8 sequences at once | {step_status('bench')} (no result) |")

@@ -15,8 +15,10 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <numeric>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -222,6 +224,14 @@ struct CudaExecutor::Impl {
   int64_t captured = 0;
   // KVPLAN_CUDA_SYNC: eager launches, each waited for and checked.
   bool syncEach = false;
+  // KVPLAN_CUDA_PROFILE: the file that gets each op's time, for one extra
+  // eager run of each (entry point, rows) the first time it runs; while
+  // such a run is queued, `marks` takes an event after the inputs and
+  // after each op.
+  std::string profilePath;
+  std::vector<cudaEvent_t> marks;
+  size_t marked = 0;
+  bool marking = false;
   // Kernels launched as programmatic dependents (compute capability 9.0 and
   // up, unless KVPLAN_CUDA_PDL=0): each may start while the one before it
   // finishes, waiting for it inside (codegen/cuda/Kernels.cuh).
@@ -241,6 +251,7 @@ struct CudaExecutor::Impl {
     int64_t lastActive = 0;
     bool logitsFresh = false;
     std::map<int64_t, cudaGraphExec_t> graphs;
+    std::set<int64_t> profiled; // rows whose ops' times are in the profile
     RunInputLimits limits; // checked on the host before each run
     int64_t rowsOut(int64_t active) const { return logitsFollow ? active : logitRows; }
   };
@@ -308,6 +319,7 @@ struct CudaExecutor::Impl {
   /// found where it failed rather than at the next synchronisation.
   void launchOp(const Entry &e, const DeviceOp &op, int64_t active) {
     launch(op, active);
+    mark();
     if (!syncEach) return;
     cudaError_t err = cudaStreamSynchronize(stream);
     if (err == cudaSuccess) err = cudaGetLastError();
@@ -335,12 +347,26 @@ struct CudaExecutor::Impl {
     // Tensor-parallel ranks sample on the host, from every rank's slice.
     const bool sampling = !ranks;
     const int64_t outRows = e.rowsOut(active);
+    mark();
     for (const DeviceOp &op : e.ce->ops) launchOp(e, op, active);
     if (!sampling) return;
     for (const DeviceOp &op : e.ce->sampling) launchOp(e, op, active);
     check(cudaMemcpyAsync(e.hSampled, work + e.ce->sampledOffset, size_t(outRows) * 4,
                           cudaMemcpyDeviceToHost, stream), "copying sampled tokens");
   }
+
+  /// Under KVPLAN_CUDA_PROFILE, an event into the stream (marks grows as
+  /// needed; events are made outside any capture, the profile's run being
+  /// eager).
+  void mark() {
+    if (!marking) return;
+    if (marked == marks.size()) {
+      marks.emplace_back();
+      check(cudaEventCreate(&marks.back()), "creating a profiling event");
+    }
+    check(cudaEventRecord(marks[marked++], stream), "recording a profiling event");
+  }
+  void profile(Entry &e, int64_t active);
 
   void checkBill(const MemoryBill &bill, uint64_t weightsBytes) const;
   char *deviceBuffer(const char *what, int64_t bytes);
@@ -356,6 +382,7 @@ struct CudaExecutor::Impl {
     for (auto &[name, e] : entries)
       for (auto &[rows, g] : e.graphs) cudaGraphExecDestroy(g);
     cudaFreeHost(pinned);
+    for (cudaEvent_t ev : marks) cudaEventDestroy(ev);
     if (comm) nccl.destroy(comm);
     if (handle) cublas.destroy(handle);
     if (library) cudaLibraryUnload(library);
@@ -618,6 +645,45 @@ void CudaExecutor::Impl::bindEntries() {
   }
 }
 
+/// One more eager run of `e` on `active` rows (the same inputs: it writes
+/// the same cache slots, logits and tokens again), each op timed between
+/// the events around it, appended to the profile as a tab-separated line:
+/// entry point, rows, op, plan step, kind, kernel, milliseconds. The
+/// events keep the ops from overlapping (no programmatic launch starts
+/// early), so each time is the op's alone.
+void CudaExecutor::Impl::profile(Entry &e, int64_t active) {
+  marked = 0;
+  marking = true;
+  try {
+    enqueue(e, active);
+  } catch (...) {
+    marking = false;
+    throw;
+  }
+  marking = false;
+  check(cudaStreamSynchronize(stream), "profiling " + e.name);
+  std::vector<const DeviceOp *> ops;
+  for (const DeviceOp &op : e.ce->ops) ops.push_back(&op);
+  if (!ranks)
+    for (const DeviceOp &op : e.ce->sampling) ops.push_back(&op);
+  std::ofstream out(profilePath, std::ios::app);
+  for (size_t i = 0; i < ops.size() && i + 1 < marked; ++i) {
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, marks[i], marks[i + 1]), "reading a profiling event");
+    const DeviceOp &op = *ops[i];
+    const char *kind = op.kind == DeviceOp::gemm        ? "cublas"
+                       : op.kind == DeviceOp::allReduce ? "all_reduce"
+                                                        : "kernel";
+    out << e.name << '\t' << active << '\t' << i << '\t' << op.step << '\t' << kind << '\t'
+        << (op.kind == DeviceOp::kernel ? op.name : std::string(kind)) << '\t' << ms << '\n';
+  }
+  out.flush();
+  if (!out)
+    throw InputError("cannot append the op times to '" + profilePath +
+                     "' (KVPLAN_CUDA_PROFILE): name a file that can be written");
+  e.profiled.insert(active);
+}
+
 CudaExecutor::CudaExecutor(const Plan &plan, const CudaCode &code, const char *weightsData,
                            uint64_t weightsBytes, const CudaOptions &options)
     : impl(std::make_unique<Impl>()) {
@@ -629,6 +695,8 @@ CudaExecutor::CudaExecutor(const Plan &plan, const CudaCode &code, const char *w
     m.syncEach = true;
     m.options.graphs = false;
   }
+  const char *prof = std::getenv("KVPLAN_CUDA_PROFILE");
+  if (prof && *prof && std::strcmp(prof, "0")) m.profilePath = prof;
   if (plan.settings.target != Target::cuda)
     throw InputError(std::string("incompatible because the artifact was compiled for target '") +
                      targetName(plan.settings.target) + "'; the CUDA runtime runs 'cuda' artifacts");
@@ -666,6 +734,8 @@ std::string CudaExecutor::describe() const {
           : m.options.graphs ? "CUDA graphs"
                              : "eager launches") +
          (m.pdl ? ", programmatic dependent launches" : "") +
+         (m.profilePath.empty() ? ""
+                                : ", op times to " + m.profilePath + " (KVPLAN_CUDA_PROFILE)") +
          (m.ranks ? ", rank " + std::to_string(m.ranks->rank()) + " of " +
                         std::to_string(m.ranks->size()) + " on device " + std::to_string(m.device) +
                         " over " + m.nccl.describe()
@@ -706,6 +776,11 @@ void CudaExecutor::run(const std::string &name, int64_t activeRows) {
   // The generated kernels index the cache and the embedding table by these
   // without a check of their own.
   checkRunInputs(e.limits, *e.ep, e.hTok, e.hPos, e.hTable, activeRows);
+  if (!m.profilePath.empty() && !m.ranks && !e.profiled.count(activeRows)) {
+    m.enqueue(e, activeRows); // a warm-up: lazy set-up stays out of the times
+    check(cudaStreamSynchronize(m.stream), "running " + name);
+    m.profile(e, activeRows);
+  }
   if (m.options.graphs) {
     auto it = e.graphs.find(activeRows);
     if (it == e.graphs.end()) {

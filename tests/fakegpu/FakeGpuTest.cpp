@@ -29,6 +29,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <sstream>
+#include <fstream>
 #include <map>
 #include <numeric>
 
@@ -734,6 +736,72 @@ TEST_F(FakeGpu, KvplanCudaSyncNamesTheFailingLaunchAndItsStep) {
         << e.what();
   }
   fakecuda_fail_kernel("");
+}
+
+// KVPLAN_CUDA_PROFILE: the first run of each (entry point, rows) times
+// every op once more, in order, into the file (entry, rows, op, step, kind,
+// kernel, ms); later runs add nothing, and what the runs compute is the
+// same as without it. A file that cannot be written is named.
+TEST_F(FakeGpu, KvplanCudaProfileTimesEveryOpOnce) {
+  Model m = build(kGqa, kBatch1);
+  const std::string path = ::testing::TempDir() + "kvplan-profile.tsv";
+  std::remove(path.c_str());
+  auto logitsOf = [&](CudaExecutor &x, const std::string &entry, int64_t rows) {
+    std::mt19937 rng(7);
+    kvplan::testing::setInputs(x, m.plan, entry, rows, rng);
+    x.run(entry, rows);
+    const float *l = x.logits(entry);
+    return std::vector<float>(l, l + m.plan.model.vocabSize);
+  };
+  CudaExecutor plain(m.plan, m.code, m.weights.data(), m.weights.size());
+  setenv("KVPLAN_CUDA_PROFILE", path.c_str(), 1);
+  CudaExecutor profiled(m.plan, m.code, m.weights.data(), m.weights.size());
+  unsetenv("KVPLAN_CUDA_PROFILE");
+  EXPECT_NE(profiled.describe().find("op times to " + path), std::string::npos);
+  for (int call = 0; call < 2; ++call) {
+    EXPECT_EQ(logitsOf(profiled, "prefill", 4), logitsOf(plain, "prefill", 4)) << call;
+    EXPECT_EQ(logitsOf(profiled, "decode", 1), logitsOf(plain, "decode", 1)) << call;
+  }
+  std::ifstream in(path);
+  std::vector<std::vector<std::string>> lines;
+  for (std::string line; std::getline(in, line);) {
+    std::vector<std::string> f;
+    std::stringstream ss(line);
+    for (std::string x; std::getline(ss, x, '\t');) f.push_back(x);
+    ASSERT_EQ(f.size(), 7u) << line;
+    lines.push_back(f);
+  }
+  size_t at = 0;
+  for (const auto &[entry, rows] : {std::pair<std::string, int>{"prefill", 4}, {"decode", 1}}) {
+    const CudaEntry &ce = m.code.program.entries.at(entry);
+    std::vector<const DeviceOp *> ops;
+    for (const DeviceOp &op : ce.ops) ops.push_back(&op);
+    for (const DeviceOp &op : ce.sampling) ops.push_back(&op);
+    for (size_t i = 0; i < ops.size(); ++i, ++at) {
+      ASSERT_LT(at, lines.size()) << entry << " op " << i << " has no line";
+      const std::vector<std::string> &f = lines[at];
+      EXPECT_EQ(f[0], entry);
+      EXPECT_EQ(f[1], std::to_string(rows));
+      EXPECT_EQ(f[2], std::to_string(i));
+      EXPECT_EQ(f[3], std::to_string(ops[i]->step));
+      EXPECT_EQ(f[5], ops[i]->kind == DeviceOp::kernel ? ops[i]->name : std::string("cublas"));
+      EXPECT_GE(std::stod(f[6]), 0.0) << f[6];
+    }
+  }
+  EXPECT_EQ(at, lines.size()) << "a later run was profiled again";
+  setenv("KVPLAN_CUDA_PROFILE", "/nonexistent-kvplan-dir/profile.tsv", 1);
+  CudaExecutor broken(m.plan, m.code, m.weights.data(), m.weights.size());
+  unsetenv("KVPLAN_CUDA_PROFILE");
+  try {
+    logitsOf(broken, "decode", 1);
+    ADD_FAILURE() << "an unwritable profile went unnoticed";
+  } catch (const InputError &e) {
+    EXPECT_NE(std::string(e.what()).find("'/nonexistent-kvplan-dir/profile.tsv' "
+                                         "(KVPLAN_CUDA_PROFILE)"),
+              std::string::npos)
+        << e.what();
+  }
+  std::remove(path.c_str());
 }
 
 TEST_F(FakeGpu, AMissingCublasIsReportedCleanly) {
