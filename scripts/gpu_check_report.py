@@ -209,7 +209,8 @@ KERNEL_FAMILY = re.compile(r"^([a-z_]+?)(_(bf16|f16|f32|int8|int4|[0-9]).*)?$")
 def read_profile(path, problems):
     """KVPLAN_CUDA_PROFILE's lines, summed by (entry, rows): the total time and
     each kernel family's (the name without its types and dimensions), largest
-    first; None where there is no file."""
+    first, of the first profile of each (an op already seen is another
+    executor's profile of the same call); None where there is no file."""
     if not os.path.exists(path):
         return None
     groups = {}
@@ -221,13 +222,17 @@ def read_profile(path, problems):
                 problems.append(f"{os.path.basename(path)} line {n}: not 7 fields ending in a time")
                 continue
             key = f"{f[0]} ({f[1]} row{'' if f[1] == '1' else 's'})"
-            g = groups.setdefault(key, {"ms": 0.0, "ops": 0, "families": {}})
+            g = groups.setdefault(key, {"ms": 0.0, "ops": 0, "families": {}, "seen": set()})
+            if f[2] in g["seen"]:
+                continue  # another executor's profile of the same call: the first one counts
+            g["seen"].add(f[2])
             fam = KERNEL_FAMILY.match(f[5])
             fam = fam.group(1) if fam else f[5]
             g["ms"] += ms
             g["ops"] += 1
             g["families"][fam] = g["families"].get(fam, 0.0) + ms
     for g in groups.values():
+        del g["seen"]
         g["families"] = dict(sorted(g["families"].items(), key=lambda kv: -kv[1]))
     return groups
 
