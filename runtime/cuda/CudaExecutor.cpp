@@ -734,8 +734,9 @@ std::string CudaExecutor::describe() const {
           : m.options.graphs ? "CUDA graphs"
                              : "eager launches") +
          (m.pdl ? ", programmatic dependent launches" : "") +
-         (m.profilePath.empty() ? ""
-                                : ", op times to " + m.profilePath + " (KVPLAN_CUDA_PROFILE)") +
+         (m.profilePath.empty() || m.ranks
+              ? ""
+              : ", op times to " + m.profilePath + " (KVPLAN_CUDA_PROFILE)") +
          (m.ranks ? ", rank " + std::to_string(m.ranks->rank()) + " of " +
                         std::to_string(m.ranks->size()) + " on device " + std::to_string(m.device) +
                         " over " + m.nccl.describe()
