@@ -66,11 +66,14 @@ __device__ __forceinline__ void load8(const float *p, float *out) {
   out[0] = a.x; out[1] = a.y; out[2] = a.z; out[3] = a.w;
   out[4] = b.x; out[5] = b.y; out[6] = b.z; out[7] = b.w;
 }
-template <class H> __device__ __forceinline__ void load8(const H *p, float *out) {
-  const uint4 v = *reinterpret_cast<const uint4 *>(p);
-  const H *h = reinterpret_cast<const H *>(&v);
+/// 16 bytes of elements (8 of a 16-bit type, 4 f32) as f32.
+template <class C> __device__ __forceinline__ void unpack16(const uint4 &raw, float *out) {
+  const C *h = reinterpret_cast<const C *>(&raw);
 #pragma unroll
-  for (int k = 0; k < 8; ++k) out[k] = ld(h[k]);
+  for (int e = 0; e < 16 / (int)sizeof(C); ++e) out[e] = ld(h[e]);
+}
+template <class H> __device__ __forceinline__ void load8(const H *p, float *out) {
+  unpack16<H>(*reinterpret_cast<const uint4 *>(p), out);
 }
 
 __device__ __forceinline__ float warpSum(float v) {
@@ -733,6 +736,22 @@ template <class Frag> __device__ __forceinline__ void splitTf32(Frag &big, Frag 
   }
 }
 
+/// acc += a x b, a given as its big and small tf32 parts (splitTf32); b
+/// exact in tf32, or split here too when SPLIT_B: small x big, big x small,
+/// big x big (3xTF32: the dropped small x small is about 2^-22 of a term).
+template <bool SPLIT_B, class FA, class FB>
+__device__ __forceinline__ void mmaSplit(QFragC &acc, const FA &ab, const FA &as, FB &b) {
+  if constexpr (SPLIT_B) {
+    FB bs;
+    splitTf32(b, bs); // b becomes its big part
+    nvcuda::wmma::mma_sync(acc, as, b, acc);
+    nvcuda::wmma::mma_sync(acc, ab, bs, acc);
+  } else {
+    nvcuda::wmma::mma_sync(acc, as, b, acc);
+  }
+  nvcuda::wmma::mma_sync(acc, ab, b, acc);
+}
+
 /// The tiled product's shared memory: the tiles of one group of K, then,
 /// when K is done, the block's outputs (row-major) in the same bytes.
 union QTiles {
@@ -748,9 +767,7 @@ union QTiles {
 /// tile and the weights' tile dequantized into shared memory, then warp w
 /// multiplies rows 16 (w % 4) on by features 32 (w / 4) on with tf32
 /// fragments. Each operand is split into a big and a small tf32 part and
-/// three products (small x big, big x small, big x big) keep f32's
-/// accuracy (3xTF32: the dropped small x small is about 2^-22 of a term);
-/// the accumulators are f32.
+/// three products keep f32's accuracy (mmaSplit); the accumulators are f32.
 template <class O, int BITS, int K, int N0, int N1, int N2, bool BIAS>
 __device__ void quantGemm(const KvArgs &a) {
   namespace wmma = nvcuda::wmma;
@@ -777,12 +794,9 @@ __device__ void quantGemm(const KvArgs &a) {
       splitTf32(xb, xs);
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        QFragB wb, wsm;
+        QFragB wb;
         wmma::load_matrix_sync(wb, &sh.in.ws[k][wf + 16 * h], LD); // w[k][feature]
-        splitTf32(wb, wsm);
-        wmma::mma_sync(acc[h], xs, wb, acc[h]);
-        wmma::mma_sync(acc[h], xb, wsm, acc[h]);
-        wmma::mma_sync(acc[h], xb, wb, acc[h]);
+        mmaSplit<true>(acc[h], xb, xs, wb);
       }
     }
     __syncthreads();
@@ -1299,27 +1313,6 @@ using AFragRow = nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 8,
 using BFragCol = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 8,
                                         nvcuda::wmma::precision::tf32, nvcuda::wmma::col_major>;
 
-/// acc += a x b, a given as its big and small tf32 parts; b exact in tf32,
-/// or split here too when SPLIT_B (three products, as quantGemm's).
-template <bool SPLIT_B, class FB>
-__device__ __forceinline__ void mmaSplitA(QFragC &acc, const AFragRow &ab, const AFragRow &as,
-                                          FB &b) {
-  if constexpr (SPLIT_B) {
-    FB bs;
-    splitTf32(b, bs);
-    nvcuda::wmma::mma_sync(acc, ab, bs, acc);
-  }
-  nvcuda::wmma::mma_sync(acc, as, b, acc);
-  nvcuda::wmma::mma_sync(acc, ab, b, acc);
-}
-
-/// 16 bytes of cache elements as f32.
-template <class C> __device__ __forceinline__ void unpack16(const uint4 &raw, float *out) {
-  const C *h = reinterpret_cast<const C *>(&raw);
-#pragma unroll
-  for (int e = 0; e < 16 / (int)sizeof(C); ++e) out[e] = ld(h[e]);
-}
-
 /// A thread's share of a tile of keys and values (runs of 16 bytes, the
 /// thread's every THREADS-th), held as loaded: fetched for the next tile
 /// while the warps compute on this one, then stored into shared memory as
@@ -1384,7 +1377,7 @@ __device__ __forceinline__ void attnTileScores(const float *q, float scale,
     for (int j = 0; j < BK / 16; ++j) {
       BFragCol kb; // keys[key][k]: the scores' B, column-major
       wmma::load_matrix_sync(kb, &ks[16 * j][k], LK);
-      mmaSplitA<SPLIT>(acc[j], qb, qs, kb);
+      mmaSplit<SPLIT>(acc[j], qb, qs, kb);
     }
   }
 #pragma unroll
@@ -1451,7 +1444,7 @@ __device__ __forceinline__ void attnTileValues(const float (*s)[AttnTile<HD>::LS
     for (int k = 0; k < BK / 8; ++k) {
       QFragB vb; // values[key][d]: row-major
       wmma::load_matrix_sync(vb, &vs[8 * k][16 * n], LK);
-      mmaSplitA<SPLIT>(acc, pb[k], ps[k], vb);
+      mmaSplit<SPLIT>(acc, pb[k], ps[k], vb);
     }
     wmma::store_matrix_sync(&o[0][16 * n], acc, LK, wmma::mem_row_major);
   }
