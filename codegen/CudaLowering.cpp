@@ -343,6 +343,22 @@ private:
     while (fpw > 1 && (fpw * (swiglu ? 2 : 1) * sub > 32 || features % fpw)) fpw /= 2;
     return fpw;
   }
+  /// Whether matvec's products run on tensor cores (Kernels.cuh,
+  /// matvecMma): bf16 weights at 2 rows or more, where matvec's f32
+  /// products would issue a multiply-add for every weight and row.
+  static bool matvecOnTensorCores(const WeightEntry &w, int64_t rows) {
+    return w.dtype == DType::bf16 && rows >= 2 && rows <= kGemvRows && w.shape[1] % 8 == 0;
+  }
+  /// Warps a block of matvecMma splits K over: from 4 (fewer where K has
+  /// fewer runs of 32), doubled up to 16 while the blocks' warps are fewer
+  /// than 4 x kFillBlocks (8 a multiprocessor of an H100/H200), so that
+  /// enough loads are in flight.
+  static int64_t mmaWarps(int64_t blocks, int64_t k) {
+    const int64_t steps = ceilDiv(k, 32);
+    int64_t warps = std::min<int64_t>(4, steps);
+    while (warps < 16 && blocks * warps < 4 * kFillBlocks && 2 * warps <= steps) warps *= 2;
+    return warps;
+  }
   /// The matvec kernel's weight type (Kernels.cuh, MvFormat) for `w`.
   static std::string matvecWeightType(const WeightEntry &w) {
     if (isFloatDType(w.dtype)) return cudaType(w.dtype);
@@ -576,12 +592,24 @@ bool EntryLowering::matvecKernel(const char *prefix, const WeightEntry &w, const
               b = op.bias ? weightType(*op.bias) : DType::f32;
   const Operand &o = op.results.front();
   const int64_t k = w.shape[1], rows = o.rows(), features = n[0] + n[1] + n[2];
+  const std::string types = std::string(dtypeName(w.dtype)) + "_" + dtypeName(op.input.dtype) +
+                            "_" + dtypeName(o.dtype) + "_" + dtypeName(nw) + "_" + dtypeName(b);
+  if (matvecOnTensorCores(w, rows)) {
+    const int64_t blocks = ceilDiv(features, kMmaFeatures), warps = mmaWarps(blocks, k);
+    const std::string name = specs.wrapper(
+        prefix + std::string("mma_") + types + dims({k, n[0], n[1], n[2], warps}) + tag,
+        warps * 32,
+        "kvplan::matvecMma<" + std::string(cudaType(op.input.dtype)) + ", " + cudaType(o.dtype) +
+            ", " + cudaType(nw) + ", " + cudaType(b) + ", " + num(k) + ", " + num(n[0]) + ", " +
+            num(n[1]) + ", " + num(n[2]) + ", " + num(warps) + ", " + flags + ">(a)",
+        true);
+    kernel(name, {blocks, 1, 1}, warps * 32, -1, o, std::move(ptrs), {}, {op.eps.value_or(0.0)});
+    return true;
+  }
   const int64_t fpw = matvecFeaturesPerWarp(w, rows, features, op.swiglu),
                 warps = gemvWarps(features / fpw);
   const std::string name = specs.wrapper(
-      prefix + std::string(dtypeName(w.dtype)) + "_" + dtypeName(op.input.dtype) + "_" +
-          dtypeName(o.dtype) + "_" + dtypeName(nw) + "_" + dtypeName(b) +
-          dims({k, n[0], n[1], n[2], warps, fpw, rows}) + tag,
+      prefix + types + dims({k, n[0], n[1], n[2], warps, fpw, rows}) + tag,
       warps * 32,
       "kvplan::matvec<" + matvecWeightType(w) + ", " + cudaType(op.input.dtype) + ", " +
           cudaType(o.dtype) + ", " + cudaType(nw) + ", " + cudaType(b) + ", " + num(k) + ", " +

@@ -40,6 +40,9 @@ constexpr int64_t kElementwiseBlock = 256;
 // aiming at kFillBlocks blocks or more; with quantized weights, tiles of
 // kGemmTile rows x kGemmTile features above.
 constexpr int64_t kGemvRows = 8;
+// matvecMma (bf16 weights, 2 to kGemvRows rows): kMmaFeatures features a
+// block, one tensor-core product's rows.
+constexpr int64_t kMmaFeatures = 16;
 constexpr int64_t kGemmTile = 64, kGemmThreads = 256;
 // Sampling: a first kernel finds each slice's argmax (and, for rows that
 // sample, its mass and kSampleCandidates candidates) in a block of

@@ -655,6 +655,180 @@ __device__ void matvec(const KvArgs &a) {
   }
 }
 
+/// One m16n8k16 product on tensor cores, d += a * b, of bf16 inputs into
+/// f32 accumulators, in PTX's fragment layout: lane l of the warp, group
+/// g = l / 4 and t = l % 4, holds A (16 x 16) at (row g, columns 2t and
+/// 2t + 1) in a[0], (g + 8, 2t..) in a[1], (g, 2t + 8..) in a[2] and
+/// (g + 8, 2t + 8..) in a[3]; B (16 x 8) at (rows 2t, 2t + 1, column g) in
+/// b[0] and (2t + 8.., g) in b[1], the lower index in a word's low half; D
+/// (16 x 8) at (g, 2t), (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1). Every lane
+/// of the warp calls it (the emulator's is tests/emu/CudaEmu.h, mmaBf16).
+__device__ __forceinline__ void mmaBf16(float (&d)[4], const unsigned (&a)[4],
+                                        const unsigned (&b)[2]) {
+#if defined(__CUDA_ARCH__)
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+               "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#elif !defined(__CUDACC__)
+  kvemu::mmaBf16(d, a, b);
+#endif
+}
+
+/// Two floats as bf16, rounded to nearest, in one word (the first in its
+/// low half): `big`; and what they leave, rounded the same way: `small`.
+/// big + small keeps about 16 of an f32's 24 bits.
+__device__ __forceinline__ void splitBf16(float x0, float x1, unsigned &big, unsigned &small) {
+  const __nv_bfloat162 b = __floats2bfloat162_rn(x0, x1);
+  const __nv_bfloat162 s = __floats2bfloat162_rn(x0 - __low2float(b), x1 - __high2float(b));
+  big = reinterpret_cast<const unsigned &>(b);
+  small = reinterpret_cast<const unsigned &>(s);
+}
+
+/// Features a block of matvecMma computes: one tensor-core product's rows.
+inline constexpr int kMmaFeatures = 16;
+
+/// matvec on tensor cores, for bf16 weights and 2 to 8 rows of x (decode at
+/// a batch: matvec's f32 products would issue R multiply-adds for every
+/// weight, and its loads of x R times the weights' bytes over FPW). Block b
+/// computes features 16b..16b+15 (with SwiGLU, their gate and up rows) for
+/// every row at once: m16n8k16 products of 16 weight rows (A) by x's rows
+/// as B's 8 columns (columns past `rows` zero), f32 accumulators; its WARPS
+/// warps split K and add up through shared memory. For each 32 elements of
+/// K, lane (g, t) reads the 8 from 8t on of weight rows g and g + 8 (one
+/// 16-byte load each) and of x's row g: a product sums over its 16 k, so
+/// which k an element takes does not matter as long as A and B agree, and
+/// mmaBf16's layout gives lane (g, t) the k 2t, 2t + 1, 2t + 8 and 2t + 9 of
+/// A's rows g, g + 8 and of B's column g alike (elements 0-3 of the run go to
+/// the first product, 4-7 to the second). An f32 x is split into a big and a
+/// small bf16 part (splitBf16: two products); a bf16 x is exact. Its folds
+/// are matvec's (FLAGS): the norm scales x by nw before the split, and sums
+/// its squares from the same loads. p, i, d: matvec's.
+template <class X, class O, class NW, class B, int K, int N0, int N1, int N2, int WARPS,
+          int FLAGS>
+__device__ void matvecMma(const KvArgs &a) {
+  constexpr bool NORM = FLAGS & kMvNorm, SWIGLU = FLAGS & kMvSwiglu, ADD = FLAGS & kMvAdd,
+                 BIAS = FLAGS & kMvBias, SPLIT = sizeof(X) == 4;
+  constexpr int F = N0 + N1 + N2, P = SWIGLU ? 2 : 1, STEPS = (K + 31) / 32, U = SWIGLU ? 2 : 4;
+  static_assert(K % 8 == 0 && (SPLIT || !NORM), "whole runs of 8 elements; the norm reads f32 x");
+  static_assert(!(SWIGLU || ADD) || N1 == 0, "one output with swiglu or an addend");
+  static_assert(WARPS >= 1 && WARPS <= STEPS, "each warp some of K");
+  __shared__ float part[WARPS][P][kMmaFeatures][8], squares[WARPS][8];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int j0 = blockIdx.x * kMmaFeatures, s0 = warp * STEPS / WARPS,
+            s1 = (warp + 1) * STEPS / WARPS;
+  // The lane's weight rows: j0 + g and j0 + g + 8 (with SwiGLU, then the
+  // up rows F on); none past the features.
+  const __nv_bfloat16 *wr[P][2];
+#pragma unroll
+  for (int p = 0; p < P; ++p)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int j = j0 + g + 8 * h;
+      wr[p][h] = j < F ? reinterpret_cast<const __nv_bfloat16 *>(a.p[1]) + (long long)(j + p * F) * K
+                       : nullptr;
+    }
+  pdlLaunchDependents();
+#pragma unroll
+  for (int p = 0; p < P; ++p)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      if (wr[p][h])
+        for (int b = s0 * 64 + t * 128; b < s1 * 64 && b < s0 * 64 + kMvPrefetch; b += 4 * 128)
+          prefetchL2(reinterpret_cast<const char *>(wr[p][h]) + b);
+  pdlWait();
+  const int rows = (int)a.i[0];
+  const X *xr = reinterpret_cast<const X *>(a.p[0]) + (long long)g * K; // B's column g
+  const NW *nw = reinterpret_cast<const NW *>(a.p[2]);
+  float acc[P][4] = {}, ss = 0.0f;
+  const uint4 zero = {0u, 0u, 0u, 0u};
+  for (int s = s0; s < s1; s += U) {
+    // U runs' loads first, all in flight together.
+    uint4 wv[U][P][2], xv[U][SPLIT ? 2 : 1];
+    bool on[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int k = (s + u) * 32 + 8 * t;
+      on[u] = s + u < s1 && k < K;
+#pragma unroll
+      for (int p = 0; p < P; ++p)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          wv[u][p][h] = on[u] && wr[p][h] ? *reinterpret_cast<const uint4 *>(wr[p][h] + k) : zero;
+#pragma unroll
+      for (int v = 0; v < (SPLIT ? 2 : 1); ++v)
+        xv[u][v] = on[u] && g < rows ? reinterpret_cast<const uint4 *>(xr + k)[v] : zero;
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      unsigned big[4], small[4]; // B's words: x's elements 2i, 2i + 1
+      if constexpr (SPLIT) {
+        float xf[8];
+        unpack16<float>(xv[u][0], xf);
+        unpack16<float>(xv[u][1], xf + 4);
+        if (NORM) {
+          float nv[8] = {};
+          if (on[u]) load8(nw + (s + u) * 32 + 8 * t, nv);
+#pragma unroll
+          for (int e = 0; e < 8; ++e) {
+            ss += xf[e] * xf[e];
+            xf[e] *= nv[e];
+          }
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i) splitBf16(xf[2 * i], xf[2 * i + 1], big[i], small[i]);
+      } else {
+        big[0] = xv[u][0].x, big[1] = xv[u][0].y, big[2] = xv[u][0].z, big[3] = xv[u][0].w;
+      }
+#pragma unroll
+      for (int p = 0; p < P; ++p) {
+        const uint4 &w0 = wv[u][p][0], &w8 = wv[u][p][1];
+        const unsigned first[4] = {w0.x, w8.x, w0.y, w8.y}, second[4] = {w0.z, w8.z, w0.w, w8.w};
+        const unsigned b0[2] = {big[0], big[1]}, b1[2] = {big[2], big[3]};
+        mmaBf16(acc[p], first, b0);
+        mmaBf16(acc[p], second, b1);
+        if constexpr (SPLIT) {
+          const unsigned s0b[2] = {small[0], small[1]}, s1b[2] = {small[2], small[3]};
+          mmaBf16(acc[p], first, s0b);
+          mmaBf16(acc[p], second, s1b);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int p = 0; p < P; ++p)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) part[warp][p][g + 8 * (i / 2)][2 * t + i % 2] = acc[p][i];
+  if (NORM) {
+    ss += __shfl_xor_sync(0xffffffffu, ss, 1);
+    ss += __shfl_xor_sync(0xffffffffu, ss, 2);
+    if (t == 0) squares[warp][g] = ss;
+  }
+  __syncthreads();
+  // Thread o: feature o / 8 of the block, row o % 8; the warps' parts in order.
+  for (int o = threadIdx.x; o < kMmaFeatures * 8; o += WARPS * 32) {
+    const int f = o / 8, r = o % 8, j = j0 + f;
+    if (r >= rows || j >= F) continue;
+    float y[P] = {}, sq = 0.0f;
+#pragma unroll
+    for (int w = 0; w < WARPS; ++w) {
+#pragma unroll
+      for (int p = 0; p < P; ++p) y[p] += part[w][p][f][r];
+      if (NORM) sq += squares[w][r];
+    }
+    const float inv = NORM ? (float)(1.0 / sqrt((double)sq / K + a.d[0])) : 1.0f;
+#pragma unroll
+    for (int p = 0; p < P; ++p) {
+      y[p] *= inv;
+      if (BIAS) y[p] += ld(reinterpret_cast<const B *>(a.p[4])[j + p * F]);
+    }
+    float v = y[0];
+    if (SWIGLU) v = y[0] / (1.0f + expf(-y[0])) * y[P - 1];
+    if (ADD) v += reinterpret_cast<const float *>(a.p[3])[(long long)r * F + j];
+    storeFeature<O, N0, N1, N2, false>(a, r, j, v);
+  }
+}
+
 /// The tiled product's shared tiles: 64 rows of x and 64 dequantized weight
 /// rows over one group of K, stored k-major: x's tile is a column-major A
 /// (rows x k) of tf32 fragments, the weights' a row-major B (k x features).

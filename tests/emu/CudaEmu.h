@@ -110,6 +110,7 @@ struct Scheduler {
   unsigned current = 0, threads = 0, live = 0, blockArrived = 0;
   unsigned warpLive[32] = {}, warpArrived[32] = {};
   unsigned long long slot[1024] = {}; // shuffle exchange, one per thread
+  unsigned mma[1024][6] = {};         // mma.sync fragments (A's 4 words, B's 2), one per thread
   void (*kernel)(const void *) = nullptr;
   const void *args = nullptr;
   Index blockIdx, blockDim, threadIdx;
@@ -448,6 +449,42 @@ inline void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, flo
   kvemu::warpBarrier();
 }
 } // namespace nvcuda::wmma
+
+namespace kvemu {
+/// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 for the calling
+/// lane's warp, in PTX's fragment layout (lane l: group g = l / 4, t =
+/// l % 4; each word two bf16, the lower column or row in its low half): a
+/// holds A (16 x 16) at (g, 2t..2t+1), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..);
+/// b holds B (16 x 8) at rows (2t..2t+1, column g), (2t+8.., g); d holds D
+/// (16 x 8) at (g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1). Every lane posts
+/// its fragments, then adds to its own d the 16 products of its row and
+/// column, exact (bf16 x bf16 fits f32), in order of k.
+inline void mmaBf16(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+  const unsigned tid = S.fibers[S.current].tid, warp = tid & ~31u, g = (tid & 31u) / 4,
+                 t = tid % 4;
+  std::memcpy(S.mma[tid], a, 16);
+  std::memcpy(S.mma[tid] + 4, b, 8);
+  warpBarrier();
+  // Element k (0-15) of a lane's row or column: lane (k % 8) / 2 of its
+  // group, word k / 8 (A: 2 * (k / 8), + 1 for rows g + 8), half k % 2.
+  auto bf16 = [](unsigned word, unsigned half) {
+    return ::__uint_as_float((half ? word >> 16 : word & 0xffffu) << 16);
+  };
+  float out[4];
+  for (unsigned i = 0; i < 4; ++i) {
+    const unsigned row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
+    float s = d[i];
+    for (unsigned k = 0; k < 16; ++k) {
+      const unsigned *al = S.mma[warp + (row % 8) * 4 + (k % 8) / 2];
+      const unsigned *bl = S.mma[warp + col * 4 + (k % 8) / 2];
+      s += bf16(al[2 * (k / 8) + row / 8], k % 2) * bf16(bl[4 + k / 8], k % 2);
+    }
+    out[i] = s;
+  }
+  warpBarrier();
+  std::memcpy(d, out, sizeof out);
+}
+} // namespace kvemu
 
 // Fibers never run at once: a plain add is atomic here, every write is
 // visible to every later read, and L1 holds nothing to bypass.

@@ -639,13 +639,15 @@ TEST_F(FakeGpu, KernelsLaunchAsProgrammaticDependentsFromHopperOn) {
     EXPECT_EQ(std::memcmp(hopper.data(), off.data(), hopper.size() * 4), 0) << env;
   }
   // Every kernel lets the next start and waits for the one before, first
-  // thing, but a matvec, which first asks for its weights into L2.
+  // thing, but a matvec (matvec, matvecMma, matvecRopeKv), which first asks
+  // for its weights into L2.
   size_t wrappers = 0, waits = 0, matvecs = 0;
   for (size_t at = 0; (at = m.code.source.find("extern \"C\" __global__", at)) != std::string::npos; ++at) {
     const std::string line = m.code.source.substr(at, m.code.source.find('\n', at) - at);
     ++wrappers;
     if (line.find("{ kvplan::pdlLaunchDependents(); kvplan::pdlWait(); kvplan::") != std::string::npos) ++waits;
     else if (line.find("{ kvplan::matvec<") != std::string::npos ||
+             line.find("{ kvplan::matvecMma<") != std::string::npos ||
              line.find("{ kvplan::matvecRopeKv<") != std::string::npos)
       ++matvecs;
     else ADD_FAILURE() << line;

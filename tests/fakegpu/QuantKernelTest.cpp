@@ -6,8 +6,9 @@
 // for, and row tiles past the last row; and --fuse-matvec's kernel (matvec)
 // reading int8 and int4 codes, its rows ending in half a group. Inputs past
 // the active rows are NaN and outputs start as NaN, so a read too far or a
-// write missed shows. And the emulator's tf32 products refuse what the
-// hardware does not define.
+// write missed shows. The same for the bf16 matrix-vector product on
+// tensor cores (matvecMma). And the emulator's tf32 products refuse what
+// the hardware does not define.
 #include "plan/CudaProgram.h"
 #include "tests/emu/EmuCompile.h"
 
@@ -253,6 +254,128 @@ TEST_F(QuantKernels, EmbeddingRowsDequantize) {
           ASSERT_NEAR(out[r * size_t(cols) + size_t(c)], t.at(tokens[r], c), 1e-6)
               << "row " << r << ", column " << c;
     }
+}
+
+/// One bf16 matrix-vector product on tensor cores (matvecMma): rows x F
+/// features of K, with its folds.
+struct MmaProduct {
+  std::string name;
+  bool xBf16;      // x in bf16 (else f32, split into two bf16 parts)
+  int64_t k, n0, n1, n2, rows, warps;
+  bool norm, swiglu, add, bias;
+  std::string instance() const {
+    std::string flags = "0";
+    if (norm) flags += " | kvplan::kMvNorm";
+    if (swiglu) flags += " | kvplan::kMvSwiglu";
+    if (add) flags += " | kvplan::kMvAdd";
+    if (bias) flags += " | kvplan::kMvBias";
+    return std::string("kvplan::matvecMma<") + (xBf16 ? "__nv_bfloat16" : "float") +
+           ", float, __nv_bfloat16, float, " + std::to_string(k) + ", " + std::to_string(n0) +
+           ", " + std::to_string(n1) + ", " + std::to_string(n2) + ", " +
+           std::to_string(warps) + ", " + flags + ">(a)";
+  }
+};
+
+/// bf16 bits of f, rounded to nearest even; and back.
+uint16_t toBf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+double fromBf16(uint16_t h) {
+  const uint32_t u = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// The tensor-core matrix-vector product of bf16 weights (matvecMma) against
+// a double-precision reference, within f32's tolerance: f32 rows of x split
+// into two bf16 parts (the test fails with the small part left out), or bf16
+// x; K of whole steps of 32 and not (a lane's run past K), features past the
+// last whole 16 and across three outputs, 1 to 8 rows of the 8 a product
+// takes (x's rows past them NaN, never read; their outputs never written),
+// warps of a block splitting K unevenly, and the folds: norm (bf16 scale),
+// SwiGLU, addend, bias.
+TEST_F(QuantKernels, TensorCoreMatvecMatchesADoublePrecisionReference) {
+  const MmaProduct kMma[] = {
+      {"mma_a", false, 200, 20, 9, 9, 3, 2, false, false, false, true},
+      {"mma_b", false, 256, 24, 0, 0, 8, 4, true, true, false, false},
+      {"mma_c", true, 2048, 32, 0, 0, 5, 3, false, false, true, false},
+      {"mma_d", false, 2064, 16, 0, 0, 1, 8, true, false, true, true},
+      {"mma_e", true, 96, 40, 0, 0, 7, 3, false, true, true, true},
+  };
+  std::vector<std::pair<std::string, std::string>> kernels;
+  for (const MmaProduct &p : kMma) kernels.push_back({p.name, p.instance()});
+  compile(kernels);
+  std::mt19937 rng(29);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (const MmaProduct &p : kMma) {
+    SCOPED_TRACE(p.name);
+    const int64_t f = p.n0 + p.n1 + p.n2, wrows = p.swiglu ? 2 * f : f;
+    std::vector<uint16_t> w(size_t(wrows * p.k)), nw(size_t(p.k)), xh(size_t(8 * p.k), 0x7fc0);
+    for (uint16_t &v : w) v = toBf16(0.05f * nd(rng));
+    for (uint16_t &v : nw) v = toBf16(1.0f + 0.3f * nd(rng));
+    std::vector<float> x(size_t(8 * p.k), NAN), addend(size_t(8 * f)),
+        bias(static_cast<size_t>(wrows));
+    for (int64_t i = 0; i < p.rows * p.k; ++i) {
+      x[size_t(i)] = 2.0f * nd(rng);
+      xh[size_t(i)] = toBf16(x[size_t(i)]);
+      if (p.xBf16) x[size_t(i)] = float(fromBf16(xh[size_t(i)]));
+    }
+    for (float &v : addend) v = nd(rng);
+    for (float &v : bias) v = nd(rng);
+    const int64_t cols[3] = {p.n0, p.n1, p.n2};
+    std::vector<float> outs[3];
+    for (int o = 0; o < 3; ++o) outs[o].assign(size_t(8 * std::max<int64_t>(cols[o], 1)), NAN);
+    KernelLaunch::Args a{};
+    a.p[0] = p.xBf16 ? reinterpret_cast<char *>(xh.data()) : reinterpret_cast<char *>(x.data());
+    a.p[1] = reinterpret_cast<char *>(w.data());
+    a.p[2] = reinterpret_cast<char *>(nw.data());
+    a.p[3] = reinterpret_cast<char *>(addend.data());
+    a.p[4] = reinterpret_cast<char *>(bias.data());
+    for (int o = 0; o < 3; ++o) a.p[5 + o] = reinterpret_cast<char *>(outs[o].data());
+    a.i[0] = p.rows;
+    a.d[0] = 1e-5;
+    launch(p.name, a, (f + 15) / 16, 1, p.warps * 32);
+    for (int64_t r = 0; r < 8; ++r) {
+      double ss = 0;
+      for (int64_t c = 0; r < p.rows && c < p.k; ++c)
+        ss += double(x[size_t(r * p.k + c)]) * x[size_t(r * p.k + c)];
+      const double inv = p.norm ? 1.0 / std::sqrt(ss / double(p.k) + 1e-5) : 1.0;
+      for (int64_t j = 0; j < f; ++j) {
+        const int o = j < p.n0 ? 0 : j < p.n0 + p.n1 ? 1 : 2;
+        const int64_t c = j - (o > 0 ? p.n0 : 0) - (o > 1 ? p.n1 : 0);
+        const float got = outs[o][size_t(r * cols[o] + c)];
+        if (r >= p.rows) {
+          EXPECT_TRUE(std::isnan(got)) << "row " << r << " is not active but was written";
+          continue;
+        }
+        // Each weight row's product (gate, then up), and the sum of its
+        // terms' sizes.
+        double y[2] = {0, 0}, size[2] = {0, 0};
+        for (int h = 0; h < (p.swiglu ? 2 : 1); ++h) {
+          for (int64_t c = 0; c < p.k; ++c) {
+            const double term = double(x[size_t(r * p.k + c)]) *
+                                (p.norm ? fromBf16(nw[size_t(c)]) : 1.0) *
+                                fromBf16(w[size_t((j + h * f) * p.k + c)]);
+            y[h] += term;
+            size[h] += std::abs(term);
+          }
+          y[h] = y[h] * inv + (p.bias ? bias[size_t(j + h * f)] : 0.0);
+          size[h] *= inv;
+        }
+        double want = y[0], tol = 1e-5 * size[0];
+        if (p.swiglu) {
+          const double silu = y[0] / (1.0 + std::exp(-y[0]));
+          want = silu * y[1];
+          tol = 1e-5 * (1.2 * std::abs(y[1]) * size[0] + std::abs(silu) * size[1]);
+        }
+        if (p.add) want += addend[size_t(r * f + j)];
+        ASSERT_NEAR(got, want, tol + 1e-5) << "row " << r << ", feature " << j;
+      }
+    }
+  }
 }
 
 // The emulator's tf32 products take tf32 values only (__float_to_tf32's, or

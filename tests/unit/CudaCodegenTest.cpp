@@ -58,7 +58,7 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
       const CudaEntry &e = mod.program.entries.at(name);
       std::set<int64_t> covered;
       int64_t fused = 0, gemms = 0, compactInputs = 0, lastStep = 0, products = 0,
-              ropeEpilogues = 0, tiled = 0, partial = 0;
+              ropeEpilogues = 0, tiled = 0, partial = 0, mmaProducts = 0;
       for (const DeviceOp &op : e.ops) {
         // One to one: each device op lowers one step, in the steps' order.
         ASSERT_LT(op.step, int64_t(ep.steps.size()));
@@ -93,6 +93,31 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
                     ropeEpilogue ? OpKind::matVecRopeKVWrite : OpKind::matVec)
               << op.step;
           EXPECT_LE(op.staticRows, 8) << op.name;
+        }
+        if (op.kind == DeviceOp::kernel && (op.name.rfind("matvec_", 0) == 0 ||
+                                            op.name.rfind("linear_gemv_", 0) == 0)) {
+          // bf16 weights at 2 to 8 rows: on tensor cores (matvecMma), a
+          // block for every 16 features, up to 16 warps splitting K; else
+          // (and always for the QKV with its RoPE epilogue) f32 products.
+          const bool mma = cfg.compile.weightDtype == DType::bf16 && op.staticRows >= 2 &&
+                           !ropeEpilogue;
+          const std::string prefix = op.name.substr(0, op.name.find('_') + 1) +
+                                     (op.name[0] == 'l' ? "gemv_mma_" : "mma_");
+          EXPECT_EQ(op.name.rfind(prefix, 0) == 0, mma) << op.name;
+          if (mma) {
+            const Step &st = ep.steps[size_t(op.step)];
+            int64_t features = 0;
+            if (const auto *mv = std::get_if<MatVecOp>(&st.op))
+              features = out.plan.findWeight(mv->weight)->shape[0] / (mv->swiglu ? 2 : 1);
+            else if (const auto *l = std::get_if<LinearOp>(&st.op))
+              features = out.plan.findWeight(l->weight)->shape[0];
+            else if (const auto *l = std::get_if<LogitsOp>(&st.op))
+              features = out.plan.findWeight(l->weight)->shape[0];
+            EXPECT_EQ(op.grid[0], (features + 15) / 16) << op.name;
+            EXPECT_EQ(op.block[0] % 32, 0) << op.name;
+            EXPECT_LE(op.block[0], 16 * 32) << op.name;
+            ++mmaProducts;
+          }
         }
         if (op.kind == DeviceOp::kernel && op.name.rfind("linear_", 0) == 0) {
           // One kernel per linear or logits step (every output of a fused
@@ -157,6 +182,12 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
                                                   << ") has no device op";
         }
       }
+      // Decode at a batch of bf16 weights: every product but the QKV (o,
+      // gate|up, down a layer, and the head) on tensor cores.
+      if (name == "decode" && ep.rows >= 2 && cfg.compile.weightDtype == DType::bf16)
+        EXPECT_EQ(mmaProducts, 3 * cfg.model.numLayers + 1);
+      else
+        EXPECT_EQ(mmaProducts, 0);
       // Every shape's prefill chunk is whole tiles of 16 rows: its attention
       // is tiled; decode's (rows of several sequences) is split.
       EXPECT_EQ(tiled, name == "prefill" ? cfg.model.numLayers : 0);
