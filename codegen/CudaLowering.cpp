@@ -550,13 +550,34 @@ void EntryLowering::operator()(const MatVecRopeKVWriteOp &op) {
       {{op.norm.has_value(), "kMvNorm", 'n'}, {op.bias.has_value(), "kMvBias", 'b'}});
   const DType nw = op.norm ? weightType(*op.norm) : DType::f32,
               b = op.bias ? weightType(*op.bias) : DType::f32;
+  const std::string types = std::string(dtypeName(w.dtype)) + "_" + dtypeName(op.input.dtype) +
+                            "_" + dtypeName(nw) + "_" + dtypeName(b) + "_" + dtypeName(kv.dtype);
+  const std::vector<DeviceRef> ptrs = {
+      arena(op.input), weightRef(w.name), op.norm ? weightRef(*op.norm) : weightRef(w.name),
+      table, op.bias ? weightRef(*op.bias) : weightRef(w.name), arena(op.rotatedQuery),
+      cache(), positions, specs.ropeTable(op.rope)};
+  if (matvecOnTensorCores(w, rows)) {
+    // Pairs of features a block: matvecMma's 16 weight rows.
+    const int64_t blocks = ceilDiv(w.shape[0], kMmaFeatures), warps = mmaWarps(blocks, k);
+    const std::string name = specs.wrapper(
+        "matvec_rope_kv_mma_" + types +
+            dims({k, qcols, kv.kvHeads, hd, kv.pageSize, kv.pages, warps}) + tag,
+        warps * 32,
+        "kvplan::matvecRopeKvMma<" + std::string(cudaType(op.input.dtype)) + ", " +
+            cudaType(nw) + ", " + cudaType(b) + ", " + kvType + ", " + num(k) + ", " +
+            num(qcols) + ", " + num(kv.kvHeads) + ", " + num(hd) + ", " + num(kv.pageSize) +
+            ", " + num(kv.pages) + "LL, " + num(warps) + ", " + flags + ">(a)",
+        true);
+    kernel(name, {blocks, 1, 1}, warps * 32, -1, op.rotatedQuery, ptrs, {op.layer, tableStride},
+           {op.eps.value_or(0.0)});
+    return;
+  }
   // Pairs a warp: as matvec's features a warp, two weight rows each.
   const int64_t pairs = w.shape[0] / 2,
                 ppw = matvecFeaturesPerWarp(w, rows, pairs, true),
                 warps = gemvWarps(pairs / ppw);
   const std::string name = specs.wrapper(
-      "matvec_rope_kv_" + std::string(dtypeName(w.dtype)) + "_" + dtypeName(op.input.dtype) + "_" +
-          dtypeName(nw) + "_" + dtypeName(b) + "_" + dtypeName(kv.dtype) +
+      "matvec_rope_kv_" + types +
           dims({k, qcols, kv.kvHeads, hd, kv.pageSize, kv.pages, warps, ppw, rows}) + tag,
       warps * 32,
       "kvplan::matvecRopeKv<" + matvecWeightType(w) + ", " + cudaType(op.input.dtype) +
@@ -567,10 +588,7 @@ void EntryLowering::operator()(const MatVecRopeKVWriteOp &op) {
       true);
   std::vector<int64_t> ints = {op.layer, tableStride};
   for (int64_t offset : matvecScales(w)) ints.push_back(offset);
-  kernel(name, {ceilDiv(pairs / ppw, warps), 1, 1}, warps * 32, -1, op.rotatedQuery,
-         {arena(op.input), weightRef(w.name), op.norm ? weightRef(*op.norm) : weightRef(w.name),
-          table, op.bias ? weightRef(*op.bias) : weightRef(w.name), arena(op.rotatedQuery),
-          cache(), positions, specs.ropeTable(op.rope)},
+  kernel(name, {ceilDiv(pairs / ppw, warps), 1, 1}, warps * 32, -1, op.rotatedQuery, ptrs,
          std::move(ints), {op.eps.value_or(0.0)});
 }
 

@@ -13,7 +13,7 @@ Reads, each optional (a missing or broken one is reported, never fatal):
   OUT/kvplan-bench-batch8.json  the same shape, 8 sequences at once (--batch 8)
   OUT/kvplan-bench-int8.json, OUT/kvplan-bench-int4.json  int8 and int4 weights
   OUT/hf-peer.json      scripts/hf_peer.py
-  OUT/kernel-profile.tsv  KVPLAN_CUDA_PROFILE's op times from the batch-1 bench
+  OUT/kernel-profile.tsv  KVPLAN_CUDA_PROFILE's op times from the batch-1 and batch-8 benches
                         (entry, rows, op, step, kind, kernel, ms a line)
   .gpukit/MANIFEST.json the kit
 --canned marks every figure as canned input (KVPLAN_GPU_CHECK_DRY=1), not a

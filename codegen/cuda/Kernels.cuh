@@ -688,46 +688,54 @@ __device__ __forceinline__ void splitBf16(float x0, float x1, unsigned &big, uns
 /// Features a block of matvecMma computes: one tensor-core product's rows.
 inline constexpr int kMmaFeatures = 16;
 
-/// matvec on tensor cores, for bf16 weights and 2 to 8 rows of x (decode at
-/// a batch: matvec's f32 products would issue R multiply-adds for every
-/// weight, and its loads of x R times the weights' bytes over FPW). Block b
-/// computes features 16b..16b+15 (with SwiGLU, their gate and up rows) for
-/// every row at once: m16n8k16 products of 16 weight rows (A) by x's rows
-/// as B's 8 columns (columns past `rows` zero), f32 accumulators; its WARPS
-/// warps split K and add up through shared memory. For each 32 elements of
-/// K, lane (g, t) reads the 8 from 8t on of weight rows g and g + 8 (one
-/// 16-byte load each) and of x's row g: a product sums over its 16 k, so
-/// which k an element takes does not matter as long as A and B agree, and
-/// mmaBf16's layout gives lane (g, t) the k 2t, 2t + 1, 2t + 8 and 2t + 9 of
-/// A's rows g, g + 8 and of B's column g alike (elements 0-3 of the run go to
-/// the first product, 4-7 to the second). An f32 x is split into a big and a
-/// small bf16 part (splitBf16: two products); a bf16 x is exact. Its folds
-/// are matvec's (FLAGS): the norm scales x by nw before the split, and sums
-/// its squares from the same loads. p, i, d: matvec's.
-template <class X, class O, class NW, class B, int K, int N0, int N1, int N2, int WARPS,
-          int FLAGS>
-__device__ void matvecMma(const KvArgs &a) {
-  constexpr bool NORM = FLAGS & kMvNorm, SWIGLU = FLAGS & kMvSwiglu, ADD = FLAGS & kMvAdd,
-                 BIAS = FLAGS & kMvBias, SPLIT = sizeof(X) == 4;
-  constexpr int F = N0 + N1 + N2, P = SWIGLU ? 2 : 1, STEPS = (K + 31) / 32, U = SWIGLU ? 2 : 4;
+/// A block's sums of mmaProducts, for its epilogue: part[w][p][row][r] is
+/// warp w's share of the product of the block's weight row `row` (p: the
+/// gate's, or with SwiGLU the up's) with x's row r; squares[w][r] its share
+/// of the squares of x's row r.
+template <int WARPS, int P> struct MmaSums {
+  float part[WARPS][P][kMmaFeatures][8], squares[WARPS][8];
+  /// Weight row `row`'s product with x's row r: the warps' parts in order.
+  __device__ __forceinline__ float sum(int p, int row, int r) const {
+    float y = 0.0f;
+#pragma unroll
+    for (int w = 0; w < WARPS; ++w) y += part[w][p][row][r];
+    return y;
+  }
+  /// With NORM, 1 / rms of x's row r (as matvec's mvFinish); else 1.
+  template <int K, bool NORM> __device__ __forceinline__ float inv(int r, double eps) const {
+    if (!NORM) return 1.0f;
+    float sq = 0.0f;
+#pragma unroll
+    for (int w = 0; w < WARPS; ++w) sq += squares[w][r];
+    return (float)(1.0 / sqrt((double)sq / K + eps));
+  }
+};
+
+/// The products of matvec on tensor cores (matvecMma, matvecRopeKvMma), for
+/// bf16 weights and up to 8 rows of x: the block's 16 weight rows (A) times
+/// x's rows as B's 8 columns (columns past `rows` zero), f32 accumulators;
+/// its WARPS warps split K and leave their parts in `sums`, then a block
+/// barrier. The lane's weight rows are wr[p][h]: h 0 A's row g, h 1 row g + 8
+/// (p: the gate's, the up's); null past the weight. For each 32 elements of
+/// K, lane (g, t) reads the 8 from 8t on of its weight rows and of x's row g
+/// (one 16-byte load each): a product sums over its 16 k, so which k an
+/// element takes does not matter as long as A and B agree, and mmaBf16's
+/// layout gives lane (g, t) the k 2t, 2t + 1, 2t + 8 and 2t + 9 of A's rows
+/// g, g + 8 and of B's column g alike (elements 0-3 of the run go to the
+/// first product, 4-7 to the second). An f32 x is split into a big and a
+/// small bf16 part (splitBf16: two products); a bf16 x is exact. With NORM x
+/// is scaled by nw (p[2]) before the split, and its squares summed from the
+/// same loads. The first kMvPrefetch bytes of each weight row's share come
+/// into L2 before the wait for the kernel before. p[0]: x; i[0]: rows.
+template <class X, class NW, int K, int WARPS, int P, bool NORM>
+__device__ __forceinline__ void mmaProducts(const KvArgs &a, const __nv_bfloat16 *const (&wr)[P][2],
+                                            MmaSums<WARPS, P> &sums) {
+  constexpr bool SPLIT = sizeof(X) == 4;
+  constexpr int STEPS = (K + 31) / 32, U = P == 2 ? 2 : 4;
   static_assert(K % 8 == 0 && (SPLIT || !NORM), "whole runs of 8 elements; the norm reads f32 x");
-  static_assert(!(SWIGLU || ADD) || N1 == 0, "one output with swiglu or an addend");
   static_assert(WARPS >= 1 && WARPS <= STEPS, "each warp some of K");
-  __shared__ float part[WARPS][P][kMmaFeatures][8], squares[WARPS][8];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int j0 = blockIdx.x * kMmaFeatures, s0 = warp * STEPS / WARPS,
-            s1 = (warp + 1) * STEPS / WARPS;
-  // The lane's weight rows: j0 + g and j0 + g + 8 (with SwiGLU, then the
-  // up rows F on); none past the features.
-  const __nv_bfloat16 *wr[P][2];
-#pragma unroll
-  for (int p = 0; p < P; ++p)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int j = j0 + g + 8 * h;
-      wr[p][h] = j < F ? reinterpret_cast<const __nv_bfloat16 *>(a.p[1]) + (long long)(j + p * F) * K
-                       : nullptr;
-    }
+  const int s0 = warp * STEPS / WARPS, s1 = (warp + 1) * STEPS / WARPS;
   pdlLaunchDependents();
 #pragma unroll
   for (int p = 0; p < P; ++p)
@@ -798,28 +806,51 @@ __device__ void matvecMma(const KvArgs &a) {
 #pragma unroll
   for (int p = 0; p < P; ++p)
 #pragma unroll
-    for (int i = 0; i < 4; ++i) part[warp][p][g + 8 * (i / 2)][2 * t + i % 2] = acc[p][i];
+    for (int i = 0; i < 4; ++i) sums.part[warp][p][g + 8 * (i / 2)][2 * t + i % 2] = acc[p][i];
   if (NORM) {
     ss += __shfl_xor_sync(0xffffffffu, ss, 1);
     ss += __shfl_xor_sync(0xffffffffu, ss, 2);
-    if (t == 0) squares[warp][g] = ss;
+    if (t == 0) sums.squares[warp][g] = ss;
   }
   __syncthreads();
-  // Thread o: feature o / 8 of the block, row o % 8; the warps' parts in order.
+}
+
+/// matvec on tensor cores, for bf16 weights and 2 to 8 rows of x (decode at
+/// a batch: matvec's f32 products would issue R multiply-adds for every
+/// weight, and its loads of x R times the weights' bytes over FPW). Block b
+/// computes features 16b..16b+15 (with SwiGLU, their gate and up rows) for
+/// every row at once (mmaProducts: A's row g feature 16b + g, row g + 8
+/// feature 16b + g + 8), then one thread a feature and row adds the folds,
+/// which are matvec's (FLAGS). p, i, d: matvec's.
+template <class X, class O, class NW, class B, int K, int N0, int N1, int N2, int WARPS,
+          int FLAGS>
+__device__ void matvecMma(const KvArgs &a) {
+  constexpr bool NORM = FLAGS & kMvNorm, SWIGLU = FLAGS & kMvSwiglu, ADD = FLAGS & kMvAdd,
+                 BIAS = FLAGS & kMvBias;
+  constexpr int F = N0 + N1 + N2, P = SWIGLU ? 2 : 1;
+  static_assert(!(SWIGLU || ADD) || N1 == 0, "one output with swiglu or an addend");
+  __shared__ MmaSums<WARPS, P> sums;
+  const int g = threadIdx.x % 32 / 4, j0 = blockIdx.x * kMmaFeatures;
+  const __nv_bfloat16 *wr[P][2];
+#pragma unroll
+  for (int p = 0; p < P; ++p)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int j = j0 + g + 8 * h;
+      wr[p][h] = j < F ? reinterpret_cast<const __nv_bfloat16 *>(a.p[1]) + (long long)(j + p * F) * K
+                       : nullptr;
+    }
+  mmaProducts<X, NW, K, WARPS, P, NORM>(a, wr, sums);
+  const int rows = (int)a.i[0];
+  // Thread o: feature o / 8 of the block, row o % 8.
   for (int o = threadIdx.x; o < kMmaFeatures * 8; o += WARPS * 32) {
     const int f = o / 8, r = o % 8, j = j0 + f;
     if (r >= rows || j >= F) continue;
-    float y[P] = {}, sq = 0.0f;
-#pragma unroll
-    for (int w = 0; w < WARPS; ++w) {
-#pragma unroll
-      for (int p = 0; p < P; ++p) y[p] += part[w][p][f][r];
-      if (NORM) sq += squares[w][r];
-    }
-    const float inv = NORM ? (float)(1.0 / sqrt((double)sq / K + a.d[0])) : 1.0f;
+    const float inv = sums.template inv<K, NORM>(r, a.d[0]);
+    float y[P];
 #pragma unroll
     for (int p = 0; p < P; ++p) {
-      y[p] *= inv;
+      y[p] = sums.sum(p, f, r) * inv;
       if (BIAS) y[p] += ld(reinterpret_cast<const B *>(a.p[4])[j + p * F]);
     }
     float v = y[0];
@@ -1202,6 +1233,44 @@ __device__ void matvecRopeKv(const KvArgs &a) {
           R == 1 && q < 32 ? early : ropeAngle<QCOLS, KVH, HD>(a, r, j + 2 * q);
       ropeKvStorePair<C, QCOLS, KVH, HD, PS, PAGES>(a, r, j + 2 * q, pair, angle);
     }
+  }
+}
+
+/// llm.matvec_rope_kv_write on tensor cores, for bf16 weights and 2 to 8
+/// rows (decode at a batch), its products as matvecMma's: block b makes the
+/// RoPE pairs 8b..8b+7 for every row, A's row g feature 16b + 2g and row g + 8
+/// feature 16b + 2g + 1, so that a pair's sums lie side by side for its
+/// epilogue (ropeKvStorePair), one thread a pair and row. p, i, d:
+/// matvecRopeKv's (no scales).
+template <class X, class NW, class B, class C, int K, int QCOLS, int KVH, int HD, int PS,
+          long long PAGES, int WARPS, int FLAGS>
+__device__ void matvecRopeKvMma(const KvArgs &a) {
+  constexpr bool NORM = FLAGS & kMvNorm, BIAS = FLAGS & kMvBias;
+  constexpr int F = QCOLS + 2 * KVH * HD;
+  static_assert(HD % 2 == 0 && QCOLS % HD == 0, "whole heads of pairs");
+  static_assert(!(FLAGS & (kMvSwiglu | kMvAdd)), "RoPE and the cache write are the epilogue");
+  __shared__ MmaSums<WARPS, 1> sums;
+  const int g = threadIdx.x % 32 / 4, j0 = blockIdx.x * kMmaFeatures;
+  const __nv_bfloat16 *wr[1][2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int j = j0 + 2 * g + h;
+    wr[0][h] = j < F ? reinterpret_cast<const __nv_bfloat16 *>(a.p[1]) + (long long)j * K : nullptr;
+  }
+  mmaProducts<X, NW, K, WARPS, 1, NORM>(a, wr, sums);
+  const int rows = (int)a.i[0];
+  // Thread o: pair o / 8 of the block, row o % 8.
+  for (int o = threadIdx.x; o < kMmaFeatures / 2 * 8; o += WARPS * 32) {
+    const int q = o / 8, r = o % 8, j = j0 + 2 * q;
+    if (r >= rows || j >= F) continue;
+    const float inv = sums.template inv<K, NORM>(r, a.d[0]);
+    float y[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      y[h] = sums.sum(0, q + 8 * h, r) * inv;
+      if (BIAS) y[h] += ld(reinterpret_cast<const B *>(a.p[4])[j + h]);
+    }
+    ropeKvStorePair<C, QCOLS, KVH, HD, PS, PAGES>(a, r, j, y, ropeAngle<QCOLS, KVH, HD>(a, r, j));
   }
 }
 

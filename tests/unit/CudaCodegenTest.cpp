@@ -96,13 +96,13 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
         }
         if (op.kind == DeviceOp::kernel && (op.name.rfind("matvec_", 0) == 0 ||
                                             op.name.rfind("linear_gemv_", 0) == 0)) {
-          // bf16 weights at 2 to 8 rows: on tensor cores (matvecMma), a
-          // block for every 16 features, up to 16 warps splitting K; else
-          // (and always for the QKV with its RoPE epilogue) f32 products.
-          const bool mma = cfg.compile.weightDtype == DType::bf16 && op.staticRows >= 2 &&
-                           !ropeEpilogue;
-          const std::string prefix = op.name.substr(0, op.name.find('_') + 1) +
-                                     (op.name[0] == 'l' ? "gemv_mma_" : "mma_");
+          // bf16 weights at 2 to 8 rows: on tensor cores (matvecMma,
+          // matvecRopeKvMma), a block for every 16 features (8 RoPE pairs),
+          // up to 16 warps splitting K; else f32 products.
+          const bool mma = cfg.compile.weightDtype == DType::bf16 && op.staticRows >= 2;
+          const std::string prefix = ropeEpilogue       ? "matvec_rope_kv_mma_"
+                                     : op.name[0] == 'l' ? "linear_gemv_mma_"
+                                                         : "matvec_mma_";
           EXPECT_EQ(op.name.rfind(prefix, 0) == 0, mma) << op.name;
           if (mma) {
             const Step &st = ep.steps[size_t(op.step)];
@@ -113,6 +113,8 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
               features = out.plan.findWeight(l->weight)->shape[0];
             else if (const auto *l = std::get_if<LogitsOp>(&st.op))
               features = out.plan.findWeight(l->weight)->shape[0];
+            else if (const auto *q = std::get_if<MatVecRopeKVWriteOp>(&st.op))
+              features = out.plan.findWeight(q->weight)->shape[0];
             EXPECT_EQ(op.grid[0], (features + 15) / 16) << op.name;
             EXPECT_EQ(op.block[0] % 32, 0) << op.name;
             EXPECT_LE(op.block[0], 16 * 32) << op.name;
@@ -182,10 +184,10 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
                                                   << ") has no device op";
         }
       }
-      // Decode at a batch of bf16 weights: every product but the QKV (o,
-      // gate|up, down a layer, and the head) on tensor cores.
+      // Decode at a batch of bf16 weights: every product (QKV, o, gate|up,
+      // down a layer, and the head) on tensor cores.
       if (name == "decode" && ep.rows >= 2 && cfg.compile.weightDtype == DType::bf16)
-        EXPECT_EQ(mmaProducts, 3 * cfg.model.numLayers + 1);
+        EXPECT_EQ(mmaProducts, 4 * cfg.model.numLayers + 1);
       else
         EXPECT_EQ(mmaProducts, 0);
       // Every shape's prefill chunk is whole tiles of 16 rows: its attention
