@@ -711,6 +711,49 @@ template <int WARPS, int P> struct MmaSums {
   }
 };
 
+/// One run of 8 elements of mmaProducts: the lane's x elements (xv: bf16,
+/// or f32 in two words) times those of its weight rows (wv), into acc;
+/// with NORM x is scaled by nw[0..8) first (zero where the run is not `on`)
+/// and its squares added to ss.
+template <class X, class NW, int P, bool NORM>
+__device__ __forceinline__ void mmaRun(const uint4 (&xv)[sizeof(X) == 4 ? 2 : 1],
+                                       const uint4 (&wv)[P][2], const NW *nw, bool on, float &ss,
+                                       float (&acc)[P][4]) {
+  constexpr bool SPLIT = sizeof(X) == 4;
+  unsigned big[4], small[4]; // B's words: x's elements 2i, 2i + 1
+  if constexpr (SPLIT) {
+    float xf[8];
+    unpack16<float>(xv[0], xf);
+    unpack16<float>(xv[1], xf + 4);
+    if (NORM) {
+      float nv[8] = {};
+      if (on) load8(nw, nv);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        ss += xf[e] * xf[e];
+        xf[e] *= nv[e];
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) splitBf16(xf[2 * i], xf[2 * i + 1], big[i], small[i]);
+  } else {
+    big[0] = xv[0].x, big[1] = xv[0].y, big[2] = xv[0].z, big[3] = xv[0].w;
+  }
+#pragma unroll
+  for (int p = 0; p < P; ++p) {
+    const uint4 &w0 = wv[p][0], &w8 = wv[p][1];
+    const unsigned first[4] = {w0.x, w8.x, w0.y, w8.y}, second[4] = {w0.z, w8.z, w0.w, w8.w};
+    const unsigned b0[2] = {big[0], big[1]}, b1[2] = {big[2], big[3]};
+    mmaBf16(acc[p], first, b0);
+    mmaBf16(acc[p], second, b1);
+    if constexpr (SPLIT) {
+      const unsigned s0[2] = {small[0], small[1]}, s1[2] = {small[2], small[3]};
+      mmaBf16(acc[p], first, s0);
+      mmaBf16(acc[p], second, s1);
+    }
+  }
+}
+
 /// The products of matvec on tensor cores (matvecMma, matvecRopeKvMma), for
 /// bf16 weights and up to 8 rows of x: the block's 16 weight rows (A) times
 /// x's rows as B's 8 columns (columns past `rows` zero), f32 accumulators;
@@ -768,40 +811,8 @@ __device__ __forceinline__ void mmaProducts(const KvArgs &a, const __nv_bfloat16
         xv[u][v] = on[u] && g < rows ? reinterpret_cast<const uint4 *>(xr + k)[v] : zero;
     }
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      unsigned big[4], small[4]; // B's words: x's elements 2i, 2i + 1
-      if constexpr (SPLIT) {
-        float xf[8];
-        unpack16<float>(xv[u][0], xf);
-        unpack16<float>(xv[u][1], xf + 4);
-        if (NORM) {
-          float nv[8] = {};
-          if (on[u]) load8(nw + (s + u) * 32 + 8 * t, nv);
-#pragma unroll
-          for (int e = 0; e < 8; ++e) {
-            ss += xf[e] * xf[e];
-            xf[e] *= nv[e];
-          }
-        }
-#pragma unroll
-        for (int i = 0; i < 4; ++i) splitBf16(xf[2 * i], xf[2 * i + 1], big[i], small[i]);
-      } else {
-        big[0] = xv[u][0].x, big[1] = xv[u][0].y, big[2] = xv[u][0].z, big[3] = xv[u][0].w;
-      }
-#pragma unroll
-      for (int p = 0; p < P; ++p) {
-        const uint4 &w0 = wv[u][p][0], &w8 = wv[u][p][1];
-        const unsigned first[4] = {w0.x, w8.x, w0.y, w8.y}, second[4] = {w0.z, w8.z, w0.w, w8.w};
-        const unsigned b0[2] = {big[0], big[1]}, b1[2] = {big[2], big[3]};
-        mmaBf16(acc[p], first, b0);
-        mmaBf16(acc[p], second, b1);
-        if constexpr (SPLIT) {
-          const unsigned s0b[2] = {small[0], small[1]}, s1b[2] = {small[2], small[3]};
-          mmaBf16(acc[p], first, s0b);
-          mmaBf16(acc[p], second, s1b);
-        }
-      }
-    }
+    for (int u = 0; u < U; ++u)
+      mmaRun<X, NW, P, NORM>(xv[u], wv[u], nw + (s + u) * 32 + 8 * t, on[u], ss, acc);
   }
 #pragma unroll
   for (int p = 0; p < P; ++p)
@@ -837,8 +848,8 @@ __device__ void matvecMma(const KvArgs &a) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int j = j0 + g + 8 * h;
-      wr[p][h] = j < F ? reinterpret_cast<const __nv_bfloat16 *>(a.p[1]) + (long long)(j + p * F) * K
-                       : nullptr;
+      const __nv_bfloat16 *w = reinterpret_cast<const __nv_bfloat16 *>(a.p[1]);
+      wr[p][h] = j < F ? w + (long long)(j + p * F) * K : nullptr;
     }
   mmaProducts<X, NW, K, WARPS, P, NORM>(a, wr, sums);
   const int rows = (int)a.i[0];

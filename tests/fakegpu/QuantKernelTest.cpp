@@ -378,6 +378,51 @@ TEST_F(QuantKernels, TensorCoreMatvecMatchesADoublePrecisionReference) {
   }
 }
 
+// The emulator's mma.sync m16n8k16 (kvplan::mmaBf16) takes and gives each
+// lane's fragment registers where PTX's ISA puts them ("Matrix Fragments for
+// mma.m16n8k16 with floating point type"), written out here on their own, so
+// that the kernels and the emulator cannot drift together from the device:
+// lane (g = l / 4, t = l % 4) holds A's a_i at row g + 8 * (i / 2 % 2),
+// column 2t + i % 2 + 8 * (i / 4); B's b_i at row 2t + i % 2 + 8 * (i / 2),
+// column g; two to a 32-bit register, the lower i in the low half; and D's
+// d_i at row g + 8 * (i / 2), column 2t + i % 2. Small integers: exact.
+TEST_F(QuantKernels, MmaBf16FollowsPtxFragmentLayout) {
+  compile({{"mma_layout",
+            "const unsigned *in = reinterpret_cast<const unsigned *>(a.p[0]) + threadIdx.x * 6; "
+            "const unsigned fa[4] = {in[0], in[1], in[2], in[3]}, fb[2] = {in[4], in[5]}; "
+            "float d[4] = {0.5f, 0.5f, 0.5f, 0.5f}; kvplan::mmaBf16(d, fa, fb); "
+            "for (int i = 0; i < 4; ++i) "
+            "reinterpret_cast<float *>(a.p[1])[threadIdx.x * 4 + i] = d[i]"}});
+  float A[16][16], B[16][8];
+  for (int m = 0; m < 16; ++m)
+    for (int k = 0; k < 16; ++k) A[m][k] = float((m * 3 + k * 7) % 11 - 5);
+  for (int k = 0; k < 16; ++k)
+    for (int n = 0; n < 8; ++n) B[k][n] = float((k * 5 + n * 3) % 7 - 3);
+  std::vector<unsigned> in(32 * 6, 0);
+  for (int l = 0; l < 32; ++l) {
+    const int g = l / 4, t = l % 4;
+    for (int i = 0; i < 8; ++i) {
+      const float v = A[g + 8 * (i / 2 % 2)][2 * t + i % 2 + 8 * (i / 4)];
+      in[size_t(l * 6 + i / 2)] |= unsigned(toBf16(v)) << (16 * (i % 2));
+    }
+    for (int i = 0; i < 4; ++i)
+      in[size_t(l * 6 + 4 + i / 2)] |= unsigned(toBf16(B[2 * t + i % 2 + 8 * (i / 2)][g]))
+                                       << (16 * (i % 2));
+  }
+  std::vector<float> out(32 * 4, NAN);
+  KernelLaunch::Args args{};
+  args.p[0] = reinterpret_cast<char *>(in.data());
+  args.p[1] = reinterpret_cast<char *>(out.data());
+  launch("mma_layout", args, 1, 1, 32);
+  for (int l = 0; l < 32; ++l)
+    for (int i = 0; i < 4; ++i) {
+      const int row = l / 4 + 8 * (i / 2), col = 2 * (l % 4) + i % 2;
+      float want = 0.5f;
+      for (int k = 0; k < 16; ++k) want += A[row][k] * B[k][col];
+      EXPECT_EQ(out[size_t(l * 4 + i)], want) << "lane " << l << ", d" << i;
+    }
+}
+
 // The emulator's tf32 products take tf32 values only (__float_to_tf32's, or
 // no more bits), as CUDA defines them: an f32 with more bits stops the
 // kernel, named, instead of giving a product the hardware may not; the
