@@ -368,4 +368,39 @@ inline std::vector<std::vector<float>> followCpu(Engine &cpu, Engine &dev,
   return out;
 }
 
+/// Sequences with prompts of `lens` tokens (token i of a prompt of n:
+/// (31 i + n) mod the vocabulary) prefilled one by one, then `steps` decode
+/// steps of them all together, the device following the CPU's greedy
+/// tokens: each row's logits must agree within `tol`.
+inline void followCpuBatch(Engine &cpu, Engine &dev, const std::vector<int64_t> &lens, int steps,
+                           double tol) {
+  const int64_t v = cpu.vocabSize(), n = int64_t(lens.size());
+  std::vector<int> sc, sd;
+  std::vector<int32_t> next;
+  for (int64_t len : lens) {
+    std::vector<int32_t> p(static_cast<size_t>(len));
+    for (int64_t i = 0; i < len; ++i) p[size_t(i)] = int32_t((i * 31 + len) % v);
+    sc.push_back(cpu.open());
+    sd.push_back(dev.open());
+    const float *l = cpu.prefill(sc.back(), p.data(), len);
+    next.push_back(int32_t(std::max_element(l, l + v) - l));
+    dev.prefill(sd.back(), p.data(), len);
+  }
+  for (int step = 0; step < steps; ++step) {
+    const float *lc = cpu.decode(sc, next);
+    const std::vector<float> c(lc, lc + n * v);
+    const float *ld = dev.decode(sd, next);
+    for (int64_t r = 0; r < n; ++r) {
+      const std::vector<float> dr(ld + r * v, ld + (r + 1) * v);
+      const std::vector<float> cr(c.begin() + r * v, c.begin() + (r + 1) * v);
+      EXPECT_LE(normalisedError(dr, cr), tol) << "decode step " << step << ", row " << r;
+      next[size_t(r)] = int32_t(std::max_element(cr.begin(), cr.end()) - cr.begin());
+    }
+  }
+  for (int64_t r = 0; r < n; ++r) {
+    cpu.close(sc[size_t(r)]);
+    dev.close(sd[size_t(r)]);
+  }
+}
+
 } // namespace kvplan::testing

@@ -168,38 +168,22 @@ TEST_F(FakeGpu, QuantizedWeightsMatchTheCpuRuntime) {
 }
 
 // Three sequences of different lengths (one over a prefill chunk) decoding
-// together: every row of each step's [3, vocab] logits against the CPU's.
-TEST_F(FakeGpu, QuantizedBatchDecodeMatchesTheCpuRuntime) {
-  for (const kvplan::testing::Shape &s : kvplan::testing::kQuantShapes) {
+// together: every row of each step's [3, vocab] logits against the CPU's;
+// the float shapes (bf16: decode's products on tensor cores) and the
+// quantized ones.
+TEST_F(FakeGpu, BatchDecodeMatchesTheCpuRuntime) {
+  std::vector<kvplan::testing::Shape> shapes(std::begin(kvplan::testing::kShapes),
+                                             std::end(kvplan::testing::kShapes));
+  shapes.insert(shapes.end(), std::begin(kvplan::testing::kQuantShapes),
+                std::end(kvplan::testing::kQuantShapes));
+  for (const kvplan::testing::Shape &s : shapes) {
     Model m = build(kvplan::testing::cudaConfig(s.model, s.compile, s.rope));
     if (m.plan.settings.maxBatch < 3) continue;
     SCOPED_TRACE(s.what);
     Engine cpu(m.cpuPlan, m.weights.data(), m.weights.size(), 2);
     Engine gpu(std::make_unique<CudaExecutor>(m.plan, m.code, m.weights.data(), m.weights.size()));
-    const int64_t v = m.plan.model.vocabSize;
-    std::vector<int> sc, sg;
-    std::vector<int32_t> next;
-    for (int64_t len : {int64_t(5), int64_t(40), m.plan.settings.prefillChunk + 7}) {
-      std::vector<int32_t> p(static_cast<size_t>(len));
-      for (int64_t i = 0; i < len; ++i) p[size_t(i)] = int32_t((i * 31 + len) % v);
-      sc.push_back(cpu.open());
-      sg.push_back(gpu.open());
-      const float *l = cpu.prefill(sc.back(), p.data(), len);
-      next.push_back(int32_t(std::max_element(l, l + v) - l));
-      gpu.prefill(sg.back(), p.data(), len);
-    }
-    const double tol = kvplan::testing::modelTolerance(m.plan);
-    for (int step = 0; step < 4; ++step) {
-      const float *lc = cpu.decode(sc, next);
-      std::vector<float> c(lc, lc + 3 * v);
-      const float *lg = gpu.decode(sg, next);
-      for (int64_t r = 0; r < 3; ++r) {
-        const std::vector<float> gr(lg + r * v, lg + (r + 1) * v);
-        const std::vector<float> cr(c.begin() + r * v, c.begin() + (r + 1) * v);
-        EXPECT_LE(normalisedError(gr, cr), tol) << "decode step " << step << ", row " << r;
-        next[size_t(r)] = int32_t(std::max_element(cr.begin(), cr.end()) - cr.begin());
-      }
-    }
+    kvplan::testing::followCpuBatch(cpu, gpu, {5, 40, m.plan.settings.prefillChunk + 7}, 4,
+                                    kvplan::testing::modelTolerance(m.plan));
   }
 }
 

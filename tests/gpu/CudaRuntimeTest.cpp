@@ -147,12 +147,14 @@ std::vector<int32_t> greedyIds(Engine &e, const std::vector<int32_t> &prompt, in
 // The benchmark's shape (Llama-3.2-1B, random weights), not only the tiny
 // ones: bf16's logits for a short prompt and four decode steps within the
 // whole-model tolerance of the CPU runtime's, and an f32 variant's greedy ids
-// equal to the CPU's over 32 steps.
+// equal to the CPU's over 32 steps; the batch-8 artifact (decode's products
+// on tensor cores) with 8 sequences decoding together, every row's logits.
 TEST(CudaRuntime, TheBenchmarkShapeMatchesTheCpuRuntime) {
   REQUIRE_GPU();
   const fs::path dir = std::getenv("KVPLAN_GPU_ARTIFACTS");
   const int threads = int(std::max(1u, std::thread::hardware_concurrency()));
-  for (const char *name : {"bench-llama-3.2-1b.kvp", "bench-llama-3.2-1b-f32.kvp"}) {
+  for (const char *name :
+       {"bench-llama-3.2-1b.kvp", "bench-llama-3.2-1b-f32.kvp", "bench-llama-3.2-1b-b8.kvp"}) {
     SCOPED_TRACE(name);
     const fs::path path = dir / name;
     if (!fs::exists(path) || !fs::exists(fs::path(path).replace_extension(".cpu.kvp"))) {
@@ -166,6 +168,9 @@ TEST(CudaRuntime, TheBenchmarkShapeMatchesTheCpuRuntime) {
     std::vector<int32_t> prompt(16);
     for (int32_t &t : prompt) t = int32_t(rng() % uint32_t(m.plan.model.vocabSize));
     kvplan::testing::followCpu(cpu, gpu, prompt, 4, kvplan::testing::modelTolerance(m.plan));
+    if (m.plan.settings.maxBatch >= 8)
+      kvplan::testing::followCpuBatch(cpu, gpu, {3, 9, 16, 17, 31, 40, 64, 100}, 4,
+                                      kvplan::testing::modelTolerance(m.plan));
     if (m.plan.settings.weightDtype == DType::f32) {
       EXPECT_EQ(greedyIds(gpu, prompt, 32), greedyIds(cpu, prompt, 32));
     }
