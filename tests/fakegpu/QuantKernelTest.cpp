@@ -74,6 +74,15 @@ QuantMatrix randomMatrix(int bits, int64_t n, int64_t k, std::mt19937 &rng) {
   return m;
 }
 
+/// Feature j of row r of a product written to three outputs of cols[0],
+/// cols[1] and cols[2] features.
+float featureAt(const std::vector<float> (&outs)[3], const int64_t (&cols)[3], int64_t r,
+                int64_t j) {
+  const int o = j < cols[0] ? 0 : j < cols[0] + cols[1] ? 1 : 2;
+  const int64_t c = j - (o > 0 ? cols[0] : 0) - (o > 1 ? cols[1] : 0);
+  return outs[o][size_t(r * cols[o] + c)];
+}
+
 class QuantKernels : public ::testing::Test {
 protected:
   void SetUp() override {
@@ -211,9 +220,7 @@ TEST_F(QuantKernels, ProductsMatchADoublePrecisionReference) {
     else launch(p.name, a, (n / p.fpw + p.warps - 1) / p.warps, 1, p.warps * 32);
     for (int64_t r = 0; r < p.builtRows; ++r)
       for (int64_t j = 0; j < n; ++j) {
-        const int o = j < p.n0 ? 0 : j < p.n0 + p.n1 ? 1 : 2;
-        const int64_t c = j - (o > 0 ? p.n0 : 0) - (o > 1 ? p.n1 : 0);
-        const float got = outs[o][size_t(r * cols[o] + c)];
+        const float got = featureAt(outs, cols, r, j);
         if (r >= p.rows) {
           EXPECT_TRUE(std::isnan(got)) << "row " << r << " is not active but was written";
           continue;
@@ -344,9 +351,7 @@ TEST_F(QuantKernels, TensorCoreMatvecMatchesADoublePrecisionReference) {
         ss += double(x[size_t(r * p.k + c)]) * x[size_t(r * p.k + c)];
       const double inv = p.norm ? 1.0 / std::sqrt(ss / double(p.k) + 1e-5) : 1.0;
       for (int64_t j = 0; j < f; ++j) {
-        const int o = j < p.n0 ? 0 : j < p.n0 + p.n1 ? 1 : 2;
-        const int64_t c = j - (o > 0 ? p.n0 : 0) - (o > 1 ? p.n1 : 0);
-        const float got = outs[o][size_t(r * cols[o] + c)];
+        const float got = featureAt(outs, cols, r, j);
         if (r >= p.rows) {
           EXPECT_TRUE(std::isnan(got)) << "row " << r << " is not active but was written";
           continue;
