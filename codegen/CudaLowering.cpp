@@ -344,10 +344,11 @@ private:
     return fpw;
   }
   /// Whether matvec's products run on tensor cores (Kernels.cuh,
-  /// matvecMma): bf16 weights at 2 rows or more, where matvec's f32
+  /// matvecMma): bf16 or int8 weights at 2 rows or more, where matvec's f32
   /// products would issue a multiply-add for every weight and row.
   static bool matvecOnTensorCores(const WeightEntry &w, int64_t rows) {
-    return w.dtype == DType::bf16 && rows >= 2 && rows <= kGemvRows && w.shape[1] % 8 == 0;
+    const bool type = w.dtype == DType::bf16 || (!isFloatDType(w.dtype) && quantBits(w) == 8);
+    return type && rows >= 2 && rows <= kGemvRows && w.shape[1] % 8 == 0;
   }
   /// Warps a block of matvecMma splits K over: from 4 (fewer where K has
   /// fewer runs of 32), doubled up to 16 while the blocks' warps are fewer
@@ -563,12 +564,14 @@ void EntryLowering::operator()(const MatVecRopeKVWriteOp &op) {
         "matvec_rope_kv_mma_" + types +
             dims({k, qcols, kv.kvHeads, hd, kv.pageSize, kv.pages, warps}) + tag,
         warps * 32,
-        "kvplan::matvecRopeKvMma<" + std::string(cudaType(op.input.dtype)) + ", " +
-            cudaType(nw) + ", " + cudaType(b) + ", " + kvType + ", " + num(k) + ", " +
+        "kvplan::matvecRopeKvMma<" + matvecWeightType(w) + ", " + cudaType(op.input.dtype) +
+            ", " + cudaType(nw) + ", " + cudaType(b) + ", " + kvType + ", " + num(k) + ", " +
             num(qcols) + ", " + num(kv.kvHeads) + ", " + num(hd) + ", " + num(kv.pageSize) +
             ", " + num(kv.pages) + "LL, " + num(warps) + ", " + flags + ">(a)",
         true);
-    kernel(name, {blocks, 1, 1}, warps * 32, -1, op.rotatedQuery, ptrs, {op.layer, tableStride},
+    std::vector<int64_t> ints = {op.layer, tableStride};
+    for (int64_t offset : matvecScales(w)) ints.push_back(offset);
+    kernel(name, {blocks, 1, 1}, warps * 32, -1, op.rotatedQuery, ptrs, std::move(ints),
            {op.eps.value_or(0.0)});
     return;
   }
@@ -617,11 +620,13 @@ bool EntryLowering::matvecKernel(const char *prefix, const WeightEntry &w, const
     const std::string name = specs.wrapper(
         prefix + std::string("mma_") + types + dims({k, n[0], n[1], n[2], warps}) + tag,
         warps * 32,
-        "kvplan::matvecMma<" + std::string(cudaType(op.input.dtype)) + ", " + cudaType(o.dtype) +
-            ", " + cudaType(nw) + ", " + cudaType(b) + ", " + num(k) + ", " + num(n[0]) + ", " +
-            num(n[1]) + ", " + num(n[2]) + ", " + num(warps) + ", " + flags + ">(a)",
+        "kvplan::matvecMma<" + matvecWeightType(w) + ", " + cudaType(op.input.dtype) + ", " +
+            cudaType(o.dtype) + ", " + cudaType(nw) + ", " + cudaType(b) + ", " + num(k) + ", " +
+            num(n[0]) + ", " + num(n[1]) + ", " + num(n[2]) + ", " + num(warps) + ", " + flags +
+            ">(a)",
         true);
-    kernel(name, {blocks, 1, 1}, warps * 32, -1, o, std::move(ptrs), {}, {op.eps.value_or(0.0)});
+    kernel(name, {blocks, 1, 1}, warps * 32, -1, o, std::move(ptrs), matvecScales(w),
+           {op.eps.value_or(0.0)});
     return true;
   }
   const int64_t fpw = matvecFeaturesPerWarp(w, rows, features, op.swiglu),

@@ -711,14 +711,48 @@ template <int WARPS, int P> struct MmaSums {
   }
 };
 
+/// How mmaProducts reads a run of 8 elements of a weight row (Raw, one
+/// load) and makes them bf16 words for mmaBf16 (two elements each, the
+/// first in the low half). bf16: as they are, 16 bytes.
+template <class W> struct MmaFormat;
+template <> struct MmaFormat<__nv_bfloat16> {
+  using Raw = uint4;
+  static constexpr int BYTES = 2; // a weight's
+  static constexpr bool SCALED = false;
+  __device__ static __forceinline__ void words(const Raw &r, unsigned (&w)[4]) {
+    w[0] = r.x, w[1] = r.y, w[2] = r.z, w[3] = r.w;
+  }
+};
+/// kvplan's int8 format: 8 codes (8 bytes), made bf16 exactly (|code| <=
+/// 128 has 8 significant bits) through f32 as matvec decodes them
+/// (magicCode); the products of each step of 32 elements, one group, are
+/// scaled by the group's scale (SCALED).
+template <> struct MmaFormat<int8_t> {
+  using Raw = uint2;
+  static constexpr int BYTES = 1;
+  static constexpr bool SCALED = true;
+  __device__ static __forceinline__ void words(const Raw &r, unsigned (&w)[4]) {
+    const unsigned c[2] = {r.x ^ 0x80808080u, r.y ^ 0x80808080u}; // + 128: unsigned
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const __nv_bfloat162 v =
+          __floats2bfloat162_rn(magicCode(c[i / 2], 2 * (i % 2)) - (kMagic + 128.0f),
+                                magicCode(c[i / 2], 2 * (i % 2) + 1) - (kMagic + 128.0f));
+      w[i] = reinterpret_cast<const unsigned &>(v);
+    }
+  }
+};
+
 /// One run of 8 elements of mmaProducts: the lane's x elements (xv: bf16,
-/// or f32 in two words) times those of its weight rows (wv), into acc;
-/// with NORM x is scaled by nw[0..8) first (zero where the run is not `on`)
-/// and its squares added to ss.
-template <class X, class NW, int P, bool NORM>
+/// or f32 in two words) times those of its weight rows (wv), into acc; for
+/// a SCALED format each row's products times its scale. With NORM x is
+/// scaled by nw[0..8) first (zero where the run is not `on`) and its
+/// squares added to ss.
+template <class W, class X, class NW, int P, bool NORM>
 __device__ __forceinline__ void mmaRun(const uint4 (&xv)[sizeof(X) == 4 ? 2 : 1],
-                                       const uint4 (&wv)[P][2], const NW *nw, bool on, float &ss,
-                                       float (&acc)[P][4]) {
+                                       const typename MmaFormat<W>::Raw (&wv)[P][2],
+                                       const float (&scale)[P][2], const NW *nw, bool on,
+                                       float &ss, float (&acc)[P][4]) {
   constexpr bool SPLIT = sizeof(X) == 4;
   unsigned big[4], small[4]; // B's words: x's elements 2i, 2i + 1
   if constexpr (SPLIT) {
@@ -741,61 +775,86 @@ __device__ __forceinline__ void mmaRun(const uint4 (&xv)[sizeof(X) == 4 ? 2 : 1]
   }
 #pragma unroll
   for (int p = 0; p < P; ++p) {
-    const uint4 &w0 = wv[p][0], &w8 = wv[p][1];
-    const unsigned first[4] = {w0.x, w8.x, w0.y, w8.y}, second[4] = {w0.z, w8.z, w0.w, w8.w};
+    unsigned w0[4], w8[4];
+    MmaFormat<W>::words(wv[p][0], w0);
+    MmaFormat<W>::words(wv[p][1], w8);
+    const unsigned first[4] = {w0[0], w8[0], w0[1], w8[1]},
+                   second[4] = {w0[2], w8[2], w0[3], w8[3]};
     const unsigned b0[2] = {big[0], big[1]}, b1[2] = {big[2], big[3]};
-    mmaBf16(acc[p], first, b0);
-    mmaBf16(acc[p], second, b1);
+    float run[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    float (&d)[4] = *(MmaFormat<W>::SCALED ? &run : &acc[p]);
+    mmaBf16(d, first, b0);
+    mmaBf16(d, second, b1);
     if constexpr (SPLIT) {
       const unsigned s0[2] = {small[0], small[1]}, s1[2] = {small[2], small[3]};
-      mmaBf16(acc[p], first, s0);
-      mmaBf16(acc[p], second, s1);
+      mmaBf16(d, first, s0);
+      mmaBf16(d, second, s1);
     }
+    if constexpr (MmaFormat<W>::SCALED)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[p][i] += scale[p][i / 2] * run[i];
   }
 }
 
 /// The products of matvec on tensor cores (matvecMma, matvecRopeKvMma), for
-/// bf16 weights and up to 8 rows of x: the block's 16 weight rows (A) times
-/// x's rows as B's 8 columns (columns past `rows` zero), f32 accumulators;
-/// its WARPS warps split K and leave their parts in `sums`, then a block
-/// barrier. The lane's weight rows are wr[p][h]: h 0 A's row g, h 1 row g + 8
-/// (p: the gate's, the up's); null past the weight. For each 32 elements of
-/// K, lane (g, t) reads the 8 from 8t on of its weight rows and of x's row g
-/// (one 16-byte load each): a product sums over its 16 k, so which k an
-/// element takes does not matter as long as A and B agree, and mmaBf16's
-/// layout gives lane (g, t) the k 2t, 2t + 1, 2t + 8 and 2t + 9 of A's rows
-/// g, g + 8 and of B's column g alike (elements 0-3 of the run go to the
-/// first product, 4-7 to the second). An f32 x is split into a big and a
-/// small bf16 part (splitBf16: two products); a bf16 x is exact. With NORM x
-/// is scaled by nw (p[2]) before the split, and its squares summed from the
-/// same loads. The first kMvPrefetch bytes of each weight row's share come
-/// into L2 before the wait for the kernel before. p[0]: x; i[0]: rows.
-template <class X, class NW, int K, int WARPS, int P, bool NORM>
-__device__ __forceinline__ void mmaProducts(const KvArgs &a, const __nv_bfloat16 *const (&wr)[P][2],
+/// bf16 or int8 weights (W, at p[1]) and up to 8 rows of x: the block's 16
+/// weight rows (A) times x's rows as B's 8 columns (columns past `rows`
+/// zero), f32 accumulators; its WARPS warps split K and leave their parts
+/// in `sums`, then a block barrier. The lane's weight rows are row[p][h]: h
+/// 0 A's row g, h 1 row g + 8 (p: the gate's, the up's); -1 past the
+/// weight. For each 32 elements of K, lane (g, t) reads the 8 from 8t on of
+/// its weight rows (MmaFormat) and of x's row g (one load each): a product
+/// sums over its 16 k, so which k an element takes does not matter as long
+/// as A and B agree, and mmaBf16's layout gives lane (g, t) the k 2t, 2t + 1,
+/// 2t + 8 and 2t + 9 of A's rows g, g + 8 and of B's column g alike
+/// (elements 0-3 of the run go to the first product, 4-7 to the second).
+/// int8's 32 elements are one group, whose scales (f32, [rows][ceil(K /
+/// 32)], i[AT] bytes from p[1]) each row's products take. An f32 x is split
+/// into a big and a small bf16 part (splitBf16: two products); a bf16 x is
+/// exact. With NORM x is scaled by nw (p[2]) before the split, and its
+/// squares summed from the same loads. The first kMvPrefetch bytes of each
+/// weight row's share come into L2 before the wait for the kernel before.
+/// p[0]: x; i[0]: rows.
+template <class W, class X, class NW, int K, int WARPS, int P, bool NORM, int AT>
+__device__ __forceinline__ void mmaProducts(const KvArgs &a, const long long (&row)[P][2],
                                             MmaSums<WARPS, P> &sums) {
+  using F = MmaFormat<W>;
   constexpr bool SPLIT = sizeof(X) == 4;
-  constexpr int STEPS = (K + 31) / 32, U = P == 2 ? 2 : 4;
+  constexpr int STEPS = (K + 31) / 32, U = P == 2 ? 2 : 4, STEP = 32 * F::BYTES;
   static_assert(K % 8 == 0 && (SPLIT || !NORM), "whole runs of 8 elements; the norm reads f32 x");
+  static_assert(SPLIT || !F::SCALED, "quantized weights read f32 x");
   static_assert(WARPS >= 1 && WARPS <= STEPS, "each warp some of K");
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int s0 = warp * STEPS / WARPS, s1 = (warp + 1) * STEPS / WARPS;
+  const char *wr[P][2];
+  const float *sc[P][2];
+#pragma unroll
+  for (int p = 0; p < P; ++p)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      wr[p][h] = row[p][h] < 0 ? nullptr : a.p[1] + row[p][h] * K * F::BYTES;
+      sc[p][h] = !F::SCALED || row[p][h] < 0
+                     ? nullptr
+                     : reinterpret_cast<const float *>(a.p[1] + a.i[AT]) + row[p][h] * STEPS;
+    }
   pdlLaunchDependents();
 #pragma unroll
   for (int p = 0; p < P; ++p)
 #pragma unroll
     for (int h = 0; h < 2; ++h)
       if (wr[p][h])
-        for (int b = s0 * 64 + t * 128; b < s1 * 64 && b < s0 * 64 + kMvPrefetch; b += 4 * 128)
-          prefetchL2(reinterpret_cast<const char *>(wr[p][h]) + b);
+        for (int b = s0 * STEP + t * 128; b < s1 * STEP && b < s0 * STEP + kMvPrefetch; b += 512)
+          prefetchL2(wr[p][h] + b);
   pdlWait();
   const int rows = (int)a.i[0];
   const X *xr = reinterpret_cast<const X *>(a.p[0]) + (long long)g * K; // B's column g
   const NW *nw = reinterpret_cast<const NW *>(a.p[2]);
   float acc[P][4] = {}, ss = 0.0f;
-  const uint4 zero = {0u, 0u, 0u, 0u};
   for (int s = s0; s < s1; s += U) {
     // U runs' loads first, all in flight together.
-    uint4 wv[U][P][2], xv[U][SPLIT ? 2 : 1];
+    typename F::Raw wv[U][P][2];
+    uint4 xv[U][SPLIT ? 2 : 1];
+    float scale[U][P][2];
     bool on[U];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
@@ -804,15 +863,20 @@ __device__ __forceinline__ void mmaProducts(const KvArgs &a, const __nv_bfloat16
 #pragma unroll
       for (int p = 0; p < P; ++p)
 #pragma unroll
-        for (int h = 0; h < 2; ++h)
-          wv[u][p][h] = on[u] && wr[p][h] ? *reinterpret_cast<const uint4 *>(wr[p][h] + k) : zero;
+        for (int h = 0; h < 2; ++h) {
+          const bool live = on[u] && wr[p][h];
+          wv[u][p][h] = live ? *reinterpret_cast<const typename F::Raw *>(wr[p][h] + k * F::BYTES)
+                             : typename F::Raw{};
+          scale[u][p][h] = F::SCALED && live ? sc[p][h][s + u] : 0.0f;
+        }
 #pragma unroll
       for (int v = 0; v < (SPLIT ? 2 : 1); ++v)
-        xv[u][v] = on[u] && g < rows ? reinterpret_cast<const uint4 *>(xr + k)[v] : zero;
+        xv[u][v] = on[u] && g < rows ? reinterpret_cast<const uint4 *>(xr + k)[v] : uint4{};
     }
 #pragma unroll
     for (int u = 0; u < U; ++u)
-      mmaRun<X, NW, P, NORM>(xv[u], wv[u], nw + (s + u) * 32 + 8 * t, on[u], ss, acc);
+      mmaRun<W, X, NW, P, NORM>(xv[u], wv[u], scale[u], nw + (s + u) * 32 + 8 * t, on[u], ss,
+                                acc);
   }
 #pragma unroll
   for (int p = 0; p < P; ++p)
@@ -826,14 +890,14 @@ __device__ __forceinline__ void mmaProducts(const KvArgs &a, const __nv_bfloat16
   __syncthreads();
 }
 
-/// matvec on tensor cores, for bf16 weights and 2 to 8 rows of x (decode at
-/// a batch: matvec's f32 products would issue R multiply-adds for every
-/// weight, and its loads of x R times the weights' bytes over FPW). Block b
-/// computes features 16b..16b+15 (with SwiGLU, their gate and up rows) for
-/// every row at once (mmaProducts: A's row g feature 16b + g, row g + 8
-/// feature 16b + g + 8), then one thread a feature and row adds the folds,
-/// which are matvec's (FLAGS). p, i, d: matvec's.
-template <class X, class O, class NW, class B, int K, int N0, int N1, int N2, int WARPS,
+/// matvec on tensor cores, for bf16 or int8 weights (W) and 2 to 8 rows of x
+/// (decode at a batch: matvec's f32 products would issue R multiply-adds for
+/// every weight, and its loads of x R times the weights' bytes over FPW).
+/// Block b computes features 16b..16b+15 (with SwiGLU, their gate and up
+/// rows) for every row at once (mmaProducts: A's row g feature 16b + g, row
+/// g + 8 feature 16b + g + 8), then one thread a feature and row adds the
+/// folds, which are matvec's (FLAGS). p, i, d: matvec's.
+template <class W, class X, class O, class NW, class B, int K, int N0, int N1, int N2, int WARPS,
           int FLAGS>
 __device__ void matvecMma(const KvArgs &a) {
   constexpr bool NORM = FLAGS & kMvNorm, SWIGLU = FLAGS & kMvSwiglu, ADD = FLAGS & kMvAdd,
@@ -842,16 +906,15 @@ __device__ void matvecMma(const KvArgs &a) {
   static_assert(!(SWIGLU || ADD) || N1 == 0, "one output with swiglu or an addend");
   __shared__ MmaSums<WARPS, P> sums;
   const int g = threadIdx.x % 32 / 4, j0 = blockIdx.x * kMmaFeatures;
-  const __nv_bfloat16 *wr[P][2];
+  long long row[P][2];
 #pragma unroll
   for (int p = 0; p < P; ++p)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int j = j0 + g + 8 * h;
-      const __nv_bfloat16 *w = reinterpret_cast<const __nv_bfloat16 *>(a.p[1]);
-      wr[p][h] = j < F ? w + (long long)(j + p * F) * K : nullptr;
+      row[p][h] = j < F ? j + p * F : -1;
     }
-  mmaProducts<X, NW, K, WARPS, P, NORM>(a, wr, sums);
+  mmaProducts<W, X, NW, K, WARPS, P, NORM, 1>(a, row, sums);
   const int rows = (int)a.i[0];
   // Thread o: feature o / 8 of the block, row o % 8.
   for (int o = threadIdx.x; o < kMmaFeatures * 8; o += WARPS * 32) {
@@ -1247,13 +1310,13 @@ __device__ void matvecRopeKv(const KvArgs &a) {
   }
 }
 
-/// llm.matvec_rope_kv_write on tensor cores, for bf16 weights and 2 to 8
-/// rows (decode at a batch), its products as matvecMma's: block b makes the
-/// RoPE pairs 8b..8b+7 for every row, A's row g feature 16b + 2g and row g + 8
-/// feature 16b + 2g + 1, so that a pair's sums lie side by side for its
-/// epilogue (ropeKvStorePair), one thread a pair and row. p, i, d:
-/// matvecRopeKv's (no scales).
-template <class X, class NW, class B, class C, int K, int QCOLS, int KVH, int HD, int PS,
+/// llm.matvec_rope_kv_write on tensor cores, for bf16 or int8 weights (W)
+/// and 2 to 8 rows (decode at a batch), its products as matvecMma's: block
+/// b makes the RoPE pairs 8b..8b+7 for every row, A's row g feature 16b + 2g
+/// and row g + 8 feature 16b + 2g + 1, so that a pair's sums lie side by side
+/// for its epilogue (ropeKvStorePair), one thread a pair and row. p, i, d:
+/// matvecRopeKv's.
+template <class W, class X, class NW, class B, class C, int K, int QCOLS, int KVH, int HD, int PS,
           long long PAGES, int WARPS, int FLAGS>
 __device__ void matvecRopeKvMma(const KvArgs &a) {
   constexpr bool NORM = FLAGS & kMvNorm, BIAS = FLAGS & kMvBias;
@@ -1262,13 +1325,13 @@ __device__ void matvecRopeKvMma(const KvArgs &a) {
   static_assert(!(FLAGS & (kMvSwiglu | kMvAdd)), "RoPE and the cache write are the epilogue");
   __shared__ MmaSums<WARPS, 1> sums;
   const int g = threadIdx.x % 32 / 4, j0 = blockIdx.x * kMmaFeatures;
-  const __nv_bfloat16 *wr[1][2];
+  long long row[1][2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int j = j0 + 2 * g + h;
-    wr[0][h] = j < F ? reinterpret_cast<const __nv_bfloat16 *>(a.p[1]) + (long long)j * K : nullptr;
+    row[0][h] = j < F ? j : -1;
   }
-  mmaProducts<X, NW, K, WARPS, 1, NORM>(a, wr, sums);
+  mmaProducts<W, X, NW, K, WARPS, 1, NORM, 3>(a, row, sums);
   const int rows = (int)a.i[0];
   // Thread o: pair o / 8 of the block, row o % 8.
   for (int o = threadIdx.x; o < kMmaFeatures / 2 * 8; o += WARPS * 32) {
