@@ -13,9 +13,9 @@
 #   4. the gpu tests (KVPLAN_GPU_ARTIFACTS=.gpukit/artifacts); those that fail
 #      run again with KVPLAN_CUDA_SYNC=1, which names the launch that failed
 #   5. kvplan bench on .gpukit/artifacts/bench-llama-3.2-1b.kvp (random
-#      weights, prompt 512, 128 tokens; its warm-up times each op once:
-#      KVPLAN_CUDA_PROFILE), then 8 sequences at once on the same
-#      shape compiled for 8 (bench-llama-3.2-1b-b8.kvp, 64 tokens each)
+#      weights, prompt 512, 128 tokens), then 8 sequences at once on the same
+#      shape compiled for 8 (bench-llama-3.2-1b-b8.kvp, 64 tokens each); each
+#      bench's warm-up times every op once (KVPLAN_CUDA_PROFILE)
 #   5b. the same shape with int8 and int4 weights, one sequence (prefill on
 #      the tensor-core tiled product, decode against the roofline)
 #   6. with two GPUs or more and mpirun: a TP=2 model over NCCL against one GPU

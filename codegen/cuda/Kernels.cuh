@@ -98,6 +98,12 @@ template <int BLOCK> __device__ __forceinline__ float blockSum(float v, float *s
   return warpSum(v);
 }
 
+/// 1 / rms of a row of n elements whose squares sum to ss, eps added to the
+/// mean square: in double, as the CPU runtime computes it.
+__device__ __forceinline__ float rmsInv(float ss, int n, double eps) {
+  return (float)(1.0 / sqrt((double)ss / n + eps));
+}
+
 // ---------------------------------------------------------------------------
 // Row-wise ops: one block per row. Each reads its whole row into registers
 // before writing, so a kernel stays correct even where a buffer is reused.
@@ -128,7 +134,7 @@ template <class W, class O, int COLS, int BLOCK> __device__ void rmsNorm(const K
     ss += v[k] * v[k];
   }
   ss = blockSum<BLOCK>(ss, sh);
-  const float inv = (float)(1.0 / sqrt((double)ss / COLS + a.d[0]));
+  const float inv = rmsInv(ss, COLS, a.d[0]);
 #pragma unroll
   for (int k = 0; k < PER; ++k) {
     const int c = threadIdx.x + k * BLOCK;
@@ -156,7 +162,7 @@ template <class W, class O, int COLS, int BLOCK> __device__ void addRmsNorm(cons
     ss += v[k] * v[k];
   }
   ss = blockSum<BLOCK>(ss, sh); // also orders every read before the writes
-  const float inv = (float)(1.0 / sqrt((double)ss / COLS + a.d[0]));
+  const float inv = rmsInv(ss, COLS, a.d[0]);
 #pragma unroll
   for (int k = 0; k < PER; ++k) {
     const int c = threadIdx.x + k * BLOCK;
@@ -413,6 +419,12 @@ __device__ __forceinline__ float magicCode(unsigned w, unsigned k) {
   return __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7440u | k));
 }
 inline constexpr float kMagic = 8388608.0f; // 2^23
+/// Four int8 codes made unsigned (+ 128: each byte's top bit flipped).
+__device__ __forceinline__ unsigned int8Flip(unsigned w) { return w ^ 0x80808080u; }
+/// Byte k of `flipped` (int8Flip's) as the int8 code it holds, exactly.
+__device__ __forceinline__ float int8Code(unsigned flipped, unsigned k) {
+  return magicCode(flipped, k) - (kMagic + 128.0f);
+}
 
 /// How matvec reads a row of K weights of type W: one 16-byte load (a Run)
 /// at a time, of RUN elements, decoded SUB at a time; ROW bytes a row. The
@@ -458,10 +470,9 @@ template <int K> struct MvFormat<int8_t, K> {
     /// Signed codes made unsigned (+ 128: each byte's top bit flipped).
     __device__ __forceinline__ void decode(int, float (&out)[SUB]) const {
       const uint4 &r = this->raw;
-      const unsigned w[4] = {r.x ^ 0x80808080u, r.y ^ 0x80808080u, r.z ^ 0x80808080u,
-                             r.w ^ 0x80808080u};
+      const unsigned w[4] = {int8Flip(r.x), int8Flip(r.y), int8Flip(r.z), int8Flip(r.w)};
 #pragma unroll
-      for (int e = 0; e < SUB; ++e) out[e] = magicCode(w[e / 4], e % 4) - (kMagic + 128.0f);
+      for (int e = 0; e < SUB; ++e) out[e] = int8Code(w[e / 4], e % 4);
     }
   };
 };
@@ -589,7 +600,7 @@ template <class B, int K, int G, int FPW, int R, bool NORM, bool BIAS>
 __device__ __forceinline__ void mvFinish(const KvArgs &a, const float (&acc)[G][R],
                                          const float (&ss)[R], int r, int f0, int stride,
                                          float (&y)[G]) {
-  const float inv = NORM ? (float)(1.0 / sqrt((double)warpSum(ss[r]) / K + a.d[0])) : 1.0f;
+  const float inv = NORM ? rmsInv(warpSum(ss[r]), K, a.d[0]) : 1.0f;
 #pragma unroll
   for (int g = 0; g < G; ++g) {
     y[g] = warpSum(acc[g][r]) * inv;
@@ -707,7 +718,7 @@ template <int WARPS, int P> struct MmaSums {
     float sq = 0.0f;
 #pragma unroll
     for (int w = 0; w < WARPS; ++w) sq += squares[w][r];
-    return (float)(1.0 / sqrt((double)sq / K + eps));
+    return rmsInv(sq, K, eps);
   }
 };
 
@@ -725,19 +736,18 @@ template <> struct MmaFormat<__nv_bfloat16> {
 };
 /// kvplan's int8 format: 8 codes (8 bytes), made bf16 exactly (|code| <=
 /// 128 has 8 significant bits) through f32 as matvec decodes them
-/// (magicCode); the products of each step of 32 elements, one group, are
+/// (int8Code); the products of each step of 32 elements, one group, are
 /// scaled by the group's scale (SCALED).
 template <> struct MmaFormat<int8_t> {
   using Raw = uint2;
   static constexpr int BYTES = 1;
   static constexpr bool SCALED = true;
   __device__ static __forceinline__ void words(const Raw &r, unsigned (&w)[4]) {
-    const unsigned c[2] = {r.x ^ 0x80808080u, r.y ^ 0x80808080u}; // + 128: unsigned
+    const unsigned c[2] = {int8Flip(r.x), int8Flip(r.y)};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const __nv_bfloat162 v =
-          __floats2bfloat162_rn(magicCode(c[i / 2], 2 * (i % 2)) - (kMagic + 128.0f),
-                                magicCode(c[i / 2], 2 * (i % 2) + 1) - (kMagic + 128.0f));
+      const __nv_bfloat162 v = __floats2bfloat162_rn(int8Code(c[i / 2], 2 * (i % 2)),
+                                                     int8Code(c[i / 2], 2 * (i % 2) + 1));
       w[i] = reinterpret_cast<const unsigned &>(v);
     }
   }
