@@ -40,7 +40,7 @@ constexpr int64_t kElementwiseBlock = 256;
 // aiming at kFillBlocks blocks or more; with quantized weights, tiles of
 // kGemmTile rows x kGemmTile features above.
 constexpr int64_t kGemvRows = 8;
-// matvecMma (bf16 weights, 2 to kGemvRows rows): kMmaFeatures features a
+// matvecMma (bf16, int8 and int4 weights, 2 to kGemvRows rows): kMmaFeatures features a
 // block, one tensor-core product's rows.
 constexpr int64_t kMmaFeatures = 16;
 constexpr int64_t kGemmTile = 64, kGemmThreads = 256;

@@ -722,56 +722,193 @@ template <int WARPS, int P> struct MmaSums {
   }
 };
 
-/// How mmaProducts reads a run of 8 elements of a weight row (Raw, one
-/// load) and makes them bf16 words for mmaBf16 (two elements each, the
-/// first in the low half). bf16: as they are, 16 bytes.
+/// How mmaProducts reads a lane's 8 elements of a weight row in a step s of
+/// 32 elements (Raw, one load at byte (32s + 8t) BYTES2 / 2 of the row: a
+/// weight is BYTES2 / 2 bytes) and makes them bf16 words for mmaBf16 (word
+/// i: the lane's elements pair(i, 0), in the low half, and pair(i, 1)); the
+/// x elements they meet are the 4 from 32s + LANE t on and the 4 from HALF
+/// further (X8: side by side). row(k): a row's bytes. bf16: 8 elements from
+/// 8t on, as they are.
 template <class W> struct MmaFormat;
 template <> struct MmaFormat<__nv_bfloat16> {
   using Raw = uint4;
-  static constexpr int BYTES = 2; // a weight's
-  static constexpr bool SCALED = false;
+  static constexpr int BYTES2 = 4, LANE = 8, HALF = 4;
+  static constexpr bool SCALED = false, MINS = false, X8 = true;
+  __device__ static constexpr long long row(int k) { return 2LL * k; }
+  __device__ static constexpr int pair(int i, int e) { return 2 * i + e; }
   __device__ static __forceinline__ void words(const Raw &r, unsigned (&w)[4]) {
     w[0] = r.x, w[1] = r.y, w[2] = r.z, w[3] = r.w;
   }
 };
-/// kvplan's int8 format: 8 codes (8 bytes), made bf16 exactly (|code| <=
-/// 128 has 8 significant bits) through f32 as matvec decodes them
-/// (int8Code); the products of each step of 32 elements, one group, are
-/// scaled by the group's scale (SCALED).
+/// (a & m) | c, in one LOP3.
+__device__ __forceinline__ unsigned andOr(unsigned a, unsigned m, unsigned c) {
+#if defined(__CUDA_ARCH__)
+  unsigned d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(a), "r"(m), "r"(c));
+  return d;
+#else
+  return (a & m) | c;
+#endif
+}
+
+/// kvplan's int8 format: 8 codes from 8t on (8 bytes), made bf16 exactly
+/// (|code| <= 128 has 8 significant bits) two to a word, codes e and e + 2
+/// of a 4-byte word as they lie in its bytes 0 and 2 (after a shift by 8
+/// for e = 1): a code r = v - 128 b (v its low 7 bits, b its top bit) is
+/// (0x4300 | v) - (0x4300 | 128 b) in bf16, 128 + v less 128 or 256, one
+/// LOP3 each and one bf16x2 subtraction for two codes. The products of each
+/// step of 32 elements, one group, are scaled by the group's scale (SCALED).
 template <> struct MmaFormat<int8_t> {
   using Raw = uint2;
-  static constexpr int BYTES = 1;
-  static constexpr bool SCALED = true;
+  static constexpr int BYTES2 = 2, LANE = 8, HALF = 4;
+  static constexpr bool SCALED = true, MINS = false, X8 = true;
+  __device__ static constexpr long long row(int k) { return k; }
+  /// Word i's element e (0: its low half): elements 0 and 2, 1 and 3, 4 and 6, 5 and 7.
+  __device__ static constexpr int pair(int i, int e) { return 4 * (i / 2) + i % 2 + 2 * e; }
   __device__ static __forceinline__ void words(const Raw &r, unsigned (&w)[4]) {
-    const unsigned c[2] = {int8Flip(r.x), int8Flip(r.y)};
+    const unsigned b[4] = {r.x, r.x >> 8, r.y, r.y >> 8};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const __nv_bfloat162 v = __floats2bfloat162_rn(int8Code(c[i / 2], 2 * (i % 2)),
-                                                     int8Code(c[i / 2], 2 * (i % 2) + 1));
+      const unsigned v = andOr(b[i], 0x007F007Fu, 0x43004300u),
+                     top = andOr(b[i], 0x00800080u, 0x43004300u);
+      const __nv_bfloat162 c = __hsub2(reinterpret_cast<const __nv_bfloat162 &>(v),
+                                       reinterpret_cast<const __nv_bfloat162 &>(top));
+      w[i] = reinterpret_cast<const unsigned &>(c);
+    }
+  }
+};
+/// kvplan's int4 format: a step of 32 elements is one group of 16 bytes,
+/// byte e holding elements e (low half) and 16 + e (high half). Lane t
+/// reads bytes 4t..4t + 3 (4 bytes): elements 4t..4t + 3, then 16 + 4t..
+/// 16 + 4t + 3. A code c (0-15) becomes bf16 exactly: one byte permutation
+/// puts it under 0x43 (the bf16 128 + c), and one bf16x2 subtraction of 128
+/// a word leaves c. Each row's products are scaled by the group's scale
+/// (SCALED), and its minimum times the sum of x added (MINS).
+template <> struct MmaFormat<Int4> {
+  using Raw = unsigned;
+  static constexpr int BYTES2 = 1, LANE = 4, HALF = 16;
+  static constexpr bool SCALED = true, MINS = true, X8 = false;
+  __device__ static constexpr long long row(int k) { return 16LL * ((k + 31) / 32); }
+  __device__ static constexpr int pair(int i, int e) { return 2 * i + e; }
+  __device__ static __forceinline__ void words(const Raw &r, unsigned (&w)[4]) {
+    const unsigned half[2] = {r & 0x0F0F0F0Fu, (r >> 4) & 0x0F0F0F0Fu};
+    const unsigned bits = 0x43004300u; // 128 in both halves
+    const __nv_bfloat162 offset = reinterpret_cast<const __nv_bfloat162 &>(bits);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      // Bytes 2 (i % 2) and 2 (i % 2) + 1 of the half, each under 0x43.
+      const unsigned u = __byte_perm(half[i / 2], 0x43434343u, i % 2 ? 0x4342u : 0x4140u);
+      const __nv_bfloat162 v = __hsub2(reinterpret_cast<const __nv_bfloat162 &>(u), offset);
       w[i] = reinterpret_cast<const unsigned &>(v);
     }
   }
 };
 
-/// One run of 8 elements of mmaProducts: the lane's x elements (xv: bf16,
-/// or f32 in two words) times those of its weight rows (wv), into acc; for
-/// a SCALED format each row's products times its scale. With NORM x is
-/// scaled by nw[0..8) first (zero where the run is not `on`) and its
-/// squares added to ss.
+/// Four consecutive elements as f32 (p aligned to their size).
+template <class H> __device__ __forceinline__ void load4(const H *p, float *out) {
+  if constexpr (sizeof(H) == 4) {
+    unpack16<H>(*reinterpret_cast<const uint4 *>(p), out);
+  } else {
+    const uint2 r = *reinterpret_cast<const uint2 *>(p);
+    const H *h = reinterpret_cast<const H *>(&r);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) out[e] = ld(h[e]);
+  }
+}
+
+/// What a lane of mmaProducts reads: its weight rows (row[p][h]; -1, past
+/// the weight: row 0, whose sums the epilogue leaves), from the lane's first
+/// run (w, 4 runs a step), for a SCALED format their groups' scales (i[AT]
+/// bytes from p[1]) and minimums (i[AT + 1]); x's row g (x; row 0 past the
+/// active rows, whose sums are left too) and the norm weights (nw), from
+/// the lane's first element.
+template <class W, class X, class NW, int K, int P> struct MmaLane {
+  using F = MmaFormat<W>;
+  static constexpr int STEPS = (K + 31) / 32;
+  const typename F::Raw *w[P][2];
+  const float *scale[P][2], *mn[P][2];
+  const X *x;
+  const NW *nw;
+  template <int AT>
+  __device__ __forceinline__ void init(const KvArgs &a, const long long (&row)[P][2], int g,
+                                       int t) {
+#pragma unroll
+    for (int p = 0; p < P; ++p)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const long long j = row[p][h] < 0 ? 0 : row[p][h];
+        w[p][h] = reinterpret_cast<const typename F::Raw *>(a.p[1] + j * F::row(K)) + t;
+        if constexpr (F::SCALED) {
+          scale[p][h] = reinterpret_cast<const float *>(a.p[1] + a.i[AT]) + j * STEPS;
+          mn[p][h] = reinterpret_cast<const float *>(a.p[1] + a.i[AT + 1]) + j * STEPS;
+        }
+      }
+    const int r = g < (int)a.i[0] ? g : 0;
+    x = reinterpret_cast<const X *>(a.p[0]) + (long long)r * K + F::LANE * t;
+    nw = reinterpret_cast<const NW *>(a.p[2]) + F::LANE * t;
+  }
+};
+
+/// A lane's loads for step s of mmaProducts: its 8 elements of each weight
+/// row (wv) and of x's row (xv), the rows' scales and minimums; on[v]:
+/// whether half v of the elements is within K (where K is no whole number
+/// of steps; else always).
+template <class W, class X, class NW, int K, int P>
+__device__ __forceinline__ void mmaLoad(const MmaLane<W, X, NW, K, P> &l, int s, int t,
+                                        typename MmaFormat<W>::Raw (&wv)[P][2],
+                                        uint4 (&xv)[sizeof(X) == 4 ? 2 : 1],
+                                        float (&scale)[P][2], float (&mn)[P][2],
+                                        bool (&on)[2]) {
+  using F = MmaFormat<W>;
+  if constexpr (K % 32 == 0) {
+    on[0] = on[1] = true;
+  } else if constexpr (F::X8) {
+    on[0] = on[1] = s * 32 + 8 * t < K; // K % 8 == 0
+  } else {
+    on[0] = true, on[1] = s * 32 + 16 < K; // int4: K % 16 == 0
+  }
+#pragma unroll
+  for (int p = 0; p < P; ++p)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      wv[p][h] = on[0] ? l.w[p][h][4 * s] : typename F::Raw{};
+      scale[p][h] = F::SCALED ? l.scale[p][h][s] : 0.0f;
+      mn[p][h] = F::MINS ? l.mn[p][h][s] : 0.0f;
+    }
+#pragma unroll
+  for (int v = 0; v < (sizeof(X) == 4 ? 2 : 1); ++v)
+    xv[v] = on[v] ? *reinterpret_cast<const uint4 *>(l.x + s * 32 + F::HALF * v) : uint4{};
+}
+
+/// One step of 32 elements of mmaProducts: a lane's 8 x elements (xv: bf16,
+/// or f32 in two halves of 4, MmaFormat's) times those of its weight rows
+/// (wv), into acc. A SCALED format's products are a row's times its scale,
+/// and with MINS its minimum (mn) times the sum of x's row (from one more
+/// product: A all ones) is added. With NORM x is first scaled by the norm
+/// weights at the same elements (nw: the first; zero in a half that is not
+/// `on`), and its squares added to ss.
 template <class W, class X, class NW, int P, bool NORM>
 __device__ __forceinline__ void mmaRun(const uint4 (&xv)[sizeof(X) == 4 ? 2 : 1],
                                        const typename MmaFormat<W>::Raw (&wv)[P][2],
-                                       const float (&scale)[P][2], const NW *nw, bool on,
-                                       float &ss, float (&acc)[P][4]) {
+                                       const float (&scale)[P][2], const float (&mn)[P][2],
+                                       const bool (&on)[2], const NW *nw, float &ss,
+                                       float (&acc)[P][4]) {
+  using F = MmaFormat<W>;
   constexpr bool SPLIT = sizeof(X) == 4;
-  unsigned big[4], small[4]; // B's words: x's elements 2i, 2i + 1
+  unsigned big[4], small[4] = {}; // B's words: x's elements 2i, 2i + 1
   if constexpr (SPLIT) {
     float xf[8];
     unpack16<float>(xv[0], xf);
     unpack16<float>(xv[1], xf + 4);
     if (NORM) {
       float nv[8] = {};
-      if (on) load8(nw, nv);
+      if constexpr (F::X8) {
+        if (on[0]) load8(nw, nv);
+      } else {
+#pragma unroll
+        for (int v = 0; v < 2; ++v)
+          if (on[v]) load4(nw + F::HALF * v, nv + 4 * v);
+      }
 #pragma unroll
       for (int e = 0; e < 8; ++e) {
         ss += xf[e] * xf[e];
@@ -779,114 +916,114 @@ __device__ __forceinline__ void mmaRun(const uint4 (&xv)[sizeof(X) == 4 ? 2 : 1]
       }
     }
 #pragma unroll
-    for (int i = 0; i < 4; ++i) splitBf16(xf[2 * i], xf[2 * i + 1], big[i], small[i]);
+    for (int i = 0; i < 4; ++i)
+      splitBf16(xf[F::pair(i, 0)], xf[F::pair(i, 1)], big[i], small[i]);
   } else {
     big[0] = xv[0].x, big[1] = xv[0].y, big[2] = xv[0].z, big[3] = xv[0].w;
+  }
+  const unsigned b0[2] = {big[0], big[1]}, b1[2] = {big[2], big[3]},
+                 s0[2] = {small[0], small[1]}, s1[2] = {small[2], small[3]};
+  float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f}; // MINS: x's rows 2t, 2t + 1, twice
+  if constexpr (F::MINS) {
+    const unsigned u = 0x3F803F80u, ones[4] = {u, u, u, u}; // bf16 1 in both halves
+    mmaBf16(sum, ones, b0);
+    mmaBf16(sum, ones, b1);
+    mmaBf16(sum, ones, s0);
+    mmaBf16(sum, ones, s1);
   }
 #pragma unroll
   for (int p = 0; p < P; ++p) {
     unsigned w0[4], w8[4];
-    MmaFormat<W>::words(wv[p][0], w0);
-    MmaFormat<W>::words(wv[p][1], w8);
+    F::words(wv[p][0], w0);
+    F::words(wv[p][1], w8);
     const unsigned first[4] = {w0[0], w8[0], w0[1], w8[1]},
                    second[4] = {w0[2], w8[2], w0[3], w8[3]};
-    const unsigned b0[2] = {big[0], big[1]}, b1[2] = {big[2], big[3]};
     float run[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    float (&d)[4] = *(MmaFormat<W>::SCALED ? &run : &acc[p]);
+    float (&d)[4] = *(F::SCALED ? &run : &acc[p]);
     mmaBf16(d, first, b0);
     mmaBf16(d, second, b1);
     if constexpr (SPLIT) {
-      const unsigned s0[2] = {small[0], small[1]}, s1[2] = {small[2], small[3]};
       mmaBf16(d, first, s0);
       mmaBf16(d, second, s1);
     }
-    if constexpr (MmaFormat<W>::SCALED)
+    if constexpr (F::SCALED)
 #pragma unroll
-      for (int i = 0; i < 4; ++i) acc[p][i] += scale[p][i / 2] * run[i];
+      for (int i = 0; i < 4; ++i) {
+        acc[p][i] += scale[p][i / 2] * run[i];
+        if (F::MINS) acc[p][i] += mn[p][i / 2] * sum[i];
+      }
   }
 }
 
 /// The products of matvec on tensor cores (matvecMma, matvecRopeKvMma), for
-/// bf16 or int8 weights (W, at p[1]) and up to 8 rows of x: the block's 16
-/// weight rows (A) times x's rows as B's 8 columns (columns past `rows`
-/// zero), f32 accumulators; its WARPS warps split K and leave their parts
-/// in `sums`, then a block barrier. The lane's weight rows are row[p][h]: h
-/// 0 A's row g, h 1 row g + 8 (p: the gate's, the up's); -1 past the
-/// weight. For each 32 elements of K, lane (g, t) reads the 8 from 8t on of
-/// its weight rows (MmaFormat) and of x's row g (one load each): a product
-/// sums over its 16 k, so which k an element takes does not matter as long
-/// as A and B agree, and mmaBf16's layout gives lane (g, t) the k 2t, 2t + 1,
-/// 2t + 8 and 2t + 9 of A's rows g, g + 8 and of B's column g alike
-/// (elements 0-3 of the run go to the first product, 4-7 to the second).
-/// int8's 32 elements are one group, whose scales (f32, [rows][ceil(K /
-/// 32)], i[AT] bytes from p[1]) each row's products take. An f32 x is split
-/// into a big and a small bf16 part (splitBf16: two products); a bf16 x is
-/// exact. With NORM x is scaled by nw (p[2]) before the split, and its
-/// squares summed from the same loads. The first kMvPrefetch bytes of each
-/// weight row's share come into L2 before the wait for the kernel before.
-/// p[0]: x; i[0]: rows.
+/// bf16, int8 or int4 weights (W, at p[1]) and up to 8 rows of x: the
+/// block's 16 weight rows (A) times x's rows as B's 8 columns, f32
+/// accumulators; its WARPS warps split K and leave their parts in `sums`,
+/// then a block barrier. The lane's weight rows are row[p][h]: h 0 A's row
+/// g, h 1 row g + 8 (p: the gate's, the up's); -1 past the weight. The sums
+/// of rows past the weight, and of B's columns past `rows`, are of row 0
+/// (MmaLane), for the epilogue to leave: no load depends on a condition but
+/// at a K that is no whole number of steps of 32. The warp's steps go 4 at
+/// a time (2 with SwiGLU), their loads in flight together, then one at a
+/// time. For each step of 32 elements of K, lane (g, t) reads 8
+/// of its weight rows (MmaFormat: bf16 and int8 the 8 from 8t on) and the
+/// same 8 of x's row g (one load each, f32 x two): a product sums over its
+/// 16 k, so which k an element takes does not matter as long as A and B
+/// agree, and mmaBf16's layout gives lane (g, t) the k 2t, 2t + 1, 2t + 8
+/// and 2t + 9 of A's rows g, g + 8 and of B's column g alike (the lane's
+/// elements 0-3 go to the first product, 4-7 to the second). A step of
+/// int8 or int4 is one group, whose scales (f32, [rows][ceil(K / 32)],
+/// i[AT] bytes from p[1]) and int4's minimums (i[AT + 1] bytes on) each
+/// row's products take. An f32 x is split into a big and a small bf16 part
+/// (splitBf16: two products); a bf16 x is exact. With NORM x is scaled by nw
+/// (p[2]) before the split, and its squares summed from the same loads.
+/// The first kMvPrefetch bytes of each weight row's share come into L2
+/// before the wait for the kernel before. p[0]: x; i[0]: rows.
 template <class W, class X, class NW, int K, int WARPS, int P, bool NORM, int AT>
 __device__ __forceinline__ void mmaProducts(const KvArgs &a, const long long (&row)[P][2],
                                             MmaSums<WARPS, P> &sums) {
   using F = MmaFormat<W>;
   constexpr bool SPLIT = sizeof(X) == 4;
-  constexpr int STEPS = (K + 31) / 32, U = P == 2 ? 2 : 4, STEP = 32 * F::BYTES;
+  constexpr int STEPS = (K + 31) / 32, U = P == 2 ? 2 : 4;
   static_assert(K % 8 == 0 && (SPLIT || !NORM), "whole runs of 8 elements; the norm reads f32 x");
   static_assert(SPLIT || !F::SCALED, "quantized weights read f32 x");
+  static_assert(F::X8 || K % 16 == 0, "int4: whole halves of a group");
   static_assert(WARPS >= 1 && WARPS <= STEPS, "each warp some of K");
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int s0 = warp * STEPS / WARPS, s1 = (warp + 1) * STEPS / WARPS;
-  const char *wr[P][2];
-  const float *sc[P][2];
-#pragma unroll
-  for (int p = 0; p < P; ++p)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      wr[p][h] = row[p][h] < 0 ? nullptr : a.p[1] + row[p][h] * K * F::BYTES;
-      sc[p][h] = !F::SCALED || row[p][h] < 0
-                     ? nullptr
-                     : reinterpret_cast<const float *>(a.p[1] + a.i[AT]) + row[p][h] * STEPS;
-    }
+  MmaLane<W, X, NW, K, P> l;
+  l.template init<AT>(a, row, g, t);
   pdlLaunchDependents();
 #pragma unroll
   for (int p = 0; p < P; ++p)
 #pragma unroll
     for (int h = 0; h < 2; ++h)
-      if (wr[p][h])
-        for (int b = s0 * STEP + t * 128; b < s1 * STEP && b < s0 * STEP + kMvPrefetch; b += 512)
-          prefetchL2(wr[p][h] + b);
+      for (int b = s0 * 16 * F::BYTES2 + t * 128;
+           b < s1 * 16 * F::BYTES2 && b < s0 * 16 * F::BYTES2 + kMvPrefetch; b += 512)
+        prefetchL2(reinterpret_cast<const char *>(l.w[p][h] - t) + b);
   pdlWait();
-  const int rows = (int)a.i[0];
-  const X *xr = reinterpret_cast<const X *>(a.p[0]) + (long long)g * K; // B's column g
-  const NW *nw = reinterpret_cast<const NW *>(a.p[2]);
   float acc[P][4] = {}, ss = 0.0f;
-  for (int s = s0; s < s1; s += U) {
-    // U runs' loads first, all in flight together.
+  // U steps at a time, their loads first, all in flight together; then one.
+  int s = s0;
+  for (; s + U <= s1; s += U) {
     typename F::Raw wv[U][P][2];
     uint4 xv[U][SPLIT ? 2 : 1];
-    float scale[U][P][2];
-    bool on[U];
+    float scale[U][P][2], mn[U][P][2];
+    bool on[U][2];
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int k = (s + u) * 32 + 8 * t;
-      on[u] = s + u < s1 && k < K;
-#pragma unroll
-      for (int p = 0; p < P; ++p)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const bool live = on[u] && wr[p][h];
-          wv[u][p][h] = live ? *reinterpret_cast<const typename F::Raw *>(wr[p][h] + k * F::BYTES)
-                             : typename F::Raw{};
-          scale[u][p][h] = F::SCALED && live ? sc[p][h][s + u] : 0.0f;
-        }
-#pragma unroll
-      for (int v = 0; v < (SPLIT ? 2 : 1); ++v)
-        xv[u][v] = on[u] && g < rows ? reinterpret_cast<const uint4 *>(xr + k)[v] : uint4{};
-    }
+    for (int u = 0; u < U; ++u) mmaLoad(l, s + u, t, wv[u], xv[u], scale[u], mn[u], on[u]);
 #pragma unroll
     for (int u = 0; u < U; ++u)
-      mmaRun<W, X, NW, P, NORM>(xv[u], wv[u], scale[u], nw + (s + u) * 32 + 8 * t, on[u], ss,
+      mmaRun<W, X, NW, P, NORM>(xv[u], wv[u], scale[u], mn[u], on[u], l.nw + (s + u) * 32, ss,
                                 acc);
+  }
+  for (; s < s1; ++s) {
+    typename F::Raw wv[P][2];
+    uint4 xv[SPLIT ? 2 : 1];
+    float scale[P][2], mn[P][2];
+    bool on[2];
+    mmaLoad(l, s, t, wv, xv, scale, mn, on);
+    mmaRun<W, X, NW, P, NORM>(xv, wv, scale, mn, on, l.nw + s * 32, ss, acc);
   }
 #pragma unroll
   for (int p = 0; p < P; ++p)
@@ -900,9 +1037,10 @@ __device__ __forceinline__ void mmaProducts(const KvArgs &a, const long long (&r
   __syncthreads();
 }
 
-/// matvec on tensor cores, for bf16 or int8 weights (W) and 2 to 8 rows of x
-/// (decode at a batch: matvec's f32 products would issue R multiply-adds for
-/// every weight, and its loads of x R times the weights' bytes over FPW).
+/// matvec on tensor cores, for bf16, int8 or int4 weights (W) and 2 to 8
+/// rows of x (decode at a batch: matvec's f32 products would issue R
+/// multiply-adds for every weight, and its loads of x R times the weights'
+/// bytes over FPW).
 /// Block b computes features 16b..16b+15 (with SwiGLU, their gate and up
 /// rows) for every row at once (mmaProducts: A's row g feature 16b + g, row
 /// g + 8 feature 16b + g + 8), then one thread a feature and row adds the
@@ -1320,8 +1458,8 @@ __device__ void matvecRopeKv(const KvArgs &a) {
   }
 }
 
-/// llm.matvec_rope_kv_write on tensor cores, for bf16 or int8 weights (W)
-/// and 2 to 8 rows (decode at a batch), its products as matvecMma's: block
+/// llm.matvec_rope_kv_write on tensor cores, for bf16, int8 or int4 weights
+/// (W) and 2 to 8 rows (decode at a batch), its products as matvecMma's: block
 /// b makes the RoPE pairs 8b..8b+7 for every row, A's row g feature 16b + 2g
 /// and row g + 8 feature 16b + 2g + 1, so that a pair's sums lie side by side
 /// for its epilogue (ropeKvStorePair), one thread a pair and row. p, i, d:

@@ -263,21 +263,22 @@ TEST_F(QuantKernels, EmbeddingRowsDequantize) {
     }
 }
 
-/// One bf16 matrix-vector product on tensor cores (matvecMma): rows x F
-/// features of K, with its folds.
+/// One matrix-vector product on tensor cores (matvecMma): rows x F features
+/// of K, with its folds.
 struct MmaProduct {
   std::string name;
   bool xBf16;      // x in bf16 (else f32, split into two bf16 parts)
   int64_t k, n0, n1, n2, rows, warps;
   bool norm, swiglu, add, bias;
-  bool int8 = false; // int8 weights (else bf16)
+  int bits = 16; // weights: bf16 (16), int8 (8) or int4 (4) codes
   std::string instance() const {
     std::string flags = "0";
     if (norm) flags += " | kvplan::kMvNorm";
     if (swiglu) flags += " | kvplan::kMvSwiglu";
     if (add) flags += " | kvplan::kMvAdd";
     if (bias) flags += " | kvplan::kMvBias";
-    return std::string("kvplan::matvecMma<") + (int8 ? "int8_t, " : "__nv_bfloat16, ") +
+    const char *w = bits == 8 ? "int8_t, " : bits == 4 ? "kvplan::Int4, " : "__nv_bfloat16, ";
+    return std::string("kvplan::matvecMma<") + w +
            (xBf16 ? "__nv_bfloat16" : "float") +
            ", float, __nv_bfloat16, float, " + std::to_string(k) + ", " + std::to_string(n0) +
            ", " + std::to_string(n1) + ", " + std::to_string(n2) + ", " +
@@ -305,8 +306,8 @@ double fromBf16(uint16_t h) {
 // last whole 16 and across three outputs, 1 to 8 rows of the 8 a product
 // takes (x's rows past them NaN, never read; their outputs never written),
 // warps of a block splitting K unevenly, and the folds: norm (bf16 scale),
-// SwiGLU, addend, bias; and int8 codes with their groups' scales (a last
-// group of 16).
+// SwiGLU, addend, bias; and int8 and int4 codes with their groups' scales
+// (and int4's minimums; a last group of 16).
 TEST_F(QuantKernels, TensorCoreMatvecMatchesADoublePrecisionReference) {
   const MmaProduct kMma[] = {
       {"mma_a", false, 200, 20, 9, 9, 3, 2, false, false, false, true},
@@ -316,8 +317,13 @@ TEST_F(QuantKernels, TensorCoreMatvecMatchesADoublePrecisionReference) {
       {"mma_e", true, 96, 40, 0, 0, 7, 3, false, true, true, true},
       // int8 codes (f32 x): K 208 (a last group of 16), three outputs and a
       // bias; K 2048 with norm and SwiGLU.
-      {"mma_i8a", false, 208, 20, 9, 9, 4, 2, false, false, false, true, true},
-      {"mma_i8b", false, 2048, 24, 0, 0, 8, 4, true, true, false, false, true},
+      {"mma_i8a", false, 208, 20, 9, 9, 4, 2, false, false, false, true, 8},
+      {"mma_i8b", false, 2048, 24, 0, 0, 8, 4, true, true, false, false, 8},
+      // int4 the same, and K 2064 (a last group of 16 past many steps a
+      // warp) over 8 warps, with the norm and an addend.
+      {"mma_i4a", false, 208, 20, 9, 9, 4, 2, false, false, false, true, 4},
+      {"mma_i4b", false, 2048, 24, 0, 0, 8, 4, true, true, false, false, 4},
+      {"mma_i4c", false, 2064, 16, 0, 0, 3, 8, true, false, true, false, 4},
   };
   std::vector<std::pair<std::string, std::string>> kernels;
   for (const MmaProduct &p : kMma) kernels.push_back({p.name, p.instance()});
@@ -329,18 +335,19 @@ TEST_F(QuantKernels, TensorCoreMatvecMatchesADoublePrecisionReference) {
     const int64_t f = p.n0 + p.n1 + p.n2, wrows = p.swiglu ? 2 * f : f;
     std::vector<uint16_t> w(size_t(wrows * p.k)), nw(size_t(p.k)), xh(size_t(8 * p.k), 0x7fc0);
     for (uint16_t &v : w) v = toBf16(0.05f * nd(rng));
-    // int8: codes, then (64-byte aligned) the scales, as in the weights
-    // section; weight (j, c) as the layout decodes it.
-    const QuantMatrix q = randomMatrix(8, p.int8 ? wrows : 0, p.k, rng);
-    std::vector<char> packed;
-    if (p.int8) {
-      const size_t scalesAt = (q.data.size() + 63) / 64 * 64;
-      packed.assign(scalesAt + 4 * q.scales.size(), 0);
-      std::memcpy(packed.data(), q.data.data(), q.data.size());
-      std::memcpy(packed.data() + scalesAt, q.scales.data(), 4 * q.scales.size());
-    }
+    // int8 and int4: codes, then (64-byte aligned) the scales and int4's
+    // minimums, as in the weights section; weight (j, c) as the layout
+    // decodes it.
+    const bool quant = p.bits < 16;
+    const QuantMatrix q = randomMatrix(p.bits == 4 ? 4 : 8, quant ? wrows : 0, p.k, rng);
+    const size_t scalesAt = (q.data.size() + 63) / 64 * 64,
+                 minsAt = scalesAt + (4 * q.scales.size() + 63) / 64 * 64;
+    std::vector<char> packed(minsAt + 4 * q.mins.size(), 0);
+    std::memcpy(packed.data(), q.data.data(), q.data.size());
+    std::memcpy(packed.data() + scalesAt, q.scales.data(), 4 * q.scales.size());
+    std::memcpy(packed.data() + minsAt, q.mins.data(), 4 * q.mins.size());
     auto weight = [&](int64_t j, int64_t c) {
-      return p.int8 ? q.at(j, c) : fromBf16(w[size_t(j * p.k + c)]);
+      return quant ? q.at(j, c) : fromBf16(w[size_t(j * p.k + c)]);
     };
     for (uint16_t &v : nw) v = toBf16(1.0f + 0.3f * nd(rng));
     std::vector<float> x(size_t(8 * p.k), NAN), addend(size_t(8 * f)),
@@ -357,8 +364,8 @@ TEST_F(QuantKernels, TensorCoreMatvecMatchesADoublePrecisionReference) {
     for (int o = 0; o < 3; ++o) outs[o].assign(size_t(8 * std::max<int64_t>(cols[o], 1)), NAN);
     KernelLaunch::Args a{};
     a.p[0] = p.xBf16 ? reinterpret_cast<char *>(xh.data()) : reinterpret_cast<char *>(x.data());
-    a.p[1] = p.int8 ? packed.data() : reinterpret_cast<char *>(w.data());
-    a.i[1] = a.i[2] = (long long)((q.data.size() + 63) / 64 * 64); // int8: the scales
+    a.p[1] = quant ? packed.data() : reinterpret_cast<char *>(w.data());
+    a.i[1] = (long long)scalesAt, a.i[2] = (long long)minsAt; // int8 and int4
     a.p[2] = reinterpret_cast<char *>(nw.data());
     a.p[3] = reinterpret_cast<char *>(addend.data());
     a.p[4] = reinterpret_cast<char *>(bias.data());

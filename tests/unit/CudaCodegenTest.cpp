@@ -96,17 +96,19 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
         }
         if (op.kind == DeviceOp::kernel && (op.name.rfind("matvec_", 0) == 0 ||
                                             op.name.rfind("linear_gemv_", 0) == 0)) {
-          // bf16 and int8 weights at 2 to 8 rows: on tensor cores
+          // bf16, int8 and int4 weights at 2 to 8 rows: on tensor cores
           // (matvecMma, matvecRopeKvMma), a block for every 16 features (8
           // RoPE pairs), up to 16 warps splitting K; else f32 products.
-          // (int8 rows that are not whole runs of 16 codes take quantGemv.)
+          // (Quantized rows that are not whole runs of 16 codes take
+          // quantGemv.)
           const DType wt = cfg.compile.weightDtype;
           const size_t at = mod.source.find(" " + op.name + "(KvArgs a)");
           const bool gemv =
               at != std::string::npos &&
               mod.source.substr(at, mod.source.find('\n', at) - at).find("quantGemv<") !=
                   std::string::npos;
-          const bool mma = (wt == DType::bf16 || wt == DType::i8) && op.staticRows >= 2 && !gemv;
+          const bool mma = (wt == DType::bf16 || wt == DType::i8 || wt == DType::i4) &&
+                           op.staticRows >= 2 && !gemv;
           const std::string prefix = ropeEpilogue       ? "matvec_rope_kv_mma_"
                                      : op.name[0] == 'l' ? "linear_gemv_mma_"
                                                          : "matvec_mma_";
@@ -193,10 +195,11 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
       }
       // Decode at a batch of bf16 weights: every product (QKV, o, gate|up,
       // down a layer, and the head) on tensor cores.
-      // (int8: those whose rows are whole runs of 16 codes.)
-      if (name == "decode" && ep.rows >= 2 && cfg.compile.weightDtype == DType::bf16)
+      // (int8 and int4: those whose rows are whole runs of 16 codes.)
+      const DType wt = cfg.compile.weightDtype;
+      if (name == "decode" && ep.rows >= 2 && wt == DType::bf16)
         EXPECT_EQ(mmaProducts, 4 * cfg.model.numLayers + 1);
-      else if (name == "decode" && ep.rows >= 2 && cfg.compile.weightDtype == DType::i8)
+      else if (name == "decode" && ep.rows >= 2 && (wt == DType::i8 || wt == DType::i4))
         EXPECT_GE(mmaProducts, 2 * cfg.model.numLayers + 1);
       else
         EXPECT_EQ(mmaProducts, 0);
