@@ -66,14 +66,45 @@ __device__ __forceinline__ void load8(const float *p, float *out) {
   out[0] = a.x; out[1] = a.y; out[2] = a.z; out[3] = a.w;
   out[4] = b.x; out[5] = b.y; out[6] = b.z; out[7] = b.w;
 }
+/// The 16 bits h (the low half of the word) of a bf16 or an f16, as f32.
+__device__ __forceinline__ float bitsElem(unsigned h, __nv_bfloat16) {
+  return __uint_as_float(h << 16);
+}
+__device__ __forceinline__ float bitsElem(unsigned h, __half) {
+  return __half2float(__ushort_as_half((unsigned short)h));
+}
+/// The element of type C in 32-bit word w as f32: for a 16-bit C, its low
+/// (HI false) or high half.
+template <class C, bool HI> __device__ __forceinline__ float wordElem(unsigned w) {
+  if constexpr (sizeof(C) == 4)
+    return __uint_as_float(w);
+  else
+    return bitsElem(HI ? w >> 16 : w & 0xffffu, C{});
+}
+/// N words of elements (2N of a 16-bit type, N f32) as f32. From words,
+/// not through the elements' addresses: a 16-byte load read that way
+/// became eight 2-byte loads (nvcc 13 forwards the copy's halves to the
+/// global address), an eighth of the width the kernels are built on.
+template <class C, int N>
+__device__ __forceinline__ void unpackWords(const unsigned (&w)[N], float *out) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    if constexpr (sizeof(C) == 4) {
+      out[i] = wordElem<C, false>(w[i]);
+    } else {
+      out[2 * i] = wordElem<C, false>(w[i]);
+      out[2 * i + 1] = wordElem<C, true>(w[i]);
+    }
+  }
+}
 /// 16 bytes of elements (8 of a 16-bit type, 4 f32) as f32.
 template <class C> __device__ __forceinline__ void unpack16(const uint4 &raw, float *out) {
-  const C *h = reinterpret_cast<const C *>(&raw);
-#pragma unroll
-  for (int e = 0; e < 16 / (int)sizeof(C); ++e) out[e] = ld(h[e]);
+  const unsigned w[4] = {raw.x, raw.y, raw.z, raw.w};
+  unpackWords<C>(w, out);
 }
 template <class H> __device__ __forceinline__ void load8(const H *p, float *out) {
-  unpack16<H>(*reinterpret_cast<const uint4 *>(p), out);
+  const uint4 raw = *reinterpret_cast<const uint4 *>(p);
+  unpack16<H>(raw, out);
 }
 
 __device__ __forceinline__ float warpSum(float v) {
@@ -393,6 +424,22 @@ template <int C, class H> __device__ __forceinline__ void loadElems(const H *p, 
   load8(p, out);
 }
 
+/// C consecutive elements as f32 (p aligned to 16 bytes, or to 8 for C 4 of
+/// a 16-bit type), in 16-byte loads where C allows.
+template <int C, class H> __device__ __forceinline__ void loadVec(const H *p, float *out) {
+  if constexpr (sizeof(H) == 4) {
+    loadRun<C>(p, out);
+  } else if constexpr (C % 8 == 0) {
+#pragma unroll
+    for (int i = 0; i < C / 8; ++i) load8(p + 8 * i, out + 8 * i);
+  } else {
+    static_assert(C == 4, "16-bit elements by 8, or 4");
+    const uint2 r = *reinterpret_cast<const uint2 *>(p);
+    const unsigned w[2] = {r.x, r.y};
+    unpackWords<H>(w, out);
+  }
+}
+
 /// llm.matvec's folds, as its kernel's FLAGS.
 inline constexpr int kMvNorm = 1, kMvSwiglu = 2, kMvAdd = 4, kMvBias = 8;
 /// Bytes of each weight row a matvec asks into L2 before it waits for the
@@ -560,12 +607,11 @@ __device__ __forceinline__ void mvAccumulate(const X *x, const MvWeights &w, lon
 #pragma unroll
       for (int g = 0; g < G; ++g) run[g].decode(s, wv[g]);
       if (NORM) {
+        loadVec<C>(nw + e0, nv);
 #pragma unroll
-        for (int e = 0; e < C; ++e) {
-          nv[e] = ld(nw[e0 + e]);
+        for (int e = 0; e < C; ++e)
 #pragma unroll
           for (int g = 0; g < G; ++g) wv[g][e] *= nv[e];
-        }
       }
 #pragma unroll
       for (int r = 0; r < R; ++r) {
@@ -804,18 +850,6 @@ template <> struct MmaFormat<Int4> {
   }
 };
 
-/// Four consecutive elements as f32 (p aligned to their size).
-template <class H> __device__ __forceinline__ void load4(const H *p, float *out) {
-  if constexpr (sizeof(H) == 4) {
-    unpack16<H>(*reinterpret_cast<const uint4 *>(p), out);
-  } else {
-    const uint2 r = *reinterpret_cast<const uint2 *>(p);
-    const H *h = reinterpret_cast<const H *>(&r);
-#pragma unroll
-    for (int e = 0; e < 4; ++e) out[e] = ld(h[e]);
-  }
-}
-
 /// What a lane of mmaProducts reads: its weight rows (row[p][h]; -1, past
 /// the weight: row 0, whose sums the epilogue leaves), from the lane's first
 /// run (w, 4 runs a step), for a SCALED format their groups' scales (i[AT]
@@ -907,7 +941,7 @@ __device__ __forceinline__ void mmaRun(const uint4 (&xv)[sizeof(X) == 4 ? 2 : 1]
       } else {
 #pragma unroll
         for (int v = 0; v < 2; ++v)
-          if (on[v]) load4(nw + F::HALF * v, nv + 4 * v);
+          if (on[v]) loadVec<4>(nw + F::HALF * v, nv + 4 * v);
       }
 #pragma unroll
       for (int e = 0; e < 8; ++e) {

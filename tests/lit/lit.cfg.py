@@ -47,9 +47,12 @@ import shutil, subprocess
 if getattr(config, "kvplan_cuda", "OFF").upper() in ("ON", "1", "TRUE", "YES"):
     config.available_features.add("cuda-build")
 nvcc_home = os.environ.get("CUDA_HOME")
-if (nvcc_home and os.path.exists(os.path.join(nvcc_home, "bin", "nvcc"))) or \
-        shutil.which("nvcc") or os.path.exists("/usr/local/cuda/bin/nvcc"):
-    config.available_features.add("nvcc")
+for nvcc in [os.path.join(nvcc_home, "bin", "nvcc") if nvcc_home else None,
+             shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"]:
+    if nvcc and os.path.exists(nvcc):
+        config.available_features.add("nvcc")
+        config.substitutions.append(("%nvcc", nvcc))
+        break
 try:
     gpu = subprocess.run(["nvidia-smi", "-L"], capture_output=True, timeout=10).returncode == 0
 except Exception:
