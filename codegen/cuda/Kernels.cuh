@@ -929,7 +929,7 @@ __device__ __forceinline__ void mmaRun(const uint4 (&xv)[sizeof(X) == 4 ? 2 : 1]
                                        float (&acc)[P][4]) {
   using F = MmaFormat<W>;
   constexpr bool SPLIT = sizeof(X) == 4;
-  unsigned big[4], small[4] = {}; // B's words: x's elements 2i, 2i + 1
+  unsigned big[4], small[4] = {}; // B's words: x's elements pair(i, 0) and pair(i, 1)
   if constexpr (SPLIT) {
     float xf[8];
     unpack16<float>(xv[0], xf);
