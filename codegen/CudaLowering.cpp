@@ -351,11 +351,10 @@ private:
   /// Whether matvec's products run on tensor cores (Kernels.cuh,
   /// matvecMma): bf16, int8 or int4 weights at 2 rows or more, where
   /// matvec's f32 products would issue a multiply-add for every weight and
-  /// row (int8 and int4: where matvec takes the rows, whole runs of 16).
+  /// row; where matvec takes the rows (matvecTakes).
   static bool matvecOnTensorCores(const WeightEntry &w, int64_t rows) {
     const bool type = w.dtype == DType::bf16 || !isFloatDType(w.dtype);
-    return type && rows >= 2 && rows <= kGemvRows &&
-           w.shape[1] % (isFloatDType(w.dtype) ? 8 : 16) == 0;
+    return type && rows >= 2 && matvecTakes(w, rows);
   }
   /// Warps a block of matvecMma splits K over: from 4 (fewer where K has
   /// fewer runs of 32), doubled up to 16 while the blocks' warps are fewer

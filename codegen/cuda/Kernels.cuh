@@ -415,21 +415,12 @@ __device__ void quantGemv(const KvArgs &a) {
 }
 
 /// C consecutive elements as f32: f32 runs of 4 per 16-byte load, 16-bit
-/// runs of 8 in one.
+/// runs of 8 in one (p aligned to 16 bytes; to 8 for 4 16-bit elements).
 template <int C> __device__ __forceinline__ void loadElems(const float *p, float *out) {
   loadRun<C>(p, out);
 }
 template <int C, class H> __device__ __forceinline__ void loadElems(const H *p, float *out) {
-  static_assert(C == 8, "16-bit elements go 8 to a 16-byte load");
-  load8(p, out);
-}
-
-/// C consecutive elements as f32 (p aligned to 16 bytes, or to 8 for C 4 of
-/// a 16-bit type), in 16-byte loads where C allows.
-template <int C, class H> __device__ __forceinline__ void loadVec(const H *p, float *out) {
-  if constexpr (sizeof(H) == 4) {
-    loadRun<C>(p, out);
-  } else if constexpr (C % 8 == 0) {
+  if constexpr (C % 8 == 0) {
 #pragma unroll
     for (int i = 0; i < C / 8; ++i) load8(p + 8 * i, out + 8 * i);
   } else {
@@ -607,7 +598,7 @@ __device__ __forceinline__ void mvAccumulate(const X *x, const MvWeights &w, lon
 #pragma unroll
       for (int g = 0; g < G; ++g) run[g].decode(s, wv[g]);
       if (NORM) {
-        loadVec<C>(nw + e0, nv);
+        loadElems<C>(nw + e0, nv);
 #pragma unroll
         for (int e = 0; e < C; ++e)
 #pragma unroll
@@ -769,8 +760,8 @@ template <int WARPS, int P> struct MmaSums {
 };
 
 /// How mmaProducts reads a lane's 8 elements of a weight row in a step s of
-/// 32 elements (Raw, one load at byte (32s + 8t) BYTES2 / 2 of the row: a
-/// weight is BYTES2 / 2 bytes) and makes them bf16 words for mmaBf16 (word
+/// 32 elements (Raw, one load at byte STEP s + sizeof(Raw) t of the row:
+/// STEP bytes hold 32 elements) and makes them bf16 words for mmaBf16 (word
 /// i: the lane's elements pair(i, 0), in the low half, and pair(i, 1)); the
 /// x elements they meet are the 4 from 32s + LANE t on and the 4 from HALF
 /// further (X8: side by side). row(k): a row's bytes. bf16: 8 elements from
@@ -778,7 +769,7 @@ template <int WARPS, int P> struct MmaSums {
 template <class W> struct MmaFormat;
 template <> struct MmaFormat<__nv_bfloat16> {
   using Raw = uint4;
-  static constexpr int BYTES2 = 4, LANE = 8, HALF = 4;
+  static constexpr int STEP = 64, LANE = 8, HALF = 4;
   static constexpr bool SCALED = false, MINS = false, X8 = true;
   __device__ static constexpr long long row(int k) { return 2LL * k; }
   __device__ static constexpr int pair(int i, int e) { return 2 * i + e; }
@@ -806,7 +797,7 @@ __device__ __forceinline__ unsigned andOr(unsigned a, unsigned m, unsigned c) {
 /// step of 32 elements, one group, are scaled by the group's scale (SCALED).
 template <> struct MmaFormat<int8_t> {
   using Raw = uint2;
-  static constexpr int BYTES2 = 2, LANE = 8, HALF = 4;
+  static constexpr int STEP = 32, LANE = 8, HALF = 4;
   static constexpr bool SCALED = true, MINS = false, X8 = true;
   __device__ static constexpr long long row(int k) { return k; }
   /// Word i's element e (0: its low half): elements 0 and 2, 1 and 3, 4 and 6, 5 and 7.
@@ -832,7 +823,7 @@ template <> struct MmaFormat<int8_t> {
 /// (SCALED), and its minimum times the sum of x added (MINS).
 template <> struct MmaFormat<Int4> {
   using Raw = unsigned;
-  static constexpr int BYTES2 = 1, LANE = 4, HALF = 16;
+  static constexpr int STEP = 16, LANE = 4, HALF = 16;
   static constexpr bool SCALED = true, MINS = true, X8 = false;
   __device__ static constexpr long long row(int k) { return 16LL * ((k + 31) / 32); }
   __device__ static constexpr int pair(int i, int e) { return 2 * i + e; }
@@ -850,9 +841,8 @@ template <> struct MmaFormat<Int4> {
   }
 };
 
-/// What a lane of mmaProducts reads: its weight rows (row[p][h]; -1, past
-/// the weight: row 0, whose sums the epilogue leaves), from the lane's first
-/// run (w, 4 runs a step), for a SCALED format their groups' scales (i[AT]
+/// What a lane of mmaProducts reads: its weight rows (row[p][h]), from the
+/// lane's first run (w), for a SCALED format their groups' scales (i[AT]
 /// bytes from p[1]) and minimums (i[AT + 1]); x's row g (x; row 0 past the
 /// active rows, whose sums are left too) and the norm weights (nw), from
 /// the lane's first element.
@@ -870,7 +860,7 @@ template <class W, class X, class NW, int K, int P> struct MmaLane {
     for (int p = 0; p < P; ++p)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const long long j = row[p][h] < 0 ? 0 : row[p][h];
+        const long long j = row[p][h];
         w[p][h] = reinterpret_cast<const typename F::Raw *>(a.p[1] + j * F::row(K)) + t;
         if constexpr (F::SCALED) {
           scale[p][h] = reinterpret_cast<const float *>(a.p[1] + a.i[AT]) + j * STEPS;
@@ -894,6 +884,7 @@ __device__ __forceinline__ void mmaLoad(const MmaLane<W, X, NW, K, P> &l, int s,
                                         float (&scale)[P][2], float (&mn)[P][2],
                                         bool (&on)[2]) {
   using F = MmaFormat<W>;
+  constexpr int RAWS = F::STEP / (int)sizeof(typename F::Raw); // a step's loads of a row
   if constexpr (K % 32 == 0) {
     on[0] = on[1] = true;
   } else if constexpr (F::X8) {
@@ -905,7 +896,7 @@ __device__ __forceinline__ void mmaLoad(const MmaLane<W, X, NW, K, P> &l, int s,
   for (int p = 0; p < P; ++p)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      wv[p][h] = on[0] ? l.w[p][h][4 * s] : typename F::Raw{};
+      wv[p][h] = on[0] ? l.w[p][h][s * RAWS] : typename F::Raw{};
       scale[p][h] = F::SCALED ? l.scale[p][h][s] : 0.0f;
       mn[p][h] = F::MINS ? l.mn[p][h][s] : 0.0f;
     }
@@ -941,7 +932,7 @@ __device__ __forceinline__ void mmaRun(const uint4 (&xv)[sizeof(X) == 4 ? 2 : 1]
       } else {
 #pragma unroll
         for (int v = 0; v < 2; ++v)
-          if (on[v]) loadVec<4>(nw + F::HALF * v, nv + 4 * v);
+          if (on[v]) loadElems<4>(nw + F::HALF * v, nv + 4 * v);
       }
 #pragma unroll
       for (int e = 0; e < 8; ++e) {
@@ -994,9 +985,9 @@ __device__ __forceinline__ void mmaRun(const uint4 (&xv)[sizeof(X) == 4 ? 2 : 1]
 /// block's 16 weight rows (A) times x's rows as B's 8 columns, f32
 /// accumulators; its WARPS warps split K and leave their parts in `sums`,
 /// then a block barrier. The lane's weight rows are row[p][h]: h 0 A's row
-/// g, h 1 row g + 8 (p: the gate's, the up's); -1 past the weight. The sums
-/// of rows past the weight, and of B's columns past `rows`, are of row 0
-/// (MmaLane), for the epilogue to leave: no load depends on a condition but
+/// g, h 1 row g + 8 (p: the gate's, the up's); past the weight, row 0. The
+/// sums of those rows, and of B's columns past `rows` (row 0 of x, read by
+/// MmaLane), are for the epilogue to leave: no load depends on a condition but
 /// at a K that is no whole number of steps of 32. The warp's steps go 4 at
 /// a time (2 with SwiGLU), their loads in flight together, then one at a
 /// time. For each step of 32 elements of K, lane (g, t) reads 8
@@ -1032,8 +1023,8 @@ __device__ __forceinline__ void mmaProducts(const KvArgs &a, const long long (&r
   for (int p = 0; p < P; ++p)
 #pragma unroll
     for (int h = 0; h < 2; ++h)
-      for (int b = s0 * 16 * F::BYTES2 + t * 128;
-           b < s1 * 16 * F::BYTES2 && b < s0 * 16 * F::BYTES2 + kMvPrefetch; b += 512)
+      for (int b = s0 * F::STEP + t * 128;
+           b < s1 * F::STEP && b < s0 * F::STEP + kMvPrefetch; b += 512)
         prefetchL2(reinterpret_cast<const char *>(l.w[p][h] - t) + b);
   pdlWait();
   float acc[P][4] = {}, ss = 0.0f;
@@ -1094,7 +1085,7 @@ __device__ void matvecMma(const KvArgs &a) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int j = j0 + g + 8 * h;
-      row[p][h] = j < F ? j + p * F : -1;
+      row[p][h] = j < F ? j + p * F : 0; // past the weight: left
     }
   mmaProducts<W, X, NW, K, WARPS, P, NORM, 1>(a, row, sums);
   const int rows = (int)a.i[0];
@@ -1511,7 +1502,7 @@ __device__ void matvecRopeKvMma(const KvArgs &a) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int j = j0 + 2 * g + h;
-    row[0][h] = j < F ? j : -1;
+    row[0][h] = j < F ? j : 0; // past the weight: left
   }
   mmaProducts<W, X, NW, K, WARPS, 1, NORM, 3>(a, row, sums);
   const int rows = (int)a.i[0];
