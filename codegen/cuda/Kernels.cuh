@@ -512,6 +512,7 @@ template <int K> struct MvFormat<int8_t, K> {
 #pragma unroll
       for (int e = 0; e < SUB; ++e) out[e] = int8Code(w[e / 4], e % 4);
     }
+    __device__ __forceinline__ float finish(float dot, float) const { return this->scale * dot; }
   };
 };
 template <int K> struct MvFormat<Int4, K> {
@@ -524,13 +525,25 @@ template <int K> struct MvFormat<Int4, K> {
       this->scale = w.scales[j * this->GROUPS + c];
       this->mn = w.mins[j * this->GROUPS + c];
     }
-    /// Elements 16 * s .. 16 * s + 15: the low halves of the bytes, then the high.
+    /// Elements 16 * s .. 16 * s + 15 (the low halves of the bytes, then the
+    /// high), each code c as 1/2 + c/32: c shifted to bits 3-6 of its byte
+    /// (one shift and one mask for four), then one byte permutation puts the
+    /// byte in bits 16-23 under 0x3F, the float 2^-1 * (1 + c/16), exactly.
+    /// The subtraction that would make it c is left to finish (1/2 of the sum
+    /// of x times a scale), one a run instead of one a code.
     __device__ __forceinline__ void decode(int s, float (&out)[SUB]) const {
       const uint4 &r = this->raw;
       const unsigned w[4] = {r.x, r.y, r.z, r.w};
 #pragma unroll
-      for (int e = 0; e < SUB; ++e)
-        out[e] = magicCode((w[e / 4] >> (4 * s)) & 0x0F0F0F0Fu, e % 4) - kMagic;
+      for (int e = 0; e < SUB; ++e) {
+        const unsigned t = (s == 0 ? w[e / 4] << 3 : w[e / 4] >> 1) & 0x78787878u;
+        out[e] = __uint_as_float(__byte_perm(t, 0x3F000000u, 0x7044u | (e % 4) << 8));
+      }
+    }
+    /// The run's share of a product: dot is the sum of decode's values times
+    /// x's, 1/2 sum + (the codes times x) / 32, and sum x's.
+    __device__ __forceinline__ float finish(float dot, float sum) const {
+      return 32.0f * this->scale * dot + (this->mn - 16.0f * this->scale) * sum;
     }
   };
 };
@@ -568,65 +581,97 @@ __device__ __forceinline__ void mvPrefetchWait(const MvWeights &w, long long j0,
   pdlWait();
 }
 
+/// One run c of a matvec lane's G weight rows (loaded, MvFormat's Run) times
+/// each of the `rows` rows of x, into acc; with NORM the weights (or x)
+/// scaled by nw and the squares of x summed into ss.
+template <class W, class X, class NW, int K, int G, int R, bool NORM>
+__device__ __forceinline__ void mvRun(const typename MvFormat<W, K>::Run (&run)[G], int c,
+                                      const X *x, const NW *nw, int rows, float (&acc)[G][R],
+                                      float (&ss)[R]) {
+  using F = MvFormat<W, K>;
+  constexpr int C = F::SUB;
+  // The norm's weights scale x where its rows are fewer than the weight rows
+  // (one multiplication an element a row instead of one a weight row).
+  constexpr bool XN = NORM && R < G;
+#pragma unroll
+  for (int s = 0; s < F::RUN / C; ++s) {
+    const int e0 = c * F::RUN + s * C;
+    if (K % F::RUN != 0 && e0 >= K) break; // past a partial last group
+    float wv[G][C], nv[C];
+#pragma unroll
+    for (int g = 0; g < G; ++g) run[g].decode(s, wv[g]);
+    if (NORM) {
+      loadElems<C>(nw + e0, nv);
+      if (!XN)
+#pragma unroll
+        for (int e = 0; e < C; ++e)
+#pragma unroll
+          for (int g = 0; g < G; ++g) wv[g][e] *= nv[e];
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      if (r >= rows) break;
+      float xv[C], dot[G], sum = 0.0f;
+      loadElems<C>(x + (long long)r * K + e0, xv);
+#pragma unroll
+      for (int e = 0; e < C; ++e) {
+        if (NORM) ss[r] += xv[e] * xv[e];
+        if (XN) xv[e] *= nv[e];
+      }
+#pragma unroll
+      for (int g = 0; g < G; ++g) dot[g] = 0.0f;
+#pragma unroll
+      for (int e = 0; e < C; ++e) {
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+          if (F::SCALED) dot[g] += wv[g][e] * xv[e];
+          else acc[g][r] += wv[g][e] * xv[e];
+        }
+        if (F::MINS) sum += (NORM && !XN ? nv[e] : 1.0f) * xv[e];
+      }
+      if constexpr (F::SCALED)
+#pragma unroll
+        for (int g = 0; g < G; ++g) acc[g][r] += run[g].finish(dot[g], sum);
+    }
+  }
+}
+
+/// Runs of weights a matvec lane loads before it uses any (mvAccumulate):
+/// 4 weight loads in flight a lane, as G of them a run allow. One at a
+/// time, a lane would wait a memory latency for each run, and the products
+/// with few runs a lane (Llama-3.2-1B's o at one row in bf16: 8) would
+/// stream well under the memory bandwidth.
+template <int G> inline constexpr int kMvUnroll = G >= 4 ? 1 : 4 / G;
+
 /// A matvec lane's share of its warp's G weight rows (mvRow) times each of
 /// the `rows` rows of x: runs c = lane, lane + 32, ... (one 16-byte load of
-/// weights each, MvFormat), into acc; with NORM the weights scaled by nw and
-/// the squares of x summed into ss. Each element of x it loads serves all G
-/// rows: x, read from L1 for every warp of the GPU, costs R times the
-/// weights' bytes (twice that for f32 x and 16-bit weights) over G.
+/// weights each, MvFormat), kMvUnroll of them loaded at a time, into acc
+/// (mvRun). Each element of x it loads serves all G rows: x, read from L1
+/// for every warp of the GPU, costs R times the weights' bytes (twice that
+/// for f32 x and 16-bit weights) over G.
 template <class W, class X, class NW, int K, int G, int FPW, int R, bool NORM>
 __device__ __forceinline__ void mvAccumulate(const X *x, const MvWeights &w, long long j0,
                                              long long stride, const NW *nw, int rows, int lane,
                                              float (&acc)[G][R], float (&ss)[R]) {
   using F = MvFormat<W, K>;
-  constexpr int C = F::SUB, RUNS = (K + F::RUN - 1) / F::RUN;
+  constexpr int RUNS = (K + F::RUN - 1) / F::RUN, U = kMvUnroll<G>;
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     ss[r] = 0.0f;
 #pragma unroll
     for (int g = 0; g < G; ++g) acc[g][r] = 0.0f;
   }
-  for (int c = lane; c < RUNS; c += 32) {
-    typename F::Run run[G];
+  for (int c0 = lane; c0 < RUNS; c0 += 32 * U) {
+    typename F::Run run[U][G];
 #pragma unroll
-    for (int g = 0; g < G; ++g) run[g].load(w, mvRow<FPW>(j0, stride, g), c);
+    for (int u = 0; u < U; ++u)
+      if (c0 + 32 * u < RUNS)
 #pragma unroll
-    for (int s = 0; s < F::RUN / C; ++s) {
-      const int e0 = c * F::RUN + s * C;
-      if (K % F::RUN != 0 && e0 >= K) break; // past a partial last group
-      float wv[G][C], nv[C];
+        for (int g = 0; g < G; ++g) run[u][g].load(w, mvRow<FPW>(j0, stride, g), c0 + 32 * u);
 #pragma unroll
-      for (int g = 0; g < G; ++g) run[g].decode(s, wv[g]);
-      if (NORM) {
-        loadElems<C>(nw + e0, nv);
-#pragma unroll
-        for (int e = 0; e < C; ++e)
-#pragma unroll
-          for (int g = 0; g < G; ++g) wv[g][e] *= nv[e];
-      }
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        if (r >= rows) break;
-        float xv[C], dot[G], sum = 0.0f;
-        loadElems<C>(x + (long long)r * K + e0, xv);
-#pragma unroll
-        for (int g = 0; g < G; ++g) dot[g] = 0.0f;
-#pragma unroll
-        for (int e = 0; e < C; ++e) {
-#pragma unroll
-          for (int g = 0; g < G; ++g) {
-            if (F::SCALED) dot[g] += wv[g][e] * xv[e];
-            else acc[g][r] += wv[g][e] * xv[e];
-          }
-          if (F::MINS) sum += (NORM ? nv[e] : 1.0f) * xv[e];
-          if (NORM) ss[r] += xv[e] * xv[e];
-        }
-        if (F::SCALED)
-#pragma unroll
-          for (int g = 0; g < G; ++g)
-            acc[g][r] += run[g].scale * dot[g] + (F::MINS ? run[g].mn * sum : 0.0f);
-      }
-    }
+    for (int u = 0; u < U; ++u)
+      if (c0 + 32 * u < RUNS)
+        mvRun<W, X, NW, K, G, R, NORM>(run[u], c0 + 32 * u, x, nw, rows, acc, ss);
   }
 }
 
