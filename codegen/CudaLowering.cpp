@@ -336,15 +336,21 @@ private:
   /// an H200's L1); a warp of FPW features uses each load FPW times. 2 at 2
   /// or 3 rows, 4 from 4, as far as the weights decoded at once stay within
   /// 32 registers a lane (G x MvFormat::SUB), and a divisor of the features.
-  /// int4 at one row: 2, where they fit, for its decoding leaves the kernel
-  /// short of issue slots (Llama-3.2-1B's down product: 10.5 PTX
-  /// instructions a byte of weights, 8.9 at 2, each load of x and its sum,
-  /// for the groups' minimums, serving both).
+  /// At one row 2 too, where they fit, for int4, whose decoding leaves the
+  /// kernel short of issue slots (Llama-3.2-1B's down product: 8.6 PTX
+  /// instructions a byte of weights at one feature a warp, 7.7 at 2, each
+  /// load of x and its sum, for the groups' minimums, serving both), and for
+  /// any type where the features are many (at least 32 x kFillBlocks, 32
+  /// warps a multiprocessor at 2: a vocabulary's head), so that the norm
+  /// folded into it is worked out once for two (Llama-3.2-1B's head, int8:
+  /// 6.4 → 5.2; bf16: 2.9 → 2.2). Where they are few, a warp a feature keeps
+  /// more loads in flight.
   static int64_t matvecFeaturesPerWarp(const WeightEntry &w, int64_t rows, int64_t features,
                                        bool swiglu) {
     const bool float_ = isFloatDType(w.dtype);
     const int64_t sub = float_ ? 16 / dtypeBytes(w.dtype) : 16;
-    int64_t fpw = rows <= 1 ? (!float_ && quantBits(w) == 4 ? 2 : 1) : rows < 4 ? 2 : 4;
+    const bool two = (!float_ && quantBits(w) == 4) || features >= 32 * kFillBlocks;
+    int64_t fpw = rows <= 1 ? (two ? 2 : 1) : rows < 4 ? 2 : 4;
     while (fpw > 1 && (fpw * (swiglu ? 2 : 1) * sub > 32 || features % fpw)) fpw /= 2;
     return fpw;
   }
