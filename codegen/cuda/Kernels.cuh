@@ -1598,57 +1598,83 @@ template <int E, class C> __device__ __forceinline__ void attnLoad(const C *p, f
   else loadElems<E>(p, out);
 }
 
+/// Keys a slot of attnWalk loads before it uses any: 4, 2 where 5 or more
+/// query heads share the KV head (their outputs take the registers).
+template <int G> inline constexpr int kAttnUnroll = G <= 4 ? 4 : 2;
+
+/// A key slot's step of attnWalk for one key (`valid`: within the split):
+/// its lanes' runs of the key (kv) and value (vv), the G scores summed over
+/// the slot's L lanes, then the running softmax (m, l) and output acc. Every
+/// lane of the warp calls it (the sums are warp shuffles).
+template <class C, int G, int HD>
+__device__ __forceinline__ void attnKey(const float (&kv)[AttnLanes<C, HD>::D],
+                                        const float (&vv)[AttnLanes<C, HD>::D], bool valid,
+                                        const float (*qs)[HD], int sub, float (&m)[G],
+                                        float (&l)[G], float (&acc)[G][AttnLanes<C, HD>::D]) {
+  using Ln = AttnLanes<C, HD>;
+  constexpr int E = Ln::E, L = Ln::L, D = Ln::D;
+  float dot[G];
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    dot[g] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < Ln::PER; ++i) {
+      const int c = sub + i * L;
+      if (valid && c < Ln::CH)
+#pragma unroll
+        for (int e = 0; e < E; ++e) dot[g] += qs[g][c * E + e] * kv[i * E + e];
+    }
+#pragma unroll
+    for (int o = L / 2; o > 0; o /= 2) dot[g] += __shfl_xor_sync(0xffffffffu, dot[g], o);
+  }
+  if (!valid) return;
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    const float mNew = fmaxf(m[g], dot[g]);
+    const float alpha = expf(m[g] - mNew), p = expf(dot[g] - mNew);
+    l[g] = l[g] * alpha + p;
+    m[g] = mNew;
+#pragma unroll
+    for (int d = 0; d < D; ++d) acc[g][d] = acc[g][d] * alpha + p * vv[d];
+  }
+}
+
 /// One key slot's walk over keys t = first, first + stride, ... < end (the
 /// warp runs while its first slot's t is within warpSpan of it): the
-/// lane's E-element runs sub, sub + L, ... of each key and value, the G
-/// scores summed over the slot's L lanes, then the running softmax (m, l)
-/// and output acc. Every lane of the warp runs every iteration (the sums
-/// are warp shuffles); a slot past the end only takes part in them.
+/// lane's E-element runs sub, sub + L, ... of each key and value into
+/// attnKey. kAttnUnroll keys at a time: their pages' entries, then all
+/// their keys' and values' loads, then the products, so that a slot waits
+/// two memory latencies for them instead of two a key.
 template <class C, int G, int KVH, int HD, int PS>
 __device__ __forceinline__ void attnWalk(const C *keys, const C *values, const int *table,
                                          const float (*qs)[HD], int first, int stride, int end,
                                          int warpSpan, int sub, float (&m)[G], float (&l)[G],
                                          float (&acc)[G][AttnLanes<C, HD>::D]) {
   using Ln = AttnLanes<C, HD>;
-  constexpr int E = Ln::E, L = Ln::L, D = Ln::D;
-#pragma unroll 2
-  for (int t = first; t - first < warpSpan; t += stride) {
-    const bool valid = t < end;
-    float kv[D], vv[D];
-    if (valid) {
-      const long long off = ((long long)table[t / PS] * KVH * PS + t % PS) * HD;
+  constexpr int E = Ln::E, L = Ln::L, D = Ln::D, U = kAttnUnroll<G>;
+  for (int t0 = first; t0 - first < warpSpan; t0 += U * stride) {
+    float kv[U][D], vv[U][D];
+    long long off[U];
 #pragma unroll
-      for (int i = 0; i < Ln::PER; ++i) {
-        const int c = sub + i * L;
-        if (c < Ln::CH) {
-          attnLoad<E>(keys + off + c * E, kv + i * E);
-          attnLoad<E>(values + off + c * E, vv + i * E);
+    for (int u = 0; u < U; ++u) {
+      const int t = t0 + u * stride;
+      off[u] = t < end ? ((long long)table[t / PS] * KVH * PS + t % PS) * HD : 0;
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+      if (t0 + u * stride < end)
+#pragma unroll
+        for (int i = 0; i < Ln::PER; ++i) {
+          const int c = sub + i * L;
+          if (c < Ln::CH) {
+            attnLoad<E>(keys + off[u] + c * E, kv[u] + i * E);
+            attnLoad<E>(values + off[u] + c * E, vv[u] + i * E);
+          }
         }
-      }
-    }
-    float dot[G];
 #pragma unroll
-    for (int g = 0; g < G; ++g) {
-      dot[g] = 0.0f;
-#pragma unroll
-      for (int i = 0; i < Ln::PER; ++i) {
-        const int c = sub + i * L;
-        if (valid && c < Ln::CH)
-#pragma unroll
-          for (int e = 0; e < E; ++e) dot[g] += qs[g][c * E + e] * kv[i * E + e];
-      }
-#pragma unroll
-      for (int o = L / 2; o > 0; o /= 2) dot[g] += __shfl_xor_sync(0xffffffffu, dot[g], o);
-    }
-    if (!valid) continue;
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-      const float mNew = fmaxf(m[g], dot[g]);
-      const float alpha = expf(m[g] - mNew), p = expf(dot[g] - mNew);
-      l[g] = l[g] * alpha + p;
-      m[g] = mNew;
-#pragma unroll
-      for (int d = 0; d < D; ++d) acc[g][d] = acc[g][d] * alpha + p * vv[d];
+    for (int u = 0; u < U; ++u) {
+      if (t0 + u * stride - first >= warpSpan) break; // the warp's: every lane or none
+      attnKey<C, G, HD>(kv[u], vv[u], t0 + u * stride < end, qs, sub, m, l, acc);
     }
   }
 }
