@@ -1639,38 +1639,53 @@ __device__ __forceinline__ void attnKey(const float (&kv)[AttnLanes<C, HD>::D],
   }
 }
 
+/// A key slot's loads for keys t0, t0 + stride, ... (kAttnUnroll of them,
+/// those before end): their pages' entries, then the lane's E-element runs
+/// sub, sub + L, ... of each key (kv) and value (vv).
+template <class C, int G, int KVH, int HD, int PS>
+__device__ __forceinline__ void attnFetch(const C *keys, const C *values, const int *table,
+                                          int t0, int stride, int end, int sub,
+                                          float (&kv)[kAttnUnroll<G>][AttnLanes<C, HD>::D],
+                                          float (&vv)[kAttnUnroll<G>][AttnLanes<C, HD>::D]) {
+  using Ln = AttnLanes<C, HD>;
+  constexpr int E = Ln::E, L = Ln::L, U = kAttnUnroll<G>;
+  long long off[U];
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int t = t0 + u * stride;
+    off[u] = t < end ? ((long long)table[t / PS] * KVH * PS + t % PS) * HD : 0;
+  }
+#pragma unroll
+  for (int u = 0; u < U; ++u)
+    if (t0 + u * stride < end)
+#pragma unroll
+      for (int i = 0; i < Ln::PER; ++i) {
+        const int c = sub + i * L;
+        if (c < Ln::CH) {
+          attnLoad<E>(keys + off[u] + c * E, kv[u] + i * E);
+          attnLoad<E>(values + off[u] + c * E, vv[u] + i * E);
+        }
+      }
+}
+
 /// One key slot's walk over keys t = first, first + stride, ... < end (the
-/// warp runs while its first slot's t is within warpSpan of it): the
-/// lane's E-element runs sub, sub + L, ... of each key and value into
-/// attnKey. kAttnUnroll keys at a time: their pages' entries, then all
-/// their keys' and values' loads, then the products, so that a slot waits
-/// two memory latencies for them instead of two a key.
+/// warp runs while its first slot's t is within warpSpan of it) into
+/// attnKey, kAttnUnroll keys at a time (attnFetch: their pages' entries,
+/// then all their keys' and values' loads, then the products), so that a
+/// slot waits two memory latencies for them instead of two a key. kv and
+/// vv hold the first keys' loads already (the caller's attnFetch at first).
 template <class C, int G, int KVH, int HD, int PS>
 __device__ __forceinline__ void attnWalk(const C *keys, const C *values, const int *table,
                                          const float (*qs)[HD], int first, int stride, int end,
-                                         int warpSpan, int sub, float (&m)[G], float (&l)[G],
+                                         int warpSpan, int sub,
+                                         float (&kv)[kAttnUnroll<G>][AttnLanes<C, HD>::D],
+                                         float (&vv)[kAttnUnroll<G>][AttnLanes<C, HD>::D],
+                                         float (&m)[G], float (&l)[G],
                                          float (&acc)[G][AttnLanes<C, HD>::D]) {
-  using Ln = AttnLanes<C, HD>;
-  constexpr int E = Ln::E, L = Ln::L, D = Ln::D, U = kAttnUnroll<G>;
+  constexpr int U = kAttnUnroll<G>;
   for (int t0 = first; t0 - first < warpSpan; t0 += U * stride) {
-    float kv[U][D], vv[U][D];
-    long long off[U];
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int t = t0 + u * stride;
-      off[u] = t < end ? ((long long)table[t / PS] * KVH * PS + t % PS) * HD : 0;
-    }
-#pragma unroll
-    for (int u = 0; u < U; ++u)
-      if (t0 + u * stride < end)
-#pragma unroll
-        for (int i = 0; i < Ln::PER; ++i) {
-          const int c = sub + i * L;
-          if (c < Ln::CH) {
-            attnLoad<E>(keys + off[u] + c * E, kv[u] + i * E);
-            attnLoad<E>(values + off[u] + c * E, vv[u] + i * E);
-          }
-        }
+    if (t0 != first)
+      attnFetch<C, G, KVH, HD, PS>(keys, values, table, t0, stride, end, sub, kv, vv);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       if (t0 + u * stride - first >= warpSpan) break; // the warp's: every lane or none
@@ -1791,14 +1806,17 @@ __device__ void attnPartial(const KvArgs &a) {
   if (start > pos) return; // the merge reads only the splits a row has
   const int end = min(pos + 1, start + span);
 
-  const float scale = (float)a.d[0];
-  const float *q = reinterpret_cast<const float *>(a.p[0]) + ((long long)r * H + kvh * G) * HD;
-  for (int idx = tid; idx < G * HD; idx += WARPS * 32) qs[idx / HD][idx % HD] = q[idx] * scale;
   const C *cache = reinterpret_cast<const C *>(a.p[1]);
   const long long layer = a.i[1];
   const C *keys = cache + cacheOffset<C, KVH, HD, PS, PAGES>(layer, 0, 0, kvh, 0);
   const C *values = cache + cacheOffset<C, KVH, HD, PS, PAGES>(layer, 1, 0, kvh, 0);
   const int *table = reinterpret_cast<const int *>(a.p[3]) + r * a.i[2];
+  // The slot's first keys and values in flight while the queries come in.
+  float kv[kAttnUnroll<G>][D], vv[kAttnUnroll<G>][D];
+  attnFetch<C, G, KVH, HD, PS>(keys, values, table, start + slot, SLOTS, end, sub, kv, vv);
+  const float scale = (float)a.d[0];
+  const float *q = reinterpret_cast<const float *>(a.p[0]) + ((long long)r * H + kvh * G) * HD;
+  for (int idx = tid; idx < G * HD; idx += WARPS * 32) qs[idx / HD][idx % HD] = q[idx] * scale;
   float m[G], l[G], acc[G][D];
 #pragma unroll
   for (int g = 0; g < G; ++g) {
@@ -1811,7 +1829,7 @@ __device__ void attnPartial(const KvArgs &a) {
   // The warp's keys start at start + warp * KPW; it runs as long as its first slot has keys.
   const int warpFirst = start + warp * Ln::KPW;
   attnWalk<C, G, KVH, HD, PS>(keys, values, table, qs, start + slot, SLOTS, end,
-                              end > warpFirst ? end - warpFirst : 0, sub, m, l, acc);
+                              end > warpFirst ? end - warpFirst : 0, sub, kv, vv, m, l, acc);
 
   float *part = reinterpret_cast<float *>(a.p[4]), *ml = reinterpret_cast<float *>(a.p[5]);
   attnMergeSlots<C, H, KVH, HD, WARPS>(m, l, acc, mS, lS, red, part, ml, r, kvh, splits, split,
