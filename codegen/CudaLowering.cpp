@@ -26,10 +26,12 @@ const char *cudaType(DType t) {
 }
 
 std::string Specialisations::wrapper(const std::string &name, int64_t block,
-                                      const std::string &body, bool waitsItself) {
+                                      const std::string &body, bool waitsItself,
+                                      int64_t minBlocks) {
   if (!wrappers.count(name))
     wrappers[name] = "extern \"C\" __global__ void __launch_bounds__(" + std::to_string(block) +
-                     ") " + name + "(KvArgs a) { " +
+                     (minBlocks > 0 ? ", " + std::to_string(minBlocks) : std::string()) + ") " +
+                     name + "(KvArgs a) { " +
                      (waitsItself ? "" : "kvplan::pdlLaunchDependents(); kvplan::pdlWait(); ") +
                      body + "; }\n";
   return name;
@@ -362,6 +364,14 @@ private:
     const bool type = w.dtype == DType::bf16 || !isFloatDType(w.dtype);
     return type && rows >= 2 && matvecTakes(w, rows);
   }
+  /// The blocks a multiprocessor must hold at once for matvecMma's grid of
+  /// `blocks` (Specialisations::wrapper's minBlocks): one where the grid is
+  /// no more than an H100's or H200's multiprocessors (its blocks of up to
+  /// 16 warps: at 16 and the first U steps' weights loaded before the wait,
+  /// ptxas otherwise keeps 64 registers for two blocks a multiprocessor and
+  /// spills; Llama-3.2-1B's int4 o and down at 8 rows, 128 blocks); else
+  /// ptxas's choice.
+  static int64_t mmaMinBlocks(int64_t blocks) { return blocks <= kFillBlocks / 2 ? 1 : 0; }
   /// Warps a block of matvecMma splits K over: from 4 (fewer where K has
   /// fewer runs of 32), doubled up to 16 while the blocks' warps are fewer
   /// than 4 x kFillBlocks (8 a multiprocessor of an H100/H200), so that
@@ -580,7 +590,7 @@ void EntryLowering::operator()(const MatVecRopeKVWriteOp &op) {
             ", " + cudaType(nw) + ", " + cudaType(b) + ", " + kvType + ", " + num(k) + ", " +
             num(qcols) + ", " + num(kv.kvHeads) + ", " + num(hd) + ", " + num(kv.pageSize) +
             ", " + num(kv.pages) + "LL, " + num(warps) + ", " + flags + ">(a)",
-        true);
+        true, mmaMinBlocks(blocks));
     std::vector<int64_t> ints = {op.layer, tableStride};
     for (int64_t offset : matvecScales(w)) ints.push_back(offset);
     kernel(name, {blocks, 1, 1}, warps * 32, -1, op.rotatedQuery, ptrs, std::move(ints),
@@ -636,7 +646,7 @@ bool EntryLowering::matvecKernel(const char *prefix, const WeightEntry &w, const
             cudaType(o.dtype) + ", " + cudaType(nw) + ", " + cudaType(b) + ", " + num(k) + ", " +
             num(n[0]) + ", " + num(n[1]) + ", " + num(n[2]) + ", " + num(warps) + ", " + flags +
             ">(a)",
-        true);
+        true, mmaMinBlocks(blocks));
     kernel(name, {blocks, 1, 1}, warps * 32, -1, o, std::move(ptrs), matvecScales(w),
            {op.eps.value_or(0.0)});
     return true;

@@ -565,12 +565,14 @@ __device__ __forceinline__ long long mvRow(long long j0, long long stride, int g
   return j0 + g % FPW + (g / FPW) * stride;
 }
 
-/// A matvec warp's start: the first kMvPrefetch bytes of its G weight rows
-/// (mvRow; none where `live` is false), which no kernel writes, start coming
-/// into L2 while the kernel before finishes; then it waits for that kernel.
+/// A matvec warp's start: lets the next kernel start, and the first
+/// kMvPrefetch bytes of its G weight rows (mvRow; none where `live` is
+/// false), which no kernel writes, start coming into L2 while the kernel
+/// before finishes. The caller then loads its first runs (mvLoadRuns) and
+/// waits for that kernel (pdlWait) before it reads anything else.
 template <class W, int K, int G, int FPW>
-__device__ __forceinline__ void mvPrefetchWait(const MvWeights &w, long long j0, long long stride,
-                                               bool live, int lane) {
+__device__ __forceinline__ void mvPrefetch(const MvWeights &w, long long j0, long long stride,
+                                           bool live, int lane) {
   constexpr long long ROW = MvFormat<W, K>::ROW;
   pdlLaunchDependents();
   if (live)
@@ -578,7 +580,6 @@ __device__ __forceinline__ void mvPrefetchWait(const MvWeights &w, long long j0,
     for (int g = 0; g < G; ++g)
       for (int b = lane * 128; b < ROW && b < kMvPrefetch; b += 32 * 128)
         prefetchL2(w.data + mvRow<FPW>(j0, stride, g) * ROW + b);
-  pdlWait();
 }
 
 /// One run c of a matvec lane's G weight rows (loaded, MvFormat's Run) times
@@ -643,15 +644,32 @@ __device__ __forceinline__ void mvRun(const typename MvFormat<W, K>::Run (&run)[
 /// stream well under the memory bandwidth.
 template <int G> inline constexpr int kMvUnroll = G >= 4 ? 1 : 4 / G;
 
+/// Runs c0, c0 + 32, ... (kMvUnroll of them, those within the row) of a
+/// matvec lane's G weight rows (mvRow), loaded into run[u][g].
+template <class W, int K, int G, int FPW>
+__device__ __forceinline__ void mvLoadRuns(const MvWeights &w, long long j0, long long stride,
+                                           int c0,
+                                           typename MvFormat<W, K>::Run (&run)[kMvUnroll<G>][G]) {
+  constexpr int RUNS = (K + MvFormat<W, K>::RUN - 1) / MvFormat<W, K>::RUN;
+#pragma unroll
+  for (int u = 0; u < kMvUnroll<G>; ++u)
+    if (c0 + 32 * u < RUNS)
+#pragma unroll
+      for (int g = 0; g < G; ++g) run[u][g].load(w, mvRow<FPW>(j0, stride, g), c0 + 32 * u);
+}
+
 /// A matvec lane's share of its warp's G weight rows (mvRow) times each of
 /// the `rows` rows of x: runs c = lane, lane + 32, ... (one 16-byte load of
-/// weights each, MvFormat), kMvUnroll of them loaded at a time, into acc
-/// (mvRun). Each element of x it loads serves all G rows: x, read from L1
-/// for every warp of the GPU, costs R times the weights' bytes (twice that
-/// for f32 x and 16-bit weights) over G.
+/// weights each, MvFormat), kMvUnroll of them loaded at a time (mvLoadRuns;
+/// `run` holds the first ones already: the caller loads them before it
+/// waits for the kernel before), into acc (mvRun). Each element of x it
+/// loads serves all G rows: x, read from L1 for every warp of the GPU,
+/// costs R times the weights' bytes (twice that for f32 x and 16-bit
+/// weights) over G.
 template <class W, class X, class NW, int K, int G, int FPW, int R, bool NORM>
 __device__ __forceinline__ void mvAccumulate(const X *x, const MvWeights &w, long long j0,
                                              long long stride, const NW *nw, int rows, int lane,
+                                             typename MvFormat<W, K>::Run (&run)[kMvUnroll<G>][G],
                                              float (&acc)[G][R], float (&ss)[R]) {
   using F = MvFormat<W, K>;
   constexpr int RUNS = (K + F::RUN - 1) / F::RUN, U = kMvUnroll<G>;
@@ -662,12 +680,7 @@ __device__ __forceinline__ void mvAccumulate(const X *x, const MvWeights &w, lon
     for (int g = 0; g < G; ++g) acc[g][r] = 0.0f;
   }
   for (int c0 = lane; c0 < RUNS; c0 += 32 * U) {
-    typename F::Run run[U][G];
-#pragma unroll
-    for (int u = 0; u < U; ++u)
-      if (c0 + 32 * u < RUNS)
-#pragma unroll
-        for (int g = 0; g < G; ++g) run[u][g].load(w, mvRow<FPW>(j0, stride, g), c0 + 32 * u);
+    if (c0 != lane) mvLoadRuns<W, K, G, FPW>(w, j0, stride, c0, run);
 #pragma unroll
     for (int u = 0; u < U; ++u)
       if (c0 + 32 * u < RUNS)
@@ -725,13 +738,18 @@ __device__ void matvec(const KvArgs &a) {
   static_assert(F % FPW == 0, "a warp's features are all there");
   const int j = (blockIdx.x * WARPS + threadIdx.x / 32) * FPW, lane = threadIdx.x % 32;
   const MvWeights w = mvWeights<W, K>(a, 1);
-  mvPrefetchWait<W, K, G, FPW>(w, j, F, j < F, lane);
+  mvPrefetch<W, K, G, FPW>(w, j, F, j < F, lane);
   if (j >= F) return; // the whole warp: it holds no block barrier
+  // The first runs of weights (no kernel writes them) in flight while the
+  // kernel before finishes.
+  typename MvFormat<W, K>::Run run[kMvUnroll<G>][G];
+  mvLoadRuns<W, K, G, FPW>(w, j, F, lane, run);
+  pdlWait();
   const int rows = (int)a.i[0];
   float acc[G][R], ss[R];
   mvAccumulate<W, X, NW, K, G, FPW, R, NORM>(reinterpret_cast<const X *>(a.p[0]), w, j, F,
                                              reinterpret_cast<const NW *>(a.p[2]), rows, lane,
-                                             acc, ss);
+                                             run, acc, ss);
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     if (r >= rows) break;
@@ -918,16 +936,15 @@ template <class W, class X, class NW, int K, int P> struct MmaLane {
   }
 };
 
-/// A lane's loads for step s of mmaProducts: its 8 elements of each weight
-/// row (wv) and of x's row (xv), the rows' scales and minimums; on[v]:
-/// whether half v of the elements is within K (where K is no whole number
-/// of steps; else always).
+/// A lane's loads of weights for step s of mmaProducts: its 8 elements of
+/// each weight row (wv), the rows' scales and minimums; on[v]: whether half
+/// v of the elements is within K (where K is no whole number of steps; else
+/// always). No kernel writes them: they may be read before pdlWait.
 template <class W, class X, class NW, int K, int P>
-__device__ __forceinline__ void mmaLoad(const MmaLane<W, X, NW, K, P> &l, int s, int t,
-                                        typename MmaFormat<W>::Raw (&wv)[P][2],
-                                        uint4 (&xv)[sizeof(X) == 4 ? 2 : 1],
-                                        float (&scale)[P][2], float (&mn)[P][2],
-                                        bool (&on)[2]) {
+__device__ __forceinline__ void mmaLoadWeights(const MmaLane<W, X, NW, K, P> &l, int s, int t,
+                                               typename MmaFormat<W>::Raw (&wv)[P][2],
+                                               float (&scale)[P][2], float (&mn)[P][2],
+                                               bool (&on)[2]) {
   using F = MmaFormat<W>;
   constexpr int RAWS = F::STEP / (int)sizeof(typename F::Raw); // a step's loads of a row
   if constexpr (K % 32 == 0) {
@@ -945,9 +962,18 @@ __device__ __forceinline__ void mmaLoad(const MmaLane<W, X, NW, K, P> &l, int s,
       scale[p][h] = F::SCALED ? l.scale[p][h][s] : 0.0f;
       mn[p][h] = F::MINS ? l.mn[p][h][s] : 0.0f;
     }
+}
+
+/// A lane's 8 elements of x's row for step s of mmaProducts (xv), the
+/// halves that are `on` (mmaLoadWeights).
+template <class W, class X, class NW, int K, int P>
+__device__ __forceinline__ void mmaLoadX(const MmaLane<W, X, NW, K, P> &l, int s,
+                                         const bool (&on)[2],
+                                         uint4 (&xv)[sizeof(X) == 4 ? 2 : 1]) {
 #pragma unroll
   for (int v = 0; v < (sizeof(X) == 4 ? 2 : 1); ++v)
-    xv[v] = on[v] ? *reinterpret_cast<const uint4 *>(l.x + s * 32 + F::HALF * v) : uint4{};
+    xv[v] = on[v] ? *reinterpret_cast<const uint4 *>(l.x + s * 32 + MmaFormat<W>::HALF * v)
+                  : uint4{};
 }
 
 /// One step of 32 elements of mmaProducts: a lane's 8 x elements (xv: bf16,
@@ -1047,8 +1073,27 @@ __device__ __forceinline__ void mmaRun(const uint4 (&xv)[sizeof(X) == 4 ? 2 : 1]
 /// row's products take. An f32 x is split into a big and a small bf16 part
 /// (splitBf16: two products); a bf16 x is exact. With NORM x is scaled by nw
 /// (p[2]) before the split, and its squares summed from the same loads.
-/// The first kMvPrefetch bytes of each weight row's share come into L2
-/// before the wait for the kernel before. p[0]: x; i[0]: rows.
+/// Steps s to s + U - 1 of mmaProducts, their weights loaded (wv, scale,
+/// mn, on: mmaLoadWeights): x's loads, all in flight together, then the
+/// products (mmaRun).
+template <class W, class X, class NW, int K, int P, bool NORM, int U>
+__device__ __forceinline__ void mmaSteps(const MmaLane<W, X, NW, K, P> &l, int s,
+                                         const typename MmaFormat<W>::Raw (&wv)[U][P][2],
+                                         const float (&scale)[U][P][2],
+                                         const float (&mn)[U][P][2], const bool (&on)[U][2],
+                                         float &ss, float (&acc)[P][4]) {
+  uint4 xv[U][sizeof(X) == 4 ? 2 : 1];
+#pragma unroll
+  for (int u = 0; u < U; ++u) mmaLoadX(l, s + u, on[u], xv[u]);
+#pragma unroll
+  for (int u = 0; u < U; ++u)
+    mmaRun<W, X, NW, P, NORM>(xv[u], wv[u], scale[u], mn[u], on[u], l.nw + (s + u) * 32, ss,
+                              acc);
+}
+
+/// The first kMvPrefetch bytes of each weight row's share come into L2,
+/// and the first U steps' weights into registers, before the wait for the
+/// kernel before. p[0]: x; i[0]: rows.
 template <class W, class X, class NW, int K, int WARPS, int P, bool NORM, int AT>
 __device__ __forceinline__ void mmaProducts(const KvArgs &a, const long long (&row)[P][2],
                                             MmaSums<WARPS, P> &sums) {
@@ -1071,29 +1116,30 @@ __device__ __forceinline__ void mmaProducts(const KvArgs &a, const long long (&r
       for (int b = s0 * F::STEP + t * 128;
            b < s1 * F::STEP && b < s0 * F::STEP + kMvPrefetch; b += 512)
         prefetchL2(reinterpret_cast<const char *>(l.w[p][h] - t) + b);
+  // U steps at a time, their loads first, all in flight together; then one.
+  typename F::Raw wv[U][P][2];
+  float scale[U][P][2], mn[U][P][2];
+  bool on[U][2];
+  if (s0 + U <= s1)
+#pragma unroll
+    for (int u = 0; u < U; ++u) mmaLoadWeights(l, s0 + u, t, wv[u], scale[u], mn[u], on[u]);
   pdlWait();
   float acc[P][4] = {}, ss = 0.0f;
-  // U steps at a time, their loads first, all in flight together; then one.
   int s = s0;
+  if (s + U <= s1) { // the first U steps, peeled: a branch in the loop would cost every step
+    mmaSteps<W, X, NW, K, P, NORM, U>(l, s, wv, scale, mn, on, ss, acc);
+    s += U;
+  }
   for (; s + U <= s1; s += U) {
-    typename F::Raw wv[U][P][2];
-    uint4 xv[U][SPLIT ? 2 : 1];
-    float scale[U][P][2], mn[U][P][2];
-    bool on[U][2];
 #pragma unroll
-    for (int u = 0; u < U; ++u) mmaLoad(l, s + u, t, wv[u], xv[u], scale[u], mn[u], on[u]);
-#pragma unroll
-    for (int u = 0; u < U; ++u)
-      mmaRun<W, X, NW, P, NORM>(xv[u], wv[u], scale[u], mn[u], on[u], l.nw + (s + u) * 32, ss,
-                                acc);
+    for (int u = 0; u < U; ++u) mmaLoadWeights(l, s + u, t, wv[u], scale[u], mn[u], on[u]);
+    mmaSteps<W, X, NW, K, P, NORM, U>(l, s, wv, scale, mn, on, ss, acc);
   }
   for (; s < s1; ++s) {
-    typename F::Raw wv[P][2];
     uint4 xv[SPLIT ? 2 : 1];
-    float scale[P][2], mn[P][2];
-    bool on[2];
-    mmaLoad(l, s, t, wv, xv, scale, mn, on);
-    mmaRun<W, X, NW, P, NORM>(xv, wv, scale, mn, on, l.nw + s * 32, ss, acc);
+    mmaLoadWeights(l, s, t, wv[0], scale[0], mn[0], on[0]);
+    mmaLoadX(l, s, on[0], xv);
+    mmaRun<W, X, NW, P, NORM>(xv, wv[0], scale[0], mn[0], on[0], l.nw + s * 32, ss, acc);
   }
 #pragma unroll
   for (int p = 0; p < P; ++p)
@@ -1501,8 +1547,11 @@ __device__ void matvecRopeKv(const KvArgs &a) {
   const int jp = (blockIdx.x * WARPS + threadIdx.x / 32) * PPW, lane = threadIdx.x % 32;
   const int j = 2 * jp;
   const MvWeights w = mvWeights<W, K>(a, 3);
-  mvPrefetchWait<W, K, G, G>(w, j, 0, jp < PAIRS, lane);
+  mvPrefetch<W, K, G, G>(w, j, 0, jp < PAIRS, lane);
   if (jp >= PAIRS) return; // the whole warp: it holds no block barrier
+  typename MvFormat<W, K>::Run run[kMvUnroll<G>][G]; // as matvec's
+  mvLoadRuns<W, K, G, G>(w, j, 0, lane, run);
+  pdlWait();
   const int rows = (int)a.i[0];
   // One row (the batch-1 step): lane q's angle is loaded before the weight
   // stream, its latency hidden under it, not after the sums.
@@ -1510,8 +1559,8 @@ __device__ void matvecRopeKv(const KvArgs &a) {
   if (R == 1 && lane < PPW) early = ropeAngle<QCOLS, KVH, HD>(a, 0, j + 2 * lane);
   float acc[G][R], ss[R];
   mvAccumulate<W, X, NW, K, G, G, R, NORM>(reinterpret_cast<const X *>(a.p[0]), w, j, 0,
-                                           reinterpret_cast<const NW *>(a.p[2]), rows, lane, acc,
-                                           ss);
+                                           reinterpret_cast<const NW *>(a.p[2]), rows, lane, run,
+                                           acc, ss);
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     if (r >= rows) break;
