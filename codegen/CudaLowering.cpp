@@ -696,7 +696,8 @@ void EntryLowering::operator()(const AttentionOp &op) {
       kAttnWarps * 32,
       "kvplan::attnPartial<" + kvType + ", " + cudaType(o) + ", " + num(h) + ", " + num(kvh) +
           ", " + num(hd) + ", " + num(kv.pageSize) + ", " + num(kv.pages) + "LL, " +
-          num(kAttnWarps) + ">(a)");
+          num(kAttnWarps) + ">(a)",
+      true);
   kernel(name, {kvh, op.result.rows(), split.splits}, kAttnWarps * 32, 1, op.result,
          {arena(op.query), cache(), positions, table, work(split.partOffset), work(split.mlOffset),
           arena(op.result), work(split.arrivalsOffset)},

@@ -27,7 +27,9 @@ namespace kvplan {
 // each kernel so that it may start while the kernel before it finishes
 // (docs/cuda.md). Every kernel first lets the next one start, then waits
 // for the one before it to complete, with its writes visible, before it
-// reads or writes anything a kernel may write: only the weights may be read
+// reads or writes anything a kernel may write: only the weights and the
+// call's inputs (tokens, positions, page table in the workspace's inputs
+// block, which only the copy before the first kernel writes) may be read
 // before the wait. No-ops on older GPUs, in plain launches and in the
 // emulator.
 __device__ __forceinline__ void pdlLaunchDependents() {
@@ -1688,41 +1690,46 @@ __device__ __forceinline__ void attnKey(const float (&kv)[AttnLanes<C, HD>::D],
   }
 }
 
-/// A key slot's loads for keys t0, t0 + stride, ... (kAttnUnroll of them,
-/// those before end): their pages' entries, then the lane's E-element runs
-/// sub, sub + L, ... of each key (kv) and value (vv).
-template <class C, int G, int KVH, int HD, int PS>
-__device__ __forceinline__ void attnFetch(const C *keys, const C *values, const int *table,
-                                          int t0, int stride, int end, int sub,
-                                          float (&kv)[kAttnUnroll<G>][AttnLanes<C, HD>::D],
-                                          float (&vv)[kAttnUnroll<G>][AttnLanes<C, HD>::D]) {
-  using Ln = AttnLanes<C, HD>;
-  constexpr int E = Ln::E, L = Ln::L, U = kAttnUnroll<G>;
-  long long off[U];
+/// Where a key slot's keys t0, t0 + stride, ... (kAttnUnroll of them, those
+/// before end) lie in the layer's keys and values (their pages' entries).
+template <int G, int KVH, int HD, int PS>
+__device__ __forceinline__ void attnPages(const int *table, int t0, int stride, int end,
+                                          long long (&off)[kAttnUnroll<G>]) {
 #pragma unroll
-  for (int u = 0; u < U; ++u) {
+  for (int u = 0; u < kAttnUnroll<G>; ++u) {
     const int t = t0 + u * stride;
     off[u] = t < end ? ((long long)table[t / PS] * KVH * PS + t % PS) * HD : 0;
   }
+}
+
+/// A key slot's loads of those keys (attnPages' off): the lane's E-element
+/// runs sub, sub + L, ... of each key (kv) and value (vv).
+template <class C, int G, int HD>
+__device__ __forceinline__ void attnData(const C *keys, const C *values,
+                                         const long long (&off)[kAttnUnroll<G>], int t0,
+                                         int stride, int end, int sub,
+                                         float (&kv)[kAttnUnroll<G>][AttnLanes<C, HD>::D],
+                                         float (&vv)[kAttnUnroll<G>][AttnLanes<C, HD>::D]) {
+  using Ln = AttnLanes<C, HD>;
 #pragma unroll
-  for (int u = 0; u < U; ++u)
+  for (int u = 0; u < kAttnUnroll<G>; ++u)
     if (t0 + u * stride < end)
 #pragma unroll
       for (int i = 0; i < Ln::PER; ++i) {
-        const int c = sub + i * L;
+        const int c = sub + i * Ln::L;
         if (c < Ln::CH) {
-          attnLoad<E>(keys + off[u] + c * E, kv[u] + i * E);
-          attnLoad<E>(values + off[u] + c * E, vv[u] + i * E);
+          attnLoad<Ln::E>(keys + off[u] + c * Ln::E, kv[u] + i * Ln::E);
+          attnLoad<Ln::E>(values + off[u] + c * Ln::E, vv[u] + i * Ln::E);
         }
       }
 }
 
 /// One key slot's walk over keys t = first, first + stride, ... < end (the
 /// warp runs while its first slot's t is within warpSpan of it) into
-/// attnKey, kAttnUnroll keys at a time (attnFetch: their pages' entries,
-/// then all their keys' and values' loads, then the products), so that a
-/// slot waits two memory latencies for them instead of two a key. kv and
-/// vv hold the first keys' loads already (the caller's attnFetch at first).
+/// attnKey, kAttnUnroll keys at a time (their pages' entries, then all their
+/// keys' and values' loads: attnPages, attnData; then the products), so
+/// that a slot waits two memory latencies for them instead of two a key. kv
+/// and vv hold the first keys' loads already (the caller's).
 template <class C, int G, int KVH, int HD, int PS>
 __device__ __forceinline__ void attnWalk(const C *keys, const C *values, const int *table,
                                          const float (*qs)[HD], int first, int stride, int end,
@@ -1733,8 +1740,11 @@ __device__ __forceinline__ void attnWalk(const C *keys, const C *values, const i
                                          float (&acc)[G][AttnLanes<C, HD>::D]) {
   constexpr int U = kAttnUnroll<G>;
   for (int t0 = first; t0 - first < warpSpan; t0 += U * stride) {
-    if (t0 != first)
-      attnFetch<C, G, KVH, HD, PS>(keys, values, table, t0, stride, end, sub, kv, vv);
+    if (t0 != first) {
+      long long off[U];
+      attnPages<G, KVH, HD, PS>(table, t0, stride, end, off);
+      attnData<C, G, HD>(keys, values, off, t0, stride, end, sub, kv, vv);
+    }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       if (t0 + u * stride - first >= warpSpan) break; // the warp's: every lane or none
@@ -1866,9 +1876,15 @@ __device__ void attnPartial(const KvArgs &a) {
   const int splits = (int)a.i[3];
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, sub = lane % L;
   const int slot = warp * Ln::KPW + lane / L;
+  // The row's position and page entries are the call's inputs, which only
+  // the copy before the first kernel writes: read while the kernel before
+  // finishes (pdlWait after them), so that two of the three memory latencies
+  // before the first score overlap it.
+  pdlLaunchDependents();
   const int pos = reinterpret_cast<const int *>(a.p[2])[r];
   O *out = reinterpret_cast<O *>(a.p[6]) + ((long long)r * H + kvh * G) * HD;
   if (pos < 0) { // padding: zeros, from the first split
+    pdlWait();
     if (split == 0)
       for (int idx = tid; idx < G * HD; idx += WARPS * 32) out[idx] = st<O>(0.0f);
     return;
@@ -1876,15 +1892,18 @@ __device__ void attnPartial(const KvArgs &a) {
   const int span = attnSpan(pos, splits), start = split * span, used = (pos + span) / span;
   if (start > pos) return; // the merge reads only the splits a row has
   const int end = min(pos + 1, start + span);
+  const int *table = reinterpret_cast<const int *>(a.p[3]) + r * a.i[2];
+  long long off[kAttnUnroll<G>];
+  attnPages<G, KVH, HD, PS>(table, start + slot, SLOTS, end, off);
+  pdlWait();
 
   const C *cache = reinterpret_cast<const C *>(a.p[1]);
   const long long layer = a.i[1];
   const C *keys = cache + cacheOffset<C, KVH, HD, PS, PAGES>(layer, 0, 0, kvh, 0);
   const C *values = cache + cacheOffset<C, KVH, HD, PS, PAGES>(layer, 1, 0, kvh, 0);
-  const int *table = reinterpret_cast<const int *>(a.p[3]) + r * a.i[2];
   // The slot's first keys and values in flight while the queries come in.
   float kv[kAttnUnroll<G>][D], vv[kAttnUnroll<G>][D];
-  attnFetch<C, G, KVH, HD, PS>(keys, values, table, start + slot, SLOTS, end, sub, kv, vv);
+  attnData<C, G, HD>(keys, values, off, start + slot, SLOTS, end, sub, kv, vv);
   const float scale = (float)a.d[0];
   const float *q = reinterpret_cast<const float *>(a.p[0]) + ((long long)r * H + kvh * G) * HD;
   for (int idx = tid; idx < G * HD; idx += WARPS * 32) qs[idx / HD][idx % HD] = q[idx] * scale;
