@@ -345,7 +345,7 @@ private:
   /// any type where the features are many (at least 32 x kFillBlocks, 32
   /// warps a multiprocessor at 2: a vocabulary's head), so that the norm
   /// folded into it is worked out once for two (Llama-3.2-1B's head, int8:
-  /// 6.4 → 5.2; bf16: 2.9 → 2.2). Where they are few, a warp a feature keeps
+  /// 6.4 → 5.2; bf16: 2.9 → 2.3). Where they are few, a warp a feature keeps
   /// more loads in flight.
   static int64_t matvecFeaturesPerWarp(const WeightEntry &w, int64_t rows, int64_t features,
                                        bool swiglu) {

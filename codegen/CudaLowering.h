@@ -69,10 +69,10 @@ struct Specialisations {
   /// Declares `extern "C" name` (once) running `body` with `block` threads.
   /// Launched as a programmatic dependent (Kernels.cuh), the kernel first
   /// lets the next one start and waits for the one before it, unless the
-  /// body `waitsItself` (after reading only weights). minBlocks > 0: the
-  /// blocks a multiprocessor must hold at once (`__launch_bounds__`'s
-  /// second argument), which lets ptxas spend registers where it need not
-  /// fit more.
+  /// body `waitsItself` (after reading only weights and the call's inputs).
+  /// minBlocks > 0: the blocks a multiprocessor must hold at once
+  /// (`__launch_bounds__`'s second argument), which lets ptxas spend
+  /// registers where it need not fit more.
   std::string wrapper(const std::string &name, int64_t block, const std::string &body,
                       bool waitsItself = false, int64_t minBlocks = 0);
   /// The cos/sin table of `params`' frequencies.

@@ -1053,6 +1053,24 @@ __device__ __forceinline__ void mmaRun(const uint4 (&xv)[sizeof(X) == 4 ? 2 : 1]
   }
 }
 
+/// Steps s to s + U - 1 of mmaProducts, their weights loaded (wv, scale,
+/// mn, on: mmaLoadWeights): x's loads, all in flight together, then the
+/// products (mmaRun).
+template <class W, class X, class NW, int K, int P, bool NORM, int U>
+__device__ __forceinline__ void mmaSteps(const MmaLane<W, X, NW, K, P> &l, int s,
+                                         const typename MmaFormat<W>::Raw (&wv)[U][P][2],
+                                         const float (&scale)[U][P][2],
+                                         const float (&mn)[U][P][2], const bool (&on)[U][2],
+                                         float &ss, float (&acc)[P][4]) {
+  uint4 xv[U][sizeof(X) == 4 ? 2 : 1];
+#pragma unroll
+  for (int u = 0; u < U; ++u) mmaLoadX(l, s + u, on[u], xv[u]);
+#pragma unroll
+  for (int u = 0; u < U; ++u)
+    mmaRun<W, X, NW, P, NORM>(xv[u], wv[u], scale[u], mn[u], on[u], l.nw + (s + u) * 32, ss,
+                              acc);
+}
+
 /// The products of matvec on tensor cores (matvecMma, matvecRopeKvMma), for
 /// bf16, int8 or int4 weights (W, at p[1]) and up to 8 rows of x: the
 /// block's 16 weight rows (A) times x's rows as B's 8 columns, f32
@@ -1075,24 +1093,6 @@ __device__ __forceinline__ void mmaRun(const uint4 (&xv)[sizeof(X) == 4 ? 2 : 1]
 /// row's products take. An f32 x is split into a big and a small bf16 part
 /// (splitBf16: two products); a bf16 x is exact. With NORM x is scaled by nw
 /// (p[2]) before the split, and its squares summed from the same loads.
-/// Steps s to s + U - 1 of mmaProducts, their weights loaded (wv, scale,
-/// mn, on: mmaLoadWeights): x's loads, all in flight together, then the
-/// products (mmaRun).
-template <class W, class X, class NW, int K, int P, bool NORM, int U>
-__device__ __forceinline__ void mmaSteps(const MmaLane<W, X, NW, K, P> &l, int s,
-                                         const typename MmaFormat<W>::Raw (&wv)[U][P][2],
-                                         const float (&scale)[U][P][2],
-                                         const float (&mn)[U][P][2], const bool (&on)[U][2],
-                                         float &ss, float (&acc)[P][4]) {
-  uint4 xv[U][sizeof(X) == 4 ? 2 : 1];
-#pragma unroll
-  for (int u = 0; u < U; ++u) mmaLoadX(l, s + u, on[u], xv[u]);
-#pragma unroll
-  for (int u = 0; u < U; ++u)
-    mmaRun<W, X, NW, P, NORM>(xv[u], wv[u], scale[u], mn[u], on[u], l.nw + (s + u) * 32, ss,
-                              acc);
-}
-
 /// The first kMvPrefetch bytes of each weight row's share come into L2,
 /// and the first U steps' weights into registers, before the wait for the
 /// kernel before. p[0]: x; i[0]: rows.
