@@ -26,7 +26,9 @@ struct Shape {
 // GQA with tied embeddings; Qwen2-style bias; MHA with head_dim 128 and
 // Llama 3 RoPE; MQA (16 query heads on one KV head); f32 and f16 weights;
 // pages of 4 in a pool larger than its batch of 3 needs (1000 pages, not
-// 3 x 1024 / 4); batch 1, where the fused QKV is one product.
+// 3 x 1024 / 4); batch 1, where the fused QKV is one product, with a
+// vocabulary of 9000, whose head takes two features a warp (matvec's FPW
+// where the features are many).
 inline const Shape kShapes[] = {
     {"gqa-bf16",
      "architecture = \"llama\"\nhidden_size = 256\nintermediate_size = 688\nnum_layers = 2\n"
@@ -49,7 +51,7 @@ inline const Shape kShapes[] = {
      "weight_dtype = \"f32\"\nmax_batch = 1\nmax_seq_len = 128\nprefill_chunk = 16", ""},
     {"gqa-bf16-batch1",
      "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 320\nnum_layers = 2\n"
-     "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 300",
+     "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 9000",
      "weight_dtype = \"bf16\"\nmax_batch = 1\nmax_seq_len = 256\nprefill_chunk = 32", ""},
 };
 
@@ -63,7 +65,7 @@ inline const Shape kShapes[] = {
 // matvec_rope_kv_write: the QKV with its bias in the Qwen2 shape), the
 // others the plain matrix-vector one. Batch 1 with an intermediate size of
 // 336: every product folded, the down projection's rows ending in half a
-// group.
+// group, and a vocabulary of 9000 (int8: its head two features a warp).
 inline const Shape kQuantShapes[] = {
     {"gqa-int8-tied-172",
      "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 172\nnum_layers = 2\n"
@@ -75,7 +77,7 @@ inline const Shape kQuantShapes[] = {
      "weight_dtype = \"int8\"\nmax_batch = 3\nmax_seq_len = 256\nprefill_chunk = 96", ""},
     {"gqa-int8-batch1",
      "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 336\nnum_layers = 2\n"
-     "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 300",
+     "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 9000",
      "weight_dtype = \"int8\"\nmax_batch = 1\nmax_seq_len = 256\nprefill_chunk = 32", ""},
     {"gqa-int4-tied-172",
      "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 172\nnum_layers = 2\n"
