@@ -639,22 +639,36 @@ __device__ __forceinline__ void mvRun(const typename MvFormat<W, K>::Run (&run)[
   }
 }
 
-/// Runs of weights a matvec lane loads before it uses any (mvAccumulate):
-/// 4 weight loads in flight a lane, as G of them a run allow. One at a
-/// time, a lane would wait a memory latency for each run, and the products
-/// with few runs a lane (Llama-3.2-1B's o at one row in bf16: 8) would
-/// stream well under the memory bandwidth.
-template <int G> inline constexpr int kMvUnroll = G >= 4 ? 1 : 4 / G;
+/// A matvec's warps in all, at or under which its lanes keep 8 weight loads
+/// in flight instead of 4 (kMvUnroll): 16 warps a multiprocessor of an
+/// H100/H200 (132).
+inline constexpr long long kMvFewWarps = 16 * 132;
 
-/// Runs c0, c0 + 32, ... (kMvUnroll of them, those within the row) of a
-/// matvec lane's G weight rows (mvRow), loaded into run[u][g].
-template <class W, int K, int G, int FPW>
+/// Runs of weights a matvec lane loads before it uses any (mvAccumulate),
+/// for G weight rows a warp and WARPS warps in all: 4 weight loads in
+/// flight a lane, as G of them a run allow, 8 where the warps are few. One
+/// at a time, a lane would wait a memory latency for each run, and the
+/// products with few runs a lane (Llama-3.2-1B's o at one row in bf16: 8)
+/// would stream well under the memory bandwidth. With few warps a
+/// multiprocessor (the 1B's QKV, o and down at one row: 12 to 16), 4 loads
+/// a lane keep about 24 to 32 KiB in flight on it, near what an H200's
+/// bandwidth times its memory latency asks; 8 double that, for about 16 to
+/// 50 more registers a thread, which the warps there leave room for. Where
+/// the warps are many the multiprocessors are full, and more registers a
+/// thread would only make them fewer.
+template <int G, long long WARPS>
+inline constexpr int kMvUnroll = G >= (WARPS <= kMvFewWarps ? 8 : 4)
+                                     ? 1
+                                     : (WARPS <= kMvFewWarps ? 8 : 4) / G;
+
+/// Runs c0, c0 + 32, ... (U of them, those within the row) of a matvec
+/// lane's G weight rows (mvRow), loaded into run[u][g].
+template <class W, int K, int G, int FPW, int U>
 __device__ __forceinline__ void mvLoadRuns(const MvWeights &w, long long j0, long long stride,
-                                           int c0,
-                                           typename MvFormat<W, K>::Run (&run)[kMvUnroll<G>][G]) {
+                                           int c0, typename MvFormat<W, K>::Run (&run)[U][G]) {
   constexpr int RUNS = (K + MvFormat<W, K>::RUN - 1) / MvFormat<W, K>::RUN;
 #pragma unroll
-  for (int u = 0; u < kMvUnroll<G>; ++u)
+  for (int u = 0; u < U; ++u)
     if (c0 + 32 * u < RUNS)
 #pragma unroll
       for (int g = 0; g < G; ++g) run[u][g].load(w, mvRow<FPW>(j0, stride, g), c0 + 32 * u);
@@ -662,19 +676,19 @@ __device__ __forceinline__ void mvLoadRuns(const MvWeights &w, long long j0, lon
 
 /// A matvec lane's share of its warp's G weight rows (mvRow) times each of
 /// the `rows` rows of x: runs c = lane, lane + 32, ... (one 16-byte load of
-/// weights each, MvFormat), kMvUnroll of them loaded at a time (mvLoadRuns;
+/// weights each, MvFormat), U (kMvUnroll) of them loaded at a time (mvLoadRuns;
 /// `run` holds the first ones already: the caller loads them before it
 /// waits for the kernel before), into acc (mvRun). Each element of x it
 /// loads serves all G rows: x, read from L1 for every warp of the GPU,
 /// costs R times the weights' bytes (twice that for f32 x and 16-bit
 /// weights) over G.
-template <class W, class X, class NW, int K, int G, int FPW, int R, bool NORM>
+template <class W, class X, class NW, int K, int G, int FPW, int R, bool NORM, int U>
 __device__ __forceinline__ void mvAccumulate(const X *x, const MvWeights &w, long long j0,
                                              long long stride, const NW *nw, int rows, int lane,
-                                             typename MvFormat<W, K>::Run (&run)[kMvUnroll<G>][G],
+                                             typename MvFormat<W, K>::Run (&run)[U][G],
                                              float (&acc)[G][R], float (&ss)[R]) {
   using F = MvFormat<W, K>;
-  constexpr int RUNS = (K + F::RUN - 1) / F::RUN, U = kMvUnroll<G>;
+  constexpr int RUNS = (K + F::RUN - 1) / F::RUN;
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     ss[r] = 0.0f;
@@ -682,7 +696,7 @@ __device__ __forceinline__ void mvAccumulate(const X *x, const MvWeights &w, lon
     for (int g = 0; g < G; ++g) acc[g][r] = 0.0f;
   }
   for (int c0 = lane; c0 < RUNS; c0 += 32 * U) {
-    if (c0 != lane) mvLoadRuns<W, K, G, FPW>(w, j0, stride, c0, run);
+    if (c0 != lane) mvLoadRuns<W, K, G, FPW, U>(w, j0, stride, c0, run);
 #pragma unroll
     for (int u = 0; u < U; ++u)
       if (c0 + 32 * u < RUNS)
@@ -744,14 +758,15 @@ __device__ void matvec(const KvArgs &a) {
   if (j >= F) return; // the whole warp: it holds no block barrier
   // The first runs of weights (no kernel writes them) in flight while the
   // kernel before finishes.
-  typename MvFormat<W, K>::Run run[kMvUnroll<G>][G];
-  mvLoadRuns<W, K, G, FPW>(w, j, F, lane, run);
+  constexpr int U = kMvUnroll<G, F / FPW>;
+  typename MvFormat<W, K>::Run run[U][G];
+  mvLoadRuns<W, K, G, FPW, U>(w, j, F, lane, run);
   pdlWait();
   const int rows = (int)a.i[0];
   float acc[G][R], ss[R];
-  mvAccumulate<W, X, NW, K, G, FPW, R, NORM>(reinterpret_cast<const X *>(a.p[0]), w, j, F,
-                                             reinterpret_cast<const NW *>(a.p[2]), rows, lane,
-                                             run, acc, ss);
+  mvAccumulate<W, X, NW, K, G, FPW, R, NORM, U>(reinterpret_cast<const X *>(a.p[0]), w, j, F,
+                                                reinterpret_cast<const NW *>(a.p[2]), rows, lane,
+                                                run, acc, ss);
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     if (r >= rows) break;
@@ -1551,8 +1566,9 @@ __device__ void matvecRopeKv(const KvArgs &a) {
   const MvWeights w = mvWeights<W, K>(a, 3);
   mvPrefetch<W, K, G, G>(w, j, 0, jp < PAIRS, lane);
   if (jp >= PAIRS) return; // the whole warp: it holds no block barrier
-  typename MvFormat<W, K>::Run run[kMvUnroll<G>][G]; // as matvec's
-  mvLoadRuns<W, K, G, G>(w, j, 0, lane, run);
+  constexpr int U = kMvUnroll<G, PAIRS / PPW>; // as matvec's
+  typename MvFormat<W, K>::Run run[U][G];
+  mvLoadRuns<W, K, G, G, U>(w, j, 0, lane, run);
   pdlWait();
   const int rows = (int)a.i[0];
   // One row (the batch-1 step): lane q's angle is loaded before the weight
@@ -1560,9 +1576,9 @@ __device__ void matvecRopeKv(const KvArgs &a) {
   RopeAngle early{0, float2{1.0f, 0.0f}};
   if (R == 1 && lane < PPW) early = ropeAngle<QCOLS, KVH, HD>(a, 0, j + 2 * lane);
   float acc[G][R], ss[R];
-  mvAccumulate<W, X, NW, K, G, G, R, NORM>(reinterpret_cast<const X *>(a.p[0]), w, j, 0,
-                                           reinterpret_cast<const NW *>(a.p[2]), rows, lane, run,
-                                           acc, ss);
+  mvAccumulate<W, X, NW, K, G, G, R, NORM, U>(reinterpret_cast<const X *>(a.p[0]), w, j, 0,
+                                              reinterpret_cast<const NW *>(a.p[2]), rows, lane,
+                                              run, acc, ss);
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     if (r >= rows) break;
