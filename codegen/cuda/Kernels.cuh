@@ -656,10 +656,9 @@ inline constexpr long long kMvFewWarps = 16 * 132;
 /// 50 more registers a thread, which the warps there leave room for. Where
 /// the warps are many the multiprocessors are full, and more registers a
 /// thread would only make them fewer.
+template <long long WARPS> inline constexpr int kMvLoads = WARPS <= kMvFewWarps ? 8 : 4;
 template <int G, long long WARPS>
-inline constexpr int kMvUnroll = G >= (WARPS <= kMvFewWarps ? 8 : 4)
-                                     ? 1
-                                     : (WARPS <= kMvFewWarps ? 8 : 4) / G;
+inline constexpr int kMvUnroll = G < kMvLoads<WARPS> ? kMvLoads<WARPS> / G : 1;
 
 /// Runs c0, c0 + 32, ... (U of them, those within the row) of a matvec
 /// lane's G weight rows (mvRow), loaded into run[u][g].
