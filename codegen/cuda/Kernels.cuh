@@ -1214,154 +1214,199 @@ __device__ void matvecMma(const KvArgs &a) {
   }
 }
 
-/// The tiled product's shared tiles: 64 rows of x and 64 dequantized weight
-/// rows over one group of K, stored k-major: x's tile is a column-major A
-/// (rows x k) of tf32 fragments, the weights' a row-major B (k x features).
+/// The tiled product's tiles: 64 rows of x and 64 weight rows over one group
+/// of K (32 elements), as bf16 pairs (word c: elements 2c and 2c + 1, the
+/// first in its low half), a row padded to 20 words so that a warp's
+/// fragment loads (row g, word t: 20 g + t) fall in 32 different banks.
 inline constexpr int kQTileRows = 64, kQTileFeatures = 64, kQTileK = 32, kQTileThreads = 256;
+inline constexpr int kQTileWords = 20;
 
-/// Thread t's 8 elements of the x tile: row t / 4, elements 8 * (t % 4) on
-/// from k0; zero past the rows or K.
-template <int K>
-__device__ __forceinline__ void gemmLoadX(const float *x, int rows, int r0, int k0,
-                                          float (*xs)[kQTileRows + 4], int tid) {
-  const int row = tid / 4, kp = (tid % 4) * 8;
-  const bool live = r0 + row < rows;
-  const float *src = x + (long long)(r0 + row) * K + k0 + kp;
-  if (live && (K % 4 == 0) && k0 + kp + 8 <= K) {
-    float v[8];
-    loadRun<4>(src, v);
-    loadRun<4>(src + 4, v + 4);
-#pragma unroll
-    for (int e = 0; e < 8; ++e) xs[kp + e][row] = v[e];
-  } else {
-#pragma unroll
-    for (int e = 0; e < 8; ++e) xs[kp + e][row] = live && k0 + kp + e < K ? src[e] : 0.0f;
-  }
-}
+/// One stage of the tiled product: x's rows split into a big and a small
+/// bf16 part (splitBf16), the weight rows' codes as bf16 (exact: an int8
+/// code has at most 8 significant bits, an int4 code 4), the group's scales
+/// and minimums of the tile's features, and x's rows summed over the group
+/// (for int4's minimums).
+struct QStage {
+  unsigned xb[kQTileRows][kQTileWords], xs[kQTileRows][kQTileWords];
+  unsigned w[kQTileFeatures][kQTileWords];
+  float scale[kQTileFeatures], mn[kQTileFeatures], xsum[kQTileRows];
+};
 
-/// Thread t's share of the weight tile, dequantized: feature t / 4; int8:
-/// 8 codes at 8 * (t % 4); int4: bytes 4 * (t % 4) on, which hold elements
-/// 4 * (t % 4) + e and 16 + 4 * (t % 4) + e. Zero past N or K.
-template <int BITS, int K, int N>
-__device__ __forceinline__ void gemmLoadW(const KvArgs &a, int j0, int g,
-                                          float (*ws)[kQTileFeatures + 4], int tid) {
-  constexpr int G = (K + 31) / 32;
-  const int f = tid / 4, j = j0 + f, k0 = g * 32;
-  const bool live = j < N;
-  const long long at = (long long)(live ? j : 0) * G + g;
-  const float scale = live ? reinterpret_cast<const float *>(a.p[2])[at] : 0.0f;
-  if constexpr (BITS == 8) {
-    const int kp = (tid % 4) * 8;
-    const int8_t *src = reinterpret_cast<const int8_t *>(a.p[1]) + (long long)j * K + k0 + kp;
-    float q[8];
-    if (live && K % 8 == 0 && k0 + kp + 8 <= K) {
-      loadCodes8<8>(src, q);
-    } else {
-#pragma unroll
-      for (int e = 0; e < 8; ++e) q[e] = live && k0 + kp + e < K ? (float)src[e] : 0.0f;
-    }
-#pragma unroll
-    for (int e = 0; e < 8; ++e) ws[kp + e][f] = q[e] * scale;
-  } else {
-    const int bp = (tid % 4) * 4;
-    const float mn = live ? reinterpret_cast<const float *>(a.p[3])[at] : 0.0f;
-    const unsigned v =
-        live ? *reinterpret_cast<const unsigned *>(reinterpret_cast<const uint8_t *>(a.p[1]) +
-                                                   at * 16 + bp)
-             : 0u;
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const unsigned b = (v >> (8 * e)) & 255u;
-      const int lo = bp + e, hi = 16 + bp + e;
-      ws[lo][f] = live && k0 + lo < K ? (float)(b & 15u) * scale + mn : 0.0f;
-      ws[hi][f] = live && k0 + hi < K ? (float)(b >> 4) * scale + mn : 0.0f;
-    }
-  }
-}
-
-/// A warp's tf32 fragments (tensor cores, m16n16k8) and their split: v is
-/// big + small, each tf32 (10 bits of mantissa), to about 2^-22 of v.
-using QFragA = nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 8,
-                                      nvcuda::wmma::precision::tf32, nvcuda::wmma::col_major>;
-using QFragB = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 8,
-                                      nvcuda::wmma::precision::tf32, nvcuda::wmma::row_major>;
-using QFragC = nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 8, float>;
-template <class Frag> __device__ __forceinline__ void splitTf32(Frag &big, Frag &small) {
-#pragma unroll
-  for (int t = 0; t < big.num_elements; ++t) {
-    const float v = big.x[t];
-    big.x[t] = nvcuda::wmma::__float_to_tf32(v);
-    small.x[t] = nvcuda::wmma::__float_to_tf32(v - big.x[t]);
-  }
-}
-
-/// acc += a x b, a given as its big and small tf32 parts (splitTf32); b
-/// exact in tf32, or split here too when SPLIT_B: small x big, big x small,
-/// big x big (3xTF32: the dropped small x small is about 2^-22 of a term).
-template <bool SPLIT_B, class FA, class FB>
-__device__ __forceinline__ void mmaSplit(QFragC &acc, const FA &ab, const FA &as, FB &b) {
-  if constexpr (SPLIT_B) {
-    FB bs;
-    splitTf32(b, bs); // b becomes its big part
-    nvcuda::wmma::mma_sync(acc, as, b, acc);
-    nvcuda::wmma::mma_sync(acc, ab, bs, acc);
-  } else {
-    nvcuda::wmma::mma_sync(acc, as, b, acc);
-  }
-  nvcuda::wmma::mma_sync(acc, ab, b, acc);
-}
-
-/// The tiled product's shared memory: the tiles of one group of K, then,
-/// when K is done, the block's outputs (row-major) in the same bytes.
+/// The tiled product's shared memory: two stages, one read while the next
+/// group is written to the other, then the block's outputs (row-major) in
+/// the same bytes.
 union QTiles {
-  struct {
-    float xs[kQTileK][kQTileRows + 4];
-    float ws[kQTileK][kQTileFeatures + 4];
-  } in;
+  QStage stage[2];
   float out[kQTileRows][kQTileFeatures + 4];
 };
 
+/// Thread t's share of one group of the tiled product, held in registers
+/// from its loads (issued before the warps multiply the group before it) to
+/// its stores: x's row t / 4 of the tile, elements 8 (t % 4) on of the group
+/// (zero past the rows or K); the tile's weight row t / 4: int8, its codes
+/// 8 (t % 4) on (zero past N or K); int4, bytes 4 (t % 4) on of the group's
+/// 16, which hold elements 4 (t % 4) + e (low halves) and 16 + 4 (t % 4) + e
+/// (high halves; zero past N); the row's scale and minimum (zero past N).
+struct QLoads {
+  float x[8];
+  unsigned code[2];
+  float scale, mn;
+};
+
+template <int BITS, int K, int N>
+__device__ __forceinline__ void gemmLoad(QLoads &l, const KvArgs &a, int rows, int r0, int j0,
+                                         int g, int tid) {
+  constexpr int G = (K + 31) / 32;
+  const int row = tid / 4, kp = (tid % 4) * 8, k0 = 32 * g;
+  const float *x = reinterpret_cast<const float *>(a.p[0]) + (long long)(r0 + row) * K + k0 + kp;
+  const bool xLive = r0 + row < rows;
+  if (xLive && K % 4 == 0 && (K % 32 == 0 || k0 + kp + 8 <= K)) {
+    loadRun<4>(x, l.x);
+    loadRun<4>(x + 4, l.x + 4);
+  } else {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) l.x[e] = xLive && k0 + kp + e < K ? x[e] : 0.0f;
+  }
+  const int j = j0 + row;
+  const bool live = j < N;
+  const long long at = (long long)(live ? j : 0) * G + g;
+  l.scale = live ? reinterpret_cast<const float *>(a.p[2])[at] : 0.0f;
+  l.mn = BITS == 4 && live ? reinterpret_cast<const float *>(a.p[3])[at] : 0.0f;
+  if constexpr (BITS == 8) {
+    const uint8_t *src = reinterpret_cast<const uint8_t *>(a.p[1]) + (long long)j * K + k0 + kp;
+    if (live && K % 8 == 0 && (K % 32 == 0 || k0 + kp + 8 <= K)) {
+      const uint2 v = *reinterpret_cast<const uint2 *>(src);
+      l.code[0] = v.x, l.code[1] = v.y;
+    } else {
+      l.code[0] = l.code[1] = 0u;
+#pragma unroll
+      for (int e = 0; e < 8; ++e)
+        if (live && k0 + kp + e < K) l.code[e / 4] |= unsigned(src[e]) << (8 * (e % 4));
+    }
+  } else {
+    l.code[0] = live ? *reinterpret_cast<const unsigned *>(reinterpret_cast<const uint8_t *>(
+                           a.p[1]) + at * 16 + (tid % 4) * 4)
+                     : 0u;
+  }
+}
+
+/// Two codes as a word of two bf16 (the first in the low half), exactly.
+__device__ __forceinline__ unsigned bf16Pair(float c0, float c1) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(c0, c1);
+  return reinterpret_cast<const unsigned &>(v);
+}
+
+/// Thread t's share of a group into a stage (QLoads): x split, the codes as
+/// bf16, the scale and minimum; for int4, x's row summed over the group by
+/// the row's 4 threads (lanes side by side: every thread calls this).
+template <int BITS>
+__device__ __forceinline__ void gemmStore(const QLoads &l, QStage &s, int tid) {
+  const int row = tid / 4, q = tid % 4;
+  uint4 big, small;
+  splitBf16(l.x[0], l.x[1], big.x, small.x);
+  splitBf16(l.x[2], l.x[3], big.y, small.y);
+  splitBf16(l.x[4], l.x[5], big.z, small.z);
+  splitBf16(l.x[6], l.x[7], big.w, small.w);
+  *reinterpret_cast<uint4 *>(&s.xb[row][4 * q]) = big;
+  *reinterpret_cast<uint4 *>(&s.xs[row][4 * q]) = small;
+  if constexpr (BITS == 8) {
+    float c[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) c[e] = (float)(int8_t)(l.code[e / 4] >> (8 * (e % 4)));
+    *reinterpret_cast<uint4 *>(&s.w[row][4 * q]) =
+        make_uint4(bf16Pair(c[0], c[1]), bf16Pair(c[2], c[3]), bf16Pair(c[4], c[5]),
+                   bf16Pair(c[6], c[7]));
+  } else {
+    float lo[4], hi[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      lo[e] = (float)((l.code[0] >> (8 * e)) & 15u);
+      hi[e] = (float)((l.code[0] >> (8 * e + 4)) & 15u);
+    }
+    *reinterpret_cast<uint2 *>(&s.w[row][2 * q]) =
+        make_uint2(bf16Pair(lo[0], lo[1]), bf16Pair(lo[2], lo[3]));
+    *reinterpret_cast<uint2 *>(&s.w[row][8 + 2 * q]) =
+        make_uint2(bf16Pair(hi[0], hi[1]), bf16Pair(hi[2], hi[3]));
+    float sum = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) sum += l.x[e];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    if (q == 0) s.xsum[row] = sum;
+  }
+  if (q == 0) s.scale[row] = l.scale, s.mn[row] = l.mn;
+}
+
+/// A warp's products for one stage: rows wr..wr + 15 of x by features
+/// wf..wf + 31, four m16n8k16 tiles (n), each group's two halves of 16
+/// elements by both of x's parts into fresh sums p, which the features'
+/// scales multiply into acc (plus int4's minimum times x's row sum). Lane
+/// (g, t) as mmaBf16 says: A's (row g, word t) and (row g, word t + 4) of a
+/// half, B's feature g, the sums at rows g and g + 8, features 2t, 2t + 1.
+template <int BITS>
+__device__ __forceinline__ void gemmStage(const QStage &s, float (&acc)[4][4], int wr, int wf,
+                                          int g, int t) {
+  float p[4][4] = {};
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int c = 8 * h + t;
+    const unsigned ab[4] = {s.xb[wr + g][c], s.xb[wr + g + 8][c], s.xb[wr + g][c + 4],
+                            s.xb[wr + g + 8][c + 4]};
+    const unsigned as[4] = {s.xs[wr + g][c], s.xs[wr + g + 8][c], s.xs[wr + g][c + 4],
+                            s.xs[wr + g + 8][c + 4]};
+#pragma unroll
+    for (int n = 0; n < 4; ++n) {
+      const unsigned b[2] = {s.w[wf + 8 * n + g][c], s.w[wf + 8 * n + g][c + 4]};
+      mmaBf16(p[n], as, b);
+      mmaBf16(p[n], ab, b);
+    }
+  }
+#pragma unroll
+  for (int n = 0; n < 4; ++n)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int f = wf + 8 * n + 2 * t + i % 2, r = wr + g + 8 * (i / 2);
+      float y = s.scale[f] * p[n][i];
+      if constexpr (BITS == 4) y += s.mn[f] * s.xsum[r];
+      acc[n][i] += y;
+    }
+}
+
 /// Products for many rows (prefill), on tensor cores: block (feature tile,
-/// row tile) computes 64 rows x 64 features, one group of K at a time: x's
-/// tile and the weights' tile dequantized into shared memory, then warp w
-/// multiplies rows 16 (w % 4) on by features 32 (w / 4) on with tf32
-/// fragments. Each operand is split into a big and a small tf32 part and
-/// three products keep f32's accuracy (mmaSplit); the accumulators are f32.
+/// row tile) computes 64 rows x 64 features, one group of K at a time, in
+/// two stages of shared memory: a thread loads its share of the next group
+/// (gemmLoad) before the warps multiply the present one, and stores it into
+/// the other stage after, one barrier a group. Warp w multiplies rows
+/// 16 (w % 4) on by features 32 (w / 4) on (gemmStage): the codes are bf16
+/// exactly and x's f32 rows are split into two bf16 parts (about 16 of their
+/// 24 bits), accumulated in f32; each group's sums are scaled as they are
+/// added, as the matrix-vector kernels do.
 template <class O, int BITS, int K, int N0, int N1, int N2, bool BIAS>
 __device__ void quantGemm(const KvArgs &a) {
-  namespace wmma = nvcuda::wmma;
-  static_assert(kQTileThreads == 256 && kQTileRows == 64 && kQTileFeatures == 64,
-                "8 warps, each 16 rows x 32 features");
-  constexpr int N = N0 + N1 + N2, G = (K + 31) / 32, LD = kQTileRows + 4;
-  __shared__ __align__(32) QTiles sh;
-  const int tid = threadIdx.x, warp = tid / 32, tr = tid / 16, tf = tid % 16;
+  static_assert(kQTileThreads == 256 && kQTileRows == 64 && kQTileFeatures == 64 && kQTileK == 32,
+                "8 warps, each 16 rows x 32 features; a group of K a stage");
+  constexpr int N = N0 + N1 + N2, G = (K + 31) / 32;
+  __shared__ __align__(16) QTiles sh;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, tr = tid / 16, tf = tid % 16;
   const int j0 = blockIdx.x * kQTileFeatures, r0 = blockIdx.y * kQTileRows;
-  const int wr = (warp % 4) * 16, wf = (warp / 4) * 32;
+  const int wr = (warp % 4) * 16, wf = (warp / 4) * 32, lg = lane / 4, lt = lane % 4;
   const int rows = (int)a.i[0];
-  const float *x = reinterpret_cast<const float *>(a.p[0]);
-  QFragC acc[2];
-  wmma::fill_fragment(acc[0], 0.0f);
-  wmma::fill_fragment(acc[1], 0.0f);
+  float acc[4][4] = {};
+  QLoads next;
+  gemmLoad<BITS, K, N>(next, a, rows, r0, j0, 0, tid);
+  gemmStore<BITS>(next, sh.stage[0], tid);
+  __syncthreads();
   for (int g = 0; g < G; ++g) {
-    gemmLoadX<K>(x, rows, r0, g * 32, sh.in.xs, tid);
-    gemmLoadW<BITS, K, N>(a, j0, g, sh.in.ws, tid);
-    __syncthreads();
-#pragma unroll
-    for (int k = 0; k < kQTileK; k += 8) {
-      QFragA xb, xs;
-      wmma::load_matrix_sync(xb, &sh.in.xs[k][wr], LD); // x[row][k]: column-major
-      splitTf32(xb, xs);
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        QFragB wb;
-        wmma::load_matrix_sync(wb, &sh.in.ws[k][wf + 16 * h], LD); // w[k][feature]
-        mmaSplit<true>(acc[h], xb, xs, wb);
-      }
-    }
+    if (g + 1 < G) gemmLoad<BITS, K, N>(next, a, rows, r0, j0, g + 1, tid);
+    gemmStage<BITS>(sh.stage[g % 2], acc, wr, wf, lg, lt);
+    if (g + 1 < G) gemmStore<BITS>(next, sh.stage[(g + 1) % 2], tid);
     __syncthreads();
   }
-  wmma::store_matrix_sync(&sh.out[wr][wf], acc[0], LD, wmma::mem_row_major);
-  wmma::store_matrix_sync(&sh.out[wr][wf + 16], acc[1], LD, wmma::mem_row_major);
+#pragma unroll
+  for (int n = 0; n < 4; ++n)
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+      sh.out[wr + lg + 8 * (i / 2)][wf + 8 * n + 2 * lt + i % 2] = acc[n][i];
   __syncthreads();
 #pragma unroll
   for (int u = 0; u < 4; ++u) {
@@ -1965,11 +2010,11 @@ __device__ void attnPartial(const KvArgs &a) {
 // warps (the next tile's loads in flight while the warps compute), and each
 // warp computes for its query head and its 16 rows: the scores (tf32
 // fragments, m16n16k8), the causal mask and a running softmax by row, then
-// probabilities x values added to its output rows. As in quantGemm,
-// the operands that tf32 does not hold exactly (the queries and the
-// probabilities; keys and values in an f32 cache) are split into a big and
-// a small tf32 part, so the products keep f32's accuracy; a 2-byte cache's
-// keys and values are exact in tf32 (bf16's and f16's significands fit).
+// probabilities x values added to its output rows. The operands that tf32
+// does not hold exactly (the queries and the probabilities; keys and values
+// in an f32 cache) are split into a big and a small tf32 part, so the
+// products keep f32's accuracy; a 2-byte cache's keys and values are exact
+// in tf32 (bf16's and f16's significands fit).
 
 /// Keys per tile and the padded row strides (16 bytes apart, so the rows of
 /// a fragment fall in different banks) of attnTiled.
@@ -1977,6 +2022,38 @@ template <int HD> struct AttnTile {
   static constexpr int BK = HD <= 64 ? 32 : 16;
   static constexpr int LK = HD + 4, LS = BK + 4;
 };
+
+/// A warp's tf32 fragments (tensor cores, m16n16k8) and their split: v is
+/// big + small, each tf32 (10 bits of mantissa), to about 2^-22 of v.
+using QFragA = nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 8,
+                                      nvcuda::wmma::precision::tf32, nvcuda::wmma::col_major>;
+using QFragB = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 8,
+                                      nvcuda::wmma::precision::tf32, nvcuda::wmma::row_major>;
+using QFragC = nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 8, float>;
+template <class Frag> __device__ __forceinline__ void splitTf32(Frag &big, Frag &small) {
+#pragma unroll
+  for (int t = 0; t < big.num_elements; ++t) {
+    const float v = big.x[t];
+    big.x[t] = nvcuda::wmma::__float_to_tf32(v);
+    small.x[t] = nvcuda::wmma::__float_to_tf32(v - big.x[t]);
+  }
+}
+
+/// acc += a x b, a given as its big and small tf32 parts (splitTf32); b
+/// exact in tf32, or split here too when SPLIT_B: small x big, big x small,
+/// big x big (3xTF32: the dropped small x small is about 2^-22 of a term).
+template <bool SPLIT_B, class FA, class FB>
+__device__ __forceinline__ void mmaSplit(QFragC &acc, const FA &ab, const FA &as, FB &b) {
+  if constexpr (SPLIT_B) {
+    FB bs;
+    splitTf32(b, bs); // b becomes its big part
+    nvcuda::wmma::mma_sync(acc, as, b, acc);
+    nvcuda::wmma::mma_sync(acc, ab, bs, acc);
+  } else {
+    nvcuda::wmma::mma_sync(acc, as, b, acc);
+  }
+  nvcuda::wmma::mma_sync(acc, ab, b, acc);
+}
 
 /// attnTiled's shared memory: the key and value tile; per warp its scores
 /// (then probabilities), unnormalised output rows and per row the running
