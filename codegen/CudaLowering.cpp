@@ -364,6 +364,24 @@ private:
     const bool type = w.dtype == DType::bf16 || !isFloatDType(w.dtype);
     return type && rows >= 2 && matvecTakes(w, rows);
   }
+  /// Whether a product that --fuse-matvec left as it is runs on matvecMma
+  /// in groups of kGemvRows rows (kMvRowGroups): int8 and int4 weights at
+  /// more rows, up to kMmaGroupRows, in whole runs of 16 codes. There the
+  /// tiled product (quantGemm) has one tile of 64 rows for every 64
+  /// features (Llama-3.2-1B's o product: 32 blocks for 132
+  /// multiprocessors), each waiting on a group of K at a time, while
+  /// matvecMma keeps every multiprocessor streaming weights; its groups of
+  /// one slice of features run side by side, so each slice comes from
+  /// memory about once and from L2 the other times. A group costs int8
+  /// about 4.4 and int4 about 9.4 PTX instructions a byte of weights
+  /// (docs/cuda.md), so at 4 groups the kernel is bound by issue rather
+  /// than memory (at about 2.5 times the memory time for int8), and past
+  /// that the tiled product's reuse of the weights should win. The slices
+  /// of features are the grid's y, at most kMaxGridY (CUDA's limit).
+  static bool mmaRowGroups(const WeightEntry &w, int64_t rows) {
+    return !isFloatDType(w.dtype) && rows > kGemvRows && rows <= kMmaGroupRows &&
+           w.shape[1] % 16 == 0 && ceilDiv(w.shape[0], kMmaFeatures) <= kMaxGridY;
+  }
   /// The blocks a multiprocessor must hold at once for matvecMma's grid of
   /// `blocks` (Specialisations::wrapper's minBlocks): one where the grid is
   /// no more than an H100's or H200's multiprocessors (its blocks of up to
@@ -461,11 +479,13 @@ void EntryLowering::biasAdd(const std::string &bias, const Operand &o, int64_t c
 /// --fuse-matvec left as it is: one generated matrix-vector kernel (matvec
 /// with no prologue or epilogue but the bias) for every output of the
 /// weight, reading it once in 16-byte loads, instead of cuBLAS (which at
-/// one row reaches a fraction of the memory bandwidth) or quantGemv. False
+/// one row reaches a fraction of the memory bandwidth) or quantGemv; int8
+/// and int4 weights also up to kMmaGroupRows rows (mmaRowGroups). False
 /// where the rows are more, or a row is not whole runs (matvecTakes).
 bool EntryLowering::plainMatvec(const WeightEntry &w, const std::optional<std::string> &bias,
                               const Operand &input, const std::vector<Operand> &results) {
-  if (!matvecTakes(w, results[0].rows())) return false;
+  const int64_t rows = results[0].rows();
+  if (!matvecTakes(w, rows) && !mmaRowGroups(w, rows)) return false;
   MatVecOp plain;
   plain.weight = w.name;
   plain.input = input;
@@ -485,7 +505,8 @@ int64_t gemvWarps(int64_t features) {
 /// A product with int8 or int4 weights is one generated kernel for every
 /// output of a fused weight and its bias: for up to kGemvRows rows (decode,
 /// the last prefill row) matvec where it takes the rows, else quantGemv
-/// (rows of any length); the tiled one for more.
+/// (rows of any length); up to kMmaGroupRows matvecMma in groups of rows
+/// (mmaRowGroups) where it takes them; the tiled one for more.
 void EntryLowering::quantLinear(const WeightEntry &w, const std::optional<std::string> &bias,
                                 const Operand &input, const std::vector<Operand> &results) {
   f32Input(input, "linear");
@@ -506,8 +527,8 @@ void EntryLowering::quantLinear(const WeightEntry &w, const std::optional<std::s
                            ", " + (bias ? "true" : "false");
   const std::string tag = std::string(dtypeName(w.dtype)) + "_" + dtypeName(o.dtype) +
                           dims({k, n[0], n[1], n[2], bias ? 1 : 0});
+  if (rows <= kMmaGroupRows && plainMatvec(w, bias, input, results)) return;
   if (rows <= kGemvRows) {
-    if (plainMatvec(w, bias, input, results)) return;
     const int64_t warps = gemvWarps(features);
     const std::string name =
         specs.wrapper("linear_gemv_" + tag + dims({warps, rows}), warps * 32,
@@ -627,18 +648,24 @@ bool EntryLowering::matvecKernel(const char *prefix, const WeightEntry &w, const
                                  op.bias ? weightRef(*op.bias) : weightRef(w.name)};
   if (!splitOutputs(op.results, n, ptrs) || op.weightRows() != w.shape[0]) return false;
   // The folds, as the kernel's flags and the wrapper's name tell them.
+  const int64_t rows = op.results.front().rows();
+  const bool grouped = mmaRowGroups(w, rows);
   const auto [flags, tag] = matvecFlags({{op.norm.has_value(), "kMvNorm", 'n'},
                                          {op.swiglu, "kMvSwiglu", 's'},
                                          {op.addend.has_value(), "kMvAdd", 'a'},
-                                         {op.bias.has_value(), "kMvBias", 'b'}});
+                                         {op.bias.has_value(), "kMvBias", 'b'},
+                                         {grouped, "kMvRowGroups", 'r'}});
   const DType nw = op.norm ? weightType(*op.norm) : DType::f32,
               b = op.bias ? weightType(*op.bias) : DType::f32;
   const Operand &o = op.results.front();
-  const int64_t k = w.shape[1], rows = o.rows(), features = n[0] + n[1] + n[2];
+  const int64_t k = w.shape[1], features = n[0] + n[1] + n[2];
   const std::string types = std::string(dtypeName(w.dtype)) + "_" + dtypeName(op.input.dtype) +
                             "_" + dtypeName(o.dtype) + "_" + dtypeName(nw) + "_" + dtypeName(b);
-  if (matvecOnTensorCores(w, rows)) {
-    const int64_t blocks = ceilDiv(features, kMmaFeatures), warps = mmaWarps(blocks, k);
+  if (matvecOnTensorCores(w, rows) || grouped) {
+    // Row groups: block (group, slice of features), the groups following
+    // the active rows.
+    const int64_t slices = ceilDiv(features, kMmaFeatures), groups = ceilDiv(rows, kGemvRows),
+                  blocks = slices * groups, warps = mmaWarps(blocks, k);
     const std::string name = specs.wrapper(
         prefix + std::string("mma_") + types + dims({k, n[0], n[1], n[2], warps}) + tag,
         warps * 32,
@@ -647,8 +674,14 @@ bool EntryLowering::matvecKernel(const char *prefix, const WeightEntry &w, const
             num(n[0]) + ", " + num(n[1]) + ", " + num(n[2]) + ", " + num(warps) + ", " + flags +
             ">(a)",
         true, mmaMinBlocks(blocks));
-    kernel(name, {blocks, 1, 1}, warps * 32, -1, o, std::move(ptrs), matvecScales(w),
-           {op.eps.value_or(0.0)});
+    if (grouped) {
+      kernel(name, {groups, slices, 1}, warps * 32, 0, o, std::move(ptrs), matvecScales(w),
+             {op.eps.value_or(0.0)});
+      out.ops.back().rowsPerBlock = kGemvRows;
+    } else {
+      kernel(name, {slices, 1, 1}, warps * 32, -1, o, std::move(ptrs), matvecScales(w),
+             {op.eps.value_or(0.0)});
+    }
     return true;
   }
   const int64_t fpw = matvecFeaturesPerWarp(w, rows, features, op.swiglu),

@@ -41,8 +41,12 @@ constexpr int64_t kElementwiseBlock = 256;
 // kGemmTile rows x kGemmTile features above.
 constexpr int64_t kGemvRows = 8;
 // matvecMma (bf16, int8 and int4 weights, 2 to kGemvRows rows): kMmaFeatures features a
-// block, one tensor-core product's rows.
-constexpr int64_t kMmaFeatures = 16;
+// block, one tensor-core product's rows. Products of int8 and int4 weights
+// at more rows, up to kMmaGroupRows, run on it too, in groups of kGemvRows
+// rows (kMvRowGroups): a decode step at a batch of 9 to 32.
+constexpr int64_t kMmaFeatures = 16, kMmaGroupRows = 32;
+// CUDA's largest grid along y and z.
+constexpr int64_t kMaxGridY = 65535;
 constexpr int64_t kGemmTile = 64, kGemmThreads = 256;
 // Sampling: a first kernel finds each slice's argmax (and, for rows that
 // sample, its mass and kSampleCandidates candidates) in a block of

@@ -433,8 +433,9 @@ template <int C, class H> __device__ __forceinline__ void loadElems(const H *p, 
   }
 }
 
-/// llm.matvec's folds, as its kernel's FLAGS.
-inline constexpr int kMvNorm = 1, kMvSwiglu = 2, kMvAdd = 4, kMvBias = 8;
+/// llm.matvec's folds, as its kernel's FLAGS; and, for matvecMma only,
+/// more than 8 rows in groups of 8 (kMvRowGroups: block (group, features)).
+inline constexpr int kMvNorm = 1, kMvSwiglu = 2, kMvAdd = 4, kMvBias = 8, kMvRowGroups = 16;
 /// Bytes of each weight row a matvec asks into L2 before it waits for the
 /// kernel before it (the first four 16-byte loads of each lane).
 inline constexpr int kMvPrefetch = 2048;
@@ -922,9 +923,9 @@ template <> struct MmaFormat<Int4> {
 
 /// What a lane of mmaProducts reads: its weight rows (row[p][h]), from the
 /// lane's first run (w), for a SCALED format their groups' scales (i[AT]
-/// bytes from p[1]) and minimums (i[AT + 1]); x's row g (x; row 0 past the
-/// active rows, whose sums are left too) and the norm weights (nw), from
-/// the lane's first element.
+/// bytes from p[1]) and minimums (i[AT + 1]); x's row r0 + g (x; row r0,
+/// the block's first, past the active rows, whose sums are left too) and
+/// the norm weights (nw), from the lane's first element.
 template <class W, class X, class NW, int K, int P> struct MmaLane {
   using F = MmaFormat<W>;
   static constexpr int STEPS = (K + 31) / 32;
@@ -933,8 +934,8 @@ template <class W, class X, class NW, int K, int P> struct MmaLane {
   const X *x;
   const NW *nw;
   template <int AT>
-  __device__ __forceinline__ void init(const KvArgs &a, const long long (&row)[P][2], int g,
-                                       int t) {
+  __device__ __forceinline__ void init(const KvArgs &a, const long long (&row)[P][2], int r0,
+                                       int g, int t) {
 #pragma unroll
     for (int p = 0; p < P; ++p)
 #pragma unroll
@@ -946,7 +947,7 @@ template <class W, class X, class NW, int K, int P> struct MmaLane {
           mn[p][h] = reinterpret_cast<const float *>(a.p[1] + a.i[AT + 1]) + j * STEPS;
         }
       }
-    const int r = g < (int)a.i[0] ? g : 0;
+    const int r = r0 + g < (int)a.i[0] ? r0 + g : r0;
     x = reinterpret_cast<const X *>(a.p[0]) + (long long)r * K + F::LANE * t;
     nw = reinterpret_cast<const NW *>(a.p[2]) + F::LANE * t;
   }
@@ -1086,12 +1087,12 @@ __device__ __forceinline__ void mmaSteps(const MmaLane<W, X, NW, K, P> &l, int s
 }
 
 /// The products of matvec on tensor cores (matvecMma, matvecRopeKvMma), for
-/// bf16, int8 or int4 weights (W, at p[1]) and up to 8 rows of x: the
-/// block's 16 weight rows (A) times x's rows as B's 8 columns, f32
+/// bf16, int8 or int4 weights (W, at p[1]) and up to 8 rows of x from row
+/// r0 on: the block's 16 weight rows (A) times x's rows as B's 8 columns, f32
 /// accumulators; its WARPS warps split K and leave their parts in `sums`,
 /// then a block barrier. The lane's weight rows are row[p][h]: h 0 A's row
 /// g, h 1 row g + 8 (p: the gate's, the up's); past the weight, row 0. The
-/// sums of those rows, and of B's columns past `rows` (row 0 of x, read by
+/// sums of those rows, and of B's columns past `rows` (row r0 of x, read by
 /// MmaLane), are for the epilogue to leave: no load depends on a condition but
 /// at a K that is no whole number of steps of 32. The warp's steps go 4 at
 /// a time (2 with SwiGLU), their loads in flight together, then one at a
@@ -1112,7 +1113,7 @@ __device__ __forceinline__ void mmaSteps(const MmaLane<W, X, NW, K, P> &l, int s
 /// kernel before. p[0]: x; i[0]: rows.
 template <class W, class X, class NW, int K, int WARPS, int P, bool NORM, int AT>
 __device__ __forceinline__ void mmaProducts(const KvArgs &a, const long long (&row)[P][2],
-                                            MmaSums<WARPS, P> &sums) {
+                                            int r0, MmaSums<WARPS, P> &sums) {
   using F = MmaFormat<W>;
   constexpr bool SPLIT = sizeof(X) == 4;
   constexpr int STEPS = (K + 31) / 32, U = P == 2 ? 2 : 4;
@@ -1123,7 +1124,7 @@ __device__ __forceinline__ void mmaProducts(const KvArgs &a, const long long (&r
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int s0 = warp * STEPS / WARPS, s1 = (warp + 1) * STEPS / WARPS;
   MmaLane<W, X, NW, K, P> l;
-  l.template init<AT>(a, row, g, t);
+  l.template init<AT>(a, row, r0, g, t);
   pdlLaunchDependents();
 #pragma unroll
   for (int p = 0; p < P; ++p)
@@ -1176,16 +1177,21 @@ __device__ __forceinline__ void mmaProducts(const KvArgs &a, const long long (&r
 /// Block b computes features 16b..16b+15 (with SwiGLU, their gate and up
 /// rows) for every row at once (mmaProducts: A's row g feature 16b + g, row
 /// g + 8 feature 16b + g + 8), then one thread a feature and row adds the
-/// folds, which are matvec's (FLAGS). p, i, d: matvec's.
+/// folds, which are matvec's (FLAGS). With kMvRowGroups, rows past 8 too:
+/// block (q, b) computes rows 8q..8q + 7 of features 16b.. (the groups of
+/// one slice of features side by side in the grid, so that they run
+/// together and read its weights from memory about once). p, i, d:
+/// matvec's.
 template <class W, class X, class O, class NW, class B, int K, int N0, int N1, int N2, int WARPS,
           int FLAGS>
 __device__ void matvecMma(const KvArgs &a) {
   constexpr bool NORM = FLAGS & kMvNorm, SWIGLU = FLAGS & kMvSwiglu, ADD = FLAGS & kMvAdd,
-                 BIAS = FLAGS & kMvBias;
+                 BIAS = FLAGS & kMvBias, GROUPS = FLAGS & kMvRowGroups;
   constexpr int F = N0 + N1 + N2, P = SWIGLU ? 2 : 1;
   static_assert(!(SWIGLU || ADD) || N1 == 0, "one output with swiglu or an addend");
   __shared__ MmaSums<WARPS, P> sums;
-  const int g = threadIdx.x % 32 / 4, j0 = blockIdx.x * kMmaFeatures;
+  const int g = threadIdx.x % 32 / 4, j0 = (GROUPS ? blockIdx.y : blockIdx.x) * kMmaFeatures;
+  const int r0 = GROUPS ? 8 * (int)blockIdx.x : 0;
   long long row[P][2];
 #pragma unroll
   for (int p = 0; p < P; ++p)
@@ -1194,9 +1200,9 @@ __device__ void matvecMma(const KvArgs &a) {
       const int j = j0 + g + 8 * h;
       row[p][h] = j < F ? j + p * F : 0; // past the weight: left
     }
-  mmaProducts<W, X, NW, K, WARPS, P, NORM, 1>(a, row, sums);
-  const int rows = (int)a.i[0];
-  // Thread o: feature o / 8 of the block, row o % 8.
+  mmaProducts<W, X, NW, K, WARPS, P, NORM, 1>(a, row, r0, sums);
+  const int rows = (int)a.i[0] - r0;
+  // Thread o: feature o / 8 of the block, row r0 + o % 8.
   for (int o = threadIdx.x; o < kMmaFeatures * 8; o += WARPS * 32) {
     const int f = o / 8, r = o % 8, j = j0 + f;
     if (r >= rows || j >= F) continue;
@@ -1209,8 +1215,8 @@ __device__ void matvecMma(const KvArgs &a) {
     }
     float v = y[0];
     if (SWIGLU) v = y[0] / (1.0f + expf(-y[0])) * y[P - 1];
-    if (ADD) v += reinterpret_cast<const float *>(a.p[3])[(long long)r * F + j];
-    storeFeature<O, N0, N1, N2, false>(a, r, j, v);
+    if (ADD) v += reinterpret_cast<const float *>(a.p[3])[(long long)(r0 + r) * F + j];
+    storeFeature<O, N0, N1, N2, false>(a, r0 + r, j, v);
   }
 }
 
@@ -1660,7 +1666,7 @@ __device__ void matvecRopeKvMma(const KvArgs &a) {
     const int j = j0 + 2 * g + h;
     row[0][h] = j < F ? j : 0; // past the weight: left
   }
-  mmaProducts<W, X, NW, K, WARPS, 1, NORM, 3>(a, row, sums);
+  mmaProducts<W, X, NW, K, WARPS, 1, NORM, 3>(a, row, 0, sums);
   const int rows = (int)a.i[0];
   // Thread o: pair o / 8 of the block, row o % 8.
   for (int o = threadIdx.x; o < kMmaFeatures / 2 * 8; o += WARPS * 32) {

@@ -271,8 +271,10 @@ struct MmaProduct {
   int64_t k, n0, n1, n2, rows, warps;
   bool norm, swiglu, add, bias;
   int bits = 16; // weights: bf16 (16), int8 (8) or int4 (4) codes
+  int64_t groups = 1; // rows built: 8 a group (kMvRowGroups from 2)
   std::string instance() const {
     std::string flags = "0";
+    if (groups > 1) flags += " | kvplan::kMvRowGroups";
     if (norm) flags += " | kvplan::kMvNorm";
     if (swiglu) flags += " | kvplan::kMvSwiglu";
     if (add) flags += " | kvplan::kMvAdd";
@@ -307,7 +309,8 @@ double fromBf16(uint16_t h) {
 // takes (x's rows past them NaN, never read; their outputs never written),
 // warps of a block splitting K unevenly, and the folds: norm (bf16 scale),
 // SwiGLU, addend, bias; and int8 and int4 codes with their groups' scales
-// (and int4's minimums; a last group of 16).
+// (and int4's minimums; a last group of 16); more than 8 rows in groups of 8
+// (kMvRowGroups), the last group partial or whole, with every fold.
 TEST_F(QuantKernels, TensorCoreMatvecMatchesADoublePrecisionReference) {
   const MmaProduct kMma[] = {
       {"mma_a", false, 200, 20, 9, 9, 3, 2, false, false, false, true},
@@ -324,6 +327,14 @@ TEST_F(QuantKernels, TensorCoreMatvecMatchesADoublePrecisionReference) {
       {"mma_i4a", false, 208, 20, 9, 9, 4, 2, false, false, false, true, 4},
       {"mma_i4b", false, 2048, 24, 0, 0, 8, 4, true, true, false, false, 4},
       {"mma_i4c", false, 2064, 16, 0, 0, 3, 8, true, false, true, false, 4},
+      // Row groups: 19 rows of 24 (bf16 weights, three outputs, a bias); 13
+      // of 24 in int8 (the third group not launched, its rows not written);
+      // 32 in int4 with the norm and an addend; 17 with SwiGLU, an addend and
+      // a bias over bf16 x.
+      {"mma_g16", false, 256, 20, 9, 11, 19, 4, false, false, false, true, 16, 3},
+      {"mma_g8", false, 208, 20, 9, 9, 13, 2, false, false, false, true, 8, 3},
+      {"mma_g4", false, 2064, 16, 0, 0, 32, 8, true, false, true, false, 4, 4},
+      {"mma_gs", true, 96, 40, 0, 0, 17, 3, false, true, true, true, 16, 3},
   };
   std::vector<std::pair<std::string, std::string>> kernels;
   for (const MmaProduct &p : kMma) kernels.push_back({p.name, p.instance()});
@@ -332,8 +343,9 @@ TEST_F(QuantKernels, TensorCoreMatvecMatchesADoublePrecisionReference) {
   std::normal_distribution<float> nd(0.0f, 1.0f);
   for (const MmaProduct &p : kMma) {
     SCOPED_TRACE(p.name);
-    const int64_t f = p.n0 + p.n1 + p.n2, wrows = p.swiglu ? 2 * f : f;
-    std::vector<uint16_t> w(size_t(wrows * p.k)), nw(size_t(p.k)), xh(size_t(8 * p.k), 0x7fc0);
+    const int64_t f = p.n0 + p.n1 + p.n2, wrows = p.swiglu ? 2 * f : f, built = 8 * p.groups;
+    std::vector<uint16_t> w(size_t(wrows * p.k)), nw(size_t(p.k)),
+        xh(size_t(built * p.k), 0x7fc0);
     for (uint16_t &v : w) v = toBf16(0.05f * nd(rng));
     // int8 and int4: codes, then (64-byte aligned) the scales and int4's
     // minimums, as in the weights section; weight (j, c) as the layout
@@ -350,7 +362,7 @@ TEST_F(QuantKernels, TensorCoreMatvecMatchesADoublePrecisionReference) {
       return quant ? q.at(j, c) : fromBf16(w[size_t(j * p.k + c)]);
     };
     for (uint16_t &v : nw) v = toBf16(1.0f + 0.3f * nd(rng));
-    std::vector<float> x(size_t(8 * p.k), NAN), addend(size_t(8 * f)),
+    std::vector<float> x(size_t(built * p.k), NAN), addend(size_t(built * f)),
         bias(static_cast<size_t>(wrows));
     for (int64_t i = 0; i < p.rows * p.k; ++i) {
       x[size_t(i)] = 2.0f * nd(rng);
@@ -361,7 +373,8 @@ TEST_F(QuantKernels, TensorCoreMatvecMatchesADoublePrecisionReference) {
     for (float &v : bias) v = nd(rng);
     const int64_t cols[3] = {p.n0, p.n1, p.n2};
     std::vector<float> outs[3];
-    for (int o = 0; o < 3; ++o) outs[o].assign(size_t(8 * std::max<int64_t>(cols[o], 1)), NAN);
+    for (int o = 0; o < 3; ++o)
+      outs[o].assign(size_t(built * std::max<int64_t>(cols[o], 1)), NAN);
     KernelLaunch::Args a{};
     a.p[0] = p.xBf16 ? reinterpret_cast<char *>(xh.data()) : reinterpret_cast<char *>(x.data());
     a.p[1] = quant ? packed.data() : reinterpret_cast<char *>(w.data());
@@ -372,8 +385,11 @@ TEST_F(QuantKernels, TensorCoreMatvecMatchesADoublePrecisionReference) {
     for (int o = 0; o < 3; ++o) a.p[5 + o] = reinterpret_cast<char *>(outs[o].data());
     a.i[0] = p.rows;
     a.d[0] = 1e-5;
-    launch(p.name, a, (f + 15) / 16, 1, p.warps * 32);
-    for (int64_t r = 0; r < 8; ++r) {
+    // Row groups: the groups that hold the active rows, as the executor
+    // launches them.
+    if (p.groups > 1) launch(p.name, a, (p.rows + 7) / 8, (f + 15) / 16, p.warps * 32);
+    else launch(p.name, a, (f + 15) / 16, 1, p.warps * 32);
+    for (int64_t r = 0; r < built; ++r) {
       double ss = 0;
       for (int64_t c = 0; r < p.rows && c < p.k; ++c)
         ss += double(x[size_t(r * p.k + c)]) * x[size_t(r * p.k + c)];

@@ -58,7 +58,7 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
       const CudaEntry &e = mod.program.entries.at(name);
       std::set<int64_t> covered;
       int64_t fused = 0, gemms = 0, compactInputs = 0, lastStep = 0, products = 0,
-              ropeEpilogues = 0, tiled = 0, partial = 0, mmaProducts = 0;
+              ropeEpilogues = 0, tiled = 0, partial = 0, mmaProducts = 0, groupedProducts = 0;
       for (const DeviceOp &op : e.ops) {
         // One to one: each device op lowers one step, in the steps' order.
         ASSERT_LT(op.step, int64_t(ep.steps.size()));
@@ -100,7 +100,9 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
           // (matvecMma, matvecRopeKvMma), a block for every 16 features (8
           // RoPE pairs), up to 16 warps splitting K; else f32 products.
           // (Quantized rows that are not whole runs of 16 codes take
-          // quantGemv.)
+          // quantGemv.) int8 and int4 at 9 to 32 rows: matvecMma in groups
+          // of 8 rows, block (group, 16 features), the groups following the
+          // active rows.
           const DType wt = cfg.compile.weightDtype;
           const size_t at = mod.source.find(" " + op.name + "(KvArgs a)");
           const bool gemv =
@@ -124,7 +126,17 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
               features = out.plan.findWeight(l->weight)->shape[0];
             else if (const auto *q = std::get_if<MatVecRopeKVWriteOp>(&st.op))
               features = out.plan.findWeight(q->weight)->shape[0];
-            EXPECT_EQ(op.grid[0], (features + 15) / 16) << op.name;
+            const bool grouped = op.staticRows > 8;
+            EXPECT_EQ(op.grid[grouped ? 1 : 0], (features + 15) / 16) << op.name;
+            if (grouped) {
+              EXPECT_TRUE(wt == DType::i8 || wt == DType::i4) << op.name;
+              EXPECT_LE(op.staticRows, 32) << op.name;
+              EXPECT_EQ(op.grid[0], (op.staticRows + 7) / 8) << op.name;
+              EXPECT_EQ(op.rowsDim, 0) << op.name;
+              EXPECT_EQ(op.rowsPerBlock, 8) << op.name;
+              EXPECT_NE(mod.source.find("kvplan::kMvRowGroups>(a)", at), std::string::npos);
+              ++groupedProducts;
+            }
             EXPECT_EQ(op.block[0] % 32, 0) << op.name;
             EXPECT_LE(op.block[0], 16 * 32) << op.name;
             ++mmaProducts;
@@ -132,12 +144,21 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
         }
         if (op.kind == DeviceOp::kernel && op.name.rfind("linear_", 0) == 0) {
           // One kernel per linear or logits step (every output of a fused
-          // weight), the matrix-vector one up to 8 rows; quantized weights
-          // always, 16-bit and f32 ones up to 8 rows.
+          // weight), the matrix-vector one up to 8 rows (quantized weights
+          // in whole runs of 16 codes: up to 32); quantized weights always,
+          // 16-bit and f32 ones up to 8 rows.
           ++products;
-          const OpKind k = ep.steps[size_t(op.step)].kind();
+          const Step &st = ep.steps[size_t(op.step)];
+          const OpKind k = st.kind();
           EXPECT_TRUE(k == OpKind::linear || k == OpKind::logits) << op.step;
-          EXPECT_EQ(op.name.rfind(op.staticRows <= 8 ? "linear_gemv_" : "linear_gemm_", 0), 0u)
+          const auto *l = std::get_if<LinearOp>(&st.op);
+          const auto *lg = std::get_if<LogitsOp>(&st.op);
+          const WeightEntry *w = out.plan.findWeight(l ? l->weight : lg ? lg->weight : "");
+          ASSERT_NE(w, nullptr) << op.name;
+          const bool quantized = w->dtype == DType::i8 || w->dtype == DType::i4;
+          const bool gemv = op.staticRows <= 8 ||
+                            (quantized && op.staticRows <= 32 && w->shape[1] % 16 == 0);
+          EXPECT_EQ(op.name.rfind(gemv ? "linear_gemv_" : "linear_gemm_", 0), 0u)
               << op.name << " for " << op.staticRows << " rows";
         }
         if (op.name.rfind("attn_tiled_", 0) == 0) {
@@ -201,8 +222,14 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
         EXPECT_EQ(mmaProducts, 4 * cfg.model.numLayers + 1);
       else if (name == "decode" && ep.rows >= 2 && (wt == DType::i8 || wt == DType::i4))
         EXPECT_GE(mmaProducts, 2 * cfg.model.numLayers + 1);
+      else if (ep.rows > 8 && ep.rows <= 32 && (wt == DType::i8 || wt == DType::i4))
+        // A prefill chunk of 32 rows: at least QKV and o (rows of the
+        // hidden size) in groups of 8 rows.
+        EXPECT_GE(groupedProducts, 2 * cfg.model.numLayers);
       else
         EXPECT_EQ(mmaProducts, 0);
+      EXPECT_EQ(groupedProducts > 0, ep.rows > 8 && ep.rows <= 32 &&
+                                         (wt == DType::i8 || wt == DType::i4));
       // Every shape's prefill chunk is whole tiles of 16 rows: its attention
       // is tiled; decode's (rows of several sequences) is split.
       EXPECT_EQ(tiled, name == "prefill" ? cfg.model.numLayers : 0);
