@@ -318,7 +318,7 @@ private:
                  const Operand &input, const std::vector<Operand> &results);
   bool matvecKernel(const char *prefix, const WeightEntry &w, const MatVecOp &op);
   void matvecChecks(const std::string &at, const WeightEntry &w, int64_t rows, const Operand &input,
-                    bool norm);
+                    bool norm, bool groups);
   /// The kernel flags of a matvec's folds and the letters that tag its
   /// wrapper's name.
   static std::pair<std::string, std::string> matvecFlags(
@@ -389,7 +389,14 @@ private:
   /// ptxas otherwise keeps 64 registers for two blocks a multiprocessor and
   /// spills; Llama-3.2-1B's int4 o and down at 8 rows, 128 blocks); else
   /// ptxas's choice.
-  static int64_t mmaMinBlocks(int64_t blocks) { return blocks <= kFillBlocks / 2 ? 1 : 0; }
+  /// In groups of rows (mmaRowGroups), blocks enough for 16 warps a
+  /// multiprocessor (at most 128 registers a thread): left to itself, ptxas
+  /// kept 64 to 80 and spilled 16 to 32 bytes (Llama-3.2-1B's int4 gate|up
+  /// with its norm and SwiGLU, and down with its addend, at a batch of 32).
+  static int64_t mmaMinBlocks(int64_t blocks, int64_t warps, bool grouped) {
+    if (grouped) return std::max<int64_t>(1, 16 / warps);
+    return blocks <= kFillBlocks / 2 ? 1 : 0;
+  }
   /// Warps a block of matvecMma splits K over: from 4 (fewer where K has
   /// fewer runs of 32), doubled up to 16 while the blocks' warps are fewer
   /// than 4 x kFillBlocks (8 a multiprocessor of an H100/H200), so that
@@ -548,19 +555,21 @@ void EntryLowering::quantLinear(const WeightEntry &w, const std::optional<std::s
 void EntryLowering::operator()(const MatVecOp &op) {
   const WeightEntry &w = weight(op.weight);
   const std::string at = "step " + num(step) + " (matvec of weight '" + w.name + "')";
-  matvecChecks(at, w, op.results.front().rows(), op.input, op.norm.has_value());
+  matvecChecks(at, w, op.results.front().rows(), op.input, op.norm.has_value(), true);
   if (op.addend) f32Input(*op.addend, "matvec's addend");
   if (!matvecKernel("matvec_", w, op)) unsupported(at + ": its outputs do not split the weight's rows");
 }
 
 /// What every matvec kernel needs of its weight `w` and its `rows` rows of
-/// `input`; `at` names the step.
+/// `input`; `at` names the step. `groups`: whether it may take int8 or int4
+/// weights at up to kMmaGroupRows rows (mmaRowGroups).
 void EntryLowering::matvecChecks(const std::string &at, const WeightEntry &w, int64_t rows,
-                                 const Operand &input, bool norm) {
-  if (!matvecTakes(w, rows))
+                                 const Operand &input, bool norm, bool groups) {
+  if (!matvecTakes(w, rows) && !(groups && mmaRowGroups(w, rows)))
     unsupported(at + ": " + num(rows) + " rows of " + num(w.shape[1]) +
                 "; the matvec kernel takes up to " + num(kGemvRows) +
-                " rows of whole 16-byte runs (int8 and int4: runs of 16 codes)");
+                " rows of whole 16-byte runs (int8 and int4: runs of 16 codes" +
+                (groups ? ", up to " + num(kMmaGroupRows) + " rows" : std::string()) + ")");
   if (norm || !isFloatDType(w.dtype)) f32Input(input, "matvec");
   if (input.dtype != DType::f32 && input.dtype != w.dtype)
     unsupported(at + " reads " + dtypeName(input.dtype) + " rows; it reads f32 or " +
@@ -585,7 +594,7 @@ void EntryLowering::operator()(const MatVecRopeKVWriteOp &op) {
   const std::string at = "step " + num(step) + " (matvec_rope_kv_write of weight '" + w.name + "')";
   const int64_t rows = op.rotatedQuery.rows(), qcols = op.rotatedQuery.cols(),
                 hd = op.rope.headDim, k = w.shape[1];
-  matvecChecks(at, w, rows, op.input, op.norm.has_value());
+  matvecChecks(at, w, rows, op.input, op.norm.has_value(), false);
   entryPositions(op.positions);
   if (hd != kv.headDim || qcols + 2 * kv.kvHeads * hd != w.shape[0])
     unsupported(at + ": its queries, keys and values do not match the KV cache");
@@ -611,7 +620,7 @@ void EntryLowering::operator()(const MatVecRopeKVWriteOp &op) {
             ", " + cudaType(nw) + ", " + cudaType(b) + ", " + kvType + ", " + num(k) + ", " +
             num(qcols) + ", " + num(kv.kvHeads) + ", " + num(hd) + ", " + num(kv.pageSize) +
             ", " + num(kv.pages) + "LL, " + num(warps) + ", " + flags + ">(a)",
-        true, mmaMinBlocks(blocks));
+        true, mmaMinBlocks(blocks, warps, false));
     std::vector<int64_t> ints = {op.layer, tableStride};
     for (int64_t offset : matvecScales(w)) ints.push_back(offset);
     kernel(name, {blocks, 1, 1}, warps * 32, -1, op.rotatedQuery, ptrs, std::move(ints),
@@ -673,7 +682,7 @@ bool EntryLowering::matvecKernel(const char *prefix, const WeightEntry &w, const
             cudaType(o.dtype) + ", " + cudaType(nw) + ", " + cudaType(b) + ", " + num(k) + ", " +
             num(n[0]) + ", " + num(n[1]) + ", " + num(n[2]) + ", " + num(warps) + ", " + flags +
             ">(a)",
-        true, mmaMinBlocks(blocks));
+        true, mmaMinBlocks(blocks, warps, grouped));
     if (grouped) {
       kernel(name, {groups, slices, 1}, warps * 32, 0, o, std::move(ptrs), matvecScales(w),
              {op.eps.value_or(0.0)});

@@ -30,17 +30,25 @@ struct MatVecParts {
   }
 };
 
+/// The most rows a product may have to become llm.matvec: of 16- and
+/// 32-bit weights, and of int8 or int4 codes.
+struct RowLimits {
+  int64_t rows, quantRows;
+};
+
 /// Whether the matrix-vector kernel takes a product of `weight` over
-/// `input`: at most `maxRows` rows, and rows of whole 16-byte runs of f32,
-/// bf16 or f16 weights, or of int8 or int4 codes in runs of 16 (their groups
-/// of 32, the last maybe half) over f32 rows.
-bool fits(Operation *op, FlatSymbolRefAttr weight, Value input, int64_t maxRows) {
+/// `input`: at most `most.rows` rows (int8 and int4: `most.quantRows`), and
+/// rows of whole 16-byte runs of f32, bf16 or f16 weights, or of int8 or
+/// int4 codes in runs of 16 (their groups of 32, the last maybe half) over
+/// f32 rows.
+bool fits(Operation *op, FlatSymbolRefAttr weight, Value input, RowLimits most) {
   auto w = SymbolTable::lookupNearestSymbolFrom<llm::WeightOp>(op, weight);
   auto in = dyn_cast<RankedTensorType>(input.getType());
-  if (!w || !in || in.getRank() != 2 || in.getDimSize(0) > maxRows) return false;
+  if (!w || !in || in.getRank() != 2) return false;
   Type t = w.getTensorType().getElementType();
-  if (t.isInteger(8) || t.isInteger(4))
-    return in.getElementType().isF32() && in.getDimSize(1) % 16 == 0;
+  const bool codes = t.isInteger(8) || t.isInteger(4);
+  if (in.getDimSize(0) > (codes ? most.quantRows : most.rows)) return false;
+  if (codes) return in.getElementType().isF32() && in.getDimSize(1) % 16 == 0;
   if (!t.isF32() && !t.isBF16() && !t.isF16()) return false;
   const int64_t run = 16 / (t.getIntOrFloatBitWidth() / 8);
   return in.getDimSize(1) % run == 0;
@@ -48,7 +56,7 @@ bool fits(Operation *op, FlatSymbolRefAttr weight, Value input, int64_t maxRows)
 
 /// The parts of a product op (llm.linear, llm.logits or llm.matvec), if
 /// the matrix-vector kernel takes it.
-std::optional<MatVecParts> partsOf(Operation *op, int64_t maxRows) {
+std::optional<MatVecParts> partsOf(Operation *op, RowLimits maxRows) {
   MatVecParts p;
   if (auto l = dyn_cast<llm::LinearOp>(op)) {
     p.weight = l.getWeightAttr();
@@ -74,7 +82,7 @@ std::optional<MatVecParts> partsOf(Operation *op, int64_t maxRows) {
 
 /// The parts of the product that makes `v`, when `v` is its only result and
 /// nothing else reads it, and it has no epilogue yet.
-std::optional<MatVecParts> productOf(Value v, int64_t maxRows) {
+std::optional<MatVecParts> productOf(Value v, RowLimits maxRows) {
   Operation *def = v.getDefiningOp();
   if (!def || def->getNumResults() != 1 || !v.hasOneUse()) return std::nullopt;
   std::optional<MatVecParts> p = partsOf(def, maxRows);
@@ -98,7 +106,7 @@ llm::RMSNormOp foldNorm(MatVecParts &p) {
 /// rms_norm -> a product of its rows: the norm becomes the product's
 /// prologue.
 struct NormPrologue : public RewritePattern {
-  NormPrologue(MLIRContext *ctx, int64_t maxRows)
+  NormPrologue(MLIRContext *ctx, RowLimits maxRows)
       : RewritePattern(MatchAnyOpTypeTag(), 1, ctx), maxRows(maxRows) {}
 
   LogicalResult matchAndRewrite(Operation *op, PatternRewriter &rewriter) const override {
@@ -130,12 +138,12 @@ struct NormPrologue : public RewritePattern {
     rewriter.eraseOp(norm);
     return success();
   }
-  int64_t maxRows;
+  RowLimits maxRows;
 };
 
 /// linear -> fused_ffn: SwiGLU becomes the product's epilogue.
 struct SwiGLUEpilogue : public OpRewritePattern<llm::FusedFFNOp> {
-  SwiGLUEpilogue(MLIRContext *ctx, int64_t maxRows) : OpRewritePattern(ctx), maxRows(maxRows) {}
+  SwiGLUEpilogue(MLIRContext *ctx, RowLimits maxRows) : OpRewritePattern(ctx), maxRows(maxRows) {}
 
   LogicalResult matchAndRewrite(llm::FusedFFNOp ffn, PatternRewriter &rewriter) const override {
     std::optional<MatVecParts> p = productOf(ffn.getInput(), maxRows);
@@ -147,14 +155,14 @@ struct SwiGLUEpilogue : public OpRewritePattern<llm::FusedFFNOp> {
     rewriter.eraseOp(product);
     return success();
   }
-  int64_t maxRows;
+  RowLimits maxRows;
 };
 
 /// The operand of a residual add (lhs, rhs) made by a product only it
 /// reads: that product's parts with the other operand as their addend, and
 /// the product's value; nothing where neither operand is.
 std::optional<std::pair<MatVecParts, Value>> productWithAddend(Value lhs, Value rhs,
-                                                              int64_t maxRows) {
+                                                              RowLimits maxRows) {
   for (auto [product, addend] : {std::pair{lhs, rhs}, std::pair{rhs, lhs}}) {
     std::optional<MatVecParts> p = productOf(product, maxRows);
     if (p && getElementTypeOrSelf(addend.getType()).isF32() &&
@@ -169,7 +177,7 @@ std::optional<std::pair<MatVecParts, Value>> productWithAddend(Value lhs, Value 
 /// linear -> add (or the add of add_rms_norm): the add becomes the
 /// product's epilogue; add_rms_norm leaves an rms_norm of the sum.
 struct ResidualEpilogue : public RewritePattern {
-  ResidualEpilogue(MLIRContext *ctx, int64_t maxRows)
+  ResidualEpilogue(MLIRContext *ctx, RowLimits maxRows)
       : RewritePattern(MatchAnyOpTypeTag(), 1, ctx), maxRows(maxRows) {}
 
   LogicalResult matchAndRewrite(Operation *op, PatternRewriter &rewriter) const override {
@@ -194,20 +202,22 @@ struct ResidualEpilogue : public RewritePattern {
     rewriter.eraseOp(product.getDefiningOp());
     return success();
   }
-  int64_t maxRows;
+  RowLimits maxRows;
 };
 
 /// matvec (q, k, v) -> rope_kv_write of exactly those three (or of the
 /// one packed result): RoPE and the cache write become the product's
-/// epilogue.
+/// epilogue, up to `rows` rows for every type (the cuda target's kernel
+/// with this epilogue takes no groups of rows).
 struct RopeKVWriteEpilogue : public OpRewritePattern<llm::RopeKVWriteOp> {
-  RopeKVWriteEpilogue(MLIRContext *ctx, int64_t maxRows)
+  RopeKVWriteEpilogue(MLIRContext *ctx, RowLimits maxRows)
       : OpRewritePattern(ctx), maxRows(maxRows) {}
 
   LogicalResult matchAndRewrite(llm::RopeKVWriteOp write,
                                 PatternRewriter &rewriter) const override {
     Operation *product = write.getSoleProducer();
-    std::optional<MatVecParts> p = product ? partsOf(product, maxRows) : std::nullopt;
+    const RowLimits most{maxRows.rows, maxRows.rows};
+    std::optional<MatVecParts> p = product ? partsOf(product, most) : std::nullopt;
     if (!p || p->swiglu || p->addend)
       return rewriter.notifyMatchFailure(write,
                                          "q, k and v are not one matrix-vector product's alone");
@@ -224,7 +234,7 @@ struct RopeKVWriteEpilogue : public OpRewritePattern<llm::RopeKVWriteOp> {
     rewriter.eraseOp(product);
     return success();
   }
-  int64_t maxRows;
+  RowLimits maxRows;
 };
 
 struct FuseMatVecPass : public impl::FuseMatVecBase<FuseMatVecPass> {
@@ -233,7 +243,7 @@ struct FuseMatVecPass : public impl::FuseMatVecBase<FuseMatVecPass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     patterns.add<NormPrologue, SwiGLUEpilogue, ResidualEpilogue, RopeKVWriteEpilogue>(
-        &getContext(), int64_t(maxRows));
+        &getContext(), RowLimits{int64_t(maxRows), int64_t(maxQuantRows)});
     if (failed(rewriteGreedily(getOperation(), std::move(patterns))))
       return signalPassFailure();
   }

@@ -1,5 +1,6 @@
 // RUN: kvplan-opt %s -split-input-file --fuse-matvec | FileCheck %s
 // RUN: kvplan-opt %s -split-input-file --fuse-matvec=max-rows=1 | FileCheck %s --check-prefix=ONE
+// RUN: kvplan-opt %s -split-input-file --fuse-matvec=max-quant-rows=8 | FileCheck %s --check-prefix=QEIGHT
 
 // A decode layer of 2 rows: the first norm folds into QKV (three results),
 // the o product takes the add of add_rms_norm and leaves its norm to the
@@ -138,5 +139,43 @@ module {
     %q2, %k2, %v2 = llm.linear @wqkv(%qr1) : tensor<2x16xf32> -> tensor<2x16xf32>, tensor<2x8xf32>, tensor<2x8xf32>
     %qr2, %c2 = llm.rope_kv_write %q2, %k2, %v2 into %c1[%table] at %pos {head_dim = 8 : i64, layer = 1 : i64, theta = 1.000000e+04 : f64} : (tensor<2x16xf32>, tensor<2x8xf32>, tensor<2x8xf32>), !llm.kv_cache<layers = 2, pages = 4, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<2x4xi32>, tensor<2xi32> -> tensor<2x16xf32>
     return %qr2, %k2, %c2 : tensor<2x16xf32>, tensor<2x8xf32>, !llm.kv_cache<layers = 2, pages = 4, page_size = 4, kv_heads = 1, head_dim = 8, element_type = f32>
+  }
+}
+
+// -----
+
+// int8 and int4 weights take the norm, SwiGLU and residual folds up to 32
+// rows (max-quant-rows: the cuda target's tensor-core kernel takes their
+// rows in groups of 8), RoPE and the cache write only up to max-rows: at 24
+// rows the QKV product takes its norm and llm.rope_kv_write stays after it;
+// o takes the residual add and gate|up its norm and SwiGLU; a product of 40
+// rows is left as it is.
+// CHECK-LABEL: func.func @quantRows
+// CHECK-SAME: (%[[X:[^:]*]]: tensor<24x16xf32>, %[[C:[^:]*]]: !llm.kv_cache<{{.*}}>, %[[T:[^:]*]]: tensor<24x4xi32>, %[[P:[^:]*]]: tensor<24xi32>, %[[MANY:[^:]*]]: tensor<40x16xf32>)
+// CHECK-NEXT: %[[QKV:.*]]:3 = llm.matvec @wqkv(%[[X]]) norm @attention_norm {eps = 1.000000e-05 : f64} : tensor<24x16xf32> -> tensor<24x16xf32>, tensor<24x8xf32>, tensor<24x8xf32>
+// CHECK-NEXT: %[[Q:.*]], %[[C0:.*]] = llm.rope_kv_write %[[QKV]]#0, %[[QKV]]#1, %[[QKV]]#2 into %[[C]]
+// CHECK-NEXT: %[[H:.*]] = llm.matvec @wo(%[[Q]]) plus %[[X]] : tensor<24x16xf32>, tensor<24x16xf32> -> tensor<24x16xf32>
+// CHECK-NEXT: %[[G:.*]] = llm.matvec @w13(%[[H]]) norm @ffn_norm swiglu {eps = {{.*}} : f64} : tensor<24x16xf32> -> tensor<24x32xf32>
+// CHECK-NEXT: llm.linear @wo(%[[MANY]]) : tensor<40x16xf32> -> tensor<40x16xf32>
+// CHECK-NEXT: return
+// QEIGHT-LABEL: func.func @quantRows
+// QEIGHT-NOT: llm.matvec
+// QEIGHT: return
+module {
+  llm.weight @attention_norm : tensor<16xf32>
+  llm.weight @ffn_norm : tensor<16xf32>
+  llm.weight @wqkv : tensor<32x16xi8>
+  llm.weight @wo : tensor<16x16xi8>
+  llm.weight @w13 : tensor<64x16xi4>
+  func.func @quantRows(%x: tensor<24x16xf32>, %cache: !llm.kv_cache<layers = 1, pages = 4, page_size = 8, kv_heads = 1, head_dim = 8, element_type = f32>, %table: tensor<24x4xi32>, %pos: tensor<24xi32>, %many: tensor<40x16xf32>) -> (tensor<24x32xf32>, !llm.kv_cache<layers = 1, pages = 4, page_size = 8, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<40x16xf32>) {
+    %n = llm.rms_norm %x, @attention_norm {eps = 1.000000e-05 : f64} : tensor<24x16xf32>
+    %q, %k, %v = llm.linear @wqkv(%n) : tensor<24x16xf32> -> tensor<24x16xf32>, tensor<24x8xf32>, tensor<24x8xf32>
+    %qr, %c0 = llm.rope_kv_write %q, %k, %v into %cache[%table] at %pos {head_dim = 8 : i64, layer = 0 : i64, theta = 1.000000e+04 : f64} : (tensor<24x16xf32>, tensor<24x8xf32>, tensor<24x8xf32>), !llm.kv_cache<layers = 1, pages = 4, page_size = 8, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<24x4xi32>, tensor<24xi32> -> tensor<24x16xf32>
+    %o = llm.linear @wo(%qr) : tensor<24x16xf32> -> tensor<24x16xf32>
+    %normed, %h = llm.add_rms_norm %x, %o, @ffn_norm {eps = 1.000000e-06 : f64} : tensor<24x16xf32>
+    %gu = llm.linear @w13(%normed) : tensor<24x16xf32> -> tensor<24x64xf32>
+    %g = llm.fused_ffn %gu : tensor<24x64xf32> -> tensor<24x32xf32>
+    %m = llm.linear @wo(%many) : tensor<40x16xf32> -> tensor<40x16xf32>
+    return %g, %c0, %m : tensor<24x32xf32>, !llm.kv_cache<layers = 1, pages = 4, page_size = 8, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<40x16xf32>
   }
 }
