@@ -173,6 +173,10 @@ if ((do_artifacts)); then
     "tiny-int4-batch1|models/tiny.toml|--dtype int4 --max-batch 1"
     "qwen-like-int4|tests/data/gpu/qwen-like.toml|--dtype int4"
     "quant-odd-int4|tests/data/gpu/quant-odd.toml|--dtype int4"
+    # Prefill chunks of 32 rows and decode at up to 16: int8 and int4
+    # products in groups of 8 rows, with --fuse-matvec's folds.
+    "tiny-int8-groups|models/tiny.toml|--dtype int8 --max-batch 16 --prefill-chunk 32"
+    "tiny-int4-groups|models/tiny.toml|--dtype int4 --max-batch 16 --prefill-chunk 32"
     # Two ranks over NCCL (gpu-check runs it where there are two GPUs).
     "tp2-tiny-f32|models/tiny.toml|--dtype f32 --tensor-parallel 2"
   )
