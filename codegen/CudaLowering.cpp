@@ -534,7 +534,7 @@ void EntryLowering::quantLinear(const WeightEntry &w, const std::optional<std::s
                            ", " + (bias ? "true" : "false");
   const std::string tag = std::string(dtypeName(w.dtype)) + "_" + dtypeName(o.dtype) +
                           dims({k, n[0], n[1], n[2], bias ? 1 : 0});
-  if (rows <= kMmaGroupRows && plainMatvec(w, bias, input, results)) return;
+  if (plainMatvec(w, bias, input, results)) return;
   if (rows <= kGemvRows) {
     const int64_t warps = gemvWarps(features);
     const std::string name =

@@ -1221,8 +1221,8 @@ __device__ void matvecMma(const KvArgs &a) {
 }
 
 /// The tiled product's tiles: 64 rows of x and 64 weight rows over one group
-/// of K (32 elements), as bf16 pairs (word c: elements 2c and 2c + 1, the
-/// first in its low half), a row padded to 20 words so that a warp's
+/// of K (32 elements), as bf16 pairs (word c: two elements, x's and the
+/// codes' alike, gemmStore), a row padded to 20 words so that a warp's
 /// fragment loads (row g, word t: 20 g + t) fall in 32 different banks.
 inline constexpr int kQTileRows = 64, kQTileFeatures = 64, kQTileK = 32, kQTileThreads = 256;
 inline constexpr int kQTileWords = 20;
@@ -1296,43 +1296,37 @@ __device__ __forceinline__ void gemmLoad(QLoads &l, const KvArgs &a, int rows, i
   }
 }
 
-/// Two codes as a word of two bf16 (the first in the low half), exactly.
-__device__ __forceinline__ unsigned bf16Pair(float c0, float c1) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(c0, c1);
-  return reinterpret_cast<const unsigned &>(v);
-}
+/// The tiled product's codes as matvecMma reads them (MmaFormat), by BITS.
+template <int BITS> struct QFormat {
+  using F = MmaFormat<int8_t>;
+};
+template <> struct QFormat<4> {
+  using F = MmaFormat<Int4>;
+};
 
-/// Thread t's share of a group into a stage (QLoads): x split, the codes as
-/// bf16, the scale and minimum; for int4, x's row summed over the group by
+/// Thread t's share of a group into a stage (QLoads): the codes made bf16
+/// words as matvecMma makes them (MmaFormat::words; int8: 8 codes, paired
+/// as MmaFormat::pair says, int4: 4 bytes, the low halves to words 2 (t % 4)
+/// on, the high halves 8 further), x's elements split and paired the same
+/// way, the scale and minimum; for int4, x's row summed over the group by
 /// the row's 4 threads (lanes side by side: every thread calls this).
 template <int BITS>
 __device__ __forceinline__ void gemmStore(const QLoads &l, QStage &s, int tid) {
+  using F = typename QFormat<BITS>::F;
   const int row = tid / 4, q = tid % 4;
-  uint4 big, small;
-  splitBf16(l.x[0], l.x[1], big.x, small.x);
-  splitBf16(l.x[2], l.x[3], big.y, small.y);
-  splitBf16(l.x[4], l.x[5], big.z, small.z);
-  splitBf16(l.x[6], l.x[7], big.w, small.w);
-  *reinterpret_cast<uint4 *>(&s.xb[row][4 * q]) = big;
-  *reinterpret_cast<uint4 *>(&s.xs[row][4 * q]) = small;
+  unsigned big[4], small[4], w[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) splitBf16(l.x[F::pair(i, 0)], l.x[F::pair(i, 1)], big[i], small[i]);
+  *reinterpret_cast<uint4 *>(&s.xb[row][4 * q]) = make_uint4(big[0], big[1], big[2], big[3]);
+  *reinterpret_cast<uint4 *>(&s.xs[row][4 * q]) =
+      make_uint4(small[0], small[1], small[2], small[3]);
   if constexpr (BITS == 8) {
-    float c[8];
-#pragma unroll
-    for (int e = 0; e < 8; ++e) c[e] = (float)(int8_t)(l.code[e / 4] >> (8 * (e % 4)));
-    *reinterpret_cast<uint4 *>(&s.w[row][4 * q]) =
-        make_uint4(bf16Pair(c[0], c[1]), bf16Pair(c[2], c[3]), bf16Pair(c[4], c[5]),
-                   bf16Pair(c[6], c[7]));
+    F::words(make_uint2(l.code[0], l.code[1]), w);
+    *reinterpret_cast<uint4 *>(&s.w[row][4 * q]) = make_uint4(w[0], w[1], w[2], w[3]);
   } else {
-    float lo[4], hi[4];
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      lo[e] = (float)((l.code[0] >> (8 * e)) & 15u);
-      hi[e] = (float)((l.code[0] >> (8 * e + 4)) & 15u);
-    }
-    *reinterpret_cast<uint2 *>(&s.w[row][2 * q]) =
-        make_uint2(bf16Pair(lo[0], lo[1]), bf16Pair(lo[2], lo[3]));
-    *reinterpret_cast<uint2 *>(&s.w[row][8 + 2 * q]) =
-        make_uint2(bf16Pair(hi[0], hi[1]), bf16Pair(hi[2], hi[3]));
+    F::words(l.code[0], w);
+    *reinterpret_cast<uint2 *>(&s.w[row][2 * q]) = make_uint2(w[0], w[1]);
+    *reinterpret_cast<uint2 *>(&s.w[row][8 + 2 * q]) = make_uint2(w[2], w[3]);
     float sum = 0.0f;
 #pragma unroll
     for (int e = 0; e < 8; ++e) sum += l.x[e];
