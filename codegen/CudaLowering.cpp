@@ -318,7 +318,7 @@ private:
                  const Operand &input, const std::vector<Operand> &results);
   bool matvecKernel(const char *prefix, const WeightEntry &w, const MatVecOp &op);
   void matvecChecks(const std::string &at, const WeightEntry &w, int64_t rows, const Operand &input,
-                    bool norm, bool groups);
+                    bool norm);
   /// The kernel flags of a matvec's folds and the letters that tag its
   /// wrapper's name.
   static std::pair<std::string, std::string> matvecFlags(
@@ -555,21 +555,21 @@ void EntryLowering::quantLinear(const WeightEntry &w, const std::optional<std::s
 void EntryLowering::operator()(const MatVecOp &op) {
   const WeightEntry &w = weight(op.weight);
   const std::string at = "step " + num(step) + " (matvec of weight '" + w.name + "')";
-  matvecChecks(at, w, op.results.front().rows(), op.input, op.norm.has_value(), true);
+  matvecChecks(at, w, op.results.front().rows(), op.input, op.norm.has_value());
   if (op.addend) f32Input(*op.addend, "matvec's addend");
   if (!matvecKernel("matvec_", w, op)) unsupported(at + ": its outputs do not split the weight's rows");
 }
 
 /// What every matvec kernel needs of its weight `w` and its `rows` rows of
-/// `input`; `at` names the step. `groups`: whether it may take int8 or int4
-/// weights at up to kMmaGroupRows rows (mmaRowGroups).
+/// `input`; `at` names the step. int8 and int4 weights may have up to
+/// kMmaGroupRows rows (mmaRowGroups).
 void EntryLowering::matvecChecks(const std::string &at, const WeightEntry &w, int64_t rows,
-                                 const Operand &input, bool norm, bool groups) {
-  if (!matvecTakes(w, rows) && !(groups && mmaRowGroups(w, rows)))
+                                 const Operand &input, bool norm) {
+  if (!matvecTakes(w, rows) && !mmaRowGroups(w, rows))
     unsupported(at + ": " + num(rows) + " rows of " + num(w.shape[1]) +
                 "; the matvec kernel takes up to " + num(kGemvRows) +
-                " rows of whole 16-byte runs (int8 and int4: runs of 16 codes" +
-                (groups ? ", up to " + num(kMmaGroupRows) + " rows" : std::string()) + ")");
+                " rows of whole 16-byte runs (int8 and int4: runs of 16 codes, up to " +
+                num(kMmaGroupRows) + " rows)");
   if (norm || !isFloatDType(w.dtype)) f32Input(input, "matvec");
   if (input.dtype != DType::f32 && input.dtype != w.dtype)
     unsupported(at + " reads " + dtypeName(input.dtype) + " rows; it reads f32 or " +
@@ -594,13 +594,15 @@ void EntryLowering::operator()(const MatVecRopeKVWriteOp &op) {
   const std::string at = "step " + num(step) + " (matvec_rope_kv_write of weight '" + w.name + "')";
   const int64_t rows = op.rotatedQuery.rows(), qcols = op.rotatedQuery.cols(),
                 hd = op.rope.headDim, k = w.shape[1];
-  matvecChecks(at, w, rows, op.input, op.norm.has_value(), false);
+  matvecChecks(at, w, rows, op.input, op.norm.has_value());
   entryPositions(op.positions);
   if (hd != kv.headDim || qcols + 2 * kv.kvHeads * hd != w.shape[0])
     unsupported(at + ": its queries, keys and values do not match the KV cache");
   if (op.rotatedQuery.dtype != DType::f32) unsupported(at + ": its queries are stored in f32");
-  const auto [flags, tag] = matvecFlags(
-      {{op.norm.has_value(), "kMvNorm", 'n'}, {op.bias.has_value(), "kMvBias", 'b'}});
+  const bool grouped = mmaRowGroups(w, rows);
+  const auto [flags, tag] = matvecFlags({{op.norm.has_value(), "kMvNorm", 'n'},
+                                         {op.bias.has_value(), "kMvBias", 'b'},
+                                         {grouped, "kMvRowGroups", 'r'}});
   const DType nw = op.norm ? weightType(*op.norm) : DType::f32,
               b = op.bias ? weightType(*op.bias) : DType::f32;
   const std::string types = std::string(dtypeName(w.dtype)) + "_" + dtypeName(op.input.dtype) +
@@ -609,9 +611,11 @@ void EntryLowering::operator()(const MatVecRopeKVWriteOp &op) {
       arena(op.input), weightRef(w.name), op.norm ? weightRef(*op.norm) : weightRef(w.name),
       table, op.bias ? weightRef(*op.bias) : weightRef(w.name), arena(op.rotatedQuery),
       cache(), positions, specs.ropeTable(op.rope)};
-  if (matvecOnTensorCores(w, rows)) {
-    // Pairs of features a block: matvecMma's 16 weight rows.
-    const int64_t blocks = ceilDiv(w.shape[0], kMmaFeatures), warps = mmaWarps(blocks, k);
+  if (matvecOnTensorCores(w, rows) || grouped) {
+    // Pairs of features a block: matvecMma's 16 weight rows; in row groups
+    // block (group, slice), as matvecMma's.
+    const int64_t slices = ceilDiv(w.shape[0], kMmaFeatures), groups = ceilDiv(rows, kGemvRows),
+                  blocks = slices * (grouped ? groups : 1), warps = mmaWarps(blocks, k);
     const std::string name = specs.wrapper(
         "matvec_rope_kv_mma_" + types +
             dims({k, qcols, kv.kvHeads, hd, kv.pageSize, kv.pages, warps}) + tag,
@@ -620,11 +624,17 @@ void EntryLowering::operator()(const MatVecRopeKVWriteOp &op) {
             ", " + cudaType(nw) + ", " + cudaType(b) + ", " + kvType + ", " + num(k) + ", " +
             num(qcols) + ", " + num(kv.kvHeads) + ", " + num(hd) + ", " + num(kv.pageSize) +
             ", " + num(kv.pages) + "LL, " + num(warps) + ", " + flags + ">(a)",
-        true, mmaMinBlocks(blocks, warps, false));
+        true, mmaMinBlocks(blocks, warps, grouped));
     std::vector<int64_t> ints = {op.layer, tableStride};
     for (int64_t offset : matvecScales(w)) ints.push_back(offset);
-    kernel(name, {blocks, 1, 1}, warps * 32, -1, op.rotatedQuery, ptrs, std::move(ints),
-           {op.eps.value_or(0.0)});
+    if (grouped) {
+      kernel(name, {groups, slices, 1}, warps * 32, 0, op.rotatedQuery, ptrs, std::move(ints),
+             {op.eps.value_or(0.0)});
+      out.ops.back().rowsPerBlock = kGemvRows;
+    } else {
+      kernel(name, {slices, 1, 1}, warps * 32, -1, op.rotatedQuery, ptrs, std::move(ints),
+             {op.eps.value_or(0.0)});
+    }
     return;
   }
   // Pairs a warp: as matvec's features a warp, two weight rows each.

@@ -207,8 +207,7 @@ struct ResidualEpilogue : public RewritePattern {
 
 /// matvec (q, k, v) -> rope_kv_write of exactly those three (or of the
 /// one packed result): RoPE and the cache write become the product's
-/// epilogue, up to `rows` rows for every type (the cuda target's kernel
-/// with this epilogue takes no groups of rows).
+/// epilogue, up to the rows a product of its weight may have.
 struct RopeKVWriteEpilogue : public OpRewritePattern<llm::RopeKVWriteOp> {
   RopeKVWriteEpilogue(MLIRContext *ctx, RowLimits maxRows)
       : OpRewritePattern(ctx), maxRows(maxRows) {}
@@ -216,8 +215,7 @@ struct RopeKVWriteEpilogue : public OpRewritePattern<llm::RopeKVWriteOp> {
   LogicalResult matchAndRewrite(llm::RopeKVWriteOp write,
                                 PatternRewriter &rewriter) const override {
     Operation *product = write.getSoleProducer();
-    const RowLimits most{maxRows.rows, maxRows.rows};
-    std::optional<MatVecParts> p = product ? partsOf(product, most) : std::nullopt;
+    std::optional<MatVecParts> p = product ? partsOf(product, maxRows) : std::nullopt;
     if (!p || p->swiglu || p->addend)
       return rewriter.notifyMatchFailure(write,
                                          "q, k and v are not one matrix-vector product's alone");

@@ -174,17 +174,16 @@ def FuseMatVec : Pass<"fuse-matvec", "::mlir::func::FuncOp"> {
     A decode layer is then five kernels: QKV with the attention norm, RoPE
     and the cache write, attention, the output projection plus the
     residual, gate|up with the FFN norm and SwiGLU, and down plus the
-    residual. Products of int8 or int4 weights take the norm, SwiGLU and
-    residual folds up to `max-quant-rows` rows (a decode step at a batch of
-    9 to 32: the cuda target's tensor-core kernel takes them in groups of 8
-    rows), RoPE and the cache write only up to `max-rows`. Products of more
-    rows and rows that are not whole runs are left as they are.
+    residual. Products of int8 or int4 weights take them up to
+    `max-quant-rows` rows (a decode step at a batch of 9 to 32: the cuda
+    target's tensor-core kernels take them in groups of 8 rows). Products
+    of more rows and rows that are not whole runs are left as they are.
   }];
   let options = [
     Option<"maxRows", "max-rows", "int64_t", "8",
            "the most rows a product may have to become llm.matvec (the cuda target's matrix-vector kernels take 8)">,
     Option<"maxQuantRows", "max-quant-rows", "int64_t", "32",
-           "the same for int8 and int4 weights, without the RoPE epilogue (the cuda target's tensor-core kernel takes 32 in groups of 8)">,
+           "the same for int8 and int4 weights (the cuda target's tensor-core kernels take 32 in groups of 8)">,
   ];
   let dependentDialects = ["::kvplan::llm::LLMDialect"];
 }

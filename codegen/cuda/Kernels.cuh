@@ -1643,26 +1643,28 @@ __device__ void matvecRopeKv(const KvArgs &a) {
 /// (W) and 2 to 8 rows (decode at a batch), its products as matvecMma's: block
 /// b makes the RoPE pairs 8b..8b+7 for every row, A's row g feature 16b + 2g
 /// and row g + 8 feature 16b + 2g + 1, so that a pair's sums lie side by side
-/// for its epilogue (ropeKvStorePair), one thread a pair and row. p, i, d:
-/// matvecRopeKv's.
+/// for its epilogue (ropeKvStorePair), one thread a pair and row. With
+/// kMvRowGroups, rows past 8 too, as matvecMma: block (q, b) makes rows
+/// 8q..8q + 7 of pairs 8b... p, i, d: matvecRopeKv's.
 template <class W, class X, class NW, class B, class C, int K, int QCOLS, int KVH, int HD, int PS,
           long long PAGES, int WARPS, int FLAGS>
 __device__ void matvecRopeKvMma(const KvArgs &a) {
-  constexpr bool NORM = FLAGS & kMvNorm, BIAS = FLAGS & kMvBias;
+  constexpr bool NORM = FLAGS & kMvNorm, BIAS = FLAGS & kMvBias, GROUPS = FLAGS & kMvRowGroups;
   constexpr int F = QCOLS + 2 * KVH * HD;
   static_assert(HD % 2 == 0 && QCOLS % HD == 0, "whole heads of pairs");
   static_assert(!(FLAGS & (kMvSwiglu | kMvAdd)), "RoPE and the cache write are the epilogue");
   __shared__ MmaSums<WARPS, 1> sums;
-  const int g = threadIdx.x % 32 / 4, j0 = blockIdx.x * kMmaFeatures;
+  const int g = threadIdx.x % 32 / 4, j0 = (GROUPS ? blockIdx.y : blockIdx.x) * kMmaFeatures;
+  const int r0 = GROUPS ? 8 * (int)blockIdx.x : 0;
   long long row[1][2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int j = j0 + 2 * g + h;
     row[0][h] = j < F ? j : 0; // past the weight: left
   }
-  mmaProducts<W, X, NW, K, WARPS, 1, NORM, 3>(a, row, 0, sums);
-  const int rows = (int)a.i[0];
-  // Thread o: pair o / 8 of the block, row o % 8.
+  mmaProducts<W, X, NW, K, WARPS, 1, NORM, 3>(a, row, r0, sums);
+  const int rows = (int)a.i[0] - r0;
+  // Thread o: pair o / 8 of the block, row r0 + o % 8.
   for (int o = threadIdx.x; o < kMmaFeatures / 2 * 8; o += WARPS * 32) {
     const int q = o / 8, r = o % 8, j = j0 + 2 * q;
     if (r >= rows || j >= F) continue;
@@ -1673,7 +1675,8 @@ __device__ void matvecRopeKvMma(const KvArgs &a) {
       y[h] = sums.sum(0, q + 8 * h, r) * inv;
       if (BIAS) y[h] += ld(reinterpret_cast<const B *>(a.p[4])[j + h]);
     }
-    ropeKvStorePair<C, QCOLS, KVH, HD, PS, PAGES>(a, r, j, y, ropeAngle<QCOLS, KVH, HD>(a, r, j));
+    ropeKvStorePair<C, QCOLS, KVH, HD, PS, PAGES>(a, r0 + r, j, y,
+                                                  ropeAngle<QCOLS, KVH, HD>(a, r0 + r, j));
   }
 }
 

@@ -59,7 +59,7 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
       std::set<int64_t> covered;
       int64_t fused = 0, gemms = 0, compactInputs = 0, lastStep = 0, products = 0,
               ropeEpilogues = 0, tiled = 0, partial = 0, mmaProducts = 0, groupedProducts = 0,
-              groupedFolds = 0;
+              groupedFolds = 0, groupedRope = 0;
       for (const DeviceOp &op : e.ops) {
         // One to one: each device op lowers one step, in the steps' order.
         ASSERT_LT(op.step, int64_t(ep.steps.size()));
@@ -88,13 +88,13 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
         if (op.kind == DeviceOp::kernel && op.name.rfind("matvec_", 0) == 0) {
           // A matvec step (a product with its norm, SwiGLU, residual add or
           // RoPE and cache write folded in) is one matrix-vector kernel, up
-          // to 8 rows; int8 and int4 up to 32 but with RoPE.
+          // to 8 rows; int8 and int4 up to 32.
           ++products;
           EXPECT_EQ(ep.steps[size_t(op.step)].kind(),
                     ropeEpilogue ? OpKind::matVecRopeKVWrite : OpKind::matVec)
               << op.step;
           const DType wt = cfg.compile.weightDtype;
-          const bool codes = (wt == DType::i8 || wt == DType::i4) && !ropeEpilogue;
+          const bool codes = wt == DType::i8 || wt == DType::i4;
           EXPECT_LE(op.staticRows, codes ? 32 : 8) << op.name;
         }
         if (op.kind == DeviceOp::kernel && (op.name.rfind("matvec_", 0) == 0 ||
@@ -103,9 +103,9 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
           // (matvecMma, matvecRopeKvMma), a block for every 16 features (8
           // RoPE pairs), up to 16 warps splitting K; else f32 products.
           // (Quantized rows that are not whole runs of 16 codes take
-          // quantGemv.) int8 and int4 at 9 to 32 rows: matvecMma in groups
-          // of 8 rows, block (group, 16 features), the groups following the
-          // active rows.
+          // quantGemv.) int8 and int4 at 9 to 32 rows: matvecMma (and
+          // matvecRopeKvMma) in groups of 8 rows, block (group, 16 features),
+          // the groups following the active rows.
           const DType wt = cfg.compile.weightDtype;
           const size_t at = mod.source.find(" " + op.name + "(KvArgs a)");
           const bool gemv =
@@ -140,6 +140,7 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
               EXPECT_NE(mod.source.find("kvplan::kMvRowGroups>(a)", at), std::string::npos);
               ++groupedProducts;
               groupedFolds += op.name.rfind("matvec_mma_", 0) == 0;
+              groupedRope += ropeEpilogue;
             }
             EXPECT_EQ(op.block[0] % 32, 0) << op.name;
             EXPECT_LE(op.block[0], 16 * 32) << op.name;
@@ -228,12 +229,14 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
         EXPECT_GE(mmaProducts, 2 * cfg.model.numLayers + 1);
       } else if (ep.rows > 8 && ep.rows <= 32 && (wt == DType::i8 || wt == DType::i4)) {
         // A prefill chunk of 32 rows: at least QKV and o (rows of the
-        // hidden size) in groups of 8 rows, and with them their folds: the
-        // first layer's QKV (its norm), o (the residual add) and gate|up
-        // (its norm and SwiGLU) are llm.matvec steps (the last layer past
-        // its attention has one row: take_last).
+        // hidden size) in groups of 8 rows, and with them their folds: every
+        // layer's QKV with its norm, RoPE and the cache write
+        // (llm.matvec_rope_kv_write), the first layer's o (the residual add)
+        // and gate|up (its norm and SwiGLU) as llm.matvec steps (the last
+        // layer past its attention has one row: take_last).
         EXPECT_GE(groupedProducts, 2 * cfg.model.numLayers);
-        EXPECT_GE(groupedFolds, 3);
+        EXPECT_EQ(groupedRope, cfg.model.numLayers);
+        EXPECT_GE(groupedFolds, 2);
       } else {
         EXPECT_EQ(mmaProducts, 0);
       }

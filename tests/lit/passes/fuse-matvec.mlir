@@ -144,16 +144,14 @@ module {
 
 // -----
 
-// int8 and int4 weights take the norm, SwiGLU and residual folds up to 32
-// rows (max-quant-rows: the cuda target's tensor-core kernel takes their
-// rows in groups of 8), RoPE and the cache write only up to max-rows: at 24
-// rows the QKV product takes its norm and llm.rope_kv_write stays after it;
-// o takes the residual add and gate|up its norm and SwiGLU; a product of 40
-// rows is left as it is.
+// int8 and int4 weights take every fold up to 32 rows (max-quant-rows: the
+// cuda target's tensor-core kernels take their rows in groups of 8): at 24
+// rows the QKV product takes its norm, RoPE and the cache write; o takes
+// the residual add and gate|up its norm and SwiGLU; a product of 40 rows is
+// left as it is.
 // CHECK-LABEL: func.func @quantRows
 // CHECK-SAME: (%[[X:[^:]*]]: tensor<24x16xf32>, %[[C:[^:]*]]: !llm.kv_cache<{{.*}}>, %[[T:[^:]*]]: tensor<24x4xi32>, %[[P:[^:]*]]: tensor<24xi32>, %[[MANY:[^:]*]]: tensor<40x16xf32>)
-// CHECK-NEXT: %[[QKV:.*]]:3 = llm.matvec @wqkv(%[[X]]) norm @attention_norm {eps = 1.000000e-05 : f64} : tensor<24x16xf32> -> tensor<24x16xf32>, tensor<24x8xf32>, tensor<24x8xf32>
-// CHECK-NEXT: %[[Q:.*]], %[[C0:.*]] = llm.rope_kv_write %[[QKV]]#0, %[[QKV]]#1, %[[QKV]]#2 into %[[C]]
+// CHECK-NEXT: %[[Q:.*]], %[[C0:.*]] = llm.matvec_rope_kv_write @wqkv(%[[X]]) norm @attention_norm into %[[C]][%[[T]]] at %[[P]] {eps = 1.000000e-05 : f64, head_dim = 8 : i64, layer = 0 : i64, theta = 1.000000e+04 : f64} : tensor<24x16xf32>, <{{.*}}>, tensor<24x4xi32>, tensor<24xi32> -> tensor<24x16xf32>
 // CHECK-NEXT: %[[H:.*]] = llm.matvec @wo(%[[Q]]) plus %[[X]] : tensor<24x16xf32>, tensor<24x16xf32> -> tensor<24x16xf32>
 // CHECK-NEXT: %[[G:.*]] = llm.matvec @w13(%[[H]]) norm @ffn_norm swiglu {eps = {{.*}} : f64} : tensor<24x16xf32> -> tensor<24x32xf32>
 // CHECK-NEXT: llm.linear @wo(%[[MANY]]) : tensor<40x16xf32> -> tensor<40x16xf32>
