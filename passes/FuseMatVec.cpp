@@ -30,14 +30,16 @@ struct MatVecParts {
   }
 };
 
-/// The most rows a product may have to become llm.matvec: of 16- and
-/// 32-bit weights, and of int8 or int4 codes.
+/// The most rows a product may have to become llm.matvec: of f32 and f16
+/// weights, and of bf16, int8 or int4 ones (which the cuda target's
+/// tensor-core kernels take in groups of rows).
 struct RowLimits {
-  int64_t rows, quantRows;
+  int64_t rows, tensorCoreRows;
 };
 
 /// Whether the matrix-vector kernel takes a product of `weight` over
-/// `input`: at most `most.rows` rows (int8 and int4: `most.quantRows`), and
+/// `input`: at most `most.rows` rows (bf16, int8 and int4:
+/// `most.tensorCoreRows`), and
 /// rows of whole 16-byte runs of f32, bf16 or f16 weights, or of int8 or
 /// int4 codes in runs of 16 (their groups of 32, the last maybe half) over
 /// f32 rows.
@@ -47,7 +49,7 @@ bool fits(Operation *op, FlatSymbolRefAttr weight, Value input, RowLimits most) 
   if (!w || !in || in.getRank() != 2) return false;
   Type t = w.getTensorType().getElementType();
   const bool codes = t.isInteger(8) || t.isInteger(4);
-  if (in.getDimSize(0) > (codes ? most.quantRows : most.rows)) return false;
+  if (in.getDimSize(0) > (codes || t.isBF16() ? most.tensorCoreRows : most.rows)) return false;
   if (codes) return in.getElementType().isF32() && in.getDimSize(1) % 16 == 0;
   if (!t.isF32() && !t.isBF16() && !t.isF16()) return false;
   const int64_t run = 16 / (t.getIntOrFloatBitWidth() / 8);
@@ -241,7 +243,7 @@ struct FuseMatVecPass : public impl::FuseMatVecBase<FuseMatVecPass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     patterns.add<NormPrologue, SwiGLUEpilogue, ResidualEpilogue, RopeKVWriteEpilogue>(
-        &getContext(), RowLimits{int64_t(maxRows), int64_t(maxQuantRows)});
+        &getContext(), RowLimits{int64_t(maxRows), int64_t(maxTensorCoreRows)});
     if (failed(rewriteGreedily(getOperation(), std::move(patterns))))
       return signalPassFailure();
   }

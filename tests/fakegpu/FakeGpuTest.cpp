@@ -85,6 +85,9 @@ const char *kGqa = "architecture = \"llama\"\nhidden_size = 128\nintermediate_si
                    "num_layers = 2\nnum_heads = 4\nnum_kv_heads = 2\nvocab_size = 300";
 const char *kBatch3 = "weight_dtype = \"bf16\"\nmax_batch = 3\nmax_seq_len = 256\nprefill_chunk = 32";
 const char *kBatch1 = "weight_dtype = \"bf16\"\nmax_batch = 1\nmax_seq_len = 256\nprefill_chunk = 32";
+// The same in f16, whose products of more than 8 rows (the prefill chunks)
+// are cuBLAS's; bf16 ones take the tensor-core kernels up to 32 rows.
+const char *kBatch3F16 = "weight_dtype = \"f16\"\nmax_batch = 3\nmax_seq_len = 256\nprefill_chunk = 32";
 
 class FakeGpu : public ::testing::Test {
 protected:
@@ -194,13 +197,13 @@ std::vector<std::vector<float>> followCpu(Engine &cpu, Engine &gpu, int64_t prom
   return kvplan::testing::followCpu(cpu, gpu, prompt, steps, tol);
 }
 
-TEST_F(FakeGpu, GenerationMatchesTheCpuAndGraphsReplay) {
-  Model m = build(kGqa, kBatch3);
+// m's generation follows the CPU's; each (entry point, rows) is captured as
+// a graph once and replayed, and eagerly gives the same numbers.
+void generationReplays(const Model &m, double tol) {
   Engine cpu(m.cpuPlan, m.weights.data(), m.weights.size(), 2);
   auto exec = std::make_unique<CudaExecutor>(m.plan, m.code, m.weights.data(), m.weights.size());
   CudaExecutor *raw = exec.get();
   Engine gpu(std::move(exec));
-  const double tol = 4 * tolerance(DType::bf16);
   // 45 tokens: a full 32-row chunk, then 13 rows run as 16.
   auto graphs = followCpu(cpu, gpu, 45, 5, tol);
   EXPECT_EQ(raw->graphsCaptured(), 3) << "prefill 32 and 16 rows, decode 1 row";
@@ -229,6 +232,15 @@ TEST_F(FakeGpu, GenerationMatchesTheCpuAndGraphsReplay) {
   std::vector<int32_t> both = gpu.decodeNext({a, b}, {ta, tb});
   EXPECT_EQ(both[0], both[1]) << "the same sequence twice decodes the same";
   EXPECT_EQ(raw->graphsCaptured(), 5) << "prefill of 3 rows, decode of 2 rows";
+}
+
+// In bf16 (every product a generated kernel) and f16 (cuBLAS's products in
+// the prefill graphs).
+TEST_F(FakeGpu, GenerationMatchesTheCpuAndGraphsReplay) {
+  for (auto [compile, dtype] : {std::pair{kBatch3, DType::bf16}, {kBatch3F16, DType::f16}}) {
+    SCOPED_TRACE(dtypeName(dtype));
+    generationReplays(build(kGqa, compile), 4 * tolerance(dtype));
+  }
 }
 
 // Speculative decoding's @verify on the device: every row's logits match the
@@ -623,7 +635,7 @@ TEST_F(FakeGpu, KernelsLaunchAsProgrammaticDependentsFromHopperOn) {
     EXPECT_EQ(std::memcmp(hopper.data(), off.data(), hopper.size() * 4), 0) << env;
   }
   // Every kernel lets the next start and waits for the one before, first
-  // thing, but a matvec (matvec, matvecMma, matvecRopeKv), which first asks
+  // thing, but a matvec (matvec, matvecMma, matvecRopeKv(Mma)), which first asks
   // for its weights into L2 and loads its first runs, and the decode
   // attention (attnPartial), which first reads the call's inputs.
   size_t wrappers = 0, waits = 0, ownWait = 0;
@@ -634,6 +646,7 @@ TEST_F(FakeGpu, KernelsLaunchAsProgrammaticDependentsFromHopperOn) {
     else if (line.find("{ kvplan::matvec<") != std::string::npos ||
              line.find("{ kvplan::matvecMma<") != std::string::npos ||
              line.find("{ kvplan::matvecRopeKv<") != std::string::npos ||
+             line.find("{ kvplan::matvecRopeKvMma<") != std::string::npos ||
              line.find("{ kvplan::attnPartial<") != std::string::npos)
       ++ownWait;
     else ADD_FAILURE() << line;
@@ -686,7 +699,8 @@ TEST_F(FakeGpu, KvplanCudaSyncNamesTheFailingLaunchAndItsStep) {
   const CudaEntry &pe = m.code.program.entries.at("prefill");
   const DeviceOp *victim = nullptr;
   for (const DeviceOp &op : pe.ops)
-    if (!victim && op.kind == DeviceOp::kernel && op.name.rfind("rope_qkv_write", 0) == 0)
+    if (!victim && op.kind == DeviceOp::kernel &&
+        (op.name.rfind("rope_qkv_write", 0) == 0 || op.name.rfind("matvec_rope_kv", 0) == 0))
       victim = &op; // the first launch of that kernel: the first layer's
   ASSERT_NE(victim, nullptr) << "no RoPE + cache-write kernel in prefill";
   const Step &step = m.plan.entryPoints.at("prefill").steps.at(size_t(victim->step));
@@ -793,7 +807,7 @@ TEST_F(FakeGpu, KvplanCudaProfileTimesEveryOpOnce) {
 }
 
 TEST_F(FakeGpu, AMissingCublasIsReportedCleanly) {
-  Model m = build(kGqa, kBatch1);
+  Model m = build(kGqa, kBatch3F16);
   setenv("KVPLAN_CUBLAS_LIBRARY", "/nonexistent/libcublas.so.13", 1);
   try {
     CudaExecutor x(m.plan, m.code, m.weights.data(), m.weights.size());

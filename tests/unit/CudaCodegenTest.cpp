@@ -53,6 +53,9 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
     Plan withWorkspace = out.plan; // as compileModel leaves an artifact's
     withWorkspace.deviceWorkspaceBytes = mod.program.workspaceBytes;
     EXPECT_NO_THROW(checkCudaProgramFits(mod.program, withWorkspace.memoryBill()));
+    // Weights the tensor-core matrix-vector kernels take up to 32 rows.
+    const DType wt = cfg.compile.weightDtype;
+    const bool tensorCores = wt == DType::bf16 || wt == DType::i8 || wt == DType::i4;
     for (const auto &[name, ep] : out.plan.entryPoints) {
       SCOPED_TRACE(name);
       const CudaEntry &e = mod.program.entries.at(name);
@@ -75,9 +78,11 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
         }
         if (op.kind == DeviceOp::gemm) {
           ++gemms;
-          // cuBLAS only where the rows are many: up to 8 rows, a generated
-          // matrix-vector kernel (unless a row is not whole 16-byte runs).
-          EXPECT_TRUE(op.staticRows > 8 || op.k % (16 / dtypeBytes(op.weightType)) != 0)
+          // cuBLAS only where the rows are many: up to 8 rows (bf16: 32), a
+          // generated matrix-vector kernel (unless a row is not whole 16-byte
+          // runs).
+          EXPECT_TRUE(op.staticRows > (op.weightType == DType::bf16 ? 32 : 8) ||
+                      op.k % (16 / dtypeBytes(op.weightType)) != 0)
               << "step " << op.step << ": cuBLAS for " << op.staticRows << " rows";
           const OpKind k = ep.steps[size_t(op.step)].kind();
           EXPECT_TRUE(k == OpKind::linear || k == OpKind::logits) << op.step;
@@ -88,14 +93,12 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
         if (op.kind == DeviceOp::kernel && op.name.rfind("matvec_", 0) == 0) {
           // A matvec step (a product with its norm, SwiGLU, residual add or
           // RoPE and cache write folded in) is one matrix-vector kernel, up
-          // to 8 rows; int8 and int4 up to 32.
+          // to 8 rows; bf16, int8 and int4 up to 32.
           ++products;
           EXPECT_EQ(ep.steps[size_t(op.step)].kind(),
                     ropeEpilogue ? OpKind::matVecRopeKVWrite : OpKind::matVec)
               << op.step;
-          const DType wt = cfg.compile.weightDtype;
-          const bool codes = wt == DType::i8 || wt == DType::i4;
-          EXPECT_LE(op.staticRows, codes ? 32 : 8) << op.name;
+          EXPECT_LE(op.staticRows, tensorCores ? 32 : 8) << op.name;
         }
         if (op.kind == DeviceOp::kernel && (op.name.rfind("matvec_", 0) == 0 ||
                                             op.name.rfind("linear_gemv_", 0) == 0)) {
@@ -103,10 +106,9 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
           // (matvecMma, matvecRopeKvMma), a block for every 16 features (8
           // RoPE pairs), up to 16 warps splitting K; else f32 products.
           // (Quantized rows that are not whole runs of 16 codes take
-          // quantGemv.) int8 and int4 at 9 to 32 rows: matvecMma (and
+          // quantGemv.) bf16, int8 and int4 at 9 to 32 rows: matvecMma (and
           // matvecRopeKvMma) in groups of 8 rows, block (group, 16 features),
           // the groups following the active rows.
-          const DType wt = cfg.compile.weightDtype;
           const size_t at = mod.source.find(" " + op.name + "(KvArgs a)");
           const bool gemv =
               at != std::string::npos &&
@@ -132,7 +134,7 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
             const bool grouped = op.staticRows > 8;
             EXPECT_EQ(op.grid[grouped ? 1 : 0], (features + 15) / 16) << op.name;
             if (grouped) {
-              EXPECT_TRUE(wt == DType::i8 || wt == DType::i4) << op.name;
+              EXPECT_TRUE(tensorCores) << op.name;
               EXPECT_LE(op.staticRows, 32) << op.name;
               EXPECT_EQ(op.grid[0], (op.staticRows + 7) / 8) << op.name;
               EXPECT_EQ(op.rowsDim, 0) << op.name;
@@ -150,8 +152,8 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
         if (op.kind == DeviceOp::kernel && op.name.rfind("linear_", 0) == 0) {
           // One kernel per linear or logits step (every output of a fused
           // weight), the matrix-vector one up to 8 rows (quantized weights
-          // in whole runs of 16 codes: up to 32); quantized weights always,
-          // 16-bit and f32 ones up to 8 rows.
+          // in whole runs of 16 codes and bf16: up to 32); quantized weights
+          // always, 16-bit and f32 ones up to 8 rows (bf16: 32).
           ++products;
           const Step &st = ep.steps[size_t(op.step)];
           const OpKind k = st.kind();
@@ -161,8 +163,10 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
           const WeightEntry *w = out.plan.findWeight(l ? l->weight : lg ? lg->weight : "");
           ASSERT_NE(w, nullptr) << op.name;
           const bool quantized = w->dtype == DType::i8 || w->dtype == DType::i4;
-          const bool gemv = op.staticRows <= 8 ||
-                            (quantized && op.staticRows <= 32 && w->shape[1] % 16 == 0);
+          const bool gemv =
+              op.staticRows <= 8 ||
+              (op.staticRows <= 32 && ((quantized && w->shape[1] % 16 == 0) ||
+                                       (w->dtype == DType::bf16 && w->shape[1] % 8 == 0)));
           EXPECT_EQ(op.name.rfind(gemv ? "linear_gemv_" : "linear_gemm_", 0), 0u)
               << op.name << " for " << op.staticRows << " rows";
         }
@@ -222,12 +226,11 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
       // Decode at a batch of bf16 weights: every product (QKV, o, gate|up,
       // down a layer, and the head) on tensor cores.
       // (int8 and int4: those whose rows are whole runs of 16 codes.)
-      const DType wt = cfg.compile.weightDtype;
       if (name == "decode" && ep.rows >= 2 && wt == DType::bf16) {
         EXPECT_EQ(mmaProducts, 4 * cfg.model.numLayers + 1);
       } else if (name == "decode" && ep.rows >= 2 && (wt == DType::i8 || wt == DType::i4)) {
         EXPECT_GE(mmaProducts, 2 * cfg.model.numLayers + 1);
-      } else if (ep.rows > 8 && ep.rows <= 32 && (wt == DType::i8 || wt == DType::i4)) {
+      } else if (ep.rows > 8 && ep.rows <= 32 && tensorCores) {
         // A prefill chunk of 32 rows: at least QKV and o (rows of the
         // hidden size) in groups of 8 rows, and with them their folds: every
         // layer's QKV with its norm, RoPE and the cache write
@@ -240,8 +243,7 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
       } else {
         EXPECT_EQ(mmaProducts, 0);
       }
-      EXPECT_EQ(groupedProducts > 0, ep.rows > 8 && ep.rows <= 32 &&
-                                         (wt == DType::i8 || wt == DType::i4));
+      EXPECT_EQ(groupedProducts > 0, ep.rows > 8 && ep.rows <= 32 && tensorCores);
       // Every shape's prefill chunk is whole tiles of 16 rows: its attention
       // is tiled; decode's (rows of several sequences) is split.
       EXPECT_EQ(tiled, name == "prefill" ? cfg.model.numLayers : 0);
@@ -278,9 +280,11 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
       // for the fused QKV, o, gate|up and down of each layer, and the head,
       // each with the norm before it, the SwiGLU, residual add or RoPE and
       // cache write after it folded in: no norm, add, SwiGLU or RoPE step
-      // is left.
+      // is left. bf16: nor a prefill chunk of up to 32 rows.
       const int64_t run = 16 / dtypeBytes(cfg.compile.weightDtype);
-      if (name == "decode" && ep.rows <= 8 && cfg.model.hiddenSize % run == 0 &&
+      const bool folded =
+          (name == "decode" && ep.rows <= 8) || (wt == DType::bf16 && ep.rows <= 32);
+      if (folded && cfg.model.hiddenSize % run == 0 &&
           cfg.model.intermediateSize % run == 0 && cfg.model.qDim() % run == 0) {
         EXPECT_EQ(gemms, 0);
         EXPECT_EQ(products, 4 * cfg.model.numLayers + 1);
@@ -288,7 +292,7 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
         for (const Step &st : ep.steps)
           for (OpKind k : {OpKind::rmsNorm, OpKind::addRmsNorm, OpKind::add, OpKind::fusedFFN,
                            OpKind::linear, OpKind::logits, OpKind::ropeKVWrite})
-            EXPECT_NE(st.kind(), k) << "decode step " << st.name() << " was not folded into a matvec";
+            EXPECT_NE(st.kind(), k) << "step " << st.name() << " was not folded into a matvec";
       }
     }
     EXPECT_EQ(out.plan.memoryBill().workspaceBytes, 0) << "before addCudaCode";

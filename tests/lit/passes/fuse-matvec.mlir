@@ -1,6 +1,6 @@
 // RUN: kvplan-opt %s -split-input-file --fuse-matvec | FileCheck %s
-// RUN: kvplan-opt %s -split-input-file --fuse-matvec=max-rows=1 | FileCheck %s --check-prefix=ONE
-// RUN: kvplan-opt %s -split-input-file --fuse-matvec=max-quant-rows=8 | FileCheck %s --check-prefix=QEIGHT
+// RUN: kvplan-opt %s -split-input-file '--fuse-matvec=max-rows=1 max-tensor-core-rows=1' | FileCheck %s --check-prefix=ONE
+// RUN: kvplan-opt %s -split-input-file --fuse-matvec=max-tensor-core-rows=8 | FileCheck %s --check-prefix=QEIGHT
 
 // A decode layer of 2 rows: the first norm folds into QKV (three results),
 // the o product takes the add of add_rms_norm and leaves its norm to the
@@ -38,9 +38,10 @@ module {
 // -----
 
 // What the matrix-vector kernel does not take stays as it is: more rows than
-// max-rows, int8 rows that are not whole runs of 16 codes (8), rows that are
-// not whole 16-byte runs of weights (12 bf16), a norm something else reads
-// too, a product read twice.
+// max-rows (f16: bf16 would be taken up to max-tensor-core-rows), int8 rows
+// that are not whole runs of 16 codes (8), rows that are not whole 16-byte
+// runs of weights (12 bf16), a norm something else reads too, a product read
+// twice.
 // CHECK-LABEL: func.func @left
 // CHECK-NEXT: llm.rms_norm
 // CHECK-NEXT: llm.linear @wide
@@ -57,7 +58,7 @@ module {
 module {
   llm.weight @s16 : tensor<16xf32>
   llm.weight @s12 : tensor<12xf32>
-  llm.weight @wide : tensor<16x16xbf16>
+  llm.weight @wide : tensor<16x16xf16>
   llm.weight @s8 : tensor<8xf32>
   llm.weight @q8 : tensor<16x8xi8>
   llm.weight @odd : tensor<16x12xbf16>
@@ -144,11 +145,11 @@ module {
 
 // -----
 
-// int8 and int4 weights take every fold up to 32 rows (max-quant-rows: the
-// cuda target's tensor-core kernels take their rows in groups of 8): at 24
-// rows the QKV product takes its norm, RoPE and the cache write; o takes
-// the residual add and gate|up its norm and SwiGLU; a product of 40 rows is
-// left as it is.
+// bf16, int8 and int4 weights take every fold up to 32 rows
+// (max-tensor-core-rows: the cuda target's tensor-core kernels take their
+// rows in groups of 8): at 24 rows the int8 QKV product takes its norm,
+// RoPE and the cache write; the bf16 o takes the residual add and the int4
+// gate|up its norm and SwiGLU; a product of 40 rows is left as it is.
 // CHECK-LABEL: func.func @quantRows
 // CHECK-SAME: (%[[X:[^:]*]]: tensor<24x16xf32>, %[[C:[^:]*]]: !llm.kv_cache<{{.*}}>, %[[T:[^:]*]]: tensor<24x4xi32>, %[[P:[^:]*]]: tensor<24xi32>, %[[MANY:[^:]*]]: tensor<40x16xf32>)
 // CHECK-NEXT: %[[Q:.*]], %[[C0:.*]] = llm.matvec_rope_kv_write @wqkv(%[[X]]) norm @attention_norm into %[[C]][%[[T]]] at %[[P]] {eps = 1.000000e-05 : f64, head_dim = 8 : i64, layer = 0 : i64, theta = 1.000000e+04 : f64} : tensor<24x16xf32>, <{{.*}}>, tensor<24x4xi32>, tensor<24xi32> -> tensor<24x16xf32>
@@ -163,7 +164,7 @@ module {
   llm.weight @attention_norm : tensor<16xf32>
   llm.weight @ffn_norm : tensor<16xf32>
   llm.weight @wqkv : tensor<32x16xi8>
-  llm.weight @wo : tensor<16x16xi8>
+  llm.weight @wo : tensor<16x16xbf16>
   llm.weight @w13 : tensor<64x16xi4>
   func.func @quantRows(%x: tensor<24x16xf32>, %cache: !llm.kv_cache<layers = 1, pages = 4, page_size = 8, kv_heads = 1, head_dim = 8, element_type = f32>, %table: tensor<24x4xi32>, %pos: tensor<24xi32>, %many: tensor<40x16xf32>) -> (tensor<24x32xf32>, !llm.kv_cache<layers = 1, pages = 4, page_size = 8, kv_heads = 1, head_dim = 8, element_type = f32>, tensor<40x16xf32>) {
     %n = llm.rms_norm %x, @attention_norm {eps = 1.000000e-05 : f64} : tensor<24x16xf32>
