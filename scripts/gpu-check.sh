@@ -18,6 +18,9 @@
 #      bench's warm-up times every op once (KVPLAN_CUDA_PROFILE)
 #   5b. the same shape with int8 and int4 weights, one sequence (prefill on
 #      the tensor-core tiled product, decode against the roofline)
+#   5c. only when asked for (KVPLAN_GPU_CHECK_STEPS=build,rows): 32 sequences
+#      at once, compiled for 32 (bf16 products in groups of 8 rows with their
+#      folds) and for 33 (cuBLAS, the ops unfused), side by side
 #   6. with two GPUs or more and mpirun: a TP=2 model over NCCL against one GPU
 #   7. compute-sanitizer memcheck and racecheck over a tiny artifact's run,
 #      where compute-sanitizer is installed
@@ -26,9 +29,10 @@
 # table, last) after every step and from an exit trap, so a check killed at
 # its limit still leaves the table of what it finished.
 #
-# Writes into ${OUT:-gpu-results} (13 files at most: build.log, gpu-tests.log,
+# Writes into ${OUT:-gpu-results} (15 files at most: build.log, gpu-tests.log,
 # gpu-tests-sync.log, kvplan-bench.json, kvplan-bench-batch8.json,
-# kvplan-bench-int8.json, kvplan-bench-int4.json, kernel-profile.tsv (each op's
+# kvplan-bench-int8.json, kvplan-bench-int4.json, kvplan-bench-rows32.json,
+# kvplan-bench-rows33.json, kernel-profile.tsv (each op's
 # time, KVPLAN_CUDA_PROFILE), hf-peer.json, sanitizer.log, run.log,
 # gpu-check.json, gpu-check.md); scratch goes to build-gpu-check/.
 # Exits nonzero when the build, a gpu test, a bench, the tensor-parallel run
@@ -45,7 +49,8 @@
 #                             limit comes from what is left, keeping time for
 #                             the steps after it; the peer gets the rest, at
 #                             most 300 s, or is skipped
-#   KVPLAN_GPU_CHECK_STEPS    steps to run (default build,tests,bench,quant,tp,sanitizer,peer)
+#   KVPLAN_GPU_CHECK_STEPS    steps to run (default build,tests,bench,quant,tp,sanitizer,peer;
+#                             rows too where asked for)
 #   KVPLAN_GPU_CHECK_SOURCE=1 build from source even when the kit's binaries start
 #   KVPLAN_GPU_CHECK_CMAKE_ARGS  more arguments for the configure
 set -euo pipefail
@@ -63,7 +68,8 @@ mkdir -p "$work"
 # This check's own files only (OUT may hold other things).
 rm -f "$OUT"/{build.log,gpu-tests.log,gpu-tests-sync.log,hf-peer.json,hf-peer.json.tmp} \
   "$OUT"/{kvplan-bench.json,kvplan-bench-batch8.json,kvplan-bench-int8.json} \
-  "$OUT"/{kvplan-bench-int4.json,kernel-profile.tsv,sanitizer.log,gpu-check.json,gpu-check.md}
+  "$OUT"/{kvplan-bench-int4.json,kernel-profile.tsv,sanitizer.log,gpu-check.json,gpu-check.md} \
+  "$OUT"/{kvplan-bench-rows32.json,kvplan-bench-rows33.json}
 log=$OUT/run.log
 : > "$log"
 
@@ -361,6 +367,29 @@ if want quant; then
       record quant failed $((SECONDS - t)) "a bench failed: see run.log"
       fail=1
     fi
+  fi
+fi
+
+checkpoint
+
+# --- 5c. 32 sequences: row groups against cuBLAS (only where asked for) ------
+# The same 32 sequences on the shape compiled for 32 (the products in groups
+# of 8 rows, --fuse-matvec's folds: 5 kernels a layer) and for 33 (cuBLAS's
+# products at 32 of its 33 rows, the norms, RoPE and SwiGLU kernels of their
+# own): where the row groups' limit (kMmaGroupRows) should lie.
+if want rows; then
+  t=$SECONDS
+  begin rows
+  ok=1
+  for n in 32 33; do
+    bench_json "$(stage_limit 120 60)" "$OUT/kvplan-bench-rows$n.json" \
+      "$artifacts/bench-llama-3.2-1b-b$n.kvp" --prompt-len 512 --gen 64 --batch 32 || ok=0
+  done
+  if ((ok)); then
+    record rows ok $((SECONDS - t))
+  else
+    record rows failed $((SECONDS - t)) "a bench failed: see run.log"
+    fail=1
   fi
 fi
 

@@ -157,6 +157,11 @@ if ((do_artifacts)); then
     "bench-llama-3.2-1b-b8|models/llama-3.2-1b.toml|--dtype bf16 --max-seq 1024 --max-batch 8"
     "bench-llama-3.2-1b-int8|models/llama-3.2-1b.toml|--dtype int8 --max-seq 1024"
     "bench-llama-3.2-1b-int4|models/llama-3.2-1b.toml|--dtype int4 --max-seq 1024"
+    # 32 sequences a step (gpu-check's optional rows step): the products in
+    # groups of 8 rows with their folds, against cuBLAS and the ops unfused
+    # (--max-batch 33: one row past the groups).
+    "bench-llama-3.2-1b-b32|models/llama-3.2-1b.toml|--dtype bf16 --max-seq 1024 --max-batch 32"
+    "bench-llama-3.2-1b-b33|models/llama-3.2-1b.toml|--dtype bf16 --max-seq 1024 --max-batch 33"
     # The benchmark's shape in f32: greedy ids against the CPU (gpu tests).
     "bench-llama-3.2-1b-f32|models/llama-3.2-1b.toml|--dtype f32 --max-seq 256 --prefill-chunk 64 --max-batch 1"
     "tiny-f32|models/tiny.toml|--dtype f32"
@@ -173,8 +178,9 @@ if ((do_artifacts)); then
     "tiny-int4-batch1|models/tiny.toml|--dtype int4 --max-batch 1"
     "qwen-like-int4|tests/data/gpu/qwen-like.toml|--dtype int4"
     "quant-odd-int4|tests/data/gpu/quant-odd.toml|--dtype int4"
-    # Prefill chunks of 32 rows and decode at up to 16: int8 and int4
+    # Prefill chunks of 32 rows and decode at up to 16: bf16, int8 and int4
     # products in groups of 8 rows, with --fuse-matvec's folds.
+    "tiny-bf16-groups|models/tiny.toml|--dtype bf16 --max-batch 16 --prefill-chunk 32"
     "tiny-int8-groups|models/tiny.toml|--dtype int8 --max-batch 16 --prefill-chunk 32"
     "tiny-int4-groups|models/tiny.toml|--dtype int4 --max-batch 16 --prefill-chunk 32"
     # Two ranks over NCCL (gpu-check runs it where there are two GPUs).

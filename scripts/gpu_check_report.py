@@ -12,6 +12,8 @@ Reads, each optional (a missing or broken one is reported, never fatal):
   OUT/kvplan-bench.json `kvplan bench --json`
   OUT/kvplan-bench-batch8.json  the same shape, 8 sequences at once (--batch 8)
   OUT/kvplan-bench-int8.json, OUT/kvplan-bench-int4.json  int8 and int4 weights
+  OUT/kvplan-bench-rows32.json, OUT/kvplan-bench-rows33.json  32 sequences at once, compiled
+                        for 32 (row groups) and for 33 (cuBLAS): the optional rows step
   OUT/hf-peer.json      scripts/hf_peer.py
   OUT/kernel-profile.tsv  KVPLAN_CUDA_PROFILE's op times from the batch-1 and batch-8 benches
                         (entry, rows, op, step, kind, kernel, ms a line)
@@ -284,8 +286,8 @@ def main(argv=None):
     problems = []
     steps = read_steps(os.path.join(args.work, "steps.tsv"))
     bench = read_json(os.path.join(args.out, "kvplan-bench.json"), problems)
-    more = {}  # the other benches: batch8, int8, int4
-    for key in ("batch8", "int8", "int4"):
+    more = {}  # the other benches: batch8, int8, int4, rows32, rows33
+    for key in ("batch8", "int8", "int4", "rows32", "rows33"):
         more[key] = read_json(os.path.join(args.out, f"kvplan-bench-{key}.json"), problems)
         if more[key] is not None and not isinstance(more[key], dict):
             problems.append(f"kvplan-bench-{key}.json: not a JSON object")
@@ -351,7 +353,8 @@ def main(argv=None):
     def step_status(name):
         return steps.get(name, {}).get("status", "not run")
 
-    failed_steps = [s for s in ("build", "tests", "bench", "quant", "tp", "sanitizer", "peer")
+    failed_steps = [s for s in ("build", "tests", "bench", "quant", "rows", "tp", "sanitizer",
+                                "peer")
                     if step_status(s) == "failed"]
     # On the GPU machine no gpu test may skip: a skip there means no device or
     # no artifacts, which the tests would otherwise report as a pass.
@@ -369,6 +372,8 @@ def main(argv=None):
         "kvplan_bench_batch8": more["batch8"],
         "kvplan_bench_int8": more["int8"],
         "kvplan_bench_int4": more["int4"],
+        "kvplan_bench_rows32": more["rows32"],
+        "kvplan_bench_rows33": more["rows33"],
         "hf_peer": peer,
         "kernel_profile": profile,
         "model": model,
@@ -472,6 +477,12 @@ def main(argv=None):
         lines.append(f"| kvplan {q} prefill ({bq.get('prompt_len', 512)} tokens, tensor cores) | "
                      f"{f(pq, '{:,.0f}')} tok/s "
                      f"({f(ratio(pq, prefill), '{:.2f}x')} bf16's cuBLAS) |")
+    if "rows" in steps or more["rows32"] is not None or more["rows33"] is not None:
+        d32 = _num((more["rows32"] or {}).get("decode_tok_s"))
+        d33 = _num((more["rows33"] or {}).get("decode_tok_s"))
+        lines.append(f"| kvplan decode, 32 sequences: row groups with folds (compiled for 32) vs "
+                     f"cuBLAS unfused (for 33) | {f(d32)} vs {f(d33)} tok/s "
+                     f"({f(ratio(d32, d33), '{:.2f}x')}; {step_status('rows')}) |")
     for name, label in (("sanitizer", "compute-sanitizer, tiny bf16"),):
         st = steps.get(name, {})
         lines.append(f"| {label} | {step_status(name)}"
