@@ -18,13 +18,13 @@
 #      bench's warm-up times every op once (KVPLAN_CUDA_PROFILE)
 #   5b. the same shape with int8 and int4 weights, one sequence (prefill on
 #      the tensor-core tiled product, decode against the roofline)
-#   5c. only when asked for (KVPLAN_GPU_CHECK_STEPS=build,rows): 32 sequences
-#      at once, compiled for 32 (bf16 products in groups of 8 rows with their
-#      folds) and for 33 (cuBLAS, the ops unfused), side by side
 #   6. with two GPUs or more and mpirun: a TP=2 model over NCCL against one GPU
 #   7. compute-sanitizer memcheck and racecheck over a tiny artifact's run,
 #      where compute-sanitizer is installed
 #   8. scripts/hf_peer.py on the bench's model shape (transformers, bf16)
+#   9. with what the budget has left (100 s or more): 32 sequences at once,
+#      compiled for 32 (bf16 products in groups of 8 rows with their folds)
+#      and for 33 (cuBLAS, the ops unfused), side by side
 # and the report (scripts/gpu_check_report.py: $OUT/gpu-check.json and the
 # table, last) after every step and from an exit trap, so a check killed at
 # its limit still leaves the table of what it finished.
@@ -49,8 +49,7 @@
 #                             limit comes from what is left, keeping time for
 #                             the steps after it; the peer gets the rest, at
 #                             most 300 s, or is skipped
-#   KVPLAN_GPU_CHECK_STEPS    steps to run (default build,tests,bench,quant,tp,sanitizer,peer;
-#                             rows too where asked for)
+#   KVPLAN_GPU_CHECK_STEPS    steps to run (default build,tests,bench,quant,tp,sanitizer,peer,rows)
 #   KVPLAN_GPU_CHECK_SOURCE=1 build from source even when the kit's binaries start
 #   KVPLAN_GPU_CHECK_CMAKE_ARGS  more arguments for the configure
 set -euo pipefail
@@ -75,7 +74,7 @@ log=$OUT/run.log
 
 dry=${KVPLAN_GPU_CHECK_DRY:-0}
 budget=${KVPLAN_GPU_CHECK_BUDGET_S:-480}
-steps=${KVPLAN_GPU_CHECK_STEPS:-build,tests,bench,quant,tp,sanitizer,peer}
+steps=${KVPLAN_GPU_CHECK_STEPS:-build,tests,bench,quant,tp,sanitizer,peer,rows}
 artifacts=$root/.gpukit/artifacts
 bench_art=$artifacts/bench-llama-3.2-1b.kvp
 fail=0
@@ -372,29 +371,6 @@ fi
 
 checkpoint
 
-# --- 5c. 32 sequences: row groups against cuBLAS (only where asked for) ------
-# The same 32 sequences on the shape compiled for 32 (the products in groups
-# of 8 rows, --fuse-matvec's folds: 5 kernels a layer) and for 33 (cuBLAS's
-# products at 32 of its 33 rows, the norms, RoPE and SwiGLU kernels of their
-# own): where the row groups' limit (kMmaGroupRows) should lie.
-if want rows; then
-  t=$SECONDS
-  begin rows
-  ok=1
-  for n in 32 33; do
-    bench_json "$(stage_limit 120 60)" "$OUT/kvplan-bench-rows$n.json" \
-      "$artifacts/bench-llama-3.2-1b-b$n.kvp" --prompt-len 512 --gen 64 --batch 32 || ok=0
-  done
-  if ((ok)); then
-    record rows ok $((SECONDS - t))
-  else
-    record rows failed $((SECONDS - t)) "a bench failed: see run.log"
-    fail=1
-  fi
-fi
-
-checkpoint
-
 # --- 6. tensor parallelism over NCCL (two GPUs or more) ---------------------
 # tp2-tiny-f32 split between 2 ranks, one GPU each (mpirun, NCCL opened at
 # run time), against the same model on one GPU: greedy ids equal for 32
@@ -509,6 +485,34 @@ if want peer; then
       # Keep what it printed when it could not write its file.
       [ -s "$OUT/hf-peer.json" ] || [ ! -s "$work/hf-peer.out" ] ||
         tail -n 1 "$work/hf-peer.out" > "$OUT/hf-peer.json"
+    fi
+  fi
+fi
+
+# --- 9. 32 sequences: row groups against cuBLAS, with what is left ---------
+# The same 32 sequences on the shape compiled for 32 (the products in groups
+# of 8 rows, --fuse-matvec's folds: 5 kernels a layer) and for 33 (cuBLAS's
+# products at 32 of its 33 rows, the norms, RoPE and SwiGLU kernels of their
+# own): where the row groups' limit (kMmaGroupRows) should lie. Last, with
+# the budget the peer left (KVPLAN_GPU_CHECK_STEPS=build,rows runs it alone).
+if want rows; then
+  t=$SECONDS
+  begin rows
+  left=$((budget - $(elapsed)))
+  if ((left < 100)); then
+    record rows skipped 0 "only ${left} s of the ${budget} s budget left"
+  else
+    ok=1
+    for n in 32 33; do
+      lim=$(( (budget - $(elapsed) - 5) / (n == 32 ? 2 : 1) ))
+      bench_json "$((lim < 150 ? lim : 150))" "$OUT/kvplan-bench-rows$n.json" \
+        "$artifacts/bench-llama-3.2-1b-b$n.kvp" --prompt-len 512 --gen 64 --batch 32 || ok=0
+    done
+    if ((ok)); then
+      record rows ok $((SECONDS - t))
+    else
+      record rows failed $((SECONDS - t)) "a bench failed: see run.log"
+      fail=1
     fi
   fi
 fi

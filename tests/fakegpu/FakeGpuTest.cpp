@@ -170,6 +170,27 @@ TEST_F(FakeGpu, QuantizedWeightsMatchTheCpuRuntime) {
   }
 }
 
+// Eleven sequences of different lengths decoding together in a plan for 12:
+// decode's products in groups of 8 rows (the second group 3 rows of its 8),
+// the QKV with RoPE and the cache write at each row's own position and page
+// table, in bf16 and int8; every row of each step's logits against the CPU's.
+TEST_F(FakeGpu, RowGroupDecodeMatchesTheCpuRuntime) {
+  for (const char *dtype : {"bf16", "int8"}) {
+    SCOPED_TRACE(dtype);
+    Model m = build(kGqa, "weight_dtype = \"" + std::string(dtype) +
+                              "\"\nmax_batch = 12\nmax_seq_len = 256\nprefill_chunk = 32");
+    int64_t grouped = 0;
+    for (const DeviceOp &op : m.code.program.entries.at("decode").ops)
+      grouped += op.rowsDim == 0 && op.rowsPerBlock == 8 && op.name.rfind("matvec_", 0) == 0 &&
+                 op.name.back() == 'r';
+    EXPECT_EQ(grouped, 4 * m.plan.model.numLayers + 1) << "QKV, o, gate|up, down and the head";
+    Engine cpu(m.cpuPlan, m.weights.data(), m.weights.size(), 2);
+    Engine gpu(std::make_unique<CudaExecutor>(m.plan, m.code, m.weights.data(), m.weights.size()));
+    kvplan::testing::followCpuBatch(cpu, gpu, {3, 9, 17, 40, 4, 6, 33, 12, 5, 21, 8}, 3,
+                                    kvplan::testing::modelTolerance(m.plan));
+  }
+}
+
 // Three sequences of different lengths (one over a prefill chunk) decoding
 // together: every row of each step's [3, vocab] logits against the CPU's;
 // the float shapes (bf16: decode's products on tensor cores) and the
