@@ -732,13 +732,17 @@ void EntryLowering::operator()(const AttentionOp &op) {
   f32Input(op.query, "attention");
   const DType o = op.result.dtype;
   if (const AttnTiling t = split.tiling; t.heads) {
+    // A bf16 cache on bf16 tensor cores (attnTiledMma); f16 and f32 ones on
+    // tf32 (attnTiled).
+    const bool mma = kv.dtype == DType::bf16;
     const std::string name = specs.wrapper(
-        "attn_tiled_" + std::string(dtypeName(kv.dtype)) + "_" + dtypeName(o) +
-            dims({h, kvh, hd, kv.pageSize, kv.pages, t.heads, t.rowTiles}),
+        std::string(mma ? "attn_tiled_mma_" : "attn_tiled_") + dtypeName(kv.dtype) + "_" +
+            dtypeName(o) + dims({h, kvh, hd, kv.pageSize, kv.pages, t.heads, t.rowTiles}),
         t.warps() * 32,
-        "kvplan::attnTiled<" + kvType + ", " + cudaType(o) + ", " + num(h) + ", " + num(kvh) +
-            ", " + num(hd) + ", " + num(kv.pageSize) + ", " + num(kv.pages) + "LL, " +
-            num(t.heads) + ", " + num(t.rowTiles) + ">(a)");
+        std::string(mma ? "kvplan::attnTiledMma<" : "kvplan::attnTiled<" + kvType + ", ") +
+            cudaType(o) + ", " + num(h) + ", " + num(kvh) + ", " + num(hd) + ", " +
+            num(kv.pageSize) + ", " + num(kv.pages) + "LL, " + num(t.heads) + ", " +
+            num(t.rowTiles) + ">(a)");
     const int64_t rowsPerBlock = kAttnTileRows * t.rowTiles;
     kernel(name, {kvh, ceilDiv(op.result.rows(), rowsPerBlock), h / kvh / t.heads},
            t.warps() * 32, 1, op.result,

@@ -324,6 +324,17 @@ EOF
   return 1
 }
 
+# benches_ended STEP OK START: how a step of benches ended (OK: 1 when
+# every bench of it did), recorded.
+benches_ended() {
+  if (($2)); then
+    record "$1" ok $((SECONDS - $3))
+  else
+    record "$1" failed $((SECONDS - $3)) "a bench failed: see run.log"
+    fail=1
+  fi
+}
+
 if want bench; then
   t=$SECONDS
   begin bench
@@ -360,12 +371,7 @@ if want quant; then
       bench_json "$(stage_limit 90 200)" "$OUT/kvplan-bench-$q.json" \
         "$artifacts/bench-llama-3.2-1b-$q.kvp" --prompt-len 512 --gen 64 || ok=0
     done
-    if ((ok)); then
-      record quant ok $((SECONDS - t))
-    else
-      record quant failed $((SECONDS - t)) "a bench failed: see run.log"
-      fail=1
-    fi
+    benches_ended quant "$ok" "$t"
   fi
 fi
 
@@ -508,12 +514,7 @@ if want rows; then
       bench_json "$((lim < 150 ? lim : 150))" "$OUT/kvplan-bench-rows$n.json" \
         "$artifacts/bench-llama-3.2-1b-b$n.kvp" --prompt-len 512 --gen 64 --batch 32 || ok=0
     done
-    if ((ok)); then
-      record rows ok $((SECONDS - t))
-    else
-      record rows failed $((SECONDS - t)) "a bench failed: see run.log"
-      fail=1
-    fi
+    benches_ended rows "$ok" "$t"
   fi
 fi
 

@@ -2119,6 +2119,25 @@ template <class C, int KVH, int HD, int PS, int THREADS> struct AttnStage {
   }
 };
 
+/// The positions of a block's RT row tiles from row `first` on (-1 past the
+/// call's rows) into pos, for every warp; then the block's last position
+/// and the last of the warp's tile.
+template <int RT>
+__device__ __forceinline__ void attnTilePositions(const KvArgs &a, int first, int tile,
+                                                  int (&pos)[RT][16], int &last, int &mine) {
+  const int tid = threadIdx.x, rows = (int)a.i[0];
+  if (tid < RT * 16)
+    pos[tid / 16][tid % 16] =
+        first + tid < rows ? reinterpret_cast<const int *>(a.p[2])[first + tid] : -1;
+  __syncthreads();
+  last = mine = -1;
+  for (int i = 0; i < RT * 16; ++i) {
+    const int p = pos[i / 16][i % 16];
+    last = p > last ? p : last;
+    if (i / 16 == tile) mine = p > mine ? p : mine;
+  }
+}
+
 /// A warp's scores for the tile: its 16 query rows (q: the first, rows
 /// LDQ floats apart, scaled and split here) x the tile's BK keys, into s.
 template <int HD, int LDQ, bool SPLIT>
@@ -2231,21 +2250,13 @@ __device__ void attnTiled(const KvArgs &a) {
   const int kvh = blockIdx.x, tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = blockIdx.z * HW + warp % HW, tile = warp / HW;
   const int first = blockIdx.y * RT * 16, r0 = first + tile * 16, rows = (int)a.i[0];
-  if (tid < RT * 16)
-    sh.pos[tid / 16][tid % 16] =
-        first + tid < rows ? reinterpret_cast<const int *>(a.p[2])[first + tid] : -1;
   if (lane < 16) {
     sh.m[warp][lane] = -INFINITY;
     sh.l[warp][lane] = 0.0f;
   }
   for (int idx = lane; idx < 16 * HD; idx += 32) sh.o[warp][idx / HD][idx % HD] = 0.0f;
-  __syncthreads();
-  int last = -1, mine = -1; // the block's last position, and the warp's tile's
-  for (int i = 0; i < RT * 16; ++i) {
-    const int p = sh.pos[i / 16][i % 16];
-    last = p > last ? p : last;
-    if (i / 16 == tile) mine = p > mine ? p : mine;
-  }
+  int last, mine; // the block's last position, and the warp's tile's
+  attnTilePositions<RT>(a, first, tile, sh.pos, last, mine);
 
   const float *q = reinterpret_cast<const float *>(a.p[0]) + ((long long)r0 * H + kvh * G + g) * HD;
   const float scale = (float)a.d[0];
@@ -2275,6 +2286,192 @@ __device__ void attnTiled(const KvArgs &a) {
     const float l = sh.l[warp][i];
     out[((long long)(r0 + i) * H + kvh * G + g) * HD + d] =
         st<O>(l > 0.0f ? sh.o[warp][i][d] / l : 0.0f);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// attnTiled for a bf16 cache, on bf16 tensor cores (mma.sync m16n8k16), the
+// flash-attention way: a warp keeps its 16 query rows (scaled, split into a
+// big and a small bf16 part), its scores, probabilities, running maximum and
+// sum, and its output rows in registers; only the tile of keys and values
+// (bf16 as cached: exact) goes through shared memory, the values transposed
+// so that a fragment's two keys are one word. A score accumulator's layout
+// (lane (g, t): rows g and g + 8, keys 2t and 2t + 1 of each 8) is the
+// probabilities' A fragment for the product with the values, so the
+// probabilities go from one product to the next without shared memory; they
+// are split into two bf16 parts too (big x values, small x values). Per
+// tile of BK keys and warp: BK HD / 32 bf16 m16n8k16 products where
+// attnTiled issues BK HD / 16 tf32 m16n8k8 (half the multiply-adds each, at
+// half bf16's rate) and stores and reloads its scores and output rows
+// through shared memory.
+
+/// attnTiledMma's shared memory: the tile's keys [key][dim] and values
+/// [dim][key] (rows padded by 8 elements, 4 words, so that the 32 words a
+/// fragment load reads, (row g, word t), fall in 32 banks), and the row
+/// tiles' positions.
+template <int HD, int RT> struct AttnMmaShared {
+  static constexpr int BK = AttnTile<HD>::BK, LK = HD + 8, LV = BK + 8;
+  __align__(16) __nv_bfloat16 ks[BK][LK];
+  __nv_bfloat16 vt[HD][LV];
+  int pos[RT][16];
+};
+
+/// A word of two bf16 at p (4-byte aligned).
+__device__ __forceinline__ unsigned bf16Pair(const __nv_bfloat16 *p) {
+  return *reinterpret_cast<const unsigned *>(p);
+}
+
+/// A warp's state in attnTiledMma: its query rows as A fragments (per 16
+/// dimensions, a big and a small part), its output rows (D fragments, per 8
+/// dimensions) and, for its lane's two rows g and g + 8, the running maximum
+/// and the lane's share of the sum.
+template <int HD> struct AttnMmaWarp {
+  unsigned qb[HD / 16][4], qs[HD / 16][4];
+  float o[HD / 8][4];
+  float m[2], l[2];
+
+  /// q: the warp's first row, rows ldq floats apart.
+  __device__ __forceinline__ void init(const float *q, long long ldq, float scale, int g, int t) {
+#pragma unroll
+    for (int k = 0; k < HD / 16; ++k)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float *x = q + (g + 8 * (i % 2)) * ldq + 16 * k + 2 * t + 8 * (i / 2);
+        splitBf16(x[0] * scale, x[1] * scale, qb[k][i], qs[k][i]);
+      }
+#pragma unroll
+    for (int n = 0; n < HD / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[n][e] = 0.0f;
+    m[0] = m[1] = -INFINITY;
+    l[0] = l[1] = 0.0f;
+  }
+
+  /// The tile's keys t0.. (in ks) against the warp's rows at positions pos:
+  /// scores, causal mask, running softmax, then probabilities x values.
+  template <int BK, int LK, int LV>
+  __device__ __forceinline__ void tile(const __nv_bfloat16 (*ks)[LK],
+                                       const __nv_bfloat16 (*vt)[LV], const int *pos, int t0,
+                                       int g, int t) {
+    float s[BK / 8][4];
+#pragma unroll
+    for (int j = 0; j < BK / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[j][e] = 0.0f;
+#pragma unroll
+      for (int k = 0; k < HD / 16; ++k) {
+        const unsigned b[2] = {bf16Pair(&ks[8 * j + g][16 * k + 2 * t]),
+                               bf16Pair(&ks[8 * j + g][16 * k + 8 + 2 * t])};
+        mmaBf16(s[j], qs[k], b);
+        mmaBf16(s[j], qb[k], b);
+      }
+    }
+    const int p[2] = {pos[g], pos[g + 8]};
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int j = 0; j < BK / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        if (t0 + 8 * j + 2 * t + e % 2 <= p[e / 2]) mx[e / 2] = fmaxf(mx[e / 2], s[j][e]);
+    float alpha[2], mNew[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+      mNew[h] = fmaxf(m[h], mx[h]);
+      alpha[h] = mNew[h] == -INFINITY ? 1.0f : expf(m[h] - mNew[h]);
+      m[h] = mNew[h];
+      l[h] *= alpha[h];
+    }
+#pragma unroll
+    for (int j = 0; j < BK / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const bool on = t0 + 8 * j + 2 * t + e % 2 <= p[e / 2];
+        s[j][e] = on ? expf(s[j][e] - mNew[e / 2]) : 0.0f;
+        l[e / 2] += s[j][e];
+      }
+#pragma unroll
+    for (int n = 0; n < HD / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[n][e] *= alpha[e / 2];
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; ++kk) {
+      unsigned pb[4], ps[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float *x = s[2 * kk + i / 2] + 2 * (i % 2);
+        splitBf16(x[0], x[1], pb[i], ps[i]);
+      }
+#pragma unroll
+      for (int n = 0; n < HD / 8; ++n) {
+        const unsigned b[2] = {bf16Pair(&vt[8 * n + g][16 * kk + 2 * t]),
+                               bf16Pair(&vt[8 * n + g][16 * kk + 8 + 2 * t])};
+        mmaBf16(o[n], ps, b);
+        mmaBf16(o[n], pb, b);
+      }
+    }
+  }
+};
+
+/// attnTiled (the same block, warps, arguments and rows) for a bf16 cache,
+/// as above.
+template <class O, int H, int KVH, int HD, int PS, long long PAGES, int HW, int RT>
+__device__ void attnTiledMma(const KvArgs &a) {
+  using C = __nv_bfloat16;
+  using S = AttnMmaShared<HD, RT>;
+  constexpr int G = H / KVH, BK = S::BK, WARPS = HW * RT, THREADS = WARPS * 32;
+  constexpr int E = 8, CH = HD / E;
+  static_assert(HD % 16 == 0 && BK % 16 == 0 && G % HW == 0, "whole fragments and head groups");
+  __shared__ S sh;
+  const int kvh = blockIdx.x, tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int gh = blockIdx.z * HW + warp % HW, tile = warp / HW;
+  const int first = blockIdx.y * RT * 16, r0 = first + tile * 16, rows = (int)a.i[0];
+  int last, mine; // the block's last position, and the warp's tile's
+  attnTilePositions<RT>(a, first, tile, sh.pos, last, mine);
+  const float *q =
+      reinterpret_cast<const float *>(a.p[0]) + ((long long)r0 * H + kvh * G + gh) * HD;
+  AttnMmaWarp<HD> w;
+  w.init(q, (long long)H * HD, (float)a.d[0], g, t);
+  const C *cache = reinterpret_cast<const C *>(a.p[1]);
+  const C *keys = cache + cacheOffset<C, KVH, HD, PS, PAGES>(a.i[1], 0, 0, kvh, 0);
+  const C *values = cache + cacheOffset<C, KVH, HD, PS, PAGES>(a.i[1], 1, 0, kvh, 0);
+  const int *table = reinterpret_cast<const int *>(a.p[3]);
+  AttnStage<C, KVH, HD, PS, THREADS> stage;
+  if (last >= 0) stage.fetch(keys, values, table, 0, last);
+  for (int t0 = 0; t0 <= last; t0 += BK) {
+    // The tile as loaded: keys row by row, values transposed.
+#pragma unroll
+    for (int n = 0; n < stage.N; ++n) {
+      const int idx = tid + n * THREADS, key = idx / CH, c = (idx % CH) * E;
+      if (idx >= BK * CH) break;
+      *reinterpret_cast<uint4 *>(&sh.ks[key][c]) = stage.k[n];
+      const C *v = reinterpret_cast<const C *>(&stage.v[n]);
+#pragma unroll
+      for (int e = 0; e < E; ++e) sh.vt[c + e][key] = v[e];
+    }
+    __syncthreads();
+    // The next tile's loads in flight under this one's products.
+    if (t0 + BK <= last) stage.fetch(keys, values, table, t0 + BK, last);
+    if (t0 <= mine) // the warp's: a tile wholly past its rows changes nothing
+      w.template tile<BK, S::LK, S::LV>(sh.ks, sh.vt, sh.pos[tile], t0, g, t);
+    __syncthreads(); // every warp is done with the tile before the next one is stored
+  }
+  O *out = reinterpret_cast<O *>(a.p[4]);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float l = w.l[h];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const int r = r0 + g + 8 * h;
+    if (r >= rows) continue;
+    O *row = out + ((long long)r * H + kvh * G + gh) * HD;
+#pragma unroll
+    for (int n = 0; n < HD / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 2; ++e)
+        row[8 * n + 2 * t + e] = st<O>(l > 0.0f ? w.o[n][2 * h + e] / l : 0.0f);
   }
 }
 

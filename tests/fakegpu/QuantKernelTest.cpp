@@ -9,27 +9,18 @@
 // write missed shows. The same for the bf16 matrix-vector product on
 // tensor cores (matvecMma). And the emulator's tf32 products refuse what
 // the hardware does not define.
-#include "plan/CudaProgram.h"
-#include "tests/emu/EmuCompile.h"
-
-#include <gtest/gtest.h>
-
-#include <dlfcn.h>
+#include "tests/fakegpu/EmuKernels.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <fstream>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
 using namespace kvplan;
 
 namespace {
-
-using Launcher = void (*)(void *, const void *, const long long[3], const long long[3]);
 
 /// A quantized [n][k] matrix in the artifact's layout, with the value of
 /// each weight decoded from it.
@@ -83,36 +74,7 @@ float featureAt(const std::vector<float> (&outs)[3], const int64_t (&cols)[3], i
   return outs[o][size_t(r * cols[o] + c)];
 }
 
-class QuantKernels : public ::testing::Test {
-protected:
-  void SetUp() override {
-    if (emuCudaIncludeDir().empty())
-      GTEST_SKIP() << "no CUDA headers in this build: the kernel emulator needs cuda_bf16.h";
-  }
-
-  /// Compiles the kernel library with one wrapper per instantiation.
-  void compile(const std::vector<std::pair<std::string, std::string>> &kernels) {
-    std::ifstream f(std::string(KVPLAN_SOURCE_DIR) + "/codegen/cuda/Kernels.cuh");
-    std::stringstream src;
-    src << f.rdbuf() << "\n";
-    for (const auto &[name, body] : kernels)
-      src << "extern \"C\" __global__ void " << name << "(KvArgs a) { " << body << "; }\n";
-    library = emuCompile(src.str());
-    launcher = reinterpret_cast<Launcher>(::dlsym(library, "kvemu_launch"));
-    ASSERT_NE(launcher, nullptr);
-  }
-
-  void launch(const std::string &name, const KernelLaunch::Args &args, long long gx, long long gy,
-              long long threads) {
-    void *k = ::dlsym(library, name.c_str());
-    ASSERT_NE(k, nullptr) << name;
-    const long long grid[3] = {gx, gy, 1}, block[3] = {threads, 1, 1};
-    launcher(k, &args, grid, block);
-  }
-
-  void *library = nullptr;
-  Launcher launcher = nullptr;
-};
+class QuantKernels : public kvplan::testing::EmuKernels {};
 
 /// One product: the kernel `name` computing rows x (n0 + n1 + n2) features
 /// of `w` into three outputs.
