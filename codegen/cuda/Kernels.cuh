@@ -2082,23 +2082,30 @@ using BFragCol = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 8,
 /// while the warps compute on this one, then stored into shared memory as
 /// f32. Keys past `last` are zeros, so no stale value meets a zero
 /// probability.
-template <class C, int KVH, int HD, int PS, int THREADS> struct AttnStage {
+/// Run n of a thread is the keys' key idx / CH, run idx % CH (a key's row
+/// in one go; idx = threadIdx.x + n THREADS); the values' the same, or with
+/// BY_KEY key idx % BK, run idx / BK (a warp's lanes on the same run of
+/// consecutive keys, so that attnTiledMma's transposed stores of it fall in
+/// different banks).
+template <class C, int KVH, int HD, int PS, int THREADS, bool BY_KEY = false> struct AttnStage {
   static constexpr int E = 16 / (int)sizeof(C), CH = HD / E, BK = AttnTile<HD>::BK;
   static constexpr int N = (BK * CH + THREADS - 1) / THREADS;
   uint4 k[N], v[N];
 
+  /// Run `run` of key t.
+  static __device__ __forceinline__ uint4 load(const C *base, const int *table, int t, int run) {
+    const long long off = ((long long)table[t / PS] * KVH * PS + t % PS) * HD + run * E;
+    return *reinterpret_cast<const uint4 *>(base + off);
+  }
   __device__ __forceinline__ void fetch(const C *keys, const C *values, const int *table, int t0,
                                         int last) {
 #pragma unroll
     for (int n = 0; n < N; ++n) {
       const int idx = threadIdx.x + n * THREADS, t = t0 + idx / CH;
+      const int tv = BY_KEY ? t0 + idx % BK : t, run = BY_KEY ? idx / BK : idx % CH;
       k[n] = v[n] = uint4{};
-      if (idx < BK * CH && t <= last) {
-        const long long off =
-            ((long long)table[t / PS] * KVH * PS + t % PS) * HD + (idx % CH) * E;
-        k[n] = *reinterpret_cast<const uint4 *>(keys + off);
-        v[n] = *reinterpret_cast<const uint4 *>(values + off);
-      }
+      if (idx < BK * CH && t <= last) k[n] = load(keys, table, t, idx % CH);
+      if (idx < BK * CH && tv <= last) v[n] = load(values, table, tv, run);
     }
   }
   __device__ __forceinline__ void store(float (*ks)[AttnTile<HD>::LK],
@@ -2438,18 +2445,19 @@ __device__ void attnTiledMma(const KvArgs &a) {
   const C *keys = cache + cacheOffset<C, KVH, HD, PS, PAGES>(a.i[1], 0, 0, kvh, 0);
   const C *values = cache + cacheOffset<C, KVH, HD, PS, PAGES>(a.i[1], 1, 0, kvh, 0);
   const int *table = reinterpret_cast<const int *>(a.p[3]);
-  AttnStage<C, KVH, HD, PS, THREADS> stage;
+  AttnStage<C, KVH, HD, PS, THREADS, true> stage;
   if (last >= 0) stage.fetch(keys, values, table, 0, last);
   for (int t0 = 0; t0 <= last; t0 += BK) {
-    // The tile as loaded: keys row by row, values transposed.
+    // The tile as loaded: keys row by row, values transposed (a warp's
+    // lanes on consecutive keys: 16 banks, two lanes a word).
 #pragma unroll
     for (int n = 0; n < stage.N; ++n) {
-      const int idx = tid + n * THREADS, key = idx / CH, c = (idx % CH) * E;
+      const int idx = tid + n * THREADS;
       if (idx >= BK * CH) break;
-      *reinterpret_cast<uint4 *>(&sh.ks[key][c]) = stage.k[n];
+      *reinterpret_cast<uint4 *>(&sh.ks[idx / CH][(idx % CH) * E]) = stage.k[n];
       const C *v = reinterpret_cast<const C *>(&stage.v[n]);
 #pragma unroll
-      for (int e = 0; e < E; ++e) sh.vt[c + e][key] = v[e];
+      for (int e = 0; e < E; ++e) sh.vt[(idx / BK) * E + e][idx % BK] = v[e];
     }
     __syncthreads();
     // The next tile's loads in flight under this one's products.
