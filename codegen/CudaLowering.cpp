@@ -252,6 +252,22 @@ private:
       unsupported("step " + num(step) + " reads positions other than the entry point's");
   }
 
+  /// A launch of a matvecMma-style kernel `name` (matvecMma,
+  /// matvecRopeKvMma) of `warps` warps over `slices` slices of
+  /// kMmaFeatures weight rows: block a slice, or in groups of rows
+  /// (mmaRowGroups) block (group of kGemvRows rows of `rowsOf`, slice), the
+  /// groups following the active rows.
+  void mmaKernel(const std::string &name, int64_t slices, bool grouped, int64_t warps,
+                 const Operand &rowsOf, std::vector<DeviceRef> ptrs, std::vector<int64_t> ints,
+                 double eps) {
+    if (!grouped) {
+      kernel(name, {slices, 1, 1}, warps * 32, -1, rowsOf, std::move(ptrs), std::move(ints), {eps});
+      return;
+    }
+    kernel(name, {ceilDiv(rowsOf.rows(), kGemvRows), slices, 1}, warps * 32, 0, rowsOf,
+           std::move(ptrs), std::move(ints), {eps});
+    out.ops.back().rowsPerBlock = kGemvRows;
+  }
   /// A launch of `name` over `grid`; along `rowsDim` the grid follows the
   /// active rows when `rowsOf` has the entry point's rows.
   void kernel(const std::string &name, std::array<int64_t, 3> grid, int64_t block, int rowsDim,
@@ -617,10 +633,9 @@ void EntryLowering::operator()(const MatVecRopeKVWriteOp &op) {
       table, op.bias ? weightRef(*op.bias) : weightRef(w.name), arena(op.rotatedQuery),
       cache(), positions, specs.ropeTable(op.rope)};
   if (matvecOnTensorCores(w, rows) || grouped) {
-    // Pairs of features a block: matvecMma's 16 weight rows; in row groups
-    // block (group, slice), as matvecMma's.
-    const int64_t slices = ceilDiv(w.shape[0], kMmaFeatures), groups = ceilDiv(rows, kGemvRows),
-                  blocks = slices * (grouped ? groups : 1), warps = mmaWarps(blocks, k);
+    // Pairs of features a block: matvecMma's 16 weight rows (mmaKernel).
+    const int64_t slices = ceilDiv(w.shape[0], kMmaFeatures),
+                  blocks = slices * ceilDiv(rows, kGemvRows), warps = mmaWarps(blocks, k);
     const std::string name = specs.wrapper(
         "matvec_rope_kv_mma_" + types +
             dims({k, qcols, kv.kvHeads, hd, kv.pageSize, kv.pages, warps}) + tag,
@@ -632,14 +647,8 @@ void EntryLowering::operator()(const MatVecRopeKVWriteOp &op) {
         true, mmaMinBlocks(blocks, warps, grouped));
     std::vector<int64_t> ints = {op.layer, tableStride};
     for (int64_t offset : matvecScales(w)) ints.push_back(offset);
-    if (grouped) {
-      kernel(name, {groups, slices, 1}, warps * 32, 0, op.rotatedQuery, ptrs, std::move(ints),
-             {op.eps.value_or(0.0)});
-      out.ops.back().rowsPerBlock = kGemvRows;
-    } else {
-      kernel(name, {slices, 1, 1}, warps * 32, -1, op.rotatedQuery, ptrs, std::move(ints),
-             {op.eps.value_or(0.0)});
-    }
+    mmaKernel(name, slices, grouped, warps, op.rotatedQuery, ptrs, std::move(ints),
+              op.eps.value_or(0.0));
     return;
   }
   // Pairs a warp: as matvec's features a warp, two weight rows each.
@@ -686,10 +695,9 @@ bool EntryLowering::matvecKernel(const char *prefix, const WeightEntry &w, const
   const std::string types = std::string(dtypeName(w.dtype)) + "_" + dtypeName(op.input.dtype) +
                             "_" + dtypeName(o.dtype) + "_" + dtypeName(nw) + "_" + dtypeName(b);
   if (matvecOnTensorCores(w, rows) || grouped) {
-    // Row groups: block (group, slice of features), the groups following
-    // the active rows.
-    const int64_t slices = ceilDiv(features, kMmaFeatures), groups = ceilDiv(rows, kGemvRows),
-                  blocks = slices * groups, warps = mmaWarps(blocks, k);
+    // A block a slice of features, or (group of rows, slice) (mmaKernel).
+    const int64_t slices = ceilDiv(features, kMmaFeatures),
+                  blocks = slices * ceilDiv(rows, kGemvRows), warps = mmaWarps(blocks, k);
     const std::string name = specs.wrapper(
         prefix + std::string("mma_") + types + dims({k, n[0], n[1], n[2], warps}) + tag,
         warps * 32,
@@ -698,14 +706,8 @@ bool EntryLowering::matvecKernel(const char *prefix, const WeightEntry &w, const
             num(n[0]) + ", " + num(n[1]) + ", " + num(n[2]) + ", " + num(warps) + ", " + flags +
             ">(a)",
         true, mmaMinBlocks(blocks, warps, grouped));
-    if (grouped) {
-      kernel(name, {groups, slices, 1}, warps * 32, 0, o, std::move(ptrs), matvecScales(w),
-             {op.eps.value_or(0.0)});
-      out.ops.back().rowsPerBlock = kGemvRows;
-    } else {
-      kernel(name, {slices, 1, 1}, warps * 32, -1, o, std::move(ptrs), matvecScales(w),
-             {op.eps.value_or(0.0)});
-    }
+    mmaKernel(name, slices, grouped, warps, o, std::move(ptrs), matvecScales(w),
+              op.eps.value_or(0.0));
     return true;
   }
   const int64_t fpw = matvecFeaturesPerWarp(w, rows, features, op.swiglu),

@@ -2124,6 +2124,22 @@ template <class C, int KVH, int HD, int PS, int THREADS, bool BY_KEY = false> st
       }
     }
   }
+  /// With BY_KEY, the tile as attnTiledMma keeps it: keys row by row,
+  /// values transposed ([dim][key]; a warp's lanes on consecutive keys of a
+  /// run: 16 banks, two lanes a word).
+  template <int LK, int LV>
+  __device__ __forceinline__ void storeTransposed(C (*ks)[LK], C (*vt)[LV]) const {
+    static_assert(BY_KEY && sizeof(C) == 2, "values fetched by key, 2-byte elements");
+#pragma unroll
+    for (int n = 0; n < N; ++n) {
+      const int idx = threadIdx.x + n * THREADS;
+      if (idx >= BK * CH) break;
+      *reinterpret_cast<uint4 *>(&ks[idx / CH][(idx % CH) * E]) = k[n];
+      const C *run = reinterpret_cast<const C *>(&v[n]);
+#pragma unroll
+      for (int e = 0; e < E; ++e) vt[(idx / BK) * E + e][idx % BK] = run[e];
+    }
+  }
 };
 
 /// The positions of a block's RT row tiles from row `first` on (-1 past the
@@ -2428,7 +2444,6 @@ __device__ void attnTiledMma(const KvArgs &a) {
   using C = __nv_bfloat16;
   using S = AttnMmaShared<HD, RT>;
   constexpr int G = H / KVH, BK = S::BK, WARPS = HW * RT, THREADS = WARPS * 32;
-  constexpr int E = 8, CH = HD / E;
   static_assert(HD % 16 == 0 && BK % 16 == 0 && G % HW == 0, "whole fragments and head groups");
   __shared__ S sh;
   const int kvh = blockIdx.x, tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
@@ -2448,17 +2463,7 @@ __device__ void attnTiledMma(const KvArgs &a) {
   AttnStage<C, KVH, HD, PS, THREADS, true> stage;
   if (last >= 0) stage.fetch(keys, values, table, 0, last);
   for (int t0 = 0; t0 <= last; t0 += BK) {
-    // The tile as loaded: keys row by row, values transposed (a warp's
-    // lanes on consecutive keys: 16 banks, two lanes a word).
-#pragma unroll
-    for (int n = 0; n < stage.N; ++n) {
-      const int idx = tid + n * THREADS;
-      if (idx >= BK * CH) break;
-      *reinterpret_cast<uint4 *>(&sh.ks[idx / CH][(idx % CH) * E]) = stage.k[n];
-      const C *v = reinterpret_cast<const C *>(&stage.v[n]);
-#pragma unroll
-      for (int e = 0; e < E; ++e) sh.vt[(idx / BK) * E + e][idx % BK] = v[e];
-    }
+    stage.storeTransposed(sh.ks, sh.vt);
     __syncthreads();
     // The next tile's loads in flight under this one's products.
     if (t0 + BK <= last) stage.fetch(keys, values, table, t0 + BK, last);
