@@ -203,7 +203,7 @@ public:
 
   FailureOr<EntryPoint> emit() {
     EntryPoint ep;
-    ep.name = fn->getAttrOfType<StringAttr>(attr::kEntry).str();
+    ep.name = fn.getSymName().str(); // "decode.8": a smaller copy of @decode
     auto arena = fn->getAttrOfType<IntegerAttr>(attr::kArenaSize);
     if (!arena) return fn.emitOpError() << "has no buffer plan; run --plan-buffers";
     ep.arenaBytes = arena.getInt();

@@ -57,12 +57,24 @@ def SplitPrefillDecode : Pass<"split-prefill-decode", "::mlir::ModuleOp"> {
     tokens: K + 1 rows of one sequence at any offset, causal like
     `@prefill`, but with logits for every row (prune-last-token leaves it
     alone).
+
+    With `decode-rows` (the cuda pipeline gives 8,32) it also makes smaller
+    copies of `@decode`, `@decode.8` and `@decode.32`, for each of those row
+    counts below the max batch: the same body at fewer rows, so that passes
+    choosing by rows (`--fuse-matvec`: matrix-vector kernels up to 8 rows,
+    tensor-core row groups up to 32) give a step of few sequences their
+    kernels even in a plan for many. Their `llm.entry` is `decode`; the
+    runtime runs a decode step of n sequences on the smallest of them that
+    has n rows.
   }];
   let options = [
     Option<"chunk", "chunk", "int64_t", "0",
            "rows of @prefill (0: llm.settings.prefill_chunk)">,
     Option<"maxBatch", "max-batch", "int64_t", "0",
            "rows of @decode (0: llm.settings.max_batch)">,
+    ListOption<"decodeVariantRows", "decode-rows", "int64_t",
+               "rows of smaller copies of @decode, @decode.N, each below the max batch "
+               "(those not below it are left out)">,
     Option<"speculate", "speculate", "int64_t", "0",
            "draft tokens per @verify call; its rows are speculate + 1 (0: the module's "
            "llm.speculate, else no @verify)">,

@@ -47,10 +47,19 @@ LogicalResult addRegisteredPass(OpPassManager &pm, llvm::StringRef flag, llvm::S
   });
 }
 
+std::string pipelinePassOptions(llvm::StringRef name, Target target, int64_t tensorParallel) {
+  if (name == "partition-tensor-parallel") return "ranks=" + std::to_string(tensorParallel);
+  // The cuda target's kernels are chosen by a product's static rows
+  // (fuse-matvec: matrix-vector kernels up to its max-rows, 8; tensor-core
+  // row groups up to its max-tensor-core-rows, 32): a decode step of few
+  // sequences runs on the smallest copy of @decode that holds them.
+  if (name == "split-prefill-decode" && target == Target::cuda) return "decode-rows=8,32";
+  return "";
+}
+
 void buildKVPlanPipeline(OpPassManager &pm, Target target, int64_t tensorParallel) {
-  const std::string ranks = "ranks=" + std::to_string(tensorParallel);
   for (const std::string &name : pipelinePassNames(target, tensorParallel))
-    if (failed(addRegisteredPass(pm, name, name == "partition-tensor-parallel" ? ranks : "")))
+    if (failed(addRegisteredPass(pm, name, pipelinePassOptions(name, target, tensorParallel))))
       llvm::report_fatal_error(llvm::Twine("kvplan pass '") + name + "' is not registered");
 }
 

@@ -1,5 +1,6 @@
 // --split-prefill-decode: @forward -> @prefill (a chunk) and @decode (a
-// batch), and with speculation @verify (draft tokens of one sequence).
+// batch), smaller copies of @decode (@decode.8, ...) where asked, and with
+// speculation @verify (draft tokens of one sequence).
 #include "passes/Passes.h"
 
 #include "mlir/IR/Builders.h"
@@ -85,22 +86,46 @@ struct SplitPrefillDecodePass
     if (failed(draft))
       return signalPassFailure();
 
+    FailureOr<SmallVector<int64_t>> variants = decodeVariants(module, decodeRows);
+    if (failed(variants))
+      return signalPassFailure();
+
     OpBuilder b(module.getContext());
     b.setInsertionPointAfter(forward);
-    SmallVector<std::pair<StringRef, int64_t>> entries = {{"prefill", prefillRows},
-                                                          {"decode", decodeRows}};
+    // (symbol, role, rows)
+    SmallVector<std::tuple<std::string, StringRef, int64_t>> entries = {
+        {"prefill", "prefill", prefillRows}, {"decode", "decode", decodeRows}};
+    for (int64_t rows : *variants)
+      entries.push_back({"decode." + std::to_string(rows), "decode", rows});
     if (*draft > 0)
-      entries.push_back({"verify", *draft + 1});
-    for (auto [name, rows] : entries) {
+      entries.push_back({"verify", "verify", *draft + 1});
+    for (auto &[name, role, rows] : entries) {
       auto fn = cast<func::FuncOp>(b.clone(*forward));
       fn.setSymName(name);
-      fn->setAttr(attr::kEntry, b.getStringAttr(name));
+      fn->setAttr(attr::kEntry, b.getStringAttr(role));
       if (failed(retypeRows(fn, seqRows, rows)))
         return signalPassFailure();
-      if (name == "decode")
+      if (role == "decode")
         fn.walk([&](llm::AttentionOp op) { op.setMask(llm::AttentionMask::self); });
     }
     forward.erase();
+  }
+
+  /// The decode-rows option's row counts below the max batch, ascending and
+  /// each once: the rows of @decode.N.
+  FailureOr<SmallVector<int64_t>> decodeVariants(ModuleOp module, int64_t decodeRows) {
+    SmallVector<int64_t> rows;
+    for (int64_t r : decodeVariantRows) {
+      if (r <= 0) {
+        module.emitError() << "decode-rows " << r << " must be positive: the rows of a smaller "
+                              "copy of @decode";
+        return failure();
+      }
+      if (r < decodeRows && !llvm::is_contained(rows, r))
+        rows.push_back(r);
+    }
+    llvm::sort(rows);
+    return rows;
   }
 
   /// Draft tokens per @verify call: the option, else the module's

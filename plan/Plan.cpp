@@ -117,6 +117,17 @@ CpuWorkspace cpuWorkspace(const Plan &plan) {
   return w;
 }
 
+std::string entryRole(const std::string &name) { return name.substr(0, name.find('.')); }
+
+const EntryPoint &servingEntry(const Plan &plan, const std::string &entry, int64_t rows) {
+  const EntryPoint &whole = plan.entryPoints.at(entry);
+  const EntryPoint *best = &whole;
+  for (const auto &[name, ep] : plan.entryPoints)
+    if (name != entry && entryRole(name) == entry && ep.rows >= rows && ep.rows < best->rows)
+      best = &ep;
+  return *best;
+}
+
 MemoryBill Plan::memoryBill() const {
   MemoryBill b;
   auto sum = [](int64_t a, uint64_t x, const char *what) {

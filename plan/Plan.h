@@ -18,8 +18,8 @@
 namespace kvplan {
 
 struct EntryPoint {
-  std::string name;    // "prefill" or "decode"
-  int64_t rows = 0;    // static rows: prefill chunk or max batch
+  std::string name;    // "prefill", "decode", "verify"; "decode.8": decode at 8 rows
+  int64_t rows = 0;    // static rows: prefill chunk, max batch, draft tokens + 1, N
   int64_t arenaBytes = 0;
   std::vector<Operand> args;
   std::vector<Operand> results;
@@ -148,6 +148,14 @@ struct Plan {
   /// The ranks the plan's layers are split between (settings.tensorParallel).
   int64_t ranks() const { return settings.tensorParallel; }
 };
+
+/// What entry point `name` is for: "prefill", "decode" or "verify"; the
+/// smaller copies of decode (a cuda plan's "decode.8", "decode.32", each
+/// with the rows its name says) are for decode too.
+std::string entryRole(const std::string &name);
+/// The entry point that runs a call of `entry` on `rows` rows: the smallest
+/// of its smaller copies that has that many rows, else `entry` itself.
+const EntryPoint &servingEntry(const Plan &plan, const std::string &entry, int64_t rows);
 
 /// The name of rank `rank`'s weights section: "weights" for rank 0 (and
 /// every plan that is not tensor parallel), "weights.R" for the others.

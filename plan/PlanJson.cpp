@@ -516,7 +516,8 @@ public:
     // The engine reads a row of logits per decode and verify row, and
     // prefill's first.
     const int64_t logitRows = ep.results[0].rows();
-    const bool everyRow = ep.name == "decode" || ep.name == "verify";
+    const std::string role = entryRole(ep.name);
+    const bool everyRow = role == "decode" || role == "verify";
     if (logitRows != ep.rows && (everyRow || logitRows != 1))
       incompatible(where, "returns " + std::to_string(logitRows) + " rows of logits, expected " +
                               (everyRow ? "" : "1 or ") + std::to_string(ep.rows) +
@@ -676,13 +677,35 @@ void checkShards(const Plan &p) {
   }
 }
 
+/// An entry point is prefill, decode or verify, or a smaller copy of
+/// decode named by its rows ("decode.8") below decode's.
+void checkEntryName(const Plan &p, const EntryPoint &ep) {
+  const std::string where = "entry point '" + ep.name + "'";
+  const std::string role = entryRole(ep.name);
+  if (role == ep.name) {
+    if (role != "prefill" && role != "decode" && role != "verify")
+      incompatible(where, "is none of prefill, decode, verify or decode.N (a smaller decode); "
+                          "the artifact is from another kvplan: recompile the model");
+    return;
+  }
+  auto decode = p.entryPoints.find("decode");
+  if (role != "decode" || ep.name != "decode." + std::to_string(ep.rows) ||
+      decode == p.entryPoints.end() || ep.rows >= decode->second.rows)
+    incompatible(where, "has " + std::to_string(ep.rows) +
+                            " rows; a smaller copy of decode is named decode.N after its N "
+                            "rows, fewer than decode's");
+}
+
 void validatePlan(const Plan &p) {
   checkCacheGeometry(p);
   checkShards(p);
   if (p.settings.speculate > 0 && !p.entryPoints.count("verify"))
     incompatible("the plan's", "settings have speculate " + std::to_string(p.settings.speculate) +
                                    " but there is no 'verify' entry point");
-  for (const auto &[name, ep] : p.entryPoints) Dataflow(p, ep).check();
+  for (const auto &[name, ep] : p.entryPoints) {
+    checkEntryName(p, ep);
+    Dataflow(p, ep).check();
+  }
 }
 
 Plan planFromJson(const json &j) {

@@ -22,17 +22,18 @@
 #   7. compute-sanitizer memcheck and racecheck over a tiny artifact's run,
 #      where compute-sanitizer is installed
 #   8. scripts/hf_peer.py on the bench's model shape (transformers, bf16)
-#   9. with what the budget has left (100 s or more): 32 sequences at once,
-#      compiled for 32 (bf16 products in groups of 8 rows with their folds)
-#      and for 33 (cuBLAS, the ops unfused), side by side
+#   9. with what the budget has left (100 s or more): 1 and 32 sequences in
+#      a plan for 64, each on the copy of decode that serves it (decode.8,
+#      decode.32: bf16 products in groups of 8 rows with their folds) and on
+#      decode itself (cuBLAS, the ops unfused), side by side
 # and the report (scripts/gpu_check_report.py: $OUT/gpu-check.json and the
 # table, last) after every step and from an exit trap, so a check killed at
 # its limit still leaves the table of what it finished.
 #
 # Writes into ${OUT:-gpu-results} (15 files at most: build.log, gpu-tests.log,
 # gpu-tests-sync.log, kvplan-bench.json, kvplan-bench-batch8.json,
-# kvplan-bench-int8.json, kvplan-bench-int4.json, kvplan-bench-rows32.json,
-# kvplan-bench-rows33.json, kernel-profile.tsv (each op's
+# kvplan-bench-int8.json, kvplan-bench-int4.json, kvplan-bench-rows1.json,
+# kvplan-bench-rows32.json, kernel-profile.tsv (each op's
 # time, KVPLAN_CUDA_PROFILE), hf-peer.json, sanitizer.log, run.log,
 # gpu-check.json, gpu-check.md); scratch goes to build-gpu-check/.
 # Exits nonzero when the build, a gpu test, a bench, the tensor-parallel run
@@ -68,7 +69,7 @@ mkdir -p "$work"
 rm -f "$OUT"/{build.log,gpu-tests.log,gpu-tests-sync.log,hf-peer.json,hf-peer.json.tmp} \
   "$OUT"/{kvplan-bench.json,kvplan-bench-batch8.json,kvplan-bench-int8.json} \
   "$OUT"/{kvplan-bench-int4.json,kernel-profile.tsv,sanitizer.log,gpu-check.json,gpu-check.md} \
-  "$OUT"/{kvplan-bench-rows32.json,kvplan-bench-rows33.json}
+  "$OUT"/{kvplan-bench-rows1.json,kvplan-bench-rows32.json}
 log=$OUT/run.log
 : > "$log"
 
@@ -496,12 +497,15 @@ if want peer; then
   fi
 fi
 
-# --- 9. 32 sequences: row groups against cuBLAS, with what is left ---------
-# The same 32 sequences on the shape compiled for 32 (the products in groups
-# of 8 rows, --fuse-matvec's folds: 5 kernels a layer) and for 33 (cuBLAS's
-# products at 32 of its 33 rows, the norms, RoPE and SwiGLU kernels of their
-# own): where the row groups' limit (kMmaGroupRows) should lie. Last, with
-# the budget the peer left (KVPLAN_GPU_CHECK_STEPS=build,rows runs it alone).
+# --- 9. few sequences in a plan for many, with what is left -----------------
+# The shape compiled for 64 sequences decodes 1 and 32 at once: each bench
+# times the copy of decode that serves the batch (decode.8: matrix-vector
+# kernels; decode.32: the products in groups of 8 rows; both with
+# --fuse-matvec's folds, 5 kernels a layer) and decode itself at those rows
+# (cuBLAS's products, the norms, RoPE and SwiGLU kernels of their own), side
+# by side: what the copies gain a server, and at 32 rows where the row
+# groups' limit (kMmaGroupRows) should lie. Last, with the budget the peer
+# left (KVPLAN_GPU_CHECK_STEPS=build,rows runs it alone).
 if want rows; then
   t=$SECONDS
   begin rows
@@ -510,10 +514,10 @@ if want rows; then
     record rows skipped 0 "only ${left} s of the ${budget} s budget left"
   else
     ok=1
-    for n in 32 33; do
+    for n in 32 1; do
       lim=$(( (budget - $(elapsed) - 5) / (n == 32 ? 2 : 1) ))
       bench_json "$((lim < 150 ? lim : 150))" "$OUT/kvplan-bench-rows$n.json" \
-        "$artifacts/bench-llama-3.2-1b-b$n.kvp" --prompt-len 512 --gen 64 --batch 32 || ok=0
+        "$artifacts/bench-llama-3.2-1b-b64.kvp" --prompt-len 512 --gen 64 --batch "$n" || ok=0
     done
     benches_ended rows "$ok" "$t" optional
   fi

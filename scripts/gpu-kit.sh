@@ -157,11 +157,11 @@ if ((do_artifacts)); then
     "bench-llama-3.2-1b-b8|models/llama-3.2-1b.toml|--dtype bf16 --max-seq 1024 --max-batch 8"
     "bench-llama-3.2-1b-int8|models/llama-3.2-1b.toml|--dtype int8 --max-seq 1024"
     "bench-llama-3.2-1b-int4|models/llama-3.2-1b.toml|--dtype int4 --max-seq 1024"
-    # 32 sequences a step (gpu-check's optional rows step): the products in
-    # groups of 8 rows with their folds, against cuBLAS and the ops unfused
-    # (--max-batch 33: one row past the groups).
-    "bench-llama-3.2-1b-b32|models/llama-3.2-1b.toml|--dtype bf16 --max-seq 1024 --max-batch 32"
-    "bench-llama-3.2-1b-b33|models/llama-3.2-1b.toml|--dtype bf16 --max-seq 1024 --max-batch 33"
+    # A plan for 64 sequences (gpu-check's optional rows step): 1 and 32 a
+    # step on the copies of decode that serve them (decode.8, decode.32: the
+    # folds, the products in groups of 8 rows) against decode's own rows
+    # (cuBLAS, the ops unfused).
+    "bench-llama-3.2-1b-b64|models/llama-3.2-1b.toml|--dtype bf16 --max-seq 1024 --max-batch 64"
     # The benchmark's shape in f32: greedy ids against the CPU (gpu tests).
     "bench-llama-3.2-1b-f32|models/llama-3.2-1b.toml|--dtype f32 --max-seq 256 --prefill-chunk 64 --max-batch 1"
     "tiny-f32|models/tiny.toml|--dtype f32"

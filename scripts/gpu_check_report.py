@@ -12,8 +12,9 @@ Reads, each optional (a missing or broken one is reported, never fatal):
   OUT/kvplan-bench.json `kvplan bench --json`
   OUT/kvplan-bench-batch8.json  the same shape, 8 sequences at once (--batch 8)
   OUT/kvplan-bench-int8.json, OUT/kvplan-bench-int4.json  int8 and int4 weights
-  OUT/kvplan-bench-rows32.json, OUT/kvplan-bench-rows33.json  32 sequences at once, compiled
-                        for 32 (row groups) and for 33 (cuBLAS): the optional rows step
+  OUT/kvplan-bench-rows1.json, OUT/kvplan-bench-rows32.json  1 and 32 sequences in a plan for
+                        64: the copy of decode serving them against decode itself (the
+                        optional rows step)
   OUT/hf-peer.json      scripts/hf_peer.py
   OUT/kernel-profile.tsv  KVPLAN_CUDA_PROFILE's op times from the batch-1 and batch-8 benches
                         (entry, rows, op, step, kind, kernel, ms a line)
@@ -286,8 +287,8 @@ def main(argv=None):
     problems = []
     steps = read_steps(os.path.join(args.work, "steps.tsv"))
     bench = read_json(os.path.join(args.out, "kvplan-bench.json"), problems)
-    more = {}  # the other benches: batch8, int8, int4, rows32, rows33
-    for key in ("batch8", "int8", "int4", "rows32", "rows33"):
+    more = {}  # the other benches: batch8, int8, int4, rows1, rows32
+    for key in ("batch8", "int8", "int4", "rows1", "rows32"):
         more[key] = read_json(os.path.join(args.out, f"kvplan-bench-{key}.json"), problems)
         if more[key] is not None and not isinstance(more[key], dict):
             problems.append(f"kvplan-bench-{key}.json: not a JSON object")
@@ -373,7 +374,7 @@ def main(argv=None):
         "kvplan_bench_int8": more["int8"],
         "kvplan_bench_int4": more["int4"],
         "kvplan_bench_rows32": more["rows32"],
-        "kvplan_bench_rows33": more["rows33"],
+        "kvplan_bench_rows1": more["rows1"],
         "hf_peer": peer,
         "kernel_profile": profile,
         "model": model,
@@ -477,12 +478,15 @@ def main(argv=None):
         lines.append(f"| kvplan {q} prefill ({bq.get('prompt_len', 512)} tokens, tensor cores) | "
                      f"{f(pq, '{:,.0f}')} tok/s "
                      f"({f(ratio(pq, prefill), '{:.2f}x')} bf16's cuBLAS) |")
-    if "rows" in steps or more["rows32"] is not None or more["rows33"] is not None:
-        d32 = _num((more["rows32"] or {}).get("decode_tok_s"))
-        d33 = _num((more["rows33"] or {}).get("decode_tok_s"))
-        lines.append(f"| kvplan decode, 32 sequences: row groups with folds (compiled for 32) vs "
-                     f"cuBLAS unfused (for 33) | {f(d32)} vs {f(d33)} tok/s "
-                     f"({f(ratio(d32, d33), '{:.2f}x')}; {step_status('rows')}) |")
+    if "rows" in steps or more["rows1"] is not None or more["rows32"] is not None:
+        for n, what in (("1", "matrix-vector kernels"), ("32", "row groups")):
+            r = more["rows" + n] or {}
+            copy = _num(r.get("decode_step_ms_graph"))
+            whole = _num(r.get("decode_step_ms_whole_decode"))
+            lines.append(f"| kvplan decode in a plan for 64, {n} sequence{'' if n == '1' else 's'}: "
+                         f"{r.get('decode_entry', 'its copy of decode')} ({what}, folds) vs decode "
+                         f"(cuBLAS, unfused) | {f(copy, '{:.3f} ms')} vs {f(whole, '{:.3f} ms')} a "
+                         f"step ({f(ratio(whole, copy), '{:.2f}x')}; {step_status('rows')}) |")
     for name, label in (("sanitizer", "compute-sanitizer, tiny bf16"),):
         st = steps.get(name, {})
         lines.append(f"| {label} | {step_status(name)}"

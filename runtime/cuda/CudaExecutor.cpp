@@ -236,6 +236,9 @@ struct CudaExecutor::Impl {
   // up, unless KVPLAN_CUDA_PDL=0): each may start while the one before it
   // finishes, waiting for it inside (codegen/cuda/Kernels.cuh).
   bool pdl = false;
+  // Calls of an entry point run on its smallest copy that holds their rows
+  // (setVariants(false): on the entry point itself).
+  bool variants = true;
 
   struct Entry {
     std::string name;
@@ -250,6 +253,11 @@ struct CudaExecutor::Impl {
     float *hLogits = nullptr;
     int64_t lastActive = 0;
     bool logitsFresh = false;
+    // The entry point whose run served the last call of this one: a smaller
+    // copy of it (decode.8) whose logits and ids are the call's, or null:
+    // itself.
+    Entry *served = nullptr;
+    Entry &ran() { return served ? *served : *this; }
     std::map<int64_t, cudaGraphExec_t> graphs;
     std::set<int64_t> profiled; // rows whose ops' times are in the profile
     RunInputLimits limits; // checked on the host before each run
@@ -270,6 +278,25 @@ struct CudaExecutor::Impl {
     auto it = entries.find(name);
     if (it == entries.end()) throw InputError("the plan has no entry point '" + name + "'");
     return it->second;
+  }
+  /// The entry point a call of `e` on `active` rows runs: the smallest copy
+  /// of it with that many rows (decode.8 for up to 8 sequences in a plan
+  /// for 64), unless variants are off.
+  Entry &serving(Entry &e, int64_t active) {
+    if (!variants) return e;
+    return entry(servingEntry(plan, e.name, active).name);
+  }
+  /// Hands the inputs the engine wrote into `from`'s host staging to `to`,
+  /// a smaller copy of it: the first rows of each, as `from` would have run
+  /// them (rows past the call's are padding there and here).
+  static void handOver(const Entry &from, Entry &to) {
+    const int64_t rows = to.ep->rows, tableRows = to.ep->arg("page_table")->rows();
+    const int64_t pps = to.ep->arg("page_table")->cols();
+    std::memcpy(to.hTok, from.hTok, size_t(rows) * 4);
+    std::memcpy(to.hPos, from.hPos, size_t(rows) * 4);
+    std::memcpy(to.hTable, from.hTable, size_t(tableRows * pps) * 4);
+    std::memcpy(to.hParams, from.hParams,
+                size_t(std::min(to.logitRows, from.logitRows)) * sizeof(DeviceSamplingParams));
   }
   void launch(const DeviceOp &op, int64_t active) {
     const int64_t rows = opRows(op, active);
@@ -772,8 +799,12 @@ static int64_t runRows(int64_t active, int64_t rows) {
 
 void CudaExecutor::run(const std::string &name, int64_t activeRows) {
   Impl &m = *impl;
-  Impl::Entry &e = m.entry(name);
-  activeRows = runRows(std::clamp<int64_t>(activeRows, 1, e.ep->rows), e.ep->rows);
+  Impl::Entry &asked = m.entry(name);
+  activeRows = std::clamp<int64_t>(activeRows, 1, asked.ep->rows);
+  Impl::Entry &e = m.serving(asked, activeRows);
+  if (&e != &asked) Impl::handOver(asked, e);
+  asked.served = &e;
+  activeRows = runRows(activeRows, e.ep->rows);
   // The generated kernels index the cache and the embedding table by these
   // without a check of their own.
   checkRunInputs(e.limits, *e.ep, e.hTok, e.hPos, e.hTable, activeRows);
@@ -816,13 +847,18 @@ void CudaExecutor::run(const std::string &name, int64_t activeRows) {
   check(cudaStreamSynchronize(m.stream), "running " + name);
   e.lastActive = activeRows;
   e.logitsFresh = false;
+  asked.logitsFresh = false;
 }
 
+// The rows of the call, from the entry point that ran it (a smaller copy's
+// arena) into the host staging of the one named, which has room for all of
+// its rows as callers expect.
 const float *CudaExecutor::logits(const std::string &name) {
   Impl::Entry &e = impl->entry(name);
   if (!e.logitsFresh) {
-    const int64_t rows = e.rowsOut(std::max<int64_t>(e.lastActive, 1));
-    check(cudaMemcpyAsync(e.hLogits, impl->arena + e.logitsOff, size_t(rows * e.vocab) * 4,
+    const Impl::Entry &ran = e.ran();
+    const int64_t rows = ran.rowsOut(std::max<int64_t>(ran.lastActive, 1));
+    check(cudaMemcpyAsync(e.hLogits, impl->arena + ran.logitsOff, size_t(rows * e.vocab) * 4,
                           cudaMemcpyDeviceToHost, impl->stream),
           "copying logits");
     check(cudaStreamSynchronize(impl->stream), "copying logits");
@@ -846,7 +882,15 @@ void CudaExecutor::copyPage(int32_t from, int32_t to) {
   check(cudaStreamSynchronize(impl->stream), "copying a KV-cache page");
 }
 
-const int32_t *CudaExecutor::sampled(const std::string &name) { return impl->entry(name).hSampled; }
+const int32_t *CudaExecutor::sampled(const std::string &name) {
+  return impl->entry(name).ran().hSampled;
+}
+
+const std::string &CudaExecutor::servedBy(const std::string &name) {
+  return impl->entry(name).ran().name;
+}
+void CudaExecutor::setVariants(bool on) { impl->variants = on; }
+bool CudaExecutor::variants() const { return impl->variants; }
 
 void CudaExecutor::setGraphs(bool on) { impl->options.graphs = on && !impl->syncEach; }
 bool CudaExecutor::graphs() const { return impl->options.graphs; }

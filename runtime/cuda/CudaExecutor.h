@@ -4,10 +4,11 @@
 // and workspace are allocated exactly as the plan bills them after checking
 // the bill against the device's free memory, linears go to cuBLAS (loaded at
 // run time), and every (entry point, row count) runs eagerly once, then is
-// captured as a CUDA Graph and replayed. A tensor-parallel rank takes one
-// GPU and sums its all_reduce steps with the other ranks' through NCCL
-// (loaded at run time too), inside the same graph. This header includes no
-// CUDA header.
+// captured as a CUDA Graph and replayed; a call of few rows runs on the
+// smallest copy of its entry point that holds them (decode.8). A
+// tensor-parallel rank takes one GPU and sums its all_reduce steps with the
+// other ranks' through NCCL (loaded at run time too), inside the same graph.
+// This header includes no CUDA header.
 #pragma once
 
 #include "plan/CudaProgram.h"
@@ -64,6 +65,15 @@ public:
   /// Graph replay on or off from now on (graphs already captured are kept).
   void setGraphs(bool on);
   bool graphs() const;
+  /// Whether a call of an entry point runs on its smallest smaller copy
+  /// that holds the call's rows (a decode step of 3 sequences on
+  /// decode.8 of a plan for 64: matrix-vector kernels, not cuBLAS); on by
+  /// default. Off: every call runs on the entry point it names.
+  void setVariants(bool on);
+  bool variants() const;
+  /// The entry point that ran the last call of `entry`: itself, or the
+  /// smaller copy of it that served the call ("decode.8").
+  const std::string &servedBy(const std::string &entry);
   /// Graphs captured so far (each (entry point, rows) once; rows above 8
   /// are rounded up to a power of two).
   int64_t graphsCaptured() const;

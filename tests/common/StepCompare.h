@@ -238,18 +238,20 @@ inline std::vector<float> cpuRows(CpuExecutor &cpu, const std::vector<Operand> &
   return out;
 }
 
-/// The CPU's f32 `parts` (one operand, or the parts of a packed one), in
-/// type `t` (ids as they are).
-inline std::vector<char> cpuBytes(CpuExecutor &cpu, const std::vector<Operand> &parts, DType t) {
+/// The CPU's f32 `parts` (one operand, or the parts of a packed one) as
+/// the device's operand `dev` holds them: its rows (the first of the CPU's
+/// where dev is a smaller copy's, decode.8's), in its type (ids as they are).
+inline std::vector<char> cpuBytes(CpuExecutor &cpu, const std::vector<Operand> &parts,
+                                  const Operand &dev) {
   const Operand &o = parts.front();
   if (o.dtype == DType::i32) {
-    std::vector<char> out(size_t(o.bytes()));
+    std::vector<char> out(size_t(std::min(o.bytes(), dev.bytes())));
     std::memcpy(out.data(), cpu.arenaData() + o.offset, out.size());
     return out;
   }
-  const std::vector<float> f = cpuRows(cpu, parts, o.rows());
-  std::vector<char> out(f.size() * size_t(dtypeBytes(t)));
-  convertElements(f.data(), DType::f32, out.data(), t, int64_t(f.size()));
+  const std::vector<float> f = cpuRows(cpu, parts, std::min(o.rows(), dev.rows()));
+  std::vector<char> out(f.size() * size_t(dtypeBytes(dev.dtype)));
+  convertElements(f.data(), DType::f32, out.data(), dev.dtype, int64_t(f.size()));
   return out;
 }
 
@@ -298,11 +300,14 @@ void compareStepByStep(Device &gpu, CpuExecutor &cpu, const Plan &cudaPlan,
   const double tol = tolerance(cudaPlan.settings.weightDtype);
   for (const auto &[name, ep] : cudaPlan.entryPoints) {
     SCOPED_TRACE(name);
-    const EntryPoint &cpuEntry = cpuPlan.entryPoints.at(name);
+    // A smaller copy of decode (decode.8) against the CPU's decode, on its
+    // first rows.
+    const std::string role = entryRole(name);
+    const EntryPoint &cpuEntry = cpuPlan.entryPoints.at(role);
     const PlanMatch match = matchPlans(cpuEntry, ep);
     const CudaEntry &ce = program.entries.at(name);
     const int64_t active = std::max<int64_t>(1, ep.rows - (ep.rows > 3 ? 3 : 0));
-    setInputs(cpu, cpuPlan, name, active, rng);
+    setInputs(cpu, cpuPlan, role, active, rng);
     size_t op = 0, cpuDone = 0;
     for (size_t st = 0; st < ep.steps.size(); ++st) {
       const Step &s = ep.steps[st];
@@ -310,11 +315,11 @@ void compareStepByStep(Device &gpu, CpuExecutor &cpu, const Plan &cudaPlan,
       size_t last = op;
       while (last < ce.ops.size() && ce.ops[last].step == int64_t(st)) ++last;
       if (last == op) continue; // a cache read: attention reads the cache in place
-      cpu.runSteps(name, active, int64_t(cpuDone), int64_t(first) - 1);
+      cpu.runSteps(role, active, int64_t(cpuDone), int64_t(first) - 1);
       gpu.upload(DeviceBuffer::cache, 0, cpu.cacheData(), cpuPlan.kvCache.bytes());
       for (const Operand *in : stepInputs(s))
         if (in->kind == OperandKind::arena) {
-          std::vector<char> b = cpuBytes(cpu, match.partsOf(in->value), in->dtype);
+          std::vector<char> b = cpuBytes(cpu, match.partsOf(in->value), *in);
           const DeviceRef at = cudaOperandRef(ce, ep, *in); // the inputs: in the workspace
           gpu.upload(at.buffer, at.offset, b.data(), int64_t(b.size()));
         }
@@ -322,7 +327,7 @@ void compareStepByStep(Device &gpu, CpuExecutor &cpu, const Plan &cudaPlan,
         if (o->kind == OperandKind::arena)
           gpu.fill(DeviceBuffer::arena, o->offset, 0xff, o->bytes()); // NaN in every type
       gpu.runOps(name, active, op, last - 1);
-      cpu.runSteps(name, active, int64_t(first), int64_t(end) - 1);
+      cpu.runSteps(role, active, int64_t(first), int64_t(end) - 1);
       cpuDone = end;
       op = last;
       for (const Operand *o : stepOutputs(s))

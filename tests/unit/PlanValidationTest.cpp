@@ -311,6 +311,42 @@ TEST(HostileArtifact, EveryEditOfACudaPlanIsRefusedOrHarmless) {
   mutateAll(compileModel(tinyConfig(2, "cuda")).plan, false);
 }
 
+// A cuda plan for 12 sequences carries decode.8, a copy of decode at 8 rows
+// that serves steps of up to 8; a copy misnamed, unknown, or without the
+// decode it copies is refused.
+TEST(HostileArtifact, SmallerCopiesOfDecodeAreNamedByTheirRows) {
+  const Plan plan = compileModel(tinyConfig(12, "cuda")).plan;
+  ASSERT_EQ(plan.entryPoints.count("decode.8"), 1u);
+  EXPECT_EQ(plan.entryPoints.count("decode.32"), 0u) << "not below the max batch";
+  EXPECT_EQ(plan.entryPoints.at("decode.8").rows, 8);
+  EXPECT_EQ(servingEntry(plan, "decode", 1).name, "decode.8");
+  EXPECT_EQ(servingEntry(plan, "decode", 8).name, "decode.8");
+  EXPECT_EQ(servingEntry(plan, "decode", 9).name, "decode");
+  EXPECT_EQ(servingEntry(plan, "prefill", 1).name, "prefill");
+  EXPECT_EQ(compileModel(tinyConfig(12)).plan.entryPoints.count("decode.8"), 0u)
+      << "the cpu target's kernels do not depend on the rows";
+  const json good = toJson(plan);
+  ASSERT_EQ(readError(good), "(no error)");
+  auto renamed = [&](const std::string &from, const std::string &to) {
+    json j = good;
+    j["entry_points"][to] = j["entry_points"][from];
+    j["entry_points"].erase(from);
+    return readError(j);
+  };
+  EXPECT_NE(renamed("decode.8", "decode.7").find("entry point 'decode.7' has 8 rows; a smaller "
+                                                 "copy of decode is named decode.N after its N "
+                                                 "rows, fewer than decode's"),
+            std::string::npos);
+  EXPECT_NE(renamed("decode.8", "prefill.8").find("entry point 'prefill.8' has 8 rows"),
+            std::string::npos);
+  EXPECT_NE(renamed("decode.8", "warmup").find("entry point 'warmup' is none of prefill, decode, "
+                                               "verify or decode.N"),
+            std::string::npos);
+  json orphan = good;
+  orphan["entry_points"].erase("decode");
+  EXPECT_NE(readError(orphan).find("entry point 'decode.8' has 8 rows"), std::string::npos);
+}
+
 /// The message the CPU executor gives running `entry` after `edit` writes
 /// its inputs (which start as a valid step of 2 rows).
 std::string runError(const std::string &entry,

@@ -1,5 +1,6 @@
 // RUN: kvplan-opt %s --split-prefill-decode | FileCheck %s
 // RUN: kvplan-opt %s --split-prefill-decode="chunk=3 max-batch=5" | FileCheck %s --check-prefix=OPTS
+// RUN: kvplan-opt %s --split-prefill-decode="max-batch=12 decode-rows=32,8,4,8,12" | FileCheck %s --check-prefix=ROWS
 
 // @forward (16 rows: the whole context) becomes @prefill (a chunk of 4 rows
 // of one sequence) and @decode (one row for each of 2 sequences).
@@ -24,6 +25,18 @@
 // Pass options override llm.settings.
 // OPTS: func.func @prefill(%{{.*}}: tensor<3xi32>
 // OPTS: func.func @decode(%{{.*}}: tensor<5xi32>
+
+// decode-rows: smaller copies of @decode, each once, in ascending rows, only
+// those below the max batch (32 and 12 are not); each is for decode (its
+// llm.entry) and sees only its own rows.
+// ROWS-LABEL: func.func @decode(%{{.*}}: tensor<12xi32>
+// ROWS-SAME: attributes {llm.entry = "decode"}
+// ROWS-LABEL: func.func @decode.4(%{{.*}}: tensor<4xi32> {llm.arg = "tokens"}, %{{.*}}: tensor<4xi32> {llm.arg = "positions"}) -> tensor<4x32xf32>
+// ROWS-SAME: attributes {llm.entry = "decode"}
+// ROWS: llm.attention self {{.*}} : tensor<4x16xf32>, tensor<4x8xf32>, tensor<4x8xf32> -> tensor<4x16xf32>
+// ROWS-LABEL: func.func @decode.8(%{{.*}}: tensor<8xi32>
+// ROWS-SAME: attributes {llm.entry = "decode"}
+// ROWS-NOT: func.func @decode.
 
 module attributes {llm.model = "one", llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_dtype = "f32", max_batch = 2, max_seq_len = 16, prefill_chunk = 4, page_size = 4, kv_pages = 8>} {
   llm.weight @tok_embeddings : tensor<32x16xf32>
