@@ -58,12 +58,12 @@ def SplitPrefillDecode : Pass<"split-prefill-decode", "::mlir::ModuleOp"> {
     `@prefill`, but with logits for every row (prune-last-token leaves it
     alone).
 
-    With `decode-rows` (the cuda pipeline gives 8,32) it also makes smaller
-    copies of `@decode`, `@decode.8` and `@decode.32`, for each of those row
-    counts below the max batch: the same body at fewer rows, so that passes
-    choosing by rows (`--fuse-matvec`: matrix-vector kernels up to 8 rows,
-    tensor-core row groups up to 32) give a step of few sequences their
-    kernels even in a plan for many. Their `llm.entry` is `decode`; the
+    With `decode-rows` (the cuda pipeline gives 1,8,32) it also makes smaller
+    copies of `@decode`, `@decode.1`, `@decode.8` and `@decode.32`, for each
+    of those row counts below the max batch: the same body at fewer rows, so
+    that what is chosen by rows (`--fuse-matvec`: matrix-vector kernels up
+    to 8 rows, tensor-core row groups up to 32; the cuda kernels of one row)
+    serves a step of few sequences even in a plan for many. Their `llm.entry` is `decode`; the
     runtime runs a decode step of n sequences on the smallest of them that
     has n rows.
   }];

@@ -49,11 +49,13 @@ LogicalResult addRegisteredPass(OpPassManager &pm, llvm::StringRef flag, llvm::S
 
 std::string pipelinePassOptions(llvm::StringRef name, Target target, int64_t tensorParallel) {
   if (name == "partition-tensor-parallel") return "ranks=" + std::to_string(tensorParallel);
-  // The cuda target's kernels are chosen by a product's static rows
-  // (fuse-matvec: matrix-vector kernels up to its max-rows, 8; tensor-core
-  // row groups up to its max-tensor-core-rows, 32): a decode step of few
-  // sequences runs on the smallest copy of @decode that holds them.
-  if (name == "split-prefill-decode" && target == Target::cuda) return "decode-rows=8,32";
+  // The cuda target's kernels are chosen by a product's static rows: one
+  // row on CUDA cores, matvecMma's tensor cores up to fuse-matvec's
+  // max-rows (8), its row groups up to max-tensor-core-rows (32), cuBLAS or
+  // the tiled product past that (the norms, RoPE and SwiGLU unfused). A
+  // decode step of few sequences runs on the smallest copy of @decode that
+  // holds them.
+  if (name == "split-prefill-decode" && target == Target::cuda) return "decode-rows=1,8,32";
   return "";
 }
 

@@ -691,8 +691,8 @@ void checkEntryName(const Plan &p, const EntryPoint &ep) {
   auto decode = p.entryPoints.find("decode");
   if (role != "decode" || ep.name != "decode." + std::to_string(ep.rows) ||
       decode == p.entryPoints.end() || ep.rows >= decode->second.rows)
-    incompatible(where, "has " + std::to_string(ep.rows) +
-                            " rows; a smaller copy of decode is named decode.N after its N "
+    incompatible(where, "has " + std::to_string(ep.rows) + (ep.rows == 1 ? " row" : " rows") +
+                            "; a smaller copy of decode is named decode.N after its N "
                             "rows, fewer than decode's");
 }
 

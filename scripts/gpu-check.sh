@@ -23,7 +23,7 @@
 #      where compute-sanitizer is installed
 #   8. scripts/hf_peer.py on the bench's model shape (transformers, bf16)
 #   9. with what the budget has left (100 s or more): 1 and 32 sequences in
-#      a plan for 64, each on the copy of decode that serves it (decode.8,
+#      a plan for 64, each on the copy of decode that serves it (decode.1,
 #      decode.32: bf16 products in groups of 8 rows with their folds) and on
 #      decode itself (cuBLAS, the ops unfused), side by side
 # and the report (scripts/gpu_check_report.py: $OUT/gpu-check.json and the
@@ -499,7 +499,7 @@ fi
 
 # --- 9. few sequences in a plan for many, with what is left -----------------
 # The shape compiled for 64 sequences decodes 1 and 32 at once: each bench
-# times the copy of decode that serves the batch (decode.8: matrix-vector
+# times the copy of decode that serves the batch (decode.1: matrix-vector
 # kernels; decode.32: the products in groups of 8 rows; both with
 # --fuse-matvec's folds, 5 kernels a layer) and decode itself at those rows
 # (cuBLAS's products, the norms, RoPE and SwiGLU kernels of their own), side

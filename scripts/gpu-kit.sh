@@ -158,7 +158,7 @@ if ((do_artifacts)); then
     "bench-llama-3.2-1b-int8|models/llama-3.2-1b.toml|--dtype int8 --max-seq 1024"
     "bench-llama-3.2-1b-int4|models/llama-3.2-1b.toml|--dtype int4 --max-seq 1024"
     # A plan for 64 sequences (gpu-check's optional rows step): 1 and 32 a
-    # step on the copies of decode that serve them (decode.8, decode.32: the
+    # step on the copies of decode that serve them (decode.1, decode.32: the
     # folds, the products in groups of 8 rows) against decode's own rows
     # (cuBLAS, the ops unfused).
     "bench-llama-3.2-1b-b64|models/llama-3.2-1b.toml|--dtype bf16 --max-seq 1024 --max-batch 64"

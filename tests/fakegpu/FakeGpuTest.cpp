@@ -191,17 +191,18 @@ TEST_F(FakeGpu, RowGroupDecodeMatchesTheCpuRuntime) {
   }
 }
 
-// A plan for 40 sequences carries decode.8 and decode.32, copies of decode
-// at fewer rows: their ops match the CPU's step by step (on their rows of
-// the CPU's decode), and the engine's decode steps run on the smallest that
-// holds them (3 sequences: decode.8's matrix-vector kernels; 20: decode.32's
-// tensor-core row groups; 36: decode's cuBLAS products), each row's logits
-// following the CPU's, as they do with the copies turned off.
+// A plan for 40 sequences carries decode.1, decode.8 and decode.32, copies
+// of decode at fewer rows: their ops match the CPU's step by step (on their
+// rows of the CPU's decode), and the engine's decode steps run on the
+// smallest that holds them (1 sequence: decode.1's matrix-vector kernels on
+// CUDA cores; 3: decode.8's on tensor cores; 20: decode.32's row groups;
+// 36: decode's cuBLAS products), each row's logits following the CPU's, as
+// they do with the copies turned off.
 TEST_F(FakeGpu, SmallerCopiesOfDecodeServeFewSequences) {
   Model m = build(kGqa, "weight_dtype = \"bf16\"\nmax_batch = 40\nmax_seq_len = 128\n"
                         "prefill_chunk = 16");
-  ASSERT_EQ(m.plan.entryPoints.count("decode.8"), 1u);
-  ASSERT_EQ(m.plan.entryPoints.count("decode.32"), 1u);
+  for (const char *copy : {"decode.1", "decode.8", "decode.32"})
+    ASSERT_EQ(m.plan.entryPoints.count(copy), 1u) << copy;
   auto gemms = [&](const std::string &entry) {
     const std::vector<DeviceOp> &ops = m.code.program.entries.at(entry).ops;
     return std::count_if(ops.begin(), ops.end(),
@@ -210,6 +211,7 @@ TEST_F(FakeGpu, SmallerCopiesOfDecodeServeFewSequences) {
   EXPECT_GT(gemms("decode"), 0) << "bf16 products of 40 rows are cuBLAS's";
   EXPECT_EQ(gemms("decode.32"), 0);
   EXPECT_EQ(gemms("decode.8"), 0);
+  EXPECT_EQ(gemms("decode.1"), 0);
   EXPECT_LT(m.code.program.entries.at("decode.8").ops.size(),
             m.code.program.entries.at("decode").ops.size())
       << "the norms, SwiGLU and residual adds folded into decode.8's products";
@@ -230,7 +232,7 @@ TEST_F(FakeGpu, SmallerCopiesOfDecodeServeFewSequences) {
     return lens;
   };
   for (const auto &[n, served] : std::vector<std::pair<int64_t, std::string>>{
-           {3, "decode.8"}, {20, "decode.32"}, {36, "decode"}, {8, "decode.8"}}) {
+           {1, "decode.1"}, {3, "decode.8"}, {20, "decode.32"}, {36, "decode"}, {8, "decode.8"}}) {
     SCOPED_TRACE(std::to_string(n) + " sequences");
     kvplan::testing::followCpuBatch(cpu, gpu, lengths(n), 2, tol);
     EXPECT_EQ(raw->servedBy("decode"), served);

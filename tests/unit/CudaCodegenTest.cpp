@@ -451,7 +451,9 @@ TEST(CudaCodegen, ArtifactHoldsMachineCodeForEachArchitecture) {
   EXPECT_NE(src.find("kvplan::attnPartial<"), std::string_view::npos);
   std::string_view prog = a.section(kCudaProgramSection);
   CudaProgram p = cudaProgramFromJson(nlohmann::json::parse(prog.begin(), prog.end()));
-  EXPECT_EQ(p.entries.size(), 2u);
+  // prefill, decode (4 rows) and decode.1 (decode's copy for one sequence).
+  EXPECT_EQ(p.entries.size(), 3u);
+  EXPECT_EQ(p.entries.count("decode.1"), 1u);
   std::remove(path.c_str());
 }
 

@@ -311,19 +311,21 @@ TEST(HostileArtifact, EveryEditOfACudaPlanIsRefusedOrHarmless) {
   mutateAll(compileModel(tinyConfig(2, "cuda")).plan, false);
 }
 
-// A cuda plan for 12 sequences carries decode.8, a copy of decode at 8 rows
-// that serves steps of up to 8; a copy misnamed, unknown, or without the
-// decode it copies is refused.
+// A cuda plan for 12 sequences carries decode.1 and decode.8, copies of
+// decode at 1 and 8 rows that serve steps of that many sequences; a copy
+// misnamed, unknown, or without the decode it copies is refused.
 TEST(HostileArtifact, SmallerCopiesOfDecodeAreNamedByTheirRows) {
   const Plan plan = compileModel(tinyConfig(12, "cuda")).plan;
   ASSERT_EQ(plan.entryPoints.count("decode.8"), 1u);
+  ASSERT_EQ(plan.entryPoints.count("decode.1"), 1u);
   EXPECT_EQ(plan.entryPoints.count("decode.32"), 0u) << "not below the max batch";
   EXPECT_EQ(plan.entryPoints.at("decode.8").rows, 8);
-  EXPECT_EQ(servingEntry(plan, "decode", 1).name, "decode.8");
+  EXPECT_EQ(servingEntry(plan, "decode", 1).name, "decode.1");
+  EXPECT_EQ(servingEntry(plan, "decode", 2).name, "decode.8");
   EXPECT_EQ(servingEntry(plan, "decode", 8).name, "decode.8");
   EXPECT_EQ(servingEntry(plan, "decode", 9).name, "decode");
   EXPECT_EQ(servingEntry(plan, "prefill", 1).name, "prefill");
-  EXPECT_EQ(compileModel(tinyConfig(12)).plan.entryPoints.count("decode.8"), 0u)
+  EXPECT_EQ(compileModel(tinyConfig(12)).plan.entryPoints.size(), 2u)
       << "the cpu target's kernels do not depend on the rows";
   const json good = toJson(plan);
   ASSERT_EQ(readError(good), "(no error)");
@@ -344,7 +346,9 @@ TEST(HostileArtifact, SmallerCopiesOfDecodeAreNamedByTheirRows) {
             std::string::npos);
   json orphan = good;
   orphan["entry_points"].erase("decode");
-  EXPECT_NE(readError(orphan).find("entry point 'decode.8' has 8 rows"), std::string::npos);
+  EXPECT_NE(readError(orphan).find("entry point 'decode.1' has 1 row; a smaller copy of decode "
+                                   "is named"),
+            std::string::npos);
 }
 
 /// The message the CPU executor gives running `entry` after `edit` writes
