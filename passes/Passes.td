@@ -63,9 +63,12 @@ def SplitPrefillDecode : Pass<"split-prefill-decode", "::mlir::ModuleOp"> {
     of those row counts below the max batch: the same body at fewer rows, so
     that what is chosen by rows (`--fuse-matvec`: matrix-vector kernels up
     to 8 rows, tensor-core row groups up to 32; the cuda kernels of one row)
-    serves a step of few sequences even in a plan for many. Their `llm.entry` is `decode`; the
-    runtime runs a decode step of n sequences on the smallest of them that
-    has n rows.
+    serves a step of few sequences even in a plan for many. Their
+    `llm.entry` is `decode`; the runtime runs a decode step of n sequences
+    on the smallest of them that has n rows. `prefill-rows` (cuda: 8,32)
+    does the same for `@prefill`: `@prefill.8` and `@prefill.32` serve a
+    chunk of up to that many tokens (a short prompt, the part of one past
+    its cached prefix, a prompt's last chunk).
   }];
   let options = [
     Option<"chunk", "chunk", "int64_t", "0",
@@ -74,6 +77,9 @@ def SplitPrefillDecode : Pass<"split-prefill-decode", "::mlir::ModuleOp"> {
            "rows of @decode (0: llm.settings.max_batch)">,
     ListOption<"decodeVariantRows", "decode-rows", "int64_t",
                "rows of smaller copies of @decode, @decode.N, each below the max batch "
+               "(those not below it are left out)">,
+    ListOption<"prefillVariantRows", "prefill-rows", "int64_t",
+               "rows of smaller copies of @prefill, @prefill.N, each below the prefill chunk "
                "(those not below it are left out)">,
     Option<"speculate", "speculate", "int64_t", "0",
            "draft tokens per @verify call; its rows are speculate + 1 (0: the module's "

@@ -53,9 +53,10 @@ std::string pipelinePassOptions(llvm::StringRef name, Target target, int64_t ten
   // row on CUDA cores, matvecMma's tensor cores up to fuse-matvec's
   // max-rows (8), its row groups up to max-tensor-core-rows (32), cuBLAS or
   // the tiled product past that (the norms, RoPE and SwiGLU unfused). A
-  // decode step of few sequences runs on the smallest copy of @decode that
-  // holds them.
-  if (name == "split-prefill-decode" && target == Target::cuda) return "decode-rows=1,8,32";
+  // decode step of few sequences, a prefill chunk of few tokens, runs on the
+  // smallest copy of its entry point that holds them.
+  if (name == "split-prefill-decode" && target == Target::cuda)
+    return "decode-rows=1,8,32 prefill-rows=8,32";
   return "";
 }
 

@@ -1,5 +1,5 @@
 // --split-prefill-decode: @forward -> @prefill (a chunk) and @decode (a
-// batch), smaller copies of @decode (@decode.8, ...) where asked, and with
+// batch), smaller copies of them (@prefill.8, @decode.8, ...) where asked, and with
 // speculation @verify (draft tokens of one sequence).
 #include "passes/Passes.h"
 
@@ -86,8 +86,11 @@ struct SplitPrefillDecodePass
     if (failed(draft))
       return signalPassFailure();
 
-    FailureOr<SmallVector<int64_t>> variants = decodeVariants(module, decodeRows);
-    if (failed(variants))
+    FailureOr<SmallVector<int64_t>> prefillCopies =
+        copyRows(module, prefillVariantRows, "prefill-rows", "prefill", prefillRows);
+    FailureOr<SmallVector<int64_t>> decodeCopies =
+        copyRows(module, decodeVariantRows, "decode-rows", "decode", decodeRows);
+    if (failed(prefillCopies) || failed(decodeCopies))
       return signalPassFailure();
 
     OpBuilder b(module.getContext());
@@ -95,7 +98,9 @@ struct SplitPrefillDecodePass
     // (symbol, role, rows)
     SmallVector<std::tuple<std::string, StringRef, int64_t>> entries = {
         {"prefill", "prefill", prefillRows}, {"decode", "decode", decodeRows}};
-    for (int64_t rows : *variants)
+    for (int64_t rows : *prefillCopies)
+      entries.push_back({"prefill." + std::to_string(rows), "prefill", rows});
+    for (int64_t rows : *decodeCopies)
       entries.push_back({"decode." + std::to_string(rows), "decode", rows});
     if (*draft > 0)
       entries.push_back({"verify", "verify", *draft + 1});
@@ -111,17 +116,18 @@ struct SplitPrefillDecodePass
     forward.erase();
   }
 
-  /// The decode-rows option's row counts below the max batch, ascending and
-  /// each once: the rows of @decode.N.
-  FailureOr<SmallVector<int64_t>> decodeVariants(ModuleOp module, int64_t decodeRows) {
+  /// Option `flag`'s row counts below `entry`'s rows, ascending and each
+  /// once: the rows of its copies, @entry.N.
+  FailureOr<SmallVector<int64_t>> copyRows(ModuleOp module, ArrayRef<int64_t> option,
+                                           StringRef flag, StringRef entry, int64_t entryRows) {
     SmallVector<int64_t> rows;
-    for (int64_t r : decodeVariantRows) {
+    for (int64_t r : option) {
       if (r <= 0) {
-        module.emitError() << "decode-rows " << r << " must be positive: the rows of a smaller "
-                              "copy of @decode";
+        module.emitError() << flag << " " << r << " must be positive: the rows of a smaller "
+                           << "copy of @" << entry;
         return failure();
       }
-      if (r < decodeRows && !llvm::is_contained(rows, r))
+      if (r < entryRows && !llvm::is_contained(rows, r))
         rows.push_back(r);
     }
     llvm::sort(rows);

@@ -57,18 +57,26 @@ DeviceRef cudaOperandRef(const CudaEntry &e, const EntryPoint &ep, const Operand
 CudaStaging cudaHostStaging(const Plan &plan) {
   CudaStaging st;
   auto take = [&](int64_t bytes) { return takeAligned(st.bytes, bytes, 64); };
-  for (const auto &[name, ep] : plan.entryPoints) {
-    const Operand &logits = ep.results.at(0);
-    const CudaInputsLayout in = cudaInputsLayout(ep);
-    CudaStagingEntry e;
-    e.tokens = take(in.bytes);
-    e.positions = e.tokens + in.positions;
-    e.pageTable = e.tokens + in.pageTable;
-    e.params = e.tokens + in.params;
-    e.sampled = take(logits.rows() * 4);
-    e.logits = take(logits.rows() * logits.cols() * 4);
-    st.entries[name] = e;
-  }
+  // The entry points first, then their smaller copies (decode.8), whose
+  // logits arrive in the logits of what they copy: a call names that one.
+  for (bool copies : {false, true})
+    for (const auto &[name, ep] : plan.entryPoints) {
+      const std::string role = entryRole(name);
+      if (copies != (role != name)) continue;
+      const Operand &logits = ep.results.at(0);
+      const CudaInputsLayout in = cudaInputsLayout(ep);
+      CudaStagingEntry e;
+      e.tokens = take(in.bytes);
+      e.positions = e.tokens + in.positions;
+      e.pageTable = e.tokens + in.pageTable;
+      e.params = e.tokens + in.params;
+      e.sampled = take(logits.rows() * 4);
+      auto whole = st.entries.find(role);
+      const bool shared = copies && whole != st.entries.end() &&
+                          logits.rows() <= plan.entryPoints.at(role).results.at(0).rows();
+      e.logits = shared ? whole->second.logits : take(logits.rows() * logits.cols() * 4);
+      st.entries[name] = e;
+    }
   return st;
 }
 

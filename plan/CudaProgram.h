@@ -164,7 +164,8 @@ DeviceRef cudaOperandRef(const CudaEntry &e, const EntryPoint &ep, const Operand
 /// before each run (tokens, positions, page table, sampling parameters:
 /// one block laid out as cudaInputsLayout says) and what comes back
 /// (sampled ids, logits); each entry point's part starts at a multiple of 64
-/// bytes.
+/// bytes. A smaller copy of an entry point (decode.8) shares that one's
+/// logits: the executor copies a call's logits into the entry point named.
 struct CudaStagingEntry {
   int64_t tokens = 0, positions = 0, pageTable = 0, params = 0, sampled = 0, logits = 0;
 };

@@ -18,7 +18,7 @@
 namespace kvplan {
 
 struct EntryPoint {
-  std::string name;    // "prefill", "decode", "verify"; "decode.8": decode at 8 rows
+  std::string name;    // "prefill", "decode", "verify"; "decode.8": a copy at 8 rows
   int64_t rows = 0;    // static rows: prefill chunk, max batch, draft tokens + 1, N
   int64_t arenaBytes = 0;
   std::vector<Operand> args;
@@ -150,8 +150,9 @@ struct Plan {
 };
 
 /// What entry point `name` is for: "prefill", "decode" or "verify"; the
-/// smaller copies of decode (a cuda plan's "decode.8", "decode.32", each
-/// with the rows its name says) are for decode too.
+/// smaller copies of prefill and decode (a cuda plan's "prefill.8",
+/// "decode.1", ..., each with the rows its name says) are for what they
+/// copy.
 std::string entryRole(const std::string &name);
 /// The entry point that runs a call of `entry` on `rows` rows: the smallest
 /// of its smaller copies that has that many rows, else `entry` itself.

@@ -678,22 +678,25 @@ void checkShards(const Plan &p) {
 }
 
 /// An entry point is prefill, decode or verify, or a smaller copy of
-/// decode named by its rows ("decode.8") below decode's.
+/// prefill or decode named by its rows ("decode.8"), fewer than those of the
+/// entry point it copies.
 void checkEntryName(const Plan &p, const EntryPoint &ep) {
   const std::string where = "entry point '" + ep.name + "'";
   const std::string role = entryRole(ep.name);
   if (role == ep.name) {
     if (role != "prefill" && role != "decode" && role != "verify")
-      incompatible(where, "is none of prefill, decode, verify or decode.N (a smaller decode); "
-                          "the artifact is from another kvplan: recompile the model");
+      incompatible(where, "is none of prefill, decode, verify, prefill.N or decode.N (a "
+                          "smaller copy); the artifact is from another kvplan: recompile the "
+                          "model");
     return;
   }
-  auto decode = p.entryPoints.find("decode");
-  if (role != "decode" || ep.name != "decode." + std::to_string(ep.rows) ||
-      decode == p.entryPoints.end() || ep.rows >= decode->second.rows)
+  const std::string copied = role == "prefill" || role == "decode" ? role : "decode";
+  auto whole = p.entryPoints.find(copied);
+  if (role != copied || ep.name != copied + "." + std::to_string(ep.rows) ||
+      whole == p.entryPoints.end() || ep.rows >= whole->second.rows)
     incompatible(where, "has " + std::to_string(ep.rows) + (ep.rows == 1 ? " row" : " rows") +
-                            "; a smaller copy of decode is named decode.N after its N "
-                            "rows, fewer than decode's");
+                            "; a smaller copy of " + copied + " is named " + copied +
+                            ".N after its N rows, fewer than " + copied + "'s");
 }
 
 void validatePlan(const Plan &p) {

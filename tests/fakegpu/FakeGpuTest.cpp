@@ -192,17 +192,21 @@ TEST_F(FakeGpu, RowGroupDecodeMatchesTheCpuRuntime) {
 }
 
 // A plan for 40 sequences carries decode.1, decode.8 and decode.32, copies
-// of decode at fewer rows: their ops match the CPU's step by step (on their
-// rows of the CPU's decode), and the engine's decode steps run on the
-// smallest that holds them (1 sequence: decode.1's matrix-vector kernels on
-// CUDA cores; 3: decode.8's on tensor cores; 20: decode.32's row groups;
-// 36: decode's cuBLAS products), each row's logits following the CPU's, as
-// they do with the copies turned off.
+// of decode at fewer rows, and prefill.8 and prefill.32 (its chunk is 48):
+// their ops match
+// the CPU's step by step (on their rows of the CPU's decode or prefill), and
+// the engine's calls run on the smallest that holds them (1 sequence:
+// decode.1's matrix-vector kernels on CUDA cores; 3: decode.8's on tensor
+// cores; 20: decode.32's row groups; 36: decode's cuBLAS products; a prompt
+// of 5 tokens: prefill.8, of 20: prefill.32, of 40: prefill's cuBLAS
+// products), each row's logits following the CPU's, as they do with the
+// copies turned off.
 TEST_F(FakeGpu, SmallerCopiesOfDecodeServeFewSequences) {
   Model m = build(kGqa, "weight_dtype = \"bf16\"\nmax_batch = 40\nmax_seq_len = 128\n"
-                        "prefill_chunk = 16");
-  for (const char *copy : {"decode.1", "decode.8", "decode.32"})
+                        "prefill_chunk = 48");
+  for (const char *copy : {"decode.1", "decode.8", "decode.32", "prefill.8", "prefill.32"})
     ASSERT_EQ(m.plan.entryPoints.count(copy), 1u) << copy;
+  EXPECT_EQ(m.plan.entryPoints.size(), 7u);
   auto gemms = [&](const std::string &entry) {
     const std::vector<DeviceOp> &ops = m.code.program.entries.at(entry).ops;
     return std::count_if(ops.begin(), ops.end(),
@@ -212,6 +216,9 @@ TEST_F(FakeGpu, SmallerCopiesOfDecodeServeFewSequences) {
   EXPECT_EQ(gemms("decode.32"), 0);
   EXPECT_EQ(gemms("decode.8"), 0);
   EXPECT_EQ(gemms("decode.1"), 0);
+  EXPECT_GT(gemms("prefill"), 0) << "bf16 products of 48 rows are cuBLAS's";
+  EXPECT_EQ(gemms("prefill.32"), 0);
+  EXPECT_EQ(gemms("prefill.8"), 0);
   EXPECT_LT(m.code.program.entries.at("decode.8").ops.size(),
             m.code.program.entries.at("decode").ops.size())
       << "the norms, SwiGLU and residual adds folded into decode.8's products";
@@ -236,6 +243,14 @@ TEST_F(FakeGpu, SmallerCopiesOfDecodeServeFewSequences) {
     SCOPED_TRACE(std::to_string(n) + " sequences");
     kvplan::testing::followCpuBatch(cpu, gpu, lengths(n), 2, tol);
     EXPECT_EQ(raw->servedBy("decode"), served);
+  }
+  for (const auto &[len, served] :
+       std::vector<std::pair<int64_t, std::string>>{
+           {5, "prefill.8"}, {20, "prefill.32"}, {40, "prefill"}}) {
+    std::vector<int32_t> prompt(static_cast<size_t>(len));
+    for (int64_t i = 0; i < len; ++i) prompt[size_t(i)] = int32_t((11 * i + 3) % 300);
+    kvplan::testing::followCpu(cpu, gpu, prompt, 1, tol);
+    EXPECT_EQ(raw->servedBy("prefill"), served) << len << " tokens";
   }
   raw->setVariants(false);
   kvplan::testing::followCpuBatch(cpu, gpu, lengths(3), 2, tol);
@@ -768,14 +783,18 @@ namespace {
 // back only when the call is waited for.
 TEST_F(FakeGpu, KvplanCudaSyncNamesTheFailingLaunchAndItsStep) {
   Model m = build(kGqa, kBatch1);
-  const CudaEntry &pe = m.code.program.entries.at("prefill");
+  // A prefill of 4 tokens runs on prefill.8, prefill's copy for 8: its
+  // kernel fails, and the error names the copy.
+  const std::string served = servingEntry(m.plan, "prefill", 4).name;
+  ASSERT_EQ(served, "prefill.8");
+  const CudaEntry &pe = m.code.program.entries.at(served);
   const DeviceOp *victim = nullptr;
   for (const DeviceOp &op : pe.ops)
     if (!victim && op.kind == DeviceOp::kernel &&
         (op.name.rfind("rope_qkv_write", 0) == 0 || op.name.rfind("matvec_rope_kv", 0) == 0))
       victim = &op; // the first launch of that kernel: the first layer's
   ASSERT_NE(victim, nullptr) << "no RoPE + cache-write kernel in prefill";
-  const Step &step = m.plan.entryPoints.at("prefill").steps.at(size_t(victim->step));
+  const Step &step = m.plan.entryPoints.at(served).steps.at(size_t(victim->step));
   auto runPrefill = [&](CudaExecutor &x) {
     std::mt19937 rng(5);
     kvplan::testing::setInputs(x, m.plan, "prefill", 4, rng);
@@ -803,7 +822,7 @@ TEST_F(FakeGpu, KvplanCudaSyncNamesTheFailingLaunchAndItsStep) {
     runPrefill(checked);
     ADD_FAILURE() << "the fault went unnoticed";
   } catch (const std::runtime_error &e) {
-    const std::string want = "CUDA error in kernel " + victim->name + " of prefill, plan step " +
+    const std::string want = "CUDA error in kernel " + victim->name + " of prefill.8, plan step " +
                              std::to_string(victim->step) + " (" + step.name();
     EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("on 4 rows: cudaErrorIllegalAddress"), std::string::npos)
@@ -846,7 +865,9 @@ TEST_F(FakeGpu, KvplanCudaProfileTimesEveryOpOnce) {
     lines.push_back(f);
   }
   size_t at = 0;
-  for (const auto &[entry, rows] : {std::pair<std::string, int>{"prefill", 4}, {"decode", 1}}) {
+  for (const auto &[called, rows] : {std::pair<std::string, int>{"prefill", 4}, {"decode", 1}}) {
+    // The entry point that ran the call: prefill.8 for 4 tokens.
+    const std::string entry = servingEntry(m.plan, called, rows).name;
     const CudaEntry &ce = m.code.program.entries.at(entry);
     std::vector<const DeviceOp *> ops;
     for (const DeviceOp &op : ce.ops) ops.push_back(&op);

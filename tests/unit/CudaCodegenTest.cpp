@@ -58,6 +58,7 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
     const bool tensorCores = wt == DType::bf16 || wt == DType::i8 || wt == DType::i4;
     for (const auto &[name, ep] : out.plan.entryPoints) {
       SCOPED_TRACE(name);
+      const std::string role = entryRole(name); // prefill.8: prefill's copy at 8 rows
       const CudaEntry &e = mod.program.entries.at(name);
       std::set<int64_t> covered;
       int64_t fused = 0, gemms = 0, compactInputs = 0, lastStep = 0, products = 0,
@@ -177,7 +178,7 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
           ++tiled;
           const int64_t group = cfg.model.numHeads / cfg.model.numKvHeads;
           const int64_t warps = op.block[0] / 32, heads = group / op.grid[2];
-          EXPECT_EQ(name, "prefill");
+          EXPECT_EQ(role, "prefill");
           EXPECT_EQ(op.grid[0], cfg.model.numKvHeads);
           EXPECT_EQ(group % op.grid[2], 0) << op.name;
           EXPECT_EQ(op.rowsPerBlock, 16 * (warps / heads)) << op.name;
@@ -226,10 +227,14 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
       // Decode at a batch of bf16 weights: every product (QKV, o, gate|up,
       // down a layer, and the head) on tensor cores.
       // (int8 and int4: those whose rows are whole runs of 16 codes.)
-      if (name == "decode" && ep.rows >= 2 && wt == DType::bf16) {
+      // A prefill chunk of 2 to 8 rows (prefill.8): every layer's QKV at
+      // least (the last layer past its attention has one row).
+      if (role == "decode" && ep.rows >= 2 && wt == DType::bf16) {
         EXPECT_EQ(mmaProducts, 4 * cfg.model.numLayers + 1);
-      } else if (name == "decode" && ep.rows >= 2 && (wt == DType::i8 || wt == DType::i4)) {
+      } else if (role == "decode" && ep.rows >= 2 && (wt == DType::i8 || wt == DType::i4)) {
         EXPECT_GE(mmaProducts, 2 * cfg.model.numLayers + 1);
+      } else if (role == "prefill" && ep.rows >= 2 && ep.rows <= 8 && tensorCores) {
+        EXPECT_GE(mmaProducts, wt == DType::bf16 ? cfg.model.numLayers : 0);
       } else if (ep.rows > 8 && ep.rows <= 32 && tensorCores) {
         // A prefill chunk of 32 rows: at least QKV and o (rows of the
         // hidden size) in groups of 8 rows, and with them their folds: every
@@ -244,10 +249,12 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
         EXPECT_EQ(mmaProducts, 0);
       }
       EXPECT_EQ(groupedProducts > 0, ep.rows > 8 && ep.rows <= 32 && tensorCores);
-      // Every shape's prefill chunk is whole tiles of 16 rows: its attention
-      // is tiled; decode's (rows of several sequences) is split.
-      EXPECT_EQ(tiled, name == "prefill" ? cfg.model.numLayers : 0);
-      EXPECT_EQ(partial, name == "prefill" ? 0 : cfg.model.numLayers);
+      // Every shape's prefill chunk is whole tiles of 16 rows (as is its
+      // copy for 32, not the one for 8): its attention is tiled; decode's
+      // (rows of several sequences) and a chunk of 8 are split.
+      const bool tiles = role == "prefill" && ep.rows % 16 == 0;
+      EXPECT_EQ(tiled, tiles ? cfg.model.numLayers : 0);
+      EXPECT_EQ(partial, tiles ? 0 : cfg.model.numLayers);
       // Sampling: each row's argmax over slices of the vocabulary, a block
       // for every multiprocessor of an H100/H200 at one row (or slices of
       // 256 tokens, the least), then one block a row that merges them.
@@ -451,9 +458,11 @@ TEST(CudaCodegen, ArtifactHoldsMachineCodeForEachArchitecture) {
   EXPECT_NE(src.find("kvplan::attnPartial<"), std::string_view::npos);
   std::string_view prog = a.section(kCudaProgramSection);
   CudaProgram p = cudaProgramFromJson(nlohmann::json::parse(prog.begin(), prog.end()));
-  // prefill, decode (4 rows) and decode.1 (decode's copy for one sequence).
-  EXPECT_EQ(p.entries.size(), 3u);
-  EXPECT_EQ(p.entries.count("decode.1"), 1u);
+  // prefill (64 rows), decode (4) and their copies for fewer rows: decode.1,
+  // prefill.8, prefill.32.
+  EXPECT_EQ(p.entries.size(), 5u);
+  for (const char *copy : {"decode.1", "prefill.8", "prefill.32"})
+    EXPECT_EQ(p.entries.count(copy), 1u) << copy;
   std::remove(path.c_str());
 }
 
@@ -483,7 +492,10 @@ TEST(CudaCodegen, RopeTableDividesByTheFrequencyFactors) {
     for (const DeviceOp &op : e.ops)
       for (const DeviceRef &r : op.pointers)
         readers += r.buffer == DeviceBuffer::work && r.offset == t.offset;
-  EXPECT_EQ(readers, 2); // decode's matvec_rope_kv and prefill's rope_qkv_write
+  // The one layer's RoPE in each entry point: decode's, prefill's and its
+  // copy for 8 tokens' (prefill.8).
+  ASSERT_EQ(mod.program.entries.size(), 3u);
+  EXPECT_EQ(readers, 3);
   const CudaProgram back = cudaProgramFromJson(nlohmann::json::parse(toJson(mod.program).dump()));
   ASSERT_EQ(back.ropeTables.size(), 1u);
   EXPECT_EQ(back.ropeTables[0].freqs, t.freqs);

@@ -339,10 +339,13 @@ TEST(HostileArtifact, SmallerCopiesOfDecodeAreNamedByTheirRows) {
                                                  "copy of decode is named decode.N after its N "
                                                  "rows, fewer than decode's"),
             std::string::npos);
-  EXPECT_NE(renamed("decode.8", "prefill.8").find("entry point 'prefill.8' has 8 rows"),
-            std::string::npos);
+  EXPECT_NE(renamed("decode.8", "prefill.8").find("entry point 'prefill.8' has 8 rows; a smaller "
+                                                  "copy of prefill is named prefill.N after its "
+                                                  "N rows, fewer than prefill's"),
+            std::string::npos)
+      << "prefill's chunk is 4 rows";
   EXPECT_NE(renamed("decode.8", "warmup").find("entry point 'warmup' is none of prefill, decode, "
-                                               "verify or decode.N"),
+                                               "verify, prefill.N or decode.N"),
             std::string::npos);
   json orphan = good;
   orphan["entry_points"].erase("decode");

@@ -1,6 +1,6 @@
 // RUN: kvplan-opt %s --split-prefill-decode | FileCheck %s
 // RUN: kvplan-opt %s --split-prefill-decode="chunk=3 max-batch=5" | FileCheck %s --check-prefix=OPTS
-// RUN: kvplan-opt %s --split-prefill-decode="max-batch=12 decode-rows=32,8,4,8,12" | FileCheck %s --check-prefix=ROWS
+// RUN: kvplan-opt %s --split-prefill-decode="max-batch=12 decode-rows=32,8,4,8,12 prefill-rows=4,2" | FileCheck %s --check-prefix=ROWS
 
 // @forward (16 rows: the whole context) becomes @prefill (a chunk of 4 rows
 // of one sequence) and @decode (one row for each of 2 sequences).
@@ -28,9 +28,14 @@
 
 // decode-rows: smaller copies of @decode, each once, in ascending rows, only
 // those below the max batch (32 and 12 are not); each is for decode (its
-// llm.entry) and sees only its own rows.
+// llm.entry) and sees only its own rows. prefill-rows: the same for
+// @prefill, below its chunk of 4 rows, causal as it is.
 // ROWS-LABEL: func.func @decode(%{{.*}}: tensor<12xi32>
 // ROWS-SAME: attributes {llm.entry = "decode"}
+// ROWS-LABEL: func.func @prefill.2(%{{.*}}: tensor<2xi32> {llm.arg = "tokens"}, %{{.*}}: tensor<2xi32> {llm.arg = "positions"}) -> tensor<2x32xf32>
+// ROWS-SAME: attributes {llm.entry = "prefill"}
+// ROWS: llm.attention causal {{.*}} : tensor<2x16xf32>, tensor<2x8xf32>, tensor<2x8xf32> -> tensor<2x16xf32>
+// ROWS-NOT: func.func @prefill.
 // ROWS-LABEL: func.func @decode.4(%{{.*}}: tensor<4xi32> {llm.arg = "tokens"}, %{{.*}}: tensor<4xi32> {llm.arg = "positions"}) -> tensor<4x32xf32>
 // ROWS-SAME: attributes {llm.entry = "decode"}
 // ROWS: llm.attention self {{.*}} : tensor<4x16xf32>, tensor<4x8xf32>, tensor<4x8xf32> -> tensor<4x16xf32>
