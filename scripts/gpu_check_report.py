@@ -483,7 +483,8 @@ def main(argv=None):
             r = more["rows" + n] or {}
             copy = _num(r.get("decode_step_ms_graph"))
             whole = _num(r.get("decode_step_ms_whole_decode"))
-            lines.append(f"| kvplan decode in a plan for 64, {n} sequence{'' if n == '1' else 's'}: "
+            seqs = "1 sequence" if n == "1" else f"{n} sequences"
+            lines.append(f"| kvplan decode in a plan for 64, {seqs}: "
                          f"{r.get('decode_entry', 'its copy of decode')} ({what}, folds) vs decode "
                          f"(cuBLAS, unfused) | {f(copy, '{:.3f} ms')} vs {f(whole, '{:.3f} ms')} a "
                          f"step ({f(ratio(whole, copy), '{:.2f}x')}; {step_status('rows')}) |")
