@@ -258,6 +258,9 @@ struct CudaExecutor::Impl {
     // itself.
     Entry *served = nullptr;
     Entry &ran() { return served ? *served : *this; }
+    // For each count of active rows (index n - 1), the entry point a call of
+    // that many runs on (servingEntry): this one or a smaller copy of it.
+    std::vector<Entry *> servingFor;
     std::map<int64_t, cudaGraphExec_t> graphs;
     std::set<int64_t> profiled; // rows whose ops' times are in the profile
     RunInputLimits limits; // checked on the host before each run
@@ -283,8 +286,7 @@ struct CudaExecutor::Impl {
   /// of it with that many rows (decode.8 for up to 8 sequences in a plan
   /// for 64), unless variants are off.
   Entry &serving(Entry &e, int64_t active) {
-    if (!variants) return e;
-    return entry(servingEntry(plan, e.name, active).name);
+    return variants ? *e.servingFor[size_t(active - 1)] : e;
   }
   /// Hands the inputs the engine wrote into `from`'s host staging to `to`,
   /// a smaller copy of it: the first rows of each, as `from` would have run
@@ -670,6 +672,10 @@ void CudaExecutor::Impl::bindEntries() {
     e.limits = runInputLimits(plan, ep);
     entries[name] = e;
   }
+  // Which entry point serves a call of each row count, once, not per call.
+  for (auto &[name, e] : entries)
+    for (int64_t n = 1; n <= e.ep->rows; ++n)
+      e.servingFor.push_back(&entries.at(servingEntry(plan, name, n).name));
 }
 
 /// One more eager run of `e` on `active` rows (the same inputs: it writes
