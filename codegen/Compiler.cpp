@@ -69,8 +69,7 @@ CompileOutput compileModel(const ModelConfig &cfg, const StageCallback &onStage,
   for (size_t i = 0; i < passes.size(); ++i) {
     t0 = clock::now();
     PassManager pm(&ctx, ModuleOp::getOperationName(), OpPassManager::Nesting::Implicit);
-    const std::string options =
-        pipelinePassOptions(passes[i], cfg.compile.target, cfg.compile.tensorParallel);
+    const std::string options = pipelinePassOptions(passes[i], cfg.compile);
     if (failed(addRegisteredPass(pm, passes[i], options)) || failed(pm.run(*module)))
       throw fail(passes[i]);
     report(passes[i], t0);

@@ -264,6 +264,8 @@ ModelConfig parseTomlSpec(const std::string &text, const std::string &path,
   comp.integer("kv_pages", c.kvPages, false);
   comp.integer("tensor_parallel", c.tensorParallel, false);
   comp.integer("speculate", c.speculate, false);
+  comp.integers("decode_copies", c.decodeCopies, false);
+  comp.integers("prefill_copies", c.prefillCopies, false);
 
   model.warnUnknown(warn);
   rope.warnUnknown(warn);
@@ -659,6 +661,16 @@ ModelConfig applyAndValidate(ModelConfig cfg, const SettingOverrides &o) {
     cfg.compile.speculate = *o.speculate;
     set("compile.speculate");
     cfg.fieldNames["compile.speculate"] = "--speculate"; // messages name the flag
+  }
+  if (o.decodeCopies) {
+    cfg.compile.decodeCopies = *o.decodeCopies;
+    set("compile.decode_copies");
+    cfg.fieldNames["compile.decode_copies"] = "--decode-copies";
+  }
+  if (o.prefillCopies) {
+    cfg.compile.prefillCopies = *o.prefillCopies;
+    set("compile.prefill_copies");
+    cfg.fieldNames["compile.prefill_copies"] = "--prefill-copies";
   }
   validate(cfg);
   return cfg;

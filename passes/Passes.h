@@ -23,10 +23,11 @@ namespace kvplan {
 /// The passes `kvplan compile` runs for `target`, in order (their flags);
 /// partition-tensor-parallel first when `tensorParallel` > 1.
 std::vector<std::string> pipelinePassNames(Target target, int64_t tensorParallel = 1);
-/// The options the pipeline gives pass `name` (its flag) for `target`: the
-/// ranks of partition-tensor-parallel, the cuda target's smaller copies of
-/// @decode (split-prefill-decode's decode-rows); "" for the others.
-std::string pipelinePassOptions(llvm::StringRef name, Target target, int64_t tensorParallel);
+/// The options the pipeline gives pass `name` (its flag) for settings `s`:
+/// the ranks of partition-tensor-parallel, the smaller copies of @decode and
+/// @prefill (split-prefill-decode's decode-rows and prefill-rows from
+/// s.decodeCopies and s.prefillCopies); "" for the others.
+std::string pipelinePassOptions(llvm::StringRef name, const CompileSettings &s);
 /// Adds the registered pass whose flag is `flag` to `pm` (nested on
 /// functions where the pass runs on one function at a time); fails when no
 /// pass has that flag.

@@ -47,22 +47,33 @@ LogicalResult addRegisteredPass(OpPassManager &pm, llvm::StringRef flag, llvm::S
   });
 }
 
-std::string pipelinePassOptions(llvm::StringRef name, Target target, int64_t tensorParallel) {
-  if (name == "partition-tensor-parallel") return "ranks=" + std::to_string(tensorParallel);
+std::string pipelinePassOptions(llvm::StringRef name, const CompileSettings &s) {
+  if (name == "partition-tensor-parallel") return "ranks=" + std::to_string(s.tensorParallel);
+  if (name != "split-prefill-decode") return "";
   // The cuda target's kernels are chosen by a product's static rows: one
   // row on CUDA cores, matvecMma's tensor cores up to fuse-matvec's
   // max-rows (8), its row groups up to max-tensor-core-rows (32), cuBLAS or
   // the tiled product past that (the norms, RoPE and SwiGLU unfused). A
   // decode step of few sequences, a prefill chunk of few tokens, runs on the
   // smallest copy of its entry point that holds them.
-  if (name == "split-prefill-decode" && target == Target::cuda)
-    return "decode-rows=1,8,32 prefill-rows=8,32";
-  return "";
+  auto list = [](const char *option, const std::vector<int64_t> &rows) {
+    std::string text;
+    for (int64_t r : rows) text += (text.empty() ? std::string(option) + "=" : ",") + std::to_string(r);
+    return text;
+  };
+  const std::string decode = list("decode-rows", s.decodeCopies);
+  const std::string prefill = list("prefill-rows", s.prefillCopies);
+  return decode + (decode.empty() || prefill.empty() ? "" : " ") + prefill;
 }
 
 void buildKVPlanPipeline(OpPassManager &pm, Target target, int64_t tensorParallel) {
+  CompileSettings s;
+  s.target = target;
+  s.tensorParallel = tensorParallel;
+  s.decodeCopies = CompileSettings::defaultDecodeCopies(target);
+  s.prefillCopies = CompileSettings::defaultPrefillCopies(target);
   for (const std::string &name : pipelinePassNames(target, tensorParallel))
-    if (failed(addRegisteredPass(pm, name, pipelinePassOptions(name, target, tensorParallel))))
+    if (failed(addRegisteredPass(pm, name, pipelinePassOptions(name, s))))
       llvm::report_fatal_error(llvm::Twine("kvplan pass '") + name + "' is not registered");
 }
 

@@ -8,6 +8,7 @@
 #include "plan/Plan.h"
 #include "plan/PlanShapes.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <set>
@@ -699,6 +700,30 @@ void checkEntryName(const Plan &p, const EntryPoint &ep) {
                             ".N after its N rows, fewer than " + copied + "'s");
 }
 
+/// The smaller copies of `role` among the entry points, ascending rows.
+std::vector<int64_t> copiesOf(const Plan &p, const std::string &role) {
+  std::vector<int64_t> rows;
+  for (const auto &[name, ep] : p.entryPoints)
+    if (name != role && entryRole(name) == role) rows.push_back(ep.rows);
+  std::sort(rows.begin(), rows.end());
+  return rows;
+}
+
+/// The settings' copies of `role` are the plan's entry points.
+void checkCopies(const Plan &p, const std::string &role, const std::vector<int64_t> &settings) {
+  const std::vector<int64_t> present = copiesOf(p, role);
+  if (present == settings) return;
+  auto names = [&](const std::vector<int64_t> &rows) {
+    std::string text;
+    for (int64_t r : rows) text += (text.empty() ? "" : ", ") + role + "." + std::to_string(r);
+    return text.empty() ? std::string("none") : text;
+  };
+  incompatible("the plan's", "settings list the smaller copies " + names(settings) +
+                                 " but the entry points are " + names(present) +
+                                 "; the artifact is damaged or from another kvplan: recompile "
+                                 "the model");
+}
+
 void validatePlan(const Plan &p) {
   checkCacheGeometry(p);
   checkShards(p);
@@ -709,6 +734,8 @@ void validatePlan(const Plan &p) {
     checkEntryName(p, ep);
     Dataflow(p, ep).check();
   }
+  checkCopies(p, "decode", p.settings.decodeCopies);
+  checkCopies(p, "prefill", p.settings.prefillCopies);
 }
 
 Plan planFromJson(const json &j) {
@@ -731,6 +758,11 @@ Plan planFromJson(const json &j) {
     const json &entries = member(j, "entry_points", "the plan");
     if (!entries.is_object()) incompatible("the plan's", "entry points are not an object");
     for (const auto &[name, e] : entries.items()) p.entryPoints[name] = entryFrom(name, e);
+    // Plans written before the settings listed the smaller copies carry them
+    // as entry points only.
+    const json &settings = j.at("settings");
+    if (!settings.contains("decode_copies")) p.settings.decodeCopies = copiesOf(p, "decode");
+    if (!settings.contains("prefill_copies")) p.settings.prefillCopies = copiesOf(p, "prefill");
     if (j.contains("cuda")) {
       const json &c = j.at("cuda");
       const json &archs = member(c, "archs", "the plan's cuda section");

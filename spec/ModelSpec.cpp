@@ -309,6 +309,40 @@ void deriveCompileDefaults(ModelConfig &cfg) {
                      : s.maxSeqLen;
 }
 
+// The smaller copies of `role` (decode or prefill, `rows` rows) the plan
+// gets: given ones must be for the cuda target, positive and below `rows`;
+// the target's defaults are kept where below. Ascending, each once.
+void settleCopies(Checker &c, ModelConfig &cfg, const char *role, int64_t rows, const char *limit,
+                  std::vector<int64_t> &copies) {
+  const std::string field = std::string("compile.") + role + "_copies";
+  const CompileSettings &s = cfg.compile;
+  if (!cfg.given.count(field)) {
+    copies = std::string(role) == "decode" ? CompileSettings::defaultDecodeCopies(s.target)
+                                           : CompileSettings::defaultPrefillCopies(s.target);
+    copies.erase(std::remove_if(copies.begin(), copies.end(), [&](int64_t r) { return r >= rows; }),
+                 copies.end());
+    return;
+  }
+  if (!copies.empty() && s.target != Target::cuda)
+    c.fail(field, std::string("the ") + targetName(s.target) +
+                      " target's kernels do not depend on a step's rows, so it makes no "
+                      "smaller copies of " + role + "; leave the setting out for it");
+  for (int64_t r : copies) {
+    if (r <= 0)
+      c.fail(field, "expected positive row counts, got " + std::to_string(r));
+    if (r >= rows)
+      c.fail(field, std::to_string(r) + " rows is not below " + c.key(limit) + " " +
+                        std::to_string(rows) + ": a copy of " + role + " has fewer rows than " +
+                        role + " itself, which serves " + std::to_string(rows));
+  }
+  std::sort(copies.begin(), copies.end());
+  copies.erase(std::unique(copies.begin(), copies.end()), copies.end());
+  if (copies.size() > CompileSettings::kMaxCopies)
+    c.fail(field, std::to_string(copies.size()) + " copies of " + role + "; at most " +
+                      std::to_string(CompileSettings::kMaxCopies) +
+                      " (each is compiled and stored in full)");
+}
+
 // Runs after the defaults are filled in, so a derived value out of range is
 // caught as well as a given one.
 void checkCompileSettings(Checker &c, const CompileSettings &s) {
@@ -429,6 +463,20 @@ void validate(ModelConfig &cfg) {
   checkTensorParallel(c, cfg.model, cfg.compile);
   deriveKvPages(cfg);
   checkKvPages(c, cfg);
+  CompileSettings &s = cfg.compile;
+  settleCopies(c, cfg, "decode", s.maxBatch, "compile.max_batch", s.decodeCopies);
+  settleCopies(c, cfg, "prefill", s.prefillChunk, "compile.prefill_chunk", s.prefillCopies);
+}
+
+std::vector<int64_t> CompileSettings::defaultDecodeCopies(Target t) {
+  // The cuda kernels of a product change at 1 row (CUDA cores), up to 8
+  // (matvecMma) and up to 32 (tensor-core row groups).
+  return t == Target::cuda ? std::vector<int64_t>{1, 8, 32} : std::vector<int64_t>{};
+}
+
+std::vector<int64_t> CompileSettings::defaultPrefillCopies(Target t) {
+  // A prompt's last token alone is already one row of decode's kind.
+  return t == Target::cuda ? std::vector<int64_t>{8, 32} : std::vector<int64_t>{};
 }
 
 nlohmann::json toJson(const ModelSpec &m) {
@@ -475,6 +523,8 @@ nlohmann::json toJson(const CompileSettings &c) {
           {"tensor_parallel", c.tensorParallel}};
   // Written only when set, so plans without a verify entry read as before.
   if (c.speculate > 0) j["speculate"] = c.speculate;
+  if (!c.decodeCopies.empty()) j["decode_copies"] = c.decodeCopies;
+  if (!c.prefillCopies.empty()) j["prefill_copies"] = c.prefillCopies;
   return j;
 }
 
@@ -561,6 +611,21 @@ CompileSettings compileSettingsFromJson(const nlohmann::json &j) {
                      ", not a power of two");
   if (j.contains("speculate"))
     c.speculate = settingsInteger(j, "speculate", 0, CompileSettings::kMaxSpeculate);
+  auto copies = [&](const char *key, int64_t rows, std::vector<int64_t> &out) {
+    if (!j.contains(key)) return;
+    const nlohmann::json &list = j.at(key);
+    const std::string what = std::string("settings field '") + key + "'";
+    if (!list.is_array() || list.size() > CompileSettings::kMaxCopies)
+      throw InputError(what + " is not a list of at most " +
+                       std::to_string(CompileSettings::kMaxCopies) + " row counts");
+    for (size_t i = 0; i < list.size(); ++i) {
+      out.push_back(integerField(list[i], what + "[" + std::to_string(i) + "]", 1, rows - 1));
+      if (i > 0 && out[i] <= out[i - 1])
+        throw InputError(what + " is not ascending");
+    }
+  };
+  copies("decode_copies", c.maxBatch, c.decodeCopies);
+  copies("prefill_copies", c.prefillChunk, c.prefillCopies);
   return c;
 }
 

@@ -92,8 +92,19 @@ struct CompileSettings {
   // Speculative decoding: draft tokens one verify call checks (its rows are
   // speculate + 1); 0 compiles no @verify entry point.
   int64_t speculate = 0;
+  // Rows of smaller copies of decode and of prefill (decode.N, prefill.N),
+  // ascending, each below max_batch or prefill_chunk: a step of few rows runs
+  // on the smallest copy that holds them, with the kernels chosen for its
+  // rows (the cuda target's; the cpu target's kernels do not depend on rows,
+  // so it takes none). Not given: defaultDecodeCopies and
+  // defaultPrefillCopies, those below the entry point's rows.
+  std::vector<int64_t> decodeCopies, prefillCopies;
+
+  static std::vector<int64_t> defaultDecodeCopies(Target t);
+  static std::vector<int64_t> defaultPrefillCopies(Target t);
 
   static constexpr int64_t kMaxSpeculate = 8;
+  static constexpr size_t kMaxCopies = 8; // of decode, and of prefill
   static constexpr int64_t kDefaultMaxSeqLen = 2048;
   static constexpr int64_t kDefaultPrefillChunk = 64;
   static constexpr int64_t kDefaultPageSize = 16;

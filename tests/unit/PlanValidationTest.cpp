@@ -354,6 +354,38 @@ TEST(HostileArtifact, SmallerCopiesOfDecodeAreNamedByTheirRows) {
             std::string::npos);
 }
 
+TEST(HostileArtifact, TheSettingsListTheSmallerCopies) {
+  ModelConfig cfg = tinyConfig(12, "cuda");
+  EXPECT_EQ(cfg.compile.decodeCopies, (std::vector<int64_t>{1, 8}));
+  cfg.compile.decodeCopies = {2};
+  const Plan plan = compileModel(cfg).plan;
+  EXPECT_EQ(plan.entryPoints.size(), 3u);
+  EXPECT_EQ(plan.entryPoints.count("decode.2"), 1u);
+  EXPECT_EQ(servingEntry(plan, "decode", 1).name, "decode.2");
+  cfg.compile.decodeCopies = {};
+  EXPECT_EQ(compileModel(cfg).plan.entryPoints.size(), 2u) << "none asked for";
+
+  const json good = toJson(plan);
+  ASSERT_EQ(good["settings"]["decode_copies"], json({2}));
+  json missing = good;
+  missing["entry_points"].erase("decode.2");
+  EXPECT_NE(readError(missing).find("the plan's settings list the smaller copies decode.2 but the "
+                                    "entry points are none; the artifact is damaged or from "
+                                    "another kvplan: recompile the model"),
+            std::string::npos)
+      << readError(missing);
+  json unlisted = good;
+  unlisted["settings"]["decode_copies"] = {1};
+  EXPECT_NE(readError(unlisted).find("settings list the smaller copies decode.1 but the entry "
+                                     "points are decode.2"),
+            std::string::npos);
+  // A plan whose settings do not list copies takes them from its entry points.
+  json older = good;
+  older["settings"].erase("decode_copies");
+  ASSERT_EQ(readError(older), "(no error)");
+  EXPECT_EQ(planFromJson(older).settings.decodeCopies, (std::vector<int64_t>{2}));
+}
+
 /// The message the CPU executor gives running `entry` after `edit` writes
 /// its inputs (which start as a valid step of 2 rows).
 std::string runError(const std::string &entry,

@@ -187,6 +187,47 @@ TEST(SpecParser, InvalidKvPagesNameTheFieldAndTheFix) {
                "spec.toml:18:", "compile.kv_pages", "expected an integer, got a string");
 }
 
+TEST(SpecParser, SmallerCopiesDefaultByTargetAndAreChecked) {
+  // Not given: cuda's 1, 8, 32 rows of decode and 8, 32 of prefill, those
+  // below max_batch and prefill_chunk; the cpu target none.
+  ModelConfig cfg = parseAndValidate(edit("max_seq_len = 128", "max_seq_len = 128\n"
+                                          "target = \"cuda\"\nmax_batch = 16"));
+  EXPECT_EQ(cfg.compile.decodeCopies, (std::vector<int64_t>{1, 8}));
+  EXPECT_EQ(cfg.compile.prefillCopies, (std::vector<int64_t>{8, 32}));
+  cfg = parseAndValidate(edit("max_seq_len = 128", "max_seq_len = 128\nmax_batch = 16"));
+  EXPECT_TRUE(cfg.compile.decodeCopies.empty());
+  EXPECT_TRUE(cfg.compile.prefillCopies.empty());
+  EXPECT_FALSE(toJson(cfg.compile).contains("decode_copies"));
+  // Given: ascending, each once; [] is none.
+  cfg = parseAndValidate(edit("max_seq_len = 128",
+                              "max_seq_len = 128\ntarget = \"cuda\"\nmax_batch = 16\n"
+                              "decode_copies = [4, 2, 4]\nprefill_copies = []"));
+  EXPECT_EQ(cfg.compile.decodeCopies, (std::vector<int64_t>{2, 4}));
+  EXPECT_TRUE(cfg.compile.prefillCopies.empty());
+  EXPECT_EQ(toJson(cfg.compile)["decode_copies"], nlohmann::json({2, 4}));
+  EXPECT_EQ(compileSettingsFromJson(toJson(cfg.compile)).decodeCopies, cfg.compile.decodeCopies);
+  // Each mistake names the field, its line and the fix.
+  const std::string cuda = "max_seq_len = 128\ntarget = \"cuda\"\nmax_batch = 16\n";
+  EXPECT_ERROR(edit("max_seq_len = 128", cuda + "decode_copies = [16]"), "spec.toml:20:",
+               "field 'compile.decode_copies': 16 rows is not below max_batch 16: a copy of "
+               "decode has fewer rows than decode itself, which serves 16");
+  EXPECT_ERROR(edit("max_seq_len = 128", cuda + "prefill_copies = [8, 0]"), "spec.toml:20:",
+               "field 'compile.prefill_copies': expected positive row counts, got 0");
+  EXPECT_ERROR(edit("max_seq_len = 128", cuda + "decode_copies = [1, 2, 3, 4, 5, 6, 7, 8, 9]"),
+               "9 copies of decode; at most 8");
+  EXPECT_ERROR(edit("max_seq_len = 128", cuda + "decode_copies = [\"8\"]"), "spec.toml:20:",
+               "field 'compile.decode_copies': expected an array of integers, got a string");
+  EXPECT_ERROR(edit("max_seq_len = 128", "max_seq_len = 128\nmax_batch = 16\ndecode_copies = 1"),
+               "spec.toml:19:", "the cpu target's kernels do not depend on a step's rows, so it "
+               "makes no smaller copies of decode; leave the setting out for it");
+  // A plan's settings are checked too: in range, ascending.
+  nlohmann::json j = toJson(parseAndValidate(edit("max_seq_len = 128", cuda)).compile);
+  j["decode_copies"] = {8, 4};
+  EXPECT_THROW(compileSettingsFromJson(j), InputError);
+  j["decode_copies"] = {4, 16};
+  EXPECT_THROW(compileSettingsFromJson(j), InputError);
+}
+
 TEST(SpecParser, ExplicitHeadDimNeedNotDivideHidden) {
   ModelConfig cfg = parseAndValidate(edit("num_heads = 4", "num_heads = 6\nhead_dim = 16"));
   EXPECT_EQ(cfg.model.headDim, 16);
@@ -296,6 +337,25 @@ TEST(SpecParser, OverridesMoveDependentDefaults) {
     EXPECT_NE(std::string(e.what()).find("t.toml: field 'compile.kv_pages': kv_pages 1 cannot "
                                          "hold one sequence of max_seq_len 32 (2 pages of 16 "
                                          "tokens); give at least 2"),
+              std::string::npos)
+        << e.what();
+  }
+  // Copies given as flags: messages name the flag.
+  o = {};
+  o.target = Target::cuda;
+  o.maxBatch = 4;
+  o.decodeCopies = std::vector<int64_t>{};
+  o.prefillCopies = std::vector<int64_t>{3};
+  cfg = loadModelConfig((dir / "t.toml").string(), o, [](const std::string &) {});
+  EXPECT_TRUE(cfg.compile.decodeCopies.empty());
+  EXPECT_EQ(cfg.compile.prefillCopies, (std::vector<int64_t>{3}));
+  o.decodeCopies = std::vector<int64_t>{1, 8};
+  try {
+    loadModelConfig((dir / "t.toml").string(), o, [](const std::string &) {});
+    FAIL() << "expected an error";
+  } catch (const InputError &e) {
+    EXPECT_NE(std::string(e.what()).find("field '--decode-copies': 8 rows is not below "
+                                         "max_batch 4"),
               std::string::npos)
         << e.what();
   }

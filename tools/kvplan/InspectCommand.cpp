@@ -60,6 +60,13 @@ void printBill(const MemoryBill &bill, const KVCacheLayout &kv, Target target) {
 
 /// RoPE in a line: the base, the scaling, and explicit frequency factors
 /// (a GGUF's rope_freqs) with runs of equal ones shortened: "1 x10, 1.5, 8 x5".
+/// "1, 8, 32", or "none".
+std::string rowList(const std::vector<int64_t> &rows) {
+  std::string text;
+  for (int64_t r : rows) text += (text.empty() ? "" : ", ") + std::to_string(r);
+  return text.empty() ? "none" : text;
+}
+
 std::string ropeLine(const RopeSpec &r) {
   std::ostringstream os;
   os << "theta " << r.theta;
@@ -127,6 +134,10 @@ void printHuman(const Artifact &a) {
               (long long)s.maxBatch, (long long)s.maxSeqLen, (long long)s.prefillChunk,
               (long long)s.pageSize, (long long)s.kvPages,
               s.speculate ? (", speculate " + std::to_string(s.speculate)).c_str() : "");
+  if (!s.decodeCopies.empty() || !s.prefillCopies.empty())
+    std::printf("copies    decode %s, prefill %s rows (a step of few rows runs on the smallest "
+                "copy holding them)\n",
+                rowList(s.decodeCopies).c_str(), rowList(s.prefillCopies).c_str());
   if (p.ranks() > 1) printRanks(p);
   printBill(bill, p.kvCache, s.target);
 

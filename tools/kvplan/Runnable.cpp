@@ -20,6 +20,7 @@
 #include "frontend/ConfigParser.h"
 #endif
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -59,6 +60,13 @@ void ModelOptions::add(CLI::App *cmd, const std::string &positional, bool compil
   cmd->add_option("--tensor-parallel", tensorParallel,
                   "Ranks to split every layer between (a power of two; run with mpirun -np N)")
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--decode-copies", decodeCopies,
+                  "Rows of smaller copies of decode, like 1,8,32 (the cuda default), or none: a "
+                  "step of few sequences runs on the smallest copy holding them, with the "
+                  "kernels of its rows");
+  cmd->add_option("--prefill-copies", prefillCopies,
+                  "Rows of smaller copies of prefill, like 8,32 (the cuda default), or none: a "
+                  "chunk of few tokens runs on the smallest copy holding them");
 }
 
 void ModelOptions::addSpeculate(CLI::App *cmd) {
@@ -103,6 +111,28 @@ const Tokenizer &requireTokenizer(const Runnable &r) {
 }
 
 #ifdef KVPLAN_HAVE_COMPILER
+namespace {
+/// A --decode-copies value: "none", or row counts separated by commas.
+std::vector<int64_t> parseRowList(const char *flag, const std::string &text) {
+  std::vector<int64_t> rows;
+  if (text == "none") return rows;
+  auto bad = [&]() {
+    return InputError(std::string(flag) + " '" + text +
+                      "': expected none or row counts separated by commas, like 1,8,32");
+  };
+  size_t at = 0;
+  while (at <= text.size()) {
+    const size_t comma = std::min(text.find(',', at), text.size());
+    const std::string item = text.substr(at, comma - at);
+    if (item.empty() || item.size() > 9 || item.find_first_not_of("0123456789") != std::string::npos)
+      throw bad();
+    rows.push_back(std::stoll(item));
+    at = comma + 1;
+  }
+  return rows;
+}
+} // namespace
+
 ModelSources resolveModelSources(const ModelOptions &opts) {
   SettingOverrides o;
   if (!opts.target.empty()) o.target = parseTarget(opts.target);
@@ -114,6 +144,9 @@ ModelSources resolveModelSources(const ModelOptions &opts) {
   if (opts.kvPages) o.kvPages = opts.kvPages;
   if (opts.tensorParallel) o.tensorParallel = opts.tensorParallel;
   if (opts.speculate) o.speculate = opts.speculate;
+  if (!opts.decodeCopies.empty()) o.decodeCopies = parseRowList("--decode-copies", opts.decodeCopies);
+  if (!opts.prefillCopies.empty())
+    o.prefillCopies = parseRowList("--prefill-copies", opts.prefillCopies);
   ModelSources s;
   s.config = loadModelConfig(opts.model, o);
 

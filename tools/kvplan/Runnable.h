@@ -25,6 +25,7 @@ struct ModelOptions {
   int64_t maxBatch = 0, maxSeq = 0, prefillChunk = 0, pageSize = 0, kvPages = 0;
   int64_t tensorParallel = 0;
   int64_t speculate = 0; // draft tokens per verify step (compile's --speculate K)
+  std::string decodeCopies, prefillCopies; // "none" or "1,8,32"; "": the target's
 
   /// `positional`: the MODEL argument's help text. `compileSettings` adds
   /// the settings flags, `sources` --tokenizer (and --weights with
