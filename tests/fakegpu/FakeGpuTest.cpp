@@ -62,6 +62,7 @@ Model build(const ModelConfig &cfg) {
   CompileOutput out = compileModel(cfg);
   ModelConfig cpuCfg = cfg;
   cpuCfg.compile.target = Target::cpu;
+  validate(cpuCfg); // the cpu target's defaults: no smaller copies
   CudaModule mod = generateCuda(out.plan, {"sm_90a"});
   Model m;
   m.plan = out.plan;

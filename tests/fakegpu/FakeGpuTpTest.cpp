@@ -74,6 +74,7 @@ ModelConfig config(const Shape &s, int64_t ranks, Target target) {
   ModelConfig cfg = kvplan::testing::cudaConfig(
       s.model, std::string(s.compile) + "\ntensor_parallel = " + std::to_string(ranks));
   cfg.compile.target = target;
+  validate(cfg); // the target's defaults (the cpu target has no smaller copies)
   return cfg;
 }
 

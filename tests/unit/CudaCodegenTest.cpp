@@ -534,6 +534,7 @@ TEST(CudaCodegen, RejectsWhatItCannotRun) {
   // A cpu plan is not the codegen's.
   ModelConfig cfg = cudaConfig(kShapes[0].model, kShapes[0].compile);
   cfg.compile.target = Target::cpu;
+  validate(cfg);
   EXPECT_THROW(generateCuda(compileModel(cfg).plan, {"sm_90a"}), InputError);
   // Without a toolkit, a clear message.
   const char *old = std::getenv("CUDA_HOME");
