@@ -45,7 +45,9 @@ public:
   virtual void run(const std::string &entry, int64_t activeRows) = 0;
   /// The last run's logits, [rows, vocab] f32 in host memory, valid until
   /// the next run; a tensor-parallel rank's are its slice of the
-  /// vocabulary, [rows, vocab / ranks].
+  /// vocabulary, [rows, vocab / ranks]. Rows past the run's active rows
+  /// are padding (NaN from a tensor-parallel leader, which gathers the
+  /// active rows alone).
   virtual const float *logits(const std::string &entry) = 0;
 
   /// Copies KV-cache page `from` onto page `to`, keys and values of every

@@ -1,6 +1,8 @@
 #include "runtime/RankExecutor.h"
 
+#include <algorithm>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 
 namespace kvplan {
@@ -91,13 +93,22 @@ void LeaderExecutor::run(const std::string &entry, int64_t activeRows) {
   packInputs(*share, entry, inputs, true);
   comm.broadcast(inputs.data(), int64_t(inputs.size() * 4), 0);
   share->run(entry, activeRows);
+  lastRows[entry] = activeRows;
 }
 
 const float *LeaderExecutor::logits(const std::string &entry) {
-  send(kLogits, entry, 0, 0);
   const Plan &p = plan();
-  gatherLogitRows(comm, share->logits(entry), p.entryPoints.at(entry).results.at(0).rows(),
-                  p.model.vocabSize / p.ranks(), gathered);
+  const EntryPoint &ep = p.entryPoints.at(entry);
+  const int64_t rows = ep.results.at(0).rows();
+  // A result of every row (decode, verify): the last run's active rows
+  // alone cross between the ranks (a step of one sequence in a plan for 64
+  // gathers one row, not 64); prefill's result is its last row already.
+  auto last = lastRows.find(entry);
+  const int64_t gather =
+      rows == ep.rows && last != lastRows.end() ? std::min(rows, last->second) : rows;
+  send(kLogits, entry, gather, 0);
+  gatherLogitRows(comm, share->logits(entry), gather, p.model.vocabSize / p.ranks(), gathered);
+  gathered.resize(size_t(rows * p.model.vocabSize), std::numeric_limits<float>::quiet_NaN());
   return gathered.data();
 }
 
@@ -141,8 +152,10 @@ void followLeader(Executor &share, Collective &comm) {
     }
     case kLogits: {
       const std::string &entry = entryName(p, h.entry);
-      gatherLogitRows(comm, share.logits(entry), p.entryPoints.at(entry).results.at(0).rows(),
-                      p.model.vocabSize / p.ranks(), gathered);
+      if (h.a < 0 || h.a > p.entryPoints.at(entry).results.at(0).rows())
+        throw std::logic_error("the leader gathers " + std::to_string(h.a) + " rows of " + entry +
+                               "'s logits");
+      gatherLogitRows(comm, share.logits(entry), h.a, p.model.vocabSize / p.ranks(), gathered);
       break;
     }
     case kCopyPage:

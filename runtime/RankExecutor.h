@@ -12,6 +12,7 @@
 #include "runtime/Executor.h"
 #include "runtime/ShardedSampling.h"
 
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -33,7 +34,9 @@ public:
   int32_t *pageTable(const std::string &e) override { return share->pageTable(e); }
   /// Sends the inputs to every rank, then runs this rank's share.
   void run(const std::string &entry, int64_t activeRows) override;
-  /// The whole vocabulary's logits, gathered from every rank.
+  /// The whole vocabulary's logits, gathered from every rank: of decode and
+  /// verify, the last run's active rows (the others NaN); of prefill, its
+  /// one row.
   const float *logits(const std::string &entry) override;
   void copyPage(int32_t from, int32_t to) override;
   Collective *collective() const override { return &comm; }
@@ -51,6 +54,7 @@ private:
   std::vector<float> gathered;
   std::vector<int32_t> inputs;
   std::vector<RowSampling> rowsBuffer;
+  std::map<std::string, int64_t> lastRows; // each entry point's last run's active rows
   ShardedSampler sampler;
 };
 

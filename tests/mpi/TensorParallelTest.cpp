@@ -108,6 +108,13 @@ void lead(const Shape &s, Engine &tp) {
     expectClose(tp.decode({sa, sb}, next), want.data(), 2, vocab,
                 std::string(s.name) + " decode step " + std::to_string(step));
   }
+  // One sequence of the two: the leader gathers its row alone, the padding
+  // row stays NaN.
+  const float *r = ref.decode({rb}, {int32_t(77)});
+  want.assign(r, r + vocab);
+  const float *lone = tp.decode({sb}, {int32_t(77)});
+  expectClose(lone, want.data(), 1, vocab, std::string(s.name) + " decode of one sequence");
+  EXPECT_TRUE(std::isnan(lone[vocab]) && std::isnan(lone[2 * vocab - 1])) << s.name;
   for (SamplingOptions o : {SamplingOptions{}, SamplingOptions{0.9, 6, 1.0, 7},
                             SamplingOptions{0.9, 0, 0.8, 9}}) {
     tp.setSampling(o);
