@@ -202,6 +202,16 @@ std::string summarySection(const ReportInput &in) {
        std::to_string(s.maxBatch) + ", context " + withCommas(s.maxSeqLen) + ", prefill chunk " +
        std::to_string(s.prefillChunk) + ", pages of " + std::to_string(s.pageSize) + " tokens, " +
        withCommas(s.kvPages) + " KV pages</td></tr>";
+  if (!s.decodeCopies.empty() || !s.prefillCopies.empty()) {
+    auto rows = [](const std::vector<int64_t> &copies) {
+      std::string text;
+      for (int64_t r : copies) text += (text.empty() ? "" : ", ") + std::to_string(r);
+      return text.empty() ? std::string("none") : text;
+    };
+    h += "<tr><th>smaller copies</th><td>decode at " + rows(s.decodeCopies) + ", prefill at " +
+         rows(s.prefillCopies) +
+         " rows: a step of few rows runs on the smallest copy that holds them</td></tr>";
+  }
   h += "<tr><th>source</th><td>" + htmlEscape(in.source) + "</td></tr></table>";
   h += "<h3>Memory bill: " + bytes(b.totalBytes) + "</h3>" + billBar(parts, b.totalBytes) +
        billTable(parts, b, s.target == Target::cuda);

@@ -205,8 +205,12 @@ TEST(ReportPage, KernelsRoofAndArtifactNote) {
   ASSERT_EQ(decode.steps.at(0).kind(), OpKind::embedding);
   ASSERT_EQ(decode.steps[0].as<EmbeddingOp>().result.rows(), 4);
   EXPECT_NE(page.find("</td><td class=n>8,208</td><td>0 embedding"), std::string::npos);
+  // tiny (max batch 4, chunk 64) on cuda: decode.1, prefill.8, prefill.32.
+  EXPECT_NE(page.find("<tr><th>smaller copies</th><td>decode at 1, prefill at 8, 32 rows"),
+            std::string::npos);
   Compiled cpu = compileTiny("models/tiny.toml", Target::cpu);
   EXPECT_EQ(render(cpu).find("id=kernels"), std::string::npos);
+  EXPECT_EQ(render(cpu).find("smaller copies"), std::string::npos);
   BenchFigures b;
   b.bandwidthGBs = 30, b.peakGflops = 200, b.decodeTokS = 1000, b.prefillTokS = 5000;
   b.promptLen = 64, b.gen = 64;
