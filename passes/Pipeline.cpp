@@ -58,7 +58,8 @@ std::string pipelinePassOptions(llvm::StringRef name, const CompileSettings &s) 
   // smallest copy of its entry point that holds them.
   auto list = [](const char *option, const std::vector<int64_t> &rows) {
     std::string text;
-    for (int64_t r : rows) text += (text.empty() ? std::string(option) + "=" : ",") + std::to_string(r);
+    for (int64_t r : rows)
+      text += (text.empty() ? std::string(option) + "=" : ",") + std::to_string(r);
     return text;
   };
   const std::string decode = list("decode-rows", s.decodeCopies);
