@@ -8,6 +8,7 @@
 #include "runtime/Sampler.h"
 
 #include <cstdint>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -61,6 +62,9 @@ public:
   /// all-reduce last waits for no one: its time is the exchange itself; the
   /// others' include waiting for it.
   virtual std::vector<double> allReduceSeconds() { return {0.0}; }
+  /// Calls of run() so far, by the entry point that ran each: a smaller
+  /// copy (decode.8) where one served the call (GET /metrics shows them).
+  virtual std::map<std::string, int64_t> callsByEntry() const { return calls; }
   /// Tensor parallelism (runtime/RankExecutor.h): the ranks draw the tokens
   /// of rows [0, count) of the last run of `entry` together from their
   /// slices of the logits, each row by rows[i].
@@ -80,6 +84,9 @@ public:
   virtual const int32_t *sampled(const std::string &entry) {
     throw std::logic_error("this executor samples on the host");
   }
+
+protected:
+  std::map<std::string, int64_t> calls; // run() counts each call it ran here
 };
 
 } // namespace kvplan

@@ -81,6 +81,7 @@ void Metrics::sample(Scheduler &s) {
   now.verifyCalls = s.stats().verifyCalls;
   now.draftsProposed = s.stats().draftsProposed;
   now.draftsAccepted = s.stats().draftsAccepted;
+  now.entryCalls = s.engine().executor().callsByEntry();
   std::lock_guard<std::mutex> lock(m);
   now.inFlight = g.inFlight;
   g = now;
@@ -140,6 +141,12 @@ std::string Metrics::render() const {
          std::to_string(g.draftsProposed) + "\n";
   out += "kvplan_speculative_drafts_total{outcome=\"accepted\"} " +
          std::to_string(g.draftsAccepted) + "\n";
+  header(out, "kvplan_entry_point_calls_total", "counter",
+         "Steps run, by the plan entry point that ran them: a smaller copy (decode.8) where one "
+         "served the step.");
+  for (const auto &[entry, n] : g.entryCalls)
+    out += "kvplan_entry_point_calls_total{entry_point=\"" + entry + "\"} " + std::to_string(n) +
+           "\n";
   header(out, "kvplan_time_to_first_token_seconds", "histogram",
          "From the request's arrival to its first generated token.");
   ttft.render(out, "kvplan_time_to_first_token_seconds");

@@ -44,6 +44,7 @@ struct EngineGauges {
   int64_t promptTokens = 0, cachedPromptTokens = 0; // admitted so far
   int64_t preemptions = 0, steps = 0;
   int64_t verifyCalls = 0, draftsProposed = 0, draftsAccepted = 0; // speculative decoding
+  std::map<std::string, int64_t> entryCalls; // the executor's calls by entry point
 };
 
 class Metrics {

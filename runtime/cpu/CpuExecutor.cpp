@@ -328,6 +328,7 @@ void CpuExecutor::copyPage(int32_t from, int32_t to) {
 
 void CpuExecutor::run(const std::string &entry, int64_t activeRows) {
   runSteps(entry, activeRows, 0, int64_t(program(entry).entry->steps.size()) - 1);
+  ++calls[entry];
 }
 
 void CpuExecutor::runSteps(const std::string &entry, int64_t activeRows, int64_t firstStep,

@@ -854,6 +854,7 @@ void CudaExecutor::run(const std::string &name, int64_t activeRows) {
   e.lastActive = activeRows;
   e.logitsFresh = false;
   asked.logitsFresh = false;
+  ++calls[e.ep->name];
 }
 
 // The rows of the call, from the entry point that ran it (a smaller copy's

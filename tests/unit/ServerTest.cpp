@@ -217,6 +217,16 @@ TEST(Server, GreedyCompletionEqualsTheEngineAlone) {
   EXPECT_EQ(j["usage"]["prompt_tokens"], 12);
   EXPECT_EQ(j["usage"]["completion_tokens"], 20);
   EXPECT_EQ(j["usage"]["total_tokens"], 32);
+  // The first token comes from prefill, the other 19 from decode steps (the
+  // stepping thread counts them after the response may have gone).
+  EXPECT_TRUE(eventually([&] {
+    return r.client().Get("/metrics")->body.find(
+               "kvplan_entry_point_calls_total{entry_point=\"decode\"} 19\n") !=
+           std::string::npos;
+  })) << r.client().Get("/metrics")->body;
+  EXPECT_NE(r.client().Get("/metrics")->body.find(
+                "kvplan_entry_point_calls_total{entry_point=\"prefill\"} 2\n"),
+            std::string::npos);
 }
 
 TEST(Server, SpeculationKeepsGreedyOutputsAndIsCounted) {
