@@ -58,8 +58,6 @@ void printBill(const MemoryBill &bill, const KVCacheLayout &kv, Target target) {
   line("total (1 thread)", bill.totalBytes, more.c_str());
 }
 
-/// RoPE in a line: the base, the scaling, and explicit frequency factors
-/// (a GGUF's rope_freqs) with runs of equal ones shortened: "1 x10, 1.5, 8 x5".
 /// "1, 8, 32", or "none".
 std::string rowList(const std::vector<int64_t> &rows) {
   std::string text;
@@ -67,6 +65,8 @@ std::string rowList(const std::vector<int64_t> &rows) {
   return text.empty() ? "none" : text;
 }
 
+/// RoPE in a line: the base, the scaling, and explicit frequency factors
+/// (a GGUF's rope_freqs) with runs of equal ones shortened: "1 x10, 1.5, 8 x5".
 std::string ropeLine(const RopeSpec &r) {
   std::ostringstream os;
   os << "theta " << r.theta;
