@@ -50,13 +50,7 @@ struct Sources {
 
 Sources fromArtifact(const ModelOptions &o) {
   const std::string &path = o.model;
-  const bool settings = !o.target.empty() || !o.dtype.empty() || o.maxBatch || o.maxSeq ||
-                        o.prefillChunk || o.pageSize || o.kvPages;
-  if (settings)
-    throw InputError(path + " is an artifact, whose settings were fixed when it was compiled; "
-                            "leave out --target, --dtype, --max-batch, --max-seq, "
-                            "--prefill-chunk, --page-size and --kv-pages, or report the model "
-                            "description with them");
+  refuseSettingsForArtifact(o);
   Artifact a = Artifact::open(path);
   Sources s;
   s.plan = a.plan();

@@ -103,6 +103,30 @@ bool isArtifactFile(const std::string &path) {
   return in.gcount() == 8 && std::memcmp(magic, "\x89KVP\r\n\x1a\n", 8) == 0;
 }
 
+void refuseSettingsForArtifact(const ModelOptions &o) {
+  std::vector<std::string> given;
+  auto flag = [&](bool set, const char *name) {
+    if (set) given.push_back(name);
+  };
+  flag(!o.target.empty(), "--target");
+  flag(!o.dtype.empty(), "--dtype");
+  flag(o.maxBatch != 0, "--max-batch");
+  flag(o.maxSeq != 0, "--max-seq");
+  flag(o.prefillChunk != 0, "--prefill-chunk");
+  flag(o.pageSize != 0, "--page-size");
+  flag(o.kvPages != 0, "--kv-pages");
+  flag(o.tensorParallel != 0, "--tensor-parallel");
+  flag(!o.decodeCopies.empty(), "--decode-copies");
+  flag(!o.prefillCopies.empty(), "--prefill-copies");
+  if (given.empty()) return;
+  std::string list;
+  for (size_t i = 0; i < given.size(); ++i)
+    list += (i == 0 ? "" : i + 1 == given.size() ? " and " : ", ") + given[i];
+  throw InputError(o.model + " is an artifact, whose settings were fixed when it was compiled; "
+                             "leave out " + list + ", or give the model description to compile "
+                             "it with them");
+}
+
 const Tokenizer &requireTokenizer(const Runnable &r) {
   if (!r.tokenizer)
     throw InputError(r.source + ": the model carries no tokenizer; give one with --tokenizer "
@@ -335,9 +359,10 @@ void compileInMemory(Runnable &, const ModelOptions &opts, bool) {
 Runnable loadRunnable(const ModelOptions &opts, bool verbose) {
   Runnable r;
   r.source = opts.model;
-  if (isArtifactFile(opts.model))
+  if (isArtifactFile(opts.model)) {
+    refuseSettingsForArtifact(opts);
     loadArtifact(r, opts, verbose);
-  else
+  } else
     compileInMemory(r, opts, verbose);
 #ifndef KVPLAN_HAVE_CUDA
   if (r.plan.settings.target != Target::cpu)

@@ -82,6 +82,9 @@ std::unique_ptr<Executor> makeExecutor(const Runnable &r, const ExecOptions &o);
 
 /// True when the file starts with the artifact magic.
 bool isArtifactFile(const std::string &path);
+/// Throws when `opts` gives compile settings (--max-batch, --decode-copies,
+/// ...) for an artifact, whose settings were fixed when it was compiled.
+void refuseSettingsForArtifact(const ModelOptions &opts);
 
 /// Loads an artifact (checking its weights), or compiles a model description
 /// in memory when this kvplan has the compiler. `--tokenizer` replaces the
