@@ -14,6 +14,8 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <iterator>
+#include <map>
 #include <optional>
 #include <random>
 
@@ -229,7 +231,20 @@ struct LoadReport {
   double schedulerMsPerStep = 0;
   std::optional<double> overheadPct, decodeStepMs;
   std::string hash;
+  std::map<std::string, int64_t> entryCalls; // steps by the entry point (copy) that ran them
 };
+
+/// The executor's calls of each entry point since `before`.
+std::map<std::string, int64_t> callsSince(const Executor &e,
+                                          const std::map<std::string, int64_t> &before) {
+  std::map<std::string, int64_t> calls = e.callsByEntry();
+  for (auto it = calls.begin(); it != calls.end();) {
+    auto was = before.find(it->first);
+    it->second -= was == before.end() ? 0 : was->second;
+    it = it->second > 0 ? std::next(it) : calls.erase(it);
+  }
+  return calls;
+}
 
 LoadReport summarise(const std::vector<RequestRecord> &records, double wallS,
                      const SchedulerStats &s, const StepCosts &c) {
@@ -287,6 +302,7 @@ void printLoadJson(const LoadBenchOptions &o, Engine &engine, const SchedulerSta
                       {"outputs_hash", r.hash},
                       {"kv_pages", plan.kvCache.pages},
                       {"max_batch", engine.maxBatch()},
+                      {"entry_point_calls", r.entryCalls},
                       {"executor", engine.executor().describe()}};
   std::cout << j.dump() << "\n";
 }
@@ -321,6 +337,10 @@ void printLoadText(const LoadBenchOptions &o, Engine &engine, const SchedulerSta
               (long long)s.steps, (long long)s.decodeCalls,
               s.decodeCalls ? double(s.decodeRows) / double(s.decodeCalls) : 0.0,
               (long long)s.prefillCalls);
+  std::string entries;
+  for (const auto &[name, n] : r.entryCalls)
+    entries += (entries.empty() ? "" : ", ") + name + " " + std::to_string(n);
+  std::printf("entries   %s (calls by the entry point that ran them)\n", entries.c_str());
   std::printf("scheduler %.4f ms per step = %s of a decode step (%s)\n", r.schedulerMsPerStep,
               figure(r.overheadPct, "%.2f%%").c_str(),
               ms(r.decodeStepMs).c_str());
@@ -381,8 +401,10 @@ int runLoadBench(LoadBenchOptions o, bool verbose) {
   Scheduler sched(engine, nullptr, {o.tokenBudget});
   std::vector<RequestRecord> records(size_t(o.requests));
   StepCosts costs;
+  const std::map<std::string, int64_t> callsBefore = engine.executor().callsByEntry();
   const double wallS = runClosedLoop(sched, w, o.concurrency, records, costs);
-  const LoadReport report = summarise(records, wallS, sched.stats(), costs);
+  LoadReport report = summarise(records, wallS, sched.stats(), costs);
+  report.entryCalls = callsSince(engine.executor(), callsBefore);
   if (o.json)
     printLoadJson(o, engine, sched.stats(), report);
   else

@@ -16,7 +16,7 @@ FIELDS = {
     "prefix_hit_rate": float, "preemptions": int,
     "model": str, "prompt_len": int, "gen": int, "shared_prefix": int, "prefix_cache": bool,
     "scheduler_ms_per_step": float, "scheduler_overhead_pct": float, "outputs_hash": str,
-    "kv_pages": int, "max_batch": int, "executor": str,
+    "kv_pages": int, "max_batch": int, "executor": str, "entry_point_calls": dict,
 }
 
 
@@ -51,6 +51,13 @@ if j["preemptions"] < 0 or not 0 <= j["prefix_hit_rate"] <= 1:
     fail("preemptions %r, prefix_hit_rate %r" % (j["preemptions"], j["prefix_hit_rate"]))
 if len(j["outputs_hash"]) != 16 or j["output_tok_s"] <= 0:
     fail("outputs_hash %r, output_tok_s %r" % (j["outputs_hash"], j["output_tok_s"]))
+calls = j["entry_point_calls"]
+if not set(calls) <= {"prefill", "decode"} or \
+        not all(isinstance(n, int) and n > 0 for n in calls.values()):
+    fail("entry_point_calls %r: a cpu plan runs prefill and decode, each counted when run" % calls)
+if calls.get("prefill", 0) < j["requests"]:
+    fail("%r prefill calls for %d requests, each at least one" % (calls.get("prefill"),
+                                                                  j["requests"]))
 if a.hit and not j["prefix_hit_rate"] > 0:
     fail("expected prefix-cache hits, prefix_hit_rate is %r" % j["prefix_hit_rate"])
 if a.preempted and not j["preemptions"] > 0:
