@@ -39,24 +39,38 @@ int32_t entryIndex(const Plan &plan, const std::string &name) {
   return int32_t(std::distance(plan.entryPoints.begin(), it));
 }
 
-/// An entry point's inputs as one message: tokens, positions, page table.
+/// A call's inputs as one message: the tokens, positions and page table of
+/// its active rows (decode's page table has a row per sequence, prefill's
+/// and verify's one row for all).
 struct InputSizes {
-  int64_t rows = 0, table = 0;
-  explicit InputSizes(const EntryPoint &ep)
-      : rows(ep.rows), table(ep.arg("page_table")->numElements()) {}
-  int64_t total() const { return 2 * rows + table; }
+  int64_t rows = 0, table = 0, tableRows = 0, active = 0;
+  InputSizes(const EntryPoint &ep, int64_t activeRows)
+      : rows(ep.rows), table(ep.arg("page_table")->numElements()),
+        tableRows(ep.arg("page_table")->rows()),
+        active(std::clamp<int64_t>(activeRows, 1, ep.rows)) {}
+  /// The page table's elements sent: the active rows' where it has a row
+  /// per row of the entry point, else all.
+  int64_t tableSent() const { return tableRows == rows ? table / rows * active : table; }
+  int64_t total() const { return 2 * active + tableSent(); }
 };
 
-void packInputs(Executor &e, const std::string &entry, std::vector<int32_t> &buf, bool out) {
-  const InputSizes n(e.plan().entryPoints.at(entry));
+void packInputs(Executor &e, const std::string &entry, int64_t activeRows,
+                std::vector<int32_t> &buf, bool out) {
+  const InputSizes n(e.plan().entryPoints.at(entry), activeRows);
   buf.resize(size_t(n.total()));
   int32_t *parts[] = {e.tokens(entry), e.positions(entry), e.pageTable(entry)};
+  const int64_t sent[] = {n.active, n.active, n.tableSent()};
   const int64_t sizes[] = {n.rows, n.rows, n.table};
+  const int32_t padding[] = {0, -1, 0}; // what the engine writes past the active rows
   int64_t at = 0;
   for (int i = 0; i < 3; ++i) {
-    if (out) std::memcpy(buf.data() + at, parts[i], size_t(sizes[i]) * 4);
-    else std::memcpy(parts[i], buf.data() + at, size_t(sizes[i]) * 4);
-    at += sizes[i];
+    if (out) {
+      std::memcpy(buf.data() + at, parts[i], size_t(sent[i]) * 4);
+    } else {
+      std::memcpy(parts[i], buf.data() + at, size_t(sent[i]) * 4);
+      std::fill(parts[i] + sent[i], parts[i] + sizes[i], padding[i]);
+    }
+    at += sent[i];
   }
 }
 
@@ -90,7 +104,7 @@ void LeaderExecutor::send(int32_t command, const std::string &entry, int64_t a, 
 
 void LeaderExecutor::run(const std::string &entry, int64_t activeRows) {
   send(kRun, entry, activeRows, 0);
-  packInputs(*share, entry, inputs, true);
+  packInputs(*share, entry, activeRows, inputs, true);
   comm.broadcast(inputs.data(), int64_t(inputs.size() * 4), 0);
   share->run(entry, activeRows);
   lastRows[entry] = activeRows;
@@ -144,9 +158,9 @@ void followLeader(Executor &share, Collective &comm) {
       return;
     case kRun: {
       const std::string &entry = entryName(p, h.entry);
-      inputs.resize(size_t(InputSizes(p.entryPoints.at(entry)).total()));
+      inputs.resize(size_t(InputSizes(p.entryPoints.at(entry), h.a).total()));
       comm.broadcast(inputs.data(), int64_t(inputs.size() * 4), 0);
-      packInputs(share, entry, inputs, false);
+      packInputs(share, entry, h.a, inputs, false);
       share.run(entry, h.a);
       break;
     }
