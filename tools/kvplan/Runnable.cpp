@@ -148,8 +148,8 @@ std::vector<int64_t> parseRowList(const char *flag, const std::string &text) {
   while (at <= text.size()) {
     const size_t comma = std::min(text.find(',', at), text.size());
     const std::string item = text.substr(at, comma - at);
-    if (item.empty() || item.size() > 9 || item.find_first_not_of("0123456789") != std::string::npos)
-      throw bad();
+    const bool digits = item.find_first_not_of("0123456789") == std::string::npos;
+    if (item.empty() || item.size() > 9 || !digits) throw bad();
     rows.push_back(std::stoll(item));
     at = comma + 1;
   }
@@ -168,7 +168,8 @@ ModelSources resolveModelSources(const ModelOptions &opts) {
   if (opts.kvPages) o.kvPages = opts.kvPages;
   if (opts.tensorParallel) o.tensorParallel = opts.tensorParallel;
   if (opts.speculate) o.speculate = opts.speculate;
-  if (!opts.decodeCopies.empty()) o.decodeCopies = parseRowList("--decode-copies", opts.decodeCopies);
+  if (!opts.decodeCopies.empty())
+    o.decodeCopies = parseRowList("--decode-copies", opts.decodeCopies);
   if (!opts.prefillCopies.empty())
     o.prefillCopies = parseRowList("--prefill-copies", opts.prefillCopies);
   ModelSources s;
