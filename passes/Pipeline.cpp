@@ -2,6 +2,8 @@
 // registry by their flags, and registered as `kvplan-pipeline`.
 #include "passes/Passes.h"
 
+#include "support/Format.h"
+
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 #include "llvm/Support/raw_ostream.h"
@@ -56,15 +58,11 @@ std::string pipelinePassOptions(llvm::StringRef name, const CompileSettings &s) 
   // the tiled product past that (the norms, RoPE and SwiGLU unfused). A
   // decode step of few sequences, a prefill chunk of few tokens, runs on the
   // smallest copy of its entry point that holds them.
-  auto list = [](const char *option, const std::vector<int64_t> &rows) {
-    std::string text;
-    for (int64_t r : rows)
-      text += (text.empty() ? std::string(option) + "=" : ",") + std::to_string(r);
-    return text;
-  };
-  const std::string decode = list("decode-rows", s.decodeCopies);
-  const std::string prefill = list("prefill-rows", s.prefillCopies);
-  return decode + (decode.empty() || prefill.empty() ? "" : " ") + prefill;
+  std::string options;
+  if (!s.decodeCopies.empty()) options = "decode-rows=" + joinNumbers(s.decodeCopies, ",");
+  if (!s.prefillCopies.empty())
+    options += (options.empty() ? "" : " ") + ("prefill-rows=" + joinNumbers(s.prefillCopies, ","));
+  return options;
 }
 
 void buildKVPlanPipeline(OpPassManager &pm, Target target, int64_t tensorParallel) {

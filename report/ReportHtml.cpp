@@ -1,6 +1,7 @@
 // The report's page, its summary and its pipeline section.
 #include "report/ReportPage.h"
 
+#include "support/Format.h"
 #include "support/SystemResources.h"
 
 #include <cctype>
@@ -204,9 +205,7 @@ std::string summarySection(const ReportInput &in) {
        withCommas(s.kvPages) + " KV pages</td></tr>";
   if (!s.decodeCopies.empty() || !s.prefillCopies.empty()) {
     auto rows = [](const std::vector<int64_t> &copies) {
-      std::string text;
-      for (int64_t r : copies) text += (text.empty() ? "" : ", ") + std::to_string(r);
-      return text.empty() ? std::string("none") : text;
+      return copies.empty() ? std::string("none") : joinNumbers(copies);
     };
     h += "<tr><th>smaller copies</th><td>decode at " + rows(s.decodeCopies) + ", prefill at " +
          rows(s.prefillCopies) +

@@ -64,7 +64,7 @@ public:
   virtual std::vector<double> allReduceSeconds() { return {0.0}; }
   /// Calls of run() so far, by the entry point that ran each: a smaller
   /// copy (decode.8) where one served the call (GET /metrics shows them).
-  virtual std::map<std::string, int64_t> callsByEntry() const { return calls; }
+  virtual const std::map<std::string, int64_t> &callsByEntry() const { return calls; }
   /// Tensor parallelism (runtime/RankExecutor.h): the ranks draw the tokens
   /// of rows [0, count) of the last run of `entry` together from their
   /// slices of the logits, each row by rows[i].

@@ -43,7 +43,9 @@ public:
   /// Every rank's, gathered.
   std::vector<double> allReduceSeconds() override;
   /// Rank 0's (every rank runs the same entry points).
-  std::map<std::string, int64_t> callsByEntry() const override { return share->callsByEntry(); }
+  const std::map<std::string, int64_t> &callsByEntry() const override {
+    return share->callsByEntry();
+  }
   /// The ranks draw rows [0, count) of the last run of `entry` together.
   void sampleRows(const std::string &entry, const RowSampling *rows, int64_t count,
                   int32_t *out) override;

@@ -313,12 +313,11 @@ void deriveCompileDefaults(ModelConfig &cfg) {
 // gets: given ones must be for the cuda target, positive and below `rows`;
 // the target's defaults are kept where below. Ascending, each once.
 void settleCopies(Checker &c, ModelConfig &cfg, const char *role, int64_t rows, const char *limit,
-                  std::vector<int64_t> &copies) {
+                  const std::vector<int64_t> &defaults, std::vector<int64_t> &copies) {
   const std::string field = std::string("compile.") + role + "_copies";
   const CompileSettings &s = cfg.compile;
   if (!cfg.given.count(field)) {
-    copies = std::string(role) == "decode" ? CompileSettings::defaultDecodeCopies(s.target)
-                                           : CompileSettings::defaultPrefillCopies(s.target);
+    copies = defaults;
     copies.erase(std::remove_if(copies.begin(), copies.end(), [&](int64_t r) { return r >= rows; }),
                  copies.end());
     return;
@@ -464,8 +463,10 @@ void validate(ModelConfig &cfg) {
   deriveKvPages(cfg);
   checkKvPages(c, cfg);
   CompileSettings &s = cfg.compile;
-  settleCopies(c, cfg, "decode", s.maxBatch, "compile.max_batch", s.decodeCopies);
-  settleCopies(c, cfg, "prefill", s.prefillChunk, "compile.prefill_chunk", s.prefillCopies);
+  settleCopies(c, cfg, "decode", s.maxBatch, "compile.max_batch",
+               CompileSettings::defaultDecodeCopies(s.target), s.decodeCopies);
+  settleCopies(c, cfg, "prefill", s.prefillChunk, "compile.prefill_chunk",
+               CompileSettings::defaultPrefillCopies(s.target), s.prefillCopies);
 }
 
 std::vector<int64_t> CompileSettings::defaultDecodeCopies(Target t) {

@@ -16,6 +16,12 @@ std::string withCommas(int64_t v) {
   return v < 0 ? "-" + out : out;
 }
 
+std::string joinNumbers(const std::vector<int64_t> &v, const std::string &sep) {
+  std::string out;
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? sep : "") + std::to_string(v[i]);
+  return out;
+}
+
 std::string formatBytes(uint64_t bytes) {
   static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
   double d = double(bytes);

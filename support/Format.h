@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace kvplan {
 
@@ -10,5 +11,7 @@ namespace kvplan {
 std::string withCommas(int64_t v);
 /// Bytes for people: "512 B", "1.50 GiB".
 std::string formatBytes(uint64_t bytes);
+/// {1, 8, 32} -> "1, 8, 32" (`sep` between them); {} -> "".
+std::string joinNumbers(const std::vector<int64_t> &v, const std::string &sep = ", ");
 
 } // namespace kvplan

@@ -118,3 +118,10 @@ TEST(Format, ThousandsSeparatorsForEveryInteger) {
   EXPECT_EQ(withCommas(-1234567), "-1,234,567");
   EXPECT_EQ(withCommas(std::numeric_limits<int64_t>::min()), "-9,223,372,036,854,775,808");
 }
+
+TEST(Format, NumbersJoinedBySeparators) {
+  EXPECT_EQ(joinNumbers({}), "");
+  EXPECT_EQ(joinNumbers({32}), "32");
+  EXPECT_EQ(joinNumbers({1, 8, 32}), "1, 8, 32");
+  EXPECT_EQ(joinNumbers({1, 8, 32}, ","), "1,8,32");
+}

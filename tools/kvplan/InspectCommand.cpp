@@ -5,6 +5,7 @@
 #include "plan/Cost.h"
 #include "plan/CudaProgram.h"
 #include "plan/WeightPacking.h"
+#include "support/Format.h"
 
 #include <cstdio>
 #include <iostream>
@@ -60,9 +61,7 @@ void printBill(const MemoryBill &bill, const KVCacheLayout &kv, Target target) {
 
 /// "1, 8, 32", or "none".
 std::string rowList(const std::vector<int64_t> &rows) {
-  std::string text;
-  for (int64_t r : rows) text += (text.empty() ? "" : ", ") + std::to_string(r);
-  return text.empty() ? "none" : text;
+  return rows.empty() ? "none" : joinNumbers(rows);
 }
 
 /// RoPE in a line: the base, the scaling, and explicit frequency factors

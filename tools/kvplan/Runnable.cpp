@@ -138,22 +138,17 @@ const Tokenizer &requireTokenizer(const Runnable &r) {
 namespace {
 /// A --decode-copies value: "none", or row counts separated by commas.
 std::vector<int64_t> parseRowList(const char *flag, const std::string &text) {
-  std::vector<int64_t> rows;
-  if (text == "none") return rows;
-  auto bad = [&]() {
-    return InputError(std::string(flag) + " '" + text +
-                      "': expected none or row counts separated by commas, like 1,8,32");
-  };
-  size_t at = 0;
-  while (at <= text.size()) {
-    const size_t comma = std::min(text.find(',', at), text.size());
-    const std::string item = text.substr(at, comma - at);
-    const bool digits = item.find_first_not_of("0123456789") == std::string::npos;
-    if (item.empty() || item.size() > 9 || !digits) throw bad();
-    rows.push_back(std::stoll(item));
-    at = comma + 1;
+  if (text == "none") return {};
+  std::vector<int32_t> rows;
+  try {
+    rows = parseIds(text, flag); // the ranges are checked with the settings
+  } catch (const InputError &) {
+    rows.clear();
   }
-  return rows;
+  if (rows.empty())
+    throw InputError(std::string(flag) + " '" + text +
+                     "': expected none or row counts separated by commas, like 1,8,32");
+  return {rows.begin(), rows.end()};
 }
 } // namespace
 
