@@ -455,6 +455,7 @@ int runBench(const BenchOptions &o, bool verbose) {
   ModelOptions target = o.model;
   o.speculate.prepare(target);
   Runnable r = loadRunnable(target, verbose);
+  checkExecFlags(r, {o.threads, !o.noGraphs}, o.speculate.draftModel());
   if (o.promptLen + o.gen > r.plan.settings.maxSeqLen)
     throw InputError("--prompt-len + --gen = " + std::to_string(o.promptLen + o.gen) +
                      " exceeds the compiled context " + std::to_string(r.plan.settings.maxSeqLen));
@@ -479,7 +480,7 @@ void addBenchCommand(CLI::App &app, const GlobalOptions &global, Action &action)
                   "counts all of them)")
       ->capture_default_str();
   cmd->add_option("--threads", o->threads,
-                  "Threads, at most the machine's hardware threads (default: all of them)");
+                  "CPU: threads, at most the machine's hardware threads (default: all of them)");
   cmd->add_flag("--json", o->json,
                 "Print one JSON object: prefill_tok_s, decode_tok_s, weights_bytes, ...");
   cmd->add_flag("--no-graphs", o->noGraphs,

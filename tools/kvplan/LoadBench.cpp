@@ -380,6 +380,7 @@ int runLoadBench(LoadBenchOptions o, bool verbose) {
   if (!isArtifactFile(o.model.model) && o.model.maxBatch == 0)
     o.model.maxBatch = o.concurrency;
   Runnable r = loadRunnable(o.model, verbose);
+  checkExecFlags(r, {o.threads, !o.noGraphs});
   checkAgainstPlan(o, r.plan);
   const Workload w = drawWorkload(o, r.plan);
   checkFitsPool(r.plan, w);

@@ -212,6 +212,7 @@ int runGenerate(const RunOptions &o, bool verbose) {
   Runnable r = loadRunnable(target, verbose);
   const std::vector<int32_t> prompt = preparePrompt(o, r);
   const ExecOptions exec{o.threads, !o.noGraphs};
+  checkExecFlags(r, exec, o.speculate.draftModel());
   Engine engine(makeExecutor(r, exec), {!o.noPrefixCache});
   if (verbose) std::fprintf(stderr, "running on %s\n", engine.executor().describe().c_str());
   Speculation spec;
@@ -250,7 +251,7 @@ void addRunCommand(CLI::App &app, const GlobalOptions &global, Action &action) {
                 "Print the prompt ids then the generated ids, and nothing else, on stdout");
   cmd->add_flag("--stats", o->stats, "Print prefill and decode tokens per second on stderr");
   cmd->add_option("--threads", o->threads,
-                  "Threads, at most the machine's hardware threads (default: all of them)");
+                  "CPU: threads, at most the machine's hardware threads (default: all of them)");
   cmd->add_flag("--no-graphs", o->noGraphs,
                 "CUDA: launch every kernel eagerly instead of replaying CUDA graphs");
   cmd->add_flag("--no-prefix-cache", o->noPrefixCache,

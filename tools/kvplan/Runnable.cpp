@@ -386,6 +386,17 @@ void checkThreadsFlag(int threads) {
                      std::to_string(hardware) + ", or leave --threads out to use them all");
 }
 
+void checkExecFlags(const Runnable &r, const ExecOptions &o, bool draftModel) {
+  const bool cuda = r.plan.settings.target == Target::cuda;
+  if (!o.graphs && !cuda)
+    throw InputError("--no-graphs: " + r.source + " targets cpu, whose steps launch no CUDA " +
+                     "graphs to turn off; leave --no-graphs out");
+  if (o.threads && cuda && !draftModel)
+    throw InputError("--threads " + std::to_string(o.threads) + ": " + r.source +
+                     " targets cuda, whose steps run on the GPU, not on CPU threads; leave " +
+                     "--threads out");
+}
+
 /// This rank's share of the plan on its device, alone or with the other
 /// ranks (r.comm).
 std::unique_ptr<Executor> makeShare(const Runnable &r, const ExecOptions &o) {

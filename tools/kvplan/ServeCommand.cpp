@@ -96,6 +96,7 @@ int runServe(const ServeOptions &o, bool verbose) {
   o.speculate.prepare(target);
   Runnable r = loadRunnable(target, verbose);
   const ExecOptions exec{o.threads, !o.noGraphs};
+  checkExecFlags(r, exec, o.speculate.draftModel());
   Engine engine(makeExecutor(r, exec), {!o.noPrefixCache});
   // Each request's sampling settings reach the draft model only through
   // the acceptance rule: a draft model proposes greedily here.
@@ -173,7 +174,7 @@ void addServeCommand(CLI::App &app, const GlobalOptions &global, Action &action)
                   std::string("Chat template: ") + server::kChatTemplateNames +
                       " (default: from the tokenizer's special tokens)");
   cmd->add_option("--threads", o->threads,
-                  "Threads, at most the machine's hardware threads (default: all of them)");
+                  "CPU: threads, at most the machine's hardware threads (default: all of them)");
   cmd->add_flag("--no-graphs", o->noGraphs,
                 "CUDA: launch every kernel eagerly instead of replaying CUDA graphs");
   cmd->add_flag("--no-prefix-cache", o->noPrefixCache,

@@ -15,9 +15,10 @@ namespace kvplan::cli {
 struct SpeculateFlags {
   std::string mode;   // "", "prompt-lookup" or a draft model (artifact or description)
   int64_t k = 0;      // draft tokens per verify step (0: the artifact's, or 4 compiled in memory)
-  int draftThreads = 0;
 
   bool on() const { return !mode.empty(); }
+  /// A draft model runs beside the target (not prompt lookup).
+  bool draftModel() const { return on() && mode != "prompt-lookup"; }
   void add(CLI::App *cmd);
   /// Before the target is loaded: a model compiled in memory gets a
   /// @verify entry point of k (default 4) draft tokens.
