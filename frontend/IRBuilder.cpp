@@ -123,6 +123,10 @@ OwningOpRef<ModuleOp> buildModelIR(MLIRContext &ctx, const ModelConfig &cfg) {
                                             dtypeName(s.kvDtype), s.maxBatch, s.maxSeqLen,
                                             s.prefillChunk, s.pageSize, s.kvPages));
   if (s.speculate > 0) (*module)->setAttr(attr::kSpeculate, b.getI64IntegerAttr(s.speculate));
+  if (!s.decodeCopies.empty())
+    (*module)->setAttr(attr::kDecodeCopies, b.getDenseI64ArrayAttr(s.decodeCopies));
+  if (!s.prefillCopies.empty())
+    (*module)->setAttr(attr::kPrefillCopies, b.getDenseI64ArrayAttr(s.prefillCopies));
 
   if (s.tensorParallel > 1)
     (*module)->setAttr(attr::kTensorParallel, b.getI64IntegerAttr(s.tensorParallel));

@@ -221,6 +221,14 @@ LogicalResult LLMDialect::verifyOperationAttribute(Operation *op, NamedAttribute
     return expect(isa<ModuleOp>(op) && i && i.getInt() >= 0,
                   "a non-negative integer on the module (draft tokens per @verify)");
   }
+  if (name == attr::kDecodeCopies || name == attr::kPrefillCopies) {
+    auto rows = dyn_cast<DenseI64ArrayAttr>(v);
+    bool ascending = rows && isa<ModuleOp>(op);
+    for (int64_t i = 0; ascending && i < rows.size(); ++i)
+      ascending = rows[i] > (i ? rows[i - 1] : 0);
+    return expect(ascending, "an array<i64> of positive row counts in ascending order, each "
+                             "once, on the module");
+  }
   if (name == attr::kArenaSize) {
     auto i = dyn_cast<IntegerAttr>(v);
     return expect(isa<func::FuncOp>(op) && i && i.getInt() >= 0,

@@ -48,6 +48,9 @@ constexpr const char *kModel = "llm.model";       // module: model name
 constexpr const char *kTensorParallel = "llm.tensor_parallel"; // module: ranks (absent: 1)
 constexpr const char *kEntry = "llm.entry";       // func: "prefill" / "decode" / "verify"
 constexpr const char *kSpeculate = "llm.speculate"; // module: draft tokens per verify (i64)
+// module: rows of the smaller copies of @decode / @prefill (array<i64>, absent: none)
+constexpr const char *kDecodeCopies = "llm.decode_copies";
+constexpr const char *kPrefillCopies = "llm.prefill_copies";
 constexpr const char *kArg = "llm.arg";           // func arg: its role
 constexpr const char *kOffsets = "llm.offsets";   // op: arena offset per result
 constexpr const char *kOffset = "llm.offset";     // func arg: arena offset

@@ -24,9 +24,9 @@ namespace kvplan {
 /// partition-tensor-parallel first when `tensorParallel` > 1.
 std::vector<std::string> pipelinePassNames(Target target, int64_t tensorParallel = 1);
 /// The options the pipeline gives pass `name` (its flag) for settings `s`:
-/// the ranks of partition-tensor-parallel, the smaller copies of @decode and
-/// @prefill (split-prefill-decode's decode-rows and prefill-rows from
-/// s.decodeCopies and s.prefillCopies); "" for the others.
+/// the ranks of partition-tensor-parallel; "" for the others (the rest of
+/// the settings ride on the module: llm.settings, llm.speculate,
+/// llm.decode_copies, llm.prefill_copies).
 std::string pipelinePassOptions(llvm::StringRef name, const CompileSettings &s);
 /// Adds the registered pass whose flag is `flag` to `pm` (nested on
 /// functions where the pass runs on one function at a time); fails when no

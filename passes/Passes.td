@@ -58,15 +58,17 @@ def SplitPrefillDecode : Pass<"split-prefill-decode", "::mlir::ModuleOp"> {
     `@prefill`, but with logits for every row (prune-last-token leaves it
     alone).
 
-    With `decode-rows` (the cuda pipeline gives 1,8,32) it also makes smaller
-    copies of `@decode`, `@decode.1`, `@decode.8` and `@decode.32`, for each
-    of those row counts below the max batch: the same body at fewer rows, so
+    With the module's `llm.decode_copies` (the settings' list: a cuda model's
+    default is 1, 8, 32 below its max batch), or the option `decode-rows`
+    (which replaces it, leaving out rows not below the max batch), it also
+    makes smaller copies of `@decode`, `@decode.1`, `@decode.8` and
+    `@decode.32`, one for each of those row counts: the same body at fewer rows, so
     that what is chosen by rows (`--fuse-matvec`: matrix-vector kernels up
     to 8 rows, tensor-core row groups up to 32; the cuda kernels of one row)
     serves a step of few sequences even in a plan for many. Their
     `llm.entry` is `decode`; the runtime runs a decode step of n sequences
-    on the smallest of them that has n rows. `prefill-rows` (cuda: 8,32)
-    does the same for `@prefill`: `@prefill.8` and `@prefill.32` serve a
+    on the smallest of them that has n rows. `llm.prefill_copies` or
+    `prefill-rows` (cuda: 8, 32) does the same for `@prefill`: `@prefill.8` and `@prefill.32` serve a
     chunk of up to that many tokens (a short prompt, the part of one past
     its cached prefix, a prompt's last chunk).
   }];
@@ -76,11 +78,11 @@ def SplitPrefillDecode : Pass<"split-prefill-decode", "::mlir::ModuleOp"> {
     Option<"maxBatch", "max-batch", "int64_t", "0",
            "rows of @decode (0: llm.settings.max_batch)">,
     ListOption<"decodeVariantRows", "decode-rows", "int64_t",
-               "rows of smaller copies of @decode, @decode.N, each below the max batch "
-               "(those not below it are left out)">,
+               "rows of smaller copies of @decode, @decode.N (instead of the module's "
+               "llm.decode_copies), each below the max batch (those not below it are left out)">,
     ListOption<"prefillVariantRows", "prefill-rows", "int64_t",
-               "rows of smaller copies of @prefill, @prefill.N, each below the prefill chunk "
-               "(those not below it are left out)">,
+               "rows of smaller copies of @prefill, @prefill.N (instead of the module's "
+               "llm.prefill_copies), each below the chunk (those not below it are left out)">,
     Option<"speculate", "speculate", "int64_t", "0",
            "draft tokens per @verify call; its rows are speculate + 1 (0: the module's "
            "llm.speculate, else no @verify)">,

@@ -2,8 +2,6 @@
 // registry by their flags, and registered as `kvplan-pipeline`.
 #include "passes/Passes.h"
 
-#include "support/Format.h"
-
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 #include "llvm/Support/raw_ostream.h"
@@ -51,26 +49,16 @@ LogicalResult addRegisteredPass(OpPassManager &pm, llvm::StringRef flag, llvm::S
 
 std::string pipelinePassOptions(llvm::StringRef name, const CompileSettings &s) {
   if (name == "partition-tensor-parallel") return "ranks=" + std::to_string(s.tensorParallel);
-  if (name != "split-prefill-decode") return "";
-  // The cuda target's kernels are chosen by a product's static rows: one
-  // row on CUDA cores, matvecMma's tensor cores up to fuse-matvec's
-  // max-rows (8), its row groups up to max-tensor-core-rows (32), cuBLAS or
-  // the tiled product past that (the norms, RoPE and SwiGLU unfused). A
-  // decode step of few sequences, a prefill chunk of few tokens, runs on the
-  // smallest copy of its entry point that holds them.
-  std::string options;
-  if (!s.decodeCopies.empty()) options = "decode-rows=" + joinNumbers(s.decodeCopies, ",");
-  if (!s.prefillCopies.empty())
-    options += (options.empty() ? "" : " ") + ("prefill-rows=" + joinNumbers(s.prefillCopies, ","));
-  return options;
+  // split-prefill-decode takes the smaller copies of @decode and @prefill
+  // from the module (llm.decode_copies, llm.prefill_copies, the settings'
+  // lists), so that kvplan-opt's pipeline on the frontend's IR makes them too.
+  return "";
 }
 
 void buildKVPlanPipeline(OpPassManager &pm, Target target, int64_t tensorParallel) {
   CompileSettings s;
   s.target = target;
   s.tensorParallel = tensorParallel;
-  s.decodeCopies = CompileSettings::defaultDecodeCopies(target);
-  s.prefillCopies = CompileSettings::defaultPrefillCopies(target);
   for (const std::string &name : pipelinePassNames(target, tensorParallel))
     if (failed(addRegisteredPass(pm, name, pipelinePassOptions(name, s))))
       llvm::report_fatal_error(llvm::Twine("kvplan pass '") + name + "' is not registered");
@@ -94,10 +82,22 @@ struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
 
 void registerKVPlanPassesAndPipeline() {
   registerKVPlanPassesOnce();
-  PassPipelineRegistration<PipelineOptions>(
+  registerPassPipeline(
       "kvplan-pipeline", "Every kvplan pass in order, as `kvplan compile` runs them",
-      [](OpPassManager &pm, const PipelineOptions &o) {
-        buildKVPlanPipeline(pm, parseTarget(o.target).value_or(Target::cpu), o.tensorParallel);
+      [](OpPassManager &pm, StringRef text, function_ref<LogicalResult(const Twine &)> error) {
+        PipelineOptions o;
+        if (failed(o.parseFromString(text))) return failure();
+        std::optional<Target> target = parseTarget(o.target);
+        if (!target)
+          return error("kvplan-pipeline: target '" + o.target + "' is not cpu or cuda");
+        if (o.tensorParallel < 1)
+          return error("kvplan-pipeline: tensor-parallel " + Twine(o.tensorParallel.getValue()) +
+                       " must be at least 1");
+        buildKVPlanPipeline(pm, *target, o.tensorParallel);
+        return success();
+      },
+      [](function_ref<void(const detail::PassOptions &)> describe) {
+        describe(PipelineOptions());
       });
 }
 

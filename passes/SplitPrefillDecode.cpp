@@ -87,9 +87,10 @@ struct SplitPrefillDecodePass
       return signalPassFailure();
 
     FailureOr<SmallVector<int64_t>> prefillCopies =
-        copyRows(module, prefillVariantRows, "prefill-rows", "prefill", prefillRows);
-    FailureOr<SmallVector<int64_t>> decodeCopies =
-        copyRows(module, decodeVariantRows, "decode-rows", "decode", decodeRows);
+        copyRows(module, prefillVariantRows, attr::kPrefillCopies, "prefill-rows", "prefill",
+                 prefillRows);
+    FailureOr<SmallVector<int64_t>> decodeCopies = copyRows(
+        module, decodeVariantRows, attr::kDecodeCopies, "decode-rows", "decode", decodeRows);
     if (failed(prefillCopies) || failed(decodeCopies))
       return signalPassFailure();
 
@@ -116,10 +117,24 @@ struct SplitPrefillDecodePass
     forward.erase();
   }
 
-  /// Option `flag`'s row counts below `entry`'s rows, ascending and each
-  /// once: the rows of its copies, @entry.N.
+  /// The rows of @entry's copies, @entry.N: option `flag`'s row counts
+  /// below `entry`'s rows (the others left out), ascending and each once;
+  /// without the option, the module's attribute `attrName` (the settings'
+  /// list, the verifier's ascending positive rows), each below the entry's.
   FailureOr<SmallVector<int64_t>> copyRows(ModuleOp module, ArrayRef<int64_t> option,
-                                           StringRef flag, StringRef entry, int64_t entryRows) {
+                                           StringRef attrName, StringRef flag, StringRef entry,
+                                           int64_t entryRows) {
+    auto listed = module->getAttrOfType<DenseI64ArrayAttr>(attrName);
+    if (option.empty() && listed) {
+      for (int64_t r : listed.asArrayRef())
+        if (r >= entryRows) {
+          module.emitError() << attrName << " lists " << r << " rows, not below @" << entry
+                             << "'s " << entryRows << ": a copy has fewer rows than its entry "
+                             << "point; leave " << r << " out";
+          return failure();
+        }
+      return SmallVector<int64_t>(listed.asArrayRef());
+    }
     SmallVector<int64_t> rows;
     for (int64_t r : option) {
       if (r <= 0) {

@@ -459,6 +459,34 @@ module attributes {llm.settings = {kv_dtype = "f32", max_batch = 1 : i64}} {
 
 // -----
 
+// The rows of the smaller copies: ascending, each once, positive.
+// expected-error @below {{attribute 'llm.decode_copies' must be an array<i64> of positive row counts in ascending order, each once, on the module}}
+module attributes {llm.decode_copies = array<i64: 8, 1>} {
+}
+
+// -----
+
+// expected-error @below {{attribute 'llm.prefill_copies' must be an array<i64> of positive row counts in ascending order, each once, on the module}}
+module attributes {llm.prefill_copies = array<i64: 0, 8>} {
+}
+
+// -----
+
+// expected-error @below {{attribute 'llm.decode_copies' must be an array<i64> of positive row counts in ascending order, each once, on the module}}
+module attributes {llm.decode_copies = array<i64: 8, 8>} {
+}
+
+// -----
+
+module {
+  // expected-error @below {{attribute 'llm.decode_copies' must be an array<i64> of positive row counts in ascending order, each once, on the module}}
+  func.func @f() attributes {llm.decode_copies = array<i64: 1>} {
+    return
+  }
+}
+
+// -----
+
 // expected-error @below {{attribute 'llm.entry' must be "prefill", "decode" or "verify" on a function}}
 func.func @f() attributes {llm.entry = "draft"} {
   return

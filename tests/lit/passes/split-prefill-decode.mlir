@@ -1,6 +1,9 @@
 // RUN: kvplan-opt %s --split-prefill-decode | FileCheck %s
 // RUN: kvplan-opt %s --split-prefill-decode="chunk=3 max-batch=5" | FileCheck %s --check-prefix=OPTS
 // RUN: kvplan-opt %s --split-prefill-decode="max-batch=12 decode-rows=32,8,4,8,12 prefill-rows=4,2" | FileCheck %s --check-prefix=ROWS
+// RUN: sed 's/llm.model = "one"/llm.decode_copies = array<i64: 1>, llm.prefill_copies = array<i64: 2>, llm.model = "one"/' %s > %t.listed.mlir
+// RUN: kvplan-opt %t.listed.mlir --split-prefill-decode | FileCheck %s --check-prefix=LISTED
+// RUN: kvplan-opt %t.listed.mlir --split-prefill-decode="max-batch=12 decode-rows=4" | FileCheck %s --check-prefix=OVERRIDE
 
 // @forward (16 rows: the whole context) becomes @prefill (a chunk of 4 rows
 // of one sequence) and @decode (one row for each of 2 sequences).
@@ -42,6 +45,21 @@
 // ROWS-LABEL: func.func @decode.8(%{{.*}}: tensor<8xi32>
 // ROWS-SAME: attributes {llm.entry = "decode"}
 // ROWS-NOT: func.func @decode.
+
+// Without the options, the module's lists (the settings' decode_copies and
+// prefill_copies, as the frontend writes them) say which copies to make; an
+// option replaces its list.
+// LISTED-LABEL: func.func @prefill(%{{.*}}: tensor<4xi32>
+// LISTED-LABEL: func.func @decode(%{{.*}}: tensor<2xi32>
+// LISTED-LABEL: func.func @prefill.2(%{{.*}}: tensor<2xi32>
+// LISTED-SAME: attributes {llm.entry = "prefill"}
+// LISTED-LABEL: func.func @decode.1(%{{.*}}: tensor<1xi32>
+// LISTED-SAME: attributes {llm.entry = "decode"}
+// LISTED-NOT: func.func @decode.
+// OVERRIDE: func.func @prefill.2(
+// OVERRIDE-NOT: func.func @decode.1(
+// OVERRIDE: func.func @decode.4(
+// OVERRIDE-NOT: func.func @decode.1(
 
 module attributes {llm.model = "one", llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_dtype = "f32", max_batch = 2, max_seq_len = 16, prefill_chunk = 4, page_size = 4, kv_pages = 8>} {
   llm.weight @tok_embeddings : tensor<32x16xf32>
