@@ -36,7 +36,7 @@ mlir::LogicalResult addRegisteredPass(mlir::OpPassManager &pm, llvm::StringRef f
 /// The whole pipeline for `target`: split, KV cache, prune, fusion, the
 /// target's own transforms, buffer planning.
 void buildKVPlanPipeline(mlir::OpPassManager &pm, Target target, int64_t tensorParallel = 1);
-/// Registers every pass and `kvplan-pipeline` (option target=cpu|cuda), for
+/// Registers every pass, `kvplan-pipeline` among them (the module's target's passes), for
 /// kvplan-opt.
 void registerKVPlanPassesAndPipeline();
 

@@ -242,4 +242,29 @@ def PlanBuffers : Pass<"plan-buffers", "::mlir::func::FuncOp"> {
   let dependentDialects = ["::kvplan::llm::LLMDialect"];
 }
 
+def KVPlanPipeline : Pass<"kvplan-pipeline", "::mlir::ModuleOp"> {
+  let summary = "Every kvplan pass in order, as `kvplan compile` runs them";
+  let description = [{
+    Runs the pipeline of the module's target (its `llm.settings`; cpu
+    without settings): for cpu split-prefill-decode, insert-kv-cache,
+    prune-last-token, fuse-rmsnorm, fuse-ffn, plan-buffers; for cuda
+    fuse-rope-kv-write, fuse-matvec and narrow-activations before
+    plan-buffers; partition-tensor-parallel first when the module's
+    `llm.tensor_parallel` (or the `tensor-parallel` option) is above 1. The
+    rest of the settings ride on the module too (`llm.speculate`,
+    `llm.decode_copies`, `llm.prefill_copies`), so that on the frontend's
+    IR (`kvplan dump -o DIR`'s `00-frontend.mlir`) it makes what `kvplan
+    compile` made. A `target` option that contradicts the module's settings
+    is refused.
+  }];
+  let options = [
+    Option<"target", "target", "std::string", "\"\"",
+           "cpu or cuda: whose passes to run (default: the module's llm.settings target)">,
+    Option<"tensorParallel", "tensor-parallel", "int64_t", "0",
+           "ranks: above 1 runs partition-tensor-parallel first (0: the module's "
+           "llm.tensor_parallel)">,
+  ];
+  let dependentDialects = ["::kvplan::llm::LLMDialect"];
+}
+
 #endif // KVPLAN_PASSES

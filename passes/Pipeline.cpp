@@ -70,35 +70,47 @@ LogicalResult rewriteGreedily(Operation *op, RewritePatternSet &&patterns) {
   return applyPatternsAndFoldGreedily(op, std::move(patterns), config);
 }
 
+#define GEN_PASS_DEF_KVPLANPIPELINE
+#include "passes/Passes.h.inc"
+
 namespace {
-struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
-  Option<std::string> target{*this, "target", llvm::cl::desc("cpu or cuda: whose passes to run"),
-                             llvm::cl::init("cpu")};
-  Option<int64_t> tensorParallel{*this, "tensor-parallel",
-                                 llvm::cl::desc("ranks: > 1 adds partition-tensor-parallel first"),
-                                 llvm::cl::init(1)};
+
+struct KVPlanPipelinePass : public impl::KVPlanPipelineBase<KVPlanPipelinePass> {
+  using KVPlanPipelineBase::KVPlanPipelineBase;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    llm::SettingsAttr settings = moduleSettings(module);
+    Target t = Target::cpu;
+    if (settings) t = parseTarget(settings.getTarget().str()).value_or(Target::cpu);
+    if (!target.empty()) {
+      std::optional<Target> given = parseTarget(target);
+      if (!given) {
+        module.emitError() << "kvplan-pipeline: target '" << target << "' is not cpu or cuda";
+        return signalPassFailure();
+      }
+      if (settings && *given != t) {
+        module.emitError() << "kvplan-pipeline: target " << target << ", but the module's "
+                           << "llm.settings say " << settings.getTarget()
+                           << "; leave the option out";
+        return signalPassFailure();
+      }
+      t = *given;
+    }
+    const int64_t ranks = tensorParallel ? int64_t(tensorParallel) : tensorParallelRanks(module);
+    if (ranks < 1) {
+      module.emitError() << "kvplan-pipeline: tensor-parallel " << ranks
+                         << " must be at least 1";
+      return signalPassFailure();
+    }
+    OpPassManager pm(ModuleOp::getOperationName());
+    buildKVPlanPipeline(pm, t, ranks);
+    if (failed(runPipeline(pm, module))) signalPassFailure();
+  }
 };
+
 } // namespace
 
-void registerKVPlanPassesAndPipeline() {
-  registerKVPlanPassesOnce();
-  registerPassPipeline(
-      "kvplan-pipeline", "Every kvplan pass in order, as `kvplan compile` runs them",
-      [](OpPassManager &pm, StringRef text, function_ref<LogicalResult(const Twine &)> error) {
-        PipelineOptions o;
-        if (failed(o.parseFromString(text))) return failure();
-        std::optional<Target> target = parseTarget(o.target);
-        if (!target)
-          return error("kvplan-pipeline: target '" + o.target + "' is not cpu or cuda");
-        if (o.tensorParallel < 1)
-          return error("kvplan-pipeline: tensor-parallel " + Twine(o.tensorParallel.getValue()) +
-                       " must be at least 1");
-        buildKVPlanPipeline(pm, *target, o.tensorParallel);
-        return success();
-      },
-      [](function_ref<void(const detail::PassOptions &)> describe) {
-        describe(PipelineOptions());
-      });
-}
+void registerKVPlanPassesAndPipeline() { registerKVPlanPassesOnce(); }
 
 } // namespace kvplan

@@ -1,6 +1,8 @@
 // RUN: kvplan-opt %s --partition-tensor-parallel=ranks=2 | FileCheck %s --check-prefix=TP2
 // RUN: kvplan-opt %s --partition-tensor-parallel=ranks=4 | FileCheck %s --check-prefix=TP4
 // RUN: kvplan-opt %s --kvplan-pipeline="tensor-parallel=2" | FileCheck %s --check-prefix=PIPE
+// The module's llm.tensor_parallel (as the frontend writes it) says the same.
+// RUN: sed 's/llm.model = "one"/llm.model = "one", llm.tensor_parallel = 2 : i64/' %s | kvplan-opt --kvplan-pipeline | FileCheck %s --check-prefix=PIPE
 
 // One layer, 4 query heads and 2 KV heads of 4, tied embeddings, as the
 // frontend builds it. Two ranks: each runs 2 query heads and 1 KV head; Q,
