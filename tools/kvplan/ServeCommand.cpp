@@ -118,6 +118,10 @@ int runServe(const ServeOptions &o, bool verbose) {
                engine.executor().describe().c_str(), server::chatTemplateName(srv.chatTemplate()),
                (long long)engine.maxSeqLen(), (long long)engine.maxBatch(),
                (long long)engine.pages().size());
+  if (engine.maxBatch() == 1)
+    std::fprintf(stderr, "kvplan serve: max_batch 1: requests run one at a time, the others "
+                 "wait their turn; %s --max-batch N to run N at once\n",
+                 isArtifactFile(r.source) ? "recompile the model with" : "give");
   waitForStopSignal();
   std::fprintf(stderr, "kvplan serve: stopping\n");
   srv.stop();
