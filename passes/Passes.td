@@ -62,15 +62,16 @@ def SplitPrefillDecode : Pass<"split-prefill-decode", "::mlir::ModuleOp"> {
     default is 1, 8, 32 below its max batch), or the option `decode-rows`
     (which replaces it, leaving out rows not below the max batch), it also
     makes smaller copies of `@decode`, `@decode.1`, `@decode.8` and
-    `@decode.32`, one for each of those row counts: the same body at fewer rows, so
-    that what is chosen by rows (`--fuse-matvec`: matrix-vector kernels up
-    to 8 rows, tensor-core row groups up to 32; the cuda kernels of one row)
-    serves a step of few sequences even in a plan for many. Their
-    `llm.entry` is `decode`; the runtime runs a decode step of n sequences
-    on the smallest of them that has n rows. `llm.prefill_copies` or
-    `prefill-rows` (cuda: 8, 32) does the same for `@prefill`: `@prefill.8` and `@prefill.32` serve a
-    chunk of up to that many tokens (a short prompt, the part of one past
-    its cached prefix, a prompt's last chunk).
+    `@decode.32`, one for each of those row counts: the same body at fewer
+    rows, so that what is chosen by rows (`--fuse-matvec`: matrix-vector
+    kernels up to 8 rows, tensor-core row groups up to 32; the cuda kernels
+    of one row) serves a step of few sequences even in a plan for many.
+    Their `llm.entry` is `decode`; the runtime runs a decode step of n
+    sequences on the smallest of them that has n rows. `llm.prefill_copies`
+    or `prefill-rows` (cuda: 8, 32) does the same for `@prefill`:
+    `@prefill.8` and `@prefill.32` serve a chunk of up to that many tokens
+    (a short prompt, the part of one past its cached prefix, a prompt's last
+    chunk).
   }];
   let options = [
     Option<"chunk", "chunk", "int64_t", "0",

@@ -1,5 +1,6 @@
 // The integer-dot linear with AVX-512 VNNI (LinearDotImpl.h): the AVX2
-// kernels with vpdpbusd for their products, compiled with -mavx512vl
+// kernels with vpdpbusd for their products (int8: unsigned x bytes against
+// the weights as stored, no sign instructions), compiled with -mavx512vl
 // -mavx512vnni (and AVX2's flags) and called only when the CPU has them.
 // The results are the AVX2 kernels' bit for bit: the same integers, scaled
 // and summed in the same order.

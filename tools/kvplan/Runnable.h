@@ -70,7 +70,8 @@ void checkThreadsFlag(int threads);
 
 /// Once the model is loaded: --no-graphs means something to a cuda model
 /// only, --threads to a cpu one (or to a draft model beside a cuda target,
-/// which may run on the cpu: `draftModel`). Throws InputError naming the flag, the model and the fix.
+/// which may run on the cpu: `draftModel`). Throws InputError naming the
+/// flag, the model and the fix.
 void checkExecFlags(const Runnable &r, const ExecOptions &o, bool draftModel = false);
 
 /// Thrown by makeExecutor() on ranks 1.. of a tensor-parallel model once
