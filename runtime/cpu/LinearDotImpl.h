@@ -145,12 +145,12 @@ inline void int4Groups(const QuantizedRows &qx, int64_t r0, const DotWeights &w,
   }
 }
 
-/// The same for int8 features, a group at a time (the last one, if K ends
-/// inside it, is added by dotTile).
+/// Adds group g of rows [r0, r0 + R) of qx times int8 features [j0, j0 + J)
+/// into acc.
 template <int R, int J>
-inline void int8Groups(const QuantizedRows &qx, int64_t r0, const DotWeights &w, int64_t j0,
-                       __m256 acc[R][J], bool ahead) {
-  const int64_t G = w.groups, full = w.K / 32;
+inline void int8Group(const QuantizedRows &qx, int64_t r0, const DotWeights &w, int64_t j0,
+                      int64_t g, __m256 acc[R][J]) {
+  const int64_t G = w.groups;
 #if KVPLAN_DOT_VNNI
   // vpdpbusd takes unsigned bytes times signed ones: x's bytes as q + 128
   // (q xor 0x80) times the weights as they are, starting from -128 times
@@ -158,54 +158,58 @@ inline void int8Groups(const QuantizedRows &qx, int64_t r0, const DotWeights &w,
   // no sign instructions; each row's step d and each feature's scale s are
   // broadcast once, their product one multiply (the same floats as AVX2's).
   const __m256i flip = _mm256_set1_epi8(char(0x80));
-  for (int64_t g = 0; g < full; ++g) {
-    if (ahead && g % 2 == 0)
-      for (int j = 0; j < J; ++j)
-        __builtin_prefetch(w.data + (j0 + J + j) * w.rowBytes + g * 32);
-    __m256i u[R];
-    __m256 d[R];
+  __m256i u[R];
+  __m256 d[R];
+  for (int r = 0; r < R; ++r) {
+    u[r] = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(
+                                qx.q.data() + ((r0 + r) * G + g) * 32)),
+                            flip);
+    d[r] = _mm256_set1_ps(qx.d[size_t((r0 + r) * G + g)]);
+  }
+  for (int j = 0; j < J; ++j) {
+    const uint8_t *p = w.data + (j0 + j) * w.rowBytes + g * 32;
+    const __m256 s = _mm256_set1_ps(w.scales[(j0 + j) * G + g]);
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p));
+    const __m256i start = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                           _mm256_dpbusd_epi32(_mm256_setzero_si256(), flip, v));
     for (int r = 0; r < R; ++r) {
-      u[r] = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(
-                                  qx.q.data() + ((r0 + r) * G + g) * 32)),
-                              flip);
-      d[r] = _mm256_set1_ps(qx.d[size_t((r0 + r) * G + g)]);
-    }
-    for (int j = 0; j < J; ++j) {
-      const uint8_t *p = w.data + (j0 + j) * w.rowBytes + g * 32;
-      const __m256 s = _mm256_set1_ps(w.scales[(j0 + j) * G + g]);
-      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p));
-      const __m256i start = _mm256_sub_epi32(_mm256_setzero_si256(),
-                                             _mm256_dpbusd_epi32(_mm256_setzero_si256(), flip, v));
-      for (int r = 0; r < R; ++r) {
-        const __m256i dot = _mm256_dpbusd_epi32(start, u[r], v);
-        acc[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(s, d[r]), acc[r][j]);
-      }
+      const __m256i dot = _mm256_dpbusd_epi32(start, u[r], v);
+      acc[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(s, d[r]), acc[r][j]);
     }
   }
 #else
+  __m256i q[R];
+  float d[R];
+  for (int r = 0; r < R; ++r) {
+    q[r] = _mm256_loadu_si256(
+        reinterpret_cast<const __m256i *>(qx.q.data() + ((r0 + r) * G + g) * 32));
+    d[r] = qx.d[size_t((r0 + r) * G + g)];
+  }
+  for (int j = 0; j < J; ++j) {
+    const uint8_t *p = w.data + (j0 + j) * w.rowBytes + g * 32;
+    const float s = w.scales[(j0 + j) * G + g];
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p));
+    const __m256i a = _mm256_sign_epi8(v, v);
+    for (int r = 0; r < R; ++r) {
+      const __m256i dot = dot4(_mm256_setzero_si256(), a, _mm256_sign_epi8(q[r], v));
+      acc[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(s * d[r]), acc[r][j]);
+    }
+  }
+#endif
+}
+
+/// The same for int8 features, a group at a time (the last one, if K ends
+/// inside it, is added by dotTile).
+template <int R, int J>
+inline void int8Groups(const QuantizedRows &qx, int64_t r0, const DotWeights &w, int64_t j0,
+                       __m256 acc[R][J], bool ahead) {
+  const int64_t full = w.K / 32;
   for (int64_t g = 0; g < full; ++g) {
     if (ahead && g % 2 == 0)
       for (int j = 0; j < J; ++j)
         __builtin_prefetch(w.data + (j0 + J + j) * w.rowBytes + g * 32);
-    __m256i q[R];
-    float d[R];
-    for (int r = 0; r < R; ++r) {
-      q[r] = _mm256_loadu_si256(
-          reinterpret_cast<const __m256i *>(qx.q.data() + ((r0 + r) * G + g) * 32));
-      d[r] = qx.d[size_t((r0 + r) * G + g)];
-    }
-    for (int j = 0; j < J; ++j) {
-      const uint8_t *p = w.data + (j0 + j) * w.rowBytes + g * 32;
-      const float s = w.scales[(j0 + j) * G + g];
-      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p));
-      const __m256i a = _mm256_sign_epi8(v, v);
-      for (int r = 0; r < R; ++r) {
-        const __m256i dot = dot4(_mm256_setzero_si256(), a, _mm256_sign_epi8(q[r], v));
-        acc[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(s * d[r]), acc[r][j]);
-      }
-    }
+    int8Group<R, J>(qx, r0, w, j0, g, acc);
   }
-#endif
 }
 
 /// One R x J tile: rows [r0, r0 + R) of qx against features [j0, j0 + J).
