@@ -169,6 +169,14 @@ ModelSources resolveModelSources(const ModelOptions &opts) {
     o.prefillCopies = parseRowList("--prefill-copies", opts.prefillCopies);
   ModelSources s;
   s.config = loadModelConfig(opts.model, o);
+  if (opts.serveBatch && !s.config.given.count("compile.max_batch")) {
+    SettingOverrides shared;
+    shared.maxBatch = opts.serveBatch;
+    if (!s.config.given.count("compile.kv_pages"))
+      shared.kvPages = s.config.compile.maxSeqLen / s.config.compile.pageSize;
+    s.config = applyAndValidate(std::move(s.config), shared);
+    s.serveBatchApplied = true;
+  }
 
   fs::path model(opts.model);
   fs::path dir = fs::is_directory(model) ? model : model.parent_path();
@@ -341,6 +349,7 @@ void compileInMemory(Runnable &r, const ModelOptions &opts, bool verbose) {
   r.comm = joinRanks(r.plan, opts.model);
   packWeights(r, *src);
   r.tokenizer = loadSourceTokenizer(s);
+  r.serveBatchApplied = s.serveBatchApplied;
 }
 #else
 void compileInMemory(Runnable &, const ModelOptions &opts, bool) {

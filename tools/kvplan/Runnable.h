@@ -26,6 +26,11 @@ struct ModelOptions {
   int64_t tensorParallel = 0;
   int64_t speculate = 0; // draft tokens per verify step (compile's --speculate K)
   std::string decodeCopies, prefillCopies; // "none" or "1,8,32"; "": the target's
+  /// serve's default for a model compiled in memory: when neither the
+  /// model's file nor --max-batch gives max_batch, this many sequences (0:
+  /// the file's default, 1), sharing one full context's pages unless the
+  /// pool is given, as llama-server's slots share one unified cache.
+  int64_t serveBatch = 0;
 
   /// `positional`: the MODEL argument's help text. `compileSettings` adds
   /// the settings flags, `sources` --tokenizer (and --weights with
@@ -54,6 +59,7 @@ struct Runnable {
   std::string source;                   // for messages
   std::optional<CudaCode> cuda;         // cuda target: launch table and cubins
   Collective *comm = nullptr;           // tensor-parallel ranks (mpirun), or null
+  bool serveBatchApplied = false;       // max_batch is ModelOptions::serveBatch's
   int64_t rank() const { return comm ? comm->rank() : 0; }
 };
 
@@ -109,6 +115,7 @@ struct ModelSources {
   ModelConfig config;
   std::string weights;   // "" = none
   std::string tokenizer; // a path, "" = none, "bytes" = the byte tokenizer
+  bool serveBatchApplied = false; // ModelOptions::serveBatch set max_batch
 };
 ModelSources resolveModelSources(const ModelOptions &opts);
 /// Loads the tokenizer ModelSources names (null for none).

@@ -90,9 +90,28 @@ server::ServerOptions serverOptions(const ServeOptions &o) {
   return s;
 }
 
+/// Sequences a model compiled here serves at once when neither its file
+/// nor --max-batch says (llama-server's default slots).
+constexpr int64_t kServeBatch = 4;
+
+/// What the start-up lines say about the batch: the default taken, or a
+/// server of one sequence at a time.
+void describeBatch(const Runnable &r, const Engine &engine) {
+  if (r.serveBatchApplied)
+    std::fprintf(stderr, "kvplan serve: %lld sequences at once (serve's default) sharing %lld KV "
+                 "pages of %lld tokens; --max-batch N and --kv-pages N change them\n",
+                 (long long)engine.maxBatch(), (long long)engine.pages().size(),
+                 (long long)r.plan.settings.pageSize);
+  else if (engine.maxBatch() == 1)
+    std::fprintf(stderr, "kvplan serve: max_batch 1: requests run one at a time, the others "
+                 "wait their turn; %s --max-batch N to run N at once\n",
+                 isArtifactFile(r.source) ? "recompile the model with" : "give");
+}
+
 int runServe(const ServeOptions &o, bool verbose) {
   server::ServerOptions so = serverOptions(o);
   ModelOptions target = o.model;
+  target.serveBatch = kServeBatch;
   o.speculate.prepare(target);
   Runnable r = loadRunnable(target, verbose);
   const ExecOptions exec{o.threads, !o.noGraphs};
@@ -118,10 +137,7 @@ int runServe(const ServeOptions &o, bool verbose) {
                engine.executor().describe().c_str(), server::chatTemplateName(srv.chatTemplate()),
                (long long)engine.maxSeqLen(), (long long)engine.maxBatch(),
                (long long)engine.pages().size());
-  if (engine.maxBatch() == 1)
-    std::fprintf(stderr, "kvplan serve: max_batch 1: requests run one at a time, the others "
-                 "wait their turn; %s --max-batch N to run N at once\n",
-                 isArtifactFile(r.source) ? "recompile the model with" : "give");
+  describeBatch(r, engine);
   waitForStopSignal();
   std::fprintf(stderr, "kvplan serve: stopping\n");
   srv.stop();
