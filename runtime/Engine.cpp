@@ -34,7 +34,11 @@ void Engine::init(const EngineOptions &options) {
 
 void Engine::sampleHost(const std::string &entry, Sampler *const *samplers, int64_t count,
                         int32_t *out) {
-  if (!exec->collective()) {
+  // Penalties need whole rows (a tensor-parallel leader gathers them).
+  const bool whole = !exec->collective() ||
+                     std::any_of(samplers, samplers + count,
+                                 [](const Sampler *s) { return s->options().penalized(); });
+  if (whole) {
     const float *logits = exec->logits(entry);
     for (int64_t r = 0; r < count; ++r)
       out[r] = samplers[r]->sample(logits + r * vocabSize(), vocabSize());
@@ -163,7 +167,9 @@ int32_t Engine::prefillStep(int seq, const int32_t *tokens, int64_t count, Sampl
   Sequence &s = seqs[size_t(seq)];
   grow(s, int64_t(s.tokens.size()) + count);
   writeSequenceInputs("prefill", s, tokens, count, chunk);
-  const bool device = rowSampler && exec->samplesOnDevice();
+  // Penalties need the row on the host.
+  const bool device =
+      rowSampler && exec->samplesOnDevice() && !rowSampler->options().penalized();
   if (device) {
     params.assign(1, rowSampler->deviceRow());
     exec->setSampling("prefill", params.data(), 1);
@@ -212,7 +218,10 @@ std::vector<int32_t> Engine::decodeStep(const std::vector<int> &which,
     pos[r] = active ? int32_t(length(which[size_t(r)])) : -1;
   }
   const int64_t rows = int64_t(which.size());
-  const bool device = !samplers.empty() && exec->samplesOnDevice();
+  const bool device =
+      !samplers.empty() && exec->samplesOnDevice() &&
+      std::none_of(samplers.begin(), samplers.end(),
+                   [](const Sampler *s) { return s->options().penalized(); });
   if (device) {
     params.resize(size_t(rows));
     for (int64_t r = 0; r < rows; ++r) params[size_t(r)] = samplers[size_t(r)]->deviceRow();
@@ -260,6 +269,7 @@ const float *Engine::decode(const std::vector<int> &which, const std::vector<int
 void Engine::setSampling(const SamplingOptions &options) { sampler = Sampler(options); }
 
 int32_t Engine::prefillNext(int seq, const int32_t *tokens, int64_t count) {
+  sampler.setPrompt(std::vector<int32_t>(tokens, tokens + std::max<int64_t>(count, 0)));
   return prefillAll(seq, tokens, count, &sampler);
 }
 

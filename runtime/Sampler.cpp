@@ -2,11 +2,13 @@
 #include "runtime/Sampler.h"
 
 #include "spec/ModelSpec.h"
+#include "support/Format.h"
 
 #include <algorithm>
 #include <climits>
 #include <cmath>
 #include <stdexcept>
+#include <string>
 
 namespace kvplan {
 
@@ -20,14 +22,48 @@ int32_t argmax(const float *logits, int64_t vocab) {
 Sampler::Sampler(const SamplingOptions &options) : opts(options), rng(options.seed) {
   if (!(opts.temperature >= 0) || !std::isfinite(opts.temperature))
     throw InputError("--temperature must be 0 (greedy) or positive, got " +
-                     std::to_string(opts.temperature));
+                     formatNumber(opts.temperature));
   if (opts.topK < 0)
     throw InputError("--top-k must be 0 (no limit) or positive, got " + std::to_string(opts.topK));
   if (!(opts.topP > 0 && opts.topP <= 1))
-    throw InputError("--top-p must be in (0, 1], got " + std::to_string(opts.topP));
+    throw InputError("--top-p must be in (0, 1], got " + formatNumber(opts.topP));
+  if (!(std::fabs(opts.presencePenalty) <= 2))
+    throw InputError("--presence-penalty must be in [-2, 2], got " +
+                     formatNumber(opts.presencePenalty));
+  if (!(std::fabs(opts.frequencyPenalty) <= 2))
+    throw InputError("--frequency-penalty must be in [-2, 2], got " +
+                     formatNumber(opts.frequencyPenalty));
+  if (!(opts.repetitionPenalty > 0) || !std::isfinite(opts.repetitionPenalty))
+    throw InputError("--repetition-penalty must be above 0 (1: none), got " +
+                     formatNumber(opts.repetitionPenalty));
+}
+
+void Sampler::setPrompt(const std::vector<int32_t> &tokens) {
+  if (opts.repetitionPenalty != 1) prompt.insert(tokens.begin(), tokens.end());
+}
+
+const float *Sampler::penalize(const float *logits, int64_t vocab) {
+  penalizedRow.assign(logits, logits + vocab);
+  const double rep = opts.repetitionPenalty;
+  auto repeat = [&](int32_t t) {
+    if (t < 0 || t >= vocab) return;
+    float &l = penalizedRow[size_t(t)];
+    l = float(l > 0 ? double(l) / rep : double(l) * rep);
+  };
+  if (rep != 1) {
+    for (int32_t t : prompt) repeat(t);
+    for (const auto &[t, n] : drawn)
+      if (!prompt.count(t)) repeat(t);
+  }
+  for (const auto &[t, n] : drawn)
+    if (t >= 0 && t < vocab)
+      penalizedRow[size_t(t)] = float(double(penalizedRow[size_t(t)]) -
+                                      opts.frequencyPenalty * double(n) - opts.presencePenalty);
+  return penalizedRow.data();
 }
 
 DeviceSamplingParams Sampler::deviceRow() {
+  if (opts.penalized()) throw std::logic_error("penalties are applied on the host");
   DeviceSamplingParams p;
   p.temperature = float(opts.temperature);
   p.topP = float(opts.topP);
@@ -38,11 +74,18 @@ DeviceSamplingParams Sampler::deviceRow() {
 }
 
 int32_t Sampler::sample(const float *logits, int64_t vocab) {
-  if (greedy())
-    return argmax(logits, vocab);
-  candidates.resize(size_t(vocab));
-  for (int64_t i = 0; i < vocab; ++i) candidates[size_t(i)] = {logits[i], int32_t(i)};
-  return pickCandidate(row(), candidates.data(), candidates.size(), 0);
+  const bool penalties = opts.penalized();
+  if (penalties) logits = penalize(logits, vocab);
+  int32_t token;
+  if (greedy()) {
+    token = argmax(logits, vocab);
+  } else {
+    candidates.resize(size_t(vocab));
+    for (int64_t i = 0; i < vocab; ++i) candidates[size_t(i)] = {logits[i], int32_t(i)};
+    token = pickCandidate(row(), candidates.data(), candidates.size(), 0);
+  }
+  if (penalties) ++drawn[token];
+  return token;
 }
 
 RowSampling Sampler::row() {
@@ -134,6 +177,33 @@ void samplingProbabilities(const float *logits, int64_t vocab, const SamplingOpt
   sum = 0;
   for (size_t i = 0; i < keep; ++i) sum += cands[i].first;
   for (size_t i = 0; i < keep; ++i) out[size_t(cands[i].second)] = cands[i].first / sum;
+}
+
+TokenLogprobs tokenLogprobs(const float *logits, int64_t vocab, int32_t token, int64_t top) {
+  if (token < 0 || token >= vocab || top < 0 || top > kMaxTopLogprobs)
+    throw std::logic_error("tokenLogprobs: token " + std::to_string(token) + " of " +
+                           std::to_string(vocab) + ", top " + std::to_string(top));
+  double best = -INFINITY;
+  for (int64_t i = 0; i < vocab; ++i) best = std::max(best, double(logits[i]));
+  double sum = 0;
+  for (int64_t i = 0; i < vocab; ++i) sum += std::exp(double(logits[i]) - best);
+  const double logZ = best + std::log(sum);
+  TokenLogprobs out;
+  out.chosen = {token, double(logits[token]) - logZ};
+  // The `top` largest logits, kept sorted: higher first, lower id first.
+  std::vector<std::pair<float, int32_t>> kept;
+  kept.reserve(size_t(top) + 1);
+  auto before = [](const std::pair<float, int32_t> &a, const std::pair<float, int32_t> &b) {
+    return a.first != b.first ? a.first > b.first : a.second < b.second;
+  };
+  for (int64_t i = 0; i < vocab && top > 0; ++i) {
+    const std::pair<float, int32_t> c{logits[i], int32_t(i)};
+    if (int64_t(kept.size()) == top && !before(c, kept.back())) continue;
+    kept.insert(std::upper_bound(kept.begin(), kept.end(), c, before), c);
+    if (int64_t(kept.size()) > top) kept.pop_back();
+  }
+  for (const auto &[logit, id] : kept) out.top.push_back({id, double(logit) - logZ});
+  return out;
 }
 
 } // namespace kvplan

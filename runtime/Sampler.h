@@ -5,7 +5,9 @@
 #include "plan/CudaProgram.h"
 
 #include <cstdint>
+#include <map>
 #include <random>
+#include <set>
 #include <utility>
 #include <vector>
 
@@ -16,7 +18,15 @@ struct SamplingOptions {
   int64_t topK = 0;         // 0: no limit
   double topP = 1.0;        // in (0, 1]
   uint64_t seed = 0;
+  // Penalties on the logits before the rest, as vLLM's: a token generated
+  // n times so far loses frequencyPenalty x n + presencePenalty (OpenAI's,
+  // in [-2, 2]); a token of the prompt or generated has its logit divided
+  // by repetitionPenalty when positive, multiplied when not (CTRL's, > 0).
+  double presencePenalty = 0, frequencyPenalty = 0, repetitionPenalty = 1;
   bool greedy() const { return temperature == 0 || topK == 1; }
+  bool penalized() const {
+    return presencePenalty != 0 || frequencyPenalty != 0 || repetitionPenalty != 1;
+  }
 };
 
 /// One row's sampling: the options and the uniform draw in [0, 1) that
@@ -45,13 +55,18 @@ void samplingProbabilities(const float *logits, int64_t vocab, const SamplingOpt
 
 class Sampler {
 public:
-  /// Throws InputError for a negative temperature, a negative top-k or a
-  /// top-p outside (0, 1].
+  /// Throws InputError for a negative temperature, a negative top-k, a
+  /// top-p outside (0, 1], presence or frequency penalties outside [-2, 2]
+  /// or a repetition penalty not above 0.
   explicit Sampler(const SamplingOptions &options);
-  /// The next token for one row of logits.
+  /// With a repetition penalty: adds prompt tokens, which it counts beside
+  /// the ones this sampler draws (it keeps those itself).
+  void setPrompt(const std::vector<int32_t> &prompt);
+  /// The next token for one row of logits (after the penalties).
   int32_t sample(const float *logits, int64_t vocab);
   /// The same choice made on the device (runtime/cuda): the options and
-  /// this step's draw from the same generator.
+  /// this step's draw from the same generator. Not with penalties, which
+  /// need the row on the host (sample()).
   DeviceSamplingParams deviceRow();
   const SamplingOptions &options() const { return opts; }
   bool greedy() const { return opts.greedy(); }
@@ -61,12 +76,39 @@ public:
   RowSampling row();
 
 private:
+  /// The row with the penalties applied, in `penalizedRow`.
+  const float *penalize(const float *logits, int64_t vocab);
   SamplingOptions opts;
   std::mt19937_64 rng;
   std::vector<std::pair<float, int32_t>> candidates; // reused: no allocation per token
+  std::map<int32_t, int64_t> drawn;    // with penalties: each token drawn, how often
+  std::set<int32_t> prompt;            // with a repetition penalty: the prompt's tokens
+  std::vector<float> penalizedRow;
 };
 
 /// The index of the largest logit (the lowest index among equals).
 int32_t argmax(const float *logits, int64_t vocab);
+
+/// A token and its log-probability.
+struct TokenLogprob {
+  int32_t token = -1;
+  double logprob = 0;
+};
+
+/// What a request that asks for log-probabilities gets with each token:
+/// its log-probability under the model (the log-softmax of its raw logits,
+/// before temperature, top-k and top-p, as vLLM's) and the `top` most
+/// likely tokens, most likely first (lower ids first among equals).
+struct TokenLogprobs {
+  TokenLogprob chosen;
+  std::vector<TokenLogprob> top;
+};
+
+/// At most this many most likely tokens (OpenAI's chat API allows 20).
+constexpr int64_t kMaxTopLogprobs = 20;
+
+/// `token`'s log-probability in a row of `vocab` logits and the `top` most
+/// likely (0 to kMaxTopLogprobs), in double precision.
+TokenLogprobs tokenLogprobs(const float *logits, int64_t vocab, int32_t token, int64_t top);
 
 } // namespace kvplan

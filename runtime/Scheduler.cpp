@@ -32,7 +32,9 @@ struct Scheduler::Request {
   std::mt19937_64 rng;         // speculative sampling's draws
 
   explicit Request(GenerationRequest r)
-      : req(std::move(r)), sampler(req.sampling), rng(acceptanceRng(req.sampling)) {}
+      : req(std::move(r)), sampler(req.sampling), rng(acceptanceRng(req.sampling)) {
+    sampler.setPrompt(req.prompt);
+  }
   /// Tokens still to run through the model: 1 for a request whose next step
   /// is a decode row (its last token is not in the cache yet).
   int64_t pending(const Engine &e) const { return int64_t(tokens.size()) - e.length(seq); }
@@ -90,6 +92,9 @@ uint64_t Scheduler::submit(GenerationRequest request) {
     if (s.empty()) throw InputError("a stop string is empty");
   if (!q.stopStrings.empty() && !tokenizer)
     throw InputError("stop strings need a tokenizer, and this model has none");
+  if (q.logprobs < -1 || q.logprobs > kMaxTopLogprobs)
+    throw InputError("logprobs must be -1 (none) or 0 to " + std::to_string(kMaxTopLogprobs) +
+                     " most likely tokens, got " + std::to_string(q.logprobs));
   auto r = std::make_unique<Request>(std::move(request)); // checks the sampling options
   r->tokens = r->req.prompt;
   if (tokenizer) r->text = std::make_unique<StreamDecoder>(*tokenizer);
@@ -190,7 +195,7 @@ void Scheduler::finish(Request &r, FinishReason reason, const std::string &error
 
 /// A token drawn for the request: kept, sent, and checked against the
 /// request's stop conditions.
-void Scheduler::accept(Request &r, int32_t token) {
+void Scheduler::accept(Request &r, int32_t token, const float *logits) {
   r.tokens.push_back(token);
   ++r.generated;
   ++stats_.generatedTokens;
@@ -202,6 +207,8 @@ void Scheduler::accept(Request &r, int32_t token) {
   TokenEvent e;
   e.request = r.id;
   e.token = token;
+  if (r.req.logprobs >= 0)
+    e.logprobs = tokenLogprobs(logits, eng.vocabSize(), token, r.req.logprobs);
   const bool stopped = r.text && takeText(r, r.text->push(token), false, e.text);
   if (r.req.onEvent) r.req.onEvent(e);
   if (stopped) {
@@ -298,7 +305,12 @@ void Scheduler::decodeAll(int64_t &left) {
     ++stats_.decodeCalls;
     stats_.decodeRows += int64_t(decoding.size());
     left -= int64_t(decoding.size());
-    for (size_t i = 0; i < decoding.size(); ++i) accept(*decoding[i], next[i]);
+    // Whole rows of logits cross to the host only for log-probabilities.
+    const bool wanted = std::any_of(decoding.begin(), decoding.end(),
+                                    [](const Request *r) { return r->req.logprobs >= 0; });
+    const float *logits = wanted ? eng.logits("decode") : nullptr;
+    for (size_t i = 0; i < decoding.size(); ++i)
+      accept(*decoding[i], next[i], logits ? logits + int64_t(i) * eng.vocabSize() : nullptr);
   }
   for (size_t i = 0; i < rows.size(); ++i)
     if (!drafts[i].empty()) {
@@ -315,6 +327,8 @@ void Scheduler::propose(const std::vector<Request *> &rows,
   if (!proposer) return;
   for (size_t i = 0; i < rows.size(); ++i) {
     const Request &r = *rows[i];
+    // The acceptance rule knows no penalties: such a request decodes.
+    if (r.req.sampling.penalized()) continue;
     // Drafts past the request's last token or the context are wasted.
     const int64_t k = std::min({speculate, r.req.maxNewTokens - r.generated - 1,
                                 eng.maxSeqLen() - eng.length(r.seq) - 1});
@@ -341,8 +355,10 @@ void Scheduler::verifyOne(Request &r, const std::vector<int32_t> &draft,
   ++stats_.verifyCalls;
   stats_.draftsProposed += int64_t(draft.size());
   stats_.draftsAccepted += v.accepted;
-  for (int64_t i = 0; i < v.accepted && !r.done; ++i) accept(r, draft[size_t(i)]);
-  if (!r.done) accept(r, v.next);
+  const int64_t vocab = eng.vocabSize();
+  for (int64_t i = 0; i < v.accepted && !r.done; ++i)
+    accept(r, draft[size_t(i)], logits + i * vocab);
+  if (!r.done) accept(r, v.next, logits + v.accepted * vocab);
 }
 
 /// Prefill chunks for the requests with more than one token to run, oldest
@@ -375,7 +391,7 @@ void Scheduler::prefillSome(int64_t left) {
     stats_.prefillTokens += n;
     left -= n;
     ran = true;
-    if (last) accept(r, token);
+    if (last) accept(r, token, r.req.logprobs >= 0 ? eng.logits("prefill") : nullptr);
   }
 }
 

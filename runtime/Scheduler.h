@@ -30,6 +30,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,9 @@ struct TokenEvent {
   bool finished = false;
   FinishReason reason = FinishReason::length;
   std::string error; // reason error: the engine's message
+  /// With GenerationRequest::logprobs: the token's log-probability and the
+  /// most likely tokens at its position.
+  std::optional<TokenLogprobs> logprobs;
 };
 
 struct GenerationRequest {
@@ -64,6 +68,9 @@ struct GenerationRequest {
   int64_t maxNewTokens = 256;
   std::vector<int32_t> stopIds;          // e.g. the model's end-of-sequence ids
   std::vector<std::string> stopStrings;  // needs a tokenizer
+  /// -1: none. 0 to kMaxTopLogprobs: each generated token's event carries
+  /// its log-probability and this many most likely tokens (runtime/Sampler.h).
+  int64_t logprobs = -1;
   std::function<void(const TokenEvent &)> onEvent;
 };
 
@@ -76,7 +83,8 @@ struct SchedulerOptions {
   /// Speculative decoding (runtime/Speculate.h): a running request the
   /// proposer has drafts for takes a verify call of up to `speculate`
   /// drafts (0: all the engine's @verify checks) instead of a decode row;
-  /// the others decode together as before. Null: no speculation.
+  /// the others, and every request with sampling penalties, decode
+  /// together as before. Null: no speculation.
   Proposer *proposer = nullptr;
   int64_t speculate = 0;
 };
@@ -110,7 +118,8 @@ public:
   /// Queues a request and returns its id (from 1). Throws InputError, and
   /// queues nothing, when it could never run: an empty prompt, a token
   /// outside the vocabulary, prompt + max_new_tokens beyond the context,
-  /// bad sampling options, or stop strings without a tokenizer.
+  /// bad sampling options, stop strings without a tokenizer, or logprobs
+  /// outside [-1, kMaxTopLogprobs].
   uint64_t submit(GenerationRequest request);
   /// Ends a request at the next step (waiting, prefilling or decoding);
   /// its callback gets a `cancelled` event. Unknown or finished ids are
@@ -153,7 +162,9 @@ private:
                std::vector<std::vector<float>> &probs);
   void verifyOne(Request &r, const std::vector<int32_t> &draft, const std::vector<float> &probs);
   void prefillSome(int64_t budget);
-  void accept(Request &r, int32_t token);
+  /// `logits`: the row the token was drawn from (read only when the
+  /// request asks for log-probabilities).
+  void accept(Request &r, int32_t token, const float *logits);
   /// Adds a token's text; sets `out` to what may be sent now and returns
   /// true when a stop string was found (`out` ends before it).
   bool takeText(Request &r, const std::string &piece, bool last, std::string &out);

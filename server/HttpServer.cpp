@@ -114,13 +114,22 @@ struct StreamState {
   ResponseHead head;
   std::string echo;
   bool includeUsage = false, tokenIds = false, first = true, done = false;
+  TokenText tokenText; // for log-probabilities
+  int64_t sent = 0;    // bytes of the choice's text sent so far
 
-  /// A chunk of the stream; with return_token_ids, `token` in a list.
+  /// A chunk of the stream: `text` alone (the echo), or with `e` a token's
+  /// text, its id with return_token_ids and its log-probabilities when
+  /// asked for.
   std::string chunk(const std::string &text, const std::optional<std::string> &finish,
-                    int32_t token) {
+                    const TokenEvent *e = nullptr) {
     json j = streamChunk(head, text, first, finish, includeUsage);
     first = false;
-    if (tokenIds) j["choices"][0]["token_ids"] = token >= 0 ? json::array({token}) : json::array();
+    const bool token = e && e->token >= 0;
+    if (tokenIds) j["choices"][0]["token_ids"] = token ? json::array({e->token}) : json::array();
+    if (token && e->logprobs)
+      j["choices"][0]["logprobs"] = logprobsJson(head.chat, {*e->logprobs}, {text}, sent,
+                                                 tokenText);
+    sent += int64_t(text.size());
     return sseEvent(j);
   }
 };
@@ -144,6 +153,11 @@ struct Server::Impl {
   std::vector<int32_t> promptOf(const ApiRequest &a) const;
   Prepared prepare(const ApiRequest &a) const;
   std::shared_ptr<Pending> admit(GenerationRequest gen);
+  /// A token's text beside its log-probability: decoded alone, or
+  /// "token_id:N" without a tokenizer (as vLLM's return_tokens_as_token_ids).
+  std::string tokenText(int32_t id) const {
+    return tokenizer ? tokenizer->decode({id}) : "token_id:" + std::to_string(id);
+  }
   void onEvent(const std::shared_ptr<Pending> &p, const TokenEvent &e);
   void reply(const ApiRequest &a, const ResponseHead &h, const std::shared_ptr<Pending> &p,
              const std::string &echo, httplib::Response &res);
@@ -378,6 +392,7 @@ Server::Impl::Prepared Server::Impl::prepare(const ApiRequest &a) const {
       for (int32_t id : tokenizer->eosIds()) g.stopIds.push_back(id);
   }
   g.stopStrings = a.stop;
+  g.logprobs = a.logprobs;
   if (a.chat && !a.ignoreEos) {
     TurnEnd end = turnEnd(chat, *tokenizer);
     g.stopIds.insert(g.stopIds.end(), end.ids.begin(), end.ids.end());
@@ -454,12 +469,18 @@ void Server::Impl::reply(const ApiRequest &a, const ResponseHead &h,
   std::string text = echo;
   TokenEvent last;
   json ids = json::array();
+  std::vector<TokenLogprobs> logprobs;
+  std::vector<std::string> texts; // each token's
   {
     std::unique_lock<std::mutex> lock(p->m);
     p->ready.wait(lock, [&] { return p->finished; });
     for (const TokenEvent &e : p->events) {
       text += e.text;
       if (e.token >= 0) ids.push_back(e.token);
+      if (e.logprobs) {
+        logprobs.push_back(*e.logprobs);
+        texts.push_back(e.text);
+      }
       if (e.finished) last = e;
     }
   }
@@ -471,6 +492,10 @@ void Server::Impl::reply(const ApiRequest &a, const ResponseHead &h,
   fillRecord(*p, finishName(reason));
   json body = completionResponse(h, text, finishName(reason), {p->promptTokens, p->generated});
   if (a.returnTokenIds) body["choices"][0]["token_ids"] = ids;
+  if (a.logprobs >= 0)
+    body["choices"][0]["logprobs"] =
+        logprobsJson(h.chat, logprobs, texts, int64_t(echo.size()),
+                     [this](int32_t id) { return tokenText(id); });
   res.set_content(dumpJson(body), "application/json");
 }
 
@@ -484,6 +509,7 @@ void Server::Impl::stream(const ApiRequest &a, const ResponseHead &h,
   s->echo = echo;
   s->includeUsage = a.includeUsage;
   s->tokenIds = a.returnTokenIds;
+  s->tokenText = [this](int32_t id) { return tokenText(id); };
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
@@ -509,13 +535,13 @@ bool Server::Impl::streamSome(StreamState &s, httplib::DataSink &sink) {
   // writable; the request is then cancelled at once.
   if (got.empty()) return sink.is_writable() ? true : clientGone(s);
   std::string out;
-  if (s.first && !s.echo.empty()) out += s.chunk(s.echo, std::nullopt, -1);
+  if (s.first && !s.echo.empty()) out += s.chunk(s.echo, std::nullopt);
   for (const TokenEvent &e : got) {
     if (e.finished) {
       out += lastEvents(s, e);
       break;
     }
-    out += s.chunk(e.text, std::nullopt, e.token);
+    out += s.chunk(e.text, std::nullopt, &e);
   }
   if (!sink.write(out.data(), out.size())) return clientGone(s);
   if (s.done) sink.done();
@@ -530,7 +556,7 @@ std::string Server::Impl::lastEvents(StreamState &s, const TokenEvent &e) {
     out += sseEvent(stoppedBy(e).body());
     fillRecord(*s.p, statusName(e.reason));
   } else {
-    out += s.chunk(e.text, finishName(e.reason), -1);
+    out += s.chunk(e.text, finishName(e.reason));
     if (s.includeUsage) {
       std::lock_guard<std::mutex> lock(s.p->m);
       out += sseEvent(usageChunk(s.head, {s.p->promptTokens, s.p->generated}));

@@ -1,6 +1,6 @@
 // Request checking and response building for the OpenAI API: field names,
 // types, defaults and ranges follow OpenAI's API reference; what kvplan
-// does not do (n > 1, logprobs, penalties) is refused by name rather than
+// does not do (n > 1, the prompt's logprobs, logit_bias) is refused by name rather than
 // ignored, so that a client never gets silently different sampling.
 #include "server/OpenAiProtocol.h"
 
@@ -127,9 +127,20 @@ void parseSampling(const Fields &f, ApiRequest &r) {
     r.sampling.seed = uint64_t(*s);
     r.seedGiven = true;
   }
-  for (const char *name : {"presence_penalty", "frequency_penalty"})
-    if (auto p = f.number(name); p && *p != 0)
-      throw badField(name, std::string(name) + " is not supported (only 0)");
+  for (auto [name, value] : {std::pair<const char *, double *>{"presence_penalty",
+                                                                 &r.sampling.presencePenalty},
+                              {"frequency_penalty", &r.sampling.frequencyPenalty}})
+    if (auto p = f.number(name)) {
+      if (!(*p >= -2 && *p <= 2))
+        throw badField(name, std::string(name) + " must be between -2 and 2, got " + show(*p));
+      *value = *p;
+    }
+  if (auto p = f.number("repetition_penalty")) { // vLLM's
+    if (!(*p > 0))
+      throw badField("repetition_penalty",
+                     "repetition_penalty must be above 0 (1: none), got " + show(*p));
+    r.sampling.repetitionPenalty = *p;
+  }
   if (auto n = f.integer("n"); n && *n != 1)
     throw badField("n", "n must be 1: kvplan serve returns one choice per request");
   if (const json *b = f.get("logit_bias"); b && !(b->is_object() && b->empty()))
@@ -209,10 +220,16 @@ ApiRequest parseCompletionRequest(const std::string &body) {
   if (auto b = f.integer("best_of"); b && *b != 1) throw badField("best_of", "best_of must be 1");
   if (auto s = f.string("suffix"); s && !s->empty())
     throw badField("suffix", "suffix is not supported");
-  if (const json *l = f.get("logprobs"))
-    throw badField("logprobs", l->is_number_integer()
-                                   ? "logprobs is not supported by kvplan serve"
-                                   : "logprobs must be an integer (and is not supported)");
+  if (const json *l = f.get("logprobs"); l && !l->is_null()) {
+    if (!l->is_number_integer() || l->get<int64_t>() < 0 || l->get<int64_t>() > kMaxTopLogprobs)
+      throw badField("logprobs", "logprobs must be an integer from 0 to " +
+                                     std::to_string(kMaxTopLogprobs) +
+                                     " (the most likely tokens listed beside each token)");
+    r.logprobs = l->get<int64_t>();
+    if (r.echo)
+      throw badField("logprobs", "logprobs with echo (the prompt's log-probabilities) is not "
+                                 "supported by kvplan serve; leave out echo or logprobs");
+  }
   return r;
 }
 
@@ -272,10 +289,15 @@ ApiRequest parseChatRequest(const std::string &body) {
   int64_t n = positiveTokens(f, "max_completion_tokens");
   if (!n) n = positiveTokens(f, "max_tokens");
   if (n) r.maxTokens = n;
-  if (auto l = f.boolean("logprobs"); l && *l)
-    throw badField("logprobs", "logprobs is not supported by kvplan serve");
-  if (f.get("top_logprobs"))
-    throw badField("top_logprobs", "top_logprobs is not supported by kvplan serve");
+  if (f.boolean("logprobs").value_or(false)) r.logprobs = 0;
+  if (const json *t = f.get("top_logprobs"); t && !t->is_null()) {
+    if (!t->is_number_integer() || t->get<int64_t>() < 0 || t->get<int64_t>() > kMaxTopLogprobs)
+      throw badField("top_logprobs", "top_logprobs must be an integer from 0 to " +
+                                         std::to_string(kMaxTopLogprobs));
+    if (r.logprobs < 0)
+      throw badField("top_logprobs", "top_logprobs needs \"logprobs\": true");
+    r.logprobs = t->get<int64_t>();
+  }
   if (f.get("tools") || f.get("tool_choice"))
     throw badField("tools", "tools are not supported by kvplan serve");
   if (const json *rf = f.get("response_format");
@@ -335,6 +357,51 @@ OutJson streamChunk(const ResponseHead &h, const std::string &text, bool first,
   j["choices"] = OutJson::array({choice});
   if (includeUsage) j["usage"] = nullptr;
   return j;
+}
+
+namespace {
+
+OutJson bytesOf(const std::string &s) {
+  OutJson b = OutJson::array();
+  for (unsigned char c : s) b.push_back(int(c));
+  return b;
+}
+
+OutJson chatLogprob(const TokenLogprob &t, const TokenText &text) {
+  const std::string s = text(t.token);
+  return {{"token", s}, {"logprob", t.logprob}, {"bytes", bytesOf(s)}};
+}
+
+} // namespace
+
+OutJson logprobsJson(bool chat, const std::vector<TokenLogprobs> &tokens,
+                     const std::vector<std::string> &texts, int64_t textOffset,
+                     const TokenText &text) {
+  if (chat) {
+    OutJson content = OutJson::array();
+    for (const TokenLogprobs &t : tokens) {
+      OutJson entry = chatLogprob(t.chosen, text);
+      entry["top_logprobs"] = OutJson::array();
+      for (const TokenLogprob &alt : t.top) entry["top_logprobs"].push_back(chatLogprob(alt, text));
+      content.push_back(entry);
+    }
+    return {{"content", content}};
+  }
+  OutJson pieces = OutJson::array(), logprobs = OutJson::array(), top = OutJson::array(),
+          offsets = OutJson::array();
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const TokenLogprobs &t = tokens[i];
+    pieces.push_back(text(t.chosen.token));
+    logprobs.push_back(t.chosen.logprob);
+    OutJson likely = OutJson::object();
+    for (const TokenLogprob &alt : t.top) likely[text(alt.token)] = alt.logprob;
+    likely[text(t.chosen.token)] = t.chosen.logprob;
+    top.push_back(likely);
+    offsets.push_back(textOffset);
+    textOffset += int64_t(i < texts.size() ? texts[i].size() : 0);
+  }
+  return {{"tokens", pieces}, {"token_logprobs", logprobs}, {"top_logprobs", top},
+          {"text_offset", offsets}};
 }
 
 OutJson usageChunk(const ResponseHead &h, const Usage &u) {

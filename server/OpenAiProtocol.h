@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -56,6 +57,9 @@ struct ApiRequest {
   bool stream = false, includeUsage = false;
   bool ignoreEos = false;      // extension (as vLLM): run to max_tokens
   bool returnTokenIds = false; // extension (as vLLM): choices carry "token_ids"
+  /// -1: none; else each token's log-probability and this many most likely
+  /// tokens (completions: logprobs N; chat: logprobs true, top_logprobs N).
+  int64_t logprobs = -1;
 };
 
 /// Parse and check a request body; throws ApiError (400) naming the field.
@@ -91,6 +95,19 @@ extern const char *const kSseDone; // "data: [DONE]\n\n"
 /// every chunk carries "usage": null, as OpenAI's do.
 OutJson streamChunk(const ResponseHead &h, const std::string &text, bool first,
                            const std::optional<std::string> &finishReason, bool includeUsage);
+/// A token's text as the API shows it beside its log-probability.
+using TokenText = std::function<std::string(int32_t)>;
+
+/// A choice's "logprobs" for `tokens`, the first starting at byte
+/// `textOffset` of the choice's text and each next one after the text its
+/// token completed (`texts`, one each). Chat: {"content": [{"token",
+/// "logprob", "bytes", "top_logprobs": [...]}]}; completions (as vLLM's):
+/// {"tokens", "token_logprobs", "top_logprobs": [{text: logprob}] (the most
+/// likely and the token drawn), "text_offset"}.
+OutJson logprobsJson(bool chat, const std::vector<TokenLogprobs> &tokens,
+                     const std::vector<std::string> &texts, int64_t textOffset,
+                     const TokenText &text);
+
 /// The chunk after the last one when include_usage: no choices, the usage.
 OutJson usageChunk(const ResponseHead &h, const Usage &u);
 

@@ -22,6 +22,12 @@ std::string joinNumbers(const std::vector<int64_t> &v, const std::string &sep) {
   return out;
 }
 
+std::string formatNumber(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
 std::string formatBytes(uint64_t bytes) {
   static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
   double d = double(bytes);

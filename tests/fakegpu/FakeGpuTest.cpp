@@ -414,6 +414,59 @@ TEST_F(FakeGpu, TheSchedulerServesOnTheDevice) {
   EXPECT_EQ(served.pages().available(), served.pages().size());
 }
 
+// What needs whole rows of logits on the device path, where tokens are
+// otherwise drawn on the device: a request asking for log-probabilities
+// gets the rows its tokens came from copied back; a step with a penalised
+// request draws every row on the host. Beside them, a plain request stays
+// greedy. Each equals its own run alone (the penalised one by the tests'
+// rule).
+TEST_F(FakeGpu, LogprobsAndPenaltiesTakeTheRowsToTheHost) {
+  Model m = build(kGqa, kBatch3);
+  auto fresh = [&] {
+    return std::make_unique<CudaExecutor>(m.plan, m.code, m.weights.data(), m.weights.size());
+  };
+  Engine served(fresh());
+  Scheduler s(served, nullptr);
+  // The plain request first: the one with log-probabilities is not row 0.
+  const std::vector<std::vector<int32_t>> prompts = {{23, 42, 7}, {4, 8, 15, 16},
+                                                     {4, 8, 15, 16, 4, 8}};
+  std::vector<SamplingOptions> options(3);
+  options[2].repetitionPenalty = 1.5;
+  options[2].frequencyPenalty = 0.5;
+  std::vector<std::vector<int32_t>> got(3);
+  std::vector<TokenLogprobs> logprobs;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    GenerationRequest r;
+    r.prompt = prompts[i];
+    r.maxNewTokens = 8;
+    r.sampling = options[i];
+    r.logprobs = i == 1 ? 2 : -1;
+    r.onEvent = [&, i](const TokenEvent &e) {
+      if (e.token >= 0) got[i].push_back(e.token);
+      if (e.logprobs) logprobs.push_back(*e.logprobs);
+    };
+    s.submit(std::move(r));
+  }
+  s.runUntilIdle();
+  ASSERT_EQ(logprobs.size(), got[1].size()) << "only the request that asked";
+  Engine alone(fresh(), {false});
+  const std::vector<double> want = kvplan::testing::logprobsAlone(alone, prompts[1], got[1]);
+  for (size_t t = 0; t < got[1].size(); ++t) {
+    EXPECT_EQ(logprobs[t].chosen.token, got[1][t]);
+    // Three rows run other kernels (a copy of decode for more rows) than
+    // one alone: their sums round differently, by a few thousandths of a
+    // logit here. Another row's logits would be off by whole units.
+    EXPECT_NEAR(logprobs[t].chosen.logprob, want[t], 1e-2) << "token " << t;
+    ASSERT_EQ(logprobs[t].top.size(), 2u);
+    EXPECT_EQ(logprobs[t].top[0].token, got[1][t]) << "greedy: the most likely";
+    EXPECT_DOUBLE_EQ(logprobs[t].top[0].logprob, logprobs[t].chosen.logprob);
+  }
+  EXPECT_EQ(got[0], runAlone(alone, prompts[0], 8));
+  EXPECT_EQ(got[1], runAlone(alone, prompts[1], 8));
+  EXPECT_EQ(got[2], kvplan::testing::penalisedAlone(alone, prompts[2], 8, options[2]));
+  EXPECT_NE(got[2], runAlone(alone, prompts[2], 8)) << "the penalties change its tokens";
+}
+
 TEST_F(FakeGpu, SamplingParametersReachTheDevice) {
   Model m = build(kGqa, kBatch1);
   Engine gpu(std::make_unique<CudaExecutor>(m.plan, m.code, m.weights.data(), m.weights.size()));

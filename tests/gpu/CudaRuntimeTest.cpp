@@ -295,6 +295,41 @@ TEST(CudaRuntime, SamplingKernelsDrawAsADoublePrecisionReference) {
   }
 }
 
+// A request asking for log-probabilities on the device: its tokens are
+// drawn there and the rows they came from are copied back for it; alone,
+// they are the rows a fresh engine's prefill and decode give.
+TEST(CudaRuntime, LogprobsOnTheDevice) {
+  REQUIRE_GPU();
+  Model m = load(artifactPaths().front());
+  auto fresh = [&] {
+    return std::make_unique<CudaExecutor>(m.plan, m.code, m.weights.data(), m.weights.size());
+  };
+  const std::vector<int32_t> prompt = {1, 17, 33, 49, 65};
+  Engine served(fresh());
+  Scheduler s(served, nullptr);
+  std::vector<int32_t> got;
+  std::vector<TokenLogprobs> logprobs;
+  GenerationRequest r;
+  r.prompt = prompt;
+  r.maxNewTokens = 8;
+  r.logprobs = 3;
+  r.onEvent = [&](const TokenEvent &e) {
+    if (e.token >= 0) got.push_back(e.token);
+    if (e.logprobs) logprobs.push_back(*e.logprobs);
+  };
+  s.submit(std::move(r));
+  s.runUntilIdle();
+  ASSERT_EQ(got.size(), 8u);
+  ASSERT_EQ(logprobs.size(), 8u);
+  Engine alone(fresh(), {false});
+  const std::vector<double> want = kvplan::testing::logprobsAlone(alone, prompt, got);
+  for (size_t t = 0; t < got.size(); ++t) {
+    EXPECT_NEAR(logprobs[t].chosen.logprob, want[t], 1e-5) << "token " << t;
+    ASSERT_EQ(logprobs[t].top.size(), 3u);
+    EXPECT_EQ(logprobs[t].top[0].token, got[t]) << "greedy: the most likely, token " << t;
+  }
+}
+
 // The scheduler on the device: requests sharing a prefix, more of them
 // than rows, all finish with every page back. The first runs alone, so its
 // tokens equal a run on a fresh engine bit for bit; the others reuse cached

@@ -175,6 +175,21 @@ TEST(OpenAiRequest, DefaultsAndFields) {
   EXPECT_EQ(c.messages[0].role, "system");
   EXPECT_EQ(c.messages[0].content, "ab");
   EXPECT_EQ(*c.maxTokens, 9);
+  EXPECT_EQ(c.logprobs, -1);
+  EXPECT_FALSE(r.sampling.penalized()); // "presence_penalty": 0
+  const ApiRequest pen = parseCompletionRequest(
+      R"({"prompt": "a", "presence_penalty": -0.5, "frequency_penalty": 2,
+          "repetition_penalty": 1.1})");
+  EXPECT_EQ(pen.sampling.presencePenalty, -0.5);
+  EXPECT_EQ(pen.sampling.frequencyPenalty, 2.0);
+  EXPECT_EQ(pen.sampling.repetitionPenalty, 1.1);
+  EXPECT_EQ(r.logprobs, -1); // "logprobs": null
+  EXPECT_EQ(parseCompletionRequest(R"({"prompt": "a", "logprobs": 0})").logprobs, 0);
+  EXPECT_EQ(parseCompletionRequest(R"({"prompt": "a", "logprobs": 20})").logprobs, 20);
+  const char *chat = R"({"messages": [{"role": "user", "content": "c"}], "logprobs": )";
+  EXPECT_EQ(parseChatRequest(std::string(chat) + "true}").logprobs, 0);
+  EXPECT_EQ(parseChatRequest(std::string(chat) + "false}").logprobs, -1);
+  EXPECT_EQ(parseChatRequest(std::string(chat) + "true, \"top_logprobs\": 4}").logprobs, 4);
 }
 
 TEST(OpenAiRequest, ErrorsNameTheField) {
@@ -191,12 +206,24 @@ TEST(OpenAiRequest, ErrorsNameTheField) {
   EXPECT_EQ(param(R"({"prompt": []})"), "prompt");
   EXPECT_EQ(param(R"({"prompt": [-1]})"), "prompt");
   EXPECT_EQ(param(R"({"prompt": "a", "seed": "x"})"), "seed");
-  EXPECT_EQ(param(R"({"prompt": "a", "frequency_penalty": 0.5})"), "frequency_penalty");
+  EXPECT_EQ(param(R"({"prompt": "a", "frequency_penalty": 2.5})"), "frequency_penalty");
+  EXPECT_EQ(param(R"({"prompt": "a", "presence_penalty": -2.1})"), "presence_penalty");
+  EXPECT_EQ(param(R"({"prompt": "a", "presence_penalty": "high"})"), "presence_penalty");
+  EXPECT_EQ(param(R"({"prompt": "a", "repetition_penalty": 0})"), "repetition_penalty");
   EXPECT_EQ(param(R"({"prompt": "a", "best_of": 2})"), "best_of");
   EXPECT_EQ(param(R"({"prompt": "a", "stream_options": {"include_usage": true}})"),
             "stream_options");
   EXPECT_EQ(param(R"({"prompt": "a", "stop": ""})"), "stop");
-  EXPECT_EQ(param(R"({"messages": [{"role": "user"}], "logprobs": true})", true), "logprobs");
+  EXPECT_EQ(param(R"({"prompt": "a", "logprobs": 21})"), "logprobs");
+  EXPECT_EQ(param(R"({"prompt": "a", "logprobs": -1})"), "logprobs");
+  EXPECT_EQ(param(R"({"prompt": "a", "logprobs": true})"), "logprobs");
+  EXPECT_EQ(param(R"({"prompt": "a", "logprobs": 1, "echo": true})"), "logprobs");
+  EXPECT_EQ(param(R"({"messages": [{"role": "user"}], "logprobs": 1})", true), "logprobs");
+  EXPECT_EQ(param(R"({"messages": [{"role": "user"}], "top_logprobs": 2})", true),
+            "top_logprobs");
+  EXPECT_EQ(param(R"({"messages": [{"role": "user"}], "logprobs": true, "top_logprobs": 21})",
+                  true),
+            "top_logprobs");
   EXPECT_EQ(param(R"({"messages": [{"content": "x"}]})", true), "messages[0].role");
   EXPECT_EQ(param(R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})",
                   true),

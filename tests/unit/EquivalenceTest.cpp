@@ -277,6 +277,54 @@ TEST(Sampling, SeededAndTopKOneIsGreedy) {
   EXPECT_THROW(Sampler({1.0, 0, 1.5, 0}), InputError);
 }
 
+TEST(Sampling, PenaltiesMoveTheLogitsTheyName) {
+  // Each case sits on a threshold the formula decides: greedy picks token 0
+  // or 1 by a margin the penalty closes or not.
+  auto options = [](double presence, double frequency, double repetition) {
+    SamplingOptions o;
+    o.presencePenalty = presence;
+    o.frequencyPenalty = frequency;
+    o.repetitionPenalty = repetition;
+    return o;
+  };
+  std::vector<float> row = {2.0f, 1.5f, 1.0f};
+  // Repetition: 2.0 / 2 = 1.0 < 1.5 for a token of the prompt; 2.0 / 1.2
+  // stays above.
+  Sampler rep(options(0, 0, 2.0));
+  rep.setPrompt({0});
+  EXPECT_EQ(rep.sample(row.data(), 3), 1);
+  Sampler mild(options(0, 0, 1.2));
+  mild.setPrompt({0});
+  EXPECT_EQ(mild.sample(row.data(), 3), 0);
+  Sampler notInPrompt(options(0, 0, 2.0));
+  notInPrompt.setPrompt({2});
+  EXPECT_EQ(notInPrompt.sample(row.data(), 3), 0);
+  // A negative logit is multiplied: -1 x 2 = -2 < -1.5.
+  std::vector<float> negative = {-1.0f, -1.5f};
+  Sampler repNeg(options(0, 0, 2.0));
+  repNeg.setPrompt({0});
+  EXPECT_EQ(repNeg.sample(negative.data(), 2), 1);
+  // Frequency 0.3 and presence 0.1 on what the sampler drew: once,
+  // 2.0 - 0.4 = 1.6 > 1.5; twice, 2.0 - 0.7 = 1.3 < 1.5. The prompt does
+  // not count for them.
+  Sampler freq(options(0.1, 0.3, 1.0));
+  freq.setPrompt({0, 0, 0});
+  EXPECT_EQ(freq.sample(row.data(), 3), 0); // nothing drawn yet
+  EXPECT_EQ(freq.sample(row.data(), 3), 0); // drawn once
+  EXPECT_EQ(freq.sample(row.data(), 3), 1); // drawn twice
+  // A negative presence penalty favours what was drawn.
+  std::vector<float> close = {1.0f, 1.1f};
+  Sampler favour(options(-0.2, 0, 1.0));
+  EXPECT_EQ(favour.sample(close.data(), 2), 1);
+  EXPECT_EQ(favour.sample(close.data(), 2), 1);
+  EXPECT_THROW(Sampler(options(2.5, 0, 1)), InputError);
+  EXPECT_THROW(Sampler(options(0, -3, 1)), InputError);
+  EXPECT_THROW(Sampler(options(0, 0, 0)), InputError);
+  // Penalties need the row on the host: there is no device draw for them.
+  EXPECT_THROW(Sampler(options(0.5, 0, 1)).deviceRow(), std::logic_error);
+  EXPECT_NO_THROW(Sampler(options(0, 0, 1)).deviceRow());
+}
+
 namespace {
 
 Shape withDtype(Shape s, DType dtype) {

@@ -6,11 +6,14 @@
 #include "frontend/ConfigParser.h"
 #include "plan/WeightPacking.h"
 #include "runtime/Scheduler.h"
+#include "runtime/Speculate.h"
 #include "tests/common/ServeCompare.h"
 #include "tests/common/FailingExecutor.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <map>
 #include <random>
 
@@ -59,6 +62,7 @@ struct Received {
   bool finished = false;
   FinishReason reason = FinishReason::length;
   int events = 0;
+  std::vector<TokenLogprobs> logprobs; // one per token event that carried them
 };
 
 /// A request whose events land in `out`.
@@ -72,6 +76,7 @@ GenerationRequest request(std::vector<int32_t> prompt, int64_t maxNew, Received 
     EXPECT_FALSE(out.finished) << "an event after the last";
     ++out.events;
     if (e.token >= 0) out.tokens.push_back(e.token);
+    if (e.logprobs) out.logprobs.push_back(*e.logprobs);
     out.text += e.text;
     if (e.finished) {
       out.finished = true;
@@ -456,6 +461,11 @@ TEST(Scheduler, RefusesWhatCouldNeverRun) {
   GenerationRequest stops = request({5}, 4, r);
   stops.stopStrings = {"x"};
   EXPECT_THROW(s.submit(std::move(stops)), InputError); // no tokenizer
+  for (int64_t n : {int64_t(-2), kMaxTopLogprobs + 1}) {
+    GenerationRequest q = request({5}, 4, r);
+    q.logprobs = n;
+    EXPECT_THROW(s.submit(std::move(q)), InputError) << "logprobs " << n;
+  }
   s.runUntilIdle();
   EXPECT_EQ(r.tokens.size(), 4u); // only the one that fit ran
   expectNoLeak(e);
@@ -493,5 +503,139 @@ TEST(Scheduler, AnEngineFailureEndsTheRunningRequestsOnly) {
     EXPECT_EQ(got[size_t(i)].reason, FinishReason::length);
     EXPECT_EQ(got[size_t(i)].tokens, alone(m, randomTokens(4, 60 + i), 10));
   }
+  expectNoLeak(e);
+}
+
+namespace {
+
+/// The logits each of `tokens` was drawn from when the request runs alone
+/// on a fresh engine: prefill's after the prompt, then decode's after each
+/// token but the last.
+std::vector<std::vector<float>> logitsAlone(const TinyModel &m, const std::vector<int32_t> &prompt,
+                                            const std::vector<int32_t> &tokens) {
+  Engine e = m.engine({false});
+  const int seq = e.open();
+  const int64_t vocab = e.vocabSize();
+  const float *row = e.prefill(seq, prompt.data(), int64_t(prompt.size()));
+  std::vector<std::vector<float>> out;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    out.emplace_back(row, row + vocab);
+    if (i + 1 < tokens.size()) row = e.decode({seq}, {tokens[i]});
+  }
+  e.close(seq);
+  return out;
+}
+
+/// Each token's log-probability and the `top` most likely, checked against
+/// the reference log-softmax of `logits` and a full sort.
+void expectLogprobs(const std::vector<float> &logits, int32_t token, int64_t top,
+                    const TokenLogprobs &got) {
+  auto logprob = [&](int32_t id) {
+    return kvplan::testing::referenceLogprob(logits.data(), int64_t(logits.size()), id);
+  };
+  EXPECT_EQ(got.chosen.token, token);
+  EXPECT_NEAR(got.chosen.logprob, logprob(token), 1e-9);
+  std::vector<int32_t> order(logits.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = int32_t(i);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int32_t a, int32_t b) { return logits[size_t(a)] > logits[size_t(b)]; });
+  ASSERT_EQ(got.top.size(), size_t(top));
+  for (size_t i = 0; i < got.top.size(); ++i) {
+    EXPECT_EQ(got.top[i].token, order[i]) << "rank " << i;
+    EXPECT_NEAR(got.top[i].logprob, logprob(order[i]), 1e-9);
+  }
+}
+
+} // namespace
+
+TEST(Scheduler, LogprobsAreTheModelsLogSoftmaxWhateverTheBatch) {
+  // Requests asking for none, 0, 3 and 20 alternatives side by side, greedy
+  // and sampled, in a pool that preempts: each token's log-probabilities
+  // are those of the logits it was drawn from when run alone.
+  TinyModel m(std::string(kF32) + "kv_pages = 18\n");
+  Engine e = m.engine();
+  Scheduler s(e, nullptr);
+  Load l = makeLoad(7);
+  const int64_t asks[] = {-1, 0, 3, 20};
+  std::vector<Received> got(l.prompts.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    l.maxNew[i] = 30 - int64_t(i % 3) * 5;
+    const SamplingOptions sampling =
+        i % 2 ? SamplingOptions{0.8, 0, 0.9, 77 + i} : SamplingOptions{};
+    GenerationRequest r = request(l.prompts[i], l.maxNew[i], got[i], sampling);
+    r.logprobs = asks[i % 4];
+    s.submit(std::move(r));
+  }
+  s.runUntilIdle();
+  EXPECT_GT(s.stats().preemptions, 0);
+  for (size_t i = 0; i < got.size(); ++i) {
+    SCOPED_TRACE("request " + std::to_string(i));
+    const int64_t top = asks[i % 4];
+    ASSERT_EQ(got[i].logprobs.size(), top < 0 ? 0 : got[i].tokens.size());
+    if (top < 0) continue;
+    const std::vector<std::vector<float>> rows = logitsAlone(m, l.prompts[i], got[i].tokens);
+    for (size_t t = 0; t < rows.size(); ++t)
+      expectLogprobs(rows[t], got[i].tokens[t], top, got[i].logprobs[t]);
+    if (i % 2 == 0) // greedy: the token drawn is the most likely
+      for (const TokenLogprobs &lp : got[i].logprobs)
+        if (!lp.top.empty()) {
+          EXPECT_EQ(lp.top[0].token, lp.chosen.token);
+        }
+  }
+  expectNoLeak(e);
+}
+
+TEST(Scheduler, LogprobsOfTokensAVerifyCallKept) {
+  // With prompt lookup on a repetitive prompt, most tokens come from verify
+  // calls, whose rows give their log-probabilities.
+  TinyModel m(std::string(kF32) + "speculate = 4\n");
+  Engine e = m.engine();
+  PromptLookup lookup;
+  SchedulerOptions o;
+  o.proposer = &lookup;
+  Scheduler s(e, nullptr, o);
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 4; ++i)
+    for (int32_t t : {40, 41, 42, 43, 44}) prompt.push_back(t);
+  Received got;
+  GenerationRequest r = request(prompt, 24, got);
+  r.logprobs = 2;
+  s.submit(std::move(r));
+  s.runUntilIdle();
+  EXPECT_GT(s.stats().verifyCalls, 0);
+  ASSERT_EQ(got.logprobs.size(), got.tokens.size());
+  const std::vector<std::vector<float>> rows = logitsAlone(m, prompt, got.tokens);
+  for (size_t t = 0; t < rows.size(); ++t)
+    expectLogprobs(rows[t], got.tokens[t], 2, got.logprobs[t]);
+  expectNoLeak(e);
+}
+
+TEST(Scheduler, PenaltiesFollowEachRequestsOwnTokens) {
+  // Greedy requests with and without penalties side by side, in a pool
+  // that preempts: each request's tokens are its own penalised argmax run
+  // alone, the others' plain greedy ones.
+  TinyModel m(std::string(kF32) + "kv_pages = 18\n");
+  Engine e = m.engine();
+  Scheduler s(e, nullptr);
+  Load l = makeLoad(9);
+  std::vector<SamplingOptions> options(l.prompts.size());
+  std::vector<Received> got(l.prompts.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    l.maxNew[i] = 30 - int64_t(i % 3) * 5;
+    if (i % 3 == 1) options[i].repetitionPenalty = 1.3;
+    if (i % 3 == 2) options[i].frequencyPenalty = 0.6, options[i].presencePenalty = 0.3;
+    s.submit(request(l.prompts[i], l.maxNew[i], got[i], options[i]));
+  }
+  s.runUntilIdle();
+  EXPECT_GT(s.stats().preemptions, 0);
+  int changed = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    Engine fresh = m.engine({false});
+    const std::vector<int32_t> want =
+        kvplan::testing::penalisedAlone(fresh, l.prompts[i], l.maxNew[i], options[i]);
+    EXPECT_EQ(got[i].tokens, want) << "request " << i;
+    changed += options[i].penalized() && want != alone(m, l.prompts[i], l.maxNew[i]);
+  }
+  EXPECT_GT(changed, 4) << "the penalties change most penalised requests' tokens";
   expectNoLeak(e);
 }

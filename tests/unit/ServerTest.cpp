@@ -22,7 +22,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <chrono>
 #include <random>
 #include <thread>
@@ -354,6 +356,102 @@ TEST(Server, ChatWithANamedTemplate) {
   EXPECT_EQ(s.events[0]["choices"][0]["delta"]["role"], "assistant");
 }
 
+namespace {
+
+/// Each token's log-probability from the engine alone.
+std::vector<double> logprobsAlone(const std::vector<int32_t> &prompt,
+                                  const std::vector<int32_t> &tokens) {
+  Engine e = model().engine();
+  return kvplan::testing::logprobsAlone(e, prompt, tokens);
+}
+
+} // namespace
+
+TEST(Server, CompletionLogprobsStreamedOrNot) {
+  Running r;
+  const std::vector<int32_t> prompt = randomPrompt(10, 4);
+  json body = completion(prompt, 16);
+  body["logprobs"] = 3;
+  auto res = post(r, "/v1/completions", body);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json whole = json::parse(res->body);
+  const json &c = whole["choices"][0];
+  const std::vector<int32_t> ids = c["token_ids"];
+  const json &lp = c["logprobs"];
+  const std::vector<double> want = logprobsAlone(prompt, ids);
+  ASSERT_EQ(lp["token_logprobs"].size(), 16u);
+  ASSERT_EQ(lp["tokens"].size(), 16u);
+  ASSERT_EQ(lp["top_logprobs"].size(), 16u);
+  // text_offset: where in the answer's bytes the text each token completes
+  // begins (a byte-fallback token that starts a character completes none).
+  StreamDecoder completes(*model().tok);
+  int64_t offset = 0;
+  for (size_t i = 0; i < 16; ++i) {
+    SCOPED_TRACE("token " + std::to_string(i));
+    const double got = lp["token_logprobs"][i];
+    EXPECT_NEAR(got, want[i], 1e-6);
+    EXPECT_EQ(lp["tokens"][i], asSent(model().tok->decode({ids[i]})));
+    // Greedy: the token drawn is the most likely of the (up to 4, texts
+    // may coincide) listed with it.
+    const json &top = lp["top_logprobs"][i];
+    EXPECT_GE(top.size(), 1u);
+    EXPECT_LE(top.size(), 4u);
+    for (const auto &[text, value] : top.items()) EXPECT_LE(value.get<double>(), got + 1e-12);
+    EXPECT_EQ(lp["text_offset"][i], offset);
+    offset += int64_t(completes.push(ids[i]).size());
+  }
+  // Streamed: each token's chunk carries its own, the same.
+  const Stream s = postStream(r, "/v1/completions", body);
+  ASSERT_EQ(s.ids, ids);
+  for (size_t i = 0; i < 16; ++i) {
+    const json &chunk = s.events[i]["choices"][0]["logprobs"];
+    ASSERT_EQ(chunk["token_logprobs"].size(), 1u) << s.events[i].dump();
+    EXPECT_EQ(chunk["token_logprobs"][0], lp["token_logprobs"][i]);
+    EXPECT_EQ(chunk["top_logprobs"][0], lp["top_logprobs"][i]);
+    EXPECT_EQ(chunk["text_offset"][0], lp["text_offset"][i]);
+  }
+  EXPECT_TRUE(s.events[16]["choices"][0]["logprobs"].is_null()); // the finish chunk
+  // Without logprobs, none.
+  body.erase("logprobs");
+  EXPECT_TRUE(json::parse(post(r, "/v1/completions", body)->body)["choices"][0]["logprobs"]
+                  .is_null());
+}
+
+TEST(Server, ChatLogprobsListTheMostLikelyTokens) {
+  server::ServerOptions o;
+  o.chatTemplate = server::ChatTemplate::chatml;
+  Running r(o);
+  json body = {{"messages", {{{"role", "user"}, {"content", "Hi"}}}},
+               {"max_completion_tokens", 8}, {"temperature", 0}, {"ignore_eos", true},
+               {"return_token_ids", true}, {"logprobs", true}, {"top_logprobs", 2}};
+  auto res = post(r, "/v1/chat/completions", body);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json whole = json::parse(res->body);
+  const json &c = whole["choices"][0];
+  const std::vector<int32_t> ids = c["token_ids"];
+  const json &content = c["logprobs"]["content"];
+  ASSERT_EQ(content.size(), ids.size());
+  const std::vector<int32_t> prompt = model().tok->encode(
+      "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", false);
+  const std::vector<double> want = logprobsAlone(prompt, ids);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    SCOPED_TRACE("token " + std::to_string(i));
+    const json &t = content[i];
+    const std::string text = model().tok->decode({ids[i]});
+    EXPECT_NEAR(t["logprob"].get<double>(), want[i], 1e-6);
+    std::vector<int> bytes;
+    for (unsigned char b : text) bytes.push_back(b);
+    EXPECT_EQ(t["bytes"].get<std::vector<int>>(), bytes);
+    ASSERT_EQ(t["top_logprobs"].size(), 2u);
+    EXPECT_EQ(t["top_logprobs"][0]["logprob"], t["logprob"]); // greedy: the most likely
+    EXPECT_GE(t["top_logprobs"][0]["logprob"].get<double>(),
+              t["top_logprobs"][1]["logprob"].get<double>());
+  }
+  const Stream s = postStream(r, "/v1/chat/completions", body);
+  for (size_t i = 0; i < ids.size(); ++i)
+    EXPECT_EQ(s.events[i]["choices"][0]["logprobs"]["content"][0], content[i]);
+}
+
 TEST(Server, ErrorsNameTheField) {
   server::ServerOptions o;
   o.maxBodyBytes = 4096;
@@ -383,7 +481,7 @@ TEST(Server, ErrorsNameTheField) {
   expectError(c, R"({"prompt": "a", "max_tokens": 0})", 400, "max_tokens");
   expectError(c, R"({"prompt": "a", "max_tokens": 1.5})", 400, "max_tokens");
   expectError(c, R"({"prompt": "a", "n": 2})", 400, "n");
-  expectError(c, R"({"prompt": "a", "logprobs": 1})", 400, "logprobs");
+  expectError(c, R"({"prompt": "a", "logprobs": 21})", 400, "logprobs");
   expectError(c, R"({"prompt": "a", "stop": [1]})", 400, "stop");
   expectError(c, R"({"prompt": "a", "stop": ["a","b","c","d","e"]})", 400, "stop");
   expectError(c, R"({"prompt": "a", "stream": "yes"})", 400, "stream");

@@ -59,6 +59,10 @@ void checkRunOptions(const RunOptions &o) {
   checkThreadsFlag(o.threads);
   if (!o.promptIds.empty() && o.promptGiven)
     throw InputError("give either -p TEXT or --prompt-ids, not both");
+  if (o.sampling.penalized() && o.speculate.on())
+    throw InputError("--speculate with penalties: speculative decoding's acceptance rule knows "
+                     "no penalties, so the request would only decode; leave out --speculate or "
+                     "the penalties");
 }
 
 /// The prompt's ids, checked against the model's vocabulary and context.
@@ -245,6 +249,14 @@ void addRunCommand(CLI::App &app, const GlobalOptions &global, Action &action) {
   cmd->add_option("--top-p", o->sampling.topP, "Sample among the likeliest up to this mass")
       ->capture_default_str();
   cmd->add_option("--seed", o->sampling.seed, "Random seed for sampling")->capture_default_str();
+  cmd->add_option("--presence-penalty", o->sampling.presencePenalty,
+                  "Subtracted from the logit of every token generated so far, -2 to 2");
+  cmd->add_option("--frequency-penalty", o->sampling.frequencyPenalty,
+                  "Times the times a token was generated, subtracted from its logit, -2 to 2");
+  cmd->add_option("--repetition-penalty", o->sampling.repetitionPenalty,
+                  "The logits of tokens in the prompt or generated are divided by it (when "
+                  "positive; else multiplied): above 1 discourages repeats")
+      ->capture_default_str();
   cmd->add_flag("--ignore-eos", o->ignoreEos, "Do not stop at the end-of-sequence token");
   cmd->add_flag("--no-bos", o->noBos, "Do not put BOS before the prompt text");
   cmd->add_flag("--print-ids", o->printIds,
