@@ -36,6 +36,10 @@ Sampler::Sampler(const SamplingOptions &options) : opts(options), rng(options.se
   if (!(opts.repetitionPenalty > 0) || !std::isfinite(opts.repetitionPenalty))
     throw InputError("--repetition-penalty must be above 0 (1: none), got " +
                      formatNumber(opts.repetitionPenalty));
+  for (const auto &[token, bias] : opts.logitBias)
+    if (token < 0 || !(std::fabs(bias) <= 100))
+      throw InputError("logit bias " + formatNumber(bias) + " for token " +
+                       std::to_string(token) + ": expected a token id and a bias in [-100, 100]");
 }
 
 void Sampler::setPrompt(const std::vector<int32_t> &tokens) {
@@ -59,11 +63,13 @@ const float *Sampler::penalize(const float *logits, int64_t vocab) {
     if (t >= 0 && t < vocab)
       penalizedRow[size_t(t)] = float(double(penalizedRow[size_t(t)]) -
                                       opts.frequencyPenalty * double(n) - opts.presencePenalty);
+  for (const auto &[t, bias] : opts.logitBias)
+    if (t < vocab) penalizedRow[size_t(t)] = float(double(penalizedRow[size_t(t)]) + bias);
   return penalizedRow.data();
 }
 
 DeviceSamplingParams Sampler::deviceRow() {
-  if (opts.penalized()) throw std::logic_error("penalties are applied on the host");
+  if (opts.penalized()) throw std::logic_error("penalties and biases are applied on the host");
   DeviceSamplingParams p;
   p.temperature = float(opts.temperature);
   p.topP = float(opts.topP);

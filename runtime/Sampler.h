@@ -23,9 +23,14 @@ struct SamplingOptions {
   // in [-2, 2]); a token of the prompt or generated has its logit divided
   // by repetitionPenalty when positive, multiplied when not (CTRL's, > 0).
   double presencePenalty = 0, frequencyPenalty = 0, repetitionPenalty = 1;
+  // Added to the named tokens' logits after the penalties (OpenAI's
+  // logit_bias, each in [-100, 100]; -100 all but bans a token).
+  std::vector<std::pair<int32_t, double>> logitBias = {};
   bool greedy() const { return temperature == 0 || topK == 1; }
+  /// Penalties or biases: the row is changed on the host before the draw.
   bool penalized() const {
-    return presencePenalty != 0 || frequencyPenalty != 0 || repetitionPenalty != 1;
+    return presencePenalty != 0 || frequencyPenalty != 0 || repetitionPenalty != 1 ||
+           !logitBias.empty();
   }
 };
 
@@ -56,8 +61,9 @@ void samplingProbabilities(const float *logits, int64_t vocab, const SamplingOpt
 class Sampler {
 public:
   /// Throws InputError for a negative temperature, a negative top-k, a
-  /// top-p outside (0, 1], presence or frequency penalties outside [-2, 2]
-  /// or a repetition penalty not above 0.
+  /// top-p outside (0, 1], presence or frequency penalties outside [-2, 2],
+  /// a repetition penalty not above 0, or a bias outside [-100, 100] or for
+  /// a negative id (ids past the vocabulary: Scheduler::submit).
   explicit Sampler(const SamplingOptions &options);
   /// With a repetition penalty: adds prompt tokens, which it counts beside
   /// the ones this sampler draws (it keeps those itself).

@@ -92,6 +92,10 @@ uint64_t Scheduler::submit(GenerationRequest request) {
     if (s.empty()) throw InputError("a stop string is empty");
   if (!q.stopStrings.empty() && !tokenizer)
     throw InputError("stop strings need a tokenizer, and this model has none");
+  for (const auto &[token, bias] : q.sampling.logitBias)
+    if (token >= eng.vocabSize())
+      throw InputError("logit bias for token " + std::to_string(token) +
+                       ", outside the vocabulary [0, " + std::to_string(eng.vocabSize()) + ")");
   if (q.logprobs < -1 || q.logprobs > kMaxTopLogprobs)
     throw InputError("logprobs must be -1 (none) or 0 to " + std::to_string(kMaxTopLogprobs) +
                      " most likely tokens, got " + std::to_string(q.logprobs));

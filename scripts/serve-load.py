@@ -12,7 +12,7 @@ as outputs_hash). --concurrency clients each send the next request as soon
 as their last one ends; a few short requests go first to warm the server.
 
 Usage: serve-load.py URL [--requests N] [--concurrency C] [--prompt-len L]
-       [--gen G] [--shared-prefix P] [--seed S] [--json]
+       [--gen G] [--shared-prefix P] [--seed S] [--logprobs N] [--json]
 Python's standard library only.
 """
 import argparse
@@ -82,11 +82,16 @@ class Record:
         self.error = None
 
 
+# Fields every request adds (--logprobs).
+EXTRA_FIELDS = {}
+
+
 def stream_one(url, model, prompt, gen, rec):
     """One streaming request; fills rec with its times and token ids."""
     conn = http.client.HTTPConnection(url.hostname, url.port, timeout=600)
-    body = json.dumps({"model": model, "prompt": prompt, "max_tokens": gen, "temperature": 0,
-                       "ignore_eos": True, "stream": True, "return_token_ids": True})
+    body = dict({"model": model, "prompt": prompt, "max_tokens": gen, "temperature": 0,
+                 "ignore_eos": True, "stream": True, "return_token_ids": True}, **EXTRA_FIELDS)
+    body = json.dumps(body)
     rec.submitted = time.perf_counter()
     try:
         conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
@@ -102,6 +107,8 @@ def stream_one(url, model, prompt, gen, rec):
                 rec.error = event["error"]["message"]
                 continue
             ids = event["choices"][0].get("token_ids", [])
+            if ids and "logprobs" in EXTRA_FIELDS and not event["choices"][0].get("logprobs"):
+                rec.error = "a token came without its logprobs"
             if ids:
                 now = time.perf_counter()
                 if rec.first is None:
@@ -169,8 +176,12 @@ def main():
     ap.add_argument("--gen", type=int, default=32)
     ap.add_argument("--shared-prefix", type=int, default=0)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--logprobs", type=int, default=None,
+                    help="ask for each token's log-probability and N most likely tokens")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    if args.logprobs is not None:
+        EXTRA_FIELDS["logprobs"] = args.logprobs
     url = urllib.parse.urlparse(args.url)
     conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
     conn.request("GET", "/v1/models")

@@ -35,15 +35,23 @@ double seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
-/// One generation's events, handed from the scheduler thread (which
-/// appends) to the request's HTTP thread (which takes them).
+/// One request's generations (its `n` choices), their events handed from
+/// the scheduler thread (which appends) to the request's HTTP thread (which
+/// takes them), each with its choice's index.
 struct Pending {
+  struct Choice {
+    uint64_t id = 0; // the scheduler's
+    int64_t generated = 0;
+    Clock::time_point first, last;
+    bool finished = false;
+  };
   std::mutex m;
   std::condition_variable ready;
-  std::deque<TokenEvent> events;
-  bool finished = false;
-  uint64_t id = 0;
-  int64_t promptTokens = 0, generated = 0;
+  std::deque<std::pair<size_t, TokenEvent>> events;
+  std::vector<Choice> choices;
+  size_t finishedChoices = 0;
+  bool finished = false; // every choice
+  int64_t promptTokens = 0, generated = 0; // generated: all choices'
   Clock::time_point arrived = Clock::now(), first, last;
 };
 
@@ -113,23 +121,25 @@ struct StreamState {
   std::shared_ptr<Pending> p;
   ResponseHead head;
   std::string echo;
-  bool includeUsage = false, tokenIds = false, first = true, done = false;
-  TokenText tokenText; // for log-probabilities
-  int64_t sent = 0;    // bytes of the choice's text sent so far
+  bool includeUsage = false, tokenIds = false, started = false, done = false;
+  TokenText tokenText;       // for log-probabilities
+  std::vector<char> first;   // per choice: no chunk sent yet
+  std::vector<int64_t> sent; // per choice: bytes of its text sent so far
+  size_t finished = 0;       // choices whose finish chunk went
 
-  /// A chunk of the stream: `text` alone (the echo), or with `e` a token's
-  /// text, its id with return_token_ids and its log-probabilities when
-  /// asked for.
-  std::string chunk(const std::string &text, const std::optional<std::string> &finish,
-                    const TokenEvent *e = nullptr) {
-    json j = streamChunk(head, text, first, finish, includeUsage);
-    first = false;
+  /// A chunk of choice `index`: `text` alone (the echo), or with `e` a
+  /// token's text, its id with return_token_ids and its log-probabilities
+  /// when asked for.
+  std::string chunk(size_t index, const std::string &text,
+                    const std::optional<std::string> &finish, const TokenEvent *e = nullptr) {
+    json j = streamChunk(head, int64_t(index), text, first[index] != 0, finish, includeUsage);
+    first[index] = 0;
     const bool token = e && e->token >= 0;
     if (tokenIds) j["choices"][0]["token_ids"] = token ? json::array({e->token}) : json::array();
     if (token && e->logprobs)
-      j["choices"][0]["logprobs"] = logprobsJson(head.chat, {*e->logprobs}, {text}, sent,
-                                                 tokenText);
-    sent += int64_t(text.size());
+      j["choices"][0]["logprobs"] = logprobsJson(head.chat, {*e->logprobs}, {text},
+                                                 sent[index], tokenText);
+    sent[index] += int64_t(text.size());
     return sseEvent(j);
   }
 };
@@ -152,19 +162,20 @@ struct Server::Impl {
   };
   std::vector<int32_t> promptOf(const ApiRequest &a) const;
   Prepared prepare(const ApiRequest &a) const;
-  std::shared_ptr<Pending> admit(GenerationRequest gen);
+  /// Submits the request's `n` generations (one request each).
+  std::shared_ptr<Pending> admit(const GenerationRequest &gen, int64_t n, bool seedGiven);
   /// A token's text beside its log-probability: decoded alone, or
   /// "token_id:N" without a tokenizer (as vLLM's return_tokens_as_token_ids).
   std::string tokenText(int32_t id) const {
     return tokenizer ? tokenizer->decode({id}) : "token_id:" + std::to_string(id);
   }
-  void onEvent(const std::shared_ptr<Pending> &p, const TokenEvent &e);
+  void onEvent(const std::shared_ptr<Pending> &p, size_t index, const TokenEvent &e);
   void reply(const ApiRequest &a, const ResponseHead &h, const std::shared_ptr<Pending> &p,
              const std::string &echo, httplib::Response &res);
   void stream(const ApiRequest &a, const ResponseHead &h, const std::shared_ptr<Pending> &p,
               const std::string &echo, httplib::Response &res);
   bool streamSome(StreamState &s, httplib::DataSink &sink);
-  std::string lastEvents(StreamState &s, const TokenEvent &e);
+  std::string finishEvents(StreamState &s, size_t index, const TokenEvent &e);
   bool clientGone(StreamState &s);
   void responseDone();
   void loop();
@@ -385,6 +396,11 @@ Server::Impl::Prepared Server::Impl::prepare(const ApiRequest &a) const {
   // Defaults: 16 for completions (as OpenAI), the rest of the context for chat.
   g.maxNewTokens = a.maxTokens ? *a.maxTokens : a.chat ? context - n : std::min<int64_t>(16, context - n);
   g.sampling = a.sampling;
+  for (const auto &[id, bias] : a.sampling.logitBias)
+    if (id >= engine.vocabSize())
+      throw badField("logit_bias", "logit_bias names token " + std::to_string(id) +
+                                       ", outside the vocabulary [0, " +
+                                       std::to_string(engine.vocabSize()) + ")");
   if (!a.seedGiven) g.sampling.seed = std::random_device{}();
   if (!a.ignoreEos) {
     for (int64_t id : engine.plan().model.eosTokenIds) g.stopIds.push_back(int32_t(id));
@@ -405,34 +421,47 @@ Server::Impl::Prepared Server::Impl::prepare(const ApiRequest &a) const {
   return p;
 }
 
-/// Submits the request unless the server is stopping or full; from here on
-/// the scheduler thread feeds the returned queue.
-std::shared_ptr<Pending> Server::Impl::admit(GenerationRequest gen) {
+/// Submits the request's `n` generations unless the server is stopping or
+/// full; from here on the scheduler thread feeds the returned queue. Choice
+/// i draws with seed + i when a seed was given, else with a seed of its own.
+std::shared_ptr<Pending> Server::Impl::admit(const GenerationRequest &gen, int64_t n,
+                                             bool seedGiven) {
   auto p = std::make_shared<Pending>();
   p->promptTokens = int64_t(gen.prompt.size());
-  gen.onEvent = [this, p](const TokenEvent &e) { onEvent(p, e); };
+  p->choices.resize(size_t(n));
   std::lock_guard<std::mutex> lock(registryMutex);
   if (stopping) throw ApiError(503, "the server is shutting down");
-  if (opts.maxQueue > 0 && int64_t(inFlight.size()) >= opts.maxQueue)
+  if (opts.maxQueue > 0 && int64_t(inFlight.size()) + n > opts.maxQueue)
     throw ApiError(503, "the server is full: " + std::to_string(inFlight.size()) +
-                            " requests are waiting or running; retry later");
-  try {
-    p->id = sched.submit(std::move(gen));
-  } catch (const InputError &e) {
-    throw ApiError(400, e.what());
+                            " requests are waiting or running" +
+                            (n > 1 ? " and this one asks for " + std::to_string(n) : "") +
+                            "; retry later");
+  for (size_t i = 0; i < size_t(n); ++i) {
+    GenerationRequest g = gen;
+    if (i > 0) g.sampling.seed = seedGiven ? gen.sampling.seed + i : std::random_device{}();
+    g.onEvent = [this, p, i](const TokenEvent &e) { onEvent(p, i, e); };
+    try {
+      p->choices[i].id = sched.submit(std::move(g));
+    } catch (const InputError &e) {
+      for (size_t j = 0; j < i; ++j) sched.cancel(p->choices[j].id); // they end as cancelled
+      throw ApiError(400, e.what());
+    }
+    inFlight[p->choices[i].id] = p;
   }
-  inFlight[p->id] = p;
   metrics.setInFlight(int64_t(inFlight.size()));
   ++responses;
   return p;
 }
 
 /// On the scheduler thread.
-void Server::Impl::onEvent(const std::shared_ptr<Pending> &p, const TokenEvent &e) {
+void Server::Impl::onEvent(const std::shared_ptr<Pending> &p, size_t index, const TokenEvent &e) {
   const Clock::time_point now = Clock::now();
+  Pending::Choice &c = p->choices[index]; // its counts are this thread's
   {
     std::lock_guard<std::mutex> lock(p->m);
     if (e.token >= 0) {
+      if (c.generated++ == 0) c.first = now;
+      c.last = now;
       if (p->generated++ == 0) p->first = now;
       p->last = now;
     }
@@ -440,19 +469,21 @@ void Server::Impl::onEvent(const std::shared_ptr<Pending> &p, const TokenEvent &
   if (e.finished) {
     // Leave the registry before the answer can be sent: a client that sends
     // its next request as soon as it has this one's must find the room free.
-    const double ttft = p->generated ? seconds(p->arrived, p->first) : 0;
-    const double tpot =
-        p->generated > 1 ? seconds(p->first, p->last) / double(p->generated - 1) : 0;
-    metrics.generation(p->promptTokens, p->generated, ttft, tpot,
+    const double ttft = c.generated ? seconds(p->arrived, c.first) : 0;
+    const double tpot = c.generated > 1 ? seconds(c.first, c.last) / double(c.generated - 1) : 0;
+    metrics.generation(p->promptTokens, c.generated, ttft, tpot,
                        serverEnded(e.reason) ? statusName(e.reason) : finishName(e.reason));
     std::lock_guard<std::mutex> lock(registryMutex);
-    inFlight.erase(p->id);
+    inFlight.erase(c.id);
     metrics.setInFlight(int64_t(inFlight.size()));
   }
   {
     std::lock_guard<std::mutex> lock(p->m);
-    p->events.push_back(e);
-    p->finished = e.finished;
+    p->events.emplace_back(index, e);
+    if (e.finished) {
+      c.finished = true;
+      p->finished = ++p->finishedChoices == p->choices.size();
+    }
   }
   p->ready.notify_one();
 }
@@ -462,41 +493,56 @@ void Server::Impl::responseDone() {
   if (--responses == 0) drained.notify_all();
 }
 
+namespace {
+
+/// One choice's whole answer, gathered from its events.
+struct ChoiceAnswer {
+  std::string text;
+  json ids = json::array();
+  std::vector<TokenLogprobs> logprobs;
+  std::vector<std::string> texts; // each token's, beside its log-probabilities
+  TokenEvent last;
+};
+
+} // namespace
+
 /// Waits for the whole answer and sends it as one JSON body.
 void Server::Impl::reply(const ApiRequest &a, const ResponseHead &h,
                          const std::shared_ptr<Pending> &p, const std::string &echo,
                          httplib::Response &res) {
-  std::string text = echo;
-  TokenEvent last;
-  json ids = json::array();
-  std::vector<TokenLogprobs> logprobs;
-  std::vector<std::string> texts; // each token's
+  std::vector<ChoiceAnswer> answers(p->choices.size());
   {
     std::unique_lock<std::mutex> lock(p->m);
     p->ready.wait(lock, [&] { return p->finished; });
-    for (const TokenEvent &e : p->events) {
-      text += e.text;
-      if (e.token >= 0) ids.push_back(e.token);
+    for (const auto &[index, e] : p->events) {
+      ChoiceAnswer &c = answers[index];
+      c.text += e.text;
+      if (e.token >= 0) c.ids.push_back(e.token);
       if (e.logprobs) {
-        logprobs.push_back(*e.logprobs);
-        texts.push_back(e.text);
+        c.logprobs.push_back(*e.logprobs);
+        c.texts.push_back(e.text);
       }
-      if (e.finished) last = e;
+      if (e.finished) c.last = e;
     }
   }
-  const FinishReason reason = last.reason;
-  if (serverEnded(reason)) {
-    fillRecord(*p, statusName(reason));
-    return sendError(res, stoppedBy(last));
+  for (const ChoiceAnswer &c : answers)
+    if (serverEnded(c.last.reason)) {
+      fillRecord(*p, statusName(c.last.reason));
+      return sendError(res, stoppedBy(c.last));
+    }
+  json choices = json::array();
+  for (size_t i = 0; i < answers.size(); ++i) {
+    const ChoiceAnswer &c = answers[i];
+    json choice = completionChoice(h, int64_t(i), echo + c.text, finishName(c.last.reason));
+    if (a.returnTokenIds) choice["token_ids"] = c.ids;
+    if (a.logprobs >= 0)
+      choice["logprobs"] = logprobsJson(h.chat, c.logprobs, c.texts, int64_t(echo.size()),
+                                        [this](int32_t id) { return tokenText(id); });
+    choices.push_back(choice);
   }
-  fillRecord(*p, finishName(reason));
-  json body = completionResponse(h, text, finishName(reason), {p->promptTokens, p->generated});
-  if (a.returnTokenIds) body["choices"][0]["token_ids"] = ids;
-  if (a.logprobs >= 0)
-    body["choices"][0]["logprobs"] =
-        logprobsJson(h.chat, logprobs, texts, int64_t(echo.size()),
-                     [this](int32_t id) { return tokenText(id); });
-  res.set_content(dumpJson(body), "application/json");
+  fillRecord(*p, finishName(answers[0].last.reason));
+  res.set_content(dumpJson(completionResponse(h, choices, {p->promptTokens, p->generated})),
+                  "application/json");
 }
 
 /// Answers as server-sent events, each token as it comes.
@@ -510,13 +556,16 @@ void Server::Impl::stream(const ApiRequest &a, const ResponseHead &h,
   s->includeUsage = a.includeUsage;
   s->tokenIds = a.returnTokenIds;
   s->tokenText = [this](int32_t id) { return tokenText(id); };
+  s->first.assign(p->choices.size(), 1);
+  s->sent.assign(p->choices.size(), 0);
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
       [this, s](size_t, httplib::DataSink &sink) { return streamSome(*s, sink); },
       // Always called, last: however the stream ended, the request ends.
       [this, s](bool) {
-        if (!s->done) sched.cancel(s->p->id);
+        if (!s->done)
+          for (const Pending::Choice &c : s->p->choices) sched.cancel(c.id);
         responseDone();
       });
 }
@@ -524,7 +573,7 @@ void Server::Impl::stream(const ApiRequest &a, const ResponseHead &h,
 /// One call of the content provider: writes the events that arrived
 /// (waiting a little for some), or notices that the client went away.
 bool Server::Impl::streamSome(StreamState &s, httplib::DataSink &sink) {
-  std::deque<TokenEvent> got;
+  std::deque<std::pair<size_t, TokenEvent>> got;
   {
     std::unique_lock<std::mutex> lock(s.p->m);
     s.p->ready.wait_for(lock, std::chrono::milliseconds(50),
@@ -535,41 +584,48 @@ bool Server::Impl::streamSome(StreamState &s, httplib::DataSink &sink) {
   // writable; the request is then cancelled at once.
   if (got.empty()) return sink.is_writable() ? true : clientGone(s);
   std::string out;
-  if (s.first && !s.echo.empty()) out += s.chunk(s.echo, std::nullopt);
-  for (const TokenEvent &e : got) {
+  if (!s.started && !s.echo.empty())
+    for (size_t i = 0; i < s.first.size(); ++i) out += s.chunk(i, s.echo, std::nullopt);
+  s.started = true;
+  for (const auto &[index, e] : got) {
     if (e.finished) {
-      out += lastEvents(s, e);
-      break;
+      out += finishEvents(s, index, e);
+      if (s.done) break;
+      continue;
     }
-    out += s.chunk(e.text, std::nullopt, &e);
+    out += s.chunk(index, e.text, std::nullopt, &e);
   }
   if (!sink.write(out.data(), out.size())) return clientGone(s);
   if (s.done) sink.done();
   return true;
 }
 
-/// The finish chunk (or, when the server stopped the request, an error
-/// event), the usage chunk when asked for, and [DONE].
-std::string Server::Impl::lastEvents(StreamState &s, const TokenEvent &e) {
+/// A choice's finish chunk; once every choice has finished, the usage chunk
+/// when asked for and [DONE]. When the server stopped a choice, an error
+/// event and [DONE] at once (the other choices are cancelled).
+std::string Server::Impl::finishEvents(StreamState &s, size_t index, const TokenEvent &e) {
   std::string out;
   if (serverEnded(e.reason)) {
     out += sseEvent(stoppedBy(e).body());
     fillRecord(*s.p, statusName(e.reason));
-  } else {
-    out += s.chunk(e.text, finishName(e.reason));
-    if (s.includeUsage) {
-      std::lock_guard<std::mutex> lock(s.p->m);
-      out += sseEvent(usageChunk(s.head, {s.p->promptTokens, s.p->generated}));
-    }
-    fillRecord(*s.p, finishName(e.reason));
+    for (const Pending::Choice &c : s.p->choices) sched.cancel(c.id);
+    s.done = true;
+    return out + kSseDone;
   }
+  out += s.chunk(index, e.text, finishName(e.reason));
+  if (++s.finished < s.first.size()) return out;
+  if (s.includeUsage) {
+    std::lock_guard<std::mutex> lock(s.p->m);
+    out += sseEvent(usageChunk(s.head, {s.p->promptTokens, s.p->generated}));
+  }
+  fillRecord(*s.p, finishName(e.reason));
   s.done = true;
   return out + kSseDone;
 }
 
 bool Server::Impl::clientGone(StreamState &s) {
   if (!s.done) { // else it had finished, and only its last events were lost
-    sched.cancel(s.p->id);
+    for (const Pending::Choice &c : s.p->choices) sched.cancel(c.id);
     fillRecord(*s.p, "cancelled (the client went away)");
   }
   s.done = true;
@@ -589,7 +645,7 @@ void Server::Impl::generate(const httplib::Request &req, httplib::Response &res,
     ResponseHead h{(chat ? "chatcmpl-" : "cmpl-") + std::to_string(n), std::time(nullptr),
                    opts.modelName, chat};
     record.id = h.id;
-    std::shared_ptr<Pending> p = admit(std::move(prep.gen));
+    std::shared_ptr<Pending> p = admit(prep.gen, a.n, a.seedGiven);
     if (a.stream)
       return stream(a, h, p, prep.echo, res); // the releaser ends the response
     reply(a, h, p, prep.echo, res);

@@ -1,9 +1,10 @@
 // Request checking and response building for the OpenAI API: field names,
 // types, defaults and ranges follow OpenAI's API reference; what kvplan
-// does not do (n > 1, the prompt's logprobs, logit_bias) is refused by name rather than
+// does not do (the prompt's logprobs, best_of above n) is refused by name rather than
 // ignored, so that a client never gets silently different sampling.
 #include "server/OpenAiProtocol.h"
 
+#include <climits>
 #include <cmath>
 
 namespace kvplan::server {
@@ -107,6 +108,28 @@ void parseStop(const Fields &f, ApiRequest &r) {
     if (s.empty()) throw badField("stop", "a stop sequence is empty");
 }
 
+/// {"token id": bias in [-100, 100], ...}; the ids are checked against the
+/// vocabulary later.
+void parseLogitBias(const json &b, ApiRequest &r) {
+  if (!b.is_object())
+    throw badField("logit_bias", "logit_bias must be an object of token ids to biases");
+  for (const auto &[key, value] : b.items()) {
+    size_t end = 0;
+    long long id = -1;
+    try {
+      id = std::stoll(key, &end);
+    } catch (const std::exception &) {
+      end = 0;
+    }
+    if (end == 0 || end != key.size() || id < 0 || id > INT32_MAX)
+      throw badField("logit_bias", "logit_bias key '" + key + "' is not a token id");
+    if (!value.is_number() || !(std::fabs(value.get<double>()) <= 100))
+      throw badField("logit_bias", "logit_bias for token " + key +
+                                       " must be a number from -100 to 100");
+    r.sampling.logitBias.push_back({int32_t(id), value.get<double>()});
+  }
+}
+
 void parseSampling(const Fields &f, ApiRequest &r) {
   if (auto t = f.number("temperature")) {
     if (!(*t >= 0 && *t <= 2))
@@ -141,10 +164,13 @@ void parseSampling(const Fields &f, ApiRequest &r) {
                      "repetition_penalty must be above 0 (1: none), got " + show(*p));
     r.sampling.repetitionPenalty = *p;
   }
-  if (auto n = f.integer("n"); n && *n != 1)
-    throw badField("n", "n must be 1: kvplan serve returns one choice per request");
-  if (const json *b = f.get("logit_bias"); b && !(b->is_object() && b->empty()))
-    throw badField("logit_bias", "logit_bias is not supported");
+  if (auto n = f.integer("n")) {
+    if (*n < 1 || *n > kMaxChoices)
+      throw badField("n", "n must be from 1 to " + std::to_string(kMaxChoices) + ", got " +
+                              std::to_string(*n));
+    r.n = *n;
+  }
+  if (const json *b = f.get("logit_bias")) parseLogitBias(*b, r);
   parseStop(f, r);
 }
 
@@ -217,7 +243,9 @@ ApiRequest parseCompletionRequest(const std::string &body) {
   parsePrompt(f, r);
   if (int64_t n = positiveTokens(f, "max_tokens")) r.maxTokens = n;
   r.echo = f.boolean("echo").value_or(false);
-  if (auto b = f.integer("best_of"); b && *b != 1) throw badField("best_of", "best_of must be 1");
+  if (auto b = f.integer("best_of"); b && *b != r.n)
+    throw badField("best_of", "best_of must equal n (" + std::to_string(r.n) +
+                                  "): kvplan serve returns every choice it generates");
   if (auto s = f.string("suffix"); s && !s->empty())
     throw badField("suffix", "suffix is not supported");
   if (const json *l = f.get("logprobs"); l && !l->is_null()) {
@@ -320,15 +348,19 @@ OutJson usageJson(const Usage &u) {
 
 } // namespace
 
-OutJson completionResponse(const ResponseHead &h, const std::string &text,
-                        const std::string &finishReason, const Usage &u) {
-  OutJson choice = {{"index", 0}, {"finish_reason", finishReason}, {"logprobs", nullptr}};
+OutJson completionChoice(const ResponseHead &h, int64_t index, const std::string &text,
+                         const std::string &finishReason) {
+  OutJson choice = {{"index", index}, {"finish_reason", finishReason}, {"logprobs", nullptr}};
   if (h.chat)
     choice["message"] = {{"role", "assistant"}, {"content", text}};
   else
     choice["text"] = text;
+  return choice;
+}
+
+OutJson completionResponse(const ResponseHead &h, const OutJson &choices, const Usage &u) {
   OutJson j = head(h, h.chat ? "chat.completion" : "text_completion");
-  j["choices"] = OutJson::array({choice});
+  j["choices"] = choices;
   j["usage"] = usageJson(u);
   return j;
 }
@@ -341,9 +373,9 @@ std::string dumpJson(const OutJson &j) {
 
 std::string sseEvent(const OutJson &j) { return "data: " + dumpJson(j) + "\n\n"; }
 
-OutJson streamChunk(const ResponseHead &h, const std::string &text, bool first,
-                 const std::optional<std::string> &finishReason, bool includeUsage) {
-  OutJson choice = {{"index", 0}, {"logprobs", nullptr},
+OutJson streamChunk(const ResponseHead &h, int64_t index, const std::string &text, bool first,
+                    const std::optional<std::string> &finishReason, bool includeUsage) {
+  OutJson choice = {{"index", index}, {"logprobs", nullptr},
                  {"finish_reason", finishReason ? OutJson(*finishReason) : OutJson(nullptr)}};
   if (h.chat) {
     OutJson delta = OutJson::object();

@@ -60,7 +60,11 @@ struct ApiRequest {
   /// -1: none; else each token's log-probability and this many most likely
   /// tokens (completions: logprobs N; chat: logprobs true, top_logprobs N).
   int64_t logprobs = -1;
+  int64_t n = 1; // choices, each generated on its own (1 to kMaxChoices)
 };
+
+/// The most choices one request may ask for (OpenAI's limit).
+constexpr int64_t kMaxChoices = 128;
 
 /// Parse and check a request body; throws ApiError (400) naming the field.
 ApiRequest parseCompletionRequest(const std::string &body);
@@ -78,9 +82,13 @@ struct ResponseHead {
   bool chat = false;
 };
 
-/// The whole response of a request that did not stream.
-OutJson completionResponse(const ResponseHead &h, const std::string &text,
-                                  const std::string &finishReason, const Usage &u);
+/// One choice of a whole response: `index`, the text (chat: the message)
+/// and the finish reason, "logprobs" null.
+OutJson completionChoice(const ResponseHead &h, int64_t index, const std::string &text,
+                         const std::string &finishReason);
+/// The whole response of a request that did not stream: its choices and
+/// the usage (completion tokens: all choices').
+OutJson completionResponse(const ResponseHead &h, const OutJson &choices, const Usage &u);
 
 /// JSON text; bytes of generated text that are not UTF-8 become U+FFFD
 /// rather than fail the response (a random model emits any byte).
@@ -90,11 +98,11 @@ std::string dumpJson(const OutJson &j);
 std::string sseEvent(const OutJson &j);
 extern const char *const kSseDone; // "data: [DONE]\n\n"
 
-/// A stream chunk with `text` (chat: a delta whose first chunk also carries
-/// the role) and, in the last chunk, the finish reason. With include_usage
-/// every chunk carries "usage": null, as OpenAI's do.
-OutJson streamChunk(const ResponseHead &h, const std::string &text, bool first,
-                           const std::optional<std::string> &finishReason, bool includeUsage);
+/// A stream chunk of choice `index` with `text` (chat: a delta whose first
+/// chunk also carries the role) and, in its last chunk, the finish reason.
+/// With include_usage every chunk carries "usage": null, as OpenAI's do.
+OutJson streamChunk(const ResponseHead &h, int64_t index, const std::string &text, bool first,
+                    const std::optional<std::string> &finishReason, bool includeUsage);
 /// A token's text as the API shows it beside its log-probability.
 using TokenText = std::function<std::string(int32_t)>;
 

@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <fstream>
 
 using namespace kvplan;
@@ -183,6 +185,11 @@ TEST(OpenAiRequest, DefaultsAndFields) {
   EXPECT_EQ(pen.sampling.presencePenalty, -0.5);
   EXPECT_EQ(pen.sampling.frequencyPenalty, 2.0);
   EXPECT_EQ(pen.sampling.repetitionPenalty, 1.1);
+  const ApiRequest bias =
+      parseCompletionRequest(R"({"prompt": "a", "logit_bias": {"7": -100, "12": 2.5}})");
+  std::vector<std::pair<int32_t, double>> biases = bias.sampling.logitBias;
+  std::sort(biases.begin(), biases.end());
+  EXPECT_EQ(biases, (std::vector<std::pair<int32_t, double>>{{7, -100.0}, {12, 2.5}}));
   EXPECT_EQ(r.logprobs, -1); // "logprobs": null
   EXPECT_EQ(parseCompletionRequest(R"({"prompt": "a", "logprobs": 0})").logprobs, 0);
   EXPECT_EQ(parseCompletionRequest(R"({"prompt": "a", "logprobs": 20})").logprobs, 20);
@@ -210,6 +217,10 @@ TEST(OpenAiRequest, ErrorsNameTheField) {
   EXPECT_EQ(param(R"({"prompt": "a", "presence_penalty": -2.1})"), "presence_penalty");
   EXPECT_EQ(param(R"({"prompt": "a", "presence_penalty": "high"})"), "presence_penalty");
   EXPECT_EQ(param(R"({"prompt": "a", "repetition_penalty": 0})"), "repetition_penalty");
+  EXPECT_EQ(param(R"({"prompt": "a", "logit_bias": {"x": 1}})"), "logit_bias");
+  EXPECT_EQ(param(R"({"prompt": "a", "logit_bias": {"-3": 1}})"), "logit_bias");
+  EXPECT_EQ(param(R"({"prompt": "a", "logit_bias": {"3": 101}})"), "logit_bias");
+  EXPECT_EQ(param(R"({"prompt": "a", "logit_bias": [1]})"), "logit_bias");
   EXPECT_EQ(param(R"({"prompt": "a", "best_of": 2})"), "best_of");
   EXPECT_EQ(param(R"({"prompt": "a", "stream_options": {"include_usage": true}})"),
             "stream_options");

@@ -320,6 +320,24 @@ TEST(Sampling, PenaltiesMoveTheLogitsTheyName) {
   EXPECT_THROW(Sampler(options(2.5, 0, 1)), InputError);
   EXPECT_THROW(Sampler(options(0, -3, 1)), InputError);
   EXPECT_THROW(Sampler(options(0, 0, 0)), InputError);
+  // A bias is added after the penalties: +0.6 lifts 1.5 over 2.0, +0.4
+  // does not; -100 all but bans the best token, also at a temperature.
+  SamplingOptions lift = options(0, 0, 1.0);
+  lift.logitBias = {{1, 0.6}};
+  EXPECT_EQ(Sampler(lift).sample(row.data(), 3), 1);
+  lift.logitBias = {{1, 0.4}};
+  EXPECT_EQ(Sampler(lift).sample(row.data(), 3), 0);
+  SamplingOptions ban = options(0, 0, 1.0);
+  ban.temperature = 1.0;
+  ban.seed = 3;
+  ban.logitBias = {{0, -100}};
+  Sampler banned(ban);
+  for (int i = 0; i < 50; ++i) EXPECT_NE(banned.sample(row.data(), 3), 0);
+  SamplingOptions bad = options(0, 0, 1.0);
+  bad.logitBias = {{1, 101}};
+  EXPECT_THROW(Sampler{bad}, InputError);
+  bad.logitBias = {{-1, 1}};
+  EXPECT_THROW(Sampler{bad}, InputError);
   // Penalties need the row on the host: there is no device draw for them.
   EXPECT_THROW(Sampler(options(0.5, 0, 1)).deviceRow(), std::logic_error);
   EXPECT_NO_THROW(Sampler(options(0, 0, 1)).deviceRow());

@@ -27,6 +27,7 @@
 #include <cmath>
 #include <chrono>
 #include <random>
+#include <set>
 #include <thread>
 
 using namespace kvplan;
@@ -417,6 +418,103 @@ TEST(Server, CompletionLogprobsStreamedOrNot) {
                   .is_null());
 }
 
+TEST(Server, PenaltiesAndLogitBiasReachTheSampler) {
+  Running r;
+  const std::vector<int32_t> prompt = randomPrompt(8, 6);
+  json body = completion(prompt, 12);
+  body["logit_bias"] = {{"77", 100}};
+  auto res = post(r, "/v1/completions", body);
+  ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(json::parse(res->body)["choices"][0]["token_ids"].get<std::vector<int32_t>>(),
+            std::vector<int32_t>(12, 77));
+  body.erase("logit_bias");
+  body["repetition_penalty"] = 1.4;
+  body["frequency_penalty"] = 0.7;
+  SamplingOptions o;
+  o.repetitionPenalty = 1.4;
+  o.frequencyPenalty = 0.7;
+  Engine alone = model().engine();
+  const json got = json::parse(post(r, "/v1/completions", body)->body);
+  EXPECT_EQ(got["choices"][0]["token_ids"].get<std::vector<int32_t>>(),
+            kvplan::testing::penalisedAlone(alone, prompt, 12, o));
+}
+
+TEST(Server, SeveralChoicesAreEachTheirOwnGeneration) {
+  Running r;
+  const std::vector<int32_t> prompt = randomPrompt(7, 8);
+  // Sampled with a seed: choice i is the request with seed + i.
+  json body = completion(prompt, 10);
+  body["temperature"] = 1.0;
+  body["seed"] = 40;
+  body["n"] = 3;
+  body["best_of"] = 3;
+  auto res = post(r, "/v1/completions", body);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json whole = json::parse(res->body);
+  ASSERT_EQ(whole["choices"].size(), 3u);
+  EXPECT_EQ(whole["usage"]["prompt_tokens"], 7);
+  EXPECT_EQ(whole["usage"]["completion_tokens"], 30);
+  std::set<std::vector<int32_t>> distinct;
+  for (int i = 0; i < 3; ++i) {
+    const json &c = whole["choices"][size_t(i)];
+    EXPECT_EQ(c["index"], i);
+    json one = body;
+    one.erase("n");
+    one.erase("best_of");
+    one["seed"] = 40 + i;
+    const json alone = json::parse(post(r, "/v1/completions", one)->body)["choices"][0];
+    EXPECT_EQ(c["token_ids"], alone["token_ids"]) << "choice " << i;
+    EXPECT_EQ(c["text"], alone["text"]);
+    distinct.insert(c["token_ids"].get<std::vector<int32_t>>());
+  }
+  EXPECT_GT(distinct.size(), 1u) << "seeds 40, 41 and 42 draw differently";
+  // Streamed: each chunk names its choice; each choice's ids and text are
+  // the whole answer's, each ends with its own finish chunk, then one usage
+  // chunk and one [DONE].
+  body["stream_options"] = {{"include_usage", true}};
+  const Stream st = postStream(r, "/v1/completions", body);
+  EXPECT_TRUE(st.done);
+  std::vector<std::vector<int32_t>> ids(3);
+  std::vector<std::string> texts(3);
+  std::vector<int> finishes(3);
+  for (const json &e : st.events) {
+    if (e["choices"].empty()) continue;
+    const json &c = e["choices"][0];
+    const size_t i = c["index"].get<size_t>();
+    ASSERT_LT(i, 3u);
+    for (const json &id : c["token_ids"]) ids[i].push_back(id.get<int32_t>());
+    texts[i] += c["text"].get<std::string>();
+    EXPECT_EQ(finishes[i], 0) << "a chunk after choice " << i << " finished";
+    finishes[i] += !c["finish_reason"].is_null();
+  }
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(ids[i], whole["choices"][i]["token_ids"].get<std::vector<int32_t>>());
+    EXPECT_EQ(texts[i], whole["choices"][i]["text"]);
+    EXPECT_EQ(finishes[i], 1);
+  }
+  EXPECT_EQ(st.events.back()["usage"]["completion_tokens"], 30);
+  // Greedy: every choice is the greedy answer.
+  json greedy = completion(prompt, 6);
+  greedy["n"] = 2;
+  const json g = json::parse(post(r, "/v1/completions", greedy)->body);
+  const std::vector<int32_t> want = model().alone(prompt, 6);
+  for (size_t i = 0; i < 2; ++i)
+    EXPECT_EQ(g["choices"][i]["token_ids"].get<std::vector<int32_t>>(), want);
+}
+
+TEST(Server, MoreChoicesThanTheQueueHoldsGet503) {
+  server::ServerOptions o;
+  o.maxQueue = 2;
+  Running r(o);
+  json body = completion(randomPrompt(4, 9), 3);
+  body["n"] = 3;
+  auto res = post(r, "/v1/completions", body);
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 503) << res->body;
+  body["n"] = 2;
+  EXPECT_EQ(post(r, "/v1/completions", body)->status, 200);
+}
+
 TEST(Server, ChatLogprobsListTheMostLikelyTokens) {
   server::ServerOptions o;
   o.chatTemplate = server::ChatTemplate::chatml;
@@ -480,8 +578,11 @@ TEST(Server, ErrorsNameTheField) {
   expectError(c, R"({"prompt": "a", "top_k": -2})", 400, "top_k");
   expectError(c, R"({"prompt": "a", "max_tokens": 0})", 400, "max_tokens");
   expectError(c, R"({"prompt": "a", "max_tokens": 1.5})", 400, "max_tokens");
-  expectError(c, R"({"prompt": "a", "n": 2})", 400, "n");
+  expectError(c, R"({"prompt": "a", "n": 0})", 400, "n");
+  expectError(c, R"({"prompt": "a", "n": 129})", 400, "n");
+  expectError(c, R"({"prompt": "a", "n": 2, "best_of": 3})", 400, "best_of");
   expectError(c, R"({"prompt": "a", "logprobs": 21})", 400, "logprobs");
+  expectError(c, R"({"prompt": "a", "logit_bias": {"300": 5}})", 400, "logit_bias");
   expectError(c, R"({"prompt": "a", "stop": [1]})", 400, "stop");
   expectError(c, R"({"prompt": "a", "stop": ["a","b","c","d","e"]})", 400, "stop");
   expectError(c, R"({"prompt": "a", "stream": "yes"})", 400, "stream");
