@@ -1,10 +1,14 @@
 // Greedy, temperature, top-k and top-p sampling.
 #include "runtime/Sampler.h"
 
+#include "runtime/cpu/Isa.h"
 #include "spec/ModelSpec.h"
 #include "support/Format.h"
 
 #include <algorithm>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <climits>
 #include <cmath>
 #include <stdexcept>
@@ -185,15 +189,116 @@ void samplingProbabilities(const float *logits, int64_t vocab, const SamplingOpt
   for (size_t i = 0; i < keep; ++i) out[size_t(cands[i].second)] = cands[i].first / sum;
 }
 
+namespace {
+
+#if defined(__x86_64__)
+/// e^x for x in [-87.3, 0] (x - n ln 2 by a degree-7 Taylor polynomial,
+/// times 2^n), to float precision; below -87.3, about 1e-38.
+__attribute__((target("avx2,fma"))) inline __m256 exp256(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145752f), x); // ln 2, high bits
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860677e-6f), r);      // and the rest
+  __m256 p = _mm256_set1_ps(1.0f / 5040);
+  for (float c : {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f})
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+  const __m256i scale = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(scale));
+}
+
+/// Σ e^(x[i] - best), the exponentials in float, summed in double.
+__attribute__((target("avx2,fma"))) double sumExpAvx2(const float *x, int64_t n, float best) {
+  __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+  const __m256 b = _mm256_set1_ps(best);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), b));
+    lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+    hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+  }
+  double part[4];
+  _mm256_storeu_pd(part, _mm256_add_pd(lo, hi));
+  double sum = part[0] + part[1] + part[2] + part[3];
+  for (; i < n; ++i) sum += std::exp(x[i] - best);
+  return sum;
+}
+
+__attribute__((target("avx2"))) float maxAvx2(const float *x, int64_t n) {
+  __m256 m = _mm256_set1_ps(-INFINITY);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
+  float lanes[8];
+  _mm256_storeu_ps(lanes, m);
+  float best = -INFINITY;
+  for (float v : lanes) best = v > best ? v : best;
+  for (; i < n; ++i) best = x[i] > best ? x[i] : best;
+  return best;
+}
+
+/// The first i from `from` on with x[i] >= floor, or n.
+__attribute__((target("avx2"))) int64_t nextAtLeastAvx2(const float *x, int64_t from, int64_t n,
+                                                        float floor) {
+  const __m256 f = _mm256_set1_ps(floor);
+  int64_t i = from;
+  for (; i + 8 <= n; i += 8) {
+    const int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), f, _CMP_GE_OQ));
+    if (mask) return i + __builtin_ctz(unsigned(mask));
+  }
+  for (; i < n && !(x[i] >= floor); ++i) {
+  }
+  return i;
+}
+#endif
+
+bool vectorHost() {
+#if defined(__x86_64__)
+  return cpu::activeIsa() != cpu::Isa::scalar;
+#else
+  return false;
+#endif
+}
+
+/// The largest of x[0, n) (NaNs aside).
+float maxOf(const float *x, int64_t n) {
+#if defined(__x86_64__)
+  if (vectorHost()) return maxAvx2(x, n);
+#endif
+  float best = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) best = x[i] > best ? x[i] : best;
+  return best;
+}
+
+/// The first i from `from` on with x[i] >= floor, or n.
+int64_t nextAtLeast(const float *x, int64_t from, int64_t n, float floor) {
+#if defined(__x86_64__)
+  if (vectorHost()) return nextAtLeastAvx2(x, from, n, floor);
+#endif
+  int64_t i = from;
+  for (; i < n && !(x[i] >= floor); ++i) {
+  }
+  return i;
+}
+
+/// Σ e^(x[i] - best) over a row whose largest value is `best`.
+double sumExp(const float *x, int64_t n, float best) {
+#if defined(__x86_64__)
+  if (std::isfinite(best) && vectorHost()) return sumExpAvx2(x, n, best);
+#endif
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += std::exp(x[i] - best);
+  return sum;
+}
+
+} // namespace
+
 TokenLogprobs tokenLogprobs(const float *logits, int64_t vocab, int32_t token, int64_t top) {
   if (token < 0 || token >= vocab || top < 0 || top > kMaxTopLogprobs)
     throw std::logic_error("tokenLogprobs: token " + std::to_string(token) + " of " +
                            std::to_string(vocab) + ", top " + std::to_string(top));
-  double best = -INFINITY;
-  for (int64_t i = 0; i < vocab; ++i) best = std::max(best, double(logits[i]));
-  double sum = 0;
-  for (int64_t i = 0; i < vocab; ++i) sum += std::exp(double(logits[i]) - best);
-  const double logZ = best + std::log(sum);
+  const float best = maxOf(logits, vocab);
+  const double logZ = double(best) + std::log(sumExp(logits, vocab, best));
   TokenLogprobs out;
   out.chosen = {token, double(logits[token]) - logZ};
   // The `top` largest logits, kept sorted: higher first, lower id first.
@@ -202,11 +307,13 @@ TokenLogprobs tokenLogprobs(const float *logits, int64_t vocab, int32_t token, i
   auto before = [](const std::pair<float, int32_t> &a, const std::pair<float, int32_t> &b) {
     return a.first != b.first ? a.first > b.first : a.second < b.second;
   };
-  for (int64_t i = 0; i < vocab && top > 0; ++i) {
+  float floor = -INFINITY; // once `top` are kept, the least of them
+  for (int64_t i = 0; top > 0 && (i = nextAtLeast(logits, i, vocab, floor)) < vocab; ++i) {
     const std::pair<float, int32_t> c{logits[i], int32_t(i)};
     if (int64_t(kept.size()) == top && !before(c, kept.back())) continue;
     kept.insert(std::upper_bound(kept.begin(), kept.end(), c, before), c);
     if (int64_t(kept.size()) > top) kept.pop_back();
+    if (int64_t(kept.size()) == top) floor = kept.back().first;
   }
   for (const auto &[logit, id] : kept) out.top.push_back({id, double(logit) - logZ});
   return out;

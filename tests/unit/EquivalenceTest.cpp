@@ -6,11 +6,14 @@
 #include "runtime/Engine.h"
 #include "runtime/Sampler.h"
 #include "plan/WeightPacking.h"
+#include "runtime/cpu/Isa.h"
 #include "tests/common/ActivationsScope.h"
+#include "tests/common/ServeCompare.h"
 #include "tests/unit/ReferenceModel.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 
 using namespace kvplan;
@@ -275,6 +278,42 @@ TEST(Sampling, SeededAndTopKOneIsGreedy) {
   EXPECT_THROW(Sampler({-1.0, 0, 1.0, 0}), InputError);
   EXPECT_THROW(Sampler({1.0, 0, 0.0, 0}), InputError);
   EXPECT_THROW(Sampler({1.0, 0, 1.5, 0}), InputError);
+}
+
+TEST(Sampling, LogprobsAreTheLogSoftmaxOnEveryIsa) {
+  // Rows of Llama 2's and Llama 3's vocabulary sizes (not multiples of 8
+  // for the tails), spread like logits, with ties and a very low tail.
+  const cpu::Isa was = cpu::activeIsa();
+  for (int64_t vocab : {int64_t(32003), int64_t(128256)}) {
+    std::vector<float> row(static_cast<size_t>(vocab));
+    std::mt19937 rng(static_cast<uint32_t>(vocab));
+    std::normal_distribution<float> spread(0.0f, 4.0f);
+    for (float &v : row) v = spread(rng);
+    row[7] = row[11] = 25.0f; // tied at the top: the lower id first
+    row[13] = -200.0f;        // e^-225: nothing, not a NaN
+    std::vector<int32_t> order(row.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = int32_t(i);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int32_t a, int32_t b) { return row[size_t(a)] > row[size_t(b)]; });
+    for (cpu::Isa isa : {cpu::Isa::scalar, cpu::Isa::avx2, cpu::Isa::avx512}) {
+      if (isa > cpu::detectIsa()) continue;
+      SCOPED_TRACE(std::string(cpu::isaName(isa)) + ", vocab " + std::to_string(vocab));
+      cpu::setActiveIsa(isa);
+      for (int32_t token : {int32_t(7), int32_t(13), int32_t(vocab - 1)}) {
+        const TokenLogprobs got = tokenLogprobs(row.data(), vocab, token, kMaxTopLogprobs);
+        EXPECT_NEAR(got.chosen.logprob,
+                    kvplan::testing::referenceLogprob(row.data(), vocab, token), 1e-6);
+        ASSERT_EQ(got.top.size(), size_t(kMaxTopLogprobs));
+        for (size_t i = 0; i < got.top.size(); ++i) {
+          EXPECT_EQ(got.top[i].token, order[i]) << "rank " << i;
+          EXPECT_NEAR(got.top[i].logprob,
+                      kvplan::testing::referenceLogprob(row.data(), vocab, order[i]), 1e-6);
+        }
+      }
+      EXPECT_TRUE(tokenLogprobs(row.data(), vocab, 0, 0).top.empty());
+    }
+  }
+  cpu::setActiveIsa(was);
 }
 
 TEST(Sampling, PenaltiesMoveTheLogitsTheyName) {
