@@ -256,6 +256,7 @@ void Scheduler::admit() {
     const int64_t first = std::min(int64_t(r.tokens.size()), eng.prefillRows());
     const int64_t need = ceilDiv(first, eng.pageSize()) + int64_t(active.size());
     if (!active.empty() && need > eng.freePages()) return;
+    if (awaitsTwin(r)) return;
     r.seq = eng.open();
     auto t0 = Clock::now();
     const int64_t reused = eng.reuse(r.seq, r.tokens.data(), int64_t(r.tokens.size()));
@@ -269,6 +270,22 @@ void Scheduler::admit() {
     // Oldest first: a resumed request goes back among the others by age.
     active.insert(std::upper_bound(active.begin(), active.end(), &r, olderFirst), &r);
   }
+}
+
+bool Scheduler::awaitsTwin(const Request &r) const {
+  if (!eng.pages().caching()) return false;
+  const int64_t page = eng.pageSize();
+  for (const Request *a : active) {
+    if (a->pending(eng) <= 1) continue; // not prefilling
+    const size_t most = std::min(r.tokens.size(), a->tokens.size());
+    const int64_t common =
+        std::mismatch(r.tokens.begin(), r.tokens.begin() + most, a->tokens.begin()).first -
+        r.tokens.begin();
+    // Whole pages r could take from the cache (its last token always runs).
+    const int64_t shared = std::min(common, int64_t(r.tokens.size()) - 1) / page * page;
+    if (shared > eng.length(a->seq)) return true;
+  }
+  return false;
 }
 
 /// One decode call for every running request with one token to append,

@@ -154,6 +154,11 @@ private:
   void failRunning(const std::string &why);
   void removeFinished();
   void admit();
+  /// Whether a running request is still prefilling whole pages that `r`
+  /// starts with (n choices of one prompt, requests with one system
+  /// prompt): `r` then waits to take them from the prefix cache rather
+  /// than compute them again. Never without the prefix cache.
+  bool awaitsTwin(const Request &r) const;
   bool makeRoom(Request &forRequest, int64_t pages);
   void preempt(Request &r);
   void decodeAll(int64_t &budget);

@@ -241,14 +241,40 @@ TEST(Scheduler, ASharedPrefixIsPrefilledOnce) {
   const Load l = makeLoad(4, 24); // 24 shared tokens: 6 pages
   std::vector<Received> got = serve(s, l, 1);
   // The first request computes the shared pages, a chunk of 8 tokens a
-  // step, and each page enters the cache as it fills: the second request,
-  // a step later, finds two pages, the third four, the nine after them all
-  // six.
-  EXPECT_EQ(s.stats().cachedPromptTokens, 8 + 16 + 9 * 24);
+  // step, each page entering the cache as it fills; the others, arriving a
+  // step apart, wait while it still prefills pages they start with, then
+  // take all six from the cache: the shared prefix is computed once.
+  EXPECT_EQ(s.stats().cachedPromptTokens, 11 * 24);
+  // (A prompt one token past the cached pages decodes that token instead.)
   EXPECT_LE(s.stats().prefillTokens, s.stats().promptTokens - s.stats().cachedPromptTokens);
   for (size_t i = 0; i < got.size(); ++i)
     EXPECT_EQ(got[i].tokens, alone(m, l.prompts[i], l.maxNew[i])) << "request " << i;
   expectNoLeak(e);
+}
+
+TEST(Scheduler, IdenticalPromptsSubmittedTogetherArePrefilledOnce) {
+  // Four copies of a 30-token prompt at once (n choices of one request):
+  // the first prefills it, the others wait for its 7 full pages, then
+  // prefill only their last 2 tokens. Without the prefix cache there is
+  // nothing to wait for: all four run at once.
+  for (bool cache : {true, false}) {
+    SCOPED_TRACE(cache ? "prefix cache" : "no prefix cache");
+    TinyModel m(kF32);
+    Engine e = m.engine({cache});
+    Scheduler s(e, nullptr);
+    const std::vector<int32_t> prompt = randomTokens(30, 12);
+    std::vector<Received> got(4);
+    for (Received &r : got)
+      s.submit(request(prompt, 6, r, {0.9, 0, 1.0, uint64_t(&r - got.data())}));
+    s.step();
+    EXPECT_EQ(s.running(), cache ? 1 : 4);
+    s.runUntilIdle();
+    EXPECT_EQ(s.stats().cachedPromptTokens, cache ? 3 * 28 : 0);
+    EXPECT_EQ(s.stats().prefillTokens, cache ? 30 + 3 * 2 : 4 * 30);
+    for (size_t i = 0; i < got.size(); ++i)
+      EXPECT_EQ(got[i].tokens, alone(m, prompt, 6, {0.9, 0, 1.0, uint64_t(i)})) << i;
+    expectNoLeak(e);
+  }
 }
 
 TEST(Scheduler, PreemptedRequestsResumeWithTheSameTokens) {
