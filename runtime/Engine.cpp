@@ -32,13 +32,19 @@ void Engine::init(const EngineOptions &options) {
                      " tensor-parallel ranks, and its executor runs alone");
 }
 
+namespace {
+/// Whether some row's draw needs its whole row of logits on the host
+/// (penalties or biases change the row first).
+bool anyPenalized(Sampler *const *samplers, int64_t count) {
+  return std::any_of(samplers, samplers + count,
+                     [](const Sampler *s) { return s->options().penalized(); });
+}
+} // namespace
+
 void Engine::sampleHost(const std::string &entry, Sampler *const *samplers, int64_t count,
                         int32_t *out) {
-  // Penalties need whole rows (a tensor-parallel leader gathers them).
-  const bool whole = !exec->collective() ||
-                     std::any_of(samplers, samplers + count,
-                                 [](const Sampler *s) { return s->options().penalized(); });
-  if (whole) {
+  // A tensor-parallel leader gathers whole rows for penalties.
+  if (!exec->collective() || anyPenalized(samplers, count)) {
     const float *logits = exec->logits(entry);
     for (int64_t r = 0; r < count; ++r)
       out[r] = samplers[r]->sample(logits + r * vocabSize(), vocabSize());
@@ -167,9 +173,7 @@ int32_t Engine::prefillStep(int seq, const int32_t *tokens, int64_t count, Sampl
   Sequence &s = seqs[size_t(seq)];
   grow(s, int64_t(s.tokens.size()) + count);
   writeSequenceInputs("prefill", s, tokens, count, chunk);
-  // Penalties need the row on the host.
-  const bool device =
-      rowSampler && exec->samplesOnDevice() && !rowSampler->options().penalized();
+  const bool device = rowSampler && exec->samplesOnDevice() && !anyPenalized(&rowSampler, 1);
   if (device) {
     params.assign(1, rowSampler->deviceRow());
     exec->setSampling("prefill", params.data(), 1);
@@ -218,10 +222,8 @@ std::vector<int32_t> Engine::decodeStep(const std::vector<int> &which,
     pos[r] = active ? int32_t(length(which[size_t(r)])) : -1;
   }
   const int64_t rows = int64_t(which.size());
-  const bool device =
-      !samplers.empty() && exec->samplesOnDevice() &&
-      std::none_of(samplers.begin(), samplers.end(),
-                   [](const Sampler *s) { return s->options().penalized(); });
+  const bool device = !samplers.empty() && exec->samplesOnDevice() &&
+                      !anyPenalized(samplers.data(), rows);
   if (device) {
     params.resize(size_t(rows));
     for (int64_t r = 0; r < rows; ++r) params[size_t(r)] = samplers[size_t(r)]->deviceRow();
