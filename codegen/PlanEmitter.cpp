@@ -334,6 +334,9 @@ FailureOr<Plan> emitPlan(ModuleOp module, const ModelConfig &cfg) {
   if (cfg.compile.speculate > 0 && !plan.entryPoints.count("verify"))
     return module.emitError() << "has no @verify entry point for --speculate "
                               << cfg.compile.speculate;
+  if (cfg.compile.scoreRows > 0 && !plan.entryPoints.count("score"))
+    return module.emitError() << "has no @score entry point for --score-rows "
+                              << cfg.compile.scoreRows;
   return plan;
 }
 

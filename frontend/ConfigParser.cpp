@@ -264,6 +264,7 @@ ModelConfig parseTomlSpec(const std::string &text, const std::string &path,
   comp.integer("kv_pages", c.kvPages, false);
   comp.integer("tensor_parallel", c.tensorParallel, false);
   comp.integer("speculate", c.speculate, false);
+  comp.integer("score_rows", c.scoreRows, false);
   comp.integers("decode_copies", c.decodeCopies, false);
   comp.integers("prefill_copies", c.prefillCopies, false);
 
@@ -661,6 +662,11 @@ ModelConfig applyAndValidate(ModelConfig cfg, const SettingOverrides &o) {
     cfg.compile.speculate = *o.speculate;
     set("compile.speculate");
     cfg.fieldNames["compile.speculate"] = "--speculate"; // messages name the flag
+  }
+  if (o.scoreRows) {
+    cfg.compile.scoreRows = *o.scoreRows;
+    set("compile.score_rows");
+    cfg.fieldNames["compile.score_rows"] = "--score-rows";
   }
   if (o.decodeCopies) {
     cfg.compile.decodeCopies = *o.decodeCopies;

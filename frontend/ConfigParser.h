@@ -35,6 +35,7 @@ struct SettingOverrides {
   std::optional<int64_t> kvPages;
   std::optional<int64_t> tensorParallel;
   std::optional<int64_t> speculate;
+  std::optional<int64_t> scoreRows;
   std::optional<std::vector<int64_t>> decodeCopies, prefillCopies; // empty: none
 };
 

@@ -123,6 +123,7 @@ OwningOpRef<ModuleOp> buildModelIR(MLIRContext &ctx, const ModelConfig &cfg) {
                                             dtypeName(s.kvDtype), s.maxBatch, s.maxSeqLen,
                                             s.prefillChunk, s.pageSize, s.kvPages));
   if (s.speculate > 0) (*module)->setAttr(attr::kSpeculate, b.getI64IntegerAttr(s.speculate));
+  if (s.scoreRows > 0) (*module)->setAttr(attr::kScoreRows, b.getI64IntegerAttr(s.scoreRows));
   if (!s.decodeCopies.empty())
     (*module)->setAttr(attr::kDecodeCopies, b.getDenseI64ArrayAttr(s.decodeCopies));
   if (!s.prefillCopies.empty())

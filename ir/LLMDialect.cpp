@@ -213,8 +213,13 @@ LogicalResult LLMDialect::verifyOperationAttribute(Operation *op, NamedAttribute
     auto s = dyn_cast<StringAttr>(v);
     return expect(isa<func::FuncOp>(op) && s &&
                       (s.getValue() == "prefill" || s.getValue() == "decode" ||
-                       s.getValue() == "verify"),
-                  "\"prefill\", \"decode\" or \"verify\" on a function");
+                       s.getValue() == "verify" || s.getValue() == "score"),
+                  "\"prefill\", \"decode\", \"verify\" or \"score\" on a function");
+  }
+  if (name == attr::kScoreRows) {
+    auto i = dyn_cast<IntegerAttr>(v);
+    return expect(isa<ModuleOp>(op) && i && i.getInt() >= 0,
+                  "a non-negative integer on the module (rows of @score)");
   }
   if (name == attr::kSpeculate) {
     auto i = dyn_cast<IntegerAttr>(v);

@@ -46,8 +46,9 @@ namespace attr {
 constexpr const char *kSettings = "llm.settings"; // module: compile settings
 constexpr const char *kModel = "llm.model";       // module: model name
 constexpr const char *kTensorParallel = "llm.tensor_parallel"; // module: ranks (absent: 1)
-constexpr const char *kEntry = "llm.entry";       // func: "prefill" / "decode" / "verify"
+constexpr const char *kEntry = "llm.entry"; // func: "prefill" / "decode" / "verify" / "score"
 constexpr const char *kSpeculate = "llm.speculate"; // module: draft tokens per verify (i64)
+constexpr const char *kScoreRows = "llm.score_rows"; // module: rows of @score (i64)
 // module: rows of the smaller copies of @decode / @prefill (array<i64>, absent: none)
 constexpr const char *kDecodeCopies = "llm.decode_copies";
 constexpr const char *kPrefillCopies = "llm.prefill_copies";

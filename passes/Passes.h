@@ -25,7 +25,7 @@ namespace kvplan {
 std::vector<std::string> pipelinePassNames(Target target, int64_t tensorParallel = 1);
 /// The options the pipeline gives pass `name` (its flag) for settings `s`:
 /// the ranks of partition-tensor-parallel; "" for the others (the rest of
-/// the settings ride on the module: llm.settings, llm.speculate,
+/// the settings ride on the module: llm.settings, llm.speculate, llm.score_rows,
 /// llm.decode_copies, llm.prefill_copies).
 std::string pipelinePassOptions(llvm::StringRef name, const CompileSettings &s);
 /// Adds the registered pass whose flag is `flag` to `pm` (nested on

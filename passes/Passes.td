@@ -58,6 +58,11 @@ def SplitPrefillDecode : Pass<"split-prefill-decode", "::mlir::ModuleOp"> {
     `@prefill`, but with logits for every row (prune-last-token leaves it
     alone).
 
+    With `llm.score_rows = N` on the module (or the `score-rows` option)
+    another entry point, `@score`, runs N tokens of one sequence like
+    `@verify` (any offset, causal, logits for every row): a prompt's tokens
+    a call, for their log-probabilities.
+
     With the module's `llm.decode_copies` (the settings' list: a cuda model's
     default is 1, 8, 32 below its max batch), or the option `decode-rows`
     (which replaces it, leaving out rows not below the max batch), it also
@@ -87,6 +92,9 @@ def SplitPrefillDecode : Pass<"split-prefill-decode", "::mlir::ModuleOp"> {
     Option<"speculate", "speculate", "int64_t", "0",
            "draft tokens per @verify call; its rows are speculate + 1 (0: the module's "
            "llm.speculate, else no @verify)">,
+    Option<"scoreRows", "score-rows", "int64_t", "0",
+           "rows of @score, every row's logits (0: the module's llm.score_rows, else no "
+           "@score)">,
   ];
   let dependentDialects = ["::kvplan::llm::LLMDialect"];
 }
@@ -252,7 +260,7 @@ def KVPlanPipeline : Pass<"kvplan-pipeline", "::mlir::ModuleOp"> {
     fuse-rope-kv-write, fuse-matvec and narrow-activations before
     plan-buffers; partition-tensor-parallel first when the module's
     `llm.tensor_parallel` (or the `tensor-parallel` option) is above 1. The
-    rest of the settings ride on the module too (`llm.speculate`,
+    rest of the settings ride on the module too (`llm.speculate`, `llm.score_rows`,
     `llm.decode_copies`, `llm.prefill_copies`), so that on the frontend's
     IR (`kvplan dump -o DIR`'s `00-frontend.mlir`) it makes what `kvplan
     compile` made. A `target` option that contradicts the module's settings

@@ -1,6 +1,7 @@
 // --split-prefill-decode: @forward -> @prefill (a chunk) and @decode (a
 // batch), smaller copies of them (@prefill.8, @decode.8, ...) where asked, and with
-// speculation @verify (draft tokens of one sequence).
+// speculation @verify (draft tokens of one sequence), and for prompt
+// log-probabilities @score (a prompt's tokens, every row's logits).
 #include "passes/Passes.h"
 
 #include "mlir/IR/Builders.h"
@@ -62,7 +63,7 @@ struct SplitPrefillDecodePass
                             "model the frontend builds)";
       return signalPassFailure();
     }
-    for (StringRef name : {"prefill", "decode", "verify"})
+    for (StringRef name : {"prefill", "decode", "verify", "score"})
       if (module.lookupSymbol(name)) {
         module.emitError() << "module already has @" << name << "; run split-prefill-decode once";
         return signalPassFailure();
@@ -83,7 +84,8 @@ struct SplitPrefillDecodePass
       return signalPassFailure();
     }
     FailureOr<int64_t> draft = draftTokens(module, seqRows);
-    if (failed(draft))
+    FailureOr<int64_t> scored = scoreRowsOf(module, seqRows);
+    if (failed(draft) || failed(scored))
       return signalPassFailure();
 
     FailureOr<SmallVector<int64_t>> prefillCopies =
@@ -105,6 +107,8 @@ struct SplitPrefillDecodePass
       entries.push_back({"decode." + std::to_string(rows), "decode", rows});
     if (*draft > 0)
       entries.push_back({"verify", "verify", *draft + 1});
+    if (*scored > 0)
+      entries.push_back({"score", "score", *scored});
     for (auto &[name, role, rows] : entries) {
       auto fn = cast<func::FuncOp>(b.clone(*forward));
       fn.setSymName(name);
@@ -163,6 +167,22 @@ struct SplitPrefillDecodePass
       return failure();
     }
     return k;
+  }
+
+  /// Rows of @score: the option, else the module's llm.score_rows, else 0
+  /// (no @score).
+  FailureOr<int64_t> scoreRowsOf(ModuleOp module, int64_t seqRows) {
+    int64_t rows = scoreRows;
+    if (!rows)
+      if (auto a = module->getAttrOfType<IntegerAttr>(attr::kScoreRows))
+        rows = a.getInt();
+    if (rows < 0 || rows > CompileSettings::kMaxScoreRows || rows > seqRows) {
+      module.emitError() << "score rows " << rows << " must be 0 (no @score) or 1 to "
+                         << std::min(CompileSettings::kMaxScoreRows, seqRows)
+                         << " (at most the context of " << seqRows << ")";
+      return failure();
+    }
+    return rows;
   }
 };
 

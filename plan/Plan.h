@@ -18,8 +18,8 @@
 namespace kvplan {
 
 struct EntryPoint {
-  std::string name;    // "prefill", "decode", "verify"; "decode.8": a copy at 8 rows
-  int64_t rows = 0;    // static rows: prefill chunk, max batch, draft tokens + 1, N
+  std::string name;    // "prefill", "decode", "verify", "score"; "decode.8": a copy at 8 rows
+  int64_t rows = 0;    // static rows: prefill chunk, max batch, draft tokens + 1, score rows, N
   int64_t arenaBytes = 0;
   std::vector<Operand> args;
   std::vector<Operand> results;
@@ -149,7 +149,7 @@ struct Plan {
   int64_t ranks() const { return settings.tensorParallel; }
 };
 
-/// What entry point `name` is for: "prefill", "decode" or "verify"; the
+/// What entry point `name` is for: "prefill", "decode", "verify" or "score"; the
 /// smaller copies of prefill and decode (a cuda plan's "prefill.8",
 /// "decode.1", ..., each with the rows its name says) are for what they
 /// copy.

@@ -514,11 +514,11 @@ public:
     if (ep.results.size() != 1 || !isActivations(ep.results[0]) ||
         ep.results[0].dtype != DType::f32 || ep.results[0].cols() != plan.model.vocabSize / plan.ranks())
       incompatible(where, "does not return one f32 tensor of logits over the vocabulary");
-    // The engine reads a row of logits per decode and verify row, and
-    // prefill's first.
+    // The engine reads a row of logits per decode, verify and score row,
+    // and prefill's first.
     const int64_t logitRows = ep.results[0].rows();
     const std::string role = entryRole(ep.name);
-    const bool everyRow = role == "decode" || role == "verify";
+    const bool everyRow = role == "decode" || role == "verify" || role == "score";
     if (logitRows != ep.rows && (everyRow || logitRows != 1))
       incompatible(where, "returns " + std::to_string(logitRows) + " rows of logits, expected " +
                               (everyRow ? "" : "1 or ") + std::to_string(ep.rows) +
@@ -527,6 +527,9 @@ public:
       incompatible(where, "has " + std::to_string(ep.rows) + " rows, but the settings' speculate " +
                               std::to_string(plan.settings.speculate) + " needs " +
                               std::to_string(plan.settings.speculate + 1));
+    if (ep.name == "score" && ep.rows != plan.settings.scoreRows)
+      incompatible(where, "has " + std::to_string(ep.rows) + " rows, but the settings' "
+                              "score_rows is " + std::to_string(plan.settings.scoreRows));
     for (size_t i = 0; i < ep.steps.size(); ++i) step(ep.steps[i], i);
     for (const Operand &r : ep.results) read(r, where + " result");
   }
@@ -678,15 +681,15 @@ void checkShards(const Plan &p) {
   }
 }
 
-/// An entry point is prefill, decode or verify, or a smaller copy of
+/// An entry point is prefill, decode, verify or score, or a smaller copy of
 /// prefill or decode named by its rows ("decode.8"), fewer than those of the
 /// entry point it copies.
 void checkEntryName(const Plan &p, const EntryPoint &ep) {
   const std::string where = "entry point '" + ep.name + "'";
   const std::string role = entryRole(ep.name);
   if (role == ep.name) {
-    if (role != "prefill" && role != "decode" && role != "verify")
-      incompatible(where, "is none of prefill, decode, verify, prefill.N or decode.N (a "
+    if (role != "prefill" && role != "decode" && role != "verify" && role != "score")
+      incompatible(where, "is none of prefill, decode, verify, score, prefill.N or decode.N (a "
                           "smaller copy); the artifact is from another kvplan: recompile the "
                           "model");
     return;
@@ -730,6 +733,9 @@ void validatePlan(const Plan &p) {
   if (p.settings.speculate > 0 && !p.entryPoints.count("verify"))
     incompatible("the plan's", "settings have speculate " + std::to_string(p.settings.speculate) +
                                    " but there is no 'verify' entry point");
+  if (p.settings.scoreRows > 0 && !p.entryPoints.count("score"))
+    incompatible("the plan's", "settings have score_rows " + std::to_string(p.settings.scoreRows) +
+                                   " but there is no 'score' entry point");
   for (const auto &[name, ep] : p.entryPoints) {
     checkEntryName(p, ep);
     Dataflow(p, ep).check();

@@ -25,6 +25,8 @@ void Engine::init(const EngineOptions &options) {
   batch = p.entryPoints.at("decode").rows;
   auto v = p.entryPoints.find("verify");
   verify_ = v == p.entryPoints.end() ? 0 : v->second.rows;
+  auto sc = p.entryPoints.find("score");
+  score_ = sc == p.entryPoints.end() ? 0 : sc->second.rows;
   pagesPerSeq = p.kvCache.pagesPerSequence;
   pool = PagePool(p.kvCache.pages, p.kvCache.pageSize, options.prefixCache);
   if (p.ranks() > 1 && !exec->collective())
@@ -186,6 +188,23 @@ int32_t Engine::prefillStep(int seq, const int32_t *tokens, int64_t count, Sampl
   int32_t next = -1;
   sampleHost("prefill", &rowSampler, 1, &next);
   return next;
+}
+
+const float *Engine::score(int seq, const int32_t *tokens, int64_t count) {
+  checkOpen(seq);
+  if (score_ == 0)
+    throw InputError("the plan has no score entry point, which the prompt's log-probabilities "
+                     "need (compile with --score-rows N)");
+  if (count <= 0 || count > score_)
+    throw std::logic_error("a score call takes 1 to score_rows tokens");
+  for (int64_t i = 0; i < count; ++i) checkToken(tokens[i]);
+  Sequence &s = seqs[size_t(seq)];
+  grow(s, int64_t(s.tokens.size()) + count);
+  writeSequenceInputs("score", s, tokens, count, score_);
+  exec->run("score", count);
+  s.tokens.insert(s.tokens.end(), tokens, tokens + count);
+  publishFull(s);
+  return exec->logits("score");
 }
 
 std::vector<int32_t> Engine::decodeStep(const std::vector<int> &which,

@@ -104,6 +104,15 @@ public:
   /// cache: truncate() goes no lower.
   int64_t publishedTokens(int seq) const;
 
+  /// Prompt log-probabilities. Rows of one score call: the plan's
+  /// score_rows, or 0 when it has no @score.
+  int64_t scoreRows() const { return score_; }
+  /// One score call: tokens[0, count) (1 to scoreRows()) appended to the
+  /// sequence, as prefillStep appends them; returns [count, vocab] logits,
+  /// row i the next-token logits after tokens[i] (valid until the next
+  /// call).
+  const float *score(int seq, const int32_t *tokens, int64_t count);
+
   /// Sampling for prefillNext/decodeNext (default: greedy). Throws
   /// InputError for bad options, as Sampler does.
   void setSampling(const SamplingOptions &options);
@@ -123,7 +132,7 @@ private:
   void checkToken(int32_t t) const;
   void checkOpen(int seq) const;
   void grow(Sequence &s, int64_t tokens);
-  /// Writes the inputs of a one-sequence entry point (prefill, verify) of
+  /// Writes the inputs of a one-sequence entry point (prefill, verify, score) of
   /// `rows` rows: tokens[0, count) at the sequence's next positions, the
   /// rest padding (position -1), and its page table row.
   void writeSequenceInputs(const std::string &entry, const Sequence &s, const int32_t *tokens,
@@ -139,7 +148,7 @@ private:
 
   std::unique_ptr<Executor> exec;
   Sampler sampler{SamplingOptions{}};
-  int64_t chunk = 0, batch = 0, pagesPerSeq = 0, verify_ = 0;
+  int64_t chunk = 0, batch = 0, pagesPerSeq = 0, verify_ = 0, score_ = 0;
   PagePool pool{1, 1, false};
   std::vector<Sequence> seqs;
   std::vector<int> freeSlots;

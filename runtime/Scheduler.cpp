@@ -30,6 +30,9 @@ struct Scheduler::Request {
   std::unique_ptr<StreamDecoder> text;
   std::string held;            // text that may begin a stop string
   std::mt19937_64 rng;         // speculative sampling's draws
+  bool scored = false;         // the prompt's log-probabilities are computed
+  bool firstSent = false;      // an event has gone to the caller
+  std::vector<TokenLogprobs> promptScores;
 
   explicit Request(GenerationRequest r)
       : req(std::move(r)), sampler(req.sampling), rng(acceptanceRng(req.sampling)) {
@@ -38,6 +41,8 @@ struct Scheduler::Request {
   /// Tokens still to run through the model: 1 for a request whose next step
   /// is a decode row (its last token is not in the cache yet).
   int64_t pending(const Engine &e) const { return int64_t(tokens.size()) - e.length(seq); }
+  /// Whether its prompt still runs through @score.
+  bool scoring() const { return req.promptLogprobs >= 0 && !scored; }
 };
 
 namespace {
@@ -74,8 +79,9 @@ uint64_t Scheduler::submit(GenerationRequest request) {
     if (t < 0 || t >= eng.vocabSize())
       throw InputError("prompt token id " + std::to_string(t) + " is outside the vocabulary [0, " +
                        std::to_string(eng.vocabSize()) + ")");
-  if (q.maxNewTokens < 1)
-    throw InputError("max new tokens must be at least 1, got " + std::to_string(q.maxNewTokens));
+  if (q.maxNewTokens < (q.promptLogprobs >= 0 ? 0 : 1))
+    throw InputError("max new tokens must be at least 1 (0 only with the prompt's "
+                     "log-probabilities), got " + std::to_string(q.maxNewTokens));
   const int64_t total = int64_t(q.prompt.size()) + q.maxNewTokens;
   if (total > eng.maxSeqLen())
     throw InputError("the prompt has " + std::to_string(q.prompt.size()) + " tokens and up to " +
@@ -99,6 +105,13 @@ uint64_t Scheduler::submit(GenerationRequest request) {
   if (q.logprobs < -1 || q.logprobs > kMaxTopLogprobs)
     throw InputError("logprobs must be -1 (none) or 0 to " + std::to_string(kMaxTopLogprobs) +
                      " most likely tokens, got " + std::to_string(q.logprobs));
+  if (q.promptLogprobs < -1 || q.promptLogprobs > kMaxTopLogprobs)
+    throw InputError("prompt logprobs must be -1 (none) or 0 to " +
+                     std::to_string(kMaxTopLogprobs) + " most likely tokens, got " +
+                     std::to_string(q.promptLogprobs));
+  if (q.promptLogprobs >= 0 && eng.scoreRows() == 0)
+    throw InputError("the prompt's log-probabilities need a plan with a @score entry point, and "
+                     "this one has none (compile, or serve, with --score-rows N)");
   auto r = std::make_unique<Request>(std::move(request)); // checks the sampling options
   r->tokens = r->req.prompt;
   if (tokenizer) r->text = std::make_unique<StreamDecoder>(*tokenizer);
@@ -188,6 +201,7 @@ void Scheduler::finish(Request &r, FinishReason reason, const std::string &error
     e.reason = FinishReason::stop;
   r.held.clear();
   r.done = true;
+  attachPrompt(r, e);
   if (proposer) proposer->release(r.id);
   if (r.seq >= 0) {
     eng.close(r.seq);
@@ -214,6 +228,7 @@ void Scheduler::accept(Request &r, int32_t token, const float *logits) {
   if (r.req.logprobs >= 0)
     e.logprobs = tokenLogprobs(logits, eng.vocabSize(), token, r.req.logprobs);
   const bool stopped = r.text && takeText(r, r.text->push(token), false, e.text);
+  attachPrompt(r, e);
   if (r.req.onEvent) r.req.onEvent(e);
   if (stopped) {
     r.text.reset(); // nothing after the stop string is sent
@@ -221,6 +236,12 @@ void Scheduler::accept(Request &r, int32_t token, const float *logits) {
   } else if (r.generated >= r.req.maxNewTokens) {
     finish(r, FinishReason::length);
   }
+}
+
+void Scheduler::attachPrompt(Request &r, TokenEvent &e) {
+  if (r.firstSent) return;
+  r.firstSent = true;
+  if (r.req.promptLogprobs >= 0) e.promptLogprobs = std::move(r.promptScores);
 }
 
 void Scheduler::removeFinished() {
@@ -256,10 +277,14 @@ void Scheduler::admit() {
     const int64_t first = std::min(int64_t(r.tokens.size()), eng.prefillRows());
     const int64_t need = ceilDiv(first, eng.pageSize()) + int64_t(active.size());
     if (!active.empty() && need > eng.freePages()) return;
-    if (awaitsTwin(r)) return;
+    if (!r.scoring() && awaitsTwin(r)) return;
     r.seq = eng.open();
     auto t0 = Clock::now();
-    const int64_t reused = eng.reuse(r.seq, r.tokens.data(), int64_t(r.tokens.size()));
+    // A prompt being scored needs every token's logits: nothing from the
+    // cache, and (preempted half way) its scores again from the start.
+    r.promptScores.clear();
+    const int64_t reused =
+        r.scoring() ? 0 : eng.reuse(r.seq, r.tokens.data(), int64_t(r.tokens.size()));
     stats_.engineSeconds += Seconds(Clock::now() - t0).count();
     if (!r.admittedOnce) {
       r.admittedOnce = true;
@@ -298,7 +323,7 @@ void Scheduler::decodeAll(int64_t &left) {
   for (;;) {
     rows.clear();
     for (Request *r : active)
-      if (r->pending(eng) == 1) rows.push_back(r);
+      if (r->pending(eng) == 1 && !r->scoring()) rows.push_back(r);
     propose(rows, drafts, probs);
     int64_t pages = 0;
     for (size_t i = 0; i < rows.size(); ++i)
@@ -390,7 +415,7 @@ void Scheduler::prefillSome(int64_t left) {
     Request &r = *active[i];
     if (r.done) continue;
     const int64_t have = eng.length(r.seq), pending = r.pending(eng);
-    if (pending <= 1) continue; // a decode row next step
+    if (pending <= 1 && !r.scoring()) continue; // a decode row next step
     int64_t n = std::min({pending, eng.prefillRows(), left});
     // A prefill call reads every weight whatever its rows: after the
     // step's first call, what is left of the budget goes to a short chunk
@@ -403,6 +428,12 @@ void Scheduler::prefillSome(int64_t left) {
       n = std::min(n, room);
       if (n <= 0) continue;
     }
+    if (r.scoring()) {
+      scoreSome(r, have, n);
+      left -= n;
+      ran = true;
+      continue;
+    }
     const bool last = n == pending;
     auto t0 = Clock::now();
     const int32_t token =
@@ -413,6 +444,31 @@ void Scheduler::prefillSome(int64_t left) {
     left -= n;
     ran = true;
     if (last) accept(r, token, r.req.logprobs >= 0 ? eng.logits("prefill") : nullptr);
+  }
+}
+
+void Scheduler::scoreSome(Request &r, int64_t have, int64_t n) {
+  const int64_t vocab = eng.vocabSize(), prompt = int64_t(r.req.prompt.size());
+  for (int64_t at = have; at < have + n && !r.done;) {
+    const int64_t m = std::min(have + n - at, eng.scoreRows());
+    auto t0 = Clock::now();
+    const float *logits = eng.score(r.seq, r.tokens.data() + at, m);
+    stats_.engineSeconds += Seconds(Clock::now() - t0).count();
+    ++stats_.scoreCalls;
+    stats_.scoredTokens += m;
+    stats_.prefillTokens += m;
+    // Row i holds the distribution of the token after tokens[at + i].
+    for (int64_t i = 0; i < m && at + i + 1 < prompt; ++i)
+      r.promptScores.push_back(tokenLogprobs(logits + i * vocab, vocab,
+                                             r.tokens[size_t(at + i + 1)], r.req.promptLogprobs));
+    at += m;
+    if (at < prompt) continue;
+    r.scored = true;
+    const float *row = logits + (m - 1) * vocab;
+    if (r.req.maxNewTokens == 0)
+      finish(r, FinishReason::length);
+    else
+      accept(r, r.sampler.sample(row, vocab), row);
   }
 }
 

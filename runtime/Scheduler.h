@@ -60,6 +60,10 @@ struct TokenEvent {
   /// With GenerationRequest::logprobs: the token's log-probability and the
   /// most likely tokens at its position.
   std::optional<TokenLogprobs> logprobs;
+  /// With GenerationRequest::promptLogprobs, on the request's first event
+  /// (its first token's, or the finish when none came): entry i for prompt
+  /// token i + 1 (the first token has none).
+  std::optional<std::vector<TokenLogprobs>> promptLogprobs;
 };
 
 struct GenerationRequest {
@@ -71,6 +75,12 @@ struct GenerationRequest {
   /// -1: none. 0 to kMaxTopLogprobs: each generated token's event carries
   /// its log-probability and this many most likely tokens (runtime/Sampler.h).
   int64_t logprobs = -1;
+  /// -1: none. 0 to kMaxTopLogprobs: the prompt's log-probabilities (each
+  /// token's given the ones before it, with this many most likely tokens),
+  /// for which the prompt runs through the plan's @score entry point
+  /// instead of prefill, never from the prefix cache. With it,
+  /// maxNewTokens may be 0: the prompt is scored and nothing generated.
+  int64_t promptLogprobs = -1;
   std::function<void(const TokenEvent &)> onEvent;
 };
 
@@ -99,6 +109,7 @@ struct SchedulerStats {
   int64_t preemptions = 0;
   int64_t finished = 0;
   int64_t verifyCalls = 0, draftsProposed = 0, draftsAccepted = 0; // speculation
+  int64_t scoreCalls = 0, scoredTokens = 0; // prompts run through @score
   double engineSeconds = 0;    // inside Engine calls (the executor, mostly)
   double stepSeconds = 0;      // all of step(), the requests' callbacks included
   double prefixHitRate() const {
@@ -119,7 +130,8 @@ public:
   /// queues nothing, when it could never run: an empty prompt, a token
   /// outside the vocabulary, prompt + max_new_tokens beyond the context,
   /// bad sampling options, stop strings without a tokenizer, or logprobs
-  /// outside [-1, kMaxTopLogprobs].
+  /// or promptLogprobs outside [-1, kMaxTopLogprobs], promptLogprobs
+  /// without a @score entry point.
   uint64_t submit(GenerationRequest request);
   /// Ends a request at the next step (waiting, prefilling or decoding);
   /// its callback gets a `cancelled` event. Unknown or finished ids are
@@ -167,6 +179,12 @@ private:
                std::vector<std::vector<float>> &probs);
   void verifyOne(Request &r, const std::vector<int32_t> &draft, const std::vector<float> &probs);
   void prefillSome(int64_t budget);
+  /// Prompt tokens [have, have + n) of a request that asks for the
+  /// prompt's log-probabilities, through @score; draws the first new token
+  /// after the prompt's last.
+  void scoreSome(Request &r, int64_t have, int64_t n);
+  /// Moves the prompt's log-probabilities into the request's first event.
+  static void attachPrompt(Request &r, TokenEvent &e);
   /// `logits`: the row the token was drawn from (read only when the
   /// request asks for log-probabilities).
   void accept(Request &r, int32_t token, const float *logits);

@@ -121,15 +121,32 @@ struct StreamState {
   std::shared_ptr<Pending> p;
   ResponseHead head;
   std::string echo;
-  bool includeUsage = false, tokenIds = false, started = false, done = false;
+  std::vector<int32_t> prompt;      // with the prompt's log-probabilities:
+  std::vector<std::string> pieces;  // its tokens and their pieces of the echo
+  bool includeUsage = false, tokenIds = false, done = false;
   TokenText tokenText;       // for log-probabilities
   std::vector<char> first;   // per choice: no chunk sent yet
+  std::vector<char> echoed;  // per choice: its echo went
   std::vector<int64_t> sent; // per choice: bytes of its text sent so far
   size_t finished = 0;       // choices whose finish chunk went
 
-  /// A chunk of choice `index`: `text` alone (the echo), or with `e` a
-  /// token's text, its id with return_token_ids and its log-probabilities
-  /// when asked for.
+  /// Choice `index`'s echo, before its first event `e` (which carries the
+  /// prompt's log-probabilities when they were asked for).
+  std::string echoChunk(size_t index, const TokenEvent &e) {
+    echoed[index] = 1;
+    if (echo.empty() && !e.promptLogprobs) return "";
+    json j = streamChunk(head, int64_t(index), echo, first[index] != 0, std::nullopt,
+                         includeUsage);
+    first[index] = 0;
+    if (e.promptLogprobs)
+      j["choices"][0]["logprobs"] = echoLogprobsJson(prompt, *e.promptLogprobs, pieces, tokenText);
+    sent[index] += int64_t(echo.size());
+    return sseEvent(j);
+  }
+
+  /// A chunk of choice `index`: `e`'s text (the token's, or the finish's
+  /// last), its id with return_token_ids and its log-probabilities when
+  /// asked for.
   std::string chunk(size_t index, const std::string &text,
                     const std::optional<std::string> &finish, const TokenEvent *e = nullptr) {
     json j = streamChunk(head, int64_t(index), text, first[index] != 0, finish, includeUsage);
@@ -159,6 +176,9 @@ struct Server::Impl {
   struct Prepared {
     GenerationRequest gen;
     std::string echo;
+    /// With the prompt's log-probabilities: each prompt token's piece of
+    /// the decoded prompt (for text_offset).
+    std::vector<std::string> pieces;
   };
   std::vector<int32_t> promptOf(const ApiRequest &a) const;
   Prepared prepare(const ApiRequest &a) const;
@@ -171,9 +191,9 @@ struct Server::Impl {
   }
   void onEvent(const std::shared_ptr<Pending> &p, size_t index, const TokenEvent &e);
   void reply(const ApiRequest &a, const ResponseHead &h, const std::shared_ptr<Pending> &p,
-             const std::string &echo, httplib::Response &res);
+             const Prepared &prep, httplib::Response &res);
   void stream(const ApiRequest &a, const ResponseHead &h, const std::shared_ptr<Pending> &p,
-              const std::string &echo, httplib::Response &res);
+              const Prepared &prep, httplib::Response &res);
   bool streamSome(StreamState &s, httplib::DataSink &sink);
   std::string finishEvents(StreamState &s, size_t index, const TokenEvent &e);
   bool clientGone(StreamState &s);
@@ -409,6 +429,7 @@ Server::Impl::Prepared Server::Impl::prepare(const ApiRequest &a) const {
   }
   g.stopStrings = a.stop;
   g.logprobs = a.logprobs;
+  g.promptLogprobs = a.promptLogprobs;
   if (a.chat && !a.ignoreEos) {
     TurnEnd end = turnEnd(chat, *tokenizer);
     g.stopIds.insert(g.stopIds.end(), end.ids.begin(), end.ids.end());
@@ -418,6 +439,12 @@ Server::Impl::Prepared Server::Impl::prepare(const ApiRequest &a) const {
     throw badField("stop", "stop sequences need a tokenizer, and this model has none");
   if (a.echo)
     p.echo = a.promptText ? *a.promptText : tokenizer ? tokenizer->decode(g.prompt) : "";
+  if (a.promptLogprobs >= 0) {
+    std::optional<StreamDecoder> d;
+    if (tokenizer) d.emplace(*tokenizer);
+    for (int32_t t : g.prompt) p.pieces.push_back(d ? d->push(t) : "");
+    if (d) p.pieces.back() += d->flush();
+  }
   return p;
 }
 
@@ -499,7 +526,7 @@ namespace {
 struct ChoiceAnswer {
   std::string text;
   json ids = json::array();
-  std::vector<TokenLogprobs> logprobs;
+  std::vector<TokenLogprobs> logprobs, prompt;
   std::vector<std::string> texts; // each token's, beside its log-probabilities
   TokenEvent last;
 };
@@ -508,8 +535,9 @@ struct ChoiceAnswer {
 
 /// Waits for the whole answer and sends it as one JSON body.
 void Server::Impl::reply(const ApiRequest &a, const ResponseHead &h,
-                         const std::shared_ptr<Pending> &p, const std::string &echo,
+                         const std::shared_ptr<Pending> &p, const Prepared &prep,
                          httplib::Response &res) {
+  const std::string &echo = prep.echo;
   std::vector<ChoiceAnswer> answers(p->choices.size());
   {
     std::unique_lock<std::mutex> lock(p->m);
@@ -522,6 +550,7 @@ void Server::Impl::reply(const ApiRequest &a, const ResponseHead &h,
         c.logprobs.push_back(*e.logprobs);
         c.texts.push_back(e.text);
       }
+      if (e.promptLogprobs) c.prompt = *e.promptLogprobs;
       if (e.finished) c.last = e;
     }
   }
@@ -535,9 +564,12 @@ void Server::Impl::reply(const ApiRequest &a, const ResponseHead &h,
     const ChoiceAnswer &c = answers[i];
     json choice = completionChoice(h, int64_t(i), echo + c.text, finishName(c.last.reason));
     if (a.returnTokenIds) choice["token_ids"] = c.ids;
+    const TokenText text = [this](int32_t id) { return tokenText(id); };
     if (a.logprobs >= 0)
-      choice["logprobs"] = logprobsJson(h.chat, c.logprobs, c.texts, int64_t(echo.size()),
-                                        [this](int32_t id) { return tokenText(id); });
+      choice["logprobs"] = logprobsJson(h.chat, c.logprobs, c.texts, int64_t(echo.size()), text);
+    if (a.promptLogprobs >= 0)
+      choice["logprobs"] =
+          echoLogprobsJson(prep.gen.prompt, c.prompt, prep.pieces, text, choice["logprobs"]);
     choices.push_back(choice);
   }
   fillRecord(*p, finishName(answers[0].last.reason));
@@ -547,16 +579,21 @@ void Server::Impl::reply(const ApiRequest &a, const ResponseHead &h,
 
 /// Answers as server-sent events, each token as it comes.
 void Server::Impl::stream(const ApiRequest &a, const ResponseHead &h,
-                          const std::shared_ptr<Pending> &p, const std::string &echo,
+                          const std::shared_ptr<Pending> &p, const Prepared &prep,
                           httplib::Response &res) {
   auto s = std::make_shared<StreamState>();
   s->p = p;
   s->head = h;
-  s->echo = echo;
+  s->echo = prep.echo;
+  if (a.promptLogprobs >= 0) {
+    s->prompt = prep.gen.prompt;
+    s->pieces = prep.pieces;
+  }
   s->includeUsage = a.includeUsage;
   s->tokenIds = a.returnTokenIds;
   s->tokenText = [this](int32_t id) { return tokenText(id); };
   s->first.assign(p->choices.size(), 1);
+  s->echoed.assign(p->choices.size(), 0);
   s->sent.assign(p->choices.size(), 0);
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
@@ -584,10 +621,8 @@ bool Server::Impl::streamSome(StreamState &s, httplib::DataSink &sink) {
   // writable; the request is then cancelled at once.
   if (got.empty()) return sink.is_writable() ? true : clientGone(s);
   std::string out;
-  if (!s.started && !s.echo.empty())
-    for (size_t i = 0; i < s.first.size(); ++i) out += s.chunk(i, s.echo, std::nullopt);
-  s.started = true;
   for (const auto &[index, e] : got) {
+    if (!s.echoed[index] && !serverEnded(e.reason)) out += s.echoChunk(index, e);
     if (e.finished) {
       out += finishEvents(s, index, e);
       if (s.done) break;
@@ -647,8 +682,8 @@ void Server::Impl::generate(const httplib::Request &req, httplib::Response &res,
     record.id = h.id;
     std::shared_ptr<Pending> p = admit(prep.gen, a.n, a.seedGiven);
     if (a.stream)
-      return stream(a, h, p, prep.echo, res); // the releaser ends the response
-    reply(a, h, p, prep.echo, res);
+      return stream(a, h, p, prep, res); // the releaser ends the response
+    reply(a, h, p, prep, res);
     responseDone();
   } catch (const ApiError &e) {
     sendError(res, e);

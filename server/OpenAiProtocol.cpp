@@ -241,22 +241,25 @@ ApiRequest parseCompletionRequest(const std::string &body) {
   parseCommon(j, r);
   Fields f(j);
   parsePrompt(f, r);
-  if (int64_t n = positiveTokens(f, "max_tokens")) r.maxTokens = n;
   r.echo = f.boolean("echo").value_or(false);
+  const json *l = f.get("logprobs");
+  const bool scoring = r.echo && l && l->is_number_integer();
+  if (auto n = f.integer("max_tokens"); n && *n == 0 && scoring)
+    r.maxTokens = 0; // the prompt's log-probabilities alone
+  else if (int64_t n = positiveTokens(f, "max_tokens"))
+    r.maxTokens = n;
   if (auto b = f.integer("best_of"); b && *b != r.n)
     throw badField("best_of", "best_of must equal n (" + std::to_string(r.n) +
                                   "): kvplan serve returns every choice it generates");
   if (auto s = f.string("suffix"); s && !s->empty())
     throw badField("suffix", "suffix is not supported");
-  if (const json *l = f.get("logprobs"); l && !l->is_null()) {
+  if (l && !l->is_null()) {
     if (!l->is_number_integer() || l->get<int64_t>() < 0 || l->get<int64_t>() > kMaxTopLogprobs)
       throw badField("logprobs", "logprobs must be an integer from 0 to " +
                                      std::to_string(kMaxTopLogprobs) +
                                      " (the most likely tokens listed beside each token)");
     r.logprobs = l->get<int64_t>();
-    if (r.echo)
-      throw badField("logprobs", "logprobs with echo (the prompt's log-probabilities) is not "
-                                 "supported by kvplan serve; leave out echo or logprobs");
+    if (r.echo) r.promptLogprobs = r.logprobs; // the prompt's tokens' too
   }
   return r;
 }
@@ -434,6 +437,26 @@ OutJson logprobsJson(bool chat, const std::vector<TokenLogprobs> &tokens,
   }
   return {{"tokens", pieces}, {"token_logprobs", logprobs}, {"top_logprobs", top},
           {"text_offset", offsets}};
+}
+
+OutJson echoLogprobsJson(const std::vector<int32_t> &prompt,
+                         const std::vector<TokenLogprobs> &scores,
+                         const std::vector<std::string> &texts, const TokenText &text,
+                         const OutJson &generated) {
+  const std::vector<std::string> later(texts.begin() + std::min<size_t>(1, texts.size()),
+                                       texts.end());
+  OutJson j = logprobsJson(false, scores, later, int64_t(texts.empty() ? 0 : texts[0].size()),
+                           text);
+  if (!prompt.empty()) {
+    j["tokens"].insert(j["tokens"].begin(), text(prompt[0]));
+    j["token_logprobs"].insert(j["token_logprobs"].begin(), nullptr);
+    j["top_logprobs"].insert(j["top_logprobs"].begin(), nullptr);
+    j["text_offset"].insert(j["text_offset"].begin(), 0);
+  }
+  if (generated.is_object())
+    for (auto &[key, list] : j.items())
+      for (const OutJson &v : generated.at(key)) list.push_back(v);
+  return j;
 }
 
 OutJson usageChunk(const ResponseHead &h, const Usage &u) {

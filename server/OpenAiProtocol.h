@@ -60,6 +60,9 @@ struct ApiRequest {
   /// -1: none; else each token's log-probability and this many most likely
   /// tokens (completions: logprobs N; chat: logprobs true, top_logprobs N).
   int64_t logprobs = -1;
+  /// -1: none; completions with echo and logprobs N: the prompt's tokens'
+  /// log-probabilities too (max_tokens may then be 0).
+  int64_t promptLogprobs = -1;
   int64_t n = 1; // choices, each generated on its own (1 to kMaxChoices)
 };
 
@@ -115,6 +118,15 @@ using TokenText = std::function<std::string(int32_t)>;
 OutJson logprobsJson(bool chat, const std::vector<TokenLogprobs> &tokens,
                      const std::vector<std::string> &texts, int64_t textOffset,
                      const TokenText &text);
+/// Completions' "logprobs" of an echoed prompt (echo with logprobs), as
+/// vLLM's: its first token has null for its log-probability and its most
+/// likely tokens, each later one scores[i - 1]; `texts` are the tokens'
+/// pieces of the echoed text, from byte 0. `generated` (the choice's
+/// logprobsJson, its offsets after the echo) follows in the same lists.
+OutJson echoLogprobsJson(const std::vector<int32_t> &prompt,
+                         const std::vector<TokenLogprobs> &scores,
+                         const std::vector<std::string> &texts, const TokenText &text,
+                         const OutJson &generated = {});
 
 /// The chunk after the last one when include_usage: no choices, the usage.
 OutJson usageChunk(const ResponseHead &h, const Usage &u);

@@ -404,6 +404,15 @@ void checkCrossFieldRules(Checker &c, const ModelSpec &m, const CompileSettings 
                                     " needs a verify step of " + std::to_string(s.speculate + 1) +
                                     " rows, more than max_seq_len " +
                                     std::to_string(s.maxSeqLen));
+  if (s.scoreRows < 0 || s.scoreRows > CompileSettings::kMaxScoreRows)
+    c.fail("compile.score_rows", "score_rows " + std::to_string(s.scoreRows) +
+                                     " is outside [0, " +
+                                     std::to_string(CompileSettings::kMaxScoreRows) +
+                                     "] (prompt tokens per @score call; 0 compiles none)");
+  else if (s.scoreRows > s.maxSeqLen)
+    c.fail("compile.score_rows", "score_rows " + std::to_string(s.scoreRows) +
+                                     " is larger than max_seq_len " +
+                                     std::to_string(s.maxSeqLen));
   if (s.pageSize > s.maxSeqLen || s.maxSeqLen % s.pageSize != 0)
     c.fail("compile.page_size", "page_size " + std::to_string(s.pageSize) +
                                     " must divide max_seq_len " + std::to_string(s.maxSeqLen) +
@@ -524,6 +533,7 @@ nlohmann::json toJson(const CompileSettings &c) {
           {"tensor_parallel", c.tensorParallel}};
   // Written only when set, so plans without a verify entry read as before.
   if (c.speculate > 0) j["speculate"] = c.speculate;
+  if (c.scoreRows > 0) j["score_rows"] = c.scoreRows;
   if (!c.decodeCopies.empty()) j["decode_copies"] = c.decodeCopies;
   if (!c.prefillCopies.empty()) j["prefill_copies"] = c.prefillCopies;
   return j;
@@ -612,6 +622,8 @@ CompileSettings compileSettingsFromJson(const nlohmann::json &j) {
                      ", not a power of two");
   if (j.contains("speculate"))
     c.speculate = settingsInteger(j, "speculate", 0, CompileSettings::kMaxSpeculate);
+  if (j.contains("score_rows"))
+    c.scoreRows = settingsInteger(j, "score_rows", 0, CompileSettings::kMaxScoreRows);
   auto copies = [&](const char *key, int64_t rows, std::vector<int64_t> &out) {
     if (!j.contains(key)) return;
     const nlohmann::json &list = j.at(key);

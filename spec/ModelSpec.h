@@ -92,6 +92,10 @@ struct CompileSettings {
   // Speculative decoding: draft tokens one verify call checks (its rows are
   // speculate + 1); 0 compiles no @verify entry point.
   int64_t speculate = 0;
+  // Prompt log-probabilities: rows of the @score entry point, one sequence's
+  // tokens with every row's logits (a prompt is scored score_rows tokens a
+  // call); 0 compiles no @score.
+  int64_t scoreRows = 0;
   // Rows of smaller copies of decode and of prefill (decode.N, prefill.N),
   // ascending, each below max_batch or prefill_chunk: a step of few rows runs
   // on the smallest copy that holds them, with the kernels chosen for its
@@ -104,6 +108,7 @@ struct CompileSettings {
   static std::vector<int64_t> defaultPrefillCopies(Target t);
 
   static constexpr int64_t kMaxSpeculate = 8;
+  static constexpr int64_t kMaxScoreRows = 512;
   static constexpr size_t kMaxCopies = 8; // of decode, and of prefill
   static constexpr int64_t kDefaultMaxSeqLen = 2048;
   static constexpr int64_t kDefaultPrefillChunk = 64;

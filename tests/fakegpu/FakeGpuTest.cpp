@@ -381,6 +381,40 @@ TEST_F(FakeGpu, VerifyMatchesTheCpuAndIsCapturedAsAGraph) {
   gpu.pages().check();
 }
 
+// The prompt's log-probabilities on the device: @score's rows match the
+// CPU's, for whole calls and a part one (8, 8 and 4 of its 8 rows), and the
+// cache they wrote serves the next decode step.
+TEST_F(FakeGpu, ScoreMatchesTheCpuRowForRow) {
+  Model m = build(kGqa, std::string(kBatch1) + "\nscore_rows = 8");
+  Engine cpu(m.cpuPlan, m.weights.data(), m.weights.size(), 2);
+  Engine gpu(std::make_unique<CudaExecutor>(m.plan, m.code, m.weights.data(), m.weights.size()));
+  ASSERT_EQ(gpu.scoreRows(), 8);
+  const double tol = 4 * tolerance(DType::bf16);
+  const int64_t v = cpu.vocabSize();
+  std::mt19937 rng(23);
+  std::vector<int32_t> prompt(20);
+  for (int32_t &t : prompt) t = int32_t(rng() % uint32_t(v));
+  const int sc = cpu.open(), sd = gpu.open();
+  for (int64_t at = 0; at < 20; at += 8) {
+    const int64_t n = std::min<int64_t>(8, 20 - at);
+    SCOPED_TRACE("tokens from " + std::to_string(at));
+    const float *lc = cpu.score(sc, prompt.data() + at, n);
+    const std::vector<float> c(lc, lc + n * v);
+    const float *ld = gpu.score(sd, prompt.data() + at, n);
+    for (int64_t i = 0; i < n; ++i)
+      EXPECT_LE(normalisedError(std::vector<float>(ld + i * v, ld + (i + 1) * v),
+                                std::vector<float>(c.begin() + i * v, c.begin() + (i + 1) * v)),
+                tol)
+          << "row " << i;
+  }
+  const float *lc = cpu.decode({sc}, {prompt[3]});
+  const std::vector<float> c(lc, lc + v);
+  const float *ld = gpu.decode({sd}, {prompt[3]});
+  EXPECT_LE(normalisedError(std::vector<float>(ld, ld + v), c), tol);
+  gpu.close(sd);
+  gpu.pages().check();
+}
+
 // The scheduler on the CUDA executor: a prefix-cache hit copies a page on
 // the device (the partial last one), and each request's greedy tokens equal
 // the same request run alone on a fresh executor.

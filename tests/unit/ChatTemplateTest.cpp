@@ -193,6 +193,11 @@ TEST(OpenAiRequest, DefaultsAndFields) {
   EXPECT_EQ(r.logprobs, -1); // "logprobs": null
   EXPECT_EQ(parseCompletionRequest(R"({"prompt": "a", "logprobs": 0})").logprobs, 0);
   EXPECT_EQ(parseCompletionRequest(R"({"prompt": "a", "logprobs": 20})").logprobs, 20);
+  EXPECT_EQ(parseCompletionRequest(R"({"prompt": "a", "logprobs": 20})").promptLogprobs, -1);
+  const ApiRequest scored =
+      parseCompletionRequest(R"({"prompt": "a", "logprobs": 3, "echo": true, "max_tokens": 0})");
+  EXPECT_EQ(scored.promptLogprobs, 3);
+  EXPECT_EQ(scored.maxTokens, std::optional<int64_t>(0));
   const char *chat = R"({"messages": [{"role": "user", "content": "c"}], "logprobs": )";
   EXPECT_EQ(parseChatRequest(std::string(chat) + "true}").logprobs, 0);
   EXPECT_EQ(parseChatRequest(std::string(chat) + "false}").logprobs, -1);
@@ -228,7 +233,13 @@ TEST(OpenAiRequest, ErrorsNameTheField) {
   EXPECT_EQ(param(R"({"prompt": "a", "logprobs": 21})"), "logprobs");
   EXPECT_EQ(param(R"({"prompt": "a", "logprobs": -1})"), "logprobs");
   EXPECT_EQ(param(R"({"prompt": "a", "logprobs": true})"), "logprobs");
-  EXPECT_EQ(param(R"({"prompt": "a", "logprobs": 1, "echo": true})"), "logprobs");
+  EXPECT_EQ(param(R"({"prompt": "a", "logprobs": 1, "echo": true})"), "(no error)");
+  // max_tokens 0 asks for the prompt's log-probabilities alone: echo and
+  // logprobs both.
+  EXPECT_EQ(param(R"({"prompt": "a", "logprobs": 1, "echo": true, "max_tokens": 0})"),
+            "(no error)");
+  EXPECT_EQ(param(R"({"prompt": "a", "echo": true, "max_tokens": 0})"), "max_tokens");
+  EXPECT_EQ(param(R"({"prompt": "a", "logprobs": 1, "max_tokens": 0})"), "max_tokens");
   EXPECT_EQ(param(R"({"messages": [{"role": "user"}], "logprobs": 1})", true), "logprobs");
   EXPECT_EQ(param(R"({"messages": [{"role": "user"}], "top_logprobs": 2})", true),
             "top_logprobs");

@@ -345,13 +345,43 @@ TEST(HostileArtifact, SmallerCopiesOfDecodeAreNamedByTheirRows) {
             std::string::npos)
       << "prefill's chunk is 4 rows";
   EXPECT_NE(renamed("decode.8", "warmup").find("entry point 'warmup' is none of prefill, decode, "
-                                               "verify, prefill.N or decode.N"),
+                                               "verify, score, prefill.N or decode.N"),
             std::string::npos);
   json orphan = good;
   orphan["entry_points"].erase("decode");
   EXPECT_NE(readError(orphan).find("entry point 'decode.1' has 1 row; a smaller copy of decode "
                                    "is named"),
             std::string::npos);
+}
+
+TEST(HostileArtifact, TheScoreEntryPointIsTheOneTheSettingsName) {
+  ModelConfig cfg = tinyConfig(2);
+  cfg.compile.scoreRows = 3;
+  const Plan plan = compileModel(cfg).plan;
+  ASSERT_EQ(plan.entryPoints.count("score"), 1u);
+  EXPECT_EQ(plan.entryPoints.at("score").rows, 3);
+  EXPECT_EQ(plan.entryPoints.at("score").results.at(0).rows(), 3) << "every row's logits";
+  const json good = toJson(plan);
+  ASSERT_EQ(readError(good), "(no error)");
+  EXPECT_EQ(planFromJson(good).settings.scoreRows, 3);
+  json more = good;
+  more["settings"]["score_rows"] = 4;
+  EXPECT_NE(readError(more).find("entry point 'score' has 3 rows, but the settings' score_rows "
+                                 "is 4"),
+            std::string::npos)
+      << readError(more);
+  json gone = good;
+  gone["entry_points"].erase("score");
+  EXPECT_NE(readError(gone).find("settings have score_rows 3 but there is no 'score' entry "
+                                 "point"),
+            std::string::npos)
+      << readError(gone);
+  json unasked = good;
+  unasked["settings"].erase("score_rows");
+  EXPECT_NE(readError(unasked).find("entry point 'score' has 3 rows, but the settings' "
+                                    "score_rows is 0"),
+            std::string::npos)
+      << readError(unasked);
 }
 
 TEST(HostileArtifact, TheSettingsListTheSmallerCopies) {

@@ -63,6 +63,7 @@ struct Received {
   FinishReason reason = FinishReason::length;
   int events = 0;
   std::vector<TokenLogprobs> logprobs; // one per token event that carried them
+  std::optional<std::vector<TokenLogprobs>> prompt; // the prompt's, once
 };
 
 /// A request whose events land in `out`.
@@ -77,6 +78,11 @@ GenerationRequest request(std::vector<int32_t> prompt, int64_t maxNew, Received 
     ++out.events;
     if (e.token >= 0) out.tokens.push_back(e.token);
     if (e.logprobs) out.logprobs.push_back(*e.logprobs);
+    if (e.promptLogprobs) {
+      EXPECT_FALSE(out.prompt) << "the prompt's log-probabilities came twice";
+      EXPECT_EQ(out.events, 1) << "the prompt's log-probabilities came after the first event";
+      out.prompt = *e.promptLogprobs;
+    }
     out.text += e.text;
     if (e.finished) {
       out.finished = true;
@@ -492,6 +498,10 @@ TEST(Scheduler, RefusesWhatCouldNeverRun) {
     q.logprobs = n;
     EXPECT_THROW(s.submit(std::move(q)), InputError) << "logprobs " << n;
   }
+  // The prompt's log-probabilities need @score, which this plan lacks.
+  GenerationRequest scored = request({5, 6}, 4, r);
+  scored.promptLogprobs = 0;
+  EXPECT_THROW(s.submit(std::move(scored)), InputError);
   s.runUntilIdle();
   EXPECT_EQ(r.tokens.size(), 4u); // only the one that fit ran
   expectNoLeak(e);
@@ -663,5 +673,108 @@ TEST(Scheduler, PenaltiesFollowEachRequestsOwnTokens) {
     changed += options[i].penalized() && want != alone(m, l.prompts[i], l.maxNew[i]);
   }
   EXPECT_GT(changed, 4) << "the penalties change most penalised requests' tokens";
+  expectNoLeak(e);
+}
+
+namespace {
+
+/// The logits after each prompt token, the prompt run alone one token at a
+/// time (prefill of the first, then decode): row i is the distribution of
+/// prompt token i + 1.
+std::vector<std::vector<float>> promptRowsAlone(const TinyModel &m,
+                                                const std::vector<int32_t> &prompt) {
+  Engine e = m.engine({false});
+  const int seq = e.open();
+  const int64_t vocab = e.vocabSize();
+  const float *row = e.prefill(seq, prompt.data(), 1);
+  std::vector<std::vector<float>> out;
+  for (size_t i = 1; i < prompt.size(); ++i) {
+    out.emplace_back(row, row + vocab);
+    row = e.decode({seq}, {prompt[i]});
+  }
+  e.close(seq);
+  return out;
+}
+
+} // namespace
+
+TEST(Scheduler, PromptLogprobsAreEachTokensGivenTheOnesBefore) {
+  // Requests asking for their prompt's log-probabilities (0, 3 and 20
+  // alternatives) beside requests that do not, sampled and greedy, in a
+  // pool that preempts, with @score at 3 rows (prompts take several
+  // calls): each prompt token's entry is the log-softmax of the logits
+  // after the tokens before it, run alone token by token, and what the
+  // requests generate is what they generate alone.
+  TinyModel m(std::string(kF32) + "kv_pages = 18\nscore_rows = 3\n");
+  Engine e = m.engine();
+  Scheduler s(e, nullptr);
+  Load l = makeLoad(11, 9); // a shared start the prefix cache holds
+  const int64_t asks[] = {-1, 0, 3, 20};
+  std::vector<Received> got(l.prompts.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    l.maxNew[i] = 24 - int64_t(i % 3) * 5;
+    const SamplingOptions sampling =
+        i % 2 ? SamplingOptions{0.8, 0, 0.9, 91 + i} : SamplingOptions{};
+    GenerationRequest r = request(l.prompts[i], l.maxNew[i], got[i], sampling);
+    r.promptLogprobs = asks[i % 4];
+    s.submit(std::move(r));
+  }
+  s.runUntilIdle();
+  EXPECT_GT(s.stats().preemptions, 0);
+  EXPECT_GT(s.stats().scoreCalls, 0);
+  for (size_t i = 0; i < got.size(); ++i) {
+    SCOPED_TRACE("request " + std::to_string(i));
+    const SamplingOptions sampling =
+        i % 2 ? SamplingOptions{0.8, 0, 0.9, 91 + i} : SamplingOptions{};
+    EXPECT_EQ(got[i].tokens, alone(m, l.prompts[i], l.maxNew[i], sampling));
+    const int64_t top = asks[i % 4];
+    ASSERT_EQ(got[i].prompt.has_value(), top >= 0);
+    if (top < 0) continue;
+    const std::vector<std::vector<float>> rows = promptRowsAlone(m, l.prompts[i]);
+    ASSERT_EQ(got[i].prompt->size(), rows.size());
+    for (size_t t = 0; t < rows.size(); ++t)
+      expectLogprobs(rows[t], l.prompts[i][t + 1], top, (*got[i].prompt)[t]);
+  }
+  expectNoLeak(e);
+}
+
+TEST(Scheduler, APromptScoredAloneGeneratesNothing) {
+  // max new tokens 0: the prompt is scored, one event carries it, and the
+  // request ends with length. A one-token prompt has nothing to score. A
+  // scored prompt takes nothing from the prefix cache, though its pages
+  // enter it.
+  TinyModel m(std::string(kF32) + "score_rows = 4\n");
+  Engine e = m.engine();
+  Scheduler s(e, nullptr);
+  const std::vector<int32_t> prompt = randomTokens(14, 5);
+  Received plain, scored, one;
+  s.submit(request(prompt, 3, plain));
+  s.runUntilIdle();
+  const int64_t cachedBefore = s.stats().cachedPromptTokens;
+  GenerationRequest r = request(prompt, 0, scored);
+  r.promptLogprobs = 2;
+  s.submit(std::move(r));
+  GenerationRequest single = request({7}, 2, one);
+  single.promptLogprobs = 1;
+  s.submit(std::move(single));
+  s.runUntilIdle();
+  EXPECT_EQ(s.stats().cachedPromptTokens, cachedBefore);
+  EXPECT_EQ(scored.events, 1);
+  EXPECT_TRUE(scored.tokens.empty());
+  EXPECT_EQ(scored.reason, FinishReason::length);
+  ASSERT_TRUE(scored.prompt);
+  const std::vector<std::vector<float>> rows = promptRowsAlone(m, prompt);
+  ASSERT_EQ(scored.prompt->size(), rows.size());
+  for (size_t t = 0; t < rows.size(); ++t)
+    expectLogprobs(rows[t], prompt[t + 1], 2, (*scored.prompt)[t]);
+  ASSERT_TRUE(one.prompt);
+  EXPECT_TRUE(one.prompt->empty());
+  EXPECT_EQ(one.tokens, alone(m, {7}, 2));
+  // Without the prompt's log-probabilities, max new tokens 0 is refused.
+  Received none;
+  EXPECT_THROW(s.submit(request(prompt, 0, none)), InputError);
+  GenerationRequest tooMany = request(prompt, 1, none);
+  tooMany.promptLogprobs = kMaxTopLogprobs + 1;
+  EXPECT_THROW(s.submit(std::move(tooMany)), InputError);
   expectNoLeak(e);
 }

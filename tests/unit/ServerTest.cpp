@@ -49,7 +49,8 @@ struct TinyModel {
         "vocab_size = 300\nmax_position_embeddings = 256\nrms_norm_eps = 1e-5\n"
         "bos_token_id = 1\neos_token_id = 2\n[compile]\nmax_seq_len = 160\nmax_batch = 4\n"
         "page_size = 4\nprefill_chunk = 8\nweight_dtype = \"f32\"\nkv_dtype = \"f32\"\n"
-        "speculate = 4\n"; // a @verify entry point, used only where a proposer is given
+        "speculate = 4\n"  // a @verify entry point, used only where a proposer is given
+        "score_rows = 5\n"; // @score, for echo with logprobs
     cfg = parseTomlSpec(text, "serve.toml", [](const std::string &w) { ADD_FAILURE() << w; });
     validate(cfg);
     plan = compileModel(cfg).plan;
@@ -416,6 +417,73 @@ TEST(Server, CompletionLogprobsStreamedOrNot) {
   body.erase("logprobs");
   EXPECT_TRUE(json::parse(post(r, "/v1/completions", body)->body)["choices"][0]["logprobs"]
                   .is_null());
+}
+
+TEST(Server, EchoWithLogprobsScoresThePrompt) {
+  // lm-evaluation-harness's log-likelihood request: the prompt as ids, echo,
+  // logprobs, max_tokens 0. Each prompt token's value is its log-softmax
+  // given the tokens before it, from the engine alone; the first has null.
+  Running r;
+  const std::vector<int32_t> prompt = randomPrompt(13, 9);
+  json body = completion(prompt, 0);
+  body["echo"] = true;
+  body["logprobs"] = 2;
+  auto res = post(r, "/v1/completions", body);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json whole = json::parse(res->body);
+  const json &c = whole["choices"][0];
+  EXPECT_EQ(c["text"], asSent(model().tok->decode(prompt)));
+  EXPECT_EQ(c["finish_reason"], "length");
+  EXPECT_EQ(whole["usage"]["completion_tokens"], 0);
+  const json &lp = c["logprobs"];
+  ASSERT_EQ(lp["tokens"].size(), prompt.size());
+  EXPECT_TRUE(lp["token_logprobs"][0].is_null());
+  EXPECT_TRUE(lp["top_logprobs"][0].is_null());
+  const std::vector<int32_t> rest(prompt.begin() + 1, prompt.end());
+  const std::vector<double> want = logprobsAlone({prompt[0]}, rest);
+  StreamDecoder pieces(*model().tok);
+  int64_t offset = 0;
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    SCOPED_TRACE("prompt token " + std::to_string(i));
+    EXPECT_EQ(lp["tokens"][i], asSent(model().tok->decode({prompt[i]})));
+    EXPECT_EQ(lp["text_offset"][i], offset);
+    offset += int64_t(pieces.push(prompt[i]).size());
+    if (i == 0) continue;
+    const double got = lp["token_logprobs"][i];
+    EXPECT_NEAR(got, want[i - 1], 1e-6);
+    EXPECT_GE(lp["top_logprobs"][i].size(), 1u); // the two most likely and the token
+    EXPECT_LE(lp["top_logprobs"][i].size(), 3u);
+  }
+  // With new tokens, theirs follow the prompt's, offsets after the echo;
+  // streamed, the echo's chunk carries the prompt's and each token's its own.
+  body["max_tokens"] = 4;
+  const json more = json::parse(post(r, "/v1/completions", body)->body)["choices"][0];
+  const std::vector<int32_t> ids = more["token_ids"];
+  ASSERT_EQ(ids.size(), 4u);
+  ASSERT_EQ(more["logprobs"]["tokens"].size(), prompt.size() + 4);
+  const std::vector<double> after = logprobsAlone(prompt, ids);
+  for (size_t i = 0; i < prompt.size(); ++i)
+    EXPECT_EQ(more["logprobs"]["token_logprobs"][i], lp["token_logprobs"][i]);
+  for (size_t i = 0; i < 4; ++i) {
+    const double got = more["logprobs"]["token_logprobs"][prompt.size() + i];
+    EXPECT_NEAR(got, after[i], 1e-6);
+  }
+  EXPECT_EQ(more["logprobs"]["text_offset"][prompt.size()],
+            int64_t(model().tok->decode(prompt).size()));
+  const Stream st = postStream(r, "/v1/completions", body);
+  ASSERT_EQ(st.ids, ids);
+  const json &echoed = st.events[0]["choices"][0];
+  EXPECT_EQ(echoed["text"], c["text"]);
+  EXPECT_EQ(echoed["logprobs"], lp);
+  for (size_t i = 0; i < 4; ++i)
+    EXPECT_EQ(st.events[1 + i]["choices"][0]["logprobs"]["token_logprobs"][0],
+              more["logprobs"]["token_logprobs"][prompt.size() + i]);
+  // max_tokens 0 without echo and logprobs generates nothing: refused.
+  body.erase("echo");
+  body["max_tokens"] = 0;
+  res = post(r, "/v1/completions", body);
+  EXPECT_EQ(res->status, 400);
+  EXPECT_EQ(json::parse(res->body)["error"]["param"], "max_tokens");
 }
 
 TEST(Server, PenaltiesAndLogitBiasReachTheSampler) {

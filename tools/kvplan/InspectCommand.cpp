@@ -128,11 +128,12 @@ void printHuman(const Artifact &a) {
               m.attentionBias ? ", q/k/v bias" : "");
   std::printf("rope      %s\n", ropeLine(m.rope).c_str());
   std::printf("settings  target %s, weights %s, KV cache %s, max batch %lld, max seq %lld, "
-              "prefill chunk %lld, page %lld tokens, kv pages %lld%s\n",
+              "prefill chunk %lld, page %lld tokens, kv pages %lld%s%s\n",
               targetName(s.target), dtypeName(s.weightDtype), dtypeName(s.kvDtype),
               (long long)s.maxBatch, (long long)s.maxSeqLen, (long long)s.prefillChunk,
               (long long)s.pageSize, (long long)s.kvPages,
-              s.speculate ? (", speculate " + std::to_string(s.speculate)).c_str() : "");
+              s.speculate ? (", speculate " + std::to_string(s.speculate)).c_str() : "",
+              s.scoreRows ? (", score rows " + std::to_string(s.scoreRows)).c_str() : "");
   if (!s.decodeCopies.empty() || !s.prefillCopies.empty())
     std::printf("copies    decode %s, prefill %s rows (a step of few rows runs on the smallest "
                 "copy holding them)\n",

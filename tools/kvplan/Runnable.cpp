@@ -67,6 +67,11 @@ void ModelOptions::add(CLI::App *cmd, const std::string &positional, bool compil
   cmd->add_option("--prefill-copies", prefillCopies,
                   "Rows of smaller copies of prefill, like 8,32 (the cuda default), or none: a "
                   "chunk of few tokens runs on the smallest copy holding them");
+  cmd->add_option("--score-rows", scoreRows,
+                  "Compile a @score entry point of N rows with every row's logits, for the "
+                  "prompt's log-probabilities (serve's echo with logprobs; 1 to " +
+                      std::to_string(CompileSettings::kMaxScoreRows) + ")")
+      ->check(CLI::PositiveNumber);
 }
 
 void ModelOptions::addSpeculate(CLI::App *cmd) {
@@ -163,6 +168,7 @@ ModelSources resolveModelSources(const ModelOptions &opts) {
   if (opts.kvPages) o.kvPages = opts.kvPages;
   if (opts.tensorParallel) o.tensorParallel = opts.tensorParallel;
   if (opts.speculate) o.speculate = opts.speculate;
+  if (opts.scoreRows) o.scoreRows = opts.scoreRows;
   if (!opts.decodeCopies.empty())
     o.decodeCopies = parseRowList("--decode-copies", opts.decodeCopies);
   if (!opts.prefillCopies.empty())

@@ -25,6 +25,7 @@ struct ModelOptions {
   int64_t maxBatch = 0, maxSeq = 0, prefillChunk = 0, pageSize = 0, kvPages = 0;
   int64_t tensorParallel = 0;
   int64_t speculate = 0; // draft tokens per verify step (compile's --speculate K)
+  int64_t scoreRows = 0; // rows of @score (prompt log-probabilities)
   std::string decodeCopies, prefillCopies; // "none" or "1,8,32"; "": the target's
   /// serve's default for a model compiled in memory: when neither the
   /// model's file nor --max-batch gives max_batch, this many sequences (0:

@@ -487,7 +487,7 @@ module {
 
 // -----
 
-// expected-error @below {{attribute 'llm.entry' must be "prefill", "decode" or "verify" on a function}}
+// expected-error @below {{attribute 'llm.entry' must be "prefill", "decode", "verify" or "score" on a function}}
 func.func @f() attributes {llm.entry = "draft"} {
   return
 }
@@ -511,6 +511,12 @@ func.func @f(%a: tensor<2xi32> {llm.offset = -256 : i64}) {
 
 // expected-error @below {{attribute 'llm.speculate' must be a non-negative integer on the module (draft tokens per @verify)}}
 module attributes {llm.speculate = -2 : i64} {
+}
+
+// -----
+
+// expected-error @below {{attribute 'llm.score_rows' must be a non-negative integer on the module (rows of @score)}}
+module attributes {llm.score_rows = -1 : i64} {
 }
 
 // -----
