@@ -430,6 +430,10 @@ Server::Impl::Prepared Server::Impl::prepare(const ApiRequest &a) const {
   g.stopStrings = a.stop;
   g.logprobs = a.logprobs;
   g.promptLogprobs = a.promptLogprobs;
+  if (a.promptLogprobs >= 0 && engine.scoreRows() == 0)
+    throw badField("logprobs", "echo with logprobs asks for the prompt's log-probabilities, which "
+                               "need a @score entry point, and this model's plan has none: serve "
+                               "it with --score-rows N (or recompile it so)");
   if (a.chat && !a.ignoreEos) {
     TurnEnd end = turnEnd(chat, *tokenizer);
     g.stopIds.insert(g.stopIds.end(), end.ids.begin(), end.ids.end());

@@ -183,6 +183,11 @@ ModelSources resolveModelSources(const ModelOptions &opts) {
     s.config = applyAndValidate(std::move(s.config), shared);
     s.serveBatchApplied = true;
   }
+  if (opts.serveScoreRows && !s.config.given.count("compile.score_rows")) {
+    SettingOverrides score;
+    score.scoreRows = std::min(opts.serveScoreRows, s.config.compile.maxSeqLen);
+    s.config = applyAndValidate(std::move(s.config), score);
+  }
 
   fs::path model(opts.model);
   fs::path dir = fs::is_directory(model) ? model : model.parent_path();

@@ -32,6 +32,10 @@ struct ModelOptions {
   /// the file's default, 1), sharing one full context's pages unless the
   /// pool is given, as llama-server's slots share one unified cache.
   int64_t serveBatch = 0;
+  /// serve's default for a model compiled in memory whose file gives no
+  /// score_rows: a @score entry point of this many rows (at most the
+  /// context), so that echo with logprobs is answered; 0: none.
+  int64_t serveScoreRows = 0;
 
   /// `positional`: the MODEL argument's help text. `compileSettings` adds
   /// the settings flags, `sources` --tokenizer (and --weights with

@@ -93,10 +93,14 @@ server::ServerOptions serverOptions(const ServeOptions &o) {
 /// Sequences a model compiled here serves at once when neither its file
 /// nor --max-batch says (llama-server's default slots).
 constexpr int64_t kServeBatch = 4;
+/// Rows of the @score entry point such a model gets when its file does not
+/// say (echo with logprobs: the prompt's log-probabilities, this many
+/// tokens a call; a call costs about what a prefill chunk of as many does).
+constexpr int64_t kServeScoreRows = 32;
 
-/// What the start-up lines say about the batch: the default taken, or a
-/// server of one sequence at a time.
-void describeBatch(const Runnable &r, const Engine &engine) {
+/// What the start-up lines say about the batch (the default taken, or a
+/// server of one sequence at a time) and a plan without @score.
+void describeServing(const Runnable &r, const Engine &engine) {
   if (r.serveBatchApplied)
     std::fprintf(stderr, "kvplan serve: %lld sequences at once (serve's default) sharing %lld KV "
                  "pages of %lld tokens; --max-batch N and --kv-pages N change them\n",
@@ -106,12 +110,18 @@ void describeBatch(const Runnable &r, const Engine &engine) {
     std::fprintf(stderr, "kvplan serve: max_batch 1: requests run one at a time, the others "
                  "wait their turn; %s --max-batch N to run N at once\n",
                  isArtifactFile(r.source) ? "recompile the model with" : "give");
+  if (engine.scoreRows() == 0)
+    std::fprintf(stderr, "kvplan serve: the plan has no @score entry point, so echo with "
+                 "logprobs (the prompt's log-probabilities) is refused; %s --score-rows N to "
+                 "answer it\n",
+                 isArtifactFile(r.source) ? "recompile the model with" : "give");
 }
 
 int runServe(const ServeOptions &o, bool verbose) {
   server::ServerOptions so = serverOptions(o);
   ModelOptions target = o.model;
   target.serveBatch = kServeBatch;
+  target.serveScoreRows = kServeScoreRows;
   o.speculate.prepare(target);
   Runnable r = loadRunnable(target, verbose);
   const ExecOptions exec{o.threads, !o.noGraphs};
@@ -137,7 +147,7 @@ int runServe(const ServeOptions &o, bool verbose) {
                engine.executor().describe().c_str(), server::chatTemplateName(srv.chatTemplate()),
                (long long)engine.maxSeqLen(), (long long)engine.maxBatch(),
                (long long)engine.pages().size());
-  describeBatch(r, engine);
+  describeServing(r, engine);
   waitForStopSignal();
   std::fprintf(stderr, "kvplan serve: stopping\n");
   srv.stop();
