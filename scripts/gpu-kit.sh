@@ -164,7 +164,8 @@ if ((do_artifacts)); then
     "bench-llama-3.2-1b-b64|models/llama-3.2-1b.toml|--dtype bf16 --max-seq 1024 --max-batch 64"
     # The benchmark's shape in f32: greedy ids against the CPU (gpu tests).
     "bench-llama-3.2-1b-f32|models/llama-3.2-1b.toml|--dtype f32 --max-seq 256 --prefill-chunk 64 --max-batch 1"
-    "tiny-f32|models/tiny.toml|--dtype f32"
+    # With @score (the prompt's log-probabilities; CudaRuntime.ScoreOnTheDevice).
+    "tiny-f32|models/tiny.toml|--dtype f32 --score-rows 8"
     "tiny-bf16|models/tiny.toml|--dtype bf16"
     "tiny-f16|models/tiny.toml|--dtype f16"
     "tiny-bf16-batch1|models/tiny.toml|--dtype bf16 --max-batch 1"

@@ -24,6 +24,7 @@
 #include <cstring>
 #include <filesystem>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
@@ -327,6 +328,63 @@ TEST(CudaRuntime, LogprobsOnTheDevice) {
     EXPECT_NEAR(logprobs[t].chosen.logprob, want[t], 1e-5) << "token " << t;
     ASSERT_EQ(logprobs[t].top.size(), 3u);
     EXPECT_EQ(logprobs[t].top[0].token, got[t]) << "greedy: the most likely, token " << t;
+  }
+}
+
+// The prompt's log-probabilities on the device: @score's rows, whole calls
+// and a part one, against the CPU twin's, and a request asking for them
+// through the scheduler: each prompt token's value against the device's own
+// prefill and decode one token at a time.
+TEST(CudaRuntime, ScoreOnTheDevice) {
+  REQUIRE_GPU();
+  std::optional<Model> found;
+  for (const std::string &path : artifactPaths())
+    if (Artifact::open(path).plan().entryPoints.count("score")) {
+      found = load(path);
+      break;
+    }
+  ASSERT_TRUE(found) << "no artifact with @score: scripts/gpu-kit.sh compiles tiny-f32 with "
+                        "--score-rows 8";
+  Model &m = *found;
+  auto fresh = [&] {
+    return std::make_unique<CudaExecutor>(m.plan, m.code, m.weights.data(), m.weights.size());
+  };
+  Engine cpu(m.cpuPlan, m.weights.data(), m.weights.size(), 4);
+  Engine gpu(fresh());
+  const int64_t v = cpu.vocabSize(), rows = gpu.scoreRows();
+  std::vector<int32_t> prompt(size_t(2 * rows + 3));
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = int32_t((i * 11 + 5) % size_t(v));
+  const int sc = cpu.open(), sd = gpu.open();
+  for (int64_t at = 0; at < int64_t(prompt.size()); at += rows) {
+    const int64_t n = std::min<int64_t>(rows, int64_t(prompt.size()) - at);
+    const float *lc = cpu.score(sc, prompt.data() + at, n);
+    const std::vector<float> c(lc, lc + n * v);
+    const float *ld = gpu.score(sd, prompt.data() + at, n);
+    for (int64_t i = 0; i < n; ++i)
+      EXPECT_LE(normalisedError(std::vector<float>(ld + i * v, ld + (i + 1) * v),
+                                std::vector<float>(c.begin() + i * v, c.begin() + (i + 1) * v)),
+                tolerance(m.plan.settings.weightDtype))
+          << "tokens from " << at << ", row " << i;
+  }
+  gpu.close(sd);
+  Scheduler s(gpu, nullptr);
+  std::vector<TokenLogprobs> scores;
+  GenerationRequest r;
+  r.prompt = prompt;
+  r.maxNewTokens = 0;
+  r.promptLogprobs = 2;
+  r.onEvent = [&](const TokenEvent &e) {
+    if (e.promptLogprobs) scores = *e.promptLogprobs;
+  };
+  s.submit(std::move(r));
+  s.runUntilIdle();
+  ASSERT_EQ(scores.size(), prompt.size() - 1);
+  Engine alone(fresh(), {false});
+  const std::vector<int32_t> rest(prompt.begin() + 1, prompt.end());
+  const std::vector<double> want = kvplan::testing::logprobsAlone(alone, {prompt[0]}, rest);
+  for (size_t t = 0; t < scores.size(); ++t) {
+    EXPECT_EQ(scores[t].chosen.token, rest[t]);
+    EXPECT_NEAR(scores[t].chosen.logprob, want[t], 1e-3) << "prompt token " << t + 1;
   }
 }
 

@@ -42,7 +42,8 @@ ModelConfig config(const Shape &s, int64_t ranks, int64_t maxSeq = 64) {
                      "num_layers = 2\nvocab_size = 98\nmax_position_embeddings = 128\n"
                      "rms_norm_eps = 1e-5\nbos_token_id = 1\neos_token_id = 2\n" +
                      s.model + "[compile]\nmax_seq_len = " + std::to_string(maxSeq) +
-                     "\nprefill_chunk = 8\npage_size = 8\nmax_batch = 2\ntensor_parallel = " +
+                     "\nprefill_chunk = 8\npage_size = 8\nmax_batch = 2\nscore_rows = 4\n"
+                     "tensor_parallel = " +
                      std::to_string(ranks) + "\n";
   ModelConfig cfg = parseTomlSpec(text, std::string(s.name) + ".toml",
                                   [](const std::string &w) { ADD_FAILURE() << w; });
@@ -131,6 +132,18 @@ void lead(const Shape &s, Engine &tp) {
     tp.close(t);
     ref.close(r);
   }
+  // @score (the prompt's log-probabilities): every row of each call, the
+  // last a part one (21 = 5 x 4 + 1), which the leader gathers alone.
+  const int ts = tp.open(), rs = ref.open();
+  for (int64_t at = 0; at < 21; at += 4) {
+    const int64_t n = std::min<int64_t>(4, 21 - at);
+    const float *w = ref.score(rs, a.data() + at, n);
+    want.assign(w, w + n * vocab);
+    expectClose(tp.score(ts, a.data() + at, n), want.data(), n, vocab,
+                std::string(s.name) + " score from " + std::to_string(at));
+  }
+  tp.close(ts);
+  ref.close(rs);
 }
 
 class TensorParallel : public ::testing::TestWithParam<Shape> {
