@@ -69,6 +69,7 @@ const float *Sampler::penalize(const float *logits, int64_t vocab) {
                                       opts.frequencyPenalty * double(n) - opts.presencePenalty);
   for (const auto &[t, bias] : opts.logitBias)
     if (t < vocab) penalizedRow[size_t(t)] = float(double(penalizedRow[size_t(t)]) + bias);
+  if (opts.json) opts.json->mask(json, penalizedRow.data(), vocab);
   return penalizedRow.data();
 }
 
@@ -95,6 +96,9 @@ int32_t Sampler::sample(const float *logits, int64_t vocab) {
     token = pickCandidate(row(), candidates.data(), candidates.size(), 0);
   }
   if (penalties) ++drawn[token];
+  if (opts.json && !opts.json->advance(json, token))
+    throw std::logic_error("JSON mode drew token " + std::to_string(token) +
+                           ", which its mask refused");
   return token;
 }
 

@@ -3,9 +3,11 @@
 #pragma once
 
 #include "plan/CudaProgram.h"
+#include "runtime/JsonGrammar.h"
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <random>
 #include <set>
 #include <utility>
@@ -26,11 +28,15 @@ struct SamplingOptions {
   // Added to the named tokens' logits after the penalties (OpenAI's
   // logit_bias, each in [-100, 100]; -100 all but bans a token).
   std::vector<std::pair<int32_t, double>> logitBias = {};
+  // JSON mode (runtime/JsonGrammar.h): after the biases, only tokens that
+  // keep the generated text a prefix of one JSON object. Null: off.
+  std::shared_ptr<const JsonVocabulary> json = nullptr;
   bool greedy() const { return temperature == 0 || topK == 1; }
-  /// Penalties or biases: the row is changed on the host before the draw.
+  /// Penalties, biases or JSON mode: the row is changed on the host before
+  /// the draw.
   bool penalized() const {
     return presencePenalty != 0 || frequencyPenalty != 0 || repetitionPenalty != 1 ||
-           !logitBias.empty();
+           !logitBias.empty() || json;
   }
 };
 
@@ -68,8 +74,11 @@ public:
   /// With a repetition penalty: adds prompt tokens, which it counts beside
   /// the ones this sampler draws (it keeps those itself).
   void setPrompt(const std::vector<int32_t> &prompt);
-  /// The next token for one row of logits (after the penalties).
+  /// The next token for one row of logits (after the penalties, and in
+  /// JSON mode one that keeps the text a prefix of a JSON object).
   int32_t sample(const float *logits, int64_t vocab);
+  /// JSON mode: whether the tokens drawn so far spell a whole object.
+  bool jsonComplete() const { return opts.json && json.complete(); }
   /// The same choice made on the device (runtime/cuda): the options and
   /// this step's draw from the same generator. Not with penalties, which
   /// need the row on the host (sample()).
@@ -90,6 +99,7 @@ private:
   std::map<int32_t, int64_t> drawn;    // with penalties: each token drawn, how often
   std::set<int32_t> prompt;            // with a repetition penalty: the prompt's tokens
   std::vector<float> penalizedRow;
+  JsonState json; // JSON mode: where the text drawn so far is
 };
 
 /// The index of the largest logit (the lowest index among equals).

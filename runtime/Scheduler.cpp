@@ -233,6 +233,8 @@ void Scheduler::accept(Request &r, int32_t token, const float *logits) {
   if (stopped) {
     r.text.reset(); // nothing after the stop string is sent
     finish(r, FinishReason::stop);
+  } else if (r.sampler.jsonComplete()) { // JSON mode: the object closed
+    finish(r, FinishReason::stop);
   } else if (r.generated >= r.req.maxNewTokens) {
     finish(r, FinishReason::length);
   }

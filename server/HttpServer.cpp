@@ -182,6 +182,13 @@ struct Server::Impl {
   };
   std::vector<int32_t> promptOf(const ApiRequest &a) const;
   Prepared prepare(const ApiRequest &a) const;
+  /// The tokenizer's tokens as JSON mode sees them, made at the first
+  /// request that asks.
+  std::shared_ptr<const JsonVocabulary> jsonVocabulary() const {
+    std::lock_guard<std::mutex> lock(jsonMutex);
+    if (!jsonVocab) jsonVocab = std::make_shared<JsonVocabulary>(JsonVocabulary::of(*tokenizer));
+    return jsonVocab;
+  }
   /// Submits the request's `n` generations (one request each).
   std::shared_ptr<Pending> admit(const GenerationRequest &gen, int64_t n, bool seedGiven);
   /// A token's text beside its log-probability: decoded alone, or
@@ -203,6 +210,8 @@ struct Server::Impl {
 
   Engine &engine;
   const Tokenizer *tokenizer;
+  mutable std::mutex jsonMutex;
+  mutable std::shared_ptr<const JsonVocabulary> jsonVocab;
   ServerOptions opts;
   ChatTemplate chat = ChatTemplate::none;
   Scheduler sched;
@@ -430,6 +439,16 @@ Server::Impl::Prepared Server::Impl::prepare(const ApiRequest &a) const {
   g.stopStrings = a.stop;
   g.logprobs = a.logprobs;
   g.promptLogprobs = a.promptLogprobs;
+  if (a.jsonObject) {
+    if (!tokenizer)
+      throw badField("response_format", "JSON mode needs the model's tokenizer, and this model "
+                                        "has none");
+    try {
+      g.sampling.json = jsonVocabulary();
+    } catch (const InputError &e) {
+      throw badField("response_format", e.what());
+    }
+  }
   if (a.promptLogprobs >= 0 && engine.scoreRows() == 0)
     throw badField("logprobs", "echo with logprobs asks for the prompt's log-probabilities, which "
                                "need a @score entry point, and this model's plan has none: serve "

@@ -189,6 +189,18 @@ void parseCommon(const json &j, ApiRequest &r) {
   r.returnTokenIds = f.boolean("return_token_ids").value_or(false);
   if (auto user = f.get("user"); user && !user->is_string())
     throw badField("user", "user must be a string");
+  if (const json *rf = f.get("response_format"); rf && !rf->is_null()) {
+    const json *t = rf->is_object() && rf->contains("type") ? &(*rf)["type"] : nullptr;
+    const std::string type = t && t->is_string() ? t->get<std::string>() : "";
+    if (type == "json_object")
+      r.jsonObject = true;
+    else if (type == "json_schema")
+      throw badField("response_format", "response_format json_schema is not supported by "
+                                        "kvplan serve; json_object (any JSON object) is");
+    else if (type != "text")
+      throw badField("response_format", "response_format must be {\"type\": \"text\"} or "
+                                        "{\"type\": \"json_object\"}");
+  }
 }
 
 int64_t positiveTokens(const Fields &f, const char *name) {
@@ -331,9 +343,6 @@ ApiRequest parseChatRequest(const std::string &body) {
   }
   if (f.get("tools") || f.get("tool_choice"))
     throw badField("tools", "tools are not supported by kvplan serve");
-  if (const json *rf = f.get("response_format");
-      rf && !(rf->is_object() && rf->value("type", "") == "text"))
-    throw badField("response_format", "only the text response_format is supported");
   return r;
 }
 

@@ -194,6 +194,15 @@ TEST(OpenAiRequest, DefaultsAndFields) {
   EXPECT_EQ(parseCompletionRequest(R"({"prompt": "a", "logprobs": 0})").logprobs, 0);
   EXPECT_EQ(parseCompletionRequest(R"({"prompt": "a", "logprobs": 20})").logprobs, 20);
   EXPECT_EQ(parseCompletionRequest(R"({"prompt": "a", "logprobs": 20})").promptLogprobs, -1);
+  const char *jsonMode = R"("response_format": {"type": "json_object"})";
+  EXPECT_TRUE(parseCompletionRequest(std::string(R"({"prompt": "a", )") + jsonMode + "}")
+                  .jsonObject);
+  EXPECT_TRUE(parseChatRequest(std::string(R"({"messages": [{"role": "user"}], )") + jsonMode +
+                               "}")
+                  .jsonObject);
+  EXPECT_FALSE(parseChatRequest(
+                   R"({"messages": [{"role": "user"}], "response_format": {"type": "text"}})")
+                   .jsonObject);
   const ApiRequest scored =
       parseCompletionRequest(R"({"prompt": "a", "logprobs": 3, "echo": true, "max_tokens": 0})");
   EXPECT_EQ(scored.promptLogprobs, 3);
@@ -239,6 +248,10 @@ TEST(OpenAiRequest, ErrorsNameTheField) {
   EXPECT_EQ(param(R"({"prompt": "a", "logprobs": 1, "echo": true, "max_tokens": 0})"),
             "(no error)");
   EXPECT_EQ(param(R"({"prompt": "a", "echo": true, "max_tokens": 0})"), "max_tokens");
+  EXPECT_EQ(param(R"({"prompt": "a", "response_format": {"type": "json_schema"}})"),
+            "response_format");
+  EXPECT_EQ(param(R"({"prompt": "a", "response_format": {"type": 3}})"), "response_format");
+  EXPECT_EQ(param(R"({"prompt": "a", "response_format": "json"})"), "response_format");
   EXPECT_EQ(param(R"({"prompt": "a", "logprobs": 1, "max_tokens": 0})"), "max_tokens");
   EXPECT_EQ(param(R"({"messages": [{"role": "user"}], "logprobs": 1})", true), "logprobs");
   EXPECT_EQ(param(R"({"messages": [{"role": "user"}], "top_logprobs": 2})", true),

@@ -486,6 +486,37 @@ TEST(Server, EchoWithLogprobsScoresThePrompt) {
   EXPECT_EQ(json::parse(res->body)["error"]["param"], "max_tokens");
 }
 
+TEST(Server, JsonModeAnswersOneObject) {
+  // response_format json_object: the answer parses as one JSON object and
+  // ends as it closes ("stop"), streamed or not. The random model would
+  // write anything: the mask holds it to JSON, and biases (byte b is token
+  // b + 3: quotes and closing brackets up, spaces and newlines down) make
+  // it write keys and close soon.
+  Running r;
+  json body = {{"prompt", "Data: "}, {"max_tokens", 150}, {"temperature", 1.0}, {"seed", 6},
+               {"response_format", {{"type", "json_object"}}},
+               {"logit_bias", {{"37", 4}, {"128", 2}, {"96", 2}, {"35", -4}, {"13", -4}}}};
+  auto res = post(r, "/v1/completions", body);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json c = json::parse(res->body)["choices"][0];
+  const std::string text = c["text"];
+  EXPECT_EQ(c["finish_reason"], "stop") << text;
+  EXPECT_TRUE(json::accept(text)) << text;
+  EXPECT_TRUE(json::parse(text).is_object()) << text;
+  EXPECT_GE(json::parse(text).size(), 1u) << text << ": an object with members";
+  EXPECT_EQ(text.back(), '}') << "nothing after the object";
+  EXPECT_EQ(postStream(r, "/v1/completions", body).text, text);
+  // Without it the same request is not JSON.
+  body.erase("response_format");
+  EXPECT_FALSE(json::accept(json::parse(post(r, "/v1/completions", body)->body)["choices"][0]
+                                ["text"].get<std::string>()));
+  // JSON schemas are refused by name.
+  body["response_format"] = {{"type", "json_schema"}, {"json_schema", json::object()}};
+  res = post(r, "/v1/completions", body);
+  EXPECT_EQ(res->status, 400);
+  EXPECT_EQ(json::parse(res->body)["error"]["param"], "response_format");
+}
+
 TEST(Server, PenaltiesAndLogitBiasReachTheSampler) {
   Running r;
   const std::vector<int32_t> prompt = randomPrompt(8, 6);

@@ -1,0 +1,299 @@
+// JSON mode: the recogniser of one JSON object's text, and the mask it puts
+// on a row of logits through each token's bytes.
+#include "runtime/JsonGrammar.h"
+
+#include "formats/Tokenizer.h"
+#include "support/Error.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+namespace kvplan {
+
+namespace {
+bool isSpace(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+bool isDigit(unsigned char c) { return c >= '0' && c <= '9'; }
+bool isHex(unsigned char c) {
+  return isDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+} // namespace
+
+bool JsonState::space(unsigned char c) {
+  const uint8_t bit = c == '\n' ? 1 : c == '\r' ? 2 : 0;
+  if (breaks & bit) return false;
+  breaks |= bit;
+  return ++spaces <= kMaxSpaces;
+}
+
+bool JsonState::startValue(unsigned char c) {
+  switch (c) {
+  case '{': open.push_back('{'); mode = Mode::firstKey; return true;
+  case '[': open.push_back('['); mode = Mode::firstItem; return true;
+  case '"': mode = Mode::string; inKey = false; return true;
+  case '-': mode = Mode::minus; return true;
+  case '0': mode = Mode::zero; return true;
+  case 't': word = "true"; break;
+  case 'f': word = "false"; break;
+  case 'n': word = "null"; break;
+  default:
+    if (!isDigit(c)) return false;
+    mode = Mode::integer;
+    return true;
+  }
+  mode = Mode::literal;
+  pending = uint8_t(std::strlen(word) - 1);
+  return true;
+}
+
+/// A value ended: the object closed when nothing is open around it.
+bool JsonState::closeValue() {
+  mode = open.empty() ? Mode::done : Mode::after;
+  return true;
+}
+
+bool JsonState::afterValue(unsigned char c) {
+  if (isSpace(c)) return space(c);
+  const char container = open.back();
+  if (c == ',') {
+    mode = container == '{' ? Mode::key : Mode::value;
+    return true;
+  }
+  if ((container == '{' && c == '}') || (container == '[' && c == ']')) {
+    open.pop_back();
+    return closeValue();
+  }
+  return false;
+}
+
+/// A byte in a state where the number read so far is whole: a digit, the
+/// start of a fraction or an exponent where they may come, or the byte
+/// after the number.
+bool JsonState::number(unsigned char c) {
+  if (isDigit(c) && mode != Mode::zero) return true;
+  if (c == '.' && (mode == Mode::zero || mode == Mode::integer)) {
+    mode = Mode::point;
+    return true;
+  }
+  if ((c == 'e' || c == 'E') && mode != Mode::expDigits) {
+    mode = Mode::exponent;
+    return true;
+  }
+  closeValue();
+  return afterValue(c);
+}
+
+/// A byte inside a string: its end, an escape, a character, or the lead
+/// byte of a UTF-8 sequence (RFC 3629: no overlong forms, no surrogates,
+/// nothing past U+10FFFF).
+bool JsonState::stringByte(unsigned char c) {
+  if (c == '"') {
+    if (!inKey) return closeValue();
+    inKey = false;
+    mode = Mode::colon;
+    return true;
+  }
+  if (c == '\\') {
+    mode = Mode::escape;
+    return true;
+  }
+  if (c < 0x80) return c >= 0x20; // control characters are escaped in JSON
+  lo = 0x80, hi = 0xBF;
+  if (c >= 0xC2 && c <= 0xDF) {
+    pending = 1;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    pending = 2;
+    if (c == 0xE0) lo = 0xA0;
+    if (c == 0xED) hi = 0x9F;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    pending = 3;
+    if (c == 0xF0) lo = 0x90;
+    if (c == 0xF4) hi = 0x8F;
+  } else {
+    return false;
+  }
+  mode = Mode::utf8;
+  return true;
+}
+
+/// A byte in the middle of a token: a UTF-8 sequence, an escape, \u's
+/// hex digits, a literal.
+bool JsonState::tokenByte(unsigned char c) {
+  switch (mode) {
+  case Mode::utf8:
+    if (c < lo || c > hi) return false;
+    lo = 0x80, hi = 0xBF;
+    if (--pending == 0) mode = Mode::string;
+    return true;
+  case Mode::escape:
+    if (c == 'u') {
+      mode = Mode::hex;
+      pending = 4;
+      return true;
+    }
+    mode = Mode::string;
+    return c != 0 && std::strchr("\"\\/bfnrt", c) != nullptr;
+  case Mode::hex:
+    if (!isHex(c)) return false;
+    if (--pending == 0) mode = Mode::string;
+    return true;
+  default: // literal
+    if (c != uint8_t(word[std::strlen(word) - pending])) return false;
+    return --pending > 0 ? true : closeValue();
+  }
+}
+
+bool JsonState::push(unsigned char c) {
+  const bool ws = isSpace(c);
+  if (!ws) spaces = breaks = 0;
+  switch (mode) {
+  case Mode::start:
+    if (ws) return space(c);
+    if (c != '{') return false;
+    open.push_back('{');
+    mode = Mode::firstKey;
+    return true;
+  case Mode::value:
+    return ws ? space(c) : startValue(c);
+  case Mode::firstItem:
+    if (ws) return space(c);
+    if (c != ']') return startValue(c);
+    open.pop_back();
+    return closeValue();
+  case Mode::firstKey:
+  case Mode::key:
+    if (ws) return space(c);
+    if (c == '}' && mode == Mode::firstKey) {
+      open.pop_back();
+      return closeValue();
+    }
+    if (c != '"') return false;
+    mode = Mode::string;
+    inKey = true;
+    return true;
+  case Mode::colon:
+    if (ws) return space(c);
+    if (c != ':') return false;
+    mode = Mode::value;
+    return true;
+  case Mode::after:
+    return afterValue(c);
+  case Mode::string:
+    return stringByte(c);
+  case Mode::utf8:
+  case Mode::escape:
+  case Mode::hex:
+  case Mode::literal:
+    return tokenByte(c);
+  case Mode::minus:
+    if (!isDigit(c)) return false;
+    mode = c == '0' ? Mode::zero : Mode::integer;
+    return true;
+  case Mode::point:
+    if (!isDigit(c)) return false;
+    mode = Mode::fraction;
+    return true;
+  case Mode::exponent:
+    if (c == '+' || c == '-') {
+      mode = Mode::expSign;
+      return true;
+    }
+    [[fallthrough]];
+  case Mode::expSign:
+    if (!isDigit(c)) return false;
+    mode = Mode::expDigits;
+    return true;
+  case Mode::zero:
+  case Mode::integer:
+  case Mode::fraction:
+  case Mode::expDigits:
+    return number(c);
+  case Mode::done:
+    return false;
+  }
+  return false;
+}
+
+JsonVocabulary::JsonVocabulary(std::vector<std::string> tokenBytes) : bytes(std::move(tokenBytes)) {
+  // Every state can go on with one of these alone, so a row is never
+  // masked whole.
+  for (char c : std::string("{}[]\":,-.e0123456789truefalsn\\ ")) {
+    bool found = false;
+    for (const std::string &b : bytes)
+      if (b.size() == 1 && b[0] == c) {
+        found = true;
+        break;
+      }
+    if (!found)
+      throw InputError(std::string("JSON mode needs a token for each character JSON is written "
+                                   "with, and this vocabulary has none for '") +
+                       c + "' alone");
+  }
+  JsonState body;
+  body.push('{');
+  body.push('"');
+  inString.resize(bytes.size());
+  for (size_t id = 0; id < bytes.size(); ++id) {
+    JsonState t = body;
+    bool ok = !bytes[id].empty();
+    for (char c : bytes[id]) ok = ok && t.push(uint8_t(c));
+    // Without a quote it never left the string (a key's, here: a value's
+    // is read alike); one with a quote may close one string and open
+    // another, which depends on which it closed.
+    inString[id] = ok && t.betweenCharacters() && bytes[id].find('"') == std::string::npos;
+  }
+}
+
+JsonVocabulary JsonVocabulary::of(const Tokenizer &tokenizer) {
+  std::vector<int32_t> context = tokenizer.encode("a", false);
+  if (context.size() != 1) context.clear();
+  const std::string before = context.empty() ? "" : tokenizer.decode(context);
+  std::vector<std::string> out(size_t(tokenizer.vocabSize()));
+  std::vector<int32_t> ids = context;
+  ids.push_back(0);
+  for (int32_t id = 0; id < tokenizer.vocabSize(); ++id) {
+    ids.back() = id;
+    std::string text = tokenizer.decode(ids);
+    out[size_t(id)] = text.compare(0, before.size(), before) == 0 ? text.substr(before.size())
+                                                                  : text;
+  }
+  return JsonVocabulary(std::move(out));
+}
+
+void JsonVocabulary::mask(const JsonState &s, float *logits, int64_t vocab) const {
+  // Whether each byte may come next: most tokens are refused by their first.
+  bool first[256];
+  for (int c = 0; c < 256; ++c) {
+    JsonState t = s;
+    first[c] = t.push(uint8_t(c));
+  }
+  const float refused = -std::numeric_limits<float>::infinity();
+  const bool between = s.betweenCharacters();
+  for (int64_t id = 0; id < vocab; ++id) {
+    if (id >= size()) {
+      logits[id] = refused;
+      continue;
+    }
+    if (between && inString[size_t(id)]) continue;
+    const std::string &b = bytes[size_t(id)];
+    if (b.empty() || !first[uint8_t(b[0])]) {
+      logits[id] = refused;
+      continue;
+    }
+    JsonState t = s;
+    for (char c : b)
+      if (!t.push(uint8_t(c))) {
+        logits[id] = refused;
+        break;
+      }
+  }
+}
+
+bool JsonVocabulary::advance(JsonState &s, int32_t id) const {
+  if (id < 0 || id >= size() || bytes[size_t(id)].empty()) return false;
+  for (char c : bytes[size_t(id)])
+    if (!s.push(uint8_t(c))) return false;
+  return true;
+}
+
+} // namespace kvplan

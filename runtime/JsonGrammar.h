@@ -1,0 +1,102 @@
+// JSON mode (OpenAI's response_format json_object): generated text held to
+// a prefix of one JSON object, byte by byte. A pushdown recogniser follows
+// the text; before each draw the sampler sets the logit of every token whose
+// bytes it would refuse to -inf, so only tokens that keep the text a prefix
+// of a JSON object (RFC 8259) can be drawn, and the request ends once the
+// object closes.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kvplan {
+
+class Tokenizer;
+
+/// Where a JSON text is: which value it expects or is inside, and the
+/// objects and arrays open around it.
+class JsonState {
+public:
+  /// Takes one byte; returns false, leaving the state unusable, when the
+  /// text with it is not the start of one JSON object (then whitespace).
+  bool push(unsigned char c);
+  /// Whether one whole object has been read (nothing may follow).
+  bool complete() const { return mode == Mode::done; }
+  /// Inside a string, between characters (not in an escape or a UTF-8
+  /// sequence): what may follow does not depend on anything else.
+  bool betweenCharacters() const { return mode == Mode::string; }
+
+  /// Whitespace between tokens: at most this many bytes in a row, with at
+  /// most one line feed and one carriage return among them (a model that
+  /// would pad or break lines forever cannot; a line of indentation fits).
+  static constexpr int kMaxSpaces = 16;
+
+private:
+  enum class Mode : uint8_t {
+    start,      // before the top-level object
+    value,      // a value (after ':' or ',' in an array)
+    firstItem,  // after '[': a value or ']'
+    firstKey,   // after '{': a key or '}'
+    key,        // after ',' in an object: a key
+    colon,      // after a key
+    after,      // after a value: ',' or the closing bracket
+    string,     // inside a string (a key when `inKey`)
+    utf8,       // a UTF-8 sequence in a string: `pending` bytes to go, the next in [lo, hi]
+    escape,     // after '\' in a string
+    hex,        // \u and `pending` hex digits to go
+    literal,    // true, false or null: `pending` letters of `word` to go
+    minus,      // a number's '-': a digit
+    zero,       // a number's leading 0: '.', 'e' or its end
+    integer,    // a number's integer digits
+    point,      // after '.': a digit
+    fraction,   // fraction digits
+    exponent,   // after 'e': a sign or a digit
+    expSign,    // after the exponent's sign: a digit
+    expDigits,  // exponent digits
+    done,       // the object closed
+  };
+  bool space(unsigned char c);
+  bool startValue(unsigned char c);
+  bool closeValue();
+  bool afterValue(unsigned char c);
+  bool number(unsigned char c);
+  bool stringByte(unsigned char c);
+  bool tokenByte(unsigned char c);
+
+  Mode mode = Mode::start;
+  std::string open;            // '{' or '[' for each container open, innermost last
+  const char *word = nullptr;  // the literal being read
+  uint8_t pending = 0, lo = 0, hi = 0;
+  uint8_t spaces = 0;          // whitespace bytes in a row
+  uint8_t breaks = 0;          // of them: bit 0 a line feed, bit 1 a carriage return
+  bool inKey = false;
+};
+
+/// The vocabulary as the bytes each token adds to generated text, and the
+/// mask JSON mode puts on a row of logits.
+class JsonVocabulary {
+public:
+  /// `tokenBytes[id]`: what token id adds to the text (empty for control
+  /// tokens, never allowed). Throws InputError naming a character JSON
+  /// needs that no token spells alone.
+  explicit JsonVocabulary(std::vector<std::string> tokenBytes);
+  /// From a tokenizer: each token decoded after a context token, less the
+  /// context's text (so a SentencePiece token keeps its leading space).
+  static JsonVocabulary of(const Tokenizer &tokenizer);
+
+  int64_t size() const { return int64_t(bytes.size()); }
+  /// Sets to -inf the logit of every token that cannot follow `s` (ids
+  /// past the vocabulary's: the model's padding rows, never allowed).
+  void mask(const JsonState &s, float *logits, int64_t vocab) const;
+  /// `s` after token `id`; false when the token was not allowed.
+  bool advance(JsonState &s, int32_t id) const;
+
+private:
+  std::vector<std::string> bytes;
+  // Tokens whose bytes go on a string, never leave it and end between
+  // characters (most of a vocabulary): allowed there without reading them.
+  std::vector<uint8_t> inString;
+};
+
+} // namespace kvplan
