@@ -197,14 +197,19 @@ const float *Engine::score(int seq, const int32_t *tokens, int64_t count) {
                      "need (compile with --score-rows N)");
   if (count <= 0 || count > score_)
     throw std::logic_error("a score call takes 1 to score_rows tokens");
-  for (int64_t i = 0; i < count; ++i) checkToken(tokens[i]);
   Sequence &s = seqs[size_t(seq)];
-  grow(s, int64_t(s.tokens.size()) + count);
-  writeSequenceInputs("score", s, tokens, count, score_);
-  exec->run("score", count);
-  s.tokens.insert(s.tokens.end(), tokens, tokens + count);
+  runOneSequence("score", s, tokens, count, score_);
   publishFull(s);
   return exec->logits("score");
+}
+
+void Engine::runOneSequence(const std::string &entry, Sequence &s, const int32_t *tokens,
+                            int64_t count, int64_t rows) {
+  for (int64_t i = 0; i < count; ++i) checkToken(tokens[i]);
+  grow(s, int64_t(s.tokens.size()) + count);
+  writeSequenceInputs(entry, s, tokens, count, rows);
+  exec->run(entry, count);
+  s.tokens.insert(s.tokens.end(), tokens, tokens + count);
 }
 
 std::vector<int32_t> Engine::decodeStep(const std::vector<int> &which,

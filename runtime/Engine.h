@@ -137,6 +137,10 @@ private:
   /// rest padding (position -1), and its page table row.
   void writeSequenceInputs(const std::string &entry, const Sequence &s, const int32_t *tokens,
                            int64_t count, int64_t rows);
+  /// Appends tokens[0, count) to `s` through one call of the one-sequence
+  /// entry point `entry` (verify, score) of `rows` rows.
+  void runOneSequence(const std::string &entry, Sequence &s, const int32_t *tokens,
+                      int64_t count, int64_t rows);
   int32_t prefillAll(int seq, const int32_t *tokens, int64_t count, Sampler *lastSampler);
   void publishFull(Sequence &s);
   void init(const EngineOptions &options);

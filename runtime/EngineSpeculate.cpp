@@ -14,13 +14,8 @@ const float *Engine::verify(int seq, const int32_t *tokens, int64_t count) {
     throw InputError("the plan has no verify entry point (compile with --speculate K)");
   if (count <= 0 || count > verify_)
     throw std::logic_error("a verify step takes 1 to speculate + 1 tokens");
-  for (int64_t i = 0; i < count; ++i) checkToken(tokens[i]);
-  Sequence &s = seqs[size_t(seq)];
-  grow(s, int64_t(s.tokens.size()) + count);
-  writeSequenceInputs("verify", s, tokens, count, verify_);
-  exec->run("verify", count);
   // Not published: the caller keeps some of these tokens (truncate()).
-  s.tokens.insert(s.tokens.end(), tokens, tokens + count);
+  runOneSequence("verify", seqs[size_t(seq)], tokens, count, verify_);
   return exec->logits("verify");
 }
 

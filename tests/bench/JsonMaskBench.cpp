@@ -5,6 +5,7 @@
 // (runtime/JsonGrammar.h) after texts in different states, the median of
 // --repeat masks (default 21), and how many tokens it leaves.
 #include "formats/Tokenizer.h"
+#include "tests/bench/BenchArgs.h"
 #include "runtime/JsonGrammar.h"
 
 #include <algorithm>
@@ -22,15 +23,9 @@ double msSince(std::chrono::steady_clock::time_point t) {
 } // namespace
 
 int main(int argc, char **argv) {
-  int repeat = 21;
-  std::vector<std::string> files;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "--repeat" && i + 1 < argc)
-      repeat = std::max(1, std::atoi(argv[++i]));
-    else
-      files.push_back(arg);
-  }
+  const kvplan::bench::BenchArgs args = kvplan::bench::parseBenchArgs(argc, argv, 21);
+  const int repeat = args.repeat;
+  const std::vector<std::string> &files = args.files;
   if (files.empty()) {
     std::fprintf(stderr, "usage: kvplan-json-bench [--repeat N] TOKENIZER_FILE...\n");
     return 2;

@@ -4,6 +4,7 @@
 // kvplan run and serve do, and prints the fastest and the median load, in
 // wall-clock time and in CPU time (which a busy machine inflates less).
 #include "formats/Tokenizer.h"
+#include "tests/bench/BenchArgs.h"
 
 #include <algorithm>
 #include <chrono>
@@ -15,15 +16,9 @@
 #include <vector>
 
 int main(int argc, char **argv) {
-  int repeat = 7;
-  std::vector<std::string> files;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "--repeat" && i + 1 < argc)
-      repeat = std::max(1, std::atoi(argv[++i]));
-    else
-      files.push_back(arg);
-  }
+  const kvplan::bench::BenchArgs args = kvplan::bench::parseBenchArgs(argc, argv, 7);
+  const int repeat = args.repeat;
+  const std::vector<std::string> &files = args.files;
   if (files.empty()) {
     std::fprintf(stderr, "usage: kvplan-tokenizer-bench [--repeat N] TOKENIZER_FILE...\n");
     return 2;

@@ -53,6 +53,25 @@ inline double normalisedError(const std::vector<float> &a, const std::vector<flo
   return std::sqrt(num / std::max(den, 1e-30));
 }
 
+/// A prompt through @score on both engines (open sequences `sc` on `cpu`,
+/// `sd` on `device`), whole calls then a part one: every row of the
+/// device's logits within `tol` of the CPU's.
+inline void compareScoreCalls(Engine &cpu, int sc, Engine &device, int sd,
+                              const std::vector<int32_t> &prompt, double tol) {
+  const int64_t v = cpu.vocabSize(), rows = device.scoreRows(), size = int64_t(prompt.size());
+  for (int64_t at = 0; at < size; at += rows) {
+    const int64_t n = std::min<int64_t>(rows, size - at);
+    const float *lc = cpu.score(sc, prompt.data() + at, n);
+    const std::vector<float> c(lc, lc + n * v);
+    const float *ld = device.score(sd, prompt.data() + at, n);
+    for (int64_t i = 0; i < n; ++i)
+      EXPECT_LE(normalisedError(std::vector<float>(ld + i * v, ld + (i + 1) * v),
+                                std::vector<float>(c.begin() + i * v, c.begin() + (i + 1) * v)),
+                tol)
+          << "tokens from " << at << ", row " << i;
+  }
+}
+
 inline double tolerance(DType weights) {
   // About four times the largest error the emulated kernels show (bf16:
   // 2.0e-3, f16: 2.5e-4, f32: 5.5e-7 per kernel). With int8 and int4

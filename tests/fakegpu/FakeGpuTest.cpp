@@ -395,18 +395,7 @@ TEST_F(FakeGpu, ScoreMatchesTheCpuRowForRow) {
   std::vector<int32_t> prompt(20);
   for (int32_t &t : prompt) t = int32_t(rng() % uint32_t(v));
   const int sc = cpu.open(), sd = gpu.open();
-  for (int64_t at = 0; at < 20; at += 8) {
-    const int64_t n = std::min<int64_t>(8, 20 - at);
-    SCOPED_TRACE("tokens from " + std::to_string(at));
-    const float *lc = cpu.score(sc, prompt.data() + at, n);
-    const std::vector<float> c(lc, lc + n * v);
-    const float *ld = gpu.score(sd, prompt.data() + at, n);
-    for (int64_t i = 0; i < n; ++i)
-      EXPECT_LE(normalisedError(std::vector<float>(ld + i * v, ld + (i + 1) * v),
-                                std::vector<float>(c.begin() + i * v, c.begin() + (i + 1) * v)),
-                tol)
-          << "row " << i;
-  }
+  kvplan::testing::compareScoreCalls(cpu, sc, gpu, sd, prompt, tol);
   const float *lc = cpu.decode({sc}, {prompt[3]});
   const std::vector<float> c(lc, lc + v);
   const float *ld = gpu.decode({sd}, {prompt[3]});

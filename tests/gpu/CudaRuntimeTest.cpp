@@ -351,21 +351,12 @@ TEST(CudaRuntime, ScoreOnTheDevice) {
   };
   Engine cpu(m.cpuPlan, m.weights.data(), m.weights.size(), 4);
   Engine gpu(fresh());
-  const int64_t v = cpu.vocabSize(), rows = gpu.scoreRows();
-  std::vector<int32_t> prompt(size_t(2 * rows + 3));
+  const int64_t v = cpu.vocabSize();
+  std::vector<int32_t> prompt(size_t(2 * gpu.scoreRows() + 3));
   for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = int32_t((i * 11 + 5) % size_t(v));
   const int sc = cpu.open(), sd = gpu.open();
-  for (int64_t at = 0; at < int64_t(prompt.size()); at += rows) {
-    const int64_t n = std::min<int64_t>(rows, int64_t(prompt.size()) - at);
-    const float *lc = cpu.score(sc, prompt.data() + at, n);
-    const std::vector<float> c(lc, lc + n * v);
-    const float *ld = gpu.score(sd, prompt.data() + at, n);
-    for (int64_t i = 0; i < n; ++i)
-      EXPECT_LE(normalisedError(std::vector<float>(ld + i * v, ld + (i + 1) * v),
-                                std::vector<float>(c.begin() + i * v, c.begin() + (i + 1) * v)),
-                tolerance(m.plan.settings.weightDtype))
-          << "tokens from " << at << ", row " << i;
-  }
+  kvplan::testing::compareScoreCalls(cpu, sc, gpu, sd, prompt,
+                                     tolerance(m.plan.settings.weightDtype));
   gpu.close(sd);
   Scheduler s(gpu, nullptr);
   std::vector<TokenLogprobs> scores;

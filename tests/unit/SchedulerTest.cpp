@@ -582,6 +582,25 @@ void expectLogprobs(const std::vector<float> &logits, int32_t token, int64_t top
   }
 }
 
+/// Request i's sampling in the mixed loads below: greedy and sampled in
+/// turn, the sampled with seed `seed` + i.
+SamplingOptions alternating(size_t i, uint64_t seed) {
+  return i % 2 ? SamplingOptions{0.8, 0, 0.9, seed + i} : SamplingOptions{};
+}
+
+/// Submits the load, `first` new tokens for request 0 and 5 fewer for each
+/// of the next two (then again), sampled as alternating(i, seed), each set
+/// up by `ask` with asks[i % 4].
+void submitMixed(Scheduler &s, Load &l, std::vector<Received> &got, int64_t first, uint64_t seed,
+                 const int64_t (&asks)[4], int64_t GenerationRequest::*ask) {
+  for (size_t i = 0; i < got.size(); ++i) {
+    l.maxNew[i] = first - int64_t(i % 3) * 5;
+    GenerationRequest r = request(l.prompts[i], l.maxNew[i], got[i], alternating(i, seed));
+    r.*ask = asks[i % 4];
+    s.submit(std::move(r));
+  }
+}
+
 } // namespace
 
 TEST(Scheduler, LogprobsAreTheModelsLogSoftmaxWhateverTheBatch) {
@@ -594,14 +613,7 @@ TEST(Scheduler, LogprobsAreTheModelsLogSoftmaxWhateverTheBatch) {
   Load l = makeLoad(7);
   const int64_t asks[] = {-1, 0, 3, 20};
   std::vector<Received> got(l.prompts.size());
-  for (size_t i = 0; i < got.size(); ++i) {
-    l.maxNew[i] = 30 - int64_t(i % 3) * 5;
-    const SamplingOptions sampling =
-        i % 2 ? SamplingOptions{0.8, 0, 0.9, 77 + i} : SamplingOptions{};
-    GenerationRequest r = request(l.prompts[i], l.maxNew[i], got[i], sampling);
-    r.logprobs = asks[i % 4];
-    s.submit(std::move(r));
-  }
+  submitMixed(s, l, got, 30, 77, asks, &GenerationRequest::logprobs);
   s.runUntilIdle();
   EXPECT_GT(s.stats().preemptions, 0);
   for (size_t i = 0; i < got.size(); ++i) {
@@ -711,22 +723,13 @@ TEST(Scheduler, PromptLogprobsAreEachTokensGivenTheOnesBefore) {
   Load l = makeLoad(11, 9); // a shared start the prefix cache holds
   const int64_t asks[] = {-1, 0, 3, 20};
   std::vector<Received> got(l.prompts.size());
-  for (size_t i = 0; i < got.size(); ++i) {
-    l.maxNew[i] = 24 - int64_t(i % 3) * 5;
-    const SamplingOptions sampling =
-        i % 2 ? SamplingOptions{0.8, 0, 0.9, 91 + i} : SamplingOptions{};
-    GenerationRequest r = request(l.prompts[i], l.maxNew[i], got[i], sampling);
-    r.promptLogprobs = asks[i % 4];
-    s.submit(std::move(r));
-  }
+  submitMixed(s, l, got, 24, 91, asks, &GenerationRequest::promptLogprobs);
   s.runUntilIdle();
   EXPECT_GT(s.stats().preemptions, 0);
   EXPECT_GT(s.stats().scoreCalls, 0);
   for (size_t i = 0; i < got.size(); ++i) {
     SCOPED_TRACE("request " + std::to_string(i));
-    const SamplingOptions sampling =
-        i % 2 ? SamplingOptions{0.8, 0, 0.9, 91 + i} : SamplingOptions{};
-    EXPECT_EQ(got[i].tokens, alone(m, l.prompts[i], l.maxNew[i], sampling));
+    EXPECT_EQ(got[i].tokens, alone(m, l.prompts[i], l.maxNew[i], alternating(i, 91)));
     const int64_t top = asks[i % 4];
     ASSERT_EQ(got[i].prompt.has_value(), top >= 0);
     if (top < 0) continue;
