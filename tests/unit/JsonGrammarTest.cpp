@@ -226,7 +226,8 @@ std::vector<std::string> testVocabulary() {
 } // namespace
 
 TEST(JsonGrammar, TheMaskLeavesExactlyTheTokensThatCanContinue) {
-  const JsonVocabulary vocab(testVocabulary());
+  const std::vector<std::string> pieces = testVocabulary();
+  const JsonVocabulary vocab(pieces);
   const int64_t n = vocab.size();
   // Texts in every kind of state; a token is allowed exactly when
   // nlohmann's parser takes the text with it as the start of an object.
@@ -245,7 +246,7 @@ TEST(JsonGrammar, TheMaskLeavesExactlyTheTokensThatCanContinue) {
     vocab.mask(s, row.data(), int64_t(row.size()));
     int allowed = 0;
     for (int64_t id = 0; id < n; ++id) {
-      const std::string &piece = testVocabulary()[size_t(id)];
+      const std::string &piece = pieces[size_t(id)];
       const bool want = !piece.empty() && validPrefix(text + piece);
       EXPECT_EQ(std::isfinite(row[size_t(id)]), want) << "token '" << piece << "'";
       allowed += want;
