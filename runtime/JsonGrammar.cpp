@@ -217,14 +217,11 @@ bool JsonState::push(unsigned char c) {
 JsonVocabulary::JsonVocabulary(std::vector<std::string> tokenBytes) : bytes(std::move(tokenBytes)) {
   // Every state can go on with one of these alone, so a row is never
   // masked whole.
+  bool alone[256] = {};
+  for (const std::string &b : bytes)
+    if (b.size() == 1) alone[uint8_t(b[0])] = true;
   for (char c : std::string("{}[]\":,-.e0123456789truefalsn\\ ")) {
-    bool found = false;
-    for (const std::string &b : bytes)
-      if (b.size() == 1 && b[0] == c) {
-        found = true;
-        break;
-      }
-    if (!found)
+    if (!alone[uint8_t(c)])
       throw InputError(std::string("JSON mode needs a token for each character JSON is written "
                                    "with, and this vocabulary has none for '") +
                        c + "' alone");
