@@ -3,9 +3,12 @@
 #include "runtime/JsonGrammar.h"
 
 #include "formats/Tokenizer.h"
+#include "runtime/JsonSchema.h"
 #include "support/Error.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 
@@ -217,7 +220,6 @@ bool JsonState::push(unsigned char c) {
 JsonVocabulary::JsonVocabulary(std::vector<std::string> tokenBytes) : bytes(std::move(tokenBytes)) {
   // Every state can go on with one of these alone, so a row is never
   // masked whole.
-  bool alone[256] = {};
   for (const std::string &b : bytes)
     if (b.size() == 1) alone[uint8_t(b[0])] = true;
   for (char c : std::string("{}[]\":,-.e0123456789truefalsn\\ ")) {
@@ -238,6 +240,17 @@ JsonVocabulary::JsonVocabulary(std::vector<std::string> tokenBytes) : bytes(std:
     // is read alike); one with a quote may close one string and open
     // another, which depends on which it closed.
     inString[id] = ok && t.betweenCharacters() && bytes[id].find('"') == std::string::npos;
+  }
+  sorted.resize(bytes.size());
+  for (size_t id = 0; id < bytes.size(); ++id) sorted[id] = int32_t(id);
+  std::sort(sorted.begin(), sorted.end(),
+            [&](int32_t a, int32_t b) { return bytes[size_t(a)] < bytes[size_t(b)]; });
+  shared.assign(sorted.size(), 0);
+  for (size_t k = 1; k < sorted.size(); ++k) {
+    const std::string &a = bytes[size_t(sorted[k - 1])], &b = bytes[size_t(sorted[k])];
+    size_t n = 0;
+    while (n < a.size() && n < b.size() && a[n] == b[n]) ++n;
+    shared[k] = uint32_t(n);
   }
 }
 
@@ -287,6 +300,64 @@ void JsonVocabulary::mask(const JsonState &s, float *logits, int64_t vocab) cons
 }
 
 bool JsonVocabulary::advance(JsonState &s, int32_t id) const {
+  if (id < 0 || id >= size() || bytes[size_t(id)].empty()) return false;
+  for (char c : bytes[size_t(id)])
+    if (!s.push(uint8_t(c))) return false;
+  return true;
+}
+
+void JsonVocabulary::check(const JsonSchema &schema) const {
+  for (int c = 0; c < 256; ++c)
+    if (schema.literalBytes()[size_t(c)] && !alone[c]) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "0x%02X", c);
+      throw InputError(std::string("the schema writes byte ") + hex +
+                       " in a property name or an enum or const value, and this vocabulary "
+                       "has no token for it alone");
+    }
+}
+
+void JsonVocabulary::mask(const SchemaState &s, float *logits, int64_t vocab) const {
+  // levels[d]: the state after the first d bytes of the token walked last
+  // (valid for d <= `valid`); it failed at byte `failed` (-1: it did not).
+  thread_local std::vector<SchemaState> levels;
+  if (levels.empty()) levels.resize(1);
+  levels[0] = s;
+  size_t valid = 0;
+  int64_t failed = -1;
+  uint32_t common = 0; // bytes the token shares with the one walked last
+  const float refused = -std::numeric_limits<float>::infinity();
+  for (int64_t id = size(); id < vocab; ++id) logits[id] = refused;
+  const bool between = s.betweenCharacters();
+  for (size_t k = 0; k < sorted.size(); ++k) {
+    common = k == 0 ? 0 : std::min(common, shared[k]);
+    const int32_t id = sorted[k];
+    if (id >= vocab) continue;
+    if (between && inString[size_t(id)]) continue;
+    const std::string &b = bytes[size_t(id)];
+    if (b.empty()) {
+      logits[id] = refused;
+      continue;
+    }
+    if (failed >= 0 && int64_t(common) > failed) { // starts with a refused prefix
+      logits[id] = refused;
+      continue;
+    }
+    size_t d = std::min<size_t>(common, valid);
+    failed = -1;
+    if (levels.size() < b.size() + 1) levels.resize(b.size() + 1);
+    for (; d < b.size(); ++d)
+      if (!levels[d + 1].assignPush(levels[d], uint8_t(b[d]))) {
+        failed = int64_t(d);
+        break;
+      }
+    valid = d;
+    if (failed >= 0) logits[id] = refused;
+    common = uint32_t(b.size());
+  }
+}
+
+bool JsonVocabulary::advance(SchemaState &s, int32_t id) const {
   if (id < 0 || id >= size() || bytes[size_t(id)].empty()) return false;
   for (char c : bytes[size_t(id)])
     if (!s.push(uint8_t(c))) return false;

@@ -13,6 +13,8 @@
 namespace kvplan {
 
 class Tokenizer;
+class JsonSchema;
+class SchemaState;
 
 /// Where a JSON text is: which value it expects or is inside, and the
 /// objects and arrays open around it.
@@ -92,8 +94,23 @@ public:
   /// `s` after token `id`; false when the token was not allowed.
   bool advance(JsonState &s, int32_t id) const;
 
+  /// Structured output (runtime/JsonSchema.h): throws InputError naming a
+  /// byte the schema's literals need that no token spells alone (then
+  /// some text the schema allows could not be finished).
+  void check(const JsonSchema &schema) const;
+  /// As mask() above, against a schema. The tokens are walked in the order
+  /// of their bytes, so a prefix shared by many is read once, and a prefix
+  /// refused refuses every token that starts with it.
+  void mask(const SchemaState &s, float *logits, int64_t vocab) const;
+  bool advance(SchemaState &s, int32_t id) const;
+
 private:
   std::vector<std::string> bytes;
+  bool alone[256] = {}; // bytes a token spells alone
+  // Token ids in the order of their bytes, and how many bytes each shares
+  // with the one before it in that order.
+  std::vector<int32_t> sorted;
+  std::vector<uint32_t> shared;
   // Tokens whose bytes go on a string, never leave it and end between
   // characters (most of a vocabulary): allowed there without reading them.
   std::vector<uint8_t> inString;

@@ -4,6 +4,7 @@
 
 #include "plan/CudaProgram.h"
 #include "runtime/JsonGrammar.h"
+#include "runtime/JsonSchema.h"
 
 #include <cstdint>
 #include <map>
@@ -31,6 +32,9 @@ struct SamplingOptions {
   // JSON mode (runtime/JsonGrammar.h): after the biases, only tokens that
   // keep the generated text a prefix of one JSON object. Null: off.
   std::shared_ptr<const JsonVocabulary> json = nullptr;
+  // Structured output (runtime/JsonSchema.h): with `json` set, only tokens
+  // that keep the text a prefix of an object this schema accepts.
+  std::shared_ptr<const JsonSchema> schema = nullptr;
   bool greedy() const { return temperature == 0 || topK == 1; }
   /// Penalties, biases or JSON mode: the row is changed on the host before
   /// the draw.
@@ -78,7 +82,9 @@ public:
   /// JSON mode one that keeps the text a prefix of a JSON object).
   int32_t sample(const float *logits, int64_t vocab);
   /// JSON mode: whether the tokens drawn so far spell a whole object.
-  bool jsonComplete() const { return opts.json && json.complete(); }
+  bool jsonComplete() const {
+    return opts.json && (opts.schema ? schemaState.complete() : json.complete());
+  }
   /// The same choice made on the device (runtime/cuda): the options and
   /// this step's draw from the same generator. Not with penalties, which
   /// need the row on the host (sample()).
@@ -100,6 +106,7 @@ private:
   std::set<int32_t> prompt;            // with a repetition penalty: the prompt's tokens
   std::vector<float> penalizedRow;
   JsonState json; // JSON mode: where the text drawn so far is
+  SchemaState schemaState; // with a schema: where it is against it
 };
 
 /// The index of the largest logit (the lowest index among equals).

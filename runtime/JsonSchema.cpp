@@ -1,0 +1,793 @@
+// Structured output: a JSON schema compiled into nodes, and the recogniser
+// of text a schema accepts (a set of pushdown stacks, one per reading).
+#include "runtime/JsonSchema.h"
+
+#include "support/Error.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <set>
+
+namespace kvplan {
+
+using ojson = nlohmann::ordered_json;
+using Kind = JsonSchema::Kind;
+using Node = JsonSchema::Node;
+
+// ----------------------------------------------------------------------------
+// The compiler
+// ----------------------------------------------------------------------------
+
+namespace {
+
+const std::set<std::string> kAnnotations = {
+    "title",    "description", "default",          "examples",        "$schema",
+    "$id",      "$comment",    "deprecated",       "readOnly",        "writeOnly",
+    "format",   "$defs",       "definitions",      "contentMediaType", "contentEncoding"};
+const std::set<std::string> kKeywords = {
+    "type",     "properties", "required", "additionalProperties", "items", "minItems",
+    "maxItems", "minLength",  "maxLength", "enum", "const", "anyOf", "allOf", "$ref"};
+const char *kSupported = "type, properties, required, additionalProperties, items, minItems, "
+                         "maxItems, minLength, maxLength, enum, const, anyOf, allOf of one "
+                         "schema and $ref";
+
+[[noreturn]] void fail(const std::string &path, const std::string &what) {
+  throw InputError(path + ": " + what);
+}
+
+bool typeMatches(const ojson &v, const std::string &type) {
+  if (type == "object") return v.is_object();
+  if (type == "array") return v.is_array();
+  if (type == "string") return v.is_string();
+  if (type == "boolean") return v.is_boolean();
+  if (type == "null") return v.is_null();
+  if (type == "number") return v.is_number();
+  // integer: a number without a fraction (1.0 is one, as JSON Schema says)
+  if (v.is_number_integer()) return true;
+  return v.is_number_float() && std::floor(v.get<double>()) == v.get<double>();
+}
+
+} // namespace
+
+class JsonSchemaCompiler {
+public:
+  JsonSchemaCompiler(const ojson &doc, std::string where) : doc(doc), where(std::move(where)) {}
+
+  std::shared_ptr<const JsonSchema> run() {
+    out.all.resize(7);
+    out.all[JsonSchema::kAny].kind = Kind::any;
+    out.all[JsonSchema::kAnyObject].kind = Kind::object;
+    out.all[JsonSchema::kAnyObject].additional = JsonSchema::kAny;
+    out.all[JsonSchema::kAnyArray].kind = Kind::array;
+    out.all[JsonSchema::kAnyArray].items = JsonSchema::kAny;
+    out.all[JsonSchema::kAnyString].kind = Kind::string;
+    out.all[JsonSchema::kAnyNumber].kind = Kind::number;
+    out.all[JsonSchema::kBoolean].kind = Kind::boolean;
+    out.all[JsonSchema::kNull].kind = Kind::null;
+    int32_t root = node(doc, where);
+    if (root == JsonSchema::kAny) root = JsonSchema::kAnyObject;
+    prune(root);
+    if (!isObject(root, 0))
+      fail(where, "the top level must be an object (\"type\": \"object\"), as OpenAI's "
+                  "structured outputs require");
+    out.top = root;
+    return std::make_shared<const JsonSchema>(std::move(out));
+  }
+
+private:
+  int32_t add(Node n) {
+    out.all.push_back(std::move(n));
+    return int32_t(out.all.size() - 1);
+  }
+  void literal(const std::string &text) {
+    for (char c : text) out.bytes[uint8_t(c)] = true;
+  }
+  static int64_t count(const ojson &v, const std::string &path) {
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > INT32_MAX / 2)
+      fail(path, "must be a non-negative integer");
+    return v.get<int64_t>();
+  }
+  int32_t node(const ojson &s, const std::string &path);
+  int32_t typed(const ojson &s, const std::string &type, const std::string &path);
+  int32_t object(const ojson &s, const std::string &path);
+  int32_t array(const ojson &s, const std::string &path);
+  int32_t literals(const ojson &s, const std::string &path);
+  int32_t reference(const ojson &s, const std::string &path);
+  void prune(int32_t root);
+  bool isObject(int32_t n, int depth) const;
+
+  const ojson &doc;
+  std::string where;
+  std::map<std::string, int32_t> refs; // $ref targets compiled (or being compiled)
+  JsonSchema out;
+};
+
+int32_t JsonSchemaCompiler::node(const ojson &s, const std::string &path) {
+  if (s.is_boolean()) {
+    if (!s.get<bool>()) fail(path, "the schema false accepts no value");
+    return JsonSchema::kAny;
+  }
+  if (!s.is_object()) fail(path, "a schema must be an object or a boolean");
+  std::vector<std::string> checks; // validation keywords present, in order
+  for (const auto &[key, value] : s.items()) {
+    if (kAnnotations.count(key) || key.compare(0, 2, "x-") == 0) continue;
+    if (key == "oneOf")
+      fail(path + ".oneOf", "oneOf is not supported (kvplan cannot hold generation to "
+                            "exactly one alternative); anyOf is, and means the same when no "
+                            "value can match two alternatives");
+    if (!kKeywords.count(key))
+      fail(path + "." + key, "kvplan cannot hold generation to \"" + key + "\"; it supports " +
+                                 kSupported + " (remove \"" + key + "\" or say it with those)");
+    checks.push_back(key);
+  }
+  auto alone = [&](const char *kw) {
+    if (checks.size() != 1)
+      fail(path + "." + kw, std::string(kw) + " is supported only with no other keyword "
+                                              "beside it but annotations (title, description, "
+                                              "...); move the others into its schemas");
+  };
+  if (s.contains("$ref")) {
+    alone("$ref");
+    return reference(s, path);
+  }
+  if (s.contains("allOf")) {
+    alone("allOf");
+    const ojson &all = s["allOf"];
+    if (!all.is_array() || all.size() != 1)
+      fail(path + ".allOf", "allOf is supported with one schema only (merge them into one)");
+    return node(all[0], path + ".allOf[0]");
+  }
+  if (s.contains("anyOf")) {
+    alone("anyOf");
+    const ojson &any = s["anyOf"];
+    if (!any.is_array() || any.empty()) fail(path + ".anyOf", "must be a non-empty array");
+    Node n;
+    n.kind = Kind::anyOf;
+    for (size_t k = 0; k < any.size(); ++k)
+      n.alternatives.push_back(node(any[k], path + ".anyOf[" + std::to_string(k) + "]"));
+    return add(std::move(n));
+  }
+  if (s.contains("enum") || s.contains("const")) return literals(s, path);
+  if (s.contains("type")) {
+    const ojson &t = s["type"];
+    if (t.is_string()) return typed(s, t.get<std::string>(), path);
+    if (!t.is_array() || t.empty())
+      fail(path + ".type", "must be a type name or a non-empty array of them");
+    Node n;
+    n.kind = Kind::anyOf;
+    for (size_t k = 0; k < t.size(); ++k) {
+      if (!t[k].is_string()) fail(path + ".type", "must be a type name or an array of them");
+      n.alternatives.push_back(typed(s, t[k].get<std::string>(), path));
+    }
+    return add(std::move(n));
+  }
+  // No type: what the keywords describe (any value when none).
+  for (const char *kw : {"properties", "required", "additionalProperties"})
+    if (s.contains(kw)) return typed(s, "object", path);
+  for (const char *kw : {"items", "minItems", "maxItems"})
+    if (s.contains(kw)) return typed(s, "array", path);
+  for (const char *kw : {"minLength", "maxLength"})
+    if (s.contains(kw)) return typed(s, "string", path);
+  return JsonSchema::kAny;
+}
+
+int32_t JsonSchemaCompiler::typed(const ojson &s, const std::string &type,
+                                  const std::string &path) {
+  if (type == "object") return object(s, path);
+  if (type == "array") return array(s, path);
+  if (type == "number") return JsonSchema::kAnyNumber;
+  if (type == "boolean") return JsonSchema::kBoolean;
+  if (type == "null") return JsonSchema::kNull;
+  Node n;
+  if (type == "integer") {
+    n.kind = Kind::integer;
+    return add(std::move(n));
+  }
+  if (type != "string")
+    fail(path + ".type", "\"" + type + "\" is not a type (object, array, string, integer, "
+                                       "number, boolean or null)");
+  n.kind = Kind::string;
+  if (s.contains("minLength")) n.minCount = count(s["minLength"], path + ".minLength");
+  if (s.contains("maxLength")) n.maxCount = count(s["maxLength"], path + ".maxLength");
+  if (n.maxCount >= 0 && n.minCount > n.maxCount)
+    fail(path, "minLength is more than maxLength: no string meets both");
+  return add(std::move(n));
+}
+
+int32_t JsonSchemaCompiler::object(const ojson &s, const std::string &path) {
+  const int32_t self = add(Node{});
+  Node n;
+  n.kind = Kind::object;
+  int32_t additional = JsonSchema::kAny;
+  if (s.contains("additionalProperties")) {
+    const ojson &a = s["additionalProperties"];
+    additional = a.is_boolean() && !a.get<bool>() ? -1
+                                                    : node(a, path + ".additionalProperties");
+  }
+  if (s.contains("properties")) {
+    const ojson &p = s["properties"];
+    if (!p.is_object()) fail(path + ".properties", "must be an object of schemas");
+    for (const auto &[name, schema] : p.items()) {
+      JsonSchema::Property prop;
+      prop.key = ojson(name).dump().substr(1);
+      literal(prop.key);
+      prop.node = node(schema, path + ".properties." + name);
+      n.properties.push_back(std::move(prop));
+    }
+  }
+  if (s.contains("required")) {
+    const ojson &r = s["required"];
+    if (!r.is_array()) fail(path + ".required", "must be an array of property names");
+    for (const ojson &name : r) {
+      if (!name.is_string()) fail(path + ".required", "must be an array of property names");
+      const std::string key = ojson(name).dump().substr(1);
+      auto it = std::find_if(n.properties.begin(), n.properties.end(),
+                             [&](const JsonSchema::Property &p) { return p.key == key; });
+      if (it != n.properties.end()) {
+        it->required = true;
+        continue;
+      }
+      if (additional < 0)
+        fail(path + ".required", "names \"" + name.get<std::string>() + "\", which properties "
+                                 "lack, and additionalProperties is false: no object meets both");
+      literal(key);
+      n.properties.push_back({key, additional, true});
+    }
+  }
+  // With properties, only those are written; without, a map.
+  if (n.properties.empty() && !s.contains("required")) n.additional = additional;
+  out.all[size_t(self)] = std::move(n);
+  return self;
+}
+
+int32_t JsonSchemaCompiler::array(const ojson &s, const std::string &path) {
+  Node n;
+  n.kind = Kind::array;
+  n.items = JsonSchema::kAny;
+  if (s.contains("items")) {
+    const ojson &i = s["items"];
+    if (i.is_boolean() && !i.get<bool>())
+      n.maxCount = 0;
+    else if (i.is_array())
+      fail(path + ".items", "items as an array (tuples) is not supported; one schema for every "
+                            "item is");
+    else
+      n.items = node(i, path + ".items");
+  }
+  if (s.contains("minItems")) n.minCount = count(s["minItems"], path + ".minItems");
+  if (s.contains("maxItems")) {
+    const int64_t m = count(s["maxItems"], path + ".maxItems");
+    n.maxCount = n.maxCount == 0 ? 0 : m;
+  }
+  if (n.maxCount >= 0 && n.minCount > n.maxCount)
+    fail(path, "minItems is more than the items allowed (maxItems, or items false)");
+  return add(std::move(n));
+}
+
+int32_t JsonSchemaCompiler::literals(const ojson &s, const std::string &path) {
+  if (s.contains("enum") && s.contains("const"))
+    fail(path + ".const", "enum and const together are not supported; keep one");
+  for (const auto &[key, value] : s.items())
+    if (key != "enum" && key != "const" && key != "type" && !kAnnotations.count(key) &&
+        key.compare(0, 2, "x-") != 0)
+      fail(path + "." + key, "beside enum or const only type is supported (the values say "
+                             "the rest)");
+  const bool isEnum = s.contains("enum");
+  const std::string kw = isEnum ? "enum" : "const";
+  const ojson values = isEnum ? s["enum"] : ojson::array({s["const"]});
+  if (!values.is_array() || values.empty()) fail(path + ".enum", "must be a non-empty array");
+  std::vector<std::string> types;
+  if (s.contains("type")) {
+    const ojson &t = s["type"];
+    for (const ojson &name : t.is_array() ? t : ojson::array({t})) {
+      if (!name.is_string()) fail(path + ".type", "must be a type name or an array of them");
+      types.push_back(name.get<std::string>());
+    }
+  }
+  Node n;
+  n.kind = Kind::literals;
+  for (const ojson &v : values) {
+    bool ok = types.empty();
+    for (const std::string &t : types) ok = ok || typeMatches(v, t);
+    if (!ok) continue; // a value of another type than the schema's: never valid
+    n.literals.push_back(v.dump());
+    literal(n.literals.back());
+  }
+  if (n.literals.empty())
+    fail(path + "." + kw, "no value of " + kw + " has the schema's type: none is valid");
+  return add(std::move(n));
+}
+
+/// "#", "#/$defs/Name", "#/definitions/Name" or any other JSON pointer into
+/// the document; compiled once (a recursive schema points back to itself).
+int32_t JsonSchemaCompiler::reference(const ojson &s, const std::string &path) {
+  const ojson &r = s["$ref"];
+  if (!r.is_string() || r.get<std::string>().compare(0, 1, "#") != 0)
+    fail(path + ".$ref", "only references into this schema (\"#...\") are supported");
+  const std::string target = r.get<std::string>();
+  if (auto it = refs.find(target); it != refs.end()) return it->second;
+  const ojson *at = &doc;
+  std::string targetPath = where;
+  size_t pos = 1;
+  while (pos < target.size()) {
+    if (target[pos] != '/') fail(path + ".$ref", "\"" + target + "\" is not a JSON pointer");
+    size_t end = target.find('/', pos + 1);
+    if (end == std::string::npos) end = target.size();
+    std::string token = target.substr(pos + 1, end - pos - 1);
+    for (size_t k; (k = token.find("~1")) != std::string::npos;) token.replace(k, 2, "/");
+    for (size_t k; (k = token.find("~0")) != std::string::npos;) token.replace(k, 2, "~");
+    if (!at->is_object() || !at->contains(token))
+      fail(path + ".$ref", "\"" + target + "\" names nothing in the schema");
+    at = &(*at)[token];
+    targetPath += "." + token;
+    pos = end;
+  }
+  const int32_t self = add(Node{});
+  refs[target] = self;
+  const int32_t body = node(*at, targetPath);
+  out.all[size_t(self)] = out.all[size_t(body)];
+  return self;
+}
+
+/// Drops what accepts no value (anyOf alternatives, optional properties, a
+/// map's values, array items), so the recogniser never reaches a state no
+/// text can finish; a required part that accepts none makes its parent so.
+void JsonSchemaCompiler::prune(int32_t root) {
+  std::vector<Node> &all = out.all;
+  std::vector<bool> ok(all.size(), false);
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (size_t i = 0; i < all.size(); ++i) {
+      if (ok[i]) continue;
+      const Node &n = all[i];
+      bool now = true;
+      if (n.kind == Kind::anyOf) {
+        now = std::any_of(n.alternatives.begin(), n.alternatives.end(),
+                          [&](int32_t a) { return ok[size_t(a)]; });
+      } else if (n.kind == Kind::object) {
+        for (const auto &p : n.properties) now = now && (!p.required || ok[size_t(p.node)]);
+      } else if (n.kind == Kind::array) {
+        now = n.minCount == 0 || ok[size_t(n.items)];
+      }
+      if (now) ok[i] = changed = true;
+    }
+  }
+  if (!ok[size_t(root)])
+    fail(where, "no JSON value meets this schema (a required property or item, or every "
+                "alternative of an anyOf, accepts none: a recursive schema must let the "
+                "recursion end)");
+  for (Node &n : all) {
+    auto bad = [&](int32_t a) { return !ok[size_t(a)]; };
+    n.alternatives.erase(std::remove_if(n.alternatives.begin(), n.alternatives.end(), bad),
+                         n.alternatives.end());
+    n.properties.erase(std::remove_if(n.properties.begin(), n.properties.end(),
+                                      [&](const auto &p) { return bad(p.node); }),
+                       n.properties.end());
+    if (n.additional >= 0 && bad(n.additional)) n.additional = -1;
+    if (n.items >= 0 && bad(n.items)) n.maxCount = 0;
+  }
+}
+
+bool JsonSchemaCompiler::isObject(int32_t i, int depth) const {
+  const Node &n = out.all[size_t(i)];
+  if (n.kind == Kind::object) return true;
+  if (n.kind == Kind::literals)
+    return std::all_of(n.literals.begin(), n.literals.end(),
+                       [](const std::string &l) { return l[0] == '{'; });
+  if (n.kind != Kind::anyOf || depth > 64) return false;
+  return std::all_of(n.alternatives.begin(), n.alternatives.end(),
+                     [&](int32_t a) { return isObject(a, depth + 1); });
+}
+
+std::shared_ptr<const JsonSchema> JsonSchema::compile(const ojson &schema,
+                                                      const std::string &where) {
+  return JsonSchemaCompiler(schema, where).run();
+}
+
+// ----------------------------------------------------------------------------
+// The recogniser
+// ----------------------------------------------------------------------------
+
+namespace {
+
+enum Mode : uint8_t {
+  objFirst,   // after '{': a key or '}'
+  objKey,     // after ',': a key
+  objKeyRead, // a key being read (the frame above)
+  objColon,   // after a key
+  objValue,   // after ':'
+  objInValue, // a value being read (the frame above)
+  objAfter,   // after a value: ',' or '}'
+  arrFirst,   // after '[': an item or ']'
+  arrValue,   // after ',': an item
+  arrInValue, // an item being read
+  arrAfter,   // after an item: ',' or ']'
+  str,        // in a string, between characters
+  strUtf8,    // a UTF-8 sequence: `pending` bytes to go, the next in [lo, hi]
+  strEscape,  // after '\'
+  strHex,     // \u and `pending` hex digits to go
+  keyName,    // a property's name (after its opening quote): `choice`, `count` bytes read
+  literal,    // an enum/const value, true, false or null: `count` bytes read
+  numMinus, numZero, numInt, numPoint, numFrac, numExp, numExpSign, numExpDigits,
+};
+
+bool isSpace(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+bool isDigit(unsigned char c) { return c >= '0' && c <= '9'; }
+bool isHex(unsigned char c) {
+  return isDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/// The first property an object may write next and the last (the first
+/// required one from `from`, else the last); `required` whether one is.
+struct Candidates {
+  int32_t first, last;
+  bool required;
+};
+Candidates candidates(const Node &n, int32_t from) {
+  const int32_t size = int32_t(n.properties.size());
+  for (int32_t k = from; k < size; ++k)
+    if (n.properties[size_t(k)].required) return {from, k, true};
+  return {from, size - 1, false};
+}
+
+} // namespace
+
+SchemaState::SchemaState(std::shared_ptr<const JsonSchema> s) : schema(std::move(s)) {
+  stacks.resize(1);
+  live = 1;
+}
+
+size_t SchemaState::add(const Stack &s) {
+  if (live < stacks.size())
+    stacks[live] = s;
+  else
+    stacks.push_back(s);
+  stacks[live].dead = false;
+  return live++;
+}
+
+bool SchemaState::space(Stack &s, unsigned char c) {
+  const uint8_t bit = c == '\n' ? 1 : c == '\r' ? 2 : 0;
+  if (s.breaks & bit) return false;
+  s.breaks |= bit;
+  return ++s.spaces <= 16;
+}
+
+void SchemaState::endValue(Stack &s) {
+  s.frames.pop_back();
+  if (s.frames.empty()) {
+    s.done = true;
+    return;
+  }
+  Frame &p = s.frames.back();
+  if (p.mode == objKeyRead) {
+    p.mode = objColon; // a map's key
+  } else if (p.mode == objInValue) {
+    p.mode = objAfter;
+  } else { // arrInValue
+    ++p.count;
+    p.mode = arrAfter;
+  }
+}
+
+/// The first byte of a value of `node` on stack i (whose top frame, if any,
+/// already says a value is being read); anyOf and enum values fork.
+void SchemaState::startValue(size_t i, int32_t node, unsigned char c) {
+  const Node &n = schema->nodes()[size_t(node)];
+  auto push = [&](size_t at, Frame f) { stacks[at].frames.push_back(f); };
+  switch (n.kind) {
+  case Kind::any: {
+    const int32_t to = c == '{' ? JsonSchema::kAnyObject : c == '[' ? JsonSchema::kAnyArray
+                     : c == '"' ? JsonSchema::kAnyString
+                     : c == 't' || c == 'f' ? JsonSchema::kBoolean
+                     : c == 'n' ? JsonSchema::kNull : JsonSchema::kAnyNumber;
+    return startValue(i, to, c);
+  }
+  case Kind::object:
+    if (c != '{') break;
+    return push(i, {node, objFirst});
+  case Kind::array:
+    if (c != '[') break;
+    return push(i, {node, arrFirst});
+  case Kind::string:
+    if (c != '"') break;
+    return push(i, {node, str});
+  case Kind::integer:
+  case Kind::number:
+    if (c == '-') return push(i, {node, numMinus});
+    if (c == '0') return push(i, {node, numZero});
+    if (!isDigit(c)) break;
+    return push(i, {node, numInt});
+  case Kind::boolean:
+  case Kind::null:
+    if (c != (n.kind == Kind::null ? 'n' : 't') && !(n.kind == Kind::boolean && c == 'f')) break;
+    return push(i, {node, literal, 0, 0, 0, 1, c == 'f' ? 1 : 0});
+  case Kind::literals:
+  case Kind::anyOf: {
+    const Stack base = stacks[i];
+    bool first = true;
+    const size_t ways = n.kind == Kind::anyOf ? n.alternatives.size() : n.literals.size();
+    for (size_t k = 0; k < ways; ++k) {
+      if (n.kind == Kind::literals && uint8_t(n.literals[k][0]) != c) continue;
+      const size_t at = first ? i : add(base);
+      first = false;
+      if (n.kind == Kind::anyOf) {
+        startValue(at, n.alternatives[k], c);
+      } else {
+        push(at, {node, literal, 0, 0, 0, 1, int32_t(k)});
+        if (n.literals[k].size() == 1) endValue(stacks[at]); // a one-digit number
+      }
+    }
+    if (!first) return;
+    break;
+  }
+  }
+  stacks[i].dead = true;
+}
+
+/// '"' where an object's key may start: one reading per property the
+/// object may write next, or a free string in a map.
+void SchemaState::startKey(size_t i) {
+  Frame &f = stacks[i].frames.back();
+  const Node &n = schema->nodes()[size_t(f.node)];
+  f.mode = objKeyRead;
+  if (n.additional >= 0) {
+    stacks[i].frames.push_back({JsonSchema::kAnyString, str});
+    return;
+  }
+  const Candidates c = candidates(n, f.count);
+  if (c.first > c.last) {
+    stacks[i].dead = true;
+    return;
+  }
+  const int32_t node = f.node;
+  const Stack base = stacks[i];
+  for (int32_t k = c.first; k <= c.last; ++k) {
+    const size_t at = k == c.first ? i : add(base);
+    stacks[at].frames.push_back({node, keyName, 0, 0, 0, 0, k});
+  }
+}
+
+/// A byte where an object or an array expects a key, a value, a separator
+/// or its end.
+void SchemaState::feedContainer(size_t i, unsigned char c) {
+  Stack &s = stacks[i];
+  Frame &f = s.frames.back();
+  const Node &n = schema->nodes()[size_t(f.node)];
+  if (isSpace(c)) {
+    s.dead = !space(s, c);
+    return;
+  }
+  const bool map = n.additional >= 0;
+  const bool mustGoOn = !map && candidates(n, f.count).required;
+  switch (f.mode) {
+  case objFirst:
+  case objKey:
+    if (c == '"') return startKey(i);
+    if (c == '}' && f.mode == objFirst && !mustGoOn) return endValue(s);
+    break;
+  case objColon:
+    if (c != ':') break;
+    f.mode = objValue;
+    return;
+  case objValue: {
+    const int32_t value = f.choice >= 0 ? n.properties[size_t(f.choice)].node : n.additional;
+    f.mode = objInValue;
+    return startValue(i, value, c);
+  }
+  case objAfter:
+    if (c == ',' && (map || f.count < int32_t(n.properties.size()))) {
+      f.mode = objKey;
+      f.choice = -1;
+      return;
+    }
+    if (c == '}' && !mustGoOn) return endValue(s);
+    break;
+  case arrFirst:
+    if (c == ']' && n.minCount == 0) return endValue(s);
+    if (n.maxCount == 0) break;
+    f.mode = arrInValue;
+    return startValue(i, n.items, c);
+  case arrValue:
+    f.mode = arrInValue;
+    return startValue(i, n.items, c);
+  case arrAfter:
+    if (c == ',' && (n.maxCount < 0 || f.count < n.maxCount)) {
+      f.mode = arrValue;
+      return;
+    }
+    if (c == ']' && f.count >= n.minCount) return endValue(s);
+    break;
+  }
+  s.dead = true;
+}
+
+/// A byte inside a string: its end (once it has minLength characters), an
+/// escape, a character (while it has fewer than maxLength), or the rest of
+/// a UTF-8 sequence or an escape, as JsonState reads them.
+void SchemaState::feedString(size_t i, unsigned char c) {
+  Stack &s = stacks[i];
+  Frame &f = s.frames.back();
+  const Node &n = schema->nodes()[size_t(f.node)];
+  switch (f.mode) {
+  case str:
+    if (c == '"') {
+      if (f.count < n.minCount) break;
+      return endValue(s);
+    }
+    if (c < 0x20 || (n.maxCount >= 0 && f.count >= n.maxCount)) break;
+    ++f.count;
+    if (c == '\\') {
+      f.mode = strEscape;
+      return;
+    }
+    if (c < 0x80) return;
+    f.lo = 0x80, f.hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) {
+      f.pending = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      f.pending = 2;
+      if (c == 0xE0) f.lo = 0xA0;
+      if (c == 0xED) f.hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      f.pending = 3;
+      if (c == 0xF0) f.lo = 0x90;
+      if (c == 0xF4) f.hi = 0x8F;
+    } else {
+      break;
+    }
+    f.mode = strUtf8;
+    return;
+  case strUtf8:
+    if (c < f.lo || c > f.hi) break;
+    f.lo = 0x80, f.hi = 0xBF;
+    if (--f.pending == 0) f.mode = str;
+    return;
+  case strEscape:
+    if (c == 'u') {
+      f.mode = strHex;
+      f.pending = 4;
+      return;
+    }
+    if (c == 0 || std::strchr("\"\\/bfnrt", c) == nullptr) break;
+    f.mode = str;
+    return;
+  default: // strHex
+    if (!isHex(c)) break;
+    if (--f.pending == 0) f.mode = str;
+    return;
+  }
+  s.dead = true;
+}
+
+/// A byte of a property's name, a literal or a number (whose end is the
+/// byte after it, handed to the value around it).
+void SchemaState::feedScalar(size_t i, unsigned char c) {
+  Stack &s = stacks[i];
+  Frame &f = s.frames.back();
+  const Node &n = schema->nodes()[size_t(f.node)];
+  if (f.mode == keyName || f.mode == literal) {
+    const std::string &text =
+        f.mode == keyName ? n.properties[size_t(f.choice)].key
+        : n.kind == Kind::literals ? n.literals[size_t(f.choice)]
+        : n.kind == Kind::null ? std::string("null") : f.choice ? "false" : "true";
+    if (size_t(f.count) >= text.size() || uint8_t(text[size_t(f.count)]) != c) {
+      s.dead = true;
+      return;
+    }
+    if (size_t(++f.count) < text.size()) return;
+    if (f.mode == literal) return endValue(s);
+    const int32_t property = f.choice;
+    s.frames.pop_back();
+    Frame &object = s.frames.back();
+    object.choice = property;
+    object.count = property + 1;
+    object.mode = objColon;
+    return;
+  }
+  const bool fraction = n.kind == Kind::number; // integers take no '.' or exponent
+  switch (f.mode) {
+  case numMinus:
+    if (!isDigit(c)) break;
+    f.mode = c == '0' ? numZero : numInt;
+    return;
+  case numPoint:
+    if (!isDigit(c)) break;
+    f.mode = numFrac;
+    return;
+  case numExp:
+    if (c == '+' || c == '-') {
+      f.mode = numExpSign;
+      return;
+    }
+    [[fallthrough]];
+  case numExpSign:
+    if (!isDigit(c)) break;
+    f.mode = numExpDigits;
+    return;
+  default: // numZero, numInt, numFrac, numExpDigits: a whole number so far
+    if (isDigit(c) && f.mode != numZero) return;
+    if (c == '.' && fraction && (f.mode == numZero || f.mode == numInt)) {
+      f.mode = numPoint;
+      return;
+    }
+    if ((c == 'e' || c == 'E') && fraction && f.mode != numExpDigits) {
+      f.mode = numExp;
+      return;
+    }
+    endValue(s);
+    return feed(i, c);
+  }
+  s.dead = true;
+}
+
+void SchemaState::feed(size_t i, unsigned char c) {
+  Stack &s = stacks[i];
+  if (s.done) {
+    s.dead = true;
+    return;
+  }
+  if (!isSpace(c)) s.spaces = s.breaks = 0;
+  if (s.frames.empty()) { // before the top-level value
+    if (isSpace(c)) {
+      s.dead = !space(s, c);
+      return;
+    }
+    s.started = true;
+    return startValue(i, schema->root(), c);
+  }
+  const uint8_t mode = s.frames.back().mode;
+  if (mode <= arrAfter) return feedContainer(i, c);
+  if (mode <= strHex) return feedString(i, c);
+  feedScalar(i, c);
+}
+
+/// Drops dead readings and repeats of one, and keeps at most kMaxStacks.
+void SchemaState::compact() {
+  size_t kept = 0;
+  for (size_t j = 0; j < live; ++j) {
+    if (stacks[j].dead || kept == kMaxStacks) continue;
+    bool repeat = false;
+    for (size_t k = 0; k < kept && !repeat; ++k) repeat = stacks[k] == stacks[j];
+    if (repeat) continue;
+    if (kept != j) std::swap(stacks[kept], stacks[j]);
+    ++kept;
+  }
+  live = kept;
+}
+
+bool SchemaState::assignPush(const SchemaState &from, unsigned char c) {
+  schema = from.schema;
+  live = 0;
+  for (size_t j = 0; j < from.live; ++j) feed(add(from.stacks[j]), c);
+  compact();
+  return live > 0;
+}
+
+bool SchemaState::push(unsigned char c) {
+  const SchemaState from = *this;
+  return assignPush(from, c);
+}
+
+bool SchemaState::complete() const {
+  for (size_t j = 0; j < live; ++j)
+    if (stacks[j].done) return true;
+  return false;
+}
+
+bool SchemaState::betweenCharacters() const {
+  if (live == 0) return false;
+  for (size_t j = 0; j < live; ++j) {
+    const Stack &s = stacks[j];
+    if (s.frames.empty() || s.frames.back().mode != str) return false;
+    if (schema->nodes()[size_t(s.frames.back().node)].maxCount >= 0) return false;
+  }
+  return true;
+}
+
+} // namespace kvplan

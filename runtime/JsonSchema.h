@@ -1,0 +1,136 @@
+// Structured output (OpenAI's response_format json_schema): generated text
+// held to a prefix of one JSON object that a given JSON schema accepts. The
+// schema is compiled into nodes; a recogniser follows the text byte by byte
+// as a set of pushdown stacks (one per reading the schema still allows:
+// anyOf alternatives, enum values, property names that share a start), and
+// the vocabulary's mask (runtime/JsonGrammar.h) sets the logit of every
+// token it would refuse to -inf.
+//
+// What a schema may say (draft 2020-12 keywords; anything else is refused
+// by name, so no constraint is silently dropped): type (one or a list),
+// properties, required, additionalProperties, items, minItems, maxItems,
+// minLength, maxLength, enum, const, anyOf, allOf of one schema, $ref to
+// "#", "#/$defs/..." or "#/definitions/...", and annotations (title,
+// description, default, examples, format, $schema, $id, $comment, ...).
+// Properties are written in the order the schema lists them, each
+// required one present; an object with properties takes no others (as
+// OpenAI's strict mode: the text always validates, whatever
+// additionalProperties says); an object without properties is a map whose
+// values follow additionalProperties (any value when absent). The top
+// level must be an object.
+#pragma once
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace kvplan {
+
+class JsonSchema {
+public:
+  /// Compiles `schema`; throws InputError naming the keyword by its path
+  /// under `where` (e.g. "response_format.json_schema.schema") and what to
+  /// write instead, for a keyword kvplan cannot hold generation to, a
+  /// malformed value, a $ref it cannot resolve, a schema no value meets,
+  /// or a top level that is not an object.
+  static std::shared_ptr<const JsonSchema> compile(const nlohmann::ordered_json &schema,
+                                                   const std::string &where);
+
+  enum class Kind : uint8_t { any, object, array, string, integer, number, boolean, null,
+                              literals, anyOf };
+  struct Property {
+    std::string key; // the name as JSON writes it after its opening quote (closing quote included)
+    int32_t node = -1;
+    bool required = false;
+  };
+  struct Node {
+    Kind kind = Kind::any;
+    std::vector<Property> properties; // object, in the schema's order
+    int32_t additional = -1;          // object without properties: the values' node
+    int32_t items = -1;               // array
+    int64_t minCount = 0, maxCount = -1; // array items, string characters (-1: no limit)
+    std::vector<std::string> literals;   // enum/const values, as compact JSON
+    std::vector<int32_t> alternatives;   // anyOf
+  };
+  // Nodes every schema has: any value; any object, array, string, number;
+  // true or false; null.
+  static constexpr int32_t kAny = 0, kAnyObject = 1, kAnyArray = 2, kAnyString = 3,
+                           kAnyNumber = 4, kBoolean = 5, kNull = 6;
+
+  const std::vector<Node> &nodes() const { return all; }
+  int32_t root() const { return top; }
+  /// Every byte the schema's literals are written with: property names,
+  /// enum and const values (the vocabulary must spell each alone).
+  const std::array<bool, 256> &literalBytes() const { return bytes; }
+
+private:
+  friend class JsonSchemaCompiler;
+  std::vector<Node> all;
+  int32_t top = kAnyObject;
+  std::array<bool, 256> bytes{};
+};
+
+/// Where a text is against a schema: every reading of it the schema still
+/// allows, each a stack of frames (the values open around the byte next).
+class SchemaState {
+public:
+  SchemaState() = default;
+  explicit SchemaState(std::shared_ptr<const JsonSchema> schema);
+  /// Takes one byte; false (the state then unusable) when no reading of
+  /// the text with it is the start of a value the schema accepts.
+  bool push(unsigned char c);
+  /// This state, then `c`: as push, reusing this state's storage.
+  bool assignPush(const SchemaState &from, unsigned char c);
+  /// Whether the top-level object has closed (nothing may follow).
+  bool complete() const;
+  /// Every reading is inside a string without a length limit, between
+  /// characters: a token that never leaves the string is allowed.
+  bool betweenCharacters() const;
+  /// Readings kept at most (further ones, possible only with anyOf
+  /// alternatives that stay alike for long, are dropped: what is left
+  /// still only writes what the schema accepts).
+  static constexpr size_t kMaxStacks = 256;
+
+  struct Frame {
+    int32_t node = -1;
+    uint8_t mode = 0;
+    uint8_t pending = 0, lo = 0, hi = 0; // strings: UTF-8 and \u digits still to come
+    int32_t count = 0;   // object: next property; array: items; string: characters; literal: bytes
+    int32_t choice = -1; // object: property read; literal: which value or property name
+    bool operator==(const Frame &o) const {
+      return node == o.node && mode == o.mode && pending == o.pending && lo == o.lo &&
+             hi == o.hi && count == o.count && choice == o.choice;
+    }
+  };
+  struct Stack {
+    std::vector<Frame> frames;
+    uint8_t spaces = 0, breaks = 0; // whitespace in a row, as JsonState's
+    bool started = false, done = false, dead = false;
+    bool operator==(const Stack &o) const {
+      return frames == o.frames && spaces == o.spaces && breaks == o.breaks &&
+             started == o.started && done == o.done;
+    }
+  };
+
+private:
+  size_t add(const Stack &s);
+  void feed(size_t i, unsigned char c);
+  void startValue(size_t i, int32_t node, unsigned char c);
+  void startKey(size_t i);
+  void feedContainer(size_t i, unsigned char c);
+  void feedString(size_t i, unsigned char c);
+  void feedScalar(size_t i, unsigned char c);
+  void endValue(Stack &s);
+  bool space(Stack &s, unsigned char c);
+  void compact();
+
+  std::shared_ptr<const JsonSchema> schema;
+  std::vector<Stack> stacks; // the first `live` are the readings; the rest spare storage
+  size_t live = 0;
+};
+
+} // namespace kvplan

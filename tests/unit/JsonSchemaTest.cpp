@@ -1,0 +1,551 @@
+// Structured output (runtime/JsonSchema.h): the compiler's refusals by name,
+// the recogniser against a validator written here (JSON Schema's meaning of
+// the keywords, on nlohmann's parse of the text) on written documents,
+// instances generated from the schemas and their one-byte edits, random
+// walks that must never reach a dead end, the vocabulary's mask against
+// reading every token, and the sampler held to a schema.
+#include "runtime/JsonGrammar.h"
+#include "runtime/JsonSchema.h"
+#include "runtime/Sampler.h"
+#include "support/Error.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <random>
+#include <regex>
+#include <string>
+#include <vector>
+
+using namespace kvplan;
+using ojson = nlohmann::ordered_json;
+
+namespace {
+
+// ---------------------------------------------------------------------------
+// The oracle: JSON Schema's meaning of the supported keywords.
+// ---------------------------------------------------------------------------
+
+size_t codePoints(const std::string &s) {
+  size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+bool hasType(const ojson &v, const std::string &t) {
+  if (t == "integer")
+    return v.is_number_integer() ||
+           (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>());
+  if (t == "number") return v.is_number();
+  if (t == "object") return v.is_object();
+  if (t == "array") return v.is_array();
+  if (t == "string") return v.is_string();
+  if (t == "boolean") return v.is_boolean();
+  return t == "null" && v.is_null();
+}
+
+bool sameValue(const ojson &a, const ojson &b) { return nlohmann::json(a) == nlohmann::json(b); }
+
+bool valid(const ojson &v, const ojson &s, const ojson &root);
+
+bool validObject(const ojson &v, const ojson &s, const ojson &root) {
+  const ojson props = s.value("properties", ojson::object());
+  for (const auto &[k, sub] : props.items())
+    if (v.contains(k) && !valid(v[k], sub, root)) return false;
+  for (const ojson &k : s.value("required", ojson::array()))
+    if (!v.contains(k.get<std::string>())) return false;
+  if (s.contains("additionalProperties"))
+    for (const auto &[k, value] : v.items())
+      if (!props.contains(k) && !valid(value, s["additionalProperties"], root)) return false;
+  return true;
+}
+
+bool valid(const ojson &v, const ojson &s, const ojson &root) {
+  if (s.is_boolean()) return s.get<bool>();
+  if (s.contains("$ref")) {
+    const std::string r = s["$ref"];
+    return valid(v, r == "#" ? root : root.at(ojson::json_pointer(r.substr(1))), root);
+  }
+  for (const ojson &sub : s.value("allOf", ojson::array()))
+    if (!valid(v, sub, root)) return false;
+  if (s.contains("anyOf")) {
+    bool any = false;
+    for (const ojson &sub : s["anyOf"]) any = any || valid(v, sub, root);
+    if (!any) return false;
+  }
+  if (s.contains("enum")) {
+    bool any = false;
+    for (const ojson &e : s["enum"]) any = any || sameValue(e, v);
+    if (!any) return false;
+  }
+  if (s.contains("const") && !sameValue(s["const"], v)) return false;
+  if (s.contains("type")) {
+    const ojson types = s["type"].is_array() ? s["type"] : ojson::array({s["type"]});
+    bool any = false;
+    for (const ojson &t : types) any = any || hasType(v, t.get<std::string>());
+    if (!any) return false;
+  }
+  if (v.is_object() && !validObject(v, s, root)) return false;
+  if (v.is_array()) {
+    if (v.size() < s.value("minItems", size_t(0))) return false;
+    if (s.contains("maxItems") && v.size() > s["maxItems"].get<size_t>()) return false;
+    if (s.contains("items"))
+      for (const ojson &item : v)
+        if (!valid(item, s["items"], root)) return false;
+  }
+  if (v.is_string()) {
+    const size_t n = codePoints(v.get<std::string>());
+    if (n < s.value("minLength", size_t(0))) return false;
+    if (s.contains("maxLength") && n > s["maxLength"].get<size_t>()) return false;
+  }
+  return true;
+}
+
+/// Whether `text` parses as one JSON object the schema accepts (exponents
+/// cut to one digit: the grammar takes any, nlohmann not past a double).
+bool validText(const std::string &raw, const ojson &schema) {
+  static const std::regex exponent("([0-9][eE][+-]?)[0-9]+");
+  const std::string text = std::regex_replace(raw, exponent, "$011");
+  if (!ojson::accept(text)) return false;
+  const ojson v = ojson::parse(text);
+  return v.is_object() && valid(v, schema, schema);
+}
+
+// ---------------------------------------------------------------------------
+// Instances, generated from a schema in its order (as the recogniser writes
+// properties), independently of the compiler.
+// ---------------------------------------------------------------------------
+
+std::string randomString(std::mt19937 &rng, size_t n) {
+  static const std::vector<std::string> chars = {"a", "b", "Z", " ", "7", "\"", "\\", "\n",
+                                                 "é", "日", "😀", "{", ":", ","};
+  std::string s;
+  for (size_t i = 0; i < n; ++i) s += chars[rng() % chars.size()];
+  return s;
+}
+
+/// How many enum or const values generate() has written that are objects or
+/// arrays: kvplan writes those compactly, so an indented document holding one
+/// is not what it writes.
+int structuredLiterals = 0;
+
+ojson literal(const ojson &v) {
+  if (v.is_structured()) ++structuredLiterals;
+  return v;
+}
+
+ojson generate(const ojson &s, const ojson &root, std::mt19937 &rng, int depth) {
+  if (s.is_boolean()) return rng() % 2 ? ojson(int(rng() % 100)) : ojson("any");
+  if (s.contains("$ref")) {
+    const std::string r = s["$ref"];
+    return generate(r == "#" ? root : root.at(ojson::json_pointer(r.substr(1))), root, rng,
+                    depth + 1);
+  }
+  if (s.contains("allOf")) return generate(s["allOf"][0], root, rng, depth);
+  if (s.contains("anyOf")) {
+    const ojson &alts = s["anyOf"];
+    return generate(alts[depth > 3 ? 0 : rng() % alts.size()], root, rng, depth + 1);
+  }
+  if (s.contains("enum")) return literal(s["enum"][rng() % s["enum"].size()]);
+  if (s.contains("const")) return literal(s["const"]);
+  std::string type = s.contains("type") && s["type"].is_string() ? s["type"] : "object";
+  if (s.contains("type") && s["type"].is_array()) type = s["type"][rng() % s["type"].size()];
+  if (type == "object") {
+    ojson o = ojson::object();
+    const ojson req = s.value("required", ojson::array());
+    auto isRequired = [&](const std::string &k) {
+      return std::find(req.begin(), req.end(), ojson(k)) != req.end();
+    };
+    if (!s.contains("properties")) { // a map
+      const ojson add = s.value("additionalProperties", ojson(true));
+      const size_t n = add.is_boolean() && !add.get<bool>() ? 0 : rng() % (depth > 2 ? 1 : 4);
+      for (size_t i = 0; i < n; ++i)
+        o[randomString(rng, rng() % 5)] = generate(add, root, rng, depth + 1);
+      return o;
+    }
+    for (const auto &[k, sub] : s["properties"].items())
+      if (isRequired(k) || (depth < 3 && rng() % 2)) o[k] = generate(sub, root, rng, depth + 1);
+    return o;
+  }
+  if (type == "array") {
+    const size_t lo = s.value("minItems", size_t(0));
+    const size_t hi = std::min(s.value("maxItems", size_t(lo + 4)), lo + (depth > 2 ? 0 : 4));
+    ojson a = ojson::array();
+    for (size_t n = lo + rng() % (hi - lo + 1), i = 0; i < n; ++i)
+      a.push_back(generate(s.value("items", ojson(true)), root, rng, depth + 1));
+    return a;
+  }
+  if (type == "string") {
+    const size_t lo = s.value("minLength", size_t(0));
+    const size_t hi = std::min(s.value("maxLength", size_t(lo + 8)), lo + 8);
+    return randomString(rng, lo + rng() % (hi - lo + 1));
+  }
+  if (type == "integer") return int64_t(rng() % 2000) - 1000;
+  if (type == "number") return std::ldexp(double(int(rng() % 20001) - 10000), -int(rng() % 20));
+  if (type == "boolean") return bool(rng() % 2);
+  return nullptr;
+}
+
+// ---------------------------------------------------------------------------
+// The recogniser
+// ---------------------------------------------------------------------------
+
+std::shared_ptr<const JsonSchema> compiled(const ojson &schema) {
+  return JsonSchema::compile(schema, "schema");
+}
+
+struct Read {
+  size_t taken = 0;
+  bool complete = false;
+};
+Read readWith(const std::shared_ptr<const JsonSchema> &schema, const std::string &text) {
+  SchemaState s(schema);
+  Read r;
+  for (char c : text) {
+    if (!s.push(uint8_t(c))) return r;
+    ++r.taken;
+  }
+  r.complete = s.complete();
+  return r;
+}
+
+/// The InputError compiling `schema` throws ("" when it compiles).
+std::string refusal(const std::string &schema) {
+  try {
+    compiled(ojson::parse(schema));
+  } catch (const InputError &e) {
+    return e.what();
+  }
+  return "";
+}
+
+const char *kPerson = R"({
+  "type": "object",
+  "properties": {
+    "name": {"type": "string", "maxLength": 6, "description": "a given name"},
+    "age": {"type": "integer"},
+    "email": {"type": ["string", "null"], "minLength": 3},
+    "tags": {"type": "array", "items": {"enum": ["a", "b c", 7, null, {"k": [1]}]},
+             "maxItems": 2},
+    "score": {"type": "number"},
+    "ok": {"type": "boolean"}
+  },
+  "required": ["name", "age", "ok"],
+  "additionalProperties": false
+})";
+
+/// Schemas the generated tests run over: every keyword, recursion, maps,
+/// unions of objects, optional properties that share a prefix.
+std::vector<std::string> schemas() {
+  return {
+      kPerson,
+      R"({"type": "object"})",
+      R"({"type": "object", "additionalProperties": {"type": "integer"}})",
+      R"({"$defs": {"node": {"type": "object", "properties": {
+            "v": {"type": "integer"},
+            "kids": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
+            "required": ["v"]}},
+          "$ref": "#/$defs/node"})",
+      R"({"type": "object", "properties": {
+            "a": {"type": "string"}, "ab": {"type": "boolean"}, "abc": {"const": "x"},
+            "b": {"anyOf": [{"type": "string", "maxLength": 2}, {"type": "string"},
+                            {"type": "array", "items": {"type": "number"}, "minItems": 1}]},
+            "c": {"allOf": [{"type": "object", "properties": {"d": {"type": "null"}}}]},
+            "e": {"type": "array", "minItems": 2, "maxItems": 3}},
+          "required": ["b"]})",
+      R"({"anyOf": [
+            {"type": "object", "properties": {"kind": {"const": "circle"},
+                                              "r": {"type": "number"}},
+             "required": ["kind", "r"]},
+            {"type": "object", "properties": {"kind": {"const": "square"},
+                                              "side": {"type": "integer"}},
+             "required": ["kind", "side"]}]})",
+  };
+}
+
+} // namespace
+
+TEST(JsonSchema, RefusesWhatItCannotHoldGenerationToByName) {
+  // Each refusal names the keyword by its path and says what to do.
+  struct Case {
+    const char *schema, *says;
+  };
+  const Case cases[] = {
+      {R"({"type": "object", "properties": {"n": {"type": "string", "pattern": "^a"}}})",
+       "schema.properties.n.pattern: kvplan cannot hold generation to \"pattern\""},
+      {R"({"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}}})",
+       "schema.properties.n.minimum: kvplan cannot hold generation to \"minimum\""},
+      {R"({"type": "object", "properties": {"n": {"oneOf": [{"type": "string"}]}}})",
+       "schema.properties.n.oneOf: oneOf is not supported"},
+      {R"({"type": "object", "properties": {"n": {"$ref": "#/$defs/missing"}}})",
+       "schema.properties.n.$ref: \"#/$defs/missing\" names nothing in the schema"},
+      {R"({"type": "object", "properties": {"n": {"$ref": "other.json#/x"}}})",
+       "schema.properties.n.$ref: only references into this schema"},
+      {R"({"type": "string"})", "schema: the top level must be an object"},
+      {R"({"type": "object", "properties": {"n": false}, "required": ["n"]})",
+       "schema.properties.n: the schema false accepts no value"},
+      {R"({"type": "object", "properties": {"n": {"enum": []}}})",
+       "schema.properties.n.enum: must be a non-empty array"},
+      {R"({"type": "object", "properties": {"n": {"type": "string", "enum": [1, 2]}}})",
+       "schema.properties.n.enum: no value of enum has the schema's type"},
+      {R"({"type": "object", "properties": {"n": {"type": "string", "minLength": 3,
+           "maxLength": 2}}})",
+       "schema.properties.n: minLength is more than maxLength"},
+      {R"({"type": "object", "properties": {"n": {"type": "array", "minItems": -1}}})",
+       "schema.properties.n.minItems: must be a non-negative integer"},
+      {R"({"type": "object", "properties": {"n": {"type": "array", "items": [{}]}}})",
+       "schema.properties.n.items: items as an array (tuples) is not supported"},
+      {R"({"type": "object", "required": ["x"], "additionalProperties": false})",
+       "schema.required: names \"x\", which properties lack"},
+      {R"({"type": "object", "properties": {"me": {"$ref": "#"}}, "required": ["me"]})",
+       "schema: no JSON value meets this schema"},
+      {R"({"type": "object", "properties": {"n": {"type": "text"}}})",
+       "schema.properties.n.type: \"text\" is not a type"},
+      {R"({"type": "object", "properties": {"n": {"$ref": "#", "type": "object"}}})",
+       "schema.properties.n.$ref: $ref is supported only with no other keyword"},
+      {R"({"type": "object", "properties": {"n": {"allOf": [{}, {}]}}})",
+       "schema.properties.n.allOf: allOf is supported with one schema only"},
+      {R"({"type": "object", "properties": {"n": {"maxLenght": 3}}})",
+       "schema.properties.n.maxLenght: kvplan cannot hold generation to \"maxLenght\""},
+      {R"([1])", "schema: a schema must be an object or a boolean"},
+  };
+  for (const Case &c : cases) {
+    const std::string got = refusal(c.schema);
+    EXPECT_NE(got.find(c.says), std::string::npos) << c.schema << "\n -> " << got;
+  }
+  // Annotations, vendor keywords, and additionalProperties beside
+  // properties compile (the listed properties are written).
+  EXPECT_EQ(refusal(R"({"title": "t", "x-tag": 1, "type": "object", "format": "f",
+                        "properties": {"a": {"type": "string", "format": "date-time"}},
+                        "additionalProperties": true})"), "");
+  // Recursion that can end compiles.
+  EXPECT_EQ(refusal(R"({"type": "object", "properties": {"me": {"$ref": "#"}}})"), "");
+}
+
+TEST(JsonSchema, ReadsWhatTheSchemaAcceptsAndStopsAtTheFirstByteItCannot) {
+  const auto person = compiled(ojson::parse(kPerson));
+  // Each text is read whole, or refused at the first byte of `at`.
+  // `inOrder`: valid JSON Schema, refused only because kvplan writes
+  // properties in the schema's order.
+  struct Case {
+    std::string text, at;
+    bool inOrder = false;
+  };
+  const Case cases[] = {
+      {R"({"name":"Ann","age":3,"ok":true})", ""},
+      {R"( { "name" : "Ann" , "age" : -30 , "email" : null , "tags" : [ "b c" , {"k":[1]} ] ,
+           "score" : 1.5e-3 , "ok" : false })", ""},
+      {R"({"name":"Ann","age":3,"email":"a@b","ok":true})", ""},
+      {R"({"name":"日本語ですよ","age":0,"ok":true})", ""},        // six characters
+      {R"({"name":"日本語ですよね","age":0,"ok":true})", "ね"},      // a seventh
+      {R"({"age":3,"name":"Ann","ok":true})", "age", true},         // name comes first
+      {R"({"name":"Ann","ok":true})", "ok"},                        // age is required
+      {R"({"name":"Ann","age":3.5,"ok":true})", ".5"},              // an integer
+      {R"({"name":"Ann","age":3,"ok":true,"x":1})", ",\"x"},        // nothing else
+      {R"({"name":"Ann","age":3,"email":"ab","ok":true})", "\",\"ok"}, // minLength 3
+      {R"({"name":"Ann","age":3,"tags":["c"],"ok":true})", "c\"]"},  // not in the enum
+      {R"({"name":"Ann","age":3,"tags":[7,7,7],"ok":true})", ",7]"}, // maxItems 2
+      {R"({"name":"Ann","age":3,"tags":[70],"ok":true})", "0]"},     // 7 is, 70 is not
+      {R"({"name":"Ann","age":3,"ok":true} x)", " x"},              // nothing after
+      {R"({"name":"Ann","age":03,"ok":true})", "3,\"ok"},
+  };
+  for (const Case &c : cases) {
+    const Read r = readWith(person, c.text);
+    if (c.at.empty()) {
+      EXPECT_TRUE(r.complete && r.taken == c.text.size()) << c.text << ": " << r.taken;
+      EXPECT_TRUE(validText(c.text, ojson::parse(kPerson))) << c.text;
+    } else {
+      ASSERT_NE(c.text.find(c.at), std::string::npos);
+      EXPECT_EQ(r.taken, c.text.find(c.at)) << c.text;
+      EXPECT_NE(validText(c.text, ojson::parse(kPerson)), !c.inOrder) << c.text;
+    }
+  }
+  // A map's values, and whitespace held as JSON mode holds it.
+  const auto map = compiled(ojson::parse(R"({"additionalProperties": {"type": "integer"}})"));
+  EXPECT_TRUE(readWith(map, R"({"a":1,"":-2,"é\"":30})").complete);
+  EXPECT_EQ(readWith(map, R"({"a":1,"b":"2"})").taken, 11u);
+  EXPECT_EQ(readWith(map, "{\n\n\"a\":1}").taken, 2u);
+  EXPECT_EQ(readWith(map, "{" + std::string(17, ' ')).taken, 17u);
+}
+
+TEST(JsonSchema, GeneratedInstancesAreReadWholeAndEditsOnlyWhenValid) {
+  // Instances the test writes from each schema (compact and indented) are
+  // read whole; of their one-byte edits, the recogniser reads whole only
+  // ones that parse as an object the schema accepts.
+  std::mt19937 rng(11);
+  const std::string alphabet = "{}[]\":, 0123456789.-eEtrufalsn\"abkx\n";
+  size_t edits = 0, editsRead = 0;
+  for (const std::string &text : schemas()) {
+    const ojson schema = ojson::parse(text);
+    const auto c = compiled(schema);
+    for (int n = 0; n < 60; ++n) {
+      const int literalsBefore = structuredLiterals;
+      const ojson v = generate(schema, schema, rng, 0);
+      ASSERT_TRUE(valid(v, schema, schema)) << v.dump();
+      std::vector<std::string> docs = {v.dump()};
+      if (structuredLiterals == literalsBefore) docs.push_back(v.dump(1));
+      for (const std::string &doc : docs) {
+        const Read r = readWith(c, doc);
+        ASSERT_TRUE(r.complete && r.taken == doc.size())
+            << text << "\n" << doc << "\nrefused at byte " << r.taken;
+        for (int e = 0; e < 20; ++e) {
+          std::string edit = doc;
+          const size_t at = rng() % edit.size();
+          const char b = alphabet[rng() % alphabet.size()];
+          if (e % 3 == 0) edit.erase(at, 1);
+          else if (e % 3 == 1) edit.insert(at, 1, b);
+          else edit[at] = b;
+          const Read er = readWith(c, edit);
+          ++edits;
+          if (er.complete && er.taken == edit.size()) {
+            ++editsRead;
+            EXPECT_TRUE(validText(edit, schema)) << text << "\nread whole: " << edit;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GT(editsRead, edits / 50) << "some edits stay valid (whitespace, digits, strings)";
+}
+
+TEST(JsonSchema, EveryReadingCanBeFinished) {
+  // Random walks over the bytes the recogniser allows: at every step some
+  // byte is allowed (no dead end), and every text it finishes is valid.
+  std::mt19937 rng(5);
+  for (const std::string &text : schemas()) {
+    const ojson schema = ojson::parse(text);
+    const auto c = compiled(schema);
+    int finished = 0;
+    for (int walk = 0; walk < 20; ++walk) {
+      SchemaState s(c);
+      std::string out;
+      while (!s.complete() && out.size() < 2000) {
+        std::vector<uint8_t> allowed;
+        for (int b = 0; b < 256; ++b) {
+          SchemaState t = s;
+          if (b != '\\' && t.push(uint8_t(b))) allowed.push_back(uint8_t(b));
+        }
+        ASSERT_FALSE(allowed.empty()) << text << "\na dead end after: " << out;
+        // Past a hundred bytes, quotes first (to end a string, or to take the
+        // shortest value), then closing brackets.
+        uint8_t pick = allowed[rng() % allowed.size()];
+        if (out.size() > 100) {
+          int best = 0;
+          for (uint8_t b : allowed) {
+            const int rank = b == '"' ? 3 : b == '}' || b == ']' ? 2 : b == ',' ? 1 : 0;
+            if (rank > best && (rank > 1 || rng() % 4 == 0)) best = rank, pick = b;
+          }
+        }
+        ASSERT_TRUE(s.push(pick));
+        out.push_back(char(pick));
+      }
+      if (!s.complete()) continue;
+      ++finished;
+      EXPECT_TRUE(validText(out, schema)) << text << "\n" << out;
+    }
+    EXPECT_GT(finished, 15) << text;
+  }
+}
+
+namespace {
+
+/// A vocabulary: every byte alone, and pieces that cross JSON's tokens.
+std::vector<std::string> testTokens() {
+  std::vector<std::string> t;
+  for (int b = 0; b < 256; ++b) t.push_back(std::string(1, char(b)));
+  for (const char *p : {"\":\"", "{\"", "\":", "\",\"", "name", "\"name\"", "\"na", "age", "ag",
+                        "12", "1.5", "e-3", "true", "tr", "false", "null", "nu", "\"a\"", "b c",
+                        "\"b c\"", "[\"", "\"]", "],", "},", " \"", "ok", "ok\":", "\u00e9",
+                        "\xc3", "Ann", "tags", "\"tags\":[", "kind", "circle", "\"circle\"",
+                        "\"square", "side", "  ", "\n  ", "{\"k\":[1]}", "7,", "\\n", "\\u00e9"})
+    t.push_back(p);
+  t.push_back(""); // a control token: never allowed
+  return t;
+}
+
+} // namespace
+
+TEST(JsonSchema, TheMaskLeavesExactlyTheTokensThatCanContinue) {
+  // The walk in byte order (shared prefixes read once, refused prefixes
+  // refusing the rest, the string shortcut) against reading each token
+  // on its own, in every kind of state along written documents.
+  const std::vector<std::string> tokens = testTokens();
+  const JsonVocabulary vocab(tokens);
+  const int64_t rows = int64_t(tokens.size()) + 3; // padding rows past the vocabulary
+  const std::vector<std::string> all = schemas();
+  const std::vector<std::pair<std::string, std::string>> docs = {
+      {kPerson, R"({"name":"Ann","age":-30,"tags":["b c",{"k":[1]}],"score":1.5e-3,"ok":true})"},
+      {all[5], R"({"kind":"square","side":12})"},
+      {all[2], R"({"a b":1,"\u00e9":2})"},
+      {all[4], R"({"ab":true,"b":[1.5,2]})"},
+  };
+  size_t states = 0;
+  for (const auto &[schemaText, doc] : docs) {
+    const auto c = compiled(ojson::parse(schemaText));
+    ASSERT_NO_THROW(vocab.check(*c));
+    SchemaState s(c);
+    for (size_t i = 0; i <= doc.size(); ++i) {
+      std::vector<float> row(size_t(rows), 1.0f);
+      vocab.mask(s, row.data(), rows);
+      for (int64_t id = 0; id < rows; ++id) {
+        bool ok = id < int64_t(tokens.size()) && !tokens[size_t(id)].empty();
+        SchemaState t = s;
+        if (ok)
+          for (char b : tokens[size_t(id)]) ok = ok && t.push(uint8_t(b));
+        EXPECT_EQ(std::isfinite(row[size_t(id)]), ok)
+            << doc.substr(0, i) << " then token " << id << " '" << tokens[size_t(id)] << "'";
+        SchemaState a = s;
+        if (id < int64_t(tokens.size())) EXPECT_EQ(vocab.advance(a, int32_t(id)), ok);
+      }
+      ++states;
+      if (i < doc.size()) ASSERT_TRUE(s.push(uint8_t(doc[i]))) << doc.substr(0, i + 1);
+    }
+    EXPECT_TRUE(s.complete());
+  }
+  EXPECT_GT(states, 100u);
+  // A literal the vocabulary cannot spell alone is refused by byte.
+  std::vector<std::string> noE = tokens;
+  noE[uint8_t('Z')] = "";
+  const auto needsZ = compiled(ojson::parse(R"({"properties": {"Zed": {"type": "null"}}})"));
+  try {
+    JsonVocabulary(noE).check(*needsZ);
+    ADD_FAILURE() << "a vocabulary without 'Z' took a property named Zed";
+  } catch (const InputError &e) {
+    EXPECT_NE(std::string(e.what()).find("byte 0x5A"), std::string::npos) << e.what();
+  }
+}
+
+TEST(JsonSchema, TheSamplerWritesOnlyWhatTheSchemaAccepts) {
+  // Random rows of logits, greedy and sampled: every text the sampler ends
+  // (jsonComplete) is an object the schema accepts, and the text so far is
+  // always read by the recogniser.
+  const std::vector<std::string> tokens = testTokens();
+  auto vocab = std::make_shared<const JsonVocabulary>(tokens);
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  const int64_t rows = int64_t(tokens.size());
+  for (const std::string &text : schemas()) {
+    const ojson schema = ojson::parse(text);
+    int closed = 0;
+    for (int run = 0; run < 12; ++run) {
+      SamplingOptions o;
+      o.temperature = run % 3 == 0 ? 0.0 : 1.0;
+      o.seed = uint64_t(run);
+      o.json = vocab;
+      o.schema = compiled(schema);
+      Sampler sampler(o);
+      std::string out;
+      std::vector<float> row(static_cast<size_t>(rows));
+      for (int step = 0; step < 400 && !sampler.jsonComplete(); ++step) {
+        for (float &l : row) l = normal(rng);
+        // Closing brackets up, so most runs end.
+        for (char b : std::string("}]\"")) row[size_t(uint8_t(b))] += 3.0f;
+        out += tokens[size_t(sampler.sample(row.data(), rows))];
+      }
+      if (!sampler.jsonComplete()) continue;
+      ++closed;
+      EXPECT_TRUE(validText(out, schema)) << text << "\n" << out;
+    }
+    EXPECT_GT(closed, 6) << text;
+  }
+}
