@@ -20,6 +20,19 @@ bool isDigit(unsigned char c) { return c >= '0' && c <= '9'; }
 bool isHex(unsigned char c) {
   return isDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
+
+/// The characters `piece` (valid inside a string, from between characters
+/// to between characters) adds: a UTF-8 sequence is one, an escape is one.
+uint32_t charactersInString(const std::string &piece) {
+  uint32_t n = 0;
+  for (size_t i = 0; i < piece.size(); ++i) {
+    const unsigned char c = uint8_t(piece[i]);
+    if ((c & 0xC0) == 0x80) continue; // a continuation byte
+    ++n;
+    if (c == '\\') i += piece[i + 1] == 'u' ? 5 : 1;
+  }
+  return n;
+}
 } // namespace
 
 bool JsonState::space(unsigned char c) {
@@ -232,6 +245,7 @@ JsonVocabulary::JsonVocabulary(std::vector<std::string> tokenBytes) : bytes(std:
   body.push('{');
   body.push('"');
   inString.resize(bytes.size());
+  stringChars.resize(bytes.size());
   for (size_t id = 0; id < bytes.size(); ++id) {
     JsonState t = body;
     bool ok = !bytes[id].empty();
@@ -240,6 +254,7 @@ JsonVocabulary::JsonVocabulary(std::vector<std::string> tokenBytes) : bytes(std:
     // is read alike); one with a quote may close one string and open
     // another, which depends on which it closed.
     inString[id] = ok && t.betweenCharacters() && bytes[id].find('"') == std::string::npos;
+    if (inString[id]) stringChars[id] = charactersInString(bytes[id]);
   }
   sorted.resize(bytes.size());
   for (size_t id = 0; id < bytes.size(); ++id) sorted[id] = int32_t(id);
@@ -328,12 +343,12 @@ void JsonVocabulary::mask(const SchemaState &s, float *logits, int64_t vocab) co
   uint32_t common = 0; // bytes the token shares with the one walked last
   const float refused = -std::numeric_limits<float>::infinity();
   for (int64_t id = size(); id < vocab; ++id) logits[id] = refused;
-  const bool between = s.betweenCharacters();
+  const int64_t room = s.stringRoom();
   for (size_t k = 0; k < sorted.size(); ++k) {
     common = k == 0 ? 0 : std::min(common, shared[k]);
     const int32_t id = sorted[k];
     if (id >= vocab) continue;
-    if (between && inString[size_t(id)]) continue;
+    if (inString[size_t(id)] && int64_t(stringChars[size_t(id)]) <= room) continue;
     const std::string &b = bytes[size_t(id)];
     if (b.empty()) {
       logits[id] = refused;

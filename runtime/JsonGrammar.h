@@ -114,6 +114,9 @@ private:
   // Tokens whose bytes go on a string, never leave it and end between
   // characters (most of a vocabulary): allowed there without reading them.
   std::vector<uint8_t> inString;
+  // Of those, the string characters each adds (as JSON schema's maxLength
+  // counts them: an escape is one).
+  std::vector<uint32_t> stringChars;
 };
 
 } // namespace kvplan

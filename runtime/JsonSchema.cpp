@@ -780,14 +780,17 @@ bool SchemaState::complete() const {
   return false;
 }
 
-bool SchemaState::betweenCharacters() const {
-  if (live == 0) return false;
+int64_t SchemaState::stringRoom() const {
+  if (live == 0) return -1;
+  int64_t room = INT64_MAX;
   for (size_t j = 0; j < live; ++j) {
     const Stack &s = stacks[j];
-    if (s.frames.empty() || s.frames.back().mode != str) return false;
-    if (schema->nodes()[size_t(s.frames.back().node)].maxCount >= 0) return false;
+    if (s.frames.empty() || s.frames.back().mode != str) return -1;
+    const Frame &f = s.frames.back();
+    const int64_t most = schema->nodes()[size_t(f.node)].maxCount;
+    if (most >= 0) room = std::min(room, most - f.count);
   }
-  return true;
+  return room;
 }
 
 } // namespace kvplan

@@ -87,9 +87,11 @@ public:
   bool assignPush(const SchemaState &from, unsigned char c);
   /// Whether the top-level object has closed (nothing may follow).
   bool complete() const;
-  /// Every reading is inside a string without a length limit, between
-  /// characters: a token that never leaves the string is allowed.
-  bool betweenCharacters() const;
+  /// When every reading is inside a string, between characters: the fewest
+  /// characters any of them may still add (INT64_MAX: no limit), so a token
+  /// that stays in a string and adds no more is allowed without reading it.
+  /// -1 otherwise.
+  int64_t stringRoom() const;
   /// Readings kept at most (further ones, possible only with anyOf
   /// alternatives that stay alike for long, are dropped: what is left
   /// still only writes what the schema accepts).

@@ -457,7 +457,8 @@ std::vector<std::string> testTokens() {
                         "12", "1.5", "e-3", "true", "tr", "false", "null", "nu", "\"a\"", "b c",
                         "\"b c\"", "[\"", "\"]", "],", "},", " \"", "ok", "ok\":", "\u00e9",
                         "\xc3", "Ann", "tags", "\"tags\":[", "kind", "circle", "\"circle\"",
-                        "\"square", "side", "  ", "\n  ", "{\"k\":[1]}", "7,", "\\n", "\\u00e9"})
+                        "\"square", "side", "  ", "\n  ", "{\"k\":[1]}", "7,", "\\n", "\\u00e9",
+                        "日b", "bc", "日本語", "\\\"y", "abcdefg"})
     t.push_back(p);
   t.push_back(""); // a control token: never allowed
   return t;
@@ -478,6 +479,8 @@ TEST(JsonSchema, TheMaskLeavesExactlyTheTokensThatCanContinue) {
       {all[5], R"({"kind":"square","side":12})"},
       {all[2], R"({"a b":1,"\u00e9":2})"},
       {all[4], R"({"ab":true,"b":[1.5,2]})"},
+      // A bounded string up to its limit (six characters, escapes one each).
+      {kPerson, R"({"name":"a\u00e9\n日bc","age":1,"email":"x\"yz","ok":false})"},
   };
   size_t states = 0;
   for (const auto &[schemaText, doc] : docs) {
