@@ -445,6 +445,10 @@ Server::Impl::Prepared Server::Impl::prepare(const ApiRequest &a) const {
                                         "has none");
     try {
       g.sampling.json = jsonVocabulary();
+      if (a.jsonSchema) {
+        g.sampling.json->check(*a.jsonSchema);
+        g.sampling.schema = a.jsonSchema;
+      }
     } catch (const InputError &e) {
       throw badField("response_format", e.what());
     }

@@ -64,8 +64,10 @@ struct ApiRequest {
   /// log-probabilities too (max_tokens may then be 0).
   int64_t promptLogprobs = -1;
   int64_t n = 1; // choices, each generated on its own (1 to kMaxChoices)
-  /// response_format json_object: the answer is held to one JSON object.
+  /// response_format json_object or json_schema: the answer is held to one
+  /// JSON object, with json_schema one that `jsonSchema` accepts.
   bool jsonObject = false;
+  std::shared_ptr<const JsonSchema> jsonSchema;
 };
 
 /// The most choices one request may ask for (OpenAI's limit).

@@ -3,16 +3,21 @@
 // For each tokenizer file: the time to read every token's bytes (once per
 // server, at the first JSON request), then the time of one row's mask
 // (runtime/JsonGrammar.h) after texts in different states, the median of
-// --repeat masks (default 21), and how many tokens it leaves.
+// --repeat masks (default 21), and how many tokens it leaves; then the same
+// with a JSON schema (runtime/JsonSchema.h, response_format json_schema).
 #include "formats/Tokenizer.h"
 #include "tests/bench/BenchArgs.h"
 #include "runtime/JsonGrammar.h"
+#include "runtime/JsonSchema.h"
+
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -20,42 +25,80 @@ namespace {
 double msSince(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
 }
+
+// A schema of the kind structured-output requests send: a record with a
+// bounded string, numbers, an enum, a list of objects.
+const char *kSchema = R"({"type": "object", "properties": {
+    "name": {"type": "string", "maxLength": 40},
+    "age": {"type": "integer"},
+    "email": {"type": ["string", "null"]},
+    "role": {"enum": ["admin", "editor", "viewer"]},
+    "address": {"type": "object", "properties": {"city": {"type": "string"},
+                                                 "zip": {"type": "string"}},
+                "required": ["city", "zip"]},
+    "scores": {"type": "array", "items": {"type": "number"}, "maxItems": 10}},
+  "required": ["name", "age", "email", "role", "address", "scores"],
+  "additionalProperties": false})";
+
+/// Times `mask` (filling a fresh row) --repeat times; prints the median and
+/// how many tokens it leaves.
+template <class Mask>
+void timeMask(const std::string &text, int repeat, std::vector<float> &row, Mask mask) {
+  std::vector<double> ms;
+  for (int r = 0; r < repeat; ++r) {
+    std::fill(row.begin(), row.end(), 0.0f);
+    const auto start = std::chrono::steady_clock::now();
+    mask(row.data());
+    ms.push_back(msSince(start));
+  }
+  std::sort(ms.begin(), ms.end());
+  const auto left = std::count(row.begin(), row.end(), 0.0f);
+  std::printf("  after %-36s mask %.3f ms (median of %d), %lld tokens left\n",
+              ("'" + text + "'").c_str(), ms[ms.size() / 2], repeat, (long long)left);
+}
+
+void bench(const std::string &file, int repeat) {
+  auto tok = kvplan::loadTokenizerFile(file);
+  auto start = std::chrono::steady_clock::now();
+  const kvplan::JsonVocabulary vocab = kvplan::JsonVocabulary::of(*tok);
+  std::printf("%s: vocab %lld, token bytes read in %.1f ms\n", file.c_str(),
+              (long long)vocab.size(), msSince(start));
+  std::vector<float> row(size_t(vocab.size()));
+  for (const char *text : {"", "{\"name\"", "{\"name\": ", "{\"name\": \"Ali", "{\"n\": 12",
+                           "{\"a\": [1, ", "{\"a\": {\"b\": true"}) {
+    kvplan::JsonState s;
+    for (const char *c = text; *c; ++c) s.push(uint8_t(*c));
+    timeMask(text, repeat, row, [&](float *r) { vocab.mask(s, r, int64_t(row.size())); });
+  }
+  start = std::chrono::steady_clock::now();
+  const auto schema = kvplan::JsonSchema::compile(nlohmann::ordered_json::parse(kSchema), "schema");
+  vocab.check(*schema);
+  std::printf(" with a schema (%zu nodes, compiled in %.2f ms):\n", schema->nodes().size(),
+              msSince(start));
+  for (const char *text : {"", "{\"name\": \"Ali", "{\"name\": \"Ali\", \"age\": 3",
+                           "{\"name\": \"Ali\", \"age\": 3, \"email\": ",
+                           "{\"name\": \"Ali\", \"age\": 3, \"email\": null, \"role\": \"e",
+                           "{\"name\": \"A\", \"age\": 3, \"email\": null, \"role\": \"viewer\", "
+                           "\"address\": {\"city\": \"Oslo\", \"zip\": \"0150\"}, \"scores\": [1.5, "}) {
+    kvplan::SchemaState s(schema);
+    for (const char *c = text; *c; ++c)
+      if (!s.push(uint8_t(*c))) throw std::logic_error(std::string("refused: ") + text);
+    const std::string shown(text);
+    timeMask(shown.size() <= 36 ? shown : "..." + shown.substr(shown.size() - 33), repeat, row,
+             [&](float *r) { vocab.mask(s, r, int64_t(row.size())); });
+  }
+}
 } // namespace
 
 int main(int argc, char **argv) {
   const kvplan::bench::BenchArgs args = kvplan::bench::parseBenchArgs(argc, argv, 21);
-  const int repeat = args.repeat;
-  const std::vector<std::string> &files = args.files;
-  if (files.empty()) {
+  if (args.files.empty()) {
     std::fprintf(stderr, "usage: kvplan-json-bench [--repeat N] TOKENIZER_FILE...\n");
     return 2;
   }
-  const char *texts[] = {"",           "{\"name\"",    "{\"name\": ",        "{\"name\": \"Ali",
-                         "{\"n\": 12", "{\"a\": [1, ", "{\"a\": {\"b\": true"};
-  for (const std::string &file : files) {
+  for (const std::string &file : args.files) {
     try {
-      auto tok = kvplan::loadTokenizerFile(file);
-      auto start = std::chrono::steady_clock::now();
-      const kvplan::JsonVocabulary vocab = kvplan::JsonVocabulary::of(*tok);
-      std::printf("%s: vocab %lld, token bytes read in %.1f ms\n", file.c_str(),
-                  (long long)vocab.size(), msSince(start));
-      std::vector<float> row(size_t(vocab.size()));
-      for (const char *text : texts) {
-        kvplan::JsonState s;
-        for (const char *c = text; *c; ++c) s.push(uint8_t(*c));
-        std::vector<double> ms;
-        for (int r = 0; r < repeat; ++r) {
-          std::fill(row.begin(), row.end(), 0.0f);
-          start = std::chrono::steady_clock::now();
-          vocab.mask(s, row.data(), int64_t(row.size()));
-          ms.push_back(msSince(start));
-        }
-        std::sort(ms.begin(), ms.end());
-        const auto left = std::count(row.begin(), row.end(), 0.0f);
-        std::printf("  after %-22s mask %.3f ms (median of %d), %lld tokens left\n",
-                    ("'" + std::string(text) + "'").c_str(), ms[ms.size() / 2], repeat,
-                    (long long)left);
-      }
+      bench(file, args.repeat);
     } catch (const std::exception &e) {
       std::fprintf(stderr, "%s\n", e.what());
       return 1;

@@ -213,6 +213,25 @@ TEST(OpenAiRequest, DefaultsAndFields) {
   EXPECT_EQ(parseChatRequest(std::string(chat) + "true, \"top_logprobs\": 4}").logprobs, 4);
 }
 
+TEST(OpenAiRequest, JsonSchemaKeepsItsPropertiesInTheOrderWritten) {
+  // The body is parsed into sorted maps; the schema's properties are
+  // generated in the order the client wrote them, not alphabetically.
+  const ApiRequest r = parseChatRequest(
+      R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type":
+          "json_schema", "json_schema": {"name": "t", "schema": {"type": "object",
+          "properties": {"zeta": {"type": "integer"}, "alpha": {"type": "string"}}}}}})");
+  ASSERT_TRUE(r.jsonObject && r.jsonSchema);
+  const auto &root = r.jsonSchema->nodes()[r.jsonSchema->root()];
+  ASSERT_EQ(root.properties.size(), 2u);
+  EXPECT_EQ(root.properties[0].key, "zeta\"");
+  EXPECT_EQ(root.properties[1].key, "alpha\"");
+  // No schema: any object.
+  const ApiRequest any = parseCompletionRequest(
+      R"({"prompt": "a", "response_format": {"type": "json_schema", "json_schema": {}}})");
+  ASSERT_TRUE(any.jsonSchema);
+  EXPECT_EQ(any.jsonSchema->root(), JsonSchema::kAnyObject);
+}
+
 TEST(OpenAiRequest, ErrorsNameTheField) {
   auto param = [](const std::string &body, bool chat = false) {
     try {
@@ -249,6 +268,18 @@ TEST(OpenAiRequest, ErrorsNameTheField) {
             "(no error)");
   EXPECT_EQ(param(R"({"prompt": "a", "echo": true, "max_tokens": 0})"), "max_tokens");
   EXPECT_EQ(param(R"({"prompt": "a", "response_format": {"type": "json_schema"}})"),
+            "response_format");
+  EXPECT_EQ(param(R"({"prompt": "a", "response_format": {"type": "json_schema",
+                      "json_schema": {"name": "t", "schema": {"type": "object"}}}})"),
+            "(no error)");
+  EXPECT_EQ(param(R"({"prompt": "a", "response_format": {"type": "json_schema",
+                      "json_schema": {"name": 3}}})"),
+            "response_format");
+  EXPECT_EQ(param(R"({"prompt": "a", "response_format": {"type": "json_schema",
+                      "json_schema": {"schema": {"type": "string"}}}})"),
+            "response_format");
+  EXPECT_EQ(param(R"({"prompt": "a", "response_format": {"type": "json_schema",
+                      "json_schema": {"schema": {"properties": {"a": {"minimum": 1}}}}}})"),
             "response_format");
   EXPECT_EQ(param(R"({"prompt": "a", "response_format": {"type": 3}})"), "response_format");
   EXPECT_EQ(param(R"({"prompt": "a", "response_format": "json"})"), "response_format");

@@ -116,14 +116,14 @@ struct Stream {
 
 /// Posts a streaming request and reads its events; `stopAfter` > 0 closes
 /// the connection after that many events.
-Stream postStream(const Running &r, const std::string &path, json body, int stopAfter = 0) {
-  body["stream"] = true;
+Stream postStreamBody(const Running &r, const std::string &path, const std::string &body,
+                      int stopAfter) {
   Stream s;
   std::string buffer;
   httplib::Request req;
   req.method = "POST";
   req.path = path;
-  req.body = body.dump();
+  req.body = body;
   req.set_header("Content-Type", "application/json");
   req.content_receiver = [&](const char *data, size_t n, uint64_t, uint64_t) {
     buffer.append(data, n);
@@ -153,6 +153,23 @@ Stream postStream(const Running &r, const std::string &path, json body, int stop
   else if (stopAfter == 0)
     ADD_FAILURE() << "the request failed: " << httplib::to_string(res.error());
   return s;
+}
+
+Stream postStream(const Running &r, const std::string &path, json body, int stopAfter = 0) {
+  body["stream"] = true;
+  return postStreamBody(r, path, body.dump(), stopAfter);
+}
+
+/// Bodies whose members keep the order written (a JSON schema's properties).
+using ojson = nlohmann::ordered_json;
+
+Stream postStream(const Running &r, const std::string &path, ojson body) {
+  body["stream"] = true;
+  return postStreamBody(r, path, body.dump(), 0);
+}
+
+httplib::Result post(const Running &r, const std::string &path, const ojson &body) {
+  return r.client().Post(path.c_str(), body.dump(), "application/json");
 }
 
 /// Waits until `cond` holds, up to 10 s.
@@ -510,11 +527,61 @@ TEST(Server, JsonModeAnswersOneObject) {
   body.erase("response_format");
   EXPECT_FALSE(json::accept(json::parse(post(r, "/v1/completions", body)->body)["choices"][0]
                                 ["text"].get<std::string>()));
-  // JSON schemas are refused by name.
-  body["response_format"] = {{"type", "json_schema"}, {"json_schema", json::object()}};
-  res = post(r, "/v1/completions", body);
+}
+
+TEST(Server, JsonSchemaAnswersMeetTheSchema) {
+  // response_format json_schema: the answer is an object with the schema's
+  // properties in its order, of its types, within its limits; streamed the
+  // same. Biases as above (and commas up) make the random model finish.
+  Running r;
+  const char *schema = R"({"type": "object", "properties": {
+      "name": {"type": "string", "maxLength": 8},
+      "n": {"type": "integer"},
+      "tags": {"type": "array", "items": {"enum": ["x", "y z", 7]}, "maxItems": 3},
+      "ok": {"type": "boolean"}},
+    "required": ["name", "n", "ok"], "additionalProperties": false})";
+  ojson body = {{"prompt", "Data: "}, {"max_tokens", 150}, {"temperature", 1.0},
+                {"logit_bias", {{"37", 4}, {"128", 2}, {"96", 2}, {"47", 2}, {"35", -4},
+                                {"13", -4}}},
+                {"response_format", {{"type", "json_schema"},
+                                     {"json_schema", {{"name", "thing"}, {"strict", true},
+                                                      {"schema", ojson::parse(schema)}}}}}};
+  for (int seed : {1, 2, 3}) {
+    body["seed"] = seed;
+    auto res = post(r, "/v1/completions", body);
+    ASSERT_EQ(res->status, 200) << res->body;
+    const json c = json::parse(res->body)["choices"][0];
+    const std::string text = c["text"];
+    EXPECT_EQ(c["finish_reason"], "stop") << text;
+    ASSERT_TRUE(ojson::accept(text)) << text;
+    const ojson got = ojson::parse(text);
+    std::vector<std::string> keys;
+    for (const auto &[k, v] : got.items()) keys.push_back(k);
+    const bool tagged = got.contains("tags");
+    const std::vector<std::string> order =
+        tagged ? std::vector<std::string>{"name", "n", "tags", "ok"}
+               : std::vector<std::string>{"name", "n", "ok"};
+    EXPECT_EQ(keys, order) << text;
+    EXPECT_TRUE(got["name"].is_string() && got["name"].get<std::string>().size() <= 8) << text;
+    EXPECT_TRUE(got["n"].is_number_integer()) << text;
+    EXPECT_TRUE(got["ok"].is_boolean()) << text;
+    if (tagged) {
+      EXPECT_LE(got["tags"].size(), 3u) << text;
+      for (const auto &t : got["tags"])
+        EXPECT_TRUE(t == "x" || t == "y z" || t == 7) << text;
+    }
+    EXPECT_EQ(postStream(r, "/v1/completions", body).text, text);
+  }
+  // A keyword it cannot hold generation to is refused by its path.
+  body["response_format"]["json_schema"]["schema"]["properties"]["name"]["pattern"] = "^[a-z]+$";
+  auto res = post(r, "/v1/completions", body);
   EXPECT_EQ(res->status, 400);
-  EXPECT_EQ(json::parse(res->body)["error"]["param"], "response_format");
+  const json error = json::parse(res->body)["error"];
+  EXPECT_EQ(error["param"], "response_format");
+  EXPECT_NE(error["message"].get<std::string>().find(
+                "response_format.json_schema.schema.properties.name.pattern"),
+            std::string::npos)
+      << error;
 }
 
 TEST(Server, PenaltiesAndLogitBiasReachTheSampler) {
