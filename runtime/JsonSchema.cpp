@@ -34,7 +34,7 @@ const std::set<std::string> kKeywords = {
     "maxItems", "minLength",  "maxLength", "enum", "const", "anyOf", "allOf", "$ref"};
 const char *kSupported = "type, properties, required, additionalProperties, items, minItems, "
                          "maxItems, minLength, maxLength, enum, const, anyOf, allOf of one "
-                         "schema and $ref";
+                         "schema, $ref and nullable";
 
 [[noreturn]] void fail(const std::string &path, const std::string &what) {
   throw InputError(path + ": " + what);
@@ -93,6 +93,7 @@ private:
     return v.get<int64_t>();
   }
   int32_t node(const ojson &s, const std::string &path);
+  int32_t plainNode(const ojson &s, const std::string &path);
   int32_t typed(const ojson &s, const std::string &type, const std::string &path);
   int32_t object(const ojson &s, const std::string &path);
   int32_t array(const ojson &s, const std::string &path);
@@ -107,7 +108,21 @@ private:
   JsonSchema out;
 };
 
+/// A schema, and OpenAPI's "nullable": true (which OpenAI's SDK helpers
+/// write for a field that may be null) as an alternative of null.
 int32_t JsonSchemaCompiler::node(const ojson &s, const std::string &path) {
+  const int32_t plain = plainNode(s, path);
+  if (!s.is_object() || !s.contains("nullable")) return plain;
+  const ojson &nullable = s["nullable"];
+  if (!nullable.is_boolean()) fail(path + ".nullable", "must be true or false");
+  if (!nullable.get<bool>()) return plain;
+  Node n;
+  n.kind = Kind::anyOf;
+  n.alternatives = {plain, JsonSchema::kNull};
+  return add(std::move(n));
+}
+
+int32_t JsonSchemaCompiler::plainNode(const ojson &s, const std::string &path) {
   if (s.is_boolean()) {
     if (!s.get<bool>()) fail(path, "the schema false accepts no value");
     return JsonSchema::kAny;
@@ -115,7 +130,7 @@ int32_t JsonSchemaCompiler::node(const ojson &s, const std::string &path) {
   if (!s.is_object()) fail(path, "a schema must be an object or a boolean");
   std::vector<std::string> checks; // validation keywords present, in order
   for (const auto &[key, value] : s.items()) {
-    if (kAnnotations.count(key) || key.compare(0, 2, "x-") == 0) continue;
+    if (kAnnotations.count(key) || key == "nullable" || key.compare(0, 2, "x-") == 0) continue;
     if (key == "oneOf")
       fail(path + ".oneOf", "oneOf is not supported (kvplan cannot hold generation to "
                             "exactly one alternative); anyOf is, and means the same when no "
@@ -273,8 +288,8 @@ int32_t JsonSchemaCompiler::literals(const ojson &s, const std::string &path) {
   if (s.contains("enum") && s.contains("const"))
     fail(path + ".const", "enum and const together are not supported; keep one");
   for (const auto &[key, value] : s.items())
-    if (key != "enum" && key != "const" && key != "type" && !kAnnotations.count(key) &&
-        key.compare(0, 2, "x-") != 0)
+    if (key != "enum" && key != "const" && key != "type" && key != "nullable" &&
+        !kAnnotations.count(key) && key.compare(0, 2, "x-") != 0)
       fail(path + "." + key, "beside enum or const only type is supported (the values say "
                              "the rest)");
   const bool isEnum = s.contains("enum");

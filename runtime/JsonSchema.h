@@ -10,7 +10,8 @@
 // by name, so no constraint is silently dropped): type (one or a list),
 // properties, required, additionalProperties, items, minItems, maxItems,
 // minLength, maxLength, enum, const, anyOf, allOf of one schema, $ref to
-// "#", "#/$defs/..." or "#/definitions/...", and annotations (title,
+// "#", "#/$defs/..." or "#/definitions/...", OpenAPI's nullable (as
+// OpenAI's SDK helpers write it), and annotations (title,
 // description, default, examples, format, $schema, $id, $comment, ...).
 // Properties are written in the order the schema lists them, each
 // required one present; an object with properties takes no others (as

@@ -1,7 +1,8 @@
 // Drives a running `kvplan serve` with the official OpenAI Node client, to
 // show the API works unchanged with it: models, a completion, a stream with
 // usage, chat (answered, or refused with a 400 when the model has no chat
-// template), an out-of-range field, and the API key when one is given.
+// template), structured output (response_format json_schema), an
+// out-of-range field, and the API key when one is given.
 // Outside ctest, since it needs the `openai` package from npm:
 //   npm install --prefix /tmp/oai openai
 //   OPENAI_MODULE=/tmp/oai/node_modules/openai/index.mjs \
@@ -55,6 +56,35 @@ try {
 } catch (e) {
   check(e instanceof OpenAI.BadRequestError && e.param === 'messages',
     `chat.completions.create: 400 (${e.message})`);
+}
+
+// Structured output: an answer held to a schema whose every path is bounded
+// (an enum, then the object's close), so it ends with stop at any model.
+const schema = {
+  type: 'object', properties: { mood: { enum: ['happy', 'sad'] } },
+  required: ['mood'], additionalProperties: false,
+};
+const structured = await client.completions.create({
+  model, prompt: 'Once upon a time', max_tokens: 200, temperature: 0.8, seed: 3,
+  response_format: { type: 'json_schema', json_schema: { name: 'mood', strict: true, schema } },
+});
+const answer = structured.choices[0].text;
+let parsed = null;
+try { parsed = JSON.parse(answer); } catch { /* checked below */ }
+check(structured.choices[0].finish_reason === 'stop' && parsed !== null &&
+  ['happy', 'sad'].includes(parsed.mood) && Object.keys(parsed).length === 1,
+  `completions.create with response_format json_schema: ${JSON.stringify(answer)}`);
+try {
+  await client.completions.create({
+    model, prompt: 'x', response_format: {
+      type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object',
+        properties: { s: { type: 'string', pattern: '^a' } } } },
+    },
+  });
+  check(false, 'a schema keyword kvplan cannot hold generation to refused');
+} catch (e) {
+  check(e instanceof OpenAI.BadRequestError && e.param === 'response_format',
+    `json_schema with "pattern": BadRequestError naming response_format (${e.message})`);
 }
 
 try {

@@ -62,6 +62,7 @@ bool validObject(const ojson &v, const ojson &s, const ojson &root) {
 
 bool valid(const ojson &v, const ojson &s, const ojson &root) {
   if (s.is_boolean()) return s.get<bool>();
+  if (s.value("nullable", false) && v.is_null()) return true; // OpenAPI's
   if (s.contains("$ref")) {
     const std::string r = s["$ref"];
     return valid(v, r == "#" ? root : root.at(ojson::json_pointer(r.substr(1))), root);
@@ -136,6 +137,7 @@ ojson literal(const ojson &v) {
 
 ojson generate(const ojson &s, const ojson &root, std::mt19937 &rng, int depth) {
   if (s.is_boolean()) return rng() % 2 ? ojson(int(rng() % 100)) : ojson("any");
+  if (s.value("nullable", false) && rng() % 3 == 0) return nullptr;
   if (s.contains("$ref")) {
     const std::string r = s["$ref"];
     return generate(r == "#" ? root : root.at(ojson::json_pointer(r.substr(1))), root, rng,
@@ -260,6 +262,15 @@ std::vector<std::string> schemas() {
             {"type": "object", "properties": {"kind": {"const": "square"},
                                               "side": {"type": "integer"}},
              "required": ["kind", "side"]}]})",
+      // As OpenAI's SDK helpers write a model with nullable fields.
+      R"({"type": "object", "properties": {
+            "date": {"type": "string", "nullable": true},
+            "step": {"$ref": "#/definitions/step", "nullable": true},
+            "kind": {"type": "string", "enum": ["meeting", "call"], "nullable": false}},
+          "required": ["date", "step", "kind"], "additionalProperties": false,
+          "definitions": {"step": {"type": "object", "properties": {"n": {"type": "integer"}},
+                                   "required": ["n"], "additionalProperties": false}},
+          "$schema": "http://json-schema.org/draft-07/schema#"})",
   };
 }
 
@@ -308,6 +319,10 @@ TEST(JsonSchema, RefusesWhatItCannotHoldGenerationToByName) {
       {R"({"type": "object", "properties": {"n": {"maxLenght": 3}}})",
        "schema.properties.n.maxLenght: kvplan cannot hold generation to \"maxLenght\""},
       {R"([1])", "schema: a schema must be an object or a boolean"},
+      {R"({"type": "object", "properties": {"n": {"type": "string", "nullable": 1}}})",
+       "schema.properties.n.nullable: must be true or false"},
+      {R"({"type": "object", "nullable": true})",
+       "schema: the top level must be an object"},
   };
   for (const Case &c : cases) {
     const std::string got = refusal(c.schema);
