@@ -285,42 +285,6 @@ JsonVocabulary JsonVocabulary::of(const Tokenizer &tokenizer) {
   return JsonVocabulary(std::move(out));
 }
 
-void JsonVocabulary::mask(const JsonState &s, float *logits, int64_t vocab) const {
-  // Whether each byte may come next: most tokens are refused by their first.
-  bool first[256];
-  for (int c = 0; c < 256; ++c) {
-    JsonState t = s;
-    first[c] = t.push(uint8_t(c));
-  }
-  const float refused = -std::numeric_limits<float>::infinity();
-  const bool between = s.betweenCharacters();
-  for (int64_t id = 0; id < vocab; ++id) {
-    if (id >= size()) {
-      logits[id] = refused;
-      continue;
-    }
-    if (between && inString[size_t(id)]) continue;
-    const std::string &b = bytes[size_t(id)];
-    if (b.empty() || !first[uint8_t(b[0])]) {
-      logits[id] = refused;
-      continue;
-    }
-    JsonState t = s;
-    for (char c : b)
-      if (!t.push(uint8_t(c))) {
-        logits[id] = refused;
-        break;
-      }
-  }
-}
-
-bool JsonVocabulary::advance(JsonState &s, int32_t id) const {
-  if (id < 0 || id >= size() || bytes[size_t(id)].empty()) return false;
-  for (char c : bytes[size_t(id)])
-    if (!s.push(uint8_t(c))) return false;
-  return true;
-}
-
 void JsonVocabulary::check(const JsonSchema &schema) const {
   for (int c = 0; c < 256; ++c)
     if (schema.literalBytes()[size_t(c)] && !alone[c]) {

@@ -1,9 +1,11 @@
 // JSON mode (OpenAI's response_format json_object): generated text held to
-// a prefix of one JSON object, byte by byte. A pushdown recogniser follows
-// the text; before each draw the sampler sets the logit of every token whose
-// bytes it would refuse to -inf, so only tokens that keep the text a prefix
-// of a JSON object (RFC 8259) can be drawn, and the request ends once the
-// object closes.
+// a prefix of one JSON object, byte by byte. JsonState is JSON's pushdown
+// recogniser (RFC 8259); the sampler follows the text with the schema
+// recogniser (runtime/JsonSchema.h), JSON mode being the schema {} that
+// reads as JsonState does, and before each draw sets the logit of every
+// token whose bytes it would refuse to -inf, so only tokens that keep the
+// text a prefix of a JSON object can be drawn, and the request ends once
+// the object closes.
 #pragma once
 
 #include <cstdint>
@@ -88,20 +90,19 @@ public:
   static JsonVocabulary of(const Tokenizer &tokenizer);
 
   int64_t size() const { return int64_t(bytes.size()); }
-  /// Sets to -inf the logit of every token that cannot follow `s` (ids
-  /// past the vocabulary's: the model's padding rows, never allowed).
-  void mask(const JsonState &s, float *logits, int64_t vocab) const;
-  /// `s` after token `id`; false when the token was not allowed.
-  bool advance(JsonState &s, int32_t id) const;
 
   /// Structured output (runtime/JsonSchema.h): throws InputError naming a
   /// byte the schema's literals need that no token spells alone (then
   /// some text the schema allows could not be finished).
   void check(const JsonSchema &schema) const;
-  /// As mask() above, against a schema. The tokens are walked in the order
-  /// of their bytes, so a prefix shared by many is read once, and a prefix
-  /// refused refuses every token that starts with it.
+  /// Sets to -inf the logit of every token that cannot follow `s` (ids
+  /// past the vocabulary's: the model's padding rows, never allowed). The
+  /// tokens are walked in the order of their bytes, so a prefix shared by
+  /// many is read once, and a prefix refused refuses every token that
+  /// starts with it; inside a string, a token that stays in it (within its
+  /// length) is allowed without reading it.
   void mask(const SchemaState &s, float *logits, int64_t vocab) const;
+  /// `s` after token `id`; false when the token was not allowed.
   bool advance(SchemaState &s, int32_t id) const;
 
 private:

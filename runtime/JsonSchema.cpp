@@ -404,6 +404,11 @@ std::shared_ptr<const JsonSchema> JsonSchema::compile(const ojson &schema,
   return JsonSchemaCompiler(schema, where).run();
 }
 
+std::shared_ptr<const JsonSchema> JsonSchema::anyObject() {
+  static const std::shared_ptr<const JsonSchema> any = compile(ojson::object(), "schema");
+  return any;
+}
+
 // ----------------------------------------------------------------------------
 // The recogniser
 // ----------------------------------------------------------------------------

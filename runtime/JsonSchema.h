@@ -40,6 +40,8 @@ public:
   /// or a top level that is not an object.
   static std::shared_ptr<const JsonSchema> compile(const nlohmann::ordered_json &schema,
                                                    const std::string &where);
+  /// The schema {}: any JSON object (JSON mode, response_format json_object).
+  static std::shared_ptr<const JsonSchema> anyObject();
 
   enum class Kind : uint8_t { any, object, array, string, integer, number, boolean, null,
                               literals, anyOf };

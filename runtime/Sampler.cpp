@@ -44,10 +44,9 @@ Sampler::Sampler(const SamplingOptions &options) : opts(options), rng(options.se
     if (token < 0 || !(std::fabs(bias) <= 100))
       throw InputError("logit bias " + formatNumber(bias) + " for token " +
                        std::to_string(token) + ": expected a token id and a bias in [-100, 100]");
-  if (opts.schema) {
-    if (!opts.json) throw std::logic_error("a JSON schema needs the vocabulary's bytes (json)");
-    schemaState = SchemaState(opts.schema);
-  }
+  if (opts.schema && !opts.json)
+    throw std::logic_error("a JSON schema needs the vocabulary's bytes (json)");
+  if (opts.json) schemaState = SchemaState(opts.schema ? opts.schema : JsonSchema::anyObject());
 }
 
 void Sampler::setPrompt(const std::vector<int32_t> &tokens) {
@@ -73,10 +72,7 @@ const float *Sampler::penalize(const float *logits, int64_t vocab) {
                                       opts.frequencyPenalty * double(n) - opts.presencePenalty);
   for (const auto &[t, bias] : opts.logitBias)
     if (t < vocab) penalizedRow[size_t(t)] = float(double(penalizedRow[size_t(t)]) + bias);
-  if (opts.json && opts.schema)
-    opts.json->mask(schemaState, penalizedRow.data(), vocab);
-  else if (opts.json)
-    opts.json->mask(json, penalizedRow.data(), vocab);
+  if (opts.json) opts.json->mask(schemaState, penalizedRow.data(), vocab);
   return penalizedRow.data();
 }
 
@@ -103,8 +99,7 @@ int32_t Sampler::sample(const float *logits, int64_t vocab) {
     token = pickCandidate(row(), candidates.data(), candidates.size(), 0);
   }
   if (penalties) ++drawn[token];
-  if (opts.json && !(opts.schema ? opts.json->advance(schemaState, token)
-                                 : opts.json->advance(json, token)))
+  if (opts.json && !opts.json->advance(schemaState, token))
     throw std::logic_error("JSON mode drew token " + std::to_string(token) +
                            ", which its mask refused");
   return token;

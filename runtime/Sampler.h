@@ -33,7 +33,8 @@ struct SamplingOptions {
   // keep the generated text a prefix of one JSON object. Null: off.
   std::shared_ptr<const JsonVocabulary> json = nullptr;
   // Structured output (runtime/JsonSchema.h): with `json` set, only tokens
-  // that keep the text a prefix of an object this schema accepts.
+  // that keep the text a prefix of an object this schema accepts (null:
+  // any object).
   std::shared_ptr<const JsonSchema> schema = nullptr;
   bool greedy() const { return temperature == 0 || topK == 1; }
   /// Penalties, biases or JSON mode: the row is changed on the host before
@@ -83,7 +84,7 @@ public:
   int32_t sample(const float *logits, int64_t vocab);
   /// JSON mode: whether the tokens drawn so far spell a whole object.
   bool jsonComplete() const {
-    return opts.json && (opts.schema ? schemaState.complete() : json.complete());
+    return opts.json && schemaState.complete();
   }
   /// The same choice made on the device (runtime/cuda): the options and
   /// this step's draw from the same generator. Not with penalties, which
@@ -105,8 +106,7 @@ private:
   std::map<int32_t, int64_t> drawn;    // with penalties: each token drawn, how often
   std::set<int32_t> prompt;            // with a repetition penalty: the prompt's tokens
   std::vector<float> penalizedRow;
-  JsonState json; // JSON mode: where the text drawn so far is
-  SchemaState schemaState; // with a schema: where it is against it
+  SchemaState schemaState; // JSON mode: where the text drawn so far is against the schema
 };
 
 /// The index of the largest logit (the lowest index among equals).

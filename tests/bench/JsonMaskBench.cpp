@@ -66,7 +66,7 @@ void bench(const std::string &file, int repeat) {
   std::vector<float> row(size_t(vocab.size()));
   for (const char *text : {"", "{\"name\"", "{\"name\": ", "{\"name\": \"Ali", "{\"n\": 12",
                            "{\"a\": [1, ", "{\"a\": {\"b\": true"}) {
-    kvplan::JsonState s;
+    kvplan::SchemaState s(kvplan::JsonSchema::anyObject()); // JSON mode's
     for (const char *c = text; *c; ++c) s.push(uint8_t(*c));
     timeMask(text, repeat, row, [&](float *r) { vocab.mask(s, r, int64_t(row.size())); });
   }
