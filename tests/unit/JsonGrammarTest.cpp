@@ -5,6 +5,7 @@
 #include "runtime/JsonSchema.h"
 #include "runtime/Sampler.h"
 #include "support/Error.h"
+#include "tests/common/ByteReads.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -19,22 +20,10 @@ using namespace kvplan;
 
 namespace {
 
-/// How far `text` gets: bytes taken before one is refused (its size when
-/// all are), and whether it then holds a whole object.
-struct Read {
-  size_t taken = 0;
-  bool complete = false;
-};
-Read readJson(const std::string &text) {
-  JsonState s;
-  Read r;
-  for (char c : text) {
-    if (!s.push(uint8_t(c))) return r;
-    ++r.taken;
-  }
-  r.complete = s.complete();
-  return r;
-}
+using kvplan::testing::Read;
+
+/// How far `text` gets, and whether it then holds a whole object.
+Read readJson(const std::string &text) { return kvplan::testing::readBytes(JsonState(), text); }
 
 /// What the recogniser should say of `text`, from nlohmann's parser: a
 /// whole object when it parses as one and ends at its closing brace (JSON

@@ -8,6 +8,7 @@
 #include "runtime/JsonSchema.h"
 #include "runtime/Sampler.h"
 #include "support/Error.h"
+#include "tests/common/ByteReads.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -196,19 +197,9 @@ std::shared_ptr<const JsonSchema> compiled(const ojson &schema) {
   return JsonSchema::compile(schema, "schema");
 }
 
-struct Read {
-  size_t taken = 0;
-  bool complete = false;
-};
+using kvplan::testing::Read;
 Read readWith(const std::shared_ptr<const JsonSchema> &schema, const std::string &text) {
-  SchemaState s(schema);
-  Read r;
-  for (char c : text) {
-    if (!s.push(uint8_t(c))) return r;
-    ++r.taken;
-  }
-  r.complete = s.complete();
-  return r;
+  return kvplan::testing::readBytes(SchemaState(schema), text);
 }
 
 /// The InputError compiling `schema` throws ("" when it compiles).
