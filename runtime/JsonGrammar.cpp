@@ -17,9 +17,6 @@ namespace kvplan {
 namespace {
 bool isSpace(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 bool isDigit(unsigned char c) { return c >= '0' && c <= '9'; }
-bool isHex(unsigned char c) {
-  return isDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
 
 /// The characters `piece` (valid inside a string, from between characters
 /// to between characters) adds: a UTF-8 sequence is one, an escape is one.
@@ -145,14 +142,23 @@ bool JsonState::tokenByte(unsigned char c) {
     if (c == 'u') {
       mode = Mode::hex;
       pending = 4;
+      lo = 0;
       return true;
     }
     mode = Mode::string;
     return c != 0 && std::strchr("\"\\/bfnrt", c) != nullptr;
   case Mode::hex:
-    if (!isHex(c)) return false;
-    if (--pending == 0) mode = Mode::string;
+    if (!unicodeEscapeDigit(c, pending, lo)) return false;
+    if (--pending == 0) mode = lo == 2 ? Mode::lowSlash : Mode::string;
     return true;
+  case Mode::lowSlash:
+    mode = Mode::lowU;
+    return c == '\\';
+  case Mode::lowU:
+    mode = Mode::hex;
+    pending = 4;
+    lo = 3;
+    return c == 'u';
   default: // literal
     if (c != uint8_t(word[std::strlen(word) - pending])) return false;
     return --pending > 0 ? true : closeValue();
@@ -199,6 +205,8 @@ bool JsonState::push(unsigned char c) {
   case Mode::utf8:
   case Mode::escape:
   case Mode::hex:
+  case Mode::lowSlash:
+  case Mode::lowU:
   case Mode::literal:
     return tokenByte(c);
   case Mode::minus:

@@ -18,6 +18,31 @@ class Tokenizer;
 class JsonSchema;
 class SchemaState;
 
+/// One hex digit `c` of a \u escape in a string, `pending` digits to go (4
+/// at the first). `surrogate` says what the escape is so far: 0 a
+/// character; 1 maybe a surrogate (it began with d); 2 a high surrogate
+/// (D800 to DBFF), which the escape of a low one must follow; 3 that low
+/// one (DC00 to DFFF), set by the caller. False when the digit is refused:
+/// not hex, a low surrogate alone, or not the low one a high one needs.
+/// Strict parsers (nlohmann's among them) refuse unpaired surrogates.
+inline bool unicodeEscapeDigit(unsigned char c, uint8_t pending, uint8_t &surrogate) {
+  const bool hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+  if (!hex) return false;
+  const unsigned char lower = c | 0x20;
+  if (pending == 4) {
+    if (surrogate == 3) return lower == 'd';
+    surrogate = lower == 'd' ? 1 : 0;
+  } else if (pending == 3) {
+    const bool high = lower >= '8' && lower <= 'b', low = lower >= 'c' && lower <= 'f';
+    if (surrogate == 3) return low;
+    if (surrogate == 1) {
+      if (low) return false;
+      surrogate = high ? 2 : 0;
+    }
+  }
+  return true;
+}
+
 /// Where a JSON text is: which value it expects or is inside, and the
 /// objects and arrays open around it.
 class JsonState {
@@ -48,7 +73,9 @@ private:
     string,     // inside a string (a key when `inKey`)
     utf8,       // a UTF-8 sequence in a string: `pending` bytes to go, the next in [lo, hi]
     escape,     // after '\' in a string
-    hex,        // \u and `pending` hex digits to go
+    hex,        // \u and `pending` hex digits to go (`lo`: unicodeEscapeDigit's surrogate)
+    lowSlash,   // after a high surrogate's escape: the '\' of its low one
+    lowU,       // then its 'u'
     literal,    // true, false or null: `pending` letters of `word` to go
     minus,      // a number's '-': a digit
     zero,       // a number's leading 0: '.', 'e' or its end

@@ -2,6 +2,7 @@
 // of text a schema accepts (a set of pushdown stacks, one per reading).
 #include "runtime/JsonSchema.h"
 
+#include "runtime/JsonGrammar.h"
 #include "support/Error.h"
 
 #include <nlohmann/json.hpp>
@@ -430,7 +431,9 @@ enum Mode : uint8_t {
   str,        // in a string, between characters
   strUtf8,    // a UTF-8 sequence: `pending` bytes to go, the next in [lo, hi]
   strEscape,  // after '\'
-  strHex,     // \u and `pending` hex digits to go
+  strHex,     // \u and `pending` hex digits to go (`lo`: unicodeEscapeDigit's surrogate)
+  strLowSlash, // after a high surrogate's escape: the '\' of its low one
+  strLowU,     // then its 'u'
   keyName,    // a property's name (after its opening quote): `choice`, `count` bytes read
   literal,    // an enum/const value, true, false or null: `count` bytes read
   numMinus, numZero, numInt, numPoint, numFrac, numExp, numExpSign, numExpDigits,
@@ -438,9 +441,6 @@ enum Mode : uint8_t {
 
 bool isSpace(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 bool isDigit(unsigned char c) { return c >= '0' && c <= '9'; }
-bool isHex(unsigned char c) {
-  return isDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
 
 /// The first property an object may write next and the last (the first
 /// required one from `from`, else the last); `required` whether one is.
@@ -666,20 +666,34 @@ void SchemaState::feedString(size_t i, unsigned char c) {
   case strUtf8:
     if (c < f.lo || c > f.hi) break;
     f.lo = 0x80, f.hi = 0xBF;
-    if (--f.pending == 0) f.mode = str;
+    if (--f.pending == 0) f.mode = str, f.lo = f.hi = 0; // readings alike compare equal
     return;
   case strEscape:
     if (c == 'u') {
       f.mode = strHex;
       f.pending = 4;
+      f.lo = 0;
       return;
     }
     if (c == 0 || std::strchr("\"\\/bfnrt", c) == nullptr) break;
     f.mode = str;
     return;
+  case strLowSlash: // a surrogate pair is one character: counted at its first '\'
+    if (c != '\\') break;
+    f.mode = strLowU;
+    return;
+  case strLowU:
+    if (c != 'u') break;
+    f.mode = strHex;
+    f.pending = 4;
+    f.lo = 3;
+    return;
   default: // strHex
-    if (!isHex(c)) break;
-    if (--f.pending == 0) f.mode = str;
+    if (!unicodeEscapeDigit(c, f.pending, f.lo)) break;
+    if (--f.pending == 0) {
+      f.mode = f.lo == 2 ? strLowSlash : str;
+      if (f.mode == str) f.lo = 0;
+    }
     return;
   }
   s.dead = true;
@@ -763,7 +777,7 @@ void SchemaState::feed(size_t i, unsigned char c) {
   }
   const uint8_t mode = s.frames.back().mode;
   if (mode <= arrAfter) return feedContainer(i, c);
-  if (mode <= strHex) return feedString(i, c);
+  if (mode <= strLowU) return feedString(i, c);
   feedScalar(i, c);
 }
 

@@ -136,7 +136,8 @@ TEST(JsonGrammar, WrittenDocumentsAreReadAsTheParserReadsThem) {
   const std::vector<std::string> whole = {
       "{}", " {\"a\":1}", "{\"a\": [1, -2.5e+3, 0, 0.25, 1E-2, true, false, null]}",
       "{\"k\":{\"n\":{\"m\":[[],[{}]]}}}", "{\"s\":\"\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\"}",
-      "{\n  \"a\" : \"x\" ,\n  \"b\":{}\n}", "{\"\xc3\xa9\":\"\xe2\x82\xac\"}"};
+      "{\n  \"a\" : \"x\" ,\n  \"b\":{}\n}", "{\"\xc3\xa9\":\"\xe2\x82\xac\"}",
+      "{\"a\":\"\\ud83d\\ude00 \\uD800\\uDFFF \\uD7FF \\uE000\"}"}; // surrogate pairs
   for (const std::string &t : whole) {
     SCOPED_TRACE(t);
     ASSERT_TRUE(wholeObject(t)) << "the test's own example";
@@ -156,7 +157,11 @@ TEST(JsonGrammar, WrittenDocumentsAreReadAsTheParserReadsThem) {
       {"{\"a\":tru}", 8}, {"{\"a\":nul1}", 8}, {"{\"a\" 1}", 5}, {"{} ", 2}, {"{}{}", 2},
       {"{\"a\":[1,]}", 8}, {"{\"a\":[1 2]}", 8}, {"{\"a\":1]", 6},
       {std::string(JsonState::kMaxSpaces + 1, ' ') + "{}", size_t(JsonState::kMaxSpaces)},
-      {"{\n\n}", 2}, {"{\"a\":1,\r\n \r\n}", 10}};
+      {"{\n\n}", 2}, {"{\"a\":1,\r\n \r\n}", 10},
+      // Surrogates only in pairs: a high one, then the escape of a low one.
+      {"{\"a\":\"\\ud83d\"}", 12}, {"{\"a\":\"\\ude00\"}", 9}, {"{\"a\":\"\\ud83dx\"}", 12},
+      {"{\"a\":\"\\ud83d\\u0041\"}", 14}, {"{\"a\":\"\\ud83d\\ud83d\"}", 15},
+      {"{\"a\":\"\\ud83d\\n\"}", 13}};
   for (const auto &[t, at] : refused) {
     SCOPED_TRACE(t);
     EXPECT_FALSE(wholeObject(t)) << "the test's own example";

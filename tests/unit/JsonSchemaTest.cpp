@@ -344,6 +344,9 @@ TEST(JsonSchema, ReadsWhatTheSchemaAcceptsAndStopsAtTheFirstByteItCannot) {
       {R"({"name":"Ann","age":3,"email":"a@b","ok":true})", ""},
       {R"({"name":"日本語ですよ","age":0,"ok":true})", ""},        // six characters
       {R"({"name":"日本語ですよね","age":0,"ok":true})", "ね"},      // a seventh
+      {R"({"name":"\ud83d\ude00abcde","age":0,"ok":true})", ""},   // a pair is one
+      {R"({"name":"\ud83d\ude00abcdef","age":0,"ok":true})", "f\""},
+      {R"({"name":"\ud83d","age":0,"ok":true})", "\",\"age"},    // unpaired
       {R"({"age":3,"name":"Ann","ok":true})", "age", true},         // name comes first
       {R"({"name":"Ann","ok":true})", "ok"},                        // age is required
       {R"({"name":"Ann","age":3.5,"ok":true})", ".5"},              // an integer
@@ -547,10 +550,14 @@ TEST(JsonSchema, TheMaskLeavesExactlyTheTokensThatCanContinue) {
         EXPECT_EQ(std::isfinite(row[size_t(id)]), ok)
             << doc.substr(0, i) << " then token " << id << " '" << tokens[size_t(id)] << "'";
         SchemaState a = s;
-        if (id < int64_t(tokens.size())) EXPECT_EQ(vocab.advance(a, int32_t(id)), ok);
+        if (id < int64_t(tokens.size())) {
+          EXPECT_EQ(vocab.advance(a, int32_t(id)), ok);
+        }
       }
       ++states;
-      if (i < doc.size()) ASSERT_TRUE(s.push(uint8_t(doc[i]))) << doc.substr(0, i + 1);
+      if (i < doc.size()) {
+        ASSERT_TRUE(s.push(uint8_t(doc[i]))) << doc.substr(0, i + 1);
+      }
     }
     EXPECT_TRUE(s.complete());
   }
