@@ -4,13 +4,21 @@
 #include "tools/kvplan/Speculation.h"
 
 #include "runtime/Engine.h"
+#include "runtime/JsonGrammar.h"
+#include "runtime/JsonSchema.h"
 #include "runtime/Sampler.h"
 #include "runtime/Scheduler.h"
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
-#include <optional>
 #include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <optional>
+#include <sstream>
 #include <unistd.h>
 
 namespace kvplan::cli {
@@ -49,6 +57,8 @@ struct RunOptions {
   int threads = 0;
   bool noGraphs = false;
   bool noPrefixCache = false;
+  bool json = false;          // --json: the output is one JSON object
+  std::string jsonSchemaFile; // --json-schema: one that this schema accepts
   SpeculateFlags speculate;
 };
 
@@ -63,6 +73,51 @@ void checkRunOptions(const RunOptions &o) {
     throw InputError("--speculate with penalties: speculative decoding's acceptance rule knows "
                      "no penalties, so the request would only decode; leave out --speculate or "
                      "the penalties");
+  if ((o.json || !o.jsonSchemaFile.empty()) && o.speculate.on())
+    throw InputError("--speculate with --json or --json-schema: JSON's mask is put on each row "
+                     "on the host, and speculative decoding knows no mask, so the request would "
+                     "only decode; leave out --speculate or the JSON flag");
+}
+
+/// --json-schema FILE, compiled (runtime/JsonSchema.h); errors name the file.
+std::shared_ptr<const JsonSchema> readJsonSchema(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    throw InputError(path + ": cannot read the --json-schema file (" + std::strerror(errno) +
+                     ")");
+  std::ostringstream text;
+  text << in.rdbuf();
+  nlohmann::ordered_json schema;
+  try {
+    schema = nlohmann::ordered_json::parse(text.str());
+  } catch (const nlohmann::json::exception &e) {
+    throw InputError(path + ": the --json-schema file is not JSON: " + e.what());
+  }
+  try {
+    return JsonSchema::compile(schema, "schema");
+  } catch (const InputError &e) {
+    throw InputError(path + ": " + e.what());
+  }
+}
+
+/// --json and --json-schema: the tokens' bytes from the tokenizer, and the
+/// schema, into the sampling options.
+void holdToJson(RunOptions &o, const Runnable &r) {
+  if (!o.json && o.jsonSchemaFile.empty()) return;
+  if (!r.tokenizer)
+    throw InputError(std::string(o.json ? "--json" : "--json-schema") +
+                     " needs the model's tokenizer to know each token's bytes, and this model "
+                     "has none: give --tokenizer FILE");
+  auto vocab = std::make_shared<const JsonVocabulary>(JsonVocabulary::of(*r.tokenizer));
+  if (!o.jsonSchemaFile.empty()) {
+    o.sampling.schema = readJsonSchema(o.jsonSchemaFile);
+    try {
+      vocab->check(*o.sampling.schema);
+    } catch (const InputError &e) {
+      throw InputError(o.jsonSchemaFile + ": " + e.what());
+    }
+  }
+  o.sampling.json = vocab;
 }
 
 /// The prompt's ids, checked against the model's vocabulary and context.
@@ -209,11 +264,13 @@ void printStats(const Generation &g, size_t promptTokens, Executor &exec) {
                  (long long)s->proposed, s->tokensPerVerify());
 }
 
-int runGenerate(const RunOptions &o, bool verbose) {
+int runGenerate(RunOptions o, bool verbose) {
   checkRunOptions(o);
+  if (!o.jsonSchemaFile.empty()) readJsonSchema(o.jsonSchemaFile); // before loading the model
   ModelOptions target = o.model;
   o.speculate.prepare(target);
   Runnable r = loadRunnable(target, verbose);
+  holdToJson(o, r);
   const std::vector<int32_t> prompt = preparePrompt(o, r);
   const ExecOptions exec{o.threads, !o.noGraphs};
   checkExecFlags(r, exec, o.speculate.draftModel());
@@ -268,6 +325,11 @@ void addRunCommand(CLI::App &app, const GlobalOptions &global, Action &action) {
                 "CUDA: launch every kernel eagerly instead of replaying CUDA graphs");
   cmd->add_flag("--no-prefix-cache", o->noPrefixCache,
                 "Keep no KV-cache pages for reuse by later prompts");
+  cmd->add_flag("--json", o->json,
+                "Generate one JSON object (JSON mode; ends as it closes; needs a tokenizer)");
+  cmd->add_option("--json-schema", o->jsonSchemaFile,
+                  "Generate one JSON object that the JSON schema in this file accepts "
+                  "(structured output, as serve's response_format json_schema)");
   o->speculate.add(cmd);
   o->model.addRunnableWeights(cmd);
   cmd->callback([&action, &global, o, p] {
