@@ -337,10 +337,16 @@ int32_t JsonSchemaCompiler::reference(const ojson &s, const std::string &path) {
     std::string token = target.substr(pos + 1, end - pos - 1);
     for (size_t k; (k = token.find("~1")) != std::string::npos;) token.replace(k, 2, "/");
     for (size_t k; (k = token.find("~0")) != std::string::npos;) token.replace(k, 2, "~");
-    if (!at->is_object() || !at->contains(token))
+    const bool index = !token.empty() && token.find_first_not_of("0123456789") == std::string::npos;
+    if (at->is_array() && index && std::stoull(token) < at->size()) {
+      at = &(*at)[std::stoull(token)];
+      targetPath += "[" + token + "]";
+    } else if (at->is_object() && at->contains(token)) {
+      at = &(*at)[token];
+      targetPath += "." + token;
+    } else {
       fail(path + ".$ref", "\"" + target + "\" names nothing in the schema");
-    at = &(*at)[token];
-    targetPath += "." + token;
+    }
     pos = end;
   }
   const int32_t self = add(Node{});

@@ -10,7 +10,7 @@
 // by name, so no constraint is silently dropped): type (one or a list),
 // properties, required, additionalProperties, items, minItems, maxItems,
 // minLength, maxLength, enum, const, anyOf, allOf of one schema, $ref to
-// "#", "#/$defs/..." or "#/definitions/...", OpenAPI's nullable (as
+// any JSON pointer into the schema ("#", "#/$defs/..."), OpenAPI's nullable (as
 // OpenAI's SDK helpers write it), and annotations (title,
 // description, default, examples, format, $schema, $id, $comment, ...).
 // Properties are written in the order the schema lists them, each

@@ -2,6 +2,8 @@
 // write it (whitespace included: a model sees every byte).
 #include "server/ChatTemplate.h"
 
+#include "server/ToolCalls.h"
+
 namespace kvplan::server {
 
 const char *const kChatTemplateNames = "llama2, llama3, chatml, mistral, none";
@@ -107,10 +109,34 @@ std::vector<ChatPiece> renderMistral(const std::vector<ChatMessage> &m) {
   return out;
 }
 
+/// A call's arguments as the templates write them: JSON text parsed (as
+/// vLLM and transformers hand them to a template) and written by tojson.
+std::string argumentsJson(const ToolCall &c, size_t i) {
+  const auto args = nlohmann::ordered_json::parse(c.arguments, nullptr, false);
+  if (args.is_discarded())
+    throw badField("messages", "messages[" + std::to_string(i) + "].tool_calls: the arguments of "
+                               "'" + c.name + "' are not JSON");
+  return pythonJson(args);
+}
+
+/// Llama 3.1's first user message with tools: the functions, then the text.
+std::string llama3ToolsPreamble(const std::vector<ToolFunction> &tools) {
+  std::string s = "Given the following functions, please respond with a JSON for a function call "
+                  "with its proper arguments that best answers the given prompt.\n\nRespond in "
+                  "the format {\"name\": function name, \"parameters\": dictionary of argument "
+                  "name and its value}.Do not use variables.\n\n";
+  for (const ToolFunction &t : tools) s += pythonJson(toolJson(t), 4) + "\n\n";
+  return s;
+}
+
 /// <|begin_of_text|> then per message <|start_header_id|>{role}
 /// <|end_header_id|>\n\n{content, stripped}<|eot_id|>, then the assistant's
-/// header.
-std::vector<ChatPiece> renderLlama3(const std::vector<ChatMessage> &m) {
+/// header. With tools, as Llama 3.1's template: a system turn with
+/// "Environment: ipython" and its dates, the functions before the first
+/// user message, a call as {"name": ..., "parameters": ...}, a result as an
+/// ipython turn.
+std::vector<ChatPiece> renderLlama3(const std::vector<ChatMessage> &m,
+                                    const std::vector<ToolFunction> &tools) {
   std::vector<ChatPiece> out{{ChatPiece::bos, "<|begin_of_text|>"}};
   auto header = [&](const std::string &role) {
     out.push_back(marker("<|start_header_id|>"));
@@ -118,37 +144,110 @@ std::vector<ChatPiece> renderLlama3(const std::vector<ChatMessage> &m) {
     out.push_back(marker("<|end_header_id|>"));
     out.push_back(text("\n\n"));
   };
-  for (const ChatMessage &msg : m) {
-    header(msg.role);
-    out.push_back(text(strip(msg.content)));
+  auto turn = [&](const std::string &role, const std::string &content) {
+    header(role);
+    out.push_back(text(content));
     out.push_back(marker("<|eot_id|>"));
+  };
+  const bool system = !m.empty() && m[0].role == "system";
+  if (!tools.empty())
+    turn("system", "Environment: ipython\nCutting Knowledge Date: December 2023\nToday Date: 26 "
+                   "Jul 2024\n\n" + (system ? strip(m[0].content) : ""));
+  bool firstUser = true;
+  for (size_t i = tools.empty() || !system ? 0 : 1; i < m.size(); ++i) {
+    const ChatMessage &msg = m[i];
+    if (msg.role == "user" && firstUser && !tools.empty()) {
+      turn("user", llama3ToolsPreamble(tools) + strip(msg.content));
+      firstUser = false;
+    } else if (!msg.toolCalls.empty()) {
+      if (msg.toolCalls.size() > 1)
+        throw badField("messages", "messages[" + std::to_string(i) + "]: Llama 3.1's template "
+                                   "holds one tool call a message");
+      const ToolCall &c = msg.toolCalls[0];
+      turn("assistant", "{\"name\": \"" + c.name + "\", \"parameters\": " +
+                            argumentsJson(c, i) + "}");
+    } else if (msg.role == "tool") { // the template's tojson quotes a string result
+      turn("ipython", pythonJson(nlohmann::ordered_json(msg.content)));
+    } else {
+      firstUser = firstUser && msg.role != "user";
+      turn(msg.role, strip(msg.content));
+    }
   }
+  if (!tools.empty() && firstUser)
+    throw badField("messages", "Llama 3.1's template puts the tools in the first user message, "
+                               "and there is none");
   header("assistant");
   return out;
 }
 
+/// Qwen2.5's system message with tools: the given one (if any), then the
+/// functions and the call format.
+std::string chatMlToolsSystem(const std::string &system, const std::vector<ToolFunction> &tools) {
+  std::string s = system.empty() ? "" : system + "\n\n";
+  s += "# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are "
+       "provided with function signatures within <tools></tools> XML tags:\n<tools>";
+  for (const ToolFunction &t : tools) s += "\n" + pythonJson(toolJson(t));
+  return s + "\n</tools>\n\nFor each function call, return a json object with function name and "
+             "arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": "
+             "<function-name>, \"arguments\": <args-json-object>}\n</tool_call>";
+}
+
 /// <|im_start|>{role}\n{content}<|im_end|>\n per message, then
-/// <|im_start|>assistant\n.
-std::vector<ChatPiece> renderChatMl(const std::vector<ChatMessage> &m) {
+/// <|im_start|>assistant\n. With tools, as Qwen2.5's template: the
+/// functions in the system message, an assistant's calls after its content
+/// as <tool_call>\n{"name": ..., "arguments": ...}\n</tool_call>, and tool
+/// results, those in a row together, as one user turn of <tool_response>s.
+std::vector<ChatPiece> renderChatMl(const std::vector<ChatMessage> &m,
+                                    const std::vector<ToolFunction> &tools) {
   std::vector<ChatPiece> out;
-  for (const ChatMessage &msg : m) {
+  auto turn = [&](const std::string &body) {
     out.push_back(marker("<|im_start|>"));
-    out.push_back(text(msg.role + "\n" + msg.content));
+    out.push_back(text(body));
     out.push_back(marker("<|im_end|>"));
     out.push_back(text("\n"));
+  };
+  const bool system = !m.empty() && m[0].role == "system";
+  if (!tools.empty()) turn("system\n" + chatMlToolsSystem(system ? m[0].content : "", tools));
+  for (size_t i = !tools.empty() && system ? 1 : 0; i < m.size(); ++i) {
+    const ChatMessage &msg = m[i];
+    if (msg.role == "tool") {
+      std::string body = "user";
+      for (; i < m.size() && m[i].role == "tool"; ++i)
+        body += "\n<tool_response>\n" + m[i].content + "\n</tool_response>";
+      --i;
+      turn(body);
+    } else if (!msg.toolCalls.empty()) {
+      std::string body = "assistant" + (msg.content.empty() ? "" : "\n" + msg.content);
+      for (const ToolCall &c : msg.toolCalls)
+        body += "\n<tool_call>\n{\"name\": \"" + c.name + "\", \"arguments\": " +
+                argumentsJson(c, i) + "}\n</tool_call>";
+      turn(body);
+    } else {
+      turn(msg.role + "\n" + msg.content);
+    }
   }
   out.push_back(marker("<|im_start|>"));
   out.push_back(text("assistant\n"));
   return out;
 }
 
+/// Whether the conversation holds tool calls or results.
+bool mentionsTools(const std::vector<ChatMessage> &m) {
+  for (const ChatMessage &msg : m)
+    if (msg.role == "tool" || !msg.toolCalls.empty()) return true;
+  return false;
+}
+
 } // namespace
 
-std::vector<ChatPiece> renderChat(ChatTemplate t, const std::vector<ChatMessage> &messages) {
+std::vector<ChatPiece> renderChat(ChatTemplate t, const std::vector<ChatMessage> &messages,
+                                  const std::vector<ToolFunction> &tools) {
+  if (t != ChatTemplate::none && (!tools.empty() || mentionsTools(messages)))
+    checkToolTemplate(t);
   switch (t) {
   case ChatTemplate::llama2: return renderLlama2(messages);
-  case ChatTemplate::llama3: return renderLlama3(messages);
-  case ChatTemplate::chatml: return renderChatMl(messages);
+  case ChatTemplate::llama3: return renderLlama3(messages, tools);
+  case ChatTemplate::chatml: return renderChatMl(messages, tools);
   case ChatTemplate::mistral: return renderMistral(messages);
   case ChatTemplate::none: break;
   }

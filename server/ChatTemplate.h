@@ -38,8 +38,14 @@ struct ChatPiece {
 /// The prompt for `messages`, ending where the assistant's answer begins.
 /// Throws ApiError (400, param "messages") for a conversation the template
 /// cannot hold (Llama 2 and Mistral need user and assistant turns to
-/// alternate, starting with the user).
-std::vector<ChatPiece> renderChat(ChatTemplate t, const std::vector<ChatMessage> &messages);
+/// alternate, starting with the user). With `tools`, or tool calls and
+/// results among the messages, the template's tool format (llama3 and
+/// chatml; the others throw, param "tools"): Llama 3.1's (the functions in
+/// the first user message, results as ipython turns) and Qwen2.5's (the
+/// functions in the system message, calls in <tool_call>, results in
+/// <tool_response>).
+std::vector<ChatPiece> renderChat(ChatTemplate t, const std::vector<ChatMessage> &messages,
+                                  const std::vector<ToolFunction> &tools = {});
 /// The pieces written out, special tokens as their markers: the string the
 /// model cards show.
 std::string chatText(const std::vector<ChatPiece> &pieces);

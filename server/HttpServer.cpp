@@ -5,6 +5,7 @@
 // handler writes each token as a server-sent event as soon as it arrives.
 #include "server/HttpServer.h"
 #include "server/HttpConnection.h"
+#include "server/ToolCalls.h"
 
 #include "runtime/Scheduler.h"
 #include "support/Error.h"
@@ -116,6 +117,11 @@ void fillRecord(Pending &p, const std::string &finish) {
   record.finish = finish;
 }
 
+/// tool_choice required or named: the answer is a call, held to a schema.
+bool forcedCall(const ApiRequest &a) {
+  return a.toolChoice == ToolChoice::required || a.toolChoice == ToolChoice::named;
+}
+
 /// A streaming response between calls of its content provider.
 struct StreamState {
   std::shared_ptr<Pending> p;
@@ -129,6 +135,7 @@ struct StreamState {
   std::vector<char> echoed;  // per choice: its echo went
   std::vector<int64_t> sent; // per choice: bytes of its text sent so far
   size_t finished = 0;       // choices whose finish chunk went
+  std::vector<ToolCallReader> readers; // per choice, with tools: its calls
 
   /// Choice `index`'s echo, before its first event `e` (which carries the
   /// prompt's log-probabilities when they were asked for).
@@ -394,7 +401,13 @@ std::vector<int32_t> Server::Impl::promptOf(const ApiRequest &a) const {
   const char *field = a.chat ? "messages" : "prompt";
   if (!tokenizer && (a.chat || a.promptText))
     throw badField(field, "this model has no tokenizer: give the prompt as token ids");
-  if (a.chat) return tokenizeChat(*tokenizer, renderChat(chat, a.messages));
+  if (a.chat) {
+    const bool tools = a.toolChoice != ToolChoice::none;
+    std::vector<ChatPiece> pieces =
+        renderChat(chat, a.messages, tools ? a.tools : std::vector<ToolFunction>());
+    if (forcedCall(a)) pieces.push_back({ChatPiece::text, forcedCallPrefix(chat)});
+    return tokenizeChat(*tokenizer, pieces);
+  }
   if (a.promptText) return tokenizer->encode(*a.promptText, true);
   for (int32_t t : a.promptIds)
     if (t >= engine.vocabSize())
@@ -439,18 +452,20 @@ Server::Impl::Prepared Server::Impl::prepare(const ApiRequest &a) const {
   g.stopStrings = a.stop;
   g.logprobs = a.logprobs;
   g.promptLogprobs = a.promptLogprobs;
-  if (a.jsonObject) {
+  if (a.jsonObject || forcedCall(a)) {
+    const char *field = a.jsonObject ? "response_format" : "tool_choice";
     if (!tokenizer)
-      throw badField("response_format", "JSON mode needs the model's tokenizer, and this model "
-                                        "has none");
+      throw badField(field, "JSON mode needs the model's tokenizer, and this model has none");
+    // A forced tool call is held to the candidate tools' calls.
+    const auto schema = forcedCall(a) ? forcedCallSchema(chat, a) : a.jsonSchema;
     try {
       g.sampling.json = jsonVocabulary();
-      if (a.jsonSchema) {
-        g.sampling.json->check(*a.jsonSchema);
-        g.sampling.schema = a.jsonSchema;
+      if (schema) {
+        g.sampling.json->check(*schema);
+        g.sampling.schema = schema;
       }
     } catch (const InputError &e) {
-      throw badField("response_format", e.what());
+      throw badField(field, e.what());
     }
   }
   if (a.promptLogprobs >= 0 && engine.scoreRows() == 0)
@@ -589,7 +604,18 @@ void Server::Impl::reply(const ApiRequest &a, const ResponseHead &h,
   json choices = json::array();
   for (size_t i = 0; i < answers.size(); ++i) {
     const ChoiceAnswer &c = answers[i];
-    json choice = completionChoice(h, int64_t(i), echo + c.text, finishName(c.last.reason));
+    json choice;
+    if (a.chat && a.toolChoice != ToolChoice::none) {
+      ToolCallReader reader(chat, a);
+      std::string content = reader.feed(c.text);
+      ToolCallReader::Result calls = reader.finish();
+      content += calls.content;
+      choice = calls.calls.empty()
+                   ? completionChoice(h, int64_t(i), content, finishName(c.last.reason))
+                   : toolCallChoice(h, int64_t(i), content, calls.calls, "tool_calls");
+    } else {
+      choice = completionChoice(h, int64_t(i), echo + c.text, finishName(c.last.reason));
+    }
     if (a.returnTokenIds) choice["token_ids"] = c.ids;
     const TokenText text = [this](int32_t id) { return tokenText(id); };
     if (a.logprobs >= 0)
@@ -622,6 +648,8 @@ void Server::Impl::stream(const ApiRequest &a, const ResponseHead &h,
   s->first.assign(p->choices.size(), 1);
   s->echoed.assign(p->choices.size(), 0);
   s->sent.assign(p->choices.size(), 0);
+  if (a.chat && a.toolChoice != ToolChoice::none)
+    s->readers.assign(p->choices.size(), ToolCallReader(chat, a));
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
@@ -655,9 +683,14 @@ bool Server::Impl::streamSome(StreamState &s, httplib::DataSink &sink) {
       if (s.done) break;
       continue;
     }
-    out += s.chunk(index, e.text, std::nullopt, &e);
+    // With tools, text that may be a call is held until the choice ends.
+    const std::string text = s.readers.empty() ? e.text : s.readers[index].feed(e.text);
+    if (text.empty() && !s.readers.empty() && !s.tokenIds && !e.logprobs) continue;
+    out += s.chunk(index, text, std::nullopt, &e);
   }
-  if (!sink.write(out.data(), out.size())) return clientGone(s);
+  // (Nothing to write when every event's text was held: a write of no
+  // bytes would be the chunk that ends the response.)
+  if (!out.empty() && !sink.write(out.data(), out.size())) return clientGone(s);
   if (s.done) sink.done();
   return true;
 }
@@ -674,7 +707,21 @@ std::string Server::Impl::finishEvents(StreamState &s, size_t index, const Token
     s.done = true;
     return out + kSseDone;
   }
-  out += s.chunk(index, e.text, finishName(e.reason));
+  std::string text = e.text, finish = finishName(e.reason);
+  if (!s.readers.empty()) { // the held text: calls, or content after all
+    text = s.readers[index].feed(e.text);
+    ToolCallReader::Result r = s.readers[index].finish();
+    text += r.content;
+    if (!r.calls.empty()) {
+      if (!text.empty()) out += s.chunk(index, text, std::nullopt);
+      out += sseEvent(toolCallChunk(s.head, int64_t(index), r.calls, s.first[index] != 0,
+                                    s.includeUsage));
+      s.first[index] = 0;
+      text.clear();
+      finish = "tool_calls";
+    }
+  }
+  out += s.chunk(index, text, finish);
   if (++s.finished < s.first.size()) return out;
   if (s.includeUsage) {
     std::lock_guard<std::mutex> lock(s.p->m);

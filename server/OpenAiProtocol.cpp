@@ -7,8 +7,10 @@
 #include "runtime/JsonSchema.h"
 #include "support/Error.h"
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
+#include <regex>
 
 namespace kvplan::server {
 
@@ -327,6 +329,40 @@ std::string messageContent(const json &c, const std::string &where) {
   return text;
 }
 
+/// A string member `key` of `o` (at `where`), required or "" when absent.
+std::string stringMember(const json &o, const char *key, const std::string &where,
+                         bool required) {
+  if (!o.contains(key) || o[key].is_null()) {
+    if (required) throw badField(where + "." + key, where + "." + key + " is required");
+    return "";
+  }
+  if (!o[key].is_string())
+    throw badField(where + "." + key, where + "." + key + " must be a string");
+  return o[key].get<std::string>();
+}
+
+/// An assistant message's tool_calls: [{"id", "type": "function",
+/// "function": {"name", "arguments"}}].
+std::vector<ToolCall> parseToolCalls(const json &calls, const std::string &where) {
+  if (!calls.is_array()) throw badField(where, where + " must be an array");
+  std::vector<ToolCall> out;
+  for (size_t k = 0; k < calls.size(); ++k) {
+    const std::string at = where + "[" + std::to_string(k) + "]";
+    const json &c = calls[k];
+    if (!c.is_object() || c.value("type", "function") != "function" || !c.contains("function") ||
+        !c["function"].is_object())
+      throw badField(at, at + " must be {\"id\": ..., \"type\": \"function\", \"function\": "
+                          "{\"name\": ..., \"arguments\": ...}}");
+    ToolCall t;
+    t.id = stringMember(c, "id", at, false);
+    t.name = stringMember(c["function"], "name", at + ".function", true);
+    t.arguments = stringMember(c["function"], "arguments", at + ".function", false);
+    if (t.arguments.empty()) t.arguments = "{}";
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
 std::vector<ChatMessage> parseMessages(const Fields &f) {
   const json *m = f.get("messages");
   if (!m) throw badField("messages", "messages is required");
@@ -341,13 +377,89 @@ std::vector<ChatMessage> parseMessages(const Fields &f) {
       throw badField(where + ".role", where + ".role must be a string");
     std::string role = msg["role"].get<std::string>();
     if (role == "developer") role = "system"; // OpenAI's newer name for it
-    if (role != "system" && role != "user" && role != "assistant")
-      throw badField(where + ".role", where + ".role must be system, user or assistant, got '" +
-                                          role + "'");
-    out.push_back({role, messageContent(msg.contains("content") ? msg["content"] : json(),
-                                        where)});
+    if (role != "system" && role != "user" && role != "assistant" && role != "tool")
+      throw badField(where + ".role", where + ".role must be system, user, assistant or tool, "
+                                              "got '" + role + "'");
+    ChatMessage out1{role, messageContent(msg.contains("content") ? msg["content"] : json(),
+                                          where)};
+    if (role == "assistant" && msg.contains("tool_calls") && !msg["tool_calls"].is_null())
+      out1.toolCalls = parseToolCalls(msg["tool_calls"], where + ".tool_calls");
+    if (role == "tool") out1.toolCallId = stringMember(msg, "tool_call_id", where, true);
+    out.push_back(std::move(out1));
   }
   return out;
+}
+
+/// tools: [{"type": "function", "function": {"name", "description",
+/// "parameters"}}], each parameters read again from the body in the order
+/// written (the model sees them so).
+std::vector<ToolFunction> parseToolList(const json &tools, const std::string &body) {
+  if (!tools.is_array()) throw badField("tools", "tools must be an array");
+  const auto ordered = nlohmann::ordered_json::parse(body)["tools"];
+  std::vector<ToolFunction> out;
+  for (size_t i = 0; i < tools.size(); ++i) {
+    const std::string where = "tools[" + std::to_string(i) + "]";
+    const json &t = tools[i];
+    if (!t.is_object() || t.value("type", "") != "function" || !t.contains("function") ||
+        !t["function"].is_object())
+      throw badField("tools", where + " must be {\"type\": \"function\", \"function\": "
+                              "{\"name\": ..., \"parameters\": {...}}} (kvplan serve calls "
+                              "functions only)");
+    const json &fn = t["function"];
+    ToolFunction f;
+    f.name = stringMember(fn, "name", where + ".function", true);
+    static const std::regex valid("[A-Za-z0-9_-]{1,64}");
+    if (!std::regex_match(f.name, valid))
+      throw badField("tools", where + ".function.name must be 1 to 64 letters, digits, _ or -, "
+                              "got '" + f.name + "'");
+    for (const ToolFunction &before : out)
+      if (before.name == f.name)
+        throw badField("tools", where + ".function.name: two tools are named '" + f.name + "'");
+    f.description = stringMember(fn, "description", where + ".function", false);
+    if (fn.contains("parameters") && !fn["parameters"].is_null()) {
+      if (!fn["parameters"].is_object())
+        throw badField("tools", where + ".function.parameters must be a JSON schema object");
+      f.parameters = ordered[i]["function"]["parameters"];
+      f.hasParameters = true;
+    }
+    out.push_back(std::move(f));
+  }
+  return out;
+}
+
+/// tools, tool_choice and parallel_tool_calls.
+void parseTools(const Fields &f, const std::string &body, ApiRequest &r) {
+  if (const json *t = f.get("tools"); t && !t->is_null()) r.tools = parseToolList(*t, body);
+  r.toolChoice = r.tools.empty() ? ToolChoice::none : ToolChoice::automatic;
+  if (const json *c = f.get("tool_choice"); c && !c->is_null()) {
+    const char *shape = "tool_choice must be \"none\", \"auto\", \"required\" or {\"type\": "
+                        "\"function\", \"function\": {\"name\": ...}}";
+    if (c->is_string()) {
+      const std::string s = c->get<std::string>();
+      if (s == "none") r.toolChoice = ToolChoice::none;
+      else if (s == "auto") r.toolChoice = ToolChoice::automatic;
+      else if (s == "required") r.toolChoice = ToolChoice::required;
+      else throw badField("tool_choice", shape);
+    } else if (c->is_object() && c->value("type", "") == "function" && c->contains("function") &&
+               (*c)["function"].is_object()) {
+      r.toolName = stringMember((*c)["function"], "name", "tool_choice.function", true);
+      r.toolChoice = ToolChoice::named;
+    } else {
+      throw badField("tool_choice", shape);
+    }
+    if (r.tools.empty() && r.toolChoice != ToolChoice::none)
+      throw badField("tool_choice", "tool_choice needs tools");
+    if (r.toolChoice == ToolChoice::named &&
+        std::none_of(r.tools.begin(), r.tools.end(),
+                     [&](const ToolFunction &t) { return t.name == r.toolName; }))
+      throw badField("tool_choice", "tool_choice names '" + r.toolName + "', which no tool is");
+  }
+  r.parallelToolCalls = f.boolean("parallel_tool_calls").value_or(true);
+  if (r.toolChoice != ToolChoice::none && r.jsonObject)
+    throw badField("response_format", "response_format json_object or json_schema with tools "
+                                      "is not supported (a tool call's arguments already follow "
+                                      "its parameters when tool_choice is required); leave one "
+                                      "out, or give tool_choice none");
 }
 
 } // namespace
@@ -372,8 +484,7 @@ ApiRequest parseChatRequest(const std::string &body) {
       throw badField("top_logprobs", "top_logprobs needs \"logprobs\": true");
     r.logprobs = t->get<int64_t>();
   }
-  if (f.get("tools") || f.get("tool_choice"))
-    throw badField("tools", "tools are not supported by kvplan serve");
+  parseTools(f, body, r);
   return r;
 }
 
@@ -399,6 +510,45 @@ OutJson completionChoice(const ResponseHead &h, int64_t index, const std::string
   else
     choice["text"] = text;
   return choice;
+}
+
+namespace {
+
+OutJson toolCallsJson(const std::vector<ToolCall> &calls, bool indexed) {
+  OutJson out = OutJson::array();
+  for (size_t k = 0; k < calls.size(); ++k) {
+    OutJson c = OutJson::object();
+    if (indexed) c["index"] = int64_t(k);
+    c["id"] = calls[k].id;
+    c["type"] = "function";
+    c["function"] = {{"name", calls[k].name}, {"arguments", calls[k].arguments}};
+    out.push_back(c);
+  }
+  return out;
+}
+
+} // namespace
+
+OutJson toolCallChoice(const ResponseHead &h, int64_t index, const std::string &content,
+                       const std::vector<ToolCall> &calls, const std::string &finishReason) {
+  OutJson message = {{"role", "assistant"},
+                     {"content", content.empty() ? OutJson(nullptr) : OutJson(content)},
+                     {"tool_calls", toolCallsJson(calls, false)}};
+  return {{"index", index}, {"finish_reason", finishReason}, {"logprobs", nullptr},
+          {"message", message}};
+}
+
+OutJson toolCallChunk(const ResponseHead &h, int64_t index, const std::vector<ToolCall> &calls,
+                      bool first, bool includeUsage) {
+  OutJson delta = OutJson::object();
+  if (first) delta["role"] = "assistant";
+  delta["tool_calls"] = toolCallsJson(calls, true);
+  OutJson choice = {{"index", index}, {"logprobs", nullptr}, {"finish_reason", nullptr},
+                    {"delta", delta}};
+  OutJson j = head(h, "chat.completion.chunk");
+  j["choices"] = OutJson::array({choice});
+  if (includeUsage) j["usage"] = nullptr;
+  return j;
 }
 
 OutJson completionResponse(const ResponseHead &h, const OutJson &choices, const Usage &u) {

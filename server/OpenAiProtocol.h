@@ -34,10 +34,30 @@ struct ApiError : std::runtime_error {
 /// 400 naming the field.
 ApiError badField(const std::string &param, const std::string &message);
 
-struct ChatMessage {
-  std::string role; // system, user or assistant
-  std::string content;
+/// A function the model may call (chat `tools`): its name, description and
+/// parameters (a JSON schema, in the order written; absent: no parameters).
+struct ToolFunction {
+  std::string name, description;
+  nlohmann::ordered_json parameters;
+  bool hasParameters = false;
 };
+
+/// A call of one (an assistant message's, or one generated): `arguments`
+/// is JSON text, as the API carries it.
+struct ToolCall {
+  std::string id, name, arguments;
+};
+
+struct ChatMessage {
+  std::string role; // system, user, assistant or tool
+  std::string content;
+  std::vector<ToolCall> toolCalls; // assistant: the calls it made
+  std::string toolCallId;          // tool: the call this is the result of
+};
+
+/// Whether and how the model calls the tools: not (none), as it chooses
+/// (auto, the default with tools), at least one (required), or the one named.
+enum class ToolChoice { none, automatic, required, named };
 
 /// A completion or chat request whose fields have the types and ranges the
 /// API allows (what the model can hold is checked later, against it).
@@ -68,6 +88,12 @@ struct ApiRequest {
   /// JSON object, with json_schema one that `jsonSchema` accepts.
   bool jsonObject = false;
   std::shared_ptr<const JsonSchema> jsonSchema;
+  // Chat: the tools, tool_choice (`toolName` when named) and whether an
+  // answer may hold several calls (parallel_tool_calls).
+  std::vector<ToolFunction> tools;
+  ToolChoice toolChoice = ToolChoice::none;
+  std::string toolName;
+  bool parallelToolCalls = true;
 };
 
 /// The most choices one request may ask for (OpenAI's limit).
@@ -93,6 +119,13 @@ struct ResponseHead {
 /// and the finish reason, "logprobs" null.
 OutJson completionChoice(const ResponseHead &h, int64_t index, const std::string &text,
                          const std::string &finishReason);
+/// A chat choice whose message calls tools: its content (null when none)
+/// and "tool_calls"; the finish reason "tool_calls" unless cut ("length").
+OutJson toolCallChoice(const ResponseHead &h, int64_t index, const std::string &content,
+                       const std::vector<ToolCall> &calls, const std::string &finishReason);
+/// A stream chunk's delta of tool calls, the whole of each at once.
+OutJson toolCallChunk(const ResponseHead &h, int64_t index, const std::vector<ToolCall> &calls,
+                      bool first, bool includeUsage);
 /// The whole response of a request that did not stream: its choices and
 /// the usage (completion tokens: all choices').
 OutJson completionResponse(const ResponseHead &h, const OutJson &choices, const Usage &u);

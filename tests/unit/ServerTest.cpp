@@ -35,19 +35,20 @@ using json = nlohmann::json;
 
 namespace {
 
-/// Context 160, 4 sequences at once, pages of 4 tokens.
+/// Context 160 (or `context`), 4 sequences at once, pages of 4 tokens.
 struct TinyModel {
   ModelConfig cfg;
   Plan plan;
   std::vector<char> weights;
   std::unique_ptr<Tokenizer> tok = makeByteTokenizer(300);
 
-  TinyModel() {
+  explicit TinyModel(int context = 160) {
     const std::string text =
         "[model]\nname = \"tiny-serve\"\narchitecture = \"llama\"\nhidden_size = 64\n"
         "intermediate_size = 96\nnum_layers = 2\nnum_heads = 4\nnum_kv_heads = 2\n"
-        "vocab_size = 300\nmax_position_embeddings = 256\nrms_norm_eps = 1e-5\n"
-        "bos_token_id = 1\neos_token_id = 2\n[compile]\nmax_seq_len = 160\nmax_batch = 4\n"
+        "vocab_size = 300\nmax_position_embeddings = " + std::to_string(std::max(256, context)) +
+        "\nrms_norm_eps = 1e-5\nbos_token_id = 1\neos_token_id = 2\n[compile]\nmax_seq_len = " +
+        std::to_string(context) + "\nmax_batch = 4\n"
         "page_size = 4\nprefill_chunk = 8\nweight_dtype = \"f32\"\nkv_dtype = \"f32\"\n"
         "speculate = 4\n"  // a @verify entry point, used only where a proposer is given
         "score_rows = 5\n"; // @score, for echo with logprobs
@@ -70,6 +71,12 @@ const TinyModel &model() {
   return m;
 }
 
+/// Room for prompts that list tools.
+const TinyModel &longModel() {
+  static const TinyModel m(1536);
+  return m;
+}
+
 /// Text as the server sends it: JSON carries UTF-8 only, so bytes of a
 /// random model's output that are not become U+FFFD.
 std::string asSent(const std::string &raw) {
@@ -86,10 +93,10 @@ std::vector<int32_t> randomPrompt(int n, uint32_t seed) {
 
 /// A server on a free loopback port over its own engine.
 struct Running {
-  Engine engine = model().engine();
+  Engine engine;
   server::Server srv;
-  explicit Running(server::ServerOptions o = {})
-      : srv(engine, model().tok.get(), std::move(o)) {
+  explicit Running(server::ServerOptions o = {}, const TinyModel &m = model())
+      : engine(m.engine()), srv(engine, m.tok.get(), std::move(o)) {
     srv.start("127.0.0.1", 0);
   }
   httplib::Client client() const {
@@ -527,6 +534,87 @@ TEST(Server, JsonModeAnswersOneObject) {
   body.erase("response_format");
   EXPECT_FALSE(json::accept(json::parse(post(r, "/v1/completions", body)->body)["choices"][0]
                                 ["text"].get<std::string>()));
+}
+
+TEST(Server, ToolChoiceRequiredAnswersWithACallOfATool) {
+  // tool_choice required (or a named tool): the answer is one call, of a
+  // tool given, its arguments JSON that its parameters accept; streamed
+  // as one tool_calls delta. The model is random: the call's schema holds
+  // it, and biases (quotes up, spaces down) make it finish soon.
+  server::ServerOptions o;
+  o.chatTemplate = server::ChatTemplate::chatml;
+  Running r(o, longModel());
+  ojson body = {
+      {"messages", {{{"role", "user"}, {"content", "Weather in Paris?"}}}},
+      {"max_tokens", 300}, {"temperature", 1.0},
+      {"logit_bias", {{"37", 4}, {"128", 2}, {"35", -4}, {"13", -4}}},
+      {"tools", ojson::parse(R"([
+        {"type": "function", "function": {"name": "get_weather", "parameters": {
+          "type": "object", "properties": {"city": {"type": "string", "maxLength": 10},
+                                           "unit": {"enum": ["c", "f"]}},
+          "required": ["city", "unit"], "additionalProperties": false}}},
+        {"type": "function", "function": {"name": "get_time", "description": "Now",
+          "parameters": {"type": "object", "properties": {"zone": {"type": "string",
+                         "maxLength": 6}}, "required": ["zone"]}}}])")},
+      {"tool_choice", "required"}};
+  auto checkCall = [](const json &call, const std::string &name) {
+    EXPECT_EQ(call["type"], "function");
+    EXPECT_EQ(call["id"].get<std::string>().rfind("call_", 0), 0u) << call;
+    if (!name.empty()) EXPECT_EQ(call["function"]["name"], name);
+    const json args = json::parse(call["function"]["arguments"].get<std::string>());
+    if (call["function"]["name"] == "get_weather") {
+      EXPECT_EQ(args.size(), 2u) << args;
+      EXPECT_LE(args["city"].get<std::string>().size(), 40u) << args; // 10 characters of UTF-8
+      EXPECT_TRUE(args["unit"] == "c" || args["unit"] == "f") << args;
+    } else {
+      EXPECT_EQ(call["function"]["name"], "get_time");
+      EXPECT_TRUE(args["zone"].is_string()) << args;
+    }
+  };
+  for (const std::string &named : {std::string(), std::string("get_time")}) {
+    if (!named.empty())
+      body["tool_choice"] = {{"type", "function"}, {"function", {{"name", named}}}};
+    for (int seed : {1, 2}) {
+      body["seed"] = seed;
+      auto res = post(r, "/v1/chat/completions", body);
+      ASSERT_EQ(res->status, 200) << res->body;
+      const json c = json::parse(res->body)["choices"][0];
+      EXPECT_EQ(c["finish_reason"], "tool_calls") << c;
+      EXPECT_TRUE(c["message"]["content"].is_null()) << c;
+      ASSERT_EQ(c["message"]["tool_calls"].size(), 1u) << c;
+      checkCall(c["message"]["tool_calls"][0], named);
+      const Stream s = postStream(r, "/v1/chat/completions", body);
+      EXPECT_TRUE(s.done);
+      EXPECT_EQ(s.text, "");
+      ASSERT_GE(s.events.size(), 2u);
+      const json delta = s.events[s.events.size() - 2]["choices"][0]["delta"];
+      ASSERT_EQ(delta["tool_calls"].size(), 1u) << delta;
+      EXPECT_EQ(delta["tool_calls"][0]["index"], 0);
+      EXPECT_EQ(delta["tool_calls"][0]["function"], c["message"]["tool_calls"][0]["function"]);
+      EXPECT_EQ(s.events.back()["choices"][0]["finish_reason"], "tool_calls");
+    }
+  }
+  // tool_choice none: an answer of text, from a prompt without the tools.
+  body["tool_choice"] = "none";
+  const json none = json::parse(post(r, "/v1/chat/completions", body)->body);
+  EXPECT_TRUE(none["choices"][0]["message"]["content"].is_string()) << none;
+  EXPECT_FALSE(none["choices"][0]["message"].contains("tool_calls"));
+  const std::string plain = "<|im_start|>user\nWeather in Paris?<|im_end|>\n"
+                            "<|im_start|>assistant\n";
+  EXPECT_EQ(none["usage"]["prompt_tokens"], int64_t(plain.size()));
+  // Refused by name: a parameters keyword a forced call cannot be held to,
+  // tools under a template without a tool format.
+  body["tool_choice"] = "required";
+  body["tools"][0]["function"]["parameters"]["properties"]["city"]["pattern"] = "^[A-Z]";
+  auto res = post(r, "/v1/chat/completions", body);
+  EXPECT_EQ(res->status, 400);
+  EXPECT_EQ(json::parse(res->body)["error"]["param"], "tools") << res->body;
+  server::ServerOptions l2;
+  l2.chatTemplate = server::ChatTemplate::llama2;
+  Running llama2(l2, longModel());
+  res = post(llama2, "/v1/chat/completions", body);
+  EXPECT_EQ(res->status, 400);
+  EXPECT_EQ(json::parse(res->body)["error"]["param"], "tools") << res->body;
 }
 
 TEST(Server, JsonSchemaAnswersMeetTheSchema) {

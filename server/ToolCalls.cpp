@@ -1,0 +1,235 @@
+// Tool calls: the templates' JSON, a forced call's schema, and the reader
+// of calls in an answer.
+#include "server/ToolCalls.h"
+
+#include "support/Error.h"
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+
+namespace kvplan::server {
+
+using ojson = nlohmann::ordered_json;
+
+namespace {
+
+std::string scalar(const ojson &v) {
+  return v.dump(-1, ' ', false, ojson::error_handler_t::replace);
+}
+
+void writePython(const ojson &v, int indent, int depth, std::string &out) {
+  if (!v.is_structured() || v.empty()) {
+    out += v.is_object() ? "{}" : v.is_array() ? "[]" : scalar(v);
+    return;
+  }
+  const bool object = v.is_object();
+  out += object ? '{' : '[';
+  bool first = true;
+  for (auto it = v.begin(); it != v.end(); ++it) {
+    if (!first) out += indent > 0 ? "," : ", ";
+    first = false;
+    if (indent > 0) out += '\n' + std::string(size_t((depth + 1) * indent), ' ');
+    if (object) out += scalar(ojson(it.key())) + ": ";
+    writePython(it.value(), indent, depth + 1, out);
+  }
+  if (indent > 0) out += '\n' + std::string(size_t(depth * indent), ' ');
+  out += object ? '}' : ']';
+}
+
+const char *const kCallOpen = "<tool_call>";
+const char *const kCallClose = "</tool_call>";
+const char *const kPythonTag = "<|python_tag|>";
+
+std::string trim(const std::string &s) {
+  const char *space = " \t\n\r";
+  const size_t b = s.find_first_not_of(space);
+  if (b == std::string::npos) return "";
+  return s.substr(b, s.find_last_not_of(space) - b + 1);
+}
+
+/// $refs inside a tool's parameters point into the parameters; nested in
+/// the call's schema at `base` (a JSON pointer), they point there.
+void rebase(ojson &schema, const std::string &base) {
+  if (schema.is_object())
+    for (auto it = schema.begin(); it != schema.end(); ++it) {
+      if (it.key() == "$ref" && it.value().is_string()) {
+        const std::string ref = it.value().get<std::string>();
+        if (!ref.empty() && ref[0] == '#') it.value() = "#" + base + ref.substr(1);
+      } else {
+        rebase(it.value(), base);
+      }
+    }
+  else if (schema.is_array())
+    for (ojson &item : schema) rebase(item, base);
+}
+
+std::string callId() {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  const char *alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  std::string id = "call_";
+  for (int i = 0; i < 24; ++i) id += alphabet[rng() % 62];
+  return id;
+}
+
+} // namespace
+
+std::string pythonJson(const ojson &v, int indent) {
+  std::string out;
+  writePython(v, indent, 0, out);
+  return out;
+}
+
+ojson toolJson(const ToolFunction &t) {
+  ojson fn = {{"name", t.name}};
+  if (!t.description.empty()) fn["description"] = t.description;
+  if (t.hasParameters) fn["parameters"] = t.parameters;
+  return {{"type", "function"}, {"function", fn}};
+}
+
+void checkToolTemplate(ChatTemplate t) {
+  if (t == ChatTemplate::llama3 || t == ChatTemplate::chatml) return;
+  throw ApiError(400, std::string("tools need a chat template with a tool-call format, and "
+                                  "kvplan writes llama3's and chatml's; this server's is ") +
+                          chatTemplateName(t) + " (start it with --chat-template llama3 or "
+                          "chatml if the model was trained so, or leave out tools)",
+                 "tools");
+}
+
+std::string forcedCallPrefix(ChatTemplate t) {
+  return t == ChatTemplate::chatml ? std::string(kCallOpen) + "\n" : "";
+}
+
+std::shared_ptr<const JsonSchema> forcedCallSchema(ChatTemplate t, const ApiRequest &a) {
+  const char *argKey = t == ChatTemplate::llama3 ? "parameters" : "arguments";
+  ojson alternatives = ojson::array();
+  for (size_t i = 0; i < a.tools.size(); ++i) {
+    const ToolFunction &tool = a.tools[i];
+    if (a.toolChoice == ToolChoice::named && tool.name != a.toolName) continue;
+    ojson params = tool.hasParameters
+                       ? tool.parameters
+                       : ojson{{"type", "object"}, {"properties", ojson::object()}};
+    try { // alone first, so that an error names the tool's own path
+      JsonSchema::compile(params, "tools[" + std::to_string(i) + "].function.parameters");
+    } catch (const InputError &e) {
+      throw badField("tools", e.what());
+    }
+    rebase(params, "/anyOf/" + std::to_string(alternatives.size()) + "/properties/" + argKey);
+    alternatives.push_back({{"type", "object"},
+                            {"properties", {{"name", {{"const", tool.name}}}, {argKey, params}}},
+                            {"required", {"name", argKey}},
+                            {"additionalProperties", false}});
+  }
+  try {
+    return JsonSchema::compile(ojson{{"anyOf", alternatives}}, "tools");
+  } catch (const InputError &e) {
+    throw badField("tools", e.what());
+  }
+}
+
+ToolCallReader::ToolCallReader(ChatTemplate t, const ApiRequest &a)
+    : chat(t),
+      forced(a.toolChoice == ToolChoice::required || a.toolChoice == ToolChoice::named),
+      parallel(a.parallelToolCalls) {
+  if (forced) calling = true;
+  for (const ToolFunction &f : a.tools) names.push_back(f.name);
+}
+
+std::string ToolCallReader::feed(const std::string &text) {
+  held += text;
+  if (calling) return "";
+  if (decided) {
+    std::string out;
+    out.swap(held);
+    return out;
+  }
+  if (chat == ChatTemplate::chatml) { // content may come before the calls
+    const size_t at = held.find(kCallOpen);
+    size_t keep = held.size() - (at == std::string::npos ? held.size() : at);
+    if (at == std::string::npos) // keep what may be the marker's start
+      for (size_t n = std::min(held.size(), std::strlen(kCallOpen) - 1); n > 0 && !keep; --n)
+        if (held.compare(held.size() - n, n, kCallOpen, n) == 0) keep = n;
+    calling = at != std::string::npos;
+    std::string out = held.substr(0, held.size() - keep);
+    held.erase(0, held.size() - keep);
+    return out;
+  }
+  // Llama 3: a call is the whole answer, opening with '{' or <|python_tag|>.
+  const size_t b = held.find_first_not_of(" \t\n\r");
+  if (b == std::string::npos) return "";
+  const std::string rest = held.substr(b);
+  if (rest[0] == '{' || rest.compare(0, std::strlen(kPythonTag), kPythonTag) == 0) {
+    calling = true;
+    return "";
+  }
+  if (std::string(kPythonTag).compare(0, rest.size(), rest) == 0) return ""; // may be the tag
+  decided = true; // content: sent as it comes
+  std::string out;
+  out.swap(held);
+  return out;
+}
+
+ToolCallReader::Result ToolCallReader::finish() {
+  Result r;
+  if (calling) r.calls = parseCalls(held);
+  if (r.calls.empty()) r.content = held;
+  held.clear();
+  return r;
+}
+
+bool ToolCallReader::parseOne(const std::string &text, std::vector<ToolCall> &out) const {
+  const ojson v = ojson::parse(trim(text), nullptr, false);
+  if (v.is_discarded() || !v.is_object() || !v.contains("name") || !v["name"].is_string())
+    return false;
+  ToolCall c;
+  c.name = v["name"].get<std::string>();
+  if (std::find(names.begin(), names.end(), c.name) == names.end()) return false;
+  const char *key = v.contains("arguments") ? "arguments" : "parameters";
+  const ojson args = v.contains(key) ? v[key] : ojson::object();
+  if (args.is_string()) { // some models write the arguments as JSON text
+    const ojson inner = ojson::parse(args.get<std::string>(), nullptr, false);
+    if (inner.is_discarded() || !inner.is_object()) return false;
+    c.arguments = args.get<std::string>();
+  } else if (args.is_object()) {
+    c.arguments = args.dump(-1, ' ', false, ojson::error_handler_t::replace);
+  } else {
+    return false;
+  }
+  c.id = callId();
+  out.push_back(std::move(c));
+  return true;
+}
+
+std::vector<ToolCall> ToolCallReader::parseCalls(const std::string &text) const {
+  std::vector<ToolCall> out;
+  if (chat == ChatTemplate::chatml) {
+    // A forced call's opening was in the prompt: the answer starts inside it.
+    size_t pos = 0;
+    std::string s = forced ? forcedCallPrefix(chat) + text : text;
+    while ((pos = s.find_first_not_of(" \t\n\r", pos)) != std::string::npos) {
+      if (s.compare(pos, std::strlen(kCallOpen), kCallOpen) != 0) return {};
+      pos += std::strlen(kCallOpen);
+      const size_t end = s.find(kCallClose, pos);
+      if (!parseOne(s.substr(pos, end == std::string::npos ? std::string::npos : end - pos), out))
+        return {};
+      pos = end == std::string::npos ? s.size() : end + std::strlen(kCallClose);
+    }
+  } else {
+    std::string s = trim(text);
+    if (s.compare(0, std::strlen(kPythonTag), kPythonTag) == 0)
+      s = s.substr(std::strlen(kPythonTag));
+    if (!parseOne(s, out)) { // several calls, as Llama 3.1 joins them: "; "
+      out.clear();
+      size_t from = 0;
+      for (size_t at; (at = s.find(';', from)) != std::string::npos || from < s.size();) {
+        if (at == std::string::npos) at = s.size();
+        if (!parseOne(s.substr(from, at - from), out)) return {};
+        from = at + 1;
+      }
+    }
+  }
+  if (!parallel && out.size() > 1) out.resize(1);
+  return out;
+}
+
+} // namespace kvplan::server

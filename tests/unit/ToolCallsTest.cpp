@@ -1,0 +1,288 @@
+// Tool calls: the templates' tool formats (expected texts rendered from the
+// published Jinja templates, Llama 3.1's and Qwen2.5's, with jinja2), the
+// request fields, the schema a forced call is held to, and the reader of
+// calls in an answer.
+#include "runtime/JsonSchema.h"
+#include "server/ChatTemplate.h"
+#include "server/OpenAiProtocol.h"
+#include "server/ToolCalls.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <vector>
+
+using namespace kvplan;
+using namespace kvplan::server;
+using ojson = nlohmann::ordered_json;
+
+namespace {
+
+std::vector<ToolFunction> weatherTool() {
+  ToolFunction f;
+  f.name = "get_weather";
+  f.description = "Weather now";
+  f.parameters = ojson::parse(
+      R"({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})");
+  f.hasParameters = true;
+  return {f};
+}
+
+/// A call, its result, and the answer to come.
+std::vector<ChatMessage> weatherDialog() {
+  ChatMessage call{"assistant", ""};
+  call.toolCalls = {{"call_1", "get_weather", R"({"city":"Paris"})"}};
+  ChatMessage result{"tool", "18 C"};
+  result.toolCallId = "call_1";
+  return {{"system", "Be brief."}, {"user", "Weather in Paris?"}, call, result};
+}
+
+/// An answer fed to a reader in pieces of `step` bytes: the content it
+/// passed on as it came, then what finish() gave.
+struct Read {
+  std::string streamed;
+  ToolCallReader::Result result;
+};
+Read readAnswer(ChatTemplate t, const ApiRequest &a, const std::string &answer, size_t step) {
+  ToolCallReader reader(t, a);
+  Read r;
+  for (size_t i = 0; i < answer.size(); i += step)
+    r.streamed += reader.feed(answer.substr(i, step));
+  r.result = reader.finish();
+  return r;
+}
+
+ApiRequest withTools(ToolChoice choice = ToolChoice::automatic) {
+  ApiRequest a;
+  a.chat = true;
+  a.tools = weatherTool();
+  ToolFunction time;
+  time.name = "get_time";
+  a.tools.push_back(time);
+  a.toolChoice = choice;
+  return a;
+}
+
+} // namespace
+
+TEST(ToolCalls, JsonAsPythonWritesIt) {
+  // json.dumps(..., ensure_ascii=False) and with indent=4, from Python.
+  const ojson v = ojson::parse(R"({"a": [1, {"b": "é"}], "c": {}, "d": [], "e": 1.5, "f": null,
+                                   "g": "q\"\\n"})");
+  EXPECT_EQ(pythonJson(v), "{\"a\": [1, {\"b\": \"\u00e9\"}], \"c\": {}, \"d\": [], \"e\": 1.5, "
+                           "\"f\": null, \"g\": \"q\\\"\\\\n\"}");
+  const ojson w = ojson::parse(R"({"a": [1, {"b": "é"}], "c": {}, "d": []})");
+  EXPECT_EQ(pythonJson(w, 4), "{\n    \"a\": [\n        1,\n        {\n            \"b\": "
+                              "\"\u00e9\"\n        }\n    ],\n    \"c\": {},\n    \"d\": []\n}");
+}
+
+TEST(ToolCalls, ChatMlWritesQwenToolFormat) {
+  EXPECT_EQ(
+      chatText(renderChat(ChatTemplate::chatml, weatherDialog(), weatherTool())),
+      "<|im_start|>system\nBe brief.\n\n# Tools\n\nYou may call one or more functions to assist "
+      "with the user query.\n\nYou are provided with function signatures within <tools></tools> "
+      "XML tags:\n<tools>\n{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", "
+      "\"description\": \"Weather now\", \"parameters\": {\"type\": \"object\", \"properties\": "
+      "{\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"]}}}\n</tools>\n\nFor each "
+      "function call, return a json object with function name and arguments within "
+      "<tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, "
+      "\"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n<|im_start|>user\nWeather in "
+      "Paris?<|im_end|>\n<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", "
+      "\"arguments\": {\"city\": \"Paris\"}}\n</tool_call><|im_end|>\n<|im_start|>user\n"
+      "<tool_response>\n18 C\n</tool_response><|im_end|>\n<|im_start|>assistant\n");
+  // Results in a row are one user turn.
+  std::vector<ChatMessage> two = weatherDialog();
+  two.push_back(two.back());
+  const std::string text = chatText(renderChat(ChatTemplate::chatml, two, weatherTool()));
+  EXPECT_NE(text.find("<|im_start|>user\n<tool_response>\n18 C\n</tool_response>\n"
+                      "<tool_response>\n18 C\n</tool_response><|im_end|>\n"),
+            std::string::npos)
+      << text;
+}
+
+TEST(ToolCalls, Llama3WritesLlama31ToolFormat) {
+  EXPECT_EQ(
+      chatText(renderChat(ChatTemplate::llama3, weatherDialog(), weatherTool())),
+      "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nEnvironment: ipython\n"
+      "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\nBe brief.<|eot_id|>"
+      "<|start_header_id|>user<|end_header_id|>\n\nGiven the following functions, please respond "
+      "with a JSON for a function call with its proper arguments that best answers the given "
+      "prompt.\n\nRespond in the format {\"name\": function name, \"parameters\": dictionary of "
+      "argument name and its value}.Do not use variables.\n\n{\n    \"type\": \"function\",\n    "
+      "\"function\": {\n        \"name\": \"get_weather\",\n        \"description\": \"Weather "
+      "now\",\n        \"parameters\": {\n            \"type\": \"object\",\n            "
+      "\"properties\": {\n                \"city\": {\n                    \"type\": \"string\"\n"
+      "                }\n            },\n            \"required\": [\n                \"city\"\n"
+      "            ]\n        }\n    }\n}\n\nWeather in Paris?<|eot_id|><|start_header_id|>"
+      "assistant<|end_header_id|>\n\n{\"name\": \"get_weather\", \"parameters\": {\"city\": "
+      "\"Paris\"}}<|eot_id|><|start_header_id|>ipython<|end_header_id|>\n\n\"18 C\"<|eot_id|>"
+      "<|start_header_id|>assistant<|end_header_id|>\n\n");
+  // Llama 3.1 holds one call a message.
+  std::vector<ChatMessage> m = weatherDialog();
+  m[2].toolCalls.push_back(m[2].toolCalls[0]);
+  EXPECT_THROW(renderChat(ChatTemplate::llama3, m, weatherTool()), ApiError);
+}
+
+TEST(ToolCalls, TemplatesWithoutAToolFormatRefuseTools) {
+  for (ChatTemplate t : {ChatTemplate::llama2, ChatTemplate::mistral}) {
+    try {
+      renderChat(t, {{"user", "Hi"}}, weatherTool());
+      ADD_FAILURE() << chatTemplateName(t) << " took tools";
+    } catch (const ApiError &e) {
+      EXPECT_EQ(e.param, "tools");
+      EXPECT_NE(std::string(e.what()).find("llama3's and chatml's"), std::string::npos);
+    }
+  }
+}
+
+TEST(ToolCalls, RequestFieldsAreReadAndCheckedByName) {
+  const std::string base = R"({"messages": [{"role": "user", "content": "x"}], )";
+  const std::string tools = R"("tools": [{"type": "function", "function": {"name": "f",
+      "parameters": {"type": "object", "properties": {"z": {"type": "integer"},
+                                                      "a": {"type": "string"}}}}}])";
+  ApiRequest r = parseChatRequest(base + tools + "}");
+  ASSERT_EQ(r.tools.size(), 1u);
+  EXPECT_EQ(r.toolChoice, ToolChoice::automatic);
+  EXPECT_EQ(r.tools[0].parameters["properties"].begin().key(), "z") << "the order written";
+  r = parseChatRequest(base + tools +
+                       R"(, "tool_choice": {"type": "function", "function": {"name": "f"}},
+                          "parallel_tool_calls": false})");
+  EXPECT_EQ(r.toolChoice, ToolChoice::named);
+  EXPECT_EQ(r.toolName, "f");
+  EXPECT_FALSE(r.parallelToolCalls);
+  EXPECT_EQ(parseChatRequest(base + tools + R"(, "tool_choice": "none"})").toolChoice,
+            ToolChoice::none);
+  // A conversation with a call and its result.
+  r = parseChatRequest(R"({"messages": [{"role": "user", "content": "x"},
+      {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+       "function": {"name": "f", "arguments": "{\"z\": 1}"}}]},
+      {"role": "tool", "tool_call_id": "c1", "content": "done"}]})");
+  ASSERT_EQ(r.messages[1].toolCalls.size(), 1u);
+  EXPECT_EQ(r.messages[1].toolCalls[0].arguments, "{\"z\": 1}");
+  EXPECT_EQ(r.messages[2].toolCallId, "c1");
+  auto param = [&](const std::string &body) {
+    try {
+      parseChatRequest(body);
+    } catch (const ApiError &e) {
+      return e.param;
+    }
+    return std::string("(no error)");
+  };
+  EXPECT_EQ(param(base + R"("tools": [{"type": "code_interpreter"}]})"), "tools");
+  EXPECT_EQ(param(base + R"("tools": [{"type": "function", "function": {"name": "a b"}}]})"),
+            "tools");
+  EXPECT_EQ(param(base + R"("tools": [{"type": "function", "function": {"name": "f"}},
+                                     {"type": "function", "function": {"name": "f"}}]})"),
+            "tools");
+  EXPECT_EQ(param(base + tools + R"(, "tool_choice": "sometimes"})"), "tool_choice");
+  EXPECT_EQ(param(base + tools + R"(, "tool_choice": {"type": "function",
+                                        "function": {"name": "g"}}})"),
+            "tool_choice");
+  EXPECT_EQ(param(base + R"("tool_choice": "required"})"), "tool_choice");
+  EXPECT_EQ(param(base + tools + R"(, "response_format": {"type": "json_object"}})"),
+            "response_format");
+  EXPECT_EQ(param(R"({"messages": [{"role": "tool", "content": "x"}]})"),
+            "messages[0].tool_call_id");
+  EXPECT_EQ(param(R"({"messages": [{"role": "assistant", "tool_calls": [{"type": "function",
+                      "function": {"arguments": "{}"}}]}]})"),
+            "messages[0].tool_calls[0].function.name");
+}
+
+TEST(ToolCalls, AForcedCallIsHeldToTheToolsSchemas) {
+  ApiRequest a = withTools(ToolChoice::required);
+  a.tools[0].parameters = ojson::parse(R"({"type": "object", "$defs": {"c": {"type": "string",
+      "maxLength": 5}}, "properties": {"city": {"$ref": "#/$defs/c"}}, "required": ["city"],
+      "additionalProperties": false})");
+  for (ChatTemplate t : {ChatTemplate::chatml, ChatTemplate::llama3}) {
+    const auto schema = forcedCallSchema(t, a);
+    const std::string key = t == ChatTemplate::llama3 ? "parameters" : "arguments";
+    auto reads = [&](const std::string &text) {
+      SchemaState s(schema);
+      for (char c : text)
+        if (!s.push(uint8_t(c))) return false;
+      return s.complete();
+    };
+    EXPECT_TRUE(reads(R"({"name": "get_weather", ")" + key + R"(": {"city": "Oslo"}})"));
+    EXPECT_TRUE(reads(R"({"name": "get_time", ")" + key + R"(": {}})"));
+    EXPECT_FALSE(reads(R"({"name": "get_weather", ")" + key + R"(": {"city": "Helsinki"}})"))
+        << "the $ref inside the parameters, rebased: maxLength 5";
+    EXPECT_FALSE(reads(R"({"name": "get_sun", ")" + key + R"(": {}})"));
+  }
+  a.toolChoice = ToolChoice::named;
+  a.toolName = "get_time";
+  SchemaState s(forcedCallSchema(ChatTemplate::chatml, a));
+  for (char c : std::string(R"({"name": "get_w)")) s.push(uint8_t(c));
+  EXPECT_FALSE(s.push('e')) << "only the named tool";
+  a.tools[0].parameters["properties"]["city"] = ojson::parse(R"({"pattern": "^[A-Z]"})");
+  a.toolChoice = ToolChoice::required;
+  try {
+    forcedCallSchema(ChatTemplate::chatml, a);
+    ADD_FAILURE() << "a pattern was taken";
+  } catch (const ApiError &e) {
+    EXPECT_EQ(e.param, "tools");
+    EXPECT_NE(std::string(e.what()).find("tools[0].function.parameters.properties.city.pattern"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(ToolCalls, TheReaderFindsCallsAndPassesContentOnAsItComes) {
+  const ApiRequest a = withTools();
+  const std::string chatml = "Let me look.\n<tool_call>\n{\"name\": \"get_weather\", "
+                             "\"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n<tool_call>\n"
+                             "{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>";
+  for (size_t step : {1, 3, 7, 1000}) {
+    SCOPED_TRACE(step);
+    Read r = readAnswer(ChatTemplate::chatml, a, chatml, step);
+    EXPECT_EQ(r.streamed + r.result.content, "Let me look.\n");
+    ASSERT_EQ(r.result.calls.size(), 2u);
+    EXPECT_EQ(r.result.calls[0].name, "get_weather");
+    EXPECT_EQ(r.result.calls[0].arguments, R"({"city":"Paris"})");
+    EXPECT_EQ(r.result.calls[1].arguments, "{}");
+    EXPECT_EQ(r.result.calls[0].id.rfind("call_", 0), 0u);
+    EXPECT_NE(r.result.calls[0].id, r.result.calls[1].id);
+    // Plain text streams at once, but for what may begin the marker.
+    r = readAnswer(ChatTemplate::chatml, a, "No need, it is sunny <tool", step);
+    EXPECT_EQ(r.streamed + r.result.content, "No need, it is sunny <tool");
+    EXPECT_TRUE(r.result.calls.empty());
+    EXPECT_EQ(r.streamed.find("<tool"), std::string::npos) << "held until the end";
+    // Llama 3: the whole answer is the call, or content.
+    r = readAnswer(ChatTemplate::llama3, a,
+                   " {\"name\": \"get_weather\", \"parameters\": {\"city\": \"Oslo\"}}", step);
+    EXPECT_EQ(r.streamed + r.result.content, "");
+    ASSERT_EQ(r.result.calls.size(), 1u);
+    EXPECT_EQ(r.result.calls[0].arguments, R"({"city":"Oslo"})");
+    r = readAnswer(ChatTemplate::llama3, a,
+                   "<|python_tag|>{\"name\": \"get_time\", \"parameters\": {}}; {\"name\": "
+                   "\"get_weather\", \"parameters\": {\"city\": \"Rome\"}}",
+                   step);
+    ASSERT_EQ(r.result.calls.size(), 2u);
+    EXPECT_EQ(r.result.calls[1].name, "get_weather");
+    r = readAnswer(ChatTemplate::llama3, a, "It is sunny {\"name\": \"get_time\"}", step);
+    EXPECT_EQ(r.streamed, "It is sunny {\"name\": \"get_time\"}") << "content goes at once";
+    EXPECT_TRUE(r.result.calls.empty());
+  }
+  // What is not a call of a known tool is content, whole.
+  for (const std::string &bad :
+       {std::string("<tool_call>\n{\"name\": \"get_sun\", \"arguments\": {}}\n</tool_call>"),
+        std::string("<tool_call>\n{\"name\": \"get_time\", \"arguments\": [1]}\n</tool_call>"),
+        std::string("<tool_call>\n{\"name\": \"get_time\", \"arguments\": {\n</tool_call>")}) {
+    const Read r = readAnswer(ChatTemplate::chatml, a, bad, 4);
+    EXPECT_TRUE(r.result.calls.empty()) << bad;
+    EXPECT_EQ(r.streamed + r.result.content, bad);
+  }
+  // parallel_tool_calls false: the first call only.
+  ApiRequest one = withTools();
+  one.parallelToolCalls = false;
+  EXPECT_EQ(readAnswer(ChatTemplate::chatml, one, chatml, 5).result.calls.size(), 1u);
+  // A forced ChatML call starts inside <tool_call> (the prompt opened it).
+  const Read forced = readAnswer(ChatTemplate::chatml, withTools(ToolChoice::required),
+                                 "{\"name\": \"get_time\", \"arguments\": {}}", 2);
+  ASSERT_EQ(forced.result.calls.size(), 1u);
+  EXPECT_EQ(forced.streamed, "");
+  const Read cut = readAnswer(ChatTemplate::chatml, withTools(ToolChoice::required),
+                              "{\"name\": \"get_ti", 2);
+  EXPECT_TRUE(cut.result.calls.empty());
+  EXPECT_EQ(cut.result.content, "{\"name\": \"get_ti") << "a cut call is content";
+}
