@@ -53,8 +53,26 @@ try {
   for await (const chunk of chatStream) chatStreamed += chunk.choices[0]?.delta?.content ?? '';
   check(chat.choices[0].message.role === 'assistant' && chatStreamed === chat.choices[0].message.content,
     `chat.completions.create, and streamed alike: ${JSON.stringify(chat.choices[0].message.content)}`);
+  // A forced tool call (needs a template with a tool format: llama3, chatml).
+  const tools = [{ type: 'function', function: { name: 'get_weather', parameters: {
+    type: 'object', properties: { unit: { enum: ['c', 'f'] } }, required: ['unit'],
+    additionalProperties: false } } }];
+  const called = await client.chat.completions.create({
+    model, messages: [{ role: 'user', content: 'Weather?' }], tools, tool_choice: 'required',
+    max_tokens: 200, temperature: 0.8, seed: 1,
+  });
+  const call = called.choices[0].message.tool_calls?.[0];
+  check(called.choices[0].finish_reason === 'tool_calls' && call?.function.name === 'get_weather' &&
+    ['c', 'f'].includes(JSON.parse(call.function.arguments).unit),
+    `chat.completions.create with tool_choice required: ${JSON.stringify(call?.function)}`);
+  const replied = await client.chat.completions.create({
+    model, max_tokens: 4, tools, messages: [{ role: 'user', content: 'Weather?' },
+      called.choices[0].message, { role: 'tool', tool_call_id: call.id, content: '18 C' }],
+  });
+  check(typeof replied.choices[0].message.content === 'string' || replied.choices[0].message.tool_calls,
+    'chat.completions.create with the call and its result in the conversation');
 } catch (e) {
-  check(e instanceof OpenAI.BadRequestError && e.param === 'messages',
+  check(e instanceof OpenAI.BadRequestError && (e.param === 'messages' || e.param === 'tools'),
     `chat.completions.create: 400 (${e.message})`);
 }
 
