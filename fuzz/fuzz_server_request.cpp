@@ -1,20 +1,54 @@
 // A request body as kvplan serve parses it: the first byte picks the
-// endpoint (/v1/completions or /v1/chat/completions), the rest is the body.
-// ApiError is the server's answer to a bad request (a 4xx).
+// endpoint (/v1/completions or /v1/chat/completions), the rest is the body
+// up to its first line feed. ApiError is the server's answer to a bad
+// request (a 4xx). What follows the line feed is read as an answer: by the
+// request's JSON schema, and for chat with tools by the tool-call reader
+// of each template with a tool format, which also renders the prompt (and
+// the schema of a forced call).
 #include "FuzzCommon.h"
+#include "runtime/JsonSchema.h"
+#include "server/ChatTemplate.h"
 #include "server/OpenAiProtocol.h"
+#include "server/ToolCalls.h"
 
 using namespace kvplan;
+
+namespace {
+
+void readAnswer(const server::ApiRequest &r, const std::string &answer) {
+  if (r.jsonSchema) {
+    SchemaState s(r.jsonSchema);
+    for (char c : answer)
+      if (!s.push(uint8_t(c))) break;
+  }
+  if (!r.chat) return;
+  for (server::ChatTemplate t : {server::ChatTemplate::chatml, server::ChatTemplate::llama3}) {
+    try {
+      server::renderChat(t, r.messages, r.tools);
+      if (r.toolChoice == server::ToolChoice::required ||
+          r.toolChoice == server::ToolChoice::named)
+        server::forcedCallSchema(t, r);
+    } catch (const server::ApiError &e) {
+      e.body();
+    }
+    server::ToolCallReader reader(t, r);
+    for (size_t i = 0; i < answer.size(); i += 3) reader.feed(answer.substr(i, 3));
+    reader.finish();
+  }
+}
+
+} // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size == 0)
     return 0;
-  std::string body(reinterpret_cast<const char *>(data) + 1, size - 1);
+  const std::string rest(reinterpret_cast<const char *>(data) + 1, size - 1);
+  const size_t split = rest.find('\n');
+  const std::string body = rest.substr(0, split);
+  const std::string answer = split == std::string::npos ? "" : rest.substr(split + 1);
   try {
-    if (data[0] & 1)
-      server::parseChatRequest(body);
-    else
-      server::parseCompletionRequest(body);
+    readAnswer(data[0] & 1 ? server::parseChatRequest(body) : server::parseCompletionRequest(body),
+               answer);
   } catch (const server::ApiError &e) {
     e.body();
   }

@@ -311,6 +311,12 @@ ApiRequest parseCompletionRequest(const std::string &body) {
 
 namespace {
 
+/// Whether object `o` has "type": `type` (nlohmann's value() throws when
+/// the member is there with another JSON type, e.g. null).
+bool hasType(const json &o, const char *type) {
+  return o.contains("type") && o["type"].is_string() && o["type"].get<std::string>() == type;
+}
+
 /// A message's content: a string, or an array of {"type": "text"} parts.
 std::string messageContent(const json &c, const std::string &where) {
   if (c.is_null()) return "";
@@ -319,7 +325,7 @@ std::string messageContent(const json &c, const std::string &where) {
     throw badField(where + ".content", where + ".content must be a string or an array of parts");
   std::string text;
   for (const json &part : c) {
-    if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+    if (!part.is_object() || !hasType(part, "text") || !part.contains("text") ||
         !part["text"].is_string())
       throw badField(where + ".content",
                      where + ".content: only text parts ({\"type\": \"text\", \"text\": ...}) "
@@ -349,7 +355,8 @@ std::vector<ToolCall> parseToolCalls(const json &calls, const std::string &where
   for (size_t k = 0; k < calls.size(); ++k) {
     const std::string at = where + "[" + std::to_string(k) + "]";
     const json &c = calls[k];
-    if (!c.is_object() || c.value("type", "function") != "function" || !c.contains("function") ||
+    if (!c.is_object() || (c.contains("type") && !hasType(c, "function")) ||
+        !c.contains("function") ||
         !c["function"].is_object())
       throw badField(at, at + " must be {\"id\": ..., \"type\": \"function\", \"function\": "
                           "{\"name\": ..., \"arguments\": ...}}");
@@ -400,7 +407,7 @@ std::vector<ToolFunction> parseToolList(const json &tools, const std::string &bo
   for (size_t i = 0; i < tools.size(); ++i) {
     const std::string where = "tools[" + std::to_string(i) + "]";
     const json &t = tools[i];
-    if (!t.is_object() || t.value("type", "") != "function" || !t.contains("function") ||
+    if (!t.is_object() || !hasType(t, "function") || !t.contains("function") ||
         !t["function"].is_object())
       throw badField("tools", where + " must be {\"type\": \"function\", \"function\": "
                               "{\"name\": ..., \"parameters\": {...}}} (kvplan serve calls "
@@ -440,7 +447,7 @@ void parseTools(const Fields &f, const std::string &body, ApiRequest &r) {
       else if (s == "auto") r.toolChoice = ToolChoice::automatic;
       else if (s == "required") r.toolChoice = ToolChoice::required;
       else throw badField("tool_choice", shape);
-    } else if (c->is_object() && c->value("type", "") == "function" && c->contains("function") &&
+    } else if (c->is_object() && hasType(*c, "function") && c->contains("function") &&
                (*c)["function"].is_object()) {
       r.toolName = stringMember((*c)["function"], "name", "tool_choice.function", true);
       r.toolChoice = ToolChoice::named;

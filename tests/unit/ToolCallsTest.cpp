@@ -170,6 +170,15 @@ TEST(ToolCalls, RequestFieldsAreReadAndCheckedByName) {
     return std::string("(no error)");
   };
   EXPECT_EQ(param(base + R"("tools": [{"type": "code_interpreter"}]})"), "tools");
+  // A member of the wrong JSON type is refused, not thrown past (the fuzzer
+  // found "type": null).
+  EXPECT_EQ(param(base + R"("tools": [{"type": null, "function": {"name": "f"}}]})"), "tools");
+  EXPECT_EQ(param(base + tools + R"(, "tool_choice": {"type": null}})"), "tool_choice");
+  EXPECT_EQ(param(R"({"messages": [{"role": "user", "content": [{"type": null}]}]})"),
+            "messages[0].content");
+  EXPECT_EQ(param(R"({"messages": [{"role": "assistant", "tool_calls": [{"type": 1,
+                      "function": {"name": "f"}}]}]})"),
+            "messages[0].tool_calls[0]");
   EXPECT_EQ(param(base + R"("tools": [{"type": "function", "function": {"name": "a b"}}]})"),
             "tools");
   EXPECT_EQ(param(base + R"("tools": [{"type": "function", "function": {"name": "f"}},
