@@ -625,7 +625,7 @@ void Server::Impl::reply(const ApiRequest &a, const ResponseHead &h,
           echoLogprobsJson(prep.gen.prompt, c.prompt, prep.pieces, text, choice["logprobs"]);
     choices.push_back(choice);
   }
-  fillRecord(*p, finishName(answers[0].last.reason));
+  fillRecord(*p, choices[0]["finish_reason"].get<std::string>()); // tool_calls too
   res.set_content(dumpJson(completionResponse(h, choices, {p->promptTokens, p->generated})),
                   "application/json");
 }
@@ -727,7 +727,7 @@ std::string Server::Impl::finishEvents(StreamState &s, size_t index, const Token
     std::lock_guard<std::mutex> lock(s.p->m);
     out += sseEvent(usageChunk(s.head, {s.p->promptTokens, s.p->generated}));
   }
-  fillRecord(*s.p, finishName(e.reason));
+  fillRecord(*s.p, finish);
   s.done = true;
   return out + kSseDone;
 }
