@@ -1,7 +1,9 @@
 // Request checking and response building for the OpenAI API: field names,
 // types, defaults and ranges follow OpenAI's API reference; what kvplan
-// does not do (the prompt's logprobs, best_of other than n) is refused by name rather
-// than ignored, so that a client never gets silently different sampling.
+// does not do (best_of other than n, a JSON schema keyword it cannot hold
+// generation to, tools of another type than function) is refused by name
+// rather than ignored, so that a client never gets silently different
+// sampling.
 #include "server/OpenAiProtocol.h"
 
 #include "runtime/JsonSchema.h"
