@@ -83,9 +83,7 @@ public:
   /// JSON mode one that keeps the text a prefix of a JSON object).
   int32_t sample(const float *logits, int64_t vocab);
   /// JSON mode: whether the tokens drawn so far spell a whole object.
-  bool jsonComplete() const {
-    return opts.json && schemaState.complete();
-  }
+  bool jsonComplete() const { return opts.json && schemaState.complete(); }
   /// The same choice made on the device (runtime/cuda): the options and
   /// this step's draw from the same generator. Not with penalties, which
   /// need the row on the host (sample()).

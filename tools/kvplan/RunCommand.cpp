@@ -100,8 +100,8 @@ std::shared_ptr<const JsonSchema> readJsonSchema(const std::string &path) {
   }
 }
 
-/// --json and --json-schema: the tokens' bytes from the tokenizer, and the
-/// schema, into the sampling options.
+/// --json and --json-schema (its schema already compiled into the sampling
+/// options): the tokens' bytes from the tokenizer, checked against it.
 void holdToJson(RunOptions &o, const Runnable &r) {
   if (!o.json && o.jsonSchemaFile.empty()) return;
   if (!r.tokenizer)
@@ -109,8 +109,7 @@ void holdToJson(RunOptions &o, const Runnable &r) {
                      " needs the model's tokenizer to know each token's bytes, and this model "
                      "has none: give --tokenizer FILE");
   auto vocab = std::make_shared<const JsonVocabulary>(JsonVocabulary::of(*r.tokenizer));
-  if (!o.jsonSchemaFile.empty()) {
-    o.sampling.schema = readJsonSchema(o.jsonSchemaFile);
+  if (o.sampling.schema) {
     try {
       vocab->check(*o.sampling.schema);
     } catch (const InputError &e) {
@@ -266,7 +265,8 @@ void printStats(const Generation &g, size_t promptTokens, Executor &exec) {
 
 int runGenerate(RunOptions o, bool verbose) {
   checkRunOptions(o);
-  if (!o.jsonSchemaFile.empty()) readJsonSchema(o.jsonSchemaFile); // before loading the model
+  // The schema before the model loads, so that its errors come first.
+  if (!o.jsonSchemaFile.empty()) o.sampling.schema = readJsonSchema(o.jsonSchemaFile);
   ModelOptions target = o.model;
   o.speculate.prepare(target);
   Runnable r = loadRunnable(target, verbose);
