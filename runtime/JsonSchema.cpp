@@ -2,7 +2,6 @@
 // of text a schema accepts (a set of pushdown stacks, one per reading).
 #include "runtime/JsonSchema.h"
 
-#include "runtime/JsonGrammar.h"
 #include "support/Error.h"
 
 #include <nlohmann/json.hpp>
@@ -445,6 +444,31 @@ enum Mode : uint8_t {
   numMinus, numZero, numInt, numPoint, numFrac, numExp, numExpSign, numExpDigits,
 };
 
+/// One hex digit `c` of a \u escape in a string, `pending` digits to go (4
+/// at the first). `surrogate` says what the escape is so far: 0 a
+/// character; 1 maybe a surrogate (it began with d); 2 a high surrogate
+/// (D800 to DBFF), which the escape of a low one must follow; 3 that low
+/// one (DC00 to DFFF), set by the caller. False when the digit is refused:
+/// not hex, a low surrogate alone, or not the low one a high one needs.
+/// Strict parsers (nlohmann's among them) refuse unpaired surrogates.
+bool unicodeEscapeDigit(unsigned char c, uint8_t pending, uint8_t &surrogate) {
+  const bool hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+  if (!hex) return false;
+  const unsigned char lower = c | 0x20;
+  if (pending == 4) {
+    if (surrogate == 3) return lower == 'd';
+    surrogate = lower == 'd' ? 1 : 0;
+  } else if (pending == 3) {
+    const bool high = lower >= '8' && lower <= 'b', low = lower >= 'c' && lower <= 'f';
+    if (surrogate == 3) return low;
+    if (surrogate == 1) {
+      if (low) return false;
+      surrogate = high ? 2 : 0;
+    }
+  }
+  return true;
+}
+
 bool isSpace(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 bool isDigit(unsigned char c) { return c >= '0' && c <= '9'; }
 
@@ -481,7 +505,7 @@ bool SchemaState::space(Stack &s, unsigned char c) {
   const uint8_t bit = c == '\n' ? 1 : c == '\r' ? 2 : 0;
   if (s.breaks & bit) return false;
   s.breaks |= bit;
-  return ++s.spaces <= 16;
+  return ++s.spaces <= kMaxSpaces;
 }
 
 void SchemaState::endValue(Stack &s) {
@@ -635,7 +659,8 @@ void SchemaState::feedContainer(size_t i, unsigned char c) {
 
 /// A byte inside a string: its end (once it has minLength characters), an
 /// escape, a character (while it has fewer than maxLength), or the rest of
-/// a UTF-8 sequence or an escape, as JsonState reads them.
+/// a UTF-8 sequence or an escape (RFC 8259; UTF-8 without overlong forms,
+/// surrogates or code points past U+10FFFF).
 void SchemaState::feedString(size_t i, unsigned char c) {
   Stack &s = stacks[i];
   Frame &f = s.frames.back();

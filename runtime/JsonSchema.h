@@ -99,6 +99,10 @@ public:
   /// alternatives that stay alike for long, are dropped: what is left
   /// still only writes what the schema accepts).
   static constexpr size_t kMaxStacks = 256;
+  /// Whitespace between tokens: at most this many bytes in a row, with at
+  /// most one line feed and one carriage return among them (a model that
+  /// would pad or break lines forever cannot; a line of indentation fits).
+  static constexpr int kMaxSpaces = 16;
 
   struct Frame {
     int32_t node = -1;
@@ -113,7 +117,7 @@ public:
   };
   struct Stack {
     std::vector<Frame> frames;
-    uint8_t spaces = 0, breaks = 0; // whitespace in a row, as JsonState's
+    uint8_t spaces = 0, breaks = 0; // whitespace in a row, of them line feeds and returns
     bool started = false, done = false, dead = false;
     bool operator==(const Stack &o) const {
       return frames == o.frames && spaces == o.spaces && breaks == o.breaks &&

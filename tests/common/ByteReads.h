@@ -1,7 +1,8 @@
-// How far a text gets through a byte-by-byte recogniser (JSON mode's
-// JsonState, structured output's SchemaState): the tests of both read
-// texts alike.
+// How far a text gets through a byte-by-byte recogniser (SchemaState, for
+// JSON mode and structured output): the tests of both read texts alike.
 #pragma once
+
+#include "runtime/JsonSchema.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -16,7 +17,7 @@ struct Read {
   bool complete = false;
 };
 
-template <class State> Read readBytes(State s, const std::string &text) {
+inline Read readBytes(SchemaState s, const std::string &text) {
   Read r;
   for (char c : text) {
     if (!s.push(uint8_t(c))) return r;

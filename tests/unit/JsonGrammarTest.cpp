@@ -1,6 +1,7 @@
-// JSON mode (runtime/JsonGrammar.h): the recogniser against nlohmann's
-// parser on written and generated documents and their one-byte edits, the
-// mask a vocabulary puts on a row, and the sampler held to JSON by it.
+// JSON mode (runtime/JsonGrammar.h): its recogniser, the schema {}'s
+// (runtime/JsonSchema.h), against nlohmann's parser on written and generated
+// documents and their one-byte edits, the mask a vocabulary puts on a row,
+// and the sampler held to JSON by it.
 #include "runtime/JsonGrammar.h"
 #include "runtime/JsonSchema.h"
 #include "runtime/Sampler.h"
@@ -23,7 +24,9 @@ namespace {
 using kvplan::testing::Read;
 
 /// How far `text` gets, and whether it then holds a whole object.
-Read readJson(const std::string &text) { return kvplan::testing::readBytes(JsonState(), text); }
+Read readJson(const std::string &text) {
+  return kvplan::testing::readBytes(SchemaState(JsonSchema::anyObject()), text);
+}
 
 /// What the recogniser should say of `text`, from nlohmann's parser: a
 /// whole object when it parses as one and ends at its closing brace (JSON
@@ -47,7 +50,7 @@ bool shapeAllowed(const std::string &text) {
     run = ws ? run + 1 : 0;
     feeds = ws ? feeds + (c == '\n') : 0;
     returns = ws ? returns + (c == '\r') : 0;
-    if (run > size_t(JsonState::kMaxSpaces) || feeds > 1 || returns > 1) return false;
+    if (run > size_t(SchemaState::kMaxSpaces) || feeds > 1 || returns > 1) return false;
   }
   return true;
 }
@@ -156,7 +159,7 @@ TEST(JsonGrammar, WrittenDocumentsAreReadAsTheParserReadsThem) {
       {"{\"a\":\"\\u12g4\"}", 10}, {"{\"a\":\"\x01\"}", 6}, {"{\"a\":1,}", 7}, {"{a:1}", 1},
       {"{\"a\":tru}", 8}, {"{\"a\":nul1}", 8}, {"{\"a\" 1}", 5}, {"{} ", 2}, {"{}{}", 2},
       {"{\"a\":[1,]}", 8}, {"{\"a\":[1 2]}", 8}, {"{\"a\":1]", 6},
-      {std::string(JsonState::kMaxSpaces + 1, ' ') + "{}", size_t(JsonState::kMaxSpaces)},
+      {std::string(SchemaState::kMaxSpaces + 1, ' ') + "{}", size_t(SchemaState::kMaxSpaces)},
       {"{\n\n}", 2}, {"{\"a\":1,\r\n \r\n}", 10},
       // Surrogates only in pairs: a high one, then the escape of a low one.
       {"{\"a\":\"\\ud83d\"}", 12}, {"{\"a\":\"\\ude00\"}", 9}, {"{\"a\":\"\\ud83dx\"}", 12},

@@ -456,49 +456,6 @@ TEST(JsonSchema, EveryReadingCanBeFinished) {
   }
 }
 
-TEST(JsonSchema, AnyObjectIsReadAsJsonModeReadsIt) {
-  // JSON mode is the schema {} (any object): the recogniser must take the
-  // same bytes as JsonState (runtime/JsonGrammar.h), byte for byte, on
-  // written documents, their edits, and random walks over either's bytes.
-  const auto any = compiled(ojson::object());
-  const ojson anyObject = ojson::parse(R"({"type": "object"})");
-  std::mt19937 rng(17);
-  std::vector<std::string> texts = {"{}", " {\"a\" : [1, -2.5e+3, true, null, \"\\u00e9\"]}",
-                                    "{\"\\ud800\":0}", "{\"a\":\"\xff\"}", "{\"a\":01}",
-                                    "{\n\n}", "{\r\n}", std::string("{") + std::string(17, ' ')};
-  const std::string alphabet = "{}[]\":, 0123456789.-+eEtrufalsn\\u\n\t\rab\xc3\xa9\xff";
-  for (int n = 0; n < 300; ++n) {
-    const ojson v = generate(anyObject, anyObject, rng, 0);
-    std::string doc = n % 2 ? v.dump() : v.dump(int(rng() % 3));
-    texts.push_back(doc);
-    for (int e = 0; e < 4; ++e) {
-      const size_t at = rng() % doc.size();
-      doc.insert(at, 1, alphabet[rng() % alphabet.size()]);
-      texts.push_back(doc);
-    }
-    std::string walk;
-    JsonState j;
-    for (int b = 0; b < 200 && !j.complete(); ++b) {
-      const char c = alphabet[rng() % alphabet.size()];
-      JsonState t = j;
-      if (!t.push(uint8_t(c))) continue;
-      j = t;
-      walk.push_back(c);
-    }
-    texts.push_back(walk);
-  }
-  for (const std::string &text : texts) {
-    JsonState j;
-    SchemaState s(any);
-    for (size_t i = 0; i < text.size(); ++i) {
-      const bool jsonTook = j.push(uint8_t(text[i])), schemaTook = s.push(uint8_t(text[i]));
-      ASSERT_EQ(schemaTook, jsonTook) << "byte " << i << " of " << text;
-      if (!jsonTook) break;
-      ASSERT_EQ(s.complete(), j.complete()) << "after byte " << i << " of " << text;
-    }
-  }
-}
-
 namespace {
 
 /// A vocabulary: every byte alone, and pieces that cross JSON's tokens.
