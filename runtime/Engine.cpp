@@ -36,17 +36,17 @@ void Engine::init(const EngineOptions &options) {
 
 namespace {
 /// Whether some row's draw needs its whole row of logits on the host
-/// (penalties or biases change the row first).
-bool anyPenalized(Sampler *const *samplers, int64_t count) {
+/// (penalties, biases, JSON or min_tokens change it, or min-p reads it).
+bool anyOnHost(Sampler *const *samplers, int64_t count) {
   return std::any_of(samplers, samplers + count,
-                     [](const Sampler *s) { return s->options().penalized(); });
+                     [](const Sampler *s) { return s->options().rowOnHost(); });
 }
 } // namespace
 
 void Engine::sampleHost(const std::string &entry, Sampler *const *samplers, int64_t count,
                         int32_t *out) {
-  // A tensor-parallel leader gathers whole rows for penalties.
-  if (!exec->collective() || anyPenalized(samplers, count)) {
+  // A tensor-parallel leader gathers whole rows for penalties and min-p.
+  if (!exec->collective() || anyOnHost(samplers, count)) {
     const float *logits = exec->logits(entry);
     for (int64_t r = 0; r < count; ++r)
       out[r] = samplers[r]->sample(logits + r * vocabSize(), vocabSize());
@@ -175,7 +175,7 @@ int32_t Engine::prefillStep(int seq, const int32_t *tokens, int64_t count, Sampl
   Sequence &s = seqs[size_t(seq)];
   grow(s, int64_t(s.tokens.size()) + count);
   writeSequenceInputs("prefill", s, tokens, count, chunk);
-  const bool device = rowSampler && exec->samplesOnDevice() && !anyPenalized(&rowSampler, 1);
+  const bool device = rowSampler && exec->samplesOnDevice() && !anyOnHost(&rowSampler, 1);
   if (device) {
     params.assign(1, rowSampler->deviceRow());
     exec->setSampling("prefill", params.data(), 1);
@@ -247,7 +247,7 @@ std::vector<int32_t> Engine::decodeStep(const std::vector<int> &which,
   }
   const int64_t rows = int64_t(which.size());
   const bool device = !samplers.empty() && exec->samplesOnDevice() &&
-                      !anyPenalized(samplers.data(), rows);
+                      !anyOnHost(samplers.data(), rows);
   if (device) {
     params.resize(size_t(rows));
     for (int64_t r = 0; r < rows; ++r) params[size_t(r)] = samplers[size_t(r)]->deviceRow();

@@ -31,6 +31,11 @@ Sampler::Sampler(const SamplingOptions &options) : opts(options), rng(options.se
     throw InputError("--top-k must be 0 (no limit) or positive, got " + std::to_string(opts.topK));
   if (!(opts.topP > 0 && opts.topP <= 1))
     throw InputError("--top-p must be in (0, 1], got " + formatNumber(opts.topP));
+  if (!(opts.minP >= 0 && opts.minP <= 1))
+    throw InputError("--min-p must be in [0, 1] (0: off), got " + formatNumber(opts.minP));
+  if (opts.minTokens < 0)
+    throw InputError("--min-tokens must be 0 or positive, got " +
+                     std::to_string(opts.minTokens));
   if (!(std::fabs(opts.presencePenalty) <= 2))
     throw InputError("--presence-penalty must be in [-2, 2], got " +
                      formatNumber(opts.presencePenalty));
@@ -44,6 +49,9 @@ Sampler::Sampler(const SamplingOptions &options) : opts(options), rng(options.se
     if (token < 0 || !(std::fabs(bias) <= 100))
       throw InputError("logit bias " + formatNumber(bias) + " for token " +
                        std::to_string(token) + ": expected a token id and a bias in [-100, 100]");
+  if (opts.json && opts.minTokens > 0)
+    throw InputError("--min-tokens with JSON output: the answer ends as its object closes, "
+                     "whatever its length; leave out --min-tokens");
   if (opts.schema && !opts.json)
     throw std::logic_error("a JSON schema needs the vocabulary's bytes (json)");
   if (opts.json) schemaState = SchemaState(opts.schema ? opts.schema : JsonSchema::anyObject());
@@ -73,11 +81,15 @@ const float *Sampler::penalize(const float *logits, int64_t vocab) {
   for (const auto &[t, bias] : opts.logitBias)
     if (t < vocab) penalizedRow[size_t(t)] = float(double(penalizedRow[size_t(t)]) + bias);
   if (opts.json) opts.json->mask(schemaState, penalizedRow.data(), vocab);
+  if (draws < opts.minTokens)
+    for (int32_t t : opts.endTokens)
+      if (t >= 0 && t < vocab) penalizedRow[size_t(t)] = -INFINITY;
   return penalizedRow.data();
 }
 
 DeviceSamplingParams Sampler::deviceRow() {
-  if (opts.penalized()) throw std::logic_error("penalties and biases are applied on the host");
+  if (opts.rowOnHost())
+    throw std::logic_error("penalties, biases, min-p and min_tokens are applied on the host");
   DeviceSamplingParams p;
   p.temperature = float(opts.temperature);
   p.topP = float(opts.topP);
@@ -88,7 +100,7 @@ DeviceSamplingParams Sampler::deviceRow() {
 }
 
 int32_t Sampler::sample(const float *logits, int64_t vocab) {
-  const bool penalties = opts.penalized();
+  const bool penalties = opts.changesRow();
   if (penalties) logits = penalize(logits, vocab);
   int32_t token;
   if (greedy()) {
@@ -99,6 +111,7 @@ int32_t Sampler::sample(const float *logits, int64_t vocab) {
     token = pickCandidate(row(), candidates.data(), candidates.size(), 0);
   }
   if (penalties) ++drawn[token];
+  ++draws;
   if (opts.json && !opts.json->advance(schemaState, token))
     throw std::logic_error("JSON mode drew token " + std::to_string(token) +
                            ", which its mask refused");
@@ -106,7 +119,7 @@ int32_t Sampler::sample(const float *logits, int64_t vocab) {
 }
 
 RowSampling Sampler::row() {
-  RowSampling r{opts.temperature, opts.topP, 0, opts.topK};
+  RowSampling r{opts.temperature, opts.topP, 0, opts.topK, opts.minP};
   if (!r.greedy()) r.uniform = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
   return r;
 }
@@ -116,9 +129,9 @@ namespace {
 /// The tokens `opts` can draw among `count` candidates, in place: sorted
 /// (highest logit first; equal logits in index order, so ties resolve as
 /// greedy does), each logit replaced by its unnormalised probability at the
-/// temperature; returns how many lead (the top-k, then the top-p prefix of
-/// the whole row's mass when `rowMass` > 0 and top-k does not cut) and
-/// their sum.
+/// temperature; returns how many lead (those min-p keeps, at most the
+/// top-k, then the top-p prefix of their mass, or of the whole row's when
+/// `rowMass` > 0 and top-k does not cut) and their sum.
 size_t keptCandidates(const RowSampling &opts, std::pair<float, int32_t> *cands, size_t count,
                       double rowMass, double &sum) {
   auto byLogit = [](const auto &a, const auto &b) {
@@ -135,10 +148,17 @@ size_t keptCandidates(const RowSampling &opts, std::pair<float, int32_t> *cands,
   sum = 0;
   for (size_t i = 0; i < keep; ++i) {
     double p = std::exp((double(cands[i].first) - maxLogit) / opts.temperature);
+    // min-p: the rest are less likely still (they are sorted).
+    if (p < opts.minP) {
+      keep = i;
+      break;
+    }
     cands[i].first = float(p);
     sum += p;
   }
   if (opts.topP < 1) {
+    if (rowMass > 0 && opts.minP > 0)
+      throw std::logic_error("min-p draws from the whole row, not from candidates");
     const double total = rowMass > 0 && opts.topK == 0 ? rowMass : sum;
     double cumulative = 0;
     for (size_t i = 0; i < keep; ++i) {
@@ -188,7 +208,7 @@ void samplingProbabilities(const float *logits, int64_t vocab, const SamplingOpt
   std::vector<std::pair<float, int32_t>> cands(static_cast<size_t>(vocab));
   for (int64_t i = 0; i < vocab; ++i) cands[size_t(i)] = {logits[i], int32_t(i)};
   double sum = 0;
-  const size_t keep = keptCandidates({o.temperature, o.topP, 0, o.topK}, cands.data(),
+  const size_t keep = keptCandidates({o.temperature, o.topP, 0, o.topK, o.minP}, cands.data(),
                                      cands.size(), 0, sum);
   // Over the kept weights as stored, so the probabilities sum to 1.
   sum = 0;

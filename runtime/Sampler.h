@@ -36,13 +36,25 @@ struct SamplingOptions {
   // that keep the text a prefix of an object this schema accepts (null:
   // any object).
   std::shared_ptr<const JsonSchema> schema = nullptr;
+  // min-p (vLLM's and llama.cpp's), in [0, 1]: after the temperature, only
+  // the tokens at least minP times as likely as the most likely one; top-k
+  // and top-p then apply to those (vLLM's order). 0: off.
+  double minP = 0;
+  // vLLM's min_tokens: until this many tokens are drawn, `endTokens` (the
+  // request's stop ids, which Scheduler::submit sets) are never drawn.
+  int64_t minTokens = 0;
+  std::vector<int32_t> endTokens = {};
   bool greedy() const { return temperature == 0 || topK == 1; }
-  /// Penalties, biases or JSON mode: the row is changed on the host before
-  /// the draw.
-  bool penalized() const {
+  /// Penalties, biases, JSON mode or min_tokens: the row is changed on the
+  /// host before the draw, by rules that depend on the tokens drawn so far
+  /// (so the speculative acceptance rule, which knows none, does not apply).
+  bool changesRow() const {
     return presencePenalty != 0 || frequencyPenalty != 0 || repetitionPenalty != 1 ||
-           !logitBias.empty() || json;
+           !logitBias.empty() || json || minTokens > 0;
   }
+  /// Drawn from the whole row on the host (not on the device, nor from a
+  /// tensor-parallel rank's candidates): changesRow(), or min-p.
+  bool rowOnHost() const { return changesRow() || minP > 0; }
 };
 
 /// One row's sampling: the options and the uniform draw in [0, 1) that
@@ -50,21 +62,22 @@ struct SamplingOptions {
 struct RowSampling {
   double temperature = 0, topP = 1, uniform = 0;
   int64_t topK = 0;
+  double minP = 0; // only where the candidates are the whole row
   bool greedy() const { return temperature == 0 || topK == 1; }
 };
 
 /// The token `row` draws among `count` (logit, token id) candidates, as the
 /// Sampler draws it from a whole row of logits when the candidates hold
 /// every token the options can draw: the top-k when top-k is set, else the
-/// nucleus (with top-p) or every token. `rowMass` is the whole row's sum of
+/// nucleus (with top-p) or every token; with min-p the whole row. `rowMass` is the whole row's sum of
 /// exp((logit - its best logit) / temperature) when the candidates are only
 /// part of it and top-p applies, else 0. Reorders `cands`.
 int32_t pickCandidate(const RowSampling &row, std::pair<float, int32_t> *cands, size_t count,
                       double rowMass);
 
 /// The probabilities sampling with `o` draws each token of a row of logits
-/// from (`out`: vocab of them): softmax at the temperature over the top-k,
-/// then the top-p prefix, renormalised, by the same rule sample() draws
+/// from (`out`: vocab of them): softmax at the temperature over the tokens
+/// min-p keeps, the top-k of them, then the top-p prefix, renormalised, by the same rule sample() draws
 /// with; greedy is a point mass on the argmax.
 void samplingProbabilities(const float *logits, int64_t vocab, const SamplingOptions &o,
                            std::vector<double> &out);
@@ -72,9 +85,10 @@ void samplingProbabilities(const float *logits, int64_t vocab, const SamplingOpt
 class Sampler {
 public:
   /// Throws InputError for a negative temperature, a negative top-k, a
-  /// top-p outside (0, 1], presence or frequency penalties outside [-2, 2],
-  /// a repetition penalty not above 0, or a bias outside [-100, 100] or for
-  /// a negative id (ids past the vocabulary: Scheduler::submit).
+  /// top-p outside (0, 1], a min-p outside [0, 1], a negative min_tokens,
+  /// presence or frequency penalties outside [-2, 2], a repetition penalty
+  /// not above 0, or a bias outside [-100, 100] or for a negative id (ids
+  /// past the vocabulary: Scheduler::submit).
   explicit Sampler(const SamplingOptions &options);
   /// With a repetition penalty: adds prompt tokens, which it counts beside
   /// the ones this sampler draws (it keeps those itself).
@@ -85,8 +99,8 @@ public:
   /// JSON mode: whether the tokens drawn so far spell a whole object.
   bool jsonComplete() const { return opts.json && schemaState.complete(); }
   /// The same choice made on the device (runtime/cuda): the options and
-  /// this step's draw from the same generator. Not with penalties, which
-  /// need the row on the host (sample()).
+  /// this step's draw from the same generator. Not with rowOnHost(), which
+  /// needs the row on the host (sample()).
   DeviceSamplingParams deviceRow();
   const SamplingOptions &options() const { return opts; }
   bool greedy() const { return opts.greedy(); }
@@ -102,6 +116,7 @@ private:
   std::mt19937_64 rng;
   std::vector<std::pair<float, int32_t>> candidates; // reused: no allocation per token
   std::map<int32_t, int64_t> drawn;    // with penalties: each token drawn, how often
+  int64_t draws = 0;                   // tokens sample() drew (for min_tokens)
   std::set<int32_t> prompt;            // with a repetition penalty: the prompt's tokens
   std::vector<float> penalizedRow;
   SchemaState schemaState; // JSON mode: where the text drawn so far is against the schema

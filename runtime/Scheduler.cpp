@@ -29,6 +29,8 @@ struct Scheduler::Request {
   bool admittedOnce = false, done = false;
   std::unique_ptr<StreamDecoder> text;
   std::string held;            // text that may begin a stop string
+  int32_t stopToken = -1;      // the stop id that ended it
+  std::string stopString;      // or the stop string
   std::mt19937_64 rng;         // speculative sampling's draws
   bool scored = false;         // the prompt's log-probabilities are computed
   bool firstSent = false;      // an event has gone to the caller
@@ -112,6 +114,12 @@ uint64_t Scheduler::submit(GenerationRequest request) {
   if (q.promptLogprobs >= 0 && eng.scoreRows() == 0)
     throw InputError("the prompt's log-probabilities need a plan with a @score entry point, and "
                      "this one has none (compile, or serve, with --score-rows N)");
+  if (q.sampling.minTokens > q.maxNewTokens)
+    throw InputError("at least " + std::to_string(q.sampling.minTokens) +
+                     " tokens must be generated (min_tokens) but at most " +
+                     std::to_string(q.maxNewTokens) + " may be: ask for fewer or allow more");
+  // min_tokens holds back exactly the ids that would end the request.
+  request.sampling.endTokens = q.sampling.minTokens > 0 ? q.stopIds : std::vector<int32_t>();
   auto r = std::make_unique<Request>(std::move(request)); // checks the sampling options
   r->tokens = r->req.prompt;
   if (tokenizer) r->text = std::make_unique<StreamDecoder>(*tokenizer);
@@ -168,7 +176,13 @@ void Scheduler::drainInbox() {
 bool Scheduler::takeText(Request &r, const std::string &piece, bool last, std::string &out) {
   r.held += piece;
   size_t cut = std::string::npos;
-  for (const std::string &s : r.req.stopStrings) cut = std::min(cut, r.held.find(s));
+  // Before min_tokens, a stop string does not end the request (as vLLM).
+  if (r.generated >= r.req.sampling.minTokens)
+    for (const std::string &s : r.req.stopStrings)
+      if (size_t at = r.held.find(s); at < cut) {
+        cut = at;
+        r.stopString = s;
+      }
   if (cut != std::string::npos) {
     out = r.held.substr(0, cut);
     r.held.clear();
@@ -194,11 +208,13 @@ void Scheduler::finish(Request &r, FinishReason reason, const std::string &error
   e.finished = true;
   e.reason = reason;
   e.error = error;
+  e.stopToken = r.stopToken;
   // What the stream decoder still holds (an incomplete UTF-8 tail) and any
   // text held back for a stop string that never came.
   const bool ended = reason == FinishReason::length || reason == FinishReason::stop;
   if (ended && r.text && takeText(r, r.text->flush(), true, e.text))
     e.reason = FinishReason::stop;
+  e.stopString = r.stopString;
   r.held.clear();
   r.done = true;
   attachPrompt(r, e);
@@ -219,6 +235,7 @@ void Scheduler::accept(Request &r, int32_t token, const float *logits) {
   ++stats_.generatedTokens;
   const std::vector<int32_t> &stop = r.req.stopIds;
   if (std::find(stop.begin(), stop.end(), token) != stop.end()) {
+    r.stopToken = token;
     finish(r, FinishReason::stop);
     return;
   }
@@ -375,8 +392,9 @@ void Scheduler::propose(const std::vector<Request *> &rows,
   if (!proposer) return;
   for (size_t i = 0; i < rows.size(); ++i) {
     const Request &r = *rows[i];
-    // The acceptance rule knows no penalties: such a request decodes.
-    if (r.req.sampling.penalized()) continue;
+    // The acceptance rule knows no penalties nor min_tokens: such a request
+    // decodes (min-p it knows: samplingProbabilities).
+    if (r.req.sampling.changesRow()) continue;
     // Drafts past the request's last token or the context are wasted.
     const int64_t k = std::min({speculate, r.req.maxNewTokens - r.generated - 1,
                                 eng.maxSeqLen() - eng.length(r.seq) - 1});

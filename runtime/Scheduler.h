@@ -57,6 +57,10 @@ struct TokenEvent {
   bool finished = false;
   FinishReason reason = FinishReason::length;
   std::string error; // reason error: the engine's message
+  /// Reason stop: the stop id that ended the request (-1: none), or the
+  /// stop string ("": none; the JSON object closed).
+  int32_t stopToken = -1;
+  std::string stopString;
   /// With GenerationRequest::logprobs: the token's log-probability and the
   /// most likely tokens at its position.
   std::optional<TokenLogprobs> logprobs;
@@ -71,6 +75,8 @@ struct GenerationRequest {
   SamplingOptions sampling;
   int64_t maxNewTokens = 256;
   std::vector<int32_t> stopIds;          // e.g. the model's end-of-sequence ids
+  // (with sampling.minTokens, none is drawn, nor a stop string taken, until
+  // that many tokens are generated)
   std::vector<std::string> stopStrings;  // needs a tokenizer
   /// -1: none. 0 to kMaxTopLogprobs: each generated token's event carries
   /// its log-probability and this many most likely tokens (runtime/Sampler.h).
@@ -93,8 +99,9 @@ struct SchedulerOptions {
   /// Speculative decoding (runtime/Speculate.h): a running request the
   /// proposer has drafts for takes a verify call of up to `speculate`
   /// drafts (0: all the engine's @verify checks) instead of a decode row;
-  /// the others, and every request with sampling penalties, decode
-  /// together as before. Null: no speculation.
+  /// the others, and every request whose sampler changes its row
+  /// (SamplingOptions::changesRow: penalties, JSON), decode together as
+  /// before. Null: no speculation.
   Proposer *proposer = nullptr;
   int64_t speculate = 0;
 };

@@ -178,7 +178,7 @@ TEST(OpenAiRequest, DefaultsAndFields) {
   EXPECT_EQ(c.messages[0].content, "ab");
   EXPECT_EQ(*c.maxTokens, 9);
   EXPECT_EQ(c.logprobs, -1);
-  EXPECT_FALSE(r.sampling.penalized()); // "presence_penalty": 0
+  EXPECT_FALSE(r.sampling.changesRow()); // "presence_penalty": 0
   const ApiRequest pen = parseCompletionRequest(
       R"({"prompt": "a", "presence_penalty": -0.5, "frequency_penalty": 2,
           "repetition_penalty": 1.1})");

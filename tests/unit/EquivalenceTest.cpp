@@ -384,6 +384,109 @@ TEST(Sampling, PenaltiesMoveTheLogitsTheyName) {
 
 namespace {
 
+/// vLLM's order, written out plainly: softmax at the temperature; the
+/// tokens at least min-p times as likely as the likeliest; the top-k of
+/// those; the shortest prefix of them (most likely first) whose
+/// renormalised mass reaches top-p; renormalised.
+std::vector<double> minPReference(const std::vector<float> &logits, double t, int64_t k,
+                                  double topP, double minP) {
+  std::vector<double> p(logits.size()), out(logits.size(), 0.0);
+  double total = 0;
+  for (size_t i = 0; i < p.size(); ++i) total += p[i] = std::exp(double(logits[i]) / t);
+  for (double &v : p) v /= total;
+  const double best = *std::max_element(p.begin(), p.end());
+  std::vector<size_t> kept;
+  for (size_t i = 0; i < p.size(); ++i)
+    if (p[i] >= minP * best) kept.push_back(i);
+  std::stable_sort(kept.begin(), kept.end(), [&](size_t a, size_t b) { return p[a] > p[b]; });
+  if (k > 0 && kept.size() > size_t(k)) kept.resize(size_t(k));
+  double mass = 0;
+  for (size_t i : kept) mass += p[i];
+  double cumulative = 0;
+  size_t n = 0;
+  while (n < kept.size() && cumulative < topP) cumulative += p[kept[n++]] / mass;
+  kept.resize(n);
+  mass = 0;
+  for (size_t i : kept) mass += p[i];
+  for (size_t i : kept) out[i] = p[i] / mass;
+  return out;
+}
+
+} // namespace
+
+TEST(Sampling, MinPKeepsTokensAFractionAsLikelyAsTheBestBeforeTopKAndTopP) {
+  // Probabilities 0.4, 0.3, 0.2, 0.06, 0.04 at temperature 1.
+  std::vector<float> logits;
+  for (double p : {0.4, 0.3, 0.2, 0.06, 0.04}) logits.push_back(float(std::log(p)));
+  struct Case {
+    double t;
+    int64_t k;
+    double topP, minP;
+    size_t kept; // how many tokens can be drawn
+  };
+  // min-p 0.2 of 0.4 keeps three (0.9 of the mass); top-p 0.75 of those
+  // keeps two (0.4 / 0.9 < 0.75 <= 0.7 / 0.9), where top-p over the whole
+  // row first would keep three (0.7 < 0.75): the order is vLLM's.
+  const Case cases[] = {{1.0, 0, 1.0, 0.2, 3}, {1.0, 0, 0.75, 0.2, 2}, {1.0, 0, 0.75, 0.0, 3},
+                        {0.5, 0, 1.0, 0.3, 2}, {2.0, 0, 1.0, 0.2, 5}, {1.0, 2, 1.0, 0.1, 2},
+                        {1.0, 0, 1.0, 1.0, 1}, {0.7, 4, 0.9, 0.05, 3}};
+  for (const Case &c : cases) {
+    SCOPED_TRACE("temperature " + std::to_string(c.t) + " top-k " + std::to_string(c.k) +
+                 " top-p " + std::to_string(c.topP) + " min-p " + std::to_string(c.minP));
+    SamplingOptions o{c.t, c.k, c.topP, 5};
+    o.minP = c.minP;
+    std::vector<double> got;
+    samplingProbabilities(logits.data(), 5, o, got);
+    const std::vector<double> want = minPReference(logits, c.t, c.k, c.topP, c.minP);
+    for (size_t i = 0; i < 5; ++i) EXPECT_NEAR(got[i], want[i], 1e-6) << "token " << i;
+    EXPECT_EQ(size_t(std::count_if(got.begin(), got.end(), [](double p) { return p > 0; })),
+              c.kept);
+    Sampler s(o);
+    for (int i = 0; i < 300; ++i) EXPECT_GT(want[size_t(s.sample(logits.data(), 5))], 0);
+  }
+  // Greedy keeps the argmax, which min-p always keeps.
+  SamplingOptions greedy;
+  greedy.minP = 0.9;
+  EXPECT_EQ(Sampler(greedy).sample(logits.data(), 5), 0);
+  // min-p reads the whole row: drawn on the host, but it changes no logit,
+  // so speculation's acceptance rule (samplingProbabilities) still holds.
+  EXPECT_TRUE(greedy.rowOnHost());
+  EXPECT_FALSE(greedy.changesRow());
+  EXPECT_THROW(Sampler(greedy).deviceRow(), std::logic_error);
+  for (double bad : {-0.1, 1.5, double(NAN)}) {
+    SamplingOptions o;
+    o.minP = bad;
+    EXPECT_THROW(Sampler{o}, InputError) << bad;
+  }
+}
+
+TEST(Sampling, MinTokensHoldsBackTheEndTokensUntilThatManyAreDrawn) {
+  const std::vector<float> row = {2.0f, 1.0f, 0.5f};
+  SamplingOptions o;
+  o.minTokens = 3;
+  o.endTokens = {0, 7}; // an id past the row is ignored
+  EXPECT_TRUE(o.changesRow());
+  Sampler greedy(o);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(greedy.sample(row.data(), 3), 1) << "draw " << i;
+  EXPECT_EQ(greedy.sample(row.data(), 3), 0);
+  // Sampled: never an end token among the first three draws; after them,
+  // the likeliest token comes back.
+  int ends = 0;
+  for (uint64_t seed = 0; seed < 100; ++seed) {
+    o.temperature = 1.0;
+    o.seed = seed;
+    Sampler s(o);
+    for (int i = 0; i < 3; ++i) EXPECT_NE(s.sample(row.data(), 3), 0) << "seed " << seed;
+    ends += s.sample(row.data(), 3) == 0;
+  }
+  EXPECT_GT(ends, 40); // e^2 / (e^2 + e + e^0.5): 0.63
+  SamplingOptions bad;
+  bad.minTokens = -1;
+  EXPECT_THROW(Sampler{bad}, InputError);
+}
+
+namespace {
+
 Shape withDtype(Shape s, DType dtype) {
   // The cache stays f32 so only the weights' rounding differs.
   s.compile += std::string("weight_dtype = \"") + dtypeName(dtype) + "\"\nkv_dtype = \"f32\"\n";

@@ -61,6 +61,8 @@ struct Received {
   std::string text;
   bool finished = false;
   FinishReason reason = FinishReason::length;
+  int32_t stopToken = -1; // the finish event's
+  std::string stopString;
   int events = 0;
   std::vector<TokenLogprobs> logprobs; // one per token event that carried them
   std::optional<std::vector<TokenLogprobs>> prompt; // the prompt's, once
@@ -87,6 +89,8 @@ GenerationRequest request(std::vector<int32_t> prompt, int64_t maxNew, Received 
     if (e.finished) {
       out.finished = true;
       out.reason = e.reason;
+      out.stopToken = e.stopToken;
+      out.stopString = e.stopString;
     }
   };
   return r;
@@ -479,6 +483,98 @@ TEST(Scheduler, StopStringsSpanTokensAndAreNotSent) {
   expectNoLeak(e);
 }
 
+TEST(Scheduler, MinTokensHoldsBackTheStopIds) {
+  TinyModel m(kF32);
+  const std::vector<int32_t> prompt = randomTokens(6, 7);
+  const int32_t stop = alone(m, prompt, 2)[1]; // greedy's second token
+  const size_t least = 5, most = 12;
+  // The reference: greedy run alone, the stop id's logit -inf for the
+  // first `least` draws; the request ends (unsent) at its first draw after.
+  Engine ref = m.engine({false});
+  const int seq = ref.open();
+  const float *row = ref.prefill(seq, prompt.data(), int64_t(prompt.size()));
+  std::vector<int32_t> want;
+  bool stopped = false;
+  while (want.size() < most) {
+    std::vector<float> l(row, row + ref.vocabSize());
+    if (want.size() < least) l[size_t(stop)] = -INFINITY;
+    const int32_t t = int32_t(std::max_element(l.begin(), l.end()) - l.begin());
+    if ((stopped = t == stop)) break;
+    want.push_back(t);
+    if (want.size() < most) row = ref.decode({seq}, {t});
+  }
+  ref.close(seq);
+  Engine e = m.engine();
+  Scheduler s(e, nullptr);
+  Received got;
+  GenerationRequest r = request(prompt, int64_t(most), got);
+  r.stopIds = {stop};
+  r.sampling.minTokens = int64_t(least);
+  s.submit(std::move(r));
+  s.runUntilIdle();
+  EXPECT_EQ(got.tokens, want);
+  EXPECT_GE(got.tokens.size(), least);
+  EXPECT_EQ(got.reason, stopped ? FinishReason::stop : FinishReason::length);
+  EXPECT_EQ(got.stopToken, stopped ? stop : -1);
+  // More than may be generated is refused.
+  GenerationRequest over = request(prompt, 4, got);
+  over.sampling.minTokens = 5;
+  EXPECT_THROW(s.submit(std::move(over)), InputError);
+  expectNoLeak(e);
+}
+
+TEST(Scheduler, MinTokensLetsAStopStringPassUntilThatManyAreGenerated) {
+  TinyModel m(kF32);
+  std::unique_ptr<Tokenizer> bytes = makeByteTokenizer(300);
+  const std::vector<int32_t> prompt = randomTokens(5, 8);
+  Engine e = m.engine();
+  Scheduler s(e, bytes.get());
+  Received full;
+  GenerationRequest r = request(prompt, 40, full);
+  std::vector<size_t> ends; // bytes of text after each token
+  auto inner = r.onEvent;
+  r.onEvent = [inner, &ends](const TokenEvent &ev) {
+    inner(ev);
+    if (ev.token >= 0) ends.push_back((ends.empty() ? 0 : ends.back()) + ev.text.size());
+  };
+  s.submit(std::move(r));
+  s.runUntilIdle();
+  // A printable byte that comes again later; the token that wrote its first
+  // appearance and the one after are within min_tokens, so that appearance
+  // does not stop the request, and the next one at or past the text of the
+  // first min_tokens - 1 tokens does.
+  size_t first = 0;
+  while (first < full.text.size() &&
+         !(full.text[first] > ' ' && full.text[first] < 127 &&
+           full.text.find(full.text[first], first + 1) != std::string::npos))
+    ++first;
+  ASSERT_LT(first, full.text.size()) << "no printable byte comes twice in: " << full.text;
+  const std::string stop(1, full.text[first]);
+  const size_t writer = size_t(std::upper_bound(ends.begin(), ends.end(), first) - ends.begin());
+  const size_t least = writer + 2;
+  ASSERT_LT(least, full.tokens.size());
+  const size_t at = full.text.find(stop, ends[least - 2]);
+  Received cut;
+  GenerationRequest q = request(prompt, 40, cut);
+  q.stopStrings = {stop};
+  q.sampling.minTokens = int64_t(least);
+  s.submit(std::move(q));
+  s.runUntilIdle();
+  EXPECT_EQ(cut.text, full.text.substr(0, at));
+  EXPECT_EQ(cut.reason, at == std::string::npos ? FinishReason::length : FinishReason::stop);
+  EXPECT_EQ(cut.stopString, at == std::string::npos ? "" : stop);
+  EXPECT_GE(cut.tokens.size(), least);
+  // Without min_tokens, the first appearance stops it.
+  Received early;
+  GenerationRequest plain = request(prompt, 40, early);
+  plain.stopStrings = {stop};
+  s.submit(std::move(plain));
+  s.runUntilIdle();
+  EXPECT_EQ(early.text, full.text.substr(0, first));
+  EXPECT_EQ(early.stopString, stop);
+  expectNoLeak(e);
+}
+
 TEST(Scheduler, RefusesWhatCouldNeverRun) {
   TinyModel m(kF32);
   Engine e = m.engine();
@@ -682,7 +778,7 @@ TEST(Scheduler, PenaltiesFollowEachRequestsOwnTokens) {
     const std::vector<int32_t> want =
         kvplan::testing::penalisedAlone(fresh, l.prompts[i], l.maxNew[i], options[i]);
     EXPECT_EQ(got[i].tokens, want) << "request " << i;
-    changed += options[i].penalized() && want != alone(m, l.prompts[i], l.maxNew[i]);
+    changed += options[i].changesRow() && want != alone(m, l.prompts[i], l.maxNew[i]);
   }
   EXPECT_GT(changed, 4) << "the penalties change most penalised requests' tokens";
   expectNoLeak(e);

@@ -527,10 +527,17 @@ TEST(Speculate, TheRulesTargetDistributionIsWhatTheSamplerDraws) {
   // samplingProbabilities must be the distribution Sampler draws from, or
   // speculation would keep another distribution than plain sampling.
   const std::vector<float> logits = {1.0f, 2.5f, 0.3f, 2.5f, -1.0f, 1.7f, 0.9f, 2.0f};
+  auto withMinP = [](SamplingOptions o, double minP) {
+    o.minP = minP;
+    return o;
+  };
   for (SamplingOptions o : {SamplingOptions{0.7, 0, 1.0, 1}, SamplingOptions{1.3, 5, 1.0, 2},
-                            SamplingOptions{0.9, 0, 0.8, 3}, SamplingOptions{1.0, 6, 0.7, 4}}) {
+                            SamplingOptions{0.9, 0, 0.8, 3}, SamplingOptions{1.0, 6, 0.7, 4},
+                            withMinP({1.0, 0, 1.0, 5}, 0.3), withMinP({0.8, 0, 0.9, 6}, 0.1),
+                            withMinP({1.2, 3, 1.0, 7}, 0.5)}) {
     SCOPED_TRACE("temperature " + std::to_string(o.temperature) + " top-k " +
-                 std::to_string(o.topK) + " top-p " + std::to_string(o.topP));
+                 std::to_string(o.topK) + " top-p " + std::to_string(o.topP) + " min-p " +
+                 std::to_string(o.minP));
     std::vector<double> p;
     samplingProbabilities(logits.data(), 8, o, p);
     Sampler s(o);

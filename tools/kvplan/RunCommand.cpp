@@ -69,10 +69,14 @@ void checkRunOptions(const RunOptions &o) {
   checkThreadsFlag(o.threads);
   if (!o.promptIds.empty() && o.promptGiven)
     throw InputError("give either -p TEXT or --prompt-ids, not both");
-  if (o.sampling.penalized() && o.speculate.on())
-    throw InputError("--speculate with penalties: speculative decoding's acceptance rule knows "
-                     "no penalties, so the request would only decode; leave out --speculate or "
-                     "the penalties");
+  if (o.sampling.minTokens > o.tokens)
+    throw InputError("--min-tokens is " + std::to_string(o.sampling.minTokens) +
+                     " but -n asks for at most " + std::to_string(o.tokens) +
+                     " tokens; lower --min-tokens or raise -n");
+  if (o.sampling.changesRow() && o.speculate.on())
+    throw InputError("--speculate with penalties or --min-tokens: speculative decoding's "
+                     "acceptance rule knows neither, so the request would only decode; leave "
+                     "out --speculate or the others");
   if ((o.json || !o.jsonSchemaFile.empty()) && o.speculate.on())
     throw InputError("--speculate with --json or --json-schema: JSON's mask is put on each row "
                      "on the host, and speculative decoding knows no mask, so the request would "
@@ -305,6 +309,12 @@ void addRunCommand(CLI::App &app, const GlobalOptions &global, Action &action) {
       ->capture_default_str();
   cmd->add_option("--top-p", o->sampling.topP, "Sample among the likeliest up to this mass")
       ->capture_default_str();
+  cmd->add_option("--min-p", o->sampling.minP,
+                  "Sample only among tokens at least this fraction as likely as the likeliest "
+                  "(0: off; before top-k and top-p)")
+      ->capture_default_str();
+  cmd->add_option("--min-tokens", o->sampling.minTokens,
+                  "Generate at least this many tokens before an end-of-sequence token ends it");
   cmd->add_option("--seed", o->sampling.seed, "Random seed for sampling")->capture_default_str();
   cmd->add_option("--presence-penalty", o->sampling.presencePenalty,
                   "Subtracted from the logit of every token generated so far, -2 to 2");
