@@ -122,6 +122,43 @@ bool forcedCall(const ApiRequest &a) {
   return a.toolChoice == ToolChoice::required || a.toolChoice == ToolChoice::named;
 }
 
+/// vLLM's stop_token_ids (ending the answer as an end-of-sequence id does,
+/// also with ignore_eos) and min_tokens, checked against the vocabulary and
+/// what the request may generate.
+void addVllmStops(const ApiRequest &a, int64_t vocab, GenerationRequest &g) {
+  for (int32_t id : a.stopTokenIds) {
+    if (id >= vocab)
+      throw badField("stop_token_ids", "stop_token_ids names token " + std::to_string(id) +
+                                           ", outside the vocabulary [0, " +
+                                           std::to_string(vocab) + ")");
+    g.stopIds.push_back(id);
+  }
+  const int64_t least = a.sampling.minTokens;
+  if (least > g.maxNewTokens)
+    throw badField("min_tokens", "min_tokens is " + std::to_string(least) + " but at most " +
+                                     std::to_string(g.maxNewTokens) +
+                                     " tokens may be generated (max_tokens, or what the context "
+                                     "leaves after the prompt): lower min_tokens");
+  if (least > 0 && (a.jsonObject || forcedCall(a)))
+    throw badField("min_tokens", "min_tokens with JSON output (response_format, or a forced "
+                                 "tool call): the answer ends as its JSON closes, whatever its "
+                                 "length; leave out min_tokens");
+}
+
+/// vLLM's stop_reason: the stop string or stop_token_ids id that ended a
+/// choice, null when the model's end of sequence or turn, a closed JSON
+/// object or max_tokens did.
+json stopReason(const std::vector<std::string> &stop, const std::vector<int32_t> &ids,
+               const TokenEvent &last) {
+  if (last.reason != FinishReason::stop) return nullptr;
+  if (last.stopToken >= 0 && std::find(ids.begin(), ids.end(), last.stopToken) != ids.end())
+    return last.stopToken;
+  if (!last.stopString.empty() &&
+      std::find(stop.begin(), stop.end(), last.stopString) != stop.end())
+    return last.stopString;
+  return nullptr;
+}
+
 /// A streaming response between calls of its content provider.
 struct StreamState {
   std::shared_ptr<Pending> p;
@@ -136,6 +173,8 @@ struct StreamState {
   std::vector<int64_t> sent; // per choice: bytes of its text sent so far
   size_t finished = 0;       // choices whose finish chunk went
   std::vector<ToolCallReader> readers; // per choice, with tools: its calls
+  std::vector<std::string> stop;       // the request's, for stop_reason
+  std::vector<int32_t> stopTokenIds;
 
   /// Choice `index`'s echo, before its first event `e` (which carries the
   /// prompt's log-probabilities when they were asked for).
@@ -155,9 +194,11 @@ struct StreamState {
   /// last), its id with return_token_ids and its log-probabilities when
   /// asked for.
   std::string chunk(size_t index, const std::string &text,
-                    const std::optional<std::string> &finish, const TokenEvent *e = nullptr) {
+                    const std::optional<std::string> &finish, const TokenEvent *e = nullptr,
+                    const json &stopReason = nullptr) {
     json j = streamChunk(head, int64_t(index), text, first[index] != 0, finish, includeUsage);
     first[index] = 0;
+    if (finish) j["choices"][0]["stop_reason"] = stopReason;
     const bool token = e && e->token >= 0;
     if (tokenIds) j["choices"][0]["token_ids"] = token ? json::array({e->token}) : json::array();
     if (token && e->logprobs)
@@ -477,6 +518,7 @@ Server::Impl::Prepared Server::Impl::prepare(const ApiRequest &a) const {
     g.stopIds.insert(g.stopIds.end(), end.ids.begin(), end.ids.end());
     g.stopStrings.insert(g.stopStrings.end(), end.strings.begin(), end.strings.end());
   }
+  addVllmStops(a, engine.vocabSize(), g);
   if (!g.stopStrings.empty() && !tokenizer)
     throw badField("stop", "stop sequences need a tokenizer, and this model has none");
   if (a.echo)
@@ -616,6 +658,7 @@ void Server::Impl::reply(const ApiRequest &a, const ResponseHead &h,
     } else {
       choice = completionChoice(h, int64_t(i), echo + c.text, finishName(c.last.reason));
     }
+    choice["stop_reason"] = stopReason(a.stop, a.stopTokenIds, c.last);
     if (a.returnTokenIds) choice["token_ids"] = c.ids;
     const TokenText text = [this](int32_t id) { return tokenText(id); };
     if (a.logprobs >= 0)
@@ -644,6 +687,8 @@ void Server::Impl::stream(const ApiRequest &a, const ResponseHead &h,
   }
   s->includeUsage = a.includeUsage;
   s->tokenIds = a.returnTokenIds;
+  s->stop = a.stop;
+  s->stopTokenIds = a.stopTokenIds;
   s->tokenText = [this](int32_t id) { return tokenText(id); };
   s->first.assign(p->choices.size(), 1);
   s->echoed.assign(p->choices.size(), 0);
@@ -721,7 +766,7 @@ std::string Server::Impl::finishEvents(StreamState &s, size_t index, const Token
       finish = "tool_calls";
     }
   }
-  out += s.chunk(index, text, finish);
+  out += s.chunk(index, text, finish, nullptr, stopReason(s.stop, s.stopTokenIds, e));
   if (++s.finished < s.first.size()) return out;
   if (s.includeUsage) {
     std::lock_guard<std::mutex> lock(s.p->m);

@@ -137,6 +137,31 @@ void parseLogitBias(const json &b, ApiRequest &r) {
   }
 }
 
+/// vLLM's sampling extensions: min_p, min_tokens and stop_token_ids (their
+/// ids are checked against the vocabulary later, min_tokens against
+/// max_tokens once its default is known).
+void parseVllmSampling(const Fields &f, ApiRequest &r) {
+  if (auto p = f.number("min_p")) {
+    if (!(*p >= 0 && *p <= 1))
+      throw badField("min_p", "min_p must be from 0 (off) to 1, got " + show(*p));
+    r.sampling.minP = *p;
+  }
+  if (auto n = f.integer("min_tokens")) {
+    if (*n < 0)
+      throw badField("min_tokens", "min_tokens must be 0 or more, got " + std::to_string(*n));
+    r.sampling.minTokens = *n;
+  }
+  if (const json *ids = f.get("stop_token_ids")) {
+    const char *shape = "stop_token_ids must be an array of token ids";
+    if (!ids->is_array()) throw badField("stop_token_ids", shape);
+    for (const json &t : *ids) {
+      if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > INT32_MAX)
+        throw badField("stop_token_ids", shape);
+      r.stopTokenIds.push_back(int32_t(t.get<int64_t>()));
+    }
+  }
+}
+
 void parseSampling(const Fields &f, ApiRequest &r) {
   if (auto t = f.number("temperature")) {
     if (!(*t >= 0 && *t <= 2))
@@ -179,6 +204,7 @@ void parseSampling(const Fields &f, ApiRequest &r) {
   }
   if (const json *b = f.get("logit_bias")) parseLogitBias(*b, r);
   parseStop(f, r);
+  parseVllmSampling(f, r);
 }
 
 /// response_format json_schema: {"type": "json_schema", "json_schema": {"name":
@@ -389,8 +415,9 @@ std::vector<ChatMessage> parseMessages(const Fields &f) {
     if (role != "system" && role != "user" && role != "assistant" && role != "tool")
       throw badField(where + ".role", where + ".role must be system, user, assistant or tool, "
                                               "got '" + role + "'");
-    ChatMessage out1{role, messageContent(msg.contains("content") ? msg["content"] : json(),
-                                          where)};
+    ChatMessage out1;
+    out1.role = role;
+    out1.content = messageContent(msg.contains("content") ? msg["content"] : json(), where);
     if (role == "assistant" && msg.contains("tool_calls") && !msg["tool_calls"].is_null())
       out1.toolCalls = parseToolCalls(msg["tool_calls"], where + ".tool_calls");
     if (role == "tool") out1.toolCallId = stringMember(msg, "tool_call_id", where, true);

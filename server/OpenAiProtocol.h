@@ -51,8 +51,8 @@ struct ToolCall {
 struct ChatMessage {
   std::string role; // system, user, assistant or tool
   std::string content;
-  std::vector<ToolCall> toolCalls; // assistant: the calls it made
-  std::string toolCallId;          // tool: the call this is the result of
+  std::vector<ToolCall> toolCalls = {}; // assistant: the calls it made
+  std::string toolCallId = {};          // tool: the call this is the result of
 };
 
 /// Whether and how the model calls the tools: not (none), as it chooses
@@ -74,6 +74,7 @@ struct ApiRequest {
   SamplingOptions sampling{1.0, 0, 1.0, 0}; // OpenAI's defaults: temperature 1, top_p 1
   bool seedGiven = false;
   std::vector<std::string> stop;
+  std::vector<int32_t> stopTokenIds; // extension (as vLLM): ids that end the answer
   bool stream = false, includeUsage = false;
   bool ignoreEos = false;      // extension (as vLLM): run to max_tokens
   bool returnTokenIds = false; // extension (as vLLM): choices carry "token_ids"

@@ -339,9 +339,11 @@ TEST(Server, TextPromptsStopStringsEchoAndSeeds) {
   const json cut = json::parse(post(r, "/v1/completions", body)->body);
   EXPECT_EQ(cut["choices"][0]["text"], asSent(raw.substr(0, raw.find(stop))));
   EXPECT_EQ(cut["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(cut["choices"][0]["stop_reason"], stop); // vLLM's: which stop string
   const Stream streamed = postStream(r, "/v1/completions", body);
   EXPECT_EQ(streamed.text, asSent(raw.substr(0, raw.find(stop))));
   EXPECT_EQ(streamed.events.back()["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(streamed.events.back()["choices"][0]["stop_reason"], stop);
   // echo puts the prompt first.
   body.erase("stop");
   body["echo"] = true;
@@ -560,7 +562,9 @@ TEST(Server, ToolChoiceRequiredAnswersWithACallOfATool) {
   auto checkCall = [](const json &call, const std::string &name) {
     EXPECT_EQ(call["type"], "function");
     EXPECT_EQ(call["id"].get<std::string>().rfind("call_", 0), 0u) << call;
-    if (!name.empty()) EXPECT_EQ(call["function"]["name"], name);
+    if (!name.empty()) {
+      EXPECT_EQ(call["function"]["name"], name);
+    }
     const json args = json::parse(call["function"]["arguments"].get<std::string>());
     if (call["function"]["name"] == "get_weather") {
       EXPECT_EQ(args.size(), 2u) << args;
@@ -691,6 +695,66 @@ TEST(Server, PenaltiesAndLogitBiasReachTheSampler) {
   const json got = json::parse(post(r, "/v1/completions", body)->body);
   EXPECT_EQ(got["choices"][0]["token_ids"].get<std::vector<int32_t>>(),
             kvplan::testing::penalisedAlone(alone, prompt, 12, o));
+}
+
+TEST(Server, MinPMinTokensAndStopTokenIdsReachTheScheduler) {
+  Running r;
+  const std::vector<int32_t> prompt = randomPrompt(9, 11);
+  const std::vector<int32_t> greedy = model().alone(prompt, 12);
+  auto ids = [&](const json &body) {
+    auto res = post(r, "/v1/completions", body);
+    EXPECT_EQ(res->status, 200) << res->body;
+    return json::parse(res->body)["choices"][0];
+  };
+  // min_p 1 keeps only the likeliest token: at temperature 2 the answer is
+  // greedy's, which without it (same seeds) it is not.
+  json hot = completion(prompt, 12);
+  hot["temperature"] = 2.0;
+  int differ = 0;
+  for (int seed = 0; seed < 3; ++seed) {
+    hot["seed"] = seed;
+    hot.erase("min_p");
+    differ += ids(hot)["token_ids"].get<std::vector<int32_t>>() != greedy;
+    hot["min_p"] = 1;
+    EXPECT_EQ(ids(hot)["token_ids"].get<std::vector<int32_t>>(), greedy) << "seed " << seed;
+  }
+  EXPECT_GT(differ, 0) << "temperature 2 alone drew greedy's answer three times";
+  // stop_token_ids end the answer (the id unsent), also with ignore_eos,
+  // and stop_reason names the id; max_tokens' end has none.
+  json body = completion(prompt, 12);
+  EXPECT_TRUE(ids(body)["stop_reason"].is_null());
+  body["stop_token_ids"] = {greedy[1]};
+  const json cut = ids(body);
+  EXPECT_EQ(cut["token_ids"].get<std::vector<int32_t>>(), std::vector<int32_t>{greedy[0]});
+  EXPECT_EQ(cut["finish_reason"], "stop");
+  EXPECT_EQ(cut["stop_reason"], greedy[1]);
+  // min_tokens: the stop id is not drawn before 4 tokens.
+  body["min_tokens"] = 4;
+  const std::vector<int32_t> least = ids(body)["token_ids"].get<std::vector<int32_t>>();
+  EXPECT_GE(least.size(), 4u);
+  EXPECT_EQ(std::count(least.begin(), least.end(), greedy[1]), 0);
+  // Streamed, the finish chunk carries the stop_reason.
+  body.erase("min_tokens");
+  const Stream st = postStream(r, "/v1/completions", body);
+  EXPECT_EQ(st.events.back()["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(st.events.back()["choices"][0]["stop_reason"], greedy[1]);
+  // What cannot be served is refused by name.
+  for (const auto &[field, bad] : std::vector<std::pair<std::string, json>>{
+           {"min_p", 1.5}, {"min_p", -0.1}, {"min_p", "high"}, {"min_tokens", -1},
+           {"min_tokens", 13}, {"stop_token_ids", 7}, {"stop_token_ids", {-1}},
+           {"stop_token_ids", {5000}}, {"stop_token_ids", {"a"}}}) {
+    json b = completion(prompt, 12);
+    b[field] = bad;
+    auto res = post(r, "/v1/completions", b);
+    EXPECT_EQ(res->status, 400) << field << " " << bad;
+    EXPECT_EQ(json::parse(res->body)["error"]["param"], field) << res->body;
+  }
+  json jsonMode = completion(prompt, 12);
+  jsonMode["min_tokens"] = 2;
+  jsonMode["response_format"] = {{"type", "json_object"}};
+  auto res = post(r, "/v1/completions", jsonMode);
+  EXPECT_EQ(res->status, 400) << res->body;
+  EXPECT_EQ(json::parse(res->body)["error"]["param"], "min_tokens") << res->body;
 }
 
 TEST(Server, SeveralChoicesAreEachTheirOwnGeneration) {
