@@ -1,6 +1,7 @@
 // A request body as kvplan serve parses it: the first byte picks the
-// endpoint (/v1/completions or /v1/chat/completions), the rest is the body
-// up to its first line feed. ApiError is the server's answer to a bad
+// endpoint (/v1/completions, /v1/chat/completions, /tokenize or
+// /detokenize: its two low bits), the rest is the body up to its first line
+// feed; /tokenize's messages are rendered by each template. ApiError is the server's answer to a bad
 // request (a 4xx). What follows the line feed is read as an answer: by the
 // request's JSON schema, and for chat with tools by the tool-call reader
 // of each template with a tool format, which also renders the prompt (and
@@ -37,6 +38,18 @@ void readAnswer(const server::ApiRequest &r, const std::string &answer) {
   }
 }
 
+void renderTokenize(const server::TokenizeRequest &r) {
+  if (r.prompt) return;
+  for (server::ChatTemplate t : {server::ChatTemplate::chatml, server::ChatTemplate::llama3,
+                                 server::ChatTemplate::llama2, server::ChatTemplate::mistral}) {
+    try {
+      server::renderChat(t, r.messages, r.tools);
+    } catch (const server::ApiError &e) {
+      e.body();
+    }
+  }
+}
+
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -47,8 +60,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const std::string body = rest.substr(0, split);
   const std::string answer = split == std::string::npos ? "" : rest.substr(split + 1);
   try {
-    readAnswer(data[0] & 1 ? server::parseChatRequest(body) : server::parseCompletionRequest(body),
-               answer);
+    switch (data[0] & 3) {
+    case 0: readAnswer(server::parseCompletionRequest(body), answer); break;
+    case 1: readAnswer(server::parseChatRequest(body), answer); break;
+    case 2: renderTokenize(server::parseTokenizeRequest(body)); break;
+    default: server::parseDetokenizeRequest(body);
+    }
   } catch (const server::ApiError &e) {
     e.body();
   }

@@ -220,6 +220,9 @@ struct Server::Impl {
   std::string httpError(const httplib::Request &req, int &status) const;
   void models(httplib::Response &res) const;
   void generate(const httplib::Request &req, httplib::Response &res, bool chat);
+  void checkModel(const std::string &model) const;
+  void tokenize(const httplib::Request &req, httplib::Response &res) const;
+  void detokenize(const httplib::Request &req, httplib::Response &res) const;
 
   struct Prepared {
     GenerationRequest gen;
@@ -421,6 +424,12 @@ void Server::Impl::routes() {
   });
   http.Post("/v1/completions", [this](const httplib::Request &req, httplib::Response &res) {
     generate(req, res, false);
+  });
+  http.Post("/tokenize", [this](const httplib::Request &req, httplib::Response &res) {
+    tokenize(req, res);
+  });
+  http.Post("/detokenize", [this](const httplib::Request &req, httplib::Response &res) {
+    detokenize(req, res);
   });
   http.Post("/v1/chat/completions", [this](const httplib::Request &req, httplib::Response &res) {
     generate(req, res, true);
@@ -790,10 +799,7 @@ void Server::Impl::generate(const httplib::Request &req, httplib::Response &res,
   record.generation = true;
   try {
     const ApiRequest a = chat ? parseChatRequest(req.body) : parseCompletionRequest(req.body);
-    if (!a.model.empty() && a.model != opts.modelName)
-      throw ApiError(400, "no model named '" + a.model + "': this server serves '" +
-                              opts.modelName + "'", "model", "invalid_request_error",
-                     "model_not_found");
+    checkModel(a.model);
     Prepared prep = prepare(a);
     const uint64_t n = nextId++;
     ResponseHead h{(chat ? "chatcmpl-" : "cmpl-") + std::to_string(n), std::time(nullptr),
@@ -804,6 +810,57 @@ void Server::Impl::generate(const httplib::Request &req, httplib::Response &res,
       return stream(a, h, p, prep, res); // the releaser ends the response
     reply(a, h, p, prep, res);
     responseDone();
+  } catch (const ApiError &e) {
+    sendError(res, e);
+  }
+}
+
+void Server::Impl::checkModel(const std::string &model) const {
+  if (!model.empty() && model != opts.modelName)
+    throw ApiError(400, "no model named '" + model + "': this server serves '" + opts.modelName +
+                            "'", "model", "invalid_request_error", "model_not_found");
+}
+
+/// vLLM's /tokenize: {"count", "max_model_len", "tokens", "token_strs"}
+/// (each token decoded alone, when asked; else null).
+void Server::Impl::tokenize(const httplib::Request &req, httplib::Response &res) const {
+  try {
+    const TokenizeRequest t = parseTokenizeRequest(req.body);
+    checkModel(t.model);
+    const char *field = t.prompt ? "prompt" : "messages";
+    if (!tokenizer) throw badField(field, "this model has no tokenizer to tokenize with");
+    std::vector<int32_t> ids;
+    if (t.prompt) {
+      ids = tokenizer->encode(*t.prompt, t.addSpecialTokens);
+    } else {
+      ids = tokenizeChat(*tokenizer, renderChat(chat, t.messages, t.tools));
+      if (t.addSpecialTokens && tokenizer->bosId() >= 0) ids.insert(ids.begin(), tokenizer->bosId());
+    }
+    OutJson out = {{"count", ids.size()}, {"max_model_len", engine.maxSeqLen()}, {"tokens", ids},
+                   {"token_strs", nullptr}};
+    if (t.returnTokenStrs) {
+      out["token_strs"] = OutJson::array();
+      for (int32_t id : ids) out["token_strs"].push_back(tokenText(id));
+    }
+    res.set_content(dumpJson(out), "application/json");
+  } catch (const ApiError &e) {
+    sendError(res, e);
+  }
+}
+
+/// vLLM's /detokenize: {"prompt": the ids' text}.
+void Server::Impl::detokenize(const httplib::Request &req, httplib::Response &res) const {
+  try {
+    const DetokenizeRequest d = parseDetokenizeRequest(req.body);
+    checkModel(d.model);
+    if (!tokenizer) throw badField("tokens", "this model has no tokenizer to detokenize with");
+    for (int32_t id : d.tokens)
+      if (id >= engine.vocabSize())
+        throw badField("tokens", "token id " + std::to_string(id) +
+                                     " is outside the vocabulary [0, " +
+                                     std::to_string(engine.vocabSize()) + ")");
+    res.set_content(dumpJson(OutJson{{"prompt", tokenizer->decode(d.tokens)}}),
+                    "application/json");
   } catch (const ApiError &e) {
     sendError(res, e);
   }

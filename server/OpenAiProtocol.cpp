@@ -524,6 +524,48 @@ ApiRequest parseChatRequest(const std::string &body) {
   return r;
 }
 
+TokenizeRequest parseTokenizeRequest(const std::string &body) {
+  const json j = parseBody(body);
+  Fields f(j);
+  TokenizeRequest r;
+  if (auto m = f.string("model")) r.model = *m;
+  r.prompt = f.string("prompt");
+  const bool chat = f.get("messages");
+  if (r.prompt.has_value() == chat)
+    throw badField(chat ? "prompt" : "messages",
+                   "give either prompt (text) or messages (a chat), not both or neither");
+  if (chat) {
+    r.messages = parseMessages(f);
+    if (const json *t = f.get("tools")) r.tools = parseToolList(*t, body);
+    // kvplan's templates end where the assistant's answer begins.
+    if (!f.boolean("add_generation_prompt").value_or(true))
+      throw badField("add_generation_prompt", "add_generation_prompt false is not offered: "
+                                              "kvplan's chat templates always end where the "
+                                              "assistant's answer begins");
+    if (f.boolean("continue_final_message").value_or(false))
+      throw badField("continue_final_message", "continue_final_message is not offered");
+  }
+  r.addSpecialTokens = f.boolean("add_special_tokens").value_or(!chat);
+  r.returnTokenStrs = f.boolean("return_token_strs").value_or(false);
+  return r;
+}
+
+DetokenizeRequest parseDetokenizeRequest(const std::string &body) {
+  const json j = parseBody(body);
+  Fields f(j);
+  DetokenizeRequest r;
+  if (auto m = f.string("model")) r.model = *m;
+  const json *t = f.get("tokens");
+  if (!t) throw badField("tokens", "tokens is required");
+  if (!t->is_array()) throw badField("tokens", "tokens must be an array of token ids");
+  for (const json &id : *t) {
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
+      throw badField("tokens", "tokens must be an array of token ids");
+    r.tokens.push_back(int32_t(id.get<int64_t>()));
+  }
+  return r;
+}
+
 namespace {
 
 OutJson head(const ResponseHead &h, const char *object) {

@@ -104,6 +104,25 @@ constexpr int64_t kMaxChoices = 128;
 ApiRequest parseCompletionRequest(const std::string &body);
 ApiRequest parseChatRequest(const std::string &body);
 
+/// POST /tokenize (vLLM's): a `prompt` text, or chat `messages` (with
+/// `tools`) rendered as /v1/chat/completions renders them.
+struct TokenizeRequest {
+  std::string model; // "" when not given
+  std::optional<std::string> prompt;
+  std::vector<ChatMessage> messages;
+  std::vector<ToolFunction> tools;
+  bool addSpecialTokens = true; // BOS first; default true for a prompt, false for messages
+  bool returnTokenStrs = false; // each token's text beside the ids
+};
+TokenizeRequest parseTokenizeRequest(const std::string &body);
+
+/// POST /detokenize (vLLM's): `tokens`, and `model` ("" when not given).
+struct DetokenizeRequest {
+  std::string model;
+  std::vector<int32_t> tokens;
+};
+DetokenizeRequest parseDetokenizeRequest(const std::string &body);
+
 struct Usage {
   int64_t prompt = 0, completion = 0;
 };

@@ -28,6 +28,7 @@
 #include <chrono>
 #include <random>
 #include <set>
+#include <tuple>
 #include <thread>
 
 using namespace kvplan;
@@ -382,6 +383,64 @@ TEST(Server, ChatWithANamedTemplate) {
   EXPECT_EQ(s.text, j["choices"][0]["message"]["content"]);
   EXPECT_EQ(s.events[0]["object"], "chat.completion.chunk");
   EXPECT_EQ(s.events[0]["choices"][0]["delta"]["role"], "assistant");
+}
+
+TEST(Server, TokenizeAndDetokenizeAsVllm) {
+  server::ServerOptions o;
+  o.chatTemplate = server::ChatTemplate::chatml;
+  Running r(o);
+  auto call = [&](const char *path, const json &body, int status = 200) {
+    auto res = post(r, path, body);
+    EXPECT_EQ(res->status, status) << body << " " << res->body;
+    return json::parse(res->body);
+  };
+  // The byte tokenizer: BOS is 1, byte b is b + 3.
+  std::vector<int32_t> hello = {1};
+  for (char c : std::string("Hello")) hello.push_back(int32_t(c) + 3);
+  json t = call("/tokenize", {{"prompt", "Hello"}});
+  EXPECT_EQ(t["tokens"].get<std::vector<int32_t>>(), hello);
+  EXPECT_EQ(t["count"], 6);
+  EXPECT_EQ(t["max_model_len"], json::parse(r.client().Get("/v1/models")->body)["data"][0]
+                                    ["max_model_len"]);
+  EXPECT_TRUE(t["token_strs"].is_null());
+  t = call("/tokenize", {{"model", "tiny-serve"}, {"prompt", "Hello"},
+                         {"add_special_tokens", false}, {"return_token_strs", true}});
+  EXPECT_EQ(t["tokens"].get<std::vector<int32_t>>(),
+            std::vector<int32_t>(hello.begin() + 1, hello.end()));
+  EXPECT_EQ(t["token_strs"], json({"H", "e", "l", "l", "o"}));
+  EXPECT_EQ(call("/detokenize", {{"tokens", hello}})["prompt"], "Hello");
+  const std::string utf8 = "h\xc3\xa9llo \xe2\x9c\x93";
+  t = call("/tokenize", {{"prompt", utf8}, {"add_special_tokens", false}});
+  EXPECT_EQ(t["count"], int64_t(utf8.size()));
+  EXPECT_EQ(call("/detokenize", {{"tokens", t["tokens"]}})["prompt"], utf8);
+  // Messages are rendered as chat completions render them: the ChatML text
+  // in bytes, without BOS unless asked; the count is the chat's prompt_tokens.
+  const json messages = {{{"role", "system"}, {"content", "Be brief."}},
+                         {{"role", "user"}, {"content", "Hi"}}};
+  const std::string chatml =
+      "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+      "<|im_start|>assistant\n";
+  t = call("/tokenize", {{"messages", messages}});
+  EXPECT_EQ(t["count"], int64_t(chatml.size()));
+  EXPECT_EQ(call("/detokenize", {{"tokens", t["tokens"]}})["prompt"], chatml);
+  EXPECT_EQ(call("/v1/chat/completions", {{"messages", messages}, {"max_tokens", 1}})
+                ["usage"]["prompt_tokens"], t["count"]);
+  EXPECT_EQ(call("/tokenize", {{"messages", messages}, {"add_special_tokens", true}})["count"],
+            int64_t(chatml.size()) + 1);
+  // What cannot be answered is refused by name.
+  for (const auto &[path, body, param] : std::vector<std::tuple<const char *, json, const char *>>{
+           {"/tokenize", json::object(), "messages"},
+           {"/tokenize", {{"prompt", "a"}, {"messages", messages}}, "prompt"},
+           {"/tokenize", {{"prompt", 5}}, "prompt"},
+           {"/tokenize", {{"prompt", "a"}, {"model", "other"}}, "model"},
+           {"/tokenize", {{"messages", messages}, {"add_generation_prompt", false}},
+            "add_generation_prompt"},
+           {"/tokenize", {{"messages", {{{"role", "robot"}}}}}, "messages[0].role"},
+           {"/detokenize", json::object(), "tokens"},
+           {"/detokenize", {{"tokens", {-1}}}, "tokens"},
+           {"/detokenize", {{"tokens", {5000}}}, "tokens"},
+           {"/detokenize", {{"tokens", "abc"}}, "tokens"}})
+    EXPECT_EQ(call(path, body, 400)["error"]["param"], param) << body;
 }
 
 namespace {
