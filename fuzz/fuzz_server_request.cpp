@@ -1,11 +1,11 @@
 // A request body as kvplan serve parses it: the first byte picks the
 // endpoint (/v1/completions, /v1/chat/completions, /tokenize or
 // /detokenize: its two low bits), the rest is the body up to its first line
-// feed; /tokenize's messages are rendered by each template. ApiError is the server's answer to a bad
-// request (a 4xx). What follows the line feed is read as an answer: by the
-// request's JSON schema, and for chat with tools by the tool-call reader
-// of each template with a tool format, which also renders the prompt (and
-// the schema of a forced call).
+// feed; /tokenize's messages are rendered by each template. ApiError is
+// the server's answer to a bad request (a 4xx). What follows the line feed
+// is read as an answer: by the request's JSON schema, and for chat with
+// tools by the tool-call reader of each template with a tool format, which
+// also renders the prompt (and the schema of a forced call).
 #include "FuzzCommon.h"
 #include "runtime/JsonSchema.h"
 #include "server/ChatTemplate.h"

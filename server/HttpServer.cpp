@@ -834,7 +834,8 @@ void Server::Impl::tokenize(const httplib::Request &req, httplib::Response &res)
       ids = tokenizer->encode(*t.prompt, t.addSpecialTokens);
     } else {
       ids = tokenizeChat(*tokenizer, renderChat(chat, t.messages, t.tools));
-      if (t.addSpecialTokens && tokenizer->bosId() >= 0) ids.insert(ids.begin(), tokenizer->bosId());
+      if (t.addSpecialTokens && tokenizer->bosId() >= 0)
+        ids.insert(ids.begin(), tokenizer->bosId());
     }
     OutJson out = {{"count", ids.size()}, {"max_model_len", engine.maxSeqLen()}, {"tokens", ids},
                    {"token_strs", nullptr}};
