@@ -754,6 +754,38 @@ TEST(Scheduler, LogprobsOfTokensAVerifyCallKept) {
   expectNoLeak(e);
 }
 
+TEST(Scheduler, MinPRequestsAreSpeculatedOnAndMinTokensOnesDecode) {
+  // min-p 1 leaves only the likeliest token: at temperature 1.5 the answer
+  // is greedy's, through verify calls (the acceptance rule knows min-p).
+  // min_tokens changes rows by how many tokens came, which the rule does
+  // not know: such a request decodes.
+  TinyModel m(std::string(kF32) + "speculate = 4\n");
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 4; ++i)
+    for (int32_t t : {40, 41, 42, 43, 44}) prompt.push_back(t);
+  const std::vector<int32_t> greedy = alone(m, prompt, 24);
+  for (bool minTokens : {false, true}) {
+    SCOPED_TRACE(minTokens ? "min_tokens" : "min-p");
+    Engine e = m.engine();
+    PromptLookup lookup;
+    SchedulerOptions o;
+    o.proposer = &lookup;
+    Scheduler s(e, nullptr, o);
+    Received got;
+    SamplingOptions sampling{1.5, 0, 1.0, 9};
+    sampling.minP = 1;
+    sampling.minTokens = minTokens ? 3 : 0;
+    s.submit(request(prompt, 24, got, sampling));
+    s.runUntilIdle();
+    EXPECT_EQ(got.tokens, greedy);
+    if (minTokens)
+      EXPECT_EQ(s.stats().verifyCalls, 0);
+    else
+      EXPECT_GT(s.stats().draftsAccepted, 0);
+    expectNoLeak(e);
+  }
+}
+
 TEST(Scheduler, PenaltiesFollowEachRequestsOwnTokens) {
   // Greedy requests with and without penalties side by side, in a pool
   // that preempts: each request's tokens are its own penalised argmax run
