@@ -69,16 +69,17 @@ struct RowSampling {
 /// The token `row` draws among `count` (logit, token id) candidates, as the
 /// Sampler draws it from a whole row of logits when the candidates hold
 /// every token the options can draw: the top-k when top-k is set, else the
-/// nucleus (with top-p) or every token; with min-p the whole row. `rowMass` is the whole row's sum of
-/// exp((logit - its best logit) / temperature) when the candidates are only
-/// part of it and top-p applies, else 0. Reorders `cands`.
+/// nucleus (with top-p) or every token; with min-p the whole row. `rowMass`
+/// is the whole row's sum of exp((logit - its best logit) / temperature)
+/// when the candidates are only part of it and top-p applies, else 0.
+/// Reorders `cands`.
 int32_t pickCandidate(const RowSampling &row, std::pair<float, int32_t> *cands, size_t count,
                       double rowMass);
 
 /// The probabilities sampling with `o` draws each token of a row of logits
 /// from (`out`: vocab of them): softmax at the temperature over the tokens
-/// min-p keeps, the top-k of them, then the top-p prefix, renormalised, by the same rule sample() draws
-/// with; greedy is a point mass on the argmax.
+/// min-p keeps, the top-k of them, then the top-p prefix, renormalised, by
+/// the same rule sample() draws with; greedy is a point mass on the argmax.
 void samplingProbabilities(const float *logits, int64_t vocab, const SamplingOptions &o,
                            std::vector<double> &out);
 

@@ -100,7 +100,7 @@ struct SchedulerOptions {
   /// proposer has drafts for takes a verify call of up to `speculate`
   /// drafts (0: all the engine's @verify checks) instead of a decode row;
   /// the others, and every request whose sampler changes its row
-  /// (SamplingOptions::changesRow: penalties, JSON), decode together as
+  /// (SamplingOptions::changesRow: penalties, JSON, min_tokens), decode together as
   /// before. Null: no speculation.
   Proposer *proposer = nullptr;
   int64_t speculate = 0;

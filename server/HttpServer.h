@@ -1,7 +1,8 @@
 // kvplan serve's HTTP server: the OpenAI API (completions, chat, models)
-// with health and Prometheus metrics, over one engine driven by the
-// continuous-batching scheduler. docs/server.md has the request's path from
-// the socket to the scheduler and back, the threads and the shutdown.
+// and vLLM's tokenize and detokenize, with health and Prometheus metrics,
+// over one engine driven by the continuous-batching scheduler.
+// docs/server.md has the request's path from the socket to the scheduler
+// and back, the threads and the shutdown.
 #pragma once
 
 #include "runtime/Engine.h"
