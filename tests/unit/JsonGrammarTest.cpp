@@ -73,7 +73,8 @@ bool wholeObject(const std::string &raw) {
 bool openEnded(const std::string &text) {
   if (nlohmann::json::accept(text)) return wholeObject(text);
   try {
-    (void)nlohmann::json::parse(text);
+    const nlohmann::json parsed = nlohmann::json::parse(text);
+    static_cast<void>(parsed);
   } catch (const nlohmann::json::parse_error &e) {
     return e.byte == text.size() + 1 &&
            std::string(e.what()).find("unexpected end of input") != std::string::npos;
