@@ -97,6 +97,18 @@ json parseBody(const std::string &body) {
   return j;
 }
 
+/// An array of token ids; throws naming `field`, with `shape`, otherwise.
+std::vector<int32_t> tokenIdArray(const json &ids, const char *field, const char *shape) {
+  if (!ids.is_array()) throw badField(field, shape);
+  std::vector<int32_t> out;
+  for (const json &t : ids) {
+    if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > INT32_MAX)
+      throw badField(field, shape);
+    out.push_back(int32_t(t.get<int64_t>()));
+  }
+  return out;
+}
+
 void parseStop(const Fields &f, ApiRequest &r) {
   const json *v = f.get("stop");
   if (!v) return;
@@ -151,15 +163,9 @@ void parseVllmSampling(const Fields &f, ApiRequest &r) {
       throw badField("min_tokens", "min_tokens must be 0 or more, got " + std::to_string(*n));
     r.sampling.minTokens = *n;
   }
-  if (const json *ids = f.get("stop_token_ids")) {
-    const char *shape = "stop_token_ids must be an array of token ids";
-    if (!ids->is_array()) throw badField("stop_token_ids", shape);
-    for (const json &t : *ids) {
-      if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > INT32_MAX)
-        throw badField("stop_token_ids", shape);
-      r.stopTokenIds.push_back(int32_t(t.get<int64_t>()));
-    }
-  }
+  if (const json *ids = f.get("stop_token_ids"))
+    r.stopTokenIds =
+        tokenIdArray(*ids, "stop_token_ids", "stop_token_ids must be an array of token ids");
 }
 
 void parseSampling(const Fields &f, ApiRequest &r) {
@@ -272,14 +278,8 @@ int64_t positiveTokens(const Fields &f, const char *name) {
 
 /// A prompt of token ids (`ids` an array of integers); throws naming prompt.
 std::vector<int32_t> promptIds(const json &ids) {
-  std::vector<int32_t> out;
-  for (const json &t : ids) {
-    if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > INT32_MAX)
-      throw badField("prompt", "prompt must be a string, an array of token ids, or an array "
-                               "holding one of them");
-    out.push_back(int32_t(t.get<int64_t>()));
-  }
-  return out;
+  return tokenIdArray(ids, "prompt", "prompt must be a string, an array of token ids, or an "
+                                     "array holding one of them");
 }
 
 void parsePrompt(const Fields &f, ApiRequest &r) {
@@ -557,12 +557,7 @@ DetokenizeRequest parseDetokenizeRequest(const std::string &body) {
   if (auto m = f.string("model")) r.model = *m;
   const json *t = f.get("tokens");
   if (!t) throw badField("tokens", "tokens is required");
-  if (!t->is_array()) throw badField("tokens", "tokens must be an array of token ids");
-  for (const json &id : *t) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
-      throw badField("tokens", "tokens must be an array of token ids");
-    r.tokens.push_back(int32_t(id.get<int64_t>()));
-  }
+  r.tokens = tokenIdArray(*t, "tokens", "tokens must be an array of token ids");
   return r;
 }
 
