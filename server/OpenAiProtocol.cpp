@@ -1,9 +1,9 @@
 // Request checking and response building for the OpenAI API: field names,
 // types, defaults and ranges follow OpenAI's API reference; what kvplan
 // does not do (best_of other than n, a JSON schema keyword it cannot hold
-// generation to, tools of another type than function) is refused by name
-// rather than ignored, so that a client never gets silently different
-// sampling.
+// generation to, tools of another type than function, the sampling fields
+// of vLLM and llama.cpp it lacks) is refused by name rather than ignored,
+// so that a client never gets silently different sampling.
 #include "server/OpenAiProtocol.h"
 
 #include "runtime/JsonSchema.h"
@@ -251,8 +251,51 @@ void parseResponseFormat(const json &rf, const std::string &body, ApiRequest &r)
   if (type == "json_schema") r.jsonSchema = parseJsonSchema(rf, body);
 }
 
+/// Fields of vLLM's and llama.cpp's servers that kvplan serve does not
+/// offer: refused by name when they ask for anything but what it does (a
+/// neutral value, e.g. skip_special_tokens true, passes), so a client
+/// written for those servers never gets silently different sampling.
+void refuseUnoffered(const Fields &f) {
+  struct Unoffered {
+    const char *name;
+    json neutral; // null: every value asks for something
+    const char *instead;
+  };
+  const Unoffered fields[] = {
+      {"include_stop_str_in_output", false, ""},
+      {"skip_special_tokens", true, ""},
+      {"spaces_between_special_tokens", true, ""},
+      {"use_beam_search", false, ""},
+      {"length_penalty", 1, ""},
+      {"prompt_logprobs", json(), "; completions with echo and logprobs score the prompt"},
+      {"allowed_token_ids", json(), "; logit_bias can favour or ban tokens"},
+      {"bad_words", json::array(), "; logit_bias -100 bans a token"},
+      {"truncate_prompt_tokens", json(), ""},
+      {"guided_json", json(), "; use response_format json_schema"},
+      {"guided_regex", json(), ""},
+      {"guided_choice", json(), "; response_format json_schema with an enum does it as JSON"},
+      {"guided_grammar", json(), ""},
+      {"structured_outputs", json(), "; use response_format json_schema"},
+      {"typical_p", 1, ""},
+      {"tfs_z", 1, ""},
+      {"mirostat", 0, ""},
+      {"dry_multiplier", 0, ""},
+      {"xtc_probability", 0, ""},
+      {"repeat_penalty", 1, "; repetition_penalty (vLLM's) applies over the whole prompt and "
+                            "answer, not llama.cpp's last 64 tokens"},
+  };
+  for (const Unoffered &u : fields) {
+    const json *v = f.get(u.name);
+    if (!v || (!u.neutral.is_null() && *v == u.neutral)) continue;
+    const std::string shown = v->dump();
+    throw badField(u.name, std::string(u.name) + (shown.size() <= 40 ? " " + shown : "") +
+                               " is not offered by kvplan serve" + u.instead);
+  }
+}
+
 void parseCommon(const json &j, const std::string &body, ApiRequest &r) {
   Fields f(j);
+  refuseUnoffered(f);
   if (auto m = f.string("model")) r.model = *m;
   parseSampling(f, r);
   r.stream = f.boolean("stream").value_or(false);

@@ -963,6 +963,26 @@ TEST(Server, ErrorsNameTheField) {
   expectError(c, R"({"prompt": "a", "stop": [1]})", 400, "stop");
   expectError(c, R"({"prompt": "a", "stop": ["a","b","c","d","e"]})", 400, "stop");
   expectError(c, R"({"prompt": "a", "stream": "yes"})", 400, "stream");
+  // vLLM's and llama.cpp's fields kvplan does not offer: refused when they
+  // ask for something, accepted at their neutral values.
+  expectError(c, R"({"prompt": "a", "skip_special_tokens": false})", 400, "skip_special_tokens");
+  expectError(c, R"({"prompt": "a", "include_stop_str_in_output": true})", 400,
+              "include_stop_str_in_output");
+  expectError(c, R"({"prompt": "a", "guided_json": {"type": "object"}})", 400, "guided_json");
+  expectError(c, R"({"prompt": "a", "allowed_token_ids": [5]})", 400, "allowed_token_ids");
+  expectError(c, R"({"prompt": "a", "typical_p": 0.9})", 400, "typical_p");
+  expectError(c, R"({"prompt": "a", "repeat_penalty": 1.1})", 400, "repeat_penalty");
+  expectError("/v1/chat/completions",
+              R"({"messages": [{"role": "user", "content": "x"}], "mirostat": 2})", 400,
+              "mirostat");
+  for (const char *neutral : {R"("skip_special_tokens": true)", R"("repeat_penalty": 1.0)",
+                              R"("include_stop_str_in_output": false)", R"("bad_words": [])",
+                              R"("typical_p": 1)", R"("prompt_logprobs": null)"}) {
+    auto res = r.client().Post(c, R"({"prompt": [1, 5], "max_tokens": 1, )" +
+                                      std::string(neutral) + "}",
+                               "application/json");
+    EXPECT_EQ(res->status, 200) << neutral << " " << res->body;
+  }
   expectError(c, R"({"prompt": "a", "model": "gpt-4"})", 400, "model");
   expectError(c, R"({"prompt": [1, 400]})", 400, "prompt");
   expectError(c, json({{"prompt", randomPrompt(160, 3)}}).dump(), 400, "prompt");
