@@ -49,6 +49,11 @@ Sampler::Sampler(const SamplingOptions &options) : opts(options), rng(options.se
     if (token < 0 || !(std::fabs(bias) <= 100))
       throw InputError("logit bias " + formatNumber(bias) + " for token " +
                        std::to_string(token) + ": expected a token id and a bias in [-100, 100]");
+  for (int32_t t : opts.allowedTokens)
+    if (t < 0) throw InputError("allowed token " + std::to_string(t) + " is not a token id");
+  if (opts.json && !opts.allowedTokens.empty())
+    throw InputError("allowed tokens with JSON output: JSON's own mask decides which tokens may "
+                     "come; leave out the allowed tokens");
   if (opts.json && opts.minTokens > 0)
     throw InputError("--min-tokens with JSON output: the answer ends as its object closes, "
                      "whatever its length; leave out --min-tokens");
@@ -62,7 +67,13 @@ void Sampler::setPrompt(const std::vector<int32_t> &tokens) {
 }
 
 const float *Sampler::penalize(const float *logits, int64_t vocab) {
-  penalizedRow.assign(logits, logits + vocab);
+  if (opts.allowedTokens.empty()) {
+    penalizedRow.assign(logits, logits + vocab);
+  } else { // only the allowed ones, first (as vLLM)
+    penalizedRow.assign(size_t(vocab), -INFINITY);
+    for (int32_t t : opts.allowedTokens)
+      if (t < vocab) penalizedRow[size_t(t)] = logits[t];
+  }
   const double rep = opts.repetitionPenalty;
   auto repeat = [&](int32_t t) {
     if (t < 0 || t >= vocab) return;

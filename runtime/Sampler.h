@@ -44,13 +44,16 @@ struct SamplingOptions {
   // request's stop ids, which Scheduler::submit sets) are never drawn.
   int64_t minTokens = 0;
   std::vector<int32_t> endTokens = {};
+  // vLLM's allowed_token_ids: when not empty, only these may be drawn.
+  std::vector<int32_t> allowedTokens = {};
   bool greedy() const { return temperature == 0 || topK == 1; }
-  /// Penalties, biases, JSON mode or min_tokens: the row is changed on the
-  /// host before the draw, by rules that depend on the tokens drawn so far
-  /// (so the speculative acceptance rule, which knows none, does not apply).
+  /// Penalties, biases, allowed tokens, JSON mode or min_tokens: the row is
+  /// changed on the host before the draw (mostly by rules that depend on
+  /// the tokens drawn so far), which the speculative acceptance rule does
+  /// not know: such a request is not speculated on.
   bool changesRow() const {
     return presencePenalty != 0 || frequencyPenalty != 0 || repetitionPenalty != 1 ||
-           !logitBias.empty() || json || minTokens > 0;
+           !logitBias.empty() || json || minTokens > 0 || !allowedTokens.empty();
   }
   /// Drawn from the whole row on the host (not on the device, nor from a
   /// tensor-parallel rank's candidates): changesRow(), or min-p.

@@ -118,6 +118,16 @@ uint64_t Scheduler::submit(GenerationRequest request) {
     throw InputError("at least " + std::to_string(q.sampling.minTokens) +
                      " tokens must be generated (min_tokens) but at most " +
                      std::to_string(q.maxNewTokens) + " may be: ask for fewer or allow more");
+  for (int32_t t : q.sampling.allowedTokens)
+    if (t >= eng.vocabSize())
+      throw InputError("allowed token " + std::to_string(t) + " is outside the vocabulary [0, " +
+                       std::to_string(eng.vocabSize()) + ")");
+  const auto &ends = q.stopIds;
+  if (q.sampling.minTokens > 0 && !q.sampling.allowedTokens.empty() &&
+      std::all_of(q.sampling.allowedTokens.begin(), q.sampling.allowedTokens.end(),
+                  [&](int32_t t) { return std::find(ends.begin(), ends.end(), t) != ends.end(); }))
+    throw InputError("every allowed token ends the request, and min_tokens forbids them: no "
+                     "token could be drawn");
   // min_tokens holds back exactly the ids that would end the request.
   request.sampling.endTokens = q.sampling.minTokens > 0 ? q.stopIds : std::vector<int32_t>();
   auto r = std::make_unique<Request>(std::move(request)); // checks the sampling options

@@ -123,8 +123,8 @@ bool forcedCall(const ApiRequest &a) {
 }
 
 /// vLLM's stop_token_ids (ending the answer as an end-of-sequence id does,
-/// also with ignore_eos) and min_tokens, checked against the vocabulary and
-/// what the request may generate.
+/// also with ignore_eos), allowed_token_ids and min_tokens, checked against
+/// the vocabulary and what the request may generate.
 void addVllmStops(const ApiRequest &a, int64_t vocab, GenerationRequest &g) {
   for (int32_t id : a.stopTokenIds) {
     if (id >= vocab)
@@ -133,6 +133,15 @@ void addVllmStops(const ApiRequest &a, int64_t vocab, GenerationRequest &g) {
                                            std::to_string(vocab) + ")");
     g.stopIds.push_back(id);
   }
+  for (int32_t id : a.sampling.allowedTokens)
+    if (id >= vocab)
+      throw badField("allowed_token_ids", "allowed_token_ids names token " + std::to_string(id) +
+                                              ", outside the vocabulary [0, " +
+                                              std::to_string(vocab) + ")");
+  if (!a.sampling.allowedTokens.empty() && (a.jsonObject || forcedCall(a)))
+    throw badField("allowed_token_ids", "allowed_token_ids with JSON output (response_format, "
+                                        "or a forced tool call): JSON's own mask decides which "
+                                        "tokens may come; leave out allowed_token_ids");
   const int64_t least = a.sampling.minTokens;
   if (least > g.maxNewTokens)
     throw badField("min_tokens", "min_tokens is " + std::to_string(least) + " but at most " +

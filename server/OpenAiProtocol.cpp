@@ -149,7 +149,8 @@ void parseLogitBias(const json &b, ApiRequest &r) {
   }
 }
 
-/// vLLM's sampling extensions: min_p, min_tokens and stop_token_ids (their
+/// vLLM's sampling extensions: min_p, min_tokens, allowed_token_ids and
+/// stop_token_ids (their
 /// ids are checked against the vocabulary later, min_tokens against
 /// max_tokens once its default is known).
 void parseVllmSampling(const Fields &f, ApiRequest &r) {
@@ -162,6 +163,12 @@ void parseVllmSampling(const Fields &f, ApiRequest &r) {
     if (*n < 0)
       throw badField("min_tokens", "min_tokens must be 0 or more, got " + std::to_string(*n));
     r.sampling.minTokens = *n;
+  }
+  if (const json *ids = f.get("allowed_token_ids")) {
+    r.sampling.allowedTokens = tokenIdArray(*ids, "allowed_token_ids",
+                                            "allowed_token_ids must be an array of token ids");
+    if (r.sampling.allowedTokens.empty())
+      throw badField("allowed_token_ids", "allowed_token_ids must list at least one token");
   }
   if (const json *ids = f.get("stop_token_ids"))
     r.stopTokenIds =
@@ -268,8 +275,8 @@ void refuseUnoffered(const Fields &f) {
       {"use_beam_search", false, ""},
       {"length_penalty", 1, ""},
       {"prompt_logprobs", json(), "; completions with echo and logprobs score the prompt"},
-      {"allowed_token_ids", json(), "; logit_bias can favour or ban tokens"},
-      {"bad_words", json::array(), "; logit_bias -100 bans a token"},
+      {"bad_words", json::array(), "; logit_bias -100 bans a token, allowed_token_ids keeps "
+                                   "only the ones listed"},
       {"truncate_prompt_tokens", json(), ""},
       {"guided_json", json(), "; use response_format json_schema"},
       {"guided_regex", json(), ""},

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <random>
+#include <set>
 
 using namespace kvplan;
 
@@ -458,6 +459,28 @@ TEST(Sampling, MinPKeepsTokensAFractionAsLikelyAsTheBestBeforeTopKAndTopP) {
     o.minP = bad;
     EXPECT_THROW(Sampler{o}, InputError) << bad;
   }
+}
+
+TEST(Sampling, AllowedTokensAreTheOnlyOnesDrawn) {
+  const std::vector<float> row = {2.0f, 1.0f, 0.5f, 3.0f, -1.0f};
+  SamplingOptions o;
+  o.allowedTokens = {1, 2, 4, 9}; // an id past the row is ignored
+  EXPECT_TRUE(o.changesRow());
+  EXPECT_EQ(Sampler(o).sample(row.data(), 5), 1); // the best of them
+  std::set<int32_t> seen;
+  for (uint64_t seed = 0; seed < 200; ++seed) {
+    o.temperature = 2.0;
+    o.seed = seed;
+    seen.insert(Sampler(o).sample(row.data(), 5));
+  }
+  EXPECT_EQ(seen, (std::set<int32_t>{1, 2, 4}));
+  // With a penalty too: the allowed ones are penalised, the others stay out.
+  o.temperature = 0;
+  o.logitBias = {{1, -2.0}, {3, 5.0}};
+  EXPECT_EQ(Sampler(o).sample(row.data(), 5), 2);
+  SamplingOptions bad;
+  bad.allowedTokens = {-1};
+  EXPECT_THROW(Sampler{bad}, InputError);
 }
 
 TEST(Sampling, MinTokensHoldsBackTheEndTokensUntilThatManyAreDrawn) {

@@ -516,10 +516,16 @@ TEST(Scheduler, MinTokensHoldsBackTheStopIds) {
   EXPECT_GE(got.tokens.size(), least);
   EXPECT_EQ(got.reason, stopped ? FinishReason::stop : FinishReason::length);
   EXPECT_EQ(got.stopToken, stopped ? stop : -1);
-  // More than may be generated is refused.
+  // More than may be generated is refused, and so is allowing only the stop
+  // ids that min_tokens holds back (nothing could be drawn).
   GenerationRequest over = request(prompt, 4, got);
   over.sampling.minTokens = 5;
   EXPECT_THROW(s.submit(std::move(over)), InputError);
+  GenerationRequest stuck = request(prompt, 12, got);
+  stuck.stopIds = {stop};
+  stuck.sampling.minTokens = 2;
+  stuck.sampling.allowedTokens = {stop};
+  EXPECT_THROW(s.submit(std::move(stuck)), InputError);
   expectNoLeak(e);
 }
 

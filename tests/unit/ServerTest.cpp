@@ -756,7 +756,7 @@ TEST(Server, PenaltiesAndLogitBiasReachTheSampler) {
             kvplan::testing::penalisedAlone(alone, prompt, 12, o));
 }
 
-TEST(Server, MinPMinTokensAndStopTokenIdsReachTheScheduler) {
+TEST(Server, MinPMinTokensAllowedAndStopTokenIdsReachTheScheduler) {
   Running r;
   const std::vector<int32_t> prompt = randomPrompt(9, 11);
   const std::vector<int32_t> greedy = model().alone(prompt, 12);
@@ -797,23 +797,40 @@ TEST(Server, MinPMinTokensAndStopTokenIdsReachTheScheduler) {
   const Stream st = postStream(r, "/v1/completions", body);
   EXPECT_EQ(st.events.back()["choices"][0]["finish_reason"], "stop");
   EXPECT_EQ(st.events.back()["choices"][0]["stop_reason"], greedy[1]);
+  // allowed_token_ids: one id, and greedy draws nothing else; two at a
+  // temperature, and only they come.
+  json allowed = completion(prompt, 12);
+  allowed["allowed_token_ids"] = {greedy[2]};
+  EXPECT_EQ(ids(allowed)["token_ids"].get<std::vector<int32_t>>(),
+            std::vector<int32_t>(12, greedy[2]));
+  allowed["allowed_token_ids"] = {greedy[2], 77};
+  allowed["temperature"] = 1.5;
+  allowed["seed"] = 3;
+  const std::vector<int32_t> two = ids(allowed)["token_ids"].get<std::vector<int32_t>>();
+  EXPECT_EQ(two.size(), 12u);
+  for (int32_t t : two) EXPECT_TRUE(t == greedy[2] || t == 77) << t;
   // What cannot be served is refused by name.
   for (const auto &[field, bad] : std::vector<std::pair<std::string, json>>{
            {"min_p", 1.5}, {"min_p", -0.1}, {"min_p", "high"}, {"min_tokens", -1},
            {"min_tokens", 13}, {"stop_token_ids", 7}, {"stop_token_ids", {-1}},
-           {"stop_token_ids", {5000}}, {"stop_token_ids", {"a"}}}) {
+           {"stop_token_ids", {5000}}, {"stop_token_ids", {"a"}},
+           {"allowed_token_ids", json::array()}, {"allowed_token_ids", {5000}},
+           {"allowed_token_ids", "a"}}) {
     json b = completion(prompt, 12);
     b[field] = bad;
     auto res = post(r, "/v1/completions", b);
     EXPECT_EQ(res->status, 400) << field << " " << bad;
     EXPECT_EQ(json::parse(res->body)["error"]["param"], field) << res->body;
   }
-  json jsonMode = completion(prompt, 12);
-  jsonMode["min_tokens"] = 2;
-  jsonMode["response_format"] = {{"type", "json_object"}};
-  auto res = post(r, "/v1/completions", jsonMode);
-  EXPECT_EQ(res->status, 400) << res->body;
-  EXPECT_EQ(json::parse(res->body)["error"]["param"], "min_tokens") << res->body;
+  for (const auto &[field, value] :
+       std::vector<std::pair<std::string, json>>{{"min_tokens", 2}, {"allowed_token_ids", {5}}}) {
+    json jsonMode = completion(prompt, 12);
+    jsonMode[field] = value;
+    jsonMode["response_format"] = {{"type", "json_object"}};
+    auto res = post(r, "/v1/completions", jsonMode);
+    EXPECT_EQ(res->status, 400) << res->body;
+    EXPECT_EQ(json::parse(res->body)["error"]["param"], field) << res->body;
+  }
 }
 
 TEST(Server, SeveralChoicesAreEachTheirOwnGeneration) {
@@ -969,7 +986,7 @@ TEST(Server, ErrorsNameTheField) {
   expectError(c, R"({"prompt": "a", "include_stop_str_in_output": true})", 400,
               "include_stop_str_in_output");
   expectError(c, R"({"prompt": "a", "guided_json": {"type": "object"}})", 400, "guided_json");
-  expectError(c, R"({"prompt": "a", "allowed_token_ids": [5]})", 400, "allowed_token_ids");
+  expectError(c, R"({"prompt": "a", "bad_words": ["x"]})", 400, "bad_words");
   expectError(c, R"({"prompt": "a", "typical_p": 0.9})", 400, "typical_p");
   expectError(c, R"({"prompt": "a", "repeat_penalty": 1.1})", 400, "repeat_penalty");
   expectError("/v1/chat/completions",
