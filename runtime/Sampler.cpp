@@ -100,7 +100,8 @@ const float *Sampler::penalize(const float *logits, int64_t vocab) {
 
 DeviceSamplingParams Sampler::deviceRow() {
   if (opts.rowOnHost())
-    throw std::logic_error("penalties, biases, min-p and min_tokens are applied on the host");
+    throw std::logic_error("a row that is changed or read on the host (rowOnHost) has no "
+                           "device draw");
   DeviceSamplingParams p;
   p.temperature = float(opts.temperature);
   p.topP = float(opts.topP);

@@ -268,7 +268,7 @@ void refuseUnoffered(const Fields &f) {
     json neutral; // null: every value asks for something
     const char *instead;
   };
-  const Unoffered fields[] = {
+  static const Unoffered fields[] = {
       {"include_stop_str_in_output", false, ""},
       {"skip_special_tokens", true, ""},
       {"spaces_between_special_tokens", true, ""},
