@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# Builds kvplan with -DKVPLAN_COMPILER=OFF into build-runtime/ and checks that
-# it links no MLIR or LLVM library and runs an artifact the full build wrote,
-# producing the same token ids as the full build.
+# Checks the runtime-only kvplan (build/bin/kvplan-runtime: the tool as
+# -DKVPLAN_COMPILER=OFF builds it, made beside the full one from the same
+# libraries): it links no MLIR or LLVM library and runs an artifact the full
+# build wrote, producing the same token ids as the full build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cmake -S . -B build-runtime -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVPLAN_COMPILER=OFF \
-  -DKVPLAN_TESTS=OFF >/dev/null
-cmake --build build-runtime
-bin=build-runtime/bin/kvplan
+if [ ! -f build/build.ninja ]; then
+  echo "runtime-only: build/ is not configured; run scripts/setup.sh first" >&2
+  exit 1
+fi
+cmake --build build --target kvplan kvplan-runtime
+bin=build/bin/kvplan-runtime
+if [ ! -x "$bin" ]; then
+  echo "runtime-only: $bin was not built; build/ needs the compiler (-DKVPLAN_COMPILER=ON)" >&2
+  exit 1
+fi
 if ldd "$bin" | grep -Ei 'libMLIR|libLLVM'; then
   echo "runtime-only: $bin links MLIR or LLVM" >&2
   exit 1
@@ -38,7 +45,7 @@ fi
 # With the CUDA runtime (KVPLAN_CUDA, on wherever nvcc is): no CUDA library
 # is a load-time dependency, and a cuda artifact reads the same and, without
 # a device, says so.
-if grep -q '^KVPLAN_CUDA:BOOL=ON' build-runtime/CMakeCache.txt; then
+if grep -q '^KVPLAN_CUDA:BOOL=ON' build/CMakeCache.txt; then
   if ldd "$bin" | grep -Ei 'libcudart|libcublas|libcuda\.so'; then
     echo "runtime-only: $bin needs a CUDA library to start" >&2
     exit 1
