@@ -72,7 +72,7 @@ struct CudaEntry {
   // entry point's tokens, positions and page table there, not at their
   // arena offsets. Then what sampling writes.
   int64_t inputsOffset = 0;
-  int64_t samplingParamsOffset = 0; // rows x SamplingParams (16 bytes), in the inputs
+  int64_t samplingParamsOffset = 0; // rows x SamplingParams (20 bytes), in the inputs
   int64_t sampledOffset = 0;        // rows x int32
   int64_t argmaxOffset = 0;         // rows x sampleRowBytes: slices' argmaxes, candidates
   // Sampling, after the logits: the argmax of each slice of every row
@@ -96,8 +96,9 @@ struct DeviceSamplingParams {
   float topP;        // 1: no limit
   int32_t topK;      // 0: no limit
   float uniform;     // in [0, 1): the draw for this row and step
+  float minP;        // 0: off; else only logits >= best + temperature ln minP
 };
-static_assert(sizeof(DeviceSamplingParams) == 16, "the kernel reads 16 bytes per row");
+static_assert(sizeof(DeviceSamplingParams) == 20, "the kernel reads 20 bytes per row");
 
 /// A RoPE cos/sin table in the workspace, one per distinct set of
 /// frequencies: `positions` rows (max_seq_len) of freqs.size() pairs of f32

@@ -35,18 +35,25 @@ void Engine::init(const EngineOptions &options) {
 }
 
 namespace {
-/// Whether some row's draw needs its whole row of logits on the host
-/// (penalties, biases, JSON or min_tokens change it, or min-p reads it).
-bool anyOnHost(Sampler *const *samplers, int64_t count) {
+/// Whether some row's logits are changed on the host before its draw
+/// (penalties, biases, allowed tokens, JSON or min_tokens): the step's rows
+/// are then drawn on the host, not on the device.
+bool anyChanged(Sampler *const *samplers, int64_t count) {
   return std::any_of(samplers, samplers + count,
-                     [](const Sampler *s) { return s->options().rowOnHost(); });
+                     [](const Sampler *s) { return s->options().changesRow(); });
+}
+/// Whether some row's draw needs its whole row (anyChanged, or min-p), not
+/// a tensor-parallel rank's candidates.
+bool anyWholeRow(Sampler *const *samplers, int64_t count) {
+  return std::any_of(samplers, samplers + count,
+                     [](const Sampler *s) { return s->options().needsWholeRow(); });
 }
 } // namespace
 
 void Engine::sampleHost(const std::string &entry, Sampler *const *samplers, int64_t count,
                         int32_t *out) {
   // A tensor-parallel leader gathers whole rows for penalties and min-p.
-  if (!exec->collective() || anyOnHost(samplers, count)) {
+  if (!exec->collective() || anyWholeRow(samplers, count)) {
     const float *logits = exec->logits(entry);
     for (int64_t r = 0; r < count; ++r)
       out[r] = samplers[r]->sample(logits + r * vocabSize(), vocabSize());
@@ -175,7 +182,7 @@ int32_t Engine::prefillStep(int seq, const int32_t *tokens, int64_t count, Sampl
   Sequence &s = seqs[size_t(seq)];
   grow(s, int64_t(s.tokens.size()) + count);
   writeSequenceInputs("prefill", s, tokens, count, chunk);
-  const bool device = rowSampler && exec->samplesOnDevice() && !anyOnHost(&rowSampler, 1);
+  const bool device = rowSampler && exec->samplesOnDevice() && !anyChanged(&rowSampler, 1);
   if (device) {
     params.assign(1, rowSampler->deviceRow());
     exec->setSampling("prefill", params.data(), 1);
@@ -247,7 +254,7 @@ std::vector<int32_t> Engine::decodeStep(const std::vector<int> &which,
   }
   const int64_t rows = int64_t(which.size());
   const bool device = !samplers.empty() && exec->samplesOnDevice() &&
-                      !anyOnHost(samplers.data(), rows);
+                      !anyChanged(samplers.data(), rows);
   if (device) {
     params.resize(size_t(rows));
     for (int64_t r = 0; r < rows; ++r) params[size_t(r)] = samplers[size_t(r)]->deviceRow();

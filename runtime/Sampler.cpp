@@ -99,13 +99,14 @@ const float *Sampler::penalize(const float *logits, int64_t vocab) {
 }
 
 DeviceSamplingParams Sampler::deviceRow() {
-  if (opts.rowOnHost())
-    throw std::logic_error("a row that is changed or read on the host (rowOnHost) has no "
-                           "device draw");
+  if (opts.changesRow())
+    throw std::logic_error("a row changed on the host first (changesRow: penalties, biases, "
+                           "allowed tokens, JSON, min_tokens) has no device draw");
   DeviceSamplingParams p;
   p.temperature = float(opts.temperature);
   p.topP = float(opts.topP);
   p.topK = int32_t(std::min<int64_t>(opts.topK, INT32_MAX));
+  p.minP = float(opts.minP);
   const bool greedy = opts.greedy();
   p.uniform = greedy ? 0.0f : std::uniform_real_distribution<float>(0.0f, 1.0f)(rng);
   return p;

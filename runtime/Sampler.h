@@ -55,9 +55,10 @@ struct SamplingOptions {
     return presencePenalty != 0 || frequencyPenalty != 0 || repetitionPenalty != 1 ||
            !logitBias.empty() || json || minTokens > 0 || !allowedTokens.empty();
   }
-  /// Drawn from the whole row on the host (not on the device, nor from a
-  /// tensor-parallel rank's candidates): changesRow(), or min-p.
-  bool rowOnHost() const { return changesRow() || minP > 0; }
+  /// Drawn from the whole row (the device's sampling kernel reads it whole
+  /// too), not from a tensor-parallel rank's candidates: changesRow(), or
+  /// min-p.
+  bool needsWholeRow() const { return changesRow() || minP > 0; }
 };
 
 /// One row's sampling: the options and the uniform draw in [0, 1) that
@@ -103,8 +104,8 @@ public:
   /// JSON mode: whether the tokens drawn so far spell a whole object.
   bool jsonComplete() const { return opts.json && schemaState.complete(); }
   /// The same choice made on the device (runtime/cuda): the options and
-  /// this step's draw from the same generator. Not with rowOnHost(), which
-  /// needs the row on the host (sample()).
+  /// this step's draw from the same generator. Not with changesRow(), whose
+  /// row is changed on the host first (sample()).
   DeviceSamplingParams deviceRow();
   const SamplingOptions &options() const { return opts; }
   bool greedy() const { return opts.greedy(); }

@@ -2495,15 +2495,17 @@ __device__ void attnTiledMma(const KvArgs &a) {
 //   its own maximum) and its C candidates: its C largest keys (ties in index
 //   order), in index order.
 // - sample, one block a row: greedy merges the slices' argmaxes (the lowest
-//   index among equals); at a temperature it keeps the top-k logits (ties
+//   index among equals); at a temperature it keeps the tokens at least
+//   min-p times as likely as the best and of those the top-k logits (ties
 //   with the k-th are kept), then the smallest most-probable set whose
-//   probability reaches top-p, and draws among them in index order.
+//   probability reaches top-p of theirs, and draws among them in index
+//   order (vLLM's order: temperature, min-p, top-k and top-p).
 // Every token whose key is above B, the largest key a slice left out, is a
 // candidate. So where the thresholds come out above B, the candidates alone
 // (C a slice, a few thousand) decide them and the draw; where nothing is cut,
 // the draw picks a slice by the slices' masses and walks that slice; only
-// otherwise (top-k beyond the candidates, or a flat distribution whose top-p
-// set reaches below B) does the row's block go over the whole vocabulary.
+// otherwise (top-k beyond the candidates, or a flat distribution whose min-p
+// or top-p set reaches below B) does the row's block go over the whole vocabulary.
 // Thresholds come from radix selects over the logits' bits. The helpers take
 // the thread's coordinates from it; those that hold barriers are called by
 // every thread, under conditions that are the row's, the same for the whole
@@ -2517,8 +2519,15 @@ __device__ __forceinline__ unsigned orderedKey(float f) {
 struct SamplingParams {
   float temperature, topP;
   int topK;
-  float uniform;
+  float uniform, minP;
 };
+
+/// min-p's floor: the key of the least logit at least minP times as likely
+/// as the row's best at its temperature (logit >= best + temperature ln
+/// minP), or 0 where min-p is off.
+__device__ __forceinline__ unsigned minPKey(const SamplingParams &p, float maxLogit) {
+  return p.minP > 0.0f ? orderedKey(maxLogit + p.temperature * logf(p.minP)) : 0u;
+}
 
 /// Whether a row's parameters ask for the argmax.
 __device__ __forceinline__ bool greedyRow(const SamplingParams &p) {
@@ -2921,8 +2930,11 @@ __device__ __forceinline__ int drawBySlice(const float *l, float scaled, float m
 /// top-k beyond them, or a threshold at or below `bound`, the largest key
 /// of the row that u lacks (the candidates: B, the largest key a slice left
 /// out; the whole row: 0). `scaled` is thread s's slice mass at the row's
-/// maximum, whose sum is the row's mass when top-k cuts nothing. It holds
-/// barriers.
+/// maximum, whose sum is the row's mass when neither top-k nor min-p cuts.
+/// min-p's floor and top-k's k-th key both bound the kept tokens from
+/// below, so the higher one is the lowest key top-p works above (where top-k's
+/// k-th among u is at or below `bound`, so is the row's: fewer than k
+/// tokens are above it). It holds barriers.
 template <int V, int BLOCK>
 __device__ __forceinline__ int drawAmong(const TokenSpan &u, const SamplingParams &prm,
                                          float scaled, unsigned bound, Argmax best, float invT,
@@ -2931,21 +2943,24 @@ __device__ __forceinline__ int drawAmong(const TokenSpan &u, const SamplingParam
   if (cutK && prm.topK > u.n) return -1;
   const unsigned kth =
       cutK ? topKKey<BLOCK>(u, prm.topK, sh.hist, sh.prefix, sh.remaining, tid) : 0u;
-  if (cutK && kth <= bound) return -1;
-  float total = scaled; // nothing cut by top-k: every token's mass, by slices
-  if (cutK) {
+  const unsigned minKey = minPKey(prm, best.logit);
+  const unsigned lowest = kth > minKey ? kth : minKey;
+  const bool cut = cutK || prm.minP > 0.0f;
+  if (cut && lowest <= bound) return -1;
+  float total = scaled; // nothing cut: every token's mass, by slices
+  if (cut) {
     total = 0.0f;
     for (int i = tid; i < u.n; i += BLOCK) {
       const float l = u.logit(i);
-      if (orderedKey(l) >= kth) total += keptWeight(l, best.logit, invT);
+      if (orderedKey(l) >= lowest) total += keptWeight(l, best.logit, invT);
     }
   }
   total = blockSum<BLOCK>(total, sh.shf);
   const unsigned threshold =
-      prm.topP < 1.0f ? topPKey<BLOCK>(u, kth, best.logit, invT, prm.topP * total, sh.histf,
+      prm.topP < 1.0f ? topPKey<BLOCK>(u, lowest, best.logit, invT, prm.topP * total, sh.histf,
                                        sh.prefix, sh.remainingMass, tid)
-                      : kth;
-  if (!cutK && threshold <= bound) return -1;
+                      : lowest;
+  if (!cut && threshold <= bound) return -1;
   return drawToken<BLOCK>(u, threshold, best.logit, invT, prm.uniform, best.token, sh.shf,
                           sh.token, sh.winner, tid);
 }
@@ -2980,7 +2995,7 @@ template <int V, int BLOCK, int SLICE, int C> __device__ void sample(const KvArg
   const float scaled = tid < S ? me.mass * keptWeight(me.maxLogit, best.logit, invT) : 0.0f;
   const unsigned bound = blockMax<BLOCK>(me.bound, sh.shu);
   int token;
-  if (!(prm.topK > 0 && prm.topK < V) && !(prm.topP < 1.0f)) {
+  if (!(prm.topK > 0 && prm.topK < V) && !(prm.topP < 1.0f) && !(prm.minP > 0.0f)) {
     token = drawBySlice<V, BLOCK, SLICE>(l, scaled, best.logit, invT, prm.uniform, best.token, sh,
                                          tid);
   } else {

@@ -502,8 +502,15 @@ TEST_F(FakeGpu, SamplingParametersReachTheDevice) {
   const int s = gpu.open();
   int32_t t = gpu.prefillNext(s, p.data(), 3);
   std::set<int32_t> seen;
+  auto copiesOf = [](const std::function<int32_t()> &step, int32_t &next) {
+    const long long before = fakecuda_counters().copies;
+    next = step();
+    return fakecuda_counters().copies - before;
+  };
+  long long deviceCopies = 0; // a step's copies when the device draws
   for (int i = 0; i < 30; ++i) {
-    const int32_t next = gpu.decodeNext({s}, {t})[0];
+    int32_t next = -1;
+    deviceCopies = copiesOf([&] { return gpu.decodeNext({s}, {t})[0]; }, next);
     const float *l = gpu.executor().logits("decode");
     std::vector<int32_t> idx(static_cast<size_t>(gpu.vocabSize()));
     std::iota(idx.begin(), idx.end(), 0);
@@ -514,6 +521,33 @@ TEST_F(FakeGpu, SamplingParametersReachTheDevice) {
     t = next;
   }
   EXPECT_EQ(seen.size(), 2u) << "at temperature 3 both of the top two come up";
+  // min-p is drawn on the device too: its steps copy what a top-k step
+  // copies (a penalised one also brings the logits back to the host), and
+  // each token is one min-p keeps.
+  o.topK = 0;
+  o.minP = 0.5;
+  gpu.setSampling(o);
+  std::set<int32_t> drawn;
+  int64_t cut = 0; // steps where min-p left tokens out
+  for (int i = 0; i < 30; ++i) {
+    int32_t next = -1;
+    EXPECT_EQ(copiesOf([&] { return gpu.decodeNext({s}, {t})[0]; }, next), deviceCopies);
+    const float *l = gpu.executor().logits("decode");
+    const float best = *std::max_element(l, l + gpu.vocabSize());
+    auto kept = [&](int32_t x) { return std::exp((double(l[x]) - best) / o.temperature) >= 0.5; };
+    EXPECT_TRUE(kept(next)) << "step " << i << ": token " << next;
+    int64_t n = 0;
+    for (int32_t x = 0; x < gpu.vocabSize(); ++x) n += kept(x);
+    cut += n < gpu.vocabSize();
+    drawn.insert(next);
+    t = next;
+  }
+  EXPECT_GT(cut, 20) << "min-p should leave tokens out";
+  EXPECT_GT(drawn.size(), 3u);
+  o.presencePenalty = 0.5;
+  gpu.setSampling(o);
+  int32_t next = -1;
+  EXPECT_GT(copiesOf([&] { return gpu.decodeNext({s}, {t})[0]; }, next), deviceCopies);
 }
 
 namespace {
@@ -556,21 +590,24 @@ TEST_F(FakeGpu, SamplingKernelFollowsTopKTopPAndTheDraw) {
   at(2, 3) = std::log(3.0f), at(2, 10) = 0.0f; // top-p 0.5 keeps token 3 alone
   at(3, 1) = at(3, 2) = 0.0f;                  // two equal: the draw splits at 1/2
   auto sample = [&](const std::vector<DeviceSamplingParams> &p) { return k.draw(logits, p); };
-  EXPECT_EQ(sample({{0, 1, 0, 0.9f}, {1, 1, 2, 0.2f}, {1, 0.5f, 0, 0.99f}, {1, 1, 0, 0.49f}}),
-            (std::vector<int32_t>{7, 3, 3, 1}));
-  EXPECT_EQ(sample({{2, 1, 1, 0.5f}, {1, 1, 2, 0.3f}, {1, 0.5f, 0, 0.0f}, {1, 1, 0, 0.51f}}),
-            (std::vector<int32_t>{7, 10, 3, 2}));
+  EXPECT_EQ(
+      sample({{0, 1, 0, 0.9f, 0}, {1, 1, 2, 0.2f, 0}, {1, 0.5f, 0, 0.99f, 0}, {1, 1, 0, 0.49f, 0}}),
+      (std::vector<int32_t>{7, 3, 3, 1}));
+  EXPECT_EQ(
+      sample({{2, 1, 1, 0.5f, 0}, {1, 1, 2, 0.3f, 0}, {1, 0.5f, 0, 0.0f, 0}, {1, 1, 0, 0.51f, 0}}),
+      (std::vector<int32_t>{7, 10, 3, 2}));
   // Top-k 2 of 512 equal logits keeps the ties: any token may come.
   for (int64_t i = 0; i < v; ++i) at(1, i) = 1.0f;
-  std::vector<int32_t> t = sample({{0, 1, 0, 0}, {1, 1, 2, 0.999f}, {0, 1, 0, 0}, {0, 1, 0, 0}});
+  std::vector<int32_t> t =
+      sample({{0, 1, 0, 0, 0}, {1, 1, 2, 0.999f, 0}, {0, 1, 0, 0, 0}, {0, 1, 0, 0, 0}});
   EXPECT_EQ(t[1], int32_t(v - 1));
   // Top-k 100 of 512 distinct logits that share their first key bytes in
   // runs (every warp counts many tokens in one bin): the kept tokens are
   // 412..511, and a draw of 0 takes the first of them in index order.
   for (int64_t i = 0; i < v; ++i) at(1, i) = float(i) / 1000.0f;
-  t = sample({{0, 1, 0, 0}, {1, 1, 100, 0.0f}, {0, 1, 0, 0}, {0, 1, 0, 0}});
+  t = sample({{0, 1, 0, 0, 0}, {1, 1, 100, 0.0f, 0}, {0, 1, 0, 0, 0}, {0, 1, 0, 0, 0}});
   EXPECT_EQ(t[1], 412);
-  t = sample({{0, 1, 0, 0}, {1, 1, 101, 0.0f}, {0, 1, 0, 0}, {0, 1, 0, 0}});
+  t = sample({{0, 1, 0, 0, 0}, {1, 1, 101, 0.0f, 0}, {0, 1, 0, 0, 0}, {0, 1, 0, 0, 0}});
   EXPECT_EQ(t[1], 411);
   for (int64_t i = 0; i < v; ++i) at(1, i) = 1.0f;
   // The greedy choice merged from the argmax pass's slices (256 tokens
@@ -579,14 +616,48 @@ TEST_F(FakeGpu, SamplingKernelFollowsTopKTopPAndTheDraw) {
   ASSERT_EQ(ce.sampling.at(0).grid[0], 2);
   at(0, 300) = 5.0f;
   at(2, 400) = at(2, 450) = 9.0f;
-  EXPECT_EQ(sample({{0, 1, 0, 0}, {0, 1, 0, 0}, {0, 1, 0, 0}, {0, 1, 0, 0}}),
+  EXPECT_EQ(sample({{0, 1, 0, 0, 0}, {0, 1, 0, 0, 0}, {0, 1, 0, 0, 0}, {0, 1, 0, 0, 0}}),
             (std::vector<int32_t>{7, 0, 400, 1}));
-  EXPECT_EQ(sample({{0, 1, 0, 0}, {0, 1, 0, 0}, {1, 1, 1, 0.7f}, {0, 1, 0, 0}})[2], 400);
+  EXPECT_EQ(sample({{0, 1, 0, 0, 0}, {0, 1, 0, 0, 0}, {1, 1, 1, 0.7f, 0}, {0, 1, 0, 0, 0}})[2],
+            400);
   // A slice of -inf logits weighs nothing: the draw by slices still splits
   // tokens 1 and 2 at 1/2.
   for (int64_t i = 256; i < v; ++i) at(3, i) = -INFINITY;
-  EXPECT_EQ(sample({{0, 1, 0, 0}, {0, 1, 0, 0}, {0, 1, 0, 0}, {1, 1, 0, 0.51f}})[3], 2);
-  EXPECT_EQ(sample({{0, 1, 0, 0}, {0, 1, 0, 0}, {0, 1, 0, 0}, {1, 1, 0, 0.49f}})[3], 1);
+  EXPECT_EQ(sample({{0, 1, 0, 0, 0}, {0, 1, 0, 0, 0}, {0, 1, 0, 0, 0}, {1, 1, 0, 0.51f, 0}})[3], 2);
+  EXPECT_EQ(sample({{0, 1, 0, 0, 0}, {0, 1, 0, 0, 0}, {0, 1, 0, 0, 0}, {1, 1, 0, 0.49f, 0}})[3], 1);
+}
+
+// min-p on the device, in vLLM's order (temperature, min-p, then top-k and
+// top-p among what min-p keeps): probabilities 0.4, 0.3, 0.2, 0.06 and
+// 0.04; and a flat row whose min-p set reaches below the candidates.
+TEST_F(FakeGpu, SamplingKernelKeepsMinPBeforeTopKAndTopP) {
+  SamplingKernels k;
+  const int64_t v = k.v;
+  ASSERT_EQ(k.rows, 4);
+  std::vector<float> logits(size_t(4 * v), -100.0f);
+  auto at = [&](int64_t r, int64_t i) -> float & { return logits[size_t(r * v + i)]; };
+  const float probs[] = {0.4f, 0.3f, 0.2f, 0.06f, 0.04f};
+  for (int64_t r = 0; r < 3; ++r)
+    for (int i = 0; i < 5; ++i) at(r, 10 + i) = std::log(probs[i]);
+  for (int64_t i = 0; i < v; ++i) at(3, i) = float(i) / 1000.0f;
+  auto sample = [&](const std::vector<DeviceSamplingParams> &p) { return k.draw(logits, p); };
+  // A draw of 0.99 falls on the last token kept: 14 with nothing cut; with
+  // min-p 0.2 (at least 0.08) on 12; min-p 0.2 then top-p 0.75 keeps two
+  // (0.4 and 0.3 are 0.78 of 0.9), where top-p alone keeps three; min-p 1
+  // keeps the best alone, as does min-p 0.8 (at least 0.32) before top-k 2.
+  // Row 3: min-p 0.7 keeps logits >= 0.511 + ln 0.7,
+  // tokens 155 to 511 (the candidates hold 64), and a draw of 0 takes 155.
+  EXPECT_EQ(sample({{1, 1, 0, 0.99f, 0}, {1, 1, 0, 0.99f, 0.2f}, {1, 0.75f, 0, 0.99f, 0.2f},
+                    {1, 1, 0, 0.0f, 0.7f}}),
+            (std::vector<int32_t>{14, 12, 11, 155}));
+  EXPECT_EQ(sample({{1, 1, 0, 0.99f, 1.0f}, {1, 0.75f, 0, 0.99f, 0}, {1, 1, 2, 0.99f, 0.8f},
+                    {1, 1, 0, 0.999f, 0.7f}}),
+            (std::vector<int32_t>{10, 12, 10, 511}));
+  // The temperature first: at 0.5, 0.06 is 0.0225 of 0.4's likelihood, so
+  // min-p 0.03 leaves out tokens 13 and 14 (kept at temperature 1).
+  EXPECT_EQ(sample({{0.5f, 1, 0, 0.9999f, 0.03f}, {1, 1, 0, 0.9999f, 0.03f}, {0, 1, 0, 0, 0.5f},
+                    {1, 1, 0, 0.0f, 0.99f}}),
+            (std::vector<int32_t>{12, 14, 10, 501}));
 }
 
 // The sampling kernels on random logits against referenceDraw: peaked and

@@ -449,11 +449,16 @@ TEST(Sampling, MinPKeepsTokensAFractionAsLikelyAsTheBestBeforeTopKAndTopP) {
   SamplingOptions greedy;
   greedy.minP = 0.9;
   EXPECT_EQ(Sampler(greedy).sample(logits.data(), 5), 0);
-  // min-p reads the whole row: drawn on the host, but it changes no logit,
-  // so speculation's acceptance rule (samplingProbabilities) still holds.
-  EXPECT_TRUE(greedy.rowOnHost());
+  // min-p reads the whole row (not a tensor-parallel rank's candidates),
+  // but it changes no logit: the device draws it, and speculation's
+  // acceptance rule (samplingProbabilities) still holds.
+  EXPECT_TRUE(greedy.needsWholeRow());
   EXPECT_FALSE(greedy.changesRow());
-  EXPECT_THROW(Sampler(greedy).deviceRow(), std::logic_error);
+  SamplingOptions hot = greedy;
+  hot.temperature = 0.7;
+  EXPECT_FLOAT_EQ(Sampler(hot).deviceRow().minP, 0.9f);
+  hot.minTokens = 1;
+  EXPECT_THROW(Sampler(hot).deviceRow(), std::logic_error);
   for (double bad : {-0.1, 1.5, double(NAN)}) {
     SamplingOptions o;
     o.minP = bad;
