@@ -98,6 +98,12 @@ uint64_t Scheduler::submit(GenerationRequest request) {
                      " (compile with more --kv-pages)");
   for (const std::string &s : q.stopStrings)
     if (s.empty()) throw InputError("a stop string is empty");
+  for (const std::string &s : q.sentStopStrings)
+    if (std::find(q.stopStrings.begin(), q.stopStrings.end(), s) == q.stopStrings.end())
+      throw std::logic_error("a sent stop string is not one of the stop strings");
+  for (int32_t id : q.sentStopIds)
+    if (std::find(q.stopIds.begin(), q.stopIds.end(), id) == q.stopIds.end())
+      throw std::logic_error("a sent stop id is not one of the stop ids");
   if (!q.stopStrings.empty() && !tokenizer)
     throw InputError("stop strings need a tokenizer, and this model has none");
   for (const auto &[token, bias] : q.sampling.logitBias)
@@ -194,6 +200,9 @@ bool Scheduler::takeText(Request &r, const std::string &piece, bool last, std::s
         r.stopString = s;
       }
   if (cut != std::string::npos) {
+    const auto &sent = r.req.sentStopStrings;
+    if (std::find(sent.begin(), sent.end(), r.stopString) != sent.end())
+      cut += r.stopString.size();
     out = r.held.substr(0, cut);
     r.held.clear();
     return true;
@@ -246,6 +255,9 @@ void Scheduler::accept(Request &r, int32_t token, const float *logits) {
   const std::vector<int32_t> &stop = r.req.stopIds;
   if (std::find(stop.begin(), stop.end(), token) != stop.end()) {
     r.stopToken = token;
+    const auto &sent = r.req.sentStopIds;
+    if (r.text && std::find(sent.begin(), sent.end(), token) != sent.end())
+      r.held += r.text->push(token); // finish sends it
     finish(r, FinishReason::stop);
     return;
   }

@@ -78,6 +78,10 @@ struct GenerationRequest {
   // (with sampling.minTokens, none is drawn, nor a stop string taken, until
   // that many tokens are generated)
   std::vector<std::string> stopStrings;  // needs a tokenizer
+  /// Those of stopIds and stopStrings whose text is sent, up to and with
+  /// the stop (vLLM's include_stop_str_in_output); the others' is not.
+  std::vector<int32_t> sentStopIds = {};
+  std::vector<std::string> sentStopStrings = {};
   /// -1: none. 0 to kMaxTopLogprobs: each generated token's event carries
   /// its log-probability and this many most likely tokens (runtime/Sampler.h).
   int64_t logprobs = -1;

@@ -124,7 +124,9 @@ bool forcedCall(const ApiRequest &a) {
 
 /// vLLM's stop_token_ids (ending the answer as an end-of-sequence id does,
 /// also with ignore_eos), allowed_token_ids and min_tokens, checked against
-/// the vocabulary and what the request may generate.
+/// the vocabulary and what the request may generate; with
+/// include_stop_str_in_output, the request's own stops (not the model's
+/// end-of-sequence or turn-end) are sent with the text.
 void addVllmStops(const ApiRequest &a, int64_t vocab, GenerationRequest &g) {
   for (int32_t id : a.stopTokenIds) {
     if (id >= vocab)
@@ -132,6 +134,10 @@ void addVllmStops(const ApiRequest &a, int64_t vocab, GenerationRequest &g) {
                                            ", outside the vocabulary [0, " +
                                            std::to_string(vocab) + ")");
     g.stopIds.push_back(id);
+  }
+  if (a.includeStop) {
+    g.sentStopIds = a.stopTokenIds;
+    g.sentStopStrings = a.stop;
   }
   for (int32_t id : a.sampling.allowedTokens)
     if (id >= vocab)

@@ -149,10 +149,10 @@ void parseLogitBias(const json &b, ApiRequest &r) {
   }
 }
 
-/// vLLM's sampling extensions: min_p, min_tokens, allowed_token_ids and
-/// stop_token_ids (their
-/// ids are checked against the vocabulary later, min_tokens against
-/// max_tokens once its default is known).
+/// vLLM's sampling extensions: min_p, min_tokens, allowed_token_ids,
+/// stop_token_ids and include_stop_str_in_output (the ids are checked
+/// against the vocabulary later, min_tokens against max_tokens once its
+/// default is known).
 void parseVllmSampling(const Fields &f, ApiRequest &r) {
   if (auto p = f.number("min_p")) {
     if (!(*p >= 0 && *p <= 1))
@@ -173,6 +173,7 @@ void parseVllmSampling(const Fields &f, ApiRequest &r) {
   if (const json *ids = f.get("stop_token_ids"))
     r.stopTokenIds =
         tokenIdArray(*ids, "stop_token_ids", "stop_token_ids must be an array of token ids");
+  r.includeStop = f.boolean("include_stop_str_in_output").value_or(false);
 }
 
 void parseSampling(const Fields &f, ApiRequest &r) {
@@ -269,7 +270,6 @@ void refuseUnoffered(const Fields &f) {
     const char *instead;
   };
   static const Unoffered fields[] = {
-      {"include_stop_str_in_output", false, ""},
       {"skip_special_tokens", true, ""},
       {"spaces_between_special_tokens", true, ""},
       {"use_beam_search", false, ""},

@@ -75,6 +75,9 @@ struct ApiRequest {
   bool seedGiven = false;
   std::vector<std::string> stop;
   std::vector<int32_t> stopTokenIds; // extension (as vLLM): ids that end the answer
+  /// Extension (vLLM's include_stop_str_in_output): the text of the `stop`
+  /// string or `stop_token_ids` id that ended the answer is sent with it.
+  bool includeStop = false;
   bool stream = false, includeUsage = false;
   bool ignoreEos = false;      // extension (as vLLM): run to max_tokens
   bool returnTokenIds = false; // extension (as vLLM): choices carry "token_ids"

@@ -581,6 +581,67 @@ TEST(Scheduler, MinTokensLetsAStopStringPassUntilThatManyAreGenerated) {
   expectNoLeak(e);
 }
 
+// vLLM's include_stop_str_in_output: a sent stop string or stop id ends the
+// request as any other, its text sent with the answer's; the other stops'
+// text is not.
+TEST(Scheduler, SentStopsComeWithTheText) {
+  TinyModel m(kF32);
+  std::unique_ptr<Tokenizer> bytes = makeByteTokenizer(300);
+  const std::vector<int32_t> prompt = randomTokens(5, 8);
+  Engine e = m.engine();
+  Scheduler s(e, bytes.get());
+  Received full;
+  GenerationRequest r = request(prompt, 40, full);
+  std::vector<std::string> texts; // each token's text in the free run
+  auto inner = r.onEvent;
+  r.onEvent = [inner, &texts](const TokenEvent &ev) {
+    inner(ev);
+    if (ev.token >= 0) texts.push_back(ev.text);
+  };
+  s.submit(std::move(r));
+  s.runUntilIdle();
+  ASSERT_EQ(texts.size(), full.tokens.size());
+  // A token first drawn at i >= 3 that writes one printable byte: as a stop
+  // id it ends the request there, its byte sent only when it is a sent one.
+  size_t i = 3;
+  while (i < texts.size() &&
+         !(texts[i].size() == 1 && texts[i][0] > ' ' && texts[i][0] < 127 &&
+           std::find(full.tokens.begin(), full.tokens.begin() + long(i), full.tokens[i]) ==
+               full.tokens.begin() + long(i)))
+    ++i;
+  ASSERT_LT(i, texts.size()) << "no token writes a new printable byte in: " << full.text;
+  std::string before;
+  for (size_t k = 0; k < i; ++k) before += texts[k];
+  const std::string stopText = full.text.substr(before.size() > 2 ? before.size() - 2 : 0, 3);
+  const size_t at = full.text.find(stopText);
+  int32_t never = 0;
+  while (std::find(full.tokens.begin(), full.tokens.end(), never) != full.tokens.end()) ++never;
+  for (bool sent : {false, true}) {
+    Received byId, byString;
+    GenerationRequest q = request(prompt, 40, byId);
+    q.stopIds = {full.tokens[i], never}; // one never drawn, never sent
+    if (sent) q.sentStopIds = {full.tokens[i]};
+    s.submit(std::move(q));
+    GenerationRequest w = request(prompt, 40, byString);
+    w.stopStrings = {"\x01\x02", stopText};
+    if (sent) w.sentStopStrings = {stopText};
+    s.submit(std::move(w));
+    s.runUntilIdle();
+    EXPECT_EQ(byId.text, sent ? before + texts[i] : before) << "sent " << sent;
+    EXPECT_EQ(byId.reason, FinishReason::stop);
+    EXPECT_EQ(byId.stopToken, full.tokens[i]);
+    EXPECT_EQ(byString.text, full.text.substr(0, at + (sent ? stopText.size() : 0)))
+        << "sent " << sent;
+    EXPECT_EQ(byString.stopString, stopText);
+  }
+  // A sent stop must be one of the stops.
+  Received r2;
+  GenerationRequest bad = request(prompt, 4, r2);
+  bad.sentStopStrings = {"x"};
+  EXPECT_THROW(s.submit(std::move(bad)), std::logic_error);
+  expectNoLeak(e);
+}
+
 TEST(Scheduler, RefusesWhatCouldNeverRun) {
   TinyModel m(kF32);
   Engine e = m.engine();

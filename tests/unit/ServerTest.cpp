@@ -345,6 +345,14 @@ TEST(Server, TextPromptsStopStringsEchoAndSeeds) {
   EXPECT_EQ(streamed.text, asSent(raw.substr(0, raw.find(stop))));
   EXPECT_EQ(streamed.events.back()["choices"][0]["finish_reason"], "stop");
   EXPECT_EQ(streamed.events.back()["choices"][0]["stop_reason"], stop);
+  // vLLM's include_stop_str_in_output: the stop string is sent too.
+  body["include_stop_str_in_output"] = true;
+  const json with = json::parse(post(r, "/v1/completions", body)->body);
+  EXPECT_EQ(with["choices"][0]["text"], asSent(raw.substr(0, raw.find(stop) + 1)));
+  EXPECT_EQ(with["choices"][0]["stop_reason"], stop);
+  EXPECT_EQ(postStream(r, "/v1/completions", body).text,
+            asSent(raw.substr(0, raw.find(stop) + 1)));
+  body.erase("include_stop_str_in_output");
   // echo puts the prompt first.
   body.erase("stop");
   body["echo"] = true;
@@ -787,6 +795,14 @@ TEST(Server, MinPMinTokensAllowedAndStopTokenIdsReachTheScheduler) {
   EXPECT_EQ(cut["token_ids"].get<std::vector<int32_t>>(), std::vector<int32_t>{greedy[0]});
   EXPECT_EQ(cut["finish_reason"], "stop");
   EXPECT_EQ(cut["stop_reason"], greedy[1]);
+  EXPECT_EQ(cut["text"], asSent(model().tok->decode({greedy[0]})));
+  // include_stop_str_in_output sends the stop id's text (not its id).
+  body["include_stop_str_in_output"] = true;
+  const json sent = ids(body);
+  EXPECT_EQ(sent["text"], asSent(model().tok->decode({greedy[0], greedy[1]})));
+  EXPECT_EQ(sent["token_ids"].get<std::vector<int32_t>>(), std::vector<int32_t>{greedy[0]});
+  EXPECT_EQ(sent["stop_reason"], greedy[1]);
+  body.erase("include_stop_str_in_output");
   // min_tokens: the stop id is not drawn before 4 tokens.
   body["min_tokens"] = 4;
   const std::vector<int32_t> least = ids(body)["token_ids"].get<std::vector<int32_t>>();
@@ -983,7 +999,7 @@ TEST(Server, ErrorsNameTheField) {
   // vLLM's and llama.cpp's fields kvplan does not offer: refused when they
   // ask for something, accepted at their neutral values.
   expectError(c, R"({"prompt": "a", "skip_special_tokens": false})", 400, "skip_special_tokens");
-  expectError(c, R"({"prompt": "a", "include_stop_str_in_output": true})", 400,
+  expectError(c, R"({"prompt": "a", "include_stop_str_in_output": 1})", 400,
               "include_stop_str_in_output");
   expectError(c, R"({"prompt": "a", "guided_json": {"type": "object"}})", 400, "guided_json");
   expectError(c, R"({"prompt": "a", "bad_words": ["x"]})", 400, "bad_words");
@@ -993,7 +1009,7 @@ TEST(Server, ErrorsNameTheField) {
               R"({"messages": [{"role": "user", "content": "x"}], "mirostat": 2})", 400,
               "mirostat");
   for (const char *neutral : {R"("skip_special_tokens": true)", R"("repeat_penalty": 1.0)",
-                              R"("include_stop_str_in_output": false)", R"("bad_words": [])",
+                              R"("spaces_between_special_tokens": true)", R"("bad_words": [])",
                               R"("typical_p": 1)", R"("prompt_logprobs": null)"}) {
     auto res = r.client().Post(c, R"({"prompt": [1, 5], "max_tokens": 1, )" +
                                       std::string(neutral) + "}",
