@@ -51,6 +51,17 @@ Sampler::Sampler(const SamplingOptions &options) : opts(options), rng(options.se
                        std::to_string(token) + ": expected a token id and a bias in [-100, 100]");
   for (int32_t t : opts.allowedTokens)
     if (t < 0) throw InputError("allowed token " + std::to_string(t) + " is not a token id");
+  for (const std::vector<int32_t> &w : opts.badWords) {
+    if (w.empty()) throw InputError("a bad word has no tokens");
+    for (int32_t t : w)
+      if (t < 0) throw InputError("bad word token " + std::to_string(t) + " is not a token id");
+  }
+  if (opts.json && !opts.badWords.empty())
+    throw InputError("bad words with JSON output: JSON's own mask decides which tokens may come, "
+                     "and the two together could leave none; leave out the bad words");
+  if (!opts.allowedTokens.empty() && !opts.badWords.empty())
+    throw InputError("bad words with allowed tokens: together they could leave no token to "
+                     "draw; ban tokens by leaving them out of the allowed ones");
   if (opts.json && !opts.allowedTokens.empty())
     throw InputError("allowed tokens with JSON output: JSON's own mask decides which tokens may "
                      "come; leave out the allowed tokens");
@@ -73,6 +84,13 @@ const float *Sampler::penalize(const float *logits, int64_t vocab) {
     penalizedRow.assign(size_t(vocab), -INFINITY);
     for (int32_t t : opts.allowedTokens)
       if (t < vocab) penalizedRow[size_t(t)] = logits[t];
+  }
+  for (const std::vector<int32_t> &w : opts.badWords) { // as vLLM: after the generated tokens
+    const size_t before = w.size() - 1;
+    if (before > history.size() ||
+        !std::equal(w.begin(), w.end() - 1, history.end() - long(before)))
+      continue;
+    if (w.back() < vocab) penalizedRow[size_t(w.back())] = -INFINITY;
   }
   const double rep = opts.repetitionPenalty;
   auto repeat = [&](int32_t t) {
@@ -101,7 +119,7 @@ const float *Sampler::penalize(const float *logits, int64_t vocab) {
 DeviceSamplingParams Sampler::deviceRow() {
   if (opts.changesRow())
     throw std::logic_error("a row changed on the host first (changesRow: penalties, biases, "
-                           "allowed tokens, JSON, min_tokens) has no device draw");
+                           "allowed tokens, bad words, JSON, min_tokens) has no device draw");
   DeviceSamplingParams p;
   p.temperature = float(opts.temperature);
   p.topP = float(opts.topP);
@@ -124,6 +142,7 @@ int32_t Sampler::sample(const float *logits, int64_t vocab) {
     token = pickCandidate(row(), candidates.data(), candidates.size(), 0);
   }
   if (penalties) ++drawn[token];
+  if (!opts.badWords.empty()) history.push_back(token);
   ++draws;
   if (opts.json && !opts.json->advance(schemaState, token))
     throw std::logic_error("JSON mode drew token " + std::to_string(token) +

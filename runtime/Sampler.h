@@ -46,14 +46,18 @@ struct SamplingOptions {
   std::vector<int32_t> endTokens = {};
   // vLLM's allowed_token_ids: when not empty, only these may be drawn.
   std::vector<int32_t> allowedTokens = {};
+  // vLLM's bad_words as token sequences: the last token of each is never
+  // drawn right after the others were (a one-token word never is).
+  std::vector<std::vector<int32_t>> badWords = {};
   bool greedy() const { return temperature == 0 || topK == 1; }
-  /// Penalties, biases, allowed tokens, JSON mode or min_tokens: the row is
+  /// Penalties, biases, allowed tokens, bad words, JSON mode or min_tokens: the row is
   /// changed on the host before the draw (mostly by rules that depend on
   /// the tokens drawn so far), which the speculative acceptance rule does
   /// not know: such a request is not speculated on.
   bool changesRow() const {
     return presencePenalty != 0 || frequencyPenalty != 0 || repetitionPenalty != 1 ||
-           !logitBias.empty() || json || minTokens > 0 || !allowedTokens.empty();
+           !logitBias.empty() || json || minTokens > 0 || !allowedTokens.empty() ||
+           !badWords.empty();
   }
   /// Drawn from the whole row (the device's sampling kernel reads it whole
   /// too), not from a tensor-parallel rank's candidates: changesRow(), or
@@ -122,6 +126,7 @@ private:
   std::vector<std::pair<float, int32_t>> candidates; // reused: no allocation per token
   std::map<int32_t, int64_t> drawn;    // with penalties: each token drawn, how often
   int64_t draws = 0;                   // tokens sample() drew (for min_tokens)
+  std::vector<int32_t> history;        // with bad words: the tokens drawn, in order
   std::set<int32_t> prompt;            // with a repetition penalty: the prompt's tokens
   std::vector<float> penalizedRow;
   SchemaState schemaState; // JSON mode: where the text drawn so far is against the schema

@@ -128,6 +128,12 @@ uint64_t Scheduler::submit(GenerationRequest request) {
     if (t >= eng.vocabSize())
       throw InputError("allowed token " + std::to_string(t) + " is outside the vocabulary [0, " +
                        std::to_string(eng.vocabSize()) + ")");
+  for (const std::vector<int32_t> &w : q.sampling.badWords)
+    for (int32_t t : w)
+      if (t >= eng.vocabSize())
+        throw InputError("bad word token " + std::to_string(t) +
+                         " is outside the vocabulary [0, " + std::to_string(eng.vocabSize()) +
+                         ")");
   const auto &ends = q.stopIds;
   if (q.sampling.minTokens > 0 && !q.sampling.allowedTokens.empty() &&
       std::all_of(q.sampling.allowedTokens.begin(), q.sampling.allowedTokens.end(),

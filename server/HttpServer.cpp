@@ -122,6 +122,25 @@ bool forcedCall(const ApiRequest &a) {
   return a.toolChoice == ToolChoice::required || a.toolChoice == ToolChoice::named;
 }
 
+/// vLLM's bad_words as token sequences, as vLLM tokenizes them: each word
+/// (leading white space dropped) alone, and after a space where that
+/// gives a different first token and as many tokens (a word inside text).
+std::vector<std::vector<int32_t>> badWordIds(const std::vector<std::string> &words,
+                                             const Tokenizer &tok) {
+  std::vector<std::vector<int32_t>> out;
+  for (const std::string &word : words) {
+    const std::string bare = word.substr(word.find_first_not_of(" \t\n\r\f\v"));
+    std::vector<int32_t> alone = tok.encode(bare, false);
+    if (alone.empty())
+      throw badField("bad_words", "bad word '" + word + "' has no tokens");
+    std::vector<int32_t> spaced = tok.encode(" " + bare, false);
+    const bool inner = !spaced.empty() && spaced[0] != alone[0] && spaced.size() == alone.size();
+    out.push_back(std::move(alone));
+    if (inner) out.push_back(std::move(spaced));
+  }
+  return out;
+}
+
 /// vLLM's stop_token_ids (ending the answer as an end-of-sequence id does,
 /// also with ignore_eos), allowed_token_ids and min_tokens, checked against
 /// the vocabulary and what the request may generate; with
@@ -139,6 +158,13 @@ void addVllmStops(const ApiRequest &a, int64_t vocab, GenerationRequest &g) {
     g.sentStopIds = a.stopTokenIds;
     g.sentStopStrings = a.stop;
   }
+  if (!a.badWords.empty() && !a.sampling.allowedTokens.empty())
+    throw badField("bad_words", "bad_words with allowed_token_ids: together they could leave no "
+                                "token to draw; leave the bad ones out of allowed_token_ids");
+  if (!a.badWords.empty() && (a.jsonObject || forcedCall(a)))
+    throw badField("bad_words", "bad_words with JSON output (response_format, or a forced tool "
+                                "call): JSON's own mask decides which tokens may come, and the "
+                                "two could leave none; leave out bad_words");
   for (int32_t id : a.sampling.allowedTokens)
     if (id >= vocab)
       throw badField("allowed_token_ids", "allowed_token_ids names token " + std::to_string(id) +
@@ -543,6 +569,11 @@ Server::Impl::Prepared Server::Impl::prepare(const ApiRequest &a) const {
     g.stopStrings.insert(g.stopStrings.end(), end.strings.begin(), end.strings.end());
   }
   addVllmStops(a, engine.vocabSize(), g);
+  if (!a.badWords.empty()) {
+    if (!tokenizer)
+      throw badField("bad_words", "bad_words need the model's tokenizer, and this model has none");
+    g.sampling.badWords = badWordIds(a.badWords, *tokenizer);
+  }
   if (!g.stopStrings.empty() && !tokenizer)
     throw badField("stop", "stop sequences need a tokenizer, and this model has none");
   if (a.echo)

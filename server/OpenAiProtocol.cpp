@@ -149,8 +149,32 @@ void parseLogitBias(const json &b, ApiRequest &r) {
   }
 }
 
+/// vLLM's bad_words: a string or an array of up to kMaxBadWords strings,
+/// each with more than white space.
+void parseBadWords(const Fields &f, ApiRequest &r) {
+  const json *v = f.get("bad_words");
+  if (!v) return;
+  const char *shape = "bad_words must be a string or an array of strings";
+  if (v->is_string()) {
+    r.badWords.push_back(v->get<std::string>());
+  } else if (v->is_array()) {
+    if (v->size() > kMaxBadWords)
+      throw badField("bad_words", "bad_words takes at most " + std::to_string(kMaxBadWords) +
+                                      " words, got " + std::to_string(v->size()));
+    for (const json &w : *v) {
+      if (!w.is_string()) throw badField("bad_words", shape);
+      r.badWords.push_back(w.get<std::string>());
+    }
+  } else {
+    throw badField("bad_words", shape);
+  }
+  for (const std::string &w : r.badWords)
+    if (w.find_first_not_of(" \t\n\r\f\v") == std::string::npos)
+      throw badField("bad_words", "a bad word is empty or only white space");
+}
+
 /// vLLM's sampling extensions: min_p, min_tokens, allowed_token_ids,
-/// stop_token_ids and include_stop_str_in_output (the ids are checked
+/// stop_token_ids, include_stop_str_in_output and bad_words (the ids are checked
 /// against the vocabulary later, min_tokens against max_tokens once its
 /// default is known).
 void parseVllmSampling(const Fields &f, ApiRequest &r) {
@@ -174,6 +198,7 @@ void parseVllmSampling(const Fields &f, ApiRequest &r) {
     r.stopTokenIds =
         tokenIdArray(*ids, "stop_token_ids", "stop_token_ids must be an array of token ids");
   r.includeStop = f.boolean("include_stop_str_in_output").value_or(false);
+  parseBadWords(f, r);
 }
 
 void parseSampling(const Fields &f, ApiRequest &r) {
@@ -275,8 +300,6 @@ void refuseUnoffered(const Fields &f) {
       {"use_beam_search", false, ""},
       {"length_penalty", 1, ""},
       {"prompt_logprobs", json(), "; completions with echo and logprobs score the prompt"},
-      {"bad_words", json::array(), "; logit_bias -100 bans a token, allowed_token_ids keeps "
-                                   "only the ones listed"},
       {"truncate_prompt_tokens", json(), ""},
       {"guided_json", json(), "; use response_format json_schema"},
       {"guided_regex", json(), ""},

@@ -78,6 +78,9 @@ struct ApiRequest {
   /// Extension (vLLM's include_stop_str_in_output): the text of the `stop`
   /// string or `stop_token_ids` id that ended the answer is sent with it.
   bool includeStop = false;
+  /// Extension (vLLM's bad_words): words never generated, each as the
+  /// tokenizer writes it alone and after a space (tokenized later).
+  std::vector<std::string> badWords;
   bool stream = false, includeUsage = false;
   bool ignoreEos = false;      // extension (as vLLM): run to max_tokens
   bool returnTokenIds = false; // extension (as vLLM): choices carry "token_ids"
@@ -102,6 +105,8 @@ struct ApiRequest {
 
 /// The most choices one request may ask for (OpenAI's limit).
 constexpr int64_t kMaxChoices = 128;
+/// The most bad_words one request may list.
+constexpr size_t kMaxBadWords = 256;
 
 /// Parse and check a request body; throws ApiError (400) naming the field.
 ApiRequest parseCompletionRequest(const std::string &body);

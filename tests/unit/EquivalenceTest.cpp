@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <random>
+#include <map>
 #include <set>
 
 using namespace kvplan;
@@ -486,6 +487,53 @@ TEST(Sampling, AllowedTokensAreTheOnlyOnesDrawn) {
   SamplingOptions bad;
   bad.allowedTokens = {-1};
   EXPECT_THROW(Sampler{bad}, InputError);
+}
+
+// vLLM's bad_words as token sequences: a one-token word is never drawn; a
+// longer one's last token never right after the others.
+TEST(Sampling, BadWordsBanTheirLastTokenAfterTheRest) {
+  const std::vector<float> first = {0.0f, 5.0f, 0.0f, 0.0f, 0.0f}; // 1 is likeliest
+  const std::vector<float> then = {1.0f, 0.0f, 2.0f, 3.0f, -1.0f}; // 3, then 2, then 0
+  SamplingOptions o;
+  o.badWords = {{3}, {1, 2}, {4, 0, 2}, {9, 9}}; // an id past the row is ignored
+  EXPECT_TRUE(o.changesRow());
+  Sampler greedy(o);
+  EXPECT_EQ(greedy.sample(first.data(), 5), 1);
+  EXPECT_EQ(greedy.sample(then.data(), 5), 0); // 3 banned, 2 after 1 banned
+  EXPECT_EQ(greedy.sample(then.data(), 5), 2); // after 0 (not 4, 0), 2 may come
+  // Sampled: 3 never; 2 never right after 1.
+  std::map<int32_t, int> afterOne;
+  for (uint64_t seed = 0; seed < 200; ++seed) {
+    o.temperature = 2.0;
+    o.seed = seed;
+    Sampler s(o);
+    int32_t last = -1;
+    for (int i = 0; i < 8; ++i) {
+      const int32_t t = s.sample(then.data(), 5);
+      EXPECT_NE(t, 3) << "seed " << seed;
+      if (last == 1) ++afterOne[t];
+      last = t;
+    }
+  }
+  EXPECT_EQ(afterOne.count(2), 0u);
+  EXPECT_GT(afterOne.size(), 1u) << "after 1 the other tokens still come";
+  // Without the ban, the same seeds draw 3 and 2 after 1.
+  o.badWords.clear();
+  std::set<int32_t> unbanned;
+  for (uint64_t seed = 0; seed < 50; ++seed) {
+    o.seed = seed;
+    unbanned.insert(Sampler(o).sample(then.data(), 5));
+  }
+  EXPECT_TRUE(unbanned.count(3));
+  for (const auto &words : std::vector<std::vector<std::vector<int32_t>>>{{{}}, {{2, -1}}}) {
+    SamplingOptions bad;
+    bad.badWords = words;
+    EXPECT_THROW(Sampler{bad}, InputError);
+  }
+  SamplingOptions both;
+  both.badWords = {{1}};
+  both.allowedTokens = {1, 2};
+  EXPECT_THROW(Sampler{both}, InputError);
 }
 
 TEST(Sampling, MinTokensHoldsBackTheEndTokensUntilThatManyAreDrawn) {

@@ -649,6 +649,9 @@ TEST(Scheduler, RefusesWhatCouldNeverRun) {
   Received r;
   EXPECT_THROW(s.submit(request({}, 4, r)), InputError);
   EXPECT_THROW(s.submit(request({300}, 4, r)), InputError);
+  SamplingOptions banned;
+  banned.badWords = {{5, 300}}; // a token outside the vocabulary
+  EXPECT_THROW(s.submit(request({5}, 4, r, banned)), InputError);
   EXPECT_THROW(s.submit(request({5}, 0, r)), InputError);
   EXPECT_THROW(s.submit(request(randomTokens(60, 1), 5, r)), InputError); // 65 > 64
   EXPECT_NO_THROW(s.submit(request(randomTokens(60, 1), 4, r)));

@@ -322,6 +322,38 @@ TEST(Server, StreamingGivesTheSameTextAsNot) {
   EXPECT_EQ(s.events[25]["usage"]["prompt_tokens"], 9);
 }
 
+// vLLM's bad_words: a one-byte word never comes; a two-byte one's second
+// byte never right after its first. Greedy, the answer is the free one up
+// to where the ban first bites.
+TEST(Server, BadWordsAreNeverGenerated) {
+  Running r;
+  json body = {{"prompt", "Hello"},   {"max_tokens", 40},         {"temperature", 0},
+               {"ignore_eos", true}, {"return_token_ids", true}};
+  auto rawOf = [&](const json &b) {
+    auto res = post(r, "/v1/completions", b);
+    EXPECT_EQ(res->status, 200) << res->body;
+    return model().tok->decode(json::parse(res->body)["choices"][0]["token_ids"]);
+  };
+  const std::string raw = rawOf(body);
+  auto printable = [&](size_t i) { return raw[i] > ' ' && raw[i] < 127 && raw[i] != '"'; };
+  size_t at = 1;
+  while (at + 1 < raw.size() && !(printable(at) && printable(at + 1))) ++at;
+  ASSERT_LT(at + 1, raw.size()) << "no two printable bytes in a row in: " << raw;
+  const std::string one = raw.substr(at, 1), two = raw.substr(at, 2);
+  body["bad_words"] = one;
+  std::string got = rawOf(body);
+  EXPECT_EQ(got.substr(0, raw.find(one)), raw.substr(0, raw.find(one)));
+  EXPECT_EQ(got.find(one), std::string::npos) << got;
+  body["bad_words"] = json::array({"  " + two, "never-seen"}); // leading space dropped
+  got = rawOf(body);
+  EXPECT_EQ(got.substr(0, raw.find(two) + 1), raw.substr(0, raw.find(two) + 1));
+  EXPECT_EQ(got.find(two), std::string::npos) << got;
+  EXPECT_NE(got, raw);
+  // Streamed too.
+  body.erase("return_token_ids");
+  EXPECT_EQ(postStream(r, "/v1/completions", body).text, asSent(got));
+}
+
 TEST(Server, TextPromptsStopStringsEchoAndSeeds) {
   Running r;
   json body = {{"prompt", "Hello"},   {"max_tokens", 40},         {"temperature", 0},
@@ -1002,7 +1034,16 @@ TEST(Server, ErrorsNameTheField) {
   expectError(c, R"({"prompt": "a", "include_stop_str_in_output": 1})", 400,
               "include_stop_str_in_output");
   expectError(c, R"({"prompt": "a", "guided_json": {"type": "object"}})", 400, "guided_json");
-  expectError(c, R"({"prompt": "a", "bad_words": ["x"]})", 400, "bad_words");
+  expectError(c, R"({"prompt": "a", "bad_words": 3})", 400, "bad_words");
+  expectError(c, R"({"prompt": "a", "bad_words": [" "]})", 400, "bad_words");
+  expectError(c, R"({"prompt": "a", "bad_words": ["x"], "allowed_token_ids": [5]})", 400,
+              "bad_words");
+  expectError(c, R"({"prompt": "a", "bad_words": "x", "response_format": {"type": )"
+                 R"("json_object"}})",
+              400, "bad_words");
+  std::string many = R"({"prompt": "a", "bad_words": ["x")";
+  for (size_t i = 0; i < server::kMaxBadWords; ++i) many += R"(, "x")";
+  expectError(c, many + "]}", 400, "bad_words");
   expectError(c, R"({"prompt": "a", "typical_p": 0.9})", 400, "typical_p");
   expectError(c, R"({"prompt": "a", "repeat_penalty": 1.1})", 400, "repeat_penalty");
   expectError("/v1/chat/completions",
