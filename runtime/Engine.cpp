@@ -36,24 +36,21 @@ void Engine::init(const EngineOptions &options) {
 
 namespace {
 /// Whether some row's logits are changed on the host before its draw
-/// (penalties, biases, allowed tokens, JSON or min_tokens): the step's rows
-/// are then drawn on the host, not on the device.
+/// (penalties, biases, allowed or bad tokens, JSON or min_tokens): the
+/// step's rows are then drawn on the host from whole rows, not on the device
+/// nor from a tensor-parallel rank's candidates.
 bool anyChanged(Sampler *const *samplers, int64_t count) {
   return std::any_of(samplers, samplers + count,
                      [](const Sampler *s) { return s->options().changesRow(); });
 }
-/// Whether some row's draw needs its whole row (anyChanged, or min-p), not
-/// a tensor-parallel rank's candidates.
-bool anyWholeRow(Sampler *const *samplers, int64_t count) {
-  return std::any_of(samplers, samplers + count,
-                     [](const Sampler *s) { return s->options().needsWholeRow(); });
-}
+
 } // namespace
 
 void Engine::sampleHost(const std::string &entry, Sampler *const *samplers, int64_t count,
                         int32_t *out) {
-  // A tensor-parallel leader gathers whole rows for penalties and min-p.
-  if (!exec->collective() || anyWholeRow(samplers, count)) {
+  // A tensor-parallel leader gathers whole rows for the rows changed on the
+  // host; the others are drawn from the ranks' candidates.
+  if (!exec->collective() || anyChanged(samplers, count)) {
     const float *logits = exec->logits(entry);
     for (int64_t r = 0; r < count; ++r)
       out[r] = samplers[r]->sample(logits + r * vocabSize(), vocabSize());

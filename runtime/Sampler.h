@@ -59,10 +59,6 @@ struct SamplingOptions {
            !logitBias.empty() || json || minTokens > 0 || !allowedTokens.empty() ||
            !badWords.empty();
   }
-  /// Drawn from the whole row (the device's sampling kernel reads it whole
-  /// too), not from a tensor-parallel rank's candidates: changesRow(), or
-  /// min-p.
-  bool needsWholeRow() const { return changesRow() || minP > 0; }
 };
 
 /// One row's sampling: the options and the uniform draw in [0, 1) that
@@ -70,7 +66,7 @@ struct SamplingOptions {
 struct RowSampling {
   double temperature = 0, topP = 1, uniform = 0;
   int64_t topK = 0;
-  double minP = 0; // only where the candidates are the whole row
+  double minP = 0; // only where the candidates hold every token it keeps
   bool greedy() const { return temperature == 0 || topK == 1; }
 };
 

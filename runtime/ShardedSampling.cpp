@@ -34,6 +34,7 @@ int32_t ShardedSampler::sample(const RowSampling &row, const float *local, int64
     gather(1);
     return pickCandidate(row, all.data(), all.size(), 0);
   }
+  if (row.minP > 0) return sampleMinP(row, local, width);
   for (int64_t i = 0; i < width; ++i) mine.push_back({local[i], first + int32_t(i)});
   if (row.topK > 0) {
     const size_t k = size_t(std::min<int64_t>(row.topK, width));
@@ -62,6 +63,28 @@ int32_t ShardedSampler::sample(const RowSampling &row, const float *local, int64
   mine.resize(keep);
   gather(size_t(*std::max_element(counts.begin(), counts.end())));
   return pickCandidate(row, all.data(), all.size(), rowMass);
+}
+
+int32_t ShardedSampler::sampleMinP(const RowSampling &row, const float *local, int64_t width) {
+  const int32_t first = int32_t(int64_t(comm.rank()) * width);
+  double best = *std::max_element(local, local + width);
+  std::vector<double> maxima(static_cast<size_t>(comm.size()));
+  comm.allGather(&best, maxima.data(), sizeof best);
+  best = *std::max_element(maxima.begin(), maxima.end());
+  // What min-p keeps of this slice, by the Sampler's own test
+  // (keptCandidates), so the union holds exactly the row's survivors.
+  for (int64_t i = 0; i < width; ++i)
+    if (!(std::exp((double(local[i]) - best) / row.temperature) < row.minP))
+      mine.push_back({local[i], first + int32_t(i)});
+  if (row.topK > 0 && mine.size() > size_t(row.topK)) {
+    std::partial_sort(mine.begin(), mine.begin() + ptrdiff_t(row.topK), mine.end(), better);
+    mine.resize(size_t(row.topK));
+  }
+  int64_t most = int64_t(mine.size());
+  std::vector<int64_t> counts(static_cast<size_t>(comm.size()));
+  comm.allGather(&most, counts.data(), sizeof most);
+  gather(size_t(*std::max_element(counts.begin(), counts.end())));
+  return pickCandidate(row, all.data(), all.size(), 0);
 }
 
 int32_t ShardedSampler::sampleTemperature(const RowSampling &row, const float *local,

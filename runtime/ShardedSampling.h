@@ -27,6 +27,10 @@ public:
   ///  - top-p: each rank's best until its share of the whole row's mass
   ///    (the ranks' maxima and sums are gathered first) reaches p, which
   ///    holds its part of the nucleus; the Sampler's rule on their union.
+  ///  - min-p: each rank's tokens min-p keeps (the ranks' maxima gathered
+  ///    first), at most k of them with top-k; the Sampler's rule on their
+  ///    union, which holds every token min-p keeps (top-p then applies to
+  ///    their mass).
   ///  - temperature alone: the draw picks a rank by its share of the mass,
   ///    then, rescaled, a token of that rank's slice by its probability;
   ///    that rank sends it. The same distribution as the Sampler's, though
@@ -34,6 +38,7 @@ public:
   int32_t sample(const RowSampling &row, const float *local, int64_t width);
 
 private:
+  int32_t sampleMinP(const RowSampling &row, const float *local, int64_t width);
   int32_t sampleTemperature(const RowSampling &row, const float *local, int64_t width,
                             const std::vector<std::pair<double, double>> &mass);
   /// Gathers every rank's first `each` candidates of `mine` into `all`.

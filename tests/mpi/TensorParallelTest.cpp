@@ -116,8 +116,11 @@ void lead(const Shape &s, Engine &tp) {
   const float *lone = tp.decode({sb}, {int32_t(77)});
   expectClose(lone, want.data(), 1, vocab, std::string(s.name) + " decode of one sequence");
   EXPECT_TRUE(std::isnan(lone[vocab]) && std::isnan(lone[2 * vocab - 1])) << s.name;
+  SamplingOptions minP{1.2, 0, 1.0, 11}, minPTopK{0.9, 40, 0.9, 13};
+  minP.minP = 0.02;
+  minPTopK.minP = 0.2;
   for (SamplingOptions o : {SamplingOptions{}, SamplingOptions{0.9, 6, 1.0, 7},
-                            SamplingOptions{0.9, 0, 0.8, 9}}) {
+                            SamplingOptions{0.9, 0, 0.8, 9}, minP, minPTopK}) {
     tp.setSampling(o);
     ref.setSampling(o);
     int t = tp.open(), r = ref.open();
@@ -128,7 +131,7 @@ void lead(const Shape &s, Engine &tp) {
       exp.push_back(y = ref.decodeNext({r}, {y})[0]);
     }
     EXPECT_EQ(got, exp) << s.name << " temperature " << o.temperature << " top-k " << o.topK
-                        << " top-p " << o.topP;
+                        << " top-p " << o.topP << " min-p " << o.minP;
     tp.close(t);
     ref.close(r);
   }

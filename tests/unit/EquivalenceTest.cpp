@@ -450,10 +450,9 @@ TEST(Sampling, MinPKeepsTokensAFractionAsLikelyAsTheBestBeforeTopKAndTopP) {
   SamplingOptions greedy;
   greedy.minP = 0.9;
   EXPECT_EQ(Sampler(greedy).sample(logits.data(), 5), 0);
-  // min-p reads the whole row (not a tensor-parallel rank's candidates),
-  // but it changes no logit: the device draws it, and speculation's
-  // acceptance rule (samplingProbabilities) still holds.
-  EXPECT_TRUE(greedy.needsWholeRow());
+  // min-p changes no logit: the device draws it, a tensor-parallel leader
+  // from its ranks' candidates, and speculation's acceptance rule
+  // (samplingProbabilities) still holds.
   EXPECT_FALSE(greedy.changesRow());
   SamplingOptions hot = greedy;
   hot.temperature = 0.7;
