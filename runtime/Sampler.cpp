@@ -267,20 +267,29 @@ __attribute__((target("avx2,fma"))) inline __m256 exp256(__m256 x) {
   return _mm256_mul_ps(p, _mm256_castsi256_ps(scale));
 }
 
-/// Σ e^(x[i] - best), the exponentials in float, summed in double.
-__attribute__((target("avx2,fma"))) double sumExpAvx2(const float *x, int64_t n, float best) {
+/// Σ e^(x[i] - best), the exponentials in float, summed in double; and how
+/// many x[i] are above `above`.
+__attribute__((target("avx2,fma,popcnt"))) double sumExpAvx2(const float *x, int64_t n,
+                                                              float best, float above,
+                                                              int64_t &count) {
   __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
-  const __m256 b = _mm256_set1_ps(best);
-  int64_t i = 0;
+  const __m256 b = _mm256_set1_ps(best), a = _mm256_set1_ps(above);
+  int64_t i = 0, c = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), b));
+    const __m256 v = _mm256_loadu_ps(x + i);
+    c += __builtin_popcount(unsigned(_mm256_movemask_ps(_mm256_cmp_ps(v, a, _CMP_GT_OQ))));
+    const __m256 e = exp256(_mm256_sub_ps(v, b));
     lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
     hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
   }
   double part[4];
   _mm256_storeu_pd(part, _mm256_add_pd(lo, hi));
   double sum = part[0] + part[1] + part[2] + part[3];
-  for (; i < n; ++i) sum += std::exp(x[i] - best);
+  for (; i < n; ++i) {
+    sum += std::exp(x[i] - best);
+    c += x[i] > above;
+  }
+  count = c;
   return sum;
 }
 
@@ -340,13 +349,18 @@ int64_t nextAtLeast(const float *x, int64_t from, int64_t n, float floor) {
   return i;
 }
 
-/// Σ e^(x[i] - best) over a row whose largest value is `best`.
-double sumExp(const float *x, int64_t n, float best) {
+/// Σ e^(x[i] - best) over a row whose largest value is `best`, and how
+/// many x[i] are above `above` (in `count`).
+double sumExp(const float *x, int64_t n, float best, float above, int64_t &count) {
 #if defined(__x86_64__)
-  if (std::isfinite(best) && vectorHost()) return sumExpAvx2(x, n, best);
+  if (std::isfinite(best) && vectorHost()) return sumExpAvx2(x, n, best, above, count);
 #endif
   double sum = 0;
-  for (int64_t i = 0; i < n; ++i) sum += std::exp(x[i] - best);
+  count = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    sum += std::exp(x[i] - best);
+    count += x[i] > above;
+  }
   return sum;
 }
 
@@ -357,9 +371,11 @@ TokenLogprobs tokenLogprobs(const float *logits, int64_t vocab, int32_t token, i
     throw std::logic_error("tokenLogprobs: token " + std::to_string(token) + " of " +
                            std::to_string(vocab) + ", top " + std::to_string(top));
   const float best = maxOf(logits, vocab);
-  const double logZ = double(best) + std::log(sumExp(logits, vocab, best));
+  int64_t likelier = 0; // the token's rank, less one
+  const double logZ =
+      double(best) + std::log(sumExp(logits, vocab, best, logits[token], likelier));
   TokenLogprobs out;
-  out.chosen = {token, double(logits[token]) - logZ};
+  out.chosen = {token, double(logits[token]) - logZ, 1 + likelier};
   // The `top` largest logits, kept sorted: higher first, lower id first.
   std::vector<std::pair<float, int32_t>> kept;
   kept.reserve(size_t(top) + 1);
@@ -374,7 +390,8 @@ TokenLogprobs tokenLogprobs(const float *logits, int64_t vocab, int32_t token, i
     if (int64_t(kept.size()) > top) kept.pop_back();
     if (int64_t(kept.size()) == top) floor = kept.back().first;
   }
-  for (const auto &[logit, id] : kept) out.top.push_back({id, double(logit) - logZ});
+  for (const auto &[logit, id] : kept)
+    out.top.push_back({id, double(logit) - logZ, int64_t(out.top.size()) + 1});
   return out;
 }
 

@@ -135,6 +135,7 @@ int32_t argmax(const float *logits, int64_t vocab);
 struct TokenLogprob {
   int32_t token = -1;
   double logprob = 0;
+  int64_t rank = 0; // 1 + how many tokens of the row are likelier (vLLM's)
 };
 
 /// What a request that asks for log-probabilities gets with each token:

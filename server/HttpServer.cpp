@@ -122,6 +122,21 @@ bool forcedCall(const ApiRequest &a) {
   return a.toolChoice == ToolChoice::required || a.toolChoice == ToolChoice::named;
 }
 
+/// How many most likely tokens the prompt's log-probabilities list (-1:
+/// none): echo's with logprobs and vLLM's prompt_logprobs, the longer list
+/// when both (each answer cuts its own), which need a @score entry point.
+int64_t promptScores(const ApiRequest &a, int64_t scoreRows) {
+  if (a.promptLogprobs >= 0 && scoreRows == 0)
+    throw badField("logprobs", "echo with logprobs asks for the prompt's log-probabilities, which "
+                               "need a @score entry point, and this model's plan has none: serve "
+                               "it with --score-rows N (or recompile it so)");
+  if (a.vllmPromptLogprobs >= 0 && scoreRows == 0)
+    throw badField("prompt_logprobs", "prompt_logprobs needs a @score entry point, and this "
+                                      "model's plan has none: serve it with --score-rows N (or "
+                                      "recompile it so)");
+  return std::max(a.promptLogprobs, a.vllmPromptLogprobs);
+}
+
 /// vLLM's bad_words as token sequences, as vLLM tokenizes them: each word
 /// (leading white space dropped) alone, and after a space where that
 /// gives a different first token and as many tokens (a word inside text).
@@ -200,6 +215,13 @@ json stopReason(const std::vector<std::string> &stop, const std::vector<int32_t>
   return nullptr;
 }
 
+/// `scores` with at most `top` most likely tokens each.
+std::vector<TokenLogprobs> withTop(std::vector<TokenLogprobs> scores, int64_t top) {
+  for (TokenLogprobs &t : scores)
+    if (int64_t(t.top.size()) > top) t.top.resize(size_t(top));
+  return scores;
+}
+
 /// A streaming response between calls of its content provider.
 struct StreamState {
   std::shared_ptr<Pending> p;
@@ -207,6 +229,7 @@ struct StreamState {
   std::string echo;
   std::vector<int32_t> prompt;      // with the prompt's log-probabilities:
   std::vector<std::string> pieces;  // its tokens and their pieces of the echo
+  int64_t echoTop = -1, vllmTop = -1; // echo's and vLLM's prompt log-probabilities
   bool includeUsage = false, tokenIds = false, done = false;
   TokenText tokenText;       // for log-probabilities
   std::vector<char> first;   // per choice: no chunk sent yet
@@ -218,15 +241,21 @@ struct StreamState {
   std::vector<int32_t> stopTokenIds;
 
   /// Choice `index`'s echo, before its first event `e` (which carries the
-  /// prompt's log-probabilities when they were asked for).
+  /// prompt's log-probabilities when they were asked for), with vLLM's
+  /// prompt_logprobs (chat: beside the choice, as in its whole response).
   std::string echoChunk(size_t index, const TokenEvent &e) {
     echoed[index] = 1;
-    if (echo.empty() && !e.promptLogprobs) return "";
+    const bool scores = e.promptLogprobs.has_value();
+    if (echo.empty() && !(scores && (echoTop >= 0 || vllmTop >= 0))) return "";
     json j = streamChunk(head, int64_t(index), echo, first[index] != 0, std::nullopt,
                          includeUsage);
     first[index] = 0;
-    if (e.promptLogprobs)
-      j["choices"][0]["logprobs"] = echoLogprobsJson(prompt, *e.promptLogprobs, pieces, tokenText);
+    if (scores && echoTop >= 0)
+      j["choices"][0]["logprobs"] =
+          echoLogprobsJson(prompt, withTop(*e.promptLogprobs, echoTop), pieces, tokenText);
+    if (scores && vllmTop >= 0)
+      (head.chat ? j : j["choices"][0])["prompt_logprobs"] =
+          promptLogprobsJson(*e.promptLogprobs, vllmTop, tokenText);
     sent[index] += int64_t(echo.size());
     return sseEvent(j);
   }
@@ -542,7 +571,6 @@ Server::Impl::Prepared Server::Impl::prepare(const ApiRequest &a) const {
   }
   g.stopStrings = a.stop;
   g.logprobs = a.logprobs;
-  g.promptLogprobs = a.promptLogprobs;
   if (a.jsonObject || forcedCall(a)) {
     const char *field = a.jsonObject ? "response_format" : "tool_choice";
     if (!tokenizer)
@@ -559,10 +587,7 @@ Server::Impl::Prepared Server::Impl::prepare(const ApiRequest &a) const {
       throw badField(field, e.what());
     }
   }
-  if (a.promptLogprobs >= 0 && engine.scoreRows() == 0)
-    throw badField("logprobs", "echo with logprobs asks for the prompt's log-probabilities, which "
-                               "need a @score entry point, and this model's plan has none: serve "
-                               "it with --score-rows N (or recompile it so)");
+  g.promptLogprobs = promptScores(a, engine.scoreRows());
   if (a.chat && !a.ignoreEos) {
     TurnEnd end = turnEnd(chat, *tokenizer);
     g.stopIds.insert(g.stopIds.end(), end.ids.begin(), end.ids.end());
@@ -719,13 +744,18 @@ void Server::Impl::reply(const ApiRequest &a, const ResponseHead &h,
     if (a.logprobs >= 0)
       choice["logprobs"] = logprobsJson(h.chat, c.logprobs, c.texts, int64_t(echo.size()), text);
     if (a.promptLogprobs >= 0)
-      choice["logprobs"] =
-          echoLogprobsJson(prep.gen.prompt, c.prompt, prep.pieces, text, choice["logprobs"]);
+      choice["logprobs"] = echoLogprobsJson(prep.gen.prompt, withTop(c.prompt, a.promptLogprobs),
+                                            prep.pieces, text, choice["logprobs"]);
+    if (a.vllmPromptLogprobs >= 0 && !a.chat)
+      choice["prompt_logprobs"] = promptLogprobsJson(c.prompt, a.vllmPromptLogprobs, text);
     choices.push_back(choice);
   }
   fillRecord(*p, choices[0]["finish_reason"].get<std::string>()); // tool_calls too
-  res.set_content(dumpJson(completionResponse(h, choices, {p->promptTokens, p->generated})),
-                  "application/json");
+  json out = completionResponse(h, choices, {p->promptTokens, p->generated});
+  if (a.vllmPromptLogprobs >= 0 && a.chat) // vLLM's chat: once, beside the choices
+    out["prompt_logprobs"] = promptLogprobsJson(answers[0].prompt, a.vllmPromptLogprobs,
+                                                [this](int32_t id) { return tokenText(id); });
+  res.set_content(dumpJson(out), "application/json");
 }
 
 /// Answers as server-sent events, each token as it comes.
@@ -736,10 +766,10 @@ void Server::Impl::stream(const ApiRequest &a, const ResponseHead &h,
   s->p = p;
   s->head = h;
   s->echo = prep.echo;
-  if (a.promptLogprobs >= 0) {
-    s->prompt = prep.gen.prompt;
-    s->pieces = prep.pieces;
-  }
+  s->prompt = prep.gen.prompt;
+  s->pieces = prep.pieces;
+  s->echoTop = a.promptLogprobs;
+  s->vllmTop = a.vllmPromptLogprobs;
   s->includeUsage = a.includeUsage;
   s->tokenIds = a.returnTokenIds;
   s->stop = a.stop;

@@ -198,6 +198,13 @@ void parseVllmSampling(const Fields &f, ApiRequest &r) {
     r.stopTokenIds =
         tokenIdArray(*ids, "stop_token_ids", "stop_token_ids must be an array of token ids");
   r.includeStop = f.boolean("include_stop_str_in_output").value_or(false);
+  if (const json *l = f.get("prompt_logprobs"); l && !l->is_null()) {
+    if (!l->is_number_integer() || l->get<int64_t>() < 0 || l->get<int64_t>() > kMaxTopLogprobs)
+      throw badField("prompt_logprobs", "prompt_logprobs must be an integer from 0 to " +
+                                            std::to_string(kMaxTopLogprobs) +
+                                            " (the most likely tokens listed beside each)");
+    r.vllmPromptLogprobs = l->get<int64_t>();
+  }
   parseBadWords(f, r);
 }
 
@@ -299,7 +306,6 @@ void refuseUnoffered(const Fields &f) {
       {"spaces_between_special_tokens", true, ""},
       {"use_beam_search", false, ""},
       {"length_penalty", 1, ""},
-      {"prompt_logprobs", json(), "; completions with echo and logprobs score the prompt"},
       {"truncate_prompt_tokens", json(), ""},
       {"guided_json", json(), "; use response_format json_schema"},
       {"guided_regex", json(), ""},
@@ -389,7 +395,7 @@ ApiRequest parseCompletionRequest(const std::string &body) {
   parsePrompt(f, r);
   r.echo = f.boolean("echo").value_or(false);
   const json *l = f.get("logprobs");
-  const bool scoring = r.echo && l && l->is_number_integer();
+  const bool scoring = (r.echo && l && l->is_number_integer()) || r.vllmPromptLogprobs >= 0;
   if (auto n = f.integer("max_tokens"); n && *n == 0 && scoring)
     r.maxTokens = 0; // the prompt's log-probabilities alone
   else if (int64_t n = positiveTokens(f, "max_tokens"))
@@ -793,6 +799,22 @@ OutJson echoLogprobsJson(const std::vector<int32_t> &prompt,
     for (auto &[key, list] : j.items())
       for (const OutJson &v : generated.at(key)) list.push_back(v);
   return j;
+}
+
+OutJson promptLogprobsJson(const std::vector<TokenLogprobs> &scores, int64_t top,
+                           const TokenText &text) {
+  auto entry = [&](const TokenLogprob &t) {
+    return OutJson{{"logprob", t.logprob}, {"rank", t.rank}, {"decoded_token", text(t.token)}};
+  };
+  OutJson out = OutJson::array({nullptr});
+  for (const TokenLogprobs &t : scores) {
+    OutJson m = OutJson::object();
+    m[std::to_string(t.chosen.token)] = entry(t.chosen);
+    for (size_t i = 0; i < t.top.size() && int64_t(i) < top; ++i)
+      m[std::to_string(t.top[i].token)] = entry(t.top[i]);
+    out.push_back(m);
+  }
+  return out;
 }
 
 OutJson usageChunk(const ResponseHead &h, const Usage &u) {

@@ -90,6 +90,9 @@ struct ApiRequest {
   /// -1: none; completions with echo and logprobs N: the prompt's tokens'
   /// log-probabilities too (max_tokens may then be 0).
   int64_t promptLogprobs = -1;
+  /// -1: none; vLLM's prompt_logprobs N: each choice (chat: the response)
+  /// carries "prompt_logprobs", each prompt token's with N most likely.
+  int64_t vllmPromptLogprobs = -1;
   int64_t n = 1; // choices, each generated on its own (1 to kMaxChoices)
   /// response_format json_object or json_schema: the answer is held to one
   /// JSON object, with json_schema one that `jsonSchema` accepts.
@@ -192,6 +195,13 @@ OutJson echoLogprobsJson(const std::vector<int32_t> &prompt,
                          const std::vector<TokenLogprobs> &scores,
                          const std::vector<std::string> &texts, const TokenText &text,
                          const OutJson &generated = {});
+
+/// vLLM's "prompt_logprobs": null for the first prompt token, then for each
+/// later one (scores[i - 1]) an object of token id (a string) to
+/// {"logprob", "rank", "decoded_token"}: the prompt token's and the `top`
+/// most likely.
+OutJson promptLogprobsJson(const std::vector<TokenLogprobs> &scores, int64_t top,
+                           const TokenText &text);
 
 /// The chunk after the last one when include_usage: no choices, the usage.
 OutJson usageChunk(const ResponseHead &h, const Usage &u);

@@ -301,12 +301,17 @@ TEST(Sampling, LogprobsAreTheLogSoftmaxOnEveryIsa) {
       if (isa > cpu::detectIsa()) continue;
       SCOPED_TRACE(std::string(cpu::isaName(isa)) + ", vocab " + std::to_string(vocab));
       cpu::setActiveIsa(isa);
-      for (int32_t token : {int32_t(7), int32_t(13), int32_t(vocab - 1)}) {
+      for (int32_t token : {int32_t(7), int32_t(11), int32_t(13), int32_t(vocab - 1)}) {
         const TokenLogprobs got = tokenLogprobs(row.data(), vocab, token, kMaxTopLogprobs);
         EXPECT_NEAR(got.chosen.logprob,
                     kvplan::testing::referenceLogprob(row.data(), vocab, token), 1e-6);
+        // vLLM's rank: 1 + how many are likelier (11, tied with 7, is 1 too).
+        int64_t rank = 1;
+        while (row[size_t(order[size_t(rank - 1)])] > row[size_t(token)]) ++rank;
+        EXPECT_EQ(got.chosen.rank, rank) << "token " << token;
         ASSERT_EQ(got.top.size(), size_t(kMaxTopLogprobs));
         for (size_t i = 0; i < got.top.size(); ++i) {
+          EXPECT_EQ(got.top[i].rank, int64_t(i) + 1);
           EXPECT_EQ(got.top[i].token, order[i]) << "rank " << i;
           EXPECT_NEAR(got.top[i].logprob,
                       kvplan::testing::referenceLogprob(row.data(), vocab, order[i]), 1e-6);

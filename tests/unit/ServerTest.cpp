@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <numeric>
 #include <atomic>
 #include <cmath>
 #include <chrono>
@@ -609,6 +610,87 @@ TEST(Server, EchoWithLogprobsScoresThePrompt) {
   res = post(r, "/v1/completions", body);
   EXPECT_EQ(res->status, 400);
   EXPECT_EQ(json::parse(res->body)["error"]["param"], "max_tokens");
+}
+
+// vLLM's prompt_logprobs: each choice carries, for each prompt token after
+// the first, its log-probability and rank and the N most likely tokens',
+// each against a row the engine computes alone (the prompt's first i
+// tokens prefilled); chat carries them once, beside the choices.
+TEST(Server, PromptLogprobsAsVllm) {
+  Running r;
+  const std::vector<int32_t> prompt = randomPrompt(13, 9);
+  json body = completion(prompt, 0); // max_tokens 0: the prompt's alone
+  body["prompt_logprobs"] = 2;
+  auto res = post(r, "/v1/completions", body);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json c = json::parse(res->body)["choices"][0];
+  const json &pl = c["prompt_logprobs"];
+  ASSERT_EQ(pl.size(), prompt.size());
+  EXPECT_TRUE(pl[0].is_null());
+  Engine e = model().engine();
+  const int64_t vocab = e.vocabSize();
+  for (size_t i = 1; i < prompt.size(); ++i) {
+    SCOPED_TRACE("prompt token " + std::to_string(i));
+    const int seq = e.open();
+    const float *l = e.prefill(seq, prompt.data(), int64_t(i));
+    std::vector<double> row(l, l + vocab);
+    e.close(seq);
+    double logZ = 0, best = *std::max_element(row.begin(), row.end());
+    for (double x : row) logZ += std::exp(x - best);
+    logZ = best + std::log(logZ);
+    std::vector<int32_t> order(static_cast<size_t>(vocab));
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int32_t a, int32_t b) { return row[size_t(a)] > row[size_t(b)]; });
+    const int32_t t = prompt[i];
+    int64_t rank = 1;
+    for (double x : row) rank += x > row[size_t(t)];
+    const json &m = pl[i];
+    ASSERT_TRUE(m.contains(std::to_string(t))) << m.dump();
+    const json &mine = m[std::to_string(t)];
+    EXPECT_NEAR(mine["logprob"].get<double>(), row[size_t(t)] - logZ, 1e-5);
+    EXPECT_EQ(mine["rank"], rank);
+    EXPECT_EQ(mine["decoded_token"], asSent(model().tok->decode({t})));
+    EXPECT_EQ(m.size(), rank <= 2 ? 2u : 3u) << m.dump();
+    for (int k = 0; k < 2; ++k) {
+      const json &alt = m[std::to_string(order[size_t(k)])];
+      EXPECT_NEAR(alt["logprob"].get<double>(), row[size_t(order[size_t(k)])] - logZ, 1e-5);
+      EXPECT_EQ(alt["rank"], k + 1);
+    }
+  }
+  // With echo and logprobs 1 too: each list is cut to its own length.
+  body["echo"] = true;
+  body["logprobs"] = 1;
+  body["prompt_logprobs"] = 3;
+  body["max_tokens"] = 2;
+  const json both = json::parse(post(r, "/v1/completions", body)->body)["choices"][0];
+  for (size_t i = 1; i < prompt.size(); ++i) {
+    EXPECT_LE(both["logprobs"]["top_logprobs"][i].size(), 2u);
+    EXPECT_GE(both["prompt_logprobs"][i].size(), 3u);
+  }
+  // Streamed: the choice's first chunk carries them.
+  body.erase("echo");
+  body.erase("logprobs");
+  body["prompt_logprobs"] = 2;
+  const Stream st = postStream(r, "/v1/completions", body);
+  EXPECT_EQ(st.events.at(0)["choices"][0]["prompt_logprobs"], pl);
+  // Chat: once, beside the choices, as long as the rendered prompt.
+  server::ServerOptions o;
+  o.chatTemplate = server::ChatTemplate::chatml;
+  Running chat(o);
+  json ask = {{"messages", {{{"role", "user"}, {"content", "Hi"}}}},
+              {"max_completion_tokens", 2}, {"prompt_logprobs", 0}};
+  res = post(chat, "/v1/chat/completions", ask);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json j = json::parse(res->body);
+  EXPECT_EQ(j["prompt_logprobs"].size(), j["usage"]["prompt_tokens"].get<size_t>());
+  EXPECT_FALSE(j["choices"][0].contains("prompt_logprobs"));
+  for (const char *bad : {"21", "-1", "\"2\"", "1.5"}) {
+    res = post(r, "/v1/completions", json::parse(R"({"prompt": "a", "prompt_logprobs": )" +
+                                                 std::string(bad) + "}"));
+    EXPECT_EQ(res->status, 400) << bad;
+    EXPECT_EQ(json::parse(res->body)["error"]["param"], "prompt_logprobs") << bad;
+  }
 }
 
 TEST(Server, JsonModeAnswersOneObject) {
