@@ -529,6 +529,26 @@ TEST(Scheduler, MinTokensHoldsBackTheStopIds) {
   expectNoLeak(e);
 }
 
+namespace {
+
+/// A greedy run of 40 tokens after `prompt` on `s` into `out`; each token's
+/// text, in order.
+std::vector<std::string> freeRun(Scheduler &s, const std::vector<int32_t> &prompt,
+                                 Received &out) {
+  GenerationRequest r = request(prompt, 40, out);
+  std::vector<std::string> texts;
+  auto inner = r.onEvent;
+  r.onEvent = [inner, &texts](const TokenEvent &ev) {
+    inner(ev);
+    if (ev.token >= 0) texts.push_back(ev.text);
+  };
+  s.submit(std::move(r));
+  s.runUntilIdle();
+  return texts;
+}
+
+} // namespace
+
 TEST(Scheduler, MinTokensLetsAStopStringPassUntilThatManyAreGenerated) {
   TinyModel m(kF32);
   std::unique_ptr<Tokenizer> bytes = makeByteTokenizer(300);
@@ -536,15 +556,9 @@ TEST(Scheduler, MinTokensLetsAStopStringPassUntilThatManyAreGenerated) {
   Engine e = m.engine();
   Scheduler s(e, bytes.get());
   Received full;
-  GenerationRequest r = request(prompt, 40, full);
   std::vector<size_t> ends; // bytes of text after each token
-  auto inner = r.onEvent;
-  r.onEvent = [inner, &ends](const TokenEvent &ev) {
-    inner(ev);
-    if (ev.token >= 0) ends.push_back((ends.empty() ? 0 : ends.back()) + ev.text.size());
-  };
-  s.submit(std::move(r));
-  s.runUntilIdle();
+  for (const std::string &t : freeRun(s, prompt, full))
+    ends.push_back((ends.empty() ? 0 : ends.back()) + t.size());
   // A printable byte that comes again later; the token that wrote its first
   // appearance and the one after are within min_tokens, so that appearance
   // does not stop the request, and the next one at or past the text of the
@@ -591,15 +605,7 @@ TEST(Scheduler, SentStopsComeWithTheText) {
   Engine e = m.engine();
   Scheduler s(e, bytes.get());
   Received full;
-  GenerationRequest r = request(prompt, 40, full);
-  std::vector<std::string> texts; // each token's text in the free run
-  auto inner = r.onEvent;
-  r.onEvent = [inner, &texts](const TokenEvent &ev) {
-    inner(ev);
-    if (ev.token >= 0) texts.push_back(ev.text);
-  };
-  s.submit(std::move(r));
-  s.runUntilIdle();
+  const std::vector<std::string> texts = freeRun(s, prompt, full);
   ASSERT_EQ(texts.size(), full.tokens.size());
   // A token first drawn at i >= 3 that writes one printable byte: as a stop
   // id it ends the request there, its byte sent only when it is a sent one.
