@@ -173,10 +173,10 @@ void parseBadWords(const Fields &f, ApiRequest &r) {
       throw badField("bad_words", "a bad word is empty or only white space");
 }
 
-/// vLLM's sampling extensions: min_p, min_tokens, allowed_token_ids,
-/// stop_token_ids, include_stop_str_in_output and bad_words (the ids are checked
-/// against the vocabulary later, min_tokens against max_tokens once its
-/// default is known).
+/// vLLM's extensions: min_p, min_tokens, allowed_token_ids, stop_token_ids,
+/// include_stop_str_in_output, prompt_logprobs and bad_words (the ids are
+/// checked against the vocabulary later, min_tokens against max_tokens once
+/// its default is known, bad_words tokenized by the server).
 void parseVllmSampling(const Fields &f, ApiRequest &r) {
   if (auto p = f.number("min_p")) {
     if (!(*p >= 0 && *p <= 1))
