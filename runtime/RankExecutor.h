@@ -36,8 +36,11 @@ public:
   void run(const std::string &entry, int64_t activeRows) override;
   /// The whole vocabulary's logits, gathered from every rank: of decode and
   /// verify, the last run's active rows (the others NaN); of prefill, its
-  /// one row.
+  /// one row. Gathered once per run: a second call (a penalised row and a
+  /// token's log-probabilities in one step) returns the same rows.
   const float *logits(const std::string &entry) override;
+  /// How many times logits() gathered rows from the ranks.
+  int64_t logitGathers() const { return gathers; }
   void copyPage(int32_t from, int32_t to) override;
   Collective *collective() const override { return &comm; }
   /// Every rank's, gathered.
@@ -56,6 +59,8 @@ private:
   std::unique_ptr<Executor> share;
   Collective &comm;
   std::vector<float> gathered;
+  std::string gatheredFor; // the entry point whose last run `gathered` holds ("": none)
+  int64_t gathers = 0;
   std::vector<int32_t> inputs;
   std::vector<RowSampling> rowsBuffer;
   std::map<std::string, int64_t> lastRows; // each entry point's last run's active rows

@@ -116,6 +116,14 @@ void lead(const Shape &s, Engine &tp) {
   const float *lone = tp.decode({sb}, {int32_t(77)});
   expectClose(lone, want.data(), 1, vocab, std::string(s.name) + " decode of one sequence");
   EXPECT_TRUE(std::isnan(lone[vocab]) && std::isnan(lone[2 * vocab - 1])) << s.name;
+  // Asked again before the next run (a penalised row and log-probabilities
+  // in one step), the leader hands back the rows it gathered.
+  auto &leader = dynamic_cast<LeaderExecutor &>(tp.executor());
+  const int64_t gathers = leader.logitGathers();
+  EXPECT_EQ(leader.logits("decode"), lone) << s.name;
+  EXPECT_EQ(leader.logitGathers(), gathers) << s.name;
+  tp.decode({sb}, {int32_t(78)}); // a new run gathers anew
+  EXPECT_EQ(leader.logitGathers(), gathers + 1) << s.name;
   SamplingOptions minP{1.2, 0, 1.0, 11}, minPTopK{0.9, 40, 0.9, 13};
   minP.minP = 0.02;
   minPTopK.minP = 0.2;
