@@ -179,9 +179,9 @@ size_t keptCandidates(const RowSampling &opts, std::pair<float, int32_t> *cands,
   const double maxLogit = cands[0].first;
   sum = 0;
   for (size_t i = 0; i < keep; ++i) {
-    double p = std::exp((double(cands[i].first) - maxLogit) / opts.temperature);
+    const double p = opts.weight(cands[i].first, maxLogit);
     // min-p: the rest are less likely still (they are sorted).
-    if (p < opts.minP) {
+    if (!opts.minPKeeps(p)) {
       keep = i;
       break;
     }

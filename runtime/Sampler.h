@@ -6,6 +6,7 @@
 #include "runtime/JsonGrammar.h"
 #include "runtime/JsonSchema.h"
 
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -68,6 +69,12 @@ struct RowSampling {
   int64_t topK = 0;
   double minP = 0; // only where the candidates hold every token it keeps
   bool greedy() const { return temperature == 0 || topK == 1; }
+  /// A logit's unnormalised probability at the temperature, relative to the
+  /// row's best logit.
+  double weight(double logit, double best) const { return std::exp((logit - best) / temperature); }
+  /// Whether min-p keeps a token of that weight (the one test of the
+  /// Sampler and of the tensor-parallel ranks' candidates).
+  bool minPKeeps(double weight) const { return !(weight < minP); }
 };
 
 /// The token `row` draws among `count` (logit, token id) candidates, as the

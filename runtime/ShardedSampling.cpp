@@ -74,8 +74,7 @@ int32_t ShardedSampler::sampleMinP(const RowSampling &row, const float *local, i
   // What min-p keeps of this slice, by the Sampler's own test
   // (keptCandidates), so the union holds exactly the row's survivors.
   for (int64_t i = 0; i < width; ++i)
-    if (!(std::exp((double(local[i]) - best) / row.temperature) < row.minP))
-      mine.push_back({local[i], first + int32_t(i)});
+    if (row.minPKeeps(row.weight(local[i], best))) mine.push_back({local[i], first + int32_t(i)});
   if (row.topK > 0 && mine.size() > size_t(row.topK)) {
     std::partial_sort(mine.begin(), mine.begin() + ptrdiff_t(row.topK), mine.end(), better);
     mine.resize(size_t(row.topK));

@@ -766,8 +766,10 @@ void Server::Impl::stream(const ApiRequest &a, const ResponseHead &h,
   s->p = p;
   s->head = h;
   s->echo = prep.echo;
-  s->prompt = prep.gen.prompt;
-  s->pieces = prep.pieces;
+  if (a.promptLogprobs >= 0) { // echo's log-probabilities read them
+    s->prompt = prep.gen.prompt;
+    s->pieces = prep.pieces;
+  }
   s->echoTop = a.promptLogprobs;
   s->vllmTop = a.vllmPromptLogprobs;
   s->includeUsage = a.includeUsage;
