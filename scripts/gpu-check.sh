@@ -170,6 +170,28 @@ else
 fi
 [ -f "$bench_art" ] || say "WARNING: $bench_art is missing (run scripts/gpu-kit.sh and carry .gpukit)"
 
+# The prebuilt binaries' libraries beyond the kit's packages
+# (.gpukit/prebuilt/libs.tar.xz): those this machine lacks go on the loader's
+# path; its own copies of the rest are used.
+if [ -f .gpukit/prebuilt/libs.tar.xz ]; then
+  mkdir -p "$work/kit-libs" "$work/missing-libs"
+  tar -xJf .gpukit/prebuilt/libs.tar.xz -C "$work/kit-libs"
+  missing=()
+  for f in "$work"/kit-libs/*.so*; do
+    n=$(basename "$f")
+    if ! ldconfig -p 2>/dev/null | grep -q "^[[:space:]]*$n (" &&
+       [ ! -e "/lib/x86_64-linux-gnu/$n" ] && [ ! -e "/usr/lib/x86_64-linux-gnu/$n" ]; then
+      ln -s "$f" "$work/missing-libs/$n"
+      missing+=("$n")
+    fi
+  done
+  say "libraries the machine lacks, from the kit: ${missing[*]:-none}"
+  if ((${#missing[@]})); then
+    lp=$work/missing-libs${KVPLAN_KIT_LIBDIR:+:$KVPLAN_KIT_LIBDIR}
+    runenv=(env "LD_LIBRARY_PATH=$lp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
+  fi
+fi
+
 # Runs a command with the kit's libraries on the loader's path.
 krun() { ${runenv[@]+"${runenv[@]}"} "$@"; }
 

@@ -228,6 +228,21 @@ if ((do_prebuilt)); then
       strip "$kit/prebuilt/$b"
     done
     "$kit/prebuilt/kvplan" --version > /dev/null || die "the prebuilt kvplan does not run here"
+    # The shared libraries they load that are neither glibc's family nor in the
+    # kit's packages (cpp-httplib, OpenSSL, zlib, brotli, Open MPI's, ...), in
+    # one archive: gpu-check.sh puts on the loader's path those the GPU
+    # machine lacks (its first run found no libcpp-httplib there).
+    rm -rf build-kit-cache/libs && mkdir -p build-kit-cache/libs
+    ldd build-kit-gpu/bin/kvplan build-kit-gpu/bin/kvplan-gpu-tests |
+      awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | sort -u |
+      while read -r name path; do
+        [[ ! $name =~ $base_libs ]] || continue
+        [[ $path != /usr/local/cuda* && $name != libcuda.so* ]] || continue
+        [ -z "$(find "$kit/deps" -name "$name" -print -quit)" ] || continue
+        cp -L "$path" "build-kit-cache/libs/$name"
+      done
+    tar -cJf "$kit/prebuilt/libs.tar.xz" -C build-kit-cache/libs .
+    echo "gpu-kit: the prebuilt binaries' other libraries: $(ls build-kit-cache/libs | tr '\n' ' ')"
   else
     tail -n 20 build-kit-cache/prebuilt.log >&2
     die "the runtime-only CUDA build failed (build-kit-cache/prebuilt.log)"
