@@ -50,7 +50,8 @@
 #                             limit comes from what is left, keeping time for
 #                             the steps after it; the peer gets the rest, at
 #                             most 300 s, or is skipped
-#   KVPLAN_GPU_CHECK_STEPS    steps to run (default build,tests,bench,quant,tp,sanitizer,peer,rows)
+#   KVPLAN_GPU_CHECK_STEPS    steps to run (default
+#                             build,tests,bench,quant,before,tp,sanitizer,peer,rows)
 #   KVPLAN_GPU_CHECK_SOURCE=1 build from source even when the kit's binaries start
 #   KVPLAN_GPU_CHECK_CMAKE_ARGS  more arguments for the configure
 set -euo pipefail
@@ -69,13 +70,13 @@ mkdir -p "$work"
 rm -f "$OUT"/{build.log,gpu-tests.log,gpu-tests-sync.log,hf-peer.json,hf-peer.json.tmp} \
   "$OUT"/{kvplan-bench.json,kvplan-bench-batch8.json,kvplan-bench-int8.json} \
   "$OUT"/{kvplan-bench-int4.json,kernel-profile.tsv,sanitizer.log,gpu-check.json,gpu-check.md} \
-  "$OUT"/{kvplan-bench-rows1.json,kvplan-bench-rows32.json}
+  "$OUT"/{kvplan-bench-rows1.json,kvplan-bench-rows32.json,kvplan-before.json}
 log=$OUT/run.log
 : > "$log"
 
 dry=${KVPLAN_GPU_CHECK_DRY:-0}
 budget=${KVPLAN_GPU_CHECK_BUDGET_S:-480}
-steps=${KVPLAN_GPU_CHECK_STEPS:-build,tests,bench,quant,tp,sanitizer,peer,rows}
+steps=${KVPLAN_GPU_CHECK_STEPS:-build,tests,bench,quant,before,tp,sanitizer,peer,rows}
 artifacts=$root/.gpukit/artifacts
 bench_art=$artifacts/bench-llama-3.2-1b.kvp
 fail=0
@@ -400,6 +401,50 @@ if want quant; then
 fi
 
 checkpoint
+
+# --- 5c. the kernels before a change, side by side ---------------------------
+# Where the kit keeps the bench artifacts of the kernels before a change
+# (.gpukit/before/, scripts/gpu-kit.sh --keep-before), each is benched with
+# the kit's own of the same name, alternately, twice each, in this one run
+# (the machines drift between runs): $OUT/kvplan-before.json holds every
+# run's decode step, and the report the ratio of the medians.
+before_dir=$root/.gpukit/before
+if want before && compgen -G "$before_dir/*.kvp" > /dev/null; then
+  t=$SECONDS
+  begin before
+  ok=1
+  : > "$work/before.tsv"
+  for old in "$before_dir"/*.kvp; do
+    name=$(basename "$old" .kvp)
+    args=(--prompt-len 512 --gen 128)
+    [[ $name != *-b8 ]] || args=(--prompt-len 512 --gen 64 --batch 8)
+    for i in 1 2; do
+      for which in before after; do
+        art=$old
+        [ "$which" = before ] || art=$artifacts/$name.kvp
+        j=$work/before-$name-$which-$i.json
+        if bench_json "$(stage_limit 60 150)" "$j" "$art" "${args[@]}"; then
+          printf '%s\t%s\t%s\n' "$name" "$which" "$j" >> "$work/before.tsv"
+        else
+          ok=0
+        fi
+      done
+    done
+  done
+  python3 - "$work/before.tsv" "$OUT/kvplan-before.json" <<'EOF' || ok=0
+import json, sys
+runs = {}
+for line in open(sys.argv[1]):
+    name, which, path = line.rstrip("\n").split("\t")
+    b = json.load(open(path))
+    runs.setdefault(name, {"before": [], "after": []})[which].append(
+        {k: b.get(k) for k in ("decode_step_ms_graph", "decode_tok_s", "batch",
+                               "decode_roofline_fraction", "prefill_tok_s")})
+json.dump(runs, open(sys.argv[2], "w"), indent=2)
+EOF
+  benches_ended before "$ok" "$t" optional
+  checkpoint
+fi
 
 # --- 6. tensor parallelism over NCCL (two GPUs or more) ---------------------
 # tp2-tiny-f32 split between 2 ranks, one GPU each (mpirun, NCCL opened at

@@ -15,6 +15,9 @@ Reads, each optional (a missing or broken one is reported, never fatal):
   OUT/kvplan-bench-rows1.json, OUT/kvplan-bench-rows32.json  1 and 32 sequences in a plan for
                         64: the copy of decode serving them against decode itself (the
                         optional rows step)
+  OUT/kvplan-before.json  the before step: each bench artifact of .gpukit/before against the
+                        kit's of the same name, alternately ({name: {before: [...],
+                        after: [...]}}, each run's decode step)
   OUT/hf-peer.json      scripts/hf_peer.py
   OUT/kernel-profile.tsv  KVPLAN_CUDA_PROFILE's op times from the batch-1 and batch-8 benches
                         (entry, rows, op, step, kind, kernel, ms a line)
@@ -293,6 +296,10 @@ def main(argv=None):
         if more[key] is not None and not isinstance(more[key], dict):
             problems.append(f"kvplan-bench-{key}.json: not a JSON object")
             more[key] = None
+    before = read_json(os.path.join(args.out, "kvplan-before.json"), problems)
+    if before is not None and not isinstance(before, dict):
+        problems.append("kvplan-before.json: not a JSON object")
+        before = None
     peer = read_json(os.path.join(args.out, "hf-peer.json"), problems)
     profile = read_profile(os.path.join(args.out, "kernel-profile.tsv"), problems)
     model = read_json(os.path.join(args.work, "model.json"), problems)
@@ -375,6 +382,7 @@ def main(argv=None):
         "kvplan_bench_int4": more["int4"],
         "kvplan_bench_rows32": more["rows32"],
         "kvplan_bench_rows1": more["rows1"],
+        "kvplan_before": before,
         "hf_peer": peer,
         "kernel_profile": profile,
         "model": model,
@@ -488,6 +496,20 @@ def main(argv=None):
                          f"{r.get('decode_entry', 'its copy of decode')} ({what}, folds) vs decode "
                          f"(cuBLAS, unfused) | {f(copy, '{:.3f} ms')} vs {f(whole, '{:.3f} ms')} a "
                          f"step ({f(ratio(whole, copy), '{:.2f}x')}; {step_status('rows')}) |")
+    if before is None and "before" in steps:
+        lines.append(f"| kernels before the change, side by side | {step_status('before')} "
+                     f"(no result) |")
+    for name, runs in sorted((before or {}).items()):
+        med = {}
+        for which in ("before", "after"):
+            ms = sorted(x for x in (_num(r.get("decode_step_ms_graph"))
+                                    for r in runs.get(which, [])) if x is not None)
+            med[which] = (ms[(len(ms) - 1) // 2] + ms[len(ms) // 2]) / 2 if ms else None
+        n = min(len(runs.get("before", [])), len(runs.get("after", [])))
+        lines.append(f"| {name}: decode step, this kit's kernels vs those before the change "
+                     f"(medians of {n} alternate runs each) | {f(med['after'], '{:.3f} ms')} vs "
+                     f"{f(med['before'], '{:.3f} ms')} "
+                     f"({f(ratio(med['before'], med['after']), '{:.3f}x')} faster) |")
     for name, label in (("sanitizer", "compute-sanitizer, tiny bf16"),):
         st = steps.get(name, {})
         lines.append(f"| {label} | {step_status(name)}"

@@ -646,20 +646,29 @@ __device__ __forceinline__ void mvRun(const typename MvFormat<W, K>::Run (&run)[
 inline constexpr long long kMvFewWarps = 16 * 132;
 
 /// Runs of weights a matvec lane loads before it uses any (mvAccumulate),
-/// for G weight rows a warp and WARPS warps in all: 4 weight loads in
-/// flight a lane, as G of them a run allow, 8 where the warps are few. One
-/// at a time, a lane would wait a memory latency for each run, and the
-/// products with few runs a lane (Llama-3.2-1B's o at one row in bf16: 8)
-/// would stream well under the memory bandwidth. With few warps a
-/// multiprocessor (the 1B's QKV, o and down at one row: 12 to 16), 4 loads
-/// a lane keep about 24 to 32 KiB in flight on it, near what an H200's
-/// bandwidth times its memory latency asks; 8 double that, for about 16 to
-/// 50 more registers a thread, which the warps there leave room for. Where
-/// the warps are many the multiprocessors are full, and more registers a
-/// thread would only make them fewer.
-template <long long WARPS> inline constexpr int kMvLoads = WARPS <= kMvFewWarps ? 8 : 4;
-template <int G, long long WARPS>
-inline constexpr int kMvUnroll = G < kMvLoads<WARPS> ? kMvLoads<WARPS> / G : 1;
+/// for G weight rows a warp, WARPS warps in all and LR runs of a row a lane:
+/// 4 weight loads in flight a lane, as G of them a run allow, 8 where the
+/// warps are few, 16 where they are few and a lane's row is long. One at a
+/// time, a lane would wait a memory latency for each run, and the products
+/// with few runs a lane (Llama-3.2-1B's o at one row in bf16: 8) would
+/// stream well under the memory bandwidth. With few warps a multiprocessor
+/// (the 1B's QKV, o and down at one row: 12 to 16), 4 loads a lane keep
+/// about 24 to 32 KiB in flight on it, near what an H200's bandwidth times
+/// its memory latency asks; 8 double that, for about 16 to 50 more
+/// registers a thread, which the warps there leave room for. The first
+/// H200 run (stop 45) timed the 1B's down product at one row (8192 long:
+/// 32 runs a lane, 4 rounds of 8) at 1.66 TB/s alone, the gate|up one (8,000
+/// warps, 4 loads) at 2.64 and the vocabulary's head at 4.1: where a lane
+/// has 16 runs or more, 16 loads halve its waits. Where the warps are many
+/// the multiprocessors are full, and more registers a thread would only
+/// make them fewer.
+template <long long WARPS, int LR>
+inline constexpr int kMvLoads = WARPS <= kMvFewWarps ? (LR >= 16 ? 16 : 8) : 4;
+template <int G, long long WARPS, int LR>
+inline constexpr int kMvUnroll = G < kMvLoads<WARPS, LR> ? kMvLoads<WARPS, LR> / G : 1;
+/// Runs of a K-element weight row each lane of a matvec warp loads.
+template <class W, int K>
+inline constexpr int kMvLaneRuns = ((K + MvFormat<W, K>::RUN - 1) / MvFormat<W, K>::RUN + 31) / 32;
 
 /// Runs c0, c0 + 32, ... (U of them, those within the row) of a matvec
 /// lane's G weight rows (mvRow), loaded into run[u][g].
@@ -758,7 +767,7 @@ __device__ void matvec(const KvArgs &a) {
   if (j >= F) return; // the whole warp: it holds no block barrier
   // The first runs of weights (no kernel writes them) in flight while the
   // kernel before finishes.
-  constexpr int U = kMvUnroll<G, F / FPW>;
+  constexpr int U = kMvUnroll<G, F / FPW, kMvLaneRuns<W, K>>;
   typename MvFormat<W, K>::Run run[U][G];
   mvLoadRuns<W, K, G, FPW, U>(w, j, F, lane, run);
   pdlWait();
@@ -1610,7 +1619,7 @@ __device__ void matvecRopeKv(const KvArgs &a) {
   const MvWeights w = mvWeights<W, K>(a, 3);
   mvPrefetch<W, K, G, G>(w, j, 0, jp < PAIRS, lane);
   if (jp >= PAIRS) return; // the whole warp: it holds no block barrier
-  constexpr int U = kMvUnroll<G, PAIRS / PPW>; // as matvec's
+  constexpr int U = kMvUnroll<G, PAIRS / PPW, kMvLaneRuns<W, K>>; // as matvec's
   typename MvFormat<W, K>::Run run[U][G];
   mvLoadRuns<W, K, G, G, U>(w, j, 0, lane, run);
   pdlWait();
@@ -1704,8 +1713,16 @@ template <class C, int HD> struct AttnLanes {
   static constexpr int KPW = 32 / L;           // keys a warp reads at once
 };
 
-/// Keys a split of a row at position pos covers: ceil((pos + 1) / splits).
-__device__ __forceinline__ int attnSpan(int pos, int splits) { return (pos + splits) / splits; }
+/// Keys a split of a row at position pos covers: ceil((pos + 1) / splits),
+/// and MIN at least (attnPartial: one round of its block's loads). A shorter
+/// split reads no faster, since each slot waits one memory latency for its
+/// first keys however few, but leaves more splits to merge: the first H200
+/// run (stop 45) timed batch 1's attention at 17 us a layer alone at 576
+/// keys, 32 splits of 18.
+template <int MIN> __device__ __forceinline__ int attnSpan(int pos, int splits) {
+  const int span = (pos + splits) / splits;
+  return span > MIN ? span : MIN;
+}
 
 template <int E, class C> __device__ __forceinline__ void attnLoad(const C *p, float *out) {
   if constexpr (E == 1) out[0] = ld(p[0]);
@@ -1881,23 +1898,15 @@ __device__ __forceinline__ void attnMergeSlots(
 
 /// Element d of one head's attention output (of one row) from its `used`
 /// splits' partials (base: the first split's index): each split's sum and
-/// output scaled by exp(its max - the largest), in split order. Read past
-/// L1: other blocks of the grid wrote them. 8 splits' loads at a time, all
-/// in flight before their use: a loop a split (which nvcc unrolled by 4)
-/// made the merge of 32 splits (decode at batch 1) 16 to 40 waits on L2
-/// one after another, now 8.
+/// output scaled by exp(its max - the largest), in split order, in one pass
+/// (the running max rescales what is summed so far). Read past L1: other
+/// blocks of the grid wrote them. 16 splits' loads at a time, all in flight
+/// before their use, so that up to 16 splits cost one wait on L2 (a max pass
+/// and then a sum pass, 8 at a time, waited four times for 32 splits).
 __device__ __forceinline__ float attnMerged(const float *part, const float *ml, long long base,
                                             int used, int hd, int d) {
-  constexpr int U = 8;
-  float m = -INFINITY;
-  for (int s0 = 0; s0 < used; s0 += U) {
-    float v[U];
-#pragma unroll
-    for (int u = 0; u < U; ++u) v[u] = s0 + u < used ? __ldcg(ml + 2 * (base + s0 + u)) : -INFINITY;
-#pragma unroll
-    for (int u = 0; u < U; ++u) m = fmaxf(m, v[u]);
-  }
-  float l = 0.0f, acc = 0.0f;
+  constexpr int U = 16;
+  float m = -INFINITY, l = 0.0f, acc = 0.0f;
   for (int s0 = 0; s0 < used; s0 += U) {
     float2 v[U];
     float p[U];
@@ -1907,13 +1916,23 @@ __device__ __forceinline__ float attnMerged(const float *part, const float *ml, 
         v[u] = __ldcg(reinterpret_cast<const float2 *>(ml) + base + s0 + u);
         p[u] = __ldcg(part + (base + s0 + u) * hd + d);
       }
+    float mNew = m;
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+      if (s0 + u < used) mNew = fmaxf(mNew, v[u].x);
+    // Every split the row uses has a key, so mNew is finite; m is -inf
+    // only before the first group, where l and acc are 0.
+    const float r = expf(m - mNew);
+    l *= r;
+    acc *= r;
 #pragma unroll
     for (int u = 0; u < U; ++u)
       if (s0 + u < used) {
-        const float w = expf(v[u].x - m);
+        const float w = expf(v[u].x - mNew);
         l += v[u].y * w;
         acc += p[u] * w;
       }
+    m = mNew;
   }
   return acc / l;
 }
@@ -1952,7 +1971,8 @@ __device__ void attnPartial(const KvArgs &a) {
       for (int idx = tid; idx < G * HD; idx += WARPS * 32) out[idx] = st<O>(0.0f);
     return;
   }
-  const int span = attnSpan(pos, splits), start = split * span, used = (pos + span) / span;
+  const int span = attnSpan<SLOTS * kAttnUnroll<G>>(pos, splits), start = split * span,
+            used = (pos + span) / span;
   if (start > pos) return; // the merge reads only the splits a row has
   const int end = min(pos + 1, start + span);
   const int *table = reinterpret_cast<const int *>(a.p[3]) + r * a.i[2];
