@@ -646,29 +646,23 @@ __device__ __forceinline__ void mvRun(const typename MvFormat<W, K>::Run (&run)[
 inline constexpr long long kMvFewWarps = 16 * 132;
 
 /// Runs of weights a matvec lane loads before it uses any (mvAccumulate),
-/// for G weight rows a warp, WARPS warps in all and LR runs of a row a lane:
-/// 4 weight loads in flight a lane, as G of them a run allow, 8 where the
-/// warps are few, 16 where they are few and a lane's row is long. One at a
-/// time, a lane would wait a memory latency for each run, and the products
-/// with few runs a lane (Llama-3.2-1B's o at one row in bf16: 8) would
-/// stream well under the memory bandwidth. With few warps a multiprocessor
-/// (the 1B's QKV, o and down at one row: 12 to 16), 4 loads a lane keep
-/// about 24 to 32 KiB in flight on it, near what an H200's bandwidth times
-/// its memory latency asks; 8 double that, for about 16 to 50 more
-/// registers a thread, which the warps there leave room for. The first
-/// H200 run (stop 45) timed the 1B's down product at one row (8192 long:
-/// 32 runs a lane, 4 rounds of 8) at 1.66 TB/s alone, the gate|up one (8,000
-/// warps, 4 loads) at 2.64 and the vocabulary's head at 4.1: where a lane
-/// has 16 runs or more, 16 loads halve its waits. Where the warps are many
-/// the multiprocessors are full, and more registers a thread would only
-/// make them fewer.
-template <long long WARPS, int LR>
-inline constexpr int kMvLoads = WARPS <= kMvFewWarps ? (LR >= 16 ? 16 : 8) : 4;
-template <int G, long long WARPS, int LR>
-inline constexpr int kMvUnroll = G < kMvLoads<WARPS, LR> ? kMvLoads<WARPS, LR> / G : 1;
-/// Runs of a K-element weight row each lane of a matvec warp loads.
-template <class W, int K>
-inline constexpr int kMvLaneRuns = ((K + MvFormat<W, K>::RUN - 1) / MvFormat<W, K>::RUN + 31) / 32;
+/// for G weight rows a warp and WARPS warps in all: 4 weight loads in
+/// flight a lane, as G of them a run allow, 8 where the warps are few. One
+/// at a time, a lane would wait a memory latency for each run, and the
+/// products with few runs a lane (Llama-3.2-1B's o at one row in bf16: 8)
+/// would stream well under the memory bandwidth. With few warps a
+/// multiprocessor (the 1B's QKV, o and down at one row: 12 to 16), 4 loads
+/// a lane keep about 24 to 32 KiB in flight on it, near what an H200's
+/// bandwidth times its memory latency asks; 8 double that, for about 16 to
+/// 50 more registers a thread, which the warps there leave room for. Where
+/// the warps are many the multiprocessors are full, and more registers a
+/// thread would only make them fewer. Tried on an H200 at stop 45, side by
+/// side: 16 where a lane has 16 runs or more (the 1B's down product at one
+/// row) made that product slower, 22.7 us alone against 20.2; 8 for the
+/// 1B's gate|up at one row (8,192 warps) left the step as it was (0.996x).
+template <long long WARPS> inline constexpr int kMvLoads = WARPS <= kMvFewWarps ? 8 : 4;
+template <int G, long long WARPS>
+inline constexpr int kMvUnroll = G < kMvLoads<WARPS> ? kMvLoads<WARPS> / G : 1;
 
 /// Runs c0, c0 + 32, ... (U of them, those within the row) of a matvec
 /// lane's G weight rows (mvRow), loaded into run[u][g].
@@ -767,7 +761,7 @@ __device__ void matvec(const KvArgs &a) {
   if (j >= F) return; // the whole warp: it holds no block barrier
   // The first runs of weights (no kernel writes them) in flight while the
   // kernel before finishes.
-  constexpr int U = kMvUnroll<G, F / FPW, kMvLaneRuns<W, K>>;
+  constexpr int U = kMvUnroll<G, F / FPW>;
   typename MvFormat<W, K>::Run run[U][G];
   mvLoadRuns<W, K, G, FPW, U>(w, j, F, lane, run);
   pdlWait();
@@ -1619,7 +1613,7 @@ __device__ void matvecRopeKv(const KvArgs &a) {
   const MvWeights w = mvWeights<W, K>(a, 3);
   mvPrefetch<W, K, G, G>(w, j, 0, jp < PAIRS, lane);
   if (jp >= PAIRS) return; // the whole warp: it holds no block barrier
-  constexpr int U = kMvUnroll<G, PAIRS / PPW, kMvLaneRuns<W, K>>; // as matvec's
+  constexpr int U = kMvUnroll<G, PAIRS / PPW>; // as matvec's
   typename MvFormat<W, K>::Run run[U][G];
   mvLoadRuns<W, K, G, G, U>(w, j, 0, lane, run);
   pdlWait();
@@ -1718,7 +1712,9 @@ template <class C, int HD> struct AttnLanes {
 /// split reads no faster, since each slot waits one memory latency for its
 /// first keys however few, but leaves more splits to merge: the first H200
 /// run (stop 45) timed batch 1's attention at 17 us a layer alone at 576
-/// keys, 32 splits of 18.
+/// keys, 32 splits of 18; at least one round (64 keys there, 10 splits)
+/// took it to 14.8 and the decode step from 1.13 to 1.11 ms, two rounds
+/// (128 keys, 5 splits) made the step 1.18 ms.
 template <int MIN> __device__ __forceinline__ int attnSpan(int pos, int splits) {
   const int span = (pos + splits) / splits;
   return span > MIN ? span : MIN;
