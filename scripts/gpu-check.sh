@@ -201,7 +201,8 @@ if [ "$dry" = 1 ]; then
   say "DRY RUN: no build, tests, bench or peer; canned inputs from $canned (NOT MEASURED)"
   for s in build tests bench quant tp sanitizer peer; do record "$s" canned 0 "canned input"; done
   for f in kvplan-bench.json kvplan-bench-batch8.json kvplan-bench-int8.json \
-           kvplan-bench-int4.json kernel-profile.tsv hf-peer.json gpu-tests.log; do
+           kvplan-bench-int4.json kernel-profile.tsv hf-peer.json gpu-tests.log \
+           kvplan-before.json; do
     [ ! -f "$canned/$f" ] || cp "$canned/$f" "$OUT/$f"
   done
   for f in gpu-tests.xml model.json; do

@@ -21,7 +21,12 @@
 # checks here that the runtime-only build configures, builds and passes its
 # tests with the kit alone (the host's copies of the packages hidden).
 #
-# Usage: scripts/gpu-kit.sh [--deps-only | --artifacts-only | --prebuilt-only]
+# Usage: scripts/gpu-kit.sh [--keep-before] [--deps-only | --artifacts-only | --prebuilt-only]
+#   --keep-before  the bench artifacts the kit holds (bf16 at 1 and 8 sequences)
+#                  go to .gpukit/before/ before the artifacts are compiled again:
+#                  gpu-check.sh's before step then benches the kernels from before
+#                  a change against the new ones side by side. Without it,
+#                  compiling the artifacts drops .gpukit/before/.
 # Needs: apt-get and dpkg (Debian's archive reachable) for the packages, and
 # build/bin/kvplan (the full build: scripts/setup.sh) for the artifacts. Ship
 # the kit to the GPU machine by carrying .gpukit (ignored by git).
@@ -33,12 +38,18 @@ cache=build-kit-cache/debs   # downloaded .debs, kept between runs (ignored: /bu
 do_deps=1
 do_artifacts=1
 do_prebuilt=1
+keep_before=0
+if [ "${1:-}" = --keep-before ]; then
+  keep_before=1
+  shift
+fi
 case "${1:-}" in
   --deps-only) do_artifacts=0; do_prebuilt=0 ;;
   --artifacts-only) do_deps=0; do_prebuilt=0 ;;
   --prebuilt-only) do_deps=0; do_artifacts=0 ;;
   "") ;;
-  *) echo "usage: $0 [--deps-only | --artifacts-only | --prebuilt-only]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--keep-before] [--deps-only | --artifacts-only | --prebuilt-only]" >&2
+     exit 2 ;;
 esac
 
 # What the runtime-only build (-DKVPLAN_COMPILER=OFF) finds with find_package
@@ -146,6 +157,14 @@ if ((do_artifacts)); then
          "or the artifacts may not be what these sources compile" >&2
   fi
   art="$kit/artifacts"
+  rm -rf "${kit:?}/before"
+  if ((keep_before)); then
+    mkdir -p "$kit/before"
+    for name in bench-llama-3.2-1b bench-llama-3.2-1b-b8; do
+      [ ! -f "$art/$name.kvp" ] || cp "$art/$name.kvp" "$kit/before/$name.kvp"
+    done
+    echo "gpu-kit: the kernels before: $(ls "$kit/before" | tr '\n' ' ')"
+  fi
   rm -rf "${art:?}"
   mkdir -p "$art"
   common=(--target cuda --arch sm_90a --weights none)

@@ -509,7 +509,7 @@ def main(argv=None):
         lines.append(f"| {name}: decode step, this kit's kernels vs those before the change "
                      f"(medians of {n} alternate runs each) | {f(med['after'], '{:.3f} ms')} vs "
                      f"{f(med['before'], '{:.3f} ms')} "
-                     f"({f(ratio(med['before'], med['after']), '{:.3f}x')} faster) |")
+                     f"a step: {f(ratio(med['before'], med['after']), '{:.3f}x')} the speed |")
     for name, label in (("sanitizer", "compute-sanitizer, tiny bf16"),):
         st = steps.get(name, {})
         lines.append(f"| {label} | {step_status(name)}"
