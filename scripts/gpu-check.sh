@@ -18,24 +18,30 @@
 #      bench's warm-up times every op once (KVPLAN_CUDA_PROFILE)
 #   5b. the same shape with int8 and int4 weights, one sequence (prefill on
 #      the tensor-core tiled product, decode against the roofline)
+#   5c. where .gpukit/before/ holds the bench artifacts of the kernels before
+#      a change (scripts/gpu-kit.sh --keep-before): each against the kit's,
+#      alternately, twice
 #   6. with two GPUs or more and mpirun: a TP=2 model over NCCL against one GPU
 #   7. compute-sanitizer memcheck and racecheck over a tiny artifact's run,
 #      where compute-sanitizer is installed
 #   8. scripts/hf_peer.py on the bench's model shape (transformers, bf16)
-#   9. with what the budget has left (100 s or more): 1 and 32 sequences in
-#      a plan for 64, each on the copy of decode that serves it (decode.1,
+#   9. with what the budget has left (100 s or more): 1, 16 and 32 sequences
+#      in a plan for 64, each on the copy of decode that serves it (decode.1,
 #      decode.32: bf16 products in groups of 8 rows with their folds) and on
 #      decode itself (cuBLAS, the ops unfused), side by side
 # and the report (scripts/gpu_check_report.py: $OUT/gpu-check.json and the
 # table, last) after every step and from an exit trap, so a check killed at
 # its limit still leaves the table of what it finished.
 #
-# Writes into ${OUT:-gpu-results} (15 files at most: build.log, gpu-tests.log,
+# Writes into ${OUT:-gpu-results} (17 files at most: build.log, gpu-tests.log,
 # gpu-tests-sync.log, kvplan-bench.json, kvplan-bench-batch8.json,
-# kvplan-bench-int8.json, kvplan-bench-int4.json, kvplan-bench-rows1.json,
-# kvplan-bench-rows32.json, kernel-profile.tsv (each op's
-# time, KVPLAN_CUDA_PROFILE), hf-peer.json, sanitizer.log, run.log,
-# gpu-check.json, gpu-check.md); scratch goes to build-gpu-check/.
+# kvplan-bench-int8.json, kvplan-bench-int4.json, kvplan-before.json,
+# kvplan-bench-rows1.json, kvplan-bench-rows16.json, kvplan-bench-rows32.json,
+# kernel-profile.tsv (each op's time, KVPLAN_CUDA_PROFILE), hf-peer.json,
+# sanitizer.log, run.log, gpu-check.json, gpu-check.md; 4 with
+# KVPLAN_GPU_CHECK_PACK=1, below); scratch goes to build-gpu-check/. On the
+# device tool: run(command="KVPLAN_GPU_CHECK_PACK=1 scripts/gpu-check.sh",
+# carry=[".gpukit"], timeout_s=KVPLAN_GPU_CHECK_BUDGET_S + 60 or so).
 # Exits nonzero when the build, a gpu test, a bench, the tensor-parallel run
 # or the sanitizer failed, or a gpu test skipped (there, a skip means no
 # device or no artifacts); the peer or the rows step failing, or a goal not
@@ -54,6 +60,10 @@
 #                             build,tests,bench,quant,before,tp,sanitizer,peer,rows)
 #   KVPLAN_GPU_CHECK_SOURCE=1 build from source even when the kit's binaries start
 #   KVPLAN_GPU_CHECK_CMAKE_ARGS  more arguments for the configure
+#   KVPLAN_GPU_CHECK_PACK=1   for the device tool, which brings back 8 files at
+#                             most: OUT gets gpu-check.md, gpu-check.json, run.log
+#                             and results.tgz (all the files above, steps.tsv and
+#                             env.txt), the archive renewed after every step
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -65,12 +75,22 @@ OUT=$(cd "$OUT" && pwd)
 work=$root/build-gpu-check
 rm -rf "$work"
 mkdir -p "$work"
+# KVPLAN_GPU_CHECK_PACK=1: the device tool brings back 8 files at most, so the
+# results go to $work/results and OUT gets the table, the JSON, run.log and
+# results.tgz (every result), brought up to date at each checkpoint.
+pack_to=
+if [ "${KVPLAN_GPU_CHECK_PACK:-0}" = 1 ]; then
+  pack_to=$OUT
+  OUT=$work/results
+  mkdir -p "$OUT"
+fi
 : > "$work/steps.tsv"
 # This check's own files only (OUT may hold other things).
 rm -f "$OUT"/{build.log,gpu-tests.log,gpu-tests-sync.log,hf-peer.json,hf-peer.json.tmp} \
   "$OUT"/{kvplan-bench.json,kvplan-bench-batch8.json,kvplan-bench-int8.json} \
   "$OUT"/{kvplan-bench-int4.json,kernel-profile.tsv,sanitizer.log,gpu-check.json,gpu-check.md} \
-  "$OUT"/{kvplan-bench-rows1.json,kvplan-bench-rows32.json,kvplan-before.json}
+  "$OUT"/{kvplan-bench-rows1.json,kvplan-bench-rows16.json,kvplan-bench-rows32.json} \
+  "$OUT"/kvplan-before.json
 log=$OUT/run.log
 : > "$log"
 
@@ -92,6 +112,11 @@ report() {
   [ "$dry" != 1 ] || flags=(--canned)
   python3 scripts/gpu_check_report.py --work "$work" --out "$OUT" --kit "$root/.gpukit" \
     ${flags[@]+"${flags[@]}"} "$@" || echo "gpu-check: the report failed" >&2
+  if [ -n "$pack_to" ]; then
+    cp "$OUT"/gpu-check.md "$OUT"/gpu-check.json "$OUT"/run.log "$pack_to"/ 2>/dev/null || true
+    tar -czf "$pack_to/results.tgz" -C "$OUT" . "../steps.tsv" "../env.txt" 2>/dev/null ||
+      tar -czf "$pack_to/results.tgz" -C "$OUT" . || true
+  fi
 }
 # After every step, quietly: a check killed later still leaves this table.
 checkpoint() { report > /dev/null; }
@@ -566,14 +591,15 @@ if want peer; then
 fi
 
 # --- 9. few sequences in a plan for many, with what is left -----------------
-# The shape compiled for 64 sequences decodes 1 and 32 at once: each bench
-# times the copy of decode that serves the batch (decode.1: matrix-vector
-# kernels; decode.32: the products in groups of 8 rows; both with
-# --fuse-matvec's folds, 5 kernels a layer) and decode itself at those rows
-# (cuBLAS's products, the norms, RoPE and SwiGLU kernels of their own), side
-# by side: what the copies gain a server, and at 32 rows where the row
-# groups' limit (kMmaGroupRows) should lie. Last, with the budget the peer
-# left (KVPLAN_GPU_CHECK_STEPS=build,rows runs it alone).
+# The shape compiled for 64 sequences decodes 1, 16 and 32 at once: each
+# bench times the copy of decode that serves the batch (decode.1:
+# matrix-vector kernels; decode.32, for 16 and 32: the products in groups of
+# 8 rows, 2 and 4 groups; both with --fuse-matvec's folds, 5 kernels a layer)
+# and decode itself at those rows (cuBLAS's products, the norms, RoPE and
+# SwiGLU kernels of their own), side by side: what the copies gain a server,
+# and where the row groups' limit (kMmaGroupRows) should lie (the first H200
+# run: 4 groups 0.69x cuBLAS's step at 32 rows). Last, with the budget the
+# peer left (KVPLAN_GPU_CHECK_STEPS=build,rows runs it alone).
 if want rows; then
   t=$SECONDS
   begin rows
@@ -582,8 +608,8 @@ if want rows; then
     record rows skipped 0 "only ${left} s of the ${budget} s budget left"
   else
     ok=1
-    for n in 32 1; do
-      lim=$(( (budget - $(elapsed) - 5) / (n == 32 ? 2 : 1) ))
+    for n in 32 16 1; do
+      lim=$(( (budget - $(elapsed) - 5) / (n == 32 ? 3 : n == 16 ? 2 : 1) ))
       bench_json "$((lim < 150 ? lim : 150))" "$OUT/kvplan-bench-rows$n.json" \
         "$artifacts/bench-llama-3.2-1b-b64.kvp" --prompt-len 512 --gen 64 --batch "$n" || ok=0
     done

@@ -12,7 +12,7 @@ Reads, each optional (a missing or broken one is reported, never fatal):
   OUT/kvplan-bench.json `kvplan bench --json`
   OUT/kvplan-bench-batch8.json  the same shape, 8 sequences at once (--batch 8)
   OUT/kvplan-bench-int8.json, OUT/kvplan-bench-int4.json  int8 and int4 weights
-  OUT/kvplan-bench-rows1.json, OUT/kvplan-bench-rows32.json  1 and 32 sequences in a plan for
+  OUT/kvplan-bench-rows{1,16,32}.json  1, 16 and 32 sequences in a plan for
                         64: the copy of decode serving them against decode itself (the
                         optional rows step)
   OUT/kvplan-before.json  the before step: each bench artifact of .gpukit/before against the
@@ -290,8 +290,8 @@ def main(argv=None):
     problems = []
     steps = read_steps(os.path.join(args.work, "steps.tsv"))
     bench = read_json(os.path.join(args.out, "kvplan-bench.json"), problems)
-    more = {}  # the other benches: batch8, int8, int4, rows1, rows32
-    for key in ("batch8", "int8", "int4", "rows1", "rows32"):
+    more = {}  # the other benches: batch8, int8, int4, rows1, rows16, rows32
+    for key in ("batch8", "int8", "int4", "rows1", "rows16", "rows32"):
         more[key] = read_json(os.path.join(args.out, f"kvplan-bench-{key}.json"), problems)
         if more[key] is not None and not isinstance(more[key], dict):
             problems.append(f"kvplan-bench-{key}.json: not a JSON object")
@@ -381,6 +381,7 @@ def main(argv=None):
         "kvplan_bench_int8": more["int8"],
         "kvplan_bench_int4": more["int4"],
         "kvplan_bench_rows32": more["rows32"],
+        "kvplan_bench_rows16": more["rows16"],
         "kvplan_bench_rows1": more["rows1"],
         "kvplan_before": before,
         "hf_peer": peer,
@@ -486,8 +487,9 @@ def main(argv=None):
         lines.append(f"| kvplan {q} prefill ({bq.get('prompt_len', 512)} tokens, tensor cores) | "
                      f"{f(pq, '{:,.0f}')} tok/s "
                      f"({f(ratio(pq, prefill), '{:.2f}x')} bf16's cuBLAS) |")
-    if "rows" in steps or more["rows1"] is not None or more["rows32"] is not None:
-        for n, what in (("1", "matrix-vector kernels"), ("32", "row groups")):
+    if "rows" in steps or any(more["rows" + n] is not None for n in ("1", "16", "32")):
+        for n, what in (("1", "matrix-vector kernels"), ("16", "2 row groups"),
+                        ("32", "4 row groups")):
             r = more["rows" + n] or {}
             copy = _num(r.get("decode_step_ms_graph"))
             whole = _num(r.get("decode_step_ms_whole_decode"))
