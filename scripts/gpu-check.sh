@@ -433,7 +433,8 @@ checkpoint
 # (.gpukit/before/, scripts/gpu-kit.sh --keep-before), each is benched with
 # the kit's own of the same name, alternately, twice each, in this one run
 # (the machines drift between runs): $OUT/kvplan-before.json holds every
-# run's decode step, and the report the ratio of the medians.
+# run's decode step (greedy, and sampled: the bench's temperature and top-p),
+# and the report the ratio of the medians.
 before_dir=$root/.gpukit/before
 if want before && compgen -G "$before_dir/*.kvp" > /dev/null; then
   t=$SECONDS
@@ -464,8 +465,9 @@ for line in open(sys.argv[1]):
     name, which, path = line.rstrip("\n").split("\t")
     b = json.load(open(path))
     runs.setdefault(name, {"before": [], "after": []})[which].append(
-        {k: b.get(k) for k in ("decode_step_ms_graph", "decode_tok_s", "batch",
-                               "decode_roofline_fraction", "prefill_tok_s")})
+        {k: b.get(k) for k in ("decode_step_ms_graph", "decode_step_ms_sampled",
+                               "decode_tok_s", "batch", "decode_roofline_fraction",
+                               "prefill_tok_s")})
 json.dump(runs, open(sys.argv[2], "w"), indent=2)
 EOF
   benches_ended before "$ok" "$t" optional

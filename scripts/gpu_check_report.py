@@ -17,7 +17,7 @@ Reads, each optional (a missing or broken one is reported, never fatal):
                         optional rows step)
   OUT/kvplan-before.json  the before step: each bench artifact of .gpukit/before against the
                         kit's of the same name, alternately ({name: {before: [...],
-                        after: [...]}}, each run's decode step)
+                        after: [...]}}, each run's decode step, greedy and sampled)
   OUT/hf-peer.json      scripts/hf_peer.py
   OUT/kernel-profile.tsv  KVPLAN_CUDA_PROFILE's op times from the batch-1 and batch-8 benches
                         (entry, rows, op, step, kind, kernel, ms a line)
@@ -502,16 +502,20 @@ def main(argv=None):
         lines.append(f"| kernels before the change, side by side | {step_status('before')} "
                      f"(no result) |")
     for name, runs in sorted((before or {}).items()):
-        med = {}
-        for which in ("before", "after"):
-            ms = sorted(x for x in (_num(r.get("decode_step_ms_graph"))
-                                    for r in runs.get(which, [])) if x is not None)
-            med[which] = (ms[(len(ms) - 1) // 2] + ms[len(ms) // 2]) / 2 if ms else None
         n = min(len(runs.get("before", [])), len(runs.get("after", [])))
-        lines.append(f"| {name}: decode step, this kit's kernels vs those before the change "
-                     f"(medians of {n} alternate runs each) | {f(med['after'], '{:.3f} ms')} vs "
-                     f"{f(med['before'], '{:.3f} ms')} "
-                     f"a step: {f(ratio(med['before'], med['after']), '{:.3f}x')} the speed |")
+        for key, what in (("decode_step_ms_graph", "decode step"),
+                          ("decode_step_ms_sampled", "sampled decode step")):
+            med = {}
+            for which in ("before", "after"):
+                ms = sorted(x for x in (_num(r.get(key)) for r in runs.get(which, []))
+                            if x is not None)
+                med[which] = (ms[(len(ms) - 1) // 2] + ms[len(ms) // 2]) / 2 if ms else None
+            if key != "decode_step_ms_graph" and med["before"] is None and med["after"] is None:
+                continue
+            lines.append(f"| {name}: {what}, this kit's kernels vs those before the change "
+                         f"(medians of {n} alternate runs each) | {f(med['after'], '{:.3f} ms')} vs "
+                         f"{f(med['before'], '{:.3f} ms')} "
+                         f"a step: {f(ratio(med['before'], med['after']), '{:.3f}x')} the speed |")
     for name, label in (("sanitizer", "compute-sanitizer, tiny bf16"),):
         st = steps.get(name, {})
         lines.append(f"| {label} | {step_status(name)}"
