@@ -656,10 +656,11 @@ inline constexpr long long kMvFewWarps = 16 * 132;
 /// bandwidth times its memory latency asks; 8 double that, for about 16 to
 /// 50 more registers a thread, which the warps there leave room for. Where
 /// the warps are many the multiprocessors are full, and more registers a
-/// thread would only make them fewer. Tried on an H200 at stop 45, side by
-/// side: 16 where a lane has 16 runs or more (the 1B's down product at one
-/// row) made that product slower, 22.7 us alone against 20.2; 8 for the
-/// 1B's gate|up at one row (8,192 warps) left the step as it was (0.996x).
+/// thread would only make them fewer. Tried on an H200 at stop 45: 16 where
+/// a lane has 16 runs or more (the 1B's down product at one row) made that
+/// product slower (22.7 us timed alone, 20.2 in the run before) and, with
+/// another change, the step 0.931x as fast side by side; 8 for the 1B's
+/// gate|up at one row (8,192 warps) left the step as it was (0.996x).
 template <long long WARPS> inline constexpr int kMvLoads = WARPS <= kMvFewWarps ? 8 : 4;
 template <int G, long long WARPS>
 inline constexpr int kMvUnroll = G < kMvLoads<WARPS> ? kMvLoads<WARPS> / G : 1;
