@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Kernel variants for one device call: for each NAME=PATCH, the benchmark's
+# bf16 artifact (Llama-3.2-1B's shape at batch 1, as scripts/gpu-kit.sh
+# compiles it) compiled with PATCH applied to this tree, into
+# .gpukit/artifacts/bench-llama-3.2-1b-NAME.kvp, and the kit's own
+# bench-llama-3.2-1b.kvp copied to .gpukit/before/bench-llama-3.2-1b-NAME.kvp.
+# scripts/gpu-check.sh's before step then benches every variant against the
+# kit's kernels, alternately, in one run (KVPLAN_GPU_CHECK_STEPS=build,before
+# for that alone: about 20 s a variant on an H200).
+#
+#   scripts/gpu-variants.sh split-down=/tmp/split-down.patch unroll=/tmp/u.patch
+#
+# A patch is what `git diff` writes (codegen/cuda/Kernels.cuh, say); the tree
+# and build/bin/kvplan are put back after each, and a patch that does not
+# apply stops the script before anything is built. Needs a kit
+# (scripts/gpu-kit.sh) and the full build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+kit=.gpukit
+base=$kit/artifacts/bench-llama-3.2-1b.kvp
+die() { echo "gpu-variants: error: $*" >&2; exit 1; }
+(($#)) || die "usage: $0 NAME=PATCH [NAME=PATCH ...]"
+[ -f "$base" ] || die "$base is missing: run scripts/gpu-kit.sh first"
+# The base must be this tree's kernels, or a variant measures more than its patch.
+if python3 scripts/gpu_check_report.py --check-kit-sources --kit "$kit" | grep -q WARNING; then
+  die "the kit's artifacts come from other sources than this tree's: rerun scripts/gpu-kit.sh"
+fi
+for v in "$@"; do
+  name=${v%%=*}
+  patch=${v#*=}
+  [[ $v == *=* && $name =~ ^[A-Za-z0-9_]+$ ]] ||
+    die "'$v' is not NAME=PATCH (NAME in letters, digits and _)"
+  [ -f "$patch" ] || die "$patch (for $name) does not exist"
+  git apply --check "$patch" || die "$patch (for $name) does not apply to this tree"
+done
+
+restore() { cmake --build build --target kvplan > /dev/null; }
+mkdir -p "$kit/before"
+for v in "$@"; do
+  name=${v%%=*}
+  patch=${v#*=}
+  git apply "$patch"
+  echo "gpu-variants: $name: building the compiler with $patch"
+  if cmake --build build --target kvplan > /dev/null &&
+     build/bin/kvplan compile models/llama-3.2-1b.toml --target cuda --arch sm_90a \
+       --weights none --dtype bf16 --max-seq 1024 \
+       -o "$kit/artifacts/bench-llama-3.2-1b-$name.kvp"; then
+    cp "$base" "$kit/before/bench-llama-3.2-1b-$name.kvp"
+    git apply -R "$patch"
+  else
+    git apply -R "$patch"
+    restore
+    die "$name: the compiler or the artifact failed to build"
+  fi
+done
+restore
+echo "gpu-variants: $(ls "$kit/before" | tr '\n' ' ')in $kit/before; run the device's" \
+  "KVPLAN_GPU_CHECK_PACK=1 KVPLAN_GPU_CHECK_STEPS=build,before scripts/gpu-check.sh"
