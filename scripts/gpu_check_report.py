@@ -502,6 +502,10 @@ def main(argv=None):
         lines.append(f"| kernels before the change, side by side | {step_status('before')} "
                      f"(no result) |")
     for name, runs in sorted((before or {}).items()):
+        lists = [runs.get(w, []) if isinstance(runs, dict) else None for w in ("before", "after")]
+        if not all(isinstance(rs, list) and all(isinstance(r, dict) for r in rs) for rs in lists):
+            problems.append(f"kvplan-before.json: {name} is not {{before: [...], after: [...]}}")
+            continue
         n = min(len(runs.get("before", [])), len(runs.get("after", [])))
         for key, what in (("decode_step_ms_graph", "decode step"),
                           ("decode_step_ms_sampled", "sampled decode step")):
