@@ -114,8 +114,11 @@ report() {
     ${flags[@]+"${flags[@]}"} "$@" || echo "gpu-check: the report failed" >&2
   if [ -n "$pack_to" ]; then
     cp "$OUT"/gpu-check.md "$OUT"/gpu-check.json "$OUT"/run.log "$pack_to"/ 2>/dev/null || true
-    tar -czf "$pack_to/results.tgz" -C "$OUT" . "../steps.tsv" "../env.txt" 2>/dev/null ||
-      tar -czf "$pack_to/results.tgz" -C "$OUT" . || true
+    # Written aside and renamed, so a check killed while packing leaves the last whole one.
+    if tar -czf "$pack_to/results.tgz.part" -C "$OUT" . "../steps.tsv" "../env.txt" 2>/dev/null ||
+       tar -czf "$pack_to/results.tgz.part" -C "$OUT" .; then
+      mv -f "$pack_to/results.tgz.part" "$pack_to/results.tgz"
+    fi
   fi
 }
 # After every step, quietly: a check killed later still leaves this table.
