@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Kernel variants for one device call: for each NAME=PATCH, the benchmark's
-# bf16 artifact (Llama-3.2-1B's shape at batch 1, as scripts/gpu-kit.sh
-# compiles it) compiled with PATCH applied to this tree, into
-# .gpukit/artifacts/bench-llama-3.2-1b-NAME.kvp, and the kit's own
+# bf16 artifact (Llama-3.2-1B's shape at batch 1, with the model and flags
+# of scripts/gpu-kit.sh's spec for it) compiled with PATCH applied to this
+# tree, into .gpukit/artifacts/bench-llama-3.2-1b-NAME.kvp, and the kit's own
 # bench-llama-3.2-1b.kvp copied to .gpukit/before/bench-llama-3.2-1b-NAME.kvp.
 # scripts/gpu-check.sh's before step then benches every variant against the
 # kit's kernels, alternately, in one run (KVPLAN_GPU_CHECK_STEPS=build,before
@@ -35,6 +35,12 @@ for v in "$@"; do
   git apply --check "$patch" || die "$patch (for $name) does not apply to this tree"
 done
 
+# The model and flags gpu-kit.sh compiles the base with (its spec line), so a
+# variant differs from the base by its patch alone.
+spec=$(grep -o '"bench-llama-3.2-1b|[^"]*"' scripts/gpu-kit.sh | tr -d '"') ||
+  die "scripts/gpu-kit.sh has no spec for bench-llama-3.2-1b"
+IFS='|' read -r _ model flags <<<"$spec"
+
 restore() { cmake --build build --target kvplan > /dev/null; }
 mkdir -p "$kit/before"
 for v in "$@"; do
@@ -43,8 +49,8 @@ for v in "$@"; do
   git apply "$patch"
   echo "gpu-variants: $name: building the compiler with $patch"
   if cmake --build build --target kvplan > /dev/null &&
-     build/bin/kvplan compile models/llama-3.2-1b.toml --target cuda --arch sm_90a \
-       --weights none --dtype bf16 --max-seq 1024 \
+     # shellcheck disable=SC2086
+     build/bin/kvplan compile "$model" --target cuda --arch sm_90a --weights none $flags \
        -o "$kit/artifacts/bench-llama-3.2-1b-$name.kvp"; then
     cp "$base" "$kit/before/bench-llama-3.2-1b-$name.kvp"
     git apply -R "$patch"
