@@ -99,6 +99,9 @@ budget=${KVPLAN_GPU_CHECK_BUDGET_S:-480}
 steps=${KVPLAN_GPU_CHECK_STEPS:-build,tests,bench,quant,before,tp,sanitizer,peer,rows}
 artifacts=$root/.gpukit/artifacts
 bench_art=$artifacts/bench-llama-3.2-1b.kvp
+# The bench step's runs at 1 and 8 sequences (the before step repeats them).
+bench1_args=(--prompt-len 512 --gen 128)
+bench8_args=(--prompt-len 512 --gen 64 --batch 8)
 fail=0
 
 say() { echo "gpu-check: $*" | tee -a "$log"; }
@@ -398,12 +401,12 @@ if want bench; then
   # decode at 8 rows on tensor cores, matvec_mma).
   if ! KVPLAN_CUDA_PROFILE="$OUT/kernel-profile.tsv" \
        bench_json "$(stage_limit 240 210)" "$OUT/kvplan-bench.json" "$bench_art" \
-       --prompt-len 512 --gen 128; then
+       "${bench1_args[@]}"; then
     record bench failed $((SECONDS - t)) "batch 1 failed: see run.log"
     fail=1
   elif ! KVPLAN_CUDA_PROFILE="$OUT/kernel-profile.tsv" \
        bench_json "$(stage_limit 120 180)" "$OUT/kvplan-bench-batch8.json" \
-       "$artifacts/bench-llama-3.2-1b-b8.kvp" --prompt-len 512 --gen 64 --batch 8; then
+       "$artifacts/bench-llama-3.2-1b-b8.kvp" "${bench8_args[@]}"; then
     record bench failed $((SECONDS - t)) "batch 8 failed: see run.log"
     fail=1
   else
@@ -446,8 +449,8 @@ if want before && compgen -G "$before_dir/*.kvp" > /dev/null; then
   : > "$work/before.tsv"
   for old in "$before_dir"/*.kvp; do
     name=$(basename "$old" .kvp)
-    args=(--prompt-len 512 --gen 128)
-    [[ $name != *-b8 ]] || args=(--prompt-len 512 --gen 64 --batch 8)
+    args=("${bench1_args[@]}")
+    [[ $name != *-b8 ]] || args=("${bench8_args[@]}")
     for i in 1 2; do
       for which in before after; do
         art=$old
