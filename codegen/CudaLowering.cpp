@@ -31,7 +31,7 @@ std::string Specialisations::wrapper(const std::string &name, int64_t block,
   if (!wrappers.count(name))
     wrappers[name] = "extern \"C\" __global__ void __launch_bounds__(" + std::to_string(block) +
                      (minBlocks > 0 ? ", " + std::to_string(minBlocks) : std::string()) + ") " +
-                     name + "(KvArgs a) { " +
+                     name + "(KvArgs a) { kvplan::l2Prefetch(a); " +
                      (waitsItself ? "" : "kvplan::pdlLaunchDependents(); kvplan::pdlWait(); ") +
                      body + "; }\n";
   return name;
@@ -75,9 +75,32 @@ public:
   void lower() {
     for (size_t i = 0; i < ep.steps.size(); ++i) {
       step = int64_t(i);
+      const size_t first = out.ops.size();
       std::visit([&](const auto &op) { (*this)(op); }, ep.steps[i].op);
+      prefetch(ep.steps[i], first);
     }
     sample();
+  }
+
+  /// The step's prefetch (--prefetch-weights) on its first kernel, from
+  /// out.ops[first] on: each weight's rows as bytes of the weights section,
+  /// a multiple of 16 at a multiple of 16.
+  void prefetch(const Step &s, size_t first) {
+    if (s.prefetch.empty()) return;
+    auto k = std::find_if(out.ops.begin() + std::ptrdiff_t(first), out.ops.end(),
+                          [](const DeviceOp &op) { return op.kind == DeviceOp::kernel; });
+    if (k == out.ops.end())
+      unsupported("step " + num(step) + " (" + s.name() + ") asks L2 for weights, but it "
+                  "runs no kernel of its own to ask");
+    if (s.prefetch.size() > size_t(kPrefetchRanges))
+      unsupported("step " + num(step) + " asks L2 for " + num(int64_t(s.prefetch.size())) +
+                  " weights; a kernel takes " + num(kPrefetchRanges));
+    for (const WeightRows &r : s.prefetch) {
+      const WeightEntry &w = weight(r.weight);
+      const int64_t lo = alignUp(r.begin * w.rowBytes(), 16),
+                    hi = r.end * w.rowBytes() / 16 * 16;
+      if (hi > lo) k->prefetch.push_back({weightRef(r.weight, lo), hi - lo});
+    }
   }
 
   void operator()(const EmbeddingOp &op) {

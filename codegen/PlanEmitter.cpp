@@ -248,6 +248,24 @@ private:
     return success();
   }
 
+  /// The op's llm.prefetch (--prefetch-weights) as the step's prefetch.
+  static LogicalResult emitPrefetch(Operation &op, Step &s) {
+    Attribute a = op.getAttr(attr::kPrefetch);
+    if (!a) return success();
+    auto list = dyn_cast<ArrayAttr>(a);
+    if (!list) return op.emitOpError() << attr::kPrefetch << " is not a list";
+    for (Attribute item : list) {
+      auto d = dyn_cast<DictionaryAttr>(item);
+      auto w = d ? d.getAs<FlatSymbolRefAttr>("weight") : FlatSymbolRefAttr();
+      auto rows = d ? d.getAs<DenseI64ArrayAttr>("rows") : DenseI64ArrayAttr();
+      if (!w || !rows || rows.size() != 2 || rows[0] < 0 || rows[1] <= rows[0])
+        return op.emitOpError() << attr::kPrefetch << " entry " << item
+                                << " is not {weight = @w, rows = array<i64: first, end>}";
+      s.prefetch.push_back({w.getValue().str(), rows[0], rows[1]});
+    }
+    return success();
+  }
+
   FailureOr<Step> emitStep(Operation &op) {
     if (!isa_and_nonnull<llm::LLMDialect>(op.getDialect()))
       return op.emitOpError() << "is not an llm op; the plan holds llm ops only";
@@ -256,7 +274,7 @@ private:
     StepEmitter e(&op, values);
     Step s{makeOp(*kind), locName(op.getLoc())};
     std::visit([&](auto &planOp) { planOp.fields(e); }, s.op);
-    if (failed(e.finish())) return failure();
+    if (failed(e.finish()) || failed(emitPrefetch(op, s))) return failure();
     return s;
   }
 

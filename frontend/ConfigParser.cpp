@@ -267,6 +267,7 @@ ModelConfig parseTomlSpec(const std::string &text, const std::string &path,
   comp.integer("score_rows", c.scoreRows, false);
   comp.integers("decode_copies", c.decodeCopies, false);
   comp.integers("prefill_copies", c.prefillCopies, false);
+  comp.integer("l2_prefetch_mib", c.l2PrefetchMib, false);
 
   model.warnUnknown(warn);
   rope.warnUnknown(warn);
@@ -677,6 +678,11 @@ ModelConfig applyAndValidate(ModelConfig cfg, const SettingOverrides &o) {
     cfg.compile.prefillCopies = *o.prefillCopies;
     set("compile.prefill_copies");
     cfg.fieldNames["compile.prefill_copies"] = "--prefill-copies";
+  }
+  if (o.l2PrefetchMib) {
+    cfg.compile.l2PrefetchMib = *o.l2PrefetchMib;
+    set("compile.l2_prefetch_mib");
+    cfg.fieldNames["compile.l2_prefetch_mib"] = "--l2-prefetch";
   }
   validate(cfg);
   return cfg;

@@ -37,6 +37,7 @@ struct SettingOverrides {
   std::optional<int64_t> speculate;
   std::optional<int64_t> scoreRows;
   std::optional<std::vector<int64_t>> decodeCopies, prefillCopies; // empty: none
+  std::optional<int64_t> l2PrefetchMib;
 };
 
 /// Reads `path` (a .toml file, a config.json or a directory holding one, a

@@ -128,6 +128,8 @@ OwningOpRef<ModuleOp> buildModelIR(MLIRContext &ctx, const ModelConfig &cfg) {
     (*module)->setAttr(attr::kDecodeCopies, b.getDenseI64ArrayAttr(s.decodeCopies));
   if (!s.prefillCopies.empty())
     (*module)->setAttr(attr::kPrefillCopies, b.getDenseI64ArrayAttr(s.prefillCopies));
+  if (s.l2PrefetchMib > 0)
+    (*module)->setAttr(attr::kL2PrefetchMib, b.getI64IntegerAttr(s.l2PrefetchMib));
 
   if (s.tensorParallel > 1)
     (*module)->setAttr(attr::kTensorParallel, b.getI64IntegerAttr(s.tensorParallel));

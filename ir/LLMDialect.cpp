@@ -192,6 +192,36 @@ LogicalResult ShardAttr::verify(function_ref<InFlightDiagnostic()> emitError, in
   return success();
 }
 
+/// llm.prefetch (--prefetch-weights): on an llm op, a list of
+/// {weight = @w, rows = array<i64: first, end>}, rows of an llm.weight.
+static LogicalResult verifyPrefetch(Operation *op, Attribute v) {
+  auto list = dyn_cast<ArrayAttr>(v);
+  if (!list || op->getDialect() != op->getContext()->getLoadedDialect<LLMDialect>())
+    return op->emitOpError() << "attribute '" << attr::kPrefetch
+                             << "' must be a list on an llm op";
+  for (Attribute item : list) {
+    auto d = dyn_cast<DictionaryAttr>(item);
+    auto w = d ? d.getAs<FlatSymbolRefAttr>("weight") : FlatSymbolRefAttr();
+    auto rows = d ? d.getAs<DenseI64ArrayAttr>("rows") : DenseI64ArrayAttr();
+    if (!w || !rows || d.size() != 2 || rows.size() != 2 || rows[0] < 0 || rows[1] <= rows[0])
+      return op->emitOpError() << "attribute '" << attr::kPrefetch << "' holds " << item
+                               << ", not {weight = @w, rows = array<i64: first, end>} with "
+                                  "0 <= first < end";
+    auto weight = SymbolTable::lookupNearestSymbolFrom<WeightOp>(op, w);
+    if (!weight)
+      return op->emitOpError() << "attribute '" << attr::kPrefetch << "' names " << w
+                               << ", which is no llm.weight";
+    RankedTensorType t = weight.getTensorType();
+    const int64_t cols = t.getRank() ? std::max<int64_t>(t.getShape().back(), 1) : 1,
+                  have = t.getRank() ? t.getNumElements() / cols : 0;
+    if (rows[1] > have)
+      return op->emitOpError() << "attribute '" << attr::kPrefetch << "' asks for rows "
+                               << rows[0] << " to " << rows[1] << " of " << w << ", which has "
+                               << have;
+  }
+  return success();
+}
+
 /// The discardable llm.* attributes, where they may appear and what they hold.
 LogicalResult LLMDialect::verifyOperationAttribute(Operation *op, NamedAttribute a) {
   StringRef name = a.getName().getValue();
@@ -234,6 +264,12 @@ LogicalResult LLMDialect::verifyOperationAttribute(Operation *op, NamedAttribute
     return expect(ascending, "an array<i64> of positive row counts in ascending order, each "
                              "once, on the module");
   }
+  if (name == attr::kL2PrefetchMib) {
+    auto i = dyn_cast<IntegerAttr>(v);
+    return expect(isa<ModuleOp>(op) && i && i.getInt() >= 0,
+                  "a non-negative integer on the module (MiB of L2 to ask for ahead)");
+  }
+  if (name == attr::kPrefetch) return verifyPrefetch(op, v);
   if (name == attr::kArenaSize) {
     auto i = dyn_cast<IntegerAttr>(v);
     return expect(isa<func::FuncOp>(op) && i && i.getInt() >= 0,

@@ -52,6 +52,10 @@ constexpr const char *kScoreRows = "llm.score_rows"; // module: rows of @score (
 // module: rows of the smaller copies of @decode / @prefill (array<i64>, absent: none)
 constexpr const char *kDecodeCopies = "llm.decode_copies";
 constexpr const char *kPrefillCopies = "llm.prefill_copies";
+// module: MiB of L2 the cuda target's kernels may ask for ahead (i64, absent: 0)
+constexpr const char *kL2PrefetchMib = "llm.l2_prefetch_mib";
+// op: weight rows its kernel asks L2 for ([{weight = @w, rows = array<i64: begin, end>}])
+constexpr const char *kPrefetch = "llm.prefetch";
 constexpr const char *kArg = "llm.arg";           // func arg: its role
 constexpr const char *kOffsets = "llm.offsets";   // op: arena offset per result
 constexpr const char *kOffset = "llm.offset";     // func arg: arena offset

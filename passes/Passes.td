@@ -235,6 +235,45 @@ def NarrowActivations : Pass<"narrow-activations", "::mlir::func::FuncOp"> {
   let dependentDialects = ["::kvplan::llm::LLMDialect"];
 }
 
+def PrefetchWeights : Pass<"prefetch-weights", "::mlir::func::FuncOp"> {
+  let summary = "Has each kernel ask L2 ahead for the weights the next products stream";
+  let description = [{
+    For the cuda target, where a decode step at a few rows is a sequence of
+    matrix-vector products that each stream their weight once, and each
+    kernel boundary leaves the memory idle while the next kernel's first
+    loads start (a memory latency or two, and the previous kernel's tail).
+    Weights never change, so a kernel may ask for the next products' ones
+    at its start: each op that the cuda target lowers to kernels (not an
+    `llm.linear` or `llm.logits`, which are cuBLAS products) gets
+    `llm.prefetch`, the rows of the weights of the `llm.matvec` and
+    `llm.matvec_rope_kv_write` ops after it (f32, bf16 or f16 weights; in
+    order, from each one's first row not yet asked for) that fit in
+    `budget-mib` beside the weight the op streams itself and the rows asked
+    for already and not yet read. No request reaches past a cuBLAS
+    product, and no weight is asked for before the one before it is whole,
+    so the weights held in L2 never exceed the budget: the op the rows are
+    asked for finds them there. The kernel spreads the requests over its
+    blocks (`cp.async.bulk.prefetch.L2` on Hopper); they change no result.
+    Set by `kvplan compile --l2-prefetch MIB` (`compile.l2_prefetch_mib`,
+    `llm.l2_prefetch_mib` on the module); 0, the default, asks for nothing.
+
+    With 32 MiB and Llama-3.2-1B's shape in bf16, each layer's QKV product
+    (12 MiB of its own) asks for all of the output projection's 2,048 rows
+    (8 MiB) and the first 3,072 of gate|up's 16,384 (12 MiB), and the
+    attention after it for the next 3,072: the QKV product's `llm.prefetch`
+    list holds `{rows = array<i64: 0, 2048>, weight =
+    @layers.1.attention.wo}` and `{rows = array<i64: 0, 3072>, weight =
+    @layers.1.feed_forward.w13}`. The products of gate|up (64 MiB) and down
+    (32 MiB) leave no room; the embedding asks for the first layer's.
+  }];
+  let options = [
+    Option<"budgetMib", "budget-mib", "int64_t", "-1",
+           "MiB of L2 the asked-for rows and the op's own weight may take "
+           "(-1: the module's llm.l2_prefetch_mib, else 0)">,
+  ];
+  let dependentDialects = ["::kvplan::llm::LLMDialect"];
+}
+
 def PlanBuffers : Pass<"plan-buffers", "::mlir::func::FuncOp"> {
   let summary = "Gives every tensor of an entry point a fixed offset in one arena";
   let description = [{

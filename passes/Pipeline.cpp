@@ -21,7 +21,7 @@ std::vector<std::string> pipelinePassNames(Target target, int64_t tensorParallel
   static const std::vector<std::string> cuda = {
       "split-prefill-decode", "insert-kv-cache",    "prune-last-token",   "fuse-rmsnorm",
       "fuse-ffn",             "fuse-rope-kv-write", "fuse-matvec",        "narrow-activations",
-      "plan-buffers"};
+      "prefetch-weights",     "plan-buffers"};
   std::vector<std::string> names = target == Target::cuda ? cuda : cpu;
   // Tensor parallelism cuts @forward first: every later pass is one rank's.
   if (tensorParallel > 1) names.insert(names.begin(), "partition-tensor-parallel");

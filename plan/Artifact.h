@@ -21,8 +21,9 @@ namespace kvplan {
 /// parallelism: `tensor_parallel`, weight shards, all_reduce, a weights
 /// section per rank; 5: the cuda target's kernels take 12 pointers and
 /// rotate by RoPE cos/sin tables the launch table places in the workspace;
-/// 6: the cuda target's sampling kernel reads min-p, 20 bytes a row).
-constexpr uint32_t kArtifactFormatVersion = 6;
+/// 6: the cuda target's sampling kernel reads min-p, 20 bytes a row;
+/// 7: the cuda target's kernels take the weight ranges they ask L2 for).
+constexpr uint32_t kArtifactFormatVersion = 7;
 /// Sections start at multiples of this, so weights can be mapped and used in
 /// place.
 constexpr uint64_t kSectionAlignment = 4096;

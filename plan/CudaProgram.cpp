@@ -89,6 +89,11 @@ KernelLaunch resolveLaunch(const DeviceOp &op, int64_t active, char *const bases
   l.args.i[0] = opRows(op, active);
   for (size_t i = 0; i < op.ints.size(); ++i) l.args.i[i + 1] = op.ints[i];
   for (size_t i = 0; i < op.reals.size(); ++i) l.args.d[i] = op.reals[i];
+  for (size_t i = 0; i < op.prefetch.size(); ++i) {
+    const DeviceRange &r = op.prefetch[i];
+    l.args.pf[i] = bases[size_t(r.start.buffer)] + r.start.offset;
+    l.args.pfBytes[i] = r.bytes;
+  }
   l.grid = op.grid;
   if (op.rowsDim >= 0) l.grid[size_t(op.rowsDim)] = ceilDiv(active, op.rowsPerBlock);
   l.block = op.block;
@@ -141,6 +146,8 @@ json opJson(const DeviceOp &op) {
     j.update({{"kernel", op.name}, {"grid", op.grid}, {"block", op.block},
               {"rows_dim", op.rowsDim}, {"rows_per_block", op.rowsPerBlock},
               {"pointers", std::move(ptrs)}, {"ints", op.ints}, {"reals", op.reals}});
+    for (const DeviceRange &r : op.prefetch)
+      j["prefetch"].push_back({refJson(r.start), r.bytes});
   } else if (op.kind == DeviceOp::allReduce) {
     j.update({{"all_reduce", true}, {"input", refJson(op.input)}, {"output", refJson(op.output)},
               {"k", op.k}});
@@ -201,6 +208,22 @@ DeviceOp opFrom(const json &j) {
   if (!j.at("ints").is_array()) throw InputError("cuda program: " + at + "'ints' is not a list");
   for (const json &v : j.at("ints")) op.ints.push_back(integer(v, at + "'ints'", -kMaxInteger));
   op.reals = j.at("reals").get<std::vector<double>>();
+  if (j.contains("prefetch")) {
+    const json &list = j.at("prefetch");
+    if (!list.is_array() || list.size() > size_t(kPrefetchRanges))
+      throw InputError("cuda program: " + at + "'prefetch' is not a list of at most " +
+                       std::to_string(kPrefetchRanges) + " ranges");
+    for (const json &r : list) {
+      if (!r.is_array() || r.size() != 2)
+        throw InputError("cuda program: " + at + "'prefetch' holds " + r.dump() +
+                         ", not [[buffer, offset], bytes]");
+      DeviceRange d{refFrom(r.at(0), at + "'prefetch'"), integer(r.at(1), at + "'prefetch'", 16)};
+      if (d.start.buffer != DeviceBuffer::weights || d.start.offset % 16 || d.bytes % 16)
+        throw InputError("cuda program: " + at + "'prefetch' holds " + r.dump() +
+                         ", not a multiple of 16 bytes of the weights at a multiple of 16");
+      op.prefetch.push_back(d);
+    }
+  }
   if (op.pointers.size() > size_t(kKernelPointers) || op.ints.size() + 1 > size_t(kKernelInts) ||
       op.reals.size() > size_t(kKernelReals) || op.rowsDim < -1 || op.rowsDim > 2 ||
       op.rowsPerBlock < 1)
@@ -301,6 +324,12 @@ void checkCudaProgramFits(const CudaProgram &p, const MemoryBill &bill) {
                                ", step " + std::to_string(op.step) + ") ";
         for (size_t i = 0; i < op.pointers.size(); ++i)
           within(op.pointers[i], at + "pointer " + std::to_string(i));
+        for (size_t i = 0; i < op.prefetch.size(); ++i) {
+          const DeviceRange &r = op.prefetch[i];
+          within(r.start, at + "prefetch " + std::to_string(i));
+          within({r.start.buffer, r.start.offset + r.bytes - 1},
+                 at + "prefetch " + std::to_string(i) + "'s last byte");
+        }
         if (op.kind == DeviceOp::gemm) within(op.weight, at + "'weight'");
         if (op.kind != DeviceOp::kernel) {
           within(op.input, at + "'input'");

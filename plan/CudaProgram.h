@@ -34,6 +34,14 @@ struct DeviceRef {
 /// Arguments of every generated kernel, passed by value. The generated
 /// source declares the same struct (codegen/cuda/Kernels.cuh).
 constexpr int kKernelPointers = 12, kKernelInts = 8, kKernelReals = 4;
+/// Byte ranges of the weights a kernel may ask the GPU's L2 for ahead.
+constexpr int kPrefetchRanges = int(CompileSettings::kMaxPrefetchWeights);
+
+/// `bytes` bytes from `start`.
+struct DeviceRange {
+  DeviceRef start;
+  int64_t bytes = 0;
+};
 
 /// One device operation: a generated kernel, a cuBLAS product, or a sum
 /// over tensor-parallel ranks (NCCL).
@@ -49,6 +57,10 @@ struct DeviceOp {
   std::vector<DeviceRef> pointers;         // p[0..]
   std::vector<int64_t> ints;               // i[1..]; i[0] is the op's row count
   std::vector<double> reals;               // d[0..]
+  // Weights the kernel asks L2 for as it starts, for the products after it
+  // (the plan step's prefetch; at most kPrefetchRanges, multiples of 16
+  // bytes at multiples of 16): a hint that changes no result.
+  std::vector<DeviceRange> prefetch;
 
   // gemm: out[r, j] = sum_k in[r, k] * weight[j, k] for r < rows, j < m,
   // in column-major terms C(m x rows) = W^T(m x k) * X(k x rows).
@@ -128,6 +140,8 @@ struct KernelLaunch {
     char *p[kKernelPointers];
     long long i[kKernelInts];
     double d[kKernelReals];
+    char *pf[kPrefetchRanges];        // DeviceOp::prefetch, null where none
+    long long pfBytes[kPrefetchRanges];
   } args;
   std::array<int64_t, 3> grid, block;
 };

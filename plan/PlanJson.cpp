@@ -97,6 +97,8 @@ json stepJson(const Step &s) {
   json j = {{"op", s.name()}};
   if (!s.loc.empty()) j["loc"] = s.loc;
   std::visit([&](const auto &op) { op.fields(StepWriter{j}); }, s.op);
+  for (const WeightRows &r : s.prefetch)
+    j["prefetch"].push_back(json::array({r.weight, r.begin, r.end}));
   return j;
 }
 
@@ -324,6 +326,24 @@ void checkFreqFactors(const Step &s, const std::string &at) {
                          " (expected head_dim / 2)");
 }
 
+/// A step's "prefetch": [[weight, begin, end], ...], rows in order.
+std::vector<WeightRows> prefetchFrom(const json &j, const std::string &at) {
+  const std::string what = at + " field 'prefetch'";
+  if (!j.is_array()) incompatible(what, "is not a list of [weight, first row, end row]");
+  std::vector<WeightRows> out;
+  for (size_t i = 0; i < j.size(); ++i) {
+    const std::string item = what + "[" + std::to_string(i) + "]";
+    const json &e = j[i];
+    if (!e.is_array() || e.size() != 3 || !e[0].is_string())
+      incompatible(item, "is not [weight, first row, end row]");
+    WeightRows r{e[0].get<std::string>(), integer(e[1], item + " first row"),
+                 integer(e[2], item + " end row")};
+    if (r.end <= r.begin) incompatible(item, "asks for no row (end <= first)");
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
 Step stepFrom(const json &j, const std::string &where) {
   if (!j.is_object()) incompatible(where, "is not an object");
   const std::string name = text(member(j, "op", where), where + " op");
@@ -335,6 +355,10 @@ Step stepFrom(const json &j, const std::string &where) {
   StepReader r{j, at};
   s.op = makeOp(*kind);
   std::visit([&](auto &op) { op.fields(r); }, s.op);
+  if (j.contains("prefetch")) {
+    r.seen.insert("prefetch");
+    s.prefetch = prefetchFrom(j.at("prefetch"), at);
+  }
   r.rejectUnknown();
   checkFreqFactors(s, at);
   return s;
@@ -599,6 +623,19 @@ private:
   void weight(const std::string &name, const std::string &at) const {
     if (!plan.findWeight(name)) incompatible(at, "names weight '" + name + "', which is not in the weight table");
   }
+  /// Rows a step asks L2 for: of a float weight in the table, within it.
+  void prefetch(const WeightRows &r, const std::string &at) const {
+    weight(r.weight, at);
+    const WeightEntry &w = *plan.findWeight(r.weight);
+    if (!isFloatDType(w.dtype))
+      incompatible(at, "asks L2 for rows of weight '" + r.weight + "', which is " +
+                           dtypeName(w.dtype) + " (rows of f32, bf16 and f16 weights only)");
+    const int64_t rows = w.numElements() / w.shape.back();
+    if (r.end > rows)
+      incompatible(at, "asks L2 for rows " + std::to_string(r.begin) + " to " +
+                           std::to_string(r.end) + " of weight '" + r.weight + "', which has " +
+                           std::to_string(rows));
+  }
   void layer(int64_t l, const std::string &at) const {
     if (l < 0 || l >= plan.kvCache.layers)
       incompatible(at, "names layer " + std::to_string(l) + " of a cache of " +
@@ -619,6 +656,7 @@ private:
     if (const KVCacheReadOp *r = s.tryAs<KVCacheReadOp>())
       views[r->layer] = {r->pageTable, r->positions};
     for (const std::string &w : stepWeights(s)) weight(w, at);
+    for (const WeightRows &r : s.prefetch) prefetch(r, at);
     std::visit([&](const auto &op) {
       if constexpr (HasLayer<std::decay_t<decltype(op)>>::value) layer(op.layer, at);
     }, s.op);

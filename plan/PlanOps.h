@@ -404,12 +404,24 @@ PlanOp makeOp(OpKind k);
 /// The kind whose name is `name`, if any.
 std::optional<OpKind> opKindNamed(const std::string &name);
 
+/// Rows [begin, end) of an f32, bf16 or f16 weight.
+struct WeightRows {
+  std::string weight;
+  int64_t begin = 0, end = 0;
+  bool operator==(const WeightRows &o) const {
+    return weight == o.weight && begin == o.begin && end == o.end;
+  }
+};
+
 /// One op of an entry point, run in order.
 struct Step {
   PlanOp op;
   /// Where in the model it comes from (the IR location: "layers.3.attention",
   /// fused ops join their parts with " + "): for messages.
   std::string loc;
+  /// The cuda target: weight rows the step's first kernel asks the GPU's L2
+  /// for ahead, for the products after it (llm.prefetch, --prefetch-weights).
+  std::vector<WeightRows> prefetch;
 
   OpKind kind() const { return OpKind(op.index()); }
   const char *name() const { return opName(kind()); }

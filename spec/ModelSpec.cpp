@@ -413,6 +413,17 @@ void checkCrossFieldRules(Checker &c, const ModelSpec &m, const CompileSettings 
     c.fail("compile.score_rows", "score_rows " + std::to_string(s.scoreRows) +
                                      " is larger than max_seq_len " +
                                      std::to_string(s.maxSeqLen));
+  if (s.l2PrefetchMib < 0 || s.l2PrefetchMib > CompileSettings::kMaxL2PrefetchMib)
+    c.fail("compile.l2_prefetch_mib",
+           "l2_prefetch_mib " + std::to_string(s.l2PrefetchMib) + " is outside [0, " +
+               std::to_string(CompileSettings::kMaxL2PrefetchMib) +
+               "] (MiB of the GPU's L2 a kernel may fill with the next products' weights; "
+               "0 turns it off)");
+  else if (s.l2PrefetchMib > 0 && s.target != Target::cuda)
+    c.fail("compile.l2_prefetch_mib",
+           "l2_prefetch_mib " + std::to_string(s.l2PrefetchMib) +
+               " asks a GPU's L2 for weights ahead, which only the cuda target does; "
+               "compile for cuda or leave it 0");
   if (s.pageSize > s.maxSeqLen || s.maxSeqLen % s.pageSize != 0)
     c.fail("compile.page_size", "page_size " + std::to_string(s.pageSize) +
                                     " must divide max_seq_len " + std::to_string(s.maxSeqLen) +
@@ -536,6 +547,7 @@ nlohmann::json toJson(const CompileSettings &c) {
   if (c.scoreRows > 0) j["score_rows"] = c.scoreRows;
   if (!c.decodeCopies.empty()) j["decode_copies"] = c.decodeCopies;
   if (!c.prefillCopies.empty()) j["prefill_copies"] = c.prefillCopies;
+  if (c.l2PrefetchMib > 0) j["l2_prefetch_mib"] = c.l2PrefetchMib;
   return j;
 }
 
@@ -639,6 +651,9 @@ CompileSettings compileSettingsFromJson(const nlohmann::json &j) {
   };
   copies("decode_copies", c.maxBatch, c.decodeCopies);
   copies("prefill_copies", c.prefillChunk, c.prefillCopies);
+  if (j.contains("l2_prefetch_mib"))
+    c.l2PrefetchMib =
+        settingsInteger(j, "l2_prefetch_mib", 0, CompileSettings::kMaxL2PrefetchMib);
   return c;
 }
 

@@ -103,12 +103,20 @@ struct CompileSettings {
   // so it takes none). Not given: defaultDecodeCopies and
   // defaultPrefillCopies, those below the entry point's rows.
   std::vector<int64_t> decodeCopies, prefillCopies;
+  // The cuda target: MiB of the GPU's L2 a kernel may fill by asking ahead
+  // for the weights the next products stream, beside the one it streams
+  // itself (--prefetch-weights, docs/cuda.md); 0 asks for none.
+  int64_t l2PrefetchMib = 0;
 
   static std::vector<int64_t> defaultDecodeCopies(Target t);
   static std::vector<int64_t> defaultPrefillCopies(Target t);
 
   static constexpr int64_t kMaxSpeculate = 8;
   static constexpr int64_t kMaxScoreRows = 512;
+  static constexpr int64_t kMaxL2PrefetchMib = 1024;
+  // Weights one op asks L2 for at most (the cuda target's kernels take as
+  // many byte ranges).
+  static constexpr int64_t kMaxPrefetchWeights = 4;
   static constexpr size_t kMaxCopies = 8; // of decode, and of prefill
   static constexpr int64_t kDefaultMaxSeqLen = 2048;
   static constexpr int64_t kDefaultPrefillChunk = 64;

@@ -19,6 +19,8 @@ struct KvArgs {
   char *p[12];
   long long i[8];
   double d[4];
+  char *pf[4]; // weights to ask L2 for ahead (l2Prefetch), pfBytes[r] bytes at pf[r]
+  long long pfBytes[4];
 };
 
 namespace kvplan {
@@ -47,6 +49,42 @@ __device__ __forceinline__ void prefetchL2(const void *p) {
 #if defined(__CUDA_ARCH__)
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 #endif
+}
+
+/// Asks L2 for `bytes` bytes from p (multiples of 16): one bulk request on
+/// Hopper, a line at a time before it; recorded by the emulator.
+__device__ __forceinline__ void prefetchL2Bytes(const char *p, long long bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"((unsigned)bytes)
+               : "memory");
+#elif defined(__CUDA_ARCH__)
+  for (long long b = 0; b < bytes; b += 128) prefetchL2(p + b);
+#elif !defined(__CUDACC__)
+  kvemu::prefetchL2(p, bytes);
+#endif
+}
+
+/// Bytes one thread of l2Prefetch asks for at a time.
+inline constexpr long long kPrefetchChunk = 4096;
+
+/// The kernel's part of what the plan has it ask L2 for as it starts: the
+/// weights the products after it stream (KvArgs::pf, --prefetch-weights,
+/// docs/cuda.md). Each range is cut into kPrefetchChunk pieces dealt to
+/// the grid's threads in order, block by block, so the first blocks to
+/// start ask for most of it; a hint, which changes no result. Every
+/// generated kernel calls it first.
+__device__ __forceinline__ void l2Prefetch(const KvArgs &a) {
+  const long long threads = blockDim.x,
+                  block = blockIdx.x + (long long)gridDim.x * (blockIdx.y +
+                                                               (long long)gridDim.y * blockIdx.z),
+                  all = threads * gridDim.x * gridDim.y * gridDim.z;
+  const long long first = (block * threads + threadIdx.x) * kPrefetchChunk;
+#pragma unroll
+  for (int r = 0; r < 4; ++r)
+    for (long long c = first; c < a.pfBytes[r]; c += all * kPrefetchChunk) {
+      const long long left = a.pfBytes[r] - c;
+      prefetchL2Bytes(a.pf[r] + c, left < kPrefetchChunk ? left : kPrefetchChunk);
+    }
 }
 
 __device__ __forceinline__ float ld(float v) { return v; }

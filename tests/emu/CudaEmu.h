@@ -113,7 +113,7 @@ struct Scheduler {
   unsigned mma[1024][6] = {};         // mma.sync fragments (A's 4 words, B's 2), one per thread
   void (*kernel)(const void *) = nullptr;
   const void *args = nullptr;
-  Index blockIdx, blockDim, threadIdx;
+  Index blockIdx, blockDim, threadIdx, gridDim;
 };
 inline Scheduler S;
 
@@ -219,6 +219,7 @@ inline void launch(void (*kernel)(const void *), const void *args, Index grid, I
   S.kernel = kernel;
   S.args = args;
   S.blockDim = block;
+  S.gridDim = grid;
   const unsigned blocks = grid.x * grid.y * grid.z;
   for (unsigned b : blockOrder(blocks)) {
     S.blockIdx = {b % grid.x, b / grid.x % grid.y, b / (grid.x * grid.y)};
@@ -274,6 +275,7 @@ inline void checkWmmaPointer(const float *p, unsigned ldm) {
 #define threadIdx (kvemu::S.threadIdx)
 #define blockIdx (kvemu::S.blockIdx)
 #define blockDim (kvemu::S.blockDim)
+#define gridDim (kvemu::S.gridDim)
 
 inline void __syncthreads() { kvemu::blockBarrier(); }
 inline void __syncwarp(unsigned = 0xffffffffu) { kvemu::warpBarrier(); }
@@ -483,6 +485,23 @@ inline void mmaBf16(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2
   }
   warpBarrier();
   std::memcpy(d, out, sizeof out);
+}
+
+/// A byte range a kernel asked L2 for.
+struct Prefetch {
+  const void *start;
+  long long bytes;
+};
+/// What the kernels asked L2 for since the last kvemu_prefetched() (the
+/// hints change no result, so a test reads them here): each request's first
+/// and last bytes are read, so one outside its buffer shows under the
+/// sanitizers.
+inline std::vector<Prefetch> prefetches;
+inline void prefetchL2(const void *p, long long bytes) {
+  const volatile char *c = static_cast<const char *>(p);
+  (void)c[0];
+  (void)c[bytes - 1];
+  prefetches.push_back({p, bytes});
 }
 } // namespace kvemu
 

@@ -9,6 +9,12 @@ struct FakeCudaCounters {
   long long deviceBytes = 0, pinnedBytes = 0; // allocated now
 };
 
+/// A byte range a kernel asked L2 for (kvemu::Prefetch's layout).
+struct FakeCudaPrefetch {
+  const void *start;
+  long long bytes;
+};
+
 extern "C" {
 /// `count` devices of compute capability major.minor with `freeBytes` free;
 /// resets the counters.
@@ -21,6 +27,10 @@ void fakecuda_set_dry(int dry);
 /// Every run of the kernel named `name` faults (an illegal address) from now
 /// on, the error coming back from the next synchronisation; "" or null: none.
 void fakecuda_fail_kernel(const char *name);
+/// The byte ranges the kernels run since the last call asked L2 for, in the
+/// order asked, into out[0..max); returns how many there were (and forgets
+/// them).
+size_t fakecuda_take_prefetched(FakeCudaPrefetch *out, size_t max);
 }
 
 /// Runs `work` now, or records it while a stream is being captured.

@@ -43,6 +43,10 @@ Graph *capturing = nullptr;
 using Launcher = void (*)(void *, const void *, const long long *, const long long *);
 std::map<const void *, Launcher> launcherOf; // kernel -> its library's kvemu_launch
 std::map<const void *, std::string> kernelNames;
+// kernel -> its library's kvemu_prefetched: what its runs asked L2 for
+using Prefetched = const FakeCudaPrefetch *(*)(size_t *);
+std::map<const void *, Prefetched> prefetchedOf;
+std::vector<FakeCudaPrefetch> prefetches; // since the last fakecuda_take_prefetched
 
 cudaError_t lastError = cudaSuccess;
 // A kernel whose runs fail (fakecuda_fail_kernel): the error is sticky and
@@ -80,6 +84,13 @@ FakeCudaCounters fakecuda_counters() {
 }
 
 void fakecuda_set_dry(int on) { dry = on != 0; }
+
+size_t fakecuda_take_prefetched(FakeCudaPrefetch *out, size_t max) {
+  const size_t n = prefetches.size();
+  std::copy(prefetches.begin(), prefetches.begin() + std::ptrdiff_t(std::min(n, max)), out);
+  prefetches.clear();
+  return n;
+}
 
 void fakecuda_fail_kernel(const char *name) {
   failingKernel = name ? name : "";
@@ -219,6 +230,7 @@ cudaError_t cudaLibraryGetKernel(cudaKernel_t *k, cudaLibrary_t lib, const char 
   void *f = ::dlsym(lib, name);
   if (!f) return fail(cudaErrorSymbolNotFound);
   launcherOf[f] = reinterpret_cast<Launcher>(::dlsym(lib, "kvemu_launch"));
+  prefetchedOf[f] = reinterpret_cast<Prefetched>(::dlsym(lib, "kvemu_prefetched"));
   kernelNames[f] = name;
   *k = reinterpret_cast<cudaKernel_t>(f);
   return cudaSuccess;
@@ -249,6 +261,11 @@ cudaError_t cudaLaunchKernel(const void *func, dim3 grid, dim3 block, void **arg
     }
     const long long gg[3] = {g[0], g[1], g[2]}, bb[3] = {b[0], b[1], b[2]};
     launch(kernel, params.data(), gg, bb);
+    if (Prefetched take = prefetchedOf[kernel]) {
+      size_t n = 0;
+      const FakeCudaPrefetch *asked = take(&n);
+      prefetches.insert(prefetches.end(), asked, asked + n);
+    }
   });
   return cudaSuccess;
 }

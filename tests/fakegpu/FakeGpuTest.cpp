@@ -62,6 +62,7 @@ Model build(const ModelConfig &cfg) {
   CompileOutput out = compileModel(cfg);
   ModelConfig cpuCfg = cfg;
   cpuCfg.compile.target = Target::cpu;
+  cpuCfg.compile.l2PrefetchMib = 0; // a GPU's; the cpu target refuses it
   validate(cpuCfg); // the cpu target's defaults: no smaller copies
   CudaModule mod = generateCuda(out.plan, {"sm_90a"});
   Model m;
@@ -875,14 +876,19 @@ TEST_F(FakeGpu, KernelsLaunchAsProgrammaticDependentsFromHopperOn) {
     EXPECT_EQ(coff.dependentLaunches, 0) << env;
     EXPECT_EQ(std::memcmp(hopper.data(), off.data(), hopper.size() * 4), 0) << env;
   }
-  // Every kernel lets the next start and waits for the one before, first
-  // thing, but a matvec (matvec, matvecMma, matvecRopeKv(Mma)), which first asks
+  // Every kernel asks L2 for what the plan says (l2Prefetch: nothing
+  // without --l2-prefetch), then lets the next start and waits for the one
+  // before, but a matvec (matvec, matvecMma, matvecRopeKv(Mma)), which first asks
   // for its weights into L2 and loads its first runs, and the decode
   // attention (attnPartial), which first reads the call's inputs.
   size_t wrappers = 0, waits = 0, ownWait = 0;
   for (size_t at = 0; (at = m.code.source.find("extern \"C\" __global__", at)) != std::string::npos; ++at) {
-    const std::string line = m.code.source.substr(at, m.code.source.find('\n', at) - at);
+    std::string line = m.code.source.substr(at, m.code.source.find('\n', at) - at);
     ++wrappers;
+    const std::string asks = "(KvArgs a) { kvplan::l2Prefetch(a); ";
+    const size_t body = line.find(asks);
+    if (body == std::string::npos) ADD_FAILURE() << line;
+    else line.replace(body, asks.size(), "(KvArgs a) { ");
     if (line.find("{ kvplan::pdlLaunchDependents(); kvplan::pdlWait(); kvplan::") != std::string::npos) ++waits;
     else if (line.find("{ kvplan::matvec<") != std::string::npos ||
              line.find("{ kvplan::matvecMma<") != std::string::npos ||
@@ -894,6 +900,71 @@ TEST_F(FakeGpu, KernelsLaunchAsProgrammaticDependentsFromHopperOn) {
   }
   EXPECT_GT(ownWait, 0u);
   EXPECT_EQ(waits + ownWait, wrappers);
+}
+
+// --l2-prefetch: a decode step's kernels ask L2 for exactly the weight bytes
+// the launch table names (the plan's rows, as bytes of the weights
+// section), each byte once, in pieces of at most 4 KiB at multiples of 16,
+// and compute what they compute without.
+TEST_F(FakeGpu, KernelsAskL2ForThePlannedWeightRowsAndChangeNoResult) {
+  Model with = build(kGqa, std::string(kBatch1) + "\nl2_prefetch_mib = 1");
+  Model without = build(kGqa, kBatch1);
+  std::vector<std::pair<int64_t, int64_t>> planned; // [offset, end) in the weights section
+  for (const DeviceOp &op : with.code.program.entries.at("decode").ops)
+    for (const DeviceRange &r : op.prefetch)
+      planned.push_back({r.start.offset, r.start.offset + r.bytes});
+  ASSERT_FALSE(planned.empty());
+  for (const auto &[name, e] : without.code.program.entries)
+    for (const DeviceOp &op : e.ops) EXPECT_TRUE(op.prefetch.empty()) << name << " " << op.name;
+  std::vector<std::vector<float>> logits;
+  std::vector<FakeCudaPrefetch> asked(1 << 16);
+  size_t n = 0;
+  for (Model *m : {&with, &without}) {
+    CudaOptions opts;
+    opts.graphs = false;
+    CudaExecutor x(m->plan, m->code, m->weights.data(), m->weights.size(), opts);
+    std::mt19937 rng(5);
+    kvplan::testing::setInputs(x, m->plan, "decode", 1, rng);
+    fakecuda_take_prefetched(nullptr, 0);
+    x.run("decode", 1);
+    const size_t got = fakecuda_take_prefetched(asked.data(), asked.size());
+    if (m == &with) n = got;
+    else EXPECT_EQ(got, 0u);
+    const float *l = x.logits("decode");
+    logits.emplace_back(l, l + m->plan.model.vocabSize);
+  }
+  EXPECT_EQ(std::memcmp(logits[0].data(), logits[1].data(), logits[0].size() * 4), 0);
+  ASSERT_GT(n, 0u);
+  ASSERT_LE(n, asked.size());
+  // The pieces against the planned ranges, both from their lowest byte (the
+  // weights' device address is the executor's).
+  std::vector<std::pair<int64_t, int64_t>> pieces;
+  const char *lowest = static_cast<const char *>(asked[0].start);
+  for (size_t i = 0; i < n; ++i)
+    lowest = std::min(lowest, static_cast<const char *>(asked[i].start));
+  int64_t askedBytes = 0, plannedBytes = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t at = static_cast<const char *>(asked[i].start) - lowest;
+    EXPECT_TRUE(asked[i].bytes > 0 && asked[i].bytes <= 4096 && asked[i].bytes % 16 == 0 &&
+                at % 16 == 0) << at << " " << asked[i].bytes;
+    pieces.push_back({at, at + asked[i].bytes});
+    askedBytes += asked[i].bytes;
+  }
+  int64_t first = planned[0].first;
+  for (auto &[lo, hi] : planned) first = std::min(first, lo), plannedBytes += hi - lo;
+  for (auto &[lo, hi] : planned) lo -= first, hi -= first;
+  EXPECT_EQ(askedBytes, plannedBytes); // each byte once: the pieces do not overlap
+  auto merged = [](std::vector<std::pair<int64_t, int64_t>> v) {
+    std::sort(v.begin(), v.end());
+    std::vector<std::pair<int64_t, int64_t>> out;
+    for (const auto &r : v)
+      if (!out.empty() && r.first <= out.back().second)
+        out.back().second = std::max(out.back().second, r.second);
+      else
+        out.push_back(r);
+    return out;
+  };
+  EXPECT_EQ(merged(pieces), merged(planned));
 }
 
 // A run copies its inputs (tokens, positions, page table, sampling

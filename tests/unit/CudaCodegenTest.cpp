@@ -363,6 +363,87 @@ TEST(CudaCodegen, LaunchTableIntegersThatAreFloatsOrHugeAreRefused) {
   EXPECT_EQ(error([](nlohmann::json &) {}), "(no error)");
 }
 
+/// The first prefetch list of decode's launch table in its JSON form.
+nlohmann::json &asking(nlohmann::json &j) {
+  for (nlohmann::json &op : j["entries"]["decode"]["ops"])
+    if (op.contains("prefetch")) return op["prefetch"];
+  throw std::logic_error("no op of decode asks L2 for weights");
+}
+
+// --l2-prefetch: each step's rows become byte ranges of the weights section
+// on the step's first kernel (the rows' bytes, a multiple of 16 at a
+// multiple of 16), which the JSON form keeps; ranges outside the weights
+// section, misaligned, in another buffer or too many are refused, named.
+TEST(CudaCodegen, PrefetchRowsBecomeWeightRangesOnTheStepsFirstKernel) {
+  const Shape &s = kShapes[4]; // gqa-bf16-batch1
+  Plan plan = compileModel(cudaConfig(s.model, std::string(s.compile) + "\nl2_prefetch_mib = 1",
+                                      s.rope)).plan;
+  const CudaProgram prog = generateCuda(plan, {"sm_90a"}).program;
+  int64_t ranges = 0;
+  for (const auto &[name, ep] : plan.entryPoints) {
+    SCOPED_TRACE(name);
+    const std::vector<DeviceOp> &ops = prog.entries.at(name).ops;
+    for (size_t i = 0; i < ops.size(); ++i) {
+      const Step &st = ep.steps[size_t(ops[i].step)];
+      const bool first = (i == 0 || ops[i - 1].step != ops[i].step);
+      if (!first || st.prefetch.empty()) {
+        EXPECT_TRUE(ops[i].prefetch.empty()) << ops[i].name;
+        continue;
+      }
+      ASSERT_EQ(ops[i].kind, DeviceOp::kernel);
+      ASSERT_EQ(ops[i].prefetch.size(), st.prefetch.size());
+      for (size_t r = 0; r < st.prefetch.size(); ++r) {
+        const WeightEntry &w = *plan.findWeight(st.prefetch[r].weight);
+        const DeviceRange &d = ops[i].prefetch[r];
+        EXPECT_EQ(d.start.buffer, DeviceBuffer::weights);
+        EXPECT_EQ(d.start.offset, int64_t(w.offset) + st.prefetch[r].begin * w.rowBytes());
+        EXPECT_EQ(d.bytes, (st.prefetch[r].end - st.prefetch[r].begin) * w.rowBytes());
+        EXPECT_EQ(d.start.offset % 16 + d.bytes % 16, 0);
+        ++ranges;
+      }
+    }
+  }
+  EXPECT_GT(ranges, 0);
+  const nlohmann::json good = toJson(prog);
+  EXPECT_EQ(toJson(cudaProgramFromJson(good)).dump(), good.dump());
+  plan.deviceWorkspaceBytes = prog.workspaceBytes;
+  const MemoryBill bill = plan.memoryBill();
+  EXPECT_NO_THROW(checkCudaProgramFits(prog, bill));
+  auto error = [&](const std::function<void(nlohmann::json &)> &damage) -> std::string {
+    nlohmann::json j = good;
+    damage(j);
+    try {
+      checkCudaProgramFits(cudaProgramFromJson(j), bill);
+    } catch (const InputError &e) {
+      return e.what();
+    }
+    return "(no error)";
+  };
+  const int64_t weights = bill.weightsBlobBytes;
+  static const std::string kMisplaced =
+      ", not a multiple of 16 bytes of the weights at a multiple of 16";
+  const std::pair<std::function<void(nlohmann::json &)>, std::string> cases[] = {
+      {[&](nlohmann::json &j) { asking(j)[0][0][1] = weights - 16; },
+       "prefetch 0's last byte is at byte "},
+      {[&](nlohmann::json &j) { asking(j)[0][0][1] = weights - 16; },
+       " of the weights section, which holds " + std::to_string(weights) + " bytes"},
+      {[](nlohmann::json &j) { asking(j)[0][0][1] = 8; }, kMisplaced},
+      {[](nlohmann::json &j) { asking(j)[0][1] = 24; }, kMisplaced},
+      {[](nlohmann::json &j) { asking(j)[0][0][0] = "arena"; }, kMisplaced},
+      {[](nlohmann::json &j) { asking(j)[0][1] = 0; }, "'prefetch' is 0, outside [16, "},
+      {[](nlohmann::json &j) { asking(j)[0] = 5; }, "'prefetch' holds 5, not [[buffer, offset], bytes]"},
+      {[](nlohmann::json &j) {
+         nlohmann::json &p = asking(j);
+         while (p.size() < 5) p.push_back(p[0]);
+       },
+       "'prefetch' is not a list of at most 4 ranges"},
+  };
+  for (const auto &[damage, want] : cases) {
+    const std::string msg = error(damage);
+    EXPECT_NE(msg.find(want), std::string::npos) << "want: " << want << "\ngot: " << msg;
+  }
+}
+
 // A launch table whose addresses fall outside the buffers its plan sizes
 // (an artifact whose sections do not belong together) is refused before
 // anything is allocated, naming the op and the field.

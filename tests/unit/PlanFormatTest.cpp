@@ -317,6 +317,53 @@ TEST(PlanJson, EachDamageNamesTheStepAndField) {
   EXPECT_EQ(readError([](nlohmann::json &) {}), "(no error)");
 }
 
+Plan int4Plan();
+
+// A step's prefetch (--prefetch-weights, the cuda target) reads back as
+// written; one that names no weight, rows past the weight's, rows of a
+// quantized weight or no rows, or that is not a list of triples, is refused,
+// named.
+TEST(PlanJson, AStepsPrefetchReadsBackAndIsChecked) {
+  nlohmann::json j = toJson(samplePlan());
+  step(j, 1)["prefetch"] = {{"layers.0.attention.wqkv", 0, 16}, {"output", 2, 10}};
+  const Plan p = planFromJson(j);
+  const std::vector<WeightRows> want = {{"layers.0.attention.wqkv", 0, 16}, {"output", 2, 10}};
+  EXPECT_EQ(p.entryPoints.at("decode").steps[1].prefetch, want);
+  EXPECT_TRUE(p.entryPoints.at("decode").steps[2].prefetch.empty());
+  EXPECT_EQ(toJson(p).dump(), j.dump());
+  const std::pair<std::function<void(nlohmann::json &)>, std::string> cases[] = {
+      {[](nlohmann::json &j) { step(j, 1)["prefetch"] = {{"wqkv", 0, 4}}; },
+       "step 1 ('rms_norm' at layers.0.attention_norm) of entry point 'decode' names weight "
+       "'wqkv', which is not in the weight table"},
+      {[](nlohmann::json &j) { step(j, 1)["prefetch"] = {{"output", 2, 11}}; },
+       "asks L2 for rows 2 to 11 of weight 'output', which has 10"},
+      {[](nlohmann::json &j) { step(j, 1)["prefetch"] = {{"output", 4, 4}}; },
+       "field 'prefetch'[0] asks for no row (end <= first)"},
+      {[](nlohmann::json &j) { step(j, 1)["prefetch"] = {{"output", -1, 4}}; },
+       "field 'prefetch'[0] first row is -1, outside [0, "},
+      {[](nlohmann::json &j) { step(j, 1)["prefetch"] = {"output", 0, 4}; },
+       "field 'prefetch'[0] is not [weight, first row, end row]"},
+      {[](nlohmann::json &j) { step(j, 1)["prefetch"] = "output"; },
+       "field 'prefetch' is not a list of [weight, first row, end row]"},
+  };
+  for (const auto &[damage, wanted] : cases) {
+    const std::string msg = readError(damage);
+    EXPECT_NE(msg.find(wanted), std::string::npos) << "want: " << wanted << "\ngot: " << msg;
+  }
+  // Rows of a quantized weight: its scales lie apart from its codes.
+  nlohmann::json q = toJson(int4Plan());
+  step(q, 1)["prefetch"] = {{"output", 0, 4}};
+  try {
+    planFromJson(q);
+    ADD_FAILURE() << "accepted";
+  } catch (const InputError &e) {
+    EXPECT_NE(std::string(e.what()).find("asks L2 for rows of weight 'output', which is int4 (rows "
+                                         "of f32, bf16 and f16 weights only)"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 // A matvec step (--fuse-matvec, the cuda target) is read and written with
 // its optional fields: the norm and its eps, swiglu (present only when
 // true) and the addend; what is absent stays absent.

@@ -187,6 +187,46 @@ TEST(SpecParser, InvalidKvPagesNameTheFieldAndTheFix) {
                "spec.toml:18:", "compile.kv_pages", "expected an integer, got a string");
 }
 
+// l2_prefetch_mib: 0 (none) unless given; the cuda target's alone, within
+// [0, 1024]; written to a plan's settings only when set, and read back;
+// given as --l2-prefetch, messages name the flag.
+TEST(SpecParser, L2PrefetchIsTheCudaTargetsAndIsChecked) {
+  const std::string cuda = "max_seq_len = 128\ntarget = \"cuda\"\n";
+  ModelConfig cfg = parseAndValidate(edit("max_seq_len = 128", cuda));
+  EXPECT_EQ(cfg.compile.l2PrefetchMib, 0);
+  EXPECT_FALSE(toJson(cfg.compile).contains("l2_prefetch_mib"));
+  cfg = parseAndValidate(edit("max_seq_len = 128", cuda + "l2_prefetch_mib = 24"));
+  EXPECT_EQ(cfg.compile.l2PrefetchMib, 24);
+  EXPECT_EQ(toJson(cfg.compile)["l2_prefetch_mib"], 24);
+  EXPECT_EQ(compileSettingsFromJson(toJson(cfg.compile)).l2PrefetchMib, 24);
+  EXPECT_ERROR(edit("max_seq_len = 128", cuda + "l2_prefetch_mib = 2048"), "spec.toml:19:",
+               "field 'compile.l2_prefetch_mib': l2_prefetch_mib 2048 is outside [0, 1024]");
+  EXPECT_ERROR(edit("max_seq_len = 128", "max_seq_len = 128\nl2_prefetch_mib = 8"),
+               "spec.toml:18:", "l2_prefetch_mib 8 asks a GPU's L2 for weights ahead, which only "
+               "the cuda target does; compile for cuda or leave it 0");
+  nlohmann::json j = toJson(cfg.compile);
+  j["l2_prefetch_mib"] = -1;
+  EXPECT_THROW(compileSettingsFromJson(j), InputError);
+  SettingOverrides o;
+  o.l2PrefetchMib = 8;
+  try {
+    applyAndValidate(parseTomlSpec(edit("max_seq_len = 128", "max_seq_len = 128"), "spec.toml",
+                                   [](const std::string &) {}),
+                     o);
+    FAIL() << "expected an error";
+  } catch (const InputError &e) {
+    EXPECT_NE(std::string(e.what()).find("field '--l2-prefetch': l2_prefetch_mib 8 asks"),
+              std::string::npos)
+        << e.what();
+  }
+  o.target = Target::cuda;
+  EXPECT_EQ(applyAndValidate(parseTomlSpec(edit("max_seq_len = 128", "max_seq_len = 128"),
+                                           "spec.toml", [](const std::string &) {}),
+                             o)
+                .compile.l2PrefetchMib,
+            8);
+}
+
 TEST(SpecParser, SmallerCopiesDefaultByTargetAndAreChecked) {
   // Not given: cuda's 1, 8, 32 rows of decode and 8, 32 of prefill, those
   // below max_batch and prefill_chunk; the cpu target none.

@@ -67,6 +67,11 @@ void ModelOptions::add(CLI::App *cmd, const std::string &positional, bool compil
   cmd->add_option("--prefill-copies", prefillCopies,
                   "Rows of smaller copies of prefill, like 8,32 (the cuda default), or none: a "
                   "chunk of few tokens runs on the smallest copy holding them");
+  cmd->add_option("--l2-prefetch", l2Prefetch,
+                  "The cuda target: MiB of the GPU's L2 each kernel may fill by asking ahead "
+                  "for the weights the next products stream (0, the default: none; "
+                  "docs/cuda.md)")
+      ->check(CLI::Range(int64_t(0), CompileSettings::kMaxL2PrefetchMib));
   cmd->add_option("--score-rows", scoreRows,
                   "Compile a @score entry point of N rows with every row's logits, for the "
                   "prompt's log-probabilities (serve's echo with logprobs; 1 to " +
@@ -123,6 +128,7 @@ void refuseSettingsForArtifact(const ModelOptions &o) {
   flag(o.tensorParallel != 0, "--tensor-parallel");
   flag(!o.decodeCopies.empty(), "--decode-copies");
   flag(!o.prefillCopies.empty(), "--prefill-copies");
+  flag(o.l2Prefetch >= 0, "--l2-prefetch");
   if (given.empty()) return;
   std::string list;
   for (size_t i = 0; i < given.size(); ++i)
@@ -173,6 +179,7 @@ ModelSources resolveModelSources(const ModelOptions &opts) {
     o.decodeCopies = parseRowList("--decode-copies", opts.decodeCopies);
   if (!opts.prefillCopies.empty())
     o.prefillCopies = parseRowList("--prefill-copies", opts.prefillCopies);
+  if (opts.l2Prefetch >= 0) o.l2PrefetchMib = opts.l2Prefetch;
   ModelSources s;
   s.config = loadModelConfig(opts.model, o);
   if (opts.serveBatch && !s.config.given.count("compile.max_batch")) {

@@ -574,3 +574,43 @@ func.func @f(%x: tensor<2x8xf32>) -> tensor<2x8xf32> {
   %0 = llm.matvec @w(%x) swiglu : tensor<2x8xf32> -> tensor<2x8xf32>
   return %0 : tensor<2x8xf32>
 }
+
+// -----
+
+// llm.prefetch (--prefetch-weights): rows of an llm.weight, on an llm op.
+llm.weight @w : tensor<8x4xf32>
+func.func @asks(%x: tensor<1x4xf32>) -> tensor<1x4xf32> {
+  // expected-error @below {{attribute 'llm.prefetch' asks for rows 4 to 9 of @w, which has 8}}
+  %y = llm.add %x, %x {llm.prefetch = [{weight = @w, rows = array<i64: 4, 9>}]} : tensor<1x4xf32>
+  return %y : tensor<1x4xf32>
+}
+
+// -----
+
+func.func @asks(%x: tensor<1x4xf32>) -> tensor<1x4xf32> {
+  // expected-error @below {{attribute 'llm.prefetch' names @v, which is no llm.weight}}
+  %y = llm.add %x, %x {llm.prefetch = [{weight = @v, rows = array<i64: 0, 1>}]} : tensor<1x4xf32>
+  return %y : tensor<1x4xf32>
+}
+
+// -----
+
+llm.weight @w : tensor<8x4xf32>
+func.func @asks(%x: tensor<1x4xf32>) -> tensor<1x4xf32> {
+  // expected-error @below {{attribute 'llm.prefetch' holds {rows = array<i64: 3, 3>, weight = @w}, not {weight = @w, rows = array<i64: first, end>} with 0 <= first < end}}
+  %y = llm.add %x, %x {llm.prefetch = [{weight = @w, rows = array<i64: 3, 3>}]} : tensor<1x4xf32>
+  return %y : tensor<1x4xf32>
+}
+
+// -----
+
+// expected-error @below {{attribute 'llm.prefetch' must be a list on an llm op}}
+func.func @asks() attributes {llm.prefetch = []} {
+  return
+}
+
+// -----
+
+// expected-error @below {{attribute 'llm.l2_prefetch_mib' must be a non-negative integer on the module (MiB of L2 to ask for ahead)}}
+module attributes {llm.l2_prefetch_mib = -4 : i64} {
+}
