@@ -211,6 +211,10 @@ std::string summarySection(const ReportInput &in) {
          rows(s.prefillCopies) +
          " rows: a step of few rows runs on the smallest copy that holds them</td></tr>";
   }
+  if (s.l2PrefetchMib > 0)
+    h += "<tr><th>L2 prefetch</th><td>" + std::to_string(s.l2PrefetchMib) +
+         " MiB: each kernel asks the GPU's L2 for the next products' weights as it "
+         "starts</td></tr>";
   h += "<tr><th>source</th><td>" + htmlEscape(in.source) + "</td></tr></table>";
   h += "<h3>Memory bill: " + bytes(b.totalBytes) + "</h3>" + billBar(parts, b.totalBytes) +
        billTable(parts, b, s.target == Target::cuda);

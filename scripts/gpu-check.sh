@@ -436,7 +436,8 @@ checkpoint
 
 # --- 5c. the kernels before a change, side by side ---------------------------
 # Where the kit keeps the bench artifacts of the kernels before a change
-# (.gpukit/before/, scripts/gpu-kit.sh --keep-before), each is benched with
+# (.gpukit/before/, scripts/gpu-kit.sh --keep-before) or of a setting's
+# variant's base (NAME.what beside it says what differs), each is benched with
 # the kit's own of the same name, alternately, twice each, in this one run
 # (the machines drift between runs): $OUT/kvplan-before.json holds every
 # run's decode step (greedy, and sampled: the bench's temperature and top-p),
@@ -464,8 +465,8 @@ if want before && compgen -G "$before_dir/*.kvp" > /dev/null; then
       done
     done
   done
-  python3 - "$work/before.tsv" "$OUT/kvplan-before.json" <<'EOF' || ok=0
-import json, sys
+  python3 - "$work/before.tsv" "$OUT/kvplan-before.json" "$before_dir" <<'EOF' || ok=0
+import json, os, sys
 runs = {}
 for line in open(sys.argv[1]):
     name, which, path = line.rstrip("\n").split("\t")
@@ -474,6 +475,11 @@ for line in open(sys.argv[1]):
         {k: b.get(k) for k in ("decode_step_ms_graph", "decode_step_ms_sampled",
                                "decode_tok_s", "batch", "decode_roofline_fraction",
                                "prefill_tok_s")})
+# A variant's NAME.what (scripts/gpu-kit.sh) says what differs from before.
+for name, r in runs.items():
+    what = os.path.join(sys.argv[3], name + ".what")
+    if os.path.exists(what):
+        r["what"] = open(what).read().strip()
 json.dump(runs, open(sys.argv[2], "w"), indent=2)
 EOF
   benches_ended before "$ok" "$t" optional

@@ -26,7 +26,10 @@
 #                  go to .gpukit/before/ before the artifacts are compiled again:
 #                  gpu-check.sh's before step then benches the kernels from before
 #                  a change against the new ones side by side. Without it,
-#                  compiling the artifacts drops .gpukit/before/.
+#                  compiling the artifacts drops .gpukit/before/. Either way the
+#                  bf16 bench artifact goes there too under each variant's name
+#                  (bench-llama-3.2-1b-l2p16: --l2-prefetch 16, ...), the variant
+#                  into artifacts/, and NAME.what says what differs.
 # Needs: apt-get and dpkg (Debian's archive reachable) for the packages, and
 # build/bin/kvplan (the full build: scripts/setup.sh) for the artifacts. Ship
 # the kit to the GPU machine by carrying .gpukit (ignored by git).
@@ -188,6 +191,9 @@ if ((do_artifacts)); then
     "tiny-bf16|models/tiny.toml|--dtype bf16"
     "tiny-f16|models/tiny.toml|--dtype f16"
     "tiny-bf16-batch1|models/tiny.toml|--dtype bf16 --max-batch 1"
+    # Every kernel asking L2 for the next products' weights (the whole
+    # model fits a MiB: each entry point's first kernels ask for all of it).
+    "tiny-bf16-l2|models/tiny.toml|--dtype bf16 --l2-prefetch 1"
     "qwen-like-bf16|tests/data/gpu/qwen-like.toml|--dtype bf16"
     "mha-llama3-f16|tests/data/gpu/mha-llama3.toml|--dtype f16"
     "tiny-int8|models/tiny.toml|--dtype int8"
@@ -211,9 +217,11 @@ if ((do_artifacts)); then
     # shellcheck disable=SC2206
     cmd=("$kvplan" compile "$model" "${common[@]}" $extra -o "$art/$name.kvp")
     # The same model for the CPU: the gpu tests' reference (its plan differs
-    # by the cuda target's own passes; the weights section is the same).
+    # by the cuda target's own passes; the weights section is the same), less
+    # the settings only the cuda target takes.
+    cpu_extra=$(sed -E 's/--l2-prefetch [0-9]+//' <<<"$extra")
     # shellcheck disable=SC2206
-    twin=("$kvplan" compile "$model" --target cpu --weights none $extra -o "$art/$name.cpu.kvp")
+    twin=("$kvplan" compile "$model" --target cpu --weights none $cpu_extra -o "$art/$name.cpu.kvp")
     echo "gpu-kit: ${cmd[*]}"
     if "${cmd[@]}" && "${twin[@]}" &&
        "$kvplan" inspect --json "$art/$name.kvp" > "$art/$name.inspect.json"; then
@@ -221,6 +229,34 @@ if ((do_artifacts)); then
     else
       echo "gpu-kit: FAILED: $name ($model)" >&2
       rm -f "$art/$name.kvp" "$art/$name.cpu.kvp" "$art/$name.inspect.json"
+      artifact_failures+=("$name")
+    fi
+  done
+  # Settings measured against the bf16 bench artifact side by side (the
+  # check's before step): each variant is that artifact compiled with more
+  # flags, and the artifact itself goes to before/ under the variant's name,
+  # with what differs (NAME.what) for the report.
+  # name | flags added | what the report says differs
+  variants=(
+    "l2p16|--l2-prefetch 16|--l2-prefetch 16 (each kernel asks L2 for the next products' weights, 16 MiB) vs none"
+    "l2p32|--l2-prefetch 32|--l2-prefetch 32 (each kernel asks L2 for the next products' weights, 32 MiB) vs none"
+  )
+  base_spec=$(printf '%s\n' "${specs[@]}" | grep '^bench-llama-3.2-1b|')
+  IFS='|' read -r base model extra <<<"$base_spec"
+  for v in "${variants[@]}"; do
+    IFS='|' read -r vname flags what <<<"$v"
+    name=$base-$vname
+    # shellcheck disable=SC2206
+    cmd=("$kvplan" compile "$model" "${common[@]}" $extra $flags -o "$art/$name.kvp")
+    echo "gpu-kit: ${cmd[*]}"
+    if [ -f "$art/$base.kvp" ] && "${cmd[@]}" &&
+       "$kvplan" inspect --json "$art/$name.kvp" > "$art/$name.inspect.json"; then
+      mkdir -p "$kit/before"
+      cp "$art/$base.kvp" "$kit/before/$name.kvp"
+      printf '%s\n' "$what" > "$kit/before/$name.what"
+    else
+      echo "gpu-kit: FAILED: $name ($model $flags)" >&2
+      rm -f "$art/$name.kvp" "$art/$name.inspect.json"
       artifact_failures+=("$name")
     fi
   done

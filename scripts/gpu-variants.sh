@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Kernel variants for one device call: for each NAME=PATCH, the benchmark's
+# Kernel variants for one device call: for each NAME=PATCH (or NAME=--FLAGS:
+# compile flags added, the tree as it is), the benchmark's
 # bf16 artifact (Llama-3.2-1B's shape at batch 1, with the model and flags
 # of scripts/gpu-kit.sh's spec for it) compiled with PATCH applied to this
 # tree, into .gpukit/artifacts/bench-llama-3.2-1b-NAME.kvp, and the kit's own
@@ -9,6 +10,7 @@
 # for that alone: about 20 s a variant on an H200).
 #
 #   scripts/gpu-variants.sh split-down=/tmp/split-down.patch unroll=/tmp/u.patch
+#   scripts/gpu-variants.sh l2p24='--l2-prefetch 24'
 #
 # A patch is what `git diff` writes (codegen/cuda/Kernels.cuh, say); the tree
 # and build/bin/kvplan are put back after each, and a patch that does not
@@ -30,7 +32,8 @@ for v in "$@"; do
   name=${v%%=*}
   patch=${v#*=}
   [[ $v == *=* && $name =~ ^[A-Za-z0-9_]+$ ]] ||
-    die "'$v' is not NAME=PATCH (NAME in letters, digits and _)"
+    die "'$v' is not NAME=PATCH or NAME=--FLAGS (NAME in letters, digits and _)"
+  [[ $patch != --* ]] || continue
   [ -f "$patch" ] || die "$patch (for $name) does not exist"
   git apply --check "$patch" || die "$patch (for $name) does not apply to this tree"
 done
@@ -46,12 +49,22 @@ mkdir -p "$kit/before"
 for v in "$@"; do
   name=${v%%=*}
   patch=${v#*=}
+  out=$kit/artifacts/bench-llama-3.2-1b-$name.kvp
+  if [[ $patch == --* ]]; then
+    echo "gpu-variants: $name: compiling with $patch"
+    # shellcheck disable=SC2086
+    build/bin/kvplan compile "$model" --target cuda --arch sm_90a --weights none $flags $patch \
+      -o "$out" || die "$name: the artifact failed to build"
+    cp "$base" "$kit/before/bench-llama-3.2-1b-$name.kvp"
+    echo "$patch vs none" > "$kit/before/bench-llama-3.2-1b-$name.what"
+    continue
+  fi
   git apply "$patch"
   echo "gpu-variants: $name: building the compiler with $patch"
   if cmake --build build --target kvplan > /dev/null &&
      # shellcheck disable=SC2086
      build/bin/kvplan compile "$model" --target cuda --arch sm_90a --weights none $flags \
-       -o "$kit/artifacts/bench-llama-3.2-1b-$name.kvp"; then
+       -o "$out"; then
     cp "$base" "$kit/before/bench-llama-3.2-1b-$name.kvp"
     git apply -R "$patch"
   else

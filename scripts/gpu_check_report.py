@@ -516,7 +516,9 @@ def main(argv=None):
                 med[which] = (ms[(len(ms) - 1) // 2] + ms[len(ms) // 2]) / 2 if ms else None
             if key != "decode_step_ms_graph" and med["before"] is None and med["after"] is None:
                 continue
-            lines.append(f"| {name}: {what}, this kit's kernels vs those before the change "
+            versus = (str(runs["what"]) if runs.get("what")
+                      else "this kit's kernels vs those before the change")
+            lines.append(f"| {name}: {what}, {versus} "
                          f"(medians of {n} alternate runs each) | {f(med['after'], '{:.3f} ms')} vs "
                          f"{f(med['before'], '{:.3f} ms')} "
                          f"a step: {f(ratio(med['before'], med['after']), '{:.3f}x')} the speed |")

@@ -67,24 +67,36 @@ __device__ __forceinline__ void prefetchL2Bytes(const char *p, long long bytes) 
 /// Bytes one thread of l2Prefetch asks for at a time.
 inline constexpr long long kPrefetchChunk = 4096;
 
-/// The kernel's part of what the plan has it ask L2 for as it starts: the
-/// weights the products after it stream (KvArgs::pf, --prefetch-weights,
-/// docs/cuda.md). Each range is cut into kPrefetchChunk pieces dealt to
-/// the grid's threads in order, block by block, so the first blocks to
-/// start ask for most of it; a hint, which changes no result. Every
-/// generated kernel calls it first.
-__device__ __forceinline__ void l2Prefetch(const KvArgs &a) {
+/// This thread's pieces of one range of l2Prefetch: the range cut into
+/// kPrefetchChunk pieces dealt to the grid's threads in order, block by
+/// block, so the first blocks to start ask for most of it. Not inlined: its
+/// registers are not the kernel's (inlined, a kernel at its register limit,
+/// the int4 QKV in row groups, spilled 16 bytes).
+#if defined(__CUDACC__)
+#define KVPLAN_NOINLINE __noinline__
+#else
+#define KVPLAN_NOINLINE // the emulator: no registers to save
+#endif
+__device__ KVPLAN_NOINLINE void l2PrefetchRange(const char *p, long long bytes) {
   const long long threads = blockDim.x,
                   block = blockIdx.x + (long long)gridDim.x * (blockIdx.y +
                                                                (long long)gridDim.y * blockIdx.z),
                   all = threads * gridDim.x * gridDim.y * gridDim.z;
-  const long long first = (block * threads + threadIdx.x) * kPrefetchChunk;
+  for (long long c = (block * threads + threadIdx.x) * kPrefetchChunk; c < bytes;
+       c += all * kPrefetchChunk) {
+    const long long left = bytes - c;
+    prefetchL2Bytes(p + c, left < kPrefetchChunk ? left : kPrefetchChunk);
+  }
+}
+
+/// The kernel's part of what the plan has it ask L2 for as it starts: the
+/// weights the products after it stream (KvArgs::pf, --prefetch-weights,
+/// docs/cuda.md); a hint, which changes no result. Every generated kernel
+/// calls it first.
+__device__ __forceinline__ void l2Prefetch(const KvArgs &a) {
 #pragma unroll
   for (int r = 0; r < 4; ++r)
-    for (long long c = first; c < a.pfBytes[r]; c += all * kPrefetchChunk) {
-      const long long left = a.pfBytes[r] - c;
-      prefetchL2Bytes(a.pf[r] + c, left < kPrefetchChunk ? left : kPrefetchChunk);
-    }
+    if (a.pfBytes[r] > 0) l2PrefetchRange(a.pf[r], a.pfBytes[r]);
 }
 
 __device__ __forceinline__ float ld(float v) { return v; }

@@ -211,6 +211,13 @@ TEST(ReportPage, KernelsRoofAndArtifactNote) {
   Compiled cpu = compileTiny("models/tiny.toml", Target::cpu);
   EXPECT_EQ(render(cpu).find("id=kernels"), std::string::npos);
   EXPECT_EQ(render(cpu).find("smaller copies"), std::string::npos);
+  // A plan whose kernels ask L2 ahead says so among its settings.
+  EXPECT_EQ(page.find("L2 prefetch"), std::string::npos);
+  Compiled l2 = cuda;
+  l2.plan.settings.l2PrefetchMib = 24;
+  EXPECT_NE(render(l2).find("<tr><th>L2 prefetch</th><td>24 MiB: each kernel asks the GPU's "
+                            "L2 for the next products' weights"),
+            std::string::npos);
   BenchFigures b;
   b.bandwidthGBs = 30, b.peakGflops = 200, b.decodeTokS = 1000, b.prefillTokS = 5000;
   b.promptLen = 64, b.gen = 64;
