@@ -451,7 +451,7 @@ if want before && compgen -G "$before_dir/*.kvp" > /dev/null; then
   for old in "$before_dir"/*.kvp; do
     name=$(basename "$old" .kvp)
     args=("${bench1_args[@]}")
-    [[ $name != *-b8 ]] || args=("${bench8_args[@]}")
+    [[ $name != *-b8 && $name != *-b8-* ]] || args=("${bench8_args[@]}")
     for i in 1 2; do
       for which in before after; do
         art=$old

@@ -232,19 +232,20 @@ if ((do_artifacts)); then
       artifact_failures+=("$name")
     fi
   done
-  # Settings measured against the bf16 bench artifact side by side (the
+  # Settings measured against a bf16 bench artifact side by side (the
   # check's before step): each variant is that artifact compiled with more
   # flags, and the artifact itself goes to before/ under the variant's name,
   # with what differs (NAME.what) for the report.
-  # name | flags added | what the report says differs
+  # base | name added | flags added | what the report says differs
+  l2="each kernel asks L2 for the next products' weights"
   variants=(
-    "l2p16|--l2-prefetch 16|--l2-prefetch 16 (each kernel asks L2 for the next products' weights, 16 MiB) vs none"
-    "l2p32|--l2-prefetch 32|--l2-prefetch 32 (each kernel asks L2 for the next products' weights, 32 MiB) vs none"
+    "bench-llama-3.2-1b|l2p16|--l2-prefetch 16|--l2-prefetch 16 ($l2, 16 MiB) vs none"
+    "bench-llama-3.2-1b|l2p32|--l2-prefetch 32|--l2-prefetch 32 ($l2, 32 MiB) vs none"
+    "bench-llama-3.2-1b-b8|l2p32|--l2-prefetch 32|--l2-prefetch 32 ($l2, 32 MiB) vs none"
   )
-  base_spec=$(printf '%s\n' "${specs[@]}" | grep '^bench-llama-3.2-1b|')
-  IFS='|' read -r base model extra <<<"$base_spec"
   for v in "${variants[@]}"; do
-    IFS='|' read -r vname flags what <<<"$v"
+    IFS='|' read -r base vname flags what <<<"$v"
+    IFS='|' read -r _ model extra <<<"$(printf '%s\n' "${specs[@]}" | grep "^$base|")"
     name=$base-$vname
     # shellcheck disable=SC2206
     cmd=("$kvplan" compile "$model" "${common[@]}" $extra $flags -o "$art/$name.kvp")

@@ -68,8 +68,10 @@ __device__ __forceinline__ void prefetchL2Bytes(const char *p, long long bytes) 
 inline constexpr long long kPrefetchChunk = 4096;
 
 /// This thread's pieces of one range of l2Prefetch: the range cut into
-/// kPrefetchChunk pieces dealt to the grid's threads in order, block by
-/// block, so the first blocks to start ask for most of it. Not inlined: its
+/// kPrefetchChunk pieces dealt to the blocks in turn (piece c to block
+/// c mod blocks, its thread c / blocks), so that every multiprocessor's
+/// copy engine takes a share of the requests rather than the first blocks'
+/// alone. Not inlined: its
 /// registers are not the kernel's (inlined, a kernel at its register limit,
 /// the int4 QKV in row groups, spilled 16 bytes).
 #if defined(__CUDACC__)
@@ -78,12 +80,11 @@ inline constexpr long long kPrefetchChunk = 4096;
 #define KVPLAN_NOINLINE // the emulator: no registers to save
 #endif
 __device__ KVPLAN_NOINLINE void l2PrefetchRange(const char *p, long long bytes) {
-  const long long threads = blockDim.x,
+  const long long blocks = (long long)gridDim.x * gridDim.y * gridDim.z,
                   block = blockIdx.x + (long long)gridDim.x * (blockIdx.y +
-                                                               (long long)gridDim.y * blockIdx.z),
-                  all = threads * gridDim.x * gridDim.y * gridDim.z;
-  for (long long c = (block * threads + threadIdx.x) * kPrefetchChunk; c < bytes;
-       c += all * kPrefetchChunk) {
+                                                               (long long)gridDim.y * blockIdx.z);
+  for (long long c = (threadIdx.x * blocks + block) * kPrefetchChunk; c < bytes;
+       c += blockDim.x * blocks * kPrefetchChunk) {
     const long long left = bytes - c;
     prefetchL2Bytes(p + c, left < kPrefetchChunk ? left : kPrefetchChunk);
   }
