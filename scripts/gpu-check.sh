@@ -442,14 +442,21 @@ checkpoint
 # (the machines drift between runs): $OUT/kvplan-before.json holds every
 # run's decode step (greedy, and sampled: the bench's temperature and top-p),
 # and the report the ratio of the medians.
+# A variant's before is the kit's artifact its NAME.base names, where there
+# is no NAME.kvp (the kit carries one copy).
 before_dir=$root/.gpukit/before
-if want before && compgen -G "$before_dir/*.kvp" > /dev/null; then
+befores=()
+for old in "$before_dir"/*.kvp "$before_dir"/*.base; do
+  [ ! -e "$old" ] || befores+=("$old")
+done
+if want before && ((${#befores[@]})); then
   t=$SECONDS
   begin before
   ok=1
   : > "$work/before.tsv"
-  for old in "$before_dir"/*.kvp; do
-    name=$(basename "$old" .kvp)
+  for old in "${befores[@]}"; do
+    name=$(basename "${old%.*}")
+    [[ $old != *.base ]] || old=$artifacts/$(< "$old").kvp
     args=("${bench1_args[@]}")
     [[ $name != *-b8 && $name != *-b8-* ]] || args=("${bench8_args[@]}")
     for i in 1 2; do

@@ -26,10 +26,11 @@
 #                  go to .gpukit/before/ before the artifacts are compiled again:
 #                  gpu-check.sh's before step then benches the kernels from before
 #                  a change against the new ones side by side. Without it,
-#                  compiling the artifacts drops .gpukit/before/. Either way the
-#                  bf16 bench artifact goes there too under each variant's name
-#                  (bench-llama-3.2-1b-l2p16: --l2-prefetch 16, ...), the variant
-#                  into artifacts/, and NAME.what says what differs.
+#                  compiling the artifacts drops .gpukit/before/. Either way each
+#                  variant of a bench artifact (bench-llama-3.2-1b-l2p16:
+#                  --l2-prefetch 16, ...) goes into artifacts/, and before/ holds
+#                  NAME.base (the artifact it is measured against) and NAME.what
+#                  (what differs).
 # Needs: apt-get and dpkg (Debian's archive reachable) for the packages, and
 # build/bin/kvplan (the full build: scripts/setup.sh) for the artifacts. Ship
 # the kit to the GPU machine by carrying .gpukit (ignored by git).
@@ -234,8 +235,8 @@ if ((do_artifacts)); then
   done
   # Settings measured against a bf16 bench artifact side by side (the
   # check's before step): each variant is that artifact compiled with more
-  # flags, and the artifact itself goes to before/ under the variant's name,
-  # with what differs (NAME.what) for the report.
+  # flags, before/NAME.base names the artifact it is measured against (the
+  # kit carries one copy), and before/NAME.what what differs, for the report.
   # base | name added | flags added | what the report says differs
   l2="each kernel asks L2 for the next products' weights"
   variants=(
@@ -253,7 +254,7 @@ if ((do_artifacts)); then
     if [ -f "$art/$base.kvp" ] && "${cmd[@]}" &&
        "$kvplan" inspect --json "$art/$name.kvp" > "$art/$name.inspect.json"; then
       mkdir -p "$kit/before"
-      cp "$art/$base.kvp" "$kit/before/$name.kvp"
+      printf '%s\n' "$base" > "$kit/before/$name.base"
       printf '%s\n' "$what" > "$kit/before/$name.what"
     else
       echo "gpu-kit: FAILED: $name ($model $flags)" >&2

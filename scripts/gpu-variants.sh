@@ -55,7 +55,7 @@ for v in "$@"; do
     # shellcheck disable=SC2086
     build/bin/kvplan compile "$model" --target cuda --arch sm_90a --weights none $flags $patch \
       -o "$out" || die "$name: the artifact failed to build"
-    cp "$base" "$kit/before/bench-llama-3.2-1b-$name.kvp"
+    echo bench-llama-3.2-1b > "$kit/before/bench-llama-3.2-1b-$name.base"
     echo "$patch vs none" > "$kit/before/bench-llama-3.2-1b-$name.what"
     continue
   fi
