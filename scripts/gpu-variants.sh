@@ -4,7 +4,8 @@
 # bf16 artifact (Llama-3.2-1B's shape at batch 1, with the model and flags
 # of scripts/gpu-kit.sh's spec for it) compiled with PATCH applied to this
 # tree, into .gpukit/artifacts/bench-llama-3.2-1b-NAME.kvp, and the kit's own
-# bench-llama-3.2-1b.kvp copied to .gpukit/before/bench-llama-3.2-1b-NAME.kvp.
+# bench-llama-3.2-1b.kvp named its before (.gpukit/before/bench-llama-3.2-1b-NAME.base)
+# and what differs written beside it (NAME.what) for the report.
 # scripts/gpu-check.sh's before step then benches every variant against the
 # kit's kernels, alternately, in one run (KVPLAN_GPU_CHECK_STEPS=build,before
 # for that alone: about 20 s a variant on an H200).
@@ -65,7 +66,8 @@ for v in "$@"; do
      # shellcheck disable=SC2086
      build/bin/kvplan compile "$model" --target cuda --arch sm_90a --weights none $flags \
        -o "$out"; then
-    cp "$base" "$kit/before/bench-llama-3.2-1b-$name.kvp"
+    echo bench-llama-3.2-1b > "$kit/before/bench-llama-3.2-1b-$name.base"
+    echo "$(basename "$patch") applied vs this tree" > "$kit/before/bench-llama-3.2-1b-$name.what"
     git apply -R "$patch"
   else
     git apply -R "$patch"
