@@ -492,9 +492,9 @@ struct Prefetch {
   const void *start;
   long long bytes;
 };
-/// What the kernels asked L2 for since the last kvemu_prefetched() (the
-/// hints change no result, so a test reads them here): each request's first
-/// and last bytes are read, so one outside its buffer shows under the
+/// What the last launch's kernel asked L2 for (the hints change no result,
+/// so a test reads them here: kvemu_prefetched); each request's first and
+/// last bytes are read, so one outside its buffer shows under the
 /// sanitizers.
 inline std::vector<Prefetch> prefetches;
 inline void prefetchL2(const void *p, long long bytes) {
