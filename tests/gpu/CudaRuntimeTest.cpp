@@ -234,6 +234,43 @@ TEST(CudaRuntime, DependentLaunchesChangeNoBit) {
   }
 }
 
+// --l2-prefetch changes no bit on the device: tiny's bf16 artifact compiled
+// with it (tiny-bf16-l2, whose entry points' first kernels ask L2 for the
+// whole model) gives the logits of the one without (tiny-bf16), the same
+// weights, over a prompt longer than a chunk and 12 greedy steps, in graphs
+// and eager.
+TEST(CudaRuntime, AskingL2AheadChangesNoBit) {
+  REQUIRE_GPU();
+  const fs::path dir = std::getenv("KVPLAN_GPU_ARTIFACTS");
+  const fs::path with = dir / "tiny-bf16-l2.kvp", without = dir / "tiny-bf16.kvp";
+  if (!fs::exists(with) || !fs::exists(without))
+    GTEST_FAIL() << with << " or " << without << " is missing: rerun scripts/gpu-kit.sh";
+  Model a = load(with.string()), b = load(without.string());
+  ASSERT_TRUE(a.weights == b.weights) << "not the same model";
+  size_t asking = 0, asked = 0;
+  for (const auto &[name, e] : a.code.program.entries)
+    for (const DeviceOp &op : e.ops) asking += !op.prefetch.empty();
+  for (const auto &[name, e] : b.code.program.entries)
+    for (const DeviceOp &op : e.ops) asked += !op.prefetch.empty();
+  EXPECT_GT(asking, 0u);
+  EXPECT_EQ(asked, 0u);
+  std::vector<int32_t> prompt(80);
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = int32_t((7 * i + 3) % 500);
+  for (bool graphs : {true, false}) {
+    SCOPED_TRACE(graphs ? "graphs" : "eager");
+    CudaOptions opts;
+    opts.graphs = graphs;
+    Engine on(std::make_unique<CudaExecutor>(a.plan, a.code, a.weights.data(), a.weights.size(),
+                                             opts));
+    Engine off(std::make_unique<CudaExecutor>(b.plan, b.code, b.weights.data(), b.weights.size(),
+                                              opts));
+    auto x = generate(on, prompt, 12), y = generate(off, prompt, 12);
+    ASSERT_EQ(x.size(), y.size());
+    for (size_t i = 0; i < x.size(); ++i)
+      EXPECT_EQ(std::memcmp(x[i].data(), y[i].data(), x[i].size() * 4), 0) << "step " << i;
+  }
+}
+
 TEST(CudaRuntime, SamplingOnTheDevice) {
   REQUIRE_GPU();
   Model m = load(artifactPaths().front());
