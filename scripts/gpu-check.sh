@@ -41,7 +41,9 @@
 # sanitizer.log, run.log, gpu-check.json, gpu-check.md; 4 with
 # KVPLAN_GPU_CHECK_PACK=1, below); scratch goes to build-gpu-check/. On the
 # device tool: run(command="KVPLAN_GPU_CHECK_PACK=1 scripts/gpu-check.sh",
-# carry=[".gpukit"], timeout_s=KVPLAN_GPU_CHECK_BUDGET_S + 60 or so).
+# carry=[".gpukit.tar.xz"], timeout_s=KVPLAN_GPU_CHECK_BUDGET_S + 60 or so):
+# where .gpukit/ is missing and .gpukit.tar.xz is there (scripts/gpu-kit-pack.sh),
+# the kit is unpacked first.
 # Exits nonzero when the build, a gpu test, a bench, the tensor-parallel run
 # or the sanitizer failed, or a gpu test skipped (there, a skip means no
 # device or no artifacts); the peer or the rows step failing, or a goal not
@@ -68,6 +70,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 t0=$SECONDS
+if [ ! -d .gpukit ] && [ -f .gpukit.tar.xz ]; then
+  echo "gpu-check: unpacking .gpukit.tar.xz"
+  tar -xJf .gpukit.tar.xz || echo "gpu-check: WARNING: .gpukit.tar.xz did not unpack whole" >&2
+fi
 
 OUT=${OUT:-gpu-results}
 mkdir -p "$OUT"
@@ -200,7 +206,7 @@ if [ -d .gpukit/deps ]; then
 else
   say "no .gpukit/deps: the build uses the machine's own packages"
 fi
-[ -f "$bench_art" ] || say "WARNING: $bench_art is missing (run scripts/gpu-kit.sh and carry .gpukit)"
+[ -f "$bench_art" ] || say "WARNING: $bench_art is missing (run scripts/gpu-kit.sh and carry .gpukit.tar.xz)"
 
 # The prebuilt binaries' libraries beyond the kit's packages
 # (.gpukit/prebuilt/libs.tar.xz): those this machine lacks go on the loader's

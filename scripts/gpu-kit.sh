@@ -33,7 +33,9 @@
 #                  (what differs).
 # Needs: apt-get and dpkg (Debian's archive reachable) for the packages, and
 # build/bin/kvplan (the full build: scripts/setup.sh) for the artifacts. Ship
-# the kit to the GPU machine by carrying .gpukit (ignored by git).
+# the kit to the GPU machine by carrying .gpukit.tar.xz, which it writes last
+# (scripts/gpu-kit-pack.sh; .gpukit unpacked would not fit what the device
+# tool carries; both are ignored by git).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -355,6 +357,7 @@ fi
 
 echo "gpu-kit: $(du -sh "$kit" | cut -f1) in $kit (deps $(du -sh "$kit/deps" 2>/dev/null | cut -f1 || echo -)," \
      "artifacts $(du -sh "$kit/artifacts" 2>/dev/null | cut -f1 || echo -))"
+scripts/gpu-kit-pack.sh
 if ((${#artifact_failures[@]})); then
   echo "gpu-kit: ERROR: could not compile: ${artifact_failures[*]}" >&2
   exit 1

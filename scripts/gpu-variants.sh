@@ -78,7 +78,4 @@ done
 restore
 echo "gpu-variants: $(ls "$kit/before" | tr '\n' ' ')in $kit/before; run the device's" \
   "KVPLAN_GPU_CHECK_PACK=1 KVPLAN_GPU_CHECK_STEPS=build,before scripts/gpu-check.sh"
-# The device tool carries 64 MiB in all, the working tree included.
-kib=$(du -sk "$kit" | cut -f1)
-((kib < 60 * 1024)) || echo "gpu-variants: WARNING: $kit is $((kib / 1024)) MiB; the device" \
-  "tool carries 64 MiB with the tree: drop a variant or the kit's unused artifacts" >&2
+scripts/gpu-kit-pack.sh
