@@ -206,7 +206,8 @@ if [ -d .gpukit/deps ]; then
 else
   say "no .gpukit/deps: the build uses the machine's own packages"
 fi
-[ -f "$bench_art" ] || say "WARNING: $bench_art is missing (run scripts/gpu-kit.sh and carry .gpukit.tar.xz)"
+[ -f "$bench_art" ] ||
+  say "WARNING: $bench_art is missing (run scripts/gpu-kit.sh and carry .gpukit.tar.xz)"
 
 # The prebuilt binaries' libraries beyond the kit's packages
 # (.gpukit/prebuilt/libs.tar.xz): those this machine lacks go on the loader's

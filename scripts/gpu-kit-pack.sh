@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 tar -cf - .gpukit | xz -T0 -6 > .gpukit.tar.xz.tmp
 mv .gpukit.tar.xz.tmp .gpukit.tar.xz
 bytes=$(stat -c %s .gpukit.tar.xz)
-echo "gpu-kit-pack: .gpukit.tar.xz, $((bytes / 1024 / 1024)) MiB ($(du -sh .gpukit | cut -f1) unpacked):" \
-     "carry it, not .gpukit"
+echo "gpu-kit-pack: .gpukit.tar.xz, $((bytes / 1024 / 1024)) MiB" \
+     "($(du -sh .gpukit | cut -f1) unpacked): carry it, not .gpukit"
 ((bytes < 48 * 1024 * 1024)) || echo "gpu-kit-pack: WARNING: the device tool carries 64 MiB" \
   "with the working tree; this leaves little room" >&2
