@@ -665,7 +665,7 @@ __device__ __forceinline__ void mvRun(const typename MvFormat<W, K>::Run (&run)[
     }
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      if (r >= rows) break;
+      if (r > 0 && r >= rows) break; // row 0 always: no condition a run at one row
       float xv[C], dot[G], sum = 0.0f;
       loadElems<C>(x + (long long)r * K + e0, xv);
 #pragma unroll
@@ -716,6 +716,14 @@ template <long long WARPS> inline constexpr int kMvLoads = WARPS <= kMvFewWarps 
 template <int G, long long WARPS>
 inline constexpr int kMvUnroll = G < kMvLoads<WARPS> ? kMvLoads<WARPS> / G : 1;
 
+/// Run c of a matvec lane's G weight rows (mvRow), loaded into run[g].
+template <class W, int K, int G, int FPW>
+__device__ __forceinline__ void mvLoadRun(const MvWeights &w, long long j0, long long stride,
+                                          int c, typename MvFormat<W, K>::Run (&run)[G]) {
+#pragma unroll
+  for (int g = 0; g < G; ++g) run[g].load(w, mvRow<FPW>(j0, stride, g), c);
+}
+
 /// Runs c0, c0 + 32, ... (U of them, those within the row) of a matvec
 /// lane's G weight rows (mvRow), loaded into run[u][g].
 template <class W, int K, int G, int FPW, int U>
@@ -724,39 +732,59 @@ __device__ __forceinline__ void mvLoadRuns(const MvWeights &w, long long j0, lon
   constexpr int RUNS = (K + MvFormat<W, K>::RUN - 1) / MvFormat<W, K>::RUN;
 #pragma unroll
   for (int u = 0; u < U; ++u)
-    if (c0 + 32 * u < RUNS)
-#pragma unroll
-      for (int g = 0; g < G; ++g) run[u][g].load(w, mvRow<FPW>(j0, stride, g), c0 + 32 * u);
+    if (c0 + 32 * u < RUNS) mvLoadRun<W, K, G, FPW>(w, j0, stride, c0 + 32 * u, run[u]);
 }
 
 /// A matvec lane's share of its warp's G weight rows (mvRow) times each of
-/// the `rows` rows of x: runs c = lane, lane + 32, ... (one 16-byte load of
-/// weights each, MvFormat), U (kMvUnroll) of them loaded at a time (mvLoadRuns;
-/// `run` holds the first ones already: the caller loads them before it
-/// waits for the kernel before), into acc (mvRun). Each element of x it
-/// loads serves all G rows: x, read from L1 for every warp of the GPU,
-/// costs R times the weights' bytes (twice that for f32 x and 16-bit
-/// weights) over G.
+/// the `rows` rows of x: its runs k = 0, 1, ... (c = lane + 32k, one 16-byte
+/// load of weights each, MvFormat) into acc (mvRun). `run` holds runs 0 to
+/// U - 1 (kMvUnroll; the caller loads them before it waits for the kernel
+/// before) as a ring: slot u holds run k = u mod U, and once run k is summed
+/// its slot loads run k + U, so U loads stay in flight all along the row
+/// instead of U, then none while they are used, then U again. The rounds in
+/// which every slot is loaded again have no condition in them (where the
+/// runs are whole rounds of the warp, the lane's count is a constant), so
+/// ptxas schedules a round's loads of x and its products as one block; until
+/// 2026-12-05 a condition on the rows and one on the round split each run
+/// off. Each element of x a lane loads serves all G rows: x, read from L1
+/// for every warp of the GPU, costs R times the weights' bytes (twice that
+/// for f32 x and 16-bit weights) over G.
 template <class W, class X, class NW, int K, int G, int FPW, int R, bool NORM, int U>
 __device__ __forceinline__ void mvAccumulate(const X *x, const MvWeights &w, long long j0,
                                              long long stride, const NW *nw, int rows, int lane,
                                              typename MvFormat<W, K>::Run (&run)[U][G],
                                              float (&acc)[G][R], float (&ss)[R]) {
-  using F = MvFormat<W, K>;
-  constexpr int RUNS = (K + F::RUN - 1) / F::RUN;
+  constexpr int RUNS = (K + MvFormat<W, K>::RUN - 1) / MvFormat<W, K>::RUN;
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     ss[r] = 0.0f;
 #pragma unroll
     for (int g = 0; g < G; ++g) acc[g][r] = 0.0f;
   }
-  for (int c0 = lane; c0 < RUNS; c0 += 32 * U) {
-    if (c0 != lane) mvLoadRuns<W, K, G, FPW, U>(w, j0, stride, c0, run);
+  const int P = RUNS / 32 + (lane < RUNS % 32 ? 1 : 0); // the lane's runs
+  // Whole rounds whose slots all load again: P / U - 1 of them (none below
+  // 2U runs), leaving U to 2U - 1 runs.
+  const int ring = P >= 2 * U ? P / U - 1 : 0;
+  int c = lane;
+#pragma unroll 1
+  for (int i = 0; i < ring; ++i, c += 32 * U)
 #pragma unroll
-    for (int u = 0; u < U; ++u)
-      if (c0 + 32 * u < RUNS)
-        mvRun<W, X, NW, K, G, R, NORM>(run[u], c0 + 32 * u, x, nw, rows, acc, ss);
-  }
+    for (int u = 0; u < U; ++u) {
+      mvRun<W, X, NW, K, G, R, NORM>(run[u], c + 32 * u, x, nw, rows, acc, ss);
+      mvLoadRun<W, K, G, FPW>(w, j0, stride, c + 32 * (U + u), run[u]);
+    }
+  // The last one or two rounds: the runs that are there, a slot loading again
+  // where a run is left for it.
+#pragma unroll
+  for (int t = 0; t < 2; ++t)
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int k = ring * U + t * U + u;
+      if (k >= P) continue;
+      mvRun<W, X, NW, K, G, R, NORM>(run[u], lane + 32 * k, x, nw, rows, acc, ss);
+      if (t == 0 && k + U < P)
+        mvLoadRun<W, K, G, FPW>(w, j0, stride, lane + 32 * (k + U), run[u]);
+    }
 }
 
 /// Row r's G features (weight rows mvRow(f0, stride, g)) summed across the

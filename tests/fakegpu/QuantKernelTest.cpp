@@ -263,6 +263,133 @@ double fromBf16(uint16_t h) {
   return f;
 }
 
+/// The inputs of one matrix-vector product with its folds: weights of
+/// `bits` (32: f32, 16: bf16, 8 and 4: int8 and int4 codes, then, 64-byte
+/// aligned, the scales and int4's minimums, as in the weights section),
+/// bf16 norm weights, `rows` of the `built` rows of x (the rest NaN; f32,
+/// and its bf16 bits in xh), an addend and a bias.
+struct ProductInputs {
+  int bits = 16;
+  int64_t k = 0;
+  std::vector<uint16_t> w, nw, xh;
+  std::vector<float> wf, x, addend, bias;
+  QuantMatrix q;
+  std::vector<char> packed;
+  size_t scalesAt = 0, minsAt = 0;
+
+  /// Weight (j, c) as its layout decodes it.
+  double weight(int64_t j, int64_t c) const {
+    if (bits == 32) return wf[size_t(j * k + c)];
+    return bits == 16 ? fromBf16(w[size_t(j * k + c)]) : q.at(j, c);
+  }
+  char *weights() {
+    if (bits == 32) return reinterpret_cast<char *>(wf.data());
+    return bits == 16 ? reinterpret_cast<char *>(w.data()) : packed.data();
+  }
+};
+
+/// wrows weight rows of k, f features (addend), `built` rows of x of which
+/// `rows` are active; x's values made bf16 where xBf16.
+ProductInputs productInputs(int bits, bool xBf16, int64_t k, int64_t wrows, int64_t f,
+                            int64_t built, int64_t rows, std::mt19937 &rng) {
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  ProductInputs in;
+  in.bits = bits;
+  in.k = k;
+  in.w.resize(size_t(wrows * k));
+  in.nw.resize(size_t(k));
+  in.xh.assign(size_t(built * k), 0x7fc0);
+  for (uint16_t &v : in.w) v = toBf16(0.05f * nd(rng));
+  const bool quant = bits < 16;
+  in.q = randomMatrix(bits == 4 ? 4 : 8, quant ? wrows : 0, k, rng);
+  in.scalesAt = (in.q.data.size() + 63) / 64 * 64;
+  in.minsAt = in.scalesAt + (4 * in.q.scales.size() + 63) / 64 * 64;
+  in.packed.assign(in.minsAt + 4 * in.q.mins.size(), 0);
+  std::memcpy(in.packed.data(), in.q.data.data(), in.q.data.size());
+  std::memcpy(in.packed.data() + in.scalesAt, in.q.scales.data(), 4 * in.q.scales.size());
+  std::memcpy(in.packed.data() + in.minsAt, in.q.mins.data(), 4 * in.q.mins.size());
+  for (uint16_t &v : in.nw) v = toBf16(1.0f + 0.3f * nd(rng));
+  in.x.assign(size_t(built * k), NAN);
+  in.addend.resize(size_t(built * f));
+  in.bias.resize(size_t(wrows));
+  for (int64_t i = 0; i < rows * k; ++i) {
+    in.x[size_t(i)] = 2.0f * nd(rng);
+    in.xh[size_t(i)] = toBf16(in.x[size_t(i)]);
+    if (xBf16) in.x[size_t(i)] = float(fromBf16(in.xh[size_t(i)]));
+  }
+  for (float &v : in.addend) v = nd(rng);
+  for (float &v : in.bias) v = nd(rng);
+  if (bits == 32) {
+    in.wf.resize(size_t(wrows * k));
+    for (float &v : in.wf) v = 0.05f * nd(rng);
+  }
+  return in;
+}
+
+/// The folds of a matrix-vector product (llm.matvec's).
+struct Folds {
+  bool norm, swiglu, add, bias;
+};
+
+/// A product's `built` rows of f features in three outputs (cols) against a
+/// double-precision reference from its inputs, within f32's tolerance: the
+/// active rows' features, and the rows past them never written.
+void expectProduct(const std::vector<float> (&outs)[3], const int64_t (&cols)[3], int64_t built,
+                   int64_t rows, const ProductInputs &in, Folds fold) {
+  const int64_t f = cols[0] + cols[1] + cols[2], k = in.k;
+  for (int64_t r = 0; r < built; ++r) {
+    double ss = 0;
+    for (int64_t c = 0; r < rows && c < k; ++c)
+      ss += double(in.x[size_t(r * k + c)]) * in.x[size_t(r * k + c)];
+    const double inv = fold.norm ? 1.0 / std::sqrt(ss / double(k) + 1e-5) : 1.0;
+    for (int64_t j = 0; j < f; ++j) {
+      const float got = featureAt(outs, cols, r, j);
+      if (r >= rows) {
+        EXPECT_TRUE(std::isnan(got)) << "row " << r << " is not active but was written";
+        continue;
+      }
+      // Each weight row's product (gate, then up), and the sum of its
+      // terms' sizes.
+      double y[2] = {0, 0}, size[2] = {0, 0};
+      for (int h = 0; h < (fold.swiglu ? 2 : 1); ++h) {
+        for (int64_t c = 0; c < k; ++c) {
+          const double term = double(in.x[size_t(r * k + c)]) *
+                              (fold.norm ? fromBf16(in.nw[size_t(c)]) : 1.0) *
+                              in.weight(j + h * f, c);
+          y[h] += term;
+          size[h] += std::abs(term);
+        }
+        y[h] = y[h] * inv + (fold.bias ? in.bias[size_t(j + h * f)] : 0.0);
+        size[h] *= inv;
+      }
+      double want = y[0], tol = 1e-5 * size[0];
+      if (fold.swiglu) {
+        const double silu = y[0] / (1.0 + std::exp(-y[0]));
+        want = silu * y[1];
+        tol = 1e-5 * (1.2 * std::abs(y[1]) * size[0] + std::abs(silu) * size[1]);
+      }
+      if (fold.add) want += in.addend[size_t(r * f + j)];
+      ASSERT_NEAR(got, want, tol + 1e-5) << "row " << r << ", feature " << j;
+    }
+  }
+}
+
+/// The arguments of a product of three outputs (matvec's and matvecMma's).
+KernelLaunch::Args productArgs(ProductInputs &in, bool xBf16, std::vector<float> (&outs)[3],
+                               int64_t rows) {
+  KernelLaunch::Args a{};
+  a.p[0] = xBf16 ? reinterpret_cast<char *>(in.xh.data()) : reinterpret_cast<char *>(in.x.data());
+  a.p[1] = in.weights();
+  a.i[1] = (long long)in.scalesAt, a.i[2] = (long long)in.minsAt; // int8 and int4
+  a.p[2] = reinterpret_cast<char *>(in.nw.data());
+  a.p[3] = reinterpret_cast<char *>(in.addend.data());
+  a.p[4] = reinterpret_cast<char *>(in.bias.data());
+  for (int o = 0; o < 3; ++o) a.p[5 + o] = reinterpret_cast<char *>(outs[o].data());
+  a.i[0] = rows;
+  a.d[0] = 1e-5;
+  return a;
+}
+
 // The tensor-core matrix-vector product of bf16 weights (matvecMma) against
 // a double-precision reference, within f32's tolerance: f32 rows of x split
 // into two bf16 parts (the test fails with the small part left out), or bf16
@@ -302,90 +429,88 @@ TEST_F(QuantKernels, TensorCoreMatvecMatchesADoublePrecisionReference) {
   for (const MmaProduct &p : kMma) kernels.push_back({p.name, p.instance()});
   compile(kernels);
   std::mt19937 rng(29);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
   for (const MmaProduct &p : kMma) {
     SCOPED_TRACE(p.name);
     const int64_t f = p.n0 + p.n1 + p.n2, wrows = p.swiglu ? 2 * f : f, built = 8 * p.groups;
-    std::vector<uint16_t> w(size_t(wrows * p.k)), nw(size_t(p.k)),
-        xh(size_t(built * p.k), 0x7fc0);
-    for (uint16_t &v : w) v = toBf16(0.05f * nd(rng));
-    // int8 and int4: codes, then (64-byte aligned) the scales and int4's
-    // minimums, as in the weights section; weight (j, c) as the layout
-    // decodes it.
-    const bool quant = p.bits < 16;
-    const QuantMatrix q = randomMatrix(p.bits == 4 ? 4 : 8, quant ? wrows : 0, p.k, rng);
-    const size_t scalesAt = (q.data.size() + 63) / 64 * 64,
-                 minsAt = scalesAt + (4 * q.scales.size() + 63) / 64 * 64;
-    std::vector<char> packed(minsAt + 4 * q.mins.size(), 0);
-    std::memcpy(packed.data(), q.data.data(), q.data.size());
-    std::memcpy(packed.data() + scalesAt, q.scales.data(), 4 * q.scales.size());
-    std::memcpy(packed.data() + minsAt, q.mins.data(), 4 * q.mins.size());
-    auto weight = [&](int64_t j, int64_t c) {
-      return quant ? q.at(j, c) : fromBf16(w[size_t(j * p.k + c)]);
-    };
-    for (uint16_t &v : nw) v = toBf16(1.0f + 0.3f * nd(rng));
-    std::vector<float> x(size_t(built * p.k), NAN), addend(size_t(built * f)),
-        bias(static_cast<size_t>(wrows));
-    for (int64_t i = 0; i < p.rows * p.k; ++i) {
-      x[size_t(i)] = 2.0f * nd(rng);
-      xh[size_t(i)] = toBf16(x[size_t(i)]);
-      if (p.xBf16) x[size_t(i)] = float(fromBf16(xh[size_t(i)]));
-    }
-    for (float &v : addend) v = nd(rng);
-    for (float &v : bias) v = nd(rng);
+    ProductInputs in = productInputs(p.bits, p.xBf16, p.k, wrows, f, built, p.rows, rng);
     const int64_t cols[3] = {p.n0, p.n1, p.n2};
     std::vector<float> outs[3];
     for (int o = 0; o < 3; ++o)
       outs[o].assign(size_t(built * std::max<int64_t>(cols[o], 1)), NAN);
-    KernelLaunch::Args a{};
-    a.p[0] = p.xBf16 ? reinterpret_cast<char *>(xh.data()) : reinterpret_cast<char *>(x.data());
-    a.p[1] = quant ? packed.data() : reinterpret_cast<char *>(w.data());
-    a.i[1] = (long long)scalesAt, a.i[2] = (long long)minsAt; // int8 and int4
-    a.p[2] = reinterpret_cast<char *>(nw.data());
-    a.p[3] = reinterpret_cast<char *>(addend.data());
-    a.p[4] = reinterpret_cast<char *>(bias.data());
-    for (int o = 0; o < 3; ++o) a.p[5 + o] = reinterpret_cast<char *>(outs[o].data());
-    a.i[0] = p.rows;
-    a.d[0] = 1e-5;
+    const KernelLaunch::Args a = productArgs(in, p.xBf16, outs, p.rows);
     // Row groups: the groups that hold the active rows, as the executor
     // launches them.
     if (p.groups > 1) launch(p.name, a, (p.rows + 7) / 8, (f + 15) / 16, p.warps * 32);
     else launch(p.name, a, (f + 15) / 16, 1, p.warps * 32);
-    for (int64_t r = 0; r < built; ++r) {
-      double ss = 0;
-      for (int64_t c = 0; r < p.rows && c < p.k; ++c)
-        ss += double(x[size_t(r * p.k + c)]) * x[size_t(r * p.k + c)];
-      const double inv = p.norm ? 1.0 / std::sqrt(ss / double(p.k) + 1e-5) : 1.0;
-      for (int64_t j = 0; j < f; ++j) {
-        const float got = featureAt(outs, cols, r, j);
-        if (r >= p.rows) {
-          EXPECT_TRUE(std::isnan(got)) << "row " << r << " is not active but was written";
-          continue;
-        }
-        // Each weight row's product (gate, then up), and the sum of its
-        // terms' sizes.
-        double y[2] = {0, 0}, size[2] = {0, 0};
-        for (int h = 0; h < (p.swiglu ? 2 : 1); ++h) {
-          for (int64_t c = 0; c < p.k; ++c) {
-            const double term = double(x[size_t(r * p.k + c)]) *
-                                (p.norm ? fromBf16(nw[size_t(c)]) : 1.0) *
-                                weight(j + h * f, c);
-            y[h] += term;
-            size[h] += std::abs(term);
-          }
-          y[h] = y[h] * inv + (p.bias ? bias[size_t(j + h * f)] : 0.0);
-          size[h] *= inv;
-        }
-        double want = y[0], tol = 1e-5 * size[0];
-        if (p.swiglu) {
-          const double silu = y[0] / (1.0 + std::exp(-y[0]));
-          want = silu * y[1];
-          tol = 1e-5 * (1.2 * std::abs(y[1]) * size[0] + std::abs(silu) * size[1]);
-        }
-        if (p.add) want += addend[size_t(r * f + j)];
-        ASSERT_NEAR(got, want, tol + 1e-5) << "row " << r << ", feature " << j;
-      }
-    }
+    expectProduct(outs, cols, built, p.rows, in, {p.norm, p.swiglu, p.add, p.bias});
+  }
+}
+
+/// One matrix-vector product of --fuse-matvec's kernel (matvec): up to
+/// `built` rows (R) of x, `rows` of them active, f32 results.
+struct MvProduct {
+  std::string name;
+  int bits; // weights: f32 (32), bf16 (16), int8 (8) or int4 (4)
+  bool xBf16;
+  int64_t k, n0, n1, n2, built, rows, warps, fpw;
+  bool norm, swiglu, add, bias;
+  std::string instance() const {
+    std::string flags = "0";
+    if (norm) flags += " | kvplan::kMvNorm";
+    if (swiglu) flags += " | kvplan::kMvSwiglu";
+    if (add) flags += " | kvplan::kMvAdd";
+    if (bias) flags += " | kvplan::kMvBias";
+    const char *w = bits == 32   ? "float, "
+                    : bits == 8  ? "int8_t, "
+                    : bits == 4  ? "kvplan::Int4, "
+                                 : "__nv_bfloat16, ";
+    return std::string("kvplan::matvec<") + w + (xBf16 ? "__nv_bfloat16" : "float") +
+           ", float, __nv_bfloat16, float, " + std::to_string(k) + ", " + std::to_string(n0) +
+           ", " + std::to_string(n1) + ", " + std::to_string(n2) + ", " +
+           std::to_string(warps) + ", " + std::to_string(fpw) + ", " + std::to_string(built) +
+           ", " + flags + ">(a)";
+  }
+};
+
+// The matrix-vector kernel (matvec) over rows long enough that a lane's
+// weight loads go round its ring of U slots (kMvUnroll) several times
+// (mvAccumulate), against a double-precision reference: a lane's runs P
+// whole rounds of U (Llama-3.2-1B's down product at one row: 32 runs, U 8),
+// P past them (the last two rounds, a slot loading again in the first), P
+// under 2U and under U (no whole round), lanes with different P (a row's
+// runs not whole rounds of the warp), U from 8 to 2 (with G weight rows a
+// warp: SwiGLU, several features a warp), 4 for a grid of many warps; f32,
+// bf16, int8 and int4 weights (a last group of 16), bf16 and f32 x, every
+// fold, and 5 of 8 rows (past them NaN, never written).
+TEST_F(QuantKernels, MatvecRingOverLongRowsMatchesADoublePrecisionReference) {
+  const MvProduct kMv[] = {
+      // bits, x bf16, K, outputs, rows built and active, warps, features a warp, folds
+      {"mv_down", 16, true, 8192, 24, 0, 0, 1, 1, 4, 1, false, false, true, false},
+      {"mv_p35", 16, false, 8960, 20, 0, 0, 1, 1, 4, 1, true, false, false, true},
+      {"mv_swiglu", 16, false, 4104, 12, 0, 0, 1, 1, 2, 1, true, true, false, false},
+      {"mv_f32", 32, false, 4100, 10, 6, 0, 2, 2, 4, 2, false, false, false, true},
+      {"mv_rows", 16, false, 4096, 16, 0, 0, 8, 5, 4, 1, true, false, true, false},
+      {"mv_i8", 8, false, 8208, 16, 0, 0, 1, 1, 4, 1, true, false, false, false},
+      {"mv_i4", 4, false, 16400, 8, 0, 0, 1, 1, 4, 1, false, false, true, false},
+      {"mv_i4_swiglu", 4, false, 8192, 16, 0, 0, 1, 1, 4, 2, true, true, false, false},
+      {"mv_many", 16, true, 2056, 2120, 0, 0, 1, 1, 8, 1, false, false, true, false},
+      {"mv_short", 16, false, 1000, 9, 5, 3, 1, 1, 4, 1, false, false, false, true},
+  };
+  std::vector<std::pair<std::string, std::string>> kernels;
+  for (const MvProduct &p : kMv) kernels.push_back({p.name, p.instance()});
+  compile(kernels);
+  std::mt19937 rng(31);
+  for (const MvProduct &p : kMv) {
+    SCOPED_TRACE(p.name);
+    const int64_t f = p.n0 + p.n1 + p.n2, wrows = p.swiglu ? 2 * f : f;
+    ProductInputs in = productInputs(p.bits, p.xBf16, p.k, wrows, f, p.built, p.rows, rng);
+    const int64_t cols[3] = {p.n0, p.n1, p.n2};
+    std::vector<float> outs[3];
+    for (int o = 0; o < 3; ++o)
+      outs[o].assign(size_t(p.built * std::max<int64_t>(cols[o], 1)), NAN);
+    const KernelLaunch::Args a = productArgs(in, p.xBf16, outs, p.rows);
+    launch(p.name, a, (f / p.fpw + p.warps - 1) / p.warps, 1, p.warps * 32);
+    expectProduct(outs, cols, p.built, p.rows, in, {p.norm, p.swiglu, p.add, p.bias});
   }
 }
 
