@@ -1153,20 +1153,21 @@ __device__ __forceinline__ void mmaRun(const uint4 (&xv)[sizeof(X) == 4 ? 2 : 1]
 
 /// Steps s to s + U - 1 of mmaProducts, their weights loaded (wv, scale,
 /// mn, on: mmaLoadWeights): x's loads, all in flight together, then the
-/// products (mmaRun).
-template <class W, class X, class NW, int K, int P, bool NORM, int U>
-__device__ __forceinline__ void mmaSteps(const MmaLane<W, X, NW, K, P> &l, int s,
-                                         const typename MmaFormat<W>::Raw (&wv)[U][P][2],
-                                         const float (&scale)[U][P][2],
-                                         const float (&mn)[U][P][2], const bool (&on)[U][2],
-                                         float &ss, float (&acc)[P][4]) {
+/// products (mmaRun); with RING each slot then loads step s + U + u.
+template <class W, class X, class NW, int K, int P, bool NORM, int U, bool RING>
+__device__ __forceinline__ void mmaSteps(const MmaLane<W, X, NW, K, P> &l, int s, int t,
+                                         typename MmaFormat<W>::Raw (&wv)[U][P][2],
+                                         float (&scale)[U][P][2], float (&mn)[U][P][2],
+                                         bool (&on)[U][2], float &ss, float (&acc)[P][4]) {
   uint4 xv[U][sizeof(X) == 4 ? 2 : 1];
 #pragma unroll
   for (int u = 0; u < U; ++u) mmaLoadX(l, s + u, on[u], xv[u]);
 #pragma unroll
-  for (int u = 0; u < U; ++u)
+  for (int u = 0; u < U; ++u) {
     mmaRun<W, X, NW, P, NORM>(xv[u], wv[u], scale[u], mn[u], on[u], l.nw + (s + u) * 32, ss,
                               acc);
+    if (RING) mmaLoadWeights(l, s + U + u, t, wv[u], scale[u], mn[u], on[u]);
+  }
 }
 
 /// The products of matvec on tensor cores (matvecMma, matvecRopeKvMma), for
@@ -1178,8 +1179,8 @@ __device__ __forceinline__ void mmaSteps(const MmaLane<W, X, NW, K, P> &l, int s
 /// sums of those rows, and of B's columns past `rows` (row r0 of x, read by
 /// MmaLane), are for the epilogue to leave: no load depends on a condition but
 /// at a K that is no whole number of steps of 32. The warp's steps go 4 at
-/// a time (2 with SwiGLU), their loads in flight together, then one at a
-/// time. For each step of 32 elements of K, lane (g, t) reads 8
+/// a time (2 with SwiGLU), their loads in flight together, each slot loading
+/// again as it is used (a ring), then one at a time. For each step of 32 elements of K, lane (g, t) reads 8
 /// of its weight rows (MmaFormat: bf16 and int8 the 8 from 8t on) and the
 /// same 8 of x's row g (one load each, f32 x two): a product sums over its
 /// 16 k, so which k an element takes does not matter as long as A and B
@@ -1226,14 +1227,14 @@ __device__ __forceinline__ void mmaProducts(const KvArgs &a, const long long (&r
   pdlWait();
   float acc[P][4] = {}, ss = 0.0f;
   int s = s0;
-  if (s + U <= s1) { // the first U steps, peeled: a branch in the loop would cost every step
-    mmaSteps<W, X, NW, K, P, NORM, U>(l, s, wv, scale, mn, on, ss, acc);
+  // The U slots as a ring (matvec's mvAccumulate): once step s + u is
+  // summed, its slot loads step s + U + u, so U steps' weights stay in
+  // flight until the last round, which its slots hold already.
+  for (; s + 2 * U <= s1; s += U)
+    mmaSteps<W, X, NW, K, P, NORM, U, true>(l, s, t, wv, scale, mn, on, ss, acc);
+  if (s + U <= s1) {
+    mmaSteps<W, X, NW, K, P, NORM, U, false>(l, s, t, wv, scale, mn, on, ss, acc);
     s += U;
-  }
-  for (; s + U <= s1; s += U) {
-#pragma unroll
-    for (int u = 0; u < U; ++u) mmaLoadWeights(l, s + u, t, wv[u], scale[u], mn[u], on[u]);
-    mmaSteps<W, X, NW, K, P, NORM, U>(l, s, wv, scale, mn, on, ss, acc);
   }
   for (; s < s1; ++s) {
     uint4 xv[SPLIT ? 2 : 1];
