@@ -404,8 +404,9 @@ private:
     return type && rows >= 2 && matvecTakes(w, rows);
   }
   /// Whether a product runs on matvecMma in groups of kGemvRows rows
-  /// (kMvRowGroups): bf16, int8 and int4 weights at more rows, up to
-  /// kMmaGroupRows, where matvecMma takes their rows (matvecTakes). Its
+  /// (kMvRowGroups): int8 and int4 weights at more rows, up to
+  /// kMmaGroupRows, bf16 ones up to kMmaBf16Rows, where matvecMma takes
+  /// their rows (matvecTakes). Its
   /// groups of one slice of features run side by side, so each slice comes
   /// from memory about once and from L2 the other times, and the products
   /// keep --fuse-matvec's folds (a layer five kernels, not nine or ten).
@@ -419,11 +420,14 @@ private:
   /// that the tiled product's reuse of the weights should win. bf16: 0.25
   /// to 1.9 a group, so 4 groups issue at most about the memory time (an
   /// H200's 0.57 warp instructions a clock per instruction a byte; cuBLAS,
-  /// the alternative, takes no folds). The slices of features are the
-  /// grid's y, at most kMaxGridY (CUDA's limit).
+  /// the alternative, takes no folds), but each group reads the weights
+  /// again from L2, and on an H200 cuBLAS's step at 32 rows was 1.45 times
+  /// as fast (at 16 the same). The slices of features are the grid's y, at
+  /// most kMaxGridY (CUDA's limit).
   static bool mmaRowGroups(const WeightEntry &w, int64_t rows) {
+    const int64_t most = w.dtype == DType::bf16 ? kMmaBf16Rows : kMmaGroupRows;
     return (w.dtype == DType::bf16 || !isFloatDType(w.dtype)) && rows > kGemvRows &&
-           rows <= kMmaGroupRows && matvecTakes(w, kGemvRows) &&
+           rows <= most && matvecTakes(w, kGemvRows) &&
            ceilDiv(w.shape[0], kMmaFeatures) <= kMaxGridY;
   }
   /// The blocks a multiprocessor must hold at once for matvecMma's grid of
@@ -530,8 +534,9 @@ void EntryLowering::biasAdd(const std::string &bias, const Operand &o, int64_t c
 /// --fuse-matvec left as it is: one generated matrix-vector kernel (matvec
 /// with no prologue or epilogue but the bias) for every output of the
 /// weight, reading it once in 16-byte loads, instead of cuBLAS (which at
-/// one row reaches a fraction of the memory bandwidth) or quantGemv; bf16,
-/// int8 and int4 weights also up to kMmaGroupRows rows (mmaRowGroups). False
+/// one row reaches a fraction of the memory bandwidth) or quantGemv; int8
+/// and int4 weights also up to kMmaGroupRows rows, bf16 up to kMmaBf16Rows
+/// (mmaRowGroups). False
 /// where the rows are more, or a row is not whole runs (matvecTakes).
 bool EntryLowering::plainMatvec(const WeightEntry &w, const std::optional<std::string> &bias,
                               const Operand &input, const std::vector<Operand> &results) {
@@ -605,15 +610,15 @@ void EntryLowering::operator()(const MatVecOp &op) {
 }
 
 /// What every matvec kernel needs of its weight `w` and its `rows` rows of
-/// `input`; `at` names the step. bf16, int8 and int4 weights may have up
-/// to kMmaGroupRows rows (mmaRowGroups).
+/// `input`; `at` names the step. int8 and int4 weights may have up to
+/// kMmaGroupRows rows, bf16 up to kMmaBf16Rows (mmaRowGroups).
 void EntryLowering::matvecChecks(const std::string &at, const WeightEntry &w, int64_t rows,
                                  const Operand &input, bool norm) {
   if (!matvecTakes(w, rows) && !mmaRowGroups(w, rows))
     unsupported(at + ": " + num(rows) + " rows of " + num(w.shape[1]) +
                 "; the matvec kernel takes up to " + num(kGemvRows) +
-                " rows of whole 16-byte runs (int8 and int4: runs of 16 codes; bf16, int8 "
-                "and int4 up to " + num(kMmaGroupRows) + " rows)");
+                " rows of whole 16-byte runs (int8 and int4: runs of 16 codes, up to " +
+                num(kMmaGroupRows) + " rows; bf16 up to " + num(kMmaBf16Rows) + ")");
   if (norm || !isFloatDType(w.dtype)) f32Input(input, "matvec");
   if (input.dtype != DType::f32 && input.dtype != w.dtype)
     unsupported(at + " reads " + dtypeName(input.dtype) + " rows; it reads f32 or " +

@@ -31,14 +31,14 @@ struct MatVecParts {
 };
 
 /// The most rows a product may have to become llm.matvec: of f32 and f16
-/// weights, and of bf16, int8 or int4 ones (which the cuda target's
-/// tensor-core kernels take in groups of rows).
+/// weights, of bf16 ones, and of int8 or int4 ones (bf16, int8 and int4: the
+/// cuda target's tensor-core kernels take them in groups of rows).
 struct RowLimits {
-  int64_t rows, tensorCoreRows;
+  int64_t rows, bf16Rows, tensorCoreRows;
 };
 
 /// Whether the matrix-vector kernel takes a product of `weight` over
-/// `input`: at most `most.rows` rows (bf16, int8 and int4:
+/// `input`: at most `most.rows` rows (bf16: `most.bf16Rows`; int8 and int4:
 /// `most.tensorCoreRows`), and
 /// rows of whole 16-byte runs of f32, bf16 or f16 weights, or of int8 or
 /// int4 codes in runs of 16 (their groups of 32, the last maybe half) over
@@ -49,7 +49,8 @@ bool fits(Operation *op, FlatSymbolRefAttr weight, Value input, RowLimits most) 
   if (!w || !in || in.getRank() != 2) return false;
   Type t = w.getTensorType().getElementType();
   const bool codes = t.isInteger(8) || t.isInteger(4);
-  if (in.getDimSize(0) > (codes || t.isBF16() ? most.tensorCoreRows : most.rows)) return false;
+  const int64_t limit = codes ? most.tensorCoreRows : t.isBF16() ? most.bf16Rows : most.rows;
+  if (in.getDimSize(0) > limit) return false;
   if (codes) return in.getElementType().isF32() && in.getDimSize(1) % 16 == 0;
   if (!t.isF32() && !t.isBF16() && !t.isF16()) return false;
   const int64_t run = 16 / (t.getIntOrFloatBitWidth() / 8);
@@ -243,7 +244,8 @@ struct FuseMatVecPass : public impl::FuseMatVecBase<FuseMatVecPass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     patterns.add<NormPrologue, SwiGLUEpilogue, ResidualEpilogue, RopeKVWriteEpilogue>(
-        &getContext(), RowLimits{int64_t(maxRows), int64_t(maxTensorCoreRows)});
+        &getContext(),
+        RowLimits{int64_t(maxRows), int64_t(maxBf16Rows), int64_t(maxTensorCoreRows)});
     if (failed(rewriteGreedily(getOperation(), std::move(patterns))))
       return signalPassFailure();
   }

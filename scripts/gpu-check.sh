@@ -27,8 +27,9 @@
 #   8. scripts/hf_peer.py on the bench's model shape (transformers, bf16)
 #   9. with what the budget has left (100 s or more): 1, 16 and 32 sequences
 #      in a plan for 64, each on the copy of decode that serves it (decode.1,
-#      decode.32: bf16 products in groups of 8 rows with their folds) and on
-#      decode itself (cuBLAS, the ops unfused), side by side
+#      decode.16: bf16 products in groups of 8 rows with their folds;
+#      decode.32: cuBLAS at 32 rows) and on decode itself (cuBLAS at 64 rows,
+#      the ops unfused), side by side
 # and the report (scripts/gpu_check_report.py: $OUT/gpu-check.json and the
 # table, last) after every step and from an exit trap, so a check killed at
 # its limit still leaves the table of what it finished.
@@ -621,13 +622,14 @@ fi
 # --- 9. few sequences in a plan for many, with what is left -----------------
 # The shape compiled for 64 sequences decodes 1, 16 and 32 at once: each
 # bench times the copy of decode that serves the batch (decode.1:
-# matrix-vector kernels; decode.32, for 16 and 32: the products in groups of
-# 8 rows, 2 and 4 groups; both with --fuse-matvec's folds, 5 kernels a layer)
-# and decode itself at those rows (cuBLAS's products, the norms, RoPE and
-# SwiGLU kernels of their own), side by side: what the copies gain a server,
-# and where the row groups' limit (kMmaGroupRows) should lie (the first H200
-# run: 4 groups 0.69x cuBLAS's step at 32 rows). Last, with the budget the
-# peer left (KVPLAN_GPU_CHECK_STEPS=build,rows runs it alone).
+# matrix-vector kernels; decode.16: the products in 2 groups of 8 rows; both
+# with --fuse-matvec's folds, 5 kernels a layer; decode.32: cuBLAS's
+# products at 32 rows, bf16's past kMmaBf16Rows) and decode itself at those
+# rows (cuBLAS's products at 64, the norms, RoPE and SwiGLU kernels of their
+# own), side by side: what the copies gain a server, and whether the bf16 row
+# groups' limit (kMmaBf16Rows, 16) holds (the H200 runs of stop 45 and 46:
+# 4 groups 0.69x cuBLAS's step at 32 rows, 2 groups 1.00x at 16). Last, with
+# the budget the peer left (KVPLAN_GPU_CHECK_STEPS=build,rows runs it alone).
 if want rows; then
   t=$SECONDS
   begin rows

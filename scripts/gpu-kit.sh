@@ -181,11 +181,12 @@ if ((do_artifacts)); then
     "bench-llama-3.2-1b-b8|models/llama-3.2-1b.toml|--dtype bf16 --max-seq 1024 --max-batch 8"
     "bench-llama-3.2-1b-int8|models/llama-3.2-1b.toml|--dtype int8 --max-seq 1024"
     "bench-llama-3.2-1b-int4|models/llama-3.2-1b.toml|--dtype int4 --max-seq 1024"
-    # A plan for 64 sequences (gpu-check's optional rows step): 1 and 32 a
-    # step on the copies of decode that serve them (decode.1, decode.32: the
-    # folds, the products in groups of 8 rows) against decode's own rows
-    # (cuBLAS, the ops unfused).
-    "bench-llama-3.2-1b-b64|models/llama-3.2-1b.toml|--dtype bf16 --max-seq 1024 --max-batch 64"
+    # A plan for 64 sequences (gpu-check's optional rows step): 1, 16 and 32
+    # a step on the copies of decode that serve them (decode.1, decode.16:
+    # the folds, the products in groups of 8 rows; decode.32: cuBLAS at 32
+    # rows, bf16's past 16) against decode's own rows (cuBLAS at 64, the ops
+    # unfused).
+    "bench-llama-3.2-1b-b64|models/llama-3.2-1b.toml|--dtype bf16 --max-seq 1024 --max-batch 64 --decode-copies 1,8,16,32"
     # The benchmark's shape in f32: greedy ids against the CPU (gpu tests).
     "bench-llama-3.2-1b-f32|models/llama-3.2-1b.toml|--dtype f32 --max-seq 256 --prefill-chunk 64 --max-batch 1"
     # With @score (the prompt's log-probabilities; CudaRuntime.ScoreOnTheDevice).

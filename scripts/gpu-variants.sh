@@ -5,13 +5,17 @@
 # of scripts/gpu-kit.sh's spec for it) compiled with PATCH applied to this
 # tree, into .gpukit/artifacts/bench-llama-3.2-1b-NAME.kvp, and the kit's own
 # bench-llama-3.2-1b.kvp named its before (.gpukit/before/bench-llama-3.2-1b-NAME.base)
-# and what differs written beside it (NAME.what) for the report.
+# and what differs written beside it (NAME.what) for the report. SUFFIX:NAME=...
+# takes the kit's bench-llama-3.2-1b-SUFFIX instead (b8: batch 8, which the
+# before step benches at 8 sequences; int8, int4), into
+# bench-llama-3.2-1b-SUFFIX-NAME.kvp.
 # scripts/gpu-check.sh's before step then benches every variant against the
 # kit's kernels, alternately, in one run (KVPLAN_GPU_CHECK_STEPS=build,before
 # for that alone: about 20 s a variant on an H200).
 #
 #   scripts/gpu-variants.sh split-down=/tmp/split-down.patch unroll=/tmp/u.patch
 #   scripts/gpu-variants.sh l2p24='--l2-prefetch 24'
+#   scripts/gpu-variants.sh b8:old_mma=/tmp/old-mma.patch
 #
 # A patch is what `git diff` writes (codegen/cuda/Kernels.cuh, say); the tree
 # and build/bin/kvplan are put back after each, and a patch that does not
@@ -21,43 +25,51 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 kit=.gpukit
-base=$kit/artifacts/bench-llama-3.2-1b.kvp
 die() { echo "gpu-variants: error: $*" >&2; exit 1; }
-(($#)) || die "usage: $0 NAME=PATCH [NAME=PATCH ...]"
-[ -f "$base" ] || die "$base is missing: run scripts/gpu-kit.sh first"
+(($#)) || die "usage: $0 [SUFFIX:]NAME=PATCH [[SUFFIX:]NAME=--FLAGS ...]"
+# The kit's artifact a variant v ([SUFFIX:]NAME=...) is measured against.
+base_of() {
+  local head=${1%%=*}
+  [[ $head == *:* ]] && echo "bench-llama-3.2-1b-${head%%:*}" || echo bench-llama-3.2-1b
+}
 # The base must be this tree's kernels, or a variant measures more than its patch.
 if python3 scripts/gpu_check_report.py --check-kit-sources --kit "$kit" | grep -q WARNING; then
   die "the kit's artifacts come from other sources than this tree's: rerun scripts/gpu-kit.sh"
 fi
 for v in "$@"; do
   name=${v%%=*}
+  name=${name#*:}
   patch=${v#*=}
   [[ $v == *=* && $name =~ ^[A-Za-z0-9_]+$ ]] ||
-    die "'$v' is not NAME=PATCH or NAME=--FLAGS (NAME in letters, digits and _)"
+    die "'$v' is not [SUFFIX:]NAME=PATCH or [SUFFIX:]NAME=--FLAGS (NAME in letters, digits and _)"
+  base=$(base_of "$v")
+  [ -f "$kit/artifacts/$base.kvp" ] ||
+    die "$kit/artifacts/$base.kvp (for $name) is missing: run scripts/gpu-kit.sh first"
+  grep -q "\"$base|" scripts/gpu-kit.sh || die "scripts/gpu-kit.sh has no spec for $base"
   [[ $patch != --* ]] || continue
   [ -f "$patch" ] || die "$patch (for $name) does not exist"
   git apply --check "$patch" || die "$patch (for $name) does not apply to this tree"
 done
 
-# The model and flags gpu-kit.sh compiles the base with (its spec line), so a
-# variant differs from the base by its patch alone.
-spec=$(grep -o '"bench-llama-3.2-1b|[^"]*"' scripts/gpu-kit.sh | tr -d '"') ||
-  die "scripts/gpu-kit.sh has no spec for bench-llama-3.2-1b"
-IFS='|' read -r _ model flags <<<"$spec"
-
 restore() { cmake --build build --target kvplan > /dev/null; }
 mkdir -p "$kit/before"
 for v in "$@"; do
   name=${v%%=*}
+  name=${name#*:}
   patch=${v#*=}
-  out=$kit/artifacts/bench-llama-3.2-1b-$name.kvp
+  base=$(base_of "$v")
+  # The model and flags gpu-kit.sh compiles the base with (its spec line), so
+  # a variant differs from the base by its patch alone.
+  spec=$(grep -o "\"$base|[^\"]*\"" scripts/gpu-kit.sh | tr -d '"')
+  IFS='|' read -r _ model flags <<<"$spec"
+  out=$kit/artifacts/$base-$name.kvp
   if [[ $patch == --* ]]; then
     echo "gpu-variants: $name: compiling with $patch"
     # shellcheck disable=SC2086
     build/bin/kvplan compile "$model" --target cuda --arch sm_90a --weights none $flags $patch \
       -o "$out" || die "$name: the artifact failed to build"
-    echo bench-llama-3.2-1b > "$kit/before/bench-llama-3.2-1b-$name.base"
-    echo "$patch vs none" > "$kit/before/bench-llama-3.2-1b-$name.what"
+    echo "$base" > "$kit/before/$base-$name.base"
+    echo "$patch vs none" > "$kit/before/$base-$name.what"
     continue
   fi
   git apply "$patch"
@@ -66,8 +78,8 @@ for v in "$@"; do
      # shellcheck disable=SC2086
      build/bin/kvplan compile "$model" --target cuda --arch sm_90a --weights none $flags \
        -o "$out"; then
-    echo bench-llama-3.2-1b > "$kit/before/bench-llama-3.2-1b-$name.base"
-    echo "$(basename "$patch") applied vs this tree" > "$kit/before/bench-llama-3.2-1b-$name.what"
+    echo "$base" > "$kit/before/$base-$name.base"
+    echo "$(basename "$patch") applied vs this tree" > "$kit/before/$base-$name.what"
     git apply -R "$patch"
   else
     git apply -R "$patch"

@@ -488,15 +488,16 @@ def main(argv=None):
                      f"{f(pq, '{:,.0f}')} tok/s "
                      f"({f(ratio(pq, prefill), '{:.2f}x')} bf16's cuBLAS) |")
     if "rows" in steps or any(more["rows" + n] is not None for n in ("1", "16", "32")):
-        for n, what in (("1", "matrix-vector kernels"), ("16", "2 row groups"),
-                        ("32", "4 row groups")):
+        for n, what in (("1", "matrix-vector kernels, folds"), ("16", "2 row groups, folds"),
+                        ("32", "cuBLAS at 32 rows")):
             r = more["rows" + n] or {}
             copy = _num(r.get("decode_step_ms_graph"))
             whole = _num(r.get("decode_step_ms_whole_decode"))
             seqs = "1 sequence" if n == "1" else f"{n} sequences"
             lines.append(f"| kvplan decode in a plan for 64, {seqs}: "
-                         f"{r.get('decode_entry', 'its copy of decode')} ({what}, folds) vs decode "
-                         f"(cuBLAS, unfused) | {f(copy, '{:.3f} ms')} vs {f(whole, '{:.3f} ms')} a "
+                         f"{r.get('decode_entry', 'its copy of decode')} ({what}) vs decode "
+                         f"(cuBLAS at 64 rows, unfused) | {f(copy, '{:.3f} ms')} vs "
+                         f"{f(whole, '{:.3f} ms')} a "
                          f"step ({f(ratio(whole, copy), '{:.2f}x')}; {step_status('rows')}) |")
     if before is None and "before" in steps:
         lines.append(f"| kernels before the change, side by side | {step_status('before')} "

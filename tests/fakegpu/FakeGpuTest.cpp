@@ -88,7 +88,7 @@ const char *kGqa = "architecture = \"llama\"\nhidden_size = 128\nintermediate_si
 const char *kBatch3 = "weight_dtype = \"bf16\"\nmax_batch = 3\nmax_seq_len = 256\nprefill_chunk = 32";
 const char *kBatch1 = "weight_dtype = \"bf16\"\nmax_batch = 1\nmax_seq_len = 256\nprefill_chunk = 32";
 // The same in f16, whose products of more than 8 rows (the prefill chunks)
-// are cuBLAS's; bf16 ones take the tensor-core kernels up to 32 rows.
+// are cuBLAS's; bf16 ones take the tensor-core kernels up to 16 rows.
 const char *kBatch3F16 = "weight_dtype = \"f16\"\nmax_batch = 3\nmax_seq_len = 256\nprefill_chunk = 32";
 
 class FakeGpu : public ::testing::Test {
@@ -199,10 +199,10 @@ TEST_F(FakeGpu, RowGroupDecodeMatchesTheCpuRuntime) {
 // the CPU's step by step (on their rows of the CPU's decode or prefill), and
 // the engine's calls run on the smallest that holds them (1 sequence:
 // decode.1's matrix-vector kernels on CUDA cores; 3: decode.8's on tensor
-// cores; 20: decode.32's row groups; 36: decode's cuBLAS products; a prompt
-// of 5 tokens: prefill.8, of 20: prefill.32, of 40: prefill's cuBLAS
-// products), each row's logits following the CPU's, as they do with the
-// copies turned off.
+// cores; 20: decode.32's cuBLAS products of 32 rows (bf16 past 16 rows);
+// 36: decode's of 40; a prompt of 5 tokens: prefill.8, of 20: prefill.32,
+// of 40: prefill's cuBLAS products), each row's logits following the
+// CPU's, as they do with the copies turned off.
 TEST_F(FakeGpu, SmallerCopiesOfDecodeServeFewSequences) {
   Model m = build(kGqa, "weight_dtype = \"bf16\"\nmax_batch = 40\nmax_seq_len = 128\n"
                         "prefill_chunk = 48");
@@ -215,11 +215,11 @@ TEST_F(FakeGpu, SmallerCopiesOfDecodeServeFewSequences) {
                          [](const DeviceOp &op) { return op.kind == DeviceOp::gemm; });
   };
   EXPECT_GT(gemms("decode"), 0) << "bf16 products of 40 rows are cuBLAS's";
-  EXPECT_EQ(gemms("decode.32"), 0);
+  EXPECT_GT(gemms("decode.32"), 0) << "bf16 products of 32 rows are cuBLAS's";
   EXPECT_EQ(gemms("decode.8"), 0);
   EXPECT_EQ(gemms("decode.1"), 0);
   EXPECT_GT(gemms("prefill"), 0) << "bf16 products of 48 rows are cuBLAS's";
-  EXPECT_EQ(gemms("prefill.32"), 0);
+  EXPECT_GT(gemms("prefill.32"), 0);
   EXPECT_EQ(gemms("prefill.8"), 0);
   EXPECT_LT(m.code.program.entries.at("decode.8").ops.size(),
             m.code.program.entries.at("decode").ops.size())

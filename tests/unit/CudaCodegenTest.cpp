@@ -53,9 +53,11 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
     Plan withWorkspace = out.plan; // as compileModel leaves an artifact's
     withWorkspace.deviceWorkspaceBytes = mod.program.workspaceBytes;
     EXPECT_NO_THROW(checkCudaProgramFits(mod.program, withWorkspace.memoryBill()));
-    // Weights the tensor-core matrix-vector kernels take up to 32 rows.
+    // Weights the tensor-core matrix-vector kernels take up to 32 rows
+    // (bf16: 16, past which cuBLAS is faster).
     const DType wt = cfg.compile.weightDtype;
     const bool tensorCores = wt == DType::bf16 || wt == DType::i8 || wt == DType::i4;
+    const int64_t groupRows = wt == DType::bf16 ? 16 : 32;
     for (const auto &[name, ep] : out.plan.entryPoints) {
       SCOPED_TRACE(name);
       const std::string role = entryRole(name); // prefill.8: prefill's copy at 8 rows
@@ -79,10 +81,10 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
         }
         if (op.kind == DeviceOp::gemm) {
           ++gemms;
-          // cuBLAS only where the rows are many: up to 8 rows (bf16: 32), a
+          // cuBLAS only where the rows are many: up to 8 rows (bf16: 16), a
           // generated matrix-vector kernel (unless a row is not whole 16-byte
           // runs).
-          EXPECT_TRUE(op.staticRows > (op.weightType == DType::bf16 ? 32 : 8) ||
+          EXPECT_TRUE(op.staticRows > (op.weightType == DType::bf16 ? 16 : 8) ||
                       op.k % (16 / dtypeBytes(op.weightType)) != 0)
               << "step " << op.step << ": cuBLAS for " << op.staticRows << " rows";
           const OpKind k = ep.steps[size_t(op.step)].kind();
@@ -94,12 +96,12 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
         if (op.kind == DeviceOp::kernel && op.name.rfind("matvec_", 0) == 0) {
           // A matvec step (a product with its norm, SwiGLU, residual add or
           // RoPE and cache write folded in) is one matrix-vector kernel, up
-          // to 8 rows; bf16, int8 and int4 up to 32.
+          // to 8 rows; int8 and int4 up to 32, bf16 up to 16.
           ++products;
           EXPECT_EQ(ep.steps[size_t(op.step)].kind(),
                     ropeEpilogue ? OpKind::matVecRopeKVWrite : OpKind::matVec)
               << op.step;
-          EXPECT_LE(op.staticRows, tensorCores ? 32 : 8) << op.name;
+          EXPECT_LE(op.staticRows, tensorCores ? groupRows : 8) << op.name;
         }
         if (op.kind == DeviceOp::kernel && (op.name.rfind("matvec_", 0) == 0 ||
                                             op.name.rfind("linear_gemv_", 0) == 0)) {
@@ -107,7 +109,7 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
           // (matvecMma, matvecRopeKvMma), a block for every 16 features (8
           // RoPE pairs), up to 16 warps splitting K; else f32 products.
           // (Quantized rows that are not whole runs of 16 codes take
-          // quantGemv.) bf16, int8 and int4 at 9 to 32 rows: matvecMma (and
+          // quantGemv.) int8 and int4 at 9 to 32 rows, bf16 at 9 to 16: matvecMma (and
           // matvecRopeKvMma) in groups of 8 rows, block (group, 16 features),
           // the groups following the active rows.
           const size_t at = mod.source.find(" " + op.name + "(KvArgs a)");
@@ -136,7 +138,7 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
             EXPECT_EQ(op.grid[grouped ? 1 : 0], (features + 15) / 16) << op.name;
             if (grouped) {
               EXPECT_TRUE(tensorCores) << op.name;
-              EXPECT_LE(op.staticRows, 32) << op.name;
+              EXPECT_LE(op.staticRows, groupRows) << op.name;
               EXPECT_EQ(op.grid[0], (op.staticRows + 7) / 8) << op.name;
               EXPECT_EQ(op.rowsDim, 0) << op.name;
               EXPECT_EQ(op.rowsPerBlock, 8) << op.name;
@@ -153,8 +155,8 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
         if (op.kind == DeviceOp::kernel && op.name.rfind("linear_", 0) == 0) {
           // One kernel per linear or logits step (every output of a fused
           // weight), the matrix-vector one up to 8 rows (quantized weights
-          // in whole runs of 16 codes and bf16: up to 32); quantized weights
-          // always, 16-bit and f32 ones up to 8 rows (bf16: 32).
+          // in whole runs of 16 codes: up to 32; bf16: 16); quantized weights
+          // always, 16-bit and f32 ones up to 8 rows (bf16: 16).
           ++products;
           const Step &st = ep.steps[size_t(op.step)];
           const OpKind k = st.kind();
@@ -166,8 +168,8 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
           const bool quantized = w->dtype == DType::i8 || w->dtype == DType::i4;
           const bool gemv =
               op.staticRows <= 8 ||
-              (op.staticRows <= 32 && ((quantized && w->shape[1] % 16 == 0) ||
-                                       (w->dtype == DType::bf16 && w->shape[1] % 8 == 0)));
+              (op.staticRows <= 32 && quantized && w->shape[1] % 16 == 0) ||
+              (op.staticRows <= 16 && w->dtype == DType::bf16 && w->shape[1] % 8 == 0);
           EXPECT_EQ(op.name.rfind(gemv ? "linear_gemv_" : "linear_gemm_", 0), 0u)
               << op.name << " for " << op.staticRows << " rows";
         }
@@ -235,8 +237,8 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
         EXPECT_GE(mmaProducts, 2 * cfg.model.numLayers + 1);
       } else if (role == "prefill" && ep.rows >= 2 && ep.rows <= 8 && tensorCores) {
         EXPECT_GE(mmaProducts, wt == DType::bf16 ? cfg.model.numLayers : 0);
-      } else if (ep.rows > 8 && ep.rows <= 32 && tensorCores) {
-        // A prefill chunk of 32 rows: at least QKV and o (rows of the
+      } else if (ep.rows > 8 && ep.rows <= groupRows && tensorCores) {
+        // A prefill chunk of 16 or 32 rows: at least QKV and o (rows of the
         // hidden size) in groups of 8 rows, and with them their folds: every
         // layer's QKV with its norm, RoPE and the cache write
         // (llm.matvec_rope_kv_write), the first layer's o (the residual add)
@@ -248,7 +250,7 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
       } else {
         EXPECT_EQ(mmaProducts, 0);
       }
-      EXPECT_EQ(groupedProducts > 0, ep.rows > 8 && ep.rows <= 32 && tensorCores);
+      EXPECT_EQ(groupedProducts > 0, ep.rows > 8 && ep.rows <= groupRows && tensorCores);
       // Every shape's prefill chunk is whole tiles of 16 rows (as is its
       // copy for 32, not the one for 8): its attention is tiled; decode's
       // (rows of several sequences) and a chunk of 8 are split.
@@ -287,10 +289,10 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
       // for the fused QKV, o, gate|up and down of each layer, and the head,
       // each with the norm before it, the SwiGLU, residual add or RoPE and
       // cache write after it folded in: no norm, add, SwiGLU or RoPE step
-      // is left. bf16: nor a prefill chunk of up to 32 rows.
+      // is left. bf16: nor a prefill chunk of up to 16 rows.
       const int64_t run = 16 / dtypeBytes(cfg.compile.weightDtype);
       const bool folded =
-          (name == "decode" && ep.rows <= 8) || (wt == DType::bf16 && ep.rows <= 32);
+          (name == "decode" && ep.rows <= 8) || (wt == DType::bf16 && ep.rows <= groupRows);
       if (folded && cfg.model.hiddenSize % run == 0 &&
           cfg.model.intermediateSize % run == 0 && cfg.model.qDim() % run == 0) {
         EXPECT_EQ(gemms, 0);
