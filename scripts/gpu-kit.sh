@@ -27,9 +27,10 @@
 #                  gpu-check.sh's before step then benches the kernels from before
 #                  a change against the new ones side by side. Without it,
 #                  compiling the artifacts drops .gpukit/before/. Either way each
-#                  variant of a bench artifact the script lists (none now) goes into
-#                  artifacts/, and before/ holds NAME.base (the artifact it is
-#                  measured against) and NAME.what (what differs).
+#                  variant of a bench artifact the script lists (flags: none now;
+#                  patches: scripts/variants/*.patch) goes into artifacts/, and
+#                  before/ holds NAME.base (the artifact it is measured against)
+#                  and NAME.what (what differs).
 # Needs: apt-get and dpkg (Debian's archive reachable) for the packages, and
 # build/bin/kvplan (the full build: scripts/setup.sh) for the artifacts. Ship
 # the kit to the GPU machine by carrying .gpukit.tar.xz, which it writes last
@@ -356,7 +357,33 @@ fi
 
 echo "gpu-kit: $(du -sh "$kit" | cut -f1) in $kit (deps $(du -sh "$kit/deps" 2>/dev/null | cut -f1 || echo -)," \
      "artifacts $(du -sh "$kit/artifacts" 2>/dev/null | cut -f1 || echo -))"
-scripts/gpu-kit-pack.sh
+
+# --- kernel variants --------------------------------------------------------
+# Each scripts/variants/NAME.patch (what `git diff` writes, reverting a change
+# of the kernels not yet timed on a GPU) becomes a bench artifact compiled with
+# it applied, which gpu-check.sh's before step benches against the kit's own
+# side by side (scripts/gpu-variants.sh; a first line "# base: b8" measures it
+# at 8 sequences, on bench-llama-3.2-1b-b8). A patch that no longer applies is
+# reported and left out: the change it reverts was edited since, so rewrite it
+# or delete it. gpu-variants.sh packs the kit last.
+variant_args=()
+if ((do_artifacts)); then
+  for p in scripts/variants/*.patch; do
+    [ -f "$p" ] || continue
+    name=$(basename "$p" .patch)
+    suffix=$(sed -n '1s/^# base: *\([A-Za-z0-9_]*\)$/\1/p' "$p")
+    if git apply --check "$p" 2>/dev/null; then
+      variant_args+=("${suffix:+$suffix:}$name=$p")
+    else
+      echo "gpu-kit: WARNING: $p does not apply to this tree: no variant $name" >&2
+    fi
+  done
+fi
+if ((${#variant_args[@]})); then
+  scripts/gpu-variants.sh "${variant_args[@]}" || artifact_failures+=("variants")
+else
+  scripts/gpu-kit-pack.sh
+fi
 if ((${#artifact_failures[@]})); then
   echo "gpu-kit: ERROR: could not compile: ${artifact_failures[*]}" >&2
   exit 1

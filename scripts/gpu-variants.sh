@@ -17,7 +17,8 @@
 #   scripts/gpu-variants.sh l2p24='--l2-prefetch 24'
 #   scripts/gpu-variants.sh b8:old_mma=/tmp/old-mma.patch
 #
-# A patch is what `git diff` writes (codegen/cuda/Kernels.cuh, say); the tree
+# A patch is what `git diff` writes (codegen/cuda/Kernels.cuh, say), maybe
+# after lines "# base: SUFFIX" and "# what: TEXT" (the report's words); the tree
 # and build/bin/kvplan are put back after each, and a patch that does not
 # apply stops the script before anything is built. Needs a kit
 # (scripts/gpu-kit.sh) and the full build.
@@ -79,7 +80,9 @@ for v in "$@"; do
      build/bin/kvplan compile "$model" --target cuda --arch sm_90a --weights none $flags \
        -o "$out"; then
     echo "$base" > "$kit/before/$base-$name.base"
-    echo "$(basename "$patch") applied vs this tree" > "$kit/before/$base-$name.what"
+    # The patch's own "# what: ..." line before its diff, if it has one.
+    what=$(sed -n '/^diff /q; s/^# what: *//p' "$patch")
+    echo "${what:-$(basename "$patch") applied vs this tree}" > "$kit/before/$base-$name.what"
     git apply -R "$patch"
   else
     git apply -R "$patch"
