@@ -1859,18 +1859,19 @@ __device__ __forceinline__ void attnPages(const int *table, int t0, int stride, 
   }
 }
 
-/// A key slot's loads of those keys (attnPages' off): the lane's E-element
-/// runs sub, sub + L, ... of each key (kv) and value (vv).
+/// A key slot's loads of those keys (attnPages' off) from `from` on: the
+/// lane's E-element runs sub, sub + L, ... of each key (kv) and value (vv).
 template <class C, int G, int HD>
 __device__ __forceinline__ void attnData(const C *keys, const C *values,
                                          const long long (&off)[kAttnUnroll<G>], int t0,
                                          int stride, int end, int sub,
                                          float (&kv)[kAttnUnroll<G>][AttnLanes<C, HD>::D],
-                                         float (&vv)[kAttnUnroll<G>][AttnLanes<C, HD>::D]) {
+                                         float (&vv)[kAttnUnroll<G>][AttnLanes<C, HD>::D],
+                                         int from = 0) {
   using Ln = AttnLanes<C, HD>;
 #pragma unroll
   for (int u = 0; u < kAttnUnroll<G>; ++u)
-    if (t0 + u * stride < end)
+    if (t0 + u * stride >= from && t0 + u * stride < end)
 #pragma unroll
       for (int i = 0; i < Ln::PER; ++i) {
         const int c = sub + i * Ln::L;
@@ -2021,7 +2022,7 @@ __device__ __forceinline__ float attnMerged(const float *part, const float *ml, 
 /// output, in split order whichever it is, so no second kernel runs.
 /// p: q (f32, scaled here), cache, positions, page table, partial out,
 /// partial (max, sum), out, arrival counts (rows x KVH, 0 between calls).
-/// i: -, layer, table stride, splits.  d: scale.
+/// i: rows, layer, table stride, splits.  d: scale.
 template <class C, class O, int H, int KVH, int HD, int PS, long long PAGES, int WARPS>
 __device__ void attnPartial(const KvArgs &a) {
   using Ln = AttnLanes<C, HD>;
@@ -2036,9 +2037,10 @@ __device__ void attnPartial(const KvArgs &a) {
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, sub = lane % L;
   const int slot = warp * Ln::KPW + lane / L;
   // The row's position and page entries are the call's inputs, which only
-  // the copy before the first kernel writes: read while the kernel before
-  // finishes (pdlWait after them), so that two of the three memory latencies
-  // before the first score overlap it.
+  // the copy before the first kernel writes, and the keys before the call's
+  // own (earlier calls wrote them): read while the kernel before finishes
+  // (pdlWait after them), so that the three memory latencies before the
+  // first score overlap it.
   pdlLaunchDependents();
   const int pos = reinterpret_cast<const int *>(a.p[2])[r];
   O *out = reinterpret_cast<O *>(a.p[6]) + ((long long)r * H + kvh * G) * HD;
@@ -2055,15 +2057,21 @@ __device__ void attnPartial(const KvArgs &a) {
   const int *table = reinterpret_cast<const int *>(a.p[3]) + r * a.i[2];
   long long off[kAttnUnroll<G>];
   attnPages<G, KVH, HD, PS>(table, start + slot, SLOTS, end, off);
-  pdlWait();
-
   const C *cache = reinterpret_cast<const C *>(a.p[1]);
   const long long layer = a.i[1];
   const C *keys = cache + cacheOffset<C, KVH, HD, PS, PAGES>(layer, 0, 0, kvh, 0);
   const C *values = cache + cacheOffset<C, KVH, HD, PS, PAGES>(layer, 1, 0, kvh, 0);
-  // The slot's first keys and values in flight while the queries come in.
+  // The slot's first keys and values: those that earlier calls wrote before
+  // the wait, the rest after it, in flight while the queries come in. The
+  // kernel before (the QKV product) writes the call's rows' keys, and a
+  // sequence's rows in a call are consecutive positions ending at its last,
+  // so row r's own keys start no earlier than pos - (rows - 1) (batch 1:
+  // only pos, the key the step adds).
+  const int early = min(end, pos - ((int)a.i[0] - 1));
   float kv[kAttnUnroll<G>][D], vv[kAttnUnroll<G>][D];
-  attnData<C, G, HD>(keys, values, off, start + slot, SLOTS, end, sub, kv, vv);
+  attnData<C, G, HD>(keys, values, off, start + slot, SLOTS, early, sub, kv, vv);
+  pdlWait();
+  attnData<C, G, HD>(keys, values, off, start + slot, SLOTS, end, sub, kv, vv, early);
   const float scale = (float)a.d[0];
   const float *q = reinterpret_cast<const float *>(a.p[0]) + ((long long)r * H + kvh * G) * HD;
   for (int idx = tid; idx < G * HD; idx += WARPS * 32) qs[idx / HD][idx % HD] = q[idx] * scale;
