@@ -223,7 +223,8 @@ if ((do_artifacts)); then
     # The same model for the CPU: the gpu tests' reference (its plan differs
     # by the cuda target's own passes; the weights section is the same), less
     # the settings only the cuda target takes.
-    cpu_extra=$(sed -E 's/--l2-prefetch [0-9]+//' <<<"$extra")
+    cpu_extra=$(sed -E 's/--l2-prefetch [0-9]+//; s/--(decode|prefill)-copies [0-9,a-z]+//g' \
+      <<<"$extra")
     # shellcheck disable=SC2206
     twin=("$kvplan" compile "$model" --target cpu --weights none $cpu_extra -o "$art/$name.cpu.kvp")
     echo "gpu-kit: ${cmd[*]}"

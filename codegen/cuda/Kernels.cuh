@@ -1180,9 +1180,10 @@ __device__ __forceinline__ void mmaSteps(const MmaLane<W, X, NW, K, P> &l, int s
 /// MmaLane), are for the epilogue to leave: no load depends on a condition but
 /// at a K that is no whole number of steps of 32. The warp's steps go 4 at
 /// a time (2 with SwiGLU), their loads in flight together, each slot loading
-/// again as it is used (a ring), then one at a time. For each step of 32 elements of K, lane (g, t) reads 8
-/// of its weight rows (MmaFormat: bf16 and int8 the 8 from 8t on) and the
-/// same 8 of x's row g (one load each, f32 x two): a product sums over its
+/// again as it is used (a ring), then one at a time. For each step of 32
+/// elements of K, lane (g, t) reads 8 of its weight rows (MmaFormat: bf16
+/// and int8 the 8 from 8t on) and the same 8 of x's row g (one load each,
+/// f32 x two): a product sums over its
 /// 16 k, so which k an element takes does not matter as long as A and B
 /// agree, and mmaBf16's layout gives lane (g, t) the k 2t, 2t + 1, 2t + 8
 /// and 2t + 9 of A's rows g, g + 8 and of B's column g alike (the lane's
@@ -1882,6 +1883,25 @@ __device__ __forceinline__ void attnData(const C *keys, const C *values,
       }
 }
 
+/// A key slot's first keys t0, t0 + stride, ... (kAttnUnroll of them, those
+/// before end; attnPages, attnData) for attnPartial: those before `early`
+/// loaded before the wait for the kernel before, the rest after it. The
+/// kernel before (the QKV product) writes the call's rows' keys, and a
+/// sequence's rows in a call are consecutive positions ending at its last,
+/// so row r's own keys start no earlier than pos - (rows - 1): earlier
+/// calls wrote those before (at batch 1 all but the step's new key).
+template <class C, int G, int KVH, int HD, int PS>
+__device__ __forceinline__ void attnFirstKeys(const C *keys, const C *values, const int *table,
+                                              int t0, int stride, int early, int end, int sub,
+                                              float (&kv)[kAttnUnroll<G>][AttnLanes<C, HD>::D],
+                                              float (&vv)[kAttnUnroll<G>][AttnLanes<C, HD>::D]) {
+  long long off[kAttnUnroll<G>];
+  attnPages<G, KVH, HD, PS>(table, t0, stride, end, off);
+  attnData<C, G, HD>(keys, values, off, t0, stride, early, sub, kv, vv);
+  pdlWait();
+  attnData<C, G, HD>(keys, values, off, t0, stride, end, sub, kv, vv, early);
+}
+
 /// One key slot's walk over keys t = first, first + stride, ... < end (the
 /// warp runs while its first slot's t is within warpSpan of it) into
 /// attnKey, kAttnUnroll keys at a time (their pages' entries, then all their
@@ -2055,23 +2075,16 @@ __device__ void attnPartial(const KvArgs &a) {
   if (start > pos) return; // the merge reads only the splits a row has
   const int end = min(pos + 1, start + span);
   const int *table = reinterpret_cast<const int *>(a.p[3]) + r * a.i[2];
-  long long off[kAttnUnroll<G>];
-  attnPages<G, KVH, HD, PS>(table, start + slot, SLOTS, end, off);
   const C *cache = reinterpret_cast<const C *>(a.p[1]);
   const long long layer = a.i[1];
   const C *keys = cache + cacheOffset<C, KVH, HD, PS, PAGES>(layer, 0, 0, kvh, 0);
   const C *values = cache + cacheOffset<C, KVH, HD, PS, PAGES>(layer, 1, 0, kvh, 0);
-  // The slot's first keys and values: those that earlier calls wrote before
-  // the wait, the rest after it, in flight while the queries come in. The
-  // kernel before (the QKV product) writes the call's rows' keys, and a
-  // sequence's rows in a call are consecutive positions ending at its last,
-  // so row r's own keys start no earlier than pos - (rows - 1) (batch 1:
-  // only pos, the key the step adds).
+  // The slot's first keys and values in flight while the queries come in,
+  // those earlier calls wrote (before `early`) from before the wait.
   const int early = min(end, pos - ((int)a.i[0] - 1));
   float kv[kAttnUnroll<G>][D], vv[kAttnUnroll<G>][D];
-  attnData<C, G, HD>(keys, values, off, start + slot, SLOTS, early, sub, kv, vv);
-  pdlWait();
-  attnData<C, G, HD>(keys, values, off, start + slot, SLOTS, end, sub, kv, vv, early);
+  attnFirstKeys<C, G, KVH, HD, PS>(keys, values, table, start + slot, SLOTS, early, end, sub, kv,
+                                   vv);
   const float scale = (float)a.d[0];
   const float *q = reinterpret_cast<const float *>(a.p[0]) + ((long long)r * H + kvh * G) * HD;
   for (int idx = tid; idx < G * HD; idx += WARPS * 32) qs[idx / HD][idx % HD] = q[idx] * scale;
