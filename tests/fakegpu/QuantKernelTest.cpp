@@ -7,8 +7,10 @@
 // reading int8 and int4 codes, its rows ending in half a group. Inputs past
 // the active rows are NaN and outputs start as NaN, so a read too far or a
 // write missed shows. The same for the bf16 matrix-vector product on
-// tensor cores (matvecMma). And the emulator's tf32 products refuse what
-// the hardware does not define.
+// tensor cores (matvecMma), and for matvec over rows long enough that its
+// lanes' loads go round their ring several times, in every weight type.
+// And the emulator's tf32 products refuse what the hardware does not
+// define.
 #include "tests/fakegpu/EmuKernels.h"
 
 #include <algorithm>
