@@ -846,6 +846,14 @@ __device__ void matvec(const KvArgs &a) {
   mvLoadRuns<W, K, G, FPW, U>(w, j, F, lane, run);
   pdlWait();
   const int rows = (int)a.i[0];
+  // One row (the batch-1 step): lane 0's addends (the residual, which a
+  // kernel before wrote) are loaded before the weight stream, their latency
+  // hidden under it, not after the sums.
+  const float *addend = reinterpret_cast<const float *>(a.p[3]);
+  float early[FPW] = {};
+  if (ADD && R == 1 && lane == 0)
+#pragma unroll
+    for (int f = 0; f < FPW; ++f) early[f] = addend[j + f];
   float acc[G][R], ss[R];
   mvAccumulate<W, X, NW, K, G, FPW, R, NORM, U>(reinterpret_cast<const X *>(a.p[0]), w, j, F,
                                                 reinterpret_cast<const NW *>(a.p[2]), rows, lane,
@@ -860,7 +868,7 @@ __device__ void matvec(const KvArgs &a) {
     for (int f = 0; f < FPW; ++f) {
       float v = y[f];
       if (SWIGLU) v = y[f] / (1.0f + expf(-y[f])) * y[FPW + f];
-      if (ADD) v += reinterpret_cast<const float *>(a.p[3])[(long long)r * F + j + f];
+      if (ADD) v += R == 1 ? early[f] : addend[(long long)r * F + j + f];
       storeFeature<O, N0, N1, N2, false>(a, r, j + f, v);
     }
   }

@@ -483,7 +483,9 @@ struct MvProduct {
 // runs not whole rounds of the warp), U from 8 to 2 (with G weight rows a
 // warp: SwiGLU, several features a warp), 4 for a grid of many warps; f32,
 // bf16, int8 and int4 weights (a last group of 16), bf16 and f32 x, every
-// fold, and 5 of 8 rows (past them NaN, never written).
+// fold (at one row the addends of a warp's features loaded before the
+// weights: int4's down product, two features a warp), and 5 of 8 rows
+// (past them NaN, never written).
 TEST_F(QuantKernels, MatvecRingOverLongRowsMatchesADoublePrecisionReference) {
   const MvProduct kMv[] = {
       // bits, x bf16, K, outputs, rows built and active, warps, features a warp, folds
@@ -495,6 +497,7 @@ TEST_F(QuantKernels, MatvecRingOverLongRowsMatchesADoublePrecisionReference) {
       {"mv_i8", 8, false, 8208, 16, 0, 0, 1, 1, 4, 1, true, false, false, false},
       {"mv_i4", 4, false, 16400, 8, 0, 0, 1, 1, 4, 1, false, false, true, false},
       {"mv_i4_swiglu", 4, false, 8192, 16, 0, 0, 1, 1, 4, 2, true, true, false, false},
+      {"mv_i4_add", 4, false, 8192, 16, 0, 0, 1, 1, 2, 2, false, false, true, false},
       {"mv_many", 16, true, 2056, 2120, 0, 0, 1, 1, 8, 1, false, false, true, false},
       {"mv_short", 16, false, 1000, 9, 5, 3, 1, 1, 4, 1, false, false, false, true},
   };
