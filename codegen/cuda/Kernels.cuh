@@ -1203,10 +1203,13 @@ __device__ __forceinline__ void mmaSteps(const MmaLane<W, X, NW, K, P> &l, int s
 /// (p[2]) before the split, and its squares summed from the same loads.
 /// The first kMvPrefetch bytes of each weight row's share come into L2,
 /// and the first U steps' weights into registers, before the wait for the
-/// kernel before. p[0]: x; i[0]: rows.
-template <class W, class X, class NW, int K, int WARPS, int P, bool NORM, int AT>
+/// kernel before; afterWait() runs right after that wait (the caller's
+/// loads of what a kernel before wrote, ahead of the weight stream).
+/// p[0]: x; i[0]: rows.
+template <class W, class X, class NW, int K, int WARPS, int P, bool NORM, int AT, class AfterWait>
 __device__ __forceinline__ void mmaProducts(const KvArgs &a, const long long (&row)[P][2],
-                                            int r0, MmaSums<WARPS, P> &sums) {
+                                            int r0, MmaSums<WARPS, P> &sums,
+                                            const AfterWait &afterWait) {
   using F = MmaFormat<W>;
   constexpr bool SPLIT = sizeof(X) == 4;
   constexpr int STEPS = (K + 31) / 32, U = P == 2 ? 2 : 4;
@@ -1234,6 +1237,7 @@ __device__ __forceinline__ void mmaProducts(const KvArgs &a, const long long (&r
 #pragma unroll
     for (int u = 0; u < U; ++u) mmaLoadWeights(l, s0 + u, t, wv[u], scale[u], mn[u], on[u]);
   pdlWait();
+  afterWait();
   float acc[P][4] = {}, ss = 0.0f;
   int s = s0;
   // The U slots as a ring (matvec's mvAccumulate): once step s + u is
@@ -1293,10 +1297,20 @@ __device__ void matvecMma(const KvArgs &a) {
       const int j = j0 + g + 8 * h;
       row[p][h] = j < F ? j + p * F : 0; // past the weight: left
     }
-  mmaProducts<W, X, NW, K, WARPS, P, NORM, 1>(a, row, r0, sums);
   const int rows = (int)a.i[0] - r0;
+  const float *addend = reinterpret_cast<const float *>(a.p[3]);
+  // Where a thread has one output (blocks of 4 warps or more), its addend
+  // (the residual, which a kernel before wrote) is loaded right after the
+  // wait, ahead of the weight stream, not after the sums.
+  constexpr bool EARLY = ADD && WARPS * 32 >= kMmaFeatures * 8;
+  const int o0 = threadIdx.x;
+  float early = 0.0f;
+  mmaProducts<W, X, NW, K, WARPS, P, NORM, 1>(a, row, r0, sums, [&] {
+    if (EARLY && o0 < kMmaFeatures * 8 && o0 % 8 < rows && j0 + o0 / 8 < F)
+      early = addend[(long long)(r0 + o0 % 8) * F + j0 + o0 / 8];
+  });
   // Thread o: feature o / 8 of the block, row r0 + o % 8.
-  for (int o = threadIdx.x; o < kMmaFeatures * 8; o += WARPS * 32) {
+  for (int o = o0; o < kMmaFeatures * 8; o += WARPS * 32) {
     const int f = o / 8, r = o % 8, j = j0 + f;
     if (r >= rows || j >= F) continue;
     const float inv = sums.template inv<K, NORM>(r, a.d[0]);
@@ -1308,7 +1322,7 @@ __device__ void matvecMma(const KvArgs &a) {
     }
     float v = y[0];
     if (SWIGLU) v = y[0] / (1.0f + expf(-y[0])) * y[P - 1];
-    if (ADD) v += reinterpret_cast<const float *>(a.p[3])[(long long)(r0 + r) * F + j];
+    if (ADD) v += EARLY ? early : addend[(long long)(r0 + r) * F + j];
     storeFeature<O, N0, N1, N2, false>(a, r0 + r, j, v);
   }
 }
@@ -1755,7 +1769,7 @@ __device__ void matvecRopeKvMma(const KvArgs &a) {
     const int j = j0 + 2 * g + h;
     row[0][h] = j < F ? j : 0; // past the weight: left
   }
-  mmaProducts<W, X, NW, K, WARPS, 1, NORM, 3>(a, row, r0, sums);
+  mmaProducts<W, X, NW, K, WARPS, 1, NORM, 3>(a, row, r0, sums, [] {});
   const int rows = (int)a.i[0] - r0;
   // Thread o: pair o / 8 of the block, row r0 + o % 8.
   for (int o = threadIdx.x; o < kMmaFeatures / 2 * 8; o += WARPS * 32) {
