@@ -27,10 +27,9 @@
 #                  gpu-check.sh's before step then benches the kernels from before
 #                  a change against the new ones side by side. Without it,
 #                  compiling the artifacts drops .gpukit/before/. Either way each
-#                  variant of a bench artifact the script lists (flags: none now;
-#                  patches: scripts/variants/*.patch) goes into artifacts/, and
-#                  before/ holds NAME.base (the artifact it is measured against)
-#                  and NAME.what (what differs).
+#                  variant of a bench artifact (below: scripts/variants/*.patch)
+#                  goes into artifacts/, and before/ holds NAME.base (the
+#                  artifact it is measured against) and NAME.what (what differs).
 # Needs: apt-get and dpkg (Debian's archive reachable) for the packages, and
 # build/bin/kvplan (the full build: scripts/setup.sh) for the artifacts. Ship
 # the kit to the GPU machine by carrying .gpukit.tar.xz, which it writes last
@@ -237,34 +236,6 @@ if ((do_artifacts)); then
       artifact_failures+=("$name")
     fi
   done
-  # Settings measured against a bf16 bench artifact side by side (the
-  # check's before step): each variant is that artifact compiled with more
-  # flags, before/NAME.base names the artifact it is measured against (the
-  # kit carries one copy), and before/NAME.what what differs, for the report.
-  # base | name added | flags added | what the report says differs
-  # None now: --l2-prefetch 16 and 32, measured so on the H200 at stop 46 (0.94x
-  # and 0.86x), lost; a line such as
-  #   "bench-llama-3.2-1b|l2p16|--l2-prefetch 16|--l2-prefetch 16 vs none"
-  # brings one back (scripts/gpu-variants.sh NAME=--FLAGS for a try of one call).
-  variants=()
-  for v in "${variants[@]}"; do
-    IFS='|' read -r base vname flags what <<<"$v"
-    IFS='|' read -r _ model extra <<<"$(printf '%s\n' "${specs[@]}" | grep "^$base|")"
-    name=$base-$vname
-    # shellcheck disable=SC2206
-    cmd=("$kvplan" compile "$model" "${common[@]}" $extra $flags -o "$art/$name.kvp")
-    echo "gpu-kit: ${cmd[*]}"
-    if [ -f "$art/$base.kvp" ] && "${cmd[@]}" &&
-       "$kvplan" inspect --json "$art/$name.kvp" > "$art/$name.inspect.json"; then
-      mkdir -p "$kit/before"
-      printf '%s\n' "$base" > "$kit/before/$name.base"
-      printf '%s\n' "$what" > "$kit/before/$name.what"
-    else
-      echo "gpu-kit: FAILED: $name ($model $flags)" >&2
-      rm -f "$art/$name.kvp" "$art/$name.inspect.json"
-      artifact_failures+=("$name")
-    fi
-  done
 fi
 
 # --- prebuilt binaries ------------------------------------------------------
@@ -359,22 +330,23 @@ fi
 echo "gpu-kit: $(du -sh "$kit" | cut -f1) in $kit (deps $(du -sh "$kit/deps" 2>/dev/null | cut -f1 || echo -)," \
      "artifacts $(du -sh "$kit/artifacts" 2>/dev/null | cut -f1 || echo -))"
 
-# --- kernel variants --------------------------------------------------------
-# Each scripts/variants/NAME.patch (what `git diff` writes, reverting a change
-# of the kernels not yet timed on a GPU) becomes a bench artifact compiled with
-# it applied, which gpu-check.sh's before step benches against the kit's own
-# side by side (scripts/gpu-variants.sh; a first line "# base: b8" measures it
-# at 8 sequences, on bench-llama-3.2-1b-b8). A patch that no longer applies is
-# reported and left out: the change it reverts was edited since, so rewrite it
-# or delete it. gpu-variants.sh packs the kit last.
+# --- variants ---------------------------------------------------------------
+# Bench artifacts that gpu-check.sh's before step benches against the kit's
+# own side by side, made by scripts/gpu-variants.sh: settings, as
+# [SUFFIX:]NAME=--FLAGS (none now: --l2-prefetch 16 and 32 lost on the H200 at
+# stop 46, 0.94x and 0.86x; 'l2p16=--l2-prefetch 16' would bring one back),
+# and each scripts/variants/NAME.patch (what `git diff` writes, reverting a
+# change of the kernels not yet timed on a GPU; its "# base:" and "# what:"
+# lines, gpu-variants.sh's). A patch that no longer applies is reported and
+# left out: the change it reverts was edited since, so rewrite it or delete
+# it. gpu-variants.sh packs the kit last.
 variant_args=()
 if ((do_artifacts)); then
   for p in scripts/variants/*.patch; do
     [ -f "$p" ] || continue
     name=$(basename "$p" .patch)
-    suffix=$(sed -n '1s/^# base: *\([A-Za-z0-9_]*\)$/\1/p' "$p")
     if git apply --check "$p" 2>/dev/null; then
-      variant_args+=("${suffix:+$suffix:}$name=$p")
+      variant_args+=("$name=$p")
     else
       echo "gpu-kit: WARNING: $p does not apply to this tree: no variant $name" >&2
     fi

@@ -28,10 +28,16 @@ cd "$(dirname "$0")/.."
 kit=.gpukit
 die() { echo "gpu-variants: error: $*" >&2; exit 1; }
 (($#)) || die "usage: $0 [SUFFIX:]NAME=PATCH [[SUFFIX:]NAME=--FLAGS ...]"
-# The kit's artifact a variant v ([SUFFIX:]NAME=...) is measured against.
+# The kit's artifact a variant v ([SUFFIX:]NAME=...) is measured against: its
+# SUFFIX, else a patch's own "# base: SUFFIX" line before its diff.
 base_of() {
-  local head=${1%%=*}
-  [[ $head == *:* ]] && echo "bench-llama-3.2-1b-${head%%:*}" || echo bench-llama-3.2-1b
+  local head=${1%%=*} patch=${1#*=} suffix=
+  if [[ $head == *:* ]]; then
+    suffix=${head%%:*}
+  elif [[ $patch != --* && -f $patch ]]; then
+    suffix=$(sed -n '/^diff /q; s/^# base: *\([A-Za-z0-9_]*\)$/\1/p' "$patch")
+  fi
+  echo "bench-llama-3.2-1b${suffix:+-$suffix}"
 }
 # The base must be this tree's kernels, or a variant measures more than its patch.
 if python3 scripts/gpu_check_report.py --check-kit-sources --kit "$kit" | grep -q WARNING; then
