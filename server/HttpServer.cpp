@@ -399,7 +399,6 @@ bool Server::Impl::authorized(const httplib::Request &req, httplib::Response &re
 }
 
 void Server::Impl::log(const httplib::Request &req, const httplib::Response &res) {
-  metrics.request(res.status);
   if (!opts.logRequests || req.method != "POST") return;
   char line[512];
   if (record.generation && record.error.empty())
@@ -470,6 +469,11 @@ void Server::Impl::routes() {
     } catch (...) {
     }
     sendError(res, ApiError(500, what));
+  });
+  // Counted before the response is written, so a client that has its answer
+  // finds it in /metrics (the logger runs after the write, on the server's thread).
+  http.set_post_routing_handler([this](const httplib::Request &, httplib::Response &res) {
+    metrics.request(res.status);
   });
   http.set_logger([this](const httplib::Request &req, const httplib::Response &res) {
     log(req, res);
