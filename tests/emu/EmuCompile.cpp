@@ -6,10 +6,13 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
+#include <vector>
 
 namespace fs = std::filesystem;
 
@@ -22,12 +25,31 @@ std::string emuCudaIncludeDir() {
   return "";
 }
 
+bool emuSanitized() {
+  // An instrumented library needs the runtime in the process from its start:
+  // preloaded (the test binaries themselves are not instrumented) or linked.
+  return ::dlsym(RTLD_DEFAULT, "__asan_init") != nullptr;
+}
+
+namespace {
+
+/// The sanitized libraries' folders, kept until the process exits so that
+/// a report can name the kernel's source lines (it dies at the report).
+std::vector<std::unique_ptr<TempDir>> &keptScratch() {
+  static std::vector<std::unique_ptr<TempDir>> kept;
+  return kept;
+}
+
+} // namespace
+
 void *emuCompile(const std::string &source) {
   const std::string include = emuCudaIncludeDir();
   if (include.empty()) throw std::runtime_error("the emulator needs the CUDA headers");
-  const TempDir scratch("kvplan-emu");
-  if (!scratch.made()) throw std::runtime_error("cannot create a temporary folder for the emulator");
-  const fs::path &dir = scratch.path();
+  const bool asan = emuSanitized();
+  auto scratch = std::make_unique<TempDir>("kvplan-emu");
+  if (!scratch->made())
+    throw std::runtime_error("cannot create a temporary folder for the emulator");
+  const fs::path &dir = scratch->path();
   {
     std::ifstream tail(std::string(KVPLAN_SOURCE_DIR) + "/tests/emu/CudaEmuLaunch.inc");
     std::stringstream t;
@@ -36,10 +58,19 @@ void *emuCompile(const std::string &source) {
     f << source << "\n" << t.str();
   }
   const std::string so = (dir / "kernels.so").string();
-  const std::string cmd = "g++ -std=c++17 -O1 -shared -fPIC -w -I" + include + " -include " +
-                          std::string(KVPLAN_SOURCE_DIR) + "/tests/emu/CudaEmu.h -x c++ " +
-                          (dir / "kernels.cu").string() + " -o " + so + " > " +
-                          (dir / "log").string() + " 2>&1";
+  // Sanitized: every load and store of device memory checked (the fake
+  // runtime's allocations end where their bytes do); the fibers' frames are
+  // not (asan-stack=0: the emulator switches stacks itself). The compiler
+  // runs without the test's preloaded runtime.
+  const std::string flags =
+      asan ? "-g -fsanitize=address,alignment -fno-sanitize-recover=alignment "
+             "--param=asan-stack=0 -fno-omit-frame-pointer "
+           : "";
+  const std::string cmd = std::string(asan ? "env -u LD_PRELOAD " : "") +
+                          "g++ -std=c++17 -O1 -shared -fPIC -w " + flags + "-I" + include +
+                          " -include " + std::string(KVPLAN_SOURCE_DIR) +
+                          "/tests/emu/CudaEmu.h -x c++ " + (dir / "kernels.cu").string() +
+                          " -o " + so + " > " + (dir / "log").string() + " 2>&1";
   if (std::system(cmd.c_str()) != 0) {
     std::ifstream log(dir / "log");
     std::stringstream l;
@@ -47,9 +78,10 @@ void *emuCompile(const std::string &source) {
     throw std::runtime_error("compiling the generated source for the emulator failed:\n" +
                              l.str().substr(0, 4000));
   }
-  // The file can go once mapped.
   void *library = ::dlopen(so.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!library) throw std::runtime_error(std::string("dlopen: ") + ::dlerror());
+  // Otherwise the files can go once mapped.
+  if (asan) keptScratch().push_back(std::move(scratch));
   return library;
 }
 

@@ -143,14 +143,26 @@ cudaError_t cudaMemGetInfo(size_t *freeBytes, size_t *total) {
   *total = size_t(device.totalBytes);
   return cudaSuccess;
 }
+/// AddressSanitizer's (un)poisoning, where its runtime is in the process
+/// (KVPLAN_EMU_SANITIZE: tests/emu/EmuCompile.h); else null.
+using AsanRegion = void (*)(const volatile void *, size_t);
+AsanRegion asanRegion(const char *name) {
+  return reinterpret_cast<AsanRegion>(::dlsym(RTLD_DEFAULT, name));
+}
+
 cudaError_t cudaMalloc(void **p, size_t bytes) {
   if ((long long)bytes > device.freeBytes - allocated) return fail(cudaErrorMemoryAllocation);
   if (dry) {
     *p = ::mmap(nullptr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (*p == MAP_FAILED) return fail(cudaErrorMemoryAllocation);
   } else {
-    *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+    const size_t rounded = (bytes + 255) / 256 * 256;
+    *p = std::aligned_alloc(256, rounded);
     std::memset(*p, 0xa5, bytes); // device memory starts as garbage
+    // Sanitized kernels may not read the rounding either: the bytes past
+    // what was asked for belong to no buffer.
+    static const AsanRegion poison = asanRegion("__asan_poison_memory_region");
+    if (poison && rounded > bytes) poison(static_cast<char *>(*p) + bytes, rounded - bytes);
   }
   allocations[*p] = bytes;
   allocated += (long long)bytes;
@@ -162,8 +174,13 @@ cudaError_t cudaFree(void *p) {
   const size_t bytes = allocations[p];
   allocated -= (long long)bytes;
   allocations.erase(p);
-  if (dry) ::munmap(p, bytes);
-  else std::free(p);
+  if (dry) {
+    ::munmap(p, bytes);
+    return cudaSuccess;
+  }
+  static const AsanRegion unpoison = asanRegion("__asan_unpoison_memory_region");
+  if (unpoison) unpoison(p, (bytes + 255) / 256 * 256);
+  std::free(p);
   return cudaSuccess;
 }
 cudaError_t cudaMallocHost(void **p, size_t bytes) {
