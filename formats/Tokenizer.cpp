@@ -253,8 +253,15 @@ std::string fileExtension(const std::string &path) {
 // After each step, when nothing is held back, the window is cut down to the
 // shortest tail (at most kMaxContext ids) whose own decoding is non-empty and
 // ends `emitted`: from there on it decodes exactly as in place.
+StreamDecoder::StreamDecoder(const Tokenizer &tok, const std::vector<int32_t> &context)
+    : tok(tok) {
+  // The last few ids are context enough, as push() keeps no more.
+  ids.assign(context.end() - std::ptrdiff_t(std::min(context.size(), kMaxContext)),
+             context.end());
+  emitted = tok.decode(ids);
+}
+
 std::string StreamDecoder::push(int32_t id) {
-  constexpr size_t kMaxContext = 4; // a 4-byte character in byte pieces
   ids.push_back(id);
   std::string text = tok.decode(ids);
   size_t end = std::max(finalEnd(text), std::min(emitted.size(), text.size()));

@@ -44,12 +44,20 @@ public:
 class StreamDecoder {
 public:
   explicit StreamDecoder(const Tokenizer &tok) : tok(tok) {}
+  /// Continues after `context` (a prompt), whose text it does not emit:
+  /// the ids pushed then come out as decode(context + ids) has them after
+  /// the context's text, so a SentencePiece piece keeps its leading space
+  /// (which decode() drops at the start of its ids, and after BOS). The
+  /// context's text is the context's, also a character it leaves
+  /// incomplete: pushed ids that complete it add their bytes alone.
+  StreamDecoder(const Tokenizer &tok, const std::vector<int32_t> &context);
   /// The text that `id` completes (possibly empty).
   std::string push(int32_t id);
   /// Whatever is still held back (an incomplete UTF-8 tail).
   std::string flush();
 
 private:
+  static constexpr size_t kMaxContext = 4; // a 4-byte character in byte pieces
   const Tokenizer &tok;
   std::vector<int32_t> ids;
   std::string emitted; // decode(ids) already returned

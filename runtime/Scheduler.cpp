@@ -144,7 +144,8 @@ uint64_t Scheduler::submit(GenerationRequest request) {
   request.sampling.endTokens = q.sampling.minTokens > 0 ? q.stopIds : std::vector<int32_t>();
   auto r = std::make_unique<Request>(std::move(request)); // checks the sampling options
   r->tokens = r->req.prompt;
-  if (tokenizer) r->text = std::make_unique<StreamDecoder>(*tokenizer);
+  // The text goes on from the prompt's: a first piece keeps its leading space.
+  if (tokenizer) r->text = std::make_unique<StreamDecoder>(*tokenizer, r->req.prompt);
   std::lock_guard<std::mutex> lock(inboxMutex);
   r->id = nextId++;
   const uint64_t id = r->id;

@@ -741,6 +741,65 @@ TEST(StreamDecoder, KeepsTheSentencePieceLeadingSpaceRule) {
   }
 }
 
+TEST(StreamDecoder, ContinuesAfterAPrompt) {
+  for (const auto &tok : everyKind()) {
+    SCOPED_TRACE(tok->kind());
+    for (const std::string &s : allSentences()) {
+      const Ids ids = tok->encode(s, true);
+      const std::string whole = tok->decode(ids);
+      // Each cut between a prompt and what follows it where the prompt's
+      // text is whole and begins the whole text: what follows comes out
+      // as the rest of decode(all of it).
+      for (size_t cut = 1; cut < ids.size(); ++cut) {
+        const Ids prompt(ids.begin(), ids.begin() + std::ptrdiff_t(cut));
+        const std::string before = tok->decode(prompt);
+        if (whole.compare(0, before.size(), before) != 0 || !isCompleteUtf8(before) ||
+            before.find("\xEF\xBF\xBD") != std::string::npos)
+          continue;
+        StreamDecoder stream(*tok, prompt);
+        std::string after;
+        for (size_t i = cut; i < ids.size(); ++i) after += stream.push(ids[i]);
+        after += stream.flush();
+        EXPECT_EQ(after, whole.substr(before.size())) << s << " cut at " << cut;
+      }
+    }
+  }
+  // SentencePiece's leading space, which decode() drops from its first
+  // piece: a completion of "... a little" is " girl", as the prompt's
+  // text followed by it reads (and as vLLM and llama.cpp answer).
+  for (const char *rel : {"stories260K/tok512.model", "llama2-tokenizer/tokenizer.model",
+                          "llama2-tokenizer/tokenizer.bin"}) {
+    const std::string path = modelPath(rel);
+    if (!fs::exists(path)) continue;
+    auto tok = loadTokenizerFile(path);
+    SCOPED_TRACE(rel);
+    const Ids prompt = tok->encode("Once upon a time, there was a little", true);
+    const Ids whole = tok->encode("Once upon a time, there was a little girl", true);
+    ASSERT_TRUE(std::equal(prompt.begin(), prompt.end(), whole.begin()));
+    const Ids girl(whole.begin() + std::ptrdiff_t(prompt.size()), whole.end()); // "▁girl"...
+    StreamDecoder fresh(*tok), after(*tok, prompt), afterBos(*tok, {tok->bosId()});
+    std::string alone, continued, first;
+    for (int32_t id : girl) {
+      alone += fresh.push(id);
+      continued += after.push(id);
+      first += afterBos.push(id);
+    }
+    // SentencePiece's decode() drops the space at the start of its ids
+    // (llama2.c's only after BOS): why a stream must go on from the prompt.
+    if (tok->kind() == "sentencepiece") EXPECT_EQ(alone + fresh.flush(), "girl");
+    EXPECT_EQ(continued + after.flush(), " girl");
+    EXPECT_EQ(first + afterBos.flush(), "girl"); // at the start of a text, as decode()
+  }
+  // A character the prompt leaves incomplete is the prompt's: the ids
+  // that complete it add their own bytes, once the character is whole.
+  auto bytes = makeByteTokenizer(259);
+  StreamDecoder split(*bytes, {1, 'a' + 3, 0xF0 + 3, 0x9F + 3});
+  EXPECT_EQ(split.push(0x99 + 3), "");
+  EXPECT_EQ(split.push(0x82 + 3), "\x99\x82");
+  EXPECT_EQ(split.push('b' + 3), "b");
+  EXPECT_EQ(split.flush(), "");
+}
+
 /// Passes everything to another tokenizer and records how many ids each
 /// decode() call was given.
 class CountingTokenizer : public Tokenizer {

@@ -45,18 +45,19 @@ void printIds(const std::vector<int32_t> &ids, bool &first) {
 void addTokenizeCommand(CLI::App &app, Action &action) {
   auto *cmd = app.add_subcommand("tokenize", "Print the token ids of a text");
   auto path = std::make_shared<std::string>();
-  auto text = std::make_shared<std::vector<std::string>>();
+  auto text = std::make_shared<std::string>();
   auto noBos = std::make_shared<bool>(false);
   cmd->add_option("--tokenizer", *path, "A tokenizer file")->required();
   cmd->add_flag("--no-bos", *noBos, "Do not put BOS first");
-  cmd->add_option("text", *text, "The text (after --)")->required();
+  // One argument, as written: words as a list of arguments would be read
+  // with CLI11's "[a,b]" list syntax, which takes the brackets off an
+  // argument like "[INST] hi [/INST]" and splits it at its commas.
+  cmd->add_option("text", *text, "The text, as one argument (quote it; after --)")->required();
   cmd->callback([&action, path, text, noBos] {
     action = [path, text, noBos] {
-      std::string joined;
-      for (size_t i = 0; i < text->size(); ++i) joined += (i ? " " : "") + (*text)[i];
       std::unique_ptr<Tokenizer> t = loadTokenizerFile(*path);
       bool first = true;
-      printIds(t->encode(joined, !*noBos), first);
+      printIds(t->encode(*text, !*noBos), first);
       std::printf("\n");
       return 0;
     };
