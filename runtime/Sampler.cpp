@@ -1,5 +1,6 @@
 // Greedy, temperature, top-k and top-p sampling.
 #include "runtime/Sampler.h"
+#include "formats/Tokenizer.h"
 
 #include "runtime/cpu/Isa.h"
 #include "spec/ModelSpec.h"
@@ -21,6 +22,24 @@ int32_t argmax(const float *logits, int64_t vocab) {
   for (int64_t i = 1; i < vocab; ++i)
     if (logits[i] > logits[best]) best = i;
   return int32_t(best);
+}
+
+std::vector<std::vector<int32_t>> badWordSequences(const std::vector<std::string> &words,
+                                                   const Tokenizer &tok) {
+  std::vector<std::vector<int32_t>> out;
+  for (const std::string &word : words) {
+    const size_t from = word.find_first_not_of(" \t\n\r\f\v");
+    if (from == std::string::npos)
+      throw InputError("a bad word is empty or only white space");
+    const std::string bare = word.substr(from);
+    std::vector<int32_t> alone = tok.encode(bare, false);
+    if (alone.empty()) throw InputError("bad word '" + word + "' has no tokens");
+    std::vector<int32_t> spaced = tok.encode(" " + bare, false);
+    const bool inner = !spaced.empty() && spaced[0] != alone[0] && spaced.size() == alone.size();
+    out.push_back(std::move(alone));
+    if (inner) out.push_back(std::move(spaced));
+  }
+  return out;
 }
 
 Sampler::Sampler(const SamplingOptions &options) : opts(options), rng(options.seed) {

@@ -12,10 +12,13 @@
 #include <memory>
 #include <random>
 #include <set>
+#include <string>
 #include <utility>
 #include <vector>
 
 namespace kvplan {
+
+class Tokenizer;
 
 struct SamplingOptions {
   double temperature = 0.0; // 0: greedy
@@ -134,6 +137,14 @@ private:
   std::vector<float> penalizedRow;
   SchemaState schemaState; // JSON mode: where the text drawn so far is against the schema
 };
+
+/// vLLM's bad_words as SamplingOptions::badWords, tokenized as vLLM does:
+/// each word (leading white space dropped) alone, and after a space where
+/// that gives a different first token and as many tokens (the word inside
+/// a text). Throws InputError for a word that is only white space or has
+/// no tokens.
+std::vector<std::vector<int32_t>> badWordSequences(const std::vector<std::string> &words,
+                                                   const Tokenizer &tok);
 
 /// The index of the largest logit (the lowest index among equals).
 int32_t argmax(const float *logits, int64_t vocab);

@@ -137,25 +137,6 @@ int64_t promptScores(const ApiRequest &a, int64_t scoreRows) {
   return std::max(a.promptLogprobs, a.vllmPromptLogprobs);
 }
 
-/// vLLM's bad_words as token sequences, as vLLM tokenizes them: each word
-/// (leading white space dropped) alone, and after a space where that
-/// gives a different first token and as many tokens (a word inside text).
-std::vector<std::vector<int32_t>> badWordIds(const std::vector<std::string> &words,
-                                             const Tokenizer &tok) {
-  std::vector<std::vector<int32_t>> out;
-  for (const std::string &word : words) {
-    const std::string bare = word.substr(word.find_first_not_of(" \t\n\r\f\v"));
-    std::vector<int32_t> alone = tok.encode(bare, false);
-    if (alone.empty())
-      throw badField("bad_words", "bad word '" + word + "' has no tokens");
-    std::vector<int32_t> spaced = tok.encode(" " + bare, false);
-    const bool inner = !spaced.empty() && spaced[0] != alone[0] && spaced.size() == alone.size();
-    out.push_back(std::move(alone));
-    if (inner) out.push_back(std::move(spaced));
-  }
-  return out;
-}
-
 /// vLLM's stop_token_ids (ending the answer as an end-of-sequence id does,
 /// also with ignore_eos), allowed_token_ids and min_tokens, checked against
 /// the vocabulary and what the request may generate; with
@@ -601,7 +582,11 @@ Server::Impl::Prepared Server::Impl::prepare(const ApiRequest &a) const {
   if (!a.badWords.empty()) {
     if (!tokenizer)
       throw badField("bad_words", "bad_words need the model's tokenizer, and this model has none");
-    g.sampling.badWords = badWordIds(a.badWords, *tokenizer);
+    try {
+      g.sampling.badWords = badWordSequences(a.badWords, *tokenizer);
+    } catch (const InputError &e) {
+      throw badField("bad_words", e.what());
+    }
   }
   if (!g.stopStrings.empty() && !tokenizer)
     throw badField("stop", "stop sequences need a tokenizer, and this model has none");

@@ -8,6 +8,7 @@
 #include "runtime/JsonSchema.h"
 #include "runtime/Sampler.h"
 #include "runtime/Scheduler.h"
+#include "server/ChatTemplate.h"
 
 #include <nlohmann/json.hpp>
 
@@ -60,11 +61,57 @@ struct RunOptions {
   bool json = false;          // --json: the output is one JSON object
   std::string jsonSchemaFile; // --json-schema: one that this schema accepts
   SpeculateFlags speculate;
+  std::vector<std::string> stop, badWords; // --stop, --bad-words (each repeatable)
+  std::string stopTokenIds, logitBias, allowedTokenIds;
+  bool chat = false;                // --chat: -p is the user's message
+  std::string system, chatTemplate; // --system, --chat-template (with --chat)
 };
 
-/// The flags' own errors, before the model is loaded.
-void checkRunOptions(const RunOptions &o) {
+/// --logit-bias ID:BIAS,ID:BIAS,... (the ranges are the sampler's to check).
+std::vector<std::pair<int32_t, double>> parseLogitBias(const std::string &text) {
+  std::vector<std::pair<int32_t, double>> out;
+  std::stringstream list(text);
+  std::string item;
+  while (std::getline(list, item, ',')) {
+    const size_t colon = item.find(':');
+    const char *shape = "' is not ID:BIAS (a token id, a colon, a number: 13:-100)";
+    if (colon == std::string::npos) throw InputError("--logit-bias: '" + item + shape);
+    int32_t id = 0;
+    double bias = 0;
+    try {
+      const std::vector<int32_t> ids = parseIds(item.substr(0, colon), "--logit-bias");
+      if (ids.size() != 1) throw std::invalid_argument("not one id");
+      id = ids[0];
+      size_t used = 0;
+      bias = std::stod(item.substr(colon + 1), &used);
+      if (used != item.size() - colon - 1) throw std::invalid_argument("trailing");
+    } catch (const std::exception &) {
+      throw InputError("--logit-bias: '" + item + shape);
+    }
+    out.emplace_back(id, bias);
+  }
+  if (out.empty()) throw InputError("--logit-bias is empty: give ID:BIAS,... (13:-100)");
+  return out;
+}
+
+/// The flags' own errors, before the model is loaded; the token lists parsed.
+void checkRunOptions(RunOptions &o) {
+  if (!o.logitBias.empty()) o.sampling.logitBias = parseLogitBias(o.logitBias);
+  if (!o.allowedTokenIds.empty())
+    o.sampling.allowedTokens = parseIds(o.allowedTokenIds, "--allowed-token-ids");
   Sampler check(o.sampling);
+  if (!o.badWords.empty() && !o.sampling.allowedTokens.empty())
+    throw InputError("--bad-words with --allowed-token-ids: together they could leave no token "
+                     "to draw; leave the bad ones out of --allowed-token-ids");
+  if (!o.badWords.empty() && (o.json || !o.jsonSchemaFile.empty()))
+    throw InputError("--bad-words with --json or --json-schema: JSON's own mask decides which "
+                     "tokens may come, and the two could leave none; leave out --bad-words");
+  if (!o.chat && (!o.system.empty() || !o.chatTemplate.empty()))
+    throw InputError(std::string(o.system.empty() ? "--chat-template" : "--system") +
+                     " is for a chat: add --chat (-p is then the user's message)");
+  if (o.chat && !o.promptIds.empty())
+    throw InputError("--chat renders -p TEXT as the user's message in the model's chat "
+                     "template; --prompt-ids are a prompt already: give -p or leave out --chat");
   if (o.tokens < 0) throw InputError("-n must be 0 or more, got " + std::to_string(o.tokens));
   checkThreadsFlag(o.threads);
   if (!o.promptIds.empty() && o.promptGiven)
@@ -73,10 +120,11 @@ void checkRunOptions(const RunOptions &o) {
     throw InputError("--min-tokens is " + std::to_string(o.sampling.minTokens) +
                      " but -n asks for at most " + std::to_string(o.tokens) +
                      " tokens; lower --min-tokens or raise -n");
-  if (o.sampling.changesRow() && o.speculate.on())
-    throw InputError("--speculate with penalties or --min-tokens: speculative decoding's "
-                     "acceptance rule knows neither, so the request would only decode; leave "
-                     "out --speculate or the others");
+  if ((o.sampling.changesRow() || !o.badWords.empty()) && o.speculate.on())
+    throw InputError("--speculate with penalties, --logit-bias, --allowed-token-ids, "
+                     "--bad-words or --min-tokens: speculative decoding's acceptance rule knows "
+                     "none of them, so the request would only decode; leave out --speculate or "
+                     "the others");
   if ((o.json || !o.jsonSchemaFile.empty()) && o.speculate.on())
     throw InputError("--speculate with --json or --json-schema: JSON's mask is put on each row "
                      "on the host, and speculative decoding knows no mask, so the request would "
@@ -123,11 +171,47 @@ void holdToJson(RunOptions &o, const Runnable &r) {
   o.sampling.json = vocab;
 }
 
+/// --chat: the chat template --chat-template names, else the one the
+/// model's tokenizer shows.
+server::ChatTemplate chatTemplateOf(const RunOptions &o, const Runnable &r) {
+  if (!o.chatTemplate.empty()) {
+    const auto t = server::parseChatTemplate(o.chatTemplate);
+    if (!t)
+      throw InputError("--chat-template must be one of " +
+                       std::string(server::kChatTemplateNames) + ", got '" + o.chatTemplate +
+                       "'");
+    return *t;
+  }
+  const server::ChatTemplate t =
+      server::detectChatTemplate(r.tokenizer.get(), r.plan.model.architecture);
+  if (t == server::ChatTemplate::none)
+    throw InputError("--chat: this model's tokenizer shows no chat template (a base model?); "
+                     "name one with --chat-template " + std::string(server::kChatTemplateNames) +
+                     ", or leave out --chat");
+  return t;
+}
+
+/// --chat: the system message (--system) and the user's (-p) as the chat
+/// template has them, ending where the assistant's answer begins.
+std::vector<int32_t> chatPrompt(const RunOptions &o, const Runnable &r) {
+  const Tokenizer &tok = requireTokenizer(r);
+  std::vector<server::ChatMessage> messages;
+  if (!o.system.empty()) messages.push_back({"system", o.system});
+  messages.push_back({"user", o.prompt});
+  try {
+    return server::tokenizeChat(tok, server::renderChat(chatTemplateOf(o, r), messages));
+  } catch (const server::ApiError &e) {
+    throw InputError(std::string("--chat: ") + e.what());
+  }
+}
+
 /// The prompt's ids, checked against the model's vocabulary and context.
 std::vector<int32_t> preparePrompt(const RunOptions &o, const Runnable &r) {
   std::vector<int32_t> prompt;
   if (!o.promptIds.empty())
     prompt = parseIds(o.promptIds, "--prompt-ids");
+  else if (o.chat)
+    prompt = chatPrompt(o, r);
   else
     prompt = requireTokenizer(r).encode(o.prompt, !o.noBos);
   if (prompt.empty())
@@ -145,22 +229,64 @@ std::vector<int32_t> preparePrompt(const RunOptions &o, const Runnable &r) {
   return prompt;
 }
 
-/// The model's end-of-sequence ids and the tokenizer's.
-std::vector<int32_t> stopIds(const Runnable &r) {
-  const std::vector<int64_t> &eos = r.plan.model.eosTokenIds;
-  std::vector<int32_t> ids(eos.begin(), eos.end());
-  if (r.tokenizer)
-    for (int32_t id : r.tokenizer->eosIds()) ids.push_back(id);
-  return ids;
+/// A flag's token id checked against the model's vocabulary.
+void checkTokenId(int32_t id, const char *flag, const Runnable &r) {
+  if (id >= r.plan.model.vocabSize)
+    throw InputError(std::string(flag) + " names token " + std::to_string(id) +
+                     ", outside the vocabulary [0, " + std::to_string(r.plan.model.vocabSize) +
+                     ")");
 }
 
-/// Writes the prompt, then each token as it is generated, flushed at once:
-/// ids with --print-ids, else text when there is a tokenizer, else the
-/// generated ids alone.
+/// Where generation stops and what it may not draw: the model's and the
+/// tokenizer's end-of-sequence ids and, with --chat, the turn's end (unless
+/// --ignore-eos); --stop-token-ids and --stop (always); the token flags
+/// checked against the vocabulary, --bad-words tokenized.
+void holdToStops(RunOptions &o, const Runnable &r, GenerationRequest &req) {
+  if (!o.ignoreEos) {
+    for (int64_t id : r.plan.model.eosTokenIds) req.stopIds.push_back(int32_t(id));
+    if (r.tokenizer)
+      for (int32_t id : r.tokenizer->eosIds()) req.stopIds.push_back(id);
+    if (o.chat) {
+      const server::TurnEnd end = server::turnEnd(chatTemplateOf(o, r), *r.tokenizer);
+      req.stopIds.insert(req.stopIds.end(), end.ids.begin(), end.ids.end());
+      req.stopStrings = end.strings;
+    }
+  }
+  if (!o.stopTokenIds.empty())
+    for (int32_t id : parseIds(o.stopTokenIds, "--stop-token-ids")) {
+      checkTokenId(id, "--stop-token-ids", r);
+      req.stopIds.push_back(id);
+    }
+  for (const std::string &s : o.stop) {
+    if (s.empty()) throw InputError("--stop is empty: give the text that ends the answer");
+    req.stopStrings.push_back(s);
+  }
+  if (!o.stop.empty() && !r.tokenizer)
+    throw InputError("--stop needs the model's tokenizer to know the text, and this model has "
+                     "none: give --tokenizer FILE, or stop at ids with --stop-token-ids");
+  for (const auto &[id, bias] : o.sampling.logitBias) checkTokenId(id, "--logit-bias", r);
+  for (int32_t id : o.sampling.allowedTokens) checkTokenId(id, "--allowed-token-ids", r);
+  if (!o.badWords.empty()) {
+    if (!r.tokenizer)
+      throw InputError("--bad-words needs the model's tokenizer, and this model has none: give "
+                       "--tokenizer FILE, or ban ids with --logit-bias ID:-100");
+    try {
+      o.sampling.badWords = badWordSequences(o.badWords, *r.tokenizer);
+    } catch (const InputError &e) {
+      throw InputError(std::string("--bad-words: ") + e.what());
+    }
+  }
+}
+
+/// Writes the prompt (unless --chat, whose template's markup is not the
+/// user's), then each token as it is generated, flushed at once: ids with
+/// --print-ids, else text when there is a tokenizer (the scheduler's, which
+/// goes on from the prompt's and holds back what could begin a --stop
+/// string), else the generated ids alone.
 class TokenWriter {
 public:
-  TokenWriter(bool ids, const Tokenizer *tok) : ids(ids) {
-    if (!ids && tok) stream = std::make_unique<StreamDecoder>(*tok);
+  TokenWriter(bool ids, const Tokenizer *tok) : ids(ids), text(tok && !ids) {
+    if (text) stream = std::make_unique<StreamDecoder>(*tok);
   }
   void prompt(const std::vector<int32_t> &prompt) {
     if (ids)
@@ -169,27 +295,33 @@ public:
       for (int32_t id : prompt) emit(stream->push(id));
     std::fflush(stdout);
   }
-  void generated(int32_t id) {
+  /// A generated token, and the text the scheduler sends with it.
+  void generated(int32_t id, const std::string &piece) {
     if (ids)
       printIds({id}, first);
-    else if (stream)
-      emit(stream->push(id));
+    else if (text)
+      emit(piece);
     else
       std::printf("%s%d", count == 0 ? "" : " ", id);
     ++count;
     std::fflush(stdout);
   }
+  /// The text the scheduler sends as the generation ends (held back so far).
+  void last(const std::string &piece) {
+    if (text) emit(piece);
+  }
   void finish() {
-    if (stream) emit(stream->flush());
+    // The prompt's incomplete last character, where no token completed it.
+    if (stream && count == 0) emit(stream->flush());
     std::printf("\n");
     std::fflush(stdout);
   }
 
 private:
-  bool ids;
-  std::unique_ptr<StreamDecoder> stream;
-  bool first = true; // for printIds
-  int64_t count = 0; // generated tokens written
+  bool ids, text;
+  std::unique_ptr<StreamDecoder> stream; // the prompt's
+  bool first = true;  // for printIds
+  int64_t count = 0;  // generated tokens written
 };
 
 struct Generation {
@@ -200,33 +332,29 @@ struct Generation {
 };
 
 /// One request through the scheduler (and so the prefix cache): prefill,
-/// then decode until -n tokens, an end-of-sequence id (unless --ignore-eos)
-/// or a full context.
-Generation generate(Engine &engine, const Tokenizer *tok, const std::vector<int32_t> &prompt,
-                    const std::vector<int32_t> &stop, const RunOptions &o, TokenWriter &out,
-                    Speculation *spec) {
+/// then decode until -n tokens, a stop (holdToStops) or a full context.
+/// `req` holds the prompt, the sampling and the stops.
+Generation generate(Engine &engine, const Tokenizer *tok, GenerationRequest req,
+                    const RunOptions &o, TokenWriter &out, Speculation *spec) {
   Generation g;
   if (o.tokens == 0) return g;
-  GenerationRequest req;
-  req.prompt = prompt;
-  req.sampling = o.sampling;
-  const int64_t room = engine.maxSeqLen() - int64_t(prompt.size());
+  const int64_t room = engine.maxSeqLen() - int64_t(req.prompt.size());
   if (room <= 0) {
     g.contextFull = true;
     return g;
   }
   req.maxNewTokens = std::min(o.tokens, room);
-  if (!o.ignoreEos) req.stopIds = stop;
   const bool capped = req.maxNewTokens < o.tokens;
   const auto t0 = Clock::now();
   Clock::time_point first = t0;
   req.onEvent = [&](const TokenEvent &e) {
     if (e.token < 0) {
+      out.last(e.text);
       g.contextFull = capped && e.reason == FinishReason::length;
       return;
     }
     if (g.generated++ == 0) first = Clock::now();
-    out.generated(e.token);
+    out.generated(e.token, e.text);
   };
   SchedulerOptions so;
   if (spec) {
@@ -275,7 +403,10 @@ int runGenerate(RunOptions o, bool verbose) {
   o.speculate.prepare(target);
   Runnable r = loadRunnable(target, verbose);
   holdToJson(o, r);
-  const std::vector<int32_t> prompt = preparePrompt(o, r);
+  GenerationRequest req;
+  req.prompt = preparePrompt(o, r);
+  holdToStops(o, r, req);
+  req.sampling = o.sampling;
   const ExecOptions exec{o.threads, !o.noGraphs};
   checkExecFlags(r, exec, o.speculate.draftModel());
   Engine engine(makeExecutor(r, exec), {!o.noPrefixCache});
@@ -283,14 +414,15 @@ int runGenerate(RunOptions o, bool verbose) {
   Speculation spec;
   if (o.speculate.on()) spec = makeSpeculation(o.speculate, r, engine, o.sampling, exec, verbose);
   TokenWriter out(o.printIds, r.tokenizer.get());
-  out.prompt(prompt);
-  const Generation g = generate(engine, r.tokenizer.get(), prompt, stopIds(r), o, out,
+  if (!o.chat || o.printIds) out.prompt(req.prompt);
+  const size_t promptTokens = req.prompt.size();
+  const Generation g = generate(engine, r.tokenizer.get(), std::move(req), o, out,
                                 o.speculate.on() ? &spec : nullptr);
   out.finish();
   if (g.contextFull)
     std::fprintf(stderr, "[stopped: the context of %lld tokens is full]\n",
                  (long long)engine.maxSeqLen());
-  if (o.stats) printStats(g, prompt.size(), engine.executor());
+  if (o.stats) printStats(g, promptTokens, engine.executor());
   return 0;
 }
 
@@ -340,6 +472,30 @@ void addRunCommand(CLI::App &app, const GlobalOptions &global, Action &action) {
   cmd->add_option("--json-schema", o->jsonSchemaFile,
                   "Generate one JSON object that the JSON schema in this file accepts "
                   "(structured output, as serve's response_format json_schema)");
+  // allow_extra_args(false): one string an occurrence, and not CLI11's
+  // "[a,b]" list syntax, which would take the brackets off "[/INST]".
+  cmd->add_option("--stop", o->stop,
+                  "Stop where the text comes to this string, which is not printed (repeatable; "
+                  "needs a tokenizer)")
+      ->allow_extra_args(false);
+  cmd->add_option("--stop-token-ids", o->stopTokenIds,
+                  "Stop at these token ids, as at end-of-sequence (also with --ignore-eos): 7,9");
+  cmd->add_option("--logit-bias", o->logitBias,
+                  "Add to these tokens' logits, each in [-100, 100]: 13:-100,42:2.5 (-100 all "
+                  "but bans a token)");
+  cmd->add_option("--allowed-token-ids", o->allowedTokenIds,
+                  "Draw only these token ids: 5,6,7");
+  cmd->add_option("--bad-words", o->badWords,
+                  "Never generate this word (repeatable; its tokens alone and after a space, as "
+                  "vLLM's bad_words; needs a tokenizer)")
+      ->allow_extra_args(false);
+  cmd->add_flag("--chat", o->chat,
+                "-p is the user's message in the model's chat template, and generation stops "
+                "at the turn's end; only the answer is printed");
+  cmd->add_option("--system", o->system, "With --chat: the system message");
+  cmd->add_option("--chat-template", o->chatTemplate,
+                  std::string("With --chat: the template (") + server::kChatTemplateNames +
+                      "; default: the one the model's tokenizer shows)");
   o->speculate.add(cmd);
   o->model.addRunnableWeights(cmd);
   cmd->callback([&action, &global, o, p] {
