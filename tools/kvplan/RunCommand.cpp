@@ -428,6 +428,34 @@ int runGenerate(RunOptions o, bool verbose) {
 
 } // namespace
 
+/// run's flags for where generation stops, what it may draw, and --chat.
+void addStopAndChatFlags(CLI::App *cmd, RunOptions &o) {
+  // allow_extra_args(false): one string an occurrence, and not CLI11's
+  // "[a,b]" list syntax, which would take the brackets off "[/INST]".
+  cmd->add_option("--stop", o.stop,
+                  "Stop where the text comes to this string, which is not printed (repeatable; "
+                  "needs a tokenizer)")
+      ->allow_extra_args(false);
+  cmd->add_option("--stop-token-ids", o.stopTokenIds,
+                  "Stop at these token ids, as at end-of-sequence (also with --ignore-eos): 7,9");
+  cmd->add_option("--logit-bias", o.logitBias,
+                  "Add to these tokens' logits, each in [-100, 100]: 13:-100,42:2.5 (-100 all "
+                  "but bans a token)");
+  cmd->add_option("--allowed-token-ids", o.allowedTokenIds,
+                  "Draw only these token ids: 5,6,7");
+  cmd->add_option("--bad-words", o.badWords,
+                  "Never generate this word (repeatable; its tokens alone and after a space, as "
+                  "vLLM's bad_words; needs a tokenizer)")
+      ->allow_extra_args(false);
+  cmd->add_flag("--chat", o.chat,
+                "-p is the user's message in the model's chat template, and generation stops "
+                "at the turn's end; only the answer is printed");
+  cmd->add_option("--system", o.system, "With --chat: the system message");
+  cmd->add_option("--chat-template", o.chatTemplate,
+                  std::string("With --chat: the template (") + server::kChatTemplateNames +
+                      "; default: the one the model's tokenizer shows)");
+}
+
 void addRunCommand(CLI::App &app, const GlobalOptions &global, Action &action) {
   auto *cmd = app.add_subcommand("run", "Generate text from an artifact or a model");
   auto o = std::make_shared<RunOptions>();
@@ -472,30 +500,7 @@ void addRunCommand(CLI::App &app, const GlobalOptions &global, Action &action) {
   cmd->add_option("--json-schema", o->jsonSchemaFile,
                   "Generate one JSON object that the JSON schema in this file accepts "
                   "(structured output, as serve's response_format json_schema)");
-  // allow_extra_args(false): one string an occurrence, and not CLI11's
-  // "[a,b]" list syntax, which would take the brackets off "[/INST]".
-  cmd->add_option("--stop", o->stop,
-                  "Stop where the text comes to this string, which is not printed (repeatable; "
-                  "needs a tokenizer)")
-      ->allow_extra_args(false);
-  cmd->add_option("--stop-token-ids", o->stopTokenIds,
-                  "Stop at these token ids, as at end-of-sequence (also with --ignore-eos): 7,9");
-  cmd->add_option("--logit-bias", o->logitBias,
-                  "Add to these tokens' logits, each in [-100, 100]: 13:-100,42:2.5 (-100 all "
-                  "but bans a token)");
-  cmd->add_option("--allowed-token-ids", o->allowedTokenIds,
-                  "Draw only these token ids: 5,6,7");
-  cmd->add_option("--bad-words", o->badWords,
-                  "Never generate this word (repeatable; its tokens alone and after a space, as "
-                  "vLLM's bad_words; needs a tokenizer)")
-      ->allow_extra_args(false);
-  cmd->add_flag("--chat", o->chat,
-                "-p is the user's message in the model's chat template, and generation stops "
-                "at the turn's end; only the answer is printed");
-  cmd->add_option("--system", o->system, "With --chat: the system message");
-  cmd->add_option("--chat-template", o->chatTemplate,
-                  std::string("With --chat: the template (") + server::kChatTemplateNames +
-                      "; default: the one the model's tokenizer shows)");
+  addStopAndChatFlags(cmd, *o);
   o->speculate.add(cmd);
   o->model.addRunnableWeights(cmd);
   cmd->callback([&action, &global, o, p] {
