@@ -247,7 +247,7 @@ std::string fileExtension(const std::string &path) {
 } // namespace
 
 // The window `ids` starts with a little context that has already been
-// returned; `emitted` is the part of decode(ids) returned so far. Decoding
+// returned (or, given to the constructor, is the prompt's); `emitted` is the part of decode(ids) returned so far. Decoding
 // the window with that context in front keeps the sentencepiece rule that
 // only the text's first piece loses its leading space from firing mid-stream.
 // After each step, when nothing is held back, the window is cut down to the

@@ -291,8 +291,12 @@ public:
   void prompt(const std::vector<int32_t> &prompt) {
     if (ids)
       printIds(prompt, first);
-    else if (stream)
+    else if (stream) {
       for (int32_t id : prompt) emit(stream->push(id));
+      // A last character the prompt leaves incomplete, as its bytes: the
+      // answer's bytes that complete it follow them.
+      emit(stream->flush());
+    }
     std::fflush(stdout);
   }
   /// A generated token, and the text the scheduler sends with it.
@@ -311,8 +315,6 @@ public:
     if (text) emit(piece);
   }
   void finish() {
-    // The prompt's incomplete last character, where no token completed it.
-    if (stream && count == 0) emit(stream->flush());
     std::printf("\n");
     std::fflush(stdout);
   }
