@@ -158,7 +158,10 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
   } else {
     const size_t rounded = (bytes + 255) / 256 * 256;
     *p = std::aligned_alloc(256, rounded);
-    std::memset(*p, 0xa5, bytes); // device memory starts as garbage
+    // Device memory starts as garbage: all bits set, a NaN in every float
+    // type and -1 in every signed integer, so that a kernel reading what
+    // nothing wrote spoils what it computes rather than adding a tiny number.
+    std::memset(*p, 0xff, bytes);
     // Sanitized kernels may not read the rounding either: the bytes past
     // what was asked for belong to no buffer.
     static const AsanRegion poison = asanRegion("__asan_poison_memory_region");
