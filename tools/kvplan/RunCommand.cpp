@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iostream>
 #include <optional>
 #include <sstream>
 #include <unistd.h>
@@ -64,6 +65,7 @@ struct RunOptions {
   std::vector<std::string> stop, badWords; // --stop, --bad-words (each repeatable)
   std::string stopTokenIds, logitBias, allowedTokenIds;
   bool chat = false;                // --chat: -p is the user's message
+  bool interactive = false;         // -i: a conversation, a message a line of stdin
   std::string system, chatTemplate; // --system, --chat-template (with --chat)
 };
 
@@ -96,6 +98,7 @@ std::vector<std::pair<int32_t, double>> parseLogitBias(const std::string &text) 
 
 /// The flags' own errors, before the model is loaded; the token lists parsed.
 void checkRunOptions(RunOptions &o) {
+  if (o.interactive) o.chat = true;
   if (!o.logitBias.empty()) o.sampling.logitBias = parseLogitBias(o.logitBias);
   if (!o.allowedTokenIds.empty())
     o.sampling.allowedTokens = parseIds(o.allowedTokenIds, "--allowed-token-ids");
@@ -109,6 +112,8 @@ void checkRunOptions(RunOptions &o) {
   if (!o.chat && (!o.system.empty() || !o.chatTemplate.empty()))
     throw InputError(std::string(o.system.empty() ? "--chat-template" : "--system") +
                      " is for a chat: add --chat (-p is then the user's message)");
+  if (o.interactive && o.printIds)
+    throw InputError("--interactive prints the answers as text; leave out --print-ids");
   if (o.chat && !o.promptIds.empty())
     throw InputError("--chat renders -p TEXT as the user's message in the model's chat "
                      "template; --prompt-ids are a prompt already: give -p or leave out --chat");
@@ -191,18 +196,29 @@ server::ChatTemplate chatTemplateOf(const RunOptions &o, const Runnable &r) {
   return t;
 }
 
-/// --chat: the system message (--system) and the user's (-p) as the chat
-/// template has them, ending where the assistant's answer begins.
-std::vector<int32_t> chatPrompt(const RunOptions &o, const Runnable &r) {
+/// --chat: the conversation as the chat template has it, ending where the
+/// assistant's answer begins.
+std::vector<int32_t> chatIds(const RunOptions &o, const Runnable &r,
+                             const std::vector<server::ChatMessage> &messages) {
   const Tokenizer &tok = requireTokenizer(r);
-  std::vector<server::ChatMessage> messages;
-  if (!o.system.empty()) messages.push_back({"system", o.system});
-  messages.push_back({"user", o.prompt});
   try {
     return server::tokenizeChat(tok, server::renderChat(chatTemplateOf(o, r), messages));
   } catch (const server::ApiError &e) {
     throw InputError(std::string("--chat: ") + e.what());
   }
+}
+
+/// The conversation's first messages: --system's, if given.
+std::vector<server::ChatMessage> systemMessages(const RunOptions &o) {
+  if (o.system.empty()) return {};
+  return {{"system", o.system}};
+}
+
+/// --chat: the system message (--system) and the user's (-p).
+std::vector<int32_t> chatPrompt(const RunOptions &o, const Runnable &r) {
+  std::vector<server::ChatMessage> messages = systemMessages(o);
+  messages.push_back({"user", o.prompt});
+  return chatIds(o, r, messages);
 }
 
 /// The prompt's ids, checked against the model's vocabulary and context.
@@ -327,6 +343,7 @@ private:
 };
 
 struct Generation {
+  std::string text; // what the scheduler sent
   int64_t generated = 0;
   double prefillS = 0, decodeS = 0;
   bool contextFull = false;
@@ -350,6 +367,7 @@ Generation generate(Engine &engine, const Tokenizer *tok, GenerationRequest req,
   const auto t0 = Clock::now();
   Clock::time_point first = t0;
   req.onEvent = [&](const TokenEvent &e) {
+    g.text += e.text;
     if (e.token < 0) {
       out.last(e.text);
       g.contextFull = capped && e.reason == FinishReason::length;
@@ -397,6 +415,60 @@ void printStats(const Generation &g, size_t promptTokens, Executor &exec) {
                  (long long)s->proposed, s->tokensPerVerify());
 }
 
+/// The next user message of --interactive: -p first where given, then each
+/// line of standard input that is not blank ("> " on stderr where it is a
+/// terminal); false at the end of the input.
+bool nextMessage(const RunOptions &o, bool &first, std::string &message) {
+  if (first) {
+    first = false;
+    if (!o.prompt.empty()) {
+      message = o.prompt;
+      return true;
+    }
+  }
+  static const bool tty = isatty(0);
+  do {
+    if (tty) std::fputs("> ", stderr);
+    if (!std::getline(std::cin, message)) return false;
+  } while (message.find_first_not_of(" \t\r") == std::string::npos);
+  return true;
+}
+
+/// --interactive: a conversation, each user message answered in the chat
+/// template with the whole conversation before it as the prompt (whose
+/// pages the prefix cache mostly holds from the turn before), until the
+/// end of the input or of the context. `base` holds the stops and sampling.
+int converse(const RunOptions &o, const Runnable &r, Engine &engine,
+             const GenerationRequest &base, Speculation *spec) {
+  std::vector<server::ChatMessage> messages = systemMessages(o);
+  bool first = true;
+  std::string message;
+  while (nextMessage(o, first, message)) {
+    messages.push_back({"user", message});
+    GenerationRequest req = base;
+    req.prompt = chatIds(o, r, messages);
+    if (int64_t(req.prompt.size()) >= engine.maxSeqLen()) {
+      std::fprintf(stderr,
+                   "[the conversation has %zu tokens, and the context holds %lld: it ends "
+                   "here; compile with a larger --max-seq for longer ones]\n",
+                   req.prompt.size(), (long long)engine.maxSeqLen());
+      return 1;
+    }
+    TokenWriter out(false, r.tokenizer.get());
+    const size_t promptTokens = req.prompt.size();
+    const Generation g = generate(engine, r.tokenizer.get(), std::move(req), o, out, spec);
+    out.finish();
+    if (o.stats) printStats(g, promptTokens, engine.executor());
+    // The answer as the next prompt has it: without the white space around
+    // it, as chat templates strip a message's content.
+    const size_t from = g.text.find_first_not_of(" \t\r\n"),
+                 to = g.text.find_last_not_of(" \t\r\n");
+    messages.push_back(
+        {"assistant", from == std::string::npos ? "" : g.text.substr(from, to - from + 1)});
+  }
+  return 0;
+}
+
 int runGenerate(RunOptions o, bool verbose) {
   checkRunOptions(o);
   // The schema before the model loads, so that its errors come first.
@@ -406,7 +478,7 @@ int runGenerate(RunOptions o, bool verbose) {
   Runnable r = loadRunnable(target, verbose);
   holdToJson(o, r);
   GenerationRequest req;
-  req.prompt = preparePrompt(o, r);
+  if (!o.interactive) req.prompt = preparePrompt(o, r);
   holdToStops(o, r, req);
   req.sampling = o.sampling;
   const ExecOptions exec{o.threads, !o.noGraphs};
@@ -415,6 +487,7 @@ int runGenerate(RunOptions o, bool verbose) {
   if (verbose) std::fprintf(stderr, "running on %s\n", engine.executor().describe().c_str());
   Speculation spec;
   if (o.speculate.on()) spec = makeSpeculation(o.speculate, r, engine, o.sampling, exec, verbose);
+  if (o.interactive) return converse(o, r, engine, req, o.speculate.on() ? &spec : nullptr);
   TokenWriter out(o.printIds, r.tokenizer.get());
   if (!o.chat || o.printIds) out.prompt(req.prompt);
   const size_t promptTokens = req.prompt.size();
@@ -452,6 +525,10 @@ void addStopAndChatFlags(CLI::App *cmd, RunOptions &o) {
   cmd->add_flag("--chat", o.chat,
                 "-p is the user's message in the model's chat template, and generation stops "
                 "at the turn's end; only the answer is printed");
+  cmd->add_flag("-i,--interactive", o.interactive,
+                "A conversation (--chat): each line of standard input is the user's next "
+                "message (-p, if given, the first), answered with the whole conversation "
+                "before it; ends at the end of the input");
   cmd->add_option("--system", o.system, "With --chat: the system message");
   cmd->add_option("--chat-template", o.chatTemplate,
                   std::string("With --chat: the template (") + server::kChatTemplateNames +
