@@ -58,11 +58,12 @@ void *emuCompile(const std::string &source) {
   }
   const std::string so = (dir / "kernels.so").string();
   // Sanitized: every load and store of device memory checked (the fake
-  // runtime's allocations end where their bytes do); the fibers' frames are
-  // not (asan-stack=0: the emulator switches stacks itself). The compiler
-  // runs without the test's preloaded runtime.
+  // runtime's allocations end where their bytes do), and UBSan's checks,
+  // alignment among them; the fibers' frames are not (asan-stack=0: the
+  // emulator switches stacks itself). The compiler runs without the test's
+  // preloaded runtime.
   const std::string flags =
-      asan ? "-g -fsanitize=address,alignment -fno-sanitize-recover=alignment "
+      asan ? "-g -fsanitize=address,undefined -fno-sanitize-recover=undefined "
              "--param=asan-stack=0 -fno-omit-frame-pointer "
            : "";
   const std::string cmd = std::string(asan ? "env -u LD_PRELOAD " : "") +

@@ -9,10 +9,11 @@ namespace kvplan {
 /// The folder holding cuda_bf16.h, or "" when this build found none.
 std::string emuCudaIncludeDir();
 
-/// Whether emulated kernels are built with AddressSanitizer: wherever its
-/// runtime is in the process (LD_PRELOAD=$(g++ -print-file-name=libasan.so),
-/// as the emu-asan tests run), so that a load or store outside an allocation
-/// of the fake runtime (or a test's buffer) is reported where it happens.
+/// Whether emulated kernels are built with AddressSanitizer and UBSan:
+/// wherever ASan's runtime is in the process (LD_PRELOAD=$(g++
+/// -print-file-name=libasan.so), as the emu-asan tests run), so that a load
+/// or store outside an allocation of the fake runtime (or a test's buffer),
+/// a misaligned one or undefined behaviour is reported where it happens.
 bool emuSanitized();
 
 /// Compiles `source` with the host compiler (CudaEmu.h forced in front,
