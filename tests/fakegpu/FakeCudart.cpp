@@ -144,7 +144,7 @@ cudaError_t cudaMemGetInfo(size_t *freeBytes, size_t *total) {
   return cudaSuccess;
 }
 /// AddressSanitizer's (un)poisoning, where its runtime is in the process
-/// (KVPLAN_EMU_SANITIZE: tests/emu/EmuCompile.h); else null.
+/// (preloaded for the sanitized emulator: tests/emu/EmuCompile.h); else null.
 using AsanRegion = void (*)(const volatile void *, size_t);
 AsanRegion asanRegion(const char *name) {
   return reinterpret_cast<AsanRegion>(::dlsym(RTLD_DEFAULT, name));
