@@ -259,6 +259,11 @@ StreamDecoder::StreamDecoder(const Tokenizer &tok, const std::vector<int32_t> &c
   ids.assign(context.end() - std::ptrdiff_t(std::min(context.size(), kMaxContext)),
              context.end());
   emitted = tok.decode(ids);
+  // A lossy decoder's U+FFFD for an incomplete last character is no text
+  // yet: the character comes out whole once pushed ids complete it (a raw
+  // decoder's partial bytes are the context's own, as they are).
+  const std::string_view pending = "\xEF\xBF\xBD";
+  while (endsWith(emitted, pending)) emitted.resize(emitted.size() - pending.size());
 }
 
 std::string StreamDecoder::push(int32_t id) {

@@ -49,7 +49,9 @@ public:
   /// the context's text, so a SentencePiece piece keeps its leading space
   /// (which decode() drops at the start of its ids, and after BOS). The
   /// context's text is the context's, also a character it leaves
-  /// incomplete: pushed ids that complete it add their bytes alone.
+  /// incomplete: pushed ids that complete it add their bytes alone, where
+  /// decode() gives the bytes; where it writes U+FFFD for them (a lossy
+  /// decoder, SentencePiece's), the character comes out whole.
   StreamDecoder(const Tokenizer &tok, const std::vector<int32_t> &context);
   /// The text that `id` completes (possibly empty).
   std::string push(int32_t id);

@@ -798,6 +798,19 @@ TEST(StreamDecoder, ContinuesAfterAPrompt) {
   EXPECT_EQ(split.push(0x82 + 3), "\x99\x82");
   EXPECT_EQ(split.push('b' + 3), "b");
   EXPECT_EQ(split.flush(), "");
+  // A decoder that writes U+FFFD for the incomplete character: it comes out
+  // whole (else the completing ids' text would not begin with the prompt's).
+  const std::string lossyPath = modelPath("stories260K/tok512.model");
+  if (fs::exists(lossyPath)) {
+    auto lossy = loadTokenizerFile(lossyPath);
+    const Ids prompt{1, 'a' + 3, 0xF0 + 3, 0x9F + 3};
+    ASSERT_EQ(lossy->decode(prompt), "a\xEF\xBF\xBD\xEF\xBF\xBD");
+    StreamDecoder whole(*lossy, prompt);
+    EXPECT_EQ(whole.push(0x99 + 3), "");
+    EXPECT_EQ(whole.push(0x82 + 3), "\xF0\x9F\x99\x82");
+    EXPECT_EQ(whole.push('b' + 3), "b");
+    EXPECT_EQ(whole.flush(), "");
+  }
 }
 
 /// Passes everything to another tokenizer and records how many ids each
