@@ -16,6 +16,10 @@
 
 namespace kvplan {
 
+/// U+FFFD in UTF-8: what a lossy decoder writes for bytes that are no
+/// character (yet).
+constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
+
 namespace tokenizer_detail {
 
 size_t utf8SequenceLength(unsigned char lead) {
@@ -58,7 +62,6 @@ void appendUtf8(std::string &out, uint32_t cp) {
 }
 
 std::string utf8Lossy(std::string_view s) {
-  static const char kReplacement[] = "\xEF\xBF\xBD";
   std::string out;
   out.reserve(s.size());
   size_t i = 0;
@@ -215,7 +218,6 @@ bool endsWith(std::string_view s, std::string_view suffix) {
 /// decoder's stand-in for bytes that a later token may complete) and before
 /// an incomplete UTF-8 sequence (a raw decoder's partial character).
 size_t finalEnd(std::string_view text) {
-  static constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
   size_t end = text.size();
   // Sentencepiece writes one U+FFFD per pending byte, so hold them all.
   while (endsWith(text.substr(0, end), kReplacement))
@@ -262,8 +264,7 @@ StreamDecoder::StreamDecoder(const Tokenizer &tok, const std::vector<int32_t> &c
   // A lossy decoder's U+FFFD for an incomplete last character is no text
   // yet: the character comes out whole once pushed ids complete it (a raw
   // decoder's partial bytes are the context's own, as they are).
-  const std::string_view pending = "\xEF\xBF\xBD";
-  while (endsWith(emitted, pending)) emitted.resize(emitted.size() - pending.size());
+  while (endsWith(emitted, kReplacement)) emitted.resize(emitted.size() - kReplacement.size());
 }
 
 std::string StreamDecoder::push(int32_t id) {

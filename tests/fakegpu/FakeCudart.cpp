@@ -150,13 +150,16 @@ AsanRegion asanRegion(const char *name) {
   return reinterpret_cast<AsanRegion>(::dlsym(RTLD_DEFAULT, name));
 }
 
+/// What cudaMalloc allocates for `bytes`: whole 256-byte blocks, as a GPU's.
+size_t allocated256(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
 cudaError_t cudaMalloc(void **p, size_t bytes) {
   if ((long long)bytes > device.freeBytes - allocated) return fail(cudaErrorMemoryAllocation);
   if (dry) {
     *p = ::mmap(nullptr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (*p == MAP_FAILED) return fail(cudaErrorMemoryAllocation);
   } else {
-    const size_t rounded = (bytes + 255) / 256 * 256;
+    const size_t rounded = allocated256(bytes);
     *p = std::aligned_alloc(256, rounded);
     // Device memory starts as garbage: all bits set, a NaN in every float
     // type and -1 in every signed integer, so that a kernel reading what
@@ -182,7 +185,7 @@ cudaError_t cudaFree(void *p) {
     return cudaSuccess;
   }
   static const AsanRegion unpoison = asanRegion("__asan_unpoison_memory_region");
-  if (unpoison) unpoison(p, (bytes + 255) / 256 * 256);
+  if (unpoison) unpoison(p, allocated256(bytes));
   std::free(p);
   return cudaSuccess;
 }
