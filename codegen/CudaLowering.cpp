@@ -277,19 +277,11 @@ private:
 
   /// A launch of a matvecMma-style kernel `name` (matvecMma,
   /// matvecRopeKvMma) of `warps` warps over `slices` slices of
-  /// kMmaFeatures weight rows: block a slice, or in groups of rows
-  /// (mmaRowGroups) block (group of kGemvRows rows of `rowsOf`, slice), the
-  /// groups following the active rows.
-  void mmaKernel(const std::string &name, int64_t slices, bool grouped, int64_t warps,
-                 const Operand &rowsOf, std::vector<DeviceRef> ptrs, std::vector<int64_t> ints,
-                 double eps) {
-    if (!grouped) {
-      kernel(name, {slices, 1, 1}, warps * 32, -1, rowsOf, std::move(ptrs), std::move(ints), {eps});
-      return;
-    }
-    kernel(name, {ceilDiv(rowsOf.rows(), kGemvRows), slices, 1}, warps * 32, 0, rowsOf,
-           std::move(ptrs), std::move(ints), {eps});
-    out.ops.back().rowsPerBlock = kGemvRows;
+  /// kMmaFeatures weight rows: block a slice, for all the rows of `rowsOf`
+  /// (in tiles of kGemvRows past that: mmaTiled).
+  void mmaKernel(const std::string &name, int64_t slices, int64_t warps, const Operand &rowsOf,
+                 std::vector<DeviceRef> ptrs, std::vector<int64_t> ints, double eps) {
+    kernel(name, {slices, 1, 1}, warps * 32, -1, rowsOf, std::move(ptrs), std::move(ints), {eps});
   }
   /// A launch of `name` over `grid`; along `rowsDim` the grid follows the
   /// active rows when `rowsOf` has the entry point's rows.
@@ -358,10 +350,11 @@ private:
   bool matvecKernel(const char *prefix, const WeightEntry &w, const MatVecOp &op);
   void matvecChecks(const std::string &at, const WeightEntry &w, int64_t rows, const Operand &input,
                     bool norm);
-  /// The kernel flags of a matvec's folds and the letters that tag its
-  /// wrapper's name.
+  /// The kernel flags of a matvec's folds and matvecMma's `tiles` of
+  /// kGemvRows rows (from 2: mvTiles), and the letters that tag its
+  /// wrapper's name (tiles: "r" and their number).
   static std::pair<std::string, std::string> matvecFlags(
-      std::initializer_list<std::tuple<bool, const char *, char>> folds);
+      std::initializer_list<std::tuple<bool, const char *, char>> folds, int64_t tiles);
   /// Whether the matvec kernel takes `rows` rows of weights `w`: at most
   /// kGemvRows, each whole 16-byte runs of weights (int8 and int4: runs of
   /// 16 codes, the last group maybe half).
@@ -403,33 +396,33 @@ private:
     const bool type = w.dtype == DType::bf16 || !isFloatDType(w.dtype);
     return type && rows >= 2 && matvecTakes(w, rows);
   }
-  /// Whether a product runs on matvecMma in groups of kGemvRows rows
-  /// (kMvRowGroups): int8 and int4 weights at more rows, up to
-  /// kMmaGroupRows, bf16 ones up to kMmaBf16Rows, where matvecMma takes
-  /// their rows (matvecTakes). Its
-  /// groups of one slice of features run side by side, so each slice comes
-  /// from memory about once and from L2 the other times, and the products
-  /// keep --fuse-matvec's folds (a layer five kernels, not nine or ten).
-  /// int8 and int4: the tiled product (quantGemm) has one tile of 64 rows
-  /// for every 64 features there (Llama-3.2-1B's o product: 32 blocks for
-  /// 132 multiprocessors), each waiting on a group of K at a time, while
-  /// matvecMma keeps every multiprocessor streaming weights. A group costs
-  /// int8 about 4.4 and int4 about 9.4 PTX instructions a byte of weights
-  /// (docs/cuda.md), so at 4 groups the kernel is bound by issue rather
-  /// than memory (at about 2.5 times the memory time for int8), and past
-  /// that the tiled product's reuse of the weights should win. bf16: 0.25
-  /// to 1.9 a group, so 4 groups issue at most about the memory time (an
-  /// H200's 0.57 warp instructions a clock per instruction a byte; cuBLAS,
-  /// the alternative, takes no folds), but each group reads the weights
-  /// again from L2, and on an H200 cuBLAS's step at 32 rows was 1.45 times
-  /// as fast (at 16 the same). The slices of features are the grid's y, at
-  /// most kMaxGridY (CUDA's limit).
-  static bool mmaRowGroups(const WeightEntry &w, int64_t rows) {
+  /// Whether a product of more than kGemvRows rows runs on matvecMma, its
+  /// rows in tiles of kGemvRows (mvTiles, mmaTiles): int8 and int4 weights
+  /// up to kMmaGroupRows, bf16 ones up to kMmaBf16Rows, where matvecMma
+  /// takes their rows (matvecTakes). A block reads its slice of the weights
+  /// once for all the tiles (and decodes int8 and int4 codes once), and the
+  /// products keep --fuse-matvec's folds (a layer five kernels, not nine or
+  /// ten). Until 2026-12-05 a block took one group of 8 rows (the groups of
+  /// a slice side by side in the grid), so each group read the weights
+  /// again from L2 and decoded them again: on an H200 Llama-3.2-1B's bf16
+  /// decode step at 32 rows took 2.88 ms in 4 groups, 1.99 on cuBLAS (at 16
+  /// rows 1.90 against 1.90), and bf16 went back to cuBLAS past 16 rows.
+  /// Each tile still loads its own rows of x, splits them into two bf16
+  /// parts and multiplies: about 1 (o, down) to 1.9 (QKV, the head) PTX
+  /// instructions a byte of bf16 weights a tile, int8 about 3.5 and int4
+  /// about 7 more than bf16's for the codes' decoding, which the tiles now
+  /// share (docs/cuda.md). int8 and int4: the tiled product (quantGemm) has
+  /// one tile of 64 rows for every 64 features there (Llama-3.2-1B's o
+  /// product: 32 blocks for 132 multiprocessors), each waiting on a group
+  /// of K at a time, while matvecMma keeps every multiprocessor streaming
+  /// weights.
+  static bool mmaTiled(const WeightEntry &w, int64_t rows) {
     const int64_t most = w.dtype == DType::bf16 ? kMmaBf16Rows : kMmaGroupRows;
     return (w.dtype == DType::bf16 || !isFloatDType(w.dtype)) && rows > kGemvRows &&
-           rows <= most && matvecTakes(w, kGemvRows) &&
-           ceilDiv(w.shape[0], kMmaFeatures) <= kMaxGridY;
+           rows <= most && matvecTakes(w, kGemvRows);
   }
+  /// matvecMma's tiles of kGemvRows rows for a product of `rows`.
+  static int64_t mmaTiles(int64_t rows) { return ceilDiv(rows, kGemvRows); }
   /// The blocks a multiprocessor must hold at once for matvecMma's grid of
   /// `blocks` (Specialisations::wrapper's minBlocks): one where the grid is
   /// no more than an H100's or H200's multiprocessors (its blocks of up to
@@ -437,13 +430,14 @@ private:
   /// ptxas otherwise keeps 64 registers for two blocks a multiprocessor and
   /// spills; Llama-3.2-1B's int4 o and down at 8 rows, 128 blocks); else
   /// ptxas's choice.
-  /// In groups of rows (mmaRowGroups), blocks enough for 16 warps a
-  /// multiprocessor (at most 128 registers a thread): left to itself, ptxas
-  /// kept 64 to 80 and spilled 16 to 32 bytes (Llama-3.2-1B's int4 gate|up
-  /// with its norm and SwiGLU, and down with its addend, at a batch of 32).
-  static int64_t mmaMinBlocks(int64_t blocks, int64_t warps, bool grouped) {
-    if (grouped) return std::max<int64_t>(1, 16 / warps);
-    return blocks <= kFillBlocks / 2 ? 1 : 0;
+  /// With tiles (mmaTiled), blocks enough for 16 warps a multiprocessor
+  /// (at most 128 registers a thread) where the grid is more: left to
+  /// itself, ptxas kept 64 to 80 and spilled 16 to 32 bytes in the row
+  /// groups before the tiles (Llama-3.2-1B's int4 gate|up with its norm and
+  /// SwiGLU, and down with its addend, at a batch of 32).
+  static int64_t mmaMinBlocks(int64_t blocks, int64_t warps, bool tiled) {
+    if (blocks <= kFillBlocks / 2) return 1;
+    return tiled ? std::max<int64_t>(1, 16 / warps) : 0;
   }
   /// Warps a block of matvecMma splits K over: from 4 (fewer where K has
   /// fewer runs of 32), doubled up to 16 while the blocks' warps are fewer
@@ -536,12 +530,12 @@ void EntryLowering::biasAdd(const std::string &bias, const Operand &o, int64_t c
 /// weight, reading it once in 16-byte loads, instead of cuBLAS (which at
 /// one row reaches a fraction of the memory bandwidth) or quantGemv; int8
 /// and int4 weights also up to kMmaGroupRows rows, bf16 up to kMmaBf16Rows
-/// (mmaRowGroups). False
+/// (mmaTiled). False
 /// where the rows are more, or a row is not whole runs (matvecTakes).
 bool EntryLowering::plainMatvec(const WeightEntry &w, const std::optional<std::string> &bias,
                               const Operand &input, const std::vector<Operand> &results) {
   const int64_t rows = results[0].rows();
-  if (!matvecTakes(w, rows) && !mmaRowGroups(w, rows)) return false;
+  if (!matvecTakes(w, rows) && !mmaTiled(w, rows)) return false;
   MatVecOp plain;
   plain.weight = w.name;
   plain.input = input;
@@ -561,8 +555,8 @@ int64_t gemvWarps(int64_t features) {
 /// A product with int8 or int4 weights is one generated kernel for every
 /// output of a fused weight and its bias: for up to kGemvRows rows (decode,
 /// the last prefill row) matvec where it takes the rows, else quantGemv
-/// (rows of any length); up to kMmaGroupRows matvecMma in groups of rows
-/// (mmaRowGroups) where it takes them; the tiled one for more.
+/// (rows of any length); up to kMmaGroupRows matvecMma, its rows in tiles
+/// (mmaTiled), where it takes them; the tiled product for more.
 void EntryLowering::quantLinear(const WeightEntry &w, const std::optional<std::string> &bias,
                                 const Operand &input, const std::vector<Operand> &results) {
   f32Input(input, "linear");
@@ -611,10 +605,10 @@ void EntryLowering::operator()(const MatVecOp &op) {
 
 /// What every matvec kernel needs of its weight `w` and its `rows` rows of
 /// `input`; `at` names the step. int8 and int4 weights may have up to
-/// kMmaGroupRows rows, bf16 up to kMmaBf16Rows (mmaRowGroups).
+/// kMmaGroupRows rows, bf16 up to kMmaBf16Rows (mmaTiled).
 void EntryLowering::matvecChecks(const std::string &at, const WeightEntry &w, int64_t rows,
                                  const Operand &input, bool norm) {
-  if (!matvecTakes(w, rows) && !mmaRowGroups(w, rows))
+  if (!matvecTakes(w, rows) && !mmaTiled(w, rows))
     unsupported(at + ": " + num(rows) + " rows of " + num(w.shape[1]) +
                 "; the matvec kernel takes up to " + num(kGemvRows) +
                 " rows of whole 16-byte runs (int8 and int4: runs of 16 codes, up to " +
@@ -626,13 +620,17 @@ void EntryLowering::matvecChecks(const std::string &at, const WeightEntry &w, in
 }
 
 std::pair<std::string, std::string> EntryLowering::matvecFlags(
-    std::initializer_list<std::tuple<bool, const char *, char>> folds) {
+    std::initializer_list<std::tuple<bool, const char *, char>> folds, int64_t tiles) {
   std::string flags = "0", tag = "_";
   for (auto [on, flag, letter] : folds)
     if (on) {
       flags += std::string(" | kvplan::") + flag;
       tag += letter;
     }
+  if (tiles > 1) {
+    flags += " | kvplan::mvTiles(" + num(tiles) + ")";
+    tag += "r" + num(tiles);
+  }
   return {flags, tag};
 }
 
@@ -648,10 +646,10 @@ void EntryLowering::operator()(const MatVecRopeKVWriteOp &op) {
   if (hd != kv.headDim || qcols + 2 * kv.kvHeads * hd != w.shape[0])
     unsupported(at + ": its queries, keys and values do not match the KV cache");
   if (op.rotatedQuery.dtype != DType::f32) unsupported(at + ": its queries are stored in f32");
-  const bool grouped = mmaRowGroups(w, rows);
+  const bool tiled = mmaTiled(w, rows);
   const auto [flags, tag] = matvecFlags({{op.norm.has_value(), "kMvNorm", 'n'},
-                                         {op.bias.has_value(), "kMvBias", 'b'},
-                                         {grouped, "kMvRowGroups", 'r'}});
+                                         {op.bias.has_value(), "kMvBias", 'b'}},
+                                        tiled ? mmaTiles(rows) : 1);
   const DType nw = op.norm ? weightType(*op.norm) : DType::f32,
               b = op.bias ? weightType(*op.bias) : DType::f32;
   const std::string types = std::string(dtypeName(w.dtype)) + "_" + dtypeName(op.input.dtype) +
@@ -660,10 +658,9 @@ void EntryLowering::operator()(const MatVecRopeKVWriteOp &op) {
       arena(op.input), weightRef(w.name), op.norm ? weightRef(*op.norm) : weightRef(w.name),
       table, op.bias ? weightRef(*op.bias) : weightRef(w.name), arena(op.rotatedQuery),
       cache(), positions, specs.ropeTable(op.rope)};
-  if (matvecOnTensorCores(w, rows) || grouped) {
+  if (matvecOnTensorCores(w, rows) || tiled) {
     // Pairs of features a block: matvecMma's 16 weight rows (mmaKernel).
-    const int64_t slices = ceilDiv(w.shape[0], kMmaFeatures),
-                  blocks = slices * ceilDiv(rows, kGemvRows), warps = mmaWarps(blocks, k);
+    const int64_t slices = ceilDiv(w.shape[0], kMmaFeatures), warps = mmaWarps(slices, k);
     const std::string name = specs.wrapper(
         "matvec_rope_kv_mma_" + types +
             dims({k, qcols, kv.kvHeads, hd, kv.pageSize, kv.pages, warps}) + tag,
@@ -672,11 +669,10 @@ void EntryLowering::operator()(const MatVecRopeKVWriteOp &op) {
             ", " + cudaType(nw) + ", " + cudaType(b) + ", " + kvType + ", " + num(k) + ", " +
             num(qcols) + ", " + num(kv.kvHeads) + ", " + num(hd) + ", " + num(kv.pageSize) +
             ", " + num(kv.pages) + "LL, " + num(warps) + ", " + flags + ">(a)",
-        true, mmaMinBlocks(blocks, warps, grouped));
+        true, mmaMinBlocks(slices, warps, tiled));
     std::vector<int64_t> ints = {op.layer, tableStride};
     for (int64_t offset : matvecScales(w)) ints.push_back(offset);
-    mmaKernel(name, slices, grouped, warps, op.rotatedQuery, ptrs, std::move(ints),
-              op.eps.value_or(0.0));
+    mmaKernel(name, slices, warps, op.rotatedQuery, ptrs, std::move(ints), op.eps.value_or(0.0));
     return;
   }
   // Pairs a warp: as matvec's features a warp, two weight rows each.
@@ -710,22 +706,21 @@ bool EntryLowering::matvecKernel(const char *prefix, const WeightEntry &w, const
   if (!splitOutputs(op.results, n, ptrs) || op.weightRows() != w.shape[0]) return false;
   // The folds, as the kernel's flags and the wrapper's name tell them.
   const int64_t rows = op.results.front().rows();
-  const bool grouped = mmaRowGroups(w, rows);
+  const bool tiled = mmaTiled(w, rows);
   const auto [flags, tag] = matvecFlags({{op.norm.has_value(), "kMvNorm", 'n'},
                                          {op.swiglu, "kMvSwiglu", 's'},
                                          {op.addend.has_value(), "kMvAdd", 'a'},
-                                         {op.bias.has_value(), "kMvBias", 'b'},
-                                         {grouped, "kMvRowGroups", 'r'}});
+                                         {op.bias.has_value(), "kMvBias", 'b'}},
+                                        tiled ? mmaTiles(rows) : 1);
   const DType nw = op.norm ? weightType(*op.norm) : DType::f32,
               b = op.bias ? weightType(*op.bias) : DType::f32;
   const Operand &o = op.results.front();
   const int64_t k = w.shape[1], features = n[0] + n[1] + n[2];
   const std::string types = std::string(dtypeName(w.dtype)) + "_" + dtypeName(op.input.dtype) +
                             "_" + dtypeName(o.dtype) + "_" + dtypeName(nw) + "_" + dtypeName(b);
-  if (matvecOnTensorCores(w, rows) || grouped) {
-    // A block a slice of features, or (group of rows, slice) (mmaKernel).
-    const int64_t slices = ceilDiv(features, kMmaFeatures),
-                  blocks = slices * ceilDiv(rows, kGemvRows), warps = mmaWarps(blocks, k);
+  if (matvecOnTensorCores(w, rows) || tiled) {
+    // A block a slice of features, for every row (mmaKernel).
+    const int64_t slices = ceilDiv(features, kMmaFeatures), warps = mmaWarps(slices, k);
     const std::string name = specs.wrapper(
         prefix + std::string("mma_") + types + dims({k, n[0], n[1], n[2], warps}) + tag,
         warps * 32,
@@ -733,9 +728,8 @@ bool EntryLowering::matvecKernel(const char *prefix, const WeightEntry &w, const
             cudaType(o.dtype) + ", " + cudaType(nw) + ", " + cudaType(b) + ", " + num(k) + ", " +
             num(n[0]) + ", " + num(n[1]) + ", " + num(n[2]) + ", " + num(warps) + ", " + flags +
             ">(a)",
-        true, mmaMinBlocks(blocks, warps, grouped));
-    mmaKernel(name, slices, grouped, warps, o, std::move(ptrs), matvecScales(w),
-              op.eps.value_or(0.0));
+        true, mmaMinBlocks(slices, warps, tiled));
+    mmaKernel(name, slices, warps, o, std::move(ptrs), matvecScales(w), op.eps.value_or(0.0));
     return true;
   }
   const int64_t fpw = matvecFeaturesPerWarp(w, rows, features, op.swiglu),

@@ -42,11 +42,13 @@ constexpr int64_t kElementwiseBlock = 256;
 constexpr int64_t kGemvRows = 8;
 // matvecMma (bf16, int8 and int4 weights, 2 to kGemvRows rows): kMmaFeatures features a
 // block, one tensor-core product's rows. Products of int8 and int4 weights
-// at more rows, up to kMmaGroupRows, run on it too, in groups of kGemvRows
-// rows (kMvRowGroups): a decode step at a batch of 9 to 32; of bf16 weights
-// up to kMmaBf16Rows (on an H200 Llama-3.2-1B's decode step at 32 rows took
-// 2.88 ms in 4 groups, 1.99 on cuBLAS; at 16 rows 1.90 against 1.90).
-constexpr int64_t kMmaFeatures = 16, kMmaGroupRows = 32, kMmaBf16Rows = 16;
+// at more rows, up to kMmaGroupRows, run on it too, a block taking all the
+// rows in tiles of kGemvRows (mvTiles): a decode step at a batch of 9 to
+// 32; of bf16 weights up to kMmaBf16Rows (in groups of 8 rows, a block each,
+// on an H200 Llama-3.2-1B's decode step at 32 rows took 2.88 ms in 4
+// groups, 1.99 on cuBLAS; at 16 rows 1.90 against 1.90; the tiles, which
+// read the weights once, are unmeasured on a GPU).
+constexpr int64_t kMmaFeatures = 16, kMmaGroupRows = 32, kMmaBf16Rows = 32;
 // CUDA's largest grid along y and z.
 constexpr int64_t kMaxGridY = 65535;
 constexpr int64_t kGemmTile = 64, kGemmThreads = 256;

@@ -206,18 +206,20 @@ def FuseMatVec : Pass<"fuse-matvec", "::mlir::func::FuncOp"> {
     residual. Products of int8 or int4 weights take them up to
     `max-tensor-core-rows` rows (a decode step at a batch of 9 to 32, a
     prefill chunk of up to 32 rows: the cuda target's tensor-core kernels
-    take them in groups of 8 rows), of bf16 weights up to `max-bf16-rows`
-    (16: on an H200 a decode step at 32 rows in 4 groups took 1.45 times
+    take them in tiles of 8 rows, reading the weights once), of bf16
+    weights up to `max-bf16-rows` (32; 16 from stop 45 until 2026-12-05,
+    while a block took one group of 8 rows and read the weights again for
+    each: on an H200 a decode step at 32 rows in 4 groups took 1.45 times
     cuBLAS's, at 16 the same). Products of more rows and rows that are not
     whole runs are left as they are.
   }];
   let options = [
     Option<"maxRows", "max-rows", "int64_t", "8",
            "the most rows a product may have to become llm.matvec (the cuda target's matrix-vector kernels take 8)">,
-    Option<"maxBf16Rows", "max-bf16-rows", "int64_t", "16",
-           "the same for bf16 weights (the cuda target's tensor-core kernels take 16 in groups of 8; cuBLAS is faster past that)">,
+    Option<"maxBf16Rows", "max-bf16-rows", "int64_t", "32",
+           "the same for bf16 weights (the cuda target's tensor-core kernels take 32 in tiles of 8)">,
     Option<"maxTensorCoreRows", "max-tensor-core-rows", "int64_t", "32",
-           "the same for int8 and int4 weights (the cuda target's tensor-core kernels take 32 in groups of 8)">,
+           "the same for int8 and int4 weights (the cuda target's tensor-core kernels take 32 in tiles of 8)">,
   ];
   let dependentDialects = ["::kvplan::llm::LLMDialect"];
 }

@@ -485,8 +485,12 @@ template <int C, class H> __device__ __forceinline__ void loadElems(const H *p, 
 }
 
 /// llm.matvec's folds, as its kernel's FLAGS; and, for matvecMma only,
-/// more than 8 rows in groups of 8 (kMvRowGroups: block (group, features)).
-inline constexpr int kMvNorm = 1, kMvSwiglu = 2, kMvAdd = 4, kMvBias = 8, kMvRowGroups = 16;
+/// the tiles of 8 rows of x a block takes (mvTiles: 1 to 4, all the rows of
+/// a product of up to 32).
+inline constexpr int kMvNorm = 1, kMvSwiglu = 2, kMvAdd = 4, kMvBias = 8;
+/// FLAGS' bits for matvecMma's tiles of 8 rows (mvTilesOf: 1 to 4).
+__host__ __device__ constexpr int mvTiles(int tiles) { return (tiles - 1) << 4; }
+__host__ __device__ constexpr int mvTilesOf(int flags) { return 1 + ((flags >> 4) & 3); }
 /// Bytes of each weight row a matvec asks into L2 before it waits for the
 /// kernel before it (the first four 16-byte loads of each lane).
 inline constexpr int kMvPrefetch = 2048;
@@ -1014,19 +1018,19 @@ template <> struct MmaFormat<Int4> {
 
 /// What a lane of mmaProducts reads: its weight rows (row[p][h]), from the
 /// lane's first run (w), for a SCALED format their groups' scales (i[AT]
-/// bytes from p[1]) and minimums (i[AT + 1]); x's row r0 + g (x; row r0,
-/// the block's first, past the active rows, whose sums are left too) and
-/// the norm weights (nw), from the lane's first element.
-template <class W, class X, class NW, int K, int P> struct MmaLane {
+/// bytes from p[1]) and minimums (i[AT + 1]); for each tile n of 8 rows, x's
+/// row 8n + g (x[n]; row 0 past the active rows, whose sums are left too)
+/// and the norm weights (nw), from the lane's first element.
+template <class W, class X, class NW, int K, int P, int NT> struct MmaLane {
   using F = MmaFormat<W>;
   static constexpr int STEPS = (K + 31) / 32;
   const typename F::Raw *w[P][2];
   const float *scale[P][2], *mn[P][2];
-  const X *x;
+  const X *x[NT];
   const NW *nw;
   template <int AT>
-  __device__ __forceinline__ void init(const KvArgs &a, const long long (&row)[P][2], int r0,
-                                       int g, int t) {
+  __device__ __forceinline__ void init(const KvArgs &a, const long long (&row)[P][2], int g,
+                                       int t) {
 #pragma unroll
     for (int p = 0; p < P; ++p)
 #pragma unroll
@@ -1038,8 +1042,11 @@ template <class W, class X, class NW, int K, int P> struct MmaLane {
           mn[p][h] = reinterpret_cast<const float *>(a.p[1] + a.i[AT + 1]) + j * STEPS;
         }
       }
-    const int r = r0 + g < (int)a.i[0] ? r0 + g : r0;
-    x = reinterpret_cast<const X *>(a.p[0]) + (long long)r * K + F::LANE * t;
+#pragma unroll
+    for (int n = 0; n < NT; ++n) {
+      const int r = 8 * n + g < (int)a.i[0] ? 8 * n + g : 0;
+      x[n] = reinterpret_cast<const X *>(a.p[0]) + (long long)r * K + F::LANE * t;
+    }
     nw = reinterpret_cast<const NW *>(a.p[2]) + F::LANE * t;
   }
 };
@@ -1048,8 +1055,8 @@ template <class W, class X, class NW, int K, int P> struct MmaLane {
 /// each weight row (wv), the rows' scales and minimums; on[v]: whether half
 /// v of the elements is within K (where K is no whole number of steps; else
 /// always). No kernel writes them: they may be read before pdlWait.
-template <class W, class X, class NW, int K, int P>
-__device__ __forceinline__ void mmaLoadWeights(const MmaLane<W, X, NW, K, P> &l, int s, int t,
+template <class W, class X, class NW, int K, int P, int NT>
+__device__ __forceinline__ void mmaLoadWeights(const MmaLane<W, X, NW, K, P, NT> &l, int s, int t,
                                                typename MmaFormat<W>::Raw (&wv)[P][2],
                                                float (&scale)[P][2], float (&mn)[P][2],
                                                bool (&on)[2]) {
@@ -1072,126 +1079,184 @@ __device__ __forceinline__ void mmaLoadWeights(const MmaLane<W, X, NW, K, P> &l,
     }
 }
 
-/// A lane's 8 elements of x's row for step s of mmaProducts (xv), the
-/// halves that are `on` (mmaLoadWeights).
-template <class W, class X, class NW, int K, int P>
-__device__ __forceinline__ void mmaLoadX(const MmaLane<W, X, NW, K, P> &l, int s,
-                                         const bool (&on)[2],
-                                         uint4 (&xv)[sizeof(X) == 4 ? 2 : 1]) {
+/// 16-byte loads of x a lane makes for a step of one row: f32 x two.
+template <class X> inline constexpr int kMmaXLoads = sizeof(X) == 4 ? 2 : 1;
+
+/// A lane's 8 elements of x's row in each of the first A tiles for step s
+/// of mmaProducts (xv), the halves that are `on` (mmaLoadWeights).
+template <int A, class W, class X, class NW, int K, int P, int NT>
+__device__ __forceinline__ void mmaLoadX(const MmaLane<W, X, NW, K, P, NT> &l, int s,
+                                         const bool (&on)[2], uint4 (&xv)[NT][kMmaXLoads<X>]) {
 #pragma unroll
-  for (int v = 0; v < (sizeof(X) == 4 ? 2 : 1); ++v)
-    xv[v] = on[v] ? *reinterpret_cast<const uint4 *>(l.x + s * 32 + MmaFormat<W>::HALF * v)
-                  : uint4{};
+  for (int n = 0; n < A; ++n)
+#pragma unroll
+    for (int v = 0; v < kMmaXLoads<X>; ++v)
+      xv[n][v] = on[v] ? *reinterpret_cast<const uint4 *>(l.x[n] + s * 32 + MmaFormat<W>::HALF * v)
+                       : uint4{};
 }
 
-/// One step of 32 elements of mmaProducts: a lane's 8 x elements (xv: bf16,
-/// or f32 in two halves of 4, MmaFormat's) times those of its weight rows
-/// (wv), into acc. A SCALED format's products are a row's times its scale,
-/// and with MINS its minimum (mn) times the sum of x's row (from one more
-/// product: A all ones) is added. With NORM x is first scaled by the norm
-/// weights at the same elements (nw: the first; zero in a half that is not
-/// `on`), and its squares added to ss.
-template <class W, class X, class NW, int P, bool NORM>
-__device__ __forceinline__ void mmaRun(const uint4 (&xv)[sizeof(X) == 4 ? 2 : 1],
+/// One step of 32 elements of mmaProducts: the lane's weight elements (wv),
+/// made bf16 words once, times its 8 x elements of each of the first A
+/// tiles (xv[n]: bf16, or f32 in two halves of 4, MmaFormat's), into
+/// acc[n]. A SCALED format's products are a row's times its scale, and with
+/// MINS its minimum (mn) times the sum of x's row (from one more product: A
+/// all ones) is added. With NORM x is first scaled by the norm weights at
+/// the same elements (nw: the first; zero in a half that is not `on`), and
+/// its squares added to ss[n].
+template <class W, class X, class NW, int P, bool NORM, int NT, int A>
+__device__ __forceinline__ void mmaRun(const uint4 (&xv)[NT][kMmaXLoads<X>],
                                        const typename MmaFormat<W>::Raw (&wv)[P][2],
                                        const float (&scale)[P][2], const float (&mn)[P][2],
-                                       const bool (&on)[2], const NW *nw, float &ss,
-                                       float (&acc)[P][4]) {
+                                       const bool (&on)[2], const NW *nw, float (&ss)[NT],
+                                       float (&acc)[NT][P][4]) {
   using F = MmaFormat<W>;
   constexpr bool SPLIT = sizeof(X) == 4;
-  unsigned big[4], small[4] = {}; // B's words: x's elements pair(i, 0) and pair(i, 1)
-  if constexpr (SPLIT) {
-    float xf[8];
-    unpack16<float>(xv[0], xf);
-    unpack16<float>(xv[1], xf + 4);
-    if (NORM) {
-      float nv[8] = {};
-      if constexpr (F::X8) {
-        if (on[0]) load8(nw, nv);
-      } else {
-#pragma unroll
-        for (int v = 0; v < 2; ++v)
-          if (on[v]) loadElems<4>(nw + F::HALF * v, nv + 4 * v);
-      }
-#pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        ss += xf[e] * xf[e];
-        xf[e] *= nv[e];
-      }
-    }
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-      splitBf16(xf[F::pair(i, 0)], xf[F::pair(i, 1)], big[i], small[i]);
-  } else {
-    big[0] = xv[0].x, big[1] = xv[0].y, big[2] = xv[0].z, big[3] = xv[0].w;
-  }
-  const unsigned b0[2] = {big[0], big[1]}, b1[2] = {big[2], big[3]},
-                 s0[2] = {small[0], small[1]}, s1[2] = {small[2], small[3]};
-  float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f}; // MINS: x's rows 2t, 2t + 1, twice
-  if constexpr (F::MINS) {
-    const unsigned u = 0x3F803F80u, ones[4] = {u, u, u, u}; // bf16 1 in both halves
-    mmaBf16(sum, ones, b0);
-    mmaBf16(sum, ones, b1);
-    mmaBf16(sum, ones, s0);
-    mmaBf16(sum, ones, s1);
-  }
+  // A's words: the lane's elements 0-3 for the first product, 4-7 for the second.
+  unsigned first[P][4], second[P][4];
 #pragma unroll
   for (int p = 0; p < P; ++p) {
     unsigned w0[4], w8[4];
     F::words(wv[p][0], w0);
     F::words(wv[p][1], w8);
-    const unsigned first[4] = {w0[0], w8[0], w0[1], w8[1]},
-                   second[4] = {w0[2], w8[2], w0[3], w8[3]};
-    float run[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    float (&d)[4] = *(F::SCALED ? &run : &acc[p]);
-    mmaBf16(d, first, b0);
-    mmaBf16(d, second, b1);
-    if constexpr (SPLIT) {
-      mmaBf16(d, first, s0);
-      mmaBf16(d, second, s1);
-    }
-    if constexpr (F::SCALED)
+    first[p][0] = w0[0], first[p][1] = w8[0], first[p][2] = w0[1], first[p][3] = w8[1];
+    second[p][0] = w0[2], second[p][1] = w8[2], second[p][2] = w0[3], second[p][3] = w8[3];
+  }
+  float nv[8] = {};
+  if (SPLIT && NORM) {
+    if constexpr (F::X8) {
+      if (on[0]) load8(nw, nv);
+    } else {
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        acc[p][i] += scale[p][i / 2] * run[i];
-        if (F::MINS) acc[p][i] += mn[p][i / 2] * sum[i];
+      for (int v = 0; v < 2; ++v)
+        if (on[v]) loadElems<4>(nw + F::HALF * v, nv + 4 * v);
+    }
+  }
+#pragma unroll
+  for (int n = 0; n < A; ++n) {
+    unsigned big[4], small[4] = {}; // B's words: x's elements pair(i, 0) and pair(i, 1)
+    if constexpr (SPLIT) {
+      float xf[8];
+      unpack16<float>(xv[n][0], xf);
+      unpack16<float>(xv[n][1], xf + 4);
+      if (NORM)
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          ss[n] += xf[e] * xf[e];
+          xf[e] *= nv[e];
+        }
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        splitBf16(xf[F::pair(i, 0)], xf[F::pair(i, 1)], big[i], small[i]);
+    } else {
+      const uint4 &x = xv[n][0];
+      big[0] = x.x, big[1] = x.y, big[2] = x.z, big[3] = x.w;
+    }
+    const unsigned b0[2] = {big[0], big[1]}, b1[2] = {big[2], big[3]},
+                   s0[2] = {small[0], small[1]}, s1[2] = {small[2], small[3]};
+    float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f}; // MINS: x's rows 2t, 2t + 1, twice
+    if constexpr (F::MINS) {
+      const unsigned u = 0x3F803F80u, ones[4] = {u, u, u, u}; // bf16 1 in both halves
+      mmaBf16(sum, ones, b0);
+      mmaBf16(sum, ones, b1);
+      mmaBf16(sum, ones, s0);
+      mmaBf16(sum, ones, s1);
+    }
+#pragma unroll
+    for (int p = 0; p < P; ++p) {
+      float run[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      float (&d)[4] = *(F::SCALED ? &run : &acc[n][p]);
+      mmaBf16(d, first[p], b0);
+      mmaBf16(d, second[p], b1);
+      if constexpr (SPLIT) {
+        mmaBf16(d, first[p], s0);
+        mmaBf16(d, second[p], s1);
       }
+      if constexpr (F::SCALED)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          acc[n][p][i] += scale[p][i / 2] * run[i];
+          if (F::MINS) acc[n][p][i] += mn[p][i / 2] * sum[i];
+        }
+    }
   }
 }
 
-/// Steps s to s + U - 1 of mmaProducts, their weights loaded (wv, scale,
-/// mn, on: mmaLoadWeights): x's loads, all in flight together, then the
-/// products (mmaRun); with RING each slot then loads step s + U + u.
-template <class W, class X, class NW, int K, int P, bool NORM, int U, bool RING>
-__device__ __forceinline__ void mmaSteps(const MmaLane<W, X, NW, K, P> &l, int s, int t,
+/// Steps s to s + U - 1 of mmaProducts over its first A tiles, their
+/// weights loaded (wv, scale, mn, on: mmaLoadWeights): x's loads (with one
+/// tile, all U steps' in flight together; with more, a step's tiles
+/// together, as registers allow), then the products (mmaRun); with RING
+/// each slot then loads step s + U + u.
+template <int A, bool NORM, bool RING, class W, class X, class NW, int K, int P, int NT, int U>
+__device__ __forceinline__ void mmaSteps(const MmaLane<W, X, NW, K, P, NT> &l, int s, int t,
                                          typename MmaFormat<W>::Raw (&wv)[U][P][2],
                                          float (&scale)[U][P][2], float (&mn)[U][P][2],
-                                         bool (&on)[U][2], float &ss, float (&acc)[P][4]) {
-  uint4 xv[U][sizeof(X) == 4 ? 2 : 1];
+                                         bool (&on)[U][2], float (&ss)[NT],
+                                         float (&acc)[NT][P][4]) {
+  constexpr int XU = NT == 1 ? U : 1; // steps whose x loads are in flight together
 #pragma unroll
-  for (int u = 0; u < U; ++u) mmaLoadX(l, s + u, on[u], xv[u]);
+  for (int u0 = 0; u0 < U; u0 += XU) {
+    uint4 xv[XU][NT][kMmaXLoads<X>];
 #pragma unroll
-  for (int u = 0; u < U; ++u) {
-    mmaRun<W, X, NW, P, NORM>(xv[u], wv[u], scale[u], mn[u], on[u], l.nw + (s + u) * 32, ss,
-                              acc);
-    if (RING) mmaLoadWeights(l, s + U + u, t, wv[u], scale[u], mn[u], on[u]);
+    for (int u = 0; u < XU; ++u) mmaLoadX<A>(l, s + u0 + u, on[u0 + u], xv[u]);
+#pragma unroll
+    for (int u = 0; u < XU; ++u) {
+      const int v = u0 + u;
+      mmaRun<W, X, NW, P, NORM, NT, A>(xv[u], wv[v], scale[v], mn[v], on[v],
+                                       l.nw + (s + v) * 32, ss, acc);
+      if (RING) mmaLoadWeights(l, s + U + v, t, wv[v], scale[v], mn[v], on[v]);
+    }
+  }
+}
+
+/// The steps s0 to s1 - 1 of a warp in mmaProducts over the first A tiles
+/// (its first U steps' weights loaded if it has as many): U at a time, the
+/// slots a ring (matvec's mvAccumulate: once step s + u is summed, its slot
+/// loads step s + U + u, so U steps' weights stay in flight until the last
+/// round, which its slots hold already), then one at a time.
+template <int A, bool NORM, class W, class X, class NW, int K, int P, int NT, int U>
+__device__ __forceinline__ void mmaMainLoop(const MmaLane<W, X, NW, K, P, NT> &l, int s0, int s1,
+                                            int t, typename MmaFormat<W>::Raw (&wv)[U][P][2],
+                                            float (&scale)[U][P][2], float (&mn)[U][P][2],
+                                            bool (&on)[U][2], float (&ss)[NT],
+                                            float (&acc)[NT][P][4]) {
+  int s = s0;
+  for (; s + 2 * U <= s1; s += U) mmaSteps<A, NORM, true>(l, s, t, wv, scale, mn, on, ss, acc);
+  if (s + U <= s1) {
+    mmaSteps<A, NORM, false>(l, s, t, wv, scale, mn, on, ss, acc);
+    s += U;
+  }
+  for (; s < s1; ++s) {
+    uint4 xv[NT][kMmaXLoads<X>];
+    mmaLoadWeights(l, s, t, wv[0], scale[0], mn[0], on[0]);
+    mmaLoadX<A>(l, s, on[0], xv);
+    mmaRun<W, X, NW, P, NORM, NT, A>(xv, wv[0], scale[0], mn[0], on[0], l.nw + s * 32, ss, acc);
   }
 }
 
 /// The products of matvec on tensor cores (matvecMma, matvecRopeKvMma), for
-/// bf16, int8 or int4 weights (W, at p[1]) and up to 8 rows of x from row
-/// r0 on: the block's 16 weight rows (A) times x's rows as B's 8 columns, f32
-/// accumulators; its WARPS warps split K and leave their parts in `sums`,
-/// then a block barrier. The lane's weight rows are row[p][h]: h 0 A's row
+/// bf16, int8 or int4 weights (W, at p[1]) and up to 8 NT rows of x, in NT
+/// tiles of 8: the block's 16 weight rows (A) times each tile's rows as B's
+/// 8 columns, f32 accumulators; its WARPS warps split K, each tile's parts
+/// go through `sums` in turn, and `epilogue(n)` runs for tile n between
+/// block barriers. The weights come from memory once for every tile, each
+/// lane's made bf16 words once (mmaRun), where a block for each 8 rows (the
+/// row groups until 2026-12-05) read them from L2 again and decoded them
+/// again for every group. The lane's weight rows are row[p][h]: h 0 A's row
 /// g, h 1 row g + 8 (p: the gate's, the up's); past the weight, row 0. The
-/// sums of those rows, and of B's columns past `rows` (row r0 of x, read by
-/// MmaLane), are for the epilogue to leave: no load depends on a condition but
-/// at a K that is no whole number of steps of 32. The warp's steps go 4 at
-/// a time (2 with SwiGLU), their loads in flight together, each slot loading
-/// again as it is used (a ring), then one at a time. For each step of 32
+/// sums of those rows, and of B's columns past the active rows (i[0]; row 0
+/// of x, read by MmaLane), are for the epilogue to leave; tiles past the
+/// active rows are neither read nor multiplied (a condition the same for
+/// whole block, taken once: the main loop is built for each number of
+/// active tiles, mmaMainLoop, since a condition a tile in it made ptxas
+/// compute x's addresses again at every step, 1,467 PTX instructions in
+/// the bf16 QKV's loop at 4 tiles, 807 without), so no other load depends
+/// on a condition but at a K that is no whole number of steps of 32. The
+/// warp's steps go 4 at a time
+/// (2 with SwiGLU), their loads in flight together, each slot loading again
+/// as it is used (a ring), then one at a time. For each step of 32
 /// elements of K, lane (g, t) reads 8 of its weight rows (MmaFormat: bf16
-/// and int8 the 8 from 8t on) and the same 8 of x's row g (one load each,
-/// f32 x two): a product sums over its
+/// and int8 the 8 from 8t on) and the same 8 of x's row g of each tile (one
+/// load each, f32 x two): a product sums over its
 /// 16 k, so which k an element takes does not matter as long as A and B
 /// agree, and mmaBf16's layout gives lane (g, t) the k 2t, 2t + 1, 2t + 8
 /// and 2t + 9 of A's rows g, g + 8 and of B's column g alike (the lane's
@@ -1206,10 +1271,11 @@ __device__ __forceinline__ void mmaSteps(const MmaLane<W, X, NW, K, P> &l, int s
 /// kernel before; afterWait() runs right after that wait (the caller's
 /// loads of what a kernel before wrote, ahead of the weight stream).
 /// p[0]: x; i[0]: rows.
-template <class W, class X, class NW, int K, int WARPS, int P, bool NORM, int AT, class AfterWait>
+template <class W, class X, class NW, int K, int WARPS, int P, bool NORM, int NT, int AT,
+          class AfterWait, class Epilogue>
 __device__ __forceinline__ void mmaProducts(const KvArgs &a, const long long (&row)[P][2],
-                                            int r0, MmaSums<WARPS, P> &sums,
-                                            const AfterWait &afterWait) {
+                                            MmaSums<WARPS, P> &sums, const AfterWait &afterWait,
+                                            const Epilogue &epilogue) {
   using F = MmaFormat<W>;
   constexpr bool SPLIT = sizeof(X) == 4;
   constexpr int STEPS = (K + 31) / 32, U = P == 2 ? 2 : 4;
@@ -1217,10 +1283,13 @@ __device__ __forceinline__ void mmaProducts(const KvArgs &a, const long long (&r
   static_assert(SPLIT || !F::SCALED, "quantized weights read f32 x");
   static_assert(F::X8 || K % 16 == 0, "int4: whole halves of a group");
   static_assert(WARPS >= 1 && WARPS <= STEPS, "each warp some of K");
+  static_assert(NT >= 1 && NT <= 4, "1 to 4 tiles of 8 rows");
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int s0 = warp * STEPS / WARPS, s1 = (warp + 1) * STEPS / WARPS;
-  MmaLane<W, X, NW, K, P> l;
-  l.template init<AT>(a, row, r0, g, t);
+  // The active tiles: the same for every thread of the block.
+  const int tiles = NT == 1 ? 1 : min(NT, ((int)a.i[0] + 7) / 8);
+  MmaLane<W, X, NW, K, P, NT> l;
+  l.template init<AT>(a, row, g, t);
   pdlLaunchDependents();
 #pragma unroll
   for (int p = 0; p < P; ++p)
@@ -1238,57 +1307,50 @@ __device__ __forceinline__ void mmaProducts(const KvArgs &a, const long long (&r
     for (int u = 0; u < U; ++u) mmaLoadWeights(l, s0 + u, t, wv[u], scale[u], mn[u], on[u]);
   pdlWait();
   afterWait();
-  float acc[P][4] = {}, ss = 0.0f;
-  int s = s0;
-  // The U slots as a ring (matvec's mvAccumulate): once step s + u is
-  // summed, its slot loads step s + U + u, so U steps' weights stay in
-  // flight until the last round, which its slots hold already.
-  for (; s + 2 * U <= s1; s += U)
-    mmaSteps<W, X, NW, K, P, NORM, U, true>(l, s, t, wv, scale, mn, on, ss, acc);
-  if (s + U <= s1) {
-    mmaSteps<W, X, NW, K, P, NORM, U, false>(l, s, t, wv, scale, mn, on, ss, acc);
-    s += U;
-  }
-  for (; s < s1; ++s) {
-    uint4 xv[SPLIT ? 2 : 1];
-    mmaLoadWeights(l, s, t, wv[0], scale[0], mn[0], on[0]);
-    mmaLoadX(l, s, on[0], xv);
-    mmaRun<W, X, NW, P, NORM>(xv, wv[0], scale[0], mn[0], on[0], l.nw + s * 32, ss, acc);
-  }
+  float acc[NT][P][4] = {}, ss[NT] = {};
+  constexpr int A3 = NT < 3 ? NT : 3, A2 = NT < 2 ? NT : 2; // the loops built
+  if (tiles >= NT) mmaMainLoop<NT, NORM>(l, s0, s1, t, wv, scale, mn, on, ss, acc);
+  else if (tiles == 3) mmaMainLoop<A3, NORM>(l, s0, s1, t, wv, scale, mn, on, ss, acc);
+  else if (tiles == 2) mmaMainLoop<A2, NORM>(l, s0, s1, t, wv, scale, mn, on, ss, acc);
+  else mmaMainLoop<1, NORM>(l, s0, s1, t, wv, scale, mn, on, ss, acc);
 #pragma unroll
-  for (int p = 0; p < P; ++p)
+  for (int n = 0; n < NT; ++n) {
+    if (NT > 1 && n >= tiles) break;
+    if (n > 0) __syncthreads(); // the tile before's epilogue has read `sums`
 #pragma unroll
-    for (int i = 0; i < 4; ++i) sums.part[warp][p][g + 8 * (i / 2)][2 * t + i % 2] = acc[p][i];
-  if (NORM) {
-    ss += __shfl_xor_sync(0xffffffffu, ss, 1);
-    ss += __shfl_xor_sync(0xffffffffu, ss, 2);
-    if (t == 0) sums.squares[warp][g] = ss;
+    for (int p = 0; p < P; ++p)
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        sums.part[warp][p][g + 8 * (i / 2)][2 * t + i % 2] = acc[n][p][i];
+    if (NORM) {
+      float q = ss[n];
+      q += __shfl_xor_sync(0xffffffffu, q, 1);
+      q += __shfl_xor_sync(0xffffffffu, q, 2);
+      if (t == 0) sums.squares[warp][g] = q;
+    }
+    __syncthreads();
+    epilogue(n);
   }
-  __syncthreads();
 }
 
-/// matvec on tensor cores, for bf16, int8 or int4 weights (W) and 2 to 8
-/// rows of x (decode at a batch: matvec's f32 products would issue R
-/// multiply-adds for every weight, and its loads of x R times the weights'
-/// bytes over FPW).
+/// matvec on tensor cores, for bf16, int8 or int4 weights (W) and 2 to 32
+/// rows of x (decode at a batch, a short prefill chunk: matvec's f32
+/// products would issue R multiply-adds for every weight, and its loads of
+/// x R times the weights' bytes over FPW).
 /// Block b computes features 16b..16b+15 (with SwiGLU, their gate and up
-/// rows) for every row at once (mmaProducts: A's row g feature 16b + g, row
-/// g + 8 feature 16b + g + 8), then one thread a feature and row adds the
-/// folds, which are matvec's (FLAGS). With kMvRowGroups, rows past 8 too:
-/// block (q, b) computes rows 8q..8q + 7 of features 16b.. (the groups of
-/// one slice of features side by side in the grid, so that they run
-/// together and read its weights from memory about once). p, i, d:
-/// matvec's.
+/// rows) for every row (mmaProducts: A's row g feature 16b + g, row g + 8
+/// feature 16b + g + 8; the rows in mvTilesOf(FLAGS) tiles of 8), then for
+/// each tile one thread a feature and row adds the folds, which are
+/// matvec's (FLAGS). p, i, d: matvec's.
 template <class W, class X, class O, class NW, class B, int K, int N0, int N1, int N2, int WARPS,
           int FLAGS>
 __device__ void matvecMma(const KvArgs &a) {
   constexpr bool NORM = FLAGS & kMvNorm, SWIGLU = FLAGS & kMvSwiglu, ADD = FLAGS & kMvAdd,
-                 BIAS = FLAGS & kMvBias, GROUPS = FLAGS & kMvRowGroups;
-  constexpr int F = N0 + N1 + N2, P = SWIGLU ? 2 : 1;
+                 BIAS = FLAGS & kMvBias;
+  constexpr int F = N0 + N1 + N2, P = SWIGLU ? 2 : 1, NT = mvTilesOf(FLAGS);
   static_assert(!(SWIGLU || ADD) || N1 == 0, "one output with swiglu or an addend");
   __shared__ MmaSums<WARPS, P> sums;
-  const int g = threadIdx.x % 32 / 4, j0 = (GROUPS ? blockIdx.y : blockIdx.x) * kMmaFeatures;
-  const int r0 = GROUPS ? 8 * (int)blockIdx.x : 0;
+  const int g = threadIdx.x % 32 / 4, j0 = blockIdx.x * kMmaFeatures;
   long long row[P][2];
 #pragma unroll
   for (int p = 0; p < P; ++p)
@@ -1297,34 +1359,39 @@ __device__ void matvecMma(const KvArgs &a) {
       const int j = j0 + g + 8 * h;
       row[p][h] = j < F ? j + p * F : 0; // past the weight: left
     }
-  const int rows = (int)a.i[0] - r0;
+  const int rows = (int)a.i[0];
   const float *addend = reinterpret_cast<const float *>(a.p[3]);
-  // Where a thread has one output (blocks of 4 warps or more), its addend
-  // (the residual, which a kernel before wrote) is loaded right after the
-  // wait, ahead of the weight stream, not after the sums.
+  // Where a thread has one output of a tile (blocks of 4 warps or more),
+  // its addends (the residual, which a kernel before wrote) are loaded
+  // right after the wait, ahead of the weight stream, not after the sums.
   constexpr bool EARLY = ADD && WARPS * 32 >= kMmaFeatures * 8;
   const int o0 = threadIdx.x;
-  float early = 0.0f;
-  mmaProducts<W, X, NW, K, WARPS, P, NORM, 1>(a, row, r0, sums, [&] {
-    if (EARLY && o0 < kMmaFeatures * 8 && o0 % 8 < rows && j0 + o0 / 8 < F)
-      early = addend[(long long)(r0 + o0 % 8) * F + j0 + o0 / 8];
-  });
-  // Thread o: feature o / 8 of the block, row r0 + o % 8.
-  for (int o = o0; o < kMmaFeatures * 8; o += WARPS * 32) {
-    const int f = o / 8, r = o % 8, j = j0 + f;
-    if (r >= rows || j >= F) continue;
-    const float inv = sums.template inv<K, NORM>(r, a.d[0]);
-    float y[P];
+  float early[NT] = {};
+  const auto loadEarly = [&] {
 #pragma unroll
-    for (int p = 0; p < P; ++p) {
-      y[p] = sums.sum(p, f, r) * inv;
-      if (BIAS) y[p] += ld(reinterpret_cast<const B *>(a.p[4])[j + p * F]);
+    for (int n = 0; n < NT; ++n)
+      if (EARLY && o0 < kMmaFeatures * 8 && 8 * n + o0 % 8 < rows && j0 + o0 / 8 < F)
+        early[n] = addend[(long long)(8 * n + o0 % 8) * F + j0 + o0 / 8];
+  };
+  // Tile n's outputs, thread o: feature o / 8 of the block, row 8n + o % 8.
+  const auto epilogue = [&](int n) {
+    for (int o = o0; o < kMmaFeatures * 8; o += WARPS * 32) {
+      const int f = o / 8, r = o % 8, j = j0 + f;
+      if (8 * n + r >= rows || j >= F) continue;
+      const float inv = sums.template inv<K, NORM>(r, a.d[0]);
+      float y[P];
+#pragma unroll
+      for (int p = 0; p < P; ++p) {
+        y[p] = sums.sum(p, f, r) * inv;
+        if (BIAS) y[p] += ld(reinterpret_cast<const B *>(a.p[4])[j + p * F]);
+      }
+      float v = y[0];
+      if (SWIGLU) v = y[0] / (1.0f + expf(-y[0])) * y[P - 1];
+      if (ADD) v += EARLY ? early[n] : addend[(long long)(8 * n + r) * F + j];
+      storeFeature<O, N0, N1, N2, false>(a, 8 * n + r, j, v);
     }
-    float v = y[0];
-    if (SWIGLU) v = y[0] / (1.0f + expf(-y[0])) * y[P - 1];
-    if (ADD) v += EARLY ? early : addend[(long long)(r0 + r) * F + j];
-    storeFeature<O, N0, N1, N2, false>(a, r0 + r, j, v);
-  }
+  };
+  mmaProducts<W, X, NW, K, WARPS, P, NORM, NT, 1>(a, row, sums, loadEarly, epilogue);
 }
 
 /// The tiled product's tiles: 64 rows of x and 64 weight rows over one group
@@ -1747,44 +1814,45 @@ __device__ void matvecRopeKv(const KvArgs &a) {
 }
 
 /// llm.matvec_rope_kv_write on tensor cores, for bf16, int8 or int4 weights
-/// (W) and 2 to 8 rows (decode at a batch), its products as matvecMma's: block
-/// b makes the RoPE pairs 8b..8b+7 for every row, A's row g feature 16b + 2g
-/// and row g + 8 feature 16b + 2g + 1, so that a pair's sums lie side by side
-/// for its epilogue (ropeKvStorePair), one thread a pair and row. With
-/// kMvRowGroups, rows past 8 too, as matvecMma: block (q, b) makes rows
-/// 8q..8q + 7 of pairs 8b... p, i, d: matvecRopeKv's.
+/// (W) and 2 to 32 rows (decode at a batch, a short prefill chunk), its
+/// products as matvecMma's: block b makes the RoPE pairs 8b..8b+7 for every
+/// row (in mvTilesOf(FLAGS) tiles of 8), A's row g feature 16b + 2g and row
+/// g + 8 feature 16b + 2g + 1, so that a pair's sums lie side by side for
+/// its epilogue (ropeKvStorePair), one thread a pair and row of the tile.
+/// p, i, d: matvecRopeKv's.
 template <class W, class X, class NW, class B, class C, int K, int QCOLS, int KVH, int HD, int PS,
           long long PAGES, int WARPS, int FLAGS>
 __device__ void matvecRopeKvMma(const KvArgs &a) {
-  constexpr bool NORM = FLAGS & kMvNorm, BIAS = FLAGS & kMvBias, GROUPS = FLAGS & kMvRowGroups;
-  constexpr int F = QCOLS + 2 * KVH * HD;
+  constexpr bool NORM = FLAGS & kMvNorm, BIAS = FLAGS & kMvBias;
+  constexpr int F = QCOLS + 2 * KVH * HD, NT = mvTilesOf(FLAGS);
   static_assert(HD % 2 == 0 && QCOLS % HD == 0, "whole heads of pairs");
   static_assert(!(FLAGS & (kMvSwiglu | kMvAdd)), "RoPE and the cache write are the epilogue");
   __shared__ MmaSums<WARPS, 1> sums;
-  const int g = threadIdx.x % 32 / 4, j0 = (GROUPS ? blockIdx.y : blockIdx.x) * kMmaFeatures;
-  const int r0 = GROUPS ? 8 * (int)blockIdx.x : 0;
+  const int g = threadIdx.x % 32 / 4, j0 = blockIdx.x * kMmaFeatures;
   long long row[1][2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int j = j0 + 2 * g + h;
     row[0][h] = j < F ? j : 0; // past the weight: left
   }
-  mmaProducts<W, X, NW, K, WARPS, 1, NORM, 3>(a, row, r0, sums, [] {});
-  const int rows = (int)a.i[0] - r0;
-  // Thread o: pair o / 8 of the block, row r0 + o % 8.
-  for (int o = threadIdx.x; o < kMmaFeatures / 2 * 8; o += WARPS * 32) {
-    const int q = o / 8, r = o % 8, j = j0 + 2 * q;
-    if (r >= rows || j >= F) continue;
-    const float inv = sums.template inv<K, NORM>(r, a.d[0]);
-    float y[2];
+  const int rows = (int)a.i[0];
+  // Tile n's outputs, thread o: pair o / 8 of the block, row 8n + o % 8.
+  const auto epilogue = [&](int n) {
+    for (int o = threadIdx.x; o < kMmaFeatures / 2 * 8; o += WARPS * 32) {
+      const int q = o / 8, r = o % 8, j = j0 + 2 * q;
+      if (8 * n + r >= rows || j >= F) continue;
+      const float inv = sums.template inv<K, NORM>(r, a.d[0]);
+      float y[2];
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      y[h] = sums.sum(0, q + 8 * h, r) * inv;
-      if (BIAS) y[h] += ld(reinterpret_cast<const B *>(a.p[4])[j + h]);
+      for (int h = 0; h < 2; ++h) {
+        y[h] = sums.sum(0, q + 8 * h, r) * inv;
+        if (BIAS) y[h] += ld(reinterpret_cast<const B *>(a.p[4])[j + h]);
+      }
+      ropeKvStorePair<C, QCOLS, KVH, HD, PS, PAGES>(a, 8 * n + r, j, y,
+                                                    ropeAngle<QCOLS, KVH, HD>(a, 8 * n + r, j));
     }
-    ropeKvStorePair<C, QCOLS, KVH, HD, PS, PAGES>(a, r0 + r, j, y,
-                                                  ropeAngle<QCOLS, KVH, HD>(a, r0 + r, j));
-  }
+  };
+  mmaProducts<W, X, NW, K, WARPS, 1, NORM, NT, 3>(a, row, sums, [] {}, epilogue);
 }
 
 // ---------------------------------------------------------------------------

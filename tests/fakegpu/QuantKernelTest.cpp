@@ -235,10 +235,10 @@ struct MmaProduct {
   int64_t k, n0, n1, n2, rows, warps;
   bool norm, swiglu, add, bias;
   int bits = 16; // weights: bf16 (16), int8 (8) or int4 (4) codes
-  int64_t groups = 1; // rows built: 8 a group (kMvRowGroups from 2)
+  int64_t tiles = 1; // rows built: 8 a tile (mvTiles from 2)
   std::string instance() const {
     std::string flags = "0";
-    if (groups > 1) flags += " | kvplan::kMvRowGroups";
+    if (tiles > 1) flags += " | kvplan::mvTiles(" + std::to_string(tiles) + ")";
     if (norm) flags += " | kvplan::kMvNorm";
     if (swiglu) flags += " | kvplan::kMvSwiglu";
     if (add) flags += " | kvplan::kMvAdd";
@@ -400,8 +400,9 @@ KernelLaunch::Args productArgs(ProductInputs &in, bool xBf16, std::vector<float>
 // takes (x's rows past them NaN, never read; their outputs never written),
 // warps of a block splitting K unevenly, and the folds: norm (bf16 scale),
 // SwiGLU, addend, bias; and int8 and int4 codes with their groups' scales
-// (and int4's minimums; a last group of 16); more than 8 rows in groups of 8
-// (kMvRowGroups), the last group partial or whole, with every fold.
+// (and int4's minimums; a last group of 16); more than 8 rows in tiles of 8
+// (mvTiles), the last tile partial or whole, or not reached by the active
+// rows, with every fold.
 TEST_F(QuantKernels, TensorCoreMatvecMatchesADoublePrecisionReference) {
   const MmaProduct kMma[] = {
       {"mma_a", false, 200, 20, 9, 9, 3, 2, false, false, false, true},
@@ -418,14 +419,20 @@ TEST_F(QuantKernels, TensorCoreMatvecMatchesADoublePrecisionReference) {
       {"mma_i4a", false, 208, 20, 9, 9, 4, 2, false, false, false, true, 4},
       {"mma_i4b", false, 2048, 24, 0, 0, 8, 4, true, true, false, false, 4},
       {"mma_i4c", false, 2064, 16, 0, 0, 3, 8, true, false, true, false, 4},
-      // Row groups: 19 rows of 24 (bf16 weights, three outputs, a bias); 13
-      // of 24 in int8 (the third group not launched, its rows not written);
-      // 32 in int4 with the norm and an addend; 17 with SwiGLU, an addend and
-      // a bias over bf16 x.
+      // Tiles: 19 rows of 24 (bf16 weights, three outputs, a bias); 13 of
+      // 24 in int8 (the third tile not reached, its rows not written); 32 in
+      // int4 with the norm and an addend; 17 with SwiGLU, an addend and a
+      // bias over bf16 x; 9 of 32 in bf16 with the norm, SwiGLU and an
+      // addend (two tiles active of four), 5 of 16 (one of two), 21 of 32
+      // in int8 (three of four): each number of active tiles has a main
+      // loop of its own.
       {"mma_g16", false, 256, 20, 9, 11, 19, 4, false, false, false, true, 16, 3},
       {"mma_g8", false, 208, 20, 9, 9, 13, 2, false, false, false, true, 8, 3},
       {"mma_g4", false, 2064, 16, 0, 0, 32, 8, true, false, true, false, 4, 4},
       {"mma_gs", true, 96, 40, 0, 0, 17, 3, false, true, true, true, 16, 3},
+      {"mma_gn", false, 256, 24, 0, 0, 9, 4, true, true, true, false, 16, 4},
+      {"mma_g1", false, 200, 20, 9, 9, 5, 2, true, false, false, true, 16, 2},
+      {"mma_g3", false, 2048, 24, 0, 0, 21, 4, true, false, true, false, 8, 4},
   };
   std::vector<std::pair<std::string, std::string>> kernels;
   for (const MmaProduct &p : kMma) kernels.push_back({p.name, p.instance()});
@@ -433,17 +440,14 @@ TEST_F(QuantKernels, TensorCoreMatvecMatchesADoublePrecisionReference) {
   std::mt19937 rng(29);
   for (const MmaProduct &p : kMma) {
     SCOPED_TRACE(p.name);
-    const int64_t f = p.n0 + p.n1 + p.n2, wrows = p.swiglu ? 2 * f : f, built = 8 * p.groups;
+    const int64_t f = p.n0 + p.n1 + p.n2, wrows = p.swiglu ? 2 * f : f, built = 8 * p.tiles;
     ProductInputs in = productInputs(p.bits, p.xBf16, p.k, wrows, f, built, p.rows, rng);
     const int64_t cols[3] = {p.n0, p.n1, p.n2};
     std::vector<float> outs[3];
     for (int o = 0; o < 3; ++o)
       outs[o].assign(size_t(built * std::max<int64_t>(cols[o], 1)), NAN);
     const KernelLaunch::Args a = productArgs(in, p.xBf16, outs, p.rows);
-    // Row groups: the groups that hold the active rows, as the executor
-    // launches them.
-    if (p.groups > 1) launch(p.name, a, (p.rows + 7) / 8, (f + 15) / 16, p.warps * 32);
-    else launch(p.name, a, (f + 15) / 16, 1, p.warps * 32);
+    launch(p.name, a, (f + 15) / 16, 1, p.warps * 32);
     expectProduct(outs, cols, built, p.rows, in, {p.norm, p.swiglu, p.add, p.bias});
   }
 }

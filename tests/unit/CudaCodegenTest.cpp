@@ -53,11 +53,10 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
     Plan withWorkspace = out.plan; // as compileModel leaves an artifact's
     withWorkspace.deviceWorkspaceBytes = mod.program.workspaceBytes;
     EXPECT_NO_THROW(checkCudaProgramFits(mod.program, withWorkspace.memoryBill()));
-    // Weights the tensor-core matrix-vector kernels take up to 32 rows
-    // (bf16: 16, past which cuBLAS is faster).
+    // Weights the tensor-core matrix-vector kernels take up to 32 rows.
     const DType wt = cfg.compile.weightDtype;
     const bool tensorCores = wt == DType::bf16 || wt == DType::i8 || wt == DType::i4;
-    const int64_t groupRows = wt == DType::bf16 ? 16 : 32;
+    const int64_t groupRows = 32; // matvecMma's rows, in tiles of 8
     for (const auto &[name, ep] : out.plan.entryPoints) {
       SCOPED_TRACE(name);
       const std::string role = entryRole(name); // prefill.8: prefill's copy at 8 rows
@@ -81,10 +80,10 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
         }
         if (op.kind == DeviceOp::gemm) {
           ++gemms;
-          // cuBLAS only where the rows are many: up to 8 rows (bf16: 16), a
+          // cuBLAS only where the rows are many: up to 8 rows (bf16: 32), a
           // generated matrix-vector kernel (unless a row is not whole 16-byte
           // runs).
-          EXPECT_TRUE(op.staticRows > (op.weightType == DType::bf16 ? 16 : 8) ||
+          EXPECT_TRUE(op.staticRows > (op.weightType == DType::bf16 ? 32 : 8) ||
                       op.k % (16 / dtypeBytes(op.weightType)) != 0)
               << "step " << op.step << ": cuBLAS for " << op.staticRows << " rows";
           const OpKind k = ep.steps[size_t(op.step)].kind();
@@ -96,7 +95,7 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
         if (op.kind == DeviceOp::kernel && op.name.rfind("matvec_", 0) == 0) {
           // A matvec step (a product with its norm, SwiGLU, residual add or
           // RoPE and cache write folded in) is one matrix-vector kernel, up
-          // to 8 rows; int8 and int4 up to 32, bf16 up to 16.
+          // to 8 rows; int8, int4 and bf16 up to 32.
           ++products;
           EXPECT_EQ(ep.steps[size_t(op.step)].kind(),
                     ropeEpilogue ? OpKind::matVecRopeKVWrite : OpKind::matVec)
@@ -109,9 +108,9 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
           // (matvecMma, matvecRopeKvMma), a block for every 16 features (8
           // RoPE pairs), up to 16 warps splitting K; else f32 products.
           // (Quantized rows that are not whole runs of 16 codes take
-          // quantGemv.) int8 and int4 at 9 to 32 rows, bf16 at 9 to 16: matvecMma (and
-          // matvecRopeKvMma) in groups of 8 rows, block (group, 16 features),
-          // the groups following the active rows.
+          // quantGemv.) int8, int4 and bf16 at 9 to 32 rows: matvecMma (and
+          // matvecRopeKvMma), a block all the rows in tiles of 8 (mvTiles),
+          // its grid the same at any active rows.
           const size_t at = mod.source.find(" " + op.name + "(KvArgs a)");
           const bool gemv =
               at != std::string::npos &&
@@ -135,14 +134,16 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
             else if (const auto *q = std::get_if<MatVecRopeKVWriteOp>(&st.op))
               features = out.plan.findWeight(q->weight)->shape[0];
             const bool grouped = op.staticRows > 8;
-            EXPECT_EQ(op.grid[grouped ? 1 : 0], (features + 15) / 16) << op.name;
+            EXPECT_EQ(op.grid[0], (features + 15) / 16) << op.name;
+            EXPECT_EQ(op.grid[1], 1) << op.name;
+            EXPECT_EQ(op.rowsDim, -1) << op.name;
             if (grouped) {
               EXPECT_TRUE(tensorCores) << op.name;
               EXPECT_LE(op.staticRows, groupRows) << op.name;
-              EXPECT_EQ(op.grid[0], (op.staticRows + 7) / 8) << op.name;
-              EXPECT_EQ(op.rowsDim, 0) << op.name;
-              EXPECT_EQ(op.rowsPerBlock, 8) << op.name;
-              EXPECT_NE(mod.source.find("kvplan::kMvRowGroups>(a)", at), std::string::npos);
+              const std::string tiles = std::to_string((op.staticRows + 7) / 8);
+              EXPECT_NE(mod.source.find("kvplan::mvTiles(" + tiles + ")>(a)", at),
+                        std::string::npos);
+              EXPECT_EQ(op.name.substr(op.name.size() - 1 - tiles.size()), "r" + tiles);
               ++groupedProducts;
               groupedFolds += op.name.rfind("matvec_mma_", 0) == 0;
               groupedRope += ropeEpilogue;
@@ -239,7 +240,7 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
         EXPECT_GE(mmaProducts, wt == DType::bf16 ? cfg.model.numLayers : 0);
       } else if (ep.rows > 8 && ep.rows <= groupRows && tensorCores) {
         // A prefill chunk of 16 or 32 rows: at least QKV and o (rows of the
-        // hidden size) in groups of 8 rows, and with them their folds: every
+        // hidden size) in tiles of 8 rows, and with them their folds: every
         // layer's QKV with its norm, RoPE and the cache write
         // (llm.matvec_rope_kv_write), the first layer's o (the residual add)
         // and gate|up (its norm and SwiGLU) as llm.matvec steps (the last
@@ -289,7 +290,7 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
       // for the fused QKV, o, gate|up and down of each layer, and the head,
       // each with the norm before it, the SwiGLU, residual add or RoPE and
       // cache write after it folded in: no norm, add, SwiGLU or RoPE step
-      // is left. bf16: nor a prefill chunk of up to 16 rows.
+      // is left. bf16: nor a prefill chunk of up to 32 rows.
       const int64_t run = 16 / dtypeBytes(cfg.compile.weightDtype);
       const bool folded =
           (name == "decode" && ep.rows <= 8) || (wt == DType::bf16 && ep.rows <= groupRows);

@@ -1,7 +1,7 @@
 // RUN: kvplan-opt %s -split-input-file --fuse-matvec | FileCheck %s
 // RUN: kvplan-opt %s -split-input-file '--fuse-matvec=max-rows=1 max-bf16-rows=1 max-tensor-core-rows=1' | FileCheck %s --check-prefix=ONE
-// RUN: kvplan-opt %s -split-input-file --fuse-matvec=max-tensor-core-rows=8 | FileCheck %s --check-prefix=QEIGHT
-// RUN: kvplan-opt %s -split-input-file --fuse-matvec=max-bf16-rows=32 | FileCheck %s --check-prefix=BF32
+// RUN: kvplan-opt %s -split-input-file '--fuse-matvec=max-tensor-core-rows=8 max-bf16-rows=8' | FileCheck %s --check-prefix=QEIGHT
+// RUN: kvplan-opt %s -split-input-file --fuse-matvec=max-bf16-rows=16 | FileCheck %s --check-prefix=BF16
 
 // A decode layer of 2 rows: the first norm folds into QKV (three results),
 // the o product takes the add of add_rms_norm and leaves its norm to the
@@ -148,27 +148,26 @@ module {
 
 // int8 and int4 weights take every fold up to 32 rows
 // (max-tensor-core-rows: the cuda target's tensor-core kernels take their
-// rows in groups of 8), bf16 ones up to 16 (max-bf16-rows; past that
-// cuBLAS is faster): at 24 rows the int8 QKV product takes its norm, RoPE
-// and the cache write; the bf16 o is left, and so is its residual add, and
-// the int4 gate|up takes SwiGLU; with max-bf16-rows=32 the bf16 o takes the
-// residual add and the int4 gate|up its norm too; a product of 40 rows is
-// left as it is.
+// rows in tiles of 8), bf16 ones too (max-bf16-rows, 32): at 24 rows the
+// int8 QKV product takes its norm, RoPE and the cache write, the bf16 o the
+// residual add and the int4 gate|up its norm and SwiGLU; with
+// max-bf16-rows=16 the bf16 o is left, and so is its residual add, and the
+// int4 gate|up takes SwiGLU alone; a product of 40 rows is left as it is.
 // CHECK-LABEL: func.func @quantRows
-// CHECK-SAME: (%[[X:[^:]*]]: tensor<24x16xf32>, %[[C:[^:]*]]: !llm.kv_cache<{{.*}}>, %[[T:[^:]*]]: tensor<24x4xi32>, %[[P:[^:]*]]: tensor<24xi32>, %[[MANY:[^:]*]]: tensor<40x16xf32>)
-// CHECK-NEXT: %[[Q:.*]], %[[C0:.*]] = llm.matvec_rope_kv_write @wqkv(%[[X]]) norm @attention_norm into %[[C]][%[[T]]] at %[[P]] {eps = 1.000000e-05 : f64, head_dim = 8 : i64, layer = 0 : i64, theta = 1.000000e+04 : f64} : tensor<24x16xf32>, <{{.*}}>, tensor<24x4xi32>, tensor<24xi32> -> tensor<24x16xf32>
-// CHECK-NEXT: %[[O:.*]] = llm.linear @wo(%[[Q]]) : tensor<24x16xf32> -> tensor<24x16xf32>
-// CHECK-NEXT: %[[N:.*]], %{{.*}} = llm.add_rms_norm %[[X]], %[[O]], @ffn_norm
-// CHECK-NEXT: %[[G:.*]] = llm.matvec @w13(%[[N]]) swiglu : tensor<24x16xf32> -> tensor<24x32xf32>
+// CHECK-SAME: (%[[X:[^:]*]]: tensor<24x16xf32>, %{{[^:]*}}: !llm.kv_cache<{{.*}}>, %{{[^:]*}}: tensor<24x4xi32>, %{{[^:]*}}: tensor<24xi32>, %[[MANY:[^:]*]]: tensor<40x16xf32>)
+// CHECK-NEXT: %[[Q:.*]], %{{.*}} = llm.matvec_rope_kv_write @wqkv(%[[X]]) norm @attention_norm
+// CHECK-NEXT: %[[H:.*]] = llm.matvec @wo(%[[Q]]) plus %[[X]] : tensor<24x16xf32>, tensor<24x16xf32> -> tensor<24x16xf32>
+// CHECK-NEXT: %[[G:.*]] = llm.matvec @w13(%[[H]]) norm @ffn_norm swiglu {eps = {{.*}} : f64} : tensor<24x16xf32> -> tensor<24x32xf32>
 // CHECK-NEXT: llm.linear @wo(%[[MANY]]) : tensor<40x16xf32> -> tensor<40x16xf32>
 // CHECK-NEXT: return
-// BF32-LABEL: func.func @quantRows
-// BF32-SAME: (%[[X:[^:]*]]: tensor<24x16xf32>, %{{[^:]*}}: !llm.kv_cache<{{.*}}>, %{{[^:]*}}: tensor<24x4xi32>, %{{[^:]*}}: tensor<24xi32>, %[[MANY:[^:]*]]: tensor<40x16xf32>)
-// BF32-NEXT: %[[Q:.*]], %{{.*}} = llm.matvec_rope_kv_write @wqkv(%[[X]]) norm @attention_norm
-// BF32-NEXT: %[[H:.*]] = llm.matvec @wo(%[[Q]]) plus %[[X]] : tensor<24x16xf32>, tensor<24x16xf32> -> tensor<24x16xf32>
-// BF32-NEXT: %[[G:.*]] = llm.matvec @w13(%[[H]]) norm @ffn_norm swiglu {eps = {{.*}} : f64} : tensor<24x16xf32> -> tensor<24x32xf32>
-// BF32-NEXT: llm.linear @wo(%[[MANY]]) : tensor<40x16xf32> -> tensor<40x16xf32>
-// BF32-NEXT: return
+// BF16-LABEL: func.func @quantRows
+// BF16-SAME: (%[[X:[^:]*]]: tensor<24x16xf32>, %[[C:[^:]*]]: !llm.kv_cache<{{.*}}>, %[[T:[^:]*]]: tensor<24x4xi32>, %[[P:[^:]*]]: tensor<24xi32>, %[[MANY:[^:]*]]: tensor<40x16xf32>)
+// BF16-NEXT: %[[Q:.*]], %[[C0:.*]] = llm.matvec_rope_kv_write @wqkv(%[[X]]) norm @attention_norm into %[[C]][%[[T]]] at %[[P]] {eps = 1.000000e-05 : f64, head_dim = 8 : i64, layer = 0 : i64, theta = 1.000000e+04 : f64} : tensor<24x16xf32>, <{{.*}}>, tensor<24x4xi32>, tensor<24xi32> -> tensor<24x16xf32>
+// BF16-NEXT: %[[O:.*]] = llm.linear @wo(%[[Q]]) : tensor<24x16xf32> -> tensor<24x16xf32>
+// BF16-NEXT: %[[N:.*]], %{{.*}} = llm.add_rms_norm %[[X]], %[[O]], @ffn_norm
+// BF16-NEXT: %[[G:.*]] = llm.matvec @w13(%[[N]]) swiglu : tensor<24x16xf32> -> tensor<24x32xf32>
+// BF16-NEXT: llm.linear @wo(%[[MANY]]) : tensor<40x16xf32> -> tensor<40x16xf32>
+// BF16-NEXT: return
 // QEIGHT-LABEL: func.func @quantRows
 // QEIGHT-NOT: llm.matvec
 // QEIGHT: return
