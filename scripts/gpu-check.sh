@@ -20,16 +20,17 @@
 #      the tensor-core tiled product, decode against the roofline)
 #   5c. where .gpukit/before/ holds the bench artifacts of the kernels before
 #      a change (scripts/gpu-kit.sh --keep-before): each against the kit's,
-#      alternately, twice
+#      alternately, twice (at 1 sequence; a -b8 variant at 8, a -b64 one at
+#      32)
 #   6. with two GPUs or more and mpirun: a TP=2 model over NCCL against one GPU
 #   7. compute-sanitizer memcheck and racecheck over a tiny artifact's run,
 #      where compute-sanitizer is installed
 #   8. scripts/hf_peer.py on the bench's model shape (transformers, bf16)
 #   9. with what the budget has left (100 s or more): 1, 16 and 32 sequences
-#      in a plan for 64, each on the copy of decode that serves it (decode.1,
-#      decode.16: bf16 products in groups of 8 rows with their folds;
-#      decode.32: cuBLAS at 32 rows) and on decode itself (cuBLAS at 64 rows,
-#      the ops unfused), side by side
+#      in a plan for 64, each on the copy of decode that serves it (decode.1;
+#      decode.16 and decode.32: bf16 products in 2 and 4 tiles of 8 rows a
+#      block with their folds) and on decode itself (cuBLAS at 64 rows, the
+#      ops unfused), side by side
 # and the report (scripts/gpu_check_report.py: $OUT/gpu-check.json and the
 # table, last) after every step and from an exit trap, so a check killed at
 # its limit still leaves the table of what it finished.
@@ -109,6 +110,8 @@ bench_art=$artifacts/bench-llama-3.2-1b.kvp
 # The bench step's runs at 1 and 8 sequences (the before step repeats them).
 bench1_args=(--prompt-len 512 --gen 128)
 bench8_args=(--prompt-len 512 --gen 64 --batch 8)
+# A -b64 variant's (the plan for 64 sequences; decode.32 serves 32).
+bench32_args=(--prompt-len 512 --gen 64 --batch 32)
 fail=0
 
 say() { echo "gpu-check: $*" | tee -a "$log"; }
@@ -467,6 +470,7 @@ if want before && ((${#befores[@]})); then
     [[ $old != *.base ]] || old=$artifacts/$(< "$old").kvp
     args=("${bench1_args[@]}")
     [[ $name != *-b8 && $name != *-b8-* ]] || args=("${bench8_args[@]}")
+    [[ $name != *-b64 && $name != *-b64-* ]] || args=("${bench32_args[@]}")
     for i in 1 2; do
       for which in before after; do
         art=$old
@@ -622,13 +626,14 @@ fi
 # --- 9. few sequences in a plan for many, with what is left -----------------
 # The shape compiled for 64 sequences decodes 1, 16 and 32 at once: each
 # bench times the copy of decode that serves the batch (decode.1:
-# matrix-vector kernels; decode.16: the products in 2 groups of 8 rows; both
-# with --fuse-matvec's folds, 5 kernels a layer; decode.32: cuBLAS's
-# products at 32 rows, bf16's past kMmaBf16Rows) and decode itself at those
-# rows (cuBLAS's products at 64, the norms, RoPE and SwiGLU kernels of their
-# own), side by side: what the copies gain a server, and whether the bf16 row
-# groups' limit (kMmaBf16Rows, 16) holds (the H200 runs of stop 45 and 46:
-# 4 groups 0.69x cuBLAS's step at 32 rows, 2 groups 1.00x at 16). Last, with
+# matrix-vector kernels; decode.16 and decode.32: the products in 2 and 4
+# tiles of 8 rows a block; all with --fuse-matvec's folds, 5 kernels a
+# layer) and decode itself at those rows (cuBLAS's products at 64, the
+# norms, RoPE and SwiGLU kernels of their own), side by side: what the
+# copies gain a server, and whether bf16's limit (kMmaBf16Rows, 32) holds
+# (the H200 runs of stop 45 and 46, when a block took one group of 8 rows
+# and each group read the weights again: 4 groups 0.69x cuBLAS's step at 32
+# rows, 2 groups 1.00x at 16; decode.32 was cuBLAS's after that). Last, with
 # the budget the peer left (KVPLAN_GPU_CHECK_STEPS=build,rows runs it alone).
 if want rows; then
   t=$SECONDS

@@ -182,10 +182,10 @@ if ((do_artifacts)); then
     "bench-llama-3.2-1b-int8|models/llama-3.2-1b.toml|--dtype int8 --max-seq 1024"
     "bench-llama-3.2-1b-int4|models/llama-3.2-1b.toml|--dtype int4 --max-seq 1024"
     # A plan for 64 sequences (gpu-check's optional rows step): 1, 16 and 32
-    # a step on the copies of decode that serve them (decode.1, decode.16:
-    # the folds, the products in groups of 8 rows; decode.32: cuBLAS at 32
-    # rows, bf16's past 16) against decode's own rows (cuBLAS at 64, the ops
-    # unfused).
+    # a step on the copies of decode that serve them (decode.1; decode.16
+    # and decode.32: the folds, the products in 2 and 4 tiles of 8 rows a
+    # block) against decode's own rows (cuBLAS at 64, the ops unfused); and
+    # the before step's base for variants at 32 sequences ("# base: b64").
     "bench-llama-3.2-1b-b64|models/llama-3.2-1b.toml|--dtype bf16 --max-seq 1024 --max-batch 64 --decode-copies 1,8,16,32"
     # The benchmark's shape in f32: greedy ids against the CPU (gpu tests).
     "bench-llama-3.2-1b-f32|models/llama-3.2-1b.toml|--dtype f32 --max-seq 256 --prefill-chunk 64 --max-batch 1"
@@ -208,10 +208,10 @@ if ((do_artifacts)); then
     "qwen-like-int4|tests/data/gpu/qwen-like.toml|--dtype int4"
     "quant-odd-int4|tests/data/gpu/quant-odd.toml|--dtype int4"
     # Prefill chunks of 32 rows and decode at up to 16: bf16, int8 and int4
-    # products in groups of 8 rows, with --fuse-matvec's folds.
-    "tiny-bf16-groups|models/tiny.toml|--dtype bf16 --max-batch 16 --prefill-chunk 32"
-    "tiny-int8-groups|models/tiny.toml|--dtype int8 --max-batch 16 --prefill-chunk 32"
-    "tiny-int4-groups|models/tiny.toml|--dtype int4 --max-batch 16 --prefill-chunk 32"
+    # products in 4 and 2 tiles of 8 rows a block, with --fuse-matvec's folds.
+    "tiny-bf16-tiles|models/tiny.toml|--dtype bf16 --max-batch 16 --prefill-chunk 32"
+    "tiny-int8-tiles|models/tiny.toml|--dtype int8 --max-batch 16 --prefill-chunk 32"
+    "tiny-int4-tiles|models/tiny.toml|--dtype int4 --max-batch 16 --prefill-chunk 32"
     # Two ranks over NCCL (gpu-check runs it where there are two GPUs).
     "tp2-tiny-f32|models/tiny.toml|--dtype f32 --tensor-parallel 2"
   )

@@ -7,8 +7,8 @@
 # bench-llama-3.2-1b.kvp named its before (.gpukit/before/bench-llama-3.2-1b-NAME.base)
 # and what differs written beside it (NAME.what) for the report. SUFFIX:NAME=...
 # takes the kit's bench-llama-3.2-1b-SUFFIX instead (b8: batch 8, which the
-# before step benches at 8 sequences; int8, int4), into
-# bench-llama-3.2-1b-SUFFIX-NAME.kvp.
+# before step benches at 8 sequences; b64: the plan for 64, benched at 32;
+# int8, int4), into bench-llama-3.2-1b-SUFFIX-NAME.kvp.
 # scripts/gpu-check.sh's before step then benches every variant against the
 # kit's kernels, alternately, in one run (KVPLAN_GPU_CHECK_STEPS=build,before
 # for that alone: about 20 s a variant on an H200).

@@ -488,8 +488,8 @@ def main(argv=None):
                      f"{f(pq, '{:,.0f}')} tok/s "
                      f"({f(ratio(pq, prefill), '{:.2f}x')} bf16's cuBLAS) |")
     if "rows" in steps or any(more["rows" + n] is not None for n in ("1", "16", "32")):
-        for n, what in (("1", "matrix-vector kernels, folds"), ("16", "2 row groups, folds"),
-                        ("32", "cuBLAS at 32 rows")):
+        for n, what in (("1", "matrix-vector kernels, folds"), ("16", "2 tiles of 8 rows, folds"),
+                        ("32", "4 tiles of 8 rows, folds")):
             r = more["rows" + n] or {}
             copy = _num(r.get("decode_step_ms_graph"))
             whole = _num(r.get("decode_step_ms_whole_decode"))
