@@ -408,10 +408,11 @@ private:
   /// decode step at 32 rows took 2.88 ms in 4 groups, 1.99 on cuBLAS (at 16
   /// rows 1.90 against 1.90), and bf16 went back to cuBLAS past 16 rows.
   /// Each tile still loads its own rows of x, splits them into two bf16
-  /// parts and multiplies: about 1 (o, down) to 1.9 (QKV, the head) PTX
-  /// instructions a byte of bf16 weights a tile, int8 about 3.5 and int4
-  /// about 7 more than bf16's for the codes' decoding, which the tiles now
-  /// share (docs/cuda.md). int8 and int4: the tiled product (quantGemm) has
+  /// parts and multiplies: a tile past the first costs about 0.8 (gate|up)
+  /// to 1.5 (QKV, the head) PTX instructions a byte of bf16 weights, int8
+  /// 2.2 to 3.2 and int4 5.3 to 7.4 a byte of theirs; the weights' loads and
+  /// the codes' decoding come once (Llama-3.2-1B at 32 rows, docs/cuda.md).
+  /// int8 and int4: the tiled product (quantGemm) has
   /// one tile of 64 rows for every 64 features there (Llama-3.2-1B's o
   /// product: 32 blocks for 132 multiprocessors), each waiting on a group
   /// of K at a time, while matvecMma keeps every multiprocessor streaming

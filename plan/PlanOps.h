@@ -421,7 +421,7 @@ struct Step {
   std::string loc;
   /// The cuda target: weight rows the step's first kernel asks the GPU's L2
   /// for ahead, for the products after it (llm.prefetch, --prefetch-weights).
-  std::vector<WeightRows> prefetch;
+  std::vector<WeightRows> prefetch{};
 
   OpKind kind() const { return OpKind(op.index()); }
   const char *name() const { return opName(kind()); }

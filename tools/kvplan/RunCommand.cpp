@@ -59,6 +59,7 @@ struct RunOptions {
   int threads = 0;
   bool noGraphs = false;
   bool noPrefixCache = false;
+  int64_t logprobs = -1;      // --logprobs N: JSON lines on stderr (-1: none)
   bool json = false;          // --json: the output is one JSON object
   std::string jsonSchemaFile; // --json-schema: one that this schema accepts
   SpeculateFlags speculate;
@@ -118,6 +119,10 @@ void checkRunOptions(RunOptions &o) {
     throw InputError("--chat renders -p TEXT as the user's message in the model's chat "
                      "template; --prompt-ids are a prompt already: give -p or leave out --chat");
   if (o.tokens < 0) throw InputError("-n must be 0 or more, got " + std::to_string(o.tokens));
+  if (o.logprobs < -1 || o.logprobs > kMaxTopLogprobs)
+    throw InputError("--logprobs takes how many of the most likely tokens to list beside each "
+                     "generated one, 0 to " + std::to_string(kMaxTopLogprobs) + "; got " +
+                     std::to_string(o.logprobs));
   checkThreadsFlag(o.threads);
   if (!o.promptIds.empty() && o.promptGiven)
     throw InputError("give either -p TEXT or --prompt-ids, not both");
@@ -342,6 +347,33 @@ private:
   int64_t count = 0;  // generated tokens written
 };
 
+/// One token's log-probability, as --logprobs writes it: its id, its text
+/// decoded alone (invalid UTF-8 replaced; "bytes" holds it exactly) where
+/// there is a tokenizer, and the log-probability.
+nlohmann::ordered_json logprobJson(const TokenLogprob &t, const Tokenizer *tok) {
+  nlohmann::ordered_json j = {{"token", t.token}};
+  if (tok) {
+    const std::string text = tok->decode({t.token});
+    j["text"] = text;
+    j["bytes"] = nlohmann::ordered_json::array();
+    for (unsigned char c : text) j["bytes"].push_back(int(c));
+  }
+  j["logprob"] = t.logprob;
+  return j;
+}
+
+/// --logprobs: a generated token's line on stderr, one JSON object (the
+/// token as logprobJson, and "top_logprobs": the most likely at its place,
+/// likeliest first), written as the token comes.
+void writeLogprobs(const TokenLogprobs &l, const Tokenizer *tok) {
+  nlohmann::ordered_json j = logprobJson(l.chosen, tok);
+  j["top_logprobs"] = nlohmann::ordered_json::array();
+  for (const TokenLogprob &t : l.top) j["top_logprobs"].push_back(logprobJson(t, tok));
+  const std::string line =
+      j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
+  std::fputs(line.c_str(), stderr);
+}
+
 struct Generation {
   std::string text; // what the scheduler sent
   int64_t generated = 0;
@@ -375,6 +407,7 @@ Generation generate(Engine &engine, const Tokenizer *tok, GenerationRequest req,
     }
     if (g.generated++ == 0) first = Clock::now();
     out.generated(e.token, e.text);
+    if (e.logprobs) writeLogprobs(*e.logprobs, tok);
   };
   SchedulerOptions so;
   if (spec) {
@@ -481,6 +514,7 @@ int runGenerate(RunOptions o, bool verbose) {
   if (!o.interactive) req.prompt = preparePrompt(o, r);
   holdToStops(o, r, req);
   req.sampling = o.sampling;
+  req.logprobs = o.logprobs;
   const ExecOptions exec{o.threads, !o.noGraphs};
   checkExecFlags(r, exec, o.speculate.draftModel());
   Engine engine(makeExecutor(r, exec), {!o.noPrefixCache});
@@ -574,6 +608,9 @@ void addRunCommand(CLI::App &app, const GlobalOptions &global, Action &action) {
                 "CUDA: launch every kernel eagerly instead of replaying CUDA graphs");
   cmd->add_flag("--no-prefix-cache", o->noPrefixCache,
                 "Keep no KV-cache pages for reuse by later prompts");
+  cmd->add_option("--logprobs", o->logprobs,
+                  "Write each generated token's log-probability and the N most likely tokens at "
+                  "its place (0 to 20) on stderr, a JSON line a token");
   cmd->add_flag("--json", o->json,
                 "Generate one JSON object (JSON mode; ends as it closes; needs a tokenizer)");
   cmd->add_option("--json-schema", o->jsonSchemaFile,

@@ -2,8 +2,11 @@
 """Starts `kvplan serve ARGS... --port 0`, asks it for one greedy completion
 of PROMPT (max_tokens N), streamed and not, and prints each answer's text
 as a Python literal (so that leading spaces show), then stops the server.
+With --logprobs K, the answer (not streamed) asks for K top log-probabilities
+and its tokens follow, a line each: "lp TEXT LOGPROB" (TEXT as a literal,
+LOGPROB to 4 places), as logprob_lines.py prints `kvplan run --logprobs`'s.
 
-Usage: serve_completion.py KVPLAN PROMPT N SERVE_ARGS...
+Usage: serve_completion.py [--logprobs K] KVPLAN PROMPT N SERVE_ARGS...
 """
 import json
 import re
@@ -12,14 +15,20 @@ import subprocess
 import sys
 import urllib.request
 
-kvplan, prompt, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-server = subprocess.Popen([kvplan, "serve"] + sys.argv[4:] + ["--port", "0", "--quiet"],
+args = sys.argv[1:]
+logprobs = None
+if args[0] == "--logprobs":
+    logprobs, args = int(args[1]), args[2:]
+kvplan, prompt, n = args[0], args[1], int(args[2])
+server = subprocess.Popen([kvplan, "serve"] + args[3:] + ["--port", "0", "--quiet"],
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 try:
     url = re.search(r"http://[0-9.:]+", server.stdout.readline()).group(0)
     for stream in (False, True):
-        body = json.dumps({"prompt": prompt, "max_tokens": n, "temperature": 0,
-                           "stream": stream}).encode()
+        ask = {"prompt": prompt, "max_tokens": n, "temperature": 0, "stream": stream}
+        if logprobs is not None and not stream:
+            ask["logprobs"] = logprobs
+        body = json.dumps(ask).encode()
         req = urllib.request.Request(url + "/v1/completions", body,
                                      {"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=120) as res:
@@ -29,8 +38,13 @@ try:
                            for line in raw.splitlines()
                            if line.startswith("data: {"))
         else:
-            text = json.loads(raw)["choices"][0]["text"]
+            choice = json.loads(raw)["choices"][0]
+            text = choice["text"]
         print("stream" if stream else "whole", repr(text))
+        if logprobs is not None and not stream:
+            lp = choice["logprobs"]
+            for token, value in zip(lp["tokens"], lp["token_logprobs"]):
+                print("lp", repr(token), f"{value:.4f}")
 finally:
     server.send_signal(signal.SIGINT)
     server.communicate(timeout=120)
