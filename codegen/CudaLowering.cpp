@@ -431,23 +431,24 @@ private:
   /// ptxas otherwise keeps 64 registers for two blocks a multiprocessor and
   /// spills; Llama-3.2-1B's int4 o and down at 8 rows, 128 blocks); else
   /// ptxas's choice.
-  /// With tiles (mmaTiled), blocks enough for 16 warps a multiprocessor
-  /// (at most 128 registers a thread) where the grid is more: left to
-  /// itself, ptxas kept 64 to 80 and spilled 16 to 32 bytes in the row
-  /// groups before the tiles (Llama-3.2-1B's int4 gate|up with its norm and
-  /// SwiGLU, and down with its addend, at a batch of 32).
+  /// With tiles (mmaTiled), blocks enough for 8 warps a multiprocessor (at
+  /// most 255 registers a thread; their blocks have at most 8 warps,
+  /// mmaWarps): at 16 (128 registers), as the row groups before them had,
+  /// Llama-3.2-1B's kernels at 4 tiles spilled 4 to 80 bytes in bf16 and
+  /// 112 to 204 in int4; left to itself, ptxas kept 64 to 80 registers and
+  /// spilled 16 to 32 bytes in the row groups.
   static int64_t mmaMinBlocks(int64_t blocks, int64_t warps, bool tiled) {
-    if (blocks <= kFillBlocks / 2) return 1;
-    return tiled ? std::max<int64_t>(1, 16 / warps) : 0;
+    if (tiled) return std::max<int64_t>(1, 8 / warps);
+    return blocks <= kFillBlocks / 2 ? 1 : 0;
   }
   /// Warps a block of matvecMma splits K over: from 4 (fewer where K has
-  /// fewer runs of 32), doubled up to 16 while the blocks' warps are fewer
-  /// than 4 x kFillBlocks (8 a multiprocessor of an H100/H200), so that
-  /// enough loads are in flight.
-  static int64_t mmaWarps(int64_t blocks, int64_t k) {
-    const int64_t steps = ceilDiv(k, 32);
+  /// fewer runs of 32), doubled up to 16 (with tiles 8: mmaMinBlocks) while
+  /// the blocks' warps are fewer than 4 x kFillBlocks (8 a multiprocessor
+  /// of an H100/H200), so that enough loads are in flight.
+  static int64_t mmaWarps(int64_t blocks, int64_t k, bool tiled) {
+    const int64_t steps = ceilDiv(k, 32), most = tiled ? 8 : 16;
     int64_t warps = std::min<int64_t>(4, steps);
-    while (warps < 16 && blocks * warps < 4 * kFillBlocks && 2 * warps <= steps) warps *= 2;
+    while (warps < most && blocks * warps < 4 * kFillBlocks && 2 * warps <= steps) warps *= 2;
     return warps;
   }
   /// The matvec kernel's weight type (Kernels.cuh, MvFormat) for `w`.
@@ -661,7 +662,7 @@ void EntryLowering::operator()(const MatVecRopeKVWriteOp &op) {
       cache(), positions, specs.ropeTable(op.rope)};
   if (matvecOnTensorCores(w, rows) || tiled) {
     // Pairs of features a block: matvecMma's 16 weight rows (mmaKernel).
-    const int64_t slices = ceilDiv(w.shape[0], kMmaFeatures), warps = mmaWarps(slices, k);
+    const int64_t slices = ceilDiv(w.shape[0], kMmaFeatures), warps = mmaWarps(slices, k, tiled);
     const std::string name = specs.wrapper(
         "matvec_rope_kv_mma_" + types +
             dims({k, qcols, kv.kvHeads, hd, kv.pageSize, kv.pages, warps}) + tag,
@@ -721,7 +722,7 @@ bool EntryLowering::matvecKernel(const char *prefix, const WeightEntry &w, const
                             "_" + dtypeName(o.dtype) + "_" + dtypeName(nw) + "_" + dtypeName(b);
   if (matvecOnTensorCores(w, rows) || tiled) {
     // A block a slice of features, for every row (mmaKernel).
-    const int64_t slices = ceilDiv(features, kMmaFeatures), warps = mmaWarps(slices, k);
+    const int64_t slices = ceilDiv(features, kMmaFeatures), warps = mmaWarps(slices, k, tiled);
     const std::string name = specs.wrapper(
         prefix + std::string("mma_") + types + dims({k, n[0], n[1], n[2], warps}) + tag,
         warps * 32,
@@ -735,6 +736,12 @@ bool EntryLowering::matvecKernel(const char *prefix, const WeightEntry &w, const
   }
   const int64_t fpw = matvecFeaturesPerWarp(w, rows, features, op.swiglu),
                 warps = gemvWarps(features / fpw);
+  // Two features a warp of 16-bit weights (the head): ptxas, left to
+  // itself, kept Llama-3.2-1B's bf16 head at one row to 64 registers and
+  // spilled 12 bytes; two blocks a multiprocessor let it take 95. (The
+  // other matvec kernels are left to ptxas: bounded so, they took up to 30
+  // registers more, spilling nothing before.)
+  const int64_t minBlocks = fpw > 1 && isFloatDType(w.dtype) ? 2 : 0;
   const std::string name = specs.wrapper(
       prefix + types + dims({k, n[0], n[1], n[2], warps, fpw, rows}) + tag,
       warps * 32,
@@ -742,7 +749,7 @@ bool EntryLowering::matvecKernel(const char *prefix, const WeightEntry &w, const
           cudaType(o.dtype) + ", " + cudaType(nw) + ", " + cudaType(b) + ", " + num(k) + ", " +
           num(n[0]) + ", " + num(n[1]) + ", " + num(n[2]) + ", " + num(warps) + ", " + num(fpw) +
           ", " + num(rows) + ", " + flags + ">(a)",
-      true);
+      true, minBlocks);
   kernel(name, {ceilDiv(features / fpw, warps), 1, 1}, warps * 32, -1, o, std::move(ptrs),
          matvecScales(w), {op.eps.value_or(0.0)});
   return true;
@@ -783,7 +790,7 @@ void EntryLowering::operator()(const AttentionOp &op) {
       "kvplan::attnPartial<" + kvType + ", " + cudaType(o) + ", " + num(h) + ", " + num(kvh) +
           ", " + num(hd) + ", " + num(kv.pageSize) + ", " + num(kv.pages) + "LL, " +
           num(kAttnWarps) + ">(a)",
-      true);
+      true, kAttnMinBlocks);
   kernel(name, {kvh, op.result.rows(), split.splits}, kAttnWarps * 32, 1, op.result,
          {arena(op.query), cache(), positions, table, work(split.partOffset), work(split.mlOffset),
           arena(op.result), work(split.arrivalsOffset)},

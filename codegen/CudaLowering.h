@@ -23,6 +23,12 @@ constexpr int64_t kFillBlocks = 264;
 // block; the keys split so that rows x KV heads x splits reaches
 // kFillBlocks where a split keeps kAttnMinKeys keys or more at full context.
 constexpr int64_t kAttnWarps = 4, kAttnMinKeys = 32;
+// Its blocks declared one a multiprocessor at least (__launch_bounds__'s
+// second figure), so that ptxas takes the registers it needs: left to itself
+// it kept Llama-3.2-1B's bf16 attention at batch 8's copy for one row to 128
+// and spilled 8 bytes; so bounded it takes 147 (3 blocks a multiprocessor,
+// as at 130 before).
+constexpr int64_t kAttnMinBlocks = 1;
 // A prefill chunk's attention on tensor cores (Kernels.cuh, attnTiled):
 // tiles of kAttnTileRows rows, a warp for each query head and tile, up to
 // kAttnTileWarps a block: as many of the KV head's query heads as divide

@@ -81,9 +81,12 @@ def main():
                                 os.path.join(tmp, 'k.cubin')], check=True, capture_output=True,
                                text=True).stderr
         ptx = open(os.path.join(tmp, 'k.ptx')).read()
+    # ptxas lists each function's properties under "Function properties for
+    # NAME", the entry's and then those of a function it calls (not inlined:
+    # l2PrefetchRange), so a figure belongs to the last NAME seen.
     usage, current = {}, None
     for line in ptxas.split('\n'):
-        m = re.search(r"entry function '(\w+)'", line)
+        m = re.search(r"(?:entry function '|Function properties for )(\w+)", line)
         if m:
             current = m.group(1)
         m = re.search(r'(\d+) bytes spill stores', line)

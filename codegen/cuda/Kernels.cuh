@@ -1278,7 +1278,7 @@ __device__ __forceinline__ void mmaProducts(const KvArgs &a, const long long (&r
                                             const Epilogue &epilogue) {
   using F = MmaFormat<W>;
   constexpr bool SPLIT = sizeof(X) == 4;
-  constexpr int STEPS = (K + 31) / 32, U = P == 2 ? 2 : 4;
+  constexpr int STEPS = (K + 31) / 32, U = P == 2 || NT > 2 ? 2 : 4;
   static_assert(K % 8 == 0 && (SPLIT || !NORM), "whole runs of 8 elements; the norm reads f32 x");
   static_assert(SPLIT || !F::SCALED, "quantized weights read f32 x");
   static_assert(F::X8 || K % 16 == 0, "int4: whole halves of a group");
