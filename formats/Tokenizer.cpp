@@ -111,6 +111,25 @@ using namespace tokenizer_detail;
 
 namespace {
 
+/// What `id` adds to the text of `context` (one token, "a"), as decode()
+/// writes it; decode({id}) where there is no such context.
+std::string bytesAfter(const Tokenizer &tok, std::vector<int32_t> context, int32_t id) {
+  if (context.size() != 1) return tok.decode({id});
+  const std::string before = tok.decode(context);
+  context.push_back(id);
+  const std::string text = tok.decode(context);
+  return text.compare(0, before.size(), before) == 0 ? text.substr(before.size())
+                                                     : tok.decode({id});
+}
+
+} // namespace
+
+std::string Tokenizer::tokenBytes(int32_t id) const {
+  return bytesAfter(*this, encode("a", false), id);
+}
+
+namespace {
+
 /// A sentencepiece .model run by the sentencepiece library itself, so that
 /// its normalizer and options are exactly the reference.
 class SentencePieceTokenizer : public Tokenizer {
@@ -126,6 +145,7 @@ public:
     }
     if (!status.ok())
       throw InputError(origin + ": not a valid sentencepiece model: " + status.ToString());
+    anchor = encode("a", false);
   }
 
   std::vector<int32_t> encode(std::string_view text, bool addBos) const override {
@@ -155,6 +175,18 @@ public:
     return out;
   }
 
+  std::string tokenBytes(int32_t id) const override {
+    if (id < 0 || id >= sp.GetPieceSize() || sp.IsControl(id) || sp.IsUnused(id)) return "";
+    // A byte piece, <0xAB>: the library's Decode() writes U+FFFD for it
+    // alone, so its byte is read from the piece.
+    const std::string piece = sp.IdToPiece(id);
+    unsigned byte = 0;
+    if (sp.IsByte(id) && piece.size() == 6 &&
+        std::from_chars(piece.data() + 3, piece.data() + 5, byte, 16).ptr == piece.data() + 5)
+      return std::string(1, char(byte));
+    return bytesAfter(*this, anchor, id); // the library's own decoding, in context
+  }
+
   int32_t vocabSize() const override { return sp.GetPieceSize(); }
   int32_t bosId() const override { return sp.bos_id(); }
   std::vector<int32_t> eosIds() const override {
@@ -174,6 +206,7 @@ public:
 private:
   std::string bytes;
   sentencepiece::SentencePieceProcessor sp;
+  std::vector<int32_t> anchor; // "a", a context for tokenBytes
 };
 
 /// The llama byte-fallback layout without any merges: for models that ship
@@ -197,6 +230,7 @@ public:
         out += char(id - kFirstByte);
     return out;
   }
+  std::string tokenBytes(int32_t id) const override { return decode({id}); }
 
   int32_t vocabSize() const override { return n; }
   int32_t bosId() const override { return kBos; }

@@ -21,6 +21,17 @@ public:
   /// The text of `ids` as the reference implementation decodes it (BOS, EOS
   /// and other control tokens produce no text).
   virtual std::string decode(const std::vector<int32_t> &ids) const = 0;
+  /// The bytes `id` adds to a text where it follows other text, exactly: a
+  /// SentencePiece piece with its leading space (which decode() drops at
+  /// the start of its ids and after BOS), a byte-fallback token its one
+  /// byte (where a lossy decode() writes U+FFFD for it alone), nothing for
+  /// control tokens and ids outside the vocabulary. For ids whose text is
+  /// UTF-8, decode(context + ids) is decode(context) followed by their
+  /// tokenBytes, whenever the context has text: what a token's
+  /// log-probability is shown beside, and what structured output checks.
+  /// This default decodes `id` after a one-token text and takes that text
+  /// off; the tokenizers here say it exactly.
+  virtual std::string tokenBytes(int32_t id) const;
 
   virtual int32_t vocabSize() const = 0;
   /// -1 when the tokenizer defines none.

@@ -443,6 +443,24 @@ public:
   }
 
   std::string decode(const std::vector<int32_t> &ids) const override {
+    return utf8Lossy(rawBytes(ids));
+  }
+  std::string tokenBytes(int32_t id) const override { return rawBytes({id}); }
+
+  int32_t vocabSize() const override { return int32_t(idToToken.size()); }
+  int32_t bosId() const override { return bos; }
+  std::vector<int32_t> eosIds() const override { return eos; }
+  int32_t specialTokenId(std::string_view piece) const override {
+    for (const AddedToken &t : added)
+      if (t.content == piece) return t.id;
+    return -1;
+  }
+  std::string kind() const override { return "hf-bpe"; }
+  std::string serialize() const override { return jsonText; }
+
+private:
+  /// The bytes `ids` decode to, before the lossy conversion to UTF-8.
+  std::string rawBytes(const std::vector<int32_t> &ids) const {
     const ByteMap &m = byteMap();
     std::string bytes;
     for (int32_t id : ids) {
@@ -462,21 +480,8 @@ public:
       }
       bytes += ok ? unmapped : tok;
     }
-    return utf8Lossy(bytes);
+    return bytes;
   }
-
-  int32_t vocabSize() const override { return int32_t(idToToken.size()); }
-  int32_t bosId() const override { return bos; }
-  std::vector<int32_t> eosIds() const override { return eos; }
-  int32_t specialTokenId(std::string_view piece) const override {
-    for (const AddedToken &t : added)
-      if (t.content == piece) return t.id;
-    return -1;
-  }
-  std::string kind() const override { return "hf-bpe"; }
-  std::string serialize() const override { return jsonText; }
-
-private:
   [[noreturn]] void fail(const std::string &where, const std::string &what) const {
     throw InputError(origin + ": " + where + " " + what);
   }

@@ -188,6 +188,10 @@ public:
     return out;
   }
 
+  std::string tokenBytes(int32_t id) const override {
+    return id >= 0 && size_t(id) < surfaces.size() ? surfaces[size_t(id)] : "";
+  }
+
   int32_t vocabSize() const override { return int32_t(v.pieces.size()); }
   int32_t bosId() const override { return v.bos; }
   std::vector<int32_t> eosIds() const override { return v.eos; }

@@ -69,18 +69,8 @@ JsonVocabulary::JsonVocabulary(std::vector<std::string> tokenBytes) : bytes(std:
 }
 
 JsonVocabulary JsonVocabulary::of(const Tokenizer &tokenizer) {
-  std::vector<int32_t> context = tokenizer.encode("a", false);
-  if (context.size() != 1) context.clear();
-  const std::string before = context.empty() ? "" : tokenizer.decode(context);
   std::vector<std::string> out(size_t(tokenizer.vocabSize()));
-  std::vector<int32_t> ids = context;
-  ids.push_back(0);
-  for (int32_t id = 0; id < tokenizer.vocabSize(); ++id) {
-    ids.back() = id;
-    std::string text = tokenizer.decode(ids);
-    out[size_t(id)] = text.compare(0, before.size(), before) == 0 ? text.substr(before.size())
-                                                                  : text;
-  }
+  for (int32_t id = 0; id < tokenizer.vocabSize(); ++id) out[size_t(id)] = tokenizer.tokenBytes(id);
   return JsonVocabulary(std::move(out));
 }
 

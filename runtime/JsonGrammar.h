@@ -26,8 +26,8 @@ public:
   /// tokens, never allowed). Throws InputError naming a character JSON
   /// needs that no token spells alone.
   explicit JsonVocabulary(std::vector<std::string> tokenBytes);
-  /// From a tokenizer: each token decoded after a context token, less the
-  /// context's text (so a SentencePiece token keeps its leading space).
+  /// From a tokenizer: each token's Tokenizer::tokenBytes (a SentencePiece
+  /// token with its leading space, a byte-fallback token its byte).
   static JsonVocabulary of(const Tokenizer &tokenizer);
 
   int64_t size() const { return int64_t(bytes.size()); }

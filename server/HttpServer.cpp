@@ -293,10 +293,11 @@ struct Server::Impl {
   }
   /// Submits the request's `n` generations (one request each).
   std::shared_ptr<Pending> admit(const GenerationRequest &gen, int64_t n, bool seedGiven);
-  /// A token's text beside its log-probability: decoded alone, or
-  /// "token_id:N" without a tokenizer (as vLLM's return_tokens_as_token_ids).
+  /// A token's text beside its log-probability: the bytes it adds to a text
+  /// (Tokenizer::tokenBytes: a SentencePiece piece with its leading space),
+  /// or "token_id:N" without a tokenizer (as vLLM's return_tokens_as_token_ids).
   std::string tokenText(int32_t id) const {
-    return tokenizer ? tokenizer->decode({id}) : "token_id:" + std::to_string(id);
+    return tokenizer ? tokenizer->tokenBytes(id) : "token_id:" + std::to_string(id);
   }
   void onEvent(const std::shared_ptr<Pending> &p, size_t index, const TokenEvent &e);
   void reply(const ApiRequest &a, const ResponseHead &h, const std::shared_ptr<Pending> &p,

@@ -786,7 +786,9 @@ TEST(StreamDecoder, ContinuesAfterAPrompt) {
     }
     // SentencePiece's decode() drops the space at the start of its ids
     // (llama2.c's only after BOS): why a stream must go on from the prompt.
-    if (tok->kind() == "sentencepiece") EXPECT_EQ(alone + fresh.flush(), "girl");
+    if (tok->kind() == "sentencepiece") {
+      EXPECT_EQ(alone + fresh.flush(), "girl");
+    }
     EXPECT_EQ(continued + after.flush(), " girl");
     EXPECT_EQ(first + afterBos.flush(), "girl"); // at the start of a text, as decode()
   }
@@ -854,6 +856,60 @@ TEST(StreamDecoder, DecodesABoundedWindow) {
     EXPECT_LE(counting.longest, 10u);
     EXPECT_LE(counting.calls, 6 * ids.size());
   }
+}
+
+// What a token adds to a text (beside its log-probability, and to what JSON
+// mode checks): decode() of the whole ids is the reference.
+TEST(TokenBytes, FollowDecodeAfterEveryCut) {
+  for (const auto &tok : everyKind()) {
+    SCOPED_TRACE(tok->kind());
+    for (const std::string &s : allSentences()) {
+      Ids ids = tok->encode(s, true);
+      if (!tok->eosIds().empty()) ids.push_back(tok->eosIds()[0]);
+      const std::string whole = tok->decode(ids);
+      ASSERT_EQ(whole.find("\xEF\xBF\xBD"), std::string::npos) << s;
+      // Each cut after which the text so far is whole and not empty: the
+      // later ids' bytes, one after another, are the rest of the text.
+      for (size_t cut = 1; cut < ids.size(); ++cut) {
+        const std::string before = tok->decode(Ids(ids.begin(), ids.begin() + std::ptrdiff_t(cut)));
+        if (before.empty() || whole.compare(0, before.size(), before) != 0) continue;
+        std::string after;
+        for (size_t i = cut; i < ids.size(); ++i) after += tok->tokenBytes(ids[i]);
+        EXPECT_EQ(after, whole.substr(before.size())) << s << " cut at " << cut;
+      }
+    }
+    // Control tokens add nothing; ids outside the vocabulary neither.
+    if (tok->bosId() >= 0) {
+      EXPECT_EQ(tok->tokenBytes(tok->bosId()), "");
+    }
+    for (int32_t eos : tok->eosIds()) EXPECT_EQ(tok->tokenBytes(eos), "");
+    EXPECT_EQ(tok->tokenBytes(-1), "");
+    EXPECT_EQ(tok->tokenBytes(tok->vocabSize()), "");
+  }
+}
+
+TEST(TokenBytes, KeepTheLeadingSpaceAndTheBytesDecodeReplaces) {
+  for (const char *rel : {"stories260K/tok512.model", "stories260K/tok512.bin",
+                          "stories260K/stories260K.gguf", "llama2-tokenizer/tokenizer.model"}) {
+    const std::string path = modelPath(rel);
+    if (!fs::exists(path)) continue;
+    auto tok = loadTokenizerFile(path);
+    SCOPED_TRACE(rel);
+    // "there" after "Once upon a time," is " there" (which decode() of the
+    // token alone writes "there" but in llama2.c's rule).
+    const Ids ids = tok->encode("Once upon a time, there", false);
+    EXPECT_EQ(tok->tokenBytes(ids.back()), " there");
+    // The llama byte-fallback layout: <0x00>..<0xFF> are ids 3..258, each
+    // its byte exactly, where the library's decode() writes U+FFFD for the
+    // bytes that are no character alone.
+    for (int b = 0; b < 256; ++b) EXPECT_EQ(tok->tokenBytes(b + 3), std::string(1, char(b))) << b;
+  }
+  // Hugging Face byte-level BPE: a byte that begins a character is the byte
+  // itself (decode() alone: U+FFFD).
+  auto hf = loadTokenizer("hf-bpe", fixtureJson(false));
+  EXPECT_EQ(hf->decode({0xC3}), "\xEF\xBF\xBD");
+  EXPECT_EQ(hf->tokenBytes(0xC3), "\xC3");
+  EXPECT_EQ(hf->tokenBytes('c'), "c");
 }
 
 TEST(Serialization, RoundTripsEveryKind) {

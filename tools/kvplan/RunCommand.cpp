@@ -347,13 +347,13 @@ private:
   int64_t count = 0;  // generated tokens written
 };
 
-/// One token's log-probability, as --logprobs writes it: its id, its text
-/// decoded alone (invalid UTF-8 replaced; "bytes" holds it exactly) where
-/// there is a tokenizer, and the log-probability.
+/// One token's log-probability, as --logprobs writes it: its id, the text
+/// it adds (Tokenizer::tokenBytes; invalid UTF-8 replaced, "bytes" holds it
+/// exactly) where there is a tokenizer, and the log-probability.
 nlohmann::ordered_json logprobJson(const TokenLogprob &t, const Tokenizer *tok) {
   nlohmann::ordered_json j = {{"token", t.token}};
   if (tok) {
-    const std::string text = tok->decode({t.token});
+    const std::string text = tok->tokenBytes(t.token);
     j["text"] = text;
     j["bytes"] = nlohmann::ordered_json::array();
     for (unsigned char c : text) j["bytes"].push_back(int(c));

@@ -4,7 +4,8 @@ lines skipped), checks each (its K most likely tokens, likeliest first, each
 a log-probability of at most 0 whose probabilities sum to at most 1; with
 --greedy, the chosen token is the likeliest), and prints a line a token:
 "lp TEXT LOGPROB" (TEXT as a literal, LOGPROB to 4 places), as
-serve_completion.py --logprobs prints the server's.
+serve_completion.py --logprobs prints the server's; then "lp-text TEXT", the
+tokens' bytes one after another (as UTF-8, a literal), and "tokens N".
 
 Usage: logprob_lines.py FILE K [--greedy]
 """
@@ -14,6 +15,7 @@ import sys
 
 path, k, greedy = sys.argv[1], int(sys.argv[2]), "--greedy" in sys.argv[3:]
 count = 0
+joined = b""
 for line in open(path, encoding="utf-8"):
     if not line.startswith("{"):
         continue
@@ -29,5 +31,7 @@ for line in open(path, encoding="utf-8"):
         assert top[0]["token"] == entry["token"], f"greedy, not the likeliest: {line}"
         assert top[0]["logprob"] == entry["logprob"], line
     print("lp", repr(entry["text"]), f"{entry['logprob']:.4f}")
+    joined += bytes(entry["bytes"])
     count += 1
+print("lp-text", repr(joined.decode("utf-8", "replace")))
 print("tokens", count)

@@ -4,7 +4,8 @@ of PROMPT (max_tokens N), streamed and not, and prints each answer's text
 as a Python literal (so that leading spaces show), then stops the server.
 With --logprobs K, the answer (not streamed) asks for K top log-probabilities
 and its tokens follow, a line each: "lp TEXT LOGPROB" (TEXT as a literal,
-LOGPROB to 4 places), as logprob_lines.py prints `kvplan run --logprobs`'s.
+LOGPROB to 4 places), as logprob_lines.py prints `kvplan run --logprobs`'s,
+then "lp-text TEXT": the tokens' texts one after another.
 
 Usage: serve_completion.py [--logprobs K] KVPLAN PROMPT N SERVE_ARGS...
 """
@@ -45,6 +46,7 @@ try:
             lp = choice["logprobs"]
             for token, value in zip(lp["tokens"], lp["token_logprobs"]):
                 print("lp", repr(token), f"{value:.4f}")
+            print("lp-text", repr("".join(lp["tokens"])))
 finally:
     server.send_signal(signal.SIGINT)
     server.communicate(timeout=120)
