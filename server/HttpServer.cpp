@@ -128,12 +128,13 @@ bool forcedCall(const ApiRequest &a) {
 int64_t promptScores(const ApiRequest &a, int64_t scoreRows) {
   if (a.promptLogprobs >= 0 && scoreRows == 0)
     throw badField("logprobs", "echo with logprobs asks for the prompt's log-probabilities, which "
-                               "need a @score entry point, and this model's plan has none: serve "
-                               "it with --score-rows N (or recompile it so)");
+                               "need a @score entry point, and this model's plan has none: "
+                               "compile it with --score-rows N (or serve its description with "
+                               "--score-rows N)");
   if (a.vllmPromptLogprobs >= 0 && scoreRows == 0)
     throw badField("prompt_logprobs", "prompt_logprobs needs a @score entry point, and this "
-                                      "model's plan has none: serve it with --score-rows N (or "
-                                      "recompile it so)");
+                                      "model's plan has none: compile it with --score-rows N (or "
+                                      "serve its description with --score-rows N)");
   return std::max(a.promptLogprobs, a.vllmPromptLogprobs);
 }
 

@@ -129,6 +129,7 @@ void refuseSettingsForArtifact(const ModelOptions &o) {
   flag(!o.decodeCopies.empty(), "--decode-copies");
   flag(!o.prefillCopies.empty(), "--prefill-copies");
   flag(o.l2Prefetch >= 0, "--l2-prefetch");
+  flag(o.scoreRows != 0, "--score-rows");
   if (given.empty()) return;
   std::string list;
   for (size_t i = 0; i < given.size(); ++i)
