@@ -3,6 +3,7 @@
 #include "codegen/Compiler.h"
 #include "frontend/ConfigParser.h"
 #include "runtime/Engine.h"
+#include "runtime/Perplexity.h"
 #include "runtime/Sampler.h"
 #include "plan/WeightPacking.h"
 #include "tests/common/ActivationsScope.h"
@@ -10,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 
 using namespace kvplan;
@@ -90,6 +92,64 @@ TEST_F(Stories, APromptContinuesTheSameStory) {
   all.insert(all.end(), ids.begin(), ids.end());
   std::string text = tok->decode(all);
   EXPECT_EQ(text.substr(0, std::string(kStory).size()), kStory) << text;
+}
+
+// kvplan perplexity's definition (llama.cpp's): chunks of ctx tokens, each
+// begun with BOS and run from an empty cache, their second halves scored.
+// Against the plain reference in double precision, position by position,
+// with the text's chunks scored in two @score calls each.
+TEST_F(Stories, PerplexityIsTheReferenceModelsOverEachChunksSecondHalf) {
+  const std::string path = (kDir / "stories260K.bin").string();
+  std::unique_ptr<Tokenizer> tok = loadTokenizerFile((kDir / "tok512.model").string());
+  const std::vector<int32_t> tokens = tok->encode(std::string(kStory) + " " + kStory, true);
+  constexpr int64_t kCtx = 16;
+  ASSERT_GE(tokens.size(), size_t(3 * kCtx + 5)); // 3 whole chunks and a part left out
+  SettingOverrides o;
+  o.maxSeqLen = 512;
+  o.scoreRows = 8;
+  ModelConfig cfg = loadModelConfig(path, o);
+  Plan plan = compileModel(cfg).plan;
+  std::unique_ptr<WeightSource> src = openWeights(path, cfg.model);
+  std::vector<char> weights = packWeightsInMemory(plan, *src);
+  Engine engine(plan, weights.data(), weights.size(), 2);
+  PerplexityOptions po;
+  po.ctx = kCtx;
+  po.maxChunks = 3;
+  po.bos = tok->bosId();
+  std::vector<int64_t> order;
+  const PerplexityResult got =
+      perplexity(engine, tokens, po, [&](int64_t c, double) { order.push_back(c); });
+
+  test::ReferenceModel ref(plan.model, *openWeights(path, cfg.model));
+  double nll = 0, nll2 = 0;
+  std::vector<double> running;
+  int64_t n = 0;
+  for (int64_t c = 0; c < 3; ++c) {
+    std::vector<int32_t> chunk(tokens.begin() + c * kCtx, tokens.begin() + (c + 1) * kCtx);
+    chunk[0] = 1; // BOS
+    for (int64_t j = kCtx / 2; j < kCtx - 1; ++j) {
+      const std::vector<double> l = ref.logits({chunk.begin(), chunk.begin() + j + 1});
+      double best = l[0], sum = 0;
+      for (double v : l) best = std::max(best, v);
+      for (double v : l) sum += std::exp(v - best);
+      const double v = best + std::log(sum) - l[size_t(chunk[size_t(j + 1)])];
+      nll += v;
+      nll2 += v * v;
+      ++n;
+    }
+    running.push_back(std::exp(nll / double(n)));
+  }
+  EXPECT_EQ(got.chunks, 3);
+  EXPECT_EQ(got.scored, 3 * (kCtx - kCtx / 2 - 1));
+  EXPECT_EQ(order, (std::vector<int64_t>{0, 1, 2}));
+  ASSERT_EQ(got.running.size(), running.size());
+  for (size_t c = 0; c < running.size(); ++c)
+    EXPECT_NEAR(got.running[c], running[c], 1e-4 * running[c]) << "after chunk " << c + 1;
+  const double ppl = std::exp(nll / double(n));
+  const double mean = nll / double(n), sd = std::sqrt((nll2 / double(n) - mean * mean) / (n - 1));
+  EXPECT_NEAR(got.ppl(), ppl, 1e-4 * ppl);
+  EXPECT_NEAR(got.pplError(), sd * ppl, 1e-3 * sd * ppl);
+  EXPECT_GT(ppl, 1.0);
 }
 
 namespace {

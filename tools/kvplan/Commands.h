@@ -29,6 +29,7 @@ void addReportCommand(CLI::App &app, const GlobalOptions &global, Action &action
 void addRunCommand(CLI::App &app, const GlobalOptions &global, Action &action);
 void addBenchCommand(CLI::App &app, const GlobalOptions &global, Action &action);
 void addServeCommand(CLI::App &app, const GlobalOptions &global, Action &action);
+void addPerplexityCommand(CLI::App &app, const GlobalOptions &global, Action &action);
 void addTokenizeCommand(CLI::App &app, Action &action);
 void addDetokenizeCommand(CLI::App &app, Action &action);
 

@@ -39,6 +39,7 @@ int main(int argc, char **argv) {
   kvplan::cli::addRunCommand(app, global, action);
   kvplan::cli::addBenchCommand(app, global, action);
   kvplan::cli::addServeCommand(app, global, action);
+  kvplan::cli::addPerplexityCommand(app, global, action);
   kvplan::cli::addTokenizeCommand(app, action);
   kvplan::cli::addDetokenizeCommand(app, action);
 
