@@ -267,6 +267,8 @@ struct Server::Impl {
   Impl(Engine &e, const Tokenizer *t, ServerOptions o);
   void routes();
   bool authorized(const httplib::Request &req, httplib::Response &res) const;
+  std::string corsOrigin(const httplib::Request &req) const;
+  void preflight(const httplib::Request &req, httplib::Response &res, bool allowed) const;
   void log(const httplib::Request &req, const httplib::Response &res);
   void refused(int status, const std::string &message);
   std::string httpError(const httplib::Request &req, int &status) const;
@@ -381,6 +383,30 @@ bool Server::Impl::authorized(const httplib::Request &req, httplib::Response &re
   return false;
 }
 
+/// What Access-Control-Allow-Origin says to `req` (--allowed-origins):
+/// its Origin where listed, "*" where any is, "" where none.
+std::string Server::Impl::corsOrigin(const httplib::Request &req) const {
+  if (opts.allowedOrigins.empty() || !req.has_header("Origin")) return "";
+  const std::string origin = req.get_header_value("Origin");
+  for (const std::string &allowed : opts.allowedOrigins)
+    if (allowed == "*" || allowed == origin) return allowed;
+  return "";
+}
+
+/// A CORS preflight (OPTIONS): 204, with what the browser may then send
+/// where the origin is allowed (without, the browser refuses the call).
+void Server::Impl::preflight(const httplib::Request &req, httplib::Response &res,
+                             bool allowed) const {
+  res.status = 204;
+  res.set_header("Allow", "GET, POST, OPTIONS");
+  if (!allowed) return;
+  res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+  const std::string asked = req.get_header_value("Access-Control-Request-Headers");
+  res.set_header("Access-Control-Allow-Headers", asked.empty() ? "Authorization, Content-Type"
+                                                               : asked);
+  res.set_header("Access-Control-Max-Age", "600");
+}
+
 void Server::Impl::log(const httplib::Request &req, const httplib::Response &res) {
   if (!opts.logRequests || req.method != "POST") return;
   char line[512];
@@ -428,6 +454,14 @@ std::string Server::Impl::httpError(const httplib::Request &req, int &status) co
 void Server::Impl::routes() {
   http.set_pre_routing_handler([this](const httplib::Request &req, httplib::Response &res) {
     record = RequestRecord{};
+    // CORS headers first, so that a browser may read errors too.
+    const std::string origin = corsOrigin(req);
+    if (!origin.empty()) res.set_header("Access-Control-Allow-Origin", origin);
+    if (!opts.allowedOrigins.empty()) res.set_header("Vary", "Origin");
+    if (req.method == "OPTIONS") { // a preflight carries no API key
+      preflight(req, res, !origin.empty());
+      return httplib::Server::HandlerResponse::Handled;
+    }
     return authorized(req, res) ? httplib::Server::HandlerResponse::Unhandled
                                 : httplib::Server::HandlerResponse::Handled;
   });

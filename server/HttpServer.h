@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace kvplan::server {
 
@@ -42,6 +43,10 @@ struct ServerOptions {
   std::string modelName;      // "" : the model's name
   int64_t maxQueue = 256;     // requests waiting or running at once; more get 503
   std::string apiKey;         // "" : no key asked for
+  /// CORS: the origins (scheme://host[:port]) whose pages a browser lets
+  /// call the API, "*" for any; empty: none (no CORS headers are sent).
+  /// Preflight requests (OPTIONS) are answered without the API key.
+  std::vector<std::string> allowedOrigins;
   std::optional<ChatTemplate> chatTemplate; // unset: detectChatTemplate()
   size_t maxBodyBytes = size_t(8) << 20;    // larger bodies get 413
   HttpLimits limits;

@@ -1169,6 +1169,59 @@ TEST(Server, ApiKey) {
   EXPECT_EQ(r.client().Get("/health")->status, 200); // for load balancers, no key
 }
 
+// CORS (--allowed-origins): a web page of a listed origin may call the API
+// from a browser; its preflight needs no key; other origins get no header.
+TEST(Server, CrossOriginCallsFromListedOriginsOnly) {
+  server::ServerOptions o;
+  o.apiKey = "sesame";
+  o.allowedOrigins = {"http://localhost:3000", "https://chat.example"};
+  Running r(o);
+  const httplib::Headers ask = {{"Origin", "http://localhost:3000"},
+                                {"Access-Control-Request-Method", "POST"},
+                                {"Access-Control-Request-Headers", "authorization,content-type"}};
+  auto pre = r.client().Options("/v1/chat/completions", ask);
+  ASSERT_TRUE(pre);
+  EXPECT_EQ(pre->status, 204);
+  EXPECT_EQ(pre->get_header_value("Access-Control-Allow-Origin"), "http://localhost:3000");
+  EXPECT_EQ(pre->get_header_value("Access-Control-Allow-Headers"), "authorization,content-type");
+  EXPECT_NE(pre->get_header_value("Access-Control-Allow-Methods").find("POST"), std::string::npos);
+  const json body = completion({1, 5, 9}, 2);
+  auto ok = post(r, "/v1/completions", body,
+                 {{"Origin", "https://chat.example"}, {"Authorization", "Bearer sesame"}});
+  EXPECT_EQ(ok->status, 200);
+  EXPECT_EQ(ok->get_header_value("Access-Control-Allow-Origin"), "https://chat.example");
+  EXPECT_EQ(ok->get_header_value("Vary"), "Origin");
+  // The page may read the error too.
+  auto noKey = post(r, "/v1/completions", body, {{"Origin", "http://localhost:3000"}});
+  EXPECT_EQ(noKey->status, 401);
+  EXPECT_EQ(noKey->get_header_value("Access-Control-Allow-Origin"), "http://localhost:3000");
+  // Another origin: answered, but without the header, so its browser refuses.
+  auto other = post(r, "/v1/completions", body,
+                    {{"Origin", "http://evil.example"}, {"Authorization", "Bearer sesame"}});
+  EXPECT_EQ(other->status, 200);
+  EXPECT_FALSE(other->has_header("Access-Control-Allow-Origin"));
+  auto otherPre = r.client().Options("/v1/completions", {{"Origin", "http://evil.example"}});
+  EXPECT_EQ(otherPre->status, 204);
+  EXPECT_FALSE(otherPre->has_header("Access-Control-Allow-Origin"));
+  EXPECT_FALSE(otherPre->has_header("Access-Control-Allow-Methods"));
+}
+
+TEST(Server, AnyOriginWithAStarAndNoneByDefault) {
+  server::ServerOptions o;
+  o.allowedOrigins = {"*"};
+  Running any(o);
+  auto res = any.client().Get("/v1/models", {{"Origin", "http://anything.example:8080"}});
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(res->get_header_value("Access-Control-Allow-Origin"), "*");
+  Running none;
+  auto plain = none.client().Get("/v1/models", {{"Origin", "http://localhost:3000"}});
+  EXPECT_EQ(plain->status, 200);
+  EXPECT_FALSE(plain->has_header("Access-Control-Allow-Origin"));
+  auto pre = none.client().Options("/v1/models", {{"Origin", "http://localhost:3000"}});
+  EXPECT_EQ(pre->status, 204);
+  EXPECT_FALSE(pre->has_header("Access-Control-Allow-Origin"));
+}
+
 TEST(Server, FullQueueAnswers503WithRetryAfter) {
   std::atomic<bool> paused{true};
   server::ServerOptions o;

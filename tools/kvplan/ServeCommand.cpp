@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <sstream>
 #include <unistd.h>
 
 namespace kvplan::cli {
@@ -22,6 +23,7 @@ struct ServeOptions {
   std::string host = "127.0.0.1";
   int port = 8000;
   std::string modelName, apiKey, chatTemplate;
+  std::vector<std::string> allowedOrigins; // --allowed-origins (CORS)
   int64_t maxQueue = 256;
   int threads = 0;
   size_t maxBodyBytes = server::ServerOptions().maxBodyBytes;
@@ -62,6 +64,29 @@ int waitForStopSignal() {
   return c;
 }
 
+/// --allowed-origins: "*", or origins as a browser sends them
+/// (scheme://host[:port], no path), given comma-separated or repeated.
+std::vector<std::string> checkOrigins(const std::vector<std::string> &given) {
+  std::vector<std::string> out;
+  for (const std::string &list : given) {
+    std::stringstream items(list);
+    std::string item;
+    while (std::getline(items, item, ',')) {
+      item.erase(0, item.find_first_not_of(' '));
+      item.erase(item.find_last_not_of(' ') + 1);
+      const size_t scheme = item.find("://");
+      const bool web = item.rfind("http://", 0) == 0 || item.rfind("https://", 0) == 0;
+      if (item != "*" && (!web || item.size() == scheme + 3 ||
+                          item.find_first_of("/ ?#", scheme + 3) != std::string::npos))
+        throw InputError("--allowed-origins: '" + item + "' is not an origin; give "
+                         "scheme://host[:port] as the browser sends it (no path or trailing "
+                         "slash), like http://localhost:3000, or * for any");
+      out.push_back(item);
+    }
+  }
+  return out;
+}
+
 server::ServerOptions serverOptions(const ServeOptions &o) {
   if (o.port < 0 || o.port > 65535) throw InputError("--port must be in [0, 65535]");
   if (o.maxQueue < 0) throw InputError("--max-queue must be 0 (no limit) or positive");
@@ -79,6 +104,7 @@ server::ServerOptions serverOptions(const ServeOptions &o) {
   s.modelName = o.modelName;
   s.maxQueue = o.maxQueue;
   s.apiKey = o.apiKey;
+  s.allowedOrigins = checkOrigins(o.allowedOrigins);
   s.logRequests = !o.quiet;
   if (!o.chatTemplate.empty()) {
     s.chatTemplate = server::parseChatTemplate(o.chatTemplate);
@@ -200,6 +226,11 @@ void addServeCommand(CLI::App &app, const GlobalOptions &global, Action &action)
                   "Requests waiting or running at once; more get 503 (0: no limit)")
       ->capture_default_str();
   cmd->add_option("--api-key", o->apiKey, "Require Authorization: Bearer KEY on /v1/");
+  cmd->add_option("--allowed-origins", o->allowedOrigins,
+                  "CORS: origins whose web pages may call the API from a browser, like "
+                  "http://localhost:3000 (comma-separated or repeated), or * for any; "
+                  "default: none")
+      ->allow_extra_args(false);
   cmd->add_option("--chat-template", o->chatTemplate,
                   std::string("Chat template: ") + server::kChatTemplateNames +
                       " (default: from the tokenizer's special tokens)");
