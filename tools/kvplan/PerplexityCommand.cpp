@@ -107,10 +107,7 @@ void addPerplexityCommand(CLI::App &app, const GlobalOptions &global, Action &ac
                   "Tokens a chunk: each starts with BOS and scores its second half (default: "
                   "512, or the model's context when shorter)");
   cmd->add_option("--chunks", o->chunks, "Score at most this many chunks (default: all)");
-  cmd->add_option("--threads", o->threads,
-                  "CPU: threads, at most the machine's hardware threads (default: all of them)");
-  cmd->add_flag("--no-graphs", o->noGraphs,
-                "CUDA: launch every kernel eagerly instead of replaying CUDA graphs");
+  addExecFlags(cmd, o->threads, o->noGraphs);
   cmd->add_flag("--json", o->json, "Print the result as one JSON object");
   o->model.addRunnableWeights(cmd);
   cmd->callback([&action, &global, o] {

@@ -602,10 +602,7 @@ void addRunCommand(CLI::App &app, const GlobalOptions &global, Action &action) {
   cmd->add_flag("--print-ids", o->printIds,
                 "Print the prompt ids then the generated ids, and nothing else, on stdout");
   cmd->add_flag("--stats", o->stats, "Print prefill and decode tokens per second on stderr");
-  cmd->add_option("--threads", o->threads,
-                  "CPU: threads, at most the machine's hardware threads (default: all of them)");
-  cmd->add_flag("--no-graphs", o->noGraphs,
-                "CUDA: launch every kernel eagerly instead of replaying CUDA graphs");
+  addExecFlags(cmd, o->threads, o->noGraphs);
   cmd->add_flag("--no-prefix-cache", o->noPrefixCache,
                 "Keep no KV-cache pages for reuse by later prompts");
   cmd->add_option("--logprobs", o->logprobs,

@@ -106,6 +106,13 @@ void ModelOptions::addRunnable(CLI::App *cmd) { add(cmd, "An artifact (.kvp)", f
 void ModelOptions::addRunnableWeights(CLI::App *cmd) { addArtifactWeights(cmd); }
 #endif
 
+void addExecFlags(CLI::App *cmd, int &threads, bool &noGraphs) {
+  cmd->add_option("--threads", threads,
+                  "CPU: threads, at most the machine's hardware threads (default: all of them)");
+  cmd->add_flag("--no-graphs", noGraphs,
+                "CUDA: launch every kernel eagerly instead of replaying CUDA graphs");
+}
+
 bool isArtifactFile(const std::string &path) {
   std::ifstream in(path, std::ios::binary);
   char magic[8] = {};

@@ -75,6 +75,9 @@ struct ExecOptions {
   bool graphs = true;  // CUDA graphs (--no-graphs: eager launches)
 };
 
+/// run's, serve's and perplexity's --threads and --no-graphs (ExecOptions).
+void addExecFlags(CLI::App *cmd, int &threads, bool &noGraphs);
+
 /// Checks --threads before the model is loaded: 0 uses the machine's
 /// hardware threads; more than it has are refused (each extra thread only
 /// waits for a core), negative ones too. The same for run, serve and bench.

@@ -234,10 +234,7 @@ void addServeCommand(CLI::App &app, const GlobalOptions &global, Action &action)
   cmd->add_option("--chat-template", o->chatTemplate,
                   std::string("Chat template: ") + server::kChatTemplateNames +
                       " (default: from the tokenizer's special tokens)");
-  cmd->add_option("--threads", o->threads,
-                  "CPU: threads, at most the machine's hardware threads (default: all of them)");
-  cmd->add_flag("--no-graphs", o->noGraphs,
-                "CUDA: launch every kernel eagerly instead of replaying CUDA graphs");
+  addExecFlags(cmd, o->threads, o->noGraphs);
   cmd->add_flag("--no-prefix-cache", o->noPrefixCache,
                 "Keep no KV-cache pages for reuse by later prompts");
   cmd->add_flag("--quiet", o->quiet, "Log no line per request");
