@@ -1,31 +1,83 @@
 #include "runtime/Perplexity.h"
 
-#include "runtime/Scheduler.h"
 #include "support/Error.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <stdexcept>
 #include <string>
 
 namespace kvplan {
 
-double PerplexityResult::ppl() const { return scored ? std::exp(nll / double(scored)) : 0.0; }
-
-double PerplexityResult::pplError() const {
-  if (scored < 2) return 0.0;
-  const double mean = nll / double(scored), var = nll2 / double(scored) - mean * mean;
-  return var > 0 ? std::sqrt(var / double(scored - 1)) * ppl() : 0.0;
+void LogLikelihood::add(double v) {
+  nll += v;
+  nll2 += v * v;
+  ++n;
 }
 
+double LogLikelihood::ppl() const { return n ? std::exp(nll / double(n)) : 0.0; }
+
+namespace {
+
+/// The standard error of the mean of n values summing to `sum`, their
+/// squares to `sum2` (0 for fewer than 2 or no spread).
+double standardError(double sum, double sum2, int64_t n) {
+  if (n < 2) return 0.0;
+  const double mean = sum / double(n), var = sum2 / double(n) - mean * mean;
+  return var > 0 ? std::sqrt(var / double(n - 1)) : 0.0;
+}
+
+} // namespace
+
+double LogLikelihood::pplError() const { return standardError(nll, nll2, n) * ppl(); }
+
+double Divergence::meanKld() const {
+  double sum = 0;
+  for (double v : kld) sum += v;
+  return kld.empty() ? 0.0 : sum / double(kld.size());
+}
+
+double Divergence::meanKldError() const {
+  double sum = 0, sum2 = 0;
+  for (double v : kld) {
+    sum += v;
+    sum2 += v * v;
+  }
+  return standardError(sum, sum2, int64_t(kld.size()));
+}
+
+double Divergence::kldQuantile(double q) const {
+  if (kld.empty()) return 0.0;
+  std::vector<double> sorted = kld;
+  std::sort(sorted.begin(), sorted.end());
+  const double at = std::clamp(q, 0.0, 1.0) * double(sorted.size() - 1);
+  return sorted[size_t(std::lround(at))];
+}
+
+double Divergence::meanLnRatio() const { return base.n ? lnRatio / double(base.n) : 0.0; }
+
+double Divergence::meanLnRatioError() const { return standardError(lnRatio, lnRatio2, base.n); }
+
 int64_t perplexityChunks(const Engine &engine, int64_t tokens, const PerplexityOptions &o) {
+  if (o.base == &engine) // one executor's logits would overwrite the other's
+    throw std::logic_error("perplexity: the base model needs an engine of its own");
   if (engine.scoreRows() == 0)
     throw InputError("the model's plan has no @score entry point, which scores every token of "
                      "a chunk; compile it with --score-rows N");
-  if (o.ctx < 3 || o.ctx > engine.maxSeqLen())
-    throw InputError("--ctx " + std::to_string(o.ctx) + ": a chunk takes 3 tokens to the "
-                     "model's context of " + std::to_string(engine.maxSeqLen()) +
-                     " (it scores its second half)");
+  if (o.base && o.base->scoreRows() == 0)
+    throw InputError("the base model's plan has no @score entry point, which scores every token "
+                     "of a chunk; compile it with --score-rows N");
+  if (o.base && o.base->vocabSize() != engine.vocabSize())
+    throw InputError("the base model's vocabulary has " + std::to_string(o.base->vocabSize()) +
+                     " tokens and the model's " + std::to_string(engine.vocabSize()) +
+                     "; compare two versions of one model");
+  const int64_t context =
+      o.base ? std::min(engine.maxSeqLen(), o.base->maxSeqLen()) : engine.maxSeqLen();
+  if (o.ctx < 3 || o.ctx > context)
+    throw InputError("--ctx " + std::to_string(o.ctx) + ": a chunk takes 3 tokens to the " +
+                     (o.base ? "models' shorter" : "model's") + " context of " +
+                     std::to_string(context) + " (it scores its second half)");
   if (tokens < o.ctx)
     throw InputError("the text is " + std::to_string(tokens) + " tokens, fewer than one chunk "
                      "of --ctx " + std::to_string(o.ctx) + "; give a longer text or a smaller "
@@ -37,55 +89,82 @@ int64_t perplexityChunks(const Engine &engine, int64_t tokens, const PerplexityO
   return o.maxChunks > 0 ? std::min(whole, o.maxChunks) : whole;
 }
 
+namespace {
+
+/// log(sum(exp(row))) in double, and the row's first likeliest token.
+double logSumExp(const float *row, int64_t vocab, int64_t &top) {
+  top = 0;
+  for (int64_t i = 1; i < vocab; ++i)
+    if (row[i] > row[top]) top = i;
+  const double best = row[top];
+  double sum = 0;
+  for (int64_t i = 0; i < vocab; ++i) sum += std::exp(double(row[i]) - best);
+  return best + std::log(sum);
+}
+
+/// KL(base || model) at one position: sum of p_base (log p_base - log p).
+double klDivergence(const float *model, double modelLse, const float *base, double baseLse,
+                    int64_t vocab) {
+  double kl = 0;
+  for (int64_t i = 0; i < vocab; ++i) {
+    const double lb = double(base[i]) - baseLse;
+    kl += std::exp(lb) * (lb - (double(model[i]) - modelLse));
+  }
+  return std::max(kl, 0.0); // rounding may leave a tiny negative for equal rows
+}
+
+/// Runs one chunk through the engines' @score, a piece of rows at a time,
+/// adding each scored position (j >= first: the token after j) to `res`.
+void scoreChunk(Engine &engine, const std::vector<int32_t> &chunk, int64_t first,
+                const PerplexityOptions &o, PerplexityResult &res) {
+  const int64_t vocab = engine.vocabSize(), ctx = int64_t(chunk.size());
+  const int seq = engine.open(), baseSeq = o.base ? o.base->open() : -1;
+  int64_t rows = engine.scoreRows();
+  if (o.base) rows = std::min(rows, o.base->scoreRows());
+  for (int64_t at = 0; at < ctx - 1; at += rows) {
+    const int64_t m = std::min(rows, ctx - 1 - at); // the last token predicts nothing
+    const float *logits = engine.score(seq, chunk.data() + at, m);
+    const float *baseLogits = o.base ? o.base->score(baseSeq, chunk.data() + at, m) : nullptr;
+    for (int64_t i = std::max<int64_t>(0, first - at); i < m; ++i) {
+      const int32_t next = chunk[size_t(at + i + 1)];
+      const float *row = logits + i * vocab;
+      int64_t top = 0;
+      const double lse = logSumExp(row, vocab, top), nll = lse - double(row[next]);
+      res.model.add(nll);
+      if (!o.base) continue;
+      const float *baseRow = baseLogits + i * vocab;
+      int64_t baseTop = 0;
+      const double baseLse = logSumExp(baseRow, vocab, baseTop);
+      Divergence &d = res.divergence[0];
+      const double baseNll = baseLse - double(baseRow[next]);
+      d.base.add(baseNll);
+      d.kld.push_back(klDivergence(row, lse, baseRow, baseLse, vocab));
+      d.sameTop += top == baseTop;
+      d.lnRatio += nll - baseNll;
+      d.lnRatio2 += (nll - baseNll) * (nll - baseNll);
+    }
+  }
+  engine.close(seq);
+  if (o.base) o.base->close(baseSeq);
+}
+
+} // namespace
+
 PerplexityResult perplexity(Engine &engine, const std::vector<int32_t> &tokens,
                             const PerplexityOptions &o,
                             const std::function<void(int64_t, double)> &onChunk) {
   PerplexityResult res;
   res.ctx = o.ctx;
   res.chunks = perplexityChunks(engine, int64_t(tokens.size()), o);
-  const int64_t first = o.ctx / 2;
-  // Each chunk's -log p of its scored tokens, kept until the chunks before
-  // it are in: the sums then add in chunk order, whatever order they end in.
-  std::vector<std::vector<double>> nlls(size_t(res.chunks));
-  std::vector<char> done(size_t(res.chunks), 0);
-  std::string failure;
-  int64_t next = 0; // the first chunk not yet added
+  if (o.base) res.divergence.resize(1);
   const auto t0 = std::chrono::steady_clock::now();
-  Scheduler scheduler(engine, nullptr);
   for (int64_t c = 0; c < res.chunks; ++c) {
-    GenerationRequest req;
-    req.prompt.assign(tokens.begin() + c * o.ctx, tokens.begin() + (c + 1) * o.ctx);
-    if (o.bos >= 0) req.prompt[0] = o.bos;
-    req.maxNewTokens = 0;
-    req.promptLogprobs = 0;
-    req.onEvent = [&, c](const TokenEvent &e) {
-      if (!e.finished) return;
-      if (e.reason == FinishReason::error || !e.promptLogprobs ||
-          int64_t(e.promptLogprobs->size()) != o.ctx - 1) {
-        if (failure.empty())
-          failure = "chunk " + std::to_string(c + 1) + " failed: " +
-                    (e.error.empty() ? std::string("no log-probabilities came back") : e.error);
-        return;
-      }
-      // Entry j: the log-probability of token j + 1 after tokens 0..j.
-      for (int64_t j = first; j < o.ctx - 1; ++j)
-        nlls[size_t(c)].push_back(-(*e.promptLogprobs)[size_t(j)].chosen.logprob);
-      done[size_t(c)] = 1;
-      for (; next < res.chunks && done[size_t(next)]; ++next) {
-        for (double v : nlls[size_t(next)]) {
-          res.nll += v;
-          res.nll2 += v * v;
-          ++res.scored;
-        }
-        nlls[size_t(next)] = {};
-        res.running.push_back(res.ppl());
-        if (onChunk) onChunk(next, res.running.back());
-      }
-    };
-    scheduler.submit(std::move(req));
+    std::vector<int32_t> chunk(tokens.begin() + c * o.ctx, tokens.begin() + (c + 1) * o.ctx);
+    if (o.bos >= 0) chunk[0] = o.bos;
+    scoreChunk(engine, chunk, o.ctx / 2, o, res);
+    res.running.push_back(res.ppl());
+    if (onChunk) onChunk(c, res.running.back());
   }
-  scheduler.runUntilIdle();
-  if (!failure.empty()) throw InputError(failure);
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return res;
 }

@@ -4,8 +4,11 @@
 // first token replaced by BOS and the chunk run from an empty cache, and
 // only the second half of each chunk scored (the token after position j
 // for j from ctx / 2 to ctx - 2), so that every scored token has at least
-// half a chunk of context. The prompts run through the scheduler's scoring
-// (the plan's @score entry point, every row's logits).
+// half a chunk of context. Each chunk runs through the plan's @score entry
+// point (every row's logits). With a base model beside (the same model in
+// more precision, say), each scored position's distribution is also
+// compared with the base's: the Kullback-Leibler divergence from it and
+// whether the likeliest token is the same, as llama.cpp's --kl-divergence.
 #pragma once
 
 #include "runtime/Engine.h"
@@ -20,14 +23,15 @@ struct PerplexityOptions {
   int64_t ctx = 0;       // tokens a chunk (3 to the model's context)
   int64_t maxChunks = 0; // at most this many chunks (0: every whole chunk)
   int32_t bos = -1;      // replaces each chunk's first token (-1: none)
+  /// The model to compare with (same vocabulary), or null.
+  Engine *base = nullptr;
 };
 
-struct PerplexityResult {
-  int64_t ctx = 0, chunks = 0;
-  int64_t scored = 0;       // tokens scored: chunks x (ctx - ctx / 2 - 1)
-  double nll = 0, nll2 = 0; // sums of -log p and of its square over them
-  std::vector<double> running; // after chunk i: the perplexity of chunks 0..i
-  double seconds = 0;
+/// Sums over the scored tokens of -log p (nll) and its square.
+struct LogLikelihood {
+  double nll = 0, nll2 = 0;
+  int64_t n = 0;
+  void add(double v);
   /// exp(mean -log p).
   double ppl() const;
   /// llama.cpp's "+/-": the standard error of the mean -log p, times the
@@ -35,15 +39,41 @@ struct PerplexityResult {
   double pplError() const;
 };
 
+/// The comparison with the base model, over the scored positions.
+struct Divergence {
+  LogLikelihood base;               // the base model's own
+  std::vector<double> kld;          // KL(base || model) at each position
+  int64_t sameTop = 0;              // positions whose likeliest tokens agree
+  double lnRatio = 0, lnRatio2 = 0; // sums of nll - base nll and its square
+  double meanKld() const;
+  double meanKldError() const;      // the standard error of the mean
+  /// The q-th quantile (0 to 1) of the divergences, nearest rank.
+  double kldQuantile(double q) const;
+  /// ln(PPL / base PPL) (mean nll - base nll) and its standard error.
+  double meanLnRatio() const;
+  double meanLnRatioError() const;
+};
+
+struct PerplexityResult {
+  int64_t ctx = 0, chunks = 0;
+  LogLikelihood model;
+  std::vector<double> running; // after chunk i: the perplexity of chunks 0..i
+  std::vector<Divergence> divergence; // one entry with a base model
+  double seconds = 0;
+  int64_t scored() const { return model.n; }
+  double ppl() const { return model.ppl(); }
+  double pplError() const { return model.pplError(); }
+};
+
 /// How many chunks perplexity() scores: every whole chunk of `tokens`, at
 /// most maxChunks. Throws InputError when `tokens` hold no whole chunk,
-/// `ctx` is outside 3 to the engine's context, maxChunks is negative or the
-/// engine has no @score entry point.
+/// `ctx` is outside 3 to the engine's context (or the base's), maxChunks is
+/// negative, an engine has no @score entry point, or the base's vocabulary
+/// is not the model's.
 int64_t perplexityChunks(const Engine &engine, int64_t tokens, const PerplexityOptions &options);
 
 /// Throws InputError as perplexityChunks does, or when a chunk fails (the
-/// engine's message). `onChunk(i, running)` is called in
-/// chunk order as the chunks finish.
+/// engine's message). `onChunk(i, running)` is called after each chunk.
 PerplexityResult perplexity(Engine &engine, const std::vector<int32_t> &tokens,
                             const PerplexityOptions &options,
                             const std::function<void(int64_t, double)> &onChunk = {});

@@ -7,14 +7,17 @@
 # prints). Both score the same text with the same definition (chunks of
 # --ctx tokens begun with BOS, the second half of each scored); kvplan runs
 # once with its default activations (int8 where the weights are int8, as
-# llama.cpp's Q8 activations) and once with f32 ones.
+# llama.cpp's Q8 activations) and once with f32 ones. A second table puts
+# each quantization beside the F32 file: kvplan perplexity --base against
+# llama-perplexity --kl-divergence (mean KL divergence from F32's
+# distributions, and how often the likeliest token is F32's).
 #
 # Usage: scripts/perplexity-llama-cpp.sh --llama-cpp BUILD_DIR [--text FILE] [--ctx N] [--threads T]
 #   BUILD_DIR (or $LLAMA_CPP_BUILD): a llama.cpp CMake build holding
 #   bin/llama-perplexity and bin/llama-quantize (e.g. `cmake --build build
 #   --target llama-perplexity llama-quantize`). FILE: default
 #   tests/lit/Inputs/story.txt (1,340 tokens); N: default 128.
-# Prints a Markdown table on stdout.
+# Prints two Markdown tables on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 llama="${LLAMA_CPP_BUILD:-}" text=tests/lit/Inputs/story.txt ctx=128 threads=2
@@ -54,4 +57,22 @@ for f in "${files[@]}"; do
         --threads "$threads" 2>/dev/null | ppl)
   c=$("$llama/bin/llama-perplexity" -m "$f" -f "$text" -c "$ctx" -b "$ctx" -t "$threads" 2>&1 | ppl)
   echo "| $(basename "$f") | $a | $b | $c |"
+done
+
+kld() { sed -n 's/.*mean \([0-9.]*\) +\/- \([0-9.]*\),.*/\1 ± \2/p'; }
+same() { sed -n 's/^same top token as the base: \(.*\) +\/- \(.*\) %/\1 ± \2 %/p'; }
+"$llama/bin/llama-perplexity" -m "${files[0]}" -f "$text" -c "$ctx" -b "$ctx" -t "$threads" \
+  --kl-divergence-base "$work/base.kld" >"$work/base.log" 2>&1
+echo
+echo "| file | kvplan KL divergence from F32 | llama.cpp | same top token, kvplan | llama.cpp |"
+echo "|---|---|---|---|---|"
+for f in "${files[@]:1}"; do
+  "$kvplan" perplexity "$f" -f "$text" --ctx "$ctx" --threads "$threads" --base "${files[0]}" \
+    >"$work/kv.out" 2>/dev/null
+  "$llama/bin/llama-perplexity" -m "$f" -f "$text" -c "$ctx" -b "$ctx" -t "$threads" \
+    --kl-divergence-base "$work/base.kld" --kl-divergence >"$work/lc.out" 2>&1
+  echo "| $(basename "$f") | $(kld <"$work/kv.out") |" \
+    "$(sed -n 's/^Mean *KLD: *\([0-9.]*\) ± *\([0-9.]*\).*/\1 ± \2/p' "$work/lc.out") |" \
+    "$(same <"$work/kv.out") |" \
+    "$(sed -n 's/^Same top p: *\([0-9.]*\) ± *\([0-9.]*\) %.*/\1 ± \2 %/p' "$work/lc.out") |"
 done

@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -94,53 +95,99 @@ TEST_F(Stories, APromptContinuesTheSameStory) {
   EXPECT_EQ(text.substr(0, std::string(kStory).size()), kStory) << text;
 }
 
+namespace {
+
+/// stories260K with `dtype` weights, an f32 KV cache (the plain reference's;
+/// int8 weights default to a bf16 one) and a @score entry point of 8 rows,
+/// ready to run.
+struct Scored {
+  ModelConfig cfg;
+  Plan plan;
+  std::vector<char> weights;
+  explicit Scored(DType dtype) {
+    SettingOverrides o;
+    o.maxSeqLen = 512;
+    o.scoreRows = 8;
+    o.weightDtype = dtype;
+    cfg = loadModelConfig(path(), o);
+    cfg.compile.kvDtype = DType::f32;
+    cfg.given.insert("compile.kv_dtype");
+    cfg = applyAndValidate(std::move(cfg), {});
+    plan = compileModel(cfg).plan;
+    weights = packWeightsInMemory(plan, *openWeights(path(), cfg.model));
+  }
+  Engine engine() const { return Engine(plan, weights.data(), weights.size(), 2); }
+  static std::string path() { return (kDir / "stories260K.bin").string(); }
+};
+
+/// The text's tokens: kStory twice, 3 chunks of 16 and a part.
+std::vector<int32_t> storyTokens() {
+  std::unique_ptr<Tokenizer> tok = loadTokenizerFile((kDir / "tok512.model").string());
+  return tok->encode(std::string(kStory) + " " + kStory, true);
+}
+
+/// One scored position as the plain reference sees it: -log p of the next
+/// token, the log-probabilities and the likeliest token.
+struct RefPosition {
+  double nll;
+  std::vector<double> logp;
+  size_t top;
+};
+RefPosition refPosition(const test::ReferenceModel &ref, const std::vector<int32_t> &chunk,
+                        int64_t j) {
+  const std::vector<double> l = ref.logits({chunk.begin(), chunk.begin() + j + 1});
+  RefPosition p{0, l, 0};
+  double best = l[0], sum = 0;
+  for (size_t i = 0; i < l.size(); ++i)
+    if (l[i] > best) best = l[i], p.top = i;
+  for (double v : l) sum += std::exp(v - best);
+  for (double &v : p.logp) v -= best + std::log(sum);
+  p.nll = -p.logp[size_t(chunk[size_t(j + 1)])];
+  return p;
+}
+
+/// Calls f(chunk, j) for every position kvplan perplexity scores in 3
+/// chunks of `ctx` of `tokens` (BOS first in each).
+template <class F> void forScored(const std::vector<int32_t> &tokens, int64_t ctx, F f) {
+  for (int64_t c = 0; c < 3; ++c) {
+    std::vector<int32_t> chunk(tokens.begin() + c * ctx, tokens.begin() + (c + 1) * ctx);
+    chunk[0] = 1; // BOS
+    for (int64_t j = ctx / 2; j < ctx - 1; ++j) f(c, chunk, j);
+  }
+}
+
+} // namespace
+
 // kvplan perplexity's definition (llama.cpp's): chunks of ctx tokens, each
 // begun with BOS and run from an empty cache, their second halves scored.
 // Against the plain reference in double precision, position by position,
 // with the text's chunks scored in two @score calls each.
 TEST_F(Stories, PerplexityIsTheReferenceModelsOverEachChunksSecondHalf) {
-  const std::string path = (kDir / "stories260K.bin").string();
-  std::unique_ptr<Tokenizer> tok = loadTokenizerFile((kDir / "tok512.model").string());
-  const std::vector<int32_t> tokens = tok->encode(std::string(kStory) + " " + kStory, true);
+  const std::vector<int32_t> tokens = storyTokens();
   constexpr int64_t kCtx = 16;
   ASSERT_GE(tokens.size(), size_t(3 * kCtx + 5)); // 3 whole chunks and a part left out
-  SettingOverrides o;
-  o.maxSeqLen = 512;
-  o.scoreRows = 8;
-  ModelConfig cfg = loadModelConfig(path, o);
-  Plan plan = compileModel(cfg).plan;
-  std::unique_ptr<WeightSource> src = openWeights(path, cfg.model);
-  std::vector<char> weights = packWeightsInMemory(plan, *src);
-  Engine engine(plan, weights.data(), weights.size(), 2);
+  Scored m(DType::f32);
+  Engine engine = m.engine();
   PerplexityOptions po;
   po.ctx = kCtx;
   po.maxChunks = 3;
-  po.bos = tok->bosId();
+  po.bos = 1;
   std::vector<int64_t> order;
   const PerplexityResult got =
       perplexity(engine, tokens, po, [&](int64_t c, double) { order.push_back(c); });
 
-  test::ReferenceModel ref(plan.model, *openWeights(path, cfg.model));
+  test::ReferenceModel ref(m.plan.model, *openWeights(Scored::path(), m.cfg.model));
   double nll = 0, nll2 = 0;
-  std::vector<double> running;
+  std::vector<double> running(3);
   int64_t n = 0;
-  for (int64_t c = 0; c < 3; ++c) {
-    std::vector<int32_t> chunk(tokens.begin() + c * kCtx, tokens.begin() + (c + 1) * kCtx);
-    chunk[0] = 1; // BOS
-    for (int64_t j = kCtx / 2; j < kCtx - 1; ++j) {
-      const std::vector<double> l = ref.logits({chunk.begin(), chunk.begin() + j + 1});
-      double best = l[0], sum = 0;
-      for (double v : l) best = std::max(best, v);
-      for (double v : l) sum += std::exp(v - best);
-      const double v = best + std::log(sum) - l[size_t(chunk[size_t(j + 1)])];
-      nll += v;
-      nll2 += v * v;
-      ++n;
-    }
-    running.push_back(std::exp(nll / double(n)));
-  }
+  forScored(tokens, kCtx, [&](int64_t c, const std::vector<int32_t> &chunk, int64_t j) {
+    const double v = refPosition(ref, chunk, j).nll;
+    nll += v;
+    nll2 += v * v;
+    running[size_t(c)] = std::exp(nll / double(++n));
+  });
   EXPECT_EQ(got.chunks, 3);
-  EXPECT_EQ(got.scored, 3 * (kCtx - kCtx / 2 - 1));
+  EXPECT_EQ(got.scored(), 3 * (kCtx - kCtx / 2 - 1));
   EXPECT_EQ(order, (std::vector<int64_t>{0, 1, 2}));
   ASSERT_EQ(got.running.size(), running.size());
   for (size_t c = 0; c < running.size(); ++c)
@@ -150,6 +197,66 @@ TEST_F(Stories, PerplexityIsTheReferenceModelsOverEachChunksSecondHalf) {
   EXPECT_NEAR(got.ppl(), ppl, 1e-4 * ppl);
   EXPECT_NEAR(got.pplError(), sd * ppl, 1e-3 * sd * ppl);
   EXPECT_GT(ppl, 1.0);
+  EXPECT_TRUE(got.divergence.empty());
+}
+
+// With a base model (--base): int8 weights against f32, each position's
+// KL divergence, likeliest token and both log-likelihoods against the plain
+// reference's int8 and f32 forward passes (f32 activations, the plan's
+// arithmetic). And a model against a copy of itself diverges by nothing.
+TEST_F(Stories, PerplexityDivergenceFromABaseIsTheReferences) {
+  test::ActivationsScope f32Activations(cpu::Activations::f32);
+  const std::vector<int32_t> tokens = storyTokens();
+  constexpr int64_t kCtx = 16;
+  Scored quant(DType::i8), full(DType::f32);
+  Engine q = quant.engine(), b = full.engine();
+  PerplexityOptions po;
+  po.ctx = kCtx;
+  po.maxChunks = 3;
+  po.bos = 1;
+  po.base = &b;
+  const PerplexityResult got = perplexity(q, tokens, po);
+  ASSERT_EQ(got.divergence.size(), 1u);
+  const Divergence &d = got.divergence[0];
+
+  auto weights = openWeights(Scored::path(), full.cfg.model);
+  test::ReferenceModel refQ(quant.plan.model, *weights, DType::i8);
+  test::ReferenceModel refB(full.plan.model, *weights, DType::f32);
+  std::vector<double> kld;
+  double lnRatio = 0, baseNll = 0;
+  int64_t same = 0;
+  forScored(tokens, kCtx, [&](int64_t, const std::vector<int32_t> &chunk, int64_t j) {
+    const RefPosition pq = refPosition(refQ, chunk, j), pb = refPosition(refB, chunk, j);
+    double kl = 0;
+    for (size_t i = 0; i < pb.logp.size(); ++i)
+      kl += std::exp(pb.logp[i]) * (pb.logp[i] - pq.logp[i]);
+    kld.push_back(kl);
+    same += pq.top == pb.top;
+    lnRatio += pq.nll - pb.nll;
+    baseNll += pb.nll;
+  });
+  ASSERT_EQ(d.kld.size(), kld.size());
+  double mean = 0;
+  for (size_t k = 0; k < kld.size(); ++k) {
+    EXPECT_NEAR(d.kld[k], kld[k], 1e-7) << "position " << k;
+    mean += kld[k] / double(kld.size());
+  }
+  EXPECT_GT(mean, 1e-5); // int8 weights do move the distributions
+  EXPECT_NEAR(d.meanKld(), mean, 1e-7);
+  EXPECT_EQ(d.sameTop, same);
+  const double n = double(kld.size());
+  EXPECT_NEAR(d.meanLnRatio(), lnRatio / n, 1e-4);
+  EXPECT_NEAR(d.base.ppl(), std::exp(baseNll / n), 1e-4 * std::exp(baseNll / n));
+  EXPECT_LE(d.kldQuantile(0.5), d.kldQuantile(0.99));
+  EXPECT_EQ(d.kldQuantile(1.0), *std::max_element(d.kld.begin(), d.kld.end()));
+
+  Engine same1 = full.engine(), same2 = full.engine();
+  po.base = &same2;
+  const PerplexityResult self = perplexity(same1, tokens, po);
+  EXPECT_EQ(self.divergence[0].kldQuantile(1.0), 0.0);
+  EXPECT_EQ(self.divergence[0].sameTop, int64_t(kld.size()));
+  EXPECT_EQ(self.divergence[0].meanLnRatio(), 0.0);
+  EXPECT_EQ(self.ppl(), self.divergence[0].base.ppl());
 }
 
 namespace {

@@ -12,9 +12,11 @@
 #include <nlohmann/json.hpp>
 
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <sstream>
 
 namespace kvplan::cli {
@@ -23,7 +25,7 @@ namespace {
 
 struct PerplexityCliOptions {
   ModelOptions model;
-  std::string file;
+  std::string file, base;
   int64_t ctx = 0, chunks = 0;
   int threads = 0;
   bool noGraphs = false, json = false;
@@ -43,6 +45,69 @@ std::string readText(const std::string &path) {
   return text.str();
 }
 
+void requireScore(const Runnable &r, const Engine &engine) {
+  if (engine.scoreRows() == 0)
+    throw InputError(r.source + ": the plan has no @score entry point, which scores every "
+                     "token of a chunk; recompile the model with --score-rows N (64, say)");
+}
+
+/// --base: the model to compare with, loaded as the model is (its settings
+/// from its own file). The text's tokens are the model's; the base's
+/// tokenizer, where it has one, must split the text the same way.
+std::unique_ptr<Runnable> loadBase(const PerplexityCliOptions &o, const std::string &text,
+                                   const std::vector<int32_t> &tokens, bool verbose) {
+  ModelOptions b;
+  b.model = o.base;
+  b.serveScoreRows = kPerplexityScoreRows;
+  auto base = std::make_unique<Runnable>(loadRunnable(b, verbose));
+  if (base->tokenizer && base->tokenizer->encode(text, true) != tokens)
+    throw InputError(o.base + ": its tokenizer splits the text otherwise than " + o.model.model +
+                     "'s; the divergence compares the two models on the same tokens");
+  return base;
+}
+
+nlohmann::ordered_json resultJson(const PerplexityCliOptions &o, size_t tokens,
+                                  const PerplexityResult &res) {
+  nlohmann::ordered_json j = {{"file", o.file},
+                              {"tokens", tokens},
+                              {"ctx", res.ctx},
+                              {"chunks", res.chunks},
+                              {"scored", res.scored()},
+                              {"ppl", res.ppl()},
+                              {"ppl_error", res.pplError()},
+                              {"mean_nll", res.model.nll / double(res.scored())},
+                              {"running_ppl", res.running}};
+  if (!res.divergence.empty()) {
+    const Divergence &d = res.divergence[0];
+    j["base"] = {{"model", o.base},
+                 {"ppl", d.base.ppl()},
+                 {"ppl_error", d.base.pplError()},
+                 {"ln_ppl_ratio", d.meanLnRatio()},
+                 {"ln_ppl_ratio_error", d.meanLnRatioError()},
+                 {"kld_mean", d.meanKld()},
+                 {"kld_mean_error", d.meanKldError()},
+                 {"kld_median", d.kldQuantile(0.5)},
+                 {"kld_99", d.kldQuantile(0.99)},
+                 {"kld_99_9", d.kldQuantile(0.999)},
+                 {"kld_max", d.kldQuantile(1.0)},
+                 {"same_top", double(d.sameTop) / double(d.kld.size())}};
+  }
+  j["seconds"] = res.seconds;
+  return j;
+}
+
+void printDivergence(const Divergence &d) {
+  const double n = double(d.kld.size()), same = double(d.sameTop) / n;
+  std::printf("base PPL = %.4f +/- %.5f\n", d.base.ppl(), d.base.pplError());
+  std::printf("ln(PPL / base PPL) = %.5f +/- %.5f\n", d.meanLnRatio(), d.meanLnRatioError());
+  std::printf("KL divergence from the base: mean %.6f +/- %.6f, median %.6f, 99%% %.6f, "
+              "99.9%% %.6f, max %.6f\n",
+              d.meanKld(), d.meanKldError(), d.kldQuantile(0.5), d.kldQuantile(0.99),
+              d.kldQuantile(0.999), d.kldQuantile(1.0));
+  std::printf("same top token as the base: %.2f +/- %.2f %%\n", 100.0 * same,
+              n > 1 ? 100.0 * std::sqrt(same * (1.0 - same) / (n - 1.0)) : 0.0);
+}
+
 int runPerplexity(const PerplexityCliOptions &o, bool verbose) {
   checkThreadsFlag(o.threads);
   const std::string text = readText(o.file); // before the model loads
@@ -53,14 +118,20 @@ int runPerplexity(const PerplexityCliOptions &o, bool verbose) {
   const ExecOptions exec{o.threads, !o.noGraphs};
   checkExecFlags(r, exec);
   const std::vector<int32_t> tokens = tok.encode(text, true);
+  std::unique_ptr<Runnable> base = o.base.empty() ? nullptr : loadBase(o, text, tokens, verbose);
+  if (base) checkExecFlags(*base, exec);
   Engine engine(makeExecutor(r, exec), {false});
+  requireScore(r, engine);
+  std::unique_ptr<Engine> baseEngine;
+  if (base) {
+    baseEngine = std::make_unique<Engine>(makeExecutor(*base, exec), EngineOptions{false});
+    requireScore(*base, *baseEngine);
+  }
   PerplexityOptions po;
   po.ctx = o.ctx ? o.ctx : std::min(kDefaultCtx, engine.maxSeqLen());
   po.maxChunks = o.chunks;
   po.bos = tok.bosId();
-  if (engine.scoreRows() == 0)
-    throw InputError(r.source + ": the plan has no @score entry point, which scores every "
-                     "token of a chunk; recompile the model with --score-rows N (64, say)");
+  po.base = baseEngine.get();
   const int64_t chunks = perplexityChunks(engine, int64_t(tokens.size()), po);
   std::fprintf(stderr,
                "perplexity: %s: %s tokens; %s chunks of %lld tokens, each scoring its last "
@@ -75,22 +146,13 @@ int runPerplexity(const PerplexityCliOptions &o, bool verbose) {
         std::fflush(stdout);
       });
   if (o.json) {
-    nlohmann::ordered_json j = {{"file", o.file},
-                                {"tokens", tokens.size()},
-                                {"ctx", res.ctx},
-                                {"chunks", res.chunks},
-                                {"scored", res.scored},
-                                {"ppl", res.ppl()},
-                                {"ppl_error", res.pplError()},
-                                {"mean_nll", res.nll / double(res.scored)},
-                                {"running_ppl", res.running},
-                                {"seconds", res.seconds}};
-    std::printf("%s\n", j.dump(2).c_str());
+    std::printf("%s\n", resultJson(o, tokens.size(), res).dump(2).c_str());
   } else {
     std::printf("\nPPL = %.4f +/- %.5f\n", res.ppl(), res.pplError());
+    if (!res.divergence.empty()) printDivergence(res.divergence[0]);
   }
   std::fprintf(stderr, "perplexity: %s tokens scored in %.2f s (%.1f tokens/s of chunks run)\n",
-               withCommas(res.scored).c_str(), res.seconds,
+               withCommas(res.scored()).c_str(), res.seconds,
                double(res.chunks * res.ctx) / res.seconds);
   return 0;
 }
@@ -107,6 +169,11 @@ void addPerplexityCommand(CLI::App &app, const GlobalOptions &global, Action &ac
                   "Tokens a chunk: each starts with BOS and scores its second half (default: "
                   "512, or the model's context when shorter)");
   cmd->add_option("--chunks", o->chunks, "Score at most this many chunks (default: all)");
+  cmd->add_option("--base", o->base,
+                  "A model to compare with (the same model in more precision, say; an artifact "
+                  "or a model): its perplexity, and at each scored token the KL divergence of "
+                  "the model's distribution from the base's and whether their likeliest tokens "
+                  "agree (llama.cpp's --kl-divergence)");
   addExecFlags(cmd, o->threads, o->noGraphs);
   cmd->add_flag("--json", o->json, "Print the result as one JSON object");
   o->model.addRunnableWeights(cmd);
