@@ -154,8 +154,8 @@ std::vector<Position> positions(const float *logits, const float *baseLogits, in
 /// Runs one chunk through the engines' @score, a piece of rows at a time,
 /// adding each scored position (j >= first: the token after j) to `res`,
 /// in order.
-void scoreChunk(Engine &engine, const std::vector<int32_t> &chunk, int64_t first,
-                const PerplexityOptions &o, PerplexityResult &res) {
+void scoreChunk(Engine &engine, const std::vector<int32_t> &chunk, int64_t chunkIndex,
+                int64_t first, const PerplexityOptions &o, PerplexityResult &res) {
   const int64_t vocab = engine.vocabSize(), ctx = int64_t(chunk.size());
   const int seq = engine.open(), baseSeq = o.base ? o.base->open() : -1;
   int64_t rows = engine.scoreRows();
@@ -164,8 +164,16 @@ void scoreChunk(Engine &engine, const std::vector<int32_t> &chunk, int64_t first
     const int64_t m = std::min(rows, ctx - 1 - at); // the last token predicts nothing
     const float *logits = engine.score(seq, chunk.data() + at, m);
     const float *baseLogits = o.base ? o.base->score(baseSeq, chunk.data() + at, m) : nullptr;
-    for (const Position &p : positions(logits, baseLogits, vocab, chunk.data() + at + 1,
-                                       std::max<int64_t>(0, first - at), m)) {
+    const int64_t from = std::max<int64_t>(0, first - at);
+    int64_t j = at + from; // the position scored
+    for (const Position &p : positions(logits, baseLogits, vocab, chunk.data() + at + 1, from,
+                                       m)) {
+      if (!std::isfinite(p.nll) || (o.base && !std::isfinite(p.baseNll)))
+        throw InputError(std::string("the ") + (std::isfinite(p.nll) ? "base " : "") +
+                         "model's log-probability of the token after position " +
+                         std::to_string(j) + " of chunk " + std::to_string(chunkIndex + 1) +
+                         " is not finite (its logits hold NaN or infinity)");
+      ++j;
       res.model.add(p.nll);
       if (!o.base) continue;
       Divergence &d = res.divergence[0];
@@ -193,7 +201,7 @@ PerplexityResult perplexity(Engine &engine, const std::vector<int32_t> &tokens,
   for (int64_t c = 0; c < res.chunks; ++c) {
     std::vector<int32_t> chunk(tokens.begin() + c * o.ctx, tokens.begin() + (c + 1) * o.ctx);
     if (o.bos >= 0) chunk[0] = o.bos;
-    scoreChunk(engine, chunk, o.ctx / 2, o, res);
+    scoreChunk(engine, chunk, c, o.ctx / 2, o, res);
     res.running.push_back(res.ppl());
     if (onChunk) onChunk(c, res.running.back());
   }

@@ -6,6 +6,7 @@
 #include "plan/Artifact.h"
 #include "runtime/cpu/CpuExecutor.h"
 #include "runtime/Engine.h"
+#include "runtime/Perplexity.h"
 #include "runtime/Scheduler.h"
 #include "formats/WeightFormats.h"
 #include "plan/WeightPacking.h"
@@ -414,6 +415,17 @@ TEST(CudaRuntime, ScoreOnTheDevice) {
     EXPECT_EQ(scores[t].chosen.token, rest[t]);
     EXPECT_NEAR(scores[t].chosen.logprob, want[t], 1e-3) << "prompt token " << t + 1;
   }
+  // kvplan perplexity on the device, the CPU's engine its base (--base):
+  // the same perplexity, and distributions that hardly diverge.
+  Engine onDevice(fresh(), {false}), onCpu(m.cpuPlan, m.weights.data(), m.weights.size(), 4);
+  PerplexityOptions po;
+  po.ctx = int64_t(prompt.size());
+  po.bos = prompt[0];
+  po.base = &onCpu;
+  const PerplexityResult p = perplexity(onDevice, prompt, po);
+  ASSERT_EQ(p.divergence.size(), 1u);
+  EXPECT_NEAR(p.ppl(), p.divergence[0].base.ppl(), 1e-3 * p.ppl());
+  EXPECT_LT(p.divergence[0].kldQuantile(1.0), 1e-4);
 }
 
 // The scheduler on the device: requests sharing a prefix, more of them
