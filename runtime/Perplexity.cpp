@@ -121,8 +121,9 @@ struct Position {
 };
 
 /// The positions of one score call (rows [from, m) of `logits`, and of
-/// `baseLogits` where given), each on its own, several threads at once:
-/// over a vocabulary of 128,256 a row is about a millisecond of exp().
+/// `baseLogits` where given), each on its own, several threads at once (a
+/// row is an exp() in double for each token of the vocabulary, two with a
+/// base).
 std::vector<Position> positions(const float *logits, const float *baseLogits, int64_t vocab,
                                 const int32_t *next, int64_t from, int64_t m) {
   std::vector<Position> out(size_t(std::max<int64_t>(m - from, 0)));

@@ -129,15 +129,16 @@ int runPerplexity(const PerplexityCliOptions &o, bool verbose) {
   }
   PerplexityOptions po;
   po.ctx = o.ctx ? o.ctx : std::min(kDefaultCtx, engine.maxSeqLen());
+  if (!o.ctx && baseEngine) po.ctx = std::min(po.ctx, baseEngine->maxSeqLen());
   po.maxChunks = o.chunks;
   po.bos = tok.bosId();
   po.base = baseEngine.get();
   const int64_t chunks = perplexityChunks(engine, int64_t(tokens.size()), po);
   std::fprintf(stderr,
-               "perplexity: %s: %s tokens; %s chunks of %lld tokens, each scoring its last "
+               "perplexity: %s: %s tokens; %s chunk%s of %lld tokens, each scoring its last "
                "%lld (llama.cpp's llama-perplexity's way); %s\n",
                o.file.c_str(), withCommas(int64_t(tokens.size())).c_str(),
-               withCommas(chunks).c_str(), (long long)po.ctx,
+               withCommas(chunks).c_str(), chunks == 1 ? "" : "s", (long long)po.ctx,
                (long long)(po.ctx - po.ctx / 2 - 1), engine.executor().describe().c_str());
   const PerplexityResult res =
       perplexity(engine, tokens, po, [&](int64_t chunk, double running) {
@@ -167,7 +168,7 @@ void addPerplexityCommand(CLI::App &app, const GlobalOptions &global, Action &ac
   cmd->add_option("-f,--file", o->file, "The text to score (UTF-8)")->required();
   cmd->add_option("--ctx", o->ctx,
                   "Tokens a chunk: each starts with BOS and scores its second half (default: "
-                  "512, or the model's context when shorter)");
+                  "512, or the model's context when shorter, and the base's)");
   cmd->add_option("--chunks", o->chunks, "Score at most this many chunks (default: all)");
   cmd->add_option("--base", o->base,
                   "A model to compare with (the same model in more precision, say; an artifact "
