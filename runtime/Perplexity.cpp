@@ -11,42 +11,21 @@
 
 namespace kvplan {
 
-void LogLikelihood::add(double v) {
-  nll += v;
-  nll2 += v * v;
+void Moments::add(double v) {
+  sum += v;
+  sum2 += v * v;
   ++n;
 }
 
-double LogLikelihood::ppl() const { return n ? std::exp(nll / double(n)) : 0.0; }
+double Moments::mean() const { return n ? sum / double(n) : 0.0; }
 
-namespace {
-
-/// The standard error of the mean of n values summing to `sum`, their
-/// squares to `sum2` (0 for fewer than 2 or no spread).
-double standardError(double sum, double sum2, int64_t n) {
+double Moments::standardError() const {
   if (n < 2) return 0.0;
-  const double mean = sum / double(n), var = sum2 / double(n) - mean * mean;
+  const double var = sum2 / double(n) - mean() * mean();
   return var > 0 ? std::sqrt(var / double(n - 1)) : 0.0;
 }
 
-} // namespace
-
-double LogLikelihood::pplError() const { return standardError(nll, nll2, n) * ppl(); }
-
-double Divergence::meanKld() const {
-  double sum = 0;
-  for (double v : kld) sum += v;
-  return kld.empty() ? 0.0 : sum / double(kld.size());
-}
-
-double Divergence::meanKldError() const {
-  double sum = 0, sum2 = 0;
-  for (double v : kld) {
-    sum += v;
-    sum2 += v * v;
-  }
-  return standardError(sum, sum2, int64_t(kld.size()));
-}
+double LogLikelihood::ppl() const { return n ? std::exp(mean()) : 0.0; }
 
 double Divergence::kldQuantile(double q) const {
   if (kld.empty()) return 0.0;
@@ -55,10 +34,6 @@ double Divergence::kldQuantile(double q) const {
   const double at = std::clamp(q, 0.0, 1.0) * double(sorted.size() - 1);
   return sorted[size_t(std::lround(at))];
 }
-
-double Divergence::meanLnRatio() const { return base.n ? lnRatio / double(base.n) : 0.0; }
-
-double Divergence::meanLnRatioError() const { return standardError(lnRatio, lnRatio2, base.n); }
 
 int64_t perplexityChunks(const Engine &engine, int64_t tokens, const PerplexityOptions &o) {
   if (o.base == &engine) // one executor's logits would overwrite the other's
@@ -180,9 +155,9 @@ void scoreChunk(Engine &engine, const std::vector<int32_t> &chunk, int64_t chunk
       Divergence &d = res.divergence[0];
       d.base.add(p.baseNll);
       d.kld.push_back(p.kl);
+      d.kldMoments.add(p.kl);
+      d.lnRatio.add(p.nll - p.baseNll);
       d.sameTop += p.top == p.baseTop;
-      d.lnRatio += p.nll - p.baseNll;
-      d.lnRatio2 += (p.nll - p.baseNll) * (p.nll - p.baseNll);
     }
   }
   engine.close(seq);

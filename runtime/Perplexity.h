@@ -27,31 +27,38 @@ struct PerplexityOptions {
   Engine *base = nullptr;
 };
 
-/// Sums over the scored tokens of -log p (nll) and its square.
-struct LogLikelihood {
-  double nll = 0, nll2 = 0;
+/// A running mean: the sum of values and of their squares.
+struct Moments {
+  double sum = 0, sum2 = 0;
   int64_t n = 0;
   void add(double v);
+  double mean() const;
+  /// The standard error of the mean (0 for fewer than 2 values or no spread).
+  double standardError() const;
+};
+
+/// -log p over the scored tokens.
+struct LogLikelihood : Moments {
   /// exp(mean -log p).
   double ppl() const;
   /// llama.cpp's "+/-": the standard error of the mean -log p, times the
-  /// perplexity (0 for fewer than 2 tokens or no spread).
-  double pplError() const;
+  /// perplexity.
+  double pplError() const { return standardError() * ppl(); }
 };
 
 /// The comparison with the base model, over the scored positions.
 struct Divergence {
-  LogLikelihood base;               // the base model's own
-  std::vector<double> kld;          // KL(base || model) at each position
-  int64_t sameTop = 0;              // positions whose likeliest tokens agree
-  double lnRatio = 0, lnRatio2 = 0; // sums of nll - base nll and its square
-  double meanKld() const;
-  double meanKldError() const;      // the standard error of the mean
+  LogLikelihood base;      // the base model's own
+  std::vector<double> kld; // KL(base || model) at each position
+  Moments kldMoments;      // of the same
+  Moments lnRatio;         // nll - base nll: ln(PPL / base PPL) is its mean
+  int64_t sameTop = 0;     // positions whose likeliest tokens agree
+  double meanKld() const { return kldMoments.mean(); }
+  double meanKldError() const { return kldMoments.standardError(); }
   /// The q-th quantile (0 to 1) of the divergences, nearest rank.
   double kldQuantile(double q) const;
-  /// ln(PPL / base PPL) (mean nll - base nll) and its standard error.
-  double meanLnRatio() const;
-  double meanLnRatioError() const;
+  double meanLnRatio() const { return lnRatio.mean(); }
+  double meanLnRatioError() const { return lnRatio.standardError(); }
 };
 
 struct PerplexityResult {

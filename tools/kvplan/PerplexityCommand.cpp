@@ -75,7 +75,7 @@ nlohmann::ordered_json resultJson(const PerplexityCliOptions &o, size_t tokens,
                               {"scored", res.scored()},
                               {"ppl", res.ppl()},
                               {"ppl_error", res.pplError()},
-                              {"mean_nll", res.model.nll / double(res.scored())},
+                              {"mean_nll", res.model.mean()},
                               {"running_ppl", res.running}};
   if (!res.divergence.empty()) {
     const Divergence &d = res.divergence[0];
