@@ -44,6 +44,7 @@ JsonVocabulary::JsonVocabulary(std::vector<std::string> tokenBytes) : bytes(std:
   body.push('{');
   body.push('"');
   inString.resize(bytes.size());
+  escapes.resize(bytes.size());
   stringChars.resize(bytes.size());
   for (size_t id = 0; id < bytes.size(); ++id) {
     const std::string &b = bytes[id];
@@ -54,6 +55,7 @@ JsonVocabulary::JsonVocabulary(std::vector<std::string> tokenBytes) : bytes(std:
     for (size_t i = 1; ok && i < b.size(); ++i) ok = t.push(uint8_t(b[i]));
     inString[id] = ok && t.stringRoom() >= 0;
     if (inString[id]) stringChars[id] = charactersInString(b);
+    escapes[id] = inString[id] && b.find('\\') != std::string::npos;
   }
   sorted.resize(bytes.size());
   for (size_t id = 0; id < bytes.size(); ++id) sorted[id] = int32_t(id);
@@ -83,6 +85,15 @@ void JsonVocabulary::check(const JsonSchema &schema) const {
                        " in a property name or an enum or const value, and this vocabulary "
                        "has no token for it alone");
     }
+  // A pattern's text, byte by byte: each byte alone, or an escape of one.
+  std::array<bool, 256> spelled{};
+  for (int c = 0; c < 256; ++c) spelled[size_t(c)] = alone[c];
+  for (char c : std::string("\"\\/\b\f\n\r\t")) spelled[uint8_t(c)] = true;
+  for (size_t k = 0; k < schema.automata().size(); ++k)
+    if (!schema.automata()[k].finishableWith(spelled))
+      throw InputError(schema.automatonPaths()[k] + ": this vocabulary cannot spell every text "
+                       "it allows byte by byte (it lacks tokens for single bytes the text may "
+                       "need), so generation could not be finished");
 }
 
 void JsonVocabulary::mask(const SchemaState &s, float *logits, int64_t vocab) const {
@@ -97,11 +108,24 @@ void JsonVocabulary::mask(const SchemaState &s, float *logits, int64_t vocab) co
   const float refused = -std::numeric_limits<float>::infinity();
   for (int64_t id = size(); id < vocab; ++id) logits[id] = refused;
   const int64_t room = s.stringRoom();
+  // Inside a patterned string, the tokens that stay in it go through its
+  // automaton alone (their own cache of states along the walk).
+  const SchemaState::InPattern pattern = s.inPattern();
+  thread_local std::vector<int32_t> patternAt;
+  size_t patternValid = 0;
+  uint32_t patternCommon = 0;
   for (size_t k = 0; k < sorted.size(); ++k) {
     common = k == 0 ? 0 : std::min(common, shared[k]);
+    patternCommon = k == 0 ? 0 : std::min(patternCommon, shared[k]);
     const int32_t id = sorted[k];
     if (id >= vocab) continue;
     if (inString[size_t(id)] && int64_t(stringChars[size_t(id)]) <= room) continue;
+    if (pattern.dfa && inString[size_t(id)]) {
+      if (!patternTakes(pattern, id, patternCommon, patternAt, patternValid))
+        logits[id] = refused;
+      patternCommon = uint32_t(bytes[size_t(id)].size());
+      continue;
+    }
     const std::string &b = bytes[size_t(id)];
     if (b.empty()) {
       logits[id] = refused;
@@ -123,6 +147,36 @@ void JsonVocabulary::mask(const SchemaState &s, float *logits, int64_t vocab) co
     if (failed >= 0) logits[id] = refused;
     common = uint32_t(b.size());
   }
+}
+
+bool JsonVocabulary::patternTakes(const SchemaState::InPattern &p, int32_t id, size_t common,
+                                  std::vector<int32_t> &at, size_t &valid) const {
+  const std::string &b = bytes[size_t(id)];
+  if (escapes[size_t(id)]) { // decoded, alone (no \u escape in a patterned string)
+    static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+    valid = 0;
+    int32_t state = p.state;
+    for (size_t i = 0; i < b.size() && state != ByteDfa::kNone; ++i) {
+      uint8_t c = uint8_t(b[i]);
+      if (c == '\\') {
+        const char *e = ++i < b.size() && b[i] != 0 ? std::strchr(from, b[i]) : nullptr;
+        if (e == nullptr) return false;
+        c = uint8_t(to[e - from]);
+      }
+      state = p.dfa->next(state, c);
+    }
+    return state != ByteDfa::kNone;
+  }
+  if (at.size() < b.size() + 1) at.resize(b.size() + 1);
+  at[0] = p.state;
+  // at[d] holds for d <= valid; a prefix refused is marked by kNone there.
+  size_t d = std::min(common, valid);
+  for (; d < b.size(); ++d) {
+    if (at[d] == ByteDfa::kNone) break;
+    at[d + 1] = p.dfa->next(at[d], uint8_t(b[d]));
+  }
+  valid = d;
+  return at[b.size()] != ByteDfa::kNone && d == b.size();
 }
 
 bool JsonVocabulary::advance(SchemaState &s, int32_t id) const {

@@ -8,6 +8,8 @@
 // vocabulary's side: each token's bytes, and the mask.
 #pragma once
 
+#include "runtime/JsonSchema.h"
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -15,8 +17,6 @@
 namespace kvplan {
 
 class Tokenizer;
-class JsonSchema;
-class SchemaState;
 
 /// The vocabulary as the bytes each token adds to generated text, and the
 /// mask JSON mode puts on a row of logits.
@@ -43,6 +43,11 @@ public:
   /// starts with it; inside a string, a token that stays in it (within its
   /// length) is allowed without reading it.
   void mask(const SchemaState &s, float *logits, int64_t vocab) const;
+  /// Whether the automaton takes token id's bytes (a token that stays in
+  /// a string) from `state`; `at[d]`, the state after the first d bytes
+  /// of the token walked last, is reused for a shared prefix.
+  bool patternTakes(const SchemaState::InPattern &p, int32_t id, size_t common,
+                    std::vector<int32_t> &at, size_t &valid) const;
   /// `s` after token `id`; false when the token was not allowed.
   bool advance(SchemaState &s, int32_t id) const;
 
@@ -56,6 +61,9 @@ private:
   // Tokens whose bytes go on a string, never leave it and end between
   // characters (most of a vocabulary): allowed there without reading them.
   std::vector<uint8_t> inString;
+  // Of those, the ones holding an escape (\n, \"): a pattern reads them
+  // decoded.
+  std::vector<uint8_t> escapes;
   // Of those, the string characters each adds (as JSON schema's maxLength
   // counts them: an escape is one).
   std::vector<uint32_t> stringChars;

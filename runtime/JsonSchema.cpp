@@ -30,11 +30,56 @@ const std::set<std::string> kAnnotations = {
     "$id",      "$comment",    "deprecated",       "readOnly",        "writeOnly",
     "format",   "$defs",       "definitions",      "contentMediaType", "contentEncoding"};
 const std::set<std::string> kKeywords = {
-    "type",     "properties", "required", "additionalProperties", "items", "minItems",
-    "maxItems", "minLength",  "maxLength", "enum", "const", "anyOf", "allOf", "$ref"};
+    "type",      "properties",       "required",         "additionalProperties",
+    "items",     "minItems",         "maxItems",         "minLength",
+    "maxLength", "pattern",          "minimum",          "maximum",
+    "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "enum",
+    "const",     "anyOf",            "allOf",            "$ref"};
 const char *kSupported = "type, properties, required, additionalProperties, items, minItems, "
-                         "maxItems, minLength, maxLength, enum, const, anyOf, allOf of one "
-                         "schema, $ref and nullable";
+                         "maxItems, minLength, maxLength, pattern, minimum, maximum, "
+                         "exclusiveMinimum, exclusiveMaximum, multipleOf, enum, const, anyOf, "
+                         "allOf of one schema, $ref and nullable";
+const char *kNumberKeywords[] = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+                                 "multipleOf"};
+
+/// The formats held as patterns (OpenAI's list; RFC 3339 dates and times,
+/// ISO 8601 durations, RFC 4122 UUIDs, RFC 3986 IPv6); another format is an
+/// annotation, as JSON Schema says by default.
+std::string formatPattern(const std::string &format) {
+  // A day the month has: February's 29th in leap years only.
+  const std::string leap = "(\\d\\d(0[48]|[2468][048]|[13579][26])|([02468][048]|[13579][26])00)";
+  const std::string date = "(\\d{4}-((0[13578]|1[02])-(0[1-9]|[12]\\d|3[01])|(0[469]|11)-"
+                           "(0[1-9]|[12]\\d|30)|02-(0[1-9]|1\\d|2[0-8]))|" + leap + "-02-29)";
+  const std::string time = "([01]\\d|2[0-3]):[0-5]\\d:([0-5]\\d|60)(\\.\\d+)?"
+                           "([Zz]|[+-]([01]\\d|2[0-3]):[0-5]\\d)";
+  const std::string label = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+  const std::string octet = "(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)";
+  const std::string ipv4 = "(" + octet + "\\.){3}" + octet;
+  if (format == "date") return "^" + date + "$";
+  if (format == "time") return "^" + time + "$";
+  if (format == "date-time") return "^" + date + "[Tt]" + time + "$";
+  if (format == "duration") {
+    const std::string t = "T(\\d+H(\\d+M)?(\\d+S)?|\\d+M(\\d+S)?|\\d+S)";
+    return "^P(\\d+W|\\d+Y(\\d+M)?(\\d+D)?(" + t + ")?|\\d+M(\\d+D)?(" + t +
+           ")?|\\d+D(" + t + ")?|" + t + ")$";
+  }
+  if (format == "email")
+    return "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@" + label +
+           "(\\." + label + ")*$";
+  if (format == "hostname") return "^" + label + "(\\." + label + ")*$";
+  if (format == "uuid")
+    return "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+  if (format == "ipv4") return "^" + ipv4 + "$";
+  if (format == "ipv6") {
+    const std::string h = "[0-9a-fA-F]{1,4}", ls32 = "(" + h + ":" + h + "|" + ipv4 + ")";
+    auto upTo = [&](int n) { return "((" + h + ":){0," + std::to_string(n) + "}" + h + ")?"; };
+    return "^((" + h + ":){6}" + ls32 + "|::(" + h + ":){5}" + ls32 + "|(" + h + ")?::(" + h +
+           ":){4}" + ls32 + "|" + upTo(1) + "::(" + h + ":){3}" + ls32 + "|" + upTo(2) + "::(" +
+           h + ":){2}" + ls32 + "|" + upTo(3) + "::" + h + ":" + ls32 + "|" + upTo(4) + "::" +
+           ls32 + "|" + upTo(5) + "::" + h + "|" + upTo(6) + "::)$";
+  }
+  return "";
+}
 
 [[noreturn]] void fail(const std::string &path, const std::string &what) {
   throw InputError(path + ": " + what);
@@ -95,6 +140,8 @@ private:
   int32_t node(const ojson &s, const std::string &path);
   int32_t plainNode(const ojson &s, const std::string &path);
   int32_t typed(const ojson &s, const std::string &type, const std::string &path);
+  int32_t pattern(const ojson &s, int64_t minChars, int64_t maxChars, const std::string &path);
+  int32_t number(const ojson &s, bool integer, const std::string &path);
   int32_t object(const ojson &s, const std::string &path);
   int32_t array(const ojson &s, const std::string &path);
   int32_t literals(const ojson &s, const std::string &path);
@@ -186,8 +233,10 @@ int32_t JsonSchemaCompiler::plainNode(const ojson &s, const std::string &path) {
     if (s.contains(kw)) return typed(s, "object", path);
   for (const char *kw : {"items", "minItems", "maxItems"})
     if (s.contains(kw)) return typed(s, "array", path);
-  for (const char *kw : {"minLength", "maxLength"})
+  for (const char *kw : {"minLength", "maxLength", "pattern"})
     if (s.contains(kw)) return typed(s, "string", path);
+  for (const char *kw : kNumberKeywords)
+    if (s.contains(kw)) return typed(s, "number", path);
   return JsonSchema::kAny;
 }
 
@@ -195,22 +244,88 @@ int32_t JsonSchemaCompiler::typed(const ojson &s, const std::string &type,
                                   const std::string &path) {
   if (type == "object") return object(s, path);
   if (type == "array") return array(s, path);
-  if (type == "number") return JsonSchema::kAnyNumber;
   if (type == "boolean") return JsonSchema::kBoolean;
   if (type == "null") return JsonSchema::kNull;
-  Node n;
-  if (type == "integer") {
-    n.kind = Kind::integer;
-    return add(std::move(n));
-  }
+  if (type == "number" || type == "integer") return number(s, type == "integer", path);
   if (type != "string")
     fail(path + ".type", "\"" + type + "\" is not a type (object, array, string, integer, "
                                        "number, boolean or null)");
+  Node n;
   n.kind = Kind::string;
   if (s.contains("minLength")) n.minCount = count(s["minLength"], path + ".minLength");
   if (s.contains("maxLength")) n.maxCount = count(s["maxLength"], path + ".maxLength");
   if (n.maxCount >= 0 && n.minCount > n.maxCount)
     fail(path, "minLength is more than maxLength: no string meets both");
+  n.automaton = pattern(s, n.minCount, n.maxCount, path);
+  return add(std::move(n));
+}
+
+/// A string's pattern and format (with its length, when bounded too) as
+/// one automaton; -1 when it has neither.
+int32_t JsonSchemaCompiler::pattern(const ojson &s, int64_t minChars, int64_t maxChars,
+                                    const std::string &path) {
+  std::string where = path + ".pattern";
+  std::unique_ptr<ByteDfa> dfa;
+  if (s.contains("pattern")) {
+    if (!s["pattern"].is_string()) fail(where, "must be a string (a regular expression)");
+    dfa = std::make_unique<ByteDfa>(ByteDfa::regex(s["pattern"].get<std::string>(), where));
+  }
+  if (s.contains("format") && s["format"].is_string()) {
+    const std::string format = formatPattern(s["format"].get<std::string>());
+    if (!format.empty()) {
+      ByteDfa f = ByteDfa::regex(format, path + ".format");
+      dfa = std::make_unique<ByteDfa>(dfa ? dfa->intersect(f, where) : std::move(f));
+      if (!s.contains("pattern")) where = path + ".format";
+    }
+  }
+  if (!dfa) return -1;
+  *dfa = dfa->withLength(minChars, maxChars, where);
+  if (dfa->empty())
+    fail(where, "no string matches it" + std::string(minChars > 0 || maxChars >= 0
+                                                         ? " within minLength and maxLength"
+                                                         : "") +
+                    (s.contains("pattern") && s.contains("format") ? " and the format" : ""));
+  out.dfas.push_back(std::move(*dfa));
+  out.dfaPaths.push_back(where);
+  return int32_t(out.dfas.size() - 1);
+}
+
+/// A number or an integer, held to its bounds and multipleOf when it has any.
+int32_t JsonSchemaCompiler::number(const ojson &s, bool integer, const std::string &path) {
+  ByteDfa::NumberBounds b;
+  b.integer = integer;
+  bool any = false;
+  auto value = [&](const char *kw) -> const ojson * {
+    if (!s.contains(kw)) return nullptr;
+    const ojson &v = s[kw];
+    if (!v.is_number() || (v.is_number_float() && !std::isfinite(v.get<double>())))
+      fail(path + "." + kw, "must be a number");
+    any = true;
+    return &v;
+  };
+  // The lower bound and the upper: minimum or exclusiveMinimum (a number,
+  // or draft 4's true beside minimum), the tighter when both are numbers.
+  for (int upper = 0; upper < 2; ++upper) {
+    const char *inclusive = upper ? "maximum" : "minimum";
+    const char *exclusive = upper ? "exclusiveMaximum" : "exclusiveMinimum";
+    const ojson *in = value(inclusive);
+    const ojson *ex = s.contains(exclusive) && s[exclusive].is_boolean() ? nullptr
+                                                                         : value(exclusive);
+    bool strict = s.contains(exclusive) && s[exclusive].is_boolean() && s[exclusive].get<bool>();
+    const ojson *bound = in;
+    if (ex && (!in || (upper ? ex->get<double>() <= in->get<double>()
+                             : ex->get<double>() >= in->get<double>())))
+      bound = ex, strict = true;
+    (upper ? b.maximum : b.minimum) = bound ? bound->dump() : "";
+    (upper ? b.exclusiveMaximum : b.exclusiveMinimum) = bound && strict;
+  }
+  if (const ojson *m = value("multipleOf")) b.multipleOf = m->dump();
+  Node n;
+  n.kind = integer ? Kind::integer : Kind::number;
+  if (!any) return integer ? add(std::move(n)) : JsonSchema::kAnyNumber;
+  out.dfas.push_back(ByteDfa::number(b, path));
+  out.dfaPaths.push_back(path);
+  n.automaton = int32_t(out.dfas.size() - 1);
   return add(std::move(n));
 }
 
@@ -442,6 +557,7 @@ enum Mode : uint8_t {
   keyName,    // a property's name (after its opening quote): `choice`, `count` bytes read
   literal,    // an enum/const value, true, false or null: `count` bytes read
   numMinus, numZero, numInt, numPoint, numFrac, numExp, numExpSign, numExpDigits,
+  numBounded, // a number held to bounds: `choice` is its automaton's state
 };
 
 /// One hex digit `c` of a \u escape in a string, `pending` digits to go (4
@@ -468,6 +584,9 @@ bool unicodeEscapeDigit(unsigned char c, uint8_t pending, uint8_t &surrogate) {
   }
   return true;
 }
+
+// A patterned string's escapes and the bytes they stand for.
+const char kEscapes[] = "\"\\/bfnrt", kEscaped[] = "\"\\/\b\f\n\r\t";
 
 bool isSpace(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 bool isDigit(unsigned char c) { return c >= '0' && c <= '9'; }
@@ -499,6 +618,12 @@ size_t SchemaState::add(const Stack &s) {
     stacks.push_back(s);
   stacks[live].dead = false;
   return live++;
+}
+
+bool SchemaState::escapeMatches(const Frame &f, const Node &n) const {
+  for (const char *e = kEscaped; *e; ++e)
+    if (dfa(n).next(f.choice, uint8_t(*e)) != ByteDfa::kNone) return true;
+  return false;
 }
 
 bool SchemaState::space(Stack &s, unsigned char c) {
@@ -546,9 +671,14 @@ void SchemaState::startValue(size_t i, int32_t node, unsigned char c) {
     return push(i, {node, arrFirst});
   case Kind::string:
     if (c != '"') break;
-    return push(i, {node, str});
+    return push(i, {node, str, 0, 0, 0, 0, n.automaton >= 0 ? dfa(n).start() : -1});
   case Kind::integer:
   case Kind::number:
+    if (n.automaton >= 0) {
+      const int32_t to = dfa(n).next(dfa(n).start(), c);
+      if (to == ByteDfa::kNone) break;
+      return push(i, {node, numBounded, 0, 0, 0, 0, to});
+    }
     if (c == '-') return push(i, {node, numMinus});
     if (c == '0') return push(i, {node, numZero});
     if (!isDigit(c)) break;
@@ -665,18 +795,21 @@ void SchemaState::feedString(size_t i, unsigned char c) {
   Stack &s = stacks[i];
   Frame &f = s.frames.back();
   const Node &n = schema->nodes()[size_t(f.node)];
+  const bool patterned = n.automaton >= 0;
   switch (f.mode) {
   case str:
     if (c == '"') {
-      if (f.count < n.minCount) break;
+      if (f.count < n.minCount || (patterned && !dfa(n).accepts(f.choice))) break;
       return endValue(s);
     }
     if (c < 0x20 || (n.maxCount >= 0 && f.count >= n.maxCount)) break;
     ++f.count;
     if (c == '\\') {
+      if (patterned && !escapeMatches(f, n)) break;
       f.mode = strEscape;
       return;
     }
+    if (patterned && !matchByte(f, n, c)) break;
     if (c < 0x80) return;
     f.lo = 0x80, f.hi = 0xBF;
     if (c >= 0xC2 && c <= 0xDF) {
@@ -695,11 +828,17 @@ void SchemaState::feedString(size_t i, unsigned char c) {
     f.mode = strUtf8;
     return;
   case strUtf8:
-    if (c < f.lo || c > f.hi) break;
+    if (c < f.lo || c > f.hi || (patterned && !matchByte(f, n, c))) break;
     f.lo = 0x80, f.hi = 0xBF;
     if (--f.pending == 0) f.mode = str, f.lo = f.hi = 0; // readings alike compare equal
     return;
   case strEscape:
+    if (patterned) { // the escaped character's byte goes to the pattern; no \u escapes
+      const char *at = c == 0 ? nullptr : std::strchr(kEscapes, c);
+      if (at == nullptr || !matchByte(f, n, uint8_t(kEscaped[at - kEscapes]))) break;
+      f.mode = str;
+      return;
+    }
     if (c == 'u') {
       f.mode = strHex;
       f.pending = 4;
@@ -754,6 +893,19 @@ void SchemaState::feedScalar(size_t i, unsigned char c) {
     object.count = property + 1;
     object.mode = objColon;
     return;
+  }
+  if (f.mode == numBounded) {
+    const int32_t to = dfa(n).next(f.choice, c);
+    if (to != ByteDfa::kNone) {
+      f.choice = to;
+      return;
+    }
+    if (!dfa(n).accepts(f.choice)) {
+      s.dead = true;
+      return;
+    }
+    endValue(s);
+    return feed(i, c);
   }
   const bool fraction = n.kind == Kind::number; // integers take no '.' or exponent
   switch (f.mode) {
@@ -845,6 +997,14 @@ bool SchemaState::complete() const {
   return false;
 }
 
+SchemaState::InPattern SchemaState::inPattern() const {
+  if (live != 1 || stacks[0].frames.empty()) return {};
+  const Frame &f = stacks[0].frames.back();
+  const Node &n = schema->nodes()[size_t(f.node)];
+  if (f.mode != str || n.automaton < 0) return {};
+  return {&dfa(n), f.choice};
+}
+
 int64_t SchemaState::stringRoom() const {
   if (live == 0) return -1;
   int64_t room = INT64_MAX;
@@ -852,6 +1012,7 @@ int64_t SchemaState::stringRoom() const {
     const Stack &s = stacks[j];
     if (s.frames.empty() || s.frames.back().mode != str) return -1;
     const Frame &f = s.frames.back();
+    if (schema->nodes()[size_t(f.node)].automaton >= 0) return -1; // each byte to its pattern
     const int64_t most = schema->nodes()[size_t(f.node)].maxCount;
     if (most >= 0) room = std::min(room, most - f.count);
   }

@@ -9,10 +9,15 @@
 // What a schema may say (draft 2020-12 keywords; anything else is refused
 // by name, so no constraint is silently dropped): type (one or a list),
 // properties, required, additionalProperties, items, minItems, maxItems,
-// minLength, maxLength, enum, const, anyOf, allOf of one schema, $ref to
-// any JSON pointer into the schema ("#", "#/$defs/..."), OpenAPI's nullable (as
-// OpenAI's SDK helpers write it), and annotations (title,
-// description, default, examples, format, $schema, $id, $comment, ...).
+// minLength, maxLength, pattern (runtime/Regex.cpp), minimum, maximum,
+// exclusiveMinimum, exclusiveMaximum, multipleOf (runtime/NumberDfa.cpp),
+// enum, const, anyOf, allOf of one schema, $ref to any JSON pointer into
+// the schema ("#", "#/$defs/..."), OpenAPI's nullable (as OpenAI's SDK
+// helpers write it), format (date-time, date, time, duration, email, uuid,
+// ipv4, ipv6, hostname held as patterns; another format is an annotation,
+// as JSON Schema says), and annotations (title, description, default,
+// examples, $schema, $id, $comment, ...). A patterned string is written
+// without \u escapes; a bounded number without an exponent.
 // Properties are written in the order the schema lists them, each
 // required one present; an object with properties takes no others (as
 // OpenAI's strict mode: the text always validates, whatever
@@ -20,6 +25,8 @@
 // values follow additionalProperties (any value when absent). The top
 // level must be an object.
 #pragma once
+
+#include "runtime/ByteDfa.h"
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -58,6 +65,7 @@ public:
     int64_t minCount = 0, maxCount = -1; // array items, string characters (-1: no limit)
     std::vector<std::string> literals;   // enum/const values, as compact JSON
     std::vector<int32_t> alternatives;   // anyOf
+    int32_t automaton = -1; // string: its pattern; integer, number: bounds (automata())
   };
   // Nodes every schema has: any value; any object, array, string, number;
   // true or false; null.
@@ -69,12 +77,18 @@ public:
   /// Every byte the schema's literals are written with: property names,
   /// enum and const values (the vocabulary must spell each alone).
   const std::array<bool, 256> &literalBytes() const { return bytes; }
+  /// Patterns and bounded numbers (Node::automaton), and each one's path in
+  /// the schema (for the vocabulary's check).
+  const std::vector<ByteDfa> &automata() const { return dfas; }
+  const std::vector<std::string> &automatonPaths() const { return dfaPaths; }
 
 private:
   friend class JsonSchemaCompiler;
   std::vector<Node> all;
   int32_t top = kAnyObject;
   std::array<bool, 256> bytes{};
+  std::vector<ByteDfa> dfas;
+  std::vector<std::string> dfaPaths;
 };
 
 /// Where a text is against a schema: every reading of it the schema still
@@ -95,6 +109,15 @@ public:
   /// that stays in a string and adds no more is allowed without reading it.
   /// -1 otherwise.
   int64_t stringRoom() const;
+  /// When the only reading is inside a patterned string, between
+  /// characters: its automaton and state (a token that stays in the string
+  /// is allowed when the automaton takes its bytes, escapes decoded). Else
+  /// a null automaton.
+  struct InPattern {
+    const ByteDfa *dfa = nullptr;
+    int32_t state = ByteDfa::kNone;
+  };
+  InPattern inPattern() const;
   /// Readings kept at most (further ones, possible only with anyOf
   /// alternatives that stay alike for long, are dropped: what is left
   /// still only writes what the schema accepts).
@@ -135,6 +158,16 @@ private:
   void feedScalar(size_t i, unsigned char c);
   void endValue(Stack &s);
   bool space(Stack &s, unsigned char c);
+  const ByteDfa &dfa(const JsonSchema::Node &n) const {
+    return schema->automata()[size_t(n.automaton)];
+  }
+  /// Whether some escape (\", \n, ...) can go on a patterned string here.
+  bool escapeMatches(const Frame &f, const JsonSchema::Node &n) const;
+  /// A byte of a patterned string's text (escapes decoded) to its pattern.
+  bool matchByte(Frame &f, const JsonSchema::Node &n, uint8_t c) const {
+    f.choice = dfa(n).next(f.choice, c);
+    return f.choice != ByteDfa::kNone;
+  }
   void compact();
 
   std::shared_ptr<const JsonSchema> schema;

@@ -4,7 +4,8 @@
 // server, at the first JSON request), then the time of one row's mask
 // (runtime/JsonGrammar.h) after texts in different states, the median of
 // --repeat masks (default 21), and how many tokens it leaves; then the same
-// with a JSON schema (runtime/JsonSchema.h, response_format json_schema).
+// with a JSON schema (runtime/JsonSchema.h, response_format json_schema), and
+// with one of patterns, formats and bounded numbers (runtime/ByteDfa.h).
 #include "formats/Tokenizer.h"
 #include "tests/bench/BenchArgs.h"
 #include "runtime/JsonGrammar.h"
@@ -40,6 +41,15 @@ const char *kSchema = R"({"type": "object", "properties": {
   "required": ["name", "age", "email", "role", "address", "scores"],
   "additionalProperties": false})";
 
+// Strings held to patterns and formats, numbers to bounds: every token read.
+const char *kPatterned = R"({"type": "object", "properties": {
+    "sku": {"type": "string", "pattern": "^[A-Z]{3}-\\d{4}$"},
+    "email": {"type": "string", "format": "email"},
+    "when": {"type": "string", "format": "date-time"},
+    "note": {"type": "string", "pattern": "^[^<>]*$", "maxLength": 200},
+    "price": {"type": "number", "minimum": 0, "maximum": 10000, "multipleOf": 0.01}},
+  "required": ["sku", "email", "when", "note", "price"], "additionalProperties": false})";
+
 /// Times `mask` (filling a fresh row) --repeat times; prints the median and
 /// how many tokens it leaves.
 template <class Mask>
@@ -57,6 +67,9 @@ void timeMask(const std::string &text, int repeat, std::vector<float> &row, Mask
               ("'" + text + "'").c_str(), ms[ms.size() / 2], repeat, (long long)left);
 }
 
+void benchSchema(const kvplan::JsonVocabulary &vocab, const char *schemaText,
+                 const std::vector<std::string> &texts, int repeat, std::vector<float> &row);
+
 void bench(const std::string &file, int repeat) {
   auto tok = kvplan::loadTokenizerFile(file);
   auto start = std::chrono::steady_clock::now();
@@ -70,16 +83,34 @@ void bench(const std::string &file, int repeat) {
     for (const char *c = text; *c; ++c) s.push(uint8_t(*c));
     timeMask(text, repeat, row, [&](float *r) { vocab.mask(s, r, int64_t(row.size())); });
   }
-  start = std::chrono::steady_clock::now();
-  const auto schema = kvplan::JsonSchema::compile(nlohmann::ordered_json::parse(kSchema), "schema");
+  benchSchema(vocab, kSchema,
+              {"", "{\"name\": \"Ali", "{\"name\": \"Ali\", \"age\": 3",
+               "{\"name\": \"Ali\", \"age\": 3, \"email\": ",
+               "{\"name\": \"Ali\", \"age\": 3, \"email\": null, \"role\": \"e",
+               "{\"name\": \"A\", \"age\": 3, \"email\": null, \"role\": \"viewer\", "
+               "\"address\": {\"city\": \"Oslo\", \"zip\": \"0150\"}, \"scores\": [1.5, "},
+              repeat, row);
+  const std::string sku = "{\"sku\": \"ABC-1234\", ", email = "\"email\": \"a@b.io\", ",
+                    when = "\"when\": \"2026-12-05T10:30:00Z\", ";
+  benchSchema(vocab, kPatterned,
+              {"{\"sku\": \"AB", sku + "\"email\": \"ann.lee@exa",
+               sku + email + "\"when\": \"2026-12-05T10:3",
+               sku + email + when + "\"note\": \"Fragile, ",
+               sku + email + when + "\"note\": \"\", \"price\": 12.5"},
+              repeat, row);
+}
+
+/// The mask after each text.
+void benchSchema(const kvplan::JsonVocabulary &vocab, const char *schemaText,
+                 const std::vector<std::string> &texts, int repeat, std::vector<float> &row) {
+  auto start = std::chrono::steady_clock::now();
+  const auto schema =
+      kvplan::JsonSchema::compile(nlohmann::ordered_json::parse(schemaText), "schema");
   vocab.check(*schema);
-  std::printf(" with a schema (%zu nodes, compiled in %.2f ms):\n", schema->nodes().size(),
-              msSince(start));
-  for (const char *text : {"", "{\"name\": \"Ali", "{\"name\": \"Ali\", \"age\": 3",
-                           "{\"name\": \"Ali\", \"age\": 3, \"email\": ",
-                           "{\"name\": \"Ali\", \"age\": 3, \"email\": null, \"role\": \"e",
-                           "{\"name\": \"A\", \"age\": 3, \"email\": null, \"role\": \"viewer\", "
-                           "\"address\": {\"city\": \"Oslo\", \"zip\": \"0150\"}, \"scores\": [1.5, "}) {
+  std::printf(" with a schema (%zu nodes, %zu automata, compiled in %.2f ms):\n",
+              schema->nodes().size(), schema->automata().size(), msSince(start));
+  for (const std::string &t : texts) {
+    const char *text = t.c_str();
     kvplan::SchemaState s(schema);
     for (const char *c = text; *c; ++c)
       if (!s.push(uint8_t(*c))) throw std::logic_error(std::string("refused: ") + text);

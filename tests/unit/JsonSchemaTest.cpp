@@ -47,6 +47,59 @@ bool hasType(const ojson &v, const std::string &t) {
 
 bool sameValue(const ojson &a, const ojson &b) { return nlohmann::json(a) == nlohmann::json(b); }
 
+bool digits(const std::string &s, size_t from, size_t n) {
+  for (size_t k = from; k < from + n; ++k)
+    if (k >= s.size() || !std::isdigit(uint8_t(s[k]))) return false;
+  return true;
+}
+
+/// The formats the tests' schemas use, by their RFCs' rules.
+bool hasFormat(const std::string &v, const std::string &format) {
+  if (format == "date") { // RFC 3339 full-date
+    if (v.size() != 10 || v[4] != '-' || v[7] != '-' || !digits(v, 0, 4) || !digits(v, 5, 2) ||
+        !digits(v, 8, 2))
+      return false;
+    const int y = std::stoi(v.substr(0, 4)), m = std::stoi(v.substr(5, 2)),
+              d = std::stoi(v.substr(8, 2));
+    const bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    const int days[] = {31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    return m >= 1 && m <= 12 && d >= 1 && d <= days[m - 1];
+  }
+  if (format == "ipv4") { // four decimal octets, no leading zero
+    std::vector<std::string> parts(1);
+    for (char c : v) {
+      if (c == '.') parts.emplace_back();
+      else parts.back().push_back(c);
+    }
+    for (const std::string &p : parts)
+      if (p.empty() || p.size() > 3 || !digits(p, 0, p.size()) || (p.size() > 1 && p[0] == '0') ||
+          std::stoi(p) > 255)
+        return false;
+    return parts.size() == 4;
+  }
+  if (format == "uuid") { // RFC 4122's 8-4-4-4-12 hex digits
+    if (v.size() != 36) return false;
+    for (size_t k = 0; k < 36; ++k)
+      if (k == 8 || k == 13 || k == 18 || k == 23 ? v[k] != '-' : !std::isxdigit(uint8_t(v[k])))
+        return false;
+    return true;
+  }
+  return true; // an annotation
+}
+
+/// A number's bounds and multipleOf (the tests' values are exact in binary).
+bool inBounds(double x, const ojson &s) {
+  if (s.contains("minimum") && x < s["minimum"].get<double>()) return false;
+  if (s.contains("maximum") && x > s["maximum"].get<double>()) return false;
+  if (s.contains("exclusiveMinimum") && x <= s["exclusiveMinimum"].get<double>()) return false;
+  if (s.contains("exclusiveMaximum") && x >= s["exclusiveMaximum"].get<double>()) return false;
+  if (s.contains("multipleOf")) {
+    const double q = x / s["multipleOf"].get<double>();
+    if (std::fabs(q - std::round(q)) > 1e-9) return false;
+  }
+  return true;
+}
+
 bool valid(const ojson &v, const ojson &s, const ojson &root);
 
 bool validObject(const ojson &v, const ojson &s, const ojson &root) {
@@ -99,15 +152,33 @@ bool valid(const ojson &v, const ojson &s, const ojson &root) {
     const size_t n = codePoints(v.get<std::string>());
     if (n < s.value("minLength", size_t(0))) return false;
     if (s.contains("maxLength") && n > s["maxLength"].get<size_t>()) return false;
+    const std::regex pattern(s.value("pattern", std::string()), std::regex::ECMAScript);
+    if (!std::regex_search(v.get<std::string>(), pattern)) return false;
+    if (!hasFormat(v.get<std::string>(), s.value("format", std::string()))) return false;
   }
+  if (v.is_number() && !inBounds(v.get<double>(), s)) return false;
   return true;
 }
 
 /// Whether `text` parses as one JSON object the schema accepts (exponents
 /// cut to one digit: the grammar takes any, nlohmann not past a double).
 bool validText(const std::string &raw, const ojson &schema) {
-  static const std::regex exponent("([0-9][eE][+-]?)[0-9]+");
-  const std::string text = std::regex_replace(raw, exponent, "$011");
+  std::string text;
+  bool inString = false, escaped = false;
+  for (size_t i = 0; i < raw.size(); ++i) {
+    const char c = raw[i];
+    text += c;
+    if (inString) {
+      inString = escaped || c != '"';
+      escaped = !escaped && c == '\\';
+    } else if (c == '"') {
+      inString = true;
+    } else if ((c == 'e' || c == 'E') && i > 0 && std::isdigit(uint8_t(raw[i - 1]))) {
+      if (i + 1 < raw.size() && (raw[i + 1] == '+' || raw[i + 1] == '-')) text += raw[++i];
+      if (i + 1 < raw.size() && std::isdigit(uint8_t(raw[i + 1]))) text += '1';
+      while (i + 1 < raw.size() && std::isdigit(uint8_t(raw[i + 1]))) ++i;
+    }
+  }
   if (!ojson::accept(text)) return false;
   const ojson v = ojson::parse(text);
   return v.is_object() && valid(v, schema, schema);
@@ -178,6 +249,16 @@ ojson generate(const ojson &s, const ojson &root, std::mt19937 &rng, int depth) 
       a.push_back(generate(s.value("items", ojson(true)), root, rng, depth + 1));
     return a;
   }
+  if (type == "string" && s.contains("examples"))
+    return s["examples"][rng() % s["examples"].size()];
+  if ((type == "integer" || type == "number") && s.contains("x-range")) {
+    // Bounded: small values (no exponent when written), until one is in bounds.
+    for (;;) {
+      const ojson v = type == "integer" ? ojson(int64_t(rng() % 400) - 200)
+                                        : ojson(std::ldexp(double(int(rng() % 801) - 400), -3));
+      if (inBounds(v.get<double>(), s)) return v;
+    }
+  }
   if (type == "string") {
     const size_t lo = s.value("minLength", size_t(0));
     const size_t hi = std::min(s.value("maxLength", size_t(lo + 8)), lo + 8);
@@ -227,6 +308,26 @@ const char *kPerson = R"({
   "additionalProperties": false
 })";
 
+/// Patterns, formats and bounded numbers ("examples" and "x-range" tell the
+/// tests' generator what to write).
+const char *kFormats = R"({
+  "type": "object",
+  "properties": {
+    "code": {"type": "string", "pattern": "^[A-Z]{2}-\\d{3}$", "examples": ["AB-123", "ZZ-000"]},
+    "tag": {"type": "string", "pattern": "x|yz", "maxLength": 5, "examples": ["x", "ayz", "xxx"]},
+    "age": {"type": "integer", "minimum": 0, "maximum": 120, "x-range": 1},
+    "ratio": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "x-range": 1},
+    "step": {"type": "number", "multipleOf": 0.25, "minimum": -2, "exclusiveMaximum": 3,
+             "x-range": 1},
+    "day": {"type": "string", "format": "date", "examples": ["2026-12-05", "2024-02-29"]},
+    "ip": {"type": ["string", "null"], "format": "ipv4", "examples": ["10.0.0.1", "255.1.0.9"]},
+    "id": {"type": "string", "format": "uuid",
+           "examples": ["123f4567-e89b-12d3-a456-426614174000"]},
+    "note": {"type": "string", "pattern": "^[^n]*$", "examples": ["a\nb", "\"x\\"]}
+  },
+  "required": ["code", "age", "ratio"]
+})";
+
 /// Schemas the generated tests run over: every keyword, recursion, maps,
 /// unions of objects, optional properties that share a prefix.
 std::vector<std::string> schemas() {
@@ -262,6 +363,7 @@ std::vector<std::string> schemas() {
           "definitions": {"step": {"type": "object", "properties": {"n": {"type": "integer"}},
                                    "required": ["n"], "additionalProperties": false}},
           "$schema": "http://json-schema.org/draft-07/schema#"})",
+      kFormats,
   };
 }
 
@@ -273,10 +375,25 @@ TEST(JsonSchema, RefusesWhatItCannotHoldGenerationToByName) {
     const char *schema, *says;
   };
   const Case cases[] = {
-      {R"({"type": "object", "properties": {"n": {"type": "string", "pattern": "^a"}}})",
-       "schema.properties.n.pattern: kvplan cannot hold generation to \"pattern\""},
-      {R"({"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}}})",
-       "schema.properties.n.minimum: kvplan cannot hold generation to \"minimum\""},
+      {R"({"type": "object", "properties": {"n": {"not": {"type": "string"}}}})",
+       "schema.properties.n.not: kvplan cannot hold generation to \"not\""},
+      {R"j({"type": "object", "properties": {"n": {"type": "string", "pattern": "a(?=b)"}}})j",
+       "schema.properties.n.pattern: a lookaround (at offset 2) is not supported"},
+      {R"({"type": "object", "properties": {"n": {"type": "string", "pattern": 1}}})",
+       "schema.properties.n.pattern: must be a string"},
+      {R"({"type": "object", "properties": {"n": {"type": "string", "pattern": "^a{4}$",
+           "maxLength": 3}}})",
+       "schema.properties.n.pattern: no string matches it within minLength and maxLength"},
+      {R"({"type": "object", "properties": {"n": {"type": "string", "pattern": "^a$",
+           "format": "date"}}})",
+       "schema.properties.n.pattern: no string matches it and the format"},
+      {R"({"type": "object", "properties": {"n": {"type": "integer", "minimum": "0"}}})",
+       "schema.properties.n.minimum: must be a number"},
+      {R"({"type": "object", "properties": {"n": {"type": "integer", "minimum": 3,
+           "exclusiveMaximum": 4, "multipleOf": 2}}})",
+       "schema.properties.n: no integer meets its minimum, maximum and multipleOf together"},
+      {R"({"type": "object", "properties": {"n": {"multipleOf": -1}}})",
+       "schema.properties.n.multipleOf: must be greater than 0"},
       {R"({"type": "object", "properties": {"n": {"oneOf": [{"type": "string"}]}}})",
        "schema.properties.n.oneOf: oneOf is not supported"},
       {R"({"type": "object", "properties": {"n": {"$ref": "#/$defs/missing"}}})",
@@ -377,6 +494,97 @@ TEST(JsonSchema, ReadsWhatTheSchemaAcceptsAndStopsAtTheFirstByteItCannot) {
   EXPECT_EQ(readWith(map, "{" + std::string(17, ' ')).taken, 17u);
 }
 
+TEST(JsonSchema, PatternsFormatsAndBoundsAreHeldByteByByte) {
+  // Each text is read whole (and valid), or refused at the first byte of
+  // `at` (and invalid, or valid but written otherwise than kvplan writes).
+  const auto formats = compiled(ojson::parse(kFormats));
+  struct Case {
+    std::string fields, at;
+    bool writtenOtherwise = false;
+  };
+  const Case cases[] = {
+      {R"("code":"AB-123","age":0,"ratio":1)", ""},
+      {R"("code":"AB-123","tag":"\"x\\","age":120,"ratio":0.0001,"step":-2)", ""},
+      {R"("code":"AB-123","age":7,"ratio":0.5,"step":2.75,"day":"2024-02-29","ip":null)", ""},
+      {R"("code":"AB-123","age":7,"ratio":0.5,"ip":"192.168.0.1","id":)"
+       R"("0123ABCD-abcd-0000-ffff-0123456789ab")", ""},
+      {R"("code":"ab-123","age":0,"ratio":1)", "ab-"},
+      {R"("code":"AB-1234","age":0,"ratio":1)", "4\""},
+      {R"("code":"AB-123","tag":"abcd","age":0,"ratio":1)", "\",\"age"}, // no x or yz in 5
+      {R"("code":"AB-123","tag":"\u0078","age":0,"ratio":1)", "u0078", true},
+      {R"("code":"AB-123","age":121,"ratio":1)", "1,\"ratio"},
+      {R"("code":"AB-123","age":-1,"ratio":1)", "1,\"ratio"}, // -0 is 0
+      {R"("code":"AB-123","age":1.0,"ratio":1)", ".0", true},
+      {R"("code":"AB-123","age":1,"ratio":0,"step":1)", ",\"step"},
+      {R"("code":"AB-123","age":1,"ratio":1.0001)", "1}"},
+      {R"("code":"AB-123","age":1,"ratio":1e-1)", "e-1", true},
+      {R"("code":"AB-123","age":1,"ratio":1,"step":0.3)", "3}"},
+      {R"("code":"AB-123","age":1,"ratio":1,"step":3)", "3}"},
+      {R"("code":"AB-123","age":1,"ratio":1,"day":"2023-02-29")", "9\"}"},
+      {R"("code":"AB-123","age":1,"ratio":1,"day":"2026-04-31")", "1\"}"},
+      {R"("code":"AB-123","age":1,"ratio":1,"ip":"256.0.0.1")", "6."},
+      {R"("code":"AB-123","age":1,"ratio":1,"ip":"01.0.0.1")", "1.0"},
+  };
+  for (const Case &c : cases) {
+    const std::string text = "{" + c.fields + "}";
+    const Read r = readWith(formats, text);
+    if (c.at.empty()) {
+      EXPECT_TRUE(r.complete && r.taken == text.size()) << text << ": " << r.taken;
+      EXPECT_TRUE(validText(text, ojson::parse(kFormats))) << text;
+    } else {
+      const size_t at = text.find(c.at);
+      ASSERT_NE(at, std::string::npos) << c.at;
+      EXPECT_EQ(r.taken, at) << text << " refused at: " << text.substr(r.taken);
+      EXPECT_EQ(validText(text, ojson::parse(kFormats)), c.writtenOtherwise) << text;
+    }
+  }
+}
+
+TEST(JsonSchema, FormatsAreHeldToTheirDefinitions) {
+  // Each format OpenAI's structured outputs name, on values written here
+  // from the RFCs (3339 dates and times, ISO 8601 durations, 5321 email
+  // addresses' dot-atoms, 1123 host names, 791 and 4291 addresses, 4122).
+  struct Case {
+    const char *format;
+    std::vector<std::string> yes, no;
+  };
+  const Case cases[] = {
+      {"date", {"2026-12-05", "2000-02-29", "1900-02-28", "0000-01-31"},
+       {"1900-02-29", "2026-13-01", "2026-00-10", "2026-11-31", "26-12-05", "2026-12-5"}},
+      {"time", {"23:59:60Z", "00:00:00.123+05:30", "12:30:00z"},
+       {"24:00:00Z", "12:30:00", "12:60:00Z", "12:30:00+5:30", "12:30Z"}},
+      {"date-time", {"2026-12-05T10:30:00Z", "2024-02-29t00:00:00.5-08:00"},
+       {"2026-12-05 10:30:00Z", "2026-12-05T10:30:00", "2023-02-29T00:00:00Z"}},
+      {"duration", {"P1D", "PT1H30M", "P1Y2M3DT4H5M6S", "P2W", "PT0S"},
+       {"P", "PT", "P1H", "1D", "P1DT", "P1W2D"}},
+      {"email", {"ann.lee@example.com", "a+b@x", "x_y@a-b.io"},
+       {"ann@", "@x.io", "a..b@x.io", "a@-x.io", "a b@x.io", "a@x_y.io"}},
+      {"hostname", {"example.com", "a", "x-1.y2"}, {"-a.com", "a-.com", "a..b", "", "a_b"}},
+      {"ipv4", {"0.0.0.0", "255.255.255.255", "10.1.2.3"},
+       {"256.1.1.1", "1.2.3", "01.2.3.4", "1.2.3.4.5", "a.b.c.d"}},
+      {"ipv6", {"::", "::1", "2001:db8::ff00:42:8329", "fe80::1:2:3:4", "1:2:3:4:5:6:7:8",
+                "::ffff:192.0.2.128", "1::"},
+       {"1:2:3:4:5:6:7:8:9", "1::2::3", "12345::", ":1", "1:2:3:4:5:6:7", "g::1"}},
+      {"uuid", {"123f4567-e89b-12d3-a456-426614174000", "ABCDEF01-2345-6789-abcd-ef0123456789"},
+       {"123f4567e89b12d3a456426614174000", "123f4567-e89b-12d3-a456-42661417400g"}},
+  };
+  for (const Case &c : cases) {
+    ojson schema = {{"properties", {{"v", {{"type", "string"}, {"format", c.format}}}}}};
+    const auto compiledSchema = compiled(schema);
+    for (const std::string &v : c.yes) {
+      const std::string text = "{\"v\":\"" + v + "\"}";
+      const Read r = readWith(compiledSchema, text);
+      EXPECT_TRUE(r.complete && r.taken == text.size()) << c.format << " " << v;
+    }
+    for (const std::string &v : c.no)
+      EXPECT_FALSE(readWith(compiledSchema, "{\"v\":\"" + v + "\"}").complete)
+          << c.format << " " << v;
+  }
+  // Another format is an annotation.
+  EXPECT_TRUE(readWith(compiled(ojson::parse(R"({"properties": {"v": {"type": "string",
+                           "format": "iri"}}})")), R"({"v":"any text"})").complete);
+}
+
 TEST(JsonSchema, GeneratedInstancesAreReadWholeAndEditsOnlyWhenValid) {
   // Instances the test writes from each schema (compact and indented) are
   // read whole; of their one-byte edits, the recogniser reads whole only
@@ -432,7 +640,7 @@ TEST(JsonSchema, EveryReadingCanBeFinished) {
         std::vector<uint8_t> allowed;
         for (int b = 0; b < 256; ++b) {
           SchemaState t = s;
-          if (b != '\\' && t.push(uint8_t(b))) allowed.push_back(uint8_t(b));
+          if (t.push(uint8_t(b))) allowed.push_back(uint8_t(b));
         }
         ASSERT_FALSE(allowed.empty()) << text << "\na dead end after: " << out;
         // Past a hundred bytes, quotes first (to end a string, or to take the
@@ -490,6 +698,9 @@ TEST(JsonSchema, TheMaskLeavesExactlyTheTokensThatCanContinue) {
       {all[4], R"({"ab":true,"b":[1.5,2]})"},
       // A bounded string up to its limit (six characters, escapes one each).
       {kPerson, R"({"name":"a\u00e9\n日bc","age":1,"email":"x\"yz","ok":false})"},
+      // Patterns, formats and bounded numbers: every token read.
+      {kFormats, R"({"code":"AB-123","tag":"b\"yz","age":12,"ratio":0.0015,"step":-1.75,)"
+                 R"("day":"2024-02-29","ip":"10.0.0.1","note":"a\n\"\\b"})"},
   };
   size_t states = 0;
   for (const auto &[schemaText, doc] : docs) {
@@ -529,6 +740,22 @@ TEST(JsonSchema, TheMaskLeavesExactlyTheTokensThatCanContinue) {
   } catch (const InputError &e) {
     EXPECT_NE(std::string(e.what()).find("byte 0x5A"), std::string::npos) << e.what();
   }
+  // So is a pattern it cannot finish; one it can finish with other bytes
+  // is taken.
+  const auto needsZs = compiled(ojson::parse(
+      R"({"properties": {"a": {"type": "string", "pattern": "^(Z|[a-z])\\d+$"},
+                         "b": {"type": "string", "pattern": "^\\d+Z$"}}})"));
+  try {
+    JsonVocabulary(noE).check(*needsZs);
+    ADD_FAILURE() << "a vocabulary without 'Z' took a pattern that must end with Z";
+  } catch (const InputError &e) {
+    EXPECT_NE(std::string(e.what()).find("schema.properties.b.pattern: this vocabulary cannot "
+                                         "spell"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_NO_THROW(JsonVocabulary(noE).check(*compiled(ojson::parse(
+      R"({"properties": {"a": {"type": "string", "pattern": "^(Z|[a-z])\\d+$"}}})"))));
 }
 
 TEST(JsonSchema, TheSamplerWritesOnlyWhatTheSchemaAccepts) {

@@ -28,6 +28,7 @@
 #include <cmath>
 #include <chrono>
 #include <random>
+#include <regex>
 #include <set>
 #include <tuple>
 #include <thread>
@@ -790,7 +791,7 @@ TEST(Server, ToolChoiceRequiredAnswersWithACallOfATool) {
   // Refused by name: a parameters keyword a forced call cannot be held to,
   // tools under a template without a tool format.
   body["tool_choice"] = "required";
-  body["tools"][0]["function"]["parameters"]["properties"]["city"]["pattern"] = "^[A-Z]";
+  body["tools"][0]["function"]["parameters"]["properties"]["city"]["pattern"] = "^(?=[A-Z])";
   auto res = post(r, "/v1/chat/completions", body);
   EXPECT_EQ(res->status, 400);
   EXPECT_EQ(json::parse(res->body)["error"]["param"], "tools") << res->body;
@@ -804,12 +805,13 @@ TEST(Server, ToolChoiceRequiredAnswersWithACallOfATool) {
 
 TEST(Server, JsonSchemaAnswersMeetTheSchema) {
   // response_format json_schema: the answer is an object with the schema's
-  // properties in its order, of its types, within its limits; streamed the
-  // same. Biases as above (and commas up) make the random model finish.
+  // properties in its order, of its types, within its limits and patterns;
+  // streamed the same. Biases as above (and commas up) make the random
+  // model finish.
   Running r;
   const char *schema = R"({"type": "object", "properties": {
-      "name": {"type": "string", "maxLength": 8},
-      "n": {"type": "integer"},
+      "name": {"type": "string", "maxLength": 8, "pattern": "^[a-z]+$"},
+      "n": {"type": "integer", "minimum": -5, "maximum": 50},
       "tags": {"type": "array", "items": {"enum": ["x", "y z", 7]}, "maxItems": 3},
       "ok": {"type": "boolean"}},
     "required": ["name", "n", "ok"], "additionalProperties": false})";
@@ -836,7 +838,8 @@ TEST(Server, JsonSchemaAnswersMeetTheSchema) {
                : std::vector<std::string>{"name", "n", "ok"};
     EXPECT_EQ(keys, order) << text;
     EXPECT_TRUE(got["name"].is_string() && got["name"].get<std::string>().size() <= 8) << text;
-    EXPECT_TRUE(got["n"].is_number_integer()) << text;
+    EXPECT_TRUE(std::regex_match(got["name"].get<std::string>(), std::regex("[a-z]+"))) << text;
+    EXPECT_TRUE(got["n"].is_number_integer() && got["n"] >= -5 && got["n"] <= 50) << text;
     EXPECT_TRUE(got["ok"].is_boolean()) << text;
     if (tagged) {
       EXPECT_LE(got["tags"].size(), 3u) << text;
@@ -846,7 +849,7 @@ TEST(Server, JsonSchemaAnswersMeetTheSchema) {
     EXPECT_EQ(postStream(r, "/v1/completions", body).text, text);
   }
   // A keyword it cannot hold generation to is refused by its path.
-  body["response_format"]["json_schema"]["schema"]["properties"]["name"]["pattern"] = "^[a-z]+$";
+  body["response_format"]["json_schema"]["schema"]["properties"]["name"]["pattern"] = "(a)\\1";
   auto res = post(r, "/v1/completions", body);
   EXPECT_EQ(res->status, 400);
   const json error = json::parse(res->body)["error"];

@@ -1,0 +1,184 @@
+// Deterministic automata over bytes: exploring a machine given by its step
+// function, keeping the states that can still accept, and the product with
+// a count of characters.
+#include "runtime/ByteDfa.h"
+
+#include "support/Error.h"
+
+#include <algorithm>
+#include <cstring>
+#include <unordered_map>
+
+namespace kvplan {
+
+std::array<uint8_t, 256> byteClasses(const std::vector<int> &boundaries) {
+  std::array<bool, 257> cut{};
+  for (int b : boundaries)
+    if (b > 0 && b < 256) cut[size_t(b)] = true;
+  std::array<uint8_t, 256> classes{};
+  uint8_t c = 0;
+  for (int b = 0; b < 256; ++b) {
+    if (cut[size_t(b)]) ++c;
+    classes[size_t(b)] = c;
+  }
+  return classes;
+}
+
+ByteDfa ByteDfa::explore(const std::array<uint8_t, 256> &classes, const Key &start,
+                         const std::function<bool(const Key &, uint8_t, Key &)> &step,
+                         const std::function<bool(const Key &)> &accept, const std::string &path,
+                         const std::string &what) {
+  // Each class's smallest byte stands for it.
+  std::vector<uint8_t> first;
+  for (int b = 0; b < 256; ++b)
+    if (b == 0 || classes[size_t(b)] != classes[size_t(b - 1)]) first.push_back(uint8_t(b));
+  const size_t width = first.size();
+  std::vector<Key> keys = {start};
+  std::unordered_map<Key, int32_t> index = {{start, 0}};
+  std::vector<int32_t> table;
+  Key to;
+  for (size_t s = 0; s < keys.size(); ++s) {
+    for (size_t c = 0; c < width; ++c) {
+      int32_t target = kNone;
+      if (step(keys[s], first[c], to)) {
+        auto [it, added] = index.emplace(to, int32_t(keys.size()));
+        if (added) {
+          if (keys.size() == kMaxStates)
+            throw InputError(path + ": " + what + " needs more than " +
+                             std::to_string(kMaxStates) + " automaton states, more than kvplan "
+                             "holds generation to; make it simpler");
+          keys.push_back(to);
+        }
+        target = it->second;
+      }
+      table.push_back(target);
+    }
+  }
+  // The states that can reach an accepting one, backwards from those.
+  const size_t n = keys.size();
+  std::vector<std::vector<int32_t>> from(n);
+  for (size_t s = 0; s < n; ++s)
+    for (size_t c = 0; c < width; ++c)
+      if (table[s * width + c] != kNone) from[size_t(table[s * width + c])].push_back(int32_t(s));
+  std::vector<uint8_t> live(n, 0), isFinal(n, 0);
+  std::vector<int32_t> work;
+  for (size_t s = 0; s < n; ++s)
+    if ((isFinal[s] = accept(keys[s]))) live[s] = 1, work.push_back(int32_t(s));
+  while (!work.empty()) {
+    const int32_t s = work.back();
+    work.pop_back();
+    for (int32_t p : from[size_t(s)])
+      if (!live[size_t(p)]) live[size_t(p)] = 1, work.push_back(p);
+  }
+  // Renumbered without the others.
+  std::vector<int32_t> number(n, kNone);
+  ByteDfa out;
+  out.classOf = classes;
+  out.width = width;
+  for (size_t s = 0; s < n; ++s)
+    if (live[s]) number[s] = int32_t(out.final.size()), out.final.push_back(isFinal[s]);
+  out.table.reserve(out.final.size() * width);
+  for (size_t s = 0; s < n; ++s) {
+    if (!live[s]) continue;
+    for (size_t c = 0; c < width; ++c) {
+      const int32_t t = table[s * width + c];
+      out.table.push_back(t == kNone ? kNone : number[size_t(t)]);
+    }
+  }
+  out.first = number[0];
+  return out;
+}
+
+bool ByteDfa::finishableWith(const std::array<bool, 256> &bytes) const {
+  const size_t n = states();
+  std::vector<uint8_t> done(n, 0);
+  for (size_t s = 0; s < n; ++s) done[s] = final[s];
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (size_t s = 0; s < n; ++s) {
+      if (done[s]) continue;
+      for (int b = 0; b < 256 && !done[s]; ++b) {
+        const int32_t t = bytes[size_t(b)] ? next(int32_t(s), uint8_t(b)) : kNone;
+        if (t != kNone && done[size_t(t)]) done[s] = 1, changed = true;
+      }
+    }
+  }
+  return std::all_of(done.begin(), done.end(), [](uint8_t d) { return d != 0; });
+}
+
+std::vector<int> ByteDfa::cuts() const {
+  std::vector<int> at;
+  for (int b = 1; b < 256; ++b)
+    if (classOf[size_t(b)] != classOf[size_t(b - 1)]) at.push_back(b);
+  return at;
+}
+
+ByteDfa ByteDfa::intersect(const ByteDfa &other, const std::string &path) const {
+  if (empty()) return *this;
+  if (other.empty()) return other;
+  std::vector<int> at = cuts(), theirs = other.cuts();
+  at.insert(at.end(), theirs.begin(), theirs.end());
+  auto key = [](int32_t a, int32_t b) {
+    const int32_t both[2] = {a, b};
+    return Key(reinterpret_cast<const char *>(both), sizeof both);
+  };
+  auto read = [](const Key &k, int32_t &a, int32_t &b) {
+    int32_t both[2];
+    std::memcpy(both, k.data(), sizeof both);
+    a = both[0], b = both[1];
+  };
+  return explore(
+      byteClasses(at), key(first, other.first),
+      [&](const Key &k, uint8_t c, Key &to) {
+        int32_t a, b;
+        read(k, a, b);
+        a = next(a, c), b = other.next(b, c);
+        if (a == kNone || b == kNone) return false;
+        to = key(a, b);
+        return true;
+      },
+      [&](const Key &k) {
+        int32_t a, b;
+        read(k, a, b);
+        return accepts(a) && other.accepts(b);
+      },
+      path, "the pattern with the format");
+}
+
+ByteDfa ByteDfa::withLength(int64_t minChars, int64_t maxChars, const std::string &path) const {
+  if (empty() || (minChars <= 0 && maxChars < 0)) return *this;
+  // The count saturates at minChars when there is no limit above.
+  const int64_t cap = maxChars >= 0 ? maxChars : minChars;
+  struct State {
+    int32_t s;
+    int32_t chars;
+  };
+  auto key = [](State st) { return Key(reinterpret_cast<const char *>(&st), sizeof st); };
+  auto read = [](const Key &k) {
+    State st;
+    std::memcpy(&st, k.data(), sizeof st);
+    return st;
+  };
+  std::vector<int> at = cuts();
+  at.push_back(0x80), at.push_back(0xC0);
+  return explore(
+      byteClasses(at), key({first, 0}),
+      [&](const Key &k, uint8_t b, Key &to) {
+        State st = read(k);
+        st.s = next(st.s, b);
+        if (st.s == kNone) return false;
+        if ((b & 0xC0) != 0x80 && ++st.chars > cap) {
+          if (maxChars >= 0) return false;
+          st.chars = int32_t(cap);
+        }
+        to = key(st);
+        return true;
+      },
+      [&](const Key &k) {
+        const State st = read(k);
+        return accepts(st.s) && st.chars >= minChars;
+      },
+      path, "the pattern with minLength/maxLength");
+}
+
+} // namespace kvplan
