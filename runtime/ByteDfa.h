@@ -36,8 +36,11 @@ public:
   /// hold (a control character only as \b, \t, \n, \f or \r). Throws
   /// InputError naming `path` and the construct it cannot hold (a
   /// lookaround, a backreference, a word boundary, ...) or a pattern too
-  /// large. Defined in runtime/Regex.cpp.
-  static ByteDfa regex(const std::string &pattern, const std::string &path);
+  /// large or too slow to build. `work`, when given, is a budget shared by
+  /// several patterns (of one schema): what building them has spent so far.
+  /// Defined in runtime/Regex.cpp.
+  static ByteDfa regex(const std::string &pattern, const std::string &path,
+                       size_t *work = nullptr);
   /// A JSON number's text (no exponent) whose value meets `bounds`: its
   /// digits are compared with the bounds' as decimals, exactly. Throws
   /// InputError naming `path` when no number meets them or the automaton

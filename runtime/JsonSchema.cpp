@@ -152,6 +152,8 @@ private:
   const ojson &doc;
   std::string where;
   std::map<std::string, int32_t> refs; // $ref targets compiled (or being compiled)
+  size_t regexWork = 0;                 // what the schema's patterns have cost (one budget)
+  std::map<std::string, int32_t> patterns; // automata by pattern, format and length
   JsonSchema out;
 };
 
@@ -265,15 +267,22 @@ int32_t JsonSchemaCompiler::typed(const ojson &s, const std::string &type,
 int32_t JsonSchemaCompiler::pattern(const ojson &s, int64_t minChars, int64_t maxChars,
                                     const std::string &path) {
   std::string where = path + ".pattern";
+  if (s.contains("pattern") && !s["pattern"].is_string())
+    fail(where, "must be a string (a regular expression)");
+  // One automaton for each pattern, format and length the schema repeats.
+  const std::string same = (s.contains("pattern") ? "p" + s["pattern"].get<std::string>() : "") +
+                           '\0' + (s.contains("format") ? s["format"].dump() : "") + '\0' +
+                           std::to_string(minChars) + ',' + std::to_string(maxChars);
+  if (auto it = patterns.find(same); it != patterns.end()) return it->second;
   std::unique_ptr<ByteDfa> dfa;
   if (s.contains("pattern")) {
-    if (!s["pattern"].is_string()) fail(where, "must be a string (a regular expression)");
-    dfa = std::make_unique<ByteDfa>(ByteDfa::regex(s["pattern"].get<std::string>(), where));
+    dfa = std::make_unique<ByteDfa>(
+        ByteDfa::regex(s["pattern"].get<std::string>(), where, &regexWork));
   }
   if (s.contains("format") && s["format"].is_string()) {
     const std::string format = formatPattern(s["format"].get<std::string>());
     if (!format.empty()) {
-      ByteDfa f = ByteDfa::regex(format, path + ".format");
+      ByteDfa f = ByteDfa::regex(format, path + ".format", &regexWork);
       dfa = std::make_unique<ByteDfa>(dfa ? dfa->intersect(f, where) : std::move(f));
       if (!s.contains("pattern")) where = path + ".format";
     }
@@ -287,7 +296,7 @@ int32_t JsonSchemaCompiler::pattern(const ojson &s, int64_t minChars, int64_t ma
                     (s.contains("pattern") && s.contains("format") ? " and the format" : ""));
   out.dfas.push_back(std::move(*dfa));
   out.dfaPaths.push_back(where);
-  return int32_t(out.dfas.size() - 1);
+  return patterns[same] = int32_t(out.dfas.size() - 1);
 }
 
 /// A number or an integer, held to its bounds and multipleOf when it has any.

@@ -29,6 +29,10 @@ using CharSet = std::vector<Range>;
 constexpr uint32_t kMaxCodePoint = 0x10FFFF;
 constexpr int kMaxRepeat = 1000;
 constexpr size_t kMaxNfaStates = 200000;
+// Automaton states' members read while building a pattern's automaton (or
+// all of a schema's), at most: a request's schema is compiled on its
+// connection's thread, and this bounds it to a fraction of a second.
+constexpr size_t kMaxWork = 16000000;
 
 CharSet normalized(CharSet s) {
   std::sort(s.begin(), s.end());
@@ -401,6 +405,27 @@ public:
   explicit Nfa(std::string path) : path(std::move(path)) { states.push_back({}); } // 0: match
 
   int32_t emit(const Re &r, int32_t next);
+  /// The states a state reaches by epsilon moves that read a byte or match
+  /// ({-1}: none), computed once.
+  const std::vector<int32_t> &closure(int32_t from) {
+    if (closures.size() < states.size()) {
+      closures.resize(states.size());
+      seen.resize(states.size(), -1);
+    }
+    std::vector<int32_t> &c = closures[size_t(from)];
+    if (!c.empty()) return c;
+    std::vector<int32_t> work = {from};
+    seen[size_t(from)] = from;
+    while (!work.empty()) {
+      const int32_t s = work.back();
+      work.pop_back();
+      if (states[size_t(s)].edge || s == 0) c.push_back(s);
+      for (int32_t e : states[size_t(s)].eps)
+        if (seen[size_t(e)] != from) seen[size_t(e)] = from, work.push_back(e);
+    }
+    if (c.empty()) c.push_back(-1); // a dead end: nothing read, no match
+    return c;
+  }
   std::vector<State> states;
 
 private:
@@ -417,7 +442,22 @@ private:
     return add(std::move(s));
   }
   std::string path;
+  std::vector<std::vector<int32_t>> closures;
+  std::vector<int32_t> seen; // the closure each state was last reached in
 };
+
+/// A set of automaton states as a key (sorted, once each, no -1), and back.
+ByteDfa::Key setKey(std::vector<int32_t> &set) {
+  std::sort(set.begin(), set.end());
+  set.erase(std::unique(set.begin(), set.end()), set.end());
+  set.erase(std::remove(set.begin(), set.end(), -1), set.end());
+  return ByteDfa::Key(reinterpret_cast<const char *>(set.data()), set.size() * sizeof(int32_t));
+}
+std::vector<int32_t> members(const ByteDfa::Key &k) {
+  std::vector<int32_t> v(k.size() / sizeof(int32_t));
+  if (!v.empty()) std::memcpy(v.data(), k.data(), k.size());
+  return v;
+}
 
 int32_t Nfa::emit(const Re &r, int32_t next) {
   switch (r.kind) {
@@ -496,56 +536,52 @@ Re anchored(Re top) {
 
 } // namespace
 
-ByteDfa ByteDfa::regex(const std::string &pattern, const std::string &path) {
+ByteDfa ByteDfa::regex(const std::string &pattern, const std::string &path, size_t *spent) {
   Nfa nfa(path);
   const int32_t start = nfa.emit(anchored(Parser(pattern, path).parse()), 0);
-  // Each state's closure over epsilon moves, as the states that read a byte
-  // or match (the key of a deterministic state is a sorted set of them).
+  // A deterministic state is the sorted set of the states that read a byte
+  // or match, as its key.
   const std::vector<Nfa::State> &st = nfa.states;
-  std::vector<std::vector<int32_t>> closure(st.size());
-  std::vector<int32_t> seen(st.size(), -1);
-  auto close = [&](int32_t from) -> const std::vector<int32_t> & {
-    std::vector<int32_t> &c = closure[size_t(from)];
-    if (!c.empty()) return c;
-    std::vector<int32_t> work = {from};
-    seen[size_t(from)] = from;
-    while (!work.empty()) {
-      const int32_t s = work.back();
-      work.pop_back();
-      if (st[size_t(s)].edge || s == 0) c.push_back(s);
-      for (int32_t e : st[size_t(s)].eps)
-        if (seen[size_t(e)] != from) seen[size_t(e)] = from, work.push_back(e);
-    }
-    if (c.empty()) c.push_back(-1); // a dead end: nothing read, no match
-    return c;
-  };
-  auto key = [](std::vector<int32_t> &set) {
-    std::sort(set.begin(), set.end());
-    set.erase(std::unique(set.begin(), set.end()), set.end());
-    set.erase(std::remove(set.begin(), set.end(), -1), set.end());
-    return Key(reinterpret_cast<const char *>(set.data()), set.size() * sizeof(int32_t));
-  };
-  auto members = [](const Key &k) {
-    std::vector<int32_t> v(k.size() / sizeof(int32_t));
-    if (!v.empty()) std::memcpy(v.data(), k.data(), k.size());
-    return v;
-  };
+  auto close = [&](int32_t from) -> const std::vector<int32_t> & { return nfa.closure(from); };
   std::vector<int> cuts = {0x08, 0x0B, 0x0C, 0x0E, 0x20};
   for (const Nfa::State &s : st)
     if (s.edge) cuts.push_back(s.lo), cuts.push_back(s.hi + 1);
   std::vector<int32_t> first = close(start);
+  // The state explored now: the states its members move to, by byte class
+  // (explore asks for every class of one state in a row).
+  const std::array<uint8_t, 256> classes = byteClasses(cuts);
+  std::vector<std::vector<int32_t>> byClass(size_t(classes[255]) + 1);
+  Key bucketed;
+  bool any = false;
+  size_t own = 0;
+  size_t &work = spent ? *spent : own;
+  auto spend = [&](size_t n) {
+    if ((work += n) > kMaxWork)
+      throw InputError(path + ": the pattern is too complex for kvplan to hold generation to "
+                              "(its automaton, with the schema's others, takes too long to "
+                              "build); anchor it with ^ and $, or make it simpler");
+  };
   return explore(
-      byteClasses(cuts), key(first),
+      classes, setKey(first),
       [&](const Key &k, uint8_t b, Key &to) {
         if (!writable(b)) return false;
+        if (!any || k != bucketed) {
+          for (auto &v : byClass) v.clear();
+          for (int32_t s : members(k)) {
+            const Nfa::State &n = st[size_t(s)];
+            if (!n.edge) continue;
+            spend(size_t(classes[n.hi] - classes[n.lo]) + 1);
+            for (size_t c = classes[n.lo]; c <= classes[n.hi]; ++c) byClass[c].push_back(n.out);
+          }
+          bucketed = k, any = true;
+        }
         std::vector<int32_t> next;
-        for (int32_t s : members(k)) {
-          const Nfa::State &n = st[size_t(s)];
-          if (!n.edge || b < n.lo || b > n.hi) continue;
-          const std::vector<int32_t> &c = close(n.out);
+        for (int32_t out : byClass[classes[b]]) {
+          const std::vector<int32_t> &c = close(out);
+          spend(c.size());
           next.insert(next.end(), c.begin(), c.end());
         }
-        to = key(next);
+        to = setKey(next);
         return !to.empty();
       },
       [&](const Key &k) {

@@ -77,10 +77,13 @@ try {
 }
 
 // Structured output: an answer held to a schema whose every path is bounded
-// (an enum, then the object's close), so it ends with stop at any model.
+// (an enum, a pattern of fixed length, an integer from 1 to 5, then the
+// object's close), so it ends with stop at any model.
 const schema = {
-  type: 'object', properties: { mood: { enum: ['happy', 'sad'] } },
-  required: ['mood'], additionalProperties: false,
+  type: 'object',
+  properties: { mood: { enum: ['happy', 'sad'] }, code: { type: 'string', pattern: '^[A-Z]{3}$' },
+    stars: { type: 'integer', minimum: 1, maximum: 5 } },
+  required: ['mood', 'code', 'stars'], additionalProperties: false,
 };
 const structured = await client.completions.create({
   model, prompt: 'Once upon a time', max_tokens: 200, temperature: 0.8, seed: 3,
@@ -90,19 +93,21 @@ const answer = structured.choices[0].text;
 let parsed = null;
 try { parsed = JSON.parse(answer); } catch { /* checked below */ }
 check(structured.choices[0].finish_reason === 'stop' && parsed !== null &&
-  ['happy', 'sad'].includes(parsed.mood) && Object.keys(parsed).length === 1,
+  ['happy', 'sad'].includes(parsed.mood) && /^[A-Z]{3}$/.test(parsed.code) &&
+  Number.isInteger(parsed.stars) && parsed.stars >= 1 && parsed.stars <= 5 &&
+  Object.keys(parsed).length === 3,
   `completions.create with response_format json_schema: ${JSON.stringify(answer)}`);
 try {
   await client.completions.create({
     model, prompt: 'x', response_format: {
       type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object',
-        properties: { s: { type: 'string', pattern: '^a' } } } },
+        properties: { s: { type: 'string', pattern: '(?=a)b' } } } },
     },
   });
   check(false, 'a schema keyword kvplan cannot hold generation to refused');
 } catch (e) {
   check(e instanceof OpenAI.BadRequestError && e.param === 'response_format',
-    `json_schema with "pattern": BadRequestError naming response_format (${e.message})`);
+    `json_schema with a lookahead: BadRequestError naming response_format (${e.message})`);
 }
 
 try {

@@ -151,6 +151,7 @@ TEST(Regex, RefusesWhatIsNotRegularByName) {
       {"^^a", "^ and $ are supported only"},
       {"((((a{30}){30}){30}){30})", "the pattern is too large"},
       {"a.{15}b", "automaton states"},
+      {"\\S{999}", "the pattern is too complex for kvplan to hold generation to"},
   };
   for (const Case &c : cases) {
     const std::string got = refusal(c.pattern);
@@ -160,6 +161,12 @@ TEST(Regex, RefusesWhatIsNotRegularByName) {
   // Annex B's literal braces and brackets read as themselves.
   EXPECT_EQ(refusal("a{,2}]}"), "");
   EXPECT_EQ(refusal("x{a}"), "");
+  // The budget is shared by the patterns that are given one counter.
+  size_t spent = 0;
+  EXPECT_NO_THROW(ByteDfa::regex("^[a-z]{1,40}@x$", "p", &spent));
+  EXPECT_GT(spent, 0u);
+  spent = 16000000 - 10;
+  EXPECT_THROW(ByteDfa::regex("^[a-z]{1,40}@x$", "p", &spent), InputError);
   // A named group is a group.
   const ByteDfa named = ByteDfa::regex("^(?<n>a|b)c$", "p");
   EXPECT_TRUE(matches(named, "bc"));
