@@ -279,7 +279,7 @@ TEST(OpenAiRequest, ErrorsNameTheField) {
                       "json_schema": {"schema": {"type": "string"}}}})"),
             "response_format");
   EXPECT_EQ(param(R"({"prompt": "a", "response_format": {"type": "json_schema",
-                      "json_schema": {"schema": {"properties": {"a": {"minimum": 1}}}}}})"),
+                      "json_schema": {"schema": {"properties": {"a": {"minimum": "1"}}}}}})"),
             "response_format");
   EXPECT_EQ(param(R"({"prompt": "a", "response_format": {"type": 3}})"), "response_format");
   EXPECT_EQ(param(R"({"prompt": "a", "response_format": "json"})"), "response_format");

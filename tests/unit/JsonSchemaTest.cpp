@@ -543,7 +543,8 @@ TEST(JsonSchema, PatternsFormatsAndBoundsAreHeldByteByByte) {
 TEST(JsonSchema, FormatsAreHeldToTheirDefinitions) {
   // Each format OpenAI's structured outputs name, on values written here
   // from the RFCs (3339 dates and times, ISO 8601 durations, 5321 email
-  // addresses' dot-atoms, 1123 host names, 791 and 4291 addresses, 4122).
+  // addresses' dot-atoms at a domain with a top-level name of letters,
+  // 1123 host names, 791 and 4291 addresses, 4122).
   struct Case {
     const char *format;
     std::vector<std::string> yes, no;
@@ -551,14 +552,16 @@ TEST(JsonSchema, FormatsAreHeldToTheirDefinitions) {
   const Case cases[] = {
       {"date", {"2026-12-05", "2000-02-29", "1900-02-28", "0000-01-31"},
        {"1900-02-29", "2026-13-01", "2026-00-10", "2026-11-31", "26-12-05", "2026-12-5"}},
-      {"time", {"23:59:60Z", "00:00:00.123+05:30", "12:30:00z"},
-       {"24:00:00Z", "12:30:00", "12:60:00Z", "12:30:00+5:30", "12:30Z"}},
-      {"date-time", {"2026-12-05T10:30:00Z", "2024-02-29t00:00:00.5-08:00"},
-       {"2026-12-05 10:30:00Z", "2026-12-05T10:30:00", "2023-02-29T00:00:00Z"}},
+      {"time", {"23:59:60Z", "00:00:00.123+05:30", "12:30:00-00:00"},
+       {"24:00:00Z", "12:30:00", "12:60:00Z", "12:30:00+5:30", "12:30Z", "12:30:00z"}},
+      {"date-time", {"2026-12-05T10:30:00Z", "2024-02-29T00:00:00.5-08:00"},
+       {"2026-12-05 10:30:00Z", "2026-12-05T10:30:00", "2023-02-29T00:00:00Z",
+        "2026-12-05t10:30:00Z"}},
       {"duration", {"P1D", "PT1H30M", "P1Y2M3DT4H5M6S", "P2W", "PT0S"},
        {"P", "PT", "P1H", "1D", "P1DT", "P1W2D"}},
-      {"email", {"ann.lee@example.com", "a+b@x", "x_y@a-b.io"},
-       {"ann@", "@x.io", "a..b@x.io", "a@-x.io", "a b@x.io", "a@x_y.io"}},
+      {"email", {"ann.lee@example.com", "a+b@x.io", "x_y@a-b.c.io"},
+       {"ann@", "@x.io", "a..b@x.io", "a@-x.io", "a b@x.io", "a@x_y.io", "a@x", "a@x.i",
+        ".a@x.io", "a@x.io1"}},
       {"hostname", {"example.com", "a", "x-1.y2"}, {"-a.com", "a-.com", "a..b", "", "a_b"}},
       {"ipv4", {"0.0.0.0", "255.255.255.255", "10.1.2.3"},
        {"256.1.1.1", "1.2.3", "01.2.3.4", "1.2.3.4.5", "a.b.c.d"}},

@@ -223,11 +223,23 @@ TEST(ToolCalls, AForcedCallIsHeldToTheToolsSchemas) {
   SchemaState s(forcedCallSchema(ChatTemplate::chatml, a));
   for (char c : std::string(R"({"name": "get_w)")) s.push(uint8_t(c));
   EXPECT_FALSE(s.push('e')) << "only the named tool";
-  a.tools[0].parameters["properties"]["city"] = ojson::parse(R"({"pattern": "^[A-Z]"})");
+  // A parameter's pattern holds the call; one that is not regular is refused
+  // by the tool's path.
+  a.tools[0].parameters["properties"]["city"] = ojson::parse(R"({"pattern": "^[A-Z][a-z]+$"})");
   a.toolChoice = ToolChoice::required;
+  const auto patterned = forcedCallSchema(ChatTemplate::chatml, a);
+  auto readsPatterned = [&](const std::string &text) {
+    SchemaState t(patterned);
+    for (char c : text)
+      if (!t.push(uint8_t(c))) return false;
+    return t.complete();
+  };
+  EXPECT_TRUE(readsPatterned(R"({"name": "get_weather", "arguments": {"city": "Oslo"}})"));
+  EXPECT_FALSE(readsPatterned(R"({"name": "get_weather", "arguments": {"city": "oslo"}})"));
+  a.tools[0].parameters["properties"]["city"] = ojson::parse(R"j({"pattern": "(?=[A-Z])"})j");
   try {
     forcedCallSchema(ChatTemplate::chatml, a);
-    ADD_FAILURE() << "a pattern was taken";
+    ADD_FAILURE() << "a lookahead was taken";
   } catch (const ApiError &e) {
     EXPECT_EQ(e.param, "tools");
     EXPECT_NE(std::string(e.what()).find("tools[0].function.parameters.properties.city.pattern"),
