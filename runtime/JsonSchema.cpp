@@ -49,11 +49,14 @@ const char *kNumberKeywords[] = {"minimum", "maximum", "exclusiveMinimum", "excl
 /// (which validators stricter than the RFC, zod's and email-validator's,
 /// take too). Another format is an annotation, as JSON Schema says.
 std::string formatPattern(const std::string &format) {
-  // A day the month has: February's 29th in leap years only.
-  const std::string leap = "(\\d\\d(0[48]|[2468][048]|[13579][26])|([02468][048]|[13579][26])00)";
-  const std::string date = "(\\d{4}-((0[13578]|1[02])-(0[1-9]|[12]\\d|3[01])|(0[469]|11)-"
+  // Years 1 to 9999 and a day the month has (February's 29th in leap
+  // years only); no leap second (Python's datetime and zod refuse :60).
+  const std::string year = "(000[1-9]|00[1-9]\\d|0[1-9]\\d\\d|[1-9]\\d{3})";
+  const std::string leap =
+      "(\\d\\d(0[48]|[2468][048]|[13579][26])|(0[48]|[2468][048]|[13579][26])00)";
+  const std::string date = "(" + year + "-((0[13578]|1[02])-(0[1-9]|[12]\\d|3[01])|(0[469]|11)-"
                            "(0[1-9]|[12]\\d|30)|02-(0[1-9]|1\\d|2[0-8]))|" + leap + "-02-29)";
-  const std::string time = "([01]\\d|2[0-3]):[0-5]\\d:([0-5]\\d|60)(\\.\\d+)?"
+  const std::string time = "([01]\\d|2[0-3]):[0-5]\\d:[0-5]\\d(\\.\\d+)?"
                            "(Z|[+-]([01]\\d|2[0-3]):[0-5]\\d)";
   const std::string label = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
   const std::string octet = "(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)";
