@@ -147,11 +147,11 @@ ByteDfa ByteDfa::intersect(const ByteDfa &other, const std::string &path) const 
 
 ByteDfa ByteDfa::withLength(int64_t minChars, int64_t maxChars, const std::string &path) const {
   if (empty() || (minChars <= 0 && maxChars < 0)) return *this;
-  // The count saturates at minChars when there is no limit above.
-  const int64_t cap = maxChars >= 0 ? maxChars : minChars;
+  // Code points for minChars (saturating there), UTF-16 units for maxChars
+  // (a character past U+FFFF, a 4-byte sequence, two).
   struct State {
     int32_t s;
-    int32_t chars;
+    int32_t points, units;
   };
   auto key = [](State st) { return Key(reinterpret_cast<const char *>(&st), sizeof st); };
   auto read = [](const Key &k) {
@@ -160,23 +160,23 @@ ByteDfa ByteDfa::withLength(int64_t minChars, int64_t maxChars, const std::strin
     return st;
   };
   std::vector<int> at = cuts();
-  at.push_back(0x80), at.push_back(0xC0);
+  for (int b : {0x80, 0xC0, 0xF0}) at.push_back(b);
   return explore(
-      byteClasses(at), key({first, 0}),
+      byteClasses(at), key({first, 0, 0}),
       [&](const Key &k, uint8_t b, Key &to) {
         State st = read(k);
         st.s = next(st.s, b);
         if (st.s == kNone) return false;
-        if ((b & 0xC0) != 0x80 && ++st.chars > cap) {
-          if (maxChars >= 0) return false;
-          st.chars = int32_t(cap);
+        if ((b & 0xC0) != 0x80) { // a character's first byte
+          st.points = int32_t(std::min<int64_t>(st.points + 1, std::max<int64_t>(minChars, 0)));
+          if (maxChars >= 0 && (st.units += b >= 0xF0 ? 2 : 1) > maxChars) return false;
         }
         to = key(st);
         return true;
       },
       [&](const Key &k) {
         const State st = read(k);
-        return accepts(st.s) && st.chars >= minChars;
+        return accepts(st.s) && st.points >= minChars;
       },
       path, "the pattern with minLength/maxLength");
 }

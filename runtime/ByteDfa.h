@@ -52,9 +52,11 @@ public:
     bool integer = false; // no fraction either
   };
   static ByteDfa number(const NumberBounds &bounds, const std::string &path);
-  /// This automaton's texts whose characters (UTF-8 sequences: a byte that
-  /// is no continuation byte starts one) number minChars to maxChars (-1:
-  /// no limit). Throws InputError naming `path` when it would be too large.
+  /// This automaton's texts of at least minChars characters (UTF-8
+  /// sequences: a byte that is no continuation byte starts one) and at most
+  /// maxChars UTF-16 units (-1: no limit; a 4-byte sequence is two), as
+  /// JSON Schema and JavaScript count them. Throws InputError naming `path`
+  /// when it would be too large.
   ByteDfa withLength(int64_t minChars, int64_t maxChars, const std::string &path) const;
 
   /// The texts both this automaton and `other` accept. Throws InputError

@@ -15,14 +15,15 @@
 namespace kvplan {
 
 namespace {
-/// The characters `piece` (valid inside a string, from between characters
-/// to between characters) adds: a UTF-8 sequence is one, an escape is one.
+/// The UTF-16 units `piece` (valid inside a string, from between characters
+/// to between characters) adds, as maxLength counts them: a UTF-8 sequence
+/// is one, or two past U+FFFF; an escape is one (a surrogate pair's two).
 uint32_t charactersInString(const std::string &piece) {
   uint32_t n = 0;
   for (size_t i = 0; i < piece.size(); ++i) {
     const unsigned char c = uint8_t(piece[i]);
     if ((c & 0xC0) == 0x80) continue; // a continuation byte
-    ++n;
+    n += c >= 0xF0 ? 2 : 1;
     if (c == '\\') i += piece[i + 1] == 'u' ? 5 : 1;
   }
   return n;

@@ -64,8 +64,8 @@ private:
   // Of those, the ones holding an escape (\n, \"): a pattern reads them
   // decoded.
   std::vector<uint8_t> escapes;
-  // Of those, the string characters each adds (as JSON schema's maxLength
-  // counts them: an escape is one).
+  // Of those, the UTF-16 units each adds (as maxLength counts them: an
+  // escape is one).
   std::vector<uint32_t> stringChars;
 };
 

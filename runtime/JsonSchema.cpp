@@ -634,6 +634,12 @@ size_t SchemaState::add(const Stack &s) {
   return live++;
 }
 
+bool SchemaState::twoUnits(Frame &f, const Node &n) const {
+  if (n.maxCount >= 0 && f.count + f.choice + 1 > n.maxCount) return false;
+  ++f.choice;
+  return true;
+}
+
 bool SchemaState::escapeMatches(const Frame &f, const Node &n) const {
   for (const char *e = kEscaped; *e; ++e)
     if (dfa(n).next(f.choice, uint8_t(*e)) != ByteDfa::kNone) return true;
@@ -685,7 +691,7 @@ void SchemaState::startValue(size_t i, int32_t node, unsigned char c) {
     return push(i, {node, arrFirst});
   case Kind::string:
     if (c != '"') break;
-    return push(i, {node, str, 0, 0, 0, 0, n.automaton >= 0 ? dfa(n).start() : -1});
+    return push(i, {node, str, 0, 0, 0, 0, n.automaton >= 0 ? dfa(n).start() : 0});
   case Kind::integer:
   case Kind::number:
     if (n.automaton >= 0) {
@@ -810,13 +816,14 @@ void SchemaState::feedString(size_t i, unsigned char c) {
   Frame &f = s.frames.back();
   const Node &n = schema->nodes()[size_t(f.node)];
   const bool patterned = n.automaton >= 0;
+  const int32_t astral = patterned ? 0 : f.choice; // a patterned string's automaton counts
   switch (f.mode) {
   case str:
     if (c == '"') {
       if (f.count < n.minCount || (patterned && !dfa(n).accepts(f.choice))) break;
       return endValue(s);
     }
-    if (c < 0x20 || (n.maxCount >= 0 && f.count >= n.maxCount)) break;
+    if (c < 0x20 || (n.maxCount >= 0 && f.count + astral >= n.maxCount)) break;
     ++f.count;
     if (c == '\\') {
       if (patterned && !escapeMatches(f, n)) break;
@@ -833,6 +840,7 @@ void SchemaState::feedString(size_t i, unsigned char c) {
       if (c == 0xE0) f.lo = 0xA0;
       if (c == 0xED) f.hi = 0x9F;
     } else if (c >= 0xF0 && c <= 0xF4) {
+      if (!patterned && !twoUnits(f, n)) break;
       f.pending = 3;
       if (c == 0xF0) f.lo = 0x90;
       if (c == 0xF4) f.hi = 0x8F;
@@ -875,6 +883,7 @@ void SchemaState::feedString(size_t i, unsigned char c) {
   default: // strHex
     if (!unicodeEscapeDigit(c, f.pending, f.lo)) break;
     if (--f.pending == 0) {
+      if (f.lo == 2 && !twoUnits(f, n)) break; // a high surrogate: a pair's first half
       f.mode = f.lo == 2 ? strLowSlash : str;
       if (f.mode == str) f.lo = 0;
     }
@@ -1028,7 +1037,7 @@ int64_t SchemaState::stringRoom() const {
     const Frame &f = s.frames.back();
     if (schema->nodes()[size_t(f.node)].automaton >= 0) return -1; // each byte to its pattern
     const int64_t most = schema->nodes()[size_t(f.node)].maxCount;
-    if (most >= 0) room = std::min(room, most - f.count);
+    if (most >= 0) room = std::min(room, most - f.count - f.choice);
   }
   return room;
 }

@@ -17,7 +17,10 @@
 // ipv4, ipv6, hostname held as patterns; another format is an annotation,
 // as JSON Schema says), and annotations (title, description, default,
 // examples, $schema, $id, $comment, ...). A patterned string is written
-// without \u escapes; a bounded number without an exponent.
+// without \u escapes; a bounded number without an exponent. A string's
+// minLength counts code points, as JSON Schema does, and its maxLength
+// UTF-16 units (a character past U+FFFF two), as JavaScript's validators
+// (zod's) do: what is written meets both.
 // Properties are written in the order the schema lists them, each
 // required one present; an object with properties takes no others (as
 // OpenAI's strict mode: the text always validates, whatever
@@ -105,9 +108,9 @@ public:
   /// Whether the top-level object has closed (nothing may follow).
   bool complete() const;
   /// When every reading is inside a string, between characters: the fewest
-  /// characters any of them may still add (INT64_MAX: no limit), so a token
-  /// that stays in a string and adds no more is allowed without reading it.
-  /// -1 otherwise.
+  /// UTF-16 units any of them may still add (INT64_MAX: no limit), so a
+  /// token that stays in a string and adds no more is allowed without
+  /// reading it. -1 otherwise.
   int64_t stringRoom() const;
   /// When the only reading is inside a patterned string, between
   /// characters: its automaton and state (a token that stays in the string
@@ -132,7 +135,8 @@ public:
     uint8_t mode = 0;
     uint8_t pending = 0, lo = 0, hi = 0; // strings: UTF-8 and \u digits still to come
     int32_t count = 0;   // object: next property; array: items; string: characters; literal: bytes
-    int32_t choice = -1; // object: property read; literal: which value or property name
+    int32_t choice = -1; // object: property read; literal: which value or property name;
+                         // string: its pattern's state, or the characters past U+FFFF
     bool operator==(const Frame &o) const {
       return node == o.node && mode == o.mode && pending == o.pending && lo == o.lo &&
              hi == o.hi && count == o.count && choice == o.choice;
@@ -161,6 +165,9 @@ private:
   const ByteDfa &dfa(const JsonSchema::Node &n) const {
     return schema->automata()[size_t(n.automaton)];
   }
+  /// A plain string's character of two UTF-16 units (past U+FFFF): counted
+  /// in `choice`, false when maxLength leaves no room for it.
+  bool twoUnits(Frame &f, const JsonSchema::Node &n) const;
   /// Whether some escape (\", \n, ...) can go on a patterned string here.
   bool escapeMatches(const Frame &f, const JsonSchema::Node &n) const;
   /// A byte of a patterned string's text (escapes decoded) to its pattern.

@@ -33,6 +33,13 @@ size_t codePoints(const std::string &s) {
   return n;
 }
 
+/// A string's length in JavaScript: UTF-16 units, two past U+FFFF.
+size_t utf16Units(const std::string &s) {
+  size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) == 0x80 ? 0 : c >= 0xF0 ? 2 : 1;
+  return n;
+}
+
 bool hasType(const ojson &v, const std::string &t) {
   if (t == "integer")
     return v.is_number_integer() ||
@@ -149,12 +156,14 @@ bool valid(const ojson &v, const ojson &s, const ojson &root) {
         if (!valid(item, s["items"], root)) return false;
   }
   if (v.is_string()) {
-    const size_t n = codePoints(v.get<std::string>());
-    if (n < s.value("minLength", size_t(0))) return false;
-    if (s.contains("maxLength") && n > s["maxLength"].get<size_t>()) return false;
+    // minLength as JSON Schema counts, maxLength as JavaScript's validators
+    // do: kvplan writes strings that meet both.
+    const std::string &text = v.get_ref<const std::string &>();
+    if (codePoints(text) < s.value("minLength", size_t(0))) return false;
+    if (s.contains("maxLength") && utf16Units(text) > s["maxLength"].get<size_t>()) return false;
     const std::regex pattern(s.value("pattern", std::string()), std::regex::ECMAScript);
-    if (!std::regex_search(v.get<std::string>(), pattern)) return false;
-    if (!hasFormat(v.get<std::string>(), s.value("format", std::string()))) return false;
+    if (!std::regex_search(text, pattern)) return false;
+    if (!hasFormat(text, s.value("format", std::string()))) return false;
   }
   if (v.is_number() && !inBounds(v.get<double>(), s)) return false;
   return true;
@@ -262,7 +271,10 @@ ojson generate(const ojson &s, const ojson &root, std::mt19937 &rng, int depth) 
   if (type == "string") {
     const size_t lo = s.value("minLength", size_t(0));
     const size_t hi = std::min(s.value("maxLength", size_t(lo + 8)), lo + 8);
-    return randomString(rng, lo + rng() % (hi - lo + 1));
+    for (;;) { // within maxLength's UTF-16 units too
+      const std::string text = randomString(rng, lo + rng() % (hi - lo + 1));
+      if (utf16Units(text) <= s.value("maxLength", size_t(SIZE_MAX))) return text;
+    }
   }
   if (type == "integer") return int64_t(rng() % 2000) - 1000;
   if (type == "number") return std::ldexp(double(int(rng() % 20001) - 10000), -int(rng() % 20));
@@ -461,8 +473,11 @@ TEST(JsonSchema, ReadsWhatTheSchemaAcceptsAndStopsAtTheFirstByteItCannot) {
       {R"({"name":"Ann","age":3,"email":"a@b","ok":true})", ""},
       {R"({"name":"日本語ですよ","age":0,"ok":true})", ""},        // six characters
       {R"({"name":"日本語ですよね","age":0,"ok":true})", "ね"},      // a seventh
-      {R"({"name":"\ud83d\ude00abcde","age":0,"ok":true})", ""},   // a pair is one
-      {R"({"name":"\ud83d\ude00abcdef","age":0,"ok":true})", "f\""},
+      {R"({"name":"\ud83d\ude00abcd","age":0,"ok":true})", ""},   // a pair is two units
+      {R"({"name":"\ud83d\ude00abcde","age":0,"ok":true})", "e\",\"age"},
+      {R"({"name":"😀😀😀","age":0,"ok":true})", ""},            // so is a 4-byte character
+      {R"({"name":"😀😀😀a","age":0,"ok":true})", "a\""},
+      {R"({"name":"Ann","age":3,"email":"😀","ok":true})", "\",\"ok"}, // minLength 3: 1 point
       {R"({"name":"\ud83d","age":0,"ok":true})", "\",\"age"},    // unpaired
       {R"({"age":3,"name":"Ann","ok":true})", "age", true},         // name comes first
       {R"({"name":"Ann","ok":true})", "ok"},                        // age is required
@@ -680,7 +695,7 @@ std::vector<std::string> testTokens() {
                         "\"b c\"", "[\"", "\"]", "],", "},", " \"", "ok", "ok\":", "\u00e9",
                         "\xc3", "Ann", "tags", "\"tags\":[", "kind", "circle", "\"circle\"",
                         "\"square", "side", "  ", "\n  ", "{\"k\":[1]}", "7,", "\\n", "\\u00e9",
-                        "日b", "bc", "日本語", "\\\"y", "abcdefg"})
+                        "日b", "bc", "日本語", "\\\"y", "abcdefg", "😀", "a😀"})
     t.push_back(p);
   t.push_back(""); // a control token: never allowed
   return t;
@@ -703,6 +718,9 @@ TEST(JsonSchema, TheMaskLeavesExactlyTheTokensThatCanContinue) {
       {all[4], R"({"ab":true,"b":[1.5,2]})"},
       // A bounded string up to its limit (six characters, escapes one each).
       {kPerson, R"({"name":"a\u00e9\n日bc","age":1,"email":"x\"yz","ok":false})"},
+      // Up to maxLength in UTF-16 units: a character past U+FFFF takes two.
+      {kPerson, R"({"name":"abcd😀","age":1,"ok":true})"},
+      {kPerson, R"({"name":"abcde","age":1,"ok":true})"},
       // Patterns, formats and bounded numbers: every token read.
       {kFormats, R"({"code":"AB-123","tag":"b\"yz","age":12,"ratio":0.0015,"step":-1.75,)"
                  R"("day":"2024-02-29","ip":"10.0.0.1","note":"a\n\"\\b"})"},
