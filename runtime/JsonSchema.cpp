@@ -28,17 +28,20 @@ namespace {
 const std::set<std::string> kAnnotations = {
     "title",    "description", "default",          "examples",        "$schema",
     "$id",      "$comment",    "deprecated",       "readOnly",        "writeOnly",
-    "format",   "$defs",       "definitions",      "contentMediaType", "contentEncoding"};
+    "format",   "$defs",       "definitions",      "contentMediaType", "contentEncoding",
+    "discriminator"}; // OpenAPI's hint for oneOf, which the compiler checks itself
 const std::set<std::string> kKeywords = {
     "type",      "properties",       "required",         "additionalProperties",
     "items",     "minItems",         "maxItems",         "minLength",
     "maxLength", "pattern",          "minimum",          "maximum",
     "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "enum",
-    "const",     "anyOf",            "allOf",            "$ref"};
+    "const",     "anyOf",            "oneOf",            "allOf",
+    "$ref"};
 const char *kSupported = "type, properties, required, additionalProperties, items, minItems, "
                          "maxItems, minLength, maxLength, pattern, minimum, maximum, "
                          "exclusiveMinimum, exclusiveMaximum, multipleOf, enum, const, anyOf, "
-                         "allOf of one schema, $ref and nullable";
+                         "oneOf of alternatives no value meets two of, allOf of one schema, "
+                         "$ref and nullable";
 const char *kNumberKeywords[] = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
                                  "multipleOf"};
 
@@ -145,6 +148,9 @@ private:
   int32_t node(const ojson &s, const std::string &path);
   int32_t plainNode(const ojson &s, const std::string &path);
   int32_t typed(const ojson &s, const std::string &type, const std::string &path);
+  int32_t alternatives(const ojson &list, const std::string &kw, const std::string &path);
+  uint8_t kinds(int32_t n, int depth) const;
+  bool disjoint(int32_t a, int32_t b) const;
   int32_t pattern(const ojson &s, int64_t minChars, int64_t maxChars, const std::string &path);
   int32_t number(const ojson &s, bool integer, const std::string &path);
   int32_t object(const ojson &s, const std::string &path);
@@ -185,10 +191,6 @@ int32_t JsonSchemaCompiler::plainNode(const ojson &s, const std::string &path) {
   std::vector<std::string> checks; // validation keywords present, in order
   for (const auto &[key, value] : s.items()) {
     if (kAnnotations.count(key) || key == "nullable" || key.compare(0, 2, "x-") == 0) continue;
-    if (key == "oneOf")
-      fail(path + ".oneOf", "oneOf is not supported (kvplan cannot hold generation to "
-                            "exactly one alternative); anyOf is, and means the same when no "
-                            "value can match two alternatives");
     if (!kKeywords.count(key))
       fail(path + "." + key, "kvplan cannot hold generation to \"" + key + "\"; it supports " +
                                  kSupported + " (remove \"" + key + "\" or say it with those)");
@@ -211,15 +213,10 @@ int32_t JsonSchemaCompiler::plainNode(const ojson &s, const std::string &path) {
       fail(path + ".allOf", "allOf is supported with one schema only (merge them into one)");
     return node(all[0], path + ".allOf[0]");
   }
-  if (s.contains("anyOf")) {
-    alone("anyOf");
-    const ojson &any = s["anyOf"];
-    if (!any.is_array() || any.empty()) fail(path + ".anyOf", "must be a non-empty array");
-    Node n;
-    n.kind = Kind::anyOf;
-    for (size_t k = 0; k < any.size(); ++k)
-      n.alternatives.push_back(node(any[k], path + ".anyOf[" + std::to_string(k) + "]"));
-    return add(std::move(n));
+  for (const char *kw : {"anyOf", "oneOf"}) {
+    if (!s.contains(kw)) continue;
+    alone(kw);
+    return alternatives(s[kw], kw, path);
   }
   if (s.contains("enum") || s.contains("const")) return literals(s, path);
   if (s.contains("type")) {
@@ -265,6 +262,78 @@ int32_t JsonSchemaCompiler::typed(const ojson &s, const std::string &type,
     fail(path, "minLength is more than maxLength: no string meets both");
   n.automaton = pattern(s, n.minCount, n.maxCount, path);
   return add(std::move(n));
+}
+
+/// anyOf, or oneOf (any alternative, as anyOf, once no value can meet two:
+/// then the one a text meets is the only one).
+int32_t JsonSchemaCompiler::alternatives(const ojson &list, const std::string &kw,
+                                         const std::string &path) {
+  if (!list.is_array() || list.empty()) fail(path + "." + kw, "must be a non-empty array");
+  Node n;
+  n.kind = Kind::anyOf;
+  for (size_t k = 0; k < list.size(); ++k)
+    n.alternatives.push_back(node(list[k], path + "." + kw + "[" + std::to_string(k) + "]"));
+  for (size_t a = 0; kw == "oneOf" && a < list.size(); ++a)
+    for (size_t b = a + 1; b < list.size(); ++b)
+      if (!disjoint(n.alternatives[a], n.alternatives[b]))
+        fail(path + ".oneOf", "alternatives " + std::to_string(a) + " and " +
+                                  std::to_string(b) + " may both match a value, and kvplan "
+                                  "holds generation to oneOf only when no value can meet two "
+                                  "(different types, different enum or const values, or objects "
+                                  "with a required property of different const values, as a "
+                                  "discriminated union's); use anyOf if either will do");
+  return add(std::move(n));
+}
+
+/// The kinds of value a node accepts: a bit each for object, array,
+/// string, number, boolean and null.
+uint8_t JsonSchemaCompiler::kinds(int32_t i, int depth) const {
+  const Node &n = out.all[size_t(i)];
+  switch (n.kind) {
+  case Kind::object: return 1;
+  case Kind::array: return 2;
+  case Kind::string: return 4;
+  case Kind::integer:
+  case Kind::number: return 8;
+  case Kind::boolean: return 16;
+  case Kind::null: return 32;
+  case Kind::literals: {
+    uint8_t k = 0;
+    for (const std::string &l : n.literals)
+      k |= l[0] == '{' ? 1 : l[0] == '[' ? 2 : l[0] == '"' ? 4 : l[0] == 't' || l[0] == 'f' ? 16
+           : l[0] == 'n' ? 32 : 8;
+    return k;
+  }
+  case Kind::anyOf: {
+    uint8_t k = 0;
+    for (int32_t a : n.alternatives) k |= depth > 32 ? 63 : kinds(a, depth + 1);
+    return k;
+  }
+  default: return 63; // any (or a reference still being compiled)
+  }
+}
+
+/// Whether no value can meet both nodes: their kinds differ, or both are
+/// literals with no value in common, or both objects require a property
+/// whose literals share none.
+bool JsonSchemaCompiler::disjoint(int32_t a, int32_t b) const {
+  if ((kinds(a, 0) & kinds(b, 0)) == 0) return true;
+  const Node &x = out.all[size_t(a)], &y = out.all[size_t(b)];
+  auto apart = [&](const Node &p, const Node &q) {
+    if (p.kind != Kind::literals || q.kind != Kind::literals) return false;
+    for (const std::string &l : p.literals)
+      for (const std::string &m : q.literals) // as values: 1 and 1.0 are one
+        if (nlohmann::json::parse(l) == nlohmann::json::parse(m)) return false;
+    return true;
+  };
+  if (apart(x, y)) return true;
+  if (x.kind != Kind::object || y.kind != Kind::object) return false;
+  for (const JsonSchema::Property &p : x.properties)
+    for (const JsonSchema::Property &q : y.properties)
+      if (p.required && q.required && p.key == q.key &&
+          apart(out.all[size_t(p.node)], out.all[size_t(q.node)]))
+        return true;
+  return false;
 }
 
 /// A string's pattern and format (with its length, when bounded too) as

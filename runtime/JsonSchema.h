@@ -11,9 +11,10 @@
 // properties, required, additionalProperties, items, minItems, maxItems,
 // minLength, maxLength, pattern (runtime/Regex.cpp), minimum, maximum,
 // exclusiveMinimum, exclusiveMaximum, multipleOf (runtime/NumberDfa.cpp),
-// enum, const, anyOf, allOf of one schema, $ref to any JSON pointer into
-// the schema ("#", "#/$defs/..."), OpenAPI's nullable (as OpenAI's SDK
-// helpers write it), format (date-time, date, time, duration, email, uuid,
+// enum, const, anyOf, oneOf (when no value can meet two of its
+// alternatives: then it is anyOf), allOf of one schema, $ref to any JSON
+// pointer into the schema ("#", "#/$defs/..."), OpenAPI's nullable (as
+// OpenAI's SDK helpers write it), format (date-time, date, time, duration, email, uuid,
 // ipv4, ipv6, hostname held as patterns; another format is an annotation,
 // as JSON Schema says), and annotations (title, description, default,
 // examples, $schema, $id, $comment, ...). A patterned string is written

@@ -187,8 +187,10 @@ TEST(Regex, LengthAndIntersectionKeepOnlyWhatBothAllow) {
   EXPECT_FALSE(matches(atLeast, "ab"));
   // minLength counts code points, maxLength UTF-16 units (two past U+FFFF).
   const ByteDfa units = ByteDfa::regex("^.+$", "p").withLength(2, 3, "p");
-  for (const std::string t : {"ab", "😀a", "a😀", "日本語"}) EXPECT_TRUE(matches(units, t)) << t;
-  for (const std::string t : {"😀", "😀😀", "abcd", "a"}) EXPECT_FALSE(matches(units, t)) << t;
+  for (const std::string t : {"ab", "😀a", "a😀", "日本語"})
+    EXPECT_TRUE(matches(units, t)) << t;
+  for (const std::string t : {"😀", "😀😀", "abcd", "a"})
+    EXPECT_FALSE(matches(units, t)) << t;
   // Once a fourth character would be too many, a pattern needing it is empty.
   EXPECT_TRUE(ByteDfa::regex("^a{4}$", "p").withLength(0, 3, "p").empty());
   const ByteDfa both = ByteDfa::regex("^\\d+$", "p").intersect(ByteDfa::regex("7", "p"), "p");

@@ -135,6 +135,11 @@ bool valid(const ojson &v, const ojson &s, const ojson &root) {
     for (const ojson &sub : s["anyOf"]) any = any || valid(v, sub, root);
     if (!any) return false;
   }
+  if (s.contains("oneOf")) {
+    int met = 0;
+    for (const ojson &sub : s["oneOf"]) met += valid(v, sub, root);
+    if (met != 1) return false;
+  }
   if (s.contains("enum")) {
     bool any = false;
     for (const ojson &e : s["enum"]) any = any || sameValue(e, v);
@@ -225,8 +230,8 @@ ojson generate(const ojson &s, const ojson &root, std::mt19937 &rng, int depth) 
                     depth + 1);
   }
   if (s.contains("allOf")) return generate(s["allOf"][0], root, rng, depth);
-  if (s.contains("anyOf")) {
-    const ojson &alts = s["anyOf"];
+  if (s.contains("anyOf") || s.contains("oneOf")) {
+    const ojson &alts = s.contains("anyOf") ? s["anyOf"] : s["oneOf"];
     return generate(alts[depth > 3 ? 0 : rng() % alts.size()], root, rng, depth + 1);
   }
   if (s.contains("enum")) return literal(s["enum"][rng() % s["enum"].size()]);
@@ -376,6 +381,22 @@ std::vector<std::string> schemas() {
                                    "required": ["n"], "additionalProperties": false}},
           "$schema": "http://json-schema.org/draft-07/schema#"})",
       kFormats,
+      // A discriminated union as pydantic writes one (oneOf, a discriminator
+      // and a const tag in each), and alternatives of different types.
+      R"({"type": "object", "properties": {
+            "pet": {"oneOf": [{"$ref": "#/$defs/Cat"}, {"$ref": "#/$defs/Dog"}],
+                    "discriminator": {"propertyName": "kind",
+                                      "mapping": {"cat": "#/$defs/Cat", "dog": "#/$defs/Dog"}}},
+            "id": {"oneOf": [{"type": "integer"}, {"type": "string", "maxLength": 4},
+                             {"type": "null"}]}},
+          "required": ["pet", "id"],
+          "$defs": {
+            "Cat": {"type": "object", "properties": {"kind": {"const": "cat", "type": "string"},
+                                                     "lives": {"type": "integer"}},
+                    "required": ["kind", "lives"]},
+            "Dog": {"type": "object", "properties": {"kind": {"const": "dog", "type": "string"},
+                                                     "good": {"type": "boolean"}},
+                    "required": ["kind"]}}})",
   };
 }
 
@@ -406,8 +427,14 @@ TEST(JsonSchema, RefusesWhatItCannotHoldGenerationToByName) {
        "schema.properties.n: no integer meets its minimum, maximum and multipleOf together"},
       {R"({"type": "object", "properties": {"n": {"multipleOf": -1}}})",
        "schema.properties.n.multipleOf: must be greater than 0"},
-      {R"({"type": "object", "properties": {"n": {"oneOf": [{"type": "string"}]}}})",
-       "schema.properties.n.oneOf: oneOf is not supported"},
+      {R"({"type": "object", "properties": {"n": {"oneOf": [{"type": "string"},
+           {"type": ["null", "string"], "maxLength": 3}]}}})",
+       "schema.properties.n.oneOf: alternatives 0 and 1 may both match a value"},
+      {R"({"type": "object", "properties": {"n": {"oneOf": [{"enum": [1, 2]}, {"const": 1.0}]}}})",
+       "schema.properties.n.oneOf: alternatives 0 and 1 may both match"},
+      {R"({"type": "object", "properties": {"n": {"oneOf": [
+           {"properties": {"k": {"const": "a"}}}, {"properties": {"k": {"const": "b"}}}]}}})",
+       "schema.properties.n.oneOf: alternatives 0 and 1 may both match"}, // k not required
       {R"({"type": "object", "properties": {"n": {"$ref": "#/$defs/missing"}}})",
        "schema.properties.n.$ref: \"#/$defs/missing\" names nothing in the schema"},
       {R"({"type": "object", "properties": {"n": {"$ref": "other.json#/x"}}})",
