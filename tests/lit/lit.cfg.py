@@ -59,3 +59,14 @@ except Exception:
     gpu = False
 if not gpu:
     config.available_features.add("no-gpu")
+
+# Structured output checked by pydantic 2's own validation: `REQUIRES:
+# pydantic` where the Python running lit has it (not every machine does).
+try:
+    pyd = subprocess.run([config.python_executable, "-c",
+                          "import pydantic, sys; sys.exit(pydantic.VERSION < '2')"],
+                         capture_output=True, timeout=60).returncode == 0
+except Exception:
+    pyd = False
+if pyd:
+    config.available_features.add("pydantic")
