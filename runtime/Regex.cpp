@@ -316,8 +316,8 @@ Re Parser::atom(int depth) {
   }
   const char c = p[i];
   if (c == '(') {
+    if (at("(?=") || at("(?!") || at("(?<=") || at("(?<!")) unsupported("a lookaround");
     ++i;
-    if (at("?=") || at("?!") || at("?<=") || at("?<!")) unsupported("a lookaround");
     if (at("?:")) {
       i += 2;
     } else if (at("?<")) {

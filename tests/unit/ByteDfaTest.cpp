@@ -129,7 +129,7 @@ TEST(Regex, RefusesWhatIsNotRegularByName) {
     const char *pattern, *says;
   };
   const Case cases[] = {
-      {"a(?=b)", "a lookaround (at offset 2) is not supported"},
+      {"a(?=b)", "a lookaround (at offset 1) is not supported"},
       {"(?<!a)b", "a lookaround"},
       {"\\bword", "a word boundary \\b"},
       {"(a)\\1", "a backreference \\1"},

@@ -411,7 +411,7 @@ TEST(JsonSchema, RefusesWhatItCannotHoldGenerationToByName) {
       {R"({"type": "object", "properties": {"n": {"not": {"type": "string"}}}})",
        "schema.properties.n.not: kvplan cannot hold generation to \"not\""},
       {R"j({"type": "object", "properties": {"n": {"type": "string", "pattern": "a(?=b)"}}})j",
-       "schema.properties.n.pattern: a lookaround (at offset 2) is not supported"},
+       "schema.properties.n.pattern: a lookaround (at offset 1) is not supported"},
       {R"({"type": "object", "properties": {"n": {"type": "string", "pattern": 1}}})",
        "schema.properties.n.pattern: must be a string"},
       {R"({"type": "object", "properties": {"n": {"type": "string", "pattern": "^a{4}$",
