@@ -89,7 +89,7 @@ void JsonVocabulary::check(const JsonSchema &schema) const {
   // A pattern's text, byte by byte: each byte alone, or an escape of one.
   std::array<bool, 256> spelled{};
   for (int c = 0; c < 256; ++c) spelled[size_t(c)] = alone[c];
-  for (char c : std::string("\"\\/\b\f\n\r\t")) spelled[uint8_t(c)] = true;
+  for (const char *e = kJsonEscapedBytes; *e; ++e) spelled[uint8_t(*e)] = true;
   for (size_t k = 0; k < schema.automata().size(); ++k)
     if (!schema.automata()[k].finishableWith(spelled))
       throw InputError(schema.automatonPaths()[k] + ": this vocabulary cannot spell every text "
@@ -154,15 +154,14 @@ bool JsonVocabulary::patternTakes(const SchemaState::InPattern &p, int32_t id, s
                                   std::vector<int32_t> &at, size_t &valid) const {
   const std::string &b = bytes[size_t(id)];
   if (escapes[size_t(id)]) { // decoded, alone (no \u escape in a patterned string)
-    static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
     valid = 0;
     int32_t state = p.state;
     for (size_t i = 0; i < b.size() && state != ByteDfa::kNone; ++i) {
       uint8_t c = uint8_t(b[i]);
       if (c == '\\') {
-        const char *e = ++i < b.size() && b[i] != 0 ? std::strchr(from, b[i]) : nullptr;
-        if (e == nullptr) return false;
-        c = uint8_t(to[e - from]);
+        const int byte = ++i < b.size() ? jsonEscapedByte(uint8_t(b[i])) : -1;
+        if (byte < 0) return false;
+        c = uint8_t(byte);
       }
       state = p.dfa->next(state, c);
     }

@@ -668,9 +668,6 @@ bool unicodeEscapeDigit(unsigned char c, uint8_t pending, uint8_t &surrogate) {
   return true;
 }
 
-// A patterned string's escapes and the bytes they stand for.
-const char kEscapes[] = "\"\\/bfnrt", kEscaped[] = "\"\\/\b\f\n\r\t";
-
 bool isSpace(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 bool isDigit(unsigned char c) { return c >= '0' && c <= '9'; }
 
@@ -688,6 +685,14 @@ Candidates candidates(const Node &n, int32_t from) {
 }
 
 } // namespace
+
+const char kJsonEscapedBytes[] = "\"\\/\b\f\n\r\t";
+
+int jsonEscapedByte(unsigned char c) {
+  static const char escapes[] = "\"\\/bfnrt";
+  const char *at = c == 0 ? nullptr : std::strchr(escapes, c);
+  return at == nullptr ? -1 : uint8_t(kJsonEscapedBytes[at - escapes]);
+}
 
 SchemaState::SchemaState(std::shared_ptr<const JsonSchema> s) : schema(std::move(s)) {
   stacks.resize(1);
@@ -710,7 +715,7 @@ bool SchemaState::twoUnits(Frame &f, const Node &n) const {
 }
 
 bool SchemaState::escapeMatches(const Frame &f, const Node &n) const {
-  for (const char *e = kEscaped; *e; ++e)
+  for (const char *e = kJsonEscapedBytes; *e; ++e)
     if (dfa(n).next(f.choice, uint8_t(*e)) != ByteDfa::kNone) return true;
   return false;
 }
@@ -925,8 +930,8 @@ void SchemaState::feedString(size_t i, unsigned char c) {
     return;
   case strEscape:
     if (patterned) { // the escaped character's byte goes to the pattern; no \u escapes
-      const char *at = c == 0 ? nullptr : std::strchr(kEscapes, c);
-      if (at == nullptr || !matchByte(f, n, uint8_t(kEscaped[at - kEscapes]))) break;
+      const int byte = jsonEscapedByte(c);
+      if (byte < 0 || !matchByte(f, n, uint8_t(byte))) break;
       f.mode = str;
       return;
     }
@@ -936,7 +941,7 @@ void SchemaState::feedString(size_t i, unsigned char c) {
       f.lo = 0;
       return;
     }
-    if (c == 0 || std::strchr("\"\\/bfnrt", c) == nullptr) break;
+    if (jsonEscapedByte(c) < 0) break;
     f.mode = str;
     return;
   case strLowSlash: // a surrogate pair is one character: counted at its first '\'

@@ -95,6 +95,12 @@ private:
   std::vector<std::string> dfaPaths;
 };
 
+/// The byte a JSON string's one-character escape `\c` stands for (`\n`: a
+/// line feed), or -1 when `c` starts none (`\u` included).
+int jsonEscapedByte(unsigned char c);
+/// Every byte such an escape stands for.
+extern const char kJsonEscapedBytes[];
+
 /// Where a text is against a schema: every reading of it the schema still
 /// allows, each a stack of frames (the values open around the byte next).
 class SchemaState {
