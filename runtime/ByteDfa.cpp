@@ -11,6 +11,18 @@
 
 namespace kvplan {
 
+namespace {
+/// A plain struct of int32_t fields as a state's key, and back.
+template <class T> ByteDfa::Key keyOf(const T &state) {
+  return ByteDfa::Key(reinterpret_cast<const char *>(&state), sizeof state);
+}
+template <class T> T stateOf(const ByteDfa::Key &k) {
+  T state;
+  std::memcpy(&state, k.data(), sizeof state);
+  return state;
+}
+} // namespace
+
 std::array<uint8_t, 256> byteClasses(const std::vector<int> &boundaries) {
   std::array<bool, 257> cut{};
   for (int b : boundaries)
@@ -118,29 +130,21 @@ ByteDfa ByteDfa::intersect(const ByteDfa &other, const std::string &path) const 
   if (other.empty()) return other;
   std::vector<int> at = cuts(), theirs = other.cuts();
   at.insert(at.end(), theirs.begin(), theirs.end());
-  auto key = [](int32_t a, int32_t b) {
-    const int32_t both[2] = {a, b};
-    return Key(reinterpret_cast<const char *>(both), sizeof both);
-  };
-  auto read = [](const Key &k, int32_t &a, int32_t &b) {
-    int32_t both[2];
-    std::memcpy(both, k.data(), sizeof both);
-    a = both[0], b = both[1];
+  struct Pair {
+    int32_t mine, theirs;
   };
   return explore(
-      byteClasses(at), key(first, other.first),
+      byteClasses(at), keyOf(Pair{first, other.first}),
       [&](const Key &k, uint8_t c, Key &to) {
-        int32_t a, b;
-        read(k, a, b);
-        a = next(a, c), b = other.next(b, c);
-        if (a == kNone || b == kNone) return false;
-        to = key(a, b);
+        Pair p = stateOf<Pair>(k);
+        p.mine = next(p.mine, c), p.theirs = other.next(p.theirs, c);
+        if (p.mine == kNone || p.theirs == kNone) return false;
+        to = keyOf(p);
         return true;
       },
       [&](const Key &k) {
-        int32_t a, b;
-        read(k, a, b);
-        return accepts(a) && other.accepts(b);
+        const Pair p = stateOf<Pair>(k);
+        return accepts(p.mine) && other.accepts(p.theirs);
       },
       path, "the pattern with the format");
 }
@@ -153,29 +157,23 @@ ByteDfa ByteDfa::withLength(int64_t minChars, int64_t maxChars, const std::strin
     int32_t s;
     int32_t points, units;
   };
-  auto key = [](State st) { return Key(reinterpret_cast<const char *>(&st), sizeof st); };
-  auto read = [](const Key &k) {
-    State st;
-    std::memcpy(&st, k.data(), sizeof st);
-    return st;
-  };
   std::vector<int> at = cuts();
   for (int b : {0x80, 0xC0, 0xF0}) at.push_back(b);
   return explore(
-      byteClasses(at), key({first, 0, 0}),
+      byteClasses(at), keyOf(State{first, 0, 0}),
       [&](const Key &k, uint8_t b, Key &to) {
-        State st = read(k);
+        State st = stateOf<State>(k);
         st.s = next(st.s, b);
         if (st.s == kNone) return false;
         if ((b & 0xC0) != 0x80) { // a character's first byte
           st.points = int32_t(std::min<int64_t>(st.points + 1, std::max<int64_t>(minChars, 0)));
           if (maxChars >= 0 && (st.units += b >= 0xF0 ? 2 : 1) > maxChars) return false;
         }
-        to = key(st);
+        to = keyOf(st);
         return true;
       },
       [&](const Key &k) {
-        const State st = read(k);
+        const State st = stateOf<State>(k);
         return accepts(st.s) && st.points >= minChars;
       },
       path, "the pattern with minLength/maxLength");
