@@ -118,6 +118,8 @@ std::vector<MergeSymbol> mergeSymbols(std::vector<MergeSymbol> symbols, Candidat
 std::unique_ptr<Tokenizer> makeSentencePiece(std::string modelBytes, const std::string &origin);
 std::unique_ptr<Tokenizer> makeLlama2c(std::string fileBytes, const std::string &origin);
 std::unique_ptr<Tokenizer> makeGgufVocab(const GgufFile &gguf);
+/// The byte-level BPE vocabulary of a GGUF (tokenizer.ggml.model "gpt2").
+std::unique_ptr<Tokenizer> makeGgufBpe(const GgufFile &gguf);
 std::unique_ptr<Tokenizer> makeSerializedSpmVocab(std::string_view bytes, const std::string &origin);
 std::unique_ptr<Tokenizer> makeHfBpe(std::string json, const std::string &origin);
 

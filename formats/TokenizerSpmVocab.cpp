@@ -348,10 +348,12 @@ std::unique_ptr<Tokenizer> makeGgufVocab(const GgufFile &g) {
   std::optional<std::string> model = g.string("tokenizer.ggml.model");
   if (!model)
     throw InputError(path + ": the GGUF file embeds no tokenizer (tokenizer.ggml.model is missing)");
+  if (*model == "gpt2")
+    return makeGgufBpe(g);
   if (*model != "llama")
     throw InputError(path + ": tokenizer.ggml.model is \"" + *model +
-                     "\"; kvplan reads only \"llama\" (sentencepiece) vocabularies from GGUF. "
-                     "For a BPE model, load its tokenizer.json instead");
+                     "\"; kvplan reads \"llama\" (sentencepiece) and \"gpt2\" (byte-level BPE) "
+                     "vocabularies from GGUF; give the model's tokenizer file with --tokenizer");
   const GgufFile::Value *tokens = g.find("tokenizer.ggml.tokens");
   if (!tokens || tokens->type != GgufFile::Type::array ||
       tokens->itemType != GgufFile::Type::string || tokens->strings.empty())

@@ -1,7 +1,8 @@
 // Test-only writers of the checkpoint files people bring: a GGUF v3 file
-// with typed metadata and F32 tensors (as llama.cpp's gguf-py writes one), a
-// safetensors file of F32 tensors, and a text file. Each writes what the
-// format's specification says, independently of kvplan's readers.
+// with typed metadata (scalars, string and i32 arrays) and F32 tensors (as
+// llama.cpp's gguf-py writes one), a safetensors file of F32 tensors, and a
+// text file. Each writes what the format's specification says, independently
+// of kvplan's readers.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -66,6 +67,22 @@ public:
   void f32(const std::string &key, float v) {
     header(key, 6);
     raw(meta, v);
+  }
+  void boolean(const std::string &key, bool v) {
+    header(key, 7);
+    raw(meta, uint8_t(v));
+  }
+  void strings(const std::string &key, const std::vector<std::string> &v) {
+    header(key, 9);
+    raw(meta, uint32_t(8));
+    raw(meta, uint64_t(v.size()));
+    for (const std::string &s : v) str(meta, s);
+  }
+  void i32s(const std::string &key, const std::vector<int32_t> &v) {
+    header(key, 9);
+    raw(meta, uint32_t(5));
+    raw(meta, uint64_t(v.size()));
+    for (int32_t x : v) raw(meta, x);
   }
   /// An F32 tensor; `shape` in PyTorch order, written reversed as ggml
   /// lists dimensions (fastest-varying first).

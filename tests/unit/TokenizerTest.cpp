@@ -3,6 +3,7 @@
 // decode, serialization round trips, and the errors a bad file gives.
 #include "spec/ModelSpec.h"
 #include "formats/Tokenizer.h"
+#include "tests/common/CheckpointWriters.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -16,6 +17,8 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <unistd.h>
@@ -581,21 +584,25 @@ std::string nfc(const std::string &s) {
 
 /// Every vector encodes (without BOS) to Hugging Face's ids and decodes back
 /// to its input (`normalize`d as the tokenizer's normalizer does).
-void expectHfVectors(const std::string &tokenizer, const std::string &vectors,
-                     std::string (*normalize)(const std::string &)) {
-  REQUIRE_MODEL_FILE(modelPath(tokenizer));
-  REQUIRE_MODEL_FILE(modelPath(vectors + ".inp"));
-  auto tok = loadTokenizerFile(modelPath(tokenizer));
+void expectTokenizerMeetsVectors(const Tokenizer &tok, const std::string &vectors,
+                                 std::string (*normalize)(const std::string &)) {
   HfVectors v = readHfVectors(modelPath(vectors));
   ASSERT_GT(v.inputs.size(), 40u);
   size_t matched = 0;
   for (size_t i = 0; i < std::min(v.inputs.size(), v.ids.size()); ++i) {
-    Ids ids = tok->encode(v.inputs[i], false);
+    Ids ids = tok.encode(v.inputs[i], false);
     matched += ids == v.ids[i];
     EXPECT_EQ(ids, v.ids[i]) << "vector " << i << ": \"" << v.inputs[i] << "\"";
-    EXPECT_EQ(tok->decode(v.ids[i]), normalize(v.inputs[i])) << "vector " << i;
+    EXPECT_EQ(tok.decode(v.ids[i]), normalize(v.inputs[i])) << "vector " << i;
   }
   std::printf("%s: %zu of %zu vectors match Hugging Face\n", vectors.c_str(), matched, v.inputs.size());
+}
+
+void expectHfVectors(const std::string &tokenizer, const std::string &vectors,
+                     std::string (*normalize)(const std::string &)) {
+  REQUIRE_MODEL_FILE(modelPath(tokenizer));
+  REQUIRE_MODEL_FILE(modelPath(vectors + ".inp"));
+  expectTokenizerMeetsVectors(*loadTokenizerFile(modelPath(tokenizer)), vectors, normalize);
 }
 
 std::string unchanged(const std::string &s) { return s; }
@@ -635,6 +642,186 @@ TEST(HfBpe, Llama3SplitsAroundMongolianVowelSeparatorAsOniguruma) {
   Ids ids = tok->encode(" " + sep + "x", false);
   EXPECT_EQ(ids, cat(tok->encode(" " + sep, false), tok->encode("x", false)));
   EXPECT_NE(ids, cat(tok->encode(" ", false), tok->encode(sep + "x", false)));
+}
+
+// ----------------------------------------------------------------------------
+// The byte-level BPE vocabulary of a GGUF (tokenizer.ggml.model "gpt2")
+// ----------------------------------------------------------------------------
+
+/// What a GGUF's vocabulary holds besides the tokens and merges.
+struct GgufBpeOptions {
+  std::string pre;
+  int32_t padTo = 0; // ids below this the tokenizer lacks: "[PADn]", unused
+  int32_t bos = -1, eos = -1;
+  std::optional<bool> addBos;
+};
+
+/// A GGUF holding the vocabulary of a tokenizer.json as llama.cpp's
+/// convert_hf_to_gguf.py writes it: one token per id, ids the tokenizer lacks
+/// as "[PADn]" of type unused (5), added tokens as control (3) when special
+/// and user-defined (4) when not, the rest normal (1); the merges as "a b".
+void writeGgufBpe(const fs::path &out, const std::string &tokenizerJson, const GgufBpeOptions &o) {
+  const nlohmann::json j = nlohmann::json::parse(readFile(tokenizerJson));
+  std::vector<std::string> tokens;
+  std::vector<int32_t> types;
+  auto put = [&](int64_t id, const std::string &text, int32_t type) {
+    if (size_t(id) >= tokens.size()) {
+      tokens.resize(size_t(id) + 1);
+      types.resize(size_t(id) + 1, 0);
+    }
+    tokens[size_t(id)] = text;
+    types[size_t(id)] = type;
+  };
+  for (const auto &[text, id] : j["model"]["vocab"].items()) put(id.get<int64_t>(), text, 1);
+  for (const auto &a : j["added_tokens"])
+    put(a["id"].get<int64_t>(), a["content"].get<std::string>(), a["special"].get<bool>() ? 3 : 4);
+  if (o.padTo > 0 && size_t(o.padTo) > tokens.size()) {
+    tokens.resize(size_t(o.padTo));
+    types.resize(size_t(o.padTo), 0);
+  }
+  for (size_t i = 0; i < tokens.size(); ++i)
+    if (types[i] == 0) {
+      tokens[i] = "[PAD" + std::to_string(i) + "]";
+      types[i] = 5;
+    }
+  std::vector<std::string> merges;
+  for (const auto &m : j["model"]["merges"])
+    merges.push_back(m.is_string() ? m.get<std::string>()
+                                   : m[0].get<std::string>() + " " + m[1].get<std::string>());
+  kvplan::testing::GgufWriter w;
+  w.string("general.architecture", "llama");
+  w.string("tokenizer.ggml.model", "gpt2");
+  if (!o.pre.empty()) w.string("tokenizer.ggml.pre", o.pre);
+  w.strings("tokenizer.ggml.tokens", tokens);
+  w.i32s("tokenizer.ggml.token_type", types);
+  w.strings("tokenizer.ggml.merges", merges);
+  if (o.bos >= 0) w.u32("tokenizer.ggml.bos_token_id", uint32_t(o.bos));
+  if (o.eos >= 0) w.u32("tokenizer.ggml.eos_token_id", uint32_t(o.eos));
+  if (o.addBos) w.boolean("tokenizer.ggml.add_bos_token", *o.addBos);
+  w.write(out);
+}
+
+TEST(GgufBpe, Llama3VocabularyMatchesHuggingFaceVectors) {
+  const std::string json = modelPath("llama3-tokenizer/tokenizer.json");
+  REQUIRE_MODEL_FILE(json);
+  ScratchDir dir;
+  const fs::path gguf = dir / "llama3.gguf";
+  // As Llama 3's GGUFs say it: pre "llama-bpe", BOS 128000 added (the
+  // family's default, so the key is left out here).
+  writeGgufBpe(gguf, json, {"llama-bpe", 0, 128000, 128009, std::nullopt});
+  auto tok = loadTokenizerFile(gguf.string());
+  EXPECT_EQ(tok->kind(), "hf-bpe");
+  EXPECT_EQ(tok->vocabSize(), 128256);
+  expectTokenizerMeetsVectors(*tok, "tokenizer-vectors/ggml-vocab-llama-bpe.gguf", unchanged);
+  const std::string text = "<|start_header_id|>user<|end_header_id|>\n\nHello, 12345 world!";
+  const Ids ids = tok->encode(text, true);
+  ASSERT_GE(ids.size(), 4u);
+  EXPECT_EQ(ids[0], 128000);
+  EXPECT_EQ(ids[1], 128006); // <|start_header_id|>, matched whole
+  EXPECT_EQ(ids[3], 128007);
+  EXPECT_EQ(tok->decode(ids), "user\n\nHello, 12345 world!"); // special tokens decode to nothing
+  const std::vector<int32_t> eos = tok->eosIds();
+  EXPECT_NE(std::find(eos.begin(), eos.end(), 128009), eos.end());
+  // The artifact keeps it as a tokenizer.json, which reads back the same.
+  auto stored = loadTokenizer(tok->kind(), tok->serialize());
+  EXPECT_EQ(stored->encode(text, true), ids);
+  EXPECT_EQ(stored->bosId(), 128000);
+
+  // add_bos_token false is obeyed.
+  writeGgufBpe(gguf, json, {"llama-bpe", 0, 128000, 128009, false});
+  tok = loadTokenizerFile(gguf.string());
+  EXPECT_EQ(tok->bosId(), -1);
+  EXPECT_EQ(tok->encode("Hello", true), tok->encode("Hello", false));
+}
+
+TEST(GgufBpe, QwenVocabularyMatchesHuggingFaceVectors) {
+  const std::string json = modelPath("qwen3-tokenizer/tokenizer.json");
+  REQUIRE_MODEL_FILE(json);
+  ScratchDir dir;
+  const fs::path gguf = dir / "qwen.gguf";
+  // Qwen's GGUFs: pre "qwen2", the vocabulary padded to the embedding's
+  // 151,936 rows, BOS not added.
+  writeGgufBpe(gguf, json, {"qwen2", 151936, 151643, 151645, false});
+  auto tok = loadTokenizerFile(gguf.string());
+  // The ids it defines, as the tokenizer.json has; the padding is the
+  // model's (a Hugging Face Qwen checkpoint's embedding has those rows too).
+  EXPECT_EQ(tok->vocabSize(), 151669);
+  EXPECT_EQ(tok->bosId(), -1);
+  expectTokenizerMeetsVectors(*tok, "tokenizer-vectors/ggml-vocab-qwen2.gguf", nfc);
+  // NFC, as Qwen's tokenizer.json normalizes.
+  EXPECT_EQ(tok->encode("Caf" "e\xCC\x81", false), tok->encode("Caf\xC3\xA9", false));
+  // A control token is matched and decodes to nothing; a user-defined one
+  // (<think>, "special": false in tokenizer.json) is matched and decodes to
+  // its text; padding decodes to nothing.
+  const Ids ids = tok->encode("<|im_start|>assistant\n<think>\nok</think>", false);
+  ASSERT_GE(ids.size(), 2u);
+  EXPECT_EQ(ids[0], 151644);
+  EXPECT_NE(std::find(ids.begin(), ids.end(), 151667), ids.end());
+  EXPECT_EQ(tok->decode(ids), "assistant\n<think>\nok</think>");
+  EXPECT_EQ(tok->decode({151900}), "");
+  EXPECT_EQ(tok->encode("[PAD151900]", false), loadTokenizerFile(json)->encode("[PAD151900]", false));
+  const std::vector<int32_t> eos = tok->eosIds();
+  EXPECT_NE(std::find(eos.begin(), eos.end(), 151645), eos.end());
+}
+
+/// A GGUF of a four-token BPE vocabulary ("a", "b", "ab", and control
+/// "<s>"), with `edit` changing the writer's inputs before it writes.
+std::string tinyGgufBpe(const ScratchDir &dir,
+                        const std::function<void(std::map<std::string, std::string> &,
+                                                 std::vector<std::string> &,
+                                                 std::vector<int32_t> &,
+                                                 std::vector<std::string> &)> &edit) {
+  std::map<std::string, std::string> strings = {{"tokenizer.ggml.model", "gpt2"},
+                                                {"tokenizer.ggml.pre", "qwen2"}};
+  std::vector<std::string> tokens = {"a", "b", "ab", "<s>"}, merges = {"a b"};
+  std::vector<int32_t> types = {1, 1, 1, 3};
+  edit(strings, tokens, types, merges);
+  kvplan::testing::GgufWriter w;
+  for (const auto &[k, v] : strings) w.string(k, v);
+  w.strings("tokenizer.ggml.tokens", tokens);
+  if (!types.empty()) w.i32s("tokenizer.ggml.token_type", types);
+  w.strings("tokenizer.ggml.merges", merges);
+  const fs::path p = dir / "tiny-bpe.gguf";
+  w.write(p);
+  return p.string();
+}
+
+TEST(GgufBpe, ErrorsNameTheKey) {
+  ScratchDir dir;
+  auto none = [](auto &, auto &, auto &, auto &) {};
+  auto tok = loadTokenizerFile(tinyGgufBpe(dir, none));
+  EXPECT_EQ(tok->encode("ab<s>b", false), (Ids{2, 3, 1}));
+  struct Case {
+    std::function<void(std::map<std::string, std::string> &, std::vector<std::string> &,
+                       std::vector<int32_t> &, std::vector<std::string> &)>
+        edit;
+    std::vector<std::string> expect;
+  };
+  const std::vector<Case> cases = {
+      {[](auto &s, auto &, auto &, auto &) { s.erase("tokenizer.ggml.pre"); },
+       {"no tokenizer.ggml.pre", "\"llama-bpe\"", "--tokenizer"}},
+      {[](auto &s, auto &, auto &, auto &) { s["tokenizer.ggml.pre"] = "falcon"; },
+       {"tokenizer.ggml.pre is \"falcon\"", "\"qwen2\"", "--tokenizer"}},
+      {[](auto &, auto &, auto &t, auto &) { t.clear(); }, {"no tokenizer.ggml.token_type"}},
+      {[](auto &, auto &, auto &t, auto &) { t.pop_back(); },
+       {"tokenizer.ggml.token_type", "one entry per token (4)"}},
+      {[](auto &, auto &, auto &t, auto &) { t[1] = 9; }, {"tokenizer.ggml.token_type[1] is 9"}},
+      {[](auto &, auto &, auto &, auto &m) { m.push_back("ab"); },
+       {"tokenizer.ggml.merges[1] is \"ab\"", "one space"}},
+      {[](auto &, auto &k, auto &, auto &) { k[1] = "\xff"; },
+       {"tokenizer.ggml.tokens[1] is not valid UTF-8"}},
+      {[](auto &, auto &k, auto &, auto &) { k[3] = ""; }, {"tokenizer.ggml.tokens[3]", "empty"}},
+      {[](auto &, auto &, auto &, auto &m) { m.push_back("b a"); },
+       {"as a tokenizer.json", "model.merges[1]", "missing from model.vocab"}},
+      {[](auto &s, auto &, auto &, auto &) { s["tokenizer.ggml.model"] = "bert"; },
+       {"tokenizer.ggml.model is \"bert\"", "\"gpt2\"", "--tokenizer"}},
+  };
+  for (const Case &c : cases) {
+    const std::string path = tinyGgufBpe(dir, c.edit);
+    std::string msg = inputError([&] { loadTokenizerFile(path); });
+    EXPECT_NE(msg.find(path), std::string::npos) << msg;
+    for (const std::string &e : c.expect) EXPECT_NE(msg.find(e), std::string::npos) << msg;
+  }
 }
 
 // ----------------------------------------------------------------------------
@@ -1023,12 +1210,18 @@ std::string tinyGguf(const std::vector<std::pair<std::string, std::string>> &kv)
 
 TEST(TokenizerErrors, UnsupportedGgufTokenizer) {
   ScratchDir dir;
-  std::string gpt2 = (dir / "gpt2.gguf").string();
-  writeFile(gpt2, tinyGguf({{"tokenizer.ggml.model", "gpt2"}}));
-  std::string msg = inputError([&] { loadTokenizerFile(gpt2); });
-  EXPECT_NE(msg.find(gpt2), std::string::npos) << msg;
-  EXPECT_NE(msg.find("\"gpt2\""), std::string::npos) << msg;
+  std::string bert = (dir / "bert.gguf").string();
+  writeFile(bert, tinyGguf({{"tokenizer.ggml.model", "bert"}}));
+  std::string msg = inputError([&] { loadTokenizerFile(bert); });
+  EXPECT_NE(msg.find(bert), std::string::npos) << msg;
+  EXPECT_NE(msg.find("\"bert\""), std::string::npos) << msg;
   EXPECT_NE(msg.find("\"llama\""), std::string::npos) << msg;
+  EXPECT_NE(msg.find("\"gpt2\""), std::string::npos) << msg;
+  // A BPE vocabulary without its tokens.
+  std::string gpt2 = (dir / "gpt2.gguf").string();
+  writeFile(gpt2, tinyGguf({{"tokenizer.ggml.model", "gpt2"}, {"tokenizer.ggml.pre", "qwen2"}}));
+  msg = inputError([&] { loadTokenizerFile(gpt2); });
+  EXPECT_NE(msg.find("tokenizer.ggml.tokens"), std::string::npos) << msg;
 
   std::string none = (dir / "none.gguf").string();
   writeFile(none, tinyGguf({{"general.name", "x"}}));
