@@ -153,42 +153,6 @@ std::string hfName(const std::string &name) {
                               : "model.layers." + std::to_string(layer) + "." + it->second;
 }
 
-// Whether a canonical tensor's rows are q or k head dimensions, which HF
-// orders for rotate-half RoPE.
-bool isRopeRows(const std::string &name) {
-  int64_t layer = 0;
-  std::string rest;
-  return splitLayerName(name, layer, rest) &&
-         (rest == "attention.wq" || rest == "attention.wk" || rest == "attention.bq" ||
-          rest == "attention.bk");
-}
-
-// Why permuting q/k rows leaves attention unchanged.
-//
-// HF rotates halves: for j < d/2 (d = head_dim) it rotates the pair
-// (x[j], x[j + d/2]) by angle p * theta^(-2j/d). kvplan rotates adjacent
-// pairs (x[2j], x[2j+1]) by the same angle. Let P send HF component j + e*d/2
-// to canonical component 2j + e; then the canonical pair j holds exactly the
-// HF pair j, so rope_canonical(P x) = P rope_hf(x) for every position p.
-// Permuting the output rows of W_q (and b_q) by P gives q' = P q, likewise
-// k' = P k, so each score is
-//   rope(q')ᵀ rope(k') = (P rope_hf(q))ᵀ (P rope_hf(k)) = rope_hf(q)ᵀ rope_hf(k)
-// because P is a permutation (PᵀP = I). V, O and everything else are not
-// touched, so the attention output is the same. P acts within each head,
-// so grouped-query heads keep their pairing.
-void permuteRopeRows(const char *src, char *dst, int64_t rows, int64_t headDim,
-                     uint64_t rowBytes, Progress &progress) {
-  const int64_t half = headDim / 2;
-  for (int64_t head = 0; head < rows / headDim; ++head) {
-    const int64_t base = head * headDim;
-    for (int64_t j = 0; j < half; ++j)
-      for (int64_t e = 0; e < 2; ++e)
-        std::memcpy(dst + uint64_t(base + 2 * j + e) * rowBytes,
-                    src + uint64_t(base + j + e * half) * rowBytes, rowBytes);
-    progress.advance(uint64_t(headDim) * rowBytes);
-  }
-}
-
 class SafetensorsSource final : public WeightSource {
 public:
   /// `where` names the file given (the single file or the index) in
@@ -247,17 +211,13 @@ public:
     }
     // A copy: new storage is aligned, which also fixes a tensor that a
     // header of odd length left at a misaligned address.
-    std::vector<char> buffer(e.bytes);
-    Progress progress((permute ? "permuting " : "copying ") + stored, e.bytes);
+    std::vector<char> buffer;
     if (permute) {
-      const int64_t rows = e.shape.empty() ? 1 : e.shape[0];
-      if (rows <= 0 || headDim <= 0 || headDim % 2 != 0 || rows % headDim != 0)
-        throw InputError(file + ": tensor '" + stored + "' has " + std::to_string(rows) +
-                         " rows, which are not whole heads of head_dim " +
-                         std::to_string(headDim));
-      permuteRopeRows(e.data, buffer.data(), rows, headDim, e.bytes / uint64_t(rows), progress);
+      buffer = permutedRopeRows(file, stored, e.data, e.bytes, e.shape.empty() ? 1 : e.shape[0],
+                                headDim);
     } else {
-      std::memcpy(buffer.data(), e.data, e.bytes);
+      Progress progress("copying " + stored, e.bytes);
+      buffer.assign(e.data, e.data + e.bytes);
       progress.advance(e.bytes);
     }
     out.data = buffer.data();

@@ -98,7 +98,14 @@ const PreTokenizerFamily &familyOf(const GgufFile &g) {
 }
 
 // GGUF token types (llama.cpp's llama_token_type).
-enum TokenType { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
+enum TokenType {
+  kNormal = 1,
+  kUnknown = 2,
+  kControl = 3,
+  kUserDefined = 4,
+  kUnused = 5,
+  kByte = 6,
+};
 
 /// One JSON string; `s` must be valid UTF-8.
 std::string quoted(const std::string &s) { return json(s).dump(); }
@@ -146,8 +153,10 @@ std::vector<int> tokenTypes(const GgufFile &g, size_t n) {
 
 /// model.vocab and added_tokens: control tokens are special added tokens,
 /// user-defined ones added tokens matched as written (as Hugging Face's
-/// added_tokens with "special": false); unused ids (a converter's padding up
-/// to the embedding's rows) are in neither, so they decode to nothing.
+/// added_tokens with "special": false), and both are in model.vocab too (as
+/// many tokenizer.json files list them), so a merge that makes one reads;
+/// unused ids (a converter's padding up to the embedding's rows) are in
+/// neither, so they decode to nothing.
 void writeTokens(const GgufFile &g, const std::vector<std::string> &tokens,
                  const std::vector<int> &types, std::string &vocab, json &added) {
   for (size_t i = 0; i < tokens.size(); ++i) {
@@ -168,7 +177,6 @@ void writeTokens(const GgufFile &g, const std::vector<std::string> &tokens,
                        {"lstrip", false},
                        {"rstrip", false},
                        {"single_word", false}});
-      continue;
     }
     vocab += (vocab.size() > 1 ? "," : "") + quoted(t) + ":" + std::to_string(i);
   }

@@ -3,6 +3,7 @@
 
 #include "formats/WeightReaders.h"
 #include "support/Half.h"
+#include "support/Progress.h"
 
 #include <algorithm>
 #include <cctype>
@@ -91,6 +92,50 @@ bool splitLayerName(const std::string &name, int64_t &layer, std::string &rest) 
   layer = n;
   rest = name.substr(dot + 1);
   return true;
+}
+
+// Why permuting q/k rows leaves attention unchanged.
+//
+// HF rotates halves: for j < d/2 (d = head_dim) it rotates the pair
+// (x[j], x[j + d/2]) by angle p * theta^(-2j/d). kvplan rotates adjacent
+// pairs (x[2j], x[2j+1]) by the same angle. Let P send HF component j + e*d/2
+// to canonical component 2j + e; then the canonical pair j holds exactly the
+// HF pair j, so rope_canonical(P x) = P rope_hf(x) for every position p.
+// Permuting the output rows of W_q (and b_q) by P gives q' = P q, likewise
+// k' = P k, so each score is
+//   rope(q')ᵀ rope(k') = (P rope_hf(q))ᵀ (P rope_hf(k)) = rope_hf(q)ᵀ rope_hf(k)
+// because P is a permutation (PᵀP = I). V, O and everything else are not
+// touched, so the attention output is the same. P acts within each head,
+// so grouped-query heads keep their pairing. A row is moved whole, so the
+// rows of a block-quantized matrix (each whole blocks) move as they are.
+bool isRopeRows(const std::string &name) {
+  int64_t layer = 0;
+  std::string rest;
+  return splitLayerName(name, layer, rest) &&
+         (rest == "attention.wq" || rest == "attention.wk" || rest == "attention.bq" ||
+          rest == "attention.bk");
+}
+
+std::vector<char> permutedRopeRows(const std::string &file, const std::string &stored,
+                                   const void *data, uint64_t bytes, int64_t rows,
+                                   int64_t headDim) {
+  if (rows <= 0 || headDim <= 0 || headDim % 2 != 0 || rows % headDim != 0)
+    throw InputError(file + ": tensor '" + stored + "' has " + std::to_string(rows) +
+                     " rows, which are not whole heads of head_dim " + std::to_string(headDim));
+  std::vector<char> out(bytes);
+  const char *src = static_cast<const char *>(data);
+  const uint64_t rowBytes = bytes / uint64_t(rows);
+  const int64_t half = headDim / 2;
+  Progress progress("permuting " + stored, bytes);
+  for (int64_t head = 0; head < rows / headDim; ++head) {
+    const int64_t base = head * headDim;
+    for (int64_t j = 0; j < half; ++j)
+      for (int64_t e = 0; e < 2; ++e)
+        std::memcpy(out.data() + uint64_t(base + 2 * j + e) * rowBytes,
+                    src + uint64_t(base + j + e * half) * rowBytes, rowBytes);
+    progress.advance(uint64_t(headDim) * rowBytes);
+  }
+  return out;
 }
 
 } // namespace weights

@@ -1,6 +1,9 @@
-// GGUF checkpoints of architecture llama: the model description from the
-// metadata and F32/F16/BF16 or block-quantized (Q8_0, Q4_0, ...) tensors in
-// place, under canonical names.
+// GGUF checkpoints of architecture llama or qwen2: the model description
+// from the metadata and F32/F16/BF16 or block-quantized (Q8_0, Q4_0, ...)
+// tensors in place, under canonical names. llama.cpp's converter reorders a
+// llama model's q/k rows for adjacent-pair RoPE (kvplan's order) but leaves
+// a qwen2 model's in Hugging Face's rotate-half order (llama.cpp runs qwen2
+// with "NeoX" RoPE), so those are reordered here, as from safetensors.
 #include "formats/Gguf.h"
 #include "formats/WeightReaders.h"
 
@@ -10,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <mutex>
 #include <set>
 #include <unordered_map>
 
@@ -84,13 +88,23 @@ std::optional<DType> layerMatrixDtype(const GgufFile &g) {
   return best;
 }
 
-void requireLlama(const GgufFile &g) {
+/// general.architecture, one kvplan reads; its name is also the prefix of
+/// the model's metadata keys ("qwen2.embedding_length").
+Architecture ggufArchitecture(const GgufFile &g) {
   auto arch = g.string("general.architecture");
   if (!arch)
     throw InputError(g.path() + ": GGUF metadata has no general.architecture string");
-  if (*arch != "llama")
-    throw InputError(g.path() + ": GGUF architecture '" + *arch +
-                     "' is not supported; kvplan reads GGUF files of architecture llama");
+  if (*arch == "llama")
+    return Architecture::llama;
+  if (*arch == "qwen2")
+    return Architecture::qwen2;
+  throw InputError(g.path() + ": GGUF architecture '" + *arch +
+                   "' is not supported; kvplan reads GGUF files of architecture llama and qwen2");
+}
+
+/// The metadata key `name` of the file's architecture ("llama.block_count").
+std::string archKey(const GgufFile &g, const char *name) {
+  return std::string(architectureName(ggufArchitecture(g))) + "." + name;
 }
 
 // Whether the classifier is the token embedding: no output.weight, or one
@@ -119,7 +133,8 @@ std::vector<double> ropeFreqFactors(const GgufFile &g, const GgufFile::Tensor &t
     for (int64_t d : t.dims) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
     throw InputError(what + " has shape [" + shape + "]; expected [" +
                      std::to_string(headDim / 2) + "], one factor per pair of a head of " +
-                     std::to_string(headDim) + " (llama.rope.dimension_count / 2)");
+                     std::to_string(headDim) + " (" + archKey(g, "rope.dimension_count") +
+                     " / 2)");
   }
   std::vector<double> factors(size_t(headDim / 2));
   for (size_t i = 0; i < factors.size(); ++i) {
@@ -142,19 +157,21 @@ std::vector<double> ropeFreqFactors(const GgufFile &g, const GgufFile::Tensor &t
 // `headDim` is the rotary width, checked against rope_freqs' length.
 RopeSpec ropeFromGguf(const GgufFile &g, int64_t headDim) {
   RopeSpec r;
-  r.theta = g.number("llama.rope.freq_base").value_or(10000.0);
+  r.theta = g.number(archKey(g, "rope.freq_base")).value_or(10000.0);
   std::string type = "linear";
-  if (const GgufFile::Value *v = g.find("llama.rope.scaling.type")) {
+  const std::string typeKey = archKey(g, "rope.scaling.type");
+  if (const GgufFile::Value *v = g.find(typeKey)) {
     if (v->type != GgufFile::Type::string)
-      throw InputError(g.path() + ": GGUF metadata key 'llama.rope.scaling.type' is not a string");
+      throw InputError(g.path() + ": GGUF metadata key '" + typeKey + "' is not a string");
     type = v->string;
   }
   if (type != "none" && type != "linear")
-    throw InputError(g.path() + ": llama.rope.scaling.type is '" + type +
+    throw InputError(g.path() + ": " + typeKey + " is '" + type +
                      "'; kvplan implements the RoPE scaling types none and linear (and Llama "
                      "3's rope_freqs.weight), so it cannot run this model");
-  const char *factorKey = g.find("llama.rope.scaling.factor") ? "llama.rope.scaling.factor"
-                                                              : "llama.rope.scale_linear";
+  const std::string factorKey = g.find(archKey(g, "rope.scaling.factor"))
+                                    ? archKey(g, "rope.scaling.factor")
+                                    : archKey(g, "rope.scale_linear");
   if (auto factor = g.number(factorKey); factor && type == "linear" && *factor != 0 &&
                                          *factor != 1) {
     if (!(*factor > 0) || !std::isfinite(*factor))
@@ -163,49 +180,67 @@ RopeSpec ropeFromGguf(const GgufFile &g, int64_t headDim) {
     r.type = RopeType::linear;
     r.factor = *factor;
   }
-  if (auto attn = g.number("llama.rope.scaling.attn_factor"); attn && *attn != 1)
-    throw InputError(g.path() + ": llama.rope.scaling.attn_factor is " + std::to_string(*attn) +
+  const std::string attnKey = archKey(g, "rope.scaling.attn_factor");
+  if (auto attn = g.number(attnKey); attn && *attn != 1)
+    throw InputError(g.path() + ": " + attnKey + " is " + std::to_string(*attn) +
                      "; kvplan does not scale RoPE's cos and sin (only 1 is supported)");
   if (const GgufFile::Tensor *t = g.tensor("rope_freqs.weight"))
     r.freqFactors = ropeFreqFactors(g, *t, headDim);
   return r;
 }
 
+/// End-of-generation ids: tokenizer.ggml.eos_token_id (2 when absent, as
+/// llama.cpp's default), and the end-of-turn and end-of-message ids
+/// (Llama 3's <|eot_id|>, <|eom_id|>) where the file names them.
+std::vector<int64_t> eosIdsFromGguf(const GgufFile &g) {
+  std::vector<int64_t> ids = {g.integer("tokenizer.ggml.eos_token_id").value_or(2)};
+  for (const char *key : {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"}) {
+    auto id = g.integer(key);
+    // An unsigned -1 is how GGUF writers spell "none".
+    if (id && *id >= 0 && *id != int64_t(UINT32_MAX) &&
+        std::find(ids.begin(), ids.end(), *id) == ids.end())
+      ids.push_back(*id);
+  }
+  return ids;
+}
+
 ModelConfig configFromGguf(const GgufFile &g) {
-  requireLlama(g);
   ModelConfig cfg;
   cfg.sourcePath = g.path();
   ModelSpec &m = cfg.model;
-  auto required = [&](const char *key, const char *field) {
-    auto v = g.integer(key);
+  m.architecture = ggufArchitecture(g);
+  auto key = [&](const char *name) { return archKey(g, name); };
+  auto required = [&](const char *name, const char *field) {
+    auto v = g.integer(key(name));
     if (!v)
-      throw InputError(g.path() + ": GGUF metadata key '" + key + "' (" + field +
+      throw InputError(g.path() + ": GGUF metadata key '" + key(name) + "' (" + field +
                        ") is missing or not a number");
     cfg.given.insert(field);
     return *v;
   };
-  m.architecture = Architecture::llama;
+  // Qwen2's q/k/v products have biases (attn_q.bias, ...).
+  m.attentionBias = m.architecture == Architecture::qwen2;
   m.name = g.string("general.name").value_or(std::filesystem::path(g.path()).stem().string());
-  m.hiddenSize = required("llama.embedding_length", "model.hidden_size");
-  m.intermediateSize = required("llama.feed_forward_length", "model.intermediate_size");
-  m.numLayers = required("llama.block_count", "model.num_layers");
-  m.numHeads = required("llama.attention.head_count", "model.num_heads");
-  m.numKvHeads = g.integer("llama.attention.head_count_kv").value_or(m.numHeads);
-  if (auto rot = g.integer("llama.rope.dimension_count")) {
+  m.hiddenSize = required("embedding_length", "model.hidden_size");
+  m.intermediateSize = required("feed_forward_length", "model.intermediate_size");
+  m.numLayers = required("block_count", "model.num_layers");
+  m.numHeads = required("attention.head_count", "model.num_heads");
+  m.numKvHeads = g.integer(key("attention.head_count_kv")).value_or(m.numHeads);
+  if (auto rot = g.integer(key("rope.dimension_count"))) {
     // kvplan rotates whole heads; a rotary width below the key width would
     // be partial RoPE, which it does not implement.
-    if (auto key = g.integer("llama.attention.key_length"); key && *key != *rot)
-      throw InputError(g.path() + ": llama.rope.dimension_count " + std::to_string(*rot) +
-                       " differs from llama.attention.key_length " + std::to_string(*key) +
+    if (auto k = g.integer(key("attention.key_length")); k && *k != *rot)
+      throw InputError(g.path() + ": " + key("rope.dimension_count") + " " + std::to_string(*rot) +
+                       " differs from " + key("attention.key_length") + " " + std::to_string(*k) +
                        " (partial RoPE is not supported)");
     m.headDim = *rot;
     cfg.given.insert("model.head_dim");
   }
-  m.maxPositions = required("llama.context_length", "model.max_position_embeddings");
-  auto eps = g.number("llama.attention.layer_norm_rms_epsilon");
+  m.maxPositions = required("context_length", "model.max_position_embeddings");
+  auto eps = g.number(key("attention.layer_norm_rms_epsilon"));
   if (!eps)
-    throw InputError(g.path() + ": GGUF metadata key 'llama.attention.layer_norm_rms_epsilon' "
-                                "(model.rms_norm_eps) is missing or not a number");
+    throw InputError(g.path() + ": GGUF metadata key '" + key("attention.layer_norm_rms_epsilon") +
+                     "' (model.rms_norm_eps) is missing or not a number");
   m.rmsNormEps = *eps;
   // RoPE's width: dimension_count, else whole heads (validate() checks that
   // they divide hidden_size).
@@ -215,20 +250,20 @@ ModelConfig configFromGguf(const GgufFile &g) {
   const GgufFile::Tensor *embed = g.tensor("token_embd.weight");
   if (tokens && tokens->type == GgufFile::Type::array && !tokens->strings.empty())
     m.vocabSize = int64_t(tokens->strings.size());
-  else if (auto v = g.integer("llama.vocab_size"))
+  else if (auto v = g.integer(key("vocab_size")))
     m.vocabSize = *v;
   else if (embed && embed->dims.size() == 2)
     m.vocabSize = embed->dims[1];
   else
-    throw InputError(g.path() + ": cannot tell the vocabulary size (no tokenizer.ggml.tokens, "
-                                "llama.vocab_size or token_embd.weight)");
+    throw InputError(g.path() + ": cannot tell the vocabulary size (no tokenizer.ggml.tokens, " +
+                     key("vocab_size") + " or token_embd.weight)");
   m.bosTokenId = g.integer("tokenizer.ggml.bos_token_id").value_or(1);
-  m.eosTokenIds = {g.integer("tokenizer.ggml.eos_token_id").value_or(2)};
+  m.eosTokenIds = eosIdsFromGguf(g);
   m.tieWordEmbeddings = tiedClassifier(g);
   for (const char *field : {"model.name", "model.architecture", "model.num_kv_heads",
                             "model.vocab_size", "model.rms_norm_eps", "model.rope.theta",
                             "model.tie_word_embeddings", "model.bos_token_id",
-                            "model.eos_token_id"})
+                            "model.eos_token_id", "model.attention_bias"})
     cfg.given.insert(field);
 
   // Like a Hugging Face torch_dtype, the matrices' type is the natural
@@ -261,10 +296,21 @@ std::string ggufName(const std::string &name) {
 
 class GgufSource final : public WeightSource {
 public:
-  explicit GgufSource(GgufFile file) : gguf(std::move(file)) {
+  /// `model`'s q/k rows are reordered from rotate-half order when the file
+  /// is a qwen2 GGUF.
+  GgufSource(GgufFile file, const ModelSpec &model)
+      : gguf(std::move(file)), rotateHalf(ggufArchitecture(gguf) == Architecture::qwen2),
+        headDim(model.headDim ? model.headDim
+                              : (model.numHeads ? model.hiddenSize / model.numHeads : 0)) {
     for (const GgufFile::Tensor &t : gguf.tensors())
       byName.emplace(t.name, &t);
+    if (rotateHalf)
+      for (const WeightDecl &d : weightTable(model))
+        if (auto it = byName.find(ggufName(d.name)); it != byName.end() && isRopeRows(d.name))
+          held += it->second->bytes;
   }
+
+  uint64_t heldBytes() const override { return held; }
 
   std::string describe() const override { return "GGUF checkpoint " + gguf.path(); }
 
@@ -300,12 +346,31 @@ public:
     out.dtype = dtype.value_or(DType::f32);
     out.data = t.data;
     out.quant = t.quant;
+    if (rotateHalf && isRopeRows(name))
+      out.data = permuted(name, t, out.shape[0]);
     return out;
   }
 
 private:
+  /// The rows of `t` in adjacent-pair order, copied once and kept.
+  const void *permuted(const std::string &name, const GgufFile::Tensor &t, int64_t rows) const {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto cached = owned.find(name);
+    if (cached == owned.end())
+      cached = owned.emplace(name, permutedRopeRows(gguf.path(), t.name, t.data, t.bytes, rows,
+                                                    headDim)).first;
+    return cached->second.data();
+  }
+
   GgufFile gguf;
+  bool rotateHalf;
+  int64_t headDim;
+  uint64_t held = 0; // heldBytes(): the reordered copies
   std::unordered_map<std::string, const GgufFile::Tensor *> byName;
+  // Reordered copies, kept for the source's lifetime so the pointers handed
+  // out stay valid; std::map nodes never move.
+  mutable std::mutex mutex;
+  mutable std::map<std::string, std::vector<char>> owned;
 };
 
 // Weights from a GGUF under a model described elsewhere (a TOML spec, a
@@ -320,9 +385,9 @@ void checkRopeAgrees(const GgufFile &g, const ModelSpec &model) {
       char values[80];
       std::snprintf(values, sizeof values, " is %g in the file (", file[i]);
       std::string msg = g.path() + ": the GGUF's RoPE differs from the model's: frequency " +
-                        std::to_string(i) + values + "llama.rope.freq_base" +
+                        std::to_string(i) + values + archKey(g, "rope.freq_base") +
                         (g.tensor("rope_freqs.weight") ? ", rope_freqs.weight" : "") +
-                        ", llama.rope.scaling.*)";
+                        ", " + archKey(g, "rope.scaling.*") + ")";
       std::snprintf(values, sizeof values, " but %g for the model", spec[i]);
       throw InputError(msg + values + " (rope.theta, rope.type, rope.freq_factors); compile "
                                       "the .gguf itself, or give the model the file's RoPE");
@@ -337,13 +402,19 @@ ModelConfig readGgufConfig(const std::string &path) {
 
 std::unique_ptr<WeightSource> openGguf(const std::string &path, const ModelSpec &model) {
   GgufFile g = GgufFile::open(path);
-  requireLlama(g);
+  const Architecture arch = ggufArchitecture(g);
+  // A qwen2 file's q/k rows are in another order and it has q/k/v biases; a
+  // mistral model is a llama GGUF to llama.cpp.
+  if ((arch == Architecture::qwen2) != (model.architecture == Architecture::qwen2))
+    throw InputError(path + ": the GGUF is of architecture " + architectureName(arch) +
+                     " but the model is " + architectureName(model.architecture) +
+                     "; compile the .gguf itself, or describe it as " + architectureName(arch));
   checkRopeAgrees(g, model);
   if (model.tieWordEmbeddings && !tiedClassifier(g))
     throw InputError(path + ": the GGUF has a separate classifier (output.weight, unlike "
                             "token_embd.weight) but the model ties word embeddings; set "
                             "tie_word_embeddings = false");
-  return std::make_unique<GgufSource>(std::move(g));
+  return std::make_unique<GgufSource>(std::move(g), model);
 }
 
 } // namespace weights

@@ -30,6 +30,19 @@ void checkShape(const std::string &file, const std::string &name, const std::str
 /// ("layers.3.attention.wq" -> 3, "attention.wq"); false for a global one.
 bool splitLayerName(const std::string &name, int64_t &layer, std::string &rest);
 
+/// Whether a canonical tensor's rows are q or k head dimensions (wq, wk,
+/// bq, bk), which checkpoints written for rotate-half RoPE order by halves.
+bool isRopeRows(const std::string &name);
+
+/// A copy of `bytes` at `data`, `rows` rows of `headDim`-row heads in
+/// rotate-half order (Hugging Face's), with each head's rows put in kvplan's
+/// adjacent-pair order (WeightFormats.cpp says why attention is unchanged).
+/// Throws InputError naming `file` and `stored` when the rows are not whole
+/// heads.
+std::vector<char> permutedRopeRows(const std::string &file, const std::string &stored,
+                                   const void *data, uint64_t bytes, int64_t rows,
+                                   int64_t headDim);
+
 // llama2.c legacy .bin (LlamaCCheckpoint.cpp).
 ModelConfig readLlamaCConfig(const std::string &path);
 std::unique_ptr<WeightSource> openLlamaC(const std::string &path, const ModelSpec &model);

@@ -117,24 +117,34 @@ def q8_0(vals):
     return out
 
 
-def gguf(quantized):
-    """GGUF v3 with llama metadata, an embedded sentencepiece-style vocabulary
-    and the tiny model's tensors (Q8_0 matrices where `quantized`: their rows
-    must be whole 32-value blocks, so the model is 32 wide there)."""
+def gguf(quantized, arch="llama"):
+    """GGUF v3 with `arch` metadata and the tiny model's tensors (Q8_0
+    matrices where `quantized`: their rows must be whole 32-value blocks, so
+    the model is 32 wide there). A llama file embeds a sentencepiece-style
+    vocabulary; a qwen2 one a byte-level BPE vocabulary and q/k/v biases."""
     dim, ffn = (32, 32) if quantized else (DIM, FFN)
     kv_dim = KV_HEADS * dim // HEADS
-    tokens = ["<unk>", "<s>", "</s>"] + ["<0x%02X>" % b for b in range(256)] + \
-             ["\u2581", "\u2581a", "b", "c"]
-    meta = {"general.architecture": "llama", "general.name": "fuzz-seed",
-            "llama.context_length": SEQ, "llama.embedding_length": dim,
-            "llama.feed_forward_length": ffn, "llama.block_count": LAYERS,
-            "llama.attention.head_count": HEADS, "llama.attention.head_count_kv": KV_HEADS,
-            "llama.rope.dimension_count": dim // HEADS,
-            "llama.attention.layer_norm_rms_epsilon": 1e-5, "llama.rope.freq_base": 10000.0,
-            "tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": tokens,
-            "tokenizer.ggml.scores": [-float(i) for i in range(len(tokens))],
-            "tokenizer.ggml.token_type": [2, 3, 3] + [6] * 256 + [1] * 4,
-            "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2}
+    meta = {"general.architecture": arch, "general.name": "fuzz-seed",
+            arch + ".context_length": SEQ, arch + ".embedding_length": dim,
+            arch + ".feed_forward_length": ffn, arch + ".block_count": LAYERS,
+            arch + ".attention.head_count": HEADS, arch + ".attention.head_count_kv": KV_HEADS,
+            arch + ".rope.dimension_count": dim // HEADS,
+            arch + ".attention.layer_norm_rms_epsilon": 1e-5, arch + ".rope.freq_base": 10000.0}
+    if arch == "llama":
+        tokens = ["<unk>", "<s>", "</s>"] + ["<0x%02X>" % b for b in range(256)] + \
+                 ["\u2581", "\u2581a", "b", "c"]
+        meta.update({"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": tokens,
+                     "tokenizer.ggml.scores": [-float(i) for i in range(len(tokens))],
+                     "tokenizer.ggml.token_type": [2, 3, 3] + [6] * 256 + [1] * 4,
+                     "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2})
+    else:
+        merges = ["h e", "l l", "he ll", "\u0120 w", "o r"]
+        tokens = byte_level_chars() + [m.replace(" ", "") for m in merges] + \
+            ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "[PAD266]"]
+        meta.update({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "qwen2",
+                     "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.merges": merges,
+                     "tokenizer.ggml.token_type": [1] * 261 + [3, 3, 3, 4, 5],
+                     "tokenizer.ggml.bos_token_id": 261, "tokenizer.ggml.eos_token_id": 263})
     vocab = len(tokens)
     shapes = {"token_embd.weight": [vocab, dim], "output_norm.weight": [dim],
               "output.weight": [vocab, dim]}
@@ -145,6 +155,9 @@ def gguf(quantized):
                        p + "attn_output.weight": [dim, dim], p + "ffn_norm.weight": [dim],
                        p + "ffn_gate.weight": [ffn, dim], p + "ffn_up.weight": [ffn, dim],
                        p + "ffn_down.weight": [dim, ffn]})
+        if arch == "qwen2":
+            shapes.update({p + "attn_q.bias": [dim], p + "attn_k.bias": [kv_dim],
+                           p + "attn_v.bias": [kv_dim]})
     out = b"GGUF" + struct.pack("<IQQ", 3, len(shapes), len(meta))
     for k, v in meta.items():
         t, body = gguf_value(v)
@@ -250,6 +263,7 @@ def main():
         put(out, "safetensors", "tiny-%s.safetensors" % dt.lower(), safetensors(dt))
     put(out, "gguf", "tiny-f32.gguf", gguf(False))
     put(out, "gguf", "tiny-q8_0.gguf", gguf(True))
+    put(out, "gguf", "tiny-qwen2-q8_0.gguf", gguf(True, "qwen2"))
     put(out, "tokenizer_hf", "tiny-tokenizer.json", hf_tokenizer_json())
     copy_small(out, "tokenizer_llama2c", [models / "stories260K/tok512.bin"])
     copy_small(out, "tokenizer_sentencepiece", [models / "stories260K/tok512.model"])

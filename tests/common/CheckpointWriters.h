@@ -87,12 +87,18 @@ public:
   /// An F32 tensor; `shape` in PyTorch order, written reversed as ggml
   /// lists dimensions (fastest-varying first).
   void tensor(const F32Tensor &t) {
-    str(directory, t.name);
-    raw(directory, uint32_t(t.shape.size()));
-    for (auto d = t.shape.rbegin(); d != t.shape.rend(); ++d) raw(directory, uint64_t(*d));
-    raw(directory, uint32_t(0)); // GGML_TYPE_F32
+    tensor(t.name, t.shape, 0, // GGML_TYPE_F32
+           std::string(reinterpret_cast<const char *>(t.data.data()), t.data.size() * 4));
+  }
+  /// A tensor of ggml type `ggmlType` whose data are `bytes` as stored.
+  void tensor(const std::string &name, const std::vector<int64_t> &shape, uint32_t ggmlType,
+              const std::string &bytes) {
+    str(directory, name);
+    raw(directory, uint32_t(shape.size()));
+    for (auto d = shape.rbegin(); d != shape.rend(); ++d) raw(directory, uint64_t(*d));
+    raw(directory, ggmlType);
     raw(directory, uint64_t(data.size()));
-    data.append(reinterpret_cast<const char *>(t.data.data()), t.data.size() * 4);
+    data += bytes;
     while (data.size() % 32 != 0) data += '\0';
     ++tensors;
   }

@@ -759,7 +759,8 @@ TEST(GgufBpe, QwenVocabularyMatchesHuggingFaceVectors) {
   EXPECT_NE(std::find(ids.begin(), ids.end(), 151667), ids.end());
   EXPECT_EQ(tok->decode(ids), "assistant\n<think>\nok</think>");
   EXPECT_EQ(tok->decode({151900}), "");
-  EXPECT_EQ(tok->encode("[PAD151900]", false), loadTokenizerFile(json)->encode("[PAD151900]", false));
+  EXPECT_EQ(tok->encode("[PAD151900]", false),
+            loadTokenizerFile(json)->encode("[PAD151900]", false));
   const std::vector<int32_t> eos = tok->eosIds();
   EXPECT_NE(std::find(eos.begin(), eos.end(), 151645), eos.end());
 }
@@ -791,6 +792,11 @@ TEST(GgufBpe, ErrorsNameTheKey) {
   auto none = [](auto &, auto &, auto &, auto &) {};
   auto tok = loadTokenizerFile(tinyGgufBpe(dir, none));
   EXPECT_EQ(tok->encode("ab<s>b", false), (Ids{2, 3, 1}));
+  EXPECT_EQ(tok->decode({2, 3, 1}), "abb");
+  // A merge may make a user-defined token (it is in the vocabulary too).
+  tok = loadTokenizerFile(tinyGgufBpe(dir, [](auto &, auto &, auto &t, auto &) { t[2] = 4; }));
+  EXPECT_EQ(tok->encode("ab", false), (Ids{2}));
+  EXPECT_EQ(tok->decode({2}), "ab");
   struct Case {
     std::function<void(std::map<std::string, std::string> &, std::vector<std::string> &,
                        std::vector<int32_t> &, std::vector<std::string> &)>

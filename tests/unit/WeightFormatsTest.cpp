@@ -582,6 +582,123 @@ TEST(Safetensors, SingleFileF32RoundTripsWithRopePermutation) {
   }
 }
 
+/// llama.cpp's name for a Hugging Face tensor (convert_hf_to_gguf.py's map).
+std::string ggufNameOfHf(const std::string &hf) {
+  if (hf == "model.embed_tokens.weight") return "token_embd.weight";
+  if (hf == "model.norm.weight") return "output_norm.weight";
+  if (hf == "lm_head.weight") return "output.weight";
+  const size_t dot = hf.find('.', 13);
+  const std::string layer = hf.substr(13, dot - 13), rest = hf.substr(dot + 1);
+  const std::map<std::string, std::string> names = {
+      {"input_layernorm.weight", "attn_norm.weight"}, {"self_attn.q_proj.weight", "attn_q.weight"},
+      {"self_attn.k_proj.weight", "attn_k.weight"},   {"self_attn.v_proj.weight", "attn_v.weight"},
+      {"self_attn.o_proj.weight", "attn_output.weight"}, {"self_attn.q_proj.bias", "attn_q.bias"},
+      {"self_attn.k_proj.bias", "attn_k.bias"},       {"self_attn.v_proj.bias", "attn_v.bias"},
+      {"post_attention_layernorm.weight", "ffn_norm.weight"},
+      {"mlp.gate_proj.weight", "ffn_gate.weight"},    {"mlp.up_proj.weight", "ffn_up.weight"},
+      {"mlp.down_proj.weight", "ffn_down.weight"},
+  };
+  return "blk." + layer + "." + names.at(rest);
+}
+
+/// The metadata llama.cpp's converter writes for a qwen2 model `m`.
+kvplan::testing::GgufWriter qwen2GgufHeader(const ModelSpec &m) {
+  kvplan::testing::GgufWriter w;
+  w.string("general.architecture", "qwen2");
+  w.string("general.name", "tiny qwen");
+  w.u32("qwen2.block_count", uint32_t(m.numLayers));
+  w.u32("qwen2.context_length", uint32_t(m.maxPositions));
+  w.u32("qwen2.embedding_length", uint32_t(m.hiddenSize));
+  w.u32("qwen2.feed_forward_length", uint32_t(m.intermediateSize));
+  w.u32("qwen2.attention.head_count", uint32_t(m.numHeads));
+  w.u32("qwen2.attention.head_count_kv", uint32_t(m.numKvHeads));
+  w.f32("qwen2.rope.freq_base", float(m.rope.theta));
+  w.f32("qwen2.attention.layer_norm_rms_epsilon", float(m.rmsNormEps));
+  w.u32("qwen2.vocab_size", uint32_t(m.vocabSize));
+  w.u32("tokenizer.ggml.eos_token_id", 5);
+  w.u32("tokenizer.ggml.eot_token_id", 6);
+  return w;
+}
+
+// A qwen2 GGUF is Hugging Face's tensors under llama.cpp's names, its q/k
+// rows (and biases) still in rotate-half order: read, it gives the canonical
+// weights, as the same model's safetensors do.
+TEST(Gguf, Qwen2ReadsAsItsSafetensorsDo) {
+  ModelSpec m = smallSpec(true);
+  m.rope.theta = 1000000.0;
+  m.rmsNormEps = 1e-6;
+  auto original = openWeights("random:7", m);
+  ScratchDir dir;
+  const fs::path p = dir.path / "tiny-qwen.gguf";
+  kvplan::testing::GgufWriter w = qwen2GgufHeader(m);
+  uint64_t qkBytes = 0;
+  for (const HFTensor &t : toHF(m, *original, DType::f32)) {
+    std::vector<float> v(t.bytes.size() / 4);
+    std::memcpy(v.data(), t.bytes.data(), t.bytes.size());
+    w.tensor({ggufNameOfHf(t.name), t.shape, v});
+    if (t.name.find("q_proj") != std::string::npos || t.name.find("k_proj") != std::string::npos)
+      qkBytes += t.bytes.size();
+  }
+  w.write(p);
+
+  ModelConfig cfg = readCheckpointConfig(p.string());
+  EXPECT_EQ(cfg.model.architecture, Architecture::qwen2);
+  EXPECT_TRUE(cfg.model.attentionBias);
+  EXPECT_TRUE(cfg.model.tieWordEmbeddings); // no output.weight
+  EXPECT_EQ(cfg.model.numKvHeads, m.numKvHeads);
+  EXPECT_EQ(cfg.model.hiddenSize, m.hiddenSize);
+  EXPECT_EQ(cfg.model.rope.theta, 1000000.0);
+  EXPECT_FLOAT_EQ(float(cfg.model.rmsNormEps), 1e-6f);
+  EXPECT_EQ(cfg.model.eosTokenIds, (std::vector<int64_t>{5, 6}));
+  auto read = openWeights(p.string(), m);
+  expectSameWeights(m, *original, *read, DType::f32);
+  EXPECT_EQ(read->heldBytes(), qkBytes); // wq, wk, bq, bk reordered copies
+
+  // The rows' order is not the model's business to guess: a llama model
+  // over a qwen2 file is refused.
+  ModelSpec llama = m;
+  llama.architecture = Architecture::llama;
+  llama.attentionBias = false;
+  expectInputError([&] { openWeights(p.string(), llama); },
+                   {p.string(), "architecture qwen2 but the model is llama"});
+}
+
+// Quantized rows move whole: a Q8_0 q projection of a qwen2 GGUF reads as
+// the canonical rows, dequantized here from the blocks as written.
+TEST(Gguf, Qwen2QuantizedRowsAreReordered) {
+  ModelSpec m = smallSpec(true);
+  const int64_t rows = m.qDim(), cols = m.hiddenSize, half = m.headDim / 2;
+  ASSERT_EQ(cols, 32); // one Q8_0 block a row
+  std::string blocks;
+  std::vector<float> hfRows(size_t(rows * cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint16_t scale = f32ToF16(float(r + 1) / 64.0f);
+    blocks.append(reinterpret_cast<const char *>(&scale), 2);
+    for (int64_t c = 0; c < cols; ++c) {
+      const int8_t q = int8_t((r * 37 + c * 11) % 255 - 127);
+      blocks += char(q);
+      hfRows[size_t(r * cols + c)] = f16ToF32(scale) * float(q);
+    }
+  }
+  ScratchDir dir;
+  const fs::path p = dir.path / "q8.gguf";
+  kvplan::testing::GgufWriter w = qwen2GgufHeader(m);
+  w.tensor("blk.0.attn_q.weight", {rows, cols}, 8 /* GGML_TYPE_Q8_0 */, blocks);
+  w.write(p);
+  auto src = openWeights(p.string(), m);
+  const SourceTensor t = src->tensor("layers.0.attention.wq", {rows, cols});
+  EXPECT_EQ(t.quant, QuantType::q8_0);
+  std::vector<float> got(size_t(rows * cols));
+  sourceRowsToF32(t, 0, rows, got.data());
+  for (int64_t h = 0; h < rows / m.headDim; ++h)
+    for (int64_t j = 0; j < half; ++j)
+      for (int64_t e = 0; e < 2; ++e)
+        for (int64_t c = 0; c < cols; ++c)
+          ASSERT_EQ(got[size_t((h * m.headDim + 2 * j + e) * cols + c)],
+                    hfRows[size_t((h * m.headDim + j + e * half) * cols + c)])
+              << "head " << h << " pair " << j << " half " << e << " column " << c;
+}
+
 TEST(Safetensors, HeldBytesAreThePermutedCopies) {
   // Aligned tensors are handed out from the mapping; wq and wk (their RoPE
   // rows reordered) are copies the source keeps.
@@ -909,9 +1026,10 @@ TEST(Gguf, TensorOffsetsThatWrapAreRefused) {
 TEST(Gguf, ArchitectureAndRopeScalingAreChecked) {
   ScratchDir dir;
   const fs::path p = dir.path / "m.gguf";
-  writeGguf(p, {{"general.architecture", "qwen2"}}, kGgufDims, {});
-  expectInputError([&] { readCheckpointConfig(p.string()); }, {p.string(), "'qwen2'", "llama"});
-  expectInputError([&] { openWeights(p.string(), ggufSpec()); }, {p.string(), "'qwen2'"});
+  writeGguf(p, {{"general.architecture", "gemma"}}, kGgufDims, {});
+  expectInputError([&] { readCheckpointConfig(p.string()); },
+                   {p.string(), "'gemma'", "llama and qwen2"});
+  expectInputError([&] { openWeights(p.string(), ggufSpec()); }, {p.string(), "'gemma'"});
   writeGguf(p, {{"general.architecture", "llama"}, {"llama.rope.scaling.type", "yarn"}},
             kGgufDims, {});
   expectInputError([&] { readCheckpointConfig(p.string()); },

@@ -1,0 +1,195 @@
+"""Writes one tiny random model twice: as a GGUF the way llama.cpp's
+convert_hf_to_gguf.py writes it (metadata, the vocabulary of a tokenizer.json
+with token types and merges, tensors under llama.cpp's names, a llama model's
+q/k rows reordered for adjacent-pair RoPE, a qwen2 model's left as they are)
+and as a Hugging Face folder (config.json, model.safetensors, the
+tokenizer.json). Both must run token for token alike.
+
+usage: gguf_and_hf.py ARCH TOKENIZER_JSON PRE GGUF_OUT HF_DIR
+  ARCH: llama or qwen2; PRE: tokenizer.ggml.pre ("llama-bpe", "qwen2").
+  tokenizer.ggml.add_bos_token is true for llama (as Llama 3's GGUFs have
+  it), false for qwen2.
+"""
+import json
+import os
+import random
+import shutil
+import struct
+import sys
+from array import array
+
+arch, tokenizer_path, pre, gguf_out, hf_dir = sys.argv[1:6]
+qwen = arch == "qwen2"
+add_bos = not qwen
+
+tok = json.load(open(tokenizer_path, encoding="utf-8"))
+vocab = {}
+for text, i in tok["model"]["vocab"].items():
+    vocab[i] = (text, 1)  # normal
+for a in tok["added_tokens"]:
+    vocab[a["id"]] = (a["content"], 3 if a["special"] else 4)  # control, user-defined
+n_vocab = max(vocab) + 1
+if qwen:
+    n_vocab = (n_vocab + 127) // 128 * 128  # padded like Qwen's embedding
+tokens, types = [], []
+for i in range(n_vocab):
+    text, kind = vocab.get(i, ("[PAD%d]" % i, 5))  # unused
+    tokens.append(text)
+    types.append(kind)
+merges = [m if isinstance(m, str) else m[0] + " " + m[1] for m in tok["model"]["merges"]]
+special = {a["content"]: a["id"] for a in tok["added_tokens"]}
+if qwen:
+    bos, eos = special["<|endoftext|>"], special["<|im_end|>"]
+else:
+    bos, eos = special["<|begin_of_text|>"], special["<|eot_id|>"]
+
+hidden, ffn, layers, heads, kv_heads = 32, 64, 2, 4, 2
+head_dim = hidden // heads
+theta, eps = (1000000.0, 1e-6) if qwen else (500000.0, 1e-5)
+rng = random.Random(11)
+
+
+def rand(n, scale):
+    return array("f", (rng.uniform(-scale, scale) for _ in range(n)))
+
+
+# Hugging Face tensors (PyTorch shapes), rows in rotate-half order.
+hf = [("model.embed_tokens.weight", [n_vocab, hidden], rand(n_vocab * hidden, 1.0))]
+for l in range(layers):
+    p = "model.layers.%d." % l
+    hf += [
+        (p + "input_layernorm.weight", [hidden], rand(hidden, 0.2)),
+        (p + "self_attn.q_proj.weight", [heads * head_dim, hidden], rand(hidden * hidden, 0.5)),
+        (p + "self_attn.k_proj.weight", [kv_heads * head_dim, hidden],
+         rand(kv_heads * head_dim * hidden, 0.5)),
+        (p + "self_attn.v_proj.weight", [kv_heads * head_dim, hidden],
+         rand(kv_heads * head_dim * hidden, 0.5)),
+        (p + "self_attn.o_proj.weight", [hidden, heads * head_dim], rand(hidden * hidden, 0.5)),
+        (p + "post_attention_layernorm.weight", [hidden], rand(hidden, 0.2)),
+        (p + "mlp.gate_proj.weight", [ffn, hidden], rand(ffn * hidden, 0.5)),
+        (p + "mlp.up_proj.weight", [ffn, hidden], rand(ffn * hidden, 0.5)),
+        (p + "mlp.down_proj.weight", [hidden, ffn], rand(ffn * hidden, 0.5)),
+    ]
+    if qwen:
+        hf += [
+            (p + "self_attn.q_proj.bias", [heads * head_dim], rand(heads * head_dim, 0.5)),
+            (p + "self_attn.k_proj.bias", [kv_heads * head_dim], rand(kv_heads * head_dim, 0.5)),
+            (p + "self_attn.v_proj.bias", [kv_heads * head_dim], rand(kv_heads * head_dim, 0.5)),
+        ]
+# Norms near 1, as trained ones are.
+hf = [(n, s, array("f", (1 + x for x in d)) if n.endswith("norm.weight") else d) for n, s, d in hf]
+hf.append(("model.norm.weight", [hidden], array("f", (1 + x for x in rand(hidden, 0.2)))))
+
+# The Hugging Face folder.
+os.makedirs(hf_dir, exist_ok=True)
+header, offset = {}, 0
+for name, shape, data in hf:
+    header[name] = {"dtype": "F32", "shape": shape,
+                    "data_offsets": [offset, offset + 4 * len(data)]}
+    offset += 4 * len(data)
+text = json.dumps(header).encode()
+text += b" " * (-len(text) % 8)
+with open(os.path.join(hf_dir, "model.safetensors"), "wb") as f:
+    f.write(struct.pack("<Q", len(text)) + text)
+    for _, _, data in hf:
+        f.write(data.tobytes())
+config = {
+    "model_type": arch, "architectures": ["Qwen2ForCausalLM" if qwen else "LlamaForCausalLM"],
+    "hidden_size": hidden, "intermediate_size": ffn, "num_hidden_layers": layers,
+    "num_attention_heads": heads, "num_key_value_heads": kv_heads, "vocab_size": n_vocab,
+    "max_position_embeddings": 256, "rms_norm_eps": eps, "rope_theta": theta,
+    "tie_word_embeddings": True, "torch_dtype": "float32", "bos_token_id": bos,
+    "eos_token_id": eos,
+}
+if qwen:
+    config["use_sliding_window"] = False
+json.dump(config, open(os.path.join(hf_dir, "config.json"), "w"))
+shutil.copy(tokenizer_path, os.path.join(hf_dir, "tokenizer.json"))
+
+
+# The GGUF: llama.cpp's names; a llama model's q/k rows reordered as
+# convert_hf_to_gguf.py's LlamaModel.permute does, a qwen2 model's not.
+def gguf_name(hf_name):
+    if hf_name == "model.embed_tokens.weight":
+        return "token_embd.weight"
+    if hf_name == "model.norm.weight":
+        return "output_norm.weight"
+    layer, rest = hf_name[len("model.layers."):].split(".", 1)
+    return "blk.%s.%s" % (layer, {
+        "input_layernorm.weight": "attn_norm.weight", "self_attn.q_proj.weight": "attn_q.weight",
+        "self_attn.k_proj.weight": "attn_k.weight", "self_attn.v_proj.weight": "attn_v.weight",
+        "self_attn.o_proj.weight": "attn_output.weight", "self_attn.q_proj.bias": "attn_q.bias",
+        "self_attn.k_proj.bias": "attn_k.bias", "self_attn.v_proj.bias": "attn_v.bias",
+        "post_attention_layernorm.weight": "ffn_norm.weight",
+        "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
+        "mlp.down_proj.weight": "ffn_down.weight"}[rest])
+
+
+def llama_permute(data, rows, cols):
+    # Row (h, j + e*d/2) of a head moves to (h, 2j + e).
+    out = array("f", data)
+    half = head_dim // 2
+    for h in range(rows // head_dim):
+        for j in range(half):
+            for e in range(2):
+                src, dst = h * head_dim + j + e * half, h * head_dim + 2 * j + e
+                out[dst * cols:(dst + 1) * cols] = data[src * cols:(src + 1) * cols]
+    return out
+
+
+def gstr(s):
+    b = s.encode("utf-8")
+    return struct.pack("<Q", len(b)) + b
+
+
+meta = []
+
+
+def kv(key, vtype, payload):
+    meta.append(gstr(key) + struct.pack("<I", vtype) + payload)
+
+
+def u32(key, v):
+    kv(key, 4, struct.pack("<I", v))
+
+
+def f32(key, v):
+    kv(key, 6, struct.pack("<f", v))
+
+
+kv("general.architecture", 8, gstr(arch))
+kv("general.name", 8, gstr("tiny " + arch))
+for key, v in [("block_count", layers), ("context_length", 256), ("embedding_length", hidden),
+               ("feed_forward_length", ffn), ("attention.head_count", heads),
+               ("attention.head_count_kv", kv_heads)]:
+    u32(arch + "." + key, v)
+f32(arch + ".rope.freq_base", theta)
+f32(arch + ".attention.layer_norm_rms_epsilon", eps)
+kv("tokenizer.ggml.model", 8, gstr("gpt2"))
+kv("tokenizer.ggml.pre", 8, gstr(pre))
+kv("tokenizer.ggml.tokens", 9, struct.pack("<IQ", 8, len(tokens)) + b"".join(map(gstr, tokens)))
+kv("tokenizer.ggml.token_type", 9,
+   struct.pack("<IQ", 5, len(types)) + struct.pack("<%di" % len(types), *types))
+kv("tokenizer.ggml.merges", 9, struct.pack("<IQ", 8, len(merges)) + b"".join(map(gstr, merges)))
+u32("tokenizer.ggml.bos_token_id", bos)
+u32("tokenizer.ggml.eos_token_id", eos)
+kv("tokenizer.ggml.add_bos_token", 7, struct.pack("<B", 1 if add_bos else 0))
+
+directory, blobs, offset = [], [], 0
+for name, shape, data in hf:
+    if not qwen and (".q_proj.weight" in name or ".k_proj.weight" in name):
+        data = llama_permute(data, shape[0], shape[1])
+    dims = list(reversed(shape))
+    directory.append(gstr(gguf_name(name)) + struct.pack("<I", len(dims)) +
+                     struct.pack("<%dQ" % len(dims), *dims) + struct.pack("<IQ", 0, offset))
+    blob = data.tobytes()
+    blob += b"\0" * (-len(blob) % 32)
+    blobs.append(blob)
+    offset += len(blob)
+head = b"GGUF" + struct.pack("<IQQ", 3, len(directory), len(meta)) + b"".join(meta) + \
+    b"".join(directory)
+head += b"\0" * (-len(head) % 32)
+with open(gguf_out, "wb") as f:
+    f.write(head)
+    for blob in blobs:
+        f.write(blob)
