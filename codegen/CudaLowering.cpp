@@ -129,6 +129,20 @@ public:
     norm("rms_norm", "rmsNorm", op.weight, op.result, op.eps,
          {arena(op.input), weightRef(op.weight), arena(op.result)});
   }
+  /// One block per (row, head).
+  void operator()(const HeadRMSNormOp &op) {
+    f32Input(op.input, "head_rms_norm");
+    const DType wt = weightType(op.weight), ot = op.result.dtype;
+    const int64_t c = op.result.cols(), hd = op.headDim;
+    const int64_t block = std::clamp<int64_t>(alignUp(ceilDiv(hd, 8), 32), 32, 1024);
+    const std::string name = specs.wrapper(
+        "head_rms_norm_" + std::string(dtypeName(wt)) + "_" + dtypeName(ot) + dims({c, hd}),
+        block,
+        "kvplan::headRmsNorm<" + std::string(cudaType(wt)) + ", " + cudaType(ot) + ", " + num(c) +
+            ", " + num(hd) + ", " + num(block) + ">(a)");
+    kernel(name, {op.result.rows(), c / hd, 1}, block, 0, op.result,
+           {arena(op.input), weightRef(op.weight), arena(op.result)}, {}, {op.eps});
+  }
   void operator()(const AddRMSNormOp &op) {
     f32Input(op.lhs, "add_rms_norm");
     if (op.residual.dtype != DType::f32) unsupported("add_rms_norm's residual must be f32");

@@ -143,6 +143,8 @@ std::string hfName(const std::string &name) {
       {"attention.bq", "self_attn.q_proj.bias"},
       {"attention.bk", "self_attn.k_proj.bias"},
       {"attention.bv", "self_attn.v_proj.bias"},
+      {"attention.q_norm", "self_attn.q_norm.weight"},
+      {"attention.k_norm", "self_attn.k_norm.weight"},
       {"ffn_norm", "post_attention_layernorm.weight"},
       {"feed_forward.w1", "mlp.gate_proj.weight"},
       {"feed_forward.w3", "mlp.up_proj.weight"},

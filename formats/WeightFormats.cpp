@@ -113,7 +113,7 @@ bool isRopeRows(const std::string &name) {
   std::string rest;
   return splitLayerName(name, layer, rest) &&
          (rest == "attention.wq" || rest == "attention.wk" || rest == "attention.bq" ||
-          rest == "attention.bk");
+          rest == "attention.bk" || rest == "attention.q_norm" || rest == "attention.k_norm");
 }
 
 std::vector<char> permutedRopeRows(const std::string &file, const std::string &stored,

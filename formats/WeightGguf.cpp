@@ -1,9 +1,10 @@
-// GGUF checkpoints of architecture llama or qwen2: the model description
-// from the metadata and F32/F16/BF16 or block-quantized (Q8_0, Q4_0, ...)
-// tensors in place, under canonical names. llama.cpp's converter reorders a
-// llama model's q/k rows for adjacent-pair RoPE (kvplan's order) but leaves
-// a qwen2 model's in Hugging Face's rotate-half order (llama.cpp runs qwen2
-// with "NeoX" RoPE), so those are reordered here, as from safetensors.
+// GGUF checkpoints of architecture llama, qwen2 or qwen3: the model
+// description from the metadata and F32/F16/BF16 or block-quantized (Q8_0,
+// Q4_0, ...) tensors in place, under canonical names. llama.cpp's converter
+// reorders a llama model's q/k rows for adjacent-pair RoPE (kvplan's order)
+// but leaves a qwen2 or qwen3 model's in Hugging Face's rotate-half order
+// (llama.cpp runs them with "NeoX" RoPE), so those are reordered here, as
+// from safetensors.
 #include "formats/Gguf.h"
 #include "formats/WeightReaders.h"
 
@@ -98,8 +99,17 @@ Architecture ggufArchitecture(const GgufFile &g) {
     return Architecture::llama;
   if (*arch == "qwen2")
     return Architecture::qwen2;
+  if (*arch == "qwen3")
+    return Architecture::qwen3;
   throw InputError(g.path() + ": GGUF architecture '" + *arch +
-                   "' is not supported; kvplan reads GGUF files of architecture llama and qwen2");
+                   "' is not supported; kvplan reads GGUF files of architecture llama, qwen2 "
+                   "and qwen3");
+}
+
+/// Whether llama.cpp's converter left the file's q/k rows (and q/k norms) in
+/// rotate-half order.
+bool rotatesHalves(Architecture a) {
+  return a == Architecture::qwen2 || a == Architecture::qwen3;
 }
 
 /// The metadata key `name` of the file's architecture ("llama.block_count").
@@ -218,22 +228,28 @@ ModelConfig configFromGguf(const GgufFile &g) {
     cfg.given.insert(field);
     return *v;
   };
-  // Qwen2's q/k/v products have biases (attn_q.bias, ...).
+  // Qwen2's q/k/v products have biases (attn_q.bias, ...); Qwen3 normalizes
+  // each query and key head (attn_q_norm, attn_k_norm).
   m.attentionBias = m.architecture == Architecture::qwen2;
+  m.qkNorm = m.architecture == Architecture::qwen3;
   m.name = g.string("general.name").value_or(std::filesystem::path(g.path()).stem().string());
   m.hiddenSize = required("embedding_length", "model.hidden_size");
   m.intermediateSize = required("feed_forward_length", "model.intermediate_size");
   m.numLayers = required("block_count", "model.num_layers");
   m.numHeads = required("attention.head_count", "model.num_heads");
   m.numKvHeads = g.integer(key("attention.head_count_kv")).value_or(m.numHeads);
-  if (auto rot = g.integer(key("rope.dimension_count"))) {
-    // kvplan rotates whole heads; a rotary width below the key width would
-    // be partial RoPE, which it does not implement.
-    if (auto k = g.integer(key("attention.key_length")); k && *k != *rot)
-      throw InputError(g.path() + ": " + key("rope.dimension_count") + " " + std::to_string(*rot) +
-                       " differs from " + key("attention.key_length") + " " + std::to_string(*k) +
-                       " (partial RoPE is not supported)");
-    m.headDim = *rot;
+  // The head width: the rotary width, else the key width (Qwen3's heads are
+  // not hidden_size / num_heads wide), else hidden_size / num_heads.
+  const auto rot = g.integer(key("rope.dimension_count"));
+  const auto keyWidth = g.integer(key("attention.key_length"));
+  // kvplan rotates whole heads; a rotary width below the key width would be
+  // partial RoPE, which it does not implement.
+  if (rot && keyWidth && *keyWidth != *rot)
+    throw InputError(g.path() + ": " + key("rope.dimension_count") + " " + std::to_string(*rot) +
+                     " differs from " + key("attention.key_length") + " " +
+                     std::to_string(*keyWidth) + " (partial RoPE is not supported)");
+  if (rot || keyWidth) {
+    m.headDim = rot ? *rot : *keyWidth;
     cfg.given.insert("model.head_dim");
   }
   m.maxPositions = required("context_length", "model.max_position_embeddings");
@@ -287,6 +303,7 @@ std::string ggufName(const std::string &name) {
       {"attention.wk", "attn_k.weight"},        {"attention.wv", "attn_v.weight"},
       {"attention.wo", "attn_output.weight"},   {"attention.bq", "attn_q.bias"},
       {"attention.bk", "attn_k.bias"},          {"attention.bv", "attn_v.bias"},
+      {"attention.q_norm", "attn_q_norm.weight"}, {"attention.k_norm", "attn_k_norm.weight"},
       {"ffn_norm", "ffn_norm.weight"},          {"feed_forward.w1", "ffn_gate.weight"},
       {"feed_forward.w3", "ffn_up.weight"},     {"feed_forward.w2", "ffn_down.weight"},
   };
@@ -297,9 +314,9 @@ std::string ggufName(const std::string &name) {
 class GgufSource final : public WeightSource {
 public:
   /// `model`'s q/k rows are reordered from rotate-half order when the file
-  /// is a qwen2 GGUF.
+  /// is a qwen2 or qwen3 GGUF.
   GgufSource(GgufFile file, const ModelSpec &model)
-      : gguf(std::move(file)), rotateHalf(ggufArchitecture(gguf) == Architecture::qwen2),
+      : gguf(std::move(file)), rotateHalf(rotatesHalves(ggufArchitecture(gguf))),
         headDim(model.headDim ? model.headDim
                               : (model.numHeads ? model.hiddenSize / model.numHeads : 0)) {
     for (const GgufFile::Tensor &t : gguf.tensors())
@@ -403,9 +420,10 @@ ModelConfig readGgufConfig(const std::string &path) {
 std::unique_ptr<WeightSource> openGguf(const std::string &path, const ModelSpec &model) {
   GgufFile g = GgufFile::open(path);
   const Architecture arch = ggufArchitecture(g);
-  // A qwen2 file's q/k rows are in another order and it has q/k/v biases; a
-  // mistral model is a llama GGUF to llama.cpp.
-  if ((arch == Architecture::qwen2) != (model.architecture == Architecture::qwen2))
+  // A qwen2 or qwen3 file's q/k rows are in another order, and each has
+  // weights the others lack; a mistral model is a llama GGUF to llama.cpp.
+  auto family = [](Architecture a) { return a == Architecture::mistral ? Architecture::llama : a; };
+  if (family(arch) != family(model.architecture))
     throw InputError(path + ": the GGUF is of architecture " + architectureName(arch) +
                      " but the model is " + architectureName(model.architecture) +
                      "; compile the .gguf itself, or describe it as " + architectureName(arch));

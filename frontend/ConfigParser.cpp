@@ -198,6 +198,18 @@ TomlTable subTable(ModelConfig &cfg, const toml::table &parent, const std::strin
                    n ? n->source().begin.line : 0);
 }
 
+/// [model.rope]: the scaling's own keys are required once its type is.
+void readTomlRope(TomlTable &rope, RopeSpec &r) {
+  rope.real("theta", r.theta, false);
+  rope.choice("type", r.type, parseRopeType, "default, llama3, linear", false);
+  rope.real("factor", r.factor, r.type != RopeType::standard);
+  rope.real("low_freq_factor", r.lowFreqFactor, r.type == RopeType::llama3);
+  rope.real("high_freq_factor", r.highFreqFactor, r.type == RopeType::llama3);
+  rope.integer("original_max_position_embeddings", r.originalMaxPositions,
+               r.type == RopeType::llama3);
+  rope.reals("freq_factors", r.freqFactors);
+}
+
 } // namespace
 
 ModelConfig parseTomlSpec(const std::string &text, const std::string &path,
@@ -219,8 +231,8 @@ ModelConfig parseTomlSpec(const std::string &text, const std::string &path,
   ModelSpec &m = cfg.model;
   if (!model.string("name", m.name, false))
     m.name = fs::path(path).stem().string();
-  model.choice("architecture", m.architecture, parseArchitecture, "llama, mistral, qwen2",
-               true);
+  model.choice("architecture", m.architecture, parseArchitecture,
+               "llama, mistral, qwen2, qwen3", true);
   model.integer("hidden_size", m.hiddenSize, true);
   model.integer("intermediate_size", m.intermediateSize, true);
   model.integer("num_layers", m.numLayers, true);
@@ -238,19 +250,14 @@ ModelConfig parseTomlSpec(const std::string &text, const std::string &path,
   model.boolean("tie_word_embeddings", m.tieWordEmbeddings);
   m.attentionBias = m.architecture == Architecture::qwen2;
   model.boolean("attention_bias", m.attentionBias);
+  m.qkNorm = m.architecture == Architecture::qwen3;
+  model.boolean("qk_norm", m.qkNorm);
   model.integer("bos_token_id", m.bosTokenId, true);
   model.integers("eos_token_id", m.eosTokenIds, true);
 
   model.allowSubtable("rope");
   TomlTable rope = subTable(cfg, *root["model"].as_table(), "rope", "model.rope");
-  rope.real("theta", m.rope.theta, false);
-  rope.choice("type", m.rope.type, parseRopeType, "default, llama3, linear", false);
-  rope.real("factor", m.rope.factor, m.rope.type != RopeType::standard);
-  rope.real("low_freq_factor", m.rope.lowFreqFactor, m.rope.type == RopeType::llama3);
-  rope.real("high_freq_factor", m.rope.highFreqFactor, m.rope.type == RopeType::llama3);
-  rope.integer("original_max_position_embeddings", m.rope.originalMaxPositions,
-               m.rope.type == RopeType::llama3);
-  rope.reals("freq_factors", m.rope.freqFactors);
+  readTomlRope(rope, m.rope);
 
   TomlTable comp = subTable(cfg, root, "compile", "compile");
   CompileSettings &c = cfg.compile;
@@ -453,7 +460,7 @@ void readHFArchitecture(JsonFields &f, ModelSpec &m, const std::string &path) {
   auto arch = parseArchitecture(modelType);
   if (!arch)
     f.fail("model_type", "'" + modelType +
-                             "' is not supported; kvplan compiles llama, mistral and qwen2");
+                             "' is not supported; kvplan compiles llama, mistral, qwen2 and qwen3");
   m.architecture = *arch;
   fs::path p(path);
   m.name = p.filename() == "config.json" && p.has_parent_path()
@@ -466,7 +473,8 @@ void readHFArchitecture(JsonFields &f, ModelSpec &m, const std::string &path) {
 }
 
 // Sizes, biases and special tokens; absent optional keys default as in
-// transformers (num_key_value_heads = num_attention_heads, biases for qwen2).
+// transformers (num_key_value_heads = num_attention_heads, biases for qwen2,
+// q/k norms for qwen3).
 void readHFModelFields(JsonFields &f, ModelSpec &m) {
   f.integer("hidden_size", m.hiddenSize, true);
   f.integer("intermediate_size", m.intermediateSize, true);
@@ -482,6 +490,7 @@ void readHFModelFields(JsonFields &f, ModelSpec &m) {
   f.boolean("tie_word_embeddings", m.tieWordEmbeddings);
   m.attentionBias = m.architecture == Architecture::qwen2;
   f.boolean("attention_bias", m.attentionBias);
+  m.qkNorm = m.architecture == Architecture::qwen3;
   bool mlpBias = false;
   f.boolean("mlp_bias", mlpBias);
   if (mlpBias)
@@ -490,9 +499,10 @@ void readHFModelFields(JsonFields &f, ModelSpec &m) {
   f.integers("eos_token_id", m.eosTokenIds, true);
 }
 
-// Qwen2 records a window but disables it with use_sliding_window.
+// Qwen2 and Qwen3 record a window but disable it with use_sliding_window.
 void readHFSlidingWindow(JsonFields &f, ModelSpec &m) {
-  bool useSliding = m.architecture != Architecture::qwen2;
+  bool useSliding =
+      m.architecture != Architecture::qwen2 && m.architecture != Architecture::qwen3;
   f.boolean("use_sliding_window", useSliding);
   int64_t window = 0;
   f.integer("sliding_window", window, false);

@@ -53,6 +53,13 @@ public:
                                     b.getF64FloatAttr(m.rmsNormEps));
   }
 
+  /// Each head of `x` normalized on its own (Qwen3's q_norm and k_norm).
+  Value headRmsNorm(const std::string &weight, Value x) {
+    return b.create<llm::HeadRMSNormOp>(loc(weight), x.getType(), x, w(weight),
+                                        b.getF64FloatAttr(m.rmsNormEps),
+                                        b.getI64IntegerAttr(m.headDim));
+  }
+
   /// The per-pair frequency divisors: the spec's explicit factors (a GGUF's
   /// rope_freqs) times linear scaling's factor; null when there are none.
   DenseF64ArrayAttr freqFactors() {
@@ -85,6 +92,10 @@ public:
     Value q = linear(l + "attention.wq", n, m.qDim(), bias ? l + "attention.bq" : "");
     Value k = linear(l + "attention.wk", n, m.kvDim(), bias ? l + "attention.bk" : "");
     Value v = linear(l + "attention.wv", n, m.kvDim(), bias ? l + "attention.bv" : "");
+    if (m.qkNorm) {
+      q = headRmsNorm(l + "attention.q_norm", q);
+      k = headRmsNorm(l + "attention.k_norm", k);
+    }
     q = rope(q, positions, l + "attention.rope_q");
     k = rope(k, positions, l + "attention.rope_k");
     Value a = b.create<llm::AttentionOp>(

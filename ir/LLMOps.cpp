@@ -140,6 +140,20 @@ LogicalResult RMSNormOp::verifySymbolUses(SymbolTableCollection &symbols) {
   return verifyWeight(*this, symbols, getWeightAttr(), {cols(getInput())}, "scale");
 }
 
+LogicalResult HeadRMSNormOp::verify() {
+  if (!(getEps().convertToDouble() > 0))
+    return emitOpError() << "eps must be positive";
+  const int64_t hd = getHeadDim();
+  if (hd <= 0 || cols(getInput()) % hd != 0)
+    return emitOpError() << "row width " << cols(getInput())
+                         << " is not a whole number of heads of head_dim " << hd;
+  return success();
+}
+
+LogicalResult HeadRMSNormOp::verifySymbolUses(SymbolTableCollection &symbols) {
+  return verifyWeight(*this, symbols, getWeightAttr(), {getHeadDim()}, "scale");
+}
+
 LogicalResult AddRMSNormOp::verify() {
   if (!(getEps().convertToDouble() > 0))
     return emitOpError() << "eps must be positive";

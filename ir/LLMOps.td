@@ -116,6 +116,27 @@ def LLM_RMSNormOp : LLM_WeightUser<"rms_norm", [Pure, RowWise]> {
   ];
 }
 
+def LLM_HeadRMSNormOp : LLM_WeightUser<"head_rms_norm", [Pure, RowWise,
+    AllTypesMatch<["input", "result"]>]> {
+  let summary = "RMSNorm of each head of each row, scaled by one weight";
+  let description = [{
+    Each `head_dim`-wide head `h` of row `i` on its own:
+    `result[i, h] = input[i, h] / sqrt(mean(input[i, h]^2) + eps) * weight`,
+    in f32, with one `weight` of `head_dim` shared by every head (Qwen3's
+    q_norm and k_norm, before RoPE).
+
+    Example:
+    ```mlir
+    %3 = llm.head_rms_norm %2, @layers.0.attention.q_norm {eps = 1.000000e-06 : f64, head_dim = 128 : i64} : tensor<64x2048xf32>
+    ```
+  }];
+  let arguments = (ins LLM_Activations:$input, FlatSymbolRefAttr:$weight, F64Attr:$eps,
+                       I64Attr:$head_dim);
+  let results = (outs LLM_Activations:$result);
+  let assemblyFormat = "$input `,` $weight attr-dict `:` type($input)";
+  let hasVerifier = 1;
+}
+
 def LLM_AddRMSNormOp : LLM_WeightUser<"add_rms_norm", [Pure, RowWise,
     AllTypesMatch<["lhs", "rhs", "residual"]>]> {
   let summary = "Residual add fused with the RMSNorm that follows it";

@@ -51,17 +51,25 @@ public:
   }
 
 private:
-  /// The linear that makes `v`, through an llm.rope when `throughRope`.
-  llm::LinearOp producer(Value v, bool throughRope, llm::RopeOp *rope = nullptr) {
+  /// The linear that makes `v`, through an llm.rope when `throughRope` and
+  /// the llm.head_rms_norm before it (Qwen3's), if any: each normalizes
+  /// whole heads, so a rank's heads need nothing from the others.
+  llm::LinearOp producer(Value v, bool throughRope, llm::RopeOp *rope = nullptr,
+                         llm::HeadRMSNormOp *norm = nullptr) {
     Operation *def = v.getDefiningOp();
     if (throughRope)
       if (auto r = dyn_cast_or_null<llm::RopeOp>(def)) {
         if (rope) *rope = r;
         def = r.getInput().getDefiningOp();
+        if (auto n = dyn_cast_or_null<llm::HeadRMSNormOp>(def); n && norm) {
+          *norm = n;
+          def = n.getInput().getDefiningOp();
+        }
       }
     auto lin = dyn_cast_or_null<llm::LinearOp>(def);
     if (lin && lin.getNumResults() == 1 && v.hasOneUse() &&
-        (!rope || !*rope || rope->getInput().hasOneUse()))
+        (!rope || !*rope || rope->getInput().hasOneUse()) &&
+        (!norm || !*norm || norm->getInput().hasOneUse()))
       return lin;
     return {};
   }
@@ -136,17 +144,20 @@ private:
             std::to_string(ranks / kvHeads) + " ranks";
     }
     llm::RopeOp ropeQ, ropeK;
-    llm::LinearOp q = producer(a.getQuery(), true, &ropeQ);
-    llm::LinearOp k = producer(a.getKey(), true, &ropeK);
+    llm::HeadRMSNormOp normQ, normK;
+    llm::LinearOp q = producer(a.getQuery(), true, &ropeQ, &normQ);
+    llm::LinearOp k = producer(a.getKey(), true, &ropeK, &normK);
     llm::LinearOp v = producer(a.getValue(), false);
     llm::LinearOp o = consumer(a.getResult());
     if (!q || !k || !v || !o)
-      return a.emitOpError() << "is not the frontend's attention block (linear, rope, attention, "
-                                "linear, each result read once): run partition-tensor-parallel "
-                                "before the other passes";
+      return a.emitOpError() << "is not the frontend's attention block (linear, head_rms_norm if "
+                                "any, rope, attention, linear, each result read once): run "
+                                "partition-tensor-parallel before the other passes";
     if (failed(splitOutputs(q, ranks)) || failed(splitOutputs(k, kvPieces, why)) ||
         failed(splitOutputs(v, kvPieces, why)) || failed(splitInputs(o)))
       return failure();
+    for (llm::HeadRMSNormOp n : {normQ, normK})
+      if (n) n.getResult().setType(n.getInput().getType());
     for (llm::RopeOp r : {ropeQ, ropeK})
       if (r) r.getResult().setType(r.getInput().getType());
     a.setNumHeads(heads / ranks);

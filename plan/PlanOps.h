@@ -158,6 +158,21 @@ struct RMSNormOp {
   }
 };
 
+struct HeadRMSNormOp {
+  KVPLAN_PLAN_OP(HeadRMSNormOp, "head_rms_norm")
+  Operand input, result;
+  std::string weight;
+  double eps = 0;
+  int64_t headDim = 0;
+  template <typename Self, typename V> static void visitFields(Self &s, V &v) {
+    v.operand("input", s.input, OperandClass::activations);
+    v.weight("weight", s.weight);
+    v.attr("eps", s.eps);
+    v.attr("head_dim", s.headDim);
+    v.result("result", s.result, OperandClass::activations);
+  }
+};
+
 struct AddRMSNormOp {
   KVPLAN_PLAN_OP(AddRMSNormOp, "add_rms_norm")
   Operand lhs, rhs, normed, residual;
@@ -388,14 +403,14 @@ struct MatVecRopeKVWriteOp {
 using PlanOp = std::variant<EmbeddingOp, RMSNormOp, AddRMSNormOp, LinearOp, RopeOp, AttentionOp,
                             SwiGLUOp, FusedFFNOp, AddOp, LogitsOp, TakeLastOp, ConvertOp,
                             KVCacheWriteOp, KVCacheReadOp, RopeKVWriteOp, AllReduceOp, MatVecOp,
-                            MatVecRopeKVWriteOp>;
+                            MatVecRopeKVWriteOp, HeadRMSNormOp>;
 enum class OpKind {
   embedding, rmsNorm, addRmsNorm, linear, rope, attention, swiglu, fusedFFN, add, logits,
   takeLast, convert, kvCacheWrite, kvCacheRead, ropeKVWrite, allReduce, matVec,
-  matVecRopeKVWrite,
+  matVecRopeKVWrite, headRmsNorm,
 };
 inline constexpr size_t kNumOpKinds = std::variant_size_v<PlanOp>;
-static_assert(size_t(OpKind::matVecRopeKVWrite) + 1 == kNumOpKinds, "OpKind follows PlanOp");
+static_assert(size_t(OpKind::headRmsNorm) + 1 == kNumOpKinds, "OpKind follows PlanOp");
 
 /// The op's name in the plan and the dialect ("rms_norm" for llm.rms_norm).
 const char *opName(OpKind k);

@@ -38,6 +38,13 @@ public:
     shape("result", op.result, op.input.shape, "the input's shape");
     normWeight(op.weight, op.input.cols());
   }
+  void operator()(const HeadRMSNormOp &op) {
+    shape("result", op.result, op.input.shape, "the input's shape");
+    if (op.headDim < 1 || op.input.cols() % op.headDim != 0)
+      fail("attribute 'head_dim' is " + std::to_string(op.headDim) + " for rows of " +
+           std::to_string(op.input.cols()) + ", expected a divisor of the row width");
+    normWeight(op.weight, op.headDim);
+  }
   void operator()(const AddRMSNormOp &op) {
     for (auto [n, o] : {std::pair<const char *, const Operand *>{"rhs", &op.rhs},
                         {"normed", &op.normed}, {"residual", &op.residual}})

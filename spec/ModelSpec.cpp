@@ -16,6 +16,7 @@ const char *architectureName(Architecture a) {
   case Architecture::llama: return "llama";
   case Architecture::mistral: return "mistral";
   case Architecture::qwen2: return "qwen2";
+  case Architecture::qwen3: return "qwen3";
   }
   return "?";
 }
@@ -24,6 +25,7 @@ std::optional<Architecture> parseArchitecture(const std::string &s) {
   if (s == "llama") return Architecture::llama;
   if (s == "mistral") return Architecture::mistral;
   if (s == "qwen2") return Architecture::qwen2;
+  if (s == "qwen3") return Architecture::qwen3;
   return std::nullopt;
 }
 
@@ -108,6 +110,10 @@ std::vector<WeightDecl> weightTable(const ModelSpec &m) {
       w.push_back({l + "attention.bq", {q}});
       w.push_back({l + "attention.bk", {kv}});
       w.push_back({l + "attention.bv", {kv}});
+    }
+    if (m.qkNorm) {
+      w.push_back({l + "attention.q_norm", {m.headDim}});
+      w.push_back({l + "attention.k_norm", {m.headDim}});
     }
     w.push_back({l + "attention.wo", {h, q}});
     w.push_back({l + "ffn_norm", {h}});
@@ -516,6 +522,7 @@ nlohmann::json toJson(const ModelSpec &m) {
       {"rms_norm_eps", m.rmsNormEps},
       {"tie_word_embeddings", m.tieWordEmbeddings},
       {"attention_bias", m.attentionBias},
+      {"qk_norm", m.qkNorm},
       {"bos_token_id", m.bosTokenId},
       {"eos_token_id", m.eosTokenIds},
       {"rope",
@@ -597,6 +604,8 @@ ModelSpec modelSpecFromJson(const nlohmann::json &j) {
   m.rmsNormEps = j.at("rms_norm_eps").get<double>();
   m.tieWordEmbeddings = j.at("tie_word_embeddings").get<bool>();
   m.attentionBias = j.at("attention_bias").get<bool>();
+  // Absent from plans written before Qwen3.
+  m.qkNorm = j.value("qk_norm", false);
   m.bosTokenId = modelInteger(j, "bos_token_id", 0, kMaxDim);
   const nlohmann::json &eos = j.at("eos_token_id");
   if (!eos.is_array()) throw InputError("model field 'eos_token_id' is not a list of token ids");

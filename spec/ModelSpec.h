@@ -16,7 +16,7 @@
 
 namespace kvplan {
 
-enum class Architecture { llama, mistral, qwen2 };
+enum class Architecture { llama, mistral, qwen2, qwen3 };
 const char *architectureName(Architecture a);
 std::optional<Architecture> parseArchitecture(const std::string &s);
 
@@ -65,6 +65,9 @@ struct ModelSpec {
   double rmsNormEps = 1e-5;
   bool tieWordEmbeddings = false;
   bool attentionBias = false; // q/k/v bias (Qwen2)
+  // RMSNorm of each query and key head before RoPE, with weights
+  // attention.q_norm and attention.k_norm of head_dim each (Qwen3).
+  bool qkNorm = false;
   int64_t bosTokenId = 1;
   std::vector<int64_t> eosTokenIds{2};
   RopeSpec rope;

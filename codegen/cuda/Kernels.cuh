@@ -226,6 +226,34 @@ template <class W, class O, int COLS, int BLOCK> __device__ void rmsNorm(const K
   }
 }
 
+/// out[r, h] = x[r, h] / rms(x[r, h]) * w for each HD-wide head h of a row
+/// of COLS: one block per (row, head), blockIdx.x the row and blockIdx.y the
+/// head.  p: x, w (HD), out.  d: eps.
+template <class W, class O, int COLS, int HD, int BLOCK>
+__device__ void headRmsNorm(const KvArgs &a) {
+  constexpr int PER = (HD + BLOCK - 1) / BLOCK;
+  __shared__ float sh[32];
+  const long long at = (long long)blockIdx.x * COLS + (long long)blockIdx.y * HD;
+  const float *x = reinterpret_cast<const float *>(a.p[0]) + at;
+  const W *w = reinterpret_cast<const W *>(a.p[1]);
+  O *out = reinterpret_cast<O *>(a.p[2]) + at;
+  float v[PER];
+  float ss = 0;
+#pragma unroll
+  for (int k = 0; k < PER; ++k) {
+    const int c = threadIdx.x + k * BLOCK;
+    v[k] = c < HD ? x[c] : 0.0f;
+    ss += v[k] * v[k];
+  }
+  ss = blockSum<BLOCK>(ss, sh);
+  const float inv = rmsInv(ss, HD, a.d[0]);
+#pragma unroll
+  for (int k = 0; k < PER; ++k) {
+    const int c = threadIdx.x + k * BLOCK;
+    if (c < HD) out[c] = st<O>(v[k] * inv * ld(w[c]));
+  }
+}
+
 /// residual[r] = a[r] + b[r]; normed[r] = rmsNorm(residual[r]).
 /// p: a, b, w, normed, residual.  d: eps.
 template <class W, class O, int COLS, int BLOCK> __device__ void addRmsNorm(const KvArgs &a) {

@@ -81,6 +81,13 @@ public:
   void operator()(const RMSNormOp &op) {
     in.weight = weight(op.weight);
     in.eps = op.eps;
+    in.headDim = op.input.cols(); // the width one norm covers: the row
+    rowsAndCols(op.input, op.result);
+  }
+  void operator()(const HeadRMSNormOp &op) {
+    in.weight = weight(op.weight);
+    in.eps = op.eps;
+    in.headDim = op.headDim;
     rowsAndCols(op.input, op.result);
   }
   void operator()(const AddRMSNormOp &op) {
@@ -358,8 +365,10 @@ void CpuExecutor::runInstr(const Program &prog, const Instr &in, int64_t activeR
       cpu::embedding(reinterpret_cast<const int32_t *>(in.in[0]), in.weight, in.outCols, out, b, e);
     });
   case OpKind::rmsNorm:
-    return rowsParallel(
-        [&](int64_t b, int64_t e) { cpu::rmsNorm(x, in.weight, in.cols, in.eps, out, b, e); });
+  case OpKind::headRmsNorm: // rows of head_dim (rms_norm: the whole row), each normalized alone
+    return pool.parallelFor(rows * (in.cols / in.headDim), [&](int64_t b, int64_t e) {
+      cpu::rmsNorm(x, in.weight, in.headDim, in.eps, out, b, e);
+    });
   case OpKind::addRmsNorm:
     return rowsParallel([&](int64_t b, int64_t e) {
       cpu::addRmsNorm(x, reinterpret_cast<const float *>(in.in[1]), in.weight, in.cols, in.eps,

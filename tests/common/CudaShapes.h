@@ -28,8 +28,10 @@ struct Shape {
 // pages of 4 in a pool larger than its batch of 3 needs (1000 pages, not
 // 3 x 1024 / 4); batch 1, where the fused QKV is one product, with a
 // vocabulary of 9000, whose head takes two features a warp (matvec's FPW
-// where the features are many). bf16 prefill chunks of 16 rows (Qwen2: the
-// tensor-core kernels in two groups of 8 rows) and of 32 (batch 1: cuBLAS).
+// where the features are many); Qwen3's heads of 128 on a hidden size of
+// 256, each query and key head normalized before RoPE. bf16 prefill chunks
+// of 16 rows (Qwen2: the tensor-core kernels in two groups of 8 rows) and of
+// 32 (batch 1: cuBLAS).
 inline const Shape kShapes[] = {
     {"gqa-bf16",
      "architecture = \"llama\"\nhidden_size = 256\nintermediate_size = 688\nnum_layers = 2\n"
@@ -54,6 +56,11 @@ inline const Shape kShapes[] = {
      "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 320\nnum_layers = 2\n"
      "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 9000",
      "weight_dtype = \"bf16\"\nmax_batch = 1\nmax_seq_len = 256\nprefill_chunk = 32", ""},
+    {"qwen3-qk-norm-bf16",
+     "architecture = \"qwen3\"\nhidden_size = 256\nintermediate_size = 512\nnum_layers = 2\n"
+     "num_heads = 4\nnum_kv_heads = 2\nhead_dim = 128\nvocab_size = 700\n"
+     "tie_word_embeddings = true",
+     "weight_dtype = \"bf16\"\nmax_batch = 2\nmax_seq_len = 256\nprefill_chunk = 16", ""},
 };
 
 // Quantized weights, each shape in int8 and int4: GQA with tied embeddings

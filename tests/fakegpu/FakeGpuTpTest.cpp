@@ -44,7 +44,8 @@ struct Shape {
 // their projections, f16, batch 1 (the fused Q/K/V is one product); GQA
 // with int8 and int4 weights: each rank's down rows (160 codes) are whole
 // groups of the unsplit rows, so both runtimes hold the same codes, and the
-// prefill chunks (16 rows) take the tiled product.
+// prefill chunks (16 rows) take the tiled product; Qwen3's per-head q/k
+// norms, each rank normalizing its own heads, f32.
 const Shape kShapes[] = {
     {"gqa_f32",
      "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 320\nnum_layers = 2\n"
@@ -66,6 +67,10 @@ const Shape kShapes[] = {
      "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 320\nnum_layers = 2\n"
      "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 300",
      "weight_dtype = \"int4\"\nmax_batch = 2\nmax_seq_len = 128\nprefill_chunk = 16"},
+    {"qwen3_qk_norm_f32",
+     "architecture = \"qwen3\"\nhidden_size = 128\nintermediate_size = 256\nnum_layers = 2\n"
+     "num_heads = 4\nnum_kv_heads = 2\nhead_dim = 64\nvocab_size = 200",
+     "weight_dtype = \"f32\"\nmax_batch = 2\nmax_seq_len = 128\nprefill_chunk = 16"},
 };
 
 Collective &world() { return *mpiWorld(); }

@@ -244,9 +244,10 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
         // layer's QKV with its norm, RoPE and the cache write
         // (llm.matvec_rope_kv_write), the first layer's o (the residual add)
         // and gate|up (its norm and SwiGLU) as llm.matvec steps (the last
-        // layer past its attention has one row: take_last).
+        // layer past its attention has one row: take_last). Qwen3's QKV
+        // keeps its RoPE apart (its q/k norms come between).
         EXPECT_GE(groupedProducts, 2 * cfg.model.numLayers);
-        EXPECT_EQ(groupedRope, cfg.model.numLayers);
+        EXPECT_EQ(groupedRope, cfg.model.qkNorm ? 0 : cfg.model.numLayers);
         EXPECT_GE(groupedFolds, 2);
       } else {
         EXPECT_EQ(mmaProducts, 0);
@@ -298,11 +299,20 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
           cfg.model.intermediateSize % run == 0 && cfg.model.qDim() % run == 0) {
         EXPECT_EQ(gemms, 0);
         EXPECT_EQ(products, 4 * cfg.model.numLayers + 1);
-        EXPECT_EQ(ropeEpilogues, cfg.model.numLayers);
-        for (const Step &st : ep.steps)
+        // Qwen3's q/k norms come between the QKV product and RoPE: the
+        // product, the two norms, then one rope_kv_write a layer.
+        const bool qkNorm = cfg.model.qkNorm;
+        EXPECT_EQ(ropeEpilogues, qkNorm ? 0 : cfg.model.numLayers);
+        int64_t headNorms = 0, ropeWrites = 0;
+        for (const Step &st : ep.steps) {
+          headNorms += st.kind() == OpKind::headRmsNorm;
+          ropeWrites += st.kind() == OpKind::ropeKVWrite;
           for (OpKind k : {OpKind::rmsNorm, OpKind::addRmsNorm, OpKind::add, OpKind::fusedFFN,
-                           OpKind::linear, OpKind::logits, OpKind::ropeKVWrite})
+                           OpKind::linear, OpKind::logits})
             EXPECT_NE(st.kind(), k) << "step " << st.name() << " was not folded into a matvec";
+        }
+        EXPECT_EQ(headNorms, qkNorm ? 2 * cfg.model.numLayers : 0);
+        EXPECT_EQ(ropeWrites, qkNorm ? cfg.model.numLayers : 0);
       }
     }
     EXPECT_EQ(out.plan.memoryBill().workspaceBytes, 0) << "before addCudaCode";

@@ -74,6 +74,11 @@ const Shape kShapes[] = {
     {"qwen2-bias", "architecture = \"qwen2\"\nnum_heads = 4\nnum_kv_heads = 2\n"
                    "tie_word_embeddings = true\n",
      "max_seq_len = 48\n"},
+    // Qwen3: heads of 24, wider than hidden_size / num_heads (16), each query
+    // and key head normalized before RoPE.
+    {"qwen3-qk-norm", "architecture = \"qwen3\"\nnum_heads = 4\nnum_kv_heads = 2\nhead_dim = 24\n"
+                      "tie_word_embeddings = true\n",
+     "max_seq_len = 48\n"},
     {"llama3-rope", "architecture = \"llama\"\nnum_heads = 4\nnum_kv_heads = 2\n"
                     "[model.rope]\ntheta = 500000.0\ntype = \"llama3\"\nfactor = 8.0\n"
                     "low_freq_factor = 1.0\nhigh_freq_factor = 4.0\n"

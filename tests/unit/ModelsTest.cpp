@@ -34,6 +34,8 @@ const Known kModels[] = {
     {"llama-3.1-8b.toml", 8030261248},
     {"tinyllama-1.1b.toml", 1100048384},
     {"qwen2.5-0.5b.toml", 494032768},
+    // 440,467,456 without the embedding: the model card's "0.44B non-embedding".
+    {"qwen3-0.6b.toml", 596049920},
     {"smollm2-135m.toml", 134515008},
     {"mistral-7b-v0.3.toml", 7248023552},
     {"stories110m.toml", 109529856},

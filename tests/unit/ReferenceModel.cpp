@@ -75,6 +75,15 @@ Vec rmsnorm(const Vec &x, const Vec &g, double eps) {
   return y;
 }
 
+/// RMSNorm of each `headDim`-wide head of `x` with the one weight `g`.
+void headNorm(Vec &x, const Vec &g, int64_t headDim, double eps) {
+  for (size_t h = 0; h < x.size(); h += size_t(headDim)) {
+    Vec head = rmsnorm(Vec(x.begin() + std::ptrdiff_t(h), x.begin() + std::ptrdiff_t(h) + headDim),
+                       g, eps);
+    std::copy(head.begin(), head.end(), x.begin() + std::ptrdiff_t(h));
+  }
+}
+
 /// RoPE on adjacent pairs, with Llama 3's or linear frequency scaling and
 /// explicit per-pair divisors (a GGUF's rope_freqs).
 void rope(Vec &x, int64_t pos, int64_t headDim, const RopeSpec &r) {
@@ -129,6 +138,10 @@ std::vector<double> ReferenceModel::logits(const std::vector<int32_t> &tokens) c
           K[size_t(t)][size_t(i)] += w(p + "attention.bk")[size_t(i)];
           V[size_t(t)][size_t(i)] += w(p + "attention.bv")[size_t(i)];
         }
+      if (m.qkNorm) { // Qwen3: each head normalized on its own, before RoPE
+        headNorm(Q[size_t(t)], w(p + "attention.q_norm"), D, m.rmsNormEps);
+        headNorm(K[size_t(t)], w(p + "attention.k_norm"), D, m.rmsNormEps);
+      }
       rope(Q[size_t(t)], t, D, m.rope);
       rope(K[size_t(t)], t, D, m.rope);
     }

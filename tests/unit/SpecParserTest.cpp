@@ -580,6 +580,7 @@ TEST(HFConfig, MatchesTheTomlSpecs) {
       {"llama-3.2-1b", "llama-3.2-1b.toml"},
       {"llama-3.1-8b", "llama-3.1-8b.toml"},
       {"qwen2.5-0.5b", "qwen2.5-0.5b.toml"},
+      {"qwen3-0.6b", "qwen3-0.6b.toml"},
       {"mistral-7b-v0.3", "mistral-7b-v0.3.toml"},
       {"smollm2-135m", "smollm2-135m.toml"},
   };

@@ -130,6 +130,17 @@ ModelSpec smallSpec(bool qwen) {
   return m;
 }
 
+/// Qwen3's shape: no biases, q/k norms, heads of 16 on a hidden size of 32
+/// with 4 heads.
+ModelSpec qwen3Spec() {
+  ModelSpec m = smallSpec(true);
+  m.architecture = Architecture::qwen3;
+  m.attentionBias = false;
+  m.qkNorm = true;
+  m.headDim = 16;
+  return m;
+}
+
 //===----------------------------------------------------------------------===//
 // Half-precision conversion
 //===----------------------------------------------------------------------===//
@@ -500,6 +511,8 @@ std::string hfNameOf(const std::string &canonical) {
       {"attention.bq", "self_attn.q_proj.bias"},
       {"attention.bk", "self_attn.k_proj.bias"},
       {"attention.bv", "self_attn.v_proj.bias"},
+      {"attention.q_norm", "self_attn.q_norm.weight"},
+      {"attention.k_norm", "self_attn.k_norm.weight"},
       {"ffn_norm", "post_attention_layernorm.weight"},
       {"feed_forward.w1", "mlp.gate_proj.weight"},
       {"feed_forward.w3", "mlp.up_proj.weight"},
@@ -509,7 +522,8 @@ std::string hfNameOf(const std::string &canonical) {
 }
 
 bool isQK(const std::string &name) {
-  for (const char *s : {".attention.wq", ".attention.wk", ".attention.bq", ".attention.bk"})
+  for (const char *s : {".attention.wq", ".attention.wk", ".attention.bq", ".attention.bk",
+                        ".attention.q_norm", ".attention.k_norm"})
     if (name.size() > std::strlen(s) &&
         name.compare(name.size() - std::strlen(s), std::strlen(s), s) == 0)
       return true;
@@ -558,9 +572,8 @@ void expectSameWeights(const ModelSpec &m, const WeightSource &original, const W
 }
 
 TEST(Safetensors, SingleFileF32RoundTripsWithRopePermutation) {
-  for (bool qwen : {false, true}) {
-    SCOPED_TRACE(qwen ? "qwen2 with q/k/v bias, tied" : "llama with GQA");
-    const ModelSpec m = smallSpec(qwen);
+  for (const ModelSpec &m : {smallSpec(false), smallSpec(true), qwen3Spec()}) {
+    SCOPED_TRACE(m.name + " (" + architectureName(m.architecture) + ")");
     auto original = openWeights("random:7", m);
     ScratchDir dir;
     writeSafetensors(dir.path / "model.safetensors", toHF(m, *original, DType::f32));
@@ -594,6 +607,8 @@ std::string ggufNameOfHf(const std::string &hf) {
       {"self_attn.k_proj.weight", "attn_k.weight"},   {"self_attn.v_proj.weight", "attn_v.weight"},
       {"self_attn.o_proj.weight", "attn_output.weight"}, {"self_attn.q_proj.bias", "attn_q.bias"},
       {"self_attn.k_proj.bias", "attn_k.bias"},       {"self_attn.v_proj.bias", "attn_v.bias"},
+      {"self_attn.q_norm.weight", "attn_q_norm.weight"},
+      {"self_attn.k_norm.weight", "attn_k_norm.weight"},
       {"post_attention_layernorm.weight", "ffn_norm.weight"},
       {"mlp.gate_proj.weight", "ffn_gate.weight"},    {"mlp.up_proj.weight", "ffn_up.weight"},
       {"mlp.down_proj.weight", "ffn_down.weight"},
@@ -601,49 +616,56 @@ std::string ggufNameOfHf(const std::string &hf) {
   return "blk." + layer + "." + names.at(rest);
 }
 
-/// The metadata llama.cpp's converter writes for a qwen2 model `m`.
-kvplan::testing::GgufWriter qwen2GgufHeader(const ModelSpec &m) {
+/// The metadata llama.cpp's converter writes for a qwen2 or qwen3 model `m`
+/// (qwen3: the key and value widths, its heads not hidden_size / num_heads).
+kvplan::testing::GgufWriter qwenGgufHeader(const ModelSpec &m) {
   kvplan::testing::GgufWriter w;
-  w.string("general.architecture", "qwen2");
+  const std::string a = m.architecture == Architecture::qwen3 ? "qwen3" : "qwen2";
+  w.string("general.architecture", a);
   w.string("general.name", "tiny qwen");
-  w.u32("qwen2.block_count", uint32_t(m.numLayers));
-  w.u32("qwen2.context_length", uint32_t(m.maxPositions));
-  w.u32("qwen2.embedding_length", uint32_t(m.hiddenSize));
-  w.u32("qwen2.feed_forward_length", uint32_t(m.intermediateSize));
-  w.u32("qwen2.attention.head_count", uint32_t(m.numHeads));
-  w.u32("qwen2.attention.head_count_kv", uint32_t(m.numKvHeads));
-  w.f32("qwen2.rope.freq_base", float(m.rope.theta));
-  w.f32("qwen2.attention.layer_norm_rms_epsilon", float(m.rmsNormEps));
-  w.u32("qwen2.vocab_size", uint32_t(m.vocabSize));
+  w.u32(a + ".block_count", uint32_t(m.numLayers));
+  w.u32(a + ".context_length", uint32_t(m.maxPositions));
+  w.u32(a + ".embedding_length", uint32_t(m.hiddenSize));
+  w.u32(a + ".feed_forward_length", uint32_t(m.intermediateSize));
+  w.u32(a + ".attention.head_count", uint32_t(m.numHeads));
+  w.u32(a + ".attention.head_count_kv", uint32_t(m.numKvHeads));
+  if (m.architecture == Architecture::qwen3) {
+    w.u32(a + ".attention.key_length", uint32_t(m.headDim));
+    w.u32(a + ".attention.value_length", uint32_t(m.headDim));
+  }
+  w.f32(a + ".rope.freq_base", float(m.rope.theta));
+  w.f32(a + ".attention.layer_norm_rms_epsilon", float(m.rmsNormEps));
+  w.u32(a + ".vocab_size", uint32_t(m.vocabSize));
   w.u32("tokenizer.ggml.eos_token_id", 5);
   w.u32("tokenizer.ggml.eot_token_id", 6);
   return w;
 }
 
-// A qwen2 GGUF is Hugging Face's tensors under llama.cpp's names, its q/k
-// rows (and biases) still in rotate-half order: read, it gives the canonical
-// weights, as the same model's safetensors do.
-TEST(Gguf, Qwen2ReadsAsItsSafetensorsDo) {
-  ModelSpec m = smallSpec(true);
+// A qwen2 or qwen3 GGUF is Hugging Face's tensors under llama.cpp's names,
+// its q/k rows (and biases, and q/k norms) still in rotate-half order: read,
+// it gives the canonical weights, as the same model's safetensors do.
+void expectQwenGgufReads(ModelSpec m) {
   m.rope.theta = 1000000.0;
   m.rmsNormEps = 1e-6;
   auto original = openWeights("random:7", m);
   ScratchDir dir;
   const fs::path p = dir.path / "tiny-qwen.gguf";
-  kvplan::testing::GgufWriter w = qwen2GgufHeader(m);
+  kvplan::testing::GgufWriter w = qwenGgufHeader(m);
   uint64_t qkBytes = 0;
   for (const HFTensor &t : toHF(m, *original, DType::f32)) {
     std::vector<float> v(t.bytes.size() / 4);
     std::memcpy(v.data(), t.bytes.data(), t.bytes.size());
     w.tensor({ggufNameOfHf(t.name), t.shape, v});
-    if (t.name.find("q_proj") != std::string::npos || t.name.find("k_proj") != std::string::npos)
-      qkBytes += t.bytes.size();
+    for (const char *rope : {"q_proj", "k_proj", "q_norm", "k_norm"})
+      if (t.name.find(rope) != std::string::npos) qkBytes += t.bytes.size();
   }
   w.write(p);
 
   ModelConfig cfg = readCheckpointConfig(p.string());
-  EXPECT_EQ(cfg.model.architecture, Architecture::qwen2);
-  EXPECT_TRUE(cfg.model.attentionBias);
+  EXPECT_EQ(cfg.model.architecture, m.architecture);
+  EXPECT_EQ(cfg.model.attentionBias, m.attentionBias);
+  EXPECT_EQ(cfg.model.qkNorm, m.qkNorm);
+  EXPECT_EQ(cfg.model.headDim, m.architecture == Architecture::qwen3 ? m.headDim : 0);
   EXPECT_TRUE(cfg.model.tieWordEmbeddings); // no output.weight
   EXPECT_EQ(cfg.model.numKvHeads, m.numKvHeads);
   EXPECT_EQ(cfg.model.hiddenSize, m.hiddenSize);
@@ -652,15 +674,24 @@ TEST(Gguf, Qwen2ReadsAsItsSafetensorsDo) {
   EXPECT_EQ(cfg.model.eosTokenIds, (std::vector<int64_t>{5, 6}));
   auto read = openWeights(p.string(), m);
   expectSameWeights(m, *original, *read, DType::f32);
-  EXPECT_EQ(read->heldBytes(), qkBytes); // wq, wk, bq, bk reordered copies
+  EXPECT_EQ(read->heldBytes(), qkBytes); // wq, wk, bq, bk, q/k norms: reordered copies
 
   // The rows' order is not the model's business to guess: a llama model
-  // over a qwen2 file is refused.
+  // over a qwen file is refused.
   ModelSpec llama = m;
   llama.architecture = Architecture::llama;
   llama.attentionBias = false;
+  llama.qkNorm = false;
   expectInputError([&] { openWeights(p.string(), llama); },
-                   {p.string(), "architecture qwen2 but the model is llama"});
+                   {p.string(), std::string("architecture ") + architectureName(m.architecture) +
+                                    " but the model is llama"});
+}
+
+TEST(Gguf, QwenReadsAsItsSafetensorsDo) {
+  for (ModelSpec m : {smallSpec(true), qwen3Spec()}) {
+    SCOPED_TRACE(architectureName(m.architecture));
+    expectQwenGgufReads(m);
+  }
 }
 
 // Quantized rows move whole: a Q8_0 q projection of a qwen2 GGUF reads as
@@ -682,7 +713,7 @@ TEST(Gguf, Qwen2QuantizedRowsAreReordered) {
   }
   ScratchDir dir;
   const fs::path p = dir.path / "q8.gguf";
-  kvplan::testing::GgufWriter w = qwen2GgufHeader(m);
+  kvplan::testing::GgufWriter w = qwenGgufHeader(m);
   w.tensor("blk.0.attn_q.weight", {rows, cols}, 8 /* GGML_TYPE_Q8_0 */, blocks);
   w.write(p);
   auto src = openWeights(p.string(), m);
@@ -1028,7 +1059,7 @@ TEST(Gguf, ArchitectureAndRopeScalingAreChecked) {
   const fs::path p = dir.path / "m.gguf";
   writeGguf(p, {{"general.architecture", "gemma"}}, kGgufDims, {});
   expectInputError([&] { readCheckpointConfig(p.string()); },
-                   {p.string(), "'gemma'", "llama and qwen2"});
+                   {p.string(), "'gemma'", "llama, qwen2 and qwen3"});
   expectInputError([&] { openWeights(p.string(), ggufSpec()); }, {p.string(), "'gemma'"});
   writeGguf(p, {{"general.architecture", "llama"}, {"llama.rope.scaling.type", "yarn"}},
             kGgufDims, {});

@@ -120,12 +120,12 @@ void printHuman(const Artifact &a) {
   std::printf("artifact  %s (format %u, kvplan %s, git %s)\n", a.path().c_str(),
               a.formatVersion(), p.kvplanVersion.c_str(), p.gitHash.c_str());
   std::printf("model     %s: %s, %lld layers, hidden %lld, %lld heads (%lld KV) x %lld, "
-              "ffn %lld, vocab %lld%s%s\n",
+              "ffn %lld, vocab %lld%s%s%s\n",
               m.name.c_str(), architectureName(m.architecture), (long long)m.numLayers,
               (long long)m.hiddenSize, (long long)m.numHeads, (long long)m.numKvHeads,
               (long long)m.headDim, (long long)m.intermediateSize, (long long)m.vocabSize,
               m.tieWordEmbeddings ? ", tied embeddings" : "",
-              m.attentionBias ? ", q/k/v bias" : "");
+              m.attentionBias ? ", q/k/v bias" : "", m.qkNorm ? ", q/k norm" : "");
   std::printf("rope      %s\n", ropeLine(m.rope).c_str());
   std::printf("settings  target %s, weights %s, KV cache %s, max batch %lld, max seq %lld, "
               "prefill chunk %lld, page %lld tokens, kv pages %lld%s%s\n",

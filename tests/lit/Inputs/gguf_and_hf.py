@@ -6,9 +6,10 @@ and as a Hugging Face folder (config.json, model.safetensors, the
 tokenizer.json). Both must run token for token alike.
 
 usage: gguf_and_hf.py ARCH TOKENIZER_JSON PRE GGUF_OUT HF_DIR
-  ARCH: llama or qwen2; PRE: tokenizer.ggml.pre ("llama-bpe", "qwen2").
+  ARCH: llama, qwen2 (q/k/v biases) or qwen3 (heads twice hidden_size /
+  num_heads wide, q/k norms); PRE: tokenizer.ggml.pre ("llama-bpe", "qwen2").
   tokenizer.ggml.add_bos_token is true for llama (as Llama 3's GGUFs have
-  it), false for qwen2.
+  it), false for the others.
 """
 import json
 import os
@@ -19,7 +20,7 @@ import sys
 from array import array
 
 arch, tokenizer_path, pre, gguf_out, hf_dir = sys.argv[1:6]
-qwen = arch == "qwen2"
+qwen = arch in ("qwen2", "qwen3")
 add_bos = not qwen
 
 tok = json.load(open(tokenizer_path, encoding="utf-8"))
@@ -44,7 +45,8 @@ else:
     bos, eos = special["<|begin_of_text|>"], special["<|eot_id|>"]
 
 hidden, ffn, layers, heads, kv_heads = 32, 64, 2, 4, 2
-head_dim = hidden // heads
+head_dim = hidden // heads * (2 if arch == "qwen3" else 1)
+q_dim, kv_dim = heads * head_dim, kv_heads * head_dim
 theta, eps = (1000000.0, 1e-6) if qwen else (500000.0, 1e-5)
 rng = random.Random(11)
 
@@ -59,22 +61,25 @@ for l in range(layers):
     p = "model.layers.%d." % l
     hf += [
         (p + "input_layernorm.weight", [hidden], rand(hidden, 0.2)),
-        (p + "self_attn.q_proj.weight", [heads * head_dim, hidden], rand(hidden * hidden, 0.5)),
-        (p + "self_attn.k_proj.weight", [kv_heads * head_dim, hidden],
-         rand(kv_heads * head_dim * hidden, 0.5)),
-        (p + "self_attn.v_proj.weight", [kv_heads * head_dim, hidden],
-         rand(kv_heads * head_dim * hidden, 0.5)),
-        (p + "self_attn.o_proj.weight", [hidden, heads * head_dim], rand(hidden * hidden, 0.5)),
+        (p + "self_attn.q_proj.weight", [q_dim, hidden], rand(q_dim * hidden, 0.5)),
+        (p + "self_attn.k_proj.weight", [kv_dim, hidden], rand(kv_dim * hidden, 0.5)),
+        (p + "self_attn.v_proj.weight", [kv_dim, hidden], rand(kv_dim * hidden, 0.5)),
+        (p + "self_attn.o_proj.weight", [hidden, q_dim], rand(q_dim * hidden, 0.5)),
         (p + "post_attention_layernorm.weight", [hidden], rand(hidden, 0.2)),
         (p + "mlp.gate_proj.weight", [ffn, hidden], rand(ffn * hidden, 0.5)),
         (p + "mlp.up_proj.weight", [ffn, hidden], rand(ffn * hidden, 0.5)),
         (p + "mlp.down_proj.weight", [hidden, ffn], rand(ffn * hidden, 0.5)),
     ]
-    if qwen:
+    if arch == "qwen2":
         hf += [
-            (p + "self_attn.q_proj.bias", [heads * head_dim], rand(heads * head_dim, 0.5)),
-            (p + "self_attn.k_proj.bias", [kv_heads * head_dim], rand(kv_heads * head_dim, 0.5)),
-            (p + "self_attn.v_proj.bias", [kv_heads * head_dim], rand(kv_heads * head_dim, 0.5)),
+            (p + "self_attn.q_proj.bias", [q_dim], rand(q_dim, 0.5)),
+            (p + "self_attn.k_proj.bias", [kv_dim], rand(kv_dim, 0.5)),
+            (p + "self_attn.v_proj.bias", [kv_dim], rand(kv_dim, 0.5)),
+        ]
+    if arch == "qwen3":
+        hf += [
+            (p + "self_attn.q_norm.weight", [head_dim], rand(head_dim, 0.2)),
+            (p + "self_attn.k_norm.weight", [head_dim], rand(head_dim, 0.2)),
         ]
 # Norms near 1, as trained ones are.
 hf = [(n, s, array("f", (1 + x for x in d)) if n.endswith("norm.weight") else d) for n, s, d in hf]
@@ -94,7 +99,9 @@ with open(os.path.join(hf_dir, "model.safetensors"), "wb") as f:
     for _, _, data in hf:
         f.write(data.tobytes())
 config = {
-    "model_type": arch, "architectures": ["Qwen2ForCausalLM" if qwen else "LlamaForCausalLM"],
+    "model_type": arch,
+    "architectures": [{"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
+                       "qwen3": "Qwen3ForCausalLM"}[arch]],
     "hidden_size": hidden, "intermediate_size": ffn, "num_hidden_layers": layers,
     "num_attention_heads": heads, "num_key_value_heads": kv_heads, "vocab_size": n_vocab,
     "max_position_embeddings": 256, "rms_norm_eps": eps, "rope_theta": theta,
@@ -103,6 +110,8 @@ config = {
 }
 if qwen:
     config["use_sliding_window"] = False
+if arch == "qwen3":
+    config.update({"head_dim": head_dim, "attention_bias": False, "sliding_window": None})
 json.dump(config, open(os.path.join(hf_dir, "config.json"), "w"))
 shutil.copy(tokenizer_path, os.path.join(hf_dir, "tokenizer.json"))
 
@@ -120,6 +129,8 @@ def gguf_name(hf_name):
         "self_attn.k_proj.weight": "attn_k.weight", "self_attn.v_proj.weight": "attn_v.weight",
         "self_attn.o_proj.weight": "attn_output.weight", "self_attn.q_proj.bias": "attn_q.bias",
         "self_attn.k_proj.bias": "attn_k.bias", "self_attn.v_proj.bias": "attn_v.bias",
+        "self_attn.q_norm.weight": "attn_q_norm.weight",
+        "self_attn.k_norm.weight": "attn_k_norm.weight",
         "post_attention_layernorm.weight": "ffn_norm.weight",
         "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
         "mlp.down_proj.weight": "ffn_down.weight"}[rest])
@@ -163,6 +174,9 @@ for key, v in [("block_count", layers), ("context_length", 256), ("embedding_len
                ("feed_forward_length", ffn), ("attention.head_count", heads),
                ("attention.head_count_kv", kv_heads)]:
     u32(arch + "." + key, v)
+if arch == "qwen3":
+    u32(arch + ".attention.key_length", head_dim)
+    u32(arch + ".attention.value_length", head_dim)
 f32(arch + ".rope.freq_base", theta)
 f32(arch + ".attention.layer_norm_rms_epsilon", eps)
 kv("tokenizer.ggml.model", 8, gstr("gpt2"))
