@@ -5,6 +5,7 @@
 // handler writes each token as a server-sent event as soon as it arrives.
 #include "server/HttpServer.h"
 #include "server/HttpConnection.h"
+#include "server/Reasoning.h"
 #include "server/ToolCalls.h"
 
 #include "runtime/Scheduler.h"
@@ -219,6 +220,7 @@ struct StreamState {
   std::vector<int64_t> sent; // per choice: bytes of its text sent so far
   size_t finished = 0;       // choices whose finish chunk went
   std::vector<ToolCallReader> readers; // per choice, with tools: its calls
+  std::vector<ReasoningReader> thoughts; // per choice, for a thinking model: its reasoning
   std::vector<std::string> stop;       // the request's, for stop_reason
   std::vector<int32_t> stopTokenIds;
 
@@ -257,6 +259,16 @@ struct StreamState {
       j["choices"][0]["logprobs"] = logprobsJson(head.chat, {*e->logprobs}, {text},
                                                  sent[index], tokenText);
     sent[index] += int64_t(text.size());
+    return sseEvent(j);
+  }
+
+  /// A chunk of choice `index`'s reasoning: a delta of "reasoning_content".
+  std::string reasoningChunk(size_t index, const std::string &reasoning) {
+    json j = streamChunk(head, int64_t(index), "", first[index] != 0, std::nullopt, includeUsage);
+    first[index] = 0;
+    json &delta = j["choices"][0]["delta"];
+    delta.erase("content");
+    delta["reasoning_content"] = reasoning;
     return sseEvent(j);
   }
 };
@@ -320,6 +332,9 @@ struct Server::Impl {
   mutable std::shared_ptr<const JsonVocabulary> jsonVocab;
   ServerOptions opts;
   ChatTemplate chat = ChatTemplate::none;
+  // The model thinks in <think>...</think> (both are tokens of its
+  // vocabulary), and its chat answers are split (ServerOptions).
+  bool thinks = false, splitsReasoning = false;
   Scheduler sched;
   Metrics metrics;
   std::unique_ptr<LimitedHttpServer> server; // made once opts are final
@@ -359,6 +374,10 @@ Server::Impl::Impl(Engine &e, const Tokenizer *t, ServerOptions o)
   if (opts.modelName.empty()) opts.modelName = e.plan().model.name;
   chat = opts.chatTemplate ? *opts.chatTemplate
                            : detectChatTemplate(t, e.plan().model.architecture);
+  thinks = t && chat == ChatTemplate::chatml &&
+           t->specialTokenId(ReasoningReader::kOpen) >= 0 &&
+           t->specialTokenId(ReasoningReader::kClose) >= 0;
+  splitsReasoning = thinks && opts.separateReasoning;
   // A stream writes an event per token: without this, Nagle's algorithm
   // holds a write back until the client acknowledges the last one, which
   // a delayed ACK can put off for 40 ms.
@@ -546,6 +565,9 @@ std::vector<int32_t> Server::Impl::promptOf(const ApiRequest &a) const {
     const bool tools = a.toolChoice != ToolChoice::none;
     std::vector<ChatPiece> pieces =
         renderChat(chat, a.messages, tools ? a.tools : std::vector<ToolFunction>());
+    // Qwen3's template without thinking: an empty thought, already closed.
+    if (thinks && a.enableThinking == false)
+      pieces.push_back({ChatPiece::text, "<think>\n\n</think>\n\n"});
     if (forcedCall(a)) pieces.push_back({ChatPiece::text, forcedCallPrefix(chat)});
     return tokenizeChat(*tokenizer, pieces);
   }
@@ -752,17 +774,26 @@ void Server::Impl::reply(const ApiRequest &a, const ResponseHead &h,
   for (size_t i = 0; i < answers.size(); ++i) {
     const ChoiceAnswer &c = answers[i];
     json choice;
+    ReasoningReader::Split split{"", c.text};
+    if (a.chat && splitsReasoning) {
+      ReasoningReader thought;
+      split = thought.feed(c.text);
+      ReasoningReader::Split rest = thought.finish();
+      split.reasoning += rest.reasoning;
+      split.content += rest.content;
+    }
     if (a.chat && a.toolChoice != ToolChoice::none) {
       ToolCallReader reader(chat, a);
-      std::string content = reader.feed(c.text);
+      std::string content = reader.feed(split.content);
       ToolCallReader::Result calls = reader.finish();
       content += calls.content;
       choice = calls.calls.empty()
                    ? completionChoice(h, int64_t(i), content, finishName(c.last.reason))
                    : toolCallChoice(h, int64_t(i), content, calls.calls, "tool_calls");
     } else {
-      choice = completionChoice(h, int64_t(i), echo + c.text, finishName(c.last.reason));
+      choice = completionChoice(h, int64_t(i), echo + split.content, finishName(c.last.reason));
     }
+    if (!split.reasoning.empty()) choice["message"]["reasoning_content"] = split.reasoning;
     choice["stop_reason"] = stopReason(a.stop, a.stopTokenIds, c.last);
     if (a.returnTokenIds) choice["token_ids"] = c.ids;
     const TokenText text = [this](int32_t id) { return tokenText(id); };
@@ -807,6 +838,7 @@ void Server::Impl::stream(const ApiRequest &a, const ResponseHead &h,
   s->sent.assign(p->choices.size(), 0);
   if (a.chat && a.toolChoice != ToolChoice::none)
     s->readers.assign(p->choices.size(), ToolCallReader(chat, a));
+  if (a.chat && splitsReasoning) s->thoughts.assign(p->choices.size(), ReasoningReader());
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
@@ -840,9 +872,18 @@ bool Server::Impl::streamSome(StreamState &s, httplib::DataSink &sink) {
       if (s.done) break;
       continue;
     }
-    // With tools, text that may be a call is held until the choice ends.
-    const std::string text = s.readers.empty() ? e.text : s.readers[index].feed(e.text);
-    if (text.empty() && !s.readers.empty() && !s.tokenIds && !e.logprobs) continue;
+    // Reasoning goes apart; with tools, text that may be a call is held
+    // until the choice ends.
+    std::string piece = e.text;
+    if (!s.thoughts.empty()) {
+      ReasoningReader::Split split = s.thoughts[index].feed(e.text);
+      if (!split.reasoning.empty()) out += s.reasoningChunk(index, split.reasoning);
+      piece = split.content;
+    }
+    const std::string text = s.readers.empty() ? piece : s.readers[index].feed(piece);
+    if (text.empty() && (!s.readers.empty() || !s.thoughts.empty()) && !s.tokenIds &&
+        !e.logprobs)
+      continue;
     out += s.chunk(index, text, std::nullopt, &e);
   }
   // (Nothing to write when every event's text was held: a write of no
@@ -865,8 +906,15 @@ std::string Server::Impl::finishEvents(StreamState &s, size_t index, const Token
     return out + kSseDone;
   }
   std::string text = e.text, finish = finishName(e.reason);
+  if (!s.thoughts.empty()) { // the held reasoning, or a tag that never completed
+    ReasoningReader::Split split = s.thoughts[index].feed(e.text);
+    ReasoningReader::Split rest = s.thoughts[index].finish();
+    if (!(split.reasoning + rest.reasoning).empty())
+      out += s.reasoningChunk(index, split.reasoning + rest.reasoning);
+    text = split.content + rest.content;
+  }
   if (!s.readers.empty()) { // the held text: calls, or content after all
-    text = s.readers[index].feed(e.text);
+    text = s.readers[index].feed(text);
     ToolCallReader::Result r = s.readers[index].finish();
     text += r.content;
     if (!r.calls.empty()) {
@@ -1026,6 +1074,7 @@ void Server::start(const std::string &host, int port) {
 int Server::port() const { return impl->boundPort; }
 const std::string &Server::modelName() const { return impl->opts.modelName; }
 ChatTemplate Server::chatTemplate() const { return impl->chat; }
+bool Server::separatesReasoning() const { return impl->splitsReasoning; }
 const Metrics &Server::metrics() const { return impl->metrics; }
 
 void Server::stop() {

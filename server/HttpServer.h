@@ -48,6 +48,10 @@ struct ServerOptions {
   /// Preflight requests (OPTIONS) are answered without the API key.
   std::vector<std::string> allowedOrigins;
   std::optional<ChatTemplate> chatTemplate; // unset: detectChatTemplate()
+  /// A thinking model's (one whose vocabulary has <think> and </think>)
+  /// chat answers: its <think>...</think> as "reasoning_content" beside the
+  /// content (vLLM's and llama.cpp's field), or false: all of it content.
+  bool separateReasoning = true;
   size_t maxBodyBytes = size_t(8) << 20;    // larger bodies get 413
   HttpLimits limits;
   bool logRequests = true;    // one line per generation request on stderr
@@ -76,6 +80,8 @@ public:
   int port() const;
   const std::string &modelName() const;
   ChatTemplate chatTemplate() const;
+  /// Whether chat answers' <think>...</think> go to "reasoning_content".
+  bool separatesReasoning() const;
   const Metrics &metrics() const;
 
   /// Stops: new requests get 503, requests in flight are cancelled and

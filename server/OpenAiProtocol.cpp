@@ -579,6 +579,32 @@ void parseTools(const Fields &f, const std::string &body, ApiRequest &r) {
 
 } // namespace
 
+namespace {
+
+/// chat_template_kwargs: kvplan's templates are built in, and the one
+/// argument they take is enable_thinking (a model without thinking ignores
+/// it, as its Jinja template would).
+std::optional<bool> parseTemplateKwargs(const Fields &f) {
+  const json *k = f.get("chat_template_kwargs");
+  if (!k) return std::nullopt;
+  if (!k->is_object())
+    throw badField("chat_template_kwargs", "chat_template_kwargs must be an object");
+  std::optional<bool> thinking;
+  for (const auto &[key, v] : k->items()) {
+    if (key != "enable_thinking")
+      throw badField("chat_template_kwargs",
+                     "chat_template_kwargs." + key + " is not offered: kvplan's chat templates "
+                     "are built in and take only enable_thinking");
+    if (!v.is_boolean())
+      throw badField("chat_template_kwargs",
+                     "chat_template_kwargs.enable_thinking must be true or false");
+    thinking = v.get<bool>();
+  }
+  return thinking;
+}
+
+} // namespace
+
 ApiRequest parseChatRequest(const std::string &body) {
   const json j = parseBody(body);
   ApiRequest r;
@@ -600,6 +626,7 @@ ApiRequest parseChatRequest(const std::string &body) {
     r.logprobs = t->get<int64_t>();
   }
   parseTools(f, body, r);
+  r.enableThinking = parseTemplateKwargs(f);
   return r;
 }
 

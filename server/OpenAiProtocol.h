@@ -104,6 +104,10 @@ struct ApiRequest {
   ToolChoice toolChoice = ToolChoice::none;
   std::string toolName;
   bool parallelToolCalls = true;
+  // Chat: chat_template_kwargs {"enable_thinking": false} (vLLM's and
+  // SGLang's way to ask Qwen3 for an answer without thinking); unset: the
+  // template's default (thinking).
+  std::optional<bool> enableThinking;
 };
 
 /// The most choices one request may ask for (OpenAI's limit).

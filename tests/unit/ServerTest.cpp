@@ -1527,3 +1527,138 @@ TEST(ServerLimits, ChunkedBodiesAreHeldToTheBodyLimit) {
   EXPECT_EQ(res->status, 413);
   EXPECT_EQ(r.client().Get("/health")->status, 200);
 }
+
+namespace {
+
+/// A byte-level BPE tokenizer.json without merges: byte b is token b (as
+/// GPT-2's byte-to-character map writes it), then ChatML's tokens and
+/// Qwen3's <think> and </think> (added, not special, as Qwen3 has them).
+std::string thinkingTokenizerJson() {
+  json vocab = json::object();
+  int extra = 0;
+  for (int b = 0; b < 256; ++b) {
+    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
+    const int cp = printable ? b : 256 + extra++;
+    std::string c;
+    if (cp < 0x80) {
+      c += char(cp);
+    } else {
+      c += char(0xC0 | (cp >> 6));
+      c += char(0x80 | (cp & 0x3F));
+    }
+    vocab[c] = b;
+  }
+  json added = json::array();
+  const std::vector<std::pair<std::string, bool>> tokens = {
+      {"<|im_start|>", true}, {"<|im_end|>", true}, {"<think>", false}, {"</think>", false}};
+  for (size_t i = 0; i < tokens.size(); ++i)
+    added.push_back({{"id", 256 + int(i)}, {"content", tokens[i].first},
+                     {"special", tokens[i].second}, {"normalized", false}});
+  return json{{"added_tokens", added},
+              {"pre_tokenizer", {{"type", "ByteLevel"}, {"use_regex", false}}},
+              {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}}}}
+      .dump();
+}
+
+constexpr int32_t kThink = 258, kEndThink = 259;
+
+/// The answer the ids spell, split as a Qwen3 reasoning parser does: after
+/// a leading <think>, the text up to </think> (newlines right inside the
+/// tags dropped) is reasoning and what follows (leading newlines dropped)
+/// content; without a leading <think>, all content.
+std::pair<std::string, std::string> thoughtAndAnswer(const std::vector<int32_t> &ids) {
+  std::string reasoning, content;
+  int state = ids.empty() || ids[0] != kThink ? 2 : 0; // 0 before </think>, 2 after
+  for (size_t i = state == 0 ? 1 : 0; i < ids.size(); ++i) {
+    if (state == 0 && ids[i] == kEndThink) {
+      state = 1;
+      continue;
+    }
+    const std::string t = ids[i] == kThink      ? "<think>"
+                          : ids[i] == kEndThink ? "</think>"
+                                                : std::string(1, char(ids[i]));
+    (state == 0 ? reasoning : content) += t;
+  }
+  while (!reasoning.empty() && reasoning.front() == '\n') reasoning.erase(reasoning.begin());
+  if (state != 0)
+    while (!reasoning.empty() && reasoning.back() == '\n') reasoning.pop_back();
+  if (state == 1)
+    while (!content.empty() && content.front() == '\n') content.erase(content.begin());
+  return {reasoning, content};
+}
+
+} // namespace
+
+// A thinking model's answers: drawn from <think>, </think>, "a" and a
+// newline, each seed's reasoning_content and content are what its ids
+// spell, split by the parser's rule; streamed, the deltas add up to the
+// same. chat_template_kwargs enable_thinking false puts Qwen3's empty
+// thought in the prompt.
+TEST(ServerReasoning, ThoughtsGoToReasoningContent) {
+  TinyModel m;
+  m.tok = loadTokenizer("hf-bpe", thinkingTokenizerJson());
+  Running r({}, m);
+  ASSERT_TRUE(r.srv.separatesReasoning());
+  int split = 0; // answers that thought and then answered
+  for (int seed = 1; seed <= 24; ++seed) {
+    SCOPED_TRACE(seed);
+    json body = {{"messages", {{{"role", "user"}, {"content", "hi"}}}},
+                 {"max_tokens", 16},
+                 {"temperature", 1},
+                 {"seed", seed},
+                 {"allowed_token_ids", {kThink, kEndThink, 'a', '\n'}},
+                 // The random model seldom starts with <think>: a nudge.
+                 {"logit_bias", {{std::to_string(kThink), 3}}},
+                 {"return_token_ids", true}};
+    auto res = post(r, "/v1/chat/completions", body);
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 200) << res->body;
+    const json c = json::parse(res->body)["choices"][0];
+    const auto [reasoning, content] = thoughtAndAnswer(c["token_ids"].get<std::vector<int32_t>>());
+    EXPECT_EQ(c["message"].value("reasoning_content", ""), reasoning);
+    EXPECT_EQ(c["message"]["content"], content);
+    const std::vector<int32_t> ids = c["token_ids"].get<std::vector<int32_t>>();
+    split += !ids.empty() && ids[0] == kThink &&
+             std::find(ids.begin() + 1, ids.end(), kEndThink) != ids.end();
+    Stream s = postStream(r, "/v1/chat/completions", body);
+    std::string streamed;
+    for (const json &e : s.events)
+      if (e.contains("choices") && !e["choices"].empty())
+        streamed += e["choices"][0]["delta"].value("reasoning_content", "");
+    EXPECT_EQ(streamed, reasoning);
+    EXPECT_EQ(s.text, content);
+    EXPECT_EQ(s.ids, c["token_ids"].get<std::vector<int32_t>>());
+  }
+  EXPECT_GE(split, 3) << "too few answers both thought and answered to test the split";
+
+  json plain = {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 1}};
+  json noThinking = plain;
+  noThinking["chat_template_kwargs"] = {{"enable_thinking", false}};
+  auto a = post(r, "/v1/chat/completions", plain), b = post(r, "/v1/chat/completions", noThinking);
+  ASSERT_TRUE(a && b);
+  ASSERT_EQ(b->status, 200) << b->body;
+  // "<think>\n\n</think>\n\n": <think>, two newlines, </think>, two newlines.
+  EXPECT_EQ(json::parse(b->body)["usage"]["prompt_tokens"].get<int>(),
+            json::parse(a->body)["usage"]["prompt_tokens"].get<int>() + 6);
+  json bad = plain;
+  bad["chat_template_kwargs"] = {{"add_vision_id", true}};
+  auto e = post(r, "/v1/chat/completions", bad);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->status, 400);
+  EXPECT_EQ(json::parse(e->body)["error"]["param"], "chat_template_kwargs") << e->body;
+
+  // --reasoning-format none: all of it content.
+  server::ServerOptions o;
+  o.separateReasoning = false;
+  Running all(o, m);
+  EXPECT_FALSE(all.srv.separatesReasoning());
+  json body = {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 8},
+               {"allowed_token_ids", {kThink}}, {"return_token_ids", true}};
+  auto res = post(all, "/v1/chat/completions", body);
+  ASSERT_TRUE(res);
+  const json c = json::parse(res->body)["choices"][0];
+  EXPECT_FALSE(c["message"].contains("reasoning_content"));
+  std::string eight;
+  for (int i = 0; i < 8; ++i) eight += "<think>";
+  EXPECT_EQ(c["message"]["content"], eight);
+}

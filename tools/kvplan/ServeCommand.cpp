@@ -23,6 +23,7 @@ struct ServeOptions {
   std::string host = "127.0.0.1";
   int port = 8000;
   std::string modelName, apiKey, chatTemplate;
+  std::string reasoningFormat = "separate";
   std::vector<std::string> allowedOrigins; // --allowed-origins (CORS)
   int64_t maxQueue = 256;
   int threads = 0;
@@ -106,6 +107,7 @@ server::ServerOptions serverOptions(const ServeOptions &o) {
   s.apiKey = o.apiKey;
   s.allowedOrigins = checkOrigins(o.allowedOrigins);
   s.logRequests = !o.quiet;
+  s.separateReasoning = o.reasoningFormat == "separate";
   if (!o.chatTemplate.empty()) {
     s.chatTemplate = server::parseChatTemplate(o.chatTemplate);
     if (!s.chatTemplate)
@@ -168,9 +170,10 @@ int runServe(const ServeOptions &o, bool verbose) {
   std::printf("kvplan serve: listening on http://%s%s%s:%d (model %s)\n", v6 ? "[" : "",
               o.host.c_str(), v6 ? "]" : "", srv.port(), srv.modelName().c_str());
   std::fflush(stdout);
-  std::fprintf(stderr, "kvplan serve: %s; chat template %s; context %lld tokens, max_batch "
+  std::fprintf(stderr, "kvplan serve: %s; chat template %s%s; context %lld tokens, max_batch "
                "%lld, %lld KV pages\n",
                engine.executor().describe().c_str(), server::chatTemplateName(srv.chatTemplate()),
+               srv.separatesReasoning() ? " (<think> as reasoning_content)" : "",
                (long long)engine.maxSeqLen(), (long long)engine.maxBatch(),
                (long long)engine.pages().size());
   describeServing(r, engine);
@@ -234,6 +237,10 @@ void addServeCommand(CLI::App &app, const GlobalOptions &global, Action &action)
   cmd->add_option("--chat-template", o->chatTemplate,
                   std::string("Chat template: ") + server::kChatTemplateNames +
                       " (default: from the tokenizer's special tokens)");
+  cmd->add_option("--reasoning-format", o->reasoningFormat,
+                  "A thinking model's (Qwen3's) <think>...</think> in chat answers: separate "
+                  "(as reasoning_content beside the content) or none (all content)")
+      ->check(CLI::IsMember({"separate", "none"}));
   addExecFlags(cmd, o->threads, o->noGraphs);
   cmd->add_flag("--no-prefix-cache", o->noPrefixCache,
                 "Keep no KV-cache pages for reuse by later prompts");

@@ -1,0 +1,99 @@
+// ReasoningReader: a thinking model's answer split into reasoning and
+// content, whole or in any pieces, against the rule written out here.
+#include "server/Reasoning.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+#include <string>
+#include <vector>
+
+using kvplan::server::ReasoningReader;
+
+namespace {
+
+std::string trimNewlines(std::string s, bool front, bool back) {
+  while (front && !s.empty() && s.front() == '\n') s.erase(s.begin());
+  while (back && !s.empty() && s.back() == '\n') s.pop_back();
+  return s;
+}
+
+/// The rule: an answer that starts with <think> has reasoning up to
+/// </think> (newlines right inside the tags dropped; without </think>, all
+/// the rest, its trailing newlines kept) and content after it (its leading
+/// newlines dropped); any other answer is content.
+std::pair<std::string, std::string> expected(const std::string &text) {
+  const std::string open = "<think>", close = "</think>";
+  if (text.compare(0, open.size(), open) != 0) return {"", text};
+  const std::string rest = text.substr(open.size());
+  const size_t end = rest.find(close);
+  if (end == std::string::npos) return {trimNewlines(rest, true, false), ""};
+  return {trimNewlines(rest.substr(0, end), true, true),
+          trimNewlines(rest.substr(end + close.size()), true, false)};
+}
+
+/// `text` fed in pieces at `cuts`, then finished.
+std::pair<std::string, std::string> read(const std::string &text, std::vector<size_t> cuts) {
+  ReasoningReader r;
+  std::string reasoning, content;
+  size_t at = 0;
+  cuts.push_back(text.size());
+  for (size_t c : cuts) {
+    ReasoningReader::Split s = r.feed(text.substr(at, c - at));
+    reasoning += s.reasoning;
+    content += s.content;
+    at = c;
+  }
+  ReasoningReader::Split s = r.finish();
+  return {reasoning + s.reasoning, content + s.content};
+}
+
+} // namespace
+
+TEST(Reasoning, ThoughtsAndAnswerSplitAsTheRuleSaysInAnyPieces) {
+  const std::vector<std::string> answers = {
+      "<think>\nLet me see.\n\nIt is 4.\n</think>\n\nThe answer is 4.",
+      "<think>\n\n</think>\n\nNo thinking asked for.",
+      "<think>cut before the end\n\n",
+      "<think></think>x",
+      "<think>\n</thin>k\n</think>",
+      "The answer, no thought.",
+      "<thin and not a tag",
+      "<think",
+      "",
+      "\n<think>a leading newline: not a thought</think>",
+      "<think>two</think>\n<think>the second is content</think>",
+      "<think>\n</think</think>\n\n\nafter",
+      "<think>é 🚀\n</think>\n中文",
+  };
+  std::mt19937 rng(7);
+  for (const std::string &a : answers) {
+    SCOPED_TRACE(a);
+    const auto want = expected(a);
+    EXPECT_EQ(read(a, {}), want);
+    for (size_t c = 0; c <= a.size(); ++c) EXPECT_EQ(read(a, {c}), want) << "cut at " << c;
+    for (int trial = 0; trial < 50; ++trial) {
+      std::vector<size_t> cuts;
+      for (size_t c = 0; c < a.size(); ++c)
+        if (rng() % 3 == 0) cuts.push_back(c);
+      EXPECT_EQ(read(a, cuts), want);
+    }
+    std::vector<size_t> everyByte;
+    for (size_t c = 0; c < a.size(); ++c) everyByte.push_back(c);
+    EXPECT_EQ(read(a, everyByte), want);
+  }
+}
+
+TEST(Reasoning, NothingIsHeldThatCannotBecomeATag) {
+  ReasoningReader r;
+  EXPECT_EQ(r.feed("<thi").content, "");
+  ReasoningReader::Split s = r.feed("nk>Hmm.\n");
+  EXPECT_EQ(s.reasoning, "Hmm."); // the newline may end the reasoning: held
+  s = r.feed("\nMore</th");
+  EXPECT_EQ(s.reasoning, "\n\nMore");
+  s = r.feed("ink>\n\nDone");
+  EXPECT_EQ(s.reasoning, "");
+  EXPECT_EQ(s.content, "Done");
+  ReasoningReader plain;
+  EXPECT_EQ(plain.feed("Hello <think>").content, "Hello <think>");
+}
