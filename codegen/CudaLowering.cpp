@@ -200,6 +200,22 @@ public:
       k = arena(*op.key);
       v = arena(*op.value);
     }
+    if (op.qNorm) { // Qwen3's q/k norms first, each head of the row on its own
+      const DType nt = weightType(*op.qNorm);
+      if (weightType(*op.kNorm) != nt) unsupported("q_norm and k_norm differ in type");
+      const std::string name = specs.wrapper(
+          "rope_norm_qkv_write_" + std::string(dtypeName(kv.dtype)) + "_" + dtypeName(nt) +
+              dims({qcols, kv.kvHeads, hd, kv.pageSize, kv.pages}) + (op.packed() ? "_packed" : ""),
+          128,
+          "kvplan::ropeNormQkvWrite<" + kvType + ", " + cudaType(nt) + ", " + num(qcols) + ", " +
+              num(kv.kvHeads) + ", " + num(hd) + ", " + num(kv.pageSize) + ", " + num(kv.pages) +
+              "LL, " + num(qs) + ", " + num(ks) + ", 128>(a)");
+      kernel(name, {op.query.rows(), 1, 1}, 128, 0, op.query,
+             {q, k, v, arena(op.rotatedQuery), cache(), positions, table,
+              specs.ropeTable(op.rope), weightRef(*op.qNorm), weightRef(*op.kNorm)},
+             {op.layer, tableStride}, {*op.normEps});
+      return;
+    }
     const std::string name = specs.wrapper(
         "rope_qkv_write_" + std::string(dtypeName(kv.dtype)) +
             dims({qcols, kv.kvHeads, hd, kv.pageSize, kv.pages}) + (op.packed() ? "_packed" : ""),

@@ -386,6 +386,10 @@ LogicalResult RopeKVWriteOp::verify() {
     return failure();
   if (bool(getKey()) != bool(getValue()))
     return emitOpError() << "takes keys and values together, or neither (packed in the query rows)";
+  if (bool(getQNorm()) != bool(getKNorm()) || bool(getQNorm()) != bool(getNormEps()))
+    return emitOpError() << "takes q_norm, k_norm and norm_eps together, or none of them";
+  if (getNormEps() && !(getNormEps()->convertToDouble() > 0))
+    return emitOpError() << "norm_eps must be positive";
   if (isPacked()) {
     if (cols(getQuery()) != qcols + 2 * kvCols)
       return emitOpError() << "packed rows must be the " << qcols << " query columns and 2 x "

@@ -435,6 +435,10 @@ def LLM_RopeKVWriteOp : LLM_Op<"rope_kv_write", [
     the one result of a fused QKV product, so that the product is one matrix
     product at any row count instead of one per part.
 
+    With `q_norm`, `k_norm` and `norm_eps` (Qwen3's), each query and key
+    head is first normalized as `llm.head_rms_norm` does, with `q_norm`'s
+    and `k_norm`'s `head_dim` weights: the two norms the pass folded in.
+
     Example:
     ```mlir
     %qr, %c1 = llm.rope_kv_write %q, %k, %v into %cache[%page_table] at %positions {head_dim = 32 : i64, layer = 0 : i64, theta = 1.000000e+04 : f64} : (tensor<1x256xf32>, tensor<1x128xf32>, tensor<1x128xf32>), !llm.kv_cache<layers = 4, pages = 32, page_size = 16, kv_heads = 4, head_dim = 32, element_type = f32>, tensor<1x32xi32>, tensor<1xi32> -> tensor<1x256xf32>
@@ -446,7 +450,9 @@ def LLM_RopeKVWriteOp : LLM_Op<"rope_kv_write", [
                        LLM_KVCache:$cache, LLM_PageTable:$page_table, LLM_Ids:$positions,
                        I64Attr:$head_dim, F64Attr:$theta,
                        OptionalAttr<LLM_RopeScalingAttr>:$scaling,
-                       OptionalAttr<DenseF64ArrayAttr>:$freq_factors, I64Attr:$layer);
+                       OptionalAttr<DenseF64ArrayAttr>:$freq_factors, I64Attr:$layer,
+                       OptionalAttr<FlatSymbolRefAttr>:$q_norm,
+                       OptionalAttr<FlatSymbolRefAttr>:$k_norm, OptionalAttr<F64Attr>:$norm_eps);
   let results = (outs LLM_Activations:$rotated_query, LLM_KVCache:$result);
   let assemblyFormat = [{
     $query (`,` $key^ `,` $value)? `into` $cache `[` $page_table `]` `at` $positions attr-dict

@@ -217,6 +217,9 @@ struct RopeKVWriteEpilogue : public OpRewritePattern<llm::RopeKVWriteOp> {
 
   LogicalResult matchAndRewrite(llm::RopeKVWriteOp write,
                                 PatternRewriter &rewriter) const override {
+    // Qwen3's q/k norms need whole heads: not a matrix-vector warp's pair.
+    if (write.getQNorm())
+      return rewriter.notifyMatchFailure(write, "the write normalizes q/k heads first");
     Operation *product = write.getSoleProducer();
     std::optional<MatVecParts> p = product ? partsOf(product, maxRows) : std::nullopt;
     if (!p || p->swiglu || p->addend)

@@ -1,5 +1,6 @@
 // --fuse-rope-kv-write: llm.rope of the queries, llm.rope of the keys and
-// the llm.kv_cache_write of the rotated keys -> one llm.rope_kv_write; the
+// the llm.kv_cache_write of the rotated keys -> one llm.rope_kv_write (with
+// the llm.head_rms_norm of each, Qwen3's q/k norms, folded in too); the
 // three results of a fused QKV llm.linear that only it reads -> one packed
 // result.
 #include "passes/Passes.h"
@@ -44,6 +45,18 @@ llm::RopeOp queryRope(llm::KVCacheWriteOp write, llm::RopeOp keys) {
   return {};
 }
 
+/// The q and k norms before the two ropes, when both are llm.head_rms_norm
+/// read by their rope alone, with one eps: they fold into the write.
+std::optional<std::pair<llm::HeadRMSNormOp, llm::HeadRMSNormOp>> headNorms(llm::RopeOp q,
+                                                                         llm::RopeOp k) {
+  auto qn = q.getInput().getDefiningOp<llm::HeadRMSNormOp>();
+  auto kn = k.getInput().getDefiningOp<llm::HeadRMSNormOp>();
+  if (!qn || !kn || !qn->hasOneUse() || !kn->hasOneUse() || qn.getEps() != kn.getEps() ||
+      qn.getHeadDim() != q.getHeadDim() || kn.getHeadDim() != k.getHeadDim())
+    return std::nullopt;
+  return std::pair{qn, kn};
+}
+
 struct FuseRopeIntoCacheWrite : public OpRewritePattern<llm::KVCacheWriteOp> {
   using OpRewritePattern::OpRewritePattern;
 
@@ -59,14 +72,23 @@ struct FuseRopeIntoCacheWrite : public OpRewritePattern<llm::KVCacheWriteOp> {
       return rewriter.notifyMatchFailure(write, "no attention reads queries rotated alike");
     rewriter.setInsertionPoint(write);
     Location loc = rewriter.getFusedLoc({queries.getLoc(), keys.getLoc(), write.getLoc()});
+    auto norms = headNorms(queries, keys);
+    Value q = norms ? norms->first.getInput() : queries.getInput();
+    Value k = norms ? norms->second.getInput() : keys.getInput();
     auto op = rewriter.create<llm::RopeKVWriteOp>(
-        loc, queries.getType(), write.getType(), queries.getInput(), keys.getInput(),
-        write.getValue(), write.getCache(), write.getPageTable(), write.getPositions(),
-        queries.getHeadDimAttr(), queries.getThetaAttr(), queries.getScalingAttr(),
-        queries.getFreqFactorsAttr(), write.getLayerAttr());
+        loc, queries.getType(), write.getType(), q, k, write.getValue(), write.getCache(),
+        write.getPageTable(), write.getPositions(), queries.getHeadDimAttr(),
+        queries.getThetaAttr(), queries.getScalingAttr(), queries.getFreqFactorsAttr(),
+        write.getLayerAttr(), norms ? norms->first.getWeightAttr() : FlatSymbolRefAttr(),
+        norms ? norms->second.getWeightAttr() : FlatSymbolRefAttr(),
+        norms ? norms->first.getEpsAttr() : FloatAttr());
     rewriter.replaceOp(queries, op.getRotatedQuery());
     rewriter.replaceOp(write, op.getResult());
     rewriter.eraseOp(keys);
+    if (norms) {
+      rewriter.eraseOp(norms->first);
+      rewriter.eraseOp(norms->second);
+    }
     return success();
   }
 };
@@ -102,7 +124,8 @@ struct PackQKV : public OpRewritePattern<llm::RopeKVWriteOp> {
         write.getLoc(), write.getRotatedQuery().getType(), write.getResult().getType(),
         packed.getResult(0), Value(), Value(), write.getCache(), write.getPageTable(),
         write.getPositions(), write.getHeadDimAttr(), write.getThetaAttr(),
-        write.getScalingAttr(), write.getFreqFactorsAttr(), write.getLayerAttr());
+        write.getScalingAttr(), write.getFreqFactorsAttr(), write.getLayerAttr(),
+        write.getQNormAttr(), write.getKNormAttr(), write.getNormEpsAttr());
     rewriter.replaceOp(write, op.getResults());
     rewriter.eraseOp(product);
     return success();

@@ -107,16 +107,24 @@ template <typename R, typename V> void visitRopeFields(R &rope, V &v) {
   v.optionalAttr("scaling", rope.scaling);
   v.optionalAttr("freq_factors", rope.freqFactors);
 }
-/// The fields, from the cache on, of an op that rotates queries and writes
-/// rotated keys into the cache (rope_kv_write, matvec_rope_kv_write).
-template <typename Self, typename V> void visitRopeIntoCacheFields(Self &s, V &v) {
+/// The arguments from the cache to the layer of an op that rotates queries
+/// and writes rotated keys into the cache (rope_kv_write,
+/// matvec_rope_kv_write)...
+template <typename Self, typename V> void visitRopeIntoCacheArgs(Self &s, V &v) {
   v.operand("cache", s.cache, OperandClass::cache);
   v.operand("page_table", s.pageTable, OperandClass::pageTable);
   v.operand("positions", s.positions, OperandClass::ids);
   visitRopeFields(s.rope, v);
   v.attr("layer", s.layer);
+}
+/// ... and its results.
+template <typename Self, typename V> void visitRopeIntoCacheResults(Self &s, V &v) {
   v.result("rotated_query", s.rotatedQuery, OperandClass::activations);
   v.result("result", s.result, OperandClass::cache);
+}
+template <typename Self, typename V> void visitRopeIntoCacheFields(Self &s, V &v) {
+  visitRopeIntoCacheArgs(s, v);
+  visitRopeIntoCacheResults(s, v);
 }
 
 /// The weight, input, bias and norm prologue of a matvec op (matvec,
@@ -334,11 +342,18 @@ struct RopeKVWriteOp {
   Operand cache, pageTable, positions, rotatedQuery, result;
   RopeParams rope;
   int64_t layer = 0;
+  // Qwen3's q/k norms, folded in: all three or none.
+  std::optional<std::string> qNorm, kNorm;
+  std::optional<double> normEps;
   template <typename Self, typename V> static void visitFields(Self &s, V &v) {
     v.operand("query", s.query, OperandClass::activations);
     v.optionalOperand("key", s.key, OperandClass::activations);
     v.optionalOperand("value", s.value, OperandClass::activations);
-    visitRopeIntoCacheFields(s, v);
+    visitRopeIntoCacheArgs(s, v);
+    v.optionalWeight("q_norm", s.qNorm);
+    v.optionalWeight("k_norm", s.kNorm);
+    v.optionalAttr("norm_eps", s.normEps);
+    visitRopeIntoCacheResults(s, v);
   }
   bool packed() const { return !key; }
 };

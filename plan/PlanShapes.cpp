@@ -274,6 +274,13 @@ void StepShapes::operator()(const RopeKVWriteOp &op) {
   const int64_t kvCols = kv.kvHeads * kv.headDim;
   if (op.key.has_value() != op.value.has_value())
     fail("has keys without values, or values without keys (or neither: packed in 'query')");
+  if (op.qNorm.has_value() != op.kNorm.has_value() ||
+      op.qNorm.has_value() != op.normEps.has_value())
+    fail("has some of q_norm, k_norm and norm_eps, which come together or not at all");
+  if (op.qNorm) {
+    normWeight(*op.qNorm, op.rope.headDim);
+    normWeight(*op.kNorm, op.rope.headDim);
+  }
   if (op.packed()) {
     shape("query", op.query, {ep.rows, op.rotatedQuery.cols() + 2 * kvCols},
           "the rotated queries' columns, then the keys' and the values' side by side, " +

@@ -1743,6 +1743,59 @@ __device__ void ropeQkvWrite(const KvArgs &a) {
       reinterpret_cast<C *>(a.p[4]), a.i[1], pos, page, a.p[7]);
 }
 
+/// ropeQkvWrite with Qwen3's q/k norms first: each query and key head of
+/// the row scaled by 1 / rms(head) and its norm's weight (as headRmsNorm),
+/// then rotated; one row per block of BLOCK threads, a warp per head for the
+/// sums.  p: q, k, v, q out, cache, positions, page table, cos/sin table,
+/// q norm, k norm.  i: -, layer, page-table stride.  d: eps.
+template <class C, class W, int QCOLS, int KVH, int HD, int PS, long long PAGES, int QS, int KS,
+          int BLOCK>
+__device__ void ropeNormQkvWrite(const KvArgs &a) {
+  constexpr int QH = QCOLS / HD, HEADS = QH + KVH;
+  static_assert(QCOLS % HD == 0 && HD % 2 == 0 && BLOCK % 32 == 0, "whole heads of pairs");
+  __shared__ float inv[HEADS];
+  const int r = blockIdx.x, lane = threadIdx.x % 32;
+  const float *q = reinterpret_cast<const float *>(a.p[0]) + (long long)r * QS;
+  const float *k = reinterpret_cast<const float *>(a.p[1]) + (long long)r * KS;
+  for (int h = threadIdx.x / 32; h < HEADS; h += BLOCK / 32) {
+    const float *x = h < QH ? q + h * HD : k + (h - QH) * HD;
+    float ss = 0;
+    for (int d = lane; d < HD; d += 32) ss += x[d] * x[d];
+    ss = warpSum(ss);
+    if (lane == 0) inv[h] = rmsInv(ss, HD, a.d[0]);
+  }
+  __syncthreads();
+  const int pos = reinterpret_cast<const int *>(a.p[5])[r];
+  const W *qw = reinterpret_cast<const W *>(a.p[8]), *kw = reinterpret_cast<const W *>(a.p[9]);
+  float *qout = reinterpret_cast<float *>(a.p[3]) + (long long)r * QCOLS;
+  for (int idx = threadIdx.x; idx < QCOLS / 2; idx += BLOCK) {
+    const int h = idx / (HD / 2), i = idx % (HD / 2);
+    float a0 = q[h * HD + 2 * i] * inv[h] * ld(qw[2 * i]);
+    float b0 = q[h * HD + 2 * i + 1] * inv[h] * ld(qw[2 * i + 1]);
+    if (pos >= 0) ropeRotate(a0, b0, ropeCosSin<HD>(a.p[7], pos)[i]);
+    qout[h * HD + 2 * i] = a0;
+    qout[h * HD + 2 * i + 1] = b0;
+  }
+  if (pos < 0) return;
+  const int page = reinterpret_cast<const int *>(a.p[6])[r * a.i[2] + pos / PS];
+  const float *v = reinterpret_cast<const float *>(a.p[2]) + (long long)r * KS;
+  C *cache = reinterpret_cast<C *>(a.p[4]);
+  const int slot = pos % PS;
+  for (int idx = threadIdx.x; idx < KVH * HD / 2; idx += BLOCK) {
+    const int h = idx / (HD / 2), i = idx % (HD / 2);
+    float a0 = k[h * HD + 2 * i] * inv[QH + h] * ld(kw[2 * i]);
+    float b0 = k[h * HD + 2 * i + 1] * inv[QH + h] * ld(kw[2 * i + 1]);
+    ropeRotate(a0, b0, ropeCosSin<HD>(a.p[7], pos)[i]);
+    C *dst = cache + cacheOffset<C, KVH, HD, PS, PAGES>(a.i[1], 0, page, h, slot);
+    dst[2 * i] = st<C>(a0);
+    dst[2 * i + 1] = st<C>(b0);
+  }
+  for (int idx = threadIdx.x; idx < KVH * HD; idx += BLOCK) {
+    const int h = idx / HD, d = idx % HD;
+    cache[cacheOffset<C, KVH, HD, PS, PAGES>(a.i[1], 1, page, h, slot) + d] = st<C>(v[idx]);
+  }
+}
+
 /// Row r's position and the (cos, sin) that rotate feature pair (j, j + 1)
 /// of a QKV product there: the table's for a query or key pair at a position
 /// >= 0 (values and padding rows are not rotated).
