@@ -201,29 +201,36 @@ template <class W, class O, int COLS, int BLOCK> __device__ void embedding(const
   for (int c = threadIdx.x; c < COLS; c += BLOCK) out[c] = st<O>(ld(src[c]));
 }
 
-/// out[r] = x[r] / rms(x[r]) * w.  p: x, w, out.  d: eps.
-template <class W, class O, int COLS, int BLOCK> __device__ void rmsNorm(const KvArgs &a) {
-  constexpr int PER = (COLS + BLOCK - 1) / BLOCK;
-  __shared__ float sh[32];
-  const int r = blockIdx.x;
-  const float *x = reinterpret_cast<const float *>(a.p[0]) + (long long)r * COLS;
-  const W *w = reinterpret_cast<const W *>(a.p[1]);
-  O *out = reinterpret_cast<O *>(a.p[2]) + (long long)r * COLS;
+/// out = x / rms(x) * w for one row of N floats, by one block of BLOCK
+/// threads (`sh`: the block's 32 floats of shared memory for the sum).
+template <class W, class O, int N, int BLOCK>
+__device__ __forceinline__ void normRow(const float *x, const W *w, O *out, double eps,
+                                        float *sh) {
+  constexpr int PER = (N + BLOCK - 1) / BLOCK;
   float v[PER];
   float ss = 0;
 #pragma unroll
   for (int k = 0; k < PER; ++k) {
     const int c = threadIdx.x + k * BLOCK;
-    v[k] = c < COLS ? x[c] : 0.0f;
+    v[k] = c < N ? x[c] : 0.0f;
     ss += v[k] * v[k];
   }
   ss = blockSum<BLOCK>(ss, sh);
-  const float inv = rmsInv(ss, COLS, a.d[0]);
+  const float inv = rmsInv(ss, N, eps);
 #pragma unroll
   for (int k = 0; k < PER; ++k) {
     const int c = threadIdx.x + k * BLOCK;
-    if (c < COLS) out[c] = st<O>(v[k] * inv * ld(w[c]));
+    if (c < N) out[c] = st<O>(v[k] * inv * ld(w[c]));
   }
+}
+
+/// out[r] = x[r] / rms(x[r]) * w.  p: x, w, out.  d: eps.
+template <class W, class O, int COLS, int BLOCK> __device__ void rmsNorm(const KvArgs &a) {
+  __shared__ float sh[32];
+  const long long at = (long long)blockIdx.x * COLS;
+  normRow<W, O, COLS, BLOCK>(reinterpret_cast<const float *>(a.p[0]) + at,
+                             reinterpret_cast<const W *>(a.p[1]),
+                             reinterpret_cast<O *>(a.p[2]) + at, a.d[0], sh);
 }
 
 /// out[r, h] = x[r, h] / rms(x[r, h]) * w for each HD-wide head h of a row
@@ -231,27 +238,11 @@ template <class W, class O, int COLS, int BLOCK> __device__ void rmsNorm(const K
 /// head.  p: x, w (HD), out.  d: eps.
 template <class W, class O, int COLS, int HD, int BLOCK>
 __device__ void headRmsNorm(const KvArgs &a) {
-  constexpr int PER = (HD + BLOCK - 1) / BLOCK;
   __shared__ float sh[32];
   const long long at = (long long)blockIdx.x * COLS + (long long)blockIdx.y * HD;
-  const float *x = reinterpret_cast<const float *>(a.p[0]) + at;
-  const W *w = reinterpret_cast<const W *>(a.p[1]);
-  O *out = reinterpret_cast<O *>(a.p[2]) + at;
-  float v[PER];
-  float ss = 0;
-#pragma unroll
-  for (int k = 0; k < PER; ++k) {
-    const int c = threadIdx.x + k * BLOCK;
-    v[k] = c < HD ? x[c] : 0.0f;
-    ss += v[k] * v[k];
-  }
-  ss = blockSum<BLOCK>(ss, sh);
-  const float inv = rmsInv(ss, HD, a.d[0]);
-#pragma unroll
-  for (int k = 0; k < PER; ++k) {
-    const int c = threadIdx.x + k * BLOCK;
-    if (c < HD) out[c] = st<O>(v[k] * inv * ld(w[c]));
-  }
+  normRow<W, O, HD, BLOCK>(reinterpret_cast<const float *>(a.p[0]) + at,
+                           reinterpret_cast<const W *>(a.p[1]),
+                           reinterpret_cast<O *>(a.p[2]) + at, a.d[0], sh);
 }
 
 /// residual[r] = a[r] + b[r]; normed[r] = rmsNorm(residual[r]).
