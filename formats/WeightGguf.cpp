@@ -228,9 +228,11 @@ ModelConfig configFromGguf(const GgufFile &g) {
     cfg.given.insert(field);
     return *v;
   };
-  // Qwen2's q/k/v products have biases (attn_q.bias, ...); Qwen3 normalizes
-  // each query and key head (attn_q_norm, attn_k_norm).
-  m.attentionBias = m.architecture == Architecture::qwen2;
+  // Qwen2's q/k/v products have biases (attn_q.bias, ...), and so do the
+  // "llamafied" Qwen models written as llama (llama.cpp's llama reads the
+  // biases where the file has them); Qwen3 normalizes each query and key
+  // head (attn_q_norm, attn_k_norm).
+  m.attentionBias = m.architecture == Architecture::qwen2 || g.tensor("blk.0.attn_q.bias");
   m.qkNorm = m.architecture == Architecture::qwen3;
   m.name = g.string("general.name").value_or(std::filesystem::path(g.path()).stem().string());
   m.hiddenSize = required("embedding_length", "model.hidden_size");

@@ -616,11 +616,12 @@ std::string ggufNameOfHf(const std::string &hf) {
   return "blk." + layer + "." + names.at(rest);
 }
 
-/// The metadata llama.cpp's converter writes for a qwen2 or qwen3 model `m`
-/// (qwen3: the key and value widths, its heads not hidden_size / num_heads).
-kvplan::testing::GgufWriter qwenGgufHeader(const ModelSpec &m) {
+/// The metadata llama.cpp's converter writes for a model `m` of
+/// architecture llama, qwen2 or qwen3 (qwen3: the key and value widths, its
+/// heads not hidden_size / num_heads).
+kvplan::testing::GgufWriter ggufHeader(const ModelSpec &m) {
   kvplan::testing::GgufWriter w;
-  const std::string a = m.architecture == Architecture::qwen3 ? "qwen3" : "qwen2";
+  const std::string a = architectureName(m.architecture);
   w.string("general.architecture", a);
   w.string("general.name", "tiny qwen");
   w.u32(a + ".block_count", uint32_t(m.numLayers));
@@ -650,7 +651,7 @@ void expectQwenGgufReads(ModelSpec m) {
   auto original = openWeights("random:7", m);
   ScratchDir dir;
   const fs::path p = dir.path / "tiny-qwen.gguf";
-  kvplan::testing::GgufWriter w = qwenGgufHeader(m);
+  kvplan::testing::GgufWriter w = ggufHeader(m);
   uint64_t qkBytes = 0;
   for (const HFTensor &t : toHF(m, *original, DType::f32)) {
     std::vector<float> v(t.bytes.size() / 4);
@@ -696,6 +697,27 @@ TEST(Gguf, QwenReadsAsItsSafetensorsDo) {
 
 // Quantized rows move whole: a Q8_0 q projection of a qwen2 GGUF reads as
 // the canonical rows, dequantized here from the blocks as written.
+// A Qwen model written as architecture llama ("llamafied": its q/k rows
+// reordered as for any llama file, its q/k/v biases kept): the biases are
+// read, as llama.cpp's llama reads them where a file has them.
+TEST(Gguf, ALlamaFileWithBiasesKeepsThem) {
+  ModelSpec m = smallSpec(true);
+  m.architecture = Architecture::llama;
+  auto original = openWeights("random:3", m);
+  ScratchDir dir;
+  const fs::path p = dir.path / "llamafied.gguf";
+  kvplan::testing::GgufWriter w = ggufHeader(m);
+  for (const WeightDecl &d : weightTable(m))
+    w.tensor({ggufNameOfHf(hfNameOf(d.name)), d.shape, toF32(original->tensor(d.name, d.shape))});
+  w.write(p);
+  ModelConfig cfg = readCheckpointConfig(p.string());
+  EXPECT_EQ(cfg.model.architecture, Architecture::llama);
+  EXPECT_TRUE(cfg.model.attentionBias);
+  auto read = openWeights(p.string(), m);
+  expectSameWeights(m, *original, *read, DType::f32);
+  EXPECT_EQ(read->heldBytes(), 0u); // a llama file's rows are read in place
+}
+
 TEST(Gguf, Qwen2QuantizedRowsAreReordered) {
   ModelSpec m = smallSpec(true);
   const int64_t rows = m.qDim(), cols = m.hiddenSize, half = m.headDim / 2;
@@ -713,7 +735,7 @@ TEST(Gguf, Qwen2QuantizedRowsAreReordered) {
   }
   ScratchDir dir;
   const fs::path p = dir.path / "q8.gguf";
-  kvplan::testing::GgufWriter w = qwenGgufHeader(m);
+  kvplan::testing::GgufWriter w = ggufHeader(m);
   w.tensor("blk.0.attn_q.weight", {rows, cols}, 8 /* GGML_TYPE_Q8_0 */, blocks);
   w.write(p);
   auto src = openWeights(p.string(), m);
