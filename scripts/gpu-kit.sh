@@ -198,6 +198,7 @@ if ((do_artifacts)); then
     # model fits a MiB: each entry point's first kernels ask for all of it).
     "tiny-bf16-l2|models/tiny.toml|--dtype bf16 --l2-prefetch 1"
     "qwen-like-bf16|tests/data/gpu/qwen-like.toml|--dtype bf16"
+    "qwen3-like-bf16|tests/data/gpu/qwen3-like.toml|--dtype bf16"
     "mha-llama3-f16|tests/data/gpu/mha-llama3.toml|--dtype f16"
     "tiny-int8|models/tiny.toml|--dtype int8"
     "tiny-int8-batch1|models/tiny.toml|--dtype int8 --max-batch 1"
