@@ -151,7 +151,7 @@ LogicalResult HeadRMSNormOp::verify() {
 }
 
 LogicalResult HeadRMSNormOp::verifySymbolUses(SymbolTableCollection &symbols) {
-  return verifyWeight(*this, symbols, getWeightAttr(), {getHeadDim()}, "scale");
+  return verifyWeight(*this, symbols, getWeightAttr(), {int64_t(getHeadDim())}, "scale");
 }
 
 LogicalResult AddRMSNormOp::verify() {
