@@ -60,7 +60,9 @@ const std::vector<PreTokenizerFamily> &families() {
        splitThenBytes("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
                       "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"),
        /*ignoreMerges=*/true, /*addBos=*/true},
-      {{"qwen2"},
+      // DeepSeek-R1's Qwen distills keep Qwen2.5's vocabulary and pattern
+      // (llama.cpp reads "deepseek-r1-qwen" as "qwen2").
+      {{"qwen2", "deepseek-r1-qwen"},
        {{"type", "NFC"}},
        splitThenBytes("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
                       "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"),

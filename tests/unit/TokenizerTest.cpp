@@ -763,6 +763,13 @@ TEST(GgufBpe, QwenVocabularyMatchesHuggingFaceVectors) {
             loadTokenizerFile(json)->encode("[PAD151900]", false));
   const std::vector<int32_t> eos = tok->eosIds();
   EXPECT_NE(std::find(eos.begin(), eos.end(), 151645), eos.end());
+  // DeepSeek-R1's Qwen distills: Qwen's vocabulary under pre
+  // "deepseek-r1-qwen" (which llama.cpp reads as "qwen2"), BOS added.
+  const fs::path r1 = dir / "r1.gguf";
+  writeGgufBpe(r1, json, {"deepseek-r1-qwen", 151936, 151643, 151643, true});
+  auto distill = loadTokenizerFile(r1.string());
+  EXPECT_EQ(distill->bosId(), 151643);
+  expectTokenizerMeetsVectors(*distill, "tokenizer-vectors/ggml-vocab-qwen2.gguf", nfc);
 }
 
 /// A GGUF of a four-token BPE vocabulary ("a", "b", "ab", and control
