@@ -10,6 +10,7 @@
 #include "runtime/JsonSchema.h"
 #include "server/ChatTemplate.h"
 #include "server/OpenAiProtocol.h"
+#include "server/Reasoning.h"
 #include "server/ToolCalls.h"
 
 using namespace kvplan;
@@ -23,7 +24,8 @@ void readAnswer(const server::ApiRequest &r, const std::string &answer) {
       if (!s.push(uint8_t(c))) break;
   }
   if (!r.chat) return;
-  for (server::ChatTemplate t : {server::ChatTemplate::chatml, server::ChatTemplate::llama3}) {
+  for (server::ChatTemplate t : {server::ChatTemplate::chatml, server::ChatTemplate::qwen3,
+                                 server::ChatTemplate::llama3}) {
     try {
       server::renderChat(t, r.messages, r.tools);
       if (r.toolChoice == server::ToolChoice::required ||
@@ -36,12 +38,18 @@ void readAnswer(const server::ApiRequest &r, const std::string &answer) {
     for (size_t i = 0; i < answer.size(); i += 3) reader.feed(answer.substr(i, 3));
     reader.finish();
   }
+  for (bool opened : {false, true}) { // a thinking model's answer, in pieces
+    server::ReasoningReader thought(opened);
+    for (size_t i = 0; i < answer.size(); i += 2) thought.feed(answer.substr(i, 2));
+    thought.finish();
+  }
 }
 
 void renderTokenize(const server::TokenizeRequest &r) {
   if (r.prompt) return;
-  for (server::ChatTemplate t : {server::ChatTemplate::chatml, server::ChatTemplate::llama3,
-                                 server::ChatTemplate::llama2, server::ChatTemplate::mistral}) {
+  using server::ChatTemplate;
+  for (ChatTemplate t : {ChatTemplate::chatml, ChatTemplate::qwen3, ChatTemplate::deepseek_r1,
+                         ChatTemplate::llama3, ChatTemplate::llama2, ChatTemplate::mistral}) {
     try {
       server::renderChat(t, r.messages, r.tools);
     } catch (const server::ApiError &e) {

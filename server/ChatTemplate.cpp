@@ -6,7 +6,17 @@
 
 namespace kvplan::server {
 
-const char *const kChatTemplateNames = "llama2, llama3, chatml, mistral, none";
+namespace {
+// DeepSeek's markers are written with fullwidth bars (U+FF5C) and, in
+// begin/end of sentence, U+2581 for the spaces.
+const char *const kDeepSeekBos = "<\uFF5Cbegin\u2581of\u2581sentence\uFF5C>";
+const char *const kDeepSeekEos = "<\uFF5Cend\u2581of\u2581sentence\uFF5C>";
+const char *const kDeepSeekUser = "<\uFF5CUser\uFF5C>";
+const char *const kDeepSeekAssistant = "<\uFF5CAssistant\uFF5C>";
+} // namespace
+
+const char *const kChatTemplateNames =
+    "llama2, llama3, chatml, qwen3, deepseek-r1, mistral, none";
 
 const char *chatTemplateName(ChatTemplate t) {
   switch (t) {
@@ -14,6 +24,8 @@ const char *chatTemplateName(ChatTemplate t) {
   case ChatTemplate::llama2: return "llama2";
   case ChatTemplate::llama3: return "llama3";
   case ChatTemplate::chatml: return "chatml";
+  case ChatTemplate::qwen3: return "qwen3";
+  case ChatTemplate::deepseek_r1: return "deepseek-r1";
   case ChatTemplate::mistral: return "mistral";
   }
   return "?";
@@ -21,7 +33,8 @@ const char *chatTemplateName(ChatTemplate t) {
 
 std::optional<ChatTemplate> parseChatTemplate(const std::string &name) {
   for (ChatTemplate t : {ChatTemplate::none, ChatTemplate::llama2, ChatTemplate::llama3,
-                         ChatTemplate::chatml, ChatTemplate::mistral})
+                         ChatTemplate::chatml, ChatTemplate::qwen3, ChatTemplate::deepseek_r1,
+                         ChatTemplate::mistral})
     if (name == chatTemplateName(t)) return t;
   return std::nullopt;
 }
@@ -29,12 +42,26 @@ std::optional<ChatTemplate> parseChatTemplate(const std::string &name) {
 ChatTemplate detectChatTemplate(const Tokenizer *tok, Architecture architecture) {
   if (tok) {
     auto has = [&](const char *piece) { return tok->specialTokenId(piece) >= 0; };
+    if (has(kDeepSeekUser) && has(kDeepSeekAssistant)) return ChatTemplate::deepseek_r1;
     if (has("<|start_header_id|>") && has("<|eot_id|>")) return ChatTemplate::llama3;
-    if (has("<|im_start|>") && has("<|im_end|>")) return ChatTemplate::chatml;
+    if (has("<|im_start|>") && has("<|im_end|>"))
+      return has("<think>") && has("</think>") ? ChatTemplate::qwen3 : ChatTemplate::chatml;
     if (has("[INST]")) return ChatTemplate::mistral; // Mistral's v3 tokenizer
   }
   if (architecture == Architecture::mistral && tok) return ChatTemplate::mistral;
   return ChatTemplate::none;
+}
+
+bool chatTemplateThinks(ChatTemplate t) {
+  return t == ChatTemplate::qwen3 || t == ChatTemplate::deepseek_r1;
+}
+
+bool chatTemplateOpensThought(ChatTemplate t) { return t == ChatTemplate::deepseek_r1; }
+
+std::string noThinkingSuffix(ChatTemplate t) {
+  if (t == ChatTemplate::qwen3) return "<think>\n\n</think>\n\n";
+  if (t == ChatTemplate::deepseek_r1) return "\n</think>\n\n"; // after its "<think>\n"
+  return "";
 }
 
 namespace {
@@ -192,13 +219,58 @@ std::string chatMlToolsSystem(const std::string &system, const std::vector<ToolF
              "<function-name>, \"arguments\": <args-json-object>}\n</tool_call>";
 }
 
+/// Where Qwen3's template stops leaving out thoughts: the last user message
+/// that is not a tool's result written by hand (<tool_response>...), or the
+/// last message when there is none.
+size_t lastQuery(const std::vector<ChatMessage> &m) {
+  auto wrapped = [](const std::string &c) {
+    const std::string open = "<tool_response>", close = "</tool_response>";
+    return c.compare(0, open.size(), open) == 0 && c.size() >= close.size() &&
+           c.compare(c.size() - close.size(), close.size(), close) == 0;
+  };
+  for (size_t i = m.size(); i-- > 0;)
+    if (m[i].role == "user" && !wrapped(m[i].content)) return i;
+  return m.size() - 1;
+}
+
+std::string stripNewlines(std::string s, bool front, bool back) {
+  if (back) s.erase(s.find_last_not_of('\n') + 1);
+  if (front) s.erase(0, std::min(s.find_first_not_of('\n'), s.size()));
+  return s;
+}
+
+/// Qwen3's assistant message m[i]: its thought as the template writes it
+/// back (after the last user query, or ending the conversation; else none),
+/// and its content without the thought.
+struct Qwen3Answer {
+  std::string thought, content;
+};
+Qwen3Answer qwen3Answer(const std::vector<ChatMessage> &m, size_t i, size_t query) {
+  std::string content = m[i].content, reasoning;
+  const size_t close = content.find("</think>");
+  if (m[i].reasoning) {
+    reasoning = *m[i].reasoning;
+  } else if (close != std::string::npos) {
+    reasoning = stripNewlines(content.substr(0, close), false, true);
+    const size_t open = reasoning.rfind("<think>");
+    if (open != std::string::npos) reasoning.erase(0, open + 7);
+    reasoning = stripNewlines(reasoning, true, false);
+    content = stripNewlines(content.substr(content.rfind("</think>") + 8), true, false);
+  }
+  if (i > query && (i + 1 == m.size() || !reasoning.empty()))
+    return {"<think>\n" + stripNewlines(reasoning, true, true) + "\n</think>\n\n",
+            stripNewlines(content, true, false)};
+  return {"", content};
+}
+
 /// <|im_start|>{role}\n{content}<|im_end|>\n per message, then
 /// <|im_start|>assistant\n. With tools, as Qwen2.5's template: the
 /// functions in the system message, an assistant's calls after its content
 /// as <tool_call>\n{"name": ..., "arguments": ...}\n</tool_call>, and tool
 /// results, those in a row together, as one user turn of <tool_response>s.
+/// Qwen3's (`qwen3`) is the same but for the assistant's thoughts.
 std::vector<ChatPiece> renderChatMl(const std::vector<ChatMessage> &m,
-                                    const std::vector<ToolFunction> &tools) {
+                                    const std::vector<ToolFunction> &tools, bool qwen3) {
   std::vector<ChatPiece> out;
   auto turn = [&](const std::string &body) {
     out.push_back(marker("<|im_start|>"));
@@ -207,9 +279,13 @@ std::vector<ChatPiece> renderChatMl(const std::vector<ChatMessage> &m,
     out.push_back(text("\n"));
   };
   const bool system = !m.empty() && m[0].role == "system";
+  const size_t query = qwen3 ? lastQuery(m) : 0;
   if (!tools.empty()) turn("system\n" + chatMlToolsSystem(system ? m[0].content : "", tools));
   for (size_t i = !tools.empty() && system ? 1 : 0; i < m.size(); ++i) {
     const ChatMessage &msg = m[i];
+    const Qwen3Answer answer = qwen3 && msg.role == "assistant" ? qwen3Answer(m, i, query)
+                                                                 : Qwen3Answer{"", msg.content};
+    const std::string &content = answer.content;
     if (msg.role == "tool") {
       std::string body = "user";
       for (; i < m.size() && m[i].role == "tool"; ++i)
@@ -217,17 +293,45 @@ std::vector<ChatPiece> renderChatMl(const std::vector<ChatMessage> &m,
       --i;
       turn(body);
     } else if (!msg.toolCalls.empty()) {
-      std::string body = "assistant" + (msg.content.empty() ? "" : "\n" + msg.content);
-      for (const ToolCall &c : msg.toolCalls)
-        body += "\n<tool_call>\n{\"name\": \"" + c.name + "\", \"arguments\": " +
-                argumentsJson(c, i) + "}\n</tool_call>";
+      std::string body = "assistant\n" + answer.thought + content;
+      for (size_t k = 0; k < msg.toolCalls.size(); ++k)
+        body += std::string(k > 0 || !content.empty() ? "\n" : "") + "<tool_call>\n{\"name\": \"" +
+                msg.toolCalls[k].name + "\", \"arguments\": " +
+                argumentsJson(msg.toolCalls[k], i) + "}\n</tool_call>";
       turn(body);
     } else {
-      turn(msg.role + "\n" + msg.content);
+      turn(msg.role + "\n" + answer.thought + content);
     }
   }
   out.push_back(marker("<|im_start|>"));
   out.push_back(text("assistant\n"));
+  return out;
+}
+
+/// DeepSeek-R1's (its distills'): BOS, the system message, then
+/// <｜User｜>{user} and <｜Assistant｜>{answer}<｜end▁of▁sentence｜>, an
+/// answer without its thought (what follows its last </think>), and the
+/// prompt ends <｜Assistant｜><think>\n: the model's answer starts inside
+/// its thought.
+std::vector<ChatPiece> renderDeepSeekR1(const std::vector<ChatMessage> &m) {
+  std::string system; // the template keeps the last system message
+  for (const ChatMessage &msg : m)
+    if (msg.role == "system") system = msg.content;
+  std::vector<ChatPiece> out{{ChatPiece::bos, kDeepSeekBos}, text(system)};
+  for (const ChatMessage &msg : m) {
+    if (msg.role == "user") {
+      out.push_back(marker(kDeepSeekUser));
+      out.push_back(text(msg.content));
+    } else if (msg.role == "assistant") {
+      const size_t close = msg.content.rfind("</think>");
+      out.push_back(marker(kDeepSeekAssistant));
+      out.push_back(text(close == std::string::npos ? msg.content : msg.content.substr(close + 8)));
+      out.push_back({ChatPiece::eos, kDeepSeekEos});
+    }
+  }
+  out.push_back(marker(kDeepSeekAssistant));
+  out.push_back(marker("<think>"));
+  out.push_back(text("\n"));
   return out;
 }
 
@@ -247,7 +351,9 @@ std::vector<ChatPiece> renderChat(ChatTemplate t, const std::vector<ChatMessage>
   switch (t) {
   case ChatTemplate::llama2: return renderLlama2(messages);
   case ChatTemplate::llama3: return renderLlama3(messages, tools);
-  case ChatTemplate::chatml: return renderChatMl(messages, tools);
+  case ChatTemplate::chatml: return renderChatMl(messages, tools, false);
+  case ChatTemplate::qwen3: return renderChatMl(messages, tools, true);
+  case ChatTemplate::deepseek_r1: return renderDeepSeekR1(messages);
   case ChatTemplate::mistral: return renderMistral(messages);
   case ChatTemplate::none: break;
   }
@@ -297,9 +403,9 @@ std::vector<int32_t> tokenizeChat(const Tokenizer &tok, const std::vector<ChatPi
 TurnEnd turnEnd(ChatTemplate t, const Tokenizer &tok) {
   TurnEnd e;
   const char *marker = t == ChatTemplate::llama3   ? "<|eot_id|>"
-                       : t == ChatTemplate::chatml ? "<|im_end|>"
-                                                   : nullptr;
-  if (!marker) return e; // Llama 2 and Mistral end a turn with EOS
+                       : t == ChatTemplate::chatml || t == ChatTemplate::qwen3 ? "<|im_end|>"
+                                                                               : nullptr;
+  if (!marker) return e; // Llama 2, Mistral and DeepSeek-R1 end a turn with EOS
   const int32_t id = tok.specialTokenId(marker);
   if (id >= 0)
     e.ids.push_back(id);

@@ -1,9 +1,11 @@
 // Chat templates: `messages` rendered into the prompt a model was trained
 // with, for the families kvplan runs, written natively (there is no Jinja
 // engine for C++ in Debian): Llama 2's [INST] <<SYS>>, Llama 3's header
-// ids, ChatML (Qwen2, SmolLM2) and Mistral's [INST]. The model's own
-// template text is not kept by kvplan's artifacts, so the family is told by
-// the special tokens its vocabulary holds, or named with --chat-template.
+// ids, ChatML (Qwen2.5, SmolLM2), Qwen3's ChatML with its thoughts,
+// DeepSeek-R1's <｜User｜>/<｜Assistant｜> (its Qwen and Llama distills) and
+// Mistral's [INST]. The model's own template text is not kept by kvplan's
+// artifacts, so the family is told by the special tokens its vocabulary
+// holds, or named with --chat-template.
 #pragma once
 
 #include "formats/Tokenizer.h"
@@ -16,18 +18,32 @@
 
 namespace kvplan::server {
 
-enum class ChatTemplate { none, llama2, llama3, chatml, mistral };
+enum class ChatTemplate { none, llama2, llama3, chatml, qwen3, deepseek_r1, mistral };
 const char *chatTemplateName(ChatTemplate t);
-/// "llama2", "llama3", "chatml", "mistral" or "none".
+/// "llama2", "llama3", "chatml", "qwen3", "deepseek-r1", "mistral" or "none".
 std::optional<ChatTemplate> parseChatTemplate(const std::string &name);
 extern const char *const kChatTemplateNames; // for help and errors
 
 /// The family the tokenizer's special tokens (or the architecture) say:
-/// <|start_header_id|> and <|eot_id|> for Llama 3, <|im_start|> and
-/// <|im_end|> for ChatML, [INST] as a token or the mistral architecture for
-/// Mistral; none otherwise. Llama 2's markers are plain text in a vocabulary
-/// that base models share, so it is only ever named.
+/// <｜User｜> and <｜Assistant｜> for DeepSeek-R1 (its distills keep the
+/// base model's other tokens), <|start_header_id|> and <|eot_id|> for
+/// Llama 3, <|im_start|> and <|im_end|> for ChatML, and Qwen3's when
+/// <think> and </think> are tokens too, [INST] as a token or the mistral
+/// architecture for Mistral; none otherwise. Llama 2's markers are plain
+/// text in a vocabulary that base models share, so it is only ever named.
 ChatTemplate detectChatTemplate(const Tokenizer *tokenizer, Architecture architecture);
+
+/// The template's models think before they answer, in <think>...</think>
+/// (qwen3, deepseek-r1).
+bool chatTemplateThinks(ChatTemplate t);
+/// The prompt ends inside the thought: DeepSeek-R1's template writes
+/// <think>\n after <｜Assistant｜>, so the answer begins with the reasoning.
+bool chatTemplateOpensThought(ChatTemplate t);
+/// What closes the thought at the end of the prompt, for an answer without
+/// thinking (chat_template_kwargs.enable_thinking false): Qwen3's empty
+/// thought, or the end of the one DeepSeek-R1's prompt opens; "" for a
+/// template whose models do not think.
+std::string noThinkingSuffix(ChatTemplate t);
 
 /// A piece of a rendered prompt: text, or a token written as its marker.
 struct ChatPiece {

@@ -297,6 +297,10 @@ struct Server::Impl {
     /// the decoded prompt (for text_offset).
     std::vector<std::string> pieces;
   };
+  /// The chat template's prompt, closing the thought when thinking is off.
+  std::vector<ChatPiece> chatPieces(const std::vector<ChatMessage> &messages,
+                                    const std::vector<ToolFunction> &tools,
+                                    std::optional<bool> enableThinking) const;
   std::vector<int32_t> promptOf(const ApiRequest &a) const;
   Prepared prepare(const ApiRequest &a) const;
   /// The tokenizer's tokens as JSON mode sees them, made at the first
@@ -332,9 +336,13 @@ struct Server::Impl {
   mutable std::shared_ptr<const JsonVocabulary> jsonVocab;
   ServerOptions opts;
   ChatTemplate chat = ChatTemplate::none;
-  // The model thinks in <think>...</think> (both are tokens of its
-  // vocabulary), and its chat answers are split (ServerOptions).
+  // The model thinks in <think>...</think> (its chat template says so),
+  // and its chat answers are split (ServerOptions).
   bool thinks = false, splitsReasoning = false;
+  /// The request's answer begins inside a thought its prompt opened.
+  bool opensThought(const ApiRequest &a) const {
+    return chatTemplateOpensThought(chat) && a.enableThinking != false;
+  }
   Scheduler sched;
   Metrics metrics;
   std::unique_ptr<LimitedHttpServer> server; // made once opts are final
@@ -374,9 +382,7 @@ Server::Impl::Impl(Engine &e, const Tokenizer *t, ServerOptions o)
   if (opts.modelName.empty()) opts.modelName = e.plan().model.name;
   chat = opts.chatTemplate ? *opts.chatTemplate
                            : detectChatTemplate(t, e.plan().model.architecture);
-  thinks = t && chat == ChatTemplate::chatml &&
-           t->specialTokenId(ReasoningReader::kOpen) >= 0 &&
-           t->specialTokenId(ReasoningReader::kClose) >= 0;
+  thinks = t && chatTemplateThinks(chat);
   splitsReasoning = thinks && opts.separateReasoning;
   // A stream writes an event per token: without this, Nagle's algorithm
   // holds a write back until the client acknowledges the last one, which
@@ -557,17 +563,24 @@ void Server::Impl::models(httplib::Response &res) const {
   res.set_content(dumpJson(list), "application/json");
 }
 
+std::vector<ChatPiece> Server::Impl::chatPieces(const std::vector<ChatMessage> &messages,
+                                                const std::vector<ToolFunction> &tools,
+                                                std::optional<bool> enableThinking) const {
+  std::vector<ChatPiece> pieces = renderChat(chat, messages, tools);
+  // Without thinking: an empty thought, already closed.
+  if (thinks && enableThinking == false)
+    pieces.push_back({ChatPiece::text, noThinkingSuffix(chat)});
+  return pieces;
+}
+
 std::vector<int32_t> Server::Impl::promptOf(const ApiRequest &a) const {
   const char *field = a.chat ? "messages" : "prompt";
   if (!tokenizer && (a.chat || a.promptText))
     throw badField(field, "this model has no tokenizer: give the prompt as token ids");
   if (a.chat) {
     const bool tools = a.toolChoice != ToolChoice::none;
-    std::vector<ChatPiece> pieces =
-        renderChat(chat, a.messages, tools ? a.tools : std::vector<ToolFunction>());
-    // Qwen3's template without thinking: an empty thought, already closed.
-    if (thinks && a.enableThinking == false)
-      pieces.push_back({ChatPiece::text, "<think>\n\n</think>\n\n"});
+    std::vector<ChatPiece> pieces = chatPieces(
+        a.messages, tools ? a.tools : std::vector<ToolFunction>(), a.enableThinking);
     if (forcedCall(a)) pieces.push_back({ChatPiece::text, forcedCallPrefix(chat)});
     return tokenizeChat(*tokenizer, pieces);
   }
@@ -776,7 +789,7 @@ void Server::Impl::reply(const ApiRequest &a, const ResponseHead &h,
     json choice;
     ReasoningReader::Split split{"", c.text};
     if (a.chat && splitsReasoning) {
-      ReasoningReader thought;
+      ReasoningReader thought(opensThought(a));
       split = thought.feed(c.text);
       ReasoningReader::Split rest = thought.finish();
       split.reasoning += rest.reasoning;
@@ -838,7 +851,8 @@ void Server::Impl::stream(const ApiRequest &a, const ResponseHead &h,
   s->sent.assign(p->choices.size(), 0);
   if (a.chat && a.toolChoice != ToolChoice::none)
     s->readers.assign(p->choices.size(), ToolCallReader(chat, a));
-  if (a.chat && splitsReasoning) s->thoughts.assign(p->choices.size(), ReasoningReader());
+  if (a.chat && splitsReasoning)
+    s->thoughts.assign(p->choices.size(), ReasoningReader(opensThought(a)));
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
@@ -984,7 +998,7 @@ void Server::Impl::tokenize(const httplib::Request &req, httplib::Response &res)
     if (t.prompt) {
       ids = tokenizer->encode(*t.prompt, t.addSpecialTokens);
     } else {
-      ids = tokenizeChat(*tokenizer, renderChat(chat, t.messages, t.tools));
+      ids = tokenizeChat(*tokenizer, chatPieces(t.messages, t.tools, t.enableThinking));
       if (t.addSpecialTokens && tokenizer->bosId() >= 0)
         ids.insert(ids.begin(), tokenizer->bosId());
     }

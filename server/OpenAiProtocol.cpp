@@ -500,6 +500,9 @@ std::vector<ChatMessage> parseMessages(const Fields &f) {
     if (role == "assistant" && msg.contains("tool_calls") && !msg["tool_calls"].is_null())
       out1.toolCalls = parseToolCalls(msg["tool_calls"], where + ".tool_calls");
     if (role == "tool") out1.toolCallId = stringMember(msg, "tool_call_id", where, true);
+    for (const char *key : {"reasoning_content", "reasoning"})
+      if (role == "assistant" && !out1.reasoning && msg.contains(key) && !msg[key].is_null())
+        out1.reasoning = stringMember(msg, key, where, false);
     out.push_back(std::move(out1));
   }
   return out;
@@ -643,6 +646,7 @@ TokenizeRequest parseTokenizeRequest(const std::string &body) {
   if (chat) {
     r.messages = parseMessages(f);
     if (const json *t = f.get("tools")) r.tools = parseToolList(*t, body);
+    r.enableThinking = parseTemplateKwargs(f);
     // kvplan's templates end where the assistant's answer begins.
     if (!f.boolean("add_generation_prompt").value_or(true))
       throw badField("add_generation_prompt", "add_generation_prompt false is not offered: "

@@ -53,6 +53,9 @@ struct ChatMessage {
   std::string content;
   std::vector<ToolCall> toolCalls = {}; // assistant: the calls it made
   std::string toolCallId = {};          // tool: the call this is the result of
+  // assistant: its reasoning_content (or vLLM's "reasoning") as a client
+  // sends an answer back; unset when absent or null.
+  std::optional<std::string> reasoning = {};
 };
 
 /// Whether and how the model calls the tools: not (none), as it chooses
@@ -126,6 +129,7 @@ struct TokenizeRequest {
   std::optional<std::string> prompt;
   std::vector<ChatMessage> messages;
   std::vector<ToolFunction> tools;
+  std::optional<bool> enableThinking; // chat_template_kwargs, as for chat
   bool addSpecialTokens = true; // BOS first; default true for a prompt, false for messages
   bool returnTokenStrs = false; // each token's text beside the ids
 };

@@ -26,6 +26,8 @@ ReasoningReader::Split ReasoningReader::feed(const std::string &text) {
     if (held.compare(0, n, kOpen) == 0) {
       state = State::thinking;
       held.erase(0, n);
+    } else if (inThought) {
+      state = State::thinking;
     } else {
       state = State::answer;
       lineStart = false;
@@ -66,7 +68,8 @@ ReasoningReader::Split ReasoningReader::feed(const std::string &text) {
 
 ReasoningReader::Split ReasoningReader::finish() {
   Split out;
-  (state == State::thinking ? out.reasoning : out.content) = held;
+  const bool thinking = state == State::thinking || (state == State::start && inThought);
+  (thinking ? out.reasoning : out.content) = held;
   held.clear();
   return out;
 }

@@ -1,8 +1,9 @@
 // A thinking model's answer split into its reasoning and its content, as
 // vLLM's and llama.cpp's servers return them ("reasoning_content" beside
-// "content"): Qwen3 (and its chat template's other models) writes
-// <think>...</think> before the answer. Read as the text streams, holding
-// back only what may still become a tag.
+// "content"): Qwen3 writes <think>...</think> before the answer;
+// DeepSeek-R1's template opens the thought in the prompt, so its models
+// write the reasoning, </think>, then the answer. Read as the text streams,
+// holding back only what may still become a tag.
 #pragma once
 
 #include <string>
@@ -15,9 +16,15 @@ public:
     std::string reasoning, content;
   };
 
+  /// `inThought`: the prompt opened the thought (DeepSeek-R1), so the
+  /// answer begins as reasoning (a <think> it writes anyway is dropped, as
+  /// vLLM's reader does) until </think>.
+  explicit ReasoningReader(bool inThought = false) : inThought(inThought) {}
+
   /// The reasoning and content that `text` (the next piece of the answer)
-  /// completes. An answer that does not begin with <think> is all content
-  /// (a model that does not think, or was asked not to); the text between
+  /// completes. An answer that does not begin with <think> (nor in a
+  /// thought the prompt opened) is all content (a model that does not
+  /// think, or was asked not to); the text between
   /// <think> and </think> is reasoning, without the newlines right inside
   /// the tags (as Qwen3's template writes it back), and what follows is
   /// content, without the newlines right after </think>. A second <think>
@@ -33,6 +40,7 @@ public:
 
 private:
   enum class State { start, thinking, answer };
+  bool inThought;
   State state = State::start;
   std::string held;     // a possible tag's start, or newlines that may end the reasoning
   bool lineStart = true; // newlines here are dropped (right after a tag)

@@ -88,16 +88,17 @@ ojson toolJson(const ToolFunction &t) {
 }
 
 void checkToolTemplate(ChatTemplate t) {
-  if (t == ChatTemplate::llama3 || t == ChatTemplate::chatml) return;
+  if (t == ChatTemplate::llama3 || t == ChatTemplate::chatml || t == ChatTemplate::qwen3) return;
   throw ApiError(400, std::string("tools need a chat template with a tool-call format, and "
-                                  "kvplan writes llama3's and chatml's; this server's is ") +
-                          chatTemplateName(t) + " (start it with --chat-template llama3 or "
-                          "chatml if the model was trained so, or leave out tools)",
+                                  "kvplan writes llama3's, chatml's and qwen3's; this server's "
+                                  "is ") +
+                          chatTemplateName(t) + " (start it with --chat-template llama3, chatml or "
+                          "qwen3 if the model was trained so, or leave out tools)",
                  "tools");
 }
 
 std::string forcedCallPrefix(ChatTemplate t) {
-  return t == ChatTemplate::chatml ? std::string(kCallOpen) + "\n" : "";
+  return t == ChatTemplate::chatml || t == ChatTemplate::qwen3 ? std::string(kCallOpen) + "\n" : "";
 }
 
 std::shared_ptr<const JsonSchema> forcedCallSchema(ChatTemplate t, const ApiRequest &a) {
@@ -143,7 +144,8 @@ std::string ToolCallReader::feed(const std::string &text) {
     out.swap(held);
     return out;
   }
-  if (chat == ChatTemplate::chatml) { // content may come before the calls
+  // ChatML's and Qwen3's content may come before the calls.
+  if (chat == ChatTemplate::chatml || chat == ChatTemplate::qwen3) {
     const size_t at = held.find(kCallOpen);
     size_t keep = held.size() - (at == std::string::npos ? held.size() : at);
     if (at == std::string::npos) // keep what may be the marker's start
@@ -202,7 +204,7 @@ bool ToolCallReader::parseOne(const std::string &text, std::vector<ToolCall> &ou
 
 std::vector<ToolCall> ToolCallReader::parseCalls(const std::string &text) const {
   std::vector<ToolCall> out;
-  if (chat == ChatTemplate::chatml) {
+  if (chat == ChatTemplate::chatml || chat == ChatTemplate::qwen3) {
     // A forced call's opening was in the prompt: the answer starts inside it.
     size_t pos = 0;
     std::string s = forced ? forcedCallPrefix(chat) + text : text;

@@ -72,6 +72,92 @@ TEST(ChatTemplate, Mistral) {
             "joke.[/INST]");
 }
 
+// Qwen3's template (its tokenizer_config.json, rendered with jinja2): an
+// answer's thought is left out before the last user query, kept after it
+// (from reasoning_content, or the <think> block its content begins with),
+// and the conversation's last answer gets an empty one.
+TEST(ChatTemplate, Qwen3ThoughtsAsItsTemplate) {
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::qwen3,
+                                {{"user", "Hi"},
+                                 {"assistant", "<think>\nA greeting.\n</think>\n\nHello! How can "
+                                               "I help?"},
+                                 {"user", "Tell me a joke."}})),
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello! How can I help?"
+            "<|im_end|>\n<|im_start|>user\nTell me a joke.<|im_end|>\n<|im_start|>assistant\n");
+  ChatMessage past{"assistant", "Hello!"};
+  past.reasoning = "A greeting.";
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::qwen3, {{"system", "Be brief."},
+                                                      {"user", "Hi"},
+                                                      past,
+                                                      {"user", "Tell me a joke."}})),
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+            "<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nTell me a joke."
+            "<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::qwen3, {{"user", "Hi"}, {"assistant", "Hello"}})),
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+            "Hello<|im_end|>\n<|im_start|>assistant\n");
+  // After the last query (a user message of <tool_response>s is not one):
+  // a thought given, one in the content, none, and tags in odd places.
+  ChatMessage first{"assistant", "\n\nFirst."};
+  first.reasoning = "\nthink one\n";
+  EXPECT_EQ(chatText(renderChat(
+                ChatTemplate::qwen3,
+                {{"user", "Hi"},
+                 first,
+                 {"user", "<tool_response>\nok\n</tool_response>"},
+                 {"assistant", "<think>\nthink two\n</think>\n\nSecond."},
+                 {"assistant", "Third, no thought."},
+                 {"assistant", "x<think>\n\na\n</think>b</think>\n\nc"}})),
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\nthink one\n"
+            "</think>\n\nFirst.<|im_end|>\n<|im_start|>user\n<tool_response>\nok\n"
+            "</tool_response><|im_end|>\n<|im_start|>assistant\n<think>\nthink two\n</think>"
+            "\n\nSecond.<|im_end|>\n<|im_start|>assistant\nThird, no thought.<|im_end|>\n"
+            "<|im_start|>assistant\n<think>\na\n</think>\n\nc<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(noThinkingSuffix(ChatTemplate::qwen3), "<think>\n\n</think>\n\n");
+  EXPECT_TRUE(chatTemplateThinks(ChatTemplate::qwen3));
+  EXPECT_FALSE(chatTemplateOpensThought(ChatTemplate::qwen3));
+  EXPECT_FALSE(chatTemplateThinks(ChatTemplate::chatml));
+}
+
+// DeepSeek-R1's template (llama.cpp's copy of DeepSeek-R1-Distill-Qwen-32B's,
+// rendered with jinja2): BOS, the last system message, answers without
+// their thoughts, and the prompt ends in an opened thought.
+TEST(ChatTemplate, DeepSeekR1AsItsTemplate) {
+  const std::string bos = "<\uFF5Cbegin\u2581of\u2581sentence\uFF5C>";
+  const std::string eos = "<\uFF5Cend\u2581of\u2581sentence\uFF5C>";
+  const std::string user = "<\uFF5CUser\uFF5C>", assistant = "<\uFF5CAssistant\uFF5C>";
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::deepseek_r1,
+                                {{"system", "Be brief."},
+                                 {"user", "Hi"},
+                                 {"assistant", "<think>\nA greeting.\n</think>\n\nHello! How can "
+                                               "I help?"},
+                                 {"user", "Tell me a joke."}})),
+            bos + "Be brief." + user + "Hi" + assistant + "\n\nHello! How can I help?" + eos +
+                user + "Tell me a joke." + assistant + "<think>\n");
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::deepseek_r1, {{"system", "A"},
+                                                            {"user", "Hi"},
+                                                            {"system", "B"},
+                                                            {"user", "x</think>y"}})),
+            bos + "B" + user + "Hi" + user + "x</think>y" + assistant + "<think>\n");
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::deepseek_r1,
+                                {{"user", "Hi"}, {"assistant", "Hello"}, {"user", "Bye"}})),
+            bos + user + "Hi" + assistant + "Hello" + eos + user + "Bye" + assistant +
+                "<think>\n");
+  EXPECT_TRUE(chatTemplateThinks(ChatTemplate::deepseek_r1));
+  EXPECT_TRUE(chatTemplateOpensThought(ChatTemplate::deepseek_r1));
+  EXPECT_EQ(noThinkingSuffix(ChatTemplate::deepseek_r1), "\n</think>\n\n");
+  // Its tool format is not written: a clear 400.
+  ChatMessage call{"assistant", ""};
+  call.toolCalls = {{"c1", "f", "{}"}};
+  try {
+    renderChat(ChatTemplate::deepseek_r1, {{"user", "Hi"}, call});
+    FAIL() << "no error";
+  } catch (const ApiError &e) {
+    EXPECT_EQ(e.param, "tools");
+    EXPECT_NE(std::string(e.what()).find("deepseek-r1"), std::string::npos) << e.what();
+  }
+}
+
 TEST(ChatTemplate, NoneIsAClear400) {
   try {
     renderChat(ChatTemplate::none, kSystemUser);
@@ -84,7 +170,7 @@ TEST(ChatTemplate, NoneIsAClear400) {
 }
 
 TEST(ChatTemplate, Names) {
-  for (const char *name : {"llama2", "llama3", "chatml", "mistral", "none"})
+  for (const char *name : {"llama2", "llama3", "chatml", "qwen3", "deepseek-r1", "mistral", "none"})
     EXPECT_EQ(chatTemplateName(*parseChatTemplate(name)), std::string(name));
   EXPECT_FALSE(parseChatTemplate("jinja"));
 }
@@ -111,10 +197,11 @@ TEST(ChatTemplate, ChatMlTokensForQwen) {
   const std::string path = modelPath("qwen3-tokenizer/tokenizer.json");
   REQUIRE_FILE(path);
   auto tok = loadTokenizerFile(path);
-  EXPECT_EQ(detectChatTemplate(tok.get(), Architecture::qwen2), ChatTemplate::chatml);
+  // Qwen3's vocabulary has <think> and </think>: its own template.
+  EXPECT_EQ(detectChatTemplate(tok.get(), Architecture::qwen3), ChatTemplate::qwen3);
   // <|im_start|> user \n ... <|im_end|> \n <|im_start|> assistant \n
   const std::vector<int32_t> ids =
-      tokenizeChat(*tok, renderChat(ChatTemplate::chatml, {{"user", "Hi"}}));
+      tokenizeChat(*tok, renderChat(ChatTemplate::qwen3, {{"user", "Hi"}}));
   ASSERT_GE(ids.size(), 8u);
   EXPECT_EQ(ids[0], 151644);
   EXPECT_EQ(ids[1], 872);
@@ -122,6 +209,15 @@ TEST(ChatTemplate, ChatMlTokensForQwen) {
   EXPECT_EQ(std::vector<int32_t>(ids.end() - 5, ids.end()),
             (std::vector<int32_t>{151645, 198, 151644, 77091, 198}));
   EXPECT_EQ(turnEnd(ChatTemplate::chatml, *tok).ids, std::vector<int32_t>{151645});
+  EXPECT_EQ(turnEnd(ChatTemplate::qwen3, *tok).ids, std::vector<int32_t>{151645});
+  // A thought, as the template writes the last answer back: <think> \n
+  // ... </think> \n\n ("\n\n" is one token, 271).
+  const std::vector<int32_t> last =
+      tokenizeChat(*tok, renderChat(ChatTemplate::qwen3, {{"user", "Hi"}, {"assistant", "a"}}));
+  const auto think = std::find(last.begin(), last.end(), 151667);
+  ASSERT_LE(think + 4, last.end());
+  EXPECT_EQ(std::vector<int32_t>(think, think + 4),
+            (std::vector<int32_t>{151667, 271, 151668, 271}));
 }
 
 TEST(ChatTemplate, Llama2TokensWithSentencePiece) {
@@ -178,6 +274,25 @@ TEST(OpenAiRequest, DefaultsAndFields) {
   EXPECT_EQ(c.messages[0].content, "ab");
   EXPECT_EQ(*c.maxTokens, 9);
   EXPECT_EQ(c.logprobs, -1);
+  EXPECT_FALSE(c.messages[1].reasoning);
+  // An answer sent back with its reasoning (vLLM's two names; null is none).
+  const ApiRequest back = parseChatRequest(
+      R"({"messages": [{"role": "user", "content": "a"},
+          {"role": "assistant", "content": "b", "reasoning_content": "r"},
+          {"role": "assistant", "content": "c", "reasoning": "s"},
+          {"role": "assistant", "content": "d", "reasoning_content": null},
+          {"role": "user", "content": "e", "reasoning_content": "ignored"}]})");
+  EXPECT_EQ(back.messages[1].reasoning, std::optional<std::string>("r"));
+  EXPECT_EQ(back.messages[2].reasoning, std::optional<std::string>("s"));
+  EXPECT_FALSE(back.messages[3].reasoning);
+  EXPECT_FALSE(back.messages[4].reasoning);
+  try {
+    parseChatRequest(R"({"messages": [{"role": "assistant", "content": "b",
+                         "reasoning_content": 3}]})");
+    FAIL() << "no error";
+  } catch (const ApiError &e) {
+    EXPECT_EQ(e.param, "messages[0].reasoning_content");
+  }
   EXPECT_FALSE(r.sampling.changesRow()); // "presence_penalty": 0
   const ApiRequest pen = parseCompletionRequest(
       R"({"prompt": "a", "presence_penalty": -0.5, "frequency_penalty": 2,

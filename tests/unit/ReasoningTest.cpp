@@ -21,11 +21,14 @@ std::string trimNewlines(std::string s, bool front, bool back) {
 /// The rule: an answer that starts with <think> has reasoning up to
 /// </think> (newlines right inside the tags dropped; without </think>, all
 /// the rest, its trailing newlines kept) and content after it (its leading
-/// newlines dropped); any other answer is content.
-std::pair<std::string, std::string> expected(const std::string &text) {
+/// newlines dropped); any other answer is content. `opened` (the prompt
+/// opened the thought): every answer is reasoning up to </think>, a leading
+/// <think> dropped.
+std::pair<std::string, std::string> expected(const std::string &text, bool opened = false) {
   const std::string open = "<think>", close = "</think>";
-  if (text.compare(0, open.size(), open) != 0) return {"", text};
-  const std::string rest = text.substr(open.size());
+  const bool leading = text.compare(0, open.size(), open) == 0;
+  if (!leading && !opened) return {"", text};
+  const std::string rest = leading ? text.substr(open.size()) : text;
   const size_t end = rest.find(close);
   if (end == std::string::npos) return {trimNewlines(rest, true, false), ""};
   return {trimNewlines(rest.substr(0, end), true, true),
@@ -33,8 +36,9 @@ std::pair<std::string, std::string> expected(const std::string &text) {
 }
 
 /// `text` fed in pieces at `cuts`, then finished.
-std::pair<std::string, std::string> read(const std::string &text, std::vector<size_t> cuts) {
-  ReasoningReader r;
+std::pair<std::string, std::string> read(const std::string &text, std::vector<size_t> cuts,
+                                         bool opened = false) {
+  ReasoningReader r(opened);
   std::string reasoning, content;
   size_t at = 0;
   cuts.push_back(text.size());
@@ -48,40 +52,56 @@ std::pair<std::string, std::string> read(const std::string &text, std::vector<si
   return {reasoning + s.reasoning, content + s.content};
 }
 
-} // namespace
+const std::vector<std::string> kAnswers = {
+    "<think>\nLet me see.\n\nIt is 4.\n</think>\n\nThe answer is 4.",
+    "<think>\n\n</think>\n\nNo thinking asked for.",
+    "<think>cut before the end\n\n",
+    "<think></think>x",
+    "<think>\n</thin>k\n</think>",
+    "The answer, no thought.",
+    "<thin and not a tag",
+    "<think",
+    "",
+    "\n<think>a leading newline: not a thought</think>",
+    "<think>two</think>\n<think>the second is content</think>",
+    "<think>\n</think</think>\n\n\nafter",
+    "<think>é 🚀\n</think>\n中文",
+    // As DeepSeek-R1's distills answer a prompt that opened the thought.
+    "Okay, the user says hi.\n</think>\n\nHello! How can I help?",
+    "\n\nStill thinking when cut",
+    "</think>\n\nAn empty thought.",
+};
 
-TEST(Reasoning, ThoughtsAndAnswerSplitAsTheRuleSaysInAnyPieces) {
-  const std::vector<std::string> answers = {
-      "<think>\nLet me see.\n\nIt is 4.\n</think>\n\nThe answer is 4.",
-      "<think>\n\n</think>\n\nNo thinking asked for.",
-      "<think>cut before the end\n\n",
-      "<think></think>x",
-      "<think>\n</thin>k\n</think>",
-      "The answer, no thought.",
-      "<thin and not a tag",
-      "<think",
-      "",
-      "\n<think>a leading newline: not a thought</think>",
-      "<think>two</think>\n<think>the second is content</think>",
-      "<think>\n</think</think>\n\n\nafter",
-      "<think>é 🚀\n</think>\n中文",
-  };
+void expectTheRuleInAnyPieces(bool opened) {
   std::mt19937 rng(7);
-  for (const std::string &a : answers) {
+  for (const std::string &a : kAnswers) {
     SCOPED_TRACE(a);
-    const auto want = expected(a);
-    EXPECT_EQ(read(a, {}), want);
-    for (size_t c = 0; c <= a.size(); ++c) EXPECT_EQ(read(a, {c}), want) << "cut at " << c;
+    const auto want = expected(a, opened);
+    EXPECT_EQ(read(a, {}, opened), want);
+    for (size_t c = 0; c <= a.size(); ++c)
+      EXPECT_EQ(read(a, {c}, opened), want) << "cut at " << c;
     for (int trial = 0; trial < 50; ++trial) {
       std::vector<size_t> cuts;
       for (size_t c = 0; c < a.size(); ++c)
         if (rng() % 3 == 0) cuts.push_back(c);
-      EXPECT_EQ(read(a, cuts), want);
+      EXPECT_EQ(read(a, cuts, opened), want);
     }
     std::vector<size_t> everyByte;
     for (size_t c = 0; c < a.size(); ++c) everyByte.push_back(c);
-    EXPECT_EQ(read(a, everyByte), want);
+    EXPECT_EQ(read(a, everyByte, opened), want);
   }
+}
+
+} // namespace
+
+TEST(Reasoning, ThoughtsAndAnswerSplitAsTheRuleSaysInAnyPieces) {
+  expectTheRuleInAnyPieces(false);
+}
+
+TEST(Reasoning, AThoughtThePromptOpenedSplitsAsTheRuleSays) {
+  expectTheRuleInAnyPieces(true);
+  EXPECT_EQ(expected("Hmm.\n</think>\n\nHi", true), std::make_pair(std::string("Hmm."),
+                                                                    std::string("Hi")));
 }
 
 TEST(Reasoning, NothingIsHeldThatCannotBecomeATag) {

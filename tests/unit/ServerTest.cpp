@@ -1532,8 +1532,10 @@ namespace {
 
 /// A byte-level BPE tokenizer.json without merges: byte b is token b (as
 /// GPT-2's byte-to-character map writes it), then ChatML's tokens and
-/// Qwen3's <think> and </think> (added, not special, as Qwen3 has them).
-std::string thinkingTokenizerJson() {
+/// Qwen3's <think> and </think> (added, not special, as Qwen3 has them);
+/// `deepseek`: DeepSeek-R1's <｜User｜> and <｜Assistant｜> in ChatML's
+/// places, then its BOS and EOS.
+std::string thinkingTokenizerJson(bool deepseek = false) {
   json vocab = json::object();
   int extra = 0;
   for (int b = 0; b < 256; ++b) {
@@ -1549,8 +1551,15 @@ std::string thinkingTokenizerJson() {
     vocab[c] = b;
   }
   json added = json::array();
-  const std::vector<std::pair<std::string, bool>> tokens = {
+  std::vector<std::pair<std::string, bool>> tokens = {
       {"<|im_start|>", true}, {"<|im_end|>", true}, {"<think>", false}, {"</think>", false}};
+  if (deepseek)
+    tokens = {{"<\uFF5CUser\uFF5C>", false},
+              {"<\uFF5CAssistant\uFF5C>", false},
+              {"<think>", false},
+              {"</think>", false},
+              {"<\uFF5Cbegin\u2581of\u2581sentence\uFF5C>", true},
+              {"<\uFF5Cend\u2581of\u2581sentence\uFF5C>", true}};
   for (size_t i = 0; i < tokens.size(); ++i)
     added.push_back({{"id", 256 + int(i)}, {"content", tokens[i].first},
                      {"special", tokens[i].second}, {"normalized", false}});
@@ -1565,11 +1574,15 @@ constexpr int32_t kThink = 258, kEndThink = 259;
 /// The answer the ids spell, split as a Qwen3 reasoning parser does: after
 /// a leading <think>, the text up to </think> (newlines right inside the
 /// tags dropped) is reasoning and what follows (leading newlines dropped)
-/// content; without a leading <think>, all content.
-std::pair<std::string, std::string> thoughtAndAnswer(const std::vector<int32_t> &ids) {
+/// content; without a leading <think>, all content. `opened` (DeepSeek-R1,
+/// whose prompt opened the thought): reasoning from the start, a leading
+/// <think> dropped.
+std::pair<std::string, std::string> thoughtAndAnswer(const std::vector<int32_t> &ids,
+                                                     bool opened = false) {
   std::string reasoning, content;
-  int state = ids.empty() || ids[0] != kThink ? 2 : 0; // 0 before </think>, 2 after
-  for (size_t i = state == 0 ? 1 : 0; i < ids.size(); ++i) {
+  const bool leading = !ids.empty() && ids[0] == kThink;
+  int state = leading || opened ? 0 : 2; // 0 before </think>, 2 after
+  for (size_t i = leading && state == 0 ? 1 : 0; i < ids.size(); ++i) {
     if (state == 0 && ids[i] == kEndThink) {
       state = 1;
       continue;
@@ -1585,6 +1598,29 @@ std::pair<std::string, std::string> thoughtAndAnswer(const std::vector<int32_t> 
   if (state == 1)
     while (!content.empty() && content.front() == '\n') content.erase(content.begin());
   return {reasoning, content};
+}
+
+/// One chat answer, whole and streamed: its reasoning_content and content
+/// are what its ids spell, split by thoughtAndAnswer; whether it both
+/// thought and answered.
+bool expectAnswerSplit(const Running &r, const json &body, bool opened) {
+  auto res = post(r, "/v1/chat/completions", body);
+  EXPECT_TRUE(res && res->status == 200) << (res ? res->body : "no response");
+  if (!res || res->status != 200) return false;
+  const json c = json::parse(res->body)["choices"][0];
+  const std::vector<int32_t> ids = c["token_ids"].get<std::vector<int32_t>>();
+  const auto [reasoning, content] = thoughtAndAnswer(ids, opened);
+  EXPECT_EQ(c["message"].value("reasoning_content", ""), reasoning);
+  EXPECT_EQ(c["message"]["content"], content);
+  Stream s = postStream(r, "/v1/chat/completions", body);
+  std::string streamed;
+  for (const json &e : s.events)
+    if (e.contains("choices") && !e["choices"].empty())
+      streamed += e["choices"][0]["delta"].value("reasoning_content", "");
+  EXPECT_EQ(streamed, reasoning);
+  EXPECT_EQ(s.text, content);
+  EXPECT_EQ(s.ids, ids);
+  return !reasoning.empty() && !content.empty();
 }
 
 } // namespace
@@ -1610,24 +1646,7 @@ TEST(ServerReasoning, ThoughtsGoToReasoningContent) {
                  // The random model seldom starts with <think>: a nudge.
                  {"logit_bias", {{std::to_string(kThink), 3}}},
                  {"return_token_ids", true}};
-    auto res = post(r, "/v1/chat/completions", body);
-    ASSERT_TRUE(res);
-    ASSERT_EQ(res->status, 200) << res->body;
-    const json c = json::parse(res->body)["choices"][0];
-    const auto [reasoning, content] = thoughtAndAnswer(c["token_ids"].get<std::vector<int32_t>>());
-    EXPECT_EQ(c["message"].value("reasoning_content", ""), reasoning);
-    EXPECT_EQ(c["message"]["content"], content);
-    const std::vector<int32_t> ids = c["token_ids"].get<std::vector<int32_t>>();
-    split += !ids.empty() && ids[0] == kThink &&
-             std::find(ids.begin() + 1, ids.end(), kEndThink) != ids.end();
-    Stream s = postStream(r, "/v1/chat/completions", body);
-    std::string streamed;
-    for (const json &e : s.events)
-      if (e.contains("choices") && !e["choices"].empty())
-        streamed += e["choices"][0]["delta"].value("reasoning_content", "");
-    EXPECT_EQ(streamed, reasoning);
-    EXPECT_EQ(s.text, content);
-    EXPECT_EQ(s.ids, c["token_ids"].get<std::vector<int32_t>>());
+    split += expectAnswerSplit(r, body, false);
   }
   EXPECT_GE(split, 3) << "too few answers both thought and answered to test the split";
 
@@ -1661,4 +1680,64 @@ TEST(ServerReasoning, ThoughtsGoToReasoningContent) {
   std::string eight;
   for (int i = 0; i < 8; ++i) eight += "<think>";
   EXPECT_EQ(c["message"]["content"], eight);
+}
+
+// DeepSeek-R1's template (told by <｜User｜> and <｜Assistant｜>) opens the
+// thought in the prompt: answers drawn from </think>, <think>, "a" and a
+// newline are reasoning until </think>, streamed and not; without thinking,
+// the prompt closes the thought and the answer is all content.
+TEST(ServerReasoning, DeepSeekAnswersBeginInTheThought) {
+  TinyModel m;
+  m.tok = loadTokenizer("hf-bpe", thinkingTokenizerJson(true));
+  Running r({}, m);
+  ASSERT_EQ(r.srv.chatTemplate(), server::ChatTemplate::deepseek_r1);
+  ASSERT_TRUE(r.srv.separatesReasoning());
+  // <BOS> <｜User｜> h i <｜Assistant｜> <think> \n
+  json tokenize = {{"messages", {{{"role", "user"}, {"content", "hi"}}}}};
+  auto t = post(r, "/tokenize", tokenize);
+  ASSERT_TRUE(t);
+  ASSERT_EQ(t->status, 200) << t->body;
+  EXPECT_EQ(json::parse(t->body)["tokens"].get<std::vector<int32_t>>(),
+            (std::vector<int32_t>{260, 256, 'h', 'i', 257, kThink, '\n'}));
+  tokenize["chat_template_kwargs"] = {{"enable_thinking", false}};
+  t = post(r, "/tokenize", tokenize);
+  ASSERT_TRUE(t);
+  EXPECT_EQ(json::parse(t->body)["tokens"].get<std::vector<int32_t>>(),
+            (std::vector<int32_t>{260, 256, 'h', 'i', 257, kThink, '\n', '\n', kEndThink, '\n',
+                                  '\n'}));
+  int split = 0; // answers with reasoning and then content
+  for (int seed = 1; seed <= 24; ++seed) {
+    SCOPED_TRACE(seed);
+    json body = {{"messages", {{{"role", "user"}, {"content", "hi"}}}},
+                 {"max_tokens", 12},
+                 {"temperature", 1},
+                 {"seed", seed},
+                 {"allowed_token_ids", {kThink, kEndThink, 'a', '\n'}},
+                 {"return_token_ids", true}};
+    split += expectAnswerSplit(r, body, true);
+  }
+  EXPECT_GE(split, 3) << "too few answers both thought and answered to test the split";
+
+  // Without thinking: "\n</think>\n\n" after the prompt's "<think>\n", and
+  // the answer (only "a" allowed) is content.
+  json plain = {{"messages", {{{"role", "user"}, {"content", "hi"}}}},
+                {"max_tokens", 3},
+                {"allowed_token_ids", {'a'}}};
+  json noThinking = plain;
+  noThinking["chat_template_kwargs"] = {{"enable_thinking", false}};
+  auto a = post(r, "/v1/chat/completions", plain), b = post(r, "/v1/chat/completions", noThinking);
+  ASSERT_TRUE(a && b);
+  ASSERT_EQ(b->status, 200) << b->body;
+  EXPECT_EQ(json::parse(b->body)["usage"]["prompt_tokens"].get<int>(),
+            json::parse(a->body)["usage"]["prompt_tokens"].get<int>() + 4);
+  EXPECT_EQ(json::parse(a->body)["choices"][0]["message"]["reasoning_content"], "aaa");
+  EXPECT_EQ(json::parse(b->body)["choices"][0]["message"]["content"], "aaa");
+  EXPECT_FALSE(json::parse(b->body)["choices"][0]["message"].contains("reasoning_content"));
+  // Tools: DeepSeek-R1's tool format is not written.
+  json tools = plain;
+  tools["tools"] = {{{"type", "function"}, {"function", {{"name", "f"}}}}};
+  auto e = post(r, "/v1/chat/completions", tools);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->status, 400);
+  EXPECT_EQ(json::parse(e->body)["error"]["param"], "tools") << e->body;
 }

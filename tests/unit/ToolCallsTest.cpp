@@ -77,20 +77,27 @@ TEST(ToolCalls, JsonAsPythonWritesIt) {
                               "\"\u00e9\"\n        }\n    ],\n    \"c\": {},\n    \"d\": []\n}");
 }
 
+/// weatherDialog() with weatherTool() in Qwen2.5's (and Qwen3's) format, up
+/// to the assistant's turn that calls the tool.
+const char *const kQwenWeatherQuestion =
+    "<|im_start|>system\nBe brief.\n\n# Tools\n\nYou may call one or more functions to assist "
+    "with the user query.\n\nYou are provided with function signatures within <tools></tools> "
+    "XML tags:\n<tools>\n{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", "
+    "\"description\": \"Weather now\", \"parameters\": {\"type\": \"object\", \"properties\": "
+    "{\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"]}}}\n</tools>\n\nFor each "
+    "function call, return a json object with function name and arguments within "
+    "<tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, "
+    "\"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n<|im_start|>user\nWeather in "
+    "Paris?<|im_end|>\n<|im_start|>assistant\n";
+/// ... and the call, and its result.
+const char *const kQwenWeatherCall =
+    "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n"
+    "</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\n18 C\n</tool_response>"
+    "<|im_end|>\n";
+
 TEST(ToolCalls, ChatMlWritesQwenToolFormat) {
-  EXPECT_EQ(
-      chatText(renderChat(ChatTemplate::chatml, weatherDialog(), weatherTool())),
-      "<|im_start|>system\nBe brief.\n\n# Tools\n\nYou may call one or more functions to assist "
-      "with the user query.\n\nYou are provided with function signatures within <tools></tools> "
-      "XML tags:\n<tools>\n{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", "
-      "\"description\": \"Weather now\", \"parameters\": {\"type\": \"object\", \"properties\": "
-      "{\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"]}}}\n</tools>\n\nFor each "
-      "function call, return a json object with function name and arguments within "
-      "<tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, "
-      "\"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n<|im_start|>user\nWeather in "
-      "Paris?<|im_end|>\n<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", "
-      "\"arguments\": {\"city\": \"Paris\"}}\n</tool_call><|im_end|>\n<|im_start|>user\n"
-      "<tool_response>\n18 C\n</tool_response><|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::chatml, weatherDialog(), weatherTool())),
+            std::string(kQwenWeatherQuestion) + kQwenWeatherCall + "<|im_start|>assistant\n");
   // Results in a row are one user turn.
   std::vector<ChatMessage> two = weatherDialog();
   two.push_back(two.back());
@@ -99,6 +106,23 @@ TEST(ToolCalls, ChatMlWritesQwenToolFormat) {
                       "<tool_response>\n18 C\n</tool_response><|im_end|>\n"),
             std::string::npos)
       << text;
+}
+
+// Qwen3's template (rendered with jinja2): Qwen2.5's tools, and the call's
+// thought kept while the tool loop runs (after the last user query), left
+// out once a new question comes.
+TEST(ToolCalls, Qwen3KeepsTheThoughtOnlyInTheToolLoop) {
+  const std::string system = kQwenWeatherQuestion, call = kQwenWeatherCall;
+  std::vector<ChatMessage> loop = weatherDialog();
+  loop[2].reasoning = "\nI need the tool.\n";
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::qwen3, loop, weatherTool())),
+            system + "<think>\nI need the tool.\n</think>\n\n" + call + "<|im_start|>assistant\n");
+  std::vector<ChatMessage> next = loop;
+  next.push_back({"assistant", "<think>\nIt is mild.\n</think>\n\nMild, 18 C."});
+  next.push_back({"user", "And tomorrow?"});
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::qwen3, next, weatherTool())),
+            system + call + "<|im_start|>assistant\nMild, 18 C.<|im_end|>\n<|im_start|>user\n"
+                            "And tomorrow?<|im_end|>\n<|im_start|>assistant\n");
 }
 
 TEST(ToolCalls, Llama3WritesLlama31ToolFormat) {
@@ -125,13 +149,13 @@ TEST(ToolCalls, Llama3WritesLlama31ToolFormat) {
 }
 
 TEST(ToolCalls, TemplatesWithoutAToolFormatRefuseTools) {
-  for (ChatTemplate t : {ChatTemplate::llama2, ChatTemplate::mistral}) {
+  for (ChatTemplate t : {ChatTemplate::llama2, ChatTemplate::mistral, ChatTemplate::deepseek_r1}) {
     try {
       renderChat(t, {{"user", "Hi"}}, weatherTool());
       ADD_FAILURE() << chatTemplateName(t) << " took tools";
     } catch (const ApiError &e) {
       EXPECT_EQ(e.param, "tools");
-      EXPECT_NE(std::string(e.what()).find("llama3's and chatml's"), std::string::npos);
+      EXPECT_NE(std::string(e.what()).find("llama3's, chatml's and qwen3's"), std::string::npos);
     }
   }
 }

@@ -7,9 +7,13 @@ tokenizer.json). Both must run token for token alike.
 
 usage: gguf_and_hf.py ARCH TOKENIZER_JSON PRE GGUF_OUT HF_DIR
   ARCH: llama, qwen2 (q/k/v biases) or qwen3 (heads twice hidden_size /
-  num_heads wide, q/k norms); PRE: tokenizer.ggml.pre ("llama-bpe", "qwen2").
-  tokenizer.ggml.add_bos_token is true for llama (as Llama 3's GGUFs have
-  it), false for the others.
+  num_heads wide, q/k norms); PRE: tokenizer.ggml.pre ("llama-bpe", "qwen2",
+  "deepseek-r1-qwen"). tokenizer.ggml.add_bos_token is true for llama (as
+  Llama 3's GGUFs have it), false for the others. "deepseek-r1-qwen" (with
+  Qwen's tokenizer.json) writes the GGUF's vocabulary as DeepSeek-R1's Qwen
+  distills have it: DeepSeek's chat tokens in place of Qwen's first added
+  ones, <think> and </think> among them, BOS <｜begin▁of▁sentence｜> added;
+  the folder keeps Qwen's tokenizer.json.
 """
 import json
 import os
@@ -29,6 +33,15 @@ for text, i in tok["model"]["vocab"].items():
     vocab[i] = (text, 1)  # normal
 for a in tok["added_tokens"]:
     vocab[a["id"]] = (a["content"], 3 if a["special"] else 4)  # control, user-defined
+distill = pre == "deepseek-r1-qwen"
+if distill:
+    for i, text, kind in [(151643, "<｜end▁of▁sentence｜>", 3), (151644, "<｜User｜>", 4),
+                          (151645, "<｜Assistant｜>", 4), (151646, "<｜begin▁of▁sentence｜>", 3),
+                          (151647, "<|EOT|>", 4), (151648, "<think>", 4), (151649, "</think>", 4)]:
+        vocab[i] = (text, kind)
+    for i in list(vocab):
+        if i > 151649 and vocab[i][0] in ("<think>", "</think>"):
+            del vocab[i]  # Qwen3's own, elsewhere
 n_vocab = max(vocab) + 1
 if qwen:
     n_vocab = (n_vocab + 127) // 128 * 128  # padded like Qwen's embedding
@@ -39,7 +52,9 @@ for i in range(n_vocab):
     types.append(kind)
 merges = [m if isinstance(m, str) else m[0] + " " + m[1] for m in tok["model"]["merges"]]
 special = {a["content"]: a["id"] for a in tok["added_tokens"]}
-if qwen:
+if distill:
+    bos, eos, add_bos = 151646, 151643, True
+elif qwen:
     bos, eos = special["<|endoftext|>"], special["<|im_end|>"]
 else:
     bos, eos = special["<|begin_of_text|>"], special["<|eot_id|>"]
