@@ -32,13 +32,13 @@ const std::set<std::string> kAnnotations = {
     "discriminator"}; // OpenAPI's hint for oneOf, which the compiler checks itself
 const std::set<std::string> kKeywords = {
     "type",      "properties",       "required",         "additionalProperties",
-    "items",     "minItems",         "maxItems",         "minLength",
+    "items",     "prefixItems",      "minItems",         "maxItems",         "minLength",
     "maxLength", "pattern",          "minimum",          "maximum",
     "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "enum",
     "const",     "anyOf",            "oneOf",            "allOf",
     "$ref"};
-const char *kSupported = "type, properties, required, additionalProperties, items, minItems, "
-                         "maxItems, minLength, maxLength, pattern, minimum, maximum, "
+const char *kSupported = "type, properties, required, additionalProperties, items, "
+                         "prefixItems, minItems, maxItems, minLength, maxLength, pattern, minimum, maximum, "
                          "exclusiveMinimum, exclusiveMaximum, multipleOf, enum, const, anyOf, "
                          "oneOf of alternatives no value meets two of, allOf of one schema, "
                          "$ref and nullable";
@@ -235,7 +235,7 @@ int32_t JsonSchemaCompiler::plainNode(const ojson &s, const std::string &path) {
   // No type: what the keywords describe (any value when none).
   for (const char *kw : {"properties", "required", "additionalProperties"})
     if (s.contains(kw)) return typed(s, "object", path);
-  for (const char *kw : {"items", "minItems", "maxItems"})
+  for (const char *kw : {"items", "prefixItems", "minItems", "maxItems"})
     if (s.contains(kw)) return typed(s, "array", path);
   for (const char *kw : {"minLength", "maxLength", "pattern"})
     if (s.contains(kw)) return typed(s, "string", path);
@@ -458,27 +458,36 @@ int32_t JsonSchemaCompiler::object(const ojson &s, const std::string &path) {
   return self;
 }
 
+/// An array: prefixItems (a tuple's items, one schema each, in order), then
+/// items for every item after them (false: none), and the counts.
 int32_t JsonSchemaCompiler::array(const ojson &s, const std::string &path) {
   Node n;
   n.kind = Kind::array;
   n.items = JsonSchema::kAny;
+  if (s.contains("prefixItems")) {
+    const ojson &p = s["prefixItems"];
+    if (!p.is_array() || p.empty()) fail(path + ".prefixItems", "must be a non-empty array");
+    for (size_t k = 0; k < p.size(); ++k)
+      n.prefix.push_back(node(p[k], path + ".prefixItems[" + std::to_string(k) + "]"));
+  }
   if (s.contains("items")) {
     const ojson &i = s["items"];
     if (i.is_boolean() && !i.get<bool>())
-      n.maxCount = 0;
+      n.maxCount = int64_t(n.prefix.size());
     else if (i.is_array())
-      fail(path + ".items", "items as an array (tuples) is not supported; one schema for every "
-                            "item is");
+      fail(path + ".items", "items as an array (draft 2019's tuples) is not supported; write "
+                            "the tuple's schemas as prefixItems (and items false after them)");
     else
       n.items = node(i, path + ".items");
   }
   if (s.contains("minItems")) n.minCount = count(s["minItems"], path + ".minItems");
   if (s.contains("maxItems")) {
     const int64_t m = count(s["maxItems"], path + ".maxItems");
-    n.maxCount = n.maxCount == 0 ? 0 : m;
+    n.maxCount = n.maxCount >= 0 ? std::min(n.maxCount, m) : m;
   }
   if (n.maxCount >= 0 && n.minCount > n.maxCount)
-    fail(path, "minItems is more than the items allowed (maxItems, or items false)");
+    fail(path, "minItems is more than the items allowed (maxItems, or prefixItems and items "
+               "false)");
   return add(std::move(n));
 }
 
@@ -570,8 +579,9 @@ void JsonSchemaCompiler::prune(int32_t root) {
                           [&](int32_t a) { return ok[size_t(a)]; });
       } else if (n.kind == Kind::object) {
         for (const auto &p : n.properties) now = now && (!p.required || ok[size_t(p.node)]);
-      } else if (n.kind == Kind::array) {
-        now = n.minCount == 0 || ok[size_t(n.items)];
+      } else if (n.kind == Kind::array) { // its first minCount items can be written
+        for (int64_t k = 0; k < n.minCount && now; ++k)
+          now = ok[size_t(JsonSchema::itemNode(n, k))];
       }
       if (now) ok[i] = changed = true;
     }
@@ -588,7 +598,15 @@ void JsonSchemaCompiler::prune(int32_t root) {
                                       [&](const auto &p) { return bad(p.node); }),
                        n.properties.end());
     if (n.additional >= 0 && bad(n.additional)) n.additional = -1;
-    if (n.items >= 0 && bad(n.items)) n.maxCount = 0;
+    if (n.kind != Kind::array) continue;
+    // Items that can be written no further than the first that cannot be.
+    int64_t most = n.items >= 0 && bad(n.items) ? int64_t(n.prefix.size()) : -1;
+    for (size_t k = 0; k < n.prefix.size(); ++k)
+      if (bad(n.prefix[k])) {
+        most = int64_t(k);
+        break;
+      }
+    if (most >= 0) n.maxCount = n.maxCount >= 0 ? std::min(n.maxCount, most) : most;
   }
 }
 
@@ -866,10 +884,10 @@ void SchemaState::feedContainer(size_t i, unsigned char c) {
     if (c == ']' && n.minCount == 0) return endValue(s);
     if (n.maxCount == 0) break;
     f.mode = arrInValue;
-    return startValue(i, n.items, c);
+    return startValue(i, JsonSchema::itemNode(n, 0), c);
   case arrValue:
     f.mode = arrInValue;
-    return startValue(i, n.items, c);
+    return startValue(i, JsonSchema::itemNode(n, f.count), c);
   case arrAfter:
     if (c == ',' && (n.maxCount < 0 || f.count < n.maxCount)) {
       f.mode = arrValue;

@@ -65,7 +65,8 @@ public:
     Kind kind = Kind::any;
     std::vector<Property> properties; // object, in the schema's order
     int32_t additional = -1;          // object without properties: the values' node
-    int32_t items = -1;               // array
+    int32_t items = -1;               // array: its items' node (after the prefix)
+    std::vector<int32_t> prefix;      // array: prefixItems, the first items' nodes
     int64_t minCount = 0, maxCount = -1; // array items, string characters (-1: no limit)
     std::vector<std::string> literals;   // enum/const values, as compact JSON
     std::vector<int32_t> alternatives;   // anyOf
@@ -75,6 +76,11 @@ public:
   // true or false; null.
   static constexpr int32_t kAny = 0, kAnyObject = 1, kAnyArray = 2, kAnyString = 3,
                            kAnyNumber = 4, kBoolean = 5, kNull = 6;
+
+  /// An array's k-th item's node: its prefixItems schema, or items after.
+  static int32_t itemNode(const Node &array, int64_t k) {
+    return k < int64_t(array.prefix.size()) ? array.prefix[size_t(k)] : array.items;
+  }
 
   const std::vector<Node> &nodes() const { return all; }
   int32_t root() const { return top; }

@@ -2,9 +2,9 @@
 """Structured output against pydantic (v2), the validator OpenAI's Python SDK
 parses answers with: writes the JSON schema pydantic makes of an order (a
 pattern, bounded numbers and a multipleOf, date, date-time, UUID and IPv4
-fields, a discriminated union of two models, an optional bounded string), or
-checks answers with pydantic's own validation of the same model. Outside
-ctest (needs pydantic 2):
+fields, a discriminated union of two models, a tuple, an optional bounded
+string), or checks answers with pydantic's own validation of the same model.
+Outside ctest (needs pydantic 2):
   python3 scripts/pydantic-schema-check.py schema order.json
   kvplan compile models/tiny.toml --max-seq 2048 -o tiny.kvp
   kvplan run tiny.kvp -p x -n 1900 --temperature 1 --seed 1 --json-schema order.json > out1
@@ -15,7 +15,7 @@ import json
 import sys
 from datetime import date, datetime
 from ipaddress import IPv4Address
-from typing import Literal, Optional, Union
+from typing import Literal, Optional, Tuple, Union
 from uuid import UUID
 
 from pydantic import BaseModel, Field, ValidationError
@@ -40,6 +40,7 @@ class Order(BaseModel):
     id: UUID
     ip: IPv4Address
     pet: Union[Cat, Dog] = Field(discriminator="kind")
+    box: Tuple[int, bool]
     note: Optional[str] = Field(default=None, max_length=40)
 
 

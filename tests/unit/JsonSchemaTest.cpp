@@ -156,9 +156,11 @@ bool valid(const ojson &v, const ojson &s, const ojson &root) {
   if (v.is_array()) {
     if (v.size() < s.value("minItems", size_t(0))) return false;
     if (s.contains("maxItems") && v.size() > s["maxItems"].get<size_t>()) return false;
-    if (s.contains("items"))
-      for (const ojson &item : v)
-        if (!valid(item, s["items"], root)) return false;
+    const ojson prefix = s.value("prefixItems", ojson::array());
+    for (size_t k = 0; k < v.size(); ++k) {
+      const ojson &sub = k < prefix.size() ? prefix[k] : s.value("items", ojson(true));
+      if (!valid(v[k], sub, root)) return false;
+    }
   }
   if (v.is_string()) {
     // minLength as JSON Schema counts, maxLength as JavaScript's validators
@@ -256,11 +258,14 @@ ojson generate(const ojson &s, const ojson &root, std::mt19937 &rng, int depth) 
     return o;
   }
   if (type == "array") {
+    const ojson prefix = s.value("prefixItems", ojson::array());
     const size_t lo = s.value("minItems", size_t(0));
-    const size_t hi = std::min(s.value("maxItems", size_t(lo + 4)), lo + (depth > 2 ? 0 : 4));
+    size_t hi = std::min(s.value("maxItems", size_t(lo + 4)), lo + (depth > 2 ? 0 : 4));
+    if (s.value("items", ojson(true)) == ojson(false)) hi = std::min(hi, prefix.size());
     ojson a = ojson::array();
     for (size_t n = lo + rng() % (hi - lo + 1), i = 0; i < n; ++i)
-      a.push_back(generate(s.value("items", ojson(true)), root, rng, depth + 1));
+      a.push_back(generate(i < prefix.size() ? prefix[i] : s.value("items", ojson(true)), root,
+                           rng, depth + 1));
     return a;
   }
   if (type == "string" && s.contains("examples"))
@@ -345,6 +350,21 @@ const char *kFormats = R"({
   "required": ["code", "age", "ratio"]
 })";
 
+/// Tuples (prefixItems): as pydantic writes tuple[float, float], a prefix
+/// then items, and one with items false.
+const char *kTuples = R"({
+  "type": "object",
+  "properties": {
+    "at": {"type": "array", "prefixItems": [{"type": "number"}, {"type": "number"}],
+           "minItems": 2, "maxItems": 2},
+    "row": {"type": "array", "prefixItems": [{"type": "string", "maxLength": 3},
+                                             {"enum": [1, 2]}], "items": {"type": "boolean"}},
+    "pair": {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "null"}],
+             "items": false}
+  },
+  "required": ["at", "row"]
+})";
+
 /// Schemas the generated tests run over: every keyword, recursion, maps,
 /// unions of objects, optional properties that share a prefix.
 std::vector<std::string> schemas() {
@@ -397,6 +417,7 @@ std::vector<std::string> schemas() {
             "Dog": {"type": "object", "properties": {"kind": {"const": "dog", "type": "string"},
                                                      "good": {"type": "boolean"}},
                     "required": ["kind"]}}})",
+      kTuples,
   };
 }
 
@@ -452,7 +473,13 @@ TEST(JsonSchema, RefusesWhatItCannotHoldGenerationToByName) {
       {R"({"type": "object", "properties": {"n": {"type": "array", "minItems": -1}}})",
        "schema.properties.n.minItems: must be a non-negative integer"},
       {R"({"type": "object", "properties": {"n": {"type": "array", "items": [{}]}}})",
-       "schema.properties.n.items: items as an array (tuples) is not supported"},
+       "schema.properties.n.items: items as an array (draft 2019's tuples) is not supported; "
+       "write the tuple's schemas as prefixItems"},
+      {R"({"type": "object", "properties": {"n": {"prefixItems": {}}}})",
+       "schema.properties.n.prefixItems: must be a non-empty array"},
+      {R"({"type": "object", "properties": {"n": {"prefixItems": [{}], "items": false,
+                                                 "minItems": 2}}})",
+       "schema.properties.n: minItems is more than the items allowed"},
       {R"({"type": "object", "required": ["x"], "additionalProperties": false})",
        "schema.required: names \"x\", which properties lack"},
       {R"({"type": "object", "properties": {"me": {"$ref": "#"}}, "required": ["me"]})",
@@ -627,6 +654,42 @@ TEST(JsonSchema, FormatsAreHeldToTheirDefinitions) {
                            "format": "iri"}}})")), R"({"v":"any text"})").complete);
 }
 
+TEST(JsonSchema, TuplesHoldEachItemToItsSchema) {
+  expectReads(kTuples, {
+      {R"({"at":[1,2.5],"row":["abc",2,true,false]})", ""},
+      {R"({"at":[1,2],"row":[],"pair":[3,null]})", ""},
+      {R"({"at":[1,2],"row":["a"],"pair":[3]})", ""},
+      {R"({"at":[1],"row":[]})", "],\"row"},            // two numbers
+      {R"({"at":[1,2,3],"row":[]})", ",3]"},             // no more than two
+      {R"({"at":["1",2],"row":[]})", "\"1\""},             // a number first
+      {R"({"at":[1,2],"row":[1]})", "1]"},               // a string first
+      {R"({"at":[1,2],"row":["abcd"]})", "d\"]"},        // of three characters at most
+      {R"({"at":[1,2],"row":["a",3]})", "3]"},           // then 1 or 2
+      {R"({"at":[1,2],"row":["a",1,7]})", "7]"},         // then booleans
+      {R"({"at":[1,2],"row":[],"pair":[3,4]})", "4]"},   // null second
+      {R"({"at":[1,2],"row":[],"pair":[3,null,5]})", ",5]"}, // items false: nothing after
+  });
+  // A prefix item no value meets (a recursion that never ends) caps its
+  // array before it; where minItems needs it, the array is left out.
+  const char *never = R"({
+    "type": "object",
+    "properties": {
+      "one": {"type": "array", "prefixItems": [{"type": "integer"}, {"$ref": "#/$defs/never"}],
+              "items": {"type": "integer"}},
+      "none": {"type": "array", "prefixItems": [{"type": "integer"}, {"$ref": "#/$defs/never"}],
+               "minItems": 2}
+    },
+    "$defs": {"never": {"type": "object", "properties": {"x": {"$ref": "#/$defs/never"}},
+                        "required": ["x"]}}
+  })";
+  expectReads(never, {
+      {R"({"one":[4]})", ""},
+      {R"({"one":[4,{}]})", ",{}]"},
+      {R"({"one":[4,5]})", ",5]"},
+      {R"({"none":[4]})", "none"},
+  });
+}
+
 TEST(JsonSchema, GeneratedInstancesAreReadWholeAndEditsOnlyWhenValid) {
   // Instances the test writes from each schema (compact and indented) are
   // read whole; of their one-byte edits, the recogniser reads whole only
@@ -738,6 +801,7 @@ TEST(JsonSchema, TheMaskLeavesExactlyTheTokensThatCanContinue) {
       {all[5], R"({"kind":"square","side":12})"},
       {all[2], R"({"a b":1,"\u00e9":2})"},
       {all[4], R"({"ab":true,"b":[1.5,2]})"},
+      {kTuples, R"({"at":[12,1.5],"row":["b c",2,true,false],"pair":[7,null]})"},
       // A bounded string up to its limit (six characters, escapes one each).
       {kPerson, R"({"name":"a\u00e9\n日bc","age":1,"email":"x\"yz","ok":false})"},
       // Up to maxLength in UTF-16 units: a character past U+FFFF takes two.
