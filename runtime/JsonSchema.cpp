@@ -10,8 +10,11 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <list>
 #include <map>
+#include <mutex>
 #include <set>
+#include <unordered_map>
 
 namespace kvplan {
 
@@ -38,10 +41,10 @@ const std::set<std::string> kKeywords = {
     "const",     "anyOf",            "oneOf",            "allOf",
     "$ref"};
 const char *kSupported = "type, properties, required, additionalProperties, items, "
-                         "prefixItems, minItems, maxItems, minLength, maxLength, pattern, minimum, maximum, "
-                         "exclusiveMinimum, exclusiveMaximum, multipleOf, enum, const, anyOf, "
-                         "oneOf of alternatives no value meets two of, allOf of one schema, "
-                         "$ref and nullable";
+                         "prefixItems, minItems, maxItems, minLength, maxLength, pattern, "
+                         "minimum, maximum, exclusiveMinimum, exclusiveMaximum, multipleOf, "
+                         "enum, const, anyOf, oneOf of alternatives no value meets two of, "
+                         "allOf of one schema, $ref and nullable";
 const char *kNumberKeywords[] = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
                                  "multipleOf"};
 
@@ -621,9 +624,81 @@ bool JsonSchemaCompiler::isObject(int32_t i, int depth) const {
                      [&](int32_t a) { return isObject(a, depth + 1); });
 }
 
+namespace {
+
+/// Schemas compiled lately, by `where` and the schema's text, the one used
+/// last first; at most kCachedSchemas of them holding kCachedBytes.
+class CompiledSchemas {
+public:
+  std::shared_ptr<const JsonSchema> find(const std::string &key) {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = byKey.find(key);
+    if (it == byKey.end()) return nullptr;
+    order.splice(order.begin(), order, it->second);
+    ++hits;
+    return it->second->schema;
+  }
+  void add(std::string key, std::shared_ptr<const JsonSchema> schema) {
+    const size_t size = schema->memoryBytes() + key.size();
+    if (size > JsonSchema::kCachedBytes) return;
+    std::lock_guard<std::mutex> lock(mutex);
+    if (byKey.count(key)) return; // compiled meanwhile by another request
+    order.push_front({key, std::move(schema), size});
+    byKey[std::move(key)] = order.begin();
+    held += size;
+    while (order.size() > JsonSchema::kCachedSchemas || held > JsonSchema::kCachedBytes) {
+      held -= order.back().size;
+      byKey.erase(order.back().key);
+      order.pop_back();
+    }
+  }
+  uint64_t hitCount() {
+    std::lock_guard<std::mutex> lock(mutex);
+    return hits;
+  }
+
+private:
+  struct Entry {
+    std::string key;
+    std::shared_ptr<const JsonSchema> schema;
+    size_t size;
+  };
+  std::mutex mutex;
+  std::list<Entry> order;
+  std::unordered_map<std::string, std::list<Entry>::iterator> byKey;
+  size_t held = 0;
+  uint64_t hits = 0;
+};
+
+CompiledSchemas &compiledSchemas() {
+  static CompiledSchemas cache;
+  return cache;
+}
+
+} // namespace
+
 std::shared_ptr<const JsonSchema> JsonSchema::compile(const ojson &schema,
                                                       const std::string &where) {
-  return JsonSchemaCompiler(schema, where).run();
+  std::string key = where + '\n' + schema.dump();
+  if (std::shared_ptr<const JsonSchema> hit = compiledSchemas().find(key)) return hit;
+  std::shared_ptr<const JsonSchema> compiled = JsonSchemaCompiler(schema, where).run();
+  compiledSchemas().add(std::move(key), compiled);
+  return compiled;
+}
+
+uint64_t JsonSchema::cacheHits() { return compiledSchemas().hitCount(); }
+
+size_t JsonSchema::memoryBytes() const {
+  size_t n = sizeof(*this) + all.size() * sizeof(Node);
+  for (const Node &node : all) {
+    n += node.properties.size() * sizeof(Property) + node.prefix.size() * sizeof(int32_t) +
+         node.alternatives.size() * sizeof(int32_t);
+    for (const Property &p : node.properties) n += p.key.size();
+    for (const std::string &l : node.literals) n += sizeof(l) + l.size();
+  }
+  for (const ByteDfa &d : dfas) n += d.bytes();
+  for (const std::string &p : dfaPaths) n += sizeof(p) + p.size();
+  return n;
 }
 
 std::shared_ptr<const JsonSchema> JsonSchema::anyObject() {

@@ -24,10 +24,10 @@ public:
   /// The reasoning and content that `text` (the next piece of the answer)
   /// completes. An answer that does not begin with <think> (nor in a
   /// thought the prompt opened) is all content (a model that does not
-  /// think, or was asked not to); the text between
-  /// <think> and </think> is reasoning, without the newlines right inside
-  /// the tags (as Qwen3's template writes it back), and what follows is
-  /// content, without the newlines right after </think>. A second <think>
+  /// think, or was asked not to); the text between <think> and </think> is
+  /// reasoning, without the newlines right inside the tags (as Qwen3's
+  /// template writes it back), and what follows is content, without the
+  /// newlines right after </think>. A second <think>
   /// is content.
   Split feed(const std::string &text);
   /// What is still held: a tag that never completed is text; reasoning
