@@ -27,6 +27,8 @@ public:
   }
   bool accepts(int32_t state) const { return final[size_t(state)] != 0; }
   size_t states() const { return final.size(); }
+  /// The memory it holds, in bytes.
+  size_t bytes() const { return sizeof(*this) + table.size() * sizeof(int32_t) + final.size(); }
   /// Whether no text at all is accepted.
   bool empty() const { return first == kNone; }
 

@@ -97,6 +97,20 @@ void JsonVocabulary::check(const JsonSchema &schema) const {
                        "need), so generation could not be finished");
 }
 
+void JsonVocabulary::check(const std::shared_ptr<const JsonSchema> &schema) const {
+  {
+    std::lock_guard<std::mutex> lock(passed->mutex);
+    for (const std::weak_ptr<const JsonSchema> &w : passed->schemas)
+      if (w.lock() == schema) return;
+  }
+  check(*schema);
+  std::lock_guard<std::mutex> lock(passed->mutex);
+  std::vector<std::weak_ptr<const JsonSchema>> &v = passed->schemas;
+  v.erase(std::remove_if(v.begin(), v.end(), [](const auto &w) { return w.expired(); }), v.end());
+  if (v.size() >= JsonSchema::kCachedSchemas) v.erase(v.begin());
+  v.push_back(schema);
+}
+
 void JsonVocabulary::mask(const SchemaState &s, float *logits, int64_t vocab) const {
   // levels[d]: the state after the first d bytes of the token walked last
   // (valid for d <= `valid`); it failed at byte `failed` (-1: it did not).

@@ -11,6 +11,8 @@
 #include "runtime/JsonSchema.h"
 
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -36,6 +38,9 @@ public:
   /// byte the schema's literals need that no token spells alone (then
   /// some text the schema allows could not be finished).
   void check(const JsonSchema &schema) const;
+  /// The same, remembered: a schema that passed (the same compiled object,
+  /// which JsonSchema::compile shares among requests) is not checked again.
+  void check(const std::shared_ptr<const JsonSchema> &schema) const;
   /// Sets to -inf the logit of every token that cannot follow `s` (ids
   /// past the vocabulary's: the model's padding rows, never allowed). The
   /// tokens are walked in the order of their bytes, so a prefix shared by
@@ -52,6 +57,12 @@ public:
   bool advance(SchemaState &s, int32_t id) const;
 
 private:
+  // The last kCachedSchemas schemas that passed check().
+  struct Passed {
+    std::mutex mutex;
+    std::vector<std::weak_ptr<const JsonSchema>> schemas;
+  };
+  std::shared_ptr<Passed> passed = std::make_shared<Passed>();
   std::vector<std::string> bytes;
   bool alone[256] = {}; // bytes a token spells alone
   // Token ids in the order of their bytes, and how many bytes each shares

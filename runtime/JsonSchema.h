@@ -48,9 +48,19 @@ public:
   /// under `where` (e.g. "response_format.json_schema.schema") and what to
   /// write instead, for a keyword kvplan cannot hold generation to, a
   /// malformed value, a $ref it cannot resolve, a schema no value meets,
-  /// or a top level that is not an object.
+  /// or a top level that is not an object. A schema compiled lately (the
+  /// same text under the same `where`) is not compiled again: the process
+  /// keeps the last ones (kCachedSchemas, kCachedBytes at most), as a
+  /// server sees one schema request after request (an application's
+  /// response_format, an agent's tools). A compiled schema never changes.
   static std::shared_ptr<const JsonSchema> compile(const nlohmann::ordered_json &schema,
                                                    const std::string &where);
+  static constexpr size_t kCachedSchemas = 64, kCachedBytes = size_t(64) << 20;
+  /// How many compile() calls found their schema compiled (for tests and
+  /// the bench).
+  static uint64_t cacheHits();
+  /// The memory this schema holds, in bytes (its nodes and automata).
+  size_t memoryBytes() const;
   /// The schema {}: any JSON object (JSON mode, response_format json_object).
   static std::shared_ptr<const JsonSchema> anyObject();
 

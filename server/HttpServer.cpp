@@ -636,7 +636,7 @@ Server::Impl::Prepared Server::Impl::prepare(const ApiRequest &a) const {
     try {
       g.sampling.json = jsonVocabulary();
       if (schema) {
-        g.sampling.json->check(*schema);
+        g.sampling.json->check(schema);
         g.sampling.schema = schema;
       }
     } catch (const InputError &e) {

@@ -423,6 +423,33 @@ std::vector<std::string> schemas() {
 
 } // namespace
 
+// A schema compiled lately is shared, not compiled again: by its text and
+// where it was given; the last kCachedSchemas are kept; a refusal is not.
+TEST(JsonSchema, CompiledSchemasAreKeptAndShared) {
+  const ojson person = ojson::parse(kPerson), formats = ojson::parse(kFormats);
+  const uint64_t hits = JsonSchema::cacheHits();
+  const auto a = JsonSchema::compile(person, "cache-test");
+  const auto b = JsonSchema::compile(ojson::parse(kPerson), "cache-test");
+  EXPECT_EQ(a.get(), b.get());
+  EXPECT_EQ(JsonSchema::cacheHits(), hits + 1);
+  EXPECT_NE(JsonSchema::compile(person, "cache-test-2").get(), a.get()); // other paths
+  const auto f = JsonSchema::compile(formats, "cache-test");
+  EXPECT_NE(f.get(), a.get());
+  EXPECT_GT(f->memoryBytes(), a->memoryBytes()); // its automata
+  EXPECT_EQ(JsonSchema::compile(formats, "cache-test").get(), f.get());
+  // A refused schema is refused again, each time.
+  const ojson bad = ojson::parse(R"({"type": "object", "not": {}})");
+  for (int k = 0; k < 2; ++k) EXPECT_THROW(JsonSchema::compile(bad, "cache-test"), InputError);
+  // kCachedSchemas others later, the first is compiled anew (and reads alike).
+  for (size_t k = 0; k < JsonSchema::kCachedSchemas; ++k)
+    JsonSchema::compile(ojson{{"type", "object"}, {"x-k", int(k)}}, "cache-fill");
+  const auto again = JsonSchema::compile(person, "cache-test");
+  EXPECT_NE(again.get(), a.get());
+  const std::string doc = R"({"name":"Ann","age":3,"ok":true})";
+  EXPECT_TRUE(readWith(again, doc).complete);
+  EXPECT_TRUE(readWith(a, doc).complete); // the evicted copy still serves who holds it
+}
+
 TEST(JsonSchema, RefusesWhatItCannotHoldGenerationToByName) {
   // Each refusal names the keyword by its path and says what to do.
   struct Case {
@@ -863,8 +890,17 @@ TEST(JsonSchema, TheMaskLeavesExactlyTheTokensThatCanContinue) {
               std::string::npos)
         << e.what();
   }
-  EXPECT_NO_THROW(JsonVocabulary(noE).check(*compiled(ojson::parse(
-      R"({"properties": {"a": {"type": "string", "pattern": "^(Z|[a-z])\\d+$"}}})"))));
+  const auto finishable = compiled(ojson::parse(
+      R"({"properties": {"a": {"type": "string", "pattern": "^(Z|[a-z])\\d+$"}}})"));
+  EXPECT_NO_THROW(JsonVocabulary(noE).check(*finishable));
+  // Remembered per vocabulary and schema: what passed passes again, what
+  // failed fails again, and another vocabulary checks for itself.
+  const JsonVocabulary withZ(tokens), withoutZ(noE);
+  for (int k = 0; k < 2; ++k) {
+    EXPECT_NO_THROW(withZ.check(needsZs));
+    EXPECT_NO_THROW(withoutZ.check(finishable));
+    EXPECT_THROW(withoutZ.check(needsZs), InputError);
+  }
 }
 
 TEST(JsonSchema, TheSamplerWritesOnlyWhatTheSchemaAccepts) {

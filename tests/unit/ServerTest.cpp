@@ -8,6 +8,7 @@
 #include "frontend/ConfigParser.h"
 #include "plan/WeightPacking.h"
 #include "runtime/Engine.h"
+#include "runtime/JsonSchema.h"
 #include "tests/common/FailingExecutor.h"
 #include "tests/common/ServeCompare.h"
 #include "server/HttpServer.h"
@@ -821,6 +822,7 @@ TEST(Server, JsonSchemaAnswersMeetTheSchema) {
                 {"response_format", {{"type", "json_schema"},
                                      {"json_schema", {{"name", "thing"}, {"strict", true},
                                                       {"schema", ojson::parse(schema)}}}}}};
+  const uint64_t compiledBefore = JsonSchema::cacheHits();
   for (int seed : {1, 2, 3}) {
     body["seed"] = seed;
     auto res = post(r, "/v1/completions", body);
@@ -848,6 +850,9 @@ TEST(Server, JsonSchemaAnswersMeetTheSchema) {
     }
     EXPECT_EQ(postStream(r, "/v1/completions", body).text, text);
   }
+  // The schema was compiled for the first request, and found for the other
+  // five (the seed is no part of it).
+  EXPECT_GE(JsonSchema::cacheHits(), compiledBefore + 5);
   // A keyword it cannot hold generation to is refused by its path.
   body["response_format"]["json_schema"]["schema"]["properties"]["name"]["pattern"] = "(a)\\1";
   auto res = post(r, "/v1/completions", body);
