@@ -52,6 +52,8 @@ ChatTemplate detectChatTemplate(const Tokenizer *tok, Architecture architecture)
   return ChatTemplate::none;
 }
 
+bool isChatMl(ChatTemplate t) { return t == ChatTemplate::chatml || t == ChatTemplate::qwen3; }
+
 bool chatTemplateThinks(ChatTemplate t) {
   return t == ChatTemplate::qwen3 || t == ChatTemplate::deepseek_r1;
 }
@@ -402,9 +404,9 @@ std::vector<int32_t> tokenizeChat(const Tokenizer &tok, const std::vector<ChatPi
 
 TurnEnd turnEnd(ChatTemplate t, const Tokenizer &tok) {
   TurnEnd e;
-  const char *marker = t == ChatTemplate::llama3   ? "<|eot_id|>"
-                       : t == ChatTemplate::chatml || t == ChatTemplate::qwen3 ? "<|im_end|>"
-                                                                               : nullptr;
+  const char *marker = t == ChatTemplate::llama3 ? "<|eot_id|>"
+                       : isChatMl(t)                ? "<|im_end|>"
+                                                    : nullptr;
   if (!marker) return e; // Llama 2, Mistral and DeepSeek-R1 end a turn with EOS
   const int32_t id = tok.specialTokenId(marker);
   if (id >= 0)

@@ -33,6 +33,8 @@ extern const char *const kChatTemplateNames; // for help and errors
 /// text in a vocabulary that base models share, so it is only ever named.
 ChatTemplate detectChatTemplate(const Tokenizer *tokenizer, Architecture architecture);
 
+/// ChatML's markers and Qwen2.5's tool format: chatml, and qwen3 on top.
+bool isChatMl(ChatTemplate t);
 /// The template's models think before they answer, in <think>...</think>
 /// (qwen3, deepseek-r1).
 bool chatTemplateThinks(ChatTemplate t);

@@ -88,7 +88,7 @@ ojson toolJson(const ToolFunction &t) {
 }
 
 void checkToolTemplate(ChatTemplate t) {
-  if (t == ChatTemplate::llama3 || t == ChatTemplate::chatml || t == ChatTemplate::qwen3) return;
+  if (t == ChatTemplate::llama3 || isChatMl(t)) return;
   throw ApiError(400, std::string("tools need a chat template with a tool-call format, and "
                                   "kvplan writes llama3's, chatml's and qwen3's; this server's "
                                   "is ") +
@@ -98,7 +98,7 @@ void checkToolTemplate(ChatTemplate t) {
 }
 
 std::string forcedCallPrefix(ChatTemplate t) {
-  return t == ChatTemplate::chatml || t == ChatTemplate::qwen3 ? std::string(kCallOpen) + "\n" : "";
+  return isChatMl(t) ? std::string(kCallOpen) + "\n" : "";
 }
 
 std::shared_ptr<const JsonSchema> forcedCallSchema(ChatTemplate t, const ApiRequest &a) {
@@ -145,7 +145,7 @@ std::string ToolCallReader::feed(const std::string &text) {
     return out;
   }
   // ChatML's and Qwen3's content may come before the calls.
-  if (chat == ChatTemplate::chatml || chat == ChatTemplate::qwen3) {
+  if (isChatMl(chat)) {
     const size_t at = held.find(kCallOpen);
     size_t keep = held.size() - (at == std::string::npos ? held.size() : at);
     if (at == std::string::npos) // keep what may be the marker's start
@@ -204,7 +204,7 @@ bool ToolCallReader::parseOne(const std::string &text, std::vector<ToolCall> &ou
 
 std::vector<ToolCall> ToolCallReader::parseCalls(const std::string &text) const {
   std::vector<ToolCall> out;
-  if (chat == ChatTemplate::chatml || chat == ChatTemplate::qwen3) {
+  if (isChatMl(chat)) {
     // A forced call's opening was in the prompt: the answer starts inside it.
     size_t pos = 0;
     std::string s = forced ? forcedCallPrefix(chat) + text : text;

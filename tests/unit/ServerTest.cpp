@@ -1628,6 +1628,39 @@ bool expectAnswerSplit(const Running &r, const json &body, bool opened) {
   return !reasoning.empty() && !content.empty();
 }
 
+/// Chat request `plain` answered as it is and with enable_thinking false,
+/// whose prompt is `more` tokens longer (the thought the template closes).
+std::pair<json, json> withAndWithoutThinking(const Running &r, const json &plain, int more) {
+  json noThinking = plain;
+  noThinking["chat_template_kwargs"] = {{"enable_thinking", false}};
+  auto a = post(r, "/v1/chat/completions", plain), b = post(r, "/v1/chat/completions", noThinking);
+  EXPECT_TRUE(a && b && a->status == 200 && b->status == 200) << (b ? b->body : "");
+  if (!a || !b || a->status != 200 || b->status != 200) return {json(), json()};
+  const json ja = json::parse(a->body), jb = json::parse(b->body);
+  EXPECT_EQ(jb["usage"]["prompt_tokens"].get<int>(),
+            ja["usage"]["prompt_tokens"].get<int>() + more);
+  return {ja, jb};
+}
+
+/// expectAnswerSplit over 24 seeds of answers of `maxTokens` drawn among
+/// <think>, </think>, "a" and a newline (`bias`: logit_bias); how many both
+/// thought and answered.
+int splitAnswers(const Running &r, int maxTokens, const json &bias, bool opened) {
+  int split = 0;
+  for (int seed = 1; seed <= 24; ++seed) {
+    SCOPED_TRACE(seed);
+    json body = {{"messages", {{{"role", "user"}, {"content", "hi"}}}},
+                 {"max_tokens", maxTokens},
+                 {"temperature", 1},
+                 {"seed", seed},
+                 {"allowed_token_ids", {kThink, kEndThink, 'a', '\n'}},
+                 {"return_token_ids", true}};
+    if (!bias.empty()) body["logit_bias"] = bias;
+    split += expectAnswerSplit(r, body, opened);
+  }
+  return split;
+}
+
 } // namespace
 
 // A thinking model's answers: drawn from <think>, </think>, "a" and a
@@ -1640,30 +1673,13 @@ TEST(ServerReasoning, ThoughtsGoToReasoningContent) {
   m.tok = loadTokenizer("hf-bpe", thinkingTokenizerJson());
   Running r({}, m);
   ASSERT_TRUE(r.srv.separatesReasoning());
-  int split = 0; // answers that thought and then answered
-  for (int seed = 1; seed <= 24; ++seed) {
-    SCOPED_TRACE(seed);
-    json body = {{"messages", {{{"role", "user"}, {"content", "hi"}}}},
-                 {"max_tokens", 16},
-                 {"temperature", 1},
-                 {"seed", seed},
-                 {"allowed_token_ids", {kThink, kEndThink, 'a', '\n'}},
-                 // The random model seldom starts with <think>: a nudge.
-                 {"logit_bias", {{std::to_string(kThink), 3}}},
-                 {"return_token_ids", true}};
-    split += expectAnswerSplit(r, body, false);
-  }
+  // The random model seldom starts with <think>: a nudge.
+  const int split = splitAnswers(r, 16, {{std::to_string(kThink), 3}}, false);
   EXPECT_GE(split, 3) << "too few answers both thought and answered to test the split";
 
   json plain = {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 1}};
-  json noThinking = plain;
-  noThinking["chat_template_kwargs"] = {{"enable_thinking", false}};
-  auto a = post(r, "/v1/chat/completions", plain), b = post(r, "/v1/chat/completions", noThinking);
-  ASSERT_TRUE(a && b);
-  ASSERT_EQ(b->status, 200) << b->body;
   // "<think>\n\n</think>\n\n": <think>, two newlines, </think>, two newlines.
-  EXPECT_EQ(json::parse(b->body)["usage"]["prompt_tokens"].get<int>(),
-            json::parse(a->body)["usage"]["prompt_tokens"].get<int>() + 6);
+  withAndWithoutThinking(r, plain, 6);
   json bad = plain;
   bad["chat_template_kwargs"] = {{"add_vision_id", true}};
   auto e = post(r, "/v1/chat/completions", bad);
@@ -1710,17 +1726,7 @@ TEST(ServerReasoning, DeepSeekAnswersBeginInTheThought) {
   EXPECT_EQ(json::parse(t->body)["tokens"].get<std::vector<int32_t>>(),
             (std::vector<int32_t>{260, 256, 'h', 'i', 257, kThink, '\n', '\n', kEndThink, '\n',
                                   '\n'}));
-  int split = 0; // answers with reasoning and then content
-  for (int seed = 1; seed <= 24; ++seed) {
-    SCOPED_TRACE(seed);
-    json body = {{"messages", {{{"role", "user"}, {"content", "hi"}}}},
-                 {"max_tokens", 12},
-                 {"temperature", 1},
-                 {"seed", seed},
-                 {"allowed_token_ids", {kThink, kEndThink, 'a', '\n'}},
-                 {"return_token_ids", true}};
-    split += expectAnswerSplit(r, body, true);
-  }
+  const int split = splitAnswers(r, 12, json::object(), true);
   EXPECT_GE(split, 3) << "too few answers both thought and answered to test the split";
 
   // Without thinking: "\n</think>\n\n" after the prompt's "<think>\n", and
@@ -1728,16 +1734,10 @@ TEST(ServerReasoning, DeepSeekAnswersBeginInTheThought) {
   json plain = {{"messages", {{{"role", "user"}, {"content", "hi"}}}},
                 {"max_tokens", 3},
                 {"allowed_token_ids", {'a'}}};
-  json noThinking = plain;
-  noThinking["chat_template_kwargs"] = {{"enable_thinking", false}};
-  auto a = post(r, "/v1/chat/completions", plain), b = post(r, "/v1/chat/completions", noThinking);
-  ASSERT_TRUE(a && b);
-  ASSERT_EQ(b->status, 200) << b->body;
-  EXPECT_EQ(json::parse(b->body)["usage"]["prompt_tokens"].get<int>(),
-            json::parse(a->body)["usage"]["prompt_tokens"].get<int>() + 4);
-  EXPECT_EQ(json::parse(a->body)["choices"][0]["message"]["reasoning_content"], "aaa");
-  EXPECT_EQ(json::parse(b->body)["choices"][0]["message"]["content"], "aaa");
-  EXPECT_FALSE(json::parse(b->body)["choices"][0]["message"].contains("reasoning_content"));
+  auto [a, b] = withAndWithoutThinking(r, plain, 4); // null on failure: operator[] stays safe
+  EXPECT_EQ(a["choices"][0]["message"]["reasoning_content"], "aaa");
+  EXPECT_EQ(b["choices"][0]["message"]["content"], "aaa");
+  EXPECT_FALSE(b["choices"][0]["message"].contains("reasoning_content"));
   // Tools: DeepSeek-R1's tool format is not written.
   json tools = plain;
   tools["tools"] = {{{"type", "function"}, {"function", {{"name", "f"}}}}};

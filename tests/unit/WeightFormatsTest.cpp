@@ -695,8 +695,6 @@ TEST(Gguf, QwenReadsAsItsSafetensorsDo) {
   }
 }
 
-// Quantized rows move whole: a Q8_0 q projection of a qwen2 GGUF reads as
-// the canonical rows, dequantized here from the blocks as written.
 // A Qwen model written as architecture llama ("llamafied": its q/k rows
 // reordered as for any llama file, its q/k/v biases kept): the biases are
 // read, as llama.cpp's llama reads them where a file has them.
@@ -718,6 +716,8 @@ TEST(Gguf, ALlamaFileWithBiasesKeepsThem) {
   EXPECT_EQ(read->heldBytes(), 0u); // a llama file's rows are read in place
 }
 
+// Quantized rows move whole: a Q8_0 q projection of a qwen2 GGUF reads as
+// the canonical rows, dequantized here from the blocks as written.
 TEST(Gguf, Qwen2QuantizedRowsAreReordered) {
   ModelSpec m = smallSpec(true);
   const int64_t rows = m.qDim(), cols = m.hiddenSize, half = m.headDim / 2;
