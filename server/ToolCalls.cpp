@@ -1,6 +1,7 @@
 // Tool calls: the templates' JSON, a forced call's schema, and the reader
 // of calls in an answer.
 #include "server/ToolCalls.h"
+#include "server/Jinja.h"
 
 #include "support/Error.h"
 
@@ -13,29 +14,6 @@ namespace kvplan::server {
 using ojson = nlohmann::ordered_json;
 
 namespace {
-
-std::string scalar(const ojson &v) {
-  return v.dump(-1, ' ', false, ojson::error_handler_t::replace);
-}
-
-void writePython(const ojson &v, int indent, int depth, std::string &out) {
-  if (!v.is_structured() || v.empty()) {
-    out += v.is_object() ? "{}" : v.is_array() ? "[]" : scalar(v);
-    return;
-  }
-  const bool object = v.is_object();
-  out += object ? '{' : '[';
-  bool first = true;
-  for (auto it = v.begin(); it != v.end(); ++it) {
-    if (!first) out += indent > 0 ? "," : ", ";
-    first = false;
-    if (indent > 0) out += '\n' + std::string(size_t((depth + 1) * indent), ' ');
-    if (object) out += scalar(ojson(it.key())) + ": ";
-    writePython(it.value(), indent, depth + 1, out);
-  }
-  if (indent > 0) out += '\n' + std::string(size_t(depth * indent), ' ');
-  out += object ? '}' : ']';
-}
 
 const char *const kCallOpen = "<tool_call>";
 const char *const kCallClose = "</tool_call>";
@@ -75,9 +53,7 @@ std::string callId() {
 } // namespace
 
 std::string pythonJson(const ojson &v, int indent) {
-  std::string out;
-  writePython(v, indent, 0, out);
-  return out;
+  return pythonJsonDumps(v, indent > 0 ? indent : -1);
 }
 
 ojson toolJson(const ToolFunction &t) {
