@@ -138,7 +138,8 @@ void checkArtifactResources(const std::string &path, uint64_t fileBytes, uint64_
 }
 
 void writeArtifact(const std::string &path, const CompileOutput &out, const WeightSource *weights,
-                   const Tokenizer *tokenizer, bool verbose) {
+                   const Tokenizer *tokenizer, bool verbose,
+                   const ChatTemplateText *chatTemplate) {
   ArtifactWriter w;
   w.addSection("plan", toJson(out.plan).dump(1));
   w.addSection("ir", out.finalIR);
@@ -151,6 +152,7 @@ void writeArtifact(const std::string &path, const CompileOutput &out, const Weig
   }
   if (tokenizer)
     w.addSection(kTokenizerSection, tokenizer->kind() + "\n" + tokenizer->serialize());
+  if (chatTemplate) w.addSection(kChatTemplateSection, chatTemplateSection(*chatTemplate));
   if (weights)
     addWeightsSection(w, out.plan, *weights);
   checkArtifactResources(path, w.fileSize(),

@@ -4,6 +4,7 @@
 #include "spec/ModelSpec.h"
 #include "plan/CudaProgram.h"
 #include "plan/Plan.h"
+#include "formats/ChatTemplateFile.h"
 #include "formats/Tokenizer.h"
 #include "formats/WeightFormats.h"
 
@@ -58,11 +59,12 @@ void checkArtifactResources(const std::string &path, uint64_t fileBytes, uint64_
                             const std::string &weights, bool verbose = false);
 
 /// Writes an artifact holding the plan, the final IR and, when given, the
-/// weights (packed from `weights`), the tokenizer and, for the cuda target,
-/// the CUDA source, launch table and cubins. Checks first that the file fits
-/// on the disk and the packing in memory (checkArtifactResources).
+/// weights (packed from `weights`), the tokenizer, the model's chat template
+/// and, for the cuda target, the CUDA source, launch table and cubins.
+/// Checks first that the file fits on the disk and the packing in memory
+/// (checkArtifactResources).
 void writeArtifact(const std::string &path, const CompileOutput &out,
                    const WeightSource *weights = nullptr, const Tokenizer *tokenizer = nullptr,
-                   bool verbose = false);
+                   bool verbose = false, const ChatTemplateText *chatTemplate = nullptr);
 
 } // namespace kvplan

@@ -200,6 +200,12 @@ public:
     const int id = sp.PieceToId(piece);
     return id >= 0 && sp.IsControl(id) && sp.IdToPiece(id) == piece ? id : -1;
   }
+  std::vector<std::pair<std::string, int32_t>> specialTokens() const override {
+    std::vector<std::pair<std::string, int32_t>> out;
+    for (int id = 0; id < sp.GetPieceSize(); ++id)
+      if (sp.IsControl(id)) out.emplace_back(sp.IdToPiece(id), id);
+    return out;
+  }
   std::string kind() const override { return "sentencepiece"; }
   std::string serialize() const override { return bytes; }
 

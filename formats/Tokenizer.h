@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace kvplan {
@@ -42,6 +43,9 @@ public:
   /// -1 when the vocabulary has no such token. Chat templates ask it which
   /// markers a model was trained with.
   virtual int32_t specialTokenId(std::string_view piece) const { return -1; }
+  /// Every token specialTokenId() knows, as written, with its id: where a
+  /// text rendered by a model's own chat template is split.
+  virtual std::vector<std::pair<std::string, int32_t>> specialTokens() const { return {}; }
 
   /// Format name and bytes from which loadTokenizer() recreates this
   /// tokenizer exactly; the artifact stores them.

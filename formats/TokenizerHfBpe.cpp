@@ -455,6 +455,11 @@ public:
       if (t.content == piece) return t.id;
     return -1;
   }
+  std::vector<std::pair<std::string, int32_t>> specialTokens() const override {
+    std::vector<std::pair<std::string, int32_t>> out;
+    for (const AddedToken &t : added) out.emplace_back(t.content, t.id);
+    return out;
+  }
   std::string kind() const override { return "hf-bpe"; }
   std::string serialize() const override { return jsonText; }
 

@@ -202,6 +202,13 @@ public:
         return int32_t(id);
     return -1;
   }
+  std::vector<std::pair<std::string, int32_t>> specialTokens() const override {
+    std::vector<std::pair<std::string, int32_t>> out;
+    for (size_t id = 0; id < v.pieces.size(); ++id)
+      if (v.types[id] == PieceType::control || v.types[id] == PieceType::userDefined)
+        out.emplace_back(v.pieces[id], int32_t(id));
+    return out;
+  }
   std::string kind() const override { return kind_; }
   std::string serialize() const override { return serialized; }
 

@@ -91,6 +91,8 @@ private:
 
 /// The tokenizer section: Tokenizer::kind(), a newline, Tokenizer::serialize().
 inline constexpr const char *kTokenizerSection = "tokenizer";
+/// The model's own chat template, when it came with one (formats/ChatTemplateFile.h).
+inline constexpr const char *kChatTemplateSection = "chat_template";
 
 /// The checksum the container uses (XXH3, 64 bits).
 uint64_t checksum64(const void *data, size_t size);

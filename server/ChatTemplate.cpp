@@ -4,6 +4,8 @@
 
 #include "server/ToolCalls.h"
 
+#include <algorithm>
+
 namespace kvplan::server {
 
 namespace {
@@ -414,6 +416,120 @@ TurnEnd turnEnd(ChatTemplate t, const Tokenizer &tok) {
   else
     e.strings.push_back(marker);
   return e;
+}
+
+
+void checkBuiltInKwargs(ChatTemplate t, const nlohmann::ordered_json &kwargs) {
+  for (auto it = kwargs.begin(); it != kwargs.end(); ++it)
+    if (it.key() != "enable_thinking")
+      throw badField("chat_template_kwargs",
+                     "chat_template_kwargs." + it.key() + " is not offered: this server's chat "
+                     "template is kvplan's built-in " + chatTemplateName(t) + ", which takes "
+                     "only enable_thinking (a model's own Jinja template takes any: start the "
+                     "server with --chat-template FILE)");
+}
+
+ModelChatTemplate::ModelChatTemplate(const std::string &source, const std::string &origin,
+                                     std::string bosToken, std::string eosToken,
+                                     const Tokenizer &tok)
+    : jinja(source, origin), bos(std::move(bosToken)), eos(std::move(eosToken)) {
+  // Where the template's source does not say, the tokenizer's own BOS and
+  // EOS (as llama.cpp gives a GGUF's).
+  const std::vector<int32_t> eosIds = tok.eosIds();
+  for (auto &[text, id] : tok.specialTokens()) {
+    if (text.empty()) continue;
+    specials.push_back(text);
+    if (id == tok.bosId() && bos.empty()) bos = text;
+    if (!eosIds.empty() && id == eosIds[0] && eos.empty()) eos = text;
+  }
+  std::stable_sort(specials.begin(), specials.end(),
+                   [](const std::string &a, const std::string &b) { return a.size() > b.size(); });
+}
+
+std::vector<ChatPiece> ModelChatTemplate::split(const std::string &text) const {
+  std::vector<ChatPiece> out;
+  std::string pending;
+  for (size_t i = 0; i < text.size();) {
+    const std::string *found = nullptr;
+    for (const std::string &s : specials)
+      if (text.compare(i, s.size(), s) == 0) {
+        found = &s;
+        break;
+      }
+    if (!found) {
+      pending += text[i++];
+      continue;
+    }
+    if (!pending.empty()) out.push_back({ChatPiece::text, std::move(pending)});
+    pending.clear();
+    out.push_back({ChatPiece::marker, *found});
+    i += found->size();
+  }
+  if (!pending.empty()) out.push_back({ChatPiece::text, std::move(pending)});
+  return out;
+}
+
+namespace {
+
+/// The messages as transformers gives them to a template: role and
+/// content, an assistant's tool_calls (arguments parsed) and
+/// reasoning_content, a tool result's tool_call_id.
+nlohmann::ordered_json templateMessages(const std::vector<ChatMessage> &messages) {
+  using ojson = nlohmann::ordered_json;
+  ojson out = ojson::array();
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const ChatMessage &m = messages[i];
+    ojson j = {{"role", m.role}, {"content", m.content}};
+    if (!m.toolCalls.empty()) {
+      ojson calls = ojson::array();
+      for (const ToolCall &c : m.toolCalls) {
+        ojson args = ojson::parse(c.arguments, nullptr, false);
+        if (args.is_discarded())
+          throw badField("messages", "messages[" + std::to_string(i) + "].tool_calls: the "
+                                     "arguments of '" + c.name + "' are not JSON");
+        calls.push_back({{"id", c.id}, {"type", "function"},
+                         {"function", {{"name", c.name}, {"arguments", args}}}});
+      }
+      j["tool_calls"] = calls;
+    }
+    if (!m.toolCallId.empty()) j["tool_call_id"] = m.toolCallId;
+    if (m.reasoning) j["reasoning_content"] = *m.reasoning;
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
+} // namespace
+
+std::vector<ChatPiece> ModelChatTemplate::render(const std::vector<ChatMessage> &messages,
+                                                 const std::vector<ToolFunction> &tools,
+                                                 const nlohmann::ordered_json &kwargs,
+                                                 bool *opensThought) const {
+  nlohmann::ordered_json context = kwargs.is_object() ? kwargs : nlohmann::ordered_json::object();
+  context["messages"] = templateMessages(messages);
+  context["tools"] = nullptr;
+  for (const ToolFunction &t : tools) context["tools"].push_back(toolJson(t));
+  context["add_generation_prompt"] = true;
+  context["bos_token"] = bos;
+  context["eos_token"] = eos;
+  std::string text;
+  try {
+    text = jinja.render(context);
+  } catch (const JinjaError &e) {
+    throw badField("messages", e.raised() ? std::string(e.what())
+                                          : std::string("the model's chat template failed on "
+                                                        "these messages: ") + e.what());
+  }
+  // The thought the prompt opens (DeepSeek-R1's <think>\n), closed when
+  // thinking is off and the template did not read enable_thinking.
+  const size_t end = text.find_last_not_of(" \t\r\n");
+  const bool open = end != std::string::npos && end + 1 >= 7 &&
+                    text.compare(end + 1 - 7, 7, "<think>") == 0;
+  const auto thinking = kwargs.find("enable_thinking");
+  const bool off = thinking != kwargs.end() && thinking->is_boolean() && !thinking->get<bool>();
+  if (open && off) text += text.back() == '\n' ? "\n</think>\n\n" : "\n\n</think>\n\n";
+  if (opensThought) *opensThought = open && !off;
+  return split(text);
 }
 
 } // namespace kvplan::server

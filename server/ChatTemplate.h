@@ -3,15 +3,20 @@
 // engine for C++ in Debian): Llama 2's [INST] <<SYS>>, Llama 3's header
 // ids, ChatML (Qwen2.5, SmolLM2), Qwen3's ChatML with its thoughts,
 // DeepSeek-R1's <｜User｜>/<｜Assistant｜> (its Qwen and Llama distills) and
-// Mistral's [INST]. The model's own template text is not kept by kvplan's
-// artifacts, so the family is told by the special tokens its vocabulary
-// holds, or named with --chat-template.
+// Mistral's [INST]; the family is told by the special tokens its vocabulary
+// holds, or named with --chat-template. A model's own template (its Jinja,
+// from the GGUF or tokenizer_config.json the artifact was compiled from, or
+// a file given with --chat-template) is rendered by kvplan's interpreter
+// (Jinja.h) as transformers renders it; the family still says how answers
+// are read (tool calls, thoughts, the end of a turn).
 #pragma once
 
 #include "formats/Tokenizer.h"
+#include "server/Jinja.h"
 #include "server/OpenAiProtocol.h"
 #include "spec/ModelSpec.h"
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -67,6 +72,41 @@ std::vector<ChatPiece> renderChat(ChatTemplate t, const std::vector<ChatMessage>
 /// The pieces written out, special tokens as their markers: the string the
 /// model cards show.
 std::string chatText(const std::vector<ChatPiece> &pieces);
+
+/// The built-in templates take one of chat_template_kwargs, enable_thinking:
+/// throws ApiError 400 (param "chat_template_kwargs") for another.
+void checkBuiltInKwargs(ChatTemplate t, const nlohmann::ordered_json &kwargs);
+
+/// A model's own chat template: its Jinja and the texts it is given as
+/// bos_token and eos_token; and the tokenizer's special tokens, where the
+/// text it renders is split (longest first, as Hugging Face's tokenizers
+/// split at added tokens).
+class ModelChatTemplate {
+public:
+  /// Throws InputError (naming `origin`) when kvplan cannot read the template.
+  ModelChatTemplate(const std::string &source, const std::string &origin, std::string bosToken,
+                    std::string eosToken, const Tokenizer &tok);
+  const std::string &origin() const { return jinja.origin(); }
+
+  /// The prompt for `messages`: the template given messages, tools (null
+  /// without), add_generation_prompt true, bos_token, eos_token and the
+  /// request's chat_template_kwargs (enable_thinking among them), as
+  /// transformers and vLLM give them; a tool call's arguments parsed from
+  /// their JSON text. `opensThought` is set when the prompt ends inside a
+  /// thought (its last text is <think>); with enable_thinking false the
+  /// thought is closed. Throws ApiError 400 (param "messages") with the
+  /// template's raise_exception message, or its error.
+  std::vector<ChatPiece> render(const std::vector<ChatMessage> &messages,
+                                const std::vector<ToolFunction> &tools,
+                                const nlohmann::ordered_json &kwargs, bool *opensThought) const;
+  /// `text` as pieces: the special tokens in it as markers, the rest text.
+  std::vector<ChatPiece> split(const std::string &text) const;
+
+private:
+  JinjaTemplate jinja;
+  std::string bos, eos;
+  std::vector<std::string> specials; // longest first
+};
 
 /// Token ids for the pieces: text is encoded without BOS, a marker is its
 /// special token when the vocabulary has one, else text (so a template can

@@ -296,12 +296,17 @@ struct Server::Impl {
     /// With the prompt's log-probabilities: each prompt token's piece of
     /// the decoded prompt (for text_offset).
     std::vector<std::string> pieces;
+    bool opensThought = false; // the answer begins inside a thought
   };
-  /// The chat template's prompt, closing the thought when thinking is off.
+  /// The chat template's prompt (the model's own, or the built-in one),
+  /// closing the thought when thinking is off; `opensThought` set when the
+  /// answer begins inside a thought the prompt opened.
   std::vector<ChatPiece> chatPieces(const std::vector<ChatMessage> &messages,
                                     const std::vector<ToolFunction> &tools,
-                                    std::optional<bool> enableThinking) const;
-  std::vector<int32_t> promptOf(const ApiRequest &a) const;
+                                    std::optional<bool> enableThinking,
+                                    const nlohmann::ordered_json &kwargs,
+                                    bool *opensThought = nullptr) const;
+  std::vector<int32_t> promptOf(const ApiRequest &a, bool *opensThought) const;
   Prepared prepare(const ApiRequest &a) const;
   /// The tokenizer's tokens as JSON mode sees them, made at the first
   /// request that asks.
@@ -339,10 +344,8 @@ struct Server::Impl {
   // The model thinks in <think>...</think> (its chat template says so),
   // and its chat answers are split (ServerOptions).
   bool thinks = false, splitsReasoning = false;
-  /// The request's answer begins inside a thought its prompt opened.
-  bool opensThought(const ApiRequest &a) const {
-    return chatTemplateOpensThought(chat) && a.enableThinking != false;
-  }
+  // The model's own template, which renders the prompts when set.
+  std::shared_ptr<const ModelChatTemplate> own;
   Scheduler sched;
   Metrics metrics;
   std::unique_ptr<LimitedHttpServer> server; // made once opts are final
@@ -382,6 +385,7 @@ Server::Impl::Impl(Engine &e, const Tokenizer *t, ServerOptions o)
   if (opts.modelName.empty()) opts.modelName = e.plan().model.name;
   chat = opts.chatTemplate ? *opts.chatTemplate
                            : detectChatTemplate(t, e.plan().model.architecture);
+  if (t) own = opts.modelTemplate;
   thinks = t && chatTemplateThinks(chat);
   splitsReasoning = thinks && opts.separateReasoning;
   // A stream writes an event per token: without this, Nagle's algorithm
@@ -565,7 +569,16 @@ void Server::Impl::models(httplib::Response &res) const {
 
 std::vector<ChatPiece> Server::Impl::chatPieces(const std::vector<ChatMessage> &messages,
                                                 const std::vector<ToolFunction> &tools,
-                                                std::optional<bool> enableThinking) const {
+                                                std::optional<bool> enableThinking,
+                                                const nlohmann::ordered_json &kwargs,
+                                                bool *opensThought) const {
+  if (own) {
+    // The calls in the answer are read in the family's format.
+    if (!tools.empty()) checkToolTemplate(chat);
+    return own->render(messages, tools, kwargs, opensThought);
+  }
+  checkBuiltInKwargs(chat, kwargs);
+  if (opensThought) *opensThought = chatTemplateOpensThought(chat) && enableThinking != false;
   std::vector<ChatPiece> pieces = renderChat(chat, messages, tools);
   // Without thinking: an empty thought, already closed.
   if (thinks && enableThinking == false)
@@ -573,14 +586,15 @@ std::vector<ChatPiece> Server::Impl::chatPieces(const std::vector<ChatMessage> &
   return pieces;
 }
 
-std::vector<int32_t> Server::Impl::promptOf(const ApiRequest &a) const {
+std::vector<int32_t> Server::Impl::promptOf(const ApiRequest &a, bool *opensThought) const {
   const char *field = a.chat ? "messages" : "prompt";
   if (!tokenizer && (a.chat || a.promptText))
     throw badField(field, "this model has no tokenizer: give the prompt as token ids");
   if (a.chat) {
     const bool tools = a.toolChoice != ToolChoice::none;
-    std::vector<ChatPiece> pieces = chatPieces(
-        a.messages, tools ? a.tools : std::vector<ToolFunction>(), a.enableThinking);
+    std::vector<ChatPiece> pieces =
+        chatPieces(a.messages, tools ? a.tools : std::vector<ToolFunction>(), a.enableThinking,
+                   a.templateKwargs, opensThought);
     if (forcedCall(a)) pieces.push_back({ChatPiece::text, forcedCallPrefix(chat)});
     return tokenizeChat(*tokenizer, pieces);
   }
@@ -598,7 +612,7 @@ std::vector<int32_t> Server::Impl::promptOf(const ApiRequest &a) const {
 Server::Impl::Prepared Server::Impl::prepare(const ApiRequest &a) const {
   Prepared p;
   GenerationRequest &g = p.gen;
-  g.prompt = promptOf(a);
+  g.prompt = promptOf(a, &p.opensThought);
   const int64_t n = int64_t(g.prompt.size()), context = engine.maxSeqLen();
   const std::string context_s = std::to_string(context);
   if (n == 0) throw badField(a.chat ? "messages" : "prompt", "the prompt is empty");
@@ -789,7 +803,7 @@ void Server::Impl::reply(const ApiRequest &a, const ResponseHead &h,
     json choice;
     ReasoningReader::Split split{"", c.text};
     if (a.chat && splitsReasoning) {
-      ReasoningReader thought(opensThought(a));
+      ReasoningReader thought(prep.opensThought);
       split = thought.feed(c.text);
       ReasoningReader::Split rest = thought.finish();
       split.reasoning += rest.reasoning;
@@ -852,7 +866,7 @@ void Server::Impl::stream(const ApiRequest &a, const ResponseHead &h,
   if (a.chat && a.toolChoice != ToolChoice::none)
     s->readers.assign(p->choices.size(), ToolCallReader(chat, a));
   if (a.chat && splitsReasoning)
-    s->thoughts.assign(p->choices.size(), ReasoningReader(opensThought(a)));
+    s->thoughts.assign(p->choices.size(), ReasoningReader(prep.opensThought));
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
@@ -998,7 +1012,8 @@ void Server::Impl::tokenize(const httplib::Request &req, httplib::Response &res)
     if (t.prompt) {
       ids = tokenizer->encode(*t.prompt, t.addSpecialTokens);
     } else {
-      ids = tokenizeChat(*tokenizer, chatPieces(t.messages, t.tools, t.enableThinking));
+      ids = tokenizeChat(*tokenizer,
+                         chatPieces(t.messages, t.tools, t.enableThinking, t.templateKwargs));
       if (t.addSpecialTokens && tokenizer->bosId() >= 0)
         ids.insert(ids.begin(), tokenizer->bosId());
     }
@@ -1088,6 +1103,7 @@ void Server::start(const std::string &host, int port) {
 int Server::port() const { return impl->boundPort; }
 const std::string &Server::modelName() const { return impl->opts.modelName; }
 ChatTemplate Server::chatTemplate() const { return impl->chat; }
+const ModelChatTemplate *Server::modelTemplate() const { return impl->own.get(); }
 bool Server::separatesReasoning() const { return impl->splitsReasoning; }
 const Metrics &Server::metrics() const { return impl->metrics; }
 

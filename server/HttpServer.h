@@ -48,6 +48,10 @@ struct ServerOptions {
   /// Preflight requests (OPTIONS) are answered without the API key.
   std::vector<std::string> allowedOrigins;
   std::optional<ChatTemplate> chatTemplate; // unset: detectChatTemplate()
+  /// The model's own chat template, which renders the prompts when set
+  /// (else the built-in chatTemplate does); chatTemplate still says how
+  /// answers are read (tool calls, thoughts).
+  std::shared_ptr<const ModelChatTemplate> modelTemplate;
   /// A thinking model's (one whose vocabulary has <think> and </think>)
   /// chat answers: its <think>...</think> as "reasoning_content" beside the
   /// content (vLLM's and llama.cpp's field), or false: all of it content.
@@ -80,6 +84,8 @@ public:
   int port() const;
   const std::string &modelName() const;
   ChatTemplate chatTemplate() const;
+  /// The model's own template the prompts are rendered with, or null.
+  const ModelChatTemplate *modelTemplate() const;
   /// Whether chat answers' <think>...</think> go to "reasoning_content".
   bool separatesReasoning() const;
   const Metrics &metrics() const;

@@ -584,26 +584,22 @@ void parseTools(const Fields &f, const std::string &body, ApiRequest &r) {
 
 namespace {
 
-/// chat_template_kwargs: kvplan's templates are built in, and the one
-/// argument they take is enable_thinking (a model without thinking ignores
-/// it, as its Jinja template would).
-std::optional<bool> parseTemplateKwargs(const Fields &f) {
+/// chat_template_kwargs: kept for a model's own template, which takes any
+/// (the server refuses the others for its built-in templates:
+/// checkTemplateKwargs); enable_thinking, which every template reads, is
+/// true or false.
+template <class Request> void parseTemplateKwargs(const Fields &f, Request &r) {
   const json *k = f.get("chat_template_kwargs");
-  if (!k) return std::nullopt;
+  if (!k || k->is_null()) return;
   if (!k->is_object())
     throw badField("chat_template_kwargs", "chat_template_kwargs must be an object");
-  std::optional<bool> thinking;
   for (const auto &[key, v] : k->items()) {
-    if (key != "enable_thinking")
-      throw badField("chat_template_kwargs",
-                     "chat_template_kwargs." + key + " is not offered: kvplan's chat templates "
-                     "are built in and take only enable_thinking");
-    if (!v.is_boolean())
+    if (key == "enable_thinking" && !v.is_boolean())
       throw badField("chat_template_kwargs",
                      "chat_template_kwargs.enable_thinking must be true or false");
-    thinking = v.get<bool>();
+    if (key == "enable_thinking") r.enableThinking = v.template get<bool>();
+    r.templateKwargs[key] = v;
   }
-  return thinking;
 }
 
 } // namespace
@@ -629,7 +625,7 @@ ApiRequest parseChatRequest(const std::string &body) {
     r.logprobs = t->get<int64_t>();
   }
   parseTools(f, body, r);
-  r.enableThinking = parseTemplateKwargs(f);
+  parseTemplateKwargs(f, r);
   return r;
 }
 
@@ -646,7 +642,7 @@ TokenizeRequest parseTokenizeRequest(const std::string &body) {
   if (chat) {
     r.messages = parseMessages(f);
     if (const json *t = f.get("tools")) r.tools = parseToolList(*t, body);
-    r.enableThinking = parseTemplateKwargs(f);
+    parseTemplateKwargs(f, r);
     // kvplan's templates end where the assistant's answer begins.
     if (!f.boolean("add_generation_prompt").value_or(true))
       throw badField("add_generation_prompt", "add_generation_prompt false is not offered: "

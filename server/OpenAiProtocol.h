@@ -109,8 +109,10 @@ struct ApiRequest {
   bool parallelToolCalls = true;
   // Chat: chat_template_kwargs {"enable_thinking": false} (vLLM's and
   // SGLang's way to ask Qwen3 for an answer without thinking); unset: the
-  // template's default (thinking).
+  // template's default (thinking). `templateKwargs`: all of them, for a
+  // model's own template (the built-in ones take only enable_thinking).
   std::optional<bool> enableThinking;
+  nlohmann::ordered_json templateKwargs = nlohmann::ordered_json::object();
 };
 
 /// The most choices one request may ask for (OpenAI's limit).
@@ -130,6 +132,7 @@ struct TokenizeRequest {
   std::vector<ChatMessage> messages;
   std::vector<ToolFunction> tools;
   std::optional<bool> enableThinking; // chat_template_kwargs, as for chat
+  nlohmann::ordered_json templateKwargs = nlohmann::ordered_json::object();
   bool addSpecialTokens = true; // BOS first; default true for a prompt, false for messages
   bool returnTokenStrs = false; // each token's text beside the ids
 };

@@ -411,3 +411,47 @@ TEST(OpenAiRequest, ErrorsNameTheField) {
             "messages[0].content");
   EXPECT_EQ(param(R"({"messages": "hi"})", true), "messages");
 }
+
+// A model's own template: its text split at the vocabulary's special tokens
+// (<think> among Qwen3's added ones), the longest first; a prompt that ends
+// in <think> opens the thought, closed with thinking off; the template's
+// raise_exception is a 400 naming messages.
+TEST(ModelChatTemplate, SplitsAtSpecialTokensAndOpensTheThought) {
+  const std::string path = modelPath("qwen3-tokenizer/tokenizer.json");
+  REQUIRE_FILE(path);
+  auto tok = loadTokenizerFile(path);
+  const ModelChatTemplate t(
+      "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('no system, "
+      "please') }}{% endif %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+      "{% endfor %}<|im_start|>assistant\n{{ '<think>\\n' }}",
+      "test.jinja", "", "", *tok);
+  bool opens = false;
+  const std::vector<ChatPiece> pieces =
+      t.render({{"user", "a<|im_end|b <think>"}}, {}, nlohmann::ordered_json::object(), &opens);
+  EXPECT_TRUE(opens);
+  std::vector<std::string> seen;
+  for (const ChatPiece &p : pieces)
+    seen.push_back((p.kind == ChatPiece::marker ? "M:" : "T:") + p.value);
+  EXPECT_EQ(seen, (std::vector<std::string>{"M:<|im_start|>", "T:user\na<|im_end|b ",
+                                            "M:<think>", "M:<|im_end|>", "T:\n",
+                                            "M:<|im_start|>", "T:assistant\n", "M:<think>",
+                                            "T:\n"}));
+  const std::vector<ChatPiece> off =
+      t.render({{"user", "Hi"}}, {}, {{"enable_thinking", false}}, &opens);
+  EXPECT_FALSE(opens);
+  EXPECT_EQ(chatText(off),
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n");
+  try {
+    t.render({{"system", "x"}, {"user", "Hi"}}, {}, nlohmann::ordered_json::object(), nullptr);
+    ADD_FAILURE() << "raise_exception did not throw";
+  } catch (const ApiError &e) {
+    EXPECT_EQ(e.status, 400);
+    EXPECT_EQ(e.param, "messages");
+    EXPECT_STREQ(e.what(), "no system, please");
+  }
+  // BOS and EOS the template's source does not give are the tokenizer's
+  // (a tokenizer.json alone ends text with <|endoftext|>).
+  const ModelChatTemplate eos("{{ eos_token }}", "eos.jinja", "", "", *tok);
+  EXPECT_EQ(chatText(eos.render({{"user", "Hi"}}, {}, nlohmann::ordered_json::object(), nullptr)),
+            "<|endoftext|>");
+}

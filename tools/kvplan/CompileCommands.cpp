@@ -90,9 +90,14 @@ int runCompile(const CompileOptions &o, bool verbose) {
   std::unique_ptr<WeightSource> weights;
   if (!src.weights.empty()) weights = openWeights(src.weights, cfg.model);
   std::unique_ptr<Tokenizer> tokenizer = loadSourceTokenizer(src);
+  // The chat template the tokenizer's model came with, kept for serve and
+  // run --chat.
+  std::optional<ChatTemplateText> chat;
+  if (tokenizer) chat = findModelChatTemplate(src.tokenizer);
   CompileOutput result = compileModel(cfg, {}, verbose);
   if (cfg.compile.target == Target::cuda) addCudaCode(result, archs, verbose);
-  writeArtifact(o.output, result, weights.get(), tokenizer.get(), verbose);
+  writeArtifact(o.output, result, weights.get(), tokenizer.get(), verbose,
+                chat ? &*chat : nullptr);
   printCompileSummary(o.output, src, result.plan.memoryBill(), archs);
   for (const WeightEntry &w : result.plan.weights) {
     if (std::string why = cutGroupsWarning(result.plan, w); !why.empty())

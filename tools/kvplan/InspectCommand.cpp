@@ -1,6 +1,7 @@
 // kvplan inspect: an artifact's manifest and exact memory bill.
 #include "tools/kvplan/Commands.h"
 
+#include "formats/ChatTemplateFile.h"
 #include "plan/Artifact.h"
 #include "plan/Cost.h"
 #include "plan/CudaProgram.h"
@@ -157,6 +158,12 @@ void printHuman(const Artifact &a) {
   } else {
     std::printf("tokenizer none (give --tokenizer to run with text)\n");
   }
+  if (a.hasSection(kChatTemplateSection)) {
+    const ChatTemplateText t =
+        parseChatTemplateSection(std::string(a.section(kChatTemplateSection)), a.path());
+    std::printf("chat      the model's own template, %zu bytes, from %s\n", t.source.size(),
+                t.origin.c_str());
+  }
   if (s.target == Target::cuda) {
     std::string archs;
     for (const std::string &arch : p.cudaArchs) archs += (archs.empty() ? "" : ", ") + arch;
@@ -240,6 +247,10 @@ void addInspectCommand(CLI::App &app, const GlobalOptions &global, Action &actio
         std::string_view t = a.section(kTokenizerSection);
         j["tokenizer"] = std::string(t.substr(0, t.find('\n')));
       }
+      if (a.hasSection(kChatTemplateSection))
+        j["chat_template"] = parseChatTemplateSection(
+                                 std::string(a.section(kChatTemplateSection)), a.path())
+                                 .origin;
       std::cout << j.dump(2) << "\n";
       return 0;
     };

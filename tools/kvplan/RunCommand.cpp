@@ -1,4 +1,5 @@
 // kvplan run: generates text (or token ids) from an artifact or a model.
+#include "tools/kvplan/ChatChoice.h"
 #include "tools/kvplan/Commands.h"
 #include "tools/kvplan/Runnable.h"
 #include "tools/kvplan/Speculation.h"
@@ -68,6 +69,7 @@ struct RunOptions {
   bool chat = false;                // --chat: -p is the user's message
   bool interactive = false;         // -i: a conversation, a message a line of stdin
   std::string system, chatTemplate; // --system, --chat-template (with --chat)
+  mutable std::optional<ChatChoice> chatChoice; // what --chat-template chose, once asked
 };
 
 /// --logit-bias ID:BIAS,ID:BIAS,... (the ranges are the sampler's to check).
@@ -181,24 +183,19 @@ void holdToJson(RunOptions &o, const Runnable &r) {
   o.sampling.json = vocab;
 }
 
-/// --chat: the chat template --chat-template names, else the one the
-/// model's tokenizer shows.
-server::ChatTemplate chatTemplateOf(const RunOptions &o, const Runnable &r) {
-  if (!o.chatTemplate.empty()) {
-    const auto t = server::parseChatTemplate(o.chatTemplate);
-    if (!t)
-      throw InputError("--chat-template must be one of " +
-                       std::string(server::kChatTemplateNames) + ", got '" + o.chatTemplate +
-                       "'");
-    return *t;
+/// --chat: the template --chat-template names, else the model's own, else
+/// the built-in one its tokenizer shows; chosen once.
+const ChatChoice &chatChoiceOf(const RunOptions &o, const Runnable &r) {
+  if (!o.chatChoice) {
+    ChatChoice c = chooseChatTemplate(o.chatTemplate, r, "kvplan run");
+    if (c.family == server::ChatTemplate::none && !c.own)
+      throw InputError("--chat: this model came with no chat template and its tokenizer shows "
+                       "none (a base model?); name one with --chat-template " +
+                       std::string(server::kChatTemplateNames) + " or a template file, or "
+                       "leave out --chat");
+    o.chatChoice = std::move(c);
   }
-  const server::ChatTemplate t =
-      server::detectChatTemplate(r.tokenizer.get(), r.plan.model.architecture);
-  if (t == server::ChatTemplate::none)
-    throw InputError("--chat: this model's tokenizer shows no chat template (a base model?); "
-                     "name one with --chat-template " + std::string(server::kChatTemplateNames) +
-                     ", or leave out --chat");
-  return t;
+  return *o.chatChoice;
 }
 
 /// --chat: the conversation as the chat template has it, ending where the
@@ -206,8 +203,11 @@ server::ChatTemplate chatTemplateOf(const RunOptions &o, const Runnable &r) {
 std::vector<int32_t> chatIds(const RunOptions &o, const Runnable &r,
                              const std::vector<server::ChatMessage> &messages) {
   const Tokenizer &tok = requireTokenizer(r);
+  const ChatChoice &c = chatChoiceOf(o, r);
   try {
-    return server::tokenizeChat(tok, server::renderChat(chatTemplateOf(o, r), messages));
+    return server::tokenizeChat(
+        tok, c.own ? c.own->render(messages, {}, nlohmann::ordered_json::object(), nullptr)
+                   : server::renderChat(c.family, messages));
   } catch (const server::ApiError &e) {
     throw InputError(std::string("--chat: ") + e.what());
   }
@@ -268,7 +268,7 @@ void holdToStops(RunOptions &o, const Runnable &r, GenerationRequest &req) {
     if (r.tokenizer)
       for (int32_t id : r.tokenizer->eosIds()) req.stopIds.push_back(id);
     if (o.chat) {
-      const server::TurnEnd end = server::turnEnd(chatTemplateOf(o, r), *r.tokenizer);
+      const server::TurnEnd end = server::turnEnd(chatChoiceOf(o, r).family, *r.tokenizer);
       req.stopIds.insert(req.stopIds.end(), end.ids.begin(), end.ids.end());
       req.stopStrings = end.strings;
     }
@@ -565,8 +565,10 @@ void addStopAndChatFlags(CLI::App *cmd, RunOptions &o) {
                 "before it; ends at the end of the input");
   cmd->add_option("--system", o.system, "With --chat: the system message");
   cmd->add_option("--chat-template", o.chatTemplate,
-                  std::string("With --chat: the template (") + server::kChatTemplateNames +
-                      "; default: the one the model's tokenizer shows)");
+                  std::string("With --chat: a template file (.jinja, tokenizer_config.json, "
+                              ".gguf) or a built-in template (") +
+                      server::kChatTemplateNames +
+                      "); default: the model's own, else the built-in one its tokenizer shows");
 }
 
 void addRunCommand(CLI::App &app, const GlobalOptions &global, Action &action) {

@@ -358,6 +358,11 @@ void loadArtifact(Runnable &r, const ModelOptions &opts, bool verbose) {
   if (r.plan.settings.target == Target::cuda)
     r.cuda = loadArtifactCudaCode(*r.artifact, r.plan, opts.model);
   r.tokenizer = loadArtifactTokenizer(*r.artifact, opts);
+  if (!opts.tokenizer.empty())
+    r.chatTemplate = findModelChatTemplate(opts.tokenizer);
+  else if (r.artifact->hasSection(kChatTemplateSection))
+    r.chatTemplate = parseChatTemplateSection(
+        std::string(r.artifact->section(kChatTemplateSection)), opts.model);
 }
 
 #ifdef KVPLAN_HAVE_COMPILER
@@ -375,6 +380,7 @@ void compileInMemory(Runnable &r, const ModelOptions &opts, bool verbose) {
   r.comm = joinRanks(r.plan, opts.model);
   packWeights(r, *src);
   r.tokenizer = loadSourceTokenizer(s);
+  if (r.tokenizer) r.chatTemplate = findModelChatTemplate(s.tokenizer);
   r.serveBatchApplied = s.serveBatchApplied;
 }
 #else

@@ -6,6 +6,7 @@
 #include "plan/Artifact.h"
 #include "plan/CudaProgram.h"
 #include "runtime/Executor.h"
+#include "formats/ChatTemplateFile.h"
 #include "formats/Tokenizer.h"
 
 #include <CLI/CLI.hpp>
@@ -62,6 +63,9 @@ struct Runnable {
   const char *weights = nullptr;
   uint64_t weightsBytes = 0;
   std::unique_ptr<Tokenizer> tokenizer; // null: the model has none
+  /// The chat template the model came with (the artifact's, or the one
+  /// beside --tokenizer); unset when it came with none.
+  std::optional<ChatTemplateText> chatTemplate;
   std::string source;                   // for messages
   std::optional<CudaCode> cuda;         // cuda target: launch table and cubins
   Collective *comm = nullptr;           // tensor-parallel ranks (mpirun), or null

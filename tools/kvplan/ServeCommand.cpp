@@ -1,5 +1,6 @@
 // kvplan serve: the OpenAI-compatible HTTP server (server/HttpServer.h) on
 // an artifact or a model, until SIGINT or SIGTERM.
+#include "tools/kvplan/ChatChoice.h"
 #include "tools/kvplan/Commands.h"
 #include "tools/kvplan/Runnable.h"
 #include "tools/kvplan/Speculation.h"
@@ -108,13 +109,6 @@ server::ServerOptions serverOptions(const ServeOptions &o) {
   s.allowedOrigins = checkOrigins(o.allowedOrigins);
   s.logRequests = !o.quiet;
   s.separateReasoning = o.reasoningFormat == "separate";
-  if (!o.chatTemplate.empty()) {
-    s.chatTemplate = server::parseChatTemplate(o.chatTemplate);
-    if (!s.chatTemplate)
-      throw InputError("--chat-template must be one of " +
-                       std::string(server::kChatTemplateNames) + ", got '" + o.chatTemplate +
-                       "'");
-  }
   return s;
 }
 
@@ -152,6 +146,9 @@ int runServe(const ServeOptions &o, bool verbose) {
   target.serveScoreRows = kServeScoreRows;
   o.speculate.prepare(target);
   Runnable r = loadRunnable(target, verbose);
+  const ChatChoice chat = chooseChatTemplate(o.chatTemplate, r, "kvplan serve");
+  so.chatTemplate = chat.family;
+  so.modelTemplate = chat.own;
   const ExecOptions exec{o.threads, !o.noGraphs};
   checkExecFlags(r, exec, o.speculate.draftModel());
   Engine engine(makeExecutor(r, exec), {!o.noPrefixCache});
@@ -172,7 +169,7 @@ int runServe(const ServeOptions &o, bool verbose) {
   std::fflush(stdout);
   std::fprintf(stderr, "kvplan serve: %s; chat template %s%s; context %lld tokens, max_batch "
                "%lld, %lld KV pages\n",
-               engine.executor().describe().c_str(), server::chatTemplateName(srv.chatTemplate()),
+               engine.executor().describe().c_str(), chat.describe().c_str(),
                srv.separatesReasoning() ? " (<think> as reasoning_content)" : "",
                (long long)engine.maxSeqLen(), (long long)engine.maxBatch(),
                (long long)engine.pages().size());
@@ -235,8 +232,10 @@ void addServeCommand(CLI::App &app, const GlobalOptions &global, Action &action)
                   "default: none")
       ->allow_extra_args(false);
   cmd->add_option("--chat-template", o->chatTemplate,
-                  std::string("Chat template: ") + server::kChatTemplateNames +
-                      " (default: from the tokenizer's special tokens)");
+                  std::string("Chat template: a template file (.jinja, tokenizer_config.json, "
+                              ".gguf) or a built-in one (") +
+                      server::kChatTemplateNames +
+                      "); default: the model's own, else the built-in one its tokenizer shows");
   cmd->add_option("--reasoning-format", o->reasoningFormat,
                   "A thinking model's (Qwen3's) <think>...</think> in chat answers: separate "
                   "(as reasoning_content beside the content) or none (all content)")

@@ -5,7 +5,7 @@ q/k rows reordered for adjacent-pair RoPE, a qwen2 model's left as they are)
 and as a Hugging Face folder (config.json, model.safetensors, the
 tokenizer.json). Both must run token for token alike.
 
-usage: gguf_and_hf.py ARCH TOKENIZER_JSON PRE GGUF_OUT HF_DIR
+usage: gguf_and_hf.py ARCH TOKENIZER_JSON PRE GGUF_OUT HF_DIR [TOKENIZER_CONFIG]
   ARCH: llama, qwen2 (q/k/v biases) or qwen3 (heads twice hidden_size /
   num_heads wide, q/k norms); PRE: tokenizer.ggml.pre ("llama-bpe", "qwen2",
   "deepseek-r1-qwen"). tokenizer.ggml.add_bos_token is true for llama (as
@@ -13,7 +13,9 @@ usage: gguf_and_hf.py ARCH TOKENIZER_JSON PRE GGUF_OUT HF_DIR
   Qwen's tokenizer.json) writes the GGUF's vocabulary as DeepSeek-R1's Qwen
   distills have it: DeepSeek's chat tokens in place of Qwen's first added
   ones, <think> and </think> among them, BOS <｜begin▁of▁sentence｜> added;
-  the folder keeps Qwen's tokenizer.json.
+  the folder keeps Qwen's tokenizer.json. With TOKENIZER_CONFIG (a
+  tokenizer_config.json), its chat_template is written as the converter
+  writes it (tokenizer.chat_template) and the file is copied to the folder.
 """
 import json
 import os
@@ -24,6 +26,7 @@ import sys
 from array import array
 
 arch, tokenizer_path, pre, gguf_out, hf_dir = sys.argv[1:6]
+tokenizer_config = sys.argv[6] if len(sys.argv) > 6 else None
 qwen = arch in ("qwen2", "qwen3")
 add_bos = not qwen
 
@@ -129,6 +132,8 @@ if arch == "qwen3":
     config.update({"head_dim": head_dim, "attention_bias": False, "sliding_window": None})
 json.dump(config, open(os.path.join(hf_dir, "config.json"), "w"))
 shutil.copy(tokenizer_path, os.path.join(hf_dir, "tokenizer.json"))
+if tokenizer_config:
+    shutil.copy(tokenizer_config, os.path.join(hf_dir, "tokenizer_config.json"))
 
 
 # The GGUF: llama.cpp's names; a llama model's q/k rows reordered as
@@ -203,6 +208,9 @@ kv("tokenizer.ggml.merges", 9, struct.pack("<IQ", 8, len(merges)) + b"".join(map
 u32("tokenizer.ggml.bos_token_id", bos)
 u32("tokenizer.ggml.eos_token_id", eos)
 kv("tokenizer.ggml.add_bos_token", 7, struct.pack("<B", 1 if add_bos else 0))
+if tokenizer_config:
+    kv("tokenizer.chat_template", 8,
+       gstr(json.load(open(tokenizer_config, encoding="utf-8"))["chat_template"]))
 
 directory, blobs, offset = [], [], 0
 for name, shape, data in hf:
