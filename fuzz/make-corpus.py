@@ -265,6 +265,16 @@ def main():
     put(out, "gguf", "tiny-q8_0.gguf", gguf(True))
     put(out, "gguf", "tiny-qwen2-q8_0.gguf", gguf(True, "qwen2"))
     put(out, "tokenizer_hf", "tiny-tokenizer.json", hf_tokenizer_json())
+    # Chat templates: the interpreter's cases, this project's own template
+    # files and the shared tokenizers' templates.
+    cases = json.loads((ROOT / "tests/data/jinja-cases.json").read_text(encoding="utf-8"))
+    for c in cases["cases"]:
+        put(out, "chat_template", c["name"] + ".jinja", c["template"].encode())
+    copy_small(out, "chat_template", sorted(ROOT.glob("tests/**/*.jinja")))
+    for f in sorted(models.glob("*/tokenizer_config.json")):
+        template = json.loads(f.read_text(encoding="utf-8")).get("chat_template")
+        if isinstance(template, str):
+            put(out, "chat_template", f.parent.name + ".jinja", template.encode())
     copy_small(out, "tokenizer_llama2c", [models / "stories260K/tok512.bin"])
     copy_small(out, "tokenizer_sentencepiece", [models / "stories260K/tok512.model"])
     # The shared checkpoints are too large to be seeds whole; their first

@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 all=(toml_spec hf_config gguf llama2c_bin safetensors artifact plan_json
-     tokenizer_llama2c tokenizer_sentencepiece tokenizer_hf server_request)
+     tokenizer_llama2c tokenizer_sentencepiece tokenizer_hf server_request chat_template)
 targets=("${@:-${all[@]}}")
 if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [ "$seconds" -lt 1 ]; then
   echo "fuzz: SECONDS must be a positive whole number, not '$seconds'" >&2

@@ -8,6 +8,7 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <ctime>
 #include <map>
@@ -428,6 +429,10 @@ std::vector<Token> tokenize(const std::string &s) {
   return out;
 }
 
+/// How deep blocks and expressions may nest (the parser and the renderer
+/// recurse as deep).
+constexpr int kMaxNesting = 100;
+
 // ---------------------------------------------------------------------------
 // The tree
 
@@ -516,6 +521,7 @@ public:
   }
 
   ExprP expression(bool withCond = true) {
+    const Nested guard(*this);
     ExprP e = orExpr();
     while (withCond && acceptName("if")) {
       ExprP c = orExpr();
@@ -537,6 +543,17 @@ private:
   std::vector<Token> toks;
   size_t at = 0;
   int line;
+  int depth = 0;
+
+  /// Counts one level of the parser's recursion; too deep a template is
+  /// refused before it can exhaust the stack.
+  struct Nested {
+    ExprParser &p;
+    explicit Nested(ExprParser &p) : p(p) {
+      if (++p.depth > kMaxNesting) p.fail("the expression nests too deep");
+    }
+    ~Nested() { --p.depth; }
+  };
 
   ExprP make(Expr::Kind k, std::string name, std::vector<ExprP> args = {}) const {
     auto e = std::make_shared<Expr>();
@@ -565,6 +582,7 @@ private:
     return l;
   }
   ExprP notExpr() {
+    const Nested guard(*this);
     if (acceptName("not")) return make(Expr::negate, "", {notExpr()});
     return compare();
   }
@@ -618,6 +636,7 @@ private:
     return l;
   }
   ExprP unary(bool withFilter) {
+    const Nested guard(*this);
     ExprP e;
     if (acceptOp("-"))
       e = make(Expr::minus, "", {unary(false)});
@@ -762,6 +781,7 @@ private:
   std::string origin;
   size_t at = 0;
   int line = 0;
+  int depth = 0; // blocks open
 
   [[noreturn]] void fail(const std::string &what) const {
     throw InputError(origin + ": line " + std::to_string(line) + ": " + what);
@@ -829,12 +849,18 @@ private:
   template <class F> auto guarded(F &&f) -> decltype(f()) {
     try {
       return f();
-    } catch (const std::invalid_argument &e) {
+    } catch (const std::logic_error &e) {
       fail(e.what());
     }
   }
 
   std::shared_ptr<Node> statement(const std::string &keyword, ExprParser &p) {
+    if (++depth > kMaxNesting)
+      fail("blocks nest more than " + std::to_string(kMaxNesting) + " deep");
+    struct Leave {
+      int &d;
+      ~Leave() { --d; }
+    } leave{depth};
     auto n = std::make_shared<Node>();
     n->line = line;
     guarded([&] { return p.expectName(), nullptr; });
@@ -1029,16 +1055,29 @@ std::vector<std::string> split(const std::string &s, const std::string *sep, int
   return out;
 }
 
-std::string replaceAll(std::string s, const std::string &from, const std::string &to,
+/// The most bytes a string the template builds may hold (as its output).
+constexpr size_t kMaxString = size_t(64) << 20;
+
+/// `out` += `add`, refusing a string past kMaxString.
+void append(std::string &out, const std::string &add) {
+  if (out.size() + add.size() > kMaxString)
+    throw std::invalid_argument("the template builds a string over 64 MiB");
+  out += add;
+}
+
+std::string replaceAll(const std::string &s, const std::string &from, const std::string &to,
                        int64_t count) {
   if (from.empty()) return s;
-  size_t at = 0;
-  for (int64_t n = 0; (count < 0 || n < count) && (at = s.find(from, at)) != std::string::npos;
+  std::string out;
+  size_t at = 0, next;
+  for (int64_t n = 0; (count < 0 || n < count) && (next = s.find(from, at)) != std::string::npos;
        ++n) {
-    s.replace(at, from.size(), to);
-    at += to.size();
+    append(out, s.substr(at, next - at));
+    append(out, to);
+    at = next + from.size();
   }
-  return s;
+  append(out, s.substr(at));
+  return out;
 }
 
 std::string asciiCase(std::string s, bool upper) {
@@ -1166,30 +1205,64 @@ int order(const Value &a, const Value &b) {
   throw std::invalid_argument(typeName(a) + " and " + typeName(b) + " cannot be compared");
 }
 
+/// Integer + - * ** // % as Python's, where the result fits 64 bits.
+Json integerArithmetic(const std::string &op, int64_t p, int64_t q) {
+  int64_t r = 0;
+  bool over = false;
+  if (op == "+")
+    over = __builtin_add_overflow(p, q, &r);
+  else if (op == "-")
+    over = __builtin_sub_overflow(p, q, &r);
+  else if (op == "*")
+    over = __builtin_mul_overflow(p, q, &r);
+  else if (op == "**") {
+    r = 1;
+    if (p == 0 || p == 1)
+      r = q == 0 ? 1 : p;
+    else if (p == -1)
+      r = q % 2 ? -1 : 1;
+    else
+      over = q > 64; // |p| >= 2: 2**64 already passes
+    for (int64_t i = 0; i < q && !over && (p < -1 || p > 1); ++i)
+      over = __builtin_mul_overflow(r, p, &r);
+  } else {
+    if (p == INT64_MIN && q == -1)
+      over = true;
+    else {
+      int64_t d = p / q, m = p % q;
+      if (m != 0 && ((m < 0) != (q < 0))) --d, m += q; // Python floors
+      r = op == "//" ? d : m;
+    }
+  }
+  if (over) throw std::invalid_argument("the integer result of '" + op + "' passes 64 bits");
+  return r;
+}
+
 Json arithmetic(const std::string &op, const Value &a, const Value &b) {
   if (!isNumber(a) || !isNumber(b))
     throw std::invalid_argument("'" + op + "' does not apply to " + typeName(a) + " and " +
                                 typeName(b));
   const bool ints = isInt(a) && isInt(b);
   const double x = a.data.get<double>(), y = b.data.get<double>();
-  if (op == "+") return ints ? Json(a.data.get<int64_t>() + b.data.get<int64_t>()) : Json(x + y);
-  if (op == "-") return ints ? Json(a.data.get<int64_t>() - b.data.get<int64_t>()) : Json(x - y);
-  if (op == "*") return ints ? Json(a.data.get<int64_t>() * b.data.get<int64_t>()) : Json(x * y);
-  if (op == "**") return ints && y >= 0 ? Json(int64_t(std::pow(x, y))) : Json(std::pow(x, y));
-  if (y == 0) throw std::invalid_argument("division by zero");
-  if (op == "/") return Json(x / y);
-  if (ints) {
-    const int64_t p = a.data.get<int64_t>(), q = b.data.get<int64_t>();
-    int64_t d = p / q, m = p % q;
-    if (m != 0 && ((m < 0) != (q < 0))) --d, m += q; // Python floors
-    return op == "//" ? Json(d) : Json(m);
-  }
+  const bool division = op == "/" || op == "//" || op == "%";
+  if (division && y == 0) throw std::invalid_argument("division by zero");
+  if (ints && op != "/" && !(op == "**" && y < 0))
+    return integerArithmetic(op, a.data.get<int64_t>(), b.data.get<int64_t>());
+  if (op == "+") return x + y;
+  if (op == "-") return x - y;
+  if (op == "*") return x * y;
+  if (op == "**") return std::pow(x, y);
+  if (op == "/") return x / y;
   const double d = std::floor(x / y);
   return op == "//" ? Json(d) : Json(x - d * y);
 }
 
 Value binary(const std::string &op, const Value &a, const Value &b) {
-  if (op == "~") return Value::of(str(a) + str(b));
+  if (op == "~") {
+    std::string out = str(a);
+    append(out, str(b));
+    return Value::of(std::move(out));
+  }
   if (op == "==") return Value::of(equal(a, b));
   if (op == "!=") return Value::of(!equal(a, b));
   if (op == "<") return Value::of(order(a, b) < 0);
@@ -1212,7 +1285,11 @@ Value binary(const std::string &op, const Value &a, const Value &b) {
     }
     return Value::of(op == "in" ? found : !found);
   }
-  if (op == "+" && isString(a) && isString(b)) return Value::of(text(a) + text(b));
+  if (op == "+" && isString(a) && isString(b)) {
+    std::string out = text(a);
+    append(out, text(b));
+    return Value::of(std::move(out));
+  }
   if (op == "+" && a.json().is_array() && b.json().is_array()) {
     Json out = a.json();
     for (const Json &x : b.json()) out.push_back(x);
@@ -1221,9 +1298,8 @@ Value binary(const std::string &op, const Value &a, const Value &b) {
   if (op == "*" && (isString(a) || isString(b)) && (isInt(a) || isInt(b))) {
     const std::string &s = isString(a) ? text(a) : text(b);
     std::string out;
-    for (int64_t i = 0, n = (isInt(a) ? a : b).data.get<int64_t>();
-         i < n && out.size() < (1u << 24); ++i)
-      out += s;
+    for (int64_t i = 0, n = (isInt(a) ? a : b).data.get<int64_t>(); i < n && !s.empty(); ++i)
+      append(out, s);
     return Value::of(out);
   }
   return Value::of(arithmetic(op, a, b));
@@ -1271,12 +1347,35 @@ public:
       scopes.back()[it.key()] = Value::of(it.value());
   }
 
+  /// `v`, a value the template has just built, counted against the
+  /// renderer's budget: its nodes (and a string's bytes, by the 1024) add to
+  /// the work done, at most 4 million; it nests at most 512 deep, and a
+  /// string holds at most 64 MiB. So a template that doubles a list or a
+  /// string in a loop stops with an error rather than the memory, and no
+  /// value nests deeper than the stack allows.
+  Value built(Value v) {
+    std::vector<std::pair<const Json *, int>> stack = {{&v.json(), 1}};
+    while (!stack.empty()) {
+      const auto [j, d] = stack.back();
+      stack.pop_back();
+      if (d > 512) throw std::invalid_argument("the template builds a value more than 512 deep");
+      if (j->is_string() && j->get_ref<const std::string &>().size() > kMaxString)
+        throw std::invalid_argument("the template builds a string over 64 MiB");
+      work += 1 + (j->is_string() ? int64_t(j->get_ref<const std::string &>().size() / 1024) : 0);
+      if (work > 4'000'000)
+        throw std::invalid_argument("the template builds more than 4 million values");
+      if (j->is_structured())
+        for (const Json &c : *j) stack.emplace_back(&c, d + 1);
+    }
+    return v;
+  }
+
   Flow exec(const Body &body, std::string &out) {
     for (const auto &n : body) {
       line = n->line ? n->line : line;
       const Flow f = execOne(*n, out);
       if (f != Flow::normal) return f;
-      if (out.size() > (size_t(64) << 20)) fail("the output passes 64 MiB");
+      if (out.size() > kMaxString) fail("the output passes 64 MiB");
     }
     return Flow::normal;
   }
@@ -1286,7 +1385,7 @@ private:
   std::vector<std::map<std::string, Value>> scopes;
   std::map<std::string, const Node *> macros;
   int line = 0, depth = 0;
-  int64_t steps = 0;
+  int64_t steps = 0, work = 0, evaluations = 0;
 
   [[noreturn]] void fail(const std::string &what) const {
     throw JinjaError(origin + ": line " + std::to_string(line) + ": " + what, false);
@@ -1360,7 +1459,7 @@ private:
     std::vector<Json> items;
     try {
       items = iterate(eval(*n.expr));
-    } catch (const std::invalid_argument &e) {
+    } catch (const std::logic_error &e) {
       fail(e.what());
     }
     scopes.emplace_back();
@@ -1399,9 +1498,10 @@ private:
   }
 
   Value eval(const Expr &e) {
+    if (++evaluations > 20'000'000) fail("the template takes more than 20 million steps");
     try {
       return evalUnguarded(e);
-    } catch (const std::invalid_argument &err) {
+    } catch (const std::logic_error &err) { // invalid_argument, out_of_range
       fail(err.what());
     } catch (const nlohmann::json::exception &err) {
       fail(err.what());
@@ -1422,8 +1522,8 @@ private:
     }
     case Expr::item: return member(eval(*e.args[0]), eval(*e.args[1]).json());
     case Expr::slice: return slice(e);
-    case Expr::call: return call(e);
-    case Expr::filter: return filter(e.name, eval(*e.args[0]), evalArgs(e, 1));
+    case Expr::call: return built(call(e));
+    case Expr::filter: return built(filter(e.name, eval(*e.args[0]), evalArgs(e, 1)));
     case Expr::test: return Value::of(test(e.name, eval(*e.args[0]), evalArgs(e, 1)));
     case Expr::negate: return Value::of(!truthy(eval(*e.args[0])));
     case Expr::minus: return Value::of(arithmetic("-", Value::of(0), eval(*e.args[0])));
@@ -1431,7 +1531,7 @@ private:
       const Value l = eval(*e.args[0]);
       if (e.name == "and") return truthy(l) ? eval(*e.args[1]) : l;
       if (e.name == "or") return truthy(l) ? l : eval(*e.args[1]);
-      return binary(e.name, l, eval(*e.args[1]));
+      return built(binary(e.name, l, eval(*e.args[1])));
     }
     case Expr::cond:
       if (truthy(eval(*e.args[1]))) return eval(*e.args[0]);
@@ -1439,13 +1539,13 @@ private:
     case Expr::list: {
       Json out = Json::array();
       for (const auto &x : e.args) out.push_back(eval(*x).json());
-      return Value::of(out);
+      return built(Value::of(out));
     }
     case Expr::dict: {
       Json out = Json::object();
       for (size_t i = 0; i + 1 < e.args.size(); i += 2)
         out[str(eval(*e.args[i]))] = eval(*e.args[i + 1]).json();
-      return Value::of(out);
+      return built(Value::of(out));
     }
     }
     return {};
@@ -1549,9 +1649,10 @@ private:
       step = a.integer(2, "step", 1);
     if (step == 0) throw std::invalid_argument("range() step cannot be zero");
     Json out = Json::array();
-    for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
+    for (int64_t i = start; step > 0 ? i < stop : i > stop;) {
       if (out.size() >= 1'000'000) throw std::invalid_argument("range() is over a million items");
       out.push_back(i);
+      if (__builtin_add_overflow(i, step, &i)) break;
     }
     return Value::of(out);
   }
@@ -1611,7 +1712,7 @@ private:
       const Value *items = a.get(0, "iterable");
       bool first = true;
       for (const Json &x : items ? iterate(*items) : std::vector<Json>{}) {
-        out += (first ? "" : s) + pythonStr(x);
+        append(out, (first ? "" : s) + pythonStr(x));
         first = false;
       }
       return Value::of(out);
@@ -1749,7 +1850,7 @@ private:
       for (bool head = true;; head = false) {
         const size_t nl = s.find('\n', from);
         const std::string l = s.substr(from, nl == std::string::npos ? nl : nl - from);
-        if ((!head || first) && (blank || !l.empty())) out += pad;
+        if ((!head || first) && (blank || !l.empty())) append(out, pad);
         out += l;
         if (nl == std::string::npos) break;
         out += '\n';
@@ -1813,7 +1914,7 @@ private:
       std::string out;
       bool first = true;
       for (const Json &x : iterate(v)) {
-        out += (first ? "" : sep) + str(attr.empty() ? Value::of(x) : attribute(x, attr));
+        append(out, (first ? "" : sep) + str(attr.empty() ? Value::of(x) : attribute(x, attr)));
         first = false;
       }
       return Value::of(out);
@@ -1824,6 +1925,7 @@ private:
       return method(v, "items", {});
     }
     if (name == "dictsort") {
+      if (!v.json().is_object()) throw std::invalid_argument("dictsort of " + typeName(v));
       Value items = *method(v, "items", {});
       std::stable_sort(items.data.begin(), items.data.end(),
                        [](const Json &x, const Json &y) { return x[0] < y[0]; });
@@ -1880,6 +1982,7 @@ private:
 
   std::optional<Value> numberFilter(const std::string &name, const Value &v, const Args &a) {
     if (name == "int" || name == "float") {
+      if (name == "int" && isInt(v)) return v;
       double d = 0;
       if (isNumber(v))
         d = v.data.get<double>();
@@ -1890,10 +1993,16 @@ private:
           d = 0;
         }
       }
-      return name == "int" ? Value::of(int64_t(d)) : Value::of(d);
+      if (name == "float") return Value::of(d);
+      if (std::isnan(d)) return Value::of(0); // jinja2's default for what int() refuses
+      if (!(d > -9.2e18 && d < 9.2e18))
+        throw std::invalid_argument("int of " + str(v) + " passes 64 bits");
+      return Value::of(int64_t(d));
     }
     if (name == "abs") {
       if (!isNumber(v)) throw std::invalid_argument("abs of " + typeName(v));
+      if (isInt(v) && v.data.get<int64_t>() == INT64_MIN)
+        throw std::invalid_argument("the integer result of abs passes 64 bits");
       return isInt(v) ? Value::of(std::llabs(v.data.get<int64_t>()))
                       : Value::of(std::fabs(v.data.get<double>()));
     }

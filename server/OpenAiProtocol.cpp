@@ -86,7 +86,34 @@ private:
   const json &j;
 };
 
+/// The deepest nesting of arrays and objects in JSON text (strings skipped).
+size_t jsonNesting(const std::string &text) {
+  size_t depth = 0, deepest = 0;
+  bool inString = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (inString) {
+      if (c == '\\') ++i;
+      else if (c == '"') inString = false;
+    } else if (c == '"') {
+      inString = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
+/// How deep a body may nest: the readers of schemas, tools and templates
+/// walk it recursively.
+constexpr size_t kMaxNesting = 128;
+
 json parseBody(const std::string &body) {
+  if (jsonNesting(body) > kMaxNesting)
+    throw ApiError(400, "the body nests arrays and objects more than " +
+                            std::to_string(kMaxNesting) + " deep");
   json j;
   try {
     j = json::parse(body);

@@ -455,3 +455,21 @@ TEST(ModelChatTemplate, SplitsAtSpecialTokensAndOpensTheThought) {
   EXPECT_EQ(chatText(eos.render({{"user", "Hi"}}, {}, nlohmann::ordered_json::object(), nullptr)),
             "<|endoftext|>");
 }
+
+// A body nesting arrays and objects past 128 levels is a 400 before any
+// reader walks it (a tool's parameters 50,000 deep overflowed the stack);
+// brackets inside strings do not count.
+TEST(OpenAiRequest, DeepNestingIsRefused) {
+  const std::string deep = R"({"messages": [{"role": "user", "content": "hi"}], "tools": )" +
+                           std::string(200, '[') + std::string(200, ']') + "}";
+  try {
+    parseChatRequest(deep);
+    ADD_FAILURE() << "a body 201 levels deep was accepted";
+  } catch (const ApiError &e) {
+    EXPECT_EQ(e.status, 400);
+    EXPECT_STREQ(e.what(), "the body nests arrays and objects more than 128 deep");
+  }
+  const std::string text = R"({"messages": [{"role": "user", "content": ")" +
+                           std::string(500, '[') + R"(\"{"}]})";
+  EXPECT_EQ(parseChatRequest(text).messages.at(0).content, std::string(500, '[') + "\"{");
+}

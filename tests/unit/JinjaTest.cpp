@@ -119,7 +119,26 @@ TEST(Jinja, ErrorsNameTheTemplateAndLine) {
   EXPECT_EQ(renderError("{{ raise_exception('no system role') }}"), "raised: no system role");
   EXPECT_EQ(renderError("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}"),
             "render: chat.jinja: line 1: macros call each other more than 64 deep");
+  // What would exhaust the stack, the memory or the time is refused.
   EXPECT_EQ(
       renderError("{% for i in range(2000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}"),
       "render: chat.jinja: line 1: the template loops more than a million times");
+  EXPECT_EQ(renderError("{{ " + std::string(200, '(') + "1" + std::string(200, ')') + " }}"),
+            "input: chat.jinja: line 1: the expression nests too deep, found '('");
+  std::string nested;
+  for (int i = 0; i < 150; ++i) nested += "{% if true %}";
+  EXPECT_EQ(renderError(nested), "input: chat.jinja: line 1: blocks nest more than 100 deep");
+  EXPECT_EQ(renderError("{% set ns = namespace(x=[]) %}{% for i in range(600) %}"
+                        "{% set ns.x = [ns.x] %}{% endfor %}"),
+            "render: chat.jinja: line 1: the template builds a value more than 512 deep");
+  EXPECT_EQ(renderError("{% set ns = namespace(s=('ab' * 1000) * 10000) %}{% for i in range(40) %}"
+                        "{% set ns.s = ns.s ~ ns.s %}{% endfor %}"),
+            "render: chat.jinja: line 1: the template builds a string over 64 MiB");
+  EXPECT_EQ(renderError("{% set ns = namespace(l=[1]) %}{% for i in range(40) %}"
+                        "{% set ns.l = ns.l + ns.l %}{% endfor %}"),
+            "render: chat.jinja: line 1: the template builds more than 4 million values");
+  EXPECT_EQ(renderError("{{ (('x' * 1000) * 1000) * 100 }}"),
+            "render: chat.jinja: line 1: the template builds a string over 64 MiB");
+  EXPECT_EQ(renderError("{{ (('x' * 1000) * 1000).replace('x', '" + std::string(80, 'y') + "') }}"),
+            "render: chat.jinja: line 1: the template builds a string over 64 MiB");
 }
