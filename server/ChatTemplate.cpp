@@ -362,8 +362,8 @@ std::vector<ChatPiece> renderChat(ChatTemplate t, const std::vector<ChatMessage>
   case ChatTemplate::none: break;
   }
   throw ApiError(400, "this model has no chat template: use /v1/completions, or start the "
-                      "server with --chat-template NAME (" + std::string(kChatTemplateNames) +
-                      ")", "messages");
+                      "server with --chat-template FILE or NAME (" +
+                      std::string(kChatTemplateNames) + ")", "messages");
 }
 
 std::string chatText(const std::vector<ChatPiece> &pieces) {

@@ -4,6 +4,7 @@
 #include "support/Error.h"
 
 #include <cstdio>
+#include <filesystem>
 
 namespace kvplan::cli {
 
@@ -13,7 +14,20 @@ std::string ChatChoice::describe() const {
   return "the model's own (" + own->origin() + "), answers read as " + family_s;
 }
 
+void checkChatTemplateFlag(const std::string &flag) {
+  if (flag.empty() || server::parseChatTemplate(flag)) return;
+  if (flag.find_first_of("/.") == std::string::npos)
+    throw InputError("--chat-template must be one of " +
+                     std::string(server::kChatTemplateNames) +
+                     ", or a template file (.jinja, tokenizer_config.json, .gguf); got '" + flag +
+                     "'");
+  if (!std::filesystem::exists(flag))
+    throw InputError(flag + ": no such file (--chat-template takes a built-in template's name, "
+                            "or a .jinja, tokenizer_config.json or .gguf file)");
+}
+
 ChatChoice chooseChatTemplate(const std::string &flag, const Runnable &r, const char *who) {
+  checkChatTemplateFlag(flag);
   ChatChoice c;
   if (std::optional<server::ChatTemplate> named = server::parseChatTemplate(flag)) {
     c.family = *named;
@@ -23,15 +37,11 @@ ChatChoice chooseChatTemplate(const std::string &flag, const Runnable &r, const 
   if (!r.tokenizer) {
     if (!flag.empty())
       throw InputError("--chat-template " + flag +
-                       ": the model has no tokenizer to render "
-                       "a chat with; give one with --tokenizer");
+                       ": the model has no tokenizer to render a chat with; give one with "
+                       "--tokenizer");
     return c;
   }
   if (!flag.empty()) {
-    if (flag.find_first_of("/.") == std::string::npos)
-      throw InputError("--chat-template must be one of " + std::string(server::kChatTemplateNames) +
-                       ", or a template file (.jinja, tokenizer_config.json, .gguf); got '" + flag +
-                       "'");
     ChatTemplateText t = readChatTemplateFile(flag);
     // A bare .jinja file says no BOS and EOS: the model's own template's.
     if (t.bosToken.empty() && r.chatTemplate) t.bosToken = r.chatTemplate->bosToken;

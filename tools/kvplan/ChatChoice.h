@@ -20,6 +20,10 @@ struct ChatChoice {
   std::string describe() const;
 };
 
+/// Throws InputError unless `flag` (--chat-template) is empty, a built-in
+/// template's name or a file that is there: checked before a model loads.
+void checkChatTemplateFlag(const std::string &flag);
+
 /// `flag` (--chat-template) a built-in template's name: that one. A file
 /// (.jinja, tokenizer_config.json, chat_template.json, .gguf): its
 /// template, the family told by the tokenizer. Empty: the template the

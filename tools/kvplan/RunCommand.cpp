@@ -115,6 +115,7 @@ void checkRunOptions(RunOptions &o) {
   if (!o.chat && (!o.system.empty() || !o.chatTemplate.empty()))
     throw InputError(std::string(o.system.empty() ? "--chat-template" : "--system") +
                      " is for a chat: add --chat (-p is then the user's message)");
+  checkChatTemplateFlag(o.chatTemplate);
   if (o.interactive && o.printIds)
     throw InputError("--interactive prints the answers as text; leave out --print-ids");
   if (o.chat && !o.promptIds.empty())

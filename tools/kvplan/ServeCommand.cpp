@@ -109,6 +109,7 @@ server::ServerOptions serverOptions(const ServeOptions &o) {
   s.allowedOrigins = checkOrigins(o.allowedOrigins);
   s.logRequests = !o.quiet;
   s.separateReasoning = o.reasoningFormat == "separate";
+  checkChatTemplateFlag(o.chatTemplate); // before the model loads
   return s;
 }
 
