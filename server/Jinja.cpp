@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstring>
 #include <ctime>
+#include <initializer_list>
 #include <map>
 #include <optional>
 
@@ -506,6 +507,12 @@ public:
   }
   bool acceptOp(const char *op) { return isOp(op) ? (++at, true) : false; }
   bool acceptName(const char *n) { return isName(n) ? (++at, true) : false; }
+  /// The first of `ops` that comes next (taken), or null.
+  const char *acceptAny(std::initializer_list<const char *> ops) {
+    for (const char *o : ops)
+      if (acceptOp(o)) return o;
+    return nullptr;
+  }
   bool done() const { return peek().kind == Token::end; }
   void expectOp(const char *op) {
     if (!acceptOp(op)) fail(std::string("expected '") + op + "'");
@@ -571,16 +578,23 @@ private:
     return e;
   }
 
-  ExprP orExpr() {
-    ExprP l = andExpr();
-    while (acceptName("or")) l = make(Expr::binary, "or", {l, andExpr()});
-    return l;
+  /// Operands of `next` joined, left to right, by any of `ops` (names such
+  /// as "and", or symbols).
+  ExprP leftToRight(ExprP (ExprParser::*next)(), std::initializer_list<const char *> ops) {
+    ExprP l = (this->*next)();
+    for (;;) {
+      const char *op = nullptr;
+      for (const char *o : ops)
+        if (std::isalpha(static_cast<unsigned char>(*o)) ? acceptName(o) : acceptOp(o)) {
+          op = o;
+          break;
+        }
+      if (!op) return l;
+      l = make(Expr::binary, op, {l, (this->*next)()});
+    }
   }
-  ExprP andExpr() {
-    ExprP l = notExpr();
-    while (acceptName("and")) l = make(Expr::binary, "and", {l, notExpr()});
-    return l;
-  }
+  ExprP orExpr() { return leftToRight(&ExprParser::andExpr, {"or"}); }
+  ExprP andExpr() { return leftToRight(&ExprParser::notExpr, {"and"}); }
   ExprP notExpr() {
     const Nested guard(*this);
     if (acceptName("not")) return make(Expr::negate, "", {notExpr()});
@@ -589,52 +603,19 @@ private:
   ExprP compare() {
     ExprP l = math1();
     for (;;) {
-      std::string op;
-      for (const char *o : {"==", "!=", "<=", ">=", "<", ">"})
-        if (acceptOp(o)) {
-          op = o;
-          break;
-        }
+      const char *symbol = acceptAny({"==", "!=", "<=", ">=", "<", ">"});
+      std::string op = symbol ? symbol : "";
       if (op.empty() && acceptName("in")) op = "in";
       if (op.empty() && isName("not") && isName("in", 1)) at += 2, op = "not in";
       if (op.empty()) return l;
       l = make(Expr::binary, op, {l, math1()});
     }
   }
-  ExprP math1() {
-    ExprP l = concat();
-    for (;;) {
-      if (acceptOp("+"))
-        l = make(Expr::binary, "+", {l, concat()});
-      else if (acceptOp("-"))
-        l = make(Expr::binary, "-", {l, concat()});
-      else
-        return l;
-    }
-  }
-  ExprP concat() {
-    ExprP l = math2();
-    while (acceptOp("~")) l = make(Expr::binary, "~", {l, math2()});
-    return l;
-  }
-  ExprP math2() {
-    ExprP l = power();
-    for (;;) {
-      const char *op = nullptr;
-      for (const char *o : {"//", "/", "*", "%"})
-        if (acceptOp(o)) {
-          op = o;
-          break;
-        }
-      if (!op) return l;
-      l = make(Expr::binary, op, {l, power()});
-    }
-  }
-  ExprP power() {
-    ExprP l = unary(true);
-    while (acceptOp("**")) l = make(Expr::binary, "**", {l, unary(true)});
-    return l;
-  }
+  ExprP math1() { return leftToRight(&ExprParser::concat, {"+", "-"}); }
+  ExprP concat() { return leftToRight(&ExprParser::math2, {"~"}); }
+  ExprP math2() { return leftToRight(&ExprParser::power, {"//", "/", "*", "%"}); }
+  ExprP power() { return leftToRight(&ExprParser::filtered, {"**"}); }
+  ExprP filtered() { return unary(true); }
   ExprP unary(bool withFilter) {
     const Nested guard(*this);
     ExprP e;
