@@ -141,6 +141,10 @@ CASES = [
      {"ms": [{"role": "user", "content": "u1", "f": {"name": "n1"}},
              {"role": "assistant", "content": "a1", "tool": True},
              {"role": "user", "content": "u2"}]}),
+    ("sort-stable", "{{ ms | sort(attribute='k') | map(attribute='n') | join }} "
+     "{{ ms | sort(attribute='k', reverse=true) | map(attribute='n') | join }} "
+     "{{ {'b': 1, 'a': 2} | tojson(sort_keys=true) }}",
+     {"ms": [{"k": 1, "n": "a"}, {"k": 2, "n": "b"}, {"k": 1, "n": "c"}, {"k": 2, "n": "d"}]}),
     ("number-filters", "{{ '42' | int }} {{ 3.9 | int }} {{ '2.5' | float }} {{ -3 | abs }} "
      "{{ 2.567 | round(2) }} {{ 2.5 | round }}", {}),
     # Tests.

@@ -5,8 +5,8 @@
 
 Takes the artifact's generated source (`kvplan inspect --section cuda.source`), keeps the
 extern "C" wrappers whose name matches REGEX (all by default), compiles them with nvcc to
-PTX and to a cubin (`-Xptxas -v`), and prints for each kernel its registers, spills, and its
-loops, largest first: the instructions between a loop's label and its backward branch
+PTX and that PTX to a cubin (`-Xptxas -v`), and prints for each kernel its registers, spills,
+and its loops, largest first: the instructions between a loop's label and its backward branch
 (inline-asm braces stripped; `mov`s, labels and declarations not counted) and its global
 loads by width in bytes. The figures in docs/cuda.md divide a kernel's main loop by the
 weight bytes a lane loads in one pass of it (from the loads listed: the weights' loads are
@@ -77,9 +77,10 @@ def main():
             f.write('\n'.join(kept))
         flags = ['-O3', '-std=c++17', f'-arch={a.arch}']
         subprocess.run([a.nvcc, '-ptx', *flags, cu, '-o', os.path.join(tmp, 'k.ptx')], check=True)
-        ptxas = subprocess.run([a.nvcc, '-cubin', *flags, '-Xptxas', '-v', cu, '-o',
-                                os.path.join(tmp, 'k.cubin')], check=True, capture_output=True,
-                               text=True).stderr
+        # The same PTX through ptxas (the front end runs once).
+        ptxas = subprocess.run([a.nvcc, '-cubin', f'-arch={a.arch}', '-Xptxas', '-v',
+                                os.path.join(tmp, 'k.ptx'), '-o', os.path.join(tmp, 'k.cubin')],
+                               check=True, capture_output=True, text=True).stderr
         ptx = open(os.path.join(tmp, 'k.ptx')).read()
     # ptxas lists each function's properties under "Function properties for
     # NAME", the entry's and then those of a function it calls (not inlined:

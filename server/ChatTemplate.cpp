@@ -438,12 +438,14 @@ ModelChatTemplate::ModelChatTemplate(const std::string &source, const std::strin
   const std::vector<int32_t> eosIds = tok.eosIds();
   for (auto &[text, id] : tok.specialTokens()) {
     if (text.empty()) continue;
-    specials.push_back(text);
+    specials[static_cast<unsigned char>(text[0])].push_back(text);
     if (id == tok.bosId() && bos.empty()) bos = text;
     if (!eosIds.empty() && id == eosIds[0] && eos.empty()) eos = text;
   }
-  std::stable_sort(specials.begin(), specials.end(),
-                   [](const std::string &a, const std::string &b) { return a.size() > b.size(); });
+  for (std::vector<std::string> &bucket : specials)
+    std::sort(bucket.begin(), bucket.end(), [](const std::string &a, const std::string &b) {
+      return a.size() != b.size() ? a.size() > b.size() : a < b;
+    });
 }
 
 std::vector<ChatPiece> ModelChatTemplate::split(const std::string &text) const {
@@ -451,7 +453,7 @@ std::vector<ChatPiece> ModelChatTemplate::split(const std::string &text) const {
   std::string pending;
   for (size_t i = 0; i < text.size();) {
     const std::string *found = nullptr;
-    for (const std::string &s : specials)
+    for (const std::string &s : specials[static_cast<unsigned char>(text[i])])
       if (text.compare(i, s.size(), s) == 0) {
         found = &s;
         break;

@@ -1,14 +1,14 @@
 // Chat templates: `messages` rendered into the prompt a model was trained
-// with, for the families kvplan runs, written natively (there is no Jinja
-// engine for C++ in Debian): Llama 2's [INST] <<SYS>>, Llama 3's header
-// ids, ChatML (Qwen2.5, SmolLM2), Qwen3's ChatML with its thoughts,
-// DeepSeek-R1's <｜User｜>/<｜Assistant｜> (its Qwen and Llama distills) and
-// Mistral's [INST]; the family is told by the special tokens its vocabulary
-// holds, or named with --chat-template. A model's own template (its Jinja,
-// from the GGUF or tokenizer_config.json the artifact was compiled from, or
-// a file given with --chat-template) is rendered by kvplan's interpreter
-// (Jinja.h) as transformers renders it; the family still says how answers
-// are read (tool calls, thoughts, the end of a turn).
+// with. A model's own template (its Jinja, from the GGUF or
+// tokenizer_config.json the artifact was compiled from, or a file given with
+// --chat-template) is rendered by kvplan's interpreter (Jinja.h) as
+// transformers renders it. Built in, written natively, are the templates of
+// the families kvplan runs: Llama 2's [INST] <<SYS>>, Llama 3's header ids,
+// ChatML (Qwen2.5, SmolLM2), Qwen3's ChatML with its thoughts, DeepSeek-R1's
+// <｜User｜>/<｜Assistant｜> (its Qwen and Llama distills) and Mistral's
+// [INST]; the family is told by the special tokens its vocabulary holds, or
+// named with --chat-template, and says how answers are read (tool calls,
+// thoughts, the end of a turn) whichever template renders the prompt.
 #pragma once
 
 #include "formats/Tokenizer.h"
@@ -16,6 +16,7 @@
 #include "server/OpenAiProtocol.h"
 #include "spec/ModelSpec.h"
 
+#include <array>
 #include <memory>
 #include <optional>
 #include <string>
@@ -105,7 +106,7 @@ public:
 private:
   JinjaTemplate jinja;
   std::string bos, eos;
-  std::vector<std::string> specials; // longest first
+  std::array<std::vector<std::string>, 256> specials; // by first byte, longest first
 };
 
 /// Token ids for the pieces: text is encoded without BOS, a marker is its

@@ -13,6 +13,7 @@
 #include <ctime>
 #include <initializer_list>
 #include <map>
+#include <numeric>
 #include <optional>
 
 namespace kvplan::server {
@@ -93,7 +94,7 @@ std::string pythonFloat(double d) {
   }
   std::string mant = digits.substr(0, 1);
   if (digits.size() > 1) mant += "." + digits.substr(1);
-  char ex[8];
+  char ex[16];
   std::snprintf(ex, sizeof ex, "e%c%02d", exp < 0 ? '-' : '+', std::abs(exp));
   return sign + mant + ex;
 }
@@ -204,8 +205,8 @@ void dumps(std::string &out, const Json &j, int indent, bool sortKeys, int depth
     std::vector<std::pair<std::string, const Json *>> items;
     for (auto it = j.begin(); it != j.end(); ++it) items.emplace_back(it.key(), &it.value());
     if (sortKeys)
-      std::stable_sort(items.begin(), items.end(),
-                       [](const auto &a, const auto &b) { return a.first < b.first; });
+      std::sort(items.begin(), items.end(), // an object's keys differ
+                [](const auto &a, const auto &b) { return a.first < b.first; });
     out += "{";
     for (size_t i = 0; i < items.size(); ++i) {
       out += (i ? sep : "") + nl;
@@ -692,9 +693,8 @@ private:
   }
   ExprP subscript(ExprP e) {
     std::vector<ExprP> parts = {e};
-    ExprP first = isOp(":") ? nullptr : expression();
-    if (acceptOp("]")) return make(Expr::item, "", {e, first});
-    parts.push_back(first);
+    parts.push_back(isOp(":") ? nullptr : expression());
+    if (acceptOp("]")) return make(Expr::item, "", parts);
     for (int i = 0; i < 2 && acceptOp(":"); ++i)
       parts.push_back(isOp(":") || isOp("]") ? nullptr : expression());
     while (parts.size() < 4) parts.push_back(nullptr);
@@ -1908,8 +1908,8 @@ private:
     if (name == "dictsort") {
       if (!v.json().is_object()) throw std::invalid_argument("dictsort of " + typeName(v));
       Value items = *method(v, "items", {});
-      std::stable_sort(items.data.begin(), items.data.end(),
-                       [](const Json &x, const Json &y) { return x[0] < y[0]; });
+      std::sort(items.data.begin(), items.data.end(), // an object's keys differ
+                [](const Json &x, const Json &y) { return x[0] < y[0]; });
       return items;
     }
     if (name == "select" || name == "reject" || name == "selectattr" || name == "rejectattr")
@@ -1941,24 +1941,34 @@ private:
       std::reverse(items.begin(), items.end());
       return Value::of(Json(items));
     }
-    if (name == "sort" || name == "unique") {
-      std::vector<Json> items = iterate(v);
-      const std::string attr = a.string(99, "attribute", "");
-      auto key = [&](const Json &x) { return attr.empty() ? Value::of(x) : attribute(x, attr); };
-      if (name == "unique") {
-        std::vector<Json> out;
-        for (const Json &x : items)
-          if (std::none_of(out.begin(), out.end(),
-                           [&](const Json &y) { return equal(key(x), key(y)); }))
-            out.push_back(x);
-        return Value::of(Json(out));
-      }
-      std::stable_sort(items.begin(), items.end(),
-                       [&](const Json &x, const Json &y) { return order(key(x), key(y)) < 0; });
-      if (a.flag(0, "reverse", false)) std::reverse(items.begin(), items.end());
-      return Value::of(Json(items));
-    }
+    if (name == "sort" || name == "unique") return sortOrUnique(name, v, a);
     return std::nullopt;
+  }
+
+  /// Python's sorted() (stable, in either direction) and jinja2's unique.
+  Value sortOrUnique(const std::string &name, const Value &v, const Args &a) {
+    std::vector<Json> items = iterate(v);
+    const std::string attr = a.string(99, "attribute", "");
+    auto key = [&](const Json &x) { return attr.empty() ? Value::of(x) : attribute(x, attr); };
+    if (name == "unique") {
+      std::vector<Json> out;
+      for (const Json &x : items)
+        if (std::none_of(out.begin(), out.end(),
+                         [&](const Json &y) { return equal(key(x), key(y)); }))
+          out.push_back(x);
+      return Value::of(Json(out));
+    }
+    // Python's sort: stable, in either direction.
+    const bool reverse = a.flag(0, "reverse", false);
+    std::vector<size_t> at(items.size());
+    std::iota(at.begin(), at.end(), size_t(0));
+    std::sort(at.begin(), at.end(), [&](size_t x, size_t y) {
+      const int c = order(key(items[x]), key(items[y]));
+      return c != 0 ? (reverse ? c > 0 : c < 0) : x < y;
+    });
+    Json out = Json::array();
+    for (size_t i : at) out.push_back(items[i]);
+    return Value::of(out);
   }
 
   std::optional<Value> numberFilter(const std::string &name, const Value &v, const Args &a) {

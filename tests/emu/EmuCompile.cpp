@@ -103,7 +103,7 @@ void compileInto(const fs::path &dir, const fs::path &named, const std::string &
     f << unit;
   }
   const std::string cmd =
-      "env -u LD_PRELOAD g++ -std=c++17 -O1 -shared -fPIC -w " + flags +
+      "env -u LD_PRELOAD g++ -std=c++17 -shared -fPIC -w " + flags +
       "-fdebug-prefix-map=" + dir.string() + "=" + named.string() + " -I" + emuCudaIncludeDir() +
       " -include " + std::string(KVPLAN_SOURCE_DIR) + "/tests/emu/CudaEmu.h -x c++ " +
       (dir / "kernels.cu").string() + " -o " + (dir / "kernels.so").string() + " > " +
@@ -158,9 +158,9 @@ void *emuCompile(const std::string &source) {
   // emulator switches stacks itself). The compiler runs without the test's
   // preloaded runtime.
   const std::string flags =
-      asan ? "-g -fsanitize=address,undefined -fno-sanitize-recover=undefined "
+      asan ? "-O1 -g1 -fsanitize=address,undefined -fno-sanitize-recover=undefined "
              "--param=asan-stack=0 -fno-omit-frame-pointer "
-           : "";
+           : "-O1 ";
   const std::string unit =
       source + "\n" + readWhole(std::string(KVPLAN_SOURCE_DIR) + "/tests/emu/CudaEmuLaunch.inc");
   auto scratch = std::make_unique<TempDir>("kvplan-emu");
