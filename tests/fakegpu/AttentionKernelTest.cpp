@@ -23,13 +23,13 @@ namespace {
 
 class AttentionKernels : public kvplan::testing::EmuKernels {};
 
-uint16_t toBf16(float f) {
+uint16_t bf16Bits(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
   u += 0x7fffu + ((u >> 16) & 1u); // round to nearest, ties to even
   return uint16_t(u >> 16);
 }
-float fromBf16(uint16_t h) {
+float bf16Float(uint16_t h) {
   const uint32_t u = uint32_t(h) << 16;
   float f;
   std::memcpy(&f, &u, 4);
@@ -70,7 +70,7 @@ TEST_F(AttentionKernels, TiledAttentionMatchesADoublePrecisionReference) {
     // The layer's keys and values ([2][pages][kv heads][page][hd]), every
     // slot up to the chunk's last position written (as the chunk's own
     // cache write does before its attention), the rest NaN.
-    std::vector<uint16_t> cache(size_t(2 * kPages * kKvHeads * kPage * hd), toBf16(NAN));
+    std::vector<uint16_t> cache(size_t(2 * kPages * kKvHeads * kPage * hd), bf16Bits(NAN));
     auto slot = [&](int kv, int t, int head) {
       return size_t((((kv * kPages + table[t / kPage]) * kKvHeads + head) * kPage + t % kPage) *
                     hd);
@@ -78,7 +78,7 @@ TEST_F(AttentionKernels, TiledAttentionMatchesADoublePrecisionReference) {
     for (int kv = 0; kv < 2; ++kv)
       for (int t = 0; t < kFirst + kActive; ++t)
         for (int head = 0; head < kKvHeads; ++head)
-          for (int d = 0; d < hd; ++d) cache[slot(kv, t, head) + size_t(d)] = toBf16(nd(rng));
+          for (int d = 0; d < hd; ++d) cache[slot(kv, t, head) + size_t(d)] = bf16Bits(nd(rng));
     // q 32-byte aligned, as the plan places it (wmma's loads need it).
     const size_t n = size_t(kBuilt * kHeads * hd);
     std::vector<float> qBuffer(n + 8, NAN), out(n, NAN);
@@ -111,7 +111,7 @@ TEST_F(AttentionKernels, TiledAttentionMatchesADoublePrecisionReference) {
           double dot = 0;
           for (int d = 0; d < hd; ++d)
             dot += double(q[size_t((r * kHeads + h) * hd + d)]) *
-                   fromBf16(cache[slot(0, t, kvh) + size_t(d)]);
+                   bf16Float(cache[slot(0, t, kvh) + size_t(d)]);
           s[size_t(t)] = dot * scale;
           mx = std::max(mx, s[size_t(t)]);
         }
@@ -119,7 +119,7 @@ TEST_F(AttentionKernels, TiledAttentionMatchesADoublePrecisionReference) {
           const double p = std::exp(s[size_t(t)] - mx);
           sum += p;
           for (int d = 0; d < hd; ++d)
-            want[size_t(d)] += p * fromBf16(cache[slot(1, t, kvh) + size_t(d)]);
+            want[size_t(d)] += p * bf16Float(cache[slot(1, t, kvh) + size_t(d)]);
         }
         for (int d = 0; d < hd; ++d)
           worst = std::max(worst, std::abs(double(got[d]) - want[size_t(d)] / sum));

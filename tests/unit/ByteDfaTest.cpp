@@ -46,7 +46,7 @@ void expectNoDeadEnd(const ByteDfa &d, const std::string &what, std::mt19937 &rn
   }
 }
 
-std::string refusal(const std::string &pattern) {
+std::string dfaRefusal(const std::string &pattern) {
   try {
     ByteDfa::regex(pattern, "p");
   } catch (const InputError &e) {
@@ -154,13 +154,13 @@ TEST(Regex, RefusesWhatIsNotRegularByName) {
       {"\\S{999}", "the pattern is too complex for kvplan to hold generation to"},
   };
   for (const Case &c : cases) {
-    const std::string got = refusal(c.pattern);
+    const std::string got = dfaRefusal(c.pattern);
     EXPECT_EQ(got.rfind("p: ", 0), 0u) << c.pattern << " -> " << got;
     EXPECT_NE(got.find(c.says), std::string::npos) << c.pattern << " -> " << got;
   }
   // Annex B's literal braces and brackets read as themselves.
-  EXPECT_EQ(refusal("a{,2}]}"), "");
-  EXPECT_EQ(refusal("x{a}"), "");
+  EXPECT_EQ(dfaRefusal("a{,2}]}"), "");
+  EXPECT_EQ(dfaRefusal("x{a}"), "");
   // The budget is shared by the patterns that are given one counter.
   size_t spent = 0;
   EXPECT_NO_THROW(ByteDfa::regex("^[a-z]{1,40}@x$", "p", &spent));

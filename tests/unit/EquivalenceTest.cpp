@@ -22,13 +22,13 @@ using namespace kvplan;
 
 namespace {
 
-struct Shape {
+struct ModelShape {
   const char *name;
   std::string model;   // lines added to [model]
   std::string compile; // the [compile] table's lines
 };
 
-ModelConfig config(const Shape &s) {
+ModelConfig config(const ModelShape &s) {
   std::string text = "[model]\nname = \"eq\"\nhidden_size = 64\nintermediate_size = 96\n"
                      "num_layers = 2\nvocab_size = 97\nmax_position_embeddings = 128\n"
                      "rms_norm_eps = 1e-5\nbos_token_id = 1\neos_token_id = 2\n" +
@@ -41,13 +41,13 @@ ModelConfig config(const Shape &s) {
 }
 
 /// A compiled model with random weights, ready to run.
-struct Compiled {
+struct ShapeModel {
   ModelConfig cfg;
   Plan plan;
   std::unique_ptr<WeightSource> source;
   std::vector<char> weights;
 
-  explicit Compiled(const Shape &s, uint64_t seed = 5) : cfg(config(s)) {
+  explicit ShapeModel(const ModelShape &s, uint64_t seed = 5) : cfg(config(s)) {
     plan = compileModel(cfg).plan;
     source = openWeights("random:" + std::to_string(seed), cfg.model);
     weights = packWeightsInMemory(plan, *source);
@@ -64,7 +64,7 @@ std::vector<int32_t> randomTokens(int n, int vocab, uint32_t seed) {
   return t;
 }
 
-const Shape kShapes[] = {
+const ModelShape kModelShapes[] = {
     {"gqa", "architecture = \"llama\"\nnum_heads = 4\nnum_kv_heads = 2\n", "max_seq_len = 48\n"},
     {"mha-separate-head", "architecture = \"llama\"\nnum_heads = 4\nnum_kv_heads = 4\n",
      "max_seq_len = 48\n"},
@@ -96,9 +96,9 @@ const Shape kShapes[] = {
 } // namespace
 
 TEST(Equivalence, EveryStepMatchesTheReference) {
-  for (const Shape &s : kShapes) {
+  for (const ModelShape &s : kModelShapes) {
     SCOPED_TRACE(s.name);
-    Compiled c(s);
+    ShapeModel c(s);
     test::ReferenceModel ref(c.cfg.model, *c.source);
     Engine engine = c.engine();
     const int64_t vocab = c.cfg.model.vocabSize;
@@ -122,7 +122,7 @@ TEST(Equivalence, ChunkedPrefillIsIdenticalToTokenByToken) {
   std::vector<float> byToken;
   {
     // Token by token: one prefill call per token.
-    Compiled c(kShapes[0]);
+    ShapeModel c(kModelShapes[0]);
     Engine e = c.engine();
     int seq = e.open();
     const float *l = nullptr;
@@ -131,9 +131,9 @@ TEST(Equivalence, ChunkedPrefillIsIdenticalToTokenByToken) {
   }
   for (const char *chunk : {"1", "4", "11", "16"}) {
     SCOPED_TRACE(std::string("chunk ") + chunk);
-    Shape s = kShapes[0];
+    ModelShape s = kModelShapes[0];
     s.compile = std::string("max_seq_len = 48\nprefill_chunk = ") + chunk + "\n";
-    Compiled c(s);
+    ShapeModel c(s);
     Engine e = c.engine();
     int seq = e.open();
     const float *l = e.prefill(seq, prompt.data(), int64_t(prompt.size()));
@@ -141,7 +141,7 @@ TEST(Equivalence, ChunkedPrefillIsIdenticalToTokenByToken) {
   }
   {
     // Token by token through decode steps also gives the same bits.
-    Compiled c(kShapes[0]);
+    ShapeModel c(kModelShapes[0]);
     Engine e = c.engine();
     int seq = e.open();
     const float *l = e.prefill(seq, prompt.data(), 1);
@@ -156,10 +156,10 @@ TEST(Equivalence, BatchedDecodeMatchesEachSequenceAlone) {
   // at 15, 19 and 12 tokens, 4 + 5 + 3 pages.
   for (const char *pool : {"", "kv_pages = 12\n"}) {
     SCOPED_TRACE(std::string("pool: ") + pool);
-    Shape s = kShapes[0];
+    ModelShape s = kModelShapes[0];
     s.compile = std::string("max_seq_len = 48\nmax_batch = 3\npage_size = 4\nprefill_chunk = 4\n") +
                 pool;
-    Compiled c(s);
+    ShapeModel c(s);
     ASSERT_EQ(c.cfg.compile.kvPages, *pool ? 12 : 36);
     test::ReferenceModel ref(c.cfg.model, *c.source);
     Engine e = c.engine();
@@ -204,7 +204,7 @@ TEST(Equivalence, BatchedDecodeMatchesEachSequenceAlone) {
 }
 
 TEST(Equivalence, ThreadCountDoesNotChangeResults) {
-  Compiled c(kShapes[0]);
+  ShapeModel c(kModelShapes[0]);
   std::vector<int32_t> prompt = randomTokens(9, 97, 4);
   std::vector<float> one;
   for (int threads : {1, 2, 3}) {
@@ -220,9 +220,9 @@ TEST(Equivalence, ThreadCountDoesNotChangeResults) {
 }
 
 TEST(Equivalence, Bf16WeightsStayCloseToTheirReference) {
-  Shape s = kShapes[0];
+  ModelShape s = kModelShapes[0];
   s.compile = "max_seq_len = 48\nweight_dtype = \"bf16\"\nkv_dtype = \"f32\"\n";
-  Compiled c(s);
+  ShapeModel c(s);
   test::ReferenceModel ref(c.cfg.model, *c.source, DType::bf16);
   std::vector<int32_t> t = randomTokens(8, 97, 6);
   const std::vector<double> want = ref.logits(t);
@@ -243,7 +243,7 @@ TEST(Equivalence, Bf16WeightsStayCloseToTheirReference) {
 }
 
 TEST(Equivalence, BadInputsAreInputErrors) {
-  Compiled c(kShapes[0]);
+  ShapeModel c(kModelShapes[0]);
   Engine e = c.engine();
   int seq = e.open();
   int32_t bad = 97;
@@ -572,7 +572,7 @@ TEST(Sampling, MinTokensHoldsBackTheEndTokensUntilThatManyAreDrawn) {
 
 namespace {
 
-Shape withDtype(Shape s, DType dtype) {
+ModelShape withDtype(ModelShape s, DType dtype) {
   // The cache stays f32 so only the weights' rounding differs.
   s.compile += std::string("weight_dtype = \"") + dtypeName(dtype) + "\"\nkv_dtype = \"f32\"\n";
   return s;
@@ -587,10 +587,10 @@ TEST(Equivalence, EveryWeightTypeMatchesAReferenceWithTheSameWeights) {
   // in KernelTest's LinearDot cases).
   test::ActivationsScope f32Activations(cpu::Activations::f32);
   for (DType dtype : {DType::bf16, DType::f16, DType::i8, DType::i4}) {
-    for (const Shape &base : {kShapes[0], kShapes[3]}) {
-      Shape s = withDtype(base, dtype);
+    for (const ModelShape &base : {kModelShapes[0], kModelShapes[3]}) {
+      ModelShape s = withDtype(base, dtype);
       SCOPED_TRACE(std::string(s.name) + " " + dtypeName(dtype));
-      Compiled c(s);
+      ShapeModel c(s);
       test::ReferenceModel ref(c.cfg.model, *c.source, dtype);
       Engine e = c.engine();
       std::vector<int32_t> tokens = randomTokens(6, 97, 21);
@@ -610,10 +610,10 @@ TEST(Equivalence, ReducedPrecisionStaysCloseToF32) {
   // Against the unrounded f32 reference: bf16 and f16 within their element
   // types' precision, int8 in direction (cosine similarity).
   for (DType dtype : {DType::bf16, DType::f16, DType::i8}) {
-    for (const Shape &base : {kShapes[0], kShapes[1], kShapes[3]}) {
-      Shape s = withDtype(base, dtype);
+    for (const ModelShape &base : {kModelShapes[0], kModelShapes[1], kModelShapes[3]}) {
+      ModelShape s = withDtype(base, dtype);
       SCOPED_TRACE(std::string(s.name) + " " + dtypeName(dtype));
-      Compiled c(s);
+      ShapeModel c(s);
       test::ReferenceModel ref(c.cfg.model, *c.source, DType::f32);
       Engine e = c.engine();
       std::vector<int32_t> tokens = randomTokens(6, 97, 22);

@@ -23,7 +23,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const fs::path kDir = fs::path(KVPLAN_SHARED_DIR) / "models" / "gguf-quants";
+const fs::path kQuantDir = fs::path(KVPLAN_SHARED_DIR) / "models" / "gguf-quants";
 
 const char *kFiles[] = {"q256-f32.gguf",    "q256-Q8_0.gguf",    "q256-Q4_0.gguf",
                         "q256-Q4_1.gguf",   "q256-Q5_0.gguf",    "q256-Q4_K_M.gguf",
@@ -33,29 +33,29 @@ const std::vector<int32_t> kPrompt = {1, 417, 23, 300, 88};
 
 /// A q256 file compiled with `dtype` weights and an f32 KV cache (so that
 /// int8 and f32 plans differ in their weights only), ready to run.
-struct Loaded {
+struct QuantModel {
   ModelConfig cfg;
   Plan plan;
   std::unique_ptr<WeightSource> source;
   std::vector<char> weights;
-  Loaded(const std::string &file, DType dtype) {
+  QuantModel(const std::string &file, DType dtype) {
     SettingOverrides o;
     o.maxSeqLen = 64;
     o.prefillChunk = 8;
     o.weightDtype = dtype;
-    cfg = readCheckpointConfig((kDir / file).string());
+    cfg = readCheckpointConfig((kQuantDir / file).string());
     cfg.compile.kvDtype = DType::f32;
     cfg.given.insert("compile.kv_dtype");
     cfg = applyAndValidate(std::move(cfg), o);
     plan = compileModel(cfg).plan;
-    source = openWeights((kDir / file).string(), cfg.model);
+    source = openWeights((kQuantDir / file).string(), cfg.model);
     weights = packWeightsInMemory(plan, *source);
   }
   Engine engine() const { return Engine(plan, weights.data(), weights.size(), 2); }
 };
 
 /// Greedy ids after kPrompt.
-std::vector<int32_t> greedy(const Loaded &m, int n) {
+std::vector<int32_t> greedy(const QuantModel &m, int n) {
   Engine e = m.engine();
   int seq = e.open();
   const float *l = e.prefill(seq, kPrompt.data(), int64_t(kPrompt.size()));
@@ -72,8 +72,8 @@ std::vector<int32_t> greedy(const Loaded &m, int n) {
 class QuantGguf : public ::testing::Test {
 protected:
   void SetUp() override {
-    if (!fs::exists(kDir / "q256-Q8_0.gguf"))
-      GTEST_SKIP() << "no " << kDir.string()
+    if (!fs::exists(kQuantDir / "q256-Q8_0.gguf"))
+      GTEST_SKIP() << "no " << kQuantDir.string()
                    << " (set KVPLAN_SHARED_DIR to the folder holding models/)";
   }
 };
@@ -81,7 +81,7 @@ protected:
 TEST_F(QuantGguf, EveryFileCompiledToF32MatchesTheReference) {
   for (const char *file : kFiles) {
     SCOPED_TRACE(file);
-    Loaded m(file, DType::f32);
+    QuantModel m(file, DType::f32);
     test::ReferenceModel ref(m.cfg.model, *m.source);
     Engine e = m.engine();
     const int64_t vocab = m.cfg.model.vocabSize;
@@ -108,7 +108,7 @@ TEST_F(QuantGguf, Q8_0RepackedToInt8GivesTheF32LogitsBitForBit) {
   // int8 activations (as llama.cpp's Q8_0 dot products) round x per group
   // of 32: the logits keep f32's direction (measured: cosine 0.99982 at
   // worst over these steps, AVX2 and portable alike) and its greedy choices.
-  Loaded f32("q256-Q8_0.gguf", DType::f32), int8("q256-Q8_0.gguf", DType::i8);
+  QuantModel f32("q256-Q8_0.gguf", DType::f32), int8("q256-Q8_0.gguf", DType::i8);
   int matrices = 0;
   for (const WeightEntry &w : int8.plan.weights) matrices += w.dtype == DType::i8;
   ASSERT_GT(matrices, 4); // the layers' matrices, the embedding and the classifier
@@ -154,7 +154,7 @@ TEST_F(QuantGguf, Int8PacksQ8_0AndQ5_0BlocksUnchanged) {
   // blocks' codes and scales (int8Groups), not a requantization.
   for (const char *file : {"q256-Q8_0.gguf", "q256-Q5_0.gguf"}) {
     SCOPED_TRACE(file);
-    Loaded m(file, DType::i8);
+    QuantModel m(file, DType::i8);
     std::map<std::string, std::vector<int64_t>> shapes;
     for (const WeightDecl &d : weightTable(m.plan.model)) shapes[d.name] = d.shape;
     int entries = 0;
@@ -189,5 +189,6 @@ TEST_F(QuantGguf, LosslessInt8KeepsTheGreedyIds) {
   // Q8_0: every tensor repacks losslessly. Q5_0: every tensor but the
   // classifier (Q6_K, requantized by round to nearest).
   for (const char *file : {"q256-Q8_0.gguf", "q256-Q5_0.gguf"})
-    EXPECT_EQ(greedy(Loaded(file, DType::f32), 16), greedy(Loaded(file, DType::i8), 16)) << file;
+    EXPECT_EQ(greedy(QuantModel(file, DType::f32), 16), greedy(QuantModel(file, DType::i8), 16))
+        << file;
 }

@@ -192,11 +192,11 @@ void writeConvertedGguf(const fs::path &path, const std::vector<F32Tensor> &hf,
 }
 
 /// A checkpoint compiled to f32, ready to run.
-struct Compiled {
+struct RopeModel {
   ModelConfig cfg;
   CompileOutput out;
   std::vector<char> weights;
-  explicit Compiled(const fs::path &model) {
+  explicit RopeModel(const fs::path &model) {
     SettingOverrides o;
     o.maxSeqLen = 2048;
     o.weightDtype = DType::f32;
@@ -212,7 +212,7 @@ struct Decoded {
   std::vector<std::vector<float>> logits;
 };
 
-Decoded greedy(const Compiled &m, const std::vector<int32_t> &prompt) {
+Decoded greedy(const RopeModel &m, const std::vector<int32_t> &prompt) {
   Engine e(m.out.plan, m.weights.data(), m.weights.size(), 2);
   const int seq = e.open();
   const float *l = e.prefill(seq, prompt.data(), int64_t(prompt.size()));
@@ -248,7 +248,7 @@ TEST(GgufRope, Llama3GgufAndItsHuggingFaceCheckpointGiveTheSameIds) {
   writeConvertedGguf(dir.path() / "tiny.gguf", hf, true);
   writeConvertedGguf(dir.path() / "no-rope-freqs.gguf", hf, false);
 
-  Compiled fromHF(hfDir), fromGguf(dir.path() / "tiny.gguf");
+  RopeModel fromHF(hfDir), fromGguf(dir.path() / "tiny.gguf");
   // The GGUF's model carries the file's factors, and its IR divides by them.
   const std::vector<float> want = converterRopeFreqs();
   EXPECT_EQ(fromGguf.cfg.model.rope.freqFactors, std::vector<double>(want.begin(), want.end()));
@@ -284,7 +284,7 @@ TEST(GgufRope, Llama3GgufAndItsHuggingFaceCheckpointGiveTheSameIds) {
   RecordProperty("worst_relative_logit_difference", worstText);
 
   // The factors matter here: without them the same GGUF decodes otherwise.
-  const Decoded c = greedy(Compiled(dir.path() / "no-rope-freqs.gguf"), prompt);
+  const Decoded c = greedy(RopeModel(dir.path() / "no-rope-freqs.gguf"), prompt);
   EXPECT_NE(a.ids, c.ids);
   int differing = 0;
   for (size_t i = 0; i < a.ids.size(); ++i) differing += a.ids[i] != c.ids[i];

@@ -20,9 +20,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr int64_t kVocab = 97;
+constexpr int64_t kSpecVocab = 97;
 
-ModelConfig config(const std::string &compile, int64_t vocab = kVocab) {
+ModelConfig config(const std::string &compile, int64_t vocab = kSpecVocab) {
   std::string text = "[model]\nname = \"spec\"\narchitecture = \"llama\"\nhidden_size = 64\n"
                      "intermediate_size = 96\nnum_layers = 2\nnum_heads = 4\nnum_kv_heads = 2\n"
                      "vocab_size = " + std::to_string(vocab) + "\n"
@@ -34,11 +34,11 @@ ModelConfig config(const std::string &compile, int64_t vocab = kVocab) {
 }
 
 /// A compiled model with random weights.
-struct Compiled {
+struct SpecModel {
   ModelConfig cfg;
   Plan plan;
   std::vector<char> weights;
-  explicit Compiled(const std::string &compile, uint64_t seed = 5, int64_t vocab = kVocab)
+  explicit SpecModel(const std::string &compile, uint64_t seed = 5, int64_t vocab = kSpecVocab)
       : cfg(config(compile, vocab)) {
     plan = compileModel(cfg).plan;
     auto source = openWeights("random:" + std::to_string(seed), cfg.model);
@@ -52,19 +52,20 @@ struct Compiled {
 const char *kSpec4 = "max_seq_len = 48\npage_size = 4\nprefill_chunk = 8\nmax_batch = 2\n"
                      "kv_pages = 40\nspeculate = 4\n";
 
-std::vector<int32_t> randomTokens(int n, uint32_t seed) {
+std::vector<int32_t> randomIds(int n, uint32_t seed) {
   std::mt19937 rng(seed);
   std::vector<int32_t> t(static_cast<size_t>(n));
-  for (int32_t &v : t) v = int32_t(rng() % uint32_t(kVocab));
+  for (int32_t &v : t) v = int32_t(rng() % uint32_t(kSpecVocab));
   return t;
 }
 
 std::vector<float> row(const float *l, int64_t i) {
-  return std::vector<float>(l + i * kVocab, l + (i + 1) * kVocab);
+  return std::vector<float>(l + i * kSpecVocab, l + (i + 1) * kSpecVocab);
 }
 
 /// The logits after each of `tokens`, decoded one at a time after `prompt`.
-std::vector<std::vector<float>> decodeOneByOne(const Compiled &c, const std::vector<int32_t> &prompt,
+std::vector<std::vector<float>> decodeOneByOne(const SpecModel &c,
+                                               const std::vector<int32_t> &prompt,
                                                const std::vector<int32_t> &tokens) {
   Engine e = c.engine();
   int seq = e.open();
@@ -77,7 +78,7 @@ std::vector<std::vector<float>> decodeOneByOne(const Compiled &c, const std::vec
 } // namespace
 
 TEST(Speculate, PlanHasAVerifyEntryOfKPlusOneRows) {
-  Compiled c(kSpec4);
+  SpecModel c(kSpec4);
   ASSERT_EQ(c.plan.entryPoints.count("verify"), 1u);
   const EntryPoint &v = c.plan.entryPoints.at("verify");
   EXPECT_EQ(v.rows, 5);
@@ -91,7 +92,7 @@ TEST(Speculate, PlanHasAVerifyEntryOfKPlusOneRows) {
   EXPECT_EQ(back.settings.speculate, 4);
   EXPECT_EQ(back.entryPoints.at("verify").rows, 5);
   // Without --speculate there is none.
-  Compiled plain("max_seq_len = 48\n");
+  SpecModel plain("max_seq_len = 48\n");
   EXPECT_EQ(plain.plan.entryPoints.count("verify"), 0u);
   EXPECT_EQ(plain.engine().verifyRows(), 0);
 }
@@ -121,12 +122,12 @@ TEST(Speculate, SettingsRefuseKOutOfRange) {
 }
 
 TEST(Speculate, VerifyIsBitIdenticalToDecodingOneByOne) {
-  Compiled c(kSpec4);
+  SpecModel c(kSpec4);
   // Offsets before, at and across page boundaries (pages of 4).
   for (int promptLen : {1, 3, 4, 6, 11}) {
     SCOPED_TRACE("prompt of " + std::to_string(promptLen));
-    const std::vector<int32_t> prompt = randomTokens(promptLen, 7);
-    const std::vector<int32_t> rows = randomTokens(5, 100 + uint32_t(promptLen));
+    const std::vector<int32_t> prompt = randomIds(promptLen, 7);
+    const std::vector<int32_t> rows = randomIds(5, 100 + uint32_t(promptLen));
     const auto expected = decodeOneByOne(c, prompt, rows);
     for (int64_t count : {5, 3, 1}) {
       Engine e = c.engine();
@@ -141,9 +142,9 @@ TEST(Speculate, VerifyIsBitIdenticalToDecodingOneByOne) {
 }
 
 TEST(Speculate, RollbackAtPageBoundariesFreesPagesAndForgetsTheTokens) {
-  Compiled c(kSpec4);
-  const std::vector<int32_t> prompt = randomTokens(7, 3);
-  const std::vector<int32_t> wrong = randomTokens(5, 4), right = randomTokens(6, 5);
+  SpecModel c(kSpec4);
+  const std::vector<int32_t> prompt = randomIds(7, 3);
+  const std::vector<int32_t> wrong = randomIds(5, 4), right = randomIds(6, 5);
   for (int64_t keep : {0, 1, 2}) {
     SCOPED_TRACE("keep " + std::to_string(keep));
     Engine e = c.engine(false);
@@ -170,12 +171,12 @@ TEST(Speculate, RollbackAtPageBoundariesFreesPagesAndForgetsTheTokens) {
 }
 
 TEST(Speculate, RollbackNeverEntersPagesSharedThroughThePrefixCache) {
-  Compiled c(kSpec4);
+  SpecModel c(kSpec4);
   Engine e = c.engine(true);
-  const std::vector<int32_t> prompt = randomTokens(6, 9);
+  const std::vector<int32_t> prompt = randomIds(6, 9);
   int seq = e.open();
   e.prefill(seq, prompt.data(), 6);
-  const std::vector<int32_t> drafts = randomTokens(5, 10);
+  const std::vector<int32_t> drafts = randomIds(5, 10);
   e.verify(seq, drafts.data(), 5); // 11 tokens: pages 0 and 1 are full
   // The verified pages are not offered to the cache until kept.
   EXPECT_EQ(e.publishedTokens(seq), 4);
@@ -194,9 +195,9 @@ TEST(Speculate, RollbackNeverEntersPagesSharedThroughThePrefixCache) {
 }
 
 TEST(Speculate, VerifyInsideABatchLeavesTheOtherSequencesAlone) {
-  Compiled c(kSpec4);
-  const std::vector<int32_t> pa = randomTokens(5, 21), pb = randomTokens(9, 22);
-  const std::vector<int32_t> ta = randomTokens(8, 23), tb = randomTokens(8, 24);
+  SpecModel c(kSpec4);
+  const std::vector<int32_t> pa = randomIds(5, 21), pb = randomIds(9, 22);
+  const std::vector<int32_t> ta = randomIds(8, 23), tb = randomIds(8, 24);
   const auto expectA = decodeOneByOne(c, pa, ta), expectB = decodeOneByOne(c, pb, tb);
   Engine e = c.engine();
   int a = e.open(), b = e.open();
@@ -320,7 +321,7 @@ TEST(Speculate, TwoDraftsKeepTheJointDistribution) {
 
 namespace {
 
-std::vector<int32_t> greedyPlain(const Compiled &c, const std::vector<int32_t> &prompt, int n) {
+std::vector<int32_t> greedyPlain(const SpecModel &c, const std::vector<int32_t> &prompt, int n) {
   Engine e = c.engine();
   int seq = e.open();
   const float *l = e.prefill(seq, prompt.data(), int64_t(prompt.size()));
@@ -346,9 +347,9 @@ std::vector<int32_t> greedySpeculative(Engine &e, Proposer &p, const std::vector
 } // namespace
 
 TEST(Speculate, GreedyOutputIsIdenticalWithPromptLookup) {
-  Compiled c(kSpec4);
+  SpecModel c(kSpec4);
   // A repetitive prompt, so that lookups find matches.
-  std::vector<int32_t> prompt = randomTokens(6, 31);
+  std::vector<int32_t> prompt = randomIds(6, 31);
   prompt.insert(prompt.end(), prompt.begin(), prompt.end());
   const std::vector<int32_t> expected = greedyPlain(c, prompt, 30);
   for (bool cache : {true, false}) {
@@ -362,13 +363,13 @@ TEST(Speculate, GreedyOutputIsIdenticalWithPromptLookup) {
 }
 
 TEST(Speculate, GreedyOutputIsIdenticalWithADraftModel) {
-  Compiled c(kSpec4);
-  const std::vector<int32_t> prompt = randomTokens(9, 41);
+  SpecModel c(kSpec4);
+  const std::vector<int32_t> prompt = randomIds(9, 41);
   const std::vector<int32_t> expected = greedyPlain(c, prompt, 25);
   // The target itself as draft: every draft is kept.
   {
     Engine e = c.engine(), d = c.engine(false);
-    DraftModel dm(d, kVocab, SamplingOptions{}, "self");
+    DraftModel dm(d, kSpecVocab, SamplingOptions{}, "self");
     SpeculationStats s;
     EXPECT_EQ(greedySpeculative(e, dm, prompt, 25, &s), expected);
     EXPECT_EQ(s.accepted, s.proposed);
@@ -377,9 +378,9 @@ TEST(Speculate, GreedyOutputIsIdenticalWithADraftModel) {
   // Another model (other weights): most drafts are rejected, and the
   // output is the same.
   {
-    Compiled other("max_seq_len = 48\npage_size = 4\n", 77);
+    SpecModel other("max_seq_len = 48\npage_size = 4\n", 77);
     Engine e = c.engine(), d = other.engine(false);
-    DraftModel dm(d, kVocab, SamplingOptions{}, "other");
+    DraftModel dm(d, kSpecVocab, SamplingOptions{}, "other");
     SpeculationStats s;
     EXPECT_EQ(greedySpeculative(e, dm, prompt, 25, &s), expected);
     EXPECT_LT(s.accepted, s.proposed);
@@ -387,11 +388,11 @@ TEST(Speculate, GreedyOutputIsIdenticalWithADraftModel) {
 }
 
 TEST(Speculate, ADraftWithAnotherVocabularyIsRefused) {
-  Compiled c(kSpec4);
-  Compiled other("max_seq_len = 48\n", 5, 101);
+  SpecModel c(kSpec4);
+  SpecModel other("max_seq_len = 48\n", 5, 101);
   Engine d = other.engine(false);
   try {
-    DraftModel dm(d, kVocab, SamplingOptions{}, "small.kvp");
+    DraftModel dm(d, kSpecVocab, SamplingOptions{}, "small.kvp");
     FAIL() << "accepted";
   } catch (const InputError &e) {
     EXPECT_NE(std::string(e.what()).find("small.kvp"), std::string::npos) << e.what();
@@ -400,11 +401,11 @@ TEST(Speculate, ADraftWithAnotherVocabularyIsRefused) {
 }
 
 TEST(Speculate, SamplingRunsAndStopsAtTheBudget) {
-  Compiled c(kSpec4);
+  SpecModel c(kSpec4);
   Engine e = c.engine();
   PromptLookup pl;
   SpeculativeRequest req;
-  req.prompt = randomTokens(10, 51);
+  req.prompt = randomIds(10, 51);
   req.prompt.insert(req.prompt.end(), req.prompt.begin(), req.prompt.end());
   req.maxNew = 20;
   req.sampling = {0.8, 0, 0.95, 3};
@@ -475,10 +476,10 @@ std::vector<std::vector<int32_t>> serveAll(Engine &e, const std::vector<std::vec
 } // namespace
 
 TEST(Speculate, SchedulerMixesVerifyCallsWithDecodeRows) {
-  Compiled c(kSpec4);
+  SpecModel c(kSpec4);
   // Two repetitive prompts (prompt lookup proposes) and one of distinct
   // tokens, which a lookup may not match at first.
-  std::vector<int32_t> a = randomTokens(5, 61), b = randomTokens(4, 62);
+  std::vector<int32_t> a = randomIds(5, 61), b = randomIds(4, 62);
   a.insert(a.end(), a.begin(), a.end());
   b.insert(b.end(), b.begin(), b.end());
   b.insert(b.end(), b.begin(), b.begin() + 4);
@@ -499,7 +500,7 @@ TEST(Speculate, SchedulerMixesVerifyCallsWithDecodeRows) {
 }
 
 TEST(Speculate, SchedulerRefusesAPlanWithoutVerify) {
-  Compiled plain("max_seq_len = 48\n");
+  SpecModel plain("max_seq_len = 48\n");
   Engine e = plain.engine();
   PromptLookup pl;
   SchedulerOptions so;
@@ -508,14 +509,14 @@ TEST(Speculate, SchedulerRefusesAPlanWithoutVerify) {
 }
 
 TEST(Speculate, ADraftModelWhosePoolIsFullProposesNothingAndServingGoesOn) {
-  Compiled c(kSpec4);
+  SpecModel c(kSpec4);
   // The draft's pool holds one sequence at full context (12 pages of 4):
   // two requests of 30 tokens each cannot both keep a draft sequence.
-  Compiled small("max_seq_len = 48\npage_size = 4\nkv_pages = 12\n", 5);
-  const std::vector<std::vector<int32_t>> prompts = {randomTokens(12, 71), randomTokens(14, 72)};
+  SpecModel small("max_seq_len = 48\npage_size = 4\nkv_pages = 12\n", 5);
+  const std::vector<std::vector<int32_t>> prompts = {randomIds(12, 71), randomIds(14, 72)};
   Engine plain = c.engine(), fast = c.engine(), draft = small.engine(false);
   const auto expected = serveAll(plain, prompts, 18, nullptr, nullptr);
-  DraftModel dm(draft, kVocab, SamplingOptions{}, "small");
+  DraftModel dm(draft, kSpecVocab, SamplingOptions{}, "small");
   SchedulerStats st;
   EXPECT_EQ(serveAll(fast, prompts, 18, &dm, &st), expected);
   EXPECT_GT(st.verifyCalls, 0);
