@@ -98,7 +98,8 @@ void addCudaCode(CompileOutput &out, const std::vector<std::string> &archs, bool
   if (verbose)
     std::fprintf(stderr, "  %-22s %8.2f ms\n", "cuda-codegen",
                  std::chrono::duration<double, std::milli>(clock::now() - t0).count());
-  const std::string nvcc = findNvcc();
+  // --arch none: the source and its launch table alone, with no nvcc.
+  const std::string nvcc = archs.empty() ? std::string() : findNvcc();
   CudaCode code;
   for (const std::string &arch : archs) {
     t0 = clock::now();

@@ -46,7 +46,8 @@ CompileOutput compileModel(const ModelConfig &cfg, const StageCallback &onStage 
 /// For a plan compiled for the cuda target: generates the CUDA source and
 /// launch table, compiles a cubin per architecture with nvcc, and records
 /// the architectures and the device workspace in the plan (and so its
-/// bill). Throws InputError (no nvcc, an unsupported plan) or InternalError
+/// bill); with no architectures, the source and launch table alone (no nvcc
+/// needed). Throws InputError (no nvcc, an unsupported plan) or InternalError
 /// (nvcc rejected the generated source).
 void addCudaCode(CompileOutput &out, const std::vector<std::string> &archs, bool verbose = false);
 

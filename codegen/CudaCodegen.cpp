@@ -126,8 +126,13 @@ std::string moduleSource(const Plan &plan, const Specialisations &specs,
       << dtypeName(plan.settings.weightDtype) << ", KV cache " << dtypeName(kv.dtype) << " ("
       << kv.pages << " pages of " << kv.pageSize << "), max batch " << plan.settings.maxBatch
       << ", prefill chunk " << plan.settings.prefillChunk << ", context "
-      << plan.settings.maxSeqLen << ".\n// Compiled with: nvcc -cubin -O3 -std=c++17 -arch=ARCH, for each ARCH of";
-  for (const std::string &a : archs) src << " " << a;
+      << plan.settings.maxSeqLen << ".\n";
+  if (archs.empty()) {
+    src << "// Not compiled to machine code (kvplan compile --arch none).";
+  } else {
+    src << "// Compiled with: nvcc -cubin -O3 -std=c++17 -arch=ARCH, for each ARCH of";
+    for (const std::string &a : archs) src << " " << a;
+  }
   src << "\n\n" << kKernelLibrary << "\n";
   src << "\n";
   for (const auto &[name, def] : specs.wrappers) src << def;

@@ -24,7 +24,8 @@ struct CudaModule {
 CudaModule generateCuda(const Plan &plan, const std::vector<std::string> &archs);
 
 /// The architectures `--arch` names ("sm_80,sm_90a"): each sm_NN or sm_NNa
-/// with NN >= 80 (bf16 needs Ampere). Throws InputError.
+/// with NN >= 80 (bf16 needs Ampere); "none" alone is the empty list (the
+/// source without machine code). Throws InputError.
 std::vector<std::string> parseCudaArchs(const std::string &list);
 inline constexpr const char *kDefaultCudaArchs = "sm_80,sm_90a";
 

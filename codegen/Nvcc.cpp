@@ -32,6 +32,7 @@ std::string readFile(const fs::path &p) {
 
 std::vector<std::string> parseCudaArchs(const std::string &list) {
   std::vector<std::string> out;
+  if (list == "none") return out;
   std::stringstream ss(list);
   std::string a;
   while (std::getline(ss, a, ',')) {
@@ -39,10 +40,14 @@ std::vector<std::string> parseCudaArchs(const std::string &list) {
     size_t i = 3;
     while (ok && i < a.size() && std::isdigit(static_cast<unsigned char>(a[i]))) ++i;
     ok = ok && i > 3 && (i == a.size() || (i + 1 == a.size() && a[i] == 'a'));
+    if (a == "none")
+      throw InputError("--arch: none stands alone (the source without machine code); give "
+                       "either none or architectures like sm_80,sm_90a");
     if (!ok || std::stoi(a.substr(3, i - 3)) < 80)
       throw InputError("--arch: '" + a +
                        "' is not a CUDA architecture kvplan builds for; give sm_NN or sm_NNa with "
-                       "NN >= 80 (bf16 needs Ampere), e.g. --arch sm_80,sm_90a");
+                       "NN >= 80 (bf16 needs Ampere), e.g. --arch sm_80,sm_90a, or none for the "
+                       "source alone");
     if (std::find(out.begin(), out.end(), a) == out.end()) out.push_back(a);
   }
   if (out.empty()) throw InputError("--arch: no architecture given (e.g. --arch sm_90a)");

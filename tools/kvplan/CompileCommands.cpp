@@ -50,7 +50,7 @@ std::vector<std::string> compileArchs(const ModelConfig &cfg, const std::string 
   if (!cuda)
     return {};
   std::vector<std::string> archs = parseCudaArchs(arch.empty() ? kDefaultCudaArchs : arch);
-  findNvcc();
+  if (!archs.empty()) findNvcc();
   return archs;
 }
 
@@ -74,7 +74,10 @@ void printCompileSummary(const std::string &output, const ModelSources &src,
             << withCommas(bill.params) << " parameters" << perRank << " ("
             << (src.weights.empty() ? "no weights" : "weights " + src.weights)
             << "), memory bill " << humanBytes(bill.totalBytes) << perRank << " (" << parts << ")"
-            << (cuda ? " for " + joinArchs(archs) : std::string()) << "\n";
+            << (!cuda           ? std::string()
+                : archs.empty() ? std::string(", CUDA source only (--arch none: no machine code)")
+                                : " for " + joinArchs(archs))
+            << "\n";
 }
 
 int runCompile(const CompileOptions &o, bool verbose) {
@@ -183,7 +186,9 @@ void addCompileCommand(CLI::App &app, const GlobalOptions &global, Action &actio
   cmd->add_option("-o,--output", o->output, "The artifact to write (.kvp)")->required();
   cmd->add_option("--arch", o->arch,
                   std::string("CUDA architectures to build machine code for (--target cuda; "
-                              "default ") + kDefaultCudaArchs + ")");
+                              "default ") + kDefaultCudaArchs +
+                      "), or none: the CUDA source alone, for reading, without nvcc (such "
+                      "an artifact does not run)");
   cmd->callback([&action, &global, o] {
     action = [&global, o] { return runCompile(*o, global.verbose); };
   });

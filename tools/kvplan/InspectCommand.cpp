@@ -167,9 +167,11 @@ void printHuman(const Artifact &a) {
   if (s.target == Target::cuda) {
     std::string archs;
     for (const std::string &arch : p.cudaArchs) archs += (archs.empty() ? "" : ", ") + arch;
-    std::printf("cuda      machine code for %s; the generated source: kvplan inspect --section "
-                "cuda.source %s\n",
-                archs.c_str(), a.path().c_str());
+    const std::string code = archs.empty()
+                                 ? "no machine code (compiled with --arch none: it does not run)"
+                                 : "machine code for " + archs;
+    std::printf("cuda      %s; the generated source: kvplan inspect --section cuda.source %s\n",
+                code.c_str(), a.path().c_str());
     if (a.hasSection(kCudaProgramSection)) {
       std::string_view text = a.section(kCudaProgramSection);
       CudaProgram prog = cudaProgramFromJson(nlohmann::json::parse(text.begin(), text.end()));

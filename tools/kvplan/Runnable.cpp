@@ -305,6 +305,10 @@ CudaCode loadArtifactCudaCode(const Artifact &a, const Plan &plan, const std::st
   } catch (const nlohmann::json::exception &e) {
     throw InputError(path + ": the cuda.program section is not JSON: " + e.what());
   }
+  if (plan.cudaArchs.empty())
+    throw InputError(path + ": incompatible because it holds no machine code (it was compiled "
+                            "with --arch none, the CUDA source alone); recompile it with "
+                            "--arch sm_80,sm_90a or your GPU's architecture");
   for (const std::string &arch : plan.cudaArchs) {
     if (!a.hasSection(cudaCubinSection(arch)))
       throw InputError(path + ": the artifact lists " + arch +
