@@ -109,8 +109,10 @@ constexpr int64_t kMaxInteger = int64_t(1) << 50;
 int64_t integer(const json &j, const std::string &what, int64_t lo = 0, int64_t hi = kMaxInteger) {
   if (!j.is_number_integer())
     throw InputError("cuda program: " + what + " is not an integer (" + j.dump() + ")");
-  if (j.is_number_unsigned() ? j.get<uint64_t>() > uint64_t(hi)
-                             : j.get<int64_t>() < lo || j.get<int64_t>() > hi)
+  // nlohmann::json reads every non-negative integer as unsigned: 0 must
+  // still meet `lo`.
+  const bool huge = j.is_number_unsigned() && j.get<uint64_t>() > uint64_t(INT64_MAX);
+  if (huge || j.get<int64_t>() < lo || j.get<int64_t>() > hi)
     throw InputError("cuda program: " + what + " is " + j.dump() + ", outside [" +
                      std::to_string(lo) + ", " + std::to_string(hi) + "]");
   return j.get<int64_t>();

@@ -574,8 +574,10 @@ T parseEnum(const nlohmann::json &j, const char *key, Parse parse) {
 int64_t integerField(const nlohmann::json &v, const std::string &at, int64_t lo, int64_t hi) {
   if (!v.is_number_integer())
     throw InputError(at + " is not an integer (" + v.dump() + ")");
-  if (v.is_number_unsigned() ? v.get<uint64_t>() > uint64_t(hi)
-                             : v.get<int64_t>() < lo || v.get<int64_t>() > hi)
+  // nlohmann::json reads every non-negative integer as unsigned: 0 must
+  // still meet `lo`.
+  const bool huge = v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX);
+  if (huge || v.get<int64_t>() < lo || v.get<int64_t>() > hi)
     throw InputError(at + " is " + v.dump() + ", outside [" + std::to_string(lo) + ", " +
                      std::to_string(hi) + "]");
   return v.get<int64_t>();

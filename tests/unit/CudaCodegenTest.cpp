@@ -620,6 +620,9 @@ TEST(CudaCodegen, RopeTableDividesByTheFrequencyFactors) {
             "cuda program: rope_tables[0] 'freqs' is not a list of 1 to 4096 numbers");
   EXPECT_EQ(refusal([](nlohmann::json &t) { t["positions"] = 0; }),
             "cuda program: rope_tables[0] 'positions' is 0, outside [1, 2147483647]");
+  // 0 as read from a file (unsigned to nlohmann::json) too.
+  EXPECT_EQ(refusal([](nlohmann::json &t) { t["positions"] = nlohmann::json::parse("0"); }),
+            "cuda program: rope_tables[0] 'positions' is 0, outside [1, 2147483647]");
 }
 
 TEST(CudaCodegen, RejectsWhatItCannotRun) {

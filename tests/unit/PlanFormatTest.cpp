@@ -250,6 +250,12 @@ nlohmann::json &step(nlohmann::json &j, int i) { return j["entry_points"]["decod
 TEST(PlanJson, EachDamageNamesTheStepAndField) {
   const std::pair<std::function<void(nlohmann::json &)>, std::string> cases[] = {
       {[](nlohmann::json &j) { j.erase("kv_cache"); }, "the plan has no 'kv_cache'"},
+      // 0 as a file has it (nlohmann::json reads it as unsigned) is below
+      // the least (the fuzzer's artifact: ranks 0, then a division by 0).
+      {[](nlohmann::json &j) { j["settings"]["tensor_parallel"] = nlohmann::json::parse("0"); },
+       "settings field 'tensor_parallel' is 0, outside [1, 64]"},
+      {[](nlohmann::json &j) { j["model"]["num_layers"] = nlohmann::json::parse("0"); },
+       "model field 'num_layers' is 0, outside [1, "},
       {[](nlohmann::json &j) { j["weights"][0]["dtype"] = "f8"; }, "names no element type"},
       {[](nlohmann::json &j) { step(j, 1)["op"] = "rms_norm2"; },
        "step 1 of entry point 'decode' is op 'rms_norm2', which this kvplan does not know"},
