@@ -167,7 +167,7 @@ std::string llama3ToolsPreamble(const std::vector<ToolFunction> &tools) {
 /// user message, a call as {"name": ..., "parameters": ...}, a result as an
 /// ipython turn.
 std::vector<ChatPiece> renderLlama3(const std::vector<ChatMessage> &m,
-                                    const std::vector<ToolFunction> &tools) {
+                                    const std::vector<ToolFunction> &tools, bool generation) {
   std::vector<ChatPiece> out{{ChatPiece::bos, "<|begin_of_text|>"}};
   auto header = [&](const std::string &role) {
     out.push_back(marker("<|start_header_id|>"));
@@ -207,7 +207,7 @@ std::vector<ChatPiece> renderLlama3(const std::vector<ChatMessage> &m,
   if (!tools.empty() && firstUser)
     throw badField("messages", "Llama 3.1's template puts the tools in the first user message, "
                                "and there is none");
-  header("assistant");
+  if (generation) header("assistant");
   return out;
 }
 
@@ -274,7 +274,8 @@ Qwen3Answer qwen3Answer(const std::vector<ChatMessage> &m, size_t i, size_t quer
 /// results, those in a row together, as one user turn of <tool_response>s.
 /// Qwen3's (`qwen3`) is the same but for the assistant's thoughts.
 std::vector<ChatPiece> renderChatMl(const std::vector<ChatMessage> &m,
-                                    const std::vector<ToolFunction> &tools, bool qwen3) {
+                                    const std::vector<ToolFunction> &tools, bool qwen3,
+                                    bool generation) {
   std::vector<ChatPiece> out;
   auto turn = [&](const std::string &body) {
     out.push_back(marker("<|im_start|>"));
@@ -307,6 +308,7 @@ std::vector<ChatPiece> renderChatMl(const std::vector<ChatMessage> &m,
       turn(msg.role + "\n" + answer.thought + content);
     }
   }
+  if (!generation) return out;
   out.push_back(marker("<|im_start|>"));
   out.push_back(text("assistant\n"));
   return out;
@@ -317,7 +319,7 @@ std::vector<ChatPiece> renderChatMl(const std::vector<ChatMessage> &m,
 /// answer without its thought (what follows its last </think>), and the
 /// prompt ends <｜Assistant｜><think>\n: the model's answer starts inside
 /// its thought.
-std::vector<ChatPiece> renderDeepSeekR1(const std::vector<ChatMessage> &m) {
+std::vector<ChatPiece> renderDeepSeekR1(const std::vector<ChatMessage> &m, bool generation) {
   std::string system; // the template keeps the last system message
   for (const ChatMessage &msg : m)
     if (msg.role == "system") system = msg.content;
@@ -333,6 +335,7 @@ std::vector<ChatPiece> renderDeepSeekR1(const std::vector<ChatMessage> &m) {
       out.push_back({ChatPiece::eos, kDeepSeekEos});
     }
   }
+  if (!generation) return out;
   out.push_back(marker(kDeepSeekAssistant));
   out.push_back(marker("<think>"));
   out.push_back(text("\n"));
@@ -346,24 +349,86 @@ bool mentionsTools(const std::vector<ChatMessage> &m) {
   return false;
 }
 
-} // namespace
+/// The pieces up to `end` characters of their text (a piece cut there keeps
+/// its start).
+void truncatePieces(std::vector<ChatPiece> &pieces, size_t end) {
+  size_t at = 0, i = 0;
+  for (; i < pieces.size() && at + pieces[i].value.size() <= end; ++i) at += pieces[i].value.size();
+  if (i < pieces.size() && at < end) {
+    pieces[i].value.resize(end - at);
+    pieces[i].kind = ChatPiece::text;
+    ++i;
+  }
+  pieces.resize(i);
+}
 
-std::vector<ChatPiece> renderChat(ChatTemplate t, const std::vector<ChatMessage> &messages,
-                                  const std::vector<ToolFunction> &tools) {
-  if (t != ChatTemplate::none && (!tools.empty() || mentionsTools(messages)))
-    checkToolTemplate(t);
+/// The family's prompt, ending where a new answer begins or after the last
+/// message (Llama 2's and Mistral's prompts end after the last user turn
+/// either way: [/INST] is their answer's start).
+std::vector<ChatPiece> renderFamily(ChatTemplate t, const std::vector<ChatMessage> &messages,
+                                    const std::vector<ToolFunction> &tools, bool generation) {
   switch (t) {
   case ChatTemplate::llama2: return renderLlama2(messages);
-  case ChatTemplate::llama3: return renderLlama3(messages, tools);
-  case ChatTemplate::chatml: return renderChatMl(messages, tools, false);
-  case ChatTemplate::qwen3: return renderChatMl(messages, tools, true);
-  case ChatTemplate::deepseek_r1: return renderDeepSeekR1(messages);
+  case ChatTemplate::llama3: return renderLlama3(messages, tools, generation);
+  case ChatTemplate::chatml: return renderChatMl(messages, tools, false, generation);
+  case ChatTemplate::qwen3: return renderChatMl(messages, tools, true, generation);
+  case ChatTemplate::deepseek_r1: return renderDeepSeekR1(messages, generation);
   case ChatTemplate::mistral: return renderMistral(messages);
   case ChatTemplate::none: break;
   }
   throw ApiError(400, "this model has no chat template: use /v1/completions, or start the "
                       "server with --chat-template FILE or NAME (" +
                       std::string(kChatTemplateNames) + ")", "messages");
+}
+
+/// Whether the answer continued at the end of `content` is inside a thought:
+/// its last <think> is not closed.
+bool endsInThought(const std::string &content) {
+  const size_t open = content.rfind("<think>"), close = content.rfind("</think>");
+  return open != std::string::npos && (close == std::string::npos || close < open);
+}
+
+/// The 400 for a last message that cannot be continued: empty, or its
+/// content not written by the template as given.
+ApiError notContinuable(const std::string &content) {
+  if (content.find_first_not_of(" \t\n\r\v\f") == std::string::npos)
+    return badField("continue_final_message",
+                    "the last message is empty: there is nothing to continue; give the answer's "
+                    "beginning as its content, or leave out continue_final_message");
+  return badField("continue_final_message",
+                  "the chat template did not write the last message's content as given, so "
+                  "the prompt cannot end inside it; leave out continue_final_message");
+}
+
+} // namespace
+
+size_t continueCut(const std::string &text, const std::string &content) {
+  const char *space = " \t\n\r\v\f";
+  const size_t first = content.find_first_not_of(space);
+  if (first == std::string::npos) return std::string::npos;
+  size_t at = text.rfind(content);
+  if (at != std::string::npos) return at + content.size();
+  // As transformers: some templates (Llama 3.1's) trim the content first.
+  const std::string trimmed =
+      content.substr(first, content.find_last_not_of(space) - first + 1);
+  at = text.rfind(trimmed);
+  return at == std::string::npos ? at : at + trimmed.size();
+}
+
+std::vector<ChatPiece> renderChat(ChatTemplate t, const std::vector<ChatMessage> &messages,
+                                  const std::vector<ToolFunction> &tools, ChatEnd end,
+                                  bool *opensThought) {
+  if (t != ChatTemplate::none && (!tools.empty() || mentionsTools(messages)))
+    checkToolTemplate(t);
+  std::vector<ChatPiece> pieces =
+      renderFamily(t, messages, tools, end == ChatEnd::generationPrompt);
+  if (opensThought) *opensThought = false;
+  if (end != ChatEnd::continueLastMessage || messages.empty()) return pieces;
+  const size_t cut = continueCut(chatText(pieces), messages.back().content);
+  if (cut == std::string::npos) throw notContinuable(messages.back().content);
+  truncatePieces(pieces, cut);
+  if (opensThought) *opensThought = chatTemplateThinks(t) && endsInThought(messages.back().content);
+  return pieces;
 }
 
 std::string chatText(const std::vector<ChatPiece> &pieces) {
@@ -506,12 +571,12 @@ nlohmann::ordered_json templateMessages(const std::vector<ChatMessage> &messages
 std::vector<ChatPiece> ModelChatTemplate::render(const std::vector<ChatMessage> &messages,
                                                  const std::vector<ToolFunction> &tools,
                                                  const nlohmann::ordered_json &kwargs,
-                                                 bool *opensThought) const {
+                                                 bool *opensThought, ChatEnd end) const {
   nlohmann::ordered_json context = kwargs.is_object() ? kwargs : nlohmann::ordered_json::object();
   context["messages"] = templateMessages(messages);
   context["tools"] = nullptr;
   for (const ToolFunction &t : tools) context["tools"].push_back(toolJson(t));
-  context["add_generation_prompt"] = true;
+  context["add_generation_prompt"] = end == ChatEnd::generationPrompt;
   context["bos_token"] = bos;
   context["eos_token"] = eos;
   std::string text;
@@ -522,11 +587,20 @@ std::vector<ChatPiece> ModelChatTemplate::render(const std::vector<ChatMessage> 
                                           : std::string("the model's chat template failed on "
                                                         "these messages: ") + e.what());
   }
+  if (end != ChatEnd::generationPrompt) {
+    if (opensThought) *opensThought = false;
+    if (end == ChatEnd::afterLastMessage || messages.empty()) return split(text);
+    const size_t cut = continueCut(text, messages.back().content);
+    if (cut == std::string::npos) throw notContinuable(messages.back().content);
+    text.resize(cut);
+    if (opensThought) *opensThought = endsInThought(messages.back().content);
+    return split(text);
+  }
   // The thought the prompt opens (DeepSeek-R1's <think>\n), closed when
   // thinking is off and the template did not read enable_thinking.
-  const size_t end = text.find_last_not_of(" \t\r\n");
-  const bool open = end != std::string::npos && end + 1 >= 7 &&
-                    text.compare(end + 1 - 7, 7, "<think>") == 0;
+  const size_t last = text.find_last_not_of(" \t\r\n");
+  const bool open = last != std::string::npos && last + 1 >= 7 &&
+                    text.compare(last + 1 - 7, 7, "<think>") == 0;
   const auto thinking = kwargs.find("enable_thinking");
   const bool off = thinking != kwargs.end() && thinking->is_boolean() && !thinking->get<bool>();
   if (open && off) text += text.back() == '\n' ? "\n</think>\n\n" : "\n\n</think>\n\n";

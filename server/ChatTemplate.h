@@ -67,9 +67,22 @@ struct ChatPiece {
 /// chatml; the others throw, param "tools"): Llama 3.1's (the functions in
 /// the first user message, results as ipython turns) and Qwen2.5's (the
 /// functions in the system message, calls in <tool_call>, results in
-/// <tool_response>).
+/// <tool_response>). `end` says where the prompt ends (ChatEnd); continuing
+/// the last message cuts the prompt after the last place its content is
+/// written, as transformers does (throws ApiError 400, param
+/// "continue_final_message", where it is empty or not there), and sets
+/// `opensThought` when the template's models think and the content opens a
+/// thought it does not close.
 std::vector<ChatPiece> renderChat(ChatTemplate t, const std::vector<ChatMessage> &messages,
-                                  const std::vector<ToolFunction> &tools = {});
+                                  const std::vector<ToolFunction> &tools = {},
+                                  ChatEnd end = ChatEnd::generationPrompt,
+                                  bool *opensThought = nullptr);
+/// transformers' continue_final_message: where `text` (a rendered prompt)
+/// ends if it is to end inside the message whose content is `content`: just
+/// after the last place the content is, else the content trimmed of
+/// whitespace (as Llama 3.1's template writes it); npos where neither is, or
+/// the content is only whitespace.
+size_t continueCut(const std::string &text, const std::string &content);
 /// The pieces written out, special tokens as their markers: the string the
 /// model cards show.
 std::string chatText(const std::vector<ChatPiece> &pieces);
@@ -96,10 +109,13 @@ public:
   /// their JSON text. `opensThought` is set when the prompt ends inside a
   /// thought (its last text is <think>); with enable_thinking false the
   /// thought is closed. Throws ApiError 400 (param "messages") with the
-  /// template's raise_exception message, or its error.
+  /// template's raise_exception message, or its error. `end` as renderChat
+  /// takes it: add_generation_prompt false but for the default, and the
+  /// thought closed only then.
   std::vector<ChatPiece> render(const std::vector<ChatMessage> &messages,
                                 const std::vector<ToolFunction> &tools,
-                                const nlohmann::ordered_json &kwargs, bool *opensThought) const;
+                                const nlohmann::ordered_json &kwargs, bool *opensThought,
+                                ChatEnd end = ChatEnd::generationPrompt) const;
   /// `text` as pieces: the special tokens in it as markers, the rest text.
   std::vector<ChatPiece> split(const std::string &text) const;
 

@@ -299,12 +299,13 @@ struct Server::Impl {
     bool opensThought = false; // the answer begins inside a thought
   };
   /// The chat template's prompt (the model's own, or the built-in one),
-  /// closing the thought when thinking is off; `opensThought` set when the
-  /// answer begins inside a thought the prompt opened.
+  /// ending as `end` says, closing the thought when thinking is off (at a
+  /// new answer); `opensThought` set when the answer begins inside a
+  /// thought the prompt opened.
   std::vector<ChatPiece> chatPieces(const std::vector<ChatMessage> &messages,
                                     const std::vector<ToolFunction> &tools,
                                     std::optional<bool> enableThinking,
-                                    const nlohmann::ordered_json &kwargs,
+                                    const nlohmann::ordered_json &kwargs, ChatEnd end,
                                     bool *opensThought = nullptr) const;
   std::vector<int32_t> promptOf(const ApiRequest &a, bool *opensThought) const;
   Prepared prepare(const ApiRequest &a) const;
@@ -571,15 +572,16 @@ std::vector<ChatPiece> Server::Impl::chatPieces(const std::vector<ChatMessage> &
                                                 const std::vector<ToolFunction> &tools,
                                                 std::optional<bool> enableThinking,
                                                 const nlohmann::ordered_json &kwargs,
-                                                bool *opensThought) const {
+                                                ChatEnd end, bool *opensThought) const {
   if (own) {
     // The calls in the answer are read in the family's format.
     if (!tools.empty()) checkToolTemplate(chat);
-    return own->render(messages, tools, kwargs, opensThought);
+    return own->render(messages, tools, kwargs, opensThought, end);
   }
   checkBuiltInKwargs(chat, kwargs);
+  std::vector<ChatPiece> pieces = renderChat(chat, messages, tools, end, opensThought);
+  if (end != ChatEnd::generationPrompt) return pieces;
   if (opensThought) *opensThought = chatTemplateOpensThought(chat) && enableThinking != false;
-  std::vector<ChatPiece> pieces = renderChat(chat, messages, tools);
   // Without thinking: an empty thought, already closed.
   if (thinks && enableThinking == false)
     pieces.push_back({ChatPiece::text, noThinkingSuffix(chat)});
@@ -594,7 +596,7 @@ std::vector<int32_t> Server::Impl::promptOf(const ApiRequest &a, bool *opensThou
     const bool tools = a.toolChoice != ToolChoice::none;
     std::vector<ChatPiece> pieces =
         chatPieces(a.messages, tools ? a.tools : std::vector<ToolFunction>(), a.enableThinking,
-                   a.templateKwargs, opensThought);
+                   a.templateKwargs, a.chatEnd, opensThought);
     if (forcedCall(a)) pieces.push_back({ChatPiece::text, forcedCallPrefix(chat)});
     return tokenizeChat(*tokenizer, pieces);
   }
@@ -1013,7 +1015,8 @@ void Server::Impl::tokenize(const httplib::Request &req, httplib::Response &res)
       ids = tokenizer->encode(*t.prompt, t.addSpecialTokens);
     } else {
       ids = tokenizeChat(*tokenizer,
-                         chatPieces(t.messages, t.tools, t.enableThinking, t.templateKwargs));
+                         chatPieces(t.messages, t.tools, t.enableThinking, t.templateKwargs,
+                                    t.chatEnd));
       if (t.addSpecialTokens && tokenizer->bosId() >= 0)
         ids.insert(ids.begin(), tokenizer->bosId());
     }

@@ -629,6 +629,21 @@ template <class Request> void parseTemplateKwargs(const Fields &f, Request &r) {
   }
 }
 
+/// add_generation_prompt and continue_final_message (vLLM's): both true is
+/// refused, as transformers refuses it.
+template <class Request> void parseChatEnd(const Fields &f, Request &r) {
+  const std::optional<bool> generation = f.boolean("add_generation_prompt");
+  const bool continues = f.boolean("continue_final_message").value_or(false);
+  if (continues && generation == true)
+    throw badField("continue_final_message",
+                   "continue_final_message and add_generation_prompt cannot both be true: the "
+                   "prompt ends inside the last message or where a new answer begins (give "
+                   "add_generation_prompt false, or leave it out)");
+  r.chatEnd = continues              ? ChatEnd::continueLastMessage
+              : generation == false ? ChatEnd::afterLastMessage
+                                    : ChatEnd::generationPrompt;
+}
+
 } // namespace
 
 ApiRequest parseChatRequest(const std::string &body) {
@@ -653,6 +668,12 @@ ApiRequest parseChatRequest(const std::string &body) {
   }
   parseTools(f, body, r);
   parseTemplateKwargs(f, r);
+  parseChatEnd(f, r);
+  if (r.chatEnd != ChatEnd::generationPrompt &&
+      (r.toolChoice == ToolChoice::required || r.toolChoice == ToolChoice::named))
+    throw badField("tool_choice", "a tool_choice that forces a call begins the answer with it, "
+                                  "so the prompt must end where a new answer begins: leave out "
+                                  "add_generation_prompt false and continue_final_message");
   return r;
 }
 
@@ -670,13 +691,7 @@ TokenizeRequest parseTokenizeRequest(const std::string &body) {
     r.messages = parseMessages(f);
     if (const json *t = f.get("tools")) r.tools = parseToolList(*t, body);
     parseTemplateKwargs(f, r);
-    // kvplan's templates end where the assistant's answer begins.
-    if (!f.boolean("add_generation_prompt").value_or(true))
-      throw badField("add_generation_prompt", "add_generation_prompt false is not offered: "
-                                              "kvplan's chat templates always end where the "
-                                              "assistant's answer begins");
-    if (f.boolean("continue_final_message").value_or(false))
-      throw badField("continue_final_message", "continue_final_message is not offered");
+    parseChatEnd(f, r);
   }
   r.addSpecialTokens = f.boolean("add_special_tokens").value_or(!chat);
   r.returnTokenStrs = f.boolean("return_token_strs").value_or(false);

@@ -62,6 +62,14 @@ struct ChatMessage {
 /// (auto, the default with tools), at least one (required), or the one named.
 enum class ToolChoice { none, automatic, required, named };
 
+/// Where a chat's prompt ends, as transformers' apply_chat_template and vLLM
+/// take add_generation_prompt and continue_final_message: where a new
+/// assistant answer begins (the default); after the last message
+/// (add_generation_prompt false); or inside the last message, right after
+/// its content, so that the model goes on with it (continue_final_message:
+/// an answer begun by the caller).
+enum class ChatEnd { generationPrompt, afterLastMessage, continueLastMessage };
+
 /// A completion or chat request whose fields have the types and ranges the
 /// API allows (what the model can hold is checked later, against it).
 struct ApiRequest {
@@ -113,6 +121,7 @@ struct ApiRequest {
   // model's own template (the built-in ones take only enable_thinking).
   std::optional<bool> enableThinking;
   nlohmann::ordered_json templateKwargs = nlohmann::ordered_json::object();
+  ChatEnd chatEnd = ChatEnd::generationPrompt;
 };
 
 /// The most choices one request may ask for (OpenAI's limit).
@@ -133,6 +142,7 @@ struct TokenizeRequest {
   std::vector<ToolFunction> tools;
   std::optional<bool> enableThinking; // chat_template_kwargs, as for chat
   nlohmann::ordered_json templateKwargs = nlohmann::ordered_json::object();
+  ChatEnd chatEnd = ChatEnd::generationPrompt;
   bool addSpecialTokens = true; // BOS first; default true for a prompt, false for messages
   bool returnTokenStrs = false; // each token's text beside the ids
 };

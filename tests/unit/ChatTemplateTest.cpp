@@ -473,3 +473,124 @@ TEST(OpenAiRequest, DeepNestingIsRefused) {
                            std::string(500, '[') + R"(\"{"}]})";
   EXPECT_EQ(parseChatRequest(text).messages.at(0).content, std::string(500, '[') + "\"{");
 }
+
+// Where the prompt ends (add_generation_prompt, continue_final_message), as
+// each family's own Jinja template renders with add_generation_prompt false
+// and transformers then cuts it after the last message's content.
+TEST(ChatTemplate, WhereThePromptEnds) {
+  const std::vector<ChatMessage> begun = {{"user", "Tell me a joke."},
+                                          {"assistant", "Why did the "}};
+  const std::string llama3 = "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
+                             "Tell me a joke.<|eot_id|><|start_header_id|>assistant"
+                             "<|end_header_id|>\n\nWhy did the";
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::llama3, begun, {}, ChatEnd::afterLastMessage)),
+            llama3 + "<|eot_id|>");
+  // Llama 3's template trims the content: the cut finds it trimmed.
+  bool opens = true;
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::llama3, begun, {}, ChatEnd::continueLastMessage,
+                                &opens)),
+            llama3);
+  EXPECT_FALSE(opens);
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::chatml, kSystemUser, {}, ChatEnd::afterLastMessage)),
+            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+            "<|im_start|>user\nHello!<|im_end|>\n");
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::llama2, {{"user", "Hi"}, {"assistant", "Hello"}},
+                                {}, ChatEnd::continueLastMessage)),
+            "<s>[INST] Hi [/INST] Hello");
+  // Qwen3 writes the last answer's (empty) thought before it.
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::qwen3, {{"user", "Hi"}, {"assistant", "Hello"}}, {},
+                                ChatEnd::continueLastMessage)),
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nHello");
+  // An answer begun inside its thought goes on inside it.
+  const std::string bos = "<\uFF5Cbegin\u2581of\u2581sentence\uFF5C>";
+  const std::string user = "<\uFF5CUser\uFF5C>", assistant = "<\uFF5CAssistant\uFF5C>";
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::deepseek_r1,
+                                {{"user", "Hi"}, {"assistant", "<think>\nThe user"}}, {},
+                                ChatEnd::continueLastMessage, &opens)),
+            bos + user + "Hi" + assistant + "<think>\nThe user");
+  EXPECT_TRUE(opens);
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::deepseek_r1, {{"user", "Hi"}}, {},
+                                ChatEnd::afterLastMessage)),
+            bos + user + "Hi");
+  // Nothing to continue, or content the template does not write as given
+  // (DeepSeek-R1 leaves out an answer's thought): a 400 naming the field.
+  for (const std::vector<ChatMessage> &m : std::vector<std::vector<ChatMessage>>{
+           {{"user", "Hi"}, {"assistant", " \n"}},
+           {{"user", "Hi"}, {"assistant", "<think>a</think>The answer"}}}) {
+    try {
+      renderChat(ChatTemplate::deepseek_r1, m, {}, ChatEnd::continueLastMessage);
+      ADD_FAILURE() << m.back().content;
+    } catch (const ApiError &e) {
+      EXPECT_EQ(e.param, "continue_final_message") << e.what();
+    }
+  }
+  EXPECT_EQ(continueCut("abcXYZabc", "abc"), 9u);
+  EXPECT_EQ(continueCut("x Hi y", " Hi\n"), 4u);
+  EXPECT_EQ(continueCut("x Hi y", "Bye"), std::string::npos);
+  EXPECT_EQ(continueCut("x Hi y", ""), std::string::npos);
+}
+
+TEST(ModelChatTemplate, WhereThePromptEnds) {
+  const std::string path = modelPath("qwen3-tokenizer/tokenizer.json");
+  REQUIRE_FILE(path);
+  auto tok = loadTokenizerFile(path);
+  const ModelChatTemplate t("{% for m in messages %}<{{ m.role }}>{{ m.content | trim }}</{{ "
+                            "m.role }}>{% endfor %}{% if add_generation_prompt %}<assistant>{% "
+                            "endif %}",
+                            "ends.jinja", "", "", *tok);
+  const nlohmann::ordered_json none = nlohmann::ordered_json::object();
+  EXPECT_EQ(chatText(t.render({{"user", "Hi"}}, {}, none, nullptr)), "<user>Hi</user><assistant>");
+  EXPECT_EQ(chatText(t.render({{"user", "Hi"}}, {}, none, nullptr, ChatEnd::afterLastMessage)),
+            "<user>Hi</user>");
+  bool opens = true;
+  EXPECT_EQ(chatText(t.render({{"user", "Hi"}, {"assistant", "Sure: "}}, {}, none, &opens,
+                              ChatEnd::continueLastMessage)),
+            "<user>Hi</user><assistant>Sure:");
+  EXPECT_FALSE(opens);
+  EXPECT_EQ(chatText(t.render({{"user", "Hi"}, {"assistant", "<think>\nhm"}}, {}, none, &opens,
+                              ChatEnd::continueLastMessage)),
+            "<user>Hi</user><assistant><think>\nhm");
+  EXPECT_TRUE(opens);
+  const ModelChatTemplate upper("{{ messages[-1].content | upper }}", "upper.jinja", "", "", *tok);
+  try {
+    upper.render({{"assistant", "abc"}}, {}, none, nullptr, ChatEnd::continueLastMessage);
+    ADD_FAILURE() << "no error";
+  } catch (const ApiError &e) {
+    EXPECT_EQ(e.param, "continue_final_message");
+    EXPECT_NE(std::string(e.what()).find("did not write the last message's content"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(OpenAiRequest, WhereThePromptEnds) {
+  const std::string m = R"("messages": [{"role": "user", "content": "Hi"}])";
+  EXPECT_EQ(parseChatRequest("{" + m + "}").chatEnd, ChatEnd::generationPrompt);
+  EXPECT_EQ(parseChatRequest("{" + m + R"(, "add_generation_prompt": false})").chatEnd,
+            ChatEnd::afterLastMessage);
+  EXPECT_EQ(parseChatRequest("{" + m + R"(, "continue_final_message": true})").chatEnd,
+            ChatEnd::continueLastMessage);
+  EXPECT_EQ(parseChatRequest("{" + m +
+                             R"(, "continue_final_message": true, "add_generation_prompt": false})")
+                .chatEnd,
+            ChatEnd::continueLastMessage);
+  EXPECT_EQ(parseTokenizeRequest("{" + m + R"(, "add_generation_prompt": false})").chatEnd,
+            ChatEnd::afterLastMessage);
+  const std::string tools =
+      R"(, "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}])";
+  for (const auto &[body, param] : std::vector<std::pair<std::string, std::string>>{
+           {R"(, "continue_final_message": true, "add_generation_prompt": true})",
+            "continue_final_message"},
+           {R"(, "continue_final_message": 1})", "continue_final_message"},
+           {tools + R"(, "tool_choice": "required", "continue_final_message": true})",
+            "tool_choice"},
+           {tools + R"(, "tool_choice": "required", "add_generation_prompt": false})",
+            "tool_choice"}}) {
+    try {
+      parseChatRequest("{" + m + body);
+      ADD_FAILURE() << body;
+    } catch (const ApiError &e) {
+      EXPECT_EQ(e.param, param) << body << ": " << e.what();
+    }
+  }
+}

@@ -470,14 +470,39 @@ TEST(Server, TokenizeAndDetokenizeAsVllm) {
                 ["usage"]["prompt_tokens"], t["count"]);
   EXPECT_EQ(call("/tokenize", {{"messages", messages}, {"add_special_tokens", true}})["count"],
             int64_t(chatml.size()) + 1);
+  // add_generation_prompt false: the prompt ends after the last message.
+  const std::string header = "<|im_start|>assistant\n";
+  t = call("/tokenize", {{"messages", messages}, {"add_generation_prompt", false}});
+  EXPECT_EQ(call("/detokenize", {{"tokens", t["tokens"]}})["prompt"],
+            chatml.substr(0, chatml.size() - header.size()));
+  // continue_final_message: inside the answer the caller began, which the
+  // model goes on with.
+  json begun = messages;
+  begun.push_back({{"role", "assistant"}, {"content", "Hel"}});
+  t = call("/tokenize", {{"messages", begun}, {"continue_final_message", true}});
+  EXPECT_EQ(call("/detokenize", {{"tokens", t["tokens"]}})["prompt"], chatml + "Hel");
+  const json answer = call("/v1/chat/completions", {{"messages", begun},
+                                                    {"continue_final_message", true},
+                                                    {"add_generation_prompt", false},
+                                                    {"max_tokens", 2}});
+  EXPECT_EQ(answer["usage"]["prompt_tokens"], t["count"]);
+  begun.back()["content"] = "";
   // What cannot be answered is refused by name.
   for (const auto &[path, body, param] : std::vector<std::tuple<const char *, json, const char *>>{
            {"/tokenize", json::object(), "messages"},
            {"/tokenize", {{"prompt", "a"}, {"messages", messages}}, "prompt"},
            {"/tokenize", {{"prompt", 5}}, "prompt"},
            {"/tokenize", {{"prompt", "a"}, {"model", "other"}}, "model"},
-           {"/tokenize", {{"messages", messages}, {"add_generation_prompt", false}},
+           {"/tokenize",
+            {{"messages", messages}, {"add_generation_prompt", true},
+             {"continue_final_message", true}},
+            "continue_final_message"},
+           {"/tokenize", {{"messages", messages}, {"add_generation_prompt", 0}},
             "add_generation_prompt"},
+           {"/tokenize", {{"messages", begun}, {"continue_final_message", true}},
+            "continue_final_message"},
+           {"/v1/chat/completions", {{"messages", begun}, {"continue_final_message", true}},
+            "continue_final_message"},
            {"/tokenize", {{"messages", {{{"role", "robot"}}}}}, "messages[0].role"},
            {"/detokenize", json::object(), "tokens"},
            {"/detokenize", {{"tokens", {-1}}}, "tokens"},
