@@ -164,9 +164,49 @@ std::string str(const Value &v) {
   return pythonStr(v.data);
 }
 
-void jsonString(std::string &out, const std::string &s) {
+/// \uXXXX, as Python writes it (lower-case hex).
+void jsonEscape(std::string &out, uint32_t unit) {
+  char hex[8];
+  std::snprintf(hex, sizeof hex, "\\u%04x", unit);
+  out += hex;
+}
+
+/// The code point of the UTF-8 sequence at s[i] (advancing i past it), or
+/// U+FFFD (advancing one byte) where no valid sequence starts.
+uint32_t nextCodePoint(const std::string &s, size_t &i) {
+  const unsigned char c = static_cast<unsigned char>(s[i]);
+  const size_t n = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC0 ? 1 : 0;
+  static const uint32_t least[] = {0x80, 0x80, 0x800, 0x10000};
+  uint32_t cp = c & (0x3F >> n);
+  bool ok = n > 0 && c < 0xF5 && i + n < s.size();
+  for (size_t k = 1; ok && k <= n; ++k) {
+    const unsigned char d = static_cast<unsigned char>(s[i + k]);
+    ok = (d & 0xC0) == 0x80;
+    cp = cp << 6 | (d & 0x3F);
+  }
+  ok = ok && cp >= least[n] && cp <= 0x10FFFF && (cp < 0xD800 || cp > 0xDFFF);
+  i += ok ? n + 1 : 1;
+  return ok ? cp : 0xFFFD;
+}
+
+/// A string as json.dumps writes it; with `ascii` (ensure_ascii) every
+/// character from DEL on as \uXXXX, those past U+FFFF as two (a surrogate
+/// pair).
+void jsonString(std::string &out, const std::string &s, bool ascii = false) {
   out += '"';
-  for (unsigned char c : s) {
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (ascii && c >= 0x7F) { // Python escapes DEL too
+      const uint32_t cp = c == 0x7F ? uint32_t(s[i++]) : nextCodePoint(s, i);
+      if (cp < 0x10000) {
+        jsonEscape(out, cp);
+      } else {
+        jsonEscape(out, 0xD800 + ((cp - 0x10000) >> 10));
+        jsonEscape(out, 0xDC00 + ((cp - 0x10000) & 0x3FF));
+      }
+      continue;
+    }
+    ++i;
     switch (c) {
     case '"': out += "\\\""; break;
     case '\\': out += "\\\\"; break;
@@ -188,35 +228,37 @@ void jsonString(std::string &out, const std::string &s) {
   out += '"';
 }
 
-void dumps(std::string &out, const Json &j, int indent, bool sortKeys, int depth) {
+void dumps(std::string &out, const Json &j, const PythonJsonOptions &o, int depth) {
+  const int indent = o.indent;
   const std::string nl = indent < 0 ? "" : "\n" + std::string(size_t(indent) * (depth + 1), ' ');
   const std::string close = indent < 0 ? "" : "\n" + std::string(size_t(indent) * depth, ' ');
-  const char *sep = indent < 0 ? ", " : ",";
+  const std::string sep = o.itemSeparator ? *o.itemSeparator : indent < 0 ? ", " : ",";
+  const std::string keySep = o.keySeparator ? *o.keySeparator : ": ";
   if (j.is_array()) {
     if (j.empty()) return void(out += "[]");
     out += "[";
     for (size_t i = 0; i < j.size(); ++i) {
       out += (i ? sep : "") + nl;
-      dumps(out, j[i], indent, sortKeys, depth + 1);
+      dumps(out, j[i], o, depth + 1);
     }
     out += close + "]";
   } else if (j.is_object()) {
     if (j.empty()) return void(out += "{}");
     std::vector<std::pair<std::string, const Json *>> items;
     for (auto it = j.begin(); it != j.end(); ++it) items.emplace_back(it.key(), &it.value());
-    if (sortKeys)
+    if (o.sortKeys)
       std::sort(items.begin(), items.end(), // an object's keys differ
                 [](const auto &a, const auto &b) { return a.first < b.first; });
     out += "{";
     for (size_t i = 0; i < items.size(); ++i) {
       out += (i ? sep : "") + nl;
-      jsonString(out, items[i].first);
-      out += ": ";
-      dumps(out, *items[i].second, indent, sortKeys, depth + 1);
+      jsonString(out, items[i].first, o.ensureAscii);
+      out += keySep;
+      dumps(out, *items[i].second, o, depth + 1);
     }
     out += close + "}";
   } else if (j.is_string()) {
-    jsonString(out, j.get_ref<const std::string &>());
+    jsonString(out, j.get_ref<const std::string &>(), o.ensureAscii);
   } else if (j.is_number_float()) {
     const double d = j.get<double>();
     out += std::isnan(d)   ? "NaN"
@@ -1318,6 +1360,30 @@ struct Args {
   }
 };
 
+/// transformers' tojson: json.dumps(x, ensure_ascii=False, indent=None,
+/// separators=None, sort_keys=False), in that order.
+Value tojsonFilter(const Value &v, const Args &a) {
+  if (!v.defined()) throw std::invalid_argument("tojson of an undefined value");
+  PythonJsonOptions o;
+  o.ensureAscii = a.flag(0, "ensure_ascii", false);
+  const Value *indent = a.get(1, "indent");
+  if (indent && indent->defined() && !indent->json().is_null()) {
+    if (!isInt(*indent) || indent->data.get<int64_t>() < 0 || indent->data.get<int64_t>() > 64)
+      throw std::invalid_argument("tojson's indent must be a whole number from 0 to 64");
+    o.indent = int(indent->data.get<int64_t>());
+  }
+  const Value *sep = a.get(2, "separators");
+  if (sep && sep->defined() && !sep->json().is_null()) {
+    const Json &s = sep->json();
+    if (!s.is_array() || s.size() != 2 || !s[0].is_string() || !s[1].is_string())
+      throw std::invalid_argument("tojson's separators must be two strings (item, key)");
+    o.itemSeparator = s[0].get<std::string>();
+    o.keySeparator = s[1].get<std::string>();
+  }
+  o.sortKeys = a.flag(3, "sort_keys", false);
+  return Value::of(pythonJsonDumps(v.json(), o));
+}
+
 enum class Flow { normal, breakLoop, continueLoop };
 
 class Renderer {
@@ -1805,13 +1871,7 @@ private:
       const std::string chars = a.string(0, "chars", "");
       return Value::of(strip(str(v), true, true, a.get(0, "chars") ? &chars : nullptr));
     }
-    if (name == "tojson") {
-      const Value *indent = a.get(0, "indent");
-      if (!v.defined()) throw std::invalid_argument("tojson of an undefined value");
-      return Value::of(pythonJsonDumps(
-          v.json(), indent && isInt(*indent) ? int(indent->data.get<int64_t>()) : -1,
-          a.flag(99, "sort_keys", false)));
-    }
+    if (name == "tojson") return tojsonFilter(v, a);
     if (name == "string") return Value::of(str(v));
     if (name == "upper" || name == "lower") return Value::of(asciiCase(str(v), name == "upper"));
     if (name == "capitalize") return Value::of(capitalize(str(v)));
@@ -2023,10 +2083,17 @@ private:
 
 } // namespace
 
-std::string pythonJsonDumps(const nlohmann::ordered_json &value, int indent, bool sortKeys) {
+std::string pythonJsonDumps(const nlohmann::ordered_json &value, const PythonJsonOptions &o) {
   std::string out;
-  dumps(out, value, indent, sortKeys, 0);
+  dumps(out, value, o, 0);
   return out;
+}
+
+std::string pythonJsonDumps(const nlohmann::ordered_json &value, int indent, bool sortKeys) {
+  PythonJsonOptions o;
+  o.indent = indent;
+  o.sortKeys = sortKeys;
+  return pythonJsonDumps(value, o);
 }
 
 struct JinjaTemplate::Impl {

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -52,9 +53,19 @@ private:
   std::unique_ptr<Impl> impl;
 };
 
-/// `value` as Python's json.dumps writes it (ensure_ascii=False): ", " and
-/// ": " between items, or with `indent` >= 0 one item a line under that
-/// many spaces and "," after each; floats as Python's repr.
+/// json.dumps's arguments, as transformers' tojson filter passes them:
+/// tojson(ensure_ascii=False, indent=None, separators=None, sort_keys=False).
+struct PythonJsonOptions {
+  int indent = -1; // None: one line
+  bool sortKeys = false;
+  bool ensureAscii = false; // every character past ASCII as \uXXXX
+  std::optional<std::string> itemSeparator, keySeparator; // separators=(item, key)
+};
+
+/// `value` as Python's json.dumps writes it: ", " and ": " between items,
+/// or with `indent` >= 0 one item a line under that many spaces and ","
+/// after each (unless separators say otherwise); floats as Python's repr.
+std::string pythonJsonDumps(const nlohmann::ordered_json &value, const PythonJsonOptions &o);
 std::string pythonJsonDumps(const nlohmann::ordered_json &value, int indent = -1,
                             bool sortKeys = false);
 

@@ -92,6 +92,22 @@ TEST(Jinja, PythonJsonDumps) {
   EXPECT_EQ(pythonJsonDumps(v, -1, true),
             R"({"a": {}, "b": [1, 2.5, "é\n"], "c": null, "d": 1e+300})");
   EXPECT_EQ(pythonJsonDumps(Json::parse("[[1], []]"), 2), "[\n  [\n    1\n  ],\n  []\n]");
+  // tojson takes transformers' arguments, in their order: ensure_ascii,
+  // indent, separators, sort_keys. Expected: Python 3.11's json.dumps.
+  const Json context = {{"v", Json::parse(R"({"b": [1, "é😀\n"], "a": {"x": "ü"}})")},
+                        {"s", "a\x7f\xc3\xa9"}};
+  EXPECT_EQ(renderCase("{{ v | tojson(ensure_ascii=true) }}", context, "t"),
+            R"({"b": [1, "\u00e9\ud83d\ude00\n"], "a": {"x": "\u00fc"}})");
+  EXPECT_EQ(renderCase("{{ v | tojson(separators=(',', ':')) }}", context, "t"),
+            R"({"b":[1,"é😀\n"],"a":{"x":"ü"}})");
+  EXPECT_EQ(renderCase("{{ v | tojson(true, 2, none, true) }}", context, "t"),
+            "{\n  \"a\": {\n    \"x\": \"\\u00fc\"\n  },\n  \"b\": [\n    1,\n    "
+            "\"\\u00e9\\ud83d\\ude00\\n\"\n  ]\n}");
+  EXPECT_EQ(renderCase("{{ v | tojson(indent=1, separators=('; ', '=')) }}", context, "t"),
+            "{\n \"b\"=[\n  1; \n  \"é😀\\n\"\n ]; \n \"a\"={\n  \"x\"=\"ü\"\n }\n}");
+  EXPECT_EQ(renderCase("{{ s | tojson(ensure_ascii=true) }}", context, "t"), R"("a\u007f\u00e9")");
+  EXPECT_EQ(renderError("{{ v | tojson(separators=',') }}", context),
+            "render: chat.jinja: line 1: tojson's separators must be two strings (item, key)");
 }
 
 // Errors name the template and the line, and say what is wrong.
