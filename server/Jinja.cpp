@@ -164,68 +164,12 @@ std::string str(const Value &v) {
   return pythonStr(v.data);
 }
 
-/// \uXXXX, as Python writes it (lower-case hex).
-void jsonEscape(std::string &out, uint32_t unit) {
-  char hex[8];
-  std::snprintf(hex, sizeof hex, "\\u%04x", unit);
-  out += hex;
-}
-
-/// The code point of the UTF-8 sequence at s[i] (advancing i past it), or
-/// U+FFFD (advancing one byte) where no valid sequence starts.
-uint32_t nextCodePoint(const std::string &s, size_t &i) {
-  const unsigned char c = static_cast<unsigned char>(s[i]);
-  const size_t n = c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC0 ? 1 : 0;
-  static const uint32_t least[] = {0x80, 0x80, 0x800, 0x10000};
-  uint32_t cp = c & (0x3F >> n);
-  bool ok = n > 0 && c < 0xF5 && i + n < s.size();
-  for (size_t k = 1; ok && k <= n; ++k) {
-    const unsigned char d = static_cast<unsigned char>(s[i + k]);
-    ok = (d & 0xC0) == 0x80;
-    cp = cp << 6 | (d & 0x3F);
-  }
-  ok = ok && cp >= least[n] && cp <= 0x10FFFF && (cp < 0xD800 || cp > 0xDFFF);
-  i += ok ? n + 1 : 1;
-  return ok ? cp : 0xFFFD;
-}
-
-/// A string as json.dumps writes it; with `ascii` (ensure_ascii) every
-/// character from DEL on as \uXXXX, those past U+FFFF as two (a surrogate
-/// pair).
-void jsonString(std::string &out, const std::string &s, bool ascii = false) {
-  out += '"';
-  for (size_t i = 0; i < s.size();) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    if (ascii && c >= 0x7F) { // Python escapes DEL too
-      const uint32_t cp = c == 0x7F ? uint32_t(s[i++]) : nextCodePoint(s, i);
-      if (cp < 0x10000) {
-        jsonEscape(out, cp);
-      } else {
-        jsonEscape(out, 0xD800 + ((cp - 0x10000) >> 10));
-        jsonEscape(out, 0xDC00 + ((cp - 0x10000) & 0x3FF));
-      }
-      continue;
-    }
-    ++i;
-    switch (c) {
-    case '"': out += "\\\""; break;
-    case '\\': out += "\\\\"; break;
-    case '\n': out += "\\n"; break;
-    case '\r': out += "\\r"; break;
-    case '\t': out += "\\t"; break;
-    case '\b': out += "\\b"; break;
-    case '\f': out += "\\f"; break;
-    default:
-      if (c < 0x20) {
-        char hex[8];
-        std::snprintf(hex, sizeof hex, "\\u%04x", c);
-        out += hex;
-      } else {
-        out += char(c);
-      }
-    }
-  }
-  out += '"';
+/// A string as json.dumps writes it: nlohmann::json escapes as Python does
+/// (the same short escapes, \u00XX lower-case for other control characters,
+/// with `ascii` (ensure_ascii) DEL and every character past ASCII as \uXXXX,
+/// surrogate pairs past U+FFFF); bytes that are not UTF-8 become U+FFFD.
+void jsonString(std::string &out, const std::string &s, bool ascii) {
+  out += Json(s).dump(-1, ' ', ascii, Json::error_handler_t::replace);
 }
 
 void dumps(std::string &out, const Json &j, const PythonJsonOptions &o, int depth) {
