@@ -149,6 +149,105 @@ ByteDfa ByteDfa::intersect(const ByteDfa &other, const std::string &path) const 
       path, "the pattern with the format");
 }
 
+ByteDfa ByteDfa::minus(const std::vector<const ByteDfa *> &others,
+                       const std::string &path) const {
+  if (empty()) return *this;
+  std::vector<int> at = cuts();
+  std::vector<const ByteDfa *> live; // the others that accept something
+  for (const ByteDfa *o : others) {
+    if (o->empty()) continue;
+    live.push_back(o);
+    const std::vector<int> theirs = o->cuts();
+    at.insert(at.end(), theirs.begin(), theirs.end());
+  }
+  // A state: this automaton's, then each other's (kNone once it refused).
+  std::vector<int32_t> start = {first};
+  for (const ByteDfa *o : live) start.push_back(o->first);
+  auto key = [](const std::vector<int32_t> &v) {
+    return Key(reinterpret_cast<const char *>(v.data()), v.size() * sizeof(int32_t));
+  };
+  auto states = [&](const Key &k) {
+    std::vector<int32_t> v(k.size() / sizeof(int32_t));
+    std::memcpy(v.data(), k.data(), k.size());
+    return v;
+  };
+  return explore(
+      byteClasses(at), key(start),
+      [&](const Key &k, uint8_t c, Key &to) {
+        std::vector<int32_t> v = states(k);
+        if ((v[0] = next(v[0], c)) == kNone) return false;
+        for (size_t j = 1; j < v.size(); ++j)
+          if (v[j] != kNone) v[j] = live[j - 1]->next(v[j], c);
+        to = key(v);
+        return true;
+      },
+      [&](const Key &k) {
+        const std::vector<int32_t> v = states(k);
+        if (!accepts(v[0])) return false;
+        for (size_t j = 1; j < v.size(); ++j)
+          if (v[j] != kNone && live[j - 1]->accepts(v[j])) return false;
+        return true;
+      },
+      path, "the pattern without the others");
+}
+
+std::vector<uint64_t> ByteDfa::textCounts(uint64_t most) const {
+  // From the states with no way on, backwards: a state is counted once
+  // every state it goes to is; those never counted reach a cycle.
+  const size_t n = states();
+  std::vector<uint64_t> count(n, 0), weight(width, 0);
+  for (int b = 0; b < 256; ++b) ++weight[classOf[size_t(b)]];
+  std::vector<std::vector<int32_t>> from(n);
+  std::vector<size_t> pending(n, 0);
+  for (size_t s = 0; s < n; ++s)
+    for (size_t c = 0; c < width; ++c)
+      if (const int32_t t = table[s * width + c]; t != kNone)
+        ++pending[s], from[size_t(t)].push_back(int32_t(s));
+  std::vector<int32_t> ready;
+  for (size_t s = 0; s < n; ++s)
+    if (pending[s] == 0) ready.push_back(int32_t(s));
+  std::vector<uint8_t> done(n, 0);
+  while (!ready.empty()) {
+    const size_t s = size_t(ready.back());
+    ready.pop_back();
+    uint64_t sum = final[s];
+    for (size_t c = 0; c < width; ++c)
+      if (const int32_t t = table[s * width + c]; t != kNone)
+        sum += std::min(most, weight[c] * std::min(most, count[size_t(t)]));
+    count[s] = std::min(sum, most);
+    done[s] = 1;
+    for (int32_t p : from[s])
+      if (--pending[size_t(p)] == 0) ready.push_back(p);
+  }
+  for (size_t s = 0; s < n; ++s)
+    if (!done[s]) count[s] = most;
+  return count;
+}
+
+std::vector<std::string> ByteDfa::textsFrom(int32_t state, size_t most) const {
+  std::vector<std::string> out;
+  if (state == kNone || most == 0) return out;
+  // Depth first: the states along the text so far, and the next byte of each.
+  std::vector<std::pair<int32_t, int>> path = {{state, 0}};
+  std::string text;
+  if (accepts(state)) out.push_back(text);
+  while (!path.empty() && out.size() < most) {
+    auto &[s, b] = path.back();
+    if (b == 256) {
+      path.pop_back();
+      if (!text.empty()) text.pop_back();
+      continue;
+    }
+    const int32_t t = next(s, uint8_t(b));
+    const char c = char(b++);
+    if (t == kNone) continue;
+    text.push_back(c);
+    path.push_back({t, 0});
+    if (accepts(t)) out.push_back(text);
+  }
+  return out;
+}
+
 ByteDfa ByteDfa::withLength(int64_t minChars, int64_t maxChars, const std::string &path) const {
   if (empty() || (minChars <= 0 && maxChars < 0)) return *this;
   // Code points for minChars (saturating there), UTF-16 units for maxChars

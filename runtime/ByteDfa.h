@@ -65,6 +65,18 @@ public:
   /// naming `path` when that would be too large.
   ByteDfa intersect(const ByteDfa &other, const std::string &path) const;
 
+  /// The texts this automaton accepts that none of `others` accepts. Throws
+  /// InputError naming `path` when that would be too large.
+  ByteDfa minus(const std::vector<const ByteDfa *> &others, const std::string &path) const;
+  /// For each state, how many texts it accepts from there (texts after it:
+  /// the empty one when it accepts), `most` at most (infinitely many when
+  /// it can reach a cycle).
+  std::vector<uint64_t> textCounts(uint64_t most) const;
+  /// Up to `most` of the texts accepted from `state`, shortest bytes first
+  /// within each branch (in byte order). Only for a state whose count
+  /// (textCounts) is below its cap: from such a state no cycle is reachable.
+  std::vector<std::string> textsFrom(int32_t state, size_t most) const;
+
   /// Whether from every state some text of these bytes alone reaches an
   /// accepting state.
   bool finishableWith(const std::array<bool, 256> &bytes) const;

@@ -200,6 +200,42 @@ TEST(Regex, LengthAndIntersectionKeepOnlyWhatBothAllow) {
   expectNoDeadEnd(both, "both", rng);
 }
 
+TEST(Regex, DifferenceCountsAndTextsOfAMapsNames) {
+  // minus: what one accepts and none of the others does.
+  std::mt19937 rng(4);
+  const ByteDfa word = ByteDfa::regex("^[a-z]+$", "p");
+  const ByteDfa a = ByteDfa::regex("^a", "p"), z = ByteDfa::regex("z$", "p");
+  const ByteDfa rest = word.minus({&a, &z}, "p");
+  for (const std::string t : {"b", "ba", "bzb", "xyz1"})
+    EXPECT_EQ(matches(rest, t), t != "xyz1") << t;
+  for (const std::string t : {"a", "ab", "bz", "z", ""})
+    EXPECT_FALSE(matches(rest, t)) << t;
+  expectNoDeadEnd(rest, "rest", rng);
+  EXPECT_TRUE(ByteDfa::regex("^ab$", "p").minus({&a}, "p").empty());
+  // textCounts: the texts from each state, counted by hand; a cycle, or
+  // more than `most`, is `most`.
+  const ByteDfa few = ByteDfa::regex("^(a|ab|abc|b)$", "p");
+  EXPECT_EQ(few.textCounts(1000)[size_t(few.start())], 4u);
+  const int32_t afterA = few.next(few.start(), 'a');
+  EXPECT_EQ(few.textCounts(1000)[size_t(afterA)], 3u); // "", "b", "bc"
+  EXPECT_EQ(few.textCounts(3)[size_t(few.start())], 3u);
+  const ByteDfa two = ByteDfa::regex("^[a-c]{2}$", "p");
+  EXPECT_EQ(two.textCounts(1000)[size_t(two.start())], 9u);
+  const ByteDfa many = ByteDfa::regex("^a+$", "p");
+  EXPECT_EQ(many.textCounts(1000)[size_t(many.start())], 1000u);
+  // One character: ECMAScript's "." is any but a line terminator (\n, \r,
+  // U+2028, U+2029), and a JSON string holds no control character but \b,
+  // \t, \n, \f and \r: the code points less the surrogates and the 32
+  // control characters, less U+2028 and U+2029, and \b, \t and \f.
+  const ByteDfa any = ByteDfa::regex("^.$", "p");
+  EXPECT_EQ(any.textCounts(uint64_t(1) << 40)[size_t(any.start())],
+            uint64_t(0x110000 - 0x800 - 0x20 - 2 + 3));
+  // textsFrom: all of a finite language, in byte order.
+  EXPECT_EQ(few.textsFrom(few.start(), 10), (std::vector<std::string>{"a", "ab", "abc", "b"}));
+  EXPECT_EQ(few.textsFrom(afterA, 2), (std::vector<std::string>{"", "b"}));
+  EXPECT_EQ(two.textsFrom(two.start(), 100).size(), 9u);
+}
+
 namespace {
 
 constexpr int kScale = 1000000; // the oracle's numbers: value * 10^6, exactly
