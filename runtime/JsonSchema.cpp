@@ -10,10 +10,12 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <list>
 #include <map>
 #include <mutex>
 #include <set>
+#include <tuple>
 #include <unordered_map>
 
 namespace kvplan {
@@ -39,8 +41,10 @@ const std::set<std::string> kKeywords = {
     "maxLength", "pattern",          "minimum",          "maximum",
     "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "enum",
     "const",     "anyOf",            "oneOf",            "allOf",
-    "$ref"};
-const char *kSupported = "type, properties, required, additionalProperties, items, "
+    "$ref",      "patternProperties", "propertyNames",   "minProperties",
+    "maxProperties"};
+const char *kSupported = "type, properties, required, additionalProperties, "
+                         "patternProperties, propertyNames, minProperties, maxProperties, items, "
                          "prefixItems, minItems, maxItems, minLength, maxLength, pattern, "
                          "minimum, maximum, exclusiveMinimum, exclusiveMaximum, multipleOf, "
                          "enum, const, anyOf, oneOf of alternatives no value meets two of, "
@@ -118,7 +122,8 @@ public:
     out.all.resize(7);
     out.all[JsonSchema::kAny].kind = Kind::any;
     out.all[JsonSchema::kAnyObject].kind = Kind::object;
-    out.all[JsonSchema::kAnyObject].additional = JsonSchema::kAny;
+    out.all[JsonSchema::kAnyObject].names = {
+        {JsonSchema::kAnyString, JsonSchema::kAny, JsonSchema::kManyNames}};
     out.all[JsonSchema::kAnyArray].kind = Kind::array;
     out.all[JsonSchema::kAnyArray].items = JsonSchema::kAny;
     out.all[JsonSchema::kAnyString].kind = Kind::string;
@@ -157,6 +162,28 @@ private:
   int32_t pattern(const ojson &s, int64_t minChars, int64_t maxChars, const std::string &path);
   int32_t number(const ojson &s, bool integer, const std::string &path);
   int32_t object(const ojson &s, const std::string &path);
+  /// What a schema's propertyNames allows.
+  struct Names {
+    bool any = true;                   // every name (no literals, no automaton)
+    std::vector<std::string> literals; // enum/const: these names alone (decoded)
+    std::shared_ptr<const ByteDfa> dfa; // else, when set: the names it accepts
+    bool allows(const std::string &name) const;
+  };
+  Names propertyNames(const ojson &s, const std::string &path);
+  struct Pattern {
+    std::string text;
+    ByteDfa dfa;
+    int32_t node;
+  };
+  std::vector<Pattern> patternProperties(const ojson &s, const std::string &path);
+  std::vector<JsonSchema::NameGroup> mapNames(const Names &names,
+                                              const std::vector<Pattern> &patterns,
+                                              int32_t additional, const std::string &path);
+  int32_t nameNode(const ByteDfa &dfa, const std::string &path);
+  void propertyCounts(const ojson &s, Node &n, bool map, const std::string &path);
+  std::pair<const ojson *, std::string> resolve(const ojson &s, const std::string &path) const;
+  std::unique_ptr<ByteDfa> automaton(const ojson &s, int64_t minChars, int64_t maxChars,
+                                     const std::string &path, std::string &where);
   int32_t array(const ojson &s, const std::string &path);
   int32_t literals(const ojson &s, const std::string &path);
   int32_t reference(const ojson &s, const std::string &path);
@@ -236,7 +263,8 @@ int32_t JsonSchemaCompiler::plainNode(const ojson &s, const std::string &path) {
     return add(std::move(n));
   }
   // No type: what the keywords describe (any value when none).
-  for (const char *kw : {"properties", "required", "additionalProperties"})
+  for (const char *kw : {"properties", "required", "additionalProperties", "patternProperties",
+                         "propertyNames", "minProperties", "maxProperties"})
     if (s.contains(kw)) return typed(s, "object", path);
   for (const char *kw : {"items", "prefixItems", "minItems", "maxItems"})
     if (s.contains(kw)) return typed(s, "array", path);
@@ -351,6 +379,22 @@ int32_t JsonSchemaCompiler::pattern(const ojson &s, int64_t minChars, int64_t ma
                            '\0' + (s.contains("format") ? s["format"].dump() : "") + '\0' +
                            std::to_string(minChars) + ',' + std::to_string(maxChars);
   if (auto it = patterns.find(same); it != patterns.end()) return it->second;
+  std::unique_ptr<ByteDfa> dfa = automaton(s, minChars, maxChars, path, where);
+  if (!dfa) return -1;
+  out.dfas.push_back(std::move(*dfa));
+  out.dfaPaths.push_back(where);
+  out.counts.emplace_back();
+  return patterns[same] = int32_t(out.dfas.size() - 1);
+}
+
+/// A string's pattern and format with its length (null when it has neither
+/// pattern nor format); `where` becomes the path to name it by.
+std::unique_ptr<ByteDfa> JsonSchemaCompiler::automaton(const ojson &s, int64_t minChars,
+                                                       int64_t maxChars, const std::string &path,
+                                                       std::string &where) {
+  where = path + ".pattern";
+  if (s.contains("pattern") && !s["pattern"].is_string())
+    fail(where, "must be a string (a regular expression)");
   std::unique_ptr<ByteDfa> dfa;
   if (s.contains("pattern")) {
     dfa = std::make_unique<ByteDfa>(
@@ -364,16 +408,14 @@ int32_t JsonSchemaCompiler::pattern(const ojson &s, int64_t minChars, int64_t ma
       if (!s.contains("pattern")) where = path + ".format";
     }
   }
-  if (!dfa) return -1;
+  if (!dfa) return dfa;
   *dfa = dfa->withLength(minChars, maxChars, where);
   if (dfa->empty())
     fail(where, "no string matches it" + std::string(minChars > 0 || maxChars >= 0
                                                          ? " within minLength and maxLength"
                                                          : "") +
                     (s.contains("pattern") && s.contains("format") ? " and the format" : ""));
-  out.dfas.push_back(std::move(*dfa));
-  out.dfaPaths.push_back(where);
-  return patterns[same] = int32_t(out.dfas.size() - 1);
+  return dfa;
 }
 
 /// A number or an integer, held to its bounds and multipleOf when it has any.
@@ -411,28 +453,206 @@ int32_t JsonSchemaCompiler::number(const ojson &s, bool integer, const std::stri
   if (!any) return integer ? add(std::move(n)) : JsonSchema::kAnyNumber;
   out.dfas.push_back(ByteDfa::number(b, path));
   out.dfaPaths.push_back(path);
+  out.counts.emplace_back();
   n.automaton = int32_t(out.dfas.size() - 1);
   return add(std::move(n));
+}
+
+namespace {
+/// Whether the automaton accepts the whole text.
+bool matches(const ByteDfa &dfa, const std::string &text) {
+  int32_t state = dfa.start();
+  for (char c : text)
+    if (state != ByteDfa::kNone) state = dfa.next(state, uint8_t(c));
+  return state != ByteDfa::kNone && dfa.accepts(state);
+}
+} // namespace
+
+bool JsonSchemaCompiler::Names::allows(const std::string &name) const {
+  if (any) return true;
+  if (dfa) return matches(*dfa, name);
+  return std::find(literals.begin(), literals.end(), name) != literals.end();
+}
+
+/// propertyNames: a schema for strings (a $ref to one too): enum or const,
+/// pattern, format, minLength and maxLength.
+JsonSchemaCompiler::Names JsonSchemaCompiler::propertyNames(const ojson &schema,
+                                                            const std::string &at) {
+  Names names;
+  if (!schema.contains("propertyNames")) return names;
+  auto [s, path] = resolve(schema["propertyNames"], at + ".propertyNames");
+  for (int hops = 0; s->is_object() && s->contains("$ref") && hops < 32; ++hops)
+    std::tie(s, path) = resolve(*s, path); // a $ref to a $ref
+  if (s->is_boolean()) {
+    names.any = s->get<bool>(); // false: no name at all
+    return names;
+  }
+  if (!s->is_object()) fail(path, "a schema must be an object or a boolean");
+  for (const auto &[key, value] : s->items()) {
+    if (kAnnotations.count(key) || key.compare(0, 2, "x-") == 0) continue;
+    if (key == "type") {
+      if (value != "string" && value != ojson::array({"string"}))
+        fail(path + ".type", "property names are strings: say \"string\" or leave type out");
+    } else if (key != "enum" && key != "const" && key != "pattern" && key != "minLength" &&
+               key != "maxLength") {
+      fail(path + "." + key, "kvplan holds property names to enum, const, pattern, format, "
+                             "minLength and maxLength (and type string); remove \"" + key +
+                             "\" or say it with those");
+    }
+  }
+  const int64_t lo = s->contains("minLength") ? count((*s)["minLength"], path + ".minLength") : 0;
+  const int64_t hi = s->contains("maxLength") ? count((*s)["maxLength"], path + ".maxLength")
+                                              : -1;
+  if (hi >= 0 && lo > hi) fail(path, "minLength is more than maxLength: no name meets both");
+  std::string where;
+  std::unique_ptr<ByteDfa> dfa = automaton(*s, lo, hi, path, where);
+  if (!dfa && (lo > 0 || hi >= 0)) { // lengths alone: any text of them
+    where = path;
+    dfa = std::make_unique<ByteDfa>(
+        ByteDfa::regex("", where, &regexWork).withLength(lo, hi, where));
+  }
+  if (s->contains("enum") || s->contains("const")) {
+    if (s->contains("enum") && s->contains("const"))
+      fail(path + ".const", "enum and const together are not supported; keep one");
+    const ojson values = s->contains("enum") ? (*s)["enum"] : ojson::array({(*s)["const"]});
+    if (!values.is_array() || values.empty()) fail(path + ".enum", "must be a non-empty array");
+    names.any = false;
+    for (const ojson &v : values) { // a value not a string, or not of the pattern: no name
+      if (!v.is_string()) continue;
+      const std::string name = v.get<std::string>();
+      if ((!dfa || matches(*dfa, name)) &&
+          std::find(names.literals.begin(), names.literals.end(), name) == names.literals.end())
+        names.literals.push_back(name);
+    }
+    return names;
+  }
+  if (dfa) names.any = false, names.dfa = std::move(dfa);
+  return names;
+}
+
+/// patternProperties: each pattern's automaton and its values' node.
+std::vector<JsonSchemaCompiler::Pattern>
+JsonSchemaCompiler::patternProperties(const ojson &s, const std::string &at) {
+  std::vector<Pattern> out;
+  if (!s.contains("patternProperties")) return out;
+  const std::string path = at + ".patternProperties";
+  const ojson &p = s["patternProperties"];
+  if (!p.is_object()) fail(path, "must be an object of schemas by regular expression");
+  for (const auto &[text, schema] : p.items())
+    out.push_back({text, ByteDfa::regex(text, path + "." + text, &regexWork),
+                   node(schema, path + "." + text)});
+  return out;
+}
+
+/// A map's names as automata: one patterned string node.
+int32_t JsonSchemaCompiler::nameNode(const ByteDfa &dfa, const std::string &path) {
+  JsonSchema::NameCounts c;
+  c.from = dfa.textCounts(JsonSchema::kManyNames);
+  c.fewest = *std::min_element(c.from.begin(), c.from.end());
+  out.dfas.push_back(dfa);
+  out.dfaPaths.push_back(path);
+  out.counts.push_back(std::move(c));
+  Node n;
+  n.kind = Kind::string;
+  n.automaton = int32_t(out.dfas.size() - 1);
+  return add(std::move(n));
+}
+
+/// A map's names in groups by their values' schema: without
+/// patternProperties one, additionalProperties's; with them, a group per
+/// pattern of the names it alone matches, and those none matches when
+/// additionalProperties is a schema (`additional`: -2 absent, -1 false).
+std::vector<JsonSchema::NameGroup> JsonSchemaCompiler::mapNames(
+    const Names &names, const std::vector<Pattern> &patterns, int32_t additional,
+    const std::string &path) {
+  std::vector<JsonSchema::NameGroup> groups;
+  // The names of `dfa` (null: any) that none of `others` matches.
+  auto group = [&](const ByteDfa *dfa, std::vector<const ByteDfa *> others, int32_t value,
+                   const std::string &where) {
+    if (names.any && !dfa && others.empty()) {
+      groups.push_back({JsonSchema::kAnyString, value, JsonSchema::kManyNames});
+      return;
+    }
+    if (!names.any && !names.dfa) { // literals
+      Node n;
+      n.kind = Kind::literals;
+      for (const std::string &name : names.literals) {
+        bool in = !dfa || matches(*dfa, name);
+        for (const ByteDfa *o : others) in = in && !matches(*o, name);
+        if (!in) continue;
+        n.literals.push_back(ojson(name).dump());
+        literal(n.literals.back());
+      }
+      if (n.literals.empty()) return;
+      const uint64_t count = n.literals.size();
+      groups.push_back({add(std::move(n)), value, count});
+      return;
+    }
+    ByteDfa base = dfa ? *dfa : ByteDfa::regex("", where, &regexWork);
+    if (names.dfa) base = base.intersect(*names.dfa, where);
+    ByteDfa only = base.minus(others, where);
+    if (only.empty()) return;
+    const int32_t key = nameNode(only, where);
+    const JsonSchema::NameCounts &counts = out.counts[size_t(out.all[size_t(key)].automaton)];
+    groups.push_back({key, value, counts.from[size_t(only.start())]});
+  };
+  if (patterns.empty()) {
+    if (additional != -1) group(nullptr, {}, additional == -2 ? JsonSchema::kAny : additional,
+                                path + ".propertyNames");
+    return groups;
+  }
+  std::vector<const ByteDfa *> all;
+  for (const Pattern &p : patterns) all.push_back(&p.dfa);
+  for (size_t k = 0; k < patterns.size(); ++k) {
+    std::vector<const ByteDfa *> others = all;
+    others.erase(others.begin() + std::ptrdiff_t(k));
+    group(&patterns[k].dfa, others, patterns[k].node,
+          path + ".patternProperties." + patterns[k].text);
+  }
+  if (additional >= 0) group(nullptr, all, additional, path + ".additionalProperties");
+  return groups;
 }
 
 int32_t JsonSchemaCompiler::object(const ojson &s, const std::string &path) {
   const int32_t self = add(Node{});
   Node n;
   n.kind = Kind::object;
-  int32_t additional = JsonSchema::kAny;
+  int32_t additional = -2; // absent
   if (s.contains("additionalProperties")) {
     const ojson &a = s["additionalProperties"];
     additional = a.is_boolean() && !a.get<bool>() ? -1
                                                     : node(a, path + ".additionalProperties");
   }
+  const Names names = propertyNames(s, path);
+  const std::vector<Pattern> patterns = patternProperties(s, path);
+  // The node a name's value follows when the schema does not list it:
+  // the one pattern it matches, else additionalProperties.
+  auto unlisted = [&](const std::string &name, const std::string &where) {
+    const Pattern *met = nullptr;
+    for (const Pattern &p : patterns) {
+      if (!matches(p.dfa, name)) continue;
+      if (met)
+        fail(where, "\"" + name + "\" matches patternProperties \"" + met->text + "\" and \"" +
+                        p.text + "\", and kvplan cannot hold a value to two schemas; make "
+                        "the patterns exclusive");
+      met = &p;
+    }
+    return met ? met->node : additional == -2 ? JsonSchema::kAny : additional;
+  };
   if (s.contains("properties")) {
     const ojson &p = s["properties"];
     if (!p.is_object()) fail(path + ".properties", "must be an object of schemas");
     for (const auto &[name, schema] : p.items()) {
       JsonSchema::Property prop;
       prop.key = ojson(name).dump().substr(1);
-      literal(prop.key);
       prop.node = node(schema, path + ".properties." + name);
+      for (const Pattern &pat : patterns)
+        if (matches(pat.dfa, name))
+          fail(path + ".properties." + name, "\"" + name + "\" also matches patternProperties "
+               "\"" + pat.text + "\", and kvplan cannot hold a value to two schemas; list its "
+               "schema in one place");
+      if (!names.allows(name)) continue; // never written: it would break propertyNames
+      literal(prop.key);
       n.properties.push_back(std::move(prop));
     }
   }
@@ -441,24 +661,69 @@ int32_t JsonSchemaCompiler::object(const ojson &s, const std::string &path) {
     if (!r.is_array()) fail(path + ".required", "must be an array of property names");
     for (const ojson &name : r) {
       if (!name.is_string()) fail(path + ".required", "must be an array of property names");
-      const std::string key = ojson(name).dump().substr(1);
+      const std::string text = name.get<std::string>(), key = ojson(name).dump().substr(1);
+      if (!names.allows(text))
+        fail(path + ".required", "names \"" + text + "\", which propertyNames refuses: no "
+                                 "object meets both");
       auto it = std::find_if(n.properties.begin(), n.properties.end(),
                              [&](const JsonSchema::Property &p) { return p.key == key; });
       if (it != n.properties.end()) {
         it->required = true;
         continue;
       }
-      if (additional < 0)
-        fail(path + ".required", "names \"" + name.get<std::string>() + "\", which properties "
-                                 "lack, and additionalProperties is false: no object meets both");
+      const int32_t value = unlisted(text, path + ".required");
+      if (value == -1)
+        fail(path + ".required", "names \"" + text + "\", which properties lack, and "
+                                 "additionalProperties is false: no object meets both");
       literal(key);
-      n.properties.push_back({key, additional, true});
+      n.properties.push_back({key, value, true});
     }
   }
   // With properties, only those are written; without, a map.
-  if (n.properties.empty() && !s.contains("required")) n.additional = additional;
+  const bool map = n.properties.empty() && !s.contains("required") &&
+                   !(s.contains("properties") && !s["properties"].empty());
+  if (map) n.names = mapNames(names, patterns, additional, path);
+  propertyCounts(s, n, map, path);
   out.all[size_t(self)] = std::move(n);
   return self;
+}
+
+/// minProperties and maxProperties: a map's counts; an object with
+/// properties meets them as it is written (its required ones at least,
+/// all it lists at most), or is refused.
+void JsonSchemaCompiler::propertyCounts(const ojson &s, Node &n, bool map,
+                                        const std::string &path) {
+  if (s.contains("minProperties")) n.minCount = count(s["minProperties"], path + ".minProperties");
+  if (s.contains("maxProperties")) n.maxCount = count(s["maxProperties"], path + ".maxProperties");
+  if (n.maxCount >= 0 && n.minCount > n.maxCount)
+    fail(path, "minProperties is more than maxProperties: no object meets both");
+  if (map) {
+    uint64_t names = 0;
+    for (const JsonSchema::NameGroup &g : n.names)
+      names = std::min(JsonSchema::kManyNames, names + g.names);
+    if (uint64_t(n.minCount) > names)
+      fail(path + ".minProperties", std::to_string(n.minCount) + " properties, and the names " +
+                                        "that propertyNames, patternProperties and " +
+                                        "additionalProperties allow are " +
+                                        std::to_string(names) + ": no object meets them");
+    return;
+  }
+  const int64_t required = std::count_if(n.properties.begin(), n.properties.end(),
+                                         [](const JsonSchema::Property &p) { return p.required; });
+  const int64_t listed = int64_t(n.properties.size());
+  if (n.minCount > required)
+    fail(path + ".minProperties", std::to_string(n.minCount) + ", and " +
+                                      std::to_string(required) + " of its properties are " +
+                                      "required: kvplan writes an object with properties as "
+                                      "listed, the optional ones when the model chooses; list " +
+                                      "enough of them in required");
+  if (n.maxCount >= 0 && n.maxCount < listed)
+    fail(path + ".maxProperties", std::to_string(n.maxCount) + ", and it lists " +
+                                      std::to_string(listed) + " properties: kvplan writes an "
+                                      "object with properties as listed, any optional one "
+                                      "when the model chooses; list at most " +
+                                      std::to_string(n.maxCount));
+  n.minCount = 0, n.maxCount = -1; // met as written
 }
 
 /// An array: prefixItems (a tuple's items, one schema each, in order), then
@@ -532,10 +797,25 @@ int32_t JsonSchemaCompiler::literals(const ojson &s, const std::string &path) {
 /// the document; compiled once (a recursive schema points back to itself).
 int32_t JsonSchemaCompiler::reference(const ojson &s, const std::string &path) {
   const ojson &r = s["$ref"];
+  if (r.is_string())
+    if (auto it = refs.find(r.get<std::string>()); it != refs.end()) return it->second;
+  const auto [at, targetPath] = resolve(s, path);
+  const int32_t self = add(Node{});
+  refs[r.get<std::string>()] = self;
+  const int32_t body = node(*at, targetPath);
+  out.all[size_t(self)] = out.all[size_t(body)];
+  return self;
+}
+
+/// What a schema's $ref points to and its path (the schema itself when it
+/// has no $ref).
+std::pair<const ojson *, std::string> JsonSchemaCompiler::resolve(const ojson &s,
+                                                                  const std::string &path) const {
+  if (!s.is_object() || !s.contains("$ref")) return {&s, path};
+  const ojson &r = s["$ref"];
   if (!r.is_string() || r.get<std::string>().compare(0, 1, "#") != 0)
     fail(path + ".$ref", "only references into this schema (\"#...\") are supported");
   const std::string target = r.get<std::string>();
-  if (auto it = refs.find(target); it != refs.end()) return it->second;
   const ojson *at = &doc;
   std::string targetPath = where;
   size_t pos = 1;
@@ -558,11 +838,7 @@ int32_t JsonSchemaCompiler::reference(const ojson &s, const std::string &path) {
     }
     pos = end;
   }
-  const int32_t self = add(Node{});
-  refs[target] = self;
-  const int32_t body = node(*at, targetPath);
-  out.all[size_t(self)] = out.all[size_t(body)];
-  return self;
+  return {at, targetPath};
 }
 
 /// Drops what accepts no value (anyOf alternatives, optional properties, a
@@ -582,6 +858,10 @@ void JsonSchemaCompiler::prune(int32_t root) {
                           [&](int32_t a) { return ok[size_t(a)]; });
       } else if (n.kind == Kind::object) {
         for (const auto &p : n.properties) now = now && (!p.required || ok[size_t(p.node)]);
+        uint64_t names = 0; // a map's names whose values can be written: minProperties
+        for (const auto &g : n.names)
+          if (ok[size_t(g.value)]) names = std::min(JsonSchema::kManyNames, names + g.names);
+        now = now && names >= uint64_t(n.minCount);
       } else if (n.kind == Kind::array) { // its first minCount items can be written
         for (int64_t k = 0; k < n.minCount && now; ++k)
           now = ok[size_t(JsonSchema::itemNode(n, k))];
@@ -590,9 +870,9 @@ void JsonSchemaCompiler::prune(int32_t root) {
     }
   }
   if (!ok[size_t(root)])
-    fail(where, "no JSON value meets this schema (a required property or item, or every "
-                "alternative of an anyOf, accepts none: a recursive schema must let the "
-                "recursion end)");
+    fail(where, "no JSON value meets this schema (a required property or item, the "
+                "values minProperties needs, or every alternative of an anyOf, accepts none: "
+                "a recursive schema must let the recursion end)");
   for (Node &n : all) {
     auto bad = [&](int32_t a) { return !ok[size_t(a)]; };
     n.alternatives.erase(std::remove_if(n.alternatives.begin(), n.alternatives.end(), bad),
@@ -600,7 +880,9 @@ void JsonSchemaCompiler::prune(int32_t root) {
     n.properties.erase(std::remove_if(n.properties.begin(), n.properties.end(),
                                       [&](const auto &p) { return bad(p.node); }),
                        n.properties.end());
-    if (n.additional >= 0 && bad(n.additional)) n.additional = -1;
+    n.names.erase(std::remove_if(n.names.begin(), n.names.end(),
+                                 [&](const auto &g) { return bad(g.value); }),
+                  n.names.end());
     if (n.kind != Kind::array) continue;
     // Items that can be written no further than the first that cannot be.
     int64_t most = n.items >= 0 && bad(n.items) ? int64_t(n.prefix.size()) : -1;
@@ -692,12 +974,13 @@ size_t JsonSchema::memoryBytes() const {
   size_t n = sizeof(*this) + all.size() * sizeof(Node);
   for (const Node &node : all) {
     n += node.properties.size() * sizeof(Property) + node.prefix.size() * sizeof(int32_t) +
-         node.alternatives.size() * sizeof(int32_t);
+         node.alternatives.size() * sizeof(int32_t) + node.names.size() * sizeof(NameGroup);
     for (const Property &p : node.properties) n += p.key.size();
     for (const std::string &l : node.literals) n += sizeof(l) + l.size();
   }
   for (const ByteDfa &d : dfas) n += d.bytes();
   for (const std::string &p : dfaPaths) n += sizeof(p) + p.size();
+  for (const NameCounts &c : counts) n += sizeof(c) + c.from.size() * sizeof(uint64_t);
   return n;
 }
 
@@ -777,7 +1060,103 @@ Candidates candidates(const Node &n, int32_t from) {
   return {from, size - 1, false};
 }
 
+/// A map's names (Stack::names): each followed by its length in 4 bytes.
+void appendName(std::string &names, const std::string &name) {
+  const uint32_t size = uint32_t(name.size());
+  names += name;
+  names.append(reinterpret_cast<const char *>(&size), sizeof size);
+}
+/// `stop` on each of the last `count` names, the last first, until it says
+/// to stop (then true).
+bool lastNames(const std::string &names, int32_t count,
+               const std::function<bool(const char *, size_t)> &stop) {
+  size_t end = names.size();
+  for (int32_t k = 0; k < count; ++k) {
+    uint32_t size;
+    std::memcpy(&size, names.data() + end - sizeof size, sizeof size);
+    end -= sizeof size + size;
+    if (stop(names.data() + end, size)) return true;
+  }
+  return false;
+}
+/// Whether the innermost map (which has written `count` names) wrote `name`.
+bool written(const std::string &names, int32_t count, const std::string &name) {
+  return lastNames(names, count, [&](const char *text, size_t size) {
+    return size == name.size() && std::memcmp(text, name.data(), size) == 0;
+  });
+}
+void dropNames(std::string &names, int32_t count) {
+  size_t end = names.size();
+  lastNames(names, count, [&](const char *text, size_t) {
+    end = size_t(text - names.data());
+    return false;
+  });
+  names.resize(end);
+}
+
+void appendUtf8(std::string &out, uint32_t cp) {
+  if (cp < 0x80) {
+    out += char(cp);
+  } else if (cp < 0x800) {
+    out += char(0xC0 | (cp >> 6));
+    out += char(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    out += char(0xE0 | (cp >> 12));
+    out += char(0x80 | ((cp >> 6) & 0x3F));
+    out += char(0x80 | (cp & 0x3F));
+  } else {
+    out += char(0xF0 | (cp >> 18));
+    out += char(0x80 | ((cp >> 12) & 0x3F));
+    out += char(0x80 | ((cp >> 6) & 0x3F));
+    out += char(0x80 | (cp & 0x3F));
+  }
+}
+
+/// The 4 hex digits at text[at] (-1 when they are not all there).
+int64_t hex4(const std::string &text, size_t at) {
+  if (at + 4 > text.size()) return -1;
+  uint32_t v = 0;
+  for (size_t k = at; k < at + 4; ++k) {
+    const char c = text[k];
+    const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    if (d < 0) return -1;
+    v = v * 16 + uint32_t(d);
+  }
+  return v;
+}
+
 } // namespace
+
+std::string jsonStringText(const std::string &content) {
+  if (content.find('\\') == std::string::npos) return content;
+  std::string out;
+  for (size_t i = 0; i < content.size(); ++i) {
+    if (content[i] != '\\') {
+      out += content[i];
+      continue;
+    }
+    if (i + 1 >= content.size()) break;
+    if (content[i + 1] != 'u') {
+      const int byte = jsonEscapedByte(uint8_t(content[i + 1]));
+      if (byte >= 0) out += char(byte);
+      ++i;
+      continue;
+    }
+    int64_t cp = hex4(content, i + 2);
+    if (cp < 0) break;
+    i += 5;
+    if (cp >= 0xD800 && cp < 0xDC00) { // a high surrogate: its low one follows
+      const int64_t low = i + 2 < content.size() && content[i + 1] == '\\' &&
+                                  content[i + 2] == 'u' ? hex4(content, i + 3) : -1;
+      if (low < 0xDC00 || low > 0xDFFF) break;
+      cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+      i += 6;
+    }
+    appendUtf8(out, uint32_t(cp));
+  }
+  return out;
+}
 
 const char kJsonEscapedBytes[] = "\"\\/\b\f\n\r\t";
 
@@ -821,14 +1200,25 @@ bool SchemaState::space(Stack &s, unsigned char c) {
 }
 
 void SchemaState::endValue(Stack &s) {
+  const Frame &top = s.frames.back();
+  if (top.mode == objFirst || top.mode == objAfter) // an object: a map forgets its names
+    if (!schema->nodes()[size_t(top.node)].names.empty()) dropNames(s.names, top.count);
   s.frames.pop_back();
   if (s.frames.empty()) {
     s.done = true;
     return;
   }
   Frame &p = s.frames.back();
-  if (p.mode == objKeyRead) {
-    p.mode = objColon; // a map's key
+  if (p.mode == objKeyRead) { // a map's name: never one it has written
+    s.name.pop_back();       // its closing quote
+    const std::string name = jsonStringText(s.name);
+    if (written(s.names, p.count, name)) {
+      s.dead = true;
+      return;
+    }
+    appendName(s.names, name);
+    ++p.count;
+    p.mode = objColon;
   } else if (p.mode == objInValue) {
     p.mode = objAfter;
   } else { // arrInValue
@@ -898,15 +1288,12 @@ void SchemaState::startValue(size_t i, int32_t node, unsigned char c) {
 }
 
 /// '"' where an object's key may start: one reading per property the
-/// object may write next, or a free string in a map.
+/// object may write next, or per group of a map's names.
 void SchemaState::startKey(size_t i) {
   Frame &f = stacks[i].frames.back();
   const Node &n = schema->nodes()[size_t(f.node)];
   f.mode = objKeyRead;
-  if (n.additional >= 0) {
-    stacks[i].frames.push_back({JsonSchema::kAnyString, str});
-    return;
-  }
+  if (!n.names.empty()) return startName(i);
   const Candidates c = candidates(n, f.count);
   if (c.first > c.last) {
     stacks[i].dead = true;
@@ -920,6 +1307,79 @@ void SchemaState::startKey(size_t i) {
   }
 }
 
+/// A map's name: a reading per group (its index in the map's frame's
+/// `choice`), of names the map has not written (a literal one of those
+/// alone), when it may write another.
+void SchemaState::startName(size_t i) {
+  const Stack base = stacks[i];
+  const Frame &map = base.frames.back();
+  const Node &n = schema->nodes()[size_t(map.node)];
+  bool first = true;
+  auto fork = [&](size_t g, Frame name) {
+    const size_t at = first ? i : add(base);
+    first = false;
+    stacks[at].frames.back().choice = int32_t(g);
+    stacks[at].name.clear();
+    stacks[at].frames.push_back(name);
+  };
+  for (size_t g = 0; g < n.names.size() && (n.maxCount < 0 || map.count < n.maxCount); ++g) {
+    const int32_t k = n.names[g].key;
+    const Node &key = schema->nodes()[size_t(k)];
+    if (key.kind == Kind::literals) {
+      for (size_t l = 0; l < key.literals.size(); ++l) {
+        const std::string &text = key.literals[l]; // "..." as JSON writes it
+        if (!written(base.names, map.count, jsonStringText(text.substr(1, text.size() - 2))))
+          fork(g, {k, literal, 0, 0, 0, 1, int32_t(l)});
+      }
+    } else if (key.automaton < 0) {
+      fork(g, {k, str});
+    } else if (nameLeft(base, map, key, dfa(key).start(), "")) {
+      fork(g, {k, str, 0, 0, 0, 0, dfa(key).start()});
+    }
+  }
+  if (first) stacks[i].dead = true;
+}
+
+bool SchemaState::nameLeft(const Stack &s, const Frame &map, const Node &key, int32_t state,
+                           const std::string &prefix) const {
+  const JsonSchema::NameCounts *counts =
+      key.automaton >= 0 ? schema->nameCounts(key.automaton) : nullptr;
+  if (counts == nullptr || counts->from[size_t(state)] > uint64_t(map.count)) return true;
+  // As few names from here as the map has written: is one of them new?
+  for (const std::string &rest : dfa(key).textsFrom(state, size_t(map.count) + 1))
+    if (!written(s.names, map.count, prefix + rest)) return true;
+  return false;
+}
+
+bool SchemaState::anotherName(const Stack &s, const Frame &map) const {
+  const Node &n = schema->nodes()[size_t(map.node)];
+  if (n.maxCount >= 0 && map.count >= n.maxCount) return false;
+  for (const JsonSchema::NameGroup &g : n.names) {
+    if (g.names > uint64_t(map.count)) return true;
+    const Node &key = schema->nodes()[size_t(g.key)];
+    if (key.kind != Kind::literals) {
+      if (nameLeft(s, map, key, dfa(key).start(), "")) return true;
+      continue;
+    }
+    for (const std::string &text : key.literals)
+      if (!written(s.names, map.count, jsonStringText(text.substr(1, text.size() - 2))))
+        return true;
+  }
+  return false;
+}
+
+void SchemaState::checkName(size_t i) {
+  Stack &s = stacks[i];
+  if (s.dead || s.frames.size() < 2) return;
+  const Frame &f = s.frames.back(), &map = s.frames[s.frames.size() - 2];
+  if (map.mode != objKeyRead || f.mode < str || f.mode > strLowU) return;
+  const Node &key = schema->nodes()[size_t(f.node)];
+  if (key.automaton < 0) return;
+  const JsonSchema::NameCounts *counts = schema->nameCounts(key.automaton);
+  if (counts == nullptr || counts->from[size_t(f.choice)] > uint64_t(map.count)) return;
+  s.dead = !nameLeft(s, map, key, f.choice, jsonStringText(s.name));
+}
+
 /// A byte where an object or an array expects a key, a value, a separator
 /// or its end.
 void SchemaState::feedContainer(size_t i, unsigned char c) {
@@ -930,8 +1390,8 @@ void SchemaState::feedContainer(size_t i, unsigned char c) {
     s.dead = !space(s, c);
     return;
   }
-  const bool map = n.additional >= 0;
-  const bool mustGoOn = !map && candidates(n, f.count).required;
+  const bool map = !n.names.empty();
+  const bool mustGoOn = map ? f.count < n.minCount : candidates(n, f.count).required;
   switch (f.mode) {
   case objFirst:
   case objKey:
@@ -943,12 +1403,13 @@ void SchemaState::feedContainer(size_t i, unsigned char c) {
     f.mode = objValue;
     return;
   case objValue: {
-    const int32_t value = f.choice >= 0 ? n.properties[size_t(f.choice)].node : n.additional;
+    const int32_t value = map ? n.names[size_t(f.choice)].value
+                              : n.properties[size_t(f.choice)].node;
     f.mode = objInValue;
     return startValue(i, value, c);
   }
   case objAfter:
-    if (c == ',' && (map || f.count < int32_t(n.properties.size()))) {
+    if (c == ',' && (map ? anotherName(s, f) : f.count < int32_t(n.properties.size()))) {
       f.mode = objKey;
       f.choice = -1;
       return;
@@ -1149,9 +1610,14 @@ void SchemaState::feed(size_t i, unsigned char c) {
     return startValue(i, schema->root(), c);
   }
   const uint8_t mode = s.frames.back().mode;
+  // A map's name: its bytes kept (to compare with the names written).
+  const bool name = s.frames.size() >= 2 && mode != keyName &&
+                    s.frames[s.frames.size() - 2].mode == objKeyRead;
+  if (name) s.name.push_back(char(c));
   if (mode <= arrAfter) return feedContainer(i, c);
-  if (mode <= strLowU) return feedString(i, c);
-  feedScalar(i, c);
+  if (mode <= strLowU) feedString(i, c);
+  else feedScalar(i, c);
+  if (name) checkName(i);
 }
 
 /// Drops dead readings and repeats of one, and keeps at most kMaxStacks.
@@ -1192,6 +1658,10 @@ SchemaState::InPattern SchemaState::inPattern() const {
   const Frame &f = stacks[0].frames.back();
   const Node &n = schema->nodes()[size_t(f.node)];
   if (f.mode != str || n.automaton < 0) return {};
+  // A map's name that might end only as one written: each token read.
+  const JsonSchema::NameCounts *counts = schema->nameCounts(n.automaton);
+  if (counts && counts->fewest <= uint64_t(stacks[0].frames[stacks[0].frames.size() - 2].count))
+    return {};
   return {&dfa(n), f.choice};
 }
 

@@ -8,7 +8,8 @@
 //
 // What a schema may say (draft 2020-12 keywords; anything else is refused
 // by name, so no constraint is silently dropped): type (one or a list),
-// properties, required, additionalProperties, items, minItems, maxItems,
+// properties, required, additionalProperties, patternProperties,
+// propertyNames, minProperties, maxProperties, items, minItems, maxItems,
 // minLength, maxLength, pattern (runtime/Regex.cpp), minimum, maximum,
 // exclusiveMinimum, exclusiveMaximum, multipleOf (runtime/NumberDfa.cpp),
 // enum, const, anyOf, oneOf (when no value can meet two of its
@@ -26,7 +27,12 @@
 // required one present; an object with properties takes no others (as
 // OpenAI's strict mode: the text always validates, whatever
 // additionalProperties says); an object without properties is a map whose
-// values follow additionalProperties (any value when absent). The top
+// values follow additionalProperties (any value when absent), or, with
+// patternProperties, a map of names that match one pattern each (a name two
+// match is not written), each value held to its pattern's schema, and of
+// other names only when additionalProperties is a schema. A map's names
+// meet propertyNames, number minProperties to maxProperties, and are never
+// written twice (their values would be lost: a parser keeps one). The top
 // level must be an object.
 #pragma once
 
@@ -71,13 +77,22 @@ public:
     int32_t node = -1;
     bool required = false;
   };
+  /// A map's names of one kind: what they are, what their values are.
+  struct NameGroup {
+    int32_t key = -1;   // the names' node: any string, a patterned string or string literals
+    int32_t value = -1; // their values' node
+    uint64_t names = 0; // how many distinct names it holds (kManyNames: at least that many)
+  };
+  static constexpr uint64_t kManyNames = uint64_t(1) << 40;
   struct Node {
     Kind kind = Kind::any;
     std::vector<Property> properties; // object, in the schema's order
-    int32_t additional = -1;          // object without properties: the values' node
+    std::vector<NameGroup> names;     // object without properties: a map (their languages
+                                      // do not overlap)
     int32_t items = -1;               // array: its items' node (after the prefix)
     std::vector<int32_t> prefix;      // array: prefixItems, the first items' nodes
-    int64_t minCount = 0, maxCount = -1; // array items, string characters (-1: no limit)
+    int64_t minCount = 0, maxCount = -1; // array items, string characters, a map's
+                                         // properties (-1: no limit)
     std::vector<std::string> literals;   // enum/const values, as compact JSON
     std::vector<int32_t> alternatives;   // anyOf
     int32_t automaton = -1; // string: its pattern; integer, number: bounds (automata())
@@ -101,6 +116,17 @@ public:
   /// the schema (for the vocabulary's check).
   const std::vector<ByteDfa> &automata() const { return dfas; }
   const std::vector<std::string> &automatonPaths() const { return dfaPaths; }
+  /// For an automaton of a map's names: how many names each state can
+  /// still end in (ByteDfa::textCounts, kManyNames at most), and the
+  /// fewest of any state; null for another automaton.
+  struct NameCounts {
+    std::vector<uint64_t> from;
+    uint64_t fewest = 0;
+  };
+  const NameCounts *nameCounts(int32_t automaton) const {
+    const NameCounts &c = counts[size_t(automaton)];
+    return c.from.empty() ? nullptr : &c;
+  }
 
 private:
   friend class JsonSchemaCompiler;
@@ -109,6 +135,7 @@ private:
   std::array<bool, 256> bytes{};
   std::vector<ByteDfa> dfas;
   std::vector<std::string> dfaPaths;
+  std::vector<NameCounts> counts; // by automaton
 };
 
 /// The byte a JSON string's one-character escape `\c` stands for (`\n`: a
@@ -116,6 +143,10 @@ private:
 int jsonEscapedByte(unsigned char c);
 /// Every byte such an escape stands for.
 extern const char kJsonEscapedBytes[];
+/// The text a JSON string's content stands for (between its quotes,
+/// escapes decoded, \u ones as UTF-8); an escape cut short at its end is
+/// left out.
+std::string jsonStringText(const std::string &content);
 
 /// Where a text is against a schema: every reading of it the schema still
 /// allows, each a stack of frames (the values open around the byte next).
@@ -167,11 +198,15 @@ public:
   };
   struct Stack {
     std::vector<Frame> frames;
+    // The names the open maps have written (decoded, each followed by its
+    // length in 4 bytes; the innermost map's last, as many as its frame's
+    // count), and the name being read (as written, after its opening quote).
+    std::string names, name;
     uint8_t spaces = 0, breaks = 0; // whitespace in a row, of them line feeds and returns
     bool started = false, done = false, dead = false;
     bool operator==(const Stack &o) const {
       return frames == o.frames && spaces == o.spaces && breaks == o.breaks &&
-             started == o.started && done == o.done;
+             started == o.started && done == o.done && names == o.names && name == o.name;
     }
   };
 
@@ -180,6 +215,17 @@ private:
   void feed(size_t i, unsigned char c);
   void startValue(size_t i, int32_t node, unsigned char c);
   void startKey(size_t i);
+  void startName(size_t i);
+  /// Whether a map (its frame `map`) has a name left that it has not
+  /// written, among those of `key` from its automaton's `state` after the
+  /// text `prefix` (any name when `key` is not patterned).
+  bool nameLeft(const Stack &s, const Frame &map, const JsonSchema::Node &key, int32_t state,
+                const std::string &prefix) const;
+  /// Whether another name can follow in a map: fewer than maxProperties,
+  /// and some name left.
+  bool anotherName(const Stack &s, const Frame &map) const;
+  /// After a byte of a map's name: a name that can only end as one written.
+  void checkName(size_t i);
   void feedContainer(size_t i, unsigned char c);
   void feedString(size_t i, unsigned char c);
   void feedScalar(size_t i, unsigned char c);

@@ -1,24 +1,30 @@
 #!/usr/bin/env python3
 """Structured output against pydantic (v2), the validator OpenAI's Python SDK
-parses answers with: writes the JSON schema pydantic makes of an order (a
-pattern, bounded numbers and a multipleOf, date, date-time, UUID and IPv4
-fields, a discriminated union of two models, a tuple, an optional bounded
-string), or checks answers with pydantic's own validation of the same model.
+parses answers with: writes the JSON schema pydantic makes of a model, or
+checks answers with pydantic's own validation of the same model. The models:
+"order" (a pattern, bounded numbers and a multipleOf, date, date-time, UUID
+and IPv4 fields, a discriminated union of two models, a tuple, an optional
+bounded string) and "inventory" (dicts: keys of an Enum, of a Literal, of a
+pattern with min and max length, of a max_length: propertyNames,
+patternProperties, minProperties and maxProperties).
 Outside ctest (needs pydantic 2):
-  python3 scripts/pydantic-schema-check.py schema order.json
+  python3 scripts/pydantic-schema-check.py schema order.json [MODEL]
   kvplan compile models/tiny.toml --max-seq 2048 -o tiny.kvp
   kvplan run tiny.kvp -p x -n 1900 --temperature 1 --seed 1 --json-schema order.json > out1
-  python3 scripts/pydantic-schema-check.py check x out1 [out2 ...]
-("check PROMPT FILE...": each answer is its file's text after PROMPT.) Prints
-one line a file; exits 1 when pydantic refuses an answer that is whole JSON."""
+  python3 scripts/pydantic-schema-check.py check [--model MODEL] x out1 [out2 ...]
+(MODEL: order when not given; "check PROMPT FILE...": each answer is its
+file's text after PROMPT.) Prints one line a file; exits 1 when pydantic
+refuses an answer that is whole JSON, or one names a key twice in an object
+(a parser keeps one of its values)."""
 import json
 import sys
 from datetime import date, datetime
+from enum import Enum
 from ipaddress import IPv4Address
-from typing import Literal, Optional, Tuple, Union
+from typing import Annotated, Dict, Literal, Optional, Tuple, Union
 from uuid import UUID
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
 
 class Cat(BaseModel):
@@ -44,16 +50,46 @@ class Order(BaseModel):
     note: Optional[str] = Field(default=None, max_length=40)
 
 
+class Color(str, Enum):
+    red = "red"
+    green = "green"
+    blue = "blue"
+
+
+class Inventory(BaseModel):
+    stock: Dict[Color, int]
+    tags: Dict[Literal["new", "sale"], bool]
+    scores: Annotated[Dict[Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,12}$")], int],
+                      Field(min_length=1, max_length=4)]
+    short: Dict[Annotated[str, StringConstraints(max_length=3)], float]
+
+
+MODELS = {"order": Order, "inventory": Inventory}
+
+
+def names_once(pairs):
+    """json.loads's object_pairs_hook: a key twice is an error."""
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"a key twice in an object: {keys}")
+    return dict(pairs)
+
+
 def main():
-    if len(sys.argv) >= 3 and sys.argv[1] == "schema":
+    if len(sys.argv) in (3, 4) and sys.argv[1] == "schema":
+        model = MODELS[sys.argv[3] if len(sys.argv) == 4 else "order"]
         with open(sys.argv[2], "w", encoding="utf-8") as f:
-            json.dump(Order.model_json_schema(), f)
+            json.dump(model.model_json_schema(), f)
         return 0
-    if len(sys.argv) < 4 or sys.argv[1] != "check":
+    args = sys.argv[2:]
+    model = Order
+    if len(args) >= 2 and args[0] == "--model":
+        model, args = MODELS[args[1]], args[2:]
+    if len(args) < 2 or sys.argv[1] != "check":
         print(__doc__, file=sys.stderr)
         return 2
-    prompt, refused = sys.argv[2], 0
-    for path in sys.argv[3:]:
+    prompt, refused = args[0], 0
+    for path in args[1:]:
         text = open(path, encoding="utf-8").read()[len(prompt):].strip()
         try:
             json.loads(text)
@@ -61,8 +97,14 @@ def main():
             print(f"{path}: not JSON (a cut answer?): {e}")
             continue
         try:
-            order = Order.model_validate_json(text)
-            print(f"{path}: ok {order.model_dump_json()[:160]}")
+            json.loads(text, object_pairs_hook=names_once)
+        except ValueError as e:
+            refused += 1
+            print(f"{path}: REFUSED {e}")
+            continue
+        try:
+            value = model.model_validate_json(text)
+            print(f"{path}: ok {value.model_dump_json()[:160]}")
         except ValidationError as e:
             refused += 1
             print(f"{path}: REFUSED {e.errors()}")

@@ -4,8 +4,9 @@
 // server, at the first JSON request), then the time of one row's mask
 // (runtime/JsonGrammar.h) after texts in different states, the median of
 // --repeat masks (default 21), and how many tokens it leaves; then the same
-// with a JSON schema (runtime/JsonSchema.h, response_format json_schema), and
-// with one of patterns, formats and bounded numbers (runtime/ByteDfa.h); for
+// with a JSON schema (runtime/JsonSchema.h, response_format json_schema),
+// with one of patterns, formats and bounded numbers (runtime/ByteDfa.h), and
+// with one of maps (names held to patterns, an enum, a finite set); for
 // each schema, the time to compile it and to check it against the
 // vocabulary, and to find both done (the server's next request with it).
 #include "formats/Tokenizer.h"
@@ -52,6 +53,17 @@ const char *kPatterned = R"({"type": "object", "properties": {
     "price": {"type": "number", "minimum": 0, "maximum": 10000, "multipleOf": 0.01}},
   "required": ["sku", "email", "when", "note", "price"], "additionalProperties": false})";
 
+// Maps: names held to a pattern and counts, to an enum, to a finite set
+// (where each token of a name is read, to keep from names written).
+const char *kMaps = R"({"type": "object", "properties": {
+    "scores": {"type": "object", "patternProperties": {"^[a-z_]{1,20}$": {"type": "integer"}},
+               "minProperties": 1, "maxProperties": 8},
+    "stock": {"type": "object", "propertyNames": {"enum": ["red", "green", "blue", "black"]},
+              "additionalProperties": {"type": "integer", "minimum": 0}},
+    "flags": {"type": "object", "propertyNames": {"pattern": "^(dark|light)_(mode|theme)$"},
+              "additionalProperties": {"type": "boolean"}}},
+  "required": ["scores", "stock", "flags"], "additionalProperties": false})";
+
 /// Times `mask` (filling a fresh row) --repeat times; prints the median and
 /// how many tokens it leaves.
 template <class Mask>
@@ -80,7 +92,9 @@ void bench(const std::string &file, int repeat) {
               (long long)vocab.size(), msSince(start));
   std::vector<float> row(size_t(vocab.size()));
   for (const char *text : {"", "{\"name\"", "{\"name\": ", "{\"name\": \"Ali", "{\"n\": 12",
-                           "{\"a\": [1, ", "{\"a\": {\"b\": true"}) {
+                           "{\"a\": [1, ", "{\"a\": {\"b\": true",
+                           "{\"id\": 7, \"tags\": {\"red\": 1, \"blue\": 2, \"green\": 3}, \"n",
+                           "{\"id\": 7, \"tags\": {\"red\": 1, \"blue\": 2, \"green\": 3, "}) {
     kvplan::SchemaState s(kvplan::JsonSchema::anyObject()); // JSON mode's
     for (const char *c = text; *c; ++c) s.push(uint8_t(*c));
     timeMask(text, repeat, row, [&](float *r) { vocab.mask(s, r, int64_t(row.size())); });
@@ -99,6 +113,13 @@ void bench(const std::string &file, int repeat) {
                sku + email + "\"when\": \"2026-12-05T10:3",
                sku + email + when + "\"note\": \"Fragile, ",
                sku + email + when + "\"note\": \"\", \"price\": 12.5"},
+              repeat, row);
+  const std::string scores = "{\"scores\": {\"math\": 3, \"art_history\": 4}, ";
+  benchSchema(vocab, kMaps,
+              {"{\"scores\": {\"ma", scores + "\"stock\": {\"red\": 1, ",
+               scores + "\"stock\": {}, \"flags\": {\"dark_mode\": true, \"dark_",
+               scores + "\"stock\": {}, \"flags\": {\"dark_mode\": true, \"light_mode\": "
+                        "false, \"dark_theme\": true, \"light_"},
               repeat, row);
 }
 

@@ -65,7 +65,8 @@ std::string shortExponents(const std::string &text) {
 bool wholeObject(const std::string &raw) {
   const std::string text = shortExponents(raw);
   return !text.empty() && text.back() == '}' && shapeAllowed(text) &&
-         nlohmann::json::accept(text) && nlohmann::json::parse(text).is_object();
+         nlohmann::json::accept(text) && nlohmann::json::parse(text).is_object() &&
+         kvplan::testing::namesOnce(text);
 }
 
 /// Whether nlohmann's parser, reading `text` whole, runs out of input
@@ -88,7 +89,7 @@ bool openEnded(const std::string &text) {
 /// the parser's lexer reports a token cut short as an error of its own).
 bool validPrefix(const std::string &raw) {
   const std::string text = shortExponents(raw);
-  if (!shapeAllowed(text)) return false;
+  if (!shapeAllowed(text) || !kvplan::testing::namesOnce(text)) return false;
   if (openEnded(text)) return true;
   for (const char *finish : {"0", "\"", "n\"", "000\"", "0000\"", "00\"", "0\"", "ue", "rue",
                              "e", "lse", "alse", "se", "ll", "ull", "l", "\x80\"",

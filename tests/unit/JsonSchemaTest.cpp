@@ -111,13 +111,25 @@ bool valid(const ojson &v, const ojson &s, const ojson &root);
 
 bool validObject(const ojson &v, const ojson &s, const ojson &root) {
   const ojson props = s.value("properties", ojson::object());
+  const ojson patterns = s.value("patternProperties", ojson::object());
   for (const auto &[k, sub] : props.items())
     if (v.contains(k) && !valid(v[k], sub, root)) return false;
   for (const ojson &k : s.value("required", ojson::array()))
     if (!v.contains(k.get<std::string>())) return false;
-  if (s.contains("additionalProperties"))
-    for (const auto &[k, value] : v.items())
-      if (!props.contains(k) && !valid(value, s["additionalProperties"], root)) return false;
+  if (v.size() < s.value("minProperties", size_t(0))) return false;
+  if (s.contains("maxProperties") && v.size() > s["maxProperties"].get<size_t>()) return false;
+  for (const auto &[k, value] : v.items()) {
+    if (s.contains("propertyNames") && !valid(ojson(k), s["propertyNames"], root)) return false;
+    bool matched = props.contains(k);
+    for (const auto &[p, sub] : patterns.items()) {
+      if (!std::regex_search(k, std::regex(p, std::regex::ECMAScript))) continue;
+      matched = true;
+      if (!valid(value, sub, root)) return false;
+    }
+    if (!matched && s.contains("additionalProperties") &&
+        !valid(value, s["additionalProperties"], root))
+      return false;
+  }
   return true;
 }
 
@@ -195,7 +207,7 @@ bool validText(const std::string &raw, const ojson &schema) {
       while (i + 1 < raw.size() && std::isdigit(uint8_t(raw[i + 1]))) ++i;
     }
   }
-  if (!ojson::accept(text)) return false;
+  if (!ojson::accept(text) || !kvplan::testing::namesOnce(text)) return false;
   const ojson v = ojson::parse(text);
   return v.is_object() && valid(v, schema, schema);
 }
@@ -246,6 +258,20 @@ ojson generate(const ojson &s, const ojson &root, std::mt19937 &rng, int depth) 
     auto isRequired = [&](const std::string &k) {
       return std::find(req.begin(), req.end(), ojson(k)) != req.end();
     };
+    if (!s.contains("properties") && s.contains("x-names")) { // a map of the names given
+      const ojson &names = s["x-names"]; // each valid, and matched by one pattern at most
+      const size_t lo = s.value("minProperties", size_t(0));
+      const size_t hi = std::min(s.value("maxProperties", names.size()), names.size());
+      for (size_t n = lo + rng() % (hi - lo + 1); o.size() < n;) {
+        const std::string k = names[rng() % names.size()];
+        ojson sub = s.value("additionalProperties", ojson(true));
+        const ojson patterns = s.value("patternProperties", ojson::object());
+        for (const auto &[p, ps] : patterns.items())
+          if (std::regex_search(k, std::regex(p, std::regex::ECMAScript))) sub = ps;
+        o[k] = generate(sub, root, rng, depth + 1);
+      }
+      return o;
+    }
     if (!s.contains("properties")) { // a map
       const ojson add = s.value("additionalProperties", ojson(true));
       const size_t n = add.is_boolean() && !add.get<bool>() ? 0 : rng() % (depth > 2 ? 1 : 4);
@@ -365,6 +391,31 @@ const char *kTuples = R"({
   "required": ["at", "row"]
 })";
 
+/// Maps (objects without properties): names held to propertyNames (an
+/// enum behind a $ref, as pydantic writes dict[Color, int]; lengths),
+/// patternProperties (as pydantic writes dict[constr(pattern=...), int]),
+/// additionalProperties for the names no pattern matches, and their counts.
+/// "x-names" gives the tests' generator names to write.
+const char *kMaps = R"({
+  "type": "object",
+  "properties": {
+    "scores": {"type": "object", "patternProperties": {"^[a-z]+$": {"type": "integer"}},
+               "minProperties": 1, "maxProperties": 3, "x-names": ["ab", "x", "zz", "q"]},
+    "counts": {"type": "object", "additionalProperties": {"type": "integer"},
+               "propertyNames": {"$ref": "#/$defs/Color"}, "minProperties": 2,
+               "x-names": ["red", "green", "blue"]},
+    "mixed": {"patternProperties": {"^n_": {"type": "number"},
+                                    "^s_": {"type": "string", "maxLength": 3}},
+              "additionalProperties": {"type": "boolean"},
+              "x-names": ["n_a", "s_b", "flag", "n_", "s_\"x"]},
+    "short": {"additionalProperties": {"type": "null"},
+              "propertyNames": {"minLength": 1, "maxLength": 2}, "maxProperties": 4,
+              "x-names": ["a", "bc", "日", "😀", "\\"]}
+  },
+  "required": ["scores", "counts"],
+  "$defs": {"Color": {"type": "string", "enum": ["red", "green", "blue"], "title": "Color"}}
+})";
+
 /// Schemas the generated tests run over: every keyword, recursion, maps,
 /// unions of objects, optional properties that share a prefix.
 std::vector<std::string> schemas() {
@@ -418,6 +469,11 @@ std::vector<std::string> schemas() {
                                                      "good": {"type": "boolean"}},
                     "required": ["kind"]}}})",
       kTuples,
+      kMaps,
+      // Names of a finite set, one a prefix of another: once some are
+      // written, a name begun may have only written ones left to end as.
+      R"({"type": "object", "propertyNames": {"pattern": "^(a|ab|abc|b)$"},
+          "additionalProperties": {"type": "null"}, "x-names": ["a", "ab", "abc", "b"]})",
   };
 }
 
@@ -524,6 +580,40 @@ TEST(JsonSchema, RefusesWhatItCannotHoldGenerationToByName) {
        "schema.properties.n.nullable: must be true or false"},
       {R"({"type": "object", "nullable": true})",
        "schema: the top level must be an object"},
+      {R"({"type": "object", "properties": {"m": {"additionalProperties": {"type": "integer"},
+           "propertyNames": {"enum": ["a", "b"]}, "minProperties": 3}}})",
+       "schema.properties.m.minProperties: 3 properties, and the names that propertyNames, "
+       "patternProperties and additionalProperties allow are 2: no object meets them"},
+      {R"({"type": "object", "patternProperties": {"^[ab]$": {}}, "minProperties": 3})",
+       "schema.minProperties: 3 properties, and the names that propertyNames, "
+       "patternProperties and additionalProperties allow are 2"},
+      {R"({"type": "object", "properties": {"a": {"type": "string"}}, "minProperties": 1})",
+       "schema.minProperties: 1, and 0 of its properties are required"},
+      {R"({"type": "object", "properties": {"a": {}, "b": {}}, "maxProperties": 1})",
+       "schema.maxProperties: 1, and it lists 2 properties"},
+      {R"({"type": "object", "minProperties": 3, "maxProperties": 2})",
+       "schema: minProperties is more than maxProperties"},
+      {R"({"type": "object", "properties": {"x-a": {}}, "patternProperties": {"^x-": {}}})",
+       "schema.properties.x-a: \"x-a\" also matches patternProperties \"^x-\""},
+      {R"({"type": "object", "required": ["ab"], "patternProperties": {"^a": {}, "b$": {}}})",
+       "schema.required: \"ab\" matches patternProperties \"^a\" and \"b$\""},
+      {R"({"type": "object", "properties": {"a": {}}, "required": ["a"],
+           "propertyNames": {"pattern": "^b"}})",
+       "schema.required: names \"a\", which propertyNames refuses"},
+      {R"({"type": "object", "propertyNames": {"type": "string", "not": {}}})",
+       "schema.propertyNames.not: kvplan holds property names to enum, const, pattern"},
+      {R"({"type": "object", "propertyNames": {"type": "integer"}})",
+       "schema.propertyNames.type: property names are strings"},
+      {R"({"type": "object", "propertyNames": {"$ref": "#/$defs/none"}})",
+       "schema.propertyNames.$ref: \"#/$defs/none\" names nothing in the schema"},
+      {R"({"type": "object", "patternProperties": [1]})",
+       "schema.patternProperties: must be an object of schemas"},
+      {R"j({"type": "object", "patternProperties": {"a(?=b)": {}}})j",
+       "schema.patternProperties.a(?=b): a lookaround (at offset 1) is not supported"},
+      {R"({"type": "object", "additionalProperties": {"$ref": "#/$defs/never"},
+           "minProperties": 1, "$defs": {"never": {"type": "object",
+           "properties": {"x": {"$ref": "#/$defs/never"}}, "required": ["x"]}}})",
+       "schema: no JSON value meets this schema"},
   };
   for (const Case &c : cases) {
     const std::string got = refusal(c.schema);
@@ -717,6 +807,58 @@ TEST(JsonSchema, TuplesHoldEachItemToItsSchema) {
   });
 }
 
+TEST(JsonSchema, MapsHoldTheirNamesAndCounts) {
+  // Each member of kMaps's object in turn, the required ones beside it.
+  const std::string req = R"("scores":{"ab":1},"counts":{"red":1,"blue":2})";
+  expectReads(kMaps, {
+      {"{" + req + "}", ""},
+      {R"({"scores":{"a":1,"zz":-2,"q":3},"counts":{"blue":0,"green":1,"red":2}})", ""},
+      {R"({"scores":{},"counts":{"red":1,"blue":2}})", R"(},"counts")"},     // minProperties 1
+      {R"({"scores":{"a":1,"b":2,"c":3,"d":4},"counts":{}})", R"(,"d")"},    // maxProperties 3
+      {R"({"scores":{"A":1},"counts":{"red":1,"blue":2}})", R"(A")", true}, // no pattern's
+      {R"({"scores":{"ab":1,"ab":2},"counts":{"red":1,"blue":2}})", R"(":2)"}, // twice
+      {R"({"scores":{"ab":1},"counts":{"pink":1,"red":2}})", "pink"},      // not a Color
+      {R"({"scores":{"ab":1},"counts":{"red":1}})", "}}"},                  // minProperties 2
+      {R"({"scores":{"ab":1},"counts":{"red":1,"red":2}})", R"(red":2)"},  // a literal twice
+      {R"({"scores":{"ab":1},"counts":{"r\u0065d":1,"blue":2}})", R"(\u0065)", true},
+      {"{" + req + R"(,"mixed":{"n_a":1.5,"s_b":"xyz","flag":true,"n_":0,"s_\"":""})" + "}", ""},
+      {"{" + req + R"(,"mixed":{"n_a":"x"}})", R"("x")"},   // ^n_: a number
+      {"{" + req + R"(,"mixed":{"s_b":"abcd"}})", R"(d"})"}, // ^s_: 3 characters at most
+      {"{" + req + R"(,"mixed":{"flag":1}})", "1}}"},       // no pattern's: a boolean
+      {"{" + req + R"(,"mixed":{"n_a":1,"n_a":3}})", R"(":3})"},
+      {"{" + req + R"(,"short":{"a":null,"😀":null,"\\":null,"\"x":null})" + "}", ""},
+      {"{" + req + R"(,"short":{"":null}})", R"(":null}})"},      // minLength 1
+      {"{" + req + R"(,"short":{"abc":null}})", R"(c":)"},        // maxLength 2
+      {"{" + req + R"(,"short":{"a":null,"b":null,"c":null,"d":null,"e":null}})",
+       R"(,"e")"},                                               // maxProperties 4
+  });
+  // Names of a finite set: once "a", "ab" and "abc" are written, a name
+  // that starts with "a" is refused at the "a"; once "ab", "abc" and "b"
+  // are, "a" can be written but not "ab" (refused at its "b"); once all
+  // four are, another name is refused at its comma.
+  expectReads(schemas().back().c_str(), {
+      {R"({"a":null,"ab":null,"abc":null,"b":null})", ""},
+      {R"({"a":null,"ab":null,"abc":null,"ab":null})", R"(ab":null})"},
+      {R"({"ab":null,"abc":null,"b":null,"ab":null})", R"(b":null})"},
+      {R"({"a":null,"ab":null,"abc":null,"b":null,"a":null})", R"(,"a":null})"},
+  });
+  // A free name is compared as the text it stands for (escapes decoded).
+  const auto any = JsonSchema::anyObject();
+  EXPECT_EQ(readWith(any, R"({"a":1,"\u0061":2})").taken, std::string(R"({"a":1,"\u0061)").size());
+  EXPECT_EQ(readWith(any, R"({"\/":1,"/":2})").taken, std::string(R"({"\/":1,"/)").size());
+  EXPECT_EQ(readWith(any, R"({"😀":1,"\ud83d\ude00":2})").taken,
+            std::string(R"({"😀":1,"\ud83d\ude00)").size());
+  EXPECT_TRUE(readWith(any, R"({"a":{"a":{"a":1}},"b":{"a":2},"c":[{"a":1},{"a":2}]})").complete);
+  // Beside properties: propertyNames leaves out the optional properties it
+  // refuses; patternProperties gives an unlisted required name its schema.
+  expectReads(R"({"properties": {"a": {"type": "null"}, "bb": {"type": "null"}},
+                  "propertyNames": {"maxLength": 1}})",
+              {{R"({"a":null})", ""}, {R"({"bb":null})", "bb"}});
+  expectReads(R"({"required": ["n_x", "y"], "patternProperties": {"^n_": {"type": "integer"}},
+                  "additionalProperties": {"type": "string"}})",
+              {{R"({"n_x":1,"y":"z"})", ""}, {R"({"n_x":"1","y":"z"})", R"("1")"}});
+}
+
 TEST(JsonSchema, GeneratedInstancesAreReadWholeAndEditsOnlyWhenValid) {
   // Instances the test writes from each schema (compact and indented) are
   // read whole; of their one-byte edits, the recogniser reads whole only
@@ -837,6 +979,12 @@ TEST(JsonSchema, TheMaskLeavesExactlyTheTokensThatCanContinue) {
       // Patterns, formats and bounded numbers: every token read.
       {kFormats, R"({"code":"AB-123","tag":"b\"yz","age":12,"ratio":0.0015,"step":-1.75,)"
                  R"("day":"2024-02-29","ip":"10.0.0.1","note":"a\n\"\\b"})"},
+      // Maps: names held to patterns, literals and lengths, never twice; a
+      // finite set of names, where the pattern's shortcut cannot be used.
+      {kMaps, R"({"scores":{"ab":1,"x":2},"counts":{"red":1,"blue":-2},)"
+              R"("mixed":{"n_a":1.5,"s_b":"xy","flag":true},"short":{"a":null,"😀":null}})"},
+      {all.back(), R"({"a":null,"ab":null,"abc":null,"b":null})"},
+      {all[1], R"({"a":{"a":1},"b":2,"a b":3})"},
   };
   size_t states = 0;
   for (const auto &[schemaText, doc] : docs) {
