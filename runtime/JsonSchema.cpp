@@ -42,10 +42,11 @@ const std::set<std::string> kKeywords = {
     "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "enum",
     "const",     "anyOf",            "oneOf",            "allOf",
     "$ref",      "patternProperties", "propertyNames",   "minProperties",
-    "maxProperties"};
+    "maxProperties", "uniqueItems"};
 const char *kSupported = "type, properties, required, additionalProperties, "
                          "patternProperties, propertyNames, minProperties, maxProperties, items, "
-                         "prefixItems, minItems, maxItems, minLength, maxLength, pattern, "
+                         "prefixItems, minItems, maxItems, uniqueItems, minLength, maxLength, "
+                         "pattern, "
                          "minimum, maximum, exclusiveMinimum, exclusiveMaximum, multipleOf, "
                          "enum, const, anyOf, oneOf of alternatives no value meets two of, "
                          "allOf of one schema, $ref and nullable";
@@ -181,6 +182,8 @@ private:
                                               int32_t additional, const std::string &path);
   int32_t nameNode(const ByteDfa &dfa, const std::string &path);
   void propertyCounts(const ojson &s, Node &n, bool map, const std::string &path);
+  void uniqueItems(const ojson &s, Node &n, const std::string &path);
+  const JsonSchema::NameCounts &textCounts(int32_t automaton);
   std::pair<const ojson *, std::string> resolve(const ojson &s, const std::string &path) const;
   std::unique_ptr<ByteDfa> automaton(const ojson &s, int64_t minChars, int64_t maxChars,
                                      const std::string &path, std::string &where);
@@ -266,7 +269,7 @@ int32_t JsonSchemaCompiler::plainNode(const ojson &s, const std::string &path) {
   for (const char *kw : {"properties", "required", "additionalProperties", "patternProperties",
                          "propertyNames", "minProperties", "maxProperties"})
     if (s.contains(kw)) return typed(s, "object", path);
-  for (const char *kw : {"items", "prefixItems", "minItems", "maxItems"})
+  for (const char *kw : {"items", "prefixItems", "minItems", "maxItems", "uniqueItems"})
     if (s.contains(kw)) return typed(s, "array", path);
   for (const char *kw : {"minLength", "maxLength", "pattern"})
     if (s.contains(kw)) return typed(s, "string", path);
@@ -756,7 +759,70 @@ int32_t JsonSchemaCompiler::array(const ojson &s, const std::string &path) {
   if (n.maxCount >= 0 && n.minCount > n.maxCount)
     fail(path, "minItems is more than the items allowed (maxItems, or prefixItems and items "
                "false)");
+  uniqueItems(s, n, path);
   return add(std::move(n));
+}
+
+/// An automaton's NameCounts, counted once.
+const JsonSchema::NameCounts &JsonSchemaCompiler::textCounts(int32_t automaton) {
+  JsonSchema::NameCounts &c = out.counts[size_t(automaton)];
+  if (c.from.empty()) {
+    c.from = out.dfas[size_t(automaton)].textCounts(JsonSchema::kManyNames);
+    c.fewest = *std::min_element(c.from.begin(), c.from.end());
+  }
+  return c;
+}
+
+/// uniqueItems: items the recogniser can tell apart as values (strings,
+/// integers without bounds, booleans, null, enum or const values); their
+/// enum values once each by value (1 and 1.0 are one).
+void JsonSchemaCompiler::uniqueItems(const ojson &s, Node &n, const std::string &path) {
+  if (!s.contains("uniqueItems")) return;
+  const std::string at = path + ".uniqueItems";
+  if (!s["uniqueItems"].is_boolean()) fail(at, "must be true or false");
+  if (!s["uniqueItems"].get<bool>()) return;
+  if (!n.prefix.empty())
+    fail(at, "uniqueItems beside prefixItems is not supported (kvplan compares items of one "
+             "schema); leave one out");
+  const std::string kinds = "kvplan holds uniqueItems for items of one of: strings, integers "
+                            "without bounds, booleans, null, enum or const values; give items "
+                            "such a schema or leave uniqueItems out";
+  Node item = out.all[size_t(n.items)];
+  uint64_t distinct = JsonSchema::kManyNames;
+  switch (item.kind) {
+  case Kind::string: // a free string of maxLength 0 has one value, else very many
+    if (item.automaton >= 0)
+      distinct = textCounts(item.automaton).from[size_t(out.dfas[size_t(item.automaton)].start())];
+    else if (item.maxCount == 0)
+      distinct = 1;
+    break;
+  case Kind::integer:
+    if (item.automaton >= 0) fail(at, "items are integers with bounds: " + kinds);
+    break;
+  case Kind::boolean: distinct = 2; break;
+  case Kind::null: distinct = 1; break;
+  case Kind::literals: { // each value compared as the first equal to it (1.0 as 1)
+    std::vector<nlohmann::json> values;
+    distinct = 0;
+    for (const std::string &l : item.literals) {
+      if (l[0] == '{' || l[0] == '[') fail(at, "items are enum values that are objects or "
+                                               "arrays: " + kinds);
+      values.push_back(nlohmann::json::parse(l));
+      const size_t first = size_t(std::find(values.begin(), values.end(), values.back()) -
+                                  values.begin());
+      item.sameAs.push_back(int32_t(first));
+      distinct += first + 1 == values.size();
+    }
+    n.items = add(std::move(item));
+    break;
+  }
+  default: fail(at, kinds);
+  }
+  if (uint64_t(n.minCount) > distinct)
+    fail(path + ".minItems", std::to_string(n.minCount) + " items, all different "
+                             "(uniqueItems), and the items' schema has " +
+                             std::to_string(distinct) + " values: no array meets them");
+  n.unique = true;
 }
 
 int32_t JsonSchemaCompiler::literals(const ojson &s, const std::string &path) {
@@ -974,6 +1040,7 @@ size_t JsonSchema::memoryBytes() const {
   size_t n = sizeof(*this) + all.size() * sizeof(Node);
   for (const Node &node : all) {
     n += node.properties.size() * sizeof(Property) + node.prefix.size() * sizeof(int32_t) +
+         node.sameAs.size() * sizeof(int32_t) +
          node.alternatives.size() * sizeof(int32_t) + node.names.size() * sizeof(NameGroup);
     for (const Property &p : node.properties) n += p.key.size();
     for (const std::string &l : node.literals) n += sizeof(l) + l.size();
@@ -1079,6 +1146,22 @@ bool lastNames(const std::string &names, int32_t count,
   }
   return false;
 }
+/// A unique array's item as it is compared (a tag, then its value): a
+/// string's text, an integer as written (-0 as 0) without the byte that
+/// ended it, an enum value's index, a boolean, null.
+std::string itemKey(const SchemaState::Frame &f, const Node &n, const std::string &text) {
+  switch (n.kind) {
+  case Kind::string: return "s" + jsonStringText(text.substr(1, text.size() - 2));
+  case Kind::integer: {
+    const std::string digits = text.substr(0, text.size() - 1);
+    return "n" + (digits == "-0" ? std::string("0") : digits);
+  }
+  case Kind::boolean: return f.choice ? "f" : "t";
+  case Kind::null: return "z";
+  default: return "l" + std::to_string(n.sameAs[size_t(f.choice)]);
+  }
+}
+
 /// Whether the innermost map (which has written `count` names) wrote `name`.
 bool written(const std::string &names, int32_t count, const std::string &name) {
   return lastNames(names, count, [&](const char *text, size_t size) {
@@ -1200,9 +1283,12 @@ bool SchemaState::space(Stack &s, unsigned char c) {
 }
 
 void SchemaState::endValue(Stack &s) {
-  const Frame &top = s.frames.back();
-  if (top.mode == objFirst || top.mode == objAfter) // an object: a map forgets its names
-    if (!schema->nodes()[size_t(top.node)].names.empty()) dropNames(s.names, top.count);
+  const Frame done = s.frames.back();
+  const Node &n = schema->nodes()[size_t(done.node)];
+  // A map forgets its names, a unique array its items.
+  if (((done.mode == objFirst || done.mode == objAfter) && !n.names.empty()) ||
+      ((done.mode == arrFirst || done.mode == arrAfter) && n.unique))
+    dropNames(s.names, done.count);
   s.frames.pop_back();
   if (s.frames.empty()) {
     s.done = true;
@@ -1222,6 +1308,14 @@ void SchemaState::endValue(Stack &s) {
   } else if (p.mode == objInValue) {
     p.mode = objAfter;
   } else { // arrInValue
+    if (schema->nodes()[size_t(p.node)].unique) { // never an item it has
+      const std::string key = itemKey(done, n, s.name);
+      if (written(s.names, p.count, key)) {
+        s.dead = true;
+        return;
+      }
+      appendName(s.names, key);
+    }
     ++p.count;
     p.mode = arrAfter;
   }
@@ -1368,16 +1462,46 @@ bool SchemaState::anotherName(const Stack &s, const Frame &map) const {
   return false;
 }
 
-void SchemaState::checkName(size_t i) {
+bool SchemaState::anotherItem(const Stack &s, const Frame &array) const {
+  const Node &item = schema->nodes()[size_t(schema->nodes()[size_t(array.node)].items)];
+  switch (item.kind) {
+  case Kind::string:
+    if (item.automaton < 0) return item.maxCount != 0 || array.count == 0;
+    return nameLeft(s, array, item, dfa(item).start(), "s");
+  case Kind::boolean: return array.count < 2;
+  case Kind::null: return array.count < 1;
+  case Kind::literals:
+    for (size_t k = 0; k < item.literals.size(); ++k)
+      if (item.sameAs[k] == int32_t(k) && !written(s.names, array.count, "l" + std::to_string(k)))
+        return true;
+    return false;
+  default: return true; // integers without bounds
+  }
+}
+
+bool SchemaState::recorded(const Stack &s) const {
+  if (s.frames.size() < 2 || s.frames.back().mode == keyName) return false;
+  const Frame &p = s.frames[s.frames.size() - 2];
+  return p.mode == objKeyRead ||
+         (p.mode == arrInValue && schema->nodes()[size_t(p.node)].unique);
+}
+
+void SchemaState::checkRecorded(size_t i) {
   Stack &s = stacks[i];
-  if (s.dead || s.frames.size() < 2) return;
-  const Frame &f = s.frames.back(), &map = s.frames[s.frames.size() - 2];
-  if (map.mode != objKeyRead || f.mode < str || f.mode > strLowU) return;
-  const Node &key = schema->nodes()[size_t(f.node)];
-  if (key.automaton < 0) return;
-  const JsonSchema::NameCounts *counts = schema->nameCounts(key.automaton);
-  if (counts == nullptr || counts->from[size_t(f.choice)] > uint64_t(map.count)) return;
-  s.dead = !nameLeft(s, map, key, f.choice, jsonStringText(s.name));
+  if (s.dead || !recorded(s)) return;
+  const Frame &f = s.frames.back(), &parent = s.frames[s.frames.size() - 2];
+  const Node &n = schema->nodes()[size_t(f.node)];
+  const bool item = parent.mode == arrInValue;
+  if (f.mode == literal) { // an item's enum value, boolean or null (names start unwritten)
+    if (item) s.dead = written(s.names, parent.count, itemKey(f, n, ""));
+    return;
+  }
+  if (f.mode < str || f.mode > strLowU || n.automaton < 0) return;
+  const JsonSchema::NameCounts *counts = schema->nameCounts(n.automaton);
+  if (counts == nullptr || counts->from[size_t(f.choice)] > uint64_t(parent.count)) return;
+  const std::string prefix = item ? "s" + jsonStringText(s.name.substr(1))
+                                  : jsonStringText(s.name);
+  s.dead = !nameLeft(s, parent, n, f.choice, prefix);
 }
 
 /// A byte where an object or an array expects a key, a value, a separator
@@ -1420,12 +1544,15 @@ void SchemaState::feedContainer(size_t i, unsigned char c) {
     if (c == ']' && n.minCount == 0) return endValue(s);
     if (n.maxCount == 0) break;
     f.mode = arrInValue;
+    if (n.unique) s.name.assign(1, char(c)); // an item whole, to compare
     return startValue(i, JsonSchema::itemNode(n, 0), c);
   case arrValue:
     f.mode = arrInValue;
+    if (n.unique) s.name.assign(1, char(c));
     return startValue(i, JsonSchema::itemNode(n, f.count), c);
   case arrAfter:
-    if (c == ',' && (n.maxCount < 0 || f.count < n.maxCount)) {
+    if (c == ',' && (n.maxCount < 0 || f.count < n.maxCount) &&
+        (!n.unique || anotherItem(s, f))) {
       f.mode = arrValue;
       return;
     }
@@ -1555,8 +1682,9 @@ void SchemaState::feedScalar(size_t i, unsigned char c) {
       s.dead = true;
       return;
     }
-    endValue(s);
-    return feed(i, c);
+    endValue(s); // refused when it repeats a unique array's item
+    if (!s.dead) feed(i, c);
+    return;
   }
   const bool fraction = n.kind == Kind::number; // integers take no '.' or exponent
   switch (f.mode) {
@@ -1588,8 +1716,9 @@ void SchemaState::feedScalar(size_t i, unsigned char c) {
       f.mode = numExp;
       return;
     }
-    endValue(s);
-    return feed(i, c);
+    endValue(s); // refused when it repeats a unique array's item
+    if (!s.dead) feed(i, c);
+    return;
   }
   s.dead = true;
 }
@@ -1610,14 +1739,23 @@ void SchemaState::feed(size_t i, unsigned char c) {
     return startValue(i, schema->root(), c);
   }
   const uint8_t mode = s.frames.back().mode;
-  // A map's name: its bytes kept (to compare with the names written).
-  const bool name = s.frames.size() >= 2 && mode != keyName &&
-                    s.frames[s.frames.size() - 2].mode == objKeyRead;
-  if (name) s.name.push_back(char(c));
-  if (mode <= arrAfter) return feedContainer(i, c);
+  // A map's name or a unique array's item: its bytes kept (to compare with
+  // those written).
+  const bool record = recorded(s);
+  if (record) s.name.push_back(char(c));
+  if (mode <= arrAfter) {
+    const bool item = (mode == arrFirst || mode == arrValue) &&
+                      schema->nodes()[size_t(s.frames.back().node)].unique;
+    const size_t before = live;
+    feedContainer(i, c); // may fork (enum values): the forks are those from `before`
+    if (!item) return;
+    checkRecorded(i);
+    for (size_t j = before; j < live; ++j) checkRecorded(j);
+    return;
+  }
   if (mode <= strLowU) feedString(i, c);
   else feedScalar(i, c);
-  if (name) checkName(i);
+  if (record) checkRecorded(i);
 }
 
 /// Drops dead readings and repeats of one, and keeps at most kMaxStacks.

@@ -10,6 +10,7 @@
 // by name, so no constraint is silently dropped): type (one or a list),
 // properties, required, additionalProperties, patternProperties,
 // propertyNames, minProperties, maxProperties, items, minItems, maxItems,
+// uniqueItems (items of strings, integers, booleans, null or enum values),
 // minLength, maxLength, pattern (runtime/Regex.cpp), minimum, maximum,
 // exclusiveMinimum, exclusiveMaximum, multipleOf (runtime/NumberDfa.cpp),
 // enum, const, anyOf, oneOf (when no value can meet two of its
@@ -94,8 +95,10 @@ public:
     int64_t minCount = 0, maxCount = -1; // array items, string characters, a map's
                                          // properties (-1: no limit)
     std::vector<std::string> literals;   // enum/const values, as compact JSON
+    std::vector<int32_t> sameAs;         // unique items' literals: the first equal by value
     std::vector<int32_t> alternatives;   // anyOf
     int32_t automaton = -1; // string: its pattern; integer, number: bounds (automata())
+    bool unique = false;    // array: uniqueItems (no item equal to another)
   };
   // Nodes every schema has: any value; any object, array, string, number;
   // true or false; null.
@@ -116,9 +119,9 @@ public:
   /// the schema (for the vocabulary's check).
   const std::vector<ByteDfa> &automata() const { return dfas; }
   const std::vector<std::string> &automatonPaths() const { return dfaPaths; }
-  /// For an automaton of a map's names: how many names each state can
-  /// still end in (ByteDfa::textCounts, kManyNames at most), and the
-  /// fewest of any state; null for another automaton.
+  /// For an automaton of a map's names or of unique items' strings: how
+  /// many texts each state can still end in (ByteDfa::textCounts,
+  /// kManyNames at most), and the fewest of any state; null for another.
   struct NameCounts {
     std::vector<uint64_t> from;
     uint64_t fewest = 0;
@@ -198,9 +201,11 @@ public:
   };
   struct Stack {
     std::vector<Frame> frames;
-    // The names the open maps have written (decoded, each followed by its
-    // length in 4 bytes; the innermost map's last, as many as its frame's
-    // count), and the name being read (as written, after its opening quote).
+    // The names the open maps have written and the items the open arrays
+    // with uniqueItems have (decoded, each followed by its length in 4
+    // bytes; the innermost one's last, as many as its frame's count), and
+    // the name or item being read (as written: a name after its opening
+    // quote, an item whole, a number with the byte that ended it).
     std::string names, name;
     uint8_t spaces = 0, breaks = 0; // whitespace in a row, of them line feeds and returns
     bool started = false, done = false, dead = false;
@@ -224,8 +229,14 @@ private:
   /// Whether another name can follow in a map: fewer than maxProperties,
   /// and some name left.
   bool anotherName(const Stack &s, const Frame &map) const;
-  /// After a byte of a map's name: a name that can only end as one written.
-  void checkName(size_t i);
+  /// Whether another item can follow in an array with uniqueItems: one
+  /// not written yet is left.
+  bool anotherItem(const Stack &s, const Frame &array) const;
+  /// Whether stack i's top frame is a map's name or a unique array's item.
+  bool recorded(const Stack &s) const;
+  /// After a byte of a map's name or a unique array's item: one that can
+  /// only end as one written is refused.
+  void checkRecorded(size_t i);
   void feedContainer(size_t i, unsigned char c);
   void feedString(size_t i, unsigned char c);
   void feedScalar(size_t i, unsigned char c);

@@ -6,7 +6,10 @@ checks answers with pydantic's own validation of the same model. The models:
 and IPv4 fields, a discriminated union of two models, a tuple, an optional
 bounded string) and "inventory" (dicts: keys of an Enum, of a Literal, of a
 pattern with min and max length, of a max_length: propertyNames,
-patternProperties, minProperties and maxProperties).
+patternProperties, minProperties and maxProperties; sets and a frozenset:
+uniqueItems). Where the jsonschema package is there, each answer is also
+validated against the model's JSON schema itself (it checks uniqueItems,
+which pydantic does not: it makes a set of a list with repeats).
 Outside ctest (needs pydantic 2):
   python3 scripts/pydantic-schema-check.py schema order.json [MODEL]
   kvplan compile models/tiny.toml --max-seq 2048 -o tiny.kvp
@@ -21,10 +24,15 @@ import sys
 from datetime import date, datetime
 from enum import Enum
 from ipaddress import IPv4Address
-from typing import Annotated, Dict, Literal, Optional, Tuple, Union
+from typing import Annotated, Dict, FrozenSet, Literal, Optional, Set, Tuple, Union
 from uuid import UUID
 
 from pydantic import BaseModel, Field, StringConstraints, ValidationError
+
+try:
+    import jsonschema
+except ImportError:
+    jsonschema = None
 
 
 class Cat(BaseModel):
@@ -62,6 +70,9 @@ class Inventory(BaseModel):
     scores: Annotated[Dict[Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,12}$")], int],
                       Field(min_length=1, max_length=4)]
     short: Dict[Annotated[str, StringConstraints(max_length=3)], float]
+    labels: Set[Annotated[str, StringConstraints(max_length=4)]]
+    colors: FrozenSet[Color]
+    ids: Set[int]
 
 
 MODELS = {"order": Order, "inventory": Inventory}
@@ -102,6 +113,13 @@ def main():
             refused += 1
             print(f"{path}: REFUSED {e}")
             continue
+        if jsonschema is not None:
+            errors = list(jsonschema.Draft202012Validator(model.model_json_schema())
+                          .iter_errors(json.loads(text)))
+            if errors:
+                refused += 1
+                print(f"{path}: REFUSED by the JSON schema: {errors[0].message}")
+                continue
         try:
             value = model.model_validate_json(text)
             print(f"{path}: ok {value.model_dump_json()[:160]}")

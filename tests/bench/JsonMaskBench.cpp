@@ -6,7 +6,8 @@
 // --repeat masks (default 21), and how many tokens it leaves; then the same
 // with a JSON schema (runtime/JsonSchema.h, response_format json_schema),
 // with one of patterns, formats and bounded numbers (runtime/ByteDfa.h), and
-// with one of maps (names held to patterns, an enum, a finite set); for
+// with one of maps (names held to patterns, an enum, a finite set) and a
+// set (uniqueItems); for
 // each schema, the time to compile it and to check it against the
 // vocabulary, and to find both done (the server's next request with it).
 #include "formats/Tokenizer.h"
@@ -54,15 +55,16 @@ const char *kPatterned = R"({"type": "object", "properties": {
   "required": ["sku", "email", "when", "note", "price"], "additionalProperties": false})";
 
 // Maps: names held to a pattern and counts, to an enum, to a finite set
-// (where each token of a name is read, to keep from names written).
+// (where each token of a name is read, to keep from names written); a set.
 const char *kMaps = R"({"type": "object", "properties": {
     "scores": {"type": "object", "patternProperties": {"^[a-z_]{1,20}$": {"type": "integer"}},
                "minProperties": 1, "maxProperties": 8},
     "stock": {"type": "object", "propertyNames": {"enum": ["red", "green", "blue", "black"]},
               "additionalProperties": {"type": "integer", "minimum": 0}},
     "flags": {"type": "object", "propertyNames": {"pattern": "^(dark|light)_(mode|theme)$"},
-              "additionalProperties": {"type": "boolean"}}},
-  "required": ["scores", "stock", "flags"], "additionalProperties": false})";
+              "additionalProperties": {"type": "boolean"}},
+    "tags": {"type": "array", "items": {"type": "string", "maxLength": 20}, "uniqueItems": true}},
+  "required": ["scores", "stock", "flags", "tags"], "additionalProperties": false})";
 
 /// Times `mask` (filling a fresh row) --repeat times; prints the median and
 /// how many tokens it leaves.
@@ -119,7 +121,8 @@ void bench(const std::string &file, int repeat) {
               {"{\"scores\": {\"ma", scores + "\"stock\": {\"red\": 1, ",
                scores + "\"stock\": {}, \"flags\": {\"dark_mode\": true, \"dark_",
                scores + "\"stock\": {}, \"flags\": {\"dark_mode\": true, \"light_mode\": "
-                        "false, \"dark_theme\": true, \"light_"},
+                        "false, \"dark_theme\": true, \"light_",
+               scores + "\"stock\": {}, \"flags\": {}, \"tags\": [\"new\", \"sale\", \"n"},
               repeat, row);
 }
 

@@ -167,6 +167,10 @@ bool valid(const ojson &v, const ojson &s, const ojson &root) {
   if (v.is_object() && !validObject(v, s, root)) return false;
   if (v.is_array()) {
     if (v.size() < s.value("minItems", size_t(0))) return false;
+    if (s.value("uniqueItems", false)) // equal as values: 1 and 1.0, "a" and "\u0061"
+      for (size_t a = 0; a < v.size(); ++a)
+        for (size_t b = a + 1; b < v.size(); ++b)
+          if (sameValue(v[a], v[b])) return false;
     if (s.contains("maxItems") && v.size() > s["maxItems"].get<size_t>()) return false;
     const ojson prefix = s.value("prefixItems", ojson::array());
     for (size_t k = 0; k < v.size(); ++k) {
@@ -289,9 +293,15 @@ ojson generate(const ojson &s, const ojson &root, std::mt19937 &rng, int depth) 
     size_t hi = std::min(s.value("maxItems", size_t(lo + 4)), lo + (depth > 2 ? 0 : 4));
     if (s.value("items", ojson(true)) == ojson(false)) hi = std::min(hi, prefix.size());
     ojson a = ojson::array();
-    for (size_t n = lo + rng() % (hi - lo + 1), i = 0; i < n; ++i)
-      a.push_back(generate(i < prefix.size() ? prefix[i] : s.value("items", ojson(true)), root,
-                           rng, depth + 1));
+    for (size_t n = lo + rng() % (hi - lo + 1), i = 0, tries = 0; i < n && tries < 100; ++tries) {
+      const ojson item = generate(i < prefix.size() ? prefix[i] : s.value("items", ojson(true)),
+                                  root, rng, depth + 1);
+      if (s.value("uniqueItems", false) &&
+          std::any_of(a.begin(), a.end(), [&](const ojson &b) { return sameValue(item, b); }))
+        continue; // another, all different (as many as the items' values allow)
+      a.push_back(item);
+      ++i;
+    }
     return a;
   }
   if (type == "string" && s.contains("examples"))
@@ -416,6 +426,28 @@ const char *kMaps = R"({
   "$defs": {"Color": {"type": "string", "enum": ["red", "green", "blue"], "title": "Color"}}
 })";
 
+/// Arrays with uniqueItems (pydantic's set[...]): of strings (with a
+/// pattern of few values), integers, an enum behind a $ref, booleans, and
+/// enum values equal by value (1 and 1.0: one of them is kept).
+const char *kSets = R"({
+  "type": "object",
+  "properties": {
+    "colors": {"type": "array", "items": {"$ref": "#/$defs/Color"}, "uniqueItems": true,
+               "minItems": 1},
+    "tags": {"type": "array", "items": {"type": "string", "maxLength": 4}, "uniqueItems": true,
+             "maxItems": 4},
+    "ids": {"type": "array", "items": {"type": "integer"}, "uniqueItems": true},
+    "flags": {"type": "array", "items": {"type": "boolean"}, "uniqueItems": true},
+    "codes": {"type": "array", "uniqueItems": true,
+              "items": {"type": "string", "pattern": "^[ab]{1,2}$",
+                        "examples": ["a", "b", "ab", "ba", "aa", "bb"]}},
+    "nums": {"type": "array", "items": {"enum": [1, 2, 1.0, "1"]}, "uniqueItems": true},
+    "free": {"type": "array", "items": {"type": "string"}, "uniqueItems": false}
+  },
+  "required": ["colors"],
+  "$defs": {"Color": {"enum": ["red", "green", "blue"]}}
+})";
+
 /// Schemas the generated tests run over: every keyword, recursion, maps,
 /// unions of objects, optional properties that share a prefix.
 std::vector<std::string> schemas() {
@@ -470,6 +502,7 @@ std::vector<std::string> schemas() {
                     "required": ["kind"]}}})",
       kTuples,
       kMaps,
+      kSets,
       // Names of a finite set, one a prefix of another: once some are
       // written, a name begun may have only written ones left to end as.
       R"({"type": "object", "propertyNames": {"pattern": "^(a|ab|abc|b)$"},
@@ -614,6 +647,28 @@ TEST(JsonSchema, RefusesWhatItCannotHoldGenerationToByName) {
            "minProperties": 1, "$defs": {"never": {"type": "object",
            "properties": {"x": {"$ref": "#/$defs/never"}}, "required": ["x"]}}})",
        "schema: no JSON value meets this schema"},
+      {R"({"type": "object", "properties": {"s": {"type": "array", "uniqueItems": true,
+           "items": {"type": "object"}}}})",
+       "schema.properties.s.uniqueItems: kvplan holds uniqueItems for items of one of: strings, "
+       "integers without bounds, booleans, null, enum or const values"},
+      {R"({"type": "object", "properties": {"s": {"uniqueItems": true}}})",
+       "schema.properties.s.uniqueItems: kvplan holds uniqueItems for items of one of"},
+      {R"({"type": "object", "properties": {"s": {"uniqueItems": "yes"}}})",
+       "schema.properties.s.uniqueItems: must be true or false"},
+      {R"({"type": "object", "properties": {"s": {"uniqueItems": true, "prefixItems": [{}],
+           "items": {"type": "string"}}}})",
+       "schema.properties.s.uniqueItems: uniqueItems beside prefixItems is not supported"},
+      {R"({"type": "object", "properties": {"s": {"uniqueItems": true,
+           "items": {"type": "integer", "minimum": 0}}}})",
+       "schema.properties.s.uniqueItems: items are integers with bounds"},
+      {R"({"type": "object", "properties": {"s": {"uniqueItems": true, "minItems": 3,
+           "items": {"type": "boolean"}}}})",
+       "schema.properties.s.minItems: 3 items, all different (uniqueItems), and the items' "
+       "schema has 2 values"},
+      {R"({"type": "object", "properties": {"s": {"uniqueItems": true, "minItems": 3,
+           "items": {"enum": [1, 1.0, "a"]}}}})",
+       "schema.properties.s.minItems: 3 items, all different (uniqueItems), and the items' "
+       "schema has 2 values"},
   };
   for (const Case &c : cases) {
     const std::string got = refusal(c.schema);
@@ -859,6 +914,31 @@ TEST(JsonSchema, MapsHoldTheirNamesAndCounts) {
               {{R"({"n_x":1,"y":"z"})", ""}, {R"({"n_x":"1","y":"z"})", R"("1")"}});
 }
 
+TEST(JsonSchema, UniqueItemsAreNeverWrittenTwice) {
+  const std::string c = R"("colors":["red"])";
+  expectReads(kSets, {
+      {R"({"colors":["blue","red","green"]})", ""},
+      {R"({"colors":["red","red"]})", R"(red"])"},  // refused where it begins
+      {R"({"colors":[]})", "]}"},                    // minItems 1
+      {"{" + c + R"(,"tags":["a","b","ab","ab"]})", R"("]})"}, // "ab" twice
+      {"{" + c + R"(,"tags":["a","a"]})", R"("]})"},
+      {"{" + c + R"(,"ids":[1,10,100,-1,0]})", ""},
+      {"{" + c + R"(,"ids":[1,1]})", "]}"},          // refused at the byte that ends it
+      {"{" + c + R"(,"ids":[0,-0]})", "]}"},
+      {"{" + c + R"(,"ids":[7 , 7 ]})", " ]}"},
+      {"{" + c + R"(,"flags":[true,false]})", ""},
+      {"{" + c + R"(,"flags":[true,true]})", "true]"},
+      {"{" + c + R"(,"flags":[true,false,true]})", ",true]"}, // none left
+      {"{" + c + R"(,"codes":["a","b","ab","ba","aa","bb"]})", ""},
+      {"{" + c + R"(,"codes":["a","b","ab","ba","aa","bb","a"]})", R"(,"a"])"},
+      {"{" + c + R"(,"codes":["aa","ab","a","a"]})", R"(a"]})"}, // only written ones left
+      {"{" + c + R"(,"codes":["aa","ab","b","a"]})", ""},
+      {"{" + c + R"(,"nums":[1,"1",2]})", ""},
+      {"{" + c + R"(,"nums":[1,1.0]})", "1.0]"},    // 1.0 is 1, written
+      {"{" + c + R"(,"free":["x","x"]})", ""},     // uniqueItems false
+  });
+}
+
 TEST(JsonSchema, GeneratedInstancesAreReadWholeAndEditsOnlyWhenValid) {
   // Instances the test writes from each schema (compact and indented) are
   // read whole; of their one-byte edits, the recogniser reads whole only
@@ -984,6 +1064,8 @@ TEST(JsonSchema, TheMaskLeavesExactlyTheTokensThatCanContinue) {
       {kMaps, R"({"scores":{"ab":1,"x":2},"counts":{"red":1,"blue":-2},)"
               R"("mixed":{"n_a":1.5,"s_b":"xy","flag":true},"short":{"a":null,"😀":null}})"},
       {all.back(), R"({"a":null,"ab":null,"abc":null,"b":null})"},
+      {kSets, R"({"colors":["green","red"],"tags":["ab","a"],"ids":[12,-3],)"
+              R"("flags":[false,true],"codes":["a","aa","ab","b"],"nums":[2,1]})"},
       {all[1], R"({"a":{"a":1},"b":2,"a b":3})"},
   };
   size_t states = 0;
