@@ -3,9 +3,11 @@
 // /detokenize: its two low bits), the rest is the body up to its first line
 // feed; /tokenize's messages are rendered by each template. ApiError is
 // the server's answer to a bad request (a 4xx). What follows the line feed
-// is read as an answer: by the request's JSON schema, and for chat with
-// tools by the tool-call reader of each template with a tool format, which
-// also renders the prompt (and the schema of a forced call).
+// is read as an answer: by the request's JSON schema (and, its bytes as
+// choices, a walk over the bytes the schema allows must never reach a dead
+// end), and for chat with tools by the tool-call reader of each template
+// with a tool format, which also renders the prompt (and the schema of a
+// forced call).
 #include "FuzzCommon.h"
 #include "runtime/JsonSchema.h"
 #include "server/ChatTemplate.h"
@@ -13,15 +15,35 @@
 #include "server/Reasoning.h"
 #include "server/ToolCalls.h"
 
+#include <vector>
+
 using namespace kvplan;
 
 namespace {
+
+/// A walk over the bytes the schema's recogniser allows, each step's byte
+/// chosen by the answer's next: it must never reach a state where no byte
+/// is allowed and the object has not closed (a text it cannot finish).
+void walkSchema(const std::shared_ptr<const JsonSchema> &schema, const std::string &answer) {
+  SchemaState s(schema), t;
+  std::vector<uint8_t> allowed;
+  for (size_t k = 0; k < answer.size() && k < 64 && !s.complete(); ++k) {
+    allowed.clear();
+    for (int b = 0; b < 256; ++b) {
+      t = s;
+      if (t.push(uint8_t(b))) allowed.push_back(uint8_t(b));
+    }
+    if (allowed.empty()) __builtin_trap(); // a dead end
+    s.push(allowed[uint8_t(answer[k]) % allowed.size()]);
+  }
+}
 
 void readAnswer(const server::ApiRequest &r, const std::string &answer) {
   if (r.jsonSchema) {
     SchemaState s(r.jsonSchema);
     for (char c : answer)
       if (!s.push(uint8_t(c))) break;
+    walkSchema(r.jsonSchema, answer);
   }
   if (!r.chat) return;
   for (server::ChatTemplate t : {server::ChatTemplate::chatml, server::ChatTemplate::qwen3,

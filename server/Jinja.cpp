@@ -173,10 +173,13 @@ void jsonString(std::string &out, const std::string &s, bool ascii) {
 }
 
 void dumps(std::string &out, const Json &j, const PythonJsonOptions &o, int depth) {
-  const int indent = o.indent;
-  const std::string nl = indent < 0 ? "" : "\n" + std::string(size_t(indent) * (depth + 1), ' ');
-  const std::string close = indent < 0 ? "" : "\n" + std::string(size_t(indent) * depth, ' ');
-  const std::string sep = o.itemSeparator ? *o.itemSeparator : indent < 0 ? ", " : ",";
+  const bool lines = o.indent >= 0 || o.indentText;
+  const std::string unit =
+      o.indentText ? *o.indentText : std::string(size_t(std::max(o.indent, 0)), ' ');
+  std::string close = lines ? "\n" : "";
+  for (int d = 0; lines && d < depth; ++d) close += unit;
+  const std::string nl = lines ? close + unit : "";
+  const std::string sep = o.itemSeparator ? *o.itemSeparator : lines ? "," : ", ";
   const std::string keySep = o.keySeparator ? *o.keySeparator : ": ";
   if (j.is_array()) {
     if (j.empty()) return void(out += "[]");
@@ -1312,9 +1315,15 @@ Value tojsonFilter(const Value &v, const Args &a) {
   o.ensureAscii = a.flag(0, "ensure_ascii", false);
   const Value *indent = a.get(1, "indent");
   if (indent && indent->defined() && !indent->json().is_null()) {
-    if (!isInt(*indent) || indent->data.get<int64_t>() < 0 || indent->data.get<int64_t>() > 64)
-      throw std::invalid_argument("tojson's indent must be a whole number from 0 to 64");
-    o.indent = int(indent->data.get<int64_t>());
+    const Json &i = indent->json();
+    if (i.is_string() && i.get_ref<const std::string &>().size() <= 64) {
+      o.indentText = i.get<std::string>(); // used as is, a level
+    } else if (isInt(*indent) && indent->data.get<int64_t>() <= 64) {
+      o.indent = int(std::max<int64_t>(indent->data.get<int64_t>(), 0)); // below 0: as 0
+    } else {
+      throw std::invalid_argument("tojson's indent must be a whole number up to 64 or a string "
+                                  "of at most 64 bytes");
+    }
   }
   const Value *sep = a.get(2, "separators");
   if (sep && sep->defined() && !sep->json().is_null()) {

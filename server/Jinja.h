@@ -57,14 +57,16 @@ private:
 /// tojson(ensure_ascii=False, indent=None, separators=None, sort_keys=False).
 struct PythonJsonOptions {
   int indent = -1; // None: one line
+  std::optional<std::string> indentText; // json.dumps(indent="\t"): this string a level
   bool sortKeys = false;
   bool ensureAscii = false; // every character past ASCII as \uXXXX
   std::optional<std::string> itemSeparator, keySeparator; // separators=(item, key)
 };
 
 /// `value` as Python's json.dumps writes it: ", " and ": " between items,
-/// or with `indent` >= 0 one item a line under that many spaces and ","
-/// after each (unless separators say otherwise); floats as Python's repr.
+/// or with `indent` >= 0 (or `indentText`) one item a line under that many
+/// spaces (that string) a level and "," after each (unless separators say
+/// otherwise); floats as Python's repr.
 std::string pythonJsonDumps(const nlohmann::ordered_json &value, const PythonJsonOptions &o);
 std::string pythonJsonDumps(const nlohmann::ordered_json &value, int indent = -1,
                             bool sortKeys = false);

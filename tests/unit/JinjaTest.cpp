@@ -106,6 +106,16 @@ TEST(Jinja, PythonJsonDumps) {
   EXPECT_EQ(renderCase("{{ v | tojson(indent=1, separators=('; ', '=')) }}", context, "t"),
             "{\n \"b\"=[\n  1; \n  \"é😀\\n\"\n ]; \n \"a\"={\n  \"x\"=\"ü\"\n }\n}");
   EXPECT_EQ(renderCase("{{ s | tojson(ensure_ascii=true) }}", context, "t"), R"("a\u007f\u00e9")");
+  // A string indent is used as is, a level; an indent below 0 as 0.
+  EXPECT_EQ(renderCase("{{ v | tojson(indent='\t') }}", context, "t"),
+            "{\n\t\"b\": [\n\t\t1,\n\t\t\"é😀\\n\"\n\t],\n\t\"a\": {\n\t\t\"x\": \"ü\"\n\t}\n}");
+  EXPECT_EQ(renderCase("{{ v | tojson(indent=-2) }}", context, "t"),
+            "{\n\"b\": [\n1,\n\"é😀\\n\"\n],\n\"a\": {\n\"x\": \"ü\"\n}\n}");
+  EXPECT_EQ(renderCase("{{ v | tojson(indent='ab', separators=(',', ':')) }}", context, "t"),
+            "{\nab\"b\":[\nabab1,\nabab\"é😀\\n\"\nab],\nab\"a\":{\nabab\"x\":\"ü\"\nab}\n}");
+  EXPECT_EQ(renderError("{{ v | tojson(indent=1.5) }}", context),
+            "render: chat.jinja: line 1: tojson's indent must be a whole number up to 64 or a "
+            "string of at most 64 bytes");
   EXPECT_EQ(renderError("{{ v | tojson(separators=',') }}", context),
             "render: chat.jinja: line 1: tojson's separators must be two strings (item, key)");
 }
