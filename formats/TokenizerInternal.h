@@ -3,6 +3,7 @@
 #pragma once
 
 #include "formats/Tokenizer.h"
+#include "support/Utf8.h"
 
 #include <cstdint>
 #include <memory>
@@ -31,9 +32,6 @@ std::vector<std::string_view> splitUtf8Chars(std::string_view text);
 /// (the Unicode "substitution of maximal subparts" practice, which Rust's
 /// String::from_utf8_lossy and thus Hugging Face tokenizers follow).
 std::string utf8Lossy(std::string_view bytes);
-
-/// Appends the UTF-8 encoding of code point `cp`.
-void appendUtf8(std::string &out, uint32_t cp);
 
 /// One symbol of a word being merged: its text and the id it has when the
 /// vocabulary knows it (-1 when not).

@@ -3,6 +3,7 @@
 #include "runtime/JsonSchema.h"
 
 #include "support/Error.h"
+#include "support/Utf8.h"
 
 #include <nlohmann/json.hpp>
 
@@ -1175,24 +1176,6 @@ void dropNames(std::string &names, int32_t count) {
     return false;
   });
   names.resize(end);
-}
-
-void appendUtf8(std::string &out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += char(cp);
-  } else if (cp < 0x800) {
-    out += char(0xC0 | (cp >> 6));
-    out += char(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += char(0xE0 | (cp >> 12));
-    out += char(0x80 | ((cp >> 6) & 0x3F));
-    out += char(0x80 | (cp & 0x3F));
-  } else {
-    out += char(0xF0 | (cp >> 18));
-    out += char(0x80 | ((cp >> 12) & 0x3F));
-    out += char(0x80 | ((cp >> 6) & 0x3F));
-    out += char(0x80 | (cp & 0x3F));
-  }
 }
 
 /// The 4 hex digits at text[at] (-1 when they are not all there).
