@@ -10,7 +10,8 @@
 // by name, so no constraint is silently dropped): type (one or a list),
 // properties, required, additionalProperties, patternProperties,
 // propertyNames, minProperties, maxProperties, items, minItems, maxItems,
-// uniqueItems (items of strings, integers, booleans, null or enum values),
+// uniqueItems (items of strings, integers without bounds, booleans, null or
+// enum values),
 // minLength, maxLength, pattern (runtime/Regex.cpp), minimum, maximum,
 // exclusiveMinimum, exclusiveMaximum, multipleOf (runtime/NumberDfa.cpp),
 // enum, const, anyOf, oneOf (when no value can meet two of its
@@ -221,9 +222,10 @@ private:
   void startValue(size_t i, int32_t node, unsigned char c);
   void startKey(size_t i);
   void startName(size_t i);
-  /// Whether a map (its frame `map`) has a name left that it has not
-  /// written, among those of `key` from its automaton's `state` after the
-  /// text `prefix` (any name when `key` is not patterned).
+  /// Whether a map or a unique array (its frame `map`) has a name or an
+  /// item left that it has not written, among the texts of `key` from its
+  /// automaton's `state`, after `prefix` (as Stack::names keeps them: an
+  /// item's with its tag); any when `key` is not patterned.
   bool nameLeft(const Stack &s, const Frame &map, const JsonSchema::Node &key, int32_t state,
                 const std::string &prefix) const;
   /// Whether another name can follow in a map: fewer than maxProperties,
@@ -232,7 +234,7 @@ private:
   /// Whether another item can follow in an array with uniqueItems: one
   /// not written yet is left.
   bool anotherItem(const Stack &s, const Frame &array) const;
-  /// Whether stack i's top frame is a map's name or a unique array's item.
+  /// Whether a stack's top frame is a map's name or a unique array's item.
   bool recorded(const Stack &s) const;
   /// After a byte of a map's name or a unique array's item: one that can
   /// only end as one written is refused.
