@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <climits>
 #include <cmath>
 #include <cstring>
@@ -51,6 +52,10 @@ const char *kSupported = "type, properties, required, additionalProperties, "
                          "minimum, maximum, exclusiveMinimum, exclusiveMaximum, multipleOf, "
                          "enum, const, anyOf, oneOf of alternatives no value meets two of, "
                          "allOf of one schema, $ref and nullable";
+const std::string kUniqueKinds =
+    "kvplan holds uniqueItems for items of one of: strings, integers or numbers without "
+    "bounds, booleans, null, an anyOf of those of different kinds, enum or const values; give "
+    "items such a schema or leave uniqueItems out";
 const char *kNumberKeywords[] = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
                                  "multipleOf"};
 
@@ -184,6 +189,7 @@ private:
   int32_t nameNode(const ByteDfa &dfa, const std::string &path);
   void propertyCounts(const ojson &s, Node &n, bool map, const std::string &path);
   void uniqueItems(const ojson &s, Node &n, const std::string &path);
+  uint64_t uniqueValues(const Node &item, const std::string &at);
   const JsonSchema::NameCounts &textCounts(int32_t automaton);
   std::pair<const ojson *, std::string> resolve(const ojson &s, const std::string &path) const;
   std::unique_ptr<ByteDfa> automaton(const ojson &s, int64_t minChars, int64_t maxChars,
@@ -775,8 +781,9 @@ const JsonSchema::NameCounts &JsonSchemaCompiler::textCounts(int32_t automaton) 
 }
 
 /// uniqueItems: items the recogniser can tell apart as values (strings,
-/// integers without bounds, booleans, null, enum or const values); their
-/// enum values once each by value (1 and 1.0 are one).
+/// integers and numbers without bounds, booleans, null, an anyOf of those of
+/// different kinds, as pydantic writes set[Optional[str]], enum or const
+/// values); their enum values once each by value (1 and 1.0 are one).
 void JsonSchemaCompiler::uniqueItems(const ojson &s, Node &n, const std::string &path) {
   if (!s.contains("uniqueItems")) return;
   const std::string at = path + ".uniqueItems";
@@ -785,29 +792,13 @@ void JsonSchemaCompiler::uniqueItems(const ojson &s, Node &n, const std::string 
   if (!n.prefix.empty())
     fail(at, "uniqueItems beside prefixItems is not supported (kvplan compares items of one "
              "schema); leave one out");
-  const std::string kinds = "kvplan holds uniqueItems for items of one of: strings, integers "
-                            "without bounds, booleans, null, enum or const values; give items "
-                            "such a schema or leave uniqueItems out";
   Node item = out.all[size_t(n.items)];
-  uint64_t distinct = JsonSchema::kManyNames;
-  switch (item.kind) {
-  case Kind::string: // a free string of maxLength 0 has one value, else very many
-    if (item.automaton >= 0)
-      distinct = textCounts(item.automaton).from[size_t(out.dfas[size_t(item.automaton)].start())];
-    else if (item.maxCount == 0)
-      distinct = 1;
-    break;
-  case Kind::integer:
-    if (item.automaton >= 0) fail(at, "items are integers with bounds: " + kinds);
-    break;
-  case Kind::boolean: distinct = 2; break;
-  case Kind::null: distinct = 1; break;
-  case Kind::literals: { // each value compared as the first equal to it (1.0 as 1)
+  uint64_t distinct = 0;
+  if (item.kind == Kind::literals) { // each value compared as the first equal to it (1.0 as 1)
     std::vector<nlohmann::json> values;
-    distinct = 0;
     for (const std::string &l : item.literals) {
       if (l[0] == '{' || l[0] == '[') fail(at, "items are enum values that are objects or "
-                                               "arrays: " + kinds);
+                                               "arrays: " + kUniqueKinds);
       values.push_back(nlohmann::json::parse(l));
       const size_t first = size_t(std::find(values.begin(), values.end(), values.back()) -
                                   values.begin());
@@ -815,15 +806,42 @@ void JsonSchemaCompiler::uniqueItems(const ojson &s, Node &n, const std::string 
       distinct += first + 1 == values.size();
     }
     n.items = add(std::move(item));
-    break;
-  }
-  default: fail(at, kinds);
+  } else if (item.kind == Kind::anyOf) { // alternatives of different kinds: no value in two
+    std::set<Kind> kinds;
+    for (int32_t a : item.alternatives) {
+      const Node &alt = out.all[size_t(a)];
+      if (alt.kind == Kind::literals || alt.kind == Kind::anyOf ||
+          !kinds.insert(alt.kind == Kind::integer ? Kind::number : alt.kind).second)
+        fail(at, "items are an anyOf whose alternatives may share a value (of one kind, an "
+                 "integer and a number, or enum values): " + std::string(kUniqueKinds));
+      distinct = std::min(JsonSchema::kManyNames, distinct + uniqueValues(alt, at));
+    }
+  } else {
+    distinct = uniqueValues(item, at);
   }
   if (uint64_t(n.minCount) > distinct)
     fail(path + ".minItems", std::to_string(n.minCount) + " items, all different "
                              "(uniqueItems), and the items' schema has " +
                              std::to_string(distinct) + " values: no array meets them");
   n.unique = true;
+}
+
+/// How many values a unique array's item of this kind has (kManyNames:
+/// very many), or a refusal naming `at`.
+uint64_t JsonSchemaCompiler::uniqueValues(const Node &item, const std::string &at) {
+  switch (item.kind) {
+  case Kind::string: // a free string of maxLength 0 has one value
+    if (item.automaton >= 0)
+      return textCounts(item.automaton).from[size_t(out.dfas[size_t(item.automaton)].start())];
+    return item.maxCount == 0 ? 1 : JsonSchema::kManyNames;
+  case Kind::integer:
+  case Kind::number: // bounds would let -0 and 0, or 1.0 and 1, count twice
+    if (item.automaton >= 0) fail(at, "items are numbers with bounds: " + kUniqueKinds);
+    return JsonSchema::kManyNames;
+  case Kind::boolean: return 2;
+  case Kind::null: return 1;
+  default: fail(at, kUniqueKinds);
+  }
 }
 
 int32_t JsonSchemaCompiler::literals(const ojson &s, const std::string &path) {
@@ -1157,6 +1175,17 @@ std::string itemKey(const SchemaState::Frame &f, const Node &n, const std::strin
     const std::string digits = text.substr(0, text.size() - 1);
     return "n" + (digits == "-0" ? std::string("0") : digits);
   }
+  case Kind::number: { // as the double it reads as (Python's float), -0 as 0
+    double v = 0;
+    const char *first = text.data(), *last = text.data() + text.size() - 1;
+    if (std::from_chars(first, last, v).ec == std::errc::result_out_of_range) {
+      const size_t e = text.find_first_of("eE"); // past a double: infinite, or 0
+      const bool tiny = e != std::string::npos && text[e + 1] == '-';
+      v = tiny ? 0 : text[0] == '-' ? -HUGE_VAL : HUGE_VAL;
+    }
+    if (v == 0) v = 0; // -0 as 0
+    return "d" + std::string(reinterpret_cast<const char *>(&v), sizeof v);
+  }
   case Kind::boolean: return f.choice ? "f" : "t";
   case Kind::null: return "z";
   default: return "l" + std::to_string(n.sameAs[size_t(f.choice)]);
@@ -1446,7 +1475,10 @@ bool SchemaState::anotherName(const Stack &s, const Frame &map) const {
 }
 
 bool SchemaState::anotherItem(const Stack &s, const Frame &array) const {
-  const Node &item = schema->nodes()[size_t(schema->nodes()[size_t(array.node)].items)];
+  return valueLeft(s, array, schema->nodes()[size_t(schema->nodes()[size_t(array.node)].items)]);
+}
+
+bool SchemaState::valueLeft(const Stack &s, const Frame &array, const Node &item) const {
   switch (item.kind) {
   case Kind::string:
     if (item.automaton < 0) return item.maxCount != 0 || array.count == 0;
@@ -1458,7 +1490,11 @@ bool SchemaState::anotherItem(const Stack &s, const Frame &array) const {
       if (item.sameAs[k] == int32_t(k) && !written(s.names, array.count, "l" + std::to_string(k)))
         return true;
     return false;
-  default: return true; // integers without bounds
+  case Kind::anyOf:
+    for (int32_t a : item.alternatives)
+      if (valueLeft(s, array, schema->nodes()[size_t(a)])) return true;
+    return false;
+  default: return true; // integers and numbers without bounds
   }
 }
 

@@ -10,8 +10,8 @@
 // by name, so no constraint is silently dropped): type (one or a list),
 // properties, required, additionalProperties, patternProperties,
 // propertyNames, minProperties, maxProperties, items, minItems, maxItems,
-// uniqueItems (items of strings, integers without bounds, booleans, null or
-// enum values),
+// uniqueItems (items of strings, integers or numbers without bounds,
+// booleans, null, an anyOf of those of different kinds, or enum values),
 // minLength, maxLength, pattern (runtime/Regex.cpp), minimum, maximum,
 // exclusiveMinimum, exclusiveMaximum, multipleOf (runtime/NumberDfa.cpp),
 // enum, const, anyOf, oneOf (when no value can meet two of its
@@ -234,6 +234,9 @@ private:
   /// Whether another item can follow in an array with uniqueItems: one
   /// not written yet is left.
   bool anotherItem(const Stack &s, const Frame &array) const;
+  /// Whether an item of `item` (an alternative of the items' anyOf, or the
+  /// items' schema) has a value left that `array` has not written.
+  bool valueLeft(const Stack &s, const Frame &array, const JsonSchema::Node &item) const;
   /// Whether a stack's top frame is a map's name or a unique array's item.
   bool recorded(const Stack &s) const;
   /// After a byte of a map's name or a unique array's item: one that can

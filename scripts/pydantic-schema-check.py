@@ -2,14 +2,15 @@
 """Structured output against pydantic (v2), the validator OpenAI's Python SDK
 parses answers with: writes the JSON schema pydantic makes of a model, or
 checks answers with pydantic's own validation of the same model. The models:
-"order" (a pattern, bounded numbers and a multipleOf, date, date-time, UUID
-and IPv4 fields, a discriminated union of two models, a tuple, an optional
-bounded string) and "inventory" (dicts: keys of an Enum, of a Literal, of a
-pattern with min and max length, of a max_length: propertyNames,
-patternProperties, minProperties and maxProperties; sets and a frozenset:
-uniqueItems). Where the jsonschema package is there, each answer is also
-validated against the model's JSON schema itself (it checks uniqueItems,
-which pydantic does not: it makes a set of a list with repeats).
+"order" (a pattern, bounded numbers and a multipleOf, date, date-time, UUID and
+IPv4 fields, a discriminated union of two models, a tuple, an optional bounded
+string) and "inventory" (dicts: keys of an Enum, of a Literal, of a pattern
+with min and max length, of a max_length: propertyNames, patternProperties,
+minProperties and maxProperties; sets and frozensets of bounded strings, the
+Enum, ints, floats and optional strings: uniqueItems). Where the jsonschema
+package is there, each answer is also validated against the model's JSON schema
+itself (it checks uniqueItems, which pydantic does not: it makes a set of a
+list with repeats).
 Outside ctest (needs pydantic 2):
   python3 scripts/pydantic-schema-check.py schema order.json [MODEL]
   kvplan compile models/tiny.toml --max-seq 2048 -o tiny.kvp
@@ -73,6 +74,8 @@ class Inventory(BaseModel):
     labels: Set[Annotated[str, StringConstraints(max_length=4)]]
     colors: FrozenSet[Color]
     ids: Set[int]
+    reals: FrozenSet[float]
+    maybe: Set[Optional[Annotated[str, StringConstraints(max_length=3)]]]
 
 
 MODELS = {"order": Order, "inventory": Inventory}

@@ -440,8 +440,9 @@ const char *kMaps = R"({
 })";
 
 /// Arrays with uniqueItems (pydantic's set[...]): of strings (with a
-/// pattern of few values), integers, an enum behind a $ref, booleans, and
-/// enum values equal by value (1 and 1.0: one of them is kept).
+/// pattern of few values), integers, numbers, an enum behind a $ref,
+/// booleans, optional strings (set[Optional[str]]: an anyOf), and enum
+/// values equal by value (1 and 1.0: the same item).
 const char *kSets = R"({
   "type": "object",
   "properties": {
@@ -455,6 +456,9 @@ const char *kSets = R"({
               "items": {"type": "string", "pattern": "^[ab]{1,2}$",
                         "examples": ["a", "b", "ab", "ba", "aa", "bb"]}},
     "nums": {"type": "array", "items": {"enum": [1, 2, 1.0, "1"]}, "uniqueItems": true},
+    "reals": {"type": "array", "items": {"type": "number"}, "uniqueItems": true},
+    "opt": {"type": "array", "items": {"anyOf": [{"type": "string", "maxLength": 2},
+                                                 {"type": "null"}]}, "uniqueItems": true},
     "free": {"type": "array", "items": {"type": "string"}, "uniqueItems": false}
   },
   "required": ["colors"],
@@ -663,7 +667,8 @@ TEST(JsonSchema, RefusesWhatItCannotHoldGenerationToByName) {
       {R"({"type": "object", "properties": {"s": {"type": "array", "uniqueItems": true,
            "items": {"type": "object"}}}})",
        "schema.properties.s.uniqueItems: kvplan holds uniqueItems for items of one of: strings, "
-       "integers without bounds, booleans, null, enum or const values"},
+       "integers or numbers without bounds, booleans, null, an anyOf of those of different "
+       "kinds, enum or const values"},
       {R"({"type": "object", "properties": {"s": {"uniqueItems": true}}})",
        "schema.properties.s.uniqueItems: kvplan holds uniqueItems for items of one of"},
       {R"({"type": "object", "properties": {"s": {"uniqueItems": "yes"}}})",
@@ -673,7 +678,19 @@ TEST(JsonSchema, RefusesWhatItCannotHoldGenerationToByName) {
        "schema.properties.s.uniqueItems: uniqueItems beside prefixItems is not supported"},
       {R"({"type": "object", "properties": {"s": {"uniqueItems": true,
            "items": {"type": "integer", "minimum": 0}}}})",
-       "schema.properties.s.uniqueItems: items are integers with bounds"},
+       "schema.properties.s.uniqueItems: items are numbers with bounds"},
+      {R"({"type": "object", "properties": {"s": {"uniqueItems": true,
+           "items": {"anyOf": [{"type": "string"}, {"type": "string", "maxLength": 2}]}}}})",
+       "schema.properties.s.uniqueItems: items are an anyOf whose alternatives may share a "
+       "value"},
+      {R"({"type": "object", "properties": {"s": {"uniqueItems": true,
+           "items": {"type": ["integer", "number"]}}}})",
+       "schema.properties.s.uniqueItems: items are an anyOf whose alternatives may share a "
+       "value"},
+      {R"({"type": "object", "properties": {"s": {"uniqueItems": true,
+           "items": {"anyOf": [{"enum": ["a"]}, {"type": "string"}]}}}})",
+       "schema.properties.s.uniqueItems: items are an anyOf whose alternatives may share a "
+       "value"},
       {R"({"type": "object", "properties": {"s": {"uniqueItems": true, "minItems": 3,
            "items": {"type": "boolean"}}}})",
        "schema.properties.s.minItems: 3 items, all different (uniqueItems), and the items' "
@@ -949,6 +966,17 @@ TEST(JsonSchema, UniqueItemsAreNeverWrittenTwice) {
       {"{" + c + R"(,"nums":[1,"1",2]})", ""},
       {"{" + c + R"(,"nums":[1,1.0]})", "1.0]"},    // 1.0 is 1, written
       {"{" + c + R"(,"free":["x","x"]})", ""},     // uniqueItems false
+      {"{" + c + R"(,"reals":[1.5,2.5e-1,-0.0,1,3E2]})", ""},
+      {"{" + c + R"(,"reals":[1.5,1.50]})", "]}"},  // as Python's floats: one value
+      {"{" + c + R"(,"reals":[1,1.0]})", "]}"},
+      {"{" + c + R"(,"reals":[0,-0.0e5]})", "]}"},
+      {"{" + c + R"(,"reals":[0.5,5e-1]})", "]}"},
+      // 1e400 and 2e400 both read as infinity (the validator here cuts
+      // exponents to one digit, so it takes them).
+      {"{" + c + R"(,"reals":[1e400,2e400]})", "]}", true},
+      {"{" + c + R"(,"opt":[null,"a","",null]})", R"(null]})"},
+      {"{" + c + R"(,"opt":[null,"a","a"]})", R"("]})"},
+      {"{" + c + R"(,"opt":["a",null,"b"]})", ""},
   });
 }
 
