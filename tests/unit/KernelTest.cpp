@@ -200,8 +200,9 @@ TEST(Kernels, LinearMatchesAPlainComputationOnEveryIsa) {
     // K = 2048 makes the blocked kernels take the f32, bf16 and f16
     // features in several blocks (their weights would not fit in L2 at once);
     // K = 172 (stories260K's FFN) ends in a partial group of 12.
-    for (auto [K, J] : {std::pair<int64_t, int64_t>{96, 37}, {100, 12}, {7, 5}, {256, 64},
-                        {2048, 70}, {172, 9}}) {
+    for (const auto &shape : {std::pair<int64_t, int64_t>{96, 37}, {100, 12}, {7, 5}, {256, 64},
+                              {2048, 70}, {172, 9}}) {
+      const int64_t K = shape.first, J = shape.second; // variables: the lambdas capture them
       Matrix w(dtype, J, K, 3);
       std::vector<float> bias = randomFloats(size_t(J), 4);
       const int64_t split = J / 2;
@@ -686,8 +687,9 @@ TEST(LinearDot, LinearMatchesAPlainComputationOnEveryIsa) {
   test::ActivationsScope int8Activations(Activations::reduced);
   for (DType dtype : {DType::i8, DType::i4}) {
     SCOPED_TRACE(dtypeName(dtype));
-    for (auto [K, J] : {std::pair<int64_t, int64_t>{96, 37}, {100, 12}, {7, 5}, {256, 64},
-                        {2048, 70}, {172, 9}}) {
+    for (const auto &shape : {std::pair<int64_t, int64_t>{96, 37}, {100, 12}, {7, 5}, {256, 64},
+                              {2048, 70}, {172, 9}}) {
+      const int64_t K = shape.first, J = shape.second; // variables: the lambdas capture them
       Matrix w(dtype, J, K, 3);
       std::vector<float> bias = randomFloats(size_t(J), 4);
       const int64_t split = J / 2, groups = (K + 31) / 32;
@@ -848,8 +850,9 @@ TEST(LinearBf16Dot, MatchesAPlainComputationOnBf16RoundedActivations) {
   // the sum of the terms' magnitudes. The f32 activations' result lies
   // outside that bound somewhere, so the test tells the two apart.
   withBf16Dot([] {
-    for (auto [K, J] : {std::pair<int64_t, int64_t>{96, 37}, {100, 12}, {7, 5}, {256, 64},
-                        {2048, 70}, {172, 9}}) {
+    for (const auto &shape : {std::pair<int64_t, int64_t>{96, 37}, {100, 12}, {7, 5}, {256, 64},
+                              {2048, 70}, {172, 9}}) {
+      const int64_t K = shape.first, J = shape.second; // variables: the lambdas capture them
       Matrix w(DType::bf16, J, K, 3);
       std::vector<float> bias = randomFloats(size_t(J), 4);
       const double bound = gammaBound(K / 16 + 6);

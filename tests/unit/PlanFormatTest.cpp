@@ -403,7 +403,9 @@ TEST(PlanJson, AMatVecStepKeepsItsOptionalFields) {
        "has 3 results; with swiglu or an addend it has one"},
       {[](nlohmann::json &j) { step(j, 2)["swiglu"] = true; }, "twice the columns"},
   };
-  for (const auto &[damage, want] : cases) {
+  for (const auto &c : cases) {
+    const auto &damage = c.first; // a variable: the lambda captures it
+    const std::string &want = c.second;
     const std::string msg = readError([&](nlohmann::json &j) {
       asMatVec(j);
       damage(j);
@@ -454,7 +456,9 @@ TEST(PlanJson, AMatVecRopeKVWriteStepReadsBackAndIsChecked) {
       {[](nlohmann::json &j) { step(j, 2).erase("cache"); }, "'cache'"},
       {[](nlohmann::json &j) { step(j, 2)["layer"] = 3; }, "names layer 3 of a cache of 1"},
   };
-  for (const auto &[damage, want] : cases) {
+  for (const auto &c : cases) {
+    const auto &damage = c.first; // a variable: the lambda captures it
+    const std::string &want = c.second;
     const std::string msg = readError([&](nlohmann::json &j) {
       asFused(j);
       damage(j);
@@ -501,7 +505,9 @@ TEST(PlanJson, APackedRopeKVWriteStepReadsBackAndIsChecked) {
       {[](nlohmann::json &j) { step(j, 3)["rotated_query"]["shape"] = {1, 6}; },
        "attribute 'head_dim' is 4 for rows of 6"},
   };
-  for (const auto &[damage, want] : cases) {
+  for (const auto &c : cases) {
+    const auto &damage = c.first; // a variable: the lambda captures it
+    const std::string &want = c.second;
     const std::string msg = readError([&](nlohmann::json &j) {
       asPacked(j);
       damage(j);
