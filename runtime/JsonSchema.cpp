@@ -1307,27 +1307,22 @@ void SchemaState::endValue(Stack &s) {
     return;
   }
   Frame &p = s.frames.back();
-  if (p.mode == objKeyRead) { // a map's name: never one it has written
-    s.name.pop_back();       // its closing quote
-    const std::string name = jsonStringText(s.name);
-    if (written(s.names, p.count, name)) {
-      s.dead = true;
-      return;
-    }
-    appendName(s.names, name);
+  // A map's name, a unique array's item: kept, or the reading refused when
+  // its container has written it.
+  auto once = [&](const std::string &key) {
+    s.dead = written(s.names, p.count, key);
+    if (!s.dead) appendName(s.names, key);
+    return !s.dead;
+  };
+  if (p.mode == objKeyRead) {
+    s.name.pop_back(); // its closing quote
+    if (!once(jsonStringText(s.name))) return;
     ++p.count;
     p.mode = objColon;
   } else if (p.mode == objInValue) {
     p.mode = objAfter;
   } else { // arrInValue
-    if (schema->nodes()[size_t(p.node)].unique) { // never an item it has
-      const std::string key = itemKey(done, n, s.name);
-      if (written(s.names, p.count, key)) {
-        s.dead = true;
-        return;
-      }
-      appendName(s.names, key);
-    }
+    if (schema->nodes()[size_t(p.node)].unique && !once(itemKey(done, n, s.name))) return;
     ++p.count;
     p.mode = arrAfter;
   }
