@@ -149,6 +149,8 @@ std::string hfName(const std::string &name) {
       {"feed_forward.w1", "mlp.gate_proj.weight"},
       {"feed_forward.w3", "mlp.up_proj.weight"},
       {"feed_forward.w2", "mlp.down_proj.weight"},
+      {"attention.wqkv", "self_attn.qkv_proj.weight"}, // fused (Phi-3)
+      {"feed_forward.w13", "mlp.gate_up_proj.weight"},
   };
   auto it = perLayer.find(rest);
   return it == perLayer.end() ? ""
@@ -162,13 +164,13 @@ public:
   SafetensorsSource(std::string label, std::string where, std::vector<MappedFile> shards,
                     std::unordered_map<std::string, Entry> entries, const ModelSpec &model)
       : label(std::move(label)), where(std::move(where)), shards(std::move(shards)),
-        entries(std::move(entries)),
+        entries(std::move(entries)), model(model),
         headDim(model.headDim ? model.headDim
                               : (model.numHeads ? model.hiddenSize / model.numHeads : 0)) {
     for (const WeightDecl &d : weightTable(model)) {
-      auto it = this->entries.find(hfName(d.name));
-      if (it != this->entries.end() && it->second.dtype && copied(d.name, it->second))
-        held += it->second.bytes;
+      const Place p = place(d.name);
+      if (p.entry && p.entry->dtype && copied(d.name, p))
+        held += p.bytes;
     }
   }
 
@@ -178,9 +180,9 @@ public:
 
   SourceTensor tensor(const std::string &name,
                       const std::vector<int64_t> &expected) const override {
-    const std::string stored = hfName(name);
-    auto it = stored.empty() ? entries.end() : entries.find(stored);
-    if (it == entries.end()) {
+    const Place p = place(name);
+    const std::string &stored = p.stored;
+    if (!p.entry) {
       std::string hint;
       if (name == "output")
         hint = "the checkpoint has no lm_head.weight; a model whose classifier is the token "
@@ -189,19 +191,26 @@ public:
         hint = "the model has attention_bias but the checkpoint has no q/k/v biases";
       missingTensor(where, name, stored, hint);
     }
-    const Entry &e = it->second;
+    const Entry &e = *p.entry;
     const std::string &file = shards[e.shard].path();
     if (!e.dtype)
       throw InputError(file + ": tensor '" + stored + "' has dtype " + e.dtypeName +
                        "; kvplan reads F32, F16 and BF16 safetensors");
-    checkShape(file, name, stored, e.shape, expected);
+    if (p.fused) {
+      std::vector<int64_t> whole = expected;
+      if (!whole.empty()) whole[0] = p.fused->total;
+      checkShape(file, p.fused->fused, stored, e.shape, whole);
+    } else {
+      checkShape(file, name, stored, e.shape, expected);
+    }
 
     SourceTensor out;
     out.shape = e.shape;
+    if (p.fused) out.shape[0] = p.fused->rows;
     out.dtype = *e.dtype;
     const bool permute = isRopeRows(name);
-    if (!copied(name, e)) {
-      out.data = e.data;
+    if (!copied(name, p)) {
+      out.data = p.data;
       return out;
     }
 
@@ -215,12 +224,12 @@ public:
     // header of odd length left at a misaligned address.
     std::vector<char> buffer;
     if (permute) {
-      buffer = permutedRopeRows(file, stored, e.data, e.bytes, e.shape.empty() ? 1 : e.shape[0],
-                                headDim);
+      buffer = permutedRopeRows(file, stored, p.data, p.bytes,
+                                out.shape.empty() ? 1 : out.shape[0], headDim);
     } else {
-      Progress progress("copying " + stored, e.bytes);
-      buffer.assign(e.data, e.data + e.bytes);
-      progress.advance(e.bytes);
+      Progress progress("copying " + stored, p.bytes);
+      buffer.assign(p.data, p.data + p.bytes);
+      progress.advance(p.bytes);
     }
     out.data = buffer.data();
     owned.emplace(name, std::move(buffer));
@@ -228,17 +237,56 @@ public:
   }
 
 private:
-  /// Whether tensor() hands out a copy of `e` rather than the mapped bytes:
+  /// Where a weight's bytes are: its own tensor, or its rows of a fused one
+  /// (Phi-3's qkv_proj, gate_up_proj) where the checkpoint has no tensor of
+  /// the weight the fused one leads with. `stored` is the name looked for.
+  struct Place {
+    const Entry *entry = nullptr;
+    std::string stored;
+    std::optional<FusedRows> fused;
+    const char *data = nullptr;
+    uint64_t bytes = 0;
+  };
+
+  Place place(const std::string &name) const {
+    Place p;
+    p.stored = hfName(name);
+    auto find = [&](const std::string &stored) {
+      auto it = stored.empty() ? entries.end() : entries.find(stored);
+      return it == entries.end() ? nullptr : &it->second;
+    };
+    p.entry = find(p.stored);
+    if (!p.entry) {
+      std::optional<FusedRows> f = fusedRows(name, model);
+      const Entry *whole = f ? find(hfName(f->fused)) : nullptr;
+      if (!whole || find(hfName(f->leader)))
+        return p;
+      p.entry = whole;
+      p.stored = hfName(f->fused);
+      p.fused = f;
+    }
+    p.data = p.entry->data;
+    p.bytes = p.entry->bytes;
+    if (p.fused && !p.entry->shape.empty() && p.entry->shape[0] == p.fused->total) {
+      const uint64_t rowBytes = p.bytes / uint64_t(p.fused->total);
+      p.data += rowBytes * uint64_t(p.fused->first);
+      p.bytes = rowBytes * uint64_t(p.fused->rows);
+    }
+    return p;
+  }
+
+  /// Whether tensor() hands out a copy of `p` rather than the mapped bytes:
   /// RoPE rows to permute, or data at an address its type cannot be read at.
-  static bool copied(const std::string &name, const Entry &e) {
+  static bool copied(const std::string &name, const Place &p) {
     return isRopeRows(name) ||
-           reinterpret_cast<uintptr_t>(e.data) % uint64_t(dtypeBytes(*e.dtype)) != 0;
+           reinterpret_cast<uintptr_t>(p.data) % uint64_t(dtypeBytes(*p.entry->dtype)) != 0;
   }
 
   std::string label;
   std::string where;
   std::vector<MappedFile> shards;
   std::unordered_map<std::string, Entry> entries;
+  ModelSpec model;
   int64_t headDim;
   uint64_t held = 0; // heldBytes()
   // Permuted (and realigned) copies, kept for the source's lifetime so the

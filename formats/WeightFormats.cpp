@@ -116,6 +116,33 @@ bool isRopeRows(const std::string &name) {
           rest == "attention.bk" || rest == "attention.q_norm" || rest == "attention.k_norm");
 }
 
+std::optional<FusedRows> fusedRows(const std::string &name, const ModelSpec &model) {
+  int64_t layer = 0;
+  std::string rest;
+  if (model.architecture != Architecture::phi3 || !splitLayerName(name, layer, rest))
+    return std::nullopt;
+  const std::string l = "layers." + std::to_string(layer) + ".";
+  const int64_t q = model.qDim(), kv = model.kvDim(), ff = model.intermediateSize;
+  FusedRows r;
+  if (rest == "attention.wq" || rest == "attention.wk" || rest == "attention.wv") {
+    r.fused = l + "attention.wqkv";
+    r.leader = l + "attention.wq";
+    r.total = q + 2 * kv;
+    r.first = rest == "attention.wq" ? 0 : rest == "attention.wk" ? q : q + kv;
+    r.rows = rest == "attention.wq" ? q : kv;
+    return r;
+  }
+  if (rest == "feed_forward.w1" || rest == "feed_forward.w3") {
+    r.fused = l + "feed_forward.w13";
+    r.leader = l + "feed_forward.w1";
+    r.total = 2 * ff;
+    r.first = rest == "feed_forward.w1" ? 0 : ff;
+    r.rows = ff;
+    return r;
+  }
+  return std::nullopt;
+}
+
 std::vector<char> permutedRopeRows(const std::string &file, const std::string &stored,
                                    const void *data, uint64_t bytes, int64_t rows,
                                    int64_t headDim) {

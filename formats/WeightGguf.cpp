@@ -101,15 +101,17 @@ Architecture ggufArchitecture(const GgufFile &g) {
     return Architecture::qwen2;
   if (*arch == "qwen3")
     return Architecture::qwen3;
+  if (*arch == "phi3")
+    return Architecture::phi3;
   throw InputError(g.path() + ": GGUF architecture '" + *arch +
-                   "' is not supported; kvplan reads GGUF files of architecture llama, qwen2 "
-                   "and qwen3");
+                   "' is not supported; kvplan reads GGUF files of architecture llama, qwen2, "
+                   "qwen3 and phi3");
 }
 
 /// Whether llama.cpp's converter left the file's q/k rows (and q/k norms) in
-/// rotate-half order.
+/// rotate-half order (the architectures llama.cpp runs with NEOX RoPE).
 bool rotatesHalves(Architecture a) {
-  return a == Architecture::qwen2 || a == Architecture::qwen3;
+  return a == Architecture::qwen2 || a == Architecture::qwen3 || a == Architecture::phi3;
 }
 
 /// The metadata key `name` of the file's architecture ("llama.block_count").
@@ -162,9 +164,10 @@ std::vector<double> ropeFreqFactors(const GgufFile &g, const GgufFile::Tensor &t
 // divided by the linear scaling factor unless rope.scaling.type is "none"
 // (an absent type means linear; an absent or zero factor, none) and by
 // rope_freqs.weight[i] when that tensor is present (Llama 3.1's scaling, as
-// convert_hf_to_gguf.py writes it). YaRN and LongRoPE are refused, and so is
-// an attn_factor other than 1, which would scale cos and sin themselves.
-// `headDim` is the rotary width, checked against rope_freqs' length.
+// convert_hf_to_gguf.py writes it), or by LongRoPE's rope_factors_short or
+// _long.weight (phi3). rope.scaling.attn_factor multiplies cos and sin, as
+// llama.cpp's does. YaRN is refused. `headDim` is the rotary width, checked
+// against the factor lists' lengths.
 RopeSpec ropeFromGguf(const GgufFile &g, int64_t headDim) {
   RopeSpec r;
   r.theta = g.number(archKey(g, "rope.freq_base")).value_or(10000.0);
@@ -191,11 +194,35 @@ RopeSpec ropeFromGguf(const GgufFile &g, int64_t headDim) {
     r.factor = *factor;
   }
   const std::string attnKey = archKey(g, "rope.scaling.attn_factor");
-  if (auto attn = g.number(attnKey); attn && *attn != 1)
-    throw InputError(g.path() + ": " + attnKey + " is " + std::to_string(*attn) +
-                     "; kvplan does not scale RoPE's cos and sin (only 1 is supported)");
+  if (auto attn = g.number(attnKey)) {
+    if (!(*attn > 0) || !std::isfinite(*attn))
+      throw InputError(g.path() + ": " + attnKey + " is " + std::to_string(*attn) +
+                       "; RoPE's attention factor must be positive");
+    r.attentionFactor = *attn;
+  }
   if (const GgufFile::Tensor *t = g.tensor("rope_freqs.weight"))
     r.freqFactors = ropeFreqFactors(g, *t, headDim);
+  // LongRoPE (phi3): both lists, switched at the pretraining context
+  // (rope.scaling.original_context_length, else context_length).
+  const GgufFile::Tensor *longT = g.tensor("rope_factors_long.weight");
+  const GgufFile::Tensor *shortT = g.tensor("rope_factors_short.weight");
+  if (longT || shortT) {
+    if (!longT || !shortT)
+      throw InputError(g.path() + ": the GGUF has tensor '" +
+                       (longT ? longT : shortT)->name + "' without '" +
+                       (longT ? "rope_factors_short.weight" : "rope_factors_long.weight") +
+                       "'; LongRoPE needs both lists");
+    if (!r.freqFactors.empty() || r.type == RopeType::linear)
+      throw InputError(g.path() + ": the GGUF has LongRoPE's rope_factors_long/short.weight "
+                                  "and also " + (r.freqFactors.empty() ? "linear scaling" :
+                                  "rope_freqs.weight") + "; expected one RoPE scaling");
+    r.type = RopeType::longrope;
+    r.longFactors = ropeFreqFactors(g, *longT, headDim);
+    r.shortFactors = ropeFreqFactors(g, *shortT, headDim);
+    r.originalMaxPositions =
+        g.integer(archKey(g, "rope.scaling.original_context_length"))
+            .value_or(g.integer(archKey(g, "context_length")).value_or(0));
+  }
   return r;
 }
 
@@ -250,6 +277,14 @@ ModelConfig configFromGguf(const GgufFile &g) {
     throw InputError(g.path() + ": " + key("rope.dimension_count") + " " + std::to_string(*rot) +
                      " differs from " + key("attention.key_length") + " " +
                      std::to_string(*keyWidth) + " (partial RoPE is not supported)");
+  // phi3 files write no key width: a rotary width below hidden_size /
+  // num_heads is Phi-4-mini's partial RoPE.
+  if (rot && !keyWidth && m.architecture == Architecture::phi3 && m.numHeads > 0 &&
+      *rot != m.hiddenSize / m.numHeads)
+    throw InputError(g.path() + ": " + key("rope.dimension_count") + " " + std::to_string(*rot) +
+                     " is not the head width " + std::to_string(m.hiddenSize / m.numHeads) +
+                     " (" + key("embedding_length") + " / " + key("attention.head_count") +
+                     "): partial RoPE (Phi-4-mini's) is not supported");
   if (rot || keyWidth) {
     m.headDim = rot ? *rot : *keyWidth;
     cfg.given.insert("model.head_dim");
@@ -260,6 +295,12 @@ ModelConfig configFromGguf(const GgufFile &g) {
     throw InputError(g.path() + ": GGUF metadata key '" + key("attention.layer_norm_rms_epsilon") +
                      "' (model.rms_norm_eps) is missing or not a number");
   m.rmsNormEps = *eps;
+  // Phi-3-mini-4k's window (2047). llama.cpp runs phi3 files with full
+  // attention; transformers applies the window, which compile then holds to
+  // (a context no longer than it, where the two are the same).
+  if (m.architecture == Architecture::phi3)
+    if (auto window = g.integer(key("attention.sliding_window")); window && *window > 0)
+      m.slidingWindow = *window;
   // RoPE's width: dimension_count, else whole heads (validate() checks that
   // they divide hidden_size).
   m.rope = ropeFromGguf(g, m.headDim ? m.headDim : m.hiddenSize / std::max<int64_t>(m.numHeads, 1));
@@ -308,6 +349,8 @@ std::string ggufName(const std::string &name) {
       {"attention.q_norm", "attn_q_norm.weight"}, {"attention.k_norm", "attn_k_norm.weight"},
       {"ffn_norm", "ffn_norm.weight"},          {"feed_forward.w1", "ffn_gate.weight"},
       {"feed_forward.w3", "ffn_up.weight"},     {"feed_forward.w2", "ffn_down.weight"},
+      // Fused (phi3): q, k and v rows; the gate's then the up projection's.
+      {"attention.wqkv", "attn_qkv.weight"},    {"feed_forward.w13", "ffn_up.weight"},
   };
   auto it = perLayer.find(rest);
   return it == perLayer.end() ? "" : "blk." + std::to_string(layer) + "." + it->second;
@@ -318,15 +361,15 @@ public:
   /// `model`'s q/k rows are reordered from rotate-half order when the file
   /// is a qwen2 or qwen3 GGUF.
   GgufSource(GgufFile file, const ModelSpec &model)
-      : gguf(std::move(file)), rotateHalf(rotatesHalves(ggufArchitecture(gguf))),
+      : gguf(std::move(file)), rotateHalf(rotatesHalves(ggufArchitecture(gguf))), model(model),
         headDim(model.headDim ? model.headDim
                               : (model.numHeads ? model.hiddenSize / model.numHeads : 0)) {
     for (const GgufFile::Tensor &t : gguf.tensors())
       byName.emplace(t.name, &t);
     if (rotateHalf)
       for (const WeightDecl &d : weightTable(model))
-        if (auto it = byName.find(ggufName(d.name)); it != byName.end() && isRopeRows(d.name))
-          held += it->second->bytes;
+        if (const Place p = place(d.name); p.tensor && isRopeRows(d.name))
+          held += p.bytes;
   }
 
   uint64_t heldBytes() const override { return held; }
@@ -335,16 +378,16 @@ public:
 
   SourceTensor tensor(const std::string &name,
                       const std::vector<int64_t> &expected) const override {
-    const std::string stored = ggufName(name);
-    auto it = stored.empty() ? byName.end() : byName.find(stored);
-    if (it == byName.end()) {
+    const Place p = place(name);
+    const std::string &stored = p.stored;
+    if (!p.tensor) {
       std::string hint;
       if (name == "output")
         hint = "the GGUF has no output.weight, so its classifier is the token embedding; the "
                "model should set tie_word_embeddings";
       missingTensor(gguf.path(), name, stored, hint);
     }
-    const GgufFile::Tensor &t = *it->second;
+    const GgufFile::Tensor &t = *p.tensor;
     auto dtype = ggmlDType(t.ggmlType);
     if (!dtype && t.quant == QuantType::none)
       throw InputError(gguf.path() + ": tensor '" + t.name + "' has type " +
@@ -355,34 +398,82 @@ public:
     // row-major [out, in] (for a quantized type, each row whole blocks), so
     // reversing the list gives the canonical shape.
     std::vector<int64_t> shape(t.dims.rbegin(), t.dims.rend());
-    checkShape(gguf.path(), name, stored, shape, expected);
+    if (p.fused) {
+      std::vector<int64_t> whole = expected;
+      if (!whole.empty()) whole[0] = p.fused->total;
+      checkShape(gguf.path(), p.fused->fused, stored, shape, whole);
+      shape[0] = p.fused->rows;
+    } else {
+      checkShape(gguf.path(), name, stored, shape, expected);
+    }
     // Quantized blocks are read byte by byte: any offset will do.
-    if (dtype && reinterpret_cast<uintptr_t>(t.data) % uintptr_t(dtypeBytes(*dtype)) != 0)
+    if (dtype && reinterpret_cast<uintptr_t>(p.data) % uintptr_t(dtypeBytes(*dtype)) != 0)
       throw InputError(gguf.path() + ": corrupt GGUF file: tensor '" + t.name +
                        "' starts at a misaligned offset");
     SourceTensor out;
     out.shape = std::move(shape);
     out.dtype = dtype.value_or(DType::f32);
-    out.data = t.data;
+    out.data = p.data;
     out.quant = t.quant;
     if (rotateHalf && isRopeRows(name))
-      out.data = permuted(name, t, out.shape[0]);
+      out.data = permuted(name, p, out.shape[0]);
     return out;
   }
 
 private:
-  /// The rows of `t` in adjacent-pair order, copied once and kept.
-  const void *permuted(const std::string &name, const GgufFile::Tensor &t, int64_t rows) const {
+  /// Where a weight's bytes are: its own tensor, or its rows of a fused one
+  /// (phi3's attn_qkv; its ffn_up, which holds the gate's rows and then the
+  /// up projection's) where the file has no tensor of the weight the fused
+  /// one leads with. Whole rows of a quantized type are whole blocks, so a
+  /// row's bytes are the tensor's over its rows. `stored`: the name looked
+  /// for.
+  struct Place {
+    const GgufFile::Tensor *tensor = nullptr;
+    std::string stored;
+    std::optional<FusedRows> fused;
+    const char *data = nullptr;
+    uint64_t bytes = 0;
+  };
+
+  Place place(const std::string &name) const {
+    Place p;
+    auto find = [&](const std::string &stored) -> const GgufFile::Tensor * {
+      auto it = stored.empty() ? byName.end() : byName.find(stored);
+      return it == byName.end() ? nullptr : it->second;
+    };
+    p.stored = ggufName(name);
+    std::optional<FusedRows> f = fusedRows(name, model);
+    if (f && !find(ggufName(f->leader)) && find(ggufName(f->fused))) {
+      p.stored = ggufName(f->fused);
+      p.fused = f;
+    }
+    p.tensor = find(p.stored);
+    if (!p.tensor)
+      return p;
+    p.data = static_cast<const char *>(p.tensor->data);
+    p.bytes = p.tensor->bytes;
+    const std::vector<int64_t> &dims = p.tensor->dims; // fastest-varying first
+    if (p.fused && !dims.empty() && dims.back() == p.fused->total) {
+      const uint64_t rowBytes = p.bytes / uint64_t(p.fused->total);
+      p.data += rowBytes * uint64_t(p.fused->first);
+      p.bytes = rowBytes * uint64_t(p.fused->rows);
+    }
+    return p;
+  }
+
+  /// The rows at `p` in adjacent-pair order, copied once and kept.
+  const void *permuted(const std::string &name, const Place &p, int64_t rows) const {
     std::lock_guard<std::mutex> lock(mutex);
     auto cached = owned.find(name);
     if (cached == owned.end())
-      cached = owned.emplace(name, permutedRopeRows(gguf.path(), t.name, t.data, t.bytes, rows,
+      cached = owned.emplace(name, permutedRopeRows(gguf.path(), p.stored, p.data, p.bytes, rows,
                                                     headDim)).first;
     return cached->second.data();
   }
 
   GgufFile gguf;
   bool rotateHalf;
+  ModelSpec model;
   int64_t headDim;
   uint64_t held = 0; // heldBytes(): the reordered copies
   std::unordered_map<std::string, const GgufFile::Tensor *> byName;
@@ -396,21 +487,62 @@ private:
 // config.json): the file's RoPE (its rope_freqs above all) must be the one
 // the model computes, or the weights would decode wrongly. The factors are
 // F32, so the frequencies agree to float rounding, not exactly.
-void checkRopeAgrees(const GgufFile &g, const ModelSpec &model) {
-  const std::vector<double> file = ropeFrequencies(ropeFromGguf(g, model.headDim), model.headDim);
-  const std::vector<double> spec = ropeFrequencies(model.rope, model.headDim);
+void checkFrequenciesAgree(const GgufFile &g, const RopeSpec &fileRope, const RopeSpec &modelRope,
+                           int64_t headDim, const char *which) {
+  const std::vector<double> file = ropeFrequencies(fileRope, headDim);
+  const std::vector<double> spec = ropeFrequencies(modelRope, headDim);
   for (size_t i = 0; i < file.size(); ++i)
     if (std::abs(file[i] - spec[i]) > 1e-5 * file[i]) {
       char values[80];
       std::snprintf(values, sizeof values, " is %g in the file (", file[i]);
-      std::string msg = g.path() + ": the GGUF's RoPE differs from the model's: frequency " +
-                        std::to_string(i) + values + archKey(g, "rope.freq_base") +
+      std::string msg = g.path() + ": the GGUF's RoPE differs from the model's: " + which +
+                        "frequency " + std::to_string(i) + values +
+                        archKey(g, "rope.freq_base") +
                         (g.tensor("rope_freqs.weight") ? ", rope_freqs.weight" : "") +
+                        (fileRope.type == RopeType::longrope ? ", rope_factors_*.weight" : "") +
                         ", " + archKey(g, "rope.scaling.*") + ")";
       std::snprintf(values, sizeof values, " but %g for the model", spec[i]);
       throw InputError(msg + values + " (rope.theta, rope.type, rope.freq_factors); compile "
                                       "the .gguf itself, or give the model the file's RoPE");
     }
+}
+
+// LongRoPE's two lists are compared each (the model's max_seq_len chose one
+// of them already), with the context they switch at.
+void checkRopeAgrees(const GgufFile &g, const ModelSpec &model) {
+  RopeSpec file = ropeFromGguf(g, model.headDim);
+  const auto mismatch = [&](const std::string &what) {
+    return InputError(g.path() + ": the GGUF's RoPE differs from the model's: " + what +
+                      "; compile the .gguf itself, or give the model the file's RoPE");
+  };
+  if ((file.type == RopeType::longrope) != (model.rope.type == RopeType::longrope))
+    throw mismatch(file.type == RopeType::longrope
+                       ? "the file has LongRoPE (short and long factors) and the model has not"
+                       : "the model has LongRoPE (short and long factors) and the file has not");
+  if (file.type == RopeType::longrope) {
+    if (file.originalMaxPositions != model.rope.originalMaxPositions)
+      throw mismatch("LongRoPE switches at " + std::to_string(file.originalMaxPositions) +
+                     " positions in the file (" +
+                     archKey(g, "rope.scaling.original_context_length") + ") but at " +
+                     std::to_string(model.rope.originalMaxPositions) + " for the model");
+    RopeSpec spec = model.rope;
+    file.freqFactors = file.shortFactors;
+    spec.freqFactors = spec.shortFactors;
+    checkFrequenciesAgree(g, file, spec, model.headDim, "the short factors' ");
+    file.freqFactors = file.longFactors;
+    spec.freqFactors = spec.longFactors;
+    checkFrequenciesAgree(g, file, spec, model.headDim, "the long factors' ");
+  } else {
+    checkFrequenciesAgree(g, file, model.rope, model.headDim, "");
+  }
+  if (std::abs(file.attentionFactor - model.rope.attentionFactor) >
+      1e-6 * model.rope.attentionFactor) {
+    char values[120];
+    std::snprintf(values, sizeof values, "the attention factor is %g in the file (%s) but %g "
+                  "for the model", file.attentionFactor,
+                  archKey(g, "rope.scaling.attn_factor").c_str(), model.rope.attentionFactor);
+    throw mismatch(values);
+  }
 }
 
 } // namespace

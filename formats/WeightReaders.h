@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,19 @@ bool splitLayerName(const std::string &name, int64_t &layer, std::string &rest);
 /// Whether a canonical tensor's rows are q or k head dimensions (wq, wk,
 /// bq, bk), which checkpoints written for rotate-half RoPE order by halves.
 bool isRopeRows(const std::string &name);
+
+/// Where a checkpoint that fuses projections keeps weight `name` (Phi-3's:
+/// the q, k and v rows in one qkv_proj, the gate's then the up projection's
+/// in one gate_up_proj): the fused tensor under a canonical-style name
+/// (layers.N.attention.wqkv, layers.N.feed_forward.w13), the first of its
+/// `total` rows and how many. `leader` is the weight (wq, w1) whose own
+/// tensor a checkpoint that does not fuse them has. Nothing for the other
+/// weights, or for a model of another architecture.
+struct FusedRows {
+  std::string fused, leader;
+  int64_t first = 0, rows = 0, total = 0;
+};
+std::optional<FusedRows> fusedRows(const std::string &name, const ModelSpec &model);
 
 /// A copy of `bytes` at `data`, `rows` rows of `headDim`-row heads in
 /// rotate-half order (Hugging Face's), with each head's rows put in kvplan's

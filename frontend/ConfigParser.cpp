@@ -6,6 +6,7 @@
 
 #include "formats/WeightFormats.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -201,13 +202,17 @@ TomlTable subTable(ModelConfig &cfg, const toml::table &parent, const std::strin
 /// [model.rope]: the scaling's own keys are required once its type is.
 void readTomlRope(TomlTable &rope, RopeSpec &r) {
   rope.real("theta", r.theta, false);
-  rope.choice("type", r.type, parseRopeType, "default, llama3, linear", false);
-  rope.real("factor", r.factor, r.type != RopeType::standard);
+  rope.choice("type", r.type, parseRopeType, "default, llama3, linear, longrope", false);
+  const bool longrope = r.type == RopeType::longrope;
+  rope.real("factor", r.factor, r.type != RopeType::standard && !longrope);
   rope.real("low_freq_factor", r.lowFreqFactor, r.type == RopeType::llama3);
   rope.real("high_freq_factor", r.highFreqFactor, r.type == RopeType::llama3);
   rope.integer("original_max_position_embeddings", r.originalMaxPositions,
-               r.type == RopeType::llama3);
+               r.type == RopeType::llama3 || longrope);
   rope.reals("freq_factors", r.freqFactors);
+  rope.reals("short_factors", r.shortFactors);
+  rope.reals("long_factors", r.longFactors);
+  rope.real("attention_factor", r.attentionFactor, false);
 }
 
 } // namespace
@@ -232,7 +237,7 @@ ModelConfig parseTomlSpec(const std::string &text, const std::string &path,
   if (!model.string("name", m.name, false))
     m.name = fs::path(path).stem().string();
   model.choice("architecture", m.architecture, parseArchitecture,
-               "llama, mistral, qwen2, qwen3", true);
+               "llama, mistral, qwen2, qwen3, phi3", true);
   model.integer("hidden_size", m.hiddenSize, true);
   model.integer("intermediate_size", m.intermediateSize, true);
   model.integer("num_layers", m.numLayers, true);
@@ -396,6 +401,24 @@ public:
     return true;
   }
 
+  bool reals(const std::string &key, std::vector<double> &out, bool required) {
+    const nlohmann::json *j = get(key);
+    if (!j) {
+      if (required) fail(key, "missing (expected a list of numbers)");
+      return false;
+    }
+    if (!j->is_array())
+      fail(key, std::string("expected a list of numbers, got ") + jsonTypeName(*j));
+    out.clear();
+    for (size_t i = 0; i < j->size(); ++i) {
+      if (!(*j)[i].is_number())
+        fail(key, "expected a list of numbers, found " + std::string(jsonTypeName((*j)[i])) +
+                      " at [" + std::to_string(i) + "]");
+      out.push_back((*j)[i].get<double>());
+    }
+    return true;
+  }
+
   /// Keys every Hugging Face config carries that do not change the forward
   /// pass kvplan builds; they draw no warning.
   void ignore(std::initializer_list<const char *> keys) {
@@ -459,8 +482,8 @@ void readHFArchitecture(JsonFields &f, ModelSpec &m, const std::string &path) {
   f.string("model_type", modelType, true);
   auto arch = parseArchitecture(modelType);
   if (!arch)
-    f.fail("model_type", "'" + modelType +
-                             "' is not supported; kvplan compiles llama, mistral, qwen2 and qwen3");
+    f.fail("model_type", "'" + modelType + "' is not supported; kvplan compiles llama, "
+                                            "mistral, qwen2, qwen3 and phi3");
   m.architecture = *arch;
   fs::path p(path);
   m.name = p.filename() == "config.json" && p.has_parent_path()
@@ -470,6 +493,15 @@ void readHFArchitecture(JsonFields &f, ModelSpec &m, const std::string &path) {
   f.string("hidden_act", act, false);
   if (act != "silu")
     f.fail("hidden_act", "'" + act + "' is not supported; Llama-family FFNs use silu");
+  // Phi-4-mini rotates 3/4 of each head; kvplan's RoPE rotates whole heads.
+  double rotary = 1;
+  f.real("partial_rotary_factor", rotary, false);
+  if (rotary != 1) {
+    std::ostringstream os;
+    os << rotary << " is not supported; kvplan applies RoPE to whole heads "
+                    "(partial_rotary_factor 1)";
+    f.fail("partial_rotary_factor", os.str());
+  }
 }
 
 // Sizes, biases and special tokens; absent optional keys default as in
@@ -511,21 +543,59 @@ void readHFSlidingWindow(JsonFields &f, ModelSpec &m) {
   f.ignore({"max_window_layers"});
 }
 
-// rope_scaling is a nested object with its own unknown-key warnings; llama3
-// and linear scaling are implemented.
+// LongRoPE (Phi-3, Phi-3.5): short and long factors, switched at the
+// pretraining context. As transformers reads it: that context is
+// original_max_position_embeddings (Phi-3 writes it beside rope_scaling),
+// else max_position_embeddings; the factor is rope_scaling.factor, else
+// max_position_embeddings over that context; the attention factor, unless
+// given, is sqrt(1 + ln(factor) / ln(that context)), 1 for a factor up to 1.
+void readHFLongRope(JsonFields &f, JsonFields &r, ModelSpec &m) {
+  m.rope.type = RopeType::longrope;
+  r.reals("short_factor", m.rope.shortFactors, true);
+  r.reals("long_factor", m.rope.longFactors, true);
+  for (const char *key : {"short_mscale", "long_mscale"})
+    if (r.get(key))
+      r.fail(key, "per-list attention factors (Phi-3.5-MoE's) are not supported; kvplan "
+                  "reads LongRoPE with one attention_factor");
+  const char *originalKey = "original_max_position_embeddings";
+  m.rope.originalMaxPositions = m.maxPositions;
+  if (r.integer(originalKey, m.rope.originalMaxPositions, false) ||
+      f.integer(originalKey, m.rope.originalMaxPositions, false)) {
+    if (m.rope.originalMaxPositions <= 0)
+      (r.get(originalKey) ? r : f).fail(originalKey, "expected a positive integer");
+  }
+  double factor = double(m.maxPositions) / double(m.rope.originalMaxPositions);
+  r.real("factor", factor, false);
+  if (!(factor > 0) || !std::isfinite(factor))
+    r.fail("factor", "expected a positive number");
+  if (!r.real("attention_factor", m.rope.attentionFactor, false))
+    m.rope.attentionFactor =
+        factor <= 1 ? 1.0
+                    : std::sqrt(1 + std::log(factor) /
+                                        std::log(double(m.rope.originalMaxPositions)));
+}
+
+// rope_scaling is a nested object with its own unknown-key warnings; llama3,
+// linear and longrope scaling are implemented.
 void readHFRopeScaling(JsonFields &f, ModelConfig &cfg, const WarningSink &warn) {
   ModelSpec &m = cfg.model;
+  f.ignore({"original_max_position_embeddings"}); // LongRoPE's; no other type reads it
   if (const nlohmann::json *rs = f.get("rope_scaling")) {
     if (!rs->is_object())
       f.fail("rope_scaling", std::string("expected an object or null, got ") + jsonTypeName(*rs));
     JsonFields r(cfg, *rs, "rope_scaling.");
     std::string type;
     if (!r.string("rope_type", type, false) && !r.string("type", type, false))
-      r.fail("rope_type", "missing (expected \"llama3\" or \"linear\")");
+      r.fail("rope_type", "missing (expected \"llama3\", \"linear\" or \"longrope\")");
     r.ignore({"type", "rope_type"});
+    if (type == "longrope" || type == "su") { // "su": Phi-3's first name for it
+      readHFLongRope(f, r, m);
+      r.warnUnknown(warn);
+      return;
+    }
     if (type != "llama3" && type != "linear")
-      r.fail("rope_type", "'" + type + "' scaling is not supported; kvplan implements llama3 "
-                                       "and linear scaling");
+      r.fail("rope_type", "'" + type + "' scaling is not supported; kvplan implements llama3, "
+                                       "linear and longrope scaling");
     m.rope.type = *parseRopeType(type);
     r.real("factor", m.rope.factor, true);
     if (m.rope.type == RopeType::linear) {
@@ -573,6 +643,9 @@ const std::map<std::string, std::string> &hfFieldNames() {
       {"model.rope.high_freq_factor", "rope_scaling.high_freq_factor"},
       {"model.rope.original_max_position_embeddings",
        "rope_scaling.original_max_position_embeddings"},
+      {"model.rope.short_factors", "rope_scaling.short_factor"},
+      {"model.rope.long_factors", "rope_scaling.long_factor"},
+      {"model.rope.attention_factor", "rope_scaling.attention_factor"},
       {"model.bos_token_id", "bos_token_id"},
       {"model.eos_token_id", "eos_token_id"},
       {"model.sliding_window", "sliding_window"},
@@ -605,7 +678,7 @@ ModelConfig parseHFConfig(const std::string &text, const std::string &path,
   f.ignore({"architectures", "transformers_version", "initializer_range", "use_cache",
             "pretraining_tp", "attention_dropout", "pad_token_id", "_name_or_path",
             "model_type", "torch_dtype", "unsloth_fixed", "is_llama_config", "rope_interleaved",
-            "layer_types", "dtype"});
+            "layer_types", "dtype", "embd_pdrop", "resid_pdrop", "auto_map"});
   f.warnUnknown(warn);
   return cfg;
 }

@@ -71,6 +71,14 @@ public:
     return f.empty() ? DenseF64ArrayAttr() : b.getDenseF64ArrayAttr(f);
   }
 
+  /// The softmax scale: 1 / sqrt(head_dim), times the square of RoPE's
+  /// attention factor (LongRoPE's), which scales both the query and the key
+  /// where the model multiplies cos and sin by it: the keys cached stay
+  /// unscaled, the products are the model's.
+  double attentionScale() const {
+    return m.rope.attentionFactor * m.rope.attentionFactor / std::sqrt(double(m.headDim));
+  }
+
   Value rope(Value x, Value positions, const std::string &name) {
     llm::RopeScalingAttr scaling;
     if (m.rope.type == RopeType::llama3)
@@ -102,7 +110,7 @@ public:
         loc(l + "attention"), q.getType(),
         llm::AttentionMaskAttr::get(b.getContext(), llm::AttentionMask::causal), q, k, v,
         b.getI64IntegerAttr(m.numHeads), b.getI64IntegerAttr(m.numKvHeads),
-        b.getI64IntegerAttr(m.headDim), b.getF64FloatAttr(1.0 / std::sqrt(double(m.headDim))));
+        b.getI64IntegerAttr(m.headDim), b.getF64FloatAttr(attentionScale()));
     Value o = linear(l + "attention.wo", a, m.hiddenSize);
     x = b.create<llm::AddOp>(loc(l + "attention.residual"), x, o);
 

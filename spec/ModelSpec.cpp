@@ -17,6 +17,7 @@ const char *architectureName(Architecture a) {
   case Architecture::mistral: return "mistral";
   case Architecture::qwen2: return "qwen2";
   case Architecture::qwen3: return "qwen3";
+  case Architecture::phi3: return "phi3";
   }
   return "?";
 }
@@ -26,6 +27,7 @@ std::optional<Architecture> parseArchitecture(const std::string &s) {
   if (s == "mistral") return Architecture::mistral;
   if (s == "qwen2") return Architecture::qwen2;
   if (s == "qwen3") return Architecture::qwen3;
+  if (s == "phi3") return Architecture::phi3;
   return std::nullopt;
 }
 
@@ -42,6 +44,7 @@ const char *ropeTypeName(RopeType t) {
   case RopeType::standard: return "default";
   case RopeType::llama3: return "llama3";
   case RopeType::linear: return "linear";
+  case RopeType::longrope: return "longrope";
   }
   return "?";
 }
@@ -50,6 +53,7 @@ std::optional<RopeType> parseRopeType(const std::string &s) {
   if (s == "default") return RopeType::standard;
   if (s == "llama3") return RopeType::llama3;
   if (s == "linear") return RopeType::linear;
+  if (s == "longrope") return RopeType::longrope;
   return std::nullopt;
 }
 
@@ -92,7 +96,14 @@ std::string ModelConfig::where(const std::string &field) const {
 
 std::string ModelConfig::nameOf(const std::string &field) const {
   auto it = fieldNames.find(field);
-  return it == fieldNames.end() ? field : it->second;
+  if (it != fieldNames.end())
+    return it->second;
+  // An element ("model.rope.short_factors[3]") is named under its list's name.
+  const size_t bracket = field.find('[');
+  if (bracket != std::string::npos && (it = fieldNames.find(field.substr(0, bracket))) !=
+                                          fieldNames.end())
+    return it->second + field.substr(bracket);
+  return field;
 }
 
 std::vector<WeightDecl> weightTable(const ModelSpec &m) {
@@ -252,6 +263,28 @@ void checkFreqFactors(Checker &c, const ModelSpec &m) {
            "with type llama3 it would apply twice: drop one of them");
 }
 
+// LongRoPE: two lists of head_dim / 2 positive divisors, the pretraining
+// context they switch at, and no explicit list besides (the compile settings
+// choose one of the two). Any scaling may carry an attention factor.
+void checkLongRope(Checker &c, const ModelSpec &m) {
+  c.positiveReal("model.rope.attention_factor", m.rope.attentionFactor);
+  if (m.rope.type != RopeType::longrope)
+    return;
+  const std::pair<const char *, const std::vector<double> *> lists[] = {
+      {"model.rope.short_factors", &m.rope.shortFactors},
+      {"model.rope.long_factors", &m.rope.longFactors}};
+  for (const auto &[field, factors] : lists) {
+    const std::vector<double> &f = *factors;
+    if (int64_t(f.size()) != m.headDim / 2)
+      c.fail(field, "expected head_dim / 2 = " + std::to_string(m.headDim / 2) +
+                        " factors, got " + std::to_string(f.size()));
+    for (size_t i = 0; i < f.size(); ++i)
+      c.positiveReal(std::string(field) + "[" + std::to_string(i) + "]", f[i]);
+  }
+  c.positive("model.rope.original_max_position_embeddings", m.rope.originalMaxPositions,
+             kMaxDim);
+}
+
 // The norm epsilon and RoPE; llama3 scaling brings its own factors.
 void checkNormAndRope(Checker &c, const ModelSpec &m) {
   c.positiveReal("model.rms_norm_eps", m.rmsNormEps);
@@ -259,7 +292,9 @@ void checkNormAndRope(Checker &c, const ModelSpec &m) {
     c.fail("model.rms_norm_eps", "expected a small positive number (e.g. 1e-5), got " +
                                      std::to_string(m.rmsNormEps));
   c.positiveReal("model.rope.theta", m.rope.theta);
-  checkFreqFactors(c, m);
+  if (m.rope.type != RopeType::longrope)
+    checkFreqFactors(c, m);
+  checkLongRope(c, m);
   if (m.rope.type == RopeType::linear)
     c.positiveReal("model.rope.factor", m.rope.factor);
   if (m.rope.type == RopeType::llama3) {
@@ -307,6 +342,12 @@ void deriveCompileDefaults(ModelConfig &cfg) {
     if (m.slidingWindow > 0)
       s.maxSeqLen = std::min(s.maxSeqLen, m.slidingWindow);
   }
+  // LongRoPE's short factors hold up to the pretraining context, its long
+  // ones beyond: max_seq_len picks one list for every position.
+  if (m.rope.type == RopeType::longrope)
+    cfg.model.rope.freqFactors = s.maxSeqLen > m.rope.originalMaxPositions
+                                     ? m.rope.longFactors
+                                     : m.rope.shortFactors;
   if (!given("compile.prefill_chunk"))
     s.prefillChunk = std::min(s.maxSeqLen, CompileSettings::kDefaultPrefillChunk);
   if (!given("compile.page_size"))
@@ -533,9 +574,16 @@ nlohmann::json toJson(const ModelSpec &m) {
         {"high_freq_factor", m.rope.highFreqFactor},
         {"original_max_position_embeddings", m.rope.originalMaxPositions}}},
   };
-  // Only a model that has them lists them (a GGUF's rope_freqs).
+  // Only a model that has them lists them (a GGUF's rope_freqs; LongRoPE's
+  // list max_seq_len chose, with the two it chose from).
   if (!m.rope.freqFactors.empty())
     j["rope"]["freq_factors"] = m.rope.freqFactors;
+  if (m.rope.type == RopeType::longrope) {
+    j["rope"]["short_factors"] = m.rope.shortFactors;
+    j["rope"]["long_factors"] = m.rope.longFactors;
+  }
+  if (m.rope.attentionFactor != 1)
+    j["rope"]["attention_factor"] = m.rope.attentionFactor;
   return j;
 }
 
@@ -626,6 +674,12 @@ ModelSpec modelSpecFromJson(const nlohmann::json &j) {
                    "model field 'rope' original_max_position_embeddings", 0, kMaxDim);
   if (r.contains("freq_factors"))
     m.rope.freqFactors = r.at("freq_factors").get<std::vector<double>>();
+  // Absent from plans written before LongRoPE.
+  if (r.contains("short_factors"))
+    m.rope.shortFactors = r.at("short_factors").get<std::vector<double>>();
+  if (r.contains("long_factors"))
+    m.rope.longFactors = r.at("long_factors").get<std::vector<double>>();
+  m.rope.attentionFactor = r.value("attention_factor", 1.0);
   return m;
 }
 

@@ -16,7 +16,7 @@
 
 namespace kvplan {
 
-enum class Architecture { llama, mistral, qwen2, qwen3 };
+enum class Architecture { llama, mistral, qwen2, qwen3, phi3 };
 const char *architectureName(Architecture a);
 std::optional<Architecture> parseArchitecture(const std::string &s);
 
@@ -24,7 +24,7 @@ enum class Target { cpu, cuda };
 const char *targetName(Target t);
 std::optional<Target> parseTarget(const std::string &s);
 
-enum class RopeType { standard, llama3, linear };
+enum class RopeType { standard, llama3, linear, longrope };
 const char *ropeTypeName(RopeType t);
 std::optional<RopeType> parseRopeType(const std::string &s);
 
@@ -37,7 +37,18 @@ struct RopeSpec {
   // Read only when type == llama3.
   double lowFreqFactor = 1.0;
   double highFreqFactor = 4.0;
+  // The context the model was pretrained at (llama3 and longrope).
   int64_t originalMaxPositions = 8192;
+  // LongRoPE (Phi-3's rope_scaling type longrope, once su): per-pair
+  // divisors for contexts up to originalMaxPositions (short) and beyond
+  // (long), head_dim / 2 each. The compile settings' max_seq_len chooses one
+  // list for every position, as llama.cpp does by its context size;
+  // deriveCompileDefaults() copies it into freqFactors.
+  std::vector<double> shortFactors, longFactors;
+  // cos and sin multiplied by this (LongRoPE's and YaRN's attention factor):
+  // every query-key product scaled by its square, which kvplan folds into
+  // the attention's softmax scale.
+  double attentionFactor = 1.0;
   // Explicit per-dimension divisors: frequency i is theta^(-2i/head_dim) /
   // freqFactors[i] (llama.cpp's rope_freqs, which a GGUF converted from a
   // Llama 3.1 checkpoint carries). Empty: none; otherwise head_dim / 2 of them.

@@ -89,6 +89,22 @@ const ModelShape kModelShapes[] = {
                             "[model.rope]\ntheta = 500000.0\ntype = \"linear\"\nfactor = 2.0\n"
                             "freq_factors = [1.0, 1.0, 1.0, 1.5, 3.0, 8.0, 8.0, 8.0]\n",
      "max_seq_len = 48\n"},
+    // Phi-3's LongRoPE: a context of 48 beyond the pretraining 16 takes the
+    // long factors, cos and sin scaled by the attention factor (the plan
+    // scales the softmax by its square instead).
+    {"phi3-longrope-long", "architecture = \"phi3\"\nnum_heads = 4\nnum_kv_heads = 2\n"
+                           "[model.rope]\ntheta = 10000.0\ntype = \"longrope\"\n"
+                           "original_max_position_embeddings = 16\nattention_factor = 1.3\n"
+                           "short_factors = [1.0, 1.1, 1.2, 1.5, 2.0, 3.0, 4.0, 5.0]\n"
+                           "long_factors = [1.0, 1.5, 3.0, 6.0, 12.0, 24.0, 48.0, 60.0]\n",
+     "max_seq_len = 48\n"},
+    // Within the pretraining context (64): the short factors.
+    {"phi3-longrope-short", "architecture = \"phi3\"\nnum_heads = 4\nnum_kv_heads = 2\n"
+                            "[model.rope]\ntheta = 10000.0\ntype = \"longrope\"\n"
+                            "original_max_position_embeddings = 64\nattention_factor = 1.3\n"
+                            "short_factors = [1.0, 1.1, 1.2, 1.5, 2.0, 3.0, 4.0, 5.0]\n"
+                            "long_factors = [1.0, 1.5, 3.0, 6.0, 12.0, 24.0, 48.0, 60.0]\n",
+     "max_seq_len = 48\n"},
     {"pages-of-4-chunk-3", "architecture = \"llama\"\nnum_heads = 4\nnum_kv_heads = 2\n",
      "max_seq_len = 48\nprefill_chunk = 3\npage_size = 4\n"},
 };
@@ -99,7 +115,7 @@ TEST(Equivalence, EveryStepMatchesTheReference) {
   for (const ModelShape &s : kModelShapes) {
     SCOPED_TRACE(s.name);
     ShapeModel c(s);
-    test::ReferenceModel ref(c.cfg.model, *c.source);
+    test::ReferenceModel ref(c.cfg.model, *c.source, DType::f32, c.cfg.compile.maxSeqLen);
     Engine engine = c.engine();
     const int64_t vocab = c.cfg.model.vocabSize;
     std::vector<int32_t> tokens = randomTokens(7, int(vocab), 11);

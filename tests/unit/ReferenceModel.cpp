@@ -6,8 +6,9 @@
 
 namespace kvplan::test {
 
-ReferenceModel::ReferenceModel(const ModelSpec &m, const WeightSource &source, DType dtype)
-    : spec(m) {
+ReferenceModel::ReferenceModel(const ModelSpec &m, const WeightSource &source, DType dtype,
+                               int64_t context)
+    : spec(m), context(context ? context : m.maxPositions) {
   for (const WeightDecl &d : weightTable(m)) {
     SourceTensor t = source.tensor(d.name, d.shape);
     int64_t n = 1;
@@ -84,9 +85,11 @@ void headNorm(Vec &x, const Vec &g, int64_t headDim, double eps) {
   }
 }
 
-/// RoPE on adjacent pairs, with Llama 3's or linear frequency scaling and
-/// explicit per-pair divisors (a GGUF's rope_freqs).
-void rope(Vec &x, int64_t pos, int64_t headDim, const RopeSpec &r) {
+/// RoPE on adjacent pairs, with Llama 3's or linear frequency scaling,
+/// explicit per-pair divisors (a GGUF's rope_freqs) or LongRoPE's (the long
+/// ones for a context beyond the pretraining one), cos and sin multiplied
+/// by the attention factor as transformers does.
+void rope(Vec &x, int64_t pos, int64_t headDim, const RopeSpec &r, int64_t context) {
   const double pi = 3.14159265358979323846;
   for (size_t h = 0; h < x.size(); h += size_t(headDim))
     for (int64_t i = 0; i < headDim / 2; ++i) {
@@ -104,9 +107,13 @@ void rope(Vec &x, int64_t pos, int64_t headDim, const RopeSpec &r) {
         }
       }
       if (r.type == RopeType::linear) freq /= r.factor;
-      if (!r.freqFactors.empty()) freq /= r.freqFactors[size_t(i)];
+      if (r.type == RopeType::longrope)
+        freq /= (context > r.originalMaxPositions ? r.longFactors : r.shortFactors)[size_t(i)];
+      else if (!r.freqFactors.empty())
+        freq /= r.freqFactors[size_t(i)];
       double a = x[h + size_t(2 * i)], b = x[h + size_t(2 * i + 1)];
-      double c = std::cos(double(pos) * freq), s = std::sin(double(pos) * freq);
+      double c = std::cos(double(pos) * freq) * r.attentionFactor,
+             s = std::sin(double(pos) * freq) * r.attentionFactor;
       x[h + size_t(2 * i)] = a * c - b * s;
       x[h + size_t(2 * i + 1)] = a * s + b * c;
     }
@@ -142,8 +149,8 @@ std::vector<double> ReferenceModel::logits(const std::vector<int32_t> &tokens) c
         headNorm(Q[size_t(t)], w(p + "attention.q_norm"), D, m.rmsNormEps);
         headNorm(K[size_t(t)], w(p + "attention.k_norm"), D, m.rmsNormEps);
       }
-      rope(Q[size_t(t)], t, D, m.rope);
-      rope(K[size_t(t)], t, D, m.rope);
+      rope(Q[size_t(t)], t, D, m.rope, context);
+      rope(K[size_t(t)], t, D, m.rope, context);
     }
     for (int64_t t = 0; t < n; ++t) {
       // Causal attention: token t sees tokens 0..t.

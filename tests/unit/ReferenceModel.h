@@ -18,7 +18,10 @@ public:
   /// (so a bf16 plan is compared against the same rounded weights). For
   /// int8, matrices are quantized as docs/artifact.md defines (groups of 32
   /// along a row, scale max|w| / 127) and vectors stay f32.
-  ReferenceModel(const ModelSpec &spec, const WeightSource &source, DType dtype = DType::f32);
+  /// `context`: the positions the model is compiled for (0: all of
+  /// max_position_embeddings), which choose LongRoPE's short or long factors.
+  ReferenceModel(const ModelSpec &spec, const WeightSource &source, DType dtype = DType::f32,
+                 int64_t context = 0);
 
   /// The logits after the last of `tokens` (positions 0..n-1).
   std::vector<double> logits(const std::vector<int32_t> &tokens) const;
@@ -26,6 +29,7 @@ public:
 private:
   const std::vector<double> &w(const std::string &name) const { return weights.at(name); }
   ModelSpec spec;
+  int64_t context;
   std::map<std::string, std::vector<double>> weights;
 };
 

@@ -574,6 +574,118 @@ TEST(HFConfig, MistralSlidingWindowMustCoverTheContext) {
   EXPECT_EQ(hfErrorOf(j.dump()), "");
 }
 
+namespace {
+
+/// Phi-3.5-mini's config.json, scaled down: LongRoPE over a pretraining
+/// context of 4,096 stretched to 131,072, heads of 16 (8 factors a list).
+nlohmann::json phi35() {
+  nlohmann::json j = nlohmann::json::parse(kHF);
+  j["model_type"] = "phi3";
+  j["architectures"] = {"Phi3ForCausalLM"};
+  j["max_position_embeddings"] = 131072;
+  j["original_max_position_embeddings"] = 4096;
+  j["sliding_window"] = 262144;
+  j["partial_rotary_factor"] = 1.0;
+  j["embd_pdrop"] = 0.0;
+  j["resid_pdrop"] = 0.0;
+  j["rope_scaling"] = {{"type", "longrope"},
+                       {"short_factor", {1.0, 1.0, 1.1, 1.3, 1.6, 2.0, 2.5, 3.0}},
+                       {"long_factor", {1.0, 1.5, 3.0, 6.0, 12.0, 24.0, 40.0, 60.0}}};
+  return j;
+}
+
+ModelConfig phiConfig(const nlohmann::json &j, int64_t maxSeq = 0) {
+  ModelConfig cfg = parseHFConfig(j.dump(), "config.json",
+                                  [](const std::string &w) { ADD_FAILURE() << w; });
+  if (maxSeq) {
+    cfg.compile.maxSeqLen = maxSeq;
+    cfg.given.insert("compile.max_seq_len");
+  }
+  validate(cfg);
+  return cfg;
+}
+
+} // namespace
+
+// LongRoPE as transformers reads it: the attention factor from the context
+// stretch (sqrt(1 + ln 32 / ln 4096) = sqrt(17 / 12): ln 32 / ln 4096 is
+// 5 / 12), the short factors up to 4,096 positions, the long ones beyond.
+TEST(HFConfig, Phi3LongRope) {
+  ModelConfig cfg = phiConfig(phi35());
+  const RopeSpec &r = cfg.model.rope;
+  EXPECT_EQ(cfg.model.architecture, Architecture::phi3);
+  EXPECT_EQ(r.type, RopeType::longrope);
+  EXPECT_EQ(r.originalMaxPositions, 4096);
+  EXPECT_NEAR(r.attentionFactor, std::sqrt(17.0 / 12.0), 1e-15);
+  EXPECT_EQ(cfg.compile.maxSeqLen, 2048);
+  EXPECT_EQ(r.freqFactors, phi35()["rope_scaling"]["short_factor"].get<std::vector<double>>());
+  EXPECT_EQ(phiConfig(phi35(), 4096).model.rope.freqFactors, r.shortFactors);
+  EXPECT_EQ(phiConfig(phi35(), 4097).model.rope.freqFactors,
+            phi35()["rope_scaling"]["long_factor"].get<std::vector<double>>());
+  // "su", Phi-3's first name; an explicit attention factor; a factor given
+  // in rope_scaling and no original context (then max_position_embeddings).
+  nlohmann::json j = phi35();
+  j["rope_scaling"]["type"] = "su";
+  j["rope_scaling"]["attention_factor"] = 1.25;
+  EXPECT_EQ(phiConfig(j).model.rope.attentionFactor, 1.25);
+  j = phi35();
+  j.erase("original_max_position_embeddings");
+  j["rope_scaling"]["factor"] = 4.0;
+  cfg = phiConfig(j);
+  EXPECT_EQ(cfg.model.rope.originalMaxPositions, 131072);
+  EXPECT_NEAR(cfg.model.rope.attentionFactor,
+              std::sqrt(1 + std::log(4.0) / std::log(131072.0)), 1e-15);
+  // Within the context (factor 1 or less): no attention factor.
+  j = phi35();
+  j["original_max_position_embeddings"] = 131072;
+  EXPECT_EQ(phiConfig(j).model.rope.attentionFactor, 1.0);
+  // The round trip through an artifact's JSON keeps all of it.
+  cfg = phiConfig(phi35(), 8192);
+  const ModelSpec back = modelSpecFromJson(toJson(cfg.model));
+  EXPECT_EQ(back.rope.shortFactors, cfg.model.rope.shortFactors);
+  EXPECT_EQ(back.rope.longFactors, cfg.model.rope.longFactors);
+  EXPECT_EQ(back.rope.freqFactors, cfg.model.rope.longFactors);
+  EXPECT_EQ(back.rope.attentionFactor, cfg.model.rope.attentionFactor);
+  EXPECT_EQ(back.rope.type, RopeType::longrope);
+}
+
+TEST(HFConfig, Phi3RefusalsNameTheKey) {
+  auto has = [](nlohmann::json j, const std::string &part) {
+    const std::string msg = hfErrorOf(j.dump());
+    EXPECT_NE(msg.find(part), std::string::npos) << "'" << part << "' not in: " << msg;
+  };
+  nlohmann::json j = phi35();
+  j["rope_scaling"]["short_factor"] = {1.0, 2.0};
+  has(j, "field 'rope_scaling.short_factor': expected head_dim / 2 = 8 factors, got 2");
+  j = phi35();
+  j["rope_scaling"]["long_factor"][3] = -1.0;
+  has(j, "field 'rope_scaling.long_factor[3]': expected a positive finite number");
+  j = phi35();
+  j["rope_scaling"]["long_factor"][1] = "x";
+  has(j, "field 'rope_scaling.long_factor': expected a list of numbers, found a string at [1]");
+  j = phi35();
+  j["rope_scaling"].erase("long_factor");
+  has(j, "field 'rope_scaling.long_factor': missing");
+  j = phi35();
+  j["rope_scaling"]["short_mscale"] = 1.1;
+  has(j, "field 'rope_scaling.short_mscale'");
+  j = phi35();
+  j["partial_rotary_factor"] = 0.75; // Phi-4-mini
+  has(j, "field 'partial_rotary_factor': 0.75");
+  j = phi35();
+  j["original_max_position_embeddings"] = 0;
+  has(j, "field 'original_max_position_embeddings': expected a positive integer");
+  // Phi-3-mini-4k: no scaling, a window of 2047, which the context stops at.
+  j = phi35();
+  j["rope_scaling"] = nullptr;
+  j["max_position_embeddings"] = 4096;
+  j["sliding_window"] = 2047;
+  ModelConfig cfg = phiConfig(j);
+  EXPECT_EQ(cfg.model.rope.type, RopeType::standard);
+  EXPECT_EQ(cfg.compile.maxSeqLen, 2047);
+  EXPECT_EQ(hfErrorOf(j.dump()), "");
+}
+
 TEST(HFConfig, MatchesTheTomlSpecs) {
   const fs::path src = KVPLAN_SOURCE_DIR;
   const std::pair<const char *, const char *> pairs[] = {

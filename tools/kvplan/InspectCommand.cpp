@@ -76,6 +76,11 @@ std::string ropeLine(const RopeSpec &r) {
        << r.originalMaxPositions << ")";
   if (r.type == RopeType::linear)
     os << ", linear scaling (factor " << r.factor << ")";
+  if (r.type == RopeType::longrope)
+    os << ", longrope scaling (original_max_position_embeddings " << r.originalMaxPositions
+       << ": the " << (r.freqFactors == r.longFactors ? "long" : "short") << " factors)";
+  if (r.attentionFactor != 1)
+    os << ", attention factor " << r.attentionFactor;
   const std::vector<double> &f = r.freqFactors;
   if (!f.empty())
     os << ", frequencies divided by freq_factors";

@@ -6,8 +6,13 @@ and as a Hugging Face folder (config.json, model.safetensors, the
 tokenizer.json). Both must run token for token alike.
 
 usage: gguf_and_hf.py ARCH TOKENIZER_JSON PRE GGUF_OUT HF_DIR [TOKENIZER_CONFIG]
-  ARCH: llama, qwen2 (q/k/v biases) or qwen3 (heads twice hidden_size /
-  num_heads wide, q/k norms); PRE: tokenizer.ggml.pre ("llama-bpe", "qwen2",
+  ARCH: llama, qwen2 (q/k/v biases), qwen3 (heads twice hidden_size /
+  num_heads wide, q/k norms), phi3 (Phi-3's fused qkv_proj and gate_up_proj,
+  the gate's rows first; llama.cpp's attn_qkv and a 2 x ffn ffn_up, rows
+  left in rotate-half order; the same weights also written unfused as a
+  llama folder, HF_DIR-llama) or phi3-longrope (phi3 with LongRoPE: short
+  and long factors, a pretraining context of 64, the attention factor as
+  convert_hf_to_gguf.py computes it); PRE: tokenizer.ggml.pre ("llama-bpe", "qwen2",
   "deepseek-r1-qwen"). tokenizer.ggml.add_bos_token is true for llama (as
   Llama 3's GGUFs have it), false for the others. "deepseek-r1-qwen" (with
   Qwen's tokenizer.json) writes the GGUF's vocabulary as DeepSeek-R1's Qwen
@@ -18,6 +23,7 @@ usage: gguf_and_hf.py ARCH TOKENIZER_JSON PRE GGUF_OUT HF_DIR [TOKENIZER_CONFIG]
   writes it (tokenizer.chat_template) and the file is copied to the folder.
 """
 import json
+import math
 import os
 import random
 import shutil
@@ -27,7 +33,11 @@ from array import array
 
 arch, tokenizer_path, pre, gguf_out, hf_dir = sys.argv[1:6]
 tokenizer_config = sys.argv[6] if len(sys.argv) > 6 else None
+longrope = arch == "phi3-longrope"
+if longrope:
+    arch = "phi3"
 qwen = arch in ("qwen2", "qwen3")
+neox = qwen or arch == "phi3"  # q/k rows left in rotate-half order in the GGUF
 add_bos = not qwen
 
 tok = json.load(open(tokenizer_path, encoding="utf-8"))
@@ -66,6 +76,11 @@ hidden, ffn, layers, heads, kv_heads = 32, 64, 2, 4, 2
 head_dim = hidden // heads * (2 if arch == "qwen3" else 1)
 q_dim, kv_dim = heads * head_dim, kv_heads * head_dim
 theta, eps = (1000000.0, 1e-6) if qwen else (500000.0, 1e-5)
+# LongRoPE: head_dim / 2 factors each; max_position_embeddings 256 over a
+# pretraining context of 64, so the attention factor is sqrt(1 + ln 4 / ln 64).
+short_factor = [1.0, 1.25, 2.0, 3.5]
+long_factor = [1.0, 2.0, 6.0, 16.0]
+attn_factor = math.sqrt(1 + math.log(256 / 64) / math.log(64))
 rng = random.Random(11)
 
 
@@ -99,27 +114,58 @@ for l in range(layers):
             (p + "self_attn.q_norm.weight", [head_dim], rand(head_dim, 0.2)),
             (p + "self_attn.k_norm.weight", [head_dim], rand(head_dim, 0.2)),
         ]
+
+def fuse(tensors):
+    """Phi-3's checkpoint: q, k and v rows in one qkv_proj, the gate's then
+    the up projection's in one gate_up_proj."""
+    by = dict((n, (sh, d)) for n, sh, d in tensors)
+    out = []
+    for n, sh, d in tensors:
+        if n.endswith("self_attn.q_proj.weight"):
+            p = n[:-len("q_proj.weight")]
+            parts = [by[p + x + "_proj.weight"] for x in "qkv"]
+            out.append((p + "qkv_proj.weight", [sum(x[0][0] for x in parts), sh[1]],
+                        array("f", b"".join(x[1].tobytes() for x in parts))))
+        elif n.endswith("mlp.gate_proj.weight"):
+            p = n[:-len("gate_proj.weight")]
+            up = by[p + "up_proj.weight"]
+            out.append((p + "gate_up_proj.weight", [2 * sh[0], sh[1]],
+                        array("f", d.tobytes() + up[1].tobytes())))
+        elif not (n.endswith(("k_proj.weight", "v_proj.weight", "up_proj.weight"))):
+            out.append((n, sh, d))
+    return out
+
+
 # Norms near 1, as trained ones are.
 hf = [(n, s, array("f", (1 + x for x in d)) if n.endswith("norm.weight") else d) for n, s, d in hf]
 hf.append(("model.norm.weight", [hidden], array("f", (1 + x for x in rand(hidden, 0.2)))))
 
+unfused = hf
+if arch == "phi3":
+    hf = fuse(hf)
+
+
+def write_safetensors(folder, tensors):
+    os.makedirs(folder, exist_ok=True)
+    header, offset = {}, 0
+    for name, shape, data in tensors:
+        header[name] = {"dtype": "F32", "shape": shape,
+                        "data_offsets": [offset, offset + 4 * len(data)]}
+        offset += 4 * len(data)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(os.path.join(folder, "model.safetensors"), "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text)
+        for _, _, data in tensors:
+            f.write(data.tobytes())
+
+
 # The Hugging Face folder.
-os.makedirs(hf_dir, exist_ok=True)
-header, offset = {}, 0
-for name, shape, data in hf:
-    header[name] = {"dtype": "F32", "shape": shape,
-                    "data_offsets": [offset, offset + 4 * len(data)]}
-    offset += 4 * len(data)
-text = json.dumps(header).encode()
-text += b" " * (-len(text) % 8)
-with open(os.path.join(hf_dir, "model.safetensors"), "wb") as f:
-    f.write(struct.pack("<Q", len(text)) + text)
-    for _, _, data in hf:
-        f.write(data.tobytes())
+write_safetensors(hf_dir, hf)
 config = {
     "model_type": arch,
     "architectures": [{"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
-                       "qwen3": "Qwen3ForCausalLM"}[arch]],
+                       "qwen3": "Qwen3ForCausalLM", "phi3": "Phi3ForCausalLM"}[arch]],
     "hidden_size": hidden, "intermediate_size": ffn, "num_hidden_layers": layers,
     "num_attention_heads": heads, "num_key_value_heads": kv_heads, "vocab_size": n_vocab,
     "max_position_embeddings": 256, "rms_norm_eps": eps, "rope_theta": theta,
@@ -130,21 +176,43 @@ if qwen:
     config["use_sliding_window"] = False
 if arch == "qwen3":
     config.update({"head_dim": head_dim, "attention_bias": False, "sliding_window": None})
-json.dump(config, open(os.path.join(hf_dir, "config.json"), "w"))
-shutil.copy(tokenizer_path, os.path.join(hf_dir, "tokenizer.json"))
-if tokenizer_config:
-    shutil.copy(tokenizer_config, os.path.join(hf_dir, "tokenizer_config.json"))
+if arch == "phi3":
+    # Phi-3's own keys: the pretraining context beside rope_scaling, no
+    # partial rotation, a window no shorter than the context.
+    config.update({"original_max_position_embeddings": 64 if longrope else 256,
+                   "partial_rotary_factor": 1.0, "sliding_window": 262144,
+                   "embd_pdrop": 0.0, "resid_pdrop": 0.0, "rope_scaling": None})
+    if longrope:
+        config["rope_scaling"] = {"type": "longrope", "short_factor": short_factor,
+                                  "long_factor": long_factor}
+folders = [(hf_dir, config)]
+if arch == "phi3" and not longrope:
+    # The same weights unfused, as a llama: a model kvplan already runs.
+    write_safetensors(hf_dir + "-llama", unfused)
+    llama = dict(config, model_type="llama", architectures=["LlamaForCausalLM"])
+    for key in ("original_max_position_embeddings", "partial_rotary_factor", "sliding_window",
+                "embd_pdrop", "resid_pdrop"):
+        del llama[key]
+    folders.append((hf_dir + "-llama", llama))
+for folder, c in folders:
+    json.dump(c, open(os.path.join(folder, "config.json"), "w"))
+    shutil.copy(tokenizer_path, os.path.join(folder, "tokenizer.json"))
+    if tokenizer_config:
+        shutil.copy(tokenizer_config, os.path.join(folder, "tokenizer_config.json"))
 
 
 # The GGUF: llama.cpp's names; a llama model's q/k rows reordered as
 # convert_hf_to_gguf.py's LlamaModel.permute does, a qwen2 model's not.
 def gguf_name(hf_name):
+    if hf_name.startswith("rope_factors_"):
+        return hf_name
     if hf_name == "model.embed_tokens.weight":
         return "token_embd.weight"
     if hf_name == "model.norm.weight":
         return "output_norm.weight"
     layer, rest = hf_name[len("model.layers."):].split(".", 1)
     return "blk.%s.%s" % (layer, {
+        "self_attn.qkv_proj.weight": "attn_qkv.weight", "mlp.gate_up_proj.weight": "ffn_up.weight",
         "input_layernorm.weight": "attn_norm.weight", "self_attn.q_proj.weight": "attn_q.weight",
         "self_attn.k_proj.weight": "attn_k.weight", "self_attn.v_proj.weight": "attn_v.weight",
         "self_attn.o_proj.weight": "attn_output.weight", "self_attn.q_proj.bias": "attn_q.bias",
@@ -194,6 +262,12 @@ for key, v in [("block_count", layers), ("context_length", 256), ("embedding_len
                ("feed_forward_length", ffn), ("attention.head_count", heads),
                ("attention.head_count_kv", kv_heads)]:
     u32(arch + "." + key, v)
+if arch == "phi3":
+    u32(arch + ".rope.dimension_count", head_dim)
+    u32(arch + ".attention.sliding_window", 262144)
+    if longrope:
+        u32(arch + ".rope.scaling.original_context_length", 64)
+        f32(arch + ".rope.scaling.attn_factor", attn_factor)
 if arch == "qwen3":
     u32(arch + ".attention.key_length", head_dim)
     u32(arch + ".attention.value_length", head_dim)
@@ -213,8 +287,11 @@ if tokenizer_config:
        gstr(json.load(open(tokenizer_config, encoding="utf-8"))["chat_template"]))
 
 directory, blobs, offset = [], [], 0
+if longrope:  # F32 tensors of head_dim / 2, as the converter writes them
+    hf = hf + [("rope_factors_long.weight", [len(long_factor)], array("f", long_factor)),
+               ("rope_factors_short.weight", [len(short_factor)], array("f", short_factor))]
 for name, shape, data in hf:
-    if not qwen and (".q_proj.weight" in name or ".k_proj.weight" in name):
+    if not neox and (".q_proj.weight" in name or ".k_proj.weight" in name):
         data = llama_permute(data, shape[0], shape[1])
     dims = list(reversed(shape))
     directory.append(gstr(gguf_name(name)) + struct.pack("<I", len(dims)) +
