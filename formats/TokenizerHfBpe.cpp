@@ -38,6 +38,7 @@ constexpr const char *kGpt2Pattern =
 /// in generation_config.json), so these names stand in for it.
 const char *const kEndOfSequenceNames[] = {
     "<|end_of_text|>", "<|eot_id|>", "<|eom_id|>", "<|endoftext|>", "<|im_end|>", "</s>",
+    "<|end|>", // Phi-3's and Phi-4-mini's end of a turn
 };
 
 /// GPT-2's reversible map from bytes to printable code points: printable

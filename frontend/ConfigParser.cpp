@@ -6,6 +6,7 @@
 
 #include "formats/WeightFormats.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -683,6 +684,31 @@ ModelConfig parseHFConfig(const std::string &text, const std::string &path,
   return cfg;
 }
 
+void addGenerationEndIds(ModelConfig &cfg, const std::string &text, const std::string &path) {
+  const nlohmann::json root = parseJsonObject(text, path);
+  auto where = [&](const std::string &msg) {
+    return InputError(path + ": field 'eos_token_id': " + msg);
+  };
+  const auto it = root.find("eos_token_id");
+  if (it == root.end() || it->is_null())
+    return;
+  const nlohmann::json ids = it->is_array() ? *it : nlohmann::json::array({*it});
+  for (const nlohmann::json &id : ids) {
+    if (!id.is_number_integer())
+      throw where(std::string("expected a token id or a list of them, found ") +
+                  jsonTypeName(id));
+    const int64_t v = id.is_number_unsigned() && id.get<uint64_t>() > uint64_t(INT64_MAX)
+                          ? -1
+                          : id.get<int64_t>();
+    if (v < 0 || (cfg.model.vocabSize > 0 && v >= cfg.model.vocabSize)) // else validate()'s
+      throw where("token " + id.dump() + " is outside the vocabulary [0, " +
+                  std::to_string(cfg.model.vocabSize) + ") of the config.json beside it");
+    std::vector<int64_t> &eos = cfg.model.eosTokenIds;
+    if (std::find(eos.begin(), eos.end(), v) == eos.end())
+      eos.push_back(v);
+  }
+}
+
 //===----------------------------------------------------------------------===//
 // Files
 //===----------------------------------------------------------------------===//
@@ -714,11 +740,14 @@ ModelConfig loadModelConfig(const std::string &path, const SettingOverrides &o,
     return applyAndValidate(std::move(cfg), o);
   }
   std::string text = readText(p);
-  if (ext == ".toml")
+  if (ext == ".toml") {
     cfg = parseTomlSpec(text, p.string(), warn);
-  else if (ext == ".json")
+  } else if (ext == ".json") {
     cfg = parseHFConfig(text, p.string(), warn);
-  else
+    const fs::path generation = p.parent_path() / "generation_config.json";
+    if (fs::exists(generation))
+      addGenerationEndIds(cfg, readText(generation), generation.string());
+  } else
     throw InputError(p.string() + ": unknown model format '" + ext +
                      "'; expected a .toml spec, a config.json (or a directory holding one), a "
                      "llama2.c .bin or a .gguf");

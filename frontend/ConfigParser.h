@@ -19,10 +19,16 @@ void printWarningToStderr(const std::string &msg);
 ModelConfig parseTomlSpec(const std::string &text, const std::string &path,
                           const WarningSink &warn = printWarningToStderr);
 
-/// Parses a Hugging Face config.json (model_type llama, mistral or qwen2).
-/// The result is not yet validated.
+/// Parses a Hugging Face config.json (model_type llama, mistral, qwen2,
+/// qwen3 or phi3). The result is not yet validated.
 ModelConfig parseHFConfig(const std::string &text, const std::string &path,
                           const WarningSink &warn = printWarningToStderr);
+
+/// Adds the end-of-generation ids of the generation_config.json beside a
+/// config.json (`text`, read from `path`): its eos_token_id, one id or a
+/// list, where chat models name their end-of-turn token (Llama 3's
+/// <|eot_id|>, Phi-3's <|end|>) that config.json leaves out.
+void addGenerationEndIds(ModelConfig &cfg, const std::string &text, const std::string &path);
 
 /// Compile settings given on the command line; each replaces the file's.
 struct SettingOverrides {

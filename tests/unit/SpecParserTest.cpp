@@ -686,6 +686,41 @@ TEST(HFConfig, Phi3RefusalsNameTheKey) {
   EXPECT_EQ(hfErrorOf(j.dump()), "");
 }
 
+// generation_config.json names the end-of-turn ids config.json leaves out
+// (Phi-3's config ends at <|endoftext|> 32000, its generation config also at
+// <|end|> 32007); they join the model's end ids, each once.
+TEST(HFConfig, GenerationConfigAddsEndIds) {
+  const fs::path dir = fs::temp_directory_path() / "kvplan-generation-config-test";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::ofstream(dir / "config.json") << kHF;
+  auto load = [&](const std::string &generation) {
+    std::ofstream(dir / "generation_config.json") << generation;
+    return loadModelConfig(dir.string(), SettingOverrides{}, [](const std::string &) {});
+  };
+  auto errorOf = [&](const std::string &generation) -> std::string {
+    try {
+      load(generation);
+    } catch (const InputError &e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_EQ(load(R"({"eos_token_id": [2, 7, 9], "bos_token_id": 1})").model.eosTokenIds,
+            (std::vector<int64_t>{2, 7, 9}));
+  EXPECT_EQ(load(R"({"eos_token_id": 9})").model.eosTokenIds, (std::vector<int64_t>{2, 9}));
+  EXPECT_EQ(load(R"({"do_sample": true})").model.eosTokenIds, (std::vector<int64_t>{2}));
+  const std::string file = (dir / "generation_config.json").string();
+  EXPECT_NE(errorOf(R"({"eos_token_id": [2, 100]})")
+                .find(file + ": field 'eos_token_id': token 100 is outside the vocabulary [0, "
+                             "100)"),
+            std::string::npos)
+      << errorOf(R"({"eos_token_id": [2, 100]})");
+  EXPECT_NE(errorOf(R"({"eos_token_id": "x"})").find("found a string"), std::string::npos);
+  EXPECT_NE(errorOf("{oops").find(file + ": malformed JSON"), std::string::npos);
+  fs::remove_all(dir);
+}
+
 TEST(HFConfig, MatchesTheTomlSpecs) {
   const fs::path src = KVPLAN_SOURCE_DIR;
   const std::pair<const char *, const char *> pairs[] = {

@@ -1243,10 +1243,11 @@ TEST(TokenizerErrors, UnsupportedGgufTokenizer) {
   EXPECT_NE(msg.find("tokenizer.ggml.model"), std::string::npos) << msg;
 }
 
-/// A GGUF v3 file with a three-piece llama vocabulary, `types` as its
-/// tokenizer.ggml.token_type (an f32 array) and `bos` as a u64
+/// A GGUF v3 file with a three-piece llama vocabulary (`pieces`), `types` as
+/// its tokenizer.ggml.token_type (an f32 array) and `bos` as a u64
 /// tokenizer.ggml.bos_token_id.
-std::string ggufVocab(const std::vector<float> &types, uint64_t bos) {
+std::string ggufVocab(const std::vector<float> &types, uint64_t bos,
+                      const std::vector<std::string> &pieces = {"a", "b", "c"}) {
   std::string out = "GGUF";
   auto put = [&](auto x) { out.append(reinterpret_cast<const char *>(&x), sizeof(x)); };
   auto str = [&](const std::string &s) {
@@ -1262,10 +1263,8 @@ std::string ggufVocab(const std::vector<float> &types, uint64_t bos) {
   str("tokenizer.ggml.tokens");
   put(uint32_t(9)); // array
   put(uint32_t(8)); // of strings
-  put(uint64_t(3));
-  str("a");
-  str("b");
-  str("c");
+  put(uint64_t(pieces.size()));
+  for (const std::string &p : pieces) str(p);
   str("tokenizer.ggml.token_type");
   put(uint32_t(9));
   put(uint32_t(6)); // of f32
@@ -1275,6 +1274,18 @@ std::string ggufVocab(const std::vector<float> &types, uint64_t bos) {
   put(uint32_t(10)); // u64
   put(bos);
   return out;
+}
+
+// Phi-3's GGUFs name no end-of-turn id; its turns end at the control token
+// <|end|> (as llama.cpp reads it), which a normal piece of that text is not.
+TEST(SentencePiece, GgufPhi3EndOfTurnEndsGeneration) {
+  ScratchDir dir;
+  std::string path = (dir / "v.gguf").string();
+  // No eos_token_id: llama.cpp's default, 2.
+  writeFile(path, ggufVocab({1, 1, 3, 3}, 0, {"a", "b", "</s>", "<|end|>"}));
+  EXPECT_EQ(loadTokenizerFile(path)->eosIds(), (Ids{2, 3}));
+  writeFile(path, ggufVocab({1, 1, 3, 1}, 0, {"a", "b", "</s>", "<|end|>"}));
+  EXPECT_EQ(loadTokenizerFile(path)->eosIds(), (Ids{2}));
 }
 
 // Found by fuzz_gguf: a token type or id outside what the integer it becomes
