@@ -761,11 +761,19 @@ ModelConfig applyAndValidate(ModelConfig cfg, const SettingOverrides &o) {
   };
   if (o.target) { cfg.compile.target = *o.target; set("compile.target"); }
   if (o.weightDtype) { cfg.compile.weightDtype = *o.weightDtype; set("compile.weight_dtype"); }
-  if (o.maxBatch) { cfg.compile.maxBatch = *o.maxBatch; set("compile.max_batch"); }
-  if (o.maxSeqLen) { cfg.compile.maxSeqLen = *o.maxSeqLen; set("compile.max_seq_len"); }
-  if (o.prefillChunk) { cfg.compile.prefillChunk = *o.prefillChunk; set("compile.prefill_chunk"); }
-  if (o.pageSize) { cfg.compile.pageSize = *o.pageSize; set("compile.page_size"); }
-  if (o.kvPages) { cfg.compile.kvPages = *o.kvPages; set("compile.kv_pages"); }
+  // Messages about a setting a flag gave name the flag.
+  auto flag = [&](const char *field, const char *name) {
+    set(field);
+    cfg.fieldNames[field] = name;
+  };
+  if (o.maxBatch) { cfg.compile.maxBatch = *o.maxBatch; flag("compile.max_batch", "--max-batch"); }
+  if (o.maxSeqLen) { cfg.compile.maxSeqLen = *o.maxSeqLen; flag("compile.max_seq_len", "--max-seq"); }
+  if (o.prefillChunk) {
+    cfg.compile.prefillChunk = *o.prefillChunk;
+    flag("compile.prefill_chunk", "--prefill-chunk");
+  }
+  if (o.pageSize) { cfg.compile.pageSize = *o.pageSize; flag("compile.page_size", "--page-size"); }
+  if (o.kvPages) { cfg.compile.kvPages = *o.kvPages; flag("compile.kv_pages", "--kv-pages"); }
   if (o.tensorParallel) {
     cfg.compile.tensorParallel = *o.tensorParallel;
     set("compile.tensor_parallel");

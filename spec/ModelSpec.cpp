@@ -339,8 +339,13 @@ void deriveCompileDefaults(ModelConfig &cfg) {
     s.kvDtype = isFloatDType(s.weightDtype) ? s.weightDtype : DType::bf16;
   if (!given("compile.max_seq_len")) {
     s.maxSeqLen = std::min(m.maxPositions, CompileSettings::kDefaultMaxSeqLen);
-    if (m.slidingWindow > 0)
-      s.maxSeqLen = std::min(s.maxSeqLen, m.slidingWindow);
+    // A window caps it (Phi-3-mini-4k's 2047: to 2032, whole pages of the
+    // default size, so that the prefix cache still shares pages).
+    if (m.slidingWindow > 0 && m.slidingWindow < s.maxSeqLen)
+      s.maxSeqLen = m.slidingWindow < CompileSettings::kDefaultPageSize
+                        ? m.slidingWindow
+                        : m.slidingWindow / CompileSettings::kDefaultPageSize *
+                              CompileSettings::kDefaultPageSize;
   }
   // LongRoPE's short factors hold up to the pretraining context, its long
   // ones beyond: max_seq_len picks one list for every position.

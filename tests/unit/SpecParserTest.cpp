@@ -373,8 +373,8 @@ TEST(SpecParser, OverridesMoveDependentDefaults) {
     loadModelConfig((dir / "t.toml").string(), o, [](const std::string &) {});
     FAIL() << "expected an error";
   } catch (const InputError &e) {
-    // A flag has no line to cite; the field and the fix are named.
-    EXPECT_NE(std::string(e.what()).find("t.toml: field 'compile.kv_pages': kv_pages 1 cannot "
+    // A flag has no line to cite; the flag and the fix are named.
+    EXPECT_NE(std::string(e.what()).find("t.toml: field '--kv-pages': kv_pages 1 cannot "
                                          "hold one sequence of max_seq_len 32 (2 pages of 16 "
                                          "tokens); give at least 2"),
               std::string::npos)
@@ -395,7 +395,7 @@ TEST(SpecParser, OverridesMoveDependentDefaults) {
     FAIL() << "expected an error";
   } catch (const InputError &e) {
     EXPECT_NE(std::string(e.what()).find("field '--decode-copies': 8 rows is not below "
-                                         "max_batch 4"),
+                                         "--max-batch 4"),
               std::string::npos)
         << e.what();
   }
@@ -405,7 +405,9 @@ TEST(SpecParser, OverridesMoveDependentDefaults) {
     loadModelConfig((dir / "t.toml").string(), o, [](const std::string &) {});
     FAIL() << "expected an error";
   } catch (const InputError &e) {
-    EXPECT_NE(std::string(e.what()).find("compile.page_size"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("field '--page-size': page_size 7 must divide"),
+              std::string::npos)
+        << e.what();
   }
   fs::remove_all(dir);
 }
@@ -675,14 +677,22 @@ TEST(HFConfig, Phi3RefusalsNameTheKey) {
   j = phi35();
   j["original_max_position_embeddings"] = 0;
   has(j, "field 'original_max_position_embeddings': expected a positive integer");
-  // Phi-3-mini-4k: no scaling, a window of 2047, which the context stops at.
+  // Phi-3-mini-4k: no scaling, a window of 2047, which the default context
+  // stops within, at whole pages of 16 (2032); 2047 itself may be asked for.
   j = phi35();
   j["rope_scaling"] = nullptr;
   j["max_position_embeddings"] = 4096;
   j["sliding_window"] = 2047;
   ModelConfig cfg = phiConfig(j);
   EXPECT_EQ(cfg.model.rope.type, RopeType::standard);
-  EXPECT_EQ(cfg.compile.maxSeqLen, 2047);
+  EXPECT_EQ(cfg.compile.maxSeqLen, 2032);
+  EXPECT_EQ(cfg.compile.pageSize, 16);
+  EXPECT_EQ(phiConfig(j, 2047).compile.maxSeqLen, 2047);
+  j["max_position_embeddings"] = 2048;
+  j["sliding_window"] = 2049; // beyond the context: no cap
+  EXPECT_EQ(phiConfig(j).compile.maxSeqLen, 2048);
+  j["sliding_window"] = 7; // below a page: the window itself
+  EXPECT_EQ(phiConfig(j).compile.maxSeqLen, 7);
   EXPECT_EQ(hfErrorOf(j.dump()), "");
 }
 
@@ -730,6 +740,7 @@ TEST(HFConfig, MatchesTheTomlSpecs) {
       {"qwen3-0.6b", "qwen3-0.6b.toml"},
       {"mistral-7b-v0.3", "mistral-7b-v0.3.toml"},
       {"smollm2-135m", "smollm2-135m.toml"},
+      {"phi-3-mini-4k", "phi-3-mini-4k.toml"},
   };
   for (auto [dir, toml] : pairs) {
     SCOPED_TRACE(dir);

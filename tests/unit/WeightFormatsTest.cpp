@@ -1081,7 +1081,7 @@ TEST(Gguf, ArchitectureAndRopeScalingAreChecked) {
   const fs::path p = dir.path / "m.gguf";
   writeGguf(p, {{"general.architecture", "gemma"}}, kGgufDims, {});
   expectInputError([&] { readCheckpointConfig(p.string()); },
-                   {p.string(), "'gemma'", "llama, qwen2 and qwen3"});
+                   {p.string(), "'gemma'", "llama, qwen2, qwen3 and phi3"});
   expectInputError([&] { openWeights(p.string(), ggufSpec()); }, {p.string(), "'gemma'"});
   writeGguf(p, {{"general.architecture", "llama"}, {"llama.rope.scaling.type", "yarn"}},
             kGgufDims, {});
