@@ -189,6 +189,8 @@ public:
                "embedding sets tie_word_embeddings";
       else if (stored.size() > 5 && stored.compare(stored.size() - 5, 5, ".bias") == 0)
         hint = "the model has attention_bias but the checkpoint has no q/k/v biases";
+      else if (std::optional<FusedRows> f = fusedRows(name, model))
+        hint = "and no fused '" + hfName(f->fused) + "' (where phi3 checkpoints hold it)";
       missingTensor(where, name, stored, hint);
     }
     const Entry &e = *p.entry;

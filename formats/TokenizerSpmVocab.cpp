@@ -415,10 +415,12 @@ std::unique_ptr<Tokenizer> makeGgufVocab(const GgufFile &g) {
   int32_t eot = id("tokenizer.ggml.eot_token_id", -1);
   if (eot >= 0 && eot != eos)
     v.eos.push_back(eot);
-  // Phi-3's files name no end-of-turn id: its turns end at the control token
-  // <|end|>, which llama.cpp also ends generation at by its text.
+  // Phi-3's files name no end-of-turn id: its turns end at <|end|>, which
+  // llama.cpp ends generation at by its text (converted files have it as a
+  // user-defined token, or control where the checkpoint marks it special).
   for (size_t i = 0; i < n; ++i)
-    if (v.types[i] == PieceType::control && v.pieces[i] == "<|end|>" &&
+    if ((v.types[i] == PieceType::control || v.types[i] == PieceType::userDefined) &&
+        v.pieces[i] == "<|end|>" &&
         std::find(v.eos.begin(), v.eos.end(), int32_t(i)) == v.eos.end())
       v.eos.push_back(int32_t(i));
   if (const GgufFile::Value *p = g.find("tokenizer.ggml.add_space_prefix"))

@@ -241,6 +241,28 @@ std::vector<int64_t> eosIdsFromGguf(const GgufFile &g) {
   return ids;
 }
 
+// The head width: the rotary width, else the key width (Qwen3's heads are
+// not hidden_size / num_heads wide); 0 where neither is given (then
+// hidden_size / num_heads). kvplan rotates whole heads: a rotary width below
+// the key width, or below hidden_size / num_heads in a phi3 file (which
+// writes no key width: Phi-4-mini's), is partial RoPE, which it refuses.
+int64_t ggufHeadDim(const GgufFile &g, const ModelSpec &m) {
+  auto key = [&](const char *name) { return archKey(g, name); };
+  const auto rot = g.integer(key("rope.dimension_count"));
+  const auto keyWidth = g.integer(key("attention.key_length"));
+  if (rot && keyWidth && *keyWidth != *rot)
+    throw InputError(g.path() + ": " + key("rope.dimension_count") + " " + std::to_string(*rot) +
+                     " differs from " + key("attention.key_length") + " " +
+                     std::to_string(*keyWidth) + " (partial RoPE is not supported)");
+  if (rot && !keyWidth && m.architecture == Architecture::phi3 && m.numHeads > 0 &&
+      *rot != m.hiddenSize / m.numHeads)
+    throw InputError(g.path() + ": " + key("rope.dimension_count") + " " + std::to_string(*rot) +
+                     " is not the head width " + std::to_string(m.hiddenSize / m.numHeads) +
+                     " (" + key("embedding_length") + " / " + key("attention.head_count") +
+                     "): partial RoPE (Phi-4-mini's) is not supported");
+  return rot ? *rot : keyWidth.value_or(0);
+}
+
 ModelConfig configFromGguf(const GgufFile &g) {
   ModelConfig cfg;
   cfg.sourcePath = g.path();
@@ -267,28 +289,8 @@ ModelConfig configFromGguf(const GgufFile &g) {
   m.numLayers = required("block_count", "model.num_layers");
   m.numHeads = required("attention.head_count", "model.num_heads");
   m.numKvHeads = g.integer(key("attention.head_count_kv")).value_or(m.numHeads);
-  // The head width: the rotary width, else the key width (Qwen3's heads are
-  // not hidden_size / num_heads wide), else hidden_size / num_heads.
-  const auto rot = g.integer(key("rope.dimension_count"));
-  const auto keyWidth = g.integer(key("attention.key_length"));
-  // kvplan rotates whole heads; a rotary width below the key width would be
-  // partial RoPE, which it does not implement.
-  if (rot && keyWidth && *keyWidth != *rot)
-    throw InputError(g.path() + ": " + key("rope.dimension_count") + " " + std::to_string(*rot) +
-                     " differs from " + key("attention.key_length") + " " +
-                     std::to_string(*keyWidth) + " (partial RoPE is not supported)");
-  // phi3 files write no key width: a rotary width below hidden_size /
-  // num_heads is Phi-4-mini's partial RoPE.
-  if (rot && !keyWidth && m.architecture == Architecture::phi3 && m.numHeads > 0 &&
-      *rot != m.hiddenSize / m.numHeads)
-    throw InputError(g.path() + ": " + key("rope.dimension_count") + " " + std::to_string(*rot) +
-                     " is not the head width " + std::to_string(m.hiddenSize / m.numHeads) +
-                     " (" + key("embedding_length") + " / " + key("attention.head_count") +
-                     "): partial RoPE (Phi-4-mini's) is not supported");
-  if (rot || keyWidth) {
-    m.headDim = rot ? *rot : *keyWidth;
+  if ((m.headDim = ggufHeadDim(g, m)))
     cfg.given.insert("model.head_dim");
-  }
   m.maxPositions = required("context_length", "model.max_position_embeddings");
   auto eps = g.number(key("attention.layer_norm_rms_epsilon"));
   if (!eps)
@@ -385,6 +387,8 @@ public:
       if (name == "output")
         hint = "the GGUF has no output.weight, so its classifier is the token embedding; the "
                "model should set tie_word_embeddings";
+      else if (std::optional<FusedRows> f = fusedRows(name, model))
+        hint = "and no fused '" + ggufName(f->fused) + "' (where phi3 files hold it)";
       missingTensor(gguf.path(), name, stored, hint);
     }
     const GgufFile::Tensor &t = *p.tensor;

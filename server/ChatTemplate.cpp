@@ -18,7 +18,7 @@ const char *const kDeepSeekAssistant = "<\uFF5CAssistant\uFF5C>";
 } // namespace
 
 const char *const kChatTemplateNames =
-    "llama2, llama3, chatml, qwen3, deepseek-r1, mistral, none";
+    "llama2, llama3, chatml, qwen3, deepseek-r1, mistral, phi3, none";
 
 const char *chatTemplateName(ChatTemplate t) {
   switch (t) {
@@ -29,6 +29,7 @@ const char *chatTemplateName(ChatTemplate t) {
   case ChatTemplate::qwen3: return "qwen3";
   case ChatTemplate::deepseek_r1: return "deepseek-r1";
   case ChatTemplate::mistral: return "mistral";
+  case ChatTemplate::phi3: return "phi3";
   }
   return "?";
 }
@@ -36,7 +37,7 @@ const char *chatTemplateName(ChatTemplate t) {
 std::optional<ChatTemplate> parseChatTemplate(const std::string &name) {
   for (ChatTemplate t : {ChatTemplate::none, ChatTemplate::llama2, ChatTemplate::llama3,
                          ChatTemplate::chatml, ChatTemplate::qwen3, ChatTemplate::deepseek_r1,
-                         ChatTemplate::mistral})
+                         ChatTemplate::mistral, ChatTemplate::phi3})
     if (name == chatTemplateName(t)) return t;
   return std::nullopt;
 }
@@ -46,6 +47,9 @@ ChatTemplate detectChatTemplate(const Tokenizer *tok, Architecture architecture)
     auto has = [&](const char *piece) { return tok->specialTokenId(piece) >= 0; };
     if (has(kDeepSeekUser) && has(kDeepSeekAssistant)) return ChatTemplate::deepseek_r1;
     if (has("<|start_header_id|>") && has("<|eot_id|>")) return ChatTemplate::llama3;
+    if (has("<|user|>") && has("<|assistant|>") && has("<|end|>")) return ChatTemplate::phi3;
+    // Phi-4 writes <|im_start|>user<|im_sep|>: not ChatML, and no built-in.
+    if (has("<|im_sep|>")) return ChatTemplate::none;
     if (has("<|im_start|>") && has("<|im_end|>"))
       return has("<think>") && has("</think>") ? ChatTemplate::qwen3 : ChatTemplate::chatml;
     if (has("[INST]")) return ChatTemplate::mistral; // Mistral's v3 tokenizer
@@ -136,6 +140,28 @@ std::vector<ChatPiece> renderMistral(const std::vector<ChatMessage> &m) {
       out.push_back(text(" " + m[i].content));
       out.push_back({ChatPiece::eos, "</s>"});
     }
+  }
+  return out;
+}
+
+/// <|system|>\n{system}<|end|>\n<|user|>\n{user}<|end|>\n<|assistant|>\n{answer}<|end|>\n
+/// ... <|assistant|>\n: Phi-3's and Phi-3.5's format (their templates' turns,
+/// as llama.cpp's built-in phi3 writes them); other roles have no marker.
+std::vector<ChatPiece> renderPhi3(const std::vector<ChatMessage> &m, bool generation) {
+  std::vector<ChatPiece> out;
+  for (size_t i = 0; i < m.size(); ++i) {
+    const std::string &role = m[i].role;
+    if (role != "system" && role != "user" && role != "assistant")
+      throw badField("messages", "the phi3 chat template has system, user and assistant turns; "
+                                 "messages[" + std::to_string(i) + "] is " + role);
+    out.push_back(marker("<|" + role + "|>"));
+    out.push_back(text("\n" + m[i].content));
+    out.push_back(marker("<|end|>"));
+    out.push_back(text("\n"));
+  }
+  if (generation) {
+    out.push_back(marker("<|assistant|>"));
+    out.push_back(text("\n"));
   }
   return out;
 }
@@ -374,6 +400,7 @@ std::vector<ChatPiece> renderFamily(ChatTemplate t, const std::vector<ChatMessag
   case ChatTemplate::qwen3: return renderChatMl(messages, tools, true, generation);
   case ChatTemplate::deepseek_r1: return renderDeepSeekR1(messages, generation);
   case ChatTemplate::mistral: return renderMistral(messages);
+  case ChatTemplate::phi3: return renderPhi3(messages, generation);
   case ChatTemplate::none: break;
   }
   throw ApiError(400, "this model has no chat template: use /v1/completions, or start the "
@@ -473,6 +500,7 @@ TurnEnd turnEnd(ChatTemplate t, const Tokenizer &tok) {
   TurnEnd e;
   const char *marker = t == ChatTemplate::llama3 ? "<|eot_id|>"
                        : isChatMl(t)                ? "<|im_end|>"
+                       : t == ChatTemplate::phi3    ? "<|end|>"
                                                     : nullptr;
   if (!marker) return e; // Llama 2, Mistral and DeepSeek-R1 end a turn with EOS
   const int32_t id = tok.specialTokenId(marker);

@@ -1,11 +1,13 @@
 // Chat templates against prompts written by hand from the model cards
 // (Meta's Llama 2 and Llama 3 cards, Qwen's and SmolLM2's ChatML, Mistral's
-// v3 instruct format) and token ids from the model makers' own tests; the
+// v3 instruct format, Phi-3.5-mini's template) and token ids from the model makers' own tests; the
 // family chosen from a tokenizer's special tokens; and the OpenAI request
 // checks that need no model.
 #include "server/ChatTemplate.h"
+#include "formats/Tokenizer.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 
@@ -59,6 +61,40 @@ TEST(ChatTemplate, ChatMl) {
   EXPECT_EQ(chatText(renderChat(ChatTemplate::chatml, kTwoTurns)),
             "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello! How can I help?"
             "<|im_end|>\n<|im_start|>user\nTell me a joke.<|im_end|>\n<|im_start|>assistant\n");
+}
+
+// Phi-3.5-mini's published template's turns (Phi-3-mini-4k's adds BOS and
+// no system turn; llama.cpp's built-in phi3 writes these).
+TEST(ChatTemplate, Phi3) {
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::phi3, kSystemUser)),
+            "<|system|>\nYou are a helpful assistant.<|end|>\n<|user|>\nHello!<|end|>\n"
+            "<|assistant|>\n");
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::phi3, kTwoTurns)),
+            "<|user|>\nHi<|end|>\n<|assistant|>\nHello! How can I help?<|end|>\n"
+            "<|user|>\nTell me a joke.<|end|>\n<|assistant|>\n");
+  EXPECT_THROW(renderChat(ChatTemplate::phi3, {{"tool", "42"}}), ApiError);
+  // Its vocabulary's turn markers choose it, and <|end|> ends a turn; Phi-4's
+  // <|im_sep|> is not ChatML's format, and has no built-in.
+  auto vocabulary = [](std::vector<std::string> added) {
+    nlohmann::json a = nlohmann::json::array();
+    for (size_t i = 0; i < added.size(); ++i)
+      a.push_back({{"id", 2 + int(i)}, {"content", added[i]}, {"special", true},
+                   {"normalized", false}});
+    return loadTokenizer("hf-bpe", nlohmann::json{{"added_tokens", a},
+                                                  {"pre_tokenizer", {{"type", "ByteLevel"}}},
+                                                  {"model",
+                                                   {{"type", "BPE"},
+                                                    {"vocab", {{"a", 0}, {"b", 1}, {"\u010a", 10}}},
+                                                    {"merges", nlohmann::json::array()}}}}
+                                       .dump());
+  };
+  auto phi3 = vocabulary({"<|system|>", "<|user|>", "<|assistant|>", "<|end|>"});
+  EXPECT_EQ(detectChatTemplate(phi3.get(), Architecture::phi3), ChatTemplate::phi3);
+  EXPECT_EQ(turnEnd(ChatTemplate::phi3, *phi3).ids, std::vector<int32_t>{5});
+  EXPECT_EQ(tokenizeChat(*phi3, renderChat(ChatTemplate::phi3, {{"user", "ab"}})),
+            (std::vector<int32_t>{3, 10, 0, 1, 5, 10, 4, 10})); // "\n" is Ċ (10)
+  auto phi4 = vocabulary({"<|im_start|>", "<|im_sep|>", "<|im_end|>"});
+  EXPECT_EQ(detectChatTemplate(phi4.get(), Architecture::phi3), ChatTemplate::none);
 }
 
 TEST(ChatTemplate, Mistral) {
@@ -170,7 +206,7 @@ TEST(ChatTemplate, NoneIsAClear400) {
 }
 
 TEST(ChatTemplate, Names) {
-  for (const char *name : {"llama2", "llama3", "chatml", "qwen3", "deepseek-r1", "mistral", "none"})
+  for (const char *name : {"llama2", "llama3", "chatml", "qwen3", "deepseek-r1", "mistral", "phi3", "none"})
     EXPECT_EQ(chatTemplateName(*parseChatTemplate(name)), std::string(name));
   EXPECT_FALSE(parseChatTemplate("jinja"));
 }

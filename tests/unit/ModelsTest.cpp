@@ -39,6 +39,8 @@ const Known kModels[] = {
     {"smollm2-135m.toml", 134515008},
     {"mistral-7b-v0.3.toml", 7248023552},
     {"stories110m.toml", 109529856},
+    // The safetensors index's total_size, 7,642,159,104 bf16 bytes.
+    {"phi-3-mini-4k.toml", 3821079552},
 };
 
 ModelConfig load(const std::string &file, const SettingOverrides &o = {}) {

@@ -1276,14 +1276,17 @@ std::string ggufVocab(const std::vector<float> &types, uint64_t bos,
   return out;
 }
 
-// Phi-3's GGUFs name no end-of-turn id; its turns end at the control token
-// <|end|> (as llama.cpp reads it), which a normal piece of that text is not.
+// Phi-3's GGUFs name no end-of-turn id; its turns end at <|end|> (as
+// llama.cpp reads it), a user-defined token in converted files (control
+// where the checkpoint marks it special); a normal piece of that text is not.
 TEST(SentencePiece, GgufPhi3EndOfTurnEndsGeneration) {
   ScratchDir dir;
   std::string path = (dir / "v.gguf").string();
   // No eos_token_id: llama.cpp's default, 2.
-  writeFile(path, ggufVocab({1, 1, 3, 3}, 0, {"a", "b", "</s>", "<|end|>"}));
-  EXPECT_EQ(loadTokenizerFile(path)->eosIds(), (Ids{2, 3}));
+  for (float type : {3.0f, 4.0f}) {
+    writeFile(path, ggufVocab({1, 1, 3, type}, 0, {"a", "b", "</s>", "<|end|>"}));
+    EXPECT_EQ(loadTokenizerFile(path)->eosIds(), (Ids{2, 3})) << type;
+  }
   writeFile(path, ggufVocab({1, 1, 3, 1}, 0, {"a", "b", "</s>", "<|end|>"}));
   EXPECT_EQ(loadTokenizerFile(path)->eosIds(), (Ids{2}));
 }

@@ -716,6 +716,90 @@ TEST(Gguf, ALlamaFileWithBiasesKeepsThem) {
   EXPECT_EQ(read->heldBytes(), 0u); // a llama file's rows are read in place
 }
 
+/// Phi-3's checkpoint of `hf` (toHF's tensors): each layer's q, k and v rows
+/// in one qkv_proj, its gate's then its up projection's in one gate_up_proj.
+std::vector<HFTensor> fusePhi3(const std::vector<HFTensor> &hf) {
+  std::map<std::string, const HFTensor *> by;
+  for (const HFTensor &t : hf) by[t.name] = &t;
+  std::vector<HFTensor> out;
+  auto fuse = [&](const std::string &name, std::initializer_list<std::string> parts) {
+    HFTensor f{name, "F32", by.at(*parts.begin())->shape, ""};
+    f.shape[0] = 0;
+    for (const std::string &part : parts) {
+      f.shape[0] += by.at(part)->shape[0];
+      f.bytes += by.at(part)->bytes;
+    }
+    out.push_back(f);
+  };
+  for (const HFTensor &t : hf) {
+    const size_t at = t.name.find("self_attn.q_proj.weight");
+    const size_t gate = t.name.find("mlp.gate_proj.weight");
+    if (at != std::string::npos) {
+      const std::string l = t.name.substr(0, at);
+      fuse(l + "self_attn.qkv_proj.weight", {l + "self_attn.q_proj.weight",
+                                             l + "self_attn.k_proj.weight",
+                                             l + "self_attn.v_proj.weight"});
+    } else if (gate != std::string::npos) {
+      const std::string l = t.name.substr(0, gate);
+      fuse(l + "mlp.gate_up_proj.weight", {l + "mlp.gate_proj.weight", l + "mlp.up_proj.weight"});
+    } else if (t.name.find("k_proj.weight") == std::string::npos &&
+               t.name.find("v_proj.weight") == std::string::npos &&
+               t.name.find("up_proj.weight") == std::string::npos) {
+      out.push_back(t);
+    }
+  }
+  return out;
+}
+
+// Phi-3 keeps q/k/v and gate/up fused, in safetensors (qkv_proj,
+// gate_up_proj) and in llama.cpp's GGUF (attn_qkv, an ffn_up twice the FFN
+// wide), q/k rows in rotate-half order in both: each weight reads as its own
+// rows, the same canonical weights; q and k are reordered copies, the rest
+// read in place. A checkpoint without them names the fused tensor too.
+TEST(Gguf, Phi3FusedRowsReadAsTheirParts) {
+  ModelSpec m = smallSpec(false);
+  m.architecture = Architecture::phi3;
+  auto original = openWeights("random:9", m);
+  const std::vector<HFTensor> fused = fusePhi3(toHF(m, *original, DType::f32));
+  const uint64_t qkBytes =
+      uint64_t(m.numLayers * (m.qDim() + m.kvDim()) * m.hiddenSize) * sizeof(float);
+  ScratchDir dir;
+  writeSafetensors(dir.path / "model.safetensors", fused);
+  auto hf = openWeights(dir.path.string(), m);
+  expectSameWeights(m, *original, *hf, DType::f32);
+  EXPECT_EQ(hf->heldBytes(), qkBytes);
+
+  const fs::path p = dir.path / "phi3.gguf";
+  kvplan::testing::GgufWriter w = ggufHeader(m);
+  for (const HFTensor &t : fused) {
+    std::vector<float> v(t.bytes.size() / 4);
+    std::memcpy(v.data(), t.bytes.data(), t.bytes.size());
+    std::string name = t.name;
+    for (const auto &[from, to] : {std::pair<std::string, std::string>{"self_attn.qkv_proj",
+                                                                       "self_attn.q_proj"},
+                                   {"mlp.gate_up_proj", "mlp.up_proj"}})
+      if (name.find(from) != std::string::npos) name.replace(name.find(from), from.size(), to);
+    name = ggufNameOfHf(name);
+    if (t.name.find("qkv_proj") != std::string::npos) name.replace(name.find("attn_q"), 6, "attn_qkv");
+    w.tensor({name, t.shape, v});
+  }
+  w.write(p);
+  EXPECT_EQ(readCheckpointConfig(p.string()).model.architecture, Architecture::phi3);
+  auto gguf = openWeights(p.string(), m);
+  expectSameWeights(m, *original, *gguf, DType::f32);
+  EXPECT_EQ(gguf->heldBytes(), qkBytes);
+
+  // Neither q_proj nor qkv_proj: the message names both.
+  std::vector<HFTensor> none;
+  for (const HFTensor &t : fused)
+    if (t.name.find("layers.1.self_attn.qkv_proj") == std::string::npos) none.push_back(t);
+  writeSafetensors(dir.path / "model.safetensors", none);
+  expectInputError([&] { openWeights(dir.path.string(), m)->tensor("layers.1.attention.wk",
+                                                                    {m.kvDim(), m.hiddenSize}); },
+                   {"missing tensor 'layers.1.attention.wk'", "self_attn.k_proj.weight",
+                    "and no fused 'model.layers.1.self_attn.qkv_proj.weight'"});
+}
+
 // Quantized rows move whole: a Q8_0 q projection of a qwen2 GGUF reads as
 // the canonical rows, dequantized here from the blocks as written.
 TEST(Gguf, Qwen2QuantizedRowsAreReordered) {
@@ -1154,6 +1238,29 @@ TEST(Gguf, RopeKeysAndRopeFreqsAreRead) {
     }
   cfg = ropeGguf(p, [](GgufWriter &g) { g.f32("llama.rope.scaling.factor", 1.0f); });
   EXPECT_EQ(cfg.model.rope.type, RopeType::standard);
+  // LongRoPE as convert_hf_to_gguf.py writes Phi-3's: both lists, the
+  // pretraining context and the attention factor (which multiplies cos and
+  // sin, as in llama.cpp); without the context key, context_length.
+  cfg = ropeGguf(p, [](GgufWriter &g) {
+    g.u32("llama.rope.scaling.original_context_length", 16);
+    g.f32("llama.rope.scaling.attn_factor", 1.25f);
+    g.tensor({"rope_factors_long.weight", {4}, {1.0f, 2.0f, 4.0f, 8.0f}});
+    g.tensor({"rope_factors_short.weight", {4}, {1.0f, 1.0f, 1.5f, 2.0f}});
+  });
+  EXPECT_EQ(cfg.model.rope.type, RopeType::longrope);
+  EXPECT_EQ(cfg.model.rope.longFactors, (std::vector<double>{1.0, 2.0, 4.0, 8.0}));
+  EXPECT_EQ(cfg.model.rope.shortFactors, (std::vector<double>{1.0, 1.0, 1.5, 2.0}));
+  EXPECT_EQ(cfg.model.rope.originalMaxPositions, 16);
+  EXPECT_EQ(cfg.model.rope.attentionFactor, 1.25);
+  validate(cfg); // max_seq_len chooses a list: 64, beyond 16
+  EXPECT_EQ(cfg.model.rope.freqFactors, cfg.model.rope.longFactors);
+  cfg = ropeGguf(p, [](GgufWriter &g) {
+    g.tensor({"rope_factors_long.weight", {4}, {1.0f, 2.0f, 4.0f, 8.0f}});
+    g.tensor({"rope_factors_short.weight", {4}, {1.0f, 1.0f, 1.5f, 2.0f}});
+  });
+  EXPECT_EQ(cfg.model.rope.originalMaxPositions, cfg.model.maxPositions);
+  validate(cfg);
+  EXPECT_EQ(cfg.model.rope.freqFactors, cfg.model.rope.shortFactors);
 }
 
 TEST(Gguf, BadRopeFreqsAndScalingAreRefused) {
@@ -1178,8 +1285,19 @@ TEST(Gguf, BadRopeFreqsAndScalingAreRefused) {
           {f, "llama.rope.scaling.type", "'longrope'"});
   refused([](GgufWriter &g) { g.f32("llama.rope.scaling.factor", -2.0f); },
           {f, "llama.rope.scaling.factor", "-2", "positive"});
-  refused([](GgufWriter &g) { g.f32("llama.rope.scaling.attn_factor", 0.5f); },
-          {f, "llama.rope.scaling.attn_factor", "0.5"});
+  refused([](GgufWriter &g) { g.f32("llama.rope.scaling.attn_factor", -0.5f); },
+          {f, "llama.rope.scaling.attn_factor", "-0.5", "must be positive"});
+  refused([](GgufWriter &g) { g.tensor({"rope_factors_long.weight", {4}, {1, 2, 4, 8}}); },
+          {f, "rope_factors_long.weight", "without 'rope_factors_short.weight'"});
+  refused([](GgufWriter &g) {
+    g.tensor({"rope_factors_long.weight", {4}, {1, 2, 4, 8}});
+    g.tensor({"rope_factors_short.weight", {4}, {1, 1, 2, 2}});
+    g.tensor({"rope_freqs.weight", {4}, {1, 2, 4, 8}});
+  }, {f, "LongRoPE's rope_factors_long/short.weight", "rope_freqs.weight"});
+  refused([](GgufWriter &g) {
+    g.tensor({"rope_factors_long.weight", {4}, {1, 2, 4, 8}});
+    g.tensor({"rope_factors_short.weight", {3}, {1, 1, 2}});
+  }, {f, "rope_factors_short.weight", "shape [3]", "expected [4]"});
   // Not F32: refused by type.
   writeGguf(p, {{"general.architecture", "llama"}}, kGgufDims,
             {{"rope_freqs.weight", {4}, GgufFile::kF16, 8}});
