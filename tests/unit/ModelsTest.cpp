@@ -41,6 +41,7 @@ const Known kModels[] = {
     {"stories110m.toml", 109529856},
     // The safetensors index's total_size, 7,642,159,104 bf16 bytes.
     {"phi-3-mini-4k.toml", 3821079552},
+    {"phi-3.5-mini.toml", 3821079552}, // Phi-3-mini's layers
 };
 
 ModelConfig load(const std::string &file, const SettingOverrides &o = {}) {

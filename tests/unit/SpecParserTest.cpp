@@ -741,6 +741,7 @@ TEST(HFConfig, MatchesTheTomlSpecs) {
       {"mistral-7b-v0.3", "mistral-7b-v0.3.toml"},
       {"smollm2-135m", "smollm2-135m.toml"},
       {"phi-3-mini-4k", "phi-3-mini-4k.toml"},
+      {"phi-3.5-mini", "phi-3.5-mini.toml"},
   };
   for (auto [dir, toml] : pairs) {
     SCOPED_TRACE(dir);
