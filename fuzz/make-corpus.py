@@ -121,7 +121,9 @@ def gguf(quantized, arch="llama"):
     """GGUF v3 with `arch` metadata and the tiny model's tensors (Q8_0
     matrices where `quantized`: their rows must be whole 32-value blocks, so
     the model is 32 wide there). A llama file embeds a sentencepiece-style
-    vocabulary; a qwen2 one a byte-level BPE vocabulary and q/k/v biases."""
+    vocabulary; a qwen2 one a byte-level BPE vocabulary and q/k/v biases; a
+    phi3 one the llama vocabulary with Phi-3's <|end|>, q/k/v and gate/up
+    fused (attn_qkv, an ffn_up twice the FFN wide) and LongRoPE's lists."""
     dim, ffn = (32, 32) if quantized else (DIM, FFN)
     kv_dim = KV_HEADS * dim // HEADS
     meta = {"general.architecture": arch, "general.name": "fuzz-seed",
@@ -130,12 +132,12 @@ def gguf(quantized, arch="llama"):
             arch + ".attention.head_count": HEADS, arch + ".attention.head_count_kv": KV_HEADS,
             arch + ".rope.dimension_count": dim // HEADS,
             arch + ".attention.layer_norm_rms_epsilon": 1e-5, arch + ".rope.freq_base": 10000.0}
-    if arch == "llama":
+    if arch in ("llama", "phi3"):
         tokens = ["<unk>", "<s>", "</s>"] + ["<0x%02X>" % b for b in range(256)] + \
-                 ["\u2581", "\u2581a", "b", "c"]
+                 ["\u2581", "\u2581a", "b", "c", "<|end|>"]
         meta.update({"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": tokens,
                      "tokenizer.ggml.scores": [-float(i) for i in range(len(tokens))],
-                     "tokenizer.ggml.token_type": [2, 3, 3] + [6] * 256 + [1] * 4,
+                     "tokenizer.ggml.token_type": [2, 3, 3] + [6] * 256 + [1] * 4 + [4],
                      "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2})
     else:
         merges = ["h e", "l l", "he ll", "\u0120 w", "o r"]
@@ -158,6 +160,17 @@ def gguf(quantized, arch="llama"):
         if arch == "qwen2":
             shapes.update({p + "attn_q.bias": [dim], p + "attn_k.bias": [kv_dim],
                            p + "attn_v.bias": [kv_dim]})
+        if arch == "phi3":
+            for t in ("attn_q", "attn_k", "attn_v", "ffn_gate", "ffn_up"):
+                del shapes[p + t + ".weight"]
+            shapes.update({p + "attn_qkv.weight": [dim + 2 * kv_dim, dim],
+                           p + "ffn_up.weight": [2 * ffn, dim]})
+    if arch == "phi3":
+        half = dim // HEADS // 2
+        meta.update({"phi3.rope.scaling.original_context_length": SEQ // 2,
+                     "phi3.rope.scaling.attn_factor": 1.2,
+                     "phi3.attention.sliding_window": 2 * SEQ})
+        shapes.update({"rope_factors_long.weight": [half], "rope_factors_short.weight": [half]})
     out = b"GGUF" + struct.pack("<IQQ", 3, len(shapes), len(meta))
     for k, v in meta.items():
         t, body = gguf_value(v)
@@ -168,6 +181,8 @@ def gguf(quantized, arch="llama"):
         for d in shape:
             n *= d
         vals = floats(n, i)
+        if name.startswith("rope_factors_"):  # divisors: positive
+            vals = [1.0 + 0.5 * k for k in range(n)]
         q = quantized and len(shape) == 2
         raw = q8_0(vals) if q else f32(vals)
         data += b"\0" * (-len(data) % 32)
@@ -264,6 +279,7 @@ def main():
     put(out, "gguf", "tiny-f32.gguf", gguf(False))
     put(out, "gguf", "tiny-q8_0.gguf", gguf(True))
     put(out, "gguf", "tiny-qwen2-q8_0.gguf", gguf(True, "qwen2"))
+    put(out, "gguf", "tiny-phi3-q8_0.gguf", gguf(True, "phi3"))
     put(out, "tokenizer_hf", "tiny-tokenizer.json", hf_tokenizer_json())
     # Chat templates: the interpreter's cases, this project's own template
     # files and the shared tokenizers' templates.
