@@ -66,6 +66,10 @@ public:
                      expected + ", got " + tomlTypeName(n));
   }
 
+  [[noreturn]] void fail(const std::string &key, const std::string &msg) {
+    throw InputError(cfg.where(field(key)) + "field '" + field(key) + "': " + msg);
+  }
+
   [[noreturn]] void missing(const std::string &key, const char *expected) {
     std::string where = cfg.sourcePath;
     if (tableLine > 0)
@@ -210,9 +214,15 @@ void readTomlRope(TomlTable &rope, RopeSpec &r) {
   rope.real("high_freq_factor", r.highFreqFactor, r.type == RopeType::llama3);
   rope.integer("original_max_position_embeddings", r.originalMaxPositions,
                r.type == RopeType::llama3 || longrope);
-  rope.reals("freq_factors", r.freqFactors);
-  rope.reals("short_factors", r.shortFactors);
-  rope.reals("long_factors", r.longFactors);
+  // LongRoPE's lists are its own, and it chooses its divisors from them.
+  if (rope.reals("freq_factors", r.freqFactors) && longrope)
+    rope.fail("freq_factors", "type longrope divides by short_factors or long_factors (as "
+                              "max_seq_len chooses); leave freq_factors out");
+  const std::pair<const char *, std::vector<double> *> lists[] = {
+      {"short_factors", &r.shortFactors}, {"long_factors", &r.longFactors}};
+  for (const auto &[key, list] : lists)
+    if (rope.reals(key, *list) && !longrope)
+      rope.fail(key, "only type longrope reads it; set type = \"longrope\" or leave it out");
   rope.real("attention_factor", r.attentionFactor, false);
 }
 
@@ -560,10 +570,10 @@ void readHFLongRope(JsonFields &f, JsonFields &r, ModelSpec &m) {
                   "reads LongRoPE with one attention_factor");
   const char *originalKey = "original_max_position_embeddings";
   m.rope.originalMaxPositions = m.maxPositions;
-  if (r.integer(originalKey, m.rope.originalMaxPositions, false) ||
-      f.integer(originalKey, m.rope.originalMaxPositions, false)) {
+  const bool top = f.integer(originalKey, m.rope.originalMaxPositions, false);
+  if (top || r.integer(originalKey, m.rope.originalMaxPositions, false)) {
     if (m.rope.originalMaxPositions <= 0)
-      (r.get(originalKey) ? r : f).fail(originalKey, "expected a positive integer");
+      (top ? f : r).fail(originalKey, "expected a positive integer");
   }
   double factor = double(m.maxPositions) / double(m.rope.originalMaxPositions);
   r.real("factor", factor, false);
@@ -766,8 +776,14 @@ ModelConfig applyAndValidate(ModelConfig cfg, const SettingOverrides &o) {
     set(field);
     cfg.fieldNames[field] = name;
   };
-  if (o.maxBatch) { cfg.compile.maxBatch = *o.maxBatch; flag("compile.max_batch", "--max-batch"); }
-  if (o.maxSeqLen) { cfg.compile.maxSeqLen = *o.maxSeqLen; flag("compile.max_seq_len", "--max-seq"); }
+  if (o.maxBatch) {
+    cfg.compile.maxBatch = *o.maxBatch;
+    flag("compile.max_batch", "--max-batch");
+  }
+  if (o.maxSeqLen) {
+    cfg.compile.maxSeqLen = *o.maxSeqLen;
+    flag("compile.max_seq_len", "--max-seq");
+  }
   if (o.prefillChunk) {
     cfg.compile.prefillChunk = *o.prefillChunk;
     flag("compile.prefill_chunk", "--prefill-chunk");

@@ -320,6 +320,41 @@ TEST(SpecParser, LinearRopeAndFreqFactors) {
                "model.rope.freq_factors", "apply twice");
 }
 
+// [model.rope] type longrope: both lists, the pretraining context, an
+// attention factor; max_seq_len (kGood's 128) chooses a list.
+TEST(SpecParser, LongRopeListsAndTheirChoice) {
+  const std::string lists = "short_factors = [1, 1, 1, 1, 2, 2, 3, 3]\n"
+                            "long_factors = [1, 2, 4, 8, 16, 32, 64, 128]\n";
+  const std::string rope = "[model.rope]\ntype = \"longrope\"\nattention_factor = 1.2\n" + lists;
+  ModelConfig cfg = parseAndValidate(edit("", rope + "original_max_position_embeddings = 64"));
+  EXPECT_EQ(cfg.model.rope.type, RopeType::longrope);
+  EXPECT_EQ(cfg.model.rope.attentionFactor, 1.2);
+  EXPECT_EQ(cfg.model.rope.freqFactors, cfg.model.rope.longFactors); // 128 > 64
+  cfg = parseAndValidate(edit("", rope + "original_max_position_embeddings = 128"));
+  EXPECT_EQ(cfg.model.rope.freqFactors, cfg.model.rope.shortFactors);
+  EXPECT_EQ(cfg.model.rope.freqFactors, (std::vector<double>{1, 1, 1, 1, 2, 2, 3, 3}));
+  // Validating again (as a command does after a flag) chooses the same.
+  validate(cfg);
+  EXPECT_EQ(cfg.model.rope.freqFactors, cfg.model.rope.shortFactors);
+
+  EXPECT_ERROR(edit("", rope), "missing required field 'model.rope.original_max_position_"
+                               "embeddings'");
+  EXPECT_ERROR(edit("", "[model.rope]\ntype = \"longrope\"\n"
+                        "original_max_position_embeddings = 64\nshort_factors = [1, 1]\n"
+                        "long_factors = [1, 2, 4, 8, 16, 32, 64, 128]"),
+               "field 'model.rope.short_factors'", "expected head_dim / 2 = 8 factors, got 2");
+  EXPECT_ERROR(edit("", "[model.rope]\ntype = \"longrope\"\nattention_factor = 0\n" + lists +
+                        "original_max_position_embeddings = 64"),
+               "field 'model.rope.attention_factor'", "positive finite number, got 0");
+  EXPECT_ERROR(edit("", rope + "original_max_position_embeddings = 64\n"
+                               "freq_factors = [1, 1, 1, 1, 1, 1, 1, 1]"),
+               "field 'model.rope.freq_factors'", "leave freq_factors out");
+  EXPECT_ERROR(edit("", "[model.rope]\n" + lists), "field 'model.rope.short_factors'",
+               "only type longrope reads it");
+  EXPECT_ERROR(edit("", "[model.rope]\nattention_factor = -1.0"),
+               "field 'model.rope.attention_factor'", "positive finite number");
+}
+
 TEST(SpecParser, Llama3RopeNeedsItsFactors) {
   EXPECT_ERROR(edit("", "[model.rope]\ntype = \"llama3\"\ntheta = 500000.0"),
                "missing required field 'model.rope.factor'");
