@@ -11,6 +11,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <tuple>
 #include <optional>
 #include <sstream>
 #include <unordered_map>
@@ -251,29 +252,17 @@ private:
   };
 
   Place place(const std::string &name) const {
-    Place p;
-    p.stored = hfName(name);
-    auto find = [&](const std::string &stored) {
+    auto find = [&](const std::string &stored) -> const Entry * {
       auto it = stored.empty() ? entries.end() : entries.find(stored);
       return it == entries.end() ? nullptr : &it->second;
     };
-    p.entry = find(p.stored);
-    if (!p.entry) {
-      std::optional<FusedRows> f = fusedRows(name, model);
-      const Entry *whole = f ? find(hfName(f->fused)) : nullptr;
-      if (!whole || find(hfName(f->leader)))
-        return p;
-      p.entry = whole;
-      p.stored = hfName(f->fused);
-      p.fused = f;
-    }
-    p.data = p.entry->data;
-    p.bytes = p.entry->bytes;
-    if (p.fused && !p.entry->shape.empty() && p.entry->shape[0] == p.fused->total) {
-      const uint64_t rowBytes = p.bytes / uint64_t(p.fused->total);
-      p.data += rowBytes * uint64_t(p.fused->first);
-      p.bytes = rowBytes * uint64_t(p.fused->rows);
-    }
+    StoredRows where = storedRows(name, model, hfName,
+                                  [&](const std::string &n) { return find(n) != nullptr; });
+    Place p{find(where.stored), where.stored, where.fused};
+    if (p.entry)
+      std::tie(p.data, p.bytes) =
+          weightBytes(p.entry->data, p.entry->bytes,
+                      p.entry->shape.empty() ? 1 : p.entry->shape[0], p.fused);
     return p;
   }
 

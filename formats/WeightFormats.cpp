@@ -143,6 +143,27 @@ std::optional<FusedRows> fusedRows(const std::string &name, const ModelSpec &mod
   return std::nullopt;
 }
 
+StoredRows storedRows(const std::string &name, const ModelSpec &model,
+                      const std::function<std::string(const std::string &)> &nameOf,
+                      const std::function<bool(const std::string &)> &has) {
+  StoredRows r{nameOf(name), fusedRows(name, model)};
+  // The weight's own name may be the fused tensor's (a phi3 GGUF's ffn_up):
+  // the leader's absence tells which it is.
+  if (r.fused && !has(nameOf(r.fused->leader)) && has(nameOf(r.fused->fused)))
+    r.stored = nameOf(r.fused->fused);
+  else
+    r.fused.reset();
+  return r;
+}
+
+std::pair<const char *, uint64_t> weightBytes(const char *data, uint64_t bytes, int64_t rows,
+                                              const std::optional<FusedRows> &fused) {
+  if (!fused || rows != fused->total)
+    return {data, bytes};
+  const uint64_t rowBytes = bytes / uint64_t(fused->total);
+  return {data + rowBytes * uint64_t(fused->first), rowBytes * uint64_t(fused->rows)};
+}
+
 std::vector<char> permutedRopeRows(const std::string &file, const std::string &stored,
                                    const void *data, uint64_t bytes, int64_t rows,
                                    int64_t headDim) {

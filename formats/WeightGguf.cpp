@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <tuple>
 #include <set>
 #include <unordered_map>
 
@@ -427,10 +428,7 @@ public:
 private:
   /// Where a weight's bytes are: its own tensor, or its rows of a fused one
   /// (phi3's attn_qkv; its ffn_up, which holds the gate's rows and then the
-  /// up projection's) where the file has no tensor of the weight the fused
-  /// one leads with. Whole rows of a quantized type are whole blocks, so a
-  /// row's bytes are the tensor's over its rows. `stored`: the name looked
-  /// for.
+  /// up projection's). `stored`: the name looked for.
   struct Place {
     const GgufFile::Tensor *tensor = nullptr;
     std::string stored;
@@ -440,28 +438,17 @@ private:
   };
 
   Place place(const std::string &name) const {
-    Place p;
     auto find = [&](const std::string &stored) -> const GgufFile::Tensor * {
       auto it = stored.empty() ? byName.end() : byName.find(stored);
       return it == byName.end() ? nullptr : it->second;
     };
-    p.stored = ggufName(name);
-    std::optional<FusedRows> f = fusedRows(name, model);
-    if (f && !find(ggufName(f->leader)) && find(ggufName(f->fused))) {
-      p.stored = ggufName(f->fused);
-      p.fused = f;
-    }
-    p.tensor = find(p.stored);
-    if (!p.tensor)
-      return p;
-    p.data = static_cast<const char *>(p.tensor->data);
-    p.bytes = p.tensor->bytes;
-    const std::vector<int64_t> &dims = p.tensor->dims; // fastest-varying first
-    if (p.fused && !dims.empty() && dims.back() == p.fused->total) {
-      const uint64_t rowBytes = p.bytes / uint64_t(p.fused->total);
-      p.data += rowBytes * uint64_t(p.fused->first);
-      p.bytes = rowBytes * uint64_t(p.fused->rows);
-    }
+    StoredRows where = storedRows(name, model, ggufName,
+                                  [&](const std::string &n) { return find(n) != nullptr; });
+    Place p{find(where.stored), where.stored, where.fused};
+    if (p.tensor) // ggml lists the fastest-varying dimension first: rows last
+      std::tie(p.data, p.bytes) =
+          weightBytes(static_cast<const char *>(p.tensor->data), p.tensor->bytes,
+                      p.tensor->dims.empty() ? 1 : p.tensor->dims.back(), p.fused);
     return p;
   }
 

@@ -5,6 +5,7 @@
 #include "formats/WeightFormats.h"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -47,6 +48,25 @@ struct FusedRows {
   int64_t first = 0, rows = 0, total = 0;
 };
 std::optional<FusedRows> fusedRows(const std::string &name, const ModelSpec &model);
+
+/// Where a checkpoint keeps weight `name`: the tensor `nameOf` names, or,
+/// where the checkpoint `has` no tensor of the weight a fused one leads with
+/// but has the fused one, that one and the weight's rows of it (`fused`).
+struct StoredRows {
+  std::string stored;
+  std::optional<FusedRows> fused;
+};
+StoredRows storedRows(const std::string &name, const ModelSpec &model,
+                      const std::function<std::string(const std::string &)> &nameOf,
+                      const std::function<bool(const std::string &)> &has);
+
+/// The bytes of a weight in a tensor of `rows` rows at `data`: all `bytes`,
+/// or its rows where `fused` holds several weights' and the tensor has all
+/// of them (whole rows of a quantized type are whole blocks, so a row's bytes
+/// are the tensor's over its rows). A tensor of another height is left
+/// whole, for the shape check to name.
+std::pair<const char *, uint64_t> weightBytes(const char *data, uint64_t bytes, int64_t rows,
+                                              const std::optional<FusedRows> &fused);
 
 /// A copy of `bytes` at `data`, `rows` rows of `headDim`-row heads in
 /// rotate-half order (Hugging Face's), with each head's rows put in kvplan's
