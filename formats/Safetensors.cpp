@@ -11,9 +11,9 @@
 #include <fstream>
 #include <map>
 #include <mutex>
-#include <tuple>
 #include <optional>
 #include <sstream>
+#include <tuple>
 #include <unordered_map>
 
 namespace fs = std::filesystem;

@@ -15,8 +15,8 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
-#include <tuple>
 #include <set>
+#include <tuple>
 #include <unordered_map>
 
 namespace kvplan {
