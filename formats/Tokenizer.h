@@ -1,6 +1,7 @@
 // Tokenizers: sentencepiece .model files, llama2.c tokenizer.bin, the llama
-// vocabulary embedded in GGUF (SPM), Hugging Face tokenizer.json byte-level
-// BPE, and a built-in byte tokenizer for models that come with none.
+// vocabulary embedded in GGUF (SPM), Hugging Face tokenizer.json BPE
+// (byte-level and sentencepiece-style), and a built-in byte tokenizer for
+// models that come with none.
 #pragma once
 
 #include <cstdint>

@@ -1,8 +1,11 @@
-// Hugging Face tokenizer.json byte-level BPE (Llama 3, Qwen2/3, SmolLM2):
-// added tokens matched literally, the Unicode normalizers (through utf8proc),
-// regex pre-tokenization through PCRE2 with Oniguruma's meaning of the
-// classes, GPT-2's byte-to-unicode map, and merges applied by rank. The big
-// vocabulary and merge tables are read straight from the JSON text.
+// Hugging Face tokenizer.json BPE: byte-level (Llama 3, Qwen2/3, SmolLM2)
+// and sentencepiece-style (Llama 2, Mistral, TinyLlama, Phi-3). Added tokens
+// matched literally, the Unicode normalizers (through utf8proc), Prepend and
+// Replace, regex pre-tokenization through PCRE2 with Oniguruma's meaning of
+// the classes, Metaspace, GPT-2's byte-to-unicode map or <0xAB> byte
+// fallback, merges applied by rank, and a sentencepiece-style decoder run
+// step by step. The big vocabulary and merge tables are read straight from
+// the JSON text.
 #include "formats/TokenizerInternal.h"
 
 #include "formats/JsonScan.h"
@@ -17,6 +20,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -33,9 +37,9 @@ using json = nlohmann::json;
 constexpr const char *kGpt2Pattern =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
-/// Special tokens that end a sequence in the byte-level BPE families kvplan
-/// targets. tokenizer.json does not say which tokens end generation (that is
-/// in generation_config.json), so these names stand in for it.
+/// Special tokens that end a sequence in the BPE families kvplan targets.
+/// tokenizer.json does not say which tokens end generation (that is in
+/// generation_config.json), so these names stand in for it.
 const char *const kEndOfSequenceNames[] = {
     "<|end_of_text|>", "<|eot_id|>", "<|eom_id|>", "<|endoftext|>", "<|im_end|>", "</s>",
     "<|end|>", // Phi-3's and Phi-4-mini's end of a turn
@@ -372,6 +376,18 @@ private:
   pcre2_code *code = nullptr;
 };
 
+/// `s` with every match of `pattern` replaced by `content`.
+std::string replaceAll(const Regex &pattern, std::string_view s, const std::string &content) {
+  std::string out;
+  size_t at = 0;
+  for (auto [b, e] : pattern.findAll(s)) {
+    out.append(s, at, b - at);
+    out += content;
+    at = e;
+  }
+  return out.append(s, at, std::string_view::npos);
+}
+
 struct AddedToken {
   std::string content;
   std::string matchText; // content, normalized when `normalized`
@@ -380,12 +396,40 @@ struct AddedToken {
   bool normalized = false; // matched in the normalized text, not the raw one
 };
 
+/// One normalizer step: a Unicode normalization form, Prepend (text put in
+/// front of a non-empty segment) or Replace (every match of a pattern).
+struct NormStep {
+  enum Kind { unicode, prepend, replace } kind = unicode;
+  utf8proc_option_t form{};     // unicode
+  std::string text;             // prepend: the prefix; replace: the content
+  std::shared_ptr<Regex> regex; // replace: the pattern (a String one compiled literally)
+};
+
+/// Where Metaspace puts its replacement character in front of a piece.
+enum class PrependScheme { always, first, never };
+
 /// One pre-tokenizer step, applied to every piece the previous step made.
 struct PreStep {
-  enum Kind { split, byteLevel, digits } kind = split;
+  enum Kind { split, byteLevel, digits, metaspace } kind = split;
   std::shared_ptr<Regex> regex; // split; byteLevel with use_regex
   bool removeMatches = false;   // split behaviour "Removed" (else "Isolated")
   bool addPrefixSpace = false;  // byteLevel
+  std::string replacement;      // metaspace: what a space becomes ("\u2581")
+  PrependScheme prepend = PrependScheme::always; // metaspace
+  bool splitWords = true;       // metaspace: a piece starts at each replacement
+};
+
+/// One step of a decoder that is not ByteLevel (sentencepiece-style
+/// tokenizers): Hugging Face's decoders each turn the list of token strings
+/// into another list, which is joined at the end.
+struct DecodeStep {
+  enum Kind { replace, byteFallback, fuse, strip, metaspace } kind = replace;
+  std::shared_ptr<Regex> regex; // replace: the pattern
+  std::string content;          // replace: what a match becomes
+  uint32_t stripChar = ' ';     // strip: the character taken off
+  size_t start = 0, stop = 0;   // strip: at most this many, at the start and the end
+  uint32_t replacement = 0x2581; // metaspace: the character that is a space
+  bool dropFirst = true;        // metaspace: the first token's replacements are dropped
 };
 
 bool isAsciiSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
@@ -405,6 +449,7 @@ public:
       loadAddedTokens(root);
       loadNormalizer(root);
       loadPreTokenizer(root);
+      loadDecoder(root);
       loadPostProcessor(root);
     } catch (const json::exception &e) {
       // A field of the wrong JSON type that no check above caught.
@@ -435,10 +480,12 @@ public:
     // As Hugging Face's AddedVocabulary does: tokens marked "normalized":
     // false are found in the raw text, the text between them is normalized,
     // and the other added tokens are found in that.
-    splitAdded(text, /*normalizedPass=*/false, out, [&](std::string_view raw) {
+    // A segment's place in the text matters to Metaspace's "first" scheme.
+    splitAdded(text, /*normalizedPass=*/false, out, [&](std::string_view raw, size_t rawAt) {
       std::string normalized = normalize(raw);
-      splitAdded(normalized, /*normalizedPass=*/true, out,
-                 [&](std::string_view piece) { encodeSegment(piece, out); });
+      splitAdded(normalized, /*normalizedPass=*/true, out, [&](std::string_view piece, size_t at) {
+        encodeSegment(piece, rawAt == 0 && at == 0, out);
+      });
     });
     return out;
   }
@@ -446,7 +493,20 @@ public:
   std::string decode(const std::vector<int32_t> &ids) const override {
     return utf8Lossy(rawBytes(ids));
   }
-  std::string tokenBytes(int32_t id) const override { return rawBytes({id}); }
+  std::string tokenBytes(int32_t id) const override {
+    if (byteLevel)
+      return rawBytes({id});
+    if (id < 0 || size_t(id) >= idToToken.size() || isSpecial[id])
+      return "";
+    // A byte token is its byte, where a lone one decodes to U+FFFD.
+    int byte = byteOf(idToToken[id]);
+    bool fallback = std::any_of(decoders.begin(), decoders.end(), [](const DecodeStep &d) {
+      return d.kind == DecodeStep::byteFallback;
+    });
+    if (byte >= 0 && fallback)
+      return std::string(1, char(byte));
+    return runDecoders({std::string(idToToken[id])}, /*fromStart=*/false);
+  }
 
   int32_t vocabSize() const override { return int32_t(idToToken.size()); }
   int32_t bosId() const override { return bos; }
@@ -467,6 +527,13 @@ public:
 private:
   /// The bytes `ids` decode to, before the lossy conversion to UTF-8.
   std::string rawBytes(const std::vector<int32_t> &ids) const {
+    if (!byteLevel) {
+      std::vector<std::string> tokens;
+      for (int32_t id : ids)
+        if (id >= 0 && size_t(id) < idToToken.size() && !isSpecial[id])
+          tokens.emplace_back(idToToken[id]);
+      return runDecoders(std::move(tokens), /*fromStart=*/true);
+    }
     const ByteMap &m = byteMap();
     std::string bytes;
     for (int32_t id : ids) {
@@ -488,6 +555,113 @@ private:
     }
     return bytes;
   }
+  /// The byte a token written <0xAB> stands for (as ByteFallback reads
+  /// it), or -1.
+  static int byteOf(std::string_view token) {
+    if (token.size() != 6 || token.compare(0, 3, "<0x") != 0 || token[5] != '>')
+      return -1;
+    unsigned value = 0;
+    for (char c : token.substr(3, 2)) {
+      int d = std::isdigit(static_cast<unsigned char>(c)) ? c - '0'
+              : (c >= 'a' && c <= 'f')                    ? c - 'a' + 10
+              : (c >= 'A' && c <= 'F')                    ? c - 'A' + 10
+                                                          : -1;
+      if (d < 0)
+        return -1;
+      value = value * 16 + unsigned(d);
+    }
+    return int(value);
+  }
+
+  /// The decoder steps on `tokens`, joined. `fromStart`: the tokens begin
+  /// the text, so Metaspace drops the first one's replacements and a Strip
+  /// after Fuse applies (for the bytes a token adds after other text, they
+  /// do not).
+  std::string runDecoders(std::vector<std::string> tokens, bool fromStart) const {
+    bool fused = false;
+    for (const DecodeStep &d : decoders) {
+      if (d.kind == DecodeStep::byteFallback) {
+        tokens = joinByteTokens(std::move(tokens));
+      } else if (d.kind == DecodeStep::fuse) {
+        std::string all;
+        for (const std::string &t : tokens) all += t;
+        tokens.assign(1, std::move(all));
+        fused = true;
+      } else {
+        for (size_t i = 0; i < tokens.size(); ++i) {
+          if (d.kind == DecodeStep::replace)
+            tokens[i] = replaceAll(*d.regex, tokens[i], d.content);
+          else if (d.kind == DecodeStep::strip && (fromStart || !fused))
+            tokens[i] = strip(d, tokens[i]);
+          else if (d.kind == DecodeStep::metaspace)
+            tokens[i] = unMetaspace(d, tokens[i], fromStart && i == 0);
+        }
+      }
+    }
+    std::string text;
+    for (const std::string &t : tokens) text += t;
+    return text;
+  }
+
+  /// ByteFallback: each run of <0xAB> tokens becomes its bytes as one token
+  /// where they are valid UTF-8, else one U+FFFD per byte token.
+  static std::vector<std::string> joinByteTokens(std::vector<std::string> tokens) {
+    std::vector<std::string> out;
+    std::string run;
+    size_t runTokens = 0;
+    auto flush = [&] {
+      if (runTokens == 0)
+        return;
+      if (utf8Lossy(run) == run)
+        out.push_back(run);
+      else
+        for (size_t k = 0; k < runTokens; ++k) out.push_back("\xEF\xBF\xBD");
+      run.clear();
+      runTokens = 0;
+    };
+    for (std::string &t : tokens) {
+      if (int b = byteOf(t); b >= 0) {
+        run += char(b);
+        ++runTokens;
+        continue;
+      }
+      flush();
+      out.push_back(std::move(t));
+    }
+    flush();
+    return out;
+  }
+
+  /// Strip: at most `start` leading and `stop` trailing copies of its character.
+  static std::string strip(const DecodeStep &d, const std::string &token) {
+    std::vector<size_t> starts; // where each character starts
+    std::vector<uint32_t> cps;
+    for (size_t i = 0; i < token.size();) {
+      starts.push_back(i);
+      cps.push_back(nextCodePoint(token, i));
+    }
+    size_t b = 0, e = cps.size();
+    while (b < d.start && b < e && cps[b] == d.stripChar) ++b;
+    for (size_t k = 0; k < d.stop && e > b && cps[e - 1] == d.stripChar; ++k) --e;
+    size_t from = b < starts.size() ? starts[b] : token.size();
+    size_t to = e < starts.size() ? starts[e] : token.size();
+    return token.substr(from, to - from);
+  }
+
+  /// Metaspace's decoder: its character becomes a space, or nothing in the
+  /// text's first token (unless its scheme is "never").
+  static std::string unMetaspace(const DecodeStep &d, const std::string &token, bool first) {
+    std::string out;
+    for (size_t i = 0; i < token.size();) {
+      size_t start = i;
+      if (nextCodePoint(token, i) != d.replacement)
+        out.append(token, start, i - start);
+      else if (!(first && d.dropFirst))
+        out += ' ';
+    }
+    return out;
+  }
+
   [[noreturn]] void fail(const std::string &where, const std::string &what) const {
     throw InputError(origin + ": " + where + " " + what);
   }
@@ -565,13 +739,15 @@ private:
     const json &model = *it;
     std::string type = model.value("type", std::string("BPE"));
     if (type != "BPE")
-      fail("model.type", "is \"" + type + "\"; kvplan reads only byte-level \"BPE\" tokenizer.json");
+      fail("model.type", "is \"" + type + "\"; kvplan reads only \"BPE\" tokenizer.json");
     for (const char *key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
       auto k = model.find(key);
       if (k != model.end() && k->is_string() && !k->get<std::string>().empty())
-        fail(std::string("model.") + key, "is set; kvplan's byte-level BPE does not support it");
+        fail(std::string("model.") + key, "is set; kvplan's BPE does not support it");
     }
     ignoreMerges = model.value("ignore_merges", false);
+    byteFallback = model.value("byte_fallback", false);
+    fuseUnk = model.value("fuse_unk", false);
     if (!sections.vocabRead)
       readVocab(sections.vocabAt);
     auto unkIt = model.find("unk_token");
@@ -579,6 +755,11 @@ private:
       unk = vocab.find(unkIt->get<std::string>());
     if (!sections.mergesRead)
       readMerges(sections.mergesAt);
+    for (int b = 0; b < 256; ++b) {
+      char name[8];
+      std::snprintf(name, sizeof name, "<0x%02X>", b);
+      byteTokens[size_t(b)] = vocab.find(name);
+    }
   }
 
   /// Reads model.vocab from offset `at`; returns the offset after it.
@@ -732,11 +913,39 @@ private:
         addNormalizer(list[i], where + ".normalizers[" + std::to_string(i) + "]");
       return;
     }
-    utf8proc_option_t form = normalizationOptions(type);
-    if (!form)
-      fail(where, "has type \"" + type + "\"; kvplan supports the normalizers NFC, NFD, NFKC and NFKD "
-                  "(alone or in a Sequence) for byte-level BPE");
-    normalizers.push_back(form);
+    NormStep step;
+    if (type == "Prepend") {
+      step.kind = NormStep::prepend;
+      if (!n.contains("prepend") || !n["prepend"].is_string())
+        fail(where, "(Prepend) needs a string \"prepend\"");
+      step.text = n["prepend"].get<std::string>();
+    } else if (type == "Replace") {
+      step.kind = NormStep::replace;
+      step.regex = replacePattern(n, where);
+      if (!n.contains("content") || !n["content"].is_string())
+        fail(where, "(Replace) needs a string \"content\"");
+      step.text = n["content"].get<std::string>();
+    } else if ((step.form = normalizationOptions(type)) == 0) {
+      fail(where, "has type \"" + type + "\"; kvplan supports the normalizers NFC, NFD, NFKC, "
+                  "NFKD, Prepend and Replace (alone or in a Sequence)");
+    }
+    normalizers.push_back(std::move(step));
+  }
+
+  /// The pattern of a Replace normalizer or decoder: {"String": s} matched
+  /// literally, or {"Regex": r} in Oniguruma's syntax. An empty pattern is
+  /// refused (Hugging Face would insert the content between characters).
+  std::shared_ptr<Regex> replacePattern(const json &n, const std::string &where) const {
+    const json &pat = n.contains("pattern") ? n["pattern"] : json();
+    for (const char *form : {"String", "Regex"})
+      if (pat.is_object() && pat.contains(form) && pat[form].is_string()) {
+        std::string text = pat[form].get<std::string>();
+        if (text.empty())
+          fail(where + ".pattern." + form, "is empty");
+        return std::make_shared<Regex>(text, form[0] == 'S',
+                                       origin + ": " + where + ".pattern." + form);
+      }
+    fail(where, "(Replace) needs pattern {\"String\": ...} or {\"Regex\": ...}");
   }
 
   void loadNormalizer(const json &root) {
@@ -748,7 +957,14 @@ private:
   /// `text` through the normalizer steps, in order.
   std::string normalize(std::string_view text) const {
     std::string out(text);
-    for (utf8proc_option_t form : normalizers) out = normalizeUnicode(out, form);
+    for (const NormStep &n : normalizers) {
+      if (n.kind == NormStep::unicode)
+        out = normalizeUnicode(out, n.form);
+      else if (n.kind == NormStep::prepend && !out.empty())
+        out.insert(0, n.text);
+      else if (n.kind == NormStep::replace)
+        out = replaceAll(*n.regex, out, n.text);
+    }
     return out;
   }
 
@@ -785,11 +1001,48 @@ private:
       s.kind = PreStep::split;
       s.regex = std::make_shared<Regex>(p.value("individual_digits", false) ? "\\p{N}" : "\\p{N}+",
                                         false, origin + ": " + where);
+    } else if (type == "Metaspace") {
+      s = metaspaceStep(p, where);
     } else {
-      fail(where, "has type \"" + type +
-                      "\"; kvplan supports Sequence, Split, Digits and ByteLevel pre-tokenizers");
+      fail(where, "has type \"" + type + "\"; kvplan supports Sequence, Split, Digits, Metaspace "
+                  "and ByteLevel pre-tokenizers");
     }
     steps.push_back(std::move(s));
+  }
+
+  /// A Metaspace pre-tokenizer, read as Hugging Face reads it: the older
+  /// add_prefix_space (true: prepend always) beside prepend_scheme (default
+  /// "always"), and split (default true).
+  PreStep metaspaceStep(const json &p, const std::string &where) const {
+    PreStep s;
+    s.kind = PreStep::metaspace;
+    s.replacement = metaspaceReplacement(p, where);
+    std::string scheme = p.value("prepend_scheme", std::string("always"));
+    if (scheme == "first" || scheme == "never" || scheme == "always")
+      s.prepend = scheme == "first"   ? PrependScheme::first
+                  : scheme == "never" ? PrependScheme::never
+                                      : PrependScheme::always;
+    else
+      fail(where + ".prepend_scheme", "is \"" + scheme + "\"; expected first, never or always");
+    if (p.contains("add_prefix_space") && p["add_prefix_space"] == false) {
+      if (s.prepend != PrependScheme::never)
+        fail(where, "sets add_prefix_space false with prepend_scheme \"" + scheme +
+                        "\"; they disagree (write prepend_scheme \"never\")");
+    }
+    s.splitWords = p.value("split", true);
+    return s;
+  }
+
+  /// Metaspace's replacement, one character ("\u2581" as sentencepiece writes a space).
+  std::string metaspaceReplacement(const json &p, const std::string &where) const {
+    std::string r = p.contains("replacement") && p["replacement"].is_string()
+                        ? p["replacement"].get<std::string>()
+                        : std::string();
+    size_t i = 0;
+    if (!r.empty()) nextCodePoint(r, i);
+    if (r.empty() || i != r.size())
+      fail(where + ".replacement", "is not one character");
+    return r;
   }
 
   void loadPreTokenizer(const json &root) {
@@ -803,9 +1056,9 @@ private:
     } else if (it != root.end() && !it->is_null()) {
       addStep(*it, "pre_tokenizer");
     }
-    if (steps.empty() || steps.back().kind != PreStep::byteLevel)
-      fail("pre_tokenizer", "has no ByteLevel step: this is not a byte-level BPE tokenizer "
-                            "(for a sentencepiece-style model, load its tokenizer.model)");
+    // Without a ByteLevel step the vocabulary's pieces are text as it is
+    // (sentencepiece-style: "\u2581" for a space, <0xAB> byte tokens).
+    byteLevel = !steps.empty() && steps.back().kind == PreStep::byteLevel;
   }
 
   int32_t specialId(const json &tp, const std::string &name, const std::string &where) const {
@@ -820,6 +1073,63 @@ private:
     if (int32_t v = vocab.find(name); v >= 0)
       return v;
     fail(where, "names special token \"" + name + "\", which the tokenizer does not define");
+  }
+
+  /// The decoder of a tokenizer without a ByteLevel pre-tokenizer (a
+  /// byte-level one's ids unmap through GPT-2's byte map, whatever it names).
+  void loadDecoder(const json &root) {
+    if (byteLevel)
+      return;
+    auto it = root.find("decoder");
+    if (it == root.end() || it->is_null())
+      fail("decoder", "is missing: a tokenizer without a ByteLevel pre-tokenizer needs one "
+                      "(sentencepiece-style: Metaspace, or Replace, ByteFallback, Fuse and Strip)");
+    addDecodeStep(*it, "decoder");
+  }
+
+  void addDecodeStep(const json &d, const std::string &where) {
+    if (!d.is_object() || !d.contains("type") || !d["type"].is_string())
+      fail(where, "has no \"type\"");
+    std::string type = d["type"].get<std::string>();
+    DecodeStep step;
+    if (type == "Sequence") {
+      const json &list = d.contains("decoders") ? d["decoders"] : json();
+      if (!list.is_array())
+        fail(where + ".decoders", "is not an array");
+      for (size_t i = 0; i < list.size(); ++i)
+        addDecodeStep(list[i], where + ".decoders[" + std::to_string(i) + "]");
+      return;
+    } else if (type == "Replace") {
+      step.regex = replacePattern(d, where);
+      if (!d.contains("content") || !d["content"].is_string())
+        fail(where, "(Replace) needs a string \"content\"");
+      step.content = d["content"].get<std::string>();
+    } else if (type == "ByteFallback" || type == "Fuse") {
+      step.kind = type == "Fuse" ? DecodeStep::fuse : DecodeStep::byteFallback;
+    } else if (type == "Strip") {
+      step.kind = DecodeStep::strip;
+      std::string c =
+          d.contains("content") && d["content"].is_string() ? d["content"].get<std::string>() : "";
+      size_t i = 0;
+      if (!c.empty()) step.stripChar = nextCodePoint(c, i);
+      if (c.empty() || i != c.size())
+        fail(where + ".content", "is not one character");
+      for (const char *key : {"start", "stop"})
+        if (!d.contains(key) || !d[key].is_number_unsigned())
+          fail(where, std::string("(Strip) needs a count \"") + key + "\"");
+      step.start = d["start"].get<size_t>();
+      step.stop = d["stop"].get<size_t>();
+    } else if (type == "Metaspace") {
+      PreStep m = metaspaceStep(d, where);
+      size_t i = 0;
+      step.kind = DecodeStep::metaspace;
+      step.replacement = nextCodePoint(m.replacement, i);
+      step.dropFirst = m.prepend != PrependScheme::never;
+    } else {
+      fail(where, "has type \"" + type + "\"; without a ByteLevel pre-tokenizer kvplan supports "
+                  "the decoders Sequence, Replace, ByteFallback, Fuse, Strip and Metaspace");
+    }
+    decoders.push_back(std::move(step));
   }
 
   void loadPostProcessor(const json &root) {
@@ -887,7 +1197,7 @@ private:
   }
 
   /// Appends the ids of the added tokens of this pass found in `text` and
-  /// hands the text between them to `between`.
+  /// hands the text between them, and where it starts, to `between`.
   template <typename BetweenFn>
   void splitAdded(std::string_view text, bool normalizedPass, std::vector<int32_t> &out,
                   BetweenFn between) const {
@@ -896,50 +1206,126 @@ private:
       size_t begin = 0, end = 0;
       const AddedToken *t = findAdded(text, normalizedPass, pos, begin, end);
       if (!t) {
-        between(text.substr(pos));
+        between(text.substr(pos), pos);
         return;
       }
       if (begin > pos)
-        between(text.substr(pos, begin - pos));
+        between(text.substr(pos, begin - pos), pos);
       out.push_back(t->id);
       pos = end;
     }
   }
 
+  /// A piece of a segment being pre-tokenized, and whether it starts where
+  /// the text does (Metaspace's "first" scheme prepends there only).
+  struct Piece {
+    std::string text;
+    bool atStart = false;
+  };
+
   /// Pre-tokenizes text between added tokens and runs BPE on each piece.
-  void encodeSegment(std::string_view segment, std::vector<int32_t> &out) const {
+  void encodeSegment(std::string_view segment, bool atStart, std::vector<int32_t> &out) const {
     if (segment.empty())
       return;
-    std::vector<std::string> pieces{std::string(segment)};
+    std::vector<Piece> pieces{{std::string(segment), atStart}};
     for (const PreStep &s : steps) {
-      std::vector<std::string> next;
-      for (std::string &p : pieces) {
-        if (s.kind == PreStep::byteLevel && s.addPrefixSpace && p[0] != ' ')
-          p.insert(p.begin(), ' ');
+      std::vector<Piece> next;
+      for (Piece &p : pieces) {
+        if (s.kind == PreStep::metaspace) {
+          metaspace(s, std::move(p), next);
+          continue;
+        }
+        if (s.kind == PreStep::byteLevel && s.addPrefixSpace && p.text[0] != ' ')
+          p.text.insert(p.text.begin(), ' ');
         if (!s.regex) {
           next.push_back(std::move(p));
           continue;
         }
         // Matches and the text between them become separate pieces.
         size_t at = 0;
-        for (auto [b, e] : s.regex->findAll(p)) {
+        auto emit = [&](size_t b, size_t e) {
+          next.push_back({p.text.substr(b, e - b), p.atStart && b == 0});
+        };
+        for (auto [b, e] : s.regex->findAll(p.text)) {
           if (b > at)
-            next.push_back(p.substr(at, b - at));
+            emit(at, b);
           if (!s.removeMatches)
-            next.push_back(p.substr(b, e - b));
+            emit(b, e);
           at = e;
         }
-        if (at < p.size())
-          next.push_back(p.substr(at));
+        if (at < p.text.size())
+          emit(at, p.text.size());
       }
       pieces = std::move(next);
     }
     const ByteMap &m = byteMap();
-    for (const std::string &p : pieces) {
+    for (const Piece &p : pieces) {
+      if (!byteLevel) {
+        encodeWord(p.text, out);
+        continue;
+      }
       std::string mapped;
-      for (unsigned char c : p) mapped += m.toChar[c];
+      for (unsigned char c : p.text) mapped += m.toChar[c];
       encodeWord(mapped, out);
     }
+  }
+
+  /// Hugging Face's Metaspace pre-tokenizer on one piece: spaces become the
+  /// replacement, which is put in front where the scheme says and the piece
+  /// has none, and (split) each replacement starts a new piece.
+  static void metaspace(const PreStep &s, Piece p, std::vector<Piece> &next) {
+    std::string text;
+    for (char c : p.text) c == ' ' ? text += s.replacement : text += c;
+    bool prepend = s.prepend == PrependScheme::always ||
+                   (s.prepend == PrependScheme::first && p.atStart);
+    if (prepend && text.compare(0, s.replacement.size(), s.replacement) != 0)
+      text.insert(0, s.replacement);
+    size_t begin = 0;
+    for (size_t at = s.splitWords ? text.find(s.replacement, 1) : std::string::npos;
+         at != std::string::npos; at = text.find(s.replacement, at + 1)) {
+      next.push_back({text.substr(begin, at - begin), p.atStart && begin == 0});
+      begin = at;
+    }
+    if (begin < text.size())
+      next.push_back({text.substr(begin), p.atStart && begin == 0});
+  }
+
+  /// The symbols BPE starts `word` from, as Hugging Face's BPE makes them:
+  /// each character the vocabulary has; else (byte_fallback) its UTF-8
+  /// bytes as <0xAB> tokens when the vocabulary has them all; else the unk
+  /// token, one for a run of such characters where fuse_unk says so (a
+  /// pending unk is written when the next known character is, or at the
+  /// end), or nothing where there is no unk token.
+  std::vector<MergeSymbol> initialSymbols(const std::string &word) const {
+    std::vector<MergeSymbol> symbols;
+    std::optional<MergeSymbol> pendingUnk;
+    for (size_t i = 0; i < word.size();) {
+      size_t start = i;
+      nextCodePoint(word, i);
+      std::string c = word.substr(start, i - start);
+      if (int32_t id = vocab.find(c); id >= 0) {
+        if (pendingUnk) symbols.push_back(std::move(*pendingUnk)), pendingUnk.reset();
+        symbols.push_back({std::move(c), id});
+        continue;
+      }
+      if (byteFallback && std::all_of(c.begin(), c.end(), [&](char b) {
+            return byteTokens[static_cast<unsigned char>(b)] >= 0;
+          })) {
+        for (char b : c)
+          symbols.push_back({std::string(1, b), byteTokens[static_cast<unsigned char>(b)]});
+        continue;
+      }
+      if (unk < 0)
+        continue;
+      if (pendingUnk && fuseUnk) {
+        pendingUnk->text += c;
+        continue;
+      }
+      if (pendingUnk) symbols.push_back(std::move(*pendingUnk));
+      pendingUnk = MergeSymbol{std::move(c), unk};
+    }
+    if (pendingUnk) symbols.push_back(std::move(*pendingUnk));
+    return symbols;
   }
 
   void encodeWord(const std::string &word, std::vector<int32_t> &out) const {
@@ -950,31 +1336,13 @@ private:
         return;
       }
     }
-    std::vector<MergeSymbol> symbols;
-    for (size_t i = 0; i < word.size();) {
-      size_t start = i;
-      nextCodePoint(word, i);
-      MergeSymbol s;
-      s.text = word.substr(start, i - start);
-      s.id = vocab.find(s.text);
-      symbols.push_back(std::move(s));
-    }
     auto candidate = [&](const MergeSymbol &l, const MergeSymbol &r) -> std::optional<MergeCandidate> {
-      if (l.id < 0 || r.id < 0)
-        return std::nullopt;
       const MergeIndex::Entry *m = merges.find(MergeIndex::key(l.id, r.id));
       if (!m)
         return std::nullopt;
       return MergeCandidate{-double(m->rank), m->merged};
     };
-    for (const MergeSymbol &s : mergeSymbols(std::move(symbols), candidate)) {
-      if (s.id >= 0)
-        out.push_back(s.id);
-      else if (unk >= 0)
-        out.push_back(unk);
-      // Without an unk token Hugging Face drops a character the vocabulary
-      // lacks; a byte-level vocabulary has all 256, so this is a broken one.
-    }
+    for (const MergeSymbol &s : mergeSymbols(initialSymbols(word), candidate)) out.push_back(s.id);
   }
 
   std::string jsonText;
@@ -987,7 +1355,11 @@ private:
   std::vector<AddedToken> added;
   std::array<std::vector<size_t>, 256> addedByFirstByte;
   std::vector<PreStep> steps;
-  std::vector<utf8proc_option_t> normalizers;
+  std::vector<DecodeStep> decoders; // without a ByteLevel pre-tokenizer
+  bool byteLevel = true;
+  bool byteFallback = false, fuseUnk = false;
+  std::array<int32_t, 256> byteTokens{}; // <0xAB> -> id, -1 where absent
+  std::vector<NormStep> normalizers;
   bool ignoreMerges = false;
   int32_t unk = -1;
   int32_t bos = -1;

@@ -224,6 +224,42 @@ def hf_tokenizer_json():
         "model": {"type": "BPE", "vocab": vocab, "merges": merges}}).encode()
 
 
+def hf_sentencepiece_json(legacy):
+    """A sentencepiece-style tokenizer.json (<0xAB> byte tokens, byte
+    fallback, "\u2581" for a space): Llama 2's form (Prepend and Replace
+    normalizers) or the Metaspace one, with its decoder."""
+    meta = "\u2581"
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for b in range(256):
+        vocab["<0x%02X>" % b] = 3 + b
+    merges = [[meta, "h"], ["h", "i"], [meta + "h", "i"], [meta, meta]]
+    for a, b in merges:
+        vocab.setdefault(a, len(vocab))
+        vocab.setdefault(b, len(vocab))
+        vocab.setdefault(a + b, len(vocab))
+    added = [{"id": i, "content": c, "special": True, "normalized": False}
+             for i, c in enumerate(["<unk>", "<s>", "</s>"])]
+    pre = None if legacy else {"type": "Metaspace", "replacement": meta,
+                               "prepend_scheme": "first", "split": False}
+    normalizer = {"type": "Sequence", "normalizers": [
+        {"type": "Prepend", "prepend": meta},
+        {"type": "Replace", "pattern": {"String": " "}, "content": meta}]} if legacy else None
+    decoder = {"type": "Sequence", "decoders": [
+        {"type": "Replace", "pattern": {"String": meta}, "content": " "},
+        {"type": "ByteFallback"}, {"type": "Fuse"},
+        {"type": "Strip", "content": " ", "start": 1, "stop": 0}]} if legacy else {
+        "type": "Metaspace", "replacement": meta, "prepend_scheme": "first", "split": False}
+    return json.dumps({
+        "version": "1.0", "added_tokens": added, "normalizer": normalizer,
+        "pre_tokenizer": pre, "decoder": decoder,
+        "post_processor": {"type": "TemplateProcessing",
+                           "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                                      {"Sequence": {"id": "A", "type_id": 0}}],
+                           "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+        "model": {"type": "BPE", "unk_token": "<unk>", "fuse_unk": True, "byte_fallback": True,
+                  "vocab": vocab, "merges": merges}}).encode()
+
+
 def put(out, target, name, data):
     if len(data) > MAX_SEED:
         return
@@ -281,6 +317,8 @@ def main():
     put(out, "gguf", "tiny-qwen2-q8_0.gguf", gguf(True, "qwen2"))
     put(out, "gguf", "tiny-phi3-q8_0.gguf", gguf(True, "phi3"))
     put(out, "tokenizer_hf", "tiny-tokenizer.json", hf_tokenizer_json())
+    put(out, "tokenizer_hf", "tiny-spm-legacy.json", hf_sentencepiece_json(True))
+    put(out, "tokenizer_hf", "tiny-spm-metaspace.json", hf_sentencepiece_json(False))
     # Chat templates: the interpreter's cases, this project's own template
     # files and the shared tokenizers' templates.
     cases = json.loads((ROOT / "tests/data/jinja-cases.json").read_text(encoding="utf-8"))

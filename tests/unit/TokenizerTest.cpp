@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <sentencepiece_processor.h>
 #include <utf8proc.h>
 
 #include <algorithm>
@@ -21,6 +22,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <unistd.h>
 #include <vector>
 
@@ -645,6 +647,296 @@ TEST(HfBpe, Llama3SplitsAroundMongolianVowelSeparatorAsOniguruma) {
 }
 
 // ----------------------------------------------------------------------------
+// Sentencepiece-style tokenizer.json (Llama 2, Mistral, TinyLlama, Phi-3):
+// pieces as text with "▁" for a space, <0xAB> byte tokens, no ByteLevel
+// ----------------------------------------------------------------------------
+
+const std::string kMeta = "\xE2\x96\x81"; // ▁ U+2581, sentencepiece's space
+
+/// The post-processor that puts <s> (id 1) first.
+nlohmann::json bosTemplate() {
+  return {{"type", "TemplateProcessing"},
+          {"single", {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
+                      {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+          {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}}}}};
+}
+
+/// tokenizer.json for a sentencepiece BPE model as transformers'
+/// LlamaConverter writes it, restated here apart from kvplan: every piece in
+/// the vocabulary; as merges, each split of a piece into two pieces, in the
+/// order of the piece's score (highest first), then of the left and right
+/// parts' lengths (longest first), then of their ids; control and unknown
+/// pieces as special added tokens; `legacy`: Prepend and Replace normalizers
+/// and no pre-tokenizer, else no normalizer and Metaspace (prepend_scheme
+/// "first", no split); the decoder Replace, ByteFallback, Fuse, Strip.
+std::string convertSentencePiece(const sentencepiece::SentencePieceProcessor &sp, bool legacy) {
+  nlohmann::json vocab = nlohmann::json::object(), added = nlohmann::json::array();
+  std::map<std::string, int> ids;
+  bool bytes = false;
+  for (int id = 0; id < sp.GetPieceSize(); ++id) {
+    ids[sp.IdToPiece(id)] = id;
+    vocab[sp.IdToPiece(id)] = id;
+    bytes = bytes || sp.IsByte(id);
+    if (sp.IsControl(id) || sp.IsUnknown(id))
+      added.push_back(
+          {{"id", id}, {"content", sp.IdToPiece(id)}, {"special", true}, {"normalized", false}});
+  }
+  struct Merge {
+    std::string l, r;
+    float score;
+    size_t lenL, lenR; // in characters
+  };
+  std::vector<Merge> merges;
+  for (int id = 0; id < sp.GetPieceSize(); ++id) {
+    const std::string piece = sp.IdToPiece(id);
+    std::vector<Merge> local;
+    size_t chars = 0, total = 0;
+    for (unsigned char c : piece) total += (c & 0xC0) != 0x80;
+    for (size_t cut = 1; cut < piece.size(); ++cut) {
+      chars += (static_cast<unsigned char>(piece[cut - 1]) & 0xC0) != 0x80;
+      if ((static_cast<unsigned char>(piece[cut]) & 0xC0) == 0x80) continue;
+      std::string l = piece.substr(0, cut), r = piece.substr(cut);
+      if (ids.count(l) && ids.count(r))
+        local.push_back({l, r, sp.GetScore(id), chars, total - chars});
+    }
+    std::sort(local.begin(), local.end(), [&](const Merge &a, const Merge &b) {
+      return std::make_pair(ids[a.l], ids[a.r]) < std::make_pair(ids[b.l], ids[b.r]);
+    });
+    merges.insert(merges.end(), local.begin(), local.end());
+  }
+  std::stable_sort(merges.begin(), merges.end(), [](const Merge &a, const Merge &b) {
+    return std::make_tuple(a.score, a.lenL, a.lenR) > std::make_tuple(b.score, b.lenL, b.lenR);
+  });
+  nlohmann::json mergeList = nlohmann::json::array();
+  for (const Merge &m : merges) mergeList.push_back({m.l, m.r});
+  nlohmann::json root = {
+      {"version", "1.0"},
+      {"added_tokens", added},
+      {"decoder", {{"type", "Sequence"}, {"decoders", {
+           {{"type", "Replace"}, {"pattern", {{"String", kMeta}}}, {"content", " "}},
+           {{"type", "ByteFallback"}}, {{"type", "Fuse"}},
+           {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}}},
+      {"post_processor", bosTemplate()},
+      {"model", {{"type", "BPE"}, {"unk_token", "<unk>"}, {"fuse_unk", true},
+                 {"byte_fallback", bytes}, {"vocab", vocab}, {"merges", mergeList}}},
+  };
+  if (legacy) {
+    root["normalizer"] = {{"type", "Sequence"}, {"normalizers", {
+        {{"type", "Prepend"}, {"prepend", kMeta}},
+        {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", kMeta}}}}};
+    root["pre_tokenizer"] = nullptr;
+  } else {
+    root["normalizer"] = nullptr;
+    root["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", kMeta},
+                             {"prepend_scheme", "first"}, {"split", false}};
+  }
+  return root.dump();
+}
+
+/// Every text encodes to the sentencepiece library's ids and those decode to
+/// the library's text, through `model` converted to tokenizer.json (both
+/// forms; Metaspace's only for texts that do not start with a space).
+void expectConvertedMatchesLibrary(const std::string &model,
+                                   const std::vector<std::string> &texts) {
+  REQUIRE_MODEL_FILE(model);
+  sentencepiece::SentencePieceProcessor sp;
+  ASSERT_TRUE(sp.Load(model).ok()) << model;
+  for (bool legacy : {true, false}) {
+    auto tok = loadTokenizer("hf-bpe", convertSentencePiece(sp, legacy));
+    size_t matched = 0;
+    for (const std::string &text : texts) {
+      // Metaspace puts no ▁ before a text that starts with a space (it has
+      // one), where sentencepiece's dummy prefix always adds one.
+      if (!legacy && !text.empty() && text[0] == ' ')
+        continue;
+      std::vector<int> want;
+      ASSERT_TRUE(sp.Encode(text, &want).ok());
+      Ids ids = tok->encode(text, false);
+      matched += ids == Ids(want.begin(), want.end());
+      EXPECT_EQ(ids, Ids(want.begin(), want.end()))
+          << (legacy ? "legacy: \"" : "Metaspace: \"") << text << "\"";
+      std::string decoded;
+      ASSERT_TRUE(sp.Decode(want, &decoded).ok());
+      EXPECT_EQ(tok->decode(ids), decoded) << "\"" << text << "\"";
+      Ids withBos{1};
+      withBos.insert(withBos.end(), ids.begin(), ids.end());
+      EXPECT_EQ(tok->encode(text, true), withBos);
+    }
+    std::printf("%s (%s): %zu of %zu texts as the sentencepiece library\n", model.c_str(),
+                legacy ? "legacy" : "Metaspace", matched, texts.size());
+  }
+}
+
+TEST(HfSentencePiece, Llama2TokenizerJsonMatchesTheSentencePieceLibrary) {
+  std::vector<std::string> texts = allSentences();
+  const std::string vectors = modelPath("tokenizer-vectors/ggml-vocab-llama-bpe.gguf");
+  if (fs::exists(vectors + ".inp"))
+    for (const std::string &t : readHfVectors(vectors).inputs) texts.push_back(t);
+  expectConvertedMatchesLibrary(modelPath("llama2-tokenizer/tokenizer.model"), texts);
+}
+
+TEST(HfSentencePiece, Tok512TokenizerJsonMatchesTheSentencePieceLibrary) {
+  // tok512.model normalizes (NFKC, extra whitespace), which a converted
+  // tokenizer.json would do with a "Precompiled" normalizer kvplan refuses:
+  // the plain sentences are what that normalizer leaves as they are.
+  expectConvertedMatchesLibrary(modelPath("stories260K/tok512.model"), kPlainSentences);
+}
+
+/// A hand-made sentencepiece-style tokenizer.json: 0 <unk>, 1 <s>, 2 </s>,
+/// 3..258 the bytes <0x00>..<0xFF>, then the pieces below, merged in the
+/// order listed. `pre` is the pre-tokenizer ("legacy": none, with Prepend
+/// and Replace normalizers instead), `decoder` the decoder.
+std::string spmFixture(const nlohmann::json &pre, const nlohmann::json &decoder,
+                       bool byteFallback = true, bool fuseUnk = true) {
+  nlohmann::json vocab = {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}};
+  for (int b = 0; b < 256; ++b) {
+    char name[8];
+    std::snprintf(name, sizeof name, "<0x%02X>", b);
+    vocab[name] = 3 + b;
+  }
+  const std::vector<std::string> pieces = {kMeta, "H", "i", kMeta + "H", kMeta + "Hi", "a", "b",
+                                           kMeta + kMeta, kMeta + "a", "x", "y"};
+  for (size_t k = 0; k < pieces.size(); ++k) vocab[pieces[k]] = 259 + int(k);
+  nlohmann::json root = {
+      {"added_tokens", {{{"id", 0}, {"content", "<unk>"}, {"special", true}},
+                        {{"id", 1}, {"content", "<s>"}, {"special", true}},
+                        {{"id", 2}, {"content", "</s>"}, {"special", true}}}},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", pre},
+      {"decoder", decoder},
+      {"post_processor", bosTemplate()},
+      {"model", {{"type", "BPE"}, {"unk_token", "<unk>"}, {"byte_fallback", byteFallback},
+                 {"fuse_unk", fuseUnk}, {"vocab", vocab},
+                 {"merges", nlohmann::json::array({nlohmann::json::array({kMeta, "H"}),
+                                                   nlohmann::json::array({kMeta + "H", "i"}),
+                                                   nlohmann::json::array({kMeta, kMeta}),
+                                                   nlohmann::json::array({kMeta, "a"})})}}},
+  };
+  if (pre == "legacy") {
+    root["pre_tokenizer"] = nullptr;
+    root["normalizer"] = {{"type", "Sequence"}, {"normalizers", {
+        {{"type", "Prepend"}, {"prepend", kMeta}},
+        {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", kMeta}}}}};
+  }
+  return root.dump();
+}
+
+const nlohmann::json kLegacyDecoder = {
+    {"type", "Sequence"},
+    {"decoders", {{{"type", "Replace"}, {"pattern", {{"String", kMeta}}}, {"content", " "}},
+                  {{"type", "ByteFallback"}}, {{"type", "Fuse"}},
+                  {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}};
+
+nlohmann::json metaspace(const char *scheme, bool split) {
+  return {{"type", "Metaspace"}, {"replacement", kMeta}, {"prepend_scheme", scheme}, {"split", split}};
+}
+
+// Piece ids of spmFixture.
+constexpr int32_t kSp = 259, kH = 260, kI = 261, kSpHi = 263, kA = 264, kB = 265, kSpSp = 266,
+                  kSpA = 267, kX = 268, kY = 269;
+int32_t byteId(int b) { return 3 + b; }
+
+TEST(HfSentencePiece, LegacyPrependsToEveryTextBetweenAddedTokens) {
+  auto tok = loadTokenizer("hf-bpe", spmFixture("legacy", kLegacyDecoder));
+  EXPECT_EQ(tok->encode("Hi", false), (Ids{kSpHi})); // ▁ H i: (▁,H) then (▁H,i)
+  EXPECT_EQ(tok->encode("Hi", true), (Ids{1, kSpHi}));
+  // Prepend acts on each segment an added token leaves, so "Hi" after <s>
+  // is "▁Hi" again, and " Hi" after </s> is "▁▁Hi".
+  EXPECT_EQ(tok->encode("<s>Hi</s> Hi", false), (Ids{1, kSpHi, 2, kSp, kSpHi}));
+  // "▁a▁▁b": (▁,▁) ranks above (▁,a).
+  EXPECT_EQ(tok->encode("a  b", false), (Ids{kSpA, kSpSp, kB}));
+  // ☃ is no piece: its three UTF-8 bytes.
+  EXPECT_EQ(tok->encode("\xE2\x98\x83", false), (Ids{kSp, byteId(0xE2), byteId(0x98), byteId(0x83)}));
+  EXPECT_EQ(tok->encode("", true), (Ids{1}));
+}
+
+TEST(HfSentencePiece, MetaspaceSchemesAndSplit) {
+  auto first = loadTokenizer("hf-bpe", spmFixture(metaspace("first", false), kLegacyDecoder));
+  EXPECT_EQ(first->encode("Hi", false), (Ids{kSpHi}));
+  // "first": only where the text starts, not after an added token.
+  EXPECT_EQ(first->encode("<s>Hi", false), (Ids{1, kH, kI}));
+  EXPECT_EQ(first->encode("<s> Hi", false), (Ids{1, kSpHi}));
+  EXPECT_EQ(first->encode("a  b", false), (Ids{kSpA, kSpSp, kB}));
+  auto never = loadTokenizer("hf-bpe", spmFixture(metaspace("never", false), kLegacyDecoder));
+  EXPECT_EQ(never->encode("Hi", false), (Ids{kH, kI}));
+  // "always", split: "▁a", "▁", "▁b" are BPE'd apart, so ▁▁ never forms.
+  auto split = loadTokenizer("hf-bpe", spmFixture(metaspace("always", true), kLegacyDecoder));
+  EXPECT_EQ(split->encode("<s>Hi", false), (Ids{1, kSpHi}));
+  EXPECT_EQ(split->encode("a  b", false), (Ids{kSpA, kSp, kSp, kB}));
+  // The older form: add_prefix_space true is "always", split by default.
+  nlohmann::json old = {{"type", "Metaspace"}, {"replacement", kMeta}, {"add_prefix_space", true}};
+  EXPECT_EQ(loadTokenizer("hf-bpe", spmFixture(old, kLegacyDecoder))->encode("a  b", false),
+            (Ids{kSpA, kSp, kSp, kB}));
+}
+
+TEST(HfSentencePiece, UnknownCharactersWithoutByteFallback) {
+  const std::string snowmen = "x\xE2\x98\x83\xE2\x98\x83y";
+  auto fused = loadTokenizer("hf-bpe", spmFixture("legacy", kLegacyDecoder, false, true));
+  EXPECT_EQ(fused->encode(snowmen, false), (Ids{kSp, kX, 0, kY}));
+  auto apart = loadTokenizer("hf-bpe", spmFixture("legacy", kLegacyDecoder, false, false));
+  EXPECT_EQ(apart->encode(snowmen, false), (Ids{kSp, kX, 0, 0, kY}));
+  // With byte fallback the bytes, whatever fuse_unk says.
+  auto bytes = loadTokenizer("hf-bpe", spmFixture("legacy", kLegacyDecoder, true, true));
+  EXPECT_EQ(bytes->encode("x\xE2\x98\x83", false), (Ids{kSp, kX, byteId(0xE2), byteId(0x98), byteId(0x83)}));
+}
+
+TEST(HfSentencePiece, DecodersAsHuggingFaceRunsThem) {
+  auto tok = loadTokenizer("hf-bpe", spmFixture("legacy", kLegacyDecoder));
+  // Replace, then Strip takes one space off the start of the fused text.
+  EXPECT_EQ(tok->decode({1, kSpHi, kSpHi, 2}), "Hi Hi");
+  EXPECT_EQ(tok->decode({kSpSp, kB}), " b");
+  EXPECT_EQ(tok->decode({byteId(0xE2), byteId(0x98), byteId(0x83), kSpHi}), "\xE2\x98\x83 Hi");
+  // A run of byte tokens that is not UTF-8: one U+FFFD per token (where a
+  // lossy conversion of the bytes would give one for the pair).
+  EXPECT_EQ(tok->decode({byteId(0xE2), byteId(0x98), kSpHi}), "\xEF\xBF\xBD\xEF\xBF\xBD Hi");
+  EXPECT_EQ(tok->tokenBytes(kSpHi), " Hi");
+  EXPECT_EQ(tok->tokenBytes(byteId(0xE2)), "\xE2");
+  EXPECT_EQ(tok->tokenBytes(1), "");
+  EXPECT_EQ(tok->bosId(), 1);
+  EXPECT_EQ(tok->eosIds(), (Ids{2}));
+  // Metaspace's decoder drops every ▁ of the text's first token (Hugging
+  // Face's rule), and none where its scheme is "never".
+  auto meta = loadTokenizer("hf-bpe", spmFixture(metaspace("first", false), metaspace("first", false)));
+  EXPECT_EQ(meta->decode({kSpSp, kB}), "b");
+  EXPECT_EQ(meta->decode({kB, kSpSp, kSpHi}), "b   Hi");
+  EXPECT_EQ(meta->tokenBytes(kSpSp), "  ");
+  auto never = loadTokenizer("hf-bpe", spmFixture(metaspace("first", false), metaspace("never", false)));
+  EXPECT_EQ(never->decode({kSpSp, kB}), "  b");
+  for (const Ids &ids : {Ids{kSpHi, kSpSp, kB, byteId(0xE2), byteId(0x98), byteId(0x83), kSpA},
+                         Ids{byteId(0xE2), kH, kSpHi}})
+    for (const Tokenizer *t : {tok.get(), meta.get()}) expectStreamMatchesDecode(*t, ids);
+}
+
+TEST(HfSentencePiece, ErrorsNameTheField) {
+  struct Case {
+    nlohmann::json pre, decoder;
+    const char *where, *what;
+  } cases[] = {
+      {"legacy", nullptr, "decoder", "is missing"},
+      {"legacy", {{"type", "Sequence"}, {"decoders", {{{"type", "Fuse"}}, {{"type", "WordPiece"}}}}},
+       "decoder.decoders[1]", "\"WordPiece\""},
+      {"legacy", {{"type", "Strip"}, {"content", "ab"}, {"start", 1}, {"stop", 0}}, "decoder.content",
+       "not one character"},
+      {"legacy", {{"type", "Strip"}, {"content", " "}, {"start", -1}, {"stop", 0}}, "decoder", "\"start\""},
+      {"legacy", {{"type", "ByteLevel"}}, "decoder", "\"ByteLevel\""},
+      {{{"type", "Metaspace"}, {"replacement", kMeta}, {"add_prefix_space", false}}, kLegacyDecoder,
+       "pre_tokenizer", "disagree"},
+      {metaspace("sometimes", true), kLegacyDecoder, "pre_tokenizer.prepend_scheme", "\"sometimes\""},
+      {{{"type", "Metaspace"}, {"replacement", "__"}}, kLegacyDecoder, "pre_tokenizer.replacement",
+       "not one character"},
+  };
+  for (const Case &c : cases) {
+    std::string msg = inputError([&] { loadTokenizer("hf-bpe", spmFixture(c.pre, c.decoder)); });
+    EXPECT_NE(msg.find(std::string(c.where) + " "), std::string::npos) << msg;
+    EXPECT_NE(msg.find(c.what), std::string::npos) << msg;
+  }
+  nlohmann::json j = nlohmann::json::parse(spmFixture("legacy", kLegacyDecoder));
+  j["normalizer"]["normalizers"][1]["pattern"] = {{"String", ""}};
+  std::string msg = inputError([&] { loadTokenizer("hf-bpe", j.dump()); });
+  EXPECT_NE(msg.find("normalizer.normalizers[1].pattern.String is empty"), std::string::npos) << msg;
+}
+
+// ----------------------------------------------------------------------------
 // The byte-level BPE vocabulary of a GGUF (tokenizer.ggml.model "gpt2")
 // ----------------------------------------------------------------------------
 
@@ -1183,10 +1475,10 @@ TEST(TokenizerErrors, MalformedTokenizerJson) {
        "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a b\"]},"
        " \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}",
        "model.merges[0]"},
-      {"metaspace.json",
+      {"nodecoder.json",
        "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []},"
-       " \"pre_tokenizer\": {\"type\": \"Metaspace\"}}",
-       "Metaspace"},
+       " \"pre_tokenizer\": {\"type\": \"Metaspace\", \"replacement\": \"_\"}}",
+       "decoder is missing"},
       {"badregex.json",
        "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []},"
        " \"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\","
