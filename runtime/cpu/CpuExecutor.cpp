@@ -202,18 +202,26 @@ private:
 
 } // namespace
 
-void CpuExecutor::Free::operator()(void *p) const { std::free(p); }
+/// A buffer starts 1 to 64 bytes into its allocation, the distance kept in
+/// the byte before it.
+void CpuExecutor::Free::operator()(void *p) const {
+  char *aligned = static_cast<char *>(p);
+  std::free(aligned - static_cast<unsigned char>(aligned[-1]));
+}
 
 CpuExecutor::Buffer CpuExecutor::allocate(const char *what, int64_t bytes) {
-  // Exactly the billed bytes, 64-byte aligned (every vector width; the
-  // planner aligns offsets to 256).
+  // The billed bytes, zeroed and 64-byte aligned (every vector width; the
+  // planner aligns offsets to 256). calloc zeroes where it must: memory
+  // fresh from the system is zero already, so a large KV cache costs no
+  // time at load and its pages are the system's until first written.
   if (bytes <= 0) return Buffer();
-  void *p = nullptr;
-  if (::posix_memalign(&p, 64, size_t(bytes)) != 0)
+  char *raw = static_cast<char *>(std::calloc(1, size_t(bytes) + 64));
+  if (!raw)
     throw InputError("out of memory: the plan's " + std::string(what) + " needs " +
                      std::to_string(bytes) + " bytes (kvplan inspect shows the whole bill)");
-  Buffer b(static_cast<char *>(p));
-  std::memset(b.get(), 0, size_t(bytes));
+  const size_t skip = 64 - reinterpret_cast<uintptr_t>(raw) % 64;
+  raw[skip - 1] = char(skip);
+  Buffer b(raw + skip);
   allocated.push_back({what, bytes, Allocation::host});
   return b;
 }

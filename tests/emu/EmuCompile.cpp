@@ -158,7 +158,7 @@ void *emuCompile(const std::string &source) {
   // emulator switches stacks itself). The compiler runs without the test's
   // preloaded runtime.
   const std::string flags =
-      asan ? "-O1 -g1 -fsanitize=address,undefined -fno-sanitize-recover=undefined "
+      asan ? "-Og -g1 -fsanitize=address,undefined -fno-sanitize-recover=undefined "
              "--param=asan-stack=0 -fno-omit-frame-pointer "
            : "-O1 ";
   const std::string unit =
