@@ -1062,10 +1062,15 @@ private:
   }
 
   int32_t specialId(const json &tp, const std::string &name, const std::string &where) const {
-    if (tp.contains("special_tokens") && tp["special_tokens"].contains(name)) {
-      const json &ids = tp["special_tokens"][name]["ids"];
-      if (ids.is_array() && !ids.empty() && ids[0].is_number_integer())
-        return ids[0].get<int32_t>();
+    // Looked up with find(): a const json's operator[] on a missing key is
+    // undefined (an assertion in nlohmann's debug builds).
+    const json *entry = nullptr;
+    if (auto tokens = tp.find("special_tokens"); tokens != tp.end() && tokens->is_object())
+      if (auto e = tokens->find(name); e != tokens->end() && e->is_object()) entry = &*e;
+    if (entry) {
+      auto ids = entry->find("ids");
+      if (ids != entry->end() && ids->is_array() && !ids->empty() && (*ids)[0].is_number_integer())
+        return (*ids)[0].get<int32_t>();
     }
     for (const AddedToken &t : added)
       if (t.content == name)

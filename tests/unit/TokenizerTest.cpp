@@ -1618,6 +1618,25 @@ TEST(TokenizerErrors, SentencePieceLibraryExceptions) {
   EXPECT_NE(msg.find("zero-length key"), std::string::npos) << msg;
 }
 
+// Found by fuzz_tokenizer_hf: a TemplateProcessing post-processor whose
+// special_tokens entry has no "ids" (or is no object) read a missing key of
+// a const JSON object, which nlohmann leaves undefined (an assertion in the
+// fuzzers' build); the token is then found by its name, or the name refused.
+TEST(TokenizerErrors, TemplateSpecialTokensWithoutIds) {
+  for (const nlohmann::json &entry : {nlohmann::json::object({{"id", "<s>"}}), nlohmann::json("<s>"),
+                                      nlohmann::json::object({{"ids", "1"}})}) {
+    nlohmann::json j = nlohmann::json::parse(spmFixture("legacy", kLegacyDecoder));
+    j["post_processor"]["special_tokens"]["<s>"] = entry;
+    EXPECT_EQ(loadTokenizer("hf-bpe", j.dump())->bosId(), 1) << entry;
+    j["post_processor"]["single"][0]["SpecialToken"]["id"] = "<bos>";
+    j["post_processor"]["special_tokens"] = {{"<bos>", entry}};
+    std::string msg = inputError([&] { loadTokenizer("hf-bpe", j.dump()); });
+    EXPECT_NE(msg.find("names special token \"<bos>\", which the tokenizer does not define"),
+              std::string::npos)
+        << msg;
+  }
+}
+
 TEST(TokenizerErrors, BadSerializedForms) {
   EXPECT_NE(inputError([] { loadTokenizer("wordpiece", "x"); }).find("wordpiece"), std::string::npos);
   EXPECT_NE(inputError([] { loadTokenizer("bytes", "12x"); }).find("12x"), std::string::npos);
