@@ -43,6 +43,20 @@ std::vector<std::string_view> splitUtf8Chars(std::string_view text) {
   return out;
 }
 
+int bytePieceValue(std::string_view piece) {
+  if (piece.size() != 6 || piece.compare(0, 3, "<0x") != 0 || piece[5] != '>')
+    return -1;
+  int v = 0;
+  for (char c : piece.substr(3, 2)) {
+    int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10
+            : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (d < 0)
+      return -1;
+    v = v * 16 + d;
+  }
+  return v;
+}
+
 std::string utf8Lossy(std::string_view s) {
   std::string out;
   out.reserve(s.size());
@@ -161,10 +175,7 @@ public:
     if (id < 0 || id >= sp.GetPieceSize() || sp.IsControl(id) || sp.IsUnused(id)) return "";
     // A byte piece, <0xAB>: the library's Decode() writes U+FFFD for it
     // alone, so its byte is read from the piece.
-    const std::string piece = sp.IdToPiece(id);
-    unsigned byte = 0;
-    if (sp.IsByte(id) && piece.size() == 6 &&
-        std::from_chars(piece.data() + 3, piece.data() + 5, byte, 16).ptr == piece.data() + 5)
+    if (int byte = sp.IsByte(id) ? bytePieceValue(sp.IdToPiece(id)) : -1; byte >= 0)
       return std::string(1, char(byte));
     return bytesAfter(*this, anchor, id); // the library's own decoding, in context
   }

@@ -499,11 +499,7 @@ public:
     if (id < 0 || size_t(id) >= idToToken.size() || isSpecial[id])
       return "";
     // A byte token is its byte, where a lone one decodes to U+FFFD.
-    int byte = byteOf(idToToken[id]);
-    bool fallback = std::any_of(decoders.begin(), decoders.end(), [](const DecodeStep &d) {
-      return d.kind == DecodeStep::byteFallback;
-    });
-    if (byte >= 0 && fallback)
+    if (int byte = bytePieceValue(idToToken[id]); byte >= 0 && decodesBytes)
       return std::string(1, char(byte));
     return runDecoders({std::string(idToToken[id])}, /*fromStart=*/false);
   }
@@ -555,24 +551,6 @@ private:
     }
     return bytes;
   }
-  /// The byte a token written <0xAB> stands for (as ByteFallback reads
-  /// it), or -1.
-  static int byteOf(std::string_view token) {
-    if (token.size() != 6 || token.compare(0, 3, "<0x") != 0 || token[5] != '>')
-      return -1;
-    unsigned value = 0;
-    for (char c : token.substr(3, 2)) {
-      int d = std::isdigit(static_cast<unsigned char>(c)) ? c - '0'
-              : (c >= 'a' && c <= 'f')                    ? c - 'a' + 10
-              : (c >= 'A' && c <= 'F')                    ? c - 'A' + 10
-                                                          : -1;
-      if (d < 0)
-        return -1;
-      value = value * 16 + unsigned(d);
-    }
-    return int(value);
-  }
-
   /// The decoder steps on `tokens`, joined. `fromStart`: the tokens begin
   /// the text, so Metaspace drops the first one's replacements and a Strip
   /// after Fuse applies (for the bytes a token adds after other text, they
@@ -620,7 +598,7 @@ private:
       runTokens = 0;
     };
     for (std::string &t : tokens) {
-      if (int b = byteOf(t); b >= 0) {
+      if (int b = bytePieceValue(t); b >= 0) {
         run += char(b);
         ++runTokens;
         continue;
@@ -1111,6 +1089,7 @@ private:
       step.content = d["content"].get<std::string>();
     } else if (type == "ByteFallback" || type == "Fuse") {
       step.kind = type == "Fuse" ? DecodeStep::fuse : DecodeStep::byteFallback;
+      decodesBytes = decodesBytes || step.kind == DecodeStep::byteFallback;
     } else if (type == "Strip") {
       step.kind = DecodeStep::strip;
       std::string c =
@@ -1361,6 +1340,7 @@ private:
   std::array<std::vector<size_t>, 256> addedByFirstByte;
   std::vector<PreStep> steps;
   std::vector<DecodeStep> decoders; // without a ByteLevel pre-tokenizer
+  bool decodesBytes = false;        // decoders has a ByteFallback step
   bool byteLevel = true;
   bool byteFallback = false, fuseUnk = false;
   std::array<int32_t, 256> byteTokens{}; // <0xAB> -> id, -1 where absent

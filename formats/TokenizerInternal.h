@@ -28,6 +28,10 @@ size_t utf8SequenceLength(unsigned char lead);
 /// most three following continuation bytes (so invalid input still splits).
 std::vector<std::string_view> splitUtf8Chars(std::string_view text);
 
+/// The byte a byte-fallback piece written "<0xAB>" stands for (either
+/// case of hex digits), or -1 for any other piece.
+int bytePieceValue(std::string_view piece);
+
 /// `bytes` as valid UTF-8: each maximal ill-formed subsequence becomes U+FFFD
 /// (the Unicode "substitution of maximal subparts" practice, which Rust's
 /// String::from_utf8_lossy and thus Hugging Face tokenizers follow).

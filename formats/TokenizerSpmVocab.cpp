@@ -27,22 +27,6 @@ enum class PieceType : uint8_t {
 constexpr const char *kSpmSpace = "\xE2\x96\x81"; // U+2581, sentencepiece's space
 constexpr const char *kSerializedMagic = "kvplan-spm-vocab 1\n";
 
-/// The byte a "<0xXX>" piece stands for, or -1.
-int parseBytePiece(const std::string &p) {
-  if (p.size() != 6 || p.compare(0, 3, "<0x") != 0 || p[5] != '>')
-    return -1;
-  int v = 0;
-  for (int i = 3; i < 5; ++i) {
-    char c = p[i];
-    int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10
-            : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-    if (d < 0)
-      return -1;
-    v = v * 16 + d;
-  }
-  return v;
-}
-
 void replaceAll(std::string &s, std::string_view from, std::string_view to) {
   if (from == to)
     return;
@@ -89,7 +73,7 @@ public:
       const std::string &p = vv.pieces[id];
       switch (vv.types[id]) {
       case PieceType::byte: {
-        int b = parseBytePiece(p);
+        int b = bytePieceValue(p);
         if (b >= 0) {
           if (byteIds[b] < 0)
             byteIds[b] = int32_t(id);
@@ -307,7 +291,7 @@ std::unique_ptr<Tokenizer> makeLlama2c(std::string fileBytes, const std::string 
       t = PieceType::unknown;
     else if (id == 1 || id == 2)
       t = PieceType::control;
-    else if (parseBytePiece(v.pieces[id]) >= 0)
+    else if (bytePieceValue(v.pieces[id]) >= 0)
       t = PieceType::byte;
     v.types.push_back(t);
   }
@@ -393,7 +377,7 @@ std::unique_ptr<Tokenizer> makeGgufVocab(const GgufFile &g) {
                          std::to_string(t) + "; expected 1 to 6");
       v.types.push_back(PieceType(uint32_t(t)));
     } else {
-      v.types.push_back(parseBytePiece(v.pieces[i]) >= 0 ? PieceType::byte : PieceType::normal);
+      v.types.push_back(bytePieceValue(v.pieces[i]) >= 0 ? PieceType::byte : PieceType::normal);
     }
   }
   // llama.cpp's defaults for a sentencepiece vocabulary.
