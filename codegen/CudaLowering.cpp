@@ -793,18 +793,23 @@ void EntryLowering::operator()(const AttentionOp &op) {
     unsupported("attention must read KV-cache views");
   f32Input(op.query, "attention");
   const DType o = op.result.dtype;
+  // A sliding window is the kernels' last template argument; its name ends
+  // in _wN.
+  const int64_t window = op.window.value_or(0);
+  const std::string w = window ? ", " + num(window) : "",
+                    wName = window ? "_w" + std::to_string(window) : "";
   if (const AttnTiling t = split.tiling; t.heads) {
     // A bf16 cache on bf16 tensor cores (attnTiledMma); f16 and f32 ones on
     // tf32 (attnTiled).
     const bool mma = kv.dtype == DType::bf16;
     const std::string name = specs.wrapper(
         std::string(mma ? "attn_tiled_mma_" : "attn_tiled_") + dtypeName(kv.dtype) + "_" +
-            dtypeName(o) + dims({h, kvh, hd, kv.pageSize, kv.pages, t.heads, t.rowTiles}),
+            dtypeName(o) + dims({h, kvh, hd, kv.pageSize, kv.pages, t.heads, t.rowTiles}) + wName,
         t.warps() * 32,
         std::string(mma ? "kvplan::attnTiledMma<" : "kvplan::attnTiled<" + kvType + ", ") +
             cudaType(o) + ", " + num(h) + ", " + num(kvh) + ", " + num(hd) + ", " +
             num(kv.pageSize) + ", " + num(kv.pages) + "LL, " + num(t.heads) + ", " +
-            num(t.rowTiles) + ">(a)");
+            num(t.rowTiles) + w + ">(a)");
     const int64_t rowsPerBlock = kAttnTileRows * t.rowTiles;
     kernel(name, {kvh, ceilDiv(op.result.rows(), rowsPerBlock), h / kvh / t.heads},
            t.warps() * 32, 1, op.result,
@@ -815,11 +820,11 @@ void EntryLowering::operator()(const AttentionOp &op) {
   }
   const std::string name = specs.wrapper(
       "attn_" + std::string(dtypeName(kv.dtype)) + "_" + dtypeName(o) +
-          dims({h, kvh, hd, kv.pageSize, kv.pages}),
+          dims({h, kvh, hd, kv.pageSize, kv.pages}) + wName,
       kAttnWarps * 32,
       "kvplan::attnPartial<" + kvType + ", " + cudaType(o) + ", " + num(h) + ", " + num(kvh) +
           ", " + num(hd) + ", " + num(kv.pageSize) + ", " + num(kv.pages) + "LL, " +
-          num(kAttnWarps) + ">(a)",
+          num(kAttnWarps) + w + ">(a)",
       true, kAttnMinBlocks);
   kernel(name, {kvh, op.result.rows(), split.splits}, kAttnWarps * 32, 1, op.result,
          {arena(op.query), cache(), positions, table, work(split.partOffset), work(split.mlOffset),

@@ -136,6 +136,9 @@ public:
   void optionalAttr(const char *n, std::optional<double> &v) {
     if (auto a = op->getAttrOfType<FloatAttr>(n)) v = a.getValueAsDouble();
   }
+  void optionalAttr(const char *n, std::optional<int64_t> &v) {
+    if (auto a = op->getAttrOfType<IntegerAttr>(n)) v = a.getInt();
+  }
   void optionalAttr(const char *n, std::optional<RopeScaling> &s) {
     if (auto a = op->getAttrOfType<llm::RopeScalingAttr>(n))
       s = RopeScaling{a.getFactor().convertToDouble(), a.getLowFreqFactor().convertToDouble(),

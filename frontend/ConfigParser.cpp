@@ -542,16 +542,50 @@ void readHFModelFields(JsonFields &f, ModelSpec &m) {
   f.integers("eos_token_id", m.eosTokenIds, true);
 }
 
-// Qwen2 and Qwen3 record a window but disable it with use_sliding_window.
-void readHFSlidingWindow(JsonFields &f, ModelSpec &m) {
-  bool useSliding =
-      m.architecture != Architecture::qwen2 && m.architecture != Architecture::qwen3;
-  f.boolean("use_sliding_window", useSliding);
+// Which layers slide, as transformers decides it: `layer_types` where the
+// file lists them; else for Qwen2 and Qwen3 (which record a window and
+// disable it with use_sliding_window) the layers from max_window_layers up;
+// else, for Mistral and Phi-3, every layer. Llama's attention has no window.
+// kvplan applies one window to every layer, so a mix is refused.
+void readHFSlidingWindow(JsonFields &f, ModelSpec &m, const WarningSink &warn) {
+  const bool qwen = m.architecture == Architecture::qwen2 || m.architecture == Architecture::qwen3;
   int64_t window = 0;
   f.integer("sliding_window", window, false);
-  if (useSliding)
-    m.slidingWindow = window;
-  f.ignore({"max_window_layers"});
+  bool useSliding = !qwen;
+  f.boolean("use_sliding_window", useSliding);
+  int64_t fromLayer = 28; // transformers' default for Qwen2 and Qwen3
+  f.integer("max_window_layers", fromLayer, false);
+  if (!useSliding) window = 0;
+  if (window < 0) f.fail("sliding_window", "expected a positive window or null");
+  const int64_t layers = std::max<int64_t>(m.numLayers, 0); // checked later
+  int64_t sliding = qwen ? layers - std::clamp<int64_t>(fromLayer, 0, layers) : layers;
+  const nlohmann::json *types = f.get("layer_types");
+  if (types) {
+    if (!types->is_array() || int64_t(types->size()) != m.numLayers)
+      f.fail("layer_types", "expected a list of num_hidden_layers (" +
+                                std::to_string(m.numLayers) + ") layer types");
+    sliding = 0;
+    for (const nlohmann::json &t : *types) {
+      if (t == "sliding_attention") ++sliding;
+      else if (t != "full_attention")
+        f.fail("layer_types", "expected \"full_attention\" or \"sliding_attention\", got " +
+                                  t.dump());
+    }
+  }
+  if (window == 0) sliding = 0; // transformers' layers of either type attend to every key
+  if (sliding > 0 && sliding < m.numLayers)
+    f.fail(types ? "layer_types" : "max_window_layers",
+           std::to_string(sliding) + " of " + std::to_string(m.numLayers) +
+               " layers use sliding-window attention and the others full attention; kvplan "
+               "applies one window to every layer (a model whose layers mix them is not "
+               "supported)");
+  if (m.architecture == Architecture::llama && sliding > 0) {
+    warn("sliding_window " + std::to_string(window) +
+         " ignored: transformers' Llama attends to every earlier key (model_type mistral "
+         "applies the window)");
+    sliding = 0;
+  }
+  m.slidingWindow = sliding > 0 ? window : 0;
 }
 
 // LongRoPE (Phi-3, Phi-3.5): short and long factors, switched at the
@@ -678,7 +712,7 @@ ModelConfig parseHFConfig(const std::string &text, const std::string &path,
   try {
     readHFArchitecture(f, cfg.model, path);
     readHFModelFields(f, cfg.model);
-    readHFSlidingWindow(f, cfg.model);
+    readHFSlidingWindow(f, cfg.model, warn);
     readHFRopeScaling(f, cfg, warn);
     readHFTorchDtype(f, cfg, path, warn);
   } catch (const nlohmann::json::exception &e) {
@@ -689,7 +723,7 @@ ModelConfig parseHFConfig(const std::string &text, const std::string &path,
   f.ignore({"architectures", "transformers_version", "initializer_range", "use_cache",
             "pretraining_tp", "attention_dropout", "pad_token_id", "_name_or_path",
             "model_type", "torch_dtype", "unsloth_fixed", "is_llama_config", "rope_interleaved",
-            "layer_types", "dtype", "embd_pdrop", "resid_pdrop", "auto_map"});
+            "dtype", "embd_pdrop", "resid_pdrop", "auto_map"});
   f.warnUnknown(warn);
   return cfg;
 }

@@ -79,6 +79,13 @@ public:
     return m.rope.attentionFactor * m.rope.attentionFactor / std::sqrt(double(m.headDim));
   }
 
+  /// Sliding-window attention's window, where the context passes it: a
+  /// window of at least max_seq_len keys is full attention, and no attribute.
+  IntegerAttr window() {
+    return m.slidingWindow > 0 && m.slidingWindow < rows ? b.getI64IntegerAttr(m.slidingWindow)
+                                                         : IntegerAttr();
+  }
+
   Value rope(Value x, Value positions, const std::string &name) {
     llm::RopeScalingAttr scaling;
     if (m.rope.type == RopeType::llama3)
@@ -110,7 +117,7 @@ public:
         loc(l + "attention"), q.getType(),
         llm::AttentionMaskAttr::get(b.getContext(), llm::AttentionMask::causal), q, k, v,
         b.getI64IntegerAttr(m.numHeads), b.getI64IntegerAttr(m.numKvHeads),
-        b.getI64IntegerAttr(m.headDim), b.getF64FloatAttr(attentionScale()));
+        b.getI64IntegerAttr(m.headDim), b.getF64FloatAttr(attentionScale()), window());
     Value o = linear(l + "attention.wo", a, m.hiddenSize);
     x = b.create<llm::AddOp>(loc(l + "attention.residual"), x, o);
 

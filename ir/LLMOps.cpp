@@ -234,6 +234,8 @@ LogicalResult AttentionOp::verify() {
     return failure();
   if (!(getScale().convertToDouble() > 0))
     return emitOpError() << "scale must be positive";
+  if (std::optional<uint64_t> w = getWindow(); w && int64_t(*w) <= 0)
+    return emitOpError() << "window must be positive (absent: every earlier key)";
   bool cached = getMask() == AttentionMask::cache;
   for (Value kv : {getKey(), getValue()}) {
     if (auto view = dyn_cast<KVViewType>(kv.getType())) {

@@ -220,7 +220,10 @@ def LLM_AttentionOp : LLM_Op<"attention", [Pure]> {
     v over the keys the mask allows; query head `h` reads KV head
     `h / (num_heads / num_kv_heads)`. Keys and values are either fresh
     `[rows, num_kv_heads * head_dim]` tensors (masks `causal` and `self`) or
-    the views a `llm.kv_cache_read` makes (mask `cache`).
+    the views a `llm.kv_cache_read` makes (mask `cache`). With `window`
+    (sliding-window attention: Mistral 7B v0.1, Phi-3), a row at position p
+    reads only the keys at positions above p - window, the last `window` of
+    them, its own included, as Hugging Face's mask and llama.cpp have it.
 
     Example:
     ```mlir
@@ -230,7 +233,7 @@ def LLM_AttentionOp : LLM_Op<"attention", [Pure]> {
   let arguments = (ins LLM_AttentionMask:$mask, LLM_Activations:$query,
                        LLM_KeysOrValues:$key, LLM_KeysOrValues:$value,
                        I64Attr:$num_heads, I64Attr:$num_kv_heads, I64Attr:$head_dim,
-                       F64Attr:$scale);
+                       F64Attr:$scale, OptionalAttr<I64Attr>:$window);
   let results = (outs LLM_Activations:$result);
   let assemblyFormat = [{
     $mask $query `,` $key `,` $value attr-dict `:` type($query) `,` type($key) `,`

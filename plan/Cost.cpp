@@ -26,6 +26,13 @@ double productFlops(const Plan &plan, const StepProduct &p, double rows) {
   return 2.0 * rows * double(w->shape[0]) * double(w->shape[1]);
 }
 
+int64_t keysAttended(const Plan &plan, int64_t keys) {
+  for (const Step &s : plan.entryPoints.at("decode").steps)
+    if (const AttentionOp *a = s.tryAs<AttentionOp>(); a && a->window)
+      return std::min(keys, *a->window);
+  return keys;
+}
+
 double prefillFlops(const Plan &plan, int64_t promptLen) {
   const EntryPoint &ep = plan.entryPoints.at("prefill");
   double flops = 0;
@@ -38,7 +45,7 @@ double prefillFlops(const Plan &plan, int64_t promptLen) {
       } else if (const AttentionOp *a = s.tryAs<AttentionOp>()) {
         const int64_t width = a->result.cols(); // heads x head_dim
         for (int64_t r = 0; r < rowsOf(a->result); ++r)
-          flops += 4.0 * double(done + r + 1) * double(width);
+          flops += 4.0 * double(keysAttended(plan, done + r + 1)) * double(width);
       }
     }
   }

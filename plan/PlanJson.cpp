@@ -85,6 +85,9 @@ struct StepWriter {
   void optionalAttr(const char *n, const std::optional<double> &v) {
     if (v) j[n] = *v;
   }
+  void optionalAttr(const char *n, const std::optional<int64_t> &v) {
+    if (v) j[n] = *v;
+  }
   void optionalAttr(const char *n, const std::optional<RopeScaling> &s) {
     if (s) j[n] = scalingJson(*s);
   }
@@ -287,6 +290,10 @@ struct StepReader {
   }
   void optionalAttr(const char *n, std::optional<double> &v) {
     if (j.contains(n)) v = number(field(n, "a number"), where + " attribute '" + n + "'");
+  }
+  void optionalAttr(const char *n, std::optional<int64_t> &v) {
+    if (j.contains(n))
+      v = integer(field(n, "a positive integer"), where + " attribute '" + n + "'", 1);
   }
   void optionalAttr(const char *n, std::optional<RopeScaling> &s) {
     if (!j.contains(n)) return;

@@ -96,7 +96,7 @@ std::vector<double> ropeFrequencies(const RopeParams &p);
 //                                             (an empty vector: absent)
 //   v.optionalOperand(name, std::optional<Operand>&, OperandClass)
 //   v.attr(name, bool&)                       a unit attribute: present or not
-//   v.optionalAttr(name, std::optional<double>&)
+//   v.optionalAttr(name, std::optional<double>& | std::optional<int64_t>&)
 //   v.result(name, Operand&, OperandClass)    a result
 //   v.results(name, std::vector<Operand>&, OperandClass)  variadic results
 // Fields reads or writes them; the const overloads visit a const op.
@@ -230,6 +230,9 @@ struct AttentionOp {
   Operand query, key, value, result;
   int64_t numHeads = 0, numKvHeads = 0, headDim = 0;
   double scale = 0;
+  /// Sliding-window attention: a row at position p reads the keys above
+  /// p - window. Absent: every key up to p.
+  std::optional<int64_t> window;
   template <typename Self, typename V> static void visitFields(Self &s, V &v) {
     v.attr("mask", s.mask);
     v.operand("query", s.query, OperandClass::activations);
@@ -239,6 +242,7 @@ struct AttentionOp {
     v.attr("num_kv_heads", s.numKvHeads);
     v.attr("head_dim", s.headDim);
     v.attr("scale", s.scale);
+    v.optionalAttr("window", s.window);
     v.result("result", s.result, OperandClass::activations);
   }
 };

@@ -224,10 +224,11 @@ CallCost decodeStepCost(const Plan &plan, int64_t rows, int64_t context) {
     if (std::optional<StepProduct> p = stepProduct(s))
       c.flops += productFlops(plan, *p, scaled(*p->input));
     else if (const AttentionOp *a = s.tryAs<AttentionOp>())
-      c.flops += 4.0 * scaled(a->result) * double(context) * double(a->result.cols());
+      c.flops += 4.0 * scaled(a->result) * double(keysAttended(plan, context)) *
+                 double(a->result.cols());
   }
   c.bytes = double(decodeWeightBytes(plan, rows)) +
-            double(rows) * double(context + 1) * kvBytesPerToken(plan);
+            double(rows) * double(keysAttended(plan, context + 1)) * kvBytesPerToken(plan);
   return c;
 }
 
@@ -236,10 +237,12 @@ CallCost prefillCost(const Plan &plan, int64_t tokens) {
   CallCost c;
   c.flops = prefillFlops(plan, tokens);
   // Each chunk reads every weight once (its embedding rows only), writes its
-  // tokens' keys and values, and reads those of every token up to its last.
+  // tokens' keys and values, and reads those of every token up to its last
+  // (from its first row's window on, where attention slides).
   for (int64_t done = 0; done < tokens; done += chunk) {
     const int64_t n = std::min(chunk, tokens - done);
-    c.bytes += double(decodeWeightBytes(plan, n)) + double(n + done + n) * kvBytesPerToken(plan);
+    const int64_t read = keysAttended(plan, done + 1) + n - 1;
+    c.bytes += double(decodeWeightBytes(plan, n)) + double(n + read) * kvBytesPerToken(plan);
   }
   return c;
 }

@@ -337,16 +337,8 @@ void deriveCompileDefaults(ModelConfig &cfg) {
   // The cache follows 16-bit weights; int8 and int4 weights keep a bf16 cache.
   if (!given("compile.kv_dtype"))
     s.kvDtype = isFloatDType(s.weightDtype) ? s.weightDtype : DType::bf16;
-  if (!given("compile.max_seq_len")) {
+  if (!given("compile.max_seq_len"))
     s.maxSeqLen = std::min(m.maxPositions, CompileSettings::kDefaultMaxSeqLen);
-    // A window caps it (Phi-3-mini-4k's 2047: to 2032, whole pages of the
-    // default size, so that the prefix cache still shares pages).
-    if (m.slidingWindow > 0 && m.slidingWindow < s.maxSeqLen)
-      s.maxSeqLen = m.slidingWindow < CompileSettings::kDefaultPageSize
-                        ? m.slidingWindow
-                        : m.slidingWindow / CompileSettings::kDefaultPageSize *
-                              CompileSettings::kDefaultPageSize;
-  }
   // LongRoPE's short factors hold up to the pretraining context, its long
   // ones beyond: max_seq_len picks one list for every position.
   if (m.rope.type == RopeType::longrope)
@@ -436,12 +428,6 @@ void checkCrossFieldRules(Checker &c, const ModelSpec &m, const CompileSettings 
                                       " exceeds the model's max_position_embeddings " +
                                       std::to_string(m.maxPositions) +
                                       "; use a context the model was trained for");
-  if (m.slidingWindow > 0 && s.maxSeqLen > m.slidingWindow)
-    c.fail("compile.max_seq_len",
-           "the model uses sliding-window attention (window " +
-               std::to_string(m.slidingWindow) +
-               "), which kvplan does not implement; compile with max_seq_len <= the window, "
-               "where it is identical to full attention");
   if (s.prefillChunk > s.maxSeqLen)
     c.fail("compile.prefill_chunk", "prefill_chunk " + std::to_string(s.prefillChunk) +
                                         " is larger than max_seq_len " +

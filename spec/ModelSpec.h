@@ -72,7 +72,9 @@ struct ModelSpec {
   int64_t headDim = 0; // hiddenSize / numHeads unless given
   int64_t vocabSize = 0;
   int64_t maxPositions = 0;
-  int64_t slidingWindow = 0; // 0: full attention (kvplan supports no other)
+  // Sliding-window attention in every layer: a row at position p reads the
+  // keys above p - slidingWindow. 0: full attention.
+  int64_t slidingWindow = 0;
   double rmsNormEps = 1e-5;
   bool tieWordEmbeddings = false;
   bool attentionBias = false; // q/k/v bias (Qwen2)

@@ -1951,6 +1951,19 @@ template <class C, int HD> struct AttnLanes {
   static constexpr int KPW = 32 / L;           // keys a warp reads at once
 };
 
+/// Whether a row at position pos reads the key at t: t <= pos, and with a
+/// sliding window W (0: none) t > pos - W, the window's last W keys.
+template <int W> __device__ __forceinline__ bool attnSees(int t, int pos) {
+  if constexpr (W == 0) return t <= pos;
+  else return unsigned(pos - t) < unsigned(W);
+}
+
+/// The first key a row at position pos reads (attnSees).
+template <int W> __device__ __forceinline__ int attnFirstKey(int pos) {
+  if constexpr (W == 0) return 0;
+  else return pos >= W ? pos - W + 1 : 0;
+}
+
 /// Keys a split of a row at position pos covers: ceil((pos + 1) / splits),
 /// and MIN at least (attnPartial: one round of its block's loads). A shorter
 /// split reads no faster, since each slot waits one memory latency for its
@@ -2204,8 +2217,9 @@ __device__ __forceinline__ float attnMerged(const float *part, const float *ml, 
 /// output, in split order whichever it is, so no second kernel runs.
 /// p: q (f32, scaled here), cache, positions, page table, partial out,
 /// partial (max, sum), out, arrival counts (rows x KVH, 0 between calls).
-/// i: rows, layer, table stride, splits.  d: scale.
-template <class C, class O, int H, int KVH, int HD, int PS, long long PAGES, int WARPS>
+/// i: rows, layer, table stride, splits.  d: scale.  W: the sliding window
+/// (0: none); the splits then cover the window's keys alone.
+template <class C, class O, int H, int KVH, int HD, int PS, long long PAGES, int WARPS, int W = 0>
 __device__ void attnPartial(const KvArgs &a) {
   using Ln = AttnLanes<C, HD>;
   constexpr int G = H / KVH, L = Ln::L, D = Ln::D, SLOTS = WARPS * Ln::KPW;
@@ -2232,8 +2246,9 @@ __device__ void attnPartial(const KvArgs &a) {
       for (int idx = tid; idx < G * HD; idx += WARPS * 32) out[idx] = st<O>(0.0f);
     return;
   }
-  const int span = attnSpan<SLOTS * kAttnUnroll<G>>(pos, splits), start = split * span,
-            used = (pos + span) / span;
+  const int from = attnFirstKey<W>(pos), keys1 = pos - from; // the row's keys - 1
+  const int span = attnSpan<SLOTS * kAttnUnroll<G>>(keys1, splits), start = from + split * span,
+            used = (keys1 + span) / span;
   if (start > pos) return; // the merge reads only the splits a row has
   const int end = min(pos + 1, start + span);
   const int *table = reinterpret_cast<const int *>(a.p[3]) + r * a.i[2];
@@ -2441,6 +2456,20 @@ __device__ __forceinline__ void attnTilePositions(const KvArgs &a, int first, in
   }
 }
 
+/// The first key tile (a multiple of BK) the block's rows (pos, from
+/// attnTilePositions) read: 0 without a window W, else that of the first key
+/// its earliest row's window holds.
+template <int RT, int W, int BK>
+__device__ __forceinline__ int attnTileFrom(const int (&pos)[RT][16]) {
+  if constexpr (W == 0) return 0;
+  int from = -1;
+  for (int i = 0; i < RT * 16; ++i) {
+    const int p = pos[i / 16][i % 16], f = attnFirstKey<W>(p);
+    if (p >= 0 && (from < 0 || f < from)) from = f;
+  }
+  return from < 0 ? 0 : from / BK * BK;
+}
+
 /// A warp's scores for the tile: its 16 query rows (q: the first, rows
 /// LDQ floats apart, scaled and split here) x the tile's BK keys, into s.
 template <int HD, int LDQ, bool SPLIT>
@@ -2472,11 +2501,12 @@ __device__ __forceinline__ void attnTileScores(const float *q, float scale,
   __syncwarp();
 }
 
-/// The causal mask and the running softmax of a warp's 16 rows over the
-/// tile's scores, two lanes a row: s becomes the probabilities exp(score -
-/// the new maximum), zero past each row's position; m, l move on and
+/// The causal mask (and window W's) and the running softmax of a warp's 16
+/// rows over the tile's scores, two lanes a row: s becomes the probabilities
+/// exp(score - the new maximum), zero where the row does not see the key
+/// (attnSees); m, l move on and
 /// alpha holds how much the rows' earlier output shrinks.
-template <int HD>
+template <int HD, int W>
 __device__ __forceinline__ void attnTileSoftmax(float (*s)[AttnTile<HD>::LS], const int *pos,
                                                 int t0, float *m, float *l, float *alpha) {
   constexpr int HALF = AttnTile<HD>::BK / 2;
@@ -2485,13 +2515,13 @@ __device__ __forceinline__ void attnTileSoftmax(float (*s)[AttnTile<HD>::LS], co
   float mx = -INFINITY;
 #pragma unroll
   for (int c = 0; c < HALF; ++c)
-    if (first + c <= pos[i]) mx = fmaxf(mx, row[c]);
+    if (attnSees<W>(first + c, pos[i])) mx = fmaxf(mx, row[c]);
   mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
   const float mOld = m[i], mNew = fmaxf(mOld, mx);
   float sum = 0.0f;
 #pragma unroll
   for (int c = 0; c < HALF; ++c) {
-    const float p = first + c <= pos[i] ? expf(row[c] - mNew) : 0.0f;
+    const float p = attnSees<W>(first + c, pos[i]) ? expf(row[c] - mNew) : 0.0f;
     row[c] = p;
     sum += p;
   }
@@ -2544,8 +2574,10 @@ __device__ __forceinline__ void attnTileValues(const float (*s)[AttnTile<HD>::LS
 /// call's rows (the entry's rows are whole tiles: every other tile's
 /// queries are in the buffer).
 /// p: q (f32, scaled here), cache, positions, page table (one row, all
-/// rows'), out.  i: rows, layer.  d: scale.
-template <class C, class O, int H, int KVH, int HD, int PS, long long PAGES, int HW, int RT>
+/// rows'), out.  i: rows, layer.  d: scale.  W: the sliding window (0:
+/// none); the block starts at the tile of its earliest row's first key.
+template <class C, class O, int H, int KVH, int HD, int PS, long long PAGES, int HW, int RT,
+          int W = 0>
 __device__ void attnTiled(const KvArgs &a) {
   constexpr int G = H / KVH, BK = AttnTile<HD>::BK, WARPS = HW * RT, THREADS = WARPS * 32;
   static_assert(HD % 16 == 0 && G % HW == 0, "whole fragments, whole head groups");
@@ -2569,15 +2601,17 @@ __device__ void attnTiled(const KvArgs &a) {
   const int *table = reinterpret_cast<const int *>(a.p[3]);
   constexpr bool SPLIT = sizeof(C) != 2; // f32 keys and values are split too
   AttnStage<C, KVH, HD, PS, THREADS> stage;
-  if (last >= 0) stage.fetch(keys, values, table, 0, last);
-  for (int t0 = 0; t0 <= last; t0 += BK) {
+  const int from = attnTileFrom<RT, W, BK>(sh.pos);
+  if (last >= 0) stage.fetch(keys, values, table, from, last);
+  for (int t0 = from; t0 <= last; t0 += BK) {
     stage.store(sh.ks, sh.vs);
     __syncthreads();
     // The next tile's loads in flight under this one's products.
     if (t0 + BK <= last) stage.fetch(keys, values, table, t0 + BK, last);
     if (t0 <= mine) { // the warp's: a tile wholly past its rows changes nothing
       attnTileScores<HD, H * HD, SPLIT>(q, scale, sh.ks, sh.s[warp]);
-      attnTileSoftmax<HD>(sh.s[warp], sh.pos[tile], t0, sh.m[warp], sh.l[warp], sh.alpha[warp]);
+      attnTileSoftmax<HD, W>(sh.s[warp], sh.pos[tile], t0, sh.m[warp], sh.l[warp],
+                             sh.alpha[warp]);
       attnTileValues<HD, SPLIT>(sh.s[warp], sh.vs, sh.alpha[warp], sh.o[warp]);
     }
     __syncthreads(); // every warp is done with the tile before the next one is stored
@@ -2651,8 +2685,9 @@ template <int HD> struct AttnMmaWarp {
   }
 
   /// The tile's keys t0.. (in ks) against the warp's rows at positions pos:
-  /// scores, causal mask, running softmax, then probabilities x values.
-  template <int BK, int LK, int LV>
+  /// scores, causal mask (and window W's: attnSees), running softmax, then
+  /// probabilities x values.
+  template <int BK, int LK, int LV, int W>
   __device__ __forceinline__ void tile(const __nv_bfloat16 (*ks)[LK],
                                        const __nv_bfloat16 (*vt)[LV], const int *pos, int t0,
                                        int g, int t) {
@@ -2675,7 +2710,8 @@ template <int HD> struct AttnMmaWarp {
     for (int j = 0; j < BK / 8; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e)
-        if (t0 + 8 * j + 2 * t + e % 2 <= p[e / 2]) mx[e / 2] = fmaxf(mx[e / 2], s[j][e]);
+        if (attnSees<W>(t0 + 8 * j + 2 * t + e % 2, p[e / 2]))
+          mx[e / 2] = fmaxf(mx[e / 2], s[j][e]);
     float alpha[2], mNew[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
@@ -2690,7 +2726,7 @@ template <int HD> struct AttnMmaWarp {
     for (int j = 0; j < BK / 8; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const bool on = t0 + 8 * j + 2 * t + e % 2 <= p[e / 2];
+        const bool on = attnSees<W>(t0 + 8 * j + 2 * t + e % 2, p[e / 2]);
         s[j][e] = on ? expf(s[j][e] - mNew[e / 2]) : 0.0f;
         l[e / 2] += s[j][e];
       }
@@ -2717,9 +2753,9 @@ template <int HD> struct AttnMmaWarp {
   }
 };
 
-/// attnTiled (the same block, warps, arguments and rows) for a bf16 cache,
-/// as above.
-template <class O, int H, int KVH, int HD, int PS, long long PAGES, int HW, int RT>
+/// attnTiled (the same block, warps, arguments, rows and window) for a bf16
+/// cache, as above.
+template <class O, int H, int KVH, int HD, int PS, long long PAGES, int HW, int RT, int W = 0>
 __device__ void attnTiledMma(const KvArgs &a) {
   using C = __nv_bfloat16;
   using S = AttnMmaShared<HD, RT>;
@@ -2741,14 +2777,15 @@ __device__ void attnTiledMma(const KvArgs &a) {
   const C *values = cache + cacheOffset<C, KVH, HD, PS, PAGES>(a.i[1], 1, 0, kvh, 0);
   const int *table = reinterpret_cast<const int *>(a.p[3]);
   AttnStage<C, KVH, HD, PS, THREADS, true> stage;
-  if (last >= 0) stage.fetch(keys, values, table, 0, last);
-  for (int t0 = 0; t0 <= last; t0 += BK) {
+  const int from = attnTileFrom<RT, W, BK>(sh.pos);
+  if (last >= 0) stage.fetch(keys, values, table, from, last);
+  for (int t0 = from; t0 <= last; t0 += BK) {
     stage.storeTransposed(sh.ks, sh.vt);
     __syncthreads();
     // The next tile's loads in flight under this one's products.
     if (t0 + BK <= last) stage.fetch(keys, values, table, t0 + BK, last);
     if (t0 <= mine) // the warp's: a tile wholly past its rows changes nothing
-      w.template tile<BK, S::LK, S::LV>(sh.ks, sh.vt, sh.pos[tile], t0, g, t);
+      w.template tile<BK, S::LK, S::LV, W>(sh.ks, sh.vt, sh.pos[tile], t0, g, t);
     __syncthreads(); // every warp is done with the tile before the next one is stored
   }
   O *out = reinterpret_cast<O *>(a.p[4]);

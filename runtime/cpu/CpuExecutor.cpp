@@ -24,6 +24,7 @@ struct CpuExecutor::Instr {
   cpu::TensorRef weight, bias;
   double eps = 0, scale = 0;
   int64_t headDim = 0, numHeads = 0, layer = 0;
+  int64_t window = 0;              // attention's sliding window; 0: none
   const float *ropeTable = nullptr;
   cpu::LinearOutputs outputs;      // linear, logits
   int64_t outFeatures = 0;
@@ -121,6 +122,7 @@ public:
       fail("has heads that disagree with the KV cache");
     in.numHeads = op.numHeads;
     in.scale = op.scale;
+    in.window = op.window.value_or(0);
     in.layer = op.key.layer;
     rowsAndCols(op.query, op.result);
   }
@@ -401,7 +403,7 @@ void CpuExecutor::runInstr(const Program &prog, const Instr &in, int64_t activeR
     char *scratch = workspace.get() + layout.ropeBytes;
     return pool.parallelForThreads(rows * in.numHeads, [&](int t, int64_t b, int64_t e) {
       cpu::cachedAttention(geometry, in.layer, x, prog.positions, prog.pageTable, prog.tableRows,
-                           in.numHeads, in.scale, out,
+                           {in.numHeads, in.scale, in.window}, out,
                            reinterpret_cast<float *>(scratch + t * layout.scratchBytesPerThread),
                            b, e);
     });

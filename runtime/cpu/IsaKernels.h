@@ -16,15 +16,15 @@ void linearAvx512(const float *x, int64_t rows, int64_t in, TensorRef w, TensorR
 
 void attentionPortable(const CacheGeometry &cache, int64_t layer, const float *q,
                        const int32_t *positions, const int32_t *pageTable, int64_t tableRows,
-                       int64_t numHeads, double scale, float *out, float *scratch, int64_t begin,
+                       const AttentionHeads &heads, float *out, float *scratch, int64_t begin,
                        int64_t end);
 void attentionAvx2(const CacheGeometry &cache, int64_t layer, const float *q,
                    const int32_t *positions, const int32_t *pageTable, int64_t tableRows,
-                   int64_t numHeads, double scale, float *out, float *scratch, int64_t begin,
+                   const AttentionHeads &heads, float *out, float *scratch, int64_t begin,
                    int64_t end);
 void attentionAvx512(const CacheGeometry &cache, int64_t layer, const float *q,
                      const int32_t *positions, const int32_t *pageTable, int64_t tableRows,
-                     int64_t numHeads, double scale, float *out, float *scratch, int64_t begin,
+                     const AttentionHeads &heads, float *out, float *scratch, int64_t begin,
                      int64_t end);
 
 void fusedFFNAvx2(const float *in, int64_t ff, float *out, int64_t begin, int64_t end);

@@ -322,18 +322,18 @@ void kvCacheWrite(const CacheGeometry &cache, int64_t layer, const float *keys,
 
 void cachedAttention(const CacheGeometry &cache, int64_t layer, const float *q,
                      const int32_t *positions, const int32_t *pageTable, int64_t tableRows,
-                     int64_t numHeads, double scale, float *out, float *scratch, int64_t begin,
+                     const AttentionHeads &heads, float *out, float *scratch, int64_t begin,
                      int64_t end) {
   switch (activeIsa()) {
   case Isa::avx512:
-    return attentionAvx512(cache, layer, q, positions, pageTable, tableRows, numHeads, scale, out,
+    return attentionAvx512(cache, layer, q, positions, pageTable, tableRows, heads, out,
                            scratch, begin, end);
   case Isa::avx2:
-    return attentionAvx2(cache, layer, q, positions, pageTable, tableRows, numHeads, scale, out,
+    return attentionAvx2(cache, layer, q, positions, pageTable, tableRows, heads, out,
                          scratch, begin, end);
   case Isa::scalar: break;
   }
-  attentionPortable(cache, layer, q, positions, pageTable, tableRows, numHeads, scale, out, scratch,
+  attentionPortable(cache, layer, q, positions, pageTable, tableRows, heads, out, scratch,
                     begin, end);
 }
 

@@ -98,13 +98,22 @@ void kvCacheWrite(const CacheGeometry &cache, int64_t layer, const float *keys,
                   const float *values, const int32_t *positions, const int32_t *pageTable,
                   int64_t tableRows, int64_t begin, int64_t end);
 
+/// An attention op's query heads, softmax scale and sliding window (0:
+/// none).
+struct AttentionHeads {
+  int64_t numHeads = 0;
+  double scale = 0;
+  int64_t window = 0;
+};
+
 /// Attention of query rows over the cache: for each (row, head) item in
 /// [begin, end) (item = row * numHeads + head), softmax(q k^T * scale) v
-/// over the row's sequence at positions [0, positions[row]]. `scratch`
-/// holds at least max_seq_len floats.
+/// over the row's sequence at positions [0, positions[row]], or with a
+/// window its last `window` of them. `scratch` holds at least max_seq_len
+/// floats.
 void cachedAttention(const CacheGeometry &cache, int64_t layer, const float *q,
                      const int32_t *positions, const int32_t *pageTable, int64_t tableRows,
-                     int64_t numHeads, double scale, float *out, float *scratch, int64_t begin,
+                     const AttentionHeads &heads, float *out, float *scratch, int64_t begin,
                      int64_t end);
 
 /// out[r, j] = silu(in[r, j]) * in[r, ff + j] (a fused gate|up projection).

@@ -88,9 +88,9 @@ struct Avx2 {
 
 void attentionAvx2(const CacheGeometry &cache, int64_t layer, const float *q,
                    const int32_t *positions, const int32_t *pageTable, int64_t tableRows,
-                   int64_t numHeads, double scale, float *out, float *scratch, int64_t begin,
+                   const AttentionHeads &heads, float *out, float *scratch, int64_t begin,
                    int64_t end) {
-  impl::attention<Avx2>(cache, layer, q, positions, pageTable, tableRows, numHeads, scale, out,
+  impl::attention<Avx2>(cache, layer, q, positions, pageTable, tableRows, heads, out,
                         scratch, begin, end);
 }
 

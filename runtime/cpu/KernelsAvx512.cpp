@@ -70,9 +70,9 @@ struct Avx512 {
 
 void attentionAvx512(const CacheGeometry &cache, int64_t layer, const float *q,
                    const int32_t *positions, const int32_t *pageTable, int64_t tableRows,
-                   int64_t numHeads, double scale, float *out, float *scratch, int64_t begin,
+                   const AttentionHeads &heads, float *out, float *scratch, int64_t begin,
                    int64_t end) {
-  impl::attention<Avx512>(cache, layer, q, positions, pageTable, tableRows, numHeads, scale, out,
+  impl::attention<Avx512>(cache, layer, q, positions, pageTable, tableRows, heads, out,
                         scratch, begin, end);
 }
 

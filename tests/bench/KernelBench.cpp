@@ -144,7 +144,7 @@ void BM_AttentionOverCache(benchmark::State &state) {
   std::vector<std::vector<float>> scratch(size_t(pool().size()), std::vector<float>(size_t(seq)));
   for (auto _ : state) {
     pool().parallelForThreads(heads, [&](int t, int64_t b, int64_t e) {
-      cpu::cachedAttention(g, 0, q.data(), &pos, table.data(), 1, heads, 0.125, out.data(),
+      cpu::cachedAttention(g, 0, q.data(), &pos, table.data(), 1, {heads, 0.125, 0}, out.data(),
                            scratch[size_t(t)].data(), b, e);
     });
     benchmark::DoNotOptimize(out.data());

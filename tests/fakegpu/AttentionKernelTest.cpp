@@ -39,23 +39,32 @@ float bf16Float(uint16_t h) {
 constexpr int kHeads = 4, kKvHeads = 2, kPage = 16, kPages = 8, kBuilt = 64, kActive = 45,
               kFirst = 50;
 
-/// One kernel for head_dim `hd`: the launch of its wrapper `name`.
+/// One kernel for head_dim `hd` (and a sliding window, 0: none): the launch
+/// of its wrapper `name`.
 struct AttnCase {
   std::string name;
   int hd;
   bool mma;
+  int window = 0;
   std::string instance() const {
     const std::string dims = std::to_string(kHeads) + ", " + std::to_string(kKvHeads) + ", " +
                              std::to_string(hd) + ", " + std::to_string(kPage) + ", " +
-                             std::to_string(kPages) + "LL, 2, 2>(a)";
+                             std::to_string(kPages) + "LL, 2, 2" +
+                             (window ? ", " + std::to_string(window) : "") + ">(a)";
     return mma ? "kvplan::attnTiledMma<float, " + dims
                : "kvplan::attnTiled<__nv_bfloat16, float, " + dims;
   }
 };
 
 TEST_F(AttentionKernels, TiledAttentionMatchesADoublePrecisionReference) {
-  const AttnCase cases[] = {{"mma32", 32, true},   {"mma64", 64, true}, {"mma128", 128, true},
-                            {"tf32_64", 64, false}, {"tf32_128", 128, false}};
+  // Windows: 20 (the block's rows start reading at keys 31 to 63, the first
+  // tile skipped where the block's rows are the later ones), 7, and 1 (each
+  // row its own key alone).
+  const AttnCase cases[] = {{"mma32", 32, true},          {"mma64", 64, true},
+                            {"mma128", 128, true},        {"tf32_64", 64, false},
+                            {"tf32_128", 128, false},     {"mma64_w20", 64, true, 20},
+                            {"tf32_64_w20", 64, false, 20}, {"mma32_w7", 32, true, 7},
+                            {"tf32_64_w1", 64, false, 1}};
   std::vector<std::pair<std::string, std::string>> kernels;
   for (const AttnCase &c : cases) kernels.push_back({c.name, c.instance()});
   compile(kernels);
@@ -105,9 +114,10 @@ TEST_F(AttentionKernels, TiledAttentionMatchesADoublePrecisionReference) {
           continue;
         }
         const int kvh = h / g, last = pos[size_t(r)];
+        const int first = c.window ? std::max(0, last - c.window + 1) : 0;
         std::vector<double> s(size_t(last + 1)), want(size_t(hd), 0.0);
         double mx = -INFINITY, sum = 0;
-        for (int t = 0; t <= last; ++t) {
+        for (int t = first; t <= last; ++t) {
           double dot = 0;
           for (int d = 0; d < hd; ++d)
             dot += double(q[size_t((r * kHeads + h) * hd + d)]) *
@@ -115,7 +125,7 @@ TEST_F(AttentionKernels, TiledAttentionMatchesADoublePrecisionReference) {
           s[size_t(t)] = dot * scale;
           mx = std::max(mx, s[size_t(t)]);
         }
-        for (int t = 0; t <= last; ++t) {
+        for (int t = first; t <= last; ++t) {
           const double p = std::exp(s[size_t(t)] - mx);
           sum += p;
           for (int d = 0; d < hd; ++d)

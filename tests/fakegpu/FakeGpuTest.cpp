@@ -164,6 +164,22 @@ TEST_F(FakeGpu, PrefillChunksOfPartTilesKeepTheSplitAttention) {
   stepsThenWholeModel(m, 23, 29, 3, 4 * tolerance(m.plan.settings.weightDtype));
 }
 
+// Sliding-window attention (Mistral's): a window of 20 keys, shorter than
+// the prompt (a chunk of 32 and 5 more), in the tiled prefill kernel (on
+// bf16 tensor cores; the tf32 one in AttentionKernelTest) and the split
+// decode one at batch 3: every step, then whole-model logits.
+TEST_F(FakeGpu, SlidingWindowMatchesTheCpuRuntime) {
+  std::string model = kGqa;
+  model.replace(model.find("llama"), 5, "mistral");
+  Model m = build(model + "\nsliding_window = 20", kBatch3);
+  int64_t windowed = 0;
+  for (const char *entry : {"prefill", "decode"})
+    for (const DeviceOp &op : m.code.program.entries.at(entry).ops)
+      windowed += op.name.rfind("attn_", 0) == 0 && op.name.find("_w20") != std::string::npos;
+  EXPECT_EQ(windowed, 2 * m.plan.model.numLayers);
+  stepsThenWholeModel(m, 31, 37, 6, 4 * tolerance(m.plan.settings.weightDtype));
+}
+
 // The same for int8 and int4 weights: every step, then whole-model logits.
 TEST_F(FakeGpu, QuantizedWeightsMatchTheCpuRuntime) {
   for (const kvplan::testing::Shape &s : kvplan::testing::kQuantShapes) {

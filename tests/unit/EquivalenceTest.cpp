@@ -107,6 +107,15 @@ const ModelShape kModelShapes[] = {
      "max_seq_len = 48\n"},
     {"pages-of-4-chunk-3", "architecture = \"llama\"\nnum_heads = 4\nnum_kv_heads = 2\n",
      "max_seq_len = 48\nprefill_chunk = 3\npage_size = 4\n"},
+    // Sliding-window attention (Mistral's): each token reads its last 5 keys,
+    // from the prompt's sixth token on; then in chunks of 4 over pages of 4,
+    // windows that start mid-page and mid-chunk.
+    {"mistral-window-5", "architecture = \"mistral\"\nnum_heads = 4\nnum_kv_heads = 2\n"
+                         "sliding_window = 5\n",
+     "max_seq_len = 48\n"},
+    {"window-6-chunk-4", "architecture = \"mistral\"\nnum_heads = 4\nnum_kv_heads = 1\n"
+                         "sliding_window = 6\n",
+     "max_seq_len = 48\nprefill_chunk = 4\npage_size = 4\n"},
 };
 
 } // namespace

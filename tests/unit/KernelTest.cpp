@@ -396,10 +396,15 @@ TEST(Kernels, AttentionMatchesAPlainComputationOnEveryIsa) {
                                          0, 1, 2, 3, 4, 5, 3, 5, 0, 2, 1, 4};
     const std::vector<int32_t> positions = {seqLen - 1, 7, -1, 0};
     const std::vector<float> q = randomFloats(size_t(4 * heads * hd), 2);
-    for (int64_t tableRows : {1, 4}) {
-      SCOPED_TRACE("table rows " + std::to_string(tableRows));
+    // Windows: none, one (each row its own key), 5 (rows 0 and 1 slide),
+    // and 21 (row 0's keys, all of them).
+    for (auto [tableRows, window] : std::vector<std::pair<int64_t, int64_t>>{
+             {1, 0}, {4, 0}, {1, 5}, {4, 5}, {4, 1}, {1, 21}}) {
+      SCOPED_TRACE("table rows " + std::to_string(tableRows) + " window " +
+                   std::to_string(window));
       // softmax(q k^T * scale) v straight from the definition, in double,
-      // from the cache's own (rounded) contents.
+      // from the cache's own (rounded) contents, over the keys at positions
+      // p - window < t <= p.
       std::vector<double> want(q.size(), 0.0);
       for (int64_t r = 0; r < 4; ++r) {
         if (positions[size_t(r)] < 0) continue;
@@ -408,7 +413,13 @@ TEST(Kernels, AttentionMatchesAPlainComputationOnEveryIsa) {
           const int64_t kvh = h / (heads / kvHeads);
           std::vector<double> s;
           double mx = -1e300, sum = 0;
-          for (int64_t t = 0; t <= positions[size_t(r)]; ++t) {
+          const int64_t p = positions[size_t(r)];
+          auto attends = [&](int64_t t) { return t <= p && (window == 0 || t > p - window); };
+          for (int64_t t = 0; t <= p; ++t) {
+            if (!attends(t)) {
+              s.push_back(0);
+              continue;
+            }
             const int64_t page = table[t / pageSize], slot = t % pageSize;
             double d = 0;
             for (int64_t i = 0; i < hd; ++i)
@@ -417,8 +428,9 @@ TEST(Kernels, AttentionMatchesAPlainComputationOnEveryIsa) {
             s.push_back(d * scale);
             mx = std::max(mx, s.back());
           }
-          for (double &v : s) sum += (v = std::exp(v - mx));
-          for (int64_t t = 0; t <= positions[size_t(r)]; ++t) {
+          for (int64_t t = 0; t <= p; ++t)
+            sum += (s[size_t(t)] = attends(t) ? std::exp(s[size_t(t)] - mx) : 0.0);
+          for (int64_t t = 0; t <= p; ++t) {
             const int64_t page = table[t / pageSize], slot = t % pageSize;
             for (int64_t i = 0; i < hd; ++i)
               want[size_t(r * heads * hd + h * hd + i)] +=
@@ -437,8 +449,8 @@ TEST(Kernels, AttentionMatchesAPlainComputationOnEveryIsa) {
       const double tol = 0x1p-16;
       forEachIsa([&](Isa) {
         std::vector<float> out(q.size(), 99.0f), scratch(64);
-        cachedAttention(g, layer, q.data(), positions.data(), tables.data(), tableRows, heads,
-                        scale, out.data(), scratch.data(), 0, 4 * heads);
+        cachedAttention(g, layer, q.data(), positions.data(), tables.data(), tableRows,
+                        {heads, scale, window}, out.data(), scratch.data(), 0, 4 * heads);
         for (size_t i = 0; i < want.size(); ++i)
           ASSERT_NEAR(out[i], want[i], tol) << "at " << i;
       });

@@ -100,7 +100,7 @@ Plan samplePlan() {
               RopeParams{4, 500000.0, RopeScaling{8.0, 1.0, 4.0, 8192}, {1.0, 2.5}}};
   KVCacheWriteOp write{k, v, cache, table, positions, cacheOperand(), 0};
   KVCacheReadOp read{cache, table, positions, view(false), view(true), 0};
-  AttentionOp attn{AttentionMask::cache, qr, view(false), view(true), att, 2, 1, 4, 0.5};
+  AttentionOp attn{AttentionMask::cache, qr, view(false), view(true), att, 2, 1, 4, 0.5, 24};
   LogitsOp head{"output", att, logits};
   ep.steps = {{emb, "tok_embeddings"},
               {norm, "layers.0.attention_norm"},
@@ -194,6 +194,7 @@ TEST(PlanJson, RoundTripKeepsEveryField) {
   EXPECT_TRUE(attn.value.values);
   EXPECT_EQ(attn.numHeads, 2);
   EXPECT_EQ(attn.scale, 0.5);
+  EXPECT_EQ(attn.window, 24);
   EXPECT_EQ(ep.results[0].value, 10);
   EXPECT_EQ(stepWeights(ep.steps[2]),
             (std::vector<std::string>{"layers.0.attention.wqkv", "layers.0.attention.bqkv"}));
@@ -275,6 +276,9 @@ TEST(PlanJson, EachDamageNamesTheStepAndField) {
       {[](nlohmann::json &j) { step(j, 1)["result"]["offset"] = 1e30; },
        "field 'result' offset is not an integer (1e+30)"},
       {[](nlohmann::json &j) { step(j, 1)["result"]["shape"] = {1, -8}; }, "outside [1, "},
+      {[](nlohmann::json &j) { step(j, 6)["window"] = 0; },
+       "step 6 of entry point 'decode' ('attention' at layers.0.attention) attribute 'window' is "
+       "0, outside [1, "},
       {[](nlohmann::json &j) { step(j, 6)["key"] = {{"kind", "kv_cache"}}; },
        "field 'key' is not a tensor or a KV-cache view"},
       {[](nlohmann::json &j) { step(j, 1)["input"]["value"] = 9; },

@@ -62,6 +62,9 @@ struct Collector {
   void optionalAttr(const char *n, const std::optional<double> &) {
     args.push_back(std::string(n) + ":OptionalAttr<F64Attr>");
   }
+  void optionalAttr(const char *n, const std::optional<int64_t> &) {
+    args.push_back(std::string(n) + ":OptionalAttr<I64Attr>");
+  }
   void optionalAttr(const char *n, const std::optional<RopeScaling> &) {
     args.push_back(std::string(n) + ":OptionalAttr<LLM_RopeScalingAttr>");
   }

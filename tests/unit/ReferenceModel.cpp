@@ -153,24 +153,27 @@ std::vector<double> ReferenceModel::logits(const std::vector<int32_t> &tokens) c
       rope(K[size_t(t)], t, D, m.rope, context);
     }
     for (int64_t t = 0; t < n; ++t) {
-      // Causal attention: token t sees tokens 0..t.
+      // Causal attention: token t sees tokens 0..t, or with a sliding
+      // window the last `window` of them (those above t - window).
+      const int64_t first = m.slidingWindow > 0 ? std::max<int64_t>(0, t - m.slidingWindow + 1) : 0;
       Vec att(size_t(q), 0.0);
       for (int64_t h = 0; h < m.numHeads; ++h) {
         const int64_t g = h / group;
-        Vec scores(size_t(t + 1));
+        Vec scores(size_t(t + 1 - first));
         double mx = -1e300;
-        for (int64_t s = 0; s <= t; ++s) {
+        for (int64_t s = first; s <= t; ++s) {
           double dot = 0;
           for (int64_t i = 0; i < D; ++i)
             dot += Q[size_t(t)][size_t(h * D + i)] * K[size_t(s)][size_t(g * D + i)];
-          scores[size_t(s)] = dot / std::sqrt(double(D));
-          mx = std::max(mx, scores[size_t(s)]);
+          scores[size_t(s - first)] = dot / std::sqrt(double(D));
+          mx = std::max(mx, scores[size_t(s - first)]);
         }
         double sum = 0;
         for (double &v : scores) sum += (v = std::exp(v - mx));
-        for (int64_t s = 0; s <= t; ++s)
+        for (int64_t s = first; s <= t; ++s)
           for (int64_t i = 0; i < D; ++i)
-            att[size_t(h * D + i)] += scores[size_t(s)] / sum * V[size_t(s)][size_t(g * D + i)];
+            att[size_t(h * D + i)] +=
+                scores[size_t(s - first)] / sum * V[size_t(s)][size_t(g * D + i)];
       }
       Vec o = matvec(w(p + "attention.wo"), att, H, q);
       for (int64_t i = 0; i < H; ++i) x[size_t(t)][size_t(i)] += o[size_t(i)];

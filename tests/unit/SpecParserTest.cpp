@@ -584,31 +584,77 @@ TEST(HFConfig, LinearRopeScaling) {
   EXPECT_EQ(cfg.model.rope.factor, 2.0);
 }
 
-TEST(HFConfig, MistralSlidingWindowMustCoverTheContext) {
-  std::string text = hfWith("model_type", "\"mistral\"");
-  nlohmann::json j = nlohmann::json::parse(text);
+// Which layers slide, as transformers reads config.json; kvplan applies
+// one window to all of them, and names the key where they mix.
+TEST(HFConfig, SlidingWindowAsTransformersReadsIt) {
+  nlohmann::json j = nlohmann::json::parse(kHF);
+  auto windowOf = [](const nlohmann::json &c) {
+    std::vector<std::string> warnings;
+    ModelConfig cfg = parseHFConfig(c.dump(), "config.json",
+                                    [&](const std::string &w) { warnings.push_back(w); });
+    validate(cfg);
+    EXPECT_TRUE(warnings.empty()) << warnings.front();
+    return cfg.model.slidingWindow;
+  };
+  // Mistral (and Phi-3): every layer, a context past the window allowed.
+  j["model_type"] = "mistral";
   j["sliding_window"] = 128;
-  // The default context stops at the window, where attention is full.
+  EXPECT_EQ(windowOf(j), 128);
   ModelConfig cfg = parseHFConfig(j.dump(), "config.json", [](const std::string &) {});
   validate(cfg);
-  EXPECT_EQ(cfg.compile.maxSeqLen, 128);
-  // A longer context would need sliding-window attention.
-  cfg = parseHFConfig(j.dump(), "config.json", [](const std::string &) {});
-  cfg.compile.maxSeqLen = 256;
-  cfg.given.insert("compile.max_seq_len");
-  try {
-    validate(cfg);
-    ADD_FAILURE() << "expected an error";
-  } catch (const InputError &e) {
-    EXPECT_NE(std::string(e.what()).find("sliding-window attention"), std::string::npos) << e.what();
-  }
+  EXPECT_EQ(cfg.compile.maxSeqLen, 256); // the model's context, not the window
   j["sliding_window"] = nullptr;
-  EXPECT_EQ(hfErrorOf(j.dump()), "");
-  // Qwen2 records a window it does not use.
-  j["model_type"] = "qwen2";
-  j["sliding_window"] = 128;
-  j["use_sliding_window"] = false;
-  EXPECT_EQ(hfErrorOf(j.dump()), "");
+  EXPECT_EQ(windowOf(j), 0);
+  // Qwen2 and Qwen3: only where use_sliding_window, from max_window_layers up.
+  for (const char *qwen : {"qwen2", "qwen3"}) {
+    SCOPED_TRACE(qwen);
+    j["model_type"] = qwen;
+    j["sliding_window"] = 128;
+    j["use_sliding_window"] = false;
+    EXPECT_EQ(windowOf(j), 0);
+    j["use_sliding_window"] = true;
+    j["max_window_layers"] = 2; // both layers below it: full attention
+    EXPECT_EQ(windowOf(j), 0);
+    j.erase("max_window_layers"); // transformers' default, 28
+    EXPECT_EQ(windowOf(j), 0);
+    j["max_window_layers"] = 0;
+    EXPECT_EQ(windowOf(j), 128);
+    j["max_window_layers"] = 1;
+    EXPECT_EQ(hfErrorOf(j.dump()),
+              "config.json: field 'max_window_layers': 1 of 2 layers use sliding-window attention "
+              "and the others full attention; kvplan applies one window to every layer (a model "
+              "whose layers mix them is not supported)");
+    j.erase("max_window_layers");
+    j.erase("use_sliding_window");
+  }
+  // layer_types, where the file lists them, decide.
+  j["model_type"] = "mistral";
+  j["layer_types"] = {"sliding_attention", "sliding_attention"};
+  EXPECT_EQ(windowOf(j), 128);
+  j["layer_types"] = {"full_attention", "full_attention"};
+  EXPECT_EQ(windowOf(j), 0);
+  j["layer_types"] = {"full_attention", "sliding_attention"};
+  EXPECT_NE(hfErrorOf(j.dump()).find("field 'layer_types': 1 of 2 layers use sliding-window"),
+            std::string::npos);
+  j["layer_types"] = {"full_attention", "chunked_attention"};
+  EXPECT_EQ(hfErrorOf(j.dump()),
+            "config.json: field 'layer_types': expected \"full_attention\" or "
+            "\"sliding_attention\", got \"chunked_attention\"");
+  j["layer_types"] = {"full_attention"};
+  EXPECT_EQ(hfErrorOf(j.dump()), "config.json: field 'layer_types': expected a list of "
+                                 "num_hidden_layers (2) layer types");
+  j.erase("layer_types");
+  // transformers' Llama has no window: a warning, and full attention.
+  j["model_type"] = "llama";
+  std::vector<std::string> warnings;
+  cfg = parseHFConfig(j.dump(), "config.json",
+                      [&](const std::string &w) { warnings.push_back(w); });
+  EXPECT_EQ(cfg.model.slidingWindow, 0);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("sliding_window 128 ignored"), std::string::npos) << warnings[0];
+  j["sliding_window"] = -1;
+  EXPECT_NE(hfErrorOf(j.dump()).find("field 'sliding_window': expected a positive window"),
+            std::string::npos);
 }
 
 namespace {
@@ -712,22 +758,20 @@ TEST(HFConfig, Phi3RefusalsNameTheKey) {
   j = phi35();
   j["original_max_position_embeddings"] = 0;
   has(j, "field 'original_max_position_embeddings': expected a positive integer");
-  // Phi-3-mini-4k: no scaling, a window of 2047, which the default context
-  // stops within, at whole pages of 16 (2032); 2047 itself may be asked for.
+  // Phi-3-mini-4k: no scaling, a window of 2047 that the default context
+  // (2048) passes by one key, and its own 4096 by many.
   j = phi35();
   j["rope_scaling"] = nullptr;
   j["max_position_embeddings"] = 4096;
   j["sliding_window"] = 2047;
   ModelConfig cfg = phiConfig(j);
   EXPECT_EQ(cfg.model.rope.type, RopeType::standard);
-  EXPECT_EQ(cfg.compile.maxSeqLen, 2032);
+  EXPECT_EQ(cfg.model.slidingWindow, 2047);
+  EXPECT_EQ(cfg.compile.maxSeqLen, 2048);
   EXPECT_EQ(cfg.compile.pageSize, 16);
-  EXPECT_EQ(phiConfig(j, 2047).compile.maxSeqLen, 2047);
-  j["max_position_embeddings"] = 2048;
-  j["sliding_window"] = 2049; // beyond the context: no cap
-  EXPECT_EQ(phiConfig(j).compile.maxSeqLen, 2048);
-  j["sliding_window"] = 7; // below a page: the window itself
-  EXPECT_EQ(phiConfig(j).compile.maxSeqLen, 7);
+  EXPECT_EQ(phiConfig(j, 4096).compile.maxSeqLen, 4096);
+  j["sliding_window"] = 7;
+  EXPECT_EQ(phiConfig(j).model.slidingWindow, 7);
   EXPECT_EQ(hfErrorOf(j.dump()), "");
 }
 

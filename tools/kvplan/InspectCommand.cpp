@@ -118,6 +118,23 @@ void printRanks(const Plan &p) {
               "logits\n");
 }
 
+/// The model line: its shape, and what sets it apart from Llama's layers.
+void printModel(const ModelSpec &m, const CompileSettings &s) {
+  // The window where the context passes it (the plan's attention ops carry it).
+  const std::string window =
+      m.slidingWindow > 0 && m.slidingWindow < s.maxSeqLen
+          ? ", sliding window " + std::to_string(m.slidingWindow) + " keys"
+          : "";
+  std::printf("model     %s: %s, %lld layers, hidden %lld, %lld heads (%lld KV) x %lld, "
+              "ffn %lld, vocab %lld%s%s%s%s\n",
+              m.name.c_str(), architectureName(m.architecture), (long long)m.numLayers,
+              (long long)m.hiddenSize, (long long)m.numHeads, (long long)m.numKvHeads,
+              (long long)m.headDim, (long long)m.intermediateSize, (long long)m.vocabSize,
+              m.tieWordEmbeddings ? ", tied embeddings" : "",
+              m.attentionBias ? ", q/k/v bias" : "", m.qkNorm ? ", q/k norm" : "",
+              window.c_str());
+}
+
 void printHuman(const Artifact &a) {
   const Plan &p = a.plan();
   const ModelSpec &m = p.model;
@@ -125,13 +142,7 @@ void printHuman(const Artifact &a) {
   MemoryBill bill = p.memoryBill();
   std::printf("artifact  %s (format %u, kvplan %s, git %s)\n", a.path().c_str(),
               a.formatVersion(), p.kvplanVersion.c_str(), p.gitHash.c_str());
-  std::printf("model     %s: %s, %lld layers, hidden %lld, %lld heads (%lld KV) x %lld, "
-              "ffn %lld, vocab %lld%s%s%s\n",
-              m.name.c_str(), architectureName(m.architecture), (long long)m.numLayers,
-              (long long)m.hiddenSize, (long long)m.numHeads, (long long)m.numKvHeads,
-              (long long)m.headDim, (long long)m.intermediateSize, (long long)m.vocabSize,
-              m.tieWordEmbeddings ? ", tied embeddings" : "",
-              m.attentionBias ? ", q/k/v bias" : "", m.qkNorm ? ", q/k norm" : "");
+  printModel(m, s);
   std::printf("rope      %s\n", ropeLine(m.rope).c_str());
   std::printf("settings  target %s, weights %s, KV cache %s, max batch %lld, max seq %lld, "
               "prefill chunk %lld, page %lld tokens, kv pages %lld%s%s\n",

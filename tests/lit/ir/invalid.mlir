@@ -156,6 +156,14 @@ func.func @f(%q: tensor<2x16xf32>, %k: tensor<2x8xf32>) -> tensor<2x16xf32> {
 
 // -----
 
+func.func @f(%q: tensor<2x16xf32>, %k: tensor<2x8xf32>) -> tensor<2x16xf32> {
+  // expected-error @below {{window must be positive (absent: every earlier key)}}
+  %0 = llm.attention causal %q, %k, %k {head_dim = 4 : i64, num_heads = 4 : i64, num_kv_heads = 2 : i64, scale = 0.5 : f64, window = 0 : i64} : tensor<2x16xf32>, tensor<2x8xf32>, tensor<2x8xf32> -> tensor<2x16xf32>
+  return %0 : tensor<2x16xf32>
+}
+
+// -----
+
 func.func @f(%q: tensor<2x16xf32>, %k: tensor<2x12xf32>) -> tensor<2x16xf32> {
   // expected-error @below {{keys and values must be num_kv_heads x head_dim = 8 wide, got 12}}
   %0 = llm.attention causal %q, %k, %k {head_dim = 4 : i64, num_heads = 4 : i64, num_kv_heads = 2 : i64, scale = 0.5 : f64} : tensor<2x16xf32>, tensor<2x12xf32>, tensor<2x12xf32> -> tensor<2x16xf32>

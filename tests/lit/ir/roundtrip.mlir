@@ -26,8 +26,8 @@ func.func @all_ops(%tokens: tensor<4xi32>, %pos: tensor<4xi32>, %table: tensor<1
   %kr = llm.rope %k, %pos {head_dim = 4 : i64, theta = 5.0e5 : f64} : tensor<4x4xf32>, tensor<4xi32>
   // CHECK: llm.attention causal
   %fresh = llm.attention causal %qr, %kr, %v {head_dim = 4 : i64, num_heads = 2 : i64, num_kv_heads = 1 : i64, scale = 0.5 : f64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32> -> tensor<4x8xf32>
-  // CHECK: llm.attention self
-  %own = llm.attention self %qr, %kr, %v {head_dim = 4 : i64, num_heads = 2 : i64, num_kv_heads = 1 : i64, scale = 0.5 : f64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32> -> tensor<4x8xf32>
+  // CHECK: llm.attention self %{{.*}} {head_dim = 4 : i64, num_heads = 2 : i64, num_kv_heads = 1 : i64, scale = 5.000000e-01 : f64, window = 3 : i64}
+  %own = llm.attention self %qr, %kr, %v {head_dim = 4 : i64, num_heads = 2 : i64, num_kv_heads = 1 : i64, scale = 0.5 : f64, window = 3 : i64} : tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32> -> tensor<4x8xf32>
   // CHECK: %[[C1:.*]] = llm.kv_cache_write %{{.*}}, %{{.*}} into %{{.*}}[%{{.*}}] at %{{.*}} {layer = 0 : i64}
   %c1 = llm.kv_cache_write %kr, %v into %cache[%table] at %pos {layer = 0 : i64} : tensor<4x4xf32>, tensor<4x4xf32>, !llm.kv_cache<layers = 1, pages = 8, page_size = 4, kv_heads = 1, head_dim = 4, element_type = bf16>, tensor<1x4xi32>, tensor<4xi32>
   // CHECK: %[[KEYS:.*]], %[[VALUES:.*]] = llm.kv_cache_read %[[C1]]
