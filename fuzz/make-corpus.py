@@ -275,11 +275,15 @@ def copy_small(out, target, files):
 
 
 def artifacts(out, kvplan, shared):
-    """Compiles tests/lit/Inputs/mini.toml (and a 512-token variant with the
-    stories260K tokenizer) to artifacts, and keeps their plans."""
+    """Compiles tests/lit/Inputs/mini.toml (a variant with sliding-window
+    attention, and one of 512 tokens with the stories260K tokenizer) to
+    artifacts, and keeps their plans."""
     mini = ROOT / "tests/lit/Inputs/mini.toml"
     with tempfile.TemporaryDirectory() as tmp:
-        runs = [("mini", mini, [])]
+        window = Path(tmp) / "mini-window.toml"
+        window.write_text(mini.read_text().replace(
+            'architecture = "llama"', 'architecture = "mistral"\nsliding_window = 6'))
+        runs = [("mini", mini, []), ("mini-window", window, [])]
         tok = shared / "models/stories260K/tok512.bin"
         if tok.is_file():
             spec = Path(tmp) / "mini512.toml"
