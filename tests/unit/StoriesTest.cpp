@@ -237,12 +237,15 @@ TEST_F(Stories, PerplexityDivergenceFromABaseIsTheReferences) {
   });
   ASSERT_EQ(d.kld.size(), kld.size());
   double mean = 0;
+  // Each divergence within 1e-4 of itself, as the perplexities above (the
+  // two runs' f32 logits carry rounding the double-precision reference has
+  // not), and 1e-7 where it is near 0.
   for (size_t k = 0; k < kld.size(); ++k) {
-    EXPECT_NEAR(d.kld[k], kld[k], 1e-7) << "position " << k;
+    EXPECT_NEAR(d.kld[k], kld[k], 1e-7 + 1e-4 * kld[k]) << "position " << k;
     mean += kld[k] / double(kld.size());
   }
   EXPECT_GT(mean, 1e-5); // int8 weights do move the distributions
-  EXPECT_NEAR(d.meanKld(), mean, 1e-7);
+  EXPECT_NEAR(d.meanKld(), mean, 1e-7 + 1e-4 * mean);
   EXPECT_EQ(d.sameTop, same);
   const double n = double(kld.size());
   EXPECT_NEAR(d.meanLnRatio(), lnRatio / n, 1e-4);
