@@ -125,13 +125,20 @@ BENCHMARK(BM_Batch8_bf16)->Args({768, 2048})->Args({768, 32000})->UseRealTime();
 BENCHMARK(BM_Gemm64_int8)->Args({768, 2048})->UseRealTime();
 BENCHMARK(BM_Gemm64_int4)->Args({768, 2048})->UseRealTime();
 
-void BM_AttentionOverCache(benchmark::State &state) {
-  const int64_t seq = state.range(0), heads = 12, kvHeads = 12, hd = 64, pageSize = 16;
+/// One decode row at position seq - 1 over a cache of `layers` layers of
+/// `seq` keys in pages of 16 (in order), each layer's attention split
+/// between the pool's threads as the executor splits it; bytes: the keys and
+/// values read once.
+void attentionOverCache(benchmark::State &state, DType dtype, int64_t heads, int64_t kvHeads,
+                        int64_t layers) {
+  const int64_t seq = state.range(0), hd = 64, pageSize = 16;
   const int64_t pages = (seq + pageSize - 1) / pageSize;
-  std::vector<float> cache = randomFloats(2 * pages * kvHeads * pageSize * hd, 5);
+  std::vector<float> f = randomFloats(layers * 2 * pages * kvHeads * pageSize * hd, 5);
+  std::vector<char> cache(f.size() * size_t(dtypeBytes(dtype)));
+  convertElements(f.data(), DType::f32, cache.data(), dtype, int64_t(f.size()));
   cpu::CacheGeometry g;
   g.base = cache.data();
-  g.dtype = DType::f32;
+  g.dtype = dtype;
   g.pages = pages;
   g.pageSize = pageSize;
   g.kvHeads = kvHeads;
@@ -143,42 +150,6 @@ void BM_AttentionOverCache(benchmark::State &state) {
   std::vector<float> q = randomFloats(heads * hd, 6), out(static_cast<size_t>(heads * hd));
   std::vector<std::vector<float>> scratch(size_t(pool().size()), std::vector<float>(size_t(seq)));
   for (auto _ : state) {
-    pool().parallelForThreads(heads, [&](int t, int64_t b, int64_t e) {
-      cpu::cachedAttention(g, 0, q.data(), &pos, table.data(), 1, {heads, 0.125, 0}, out.data(),
-                           scratch[size_t(t)].data(), b, e);
-    });
-    benchmark::DoNotOptimize(out.data());
-  }
-  state.SetBytesProcessed(int64_t(state.iterations()) * 2 * seq * kvHeads * hd * 4);
-}
-BENCHMARK(BM_AttentionOverCache)->Arg(256)->Arg(2048)->UseRealTime();
-
-// One decode row over a bf16 cache of `seq` keys with SmolLM2-135M's heads
-// (9 query heads, 3 KV heads of 64) in each of its 30 layers (the cache,
-// 94 MiB at 4096 keys, streams from memory as in a decode step), split
-// between the pool's threads as the executor splits it; bytes: the keys
-// and values read once.
-void BM_AttentionGqaBf16(benchmark::State &state) {
-  const int64_t seq = state.range(0), heads = 9, kvHeads = 3, hd = 64, pageSize = 16;
-  const int64_t pages = (seq + pageSize - 1) / pageSize, layers = 30;
-  std::vector<float> f = randomFloats(layers * 2 * pages * kvHeads * pageSize * hd, 5);
-  std::vector<uint16_t> cache(f.size());
-  convertElements(f.data(), DType::f32, cache.data(), DType::bf16, int64_t(f.size()));
-  cpu::CacheGeometry g;
-  g.base = cache.data();
-  g.dtype = DType::bf16;
-  g.pages = pages;
-  g.pageSize = pageSize;
-  g.kvHeads = kvHeads;
-  g.headDim = hd;
-  g.pagesPerSequence = pages;
-  std::vector<int32_t> table(static_cast<size_t>(pages));
-  for (int64_t i = 0; i < pages; ++i) table[size_t(i)] = int32_t(i);
-  int32_t pos = int32_t(seq - 1);
-  std::vector<float> q = randomFloats(heads * hd, 6), out(static_cast<size_t>(heads * hd));
-  std::vector<std::vector<float>> scratch(size_t(pool().size()),
-                                          std::vector<float>(size_t(seq)));
-  for (auto _ : state) {
     for (int64_t layer = 0; layer < layers; ++layer)
       pool().parallelForThreads(heads, [&](int t, int64_t b, int64_t e) {
         cpu::cachedAttention(g, layer, q.data(), &pos, table.data(), 1, {heads, 0.125, 0},
@@ -186,7 +157,20 @@ void BM_AttentionGqaBf16(benchmark::State &state) {
       });
     benchmark::DoNotOptimize(out.data());
   }
-  state.SetBytesProcessed(int64_t(state.iterations()) * layers * 2 * seq * kvHeads * hd * 2);
+  state.SetBytesProcessed(int64_t(state.iterations()) * layers * 2 * seq * kvHeads * hd *
+                          dtypeBytes(dtype));
+}
+
+// f32, 12 heads of their own, one layer (the cache in the CPU's caches).
+void BM_AttentionOverCache(benchmark::State &state) {
+  attentionOverCache(state, DType::f32, 12, 12, 1);
+}
+BENCHMARK(BM_AttentionOverCache)->Arg(256)->Arg(2048)->UseRealTime();
+
+// SmolLM2-135M's bf16 cache: 9 query heads on 3 KV heads in each of 30
+// layers (94 MiB at 4096 keys: it streams from memory, as in a decode step).
+void BM_AttentionGqaBf16(benchmark::State &state) {
+  attentionOverCache(state, DType::bf16, 9, 3, 30);
 }
 BENCHMARK(BM_AttentionGqaBf16)->Arg(512)->Arg(4096)->UseRealTime();
 
