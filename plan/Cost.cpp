@@ -26,15 +26,15 @@ double productFlops(const Plan &plan, const StepProduct &p, double rows) {
   return 2.0 * rows * double(w->shape[0]) * double(w->shape[1]);
 }
 
-int64_t keysAttended(const Plan &plan, int64_t keys) {
+int64_t attentionWindow(const Plan &plan) {
   for (const Step &s : plan.entryPoints.at("decode").steps)
-    if (const AttentionOp *a = s.tryAs<AttentionOp>(); a && a->window)
-      return std::min(keys, *a->window);
-  return keys;
+    if (const AttentionOp *a = s.tryAs<AttentionOp>(); a && a->window) return *a->window;
+  return 0;
 }
 
 double prefillFlops(const Plan &plan, int64_t promptLen) {
   const EntryPoint &ep = plan.entryPoints.at("prefill");
+  const int64_t window = attentionWindow(plan);
   double flops = 0;
   for (int64_t done = 0; done < promptLen; done += ep.rows) {
     const int64_t n = std::min(ep.rows, promptLen - done);
@@ -45,7 +45,7 @@ double prefillFlops(const Plan &plan, int64_t promptLen) {
       } else if (const AttentionOp *a = s.tryAs<AttentionOp>()) {
         const int64_t width = a->result.cols(); // heads x head_dim
         for (int64_t r = 0; r < rowsOf(a->result); ++r)
-          flops += 4.0 * double(keysAttended(plan, done + r + 1)) * double(width);
+          flops += 4.0 * double(keysAttended(window, done + r + 1)) * double(width);
       }
     }
   }

@@ -18,10 +18,14 @@ double prefillFlops(const Plan &plan, int64_t promptLen);
 /// The flops of a step's product (stepProduct) for `rows` of its rows.
 double productFlops(const Plan &plan, const StepProduct &p, double rows);
 
+/// The plan's sliding window (its decode entry's attention ops'), 0 where
+/// attention reads every key.
+int64_t attentionWindow(const Plan &plan);
 /// The keys attention reads for a row whose context holds `keys` of them
-/// (its own included): all, or the last `window` where the plan's
-/// attention slides (its decode entry's attention ops' window).
-int64_t keysAttended(const Plan &plan, int64_t keys);
+/// (its own included): all, or the last `window` (attentionWindow).
+inline int64_t keysAttended(int64_t window, int64_t keys) {
+  return window > 0 && window < keys ? window : keys;
+}
 
 /// What one call of `entry` on `rows` active rows sums across the
 /// tensor-parallel ranks: the f32 bytes of every all_reduce (rows an op was

@@ -219,21 +219,22 @@ double kvBytesPerToken(const Plan &plan) {
 CallCost decodeStepCost(const Plan &plan, int64_t rows, int64_t context) {
   CallCost c;
   const EntryPoint &ep = plan.entryPoints.at("decode");
+  const int64_t window = attentionWindow(plan);
   auto scaled = [&](const Operand &o) { return double(std::min(o.rows(), rows)); };
   for (const Step &s : ep.steps) {
     if (std::optional<StepProduct> p = stepProduct(s))
       c.flops += productFlops(plan, *p, scaled(*p->input));
     else if (const AttentionOp *a = s.tryAs<AttentionOp>())
-      c.flops += 4.0 * scaled(a->result) * double(keysAttended(plan, context)) *
+      c.flops += 4.0 * scaled(a->result) * double(keysAttended(window, context)) *
                  double(a->result.cols());
   }
   c.bytes = double(decodeWeightBytes(plan, rows)) +
-            double(rows) * double(keysAttended(plan, context + 1)) * kvBytesPerToken(plan);
+            double(rows) * double(keysAttended(window, context + 1)) * kvBytesPerToken(plan);
   return c;
 }
 
 CallCost prefillCost(const Plan &plan, int64_t tokens) {
-  const int64_t chunk = plan.entryPoints.at("prefill").rows;
+  const int64_t chunk = plan.entryPoints.at("prefill").rows, window = attentionWindow(plan);
   CallCost c;
   c.flops = prefillFlops(plan, tokens);
   // Each chunk reads every weight once (its embedding rows only), writes its
@@ -241,7 +242,7 @@ CallCost prefillCost(const Plan &plan, int64_t tokens) {
   // (from its first row's window on, where attention slides).
   for (int64_t done = 0; done < tokens; done += chunk) {
     const int64_t n = std::min(chunk, tokens - done);
-    const int64_t read = keysAttended(plan, done + 1) + n - 1;
+    const int64_t read = keysAttended(window, done + 1) + n - 1;
     c.bytes += double(decodeWeightBytes(plan, n)) + double(n + read) * kvBytesPerToken(plan);
   }
   return c;

@@ -10,6 +10,7 @@
 #include "codegen/CudaCodegen.h"
 #include "frontend/ConfigParser.h"
 #include "passes/Passes.h"
+#include "plan/Cost.h"
 #include "support/Error.h"
 
 #include <gtest/gtest.h>
@@ -138,6 +139,35 @@ TEST(ReportData, LifetimesFollowTheSteps) {
         EXPECT_FALSE(bytes && time) << name << ": values " << a.value << " and " << b.value;
       }
   }
+}
+
+// The roofline's costs stop growing at a sliding window: past it a decode
+// step reads and multiplies what a full-attention step at the window does.
+TEST(ReportData, ASlidingWindowCapsWhatAttentionReads) {
+  auto plan = [](const std::string &window) {
+    const std::string text =
+        "[model]\nname = \"w\"\narchitecture = \"mistral\"\nhidden_size = 64\n"
+        "intermediate_size = 96\nnum_layers = 2\nnum_heads = 4\nnum_kv_heads = 2\n"
+        "vocab_size = 97\nmax_position_embeddings = 128\nrms_norm_eps = 1e-5\nbos_token_id = 1\n"
+        "eos_token_id = 2\n" +
+        window + "[compile]\nmax_seq_len = 128\n";
+    ModelConfig cfg =
+        parseTomlSpec(text, "w.toml", [](const std::string &w) { ADD_FAILURE() << w; });
+    validate(cfg);
+    return compileModel(cfg).plan;
+  };
+  const Plan full = plan(""), slid = plan("sliding_window = 16\n");
+  EXPECT_EQ(attentionWindow(full), 0);
+  EXPECT_EQ(attentionWindow(slid), 16);
+  EXPECT_EQ(decodeStepCost(slid, 1, 10).bytes, decodeStepCost(full, 1, 10).bytes);
+  EXPECT_EQ(decodeStepCost(slid, 1, 10).flops, decodeStepCost(full, 1, 10).flops);
+  // At context 100 the row reads its last 16 keys (its own among them).
+  EXPECT_EQ(decodeStepCost(slid, 1, 100).bytes, decodeStepCost(full, 1, 15).bytes);
+  EXPECT_EQ(decodeStepCost(slid, 1, 100).flops, decodeStepCost(full, 1, 16).flops);
+  // A prompt of 100: row r (from 1) scores min(r, 16) keys where it scored
+  // r, in each of 2 layers, 4 flops a key and a query column (4 heads of 16).
+  const double saved = 2.0 * 4.0 * 64.0 * (84.0 * 85.0 / 2.0);
+  EXPECT_DOUBLE_EQ(prefillCost(full, 100).flops - prefillCost(slid, 100).flops, saved);
 }
 
 TEST(ReportPage, EveryStageInOrder) {
