@@ -200,6 +200,10 @@ if ((do_artifacts)); then
     "qwen-like-bf16|tests/data/gpu/qwen-like.toml|--dtype bf16"
     "qwen3-like-bf16|tests/data/gpu/qwen3-like.toml|--dtype bf16"
     "mha-llama3-f16|tests/data/gpu/mha-llama3.toml|--dtype f16"
+    # Sliding-window attention (a window of 24): flash-decoding and the
+    # tiled prefill kernels on bf16 tensor cores and on tf32 (f16's cache).
+    "mistral-window-bf16|tests/data/gpu/mistral-window.toml|--dtype bf16"
+    "mistral-window-f16|tests/data/gpu/mistral-window.toml|--dtype f16"
     "tiny-int8|models/tiny.toml|--dtype int8"
     "tiny-int8-batch1|models/tiny.toml|--dtype int8 --max-batch 1"
     "qwen-like-int8|tests/data/gpu/qwen-like.toml|--dtype int8"
