@@ -1,5 +1,6 @@
 // The llm dialect: registration and type verifiers.
 #include "ir/LLMDialect.h"
+#include "support/Align.h"
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/DialectImplementation.h"
@@ -163,9 +164,15 @@ LogicalResult SettingsAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   if (maxSeqLen % pageSize != 0)
     return emitError() << "settings: page_size " << pageSize << " does not divide max_seq_len "
                        << maxSeqLen;
-  if (kvPages < maxSeqLen / pageSize)
-    return emitError() << "settings: kv_pages " << kvPages << " cannot hold one sequence of "
-                       << maxSeqLen / pageSize << " pages (max_seq_len / page_size)";
+  // One sequence at full context holds max_seq_len / page_size pages, or
+  // under a sliding window (llm.attention's) fewer: insert-kv-cache checks
+  // the window's count. Every sequence holds a prefill chunk's pages.
+  const int64_t chunkPages =
+      std::min(maxSeqLen / pageSize, ceilDiv(pageSize - 1 + prefillChunk, pageSize));
+  if (kvPages < chunkPages)
+    return emitError() << "settings: kv_pages " << kvPages << " cannot hold one prefill chunk of "
+                       << prefillChunk << " tokens (" << chunkPages << " pages of " << pageSize
+                       << " tokens)";
   return success();
 }
 

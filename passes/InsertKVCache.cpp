@@ -1,5 +1,6 @@
 // --insert-kv-cache: attention over fresh K/V -> cache write + cache read.
 #include "passes/Passes.h"
+#include "spec/ModelSpec.h"
 
 #include "mlir/IR/Builders.h"
 
@@ -34,6 +35,31 @@ int64_t poolPages(ModuleOp module, llm::SettingsAttr settings, int64_t option, i
   return batch * (seq / page);
 }
 
+/// The sliding window of the module's attention (0 where an op reads every
+/// key; the widest where they differ) and the most rows an entry point
+/// appends to one sequence at once: what one sequence's pages at once
+/// depend on (spec/ModelSpec.h's sequencePeakPages).
+int64_t moduleWindow(ModuleOp module) {
+  bool full = false;
+  int64_t widest = 0;
+  module.walk([&](llm::AttentionOp op) {
+    if (std::optional<uint64_t> w = op.getWindow())
+      widest = std::max(widest, int64_t(*w));
+    else
+      full = true;
+  });
+  return full ? 0 : widest;
+}
+
+int64_t rowsPerCall(ModuleOp module) {
+  int64_t rows = 1;
+  for (auto fn : module.getOps<func::FuncOp>())
+    if (fn->hasAttr(attr::kEntry))
+      if (BlockArgument t = findArg(fn, "tokens"))
+        rows = std::max(rows, cast<RankedTensorType>(t.getType()).getDimSize(0));
+  return rows;
+}
+
 struct InsertKVCachePass : public impl::InsertKVCacheBase<InsertKVCachePass> {
   using InsertKVCacheBase::InsertKVCacheBase;
 
@@ -49,11 +75,17 @@ struct InsertKVCachePass : public impl::InsertKVCacheBase<InsertKVCachePass> {
     }
     // Prefill and decode share one pool, so both see the same cache type.
     int64_t pages = poolPages(module, settings, kvPages, page, seq);
-    if (pages < seq / page) {
-      module.emitError() << "insert-kv-cache: a pool of " << pages
-                         << " pages cannot hold one sequence of " << seq / page
-                         << " pages (max_seq_len " << seq << " / page_size " << page
-                         << "); give kv-pages >= " << seq / page;
+    const int64_t window = moduleWindow(module);
+    const int64_t need = sequencePeakPages(window, page, rowsPerCall(module), seq);
+    if (pages < need) {
+      InFlightDiagnostic d = module.emitError() << "insert-kv-cache: a pool of " << pages
+                                                << " pages cannot hold one sequence of " << need
+                                                << " pages (";
+      if (window > 0)
+        d << "at once, under a sliding window of " << window << " keys";
+      else
+        d << "max_seq_len " << seq << " / page_size " << page;
+      d << "); give kv-pages >= " << need;
       return signalPassFailure();
     }
     bool any = false;

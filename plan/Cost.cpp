@@ -27,9 +27,17 @@ double productFlops(const Plan &plan, const StepProduct &p, double rows) {
 }
 
 int64_t attentionWindow(const Plan &plan) {
-  for (const Step &s : plan.entryPoints.at("decode").steps)
+  auto decode = plan.entryPoints.find("decode");
+  if (decode == plan.entryPoints.end()) return 0; // a weight table read alone
+  for (const Step &s : decode->second.steps)
     if (const AttentionOp *a = s.tryAs<AttentionOp>(); a && a->window) return *a->window;
   return 0;
+}
+
+int64_t sequencePeakPages(const Plan &plan) {
+  const KVCacheLayout &kv = plan.kvCache;
+  return sequencePeakPages(attentionWindow(plan), kv.pageSize, rowsPerCall(plan.settings),
+                           kv.pagesPerSequence * kv.pageSize);
 }
 
 double prefillFlops(const Plan &plan, int64_t promptLen) {

@@ -21,6 +21,10 @@ double productFlops(const Plan &plan, const StepProduct &p, double rows);
 /// The plan's sliding window (its decode entry's attention ops'), 0 where
 /// attention reads every key.
 int64_t attentionWindow(const Plan &plan);
+/// The most KV-cache pages one sequence holds at once on its way to
+/// max_seq_len: pages_per_sequence, or fewer under the plan's window
+/// (spec/ModelSpec.h's sequencePeakPages).
+int64_t sequencePeakPages(const Plan &plan);
 /// The keys attention reads for a row whose context holds `keys` of them
 /// (its own included): all, or the last `window` (attentionWindow).
 inline int64_t keysAttended(int64_t window, int64_t keys) {

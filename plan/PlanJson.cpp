@@ -6,6 +6,7 @@
 // shapes against its weights, attributes and the cache (plan/PlanShapes.cpp).
 // A plan that fails is "incompatible because ..." with the step named.
 #include "plan/Plan.h"
+#include "plan/Cost.h"
 #include "plan/PlanShapes.h"
 
 #include <algorithm>
@@ -493,8 +494,7 @@ KVCacheLayout kvCacheFrom(const json &kv) {
 }
 
 /// The cache is the pool the settings asked for (kv_pages pages of
-/// page_size tokens), and it holds one sequence at full context: with
-/// fewer pages a sequence would run out of them before max_seq_len.
+/// page_size tokens).
 void checkCacheAgainstSettings(const KVCacheLayout &kv, const CompileSettings &s) {
   const std::string at = "the KV cache";
   if (kv.pageSize != s.pageSize)
@@ -503,10 +503,23 @@ void checkCacheAgainstSettings(const KVCacheLayout &kv, const CompileSettings &s
   if (kv.pages != s.kvPages)
     incompatible(at, "has " + std::to_string(kv.pages) + " pages and the settings' kv_pages is " +
                          std::to_string(s.kvPages));
-  if (kv.pages < kv.pagesPerSequence)
-    incompatible(at, "has " + std::to_string(kv.pages) + " pages, fewer than the " +
-                         std::to_string(kv.pagesPerSequence) +
-                         " of one sequence at full context (pages_per_sequence)");
+}
+
+/// The cache holds one sequence at full context: with fewer pages a
+/// sequence would run out of them before max_seq_len. Under the plan's
+/// sliding window a sequence holds at most sequencePeakPages at once.
+void checkCacheHoldsASequence(const Plan &p) {
+  const KVCacheLayout &kv = p.kvCache;
+  const int64_t peak = sequencePeakPages(p);
+  if (kv.pages < peak)
+    incompatible("the KV cache",
+                 "has " + std::to_string(kv.pages) + " pages, fewer than the " +
+                     std::to_string(peak) + " one sequence at full context holds at once (" +
+                     (peak < kv.pagesPerSequence
+                          ? "under a sliding window of " + std::to_string(attentionWindow(p)) +
+                                " keys"
+                          : std::string("pages_per_sequence")) +
+                     ")");
 }
 
 //===----------------------------------------------------------------------===//
@@ -823,6 +836,7 @@ Plan planFromJson(const json &j) {
                                        "the cuda workspace_bytes");
     }
     validatePlan(p);
+    checkCacheHoldsASequence(p);
     return p;
   } catch (const json::exception &e) {
     throw InputError(std::string("the plan is not valid: ") + e.what());

@@ -103,6 +103,17 @@ std::string entryBlock(const EntryPoint &ep) {
   return h;
 }
 
+/// Under a sliding window: the pages a sequence gives back as it grows.
+std::string windowNote(const Plan &p) {
+  const int64_t window = attentionWindow(p), perSeq = sequencePeakPages(p);
+  if (window <= 0) return "";
+  return " Each row reads its last " + withCommas(window) +
+         " keys (a sliding window): a sequence gives back the pages behind its window as it "
+         "grows, and holds at most " +
+         withCommas(perSeq) + " of its " + withCommas(p.kvCache.pagesPerSequence) +
+         " pages at once.";
+}
+
 std::string kvCacheBlock(const Plan &p) {
   const KVCacheLayout &kv = p.kvCache;
   const int64_t elt = dtypeBytes(kv.dtype);
@@ -117,7 +128,8 @@ std::string kvCacheBlock(const Plan &p) {
       "<code>page_table[seq][p / " +
       std::to_string(kv.pageSize) + "]</code>, slot <code>p % " + std::to_string(kv.pageSize) +
       "</code>; pages are handed out at run time, so "
-      "sequences share the pool and a prefix cache can share pages.</p><table>"
+      "sequences share the pool and a prefix cache can share pages." +
+      windowNote(p) + "</p><table>"
       "<tr><th>level</th><th>count</th><th>bytes each</th></tr>";
   auto row = [&](const std::string &what, int64_t count, int64_t each) {
     h += "<tr><td>" + what + "</td><td class=n>" + withCommas(count) + "</td><td class=n>" +
@@ -129,13 +141,15 @@ std::string kvCacheBlock(const Plan &p) {
   row("one KV head's slots in a page", kv.kvHeads, headBytes);
   row("slot (one token, one head)", kv.pageSize, kv.headDim * elt);
   h += "</table>";
-  // One layer's keys, page by page: what a sequence at full context owns.
+  // One layer's keys, page by page: what a sequence at full context owns
+  // (at once, under a sliding window).
+  const int64_t perSeq = sequencePeakPages(p);
   const int64_t shown = std::min<int64_t>(kv.pages, 128);
   const double w = kWidth / double(shown);
   h += "<svg class=pages viewBox='0 0 " + num(kLeft + kWidth + 10, 0) + " 50' width='100%'>" +
        text(kLeft - 4, 22, "layer 0 keys", "end");
   for (int64_t i = 0; i < shown; ++i) {
-    const bool first = i < kv.pagesPerSequence;
+    const bool first = i < perSeq;
     h += "<rect x=" + num(kLeft + w * double(i), 2) + " y=8 width=" + num(std::max(w - 1, 0.5), 2) +
          " height=22 fill='" + (first ? "#12b886" : "#b2f2bb") + "'><title>page " +
          std::to_string(i) + ": " + withCommas(page) + " bytes, " + std::to_string(kv.pageSize) +
@@ -143,7 +157,8 @@ std::string kvCacheBlock(const Plan &p) {
   }
   h += text(kLeft, 46,
             "each rectangle a page of " + std::to_string(kv.pageSize) + " tokens; dark: the " +
-                std::to_string(kv.pagesPerSequence) + " pages one sequence at full context uses" +
+                std::to_string(perSeq) + " pages one sequence at full context " +
+                (perSeq < kv.pagesPerSequence ? "holds at once" : "uses") +
                 (shown < kv.pages
                      ? " (first " + std::to_string(shown) + " of " + withCommas(kv.pages) + " shown)"
                      : std::string()));

@@ -1,5 +1,6 @@
 // Sequence bookkeeping, pages and the prefix cache around an executor.
 #include "runtime/Engine.h"
+#include "plan/Cost.h"
 #include "runtime/cpu/CpuExecutor.h"
 #include "support/Align.h"
 #include "support/Error.h"
@@ -28,7 +29,8 @@ void Engine::init(const EngineOptions &options) {
   auto sc = p.entryPoints.find("score");
   score_ = sc == p.entryPoints.end() ? 0 : sc->second.rows;
   pagesPerSeq = p.kvCache.pagesPerSequence;
-  pool = PagePool(p.kvCache.pages, p.kvCache.pageSize, options.prefixCache);
+  window_ = attentionWindow(p);
+  pool = PagePool(p.kvCache.pages, p.kvCache.pageSize, options.prefixCache, window_ > 0);
   if (p.ranks() > 1 && !exec->collective())
     throw InputError("the model is split between " + std::to_string(p.ranks()) +
                      " tensor-parallel ranks, and its executor runs alone");
@@ -83,7 +85,7 @@ void Engine::checkOpen(int seq) const {
 void Engine::close(int seq) {
   checkOpen(seq);
   Sequence &s = seqs[size_t(seq)];
-  pool.dropAll(s.pages);
+  pool.dropAll(std::vector<int32_t>(s.pages.begin() + s.released, s.pages.end()));
   s = Sequence();
   freeSlots.push_back(seq);
 }
@@ -103,23 +105,65 @@ int64_t Engine::pagesToGrow(int seq, int64_t tokens) const {
                                   int64_t(seqs[size_t(seq)].pages.size()));
 }
 
+int64_t Engine::peakPages(int64_t tokens) const {
+  return sequencePeakPages(window_, pageSize(), std::max({chunk, verify_, score_}), tokens);
+}
+
+int64_t Engine::heldPages(int seq) const {
+  checkOpen(seq);
+  const Sequence &s = seqs[size_t(seq)];
+  return int64_t(s.pages.size()) - s.released;
+}
+
 void Engine::checkToken(int32_t t) const {
   if (t < 0 || t >= vocabSize())
     throw InputError("token id " + std::to_string(t) + " is outside the vocabulary [0, " +
                      std::to_string(vocabSize()) + ")");
 }
 
-void Engine::grow(Sequence &s, int64_t tokens) {
+void Engine::checkContext(int64_t tokens) const {
   if (tokens > maxSeqLen())
     throw InputError("the sequence would hold " + std::to_string(tokens) +
                      " tokens but the plan's context is " + std::to_string(maxSeqLen()) +
                      " (compile with a larger --max-seq)");
+}
+
+void Engine::grow(Sequence &s, int64_t tokens) {
+  checkContext(tokens);
   const int64_t need = ceilDiv(tokens, pageSize()) - int64_t(s.pages.size());
   if (need > pool.available())
     throw InputError("the KV cache has " + std::to_string(pool.available()) +
                      " pages free but the sequence needs " + std::to_string(need) +
                      " more (compile with more --kv-pages)");
   for (int64_t i = 0; i < need; ++i) s.pages.push_back(pool.take());
+}
+
+void Engine::checkRoom(const Sequence &s, int64_t tokens) const {
+  checkContext(tokens);
+  // Each chunk holds the pages up to its end and those from the ones given
+  // back at its start; what others hold stays as it is meanwhile.
+  const int64_t held = int64_t(s.pages.size()) - s.released;
+  int64_t most = 0;
+  for (int64_t at = int64_t(s.tokens.size()); at < tokens; at += chunk) {
+    const int64_t end = std::min(at + chunk, tokens);
+    const int64_t behind = std::max(s.released, pagesBehindWindow(window_, pageSize(), at));
+    most = std::max(most, ceilDiv(end, pageSize()) - behind);
+  }
+  if (most - held > pool.available())
+    throw InputError("the KV cache has " + std::to_string(pool.available()) +
+                     " pages free but the sequence needs " + std::to_string(most - held) +
+                     " more (compile with more --kv-pages)");
+}
+
+void Engine::releaseBehindWindow(Sequence &s) {
+  const int64_t behind = pagesBehindWindow(window_, pageSize(), int64_t(s.tokens.size()));
+  for (; s.released < behind; ++s.released) pool.drop(s.pages[size_t(s.released)]);
+}
+
+void Engine::writePageRow(const Sequence &s, int32_t *row) const {
+  std::fill(row, row + pagesPerSeq, 0);
+  std::copy(s.pages.begin(), s.pages.end(), row);
+  if (s.released > 0) std::fill(row, row + s.released, s.pages[size_t(s.released)]);
 }
 
 /// Offers the pages the sequence has filled since the last call to the
@@ -155,6 +199,7 @@ int64_t Engine::reuse(int seq, const int32_t *tokens, int64_t count) {
   }
   s.tokens.assign(tokens, tokens + held);
   s.published = int64_t(m.full.size());
+  releaseBehindWindow(s);
   return held;
 }
 
@@ -162,9 +207,7 @@ void Engine::writeSequenceInputs(const std::string &entry, const Sequence &s,
                                  const int32_t *tokens, int64_t count, int64_t rows) {
   const int64_t start = int64_t(s.tokens.size());
   int32_t *tok = exec->tokens(entry), *pos = exec->positions(entry);
-  int32_t *table = exec->pageTable(entry);
-  std::fill(table, table + pagesPerSeq, 0);
-  std::copy(s.pages.begin(), s.pages.end(), table);
+  writePageRow(s, exec->pageTable(entry));
   for (int64_t i = 0; i < rows; ++i) {
     tok[i] = i < count ? tokens[i] : 0;
     pos[i] = i < count ? int32_t(start + i) : -1;
@@ -187,6 +230,7 @@ int32_t Engine::prefillStep(int seq, const int32_t *tokens, int64_t count, Sampl
   exec->run("prefill", count);
   s.tokens.insert(s.tokens.end(), tokens, tokens + count);
   publishFull(s);
+  releaseBehindWindow(s);
   if (!rowSampler) return -1;
   if (device) return exec->sampled("prefill")[0];
   int32_t next = -1;
@@ -204,6 +248,7 @@ const float *Engine::score(int seq, const int32_t *tokens, int64_t count) {
   Sequence &s = seqs[size_t(seq)];
   runOneSequence("score", s, tokens, count, score_);
   publishFull(s);
+  releaseBehindWindow(s);
   return exec->logits("score");
 }
 
@@ -240,12 +285,11 @@ std::vector<int32_t> Engine::decodeStep(const std::vector<int> &which,
   int32_t *table = exec->pageTable("decode");
   for (int64_t r = 0; r < batch; ++r) {
     int32_t *row = table + r * pagesPerSeq;
-    std::fill(row, row + pagesPerSeq, 0);
     const bool active = r < int64_t(which.size());
-    if (active) {
-      const Sequence &s = seqs[size_t(which[size_t(r)])];
-      std::copy(s.pages.begin(), s.pages.end(), row);
-    }
+    if (active)
+      writePageRow(seqs[size_t(which[size_t(r)])], row);
+    else
+      std::fill(row, row + pagesPerSeq, 0);
     tok[r] = active ? tokens[size_t(r)] : 0;
     pos[r] = active ? int32_t(length(which[size_t(r)])) : -1;
   }
@@ -262,6 +306,7 @@ std::vector<int32_t> Engine::decodeStep(const std::vector<int> &which,
     Sequence &s = seqs[size_t(which[i])];
     s.tokens.push_back(tokens[i]);
     publishFull(s);
+    releaseBehindWindow(s);
   }
   std::vector<int32_t> next;
   if (samplers.empty()) return next;
@@ -280,7 +325,7 @@ int32_t Engine::prefillAll(int seq, const int32_t *tokens, int64_t count, Sample
   if (count <= 0) throw InputError("a prompt needs at least one token");
   checkOpen(seq);
   for (int64_t i = 0; i < count; ++i) checkToken(tokens[i]);
-  grow(seqs[size_t(seq)], length(seq) + count); // fail before running anything
+  checkRoom(seqs[size_t(seq)], length(seq) + count); // fail before running anything
   int64_t done = 0;
   for (; count - done > chunk; done += chunk) prefillStep(seq, tokens + done, chunk, nullptr);
   return prefillStep(seq, tokens + done, count - done, lastSampler);

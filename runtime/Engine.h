@@ -3,6 +3,10 @@
 // one decode step appends a token to each of up to max_batch sequences at
 // once. Full pages enter the prefix cache as they fill, and a new sequence
 // can start from cached pages instead of recomputing them (reuse()).
+// Under a sliding window (the plan's attention reads each row's last
+// `window` keys) a sequence gives back the pages behind its window as it
+// grows (spec/ModelSpec.h's pagesBehindWindow): its length is bounded by
+// max_seq_len, not by the pool.
 // Any number of sequences may be open; the scheduler (runtime/Scheduler.h)
 // decides which run.
 #pragma once
@@ -55,6 +59,14 @@ public:
   int64_t freePages() const { return pool.available(); }
   /// Pages the sequence must still take to hold `tokens` tokens.
   int64_t pagesToGrow(int seq, int64_t tokens) const;
+  /// The plan's sliding window (0: attention reads every key).
+  int64_t window() const { return window_; }
+  /// The most pages one sequence holds at once on its way to `tokens`
+  /// tokens (at most max_seq_len): tokens / page_size rounded up, or under
+  /// a window its pages and one call's.
+  int64_t peakPages(int64_t tokens) const;
+  /// Pages the sequence holds now (those behind its window given back).
+  int64_t heldPages(int seq) const;
 
   /// For an empty sequence about to take `tokens`: holds the cached pages
   /// that already hold its start, copying a cached page it would go on
@@ -97,8 +109,9 @@ public:
   const float *verify(int seq, const int32_t *tokens, int64_t count);
   /// Rollback: the sequence keeps its first `length` tokens (at most its
   /// length) and gives back the pages past them; nothing is copied. Pages
-  /// offered to the prefix cache are shared and never rolled back into:
-  /// throws std::logic_error below them.
+  /// offered to the prefix cache are shared and never rolled back into,
+  /// nor pages given back behind a window: throws std::logic_error below
+  /// them.
   void truncate(int seq, int64_t length);
   /// Tokens at the start of the sequence in pages it offered to the prefix
   /// cache: truncate() goes no lower.
@@ -128,10 +141,21 @@ private:
     std::vector<int32_t> pages;
     std::vector<int32_t> tokens; // what the cache holds for it
     int64_t published = 0;       // leading pages offered to the prefix cache
+    int64_t released = 0;        // leading pages given back behind the window
   };
   void checkToken(int32_t t) const;
   void checkOpen(int seq) const;
+  void checkContext(int64_t tokens) const;
   void grow(Sequence &s, int64_t tokens);
+  /// Throws InputError, before anything runs, unless the pool can hold
+  /// the sequence's pages all the way to `tokens` in prefill calls.
+  void checkRoom(const Sequence &s, int64_t tokens) const;
+  /// Gives back the pages behind the window of the sequence's next row.
+  void releaseBehindWindow(Sequence &s);
+  /// The sequence's page-table row: its pages, those given back replaced by
+  /// the first it holds (attention never reads them; a kernel's masked
+  /// loads read a page the sequence holds), the rest 0.
+  void writePageRow(const Sequence &s, int32_t *row) const;
   /// Writes the inputs of a one-sequence entry point (prefill, verify, score) of
   /// `rows` rows: tokens[0, count) at the sequence's next positions, the
   /// rest padding (position -1), and its page table row.
@@ -152,7 +176,7 @@ private:
 
   std::unique_ptr<Executor> exec;
   Sampler sampler{SamplingOptions{}};
-  int64_t chunk = 0, batch = 0, pagesPerSeq = 0, verify_ = 0, score_ = 0;
+  int64_t chunk = 0, batch = 0, pagesPerSeq = 0, verify_ = 0, score_ = 0, window_ = 0;
   PagePool pool{1, 1, false};
   std::vector<Sequence> seqs;
   std::vector<int> freeSlots;

@@ -34,6 +34,10 @@ void Engine::truncate(int seq, int64_t length) {
     throw std::logic_error("truncate to " + std::to_string(length) +
                            " tokens would roll back into pages shared through the prefix cache (" +
                            std::to_string(s.published * pageSize()) + " tokens)");
+  if (pagesBehindWindow(window_, pageSize(), length) < s.released)
+    throw std::logic_error("truncate to " + std::to_string(length) +
+                           " tokens would roll back behind the window, into pages given back (" +
+                           std::to_string(s.released) + ")");
   s.tokens.resize(size_t(length));
   const size_t keep = size_t(ceilDiv(length, pageSize()));
   // Last first, as dropAll gives pages back.
@@ -42,6 +46,7 @@ void Engine::truncate(int seq, int64_t length) {
     s.pages.pop_back();
   }
   publishFull(s);
+  releaseBehindWindow(s);
 }
 
 } // namespace kvplan

@@ -7,8 +7,8 @@
 
 namespace kvplan {
 
-PagePool::PagePool(int64_t pages, int64_t pageSize, bool prefixCache)
-    : pageSize_(pageSize), prefixCache(prefixCache), nodes(size_t(pages)) {
+PagePool::PagePool(int64_t pages, int64_t pageSize, bool prefixCache, bool windowed)
+    : pageSize_(pageSize), prefixCache(prefixCache), windowed(windowed), nodes(size_t(pages)) {
   if (pages <= 0 || pageSize <= 0) throw std::logic_error("a page pool needs pages");
   // Taken from the back: hand out page 0 first.
   for (int64_t i = pages - 1; i >= 0; --i) freeList.push_back(int32_t(i));
@@ -48,14 +48,25 @@ int32_t PagePool::find(int32_t parent, const int32_t *tokens) const {
 void PagePool::evict(int32_t page) {
   Node &n = nodes[size_t(page)];
   if (n.refs != 0 || !n.isCached) throw std::logic_error("evicting a page in use");
-  // Cached pages after it could no longer be found: they go too (they are
-  // idle, as whoever holds a page holds the page before it).
+  idle.erase({n.stamp, page});
+  forget(page);
+  ++evicted;
+}
+
+void PagePool::forget(int32_t page) {
+  Node &n = nodes[size_t(page)];
+  // Cached pages after it could no longer be found: they go too. They are
+  // idle, as whoever holds a page holds the page before it, except where a
+  // sequence gave back the pages behind its window: those it holds stay.
   while (!n.children.empty()) {
     const int32_t child = n.children.back();
-    evict(child);
-    freeList.push_back(child);
+    if (nodes[size_t(child)].refs > 0) {
+      forget(child);
+    } else {
+      evict(child);
+      freeList.push_back(child);
+    }
   }
-  idle.erase({n.stamp, page});
   auto [b, e] = index.equal_range(n.key);
   for (auto it = b; it != e; ++it)
     if (it->second == page) {
@@ -64,9 +75,10 @@ void PagePool::evict(int32_t page) {
     }
   std::vector<int32_t> &siblings = childrenOf(n.parent);
   siblings.erase(std::find(siblings.begin(), siblings.end(), page));
+  const int32_t refs = n.refs;
   n = Node();
+  n.refs = refs;
   --cached;
-  ++evicted;
 }
 
 int32_t PagePool::take() {
@@ -169,7 +181,7 @@ void PagePool::check() const {
     const std::vector<int32_t> &sib = childrenOf(n.parent);
     if (std::count(sib.begin(), sib.end(), int32_t(i)) != 1)
       fail(int64_t(i), "is not among its parent's children");
-    if (n.parent >= 0 && nodes[size_t(n.parent)].refs < n.refs)
+    if (!windowed && n.parent >= 0 && nodes[size_t(n.parent)].refs < n.refs)
       fail(int64_t(i), "is held more than the page before it");
   }
   if (cachedCount != cached || int64_t(index.size()) != cached)

@@ -19,7 +19,10 @@
 // recently used first. A sequence gives back its last page first, so a
 // chain is reclaimed from its end and its start (the part most often
 // shared) lives longest; taking back a page that still has cached pages
-// after it takes those too, as nothing could reach them any more.
+// after it takes those too, as nothing could reach them any more. Under a
+// sliding window a sequence also gives back its first pages while it holds
+// later ones: a held page after one taken back leaves the cache (its
+// holders keep it, and it goes free when they drop it).
 #pragma once
 
 #include <cstddef>
@@ -33,8 +36,9 @@ namespace kvplan {
 class PagePool {
 public:
   /// `pages` pages of `pageSize` tokens; with `prefixCache` false, publish()
-  /// keeps nothing and match() finds nothing.
-  PagePool(int64_t pages, int64_t pageSize, bool prefixCache);
+  /// keeps nothing and match() finds nothing. `windowed`: holders may give
+  /// back a chain's first pages and keep later ones (for check()).
+  PagePool(int64_t pages, int64_t pageSize, bool prefixCache, bool windowed = false);
 
   int64_t size() const { return int64_t(nodes.size()); }
   int64_t pageSize() const { return pageSize_; }
@@ -79,7 +83,8 @@ public:
   int64_t evictions() const { return evicted; }
 
   /// Checks every invariant (each page in one state, the counts, the
-  /// cache's index and chains, no held page below an idle one); throws
+  /// cache's index and chains, no held page below an idle one unless
+  /// windowed); throws
   /// std::logic_error naming what is wrong. For tests.
   void check() const;
 
@@ -99,9 +104,12 @@ private:
   std::vector<int32_t> &childrenOf(int32_t parent);
   const std::vector<int32_t> &childrenOf(int32_t parent) const;
   void evict(int32_t page);
+  /// Takes a cached page out of the cache, and the cached pages after it:
+  /// idle ones go free, held ones stay held, uncached.
+  void forget(int32_t page);
 
   int64_t pageSize_;
-  bool prefixCache;
+  bool prefixCache, windowed;
   std::vector<Node> nodes;
   std::vector<int32_t> freeList;                // taken from the back
   std::set<std::pair<uint64_t, int32_t>> idle;  // by stamp, oldest first

@@ -92,8 +92,8 @@ uint64_t Scheduler::submit(GenerationRequest request) {
                      std::to_string(eng.maxSeqLen()) +
                      " (ask for fewer new tokens, shorten the prompt, or compile with a larger "
                      "--max-seq)");
-  if (ceilDiv(total, eng.pageSize()) > eng.pages().size())
-    throw InputError("the request needs " + std::to_string(ceilDiv(total, eng.pageSize())) +
+  if (eng.peakPages(total) > eng.pages().size())
+    throw InputError("the request needs " + std::to_string(eng.peakPages(total)) +
                      " KV-cache pages but the plan has " + std::to_string(eng.pages().size()) +
                      " (compile with more --kv-pages)");
   for (const std::string &s : q.stopStrings)

@@ -1,6 +1,7 @@
 // Model spec: names of enums, the weight table, exact sizes, validation and
 // the JSON form stored in artifacts.
 #include "spec/ModelSpec.h"
+#include "support/Align.h"
 
 #include <nlohmann/json.hpp>
 
@@ -156,6 +157,38 @@ int64_t kvHeadsPerRank(const ModelSpec &m, int64_t ranks) {
 int64_t kvCacheBytes(const ModelSpec &m, const CompileSettings &c) {
   return 2 * m.numLayers * kvHeadsPerRank(m, c.tensorParallel) * m.headDim * c.kvPages *
          c.pageSize * dtypeBytes(c.kvDtype);
+}
+
+int64_t attentionWindow(const ModelSpec &m, const CompileSettings &c) {
+  return m.slidingWindow > 0 && m.slidingWindow < c.maxSeqLen ? m.slidingWindow : 0;
+}
+
+int64_t rowsPerCall(const CompileSettings &c) {
+  return std::max({c.prefillChunk, c.speculate > 0 ? c.speculate + 1 : 0, c.scoreRows,
+                   int64_t(1)});
+}
+
+int64_t pagesBehindWindow(int64_t window, int64_t pageSize, int64_t length) {
+  if (window <= 0) return 0;
+  // The next row, at position `length`, reads keys from length - window + 1.
+  const int64_t firstKey = std::max<int64_t>(0, length - window + 1);
+  return std::min(firstKey / pageSize, std::max<int64_t>(0, length / pageSize - 1));
+}
+
+int64_t sequencePeakPages(int64_t window, int64_t pageSize, int64_t rows, int64_t tokens) {
+  if (window <= 0) return ceilDiv(tokens, pageSize);
+  // A call appending [start, end) holds the pages up to end's and those
+  // from the ones given back after `start` tokens on.
+  int64_t most = 0;
+  for (int64_t start = 0; start < tokens; ++start) {
+    const int64_t end = std::min(start + rows, tokens);
+    most = std::max(most, ceilDiv(end, pageSize) - pagesBehindWindow(window, pageSize, start));
+  }
+  return most;
+}
+
+int64_t sequencePeakPages(const ModelSpec &m, const CompileSettings &c) {
+  return sequencePeakPages(attentionWindow(m, c), c.pageSize, rowsPerCall(c), c.maxSeqLen);
 }
 
 namespace {
@@ -475,28 +508,34 @@ void checkCrossFieldRules(Checker &c, const ModelSpec &m, const CompileSettings 
 void deriveKvPages(ModelConfig &cfg) {
   CompileSettings &s = cfg.compile;
   if (!cfg.given.count("compile.kv_pages"))
-    s.kvPages = s.maxBatch * (s.maxSeqLen / s.pageSize);
+    s.kvPages = s.maxBatch * sequencePeakPages(cfg.model, s);
 }
 
 // The pool must hold one sequence at full context; more or fewer than
-// max_batch of them is the serving engine's choice.
+// max_batch of them is the serving engine's choice. Under a sliding window
+// a sequence gives back the pages behind it, and holds fewer at once.
 void checkKvPages(Checker &c, const ModelConfig &cfg) {
   const ModelSpec &m = cfg.model;
   const CompileSettings &s = cfg.compile;
-  const int64_t perSeq = s.maxSeqLen / s.pageSize;
+  const int64_t perSeq = sequencePeakPages(m, s), window = attentionWindow(m, s);
   if (!cfg.given.count("compile.kv_pages") && s.kvPages > kMaxPages)
-    c.fail("compile.kv_pages", "the default pool of max_batch x max_seq_len / page_size = " +
+    c.fail("compile.kv_pages", "the default pool of max_batch x " + std::to_string(perSeq) +
+                                   " pages (one sequence at max_seq_len) = " +
                                    std::to_string(s.kvPages) +
                                    " pages is larger than the supported maximum " +
                                    std::to_string(kMaxPages) +
                                    "; give kv_pages, or a larger page_size");
   c.positive("compile.kv_pages", s.kvPages, kMaxPages);
+  const std::string held =
+      window > 0 ? " pages of " + std::to_string(s.pageSize) + " tokens at once: a sliding window of " +
+                       std::to_string(window) + " keys and a call of " +
+                       std::to_string(rowsPerCall(s)) + " rows"
+                 : " pages of " + std::to_string(s.pageSize) + " tokens";
   if (s.kvPages < perSeq)
     c.fail("compile.kv_pages", "kv_pages " + std::to_string(s.kvPages) +
                                    " cannot hold one sequence of max_seq_len " +
                                    std::to_string(s.maxSeqLen) + " (" + std::to_string(perSeq) +
-                                   " pages of " + std::to_string(s.pageSize) +
-                                   " tokens); give at least " + std::to_string(perSeq));
+                                   held + "); give at least " + std::to_string(perSeq));
   // Every byte count the plan reports must fit comfortably in 64 bits.
   const long double kv = 2.0L * m.numLayers * m.numKvHeads * m.headDim * s.kvPages *
                          s.pageSize * dtypeBytes(s.kvDtype);

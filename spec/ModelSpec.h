@@ -182,6 +182,25 @@ int64_t kvCacheBytes(const ModelSpec &m, const CompileSettings &c);
 /// the ranks divide them, else the one its query heads read.
 int64_t kvHeadsPerRank(const ModelSpec &m, int64_t ranks);
 
+/// Sliding-window attention over the page pool (runtime/Engine.h). The
+/// window every attention op applies: the model's sliding_window where the
+/// context passes it, else 0 (every key), as the frontend sets it.
+int64_t attentionWindow(const ModelSpec &m, const CompileSettings &c);
+/// The most rows one call appends to a sequence: prefill_chunk, or more
+/// where a verify (speculate + 1) or score call (score_rows) takes more.
+int64_t rowsPerCall(const CompileSettings &c);
+/// The leading pages a sequence of `length` tokens gives back under a
+/// window of `window` keys (0: none): those wholly before its next row's
+/// window, but for its last full page, which the prefix cache chains the
+/// next full page to.
+int64_t pagesBehindWindow(int64_t window, int64_t pageSize, int64_t length);
+/// The most pages one sequence holds at once on its way to `tokens` tokens,
+/// in calls of at most `rows` rows: ceil(tokens / page_size) without a
+/// window; with one, the window's pages and a call's (pagesBehindWindow).
+int64_t sequencePeakPages(int64_t window, int64_t pageSize, int64_t rows, int64_t tokens);
+/// The same for the settings' max_seq_len: the fewest pages kv_pages may be.
+int64_t sequencePeakPages(const ModelSpec &m, const CompileSettings &c);
+
 /// Checks every field and cross-field rule; throws InputError naming the
 /// source file, line and field. Fills in derived fields (head_dim) and the
 /// defaults of settings not given (kv_dtype, max_seq_len, prefill_chunk,

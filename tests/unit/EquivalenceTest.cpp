@@ -118,6 +118,28 @@ const ModelShape kModelShapes[] = {
      "max_seq_len = 48\nprefill_chunk = 4\npage_size = 4\n"},
 };
 
+const ModelShape &shapeNamed(const std::string &name) {
+  for (const ModelShape &s : kModelShapes)
+    if (s.name == name) return s;
+  throw std::logic_error("no shape " + name);
+}
+
+/// Greedy decode steps from `logits`, each step's logits against the
+/// reference; the sequence's pages checked before each.
+void decodeAgainstReference(Engine &e, int seq, std::vector<int32_t> &tokens, const float *logits,
+                            test::ReferenceModel &ref, size_t until, int64_t mostPages) {
+  while (tokens.size() < until) {
+    EXPECT_LE(e.heldPages(seq), mostPages) << "at " << tokens.size() << " tokens";
+    e.pages().check();
+    const int32_t next = argmax(logits, 97);
+    tokens.push_back(next);
+    logits = e.decode({seq}, {next});
+    const double err = test::relativeError(logits, ref.logits(tokens));
+    EXPECT_LT(err, 1e-4) << "at " << tokens.size() << " tokens";
+    if (err >= 1e-4) break;
+  }
+}
+
 } // namespace
 
 TEST(Equivalence, EveryStepMatchesTheReference) {
@@ -226,6 +248,77 @@ TEST(Equivalence, BatchedDecodeMatchesEachSequenceAlone) {
     const float *l = e.prefill(again, t.data(), 6);
     EXPECT_LT(test::relativeError(l, ref.logits(t)), 1e-4);
   }
+}
+
+// Under a sliding window a sequence gives back the pages behind it. The
+// window-6-chunk-4 shape (pages of 4): a call of up to 4 rows from
+// position S reads keys from S - 5 on, which span at most 3 pages
+// ((4 - 1) + 5 + 4 = 12 positions from a page's start), so one sequence
+// holds 3 pages at once, and the default pool (max_batch 1) is 3 pages,
+// 12 tokens, where the context is 48 (12 pages).
+TEST(Equivalence, AWindowedSequenceOutgrowsItsPool) {
+  ShapeModel c(shapeNamed("window-6-chunk-4"));
+  ASSERT_EQ(c.cfg.compile.kvPages, 3);
+  test::ReferenceModel ref(c.cfg.model, *c.source, DType::f32, c.cfg.compile.maxSeqLen);
+  Engine e = c.engine();
+  const int seq = e.open();
+  std::vector<int32_t> tokens = randomTokens(30, 97, 21);
+  const float *logits = e.prefill(seq, tokens.data(), int64_t(tokens.size()));
+  EXPECT_LT(test::relativeError(logits, ref.logits(tokens)), 1e-4) << "after the prompt";
+  decodeAgainstReference(e, seq, tokens, logits, ref, 48, 3);
+  EXPECT_EQ(e.length(seq), 48);
+  e.close(seq);
+  e.pages().check();
+  EXPECT_EQ(e.freePages(), 3);
+  // Two pages are too few, at compile time, naming the setting.
+  ModelShape small = shapeNamed("window-6-chunk-4");
+  small.compile += "kv_pages = 2\n";
+  try {
+    config(small);
+    ADD_FAILURE() << "a pool of 2 pages compiled";
+  } catch (const InputError &err) {
+    EXPECT_NE(std::string(err.what()).find(
+                  "field 'compile.kv_pages': kv_pages 2 cannot hold one sequence of max_seq_len 48 "
+                  "(3 pages of 4 tokens at once: a sliding window of 6 keys and a call of 4 "
+                  "rows); give at least 3"),
+              std::string::npos)
+        << err.what();
+  }
+}
+
+// A windowed sequence starts from pages another left in the prefix cache,
+// behind its window (idle) and within it (held, and copied where it goes on
+// writing), and gives back at once those behind its own window.
+TEST(Equivalence, AWindowedSequenceStartsFromCachedPages) {
+  ModelShape s = shapeNamed("window-6-chunk-4");
+  s.compile += "kv_pages = 24\n";
+  ShapeModel c(s);
+  test::ReferenceModel ref(c.cfg.model, *c.source, DType::f32, c.cfg.compile.maxSeqLen);
+  Engine e = c.engine();
+  const int first = e.open();
+  std::vector<int32_t> a = randomTokens(30, 97, 22);
+  e.prefill(first, a.data(), 30);
+  for (int32_t t : {5, 6, 5, 6}) {
+    a.push_back(t);
+    e.decode({first}, {t});
+  }
+  // 34 tokens: the next row reads keys from 29 on, in pages 7 and 8; the
+  // seven before are given back, full and in the prefix cache.
+  EXPECT_EQ(e.heldPages(first), 2);
+  EXPECT_EQ(e.pages().cachedPages(), 8);
+  std::vector<int32_t> b(a.begin(), a.begin() + 30);
+  for (int32_t t : {7, 8, 9}) b.push_back(t);
+  const int second = e.open();
+  // Pages 0-6 (28 tokens) and the first 2 tokens of page 7, copied.
+  EXPECT_EQ(e.reuse(second, b.data(), int64_t(b.size())), 30);
+  EXPECT_EQ(e.heldPages(second), 2); // page 6 (its keys from 25 on) and the copy
+  const float *logits = e.prefill(second, b.data() + 30, 3);
+  EXPECT_LT(test::relativeError(logits, ref.logits(b)), 1e-4) << "after the prompt";
+  decodeAgainstReference(e, second, b, logits, ref, 40, 3);
+  e.close(first);
+  e.close(second);
+  e.pages().check();
+  EXPECT_EQ(e.freePages(), 24);
 }
 
 TEST(Equivalence, ThreadCountDoesNotChangeResults) {

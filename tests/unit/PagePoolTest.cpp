@@ -148,6 +148,45 @@ TEST(PagePool, TheCheckFindsAPageHeldWithoutThePageBeforeIt) {
   pool.check();
 }
 
+TEST(PagePool, UnderAWindowHeldPagesAfterOneTakenBackLeaveTheCache) {
+  // A sequence under a sliding window gives back its first page and holds
+  // the second; another went on past it into a third and ended.
+  PagePool pool(4, 4, true, true);
+  const std::vector<int32_t> t = seqTokens(0, 3);
+  std::vector<int32_t> pages = fill(pool, std::vector<int32_t>(t.begin(), t.begin() + 8));
+  pool.hold(pages[0]);
+  pool.hold(pages[1]);
+  const int32_t third = pool.take();
+  ASSERT_TRUE(pool.publish(pages[1], third, t.data() + 8));
+  pool.dropAll({pages[0], pages[1], third}); // the other sequence ends
+  pool.drop(pages[0]);                       // the first page, behind the window
+  pool.hold(third);                          // read for a copy: the newest idle page
+  pool.drop(third);
+  pool.check(); // a held page after an idle one is no fault under a window
+  EXPECT_EQ(pool.idlePages(), 2);
+  EXPECT_EQ(pool.match(t.data(), 12).full.size(), 3u);
+  for (int32_t p : {pages[0], pages[1], third}) pool.drop(p);
+  const int32_t free = pool.take();
+  // Taking back page 0, the oldest idle one: page 1 is held, so it stays
+  // with its holder but leaves the cache; the third, idle, goes free.
+  EXPECT_EQ(pool.take(), pages[0]);
+  EXPECT_EQ(pool.cachedPages(), 0);
+  EXPECT_EQ(pool.freePages(), 1);
+  EXPECT_EQ(pool.evictions(), 2);
+  EXPECT_EQ(pool.refs(pages[1]), 1);
+  pool.check();
+  EXPECT_TRUE(pool.match(t.data(), 12).full.empty());
+  // Nothing chains to a page out of the cache; dropped, it goes free.
+  const int32_t next = pool.take();
+  EXPECT_FALSE(pool.publish(pages[1], next, t.data() + 8));
+  pool.drop(pages[1]);
+  EXPECT_EQ(pool.freePages(), 1);
+  EXPECT_EQ(pool.idlePages(), 0);
+  for (int32_t p : {free, pages[0], next}) pool.drop(p);
+  pool.check();
+  EXPECT_EQ(pool.freePages(), 4);
+}
+
 TEST(PagePool, WithoutThePrefixCacheNothingIsKept) {
   PagePool pool(4, 4, false);
   const std::vector<int32_t> t = seqTokens(0, 2);

@@ -1,6 +1,7 @@
 // The plan's JSON form and the .kvp container: round trips, and every kind
 // of damage is an InputError that says what is wrong.
 #include "plan/Artifact.h"
+#include "plan/Cost.h"
 #include "runtime/cpu/CpuExecutor.h"
 
 #include <gtest/gtest.h>
@@ -316,7 +317,19 @@ TEST(PlanJson, EachDamageNamesTheStepAndField) {
          j["kv_cache"]["pages"] = 3;
          j["settings"]["kv_pages"] = 3;
        },
-       "the KV cache has 3 pages, fewer than the 4 of one sequence at full context"},
+       "the KV cache has 3 pages, fewer than the 4 one sequence at full context holds at once "
+       "(pages_per_sequence)"},
+      // Under a window of 4 a sequence holds 3 pages of 8 at once: a call of
+      // 4 rows reads from 3 keys before it, at most (8 - 1) + 3 + 4 = 14
+      // positions from a page's start (2 pages), and its last full page
+      // stays held until the next fills, for the prefix cache to chain to.
+      {[](nlohmann::json &j) {
+         step(j, 6)["window"] = 4;
+         j["kv_cache"]["pages"] = 2;
+         j["settings"]["kv_pages"] = 2;
+       },
+       "the KV cache has 2 pages, fewer than the 3 one sequence at full context holds at once "
+       "(under a sliding window of 4 keys)"},
       {[](nlohmann::json &j) { j["kv_cache"]["page_size"] = 4; },
        "the KV cache has pages of 4 tokens and the settings' page_size is 8"},
   };
@@ -719,6 +732,14 @@ TEST(PlanJson, APoolLargerThanTheBatchIsRead) {
   EXPECT_EQ(p.kvCache.pages, 12);
   EXPECT_EQ(p.kvCache.pagesPerSequence, 4);
   EXPECT_EQ(p.memoryBill().kvCacheBytes, 1 * 2 * 12 * 1 * 8 * 4 * 2);
+  // Under a window of 4, a pool of the 3 pages one sequence holds at once
+  // (EachDamageNamesTheStepAndField), below pages_per_sequence.
+  j["entry_points"]["decode"]["steps"][6]["window"] = 4;
+  j["kv_cache"]["pages"] = 3;
+  j["settings"]["kv_pages"] = 3;
+  p = planFromJson(j);
+  EXPECT_EQ(p.kvCache.pages, 3);
+  EXPECT_EQ(sequencePeakPages(p), 3);
 }
 
 TEST_F(ArtifactTest, RoundTrip) {

@@ -27,9 +27,11 @@ struct TinyModel {
   Plan plan;
   std::vector<char> weights;
 
-  explicit TinyModel(const std::string &compile) {
+  /// `architecture`: the [model] table's first lines.
+  explicit TinyModel(const std::string &compile,
+                     const std::string &architecture = "architecture = \"llama\"\n") {
     const std::string text =
-        "[model]\nname = \"sched\"\narchitecture = \"llama\"\nhidden_size = 64\n"
+        "[model]\nname = \"sched\"\n" + architecture + "hidden_size = 64\n"
         "intermediate_size = 96\nnum_layers = 2\nnum_heads = 4\nnum_kv_heads = 2\n"
         "vocab_size = 300\nmax_position_embeddings = 128\nrms_norm_eps = 1e-5\n"
         "bos_token_id = 1\neos_token_id = 2\n[compile]\n" + compile;
@@ -299,6 +301,46 @@ TEST(Scheduler, PreemptedRequestsResumeWithTheSameTokens) {
     for (size_t i = 0; i < l.prompts.size(); ++i) l.maxNew[i] = 30 - int64_t(i % 3) * 5;
     std::vector<Received> got = serve(s, l, 12);
     EXPECT_GT(s.stats().preemptions, 0);
+    for (size_t i = 0; i < got.size(); ++i) {
+      EXPECT_TRUE(got[i].finished);
+      EXPECT_EQ(got[i].tokens, alone(m, l.prompts[i], l.maxNew[i])) << "request " << i;
+    }
+    expectNoLeak(e);
+  }
+}
+
+TEST(Scheduler, UnderASlidingWindowLongRequestsShareASmallPool) {
+  // Four requests of 30 + 30 tokens at once, three of them starting with
+  // the same 12. Without a window each needs 15 pages of 4 at the end, 60
+  // in all. Under a window of 8, a call of up to 8 rows reads keys from 7
+  // before it: 3 + 7 + 8 = 18 positions from a page's start, 5 pages, so
+  // the default pool is 4 x 5 = 20 pages and the four run to the end
+  // together; the same pool without the window preempts. Pages behind the
+  // windows go idle into the prefix cache, and taking them back takes the
+  // held pages after them out of it.
+  Load l;
+  const std::vector<int32_t> common = randomTokens(12, 77);
+  for (uint32_t i = 0; i < 4; ++i) {
+    std::vector<int32_t> p = i < 3 ? common : randomTokens(12, 78);
+    const std::vector<int32_t> own = randomTokens(18, 80 + i);
+    p.insert(p.end(), own.begin(), own.end());
+    l.prompts.push_back(p);
+    l.maxNew.push_back(30);
+  }
+  for (bool windowed : {true, false}) {
+    SCOPED_TRACE(windowed ? "window 8" : "no window");
+    TinyModel m(std::string(kF32) + (windowed ? "" : "kv_pages = 20\n"),
+                windowed ? "architecture = \"mistral\"\nsliding_window = 8\n"
+                         : "architecture = \"llama\"\n");
+    ASSERT_EQ(m.cfg.compile.kvPages, 20);
+    Engine e = m.engine();
+    Scheduler s(e, nullptr);
+    std::vector<Received> got = serve(s, l, 4);
+    if (windowed) {
+      EXPECT_EQ(s.stats().preemptions, 0);
+      EXPECT_GT(e.pages().evictions(), 0);
+    } else
+      EXPECT_GT(s.stats().preemptions, 0);
     for (size_t i = 0; i < got.size(); ++i) {
       EXPECT_TRUE(got[i].finished);
       EXPECT_EQ(got[i].tokens, alone(m, l.prompts[i], l.maxNew[i])) << "request " << i;

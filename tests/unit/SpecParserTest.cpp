@@ -157,6 +157,24 @@ TEST(SpecParser, KvPagesDefaultsToEverySequenceAtFullContext) {
   EXPECT_EQ(parseAndValidate(edit("max_seq_len = 128", "max_seq_len = 100\nmax_batch = 2"))
                 .compile.kvPages,
             2);
+  // Under a sliding window, the pages one sequence holds at once: a call
+  // of R rows from position S reads keys from S - (window - 1), at most
+  // 15 + 31 + R positions from a page's start under a window of 32.
+  auto windowed = [](const std::string &window, const std::string &compile) {
+    std::string text = edit("architecture = \"llama\"", "architecture = \"mistral\"\n" + window);
+    text.replace(text.find("max_seq_len = 128"), 17, compile);
+    return parseAndValidate(text).compile.kvPages;
+  };
+  // Chunks of 64: 110 positions, 7 pages of 16 (of 8 at full context).
+  EXPECT_EQ(windowed("sliding_window = 32", "max_seq_len = 128\nmax_batch = 2"), 2 * 7);
+  // Chunks of 16: 62 positions, 4 pages; score calls of 40 rows: 86, 6.
+  EXPECT_EQ(windowed("sliding_window = 32", "max_seq_len = 128\nmax_batch = 2\nprefill_chunk = 16"),
+            2 * 4);
+  EXPECT_EQ(windowed("sliding_window = 32",
+                     "max_seq_len = 128\nmax_batch = 2\nprefill_chunk = 16\nscore_rows = 40"),
+            2 * 6);
+  // A window of the whole context is no window.
+  EXPECT_EQ(windowed("sliding_window = 128", "max_seq_len = 128\nmax_batch = 2"), 2 * 8);
 }
 
 TEST(SpecParser, ExplicitKvPagesMayBeLargerOrSmallerThanTheBatch) {

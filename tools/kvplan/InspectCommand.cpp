@@ -18,20 +18,26 @@ namespace kvplan::cli {
 namespace {
 
 /// The pool in pages and in sequences at full context, which a pool sized
-/// for prefix caching (kv_pages) need not hold a whole number of.
-std::string poolNote(const KVCacheLayout &kv) {
+/// for prefix caching (kv_pages) need not hold a whole number of; under a
+/// sliding window, a sequence holds fewer pages at once.
+std::string poolNote(const Plan &p) {
+  const KVCacheLayout &kv = p.kvCache;
+  const int64_t perSeq = sequencePeakPages(p);
   char held[32];
-  if (kv.pages % kv.pagesPerSequence == 0)
-    std::snprintf(held, sizeof held, "%lld", (long long)(kv.pages / kv.pagesPerSequence));
+  if (kv.pages % perSeq == 0)
+    std::snprintf(held, sizeof held, "%lld", (long long)(kv.pages / perSeq));
   else
-    std::snprintf(held, sizeof held, "%.2f", double(kv.pages) / double(kv.pagesPerSequence));
+    std::snprintf(held, sizeof held, "%.2f", double(kv.pages) / double(perSeq));
   return std::to_string(kv.pages) + " pages x " + std::to_string(kv.pageSize) + " tokens (= " +
-         held + (kv.pages == kv.pagesPerSequence ? " sequence" : " sequences") +
-         " at full context)";
+         held + (kv.pages == perSeq ? " sequence" : " sequences") + " at full context" +
+         (perSeq < kv.pagesPerSequence
+              ? ", " + std::to_string(perSeq) + " pages each under the sliding window"
+              : std::string()) +
+         ")";
 }
 
 /// Every line of the bill: each buffer an executor allocates at load.
-void printBill(const MemoryBill &bill, const KVCacheLayout &kv, Target target) {
+void printBill(const MemoryBill &bill, const Plan &p, Target target) {
   const bool cuda = target == Target::cuda;
   std::printf("\nmemory bill (bytes, exact: what the %s runtime allocates at load)\n",
               cuda ? "CUDA" : "CPU");
@@ -41,7 +47,7 @@ void printBill(const MemoryBill &bill, const KVCacheLayout &kv, Target target) {
   };
   std::printf("  %-22s %22s\n", "parameters", withCommas(bill.params).c_str());
   line("weights", bill.weightsBlobBytes, "the weights section, alignment included");
-  line("KV cache", bill.kvCacheBytes, poolNote(kv).c_str());
+  line("KV cache", bill.kvCacheBytes, poolNote(p).c_str());
   for (const auto &[name, bytes] : bill.arenaBytes) line("arena (" + name + ")", bytes);
   line("arena (allocated)", bill.arenaAllocBytes, "one arena serves every entry point");
   if (cuda) {
@@ -156,7 +162,7 @@ void printHuman(const Artifact &a) {
                 "copy holding them)\n",
                 rowList(s.decodeCopies).c_str(), rowList(s.prefillCopies).c_str());
   if (p.ranks() > 1) printRanks(p);
-  printBill(bill, p.kvCache, s.target);
+  printBill(bill, p, s.target);
 
   std::printf("\nentry points\n");
   for (const auto &[name, ep] : p.entryPoints)

@@ -454,8 +454,11 @@ module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "
 
 // -----
 
-// expected-error @below {{settings: kv_pages 3 cannot hold one sequence of 4 pages (max_seq_len / page_size)}}
-module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_dtype = "f32", max_batch = 2, max_seq_len = 16, prefill_chunk = 4, page_size = 4, kv_pages = 3>} {
+// A chunk of 8 from a position mid-page spans 3 pages of 4. (A pool for one
+// sequence at full context, or its sliding window's pages, insert-kv-cache
+// checks: insert-kv-cache-pool.mlir.)
+// expected-error @below {{settings: kv_pages 2 cannot hold one prefill chunk of 8 tokens (3 pages of 4 tokens)}}
+module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_dtype = "f32", max_batch = 2, max_seq_len = 16, prefill_chunk = 8, page_size = 4, kv_pages = 2>} {
 }
 
 // -----

@@ -2,6 +2,8 @@
 // RUN: kvplan-opt %s --insert-kv-cache="page-size=16" | FileCheck %s --check-prefix=CONTIG
 // RUN: sed 's/kv_pages = 8>/kv_pages = 4>/' %s | kvplan-opt --insert-kv-cache | FileCheck %s --check-prefix=ONESEQ
 // RUN: kvplan-opt %s --insert-kv-cache="kv-pages=12" | FileCheck %s --check-prefix=OPTION
+// RUN: sed 's/0.35355339059327373 : f64}/0.35355339059327373 : f64, window = 5 : i64}/' %s | kvplan-opt --insert-kv-cache="kv-pages=3" | FileCheck %s --check-prefix=WINDOW
+// RUN: sed 's/0.35355339059327373 : f64}/0.35355339059327373 : f64, window = 5 : i64}/' %s | not kvplan-opt --insert-kv-cache="kv-pages=2" 2>&1 | FileCheck %s --check-prefix=WINDOW-SMALL
 
 // Each entry point gains a page table and the cache: the settings' pool of
 // kv_pages = 8 pages (here 2 sequences x 16 tokens / 4 per page). Prefill's
@@ -40,6 +42,16 @@
 // OPTION-SAME: !llm.kv_cache<layers = 1, pages = 12, page_size = 4,
 // OPTION-LABEL: func.func @decode
 // OPTION-SAME: tensor<2x4xi32> {llm.arg = "page_table"}, %{{.*}}: !llm.kv_cache<layers = 1, pages = 12, page_size = 4,
+
+// Under a sliding window of 5 keys a sequence gives back the pages behind
+// it: a call of up to 4 rows reads from 4 keys before its first, which
+// span at most 3 pages of 4 ((4 - 1) + 4 + 4 = 11 positions from a page's
+// start). A pool of 3 pages holds one sequence of 16 tokens (4 pages), and
+// the page table stays max_seq_len / page_size wide.
+// WINDOW-LABEL: func.func @prefill
+// WINDOW-SAME: tensor<1x4xi32> {llm.arg = "page_table"}, %{{.*}}: !llm.kv_cache<layers = 1, pages = 3, page_size = 4,
+// WINDOW: llm.attention cache {{.*}}window = 5 : i64
+// WINDOW-SMALL: error: insert-kv-cache: a pool of 2 pages cannot hold one sequence of 3 pages (at once, under a sliding window of 5 keys); give kv-pages >= 3
 
 module attributes {llm.model = "one", llm.settings = #llm.settings<target = "cpu", weight_dtype = "f32", kv_dtype = "f32", max_batch = 2, max_seq_len = 16, prefill_chunk = 4, page_size = 4, kv_pages = 8>} {
   llm.weight @tok_embeddings : tensor<32x16xf32>
