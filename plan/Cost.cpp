@@ -35,9 +35,12 @@ int64_t attentionWindow(const Plan &plan) {
 }
 
 int64_t sequencePeakPages(const Plan &plan) {
-  const KVCacheLayout &kv = plan.kvCache;
-  return sequencePeakPages(attentionWindow(plan), kv.pageSize, rowsPerCall(plan.settings),
-                           kv.pagesPerSequence * kv.pageSize);
+  return sequencePeakPages(plan, plan.kvCache.pagesPerSequence * plan.kvCache.pageSize);
+}
+
+int64_t sequencePeakPages(const Plan &plan, int64_t tokens) {
+  return sequencePeakPages(attentionWindow(plan), plan.kvCache.pageSize,
+                           rowsPerCall(plan.settings), tokens);
 }
 
 double prefillFlops(const Plan &plan, int64_t promptLen) {

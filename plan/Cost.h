@@ -25,6 +25,8 @@ int64_t attentionWindow(const Plan &plan);
 /// max_seq_len: pages_per_sequence, or fewer under the plan's window
 /// (spec/ModelSpec.h's sequencePeakPages).
 int64_t sequencePeakPages(const Plan &plan);
+/// The same on a sequence's way to `tokens` tokens (at most max_seq_len).
+int64_t sequencePeakPages(const Plan &plan, int64_t tokens);
 /// The keys attention reads for a row whose context holds `keys` of them
 /// (its own included): all, or the last `window` (attentionWindow).
 inline int64_t keysAttended(int64_t window, int64_t keys) {

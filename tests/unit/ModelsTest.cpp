@@ -38,6 +38,8 @@ const Known kModels[] = {
     {"qwen3-0.6b.toml", 596049920},
     {"smollm2-135m.toml", 134515008},
     {"mistral-7b-v0.3.toml", 7248023552},
+    // v0.3's less its 768 added vocabulary rows (embedding and output).
+    {"mistral-7b-v0.1.toml", 7241732096},
     {"stories110m.toml", 109529856},
     // The safetensors index's total_size, 7,642,159,104 bf16 bytes.
     {"phi-3-mini-4k.toml", 3821079552},
@@ -233,6 +235,21 @@ TEST(Models, TheCpuExecutorAllocatesExactlyTheBill) {
     }
     munmap(weights, size_t(b.weightsBlobBytes));
   }
+}
+
+// Under a sliding window the default pool is the pages one sequence holds
+// at once: a prefill chunk of 512 from position S reads keys from
+// S - (window - 1) on, at most (16 - 1) + (window - 1) + 512 positions from
+// a page's start, in pages of 16.
+TEST(Models, AWindowedModelsDefaultPoolIsItsWindowsPages) {
+  const ModelConfig mistral = load("mistral-7b-v0.1.toml");
+  EXPECT_EQ(mistral.compile.maxSeqLen, 32768);
+  EXPECT_EQ(mistral.compile.kvPages, 289); // 4,622 positions, of 2,048 pages at full context
+  // 2 x 32 layers x 8 KV heads x 128 x 289 x 16 tokens x 2 bytes: 578 MiB,
+  // where the whole context would take 4 GiB.
+  EXPECT_EQ(kvCacheBytes(mistral.model, mistral.compile), 606076928);
+  const ModelConfig phi = load("phi-3-mini-4k.toml");
+  EXPECT_EQ(phi.compile.kvPages, 161); // 2,573 positions, of 256 pages
 }
 
 TEST(Models, Llama31_8BInBf16) {

@@ -437,7 +437,7 @@ void checkBatch(const BenchOptions &o, const Runnable &r) {
                      ", or recompile with --max-batch " +
                      std::to_string(std::max<int64_t>(o.batch, 1)));
   const KVCacheLayout &kv = r.plan.kvCache;
-  const int64_t pagesEach = (o.promptLen + o.gen + kv.pageSize - 1) / kv.pageSize;
+  const int64_t pagesEach = sequencePeakPages(r.plan, o.promptLen + o.gen);
   if (o.batch * pagesEach > kv.pages)
     throw InputError("--batch " + std::to_string(o.batch) +
                      " sequences of --prompt-len + --gen = " +

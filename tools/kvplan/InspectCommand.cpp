@@ -31,7 +31,8 @@ std::string poolNote(const Plan &p) {
   return std::to_string(kv.pages) + " pages x " + std::to_string(kv.pageSize) + " tokens (= " +
          held + (kv.pages == perSeq ? " sequence" : " sequences") + " at full context" +
          (perSeq < kv.pagesPerSequence
-              ? ", " + std::to_string(perSeq) + " pages each under the sliding window"
+              ? "; under the sliding window a sequence holds " + withCommas(perSeq) + " of its " +
+                    withCommas(kv.pagesPerSequence) + " pages at once"
               : std::string()) +
          ")";
 }
@@ -169,9 +170,13 @@ void printHuman(const Artifact &a) {
     std::printf("  %-8s %5lld rows  %4zu steps  %zu args\n", name.c_str(), (long long)ep.rows,
                 ep.steps.size(), ep.args.size());
   const KVCacheLayout &kv = p.kvCache;
-  std::printf("\nKV cache  %lld pages of %lld tokens (%lld per sequence), layout "
+  const int64_t atOnce = sequencePeakPages(p);
+  std::printf("\nKV cache  %lld pages of %lld tokens (%lld per sequence%s), layout "
               "[layers][k,v][pages][kv_heads][page_size][head_dim]\n",
-              (long long)kv.pages, (long long)kv.pageSize, (long long)kv.pagesPerSequence);
+              (long long)kv.pages, (long long)kv.pageSize, (long long)kv.pagesPerSequence,
+              atOnce < kv.pagesPerSequence
+                  ? (", " + std::to_string(atOnce) + " at once under the sliding window").c_str()
+                  : "");
   std::printf("weights   %zu tensors%s\n", p.weights.size(),
               a.hasSection(kWeightsSection) ? "" : " (not stored: compiled with --weights none)");
   if (a.hasSection(kTokenizerSection)) {

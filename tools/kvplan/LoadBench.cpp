@@ -3,9 +3,9 @@
 // can be checked for greedy exactness against each other.
 #include "tools/kvplan/LoadBench.h"
 
+#include "plan/Cost.h"
 #include "runtime/Engine.h"
 #include "runtime/Scheduler.h"
-#include "support/Align.h"
 #include "support/Error.h"
 
 #include <nlohmann/json.hpp>
@@ -103,15 +103,16 @@ void checkAgainstPlan(const LoadBenchOptions &o, const Plan &plan) {
                      std::to_string(o.tokenBudget));
 }
 
-/// The longest request must fit the KV cache alone.
+/// The longest request must fit the KV cache alone (under a sliding
+/// window, the pages it holds at once).
 void checkFitsPool(const Plan &plan, const Workload &w) {
-  const int64_t page = plan.kvCache.pageSize;
   int64_t longest = 0;
   for (size_t i = 0; i < w.prompts.size(); ++i)
     longest = std::max(longest, int64_t(w.prompts[i].size()) + w.gens[i]);
-  if (ceilDiv(longest, page) > plan.kvCache.pages)
+  const int64_t need = sequencePeakPages(plan, longest);
+  if (need > plan.kvCache.pages)
     throw InputError("a request of " + std::to_string(longest) + " tokens needs " +
-                     std::to_string(ceilDiv(longest, page)) + " KV-cache pages but the plan has " +
+                     std::to_string(need) + " KV-cache pages but the plan has " +
                      std::to_string(plan.kvCache.pages) +
                      " (lower --prompt-len or --gen, or compile with more --kv-pages)");
 }
