@@ -110,10 +110,6 @@ CpuWorkspace cpuWorkspace(const Plan &plan) {
       w.ropeBytes = checkedAlignUp(checkedAdd(t.tableOffset, table, what), 64, what);
       w.ropeTables.push_back(std::move(t));
     }
-  auto scores = [] { return "the CPU workspace's attention scores"; };
-  w.scratchBytesPerThread =
-      checkedAlignUp(checkedMul(std::max<int64_t>(plan.settings.maxSeqLen, 1), 4, scores), 64,
-                     scores);
   return w;
 }
 
@@ -154,10 +150,9 @@ MemoryBill Plan::memoryBill() const {
   } else {
     const CpuWorkspace w = cpuWorkspace(*this);
     b.workspaceBytes = w.ropeBytes;
-    b.scratchBytesPerThread = w.scratchBytesPerThread;
   }
-  for (int64_t part : {b.weightsBlobBytes, b.kvCacheBytes, b.arenaAllocBytes, b.workspaceBytes,
-                       b.scratchBytesPerThread, b.reserveBytes})
+  for (int64_t part :
+       {b.weightsBlobBytes, b.kvCacheBytes, b.arenaAllocBytes, b.workspaceBytes, b.reserveBytes})
     b.totalBytes = sum(b.totalBytes, uint64_t(part), "the plan's memory bill");
   return b;
 }
@@ -170,7 +165,6 @@ nlohmann::json toJson(const MemoryBill &b) {
           {"arena_bytes", b.arenaBytes},
           {"arena_alloc_bytes", b.arenaAllocBytes},
           {"workspace_bytes", b.workspaceBytes},
-          {"scratch_bytes_per_thread", b.scratchBytesPerThread},
           {"host_pinned_bytes", b.hostPinnedBytes},
           {"reserve_bytes", b.reserveBytes},
           {"total_bytes", b.totalBytes}};

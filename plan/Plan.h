@@ -91,23 +91,16 @@ struct MemoryBill {
   // cpu: the RoPE tables each call fills; cuda: attention partials, sampling
   // and cuBLAS's workspace, on the device.
   int64_t workspaceBytes = 0;
-  int64_t scratchBytesPerThread = 0; // cpu: attention scores, per thread of the pool
-  int64_t hostPinnedBytes = 0;       // cuda: host buffers of inputs, sampled ids, logits
-  int64_t reserveBytes = 0;          // cuda: kept free for cuBLAS's handle and the graphs
-  /// The device's memory (the host's for cpu) at one thread: weights, KV
-  /// cache, arena, workspace, scratch, reserve. Pinned host memory is apart.
+  int64_t hostPinnedBytes = 0; // cuda: host buffers of inputs, sampled ids, logits
+  int64_t reserveBytes = 0;    // cuda: kept free for cuBLAS's handle and the graphs
+  /// The device's memory (the host's for cpu, at any thread count): weights,
+  /// KV cache, arena, workspace, reserve. Pinned host memory is apart.
   int64_t totalBytes = 0;
-
-  /// totalBytes for a pool of `threads` threads.
-  int64_t total(int threads) const {
-    return totalBytes + int64_t(std::max(threads, 1) - 1) * scratchBytesPerThread;
-  }
 };
 
 /// The CPU executor's workspace: for each entry point and distinct RoPE
 /// parameters, the frequencies (doubles) and a table of cos/sin per row
-/// (rows x head_dim floats), filled once per call; then, per thread, room for
-/// one row's attention scores (max_seq_len floats). Every part starts at a
+/// (rows x head_dim floats), filled once per call. Every part starts at a
 /// multiple of 64 bytes.
 struct CpuRopeTable {
   std::string entry;
@@ -117,9 +110,7 @@ struct CpuRopeTable {
 };
 struct CpuWorkspace {
   std::vector<CpuRopeTable> ropeTables;
-  int64_t ropeBytes = 0;              // the tables, from offset 0
-  int64_t scratchBytesPerThread = 0;  // from ropeBytes on, one block per thread
-  int64_t bytes(int threads) const { return ropeBytes + int64_t(threads) * scratchBytesPerThread; }
+  int64_t ropeBytes = 0; // the tables, from offset 0
   /// The table of `params` in `entry`, or null.
   const CpuRopeTable *ropeTable(const std::string &entry, const RopeParams &params) const;
 };

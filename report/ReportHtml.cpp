@@ -100,9 +100,6 @@ std::vector<BillPart> billParts(const Plan &p, const MemoryBill &b) {
       {"bill-arena", "arena", b.arenaAllocBytes, "activations; one arena serves every entry point"},
       {"bill-workspace", "workspace", b.workspaceBytes,
        cuda ? "attention partials, RoPE tables, sampling, cuBLAS" : "RoPE tables"}};
-  if (!cuda)
-    parts.push_back(
-        {"bill-scratch", "scratch", b.scratchBytesPerThread, "attention scores, one thread"});
   if (cuda)
     parts.push_back(
         {"bill-reserve", "reserve", b.reserveBytes,
@@ -142,10 +139,10 @@ std::string billTable(const std::vector<BillPart> &parts, const MemoryBill &b, b
          "</td><td class=n>" + withCommas(part.bytes) + "</td><td class=n>" + bytes(part.bytes) +
          "</td><td class=n>" +
          share(part.bytes, b.totalBytes) + "</td><td>" + htmlEscape(part.note) + "</td></tr>";
-  t += "<tr><th>total" + std::string(cuda ? " (GPU)" : " (1 thread)") + "</th><th class=n>" +
+  t += "<tr><th>total" + std::string(cuda ? " (GPU)" : "") + "</th><th class=n>" +
        withCommas(b.totalBytes) + "</th><th class=n>" + bytes(b.totalBytes) + "</th><th></th><th>" +
        (cuda ? "plus " + bytes(b.hostPinnedBytes) + " of pinned host memory"
-             : "plus " + bytes(b.scratchBytesPerThread) + " per further thread") +
+             : std::string("whatever the thread count")) +
        "</th></tr></table>";
   return t;
 }

@@ -38,7 +38,7 @@ svg rect.buf:hover,svg rect.buf.hl{stroke:#000;stroke-width:1.2}
 .legend i{display:inline-block;width:11px;height:11px;margin-right:4px;vertical-align:-1px}
 #jserr{background:#fde7e7;padding:6px 28px}.bill-weights{fill:#4c6ef5;background:#4c6ef5}
 .bill-kv{fill:#12b886;background:#12b886}.bill-arena{fill:#fab005;background:#fab005}
-.bill-workspace{fill:#e64980;background:#e64980}.bill-scratch{fill:#845ef7;background:#845ef7}
+.bill-workspace{fill:#e64980;background:#e64980}
 .bill-reserve{fill:#868e96;background:#868e96}.k-argument{fill:#adb5bd;background:#adb5bd}
 .k-embedding{fill:#f59f00;background:#f59f00}.k-rms_norm{fill:#74c0fc;background:#74c0fc}
 .k-add_rms_norm{fill:#339af0;background:#339af0}.k-linear{fill:#5c7cfa;background:#5c7cfa}

@@ -164,7 +164,7 @@ void attention(const CacheGeometry &cache, int64_t layer, const float *q, const 
 template <class Tr>
 void attention(const CacheGeometry &cache, int64_t layer, const float *q, const int32_t *positions,
                const int32_t *pageTable, int64_t tableRows, const AttentionHeads &heads,
-               float *out, float *scratch, int64_t begin, int64_t end) {
+               float *out, int64_t begin, int64_t end) {
   switch (cache.dtype) {
   case DType::f32:
     return attention<Tr, WF32>(cache, layer, q, positions, pageTable, tableRows, heads, out,

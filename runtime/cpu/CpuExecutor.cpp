@@ -232,15 +232,12 @@ CpuExecutor::Buffer CpuExecutor::allocate(const char *what, int64_t bytes) {
 /// packed already), checked against the memory available before any of it
 /// is: every line and the fix named.
 void CpuExecutor::checkMemory(const MemoryBill &bill) const {
-  const int64_t workspaceBytes = layout.bytes(pool.size());
-  const uint64_t needed =
-      uint64_t(bill.arenaAllocBytes) + uint64_t(bill.kvCacheBytes) + uint64_t(workspaceBytes);
+  const uint64_t needed = uint64_t(bill.arenaAllocBytes) + uint64_t(bill.kvCacheBytes) +
+                          uint64_t(bill.workspaceBytes);
   requireMemory(needed, "run " + plan_.model.name,
                 "the plan's KV cache takes " + formatBytes(uint64_t(bill.kvCacheBytes)) +
                     ", its arena " + formatBytes(uint64_t(bill.arenaAllocBytes)) +
-                    " and the workspace for " + std::to_string(pool.size()) +
-                    (pool.size() == 1 ? " thread " : " threads ") +
-                    formatBytes(uint64_t(workspaceBytes)) +
+                    " and its workspace " + formatBytes(uint64_t(bill.workspaceBytes)) +
                     "; free memory, or compile with a smaller --max-seq, --max-batch or "
                     "--kv-pages (kvplan inspect shows the whole bill)");
 }
@@ -264,7 +261,7 @@ CpuExecutor::CpuExecutor(const Plan &plan, const char *weightsData, uint64_t siz
   checkMemory(bill);
   arena = allocate("arena", bill.arenaAllocBytes);
   cache = allocate("KV cache", bill.kvCacheBytes);
-  workspace = allocate("workspace", layout.bytes(pool.size()));
+  workspace = allocate("workspace", layout.ropeBytes);
   const KVCacheLayout &kv = plan_.kvCache;
   geometry = {cache.get(), kv.dtype, kv.pages, kv.pageSize, kv.kvHeads, kv.headDim,
               kv.pagesPerSequence};
@@ -399,15 +396,11 @@ void CpuExecutor::runInstr(const Program &prog, const Instr &in, int64_t activeR
       cpu::kvCacheWrite(geometry, in.layer, x, reinterpret_cast<const float *>(in.in[1]),
                         prog.positions, prog.pageTable, prog.tableRows, b, e);
     });
-  case OpKind::attention: {
-    char *scratch = workspace.get() + layout.ropeBytes;
-    return pool.parallelForThreads(rows * in.numHeads, [&](int t, int64_t b, int64_t e) {
+  case OpKind::attention:
+    return pool.parallelFor(rows * in.numHeads, [&](int64_t b, int64_t e) {
       cpu::cachedAttention(geometry, in.layer, x, prog.positions, prog.pageTable, prog.tableRows,
-                           {in.numHeads, in.scale, in.window}, out,
-                           reinterpret_cast<float *>(scratch + t * layout.scratchBytesPerThread),
-                           b, e);
+                           {in.numHeads, in.scale, in.window}, out, b, e);
     });
-  }
   case OpKind::fusedFFN:
     return rowsParallel([&](int64_t b, int64_t e) { cpu::fusedFFN(x, in.outCols, out, b, e); });
   case OpKind::swiglu:

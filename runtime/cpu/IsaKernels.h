@@ -16,16 +16,13 @@ void linearAvx512(const float *x, int64_t rows, int64_t in, TensorRef w, TensorR
 
 void attentionPortable(const CacheGeometry &cache, int64_t layer, const float *q,
                        const int32_t *positions, const int32_t *pageTable, int64_t tableRows,
-                       const AttentionHeads &heads, float *out, float *scratch, int64_t begin,
-                       int64_t end);
+                       const AttentionHeads &heads, float *out, int64_t begin, int64_t end);
 void attentionAvx2(const CacheGeometry &cache, int64_t layer, const float *q,
                    const int32_t *positions, const int32_t *pageTable, int64_t tableRows,
-                   const AttentionHeads &heads, float *out, float *scratch, int64_t begin,
-                   int64_t end);
+                   const AttentionHeads &heads, float *out, int64_t begin, int64_t end);
 void attentionAvx512(const CacheGeometry &cache, int64_t layer, const float *q,
                      const int32_t *positions, const int32_t *pageTable, int64_t tableRows,
-                     const AttentionHeads &heads, float *out, float *scratch, int64_t begin,
-                     int64_t end);
+                     const AttentionHeads &heads, float *out, int64_t begin, int64_t end);
 
 void fusedFFNAvx2(const float *in, int64_t ff, float *out, int64_t begin, int64_t end);
 void fusedFFNAvx512(const float *in, int64_t ff, float *out, int64_t begin, int64_t end);

@@ -322,19 +322,16 @@ void kvCacheWrite(const CacheGeometry &cache, int64_t layer, const float *keys,
 
 void cachedAttention(const CacheGeometry &cache, int64_t layer, const float *q,
                      const int32_t *positions, const int32_t *pageTable, int64_t tableRows,
-                     const AttentionHeads &heads, float *out, float *scratch, int64_t begin,
-                     int64_t end) {
+                     const AttentionHeads &heads, float *out, int64_t begin, int64_t end) {
   switch (activeIsa()) {
   case Isa::avx512:
     return attentionAvx512(cache, layer, q, positions, pageTable, tableRows, heads, out,
-                           scratch, begin, end);
+                           begin, end);
   case Isa::avx2:
-    return attentionAvx2(cache, layer, q, positions, pageTable, tableRows, heads, out,
-                         scratch, begin, end);
+    return attentionAvx2(cache, layer, q, positions, pageTable, tableRows, heads, out, begin, end);
   case Isa::scalar: break;
   }
-  attentionPortable(cache, layer, q, positions, pageTable, tableRows, heads, out, scratch,
-                    begin, end);
+  attentionPortable(cache, layer, q, positions, pageTable, tableRows, heads, out, begin, end);
 }
 
 static inline float silu(float x) { return x / (1.0f + std::exp(-x)); }

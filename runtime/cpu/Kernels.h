@@ -111,13 +111,11 @@ struct AttentionHeads {
 /// over the row's sequence at positions [0, positions[row]], or with a
 /// window its last `window` of them. The consecutive heads of a row that
 /// share a KV head run together (up to 4), each key and value loaded once
-/// for them, a page's keys at a time with a running maximum. `scratch` is
-/// no longer read (the scores of a block live on the stack); the executor
-/// still bills and passes max_seq_len floats a thread.
+/// for them, a page's keys at a time with a running maximum (the scores of
+/// a block live on the stack: no workspace).
 void cachedAttention(const CacheGeometry &cache, int64_t layer, const float *q,
                      const int32_t *positions, const int32_t *pageTable, int64_t tableRows,
-                     const AttentionHeads &heads, float *out, float *scratch, int64_t begin,
-                     int64_t end);
+                     const AttentionHeads &heads, float *out, int64_t begin, int64_t end);
 
 /// out[r, j] = silu(in[r, j]) * in[r, ff + j] (a fused gate|up projection).
 void fusedFFN(const float *in, int64_t ff, float *out, int64_t begin, int64_t end);

@@ -88,10 +88,8 @@ struct Avx2 {
 
 void attentionAvx2(const CacheGeometry &cache, int64_t layer, const float *q,
                    const int32_t *positions, const int32_t *pageTable, int64_t tableRows,
-                   const AttentionHeads &heads, float *out, float *scratch, int64_t begin,
-                   int64_t end) {
-  impl::attention<Avx2>(cache, layer, q, positions, pageTable, tableRows, heads, out,
-                        scratch, begin, end);
+                   const AttentionHeads &heads, float *out, int64_t begin, int64_t end) {
+  impl::attention<Avx2>(cache, layer, q, positions, pageTable, tableRows, heads, out, begin, end);
 }
 
 void fusedFFNAvx2(const float *in, int64_t ff, float *out, int64_t begin, int64_t end) {

@@ -53,10 +53,9 @@ struct Portable {
 
 void attentionPortable(const CacheGeometry &cache, int64_t layer, const float *q,
                        const int32_t *positions, const int32_t *pageTable, int64_t tableRows,
-                       const AttentionHeads &heads, float *out, float *scratch, int64_t begin,
-                       int64_t end) {
+                       const AttentionHeads &heads, float *out, int64_t begin, int64_t end) {
   impl::attention<Portable>(cache, layer, q, positions, pageTable, tableRows, heads, out,
-                            scratch, begin, end);
+                            begin, end);
 }
 
 } // namespace kvplan::cpu

@@ -174,14 +174,12 @@ TEST(Models, CompileWithExactBills) {
     EXPECT_EQ(b.arenaAllocBytes, std::max(b.arenaBytes.at("prefill"), b.arenaBytes.at("decode")));
     // One RoPE table per entry point (every layer's rope shares its
     // frequencies): head_dim / 2 doubles and rows x head_dim floats, each
-    // rounded up to 64 bytes; attention scores for max_seq_len positions.
+    // rounded up to 64 bytes. Nothing per thread.
     int64_t rope = 0;
     for (const auto &[name, ep] : out.plan.entryPoints)
       rope += alignUp(m.headDim / 2 * 8, 64) + alignUp(ep.rows * m.headDim * 4, 64);
     EXPECT_EQ(b.workspaceBytes, rope);
-    EXPECT_EQ(b.scratchBytesPerThread, alignUp(s.maxSeqLen * 4, 64));
-    EXPECT_EQ(b.totalBytes, blob + b.kvCacheBytes + b.arenaAllocBytes + rope +
-                                b.scratchBytesPerThread);
+    EXPECT_EQ(b.totalBytes, blob + b.kvCacheBytes + b.arenaAllocBytes + rope);
     // The fused weights still account for every parameter once.
     int64_t fusedParts = 0;
     for (const WeightEntry &w : out.plan.weights)
@@ -224,9 +222,9 @@ TEST(Models, TheCpuExecutorAllocatesExactlyTheBill) {
         }
         EXPECT_EQ(lines["arena"], b.arenaAllocBytes);
         EXPECT_EQ(lines["KV cache"], b.kvCacheBytes);
-        EXPECT_EQ(lines["workspace"], b.workspaceBytes + threads * b.scratchBytesPerThread);
+        EXPECT_EQ(lines["workspace"], b.workspaceBytes);
         EXPECT_EQ(lines.size(), 3u);
-        EXPECT_EQ(sum + b.weightsBlobBytes, b.total(threads));
+        EXPECT_EQ(sum + b.weightsBlobBytes, b.totalBytes);
         // Bookkeeping (the executor's copy of the plan and its bound steps,
         // about 2 KiB a step) is not billed: nothing else may be.
         EXPECT_GE(grown, sum);

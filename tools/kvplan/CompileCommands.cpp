@@ -66,7 +66,7 @@ void printCompileSummary(const std::string &output, const ModelSources &src,
     parts += ", CUDA workspace " + humanBytes(bill.workspaceBytes) + ", reserve " +
              humanBytes(bill.reserveBytes);
   else
-    parts += ", workspace " + humanBytes(bill.workspaceBytes + bill.scratchBytesPerThread);
+    parts += ", workspace " + humanBytes(bill.workspaceBytes);
   const int64_t ranks = src.config.compile.tensorParallel;
   const std::string perRank = ranks > 1 ? " per rank" : "";
   std::cerr << "wrote " << output << ": " << src.config.model.name << ", "

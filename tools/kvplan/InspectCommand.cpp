@@ -62,9 +62,7 @@ void printBill(const MemoryBill &bill, const Plan &p, Target target) {
     return;
   }
   line("workspace", bill.workspaceBytes, "RoPE tables");
-  line("scratch per thread", bill.scratchBytesPerThread, "attention scores");
-  const std::string more = "+ " + humanBytes(bill.scratchBytesPerThread) + " per further thread";
-  line("total (1 thread)", bill.totalBytes, more.c_str());
+  line("total", bill.totalBytes, "whatever the thread count");
 }
 
 /// "1, 8, 32", or "none".
