@@ -176,14 +176,21 @@ int64_t pagesBehindWindow(int64_t window, int64_t pageSize, int64_t length) {
 }
 
 int64_t sequencePeakPages(int64_t window, int64_t pageSize, int64_t rows, int64_t tokens) {
-  if (window <= 0) return ceilDiv(tokens, pageSize);
+  if (window <= 0 || window >= tokens) return ceilDiv(tokens, pageSize);
   // A call appending [start, end) holds the pages up to end's and those
   // from the ones given back after `start` tokens on.
-  int64_t most = 0;
-  for (int64_t start = 0; start < tokens; ++start) {
+  auto held = [&](int64_t start) {
     const int64_t end = std::min(start + rows, tokens);
-    most = std::max(most, ceilDiv(end, pageSize) - pagesBehindWindow(window, pageSize, start));
-  }
+    return ceilDiv(end, pageSize) - pagesBehindWindow(window, pageSize, start);
+  };
+  // From start max(window - 1, page_size) on, a start page_size later
+  // holds as many (each term grows by one), until the calls reach `tokens`;
+  // from there on, fewer. So the first starts and the last decide.
+  const int64_t head = std::min(tokens, window + 2 * pageSize + rows);
+  int64_t most = 0;
+  for (int64_t start = 0; start < head; ++start) most = std::max(most, held(start));
+  for (int64_t start = std::max(head, tokens - rows - 2 * pageSize); start < tokens; ++start)
+    most = std::max(most, held(start));
   return most;
 }
 

@@ -177,6 +177,31 @@ TEST(SpecParser, KvPagesDefaultsToEverySequenceAtFullContext) {
   EXPECT_EQ(windowed("sliding_window = 128", "max_seq_len = 128\nmax_batch = 2"), 2 * 8);
 }
 
+// The pages a sequence holds at once, against a count of every start: a
+// call of `rows` rows from position S reads keys from S - window + 1 on,
+// so the pages before that one's are given back, but for the last full
+// page (the prefix cache chains the next to it).
+TEST(SpecParser, ASequencesPagesAtOnceAreCountedAtEveryStart) {
+  auto countEveryStart = [](int64_t w, int64_t p, int64_t rows, int64_t tokens) {
+    int64_t most = 0;
+    for (int64_t s = 0; s < tokens; ++s) {
+      const int64_t end = std::min(s + rows, tokens);
+      const int64_t before = std::max<int64_t>(0, s - w + 1) / p;
+      const int64_t lastFull = s / p - 1;
+      most = std::max(most, (end + p - 1) / p - std::max<int64_t>(0, std::min(before, lastFull)));
+    }
+    return most;
+  };
+  for (int64_t p : {1, 4, 16})
+    for (int64_t w : {1, 2, 5, 16, 17, 40, 100})
+      for (int64_t rows : {1, 3, 16, 64})
+        for (int64_t tokens : {8, 64, 96, 300}) {
+          EXPECT_EQ(sequencePeakPages(w, p, rows, tokens), countEveryStart(w, p, rows, tokens))
+              << "window " << w << ", pages of " << p << ", " << rows << " rows, " << tokens;
+        }
+  EXPECT_EQ(sequencePeakPages(0, 16, 64, 100), 7); // no window: every page
+}
+
 TEST(SpecParser, ExplicitKvPagesMayBeLargerOrSmallerThanTheBatch) {
   ModelConfig cfg = parseAndValidate(edit("max_seq_len = 128", "max_seq_len = 128\nkv_pages = 100"));
   EXPECT_EQ(cfg.compile.kvPages, 100);
