@@ -533,11 +533,10 @@ void checkKvPages(Checker &c, const ModelConfig &cfg) {
                                    std::to_string(kMaxPages) +
                                    "; give kv_pages, or a larger page_size");
   c.positive("compile.kv_pages", s.kvPages, kMaxPages);
-  const std::string held =
-      window > 0 ? " pages of " + std::to_string(s.pageSize) + " tokens at once: a sliding window of " +
-                       std::to_string(window) + " keys and a call of " +
-                       std::to_string(rowsPerCall(s)) + " rows"
-                 : " pages of " + std::to_string(s.pageSize) + " tokens";
+  std::string held = " pages of " + std::to_string(s.pageSize) + " tokens";
+  if (window > 0)
+    held += " at once: a sliding window of " + std::to_string(window) + " keys and a call of " +
+            std::to_string(rowsPerCall(s)) + " rows";
   if (s.kvPages < perSeq)
     c.fail("compile.kv_pages", "kv_pages " + std::to_string(s.kvPages) +
                                    " cannot hold one sequence of max_seq_len " +
