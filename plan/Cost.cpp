@@ -27,11 +27,14 @@ double productFlops(const Plan &plan, const StepProduct &p, double rows) {
 }
 
 int64_t attentionWindow(const Plan &plan) {
-  auto decode = plan.entryPoints.find("decode");
-  if (decode == plan.entryPoints.end()) return 0; // a weight table read alone
-  for (const Step &s : decode->second.steps)
-    if (const AttentionOp *a = s.tryAs<AttentionOp>(); a && a->window) return *a->window;
-  return 0;
+  int64_t widest = 0;
+  for (const auto &[name, ep] : plan.entryPoints)
+    for (const Step &s : ep.steps)
+      if (const AttentionOp *a = s.tryAs<AttentionOp>()) {
+        if (!a->window) return 0;
+        widest = std::max(widest, *a->window);
+      }
+  return widest;
 }
 
 int64_t sequencePeakPages(const Plan &plan) {

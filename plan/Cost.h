@@ -18,8 +18,9 @@ double prefillFlops(const Plan &plan, int64_t promptLen);
 /// The flops of a step's product (stepProduct) for `rows` of its rows.
 double productFlops(const Plan &plan, const StepProduct &p, double rows);
 
-/// The plan's sliding window (its decode entry's attention ops'), 0 where
-/// attention reads every key.
+/// The plan's sliding window: the widest of its attention steps' windows,
+/// 0 where one reads every key (the frontend gives every layer one; a plan
+/// written otherwise still never has a page given back that a step reads).
 int64_t attentionWindow(const Plan &plan);
 /// The most KV-cache pages one sequence holds at once on its way to
 /// max_seq_len: pages_per_sequence, or fewer under the plan's window

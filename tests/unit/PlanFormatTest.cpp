@@ -736,6 +736,21 @@ TEST(PlanJson, APoolLargerThanTheBatchIsRead) {
   EXPECT_EQ(sequencePeakPages(p), 3);
 }
 
+// The window a sequence gives pages back under is the widest of the plan's
+// attention steps', none where one reads every key.
+TEST(PlanJson, TheWindowIsTheWidestOfTheAttentionSteps) {
+  Plan p = samplePlan();
+  std::vector<Step> &steps = p.entryPoints.at("decode").steps;
+  EXPECT_EQ(attentionWindow(p), 24);
+  steps.push_back(steps[6]);
+  steps.back().as<AttentionOp>().window = 30;
+  EXPECT_EQ(attentionWindow(p), 30);
+  steps.back().as<AttentionOp>().window = 20;
+  EXPECT_EQ(attentionWindow(p), 24);
+  steps.back().as<AttentionOp>().window = std::nullopt;
+  EXPECT_EQ(attentionWindow(p), 0);
+}
+
 TEST_F(ArtifactTest, RoundTrip) {
   Artifact a = Artifact::open(path);
   EXPECT_EQ(a.formatVersion(), kArtifactFormatVersion);
