@@ -168,16 +168,25 @@ TEST_F(FakeGpu, PrefillChunksOfPartTilesKeepTheSplitAttention) {
 // the prompt (a chunk of 32 and 5 more), in the tiled prefill kernel (on
 // bf16 tensor cores; the tf32 one in AttentionKernelTest) and the split
 // decode one at batch 3: every step, then whole-model logits.
+// With a window of 8 the prompt's second chunk starts after page 0 (16
+// tokens) was given back: its first row (32) reads keys from 25 on, in a
+// key tile of 32 from 0, so the tiled kernel's masked loads go through the
+// table entry of a page given back (which names page 1, one the sequence
+// holds).
 TEST_F(FakeGpu, SlidingWindowMatchesTheCpuRuntime) {
-  std::string model = kGqa;
-  model.replace(model.find("llama"), 5, "mistral");
-  Model m = build(model + "\nsliding_window = 20", kBatch3);
-  int64_t windowed = 0;
-  for (const char *entry : {"prefill", "decode"})
-    for (const DeviceOp &op : m.code.program.entries.at(entry).ops)
-      windowed += op.name.rfind("attn_", 0) == 0 && op.name.find("_w20") != std::string::npos;
-  EXPECT_EQ(windowed, 2 * m.plan.model.numLayers);
-  stepsThenWholeModel(m, 31, 37, 6, 4 * tolerance(m.plan.settings.weightDtype));
+  for (int window : {20, 8}) {
+    SCOPED_TRACE("window " + std::to_string(window));
+    std::string model = kGqa;
+    model.replace(model.find("llama"), 5, "mistral");
+    Model m = build(model + "\nsliding_window = " + std::to_string(window), kBatch3);
+    const std::string suffix = "_w" + std::to_string(window);
+    int64_t windowed = 0;
+    for (const char *entry : {"prefill", "decode"})
+      for (const DeviceOp &op : m.code.program.entries.at(entry).ops)
+        windowed += op.name.rfind("attn_", 0) == 0 && op.name.find(suffix) != std::string::npos;
+    EXPECT_EQ(windowed, 2 * m.plan.model.numLayers);
+    stepsThenWholeModel(m, 31, 37, 6, 4 * tolerance(m.plan.settings.weightDtype));
+  }
 }
 
 // The same for int8 and int4 weights: every step, then whole-model logits.
