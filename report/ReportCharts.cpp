@@ -105,9 +105,9 @@ std::string entryBlock(const EntryPoint &ep) {
 
 /// Under a sliding window: the pages a sequence gives back as it grows.
 std::string windowNote(const Plan &p) {
-  const int64_t window = attentionWindow(p), perSeq = sequencePeakPages(p);
-  if (window <= 0) return "";
-  return " Each row reads its last " + withCommas(window) +
+  const int64_t perSeq = sequencePeakPages(p);
+  if (perSeq >= p.kvCache.pagesPerSequence) return "";
+  return " Each row reads its last " + withCommas(attentionWindow(p)) +
          " keys (a sliding window): a sequence gives back the pages behind its window as it "
          "grows, and holds at most " +
          withCommas(perSeq) + " of its " + withCommas(p.kvCache.pagesPerSequence) +

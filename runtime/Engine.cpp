@@ -105,9 +105,7 @@ int64_t Engine::pagesToGrow(int seq, int64_t tokens) const {
                                   int64_t(seqs[size_t(seq)].pages.size()));
 }
 
-int64_t Engine::peakPages(int64_t tokens) const {
-  return sequencePeakPages(window_, pageSize(), std::max({chunk, verify_, score_}), tokens);
-}
+int64_t Engine::peakPages(int64_t tokens) const { return sequencePeakPages(plan(), tokens); }
 
 int64_t Engine::heldPages(int seq) const {
   checkOpen(seq);
