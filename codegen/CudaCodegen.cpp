@@ -50,16 +50,15 @@ AttentionSplit attentionSplit(const Plan &plan, const EntryPoint &ep) {
   return split;
 }
 
-/// The distinct RoPE frequencies of the plan's steps, in order of first use.
-std::vector<std::vector<double>> ropeFrequencySets(const Plan &plan) {
-  std::vector<std::vector<double>> sets;
-  auto add = [&](const RopeParams &r) {
-    std::vector<double> f = ropeFrequencies(r);
-    if (std::find(sets.begin(), sets.end(), f) == sets.end()) sets.push_back(std::move(f));
-  };
+/// The distinct RoPE tables the plan's steps read, in order of first use.
+std::vector<CudaRopeTable> ropeTableSet(const Plan &plan) {
+  std::vector<CudaRopeTable> sets;
   for (const auto &[name, ep] : plan.entryPoints)
     for (const Step &s : ep.steps)
-      if (const RopeParams *r = stepRope(s)) add(*r);
+      if (const RopeParams *r = stepRope(s))
+        if (std::none_of(sets.begin(), sets.end(),
+                         [&](const CudaRopeTable &t) { return ropeTableServes(t, *r); }))
+          sets.push_back(ropeTableFor(*r));
   return sets;
 }
 
@@ -88,8 +87,8 @@ std::map<std::string, AttentionSplit> layWorkspace(const Plan &plan, CudaProgram
   };
   const int64_t partOffset = take(partBytes), mlOffset = take(mlBytes);
   const int64_t arrivalsOffset = take(arrivalBytes); // zeroed at load; the kernel keeps it so
-  for (std::vector<double> &freqs : ropeFrequencySets(plan)) {
-    CudaRopeTable t{std::move(freqs), plan.settings.maxSeqLen, 0};
+  for (CudaRopeTable &t : ropeTableSet(plan)) {
+    t.positions = plan.settings.maxSeqLen;
     t.offset = take(t.bytes());
     prog.ropeTables.push_back(std::move(t));
   }

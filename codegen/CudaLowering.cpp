@@ -46,9 +46,8 @@ int64_t sampleRowBytes(int64_t vocab) {
 }
 
 DeviceRef Specialisations::ropeTable(const RopeParams &params) const {
-  const std::vector<double> freqs = ropeFrequencies(params);
   for (const CudaRopeTable &t : ropeTables)
-    if (t.freqs == freqs) return {DeviceBuffer::work, t.offset};
+    if (ropeTableServes(t, params)) return {DeviceBuffer::work, t.offset};
   // layWorkspace (CudaCodegen.cpp) made one for every RoPE op's frequencies.
   throw std::logic_error("the workspace has no RoPE table for these frequencies");
 }

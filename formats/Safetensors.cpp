@@ -228,7 +228,8 @@ public:
     std::vector<char> buffer;
     if (permute) {
       buffer = permutedRopeRows(file, stored, p.data, p.bytes,
-                                out.shape.empty() ? 1 : out.shape[0], headDim);
+                                out.shape.empty() ? 1 : out.shape[0], headDim,
+                                model.rope.rotaryDim);
     } else {
       Progress progress("copying " + stored, p.bytes);
       buffer.assign(p.data, p.data + p.bytes);

@@ -72,6 +72,17 @@ const std::vector<PreTokenizerFamily> &families() {
        {{"type", "Sequence"},
         {"pretokenizers", {{{"type", "Digits"}, {"individual_digits", true}}, byteLevel(true)}}},
        false, false},
+      // GPT-4o's o200k pattern (Phi-4-mini's tokenizer, Llama 4's): words
+      // split where the case changes, each with its contraction as a
+      // suffix, digits in threes, a '/' kept with the newlines before it.
+      {{"gpt-4o", "llama4"},
+       nullptr,
+       splitThenBytes("[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*"
+                      "[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+                      "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+"
+                      "[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\\p{N}{1,3}| "
+                      "?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"),
+       false, false},
       {{"gpt-2"}, nullptr, byteLevel(true), false, false},
   };
   return all;

@@ -166,14 +166,15 @@ std::pair<const char *, uint64_t> weightBytes(const char *data, uint64_t bytes, 
 
 std::vector<char> permutedRopeRows(const std::string &file, const std::string &stored,
                                    const void *data, uint64_t bytes, int64_t rows,
-                                   int64_t headDim) {
+                                   int64_t headDim, int64_t rotaryDim) {
   if (rows <= 0 || headDim <= 0 || headDim % 2 != 0 || rows % headDim != 0)
     throw InputError(file + ": tensor '" + stored + "' has " + std::to_string(rows) +
                      " rows, which are not whole heads of head_dim " + std::to_string(headDim));
   std::vector<char> out(bytes);
   const char *src = static_cast<const char *>(data);
   const uint64_t rowBytes = bytes / uint64_t(rows);
-  const int64_t half = headDim / 2;
+  const int64_t rot = rotaryDim > 0 ? std::min(rotaryDim, headDim) : headDim;
+  const int64_t half = rot / 2;
   Progress progress("permuting " + stored, bytes);
   for (int64_t head = 0; head < rows / headDim; ++head) {
     const int64_t base = head * headDim;
@@ -181,6 +182,9 @@ std::vector<char> permutedRopeRows(const std::string &file, const std::string &s
       for (int64_t e = 0; e < 2; ++e)
         std::memcpy(out.data() + uint64_t(base + 2 * j + e) * rowBytes,
                     src + uint64_t(base + j + e * half) * rowBytes, rowBytes);
+    // Partial RoPE: the rows past the rotated ones do not turn, and stay.
+    std::memcpy(out.data() + uint64_t(base + rot) * rowBytes, src + uint64_t(base + rot) * rowBytes,
+                uint64_t(headDim - rot) * rowBytes);
     progress.advance(uint64_t(headDim) * rowBytes);
   }
   return out;

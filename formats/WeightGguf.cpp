@@ -134,8 +134,8 @@ bool tiedClassifier(const GgufFile &g) {
          std::memcmp(embed->data, out->data, embed->bytes) == 0;
 }
 
-// The rope_freqs tensor: head_dim / 2 positive F32 divisors of the RoPE
-// frequencies, one per pair of a head.
+// The rope_freqs tensor: rotary width / 2 positive F32 divisors of the RoPE
+// frequencies, one per rotated pair of a head (`headDim` is that width).
 std::vector<double> ropeFreqFactors(const GgufFile &g, const GgufFile::Tensor &t,
                                     int64_t headDim) {
   const std::string what = g.path() + ": tensor '" + t.name + "' (RoPE frequency factors)";
@@ -167,10 +167,13 @@ std::vector<double> ropeFreqFactors(const GgufFile &g, const GgufFile::Tensor &t
 // rope_freqs.weight[i] when that tensor is present (Llama 3.1's scaling, as
 // convert_hf_to_gguf.py writes it), or by LongRoPE's rope_factors_short or
 // _long.weight (phi3). rope.scaling.attn_factor multiplies cos and sin, as
-// llama.cpp's does. YaRN is refused. `headDim` is the rotary width, checked
-// against the factor lists' lengths.
-RopeSpec ropeFromGguf(const GgufFile &g, int64_t headDim) {
+// llama.cpp's does. YaRN is refused. `rotaryDim` is the rotated width where
+// it is narrower than the head (else 0), the factor lists one per rotated
+// pair.
+RopeSpec ropeFromGguf(const GgufFile &g, int64_t headDim, int64_t rotaryDim) {
   RopeSpec r;
+  r.rotaryDim = rotaryDim;
+  headDim = rotaryWidth(r, headDim);
   r.theta = g.number(archKey(g, "rope.freq_base")).value_or(10000.0);
   std::string type = "linear";
   const std::string typeKey = archKey(g, "rope.scaling.type");
@@ -242,26 +245,33 @@ std::vector<int64_t> eosIdsFromGguf(const GgufFile &g) {
   return ids;
 }
 
-// The head width: the rotary width, else the key width (Qwen3's heads are
-// not hidden_size / num_heads wide); 0 where neither is given (then
-// hidden_size / num_heads). kvplan rotates whole heads: a rotary width below
-// the key width, or below hidden_size / num_heads in a phi3 file (which
-// writes no key width: Phi-4-mini's), is partial RoPE, which it refuses.
+// The head width, as llama.cpp reads it: attention.key_length, else (0
+// here: hidden_size / num_heads, derived later) whatever rope.dimension_count
+// says in a llama, qwen2 or qwen3 file that leaves the key width out (kvplan
+// has read it so; llama.cpp requires the two to agree for llama files). A
+// phi3 file writes no key width, so its heads are embedding_length /
+// head_count wide and a narrower dimension_count is partial RoPE
+// (Phi-4-mini's 96 of 128).
 int64_t ggufHeadDim(const GgufFile &g, const ModelSpec &m) {
-  auto key = [&](const char *name) { return archKey(g, name); };
-  const auto rot = g.integer(key("rope.dimension_count"));
-  const auto keyWidth = g.integer(key("attention.key_length"));
-  if (rot && keyWidth && *keyWidth != *rot)
-    throw InputError(g.path() + ": " + key("rope.dimension_count") + " " + std::to_string(*rot) +
-                     " differs from " + key("attention.key_length") + " " +
-                     std::to_string(*keyWidth) + " (partial RoPE is not supported)");
-  if (rot && !keyWidth && m.architecture == Architecture::phi3 && m.numHeads > 0 &&
-      *rot != m.hiddenSize / m.numHeads)
-    throw InputError(g.path() + ": " + key("rope.dimension_count") + " " + std::to_string(*rot) +
-                     " is not the head width " + std::to_string(m.hiddenSize / m.numHeads) +
-                     " (" + key("embedding_length") + " / " + key("attention.head_count") +
-                     "): partial RoPE (Phi-4-mini's) is not supported");
-  return rot ? *rot : keyWidth.value_or(0);
+  const auto rot = g.integer(archKey(g, "rope.dimension_count"));
+  const auto keyWidth = g.integer(archKey(g, "attention.key_length"));
+  if (keyWidth) return *keyWidth;
+  return rot && m.architecture != Architecture::phi3 ? *rot : 0;
+}
+
+// The rotated width: rope.dimension_count where it is narrower than the head
+// (partial RoPE), else 0 (whole heads). Wider is refused.
+int64_t ggufRotaryDim(const GgufFile &g, int64_t headDim) {
+  const std::string key = archKey(g, "rope.dimension_count");
+  const auto rot = g.integer(key);
+  if (!rot || *rot == headDim) return 0;
+  if (*rot > headDim || *rot < 2 || *rot % 2 != 0)
+    throw InputError(g.path() + ": " + key + " " + std::to_string(*rot) +
+                     " is not an even number from 2 to the head width " +
+                     std::to_string(headDim) + " (" + archKey(g, "attention.key_length") +
+                     ", else " + archKey(g, "embedding_length") + " / " +
+                     archKey(g, "attention.head_count") + ")");
+  return *rot;
 }
 
 ModelConfig configFromGguf(const GgufFile &g) {
@@ -306,7 +316,8 @@ ModelConfig configFromGguf(const GgufFile &g) {
       m.slidingWindow = *window;
   // RoPE's width: dimension_count, else whole heads (validate() checks that
   // they divide hidden_size).
-  m.rope = ropeFromGguf(g, m.headDim ? m.headDim : m.hiddenSize / std::max<int64_t>(m.numHeads, 1));
+  const int64_t head = m.headDim ? m.headDim : m.hiddenSize / std::max<int64_t>(m.numHeads, 1);
+  m.rope = ropeFromGguf(g, head, ggufRotaryDim(g, head));
 
   const GgufFile::Value *tokens = g.find("tokenizer.ggml.tokens");
   const GgufFile::Tensor *embed = g.tensor("token_embd.weight");
@@ -458,7 +469,7 @@ private:
     auto cached = owned.find(name);
     if (cached == owned.end())
       cached = owned.emplace(name, permutedRopeRows(gguf.path(), p.stored, p.data, p.bytes, rows,
-                                                    headDim)).first;
+                                                    headDim, model.rope.rotaryDim)).first;
     return cached->second.data();
   }
 
@@ -501,11 +512,17 @@ void checkFrequenciesAgree(const GgufFile &g, const RopeSpec &fileRope, const Ro
 // LongRoPE's two lists are compared each (the model's max_seq_len chose one
 // of them already), with the context they switch at.
 void checkRopeAgrees(const GgufFile &g, const ModelSpec &model) {
-  RopeSpec file = ropeFromGguf(g, model.headDim);
+  RopeSpec file = ropeFromGguf(g, model.headDim, ggufRotaryDim(g, model.headDim));
   const auto mismatch = [&](const std::string &what) {
     return InputError(g.path() + ": the GGUF's RoPE differs from the model's: " + what +
                       "; compile the .gguf itself, or give the model the file's RoPE");
   };
+  if (rotaryWidth(file, model.headDim) != rotaryWidth(model.rope, model.headDim))
+    throw mismatch("it rotates " + std::to_string(rotaryWidth(file, model.headDim)) +
+                   " dimensions of each head in the file (" +
+                   archKey(g, "rope.dimension_count") + ") but " +
+                   std::to_string(rotaryWidth(model.rope, model.headDim)) +
+                   " for the model (rope.rotary_dim)");
   if ((file.type == RopeType::longrope) != (model.rope.type == RopeType::longrope))
     throw mismatch(file.type == RopeType::longrope
                        ? "the file has LongRoPE (short and long factors) and the model has not"

@@ -70,12 +70,13 @@ std::pair<const char *, uint64_t> weightBytes(const char *data, uint64_t bytes, 
 
 /// A copy of `bytes` at `data`, `rows` rows of `headDim`-row heads in
 /// rotate-half order (Hugging Face's), with each head's rows put in kvplan's
-/// adjacent-pair order (WeightFormats.cpp says why attention is unchanged).
-/// Throws InputError naming `file` and `stored` when the rows are not whole
-/// heads.
+/// adjacent-pair order (WeightFormats.cpp says why attention is unchanged):
+/// its first `rotaryDim` rows (partial RoPE; 0: the whole head), the halves
+/// of that part interleaved, the rest kept in place. Throws InputError
+/// naming `file` and `stored` when the rows are not whole heads.
 std::vector<char> permutedRopeRows(const std::string &file, const std::string &stored,
                                    const void *data, uint64_t bytes, int64_t rows,
-                                   int64_t headDim);
+                                   int64_t headDim, int64_t rotaryDim);
 
 // llama2.c legacy .bin (LlamaCCheckpoint.cpp).
 ModelConfig readLlamaCConfig(const std::string &path);

@@ -224,6 +224,7 @@ void readTomlRope(TomlTable &rope, RopeSpec &r) {
     if (rope.reals(key, *list) && !longrope)
       rope.fail(key, "only type longrope reads it; set type = \"longrope\" or leave it out");
   rope.real("attention_factor", r.attentionFactor, false);
+  rope.integer("rotary_dim", r.rotaryDim, false);
 }
 
 } // namespace
@@ -504,15 +505,29 @@ void readHFArchitecture(JsonFields &f, ModelSpec &m, const std::string &path) {
   f.string("hidden_act", act, false);
   if (act != "silu")
     f.fail("hidden_act", "'" + act + "' is not supported; Llama-family FFNs use silu");
-  // Phi-4-mini rotates 3/4 of each head; kvplan's RoPE rotates whole heads.
-  double rotary = 1;
-  f.real("partial_rotary_factor", rotary, false);
-  if (rotary != 1) {
-    std::ostringstream os;
-    os << rotary << " is not supported; kvplan applies RoPE to whole heads "
-                    "(partial_rotary_factor 1)";
-    f.fail("partial_rotary_factor", os.str());
-  }
+}
+
+// Partial RoPE (Phi-4-mini rotates 3/4 of each head): transformers rotates
+// int(head_dim x partial_rotary_factor) leading dimensions of a head, where
+// head_dim is the file's, else hidden_size / num_attention_heads.
+void readHFPartialRotary(JsonFields &f, ModelSpec &m) {
+  double factor = 1;
+  if (!f.real("partial_rotary_factor", factor, false) || factor == 1)
+    return;
+  const int64_t head = m.headDim > 0 ? m.headDim
+                       : m.numHeads > 0 ? m.hiddenSize / m.numHeads
+                                        : 0;
+  const double dims = double(head) * factor;
+  std::ostringstream os;
+  os << factor;
+  if (!(factor > 0 && factor < 1))
+    f.fail("partial_rotary_factor", "expected a number above 0 and at most 1, got " + os.str());
+  m.rope.rotaryDim = int64_t(dims);
+  if (m.rope.rotaryDim < 2 || m.rope.rotaryDim % 2 != 0)
+    f.fail("partial_rotary_factor",
+           os.str() + " of the head's " + std::to_string(head) + " dimensions is " +
+               std::to_string(m.rope.rotaryDim) + "; RoPE rotates pairs, so it must be even "
+               "and at least 2");
 }
 
 // Sizes, biases and special tokens; absent optional keys default as in
@@ -540,6 +555,7 @@ void readHFModelFields(JsonFields &f, ModelSpec &m) {
     f.fail("mlp_bias", "biases on the FFN projections are not supported");
   f.integer("bos_token_id", m.bosTokenId, true);
   f.integers("eos_token_id", m.eosTokenIds, true);
+  readHFPartialRotary(f, m);
 }
 
 // Which layers slide, as transformers decides it: `layer_types` where the
@@ -691,6 +707,7 @@ const std::map<std::string, std::string> &hfFieldNames() {
       {"model.rope.short_factors", "rope_scaling.short_factor"},
       {"model.rope.long_factors", "rope_scaling.long_factor"},
       {"model.rope.attention_factor", "rope_scaling.attention_factor"},
+      {"model.rope.rotary_dim", "partial_rotary_factor"},
       {"model.bos_token_id", "bos_token_id"},
       {"model.eos_token_id", "eos_token_id"},
       {"model.sliding_window", "sliding_window"},

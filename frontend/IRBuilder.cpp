@@ -65,18 +65,23 @@ public:
   DenseF64ArrayAttr freqFactors() {
     std::vector<double> f = m.rope.freqFactors;
     if (m.rope.type == RopeType::linear) {
-      f.resize(size_t(m.headDim / 2), 1.0);
+      f.resize(size_t(rotaryWidth(m.rope, m.headDim) / 2), 1.0);
       for (double &v : f) v *= m.rope.factor;
     }
     return f.empty() ? DenseF64ArrayAttr() : b.getDenseF64ArrayAttr(f);
   }
 
+  /// Whether only part of each head rotates (Phi-4-mini).
+  bool partialRope() const { return rotaryWidth(m.rope, m.headDim) < m.headDim; }
+
   /// The softmax scale: 1 / sqrt(head_dim), times the square of RoPE's
   /// attention factor (LongRoPE's), which scales both the query and the key
   /// where the model multiplies cos and sin by it: the keys cached stay
-  /// unscaled, the products are the model's.
+  /// unscaled, the products are the model's. Where only part of a head
+  /// rotates, the factor scales only that part, so the rope ops carry it.
   double attentionScale() const {
-    return m.rope.attentionFactor * m.rope.attentionFactor / std::sqrt(double(m.headDim));
+    const double f = partialRope() ? 1.0 : m.rope.attentionFactor;
+    return f * f / std::sqrt(double(m.headDim));
   }
 
   /// Sliding-window attention's window, where the context passes it: a
@@ -93,9 +98,13 @@ public:
                                           APFloat(m.rope.lowFreqFactor),
                                           APFloat(m.rope.highFreqFactor),
                                           m.rope.originalMaxPositions);
-    return b.create<llm::RopeOp>(loc(name), x.getType(), x, positions,
-                                 b.getI64IntegerAttr(m.headDim), b.getF64FloatAttr(m.rope.theta),
-                                 scaling, freqFactors());
+    const bool partial = partialRope();
+    return b.create<llm::RopeOp>(
+        loc(name), x.getType(), x, positions, b.getI64IntegerAttr(m.headDim),
+        b.getF64FloatAttr(m.rope.theta), scaling, freqFactors(),
+        partial ? b.getI64IntegerAttr(m.rope.rotaryDim) : IntegerAttr(),
+        partial && m.rope.attentionFactor != 1 ? b.getF64FloatAttr(m.rope.attentionFactor)
+                                               : FloatAttr());
   }
 
   /// One decoder layer: pre-norm attention and pre-norm SwiGLU FFN, each

@@ -193,14 +193,27 @@ LogicalResult LinearOp::verifySymbolUses(SymbolTableCollection &symbols) {
   return success();
 }
 
-/// RoPE's frequency factors, when given: one positive number per pair.
-static LogicalResult verifyFreqFactors(Operation *op, std::optional<ArrayRef<double>> factors,
-                                       int64_t headDim) {
+/// RoPE's rotated width (an even number up to head_dim), its attention
+/// factor (positive and finite), and its frequency factors, when given: one
+/// positive number per rotated pair.
+static LogicalResult verifyRopeAttrs(Operation *op, int64_t headDim,
+                                     std::optional<uint64_t> rotaryDim,
+                                     std::optional<APFloat> attentionFactor,
+                                     std::optional<ArrayRef<double>> factors) {
+  const int64_t rot = rotaryDim ? int64_t(*rotaryDim) : headDim;
+  if (rot < 2 || rot > headDim || rot % 2 != 0)
+    return op->emitOpError() << "rotary_dim must be even and from 2 to head_dim " << headDim
+                             << ", got " << rot;
+  if (attentionFactor) {
+    const double a = attentionFactor->convertToDouble();
+    if (!(a > 0) || !std::isfinite(a))
+      return op->emitOpError() << "attention_factor must be positive and finite, got " << a;
+  }
   if (!factors)
     return success();
-  if (int64_t(factors->size()) * 2 != headDim)
-    return op->emitOpError() << "freq_factors has " << factors->size()
-                             << " entries; expected head_dim / 2 = " << headDim / 2;
+  if (int64_t(factors->size()) * 2 != rot)
+    return op->emitOpError() << "freq_factors has " << factors->size() << " entries; expected "
+                             << (rotaryDim ? "rotary_dim" : "head_dim") << " / 2 = " << rot / 2;
   for (double f : *factors)
     if (!(f > 0) || !std::isfinite(f))
       return op->emitOpError() << "freq_factors must be positive and finite, got " << f;
@@ -218,7 +231,7 @@ LogicalResult RopeOp::verify() {
                          << hd;
   if (!(getTheta().convertToDouble() > 0))
     return emitOpError() << "theta must be positive";
-  return verifyFreqFactors(*this, getFreqFactors(), hd);
+  return verifyRopeAttrs(*this, hd, getRotaryDim(), getAttentionFactor(), getFreqFactors());
 }
 
 LogicalResult AttentionOp::verify() {
@@ -328,8 +341,8 @@ LogicalResult verifyCacheAccess(Operation *op, KVCacheType cache, Value pageTabl
 /// The RoPE of queries `queryCols` wide and of keys written to `cache`:
 /// whole heads of an even head_dim that is the cache's, a positive theta,
 /// one frequency factor per pair if any.
-LogicalResult verifyRopeIntoCache(Operation *op, KVCacheType cache, int64_t hd, int64_t queryCols,
-                                  APFloat theta, std::optional<ArrayRef<double>> freqFactors) {
+template <typename Op>
+LogicalResult verifyRopeIntoCache(Op op, KVCacheType cache, int64_t hd, int64_t queryCols) {
   if (hd != cache.getHeadDim())
     return op->emitOpError() << "head_dim " << hd << " differs from the cache's "
                              << cache.getHeadDim();
@@ -338,9 +351,10 @@ LogicalResult verifyRopeIntoCache(Operation *op, KVCacheType cache, int64_t hd, 
   if (queryCols % hd != 0)
     return op->emitOpError() << "query rows of " << queryCols
                              << " are not a whole number of heads of " << hd;
-  if (!(theta.convertToDouble() > 0))
+  if (!(op.getTheta().convertToDouble() > 0))
     return op->emitOpError() << "theta must be positive";
-  return verifyFreqFactors(op, freqFactors, hd);
+  return verifyRopeAttrs(op, hd, op.getRotaryDim(), op.getAttentionFactor(),
+                         op.getFreqFactors());
 }
 
 } // namespace
@@ -383,7 +397,7 @@ LogicalResult RopeKVWriteOp::verify() {
   auto cache = cast<KVCacheType>(getCache().getType());
   const int64_t hd = getHeadDim(), kvCols = cache.getKvHeads() * hd;
   const int64_t qcols = cols(getRotatedQuery());
-  if (failed(verifyRopeIntoCache(*this, cache, hd, qcols, getTheta(), getFreqFactors())))
+  if (failed(verifyRopeIntoCache(*this, cache, hd, qcols)))
     return failure();
   if (bool(getKey()) != bool(getValue()))
     return emitOpError() << "takes keys and values together, or neither (packed in the query rows)";
@@ -489,8 +503,7 @@ int64_t MatVecRopeKVWriteOp::getWeightRows() {
 
 LogicalResult MatVecRopeKVWriteOp::verify() {
   auto cache = cast<KVCacheType>(getCache().getType());
-  if (failed(verifyRopeIntoCache(*this, cache, getHeadDim(), cols(getRotatedQuery()), getTheta(),
-                                 getFreqFactors())) ||
+  if (failed(verifyRopeIntoCache(*this, cache, getHeadDim(), cols(getRotatedQuery()))) ||
       failed(sameRows(*this, getInput(), getRotatedQuery(),
                       "rotated_query has the input's rows")) ||
       failed(verifyNormPrologue(*this, getNorm(), getEps(), getInput())))

@@ -193,11 +193,17 @@ def LLM_RopeOp : LLM_Op<"rope", [Pure, RowWise, AllTypesMatch<["input", "result"
   let summary = "Rotary position embedding of each head";
   let description = [{
     Rotates each adjacent pair `(x[2j], x[2j+1])` of every head of row `i`
-    by the angle `positions[i] * theta^(-2j / head_dim)`; `scaling`, when
+    by the angle `positions[i] * theta^(-2j / rotary_dim)`; `scaling`, when
     present, is Llama 3's frequency scaling (`#llm.rope_scaling`), and
     `freq_factors`, when present, divide frequency `j` by `freq_factors[j]`
-    (`head_dim / 2` positive numbers: a GGUF's `rope_freqs`, or linear
-    scaling's factor). Rows with a negative position are padding.
+    (`rotary_dim / 2` positive numbers: a GGUF's `rope_freqs`, linear
+    scaling's factor, or LongRoPE's list). `rotary_dim` (partial RoPE,
+    Phi-4-mini's 96 of 128; `head_dim` when absent) is how many of a head's
+    leading dimensions rotate: the rest pass through unchanged. With
+    `attention_factor` (LongRoPE's, where only part of a head rotates) the
+    rotated pairs are multiplied by it, as cos and sin are in transformers;
+    with whole heads the frontend folds that factor into the attention's
+    scale instead. Rows with a negative position are padding.
 
     Example:
     ```mlir
@@ -207,7 +213,8 @@ def LLM_RopeOp : LLM_Op<"rope", [Pure, RowWise, AllTypesMatch<["input", "result"
   let arguments = (ins LLM_Activations:$input, LLM_Ids:$positions,
                        I64Attr:$head_dim, F64Attr:$theta,
                        OptionalAttr<LLM_RopeScalingAttr>:$scaling,
-                       OptionalAttr<DenseF64ArrayAttr>:$freq_factors);
+                       OptionalAttr<DenseF64ArrayAttr>:$freq_factors,
+                       OptionalAttr<I64Attr>:$rotary_dim, OptionalAttr<F64Attr>:$attention_factor);
   let results = (outs LLM_Activations:$result);
   let assemblyFormat = "$input `,` $positions attr-dict `:` type($input) `,` type($positions)";
   let hasVerifier = 1;
@@ -453,7 +460,9 @@ def LLM_RopeKVWriteOp : LLM_Op<"rope_kv_write", [
                        LLM_KVCache:$cache, LLM_PageTable:$page_table, LLM_Ids:$positions,
                        I64Attr:$head_dim, F64Attr:$theta,
                        OptionalAttr<LLM_RopeScalingAttr>:$scaling,
-                       OptionalAttr<DenseF64ArrayAttr>:$freq_factors, I64Attr:$layer,
+                       OptionalAttr<DenseF64ArrayAttr>:$freq_factors,
+                       OptionalAttr<I64Attr>:$rotary_dim, OptionalAttr<F64Attr>:$attention_factor,
+                       I64Attr:$layer,
                        OptionalAttr<FlatSymbolRefAttr>:$q_norm,
                        OptionalAttr<FlatSymbolRefAttr>:$k_norm, OptionalAttr<F64Attr>:$norm_eps);
   let results = (outs LLM_Activations:$rotated_query, LLM_KVCache:$result);
@@ -536,7 +545,9 @@ def LLM_MatVecRopeKVWriteOp : LLM_WeightUser<"matvec_rope_kv_write", [
                        LLM_KVCache:$cache, LLM_PageTable:$page_table, LLM_Ids:$positions,
                        I64Attr:$head_dim, F64Attr:$theta,
                        OptionalAttr<LLM_RopeScalingAttr>:$scaling,
-                       OptionalAttr<DenseF64ArrayAttr>:$freq_factors, I64Attr:$layer);
+                       OptionalAttr<DenseF64ArrayAttr>:$freq_factors,
+                       OptionalAttr<I64Attr>:$rotary_dim, OptionalAttr<F64Attr>:$attention_factor,
+                       I64Attr:$layer);
   let results = (outs LLM_Activations:$rotated_query, LLM_KVCache:$result);
   let assemblyFormat = [{
     $weight `(` $input `)` (`norm` $norm^)? (`bias` $bias^)? `into` $cache `[` $page_table `]`

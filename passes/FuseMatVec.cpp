@@ -233,7 +233,8 @@ struct RopeKVWriteEpilogue : public OpRewritePattern<llm::RopeKVWriteOp> {
         write.getRotatedQuery().getType(), write.getResult().getType(), p->weight, p->input,
         p->bias, p->norm, p->eps, write.getCache(), write.getPageTable(), write.getPositions(),
         write.getHeadDimAttr(), write.getThetaAttr(), write.getScalingAttr(),
-        write.getFreqFactorsAttr(), write.getLayerAttr());
+        write.getFreqFactorsAttr(), write.getRotaryDimAttr(), write.getAttentionFactorAttr(),
+        write.getLayerAttr());
     rewriter.replaceOp(write, fused.getResults());
     rewriter.eraseOp(product);
     return success();

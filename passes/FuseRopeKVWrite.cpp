@@ -20,7 +20,10 @@ namespace {
 bool sameRope(llm::RopeOp a, llm::RopeOp b) {
   return a.getHeadDim() == b.getHeadDim() && a.getTheta() == b.getTheta() &&
          a.getScalingAttr() == b.getScalingAttr() &&
-         a.getFreqFactorsAttr() == b.getFreqFactorsAttr() && a.getPositions() == b.getPositions();
+         a.getFreqFactorsAttr() == b.getFreqFactorsAttr() &&
+         a.getRotaryDimAttr() == b.getRotaryDimAttr() &&
+         a.getAttentionFactorAttr() == b.getAttentionFactorAttr() &&
+         a.getPositions() == b.getPositions();
 }
 
 /// The RoPE of the queries the attention over `write`'s cache reads, when it
@@ -79,7 +82,8 @@ struct FuseRopeIntoCacheWrite : public OpRewritePattern<llm::KVCacheWriteOp> {
         loc, queries.getType(), write.getType(), q, k, write.getValue(), write.getCache(),
         write.getPageTable(), write.getPositions(), queries.getHeadDimAttr(),
         queries.getThetaAttr(), queries.getScalingAttr(), queries.getFreqFactorsAttr(),
-        write.getLayerAttr(), norms ? norms->first.getWeightAttr() : FlatSymbolRefAttr(),
+        queries.getRotaryDimAttr(), queries.getAttentionFactorAttr(), write.getLayerAttr(),
+        norms ? norms->first.getWeightAttr() : FlatSymbolRefAttr(),
         norms ? norms->second.getWeightAttr() : FlatSymbolRefAttr(),
         norms ? norms->first.getEpsAttr() : FloatAttr());
     rewriter.replaceOp(queries, op.getRotatedQuery());
@@ -124,8 +128,9 @@ struct PackQKV : public OpRewritePattern<llm::RopeKVWriteOp> {
         write.getLoc(), write.getRotatedQuery().getType(), write.getResult().getType(),
         packed.getResult(0), Value(), Value(), write.getCache(), write.getPageTable(),
         write.getPositions(), write.getHeadDimAttr(), write.getThetaAttr(),
-        write.getScalingAttr(), write.getFreqFactorsAttr(), write.getLayerAttr(),
-        write.getQNormAttr(), write.getKNormAttr(), write.getNormEpsAttr());
+        write.getScalingAttr(), write.getFreqFactorsAttr(), write.getRotaryDimAttr(),
+        write.getAttentionFactorAttr(), write.getLayerAttr(), write.getQNormAttr(),
+        write.getKNormAttr(), write.getNormEpsAttr());
     rewriter.replaceOp(write, op.getResults());
     rewriter.eraseOp(product);
     return success();

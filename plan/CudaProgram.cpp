@@ -252,6 +252,16 @@ CudaRopeTable ropeTableFrom(const json &j, const CudaProgram &p) {
                        ", not a finite number");
     t.freqs.push_back(f.get<double>());
   }
+  if (const auto a = j.find("amplitudes"); a != j.end()) {
+    if (!a->is_array() || a->size() != t.freqs.size())
+      throw InputError("cuda program: " + at + "'amplitudes' is not a list as long as 'freqs'");
+    for (const json &v : *a) {
+      if (!v.is_number() || !(v.get<double>() > 0) || !std::isfinite(v.get<double>()))
+        throw InputError("cuda program: " + at + "'amplitudes' holds " + v.dump() +
+                         ", not a positive number");
+      t.amplitudes.push_back(v.get<double>());
+    }
+  }
   if (t.offset % 8 || t.offset + t.bytes() > p.workspaceBytes)
     throw InputError("cuda program: " + at + "(" + std::to_string(t.bytes()) + " bytes at " +
                      std::to_string(t.offset) + ") lies outside the workspace of " +
@@ -260,6 +270,23 @@ CudaRopeTable ropeTableFrom(const json &j, const CudaProgram &p) {
 }
 
 } // namespace
+
+CudaRopeTable ropeTableFor(const RopeParams &p) {
+  CudaRopeTable t;
+  t.freqs = ropeFrequencies(p);
+  // Only partial LongRoPE scales pairs: other tables keep the list empty,
+  // as launch tables written before it have them.
+  if (p.attentionFactor) t.amplitudes = ropeAmplitudes(p);
+  return t;
+}
+
+bool ropeTableServes(const CudaRopeTable &t, const RopeParams &p) {
+  const CudaRopeTable want = ropeTableFor(p);
+  auto ones = [](const CudaRopeTable &x) {
+    return x.amplitudes.empty() ? std::vector<double>(x.freqs.size(), 1.0) : x.amplitudes;
+  };
+  return t.freqs == want.freqs && ones(t) == ones(want);
+}
 
 LaunchCounts countLaunches(const CudaEntry &e, bool deviceSampling) {
   LaunchCounts c;
@@ -289,8 +316,10 @@ json toJson(const CudaProgram &p) {
                      {"argmax_offset", e.argmaxOffset}};
   }
   json tables = json::array();
-  for (const CudaRopeTable &t : p.ropeTables)
+  for (const CudaRopeTable &t : p.ropeTables) {
     tables.push_back({{"offset", t.offset}, {"positions", t.positions}, {"freqs", t.freqs}});
+    if (!t.amplitudes.empty()) tables.back()["amplitudes"] = t.amplitudes;
+  }
   return {{"archs", p.archs},
           {"workspace_bytes", p.workspaceBytes},
           {"cublas_workspace", {p.cublasWorkspaceOffset, p.cublasWorkspaceBytes}},

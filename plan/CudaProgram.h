@@ -113,16 +113,24 @@ struct DeviceSamplingParams {
 static_assert(sizeof(DeviceSamplingParams) == 20, "the kernel reads 20 bytes per row");
 
 /// A RoPE cos/sin table in the workspace, one per distinct set of
-/// frequencies: `positions` rows (max_seq_len) of freqs.size() pairs of f32
-/// (cos, sin) of position * freqs[i], which the executor computes at load as
-/// the CPU runtime does (runtime/cpu/Kernels.h, ropeTable) and the RoPE
-/// kernels read (codegen/cuda/Kernels.cuh, ropeCosSin).
+/// frequencies and amplitudes: `positions` rows (max_seq_len) of
+/// freqs.size() pairs of f32 (cos, sin) of position * freqs[i], each times
+/// amplitudes[i] (1 when the list is empty), which the executor computes at
+/// load as the CPU runtime does (runtime/cpu/Kernels.h, ropeTable) and the
+/// RoPE kernels read (codegen/cuda/Kernels.cuh, ropeCosSin).
 struct CudaRopeTable {
   std::vector<double> freqs;
+  std::vector<double> amplitudes; // empty: all 1 (every RoPE without partial LongRoPE)
   int64_t positions = 0;
   int64_t offset = 0; // in the workspace
   int64_t bytes() const { return positions * int64_t(freqs.size()) * 8; }
 };
+struct RopeParams;
+/// Whether table `t` holds what RoPE op `p` rotates by (its frequencies and
+/// amplitudes).
+bool ropeTableServes(const CudaRopeTable &t, const RopeParams &p);
+/// The table for RoPE op `p` (its offset and positions left 0).
+CudaRopeTable ropeTableFor(const RopeParams &p);
 
 struct CudaProgram {
   std::vector<std::string> archs;       // sm_90a, ...

@@ -105,7 +105,9 @@ CpuWorkspace cpuWorkspace(const Plan &plan) {
       t.freqsOffset = w.ropeBytes;
       auto what = [] { return "the CPU workspace's RoPE tables"; };
       t.tableOffset = checkedAlignUp(
-          checkedAdd(t.freqsOffset, checkedMul(p.headDim / 2, 8, what), what), 64, what);
+          checkedAdd(t.freqsOffset, checkedMul(p.headDim / 2, p.attentionFactor ? 16 : 8, what),
+                     what),
+          64, what);
       const int64_t table = checkedMul(checkedMul(ep.rows, p.headDim, what), 4, what);
       w.ropeBytes = checkedAlignUp(checkedAdd(t.tableOffset, table, what), 64, what);
       w.ropeTables.push_back(std::move(t));

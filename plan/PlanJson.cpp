@@ -8,6 +8,7 @@
 #include "plan/Plan.h"
 #include "plan/Cost.h"
 #include "plan/PlanShapes.h"
+#include "support/Format.h"
 
 #include <algorithm>
 #include <cmath>
@@ -325,13 +326,26 @@ struct StepReader {
   }
 };
 
-// A RoPE op's frequency factors, when it has them, are one per pair of a head.
+// A RoPE op's rotated width is an even part of its head, its attention
+// factor positive, and its frequency factors, when it has them, one per
+// rotated pair.
 void checkFreqFactors(const Step &s, const std::string &at) {
   const RopeParams *p = stepRope(s);
-  if (p && !p->freqFactors.empty() && int64_t(p->freqFactors.size()) * 2 != p->headDim)
-    incompatible(at, "has " + std::to_string(p->freqFactors.size()) +
-                         " freq_factors for head_dim " + std::to_string(p->headDim) +
-                         " (expected head_dim / 2)");
+  if (!p) return;
+  const int64_t rot = p->rotated();
+  if (p->rotaryDim && (rot < 2 || rot > p->headDim || rot % 2 != 0))
+    incompatible(at, "has rotary_dim " + std::to_string(rot) + " for head_dim " +
+                         std::to_string(p->headDim) + " (expected an even number from 2 to "
+                         "head_dim)");
+  if (p->attentionFactor && !(*p->attentionFactor > 0 && std::isfinite(*p->attentionFactor)))
+    incompatible(at, "has attention_factor " + formatNumber(*p->attentionFactor) +
+                         " (expected a positive number)");
+  if (!p->freqFactors.empty() && int64_t(p->freqFactors.size()) * 2 != rot)
+  {
+    const std::string width = p->rotaryDim ? "rotary_dim" : "head_dim";
+    incompatible(at, "has " + std::to_string(p->freqFactors.size()) + " freq_factors for " +
+                         width + " " + std::to_string(rot) + " (expected " + width + " / 2)");
+  }
 }
 
 /// A step's "prefetch": [[weight, begin, end], ...], rows in order.

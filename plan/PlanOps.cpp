@@ -152,7 +152,15 @@ std::vector<double> ropeFrequencies(const RopeParams &p) {
     r.originalMaxPositions = p.scaling->originalMaxPositions;
   }
   r.freqFactors = p.freqFactors;
+  r.rotaryDim = p.rotaryDim.value_or(0);
   return ropeFrequencies(r, p.headDim);
+}
+
+std::vector<double> ropeAmplitudes(const RopeParams &p) {
+  std::vector<double> a(size_t(p.headDim / 2), 1.0);
+  for (int64_t i = 0; i < std::min(p.rotated(), p.headDim) / 2; ++i)
+    a[size_t(i)] = p.attentionFactor.value_or(1.0);
+  return a;
 }
 
 } // namespace kvplan

@@ -76,16 +76,27 @@ struct RopeParams {
   int64_t headDim = 0;
   double theta = 0;
   std::optional<RopeScaling> scaling;
-  /// Per-pair divisors of the frequencies (head_dim / 2, or empty for none).
+  /// Per-pair divisors of the frequencies (rotary_dim / 2, or empty for none).
   std::vector<double> freqFactors;
+  /// Partial RoPE: the leading dimensions of a head that rotate (head_dim
+  /// when absent).
+  std::optional<int64_t> rotaryDim;
+  /// The rotated pairs' factor (LongRoPE's where only part of a head rotates).
+  std::optional<double> attentionFactor;
+  int64_t rotated() const { return rotaryDim.value_or(headDim); }
   bool operator==(const RopeParams &o) const {
     return headDim == o.headDim && theta == o.theta && scaling == o.scaling &&
-           freqFactors == o.freqFactors;
+           freqFactors == o.freqFactors && rotaryDim == o.rotaryDim &&
+           attentionFactor == o.attentionFactor;
   }
 };
-/// The inverse frequencies of a RoPE op (head_dim / 2 of them), as
+/// The inverse frequencies of a RoPE op (head_dim / 2 of them, 0 for the
+/// pairs past rotary_dim / 2, which do not turn), as
 /// ropeFrequencies(RopeSpec) computes them.
 std::vector<double> ropeFrequencies(const RopeParams &p);
+/// What a RoPE op multiplies each pair's cos and sin by (head_dim / 2 of
+/// them): its attention factor for the rotated pairs, 1 for the rest.
+std::vector<double> ropeAmplitudes(const RopeParams &p);
 
 // Each op's fields(v) calls, in ODS argument order then result order:
 //   v.operand(name, Operand&, OperandClass)   an operand
@@ -106,6 +117,8 @@ template <typename R, typename V> void visitRopeFields(R &rope, V &v) {
   v.attr("theta", rope.theta);
   v.optionalAttr("scaling", rope.scaling);
   v.optionalAttr("freq_factors", rope.freqFactors);
+  v.optionalAttr("rotary_dim", rope.rotaryDim);
+  v.optionalAttr("attention_factor", rope.attentionFactor);
 }
 /// The arguments from the cache to the layer of an op that rotates queries
 /// and writes rotated keys into the cache (rope_kv_write,

@@ -204,6 +204,11 @@ if ((do_artifacts)); then
     # tiled prefill kernels on bf16 tensor cores and on tf32 (f16's cache).
     "mistral-window-bf16|tests/data/gpu/mistral-window.toml|--dtype bf16"
     "mistral-window-f16|tests/data/gpu/mistral-window.toml|--dtype f16"
+    # Partial RoPE with LongRoPE (Phi-4-mini's): the rotated pairs' table
+    # scaled by the attention factor, the rest unturned; batch 1 folds the
+    # QKV product, RoPE and the cache write into one kernel.
+    "phi4-mini-like-bf16|tests/data/gpu/phi4-mini-like.toml|--dtype bf16"
+    "phi4-mini-like-bf16-batch1|tests/data/gpu/phi4-mini-like.toml|--dtype bf16 --max-batch 1"
     "tiny-int8|models/tiny.toml|--dtype int8"
     "tiny-int8-batch1|models/tiny.toml|--dtype int8 --max-batch 1"
     "qwen-like-int8|tests/data/gpu/qwen-like.toml|--dtype int8"

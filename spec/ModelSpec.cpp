@@ -58,11 +58,16 @@ std::optional<RopeType> parseRopeType(const std::string &s) {
   return std::nullopt;
 }
 
+int64_t rotaryWidth(const RopeSpec &rope, int64_t headDim) {
+  return rope.rotaryDim > 0 ? rope.rotaryDim : headDim;
+}
+
 std::vector<double> ropeFrequencies(const RopeSpec &r, int64_t headDim) {
-  std::vector<double> f(size_t(headDim / 2));
+  std::vector<double> f(size_t(headDim / 2), 0.0);
   const double pi = 3.14159265358979323846;
-  for (int64_t i = 0; i < headDim / 2; ++i) {
-    double freq = std::pow(r.theta, -2.0 * double(i) / double(headDim));
+  const int64_t rot = std::min(rotaryWidth(r, headDim), headDim);
+  for (int64_t i = 0; i < rot / 2; ++i) {
+    double freq = std::pow(r.theta, -2.0 * double(i) / double(rot));
     if (r.type == RopeType::llama3) {
       // Llama 3: long wavelengths are slowed by `factor`, short ones kept,
       // and the band between blends the two.
@@ -285,15 +290,33 @@ void checkModelShape(Checker &c, ModelSpec &m) {
                                  " is larger than the supported maximum");
 }
 
+// What the factor lists' length is named as in a message.
+std::string pairsName(const ModelSpec &m) {
+  return m.rope.rotaryDim > 0 ? "rotary_dim / 2" : "head_dim / 2";
+}
+
+// Partial RoPE: an even number of a head's dimensions, at most all of them.
+void checkRotaryDim(Checker &c, const ModelSpec &m) {
+  const int64_t r = m.rope.rotaryDim;
+  if (r == 0)
+    return;
+  if (r < 2 || r > m.headDim || r % 2 != 0)
+    c.fail("model.rope.rotary_dim",
+           "expected an even number of dimensions from 2 to head_dim " +
+               std::to_string(m.headDim) + " (RoPE rotates pairs of a head's leading "
+               "dimensions), got " + std::to_string(r));
+}
+
 // Explicit frequency factors: one per pair of a head, each positive, and not
 // on top of llama3 scaling, which they would apply a second time.
 void checkFreqFactors(Checker &c, const ModelSpec &m) {
   const std::vector<double> &f = m.rope.freqFactors;
   if (f.empty())
     return;
-  if (int64_t(f.size()) != m.headDim / 2)
-    c.fail("model.rope.freq_factors", "expected head_dim / 2 = " +
-                                          std::to_string(m.headDim / 2) + " factors, got " +
+  const int64_t pairs = rotaryWidth(m.rope, m.headDim) / 2;
+  if (int64_t(f.size()) != pairs)
+    c.fail("model.rope.freq_factors", "expected " + pairsName(m) + " = " +
+                                          std::to_string(pairs) + " factors, got " +
                                           std::to_string(f.size()));
   for (size_t i = 0; i < f.size(); ++i)
     c.positiveReal("model.rope.freq_factors[" + std::to_string(i) + "]", f[i]);
@@ -315,8 +338,9 @@ void checkLongRope(Checker &c, const ModelSpec &m) {
       {"model.rope.long_factors", &m.rope.longFactors}};
   for (const auto &[field, factors] : lists) {
     const std::vector<double> &f = *factors;
-    if (int64_t(f.size()) != m.headDim / 2)
-      c.fail(field, "expected head_dim / 2 = " + std::to_string(m.headDim / 2) +
+    const int64_t pairs = rotaryWidth(m.rope, m.headDim) / 2;
+    if (int64_t(f.size()) != pairs)
+      c.fail(field, "expected " + pairsName(m) + " = " + std::to_string(pairs) +
                         " factors, got " + std::to_string(f.size()));
     for (size_t i = 0; i < f.size(); ++i)
       c.positiveReal(std::string(field) + "[" + std::to_string(i) + "]", f[i]);
@@ -332,6 +356,7 @@ void checkNormAndRope(Checker &c, const ModelSpec &m) {
     c.fail("model.rms_norm_eps", "expected a small positive number (e.g. 1e-5), got " +
                                      std::to_string(m.rmsNormEps));
   c.positiveReal("model.rope.theta", m.rope.theta);
+  checkRotaryDim(c, m);
   if (m.rope.type != RopeType::longrope)
     checkFreqFactors(c, m);
   checkLongRope(c, m);
@@ -620,6 +645,8 @@ nlohmann::json toJson(const ModelSpec &m) {
   }
   if (m.rope.attentionFactor != 1)
     j["rope"]["attention_factor"] = m.rope.attentionFactor;
+  if (m.rope.rotaryDim > 0)
+    j["rope"]["rotary_dim"] = m.rope.rotaryDim;
   return j;
 }
 
@@ -716,6 +743,10 @@ ModelSpec modelSpecFromJson(const nlohmann::json &j) {
   if (r.contains("long_factors"))
     m.rope.longFactors = r.at("long_factors").get<std::vector<double>>();
   m.rope.attentionFactor = r.value("attention_factor", 1.0);
+  // Absent from plans written before partial RoPE, and for whole heads.
+  if (r.contains("rotary_dim"))
+    m.rope.rotaryDim = integerField(r.at("rotary_dim"), "model field 'rope' rotary_dim", 2,
+                                    m.headDim);
   return m;
 }
 

@@ -49,15 +49,24 @@ struct RopeSpec {
   // every query-key product scaled by its square, which kvplan folds into
   // the attention's softmax scale.
   double attentionFactor = 1.0;
-  // Explicit per-dimension divisors: frequency i is theta^(-2i/head_dim) /
+  // Explicit per-dimension divisors: frequency i is theta^(-2i/rotary_dim) /
   // freqFactors[i] (llama.cpp's rope_freqs, which a GGUF converted from a
-  // Llama 3.1 checkpoint carries). Empty: none; otherwise head_dim / 2 of them.
+  // Llama 3.1 checkpoint carries). Empty: none; otherwise rotary_dim / 2 of them.
   std::vector<double> freqFactors;
+  // Partial RoPE (Phi-4-mini's partial_rotary_factor 0.75): only a head's
+  // first rotaryDim dimensions rotate, the rest pass through. 0: the whole
+  // head. Every factor list above then has rotaryDim / 2 entries.
+  int64_t rotaryDim = 0;
 };
 
+/// The dimensions of a head that rotate: rope.rotaryDim, else the head.
+int64_t rotaryWidth(const RopeSpec &rope, int64_t headDim);
+
 /// The inverse frequencies RoPE rotates pair i of a head by (head_dim / 2 of
-/// them): theta^(-2i/head_dim), Llama 3's or linear scaling applied, then
-/// divided by freqFactors[i]. Every back end and checkpoint check uses this.
+/// them): theta^(-2i/rotary_dim), Llama 3's or linear scaling applied, then
+/// divided by freqFactors[i]; 0 (no rotation) for the pairs past
+/// rotary_dim / 2, which pass through. Every back end and checkpoint check
+/// uses this.
 std::vector<double> ropeFrequencies(const RopeSpec &rope, int64_t headDim);
 
 /// What the model is: everything needed to define its forward pass.

@@ -36,9 +36,10 @@ struct CpuExecutor::Program {
   /// One cos/sin table per distinct set of RoPE frequencies, filled once
   /// per call for the call's positions.
   struct Rope {
-    const double *freqs;
+    const double *freqs; // half frequencies (then half amplitudes where scaled)
     float *table;
     int64_t half;
+    bool scaled;
   };
   std::vector<Rope> ropes;
   int32_t *tokens = nullptr, *positions = nullptr, *pageTable = nullptr;
@@ -267,6 +268,10 @@ CpuExecutor::CpuExecutor(const Plan &plan, const char *weightsData, uint64_t siz
               kv.pagesPerSequence};
   for (const CpuRopeTable &t : layout.ropeTables) {
     std::vector<double> f = ropeFrequencies(t.params);
+    if (t.params.attentionFactor) { // the amplitudes follow the frequencies
+      const std::vector<double> a = ropeAmplitudes(t.params);
+      f.insert(f.end(), a.begin(), a.end());
+    }
     std::memcpy(workspace.get() + t.freqsOffset, f.data(), f.size() * sizeof(double));
   }
   for (const auto &[name, ep] : plan_.entryPoints) {
@@ -282,7 +287,7 @@ CpuExecutor::CpuExecutor(const Plan &plan, const char *weightsData, uint64_t siz
       if (t.entry == name)
         prog->ropes.push_back({reinterpret_cast<const double *>(workspace.get() + t.freqsOffset),
                                reinterpret_cast<float *>(workspace.get() + t.tableOffset),
-                               t.params.headDim / 2});
+                               t.params.headDim / 2, t.params.attentionFactor.has_value()});
     Binder binder(plan_, ep, arena.get(), weights, weightsBytes, geometry);
     for (size_t i = 0; i < ep.steps.size(); ++i) {
       const Step &s = ep.steps[i];
@@ -354,7 +359,8 @@ void CpuExecutor::runSteps(const std::string &entry, int64_t activeRows, int64_t
                    activeRows);
   for (const Program::Rope &t : prog.ropes)
     pool.parallelFor(activeRows, [&](int64_t b, int64_t e) {
-      cpu::ropeTable(prog.positions, t.half, t.freqs, t.table, b, e);
+      cpu::ropeTable(prog.positions, t.half, t.freqs, t.scaled ? t.freqs + t.half : nullptr,
+                     t.table, b, e);
     });
   for (const Instr &in : prog.instrs)
     if (in.step >= firstStep && in.step <= lastStep) runInstr(prog, in, activeRows);

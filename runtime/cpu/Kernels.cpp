@@ -267,13 +267,14 @@ namespace impl {
 float f16ScalarWeight(uint16_t v) { return f16Table()[v]; }
 } // namespace impl
 
-void ropeTable(const int32_t *positions, int64_t half, const double *freqs, float *table,
-               int64_t begin, int64_t end) {
+void ropeTable(const int32_t *positions, int64_t half, const double *freqs,
+               const double *amplitudes, float *table, int64_t begin, int64_t end) {
   for (int64_t r = begin; r < end; ++r)
     for (int64_t i = 0; i < half; ++i) {
       const double angle = double(std::max(positions[r], 0)) * freqs[i];
-      table[(r * half + i) * 2] = float(std::cos(angle));
-      table[(r * half + i) * 2 + 1] = float(std::sin(angle));
+      const double a = amplitudes ? amplitudes[i] : 1.0;
+      table[(r * half + i) * 2] = float(a * std::cos(angle));
+      table[(r * half + i) * 2 + 1] = float(a * std::sin(angle));
     }
 }
 

@@ -63,11 +63,11 @@ void linear(const float *x, int64_t rows, int64_t in, TensorRef w, TensorRef bia
             const LinearOutputs &out, int64_t jBegin, int64_t jEnd);
 
 /// cos and sin of positions[r] * freqs[i] (in double: positions reach the
-/// thousands) for rows [begin, end): table[(r * half + i) * 2] is the
-/// cosine, the next float the sine. Every RoPE op of a call with the same
-/// frequencies shares one table.
-void ropeTable(const int32_t *positions, int64_t half, const double *freqs, float *table,
-               int64_t begin, int64_t end);
+/// thousands), each times amplitudes[i] (1 where null), for rows [begin,
+/// end): table[(r * half + i) * 2] is the cosine, the next float the sine.
+/// Every RoPE op of a call with the same parameters shares one table.
+void ropeTable(const int32_t *positions, int64_t half, const double *freqs,
+               const double *amplitudes, float *table, int64_t begin, int64_t end);
 
 /// Rotates adjacent pairs of every head of rows [begin, end) by the table's
 /// angles; rows with a negative position are copied as they are.

@@ -463,7 +463,8 @@ std::vector<float> ropeCosSinTable(const CudaRopeTable &t) {
   std::vector<std::thread> pool;
   for (int64_t k = 0; k < threads; ++k)
     pool.emplace_back([&, k] {
-      cpu::ropeTable(positions.data(), half, t.freqs.data(), host.data(),
+      cpu::ropeTable(positions.data(), half, t.freqs.data(),
+                     t.amplitudes.empty() ? nullptr : t.amplitudes.data(), host.data(),
                      t.positions * k / threads, t.positions * (k + 1) / threads);
     });
   for (std::thread &th : pool) th.join();
@@ -556,9 +557,8 @@ void CudaExecutor::Impl::fillRopeTables() {
     for (size_t i = 0; i < ep.steps.size(); ++i) {
       const RopeParams *r = stepRope(ep.steps[i]);
       if (!r) continue;
-      const std::vector<double> f = ropeFrequencies(*r);
       if (std::none_of(program.ropeTables.begin(), program.ropeTables.end(),
-                       [&](const CudaRopeTable &t) { return t.freqs == f; }))
+                       [&](const CudaRopeTable &t) { return ropeTableServes(t, *r); }))
         throw InputError("incompatible because the launch table has no RoPE table for step " +
                          std::to_string(i) + " of '" + name + "'; recompile the model");
     }

@@ -28,8 +28,10 @@ struct Shape {
 // pages of 4 in a pool larger than its batch of 3 needs (1000 pages, not
 // 3 x 1024 / 4); batch 1, where the fused QKV is one product, with a
 // vocabulary of 9000, whose head takes two features a warp (matvec's FPW
-// where the features are many), as Phi-3 with LongRoPE (its long factors
-// and an attention factor, which scales the softmax); Qwen3's heads of 128 on a hidden size of
+// where the features are many), as Phi-4-mini: partial RoPE (24 of each
+// head's 32 dimensions turn) with LongRoPE (its long factors, one per
+// rotated pair, and an attention factor, which the RoPE table's rotated
+// pairs carry); Qwen3's heads of 128 on a hidden size of
 // 256, each query and key head normalized before RoPE. bf16 prefill chunks
 // of 16 rows (Qwen2: the tensor-core kernels in two groups of 8 rows) and of
 // 32 (batch 1: cuBLAS).
@@ -57,10 +59,10 @@ inline const Shape kShapes[] = {
      "architecture = \"phi3\"\nhidden_size = 128\nintermediate_size = 320\nnum_layers = 2\n"
      "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 9000",
      "weight_dtype = \"bf16\"\nmax_batch = 1\nmax_seq_len = 256\nprefill_chunk = 32",
-     "[model.rope]\ntype = \"longrope\"\noriginal_max_position_embeddings = 128\n"
-     "attention_factor = 1.2\nshort_factors = [1.0, 1.0, 1.0, 1.0, 1.1, 1.2, 1.4, 1.6, 2.0, 2.5, "
-     "3.0, 3.5, 4.0, 4.5, 5.0, 5.5]\nlong_factors = [1.0, 1.0, 1.2, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, "
-     "12.0, 16.0, 20.0, 24.0, 28.0, 30.0, 32.0]\n"},
+     "[model.rope]\ntype = \"longrope\"\nrotary_dim = 24\n"
+     "original_max_position_embeddings = 128\nattention_factor = 1.2\n"
+     "short_factors = [1.0, 1.0, 1.0, 1.0, 1.1, 1.2, 1.4, 1.6, 2.0, 2.5, 3.0, 3.5]\n"
+     "long_factors = [1.0, 1.0, 1.2, 1.5, 2.0, 3.0, 4.0, 8.0, 12.0, 20.0, 28.0, 32.0]\n"},
     {"qwen3-qk-norm-bf16",
      "architecture = \"qwen3\"\nhidden_size = 256\nintermediate_size = 512\nnum_layers = 2\n"
      "num_heads = 4\nnum_kv_heads = 2\nhead_dim = 128\nvocab_size = 700\n"

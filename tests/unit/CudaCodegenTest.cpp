@@ -655,6 +655,59 @@ TEST(CudaCodegen, RopeTableDividesByTheFrequencyFactors) {
             "cuda program: rope_tables[0] 'positions' is 0, outside [1, 2147483647]");
 }
 
+// Partial RoPE with LongRoPE (the Phi-4-mini-shaped kShapes[4]: 24 of 32
+// dimensions turn, a context of 256 past the pretraining 128, an attention
+// factor of 1.2): the table's pairs past 12 do not turn (frequency 0), the
+// rotated ones carry the attention factor (amplitudes), which the launch
+// table's JSON keeps; a table whose amplitudes are not a step's does not
+// serve it, and damaged amplitudes are refused, named.
+TEST(CudaCodegen, PartialRopeTableScalesOnlyTheRotatedPairs) {
+  const Shape &s = kShapes[4];
+  const Plan plan = compileModel(cudaConfig(s.model, s.compile, s.rope)).plan;
+  const CudaModule mod = generateCuda(plan, {"sm_90a"});
+  ASSERT_EQ(mod.program.ropeTables.size(), 1u);
+  const CudaRopeTable &t = mod.program.ropeTables[0];
+  ASSERT_EQ(t.freqs.size(), 16u);
+  ASSERT_EQ(t.amplitudes.size(), 16u);
+  const double longFactors[] = {1.0, 1.0, 1.2, 1.5, 2.0, 3.0, 4.0, 8.0, 12.0, 20.0, 28.0, 32.0};
+  for (size_t i = 0; i < 16; ++i) {
+    EXPECT_EQ(t.freqs[i], i < 12 ? std::pow(10000.0, -2.0 * double(i) / 24) / longFactors[i] : 0)
+        << i;
+    EXPECT_EQ(t.amplitudes[i], i < 12 ? 1.2 : 1.0) << i;
+  }
+  const CudaProgram back = cudaProgramFromJson(nlohmann::json::parse(toJson(mod.program).dump()));
+  ASSERT_EQ(back.ropeTables.size(), 1u);
+  EXPECT_EQ(back.ropeTables[0].amplitudes, t.amplitudes);
+  // Every rotating step's parameters, and no others, find the table.
+  int rotating = 0;
+  for (const auto &[name, ep] : plan.entryPoints)
+    for (const Step &st : ep.steps)
+      if (const RopeParams *r = stepRope(st)) {
+        ++rotating;
+        EXPECT_EQ(r->rotaryDim, std::optional<int64_t>(24));
+        EXPECT_EQ(r->attentionFactor, std::optional<double>(1.2));
+        EXPECT_TRUE(ropeTableServes(t, *r));
+        RopeParams whole = *r;
+        whole.attentionFactor.reset();
+        EXPECT_FALSE(ropeTableServes(t, whole));
+      }
+  EXPECT_GT(rotating, 0);
+  auto refusal = [&](const std::function<void(nlohmann::json &)> &damage) {
+    nlohmann::json j = toJson(mod.program);
+    damage(j["rope_tables"][0]);
+    try {
+      cudaProgramFromJson(j);
+    } catch (const InputError &e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_EQ(refusal([](nlohmann::json &a) { a["amplitudes"].erase(0); }),
+            "cuda program: rope_tables[0] 'amplitudes' is not a list as long as 'freqs'");
+  EXPECT_EQ(refusal([](nlohmann::json &a) { a["amplitudes"][2] = -1.0; }),
+            "cuda program: rope_tables[0] 'amplitudes' holds -1.0, not a positive number");
+}
+
 TEST(CudaCodegen, RejectsWhatItCannotRun) {
   EXPECT_THROW(parseCudaArchs("sm_75"), InputError);
   EXPECT_THROW(parseCudaArchs("compute_90"), InputError);

@@ -105,6 +105,21 @@ const ModelShape kModelShapes[] = {
                             "short_factors = [1.0, 1.1, 1.2, 1.5, 2.0, 3.0, 4.0, 5.0]\n"
                             "long_factors = [1.0, 1.5, 3.0, 6.0, 12.0, 24.0, 48.0, 60.0]\n",
      "max_seq_len = 48\n"},
+    // Phi-4-mini's partial RoPE: 12 of each head's 16 dimensions turn, the
+    // last 4 pass through; LongRoPE's long factors, one per rotated pair;
+    // the attention factor scales the rotated pairs alone (the rope ops
+    // carry it, the softmax keeps 1 / sqrt(16)).
+    {"phi4-partial-longrope", "architecture = \"phi3\"\nnum_heads = 4\nnum_kv_heads = 2\n"
+                              "[model.rope]\ntheta = 10000.0\nrotary_dim = 12\n"
+                              "type = \"longrope\"\noriginal_max_position_embeddings = 16\n"
+                              "attention_factor = 1.3\n"
+                              "short_factors = [1.0, 1.1, 1.2, 1.5, 2.0, 3.0]\n"
+                              "long_factors = [1.0, 1.5, 3.0, 6.0, 12.0, 24.0]\n",
+     "max_seq_len = 48\n"},
+    // Half of each head turns, without scaling.
+    {"partial-rope-half", "architecture = \"llama\"\nnum_heads = 4\nnum_kv_heads = 2\n"
+                          "[model.rope]\ntheta = 10000.0\nrotary_dim = 8\n",
+     "max_seq_len = 48\n"},
     {"pages-of-4-chunk-3", "architecture = \"llama\"\nnum_heads = 4\nnum_kv_heads = 2\n",
      "max_seq_len = 48\nprefill_chunk = 3\npage_size = 4\n"},
     // Sliding-window attention (Mistral's): each token reads its last 5 keys,

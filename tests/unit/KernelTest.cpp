@@ -588,7 +588,7 @@ TEST(Kernels, RopeMatchesAPlainRotation) {
     ASSERT_NEAR(fromRuntime[size_t(i)], freqs[size_t(i)], 1e-15 * freqs[size_t(i)]) << i;
 
   std::vector<float> table(size_t(rows * half * 2)), out(x.size());
-  ropeTable(positions.data(), half, freqs.data(), table.data(), 0, rows);
+  ropeTable(positions.data(), half, freqs.data(), nullptr, table.data(), 0, rows);
   rope(x.data(), positions.data(), cols, headDim, table.data(), out.data(), 0, rows);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t h = 0; h < cols; h += headDim)

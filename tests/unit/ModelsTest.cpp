@@ -44,6 +44,8 @@ const Known kModels[] = {
     // The safetensors index's total_size, 7,642,159,104 bf16 bytes.
     {"phi-3-mini-4k.toml", 3821079552},
     {"phi-3.5-mini.toml", 3821079552}, // Phi-3-mini's layers
+    // The safetensors headers' total (the embedding tied, counted once).
+    {"phi-4-mini.toml", 3836021760},
 };
 
 ModelConfig load(const std::string &file, const SettingOverrides &o = {}) {
@@ -173,11 +175,14 @@ TEST(Models, CompileWithExactBills) {
     }
     EXPECT_EQ(b.arenaAllocBytes, std::max(b.arenaBytes.at("prefill"), b.arenaBytes.at("decode")));
     // One RoPE table per entry point (every layer's rope shares its
-    // frequencies): head_dim / 2 doubles and rows x head_dim floats, each
-    // rounded up to 64 bytes. Nothing per thread.
+    // frequencies): head_dim / 2 doubles (twice that with partial RoPE's
+    // attention factor: the pairs' amplitudes) and rows x head_dim floats,
+    // each rounded up to 64 bytes. Nothing per thread.
+    const bool amplitudes = m.rope.rotaryDim > 0 && m.rope.attentionFactor != 1;
     int64_t rope = 0;
     for (const auto &[name, ep] : out.plan.entryPoints)
-      rope += alignUp(m.headDim / 2 * 8, 64) + alignUp(ep.rows * m.headDim * 4, 64);
+      rope += alignUp(m.headDim / 2 * (amplitudes ? 16 : 8), 64) +
+              alignUp(ep.rows * m.headDim * 4, 64);
     EXPECT_EQ(b.workspaceBytes, rope);
     EXPECT_EQ(b.totalBytes, blob + b.kvCacheBytes + b.arenaAllocBytes + rope);
     // The fused weights still account for every parameter once.

@@ -270,6 +270,18 @@ TEST(PlanJson, EachDamageNamesTheStepAndField) {
        "has 3 freq_factors for head_dim 4 (expected head_dim / 2)"},
       {[](nlohmann::json &j) { step(j, 3)["freq_factors"] = {1.0, -2.0}; },
        "attribute 'freq_factors'[1] is not a positive finite number"},
+      // Partial RoPE: an even part of the head, one factor per rotated pair.
+      {[](nlohmann::json &j) { step(j, 3)["rotary_dim"] = 3; },
+       "has rotary_dim 3 for head_dim 4 (expected an even number from 2 to head_dim)"},
+      {[](nlohmann::json &j) { step(j, 3)["rotary_dim"] = 6; },
+       "has rotary_dim 6 for head_dim 4"},
+      {[](nlohmann::json &j) {
+         step(j, 3)["rotary_dim"] = 2;
+         step(j, 3)["freq_factors"] = {1.0, 2.0};
+       },
+       "has 2 freq_factors for rotary_dim 2 (expected rotary_dim / 2)"},
+      {[](nlohmann::json &j) { step(j, 3)["attention_factor"] = -1.5; },
+       "has attention_factor -1.5 (expected a positive number)"},
       {[](nlohmann::json &j) { step(j, 3)["freq_factors"] = 2.0; },
        "attribute 'freq_factors' is not a list of numbers"},
       {[](nlohmann::json &j) { step(j, 1)["result"]["offset"] = 1e30; },

@@ -88,12 +88,15 @@ void headNorm(Vec &x, const Vec &g, int64_t headDim, double eps) {
 /// RoPE on adjacent pairs, with Llama 3's or linear frequency scaling,
 /// explicit per-pair divisors (a GGUF's rope_freqs) or LongRoPE's (the long
 /// ones for a context beyond the pretraining one), cos and sin multiplied
-/// by the attention factor as transformers does.
+/// by the attention factor as transformers does. With partial RoPE only the
+/// first rotaryDim dimensions of a head turn (at frequencies of that width)
+/// and the rest are left as they are.
 void rope(Vec &x, int64_t pos, int64_t headDim, const RopeSpec &r, int64_t context) {
   const double pi = 3.14159265358979323846;
+  const int64_t width = r.rotaryDim > 0 ? r.rotaryDim : headDim;
   for (size_t h = 0; h < x.size(); h += size_t(headDim))
-    for (int64_t i = 0; i < headDim / 2; ++i) {
-      double freq = 1.0 / std::pow(r.theta, double(2 * i) / double(headDim));
+    for (int64_t i = 0; i < width / 2; ++i) {
+      double freq = 1.0 / std::pow(r.theta, double(2 * i) / double(width));
       if (r.type == RopeType::llama3) {
         double wavelen = 2 * pi / freq;
         double lowWave = double(r.originalMaxPositions) / r.lowFreqFactor;

@@ -775,6 +775,45 @@ TEST(HFConfig, Phi3LongRope) {
   EXPECT_EQ(back.rope.type, RopeType::longrope);
 }
 
+// Phi-4-mini's partial RoPE as transformers reads it: int(head_dim x
+// partial_rotary_factor) leading dimensions of each head rotate (12 of 16
+// here; 96 of 128 in the model), LongRoPE's lists one factor per rotated
+// pair. The attention factor stays the model's; the compiled rope ops carry
+// it (it scales only the rotated pairs) and the softmax keeps 1 / sqrt(16).
+TEST(HFConfig, Phi4MiniPartialRope) {
+  nlohmann::json j = phi35();
+  j["partial_rotary_factor"] = 0.75;
+  j["rope_scaling"]["short_factor"] = {1.0, 1.0, 1.1, 1.3, 1.6, 2.0};
+  j["rope_scaling"]["long_factor"] = {1.0, 1.5, 3.0, 6.0, 12.0, 24.0};
+  ModelConfig cfg = phiConfig(j);
+  EXPECT_EQ(cfg.model.headDim, 16);
+  EXPECT_EQ(cfg.model.rope.rotaryDim, 12);
+  EXPECT_EQ(cfg.model.rope.freqFactors,
+            j["rope_scaling"]["short_factor"].get<std::vector<double>>());
+  EXPECT_NEAR(cfg.model.rope.attentionFactor, std::sqrt(17.0 / 12.0), 1e-15);
+  // Frequency i of the 6 rotated pairs is 10000^(-2i/12) / factor i; the
+  // last 2 pairs do not turn.
+  const std::vector<double> f = ropeFrequencies(cfg.model.rope, cfg.model.headDim);
+  ASSERT_EQ(f.size(), 8u);
+  for (int i = 0; i < 6; ++i)
+    EXPECT_NEAR(f[size_t(i)], std::pow(10000.0, -i / 6.0) / cfg.model.rope.freqFactors[size_t(i)],
+                1e-15) << i;
+  EXPECT_EQ(f[6], 0.0);
+  EXPECT_EQ(f[7], 0.0);
+  const ModelSpec back = modelSpecFromJson(toJson(cfg.model));
+  EXPECT_EQ(back.rope.rotaryDim, 12);
+  EXPECT_EQ(modelSpecFromJson(toJson(phiConfig(phi35()).model)).rope.rotaryDim, 0);
+  // A factor of 1 is whole heads, as transformers reads it.
+  EXPECT_EQ(phiConfig(phi35()).model.rope.rotaryDim, 0);
+  // Phi-4-mini's own sizes: 96 of 128.
+  j["hidden_size"] = 3072;
+  j["num_attention_heads"] = 24;
+  j["num_key_value_heads"] = 8;
+  j["rope_scaling"]["short_factor"] = std::vector<double>(48, 1.0);
+  j["rope_scaling"]["long_factor"] = std::vector<double>(48, 2.0);
+  EXPECT_EQ(phiConfig(j).model.rope.rotaryDim, 96);
+}
+
 TEST(HFConfig, Phi3RefusalsNameTheKey) {
   auto has = [](nlohmann::json j, const std::string &part) {
     const std::string msg = hfErrorOf(j.dump());
@@ -796,8 +835,15 @@ TEST(HFConfig, Phi3RefusalsNameTheKey) {
   j["rope_scaling"]["short_mscale"] = 1.1;
   has(j, "field 'rope_scaling.short_mscale'");
   j = phi35();
-  j["partial_rotary_factor"] = 0.75; // Phi-4-mini
-  has(j, "field 'partial_rotary_factor': 0.75");
+  j["partial_rotary_factor"] = 0.75; // Phi-4-mini's, but the lists are a whole head's
+  has(j, "field 'rope_scaling.short_factor': expected rotary_dim / 2 = 6 factors, got 8");
+  j["partial_rotary_factor"] = 1.5;
+  has(j, "field 'partial_rotary_factor': expected a number above 0 and at most 1, got 1.5");
+  j["partial_rotary_factor"] = 0.1; // 1.6 dimensions of 16: one, not a pair
+  has(j, "field 'partial_rotary_factor': 0.1 of the head's 16 dimensions is 1; RoPE rotates "
+         "pairs");
+  j["partial_rotary_factor"] = 0.3125; // 5 of 16: odd
+  has(j, "of the head's 16 dimensions is 5;");
   j = phi35();
   j["original_max_position_embeddings"] = 0;
   has(j, "field 'original_max_position_embeddings': expected a positive integer");

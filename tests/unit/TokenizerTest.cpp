@@ -1086,6 +1086,33 @@ std::string tinyGgufBpe(const ScratchDir &dir,
   return p.string();
 }
 
+// pre "gpt-4o" (Phi-4-mini's GGUFs; "llama4" too) splits words where the
+// case turns and keeps a contraction with its word, as the o200k pattern
+// does; pre "llama-bpe" keeps "AbAb" whole and splits off "'s". Merges that
+// cross those boundaries tell the two apart.
+TEST(GgufBpe, Gpt4oPatternSplitsWordsAtCaseChanges) {
+  ScratchDir dir;
+  auto tokenizer = [&](const std::string &pre) {
+    return loadTokenizerFile(tinyGgufBpe(dir, [&](auto &strings, auto &tokens, auto &types,
+                                                  auto &merges) {
+      strings["tokenizer.ggml.pre"] = pre;
+      tokens = {"A", "b", "Ab", "AbAb", "'", "s", "'s", "Ab's"};
+      types.assign(tokens.size(), 1);
+      merges = {"A b", "Ab Ab", "' s", "Ab 's"};
+    }));
+  };
+  for (const char *pre : {"gpt-4o", "llama4"}) {
+    SCOPED_TRACE(pre);
+    auto tok = tokenizer(pre);
+    EXPECT_EQ(tok->encode("AbAb", false), (Ids{2, 2}));
+    EXPECT_EQ(tok->encode("Ab's", false), (Ids{7}));
+    EXPECT_EQ(tok->bosId(), -1);
+  }
+  auto llama3 = tokenizer("llama-bpe");
+  EXPECT_EQ(llama3->encode("AbAb", false), (Ids{3}));
+  EXPECT_EQ(llama3->encode("Ab's", false), (Ids{2, 6}));
+}
+
 TEST(GgufBpe, ErrorsNameTheKey) {
   ScratchDir dir;
   auto none = [](auto &, auto &, auto &, auto &) {};

@@ -130,6 +130,16 @@ ModelSpec smallSpec(bool qwen) {
   return m;
 }
 
+/// Phi-4-mini's partial RoPE on the small shape: 6 of each head's 8 rows
+/// turn (Hugging Face orders those 6 by halves), the last 2 do not.
+ModelSpec partialRopeSpec() {
+  ModelSpec m = smallSpec(false);
+  m.name = "tiny-phi4";
+  m.architecture = Architecture::phi3;
+  m.rope.rotaryDim = 6;
+  return m;
+}
+
 /// Qwen3's shape: no biases, q/k norms, heads of 16 on a hidden size of 32
 /// with 4 heads.
 ModelSpec qwen3Spec() {
@@ -531,16 +541,17 @@ bool isQK(const std::string &name) {
 }
 
 // The model's canonical tensors as Hugging Face stores them: HF names, and
-// q/k rows put back in rotate-half order (HF row (h, j + e*d/2) holds
-// canonical row (h, 2j + e)).
+// q/k rows put back in rotate-half order (HF row (h, j + e*r/2) holds
+// canonical row (h, 2j + e), for the r rows of a head that turn: all d, or
+// partial RoPE's first r, the rest in place).
 std::vector<HFTensor> toHF(const ModelSpec &m, const WeightSource &src, DType dtype) {
   std::vector<HFTensor> out;
   for (const WeightDecl &w : weightTable(m)) {
     std::vector<float> v = toF32(src.tensor(w.name, w.shape));
     if (isQK(w.name)) {
       const int64_t rows = w.shape[0], cols = w.shape.size() == 2 ? w.shape[1] : 1;
-      const int64_t d = m.headDim, half = d / 2;
-      std::vector<float> hf(v.size());
+      const int64_t d = m.headDim, half = (m.rope.rotaryDim ? m.rope.rotaryDim : d) / 2;
+      std::vector<float> hf = v;
       for (int64_t h = 0; h < rows / d; ++h)
         for (int64_t j = 0; j < half; ++j)
           for (int64_t e = 0; e < 2; ++e)
@@ -572,7 +583,7 @@ void expectSameWeights(const ModelSpec &m, const WeightSource &original, const W
 }
 
 TEST(Safetensors, SingleFileF32RoundTripsWithRopePermutation) {
-  for (const ModelSpec &m : {smallSpec(false), smallSpec(true), qwen3Spec()}) {
+  for (const ModelSpec &m : {smallSpec(false), smallSpec(true), qwen3Spec(), partialRopeSpec()}) {
     SCOPED_TRACE(m.name + " (" + architectureName(m.architecture) + ")");
     auto original = openWeights("random:7", m);
     ScratchDir dir;
@@ -756,9 +767,7 @@ std::vector<HFTensor> fusePhi3(const std::vector<HFTensor> &hf) {
 // wide), q/k rows in rotate-half order in both: each weight reads as its own
 // rows, the same canonical weights; q and k are reordered copies, the rest
 // read in place. A checkpoint without them names the fused tensor too.
-TEST(Gguf, Phi3FusedRowsReadAsTheirParts) {
-  ModelSpec m = smallSpec(false);
-  m.architecture = Architecture::phi3;
+void expectPhi3FusedRowsRead(const ModelSpec &m) {
   auto original = openWeights("random:9", m);
   const std::vector<HFTensor> fused = fusePhi3(toHF(m, *original, DType::f32));
   const uint64_t qkBytes =
@@ -771,6 +780,7 @@ TEST(Gguf, Phi3FusedRowsReadAsTheirParts) {
 
   const fs::path p = dir.path / "phi3.gguf";
   kvplan::testing::GgufWriter w = ggufHeader(m);
+  if (m.rope.rotaryDim) w.u32("phi3.rope.dimension_count", uint32_t(m.rope.rotaryDim));
   for (const HFTensor &t : fused) {
     std::vector<float> v(t.bytes.size() / 4);
     std::memcpy(v.data(), t.bytes.data(), t.bytes.size());
@@ -784,7 +794,17 @@ TEST(Gguf, Phi3FusedRowsReadAsTheirParts) {
     w.tensor({name, t.shape, v});
   }
   w.write(p);
-  EXPECT_EQ(readCheckpointConfig(p.string()).model.architecture, Architecture::phi3);
+  const ModelConfig cfg = readCheckpointConfig(p.string());
+  EXPECT_EQ(cfg.model.architecture, Architecture::phi3);
+  EXPECT_EQ(cfg.model.headDim, 0); // embedding_length / head_count, derived later
+  EXPECT_EQ(cfg.model.rope.rotaryDim, m.rope.rotaryDim);
+  if (m.rope.rotaryDim) { // the file's rotated width is not the model's to differ from
+    ModelSpec whole = m;
+    whole.rope.rotaryDim = 0;
+    expectInputError([&] { openWeights(p.string(), whole); },
+                     {p.string(), "it rotates 6 dimensions of each head in the file "
+                                  "(phi3.rope.dimension_count) but 8 for the model"});
+  }
   auto gguf = openWeights(p.string(), m);
   expectSameWeights(m, *original, *gguf, DType::f32);
   EXPECT_EQ(gguf->heldBytes(), qkBytes);
@@ -798,6 +818,18 @@ TEST(Gguf, Phi3FusedRowsReadAsTheirParts) {
                                                                     {m.kvDim(), m.hiddenSize}); },
                    {"missing tensor 'layers.1.attention.wk'", "self_attn.k_proj.weight",
                     "and no fused 'model.layers.1.self_attn.qkv_proj.weight'"});
+}
+
+// Partial RoPE's q/k rows (Phi-4-mini's): only the rows that turn are
+// reordered, in safetensors and in the GGUF, whose rope.dimension_count
+// below the head width is the rotated width.
+TEST(Gguf, Phi3FusedRowsReadAsTheirParts) {
+  ModelSpec m = smallSpec(false);
+  m.architecture = Architecture::phi3;
+  for (const ModelSpec &spec : {m, partialRopeSpec()}) {
+    SCOPED_TRACE(spec.name);
+    expectPhi3FusedRowsRead(spec);
+  }
 }
 
 // Quantized rows move whole: a Q8_0 q projection of a qwen2 GGUF reads as

@@ -75,6 +75,8 @@ std::string rowList(const std::vector<int64_t> &rows) {
 std::string ropeLine(const RopeSpec &r) {
   std::ostringstream os;
   os << "theta " << r.theta;
+  if (r.rotaryDim > 0)
+    os << ", rotary_dim " << r.rotaryDim << " (the rest of each head does not turn)";
   if (r.type == RopeType::llama3)
     os << ", llama3 scaling (factor " << r.factor << ", low_freq_factor " << r.lowFreqFactor
        << ", high_freq_factor " << r.highFreqFactor << ", original_max_position_embeddings "

@@ -12,7 +12,10 @@ usage: gguf_and_hf.py ARCH TOKENIZER_JSON PRE GGUF_OUT HF_DIR [TOKENIZER_CONFIG]
   left in rotate-half order; the same weights also written unfused as a
   llama folder, HF_DIR-llama) or phi3-longrope (phi3 with LongRoPE: short
   and long factors, a pretraining context of 64, the attention factor as
-  convert_hf_to_gguf.py computes it); PRE: tokenizer.ggml.pre ("llama-bpe", "qwen2",
+  convert_hf_to_gguf.py computes it) or phi4-mini (phi3-longrope with
+  Phi-4-mini's partial RoPE: partial_rotary_factor 0.75, 6 of each head's 8
+  dimensions turning, rope.dimension_count 6, 3 factors a list);
+  PRE: tokenizer.ggml.pre ("llama-bpe", "qwen2",
   "deepseek-r1-qwen"). tokenizer.ggml.add_bos_token is true for llama (as
   Llama 3's GGUFs have it), false for the others. "deepseek-r1-qwen" (with
   Qwen's tokenizer.json) writes the GGUF's vocabulary as DeepSeek-R1's Qwen
@@ -33,7 +36,8 @@ from array import array
 
 arch, tokenizer_path, pre, gguf_out, hf_dir = sys.argv[1:6]
 tokenizer_config = sys.argv[6] if len(sys.argv) > 6 else None
-longrope = arch == "phi3-longrope"
+partial = arch == "phi4-mini"
+longrope = arch in ("phi3-longrope", "phi4-mini")
 if longrope:
     arch = "phi3"
 qwen = arch in ("qwen2", "qwen3")
@@ -78,8 +82,10 @@ q_dim, kv_dim = heads * head_dim, kv_heads * head_dim
 theta, eps = (1000000.0, 1e-6) if qwen else (500000.0, 1e-5)
 # LongRoPE: head_dim / 2 factors each; max_position_embeddings 256 over a
 # pretraining context of 64, so the attention factor is sqrt(1 + ln 4 / ln 64).
-short_factor = [1.0, 1.25, 2.0, 3.5]
-long_factor = [1.0, 2.0, 6.0, 16.0]
+# Partial RoPE: one factor per rotated pair.
+rotary_dim = head_dim * 3 // 4 if partial else head_dim
+short_factor = [1.0, 1.25, 2.0, 3.5][:rotary_dim // 2]
+long_factor = [1.0, 2.0, 6.0, 16.0][:rotary_dim // 2]
 attn_factor = math.sqrt(1 + math.log(256 / 64) / math.log(64))
 rng = random.Random(11)
 
@@ -180,7 +186,8 @@ if arch == "phi3":
     # Phi-3's own keys: the pretraining context beside rope_scaling, no
     # partial rotation, a window no shorter than the context.
     config.update({"original_max_position_embeddings": 64 if longrope else 256,
-                   "partial_rotary_factor": 1.0, "sliding_window": 262144,
+                   "partial_rotary_factor": 0.75 if partial else 1.0,
+                   "sliding_window": 262144,
                    "embd_pdrop": 0.0, "resid_pdrop": 0.0, "rope_scaling": None})
     if longrope:
         config["rope_scaling"] = {"type": "longrope", "short_factor": short_factor,
@@ -263,7 +270,7 @@ for key, v in [("block_count", layers), ("context_length", 256), ("embedding_len
                ("attention.head_count_kv", kv_heads)]:
     u32(arch + "." + key, v)
 if arch == "phi3":
-    u32(arch + ".rope.dimension_count", head_dim)
+    u32(arch + ".rope.dimension_count", rotary_dim)
     u32(arch + ".attention.sliding_window", 262144)
     if longrope:
         u32(arch + ".rope.scaling.original_context_length", 64)

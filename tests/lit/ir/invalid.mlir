@@ -124,6 +124,38 @@ func.func @f(%x: tensor<2x8xf32>, %p: tensor<2xi32>) -> tensor<2x8xf32> {
 
 // -----
 
+func.func @f(%x: tensor<2x16xf32>, %p: tensor<2xi32>) -> tensor<2x16xf32> {
+  // expected-error @below {{freq_factors has 4 entries; expected rotary_dim / 2 = 3}}
+  %0 = llm.rope %x, %p {head_dim = 8 : i64, theta = 1.0e4 : f64, rotary_dim = 6 : i64, freq_factors = array<f64: 1.0, 2.0, 4.0, 8.0>} : tensor<2x16xf32>, tensor<2xi32>
+  return %0 : tensor<2x16xf32>
+}
+
+// -----
+
+func.func @f(%x: tensor<2x16xf32>, %p: tensor<2xi32>) -> tensor<2x16xf32> {
+  // expected-error @below {{rotary_dim must be even and from 2 to head_dim 8, got 5}}
+  %0 = llm.rope %x, %p {head_dim = 8 : i64, theta = 1.0e4 : f64, rotary_dim = 5 : i64} : tensor<2x16xf32>, tensor<2xi32>
+  return %0 : tensor<2x16xf32>
+}
+
+// -----
+
+func.func @f(%x: tensor<2x16xf32>, %p: tensor<2xi32>) -> tensor<2x16xf32> {
+  // expected-error @below {{rotary_dim must be even and from 2 to head_dim 8, got 10}}
+  %0 = llm.rope %x, %p {head_dim = 8 : i64, theta = 1.0e4 : f64, rotary_dim = 10 : i64} : tensor<2x16xf32>, tensor<2xi32>
+  return %0 : tensor<2x16xf32>
+}
+
+// -----
+
+func.func @f(%x: tensor<2x16xf32>, %p: tensor<2xi32>) -> tensor<2x16xf32> {
+  // expected-error @below {{attention_factor must be positive and finite, got -1}}
+  %0 = llm.rope %x, %p {head_dim = 8 : i64, theta = 1.0e4 : f64, rotary_dim = 6 : i64, attention_factor = -1.0 : f64} : tensor<2x16xf32>, tensor<2xi32>
+  return %0 : tensor<2x16xf32>
+}
+
+// -----
+
 func.func @f(%x: tensor<2x8xf32>, %p: tensor<2xi32>) -> tensor<2x8xf32> {
   // expected-error @below {{freq_factors must be positive and finite, got 0}}
   %0 = llm.rope %x, %p {head_dim = 4 : i64, theta = 1.0e4 : f64, freq_factors = array<f64: 1.0, 0.0>} : tensor<2x8xf32>, tensor<2xi32>
