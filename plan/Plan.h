@@ -101,9 +101,8 @@ struct MemoryBill {
 /// The CPU executor's workspace: for each entry point and distinct RoPE
 /// parameters, the frequencies (head_dim / 2 doubles; then as many
 /// amplitudes where the op has an attention factor) and a table of cos/sin
-/// per row
-/// (rows x head_dim floats), filled once per call. Every part starts at a
-/// multiple of 64 bytes.
+/// per row (rows x head_dim floats), filled once per call. Every part starts
+/// at a multiple of 64 bytes.
 struct CpuRopeTable {
   std::string entry;
   RopeParams params;

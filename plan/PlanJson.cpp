@@ -340,8 +340,7 @@ void checkFreqFactors(const Step &s, const std::string &at) {
   if (p->attentionFactor && !(*p->attentionFactor > 0 && std::isfinite(*p->attentionFactor)))
     incompatible(at, "has attention_factor " + formatNumber(*p->attentionFactor) +
                          " (expected a positive number)");
-  if (!p->freqFactors.empty() && int64_t(p->freqFactors.size()) * 2 != rot)
-  {
+  if (!p->freqFactors.empty() && int64_t(p->freqFactors.size()) * 2 != rot) {
     const std::string width = p->rotaryDim ? "rotary_dim" : "head_dim";
     incompatible(at, "has " + std::to_string(p->freqFactors.size()) + " freq_factors for " +
                          width + " " + std::to_string(rot) + " (expected " + width + " / 2)");

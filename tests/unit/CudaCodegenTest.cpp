@@ -592,6 +592,20 @@ TEST(CudaCodegen, ArtifactHoldsMachineCodeForEachArchitecture) {
   std::remove(path.c_str());
 }
 
+/// What reading `p`'s launch table says once `damage` changes its first
+/// RoPE table: the InputError's message, or "accepted".
+std::string ropeTableRefusal(const CudaProgram &p,
+                             const std::function<void(nlohmann::json &)> &damage) {
+  nlohmann::json j = toJson(p);
+  damage(j["rope_tables"][0]);
+  try {
+    cudaProgramFromJson(j);
+  } catch (const InputError &e) {
+    return e.what();
+  }
+  return "accepted";
+}
+
 // A GGUF's per-pair frequency factors reach the device's RoPE table: the
 // launch table's one table (every RoPE op shares it) holds
 // theta^(-2i/head_dim) / freq_factors[i], as the CPU's does, for every
@@ -630,14 +644,7 @@ TEST(CudaCodegen, RopeTableDividesByTheFrequencyFactors) {
   EXPECT_EQ(mod.source.find("__constant__ double"), std::string::npos);
   // A damaged table is refused, named.
   auto refusal = [&](const std::function<void(nlohmann::json &)> &damage) {
-    nlohmann::json j = toJson(mod.program);
-    damage(j["rope_tables"][0]);
-    try {
-      cudaProgramFromJson(j);
-    } catch (const InputError &e) {
-      return std::string(e.what());
-    }
-    return std::string("accepted");
+    return ropeTableRefusal(mod.program, damage);
   };
   const int64_t ws = mod.program.workspaceBytes;
   EXPECT_EQ(refusal([&](nlohmann::json &t) { t["offset"] = ws - 8; }),
@@ -693,14 +700,7 @@ TEST(CudaCodegen, PartialRopeTableScalesOnlyTheRotatedPairs) {
       }
   EXPECT_GT(rotating, 0);
   auto refusal = [&](const std::function<void(nlohmann::json &)> &damage) {
-    nlohmann::json j = toJson(mod.program);
-    damage(j["rope_tables"][0]);
-    try {
-      cudaProgramFromJson(j);
-    } catch (const InputError &e) {
-      return std::string(e.what());
-    }
-    return std::string("accepted");
+    return ropeTableRefusal(mod.program, damage);
   };
   EXPECT_EQ(refusal([](nlohmann::json &a) { a["amplitudes"].erase(0); }),
             "cuda program: rope_tables[0] 'amplitudes' is not a list as long as 'freqs'");
