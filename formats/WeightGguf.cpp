@@ -104,9 +104,11 @@ Architecture ggufArchitecture(const GgufFile &g) {
     return Architecture::qwen3;
   if (*arch == "phi3")
     return Architecture::phi3;
+  if (*arch == "smollm3")
+    return Architecture::smollm3;
   throw InputError(g.path() + ": GGUF architecture '" + *arch +
                    "' is not supported; kvplan reads GGUF files of architecture llama, qwen2, "
-                   "qwen3 and phi3");
+                   "qwen3, phi3 and smollm3");
 }
 
 /// Whether llama.cpp's converter left the file's q/k rows (and q/k norms) in
@@ -298,6 +300,8 @@ ModelConfig configFromGguf(const GgufFile &g) {
   m.hiddenSize = required("embedding_length", "model.hidden_size");
   m.intermediateSize = required("feed_forward_length", "model.intermediate_size");
   m.numLayers = required("block_count", "model.num_layers");
+  if (m.architecture == Architecture::smollm3) // llama.cpp's n_no_rope_layer_step
+    m.nopeLayers = everyNthLayer(m.numLayers, 4);
   m.numHeads = required("attention.head_count", "model.num_heads");
   m.numKvHeads = g.integer(key("attention.head_count_kv")).value_or(m.numHeads);
   if ((m.headDim = ggufHeadDim(g, m)))
@@ -570,6 +574,13 @@ std::unique_ptr<WeightSource> openGguf(const std::string &path, const ModelSpec 
                      " but the model is " + architectureName(model.architecture) +
                      "; compile the .gguf itself, or describe it as " + architectureName(arch));
   checkRopeAgrees(g, model);
+  // llama.cpp leaves every fourth layer of a smollm3 file unrotated (its
+  // n_no_rope_layer_step, which the file does not record).
+  if (arch == Architecture::smollm3 &&
+      model.nopeLayers != everyNthLayer(model.numLayers, 4))
+    throw InputError(path + ": a smollm3 GGUF runs every fourth layer without RoPE (layers 3, "
+                            "7, ...), and the model's nope_layers differ; leave nope_layers "
+                            "out, or compile the .gguf itself");
   if (model.tieWordEmbeddings && !tiedClassifier(g))
     throw InputError(path + ": the GGUF has a separate classifier (output.weight, unlike "
                             "token_embd.weight) but the model ties word embeddings; set "

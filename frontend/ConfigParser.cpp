@@ -271,6 +271,10 @@ ModelConfig parseTomlSpec(const std::string &text, const std::string &path,
   model.boolean("qk_norm", m.qkNorm);
   model.integer("bos_token_id", m.bosTokenId, true);
   model.integers("eos_token_id", m.eosTokenIds, true);
+  // SmolLM3 leaves every fourth layer unrotated unless told otherwise.
+  if (!model.integers("nope_layers", m.nopeLayers, false) &&
+      m.architecture == Architecture::smollm3)
+    m.nopeLayers = everyNthLayer(m.numLayers, 4);
 
   model.allowSubtable("rope");
   TomlTable rope = subTable(cfg, *root["model"].as_table(), "rope", "model.rope");
@@ -495,7 +499,7 @@ void readHFArchitecture(JsonFields &f, ModelSpec &m, const std::string &path) {
   auto arch = parseArchitecture(modelType);
   if (!arch)
     f.fail("model_type", "'" + modelType + "' is not supported; kvplan compiles llama, "
-                                            "mistral, qwen2, qwen3 and phi3");
+                                            "mistral, qwen2, qwen3, phi3 and smollm3");
   m.architecture = *arch;
   fs::path p(path);
   m.name = p.filename() == "config.json" && p.has_parent_path()
@@ -530,6 +534,32 @@ void readHFPartialRotary(JsonFields &f, ModelSpec &m) {
                "and at least 2");
 }
 
+// SmolLM3's NoPE layers as transformers reads them: no_rope_layers, one
+// flag a layer (1: RoPE, 0: none), at least num_hidden_layers of them; else
+// every no_rope_layer_interval-th layer (default 4) goes without.
+void readHFNopeLayers(JsonFields &f, ModelSpec &m) {
+  if (m.architecture != Architecture::smollm3) return;
+  std::vector<int64_t> flags;
+  if (f.integers("no_rope_layers", flags, false)) {
+    if (int64_t(flags.size()) < m.numLayers)
+      f.fail("no_rope_layers", "has " + std::to_string(flags.size()) + " flags for " +
+                                   std::to_string(m.numLayers) + " layers (num_hidden_layers)");
+    for (int64_t l = 0; l < m.numLayers; ++l) {
+      if (flags[size_t(l)] != 0 && flags[size_t(l)] != 1)
+        f.fail("no_rope_layers", "expected 1 (RoPE) or 0 (none) for each layer, got " +
+                                     std::to_string(flags[size_t(l)]) + " at [" +
+                                     std::to_string(l) + "]");
+      if (flags[size_t(l)] == 0) m.nopeLayers.push_back(l);
+    }
+    f.ignore({"no_rope_layer_interval"});
+    return;
+  }
+  int64_t interval = 4;
+  if (f.integer("no_rope_layer_interval", interval, false) && interval <= 0)
+    f.fail("no_rope_layer_interval", "expected a positive integer");
+  m.nopeLayers = everyNthLayer(m.numLayers, interval);
+}
+
 // Sizes, biases and special tokens; absent optional keys default as in
 // transformers (num_key_value_heads = num_attention_heads, biases for qwen2,
 // q/k norms for qwen3).
@@ -553,18 +583,23 @@ void readHFModelFields(JsonFields &f, ModelSpec &m) {
   f.boolean("mlp_bias", mlpBias);
   if (mlpBias)
     f.fail("mlp_bias", "biases on the FFN projections are not supported");
-  f.integer("bos_token_id", m.bosTokenId, true);
+  // SmolLM3's config.json has none (null): its tokenizer adds no BOS.
+  if (!f.integer("bos_token_id", m.bosTokenId, m.architecture != Architecture::smollm3))
+    m.bosTokenId = -1;
   f.integers("eos_token_id", m.eosTokenIds, true);
   readHFPartialRotary(f, m);
+  readHFNopeLayers(f, m);
 }
 
 // Which layers slide, as transformers decides it: `layer_types` where the
-// file lists them; else for Qwen2 and Qwen3 (which record a window and
-// disable it with use_sliding_window) the layers from max_window_layers up;
+// file lists them; else for Qwen2, Qwen3 and SmolLM3 (which record a window
+// and disable it with use_sliding_window) the layers from max_window_layers up;
 // else, for Mistral and Phi-3, every layer. Llama's attention has no window.
 // kvplan applies one window to every layer, so a mix is refused.
 void readHFSlidingWindow(JsonFields &f, ModelSpec &m, const WarningSink &warn) {
-  const bool qwen = m.architecture == Architecture::qwen2 || m.architecture == Architecture::qwen3;
+  const bool qwen = m.architecture == Architecture::qwen2 ||
+                    m.architecture == Architecture::qwen3 ||
+                    m.architecture == Architecture::smollm3;
   int64_t window = 0;
   f.integer("sliding_window", window, false);
   bool useSliding = !qwen;
@@ -708,6 +743,7 @@ const std::map<std::string, std::string> &hfFieldNames() {
       {"model.rope.long_factors", "rope_scaling.long_factor"},
       {"model.rope.attention_factor", "rope_scaling.attention_factor"},
       {"model.rope.rotary_dim", "partial_rotary_factor"},
+      {"model.nope_layers", "no_rope_layers"},
       {"model.bos_token_id", "bos_token_id"},
       {"model.eos_token_id", "eos_token_id"},
       {"model.sliding_window", "sliding_window"},

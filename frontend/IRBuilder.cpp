@@ -6,6 +6,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
 
+#include <algorithm>
 #include <cmath>
 
 using namespace mlir;
@@ -78,9 +79,10 @@ public:
   /// attention factor (LongRoPE's), which scales both the query and the key
   /// where the model multiplies cos and sin by it: the keys cached stay
   /// unscaled, the products are the model's. Where only part of a head
-  /// rotates, the factor scales only that part, so the rope ops carry it.
-  double attentionScale() const {
-    const double f = partialRope() ? 1.0 : m.rope.attentionFactor;
+  /// rotates, the factor scales only that part, so the rope ops carry it;
+  /// a layer without RoPE (NoPE) has no factor.
+  double attentionScale(bool rotates) const {
+    const double f = partialRope() || !rotates ? 1.0 : m.rope.attentionFactor;
     return f * f / std::sqrt(double(m.headDim));
   }
 
@@ -120,13 +122,17 @@ public:
       q = headRmsNorm(l + "attention.q_norm", q);
       k = headRmsNorm(l + "attention.k_norm", k);
     }
-    q = rope(q, positions, l + "attention.rope_q");
-    k = rope(k, positions, l + "attention.rope_k");
+    // SmolLM3's NoPE layers attend without positions.
+    const bool rotates = !std::binary_search(m.nopeLayers.begin(), m.nopeLayers.end(), i);
+    if (rotates) {
+      q = rope(q, positions, l + "attention.rope_q");
+      k = rope(k, positions, l + "attention.rope_k");
+    }
     Value a = b.create<llm::AttentionOp>(
         loc(l + "attention"), q.getType(),
         llm::AttentionMaskAttr::get(b.getContext(), llm::AttentionMask::causal), q, k, v,
         b.getI64IntegerAttr(m.numHeads), b.getI64IntegerAttr(m.numKvHeads),
-        b.getI64IntegerAttr(m.headDim), b.getF64FloatAttr(attentionScale()), window());
+        b.getI64IntegerAttr(m.headDim), b.getF64FloatAttr(attentionScale(rotates)), window());
     Value o = linear(l + "attention.wo", a, m.hiddenSize);
     x = b.create<llm::AddOp>(loc(l + "attention.residual"), x, o);
 

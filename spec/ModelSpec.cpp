@@ -19,6 +19,7 @@ const char *architectureName(Architecture a) {
   case Architecture::qwen2: return "qwen2";
   case Architecture::qwen3: return "qwen3";
   case Architecture::phi3: return "phi3";
+  case Architecture::smollm3: return "smollm3";
   }
   return "?";
 }
@@ -29,6 +30,7 @@ std::optional<Architecture> parseArchitecture(const std::string &s) {
   if (s == "qwen2") return Architecture::qwen2;
   if (s == "qwen3") return Architecture::qwen3;
   if (s == "phi3") return Architecture::phi3;
+  if (s == "smollm3") return Architecture::smollm3;
   return std::nullopt;
 }
 
@@ -56,6 +58,12 @@ std::optional<RopeType> parseRopeType(const std::string &s) {
   if (s == "linear") return RopeType::linear;
   if (s == "longrope") return RopeType::longrope;
   return std::nullopt;
+}
+
+std::vector<int64_t> everyNthLayer(int64_t layers, int64_t interval) {
+  std::vector<int64_t> out;
+  for (int64_t l = interval - 1; interval > 0 && l < layers; l += interval) out.push_back(l);
+  return out;
 }
 
 int64_t rotaryWidth(const RopeSpec &rope, int64_t headDim) {
@@ -377,7 +385,8 @@ void checkNormAndRope(Checker &c, const ModelSpec &m) {
 
 // Token ids are checked against vocab_size, which must already be valid.
 void checkTokensAndWindow(Checker &c, const ModelSpec &m) {
-  c.tokenId("model.bos_token_id", m.bosTokenId, m.vocabSize);
+  if (m.bosTokenId != -1) // none
+    c.tokenId("model.bos_token_id", m.bosTokenId, m.vocabSize);
   if (m.eosTokenIds.empty())
     c.fail("model.eos_token_id", "expected at least one end-of-sequence token id");
   for (int64_t id : m.eosTokenIds)
@@ -385,6 +394,13 @@ void checkTokensAndWindow(Checker &c, const ModelSpec &m) {
 
   if (m.slidingWindow < 0)
     c.fail("model.sliding_window", "expected a positive window or none");
+  for (size_t i = 0; i < m.nopeLayers.size(); ++i) {
+    const int64_t l = m.nopeLayers[i];
+    if (l < 0 || l >= m.numLayers || (i > 0 && l <= m.nopeLayers[i - 1]))
+      c.fail("model.nope_layers", "expected increasing layer indices from 0 to num_layers - 1 = " +
+                                      std::to_string(m.numLayers - 1) + ", got " +
+                                      std::to_string(l) + " at [" + std::to_string(i) + "]");
+  }
 }
 
 // Weights come first: the defaults for the cache type derive from them.
@@ -647,6 +663,8 @@ nlohmann::json toJson(const ModelSpec &m) {
     j["rope"]["attention_factor"] = m.rope.attentionFactor;
   if (m.rope.rotaryDim > 0)
     j["rope"]["rotary_dim"] = m.rope.rotaryDim;
+  if (!m.nopeLayers.empty())
+    j["nope_layers"] = m.nopeLayers;
   return j;
 }
 
@@ -719,7 +737,16 @@ ModelSpec modelSpecFromJson(const nlohmann::json &j) {
   m.attentionBias = j.at("attention_bias").get<bool>();
   // Absent from plans written before Qwen3.
   m.qkNorm = j.value("qk_norm", false);
-  m.bosTokenId = modelInteger(j, "bos_token_id", 0, kMaxDim);
+  m.bosTokenId = modelInteger(j, "bos_token_id", -1, kMaxDim); // -1: none
+  // Absent from plans written before NoPE layers, and where every layer
+  // rotates.
+  if (const auto nope = j.find("nope_layers"); nope != j.end()) {
+    if (!nope->is_array()) throw InputError("model field 'nope_layers' is not a list of layers");
+    for (size_t i = 0; i < nope->size(); ++i)
+      m.nopeLayers.push_back(integerField(
+          (*nope)[i], "model field 'nope_layers'[" + std::to_string(i) + "]",
+          m.nopeLayers.empty() ? 0 : m.nopeLayers.back() + 1, m.numLayers - 1));
+  }
   const nlohmann::json &eos = j.at("eos_token_id");
   if (!eos.is_array()) throw InputError("model field 'eos_token_id' is not a list of token ids");
   m.eosTokenIds.clear();

@@ -16,7 +16,9 @@
 
 namespace kvplan {
 
-enum class Architecture { llama, mistral, qwen2, qwen3, phi3 };
+// smollm3: Llama's layers with every fourth one's attention unrotated
+// (NoPE), as SmolLM3 has them.
+enum class Architecture { llama, mistral, qwen2, qwen3, phi3, smollm3 };
 const char *architectureName(Architecture a);
 std::optional<Architecture> parseArchitecture(const std::string &s);
 
@@ -62,6 +64,11 @@ struct RopeSpec {
 /// The dimensions of a head that rotate: rope.rotaryDim, else the head.
 int64_t rotaryWidth(const RopeSpec &rope, int64_t headDim);
 
+/// Every `interval`-th layer of `layers`, counted from 1 (layers interval -
+/// 1, 2 x interval - 1, ...): transformers' SmolLM3 and llama.cpp's NoPE
+/// layers for an interval (4 for SmolLM3).
+std::vector<int64_t> everyNthLayer(int64_t layers, int64_t interval);
+
 /// The inverse frequencies RoPE rotates pair i of a head by (head_dim / 2 of
 /// them): theta^(-2i/rotary_dim), Llama 3's or linear scaling applied, then
 /// divided by freqFactors[i]; 0 (no rotation) for the pairs past
@@ -90,7 +97,10 @@ struct ModelSpec {
   // RMSNorm of each query and key head before RoPE, with weights
   // attention.q_norm and attention.k_norm of head_dim each (Qwen3).
   bool qkNorm = false;
-  int64_t bosTokenId = 1;
+  // Layers whose attention has no RoPE (NoPE: SmolLM3's every fourth, from
+  // layer 3), increasing; empty: every layer rotates.
+  std::vector<int64_t> nopeLayers;
+  int64_t bosTokenId = 1; // -1: the model has none (SmolLM3's config.json)
   std::vector<int64_t> eosTokenIds{2};
   RopeSpec rope;
 

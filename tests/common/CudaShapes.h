@@ -23,7 +23,8 @@ struct Shape {
   const char *what, *model, *compile, *rope;
 };
 
-// GQA with tied embeddings; Qwen2-style bias; MHA with head_dim 128 and
+// GQA with tied embeddings, its second layer without RoPE (SmolLM3's NoPE:
+// the cache written without rotation); Qwen2-style bias; MHA with head_dim 128 and
 // Llama 3 RoPE; MQA (16 query heads on one KV head); f32 and f16 weights;
 // pages of 4 in a pool larger than its batch of 3 needs (1000 pages, not
 // 3 x 1024 / 4); batch 1, where the fused QKV is one product, with a
@@ -31,14 +32,16 @@ struct Shape {
 // where the features are many), as Phi-4-mini: partial RoPE (24 of each
 // head's 32 dimensions turn) with LongRoPE (its long factors, one per
 // rotated pair, and an attention factor, which the RoPE table's rotated
-// pairs carry); Qwen3's heads of 128 on a hidden size of
+// pairs carry), its first layer without RoPE (its QKV product and cache
+// write unfused from a rotation); Qwen3's heads of 128 on a hidden size of
 // 256, each query and key head normalized before RoPE. bf16 prefill chunks
 // of 16 rows (Qwen2: the tensor-core kernels in two groups of 8 rows) and of
 // 32 (batch 1: cuBLAS).
 inline const Shape kShapes[] = {
     {"gqa-bf16",
      "architecture = \"llama\"\nhidden_size = 256\nintermediate_size = 688\nnum_layers = 2\n"
-     "num_heads = 8\nnum_kv_heads = 4\nvocab_size = 512\ntie_word_embeddings = true",
+     "num_heads = 8\nnum_kv_heads = 4\nvocab_size = 512\ntie_word_embeddings = true\n"
+     "nope_layers = [1]",
      "weight_dtype = \"bf16\"\nmax_batch = 4\nmax_seq_len = 512\nprefill_chunk = 64", ""},
     {"qwen-bias-bf16",
      "architecture = \"qwen2\"\nhidden_size = 448\nintermediate_size = 1024\nnum_layers = 2\n"
@@ -57,7 +60,7 @@ inline const Shape kShapes[] = {
      "weight_dtype = \"f32\"\nmax_batch = 1\nmax_seq_len = 128\nprefill_chunk = 16", ""},
     {"gqa-bf16-batch1",
      "architecture = \"phi3\"\nhidden_size = 128\nintermediate_size = 320\nnum_layers = 2\n"
-     "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 9000",
+     "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 9000\nnope_layers = [0]",
      "weight_dtype = \"bf16\"\nmax_batch = 1\nmax_seq_len = 256\nprefill_chunk = 32",
      "[model.rope]\ntype = \"longrope\"\nrotary_dim = 24\n"
      "original_max_position_embeddings = 128\nattention_factor = 1.2\n"

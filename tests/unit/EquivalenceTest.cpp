@@ -120,6 +120,18 @@ const ModelShape kModelShapes[] = {
     {"partial-rope-half", "architecture = \"llama\"\nnum_heads = 4\nnum_kv_heads = 2\n"
                           "[model.rope]\ntheta = 10000.0\nrotary_dim = 8\n",
      "max_seq_len = 48\n"},
+    // SmolLM3's NoPE: the second layer attends without RoPE; with LongRoPE's
+    // attention factor beside, which the rotating layer's softmax takes and
+    // the NoPE layer's does not.
+    {"smollm3-nope", "architecture = \"smollm3\"\nnum_heads = 4\nnum_kv_heads = 2\n"
+                     "nope_layers = [1]\n",
+     "max_seq_len = 48\n"},
+    {"nope-longrope", "architecture = \"phi3\"\nnum_heads = 4\nnum_kv_heads = 2\n"
+                      "nope_layers = [0]\n[model.rope]\ntheta = 10000.0\ntype = \"longrope\"\n"
+                      "original_max_position_embeddings = 16\nattention_factor = 1.3\n"
+                      "short_factors = [1.0, 1.1, 1.2, 1.5, 2.0, 3.0, 4.0, 5.0]\n"
+                      "long_factors = [1.0, 1.5, 3.0, 6.0, 12.0, 24.0, 48.0, 60.0]\n",
+     "max_seq_len = 48\n"},
     {"pages-of-4-chunk-3", "architecture = \"llama\"\nnum_heads = 4\nnum_kv_heads = 2\n",
      "max_seq_len = 48\nprefill_chunk = 3\npage_size = 4\n"},
     // Sliding-window attention (Mistral's): each token reads its last 5 keys,

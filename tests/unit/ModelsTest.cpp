@@ -46,6 +46,8 @@ const Known kModels[] = {
     {"phi-3.5-mini.toml", 3821079552}, // Phi-3-mini's layers
     // The safetensors headers' total (the embedding tied, counted once).
     {"phi-4-mini.toml", 3836021760},
+    // The safetensors index's total_parameters (its embedding tied).
+    {"smollm3-3b.toml", 3075098624},
 };
 
 ModelConfig load(const std::string &file, const SettingOverrides &o = {}) {

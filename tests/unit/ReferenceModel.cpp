@@ -152,8 +152,11 @@ std::vector<double> ReferenceModel::logits(const std::vector<int32_t> &tokens) c
         headNorm(Q[size_t(t)], w(p + "attention.q_norm"), D, m.rmsNormEps);
         headNorm(K[size_t(t)], w(p + "attention.k_norm"), D, m.rmsNormEps);
       }
-      rope(Q[size_t(t)], t, D, m.rope, context);
-      rope(K[size_t(t)], t, D, m.rope, context);
+      // NoPE layers (SmolLM3's) attend without positions.
+      if (std::find(m.nopeLayers.begin(), m.nopeLayers.end(), l) == m.nopeLayers.end()) {
+        rope(Q[size_t(t)], t, D, m.rope, context);
+        rope(K[size_t(t)], t, D, m.rope, context);
+      }
     }
     for (int64_t t = 0; t < n; ++t) {
       // Causal attention: token t sees tokens 0..t, or with a sliding

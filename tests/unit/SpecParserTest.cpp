@@ -775,6 +775,77 @@ TEST(HFConfig, Phi3LongRope) {
   EXPECT_EQ(back.rope.type, RopeType::longrope);
 }
 
+// SmolLM3's config.json, scaled down to 8 layers: every fourth layer
+// (3, 7) without RoPE, as its no_rope_layers flags say (1: RoPE, 0: none)
+// or, without them, as no_rope_layer_interval (default 4) makes them; no
+// BOS (null); a window recorded but not used.
+TEST(HFConfig, SmolLM3NopeLayers) {
+  nlohmann::json j = nlohmann::json::parse(kHF);
+  j["model_type"] = "smollm3";
+  j["architectures"] = {"SmolLM3ForCausalLM"};
+  j["num_hidden_layers"] = 8;
+  j["no_rope_layers"] = {1, 1, 1, 0, 1, 1, 1, 0};
+  j["no_rope_layer_interval"] = 4;
+  j["bos_token_id"] = nullptr;
+  j["use_sliding_window"] = false;
+  j["sliding_window"] = nullptr;
+  j["max_window_layers"] = 8;
+  j["pad_token_id"] = 0;
+  j["pretraining_tp"] = 2;
+  auto read = [](const nlohmann::json &c) {
+    ModelConfig cfg = parseHFConfig(c.dump(), "config.json",
+                                    [](const std::string &w) { ADD_FAILURE() << w; });
+    validate(cfg);
+    return cfg;
+  };
+  ModelConfig cfg = read(j);
+  EXPECT_EQ(cfg.model.architecture, Architecture::smollm3);
+  EXPECT_EQ(cfg.model.nopeLayers, (std::vector<int64_t>{3, 7}));
+  EXPECT_EQ(cfg.model.bosTokenId, -1);
+  EXPECT_EQ(cfg.model.slidingWindow, 0);
+  // The round trip through an artifact's JSON keeps them.
+  const ModelSpec back = modelSpecFromJson(toJson(cfg.model));
+  EXPECT_EQ(back.nopeLayers, cfg.model.nopeLayers);
+  EXPECT_EQ(back.bosTokenId, -1);
+  // Flags that differ from the interval are the file's to say.
+  j["no_rope_layers"] = {0, 1, 1, 1, 1, 1, 1, 1, 1};
+  EXPECT_EQ(read(j).model.nopeLayers, (std::vector<int64_t>{0}));
+  j.erase("no_rope_layers");
+  EXPECT_EQ(read(j).model.nopeLayers, (std::vector<int64_t>{3, 7}));
+  j["no_rope_layer_interval"] = 3;
+  EXPECT_EQ(read(j).model.nopeLayers, (std::vector<int64_t>{2, 5}));
+  // Refusals name the key.
+  auto has = [](nlohmann::json c, const std::string &part) {
+    const std::string msg = hfErrorOf(c.dump());
+    EXPECT_NE(msg.find(part), std::string::npos) << "'" << part << "' not in: " << msg;
+  };
+  j["no_rope_layers"] = {1, 1, 0};
+  has(j, "field 'no_rope_layers': has 3 flags for 8 layers (num_hidden_layers)");
+  j["no_rope_layers"] = {1, 1, 2, 1, 1, 1, 1, 1};
+  has(j, "field 'no_rope_layers': expected 1 (RoPE) or 0 (none) for each layer, got 2 at [2]");
+  j.erase("no_rope_layers");
+  j["no_rope_layer_interval"] = 0;
+  has(j, "field 'no_rope_layer_interval': expected a positive integer");
+  // Another architecture keeps its BOS required.
+  has(nlohmann::json::parse(hfWith("bos_token_id", "")), "field 'bos_token_id': missing");
+}
+
+// A TOML spec's nope_layers: any architecture's, smollm3's every fourth
+// layer when left out; increasing layers of the model, else refused by name.
+TEST(SpecParser, NopeLayers) {
+  EXPECT_EQ(parseAndValidate(edit("eos_token_id = 2", "eos_token_id = 2\nnope_layers = [0, 1]")).model.nopeLayers,
+            (std::vector<int64_t>{0, 1}));
+  EXPECT_TRUE(parseAndValidate(kGood).model.nopeLayers.empty());
+  const std::string smol = edit("architecture = \"llama\"", "architecture = \"smollm3\"");
+  EXPECT_TRUE(parseAndValidate(smol).model.nopeLayers.empty()); // 2 layers: no fourth
+  std::string nine = edit("num_layers = 2", "num_layers = 9");
+  nine.replace(nine.find("\"llama\""), 7, "\"smollm3\"");
+  EXPECT_EQ(parseAndValidate(nine).model.nopeLayers, (std::vector<int64_t>{3, 7}));
+  EXPECT_ERROR(edit("eos_token_id = 2", "eos_token_id = 2\nnope_layers = [1, 1]"), "spec.toml", "model.nope_layers",
+               "expected increasing layer indices from 0 to num_layers - 1 = 1, got 1 at [1]");
+  EXPECT_ERROR(edit("eos_token_id = 2", "eos_token_id = 2\nnope_layers = [2]"), "model.nope_layers", "got 2 at [0]");
+}
+
 // Phi-4-mini's partial RoPE as transformers reads it: int(head_dim x
 // partial_rotary_factor) leading dimensions of each head rotate (12 of 16
 // here; 96 of 128 in the model), LongRoPE's lists one factor per rotated

@@ -727,6 +727,40 @@ TEST(Gguf, ALlamaFileWithBiasesKeepsThem) {
   EXPECT_EQ(read->heldBytes(), 0u); // a llama file's rows are read in place
 }
 
+// A smollm3 GGUF (llama.cpp's SmolLM3: Llama's tensors, q/k rows reordered
+// for adjacent pairs as a llama file's) runs every fourth layer without
+// RoPE, which the file does not record: read in place, its layer 3 NoPE; a
+// model whose NoPE layers differ is refused, as is a llama model.
+TEST(Gguf, SmolLM3FileLeavesEveryFourthLayerUnrotated) {
+  ModelSpec m = smallSpec(false);
+  m.architecture = Architecture::smollm3;
+  m.numLayers = 4;
+  m.nopeLayers = {3};
+  m.tieWordEmbeddings = true;
+  auto original = openWeights("random:5", m);
+  ScratchDir dir;
+  const fs::path p = dir.path / "smollm3.gguf";
+  kvplan::testing::GgufWriter w = ggufHeader(m);
+  for (const WeightDecl &d : weightTable(m))
+    w.tensor({ggufNameOfHf(hfNameOf(d.name)), d.shape, toF32(original->tensor(d.name, d.shape))});
+  w.write(p);
+  const ModelConfig cfg = readCheckpointConfig(p.string());
+  EXPECT_EQ(cfg.model.architecture, Architecture::smollm3);
+  EXPECT_EQ(cfg.model.nopeLayers, (std::vector<int64_t>{3}));
+  auto read = openWeights(p.string(), m);
+  expectSameWeights(m, *original, *read, DType::f32);
+  EXPECT_EQ(read->heldBytes(), 0u); // rows read in place
+  ModelSpec other = m;
+  other.nopeLayers = {1};
+  expectInputError([&] { openWeights(p.string(), other); },
+                   {p.string(), "a smollm3 GGUF runs every fourth layer without RoPE"});
+  other = m;
+  other.architecture = Architecture::llama;
+  other.nopeLayers.clear();
+  expectInputError([&] { openWeights(p.string(), other); },
+                   {"architecture smollm3 but the model is llama"});
+}
+
 /// Phi-3's checkpoint of `hf` (toHF's tensors): each layer's q, k and v rows
 /// in one qkv_proj, its gate's then its up projection's in one gate_up_proj.
 std::vector<HFTensor> fusePhi3(const std::vector<HFTensor> &hf) {
@@ -1197,7 +1231,7 @@ TEST(Gguf, ArchitectureAndRopeScalingAreChecked) {
   const fs::path p = dir.path / "m.gguf";
   writeGguf(p, {{"general.architecture", "gemma"}}, kGgufDims, {});
   expectInputError([&] { readCheckpointConfig(p.string()); },
-                   {p.string(), "'gemma'", "llama, qwen2, qwen3 and phi3"});
+                   {p.string(), "'gemma'", "llama, qwen2, qwen3, phi3 and smollm3"});
   expectInputError([&] { openWeights(p.string(), ggufSpec()); }, {p.string(), "'gemma'"});
   writeGguf(p, {{"general.architecture", "llama"}, {"llama.rope.scaling.type", "yarn"}},
             kGgufDims, {});

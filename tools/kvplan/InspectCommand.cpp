@@ -150,7 +150,10 @@ void printHuman(const Artifact &a) {
   std::printf("artifact  %s (format %u, kvplan %s, git %s)\n", a.path().c_str(),
               a.formatVersion(), p.kvplanVersion.c_str(), p.gitHash.c_str());
   printModel(m, s);
-  std::printf("rope      %s\n", ropeLine(m.rope).c_str());
+  std::string nope;
+  for (int64_t l : m.nopeLayers) nope += (nope.empty() ? "" : ", ") + std::to_string(l);
+  std::printf("rope      %s%s\n", ropeLine(m.rope).c_str(),
+              nope.empty() ? "" : ("; none in layers " + nope + " (NoPE)").c_str());
   std::printf("settings  target %s, weights %s, KV cache %s, max batch %lld, max seq %lld, "
               "prefill chunk %lld, page %lld tokens, kv pages %lld%s%s\n",
               targetName(s.target), dtypeName(s.weightDtype), dtypeName(s.kvDtype),

@@ -14,7 +14,9 @@ usage: gguf_and_hf.py ARCH TOKENIZER_JSON PRE GGUF_OUT HF_DIR [TOKENIZER_CONFIG]
   and long factors, a pretraining context of 64, the attention factor as
   convert_hf_to_gguf.py computes it) or phi4-mini (phi3-longrope with
   Phi-4-mini's partial RoPE: partial_rotary_factor 0.75, 6 of each head's 8
-  dimensions turning, rope.dimension_count 6, 3 factors a list);
+  dimensions turning, rope.dimension_count 6, 3 factors a list) or smollm3
+  (SmolLM3: 4 layers, the fourth without RoPE, as no_rope_layers says and
+  llama.cpp's smollm3 runs it; q/k rows reordered as a llama file's);
   PRE: tokenizer.ggml.pre ("llama-bpe", "qwen2",
   "deepseek-r1-qwen"). tokenizer.ggml.add_bos_token is true for llama (as
   Llama 3's GGUFs have it), false for the others. "deepseek-r1-qwen" (with
@@ -76,7 +78,7 @@ elif qwen:
 else:
     bos, eos = special["<|begin_of_text|>"], special["<|eot_id|>"]
 
-hidden, ffn, layers, heads, kv_heads = 32, 64, 2, 4, 2
+hidden, ffn, layers, heads, kv_heads = 32, 64, 4 if arch == "smollm3" else 2, 4, 2
 head_dim = hidden // heads * (2 if arch == "qwen3" else 1)
 q_dim, kv_dim = heads * head_dim, kv_heads * head_dim
 theta, eps = (1000000.0, 1e-6) if qwen else (500000.0, 1e-5)
@@ -171,7 +173,8 @@ write_safetensors(hf_dir, hf)
 config = {
     "model_type": arch,
     "architectures": [{"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
-                       "qwen3": "Qwen3ForCausalLM", "phi3": "Phi3ForCausalLM"}[arch]],
+                       "qwen3": "Qwen3ForCausalLM", "phi3": "Phi3ForCausalLM",
+                       "smollm3": "SmolLM3ForCausalLM"}[arch]],
     "hidden_size": hidden, "intermediate_size": ffn, "num_hidden_layers": layers,
     "num_attention_heads": heads, "num_key_value_heads": kv_heads, "vocab_size": n_vocab,
     "max_position_embeddings": 256, "rms_norm_eps": eps, "rope_theta": theta,
@@ -180,6 +183,9 @@ config = {
 }
 if qwen:
     config["use_sliding_window"] = False
+if arch == "smollm3":
+    config.update({"no_rope_layers": [1, 1, 1, 0], "no_rope_layer_interval": 4,
+                   "use_sliding_window": False, "sliding_window": None, "bos_token_id": None})
 if arch == "qwen3":
     config.update({"head_dim": head_dim, "attention_bias": False, "sliding_window": None})
 if arch == "phi3":
