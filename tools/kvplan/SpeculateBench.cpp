@@ -22,12 +22,13 @@ double seconds(Clock::time_point a, Clock::time_point b) {
 }
 
 /// --prompt-len 1 is the model's BOS alone (so the model tells its own
-/// story); longer prompts are BOS and random tokens, the same every run.
+/// story); longer prompts are BOS and random tokens, the same every run. A
+/// model without BOS (SmolLM3) starts from its first random token.
 std::vector<int32_t> specPrompt(const Plan &plan, int64_t length) {
   std::mt19937 rng(1234);
   std::vector<int32_t> prompt(static_cast<size_t>(length));
   for (int32_t &t : prompt) t = int32_t(rng() % uint32_t(plan.model.vocabSize));
-  prompt[0] = int32_t(plan.model.bosTokenId);
+  if (plan.model.bosTokenId >= 0) prompt[0] = int32_t(plan.model.bosTokenId);
   return prompt;
 }
 
