@@ -833,17 +833,19 @@ TEST(HFConfig, SmolLM3NopeLayers) {
 // A TOML spec's nope_layers: any architecture's, smollm3's every fourth
 // layer when left out; increasing layers of the model, else refused by name.
 TEST(SpecParser, NopeLayers) {
-  EXPECT_EQ(parseAndValidate(edit("eos_token_id = 2", "eos_token_id = 2\nnope_layers = [0, 1]")).model.nopeLayers,
-            (std::vector<int64_t>{0, 1}));
+  auto nope = [](const std::string &list) {
+    return edit("eos_token_id = 2", "eos_token_id = 2\nnope_layers = " + list);
+  };
+  EXPECT_EQ(parseAndValidate(nope("[0, 1]")).model.nopeLayers, (std::vector<int64_t>{0, 1}));
   EXPECT_TRUE(parseAndValidate(kGood).model.nopeLayers.empty());
   const std::string smol = edit("architecture = \"llama\"", "architecture = \"smollm3\"");
   EXPECT_TRUE(parseAndValidate(smol).model.nopeLayers.empty()); // 2 layers: no fourth
   std::string nine = edit("num_layers = 2", "num_layers = 9");
   nine.replace(nine.find("\"llama\""), 7, "\"smollm3\"");
   EXPECT_EQ(parseAndValidate(nine).model.nopeLayers, (std::vector<int64_t>{3, 7}));
-  EXPECT_ERROR(edit("eos_token_id = 2", "eos_token_id = 2\nnope_layers = [1, 1]"), "spec.toml", "model.nope_layers",
+  EXPECT_ERROR(nope("[1, 1]"), "spec.toml", "model.nope_layers",
                "expected increasing layer indices from 0 to num_layers - 1 = 1, got 1 at [1]");
-  EXPECT_ERROR(edit("eos_token_id = 2", "eos_token_id = 2\nnope_layers = [2]"), "model.nope_layers", "got 2 at [0]");
+  EXPECT_ERROR(nope("[2]"), "model.nope_layers", "got 2 at [0]");
 }
 
 // Phi-4-mini's partial RoPE as transformers reads it: int(head_dim x

@@ -706,6 +706,15 @@ TEST(Gguf, QwenReadsAsItsSafetensorsDo) {
   }
 }
 
+/// `src`'s canonical weights as a GGUF of `m`'s architecture, rows as they
+/// are (a llama file's order: adjacent pairs).
+void writeLlamaOrderGguf(const fs::path &p, const ModelSpec &m, const WeightSource &src) {
+  kvplan::testing::GgufWriter w = ggufHeader(m);
+  for (const WeightDecl &d : weightTable(m))
+    w.tensor({ggufNameOfHf(hfNameOf(d.name)), d.shape, toF32(src.tensor(d.name, d.shape))});
+  w.write(p);
+}
+
 // A Qwen model written as architecture llama ("llamafied": its q/k rows
 // reordered as for any llama file, its q/k/v biases kept): the biases are
 // read, as llama.cpp's llama reads them where a file has them.
@@ -715,10 +724,7 @@ TEST(Gguf, ALlamaFileWithBiasesKeepsThem) {
   auto original = openWeights("random:3", m);
   ScratchDir dir;
   const fs::path p = dir.path / "llamafied.gguf";
-  kvplan::testing::GgufWriter w = ggufHeader(m);
-  for (const WeightDecl &d : weightTable(m))
-    w.tensor({ggufNameOfHf(hfNameOf(d.name)), d.shape, toF32(original->tensor(d.name, d.shape))});
-  w.write(p);
+  writeLlamaOrderGguf(p, m, *original);
   ModelConfig cfg = readCheckpointConfig(p.string());
   EXPECT_EQ(cfg.model.architecture, Architecture::llama);
   EXPECT_TRUE(cfg.model.attentionBias);
@@ -740,10 +746,7 @@ TEST(Gguf, SmolLM3FileLeavesEveryFourthLayerUnrotated) {
   auto original = openWeights("random:5", m);
   ScratchDir dir;
   const fs::path p = dir.path / "smollm3.gguf";
-  kvplan::testing::GgufWriter w = ggufHeader(m);
-  for (const WeightDecl &d : weightTable(m))
-    w.tensor({ggufNameOfHf(hfNameOf(d.name)), d.shape, toF32(original->tensor(d.name, d.shape))});
-  w.write(p);
+  writeLlamaOrderGguf(p, m, *original);
   const ModelConfig cfg = readCheckpointConfig(p.string());
   EXPECT_EQ(cfg.model.architecture, Architecture::smollm3);
   EXPECT_EQ(cfg.model.nopeLayers, (std::vector<int64_t>{3}));
