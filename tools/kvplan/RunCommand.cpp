@@ -10,6 +10,7 @@
 #include "runtime/Sampler.h"
 #include "runtime/Scheduler.h"
 #include "server/ChatTemplate.h"
+#include "server/Reasoning.h"
 
 #include <nlohmann/json.hpp>
 
@@ -33,20 +34,21 @@ double seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
-/// Writes generated text. On a terminal, control characters other than
-/// newline, tab and carriage return are shown as \xNN, so a model's output
-/// (random weights emit any byte) cannot drive the terminal.
-void emit(const std::string &text) {
-  static const bool tty = isatty(1);
-  if (!tty) {
-    std::fputs(text.c_str(), stdout);
+/// Writes generated text to `out` (stdout, or stderr for a thought). On a
+/// terminal, control characters other than newline, tab and carriage return
+/// are shown as \xNN, so a model's output (random weights emit any byte)
+/// cannot drive the terminal.
+void emit(const std::string &text, FILE *out = stdout) {
+  static const bool ttyOut = isatty(1), ttyErr = isatty(2);
+  if (!(out == stderr ? ttyErr : ttyOut)) {
+    std::fputs(text.c_str(), out);
     return;
   }
   for (unsigned char c : text) {
     if ((c < 0x20 && c != '\n' && c != '\t' && c != '\r') || c == 0x7f)
-      std::printf("\\x%02x", c);
+      std::fprintf(out, "\\x%02x", c);
     else
-      std::putchar(c);
+      std::fputc(c, out);
   }
 }
 
@@ -70,6 +72,7 @@ struct RunOptions {
   bool interactive = false;         // -i: a conversation, a message a line of stdin
   std::string system, chatTemplate; // --system, --chat-template (with --chat)
   mutable std::optional<ChatChoice> chatChoice; // what --chat-template chose, once asked
+  mutable bool promptOpensThought = false;      // the last chat prompt ends inside a thought
 };
 
 /// --logit-bias ID:BIAS,ID:BIAS,... (the ranges are the sampler's to check).
@@ -205,9 +208,13 @@ std::vector<int32_t> chatIds(const RunOptions &o, const Runnable &r,
                              const std::vector<server::ChatMessage> &messages) {
   const Tokenizer &tok = requireTokenizer(r);
   const ChatChoice &c = chatChoiceOf(o, r);
+  // Where the answer begins inside a thought (DeepSeek-R1's prompt opens
+  // it), as the server reads it.
+  bool &opens = o.promptOpensThought;
+  opens = !c.own && server::chatTemplateOpensThought(c.family);
   try {
     return server::tokenizeChat(
-        tok, c.own ? c.own->render(messages, {}, nlohmann::ordered_json::object(), nullptr)
+        tok, c.own ? c.own->render(messages, {}, nlohmann::ordered_json::object(), &opens)
                    : server::renderChat(c.family, messages));
   } catch (const server::ApiError &e) {
     throw InputError(std::string("--chat: ") + e.what());
@@ -310,6 +317,12 @@ public:
   TokenWriter(bool ids, const Tokenizer *tok) : ids(ids), text(tok && !ids) {
     if (text) stream = std::make_unique<StreamDecoder>(*tok);
   }
+  /// --chat with a thinking model (Qwen3, DeepSeek-R1): the answer's
+  /// reasoning goes to stderr as it comes, so stdout holds the answer
+  /// alone; `inThought`: the prompt opened the thought.
+  void splitThoughts(bool inThought) {
+    if (text) thoughts.emplace(inThought);
+  }
   void prompt(const std::vector<int32_t> &prompt) {
     if (ids)
       printIds(prompt, first);
@@ -326,7 +339,7 @@ public:
     if (ids)
       printIds({id}, first);
     else if (text)
-      emit(piece);
+      write(thoughts ? thoughts->feed(piece) : server::ReasoningReader::Split{"", piece});
     else
       std::printf("%s%d", count == 0 ? "" : " ", id);
     ++count;
@@ -334,15 +347,34 @@ public:
   }
   /// The text the scheduler sends as the generation ends (held back so far).
   void last(const std::string &piece) {
-    if (text) emit(piece);
+    if (!text) return;
+    if (!thoughts) return emit(piece);
+    write(thoughts->feed(piece));
+    write(thoughts->finish());
   }
   void finish() {
+    if (thinking) std::fputs("\n", stderr); // a thought the answer never closed
     std::printf("\n");
     std::fflush(stdout);
   }
 
 private:
+  /// The reasoning on stderr, the content on stdout, the thought ended by
+  /// a blank line on stderr when the answer begins.
+  void write(const server::ReasoningReader::Split &s) {
+    if (!s.reasoning.empty()) {
+      emit(s.reasoning, stderr);
+      thinking = true;
+    }
+    if (s.content.empty()) return;
+    if (thinking) std::fputs("\n\n", stderr);
+    thinking = false;
+    emit(s.content);
+  }
+
   bool ids, text;
+  std::optional<server::ReasoningReader> thoughts; // --chat with a thinking model
+  bool thinking = false;                           // the last text went to stderr
   std::unique_ptr<StreamDecoder> stream; // the prompt's
   bool first = true;  // for printIds
   int64_t count = 0;  // generated tokens written
@@ -449,6 +481,13 @@ void printStats(const Generation &g, size_t promptTokens, Executor &exec) {
                  (long long)s->proposed, s->tokensPerVerify());
 }
 
+/// --chat with a model that thinks (its template's family): the reasoning
+/// on stderr, the answer on stdout.
+void splitThoughts(const RunOptions &o, const Runnable &r, TokenWriter &out) {
+  if (o.chat && server::chatTemplateThinks(chatChoiceOf(o, r).family))
+    out.splitThoughts(o.promptOpensThought);
+}
+
 /// The next user message of --interactive: -p first where given, then each
 /// line of standard input that is not blank ("> " on stderr where it is a
 /// terminal); false at the end of the input.
@@ -489,6 +528,7 @@ int converse(const RunOptions &o, const Runnable &r, Engine &engine,
       return 1;
     }
     TokenWriter out(false, r.tokenizer.get());
+    splitThoughts(o, r, out);
     const size_t promptTokens = req.prompt.size();
     const Generation g = generate(engine, r.tokenizer.get(), std::move(req), o, out, spec);
     out.finish();
@@ -525,6 +565,7 @@ int runGenerate(RunOptions o, bool verbose) {
   if (o.interactive) return converse(o, r, engine, req, o.speculate.on() ? &spec : nullptr);
   TokenWriter out(o.printIds, r.tokenizer.get());
   if (!o.chat || o.printIds) out.prompt(req.prompt);
+  splitThoughts(o, r, out);
   const size_t promptTokens = req.prompt.size();
   const Generation g = generate(engine, r.tokenizer.get(), std::move(req), o, out,
                                 o.speculate.on() ? &spec : nullptr);
@@ -559,7 +600,8 @@ void addStopAndChatFlags(CLI::App *cmd, RunOptions &o) {
       ->allow_extra_args(false);
   cmd->add_flag("--chat", o.chat,
                 "-p is the user's message in the model's chat template, and generation stops "
-                "at the turn's end; only the answer is printed");
+                "at the turn's end; only the answer is printed (a thinking model's reasoning "
+                "on stderr)");
   cmd->add_flag("-i,--interactive", o.interactive,
                 "A conversation (--chat): each line of standard input is the user's next "
                 "message (-p, if given, the first), answered with the whole conversation "
