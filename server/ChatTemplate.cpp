@@ -121,23 +121,81 @@ std::vector<ChatPiece> renderLlama2(const std::vector<ChatMessage> &m) {
 
 /// <s>[INST] {user}[/INST] {answer}</s>[INST] {system}\n\n{last user}[/INST]
 /// (Mistral's v3 format: the system message goes with the last user turn).
-std::vector<ChatPiece> renderMistral(const std::vector<ChatMessage> &m) {
+std::string argumentsJson(const ToolCall &c, size_t i);
+
+/// Mistral's call ids are 9 characters: a longer id (another server's
+/// "call_..." ids) is cut to its last 9, as vLLM cuts them for Mistral; a
+/// shorter one is refused, as Mistral's template refuses it.
+std::string mistralCallId(const std::string &id, const std::string &field) {
+  if (id.size() < 9)
+    throw badField("messages", field + " is \"" + id + "\"; Mistral's chat template takes "
+                               "tool call ids of 9 letters or digits");
+  return id.substr(id.size() - 9);
+}
+
+/// A call and a result as Mistral v0.3's template writes them:
+/// [TOOL_CALLS] [{"name": ..., "arguments": ..., "id": ...}, ...]</s> and
+/// [TOOL_RESULTS] {"content": ..., "call_id": ...}[/TOOL_RESULTS].
+void mistralToolTurn(const std::vector<ChatMessage> &m, size_t i, std::vector<ChatPiece> &out) {
+  const std::string at = "messages[" + std::to_string(i) + "]";
+  if (m[i].role == "tool") {
+    out.push_back(marker("[TOOL_RESULTS]"));
+    out.push_back(text(" {\"content\": " + m[i].content + ", \"call_id\": \"" +
+                       mistralCallId(m[i].toolCallId, at + ".tool_call_id") + "\"}"));
+    out.push_back(marker("[/TOOL_RESULTS]"));
+    return;
+  }
+  std::string calls = " [";
+  for (size_t j = 0; j < m[i].toolCalls.size(); ++j) {
+    const ToolCall &c = m[i].toolCalls[j];
+    calls += std::string(j ? ", " : "") + "{\"name\": " +
+             pythonJson(nlohmann::ordered_json(c.name)) + ", \"arguments\": " +
+             argumentsJson(c, i) + ", \"id\": \"" +
+             mistralCallId(c.id, at + ".tool_calls[" + std::to_string(j) + "].id") + "\"}";
+  }
+  out.push_back(marker("[TOOL_CALLS]"));
+  out.push_back(text(calls + "]"));
+  out.push_back({ChatPiece::eos, "</s>"});
+}
+
+/// <s>[INST] {user}[/INST] {answer}</s>...[INST] {system}\n\n{last user}[/INST]:
+/// Mistral's format (v0.3's template), the system message with the user
+/// message that ends the conversation (none where another ends it, as that
+/// template writes it). With tools, the functions in [AVAILABLE_TOOLS]
+/// before the last user message, and calls and results in their own
+/// markers (mistralToolTurn); the user and answer turns alternate around
+/// them.
+std::vector<ChatPiece> renderMistral(const std::vector<ChatMessage> &m,
+                                     const std::vector<ToolFunction> &tools) {
   const bool system = !m.empty() && m[0].role == "system";
   const size_t from = system ? 1 : 0;
-  checkAlternating(m, from, "mistral");
+  std::vector<ChatMessage> turns; // without calls and results
+  for (size_t i = from; i < m.size(); ++i)
+    if (m[i].role != "tool" && m[i].toolCalls.empty()) turns.push_back(m[i]);
+  checkAlternating(turns, 0, "mistral");
   size_t lastUser = m.size();
   for (size_t i = from; i < m.size(); ++i)
     if (m[i].role == "user") lastUser = i;
   std::vector<ChatPiece> out{{ChatPiece::bos, "<s>"}};
   for (size_t i = from; i < m.size(); ++i) {
-    if (m[i].role == "user") {
+    if (m[i].role == "tool" || !m[i].toolCalls.empty()) {
+      mistralToolTurn(m, i, out);
+    } else if (m[i].role == "user") {
       std::string content = m[i].content;
-      if (i == lastUser && system) content = m[0].content + "\n\n" + content;
+      if (i == lastUser && !tools.empty()) {
+        std::string list = " [";
+        for (size_t t = 0; t < tools.size(); ++t)
+          list += std::string(t ? ", " : "") + pythonJson(toolJson(tools[t]));
+        out.push_back(marker("[AVAILABLE_TOOLS]"));
+        out.push_back(text(list + "]"));
+        out.push_back(marker("[/AVAILABLE_TOOLS]"));
+      }
+      if (i + 1 == m.size() && system) content = m[0].content + "\n\n" + content;
       out.push_back(marker("[INST]"));
       out.push_back(text(" " + content));
       out.push_back(marker("[/INST]"));
     } else {
-      out.push_back(text(" " + m[i].content));
+      out.push_back(text(" " + strip(m[i].content)));
       out.push_back({ChatPiece::eos, "</s>"});
     }
   }
@@ -399,7 +457,7 @@ std::vector<ChatPiece> renderFamily(ChatTemplate t, const std::vector<ChatMessag
   case ChatTemplate::chatml: return renderChatMl(messages, tools, false, generation);
   case ChatTemplate::qwen3: return renderChatMl(messages, tools, true, generation);
   case ChatTemplate::deepseek_r1: return renderDeepSeekR1(messages, generation);
-  case ChatTemplate::mistral: return renderMistral(messages);
+  case ChatTemplate::mistral: return renderMistral(messages, tools);
   case ChatTemplate::phi3: return renderPhi3(messages, generation);
   case ChatTemplate::none: break;
   }

@@ -63,11 +63,12 @@ struct ChatPiece {
 /// Throws ApiError (400, param "messages") for a conversation the template
 /// cannot hold (Llama 2 and Mistral need user and assistant turns to
 /// alternate, starting with the user). With `tools`, or tool calls and
-/// results among the messages, the template's tool format (llama3 and
-/// chatml; the others throw, param "tools"): Llama 3.1's (the functions in
-/// the first user message, results as ipython turns) and Qwen2.5's (the
+/// results among the messages, the template's tool format (llama3, chatml
+/// and mistral; the others throw, param "tools"): Llama 3.1's (the functions
+/// in the first user message, results as ipython turns), Qwen2.5's (the
 /// functions in the system message, calls in <tool_call>, results in
-/// <tool_response>). `end` says where the prompt ends (ChatEnd); continuing
+/// <tool_response>) and Mistral v0.3's ([AVAILABLE_TOOLS], [TOOL_CALLS],
+/// [TOOL_RESULTS]). `end` says where the prompt ends (ChatEnd); continuing
 /// the last message cuts the prompt after the last place its content is
 /// written, as transformers does (throws ApiError 400, param
 /// "continue_final_message", where it is empty or not there), and sets

@@ -597,7 +597,8 @@ std::vector<int32_t> Server::Impl::promptOf(const ApiRequest &a, bool *opensThou
     std::vector<ChatPiece> pieces =
         chatPieces(a.messages, tools ? a.tools : std::vector<ToolFunction>(), a.enableThinking,
                    a.templateKwargs, a.chatEnd, opensThought);
-    if (forcedCall(a)) pieces.push_back({ChatPiece::text, forcedCallPrefix(chat)});
+    if (forcedCall(a))
+      for (const ChatPiece &piece : forcedCallPieces(chat)) pieces.push_back(piece);
     return tokenizeChat(*tokenizer, pieces);
   }
   if (a.promptText) return tokenizer->encode(*a.promptText, true);

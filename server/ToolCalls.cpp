@@ -18,6 +18,7 @@ namespace {
 const char *const kCallOpen = "<tool_call>";
 const char *const kCallClose = "</tool_call>";
 const char *const kPythonTag = "<|python_tag|>";
+const char *const kMistralCalls = "[TOOL_CALLS]";
 
 std::string trim(const std::string &s) {
   const char *space = " \t\n\r";
@@ -42,11 +43,14 @@ void rebase(ojson &schema, const std::string &base) {
     for (ojson &item : schema) rebase(item, base);
 }
 
-std::string callId() {
+/// A new call's id: "call_" and 24 letters or digits, as OpenAI's; for
+/// Mistral, whose template takes ids of 9, 9 letters or digits.
+std::string callId(ChatTemplate t) {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
   const char *alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-  std::string id = "call_";
-  for (int i = 0; i < 24; ++i) id += alphabet[rng() % 62];
+  const bool mistral = t == ChatTemplate::mistral;
+  std::string id = mistral ? "" : "call_";
+  for (int i = 0; i < (mistral ? 9 : 24); ++i) id += alphabet[rng() % 62];
   return id;
 }
 
@@ -64,17 +68,23 @@ ojson toolJson(const ToolFunction &t) {
 }
 
 void checkToolTemplate(ChatTemplate t) {
-  if (t == ChatTemplate::llama3 || isChatMl(t)) return;
+  if (t == ChatTemplate::llama3 || t == ChatTemplate::mistral || isChatMl(t)) return;
   throw ApiError(400, std::string("tools need a chat template with a tool-call format, and "
-                                  "kvplan writes llama3's, chatml's and qwen3's; this server's "
-                                  "is ") +
-                          chatTemplateName(t) + " (start it with --chat-template llama3, chatml or "
-                          "qwen3 if the model was trained so, or leave out tools)",
+                                  "kvplan writes llama3's, chatml's, qwen3's and mistral's; this "
+                                  "server's is ") +
+                          chatTemplateName(t) + " (start it with --chat-template llama3, chatml, "
+                          "qwen3 or mistral if the model was trained so, or leave out tools)",
                  "tools");
 }
 
 std::string forcedCallPrefix(ChatTemplate t) {
   return isChatMl(t) ? std::string(kCallOpen) + "\n" : "";
+}
+
+std::vector<ChatPiece> forcedCallPieces(ChatTemplate t) {
+  if (t == ChatTemplate::mistral)
+    return {{ChatPiece::marker, kMistralCalls}, {ChatPiece::text, " ["}};
+  return {{ChatPiece::text, forcedCallPrefix(t)}};
 }
 
 std::shared_ptr<const JsonSchema> forcedCallSchema(ChatTemplate t, const ApiRequest &a) {
@@ -132,15 +142,19 @@ std::string ToolCallReader::feed(const std::string &text) {
     held.erase(0, held.size() - keep);
     return out;
   }
-  // Llama 3: a call is the whole answer, opening with '{' or <|python_tag|>.
+  // Llama 3: a call is the whole answer, opening with '{' or <|python_tag|>;
+  // Mistral's with [TOOL_CALLS] (a control token, so often not in the text)
+  // and the calls' list.
   const size_t b = held.find_first_not_of(" \t\n\r");
   if (b == std::string::npos) return "";
   const std::string rest = held.substr(b);
-  if (rest[0] == '{' || rest.compare(0, std::strlen(kPythonTag), kPythonTag) == 0) {
+  const char *tag = chat == ChatTemplate::mistral ? kMistralCalls : kPythonTag;
+  const char open = chat == ChatTemplate::mistral ? '[' : '{';
+  if (rest[0] == open || rest.compare(0, std::strlen(tag), tag) == 0) {
     calling = true;
     return "";
   }
-  if (std::string(kPythonTag).compare(0, rest.size(), rest) == 0) return ""; // may be the tag
+  if (std::string(tag).compare(0, rest.size(), rest) == 0) return ""; // may be the tag
   decided = true; // content: sent as it comes
   std::string out;
   out.swap(held);
@@ -156,7 +170,10 @@ ToolCallReader::Result ToolCallReader::finish() {
 }
 
 bool ToolCallReader::parseOne(const std::string &text, std::vector<ToolCall> &out) const {
-  const ojson v = ojson::parse(trim(text), nullptr, false);
+  return parseObject(ojson::parse(trim(text), nullptr, false), out);
+}
+
+bool ToolCallReader::parseObject(const ojson &v, std::vector<ToolCall> &out) const {
   if (v.is_discarded() || !v.is_object() || !v.contains("name") || !v["name"].is_string())
     return false;
   ToolCall c;
@@ -173,8 +190,21 @@ bool ToolCallReader::parseOne(const std::string &text, std::vector<ToolCall> &ou
   } else {
     return false;
   }
-  c.id = callId();
+  c.id = callId(chat);
   out.push_back(std::move(c));
+  return true;
+}
+
+bool ToolCallReader::parseMistral(const std::string &text, std::vector<ToolCall> &out) const {
+  std::string s = trim(text);
+  if (s.compare(0, std::strlen(kMistralCalls), kMistralCalls) == 0)
+    s = trim(s.substr(std::strlen(kMistralCalls)));
+  // A forced call is the one object after the prompt's "[TOOL_CALLS] [".
+  if (forced) return parseOne(s, out);
+  const ojson v = ojson::parse(s, nullptr, false);
+  if (!v.is_array() || v.empty()) return false;
+  for (const ojson &call : v)
+    if (!parseObject(call, out)) return false;
   return true;
 }
 
@@ -192,6 +222,8 @@ std::vector<ToolCall> ToolCallReader::parseCalls(const std::string &text) const 
         return {};
       pos = end == std::string::npos ? s.size() : end + std::strlen(kCallClose);
     }
+  } else if (chat == ChatTemplate::mistral) {
+    if (!parseMistral(text, out)) return {};
   } else {
     std::string s = trim(text);
     if (s.compare(0, std::strlen(kPythonTag), kPythonTag) == 0)

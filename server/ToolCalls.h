@@ -2,7 +2,8 @@
 // with, the schema a forced call is held to, and the reader that finds the
 // calls in an answer as it comes. The formats are the models' own: ChatML
 // (Qwen2.5, Hermes) writes <tool_call>\n{"name": ..., "arguments": ...}\n
-// </tool_call>; Llama 3.1 writes {"name": ..., "parameters": ...}.
+// </tool_call>; Llama 3.1 writes {"name": ..., "parameters": ...}; Mistral
+// (v0.3) [TOOL_CALLS] [{"name": ..., "arguments": ...}, ...].
 #pragma once
 
 #include "runtime/JsonSchema.h"
@@ -32,6 +33,8 @@ void checkToolTemplate(ChatTemplate t);
 /// The text after the assistant's header where a call is forced (tool_choice
 /// required or named): ChatML's "<tool_call>\n"; Llama 3's nothing.
 std::string forcedCallPrefix(ChatTemplate t);
+/// The same as prompt pieces: Mistral's is its [TOOL_CALLS] token and " [".
+std::vector<ChatPiece> forcedCallPieces(ChatTemplate t);
 
 /// The schema a forced call's JSON object is held to: one of the candidate
 /// tools (all, or the named one) as {"name": its name, "arguments" (Llama
@@ -57,6 +60,8 @@ public:
 private:
   std::vector<ToolCall> parseCalls(const std::string &held) const;
   bool parseOne(const std::string &text, std::vector<ToolCall> &out) const;
+  bool parseObject(const nlohmann::ordered_json &call, std::vector<ToolCall> &out) const;
+  bool parseMistral(const std::string &text, std::vector<ToolCall> &out) const;
 
   ChatTemplate chat;
   std::vector<std::string> names; // the tools'

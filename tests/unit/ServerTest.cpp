@@ -806,6 +806,34 @@ TEST(Server, ToolChoiceRequiredAnswersWithACallOfATool) {
       EXPECT_EQ(s.events.back()["choices"][0]["finish_reason"], "tool_calls");
     }
   }
+  // Mistral's template: the call forced after its [TOOL_CALLS] marker and
+  // " [", read as the one object; its id 9 letters or digits, which the
+  // template takes back.
+  {
+    server::ServerOptions mo;
+    mo.chatTemplate = server::ChatTemplate::mistral;
+    Running mistral(mo, longModel());
+    body["tool_choice"] = "required";
+    body["seed"] = 3;
+    auto res = post(mistral, "/v1/chat/completions", body);
+    ASSERT_EQ(res->status, 200) << res->body;
+    const json c = json::parse(res->body)["choices"][0];
+    EXPECT_EQ(c["finish_reason"], "tool_calls") << c;
+    ASSERT_EQ(c["message"]["tool_calls"].size(), 1u) << c;
+    const json call = c["message"]["tool_calls"][0];
+    const std::string id = call["id"];
+    EXPECT_EQ(id.size(), 9u) << call;
+    EXPECT_TRUE(json::parse(call["function"]["arguments"].get<std::string>()).is_object()) << call;
+    // The call and a result sent back render (the id as the template wants it).
+    ojson next = body;
+    next["tool_choice"] = "auto";
+    next["max_tokens"] = 2;
+    next["messages"].push_back({{"role", "assistant"}, {"content", nullptr},
+                                {"tool_calls", ojson::array({ojson::parse(call.dump())})}});
+    next["messages"].push_back({{"role", "tool"}, {"tool_call_id", id}, {"content", "18"}});
+    const auto again = post(mistral, "/v1/chat/completions", next);
+    EXPECT_EQ(again->status, 200) << again->body;
+  }
   // tool_choice none: an answer of text, from a prompt without the tools.
   body["tool_choice"] = "none";
   const json none = json::parse(post(r, "/v1/chat/completions", body)->body);

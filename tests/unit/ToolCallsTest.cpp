@@ -1,7 +1,7 @@
 // Tool calls: the templates' tool formats (expected texts rendered from the
-// published Jinja templates, Llama 3.1's and Qwen2.5's, with jinja2), the
-// request fields, the schema a forced call is held to, and the reader of
-// calls in an answer.
+// published Jinja templates, Llama 3.1's and Qwen2.5's, with jinja2;
+// Mistral v0.3's worked out by hand from its template), the request fields,
+// the schema a forced call is held to, and the reader of calls in an answer.
 #include "runtime/JsonSchema.h"
 #include "server/ChatTemplate.h"
 #include "server/OpenAiProtocol.h"
@@ -10,6 +10,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <string>
 #include <vector>
 
@@ -149,15 +151,99 @@ TEST(ToolCalls, Llama3WritesLlama31ToolFormat) {
 }
 
 TEST(ToolCalls, TemplatesWithoutAToolFormatRefuseTools) {
-  for (ChatTemplate t : {ChatTemplate::llama2, ChatTemplate::mistral, ChatTemplate::deepseek_r1}) {
+  for (ChatTemplate t : {ChatTemplate::llama2, ChatTemplate::phi3, ChatTemplate::deepseek_r1}) {
     try {
       renderChat(t, {{"user", "Hi"}}, weatherTool());
       ADD_FAILURE() << chatTemplateName(t) << " took tools";
     } catch (const ApiError &e) {
       EXPECT_EQ(e.param, "tools");
-      EXPECT_NE(std::string(e.what()).find("llama3's, chatml's and qwen3's"), std::string::npos);
+      EXPECT_NE(std::string(e.what()).find("llama3's, chatml's, qwen3's and mistral's"),
+                std::string::npos);
     }
   }
+}
+
+// Mistral v0.3's tool format, as its template (tokenizer_config.json) writes
+// it: the functions in [AVAILABLE_TOOLS] before the last user message, a
+// call's function with its 9-character id in [TOOL_CALLS], a result's raw
+// content with the call's id in [TOOL_RESULTS]; the system message only
+// with a user message that ends the conversation (here a result ends it).
+// A longer id is cut to its last 9 (as vLLM cuts them for Mistral), a
+// shorter one refused by name.
+TEST(ToolCalls, MistralWritesV03ToolFormat) {
+  std::vector<ChatMessage> dialog = weatherDialog();
+  dialog[2].toolCalls[0].id = "call_abcDEF123";
+  dialog[3].toolCallId = "abcDEF123";
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::mistral, dialog, weatherTool())),
+            "<s>[AVAILABLE_TOOLS] [{\"type\": \"function\", \"function\": {\"name\": "
+            "\"get_weather\", \"description\": \"Weather now\", \"parameters\": {\"type\": "
+            "\"object\", \"properties\": {\"city\": {\"type\": \"string\"}}, \"required\": "
+            "[\"city\"]}}}][/AVAILABLE_TOOLS][INST] Weather in Paris?[/INST][TOOL_CALLS] "
+            "[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}, \"id\": "
+            "\"abcDEF123\"}]</s>[TOOL_RESULTS] {\"content\": 18 C, \"call_id\": "
+            "\"abcDEF123\"}[/TOOL_RESULTS]");
+  // The answer, then the next question: the system message with it.
+  dialog.push_back({"assistant", " 18 C in Paris. "});
+  dialog.push_back({"user", "And Oslo?"});
+  const std::string text = chatText(renderChat(ChatTemplate::mistral, dialog, weatherTool()));
+  EXPECT_NE(text.find("[/TOOL_RESULTS] 18 C in Paris.</s>[AVAILABLE_TOOLS] ["), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("[INST] Be brief.\n\nAnd Oslo?[/INST]"), std::string::npos) << text;
+  EXPECT_EQ(text.find("[INST] Weather in Paris?[/INST]"), text.find("[INST]")) << text;
+  dialog[3].toolCallId = "call_1";
+  try {
+    renderChat(ChatTemplate::mistral, dialog, weatherTool());
+    ADD_FAILURE() << "a 6-character id was taken";
+  } catch (const ApiError &e) {
+    EXPECT_EQ(e.param, "messages");
+    EXPECT_NE(std::string(e.what()).find("messages[3].tool_call_id is \"call_1\"; Mistral's "
+                                         "chat template takes tool call ids of 9"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+// Mistral's answer: [TOOL_CALLS] (a control token, so usually not in the
+// text) and the list of calls, each given a new 9-character id; other
+// answers are content; a forced call is the one object after the prompt's
+// [TOOL_CALLS] token and " [".
+TEST(ToolCalls, TheReaderFindsMistralsCalls) {
+  const ApiRequest a = withTools();
+  const std::string calls = "[{\"name\": \"get_weather\", \"arguments\": {\"city\": "
+                            "\"Paris\"}}, {\"name\": \"get_time\", \"arguments\": {}}]";
+  for (const std::string &answer : {" " + calls, "[TOOL_CALLS] " + calls}) {
+    for (size_t step : {1, 4, 1000}) {
+      SCOPED_TRACE(answer.substr(0, 12) + " in steps of " + std::to_string(step));
+      const Read r = readAnswer(ChatTemplate::mistral, a, answer, step);
+      EXPECT_EQ(r.streamed + r.result.content, "");
+      ASSERT_EQ(r.result.calls.size(), 2u);
+      EXPECT_EQ(r.result.calls[0].name, "get_weather");
+      EXPECT_EQ(r.result.calls[0].arguments, R"({"city":"Paris"})");
+      EXPECT_EQ(r.result.calls[1].arguments, "{}");
+      for (const ToolCall &c : r.result.calls) {
+        EXPECT_EQ(c.id.size(), 9u);
+        EXPECT_TRUE(std::all_of(c.id.begin(), c.id.end(), [](char ch) { return std::isalnum(ch); }))
+            << c.id;
+      }
+    }
+  }
+  Read r = readAnswer(ChatTemplate::mistral, a, "It is sunny [in Paris].", 3);
+  EXPECT_EQ(r.streamed, "It is sunny [in Paris].") << "content goes at once";
+  r = readAnswer(ChatTemplate::mistral, a, "[1, 2] are the numbers", 3);
+  EXPECT_TRUE(r.result.calls.empty());
+  EXPECT_EQ(r.streamed + r.result.content, "[1, 2] are the numbers") << "not calls: content";
+  r = readAnswer(ChatTemplate::mistral, a, "[{\"name\": \"get_sun\", \"arguments\": {}}]", 5);
+  EXPECT_TRUE(r.result.calls.empty()) << "an unknown tool";
+  const Read forced = readAnswer(ChatTemplate::mistral, withTools(ToolChoice::required),
+                                 "{\"name\": \"get_time\", \"arguments\": {}}", 2);
+  ASSERT_EQ(forced.result.calls.size(), 1u);
+  EXPECT_EQ(forced.result.calls[0].name, "get_time");
+  const std::vector<ChatPiece> prefix = forcedCallPieces(ChatTemplate::mistral);
+  ASSERT_EQ(prefix.size(), 2u);
+  EXPECT_EQ(prefix[0].kind, ChatPiece::marker);
+  EXPECT_EQ(prefix[0].value, "[TOOL_CALLS]");
+  EXPECT_EQ(prefix[1].value, " [");
+  EXPECT_EQ(chatText(forcedCallPieces(ChatTemplate::chatml)), "<tool_call>\n");
 }
 
 TEST(ToolCalls, RequestFieldsAreReadAndCheckedByName) {
