@@ -25,6 +25,7 @@
 #include <cstring>
 #include <deque>
 #include <memory>
+#include <optional>
 
 namespace kvplan {
 namespace tokenizer_detail {
@@ -412,7 +413,11 @@ enum class PrependScheme { always, first, never };
 struct PreStep {
   enum Kind { split, byteLevel, digits, metaspace } kind = split;
   std::shared_ptr<Regex> regex; // split; byteLevel with use_regex
-  bool removeMatches = false;   // split behaviour "Removed" (else "Isolated")
+  // split: where a delimiter (a match; with invert, the text between
+  // matches) goes, as Hugging Face's SplitDelimiterBehavior says.
+  enum Behavior { isolated, removed, mergedWithPrevious, mergedWithNext, contiguous };
+  Behavior behavior = isolated;
+  bool invert = false;
   bool addPrefixSpace = false;  // byteLevel
   std::string replacement;      // metaspace: what a space becomes ("\u2581")
   PrependScheme prepend = PrependScheme::always; // metaspace
@@ -955,12 +960,20 @@ private:
     PreStep s;
     if (type == "Split") {
       s.kind = PreStep::split;
-      if (p.value("invert", false))
-        fail(where, "sets invert, which kvplan does not support");
-      std::string behavior = p.value("behavior", std::string("Isolated"));
-      if (behavior != "Isolated" && behavior != "Removed")
-        fail(where, "has behavior \"" + behavior + "\"; kvplan supports Isolated and Removed");
-      s.removeMatches = behavior == "Removed";
+      s.invert = p.value("invert", false);
+      const std::string behavior = p.value("behavior", std::string("Isolated"));
+      static const std::pair<const char *, PreStep::Behavior> kBehaviors[] = {
+          {"Isolated", PreStep::isolated},
+          {"Removed", PreStep::removed},
+          {"MergedWithPrevious", PreStep::mergedWithPrevious},
+          {"MergedWithNext", PreStep::mergedWithNext},
+          {"Contiguous", PreStep::contiguous}};
+      const auto *known = std::find_if(std::begin(kBehaviors), std::end(kBehaviors),
+                                       [&](const auto &b) { return behavior == b.first; });
+      if (known == std::end(kBehaviors))
+        fail(where, "has behavior \"" + behavior + "\"; expected Isolated, Removed, "
+                    "MergedWithPrevious, MergedWithNext or Contiguous");
+      s.behavior = known->second;
       const json &pat = p.contains("pattern") ? p["pattern"] : json();
       if (pat.is_object() && pat.contains("Regex") && pat["Regex"].is_string())
         s.regex = std::make_shared<Regex>(pat["Regex"].get<std::string>(), false,
@@ -1225,20 +1238,7 @@ private:
           next.push_back(std::move(p));
           continue;
         }
-        // Matches and the text between them become separate pieces.
-        size_t at = 0;
-        auto emit = [&](size_t b, size_t e) {
-          next.push_back({p.text.substr(b, e - b), p.atStart && b == 0});
-        };
-        for (auto [b, e] : s.regex->findAll(p.text)) {
-          if (b > at)
-            emit(at, b);
-          if (!s.removeMatches)
-            emit(b, e);
-          at = e;
-        }
-        if (at < p.text.size())
-          emit(at, p.text.size());
+        splitPiece(s, p, next);
       }
       pieces = std::move(next);
     }
@@ -1252,6 +1252,71 @@ private:
       for (unsigned char c : p.text) mapped += m.toChar[c];
       encodeWord(mapped, out);
     }
+  }
+
+  /// A Split step on one piece: the matches (with invert, the text between
+  /// them) are the delimiters, placed as the step's behaviour says:
+  /// pieces of their own (Isolated), dropped (Removed), joined to the piece
+  /// before (MergedWithPrevious) or after (MergedWithNext) where that is not
+  /// a delimiter too, or runs of them joined (Contiguous).
+  static void splitPiece(const PreStep &s, const Piece &p, std::vector<Piece> &next) {
+    struct Span {
+      size_t b, e;
+      bool delim;
+    };
+    std::vector<Span> spans;
+    size_t at = 0;
+    for (auto [b, e] : s.regex->findAll(p.text)) {
+      if (b > at) spans.push_back({at, b, s.invert});
+      if (e > b) spans.push_back({b, e, !s.invert});
+      at = e;
+    }
+    if (at < p.text.size()) spans.push_back({at, p.text.size(), s.invert});
+    auto emit = [&](size_t b, size_t e) {
+      next.push_back({p.text.substr(b, e - b), p.atStart && b == 0});
+    };
+    std::optional<Span> held; // a span waiting for the one after it
+    for (const Span &sp : spans) {
+      switch (s.behavior) {
+      case PreStep::isolated: emit(sp.b, sp.e); break;
+      case PreStep::removed:
+        if (!sp.delim) emit(sp.b, sp.e);
+        break;
+      case PreStep::mergedWithPrevious: // a delimiter ends the text piece before it
+        if (held && sp.delim) {
+          emit(held->b, sp.e);
+          held.reset();
+          break;
+        }
+        if (held) emit(held->b, held->e);
+        held.reset();
+        if (sp.delim) emit(sp.b, sp.e);
+        else held = sp;
+        break;
+      case PreStep::mergedWithNext: // a delimiter starts the text piece after it
+        if (held && !sp.delim) {
+          emit(held->b, sp.e);
+          held.reset();
+          break;
+        }
+        if (held) emit(held->b, held->e);
+        held.reset();
+        if (sp.delim) held = sp;
+        else emit(sp.b, sp.e);
+        break;
+      case PreStep::contiguous: // adjacent delimiters are one piece
+        if (held && sp.delim) {
+          held->e = sp.e;
+          break;
+        }
+        if (held) emit(held->b, held->e);
+        held.reset();
+        if (sp.delim) held = sp;
+        else emit(sp.b, sp.e);
+        break;
+      }
+    }
+    if (held) emit(held->b, held->e);
   }
 
   /// Hugging Face's Metaspace pre-tokenizer on one piece: spaces become the

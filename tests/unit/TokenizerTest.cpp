@@ -485,6 +485,113 @@ TEST(HfBpe, SplitClassesMeanWhatOnigurumaMeans) {
   EXPECT_EQ(lit->encode("a\\s b", false), bytesOf("a b"));
 }
 
+namespace {
+
+/// A tokenizer.json over a, b and -, merging a-, -b, ab and -- (in that
+/// order), split on `pattern` as `behavior` says: which merges happen shows
+/// where the pieces end.
+std::string splitFixture(const nlohmann::json &pattern, const std::string &behavior,
+                         bool invert) {
+  return nlohmann::json{
+      {"added_tokens", nlohmann::json::array()},
+      {"normalizer", nullptr},
+      {"pre_tokenizer",
+       {{"type", "Split"}, {"pattern", pattern}, {"behavior", behavior}, {"invert", invert}}},
+      {"decoder", {{"type", "Fuse"}}},
+      {"model",
+       {{"type", "BPE"},
+        {"unk_token", "<unk>"},
+        {"vocab",
+         {{"a", 0}, {"b", 1}, {"-", 2}, {"a-", 3}, {"-b", 4}, {"ab", 5}, {"--", 6}, {"<unk>", 7}}},
+        {"merges", {"a -", "- b", "a b", "- -"}}}}}
+      .dump();
+}
+
+} // namespace
+
+// Every delimiter behaviour of Hugging Face's Split (its
+// SplitDelimiterBehavior), on "a--b" split at each "-": the pieces, by the
+// merges they allow, as tokenizers' own tests have them ("How are  you?"
+// split at spaces MergedWithPrevious is "How ", "are ", " ", "you?").
+TEST(HfBpe, SplitBehaviorsPlaceTheDelimiters) {
+  const nlohmann::json dash = {{"String", "-"}};
+  auto ids = [&](const std::string &behavior, bool invert = false,
+                 const nlohmann::json &pattern = {{"String", "-"}}) {
+    return loadTokenizer("hf-bpe", splitFixture(pattern, behavior, invert))->encode("a--b", false);
+  };
+  EXPECT_EQ(ids("Isolated"), (Ids{0, 2, 2, 1}));           // a | - | - | b
+  EXPECT_EQ(ids("Removed"), (Ids{0, 1}));                  // a | b
+  EXPECT_EQ(ids("MergedWithPrevious"), (Ids{3, 2, 1}));    // a- | - | b
+  EXPECT_EQ(ids("MergedWithNext"), (Ids{0, 2, 4}));        // a | - | -b
+  EXPECT_EQ(ids("Contiguous"), (Ids{0, 6, 1}));            // a | -- | b
+  // invert: the pattern matches the pieces; the text between delimits.
+  const nlohmann::json letters = {{"Regex", "[ab]"}};
+  EXPECT_EQ(ids("Removed", true, letters), (Ids{0, 1}));               // a | b
+  EXPECT_EQ(ids("Contiguous", true, letters), (Ids{0, 6, 1}));         // a | -- | b
+  EXPECT_EQ(ids("MergedWithPrevious", true, letters), (Ids{3, 2, 1})); // a- | - | b
+  try {
+    loadTokenizer("hf-bpe", splitFixture(dash, "Sideways", false));
+    FAIL() << "no error";
+  } catch (const InputError &e) {
+    EXPECT_NE(std::string(e.what()).find("has behavior \"Sideways\"; expected Isolated"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+// Gemma's tokenizer.json (Gemma 3's layout, its vocabulary cut down): a
+// Replace normalizer (spaces to U+2581), a Split at " " merged with the
+// piece before (which the normalizer leaves nothing to do), BPE with byte
+// fallback, and the decoder back. Ids worked out by hand from the merges.
+TEST(HfBpe, GemmaStyleTokenizerJson) {
+  const std::string R = "\u2581";
+  nlohmann::json vocab = {{"<pad>", 0}, {"<eos>", 1}, {"<bos>", 2}, {"<unk>", 3}};
+  char hex[8];
+  for (int i = 0; i < 256; ++i) {
+    std::snprintf(hex, sizeof hex, "<0x%02X>", i);
+    vocab[hex] = 4 + i;
+  }
+  int next = 260;
+  for (const std::string &t : {R, std::string("H"), std::string("e"), std::string("l"),
+                               std::string("o"), std::string("w"), std::string("r"),
+                               std::string("d"), std::string("ll"), std::string("He"),
+                               std::string("Hell"), std::string("Hello"), std::string("or"),
+                               std::string("wor"), std::string("worl"), std::string("world"),
+                               R + "world"})
+    vocab[t] = next++;
+  nlohmann::json added = nlohmann::json::array();
+  for (auto [id, piece] : {std::pair{0, "<pad>"}, {1, "<eos>"}, {2, "<bos>"}, {3, "<unk>"}})
+    added.push_back({{"id", id}, {"content", piece}, {"special", true}, {"normalized", false}});
+  const nlohmann::json j = {
+      {"added_tokens", added},
+      {"normalizer", {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", R}}},
+      {"pre_tokenizer",
+       {{"type", "Split"},
+        {"pattern", {{"String", " "}}},
+        {"behavior", "MergedWithPrevious"},
+        {"invert", false}}},
+      {"post_processor", nullptr},
+      {"decoder",
+       {{"type", "Sequence"},
+        {"decoders",
+         {{{"type", "Replace"}, {"pattern", {{"String", R}}}, {"content", " "}},
+          {{"type", "ByteFallback"}},
+          {{"type", "Fuse"}}}}}},
+      {"model",
+       {{"type", "BPE"},
+        {"unk_token", "<unk>"},
+        {"byte_fallback", true},
+        {"fuse_unk", true},
+        {"vocab", vocab},
+        {"merges",
+         {"l l", "H e", "He ll", "Hell o", "o r", "w or", "wor l", "worl d", R + " world"}}}}};
+  auto tok = loadTokenizer("hf-bpe", j.dump());
+  // Hello | ▁world | ▁ | é as its UTF-8 bytes (C3 A9, byte fallback).
+  const Ids want = {vocab["Hello"], vocab[R + "world"], vocab[R], 4 + 0xC3, 4 + 0xA9};
+  EXPECT_EQ(tok->encode("Hello world \xC3\xA9", false), want);
+  EXPECT_EQ(tok->decode(want), "Hello world \xC3\xA9");
+}
+
 TEST(HfBpe, NormalizersBeforePreTokenizing) {
   // NFC composes e + U+0301 into é (C3 A9), which the fixture merges.
   auto nfc = loadTokenizer("hf-bpe", fixtureWith(kLlama3Pattern, "Isolated", {{"type", "NFC"}}));
