@@ -105,23 +105,29 @@ public:
   void operator()(const EmbeddingOp &op) {
     const DType w = weightType(op.weight), o = op.result.dtype;
     const int64_t c = op.result.cols();
+    // Scaled rows (Gemma's): the scale is the kernel's d[0], its name ends in _s.
+    const bool scaled = op.scale.has_value();
+    const std::string tail = scaled ? ", 256, true>(a)" : ", 256>(a)", suffix = scaled ? "_s" : "";
+    std::vector<double> reals;
+    if (scaled) reals.push_back(*op.scale);
     if (!isFloatDType(w)) {
       const WeightEntry &e = weight(op.weight);
       const std::string name = specs.wrapper(
-          "embedding_" + std::string(dtypeName(w)) + "_" + dtypeName(o) + dims({c}), 256,
+          "embedding_" + std::string(dtypeName(w)) + "_" + dtypeName(o) + dims({c}) + suffix, 256,
           "kvplan::embeddingQuant<" + num(quantBits(e)) + ", " + cudaType(o) + ", " + num(c) +
-              ", 256>(a)");
+              tail);
       kernel(name, {op.result.rows(), 1, 1}, 256, 0, op.result,
              {arena(op.tokens), weightRef(e.name), weightRef(e.name, int64_t(e.scalesOffset)),
-              minsRef(e), arena(op.result)});
+              minsRef(e), arena(op.result)},
+             {}, reals);
       return;
     }
     const std::string name = specs.wrapper(
-        "embedding_" + std::string(dtypeName(w)) + "_" + dtypeName(o) + dims({c}), 256,
+        "embedding_" + std::string(dtypeName(w)) + "_" + dtypeName(o) + dims({c}) + suffix, 256,
         "kvplan::embedding<" + std::string(cudaType(w)) + ", " + cudaType(o) + ", " + num(c) +
-            ", 256>(a)");
+            tail);
     kernel(name, {op.result.rows(), 1, 1}, 256, 0, op.result,
-           {arena(op.tokens), weightRef(op.weight), arena(op.result)});
+           {arena(op.tokens), weightRef(op.weight), arena(op.result)}, {}, reals);
   }
   void operator()(const RMSNormOp &op) {
     f32Input(op.input, "rms_norm");
@@ -243,14 +249,18 @@ public:
     f32Input(op.input, "fused_ffn");
     const int64_t oc = op.result.cols();
     const DType o = op.result.dtype;
-    const std::string name = specs.wrapper("fused_ffn_" + std::string(dtypeName(o)) + dims({oc}),
-                                           kElementwiseBlock,
-                                           "kvplan::fusedFfn<" + std::string(cudaType(o)) + ", " +
-                                               num(oc) + ">(a)");
+    // GeGLU's kernels' names end in _gelu.
+    const std::string name = specs.wrapper(
+        "fused_ffn_" + std::string(dtypeName(o)) + dims({oc}) + (op.gelu ? "_gelu" : ""),
+        kElementwiseBlock,
+        "kvplan::fusedFfn<" + std::string(cudaType(o)) + ", " + num(oc) +
+            (op.gelu ? ", true" : "") + ">(a)");
     kernel(name, {ceilDiv(oc, kElementwiseBlock), op.result.rows(), 1}, kElementwiseBlock, 1,
            op.result, {arena(op.input), arena(op.result)});
   }
-  void operator()(const SwiGLUOp &op) { binary("swiglu", true, op.gate, op.up, op.result); }
+  void operator()(const SwiGLUOp &op) {
+    binary(op.gelu ? "geglu" : "swiglu", true, op.gate, op.up, op.result, op.gelu);
+  }
   void operator()(const AddOp &op) { binary("add", false, op.lhs, op.rhs, op.result); }
   void operator()(const TakeLastOp &op) {
     const DType t = op.input.dtype;
@@ -342,14 +352,15 @@ private:
             ", " + num(block) + ">(a)");
     kernel(name, {result.rows(), 1, 1}, block, 0, result, std::move(ptrs), {}, {eps});
   }
-  void binary(const char *op, bool swiglu, const Operand &a, const Operand &b, const Operand &r) {
+  void binary(const char *op, bool swiglu, const Operand &a, const Operand &b, const Operand &r,
+              bool gelu = false) {
     f32Input(a, op);
     f32Input(b, op);
     const int64_t oc = r.cols();
     const std::string name = specs.wrapper(
         std::string(op) + "_" + dtypeName(r.dtype) + dims({oc}), kElementwiseBlock,
         "kvplan::binary<" + std::string(cudaType(r.dtype)) + ", " + num(oc) + ", " +
-            (swiglu ? "true" : "false") + ">(a)");
+            (swiglu ? "true" : "false") + (gelu ? ", true" : "") + ">(a)");
     kernel(name, {ceilDiv(oc, kElementwiseBlock), r.rows(), 1}, kElementwiseBlock, 1, r,
            {arena(a), arena(b), arena(r)});
   }
@@ -740,6 +751,7 @@ bool EntryLowering::matvecKernel(const char *prefix, const WeightEntry &w, const
   const bool tiled = mmaTiled(w, rows);
   const auto [flags, tag] = matvecFlags({{op.norm.has_value(), "kMvNorm", 'n'},
                                          {op.swiglu, "kMvSwiglu", 's'},
+                                         {op.gelu, "kMvGelu", 'g'},
                                          {op.addend.has_value(), "kMvAdd", 'a'},
                                          {op.bias.has_value(), "kMvBias", 'b'}},
                                         tiled ? mmaTiles(rows) : 1);

@@ -1,5 +1,6 @@
 // Hugging Face safetensors weights (one file or shards with an index): HF
 // names mapped to canonical ones, q/k rows permuted into adjacent-pair RoPE.
+#include "support/Half.h"
 #include "support/MappedFile.h"
 #include "support/Progress.h"
 #include "formats/WeightReaders.h"
@@ -126,15 +127,32 @@ void readShard(const MappedFile &f, size_t shard,
   }
 }
 
-// Canonical names to Hugging Face's.
-std::string hfName(const std::string &name) {
-  if (name == "tok_embeddings") return "model.embed_tokens.weight";
-  if (name == "norm") return "model.norm.weight";
+/// Gemma's names where they differ from Llama's: its post_attention_layernorm
+/// norms the attention's output, and the FFN has a norm on either side.
+const std::unordered_map<std::string, std::string> &gemmaNames() {
+  static const std::unordered_map<std::string, std::string> names = {
+      {"post_attention_norm", "post_attention_layernorm.weight"},
+      {"ffn_norm", "pre_feedforward_layernorm.weight"},
+      {"post_ffn_norm", "post_feedforward_layernorm.weight"},
+  };
+  return names;
+}
+
+// Canonical names to Hugging Face's (a Gemma model's where it has its own);
+// `body` is the decoder's prefix, "model." but for a multimodal checkpoint's
+// text model.
+std::string hfName(const std::string &name, bool gemma = false,
+                   const std::string &body = "model.") {
+  if (name == "tok_embeddings") return body + "embed_tokens.weight";
+  if (name == "norm") return body + "norm.weight";
   if (name == "output") return "lm_head.weight";
   int64_t layer = 0;
   std::string rest;
   if (!splitLayerName(name, layer, rest))
     return "";
+  if (gemma)
+    if (auto g = gemmaNames().find(rest); g != gemmaNames().end())
+      return body + "layers." + std::to_string(layer) + "." + g->second;
   static const std::unordered_map<std::string, std::string> perLayer = {
       {"attention_norm", "input_layernorm.weight"},
       {"attention.wq", "self_attn.q_proj.weight"},
@@ -154,8 +172,38 @@ std::string hfName(const std::string &name) {
       {"feed_forward.w13", "mlp.gate_up_proj.weight"},
   };
   auto it = perLayer.find(rest);
-  return it == perLayer.end() ? ""
-                              : "model.layers." + std::to_string(layer) + "." + it->second;
+  return it == perLayer.end() ? "" : body + "layers." + std::to_string(layer) + "." + it->second;
+}
+
+/// The decoder's prefix in a checkpoint: "model.", or a Gemma 3
+/// multimodal checkpoint's text model ("language_model.model." as Google's
+/// files have it, "model.language_model." as newer transformers saves it).
+template <typename Entries> std::string decoderPrefix(const Entries &entries) {
+  for (const char *body : {"model.", "language_model.model.", "model.language_model."})
+    if (entries.count(std::string(body) + "embed_tokens.weight")) return body;
+  return "model.";
+}
+
+/// Gemma's RMSNorm scales by 1 + weight, in f32: the canonical weight, the
+/// scale itself, is that sum (llama.cpp's converter stores it so too).
+bool isGemmaNorm(const std::string &name) {
+  int64_t layer = 0;
+  std::string rest;
+  if (name == "norm") return true;
+  return splitLayerName(name, layer, rest) &&
+         (rest == "attention_norm" || rest == "post_attention_norm" || rest == "ffn_norm" ||
+          rest == "post_ffn_norm" || rest == "attention.q_norm" || rest == "attention.k_norm");
+}
+
+std::vector<char> onePlusF32(const std::string &stored, const void *data, DType dtype,
+                             int64_t count) {
+  Progress progress("adding 1 to " + stored, uint64_t(count) * 4);
+  std::vector<char> out(size_t(count) * 4);
+  float *f = reinterpret_cast<float *>(out.data());
+  convertElements(data, dtype, f, DType::f32, count);
+  for (int64_t i = 0; i < count; ++i) f[i] += 1.0f;
+  progress.advance(uint64_t(count) * 4);
+  return out;
 }
 
 class SafetensorsSource final : public WeightSource {
@@ -167,7 +215,8 @@ public:
       : label(std::move(label)), where(std::move(where)), shards(std::move(shards)),
         entries(std::move(entries)), model(model),
         headDim(model.headDim ? model.headDim
-                              : (model.numHeads ? model.hiddenSize / model.numHeads : 0)) {
+                              : (model.numHeads ? model.hiddenSize / model.numHeads : 0)),
+        gemma(model.architecture == Architecture::gemma3), body(decoderPrefix(this->entries)) {
     for (const WeightDecl &d : weightTable(model)) {
       const Place p = place(d.name);
       if (p.entry && p.entry->dtype && copied(d.name, p))
@@ -191,7 +240,7 @@ public:
       else if (stored.size() > 5 && stored.compare(stored.size() - 5, 5, ".bias") == 0)
         hint = "the model has attention_bias but the checkpoint has no q/k/v biases";
       else if (std::optional<FusedRows> f = fusedRows(name, model))
-        hint = "and no fused '" + hfName(f->fused) + "' (where phi3 checkpoints hold it)";
+        hint = "and no fused '" + nameOf(f->fused) + "' (where phi3 checkpoints hold it)";
       missingTensor(where, name, stored, hint);
     }
     const Entry &e = *p.entry;
@@ -211,7 +260,7 @@ public:
     out.shape = e.shape;
     if (p.fused) out.shape[0] = p.fused->rows;
     out.dtype = *e.dtype;
-    const bool permute = isRopeRows(name);
+    const bool permute = isRopeRows(name), plusOne = gemma && isGemmaNorm(name);
     if (!copied(name, p)) {
       out.data = p.data;
       return out;
@@ -235,6 +284,11 @@ public:
       buffer.assign(p.data, p.data + p.bytes);
       progress.advance(p.bytes);
     }
+    if (plusOne) {
+      buffer = onePlusF32(stored, buffer.data(), out.dtype,
+                          int64_t(p.bytes / uint64_t(dtypeBytes(out.dtype))));
+      out.dtype = DType::f32;
+    }
     out.data = buffer.data();
     owned.emplace(name, std::move(buffer));
     return out;
@@ -257,7 +311,7 @@ private:
       auto it = stored.empty() ? entries.end() : entries.find(stored);
       return it == entries.end() ? nullptr : &it->second;
     };
-    StoredRows where = storedRows(name, model, hfName,
+    StoredRows where = storedRows(name, model, [&](const std::string &n) { return nameOf(n); },
                                   [&](const std::string &n) { return find(n) != nullptr; });
     Place p{find(where.stored), where.stored, where.fused};
     if (p.entry)
@@ -267,10 +321,13 @@ private:
     return p;
   }
 
+  std::string nameOf(const std::string &name) const { return hfName(name, gemma, body); }
+
   /// Whether tensor() hands out a copy of `p` rather than the mapped bytes:
-  /// RoPE rows to permute, or data at an address its type cannot be read at.
-  static bool copied(const std::string &name, const Place &p) {
-    return isRopeRows(name) ||
+  /// RoPE rows to permute, Gemma's norms to add 1 to, or data at an address
+  /// its type cannot be read at.
+  bool copied(const std::string &name, const Place &p) const {
+    return isRopeRows(name) || (gemma && isGemmaNorm(name)) ||
            reinterpret_cast<uintptr_t>(p.data) % uint64_t(dtypeBytes(*p.entry->dtype)) != 0;
   }
 
@@ -280,6 +337,8 @@ private:
   std::unordered_map<std::string, Entry> entries;
   ModelSpec model;
   int64_t headDim;
+  bool gemma;       // Gemma's names and norms
+  std::string body; // the decoder's prefix (decoderPrefix)
   uint64_t held = 0; // heldBytes()
   // Permuted (and realigned) copies, kept for the source's lifetime so the
   // pointers handed out stay valid; std::map nodes never move.

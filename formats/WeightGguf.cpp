@@ -106,15 +106,18 @@ Architecture ggufArchitecture(const GgufFile &g) {
     return Architecture::phi3;
   if (*arch == "smollm3")
     return Architecture::smollm3;
+  if (*arch == "gemma3")
+    return Architecture::gemma3;
   throw InputError(g.path() + ": GGUF architecture '" + *arch +
                    "' is not supported; kvplan reads GGUF files of architecture llama, qwen2, "
-                   "qwen3, phi3 and smollm3");
+                   "qwen3, phi3, smollm3 and gemma3");
 }
 
 /// Whether llama.cpp's converter left the file's q/k rows (and q/k norms) in
 /// rotate-half order (the architectures llama.cpp runs with NEOX RoPE).
 bool rotatesHalves(Architecture a) {
-  return a == Architecture::qwen2 || a == Architecture::qwen3 || a == Architecture::phi3;
+  return a == Architecture::qwen2 || a == Architecture::qwen3 || a == Architecture::phi3 ||
+         a == Architecture::gemma3;
 }
 
 /// The metadata key `name` of the file's architecture ("llama.block_count").
@@ -276,6 +279,43 @@ int64_t ggufRotaryDim(const GgufFile &g, int64_t headDim) {
   return *rot;
 }
 
+// A gemma3 file as llama.cpp runs it: GeGLU, post-norms (the file's norms
+// hold 1 + weight already), embeddings times sqrt(embedding_length), every
+// sixth layer global under attention.sliding_window (or as
+// attention.sliding_window_pattern says: a period, or a flag a layer, true
+// where it slides), the local layers' RoPE on base 10000, unscaled; the
+// softmax over sqrt(head_dim), or for the 62-layer 27B over
+// sqrt(embedding_length / head_count), llama.cpp's rule for the
+// query_pre_attn_scalar a GGUF does not record.
+void readGgufGemma(const GgufFile &g, ModelSpec &m) {
+  m.qkNorm = m.postNorms = true;
+  m.activation = Activation::gelu_tanh;
+  m.embeddingScale = std::sqrt(double(std::max<int64_t>(m.hiddenSize, 1)));
+  if (m.numLayers == 62 && m.numHeads > 0)
+    m.queryPreAttnScalar = double(m.hiddenSize / m.numHeads);
+  m.rope.localTheta = 10000;
+  const std::string windowKey = archKey(g, "attention.sliding_window");
+  const auto window = g.integer(windowKey);
+  if (!window || *window <= 0) return;
+  m.slidingWindow = *window;
+  const std::string patternKey = archKey(g, "attention.sliding_window_pattern");
+  const GgufFile::Value *pattern = g.find(patternKey);
+  if (pattern && pattern->type == GgufFile::Type::array) {
+    if (int64_t(pattern->numbers.size()) != m.numLayers)
+      throw InputError(g.path() + ": " + patternKey + " has " +
+                       std::to_string(pattern->numbers.size()) + " flags for " +
+                       std::to_string(m.numLayers) + " layers");
+    for (size_t l = 0; l < pattern->numbers.size(); ++l)
+      if (pattern->numbers[l] == 0) m.fullAttentionLayers.push_back(int64_t(l));
+    return;
+  }
+  const int64_t period = g.integer(patternKey).value_or(6);
+  if (period <= 0)
+    throw InputError(g.path() + ": " + patternKey + " " + std::to_string(period) +
+                     " is not a positive period");
+  m.fullAttentionLayers = everyNthLayer(m.numLayers, period);
+}
+
 ModelConfig configFromGguf(const GgufFile &g) {
   ModelConfig cfg;
   cfg.sourcePath = g.path();
@@ -322,6 +362,7 @@ ModelConfig configFromGguf(const GgufFile &g) {
   // they divide hidden_size).
   const int64_t head = m.headDim ? m.headDim : m.hiddenSize / std::max<int64_t>(m.numHeads, 1);
   m.rope = ropeFromGguf(g, head, ggufRotaryDim(g, head));
+  if (m.architecture == Architecture::gemma3) readGgufGemma(g, m);
 
   const GgufFile::Value *tokens = g.find("tokenizer.ggml.tokens");
   const GgufFile::Tensor *embed = g.tensor("token_embd.weight");
@@ -366,6 +407,8 @@ std::string ggufName(const std::string &name) {
       {"attention.bk", "attn_k.bias"},          {"attention.bv", "attn_v.bias"},
       {"attention.q_norm", "attn_q_norm.weight"}, {"attention.k_norm", "attn_k_norm.weight"},
       {"ffn_norm", "ffn_norm.weight"},          {"feed_forward.w1", "ffn_gate.weight"},
+      {"post_attention_norm", "post_attention_norm.weight"}, // Gemma's
+      {"post_ffn_norm", "post_ffw_norm.weight"},
       {"feed_forward.w3", "ffn_up.weight"},     {"feed_forward.w2", "ffn_down.weight"},
       // Fused (phi3): q, k and v rows; the gate's then the up projection's.
       {"attention.wqkv", "attn_qkv.weight"},    {"feed_forward.w13", "ffn_up.weight"},

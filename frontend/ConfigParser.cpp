@@ -225,7 +225,28 @@ void readTomlRope(TomlTable &rope, RopeSpec &r) {
       rope.fail(key, "only type longrope reads it; set type = \"longrope\" or leave it out");
   rope.real("attention_factor", r.attentionFactor, false);
   rope.integer("rotary_dim", r.rotaryDim, false);
+  rope.real("local_theta", r.localTheta, false);
 }
+
+// Gemma 3's ways, its defaults where the architecture is gemma3: GeGLU,
+// post-norms, embeddings times sqrt(hidden_size), every sixth layer global
+// under the sliding window. Any architecture may set them.
+void readTomlGemmaFields(TomlTable &model, ModelSpec &m) {
+  const bool gemma = m.architecture == Architecture::gemma3;
+  if (gemma) m.activation = Activation::gelu_tanh;
+  model.choice("hidden_activation", m.activation, parseActivation, "silu, gelu_pytorch_tanh",
+               false);
+  m.postNorms = gemma;
+  model.boolean("post_norms", m.postNorms);
+  if (gemma && m.hiddenSize > 0) m.embeddingScale = std::sqrt(double(m.hiddenSize));
+  model.real("embedding_scale", m.embeddingScale, false);
+  model.real("query_pre_attn_scalar", m.queryPreAttnScalar, false);
+  if (!model.integers("full_attention_layers", m.fullAttentionLayers, false) && gemma &&
+      m.slidingWindow > 0)
+    m.fullAttentionLayers = everyNthLayer(m.numLayers, 6);
+}
+
+void readTomlCompile(TomlTable &comp, CompileSettings &c);
 
 } // namespace
 
@@ -249,7 +270,7 @@ ModelConfig parseTomlSpec(const std::string &text, const std::string &path,
   if (!model.string("name", m.name, false))
     m.name = fs::path(path).stem().string();
   model.choice("architecture", m.architecture, parseArchitecture,
-               "llama, mistral, qwen2, qwen3, phi3", true);
+               "llama, mistral, qwen2, qwen3, phi3, smollm3, gemma3", true);
   model.integer("hidden_size", m.hiddenSize, true);
   model.integer("intermediate_size", m.intermediateSize, true);
   model.integer("num_layers", m.numLayers, true);
@@ -264,11 +285,14 @@ ModelConfig parseTomlSpec(const std::string &text, const std::string &path,
   model.integer("max_position_embeddings", m.maxPositions, true);
   model.integer("sliding_window", m.slidingWindow, false);
   model.real("rms_norm_eps", m.rmsNormEps, true);
+  const bool gemma = m.architecture == Architecture::gemma3;
+  m.tieWordEmbeddings = gemma;
   model.boolean("tie_word_embeddings", m.tieWordEmbeddings);
   m.attentionBias = m.architecture == Architecture::qwen2;
   model.boolean("attention_bias", m.attentionBias);
-  m.qkNorm = m.architecture == Architecture::qwen3;
+  m.qkNorm = m.architecture == Architecture::qwen3 || gemma;
   model.boolean("qk_norm", m.qkNorm);
+  readTomlGemmaFields(model, m);
   model.integer("bos_token_id", m.bosTokenId, true);
   model.integers("eos_token_id", m.eosTokenIds, true);
   // SmolLM3 leaves every fourth layer unrotated unless told otherwise.
@@ -281,7 +305,23 @@ ModelConfig parseTomlSpec(const std::string &text, const std::string &path,
   readTomlRope(rope, m.rope);
 
   TomlTable comp = subTable(cfg, root, "compile", "compile");
-  CompileSettings &c = cfg.compile;
+  readTomlCompile(comp, cfg.compile);
+
+  model.warnUnknown(warn);
+  rope.warnUnknown(warn);
+  comp.warnUnknown(warn);
+  for (auto &&[k, v] : root) {
+    std::string key(k.str());
+    if (key != "model" && key != "compile")
+      warn(path + ":" + std::to_string(k.source().begin.line) + ": unknown key '" + key +
+           "' is ignored (the spec has [model], [model.rope] and [compile])");
+  }
+  return cfg;
+}
+
+namespace {
+// [compile]: every setting optional.
+void readTomlCompile(TomlTable &comp, CompileSettings &c) {
   comp.choice("target", c.target, parseTarget, "cpu, cuda", false);
   comp.choice("weight_dtype", c.weightDtype, parseDType, "f32, bf16, f16, int8, int4", false);
   comp.choice("kv_dtype", c.kvDtype, parseDType, "f32, bf16, f16", false);
@@ -296,18 +336,8 @@ ModelConfig parseTomlSpec(const std::string &text, const std::string &path,
   comp.integers("decode_copies", c.decodeCopies, false);
   comp.integers("prefill_copies", c.prefillCopies, false);
   comp.integer("l2_prefetch_mib", c.l2PrefetchMib, false);
-
-  model.warnUnknown(warn);
-  rope.warnUnknown(warn);
-  comp.warnUnknown(warn);
-  for (auto &&[k, v] : root) {
-    std::string key(k.str());
-    if (key != "model" && key != "compile")
-      warn(path + ":" + std::to_string(k.source().begin.line) + ": unknown key '" + key +
-           "' is ignored (the spec has [model], [model.rope] and [compile])");
-  }
-  return cfg;
 }
+} // namespace
 
 //===----------------------------------------------------------------------===//
 // Hugging Face config.json
@@ -496,19 +526,55 @@ nlohmann::json parseJsonObject(const std::string &text, const std::string &path)
 void readHFArchitecture(JsonFields &f, ModelSpec &m, const std::string &path) {
   std::string modelType;
   f.string("model_type", modelType, true);
-  auto arch = parseArchitecture(modelType);
+  // gemma3_text: Gemma3ForCausalLM's (Gemma 3 1B, and the text model of
+  // the larger ones).
+  auto arch = parseArchitecture(modelType == "gemma3_text" ? "gemma3" : modelType);
   if (!arch)
     f.fail("model_type", "'" + modelType + "' is not supported; kvplan compiles llama, "
-                                            "mistral, qwen2, qwen3, phi3 and smollm3");
+                                            "mistral, qwen2, qwen3, phi3, smollm3 and "
+                                            "gemma3_text");
   m.architecture = *arch;
   fs::path p(path);
   m.name = p.filename() == "config.json" && p.has_parent_path()
                ? fs::absolute(p).parent_path().filename().string()
                : p.stem().string();
-  std::string act = "silu";
-  f.string("hidden_act", act, false);
-  if (act != "silu")
-    f.fail("hidden_act", "'" + act + "' is not supported; Llama-family FFNs use silu");
+  // Gemma's configs name it hidden_activation (and may carry a hidden_act
+  // that transformers' Gemma ignores).
+  const char *actKey = f.get("hidden_activation") ? "hidden_activation" : "hidden_act";
+  std::string act = m.architecture == Architecture::gemma3 ? "gelu_pytorch_tanh" : "silu";
+  f.string(actKey, act, false);
+  if (std::optional<Activation> a = parseActivation(act)) m.activation = *a;
+  else
+    f.fail(actKey, "'" + act + "' is not supported; kvplan's gated FFNs take silu "
+                   "(SwiGLU) or gelu_pytorch_tanh (GeGLU)");
+  if (m.architecture == Architecture::gemma3) f.ignore({"hidden_act"});
+}
+
+// Gemma 3's own fields, with Gemma3TextConfig's defaults: q/k norms and
+// post-norms always, embeddings times sqrt(hidden_size), the softmax over
+// sqrt(query_pre_attn_scalar), the local layers' RoPE base; no soft-capping
+// (Gemma 2's), no bidirectional attention (EmbeddingGemma's).
+void readHFGemmaFields(JsonFields &f, ModelSpec &m) {
+  if (m.architecture != Architecture::gemma3) return;
+  m.qkNorm = true;
+  m.postNorms = true;
+  m.embeddingScale = std::sqrt(double(std::max<int64_t>(m.hiddenSize, 1)));
+  m.queryPreAttnScalar = 256;
+  f.real("query_pre_attn_scalar", m.queryPreAttnScalar, false);
+  m.rope.localTheta = 10000;
+  f.real("rope_local_base_freq", m.rope.localTheta, false);
+  for (const char *key : {"attn_logit_softcapping", "final_logit_softcapping"}) {
+    const nlohmann::json *cap = f.get(key);
+    if (cap && !cap->is_null())
+      f.fail(key, "soft-capping (Gemma 2's) is not supported; kvplan compiles Gemma 3, "
+                  "whose config sets it to null");
+  }
+  bool bidirectional = false;
+  f.boolean("use_bidirectional_attention", bidirectional);
+  if (bidirectional)
+    f.fail("use_bidirectional_attention", "bidirectional attention (an embedding model's) "
+                                          "is not supported; kvplan compiles causal models");
+  f.ignore({"cache_implementation", "sliding_window_pattern", "_sliding_window_pattern"});
 }
 
 // Partial RoPE (Phi-4-mini rotates 3/4 of each head): transformers rotates
@@ -575,6 +641,7 @@ void readHFModelFields(JsonFields &f, ModelSpec &m) {
   f.integer("max_position_embeddings", m.maxPositions, true);
   f.real("rms_norm_eps", m.rmsNormEps, true);
   f.real("rope_theta", m.rope.theta, false);
+  m.tieWordEmbeddings = m.architecture == Architecture::gemma3; // Gemma3TextConfig's default
   f.boolean("tie_word_embeddings", m.tieWordEmbeddings);
   m.attentionBias = m.architecture == Architecture::qwen2;
   f.boolean("attention_bias", m.attentionBias);
@@ -589,13 +656,46 @@ void readHFModelFields(JsonFields &f, ModelSpec &m) {
   f.integers("eos_token_id", m.eosTokenIds, true);
   readHFPartialRotary(f, m);
   readHFNopeLayers(f, m);
+  readHFGemmaFields(f, m);
 }
 
 // Which layers slide, as transformers decides it: `layer_types` where the
-// file lists them; else for Qwen2, Qwen3 and SmolLM3 (which record a window
-// and disable it with use_sliding_window) the layers from max_window_layers up;
-// else, for Mistral and Phi-3, every layer. Llama's attention has no window.
-// kvplan applies one window to every layer, so a mix is refused.
+// file lists them; else for Gemma 3 all but every sliding_window_pattern-th
+// (6); else for Qwen2, Qwen3 and SmolLM3 (which record a window and disable
+// it with use_sliding_window) the layers from max_window_layers up; else,
+// for Mistral and Phi-3, every layer. Llama's attention has no window.
+std::vector<bool> hfSlidingLayers(JsonFields &f, const ModelSpec &m, bool qwen) {
+  const int64_t layers = std::max<int64_t>(m.numLayers, 0); // checked later
+  std::vector<bool> slides(size_t(layers), true);
+  int64_t fromLayer = 28; // transformers' default for Qwen2 and Qwen3
+  f.integer("max_window_layers", fromLayer, false);
+  int64_t pattern = 6; // Gemma3TextConfig's
+  const char *patternKey =
+      f.get("sliding_window_pattern") ? "sliding_window_pattern" : "_sliding_window_pattern";
+  if (m.architecture == Architecture::gemma3 && f.integer(patternKey, pattern, false) &&
+      pattern <= 0)
+    f.fail(patternKey, "expected a positive integer (every such layer is global)");
+  for (int64_t l = 0; l < layers; ++l) {
+    if (m.architecture == Architecture::gemma3) slides[size_t(l)] = (l + 1) % pattern != 0;
+    else if (qwen) slides[size_t(l)] = l >= fromLayer;
+  }
+  const nlohmann::json *types = f.get("layer_types");
+  if (!types) return slides;
+  if (!types->is_array() || int64_t(types->size()) != m.numLayers)
+    f.fail("layer_types", "expected a list of num_hidden_layers (" +
+                              std::to_string(m.numLayers) + ") layer types");
+  for (size_t l = 0; l < types->size(); ++l) {
+    const nlohmann::json &t = (*types)[l];
+    if (t != "sliding_attention" && t != "full_attention")
+      f.fail("layer_types", "expected \"full_attention\" or \"sliding_attention\", got " +
+                                t.dump() + " at [" + std::to_string(l) + "]");
+    slides[l] = t == "sliding_attention";
+  }
+  return slides;
+}
+
+// The window and the layers under it; those that read every key besides
+// become full_attention_layers.
 void readHFSlidingWindow(JsonFields &f, ModelSpec &m, const WarningSink &warn) {
   const bool qwen = m.architecture == Architecture::qwen2 ||
                     m.architecture == Architecture::qwen3 ||
@@ -604,39 +704,24 @@ void readHFSlidingWindow(JsonFields &f, ModelSpec &m, const WarningSink &warn) {
   f.integer("sliding_window", window, false);
   bool useSliding = !qwen;
   f.boolean("use_sliding_window", useSliding);
-  int64_t fromLayer = 28; // transformers' default for Qwen2 and Qwen3
-  f.integer("max_window_layers", fromLayer, false);
   if (!useSliding) window = 0;
   if (window < 0) f.fail("sliding_window", "expected a positive window or null");
-  const int64_t layers = std::max<int64_t>(m.numLayers, 0); // checked later
-  int64_t sliding = qwen ? layers - std::clamp<int64_t>(fromLayer, 0, layers) : layers;
-  const nlohmann::json *types = f.get("layer_types");
-  if (types) {
-    if (!types->is_array() || int64_t(types->size()) != m.numLayers)
-      f.fail("layer_types", "expected a list of num_hidden_layers (" +
-                                std::to_string(m.numLayers) + ") layer types");
-    sliding = 0;
-    for (const nlohmann::json &t : *types) {
-      if (t == "sliding_attention") ++sliding;
-      else if (t != "full_attention")
-        f.fail("layer_types", "expected \"full_attention\" or \"sliding_attention\", got " +
-                                  t.dump());
-    }
+  const std::vector<bool> slides = hfSlidingLayers(f, m, qwen);
+  const int64_t sliding = std::count(slides.begin(), slides.end(), true);
+  // transformers' layers of either type attend to every key without a window.
+  if (window == 0 || sliding == 0) {
+    m.slidingWindow = 0;
+    return;
   }
-  if (window == 0) sliding = 0; // transformers' layers of either type attend to every key
-  if (sliding > 0 && sliding < m.numLayers)
-    f.fail(types ? "layer_types" : "max_window_layers",
-           std::to_string(sliding) + " of " + std::to_string(m.numLayers) +
-               " layers use sliding-window attention and the others full attention; kvplan "
-               "applies one window to every layer (a model whose layers mix them is not "
-               "supported)");
-  if (m.architecture == Architecture::llama && sliding > 0) {
+  if (m.architecture == Architecture::llama) {
     warn("sliding_window " + std::to_string(window) +
          " ignored: transformers' Llama attends to every earlier key (model_type mistral "
          "applies the window)");
-    sliding = 0;
+    return;
   }
-  m.slidingWindow = sliding > 0 ? window : 0;
+  m.slidingWindow = window;
+  for (size_t l = 0; l < slides.size(); ++l)
+    if (!slides[l]) m.fullAttentionLayers.push_back(int64_t(l));
 }
 
 // LongRoPE (Phi-3, Phi-3.5): short and long factors, switched at the
@@ -744,12 +829,37 @@ const std::map<std::string, std::string> &hfFieldNames() {
       {"model.rope.attention_factor", "rope_scaling.attention_factor"},
       {"model.rope.rotary_dim", "partial_rotary_factor"},
       {"model.nope_layers", "no_rope_layers"},
+      {"model.full_attention_layers", "layer_types"},
+      {"model.rope.local_theta", "rope_local_base_freq"},
+      {"model.query_pre_attn_scalar", "query_pre_attn_scalar"},
       {"model.bos_token_id", "bos_token_id"},
       {"model.eos_token_id", "eos_token_id"},
       {"model.sliding_window", "sliding_window"},
       {"model.tie_word_embeddings", "tie_word_embeddings"},
   };
   return names;
+}
+
+/// Gemma 3 4B and up (Gemma3ForConditionalGeneration, model_type gemma3):
+/// the text model's config is its text_config, which lists only what
+/// differs from Gemma3TextConfig's defaults (transformers'), with the end
+/// ids and the weights' type at the top. Null where `root` is another
+/// model's.
+std::optional<nlohmann::json> gemma3TextConfig(const nlohmann::json &root) {
+  const auto type = root.find("model_type"), text = root.find("text_config");
+  if (type == root.end() || *type != "gemma3" || text == root.end() || !text->is_object())
+    return std::nullopt;
+  nlohmann::json c = {
+      {"model_type", "gemma3_text"}, {"vocab_size", 262208}, {"hidden_size", 2304},
+      {"intermediate_size", 9216}, {"num_hidden_layers", 26}, {"num_attention_heads", 8},
+      {"num_key_value_heads", 4}, {"head_dim", 256}, {"max_position_embeddings", 131072},
+      {"rms_norm_eps", 1e-6}, {"bos_token_id", 2}, {"eos_token_id", 1},
+      {"rope_theta", 1000000.0}, {"sliding_window", 4096}};
+  for (const char *key : {"eos_token_id", "torch_dtype", "bos_token_id"})
+    if (root.contains(key)) c[key] = root[key];
+  for (auto it = text->begin(); it != text->end(); ++it)
+    if (it.key() != "model_type") c[it.key()] = it.value();
+  return c;
 }
 
 } // namespace
@@ -759,9 +869,16 @@ ModelConfig parseHFConfig(const std::string &text, const std::string &path,
   ModelConfig cfg;
   cfg.sourcePath = path;
   cfg.fieldNames = hfFieldNames();
-  const nlohmann::json root = parseJsonObject(text, path);
+  nlohmann::json root = parseJsonObject(text, path);
+  // A multimodal Gemma 3's text model: its fields named under text_config.
+  std::string prefix;
+  if (std::optional<nlohmann::json> gemma = gemma3TextConfig(root)) {
+    root = std::move(*gemma);
+    prefix = "text_config.";
+    for (auto &[field, key] : cfg.fieldNames) key = prefix + key;
+  }
 
-  JsonFields f(cfg, root, "");
+  JsonFields f(cfg, root, prefix);
   try {
     readHFArchitecture(f, cfg.model, path);
     readHFModelFields(f, cfg.model);

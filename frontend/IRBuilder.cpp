@@ -63,11 +63,11 @@ public:
 
   /// The per-pair frequency divisors: the spec's explicit factors (a GGUF's
   /// rope_freqs) times linear scaling's factor; null when there are none.
-  DenseF64ArrayAttr freqFactors() {
-    std::vector<double> f = m.rope.freqFactors;
-    if (m.rope.type == RopeType::linear) {
-      f.resize(size_t(rotaryWidth(m.rope, m.headDim) / 2), 1.0);
-      for (double &v : f) v *= m.rope.factor;
+  DenseF64ArrayAttr freqFactors(const RopeSpec &r) {
+    std::vector<double> f = r.freqFactors;
+    if (r.type == RopeType::linear) {
+      f.resize(size_t(rotaryWidth(r, m.headDim) / 2), 1.0);
+      for (double &v : f) v *= r.factor;
     }
     return f.empty() ? DenseF64ArrayAttr() : b.getDenseF64ArrayAttr(f);
   }
@@ -75,42 +75,60 @@ public:
   /// Whether only part of each head rotates (Phi-4-mini).
   bool partialRope() const { return rotaryWidth(m.rope, m.headDim) < m.headDim; }
 
-  /// The softmax scale: 1 / sqrt(head_dim), times the square of RoPE's
-  /// attention factor (LongRoPE's), which scales both the query and the key
-  /// where the model multiplies cos and sin by it: the keys cached stay
-  /// unscaled, the products are the model's. Where only part of a head
-  /// rotates, the factor scales only that part, so the rope ops carry it;
-  /// a layer without RoPE (NoPE) has no factor.
-  double attentionScale(bool rotates) const {
-    const double f = partialRope() || !rotates ? 1.0 : m.rope.attentionFactor;
-    return f * f / std::sqrt(double(m.headDim));
+  /// The RoPE of layer `l`: the model's, but for a sliding-window layer of
+  /// a model whose local layers rotate on their own base, unscaled (Gemma
+  /// 3's rope_local_base_freq).
+  RopeSpec layerRope(int64_t l) const {
+    if (m.rope.localTheta == 0 || !m.slides(l)) return m.rope;
+    RopeSpec local;
+    local.theta = m.rope.localTheta;
+    local.rotaryDim = m.rope.rotaryDim;
+    return local;
   }
 
-  /// Sliding-window attention's window, where the context passes it: a
-  /// window of at least max_seq_len keys is full attention, and no attribute.
-  IntegerAttr window() {
-    return m.slidingWindow > 0 && m.slidingWindow < rows ? b.getI64IntegerAttr(m.slidingWindow)
-                                                         : IntegerAttr();
+  /// The softmax scale: 1 / sqrt(head_dim) (Gemma's: 1 / sqrt of its
+  /// query_pre_attn_scalar), times the square of RoPE's attention factor
+  /// (LongRoPE's), which scales both the query and the key where the model
+  /// multiplies cos and sin by it: the keys cached stay unscaled, the
+  /// products are the model's. Where only part of a head rotates, the
+  /// factor scales only that part, so the rope ops carry it; a layer
+  /// without RoPE (NoPE) has no factor.
+  double attentionScale(const RopeSpec *rope) const {
+    const double f = partialRope() || !rope ? 1.0 : rope->attentionFactor;
+    const double d = m.queryPreAttnScalar > 0 ? m.queryPreAttnScalar : double(m.headDim);
+    return f * f / std::sqrt(d);
   }
 
-  Value rope(Value x, Value positions, const std::string &name) {
+  /// Sliding-window attention's window in layer `l`, where it slides and
+  /// the context passes the window: a window of at least max_seq_len keys
+  /// is full attention, and no attribute.
+  IntegerAttr window(int64_t l) {
+    return m.slides(l) && m.slidingWindow < rows ? b.getI64IntegerAttr(m.slidingWindow)
+                                                 : IntegerAttr();
+  }
+
+  Value rope(Value x, Value positions, const std::string &name, const RopeSpec &r) {
     llm::RopeScalingAttr scaling;
-    if (m.rope.type == RopeType::llama3)
-      scaling = llm::RopeScalingAttr::get(b.getContext(), APFloat(m.rope.factor),
-                                          APFloat(m.rope.lowFreqFactor),
-                                          APFloat(m.rope.highFreqFactor),
-                                          m.rope.originalMaxPositions);
+    if (r.type == RopeType::llama3)
+      scaling = llm::RopeScalingAttr::get(b.getContext(), APFloat(r.factor),
+                                          APFloat(r.lowFreqFactor), APFloat(r.highFreqFactor),
+                                          r.originalMaxPositions);
     const bool partial = partialRope();
     return b.create<llm::RopeOp>(
         loc(name), x.getType(), x, positions, b.getI64IntegerAttr(m.headDim),
-        b.getF64FloatAttr(m.rope.theta), scaling, freqFactors(),
-        partial ? b.getI64IntegerAttr(m.rope.rotaryDim) : IntegerAttr(),
-        partial && m.rope.attentionFactor != 1 ? b.getF64FloatAttr(m.rope.attentionFactor)
-                                               : FloatAttr());
+        b.getF64FloatAttr(r.theta), scaling, freqFactors(r),
+        partial ? b.getI64IntegerAttr(r.rotaryDim) : IntegerAttr(),
+        partial && r.attentionFactor != 1 ? b.getF64FloatAttr(r.attentionFactor) : FloatAttr());
   }
 
-  /// One decoder layer: pre-norm attention and pre-norm SwiGLU FFN, each
-  /// added to the residual stream `x`.
+  /// Gemma's post-norm of a sublayer's output, before the residual add.
+  Value postNorm(const std::string &weight, Value x) {
+    return m.postNorms ? rmsNorm(weight, x) : x;
+  }
+
+  /// One decoder layer: pre-norm attention and pre-norm SwiGLU (or GeGLU)
+  /// FFN, each added to the residual stream `x` (Gemma's normed again
+  /// first).
   Value layer(int64_t i, Value x, Value positions) {
     const std::string l = "layers." + std::to_string(i) + ".";
     const bool bias = m.attentionBias;
@@ -124,23 +142,26 @@ public:
     }
     // SmolLM3's NoPE layers attend without positions.
     const bool rotates = !std::binary_search(m.nopeLayers.begin(), m.nopeLayers.end(), i);
+    const RopeSpec r = layerRope(i);
     if (rotates) {
-      q = rope(q, positions, l + "attention.rope_q");
-      k = rope(k, positions, l + "attention.rope_k");
+      q = rope(q, positions, l + "attention.rope_q", r);
+      k = rope(k, positions, l + "attention.rope_k", r);
     }
     Value a = b.create<llm::AttentionOp>(
         loc(l + "attention"), q.getType(),
         llm::AttentionMaskAttr::get(b.getContext(), llm::AttentionMask::causal), q, k, v,
         b.getI64IntegerAttr(m.numHeads), b.getI64IntegerAttr(m.numKvHeads),
-        b.getI64IntegerAttr(m.headDim), b.getF64FloatAttr(attentionScale(rotates)), window());
-    Value o = linear(l + "attention.wo", a, m.hiddenSize);
+        b.getI64IntegerAttr(m.headDim), b.getF64FloatAttr(attentionScale(rotates ? &r : nullptr)),
+        window(i));
+    Value o = postNorm(l + "post_attention_norm", linear(l + "attention.wo", a, m.hiddenSize));
     x = b.create<llm::AddOp>(loc(l + "attention.residual"), x, o);
 
     Value n2 = rmsNorm(l + "ffn_norm", x);
     Value gate = linear(l + "feed_forward.w1", n2, m.intermediateSize);
     Value up = linear(l + "feed_forward.w3", n2, m.intermediateSize);
-    Value h = b.create<llm::SwiGLUOp>(loc(l + "feed_forward.swiglu"), gate, up);
-    Value down = linear(l + "feed_forward.w2", h, m.hiddenSize);
+    Value h = b.create<llm::SwiGLUOp>(loc(l + "feed_forward.swiglu"), gate, up,
+                                      m.activation == Activation::gelu_tanh);
+    Value down = postNorm(l + "post_ffn_norm", linear(l + "feed_forward.w2", h, m.hiddenSize));
     return b.create<llm::AddOp>(loc(l + "feed_forward.residual"), x, down);
   }
 
@@ -176,9 +197,14 @@ OwningOpRef<ModuleOp> buildModelIR(MLIRContext &ctx, const ModelConfig &cfg) {
     (*module)->setAttr(attr::kTensorParallel, b.getI64IntegerAttr(s.tensorParallel));
 
   b.setInsertionPointToEnd(module->getBody());
-  // int8 and int4 apply to matrices; norm scales and biases stay f32.
+  // int8 and int4 apply to matrices; norm scales and biases stay f32. So do
+  // Gemma's at any type: each is 1 + a learned offset, which 16 bits would
+  // round (transformers adds the 1 in f32, llama.cpp's files store the sum
+  // as f32).
   Type wElt = elementType(b, s.weightDtype);
-  Type vecElt = isFloatDType(s.weightDtype) ? wElt : b.getF32Type();
+  Type vecElt = isFloatDType(s.weightDtype) && m.architecture != Architecture::gemma3
+                    ? wElt
+                    : b.getF32Type();
   for (const WeightDecl &w : weightTable(m))
     b.create<llm::WeightOp>(b.getUnknownLoc(), w.name,
                             RankedTensorType::get(w.shape, w.shape.size() == 2 ? wElt : vecElt),
@@ -195,8 +221,9 @@ OwningOpRef<ModuleOp> buildModelIR(MLIRContext &ctx, const ModelConfig &cfg) {
   b.setInsertionPointToStart(entry);
   Value tokens = entry->getArgument(0), positions = entry->getArgument(1);
 
-  Value x = b.create<llm::EmbeddingOp>(fb.loc("tok_embeddings"), fb.rowsOf(m.hiddenSize),
-                                       fb.w("tok_embeddings"), tokens);
+  Value x = b.create<llm::EmbeddingOp>(
+      fb.loc("tok_embeddings"), fb.rowsOf(m.hiddenSize), fb.w("tok_embeddings"), tokens,
+      m.embeddingScale != 1 ? b.getF64FloatAttr(m.embeddingScale) : FloatAttr());
   for (int64_t i = 0; i < m.numLayers; ++i)
     x = fb.layer(i, x, positions);
   Value n = fb.rmsNorm("norm", x);

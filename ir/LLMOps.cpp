@@ -116,6 +116,9 @@ LogicalResult EmbeddingOp::verify() {
   if (tensorOf(getTokens()).getDimSize(0) != rows(getResult()))
     return emitOpError() << "one row per token: " << tensorOf(getTokens()).getDimSize(0)
                          << " tokens but " << rows(getResult()) << " result rows";
+  if (std::optional<APFloat> s = getScale();
+      s && !(s->convertToDouble() > 0 && std::isfinite(s->convertToDouble())))
+    return emitOpError() << "scale must be positive and finite";
   return success();
 }
 
@@ -476,6 +479,8 @@ LogicalResult MatVecOp::verify() {
       return failure();
   if (failed(verifyNormPrologue(*this, getNorm(), getEps(), getInput())))
     return failure();
+  if (getGelu() && !getSwiglu())
+    return emitOpError() << "gelu is the gate's activation: it needs swiglu";
   if ((getSwiglu() || getAddend()) && getResults().size() != 1)
     return emitOpError() << "with swiglu or an addend has one result, got "
                          << getResults().size();

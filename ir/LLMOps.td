@@ -80,14 +80,16 @@ class LLM_WeightUser<string mnemonic, list<Trait> traits = []>
 def LLM_EmbeddingOp : LLM_WeightUser<"embedding", [Pure, RowWise]> {
   let summary = "Looks up token embeddings";
   let description = [{
-    `result[i] = weight[tokens[i]]` with `weight` of shape `[vocab, hidden]`.
+    `result[i] = weight[tokens[i]]` with `weight` of shape `[vocab, hidden]`,
+    times `scale` where there is one (Gemma's `sqrt(hidden)`).
 
     Example:
     ```mlir
     %0 = llm.embedding @tok_embeddings[%tokens] : tensor<64xi32> -> tensor<64x256xf32>
+    %0 = llm.embedding @tok_embeddings[%tokens] {scale = 16.0 : f64} : tensor<64xi32> -> tensor<64x256xf32>
     ```
   }];
-  let arguments = (ins FlatSymbolRefAttr:$weight, LLM_Ids:$tokens);
+  let arguments = (ins FlatSymbolRefAttr:$weight, LLM_Ids:$tokens, OptionalAttr<F64Attr>:$scale);
   let results = (outs LLM_Activations:$result);
   let assemblyFormat = "$weight `[` $tokens `]` attr-dict `:` type($tokens) `->` type($result)";
   let hasVerifier = 1;
@@ -250,22 +252,26 @@ def LLM_AttentionOp : LLM_Op<"attention", [Pure]> {
 }
 
 def LLM_SwiGLUOp : LLM_Op<"swiglu", [Pure, RowWise, AllTypesMatch<["gate", "up"]>]> {
-  let summary = "SiLU(gate) times up";
+  let summary = "SiLU(gate) times up (or GELU(gate): GeGLU)";
   let description = [{
-    `result = gate * sigmoid(gate) * up`, elementwise.
+    `result = gate * sigmoid(gate) * up`, elementwise; with `gelu`,
+    `result = gelu(gate) * up` in GELU's tanh approximation,
+    `gelu(x) = x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3)))`
+    (Gemma's `gelu_pytorch_tanh`).
 
     Example:
     ```mlir
     %12 = llm.swiglu %10, %11 : tensor<64x688xf32>
+    %12 = llm.swiglu %10, %11 {gelu} : tensor<64x688xf32>
     ```
   }];
-  let arguments = (ins LLM_Activations:$gate, LLM_Activations:$up);
+  let arguments = (ins LLM_Activations:$gate, LLM_Activations:$up, UnitAttr:$gelu);
   let results = (outs LLM_Activations:$result);
   let assemblyFormat = "$gate `,` $up attr-dict `:` custom<StoredAs>(type($gate), type($result))";
   let hasVerifier = 1;
   let builders = [
-    OpBuilder<(ins "::mlir::Value":$gate, "::mlir::Value":$up), [{
-      build($_builder, $_state, gate.getType(), gate, up);
+    OpBuilder<(ins "::mlir::Value":$gate, "::mlir::Value":$up, "bool":$gelu), [{
+      build($_builder, $_state, gate.getType(), gate, up, gelu);
     }]>
   ];
 }
@@ -274,15 +280,16 @@ def LLM_FusedFFNOp : LLM_Op<"fused_ffn", [Pure, RowWise]> {
   let summary = "SiLU(gate) times up over a fused gate|up projection";
   let description = [{
     The input holds the gate projection in its first half of columns and the
-    up projection in its second; `result = silu(gate) * up`. Made by
-    `--fuse-ffn` from a `llm.swiglu` of two linears of the same input.
+    up projection in its second; `result = silu(gate) * up`, or with `gelu`
+    `gelu(gate) * up` (as `llm.swiglu`'s). Made by `--fuse-ffn` from a
+    `llm.swiglu` of two linears of the same input.
 
     Example:
     ```mlir
     %11 = llm.fused_ffn %10 : tensor<64x1376xf32> -> tensor<64x688xf32>
     ```
   }];
-  let arguments = (ins LLM_Activations:$input);
+  let arguments = (ins LLM_Activations:$input, UnitAttr:$gelu);
   let results = (outs LLM_Activations:$result);
   let assemblyFormat = "$input attr-dict `:` type($input) `->` type($result)";
   let hasVerifier = 1;
@@ -490,7 +497,8 @@ def LLM_MatVecOp : LLM_WeightUser<"matvec", [Pure]> {
     - `norm @w {eps}`: the input rows are RMS-normed first, as `llm.rms_norm`
       with scale `@w` would (the prologue);
     - `swiglu`: the weight is a fused gate|up projection and the result is
-      `silu(gate) * up`, as `llm.fused_ffn` computes it (an epilogue);
+      `silu(gate) * up`, as `llm.fused_ffn` computes it (an epilogue); with
+      `gelu` as well, `gelu(gate) * up`;
     - `plus %addend`: the addend (the residual stream) is added to the
       product (an epilogue).
     Several results split the output columns as `llm.linear`'s do; with
@@ -508,10 +516,11 @@ def LLM_MatVecOp : LLM_WeightUser<"matvec", [Pure]> {
   let arguments = (ins FlatSymbolRefAttr:$weight, LLM_Activations:$input,
                        OptionalAttr<FlatSymbolRefAttr>:$bias,
                        OptionalAttr<FlatSymbolRefAttr>:$norm, OptionalAttr<F64Attr>:$eps,
-                       UnitAttr:$swiglu, Optional<LLM_Activations>:$addend);
+                       UnitAttr:$swiglu, UnitAttr:$gelu, Optional<LLM_Activations>:$addend);
   let results = (outs Variadic<LLM_Activations>:$results);
   let assemblyFormat = [{
-    $weight `(` $input `)` (`norm` $norm^)? (`swiglu` $swiglu^)? (`plus` $addend^)?
+    $weight `(` $input `)` (`norm` $norm^)? (`swiglu` $swiglu^)? (`gelu` $gelu^)?
+    (`plus` $addend^)?
     (`bias` $bias^)? attr-dict `:` type($input) (`,` type($addend)^)? `->` type($results)
   }];
   let hasVerifier = 1;

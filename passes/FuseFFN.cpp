@@ -134,7 +134,8 @@ void fuseGateUp(func::FuncOp fn, WeightFuser &weights) {
     auto linear = b.create<llm::LinearOp>(op.getLoc(), TypeRange{withCols(op.getType(), 2 * ff)},
                                           w, gate.getInput(), FlatSymbolRefAttr());
     b.setInsertionPoint(op);
-    auto ffn = b.create<llm::FusedFFNOp>(op.getLoc(), op.getType(), linear.getResult(0));
+    auto ffn = b.create<llm::FusedFFNOp>(op.getLoc(), op.getType(), linear.getResult(0),
+                                         op.getGelu());
     op.replaceAllUsesWith(ffn.getResult());
     op.erase();
     gate.erase();

@@ -21,12 +21,13 @@ namespace {
 struct MatVecParts {
   FlatSymbolRefAttr weight, bias, norm;
   FloatAttr eps;
-  bool swiglu = false;
+  bool swiglu = false, gelu = false;
   Value input, addend;
 
   llm::MatVecOp build(PatternRewriter &rewriter, Location loc, TypeRange results) const {
+    auto unit = [&](bool set) { return set ? rewriter.getUnitAttr() : UnitAttr(); };
     return rewriter.create<llm::MatVecOp>(loc, results, weight, input, bias, norm, eps,
-                                          swiglu ? rewriter.getUnitAttr() : UnitAttr(), addend);
+                                          unit(swiglu), unit(gelu), addend);
   }
 };
 
@@ -74,6 +75,7 @@ std::optional<MatVecParts> partsOf(Operation *op, RowLimits maxRows) {
     p.norm = m.getNormAttr();
     p.eps = m.getEpsAttr();
     p.swiglu = m.getSwiglu();
+    p.gelu = m.getGelu();
     p.input = m.getInput();
     p.addend = m.getAddend();
   } else {
@@ -153,6 +155,7 @@ struct SwiGLUEpilogue : public OpRewritePattern<llm::FusedFFNOp> {
     if (!p) return rewriter.notifyMatchFailure(ffn, "input is not a matrix-vector product's alone");
     Operation *product = ffn.getInput().getDefiningOp();
     p->swiglu = true;
+    p->gelu = ffn.getGelu();
     rewriter.setInsertionPoint(product);
     rewriter.replaceOp(ffn, p->build(rewriter, ffn.getLoc(), ffn.getResult().getType()));
     rewriter.eraseOp(product);
@@ -242,12 +245,31 @@ struct RopeKVWriteEpilogue : public OpRewritePattern<llm::RopeKVWriteOp> {
   RowLimits maxRows;
 };
 
+/// A product with nothing to fold (Gemma's attention output and down
+/// products, which a norm follows before the residual add, and its head,
+/// which reads the last add_rms_norm's rows) still becomes llm.matvec where
+/// the kernel takes its rows: tried after the folds.
+struct LoneProduct : public RewritePattern {
+  LoneProduct(MLIRContext *ctx, RowLimits maxRows)
+      : RewritePattern(MatchAnyOpTypeTag(), /*benefit=*/0, ctx), maxRows(maxRows) {}
+
+  LogicalResult matchAndRewrite(Operation *op, PatternRewriter &rewriter) const override {
+    if (!isa<llm::LinearOp, llm::LogitsOp>(op)) return failure();
+    std::optional<MatVecParts> p = partsOf(op, maxRows);
+    if (!p) return rewriter.notifyMatchFailure(op, "the matrix-vector kernel does not take it");
+    rewriter.replaceOp(op, p->build(rewriter, op->getLoc(), op->getResultTypes()));
+    return success();
+  }
+  RowLimits maxRows;
+};
+
 struct FuseMatVecPass : public impl::FuseMatVecBase<FuseMatVecPass> {
   using FuseMatVecBase::FuseMatVecBase;
 
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
-    patterns.add<NormPrologue, SwiGLUEpilogue, ResidualEpilogue, RopeKVWriteEpilogue>(
+    patterns.add<NormPrologue, SwiGLUEpilogue, ResidualEpilogue, RopeKVWriteEpilogue,
+                 LoneProduct>(
         &getContext(),
         RowLimits{int64_t(maxRows), int64_t(maxBf16Rows), int64_t(maxTensorCoreRows)});
     if (failed(rewriteGreedily(getOperation(), std::move(patterns))))

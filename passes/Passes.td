@@ -199,7 +199,9 @@ def FuseMatVec : Pass<"fuse-matvec", "::mlir::func::FuncOp"> {
     - an `llm.rope_kv_write` of its result packed (or of its three results:
       a fused QKV product that nothing else reads) is its epilogue: the op becomes
       `llm.matvec_rope_kv_write`, which rotates the queries and keys as they
-      are made and writes the keys and values straight into the cache.
+      are made and writes the keys and values straight into the cache;
+    - with none of these (Gemma's output and down products, whose results
+      are normed before the residual add), it becomes a plain `llm.matvec`.
     A decode layer is then five kernels: QKV with the attention norm, RoPE
     and the cache write, attention, the output projection plus the
     residual, gate|up with the FFN norm and SwiGLU, and down plus the

@@ -159,9 +159,11 @@ struct EmbeddingOp {
   KVPLAN_PLAN_OP(EmbeddingOp, "embedding")
   std::string weight;
   Operand tokens, result;
+  std::optional<double> scale; // the rows' multiplier (Gemma's sqrt(hidden))
   template <typename Self, typename V> static void visitFields(Self &s, V &v) {
     v.weight("weight", s.weight);
     v.operand("tokens", s.tokens, OperandClass::ids);
+    v.optionalAttr("scale", s.scale);
     v.result("result", s.result, OperandClass::activations);
   }
 };
@@ -263,9 +265,11 @@ struct AttentionOp {
 struct SwiGLUOp {
   KVPLAN_PLAN_OP(SwiGLUOp, "swiglu")
   Operand gate, up, result;
+  bool gelu = false; // GELU (tanh) rather than SiLU of the gate: GeGLU
   template <typename Self, typename V> static void visitFields(Self &s, V &v) {
     v.operand("gate", s.gate, OperandClass::activations);
     v.operand("up", s.up, OperandClass::activations);
+    v.attr("gelu", s.gelu);
     v.result("result", s.result, OperandClass::activations);
   }
 };
@@ -273,8 +277,10 @@ struct SwiGLUOp {
 struct FusedFFNOp {
   KVPLAN_PLAN_OP(FusedFFNOp, "fused_ffn")
   Operand input, result;
+  bool gelu = false; // as SwiGLUOp's
   template <typename Self, typename V> static void visitFields(Self &s, V &v) {
     v.operand("input", s.input, OperandClass::activations);
+    v.attr("gelu", s.gelu);
     v.result("result", s.result, OperandClass::activations);
   }
 };
@@ -390,7 +396,7 @@ struct AllReduceOp {
 /// A product of a few rows with its neighbours folded in (made by
 /// --fuse-matvec for the cuda target): the input rows RMS-normed first
 /// (`norm`, `eps`), SwiGLU over the gate|up halves of the product
-/// (`swiglu`), the addend added to it (`addend`).
+/// (`swiglu`; GeGLU with `gelu`), the addend added to it (`addend`).
 struct MatVecOp {
   KVPLAN_PLAN_OP(MatVecOp, "matvec")
   std::string weight;
@@ -398,11 +404,13 @@ struct MatVecOp {
   std::optional<std::string> bias, norm;
   std::optional<double> eps;
   bool swiglu = false;
+  bool gelu = false; // with swiglu: GELU (tanh) of the gate, GeGLU
   std::optional<Operand> addend;
   std::vector<Operand> results;
   template <typename Self, typename V> static void visitFields(Self &s, V &v) {
     visitMatVecInputFields(s, v);
     v.attr("swiglu", s.swiglu);
+    v.attr("gelu", s.gelu);
     v.optionalOperand("addend", s.addend, OperandClass::activations);
     v.results("results", s.results, OperandClass::activations);
   }

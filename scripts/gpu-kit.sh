@@ -209,6 +209,10 @@ if ((do_artifacts)); then
     # QKV product, RoPE and the cache write into one kernel.
     "phi4-mini-like-bf16|tests/data/gpu/phi4-mini-like.toml|--dtype bf16"
     "phi4-mini-like-bf16-batch1|tests/data/gpu/phi4-mini-like.toml|--dtype bf16 --max-batch 1"
+    # Gemma 3's layers: GeGLU, post-norms, a local (windowed) and a global
+    # layer with their own RoPE tables.
+    "gemma3-like-bf16|tests/data/gpu/gemma3-like.toml|--dtype bf16"
+    "gemma3-like-bf16-batch1|tests/data/gpu/gemma3-like.toml|--dtype bf16 --max-batch 1"
     "tiny-int8|models/tiny.toml|--dtype int8"
     "tiny-int8-batch1|models/tiny.toml|--dtype int8 --max-batch 1"
     "qwen-like-int8|tests/data/gpu/qwen-like.toml|--dtype int8"

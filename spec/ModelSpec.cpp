@@ -20,6 +20,7 @@ const char *architectureName(Architecture a) {
   case Architecture::qwen3: return "qwen3";
   case Architecture::phi3: return "phi3";
   case Architecture::smollm3: return "smollm3";
+  case Architecture::gemma3: return "gemma3";
   }
   return "?";
 }
@@ -31,7 +32,27 @@ std::optional<Architecture> parseArchitecture(const std::string &s) {
   if (s == "qwen3") return Architecture::qwen3;
   if (s == "phi3") return Architecture::phi3;
   if (s == "smollm3") return Architecture::smollm3;
+  if (s == "gemma3") return Architecture::gemma3;
   return std::nullopt;
+}
+
+const char *activationName(Activation a) {
+  return a == Activation::silu ? "silu" : "gelu_pytorch_tanh";
+}
+
+// Hugging Face's names: hidden_act "silu", Gemma's hidden_activation
+// "gelu_pytorch_tanh" (GELU's tanh approximation; transformers' "gelu_new"
+// and "gelu_fast" compute the same function).
+std::optional<Activation> parseActivation(const std::string &s) {
+  if (s == "silu" || s == "swish") return Activation::silu;
+  if (s == "gelu_pytorch_tanh" || s == "gelu_new" || s == "gelu_fast")
+    return Activation::gelu_tanh;
+  return std::nullopt;
+}
+
+bool ModelSpec::slides(int64_t l) const {
+  return slidingWindow > 0 &&
+         !std::binary_search(fullAttentionLayers.begin(), fullAttentionLayers.end(), l);
 }
 
 const char *targetName(Target t) { return t == Target::cpu ? "cpu" : "cuda"; }
@@ -141,10 +162,12 @@ std::vector<WeightDecl> weightTable(const ModelSpec &m) {
       w.push_back({l + "attention.k_norm", {m.headDim}});
     }
     w.push_back({l + "attention.wo", {h, q}});
+    if (m.postNorms) w.push_back({l + "post_attention_norm", {h}});
     w.push_back({l + "ffn_norm", {h}});
     w.push_back({l + "feed_forward.w1", {ff, h}}); // gate
     w.push_back({l + "feed_forward.w3", {ff, h}}); // up
     w.push_back({l + "feed_forward.w2", {h, ff}}); // down
+    if (m.postNorms) w.push_back({l + "post_ffn_norm", {h}});
   }
   w.push_back({"norm", {h}});
   if (!m.tieWordEmbeddings)
@@ -173,7 +196,9 @@ int64_t kvCacheBytes(const ModelSpec &m, const CompileSettings &c) {
 }
 
 int64_t attentionWindow(const ModelSpec &m, const CompileSettings &c) {
-  return m.slidingWindow > 0 && m.slidingWindow < c.maxSeqLen ? m.slidingWindow : 0;
+  return m.slidingWindow > 0 && m.slidingWindow < c.maxSeqLen && m.fullAttentionLayers.empty()
+             ? m.slidingWindow
+             : 0;
 }
 
 int64_t rowsPerCall(const CompileSettings &c) {
@@ -250,6 +275,17 @@ public:
       std::ostringstream os;
       os << "expected a positive finite number, got " << v;
       fail(field, os.str());
+    }
+  }
+
+  /// Layer indices, increasing, each below `layers`.
+  void layerList(const std::string &field, const std::vector<int64_t> &list, int64_t layers) {
+    for (size_t i = 0; i < list.size(); ++i) {
+      const int64_t l = list[i];
+      if (l < 0 || l >= layers || (i > 0 && l <= list[i - 1]))
+        fail(field, "expected increasing layer indices from 0 to num_layers - 1 = " +
+                        std::to_string(layers - 1) + ", got " + std::to_string(l) + " at [" +
+                        std::to_string(i) + "]");
     }
   }
 
@@ -394,13 +430,25 @@ void checkTokensAndWindow(Checker &c, const ModelSpec &m) {
 
   if (m.slidingWindow < 0)
     c.fail("model.sliding_window", "expected a positive window or none");
-  for (size_t i = 0; i < m.nopeLayers.size(); ++i) {
-    const int64_t l = m.nopeLayers[i];
-    if (l < 0 || l >= m.numLayers || (i > 0 && l <= m.nopeLayers[i - 1]))
-      c.fail("model.nope_layers", "expected increasing layer indices from 0 to num_layers - 1 = " +
-                                      std::to_string(m.numLayers - 1) + ", got " +
-                                      std::to_string(l) + " at [" + std::to_string(i) + "]");
+  c.layerList("model.nope_layers", m.nopeLayers, m.numLayers);
+  c.layerList("model.full_attention_layers", m.fullAttentionLayers, m.numLayers);
+  if (!m.fullAttentionLayers.empty() && m.slidingWindow == 0)
+    c.fail("model.full_attention_layers",
+           "lists the layers that read every key under a sliding window, and the model has "
+           "none: set sliding_window or leave it out");
+  if (m.rope.localTheta != 0) {
+    c.positiveReal("model.rope.local_theta", m.rope.localTheta);
+    if (m.slidingWindow == 0)
+      c.fail("model.rope.local_theta", "is the sliding-window layers' RoPE base, and the "
+                                       "model has none: set sliding_window or leave it out");
   }
+}
+
+// Gemma's scalars: the embeddings' multiplier and the softmax's divisor.
+void checkScales(Checker &c, const ModelSpec &m) {
+  c.positiveReal("model.embedding_scale", m.embeddingScale);
+  if (m.queryPreAttnScalar != 0)
+    c.positiveReal("model.query_pre_attn_scalar", m.queryPreAttnScalar);
 }
 
 // Weights come first: the defaults for the cache type derive from them.
@@ -599,6 +647,7 @@ void validate(ModelConfig &cfg) {
   checkModelShape(c, cfg.model);
   checkNormAndRope(c, cfg.model);
   checkTokensAndWindow(c, cfg.model);
+  checkScales(c, cfg.model);
   checkWeightDType(c, cfg.compile);
   deriveCompileDefaults(cfg);
   checkCompileSettings(c, cfg.compile);
@@ -665,6 +714,19 @@ nlohmann::json toJson(const ModelSpec &m) {
     j["rope"]["rotary_dim"] = m.rope.rotaryDim;
   if (!m.nopeLayers.empty())
     j["nope_layers"] = m.nopeLayers;
+  // Gemma's, written only where they differ from Llama's.
+  if (m.rope.localTheta != 0)
+    j["rope"]["local_theta"] = m.rope.localTheta;
+  if (!m.fullAttentionLayers.empty())
+    j["full_attention_layers"] = m.fullAttentionLayers;
+  if (m.activation != Activation::silu)
+    j["hidden_activation"] = activationName(m.activation);
+  if (m.postNorms)
+    j["post_norms"] = true;
+  if (m.embeddingScale != 1)
+    j["embedding_scale"] = m.embeddingScale;
+  if (m.queryPreAttnScalar != 0)
+    j["query_pre_attn_scalar"] = m.queryPreAttnScalar;
   return j;
 }
 
@@ -714,6 +776,19 @@ int64_t integerField(const nlohmann::json &v, const std::string &at, int64_t lo,
 int64_t modelInteger(const nlohmann::json &j, const char *key, int64_t lo, int64_t hi) {
   return integerField(j.at(key), std::string("model field '") + key + "'", lo, hi);
 }
+/// An optional list of increasing layer indices (nope_layers, ...).
+std::vector<int64_t> layerListField(const nlohmann::json &j, const char *key, int64_t layers) {
+  std::vector<int64_t> out;
+  const auto list = j.find(key);
+  if (list == j.end()) return out;
+  if (!list->is_array())
+    throw InputError(std::string("model field '") + key + "' is not a list of layers");
+  for (size_t i = 0; i < list->size(); ++i)
+    out.push_back(integerField((*list)[i],
+                               std::string("model field '") + key + "'[" + std::to_string(i) + "]",
+                               out.empty() ? 0 : out.back() + 1, layers - 1));
+  return out;
+}
 int64_t settingsInteger(const nlohmann::json &j, const char *key, int64_t lo, int64_t hi) {
   return integerField(j.at(key), std::string("settings field '") + key + "'", lo, hi);
 }
@@ -740,13 +815,14 @@ ModelSpec modelSpecFromJson(const nlohmann::json &j) {
   m.bosTokenId = modelInteger(j, "bos_token_id", -1, kMaxDim); // -1: none
   // Absent from plans written before NoPE layers, and where every layer
   // rotates.
-  if (const auto nope = j.find("nope_layers"); nope != j.end()) {
-    if (!nope->is_array()) throw InputError("model field 'nope_layers' is not a list of layers");
-    for (size_t i = 0; i < nope->size(); ++i)
-      m.nopeLayers.push_back(integerField(
-          (*nope)[i], "model field 'nope_layers'[" + std::to_string(i) + "]",
-          m.nopeLayers.empty() ? 0 : m.nopeLayers.back() + 1, m.numLayers - 1));
-  }
+  m.nopeLayers = layerListField(j, "nope_layers", m.numLayers);
+  // Absent from plans written before Gemma 3, and for Llama's layers.
+  m.fullAttentionLayers = layerListField(j, "full_attention_layers", m.numLayers);
+  if (j.contains("hidden_activation"))
+    m.activation = parseEnum<Activation>(j, "hidden_activation", parseActivation);
+  m.postNorms = j.value("post_norms", false);
+  m.embeddingScale = j.value("embedding_scale", 1.0);
+  m.queryPreAttnScalar = j.value("query_pre_attn_scalar", 0.0);
   const nlohmann::json &eos = j.at("eos_token_id");
   if (!eos.is_array()) throw InputError("model field 'eos_token_id' is not a list of token ids");
   m.eosTokenIds.clear();
@@ -770,6 +846,7 @@ ModelSpec modelSpecFromJson(const nlohmann::json &j) {
   if (r.contains("long_factors"))
     m.rope.longFactors = r.at("long_factors").get<std::vector<double>>();
   m.rope.attentionFactor = r.value("attention_factor", 1.0);
+  m.rope.localTheta = r.value("local_theta", 0.0);
   // Absent from plans written before partial RoPE, and for whole heads.
   if (r.contains("rotary_dim"))
     m.rope.rotaryDim = integerField(r.at("rotary_dim"), "model field 'rope' rotary_dim", 2,

@@ -17,10 +17,18 @@
 namespace kvplan {
 
 // smollm3: Llama's layers with every fourth one's attention unrotated
-// (NoPE), as SmolLM3 has them.
-enum class Architecture { llama, mistral, qwen2, qwen3, phi3, smollm3 };
+// (NoPE), as SmolLM3 has them. gemma3: Gemma 3's text model (GeGLU, norms
+// after attention and FFN as well as before, scaled embeddings, q/k norms,
+// five sliding-window layers to one global).
+enum class Architecture { llama, mistral, qwen2, qwen3, phi3, smollm3, gemma3 };
 const char *architectureName(Architecture a);
 std::optional<Architecture> parseArchitecture(const std::string &s);
+
+/// The FFN gate's activation: SiLU (SwiGLU, Llama's) or GELU's tanh
+/// approximation (GeGLU, Gemma's gelu_pytorch_tanh).
+enum class Activation { silu, gelu_tanh };
+const char *activationName(Activation a);
+std::optional<Activation> parseActivation(const std::string &s);
 
 enum class Target { cpu, cuda };
 const char *targetName(Target t);
@@ -59,6 +67,10 @@ struct RopeSpec {
   // first rotaryDim dimensions rotate, the rest pass through. 0: the whole
   // head. Every factor list above then has rotaryDim / 2 entries.
   int64_t rotaryDim = 0;
+  // The base of the sliding-window layers' RoPE where it is their own,
+  // unscaled (Gemma 3's rope_local_base_freq: 10000 under global layers'
+  // 1e6 with linear scaling); 0: every layer rotates alike.
+  double localTheta = 0;
 };
 
 /// The dimensions of a head that rotate: rope.rotaryDim, else the head.
@@ -88,9 +100,13 @@ struct ModelSpec {
   int64_t headDim = 0; // hiddenSize / numHeads unless given
   int64_t vocabSize = 0;
   int64_t maxPositions = 0;
-  // Sliding-window attention in every layer: a row at position p reads the
-  // keys above p - slidingWindow. 0: full attention.
+  // Sliding-window attention: a row at position p reads the keys above
+  // p - slidingWindow, in every layer but fullAttentionLayers. 0: full
+  // attention.
   int64_t slidingWindow = 0;
+  // Layers that read every key under a sliding window (Gemma 3's every
+  // sixth), increasing; empty: every layer slides.
+  std::vector<int64_t> fullAttentionLayers;
   double rmsNormEps = 1e-5;
   bool tieWordEmbeddings = false;
   bool attentionBias = false; // q/k/v bias (Qwen2)
@@ -100,11 +116,25 @@ struct ModelSpec {
   // Layers whose attention has no RoPE (NoPE: SmolLM3's every fourth, from
   // layer 3), increasing; empty: every layer rotates.
   std::vector<int64_t> nopeLayers;
+  // The FFN gate's activation (Gemma's gelu_pytorch_tanh).
+  Activation activation = Activation::silu;
+  // Gemma's sandwich norms: the attention's and the FFN's outputs each
+  // RMS-normed (layers.N.post_attention_norm, layers.N.post_ffn_norm)
+  // before they join the residual stream.
+  bool postNorms = false;
+  // The token embeddings multiplied by this (Gemma's sqrt(hidden_size)).
+  double embeddingScale = 1.0;
+  // The softmax scale is 1 / sqrt(this) (Gemma's query_pre_attn_scalar);
+  // 0: head_dim.
+  double queryPreAttnScalar = 0;
   int64_t bosTokenId = 1; // -1: the model has none (SmolLM3's config.json)
   std::vector<int64_t> eosTokenIds{2};
   RopeSpec rope;
 
   int64_t qDim() const { return numHeads * headDim; }
+  /// Whether layer `l` attends under the sliding window (one is set and the
+  /// layer is not among fullAttentionLayers).
+  bool slides(int64_t l) const;
   int64_t kvDim() const { return numKvHeads * headDim; }
 };
 
@@ -203,7 +233,8 @@ int64_t kvHeadsPerRank(const ModelSpec &m, int64_t ranks);
 
 /// Sliding-window attention over the page pool (runtime/Engine.h). The
 /// window every attention op applies: the model's sliding_window where the
-/// context passes it, else 0 (every key), as the frontend sets it.
+/// context passes it and every layer slides, else 0 (some layer reads every
+/// key, so no page is given back), as the frontend sets it.
 int64_t attentionWindow(const ModelSpec &m, const CompileSettings &c);
 /// The most rows one call appends to a sequence: prefill_chunk, or more
 /// where a verify (speculate + 1) or score call (score_rows) takes more.

@@ -192,13 +192,17 @@ __device__ __forceinline__ float rmsInv(float ss, int n, double eps) {
 // Row-wise ops: one block per row. Each reads its whole row into registers
 // before writing, so a kernel stays correct even where a buffer is reused.
 
-/// out[r] = table[tokens[r]] (as O).  p: tokens, table, out.
-template <class W, class O, int COLS, int BLOCK> __device__ void embedding(const KvArgs &a) {
+/// out[r] = table[tokens[r]] (as O); with SCALED, times d[0] as a float
+/// (Gemma's sqrt(hidden)).  p: tokens, table, out.
+template <class W, class O, int COLS, int BLOCK, bool SCALED = false>
+__device__ void embedding(const KvArgs &a) {
   const int r = blockIdx.x;
   const int *tokens = reinterpret_cast<const int *>(a.p[0]);
   const W *src = reinterpret_cast<const W *>(a.p[1]) + (long long)tokens[r] * COLS;
   O *out = reinterpret_cast<O *>(a.p[2]) + (long long)r * COLS;
-  for (int c = threadIdx.x; c < COLS; c += BLOCK) out[c] = st<O>(ld(src[c]));
+  const float scale = SCALED ? (float)a.d[0] : 1.0f;
+  for (int c = threadIdx.x; c < COLS; c += BLOCK)
+    out[c] = st<O>(SCALED ? ld(src[c]) * scale : ld(src[c]));
 }
 
 /// out = x / rms(x) * w for one row of N floats, by one block of BLOCK
@@ -287,23 +291,34 @@ template <class W, int COLS> __device__ void biasAdd(const KvArgs &a) {
   out[c] += ld(reinterpret_cast<const W *>(a.p[1])[c]);
 }
 
-/// out[r, j] = silu(in[r, j]) * in[r, FF + j].  p: in (f32), out.
-template <class O, int FF> __device__ void fusedFfn(const KvArgs &a) {
+/// The gated FFN's activation of x: SiLU, x * sigmoid(x); with GELU,
+/// GELU's tanh approximation as x * sigmoid(2 sqrt(2 / pi) (x + 0.044715
+/// x^3)), the same function (Gemma's gelu_pytorch_tanh), as the CPU
+/// runtime computes it.
+template <bool GELU> __device__ __forceinline__ float gateAct(float x) {
+  const float z = GELU ? 1.5957691216057308f * (x + 0.044715f * x * x * x) : x;
+  return x / (1.0f + expf(-z));
+}
+
+/// out[r, j] = act(in[r, j]) * in[r, FF + j].  p: in (f32), out.
+template <class O, int FF, bool GELU = false> __device__ void fusedFfn(const KvArgs &a) {
   const int j = blockIdx.x * blockDim.x + threadIdx.x;
   if (j >= FF) return;
   const float *in = reinterpret_cast<const float *>(a.p[0]) + (long long)blockIdx.y * 2 * FF;
   const float g = in[j], u = in[FF + j];
-  reinterpret_cast<O *>(a.p[1])[(long long)blockIdx.y * FF + j] = st<O>(g / (1.0f + expf(-g)) * u);
+  reinterpret_cast<O *>(a.p[1])[(long long)blockIdx.y * FF + j] = st<O>(gateAct<GELU>(g) * u);
 }
 
-/// out = silu(gate) * up (SWIGLU) or gate + up.  p: gate, up, out.
-template <class O, int COLS, bool SWIGLU> __device__ void binary(const KvArgs &a) {
+/// out = act(gate) * up (SWIGLU; act as gateAct's) or gate + up.  p: gate,
+/// up, out.
+template <class O, int COLS, bool SWIGLU, bool GELU = false>
+__device__ void binary(const KvArgs &a) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= COLS) return;
   const long long i = (long long)blockIdx.y * COLS + c;
   const float x = reinterpret_cast<const float *>(a.p[0])[i];
   const float y = reinterpret_cast<const float *>(a.p[1])[i];
-  reinterpret_cast<O *>(a.p[2])[i] = st<O>(SWIGLU ? x / (1.0f + expf(-x)) * y : x + y);
+  reinterpret_cast<O *>(a.p[2])[i] = st<O>(SWIGLU ? gateAct<GELU>(x) * y : x + y);
 }
 
 /// out = in as O.  p: in (f32), out.
@@ -507,6 +522,9 @@ template <int C, class H> __device__ __forceinline__ void loadElems(const H *p, 
 /// the tiles of 8 rows of x a block takes (mvTiles: 1 to 4, all the rows of
 /// a product of up to 32).
 inline constexpr int kMvNorm = 1, kMvSwiglu = 2, kMvAdd = 4, kMvBias = 8;
+/// With kMvSwiglu: GELU (tanh) of the gate, GeGLU (bit 6: 4 and 5 are the
+/// tiles').
+inline constexpr int kMvGelu = 64;
 /// FLAGS' bits for matvecMma's tiles of 8 rows (mvTilesOf: 1 to 4).
 __host__ __device__ constexpr int mvTiles(int tiles) { return (tiles - 1) << 4; }
 __host__ __device__ constexpr int mvTilesOf(int flags) { return 1 + ((flags >> 4) & 3); }
@@ -890,7 +908,7 @@ __device__ void matvec(const KvArgs &a) {
 #pragma unroll
     for (int f = 0; f < FPW; ++f) {
       float v = y[f];
-      if (SWIGLU) v = y[f] / (1.0f + expf(-y[f])) * y[FPW + f];
+      if (SWIGLU) v = gateAct<(FLAGS & kMvGelu) != 0>(y[f]) * y[FPW + f];
       if (ADD) v += R == 1 ? early[f] : addend[(long long)r * F + j + f];
       storeFeature<O, N0, N1, N2, false>(a, r, j + f, v);
     }
@@ -1405,7 +1423,7 @@ __device__ void matvecMma(const KvArgs &a) {
         if (BIAS) y[p] += ld(reinterpret_cast<const B *>(a.p[4])[j + p * F]);
       }
       float v = y[0];
-      if (SWIGLU) v = y[0] / (1.0f + expf(-y[0])) * y[P - 1];
+      if (SWIGLU) v = gateAct<(FLAGS & kMvGelu) != 0>(y[0]) * y[P - 1];
       if (ADD) v += EARLY ? early[n] : addend[(long long)(8 * n + r) * F + j];
       storeFeature<O, N0, N1, N2, false>(a, 8 * n + r, j, v);
     }
@@ -1612,9 +1630,10 @@ __device__ void quantGemm(const KvArgs &a) {
   }
 }
 
-/// out[r] = table[tokens[r]] dequantized (as O).  p: tokens, data, scales,
-/// mins (int4), out.
-template <int BITS, class O, int COLS, int BLOCK> __device__ void embeddingQuant(const KvArgs &a) {
+/// out[r] = table[tokens[r]] dequantized (as O), times d[0] with SCALED.
+/// p: tokens, data, scales, mins (int4), out.
+template <int BITS, class O, int COLS, int BLOCK, bool SCALED = false>
+__device__ void embeddingQuant(const KvArgs &a) {
   constexpr int G = (COLS + 31) / 32;
   const int r = blockIdx.x;
   const long long t = reinterpret_cast<const int *>(a.p[0])[r];
@@ -1630,7 +1649,7 @@ template <int BITS, class O, int COLS, int BLOCK> __device__ void embeddingQuant
       const float mn = reinterpret_cast<const float *>(a.p[3])[t * G + g];
       v = (float)(i < 16 ? b & 15u : b >> 4) * scale[g] + mn;
     }
-    out[c] = st<O>(v);
+    out[c] = st<O>(SCALED ? v * (float)a.d[0] : v);
   }
 }
 

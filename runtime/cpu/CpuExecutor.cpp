@@ -25,6 +25,7 @@ struct CpuExecutor::Instr {
   double eps = 0, scale = 0;
   int64_t headDim = 0, numHeads = 0, layer = 0;
   int64_t window = 0;              // attention's sliding window; 0: none
+  bool gelu = false;               // swiglu, fused_ffn: GELU (tanh) gates
   const float *ropeTable = nullptr;
   cpu::LinearOutputs outputs;      // linear, logits
   int64_t outFeatures = 0;
@@ -78,6 +79,7 @@ public:
 
   void operator()(const EmbeddingOp &op) {
     in.weight = weight(op.weight);
+    in.scale = op.scale.value_or(1.0);
     rowsAndCols(op.tokens, op.result);
   }
   void operator()(const RMSNormOp &op) {
@@ -127,8 +129,14 @@ public:
     in.layer = op.key.layer;
     rowsAndCols(op.query, op.result);
   }
-  void operator()(const FusedFFNOp &op) { rowsAndCols(op.input, op.result); }
-  void operator()(const SwiGLUOp &op) { rowsAndCols(op.gate, op.result); }
+  void operator()(const FusedFFNOp &op) {
+    in.gelu = op.gelu;
+    rowsAndCols(op.input, op.result);
+  }
+  void operator()(const SwiGLUOp &op) {
+    in.gelu = op.gelu;
+    rowsAndCols(op.gate, op.result);
+  }
   void operator()(const AddOp &op) { rowsAndCols(op.lhs, op.result); }
   void operator()(const TakeLastOp &op) {
     entryPositions(op.positions);
@@ -375,7 +383,8 @@ void CpuExecutor::runInstr(const Program &prog, const Instr &in, int64_t activeR
   switch (in.kind) {
   case OpKind::embedding:
     return rowsParallel([&](int64_t b, int64_t e) {
-      cpu::embedding(reinterpret_cast<const int32_t *>(in.in[0]), in.weight, in.outCols, out, b, e);
+      cpu::embedding(reinterpret_cast<const int32_t *>(in.in[0]), in.weight, in.outCols,
+                     float(in.scale), out, b, e);
     });
   case OpKind::rmsNorm:
   case OpKind::headRmsNorm: // rows of head_dim (rms_norm: the whole row), each normalized alone
@@ -408,13 +417,14 @@ void CpuExecutor::runInstr(const Program &prog, const Instr &in, int64_t activeR
                            {in.numHeads, in.scale, in.window}, out, b, e);
     });
   case OpKind::fusedFFN:
-    return rowsParallel([&](int64_t b, int64_t e) { cpu::fusedFFN(x, in.outCols, out, b, e); });
+    return rowsParallel(
+        [&](int64_t b, int64_t e) { cpu::fusedFFN(x, in.outCols, out, b, e, in.gelu); });
   case OpKind::swiglu:
   case OpKind::add: {
     const float *y = reinterpret_cast<const float *>(in.in[1]);
     return pool.parallelFor(rows * in.outCols, [&](int64_t b, int64_t e) {
       if (in.kind == OpKind::add) cpu::add(x, y, out, b, e);
-      else cpu::swiglu(x, y, out, b, e);
+      else cpu::swiglu(x, y, out, b, e, in.gelu);
     });
   }
   case OpKind::takeLast: {

@@ -24,10 +24,11 @@ void attentionAvx512(const CacheGeometry &cache, int64_t layer, const float *q,
                      const int32_t *positions, const int32_t *pageTable, int64_t tableRows,
                      const AttentionHeads &heads, float *out, int64_t begin, int64_t end);
 
-void fusedFFNAvx2(const float *in, int64_t ff, float *out, int64_t begin, int64_t end);
-void fusedFFNAvx512(const float *in, int64_t ff, float *out, int64_t begin, int64_t end);
-void swigluAvx2(const float *gate, const float *up, float *out, int64_t n);
-void swigluAvx512(const float *gate, const float *up, float *out, int64_t n);
+void fusedFFNAvx2(const float *in, int64_t ff, float *out, int64_t begin, int64_t end, bool gelu);
+void fusedFFNAvx512(const float *in, int64_t ff, float *out, int64_t begin, int64_t end,
+                    bool gelu);
+void swigluAvx2(const float *gate, const float *up, float *out, int64_t n, bool gelu);
+void swigluAvx512(const float *gate, const float *up, float *out, int64_t n, bool gelu);
 
 /// Sum of p[0..n) (the read-bandwidth probe, runtime/Roofline.cpp): one
 /// sequential stream read with aligned vector loads into eight independent

@@ -4,6 +4,7 @@
 #include "support/Align.h"
 
 #include "support/Half.h"
+#include "runtime/cpu/ElementwiseImpl.h"
 #include "runtime/cpu/IsaKernels.h"
 #include "runtime/cpu/LinearDot.h"
 #include "runtime/cpu/Isa.h"
@@ -113,8 +114,8 @@ float loadElement(TensorRef t, int64_t i) {
   throw std::logic_error("loadElement on an integer tensor");
 }
 
-void embedding(const int32_t *tokens, TensorRef table, int64_t hidden, float *out, int64_t begin,
-               int64_t end) {
+void embedding(const int32_t *tokens, TensorRef table, int64_t hidden, float scale, float *out,
+               int64_t begin, int64_t end) {
   for (int64_t r = begin; r < end; ++r) {
     const int64_t row = int64_t(tokens[r]) * hidden;
     if (table.dtype == DType::f32) {
@@ -135,6 +136,8 @@ void embedding(const int32_t *tokens, TensorRef table, int64_t hidden, float *ou
       const uint16_t *src = static_cast<const uint16_t *>(table.data) + row;
       convertElements(src, table.dtype, out + r * hidden, DType::f32, hidden);
     }
+    if (scale != 1.0f)
+      for (int64_t k = 0; k < hidden; ++k) out[r * hidden + k] *= scale;
   }
 }
 
@@ -335,26 +338,25 @@ void cachedAttention(const CacheGeometry &cache, int64_t layer, const float *q,
   attentionPortable(cache, layer, q, positions, pageTable, tableRows, heads, out, begin, end);
 }
 
-static inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
-
-void fusedFFN(const float *in, int64_t ff, float *out, int64_t begin, int64_t end) {
+void fusedFFN(const float *in, int64_t ff, float *out, int64_t begin, int64_t end, bool gelu) {
   switch (activeIsa()) {
-  case Isa::avx512: return fusedFFNAvx512(in, ff, out, begin, end);
-  case Isa::avx2: return fusedFFNAvx2(in, ff, out, begin, end);
+  case Isa::avx512: return fusedFFNAvx512(in, ff, out, begin, end, gelu);
+  case Isa::avx2: return fusedFFNAvx2(in, ff, out, begin, end, gelu);
   case Isa::scalar: break;
   }
   for (int64_t r = begin; r < end; ++r)
     for (int64_t j = 0; j < ff; ++j)
-      out[r * ff + j] = silu(in[r * 2 * ff + j]) * in[r * 2 * ff + ff + j];
+      out[r * ff + j] = impl::gateScalar(in[r * 2 * ff + j], gelu) * in[r * 2 * ff + ff + j];
 }
 
-void swiglu(const float *gate, const float *up, float *out, int64_t begin, int64_t end) {
+void swiglu(const float *gate, const float *up, float *out, int64_t begin, int64_t end,
+            bool gelu) {
   switch (activeIsa()) {
-  case Isa::avx512: return swigluAvx512(gate + begin, up + begin, out + begin, end - begin);
-  case Isa::avx2: return swigluAvx2(gate + begin, up + begin, out + begin, end - begin);
+  case Isa::avx512: return swigluAvx512(gate + begin, up + begin, out + begin, end - begin, gelu);
+  case Isa::avx2: return swigluAvx2(gate + begin, up + begin, out + begin, end - begin, gelu);
   case Isa::scalar: break;
   }
-  for (int64_t i = begin; i < end; ++i) out[i] = silu(gate[i]) * up[i];
+  for (int64_t i = begin; i < end; ++i) out[i] = impl::gateScalar(gate[i], gelu) * up[i];
 }
 
 void add(const float *a, const float *b, float *out, int64_t begin, int64_t end) {

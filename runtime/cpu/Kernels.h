@@ -36,9 +36,9 @@ inline float int4Element(const uint8_t *codes, const float *scales, const float 
 /// Element `i` of a weight vector (or of one row of a matrix) as f32.
 float loadElement(TensorRef t, int64_t i);
 
-/// out[r] = table[tokens[r]] for r in [begin, end).
-void embedding(const int32_t *tokens, TensorRef table, int64_t hidden, float *out, int64_t begin,
-               int64_t end);
+/// out[r] = table[tokens[r]] * scale for r in [begin, end).
+void embedding(const int32_t *tokens, TensorRef table, int64_t hidden, float scale, float *out,
+               int64_t begin, int64_t end);
 
 /// out[r] = x[r] / rms(x[r]) * w for r in [begin, end).
 void rmsNorm(const float *x, TensorRef w, int64_t cols, double eps, float *out, int64_t begin,
@@ -117,10 +117,12 @@ void cachedAttention(const CacheGeometry &cache, int64_t layer, const float *q,
                      const int32_t *positions, const int32_t *pageTable, int64_t tableRows,
                      const AttentionHeads &heads, float *out, int64_t begin, int64_t end);
 
-/// out[r, j] = silu(in[r, j]) * in[r, ff + j] (a fused gate|up projection).
-void fusedFFN(const float *in, int64_t ff, float *out, int64_t begin, int64_t end);
-/// out = silu(gate) * up, elementwise over [begin, end).
-void swiglu(const float *gate, const float *up, float *out, int64_t begin, int64_t end);
+/// out[r, j] = act(in[r, j]) * in[r, ff + j] (a fused gate|up projection),
+/// act SiLU, or GELU's tanh approximation where `gelu` (GeGLU).
+void fusedFFN(const float *in, int64_t ff, float *out, int64_t begin, int64_t end, bool gelu);
+/// out = act(gate) * up, elementwise over [begin, end), act as fusedFFN's.
+void swiglu(const float *gate, const float *up, float *out, int64_t begin, int64_t end,
+            bool gelu);
 /// out = a + b, elementwise over [begin, end).
 void add(const float *a, const float *b, float *out, int64_t begin, int64_t end);
 

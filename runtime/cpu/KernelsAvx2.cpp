@@ -92,12 +92,13 @@ void attentionAvx2(const CacheGeometry &cache, int64_t layer, const float *q,
   impl::attention<Avx2>(cache, layer, q, positions, pageTable, tableRows, heads, out, begin, end);
 }
 
-void fusedFFNAvx2(const float *in, int64_t ff, float *out, int64_t begin, int64_t end) {
-  impl::fusedFFN<Avx2>(in, ff, out, begin, end);
+void fusedFFNAvx2(const float *in, int64_t ff, float *out, int64_t begin, int64_t end,
+                  bool gelu) {
+  impl::fusedFFN<Avx2>(in, ff, out, begin, end, gelu);
 }
 
-void swigluAvx2(const float *gate, const float *up, float *out, int64_t n) {
-  impl::swiglu<Avx2>(gate, up, out, n);
+void swigluAvx2(const float *gate, const float *up, float *out, int64_t n, bool gelu) {
+  impl::swiglu<Avx2>(gate, up, out, n, gelu);
 }
 
 void linearAvx2(const float *x, int64_t rows, int64_t in, TensorRef w, TensorRef bias,

@@ -74,12 +74,13 @@ void attentionAvx512(const CacheGeometry &cache, int64_t layer, const float *q,
   impl::attention<Avx512>(cache, layer, q, positions, pageTable, tableRows, heads, out, begin, end);
 }
 
-void fusedFFNAvx512(const float *in, int64_t ff, float *out, int64_t begin, int64_t end) {
-  impl::fusedFFN<Avx512>(in, ff, out, begin, end);
+void fusedFFNAvx512(const float *in, int64_t ff, float *out, int64_t begin, int64_t end,
+                    bool gelu) {
+  impl::fusedFFN<Avx512>(in, ff, out, begin, end, gelu);
 }
 
-void swigluAvx512(const float *gate, const float *up, float *out, int64_t n) {
-  impl::swiglu<Avx512>(gate, up, out, n);
+void swigluAvx512(const float *gate, const float *up, float *out, int64_t n, bool gelu) {
+  impl::swiglu<Avx512>(gate, up, out, n, gelu);
 }
 
 void linearAvx512(const float *x, int64_t rows, int64_t in, TensorRef w, TensorRef bias,

@@ -34,7 +34,10 @@ struct Shape {
 // rotated pair, and an attention factor, which the RoPE table's rotated
 // pairs carry), its first layer without RoPE (its QKV product and cache
 // write unfused from a rotation); Qwen3's heads of 128 on a hidden size of
-// 256, each query and key head normalized before RoPE. bf16 prefill chunks
+// 256, each query and key head normalized before RoPE; Gemma 3's layers
+// (GeGLU, post-norms, scaled embeddings, q/k norms, a softmax over
+// sqrt(query_pre_attn_scalar)), the first sliding (a window of 12, RoPE on
+// base 10000) and the second global (base 1e6, linear scaling). bf16 prefill chunks
 // of 16 rows (Qwen2: the tensor-core kernels in two groups of 8 rows) and of
 // 32 (batch 1: cuBLAS).
 inline const Shape kShapes[] = {
@@ -71,6 +74,12 @@ inline const Shape kShapes[] = {
      "num_heads = 4\nnum_kv_heads = 2\nhead_dim = 128\nvocab_size = 700\n"
      "tie_word_embeddings = true",
      "weight_dtype = \"bf16\"\nmax_batch = 2\nmax_seq_len = 256\nprefill_chunk = 16", ""},
+    {"gemma3-bf16",
+     "architecture = \"gemma3\"\nhidden_size = 256\nintermediate_size = 512\nnum_layers = 2\n"
+     "num_heads = 4\nnum_kv_heads = 1\nhead_dim = 64\nvocab_size = 600\nsliding_window = 12\n"
+     "full_attention_layers = [1]\nquery_pre_attn_scalar = 48.0",
+     "weight_dtype = \"bf16\"\nmax_batch = 3\nmax_seq_len = 256\nprefill_chunk = 16",
+     "[model.rope]\ntheta = 1000000.0\ntype = \"linear\"\nfactor = 8.0\nlocal_theta = 10000.0\n"},
 };
 
 // Quantized weights, each shape in int8 and int4: GQA with tied embeddings

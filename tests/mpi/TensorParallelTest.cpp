@@ -35,6 +35,11 @@ const Shape kShapes[] = {
     // Q/K/V biases cut with their projections.
     {"qwen2-bias-tied", "architecture = \"qwen2\"\nnum_heads = 4\nnum_kv_heads = 2\n"
                         "tie_word_embeddings = true\n"},
+    // Gemma 3: each rank's post-norms after the all_reduce, GeGLU on its
+    // FFN columns, a local layer under a window of 6 beside a global one.
+    {"gemma3", "architecture = \"gemma3\"\nnum_heads = 4\nnum_kv_heads = 2\n"
+               "sliding_window = 6\nfull_attention_layers = [1]\n"
+               "[model.rope]\ntheta = 1000000.0\nlocal_theta = 10000.0\n"},
 };
 
 ModelConfig config(const Shape &s, int64_t ranks, int64_t maxSeq = 64) {

@@ -309,14 +309,21 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
         // product, then one rope_kv_write a layer with the norms folded in.
         const bool qkNorm = cfg.model.qkNorm;
         EXPECT_EQ(ropeEpilogues, qkNorm ? 0 : rotating);
-        int64_t headNorms = 0, ropeWrites = 0;
+        // Gemma's post-norms come between a product and the residual add:
+        // each layer keeps its two norms and the two adds, each fused with
+        // the norm after it.
+        const bool postNorms = cfg.model.postNorms;
+        int64_t headNorms = 0, ropeWrites = 0, norms = 0, addNorms = 0;
         for (const Step &st : ep.steps) {
           headNorms += st.kind() == OpKind::headRmsNorm;
           ropeWrites += st.kind() == OpKind::ropeKVWrite;
-          for (OpKind k : {OpKind::rmsNorm, OpKind::addRmsNorm, OpKind::add, OpKind::fusedFFN,
-                           OpKind::linear, OpKind::logits})
+          norms += st.kind() == OpKind::rmsNorm;
+          addNorms += st.kind() == OpKind::addRmsNorm;
+          for (OpKind k : {OpKind::add, OpKind::fusedFFN, OpKind::linear, OpKind::logits})
             EXPECT_NE(st.kind(), k) << "step " << st.name() << " was not folded into a matvec";
         }
+        EXPECT_EQ(norms, postNorms ? 2 * cfg.model.numLayers : 0);
+        EXPECT_EQ(addNorms, postNorms ? 2 * cfg.model.numLayers : 0);
         EXPECT_EQ(headNorms, 0);
         EXPECT_EQ(ropeWrites, qkNorm ? cfg.model.numLayers : 0);
       }

@@ -143,6 +143,20 @@ const ModelShape kModelShapes[] = {
     {"window-6-chunk-4", "architecture = \"mistral\"\nnum_heads = 4\nnum_kv_heads = 1\n"
                          "sliding_window = 6\n",
      "max_seq_len = 48\nprefill_chunk = 4\npage_size = 4\n"},
+    // Gemma 3: GeGLU, post-norms, embeddings times sqrt(64), q/k norms,
+    // heads of 24 under a softmax over sqrt(20) (query_pre_attn_scalar);
+    // the first layer slides (a window of 5, RoPE on base 10000), the second
+    // reads every key (base 1e6, linear scaling 8), as Gemma 3's local and
+    // global layers; tied embeddings.
+    {"gemma3-local-global", "architecture = \"gemma3\"\nnum_heads = 4\nnum_kv_heads = 1\n"
+                            "head_dim = 24\nsliding_window = 5\nfull_attention_layers = [1]\n"
+                            "query_pre_attn_scalar = 20\n[model.rope]\ntheta = 1000000.0\n"
+                            "type = \"linear\"\nfactor = 8.0\nlocal_theta = 10000.0\n",
+     "max_seq_len = 48\n"},
+    {"gemma3-chunk-3-pages-of-4", "architecture = \"gemma3\"\nnum_heads = 2\nnum_kv_heads = 2\n"
+                                  "sliding_window = 6\nfull_attention_layers = [0]\n"
+                                  "[model.rope]\ntheta = 1000000.0\nlocal_theta = 10000.0\n",
+     "max_seq_len = 48\nprefill_chunk = 3\npage_size = 4\n"},
 };
 
 const ModelShape &shapeNamed(const std::string &name) {

@@ -470,7 +470,7 @@ TEST(Kernels, IsaSelectionNeverExceedsTheCpu) {
   setActiveIsa(saved);
 }
 
-TEST(Kernels, VectorSiluMatchesTheLibmOneOnEveryIsa) {
+TEST(Kernels, VectorSiluAndGeluMatchTheLibmOnesOnEveryIsa) {
   // Gate values from -100 to 100, where exp under- and overflows.
   const int64_t ff = 1003;
   std::vector<float> in(size_t(2 * ff));
@@ -478,32 +478,42 @@ TEST(Kernels, VectorSiluMatchesTheLibmOneOnEveryIsa) {
     in[size_t(i)] = -100.0f + 200.0f * float(i) / float(ff - 1);
     in[size_t(ff + i)] = 1.0f + float(i % 7);
   }
-  std::vector<float> want(static_cast<size_t>(ff));
-  for (int64_t i = 0; i < ff; ++i) {
-    double g = in[size_t(i)];
-    want[size_t(i)] = float(g / (1 + std::exp(-g)) * in[size_t(ff + i)]);
+  for (bool gelu : {false, true}) {
+    SCOPED_TRACE(gelu ? "GELU (tanh), GeGLU" : "SiLU, SwiGLU");
+    // The definitions: SiLU, and GELU's tanh approximation as PyTorch's
+    // gelu(approximate="tanh") writes it (the kernels use its sigmoid form).
+    const double pi = 3.14159265358979323846;
+    std::vector<float> want(static_cast<size_t>(ff));
+    for (int64_t i = 0; i < ff; ++i) {
+      const double g = in[size_t(i)];
+      const double act =
+          gelu ? 0.5 * g * (1 + std::tanh(std::sqrt(2 / pi) * (g + 0.044715 * g * g * g)))
+               : g / (1 + std::exp(-g));
+      want[size_t(i)] = float(act * in[size_t(ff + i)]);
+    }
+    // Relative: the vector exp is a polynomial good to a few ulp, then 1 + e,
+    // the division and the product by up round once each, under 10u (6e-7)
+    // in all; 2e-6 (33u) leaves room for "a few ulp" being several (and
+    // GELU's cubic argument's rounding). Absolute, for results near zero:
+    // below a gate of -87 the vector exp clamps its argument, so a result of
+    // ~1e-42 comes out as ~1e-36.
+    auto tolerance = [](double want) { return 2e-6 * (1 + std::abs(want)); };
+    forEachIsa([&](Isa) {
+      std::vector<float> got(static_cast<size_t>(ff));
+      fusedFFN(in.data(), ff, got.data(), 0, 1, gelu);
+      for (int64_t i = 0; i < ff; ++i)
+        ASSERT_NEAR(got[size_t(i)], want[size_t(i)], tolerance(want[size_t(i)]))
+            << "gate " << in[size_t(i)];
+      // The unfused form over a range that starts off a vector boundary;
+      // what lies before it stays as it was.
+      std::fill(got.begin(), got.end(), 99.0f);
+      swiglu(in.data(), in.data() + ff, got.data(), 3, ff, gelu);
+      for (int64_t i = 0; i < 3; ++i) ASSERT_EQ(got[size_t(i)], 99.0f);
+      for (int64_t i = 3; i < ff; ++i)
+        ASSERT_NEAR(got[size_t(i)], want[size_t(i)], tolerance(want[size_t(i)]))
+            << "gate " << in[size_t(i)];
+    });
   }
-  // Relative: the vector exp is a polynomial good to a few ulp, then 1 + e,
-  // the division and the product by up round once each, under 10u (6e-7)
-  // in all; 2e-6 (33u) leaves room for "a few ulp" being several. Absolute,
-  // for results near zero: below a gate of -87 the vector exp clamps its
-  // argument, so a result of ~1e-42 comes out as ~1e-36.
-  auto tolerance = [](double want) { return 2e-6 * (1 + std::abs(want)); };
-  forEachIsa([&](Isa) {
-    std::vector<float> got(static_cast<size_t>(ff));
-    fusedFFN(in.data(), ff, got.data(), 0, 1);
-    for (int64_t i = 0; i < ff; ++i)
-      ASSERT_NEAR(got[size_t(i)], want[size_t(i)], tolerance(want[size_t(i)]))
-          << "gate " << in[size_t(i)];
-    // The unfused form over a range that starts off a vector boundary;
-    // what lies before it stays as it was.
-    std::fill(got.begin(), got.end(), 99.0f);
-    swiglu(in.data(), in.data() + ff, got.data(), 3, ff);
-    for (int64_t i = 0; i < 3; ++i) ASSERT_EQ(got[size_t(i)], 99.0f);
-    for (int64_t i = 3; i < ff; ++i)
-      ASSERT_NEAR(got[size_t(i)], want[size_t(i)], tolerance(want[size_t(i)]))
-          << "gate " << in[size_t(i)];
-  });
 }
 
 // The kernels below have one implementation for every ISA; they are checked
@@ -518,12 +528,19 @@ TEST(Kernels, EmbeddingIsExactForEveryTableType) {
   for (DType dtype : {DType::f32, DType::bf16, DType::f16, DType::i8, DType::i4}) {
     Matrix table(dtype, 37, hidden, 11);
     std::vector<float> out(tokens.size() * size_t(hidden), 99.0f);
-    embedding(tokens.data(), table.ref, hidden, out.data(), 1, int64_t(tokens.size()));
+    embedding(tokens.data(), table.ref, hidden, 1.0f, out.data(), 1, int64_t(tokens.size()));
     for (int64_t k = 0; k < hidden; ++k) ASSERT_EQ(out[size_t(k)], 99.0f) << "row 0 is not asked for";
     for (int64_t r = 1; r < int64_t(tokens.size()); ++r)
       for (int64_t k = 0; k < hidden; ++k)
         ASSERT_EQ(out[size_t(r * hidden + k)], table.lookup(tokens[size_t(r)], k))
             << dtypeName(dtype) << " row " << r << " at " << k;
+    // Gemma's scaled rows: the exact value times the scale, rounded once.
+    const float scale = std::sqrt(1152.0f);
+    embedding(tokens.data(), table.ref, hidden, scale, out.data(), 0, int64_t(tokens.size()));
+    for (int64_t r = 0; r < int64_t(tokens.size()); ++r)
+      for (int64_t k = 0; k < hidden; ++k)
+        ASSERT_EQ(out[size_t(r * hidden + k)], table.lookup(tokens[size_t(r)], k) * scale)
+            << dtypeName(dtype) << " scaled row " << r << " at " << k;
   }
 }
 

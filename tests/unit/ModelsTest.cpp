@@ -48,6 +48,9 @@ const Known kModels[] = {
     {"phi-4-mini.toml", 3836021760},
     // The safetensors index's total_parameters (its embedding tied).
     {"smollm3-3b.toml", 3075098624},
+    // The safetensors' total (Hugging Face's API and llama.cpp's n_params
+    // agree), the embedding tied.
+    {"gemma-3-1b.toml", 999885952},
 };
 
 ModelConfig load(const std::string &file, const SettingOverrides &o = {}) {
@@ -146,7 +149,13 @@ TEST(Models, CompileWithExactBills) {
     const ModelSpec &m = cfg.model;
     const CompileSettings &s = cfg.compile;
     EXPECT_EQ(b.params, k.params);
-    EXPECT_EQ(b.weightsBytes, k.params * dtypeBytes(s.weightDtype));
+    // Gemma's vectors (its norms, 1 + an offset) stay f32 at any type.
+    int64_t vectors = 0;
+    if (m.architecture == Architecture::gemma3)
+      for (const WeightDecl &w : weightTable(m))
+        if (w.shape.size() == 1) vectors += w.shape[0];
+    EXPECT_EQ(b.weightsBytes,
+              (k.params - vectors) * dtypeBytes(s.weightDtype) + vectors * int64_t(sizeof(float)));
     // The weights section: tensors in table order, each at the next multiple
     // of 64 bytes.
     int64_t blob = 0;
@@ -177,14 +186,16 @@ TEST(Models, CompileWithExactBills) {
     }
     EXPECT_EQ(b.arenaAllocBytes, std::max(b.arenaBytes.at("prefill"), b.arenaBytes.at("decode")));
     // One RoPE table per entry point (every layer's rope shares its
-    // frequencies): head_dim / 2 doubles (twice that with partial RoPE's
-    // attention factor: the pairs' amplitudes) and rows x head_dim floats,
-    // each rounded up to 64 bytes. Nothing per thread.
+    // frequencies; Gemma's local and global layers have one each): head_dim
+    // / 2 doubles (twice that with partial RoPE's attention factor: the
+    // pairs' amplitudes) and rows x head_dim floats, each rounded up to 64
+    // bytes. Nothing per thread.
     const bool amplitudes = m.rope.rotaryDim > 0 && m.rope.attentionFactor != 1;
+    const int64_t tables = m.rope.localTheta > 0 && !m.fullAttentionLayers.empty() ? 2 : 1;
     int64_t rope = 0;
     for (const auto &[name, ep] : out.plan.entryPoints)
-      rope += alignUp(m.headDim / 2 * (amplitudes ? 16 : 8), 64) +
-              alignUp(ep.rows * m.headDim * 4, 64);
+      rope += tables * (alignUp(m.headDim / 2 * (amplitudes ? 16 : 8), 64) +
+                        alignUp(ep.rows * m.headDim * 4, 64));
     EXPECT_EQ(b.workspaceBytes, rope);
     EXPECT_EQ(b.totalBytes, blob + b.kvCacheBytes + b.arenaAllocBytes + rope);
     // The fused weights still account for every parameter once.

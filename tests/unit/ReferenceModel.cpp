@@ -130,11 +130,25 @@ std::vector<double> ReferenceModel::logits(const std::vector<int32_t> &tokens) c
   const int64_t q = m.qDim(), kv = m.kvDim(), group = m.numHeads / m.numKvHeads;
   std::vector<Vec> x(static_cast<size_t>(n));
   const Vec &emb = w("tok_embeddings");
-  for (int64_t t = 0; t < n; ++t)
+  for (int64_t t = 0; t < n; ++t) {
     x[size_t(t)] = Vec(emb.begin() + tokens[size_t(t)] * H, emb.begin() + (tokens[size_t(t)] + 1) * H);
+    for (double &v : x[size_t(t)]) v *= double(float(m.embeddingScale)); // Gemma's sqrt(hidden)
+  }
 
+  const double pi = 3.14159265358979323846;
   for (int64_t l = 0; l < m.numLayers; ++l) {
     const std::string p = "layers." + std::to_string(l) + ".";
+    // Gemma 3: the sliding layers (all but fullAttentionLayers) rotate on
+    // their own base, unscaled; the global ones as the model says.
+    const bool slides =
+        m.slidingWindow > 0 && std::find(m.fullAttentionLayers.begin(),
+                                         m.fullAttentionLayers.end(), l) == m.fullAttentionLayers.end();
+    RopeSpec rs = m.rope;
+    if (slides && m.rope.localTheta > 0) {
+      rs = RopeSpec();
+      rs.theta = m.rope.localTheta;
+      rs.rotaryDim = m.rope.rotaryDim;
+    }
     std::vector<Vec> Q(static_cast<size_t>(n)), K(static_cast<size_t>(n)), V(static_cast<size_t>(n));
     for (int64_t t = 0; t < n; ++t) {
       Vec h = rmsnorm(x[size_t(t)], w(p + "attention_norm"), m.rmsNormEps);
@@ -154,14 +168,15 @@ std::vector<double> ReferenceModel::logits(const std::vector<int32_t> &tokens) c
       }
       // NoPE layers (SmolLM3's) attend without positions.
       if (std::find(m.nopeLayers.begin(), m.nopeLayers.end(), l) == m.nopeLayers.end()) {
-        rope(Q[size_t(t)], t, D, m.rope, context);
-        rope(K[size_t(t)], t, D, m.rope, context);
+        rope(Q[size_t(t)], t, D, rs, context);
+        rope(K[size_t(t)], t, D, rs, context);
       }
     }
     for (int64_t t = 0; t < n; ++t) {
       // Causal attention: token t sees tokens 0..t, or with a sliding
       // window the last `window` of them (those above t - window).
-      const int64_t first = m.slidingWindow > 0 ? std::max<int64_t>(0, t - m.slidingWindow + 1) : 0;
+      const int64_t first = slides ? std::max<int64_t>(0, t - m.slidingWindow + 1) : 0;
+      const double scaleDim = m.queryPreAttnScalar > 0 ? m.queryPreAttnScalar : double(D);
       Vec att(size_t(q), 0.0);
       for (int64_t h = 0; h < m.numHeads; ++h) {
         const int64_t g = h / group;
@@ -171,7 +186,7 @@ std::vector<double> ReferenceModel::logits(const std::vector<int32_t> &tokens) c
           double dot = 0;
           for (int64_t i = 0; i < D; ++i)
             dot += Q[size_t(t)][size_t(h * D + i)] * K[size_t(s)][size_t(g * D + i)];
-          scores[size_t(s - first)] = dot / std::sqrt(double(D));
+          scores[size_t(s - first)] = dot / std::sqrt(scaleDim);
           mx = std::max(mx, scores[size_t(s - first)]);
         }
         double sum = 0;
@@ -182,13 +197,21 @@ std::vector<double> ReferenceModel::logits(const std::vector<int32_t> &tokens) c
                 scores[size_t(s - first)] / sum * V[size_t(s)][size_t(g * D + i)];
       }
       Vec o = matvec(w(p + "attention.wo"), att, H, q);
+      if (m.postNorms) o = rmsnorm(o, w(p + "post_attention_norm"), m.rmsNormEps); // Gemma's
       for (int64_t i = 0; i < H; ++i) x[size_t(t)][size_t(i)] += o[size_t(i)];
       Vec h2 = rmsnorm(x[size_t(t)], w(p + "ffn_norm"), m.rmsNormEps);
       Vec gate = matvec(w(p + "feed_forward.w1"), h2, m.intermediateSize, H);
       Vec up = matvec(w(p + "feed_forward.w3"), h2, m.intermediateSize, H);
-      for (size_t i = 0; i < gate.size(); ++i)
-        gate[i] = gate[i] / (1 + std::exp(-gate[i])) * up[i];
+      for (size_t i = 0; i < gate.size(); ++i) {
+        const double g = gate[i];
+        // SiLU, or GELU's tanh form as PyTorch writes it (Gemma's).
+        gate[i] = (m.activation == Activation::gelu_tanh
+                       ? 0.5 * g * (1 + std::tanh(std::sqrt(2 / pi) * (g + 0.044715 * g * g * g)))
+                       : g / (1 + std::exp(-g))) *
+                  up[i];
+      }
       Vec down = matvec(w(p + "feed_forward.w2"), gate, H, m.intermediateSize);
+      if (m.postNorms) down = rmsnorm(down, w(p + "post_ffn_norm"), m.rmsNormEps);
       for (int64_t i = 0; i < H; ++i) x[size_t(t)][size_t(i)] += down[size_t(i)];
     }
   }

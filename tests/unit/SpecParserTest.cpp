@@ -627,18 +627,20 @@ TEST(HFConfig, LinearRopeScaling) {
   EXPECT_EQ(cfg.model.rope.factor, 2.0);
 }
 
-// Which layers slide, as transformers reads config.json; kvplan applies
-// one window to all of them, and names the key where they mix.
+// Which layers slide, as transformers reads config.json: the window, and
+// where they mix, the layers that read every key (full_attention_layers).
 TEST(HFConfig, SlidingWindowAsTransformersReadsIt) {
   nlohmann::json j = nlohmann::json::parse(kHF);
-  auto windowOf = [](const nlohmann::json &c) {
+  auto read = [](const nlohmann::json &c) {
     std::vector<std::string> warnings;
     ModelConfig cfg = parseHFConfig(c.dump(), "config.json",
                                     [&](const std::string &w) { warnings.push_back(w); });
     validate(cfg);
     EXPECT_TRUE(warnings.empty()) << warnings.front();
-    return cfg.model.slidingWindow;
+    return cfg.model;
   };
+  auto windowOf = [&](const nlohmann::json &c) { return read(c).slidingWindow; };
+  auto fullOf = [&](const nlohmann::json &c) { return read(c).fullAttentionLayers; };
   // Mistral (and Phi-3): every layer, a context past the window allowed.
   j["model_type"] = "mistral";
   j["sliding_window"] = 128;
@@ -662,11 +664,10 @@ TEST(HFConfig, SlidingWindowAsTransformersReadsIt) {
     EXPECT_EQ(windowOf(j), 0);
     j["max_window_layers"] = 0;
     EXPECT_EQ(windowOf(j), 128);
-    j["max_window_layers"] = 1;
-    EXPECT_EQ(hfErrorOf(j.dump()),
-              "config.json: field 'max_window_layers': 1 of 2 layers use sliding-window attention "
-              "and the others full attention; kvplan applies one window to every layer (a model "
-              "whose layers mix them is not supported)");
+    EXPECT_TRUE(fullOf(j).empty());
+    j["max_window_layers"] = 1; // layer 0 below it reads every key, layer 1 slides
+    EXPECT_EQ(windowOf(j), 128);
+    EXPECT_EQ(fullOf(j), (std::vector<int64_t>{0}));
     j.erase("max_window_layers");
     j.erase("use_sliding_window");
   }
@@ -677,12 +678,12 @@ TEST(HFConfig, SlidingWindowAsTransformersReadsIt) {
   j["layer_types"] = {"full_attention", "full_attention"};
   EXPECT_EQ(windowOf(j), 0);
   j["layer_types"] = {"full_attention", "sliding_attention"};
-  EXPECT_NE(hfErrorOf(j.dump()).find("field 'layer_types': 1 of 2 layers use sliding-window"),
-            std::string::npos);
+  EXPECT_EQ(windowOf(j), 128);
+  EXPECT_EQ(fullOf(j), (std::vector<int64_t>{0}));
   j["layer_types"] = {"full_attention", "chunked_attention"};
   EXPECT_EQ(hfErrorOf(j.dump()),
             "config.json: field 'layer_types': expected \"full_attention\" or "
-            "\"sliding_attention\", got \"chunked_attention\"");
+            "\"sliding_attention\", got \"chunked_attention\" at [1]");
   j["layer_types"] = {"full_attention"};
   EXPECT_EQ(hfErrorOf(j.dump()), "config.json: field 'layer_types': expected a list of "
                                  "num_hidden_layers (2) layer types");
@@ -828,6 +829,198 @@ TEST(HFConfig, SmolLM3NopeLayers) {
   has(j, "field 'no_rope_layer_interval': expected a positive integer");
   // Another architecture keeps its BOS required.
   has(nlohmann::json::parse(hfWith("bos_token_id", "")), "field 'bos_token_id': missing");
+}
+
+namespace {
+
+/// Gemma 3 1B's config.json (transformers 4.50), scaled down to 12 layers
+/// of hidden_size 64, heads of 32: every sixth layer global.
+nlohmann::json gemma3() {
+  return nlohmann::json::parse(R"({
+    "architectures": ["Gemma3ForCausalLM"], "attention_bias": false,
+    "attention_dropout": 0.0, "attn_logit_softcapping": null, "bos_token_id": 2,
+    "cache_implementation": "hybrid", "eos_token_id": [1, 106],
+    "final_logit_softcapping": null, "head_dim": 32,
+    "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 64, "initializer_range": 0.02,
+    "intermediate_size": 96, "max_position_embeddings": 32768, "model_type": "gemma3_text",
+    "num_attention_heads": 4, "num_hidden_layers": 12, "num_key_value_heads": 1,
+    "pad_token_id": 0, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06,
+    "rope_local_base_freq": 10000, "rope_scaling": null, "rope_theta": 1000000,
+    "sliding_window": 512, "sliding_window_pattern": 6, "torch_dtype": "bfloat16",
+    "transformers_version": "4.50.0.dev0", "use_cache": true, "vocab_size": 262144})");
+}
+
+ModelConfig readQuietly(const nlohmann::json &j) {
+  ModelConfig cfg =
+      parseHFConfig(j.dump(), "config.json", [](const std::string &w) { ADD_FAILURE() << w; });
+  validate(cfg);
+  return cfg;
+}
+
+} // namespace
+
+// Gemma 3 as transformers' Gemma3TextConfig reads it: GeGLU, post-norms,
+// q/k norms, tied embeddings times sqrt(64) = 8, the softmax over
+// sqrt(query_pre_attn_scalar), layers 5 and 11 global (sliding_window_pattern
+// 6), the local layers' RoPE on rope_local_base_freq.
+TEST(HFConfig, Gemma3) {
+  nlohmann::json j = gemma3();
+  ModelConfig cfg = readQuietly(j);
+  const ModelSpec &m = cfg.model;
+  EXPECT_EQ(m.architecture, Architecture::gemma3);
+  EXPECT_EQ(m.activation, Activation::gelu_tanh);
+  EXPECT_TRUE(m.postNorms && m.qkNorm && m.tieWordEmbeddings);
+  EXPECT_FALSE(m.attentionBias);
+  EXPECT_EQ(m.embeddingScale, 8.0);
+  EXPECT_EQ(m.queryPreAttnScalar, 256.0);
+  EXPECT_EQ(m.headDim, 32);
+  EXPECT_EQ(m.slidingWindow, 512);
+  EXPECT_EQ(m.fullAttentionLayers, (std::vector<int64_t>{5, 11}));
+  EXPECT_EQ(m.rope.theta, 1e6);
+  EXPECT_EQ(m.rope.localTheta, 1e4);
+  EXPECT_EQ(m.eosTokenIds, (std::vector<int64_t>{1, 106}));
+  EXPECT_EQ(cfg.compile.weightDtype, DType::bf16);
+  // The weights: the sandwich norms besides Llama's.
+  int64_t postNorms = 0;
+  for (const WeightDecl &w : weightTable(m))
+    postNorms += w.name.find("post_") != std::string::npos;
+  EXPECT_EQ(postNorms, 2 * 12);
+  // A page is given back only where every layer slides: here none is.
+  EXPECT_EQ(attentionWindow(m, cfg.compile), 0);
+  // The round trip through an artifact's JSON keeps every field.
+  const ModelSpec back = modelSpecFromJson(toJson(m));
+  EXPECT_EQ(back.activation, m.activation);
+  EXPECT_EQ(back.postNorms, m.postNorms);
+  EXPECT_EQ(back.embeddingScale, m.embeddingScale);
+  EXPECT_EQ(back.queryPreAttnScalar, m.queryPreAttnScalar);
+  EXPECT_EQ(back.fullAttentionLayers, m.fullAttentionLayers);
+  EXPECT_EQ(back.rope.localTheta, m.rope.localTheta);
+  // layer_types (newer transformers) decide over the pattern; Gemma 3 4B's
+  // linear scaling is the global layers'.
+  j["layer_types"] = nlohmann::json::array();
+  for (int l = 0; l < 12; ++l)
+    j["layer_types"].push_back(l % 4 == 3 ? "full_attention" : "sliding_attention");
+  j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 8.0}};
+  cfg = readQuietly(j);
+  EXPECT_EQ(cfg.model.fullAttentionLayers, (std::vector<int64_t>{3, 7, 11}));
+  EXPECT_EQ(cfg.model.rope.type, RopeType::linear);
+  j.erase("layer_types");
+  j["sliding_window_pattern"] = 4;
+  EXPECT_EQ(readQuietly(j).model.fullAttentionLayers, (std::vector<int64_t>{3, 7, 11}));
+  // Gemma3TextConfig's defaults where the file says nothing.
+  for (const char *key : {"query_pre_attn_scalar", "rope_local_base_freq", "hidden_activation",
+                          "sliding_window_pattern"})
+    j.erase(key);
+  cfg = readQuietly(j);
+  EXPECT_EQ(cfg.model.queryPreAttnScalar, 256.0);
+  EXPECT_EQ(cfg.model.rope.localTheta, 1e4);
+  EXPECT_EQ(cfg.model.activation, Activation::gelu_tanh);
+  EXPECT_EQ(cfg.model.fullAttentionLayers, (std::vector<int64_t>{5, 11}));
+  // What kvplan does not compile, refused by the key as written.
+  auto has = [](nlohmann::json c, const std::string &part) {
+    const std::string msg = hfErrorOf(c.dump());
+    EXPECT_NE(msg.find(part), std::string::npos) << "'" << part << "' not in: " << msg;
+  };
+  nlohmann::json bad = gemma3();
+  bad["final_logit_softcapping"] = 30.0;
+  has(bad, "field 'final_logit_softcapping': soft-capping (Gemma 2's) is not supported");
+  bad = gemma3();
+  bad["use_bidirectional_attention"] = true;
+  has(bad, "field 'use_bidirectional_attention': bidirectional attention");
+  bad = gemma3();
+  bad["hidden_activation"] = "relu";
+  has(bad, "field 'hidden_activation': 'relu' is not supported");
+  bad = gemma3();
+  bad["sliding_window_pattern"] = 0;
+  has(bad, "field 'sliding_window_pattern': expected a positive integer");
+  bad = gemma3();
+  bad["query_pre_attn_scalar"] = -1;
+  has(bad, "field 'query_pre_attn_scalar': expected a positive finite number, got -1");
+}
+
+// Gemma 3 4B's config.json (Gemma3ForConditionalGeneration): the text
+// model's fields under text_config, only those that differ from
+// Gemma3TextConfig's defaults; its text model is 3,880,263,168 parameters
+// (of the checkpoint's 4,300,079,472 with the vision tower), the embedding
+// 262,208 x 2,560.
+TEST(HFConfig, Gemma3MultimodalTextConfig) {
+  const nlohmann::json j = nlohmann::json::parse(R"({
+    "architectures": ["Gemma3ForConditionalGeneration"], "boi_token_index": 255999,
+    "eoi_token_index": 256000, "eos_token_id": [1, 106], "image_token_index": 262144,
+    "initializer_range": 0.02, "mm_tokens_per_image": 256, "model_type": "gemma3",
+    "text_config": {"hidden_size": 2560, "intermediate_size": 10240,
+                    "model_type": "gemma3_text", "num_attention_heads": 8,
+                    "num_hidden_layers": 34, "num_key_value_heads": 4,
+                    "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+                    "sliding_window": 1024},
+    "torch_dtype": "bfloat16", "transformers_version": "4.50.0.dev0",
+    "vision_config": {"hidden_size": 1152, "model_type": "siglip_vision_model"}})");
+  const ModelConfig cfg = readQuietly(j);
+  const ModelSpec &m = cfg.model;
+  EXPECT_EQ(m.architecture, Architecture::gemma3);
+  EXPECT_EQ(parameterCount(m), 3880263168);
+  EXPECT_EQ(m.vocabSize, 262208);
+  EXPECT_EQ(m.headDim, 256);
+  EXPECT_EQ(m.slidingWindow, 1024);
+  EXPECT_EQ(m.fullAttentionLayers, (std::vector<int64_t>{5, 11, 17, 23, 29}));
+  EXPECT_EQ(m.rope.type, RopeType::linear);
+  EXPECT_EQ(m.rope.factor, 8.0);
+  EXPECT_EQ(m.rope.localTheta, 1e4);
+  EXPECT_EQ(m.eosTokenIds, (std::vector<int64_t>{1, 106}));
+  EXPECT_EQ(m.maxPositions, 131072);
+  EXPECT_EQ(cfg.compile.weightDtype, DType::bf16);
+  // A refusal names the key under text_config.
+  nlohmann::json bad = j;
+  bad["text_config"]["num_hidden_layers"] = 0;
+  EXPECT_NE(hfErrorOf(bad.dump()).find("text_config.num_hidden_layers"), std::string::npos)
+      << hfErrorOf(bad.dump());
+}
+
+// A TOML spec's Gemma fields: gemma3's defaults (GeGLU, post-norms, q/k
+// norms, tied, sqrt(hidden_size), every sixth layer global under a window),
+// and their checks by field name.
+TEST(SpecParser, Gemma3Fields) {
+  auto replace = [](std::string s, const std::string &from, const std::string &to) {
+    return s.replace(s.find(from), from.size(), to);
+  };
+  const std::string g = replace(edit("architecture = \"llama\"", "architecture = \"gemma3\""),
+                                "num_layers = 2", "num_layers = 12");
+  ModelSpec m = parseAndValidate(g).model;
+  EXPECT_EQ(m.activation, Activation::gelu_tanh);
+  EXPECT_TRUE(m.postNorms && m.qkNorm && m.tieWordEmbeddings);
+  EXPECT_EQ(m.embeddingScale, std::sqrt(double(m.hiddenSize)));
+  EXPECT_TRUE(m.fullAttentionLayers.empty()); // no window: every layer reads every key
+  m = parseAndValidate(replace(g, "eos_token_id = 2", "eos_token_id = 2\nsliding_window = 8"))
+          .model;
+  EXPECT_EQ(m.fullAttentionLayers, (std::vector<int64_t>{5, 11}));
+  // Any architecture may take them.
+  m = parseAndValidate(edit("eos_token_id = 2",
+                            "eos_token_id = 2\nhidden_activation = \"gelu_pytorch_tanh\"\n"
+                            "post_norms = true\nembedding_scale = 2.5\n"
+                            "query_pre_attn_scalar = 10.0\nsliding_window = 4\n"
+                            "full_attention_layers = [1]\n[model.rope]\nlocal_theta = 100.0"))
+          .model;
+  EXPECT_EQ(m.activation, Activation::gelu_tanh);
+  EXPECT_TRUE(m.postNorms);
+  EXPECT_EQ(m.embeddingScale, 2.5);
+  EXPECT_EQ(m.queryPreAttnScalar, 10.0);
+  EXPECT_EQ(m.fullAttentionLayers, (std::vector<int64_t>{1}));
+  EXPECT_EQ(m.rope.localTheta, 100.0);
+  auto field = [](const std::string &line) {
+    return edit("eos_token_id = 2", "eos_token_id = 2\n" + line);
+  };
+  EXPECT_ERROR(field("hidden_activation = \"relu\""), "model.hidden_activation",
+               "unknown value 'relu'; expected one of silu, gelu_pytorch_tanh");
+  EXPECT_ERROR(field("full_attention_layers = [1]"), "model.full_attention_layers",
+               "the model has none: set sliding_window");
+  EXPECT_ERROR(field("sliding_window = 4\nfull_attention_layers = [2]"),
+               "model.full_attention_layers", "got 2 at [0]");
+  EXPECT_ERROR(field("embedding_scale = 0.0"), "model.embedding_scale",
+               "expected a positive finite number");
+  EXPECT_ERROR(field("query_pre_attn_scalar = -4.0"), "model.query_pre_attn_scalar",
+               "expected a positive finite number");
+  EXPECT_ERROR(field("[model.rope]\nlocal_theta = 100.0"), "model.rope.local_theta",
+               "the model has none: set sliding_window");
 }
 
 // A TOML spec's nope_layers: any architecture's, smollm3's every fourth

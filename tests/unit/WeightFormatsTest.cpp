@@ -528,7 +528,10 @@ std::string hfNameOf(const std::string &canonical) {
       {"feed_forward.w3", "mlp.up_proj.weight"},
       {"feed_forward.w2", "mlp.down_proj.weight"},
   };
-  return "model.layers." + layer + "." + names.at(rest);
+  // Others (Gemma's post-norms) under their canonical names; a test that
+  // stores them names them itself.
+  const auto it = names.find(rest);
+  return "model.layers." + layer + "." + (it == names.end() ? rest : it->second);
 }
 
 bool isQK(const std::string &name) {
@@ -579,6 +582,75 @@ void expectSameWeights(const ModelSpec &m, const WeightSource &original, const W
     std::string want(size_t(elements(w.shape) * dtypeBytes(dtype)), '\0');
     convertElements(o.data, o.dtype, want.data(), dtype, elements(w.shape));
     EXPECT_EQ(bytesOf(t), want) << w.name;
+  }
+}
+
+/// Gemma 3 on the small shape: q/k norms, post-norms, tied embeddings.
+ModelSpec gemma3Spec() {
+  ModelSpec m = qwen3Spec();
+  m.name = "tiny-gemma3";
+  m.architecture = Architecture::gemma3;
+  m.postNorms = true;
+  m.activation = Activation::gelu_tanh;
+  return m;
+}
+
+// A Gemma 3 checkpoint as transformers saves it: Gemma's names (its
+// post_attention_layernorm norms the attention's output; the FFN has
+// pre_ and post_feedforward_layernorm), each norm's weight the offset from
+// 1 (Gemma's RMSNorm scales by 1 + weight), bf16; and the same tensors
+// under a multimodal checkpoint's text-model prefix. kvplan reads each norm
+// as the f32 scale 1 + weight, the rest as stored.
+TEST(Safetensors, Gemma3NamesAndNormsPlusOne) {
+  const ModelSpec m = gemma3Spec();
+  auto original = openWeights("random:9", m);
+  const std::map<std::string, std::string> gemmaNames = {
+      {"attention_norm", "input_layernorm.weight"},
+      {"post_attention_norm", "post_attention_layernorm.weight"},
+      {"ffn_norm", "pre_feedforward_layernorm.weight"},
+      {"post_ffn_norm", "post_feedforward_layernorm.weight"}};
+  for (const char *body : {"model.", "language_model.model.", "model.language_model."}) {
+    SCOPED_TRACE(body);
+    std::vector<HFTensor> hf = toHF(m, *original, DType::bf16);
+    std::map<std::string, std::vector<float>> offsets; // canonical norm -> stored offset
+    size_t at = 0;
+    for (const WeightDecl &w : weightTable(m)) {
+      HFTensor &t = hf[at++];
+      const size_t dot = w.name.find('.', 7);
+      if (w.name.rfind("layers.", 0) == 0 && gemmaNames.count(w.name.substr(dot + 1)))
+        t.name = "model.layers." + w.name.substr(7, dot - 7) + "." +
+                 gemmaNames.at(w.name.substr(dot + 1));
+      const bool norm = w.name == "norm" || w.name.size() > 5 &&
+                                                w.name.compare(w.name.size() - 5, 5, "_norm") == 0;
+      if (norm) { // bf16(value - 1), as a checkpoint stores Gemma's norms
+        std::vector<float> v(size_t(elements(w.shape)));
+        convertElements(t.bytes.data(), DType::bf16, v.data(), DType::f32, int64_t(v.size()));
+        for (float &x : v) x -= 1.0f;
+        convertElements(v.data(), DType::f32, t.bytes.data(), DType::bf16, int64_t(v.size()));
+        convertElements(t.bytes.data(), DType::bf16, v.data(), DType::f32, int64_t(v.size()));
+        offsets[w.name] = v;
+      }
+      if (t.name.rfind("model.", 0) == 0) t.name = body + t.name.substr(6);
+    }
+    ScratchDir dir;
+    writeSafetensors(dir.path / "model.safetensors", hf);
+    auto read = openWeights(dir.path.string(), m);
+    for (const WeightDecl &w : weightTable(m)) {
+      const SourceTensor t = read.get()->tensor(w.name, w.shape);
+      if (!offsets.count(w.name)) {
+        EXPECT_EQ(t.dtype, DType::bf16) << w.name;
+        continue;
+      }
+      ASSERT_EQ(t.dtype, DType::f32) << w.name;
+      const std::vector<float> got = toF32(t), &off = offsets.at(w.name);
+      // q/k norms come back in adjacent-pair order, as their heads' rows.
+      const bool qk = isQK(w.name);
+      const int64_t half = m.headDim / 2;
+      for (int64_t i = 0; i < int64_t(got.size()); ++i) {
+        const int64_t hfRow = qk ? (i % 2) * half + i / 2 : i;
+        ASSERT_EQ(got[size_t(i)], off[size_t(hfRow)] + 1.0f) << w.name << "[" << i << "]";
+      }
+    }
   }
 }
 
@@ -1234,7 +1306,7 @@ TEST(Gguf, ArchitectureAndRopeScalingAreChecked) {
   const fs::path p = dir.path / "m.gguf";
   writeGguf(p, {{"general.architecture", "gemma"}}, kGgufDims, {});
   expectInputError([&] { readCheckpointConfig(p.string()); },
-                   {p.string(), "'gemma'", "llama, qwen2, qwen3, phi3 and smollm3"});
+                   {p.string(), "'gemma'", "llama, qwen2, qwen3, phi3, smollm3 and gemma3"});
   expectInputError([&] { openWeights(p.string(), ggufSpec()); }, {p.string(), "'gemma'"});
   writeGguf(p, {{"general.architecture", "llama"}, {"llama.rope.scaling.type", "yarn"}},
             kGgufDims, {});

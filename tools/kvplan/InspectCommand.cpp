@@ -125,13 +125,45 @@ void printRanks(const Plan &p) {
               "logits\n");
 }
 
+std::string layerList(const std::vector<int64_t> &layers) {
+  std::string s;
+  for (int64_t l : layers) s += (s.empty() ? "" : ", ") + std::to_string(l);
+  return s;
+}
+
+/// What sets a model's layers apart from Llama's besides biases and q/k
+/// norms: the window (where the context passes it; the plan's attention ops
+/// carry it) and the layers that read every key; Gemma's ways.
+std::string modelTraits(const ModelSpec &m, const CompileSettings &s) {
+  std::ostringstream os;
+  if (m.slidingWindow > 0 && m.slidingWindow < s.maxSeqLen) {
+    os << ", sliding window " << m.slidingWindow << " keys";
+    if (!m.fullAttentionLayers.empty())
+      os << " (every key in layers " << layerList(m.fullAttentionLayers) << ")";
+  }
+  if (m.activation == Activation::gelu_tanh) os << ", GeGLU (gelu_pytorch_tanh)";
+  if (m.postNorms) os << ", post-norms";
+  if (m.embeddingScale != 1) os << ", embeddings x " << m.embeddingScale;
+  if (m.queryPreAttnScalar > 0)
+    os << ", softmax over sqrt(" << m.queryPreAttnScalar << ")";
+  return os.str();
+}
+
+/// The rope line: RoPE's settings, the sliding layers' own base (Gemma 3's)
+/// and the layers without it (NoPE).
+std::string ropeLine(const ModelSpec &m) {
+  std::string line = ropeLine(m.rope);
+  if (m.rope.localTheta > 0) {
+    std::ostringstream os;
+    os << "; the sliding-window layers' theta " << m.rope.localTheta;
+    line += os.str();
+  }
+  if (!m.nopeLayers.empty()) line += "; none in layers " + layerList(m.nopeLayers) + " (NoPE)";
+  return line;
+}
+
 /// The model line: its shape, and what sets it apart from Llama's layers.
 void printModel(const ModelSpec &m, const CompileSettings &s) {
-  // The window where the context passes it (the plan's attention ops carry it).
-  const std::string window =
-      m.slidingWindow > 0 && m.slidingWindow < s.maxSeqLen
-          ? ", sliding window " + std::to_string(m.slidingWindow) + " keys"
-          : "";
   std::printf("model     %s: %s, %lld layers, hidden %lld, %lld heads (%lld KV) x %lld, "
               "ffn %lld, vocab %lld%s%s%s%s\n",
               m.name.c_str(), architectureName(m.architecture), (long long)m.numLayers,
@@ -139,7 +171,7 @@ void printModel(const ModelSpec &m, const CompileSettings &s) {
               (long long)m.headDim, (long long)m.intermediateSize, (long long)m.vocabSize,
               m.tieWordEmbeddings ? ", tied embeddings" : "",
               m.attentionBias ? ", q/k/v bias" : "", m.qkNorm ? ", q/k norm" : "",
-              window.c_str());
+              modelTraits(m, s).c_str());
 }
 
 void printHuman(const Artifact &a) {
@@ -150,10 +182,7 @@ void printHuman(const Artifact &a) {
   std::printf("artifact  %s (format %u, kvplan %s, git %s)\n", a.path().c_str(),
               a.formatVersion(), p.kvplanVersion.c_str(), p.gitHash.c_str());
   printModel(m, s);
-  std::string nope;
-  for (int64_t l : m.nopeLayers) nope += (nope.empty() ? "" : ", ") + std::to_string(l);
-  std::printf("rope      %s%s\n", ropeLine(m.rope).c_str(),
-              nope.empty() ? "" : ("; none in layers " + nope + " (NoPE)").c_str());
+  std::printf("rope      %s\n", ropeLine(m).c_str());
   std::printf("settings  target %s, weights %s, KV cache %s, max batch %lld, max seq %lld, "
               "prefill chunk %lld, page %lld tokens, kv pages %lld%s%s\n",
               targetName(s.target), dtypeName(s.weightDtype), dtypeName(s.kvDtype),

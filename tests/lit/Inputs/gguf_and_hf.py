@@ -16,7 +16,12 @@ usage: gguf_and_hf.py ARCH TOKENIZER_JSON PRE GGUF_OUT HF_DIR [TOKENIZER_CONFIG]
   Phi-4-mini's partial RoPE: partial_rotary_factor 0.75, 6 of each head's 8
   dimensions turning, rope.dimension_count 6, 3 factors a list) or smollm3
   (SmolLM3: 4 layers, the fourth without RoPE, as no_rope_layers says and
-  llama.cpp's smollm3 runs it; q/k rows reordered as a llama file's);
+  llama.cpp's smollm3 runs it; q/k rows reordered as a llama file's) or
+  gemma3 (Gemma 3: 6 layers, the sixth global and the others under a
+  window of 4, heads of 16 with q/k norms, post-norms, GeGLU; each norm
+  weight stored as Hugging Face stores Gemma's, the offset from 1, and as
+  llama.cpp's converter stores it, 1 + offset; q/k rows left in rotate-half
+  order);
   PRE: tokenizer.ggml.pre ("llama-bpe", "qwen2",
   "deepseek-r1-qwen"). tokenizer.ggml.add_bos_token is true for llama (as
   Llama 3's GGUFs have it), false for the others. "deepseek-r1-qwen" (with
@@ -43,7 +48,8 @@ longrope = arch in ("phi3-longrope", "phi4-mini")
 if longrope:
     arch = "phi3"
 qwen = arch in ("qwen2", "qwen3")
-neox = qwen or arch == "phi3"  # q/k rows left in rotate-half order in the GGUF
+gemma = arch == "gemma3"
+neox = qwen or arch in ("phi3", "gemma3")  # q/k rows left in rotate-half order in the GGUF
 add_bos = not qwen
 
 tok = json.load(open(tokenizer_path, encoding="utf-8"))
@@ -78,8 +84,9 @@ elif qwen:
 else:
     bos, eos = special["<|begin_of_text|>"], special["<|eot_id|>"]
 
-hidden, ffn, layers, heads, kv_heads = 32, 64, 4 if arch == "smollm3" else 2, 4, 2
-head_dim = hidden // heads * (2 if arch == "qwen3" else 1)
+hidden, ffn, heads, kv_heads = 32, 64, 4, 2
+layers = {"smollm3": 4, "gemma3": 6}.get(arch, 2)
+head_dim = hidden // heads * (2 if arch in ("qwen3", "gemma3") else 1)
 q_dim, kv_dim = heads * head_dim, kv_heads * head_dim
 theta, eps = (1000000.0, 1e-6) if qwen else (500000.0, 1e-5)
 # LongRoPE: head_dim / 2 factors each; max_position_embeddings 256 over a
@@ -117,10 +124,15 @@ for l in range(layers):
             (p + "self_attn.k_proj.bias", [kv_dim], rand(kv_dim, 0.5)),
             (p + "self_attn.v_proj.bias", [kv_dim], rand(kv_dim, 0.5)),
         ]
-    if arch == "qwen3":
+    if arch in ("qwen3", "gemma3"):
         hf += [
             (p + "self_attn.q_norm.weight", [head_dim], rand(head_dim, 0.2)),
             (p + "self_attn.k_norm.weight", [head_dim], rand(head_dim, 0.2)),
+        ]
+    if gemma:  # Gemma's norms: after attention, before and after the FFN
+        hf += [
+            (p + "pre_feedforward_layernorm.weight", [hidden], rand(hidden, 0.2)),
+            (p + "post_feedforward_layernorm.weight", [hidden], rand(hidden, 0.2)),
         ]
 
 def fuse(tensors):
@@ -144,9 +156,12 @@ def fuse(tensors):
     return out
 
 
-# Norms near 1, as trained ones are.
-hf = [(n, s, array("f", (1 + x for x in d)) if n.endswith("norm.weight") else d) for n, s, d in hf]
-hf.append(("model.norm.weight", [hidden], array("f", (1 + x for x in rand(hidden, 0.2)))))
+# Norms near 1, as trained ones are (Gemma's checkpoint stores the offset
+# from 1, which its RMSNorm adds).
+norm_shift = 0 if gemma else 1
+hf = [(n, s, array("f", (norm_shift + x for x in d)) if n.endswith("norm.weight") else d)
+      for n, s, d in hf]
+hf.append(("model.norm.weight", [hidden], array("f", (norm_shift + x for x in rand(hidden, 0.2)))))
 
 unfused = hf
 if arch == "phi3":
@@ -171,10 +186,10 @@ def write_safetensors(folder, tensors):
 # The Hugging Face folder.
 write_safetensors(hf_dir, hf)
 config = {
-    "model_type": arch,
+    "model_type": "gemma3_text" if gemma else arch,
     "architectures": [{"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
                        "qwen3": "Qwen3ForCausalLM", "phi3": "Phi3ForCausalLM",
-                       "smollm3": "SmolLM3ForCausalLM"}[arch]],
+                       "smollm3": "SmolLM3ForCausalLM", "gemma3": "Gemma3ForCausalLM"}[arch]],
     "hidden_size": hidden, "intermediate_size": ffn, "num_hidden_layers": layers,
     "num_attention_heads": heads, "num_key_value_heads": kv_heads, "vocab_size": n_vocab,
     "max_position_embeddings": 256, "rms_norm_eps": eps, "rope_theta": theta,
@@ -188,6 +203,12 @@ if arch == "smollm3":
                    "use_sliding_window": False, "sliding_window": None, "bos_token_id": None})
 if arch == "qwen3":
     config.update({"head_dim": head_dim, "attention_bias": False, "sliding_window": None})
+if gemma:  # the softmax over sqrt(head_dim): a GGUF records no query_pre_attn_scalar
+    config.update({"head_dim": head_dim, "hidden_activation": "gelu_pytorch_tanh",
+                   "query_pre_attn_scalar": head_dim, "sliding_window": 4,
+                   "sliding_window_pattern": 6, "rope_local_base_freq": 10000.0,
+                   "rope_scaling": None, "attn_logit_softcapping": None,
+                   "final_logit_softcapping": None, "eos_token_id": [eos]})
 if arch == "phi3":
     # Phi-3's own keys: the pretraining context beside rope_scaling, no
     # partial rotation, a window no shorter than the context.
@@ -232,7 +253,10 @@ def gguf_name(hf_name):
         "self_attn.k_proj.bias": "attn_k.bias", "self_attn.v_proj.bias": "attn_v.bias",
         "self_attn.q_norm.weight": "attn_q_norm.weight",
         "self_attn.k_norm.weight": "attn_k_norm.weight",
-        "post_attention_layernorm.weight": "ffn_norm.weight",
+        "post_attention_layernorm.weight":
+            "post_attention_norm.weight" if gemma else "ffn_norm.weight",
+        "pre_feedforward_layernorm.weight": "ffn_norm.weight",
+        "post_feedforward_layernorm.weight": "post_ffw_norm.weight",
         "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
         "mlp.down_proj.weight": "ffn_down.weight"}[rest])
 
@@ -281,9 +305,11 @@ if arch == "phi3":
     if longrope:
         u32(arch + ".rope.scaling.original_context_length", 64)
         f32(arch + ".rope.scaling.attn_factor", attn_factor)
-if arch == "qwen3":
+if arch in ("qwen3", "gemma3"):
     u32(arch + ".attention.key_length", head_dim)
     u32(arch + ".attention.value_length", head_dim)
+if gemma:
+    u32(arch + ".attention.sliding_window", 4)
 f32(arch + ".rope.freq_base", theta)
 f32(arch + ".attention.layer_norm_rms_epsilon", eps)
 kv("tokenizer.ggml.model", 8, gstr("gpt2"))
@@ -306,6 +332,8 @@ if longrope:  # F32 tensors of head_dim / 2, as the converter writes them
 for name, shape, data in hf:
     if not neox and (".q_proj.weight" in name or ".k_proj.weight" in name):
         data = llama_permute(data, shape[0], shape[1])
+    if gemma and name.endswith("norm.weight"):  # the converter's 1 + offset
+        data = array("f", (1 + x for x in data))
     dims = list(reversed(shape))
     directory.append(gstr(gguf_name(name)) + struct.pack("<I", len(dims)) +
                      struct.pack("<%dQ" % len(dims), *dims) + struct.pack("<IQ", 0, offset))

@@ -41,8 +41,9 @@ module {
 // What the matrix-vector kernel does not take stays as it is: more rows than
 // max-rows (f16: bf16 would be taken up to max-tensor-core-rows), int8 rows
 // that are not whole runs of 16 codes (8), rows that are not whole 16-byte
-// runs of weights (12 bf16), a norm something else reads too, a product read
-// twice.
+// runs of weights (12 bf16). A norm something else reads too, and an add
+// and SwiGLU of a product read twice, stay outside: the products become
+// plain matvecs.
 // CHECK-LABEL: func.func @left
 // CHECK-NEXT: llm.rms_norm
 // CHECK-NEXT: llm.linear @wide
@@ -51,8 +52,8 @@ module {
 // CHECK-NEXT: llm.rms_norm
 // CHECK-NEXT: llm.linear @odd
 // CHECK-NEXT: llm.rms_norm
-// CHECK-NEXT: llm.linear @w
-// CHECK-NEXT: llm.linear @w
+// CHECK-NEXT: llm.matvec @w(%{{.*}}) :
+// CHECK-NEXT: llm.matvec @w(%{{.*}}) :
 // CHECK-NEXT: llm.add
 // CHECK-NEXT: llm.fused_ffn
 // CHECK-NEXT: return
@@ -112,14 +113,14 @@ module {
 // RoPE and the cache write of a QKV product's three results become its
 // epilogue, with its norm: layer 0's from an rms_norm, layer 1's from the
 // add_rms_norm the o product leaves as a norm (folded in place, whichever
-// fusion comes first). Where the keys have another reader, the product
-// and llm.rope_kv_write stay as they are.
+// fusion comes first). Where the keys have another reader,
+// llm.rope_kv_write stays as it is, after a plain matvec.
 // CHECK-LABEL: func.func @rope
 // CHECK-SAME: (%[[X:[^:]*]]: tensor<2x16xf32>, %[[C:[^:]*]]: !llm.kv_cache<{{.*}}>, %[[T:[^:]*]]: tensor<2x4xi32>, %[[P:[^:]*]]: tensor<2xi32>)
 // CHECK-NEXT: %[[Q0:.*]], %[[C0:.*]] = llm.matvec_rope_kv_write @wqkv(%[[X]]) norm @attention_norm into %[[C]][%[[T]]] at %[[P]] {eps = 1.000000e-05 : f64, head_dim = 8 : i64, layer = 0 : i64, theta = 1.000000e+04 : f64} : tensor<2x16xf32>, <{{.*}}>, tensor<2x4xi32>, tensor<2xi32> -> tensor<2x16xf32>
 // CHECK-NEXT: %[[H:.*]] = llm.matvec @wo(%[[Q0]]) plus %[[X]]
 // CHECK-NEXT: %[[Q1:.*]], %[[C1:.*]] = llm.matvec_rope_kv_write @wqkv(%[[H]]) norm @ffn_norm into %[[C0]][%[[T]]] at %[[P]] {eps = {{.*}}, head_dim = 8 : i64, layer = 1 : i64, theta = 1.000000e+04 : f64}
-// CHECK-NEXT: %[[QKV:.*]]:3 = llm.linear @wqkv(%[[Q1]]) :
+// CHECK-NEXT: %[[QKV:.*]]:3 = llm.matvec @wqkv(%[[Q1]]) :
 // CHECK-NEXT: %{{.*}}, %{{.*}} = llm.rope_kv_write %[[QKV]]#0, %[[QKV]]#1, %[[QKV]]#2 into %[[C1]]
 // CHECK-NEXT: return
 // ONE-LABEL: func.func @rope
