@@ -18,7 +18,7 @@ const char *const kDeepSeekAssistant = "<\uFF5CAssistant\uFF5C>";
 } // namespace
 
 const char *const kChatTemplateNames =
-    "llama2, llama3, chatml, qwen3, deepseek-r1, mistral, phi3, none";
+    "llama2, llama3, chatml, qwen3, deepseek-r1, mistral, phi3, gemma, none";
 
 const char *chatTemplateName(ChatTemplate t) {
   switch (t) {
@@ -30,6 +30,7 @@ const char *chatTemplateName(ChatTemplate t) {
   case ChatTemplate::deepseek_r1: return "deepseek-r1";
   case ChatTemplate::mistral: return "mistral";
   case ChatTemplate::phi3: return "phi3";
+  case ChatTemplate::gemma: return "gemma";
   }
   return "?";
 }
@@ -37,7 +38,7 @@ const char *chatTemplateName(ChatTemplate t) {
 std::optional<ChatTemplate> parseChatTemplate(const std::string &name) {
   for (ChatTemplate t : {ChatTemplate::none, ChatTemplate::llama2, ChatTemplate::llama3,
                          ChatTemplate::chatml, ChatTemplate::qwen3, ChatTemplate::deepseek_r1,
-                         ChatTemplate::mistral, ChatTemplate::phi3})
+                         ChatTemplate::mistral, ChatTemplate::phi3, ChatTemplate::gemma})
     if (name == chatTemplateName(t)) return t;
   return std::nullopt;
 }
@@ -48,6 +49,7 @@ ChatTemplate detectChatTemplate(const Tokenizer *tok, Architecture architecture)
     if (has(kDeepSeekUser) && has(kDeepSeekAssistant)) return ChatTemplate::deepseek_r1;
     if (has("<|start_header_id|>") && has("<|eot_id|>")) return ChatTemplate::llama3;
     if (has("<|user|>") && has("<|assistant|>") && has("<|end|>")) return ChatTemplate::phi3;
+    if (has("<start_of_turn>") && has("<end_of_turn>")) return ChatTemplate::gemma;
     // Phi-4 writes <|im_start|>user<|im_sep|>: not ChatML, and no built-in.
     if (has("<|im_sep|>")) return ChatTemplate::none;
     if (has("<|im_start|>") && has("<|im_end|>"))
@@ -220,6 +222,30 @@ std::vector<ChatPiece> renderPhi3(const std::vector<ChatMessage> &m, bool genera
   if (generation) {
     out.push_back(marker("<|assistant|>"));
     out.push_back(text("\n"));
+  }
+  return out;
+}
+
+/// <bos><start_of_turn>user\n{system}\n\n{user}<end_of_turn>\n<start_of_turn>model\n
+/// {answer}<end_of_turn>\n ... <start_of_turn>model\n: Gemma's (Gemma 3's
+/// template: a system message opens the first user turn, each content
+/// trimmed, user and model alternating from a user turn).
+std::vector<ChatPiece> renderGemma(const std::vector<ChatMessage> &m, bool generation) {
+  const bool system = !m.empty() && m[0].role == "system";
+  const size_t from = system ? 1 : 0;
+  checkAlternating(m, from, "gemma");
+  std::vector<ChatPiece> out = {{ChatPiece::bos, "<bos>"}};
+  for (size_t i = from; i < m.size(); ++i) {
+    const bool user = m[i].role == "user";
+    out.push_back(marker("<start_of_turn>"));
+    out.push_back(text(std::string(user ? "user" : "model") + "\n" +
+                       (i == from && system ? m[0].content + "\n\n" : "") + strip(m[i].content)));
+    out.push_back(marker("<end_of_turn>"));
+    out.push_back(text("\n"));
+  }
+  if (generation) {
+    out.push_back(marker("<start_of_turn>"));
+    out.push_back(text("model\n"));
   }
   return out;
 }
@@ -459,6 +485,7 @@ std::vector<ChatPiece> renderFamily(ChatTemplate t, const std::vector<ChatMessag
   case ChatTemplate::deepseek_r1: return renderDeepSeekR1(messages, generation);
   case ChatTemplate::mistral: return renderMistral(messages, tools);
   case ChatTemplate::phi3: return renderPhi3(messages, generation);
+  case ChatTemplate::gemma: return renderGemma(messages, generation);
   case ChatTemplate::none: break;
   }
   throw ApiError(400, "this model has no chat template: use /v1/completions, or start the "
@@ -559,6 +586,7 @@ TurnEnd turnEnd(ChatTemplate t, const Tokenizer &tok) {
   const char *marker = t == ChatTemplate::llama3 ? "<|eot_id|>"
                        : isChatMl(t)                ? "<|im_end|>"
                        : t == ChatTemplate::phi3    ? "<|end|>"
+                       : t == ChatTemplate::gemma   ? "<end_of_turn>"
                                                     : nullptr;
   if (!marker) return e; // Llama 2, Mistral and DeepSeek-R1 end a turn with EOS
   const int32_t id = tok.specialTokenId(marker);

@@ -24,9 +24,10 @@
 
 namespace kvplan::server {
 
-enum class ChatTemplate { none, llama2, llama3, chatml, qwen3, deepseek_r1, mistral, phi3 };
+enum class ChatTemplate { none, llama2, llama3, chatml, qwen3, deepseek_r1, mistral, phi3, gemma };
 const char *chatTemplateName(ChatTemplate t);
-/// "llama2", "llama3", "chatml", "qwen3", "deepseek-r1", "mistral", "phi3" or "none".
+/// "llama2", "llama3", "chatml", "qwen3", "deepseek-r1", "mistral", "phi3", "gemma" or
+/// "none".
 std::optional<ChatTemplate> parseChatTemplate(const std::string &name);
 extern const char *const kChatTemplateNames; // for help and errors
 

@@ -97,6 +97,82 @@ TEST(ChatTemplate, Phi3) {
   EXPECT_EQ(detectChatTemplate(phi4.get(), Architecture::phi3), ChatTemplate::none);
 }
 
+// Gemma 3's turns as its model card writes them: the system message opens
+// the first user turn, the assistant is "model", each content trimmed.
+TEST(ChatTemplate, Gemma) {
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::gemma, kSystemUser)),
+            "<bos><start_of_turn>user\nYou are a helpful assistant.\n\nHello!<end_of_turn>\n"
+            "<start_of_turn>model\n");
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::gemma, kTwoTurns)),
+            "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
+            "Hello! How can I help?<end_of_turn>\n<start_of_turn>user\nTell me a joke."
+            "<end_of_turn>\n<start_of_turn>model\n");
+  EXPECT_EQ(chatText(renderChat(ChatTemplate::gemma, {{"user", "  spaced \n"}})),
+            "<bos><start_of_turn>user\nspaced<end_of_turn>\n<start_of_turn>model\n");
+  EXPECT_THROW(renderChat(ChatTemplate::gemma, {{"assistant", "Hi"}}), ApiError);
+  EXPECT_THROW(renderChat(ChatTemplate::gemma, {{"user", "a"}, {"user", "b"}}), ApiError);
+  // The same as Gemma 3's own Jinja template (tokenizer_config.json's)
+  // renders in kvplan's Jinja.
+  const std::string jinja = R"({{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- if messages[0]['content'] is string -%}
+        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+    {%- else -%}
+        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}
+    {%- endif -%}
+    {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+    {%- set first_user_prefix = "" -%}
+    {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
+    {%- endif -%}
+    {%- if (message['role'] == 'assistant') -%}
+        {%- set role = "model" -%}
+    {%- else -%}
+        {%- set role = message['role'] -%}
+    {%- endif -%}
+    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else "") }}
+    {%- if message['content'] is string -%}
+        {{ message['content'] | trim }}
+    {%- elif message['content'] is iterable -%}
+        {%- for item in message['content'] -%}
+            {%- if item['type'] == 'image' -%}
+                {{ '<start_of_image>' }}
+            {%- elif item['type'] == 'text' -%}
+                {{ item['text'] | trim }}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- else -%}
+        {{ raise_exception("Invalid content type") }}
+    {%- endif -%}
+    {{ '<end_of_turn>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{'<start_of_turn>model\n'}}
+{%- endif -%}
+)";
+  nlohmann::json added = nlohmann::json::array();
+  for (auto [id, piece] : {std::pair{2, "<bos>"}, {3, "<start_of_turn>"}, {4, "<end_of_turn>"}})
+    added.push_back({{"id", id}, {"content", piece}, {"special", true}, {"normalized", false}});
+  auto tok = loadTokenizer(
+      "hf-bpe", nlohmann::json{{"added_tokens", added},
+                               {"pre_tokenizer", {{"type", "ByteLevel"}}},
+                               {"model",
+                                {{"type", "BPE"},
+                                 {"vocab", {{"a", 0}, {"b", 1}, {"\u010a", 10}}},
+                                 {"merges", nlohmann::json::array()}}}}
+                    .dump());
+  const ModelChatTemplate own(jinja, "gemma3.jinja", "<bos>", "<eos>", *tok);
+  for (const auto &messages : {kSystemUser, kTwoTurns})
+    EXPECT_EQ(chatText(own.render(messages, {}, nlohmann::ordered_json::object(), nullptr)),
+              chatText(renderChat(ChatTemplate::gemma, messages)));
+  EXPECT_EQ(detectChatTemplate(tok.get(), Architecture::gemma3), ChatTemplate::gemma);
+  EXPECT_EQ(turnEnd(ChatTemplate::gemma, *tok).ids, std::vector<int32_t>{4});
+}
+
 TEST(ChatTemplate, Mistral) {
   EXPECT_EQ(chatText(renderChat(ChatTemplate::mistral, kTwoTurns)),
             "<s>[INST] Hi[/INST] Hello! How can I help?</s>[INST] Tell me a joke.[/INST]");
@@ -206,7 +282,8 @@ TEST(ChatTemplate, NoneIsAClear400) {
 }
 
 TEST(ChatTemplate, Names) {
-  for (const char *name : {"llama2", "llama3", "chatml", "qwen3", "deepseek-r1", "mistral", "phi3", "none"})
+  for (const char *name :
+       {"llama2", "llama3", "chatml", "qwen3", "deepseek-r1", "mistral", "phi3", "gemma", "none"})
     EXPECT_EQ(chatTemplateName(*parseChatTemplate(name)), std::string(name));
   EXPECT_FALSE(parseChatTemplate("jinja"));
 }
