@@ -375,6 +375,10 @@ ModelConfig configFromGguf(const GgufFile &g) {
   else
     throw InputError(g.path() + ": cannot tell the vocabulary size (no tokenizer.ggml.tokens, " +
                      key("vocab_size") + " or token_embd.weight)");
+  // An embedding of more rows than the vocabulary has tokens (Gemma 3 4B's
+  // 262,208 for its 262,144; ids no tokenizer makes): the model's rows.
+  if (embed && embed->dims.size() == 2 && embed->dims[1] > m.vocabSize)
+    m.vocabSize = embed->dims[1];
   m.bosTokenId = g.integer("tokenizer.ggml.bos_token_id").value_or(1);
   m.eosTokenIds = eosIdsFromGguf(g);
   m.tieWordEmbeddings = tiedClassifier(g);

@@ -771,6 +771,78 @@ void expectQwenGgufReads(ModelSpec m) {
                                     " but the model is llama"});
 }
 
+// A gemma3 GGUF as llama.cpp's converter writes it (its tensors in
+// rotate-half order, each norm 1 + the checkpoint's offset, Gemma's
+// post-norm names) reads as llama.cpp runs it: GeGLU, post-norms, q/k
+// norms, embeddings times sqrt(32), every sixth layer global under the
+// file's window, the local layers' RoPE on base 10000, the softmax over
+// sqrt(head_dim) but for the 62-layer 27B's sqrt(embedding_length /
+// head_count); the weights as the canonical ones.
+TEST(Gguf, Gemma3FileReadsAsLlamaCppRunsIt) {
+  ModelSpec m = gemma3Spec();
+  m.numLayers = 7;
+  m.slidingWindow = 16;
+  m.fullAttentionLayers = {5};
+  m.rope.localTheta = 10000;
+  m.rope.theta = 1000000.0;
+  m.rmsNormEps = 1e-6;
+  m.embeddingScale = std::sqrt(32.0);
+  auto original = openWeights("random:13", m);
+  ScratchDir dir;
+  const fs::path p = dir.path / "gemma3.gguf";
+  auto write = [&](int64_t layers, int64_t embedRows) {
+    ModelSpec shape = m;
+    shape.numLayers = layers;
+    kvplan::testing::GgufWriter w = ggufHeader(shape);
+    w.u32("gemma3.attention.key_length", uint32_t(m.headDim));
+    w.u32("gemma3.attention.value_length", uint32_t(m.headDim));
+    w.u32("gemma3.attention.sliding_window", 16);
+    for (const HFTensor &t : toHF(m, *original, DType::f32)) {
+      if (t.name.find("layers.") != std::string::npos &&
+          std::stoll(t.name.substr(t.name.find("layers.") + 7)) >= layers)
+        continue;
+      std::vector<float> v(t.bytes.size() / 4);
+      std::memcpy(v.data(), t.bytes.data(), t.bytes.size());
+      std::vector<int64_t> shapeOf = t.shape;
+      if (t.name == "model.embed_tokens.weight") {
+        v.resize(size_t(embedRows * m.hiddenSize), 0.5f);
+        shapeOf[0] = embedRows;
+      }
+      std::string name = t.name;
+      for (auto [hf, gguf] : {std::pair{"post_attention_norm", "post_attention_norm.weight"},
+                              std::pair{"post_ffn_norm", "post_ffw_norm.weight"}})
+        if (name.size() > std::strlen(hf) &&
+            name.compare(name.size() - std::strlen(hf), std::strlen(hf), hf) == 0)
+          name = name.substr(0, name.size() - std::strlen(hf)) + "X" + gguf;
+      const size_t x = name.find(".X");
+      w.tensor({x == std::string::npos
+                    ? ggufNameOfHf(name)
+                    : "blk." + name.substr(13, name.find('.', 13) - 13) + "." + name.substr(x + 2),
+                shapeOf, v});
+    }
+    w.write(p);
+  };
+  write(7, m.vocabSize);
+  const ModelSpec got = readCheckpointConfig(p.string()).model;
+  EXPECT_EQ(got.architecture, Architecture::gemma3);
+  EXPECT_EQ(got.activation, Activation::gelu_tanh);
+  EXPECT_TRUE(got.postNorms && got.qkNorm && got.tieWordEmbeddings);
+  EXPECT_EQ(got.embeddingScale, std::sqrt(32.0));
+  EXPECT_EQ(got.queryPreAttnScalar, 0.0); // head_dim
+  EXPECT_EQ(got.slidingWindow, 16);
+  EXPECT_EQ(got.fullAttentionLayers, (std::vector<int64_t>{5}));
+  EXPECT_EQ(got.rope.localTheta, 10000.0);
+  EXPECT_EQ(got.headDim, m.headDim);
+  auto read = openWeights(p.string(), m);
+  expectSameWeights(m, *original, *read, DType::f32);
+  // The 27B's rule: 62 layers, the softmax over sqrt(32 / 4) = sqrt(8).
+  write(62, m.vocabSize);
+  EXPECT_EQ(readCheckpointConfig(p.string()).model.queryPreAttnScalar, 8.0);
+  // An embedding of more rows than the vocabulary's: the model's rows.
+  write(7, m.vocabSize + 8);
+  EXPECT_EQ(readCheckpointConfig(p.string()).model.vocabSize, m.vocabSize + 8);
+}
+
 TEST(Gguf, QwenReadsAsItsSafetensorsDo) {
   for (ModelSpec m : {smallSpec(true), qwen3Spec()}) {
     SCOPED_TRACE(architectureName(m.architecture));
