@@ -156,7 +156,19 @@ public:
           arena(op.residual)});
   }
   void operator()(const LinearOp &op) { linear(op.weight, op.bias, op.input, op.results); }
-  void operator()(const LogitsOp &op) { linear(op.weight, std::nullopt, op.input, {op.result}); }
+  void operator()(const LogitsOp &op) {
+    linear(op.weight, std::nullopt, op.input, {op.result});
+    if (op.softcap) softcapRows(op.result, *op.softcap);
+  }
+  /// Gemma 2's soft-capped logits, in place after the head's product.
+  void softcapRows(const Operand &logits, double cap) {
+    const int64_t oc = logits.cols();
+    const std::string name =
+        specs.wrapper("softcap" + dims({oc}), kElementwiseBlock,
+                      "kvplan::softcapRows<" + num(oc) + ">(a)");
+    kernel(name, {ceilDiv(oc, kElementwiseBlock), logits.rows(), 1}, kElementwiseBlock, 1, logits,
+           {arena(logits)}, {}, {cap});
+  }
   void operator()(const MatVecOp &op);
   void operator()(const MatVecRopeKVWriteOp &op);
   void operator()(const RopeOp &op) {
@@ -643,6 +655,7 @@ void EntryLowering::operator()(const MatVecOp &op) {
   matvecChecks(at, w, op.results.front().rows(), op.input, op.norm.has_value());
   if (op.addend) f32Input(*op.addend, "matvec's addend");
   if (!matvecKernel("matvec_", w, op)) unsupported(at + ": its outputs do not split the weight's rows");
+  if (op.softcap) softcapRows(op.results.front(), *op.softcap);
 }
 
 /// What every matvec kernel needs of its weight `w` and its `rows` rows of
@@ -807,8 +820,13 @@ void EntryLowering::operator()(const AttentionOp &op) {
   // A sliding window is the kernels' last template argument; its name ends
   // in _wN.
   const int64_t window = op.window.value_or(0);
-  const std::string w = window ? ", " + num(window) : "",
-                    wName = window ? "_w" + std::to_string(window) : "";
+  // Gemma 2's soft-capped scores: CAP after the window, the cap in d[1];
+  // the name ends in _cap.
+  const bool cap = op.softcap.has_value();
+  const std::string w = window || cap ? ", " + num(window) + (cap ? ", true" : "") : "",
+                    wName = (window ? "_w" + std::to_string(window) : "") + (cap ? "_cap" : "");
+  std::vector<double> reals = {op.scale};
+  if (cap) reals.push_back(*op.softcap);
   if (const AttnTiling t = split.tiling; t.heads) {
     // A bf16 cache on bf16 tensor cores (attnTiledMma); f16 and f32 ones on
     // tf32 (attnTiled).
@@ -825,7 +843,7 @@ void EntryLowering::operator()(const AttentionOp &op) {
     kernel(name, {kvh, ceilDiv(op.result.rows(), rowsPerBlock), h / kvh / t.heads},
            t.warps() * 32, 1, op.result,
            {arena(op.query), cache(), positions, table, arena(op.result)}, {op.key.layer},
-           {op.scale});
+           reals);
     out.ops.back().rowsPerBlock = rowsPerBlock;
     return;
   }
@@ -840,7 +858,7 @@ void EntryLowering::operator()(const AttentionOp &op) {
   kernel(name, {kvh, op.result.rows(), split.splits}, kAttnWarps * 32, 1, op.result,
          {arena(op.query), cache(), positions, table, work(split.partOffset), work(split.mlOffset),
           arena(op.result), work(split.arrivalsOffset)},
-         {op.key.layer, tableStride, split.splits}, {op.scale});
+         {op.key.layer, tableStride, split.splits}, reals);
 }
 
 /// Sampling from the logits the entry point returns: each row's argmax

@@ -216,7 +216,7 @@ public:
         entries(std::move(entries)), model(model),
         headDim(model.headDim ? model.headDim
                               : (model.numHeads ? model.hiddenSize / model.numHeads : 0)),
-        gemma(model.architecture == Architecture::gemma3), body(decoderPrefix(this->entries)) {
+        gemma(model.gemma()), body(decoderPrefix(this->entries)) {
     for (const WeightDecl &d : weightTable(model)) {
       const Place p = place(d.name);
       if (p.entry && p.entry->dtype && copied(d.name, p))

@@ -108,16 +108,18 @@ Architecture ggufArchitecture(const GgufFile &g) {
     return Architecture::smollm3;
   if (*arch == "gemma3")
     return Architecture::gemma3;
+  if (*arch == "gemma2")
+    return Architecture::gemma2;
   throw InputError(g.path() + ": GGUF architecture '" + *arch +
                    "' is not supported; kvplan reads GGUF files of architecture llama, qwen2, "
-                   "qwen3, phi3, smollm3 and gemma3");
+                   "qwen3, phi3, smollm3, gemma2 and gemma3");
 }
 
 /// Whether llama.cpp's converter left the file's q/k rows (and q/k norms) in
 /// rotate-half order (the architectures llama.cpp runs with NEOX RoPE).
 bool rotatesHalves(Architecture a) {
   return a == Architecture::qwen2 || a == Architecture::qwen3 || a == Architecture::phi3 ||
-         a == Architecture::gemma3;
+         a == Architecture::gemma3 || a == Architecture::gemma2;
 }
 
 /// The metadata key `name` of the file's architecture ("llama.block_count").
@@ -279,21 +281,30 @@ int64_t ggufRotaryDim(const GgufFile &g, int64_t headDim) {
   return *rot;
 }
 
-// A gemma3 file as llama.cpp runs it: GeGLU, post-norms (the file's norms
-// hold 1 + weight already), embeddings times sqrt(embedding_length), every
-// sixth layer global under attention.sliding_window (or as
-// attention.sliding_window_pattern says: a period, or a flag a layer, true
-// where it slides), the local layers' RoPE on base 10000, unscaled; the
-// softmax over sqrt(head_dim), or for the 62-layer 27B over
-// sqrt(embedding_length / head_count), llama.cpp's rule for the
-// query_pre_attn_scalar a GGUF does not record.
+// A gemma3 or gemma2 file as llama.cpp runs it: GeGLU, post-norms (the
+// file's norms hold 1 + weight already), embeddings times
+// sqrt(embedding_length), every sixth layer (Gemma 2: every other) global
+// under attention.sliding_window (or as attention.sliding_window_pattern
+// says: a period, or a flag a layer, true where it slides); Gemma 3's q/k
+// norms and local layers' RoPE on base 10000, unscaled; Gemma 2's
+// soft-capping (attn_logit_softcapping, final_logit_softcapping); the
+// softmax over sqrt(head_dim), or for the 27B (Gemma 3's 62 layers, Gemma
+// 2's 46) over sqrt(embedding_length / head_count), llama.cpp's rule for
+// the query_pre_attn_scalar a GGUF does not record.
 void readGgufGemma(const GgufFile &g, ModelSpec &m) {
-  m.qkNorm = m.postNorms = true;
+  const bool gemma2 = m.architecture == Architecture::gemma2;
+  m.qkNorm = !gemma2;
+  m.postNorms = true;
   m.activation = Activation::gelu_tanh;
   m.embeddingScale = std::sqrt(double(std::max<int64_t>(m.hiddenSize, 1)));
-  if (m.numLayers == 62 && m.numHeads > 0)
+  if (m.numLayers == (gemma2 ? 46 : 62) && m.numHeads > 0)
     m.queryPreAttnScalar = double(m.hiddenSize / m.numHeads);
-  m.rope.localTheta = 10000;
+  if (gemma2) {
+    m.attnSoftcap = g.number(archKey(g, "attn_logit_softcapping")).value_or(0.0);
+    m.finalSoftcap = g.number(archKey(g, "final_logit_softcapping")).value_or(0.0);
+  } else {
+    m.rope.localTheta = 10000;
+  }
   const std::string windowKey = archKey(g, "attention.sliding_window");
   const auto window = g.integer(windowKey);
   if (!window || *window <= 0) return;
@@ -309,7 +320,7 @@ void readGgufGemma(const GgufFile &g, ModelSpec &m) {
       if (pattern->numbers[l] == 0) m.fullAttentionLayers.push_back(int64_t(l));
     return;
   }
-  const int64_t period = g.integer(patternKey).value_or(6);
+  const int64_t period = g.integer(patternKey).value_or(gemma2 ? 2 : 6);
   if (period <= 0)
     throw InputError(g.path() + ": " + patternKey + " " + std::to_string(period) +
                      " is not a positive period");
@@ -362,7 +373,7 @@ ModelConfig configFromGguf(const GgufFile &g) {
   // they divide hidden_size).
   const int64_t head = m.headDim ? m.headDim : m.hiddenSize / std::max<int64_t>(m.numHeads, 1);
   m.rope = ropeFromGguf(g, head, ggufRotaryDim(g, head));
-  if (m.architecture == Architecture::gemma3) readGgufGemma(g, m);
+  if (m.gemma()) readGgufGemma(g, m);
 
   const GgufFile::Value *tokens = g.find("tokenizer.ggml.tokens");
   const GgufFile::Tensor *embed = g.tensor("token_embd.weight");

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <tuple>
 
 namespace fs = std::filesystem;
 
@@ -228,11 +229,12 @@ void readTomlRope(TomlTable &rope, RopeSpec &r) {
   rope.real("local_theta", r.localTheta, false);
 }
 
-// Gemma 3's ways, its defaults where the architecture is gemma3: GeGLU,
-// post-norms, embeddings times sqrt(hidden_size), every sixth layer global
-// under the sliding window. Any architecture may set them.
+// Gemma's ways, its defaults where the architecture is gemma3 or gemma2:
+// GeGLU, post-norms, embeddings times sqrt(hidden_size), under the sliding
+// window every sixth layer global (Gemma 3) or every other (Gemma 2). Any
+// architecture may set them, and Gemma 2's soft-capping.
 void readTomlGemmaFields(TomlTable &model, ModelSpec &m) {
-  const bool gemma = m.architecture == Architecture::gemma3;
+  const bool gemma = m.gemma();
   if (gemma) m.activation = Activation::gelu_tanh;
   model.choice("hidden_activation", m.activation, parseActivation, "silu, gelu_pytorch_tanh",
                false);
@@ -241,9 +243,12 @@ void readTomlGemmaFields(TomlTable &model, ModelSpec &m) {
   if (gemma && m.hiddenSize > 0) m.embeddingScale = std::sqrt(double(m.hiddenSize));
   model.real("embedding_scale", m.embeddingScale, false);
   model.real("query_pre_attn_scalar", m.queryPreAttnScalar, false);
+  model.real("attn_logit_softcapping", m.attnSoftcap, false);
+  model.real("final_logit_softcapping", m.finalSoftcap, false);
   if (!model.integers("full_attention_layers", m.fullAttentionLayers, false) && gemma &&
       m.slidingWindow > 0)
-    m.fullAttentionLayers = everyNthLayer(m.numLayers, 6);
+    m.fullAttentionLayers =
+        everyNthLayer(m.numLayers, m.architecture == Architecture::gemma2 ? 2 : 6);
 }
 
 void readTomlCompile(TomlTable &comp, CompileSettings &c);
@@ -270,7 +275,7 @@ ModelConfig parseTomlSpec(const std::string &text, const std::string &path,
   if (!model.string("name", m.name, false))
     m.name = fs::path(path).stem().string();
   model.choice("architecture", m.architecture, parseArchitecture,
-               "llama, mistral, qwen2, qwen3, phi3, smollm3, gemma3", true);
+               "llama, mistral, qwen2, qwen3, phi3, smollm3, gemma3, gemma2", true);
   model.integer("hidden_size", m.hiddenSize, true);
   model.integer("intermediate_size", m.intermediateSize, true);
   model.integer("num_layers", m.numLayers, true);
@@ -285,12 +290,11 @@ ModelConfig parseTomlSpec(const std::string &text, const std::string &path,
   model.integer("max_position_embeddings", m.maxPositions, true);
   model.integer("sliding_window", m.slidingWindow, false);
   model.real("rms_norm_eps", m.rmsNormEps, true);
-  const bool gemma = m.architecture == Architecture::gemma3;
-  m.tieWordEmbeddings = gemma;
+  m.tieWordEmbeddings = m.gemma();
   model.boolean("tie_word_embeddings", m.tieWordEmbeddings);
   m.attentionBias = m.architecture == Architecture::qwen2;
   model.boolean("attention_bias", m.attentionBias);
-  m.qkNorm = m.architecture == Architecture::qwen3 || gemma;
+  m.qkNorm = m.architecture == Architecture::qwen3 || m.architecture == Architecture::gemma3;
   model.boolean("qk_norm", m.qkNorm);
   readTomlGemmaFields(model, m);
   model.integer("bos_token_id", m.bosTokenId, true);
@@ -364,6 +368,12 @@ class JsonFields {
 public:
   JsonFields(ModelConfig &cfg, const nlohmann::json &obj, std::string prefix)
       : cfg(cfg), obj(obj), prefix(std::move(prefix)) {}
+
+  /// Whether the object has `key`, null or not.
+  bool present(const std::string &key) {
+    known.insert(key);
+    return obj.contains(key);
+  }
 
   const nlohmann::json *get(const std::string &key) {
     known.insert(key);
@@ -529,10 +539,10 @@ void readHFArchitecture(JsonFields &f, ModelSpec &m, const std::string &path) {
   // gemma3_text: Gemma3ForCausalLM's (Gemma 3 1B, and the text model of
   // the larger ones).
   auto arch = parseArchitecture(modelType == "gemma3_text" ? "gemma3" : modelType);
-  if (!arch)
+  if (!arch || modelType == "gemma3")
     f.fail("model_type", "'" + modelType + "' is not supported; kvplan compiles llama, "
-                                            "mistral, qwen2, qwen3, phi3, smollm3 and "
-                                            "gemma3_text");
+                                            "mistral, qwen2, qwen3, phi3, smollm3, gemma2 "
+                                            "and gemma3_text (gemma3 with its text_config)");
   m.architecture = *arch;
   fs::path p(path);
   m.name = p.filename() == "config.json" && p.has_parent_path()
@@ -541,33 +551,38 @@ void readHFArchitecture(JsonFields &f, ModelSpec &m, const std::string &path) {
   // Gemma's configs name it hidden_activation (and may carry a hidden_act
   // that transformers' Gemma ignores).
   const char *actKey = f.get("hidden_activation") ? "hidden_activation" : "hidden_act";
-  std::string act = m.architecture == Architecture::gemma3 ? "gelu_pytorch_tanh" : "silu";
+  std::string act = m.gemma() ? "gelu_pytorch_tanh" : "silu";
   f.string(actKey, act, false);
   if (std::optional<Activation> a = parseActivation(act)) m.activation = *a;
   else
     f.fail(actKey, "'" + act + "' is not supported; kvplan's gated FFNs take silu "
                    "(SwiGLU) or gelu_pytorch_tanh (GeGLU)");
-  if (m.architecture == Architecture::gemma3) f.ignore({"hidden_act"});
+  if (m.gemma()) f.ignore({"hidden_act"});
 }
 
-// Gemma 3's own fields, with Gemma3TextConfig's defaults: q/k norms and
-// post-norms always, embeddings times sqrt(hidden_size), the softmax over
-// sqrt(query_pre_attn_scalar), the local layers' RoPE base; no soft-capping
-// (Gemma 2's), no bidirectional attention (EmbeddingGemma's).
+// Gemma's own fields, with Gemma3TextConfig's and Gemma2Config's defaults:
+// post-norms always, q/k norms for Gemma 3, embeddings times
+// sqrt(hidden_size), the softmax over sqrt(query_pre_attn_scalar), Gemma
+// 3's local layers' RoPE base, Gemma 2's soft-capping (50 and 30 unless
+// given; null: none); no bidirectional attention (EmbeddingGemma's).
 void readHFGemmaFields(JsonFields &f, ModelSpec &m) {
-  if (m.architecture != Architecture::gemma3) return;
-  m.qkNorm = true;
+  if (!m.gemma()) return;
+  const bool gemma2 = m.architecture == Architecture::gemma2;
+  m.qkNorm = !gemma2;
   m.postNorms = true;
   m.embeddingScale = std::sqrt(double(std::max<int64_t>(m.hiddenSize, 1)));
   m.queryPreAttnScalar = 256;
   f.real("query_pre_attn_scalar", m.queryPreAttnScalar, false);
-  m.rope.localTheta = 10000;
-  f.real("rope_local_base_freq", m.rope.localTheta, false);
-  for (const char *key : {"attn_logit_softcapping", "final_logit_softcapping"}) {
-    const nlohmann::json *cap = f.get(key);
-    if (cap && !cap->is_null())
-      f.fail(key, "soft-capping (Gemma 2's) is not supported; kvplan compiles Gemma 3, "
-                  "whose config sets it to null");
+  if (!gemma2) {
+    m.rope.localTheta = 10000;
+    f.real("rope_local_base_freq", m.rope.localTheta, false);
+  }
+  const std::tuple<const char *, double *, double> caps[] = {
+      {"attn_logit_softcapping", &m.attnSoftcap, 50.0},
+      {"final_logit_softcapping", &m.finalSoftcap, 30.0}};
+  for (auto [key, cap, gemma2Default] : caps) {
+    *cap = gemma2 && !f.present(key) ? gemma2Default : 0.0; // null: none
+    f.real(key, *cap, false);
   }
   bool bidirectional = false;
   f.boolean("use_bidirectional_attention", bidirectional);
@@ -641,7 +656,7 @@ void readHFModelFields(JsonFields &f, ModelSpec &m) {
   f.integer("max_position_embeddings", m.maxPositions, true);
   f.real("rms_norm_eps", m.rmsNormEps, true);
   f.real("rope_theta", m.rope.theta, false);
-  m.tieWordEmbeddings = m.architecture == Architecture::gemma3; // Gemma3TextConfig's default
+  m.tieWordEmbeddings = m.gemma(); // Gemma3TextConfig's and Gemma2Config's default
   f.boolean("tie_word_embeddings", m.tieWordEmbeddings);
   m.attentionBias = m.architecture == Architecture::qwen2;
   f.boolean("attention_bias", m.attentionBias);
@@ -675,8 +690,9 @@ std::vector<bool> hfSlidingLayers(JsonFields &f, const ModelSpec &m, bool qwen) 
   if (m.architecture == Architecture::gemma3 && f.integer(patternKey, pattern, false) &&
       pattern <= 0)
     f.fail(patternKey, "expected a positive integer (every such layer is global)");
+  if (m.architecture == Architecture::gemma2) pattern = 2; // even layers slide
   for (int64_t l = 0; l < layers; ++l) {
-    if (m.architecture == Architecture::gemma3) slides[size_t(l)] = (l + 1) % pattern != 0;
+    if (m.gemma()) slides[size_t(l)] = (l + 1) % pattern != 0;
     else if (qwen) slides[size_t(l)] = l >= fromLayer;
   }
   const nlohmann::json *types = f.get("layer_types");
@@ -832,6 +848,8 @@ const std::map<std::string, std::string> &hfFieldNames() {
       {"model.full_attention_layers", "layer_types"},
       {"model.rope.local_theta", "rope_local_base_freq"},
       {"model.query_pre_attn_scalar", "query_pre_attn_scalar"},
+      {"model.attn_logit_softcapping", "attn_logit_softcapping"},
+      {"model.final_logit_softcapping", "final_logit_softcapping"},
       {"model.bos_token_id", "bos_token_id"},
       {"model.eos_token_id", "eos_token_id"},
       {"model.sliding_window", "sliding_window"},

@@ -152,7 +152,7 @@ public:
         llm::AttentionMaskAttr::get(b.getContext(), llm::AttentionMask::causal), q, k, v,
         b.getI64IntegerAttr(m.numHeads), b.getI64IntegerAttr(m.numKvHeads),
         b.getI64IntegerAttr(m.headDim), b.getF64FloatAttr(attentionScale(rotates ? &r : nullptr)),
-        window(i));
+        window(i), m.attnSoftcap > 0 ? b.getF64FloatAttr(m.attnSoftcap) : FloatAttr());
     Value o = postNorm(l + "post_attention_norm", linear(l + "attention.wo", a, m.hiddenSize));
     x = b.create<llm::AddOp>(loc(l + "attention.residual"), x, o);
 
@@ -202,7 +202,7 @@ OwningOpRef<ModuleOp> buildModelIR(MLIRContext &ctx, const ModelConfig &cfg) {
   // round (transformers adds the 1 in f32, llama.cpp's files store the sum
   // as f32).
   Type wElt = elementType(b, s.weightDtype);
-  Type vecElt = isFloatDType(s.weightDtype) && m.architecture != Architecture::gemma3
+  Type vecElt = isFloatDType(s.weightDtype) && !m.gemma()
                     ? wElt
                     : b.getF32Type();
   for (const WeightDecl &w : weightTable(m))
@@ -227,8 +227,9 @@ OwningOpRef<ModuleOp> buildModelIR(MLIRContext &ctx, const ModelConfig &cfg) {
   for (int64_t i = 0; i < m.numLayers; ++i)
     x = fb.layer(i, x, positions);
   Value n = fb.rmsNorm("norm", x);
-  Value logits = b.create<llm::LogitsOp>(fb.loc("output"), logitsType,
-                                         fb.w(m.tieWordEmbeddings ? "tok_embeddings" : "output"), n);
+  Value logits = b.create<llm::LogitsOp>(
+      fb.loc("output"), logitsType, fb.w(m.tieWordEmbeddings ? "tok_embeddings" : "output"), n,
+      m.finalSoftcap > 0 ? b.getF64FloatAttr(m.finalSoftcap) : FloatAttr());
   b.create<func::ReturnOp>(fb.loc("output"), logits);
   return module;
 }

@@ -112,6 +112,13 @@ LogicalResult WeightOp::verify() {
 // Model ops
 //===----------------------------------------------------------------------===//
 
+/// Gemma 2's soft-capping, where an op has it: a positive finite cap.
+static LogicalResult verifySoftcap(Operation *op, std::optional<APFloat> cap) {
+  if (cap && !(cap->convertToDouble() > 0 && std::isfinite(cap->convertToDouble())))
+    return op->emitOpError() << "softcap must be positive and finite (absent: none)";
+  return success();
+}
+
 LogicalResult EmbeddingOp::verify() {
   if (tensorOf(getTokens()).getDimSize(0) != rows(getResult()))
     return emitOpError() << "one row per token: " << tensorOf(getTokens()).getDimSize(0)
@@ -252,6 +259,8 @@ LogicalResult AttentionOp::verify() {
     return emitOpError() << "scale must be positive";
   if (std::optional<uint64_t> w = getWindow(); w && int64_t(*w) <= 0)
     return emitOpError() << "window must be positive (absent: every earlier key)";
+  if (failed(verifySoftcap(*this, getSoftcap())))
+    return failure();
   bool cached = getMask() == AttentionMask::cache;
   for (Value kv : {getKey(), getValue()}) {
     if (auto view = dyn_cast<KVViewType>(kv.getType())) {
@@ -295,6 +304,8 @@ LogicalResult ConvertOp::verify() {
 }
 
 LogicalResult LogitsOp::verify() {
+  if (failed(verifySoftcap(*this, getSoftcap())))
+    return failure();
   return sameRows(*this, getInput(), getResult(), "one row of logits per input row");
 }
 
@@ -481,6 +492,10 @@ LogicalResult MatVecOp::verify() {
     return failure();
   if (getGelu() && !getSwiglu())
     return emitOpError() << "gelu is the gate's activation: it needs swiglu";
+  if (failed(verifySoftcap(*this, getSoftcap())))
+    return failure();
+  if (getSoftcap() && (getSwiglu() || getAddend()))
+    return emitOpError() << "softcap caps a head's logits: not with swiglu or an addend";
   if ((getSwiglu() || getAddend()) && getResults().size() != 1)
     return emitOpError() << "with swiglu or an addend has one result, got "
                          << getResults().size();

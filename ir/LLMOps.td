@@ -233,6 +233,8 @@ def LLM_AttentionOp : LLM_Op<"attention", [Pure]> {
     (sliding-window attention: Mistral 7B v0.1, Phi-3), a row at position p
     reads only the keys at positions above p - window, the last `window` of
     them, its own included, as Hugging Face's mask and llama.cpp have it.
+    With `softcap` (Gemma 2's attn_logit_softcapping), each scaled score s
+    becomes softcap x tanh(s / softcap) before the mask and the softmax.
 
     Example:
     ```mlir
@@ -242,7 +244,8 @@ def LLM_AttentionOp : LLM_Op<"attention", [Pure]> {
   let arguments = (ins LLM_AttentionMask:$mask, LLM_Activations:$query,
                        LLM_KeysOrValues:$key, LLM_KeysOrValues:$value,
                        I64Attr:$num_heads, I64Attr:$num_kv_heads, I64Attr:$head_dim,
-                       F64Attr:$scale, OptionalAttr<I64Attr>:$window);
+                       F64Attr:$scale, OptionalAttr<I64Attr>:$window,
+                       OptionalAttr<F64Attr>:$softcap);
   let results = (outs LLM_Activations:$result);
   let assemblyFormat = [{
     $mask $query `,` $key `,` $value attr-dict `:` type($query) `,` type($key) `,`
@@ -332,14 +335,16 @@ def LLM_LogitsOp : LLM_WeightUser<"logits", [Pure, RowWise]> {
   let description = [{
     `logits = input x weight^T` with `weight` of shape `[vocab, hidden]`
     (the output matrix, or the token embeddings when they are tied); the
-    result is always f32, since sampling reads it.
+    result is always f32, since sampling reads it. With `softcap` (Gemma 2's
+    final_logit_softcapping) each logit x becomes softcap x tanh(x / softcap).
 
     Example:
     ```mlir
     %30 = llm.logits @output(%29) : tensor<1x256xf32> -> tensor<1x512xf32>
     ```
   }];
-  let arguments = (ins FlatSymbolRefAttr:$weight, LLM_Activations:$input);
+  let arguments = (ins FlatSymbolRefAttr:$weight, LLM_Activations:$input,
+                       OptionalAttr<F64Attr>:$softcap);
   let results = (outs LLM_Logits:$result);
   let assemblyFormat = "$weight `(` $input `)` attr-dict `:` type($input) `->` type($result)";
   let hasVerifier = 1;
@@ -500,7 +505,9 @@ def LLM_MatVecOp : LLM_WeightUser<"matvec", [Pure]> {
       `silu(gate) * up`, as `llm.fused_ffn` computes it (an epilogue); with
       `gelu` as well, `gelu(gate) * up`;
     - `plus %addend`: the addend (the residual stream) is added to the
-      product (an epilogue).
+      product (an epilogue);
+    - `softcap` (a head's, as `llm.logits`' has it): each output x becomes
+      softcap x tanh(x / softcap).
     Several results split the output columns as `llm.linear`'s do; with
     `swiglu` or `plus` there is one. Reading every input row in every block,
     it never writes over its operands. Made by `--fuse-matvec` (the cuda
@@ -516,7 +523,8 @@ def LLM_MatVecOp : LLM_WeightUser<"matvec", [Pure]> {
   let arguments = (ins FlatSymbolRefAttr:$weight, LLM_Activations:$input,
                        OptionalAttr<FlatSymbolRefAttr>:$bias,
                        OptionalAttr<FlatSymbolRefAttr>:$norm, OptionalAttr<F64Attr>:$eps,
-                       UnitAttr:$swiglu, UnitAttr:$gelu, Optional<LLM_Activations>:$addend);
+                       UnitAttr:$swiglu, UnitAttr:$gelu, OptionalAttr<F64Attr>:$softcap,
+                       Optional<LLM_Activations>:$addend);
   let results = (outs Variadic<LLM_Activations>:$results);
   let assemblyFormat = [{
     $weight `(` $input `)` (`norm` $norm^)? (`swiglu` $swiglu^)? (`gelu` $gelu^)?

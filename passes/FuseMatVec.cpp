@@ -22,12 +22,13 @@ struct MatVecParts {
   FlatSymbolRefAttr weight, bias, norm;
   FloatAttr eps;
   bool swiglu = false, gelu = false;
+  FloatAttr softcap; // a head's (Gemma 2's)
   Value input, addend;
 
   llm::MatVecOp build(PatternRewriter &rewriter, Location loc, TypeRange results) const {
     auto unit = [&](bool set) { return set ? rewriter.getUnitAttr() : UnitAttr(); };
     return rewriter.create<llm::MatVecOp>(loc, results, weight, input, bias, norm, eps,
-                                          unit(swiglu), unit(gelu), addend);
+                                          unit(swiglu), unit(gelu), softcap, addend);
   }
 };
 
@@ -69,6 +70,7 @@ std::optional<MatVecParts> partsOf(Operation *op, RowLimits maxRows) {
   } else if (auto h = dyn_cast<llm::LogitsOp>(op)) {
     p.weight = h.getWeightAttr();
     p.input = h.getInput();
+    p.softcap = h.getSoftcapAttr();
   } else if (auto m = dyn_cast<llm::MatVecOp>(op)) {
     p.weight = m.getWeightAttr();
     p.bias = m.getBiasAttr();
@@ -76,6 +78,7 @@ std::optional<MatVecParts> partsOf(Operation *op, RowLimits maxRows) {
     p.eps = m.getEpsAttr();
     p.swiglu = m.getSwiglu();
     p.gelu = m.getGelu();
+    p.softcap = m.getSoftcapAttr();
     p.input = m.getInput();
     p.addend = m.getAddend();
   } else {
@@ -91,7 +94,7 @@ std::optional<MatVecParts> productOf(Value v, RowLimits maxRows) {
   Operation *def = v.getDefiningOp();
   if (!def || def->getNumResults() != 1 || !v.hasOneUse()) return std::nullopt;
   std::optional<MatVecParts> p = partsOf(def, maxRows);
-  if (!p || p->swiglu || p->addend) return std::nullopt;
+  if (!p || p->swiglu || p->addend || p->softcap) return std::nullopt;
   return p;
 }
 

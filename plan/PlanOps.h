@@ -248,6 +248,8 @@ struct AttentionOp {
   /// Sliding-window attention: a row at position p reads the keys above
   /// p - window. Absent: every key up to p.
   std::optional<int64_t> window;
+  /// Gemma 2's: each scaled score s becomes softcap x tanh(s / softcap).
+  std::optional<double> softcap;
   template <typename Self, typename V> static void visitFields(Self &s, V &v) {
     v.attr("mask", s.mask);
     v.operand("query", s.query, OperandClass::activations);
@@ -258,6 +260,7 @@ struct AttentionOp {
     v.attr("head_dim", s.headDim);
     v.attr("scale", s.scale);
     v.optionalAttr("window", s.window);
+    v.optionalAttr("softcap", s.softcap);
     v.result("result", s.result, OperandClass::activations);
   }
 };
@@ -299,9 +302,11 @@ struct LogitsOp {
   KVPLAN_PLAN_OP(LogitsOp, "logits")
   std::string weight;
   Operand input, result;
+  std::optional<double> softcap; // Gemma 2's: each logit x is softcap x tanh(x / softcap)
   template <typename Self, typename V> static void visitFields(Self &s, V &v) {
     v.weight("weight", s.weight);
     v.operand("input", s.input, OperandClass::activations);
+    v.optionalAttr("softcap", s.softcap);
     v.result("result", s.result, OperandClass::logits);
   }
 };
@@ -405,12 +410,14 @@ struct MatVecOp {
   std::optional<double> eps;
   bool swiglu = false;
   bool gelu = false; // with swiglu: GELU (tanh) of the gate, GeGLU
+  std::optional<double> softcap; // a head's, as LogitsOp's
   std::optional<Operand> addend;
   std::vector<Operand> results;
   template <typename Self, typename V> static void visitFields(Self &s, V &v) {
     visitMatVecInputFields(s, v);
     v.attr("swiglu", s.swiglu);
     v.attr("gelu", s.gelu);
+    v.optionalAttr("softcap", s.softcap);
     v.optionalOperand("addend", s.addend, OperandClass::activations);
     v.results("results", s.results, OperandClass::activations);
   }

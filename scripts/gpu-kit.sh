@@ -213,6 +213,9 @@ if ((do_artifacts)); then
     # layer with their own RoPE tables.
     "gemma3-like-bf16|tests/data/gpu/gemma3-like.toml|--dtype bf16"
     "gemma3-like-bf16-batch1|tests/data/gpu/gemma3-like.toml|--dtype bf16 --max-batch 1"
+    # Gemma 2's soft-capped scores and logits, on bf16 and f16 caches.
+    "gemma2-like-bf16|tests/data/gpu/gemma2-like.toml|--dtype bf16"
+    "gemma2-like-f16|tests/data/gpu/gemma2-like.toml|--dtype f16"
     "tiny-int8|models/tiny.toml|--dtype int8"
     "tiny-int8-batch1|models/tiny.toml|--dtype int8 --max-batch 1"
     "qwen-like-int8|tests/data/gpu/qwen-like.toml|--dtype int8"

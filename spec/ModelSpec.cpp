@@ -21,6 +21,7 @@ const char *architectureName(Architecture a) {
   case Architecture::phi3: return "phi3";
   case Architecture::smollm3: return "smollm3";
   case Architecture::gemma3: return "gemma3";
+  case Architecture::gemma2: return "gemma2";
   }
   return "?";
 }
@@ -33,6 +34,7 @@ std::optional<Architecture> parseArchitecture(const std::string &s) {
   if (s == "phi3") return Architecture::phi3;
   if (s == "smollm3") return Architecture::smollm3;
   if (s == "gemma3") return Architecture::gemma3;
+  if (s == "gemma2") return Architecture::gemma2;
   return std::nullopt;
 }
 
@@ -449,6 +451,8 @@ void checkScales(Checker &c, const ModelSpec &m) {
   c.positiveReal("model.embedding_scale", m.embeddingScale);
   if (m.queryPreAttnScalar != 0)
     c.positiveReal("model.query_pre_attn_scalar", m.queryPreAttnScalar);
+  if (m.attnSoftcap != 0) c.positiveReal("model.attn_logit_softcapping", m.attnSoftcap);
+  if (m.finalSoftcap != 0) c.positiveReal("model.final_logit_softcapping", m.finalSoftcap);
 }
 
 // Weights come first: the defaults for the cache type derive from them.
@@ -727,6 +731,10 @@ nlohmann::json toJson(const ModelSpec &m) {
     j["embedding_scale"] = m.embeddingScale;
   if (m.queryPreAttnScalar != 0)
     j["query_pre_attn_scalar"] = m.queryPreAttnScalar;
+  if (m.attnSoftcap != 0)
+    j["attn_logit_softcapping"] = m.attnSoftcap;
+  if (m.finalSoftcap != 0)
+    j["final_logit_softcapping"] = m.finalSoftcap;
   return j;
 }
 
@@ -823,6 +831,8 @@ ModelSpec modelSpecFromJson(const nlohmann::json &j) {
   m.postNorms = j.value("post_norms", false);
   m.embeddingScale = j.value("embedding_scale", 1.0);
   m.queryPreAttnScalar = j.value("query_pre_attn_scalar", 0.0);
+  m.attnSoftcap = j.value("attn_logit_softcapping", 0.0);
+  m.finalSoftcap = j.value("final_logit_softcapping", 0.0);
   const nlohmann::json &eos = j.at("eos_token_id");
   if (!eos.is_array()) throw InputError("model field 'eos_token_id' is not a list of token ids");
   m.eosTokenIds.clear();

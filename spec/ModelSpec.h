@@ -19,8 +19,10 @@ namespace kvplan {
 // smollm3: Llama's layers with every fourth one's attention unrotated
 // (NoPE), as SmolLM3 has them. gemma3: Gemma 3's text model (GeGLU, norms
 // after attention and FFN as well as before, scaled embeddings, q/k norms,
-// five sliding-window layers to one global).
-enum class Architecture { llama, mistral, qwen2, qwen3, phi3, smollm3, gemma3 };
+// five sliding-window layers to one global). gemma2: Gemma 2's (the same
+// but for q/k norms, every other layer global, and soft-capped attention
+// scores and logits).
+enum class Architecture { llama, mistral, qwen2, qwen3, phi3, smollm3, gemma3, gemma2 };
 const char *architectureName(Architecture a);
 std::optional<Architecture> parseArchitecture(const std::string &s);
 
@@ -127,11 +129,19 @@ struct ModelSpec {
   // The softmax scale is 1 / sqrt(this) (Gemma's query_pre_attn_scalar);
   // 0: head_dim.
   double queryPreAttnScalar = 0;
+  // Gemma 2's soft-capping: each scaled attention score s becomes
+  // cap x tanh(s / cap) (attention), and so does each logit (final); 0: none.
+  double attnSoftcap = 0, finalSoftcap = 0;
   int64_t bosTokenId = 1; // -1: the model has none (SmolLM3's config.json)
   std::vector<int64_t> eosTokenIds{2};
   RopeSpec rope;
 
   int64_t qDim() const { return numHeads * headDim; }
+  /// Gemma 2 or Gemma 3: GeGLU, post-norms, sqrt(hidden) embeddings and
+  /// 1 + offset norms (kept f32, read from a checkpoint's offsets).
+  bool gemma() const {
+    return architecture == Architecture::gemma3 || architecture == Architecture::gemma2;
+  }
   /// Whether layer `l` attends under the sliding window (one is set and the
   /// layer is not among fullAttentionLayers).
   bool slides(int64_t l) const;

@@ -321,6 +321,16 @@ __device__ void binary(const KvArgs &a) {
   reinterpret_cast<O *>(a.p[2])[i] = st<O>(SWIGLU ? gateAct<GELU>(x) * y : x + y);
 }
 
+/// x = cap x tanh(x / cap) in place: a head's soft-capped logits (Gemma
+/// 2's final_logit_softcapping).  p: x (f32).  d: cap.
+template <int COLS> __device__ void softcapRows(const KvArgs &a) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= COLS) return;
+  float *x = reinterpret_cast<float *>(a.p[0]) + (long long)blockIdx.y * COLS + c;
+  const float cap = (float)a.d[0];
+  *x = cap * tanhf(*x / cap);
+}
+
 /// out = in as O.  p: in (f32), out.
 template <class O, int COLS> __device__ void convert(const KvArgs &a) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
@@ -2005,6 +2015,12 @@ template <int E, class C> __device__ __forceinline__ void attnLoad(const C *p, f
 /// query heads share the KV head (their outputs take the registers).
 template <int G> inline constexpr int kAttnUnroll = G <= 4 ? 4 : 2;
 
+/// Gemma 2's soft-capping of a scaled attention score: cap x tanh(s / cap);
+/// cap 0 (every kernel without CAP): the score as it is.
+__device__ __forceinline__ float attnSoftcap(float s, float cap) {
+  return cap > 0.0f ? cap * tanhf(s / cap) : s;
+}
+
 /// A key slot's step of attnWalk for one key (`valid`: within the split):
 /// its lanes' runs of the key (kv) and value (vv), the G scores summed over
 /// the slot's L lanes, then the running softmax (m, l) and output acc. Every
@@ -2012,8 +2028,9 @@ template <int G> inline constexpr int kAttnUnroll = G <= 4 ? 4 : 2;
 template <class C, int G, int HD>
 __device__ __forceinline__ void attnKey(const float (&kv)[AttnLanes<C, HD>::D],
                                         const float (&vv)[AttnLanes<C, HD>::D], bool valid,
-                                        const float (*qs)[HD], int sub, float (&m)[G],
-                                        float (&l)[G], float (&acc)[G][AttnLanes<C, HD>::D]) {
+                                        const float (*qs)[HD], int sub, float cap,
+                                        float (&m)[G], float (&l)[G],
+                                        float (&acc)[G][AttnLanes<C, HD>::D]) {
   using Ln = AttnLanes<C, HD>;
   constexpr int E = Ln::E, L = Ln::L, D = Ln::D;
   float dot[G];
@@ -2029,6 +2046,7 @@ __device__ __forceinline__ void attnKey(const float (&kv)[AttnLanes<C, HD>::D],
     }
 #pragma unroll
     for (int o = L / 2; o > 0; o /= 2) dot[g] += __shfl_xor_sync(0xffffffffu, dot[g], o);
+    dot[g] = attnSoftcap(dot[g], cap);
   }
   if (!valid) return;
 #pragma unroll
@@ -2105,7 +2123,7 @@ __device__ __forceinline__ void attnFirstKeys(const C *keys, const C *values, co
 template <class C, int G, int KVH, int HD, int PS>
 __device__ __forceinline__ void attnWalk(const C *keys, const C *values, const int *table,
                                          const float (*qs)[HD], int first, int stride, int end,
-                                         int warpSpan, int sub,
+                                         int warpSpan, int sub, float cap,
                                          float (&kv)[kAttnUnroll<G>][AttnLanes<C, HD>::D],
                                          float (&vv)[kAttnUnroll<G>][AttnLanes<C, HD>::D],
                                          float (&m)[G], float (&l)[G],
@@ -2120,7 +2138,7 @@ __device__ __forceinline__ void attnWalk(const C *keys, const C *values, const i
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       if (t0 + u * stride - first >= warpSpan) break; // the warp's: every lane or none
-      attnKey<C, G, HD>(kv[u], vv[u], t0 + u * stride < end, qs, sub, m, l, acc);
+      attnKey<C, G, HD>(kv[u], vv[u], t0 + u * stride < end, qs, sub, cap, m, l, acc);
     }
   }
 }
@@ -2236,9 +2254,11 @@ __device__ __forceinline__ float attnMerged(const float *part, const float *ml, 
 /// output, in split order whichever it is, so no second kernel runs.
 /// p: q (f32, scaled here), cache, positions, page table, partial out,
 /// partial (max, sum), out, arrival counts (rows x KVH, 0 between calls).
-/// i: rows, layer, table stride, splits.  d: scale.  W: the sliding window
-/// (0: none); the splits then cover the window's keys alone.
-template <class C, class O, int H, int KVH, int HD, int PS, long long PAGES, int WARPS, int W = 0>
+/// i: rows, layer, table stride, splits.  d: scale (and with CAP the
+/// scores' soft cap, Gemma 2's).  W: the sliding window (0: none); the
+/// splits then cover the window's keys alone.
+template <class C, class O, int H, int KVH, int HD, int PS, long long PAGES, int WARPS, int W = 0,
+          bool CAP = false>
 __device__ void attnPartial(const KvArgs &a) {
   using Ln = AttnLanes<C, HD>;
   constexpr int G = H / KVH, L = Ln::L, D = Ln::D, SLOTS = WARPS * Ln::KPW;
@@ -2296,7 +2316,8 @@ __device__ void attnPartial(const KvArgs &a) {
   // The warp's keys start at start + warp * KPW; it runs as long as its first slot has keys.
   const int warpFirst = start + warp * Ln::KPW;
   attnWalk<C, G, KVH, HD, PS>(keys, values, table, qs, start + slot, SLOTS, end,
-                              end > warpFirst ? end - warpFirst : 0, sub, kv, vv, m, l, acc);
+                              end > warpFirst ? end - warpFirst : 0, sub,
+                              CAP ? (float)a.d[1] : 0.0f, kv, vv, m, l, acc);
 
   float *part = reinterpret_cast<float *>(a.p[4]), *ml = reinterpret_cast<float *>(a.p[5]);
   attnMergeSlots<C, H, KVH, HD, WARPS>(m, l, acc, mS, lS, red, part, ml, r, kvh, splits, split,
@@ -2527,14 +2548,17 @@ __device__ __forceinline__ void attnTileScores(const float *q, float scale,
 /// alpha holds how much the rows' earlier output shrinks.
 template <int HD, int W>
 __device__ __forceinline__ void attnTileSoftmax(float (*s)[AttnTile<HD>::LS], const int *pos,
-                                                int t0, float *m, float *l, float *alpha) {
+                                                int t0, float cap, float *m, float *l,
+                                                float *alpha) {
   constexpr int HALF = AttnTile<HD>::BK / 2;
   const int lane = threadIdx.x % 32, i = lane / 2, first = t0 + (lane % 2) * HALF;
   float *row = s[i] + (lane % 2) * HALF;
   float mx = -INFINITY;
 #pragma unroll
-  for (int c = 0; c < HALF; ++c)
+  for (int c = 0; c < HALF; ++c) {
+    row[c] = attnSoftcap(row[c], cap);
     if (attnSees<W>(first + c, pos[i])) mx = fmaxf(mx, row[c]);
+  }
   mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
   const float mOld = m[i], mNew = fmaxf(mOld, mx);
   float sum = 0.0f;
@@ -2593,10 +2617,11 @@ __device__ __forceinline__ void attnTileValues(const float (*s)[AttnTile<HD>::LS
 /// call's rows (the entry's rows are whole tiles: every other tile's
 /// queries are in the buffer).
 /// p: q (f32, scaled here), cache, positions, page table (one row, all
-/// rows'), out.  i: rows, layer.  d: scale.  W: the sliding window (0:
-/// none); the block starts at the tile of its earliest row's first key.
+/// rows'), out.  i: rows, layer.  d: scale (and with CAP the scores' soft
+/// cap, Gemma 2's).  W: the sliding window (0: none); the block starts at
+/// the tile of its earliest row's first key.
 template <class C, class O, int H, int KVH, int HD, int PS, long long PAGES, int HW, int RT,
-          int W = 0>
+          int W = 0, bool CAP = false>
 __device__ void attnTiled(const KvArgs &a) {
   constexpr int G = H / KVH, BK = AttnTile<HD>::BK, WARPS = HW * RT, THREADS = WARPS * 32;
   static_assert(HD % 16 == 0 && G % HW == 0, "whole fragments, whole head groups");
@@ -2613,7 +2638,7 @@ __device__ void attnTiled(const KvArgs &a) {
   attnTilePositions<RT>(a, first, tile, sh.pos, last, mine);
 
   const float *q = reinterpret_cast<const float *>(a.p[0]) + ((long long)r0 * H + kvh * G + g) * HD;
-  const float scale = (float)a.d[0];
+  const float scale = (float)a.d[0], cap = CAP ? (float)a.d[1] : 0.0f;
   const C *cache = reinterpret_cast<const C *>(a.p[1]);
   const C *keys = cache + cacheOffset<C, KVH, HD, PS, PAGES>(a.i[1], 0, 0, kvh, 0);
   const C *values = cache + cacheOffset<C, KVH, HD, PS, PAGES>(a.i[1], 1, 0, kvh, 0);
@@ -2629,7 +2654,7 @@ __device__ void attnTiled(const KvArgs &a) {
     if (t0 + BK <= last) stage.fetch(keys, values, table, t0 + BK, last);
     if (t0 <= mine) { // the warp's: a tile wholly past its rows changes nothing
       attnTileScores<HD, H * HD, SPLIT>(q, scale, sh.ks, sh.s[warp]);
-      attnTileSoftmax<HD, W>(sh.s[warp], sh.pos[tile], t0, sh.m[warp], sh.l[warp],
+      attnTileSoftmax<HD, W>(sh.s[warp], sh.pos[tile], t0, cap, sh.m[warp], sh.l[warp],
                              sh.alpha[warp]);
       attnTileValues<HD, SPLIT>(sh.s[warp], sh.vs, sh.alpha[warp], sh.o[warp]);
     }
@@ -2709,7 +2734,7 @@ template <int HD> struct AttnMmaWarp {
   template <int BK, int LK, int LV, int W>
   __device__ __forceinline__ void tile(const __nv_bfloat16 (*ks)[LK],
                                        const __nv_bfloat16 (*vt)[LV], const int *pos, int t0,
-                                       int g, int t) {
+                                       int g, int t, float cap) {
     float s[BK / 8][4];
 #pragma unroll
     for (int j = 0; j < BK / 8; ++j) {
@@ -2728,9 +2753,11 @@ template <int HD> struct AttnMmaWarp {
 #pragma unroll
     for (int j = 0; j < BK / 8; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e)
+      for (int e = 0; e < 4; ++e) {
+        s[j][e] = attnSoftcap(s[j][e], cap);
         if (attnSees<W>(t0 + 8 * j + 2 * t + e % 2, p[e / 2]))
           mx[e / 2] = fmaxf(mx[e / 2], s[j][e]);
+      }
     float alpha[2], mNew[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
@@ -2772,9 +2799,10 @@ template <int HD> struct AttnMmaWarp {
   }
 };
 
-/// attnTiled (the same block, warps, arguments, rows and window) for a bf16
-/// cache, as above.
-template <class O, int H, int KVH, int HD, int PS, long long PAGES, int HW, int RT, int W = 0>
+/// attnTiled (the same block, warps, arguments, rows, window and cap) for a
+/// bf16 cache, as above.
+template <class O, int H, int KVH, int HD, int PS, long long PAGES, int HW, int RT, int W = 0,
+          bool CAP = false>
 __device__ void attnTiledMma(const KvArgs &a) {
   using C = __nv_bfloat16;
   using S = AttnMmaShared<HD, RT>;
@@ -2804,7 +2832,8 @@ __device__ void attnTiledMma(const KvArgs &a) {
     // The next tile's loads in flight under this one's products.
     if (t0 + BK <= last) stage.fetch(keys, values, table, t0 + BK, last);
     if (t0 <= mine) // the warp's: a tile wholly past its rows changes nothing
-      w.template tile<BK, S::LK, S::LV, W>(sh.ks, sh.vt, sh.pos[tile], t0, g, t);
+      w.template tile<BK, S::LK, S::LV, W>(sh.ks, sh.vt, sh.pos[tile], t0, g, t,
+                                           CAP ? (float)a.d[1] : 0.0f);
     __syncthreads(); // every warp is done with the tile before the next one is stored
   }
   O *out = reinterpret_cast<O *>(a.p[4]);

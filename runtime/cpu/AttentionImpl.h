@@ -96,7 +96,8 @@ void blockValues(const float (*p)[kKeyBlock], const typename Kind::T *v, int64_t
 /// maximum grows), divided by the sum at the end.
 template <class Tr, class Kind, int N>
 void attendHeads(const CacheGeometry &cache, int64_t layer, const float *q, int64_t kvh,
-                 const int32_t *pages, int64_t t0, int64_t p, double scale, float *o) {
+                 const int32_t *pages, int64_t t0, int64_t p, double scale, float softcap,
+                 float *o) {
   using T = typename Kind::T;
   const int64_t hd = cache.headDim, ps = cache.pageSize;
   const T *base = static_cast<const T *>(cache.base);
@@ -111,6 +112,9 @@ void attendHeads(const CacheGeometry &cache, int64_t layer, const float *q, int6
     const int64_t page = pages[b0 / ps], slot = b0 % ps;
     const int64_t nb = std::min({p + 1 - b0, ps - slot, kKeyBlock});
     blockScores<Tr, Kind, N>(q, base + cache.offset(layer, 0, page, kvh, slot), nb, hd, scale, s);
+    if (softcap > 0) // Gemma 2's soft-capping of the scaled scores
+      for (int h = 0; h < N; ++h)
+        for (int64_t j = 0; j < nb; ++j) s[h][j] = softcap * std::tanh(s[h][j] / softcap);
     for (int h = 0; h < N; ++h) {
       const float mNew = std::max(m[h], *std::max_element(s[h], s[h] + nb));
       if (mNew > m[h]) { // the output so far in units of the new maximum
@@ -134,9 +138,9 @@ void attendHeads(const CacheGeometry &cache, int64_t layer, const float *q, int6
 /// of a row that share a KV head taken together (attendHeads).
 template <class Tr, class Kind>
 void attention(const CacheGeometry &cache, int64_t layer, const float *q, const int32_t *positions,
-               const int32_t *pageTable, int64_t tableRows, const AttentionHeads &heads,
+               const int32_t *pageTable, int64_t tableRows, const AttentionHeads &headsOf,
                float *out, int64_t begin, int64_t end) {
-  const int64_t numHeads = heads.numHeads, hd = cache.headDim, group = numHeads / cache.kvHeads;
+  const int64_t numHeads = headsOf.numHeads, hd = cache.headDim, group = numHeads / cache.kvHeads;
   const int64_t qcols = numHeads * hd;
   for (int64_t item = begin; item < end;) {
     const int64_t r = item / numHeads, h = item % numHeads, kvh = h / group;
@@ -149,14 +153,18 @@ void attention(const CacheGeometry &cache, int64_t layer, const float *q, const 
       continue;
     }
     // The keys the row reads: all up to its own, or the window's last ones.
-    const int64_t t0 = heads.window > 0 ? std::max<int64_t>(0, p - heads.window + 1) : 0;
+    const int64_t t0 = headsOf.window > 0 ? std::max<int64_t>(0, p - headsOf.window + 1) : 0;
     const float *qh = q + r * qcols + h * hd;
     const int32_t *pages = pageRow(pageTable, tableRows, cache.pagesPerSequence, r);
+    auto attend = [&](auto heads) {
+      attendHeads<Tr, Kind, decltype(heads)::value>(cache, layer, qh, kvh, pages, t0, p,
+                                                    headsOf.scale, float(headsOf.softcap), o);
+    };
     switch (n) {
-    case 1: attendHeads<Tr, Kind, 1>(cache, layer, qh, kvh, pages, t0, p, heads.scale, o); break;
-    case 2: attendHeads<Tr, Kind, 2>(cache, layer, qh, kvh, pages, t0, p, heads.scale, o); break;
-    case 3: attendHeads<Tr, Kind, 3>(cache, layer, qh, kvh, pages, t0, p, heads.scale, o); break;
-    default: attendHeads<Tr, Kind, 4>(cache, layer, qh, kvh, pages, t0, p, heads.scale, o); break;
+    case 1: attend(std::integral_constant<int, 1>()); break;
+    case 2: attend(std::integral_constant<int, 2>()); break;
+    case 3: attend(std::integral_constant<int, 3>()); break;
+    default: attend(std::integral_constant<int, 4>()); break;
     }
   }
 }

@@ -26,6 +26,7 @@ struct CpuExecutor::Instr {
   int64_t headDim = 0, numHeads = 0, layer = 0;
   int64_t window = 0;              // attention's sliding window; 0: none
   bool gelu = false;               // swiglu, fused_ffn: GELU (tanh) gates
+  double softcap = 0;              // attention's scores, logits: Gemma 2's cap; 0: none
   const float *ropeTable = nullptr;
   cpu::LinearOutputs outputs;      // linear, logits
   int64_t outFeatures = 0;
@@ -100,7 +101,10 @@ public:
     rowsAndCols(op.lhs, op.normed);
   }
   void operator()(const LinearOp &op) { bindLinear(op.weight, op.bias, op.input, op.results); }
-  void operator()(const LogitsOp &op) { bindLinear(op.weight, std::nullopt, op.input, {op.result}); }
+  void operator()(const LogitsOp &op) {
+    in.softcap = op.softcap.value_or(0.0);
+    bindLinear(op.weight, std::nullopt, op.input, {op.result});
+  }
   void operator()(const RopeOp &op) {
     entryPositions(op.positions);
     in.headDim = op.rope.headDim;
@@ -126,6 +130,7 @@ public:
     in.numHeads = op.numHeads;
     in.scale = op.scale;
     in.window = op.window.value_or(0);
+    in.softcap = op.softcap.value_or(0.0);
     in.layer = op.key.layer;
     rowsAndCols(op.query, op.result);
   }
@@ -374,6 +379,14 @@ void CpuExecutor::runSteps(const std::string &entry, int64_t activeRows, int64_t
     if (in.step >= firstStep && in.step <= lastStep) runInstr(prog, in, activeRows);
 }
 
+namespace {
+/// A head's soft-capped logits (Gemma 2's), `n` of them at `x`; cap 0: none.
+void softcapRows(ThreadPool &pool, float *x, int64_t n, double cap) {
+  if (cap > 0)
+    pool.parallelFor(n, [&](int64_t b, int64_t e) { cpu::softcap(x, float(cap), b, e); });
+}
+} // namespace
+
 void CpuExecutor::runInstr(const Program &prog, const Instr &in, int64_t activeRows) {
   // Ops on pruned rows (the last token only) keep their static row count.
   const int64_t rows = in.rows == prog.entry->rows ? activeRows : in.rows;
@@ -399,9 +412,10 @@ void CpuExecutor::runInstr(const Program &prog, const Instr &in, int64_t activeR
   case OpKind::linear:
   case OpKind::logits:
     // Threads split the output features: each weight row is read once.
-    return pool.parallelFor(in.outFeatures, [&](int64_t b, int64_t e) {
+    pool.parallelFor(in.outFeatures, [&](int64_t b, int64_t e) {
       cpu::linear(x, rows, in.cols, in.weight, in.bias, in.outputs, b, e);
     });
+    return softcapRows(pool, out, rows * in.outFeatures, in.softcap);
   case OpKind::rope:
     return rowsParallel([&](int64_t b, int64_t e) {
       cpu::rope(x, prog.positions, in.cols, in.headDim, in.ropeTable, out, b, e);
@@ -414,7 +428,7 @@ void CpuExecutor::runInstr(const Program &prog, const Instr &in, int64_t activeR
   case OpKind::attention:
     return pool.parallelFor(rows * in.numHeads, [&](int64_t b, int64_t e) {
       cpu::cachedAttention(geometry, in.layer, x, prog.positions, prog.pageTable, prog.tableRows,
-                           {in.numHeads, in.scale, in.window}, out, b, e);
+                           {in.numHeads, in.scale, in.window, in.softcap}, out, b, e);
     });
   case OpKind::fusedFFN:
     return rowsParallel(

@@ -359,6 +359,10 @@ void swiglu(const float *gate, const float *up, float *out, int64_t begin, int64
   for (int64_t i = begin; i < end; ++i) out[i] = impl::gateScalar(gate[i], gelu) * up[i];
 }
 
+void softcap(float *x, float cap, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; ++i) x[i] = cap * std::tanh(x[i] / cap);
+}
+
 void add(const float *a, const float *b, float *out, int64_t begin, int64_t end) {
   for (int64_t i = begin; i < end; ++i) out[i] = a[i] + b[i];
 }

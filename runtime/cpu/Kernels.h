@@ -104,6 +104,7 @@ struct AttentionHeads {
   int64_t numHeads = 0;
   double scale = 0;
   int64_t window = 0;
+  double softcap = 0; // each scaled score s is softcap x tanh(s / softcap); 0: none
 };
 
 /// Attention of query rows over the cache: for each (row, head) item in
@@ -123,6 +124,9 @@ void fusedFFN(const float *in, int64_t ff, float *out, int64_t begin, int64_t en
 /// out = act(gate) * up, elementwise over [begin, end), act as fusedFFN's.
 void swiglu(const float *gate, const float *up, float *out, int64_t begin, int64_t end,
             bool gelu);
+/// x = cap x tanh(x / cap), elementwise over [begin, end) (Gemma 2's
+/// soft-capping of a head's logits).
+void softcap(float *x, float cap, int64_t begin, int64_t end);
 /// out = a + b, elementwise over [begin, end).
 void add(const float *a, const float *b, float *out, int64_t begin, int64_t end);
 

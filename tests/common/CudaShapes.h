@@ -25,7 +25,8 @@ struct Shape {
 
 // GQA with tied embeddings, its second layer without RoPE (SmolLM3's NoPE:
 // the cache written without rotation); Qwen2-style bias; MHA with head_dim 128 and
-// Llama 3 RoPE; MQA (16 query heads on one KV head); f32 and f16 weights;
+// Llama 3 RoPE, its scores soft-capped at 4 (Gemma 2's capping in the tf32
+// tiled kernels of an f16 cache); MQA (16 query heads on one KV head); f32 and f16 weights;
 // pages of 4 in a pool larger than its batch of 3 needs (1000 pages, not
 // 3 x 1024 / 4); batch 1, where the fused QKV is one product, with a
 // vocabulary of 9000, whose head takes two features a warp (matvec's FPW
@@ -37,7 +38,9 @@ struct Shape {
 // 256, each query and key head normalized before RoPE; Gemma 3's layers
 // (GeGLU, post-norms, scaled embeddings, q/k norms, a softmax over
 // sqrt(query_pre_attn_scalar)), the first sliding (a window of 12, RoPE on
-// base 10000) and the second global (base 1e6, linear scaling). bf16 prefill chunks
+// base 10000) and the second global (base 1e6, linear scaling), with Gemma
+// 2's soft-capped scores and logits (caps of 2 and 3, to bite on random
+// weights). bf16 prefill chunks
 // of 16 rows (Qwen2: the tensor-core kernels in two groups of 8 rows) and of
 // 32 (batch 1: cuBLAS).
 inline const Shape kShapes[] = {
@@ -52,7 +55,7 @@ inline const Shape kShapes[] = {
      "weight_dtype = \"bf16\"\nmax_batch = 2\nmax_seq_len = 256\nprefill_chunk = 16", ""},
     {"mha-llama3-f16",
      "architecture = \"llama\"\nhidden_size = 512\nintermediate_size = 1024\nnum_layers = 2\n"
-     "num_heads = 4\nnum_kv_heads = 4\nvocab_size = 300",
+     "num_heads = 4\nnum_kv_heads = 4\nvocab_size = 300\nattn_logit_softcapping = 4.0",
      "weight_dtype = \"f16\"\nmax_batch = 3\nmax_seq_len = 1024\nprefill_chunk = 128\npage_size = 4\n"
      "kv_pages = 1000",
      "[model.rope]\ntheta = 500000.0\ntype = \"llama3\"\nfactor = 32.0\nlow_freq_factor = 1.0\n"
@@ -77,7 +80,8 @@ inline const Shape kShapes[] = {
     {"gemma3-bf16",
      "architecture = \"gemma3\"\nhidden_size = 256\nintermediate_size = 512\nnum_layers = 2\n"
      "num_heads = 4\nnum_kv_heads = 1\nhead_dim = 64\nvocab_size = 600\nsliding_window = 12\n"
-     "full_attention_layers = [1]\nquery_pre_attn_scalar = 48.0",
+     "full_attention_layers = [1]\nquery_pre_attn_scalar = 48.0\nattn_logit_softcapping = 2.0\n"
+     "final_logit_softcapping = 3.0",
      "weight_dtype = \"bf16\"\nmax_batch = 3\nmax_seq_len = 256\nprefill_chunk = 16",
      "[model.rope]\ntheta = 1000000.0\ntype = \"linear\"\nfactor = 8.0\nlocal_theta = 10000.0\n"},
 };

@@ -153,6 +153,13 @@ const ModelShape kModelShapes[] = {
                             "query_pre_attn_scalar = 20\n[model.rope]\ntheta = 1000000.0\n"
                             "type = \"linear\"\nfactor = 8.0\nlocal_theta = 10000.0\n",
      "max_seq_len = 48\n"},
+    // Gemma 2: no q/k norms, every other layer global (layer 0 under a
+    // window of 5), scores soft-capped at 2 and the logits at 3 (Gemma 2's
+    // are 50 and 30; these small ones bite on random weights).
+    {"gemma2-softcap", "architecture = \"gemma2\"\nnum_heads = 4\nnum_kv_heads = 2\n"
+                       "sliding_window = 5\nattn_logit_softcapping = 2.0\n"
+                       "final_logit_softcapping = 3.0\n",
+     "max_seq_len = 48\n"},
     {"gemma3-chunk-3-pages-of-4", "architecture = \"gemma3\"\nnum_heads = 2\nnum_kv_heads = 2\n"
                                   "sliding_window = 6\nfull_attention_layers = [0]\n"
                                   "[model.rope]\ntheta = 1000000.0\nlocal_theta = 10000.0\n",

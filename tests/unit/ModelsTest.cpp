@@ -51,6 +51,8 @@ const Known kModels[] = {
     // The safetensors' total (Hugging Face's API and llama.cpp's n_params
     // agree), the embedding tied.
     {"gemma-3-1b.toml", 999885952},
+    // Hugging Face's count for google/gemma-2-2b-it (the embedding tied).
+    {"gemma-2-2b.toml", 2614341888},
 };
 
 ModelConfig load(const std::string &file, const SettingOverrides &o = {}) {
@@ -151,7 +153,7 @@ TEST(Models, CompileWithExactBills) {
     EXPECT_EQ(b.params, k.params);
     // Gemma's vectors (its norms, 1 + an offset) stay f32 at any type.
     int64_t vectors = 0;
-    if (m.architecture == Architecture::gemma3)
+    if (m.gemma())
       for (const WeightDecl &w : weightTable(m))
         if (w.shape.size() == 1) vectors += w.shape[0];
     EXPECT_EQ(b.weightsBytes,

@@ -186,7 +186,9 @@ std::vector<double> ReferenceModel::logits(const std::vector<int32_t> &tokens) c
           double dot = 0;
           for (int64_t i = 0; i < D; ++i)
             dot += Q[size_t(t)][size_t(h * D + i)] * K[size_t(s)][size_t(g * D + i)];
-          scores[size_t(s - first)] = dot / std::sqrt(scaleDim);
+          double score = dot / std::sqrt(scaleDim);
+          if (m.attnSoftcap > 0) score = m.attnSoftcap * std::tanh(score / m.attnSoftcap);
+          scores[size_t(s - first)] = score;
           mx = std::max(mx, scores[size_t(s - first)]);
         }
         double sum = 0;
@@ -216,7 +218,10 @@ std::vector<double> ReferenceModel::logits(const std::vector<int32_t> &tokens) c
     }
   }
   Vec last = rmsnorm(x[size_t(n - 1)], w("norm"), m.rmsNormEps);
-  return matvec(w(m.tieWordEmbeddings ? "tok_embeddings" : "output"), last, m.vocabSize, H);
+  Vec out = matvec(w(m.tieWordEmbeddings ? "tok_embeddings" : "output"), last, m.vocabSize, H);
+  if (m.finalSoftcap > 0) // Gemma 2's soft-capped logits
+    for (double &v : out) v = m.finalSoftcap * std::tanh(v / m.finalSoftcap);
+  return out;
 }
 
 double cosineSimilarity(const float *actual, const std::vector<double> &reference) {

@@ -916,15 +916,15 @@ TEST(HFConfig, Gemma3) {
   EXPECT_EQ(cfg.model.rope.localTheta, 1e4);
   EXPECT_EQ(cfg.model.activation, Activation::gelu_tanh);
   EXPECT_EQ(cfg.model.fullAttentionLayers, (std::vector<int64_t>{5, 11}));
+  EXPECT_EQ(cfg.model.finalSoftcap, 0.0); // null
+  j["final_logit_softcapping"] = 30.0; // Gemma 2's, where a Gemma 3 config sets one
+  EXPECT_EQ(readQuietly(j).model.finalSoftcap, 30.0);
   // What kvplan does not compile, refused by the key as written.
   auto has = [](nlohmann::json c, const std::string &part) {
     const std::string msg = hfErrorOf(c.dump());
     EXPECT_NE(msg.find(part), std::string::npos) << "'" << part << "' not in: " << msg;
   };
   nlohmann::json bad = gemma3();
-  bad["final_logit_softcapping"] = 30.0;
-  has(bad, "field 'final_logit_softcapping': soft-capping (Gemma 2's) is not supported");
-  bad = gemma3();
   bad["use_bidirectional_attention"] = true;
   has(bad, "field 'use_bidirectional_attention': bidirectional attention");
   bad = gemma3();
@@ -976,6 +976,57 @@ TEST(HFConfig, Gemma3MultimodalTextConfig) {
       << hfErrorOf(bad.dump());
 }
 
+// Gemma 2's config.json (gemma-2-2b's, scaled down to 4 layers): every
+// other layer global (layer_types where given), no q/k norms, soft-capped
+// scores and logits at Gemma2Config's 50 and 30 (null: none).
+TEST(HFConfig, Gemma2) {
+  nlohmann::json j = nlohmann::json::parse(R"({
+    "architectures": ["Gemma2ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+    "attn_logit_softcapping": 50.0, "bos_token_id": 2, "cache_implementation": "hybrid",
+    "eos_token_id": [1, 107], "final_logit_softcapping": 30.0, "head_dim": 32,
+    "hidden_act": "gelu_pytorch_tanh", "hidden_activation": "gelu_pytorch_tanh",
+    "hidden_size": 64, "initializer_range": 0.02, "intermediate_size": 96,
+    "max_position_embeddings": 8192, "model_type": "gemma2", "num_attention_heads": 8,
+    "num_hidden_layers": 4, "num_key_value_heads": 4, "pad_token_id": 0,
+    "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06, "rope_theta": 10000.0,
+    "sliding_window": 4096, "torch_dtype": "float32", "transformers_version": "4.42.4",
+    "use_cache": true, "vocab_size": 256000})");
+  ModelConfig cfg = readQuietly(j);
+  const ModelSpec &m = cfg.model;
+  EXPECT_EQ(m.architecture, Architecture::gemma2);
+  EXPECT_EQ(m.activation, Activation::gelu_tanh);
+  EXPECT_TRUE(m.postNorms && m.tieWordEmbeddings);
+  EXPECT_FALSE(m.qkNorm);
+  EXPECT_EQ(m.embeddingScale, 8.0);
+  EXPECT_EQ(m.queryPreAttnScalar, 256.0);
+  EXPECT_EQ(m.attnSoftcap, 50.0);
+  EXPECT_EQ(m.finalSoftcap, 30.0);
+  EXPECT_EQ(m.slidingWindow, 4096);
+  EXPECT_EQ(m.fullAttentionLayers, (std::vector<int64_t>{1, 3}));
+  EXPECT_EQ(m.rope.localTheta, 0.0); // every layer on rope_theta
+  const ModelSpec back = modelSpecFromJson(toJson(m));
+  EXPECT_EQ(back.attnSoftcap, 50.0);
+  EXPECT_EQ(back.finalSoftcap, 30.0);
+  // Absent: Gemma2Config's defaults; null: none.
+  j.erase("attn_logit_softcapping");
+  j["final_logit_softcapping"] = nullptr;
+  cfg = readQuietly(j);
+  EXPECT_EQ(cfg.model.attnSoftcap, 50.0);
+  EXPECT_EQ(cfg.model.finalSoftcap, 0.0);
+  j["layer_types"] = {"full_attention", "sliding_attention", "sliding_attention",
+                      "full_attention"};
+  EXPECT_EQ(readQuietly(j).model.fullAttentionLayers, (std::vector<int64_t>{0, 3}));
+  j["attn_logit_softcapping"] = -1.0;
+  EXPECT_NE(hfErrorOf(j.dump()).find("field 'attn_logit_softcapping': expected a positive"),
+            std::string::npos)
+      << hfErrorOf(j.dump());
+  // Gemma 3's multimodal config has no text model of its own at the top.
+  nlohmann::json bare = gemma3();
+  bare["model_type"] = "gemma3";
+  EXPECT_NE(hfErrorOf(bare.dump()).find("gemma3 with its text_config"), std::string::npos)
+      << hfErrorOf(bare.dump());
+}
+
 // A TOML spec's Gemma fields: gemma3's defaults (GeGLU, post-norms, q/k
 // norms, tied, sqrt(hidden_size), every sixth layer global under a window),
 // and their checks by field name.
@@ -1021,6 +1072,17 @@ TEST(SpecParser, Gemma3Fields) {
                "expected a positive finite number");
   EXPECT_ERROR(field("[model.rope]\nlocal_theta = 100.0"), "model.rope.local_theta",
                "the model has none: set sliding_window");
+  EXPECT_ERROR(field("attn_logit_softcapping = -1.0"), "model.attn_logit_softcapping",
+               "expected a positive finite number");
+  // gemma2: every other layer global under a window, no q/k norms.
+  const std::string g2 = replace(replace(g, "\"gemma3\"", "\"gemma2\""), "eos_token_id = 2",
+                                 "eos_token_id = 2\nsliding_window = 8\n"
+                                 "final_logit_softcapping = 30.0");
+  m = parseAndValidate(g2).model;
+  EXPECT_EQ(m.fullAttentionLayers, (std::vector<int64_t>{1, 3, 5, 7, 9, 11}));
+  EXPECT_FALSE(m.qkNorm);
+  EXPECT_TRUE(m.postNorms);
+  EXPECT_EQ(m.finalSoftcap, 30.0);
 }
 
 // A TOML spec's nope_layers: any architecture's, smollm3's every fourth

@@ -146,6 +146,9 @@ std::string modelTraits(const ModelSpec &m, const CompileSettings &s) {
   if (m.embeddingScale != 1) os << ", embeddings x " << m.embeddingScale;
   if (m.queryPreAttnScalar > 0)
     os << ", softmax over sqrt(" << m.queryPreAttnScalar << ")";
+  if (m.attnSoftcap > 0) os << ", scores soft-capped at " << m.attnSoftcap;
+  if (m.finalSoftcap > 0)
+    os << (m.attnSoftcap > 0 ? ", logits at " : ", logits soft-capped at ") << m.finalSoftcap;
   return os.str();
 }
 

@@ -21,7 +21,8 @@ usage: gguf_and_hf.py ARCH TOKENIZER_JSON PRE GGUF_OUT HF_DIR [TOKENIZER_CONFIG]
   window of 4, heads of 16 with q/k norms, post-norms, GeGLU; each norm
   weight stored as Hugging Face stores Gemma's, the offset from 1, and as
   llama.cpp's converter stores it, 1 + offset; q/k rows left in rotate-half
-  order);
+  order) or gemma2 (Gemma 2: the same layers without q/k norms, 4 of them,
+  every other one global, scores and logits soft-capped at 2 and 3);
   PRE: tokenizer.ggml.pre ("llama-bpe", "qwen2",
   "deepseek-r1-qwen"). tokenizer.ggml.add_bos_token is true for llama (as
   Llama 3's GGUFs have it), false for the others. "deepseek-r1-qwen" (with
@@ -48,8 +49,8 @@ longrope = arch in ("phi3-longrope", "phi4-mini")
 if longrope:
     arch = "phi3"
 qwen = arch in ("qwen2", "qwen3")
-gemma = arch == "gemma3"
-neox = qwen or arch in ("phi3", "gemma3")  # q/k rows left in rotate-half order in the GGUF
+gemma = arch in ("gemma3", "gemma2")
+neox = qwen or arch == "phi3" or gemma  # q/k rows left in rotate-half order in the GGUF
 add_bos = not qwen
 
 tok = json.load(open(tokenizer_path, encoding="utf-8"))
@@ -85,8 +86,8 @@ else:
     bos, eos = special["<|begin_of_text|>"], special["<|eot_id|>"]
 
 hidden, ffn, heads, kv_heads = 32, 64, 4, 2
-layers = {"smollm3": 4, "gemma3": 6}.get(arch, 2)
-head_dim = hidden // heads * (2 if arch in ("qwen3", "gemma3") else 1)
+layers = {"smollm3": 4, "gemma3": 6, "gemma2": 4}.get(arch, 2)
+head_dim = hidden // heads * (2 if arch in ("qwen3", "gemma3", "gemma2") else 1)
 q_dim, kv_dim = heads * head_dim, kv_heads * head_dim
 theta, eps = (1000000.0, 1e-6) if qwen else (500000.0, 1e-5)
 # LongRoPE: head_dim / 2 factors each; max_position_embeddings 256 over a
@@ -124,7 +125,7 @@ for l in range(layers):
             (p + "self_attn.k_proj.bias", [kv_dim], rand(kv_dim, 0.5)),
             (p + "self_attn.v_proj.bias", [kv_dim], rand(kv_dim, 0.5)),
         ]
-    if arch in ("qwen3", "gemma3"):
+    if arch in ("qwen3", "gemma3"):  # q/k norms (not Gemma 2's)
         hf += [
             (p + "self_attn.q_norm.weight", [head_dim], rand(head_dim, 0.2)),
             (p + "self_attn.k_norm.weight", [head_dim], rand(head_dim, 0.2)),
@@ -186,10 +187,11 @@ def write_safetensors(folder, tensors):
 # The Hugging Face folder.
 write_safetensors(hf_dir, hf)
 config = {
-    "model_type": "gemma3_text" if gemma else arch,
+    "model_type": "gemma3_text" if arch == "gemma3" else arch,
     "architectures": [{"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
                        "qwen3": "Qwen3ForCausalLM", "phi3": "Phi3ForCausalLM",
-                       "smollm3": "SmolLM3ForCausalLM", "gemma3": "Gemma3ForCausalLM"}[arch]],
+                       "smollm3": "SmolLM3ForCausalLM", "gemma3": "Gemma3ForCausalLM",
+                       "gemma2": "Gemma2ForCausalLM"}[arch]],
     "hidden_size": hidden, "intermediate_size": ffn, "num_hidden_layers": layers,
     "num_attention_heads": heads, "num_key_value_heads": kv_heads, "vocab_size": n_vocab,
     "max_position_embeddings": 256, "rms_norm_eps": eps, "rope_theta": theta,
@@ -206,9 +208,12 @@ if arch == "qwen3":
 if gemma:  # the softmax over sqrt(head_dim): a GGUF records no query_pre_attn_scalar
     config.update({"head_dim": head_dim, "hidden_activation": "gelu_pytorch_tanh",
                    "query_pre_attn_scalar": head_dim, "sliding_window": 4,
-                   "sliding_window_pattern": 6, "rope_local_base_freq": 10000.0,
                    "rope_scaling": None, "attn_logit_softcapping": None,
                    "final_logit_softcapping": None, "eos_token_id": [eos]})
+if arch == "gemma3":
+    config.update({"sliding_window_pattern": 6, "rope_local_base_freq": 10000.0})
+if arch == "gemma2":
+    config.update({"attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0})
 if arch == "phi3":
     # Phi-3's own keys: the pretraining context beside rope_scaling, no
     # partial rotation, a window no shorter than the context.
@@ -305,11 +310,14 @@ if arch == "phi3":
     if longrope:
         u32(arch + ".rope.scaling.original_context_length", 64)
         f32(arch + ".rope.scaling.attn_factor", attn_factor)
-if arch in ("qwen3", "gemma3"):
+if arch in ("qwen3", "gemma3", "gemma2"):
     u32(arch + ".attention.key_length", head_dim)
     u32(arch + ".attention.value_length", head_dim)
 if gemma:
     u32(arch + ".attention.sliding_window", 4)
+if arch == "gemma2":
+    f32(arch + ".attn_logit_softcapping", 2.0)
+    f32(arch + ".final_logit_softcapping", 3.0)
 f32(arch + ".rope.freq_base", theta)
 f32(arch + ".attention.layer_norm_rms_epsilon", eps)
 kv("tokenizer.ggml.model", 8, gstr("gpt2"))
