@@ -1276,6 +1276,10 @@ private:
       next.push_back({p.text.substr(b, e - b), p.atStart && b == 0});
     };
     std::optional<Span> held; // a span waiting for the one after it
+    auto flush = [&] {
+      if (held) emit(held->b, held->e);
+      held.reset();
+    };
     for (const Span &sp : spans) {
       switch (s.behavior) {
       case PreStep::isolated: emit(sp.b, sp.e); break;
@@ -1288,8 +1292,7 @@ private:
           held.reset();
           break;
         }
-        if (held) emit(held->b, held->e);
-        held.reset();
+        flush();
         if (sp.delim) emit(sp.b, sp.e);
         else held = sp;
         break;
@@ -1297,26 +1300,24 @@ private:
         if (held && !sp.delim) {
           emit(held->b, sp.e);
           held.reset();
-          break;
+        } else {
+          flush();
+          if (sp.delim) held = sp;
+          else emit(sp.b, sp.e);
         }
-        if (held) emit(held->b, held->e);
-        held.reset();
-        if (sp.delim) held = sp;
-        else emit(sp.b, sp.e);
         break;
       case PreStep::contiguous: // adjacent delimiters are one piece
         if (held && sp.delim) {
           held->e = sp.e;
           break;
         }
-        if (held) emit(held->b, held->e);
-        held.reset();
+        flush();
         if (sp.delim) held = sp;
         else emit(sp.b, sp.e);
         break;
       }
     }
-    if (held) emit(held->b, held->e);
+    flush();
   }
 
   /// Hugging Face's Metaspace pre-tokenizer on one piece: spaces become the
