@@ -716,7 +716,8 @@ void readHFSlidingWindow(JsonFields &f, ModelSpec &m, const WarningSink &warn) {
   const bool qwen = m.architecture == Architecture::qwen2 ||
                     m.architecture == Architecture::qwen3 ||
                     m.architecture == Architecture::smollm3;
-  int64_t window = 0;
+  // Absent, Gemma's configs' default is 4096 (null: none).
+  int64_t window = m.gemma() && !f.present("sliding_window") ? 4096 : 0;
   f.integer("sliding_window", window, false);
   bool useSliding = !qwen;
   f.boolean("use_sliding_window", useSliding);

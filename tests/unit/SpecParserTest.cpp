@@ -1016,6 +1016,12 @@ TEST(HFConfig, Gemma2) {
   j["layer_types"] = {"full_attention", "sliding_attention", "sliding_attention",
                       "full_attention"};
   EXPECT_EQ(readQuietly(j).model.fullAttentionLayers, (std::vector<int64_t>{0, 3}));
+  // The window: absent, Gemma2Config's 4096; null, none.
+  j.erase("sliding_window");
+  EXPECT_EQ(readQuietly(j).model.slidingWindow, 4096);
+  j["sliding_window"] = nullptr;
+  EXPECT_EQ(readQuietly(j).model.slidingWindow, 0);
+  EXPECT_TRUE(readQuietly(j).model.fullAttentionLayers.empty());
   j["attn_logit_softcapping"] = -1.0;
   EXPECT_NE(hfErrorOf(j.dump()).find("field 'attn_logit_softcapping': expected a positive"),
             std::string::npos)
