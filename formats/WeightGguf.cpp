@@ -96,20 +96,9 @@ Architecture ggufArchitecture(const GgufFile &g) {
   auto arch = g.string("general.architecture");
   if (!arch)
     throw InputError(g.path() + ": GGUF metadata has no general.architecture string");
-  if (*arch == "llama")
-    return Architecture::llama;
-  if (*arch == "qwen2")
-    return Architecture::qwen2;
-  if (*arch == "qwen3")
-    return Architecture::qwen3;
-  if (*arch == "phi3")
-    return Architecture::phi3;
-  if (*arch == "smollm3")
-    return Architecture::smollm3;
-  if (*arch == "gemma3")
-    return Architecture::gemma3;
-  if (*arch == "gemma2")
-    return Architecture::gemma2;
+  // llama.cpp's names are kvplan's, but for Mistral, whose files are llama.
+  if (std::optional<Architecture> a = parseArchitecture(*arch); a && *a != Architecture::mistral)
+    return *a;
   throw InputError(g.path() + ": GGUF architecture '" + *arch +
                    "' is not supported; kvplan reads GGUF files of architecture llama, qwen2, "
                    "qwen3, phi3, smollm3, gemma2 and gemma3");
