@@ -68,7 +68,7 @@ public:
                 Specialisations &specs, CudaEntry &out)
       : plan(plan), ep(ep), split(split), specs(specs), out(out), kv(plan.kvCache),
         kvType(cudaType(kv.dtype)), positions(arena(*ep.arg("positions"))),
-        table(arena(*ep.arg("page_table"))),
+        mainTable(arena(*ep.arg("page_table"))),
         tableStride(ep.arg("page_table")->rows() == 1 ? 0 : ep.arg("page_table")->cols()) {}
 
   void lower() {
@@ -198,6 +198,7 @@ public:
   /// Packed rows (a fused QKV product's one result) are read in place: k
   /// and v from their columns on, every row QCOLS + 2 KVH HD floats on.
   void operator()(const RopeKVWriteOp &op) {
+    const PoolRefs pool = poolOf(op.cache.window);
     entryPositions(op.positions);
     const int64_t qcols = op.rotatedQuery.cols(), hd = op.rope.headDim;
     const int64_t kvCols = kv.kvHeads * kv.headDim;
@@ -222,38 +223,43 @@ public:
       if (weightType(*op.kNorm) != nt) unsupported("q_norm and k_norm differ in type");
       const std::string name = specs.wrapper(
           "rope_norm_qkv_write_" + std::string(dtypeName(kv.dtype)) + "_" + dtypeName(nt) +
-              dims({qcols, kv.kvHeads, hd, kv.pageSize, kv.pages}) + (op.packed() ? "_packed" : ""),
+              dims({qcols, kv.kvHeads, hd, kv.pageSize, pool.pages}) +
+              (op.packed() ? "_packed" : ""),
           128,
           "kvplan::ropeNormQkvWrite<" + kvType + ", " + cudaType(nt) + ", " + num(qcols) + ", " +
-              num(kv.kvHeads) + ", " + num(hd) + ", " + num(kv.pageSize) + ", " + num(kv.pages) +
+              num(kv.kvHeads) + ", " + num(hd) + ", " + num(kv.pageSize) + ", " + num(pool.pages) +
               "LL, " + num(qs) + ", " + num(ks) + ", 128>(a)");
       kernel(name, {op.query.rows(), 1, 1}, 128, 0, op.query,
-             {q, k, v, arena(op.rotatedQuery), cache(), positions, table,
+             {q, k, v, arena(op.rotatedQuery), pool.cache, positions, pool.table,
               specs.ropeTable(op.rope), weightRef(*op.qNorm), weightRef(*op.kNorm)},
              {op.layer, tableStride}, {*op.normEps});
       return;
     }
     const std::string name = specs.wrapper(
         "rope_qkv_write_" + std::string(dtypeName(kv.dtype)) +
-            dims({qcols, kv.kvHeads, hd, kv.pageSize, kv.pages}) + (op.packed() ? "_packed" : ""),
+            dims({qcols, kv.kvHeads, hd, kv.pageSize, pool.pages}) +
+            (op.packed() ? "_packed" : ""),
         128,
         "kvplan::ropeQkvWrite<" + kvType + ", " + num(qcols) + ", " + num(kv.kvHeads) + ", " +
-            num(hd) + ", " + num(kv.pageSize) + ", " + num(kv.pages) + "LL, " + num(qs) + ", " +
+            num(hd) + ", " + num(kv.pageSize) + ", " + num(pool.pages) + "LL, " + num(qs) + ", " +
             num(ks) + ">(a)");
     kernel(name, {op.query.rows(), 1, 1}, 128, 0, op.query,
-           {q, k, v, arena(op.rotatedQuery), cache(), positions, table, specs.ropeTable(op.rope)},
+           {q, k, v, arena(op.rotatedQuery), pool.cache, positions, pool.table,
+            specs.ropeTable(op.rope)},
            {op.layer, tableStride});
   }
   void operator()(const KVCacheWriteOp &op) {
+    const PoolRefs pool = poolOf(op.cache.window);
     entryPositions(op.positions);
     const std::string name = specs.wrapper(
         "kv_write_" + std::string(dtypeName(kv.dtype)) +
-            dims({kv.kvHeads, kv.headDim, kv.pageSize, kv.pages}),
+            dims({kv.kvHeads, kv.headDim, kv.pageSize, pool.pages}),
         128,
         "kvplan::kvWrite<" + kvType + ", " + num(kv.kvHeads) + ", " + num(kv.headDim) + ", " +
-            num(kv.pageSize) + ", " + num(kv.pages) + "LL>(a)");
+            num(kv.pageSize) + ", " + num(pool.pages) + "LL>(a)");
     kernel(name, {op.key.rows(), 1, 1}, 128, 0, op.key,
-           {arena(op.key), arena(op.value), cache(), positions, table}, {op.layer, tableStride});
+           {arena(op.key), arena(op.value), pool.cache, positions, pool.table},
+           {op.layer, tableStride});
   }
   void operator()(const KVCacheReadOp &) {} // attention reads the cache in place
   void operator()(const AttentionOp &op);
@@ -298,7 +304,18 @@ private:
   /// Where a kernel finds `o`: the entry point's tokens, positions and page
   /// table in its inputs block in the workspace, anything else in the arena.
   DeviceRef arena(const Operand &o) const { return cudaOperandRef(out, ep, o); }
-  DeviceRef cache() const { return {DeviceBuffer::cache, 0}; }
+  /// The pool a cache op reads or writes: the main one, or the sliding
+  /// layers' (Plan::windowCache, after the main one in the cache buffer,
+  /// through its own page table). Its pages are the kernels' PAGES.
+  struct PoolRefs {
+    int64_t pages;
+    DeviceRef cache, table;
+  };
+  PoolRefs poolOf(bool window) const {
+    if (!window) return {kv.pages, {DeviceBuffer::cache, 0}, mainTable};
+    return {plan.windowCache.pages, {DeviceBuffer::cache, plan.kvCache.bytes()},
+            arena(*ep.arg("window_page_table"))};
+  }
   DeviceRef work(int64_t offset) const { return {DeviceBuffer::work, offset}; }
   bool follows(const Operand &o) const { return o.rows() == ep.rows; }
   const WeightEntry &weight(const std::string &name) const { return *plan.findWeight(name); }
@@ -529,7 +546,7 @@ private:
   CudaEntry &out;
   const KVCacheLayout &kv;
   const std::string kvType;
-  const DeviceRef positions, table;
+  const DeviceRef positions, mainTable;
   const int64_t tableStride;
   int64_t step = 0;
 };
@@ -696,6 +713,7 @@ void EntryLowering::operator()(const MatVecRopeKVWriteOp &op) {
   const std::string at = "step " + num(step) + " (matvec_rope_kv_write of weight '" + w.name + "')";
   const int64_t rows = op.rotatedQuery.rows(), qcols = op.rotatedQuery.cols(),
                 hd = op.rope.headDim, k = w.shape[1];
+  const PoolRefs pool = poolOf(op.cache.window);
   matvecChecks(at, w, rows, op.input, op.norm.has_value());
   entryPositions(op.positions);
   if (hd != kv.headDim || qcols + 2 * kv.kvHeads * hd != w.shape[0])
@@ -711,19 +729,19 @@ void EntryLowering::operator()(const MatVecRopeKVWriteOp &op) {
                             "_" + dtypeName(nw) + "_" + dtypeName(b) + "_" + dtypeName(kv.dtype);
   const std::vector<DeviceRef> ptrs = {
       arena(op.input), weightRef(w.name), op.norm ? weightRef(*op.norm) : weightRef(w.name),
-      table, op.bias ? weightRef(*op.bias) : weightRef(w.name), arena(op.rotatedQuery),
-      cache(), positions, specs.ropeTable(op.rope)};
+      pool.table, op.bias ? weightRef(*op.bias) : weightRef(w.name), arena(op.rotatedQuery),
+      pool.cache, positions, specs.ropeTable(op.rope)};
   if (matvecOnTensorCores(w, rows) || tiled) {
     // Pairs of features a block: matvecMma's 16 weight rows (mmaKernel).
     const int64_t slices = ceilDiv(w.shape[0], kMmaFeatures), warps = mmaWarps(slices, k, tiled);
     const std::string name = specs.wrapper(
         "matvec_rope_kv_mma_" + types +
-            dims({k, qcols, kv.kvHeads, hd, kv.pageSize, kv.pages, warps}) + tag,
+            dims({k, qcols, kv.kvHeads, hd, kv.pageSize, pool.pages, warps}) + tag,
         warps * 32,
         "kvplan::matvecRopeKvMma<" + matvecWeightType(w) + ", " + cudaType(op.input.dtype) +
             ", " + cudaType(nw) + ", " + cudaType(b) + ", " + kvType + ", " + num(k) + ", " +
             num(qcols) + ", " + num(kv.kvHeads) + ", " + num(hd) + ", " + num(kv.pageSize) +
-            ", " + num(kv.pages) + "LL, " + num(warps) + ", " + flags + ">(a)",
+            ", " + num(pool.pages) + "LL, " + num(warps) + ", " + flags + ">(a)",
         true, mmaMinBlocks(slices, warps, tiled));
     std::vector<int64_t> ints = {op.layer, tableStride};
     for (int64_t offset : matvecScales(w)) ints.push_back(offset);
@@ -736,13 +754,13 @@ void EntryLowering::operator()(const MatVecRopeKVWriteOp &op) {
                 warps = gemvWarps(pairs / ppw);
   const std::string name = specs.wrapper(
       "matvec_rope_kv_" + types +
-          dims({k, qcols, kv.kvHeads, hd, kv.pageSize, kv.pages, warps, ppw, rows}) + tag,
+          dims({k, qcols, kv.kvHeads, hd, kv.pageSize, pool.pages, warps, ppw, rows}) + tag,
       warps * 32,
       "kvplan::matvecRopeKv<" + matvecWeightType(w) + ", " + cudaType(op.input.dtype) +
           ", " + cudaType(nw) + ", " + cudaType(b) + ", " + kvType + ", " + num(k) + ", " +
           num(qcols) + ", " + num(kv.kvHeads) + ", " + num(hd) + ", " + num(kv.pageSize) + ", " +
-          num(kv.pages) + "LL, " + num(warps) + ", " + num(ppw) + ", " + num(rows) + ", " + flags +
-          ">(a)",
+          num(pool.pages) + "LL, " + num(warps) + ", " + num(ppw) + ", " + num(rows) + ", " +
+          flags + ">(a)",
       true);
   std::vector<int64_t> ints = {op.layer, tableStride};
   for (int64_t offset : matvecScales(w)) ints.push_back(offset);
@@ -811,6 +829,7 @@ bool EntryLowering::matvecKernel(const char *prefix, const WeightEntry &w, const
 
 void EntryLowering::operator()(const AttentionOp &op) {
   const int64_t h = op.numHeads, kvh = op.numKvHeads, hd = op.headDim;
+  const PoolRefs pool = poolOf(op.key.window);
   if (kvh != kv.kvHeads || hd != kv.headDim || h % kvh)
     unsupported("attention heads disagree with the KV cache");
   if (op.mask != AttentionMask::cache || op.key.kind != OperandKind::kvView)
@@ -833,31 +852,31 @@ void EntryLowering::operator()(const AttentionOp &op) {
     const bool mma = kv.dtype == DType::bf16;
     const std::string name = specs.wrapper(
         std::string(mma ? "attn_tiled_mma_" : "attn_tiled_") + dtypeName(kv.dtype) + "_" +
-            dtypeName(o) + dims({h, kvh, hd, kv.pageSize, kv.pages, t.heads, t.rowTiles}) + wName,
+            dtypeName(o) + dims({h, kvh, hd, kv.pageSize, pool.pages, t.heads, t.rowTiles}) + wName,
         t.warps() * 32,
         std::string(mma ? "kvplan::attnTiledMma<" : "kvplan::attnTiled<" + kvType + ", ") +
             cudaType(o) + ", " + num(h) + ", " + num(kvh) + ", " + num(hd) + ", " +
-            num(kv.pageSize) + ", " + num(kv.pages) + "LL, " + num(t.heads) + ", " +
+            num(kv.pageSize) + ", " + num(pool.pages) + "LL, " + num(t.heads) + ", " +
             num(t.rowTiles) + w + ">(a)");
     const int64_t rowsPerBlock = kAttnTileRows * t.rowTiles;
     kernel(name, {kvh, ceilDiv(op.result.rows(), rowsPerBlock), h / kvh / t.heads},
            t.warps() * 32, 1, op.result,
-           {arena(op.query), cache(), positions, table, arena(op.result)}, {op.key.layer},
+           {arena(op.query), pool.cache, positions, pool.table, arena(op.result)}, {op.key.layer},
            reals);
     out.ops.back().rowsPerBlock = rowsPerBlock;
     return;
   }
   const std::string name = specs.wrapper(
       "attn_" + std::string(dtypeName(kv.dtype)) + "_" + dtypeName(o) +
-          dims({h, kvh, hd, kv.pageSize, kv.pages}) + wName,
+          dims({h, kvh, hd, kv.pageSize, pool.pages}) + wName,
       kAttnWarps * 32,
       "kvplan::attnPartial<" + kvType + ", " + cudaType(o) + ", " + num(h) + ", " + num(kvh) +
-          ", " + num(hd) + ", " + num(kv.pageSize) + ", " + num(kv.pages) + "LL, " +
+          ", " + num(hd) + ", " + num(kv.pageSize) + ", " + num(pool.pages) + "LL, " +
           num(kAttnWarps) + w + ">(a)",
       true, kAttnMinBlocks);
   kernel(name, {kvh, op.result.rows(), split.splits}, kAttnWarps * 32, 1, op.result,
-         {arena(op.query), cache(), positions, table, work(split.partOffset), work(split.mlOffset),
-          arena(op.result), work(split.arrivalsOffset)},
+         {arena(op.query), pool.cache, positions, pool.table, work(split.partOffset),
+          work(split.mlOffset), arena(op.result), work(split.arrivalsOffset)},
          {op.key.layer, tableStride, split.splits}, reals);
 }
 

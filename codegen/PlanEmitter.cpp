@@ -163,15 +163,24 @@ private:
     if (succeeded(status)) op->emitOpError() << what << " (plan/PlanOps.h disagrees with the op)";
     status = failure();
   }
+  /// Whether the op's cache operand is the sliding layers' pool.
+  bool readsWindowCache() const {
+    for (Value v : op->getOperands())
+      if (isa<llm::KVCacheType>(v.getType()))
+        if (const Operand *known = values.lookup(v)) return known->window;
+    return false;
+  }
   void defineResult(Value r, Operand &o, OperandClass c) {
     if (c == OperandClass::cache) {
       o.kind = OperandKind::kvCache;
+      o.window = readsWindowCache();
     } else if (c == OperandClass::view) {
       auto layer = op->getAttrOfType<IntegerAttr>("layer");
       if (!layer) return fail("makes a KV-cache view without a layer");
       o.kind = OperandKind::kvView;
       o.layer = layer.getInt();
       o.values = views++ == 1;
+      o.window = readsWindowCache();
     } else {
       auto offsets = op->getAttrOfType<DenseI64ArrayAttr>(attr::kOffsets);
       if (!offsets || tensorIndex >= size_t(offsets.size())) {
@@ -235,6 +244,7 @@ private:
       Operand o;
       if (isa<llm::KVCacheType>(a.getType())) {
         o.kind = OperandKind::kvCache;
+        o.window = role.getValue() == "window_kv_cache";
         values.define(a, o);
       } else {
         auto off = fn.getArgAttrOfType<IntegerAttr>(a.getArgNumber(), attr::kOffset);
@@ -280,10 +290,16 @@ private:
   ValueTable values;
 };
 
-FailureOr<KVCacheLayout> cacheLayout(func::FuncOp fn) {
-  BlockArgument cache = findArg(fn, "kv_cache");
-  BlockArgument table = findArg(fn, "page_table");
-  if (!cache || !table) return fn.emitOpError() << "has no KV cache; run --insert-kv-cache";
+/// The layout of the cache argument `cacheRole` with its page table
+/// `tableRole`; an absent optional one is a layout of no layers.
+FailureOr<KVCacheLayout> cacheLayout(func::FuncOp fn, StringRef cacheRole = "kv_cache",
+                                     StringRef tableRole = "page_table", bool optional = false) {
+  BlockArgument cache = findArg(fn, cacheRole);
+  BlockArgument table = findArg(fn, tableRole);
+  if (optional && !cache && !table) return KVCacheLayout{};
+  if (!cache || !table)
+    return fn.emitOpError() << "has no " << cacheRole << " and " << tableRole
+                            << "; run --insert-kv-cache";
   auto ct = cast<llm::KVCacheType>(cache.getType());
   KVCacheLayout kv;
   kv.layers = ct.getLayers();
@@ -337,10 +353,14 @@ FailureOr<Plan> emitPlan(ModuleOp module, const ModelConfig &cfg) {
     FailureOr<EntryPoint> ep = EntryEmitter(fn).emit();
     if (failed(ep)) return failure();
     FailureOr<KVCacheLayout> kv = cacheLayout(fn);
-    if (failed(kv)) return failure();
-    if (haveCache && kv->bytes() != plan.kvCache.bytes())
+    FailureOr<KVCacheLayout> window =
+        cacheLayout(fn, "window_kv_cache", "window_page_table", /*optional=*/true);
+    if (failed(kv) || failed(window)) return failure();
+    if (haveCache && (kv->bytes() != plan.kvCache.bytes() ||
+                      window->bytes() != plan.windowCache.bytes()))
       return fn.emitOpError() << "has a KV cache unlike the other entry point's";
     plan.kvCache = *kv;
+    plan.windowCache = *window;
     haveCache = true;
     plan.entryPoints[ep->name] = std::move(*ep);
   }

@@ -334,6 +334,7 @@ void readTomlCompile(TomlTable &comp, CompileSettings &c) {
   comp.integer("prefill_chunk", c.prefillChunk, false);
   comp.integer("page_size", c.pageSize, false);
   comp.integer("kv_pages", c.kvPages, false);
+  comp.integer("window_kv_pages", c.windowKvPages, false);
   comp.integer("tensor_parallel", c.tensorParallel, false);
   comp.integer("speculate", c.speculate, false);
   comp.integer("score_rows", c.scoreRows, false);
@@ -1013,6 +1014,10 @@ ModelConfig applyAndValidate(ModelConfig cfg, const SettingOverrides &o) {
   }
   if (o.pageSize) { cfg.compile.pageSize = *o.pageSize; flag("compile.page_size", "--page-size"); }
   if (o.kvPages) { cfg.compile.kvPages = *o.kvPages; flag("compile.kv_pages", "--kv-pages"); }
+  if (o.windowKvPages) {
+    cfg.compile.windowKvPages = *o.windowKvPages;
+    flag("compile.window_kv_pages", "--window-kv-pages");
+  }
   if (o.tensorParallel) {
     cfg.compile.tensorParallel = *o.tensorParallel;
     set("compile.tensor_parallel");

@@ -186,6 +186,8 @@ OwningOpRef<ModuleOp> buildModelIR(MLIRContext &ctx, const ModelConfig &cfg) {
                                             s.prefillChunk, s.pageSize, s.kvPages));
   if (s.speculate > 0) (*module)->setAttr(attr::kSpeculate, b.getI64IntegerAttr(s.speculate));
   if (s.scoreRows > 0) (*module)->setAttr(attr::kScoreRows, b.getI64IntegerAttr(s.scoreRows));
+  if (s.windowKvPages > 0)
+    (*module)->setAttr(attr::kWindowKvPages, b.getI64IntegerAttr(s.windowKvPages));
   if (!s.decodeCopies.empty())
     (*module)->setAttr(attr::kDecodeCopies, b.getDenseI64ArrayAttr(s.decodeCopies));
   if (!s.prefillCopies.empty())

@@ -258,6 +258,11 @@ LogicalResult LLMDialect::verifyOperationAttribute(Operation *op, NamedAttribute
     return expect(isa<ModuleOp>(op) && i && i.getInt() >= 0,
                   "a non-negative integer on the module (rows of @score)");
   }
+  if (name == attr::kWindowKvPages) {
+    auto i = dyn_cast<IntegerAttr>(v);
+    return expect(isa<ModuleOp>(op) && i && i.getInt() >= 1,
+                  "a positive integer on the module (pages of the sliding layers' pool)");
+  }
   if (name == attr::kSpeculate) {
     auto i = dyn_cast<IntegerAttr>(v);
     return expect(isa<ModuleOp>(op) && i && i.getInt() >= 0,

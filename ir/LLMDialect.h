@@ -49,6 +49,9 @@ constexpr const char *kTensorParallel = "llm.tensor_parallel"; // module: ranks 
 constexpr const char *kEntry = "llm.entry"; // func: "prefill" / "decode" / "verify" / "score"
 constexpr const char *kSpeculate = "llm.speculate"; // module: draft tokens per verify (i64)
 constexpr const char *kScoreRows = "llm.score_rows"; // module: rows of @score (i64)
+// module: pages of the sliding-window layers' own pool where windowed and
+// full layers mix (i64, absent: one pool)
+constexpr const char *kWindowKvPages = "llm.window_kv_pages";
 // module: rows of the smaller copies of @decode / @prefill (array<i64>, absent: none)
 constexpr const char *kDecodeCopies = "llm.decode_copies";
 constexpr const char *kPrefillCopies = "llm.prefill_copies";

@@ -60,8 +60,50 @@ int64_t rowsPerCall(ModuleOp module) {
   return rows;
 }
 
+/// The sliding layers' own pool where windowed and full attention mix and
+/// the module (or the option) sizes one; else 0.
+int64_t windowPoolPages(ModuleOp module, int64_t option) {
+  bool windowed = false, full = false;
+  module.walk([&](llm::AttentionOp op) { (op.getWindow() ? windowed : full) = true; });
+  if (!windowed || !full) return 0;
+  if (option) return option;
+  auto a = module->getAttrOfType<IntegerAttr>(attr::kWindowKvPages);
+  return a ? a.getInt() : 0;
+}
+
+/// The widest window of the module's sliding attention ops.
+int64_t widestWindow(ModuleOp module) {
+  int64_t widest = 0;
+  module.walk([&](llm::AttentionOp op) {
+    if (std::optional<uint64_t> w = op.getWindow()) widest = std::max(widest, int64_t(*w));
+  });
+  return widest;
+}
+
+/// One pool's page table and cache as the rewrite threads them.
+struct Pool {
+  llm::KVCacheType type;
+  Value table, cache;
+  int64_t layers = 0;
+};
+
 struct InsertKVCachePass : public impl::InsertKVCacheBase<InsertKVCachePass> {
   using InsertKVCacheBase::InsertKVCacheBase;
+
+  /// Refuses a pool too small for one sequence at once.
+  LogicalResult checkPool(ModuleOp module, const char *what, const char *option, int64_t pages,
+                          int64_t need, int64_t window, int64_t page, int64_t seq) {
+    if (pages >= need) return success();
+    InFlightDiagnostic d = module.emitError() << "insert-kv-cache: a " << what << "of " << pages
+                                              << " pages cannot hold one sequence of " << need
+                                              << " pages (";
+    if (window > 0)
+      d << "at once, under a sliding window of " << window << " keys";
+    else
+      d << "max_seq_len " << seq << " / page_size " << page;
+    d << "); give " << option << " >= " << need;
+    return failure();
+  }
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
@@ -73,21 +115,18 @@ struct InsertKVCachePass : public impl::InsertKVCacheBase<InsertKVCachePass> {
                          << page << " and " << seq << ")";
       return signalPassFailure();
     }
-    // Prefill and decode share one pool, so both see the same cache type.
+    // Prefill and decode share the pools, so both see the same cache types.
     int64_t pages = poolPages(module, settings, kvPages, page, seq);
-    const int64_t window = moduleWindow(module);
-    const int64_t need = sequencePeakPages(window, page, rowsPerCall(module), seq);
-    if (pages < need) {
-      InFlightDiagnostic d = module.emitError() << "insert-kv-cache: a pool of " << pages
-                                                << " pages cannot hold one sequence of " << need
-                                                << " pages (";
-      if (window > 0)
-        d << "at once, under a sliding window of " << window << " keys";
-      else
-        d << "max_seq_len " << seq << " / page_size " << page;
-      d << "); give kv-pages >= " << need;
+    const int64_t window = moduleWindow(module), rows = rowsPerCall(module);
+    if (failed(checkPool(module, "pool ", "kv-pages", pages,
+                         sequencePeakPages(window, page, rows, seq), window, page, seq)))
       return signalPassFailure();
-    }
+    const int64_t windowPages = windowPoolPages(module, windowKvPages);
+    const int64_t widest = widestWindow(module);
+    if (windowPages > 0 &&
+        failed(checkPool(module, "sliding layers' pool ", "window-kv-pages", windowPages,
+                         sequencePeakPages(widest, page, rows, seq), widest, page, seq)))
+      return signalPassFailure();
     bool any = false;
     for (auto fn : module.getOps<func::FuncOp>()) {
       auto entry = fn->getAttrOfType<StringAttr>(attr::kEntry);
@@ -98,7 +137,7 @@ struct InsertKVCachePass : public impl::InsertKVCacheBase<InsertKVCachePass> {
         fn.emitOpError() << "already has a KV cache; run insert-kv-cache once";
         return signalPassFailure();
       }
-      if (failed(rewrite(fn, entry.getValue() == "decode", page, seq, pages)))
+      if (failed(rewrite(fn, entry.getValue() == "decode", page, seq, pages, windowPages)))
         return signalPassFailure();
     }
     if (!any) {
@@ -109,7 +148,7 @@ struct InsertKVCachePass : public impl::InsertKVCacheBase<InsertKVCachePass> {
   }
 
   LogicalResult rewrite(func::FuncOp fn, bool isDecode, int64_t page, int64_t seq,
-                        int64_t pages) {
+                        int64_t pages, int64_t windowPages) {
     SmallVector<llm::AttentionOp> attns;
     fn.walk([&](llm::AttentionOp op) { attns.push_back(op); });
     if (attns.empty())
@@ -121,36 +160,51 @@ struct InsertKVCachePass : public impl::InsertKVCacheBase<InsertKVCachePass> {
     int64_t rows = cast<RankedTensorType>(tokens.getType()).getDimSize(0);
 
     OpBuilder b(fn.getContext());
-    int64_t pagesPerSeq = seq / page;
+    const int64_t pagesPerSeq = seq / page;
     auto first = attns.front();
-    auto cacheType = llm::KVCacheType::get(
-        fn.getContext(), int64_t(attns.size()), pages, page,
-        first.getNumKvHeads(), first.getHeadDim(), kvElementType(fn->getParentOfType<ModuleOp>(), b));
+    // With a window pool, the sliding layers are its layers, the rest the
+    // main pool's.
+    const int64_t windowed = windowPages > 0 ? llvm::count_if(attns, [](llm::AttentionOp op) {
+      return op.getWindow().has_value();
+    }) : 0;
+    Type element = kvElementType(fn->getParentOfType<ModuleOp>(), b);
+    auto cacheType = [&](int64_t layers, int64_t n) {
+      return llm::KVCacheType::get(fn.getContext(), layers, n, page, first.getNumKvHeads(),
+                                   first.getHeadDim(), element);
+    };
     auto tableType = RankedTensorType::get({isDecode ? rows : 1, pagesPerSeq}, b.getI32Type());
-
-    unsigned n = fn.getNumArguments();
     auto role = [&](StringRef r) {
       return b.getDictionaryAttr(b.getNamedAttr(attr::kArg, b.getStringAttr(r)));
     };
-    fn.insertArgument(n, tableType, role("page_table"), fn.getLoc());
-    fn.insertArgument(n + 1, cacheType, role("kv_cache"), fn.getLoc());
-    Value table = fn.getArgument(n), cache = fn.getArgument(n + 1);
+    auto addPool = [&](llm::KVCacheType type, StringRef table, StringRef cache) {
+      unsigned n = fn.getNumArguments();
+      fn.insertArgument(n, tableType, role(table), fn.getLoc());
+      fn.insertArgument(n + 1, type, role(cache), fn.getLoc());
+      return Pool{type, fn.getArgument(n), fn.getArgument(n + 1)};
+    };
+    Pool main = addPool(cacheType(int64_t(attns.size()) - windowed, pages), "page_table",
+                        "kv_cache");
+    Pool window;
+    if (windowed > 0)
+      window = addPool(cacheType(windowed, windowPages), "window_page_table", "window_kv_cache");
 
-    auto viewType = llm::KVViewType::get(fn.getContext(), cacheType.getKvHeads(),
-                                         cacheType.getHeadDim(), cacheType.getElementType());
-    for (auto [layer, op] : llvm::enumerate(attns)) {
+    auto viewType = llm::KVViewType::get(fn.getContext(), main.type.getKvHeads(),
+                                         main.type.getHeadDim(), main.type.getElementType());
+    for (llm::AttentionOp op : attns) {
       if (op.getMask() == llm::AttentionMask::cache)
         return op.emitOpError() << "already reads a KV cache";
-      if (int64_t(op.getNumKvHeads()) != cacheType.getKvHeads() ||
-          int64_t(op.getHeadDim()) != cacheType.getHeadDim())
+      if (int64_t(op.getNumKvHeads()) != main.type.getKvHeads() ||
+          int64_t(op.getHeadDim()) != main.type.getHeadDim())
         return op.emitOpError() << "every layer must have the same KV heads and head_dim";
+      Pool &pool = windowed > 0 && op.getWindow() ? window : main;
+      const IntegerAttr layer = b.getI64IntegerAttr(pool.layers++);
       b.setInsertionPoint(op);
-      auto write = b.create<llm::KVCacheWriteOp>(op.getLoc(), cacheType, op.getKey(),
-                                                 op.getValue(), cache, table, positions,
-                                                 b.getI64IntegerAttr(int64_t(layer)));
-      cache = write.getResult();
-      auto read = b.create<llm::KVCacheReadOp>(op.getLoc(), viewType, viewType, cache, table,
-                                               positions, b.getI64IntegerAttr(int64_t(layer)));
+      auto write = b.create<llm::KVCacheWriteOp>(op.getLoc(), pool.type, op.getKey(),
+                                                 op.getValue(), pool.cache, pool.table,
+                                                 positions, layer);
+      pool.cache = write.getResult();
+      auto read = b.create<llm::KVCacheReadOp>(op.getLoc(), viewType, viewType, pool.cache,
+                                               pool.table, positions, layer);
       op.getKeyMutable().assign(read.getKeys());
       op.getValueMutable().assign(read.getValues());
       op.setMask(llm::AttentionMask::cache);

@@ -113,6 +113,15 @@ def InsertKVCache : Pass<"insert-kv-cache", "::mlir::ModuleOp"> {
     option cuts the settings' pool (`kv_pages x page_size` tokens) into
     pages of its size, and without settings or `kv-pages` the pool holds
     `max_seq_len` tokens for each row of @decode.
+
+    Where some attention ops slide (`window`) and others read every key, and
+    the module gives the sliding layers a pool of their own
+    (`llm.window_kv_pages`, or the `window-kv-pages` option), the entry
+    points gain a second page table and cache, `window_page_table` and
+    `window_kv_cache`, of that many pages: the sliding layers write and read
+    there (their `layer` counts within that cache), so a sequence can give
+    back the pages behind its window in them while the other layers keep
+    every page. Both tables index a sequence's pages by position alike.
   }];
   let options = [
     Option<"pageSize", "page-size", "int64_t", "0",
@@ -121,6 +130,9 @@ def InsertKVCache : Pass<"insert-kv-cache", "::mlir::ModuleOp"> {
            "tokens per sequence (0: llm.settings.max_seq_len)">,
     Option<"kvPages", "kv-pages", "int64_t", "0",
            "pages in the pool (0: llm.settings.kv_pages)">,
+    Option<"windowKvPages", "window-kv-pages", "int64_t", "0",
+           "pages of the sliding layers' own pool where they mix with full ones "
+           "(0: llm.window_kv_pages, else one pool)">,
   ];
   let dependentDialects = ["::kvplan::llm::LLMDialect"];
 }

@@ -22,8 +22,10 @@ namespace kvplan {
 /// section per rank; 5: the cuda target's kernels take 12 pointers and
 /// rotate by RoPE cos/sin tables the launch table places in the workspace;
 /// 6: the cuda target's sampling kernel reads min-p, 20 bytes a row;
-/// 7: the cuda target's kernels take the weight ranges they ask L2 for).
-constexpr uint32_t kArtifactFormatVersion = 7;
+/// 7: the cuda target's kernels take the weight ranges they ask L2 for;
+/// 8: where windowed and full layers mix, the sliding layers' own pool,
+/// `window_kv_cache`, with its page table).
+constexpr uint32_t kArtifactFormatVersion = 8;
 /// Sections start at multiples of this, so weights can be mapped and used in
 /// place.
 constexpr uint64_t kSectionAlignment = 4096;

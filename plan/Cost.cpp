@@ -37,6 +37,18 @@ int64_t attentionWindow(const Plan &plan) {
   return widest;
 }
 
+int64_t windowPoolWindow(const Plan &plan) {
+  int64_t widest = 0;
+  for (const auto &[name, ep] : plan.entryPoints)
+    for (const Step &s : ep.steps)
+      if (const AttentionOp *a = s.tryAs<AttentionOp>()) {
+        if (!a->key.window) continue;
+        if (!a->window) return 0;
+        widest = std::max(widest, *a->window);
+      }
+  return widest;
+}
+
 int64_t sequencePeakPages(const Plan &plan) {
   return sequencePeakPages(plan, plan.kvCache.pagesPerSequence * plan.kvCache.pageSize);
 }
@@ -48,7 +60,6 @@ int64_t sequencePeakPages(const Plan &plan, int64_t tokens) {
 
 double prefillFlops(const Plan &plan, int64_t promptLen) {
   const EntryPoint &ep = plan.entryPoints.at("prefill");
-  const int64_t window = attentionWindow(plan);
   double flops = 0;
   for (int64_t done = 0; done < promptLen; done += ep.rows) {
     const int64_t n = std::min(ep.rows, promptLen - done);
@@ -57,7 +68,7 @@ double prefillFlops(const Plan &plan, int64_t promptLen) {
       if (std::optional<StepProduct> p = stepProduct(s)) {
         flops += productFlops(plan, *p, double(rowsOf(*p->input)));
       } else if (const AttentionOp *a = s.tryAs<AttentionOp>()) {
-        const int64_t width = a->result.cols(); // heads x head_dim
+        const int64_t width = a->result.cols(), window = a->window.value_or(0);
         for (int64_t r = 0; r < rowsOf(a->result); ++r)
           flops += 4.0 * double(keysAttended(window, done + r + 1)) * double(width);
       }

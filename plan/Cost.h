@@ -22,6 +22,10 @@ double productFlops(const Plan &plan, const StepProduct &p, double rows);
 /// 0 where one reads every key (the frontend gives every layer one; a plan
 /// written otherwise still never has a page given back that a step reads).
 int64_t attentionWindow(const Plan &plan);
+/// The same for the attention steps of the sliding layers' own pool
+/// (Plan::windowCache): the widest of their windows, 0 where the plan has
+/// no such pool (or one of its steps reads every key).
+int64_t windowPoolWindow(const Plan &plan);
 /// The most KV-cache pages one sequence holds at once on its way to
 /// max_seq_len: pages_per_sequence, or fewer under the plan's window
 /// (spec/ModelSpec.h's sequencePeakPages).

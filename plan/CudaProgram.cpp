@@ -37,10 +37,11 @@ int64_t takeAligned(int64_t &top, int64_t bytes, int64_t align) {
 CudaInputsLayout cudaInputsLayout(const EntryPoint &ep) {
   CudaInputsLayout l;
   auto take = [&](int64_t bytes) { return takeAligned(l.bytes, bytes, 16); };
-  const Operand *table = ep.arg("page_table");
+  const Operand *table = ep.arg("page_table"), *windowTable = ep.arg("window_page_table");
   l.tokens = take(ep.rows * 4);
   l.positions = take(ep.rows * 4);
   l.pageTable = take((table ? table->numElements() : 0) * 4);
+  l.windowPageTable = take((windowTable ? windowTable->numElements() : 0) * 4);
   l.params = take(ep.results.at(0).rows() * int64_t(sizeof(DeviceSamplingParams)));
   return l;
 }
@@ -48,7 +49,8 @@ CudaInputsLayout cudaInputsLayout(const EntryPoint &ep) {
 DeviceRef cudaOperandRef(const CudaEntry &e, const EntryPoint &ep, const Operand &o) {
   const CudaInputsLayout l = cudaInputsLayout(ep);
   for (auto [name, at] : {std::pair{"tokens", l.tokens}, {"positions", l.positions},
-                          {"page_table", l.pageTable}})
+                          {"page_table", l.pageTable},
+                          {"window_page_table", l.windowPageTable}})
     if (const Operand *a = ep.arg(name); a && a->value == o.value)
       return {DeviceBuffer::work, e.inputsOffset + at};
   return {DeviceBuffer::arena, o.offset};
@@ -69,6 +71,7 @@ CudaStaging cudaHostStaging(const Plan &plan) {
       e.tokens = take(in.bytes);
       e.positions = e.tokens + in.positions;
       e.pageTable = e.tokens + in.pageTable;
+      e.windowPageTable = e.tokens + in.windowPageTable;
       e.params = e.tokens + in.params;
       e.sampled = take(logits.rows() * 4);
       auto whole = st.entries.find(role);

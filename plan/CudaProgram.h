@@ -170,10 +170,11 @@ constexpr int64_t kCudaRuntimeReserveBytes = int64_t(256) << 20;
 constexpr int64_t kNcclReserveBytes = int64_t(1) << 30;
 
 /// An entry point's per-call inputs in one block, relative to its start:
-/// tokens and positions ([rows] i32), the page table, the sampling
+/// tokens and positions ([rows] i32), the page table, the sliding layers'
+/// page table (where the plan has their pool; else no bytes), the sampling
 /// parameters (one per logits row), each at a multiple of 16 bytes.
 struct CudaInputsLayout {
-  int64_t tokens = 0, positions = 0, pageTable = 0, params = 0, bytes = 0;
+  int64_t tokens = 0, positions = 0, pageTable = 0, windowPageTable = 0, params = 0, bytes = 0;
 };
 struct EntryPoint;
 struct Operand;
@@ -190,7 +191,8 @@ DeviceRef cudaOperandRef(const CudaEntry &e, const EntryPoint &ep, const Operand
 /// bytes. A smaller copy of an entry point (decode.8) shares that one's
 /// logits: the executor copies a call's logits into the entry point named.
 struct CudaStagingEntry {
-  int64_t tokens = 0, positions = 0, pageTable = 0, params = 0, sampled = 0, logits = 0;
+  int64_t tokens = 0, positions = 0, pageTable = 0, windowPageTable = 0, params = 0;
+  int64_t sampled = 0, logits = 0;
 };
 struct CudaStaging {
   std::map<std::string, CudaStagingEntry> entries; // offsets in the block

@@ -140,7 +140,8 @@ MemoryBill Plan::memoryBill() const {
     const int64_t end = sum(sum(0, w.bytes, "the weights section"), w.offset, "the weights section");
     b.weightsBlobBytes = std::max(b.weightsBlobBytes, end);
   }
-  b.kvCacheBytes = kvCache.bytes();
+  b.windowKvCacheBytes = windowCache.bytes();
+  b.kvCacheBytes = sum(kvCache.bytes(), uint64_t(b.windowKvCacheBytes), "the KV caches' bytes");
   for (const auto &[name, ep] : entryPoints) {
     b.arenaBytes[name] = ep.arenaBytes;
     b.arenaAllocBytes = std::max(b.arenaAllocBytes, ep.arenaBytes);
@@ -160,7 +161,7 @@ MemoryBill Plan::memoryBill() const {
 }
 
 nlohmann::json toJson(const MemoryBill &b) {
-  return {{"params", b.params},
+  nlohmann::json j = {{"params", b.params},
           {"weights_bytes", b.weightsBytes},
           {"weights_blob_bytes", b.weightsBlobBytes},
           {"kv_cache_bytes", b.kvCacheBytes},
@@ -170,6 +171,8 @@ nlohmann::json toJson(const MemoryBill &b) {
           {"host_pinned_bytes", b.hostPinnedBytes},
           {"reserve_bytes", b.reserveBytes},
           {"total_bytes", b.totalBytes}};
+  if (b.windowKvCacheBytes > 0) j["window_kv_cache_bytes"] = b.windowKvCacheBytes;
+  return j;
 }
 
 } // namespace kvplan

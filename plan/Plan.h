@@ -85,7 +85,8 @@ struct MemoryBill {
   int64_t params = 0;
   int64_t weightsBytes = 0;     // sum of the weight tensors
   int64_t weightsBlobBytes = 0; // the weights section as loaded, alignment padding included
-  int64_t kvCacheBytes = 0;
+  int64_t kvCacheBytes = 0;       // both pools
+  int64_t windowKvCacheBytes = 0; // of which the sliding layers' pool
   std::map<std::string, int64_t> arenaBytes; // per entry point
   int64_t arenaAllocBytes = 0; // one arena serves all entry points: the largest
   // cpu: the RoPE tables each call fills; cuda: attention partials, sampling
@@ -127,6 +128,9 @@ struct Plan {
   CompileSettings settings;
   std::vector<WeightEntry> weights;
   KVCacheLayout kvCache;
+  /// The sliding layers' own pool where windowed and full layers mix (the
+  /// steps whose cache operands say `window`); layers 0: one pool.
+  KVCacheLayout windowCache;
   std::map<std::string, EntryPoint> entryPoints;
   // cuda target: the architectures the artifact holds machine code for and
   // the device workspace its launch table uses (runtime/CudaProgram.h).

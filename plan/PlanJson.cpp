@@ -47,6 +47,7 @@ json operandJson(const Operand &o) {
     j["layer"] = o.layer;
     j["part"] = o.values ? "values" : "keys";
   }
+  if (o.window) j["window"] = true;
   return j;
 }
 
@@ -215,6 +216,11 @@ Operand operandFrom(const json &j, const std::string &where) {
     o.values = part == "values";
   } else {
     incompatible(where, "has kind '" + kind + "', not arena, kv_cache or kv_view");
+  }
+  if (j.contains("window")) {
+    if (o.kind == OperandKind::arena || !j.at("window").is_boolean())
+      incompatible(where, "has a 'window' that is not a cache's or a view's true or false");
+    o.window = j.at("window").get<bool>();
   }
   return o;
 }
@@ -487,8 +493,7 @@ WeightEntry weightFrom(const json &e, size_t index) {
   return w;
 }
 
-KVCacheLayout kvCacheFrom(const json &kv) {
-  const std::string at = "the KV cache";
+KVCacheLayout kvCacheFrom(const json &kv, const std::string &at = "the KV cache") {
   KVCacheLayout c;
   c.layers = integer(member(kv, "layers", at), at + " layers", 1, 1 << 16);
   // Page tables hold int32 page indices.
@@ -507,21 +512,42 @@ KVCacheLayout kvCacheFrom(const json &kv) {
 }
 
 /// The cache is the pool the settings asked for (kv_pages pages of
-/// page_size tokens).
-void checkCacheAgainstSettings(const KVCacheLayout &kv, const CompileSettings &s) {
-  const std::string at = "the KV cache";
+/// page_size tokens; the sliding layers' pool window_kv_pages).
+void checkCacheAgainstSettings(const KVCacheLayout &kv, const CompileSettings &s,
+                               bool window = false) {
+  const std::string at = window ? "the sliding layers' KV cache" : "the KV cache";
+  const char *key = window ? "window_kv_pages" : "kv_pages";
+  const int64_t pages = window ? s.windowKvPages : s.kvPages;
   if (kv.pageSize != s.pageSize)
     incompatible(at, "has pages of " + std::to_string(kv.pageSize) +
                          " tokens and the settings' page_size is " + std::to_string(s.pageSize));
-  if (kv.pages != s.kvPages)
-    incompatible(at, "has " + std::to_string(kv.pages) + " pages and the settings' kv_pages is " +
-                         std::to_string(s.kvPages));
+  if (kv.pages != pages)
+    incompatible(at, "has " + std::to_string(kv.pages) + " pages and the settings' " + key +
+                         " is " + std::to_string(pages));
 }
 
 /// The cache holds one sequence at full context: with fewer pages a
 /// sequence would run out of them before max_seq_len. Under the plan's
-/// sliding window a sequence holds at most sequencePeakPages at once.
+/// sliding window a sequence holds at most sequencePeakPages at once. The
+/// sliding layers' own pool, where the plan has one, holds max_batch
+/// sequences under their window (spec/ModelSpec.h's windowPeakPages).
 void checkCacheHoldsASequence(const Plan &p) {
+  if (p.windowCache.layers > 0) {
+    const KVCacheLayout &w = p.windowCache;
+    if (w.pagesPerSequence != p.kvCache.pagesPerSequence || w.kvHeads != p.kvCache.kvHeads ||
+        w.headDim != p.kvCache.headDim || w.dtype != p.kvCache.dtype ||
+        w.layers + p.kvCache.layers != p.model.numLayers)
+      incompatible("the sliding layers' KV cache", "is unlike the main one (pages per sequence, "
+                                                   "heads, head_dim, type) or the two caches' "
+                                                   "layers are not the model's");
+    const int64_t need = p.settings.maxBatch * windowPeakPages(p.model, p.settings);
+    if (need == 0 || w.pages < need)
+      incompatible("the sliding layers' KV cache",
+                   "has " + std::to_string(w.pages) + " pages, and the model's layers " +
+                       (need == 0 ? std::string("do not mix windows")
+                                  : "need " + std::to_string(need) + " (max_batch sequences "
+                                    "under the window)"));
+  }
   const KVCacheLayout &kv = p.kvCache;
   const int64_t peak = sequencePeakPages(p);
   if (kv.pages < peak)
@@ -568,6 +594,7 @@ public:
       incompatible(where, "has a page table of " + std::to_string(ep.arg("page_table")->cols()) +
                               " pages per sequence and a cache of " +
                               std::to_string(plan.kvCache.pagesPerSequence));
+    checkWindowArgs(where);
     if (ep.results.size() != 1 || !isActivations(ep.results[0]) ||
         ep.results[0].dtype != DType::f32 || ep.results[0].cols() != plan.model.vocabSize / plan.ranks())
       incompatible(where, "does not return one f32 tensor of logits over the vocabulary");
@@ -592,11 +619,32 @@ public:
   }
 
 private:
-  /// The rows an argument must have: the entry point's, or for the page
+  /// The rows an argument must have: the entry point's, or for a page
   /// table one (prefill) or one per row (decode).
   int64_t rowsOf(const char *role, const Operand &a) const {
-    if (std::string(role) == "page_table" && a.rows() == 1) return 1;
+    const std::string r = role;
+    if ((r == "page_table" || r == "window_page_table") && a.rows() == 1) return 1;
     return ep.rows;
+  }
+  /// The sliding layers' table and cache: there exactly where the plan has
+  /// their pool, the table as wide as the main one.
+  void checkWindowArgs(const std::string &where) const {
+    const Operand *table = ep.arg("window_page_table"), *cache = ep.arg("window_kv_cache");
+    if (plan.windowCache.layers == 0) {
+      if (table || cache)
+        incompatible(where, "has the sliding layers' page table or cache, and the plan no "
+                            "window_kv_cache");
+      return;
+    }
+    if (!table || !fits(*table, OperandClass::pageTable) ||
+        table->rows() != rowsOf("window_page_table", *table) || !cache ||
+        !fits(*cache, OperandClass::cache) || !cache->window)
+      incompatible(where, "has no window_page_table and window_kv_cache for the sliding "
+                          "layers' pool");
+    if (table->cols() != plan.windowCache.pagesPerSequence ||
+        table->rows() != ep.arg("page_table")->rows())
+      incompatible(where, "has a window_page_table of " + std::to_string(table->rows()) + " x " +
+                              std::to_string(table->cols()) + ", not the page table's shape");
   }
   struct Value {
     Operand where;
@@ -644,7 +692,7 @@ private:
     for (const Operand *o : stepInputs(s)) {
       if (o->kind == OperandKind::arena) in.push_back(*o);
       if (o->kind != OperandKind::kvView) continue;
-      auto made = views.find(o->layer);
+      auto made = views.find({o->window, o->layer});
       if (made == views.end())
         incompatible(at, "reads a view of layer " + std::to_string(o->layer) +
                              " that no kv_cache_read made");
@@ -669,10 +717,14 @@ private:
                            std::to_string(r.end) + " of weight '" + r.weight + "', which has " +
                            std::to_string(rows));
   }
-  void layer(int64_t l, const std::string &at) const {
-    if (l < 0 || l >= plan.kvCache.layers)
-      incompatible(at, "names layer " + std::to_string(l) + " of a cache of " +
-                           std::to_string(plan.kvCache.layers));
+  /// A cache op's layer lies in the cache it names (StepShapes checks it
+  /// reads that cache through the cache's own page table).
+  template <typename Op> void layer(const Op &op, const std::string &at) const {
+    const bool window = op.cache.window;
+    const int64_t layers = window ? plan.windowCache.layers : plan.kvCache.layers;
+    if (op.layer < 0 || op.layer >= layers)
+      incompatible(at, "names layer " + std::to_string(op.layer) + " of a cache of " +
+                           std::to_string(layers));
   }
   void step(const Step &s, size_t i) {
     const std::string at = stepName(i, s);
@@ -687,18 +739,19 @@ private:
     for (const Operand *o : stepOutputs(s))
       if (o->kind == OperandKind::arena) define(*o, at);
     if (const KVCacheReadOp *r = s.tryAs<KVCacheReadOp>())
-      views[r->layer] = {r->pageTable, r->positions};
+      views[{r->cache.window, r->layer}] = {r->pageTable, r->positions};
     for (const std::string &w : stepWeights(s)) weight(w, at);
     for (const WeightRows &r : s.prefetch) prefetch(r, at);
     std::visit([&](const auto &op) {
-      if constexpr (HasLayer<std::decay_t<decltype(op)>>::value) layer(op.layer, at);
+      if constexpr (HasLayer<std::decay_t<decltype(op)>>::value) layer(op, at);
     }, s.op);
     checkStepShapes(plan, ep, s, at);
   }
   const Plan &plan;
   const EntryPoint &ep;
   std::map<int64_t, Value> values;
-  std::map<int64_t, std::pair<Operand, Operand>> views; // layer -> page table, positions
+  // (window pool, layer) -> page table, positions
+  std::map<std::pair<bool, int64_t>, std::pair<Operand, Operand>> views;
 };
 
 } // namespace
@@ -732,6 +785,7 @@ json toJson(const Plan &p) {
       {"weights", std::move(weights)},
       {"entry_points", std::move(entries)},
   };
+  if (p.windowCache.layers > 0) j["window_kv_cache"] = kvCacheJson(p.windowCache);
   if (p.settings.target == Target::cuda)
     j["cuda"] = {{"archs", p.cudaArchs}, {"workspace_bytes", p.deviceWorkspaceBytes}};
   return j;
@@ -832,6 +886,11 @@ Plan planFromJson(const json &j) {
     for (size_t i = 0; i < weights.size(); ++i) p.weights.push_back(weightFrom(weights[i], i));
     p.kvCache = kvCacheFrom(member(j, "kv_cache", "the plan"));
     checkCacheAgainstSettings(p.kvCache, p.settings);
+    if (j.contains("window_kv_cache") || p.settings.windowKvPages > 0) {
+      p.windowCache = kvCacheFrom(member(j, "window_kv_cache", "the plan"),
+                                  "the sliding layers' KV cache");
+      checkCacheAgainstSettings(p.windowCache, p.settings, /*window=*/true);
+    }
     const json &entries = member(j, "entry_points", "the plan");
     if (!entries.is_object()) incompatible("the plan's", "entry points are not an object");
     for (const auto &[name, e] : entries.items()) p.entryPoints[name] = entryFrom(name, e);

@@ -31,8 +31,12 @@ struct Operand {
   int64_t offset = 0;          // arena
   std::vector<int64_t> shape;  // arena
   DType dtype = DType::f32;    // arena
-  int64_t layer = -1;          // kvView
+  int64_t layer = -1;          // kvView: the layer within its cache
   bool values = false;         // kvView: false = keys, true = values
+  /// kvCache, kvView: the sliding layers' own pool (Plan::windowCache,
+  /// entry-point arguments window_kv_cache and window_page_table), where
+  /// windowed and full layers mix; else the main cache.
+  bool window = false;
 
   int64_t numElements() const;
   /// Both throw InputError when the shape's product overflows 64 bits.

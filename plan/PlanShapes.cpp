@@ -108,15 +108,15 @@ public:
     shape("result", op.result, op.input.shape, "the input's shape");
   }
   void operator()(const KVCacheWriteOp &op) {
-    cacheArgs(op.pageTable, op.positions);
+    cacheArgs(op.cache, op.pageTable, op.positions);
     entryRows("key", op.key);
     shape("key", op.key, {ep.rows, kv.kvHeads * kv.headDim}, cacheRow());
     shape("value", op.value, {ep.rows, kv.kvHeads * kv.headDim}, cacheRow());
   }
   void operator()(const KVCacheReadOp &op) {
-    cacheArgs(op.pageTable, op.positions);
-    view("keys", op.keys, false, op.layer);
-    view("values", op.values, true, op.layer);
+    cacheArgs(op.cache, op.pageTable, op.positions);
+    view("keys", op.keys, false, op.layer, op.cache.window);
+    view("values", op.values, true, op.layer, op.cache.window);
   }
   void operator()(const RopeKVWriteOp &op);
   void operator()(const MatVecOp &op);
@@ -179,6 +179,8 @@ private:
   /// one the executor checks before each step.
   void entryArg(const char *field, const Operand &o, const char *role) const {
     const Operand *a = ep.arg(role);
+    if (!a) fail(std::string("field '") + field + "' reads the entry point's argument '" + role +
+                 "', which it does not have");
     if (o.value != a->value)
       fail(std::string("field '") + field + "' reads value " + std::to_string(o.value) +
            ", not the entry point's argument '" + role + "' (value " + std::to_string(a->value) +
@@ -192,14 +194,22 @@ private:
            std::to_string(o.rows()) + " rows, expected the entry point's " +
            std::to_string(ep.rows) + " (it is read by position)");
   }
-  void cacheArgs(const Operand &pageTable, const Operand &positions) const {
-    entryArg("page_table", pageTable, "page_table");
+  /// A cache op's page table is its cache's own (the sliding layers' pool
+  /// has one of its own).
+  void cacheArgs(const Operand &cache, const Operand &pageTable,
+                 const Operand &positions) const {
+    const char *table = cache.window ? "window_page_table" : "page_table";
+    entryArg(table, pageTable, table);
     entryArg("positions", positions, "positions");
   }
-  void view(const char *field, const Operand &o, bool values, int64_t layer) const {
-    if (o.kind != OperandKind::kvView || o.values != values || o.layer != layer)
+  /// `o` is the keys' (or values') view of `layer` of the main cache, or
+  /// with `window` of the sliding layers'.
+  void view(const char *field, const Operand &o, bool values, int64_t layer, bool window) const {
+    if (o.kind != OperandKind::kvView || o.values != values || o.layer != layer ||
+        o.window != window)
       fail(std::string("field '") + field + "' is not the " + (values ? "values" : "keys") +
-           " view of layer " + std::to_string(layer));
+           " view of layer " + std::to_string(layer) + " of the " +
+           (window ? "sliding layers' cache" : "cache"));
   }
   /// `o`'s rows are whole heads of `headDim`, an even number (RoPE rotates
   /// pairs).
@@ -226,8 +236,8 @@ void StepShapes::operator()(const AttentionOp &op) {
   if (op.mask == AttentionMask::cache) {
     if (op.key.kind != OperandKind::kvView)
       fail("field 'key' is not a KV-cache view, and mask 'cache' attends over the cache");
-    view("key", op.key, false, op.key.layer);
-    view("value", op.value, true, op.key.layer);
+    view("key", op.key, false, op.key.layer, op.key.window);
+    view("value", op.value, true, op.key.layer, op.key.window);
     equal("attribute 'num_kv_heads' is", op.numKvHeads, kv.kvHeads, "the cache's kv_heads");
     equal("attribute 'head_dim' is", op.headDim, kv.headDim, "the cache's head_dim");
     return;
@@ -266,7 +276,7 @@ void StepShapes::operator()(const MatVecOp &op) {
 }
 
 void StepShapes::operator()(const RopeKVWriteOp &op) {
-  cacheArgs(op.pageTable, op.positions);
+  cacheArgs(op.cache, op.pageTable, op.positions);
   entryRows("query", op.query);
   entryRows("rotated_query", op.rotatedQuery);
   heads(op.rotatedQuery, op.rope.headDim);
@@ -293,7 +303,7 @@ void StepShapes::operator()(const RopeKVWriteOp &op) {
 }
 
 void StepShapes::operator()(const MatVecRopeKVWriteOp &op) {
-  cacheArgs(op.pageTable, op.positions);
+  cacheArgs(op.cache, op.pageTable, op.positions);
   matvecInput(op.weight, op.input, op.norm, op.eps);
   entryRows("input", op.input);
   entryRows("rotated_query", op.rotatedQuery);
@@ -331,8 +341,14 @@ void checkCacheGeometry(const Plan &p) {
       throw InputError("the plan is incompatible because the KV cache " + what +
                        "; recompile the model with this kvplan");
   };
-  require(kv.layers == m.numLayers, "has " + std::to_string(kv.layers) +
-                                        " layers and the model " + std::to_string(m.numLayers));
+  const KVCacheLayout &w = p.windowCache;
+  require(kv.layers + w.layers == m.numLayers,
+          "has " + std::to_string(kv.layers + w.layers) + " layers and the model " +
+              std::to_string(m.numLayers));
+  require(int64_t(windowPoolLayers(m, p.settings).size()) == w.layers,
+          "has " + std::to_string(w.layers) + " layers in the sliding layers' pool, and the "
+          "model slides in " + std::to_string(windowPoolLayers(m, p.settings).size()) +
+          " beside layers reading every key");
   const int64_t kvHeads = kvHeadsPerRank(m, p.ranks());
   require(kv.kvHeads == kvHeads,
           "has " + std::to_string(kv.kvHeads) + " kv_heads and the model " +
@@ -364,11 +380,26 @@ RunInputLimits runInputLimits(const Plan &p, const EntryPoint &ep) {
   l.pageSize = p.kvCache.pageSize;
   l.pagesPerSequence = p.kvCache.pagesPerSequence;
   l.tableRows = ep.arg("page_table")->rows();
+  l.windowPages = p.windowCache.layers > 0 ? p.windowCache.pages : 0;
   return l;
 }
 
+namespace {
+/// The entries [0, read) of one row's page-table row lie in [0, pages).
+void checkTableRow(const EntryPoint &ep, int64_t r, int32_t p, const int32_t *table,
+                   int64_t from, int64_t read, int64_t pages, const char *which) {
+  for (int64_t i = from; i < read; ++i)
+    if (table[i] < 0 || table[i] >= pages)
+      refuseInput(rowName(ep, r) + " at position " + std::to_string(p) + " reads " + which +
+                  "page-table entry " + std::to_string(i) + ", page " +
+                  std::to_string(table[i]) + ", outside the cache's [0, " +
+                  std::to_string(pages) + ")");
+}
+} // namespace
+
 void checkRunInputs(const RunInputLimits &l, const EntryPoint &ep, const int32_t *tokens,
-                    const int32_t *positions, const int32_t *pageTable, int64_t rows) {
+                    const int32_t *positions, const int32_t *pageTable, int64_t rows,
+                    const int32_t *windowPageTable) {
   int64_t sharedChecked = 0; // entries of a shared table row checked so far
   for (int64_t r = 0; r < rows; ++r) {
     if (tokens[r] < 0 || tokens[r] >= l.tokens)
@@ -381,14 +412,12 @@ void checkRunInputs(const RunInputLimits &l, const EntryPoint &ep, const int32_t
                   std::to_string(l.positions) + ") (-1 pads; max_seq_len)");
     // The attention reads pages [0, p / page_size] of the row's table row.
     const bool shared = l.tableRows == 1;
-    const int32_t *table = pageTable + (shared ? 0 : r) * l.pagesPerSequence;
-    const int64_t read = p / l.pageSize + 1;
-    for (int64_t i = shared ? sharedChecked : 0; i < read; ++i)
-      if (table[i] < 0 || table[i] >= l.pages)
-        refuseInput(rowName(ep, r) + " at position " + std::to_string(p) +
-                    " reads page-table entry " + std::to_string(i) + ", page " +
-                    std::to_string(table[i]) +
-                    ", outside the cache's [0, " + std::to_string(l.pages) + ")");
+    const int64_t row = (shared ? 0 : r) * l.pagesPerSequence, read = p / l.pageSize + 1;
+    const int64_t from = shared ? sharedChecked : 0;
+    checkTableRow(ep, r, p, pageTable + row, from, read, l.pages, "");
+    if (l.windowPages > 0)
+      checkTableRow(ep, r, p, windowPageTable + row, from, read, l.windowPages,
+                    "the sliding layers' ");
     if (shared) sharedChecked = std::max(sharedChecked, read);
   }
 }

@@ -29,13 +29,16 @@ struct RunInputLimits {
   int64_t pages = 0;     // page ids in [0, pages)
   int64_t pageSize = 0, pagesPerSequence = 0;
   int64_t tableRows = 0; // 1: one page-table row shared by every row
+  int64_t windowPages = 0; // the sliding layers' pool's page ids (0: no such pool)
 };
 RunInputLimits runInputLimits(const Plan &p, const EntryPoint &ep);
 
 /// Checks rows [0, rows) of a step's inputs, and the page-table entries
-/// each row's position reads; throws InputError naming the row and value.
+/// each row's position reads (in the sliding layers' table too, where the
+/// plan has their pool); throws InputError naming the row and value.
 /// O(rows x pages read).
 void checkRunInputs(const RunInputLimits &limits, const EntryPoint &ep, const int32_t *tokens,
-                    const int32_t *positions, const int32_t *pageTable, int64_t rows);
+                    const int32_t *positions, const int32_t *pageTable, int64_t rows,
+                    const int32_t *windowPageTable = nullptr);
 
 } // namespace kvplan

@@ -105,6 +105,14 @@ std::string entryBlock(const EntryPoint &ep) {
 
 /// Under a sliding window: the pages a sequence gives back as it grows.
 std::string windowNote(const Plan &p) {
+  if (const KVCacheLayout &w = p.windowCache; w.layers > 0)
+    return " The " + std::to_string(w.layers) + " sliding-window layers (each row reads its last " +
+           withCommas(windowPoolWindow(p)) + " keys) keep their keys and values in a pool of " +
+           "their own, " + withCommas(w.pages) + " pages (" + bytes(w.bytes()) +
+           ") through their own page table: a sequence gives back their pages behind the "
+           "window as it grows and holds at most " +
+           withCommas(windowPeakPages(p.model, p.settings)) + " of them at once. The " +
+           std::to_string(p.kvCache.layers) + " other layers keep every page, in the pool above.";
   const int64_t perSeq = sequencePeakPages(p);
   if (perSeq >= p.kvCache.pagesPerSequence) return "";
   return " Each row reads its last " + withCommas(attentionWindow(p)) +

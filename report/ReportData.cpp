@@ -208,10 +208,11 @@ std::vector<std::pair<std::string, int64_t>> countOps(std::string_view ir) {
 
 namespace {
 
-/// Bytes of the keys and values of one token in every layer.
-double kvBytesPerToken(const Plan &plan) {
+/// Bytes of the keys and values of one token in one layer (the sliding
+/// layers' own pool, where the plan has one, stores them alike).
+double kvLayerBytesPerToken(const Plan &plan) {
   const KVCacheLayout &kv = plan.kvCache;
-  return 2.0 * double(kv.layers * kv.kvHeads * kv.headDim * dtypeBytes(kv.dtype));
+  return 2.0 * double(kv.kvHeads * kv.headDim * dtypeBytes(kv.dtype));
 }
 
 } // namespace
@@ -219,22 +220,30 @@ double kvBytesPerToken(const Plan &plan) {
 CallCost decodeStepCost(const Plan &plan, int64_t rows, int64_t context) {
   CallCost c;
   const EntryPoint &ep = plan.entryPoints.at("decode");
-  const int64_t window = attentionWindow(plan);
   auto scaled = [&](const Operand &o) { return double(std::min(o.rows(), rows)); };
+  // Each layer's attention reads its own keys: all, or its window's.
+  double keys = 0;
   for (const Step &s : ep.steps) {
-    if (std::optional<StepProduct> p = stepProduct(s))
+    if (std::optional<StepProduct> p = stepProduct(s)) {
       c.flops += productFlops(plan, *p, scaled(*p->input));
-    else if (const AttentionOp *a = s.tryAs<AttentionOp>())
+    } else if (const AttentionOp *a = s.tryAs<AttentionOp>()) {
+      const int64_t window = a->window.value_or(0);
       c.flops += 4.0 * scaled(a->result) * double(keysAttended(window, context)) *
                  double(a->result.cols());
+      keys += double(keysAttended(window, context + 1));
+    }
   }
   c.bytes = double(decodeWeightBytes(plan, rows)) +
-            double(rows) * double(keysAttended(window, context + 1)) * kvBytesPerToken(plan);
+            double(rows) * keys * kvLayerBytesPerToken(plan);
   return c;
 }
 
 CallCost prefillCost(const Plan &plan, int64_t tokens) {
-  const int64_t chunk = plan.entryPoints.at("prefill").rows, window = attentionWindow(plan);
+  const EntryPoint &ep = plan.entryPoints.at("prefill");
+  const int64_t chunk = ep.rows;
+  std::vector<int64_t> windows; // each layer's (0: every key)
+  for (const Step &s : ep.steps)
+    if (const AttentionOp *a = s.tryAs<AttentionOp>()) windows.push_back(a->window.value_or(0));
   CallCost c;
   c.flops = prefillFlops(plan, tokens);
   // Each chunk reads every weight once (its embedding rows only), writes its
@@ -242,8 +251,9 @@ CallCost prefillCost(const Plan &plan, int64_t tokens) {
   // (from its first row's window on, where attention slides).
   for (int64_t done = 0; done < tokens; done += chunk) {
     const int64_t n = std::min(chunk, tokens - done);
-    const int64_t read = keysAttended(window, done + 1) + n - 1;
-    c.bytes += double(decodeWeightBytes(plan, n)) + double(n + read) * kvBytesPerToken(plan);
+    double keys = 0;
+    for (int64_t window : windows) keys += double(n + keysAttended(window, done + 1) + n - 1);
+    c.bytes += double(decodeWeightBytes(plan, n)) + keys * kvLayerBytesPerToken(plan);
   }
   return c;
 }

@@ -96,7 +96,12 @@ std::vector<BillPart> billParts(const Plan &p, const MemoryBill &b) {
       {"bill-weights", "weights", b.weightsBlobBytes, "the weights section, alignment included"},
       {"bill-kv", "KV cache", b.kvCacheBytes,
        std::to_string(p.kvCache.pages) + " pages of " + std::to_string(p.kvCache.pageSize) +
-           " tokens"},
+           " tokens" +
+           (p.windowCache.layers > 0
+                ? " for " + std::to_string(p.kvCache.layers) + " layers, " +
+                      std::to_string(p.windowCache.pages) + " for the " +
+                      std::to_string(p.windowCache.layers) + " sliding-window layers"
+                : std::string())},
       {"bill-arena", "arena", b.arenaAllocBytes, "activations; one arena serves every entry point"},
       {"bill-workspace", "workspace", b.workspaceBytes,
        cuda ? "attention partials, RoPE tables, sampling, cuBLAS" : "RoPE tables"}};

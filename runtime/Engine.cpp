@@ -31,6 +31,11 @@ void Engine::init(const EngineOptions &options) {
   pagesPerSeq = p.kvCache.pagesPerSequence;
   window_ = attentionWindow(p);
   pool = PagePool(p.kvCache.pages, p.kvCache.pageSize, options.prefixCache, window_ > 0);
+  windowed = p.windowCache.layers > 0;
+  if (windowed) {
+    poolWindow_ = windowPoolWindow(p);
+    windowPool = PagePool(p.windowCache.pages, p.windowCache.pageSize, options.prefixCache, true);
+  }
   if (p.ranks() > 1 && !exec->collective())
     throw InputError("the model is split between " + std::to_string(p.ranks()) +
                      " tensor-parallel ranks, and its executor runs alone");
@@ -86,6 +91,9 @@ void Engine::close(int seq) {
   checkOpen(seq);
   Sequence &s = seqs[size_t(seq)];
   pool.dropAll(std::vector<int32_t>(s.pages.begin() + s.released, s.pages.end()));
+  if (windowed)
+    windowPool.dropAll(
+        std::vector<int32_t>(s.windowPages.begin() + s.windowReleased, s.windowPages.end()));
   s = Sequence();
   freeSlots.push_back(seq);
 }
@@ -126,42 +134,93 @@ void Engine::checkContext(int64_t tokens) const {
                      " (compile with a larger --max-seq)");
 }
 
+void Engine::requirePages(int64_t need, const std::string &needs) const {
+  if (need > pool.available())
+    throw InputError("the KV cache has " + std::to_string(pool.available()) +
+                     " pages free but " + needs + " (compile with more --kv-pages)");
+  if (windowed && need > windowPool.available())
+    throw InputError("the sliding-window layers' KV cache has " +
+                     std::to_string(windowPool.available()) + " pages free but " + needs +
+                     " (it holds max_batch sequences at once; compile with more "
+                     "--window-kv-pages to run more)");
+}
+
 void Engine::grow(Sequence &s, int64_t tokens) {
   checkContext(tokens);
   const int64_t need = ceilDiv(tokens, pageSize()) - int64_t(s.pages.size());
-  if (need > pool.available())
-    throw InputError("the KV cache has " + std::to_string(pool.available()) +
-                     " pages free but the sequence needs " + std::to_string(need) +
-                     " more (compile with more --kv-pages)");
-  for (int64_t i = 0; i < need; ++i) s.pages.push_back(pool.take());
+  requirePages(need, "the sequence needs " + std::to_string(need) + " more");
+  for (int64_t i = 0; i < need; ++i) {
+    s.pages.push_back(pool.take());
+    if (windowed) s.windowPages.push_back(windowPool.take());
+  }
 }
+
+namespace {
+/// The most more pages a sequence of `length` tokens holding `held` pages
+/// (`released` given back) takes from a pool under `window` on its way to
+/// `tokens` in calls of `chunk` rows: each call holds the pages up to its
+/// end and those from the ones given back at its start.
+int64_t pagesToReach(int64_t length, int64_t held, int64_t released, int64_t window,
+                     int64_t pageSize, int64_t chunk, int64_t tokens) {
+  int64_t most = 0;
+  for (int64_t at = length; at < tokens; at += chunk) {
+    const int64_t end = std::min(at + chunk, tokens);
+    const int64_t behind = std::max(released, pagesBehindWindow(window, pageSize, at));
+    most = std::max(most, ceilDiv(end, pageSize) - behind);
+  }
+  return most - (held - released);
+}
+} // namespace
 
 void Engine::checkRoom(const Sequence &s, int64_t tokens) const {
   checkContext(tokens);
-  // Each chunk holds the pages up to its end and those from the ones given
-  // back at its start; what others hold stays as it is meanwhile.
-  const int64_t held = int64_t(s.pages.size()) - s.released;
-  int64_t most = 0;
-  for (int64_t at = int64_t(s.tokens.size()); at < tokens; at += chunk) {
-    const int64_t end = std::min(at + chunk, tokens);
-    const int64_t behind = std::max(s.released, pagesBehindWindow(window_, pageSize(), at));
-    most = std::max(most, ceilDiv(end, pageSize()) - behind);
-  }
-  if (most - held > pool.available())
+  // What others hold stays as it is meanwhile.
+  const int64_t length = int64_t(s.tokens.size()), held = int64_t(s.pages.size());
+  const int64_t more =
+      pagesToReach(length, held, s.released, window_, pageSize(), chunk, tokens);
+  if (more > pool.available())
     throw InputError("the KV cache has " + std::to_string(pool.available()) +
-                     " pages free but the sequence needs " + std::to_string(most - held) +
+                     " pages free but the sequence needs " + std::to_string(more) +
                      " more (compile with more --kv-pages)");
+  if (!windowed) return;
+  const int64_t moreWindow =
+      pagesToReach(length, held, s.windowReleased, poolWindow_, pageSize(), chunk, tokens);
+  if (moreWindow > windowPool.available())
+    throw InputError("the sliding-window layers' KV cache has " +
+                     std::to_string(windowPool.available()) +
+                     " pages free but the sequence needs " + std::to_string(moreWindow) +
+                     " more (compile with more --window-kv-pages)");
 }
 
 void Engine::releaseBehindWindow(Sequence &s) {
-  const int64_t behind = pagesBehindWindow(window_, pageSize(), int64_t(s.tokens.size()));
+  const int64_t length = int64_t(s.tokens.size());
+  const int64_t behind = pagesBehindWindow(window_, pageSize(), length);
   for (; s.released < behind; ++s.released) pool.drop(s.pages[size_t(s.released)]);
+  if (!windowed) return;
+  const int64_t windowBehind = pagesBehindWindow(poolWindow_, pageSize(), length);
+  for (; s.windowReleased < windowBehind; ++s.windowReleased)
+    windowPool.drop(s.windowPages[size_t(s.windowReleased)]);
 }
 
-void Engine::writePageRow(const Sequence &s, int32_t *row) const {
+namespace {
+/// A page-table row: the pages, those given back replaced by the first
+/// held, the rest 0.
+void writeRow(const std::vector<int32_t> &pages, int64_t released, int64_t width,
+              int32_t *row) {
+  std::fill(row, row + width, 0);
+  std::copy(pages.begin(), pages.end(), row);
+  if (released > 0) std::fill(row, row + released, pages[size_t(released)]);
+}
+} // namespace
+
+void Engine::writePageRows(const Sequence &s, int32_t *row, int32_t *windowRow) const {
+  writeRow(s.pages, s.released, pagesPerSeq, row);
+  if (windowed) writeRow(s.windowPages, s.windowReleased, pagesPerSeq, windowRow);
+}
+
+void Engine::writeEmptyRows(int32_t *row, int32_t *windowRow) const {
   std::fill(row, row + pagesPerSeq, 0);
-  std::copy(s.pages.begin(), s.pages.end(), row);
-  if (s.released > 0) std::fill(row, row + s.released, s.pages[size_t(s.released)]);
+  if (windowed) std::fill(windowRow, windowRow + pagesPerSeq, 0);
 }
 
 /// Offers the pages the sequence has filled since the last call to the
@@ -170,9 +229,11 @@ void Engine::publishFull(Sequence &s) {
   if (!pool.caching()) return; // nothing is shared: truncate() may go anywhere
   const int64_t full = int64_t(s.tokens.size()) / pageSize();
   for (; s.published < full; ++s.published) {
-    const int32_t parent = s.published > 0 ? s.pages[size_t(s.published - 1)] : -1;
-    pool.publish(parent, s.pages[size_t(s.published)],
-                 s.tokens.data() + s.published * pageSize());
+    const size_t i = size_t(s.published);
+    const int32_t *tokens = s.tokens.data() + s.published * pageSize();
+    pool.publish(i > 0 ? s.pages[i - 1] : -1, s.pages[i], tokens);
+    // The page before is held still: a sequence keeps its last full page.
+    if (windowed) windowPool.publish(i > 0 ? s.windowPages[i - 1] : -1, s.windowPages[i], tokens);
   }
 }
 
@@ -181,18 +242,34 @@ int64_t Engine::reuse(int seq, const int32_t *tokens, int64_t count) {
   Sequence &s = seqs[size_t(seq)];
   if (!s.tokens.empty()) throw std::logic_error("reuse() on a sequence that holds tokens");
   if (count <= 1) return 0;
-  PagePool::Match m = pool.match(tokens, count - 1);
+  PagePool::Match m = pool.match(tokens, count - 1), w;
+  if (windowed) {
+    // Both pools hold the prefix, or it is not reused: the shorter match.
+    w = windowPool.match(tokens, count - 1);
+    const size_t n = std::min(m.full.size(), w.full.size());
+    if (m.full.size() != w.full.size()) m.partialTokens = w.partialTokens = 0;
+    m.partialTokens = std::min(m.partialTokens, w.partialTokens);
+    for (size_t i = m.full.size(); i-- > n;) pool.drop(m.full[i]);
+    for (size_t i = w.full.size(); i-- > n;) windowPool.drop(w.full[i]);
+    m.full.resize(n);
+    w.full.resize(n);
+    s.windowPages = w.full;
+  }
   s.pages = m.full;
   int64_t held = int64_t(m.full.size()) * pageSize();
-  if (m.partialTokens > 0 && pool.available() > 0) {
+  if (m.partialTokens > 0 && pool.available() > 0 && (!windowed || windowPool.available() > 0)) {
     // The sequence will write into this page: give it a copy. The source
     // is held while the copy's page is taken, so it cannot be the one
     // taken back.
-    pool.hold(m.partial);
-    const int32_t copy = pool.take();
-    exec->copyPage(m.partial, copy);
-    pool.drop(m.partial);
-    s.pages.push_back(copy);
+    auto copyOf = [&](PagePool &from, int32_t page, bool windowPool) {
+      from.hold(page);
+      const int32_t copy = from.take();
+      exec->copyPage(page, copy, windowPool);
+      from.drop(page);
+      return copy;
+    };
+    s.pages.push_back(copyOf(pool, m.partial, false));
+    if (windowed) s.windowPages.push_back(copyOf(windowPool, w.partial, true));
     held += m.partialTokens;
   }
   s.tokens.assign(tokens, tokens + held);
@@ -205,7 +282,7 @@ void Engine::writeSequenceInputs(const std::string &entry, const Sequence &s,
                                  const int32_t *tokens, int64_t count, int64_t rows) {
   const int64_t start = int64_t(s.tokens.size());
   int32_t *tok = exec->tokens(entry), *pos = exec->positions(entry);
-  writePageRow(s, exec->pageTable(entry));
+  writePageRows(s, exec->pageTable(entry), exec->windowPageTable(entry));
   for (int64_t i = 0; i < rows; ++i) {
     tok[i] = i < count ? tokens[i] : 0;
     pos[i] = i < count ? int32_t(start + i) : -1;
@@ -274,20 +351,18 @@ std::vector<int32_t> Engine::decodeStep(const std::vector<int> &which,
       if (which[j] == which[i]) throw std::logic_error("a sequence appears twice in one step");
     pagesNeeded += pagesToGrow(which[i], length(which[i]) + 1);
   }
-  if (pagesNeeded > pool.available())
-    throw InputError("the KV cache has " + std::to_string(pool.available()) +
-                     " pages free but this decode step needs " + std::to_string(pagesNeeded) +
-                     " (compile with more --kv-pages)");
+  requirePages(pagesNeeded, "this decode step needs " + std::to_string(pagesNeeded));
   for (int s : which) grow(seqs[size_t(s)], length(s) + 1);
   int32_t *tok = exec->tokens("decode"), *pos = exec->positions("decode");
-  int32_t *table = exec->pageTable("decode");
+  int32_t *table = exec->pageTable("decode"), *windowTable = exec->windowPageTable("decode");
   for (int64_t r = 0; r < batch; ++r) {
     int32_t *row = table + r * pagesPerSeq;
+    int32_t *windowRow = windowed ? windowTable + r * pagesPerSeq : nullptr;
     const bool active = r < int64_t(which.size());
     if (active)
-      writePageRow(seqs[size_t(which[size_t(r)])], row);
+      writePageRows(seqs[size_t(which[size_t(r)])], row, windowRow);
     else
-      std::fill(row, row + pagesPerSeq, 0);
+      writeEmptyRows(row, windowRow);
     tok[r] = active ? tokens[size_t(r)] : 0;
     pos[r] = active ? int32_t(length(which[size_t(r)])) : -1;
   }

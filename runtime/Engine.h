@@ -6,7 +6,13 @@
 // Under a sliding window (the plan's attention reads each row's last
 // `window` keys) a sequence gives back the pages behind its window as it
 // grows (spec/ModelSpec.h's pagesBehindWindow): its length is bounded by
-// max_seq_len, not by the pool.
+// max_seq_len, not by the pool. Where windowed and full layers mix (Gemma
+// 2 and 3), the sliding layers keep their keys and values in a pool of
+// their own (Plan::windowCache): a sequence holds a page of each pool for
+// each page of its tokens, gives back the sliding layers' pages behind their
+// window and keeps the others'. Sizes and counts below are the main pool's;
+// the compiler sizes the sliding layers' pool for max_batch sequences (the
+// scheduler runs no more at once), and a call that would pass it throws.
 // Any number of sequences may be open; the scheduler (runtime/Scheduler.h)
 // decides which run.
 #pragma once
@@ -57,6 +63,11 @@ public:
   int64_t openSequences() const;
   /// Pages no sequence holds (free, or idle in the prefix cache).
   int64_t freePages() const { return pool.available(); }
+  /// The sliding layers' own pool (Plan::windowCache), where the plan has
+  /// one; else null.
+  const PagePool *windowPages() const { return windowed ? &windowPool : nullptr; }
+  /// That pool's window (0: no such pool).
+  int64_t poolWindow() const { return poolWindow_; }
   /// Pages the sequence must still take to hold `tokens` tokens.
   int64_t pagesToGrow(int seq, int64_t tokens) const;
   /// The plan's sliding window (0: attention reads every key).
@@ -142,20 +153,29 @@ private:
     std::vector<int32_t> tokens; // what the cache holds for it
     int64_t published = 0;       // leading pages offered to the prefix cache
     int64_t released = 0;        // leading pages given back behind the window
+    // The sliding layers' pages where the plan has their pool: one for each
+    // of `pages`, the leading `windowReleased` given back.
+    std::vector<int32_t> windowPages;
+    int64_t windowReleased = 0;
   };
   void checkToken(int32_t t) const;
   void checkOpen(int seq) const;
   void checkContext(int64_t tokens) const;
   void grow(Sequence &s, int64_t tokens);
-  /// Throws InputError, before anything runs, unless the pool can hold
+  /// Throws InputError, before anything runs, unless the pools can hold
   /// the sequence's pages all the way to `tokens` in prefill calls.
   void checkRoom(const Sequence &s, int64_t tokens) const;
+  /// Throws InputError unless `pages` more pages are free in both pools.
+  void requirePages(int64_t pages, const std::string &forWhat) const;
   /// Gives back the pages behind the window of the sequence's next row.
   void releaseBehindWindow(Sequence &s);
   /// The sequence's page-table row: its pages, those given back replaced by
   /// the first it holds (attention never reads them; a kernel's masked
-  /// loads read a page the sequence holds), the rest 0.
-  void writePageRow(const Sequence &s, int32_t *row) const;
+  /// loads read a page the sequence holds), the rest 0; and its row of the
+  /// sliding layers' table alike where the plan has their pool.
+  void writePageRows(const Sequence &s, int32_t *row, int32_t *windowRow) const;
+  /// A padding row's: zeros.
+  void writeEmptyRows(int32_t *row, int32_t *windowRow) const;
   /// Writes the inputs of a one-sequence entry point (prefill, verify, score) of
   /// `rows` rows: tokens[0, count) at the sequence's next positions, the
   /// rest padding (position -1), and its page table row.
@@ -177,7 +197,10 @@ private:
   std::unique_ptr<Executor> exec;
   Sampler sampler{SamplingOptions{}};
   int64_t chunk = 0, batch = 0, pagesPerSeq = 0, verify_ = 0, score_ = 0, window_ = 0;
+  int64_t poolWindow_ = 0;
   PagePool pool{1, 1, false};
+  bool windowed = false; // the plan has the sliding layers' pool
+  PagePool windowPool{1, 1, false};
   std::vector<Sequence> seqs;
   std::vector<int> freeSlots;
   std::vector<DeviceSamplingParams> params;

@@ -34,16 +34,19 @@ void Engine::truncate(int seq, int64_t length) {
     throw std::logic_error("truncate to " + std::to_string(length) +
                            " tokens would roll back into pages shared through the prefix cache (" +
                            std::to_string(s.published * pageSize()) + " tokens)");
-  if (pagesBehindWindow(window_, pageSize(), length) < s.released)
+  if (pagesBehindWindow(window_, pageSize(), length) < s.released ||
+      (windowed && pagesBehindWindow(poolWindow_, pageSize(), length) < s.windowReleased))
     throw std::logic_error("truncate to " + std::to_string(length) +
-                           " tokens would roll back behind the window, into pages given back (" +
-                           std::to_string(s.released) + ")");
+                           " tokens would roll back behind the window, into pages given back");
   s.tokens.resize(size_t(length));
   const size_t keep = size_t(ceilDiv(length, pageSize()));
   // Last first, as dropAll gives pages back.
   while (s.pages.size() > keep) {
     pool.drop(s.pages.back());
     s.pages.pop_back();
+    if (!windowed) continue;
+    windowPool.drop(s.windowPages.back());
+    s.windowPages.pop_back();
   }
   publishFull(s);
   releaseBehindWindow(s);

@@ -40,6 +40,9 @@ public:
   virtual int32_t *tokens(const std::string &entry) = 0;
   virtual int32_t *positions(const std::string &entry) = 0;
   virtual int32_t *pageTable(const std::string &entry) = 0;
+  /// The sliding layers' page table where the plan gives them a pool of
+  /// their own (Plan::windowCache), laid out as pageTable's; else null.
+  virtual int32_t *windowPageTable(const std::string &entry) = 0;
 
   /// Runs `entry` on its first `activeRows` rows (the others are padding:
   /// their positions must be -1).
@@ -52,8 +55,9 @@ public:
   virtual const float *logits(const std::string &entry) = 0;
 
   /// Copies KV-cache page `from` onto page `to`, keys and values of every
-  /// layer (a private copy of a shared page a sequence goes on writing).
-  virtual void copyPage(int32_t from, int32_t to) = 0;
+  /// layer of one pool (a private copy of a shared page a sequence goes on
+  /// writing): the main cache's, or with `windowPool` the sliding layers'.
+  virtual void copyPage(int32_t from, int32_t to, bool windowPool) = 0;
 
   /// The ranks a tensor-parallel plan runs with (null: this process alone).
   virtual Collective *collective() const { return nullptr; }

@@ -8,7 +8,9 @@
 namespace kvplan {
 namespace {
 
-enum Command : int32_t { kStop, kRun, kLogits, kCopyPage, kSample, kReduceTimes };
+enum Command : int32_t {
+  kStop, kRun, kLogits, kCopyPage, kSample, kReduceTimes, kCopyWindowPage
+};
 
 /// Every rank's all-reduce seconds, on every rank.
 std::vector<double> gatherReduceTimes(Executor &share, Collective &comm) {
@@ -41,29 +43,32 @@ int32_t entryIndex(const Plan &plan, const std::string &name) {
 
 /// A call's inputs as one message: the tokens, positions and page table of
 /// its active rows (decode's page table has a row per sequence, prefill's
-/// and verify's one row for all).
+/// and verify's one row for all), and the sliding layers' page table alike
+/// where the plan has their pool.
 struct InputSizes {
-  int64_t rows = 0, table = 0, tableRows = 0, active = 0;
+  int64_t rows = 0, table = 0, tableRows = 0, active = 0, tables = 1;
   InputSizes(const EntryPoint &ep, int64_t activeRows)
       : rows(ep.rows), table(ep.arg("page_table")->numElements()),
         tableRows(ep.arg("page_table")->rows()),
-        active(std::clamp<int64_t>(activeRows, 1, ep.rows)) {}
-  /// The page table's elements sent: the active rows' where it has a row
+        active(std::clamp<int64_t>(activeRows, 1, ep.rows)),
+        tables(ep.arg("window_page_table") ? 2 : 1) {}
+  /// A page table's elements sent: the active rows' where it has a row
   /// per row of the entry point, else all.
   int64_t tableSent() const { return tableRows == rows ? table / rows * active : table; }
-  int64_t total() const { return 2 * active + tableSent(); }
+  int64_t total() const { return 2 * active + tables * tableSent(); }
 };
 
 void packInputs(Executor &e, const std::string &entry, int64_t activeRows,
                 std::vector<int32_t> &buf, bool out) {
   const InputSizes n(e.plan().entryPoints.at(entry), activeRows);
   buf.resize(size_t(n.total()));
-  int32_t *parts[] = {e.tokens(entry), e.positions(entry), e.pageTable(entry)};
-  const int64_t sent[] = {n.active, n.active, n.tableSent()};
-  const int64_t sizes[] = {n.rows, n.rows, n.table};
-  const int32_t padding[] = {0, -1, 0}; // what the engine writes past the active rows
+  int32_t *parts[] = {e.tokens(entry), e.positions(entry), e.pageTable(entry),
+                      e.windowPageTable(entry)};
+  const int64_t sent[] = {n.active, n.active, n.tableSent(), n.tableSent()};
+  const int64_t sizes[] = {n.rows, n.rows, n.table, n.table};
+  const int32_t padding[] = {0, -1, 0, 0}; // what the engine writes past the active rows
   int64_t at = 0;
-  for (int i = 0; i < 3; ++i) {
+  for (int i = 0; i < 2 + n.tables; ++i) {
     if (out) {
       std::memcpy(buf.data() + at, parts[i], size_t(sent[i]) * 4);
     } else {
@@ -130,9 +135,9 @@ const float *LeaderExecutor::logits(const std::string &entry) {
   return gathered.data();
 }
 
-void LeaderExecutor::copyPage(int32_t from, int32_t to) {
-  send(kCopyPage, "", from, to);
-  share->copyPage(from, to);
+void LeaderExecutor::copyPage(int32_t from, int32_t to, bool windowPool) {
+  send(windowPool ? kCopyWindowPage : kCopyPage, "", from, to);
+  share->copyPage(from, to, windowPool);
 }
 
 std::vector<double> LeaderExecutor::allReduceSeconds() {
@@ -177,7 +182,8 @@ void followLeader(Executor &share, Collective &comm) {
       break;
     }
     case kCopyPage:
-      share.copyPage(int32_t(h.a), int32_t(h.b));
+    case kCopyWindowPage:
+      share.copyPage(int32_t(h.a), int32_t(h.b), h.command == kCopyWindowPage);
       break;
     case kReduceTimes:
       gatherReduceTimes(share, comm);

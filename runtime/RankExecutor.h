@@ -32,6 +32,7 @@ public:
   int32_t *tokens(const std::string &e) override { return share->tokens(e); }
   int32_t *positions(const std::string &e) override { return share->positions(e); }
   int32_t *pageTable(const std::string &e) override { return share->pageTable(e); }
+  int32_t *windowPageTable(const std::string &e) override { return share->windowPageTable(e); }
   /// Sends the inputs to every rank, then runs this rank's share.
   void run(const std::string &entry, int64_t activeRows) override;
   /// The whole vocabulary's logits, gathered from every rank: of decode and
@@ -41,7 +42,7 @@ public:
   const float *logits(const std::string &entry) override;
   /// How many times logits() gathered rows from the ranks.
   int64_t logitGathers() const { return gathers; }
-  void copyPage(int32_t from, int32_t to) override;
+  void copyPage(int32_t from, int32_t to, bool windowPool) override;
   Collective *collective() const override { return &comm; }
   /// Every rank's, gathered.
   std::vector<double> allReduceSeconds() override;

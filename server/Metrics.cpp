@@ -74,6 +74,10 @@ void Metrics::sample(Scheduler &s) {
   now.pagesTotal = pool.size();
   now.pagesUsed = pool.size() - pool.available();
   now.pagesCached = pool.cachedPages();
+  if (const PagePool *w = s.engine().windowPages()) {
+    now.windowPagesTotal = w->size();
+    now.windowPagesUsed = w->size() - w->available();
+  }
   now.promptTokens = s.stats().promptTokens;
   now.cachedPromptTokens = s.stats().cachedPromptTokens;
   now.preemptions = s.stats().preemptions;
@@ -126,6 +130,14 @@ std::string Metrics::render() const {
   line(out, "kvplan_kv_pages_used", double(g.pagesUsed));
   header(out, "kvplan_kv_pages_cached", "gauge", "KV-cache pages in the prefix cache.");
   line(out, "kvplan_kv_pages_cached", double(g.pagesCached));
+  if (g.windowPagesTotal > 0) {
+    header(out, "kvplan_window_kv_pages_total", "gauge",
+           "Pages of the sliding-window layers' own KV-cache pool.");
+    line(out, "kvplan_window_kv_pages_total", double(g.windowPagesTotal));
+    header(out, "kvplan_window_kv_pages_used", "gauge",
+           "Pages of the sliding-window layers' pool held by sequences.");
+    line(out, "kvplan_window_kv_pages_used", double(g.windowPagesUsed));
+  }
   header(out, "kvplan_prefix_cache_hit_rate", "gauge",
          "Share of admitted prompt tokens taken from the prefix cache.");
   line(out, "kvplan_prefix_cache_hit_rate",

@@ -41,6 +41,8 @@ struct EngineGauges {
   int64_t inFlight = 0; // the server's count: submitted and not finished
   int64_t waiting = 0, running = 0;
   int64_t pagesTotal = 0, pagesUsed = 0, pagesCached = 0;
+  // The sliding-window layers' own pool, where the plan has one (total 0: none).
+  int64_t windowPagesTotal = 0, windowPagesUsed = 0;
   int64_t promptTokens = 0, cachedPromptTokens = 0; // admitted so far
   int64_t preemptions = 0, steps = 0;
   int64_t verifyCalls = 0, draftsProposed = 0, draftsAccepted = 0; // speculative decoding

@@ -193,8 +193,25 @@ int64_t kvHeadsPerRank(const ModelSpec &m, int64_t ranks) {
 }
 
 int64_t kvCacheBytes(const ModelSpec &m, const CompileSettings &c) {
-  return 2 * m.numLayers * kvHeadsPerRank(m, c.tensorParallel) * m.headDim * c.kvPages *
-         c.pageSize * dtypeBytes(c.kvDtype);
+  const int64_t windowed = int64_t(windowPoolLayers(m, c).size());
+  const int64_t pageBytes =
+      2 * kvHeadsPerRank(m, c.tensorParallel) * m.headDim * c.pageSize * dtypeBytes(c.kvDtype);
+  return ((m.numLayers - windowed) * c.kvPages + windowed * c.windowKvPages) * pageBytes;
+}
+
+int64_t mixedWindow(const ModelSpec &m, const CompileSettings &c) {
+  const bool mixed = m.slidingWindow > 0 && m.slidingWindow < c.maxSeqLen &&
+                     !m.fullAttentionLayers.empty() &&
+                     int64_t(m.fullAttentionLayers.size()) < m.numLayers;
+  return mixed ? m.slidingWindow : 0;
+}
+
+std::vector<int64_t> windowPoolLayers(const ModelSpec &m, const CompileSettings &c) {
+  std::vector<int64_t> layers;
+  if (mixedWindow(m, c) > 0)
+    for (int64_t l = 0; l < m.numLayers; ++l)
+      if (m.slides(l)) layers.push_back(l);
+  return layers;
 }
 
 int64_t attentionWindow(const ModelSpec &m, const CompileSettings &c) {
@@ -236,6 +253,11 @@ int64_t sequencePeakPages(int64_t window, int64_t pageSize, int64_t rows, int64_
 
 int64_t sequencePeakPages(const ModelSpec &m, const CompileSettings &c) {
   return sequencePeakPages(attentionWindow(m, c), c.pageSize, rowsPerCall(c), c.maxSeqLen);
+}
+
+int64_t windowPeakPages(const ModelSpec &m, const CompileSettings &c) {
+  const int64_t window = mixedWindow(m, c);
+  return window > 0 ? sequencePeakPages(window, c.pageSize, rowsPerCall(c), c.maxSeqLen) : 0;
 }
 
 namespace {
@@ -609,6 +631,36 @@ void deriveKvPages(ModelConfig &cfg) {
   CompileSettings &s = cfg.compile;
   if (!cfg.given.count("compile.kv_pages"))
     s.kvPages = s.maxBatch * sequencePeakPages(cfg.model, s);
+  if (!cfg.given.count("compile.window_kv_pages"))
+    s.windowKvPages = s.maxBatch * windowPeakPages(cfg.model, s);
+}
+
+// The sliding layers' own pool, where layers mix: every decode row holds
+// up to one sequence's pages under the window at once, and the scheduler
+// runs max_batch sequences, so the pool holds max_batch of them (the full
+// layers' pool, kv_pages, decides how many sequences fit).
+void checkWindowKvPages(Checker &c, const ModelConfig &cfg) {
+  const CompileSettings &s = cfg.compile;
+  const int64_t window = mixedWindow(cfg.model, s);
+  if (window == 0) {
+    if (cfg.given.count("compile.window_kv_pages"))
+      c.fail("compile.window_kv_pages",
+             "is the pool of the layers under a sliding window where others read every key, "
+             "and this model's layers do not mix at max_seq_len " +
+                 std::to_string(s.maxSeqLen) + "; leave it out");
+    return;
+  }
+  const int64_t need = s.maxBatch * windowPeakPages(cfg.model, s);
+  c.positive("compile.window_kv_pages", s.windowKvPages, kMaxPages);
+  if (s.windowKvPages < need)
+    c.fail("compile.window_kv_pages",
+           "window_kv_pages " + std::to_string(s.windowKvPages) + " cannot hold " +
+               std::to_string(s.maxBatch) + (s.maxBatch == 1 ? " sequence" : " sequences") +
+               " (max_batch) of " +
+               std::to_string(windowPeakPages(cfg.model, s)) + " pages of " +
+               std::to_string(s.pageSize) + " tokens at once (a sliding window of " +
+               std::to_string(window) + " keys and a call of " +
+               std::to_string(rowsPerCall(s)) + " rows); give at least " + std::to_string(need));
 }
 
 // The pool must hold one sequence at full context; more or fewer than
@@ -635,9 +687,10 @@ void checkKvPages(Checker &c, const ModelConfig &cfg) {
                                    " cannot hold one sequence of max_seq_len " +
                                    std::to_string(s.maxSeqLen) + " (" + std::to_string(perSeq) +
                                    held + "); give at least " + std::to_string(perSeq));
+  checkWindowKvPages(c, cfg);
   // Every byte count the plan reports must fit comfortably in 64 bits.
-  const long double kv = 2.0L * m.numLayers * m.numKvHeads * m.headDim * s.kvPages *
-                         s.pageSize * dtypeBytes(s.kvDtype);
+  const long double kv = 2.0L * m.numLayers * m.numKvHeads * m.headDim *
+                         std::max(s.kvPages, s.windowKvPages) * s.pageSize * dtypeBytes(s.kvDtype);
   if (kv > 1e18L)
     c.fail(cfg.given.count("compile.kv_pages") ? "compile.kv_pages" : "compile.max_seq_len",
            "the KV cache of kv_pages x page_size tokens would exceed 10^18 bytes; lower "
@@ -748,6 +801,7 @@ nlohmann::json toJson(const CompileSettings &c) {
           {"page_size", c.pageSize},
           {"kv_pages", c.kvPages},
           {"tensor_parallel", c.tensorParallel}};
+  if (c.windowKvPages > 0) j["window_kv_pages"] = c.windowKvPages;
   // Written only when set, so plans without a verify entry read as before.
   if (c.speculate > 0) j["speculate"] = c.speculate;
   if (c.scoreRows > 0) j["score_rows"] = c.scoreRows;
@@ -874,6 +928,8 @@ CompileSettings compileSettingsFromJson(const nlohmann::json &j) {
   c.prefillChunk = settingsInteger(j, "prefill_chunk", 1, kMaxDim);
   c.pageSize = settingsInteger(j, "page_size", 1, kMaxDim);
   c.kvPages = settingsInteger(j, "kv_pages", 1, kMaxPages);
+  if (j.contains("window_kv_pages"))
+    c.windowKvPages = settingsInteger(j, "window_kv_pages", 0, kMaxPages);
   c.tensorParallel = settingsInteger(j, "tensor_parallel", 1, 64);
   if ((c.tensorParallel & (c.tensorParallel - 1)) != 0)
     throw InputError("settings field 'tensor_parallel' is " + std::to_string(c.tensorParallel) +

@@ -161,6 +161,14 @@ struct CompileSettings {
   // page_size (every decode row can reach max_seq_len); a server keeping
   // prefix-cached pages wants more, a batch of mostly short sequences fewer.
   int64_t kvPages = 128;
+  // Where some layers slide and others read every key (Gemma 2 and 3, Qwen's
+  // mixes, under a context past the window): the sliding layers keep their
+  // keys and values in a pool of their own, of window_kv_pages pages, from
+  // which a sequence gives back the pages behind its window; the other
+  // layers' pool (kv_pages) keeps every page. Defaults to max_batch x the
+  // pages one sequence holds at once under the window; 0 where the layers
+  // do not mix (one pool).
+  int64_t windowKvPages = 0;
   // Ranks each layer is split between (tensor parallelism, a power of two):
   // the plan and its bill are one rank's.
   int64_t tensorParallel = 1;
@@ -234,8 +242,10 @@ struct WeightDecl {
 std::vector<WeightDecl> weightTable(const ModelSpec &m);
 int64_t parameterCount(const ModelSpec &m);
 /// KV cache bytes of the whole pool, kv_pages x page_size tokens:
-/// 2 x layers x kv_heads x head_dim x kv_pages x page_size x element size.
-/// With tensor parallelism, one rank's cache (kvHeadsPerRank heads).
+/// 2 x layers x kv_heads x head_dim x kv_pages x page_size x element size;
+/// where windowed and full layers mix, the windowed layers' pool counts
+/// window_kv_pages for them. With tensor parallelism, one rank's cache
+/// (kvHeadsPerRank heads).
 int64_t kvCacheBytes(const ModelSpec &m, const CompileSettings &c);
 /// The KV heads one of `ranks` tensor-parallel ranks holds: its share when
 /// the ranks divide them, else the one its query heads read.
@@ -246,6 +256,12 @@ int64_t kvHeadsPerRank(const ModelSpec &m, int64_t ranks);
 /// context passes it and every layer slides, else 0 (some layer reads every
 /// key, so no page is given back), as the frontend sets it.
 int64_t attentionWindow(const ModelSpec &m, const CompileSettings &c);
+/// Where some layers slide and others read every key, and the context
+/// passes the window: the sliding layers' window, which their own pool of
+/// window_kv_pages pages serves; else 0 (one pool).
+int64_t mixedWindow(const ModelSpec &m, const CompileSettings &c);
+/// The layers of that pool, ascending (empty where there is one pool).
+std::vector<int64_t> windowPoolLayers(const ModelSpec &m, const CompileSettings &c);
 /// The most rows one call appends to a sequence: prefill_chunk, or more
 /// where a verify (speculate + 1) or score call (score_rows) takes more.
 int64_t rowsPerCall(const CompileSettings &c);
@@ -260,6 +276,9 @@ int64_t pagesBehindWindow(int64_t window, int64_t pageSize, int64_t length);
 int64_t sequencePeakPages(int64_t window, int64_t pageSize, int64_t rows, int64_t tokens);
 /// The same for the settings' max_seq_len: the fewest pages kv_pages may be.
 int64_t sequencePeakPages(const ModelSpec &m, const CompileSettings &c);
+/// Where the layers mix (mixedWindow): the most pages one sequence holds at
+/// once in the sliding layers' pool; else 0.
+int64_t windowPeakPages(const ModelSpec &m, const CompileSettings &c);
 
 /// Checks every field and cross-field rule; throws InputError naming the
 /// source file, line and field. Fills in derived fields (head_dim) and the

@@ -25,6 +25,7 @@ struct CpuExecutor::Instr {
   double eps = 0, scale = 0;
   int64_t headDim = 0, numHeads = 0, layer = 0;
   int64_t window = 0;              // attention's sliding window; 0: none
+  bool windowPool = false;         // cache ops: the sliding layers' pool
   bool gelu = false;               // swiglu, fused_ffn: GELU (tanh) gates
   double softcap = 0;              // attention's scores, logits: Gemma 2's cap; 0: none
   const float *ropeTable = nullptr;
@@ -45,6 +46,7 @@ struct CpuExecutor::Program {
   };
   std::vector<Rope> ropes;
   int32_t *tokens = nullptr, *positions = nullptr, *pageTable = nullptr;
+  int32_t *windowPageTable = nullptr; // the sliding layers' pool's, where the plan has it
   const float *logits = nullptr;
   int64_t tableRows = 0;
   RunInputLimits limits; // checked before each call
@@ -60,6 +62,8 @@ public:
          uint64_t weightsBytes, const cpu::CacheGeometry &geometry)
       : plan(plan), ep(ep), arena(arena), weights(weights), weightsBytes(weightsBytes),
         geometry(geometry) {}
+  // (Both pools share heads, head_dim and the page table's width; the
+  // geometry checks below hold for either.)
 
   CpuExecutor::Instr bind(const Step &s, int64_t index) {
     step = &s;
@@ -112,9 +116,11 @@ public:
   }
   void operator()(const KVCacheWriteOp &op) {
     entryPositions(op.positions);
-    if (op.pageTable.value != ep.arg("page_table")->value)
-      fail("reads a page table other than the entry point's");
+    const Operand *table = ep.arg(op.cache.window ? "window_page_table" : "page_table");
+    if (!table || op.pageTable.value != table->value)
+      fail("reads a page table other than its cache's");
     in.layer = op.layer;
+    in.windowPool = op.cache.window;
     if (op.key.cols() != geometry.kvHeads * geometry.headDim)
       fail("writes keys of width " + std::to_string(op.key.cols()) + " to a cache of " +
            std::to_string(geometry.kvHeads) + " heads of " + std::to_string(geometry.headDim));
@@ -132,6 +138,7 @@ public:
     in.window = op.window.value_or(0);
     in.softcap = op.softcap.value_or(0.0);
     in.layer = op.key.layer;
+    in.windowPool = op.key.window;
     rowsAndCols(op.query, op.result);
   }
   void operator()(const FusedFFNOp &op) {
@@ -276,9 +283,11 @@ CpuExecutor::CpuExecutor(const Plan &plan, const char *weightsData, uint64_t siz
   arena = allocate("arena", bill.arenaAllocBytes);
   cache = allocate("KV cache", bill.kvCacheBytes);
   workspace = allocate("workspace", layout.ropeBytes);
-  const KVCacheLayout &kv = plan_.kvCache;
+  const KVCacheLayout &kv = plan_.kvCache, &w = plan_.windowCache;
   geometry = {cache.get(), kv.dtype, kv.pages, kv.pageSize, kv.kvHeads, kv.headDim,
               kv.pagesPerSequence};
+  windowGeometry = {cache.get() + kv.bytes(), w.dtype, w.pages, w.pageSize, w.kvHeads,
+                    w.headDim, w.pagesPerSequence};
   for (const CpuRopeTable &t : layout.ropeTables) {
     std::vector<double> f = ropeFrequencies(t.params);
     if (t.params.attentionFactor) { // the amplitudes follow the frequencies
@@ -294,6 +303,8 @@ CpuExecutor::CpuExecutor(const Plan &plan, const char *weightsData, uint64_t siz
     prog->positions = reinterpret_cast<int32_t *>(arena.get() + ep.arg("positions")->offset);
     prog->pageTable = reinterpret_cast<int32_t *>(arena.get() + ep.arg("page_table")->offset);
     prog->tableRows = ep.arg("page_table")->rows();
+    if (const Operand *t = ep.arg("window_page_table"))
+      prog->windowPageTable = reinterpret_cast<int32_t *>(arena.get() + t->offset);
     prog->limits = runInputLimits(plan_, ep);
     prog->logits = reinterpret_cast<const float *>(arena.get() + ep.results[0].offset);
     for (const CpuRopeTable &t : layout.ropeTables)
@@ -328,6 +339,9 @@ CpuExecutor::Program &CpuExecutor::program(const std::string &entry) {
 int32_t *CpuExecutor::tokens(const std::string &e) { return program(e).tokens; }
 int32_t *CpuExecutor::positions(const std::string &e) { return program(e).positions; }
 int32_t *CpuExecutor::pageTable(const std::string &e) { return program(e).pageTable; }
+int32_t *CpuExecutor::windowPageTable(const std::string &e) {
+  return program(e).windowPageTable;
+}
 const float *CpuExecutor::logits(const std::string &e) { return program(e).logits; }
 
 std::string CpuExecutor::describe() const {
@@ -343,18 +357,19 @@ std::string CpuExecutor::describe() const {
   return d + ")";
 }
 
-void CpuExecutor::copyPage(int32_t from, int32_t to) {
-  const KVCacheLayout &kv = plan_.kvCache;
+void CpuExecutor::copyPage(int32_t from, int32_t to, bool windowPool) {
+  const KVCacheLayout &kv = windowPool ? plan_.windowCache : plan_.kvCache;
+  const cpu::CacheGeometry &g = windowPool ? windowGeometry : geometry;
   if (from < 0 || to < 0 || from >= kv.pages || to >= kv.pages || from == to)
     throw std::logic_error("copyPage: pages " + std::to_string(from) + " -> " + std::to_string(to));
   // A page of one layer's keys (or values) is contiguous: kv_heads x
   // page_size x head_dim elements.
   const int64_t bytes = kv.kvHeads * kv.pageSize * kv.headDim * dtypeBytes(kv.dtype);
-  char *base = cache.get();
+  char *base = static_cast<char *>(g.base);
   for (int64_t layer = 0; layer < kv.layers; ++layer)
     for (int half = 0; half < 2; ++half)
-      std::memcpy(base + geometry.offset(layer, half, to, 0, 0) * dtypeBytes(kv.dtype),
-                  base + geometry.offset(layer, half, from, 0, 0) * dtypeBytes(kv.dtype),
+      std::memcpy(base + g.offset(layer, half, to, 0, 0) * dtypeBytes(kv.dtype),
+                  base + g.offset(layer, half, from, 0, 0) * dtypeBytes(kv.dtype),
                   size_t(bytes));
 }
 
@@ -369,7 +384,7 @@ void CpuExecutor::runSteps(const std::string &entry, int64_t activeRows, int64_t
   activeRows = std::clamp<int64_t>(activeRows, 1, prog.entry->rows);
   if (firstStep == 0)
     checkRunInputs(prog.limits, *prog.entry, prog.tokens, prog.positions, prog.pageTable,
-                   activeRows);
+                   activeRows, prog.windowPageTable);
   for (const Program::Rope &t : prog.ropes)
     pool.parallelFor(activeRows, [&](int64_t b, int64_t e) {
       cpu::ropeTable(prog.positions, t.half, t.freqs, t.scaled ? t.freqs + t.half : nullptr,
@@ -386,6 +401,14 @@ void softcapRows(ThreadPool &pool, float *x, int64_t n, double cap) {
     pool.parallelFor(n, [&](int64_t b, int64_t e) { cpu::softcap(x, float(cap), b, e); });
 }
 } // namespace
+
+const cpu::CacheGeometry &CpuExecutor::cacheOf(const Instr &in) const {
+  return in.windowPool ? windowGeometry : geometry;
+}
+
+const int32_t *CpuExecutor::tableOf(const Program &prog, const Instr &in) {
+  return in.windowPool ? prog.windowPageTable : prog.pageTable;
+}
 
 void CpuExecutor::runInstr(const Program &prog, const Instr &in, int64_t activeRows) {
   // Ops on pruned rows (the last token only) keep their static row count.
@@ -422,13 +445,14 @@ void CpuExecutor::runInstr(const Program &prog, const Instr &in, int64_t activeR
     });
   case OpKind::kvCacheWrite:
     return rowsParallel([&](int64_t b, int64_t e) {
-      cpu::kvCacheWrite(geometry, in.layer, x, reinterpret_cast<const float *>(in.in[1]),
-                        prog.positions, prog.pageTable, prog.tableRows, b, e);
+      cpu::kvCacheWrite(cacheOf(in), in.layer, x, reinterpret_cast<const float *>(in.in[1]),
+                        prog.positions, tableOf(prog, in), prog.tableRows, b, e);
     });
   case OpKind::attention:
     return pool.parallelFor(rows * in.numHeads, [&](int64_t b, int64_t e) {
-      cpu::cachedAttention(geometry, in.layer, x, prog.positions, prog.pageTable, prog.tableRows,
-                           {in.numHeads, in.scale, in.window, in.softcap}, out, b, e);
+      cpu::cachedAttention(cacheOf(in), in.layer, x, prog.positions, tableOf(prog, in),
+                           prog.tableRows, {in.numHeads, in.scale, in.window, in.softcap}, out,
+                           b, e);
     });
   case OpKind::fusedFFN:
     return rowsParallel(

@@ -40,9 +40,10 @@ public:
   int32_t *tokens(const std::string &entry) override;
   int32_t *positions(const std::string &entry) override;
   int32_t *pageTable(const std::string &entry) override;
+  int32_t *windowPageTable(const std::string &entry) override;
   /// The entry point's logits, in the arena: [rows, vocab] f32.
   const float *logits(const std::string &entry) override;
-  void copyPage(int32_t from, int32_t to) override;
+  void copyPage(int32_t from, int32_t to, bool windowPool) override;
   Collective *collective() const override { return comm; }
   /// Seconds this rank spent in all_reduce steps, and the bytes it sent.
   std::vector<double> allReduceSeconds() override { return {reduceSeconds}; }
@@ -82,6 +83,11 @@ private:
   Buffer arena, cache, workspace;
   std::vector<Allocation> allocated;
   cpu::CacheGeometry geometry;
+  cpu::CacheGeometry windowGeometry; // the sliding layers' pool, after the main cache
+  /// The cache and page table a cache op reads: the main pool's, or the
+  /// sliding layers'.
+  const cpu::CacheGeometry &cacheOf(const Instr &in) const;
+  static const int32_t *tableOf(const Program &prog, const Instr &in);
   std::map<std::string, std::unique_ptr<Program>> programs;
   Collective *comm = nullptr;
   double reduceSeconds = 0;

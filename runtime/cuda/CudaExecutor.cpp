@@ -249,6 +249,7 @@ struct CudaExecutor::Impl {
     int64_t logitsOff = 0, logitRows = 0, vocab = 0;
     bool logitsFollow = true;
     int32_t *hTok = nullptr, *hPos = nullptr, *hTable = nullptr, *hSampled = nullptr;
+    int32_t *hWindowTable = nullptr; // the sliding layers' page table, where the plan has it
     DeviceSamplingParams *hParams = nullptr;
     float *hLogits = nullptr;
     int64_t lastActive = 0;
@@ -297,6 +298,8 @@ struct CudaExecutor::Impl {
     std::memcpy(to.hTok, from.hTok, size_t(rows) * 4);
     std::memcpy(to.hPos, from.hPos, size_t(rows) * 4);
     std::memcpy(to.hTable, from.hTable, size_t(tableRows * pps) * 4);
+    if (to.hWindowTable)
+      std::memcpy(to.hWindowTable, from.hWindowTable, size_t(tableRows * pps) * 4);
     std::memcpy(to.hParams, from.hParams,
                 size_t(std::min(to.logitRows, from.logitRows)) * sizeof(DeviceSamplingParams));
   }
@@ -662,6 +665,8 @@ void CudaExecutor::Impl::bindEntries() {
     e.hTok = reinterpret_cast<int32_t *>(pinned + st.tokens);
     e.hPos = reinterpret_cast<int32_t *>(pinned + st.positions);
     e.hTable = reinterpret_cast<int32_t *>(pinned + st.pageTable);
+    if (ep.arg("window_page_table"))
+      e.hWindowTable = reinterpret_cast<int32_t *>(pinned + st.windowPageTable);
     e.hParams = reinterpret_cast<DeviceSamplingParams *>(pinned + st.params);
     e.hSampled = reinterpret_cast<int32_t *>(pinned + st.sampled);
     e.hLogits = reinterpret_cast<float *>(pinned + st.logits);
@@ -783,6 +788,9 @@ Collective *CudaExecutor::collective() const { return impl->ranks; }
 int32_t *CudaExecutor::tokens(const std::string &e) { return impl->entry(e).hTok; }
 int32_t *CudaExecutor::positions(const std::string &e) { return impl->entry(e).hPos; }
 int32_t *CudaExecutor::pageTable(const std::string &e) { return impl->entry(e).hTable; }
+int32_t *CudaExecutor::windowPageTable(const std::string &e) {
+  return impl->entry(e).hWindowTable;
+}
 
 void CudaExecutor::setSampling(const std::string &entry, const DeviceSamplingParams *rows,
                                int64_t count) {
@@ -813,7 +821,7 @@ void CudaExecutor::run(const std::string &name, int64_t activeRows) {
   activeRows = runRows(activeRows, e.ep->rows);
   // The generated kernels index the cache and the embedding table by these
   // without a check of their own.
-  checkRunInputs(e.limits, *e.ep, e.hTok, e.hPos, e.hTable, activeRows);
+  checkRunInputs(e.limits, *e.ep, e.hTok, e.hPos, e.hTable, activeRows, e.hWindowTable);
   if (!m.profilePath.empty() && !m.ranks && !e.profiled.count(activeRows)) {
     m.enqueue(e, activeRows); // a warm-up: lazy set-up stays out of the times
     check(cudaStreamSynchronize(m.stream), "running " + name);
@@ -874,16 +882,18 @@ const float *CudaExecutor::logits(const std::string &name) {
   return e.hLogits;
 }
 
-void CudaExecutor::copyPage(int32_t from, int32_t to) {
-  const KVCacheLayout &kv = impl->plan.kvCache;
+void CudaExecutor::copyPage(int32_t from, int32_t to, bool windowPool) {
+  const KVCacheLayout &kv = windowPool ? impl->plan.windowCache : impl->plan.kvCache;
   if (from < 0 || to < 0 || from >= kv.pages || to >= kv.pages || from == to)
     throw std::logic_error("copyPage: pages " + std::to_string(from) + " -> " + std::to_string(to));
   // [layers][2][pages][kv_heads][page_size][head_dim]: one contiguous block
-  // per layer and half, `pages` blocks apart.
+  // per layer and half, `pages` blocks apart; the sliding layers' pool
+  // after the main one.
   const int64_t block = kv.kvHeads * kv.pageSize * kv.headDim * dtypeBytes(kv.dtype);
+  char *cache = impl->cache + (windowPool ? impl->plan.kvCache.bytes() : 0);
   for (int64_t half = 0; half < 2 * kv.layers; ++half)
-    check(cudaMemcpyAsync(impl->cache + (half * kv.pages + to) * block,
-                          impl->cache + (half * kv.pages + from) * block, size_t(block),
+    check(cudaMemcpyAsync(cache + (half * kv.pages + to) * block,
+                          cache + (half * kv.pages + from) * block, size_t(block),
                           cudaMemcpyDeviceToDevice, impl->stream),
           "copying a KV-cache page");
   check(cudaStreamSynchronize(impl->stream), "copying a KV-cache page");

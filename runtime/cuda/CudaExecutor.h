@@ -51,9 +51,10 @@ public:
   int32_t *tokens(const std::string &entry) override;
   int32_t *positions(const std::string &entry) override;
   int32_t *pageTable(const std::string &entry) override;
+  int32_t *windowPageTable(const std::string &entry) override;
   void run(const std::string &entry, int64_t activeRows) override;
   const float *logits(const std::string &entry) override;
-  void copyPage(int32_t from, int32_t to) override;
+  void copyPage(int32_t from, int32_t to, bool windowPool) override;
   /// Alone it samples on the device; tensor-parallel ranks sample together
   /// on the host from their slices of the vocabulary (runtime/RankExecutor.h).
   bool samplesOnDevice() const override;

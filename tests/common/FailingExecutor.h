@@ -19,8 +19,11 @@ public:
   int32_t *tokens(const std::string &e) override { return cpu.tokens(e); }
   int32_t *positions(const std::string &e) override { return cpu.positions(e); }
   int32_t *pageTable(const std::string &e) override { return cpu.pageTable(e); }
+  int32_t *windowPageTable(const std::string &e) override { return cpu.windowPageTable(e); }
   const float *logits(const std::string &e) override { return cpu.logits(e); }
-  void copyPage(int32_t from, int32_t to) override { cpu.copyPage(from, to); }
+  void copyPage(int32_t from, int32_t to, bool windowPool) override {
+    cpu.copyPage(from, to, windowPool);
+  }
   void run(const std::string &e, int64_t rows) override {
     if (failing) throw std::runtime_error("device lost");
     cpu.run(e, rows);

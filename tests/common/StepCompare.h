@@ -102,8 +102,12 @@ inline void setInputs(Executor &x, const Plan &plan, const std::string &entry, i
   for (const Operand &a : ep.args)
     if (a.name == "page_table") tableRows = a.shape[0];
   for (int64_t r = 0; r < tableRows; ++r)
-    for (int64_t p = 0; p < pps; ++p)
+    for (int64_t p = 0; p < pps; ++p) {
       x.pageTable(entry)[r * pps + p] = int32_t((r * pps + p) % plan.kvCache.pages);
+      // The sliding layers' own pool, where the plan has one: other pages.
+      if (int32_t *w = x.windowPageTable(entry))
+        w[r * pps + p] = int32_t((r * pps + 3 * p + 1) % plan.windowCache.pages);
+    }
   for (int64_t r = 0; r < rows; ++r) {
     x.tokens(entry)[r] = int32_t(rng() % uint32_t(plan.model.vocabSize));
     if (r >= active) x.positions(entry)[r] = -1;
@@ -278,9 +282,14 @@ inline std::vector<char> cpuBytes(CpuExecutor &cpu, const std::vector<Operand> &
   return out;
 }
 
+/// The KV cache's bytes: the main pool's and the sliding layers' after it.
+inline int64_t cacheBytes(const Plan &plan) {
+  return plan.kvCache.bytes() + plan.windowCache.bytes();
+}
+
 /// The CPU's KV cache as f32.
 inline std::vector<float> cpuCache(CpuExecutor &cpu, const Plan &plan) {
-  const int64_t n = plan.kvCache.bytes() / dtypeBytes(plan.kvCache.dtype);
+  const int64_t n = cacheBytes(plan) / dtypeBytes(plan.kvCache.dtype);
   std::vector<float> c(static_cast<size_t>(n));
   convertElements(cpu.cacheData(), plan.kvCache.dtype, c.data(), DType::f32, n);
   return c;
@@ -293,7 +302,7 @@ inline std::vector<float> cpuCache(CpuExecutor &cpu, const Plan &plan) {
 template <class Device>
 void compareCaches(Device &gpu, CpuExecutor &cpu, const Plan &plan, size_t step,
                    const std::vector<float> &before) {
-  const int64_t bytes = plan.kvCache.bytes(), n = bytes / dtypeBytes(plan.kvCache.dtype);
+  const int64_t bytes = cacheBytes(plan), n = bytes / dtypeBytes(plan.kvCache.dtype);
   std::vector<char> dev(static_cast<size_t>(bytes));
   gpu.download(DeviceBuffer::cache, 0, dev.data(), bytes);
   std::vector<float> g(static_cast<size_t>(n));
@@ -331,7 +340,7 @@ void compareStepByStep(Device &gpu, CpuExecutor &cpu, const Plan &cudaPlan,
                        const CudaProgram &program, std::mt19937 &rng) {
   const Plan &cpuPlan = cpu.plan();
   {
-    std::vector<float> f(size_t(cpuPlan.kvCache.bytes() / dtypeBytes(cpuPlan.kvCache.dtype)));
+    std::vector<float> f(size_t(cacheBytes(cpuPlan) / dtypeBytes(cpuPlan.kvCache.dtype)));
     std::normal_distribution<float> nd(0.0f, 1.0f);
     for (float &v : f) v = nd(rng);
     convertElements(f.data(), DType::f32, cpu.cacheData(), cpuPlan.kvCache.dtype, int64_t(f.size()));
@@ -355,7 +364,7 @@ void compareStepByStep(Device &gpu, CpuExecutor &cpu, const Plan &cudaPlan,
       while (last < ce.ops.size() && ce.ops[last].step == int64_t(st)) ++last;
       if (last == op) continue; // a cache read: attention reads the cache in place
       cpu.runSteps(role, active, int64_t(cpuDone), int64_t(first) - 1);
-      gpu.upload(DeviceBuffer::cache, 0, cpu.cacheData(), cpuPlan.kvCache.bytes());
+      gpu.upload(DeviceBuffer::cache, 0, cpu.cacheData(), cacheBytes(cpuPlan));
       const bool writesCache = s.kind() == OpKind::kvCacheWrite ||
                                s.kind() == OpKind::ropeKVWrite ||
                                s.kind() == OpKind::matVecRopeKVWrite;

@@ -4,6 +4,7 @@
 #include "codegen/Compiler.h"
 #include "frontend/ConfigParser.h"
 #include "runtime/Engine.h"
+#include "support/Align.h"
 #include "runtime/Sampler.h"
 #include "plan/WeightPacking.h"
 #include "runtime/cpu/Isa.h"
@@ -17,6 +18,7 @@
 #include <random>
 #include <map>
 #include <set>
+#include <tuple>
 
 using namespace kvplan;
 
@@ -367,6 +369,120 @@ TEST(Equivalence, AWindowedSequenceStartsFromCachedPages) {
   e.close(second);
   e.pages().check();
   EXPECT_EQ(e.freePages(), 24);
+}
+
+// Where windowed and full layers mix, the sliding layers keep their keys and
+// values in a pool of their own. gemma3-chunk-3-pages-of-4 (layer 0 global,
+// layer 1 under a window of 6; calls of 3 rows, pages of 4, context 48): a
+// call from position S reads keys from S - 5 on, through S + 2, so at most
+// 3 pages at once (S = 6: positions 1 to 8, pages 0, 1, 2); the sliding
+// layer's pool is max_batch (1) x 3 pages, the global layer's 12 pages (48
+// tokens). Each page of one layer is 2 (keys, values) x 2 heads x 32 x 4
+// tokens x 4 bytes = 2,048 bytes: a cache of (12 + 3) x 2,048 = 30,720
+// bytes, where one pool for both layers would take 2 x 12 x 2,048 = 49,152.
+TEST(Equivalence, MixedWindowsKeepTheSlidingLayersInAPoolOfTheirOwn) {
+  ShapeModel c(shapeNamed("gemma3-chunk-3-pages-of-4"));
+  ASSERT_EQ(c.cfg.compile.kvPages, 12);
+  ASSERT_EQ(c.cfg.compile.windowKvPages, 3);
+  EXPECT_EQ(c.plan.kvCache.layers, 1);
+  EXPECT_EQ(c.plan.kvCache.pages, 12);
+  EXPECT_EQ(c.plan.windowCache.layers, 1);
+  EXPECT_EQ(c.plan.windowCache.pages, 3);
+  EXPECT_EQ(c.plan.memoryBill().kvCacheBytes, 30720);
+  EXPECT_EQ(c.plan.memoryBill().windowKvCacheBytes, 3 * 2048);
+  test::ReferenceModel ref(c.cfg.model, *c.source, DType::f32, c.cfg.compile.maxSeqLen);
+  Engine e = c.engine();
+  ASSERT_NE(e.windowPages(), nullptr);
+  EXPECT_EQ(e.poolWindow(), 6);
+  const int seq = e.open();
+  std::vector<int32_t> tokens = randomTokens(30, 97, 23);
+  const float *logits = e.prefill(seq, tokens.data(), int64_t(tokens.size()));
+  EXPECT_LT(test::relativeError(logits, ref.logits(tokens)), 1e-4) << "after the prompt";
+  // The global layer keeps every page; the sliding one at most 3 at once.
+  while (tokens.size() < 48) {
+    const int64_t pages = ceilDiv(int64_t(tokens.size()), 4);
+    EXPECT_EQ(e.heldPages(seq), pages) << "at " << tokens.size() << " tokens";
+    e.pages().check();
+    e.windowPages()->check();
+    const int32_t next = argmax(logits, 97);
+    tokens.push_back(next);
+    logits = e.decode({seq}, {next});
+    const double err = test::relativeError(logits, ref.logits(tokens));
+    ASSERT_LT(err, 1e-4) << "at " << tokens.size() << " tokens";
+  }
+  // 48 tokens: the next row would read keys from 43 on, in pages 10 and
+  // 11; pages 0 to 9 of the sliding layer are given back.
+  EXPECT_EQ(e.windowPages()->available(), 1);
+  e.close(seq);
+  e.pages().check();
+  e.windowPages()->check();
+  EXPECT_EQ(e.freePages(), 12);
+  EXPECT_EQ(e.windowPages()->available(), 3);
+  // A pool too small for max_batch sequences at once, and one for a model
+  // whose layers do not mix, are refused naming the setting.
+  for (const auto &[shape, pages, want] :
+       {std::tuple<const char *, const char *, const char *>{
+            "gemma3-chunk-3-pages-of-4", "window_kv_pages = 2\n",
+            "field 'compile.window_kv_pages': window_kv_pages 2 cannot hold 1 sequence (max_batch) "
+            "of 3 pages of 4 tokens at once (a sliding window of 6 keys and a call of 3 rows); "
+            "give at least 3"},
+        {"window-6-chunk-4", "window_kv_pages = 8\n",
+         "field 'compile.window_kv_pages': is the pool of the layers under a sliding window "
+         "where others read every key, and this model's layers do not mix at max_seq_len 48; "
+         "leave it out"}}) {
+    ModelShape bad = shapeNamed(shape);
+    bad.compile += pages;
+    try {
+      config(bad);
+      ADD_FAILURE() << shape << " compiled with " << pages;
+    } catch (const InputError &err) {
+      EXPECT_NE(std::string(err.what()).find(want), std::string::npos) << err.what();
+    }
+  }
+}
+
+// A sequence of a model with both pools starts from cached pages where both
+// pools still hold them: the sliding layers' pages behind the window stay
+// idle in the prefix cache while their pool has room, and are taken back
+// first when it has none (then nothing is reused).
+TEST(Equivalence, MixedWindowsReuseWhatBothPoolsHold) {
+  for (int64_t windowPages : {24, 3}) {
+    SCOPED_TRACE("window_kv_pages " + std::to_string(windowPages));
+    ModelShape s = shapeNamed("gemma3-chunk-3-pages-of-4");
+    s.compile += "kv_pages = 24\nwindow_kv_pages = " + std::to_string(windowPages) + "\n";
+    ShapeModel c(s);
+    test::ReferenceModel ref(c.cfg.model, *c.source, DType::f32, c.cfg.compile.maxSeqLen);
+    Engine e = c.engine();
+    const int first = e.open();
+    std::vector<int32_t> a = randomTokens(30, 97, 24);
+    e.prefill(first, a.data(), 30);
+    for (int32_t t : {5, 6, 5, 6}) {
+      a.push_back(t);
+      e.decode({first}, {t});
+    }
+    e.close(first);
+    EXPECT_EQ(e.pages().cachedPages(), 8); // 34 tokens: 8 full pages
+    std::vector<int32_t> b(a.begin(), a.begin() + 30);
+    for (int32_t t : {7, 8, 9}) b.push_back(t);
+    const int second = e.open();
+    // Pages 0-6 (28 tokens) and the first 2 of page 7, copied in each pool;
+    // or, with the sliding layers' early pages taken back, nothing.
+    const int64_t reused = e.reuse(second, b.data(), int64_t(b.size()));
+    EXPECT_EQ(reused, windowPages == 24 ? 30 : 0);
+    const float *logits = e.prefill(second, b.data() + reused, int64_t(b.size()) - reused);
+    EXPECT_LT(test::relativeError(logits, ref.logits(b)), 1e-4) << "after the prompt";
+    while (b.size() < 40) {
+      const int32_t next = argmax(logits, 97);
+      b.push_back(next);
+      logits = e.decode({second}, {next});
+      ASSERT_LT(test::relativeError(logits, ref.logits(b)), 1e-4) << "at " << b.size();
+    }
+    e.close(second);
+    e.pages().check();
+    e.windowPages()->check();
+    EXPECT_EQ(e.freePages(), 24);
+    EXPECT_EQ(e.windowPages()->available(), windowPages);
+  }
 }
 
 TEST(Equivalence, ThreadCountDoesNotChangeResults) {

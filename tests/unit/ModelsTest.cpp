@@ -169,8 +169,20 @@ TEST(Models, CompileWithExactBills) {
     // The pool is the kv_pages setting, whatever max_batch is.
     EXPECT_EQ(out.plan.kvCache.pages, s.kvPages);
     EXPECT_EQ(out.plan.kvCache.pagesPerSequence, s.maxSeqLen / s.pageSize);
-    EXPECT_EQ(b.kvCacheBytes, 2 * m.numLayers * m.numKvHeads * m.headDim * s.kvPages *
-                                  s.pageSize * dtypeBytes(s.kvDtype));
+    // Where some layers slide and others read every key, the sliding
+    // layers' pool is window_kv_pages pages: Gemma 3 1B's window of 512 and
+    // calls of 512 rows span at most 15 + 511 + 512 = 1,038 positions from
+    // a page's start, 65 pages of 16; Gemma 2 2B's window of 4,096, 15 +
+    // 4,095 + 512 = 4,622 positions, 289 pages.
+    int64_t windowed = 0;
+    if (!m.fullAttentionLayers.empty() && m.slidingWindow < s.maxSeqLen)
+      windowed = m.numLayers - int64_t(m.fullAttentionLayers.size());
+    if (m.name == "gemma-3-1b") EXPECT_EQ(s.windowKvPages, 65);
+    if (m.name == "gemma-2-2b") EXPECT_EQ(s.windowKvPages, 289);
+    EXPECT_EQ(out.plan.windowCache.layers, windowed);
+    EXPECT_EQ(b.kvCacheBytes, 2 * m.numKvHeads * m.headDim * s.pageSize * dtypeBytes(s.kvDtype) *
+                                  ((m.numLayers - windowed) * s.kvPages +
+                                   windowed * s.windowKvPages));
     EXPECT_EQ(b.kvCacheBytes, kvCacheBytes(m, s));
     ASSERT_EQ(b.arenaBytes.size(), 2u);
     for (const auto &[name, ep] : out.plan.entryPoints) {

@@ -110,6 +110,10 @@ void expectNoLeak(Engine &e) {
   e.pages().check();
   EXPECT_EQ(e.openSequences(), 0);
   EXPECT_EQ(e.pages().available(), e.pages().size());
+  if (const PagePool *w = e.windowPages()) { // the sliding layers' own pool
+    w->check();
+    EXPECT_EQ(w->available(), w->size());
+  }
 }
 
 struct Load {
@@ -347,6 +351,38 @@ TEST(Scheduler, UnderASlidingWindowLongRequestsShareASmallPool) {
     }
     expectNoLeak(e);
   }
+}
+
+TEST(Scheduler, MixedWindowsServeFromTwoPools) {
+  // The same four requests on a Gemma-like model: layer 0 slides (a window
+  // of 8), layer 1 reads every key. Its pool of 20 pages cannot hold the
+  // four at full length (15 pages each), so the newest are preempted and
+  // resumed from the prefix cache; the sliding layer's own pool is the
+  // default, 4 x 5 pages (a call of 8 rows: 3 + 7 + 8 = 18 positions from
+  // a page's start), which the four running at once never pass.
+  Load l;
+  const std::vector<int32_t> common = randomTokens(12, 77);
+  for (uint32_t i = 0; i < 4; ++i) {
+    std::vector<int32_t> p = i < 3 ? common : randomTokens(12, 78);
+    const std::vector<int32_t> own = randomTokens(18, 80 + i);
+    p.insert(p.end(), own.begin(), own.end());
+    l.prompts.push_back(p);
+    l.maxNew.push_back(30);
+  }
+  TinyModel m(std::string(kF32) + "kv_pages = 20\n",
+              "architecture = \"gemma3\"\nsliding_window = 8\nfull_attention_layers = [1]\n");
+  ASSERT_EQ(m.cfg.compile.windowKvPages, 20);
+  ASSERT_EQ(m.plan.windowCache.layers, 1);
+  Engine e = m.engine();
+  Scheduler s(e, nullptr);
+  std::vector<Received> got = serve(s, l, 4);
+  EXPECT_GT(s.stats().preemptions, 0);
+  EXPECT_GT(e.windowPages()->evictions(), 0);
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_TRUE(got[i].finished);
+    EXPECT_EQ(got[i].tokens, alone(m, l.prompts[i], l.maxNew[i])) << "request " << i;
+  }
+  expectNoLeak(e);
 }
 
 TEST(Scheduler, TheTokenBudgetInterleavesPrefillWithDecode) {

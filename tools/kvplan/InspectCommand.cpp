@@ -17,9 +17,24 @@ namespace kvplan::cli {
 
 namespace {
 
+/// "1 layer", "4 layers".
+std::string layerCount(int64_t n, const char *what) {
+  return std::to_string(n) + " " + what + (n == 1 ? "" : "s");
+}
+
+/// The sliding layers' own pool, where the plan has one.
+std::string windowPoolNote(const Plan &p) {
+  const KVCacheLayout &w = p.windowCache;
+  return "; " + std::to_string(w.pages) + " pages for the " +
+         layerCount(w.layers, "sliding-window layer") + " (" + humanBytes(w.bytes()) + ": a sequence holds " +
+         withCommas(windowPeakPages(p.model, p.settings)) + " at once under their window of " +
+         withCommas(windowPoolWindow(p)) + " keys)";
+}
+
 /// The pool in pages and in sequences at full context, which a pool sized
 /// for prefix caching (kv_pages) need not hold a whole number of; under a
-/// sliding window, a sequence holds fewer pages at once.
+/// sliding window, a sequence holds fewer pages at once. Where the sliding
+/// layers have a pool of their own, that one too.
 std::string poolNote(const Plan &p) {
   const KVCacheLayout &kv = p.kvCache;
   const int64_t perSeq = sequencePeakPages(p);
@@ -28,13 +43,15 @@ std::string poolNote(const Plan &p) {
     std::snprintf(held, sizeof held, "%lld", (long long)(kv.pages / perSeq));
   else
     std::snprintf(held, sizeof held, "%.2f", double(kv.pages) / double(perSeq));
-  return std::to_string(kv.pages) + " pages x " + std::to_string(kv.pageSize) + " tokens (= " +
+  const bool two = p.windowCache.layers > 0;
+  return std::to_string(kv.pages) + " pages x " + std::to_string(kv.pageSize) + " tokens" +
+         (two ? " for " + layerCount(kv.layers, "layer") : std::string()) + " (= " +
          held + (kv.pages == perSeq ? " sequence" : " sequences") + " at full context" +
          (perSeq < kv.pagesPerSequence
               ? "; under the sliding window a sequence holds " + withCommas(perSeq) + " of its " +
                     withCommas(kv.pagesPerSequence) + " pages at once"
               : std::string()) +
-         ")";
+         ")" + (two ? windowPoolNote(p) : std::string());
 }
 
 /// Every line of the bill: each buffer an executor allocates at load.
@@ -177,6 +194,24 @@ void printModel(const ModelSpec &m, const CompileSettings &s) {
               modelTraits(m, s).c_str());
 }
 
+/// The KV cache's pools and layout.
+void printKvCache(const Plan &p) {
+  const KVCacheLayout &kv = p.kvCache;
+  const int64_t atOnce = sequencePeakPages(p);
+  std::printf("\nKV cache  %lld pages of %lld tokens (%lld per sequence%s), layout "
+              "[layers][k,v][pages][kv_heads][page_size][head_dim]\n",
+              (long long)kv.pages, (long long)kv.pageSize, (long long)kv.pagesPerSequence,
+              atOnce < kv.pagesPerSequence
+                  ? (", " + std::to_string(atOnce) + " at once under the sliding window").c_str()
+                  : "");
+  if (const KVCacheLayout &w = p.windowCache; w.layers > 0)
+    std::printf("          the %s: a pool of their own, %lld pages of %lld tokens (%lld per "
+                "sequence at once), through their own page table\n",
+                layerCount(w.layers, "sliding-window layer").c_str(), (long long)w.pages,
+                (long long)w.pageSize,
+                (long long)windowPeakPages(p.model, p.settings));
+}
+
 void printHuman(const Artifact &a) {
   const Plan &p = a.plan();
   const ModelSpec &m = p.model;
@@ -187,10 +222,12 @@ void printHuman(const Artifact &a) {
   printModel(m, s);
   std::printf("rope      %s\n", ropeLine(m).c_str());
   std::printf("settings  target %s, weights %s, KV cache %s, max batch %lld, max seq %lld, "
-              "prefill chunk %lld, page %lld tokens, kv pages %lld%s%s\n",
+              "prefill chunk %lld, page %lld tokens, kv pages %lld%s%s%s\n",
               targetName(s.target), dtypeName(s.weightDtype), dtypeName(s.kvDtype),
               (long long)s.maxBatch, (long long)s.maxSeqLen, (long long)s.prefillChunk,
               (long long)s.pageSize, (long long)s.kvPages,
+              s.windowKvPages ? (", window kv pages " + std::to_string(s.windowKvPages)).c_str()
+                              : "",
               s.speculate ? (", speculate " + std::to_string(s.speculate)).c_str() : "",
               s.scoreRows ? (", score rows " + std::to_string(s.scoreRows)).c_str() : "");
   if (!s.decodeCopies.empty() || !s.prefillCopies.empty())
@@ -204,14 +241,7 @@ void printHuman(const Artifact &a) {
   for (const auto &[name, ep] : p.entryPoints)
     std::printf("  %-8s %5lld rows  %4zu steps  %zu args\n", name.c_str(), (long long)ep.rows,
                 ep.steps.size(), ep.args.size());
-  const KVCacheLayout &kv = p.kvCache;
-  const int64_t atOnce = sequencePeakPages(p);
-  std::printf("\nKV cache  %lld pages of %lld tokens (%lld per sequence%s), layout "
-              "[layers][k,v][pages][kv_heads][page_size][head_dim]\n",
-              (long long)kv.pages, (long long)kv.pageSize, (long long)kv.pagesPerSequence,
-              atOnce < kv.pagesPerSequence
-                  ? (", " + std::to_string(atOnce) + " at once under the sliding window").c_str()
-                  : "");
+  printKvCache(p);
   std::printf("weights   %zu tensors%s\n", p.weights.size(),
               a.hasSection(kWeightsSection) ? "" : " (not stored: compiled with --weights none)");
   if (a.hasSection(kTokenizerSection)) {

@@ -57,6 +57,11 @@ void ModelOptions::add(CLI::App *cmd, const std::string &positional, bool compil
   cmd->add_option("--kv-pages", kvPages,
                   "KV-cache pages in the pool (default: max batch x max seq / page size)")
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--window-kv-pages", windowKvPages,
+                  "Pages of the sliding-window layers' own pool where they mix with layers "
+                  "reading every key, as Gemma's (default: max batch x one sequence's pages "
+                  "under the window)")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--tensor-parallel", tensorParallel,
                   "Ranks to split every layer between (a power of two; run with mpirun -np N)")
       ->check(CLI::PositiveNumber);
@@ -132,6 +137,7 @@ void refuseSettingsForArtifact(const ModelOptions &o) {
   flag(o.prefillChunk != 0, "--prefill-chunk");
   flag(o.pageSize != 0, "--page-size");
   flag(o.kvPages != 0, "--kv-pages");
+  flag(o.windowKvPages != 0, "--window-kv-pages");
   flag(o.tensorParallel != 0, "--tensor-parallel");
   flag(!o.decodeCopies.empty(), "--decode-copies");
   flag(!o.prefillCopies.empty(), "--prefill-copies");
@@ -180,6 +186,7 @@ ModelSources resolveModelSources(const ModelOptions &opts) {
   if (opts.prefillChunk) o.prefillChunk = opts.prefillChunk;
   if (opts.pageSize) o.pageSize = opts.pageSize;
   if (opts.kvPages) o.kvPages = opts.kvPages;
+  if (opts.windowKvPages) o.windowKvPages = opts.windowKvPages;
   if (opts.tensorParallel) o.tensorParallel = opts.tensorParallel;
   if (opts.speculate) o.speculate = opts.speculate;
   if (opts.scoreRows) o.scoreRows = opts.scoreRows;
