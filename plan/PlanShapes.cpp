@@ -198,8 +198,7 @@ private:
   /// has one of its own).
   void cacheArgs(const Operand &cache, const Operand &pageTable,
                  const Operand &positions) const {
-    const char *table = cache.window ? "window_page_table" : "page_table";
-    entryArg(table, pageTable, table);
+    entryArg("page_table", pageTable, cache.window ? "window_page_table" : "page_table");
     entryArg("positions", positions, "positions");
   }
   /// `o` is the keys' (or values') view of `layer` of the main cache, or
@@ -233,9 +232,18 @@ void StepShapes::operator()(const AttentionOp &op) {
   entryRows("query", op.query);
   shape("query", op.query, {ep.rows, op.numHeads * op.headDim}, "num_heads x head_dim per row");
   shape("result", op.result, op.query.shape, "the query's shape");
+  // The model's sliding window, where the attention slides; the sliding
+  // layers' own pool, where the plan has one, holds exactly the sliding
+  // layers (the engine gives back their pages behind that window).
+  if (op.window && *op.window != plan.model.slidingWindow)
+    fail("attribute 'window' is " + std::to_string(*op.window) + " and the model's "
+         "sliding_window " + std::to_string(plan.model.slidingWindow));
   if (op.mask == AttentionMask::cache) {
     if (op.key.kind != OperandKind::kvView)
       fail("field 'key' is not a KV-cache view, and mask 'cache' attends over the cache");
+    if (plan.windowCache.layers > 0 && op.key.window != op.window.has_value())
+      fail(std::string("reads the ") + (op.key.window ? "sliding layers'" : "main") +
+           " pool, and " + (op.window ? "slides" : "reads every key"));
     view("key", op.key, false, op.key.layer, op.key.window);
     view("value", op.value, true, op.key.layer, op.key.window);
     equal("attribute 'num_kv_heads' is", op.numKvHeads, kv.kvHeads, "the cache's kv_heads");

@@ -26,8 +26,9 @@ namespace {
 
 /// A two-layer model of hidden size 64 (stories260K's width) with GQA, for
 /// the cpu target unless `target` says otherwise.
-ModelConfig tinyConfig(int64_t maxBatch, const std::string &target = "cpu") {
-  const std::string text = "[model]\nname = \"hostile\"\narchitecture = \"llama\"\n"
+ModelConfig tinyConfig(int64_t maxBatch, const std::string &target = "cpu",
+                       const std::string &architecture = "architecture = \"llama\"\n") {
+  const std::string text = "[model]\nname = \"hostile\"\n" + architecture +
                            "hidden_size = 64\nintermediate_size = 96\nnum_layers = 2\n"
                            "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 40\n"
                            "max_position_embeddings = 64\nrms_norm_eps = 1e-5\n"
@@ -251,8 +252,12 @@ void runOnCpu(const Plan &plan) {
   const int64_t pps = plan.kvCache.pagesPerSequence;
   for (const auto &[name, ep] : plan.entryPoints) {
     int32_t *tok = exec.tokens(name), *pos = exec.positions(name), *table = exec.pageTable(name);
+    int32_t *windowTable = exec.windowPageTable(name);
     const int64_t tableRows = ep.arg("page_table")->rows();
-    for (int64_t i = 0; i < tableRows * pps; ++i) table[i] = int32_t(i % plan.kvCache.pages);
+    for (int64_t i = 0; i < tableRows * pps; ++i) {
+      table[i] = int32_t(i % plan.kvCache.pages);
+      if (windowTable) windowTable[i] = int32_t(i % plan.windowCache.pages);
+    }
     for (int64_t r = 0; r < ep.rows; ++r) {
       tok[r] = int32_t(3 + r);
       pos[r] = r < 3 ? int32_t(r + 1) : -1;
@@ -309,6 +314,67 @@ TEST(HostileArtifact, EveryEditOfAShapeOrAnIntegerIsRefusedOrHarmless) {
 
 TEST(HostileArtifact, EveryEditOfACudaPlanIsRefusedOrHarmless) {
   mutateAll(compileModel(tinyConfig(2, "cuda")).plan, false);
+}
+
+/// Layer 0 under a window of 5 and layer 1 reading every key, at a context
+/// of 16: the sliding layer's own pool (window_kv_cache).
+const char *kTwoPools =
+    "architecture = \"gemma3\"\nsliding_window = 5\nfull_attention_layers = [1]\n";
+
+TEST(HostileArtifact, EveryEditOfAPlanWithTwoPoolsIsRefusedOrHarmless) {
+  const Plan plan = compileModel(tinyConfig(2, "cpu", kTwoPools)).plan;
+  ASSERT_EQ(plan.windowCache.layers, 1);
+  ASSERT_NO_THROW(runOnCpu(plan));
+  mutateAll(plan, true);
+}
+
+// A step that reads the sliding layers' pool through the main page table
+// (or the main pool through theirs), a view of the other pool, or a plan
+// whose second pool is missing or not the one its settings name, is
+// refused when read, naming what is wrong.
+TEST(HostileArtifact, EachPoolIsReadThroughItsOwnPageTable) {
+  const json good = toJson(compileModel(tinyConfig(2, "cpu", kTwoPools)).plan);
+  ASSERT_EQ(readError(good), "(no error)");
+  const json &steps = good.at("entry_points").at("decode").at("steps");
+  size_t write = steps.size();
+  for (size_t i = 0; i < steps.size() && write == steps.size(); ++i)
+    if (steps[i]["op"] == "kv_cache_write" && steps[i]["cache"].value("window", false))
+      write = i;
+  ASSERT_LT(write, steps.size());
+  auto step = [&](json &j) -> json & { return j["entry_points"]["decode"]["steps"][write]; };
+  struct Edit {
+    const char *what, *want;
+    std::function<void(json &)> apply;
+  };
+  const Edit edits[] = {
+      {"the sliding layer's write through the main table",
+       "field 'page_table' reads value",
+       [&](json &j) {
+         for (const json &a : j["entry_points"]["decode"]["args"])
+           if (a["name"] == "page_table") {
+             json table = a;
+             table.erase("name");
+             step(j)["page_table"] = table;
+           }
+       }},
+      {"the sliding layer's write into the main cache, a layer it has not",
+       "names layer 5 of a cache of 1",
+       [&](json &j) {
+         step(j)["cache"].erase("window");
+         step(j)["layer"] = 5;
+       }},
+      {"no second pool", "has no 'window_kv_cache'", [](json &j) { j.erase("window_kv_cache"); }},
+      {"a second pool of other pages", "has 7 pages and the settings' window_kv_pages is",
+       [](json &j) { j["window_kv_cache"]["pages"] = 7; }},
+      {"a window flag on an arena operand", "has a 'window' that is not",
+       [&](json &j) { step(j)["key"]["window"] = true; }},
+  };
+  for (const Edit &e : edits) {
+    SCOPED_TRACE(e.what);
+    json j = good;
+    e.apply(j);
+    EXPECT_NE(readError(j).find(e.want), std::string::npos) << readError(j);
+  }
 }
 
 // A cuda plan for 12 sequences carries decode.1 and decode.8, copies of
