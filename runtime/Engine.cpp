@@ -34,7 +34,9 @@ void Engine::init(const EngineOptions &options) {
   windowed = p.windowCache.layers > 0;
   if (windowed) {
     poolWindow_ = windowPoolWindow(p);
-    windowPool = PagePool(p.windowCache.pages, p.windowCache.pageSize, options.prefixCache, true);
+    // The prefix cache reaches its pages through the main pool's
+    // (companions), not by chains of its own.
+    windowPool = PagePool(p.windowCache.pages, p.windowCache.pageSize, false, true);
   }
   if (p.ranks() > 1 && !exec->collective())
     throw InputError("the model is split between " + std::to_string(p.ranks()) +
@@ -134,13 +136,62 @@ void Engine::checkContext(int64_t tokens) const {
                      " (compile with a larger --max-seq)");
 }
 
+int64_t Engine::freeWindowPages() const {
+  if (!windowed) return 0;
+  int64_t n = windowPool.freePages();
+  for (const auto &[main, c] : companions) n += windowPool.refs(c.windowPage) == 1;
+  return n;
+}
+
+void Engine::addCompanion(int32_t mainPage, int32_t windowPage) {
+  if (companions.count(mainPage)) dropCompanion(mainPage); // of an earlier epoch
+  windowPool.hold(windowPage);
+  const uint64_t stamp = ++companionClock;
+  companions[mainPage] = {windowPage, pool.epoch(mainPage), stamp};
+  companionsByAge[stamp] = mainPage;
+}
+
+void Engine::dropCompanion(int32_t mainPage) {
+  auto it = companions.find(mainPage);
+  windowPool.drop(it->second.windowPage);
+  companionsByAge.erase(it->second.stamp);
+  companions.erase(it);
+}
+
+int32_t Engine::companionOf(int32_t mainPage) {
+  auto it = companions.find(mainPage);
+  if (it == companions.end()) return -1;
+  Companion &c = it->second;
+  if (!pool.isCached(mainPage) || pool.epoch(mainPage) != c.epoch) return -1;
+  companionsByAge.erase(c.stamp);
+  c.stamp = ++companionClock;
+  companionsByAge[c.stamp] = mainPage;
+  return c.windowPage;
+}
+
+int32_t Engine::takeWindowPage() {
+  // Oldest first, those only the cache holds (or whose main page left it).
+  for (auto it = companionsByAge.begin();
+       windowPool.freePages() == 0 && it != companionsByAge.end();) {
+    const int32_t main = it->second;
+    ++it;
+    const Companion &c = companions.at(main);
+    const bool stale = !pool.isCached(main) || pool.epoch(main) != c.epoch;
+    if (windowPool.refs(c.windowPage) == 1 || stale) {
+      windowEvicted += windowPool.refs(c.windowPage) == 1;
+      dropCompanion(main);
+    }
+  }
+  return windowPool.take();
+}
+
 void Engine::requirePages(int64_t need, const std::string &needs) const {
   if (need > pool.available())
     throw InputError("the KV cache has " + std::to_string(pool.available()) +
                      " pages free but " + needs + " (compile with more --kv-pages)");
-  if (windowed && need > windowPool.available())
+  if (windowed && need > windowPool.freePages() && need > freeWindowPages())
     throw InputError("the sliding-window layers' KV cache has " +
-                     std::to_string(windowPool.available()) + " pages free but " + needs +
+                     std::to_string(freeWindowPages()) + " pages free but " + needs +
                      " (it holds max_batch sequences at once; compile with more "
                      "--window-kv-pages to run more)");
 }
@@ -151,7 +202,7 @@ void Engine::grow(Sequence &s, int64_t tokens) {
   requirePages(need, "the sequence needs " + std::to_string(need) + " more");
   for (int64_t i = 0; i < need; ++i) {
     s.pages.push_back(pool.take());
-    if (windowed) s.windowPages.push_back(windowPool.take());
+    if (windowed) s.windowPages.push_back(takeWindowPage());
   }
 }
 
@@ -185,9 +236,9 @@ void Engine::checkRoom(const Sequence &s, int64_t tokens) const {
   if (!windowed) return;
   const int64_t moreWindow =
       pagesToReach(length, held, s.windowReleased, poolWindow_, pageSize(), chunk, tokens);
-  if (moreWindow > windowPool.available())
+  if (moreWindow > freeWindowPages())
     throw InputError("the sliding-window layers' KV cache has " +
-                     std::to_string(windowPool.available()) +
+                     std::to_string(freeWindowPages()) +
                      " pages free but the sequence needs " + std::to_string(moreWindow) +
                      " more (compile with more --window-kv-pages)");
 }
@@ -231,10 +282,47 @@ void Engine::publishFull(Sequence &s) {
   for (; s.published < full; ++s.published) {
     const size_t i = size_t(s.published);
     const int32_t *tokens = s.tokens.data() + s.published * pageSize();
-    pool.publish(i > 0 ? s.pages[i - 1] : -1, s.pages[i], tokens);
-    // The page before is held still: a sequence keeps its last full page.
-    if (windowed) windowPool.publish(i > 0 ? s.windowPages[i - 1] : -1, s.windowPages[i], tokens);
+    // The sliding layers' page is held still: a sequence keeps its last
+    // full page.
+    if (pool.publish(i > 0 ? s.pages[i - 1] : -1, s.pages[i], tokens) && windowed)
+      addCompanion(s.pages[i], s.windowPages[i]);
   }
+}
+
+std::vector<int32_t> Engine::windowPagesFor(PagePool::Match &m, int64_t &released) {
+  for (;;) {
+    const int64_t n = int64_t(m.full.size());
+    released = pagesBehindWindow(poolWindow_, pageSize(), n * pageSize() + m.partialTokens);
+    bool covered = m.partialTokens == 0 || companionOf(m.partial) >= 0;
+    for (int64_t j = released; covered && j < n; ++j)
+      covered = companionOf(m.full[size_t(j)]) >= 0;
+    if (covered) {
+      std::vector<int32_t> pages(size_t(released), -1);
+      for (int64_t j = released; j < n; ++j) {
+        pages.push_back(companionOf(m.full[size_t(j)]));
+        windowPool.hold(pages.back());
+      }
+      // The partial page is copied in both pools: with room for both
+      // copies (its companion, held while copied, is no room).
+      if (m.partialTokens == 0 || partialRoom(companionOf(m.partial))) return pages;
+      for (int64_t j = released; j < n; ++j) windowPool.drop(pages[size_t(j)]);
+      m.partial = -1;
+      m.partialTokens = 0;
+      continue;
+    }
+    // Reuse less: without the partial page, then a full page fewer.
+    if (m.partialTokens > 0) {
+      m.partial = -1;
+      m.partialTokens = 0;
+      continue;
+    }
+    pool.drop(m.full.back());
+    m.full.pop_back();
+  }
+}
+
+bool Engine::partialRoom(int32_t windowFrom) const {
+  return pool.available() > 0 && freeWindowPages() - (windowPool.refs(windowFrom) == 1) > 0;
 }
 
 int64_t Engine::reuse(int seq, const int32_t *tokens, int64_t count) {
@@ -242,34 +330,28 @@ int64_t Engine::reuse(int seq, const int32_t *tokens, int64_t count) {
   Sequence &s = seqs[size_t(seq)];
   if (!s.tokens.empty()) throw std::logic_error("reuse() on a sequence that holds tokens");
   if (count <= 1) return 0;
-  PagePool::Match m = pool.match(tokens, count - 1), w;
-  if (windowed) {
-    // Both pools hold the prefix, or it is not reused: the shorter match.
-    w = windowPool.match(tokens, count - 1);
-    const size_t n = std::min(m.full.size(), w.full.size());
-    if (m.full.size() != w.full.size()) m.partialTokens = w.partialTokens = 0;
-    m.partialTokens = std::min(m.partialTokens, w.partialTokens);
-    for (size_t i = m.full.size(); i-- > n;) pool.drop(m.full[i]);
-    for (size_t i = w.full.size(); i-- > n;) windowPool.drop(w.full[i]);
-    m.full.resize(n);
-    w.full.resize(n);
-    s.windowPages = w.full;
-  }
+  PagePool::Match m = pool.match(tokens, count - 1);
+  if (windowed) s.windowPages = windowPagesFor(m, s.windowReleased);
   s.pages = m.full;
   int64_t held = int64_t(m.full.size()) * pageSize();
-  if (m.partialTokens > 0 && pool.available() > 0 && (!windowed || windowPool.available() > 0)) {
-    // The sequence will write into this page: give it a copy. The source
-    // is held while the copy's page is taken, so it cannot be the one
-    // taken back.
-    auto copyOf = [&](PagePool &from, int32_t page, bool windowPool) {
-      from.hold(page);
-      const int32_t copy = from.take();
-      exec->copyPage(page, copy, windowPool);
-      from.drop(page);
-      return copy;
-    };
-    s.pages.push_back(copyOf(pool, m.partial, false));
-    if (windowed) s.windowPages.push_back(copyOf(windowPool, w.partial, true));
+  // The sequence will write into the partial page: it gets a copy (in
+  // both pools: windowPagesFor kept the partial page only with room). The
+  // source is held while the copy's page is taken, so it cannot be the one
+  // taken back.
+  const int32_t windowFrom = windowed && m.partialTokens > 0 ? companionOf(m.partial) : -1;
+  if (m.partialTokens > 0 && pool.available() > 0) {
+    pool.hold(m.partial);
+    const int32_t copy = pool.take();
+    exec->copyPage(m.partial, copy, false);
+    pool.drop(m.partial);
+    s.pages.push_back(copy);
+    if (windowed) {
+      windowPool.hold(windowFrom);
+      const int32_t windowCopy = takeWindowPage();
+      exec->copyPage(windowFrom, windowCopy, true);
+      windowPool.drop(windowFrom);
+      s.windowPages.push_back(windowCopy);
+    }
     held += m.partialTokens;
   }
   s.tokens.assign(tokens, tokens + held);

@@ -13,6 +13,11 @@
 // window and keeps the others'. Sizes and counts below are the main pool's;
 // the compiler sizes the sliding layers' pool for max_batch sequences (the
 // scheduler runs no more at once), and a call that would pass it throws.
+// The prefix cache reaches the sliding layers' pages through the main
+// pool's: each cached main page keeps its sliding layers' page (its
+// companion) while their pool has room, oldest given back first, and a
+// prompt is reused as far as the companions hold the pages within the
+// window of the point it is reused to (those before it are never read).
 // Any number of sequences may be open; the scheduler (runtime/Scheduler.h)
 // decides which run.
 #pragma once
@@ -21,8 +26,10 @@
 #include "runtime/Executor.h"
 #include "runtime/Sampler.h"
 
+#include <map>
 #include <memory>
 #include <optional>
+#include <unordered_map>
 
 #include <cstdint>
 #include <vector>
@@ -64,8 +71,15 @@ public:
   /// Pages no sequence holds (free, or idle in the prefix cache).
   int64_t freePages() const { return pool.available(); }
   /// The sliding layers' own pool (Plan::windowCache), where the plan has
-  /// one; else null.
+  /// one; else null. Its pages held by the prefix cache alone count held
+  /// there: freeWindowPages() counts them free.
   const PagePool *windowPages() const { return windowed ? &windowPool : nullptr; }
+  /// Pages of that pool no sequence holds: free, or kept for the prefix
+  /// cache (taken back on demand). 0 without the pool.
+  int64_t freeWindowPages() const;
+  /// Sliding layers' pages the prefix cache gave back for room since the
+  /// engine was made.
+  int64_t windowEvictions() const { return windowEvicted; }
   /// That pool's window (0: no such pool).
   int64_t poolWindow() const { return poolWindow_; }
   /// Pages the sequence must still take to hold `tokens` tokens.
@@ -187,6 +201,27 @@ private:
                       int64_t count, int64_t rows);
   int32_t prefillAll(int seq, const int32_t *tokens, int64_t count, Sampler *lastSampler);
   void publishFull(Sequence &s);
+  /// The prefix cache's sliding layers' pages (windowed plans): the
+  /// companion of each cached main page, held once by the cache.
+  struct Companion {
+    int32_t windowPage = -1;
+    uint64_t epoch = 0, stamp = 0; // the main page's epoch; when last used
+  };
+  void addCompanion(int32_t mainPage, int32_t windowPage);
+  void dropCompanion(int32_t mainPage);
+  /// The companion of `mainPage` (used now), or -1 where it has none or
+  /// the main page left the cache since.
+  int32_t companionOf(int32_t mainPage);
+  /// A page of the sliding layers' pool, giving back the oldest companions
+  /// that nothing else holds until one is free.
+  int32_t takeWindowPage();
+  /// Trims a match of the main pool to what the companions continue: the
+  /// pages within the window of the point reused, held for the sequence
+  /// (-1 before them, never read); `released` is where they start.
+  std::vector<int32_t> windowPagesFor(PagePool::Match &m, int64_t &released);
+  /// Whether both pools have room to copy a partial page whose sliding
+  /// layers' page is `windowFrom`.
+  bool partialRoom(int32_t windowFrom) const;
   void init(const EngineOptions &options);
   /// The next tokens of rows [0, count) of the last run of `entry`, one
   /// sampler each, on the host: from whole rows of logits, or by every
@@ -201,6 +236,10 @@ private:
   PagePool pool{1, 1, false};
   bool windowed = false; // the plan has the sliding layers' pool
   PagePool windowPool{1, 1, false};
+  std::unordered_map<int32_t, Companion> companions; // by main page
+  std::map<uint64_t, int32_t> companionsByAge;       // stamp -> main page
+  uint64_t companionClock = 0;
+  int64_t windowEvicted = 0;
   std::vector<Sequence> seqs;
   std::vector<int> freeSlots;
   std::vector<DeviceSamplingParams> params;

@@ -8,7 +8,8 @@
 namespace kvplan {
 
 PagePool::PagePool(int64_t pages, int64_t pageSize, bool prefixCache, bool windowed)
-    : pageSize_(pageSize), prefixCache(prefixCache), windowed(windowed), nodes(size_t(pages)) {
+    : pageSize_(pageSize), prefixCache(prefixCache), windowed(windowed), nodes(size_t(pages)),
+      epochs(size_t(pages), 0) {
   if (pages <= 0 || pageSize <= 0) throw std::logic_error("a page pool needs pages");
   // Taken from the back: hand out page 0 first.
   for (int64_t i = pages - 1; i >= 0; --i) freeList.push_back(int32_t(i));
@@ -91,6 +92,7 @@ int32_t PagePool::take() {
   const int32_t page = freeList.back();
   freeList.pop_back();
   nodes[size_t(page)].refs = 1;
+  ++epochs[size_t(page)];
   return page;
 }
 

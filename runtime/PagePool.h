@@ -50,6 +50,11 @@ public:
   int64_t idlePages() const { return int64_t(idle.size()); }
   int64_t cachedPages() const { return cached; }
   int32_t refs(int32_t page) const { return nodes.at(size_t(page)).refs; }
+  /// Whether the page is in the prefix cache now.
+  bool isCached(int32_t page) const { return nodes.at(size_t(page)).isCached; }
+  /// How many times take() handed the page out: a page cached at one epoch
+  /// and cached at the same epoch later holds the same tokens all along.
+  uint64_t epoch(int32_t page) const { return epochs.at(size_t(page)); }
 
   /// A page to write, held once: a free one, else the least recently used
   /// idle one. Throws std::logic_error when every page is held (callers
@@ -111,6 +116,7 @@ private:
   int64_t pageSize_;
   bool prefixCache, windowed;
   std::vector<Node> nodes;
+  std::vector<uint64_t> epochs; // per page: take()s so far
   std::vector<int32_t> freeList;                // taken from the back
   std::set<std::pair<uint64_t, int32_t>> idle;  // by stamp, oldest first
   std::unordered_multimap<uint64_t, int32_t> index;

@@ -76,7 +76,7 @@ void Metrics::sample(Scheduler &s) {
   now.pagesCached = pool.cachedPages();
   if (const PagePool *w = s.engine().windowPages()) {
     now.windowPagesTotal = w->size();
-    now.windowPagesUsed = w->size() - w->available();
+    now.windowPagesUsed = w->size() - s.engine().freeWindowPages();
   }
   now.promptTokens = s.stats().promptTokens;
   now.cachedPromptTokens = s.stats().cachedPromptTokens;

@@ -61,6 +61,7 @@ Plan samplePlan() {
   p.model.numKvHeads = 1;
   p.model.headDim = 4;
   p.model.vocabSize = 10;
+  p.model.slidingWindow = 24; // its attention's window
   p.model.maxPositions = 32;
   p.model.eosTokenIds = {2, 3};
   p.model.rope.type = RopeType::llama3;
@@ -290,6 +291,9 @@ TEST(PlanJson, EachDamageNamesTheStepAndField) {
       {[](nlohmann::json &j) { step(j, 6)["window"] = 0; },
        "step 6 of entry point 'decode' ('attention' at layers.0.attention) attribute 'window' is "
        "0, outside [1, "},
+      {[](nlohmann::json &j) { step(j, 6)["window"] = 25; },
+       "step 6 ('attention' at layers.0.attention) of entry point 'decode' attribute 'window' is "
+       "25 and the model's sliding_window 24"},
       {[](nlohmann::json &j) { step(j, 6)["key"] = {{"kind", "kv_cache"}}; },
        "field 'key' is not a tensor or a KV-cache view"},
       {[](nlohmann::json &j) { step(j, 1)["input"]["value"] = 9; },
@@ -335,6 +339,7 @@ TEST(PlanJson, EachDamageNamesTheStepAndField) {
       // stays held until the next fills, for the prefix cache to chain to.
       {[](nlohmann::json &j) {
          step(j, 6)["window"] = 4;
+         j["model"]["sliding_window"] = 4;
          j["kv_cache"]["pages"] = 2;
          j["settings"]["kv_pages"] = 2;
        },
@@ -741,6 +746,7 @@ TEST(PlanJson, APoolLargerThanTheBatchIsRead) {
   // Under a window of 4, a pool of the 3 pages one sequence holds at once
   // (EachDamageNamesTheStepAndField), below pages_per_sequence.
   j["entry_points"]["decode"]["steps"][6]["window"] = 4;
+  j["model"]["sliding_window"] = 4;
   j["kv_cache"]["pages"] = 3;
   j["settings"]["kv_pages"] = 3;
   p = planFromJson(j);

@@ -22,8 +22,9 @@ namespace {
 
 constexpr int64_t kSpecVocab = 97;
 
-ModelConfig config(const std::string &compile, int64_t vocab = kSpecVocab) {
-  std::string text = "[model]\nname = \"spec\"\narchitecture = \"llama\"\nhidden_size = 64\n"
+ModelConfig config(const std::string &compile, int64_t vocab = kSpecVocab,
+                   const std::string &architecture = "architecture = \"llama\"\n") {
+  std::string text = "[model]\nname = \"spec\"\n" + architecture + "hidden_size = 64\n"
                      "intermediate_size = 96\nnum_layers = 2\nnum_heads = 4\nnum_kv_heads = 2\n"
                      "vocab_size = " + std::to_string(vocab) + "\n"
                      "max_position_embeddings = 128\nrms_norm_eps = 1e-5\nbos_token_id = 1\n"
@@ -38,8 +39,9 @@ struct SpecModel {
   ModelConfig cfg;
   Plan plan;
   std::vector<char> weights;
-  explicit SpecModel(const std::string &compile, uint64_t seed = 5, int64_t vocab = kSpecVocab)
-      : cfg(config(compile, vocab)) {
+  explicit SpecModel(const std::string &compile, uint64_t seed = 5, int64_t vocab = kSpecVocab,
+                     const std::string &architecture = "architecture = \"llama\"\n")
+      : cfg(config(compile, vocab, architecture)) {
     plan = compileModel(cfg).plan;
     auto source = openWeights("random:" + std::to_string(seed), cfg.model);
     weights = packWeightsInMemory(plan, *source);
@@ -360,6 +362,39 @@ TEST(Speculate, GreedyOutputIsIdenticalWithPromptLookup) {
     EXPECT_GT(s.verifySteps, 0);
     EXPECT_EQ(e.openSequences(), 0);
   }
+}
+
+// Where the sliding layers have a pool of their own (layer 0 under a window
+// of 6, layer 1 reading every key), a verify call writes and a rollback
+// gives back pages in both pools alike, and never rolls back behind the
+// sliding layers' window.
+TEST(Speculate, GreedyOutputIsIdenticalOverTwoPools) {
+  SpecModel c(kSpec4, 5, kSpecVocab,
+              "architecture = \"gemma3\"\nsliding_window = 6\nfull_attention_layers = [1]\n");
+  ASSERT_EQ(c.plan.windowCache.layers, 1);
+  std::vector<int32_t> prompt = randomIds(9, 32);
+  prompt.insert(prompt.end(), prompt.begin(), prompt.end());
+  const std::vector<int32_t> expected = greedyPlain(c, prompt, 24);
+  for (bool cache : {true, false}) {
+    Engine e = c.engine(cache);
+    PromptLookup pl;
+    SpeculationStats s;
+    EXPECT_EQ(greedySpeculative(e, pl, prompt, 24, &s), expected) << "prefix cache " << cache;
+    EXPECT_GT(s.verifySteps, 0);
+    EXPECT_EQ(e.openSequences(), 0);
+    e.windowPages()->check();
+    EXPECT_EQ(e.freeWindowPages(), e.windowPages()->size());
+  }
+  // A rollback behind the sliding layers' window is refused: at 18 tokens
+  // the next row reads keys from 13 on, and pages 0 to 2 (positions 0 to
+  // 11) are given back; back to 17 tokens the next row reads from 12 on,
+  // back to 16 from 11 on, in page 2.
+  Engine e = c.engine(false);
+  const int seq = e.open();
+  e.prefill(seq, prompt.data(), 18);
+  EXPECT_THROW(e.truncate(seq, 16), std::logic_error);
+  EXPECT_NO_THROW(e.truncate(seq, 17));
+  EXPECT_EQ(e.length(seq), 17);
 }
 
 TEST(Speculate, GreedyOutputIsIdenticalWithADraftModel) {
