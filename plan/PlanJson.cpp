@@ -529,8 +529,8 @@ void checkCacheAgainstSettings(const KVCacheLayout &kv, const CompileSettings &s
 /// The cache holds one sequence at full context: with fewer pages a
 /// sequence would run out of them before max_seq_len. Under the plan's
 /// sliding window a sequence holds at most sequencePeakPages at once. The
-/// sliding layers' own pool, where the plan has one, holds max_batch
-/// sequences under their window (spec/ModelSpec.h's windowPeakPages).
+/// sliding layers' own pool, where the plan has one, holds a sequence under
+/// their window (spec/ModelSpec.h's windowPeakPages).
 void checkCacheHoldsASequence(const Plan &p) {
   if (p.windowCache.layers > 0) {
     const KVCacheLayout &w = p.windowCache;
@@ -540,13 +540,13 @@ void checkCacheHoldsASequence(const Plan &p) {
       incompatible("the sliding layers' KV cache", "is unlike the main one (pages per sequence, "
                                                    "heads, head_dim, type) or the two caches' "
                                                    "layers are not the model's");
-    const int64_t need = p.settings.maxBatch * windowPeakPages(p.model, p.settings);
+    const int64_t need = windowPeakPages(p.model, p.settings);
     if (need == 0 || w.pages < need)
       incompatible("the sliding layers' KV cache",
                    "has " + std::to_string(w.pages) + " pages, and the model's layers " +
                        (need == 0 ? std::string("do not mix windows")
-                                  : "need " + std::to_string(need) + " (max_batch sequences "
-                                    "under the window)"));
+                                  : "need " + std::to_string(need) + " (one sequence under the "
+                                    "window)"));
   }
   const KVCacheLayout &kv = p.kvCache;
   const int64_t peak = sequencePeakPages(p);

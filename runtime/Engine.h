@@ -10,9 +10,10 @@
 // 2 and 3), the sliding layers keep their keys and values in a pool of
 // their own (Plan::windowCache): a sequence holds a page of each pool for
 // each page of its tokens, gives back the sliding layers' pages behind their
-// window and keeps the others'. Sizes and counts below are the main pool's;
-// the compiler sizes the sliding layers' pool for max_batch sequences (the
-// scheduler runs no more at once), and a call that would pass it throws.
+// window and keeps the others'. Sizes and counts below are the main pool's
+// but freePages(), the fewer free of both; the sliding layers' pool holds at
+// least one sequence (by default max_batch of them), and a call that would
+// pass either pool throws before it runs.
 // The prefix cache reaches the sliding layers' pages through the main
 // pool's: each cached main page keeps its sliding layers' page (its
 // companion) while their pool has room, oldest given back first, and a
@@ -26,6 +27,7 @@
 #include "runtime/Executor.h"
 #include "runtime/Sampler.h"
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <optional>
@@ -68,8 +70,13 @@ public:
   int64_t length(int seq) const;
   /// Sequences open now.
   int64_t openSequences() const;
-  /// Pages no sequence holds (free, or idle in the prefix cache).
-  int64_t freePages() const { return pool.available(); }
+  /// Pages a sequence can still take: no sequence holds them (free, or
+  /// idle in the prefix cache); where the sliding layers have a pool of
+  /// their own, the fewer of the two pools' (each page of a sequence's
+  /// tokens takes one in each), so the scheduler makes room for either.
+  int64_t freePages() const {
+    return windowed ? std::min(pool.available(), freeWindowPages()) : pool.available();
+  }
   /// The sliding layers' own pool (Plan::windowCache), where the plan has
   /// one; else null. Its pages held by the prefix cache alone count held
   /// there: freeWindowPages() counts them free.

@@ -635,10 +635,10 @@ void deriveKvPages(ModelConfig &cfg) {
     s.windowKvPages = s.maxBatch * windowPeakPages(cfg.model, s);
 }
 
-// The sliding layers' own pool, where layers mix: every decode row holds
-// up to one sequence's pages under the window at once, and the scheduler
-// runs max_batch sequences, so the pool holds max_batch of them (the full
-// layers' pool, kv_pages, decides how many sequences fit).
+// The sliding layers' own pool, where layers mix: one sequence's pages under
+// the window at least, by default max_batch of them (the full layers' pool,
+// kv_pages, holds one sequence at least too; the scheduler makes room in
+// either by preemption).
 void checkWindowKvPages(Checker &c, const ModelConfig &cfg) {
   const CompileSettings &s = cfg.compile;
   const int64_t window = mixedWindow(cfg.model, s);
@@ -650,14 +650,12 @@ void checkWindowKvPages(Checker &c, const ModelConfig &cfg) {
                  std::to_string(s.maxSeqLen) + "; leave it out");
     return;
   }
-  const int64_t need = s.maxBatch * windowPeakPages(cfg.model, s);
+  const int64_t need = windowPeakPages(cfg.model, s);
   c.positive("compile.window_kv_pages", s.windowKvPages, kMaxPages);
   if (s.windowKvPages < need)
     c.fail("compile.window_kv_pages",
-           "window_kv_pages " + std::to_string(s.windowKvPages) + " cannot hold " +
-               std::to_string(s.maxBatch) + (s.maxBatch == 1 ? " sequence" : " sequences") +
-               " (max_batch) of " +
-               std::to_string(windowPeakPages(cfg.model, s)) + " pages of " +
+           "window_kv_pages " + std::to_string(s.windowKvPages) +
+               " cannot hold one sequence's " + std::to_string(need) + " pages of " +
                std::to_string(s.pageSize) + " tokens at once (a sliding window of " +
                std::to_string(window) + " keys and a call of " +
                std::to_string(rowsPerCall(s)) + " rows); give at least " + std::to_string(need));

@@ -165,9 +165,9 @@ struct CompileSettings {
   // mixes, under a context past the window): the sliding layers keep their
   // keys and values in a pool of their own, of window_kv_pages pages, from
   // which a sequence gives back the pages behind its window; the other
-  // layers' pool (kv_pages) keeps every page. Defaults to max_batch x the
-  // pages one sequence holds at once under the window; 0 where the layers
-  // do not mix (one pool).
+  // layers' pool (kv_pages) keeps every page. At least the pages one
+  // sequence holds at once under the window, by default max_batch x that;
+  // 0 where the layers do not mix (one pool).
   int64_t windowKvPages = 0;
   // Ranks each layer is split between (tensor parallelism, a power of two):
   // the plan and its bill are one rank's.

@@ -417,15 +417,16 @@ TEST(Equivalence, MixedWindowsKeepTheSlidingLayersInAPoolOfTheirOwn) {
   e.close(seq);
   e.pages().check();
   e.windowPages()->check();
-  EXPECT_EQ(e.freePages(), 12);
+  EXPECT_EQ(e.pages().available(), 12);
   EXPECT_EQ(e.freeWindowPages(), 3);
-  // A pool too small for max_batch sequences at once, and one for a model
+  EXPECT_EQ(e.freePages(), 3); // the fewer of the two
+  // A pool too small for one sequence at once, and one for a model
   // whose layers do not mix, are refused naming the setting.
   for (const auto &[shape, pages, want] :
        {std::tuple<const char *, const char *, const char *>{
             "gemma3-chunk-3-pages-of-4", "window_kv_pages = 2\n",
-            "field 'compile.window_kv_pages': window_kv_pages 2 cannot hold 1 sequence (max_batch) "
-            "of 3 pages of 4 tokens at once (a sliding window of 6 keys and a call of 3 rows); "
+            "field 'compile.window_kv_pages': window_kv_pages 2 cannot hold one sequence's 3 "
+            "pages of 4 tokens at once (a sliding window of 6 keys and a call of 3 rows); "
             "give at least 3"},
         {"window-6-chunk-4", "window_kv_pages = 8\n",
          "field 'compile.window_kv_pages': is the pool of the layers under a sliding window "
@@ -495,7 +496,7 @@ TEST(Equivalence, MixedWindowsReuseWhatBothPoolsHold) {
       e.close(second);
       e.pages().check();
       e.windowPages()->check();
-      EXPECT_EQ(e.freePages(), 24);
+      EXPECT_EQ(e.pages().available(), 24);
       EXPECT_EQ(e.freeWindowPages(), windowPages);
     }
   }

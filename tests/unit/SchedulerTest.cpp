@@ -355,11 +355,12 @@ TEST(Scheduler, UnderASlidingWindowLongRequestsShareASmallPool) {
 
 TEST(Scheduler, MixedWindowsServeFromTwoPools) {
   // The same four requests on a Gemma-like model: layer 0 slides (a window
-  // of 8), layer 1 reads every key. Its pool of 20 pages cannot hold the
-  // four at full length (15 pages each), so the newest are preempted and
-  // resumed from the prefix cache; the sliding layer's own pool is the
-  // default, 4 x 5 pages (a call of 8 rows: 3 + 7 + 8 = 18 positions from
-  // a page's start), which the four running at once never pass.
+  // of 8), layer 1 reads every key. Each request holds 15 pages of 4 at the
+  // end in layer 1's pool, and at most 5 at once in layer 0's (a call of 8
+  // rows: 3 + 7 + 8 = 18 positions from a page's start). Either pool too
+  // small for the four at once preempts the newest, which resumes from the
+  // prefix cache: layer 1's pool of 20 pages (layer 0's the default, 4 x 5),
+  // or layer 0's of 5 pages, one request's (layer 1's 60, all of them).
   Load l;
   const std::vector<int32_t> common = randomTokens(12, 77);
   for (uint32_t i = 0; i < 4; ++i) {
@@ -369,20 +370,24 @@ TEST(Scheduler, MixedWindowsServeFromTwoPools) {
     l.prompts.push_back(p);
     l.maxNew.push_back(30);
   }
-  TinyModel m(std::string(kF32) + "kv_pages = 20\n",
-              "architecture = \"gemma3\"\nsliding_window = 8\nfull_attention_layers = [1]\n");
-  ASSERT_EQ(m.cfg.compile.windowKvPages, 20);
-  ASSERT_EQ(m.plan.windowCache.layers, 1);
-  Engine e = m.engine();
-  Scheduler s(e, nullptr);
-  std::vector<Received> got = serve(s, l, 4);
-  EXPECT_GT(s.stats().preemptions, 0);
-  EXPECT_GT(e.windowEvictions(), 0);
-  for (size_t i = 0; i < got.size(); ++i) {
-    EXPECT_TRUE(got[i].finished);
-    EXPECT_EQ(got[i].tokens, alone(m, l.prompts[i], l.maxNew[i])) << "request " << i;
+  const char *gemma =
+      "architecture = \"gemma3\"\nsliding_window = 8\nfull_attention_layers = [1]\n";
+  for (const char *pools : {"kv_pages = 20\n", "kv_pages = 60\nwindow_kv_pages = 5\n"}) {
+    SCOPED_TRACE(pools);
+    TinyModel m(std::string(kF32) + pools, gemma);
+    ASSERT_EQ(m.plan.windowCache.layers, 1);
+    ASSERT_EQ(m.cfg.compile.windowKvPages, std::string(pools) == "kv_pages = 20\n" ? 20 : 5);
+    Engine e = m.engine();
+    Scheduler s(e, nullptr);
+    std::vector<Received> got = serve(s, l, 4);
+    EXPECT_GT(s.stats().preemptions, 0);
+    EXPECT_GT(e.windowEvictions(), 0);
+    for (size_t i = 0; i < got.size(); ++i) {
+      EXPECT_TRUE(got[i].finished);
+      EXPECT_EQ(got[i].tokens, alone(m, l.prompts[i], l.maxNew[i])) << "request " << i;
+    }
+    expectNoLeak(e);
   }
-  expectNoLeak(e);
 }
 
 TEST(Scheduler, TheTokenBudgetInterleavesPrefillWithDecode) {
