@@ -161,8 +161,14 @@ std::string capacityTable(const Plan &p) {
                   " bytes (2 &times; " + std::to_string(kv.layers) + " layers &times; " +
                   std::to_string(kv.kvHeads) + " KV heads &times; " + std::to_string(kv.headDim) +
                   " &times; " + std::to_string(dtypeBytes(kv.dtype)) +
-                  " bytes), so the KV cache holds " + withCommas(tokens) +
-                  " tokens. The same bytes allow (context rounded down to whole "
+                  " bytes), so the KV cache holds " + withCommas(tokens) + " tokens" +
+                  (p.windowCache.layers > 0
+                       ? " (the " + std::to_string(p.windowCache.layers) +
+                             " sliding-window layers keep theirs in a pool of their own, " +
+                             withCommas(p.windowCache.pages) +
+                             " pages: each sequence holds at most its window's)"
+                       : std::string()) +
+                  ". The same bytes allow (context rounded down to whole "
                   "pages; the model was trained for " +
                   withCommas(p.model.maxPositions) +
                   " positions; a larger batch also grows the decode arena):</p>"

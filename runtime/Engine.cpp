@@ -37,6 +37,7 @@ void Engine::init(const EngineOptions &options) {
     // The prefix cache reaches its pages through the main pool's
     // (companions), not by chains of its own.
     windowPool = PagePool(p.windowCache.pages, p.windowCache.pageSize, false, true);
+    isCompanion.assign(size_t(p.windowCache.pages), false);
   }
   if (p.ranks() > 1 && !exec->collective())
     throw InputError("the model is split between " + std::to_string(p.ranks()) +
@@ -94,8 +95,8 @@ void Engine::close(int seq) {
   Sequence &s = seqs[size_t(seq)];
   pool.dropAll(std::vector<int32_t>(s.pages.begin() + s.released, s.pages.end()));
   if (windowed)
-    windowPool.dropAll(
-        std::vector<int32_t>(s.windowPages.begin() + s.windowReleased, s.windowPages.end()));
+    for (size_t i = s.windowPages.size(); i-- > size_t(s.windowReleased);) // last first
+      dropWindow(s.windowPages[i]);
   s = Sequence();
   freeSlots.push_back(seq);
 }
@@ -137,15 +138,40 @@ void Engine::checkContext(int64_t tokens) const {
 }
 
 int64_t Engine::freeWindowPages() const {
-  if (!windowed) return 0;
-  int64_t n = windowPool.freePages();
-  for (const auto &[main, c] : companions) n += windowPool.refs(c.windowPage) == 1;
-  return n;
+  return windowed ? windowPool.freePages() + cacheOnlyWindowPages : 0;
+}
+
+void Engine::checkPools() const {
+  pool.check();
+  if (!windowed) return;
+  windowPool.check();
+  int64_t cacheOnly = 0;
+  for (const auto &[main, c] : companions) {
+    if (!isCompanion[size_t(c.windowPage)])
+      throw std::logic_error("window page " + std::to_string(c.windowPage) +
+                             " is a companion not marked as one");
+    cacheOnly += windowPool.refs(c.windowPage) == 1;
+  }
+  if (cacheOnly != cacheOnlyWindowPages || companions.size() != companionsByAge.size())
+    throw std::logic_error("the sliding layers' pages the prefix cache alone holds are " +
+                           std::to_string(cacheOnly) + ", counted " +
+                           std::to_string(cacheOnlyWindowPages));
+}
+
+void Engine::holdWindow(int32_t page) {
+  if (isCompanion[size_t(page)] && windowPool.refs(page) == 1) --cacheOnlyWindowPages;
+  windowPool.hold(page);
+}
+
+void Engine::dropWindow(int32_t page) {
+  windowPool.drop(page);
+  if (isCompanion[size_t(page)] && windowPool.refs(page) == 1) ++cacheOnlyWindowPages;
 }
 
 void Engine::addCompanion(int32_t mainPage, int32_t windowPage) {
   if (companions.count(mainPage)) dropCompanion(mainPage); // of an earlier epoch
-  windowPool.hold(windowPage);
+  holdWindow(windowPage); // the sequence that wrote it holds it too
+  isCompanion[size_t(windowPage)] = true;
   const uint64_t stamp = ++companionClock;
   companions[mainPage] = {windowPage, pool.epoch(mainPage), stamp};
   companionsByAge[stamp] = mainPage;
@@ -153,7 +179,10 @@ void Engine::addCompanion(int32_t mainPage, int32_t windowPage) {
 
 void Engine::dropCompanion(int32_t mainPage) {
   auto it = companions.find(mainPage);
-  windowPool.drop(it->second.windowPage);
+  const int32_t page = it->second.windowPage;
+  if (windowPool.refs(page) == 1) --cacheOnlyWindowPages;
+  isCompanion[size_t(page)] = false;
+  windowPool.drop(page);
   companionsByAge.erase(it->second.stamp);
   companions.erase(it);
 }
@@ -192,8 +221,7 @@ void Engine::requirePages(int64_t need, const std::string &needs) const {
   if (windowed && need > windowPool.freePages() && need > freeWindowPages())
     throw InputError("the sliding-window layers' KV cache has " +
                      std::to_string(freeWindowPages()) + " pages free but " + needs +
-                     " (it holds max_batch sequences at once; compile with more "
-                     "--window-kv-pages to run more)");
+                     " (compile with more --window-kv-pages)");
 }
 
 void Engine::grow(Sequence &s, int64_t tokens) {
@@ -250,7 +278,7 @@ void Engine::releaseBehindWindow(Sequence &s) {
   if (!windowed) return;
   const int64_t windowBehind = pagesBehindWindow(poolWindow_, pageSize(), length);
   for (; s.windowReleased < windowBehind; ++s.windowReleased)
-    windowPool.drop(s.windowPages[size_t(s.windowReleased)]);
+    dropWindow(s.windowPages[size_t(s.windowReleased)]);
 }
 
 namespace {
@@ -300,12 +328,12 @@ std::vector<int32_t> Engine::windowPagesFor(PagePool::Match &m, int64_t &release
       std::vector<int32_t> pages(size_t(released), -1);
       for (int64_t j = released; j < n; ++j) {
         pages.push_back(companionOf(m.full[size_t(j)]));
-        windowPool.hold(pages.back());
+        holdWindow(pages.back());
       }
       // The partial page is copied in both pools: with room for both
       // copies (its companion, held while copied, is no room).
       if (m.partialTokens == 0 || partialRoom(companionOf(m.partial))) return pages;
-      for (int64_t j = released; j < n; ++j) windowPool.drop(pages[size_t(j)]);
+      for (int64_t j = n; j-- > released;) dropWindow(pages[size_t(j)]);
       m.partial = -1;
       m.partialTokens = 0;
       continue;
@@ -346,10 +374,10 @@ int64_t Engine::reuse(int seq, const int32_t *tokens, int64_t count) {
     pool.drop(m.partial);
     s.pages.push_back(copy);
     if (windowed) {
-      windowPool.hold(windowFrom);
+      holdWindow(windowFrom);
       const int32_t windowCopy = takeWindowPage();
       exec->copyPage(windowFrom, windowCopy, true);
-      windowPool.drop(windowFrom);
+      dropWindow(windowFrom);
       s.windowPages.push_back(windowCopy);
     }
     held += m.partialTokens;

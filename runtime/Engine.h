@@ -87,6 +87,10 @@ public:
   /// Sliding layers' pages the prefix cache gave back for room since the
   /// engine was made.
   int64_t windowEvictions() const { return windowEvicted; }
+  /// Checks both pools' invariants (PagePool::check) and the count of the
+  /// sliding layers' pages the prefix cache alone holds; throws
+  /// std::logic_error naming what is wrong. For tests.
+  void checkPools() const;
   /// That pool's window (0: no such pool).
   int64_t poolWindow() const { return poolWindow_; }
   /// Pages the sequence must still take to hold `tokens` tokens.
@@ -214,6 +218,10 @@ private:
     int32_t windowPage = -1;
     uint64_t epoch = 0, stamp = 0; // the main page's epoch; when last used
   };
+  /// A hold of a sliding layers' page, or one given back, keeping count
+  /// of the pages the prefix cache alone holds.
+  void holdWindow(int32_t page);
+  void dropWindow(int32_t page);
   void addCompanion(int32_t mainPage, int32_t windowPage);
   void dropCompanion(int32_t mainPage);
   /// The companion of `mainPage` (used now), or -1 where it has none or
@@ -247,6 +255,8 @@ private:
   std::map<uint64_t, int32_t> companionsByAge;       // stamp -> main page
   uint64_t companionClock = 0;
   int64_t windowEvicted = 0;
+  std::vector<bool> isCompanion;     // by sliding layers' page
+  int64_t cacheOnlyWindowPages = 0; // companions nothing else holds
   std::vector<Sequence> seqs;
   std::vector<int> freeSlots;
   std::vector<DeviceSamplingParams> params;

@@ -45,7 +45,7 @@ void Engine::truncate(int seq, int64_t length) {
     pool.drop(s.pages.back());
     s.pages.pop_back();
     if (!windowed) continue;
-    windowPool.drop(s.windowPages.back());
+    dropWindow(s.windowPages.back());
     s.windowPages.pop_back();
   }
   publishFull(s);

@@ -403,7 +403,7 @@ TEST(Equivalence, MixedWindowsKeepTheSlidingLayersInAPoolOfTheirOwn) {
     const int64_t pages = ceilDiv(int64_t(tokens.size()), 4);
     EXPECT_EQ(e.heldPages(seq), pages) << "at " << tokens.size() << " tokens";
     e.pages().check();
-    e.windowPages()->check();
+    e.checkPools();
     const int32_t next = argmax(logits, 97);
     tokens.push_back(next);
     logits = e.decode({seq}, {next});
@@ -416,7 +416,7 @@ TEST(Equivalence, MixedWindowsKeepTheSlidingLayersInAPoolOfTheirOwn) {
   EXPECT_EQ(e.freeWindowPages(), 1);
   e.close(seq);
   e.pages().check();
-  e.windowPages()->check();
+  e.checkPools();
   EXPECT_EQ(e.pages().available(), 12);
   EXPECT_EQ(e.freeWindowPages(), 3);
   EXPECT_EQ(e.freePages(), 3); // the fewer of the two
@@ -495,7 +495,7 @@ TEST(Equivalence, MixedWindowsReuseWhatBothPoolsHold) {
       }
       e.close(second);
       e.pages().check();
-      e.windowPages()->check();
+      e.checkPools();
       EXPECT_EQ(e.pages().available(), 24);
       EXPECT_EQ(e.freeWindowPages(), windowPages);
     }

@@ -111,7 +111,7 @@ void expectNoLeak(Engine &e) {
   EXPECT_EQ(e.openSequences(), 0);
   EXPECT_EQ(e.pages().available(), e.pages().size());
   if (const PagePool *w = e.windowPages()) { // the sliding layers' own pool
-    w->check();
+    e.checkPools();
     EXPECT_EQ(e.freeWindowPages(), w->size());
   }
 }

@@ -382,7 +382,7 @@ TEST(Speculate, GreedyOutputIsIdenticalOverTwoPools) {
     EXPECT_EQ(greedySpeculative(e, pl, prompt, 24, &s), expected) << "prefix cache " << cache;
     EXPECT_GT(s.verifySteps, 0);
     EXPECT_EQ(e.openSequences(), 0);
-    e.windowPages()->check();
+    e.checkPools();
     EXPECT_EQ(e.freeWindowPages(), e.windowPages()->size());
   }
   // A rollback behind the sliding layers' window is refused: at 18 tokens

@@ -122,14 +122,19 @@ constexpr int64_t kServeBatch = 4;
 constexpr int64_t kServeScoreRows = 32;
 
 /// What the start-up lines say about the batch (the default taken, or a
-/// server of one sequence at a time) and a plan without @score.
+/// server of one sequence at a time), the sliding layers' own pool and a
+/// plan without @score.
 void describeServing(const Runnable &r, const Engine &engine) {
   if (r.serveBatchApplied)
     std::fprintf(stderr, "kvplan serve: %lld sequences at once (serve's default) sharing %lld KV "
                  "pages of %lld tokens; --max-batch N and --kv-pages N change them\n",
                  (long long)engine.maxBatch(), (long long)engine.pages().size(),
                  (long long)r.plan.settings.pageSize);
-  else if (engine.maxBatch() == 1)
+  if (const PagePool *w = engine.windowPages())
+    std::fprintf(stderr, "kvplan serve: the %lld sliding-window layers keep their keys and "
+                 "values in a pool of their own, %lld pages; --window-kv-pages N changes it\n",
+                 (long long)r.plan.windowCache.layers, (long long)w->size());
+  if (!r.serveBatchApplied && engine.maxBatch() == 1)
     std::fprintf(stderr, "kvplan serve: max_batch 1: requests run one at a time, the others "
                  "wait their turn; %s --max-batch N to run N at once\n",
                  isArtifactFile(r.source) ? "recompile the model with" : "give");
