@@ -174,6 +174,18 @@ const ModelShape &shapeNamed(const std::string &name) {
   throw std::logic_error("no shape " + name);
 }
 
+/// 34 tokens in sequence `seq`: a prompt of 30 random ones (`seed`), then
+/// 5, 6, 5, 6 decoded one at a time.
+std::vector<int32_t> thirtyFourTokens(Engine &e, int seq, uint32_t seed) {
+  std::vector<int32_t> a = randomTokens(30, 97, seed);
+  e.prefill(seq, a.data(), 30);
+  for (int32_t t : {5, 6, 5, 6}) {
+    a.push_back(t);
+    e.decode({seq}, {t});
+  }
+  return a;
+}
+
 /// Greedy decode steps from `logits`, each step's logits against the
 /// reference; the sequence's pages checked before each.
 void decodeAgainstReference(Engine &e, int seq, std::vector<int32_t> &tokens, const float *logits,
@@ -346,12 +358,7 @@ TEST(Equivalence, AWindowedSequenceStartsFromCachedPages) {
   test::ReferenceModel ref(c.cfg.model, *c.source, DType::f32, c.cfg.compile.maxSeqLen);
   Engine e = c.engine();
   const int first = e.open();
-  std::vector<int32_t> a = randomTokens(30, 97, 22);
-  e.prefill(first, a.data(), 30);
-  for (int32_t t : {5, 6, 5, 6}) {
-    a.push_back(t);
-    e.decode({first}, {t});
-  }
+  const std::vector<int32_t> a = thirtyFourTokens(e, first, 22);
   // 34 tokens: the next row reads keys from 29 on, in pages 7 and 8; the
   // seven before are given back, full and in the prefix cache.
   EXPECT_EQ(e.heldPages(first), 2);
@@ -463,12 +470,7 @@ TEST(Equivalence, MixedWindowsReuseWhatBothPoolsHold) {
       test::ReferenceModel ref(c.cfg.model, *c.source, DType::f32, c.cfg.compile.maxSeqLen);
       Engine e = c.engine();
       const int first = e.open();
-      std::vector<int32_t> a = randomTokens(30, 97, 24);
-      e.prefill(first, a.data(), 30);
-      for (int32_t t : {5, 6, 5, 6}) {
-        a.push_back(t);
-        e.decode({first}, {t});
-      }
+      const std::vector<int32_t> a = thirtyFourTokens(e, first, 24);
       e.close(first);
       EXPECT_EQ(e.pages().cachedPages(), 8); // 34 tokens: 8 full pages
       if (between) { // 12 tokens of another prompt, its 3 pages in each pool

@@ -121,6 +121,20 @@ struct Load {
   std::vector<int64_t> maxNew;
 };
 
+/// Four requests of 30 + 30 tokens, three of them starting with the same 12.
+Load fourLongRequests() {
+  Load l;
+  const std::vector<int32_t> common = randomTokens(12, 77);
+  for (uint32_t i = 0; i < 4; ++i) {
+    std::vector<int32_t> p = i < 3 ? common : randomTokens(12, 78);
+    const std::vector<int32_t> own = randomTokens(18, 80 + i);
+    p.insert(p.end(), own.begin(), own.end());
+    l.prompts.push_back(p);
+    l.maxNew.push_back(30);
+  }
+  return l;
+}
+
 /// Twelve requests of 1 to 30 prompt tokens and 1 to 20 new ones; with a
 /// shared start when `shared` > 0.
 Load makeLoad(uint32_t seed, int shared = 0) {
@@ -322,15 +336,7 @@ TEST(Scheduler, UnderASlidingWindowLongRequestsShareASmallPool) {
   // together; the same pool without the window preempts. Pages behind the
   // windows go idle into the prefix cache, and taking them back takes the
   // held pages after them out of it.
-  Load l;
-  const std::vector<int32_t> common = randomTokens(12, 77);
-  for (uint32_t i = 0; i < 4; ++i) {
-    std::vector<int32_t> p = i < 3 ? common : randomTokens(12, 78);
-    const std::vector<int32_t> own = randomTokens(18, 80 + i);
-    p.insert(p.end(), own.begin(), own.end());
-    l.prompts.push_back(p);
-    l.maxNew.push_back(30);
-  }
+  const Load l = fourLongRequests();
   for (bool windowed : {true, false}) {
     SCOPED_TRACE(windowed ? "window 8" : "no window");
     TinyModel m(std::string(kF32) + (windowed ? "" : "kv_pages = 20\n"),
@@ -361,15 +367,7 @@ TEST(Scheduler, MixedWindowsServeFromTwoPools) {
   // small for the four at once preempts the newest, which resumes from the
   // prefix cache: layer 1's pool of 20 pages (layer 0's the default, 4 x 5),
   // or layer 0's of 5 pages, one request's (layer 1's 60, all of them).
-  Load l;
-  const std::vector<int32_t> common = randomTokens(12, 77);
-  for (uint32_t i = 0; i < 4; ++i) {
-    std::vector<int32_t> p = i < 3 ? common : randomTokens(12, 78);
-    const std::vector<int32_t> own = randomTokens(18, 80 + i);
-    p.insert(p.end(), own.begin(), own.end());
-    l.prompts.push_back(p);
-    l.maxNew.push_back(30);
-  }
+  const Load l = fourLongRequests();
   const char *gemma =
       "architecture = \"gemma3\"\nsliding_window = 8\nfull_attention_layers = [1]\n";
   for (const char *pools : {"kv_pages = 20\n", "kv_pages = 60\nwindow_kv_pages = 5\n"}) {
