@@ -504,6 +504,47 @@ TEST(Equivalence, MixedWindowsReuseWhatBothPoolsHold) {
   }
 }
 
+// Prompts that share starts of every length with earlier ones, through pools
+// too small to keep much (the sliding layer's 8 pages, one sequence's 3 and
+// five more for the prefix cache): whatever is reused, from whichever pages
+// each pool still holds, every prompt's logits and a few greedy steps after
+// it stay within 1e-4 of the reference, and both pools stay consistent.
+TEST(Equivalence, MixedWindowsReuseIsExactWhateverThePoolsKept) {
+  ModelShape s = shapeNamed("gemma3-chunk-3-pages-of-4");
+  s.compile += "kv_pages = 20\nwindow_kv_pages = 8\n";
+  ShapeModel c(s);
+  test::ReferenceModel ref(c.cfg.model, *c.source, DType::f32, c.cfg.compile.maxSeqLen);
+  Engine e = c.engine();
+  std::mt19937 rng(7);
+  const std::vector<std::vector<int32_t>> bases = {randomTokens(40, 97, 31),
+                                                   randomTokens(40, 97, 32)};
+  int64_t reusedTokens = 0;
+  for (int i = 0; i < 24; ++i) {
+    SCOPED_TRACE("prompt " + std::to_string(i));
+    const std::vector<int32_t> &base = bases[rng() % 2];
+    std::vector<int32_t> t(base.begin(), base.begin() + 2 + rng() % 34);
+    for (uint32_t k = 0, extra = 1 + rng() % 3; k < extra; ++k) t.push_back(int32_t(rng() % 97));
+    const int seq = e.open();
+    const int64_t reused = e.reuse(seq, t.data(), int64_t(t.size()));
+    reusedTokens += reused;
+    const float *logits = e.prefill(seq, t.data() + reused, int64_t(t.size()) - reused);
+    ASSERT_LT(test::relativeError(logits, ref.logits(t)), 1e-4) << "reused " << reused;
+    for (int step = 0; step < 3 && t.size() < 48; ++step) {
+      const int32_t next = argmax(logits, 97);
+      t.push_back(next);
+      logits = e.decode({seq}, {next});
+      ASSERT_LT(test::relativeError(logits, ref.logits(t)), 1e-4) << "step " << step;
+    }
+    e.checkPools();
+    e.close(seq);
+    e.checkPools();
+  }
+  EXPECT_GT(reusedTokens, 0);
+  EXPECT_GT(e.windowEvictions(), 0);
+  EXPECT_EQ(e.pages().available(), 20);
+  EXPECT_EQ(e.freeWindowPages(), 8);
+}
+
 TEST(Equivalence, ThreadCountDoesNotChangeResults) {
   ShapeModel c(kModelShapes[0]);
   std::vector<int32_t> prompt = randomTokens(9, 97, 4);
