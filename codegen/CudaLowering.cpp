@@ -313,8 +313,10 @@ private:
   };
   PoolRefs poolOf(bool window) const {
     if (!window) return {kv.pages, {DeviceBuffer::cache, 0}, mainTable};
-    return {plan.windowCache.pages, {DeviceBuffer::cache, plan.kvCache.bytes()},
-            arena(*ep.arg("window_page_table"))};
+    const Operand *table = ep.arg("window_page_table");
+    if (!table || plan.windowCache.layers == 0)
+      unsupported("a step reads the sliding layers' cache, which the plan has no pool for");
+    return {plan.windowCache.pages, {DeviceBuffer::cache, plan.kvCache.bytes()}, arena(*table)};
   }
   DeviceRef work(int64_t offset) const { return {DeviceBuffer::work, offset}; }
   bool follows(const Operand &o) const { return o.rows() == ep.rows; }

@@ -139,6 +139,8 @@ public:
     in.softcap = op.softcap.value_or(0.0);
     in.layer = op.key.layer;
     in.windowPool = op.key.window;
+    if (in.windowPool && !ep.arg("window_page_table"))
+      fail("reads the sliding layers' cache, and the entry point has no page table for it");
     rowsAndCols(op.query, op.result);
   }
   void operator()(const FusedFFNOp &op) {
