@@ -35,21 +35,26 @@ int64_t poolPages(ModuleOp module, llm::SettingsAttr settings, int64_t option, i
   return batch * (seq / page);
 }
 
-/// The sliding window of the module's attention (0 where an op reads every
-/// key; the widest where they differ) and the most rows an entry point
-/// appends to one sequence at once: what one sequence's pages at once
-/// depend on (spec/ModelSpec.h's sequencePeakPages).
-int64_t moduleWindow(ModuleOp module) {
-  bool full = false;
-  int64_t widest = 0;
-  module.walk([&](llm::AttentionOp op) {
-    if (std::optional<uint64_t> w = op.getWindow())
-      widest = std::max(widest, int64_t(*w));
-    else
-      full = true;
-  });
-  return full ? 0 : widest;
-}
+/// The sliding windows of the module's attention ops, and the most rows an
+/// entry point appends to one sequence at once: what one sequence's pages
+/// at once depend on (spec/ModelSpec.h's sequencePeakPages).
+struct AttentionWindows {
+  int64_t widest = 0; // of the sliding ops
+  bool full = false;  // some op reads every key
+  explicit AttentionWindows(ModuleOp module) {
+    module.walk([&](llm::AttentionOp op) {
+      if (std::optional<uint64_t> w = op.getWindow())
+        widest = std::max(widest, int64_t(*w));
+      else
+        full = true;
+    });
+  }
+  /// The window of a pool that holds every layer: 0 where one reads every
+  /// key (no page is given back).
+  int64_t ofAll() const { return full ? 0 : widest; }
+  /// Sliding and full ops mix: the sliding ones may have a pool of their own.
+  bool mixed() const { return full && widest > 0; }
+};
 
 int64_t rowsPerCall(ModuleOp module) {
   int64_t rows = 1;
@@ -62,22 +67,11 @@ int64_t rowsPerCall(ModuleOp module) {
 
 /// The sliding layers' own pool where windowed and full attention mix and
 /// the module (or the option) sizes one; else 0.
-int64_t windowPoolPages(ModuleOp module, int64_t option) {
-  bool windowed = false, full = false;
-  module.walk([&](llm::AttentionOp op) { (op.getWindow() ? windowed : full) = true; });
-  if (!windowed || !full) return 0;
+int64_t windowPoolPages(ModuleOp module, const AttentionWindows &windows, int64_t option) {
+  if (!windows.mixed()) return 0;
   if (option) return option;
   auto a = module->getAttrOfType<IntegerAttr>(attr::kWindowKvPages);
   return a ? a.getInt() : 0;
-}
-
-/// The widest window of the module's sliding attention ops.
-int64_t widestWindow(ModuleOp module) {
-  int64_t widest = 0;
-  module.walk([&](llm::AttentionOp op) {
-    if (std::optional<uint64_t> w = op.getWindow()) widest = std::max(widest, int64_t(*w));
-  });
-  return widest;
 }
 
 /// One pool's page table and cache as the rewrite threads them.
@@ -117,12 +111,12 @@ struct InsertKVCachePass : public impl::InsertKVCacheBase<InsertKVCachePass> {
     }
     // Prefill and decode share the pools, so both see the same cache types.
     int64_t pages = poolPages(module, settings, kvPages, page, seq);
-    const int64_t window = moduleWindow(module), rows = rowsPerCall(module);
+    const AttentionWindows windows(module);
+    const int64_t window = windows.ofAll(), widest = windows.widest, rows = rowsPerCall(module);
     if (failed(checkPool(module, "pool ", "kv-pages", pages,
                          sequencePeakPages(window, page, rows, seq), window, page, seq)))
       return signalPassFailure();
-    const int64_t windowPages = windowPoolPages(module, windowKvPages);
-    const int64_t widest = widestWindow(module);
+    const int64_t windowPages = windowPoolPages(module, windows, windowKvPages);
     if (windowPages > 0 &&
         failed(checkPool(module, "sliding layers' pool ", "window-kv-pages", windowPages,
                          sequencePeakPages(widest, page, rows, seq), widest, page, seq)))

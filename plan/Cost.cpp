@@ -26,28 +26,26 @@ double productFlops(const Plan &plan, const StepProduct &p, double rows) {
   return 2.0 * rows * double(w->shape[0]) * double(w->shape[1]);
 }
 
-int64_t attentionWindow(const Plan &plan) {
+namespace {
+/// The widest window of the attention steps that read one pool (the
+/// sliding layers' own, or the main one), 0 where one of them reads every
+/// key.
+int64_t poolWindow(const Plan &plan, bool windowPool) {
   int64_t widest = 0;
   for (const auto &[name, ep] : plan.entryPoints)
     for (const Step &s : ep.steps)
       if (const AttentionOp *a = s.tryAs<AttentionOp>()) {
+        if (a->key.window != windowPool) continue;
         if (!a->window) return 0;
         widest = std::max(widest, *a->window);
       }
   return widest;
 }
+} // namespace
 
-int64_t windowPoolWindow(const Plan &plan) {
-  int64_t widest = 0;
-  for (const auto &[name, ep] : plan.entryPoints)
-    for (const Step &s : ep.steps)
-      if (const AttentionOp *a = s.tryAs<AttentionOp>()) {
-        if (!a->key.window) continue;
-        if (!a->window) return 0;
-        widest = std::max(widest, *a->window);
-      }
-  return widest;
-}
+int64_t attentionWindow(const Plan &plan) { return poolWindow(plan, false); }
+
+int64_t windowPoolWindow(const Plan &plan) { return poolWindow(plan, true); }
 
 int64_t sequencePeakPages(const Plan &plan) {
   return sequencePeakPages(plan, plan.kvCache.pagesPerSequence * plan.kvCache.pageSize);

@@ -20,7 +20,8 @@ double productFlops(const Plan &plan, const StepProduct &p, double rows);
 
 /// The plan's sliding window: the widest of its attention steps' windows,
 /// 0 where one reads every key (the frontend gives every layer one; a plan
-/// written otherwise still never has a page given back that a step reads).
+/// written otherwise still never has a page given back that a step reads);
+/// of the main pool's steps, where the sliding layers have their own.
 int64_t attentionWindow(const Plan &plan);
 /// The same for the attention steps of the sliding layers' own pool
 /// (Plan::windowCache): the widest of their windows, 0 where the plan has

@@ -218,7 +218,7 @@ void Engine::requirePages(int64_t need, const std::string &needs) const {
   if (need > pool.available())
     throw InputError("the KV cache has " + std::to_string(pool.available()) +
                      " pages free but " + needs + " (compile with more --kv-pages)");
-  if (windowed && need > windowPool.freePages() && need > freeWindowPages())
+  if (windowed && need > freeWindowPages())
     throw InputError("the sliding-window layers' KV cache has " +
                      std::to_string(freeWindowPages()) + " pages free but " + needs +
                      " (compile with more --window-kv-pages)");
@@ -321,22 +321,16 @@ std::vector<int32_t> Engine::windowPagesFor(PagePool::Match &m, int64_t &release
   for (;;) {
     const int64_t n = int64_t(m.full.size());
     released = pagesBehindWindow(poolWindow_, pageSize(), n * pageSize() + m.partialTokens);
-    bool covered = m.partialTokens == 0 || companionOf(m.partial) >= 0;
-    for (int64_t j = released; covered && j < n; ++j)
-      covered = companionOf(m.full[size_t(j)]) >= 0;
-    if (covered) {
-      std::vector<int32_t> pages(size_t(released), -1);
-      for (int64_t j = released; j < n; ++j) {
-        pages.push_back(companionOf(m.full[size_t(j)]));
-        holdWindow(pages.back());
-      }
+    const int32_t partial = m.partialTokens > 0 ? companionOf(m.partial) : -1;
+    std::vector<int32_t> pages(size_t(released), -1);
+    for (int64_t j = released; j < n && int64_t(pages.size()) == j; ++j)
+      if (const int32_t c = companionOf(m.full[size_t(j)]); c >= 0) pages.push_back(c);
+    if (int64_t(pages.size()) == n && (m.partialTokens == 0 || partial >= 0)) {
+      for (int64_t j = released; j < n; ++j) holdWindow(pages[size_t(j)]);
       // The partial page is copied in both pools: with room for both
       // copies (its companion, held while copied, is no room).
-      if (m.partialTokens == 0 || partialRoom(companionOf(m.partial))) return pages;
+      if (m.partialTokens == 0 || partialRoom(partial)) return pages;
       for (int64_t j = n; j-- > released;) dropWindow(pages[size_t(j)]);
-      m.partial = -1;
-      m.partialTokens = 0;
-      continue;
     }
     // Reuse less: without the partial page, then a full page fewer.
     if (m.partialTokens > 0) {
