@@ -85,6 +85,17 @@ CallCost decodeStepCost(const Plan &plan, int64_t rows, int64_t context);
 /// The prefill of a prompt of `tokens` tokens (chunk after chunk).
 CallCost prefillCost(const Plan &plan, int64_t tokens);
 
+/// What the plan's KV-cache pools hold for `batch` sequences at once: the
+/// longest context each may reach (whole pages, at most the positions the
+/// model was trained for), each pool serving batch shares of its pages with
+/// the pages a sequence holds at once under its window (sequencePeakPages),
+/// and which bound decides it.
+struct KvCapacity {
+  int64_t context = 0;
+  enum class Limit { pool, windowPool, positions } limit = Limit::positions;
+};
+KvCapacity kvCapacity(const Plan &plan, int64_t batch);
+
 std::string htmlEscape(std::string_view s);
 
 } // namespace kvplan

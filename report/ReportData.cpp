@@ -215,7 +215,38 @@ double kvLayerBytesPerToken(const Plan &plan) {
   return 2.0 * double(kv.kvHeads * kv.headDim * dtypeBytes(kv.dtype));
 }
 
+/// The longest context, in whole pages and at most `cap` tokens, whose
+/// pages held at once (under `window`, in calls of `rows` rows) are at most
+/// `pages`. sequencePeakPages grows with the tokens, so a binary search over
+/// the pages finds it.
+int64_t longestContext(int64_t window, int64_t pageSize, int64_t rows, int64_t pages,
+                       int64_t cap) {
+  auto fits = [&](int64_t tokens) {
+    return sequencePeakPages(window, pageSize, rows, tokens) <= pages;
+  };
+  if (fits(cap)) return cap;
+  int64_t lo = 0, hi = cap / pageSize + 1; // lo pages fit, hi do not
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    (fits(mid * pageSize) ? lo : hi) = mid;
+  }
+  return lo * pageSize;
+}
+
 } // namespace
+
+KvCapacity kvCapacity(const Plan &plan, int64_t batch) {
+  const int64_t ps = plan.kvCache.pageSize, rows = rowsPerCall(plan.settings);
+  KvCapacity c{plan.model.maxPositions, KvCapacity::Limit::positions};
+  auto bound = [&](int64_t window, int64_t pages, KvCapacity::Limit limit) {
+    const int64_t tokens = longestContext(window, ps, rows, pages / batch, c.context);
+    if (tokens < c.context) c = {tokens, limit};
+  };
+  bound(attentionWindow(plan), plan.kvCache.pages, KvCapacity::Limit::pool);
+  if (plan.windowCache.layers > 0)
+    bound(windowPoolWindow(plan), plan.windowCache.pages, KvCapacity::Limit::windowPool);
+  return c;
+}
 
 CallCost decodeStepCost(const Plan &plan, int64_t rows, int64_t context) {
   CallCost c;

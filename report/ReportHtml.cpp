@@ -1,6 +1,7 @@
 // The report's page, its summary and its pipeline section.
 #include "report/ReportPage.h"
 
+#include "plan/Cost.h"
 #include "support/Format.h"
 #include "support/SystemResources.h"
 
@@ -152,39 +153,53 @@ std::string billTable(const std::vector<BillPart> &parts, const MemoryBill &b, b
   return t;
 }
 
-/// Which batch and context the KV cache's bytes would hold instead.
+/// "2 × 4 layers × 1 KV heads × 256 × 2 bytes": a token's keys and values
+/// in one pool, by hand.
+std::string perTokenBytes(const KVCacheLayout &kv) {
+  return withCommas(2 * kv.layers * kv.kvHeads * kv.headDim * dtypeBytes(kv.dtype)) +
+         " bytes (2 &times; " + std::to_string(kv.layers) + " layers &times; " +
+         std::to_string(kv.kvHeads) + " KV heads &times; " + std::to_string(kv.headDim) +
+         " &times; " + std::to_string(dtypeBytes(kv.dtype)) + " bytes)";
+}
+
+/// Which batch and context the KV cache's pages hold (kvCapacity).
 std::string capacityTable(const Plan &p) {
-  const KVCacheLayout &kv = p.kvCache;
-  const int64_t perToken = 2 * kv.layers * kv.kvHeads * kv.headDim * dtypeBytes(kv.dtype);
-  const int64_t tokens = kv.pages * kv.pageSize;
-  std::string t = "<p>Each token's keys and values take " + withCommas(perToken) +
-                  " bytes (2 &times; " + std::to_string(kv.layers) + " layers &times; " +
-                  std::to_string(kv.kvHeads) + " KV heads &times; " + std::to_string(kv.headDim) +
-                  " &times; " + std::to_string(dtypeBytes(kv.dtype)) +
-                  " bytes), so the KV cache holds " + withCommas(tokens) + " tokens" +
-                  (p.windowCache.layers > 0
-                       ? " (the " + std::to_string(p.windowCache.layers) +
-                             " sliding-window layers keep theirs in a pool of their own, " +
-                             withCommas(p.windowCache.pages) +
-                             " pages: each sequence holds at most its window's)"
-                       : std::string()) +
-                  ". The same bytes allow (context rounded down to whole "
-                  "pages; the model was trained for " +
-                  withCommas(p.model.maxPositions) +
-                  " positions; a larger batch also grows the decode arena):</p>"
-                  "<table><tr><th>sequences (max batch)</th>";
+  const KVCacheLayout &kv = p.kvCache, &win = p.windowCache;
+  const bool two = win.layers > 0;
+  std::string t = "<p>Each token's keys and values take " + perTokenBytes(kv);
+  if (two)
+    t += " in the full-attention layers' pool of " + withCommas(kv.pages) + " pages, and " +
+         perTokenBytes(win) + " in the sliding-window layers' pool of " +
+         withCommas(win.pages) + " pages, where a sequence holds its window's pages at most (" +
+         std::to_string(windowPoolWindow(p)) + " keys)";
+  else
+    t += ", in a pool of " + withCommas(kv.pages) + " pages of " + std::to_string(kv.pageSize) +
+         " tokens" +
+         (attentionWindow(p) > 0 ? ", where a sequence holds its window's pages at most (" +
+                                       std::to_string(attentionWindow(p)) + " keys)"
+                                 : std::string());
+  t += ". A sequence holds pages as it grows, so the same pages serve a few long sequences or "
+       "many short ones (context in whole pages, at most the " +
+       withCommas(p.model.maxPositions) +
+       " positions the model was trained for; a larger batch also grows the decode "
+       "arena):</p><table><tr><th>sequences (max batch)</th>";
   std::set<int64_t> batches = {p.settings.maxBatch};
-  for (int64_t batch = 1; batch <= 256 && tokens / batch >= kv.pageSize; batch *= 2)
+  for (int64_t batch = 1; batch <= 256 && kvCapacity(p, batch).context >= kv.pageSize; batch *= 2)
     batches.insert(batch);
-  std::string contexts = "<tr><th>context each (tokens)</th>";
+  std::string contexts = "<tr><th>context each (tokens)</th>", limits = "<tr><th>bound</th>";
   for (int64_t batch : batches) {
     const char *cls = batch == p.settings.maxBatch ? " class='n current'" : " class=n";
+    const KvCapacity c = kvCapacity(p, batch);
     t += std::string("<td") + cls + ">" + std::to_string(batch) + "</td>";
-    contexts += std::string("<td") + cls + ">" +
-                withCommas(tokens / batch / kv.pageSize * kv.pageSize) + "</td>";
+    contexts += std::string("<td") + cls + ">" + withCommas(c.context) + "</td>";
+    limits += std::string("<td") + cls + ">" +
+              (c.limit == KvCapacity::Limit::positions  ? "positions"
+               : c.limit == KvCapacity::Limit::windowPool ? "sliding pool"
+               : two                                      ? "full pool"
+                                                          : "KV pages") +
+              "</td>";
   }
-  t += "</tr>" + contexts + "</tr>";
-  return t + "</table>";
+  return t + "</tr>" + contexts + "</tr>" + limits + "</tr></table>";
 }
 
 } // namespace

@@ -170,6 +170,52 @@ TEST(ReportData, ASlidingWindowCapsWhatAttentionReads) {
   EXPECT_DOUBLE_EQ(prefillCost(full, 100).flops - prefillCost(slid, 100).flops, saved);
 }
 
+TEST(ReportData, KvCapacityCountsEachPoolsPages) {
+  using L = KvCapacity::Limit;
+  auto expect = [](const Plan &p, int64_t batch, int64_t context, L limit) {
+    const KvCapacity c = kvCapacity(p, batch);
+    EXPECT_EQ(c.context, context) << "batch " << batch;
+    EXPECT_EQ(int(c.limit), int(limit)) << "batch " << batch;
+  };
+  // tiny: 4 sequences of 512 tokens, 128 pages of 16; trained for 2,048
+  // positions, which one sequence may fill.
+  const Plan tiny = compileTiny("models/tiny.toml", Target::cpu).plan;
+  ASSERT_EQ(tiny.kvCache.pages, 128);
+  expect(tiny, 1, 2048, L::positions);
+  expect(tiny, 2, 1024, L::pool);
+  expect(tiny, 4, 512, L::pool);
+  expect(tiny, 128, 16, L::pool);
+  expect(tiny, 256, 0, L::pool);
+  expect(tiny, 3, 672, L::pool); // 42 pages each
+
+  // Gemma 3 1B: its 4 global layers' pool of 512 pages (8,192 tokens) and
+  // its 22 sliding layers' pool of 65 pages, a window of 512. One sequence
+  // holds 65 sliding pages at most whatever its length, so 8,192 tokens;
+  // two take 32 pages each, which hold 512 tokens, and the 513th holds a
+  // 33rd page while the first is still in its window.
+  ModelConfig cfg = loadModelConfig(std::string(KVPLAN_SOURCE_DIR) + "/models/gemma-3-1b.toml");
+  const Plan gemma = compileModel(cfg).plan;
+  ASSERT_EQ(gemma.kvCache.pages, 512);
+  ASSERT_EQ(gemma.windowCache.pages, 65);
+  expect(gemma, 1, 8192, L::pool);
+  expect(gemma, 2, 512, L::windowPool);
+  expect(gemma, 4, 256, L::windowPool); // 16 pages each
+  expect(gemma, 64, 16, L::windowPool);
+
+  // Every layer under a window of 16: the pool holds one sequence's pages
+  // under it, fewer than its context's, so any length fits.
+  cfg = parseTomlSpec("[model]\nname = \"w\"\narchitecture = \"mistral\"\nhidden_size = 64\n"
+                      "intermediate_size = 96\nnum_layers = 2\nnum_heads = 4\nnum_kv_heads = 2\n"
+                      "vocab_size = 97\nmax_position_embeddings = 4096\nrms_norm_eps = 1e-5\n"
+                      "bos_token_id = 1\neos_token_id = 2\nsliding_window = 16\n"
+                      "[compile]\nmax_seq_len = 1024\n",
+                      "w.toml", [](const std::string &w) { ADD_FAILURE() << w; });
+  validate(cfg);
+  const Plan slid = compileModel(cfg).plan;
+  ASSERT_LT(slid.kvCache.pages * 16, 4096);
+  expect(slid, 1, 4096, L::positions);
+}
+
 TEST(ReportPage, EveryStageInOrder) {
   const Compiled c = compileTiny("models/tiny.toml", Target::cpu);
   const std::string page = render(c);
