@@ -5,6 +5,7 @@
 #include <toml++/toml.h>
 
 #include "formats/WeightFormats.h"
+#include "support/Format.h"
 
 #include <algorithm>
 #include <cmath>
@@ -155,6 +156,22 @@ public:
       if (!e.is_integer()) typeError(key, e, "an array of integers");
       out.push_back(e.as_integer()->get());
     }
+    return true;
+  }
+
+  /// A size in bytes: an integer, or a string parseByteSize reads ("24GiB").
+  bool byteSize(const std::string &key, int64_t &out) {
+    const toml::node *n = get(key);
+    if (!n) return false;
+    if (n->is_integer()) {
+      out = n->as_integer()->get(); // its range is checked with the settings
+      return true;
+    }
+    if (!n->is_string()) typeError(key, *n, "an integer or a string like \"24GiB\"");
+    const std::string text = n->as_string()->get();
+    const std::optional<int64_t> bytes = parseByteSize(text);
+    if (!bytes) fail(key, "'" + text + "' is not a size; expected " + kByteSizeForms);
+    out = *bytes;
     return true;
   }
 
@@ -335,6 +352,7 @@ void readTomlCompile(TomlTable &comp, CompileSettings &c) {
   comp.integer("page_size", c.pageSize, false);
   comp.integer("kv_pages", c.kvPages, false);
   comp.integer("window_kv_pages", c.windowKvPages, false);
+  comp.byteSize("memory_budget", c.memoryBudget);
   comp.integer("tensor_parallel", c.tensorParallel, false);
   comp.integer("speculate", c.speculate, false);
   comp.integer("score_rows", c.scoreRows, false);
@@ -1017,6 +1035,10 @@ ModelConfig applyAndValidate(ModelConfig cfg, const SettingOverrides &o) {
   if (o.windowKvPages) {
     cfg.compile.windowKvPages = *o.windowKvPages;
     flag("compile.window_kv_pages", "--window-kv-pages");
+  }
+  if (o.memoryBudget) {
+    cfg.compile.memoryBudget = *o.memoryBudget;
+    flag("compile.memory_budget", "--memory-budget");
   }
   if (o.tensorParallel) {
     cfg.compile.tensorParallel = *o.tensorParallel;

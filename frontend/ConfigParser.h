@@ -40,6 +40,7 @@ struct SettingOverrides {
   std::optional<int64_t> pageSize;
   std::optional<int64_t> kvPages;
   std::optional<int64_t> windowKvPages;
+  std::optional<int64_t> memoryBudget; // bytes
   std::optional<int64_t> tensorParallel;
   std::optional<int64_t> speculate;
   std::optional<int64_t> scoreRows;

@@ -867,6 +867,13 @@ void validatePlan(const Plan &p) {
   }
   checkCopies(p, "decode", p.settings.decodeCopies);
   checkCopies(p, "prefill", p.settings.prefillCopies);
+  if (const int64_t budget = p.settings.memoryBudget; budget > 0) {
+    const int64_t bill = p.memoryBill().totalBytes;
+    if (bill > budget)
+      incompatible("the plan's", "memory bill of " + std::to_string(bill) +
+                                     " bytes is more than its settings' memory_budget of " +
+                                     std::to_string(budget));
+  }
 }
 
 Plan planFromJson(const json &j) {

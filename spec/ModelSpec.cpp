@@ -617,6 +617,11 @@ void checkCrossFieldRules(Checker &c, const ModelSpec &m, const CompileSettings 
            "l2_prefetch_mib " + std::to_string(s.l2PrefetchMib) +
                " asks a GPU's L2 for weights ahead, which only the cuda target does; "
                "compile for cuda or leave it 0");
+  if (s.memoryBudget < 0 || s.memoryBudget > CompileSettings::kMaxMemoryBudget)
+    c.fail("compile.memory_budget",
+           std::to_string(s.memoryBudget) +
+               " bytes is outside [0, 2^62]: give the bytes the plan's bill may take, like "
+               "\"24GiB\" (0: no bound)");
   if (s.pageSize > s.maxSeqLen || s.maxSeqLen % s.pageSize != 0)
     c.fail("compile.page_size", "page_size " + std::to_string(s.pageSize) +
                                     " must divide max_seq_len " + std::to_string(s.maxSeqLen) +
@@ -800,6 +805,7 @@ nlohmann::json toJson(const CompileSettings &c) {
           {"kv_pages", c.kvPages},
           {"tensor_parallel", c.tensorParallel}};
   if (c.windowKvPages > 0) j["window_kv_pages"] = c.windowKvPages;
+  if (c.memoryBudget > 0) j["memory_budget"] = c.memoryBudget;
   // Written only when set, so plans without a verify entry read as before.
   if (c.speculate > 0) j["speculate"] = c.speculate;
   if (c.scoreRows > 0) j["score_rows"] = c.scoreRows;
@@ -928,6 +934,8 @@ CompileSettings compileSettingsFromJson(const nlohmann::json &j) {
   c.kvPages = settingsInteger(j, "kv_pages", 1, kMaxPages);
   if (j.contains("window_kv_pages"))
     c.windowKvPages = settingsInteger(j, "window_kv_pages", 0, kMaxPages);
+  if (j.contains("memory_budget"))
+    c.memoryBudget = settingsInteger(j, "memory_budget", 0, CompileSettings::kMaxMemoryBudget);
   c.tensorParallel = settingsInteger(j, "tensor_parallel", 1, 64);
   if ((c.tensorParallel & (c.tensorParallel - 1)) != 0)
     throw InputError("settings field 'tensor_parallel' is " + std::to_string(c.tensorParallel) +

@@ -169,6 +169,11 @@ struct CompileSettings {
   // sequence holds at once under the window, by default max_batch x that;
   // 0 where the layers do not mix (one pool).
   int64_t windowKvPages = 0;
+  // Bytes the plan's whole bill may take (one rank's, under tensor
+  // parallelism), 0 for no bound: the compiler gives the KV-cache pools not
+  // given (kv_pages, window_kv_pages) every page that fits in it
+  // (codegen/Compiler.h), and refuses a plan that does not fit.
+  int64_t memoryBudget = 0;
   // Ranks each layer is split between (tensor parallelism, a power of two):
   // the plan and its bill are one rank's.
   int64_t tensorParallel = 1;
@@ -197,6 +202,7 @@ struct CompileSettings {
   static constexpr int64_t kMaxSpeculate = 8;
   static constexpr int64_t kMaxScoreRows = 512;
   static constexpr int64_t kMaxL2PrefetchMib = 1024;
+  static constexpr int64_t kMaxMemoryBudget = int64_t(1) << 62;
   // Weights one op asks L2 for at most (the cuda target's kernels take as
   // many byte ranges).
   static constexpr int64_t kMaxPrefetchWeights = 4;

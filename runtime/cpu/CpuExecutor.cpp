@@ -262,7 +262,8 @@ void CpuExecutor::checkMemory(const MemoryBill &bill) const {
                     ", its arena " + formatBytes(uint64_t(bill.arenaAllocBytes)) +
                     " and its workspace " + formatBytes(uint64_t(bill.workspaceBytes)) +
                     "; free memory, or compile with a smaller --max-seq, --max-batch or "
-                    "--kv-pages (kvplan inspect shows the whole bill)");
+                    "--kv-pages, or within a --memory-budget (kvplan inspect shows the whole "
+                    "bill)");
 }
 
 CpuExecutor::CpuExecutor(const Plan &plan, const char *weightsData, uint64_t size, int threads,

@@ -497,8 +497,9 @@ void CudaExecutor::Impl::checkBill(const MemoryBill &bill, uint64_t weightsBytes
                    " kept for cuBLAS, NCCL and graphs) but " + props.name + " has " +
                    humanMiB(int64_t(freeBytes)) + " free of " + humanMiB(int64_t(totalBytes)) +
                    "; short by " + humanMiB(bill.totalBytes - int64_t(freeBytes)) +
-                   ". Compile with a smaller --max-seq, --max-batch or --kv-pages, or 16-bit "
-                   "weights");
+                   ". Compile with --memory-budget " + std::to_string(freeBytes) +
+                   " (what is free) for a KV cache that fits, or with a smaller --max-seq, "
+                   "--max-batch or --kv-pages, or 16-bit weights");
 }
 
 /// Exactly the billed bytes; an empty buffer is no allocation.

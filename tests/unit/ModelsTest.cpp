@@ -5,6 +5,8 @@
 #include "frontend/ConfigParser.h"
 #include "runtime/cpu/CpuExecutor.h"
 #include "support/Align.h"
+#include "support/Error.h"
+#include "support/Format.h"
 
 #include <gtest/gtest.h>
 
@@ -280,6 +282,115 @@ TEST(Models, AWindowedModelsDefaultPoolIsItsWindowsPages) {
   EXPECT_EQ(kvCacheBytes(mistral.model, mistral.compile), 606076928);
   const ModelConfig phi = load("phi-3-mini-4k.toml");
   EXPECT_EQ(phi.compile.kvPages, 161); // 2,573 positions, of 256 pages
+}
+
+// memory_budget: the pools not given take every page the rest of the budget
+// pays for, the bill as with those pages given; too small a budget is refused
+// naming the field and the least bill.
+TEST(Models, AMemoryBudgetGivesThePoolsEveryPageThatFits) {
+  auto billOf = [](const ModelConfig &cfg, bool cuda = false) {
+    CompileOutput out = compileModel(cfg);
+    if (cuda) addCudaCode(out, {});
+    return std::make_pair(out.plan, out.plan.memoryBill().totalBytes);
+  };
+  // tiny: a page is 2 x 4 layers x 4 KV heads x 32 x 16 tokens x 4 bytes;
+  // one sequence of 512 tokens holds 32 pages.
+  const int64_t page = 65536;
+  for (bool cuda : {false, true}) {
+    SCOPED_TRACE(cuda ? "cuda" : "cpu");
+    SettingOverrides fewest, budget;
+    fewest.kvPages = 32;
+    // The cuda target's bill keeps 256 MiB for the CUDA runtime and cuBLAS.
+    budget.memoryBudget = int64_t(cuda ? 320 : 20) << 20;
+    if (cuda) fewest.target = budget.target = Target::cuda;
+    const int64_t least = billOf(load("tiny.toml", fewest), cuda).second;
+    const int64_t pages = 32 + (*budget.memoryBudget - least) / page;
+    const auto [plan, bill] = billOf(load("tiny.toml", budget), cuda);
+    EXPECT_EQ(plan.kvCache.pages, pages);
+    EXPECT_EQ(plan.settings.memoryBudget, *budget.memoryBudget);
+    EXPECT_LE(bill, *budget.memoryBudget);
+    EXPECT_GT(bill + page, *budget.memoryBudget);
+    SettingOverrides given = fewest;
+    given.kvPages = pages;
+    EXPECT_EQ(bill, billOf(load("tiny.toml", given), cuda).second);
+    // The plan reader holds an artifact to its budget.
+    nlohmann::json j = toJson(plan);
+    EXPECT_NO_THROW(planFromJson(j));
+    j["settings"]["memory_budget"] = bill - 1;
+    try {
+      planFromJson(j);
+      ADD_FAILURE() << "a bill past the budget was read";
+    } catch (const std::exception &e) {
+      EXPECT_NE(std::string(e.what()).find("memory bill of " + std::to_string(bill) +
+                                           " bytes is more than its settings' memory_budget of " +
+                                           std::to_string(bill - 1)),
+                std::string::npos)
+          << e.what();
+    }
+  }
+
+  // Gemma 3 1B: a page of its 4 global layers is 2 x 4 x 256 x 16 x 2 bytes,
+  // of its 22 sliding ones 2 x 22 x 256 x 16 x 2; one sequence holds 512 and
+  // 65. Both pools free, they hold as many sequences (within a few pages),
+  // and not one page more of either fits.
+  const int64_t mainPage = 65536, winPage = 360448;
+  SettingOverrides gemma;
+  gemma.memoryBudget = int64_t(5) << 29; // 2.5 GiB
+  const auto [g, gBill] = billOf(load("gemma-3-1b.toml", gemma));
+  const int64_t P = g.kvCache.pages, W = g.windowCache.pages;
+  EXPECT_LE(gBill, *gemma.memoryBudget);
+  EXPECT_GT(gBill + std::min(mainPage, winPage), *gemma.memoryBudget);
+  EXPECT_GT(P, 5 * 512);
+  EXPECT_NEAR(double(P) / 512, double(W) / 65, 0.05) << P << " and " << W << " pages";
+  SettingOverrides both;
+  both.kvPages = P;
+  both.windowKvPages = W;
+  EXPECT_EQ(gBill, billOf(load("gemma-3-1b.toml", both)).second);
+  // kv_pages given: the sliding layers' pool takes the rest.
+  SettingOverrides mainGiven = gemma, fewestWin = both;
+  mainGiven.kvPages = fewestWin.kvPages = 600;
+  fewestWin.windowKvPages = 65;
+  const int64_t least = billOf(load("gemma-3-1b.toml", fewestWin)).second;
+  EXPECT_EQ(billOf(load("gemma-3-1b.toml", mainGiven)).first.windowCache.pages,
+            65 + (*gemma.memoryBudget - least) / winPage);
+
+  // Too small: the least bill named, and the field as the flag or the file
+  // wrote it.
+  SettingOverrides small;
+  small.memoryBudget = int64_t(2) << 20;
+  try {
+    compileModel(load("tiny.toml", small));
+    ADD_FAILURE() << "a budget of 2 MiB compiled";
+  } catch (const InputError &e) {
+    SettingOverrides fewest;
+    fewest.kvPages = 32;
+    const std::string least = withCommas(billOf(load("tiny.toml", fewest)).second);
+    EXPECT_NE(std::string(e.what()).find("field '--memory-budget': 2.00 MiB (2,097,152 bytes) "
+                                         "is less than the plan's bill with the fewest KV-cache "
+                                         "pages"),
+              std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("(" + least + " bytes)"), std::string::npos) << e.what();
+  }
+  ModelConfig toml = parseTomlSpec(
+      "[model]\nname = \"t\"\narchitecture = \"llama\"\nhidden_size = 64\n"
+      "intermediate_size = 96\nnum_layers = 2\nnum_heads = 4\nnum_kv_heads = 2\n"
+      "vocab_size = 97\nmax_position_embeddings = 128\nrms_norm_eps = 1e-5\n"
+      "bos_token_id = 1\neos_token_id = 2\n[compile]\nmax_seq_len = 128\nkv_pages = 64\n"
+      "memory_budget = \"64KiB\"\n",
+      "t.toml", [](const std::string &w) { ADD_FAILURE() << w; });
+  validate(toml);
+  EXPECT_EQ(toml.compile.memoryBudget, 65536);
+  try {
+    compileModel(toml);
+    ADD_FAILURE() << "a budget of 64 KiB compiled";
+  } catch (const InputError &e) {
+    EXPECT_NE(std::string(e.what()).find("t.toml:17: field 'compile.memory_budget': 64.00 KiB "
+                                         "(65,536 bytes) is less than the plan's bill of "),
+              std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("fewer kv_pages"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Models, Llama31_8BInBf16) {

@@ -230,6 +230,32 @@ TEST(SpecParser, InvalidKvPagesNameTheFieldAndTheFix) {
                "spec.toml:18:", "compile.kv_pages", "expected an integer, got a string");
 }
 
+// memory_budget: bytes, or a size with its unit; written to a plan's
+// settings when set and read back (the compiler sizes the pools by it:
+// ModelsTest).
+TEST(SpecParser, MemoryBudgetIsASizeAsPeopleWriteIt) {
+  auto budget = [](const std::string &line) {
+    return parseAndValidate(edit("max_seq_len = 128", "max_seq_len = 128\n" + line))
+        .compile.memoryBudget;
+  };
+  EXPECT_EQ(parseAndValidate(kGood).compile.memoryBudget, 0);
+  EXPECT_EQ(budget("memory_budget = 123456789"), 123456789);
+  EXPECT_EQ(budget("memory_budget = \"24GiB\""), int64_t(24) << 30);
+  EXPECT_EQ(budget("memory_budget = \"1.5 GB\""), 1500000000);
+  EXPECT_ERROR(edit("max_seq_len = 128", "max_seq_len = 128\nmemory_budget = \"24 gigs\""),
+               "spec.toml:18:", "field 'compile.memory_budget': '24 gigs' is not a size; "
+               "expected bytes, or a number and a unit: 24GiB");
+  EXPECT_ERROR(edit("max_seq_len = 128", "max_seq_len = 128\nmemory_budget = true"),
+               "spec.toml:18:", "compile.memory_budget",
+               "expected an integer or a string like \"24GiB\", got a boolean");
+  EXPECT_ERROR(edit("max_seq_len = 128", "max_seq_len = 128\nmemory_budget = -1"),
+               "spec.toml:18:", "compile.memory_budget", "-1 bytes is outside [0, 2^62]");
+  CompileSettings s = parseAndValidate(kGood).compile;
+  EXPECT_FALSE(toJson(s).contains("memory_budget"));
+  s.memoryBudget = int64_t(3) << 40;
+  EXPECT_EQ(compileSettingsFromJson(toJson(s)).memoryBudget, int64_t(3) << 40);
+}
+
 // l2_prefetch_mib: 0 (none) unless given; the cuda target's alone, within
 // [0, 1024]; written to a plan's settings only when set, and read back;
 // given as --l2-prefetch, messages name the flag.

@@ -119,6 +119,27 @@ TEST(Format, ThousandsSeparatorsForEveryInteger) {
   EXPECT_EQ(withCommas(std::numeric_limits<int64_t>::min()), "-9,223,372,036,854,775,808");
 }
 
+TEST(Format, ByteSizesAsPeopleWriteThem) {
+  EXPECT_EQ(parseByteSize("2147483648"), int64_t(2147483648));
+  EXPECT_EQ(parseByteSize("2GiB"), int64_t(2) << 30);
+  EXPECT_EQ(parseByteSize(" 1.5 GiB "), int64_t(3) << 29);
+  EXPECT_EQ(parseByteSize("800MB"), int64_t(800000000));
+  EXPECT_EQ(parseByteSize("24 GB"), int64_t(24000000000));
+  EXPECT_EQ(parseByteSize("512KiB"), int64_t(524288));
+  EXPECT_EQ(parseByteSize("3kB"), int64_t(3000));
+  EXPECT_EQ(parseByteSize("1TiB"), int64_t(1) << 40);
+  EXPECT_EQ(parseByteSize("100 B"), int64_t(100));
+  EXPECT_EQ(parseByteSize("0.5KiB"), int64_t(512));
+  EXPECT_EQ(parseByteSize("0.001KB"), int64_t(1));
+  // Past 2^53 a count of bytes is kept exact; past 2^62 refused.
+  EXPECT_EQ(parseByteSize("4611686018427387903"), int64_t(4611686018427387903));
+  EXPECT_EQ(parseByteSize("4611686018427387905"), std::nullopt);
+  EXPECT_EQ(parseByteSize("5000000TiB"), std::nullopt);
+  for (const char *bad : {"", "GiB", "0", "0.4", "-1GiB", "+1GiB", "2 gib", "2G", "2 GiBs",
+                          "1e9", "1..5GB", "2GiB 3", "0x100", "nan", "inf"})
+    EXPECT_EQ(parseByteSize(bad), std::nullopt) << bad;
+}
+
 TEST(Format, NumbersJoinedBySeparators) {
   EXPECT_EQ(joinNumbers({}), "");
   EXPECT_EQ(joinNumbers({32}), "32");

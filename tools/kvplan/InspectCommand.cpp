@@ -234,6 +234,11 @@ void printHuman(const Artifact &a) {
     std::printf("copies    decode %s, prefill %s rows (a step of few rows runs on the smallest "
                 "copy holding them)\n",
                 rowList(s.decodeCopies).c_str(), rowList(s.prefillCopies).c_str());
+  if (s.memoryBudget > 0)
+    std::printf("budget    %s (%s bytes, memory_budget): the bill below is %s bytes less\n",
+                formatBytes(uint64_t(s.memoryBudget)).c_str(),
+                withCommas(s.memoryBudget).c_str(),
+                withCommas(s.memoryBudget - bill.totalBytes).c_str());
   if (p.ranks() > 1) printRanks(p);
   printBill(bill, p, s.target);
 

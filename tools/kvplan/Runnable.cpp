@@ -7,6 +7,7 @@
 #include "runtime/cpu/CpuExecutor.h"
 #include "formats/WeightFormats.h"
 #include "plan/WeightPacking.h"
+#include "support/Format.h"
 #include "support/SystemResources.h"
 #ifdef KVPLAN_HAVE_MPI
 #include "runtime/mpi/MpiCollective.h"
@@ -62,6 +63,10 @@ void ModelOptions::add(CLI::App *cmd, const std::string &positional, bool compil
                   "reading every key, as Gemma's (default: max batch x one sequence's pages "
                   "under the window)")
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--memory-budget", memoryBudget,
+                  "Bytes the whole memory bill may take, like 24GiB (one rank's): the KV-cache "
+                  "pools not given get every page that fits, and a plan that cannot fit is "
+                  "refused");
   cmd->add_option("--tensor-parallel", tensorParallel,
                   "Ranks to split every layer between (a power of two; run with mpirun -np N)")
       ->check(CLI::PositiveNumber);
@@ -138,6 +143,7 @@ void refuseSettingsForArtifact(const ModelOptions &o) {
   flag(o.pageSize != 0, "--page-size");
   flag(o.kvPages != 0, "--kv-pages");
   flag(o.windowKvPages != 0, "--window-kv-pages");
+  flag(!o.memoryBudget.empty(), "--memory-budget");
   flag(o.tensorParallel != 0, "--tensor-parallel");
   flag(!o.decodeCopies.empty(), "--decode-copies");
   flag(!o.prefillCopies.empty(), "--prefill-copies");
@@ -187,6 +193,12 @@ ModelSources resolveModelSources(const ModelOptions &opts) {
   if (opts.pageSize) o.pageSize = opts.pageSize;
   if (opts.kvPages) o.kvPages = opts.kvPages;
   if (opts.windowKvPages) o.windowKvPages = opts.windowKvPages;
+  if (!opts.memoryBudget.empty()) {
+    o.memoryBudget = parseByteSize(opts.memoryBudget);
+    if (!o.memoryBudget)
+      throw InputError("--memory-budget '" + opts.memoryBudget + "': not a size; expected " +
+                       kByteSizeForms);
+  }
   if (opts.tensorParallel) o.tensorParallel = opts.tensorParallel;
   if (opts.speculate) o.speculate = opts.speculate;
   if (opts.scoreRows) o.scoreRows = opts.scoreRows;
@@ -200,7 +212,8 @@ ModelSources resolveModelSources(const ModelOptions &opts) {
   if (opts.serveBatch && !s.config.given.count("compile.max_batch")) {
     SettingOverrides shared;
     shared.maxBatch = opts.serveBatch;
-    if (!s.config.given.count("compile.kv_pages"))
+    const std::set<std::string> &given = s.config.given;
+    if (!given.count("compile.kv_pages") && !given.count("compile.memory_budget"))
       shared.kvPages = s.config.compile.maxSeqLen / s.config.compile.pageSize;
     s.config = applyAndValidate(std::move(s.config), shared);
     s.serveBatchApplied = true;

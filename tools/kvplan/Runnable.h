@@ -25,6 +25,7 @@ struct ModelOptions {
   std::string target, dtype, weights, tokenizer;
   int64_t maxBatch = 0, maxSeq = 0, prefillChunk = 0, pageSize = 0, kvPages = 0;
   int64_t windowKvPages = 0;
+  std::string memoryBudget; // "24GiB"; "": the file's
   int64_t tensorParallel = 0;
   int64_t speculate = 0; // draft tokens per verify step (compile's --speculate K)
   int64_t scoreRows = 0; // rows of @score (prompt log-probabilities)
