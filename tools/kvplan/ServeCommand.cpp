@@ -8,6 +8,7 @@
 #include "runtime/Engine.h"
 #include "server/HttpServer.h"
 #include "support/Error.h"
+#include "support/Format.h"
 
 #include <cerrno>
 #include <csignal>
@@ -130,6 +131,11 @@ void describeServing(const Runnable &r, const Engine &engine) {
                  "pages of %lld tokens; --max-batch N and --kv-pages N change them\n",
                  (long long)engine.maxBatch(), (long long)engine.pages().size(),
                  (long long)r.plan.settings.pageSize);
+  if (const int64_t budget = r.plan.settings.memoryBudget; budget > 0)
+    std::fprintf(stderr, "kvplan serve: a memory bill of %s within the budget of %s "
+                 "(memory_budget), %lld KV pages\n",
+                 formatBytes(uint64_t(r.plan.memoryBill().totalBytes)).c_str(),
+                 formatBytes(uint64_t(budget)).c_str(), (long long)engine.pages().size());
   if (const PagePool *w = engine.windowPages())
     std::fprintf(stderr, "kvplan serve: the %lld sliding-window layers keep their keys and "
                  "values in a pool of their own, %lld pages; --window-kv-pages N changes it\n",
