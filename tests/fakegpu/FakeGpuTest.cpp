@@ -806,6 +806,52 @@ TEST_F(FakeGpu, TheExecutorAllocatesExactlyTheBill) {
   fakecuda_set_dry(0);
 }
 
+// Out of GPU memory, the error names the budget that fits (the free bytes);
+// compiled within it, the same model loads on the same device, its pool
+// smaller, the device's free memory all taken but the reserve's.
+TEST_F(FakeGpu, OutOfMemoryNamesTheBudgetThatFits) {
+  fakecuda_set_dry(1);
+  const std::string tiny = std::string(KVPLAN_SOURCE_DIR) + "/models/tiny.toml";
+  auto load = [&](int64_t budget) {
+    SettingOverrides o;
+    o.target = Target::cuda;
+    if (budget > 0) o.memoryBudget = budget;
+    CompileOutput out = compileModel(loadModelConfig(tiny, o, [](const std::string &) {}));
+    CudaModule mod = generateCuda(out.plan, {"sm_90a"});
+    out.plan.cudaArchs = {"sm_90a"};
+    out.plan.deviceWorkspaceBytes = mod.program.workspaceBytes;
+    return std::make_pair(out.plan, CudaCode{mod.source, mod.program, {{"sm_90a", mod.source}}});
+  };
+  const auto [plan, code] = load(0);
+  const int64_t bill = plan.memoryBill().totalBytes, page = 65536; // tiny's page, f32
+  const int64_t free = bill - 5 * page / 2;                        // 2.5 pages short
+  const int64_t weightsBytes = plan.memoryBill().weightsBlobBytes;
+  void *weights = mmap(nullptr, size_t(weightsBytes), PROT_NONE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  ASSERT_NE(weights, MAP_FAILED);
+  const char *w = static_cast<const char *>(weights);
+  fakecuda_configure(1, 9, 0, free);
+  std::string msg;
+  try {
+    CudaExecutor x(plan, code, w, uint64_t(weightsBytes));
+  } catch (const InputError &e) {
+    msg = e.what();
+  }
+  const std::string want = "Compile with --memory-budget " + std::to_string(free) +
+                           " (what is free) for a KV cache that fits";
+  EXPECT_NE(msg.find(want), std::string::npos) << msg;
+  const auto [fitted, fittedCode] = load(free);
+  EXPECT_EQ(fitted.kvCache.pages, plan.kvCache.pages - 3);
+  EXPECT_EQ(fitted.memoryBill().totalBytes, bill - 3 * page);
+  {
+    CudaExecutor x(fitted, fittedCode, w, uint64_t(weightsBytes));
+    EXPECT_EQ(fakecuda_counters().deviceBytes + fitted.memoryBill().reserveBytes,
+              fitted.memoryBill().totalBytes);
+  }
+  munmap(weights, size_t(weightsBytes));
+  fakecuda_set_dry(0);
+}
+
 // The generated kernels index the cache and the embedding table by the
 // inputs the host writes without a check of their own: the executor checks
 // them on the host before each run, so a wild one is an error, not a write

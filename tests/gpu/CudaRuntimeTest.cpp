@@ -27,6 +27,7 @@
 #include <numeric>
 #include <optional>
 #include <random>
+#include <regex>
 #include <set>
 #include <thread>
 
@@ -479,6 +480,11 @@ TEST(CudaRuntime, MemoryBillIsCheckedBeforeAllocating) {
   } catch (const InputError &e) {
     EXPECT_NE(std::string(e.what()).find("out of GPU memory"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("short by"), std::string::npos) << e.what();
+    // The budget that fits: the free bytes, exactly.
+    EXPECT_TRUE(std::regex_search(std::string(e.what()),
+                                  std::regex("Compile with --memory-budget [1-9][0-9]+ \\(what is "
+                                             "free\\) for a KV cache that fits")))
+        << e.what();
   }
 }
 
