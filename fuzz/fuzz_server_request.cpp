@@ -1,6 +1,8 @@
 // A request body as kvplan serve parses it: the first byte picks the
 // endpoint (/v1/completions, /v1/chat/completions, /tokenize or
-// /detokenize: its two low bits), the rest is the body up to its first line
+// /detokenize: its two low bits; /v1/responses where its three low bits
+// are 4, whose answer is also made into a response and its stream's
+// events), the rest is the body up to its first line
 // feed; /tokenize's messages are rendered by each template. ApiError is
 // the server's answer to a bad request (a 4xx). What follows the line feed
 // is read as an answer: by the request's JSON schema (and, its bytes as
@@ -13,6 +15,7 @@
 #include "server/ChatTemplate.h"
 #include "server/OpenAiProtocol.h"
 #include "server/Reasoning.h"
+#include "server/Responses.h"
 #include "server/ToolCalls.h"
 
 #include <vector>
@@ -67,6 +70,24 @@ void readAnswer(const server::ApiRequest &r, const std::string &answer) {
   }
 }
 
+/// A /v1/responses request: its chat as chat's, and the answer (split at
+/// its middle into reasoning and text, and its first byte's parity cutting
+/// it) as a whole response and as a stream's events.
+void readResponses(const server::ResponsesRequest &r, const std::string &answer) {
+  readAnswer(r.api, answer);
+  const server::ResponsesHead h{1, 0, "m", r.echo};
+  server::ResponsesAnswer a{answer.substr(0, answer.size() / 2), answer.substr(answer.size() / 2),
+                            {}, !answer.empty() && (answer[0] & 1)};
+  if (answer.size() > 4) a.calls.push_back({"call_1", "f", answer.substr(0, 4)});
+  server::dumpJson(server::responseObject(h, "completed", server::responseOutput(h, a),
+                                          server::responsesUsageJson({3, 4, 0, 1})));
+  server::ResponsesStream s(h);
+  s.begin();
+  for (size_t i = 0; i < answer.size(); i += 3)
+    (i < answer.size() / 2 ? s.reasoning(answer.substr(i, 3)) : s.text(answer.substr(i, 3)));
+  s.finish(a.calls, a.cut, {3, 4, 0, 1});
+}
+
 void renderTokenize(const server::TokenizeRequest &r) {
   if (r.prompt) return;
   using server::ChatTemplate;
@@ -90,6 +111,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const std::string body = rest.substr(0, split);
   const std::string answer = split == std::string::npos ? "" : rest.substr(split + 1);
   try {
+    if ((data[0] & 7) == 4) {
+      readResponses(server::parseResponsesRequest(body), answer);
+      return 0;
+    }
     switch (data[0] & 3) {
     case 0: readAnswer(server::parseCompletionRequest(body), answer); break;
     case 1: readAnswer(server::parseChatRequest(body), answer); break;

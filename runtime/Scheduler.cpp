@@ -34,6 +34,7 @@ struct Scheduler::Request {
   std::mt19937_64 rng;         // speculative sampling's draws
   bool scored = false;         // the prompt's log-probabilities are computed
   bool firstSent = false;      // an event has gone to the caller
+  int64_t cachedTokens = 0;    // prompt tokens the prefix cache held at first admission
   std::vector<TokenLogprobs> promptScores;
 
   explicit Request(GenerationRequest r)
@@ -235,6 +236,7 @@ void Scheduler::finish(Request &r, FinishReason reason, const std::string &error
   e.reason = reason;
   e.error = error;
   e.stopToken = r.stopToken;
+  e.cachedPromptTokens = r.cachedTokens;
   // What the stream decoder still holds (an incomplete UTF-8 tail) and any
   // text held back for a stop string that never came.
   const bool ended = reason == FinishReason::length || reason == FinishReason::stop;
@@ -338,6 +340,7 @@ void Scheduler::admit() {
       r.admittedOnce = true;
       stats_.promptTokens += int64_t(r.req.prompt.size());
       stats_.cachedPromptTokens += reused;
+      r.cachedTokens = reused;
     }
     queue.pop_front();
     // Oldest first: a resumed request goes back among the others by age.

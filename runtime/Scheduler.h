@@ -68,6 +68,10 @@ struct TokenEvent {
   /// (its first token's, or the finish when none came): entry i for prompt
   /// token i + 1 (the first token has none).
   std::optional<std::vector<TokenLogprobs>> promptLogprobs;
+  /// On the finishing event: the prompt tokens the prefix cache held when
+  /// the request was first admitted (their keys and values were not
+  /// computed again), as OpenAI's usage reports cached_tokens.
+  int64_t cachedPromptTokens = 0;
 };
 
 struct GenerationRequest {

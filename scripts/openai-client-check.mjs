@@ -1,8 +1,10 @@
 // Drives a running `kvplan serve` with the official OpenAI Node client, to
 // show the API works unchanged with it: models, a completion, a stream with
 // usage, chat (answered, or refused with a 400 when the model has no chat
-// template), structured output (response_format json_schema), an
-// out-of-range field, and the API key when one is given.
+// template), structured output (response_format json_schema), the
+// Responses API (the chat's answer, streamed, through the SDK's stream
+// helper, a forced function call carried back, text.format json_schema),
+// an out-of-range field, and the API key when one is given.
 // Outside ctest, since it needs the `openai` package from npm:
 //   npm install --prefix /tmp/oai openai
 //   OPENAI_MODULE=/tmp/oai/node_modules/openai/index.mjs \
@@ -44,8 +46,9 @@ check(streamed === text && usage?.completion_tokens === 24,
 
 const messages = [{ role: 'system', content: 'You tell stories.' },
   { role: 'user', content: 'Tell me one.' }];
+let chat = null;
 try {
-  const chat = await client.chat.completions.create({ model, messages, max_tokens: 16, temperature: 0 });
+  chat = await client.chat.completions.create({ model, messages, max_tokens: 16, temperature: 0 });
   let chatStreamed = '';
   const chatStream = await client.chat.completions.create({
     model, messages, max_tokens: 16, temperature: 0, stream: true,
@@ -108,6 +111,53 @@ try {
 } catch (e) {
   check(e instanceof OpenAI.BadRequestError && e.param === 'response_format',
     `json_schema with a lookahead: BadRequestError naming response_format (${e.message})`);
+}
+
+// The Responses API, where the model has a chat template (else its 400).
+const asked = { model, instructions: 'You tell stories.', input: 'Tell me one.',
+  max_output_tokens: 16, temperature: 0 };
+try {
+  const resp = await client.responses.create(asked);
+  check(resp.object === 'response' && chat !== null &&
+    resp.output_text === chat.choices[0].message.content &&
+    resp.usage.input_tokens === chat.usage.prompt_tokens &&
+    resp.status === (chat.choices[0].finish_reason === 'length' ? 'incomplete' : 'completed'),
+    `responses.create: the chat's answer, ${resp.status}: ${JSON.stringify(resp.output_text)}`);
+  let deltas = '';
+  let ended = null;
+  for await (const ev of await client.responses.create({ ...asked, stream: true })) {
+    if (ev.type === 'response.output_text.delta') deltas += ev.delta;
+    if (ev.type === 'response.completed' || ev.type === 'response.incomplete') ended = ev.response;
+  }
+  check(deltas === resp.output_text && ended?.output[0].content[0].text === resp.output_text,
+    'responses.create stream: the deltas and the last event\'s response give the same text');
+  const final = await client.responses.stream(asked).finalResponse();
+  check(final.output_text === resp.output_text, 'responses.stream helper: finalResponse()');
+  const rtools = [{ type: 'function', name: 'get_weather', strict: true, parameters: {
+    type: 'object', properties: { unit: { enum: ['c', 'f'] } }, required: ['unit'],
+    additionalProperties: false } }];
+  const called = await client.responses.create({
+    model, input: 'Weather?', tools: rtools, tool_choice: 'required', max_output_tokens: 200,
+    temperature: 0.8,
+  });
+  const fc = called.output.find((item) => item.type === 'function_call');
+  check(fc?.name === 'get_weather' && ['c', 'f'].includes(JSON.parse(fc.arguments).unit),
+    `responses.create with tool_choice required: ${JSON.stringify(fc)}`);
+  const replied = await client.responses.create({
+    model, max_output_tokens: 4, tools: rtools, input: [{ role: 'user', content: 'Weather?' }, fc,
+      { type: 'function_call_output', call_id: fc.call_id, output: '18 C' }],
+  });
+  check(replied.output.length > 0, 'responses.create with the call and its output in the input');
+  const shaped = await client.responses.create({
+    model, input: 'Mood?', max_output_tokens: 200, temperature: 0.8,
+    text: { format: { type: 'json_schema', name: 'mood', strict: true, schema } },
+  });
+  const mood = JSON.parse(shaped.output_text);
+  check(['happy', 'sad'].includes(mood.mood) && /^[A-Z]{3}$/.test(mood.code),
+    `responses.create with text.format json_schema: ${shaped.output_text}`);
+} catch (e) {
+  check(chat === null && e instanceof OpenAI.BadRequestError && e.param === 'input',
+    `responses.create: ${e instanceof OpenAI.BadRequestError ? '400' : 'failed'} (${e.message})`);
 }
 
 try {

@@ -6,6 +6,7 @@
 #include "server/HttpServer.h"
 #include "server/HttpConnection.h"
 #include "server/Reasoning.h"
+#include "server/Responses.h"
 #include "server/ToolCalls.h"
 
 #include "runtime/Scheduler.h"
@@ -54,6 +55,7 @@ struct Pending {
   size_t finishedChoices = 0;
   bool finished = false; // every choice
   int64_t promptTokens = 0, generated = 0; // generated: all choices'
+  int64_t cachedTokens = 0; // of the prompt, found in the prefix cache (the first choice's)
   Clock::time_point arrived = Clock::now(), first, last;
 };
 
@@ -273,6 +275,46 @@ struct StreamState {
   }
 };
 
+/// One answer read as it comes, as /v1/responses returns it: its reasoning
+/// apart (a thinking model's), and with tools the text that may be a call
+/// held until the end; the tokens whose text went to the reasoning counted.
+struct AnswerReader {
+  std::optional<ReasoningReader> thought;
+  std::optional<ToolCallReader> tools;
+  int64_t reasoningTokens = 0;
+
+  /// The event's reasoning, and the content that may be sent now.
+  ReasoningReader::Split feed(const TokenEvent &e) {
+    ReasoningReader::Split s = thought ? thought->feed(e.text) : ReasoningReader::Split{"", e.text};
+    if (e.token >= 0 && !s.reasoning.empty() && s.content.empty()) ++reasoningTokens;
+    if (tools) s.content = tools->feed(s.content);
+    return s;
+  }
+  /// The last event's, with what was held; the calls, if the held text was.
+  ReasoningReader::Split finish(const TokenEvent &last, std::vector<ToolCall> &calls) {
+    ReasoningReader::Split s = feed(last);
+    if (thought) {
+      ReasoningReader::Split rest = thought->finish();
+      s.reasoning += rest.reasoning;
+      s.content += tools ? tools->feed(rest.content) : rest.content;
+    }
+    if (tools) {
+      ToolCallReader::Result r = tools->finish();
+      s.content += r.content;
+      calls = std::move(r.calls);
+    }
+    return s;
+  }
+};
+
+/// A streamed /v1/responses between calls of its content provider.
+struct ResponsesStreamState {
+  std::shared_ptr<Pending> p;
+  ResponsesStream out;
+  AnswerReader reader;
+  bool begun = false, done = false;
+};
+
 } // namespace
 
 struct Server::Impl {
@@ -332,6 +374,15 @@ struct Server::Impl {
   bool streamSome(StreamState &s, httplib::DataSink &sink);
   std::string finishEvents(StreamState &s, size_t index, const TokenEvent &e);
   bool clientGone(StreamState &s);
+  void respond(const httplib::Request &req, httplib::Response &res); // /v1/responses
+  AnswerReader answerReader(const ApiRequest &a, const Prepared &prep) const;
+  void replyResponse(const ResponsesRequest &r, const ResponsesHead &h,
+                     const std::shared_ptr<Pending> &p, const Prepared &prep,
+                     httplib::Response &res);
+  void streamResponse(const ResponsesRequest &r, const ResponsesHead &h,
+                      const std::shared_ptr<Pending> &p, const Prepared &prep,
+                      httplib::Response &res);
+  bool streamResponseSome(ResponsesStreamState &s, httplib::DataSink &sink);
   void responseDone();
   void loop();
   void shutdown();
@@ -555,6 +606,9 @@ void Server::Impl::routes() {
   http.Post("/v1/chat/completions", [this](const httplib::Request &req, httplib::Response &res) {
     generate(req, res, true);
   });
+  http.Post("/v1/responses", [this](const httplib::Request &req, httplib::Response &res) {
+    respond(req, res);
+  });
 }
 
 void Server::Impl::models(httplib::Response &res) const {
@@ -589,7 +643,7 @@ std::vector<ChatPiece> Server::Impl::chatPieces(const std::vector<ChatMessage> &
 }
 
 std::vector<int32_t> Server::Impl::promptOf(const ApiRequest &a, bool *opensThought) const {
-  const char *field = a.chat ? "messages" : "prompt";
+  const std::string field = !a.inputField.empty() ? a.inputField : a.chat ? "messages" : "prompt";
   if (!tokenizer && (a.chat || a.promptText))
     throw badField(field, "this model has no tokenizer: give the prompt as token ids");
   if (a.chat) {
@@ -618,16 +672,18 @@ Server::Impl::Prepared Server::Impl::prepare(const ApiRequest &a) const {
   g.prompt = promptOf(a, &p.opensThought);
   const int64_t n = int64_t(g.prompt.size()), context = engine.maxSeqLen();
   const std::string context_s = std::to_string(context);
-  if (n == 0) throw badField(a.chat ? "messages" : "prompt", "the prompt is empty");
+  const std::string input = !a.inputField.empty() ? a.inputField : a.chat ? "messages" : "prompt";
+  if (n == 0) throw badField(input, "the prompt is empty");
   if (n >= context)
     throw ApiError(400, "the prompt has " + std::to_string(n) + " tokens but the model's context "
                    "is " + context_s + " tokens, which leaves no room to generate",
-                   a.chat ? "messages" : "prompt", "", "context_length_exceeded");
+                   input, "", "context_length_exceeded");
   if (a.maxTokens && n + *a.maxTokens > context)
-    throw ApiError(400, "max_tokens is " + std::to_string(*a.maxTokens) + " and the prompt has " +
-                   std::to_string(n) + " tokens: " + std::to_string(n + *a.maxTokens) +
-                   " exceed the model's context of " + context_s + " tokens",
-                   "max_tokens", "", "context_length_exceeded");
+    throw ApiError(400, a.maxTokensField + " is " + std::to_string(*a.maxTokens) +
+                   " and the prompt has " + std::to_string(n) + " tokens: " +
+                   std::to_string(n + *a.maxTokens) + " exceed the model's context of " +
+                   context_s + " tokens",
+                   a.maxTokensField, "", "context_length_exceeded");
   // Defaults: 16 for completions (as OpenAI), the rest of the context for chat.
   g.maxNewTokens = a.maxTokens ? *a.maxTokens : a.chat ? context - n : std::min<int64_t>(16, context - n);
   g.sampling = a.sampling;
@@ -749,6 +805,7 @@ void Server::Impl::onEvent(const std::shared_ptr<Pending> &p, size_t index, cons
     std::lock_guard<std::mutex> lock(p->m);
     p->events.emplace_back(index, e);
     if (e.finished) {
+      if (index == 0) p->cachedTokens = e.cachedPromptTokens;
       c.finished = true;
       p->finished = ++p->finishedChoices == p->choices.size();
     }
@@ -837,7 +894,7 @@ void Server::Impl::reply(const ApiRequest &a, const ResponseHead &h,
     choices.push_back(choice);
   }
   fillRecord(*p, choices[0]["finish_reason"].get<std::string>()); // tool_calls too
-  json out = completionResponse(h, choices, {p->promptTokens, p->generated});
+  json out = completionResponse(h, choices, {p->promptTokens, p->generated, p->cachedTokens});
   if (a.vllmPromptLogprobs >= 0 && a.chat) // vLLM's chat: once, beside the choices
     out["prompt_logprobs"] = promptLogprobsJson(answers[0].prompt, a.vllmPromptLogprobs,
                                                 [this](int32_t id) { return tokenText(id); });
@@ -961,7 +1018,7 @@ std::string Server::Impl::finishEvents(StreamState &s, size_t index, const Token
   if (++s.finished < s.first.size()) return out;
   if (s.includeUsage) {
     std::lock_guard<std::mutex> lock(s.p->m);
-    out += sseEvent(usageChunk(s.head, {s.p->promptTokens, s.p->generated}));
+    out += sseEvent(usageChunk(s.head, {s.p->promptTokens, s.p->generated, s.p->cachedTokens}));
   }
   fillRecord(*s.p, finish);
   s.done = true;
@@ -1049,6 +1106,147 @@ void Server::Impl::detokenize(const httplib::Request &req, httplib::Response &re
   } catch (const ApiError &e) {
     sendError(res, e);
   }
+}
+
+void Server::Impl::respond(const httplib::Request &req, httplib::Response &res) {
+  record.generation = true;
+  try {
+    const ResponsesRequest r = parseResponsesRequest(req.body);
+    checkModel(r.api.model);
+    Prepared prep = prepare(r.api);
+    const ResponsesHead h{nextId++, int64_t(std::time(nullptr)), opts.modelName, r.echo};
+    record.id = h.id();
+    std::shared_ptr<Pending> p = admit(prep.gen, 1, r.api.seedGiven);
+    if (r.api.stream) return streamResponse(r, h, p, prep, res); // the releaser ends it
+    replyResponse(r, h, p, prep, res);
+    responseDone();
+  } catch (ApiError &e) {
+    // The chat templates' errors name the messages the input became.
+    if (e.param == "messages") e.param = "input";
+    sendError(res, e);
+  }
+}
+
+AnswerReader Server::Impl::answerReader(const ApiRequest &a, const Prepared &prep) const {
+  AnswerReader reader;
+  if (splitsReasoning) reader.thought.emplace(prep.opensThought);
+  if (a.toolChoice != ToolChoice::none) reader.tools.emplace(chat, a);
+  return reader;
+}
+
+/// Waits for the whole answer and sends the response object.
+void Server::Impl::replyResponse(const ResponsesRequest &r, const ResponsesHead &h,
+                                 const std::shared_ptr<Pending> &p, const Prepared &prep,
+                                 httplib::Response &res) {
+  AnswerReader reader = answerReader(r.api, prep);
+  ResponsesAnswer answer;
+  TokenEvent last;
+  {
+    std::unique_lock<std::mutex> lock(p->m);
+    p->ready.wait(lock, [&] { return p->finished; });
+    for (const auto &[index, e] : p->events) {
+      if (e.finished) {
+        last = e;
+        break;
+      }
+      ReasoningReader::Split s = reader.feed(e);
+      answer.reasoning += s.reasoning;
+      answer.content += s.content;
+    }
+  }
+  if (serverEnded(last.reason)) {
+    fillRecord(*p, statusName(last.reason));
+    return sendError(res, stoppedBy(last));
+  }
+  ReasoningReader::Split s = reader.finish(last, answer.calls);
+  answer.reasoning += s.reasoning;
+  answer.content += s.content;
+  answer.cut = last.reason == FinishReason::length;
+  fillRecord(*p, answer.cut ? "length" : answer.calls.empty() ? "stop" : "tool_calls");
+  const ResponsesUsage u{p->promptTokens, p->generated, p->cachedTokens, reader.reasoningTokens};
+  res.set_content(dumpJson(responseObject(h, answer.cut ? "incomplete" : "completed",
+                                          responseOutput(h, answer), responsesUsageJson(u))),
+                  "application/json");
+}
+
+/// Answers as the Responses API's typed server-sent events.
+void Server::Impl::streamResponse(const ResponsesRequest &r, const ResponsesHead &h,
+                                  const std::shared_ptr<Pending> &p, const Prepared &prep,
+                                  httplib::Response &res) {
+  auto s = std::make_shared<ResponsesStreamState>(
+      ResponsesStreamState{p, ResponsesStream(h), answerReader(r.api, prep)});
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [this, s](size_t, httplib::DataSink &sink) {
+        if (!s->begun) {
+          s->begun = true;
+          const std::string begun = s->out.begin();
+          if (!sink.write(begun.data(), begun.size())) {
+            for (const Pending::Choice &c : s->p->choices) sched.cancel(c.id);
+            return false;
+          }
+        }
+        return streamResponseSome(*s, sink);
+      },
+      [this, s](bool) {
+        if (!s->done)
+          for (const Pending::Choice &c : s->p->choices) sched.cancel(c.id);
+        responseDone();
+      });
+}
+
+bool Server::Impl::streamResponseSome(ResponsesStreamState &s, httplib::DataSink &sink) {
+  std::deque<std::pair<size_t, TokenEvent>> got;
+  {
+    std::unique_lock<std::mutex> lock(s.p->m);
+    s.p->ready.wait_for(lock, std::chrono::milliseconds(50),
+                        [&] { return !s.p->events.empty(); });
+    got.swap(s.p->events);
+  }
+  if (got.empty()) {
+    if (sink.is_writable()) return true;
+    for (const Pending::Choice &c : s.p->choices) sched.cancel(c.id);
+    fillRecord(*s.p, "cancelled (the client went away)");
+    s.done = true;
+    return false;
+  }
+  std::string out;
+  for (const auto &[index, e] : got) {
+    if (!e.finished) {
+      ReasoningReader::Split split = s.reader.feed(e);
+      out += s.out.reasoning(split.reasoning);
+      out += s.out.text(split.content);
+      continue;
+    }
+    s.done = true;
+    if (serverEnded(e.reason)) {
+      fillRecord(*s.p, statusName(e.reason));
+      out += s.out.fail(stoppedBy(e));
+      break;
+    }
+    std::vector<ToolCall> calls;
+    ReasoningReader::Split split = s.reader.finish(e, calls);
+    out += s.out.reasoning(split.reasoning);
+    out += s.out.text(split.content);
+    const bool cut = e.reason == FinishReason::length;
+    fillRecord(*s.p, cut ? "length" : calls.empty() ? "stop" : "tool_calls");
+    std::lock_guard<std::mutex> lock(s.p->m);
+    out += s.out.finish(calls, cut,
+                        {s.p->promptTokens, s.p->generated, s.p->cachedTokens,
+                         s.reader.reasoningTokens});
+    break;
+  }
+  if (!out.empty() && !sink.write(out.data(), out.size())) {
+    if (!s.done) {
+      for (const Pending::Choice &c : s.p->choices) sched.cancel(c.id);
+      fillRecord(*s.p, "cancelled (the client went away)");
+    }
+    s.done = true;
+    return false;
+  }
+  if (s.done) sink.done();
+  return true;
 }
 
 void Server::Impl::loop() {

@@ -677,6 +677,266 @@ ApiRequest parseChatRequest(const std::string &body) {
   return r;
 }
 
+namespace {
+
+/// A Responses content list's text: a string, or parts of the given types
+/// ({"type": "input_text" or "output_text", "text": ...}).
+std::string responsesText(const json &c, const std::string &where) {
+  if (c.is_string()) return c.get<std::string>();
+  if (!c.is_array())
+    throw badField("input", where + " must be a string or an array of content parts");
+  std::string text;
+  for (size_t k = 0; k < c.size(); ++k) {
+    const json &part = c[k];
+    const std::string at = where + "[" + std::to_string(k) + "]";
+    if (!part.is_object() || !(hasType(part, "input_text") || hasType(part, "output_text") ||
+                               hasType(part, "text")))
+      throw badField("input", at + ": only text parts ({\"type\": \"input_text\", \"text\": "
+                              "...}) are supported (kvplan serve reads text)");
+    text += stringMember(part, "text", at, true);
+  }
+  return text;
+}
+
+/// The assistant message calls and reasoning are added to: the last one
+/// when it is the assistant's and says nothing after them, else a new one.
+ChatMessage &assistantTurn(std::vector<ChatMessage> &out) {
+  if (out.empty() || out.back().role != "assistant") out.push_back({"assistant", ""});
+  return out.back();
+}
+
+/// One item of `input` (at `where`), appended to the chat `out`.
+void responsesItem(const json &item, const std::string &where, std::vector<ChatMessage> &out) {
+  if (!item.is_object()) throw badField("input", where + " must be an object");
+  const std::string type = item.contains("type") && item["type"].is_string()
+                               ? item["type"].get<std::string>()
+                               : item.contains("role") ? "message" : "";
+  if (type == "message") {
+    std::string role = stringMember(item, "role", where, true);
+    if (role == "developer") role = "system";
+    if (role != "system" && role != "user" && role != "assistant")
+      throw badField("input", where + ".role must be user, assistant, system or developer, "
+                                      "got '" + role + "'");
+    const std::string text = responsesText(item.contains("content") ? item["content"] : json(""),
+                                            where + ".content");
+    if (role == "assistant" && !out.empty() && out.back().role == "assistant" &&
+        out.back().content.empty() && out.back().toolCalls.empty())
+      out.back().content = text; // after its reasoning
+    else
+      out.push_back({role, text});
+  } else if (type == "function_call") {
+    ToolCall c{stringMember(item, "call_id", where, true), stringMember(item, "name", where, true),
+               stringMember(item, "arguments", where, false)};
+    if (c.arguments.empty()) c.arguments = "{}";
+    assistantTurn(out).toolCalls.push_back(std::move(c));
+  } else if (type == "function_call_output") {
+    ChatMessage m{"tool", responsesText(item.contains("output") ? item["output"] : json(""),
+                                        where + ".output")};
+    m.toolCallId = stringMember(item, "call_id", where, true);
+    out.push_back(std::move(m));
+  } else if (type == "reasoning") {
+    std::string text;
+    for (const char *key : {"content", "summary"})
+      if (text.empty() && item.contains(key) && item[key].is_array())
+        for (const json &p : item[key])
+          if (p.is_object() && p.contains("text") && p["text"].is_string())
+            text += p["text"].get<std::string>();
+    ChatMessage &turn = assistantTurn(out);
+    if (!turn.content.empty() || !turn.toolCalls.empty()) out.push_back({"assistant", ""});
+    out.back().reasoning = text;
+  } else if (type == "item_reference") {
+    throw badField("input", where + ": an item_reference names a stored item, and kvplan serve "
+                                    "stores none; send the item itself");
+  } else {
+    throw badField("input", where + ".type must be message, function_call, "
+                                    "function_call_output or reasoning" +
+                                (type.empty() ? std::string() : ", got '" + type + "'"));
+  }
+}
+
+/// input and instructions as chat messages (instructions first, a system
+/// message, as OpenAI puts them before the conversation).
+std::vector<ChatMessage> responsesInput(const Fields &f) {
+  std::vector<ChatMessage> out;
+  if (auto i = f.string("instructions")) out.push_back({"system", *i});
+  const json *input = f.get("input");
+  if (!input) throw badField("input", "input is required");
+  if (input->is_string()) {
+    out.push_back({"user", input->get<std::string>()});
+  } else if (input->is_array() && !input->empty()) {
+    for (size_t i = 0; i < input->size(); ++i)
+      responsesItem((*input)[i], "input[" + std::to_string(i) + "]", out);
+  } else {
+    throw badField("input", "input must be a string or a non-empty array of items");
+  }
+  if (out.back().role == "assistant" && out.back().content.empty() &&
+      out.back().toolCalls.empty())
+    throw badField("input", "the input ends with reasoning and no answer");
+  return out;
+}
+
+/// tools in the Responses form: [{"type": "function", "name", "description",
+/// "parameters", "strict"}], checked as chat's are.
+void responsesTools(const Fields &f, const std::string &body, ApiRequest &r) {
+  const json *t = f.get("tools");
+  if (!t) return;
+  if (!t->is_array()) throw badField("tools", "tools must be an array");
+  json chatTools = json::array();
+  for (size_t i = 0; i < t->size(); ++i) {
+    const json &tool = (*t)[i];
+    const std::string where = "tools[" + std::to_string(i) + "]";
+    if (!tool.is_object() || !hasType(tool, "function"))
+      throw badField("tools", where + " must be {\"type\": \"function\", \"name\": ..., "
+                              "\"parameters\": {...}} (kvplan serve calls functions only, not "
+                              "OpenAI's hosted tools)");
+    json fn = tool;
+    fn.erase("type");
+    chatTools.push_back({{"type", "function"}, {"function", fn}});
+  }
+  // parseToolList reads parameters in their written order from a body.
+  auto ordered = nlohmann::ordered_json::parse(body);
+  nlohmann::ordered_json wrapped = {{"tools", nlohmann::ordered_json::array()}};
+  for (auto &tool : ordered["tools"]) {
+    tool.erase("type");
+    wrapped["tools"].push_back({{"type", "function"}, {"function", tool}});
+  }
+  r.tools = parseToolList(chatTools, wrapped.dump());
+}
+
+/// tool_choice in the Responses form: "none", "auto", "required" or
+/// {"type": "function", "name": ...}.
+void responsesToolChoice(const Fields &f, ApiRequest &r) {
+  r.toolChoice = r.tools.empty() ? ToolChoice::none : ToolChoice::automatic;
+  const json *c = f.get("tool_choice");
+  if (!c) return;
+  const char *shape = "tool_choice must be \"none\", \"auto\", \"required\" or {\"type\": "
+                      "\"function\", \"name\": ...}";
+  if (c->is_string() && *c == "none") r.toolChoice = ToolChoice::none;
+  else if (c->is_string() && *c == "auto") r.toolChoice = ToolChoice::automatic;
+  else if (c->is_string() && *c == "required") r.toolChoice = ToolChoice::required;
+  else if (c->is_object() && hasType(*c, "function")) {
+    r.toolName = stringMember(*c, "name", "tool_choice", true);
+    r.toolChoice = ToolChoice::named;
+  } else
+    throw badField("tool_choice", shape);
+  if (r.tools.empty() && r.toolChoice != ToolChoice::none)
+    throw badField("tool_choice", "tool_choice needs tools");
+  if (r.toolChoice == ToolChoice::named &&
+      std::none_of(r.tools.begin(), r.tools.end(),
+                   [&](const ToolFunction &t) { return t.name == r.toolName; }))
+    throw badField("tool_choice", "tool_choice names '" + r.toolName + "', which no tool is");
+}
+
+/// text: {"format": {"type": "text" | "json_object" | "json_schema",
+/// "name", "schema", "strict"}}: as chat's response_format.
+void responsesFormat(const Fields &f, const std::string &body, ApiRequest &r) {
+  const json *t = f.get("text");
+  if (!t) return;
+  if (!t->is_object()) throw badField("text", "text must be an object, like {\"format\": "
+                                              "{\"type\": \"json_schema\", ...}}");
+  const json *format = Fields(*t).get("format");
+  if (!format) return;
+  const std::string type = format->is_object() && format->contains("type") &&
+                                   (*format)["type"].is_string()
+                               ? (*format)["type"].get<std::string>()
+                               : "";
+  if (type == "text") return;
+  if (type != "json_object" && type != "json_schema")
+    throw badField("text", "text.format.type must be text, json_object or json_schema");
+  r.jsonObject = true;
+  if (type == "json_object") return;
+  if (format->contains("name") && !(*format)["name"].is_string())
+    throw badField("text", "text.format.name must be a string");
+  if (!format->contains("schema") || !(*format)["schema"].is_object())
+    throw badField("text", "text.format json_schema needs a schema (an object)");
+  try {
+    r.jsonSchema = JsonSchema::compile(nlohmann::ordered_json::parse(body)["text"]["format"]
+                                                                           ["schema"],
+                                       "text.format.schema");
+  } catch (const InputError &e) {
+    throw badField("text", e.what());
+  }
+}
+
+/// What the Responses API has that kvplan serve does not do, refused by
+/// name unless neutral.
+void refuseResponsesFields(const Fields &f) {
+  if (f.get("previous_response_id") || f.get("conversation"))
+    throw badField(f.get("conversation") ? "conversation" : "previous_response_id",
+                   "kvplan serve keeps no responses or conversations: send the whole "
+                   "conversation in input");
+  if (f.boolean("background").value_or(false))
+    throw badField("background", "background responses are not supported");
+  if (auto t = f.string("truncation"); t && *t != "disabled")
+    throw badField("truncation", "truncation must be \"disabled\": a conversation longer than "
+                                 "the context is refused, not cut");
+  if (const json *i = f.get("include"); i && !(i->is_array() && i->empty()))
+    throw badField("include", "include is not supported (no item kvplan serve returns has "
+                              "more to include)");
+  for (const char *name : {"prompt", "max_tool_calls", "top_logprobs", "response_format",
+                           "messages", "max_tokens", "n"})
+    if (f.get(name))
+      throw badField(name, std::string(name) + " is not offered on /v1/responses" +
+                               (std::string(name) == "response_format" ? "; use text.format"
+                                : std::string(name) == "max_tokens" ? "; use max_output_tokens"
+                                                                     : ""));
+}
+
+/// The response's repetition of the request: each field as given, or its
+/// default.
+OutJson responsesEcho(const Fields &f, const std::string &body, const ApiRequest &r) {
+  const auto ordered = nlohmann::ordered_json::parse(body);
+  auto given = [&](const char *key, OutJson fallback) {
+    return f.get(key) ? OutJson(ordered[key]) : fallback;
+  };
+  OutJson e;
+  e["instructions"] = given("instructions", nullptr);
+  e["max_output_tokens"] = given("max_output_tokens", nullptr);
+  e["metadata"] = given("metadata", OutJson::object());
+  e["parallel_tool_calls"] = r.parallelToolCalls;
+  e["previous_response_id"] = nullptr;
+  e["reasoning"] = given("reasoning", {{"effort", nullptr}, {"summary", nullptr}});
+  e["store"] = false;
+  e["temperature"] = r.sampling.temperature;
+  e["text"] = given("text", {{"format", {{"type", "text"}}}});
+  e["tool_choice"] = given("tool_choice", r.tools.empty() ? "none" : "auto");
+  e["tools"] = given("tools", OutJson::array());
+  e["top_p"] = r.sampling.topP;
+  e["truncation"] = "disabled";
+  e["user"] = given("user", nullptr);
+  return e;
+}
+
+} // namespace
+
+ResponsesRequest parseResponsesRequest(const std::string &body) {
+  const json j = parseBody(body);
+  Fields f(j);
+  refuseResponsesFields(f);
+  ResponsesRequest out;
+  ApiRequest &r = out.api;
+  r.chat = true;
+  r.inputField = "input";
+  r.maxTokensField = "max_output_tokens";
+  parseCommon(j, body, r);
+  r.messages = responsesInput(f);
+  if (int64_t n = positiveTokens(f, "max_output_tokens")) r.maxTokens = n;
+  if (const json *m = f.get("metadata"); m && !m->is_object())
+    throw badField("metadata", "metadata must be an object");
+  if (const json *m = f.get("reasoning"); m && !m->is_object())
+    throw badField("reasoning", "reasoning must be an object, like {\"effort\": \"low\"}");
+  responsesTools(f, body, r);
+  responsesToolChoice(f, r);
+  r.parallelToolCalls = f.boolean("parallel_tool_calls").value_or(true);
+  responsesFormat(f, body, r);
+  if (r.toolChoice != ToolChoice::none && r.jsonObject)
+    throw badField("text", "text.format json_object or json_schema with tools is not "
+                           "supported; leave one out, or give tool_choice none");
+  parseTemplateKwargs(f, r);
+  out.echo = responsesEcho(f, body, r);
+  return out;
+}
+
 TokenizeRequest parseTokenizeRequest(const std::string &body) {
   const json j = parseBody(body);
   Fields f(j);
@@ -718,7 +978,8 @@ OutJson head(const ResponseHead &h, const char *object) {
 OutJson usageJson(const Usage &u) {
   return {{"prompt_tokens", u.prompt},
           {"completion_tokens", u.completion},
-          {"total_tokens", u.prompt + u.completion}};
+          {"total_tokens", u.prompt + u.completion},
+          {"prompt_tokens_details", {{"cached_tokens", u.cached}}}};
 }
 
 } // namespace

@@ -122,6 +122,10 @@ struct ApiRequest {
   std::optional<bool> enableThinking;
   nlohmann::ordered_json templateKwargs = nlohmann::ordered_json::object();
   ChatEnd chatEnd = ChatEnd::generationPrompt;
+  // The fields errors about the prompt and its length name: "" for the
+  // endpoint's own (messages or prompt; max_tokens); /v1/responses's
+  // input and max_output_tokens.
+  std::string inputField = "", maxTokensField = "max_tokens";
 };
 
 /// The most choices one request may ask for (OpenAI's limit).
@@ -132,6 +136,20 @@ constexpr size_t kMaxBadWords = 256;
 /// Parse and check a request body; throws ApiError (400) naming the field.
 ApiRequest parseCompletionRequest(const std::string &body);
 ApiRequest parseChatRequest(const std::string &body);
+
+/// POST /v1/responses (OpenAI's Responses API): `input` (a string, or
+/// items: messages, function_call, function_call_output, reasoning) and
+/// `instructions` as chat messages, with the fields it shares with chat
+/// (sampling, stream, tools in its flat form, tool_choice, text.format for
+/// structured output, max_output_tokens). `echo`: what a response object
+/// repeats of the request (instructions, tools, text, reasoning, metadata,
+/// ...), each as given or at its default. Nothing is stored: a request
+/// naming previous_response_id, store's items or background is refused.
+struct ResponsesRequest {
+  ApiRequest api; // chat
+  OutJson echo;
+};
+ResponsesRequest parseResponsesRequest(const std::string &body);
 
 /// POST /tokenize (vLLM's): a `prompt` text, or chat `messages` (with
 /// `tools`) rendered as /v1/chat/completions renders them.
@@ -157,6 +175,7 @@ DetokenizeRequest parseDetokenizeRequest(const std::string &body);
 
 struct Usage {
   int64_t prompt = 0, completion = 0;
+  int64_t cached = 0; // prompt tokens the prefix cache held (OpenAI's cached_tokens)
 };
 
 /// What every response and chunk of one request carries.

@@ -139,14 +139,24 @@ Stream postStreamBody(const Running &r, const std::string &path, const std::stri
   req.content_receiver = [&](const char *data, size_t n, uint64_t, uint64_t) {
     buffer.append(data, n);
     for (size_t end; (end = buffer.find("\n\n")) != std::string::npos;) {
-      const std::string event = buffer.substr(0, end);
+      std::string event = buffer.substr(0, end), named;
       buffer.erase(0, end + 2);
+      if (event.rfind("event: ", 0) == 0) { // the Responses API's typed events
+        const size_t line = event.find('\n');
+        named = event.substr(7, line - 7);
+        event.erase(0, line + 1);
+      }
       EXPECT_EQ(event.rfind("data: ", 0), 0u) << event;
       if (event == "data: [DONE]") {
         s.done = true;
         continue;
       }
       json j = json::parse(event.substr(6));
+      if (!named.empty()) {
+        EXPECT_EQ(j["type"], named);
+        EXPECT_EQ(j["sequence_number"], s.events.size()) << "numbered from 0, in order";
+        if (named == "response.output_text.delta") s.text += j["delta"].get<std::string>();
+      }
       if (j.contains("choices") && !j["choices"].empty()) {
         const json &c = j["choices"][0];
         s.text += c.contains("delta") ? c["delta"].value("content", "") : c.value("text", "");
@@ -426,6 +436,244 @@ TEST(Server, ChatWithANamedTemplate) {
   EXPECT_EQ(s.text, j["choices"][0]["message"]["content"]);
   EXPECT_EQ(s.events[0]["object"], "chat.completion.chunk");
   EXPECT_EQ(s.events[0]["choices"][0]["delta"]["role"], "assistant");
+}
+
+namespace {
+
+/// The types of a stream's events, in order.
+std::vector<std::string> eventTypes(const Stream &s) {
+  std::vector<std::string> types;
+  for (const json &e : s.events) types.push_back(e["type"]);
+  return types;
+}
+
+} // namespace
+
+// /v1/responses: instructions and input are the chat's system and user
+// messages; the answer, its usage and its end are chat's for the same
+// prompt and seed; streamed, the typed events in order add up to the same
+// text and end with the same response.
+TEST(Server, ResponsesAnswerAsChatDoes) {
+  server::ServerOptions o;
+  o.chatTemplate = server::ChatTemplate::chatml;
+  Running r(o);
+  for (int maxTokens : {12, 60}) {
+    SCOPED_TRACE(maxTokens);
+    const json chatBody = {{"messages", {{{"role", "system"}, {"content", "Be brief."}},
+                                         {{"role", "user"}, {"content", "Hi"}}}},
+                           {"max_tokens", maxTokens}, {"temperature", 0}};
+    const json body = {{"instructions", "Be brief."}, {"input", "Hi"},
+                       {"max_output_tokens", maxTokens}, {"temperature", 0},
+                       {"metadata", {{"case", "plain"}}}};
+    auto c = post(r, "/v1/chat/completions", chatBody);
+    auto res = post(r, "/v1/responses", body);
+    ASSERT_EQ(res->status, 200) << res->body;
+    const json chat = json::parse(c->body), j = json::parse(res->body);
+    const bool cut = chat["choices"][0]["finish_reason"] == "length";
+    EXPECT_EQ(j["object"], "response");
+    EXPECT_EQ(j["id"].get<std::string>().rfind("resp_", 0), 0u);
+    EXPECT_EQ(j["status"], cut ? "incomplete" : "completed");
+    const json incomplete = cut ? json{{"reason", "max_output_tokens"}} : json(nullptr);
+    EXPECT_EQ(j["incomplete_details"], incomplete);
+    EXPECT_EQ(j["model"], "tiny-serve");
+    EXPECT_EQ(j["instructions"], "Be brief.");
+    EXPECT_EQ(j["max_output_tokens"], maxTokens);
+    EXPECT_EQ(j["metadata"], json({{"case", "plain"}}));
+    EXPECT_EQ(j["store"], false);
+    EXPECT_EQ(j["tools"], json::array());
+    ASSERT_EQ(j["output"].size(), 1u) << j;
+    const json &msg = j["output"][0];
+    EXPECT_EQ(msg["type"], "message");
+    EXPECT_EQ(msg["role"], "assistant");
+    EXPECT_EQ(msg["status"], cut ? "incomplete" : "completed");
+    EXPECT_EQ(msg["content"][0]["type"], "output_text");
+    EXPECT_EQ(msg["content"][0]["text"], chat["choices"][0]["message"]["content"]);
+    EXPECT_EQ(j["usage"]["input_tokens"], chat["usage"]["prompt_tokens"]);
+    EXPECT_EQ(j["usage"]["output_tokens"], chat["usage"]["completion_tokens"]);
+    EXPECT_EQ(j["usage"]["total_tokens"], chat["usage"]["total_tokens"]);
+    EXPECT_EQ(j["usage"]["output_tokens_details"]["reasoning_tokens"], 0);
+
+    const Stream s = postStream(r, "/v1/responses", body);
+    EXPECT_EQ(s.status, 200);
+    EXPECT_FALSE(s.done) << "the Responses API's stream has no [DONE]";
+    EXPECT_EQ(s.text, msg["content"][0]["text"]);
+    const std::vector<std::string> types = eventTypes(s);
+    ASSERT_GE(types.size(), 8u);
+    const std::vector<std::string> head = {"response.created", "response.in_progress",
+                                           "response.output_item.added",
+                                           "response.content_part.added"};
+    EXPECT_TRUE(std::equal(head.begin(), head.end(), types.begin()));
+    const std::vector<std::string> tail = {"response.output_text.done",
+                                           "response.content_part.done",
+                                           "response.output_item.done",
+                                           cut ? "response.incomplete" : "response.completed"};
+    EXPECT_TRUE(std::equal(tail.begin(), tail.end(), types.end() - 4));
+    for (size_t i = 4; i + 4 < types.size(); ++i)
+      EXPECT_EQ(types[i], "response.output_text.delta");
+    EXPECT_EQ(s.events[1]["response"]["status"], "in_progress");
+    const json &last = s.events.back()["response"];
+    json streamed = last["output"], whole = j["output"]; // their ids are their requests'
+    streamed[0].erase("id");
+    whole[0].erase("id");
+    EXPECT_EQ(streamed, whole);
+    EXPECT_EQ(last["usage"], j["usage"]);
+    EXPECT_EQ(last["status"], j["status"]);
+    EXPECT_EQ(s.events[types.size() - 4]["text"], msg["content"][0]["text"]);
+  }
+  // An answer that ends at once (the end-of-sequence id the only one
+  // allowed) is completed, with an empty message all the same.
+  const json eos = {{"input", "Hi"}, {"allowed_token_ids", {2}}};
+  auto res = post(r, "/v1/responses", eos);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json j = json::parse(res->body);
+  EXPECT_EQ(j["status"], "completed");
+  EXPECT_TRUE(j["incomplete_details"].is_null());
+  ASSERT_EQ(j["output"].size(), 1u);
+  EXPECT_EQ(j["output"][0]["status"], "completed");
+  EXPECT_EQ(j["output"][0]["content"][0]["text"], "");
+  const Stream s = postStream(r, "/v1/responses", eos);
+  const std::vector<std::string> types = eventTypes(s);
+  const std::vector<std::string> want = {
+      "response.created",          "response.in_progress",       "response.output_item.added",
+      "response.content_part.added", "response.output_text.done", "response.content_part.done",
+      "response.output_item.done", "response.completed"};
+  EXPECT_EQ(types, want);
+}
+
+// usage's cached tokens: the prompt tokens the prefix cache held, whole
+// pages of 4 of them, the prompt's last token always run again.
+TEST(Server, UsageCountsThePromptTokensTheCacheHeld) {
+  server::ServerOptions o;
+  o.chatTemplate = server::ChatTemplate::chatml;
+  Running r(o);
+  const std::vector<int32_t> prompt = randomPrompt(30, 11);
+  for (int64_t cached : {0, 28}) {
+    auto res = post(r, "/v1/completions", completion(prompt, 2));
+    ASSERT_EQ(res->status, 200) << res->body;
+    EXPECT_EQ(json::parse(res->body)["usage"]["prompt_tokens_details"]["cached_tokens"], cached);
+  }
+  const json body = {{"input", "Tell me a story."}, {"max_output_tokens", 2}};
+  const json first = json::parse(post(r, "/v1/responses", body)->body)["usage"];
+  const json again = json::parse(post(r, "/v1/responses", body)->body)["usage"];
+  EXPECT_EQ(first["input_tokens_details"]["cached_tokens"], 0);
+  EXPECT_EQ(again["input_tokens_details"]["cached_tokens"],
+            (first["input_tokens"].get<int64_t>() - 1) / 4 * 4);
+  const Stream s = postStream(r, "/v1/chat/completions",
+                              json{{"messages", {{{"role", "user"}, {"content", "Tell me a story."}}}},
+                                   {"max_tokens", 2}, {"stream_options", {{"include_usage", true}}}});
+  EXPECT_EQ(s.events.back()["usage"]["prompt_tokens_details"]["cached_tokens"],
+            (first["input_tokens"].get<int64_t>() - 1) / 4 * 4);
+}
+
+// Input items: messages with content parts, a function call and its output
+// and a developer message make the prompt the chat messages make (counted
+// by /tokenize); what kvplan serve does not do is refused by name.
+TEST(Server, ResponsesInputItemsAndRefusals) {
+  server::ServerOptions o;
+  o.chatTemplate = server::ChatTemplate::chatml;
+  Running r(o, longModel());
+  const json tool = {{"type", "function"}, {"name", "get_time"},
+                     {"parameters", {{"type", "object"}, {"properties", json::object()}}}};
+  const json body = {
+      {"input",
+       {{{"role", "developer"}, {"content", "Use tools."}},
+        {{"type", "message"}, {"role", "user"},
+         {"content", {{{"type", "input_text"}, {"text", "Time "}},
+                      {{"type", "input_text"}, {"text", "now?"}}}}},
+        {{"type", "function_call"}, {"call_id", "call_1"}, {"name", "get_time"},
+         {"arguments", "{}"}},
+        {{"type", "function_call_output"}, {"call_id", "call_1"}, {"output", "noon"}},
+        {{"role", "assistant"}, {"content", {{{"type", "output_text"}, {"text", "Noon."}}}}},
+        {{"role", "user"}, {"content", "Thanks"}}}},
+      {"tools", {tool}}, {"max_output_tokens", 1}};
+  const json messages = {
+      {{"role", "system"}, {"content", "Use tools."}},
+      {{"role", "user"}, {"content", "Time now?"}},
+      {{"role", "assistant"}, {"content", nullptr},
+       {"tool_calls", {{{"id", "call_1"}, {"type", "function"},
+                        {"function", {{"name", "get_time"}, {"arguments", "{}"}}}}}}},
+      {{"role", "tool"}, {"tool_call_id", "call_1"}, {"content", "noon"}},
+      {{"role", "assistant"}, {"content", "Noon."}},
+      {{"role", "user"}, {"content", "Thanks"}}};
+  auto t = post(r, "/tokenize", json{{"messages", messages},
+                                    {"tools", {{{"type", "function"},
+                                                {"function", {{"name", "get_time"},
+                                                              {"parameters", tool["parameters"]}}}}}}});
+  ASSERT_EQ(t->status, 200) << t->body;
+  auto res = post(r, "/v1/responses", body);
+  ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(json::parse(res->body)["usage"]["input_tokens"], json::parse(t->body)["count"]);
+  EXPECT_EQ(json::parse(res->body)["tools"], json::array({tool}));
+
+  auto refused = [&](json b, const std::string &param, const std::string &words) {
+    auto e = post(r, "/v1/responses", b);
+    ASSERT_EQ(e->status, 400) << b;
+    const json err = json::parse(e->body)["error"];
+    EXPECT_EQ(err["param"], param) << err;
+    EXPECT_NE(err["message"].get<std::string>().find(words), std::string::npos) << err;
+  };
+  json b = {{"input", "hi"}};
+  refused(json::object(), "input", "input is required");
+  refused({{"input", json::array()}}, "input", "a non-empty array");
+  b["previous_response_id"] = "resp_1";
+  refused(b, "previous_response_id", "send the whole conversation in input");
+  refused({{"input", "hi"}, {"tools", {{{"type", "web_search"}}}}}, "tools",
+          "calls functions only");
+  refused({{"input", {{{"role", "user"}, {"content", {{{"type", "input_image"},
+                                                      {"image_url", "x"}}}}}}}},
+          "input", "input[0].content[0]: only text parts");
+  refused({{"input", {{{"type", "item_reference"}, {"id", "msg_1"}}}}}, "input", "stores none");
+  refused({{"input", "hi"}, {"tool_choice", "required"}}, "tool_choice", "needs tools");
+  refused({{"input", "hi"}, {"tools", {tool}}, {"tool_choice", {{"type", "function"},
+                                                                 {"name", "nope"}}}},
+          "tool_choice", "names 'nope'");
+  refused({{"input", "hi"}, {"text", {{"format", {{"type", "yaml"}}}}}}, "text",
+          "text.format.type must be text, json_object or json_schema");
+  refused({{"input", "hi"}, {"max_tokens", 5}}, "max_tokens", "use max_output_tokens");
+  refused({{"input", "hi"}, {"max_output_tokens", 0}}, "max_output_tokens", "at least 1");
+  refused({{"input", "hi"}, {"background", true}}, "background", "not supported");
+  refused({{"input", std::string(1600, 'a')}}, "input", "leaves no room to generate");
+  refused({{"input", "hi"}, {"max_output_tokens", 1536}}, "max_output_tokens",
+          "max_output_tokens is 1536 and the prompt has");
+}
+
+// A call forced by tool_choice is a function_call item, its arguments
+// JSON its parameters accept; streamed, its arguments' events carry them.
+TEST(Server, ResponsesCallFunctions) {
+  server::ServerOptions o;
+  o.chatTemplate = server::ChatTemplate::chatml;
+  Running r(o, longModel());
+  ojson body = {
+      {"input", "Time in Paris?"}, {"max_output_tokens", 300}, {"temperature", 1.0},
+      {"logit_bias", {{"37", 4}, {"128", 2}, {"35", -4}, {"13", -4}}},
+      {"tools", ojson::parse(R"([{"type": "function", "name": "get_time", "parameters": {
+        "type": "object", "properties": {"zone": {"type": "string", "maxLength": 6}},
+        "required": ["zone"], "additionalProperties": false}}])")},
+      {"tool_choice", "required"}};
+  for (int seed : {1, 2}) {
+    body["seed"] = seed;
+    auto res = post(r, "/v1/responses", body);
+    ASSERT_EQ(res->status, 200) << res->body;
+    const json j = json::parse(res->body);
+    ASSERT_EQ(j["output"].size(), 1u) << j;
+    const json &call = j["output"][0];
+    EXPECT_EQ(call["type"], "function_call");
+    EXPECT_EQ(call["name"], "get_time");
+    EXPECT_EQ(call["status"], "completed");
+    EXPECT_EQ(call["call_id"].get<std::string>().rfind("call_", 0), 0u) << call;
+    const json args = json::parse(call["arguments"].get<std::string>());
+    EXPECT_TRUE(args["zone"].is_string()) << args;
+    const Stream s = postStream(r, "/v1/responses", body);
+    const std::vector<std::string> types = eventTypes(s);
+    ASSERT_EQ(types.size(), 7u) << s.events.back();
+    EXPECT_EQ(types[2], "response.output_item.added");
+    EXPECT_EQ(s.events[2]["item"]["arguments"], "");
+    EXPECT_EQ(types[3], "response.function_call_arguments.delta");
+    EXPECT_EQ(types[4], "response.function_call_arguments.done");
+    EXPECT_EQ(s.events[4]["arguments"], call["arguments"]);
+    EXPECT_EQ(types[6], "response.completed");
+    EXPECT_EQ(s.events[6]["response"]["output"][0]["arguments"], call["arguments"]);
+  }
 }
 
 TEST(Server, TokenizeAndDetokenizeAsVllm) {
@@ -1754,6 +2002,60 @@ TEST(ServerReasoning, ThoughtsGoToReasoningContent) {
   std::string eight;
   for (int i = 0; i < 8; ++i) eight += "<think>";
   EXPECT_EQ(c["message"]["content"], eight);
+}
+
+// /v1/responses: a thinking model's thought is a reasoning item before the
+// message (chat's reasoning_content, for the same seed), its tokens
+// counted; streamed, the reasoning_text deltas come first and add up to it.
+TEST(ServerReasoning, ResponsesPutTheThoughtInAReasoningItem) {
+  TinyModel m;
+  m.tok = loadTokenizer("hf-bpe", thinkingTokenizerJson());
+  Running r({}, m);
+  int both = 0;
+  for (int seed = 1; seed <= 24; ++seed) {
+    SCOPED_TRACE(seed);
+    const json sampling = {{"temperature", 1}, {"seed", seed},
+                           {"allowed_token_ids", {kThink, kEndThink, 'a', '\n'}},
+                           {"logit_bias", {{std::to_string(kThink), 3}}}};
+    json chat = sampling, body = sampling;
+    chat["messages"] = {{{"role", "user"}, {"content", "hi"}}};
+    chat["max_tokens"] = 16;
+    body["input"] = "hi";
+    body["max_output_tokens"] = 16;
+    const json c = json::parse(post(r, "/v1/chat/completions", chat)->body)["choices"][0];
+    const std::string reasoning = c["message"].value("reasoning_content", "");
+    const std::string content = c["message"]["content"];
+    auto res = post(r, "/v1/responses", body);
+    ASSERT_EQ(res->status, 200) << res->body;
+    const json j = json::parse(res->body);
+    const json &out = j["output"];
+    ASSERT_EQ(out.size(), reasoning.empty() ? 1u : 2u) << j;
+    if (!reasoning.empty()) {
+      EXPECT_EQ(out[0]["type"], "reasoning");
+      EXPECT_EQ(out[0]["content"][0]["type"], "reasoning_text");
+      EXPECT_EQ(out[0]["content"][0]["text"], reasoning);
+    }
+    EXPECT_EQ(out.back()["type"], "message");
+    EXPECT_EQ(out.back()["content"][0]["text"], content);
+    const int64_t thought = j["usage"]["output_tokens_details"]["reasoning_tokens"];
+    EXPECT_EQ(thought > 0, !reasoning.empty()) << j["usage"];
+    EXPECT_LE(thought, j["usage"]["output_tokens"].get<int64_t>());
+    const Stream s = postStream(r, "/v1/responses", body);
+    std::string streamed;
+    bool textBegun = false;
+    for (const json &e : s.events) {
+      if (e["type"] == "response.reasoning_text.delta") {
+        EXPECT_FALSE(textBegun) << "reasoning after the message began";
+        streamed += e["delta"].get<std::string>();
+      }
+      textBegun = textBegun || e["type"] == "response.output_text.delta";
+    }
+    EXPECT_EQ(streamed, reasoning);
+    EXPECT_EQ(s.text, content);
+    EXPECT_EQ(s.events.back()["response"]["usage"], j["usage"]);
+    both += !reasoning.empty() && !content.empty();
+  }
+  EXPECT_GE(both, 3) << "too few answers both thought and answered to test the split";
 }
 
 // DeepSeek-R1's template (told by <｜User｜> and <｜Assistant｜>) opens the
