@@ -208,7 +208,8 @@ CompileOutput compileModel(const ModelConfig &cfg, const StageCallback &onStage,
   const Budgeted b = fitMemoryBudget(cfg, verbose);
   CompileOutput out = runPipeline(b.cfg, onStage, verbose);
   // The bill grows by a page's bytes a page and by nothing else.
-  if (const int64_t bill = wholeBill(out.plan).totalBytes; bill != b.bill || bill > cfg.compile.memoryBudget)
+  const int64_t bill = wholeBill(out.plan).totalBytes;
+  if (bill != b.bill || bill > cfg.compile.memoryBudget)
     throw InternalError("compiling " + cfg.model.name + " within memory_budget " +
                         withCommas(cfg.compile.memoryBudget) + " made a bill of " +
                         withCommas(bill) + " bytes where " + withCommas(b.bill) +

@@ -6,7 +6,10 @@
 # input errors), and keeps each finding's input in build-asan/fuzz/findings/TARGET/
 # (until the next run of that target).
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
-# Reproduce a finding: build-asan/bin/fuzz_TARGET FILE
+# Reproduce a finding: build-asan/bin/fuzz_TARGET FILE. The report of a
+# finding also prints libFuzzer's seed and each input in base64 (4 KiB of
+# it at most), so that a run on a machine gone since (CI's) can be
+# reproduced from its log: base64 -d > FILE, then the same.
 # The corpus grows in build-asan/fuzz/corpus/TARGET/ from run to run; the
 # seeds are written anew each run (fuzz/make-corpus.py).
 set -euo pipefail
@@ -88,6 +91,14 @@ for t in "${targets[@]}"; do
     failed=$((failed + 1))
     echo "  log: $log; inputs: $work/findings/$t/" >&2
     grep -m3 -E 'ERROR: |runtime error:|terminate called|SUMMARY:' "$log" | sed 's/^/  /' >&2 || true
+    seed=$(sed -n 's/^INFO: Seed: \([0-9]*\).*/\1/p' "$log" | head -1)
+    echo "  libFuzzer's seed: ${seed:-?} (-seed=N runs the same mutations on the same corpus)" >&2
+    for input in "$work/findings/$t"/*; do
+      [ -f "$input" ] || continue
+      echo "  $(basename "$input"), $(stat -c %s "$input") bytes, base64:" >&2
+      base64 -w 96 "$input" | head -c 4096 | sed 's/^/    /' >&2
+      echo >&2
+    done
   fi
 done
 echo "fuzz: $((${#targets[@]} - failed)) passed, $failed failed"

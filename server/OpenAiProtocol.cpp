@@ -13,6 +13,7 @@
 #include <climits>
 #include <cmath>
 #include <regex>
+#include <set>
 
 namespace kvplan::server {
 
@@ -629,6 +630,24 @@ template <class Request> void parseTemplateKwargs(const Fields &f, Request &r) {
   }
 }
 
+/// OpenAI's reasoning effort (chat's reasoning_effort, the Responses API's
+/// reasoning.effort): none, minimal, low, medium, high or xhigh. A thinking
+/// model is asked not to think (enable_thinking false, as Qwen3's template
+/// reads it) for none and minimal, unless chat_template_kwargs says; the
+/// others leave it thinking, its template's default.
+template <class Request>
+void parseReasoningEffort(const json *effort, const std::string &param, Request &r) {
+  if (!effort || effort->is_null()) return;
+  static const std::set<std::string> kEfforts = {"none",   "minimal", "low",
+                                                 "medium", "high",    "xhigh"};
+  if (!effort->is_string() || !kEfforts.count(effort->get<std::string>()))
+    throw badField(param, param + " must be none, minimal, low, medium, high or xhigh");
+  const std::string e = effort->get<std::string>();
+  if (r.enableThinking || (e != "none" && e != "minimal")) return;
+  r.enableThinking = false;
+  r.templateKwargs["enable_thinking"] = false;
+}
+
 /// add_generation_prompt and continue_final_message (vLLM's): both true is
 /// refused, as transformers refuses it.
 template <class Request> void parseChatEnd(const Fields &f, Request &r) {
@@ -668,6 +687,7 @@ ApiRequest parseChatRequest(const std::string &body) {
   }
   parseTools(f, body, r);
   parseTemplateKwargs(f, r);
+  parseReasoningEffort(f.get("reasoning_effort"), "reasoning_effort", r);
   parseChatEnd(f, r);
   if (r.chatEnd != ChatEnd::generationPrompt &&
       (r.toolChoice == ToolChoice::required || r.toolChoice == ToolChoice::named))
@@ -933,6 +953,8 @@ ResponsesRequest parseResponsesRequest(const std::string &body) {
     throw badField("text", "text.format json_object or json_schema with tools is not "
                            "supported; leave one out, or give tool_choice none");
   parseTemplateKwargs(f, r);
+  if (const json *reasoning = f.get("reasoning"))
+    parseReasoningEffort(Fields(*reasoning).get("effort"), "reasoning.effort", r);
   out.echo = responsesEcho(f, body, r);
   return out;
 }

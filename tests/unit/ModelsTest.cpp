@@ -179,8 +179,12 @@ TEST(Models, CompileWithExactBills) {
     int64_t windowed = 0;
     if (!m.fullAttentionLayers.empty() && m.slidingWindow < s.maxSeqLen)
       windowed = m.numLayers - int64_t(m.fullAttentionLayers.size());
-    if (m.name == "gemma-3-1b") EXPECT_EQ(s.windowKvPages, 65);
-    if (m.name == "gemma-2-2b") EXPECT_EQ(s.windowKvPages, 289);
+    if (m.name == "gemma-3-1b") {
+      EXPECT_EQ(s.windowKvPages, 65);
+    }
+    if (m.name == "gemma-2-2b") {
+      EXPECT_EQ(s.windowKvPages, 289);
+    }
     EXPECT_EQ(out.plan.windowCache.layers, windowed);
     EXPECT_EQ(b.kvCacheBytes, 2 * m.numKvHeads * m.headDim * s.pageSize * dtypeBytes(s.kvDtype) *
                                   ((m.numLayers - windowed) * s.kvPages +

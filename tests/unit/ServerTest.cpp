@@ -558,9 +558,10 @@ TEST(Server, UsageCountsThePromptTokensTheCacheHeld) {
   EXPECT_EQ(first["input_tokens_details"]["cached_tokens"], 0);
   EXPECT_EQ(again["input_tokens_details"]["cached_tokens"],
             (first["input_tokens"].get<int64_t>() - 1) / 4 * 4);
-  const Stream s = postStream(r, "/v1/chat/completions",
-                              json{{"messages", {{{"role", "user"}, {"content", "Tell me a story."}}}},
-                                   {"max_tokens", 2}, {"stream_options", {{"include_usage", true}}}});
+  const json chat = {{"messages", {{{"role", "user"}, {"content", "Tell me a story."}}}},
+                     {"max_tokens", 2},
+                     {"stream_options", {{"include_usage", true}}}};
+  const Stream s = postStream(r, "/v1/chat/completions", chat);
   EXPECT_EQ(s.events.back()["usage"]["prompt_tokens_details"]["cached_tokens"],
             (first["input_tokens"].get<int64_t>() - 1) / 4 * 4);
 }
@@ -595,10 +596,9 @@ TEST(Server, ResponsesInputItemsAndRefusals) {
       {{"role", "tool"}, {"tool_call_id", "call_1"}, {"content", "noon"}},
       {{"role", "assistant"}, {"content", "Noon."}},
       {{"role", "user"}, {"content", "Thanks"}}};
-  auto t = post(r, "/tokenize", json{{"messages", messages},
-                                    {"tools", {{{"type", "function"},
-                                                {"function", {{"name", "get_time"},
-                                                              {"parameters", tool["parameters"]}}}}}}});
+  const json chatTool = {{"type", "function"},
+                         {"function", {{"name", "get_time"}, {"parameters", tool["parameters"]}}}};
+  auto t = post(r, "/tokenize", json{{"messages", messages}, {"tools", {chatTool}}});
   ASSERT_EQ(t->status, 200) << t->body;
   auto res = post(r, "/v1/responses", body);
   ASSERT_EQ(res->status, 200) << res->body;
@@ -2002,6 +2002,46 @@ TEST(ServerReasoning, ThoughtsGoToReasoningContent) {
   std::string eight;
   for (int i = 0; i < 8; ++i) eight += "<think>";
   EXPECT_EQ(c["message"]["content"], eight);
+}
+
+// OpenAI's reasoning effort: none and minimal ask a thinking model not to
+// think (the prompt enable_thinking false makes: Qwen3's empty thought, 6
+// tokens more), the others leave it thinking; chat_template_kwargs wins.
+TEST(ServerReasoning, ReasoningEffortNoneAsksForNoThought) {
+  TinyModel m;
+  m.tok = loadTokenizer("hf-bpe", thinkingTokenizerJson());
+  Running r({}, m);
+  auto promptTokens = [&](json extra, bool responses) {
+    json body = responses ? json{{"input", "hi"}, {"max_output_tokens", 1}}
+                          : json{{"messages", {{{"role", "user"}, {"content", "hi"}}}},
+                                 {"max_tokens", 1}};
+    body.update(extra);
+    auto res = post(r, responses ? "/v1/responses" : "/v1/chat/completions", body);
+    EXPECT_EQ(res->status, 200) << res->body;
+    const json u = json::parse(res->body)["usage"];
+    return (responses ? u["input_tokens"] : u["prompt_tokens"]).get<int64_t>();
+  };
+  const int64_t thinking = promptTokens(json::object(), false);
+  EXPECT_EQ(promptTokens({{"chat_template_kwargs", {{"enable_thinking", false}}}}, false),
+            thinking + 6);
+  for (const char *effort : {"none", "minimal", "low", "medium", "high", "xhigh"}) {
+    SCOPED_TRACE(effort);
+    const bool off = std::string(effort) == "none" || std::string(effort) == "minimal";
+    EXPECT_EQ(promptTokens({{"reasoning_effort", effort}}, false), thinking + (off ? 6 : 0));
+    EXPECT_EQ(promptTokens({{"reasoning", {{"effort", effort}}}}, true), thinking + (off ? 6 : 0));
+  }
+  EXPECT_EQ(promptTokens({{"reasoning_effort", "none"},
+                          {"chat_template_kwargs", {{"enable_thinking", true}}}},
+                         false),
+            thinking);
+  auto bad = post(r, "/v1/chat/completions",
+                  json{{"messages", {{{"role", "user"}, {"content", "hi"}}}},
+                       {"reasoning_effort", "max"}});
+  EXPECT_EQ(bad->status, 400);
+  EXPECT_EQ(json::parse(bad->body)["error"]["param"], "reasoning_effort") << bad->body;
+  bad = post(r, "/v1/responses", json{{"input", "hi"}, {"reasoning", {{"effort", 3}}}});
+  EXPECT_EQ(bad->status, 400);
+  EXPECT_EQ(json::parse(bad->body)["error"]["param"], "reasoning.effort") << bad->body;
 }
 
 // /v1/responses: a thinking model's thought is a reasoning item before the
