@@ -22,8 +22,11 @@
 #endif
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -64,9 +67,9 @@ void ModelOptions::add(CLI::App *cmd, const std::string &positional, bool compil
                   "under the window)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--memory-budget", memoryBudget,
-                  "Bytes the whole memory bill may take, like 24GiB (one rank's): the KV-cache "
-                  "pools not given get every page that fits, and a plan that cannot fit is "
-                  "refused");
+                  "Bytes the whole memory bill may take, like 24GiB (one rank's), or for the cpu "
+                  "target a share of the memory available now, like 80%: the KV-cache pools not "
+                  "given get every page that fits, and a plan that cannot fit is refused");
   cmd->add_option("--tensor-parallel", tensorParallel,
                   "Ranks to split every layer between (a power of two; run with mpirun -np N)")
       ->check(CLI::PositiveNumber);
@@ -167,6 +170,32 @@ const Tokenizer &requireTokenizer(const Runnable &r) {
 
 #ifdef KVPLAN_HAVE_COMPILER
 namespace {
+/// --memory-budget N%: that share of the memory this machine has available
+/// now, for the cpu target (the cuda target's bill is the GPU's, which a
+/// compile does not see).
+ModelConfig withMemoryShare(ModelConfig cfg, const std::string &text) {
+  const std::string flag = "--memory-budget '" + text + "': ";
+  const std::string number = text.substr(0, text.size() - 1);
+  char *end = nullptr;
+  const double share = std::strtod(number.c_str(), &end);
+  if (number.empty() || end != number.c_str() + number.size() || !(share > 0 && share <= 100) ||
+      !std::isdigit((unsigned char)number[0]))
+    throw InputError(flag + "a share of the available memory is a number in (0, 100] and %, "
+                            "like 80%");
+  if (cfg.compile.target != Target::cpu)
+    throw InputError(flag + "a share is of this machine's memory, and the cuda target's bill is "
+                            "the GPU's: give bytes, like 70GiB (an out-of-memory error at load "
+                            "names the GPU's free bytes)");
+  const std::optional<ResourceFigure> have = availableMemory();
+  if (!have)
+    throw InputError(flag + "this machine's available memory cannot be read here; give bytes, "
+                            "like 24GiB");
+  SettingOverrides o;
+  o.memoryBudget = int64_t(std::floor(double(have->bytes) * share / 100));
+  if (*o.memoryBudget < 1) throw InputError(flag + "that is less than a byte");
+  return applyAndValidate(std::move(cfg), o);
+}
+
 /// A --decode-copies value: "none", or row counts separated by commas.
 std::vector<int64_t> parseRowList(const char *flag, const std::string &text) {
   if (text == "none") return {};
@@ -193,11 +222,12 @@ ModelSources resolveModelSources(const ModelOptions &opts) {
   if (opts.pageSize) o.pageSize = opts.pageSize;
   if (opts.kvPages) o.kvPages = opts.kvPages;
   if (opts.windowKvPages) o.windowKvPages = opts.windowKvPages;
-  if (!opts.memoryBudget.empty()) {
+  const bool budgetShare = !opts.memoryBudget.empty() && opts.memoryBudget.back() == '%';
+  if (!opts.memoryBudget.empty() && !budgetShare) {
     o.memoryBudget = parseByteSize(opts.memoryBudget);
     if (!o.memoryBudget)
       throw InputError("--memory-budget '" + opts.memoryBudget + "': not a size; expected " +
-                       kByteSizeForms);
+                       kByteSizeForms + ", or a share of this machine's available memory: 80%");
   }
   if (opts.tensorParallel) o.tensorParallel = opts.tensorParallel;
   if (opts.speculate) o.speculate = opts.speculate;
@@ -209,6 +239,7 @@ ModelSources resolveModelSources(const ModelOptions &opts) {
   if (opts.l2Prefetch >= 0) o.l2PrefetchMib = opts.l2Prefetch;
   ModelSources s;
   s.config = loadModelConfig(opts.model, o);
+  if (budgetShare) s.config = withMemoryShare(std::move(s.config), opts.memoryBudget);
   if (opts.serveBatch && !s.config.given.count("compile.max_batch")) {
     SettingOverrides shared;
     shared.maxBatch = opts.serveBatch;
