@@ -609,6 +609,15 @@ void Server::Impl::routes() {
   http.Post("/v1/responses", [this](const httplib::Request &req, httplib::Response &res) {
     respond(req, res);
   });
+  // A stored response's retrieval, deletion or input items: none is kept.
+  auto unstored = [](const httplib::Request &req, httplib::Response &res) {
+    sendError(res, ApiError(404, "no response '" + req.matches[1].str() +
+                                     "': kvplan serve stores no responses (each is \"store\": "
+                                     "false); keep what you need from the answer",
+                            "", "invalid_request_error", "not_found"));
+  };
+  http.Get(R"(/v1/responses/([^/]+)(/input_items)?)", unstored);
+  http.Delete(R"(/v1/responses/([^/]+))", unstored);
 }
 
 void Server::Impl::models(httplib::Response &res) const {

@@ -632,6 +632,19 @@ TEST(Server, ResponsesInputItemsAndRefusals) {
   refused({{"input", "hi"}, {"max_tokens", 5}}, "max_tokens", "use max_output_tokens");
   refused({{"input", "hi"}, {"max_output_tokens", 0}}, "max_output_tokens", "at least 1");
   refused({{"input", "hi"}, {"background", true}}, "background", "not supported");
+  for (const char *method : {"GET", "GET items", "DELETE"}) {
+    SCOPED_TRACE(method);
+    const std::string m = method;
+    auto got = m == "DELETE"      ? r.client().Delete("/v1/responses/resp_1")
+               : m == "GET items" ? r.client().Get("/v1/responses/resp_1/input_items")
+                                  : r.client().Get("/v1/responses/resp_1");
+    ASSERT_TRUE(got);
+    EXPECT_EQ(got->status, 404);
+    EXPECT_NE(json::parse(got->body)["error"]["message"].get<std::string>().find(
+                  "no response 'resp_1': kvplan serve stores no responses"),
+              std::string::npos)
+        << got->body;
+  }
   refused({{"input", std::string(1600, 'a')}}, "input", "leaves no room to generate");
   refused({{"input", "hi"}, {"max_output_tokens", 1536}}, "max_output_tokens",
           "max_output_tokens is 1536 and the prompt has");
