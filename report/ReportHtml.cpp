@@ -225,7 +225,13 @@ std::string summarySection(const ReportInput &in) {
        dtypeName(s.weightDtype) + ", KV cache " + dtypeName(s.kvDtype) + ", max batch " +
        std::to_string(s.maxBatch) + ", context " + withCommas(s.maxSeqLen) + ", prefill chunk " +
        std::to_string(s.prefillChunk) + ", pages of " + std::to_string(s.pageSize) + " tokens, " +
-       withCommas(s.kvPages) + " KV pages</td></tr>";
+       withCommas(s.kvPages) + " KV pages" +
+       (s.windowKvPages > 0 ? ", " + withCommas(s.windowKvPages) + " for the sliding layers"
+                            : std::string()) +
+       (s.memoryBudget > 0 ? ", within a memory budget of " + bytes(s.memoryBudget) +
+                                 " (memory_budget)"
+                           : std::string()) +
+       "</td></tr>";
   if (!s.decodeCopies.empty() || !s.prefillCopies.empty()) {
     auto rows = [](const std::vector<int64_t> &copies) {
       return copies.empty() ? std::string("none") : joinNumbers(copies);

@@ -333,6 +333,15 @@ TEST(Models, AMemoryBudgetGivesThePoolsEveryPageThatFits) {
     }
   }
 
+  // Under tensor parallelism the budget is one rank's: 2 of tiny's 4 KV
+  // heads a rank, a page of 32,768 bytes.
+  SettingOverrides ranks;
+  ranks.tensorParallel = 2;
+  ranks.memoryBudget = int64_t(12) << 20;
+  const int64_t rankBill = billOf(load("tiny.toml", ranks)).second;
+  EXPECT_LE(rankBill, *ranks.memoryBudget);
+  EXPECT_GT(rankBill + page / 2, *ranks.memoryBudget);
+
   // Gemma 3 1B: a page of its 4 global layers is 2 x 4 x 256 x 16 x 2 bytes,
   // of its 22 sliding ones 2 x 22 x 256 x 16 x 2; one sequence holds 512 and
   // 65. Both pools free, they hold as many sequences (within a few pages),
