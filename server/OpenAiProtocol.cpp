@@ -890,9 +890,16 @@ void refuseResponsesFields(const Fields &f) {
   if (auto t = f.string("truncation"); t && *t != "disabled")
     throw badField("truncation", "truncation must be \"disabled\": a conversation longer than "
                                  "the context is refused, not cut");
-  if (const json *i = f.get("include"); i && !(i->is_array() && i->empty()))
-    throw badField("include", "include is not supported (no item kvplan serve returns has "
-                              "more to include)");
+  // reasoning.encrypted_content (agents ask for it to send a thought back
+  // with store false): kvplan's reasoning items carry their text instead.
+  if (const json *i = f.get("include")) {
+    if (!i->is_array()) throw badField("include", "include must be an array");
+    for (const json &what : *i)
+      if (what != "reasoning.encrypted_content")
+        throw badField("include", "include " + what.dump() + " is not offered by kvplan serve "
+                                  "(only reasoning.encrypted_content, which it answers with "
+                                  "the reasoning's text)");
+  }
   for (const char *name : {"prompt", "max_tool_calls", "top_logprobs", "response_format",
                            "messages", "max_tokens", "n"})
     if (f.get(name))

@@ -632,6 +632,12 @@ TEST(Server, ResponsesInputItemsAndRefusals) {
   refused({{"input", "hi"}, {"max_tokens", 5}}, "max_tokens", "use max_output_tokens");
   refused({{"input", "hi"}, {"max_output_tokens", 0}}, "max_output_tokens", "at least 1");
   refused({{"input", "hi"}, {"background", true}}, "background", "not supported");
+  refused({{"input", "hi"}, {"include", {"message.output_text.logprobs"}}}, "include",
+          "include \"message.output_text.logprobs\" is not offered");
+  auto agent = post(r, "/v1/responses",
+                    json{{"input", "hi"}, {"max_output_tokens", 1}, {"store", false},
+                         {"include", {"reasoning.encrypted_content"}}});
+  EXPECT_EQ(agent->status, 200) << agent->body;
   for (const char *method : {"GET", "GET items", "DELETE"}) {
     SCOPED_TRACE(method);
     const std::string m = method;
