@@ -40,6 +40,11 @@ public:
 /// Builds the IR for `cfg` and runs every pass in order (verifying after
 /// each); `onStage` sees every stage. `verbose` prints each stage's time on
 /// stderr. Throws InternalError with the diagnostics when a stage fails.
+/// With a memory_budget, the pools the settings leave free get every page
+/// the budget pays for after the rest of the bill (the pipeline runs once
+/// with the fewest pages to take that bill, then with the pages); the
+/// settings of the plan say how many. Throws InputError naming the field
+/// where even the fewest do not fit.
 CompileOutput compileModel(const ModelConfig &cfg, const StageCallback &onStage = {},
                            bool verbose = false);
 

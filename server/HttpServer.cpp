@@ -320,6 +320,7 @@ struct ResponsesStreamState {
 struct Server::Impl {
   Impl(Engine &e, const Tokenizer *t, ServerOptions o);
   void routes();
+  void responsesRoutes(); // /v1/responses
   bool authorized(const httplib::Request &req, httplib::Response &res) const;
   std::string corsOrigin(const httplib::Request &req) const;
   void preflight(const httplib::Request &req, httplib::Response &res, bool allowed) const;
@@ -606,6 +607,10 @@ void Server::Impl::routes() {
   http.Post("/v1/chat/completions", [this](const httplib::Request &req, httplib::Response &res) {
     generate(req, res, true);
   });
+  responsesRoutes();
+}
+
+void Server::Impl::responsesRoutes() {
   http.Post("/v1/responses", [this](const httplib::Request &req, httplib::Response &res) {
     respond(req, res);
   });
