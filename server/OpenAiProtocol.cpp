@@ -763,7 +763,7 @@ void responsesItem(const json &item, const std::string &where, std::vector<ChatM
             text += p["text"].get<std::string>();
     ChatMessage &turn = assistantTurn(out);
     if (!turn.content.empty() || !turn.toolCalls.empty()) out.push_back({"assistant", ""});
-    out.back().reasoning = text;
+    if (!text.empty()) out.back().reasoning = text; // (an encrypted one has none)
   } else if (type == "item_reference") {
     throw badField("input", where + ": an item_reference names a stored item, and kvplan serve "
                                     "stores none; send the item itself");
@@ -789,6 +789,15 @@ std::vector<ChatMessage> responsesInput(const Fields &f) {
   } else {
     throw badField("input", "input must be a string or a non-empty array of items");
   }
+  // A turn of reasoning alone (whose answer never came, or whose thought
+  // was only encrypted) says nothing to the model.
+  out.erase(std::remove_if(out.begin(), out.end(),
+                           [](const ChatMessage &m) {
+                             return m.role == "assistant" && m.content.empty() &&
+                                    m.toolCalls.empty() && !m.reasoning;
+                           }),
+            out.end());
+  if (out.empty()) throw badField("input", "the input holds no message");
   if (out.back().role == "assistant" && out.back().content.empty() &&
       out.back().toolCalls.empty())
     throw badField("input", "the input ends with reasoning and no answer");

@@ -634,10 +634,17 @@ TEST(Server, ResponsesInputItemsAndRefusals) {
   refused({{"input", "hi"}, {"background", true}}, "background", "not supported");
   refused({{"input", "hi"}, {"include", {"message.output_text.logprobs"}}}, "include",
           "include \"message.output_text.logprobs\" is not offered");
-  auto agent = post(r, "/v1/responses",
-                    json{{"input", "hi"}, {"max_output_tokens", 1}, {"store", false},
-                         {"include", {"reasoning.encrypted_content"}}});
-  EXPECT_EQ(agent->status, 200) << agent->body;
+  // As an agent sends a turn back with store false: its thought only
+  // encrypted (nothing to give the model), then its call.
+  json turn = body;
+  const json encrypted = {{"type", "reasoning"}, {"id", "rs_1"}, {"summary", json::array()},
+                          {"encrypted_content", "gAAAA"}};
+  turn["input"].insert(turn["input"].begin() + 2, encrypted);
+  turn["store"] = false;
+  turn["include"] = {"reasoning.encrypted_content"};
+  auto agent = post(r, "/v1/responses", turn);
+  ASSERT_EQ(agent->status, 200) << agent->body;
+  EXPECT_EQ(json::parse(agent->body)["usage"]["input_tokens"], json::parse(t->body)["count"]);
   for (const char *method : {"GET", "GET items", "DELETE"}) {
     SCOPED_TRACE(method);
     const std::string m = method;
