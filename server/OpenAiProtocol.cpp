@@ -573,6 +573,16 @@ std::vector<ToolFunction> parseToolList(const json &tools, const std::string &bo
   return out;
 }
 
+/// A tool_choice other than none needs tools; a named one, one of them.
+void checkToolChoice(const ApiRequest &r) {
+  if (r.tools.empty() && r.toolChoice != ToolChoice::none)
+    throw badField("tool_choice", "tool_choice needs tools");
+  if (r.toolChoice == ToolChoice::named &&
+      std::none_of(r.tools.begin(), r.tools.end(),
+                   [&](const ToolFunction &t) { return t.name == r.toolName; }))
+    throw badField("tool_choice", "tool_choice names '" + r.toolName + "', which no tool is");
+}
+
 /// tools, tool_choice and parallel_tool_calls.
 void parseTools(const Fields &f, const std::string &body, ApiRequest &r) {
   if (const json *t = f.get("tools"); t && !t->is_null()) r.tools = parseToolList(*t, body);
@@ -593,12 +603,7 @@ void parseTools(const Fields &f, const std::string &body, ApiRequest &r) {
     } else {
       throw badField("tool_choice", shape);
     }
-    if (r.tools.empty() && r.toolChoice != ToolChoice::none)
-      throw badField("tool_choice", "tool_choice needs tools");
-    if (r.toolChoice == ToolChoice::named &&
-        std::none_of(r.tools.begin(), r.tools.end(),
-                     [&](const ToolFunction &t) { return t.name == r.toolName; }))
-      throw badField("tool_choice", "tool_choice names '" + r.toolName + "', which no tool is");
+    checkToolChoice(r);
   }
   r.parallelToolCalls = f.boolean("parallel_tool_calls").value_or(true);
   if (r.toolChoice != ToolChoice::none && r.jsonObject)
@@ -848,12 +853,7 @@ void responsesToolChoice(const Fields &f, ApiRequest &r) {
     r.toolChoice = ToolChoice::named;
   } else
     throw badField("tool_choice", shape);
-  if (r.tools.empty() && r.toolChoice != ToolChoice::none)
-    throw badField("tool_choice", "tool_choice needs tools");
-  if (r.toolChoice == ToolChoice::named &&
-      std::none_of(r.tools.begin(), r.tools.end(),
-                   [&](const ToolFunction &t) { return t.name == r.toolName; }))
-    throw badField("tool_choice", "tool_choice names '" + r.toolName + "', which no tool is");
+  checkToolChoice(r);
 }
 
 /// text: {"format": {"type": "text" | "json_object" | "json_schema",
