@@ -679,6 +679,7 @@ ApiRequest parseChatRequest(const std::string &body) {
   r.messages = parseMessages(f);
   // max_completion_tokens replaced max_tokens; either is honoured.
   int64_t n = positiveTokens(f, "max_completion_tokens");
+  if (n) r.maxTokensField = "max_completion_tokens"; // what a length error names
   if (!n) n = positiveTokens(f, "max_tokens");
   if (n) r.maxTokens = n;
   if (f.boolean("logprobs").value_or(false)) r.logprobs = 0;

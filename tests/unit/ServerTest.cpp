@@ -661,6 +661,13 @@ TEST(Server, ResponsesInputItemsAndRefusals) {
   refused({{"input", std::string(1600, 'a')}}, "input", "leaves no room to generate");
   refused({{"input", "hi"}, {"max_output_tokens", 1536}}, "max_output_tokens",
           "max_output_tokens is 1536 and the prompt has");
+  // Chat's names the length field the request gave.
+  for (const char *field : {"max_tokens", "max_completion_tokens"}) {
+    auto e = post(r, "/v1/chat/completions",
+                  json{{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {field, 1536}});
+    ASSERT_EQ(e->status, 400);
+    EXPECT_EQ(json::parse(e->body)["error"]["param"], field) << e->body;
+  }
 }
 
 // A call forced by tool_choice is a function_call item, its arguments
@@ -1478,6 +1485,7 @@ TEST(Server, ErrorsNameTheField) {
   expectError(c, R"({"prompt": [1, 400]})", 400, "prompt");
   expectError(c, json({{"prompt", randomPrompt(160, 3)}}).dump(), 400, "prompt");
   expectError(c, R"({"prompt": [1, 5], "max_tokens": 159})", 400, "max_tokens");
+
   const std::string chat = "/v1/chat/completions";
   expectError(chat, R"({"messages": []})", 400, "messages");
   expectError(chat, R"({"messages": [{"role": "robot", "content": "x"}]})", 400,
