@@ -108,10 +108,11 @@ std::string budgetBytes(int64_t v) {
   return formatBytes(uint64_t(v)) + " (" + withCommas(v) + " bytes)";
 }
 
-/// The settings whose pools fill `cfg`'s memory budget, and their bill.
+/// The settings whose pools fill `cfg`'s memory budget, and their bill
+/// (`deviceWorkspace` of it: the cuda target's, which addCudaCode adds).
 struct Budgeted {
   ModelConfig cfg;
-  int64_t bill = 0;
+  int64_t bill = 0, deviceWorkspace = 0;
 };
 
 /// Pages the pools may have at most: a page table's int32 entries, and the
@@ -138,13 +139,14 @@ Budgeted fitMemoryBudget(const ModelConfig &cfg, bool verbose) {
   const bool freeMain = !cfg.given.count("compile.kv_pages");
   const bool freeWin = mixed && !cfg.given.count("compile.window_kv_pages");
   const int64_t peakMain = sequencePeakPages(m, s), peakWin = windowPeakPages(m, s);
-  Budgeted b{cfg, 0};
+  Budgeted b{cfg, 0, 0};
   b.cfg.compile.memoryBudget = 0; // the fewest pages may not fit: that is said below
   if (freeMain) b.cfg.compile.kvPages = peakMain;
   if (freeWin) b.cfg.compile.windowKvPages = peakWin;
   const Plan fewest = runPipeline(b.cfg, {}, false).plan;
   const MemoryBill parts = wholeBill(fewest);
   const int64_t least = parts.totalBytes, budget = s.memoryBudget;
+  if (s.target == Target::cuda) b.deviceWorkspace = parts.workspaceBytes;
   const std::string field = "compile.memory_budget";
   const std::string at = cfg.where(field) + "field '" + cfg.nameOf(field) + "': ";
   if (least > budget) {
@@ -207,8 +209,10 @@ CompileOutput compileModel(const ModelConfig &cfg, const StageCallback &onStage,
   if (cfg.compile.memoryBudget == 0) return runPipeline(cfg, onStage, verbose);
   const Budgeted b = fitMemoryBudget(cfg, verbose);
   CompileOutput out = runPipeline(b.cfg, onStage, verbose);
-  // The bill grows by a page's bytes a page and by nothing else.
-  const int64_t bill = wholeBill(out.plan).totalBytes;
+  // The bill grows by a page's bytes a page and by nothing else (the cuda
+  // target's workspace, as with the fewest pages, is checked again with its
+  // kernels by addCudaCode).
+  const int64_t bill = out.plan.memoryBill().totalBytes + b.deviceWorkspace;
   if (bill != b.bill || bill > cfg.compile.memoryBudget)
     throw InternalError("compiling " + cfg.model.name + " within memory_budget " +
                         withCommas(cfg.compile.memoryBudget) + " made a bill of " +

@@ -275,6 +275,15 @@ struct StreamState {
   }
 };
 
+/// The events that arrived for a stream, waiting a little for some.
+std::deque<std::pair<size_t, TokenEvent>> takeEvents(Pending &p) {
+  std::deque<std::pair<size_t, TokenEvent>> got;
+  std::unique_lock<std::mutex> lock(p.m);
+  p.ready.wait_for(lock, std::chrono::milliseconds(50), [&] { return !p.events.empty(); });
+  got.swap(p.events);
+  return got;
+}
+
 /// One answer read as it comes, as /v1/responses returns it: its reasoning
 /// apart (a thinking model's), and with tools the text that may be a call
 /// held until the end; the tokens whose text went to the reasoning counted.
@@ -374,7 +383,13 @@ struct Server::Impl {
               const Prepared &prep, httplib::Response &res);
   bool streamSome(StreamState &s, httplib::DataSink &sink);
   std::string finishEvents(StreamState &s, size_t index, const TokenEvent &e);
-  bool clientGone(StreamState &s);
+  /// Cancels every choice of `p`, when the client is gone or one choice failed.
+  void cancelAll(const Pending &p) {
+    for (const Pending::Choice &c : p.choices) sched.cancel(c.id);
+  }
+  /// A stream's client went away: its request is cancelled (unless `done`,
+  /// when only its last events were lost), and the stream ends.
+  bool clientGone(Pending &p, bool &done);
   void respond(const httplib::Request &req, httplib::Response &res); // /v1/responses
   AnswerReader answerReader(const ApiRequest &a, const Prepared &prep) const;
   void replyResponse(const ResponsesRequest &r, const ResponsesHead &h,
@@ -947,8 +962,7 @@ void Server::Impl::stream(const ApiRequest &a, const ResponseHead &h,
       [this, s](size_t, httplib::DataSink &sink) { return streamSome(*s, sink); },
       // Always called, last: however the stream ended, the request ends.
       [this, s](bool) {
-        if (!s->done)
-          for (const Pending::Choice &c : s->p->choices) sched.cancel(c.id);
+        if (!s->done) cancelAll(*s->p);
         responseDone();
       });
 }
@@ -956,16 +970,10 @@ void Server::Impl::stream(const ApiRequest &a, const ResponseHead &h,
 /// One call of the content provider: writes the events that arrived
 /// (waiting a little for some), or notices that the client went away.
 bool Server::Impl::streamSome(StreamState &s, httplib::DataSink &sink) {
-  std::deque<std::pair<size_t, TokenEvent>> got;
-  {
-    std::unique_lock<std::mutex> lock(s.p->m);
-    s.p->ready.wait_for(lock, std::chrono::milliseconds(50),
-                        [&] { return !s.p->events.empty(); });
-    got.swap(s.p->events);
-  }
+  std::deque<std::pair<size_t, TokenEvent>> got = takeEvents(*s.p);
   // Between tokens (or while queued) a closed connection shows as not
   // writable; the request is then cancelled at once.
-  if (got.empty()) return sink.is_writable() ? true : clientGone(s);
+  if (got.empty()) return sink.is_writable() ? true : clientGone(*s.p, s.done);
   std::string out;
   for (const auto &[index, e] : got) {
     if (!s.echoed[index] && !serverEnded(e.reason)) out += s.echoChunk(index, e);
@@ -990,7 +998,7 @@ bool Server::Impl::streamSome(StreamState &s, httplib::DataSink &sink) {
   }
   // (Nothing to write when every event's text was held: a write of no
   // bytes would be the chunk that ends the response.)
-  if (!out.empty() && !sink.write(out.data(), out.size())) return clientGone(s);
+  if (!out.empty() && !sink.write(out.data(), out.size())) return clientGone(*s.p, s.done);
   if (s.done) sink.done();
   return true;
 }
@@ -1003,7 +1011,7 @@ std::string Server::Impl::finishEvents(StreamState &s, size_t index, const Token
   if (serverEnded(e.reason)) {
     out += sseEvent(stoppedBy(e).body());
     fillRecord(*s.p, statusName(e.reason));
-    for (const Pending::Choice &c : s.p->choices) sched.cancel(c.id);
+    cancelAll(*s.p);
     s.done = true;
     return out + kSseDone;
   }
@@ -1039,12 +1047,12 @@ std::string Server::Impl::finishEvents(StreamState &s, size_t index, const Token
   return out + kSseDone;
 }
 
-bool Server::Impl::clientGone(StreamState &s) {
-  if (!s.done) { // else it had finished, and only its last events were lost
-    for (const Pending::Choice &c : s.p->choices) sched.cancel(c.id);
-    fillRecord(*s.p, "cancelled (the client went away)");
+bool Server::Impl::clientGone(Pending &p, bool &done) {
+  if (!done) { // else it had finished, and only its last events were lost
+    cancelAll(p);
+    fillRecord(p, "cancelled (the client went away)");
   }
-  s.done = true;
+  done = true;
   return false;
 }
 
@@ -1196,35 +1204,19 @@ void Server::Impl::streamResponse(const ResponsesRequest &r, const ResponsesHead
         if (!s->begun) {
           s->begun = true;
           const std::string begun = s->out.begin();
-          if (!sink.write(begun.data(), begun.size())) {
-            for (const Pending::Choice &c : s->p->choices) sched.cancel(c.id);
-            return false;
-          }
+          if (!sink.write(begun.data(), begun.size())) return clientGone(*s->p, s->done);
         }
         return streamResponseSome(*s, sink);
       },
       [this, s](bool) {
-        if (!s->done)
-          for (const Pending::Choice &c : s->p->choices) sched.cancel(c.id);
+        if (!s->done) cancelAll(*s->p);
         responseDone();
       });
 }
 
 bool Server::Impl::streamResponseSome(ResponsesStreamState &s, httplib::DataSink &sink) {
-  std::deque<std::pair<size_t, TokenEvent>> got;
-  {
-    std::unique_lock<std::mutex> lock(s.p->m);
-    s.p->ready.wait_for(lock, std::chrono::milliseconds(50),
-                        [&] { return !s.p->events.empty(); });
-    got.swap(s.p->events);
-  }
-  if (got.empty()) {
-    if (sink.is_writable()) return true;
-    for (const Pending::Choice &c : s.p->choices) sched.cancel(c.id);
-    fillRecord(*s.p, "cancelled (the client went away)");
-    s.done = true;
-    return false;
-  }
+  std::deque<std::pair<size_t, TokenEvent>> got = takeEvents(*s.p);
+  if (got.empty()) return sink.is_writable() ? true : clientGone(*s.p, s.done);
   std::string out;
   for (const auto &[index, e] : got) {
     if (!e.finished) {
@@ -1251,14 +1243,7 @@ bool Server::Impl::streamResponseSome(ResponsesStreamState &s, httplib::DataSink
                          s.reader.reasoningTokens});
     break;
   }
-  if (!out.empty() && !sink.write(out.data(), out.size())) {
-    if (!s.done) {
-      for (const Pending::Choice &c : s.p->choices) sched.cancel(c.id);
-      fillRecord(*s.p, "cancelled (the client went away)");
-    }
-    s.done = true;
-    return false;
-  }
+  if (!out.empty() && !sink.write(out.data(), out.size())) return clientGone(*s.p, s.done);
   if (s.done) sink.done();
   return true;
 }

@@ -138,33 +138,23 @@ std::string ResponsesStream::close(bool cut) {
   return out;
 }
 
-std::string ResponsesStream::reasoning(const std::string &delta) {
+/// A delta of the item of `kind`, opening it (and closing the other) first.
+std::string ResponsesStream::append(Open kind, const std::string &delta) {
   if (delta.empty()) return "";
+  const bool reasoning = kind == Open::reasoning;
   std::string out;
-  if (opened != Open::reasoning) {
+  if (opened != kind) {
     out = close(false);
-    out += open(Open::reasoning);
+    out += open(kind);
   }
   openText += delta;
-  return out + event("response.reasoning_text.delta", {{"item_id", itemId(head, "rs_")},
-                                                       {"output_index", items.size()},
-                                                       {"content_index", 0},
-                                                       {"delta", delta}});
-}
-
-std::string ResponsesStream::text(const std::string &delta) {
-  if (delta.empty()) return "";
-  std::string out;
-  if (opened != Open::message) {
-    out = close(false);
-    out += open(Open::message);
-  }
-  openText += delta;
-  return out + event("response.output_text.delta", {{"item_id", itemId(head, "msg_")},
-                                                    {"output_index", items.size()},
-                                                    {"content_index", 0},
-                                                    {"delta", delta},
-                                                    {"logprobs", OutJson::array()}});
+  OutJson data = {{"item_id", itemId(head, reasoning ? "rs_" : "msg_")},
+                  {"output_index", items.size()},
+                  {"content_index", 0},
+                  {"delta", delta}};
+  if (!reasoning) data["logprobs"] = OutJson::array();
+  return out + event(reasoning ? "response.reasoning_text.delta" : "response.output_text.delta",
+                     std::move(data));
 }
 
 std::string ResponsesStream::finish(const std::vector<ToolCall> &calls, bool cut,

@@ -55,8 +55,8 @@ public:
   explicit ResponsesStream(ResponsesHead h) : head(std::move(h)) {}
   /// response.created, response.in_progress.
   std::string begin();
-  std::string reasoning(const std::string &delta);
-  std::string text(const std::string &delta);
+  std::string reasoning(const std::string &delta) { return append(Open::reasoning, delta); }
+  std::string text(const std::string &delta) { return append(Open::message, delta); }
   /// Closes the open item (a message at least), adds each call's item, and
   /// ends with response.completed or, when `cut`, response.incomplete.
   std::string finish(const std::vector<ToolCall> &calls, bool cut, const ResponsesUsage &u);
@@ -68,6 +68,7 @@ private:
   std::string event(const char *type, OutJson data);
   std::string open(Open kind);
   std::string close(bool cut);
+  std::string append(Open kind, const std::string &delta);
 
   ResponsesHead head;
   int64_t sequence = 0;
