@@ -276,6 +276,10 @@ public:
     kernel(name, {ceilDiv(oc, kElementwiseBlock), op.result.rows(), 1}, kElementwiseBlock, 1,
            op.result, {arena(op.input), arena(op.result)});
   }
+  void operator()(const MoEFFNOp &) {
+    unsupported("step " + std::to_string(step) + " of '" + ep.name +
+                "' is a mixture of experts (moe_ffn), which only the cpu target runs yet");
+  }
   void operator()(const SwiGLUOp &op) {
     binary(op.gelu ? "geglu" : "swiglu", true, op.gate, op.up, op.result, op.gelu);
   }

@@ -170,9 +170,34 @@ std::string hfName(const std::string &name, bool gemma = false,
       {"feed_forward.w2", "mlp.down_proj.weight"},
       {"attention.wqkv", "self_attn.qkv_proj.weight"}, // fused (Phi-3)
       {"feed_forward.w13", "mlp.gate_up_proj.weight"},
+      // A mixture of experts' router (Qwen3-MoE's; Mixtral's: hfExpertName).
+      {"feed_forward.router", "mlp.gate.weight"},
   };
   auto it = perLayer.find(rest);
   return it == perLayer.end() ? "" : body + "layers." + std::to_string(layer) + "." + it->second;
+}
+
+/// Whether a canonical name is a stack of experts (layers.N.feed_forward.
+/// experts.w1, w3 or w2), which a checkpoint stores one tensor an expert.
+bool isExpertStack(const std::string &name, int64_t &layer, std::string &which) {
+  std::string rest;
+  const std::string prefix = "feed_forward.experts.";
+  if (!splitLayerName(name, layer, rest) || rest.compare(0, prefix.size(), prefix) != 0)
+    return false;
+  which = rest.substr(prefix.size());
+  return which == "w1" || which == "w3" || which == "w2";
+}
+
+/// Expert `e`'s matrix of stack `which` (w1, w3, w2) in layer `layer`, as
+/// Qwen3-MoE's checkpoints name it (mlp.experts.E.gate_proj.weight), or
+/// Mixtral's (block_sparse_moe.experts.E.w1.weight).
+std::string hfExpertName(const std::string &body, int64_t layer, const std::string &which,
+                         int64_t e, bool mixtral) {
+  const std::string l = body + "layers." + std::to_string(layer) + ".";
+  if (mixtral)
+    return l + "block_sparse_moe.experts." + std::to_string(e) + "." + which + ".weight";
+  const char *proj = which == "w1" ? "gate_proj" : which == "w3" ? "up_proj" : "down_proj";
+  return l + "mlp.experts." + std::to_string(e) + "." + proj + ".weight";
 }
 
 /// The decoder's prefix in a checkpoint: "model.", or a Gemma 3
@@ -216,8 +241,17 @@ public:
         entries(std::move(entries)), model(model),
         headDim(model.headDim ? model.headDim
                               : (model.numHeads ? model.hiddenSize / model.numHeads : 0)),
-        gemma(model.gemma()), body(decoderPrefix(this->entries)) {
+        gemma(model.gemma()), body(decoderPrefix(this->entries)),
+        mixtral(this->entries.count(body + "layers.0.block_sparse_moe.gate.weight") != 0) {
     for (const WeightDecl &d : weightTable(model)) {
+      int64_t layer = 0;
+      std::string which;
+      if (isExpertStack(d.name, layer, which)) {
+        for (int64_t e = 0; e < model.numExperts; ++e)
+          if (const Entry *x = expertEntry(layer, which, e); x && x->dtype && misaligned(*x))
+            held += x->bytes;
+        continue;
+      }
       const Place p = place(d.name);
       if (p.entry && p.entry->dtype && copied(d.name, p))
         held += p.bytes;
@@ -230,6 +264,9 @@ public:
 
   SourceTensor tensor(const std::string &name,
                       const std::vector<int64_t> &expected) const override {
+    int64_t layer = 0;
+    std::string which;
+    if (isExpertStack(name, layer, which)) return expertStack(name, expected, layer, which);
     const Place p = place(name);
     const std::string &stored = p.stored;
     if (!p.entry) {
@@ -321,7 +358,60 @@ private:
     return p;
   }
 
-  std::string nameOf(const std::string &name) const { return hfName(name, gemma, body); }
+  std::string nameOf(const std::string &name) const {
+    int64_t layer = 0;
+    std::string rest;
+    if (mixtral && splitLayerName(name, layer, rest) && rest == "feed_forward.router")
+      return body + "layers." + std::to_string(layer) + ".block_sparse_moe.gate.weight";
+    return hfName(name, gemma, body);
+  }
+
+  const Entry *expertEntry(int64_t layer, const std::string &which, int64_t e) const {
+    auto it = entries.find(hfExpertName(body, layer, which, e, mixtral));
+    return it == entries.end() ? nullptr : &it->second;
+  }
+
+  static bool misaligned(const Entry &e) {
+    return reinterpret_cast<uintptr_t>(e.data) % uint64_t(dtypeBytes(*e.dtype)) != 0;
+  }
+
+  /// A stack of experts from their tensors, one slab each (copied where a
+  /// header of odd length left one misaligned); all of one type.
+  SourceTensor expertStack(const std::string &name, const std::vector<int64_t> &expected,
+                           int64_t layer, const std::string &which) const {
+    SourceTensor out;
+    out.shape = expected;
+    const std::vector<int64_t> one(expected.begin() + 1, expected.end());
+    for (int64_t e = 0; e < expected.front(); ++e) {
+      const std::string stored = hfExpertName(body, layer, which, e, mixtral);
+      const Entry *x = expertEntry(layer, which, e);
+      if (!x)
+        missingTensor(where, name, stored,
+                      "expert " + std::to_string(e) + " of the model's " +
+                          std::to_string(expected.front()) + " (num_experts) is not in the "
+                          "checkpoint");
+      const std::string &file = shards[x->shard].path();
+      if (!x->dtype)
+        throw InputError(file + ": tensor '" + stored + "' has dtype " + x->dtypeName +
+                         "; kvplan reads F32, F16 and BF16 safetensors");
+      checkShape(file, name, stored, x->shape, one);
+      if (e > 0 && *x->dtype != out.dtype)
+        throw InputError(file + ": tensor '" + stored + "' is " + x->dtypeName + " and expert "
+                         "0's is " + dtypeName(out.dtype) + "; kvplan reads a layer's experts "
+                         "in one type (save the checkpoint in one dtype)");
+      out.dtype = *x->dtype;
+      out.slabs.push_back(misaligned(*x) ? realigned(stored, *x) : x->data);
+    }
+    return out;
+  }
+
+  const char *realigned(const std::string &stored, const Entry &x) const {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = owned.find(stored);
+    if (it == owned.end())
+      it = owned.emplace(stored, std::vector<char>(x.data, x.data + x.bytes)).first;
+    return it->second.data();
+  }
 
   /// Whether tensor() hands out a copy of `p` rather than the mapped bytes:
   /// RoPE rows to permute, Gemma's norms to add 1 to, or data at an address
@@ -339,6 +429,7 @@ private:
   int64_t headDim;
   bool gemma;       // Gemma's names and norms
   std::string body; // the decoder's prefix (decoderPrefix)
+  bool mixtral;     // Mixtral's names for a mixture of experts
   uint64_t held = 0; // heldBytes()
   // Permuted (and realigned) copies, kept for the source's lifetime so the
   // pointers handed out stay valid; std::map nodes never move.

@@ -22,11 +22,37 @@ int64_t sourceElements(const SourceTensor &t) {
   return n;
 }
 
+std::vector<SourceTensor> sourceSlabs(const SourceTensor &t) {
+  if (t.slabs.empty()) return {t};
+  std::vector<SourceTensor> out;
+  for (const void *slab : t.slabs) {
+    SourceTensor s;
+    s.shape.assign(t.shape.begin() + 1, t.shape.end());
+    s.dtype = t.dtype;
+    s.quant = t.quant;
+    s.data = slab;
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
 void sourceRowsToF32(const SourceTensor &t, int64_t first, int64_t count, float *out) {
   const int64_t cols = t.shape.empty() ? 1 : t.shape.back();
   if (first < 0 || count < 0 || cols <= 0 || (first + count) * cols > sourceElements(t))
     throw std::invalid_argument("sourceRowsToF32: rows " + std::to_string(first) + " + " +
                                 std::to_string(count) + " outside the tensor");
+  if (!t.slabs.empty()) { // a slab's rows at a time
+    const int64_t perSlab = sourceElements(t) / cols / int64_t(t.slabs.size());
+    const std::vector<SourceTensor> slabs = sourceSlabs(t);
+    while (count > 0) {
+      const int64_t r = first % perSlab, n = std::min(count, perSlab - r);
+      sourceRowsToF32(slabs[size_t(first / perSlab)], r, n, out);
+      first += n;
+      count -= n;
+      out += n * cols;
+    }
+    return;
+  }
   if (t.quant == QuantType::none) {
     const char *data = static_cast<const char *>(t.data) + first * cols * dtypeBytes(t.dtype);
     convertElements(data, t.dtype, out, DType::f32, count * cols);

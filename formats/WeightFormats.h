@@ -27,15 +27,25 @@ namespace kvplan {
 /// A quantized GGUF tensor has `quant` set: `data` then holds its ggml
 /// blocks, each row of the canonical [out, in] matrix a whole number of
 /// blocks (formats/GgmlQuants.h), and `dtype` is meaningless.
+///
+/// A stack of matrices (a mixture of experts' [experts, out, in]) that a
+/// checkpoint stores one tensor a matrix (Hugging Face's) has `slabs`: the
+/// address of each matrix, in order, and `data` null. sourceSlabs() hands
+/// out every tensor as its contiguous parts.
 struct SourceTensor {
   std::vector<int64_t> shape;
   DType dtype = DType::f32; // f32, f16 or bf16
   const void *data = nullptr; // valid while the WeightSource lives
   QuantType quant = QuantType::none;
+  std::vector<const void *> slabs{};
 };
 
 /// Elements of `t` (the product of its shape).
 int64_t sourceElements(const SourceTensor &t);
+
+/// `t` as contiguous tensors, in order: itself, or where it has slabs, one
+/// tensor of shape[1:] a slab.
+std::vector<SourceTensor> sourceSlabs(const SourceTensor &t);
 
 /// Rows [first, first + count) of `t`, viewed as [rows, cols] with cols its
 /// last dimension, as f32 in `out` (count * cols floats), whatever its type:

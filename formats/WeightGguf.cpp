@@ -90,18 +90,27 @@ std::optional<DType> layerMatrixDtype(const GgufFile &g) {
   return best;
 }
 
-/// general.architecture, one kvplan reads; its name is also the prefix of
-/// the model's metadata keys ("qwen2.embedding_length").
-Architecture ggufArchitecture(const GgufFile &g) {
+/// general.architecture as the file writes it ("qwen3moe"): the prefix of
+/// the model's metadata keys ("qwen3moe.embedding_length").
+std::string ggufArchName(const GgufFile &g) {
   auto arch = g.string("general.architecture");
   if (!arch)
     throw InputError(g.path() + ": GGUF metadata has no general.architecture string");
-  // llama.cpp's names are kvplan's, but for Mistral, whose files are llama.
-  if (std::optional<Architecture> a = parseArchitecture(*arch); a && *a != Architecture::mistral)
+  return *arch;
+}
+
+/// general.architecture, one kvplan reads.
+Architecture ggufArchitecture(const GgufFile &g) {
+  const std::string arch = ggufArchName(g);
+  // llama.cpp's names are kvplan's, but for Mistral, whose files are llama
+  // (Mixtral's too: llama with experts), and Qwen3-MoE, Qwen3's layers with
+  // experts.
+  if (arch == "qwen3moe") return Architecture::qwen3;
+  if (std::optional<Architecture> a = parseArchitecture(arch); a && *a != Architecture::mistral)
     return *a;
-  throw InputError(g.path() + ": GGUF architecture '" + *arch +
+  throw InputError(g.path() + ": GGUF architecture '" + arch +
                    "' is not supported; kvplan reads GGUF files of architecture llama, qwen2, "
-                   "qwen3, phi3, smollm3, gemma2 and gemma3");
+                   "qwen3, qwen3moe, phi3, smollm3, gemma2 and gemma3");
 }
 
 /// Whether llama.cpp's converter left the file's q/k rows (and q/k norms) in
@@ -113,7 +122,8 @@ bool rotatesHalves(Architecture a) {
 
 /// The metadata key `name` of the file's architecture ("llama.block_count").
 std::string archKey(const GgufFile &g, const char *name) {
-  return std::string(architectureName(ggufArchitecture(g))) + "." + name;
+  ggufArchitecture(g); // one kvplan reads
+  return ggufArchName(g) + "." + name;
 }
 
 // Whether the classifier is the token embedding: no output.weight, or one
@@ -316,6 +326,37 @@ void readGgufGemma(const GgufFile &g, ModelSpec &m) {
   m.fullAttentionLayers = everyNthLayer(m.numLayers, period);
 }
 
+// A mixture of experts (expert_count): Mixtral's llama files and qwen3moe
+// files, as llama.cpp runs them: the chosen experts' probabilities
+// renormalized, each expert expert_feed_forward_length wide (Mixtral's
+// files: feed_forward_length).
+void readGgufExperts(const GgufFile &g, ModelConfig &cfg) {
+  ModelSpec &m = cfg.model;
+  const std::string countKey = archKey(g, "expert_count");
+  const auto count = g.integer(countKey);
+  if (!count || *count == 0) return;
+  const std::string usedKey = archKey(g, "expert_used_count");
+  const auto used = g.integer(usedKey);
+  if (!used)
+    throw InputError(g.path() + ": GGUF metadata key '" + usedKey +
+                     "' (model.num_experts_per_tok) is missing or not a number, and " + countKey +
+                     " says the model has " + std::to_string(*count) + " experts");
+  m.numExperts = *count;
+  m.expertsPerToken = *used;
+  m.normTopKProb = true;
+  m.expertIntermediateSize =
+      g.integer(archKey(g, "expert_feed_forward_length")).value_or(m.intermediateSize);
+  if (g.tensor("blk.0.ffn_gate_inp.weight") && !g.tensor("blk.0.ffn_gate_exps.weight") &&
+      g.tensor("blk.0.ffn_gate.0.weight"))
+    throw InputError(g.path() + ": the GGUF keeps each expert in a tensor of its own "
+                                "(blk.N.ffn_gate.E.weight, llama.cpp's format before 2024); "
+                                "kvplan reads the experts stacked (blk.N.ffn_gate_exps.weight): "
+                                "convert the model again with a current llama.cpp");
+  for (const char *field : {"model.num_experts", "model.num_experts_per_tok",
+                            "model.moe_intermediate_size"})
+    cfg.given.insert(field);
+}
+
 ModelConfig configFromGguf(const GgufFile &g) {
   ModelConfig cfg;
   cfg.sourcePath = g.path();
@@ -363,6 +404,7 @@ ModelConfig configFromGguf(const GgufFile &g) {
   const int64_t head = m.headDim ? m.headDim : m.hiddenSize / std::max<int64_t>(m.numHeads, 1);
   m.rope = ropeFromGguf(g, head, ggufRotaryDim(g, head));
   if (m.gemma()) readGgufGemma(g, m);
+  readGgufExperts(g, cfg);
 
   const GgufFile::Value *tokens = g.find("tokenizer.ggml.tokens");
   const GgufFile::Tensor *embed = g.tensor("token_embd.weight");
@@ -416,6 +458,11 @@ std::string ggufName(const std::string &name) {
       {"feed_forward.w3", "ffn_up.weight"},     {"feed_forward.w2", "ffn_down.weight"},
       // Fused (phi3): q, k and v rows; the gate's then the up projection's.
       {"attention.wqkv", "attn_qkv.weight"},    {"feed_forward.w13", "ffn_up.weight"},
+      // A mixture of experts': the router, each stack of experts one tensor.
+      {"feed_forward.router", "ffn_gate_inp.weight"},
+      {"feed_forward.experts.w1", "ffn_gate_exps.weight"},
+      {"feed_forward.experts.w3", "ffn_up_exps.weight"},
+      {"feed_forward.experts.w2", "ffn_down_exps.weight"},
   };
   auto it = perLayer.find(rest);
   return it == perLayer.end() ? "" : "blk." + std::to_string(layer) + "." + it->second;

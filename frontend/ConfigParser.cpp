@@ -314,6 +314,10 @@ ModelConfig parseTomlSpec(const std::string &text, const std::string &path,
   m.qkNorm = m.architecture == Architecture::qwen3 || m.architecture == Architecture::gemma3;
   model.boolean("qk_norm", m.qkNorm);
   readTomlGemmaFields(model, m);
+  model.integer("num_experts", m.numExperts, false);
+  model.integer("num_experts_per_tok", m.expertsPerToken, false);
+  model.integer("moe_intermediate_size", m.expertIntermediateSize, false);
+  model.boolean("norm_topk_prob", m.normTopKProb);
   model.integer("bos_token_id", m.bosTokenId, true);
   model.integers("eos_token_id", m.eosTokenIds, true);
   // SmolLM3 leaves every fourth layer unrotated unless told otherwise.
@@ -556,12 +560,21 @@ void readHFArchitecture(JsonFields &f, ModelSpec &m, const std::string &path) {
   std::string modelType;
   f.string("model_type", modelType, true);
   // gemma3_text: Gemma3ForCausalLM's (Gemma 3 1B, and the text model of
-  // the larger ones).
-  auto arch = parseArchitecture(modelType == "gemma3_text" ? "gemma3" : modelType);
+  // the larger ones). Mixtral's and Qwen3-MoE's layers are Mistral's and
+  // Qwen3's with a mixture of experts for the FFN (readHFExperts).
+  static const std::map<std::string, std::string> same = {
+      {"gemma3_text", "gemma3"}, {"mixtral", "mistral"}, {"qwen3_moe", "qwen3"}};
+  const auto alias = same.find(modelType);
+  auto arch = parseArchitecture(alias == same.end() ? modelType : alias->second);
+  if (modelType == "qwen2_moe")
+    f.fail("model_type", "'qwen2_moe' is not supported: its layers add a shared expert to the "
+                         "routed ones, which kvplan does not build; kvplan compiles the "
+                         "mixtures of experts of mixtral and qwen3_moe");
   if (!arch || modelType == "gemma3")
     f.fail("model_type", "'" + modelType + "' is not supported; kvplan compiles llama, "
-                                            "mistral, qwen2, qwen3, phi3, smollm3, gemma2 "
-                                            "and gemma3_text (gemma3 with its text_config)");
+                                            "mistral, mixtral, qwen2, qwen3, qwen3_moe, phi3, "
+                                            "smollm3, gemma2 and gemma3_text (gemma3 with its "
+                                            "text_config)");
   m.architecture = *arch;
   fs::path p(path);
   m.name = p.filename() == "config.json" && p.has_parent_path()
@@ -658,6 +671,37 @@ void readHFNopeLayers(JsonFields &f, ModelSpec &m) {
   if (f.integer("no_rope_layer_interval", interval, false) && interval <= 0)
     f.fail("no_rope_layer_interval", "expected a positive integer");
   m.nopeLayers = everyNthLayer(m.numLayers, interval);
+}
+
+// A mixture of experts, as transformers' MixtralConfig (num_local_experts,
+// always renormalizing the chosen experts' probabilities, each expert
+// intermediate_size wide) and Qwen3MoeConfig (num_experts,
+// moe_intermediate_size, norm_topk_prob, default false) read it; Qwen3-MoE's
+// dense layers (mlp_only_layers, decoder_sparse_step) are refused.
+void readHFExperts(JsonFields &f, ModelConfig &cfg, const std::string &modelType) {
+  ModelSpec &m = cfg.model;
+  const bool mixtral = modelType == "mixtral";
+  if (!mixtral && modelType != "qwen3_moe") return;
+  const char *count = mixtral ? "num_local_experts" : "num_experts";
+  cfg.fieldNames["model.num_experts"] = count;
+  cfg.fieldNames["model.num_experts_per_tok"] = "num_experts_per_tok";
+  f.integer(count, m.numExperts, true);
+  f.integer("num_experts_per_tok", m.expertsPerToken, true);
+  f.ignore({"output_router_logits", "router_aux_loss_coef", "router_jitter_noise"});
+  if (mixtral) return;
+  cfg.fieldNames["model.moe_intermediate_size"] = "moe_intermediate_size";
+  f.integer("moe_intermediate_size", m.expertIntermediateSize, true);
+  m.normTopKProb = false;
+  f.boolean("norm_topk_prob", m.normTopKProb);
+  int64_t step = 1;
+  if (f.integer("decoder_sparse_step", step, false) && step != 1)
+    f.fail("decoder_sparse_step", "is " + std::to_string(step) + ": only every " +
+                                      std::to_string(step) + "th layer would be sparse, and "
+                                      "kvplan builds a mixture of experts in every layer (1)");
+  std::vector<int64_t> dense;
+  if (f.integers("mlp_only_layers", dense, false) && !dense.empty())
+    f.fail("mlp_only_layers", "lists layers with a dense FFN among the experts' layers, which "
+                              "kvplan does not build (every layer has the experts)");
 }
 
 // Sizes, biases and special tokens; absent optional keys default as in
@@ -920,6 +964,7 @@ ModelConfig parseHFConfig(const std::string &text, const std::string &path,
   try {
     readHFArchitecture(f, cfg.model, path);
     readHFModelFields(f, cfg.model);
+    readHFExperts(f, cfg, root.at("model_type").get<std::string>());
     readHFSlidingWindow(f, cfg.model, warn);
     readHFRopeScaling(f, cfg, warn);
     readHFTorchDtype(f, cfg, path, warn);

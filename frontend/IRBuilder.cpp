@@ -157,12 +157,27 @@ public:
     x = b.create<llm::AddOp>(loc(l + "attention.residual"), x, o);
 
     Value n2 = rmsNorm(l + "ffn_norm", x);
-    Value gate = linear(l + "feed_forward.w1", n2, m.intermediateSize);
-    Value up = linear(l + "feed_forward.w3", n2, m.intermediateSize);
+    Value down = postNorm(l + "post_ffn_norm", m.moe() ? experts(l, n2) : ffn(l, n2));
+    return b.create<llm::AddOp>(loc(l + "feed_forward.residual"), x, down);
+  }
+
+  /// The gated FFN: down(act(gate x) * up x).
+  Value ffn(const std::string &l, Value x) {
+    Value gate = linear(l + "feed_forward.w1", x, m.intermediateSize);
+    Value up = linear(l + "feed_forward.w3", x, m.intermediateSize);
     Value h = b.create<llm::SwiGLUOp>(loc(l + "feed_forward.swiglu"), gate, up,
                                       m.activation == Activation::gelu_tanh);
-    Value down = postNorm(l + "post_ffn_norm", linear(l + "feed_forward.w2", h, m.hiddenSize));
-    return b.create<llm::AddOp>(loc(l + "feed_forward.residual"), x, down);
+    return linear(l + "feed_forward.w2", h, m.hiddenSize);
+  }
+
+  /// A mixture of experts' FFN: each row through its top experts.
+  Value experts(const std::string &l, Value x) {
+    const std::string e = l + "feed_forward.experts.";
+    return b.create<llm::MoEFFNOp>(
+        loc(l + "feed_forward.experts"), x.getType(), x, w(l + "feed_forward.router"),
+        w(e + "w1"), w(e + "w3"), w(e + "w2"), b.getI64IntegerAttr(m.expertsPerToken),
+        m.normTopKProb ? b.getUnitAttr() : UnitAttr(),
+        m.activation == Activation::gelu_tanh ? b.getUnitAttr() : UnitAttr());
   }
 
   OpBuilder &b;
@@ -209,7 +224,7 @@ OwningOpRef<ModuleOp> buildModelIR(MLIRContext &ctx, const ModelConfig &cfg) {
                     : b.getF32Type();
   for (const WeightDecl &w : weightTable(m))
     b.create<llm::WeightOp>(b.getUnknownLoc(), w.name,
-                            RankedTensorType::get(w.shape, w.shape.size() == 2 ? wElt : vecElt),
+                            RankedTensorType::get(w.shape, w.shape.size() >= 2 ? wElt : vecElt),
                             ArrayAttr(), llm::ShardAttr());
 
   ForwardBuilder fb(b, cfg);

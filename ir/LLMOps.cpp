@@ -90,11 +90,13 @@ static void printStoredAs(OpAsmPrinter &printer, Operation *, Type operand, Type
 
 LogicalResult WeightOp::verify() {
   RankedTensorType t = getTensorType();
-  if (t.getRank() != 1 && t.getRank() != 2)
-    return emitOpError() << "weights are vectors or matrices, got rank " << t.getRank();
+  if (t.getRank() < 1 || t.getRank() > 3)
+    return emitOpError() << "weights are vectors, matrices or stacks of matrices (a mixture of "
+                            "experts'), got rank "
+                         << t.getRank();
   Type elt = t.getElementType();
   bool isFloat = elt.isF32() || elt.isBF16() || elt.isF16();
-  if (!isFloat && !((elt.isInteger(8) || elt.isInteger(4)) && t.getRank() == 2))
+  if (!isFloat && !((elt.isInteger(8) || elt.isInteger(4)) && t.getRank() >= 2))
     return emitOpError() << "weight element type must be f32, bf16 or f16 (or for matrices i8: "
                             "int8 groups of 32 with f32 scales, or i4: int4 groups of 32 with f32 "
                             "scales and minimums), got "
@@ -172,6 +174,35 @@ LogicalResult AddRMSNormOp::verify() {
 
 LogicalResult AddRMSNormOp::verifySymbolUses(SymbolTableCollection &symbols) {
   return verifyWeight(*this, symbols, getWeightAttr(), {cols(getLhs())}, "scale");
+}
+
+LogicalResult MoEFFNOp::verify() {
+  if (failed(sameShape(*this, getInput(), getResult(), "result")))
+    return failure();
+  if (!tensorOf(getResult()).getElementType().isF32())
+    return emitOpError() << "result is f32, got " << tensorOf(getResult()).getElementType();
+  if (getExpertsPerToken() < 1)
+    return emitOpError() << "experts_per_token must be positive, got " << getExpertsPerToken();
+  return success();
+}
+
+LogicalResult MoEFFNOp::verifySymbolUses(SymbolTableCollection &symbols) {
+  auto router = symbols.lookupNearestSymbolFrom<WeightOp>(*this, getRouterAttr());
+  auto gate = symbols.lookupNearestSymbolFrom<WeightOp>(*this, getGateAttr());
+  if (!router || !gate || gate.getTensorType().getRank() != 3)
+    return emitOpError() << "router " << getRouterAttr() << " and gate " << getGateAttr()
+                         << " must name an llm.weight and a stack of experts' matrices";
+  const int64_t in = cols(getInput()), experts = router.getTensorType().getDimSize(0),
+                ff = gate.getTensorType().getDimSize(1);
+  if (getExpertsPerToken() > uint64_t(experts))
+    return emitOpError() << "experts_per_token " << getExpertsPerToken() << " is more than the "
+                         << experts << " experts";
+  if (failed(verifyWeight(*this, symbols, getRouterAttr(), {experts, in}, "router")) ||
+      failed(verifyWeight(*this, symbols, getGateAttr(), {experts, ff, in}, "gate")) ||
+      failed(verifyWeight(*this, symbols, getUpAttr(), {experts, ff, in}, "up")) ||
+      failed(verifyWeight(*this, symbols, getDownAttr(), {experts, in, ff}, "down")))
+    return failure();
+  return verifyInputType(*this, symbols, getGateAttr(), getInput());
 }
 
 int64_t LinearOp::getOutFeatures() {

@@ -7,11 +7,28 @@
 namespace kvplan {
 
 int64_t decodeWeightBytes(const Plan &plan, int64_t rows) {
-  std::set<std::string> whole, gathered;
-  for (const Step &s : plan.entryPoints.at("decode").steps)
+  std::set<std::string> whole, gathered, experts;
+  for (const Step &s : plan.entryPoints.at("decode").steps) {
+    if (const MoEFFNOp *m = s.tryAs<MoEFFNOp>()) {
+      whole.insert(m->router);
+      experts.insert({m->gate, m->up, m->down});
+      continue;
+    }
     for (const std::string &name : stepWeights(s))
       (s.kind() == OpKind::embedding ? gathered : whole).insert(name);
+  }
   int64_t bytes = 0;
+  // A mixture of experts reads the experts its rows chose: experts_per_token
+  // for one row, at most every expert for many.
+  for (const Step &s : plan.entryPoints.at("decode").steps)
+    if (const MoEFFNOp *m = s.tryAs<MoEFFNOp>()) {
+      for (const std::string &name : {m->gate, m->up, m->down}) {
+        if (!experts.erase(name)) continue; // counted at an earlier step
+        const WeightEntry *w = plan.findWeight(name);
+        const int64_t all = w->shape[0], read = std::min(all, rows * m->expertsPerToken);
+        bytes += int64_t(w->bytes) / all * read;
+      }
+    }
   for (const std::string &name : whole) bytes += int64_t(plan.findWeight(name)->bytes);
   for (const std::string &name : gathered)
     if (!whole.count(name)) {
@@ -19,6 +36,13 @@ int64_t decodeWeightBytes(const Plan &plan, int64_t rows) {
       bytes += rows * w->rowBytes();
     }
   return bytes;
+}
+
+double moeFlops(const Plan &plan, const MoEFFNOp &m, double rows) {
+  const WeightEntry *router = plan.findWeight(m.router), *gate = plan.findWeight(m.gate);
+  const double in = double(router->shape[1]), experts = double(router->shape[0]);
+  const double ff = double(gate->shape[1]), k = double(m.expertsPerToken);
+  return rows * (2.0 * experts * in + k * 6.0 * ff * in);
 }
 
 double productFlops(const Plan &plan, const StepProduct &p, double rows) {
@@ -65,6 +89,8 @@ double prefillFlops(const Plan &plan, int64_t promptLen) {
     for (const Step &s : ep.steps) {
       if (std::optional<StepProduct> p = stepProduct(s)) {
         flops += productFlops(plan, *p, double(rowsOf(*p->input)));
+      } else if (const MoEFFNOp *m = s.tryAs<MoEFFNOp>()) {
+        flops += moeFlops(plan, *m, double(rowsOf(m->input)));
       } else if (const AttentionOp *a = s.tryAs<AttentionOp>()) {
         const int64_t width = a->result.cols(), window = a->window.value_or(0);
         for (int64_t r = 0; r < rowsOf(a->result); ++r)

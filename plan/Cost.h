@@ -8,7 +8,9 @@ namespace kvplan {
 
 /// Bytes of weights one decode step of `rows` sequences reads: every weight
 /// a linear, norm or the LM head reads whole, plus one embedding row per
-/// token.
+/// token, and of each mixture of experts the router and the matrices of
+/// min(experts, rows x experts_per_token) experts (exact for one row; for
+/// more, as if no two rows chose the same expert).
 int64_t decodeWeightBytes(const Plan &plan, int64_t rows);
 
 /// FLOPs a prompt of `promptLen` tokens costs in prefill: every linear and
@@ -17,6 +19,9 @@ int64_t decodeWeightBytes(const Plan &plan, int64_t rows);
 double prefillFlops(const Plan &plan, int64_t promptLen);
 /// The flops of a step's product (stepProduct) for `rows` of its rows.
 double productFlops(const Plan &plan, const StepProduct &p, double rows);
+/// The flops of a moe_ffn step for `rows` rows: the router's product and
+/// each row's experts_per_token experts' three.
+double moeFlops(const Plan &plan, const MoEFFNOp &m, double rows);
 
 /// The plan's sliding window: the widest of its attention steps' windows,
 /// 0 where one reads every key (the frontend gives every layer one; a plan

@@ -93,10 +93,43 @@ const CpuRopeTable *CpuWorkspace::ropeTable(const std::string &entry,
   return nullptr;
 }
 
+MoEScratch moeScratch(int64_t rows, int64_t experts, int64_t k, int64_t in, int64_t ff) {
+  auto what = [] { return "a mixture of experts' CPU scratch"; };
+  MoEScratch m;
+  int64_t at = 0;
+  const int64_t slots = checkedMul(rows, k, what);
+  auto part = [&](int64_t &offset, int64_t count, int64_t elementBytes) {
+    offset = at;
+    at = checkedAlignUp(checkedAdd(at, checkedMul(count, elementBytes, what), what), 64, what);
+  };
+  part(m.probs, checkedMul(rows, experts, what), 4);
+  part(m.choices, slots, 8);
+  part(m.order, slots, 4);
+  part(m.firsts, experts + 1, 4);
+  part(m.inputs, checkedMul(slots, in, what), 4);
+  part(m.gates, checkedMul(slots, ff, what), 4);
+  part(m.ups, checkedMul(slots, ff, what), 4);
+  part(m.outputs, checkedMul(slots, in, what), 4);
+  m.bytes = at;
+  return m;
+}
+
+/// The scratch of a moe_ffn step (its weights as the plan's table has them;
+/// validatePlan checks them against each other).
+static int64_t moeStepBytes(const Plan &plan, const MoEFFNOp &op) {
+  const WeightEntry *router = plan.findWeight(op.router), *gate = plan.findWeight(op.gate);
+  if (!router || !gate || router->shape.size() != 2 || gate->shape.size() != 3) return 0;
+  return moeScratch(op.input.rows(), router->shape[0], op.expertsPerToken, op.input.cols(),
+                    gate->shape[1])
+      .bytes;
+}
+
 CpuWorkspace cpuWorkspace(const Plan &plan) {
   CpuWorkspace w;
   for (const auto &[name, ep] : plan.entryPoints)
     for (const Step &s : ep.steps) {
+      if (const MoEFFNOp *moe = s.tryAs<MoEFFNOp>())
+        w.moeBytes = std::max(w.moeBytes, moeStepBytes(plan, *moe));
       const RopeOp *rope = s.tryAs<RopeOp>();
       if (!rope) continue;
       const RopeParams &p = rope->rope;
@@ -152,7 +185,7 @@ MemoryBill Plan::memoryBill() const {
     b.reserveBytes = kCudaRuntimeReserveBytes + (ranks() > 1 ? kNcclReserveBytes : 0);
   } else {
     const CpuWorkspace w = cpuWorkspace(*this);
-    b.workspaceBytes = w.ropeBytes;
+    b.workspaceBytes = w.bytes();
   }
   for (int64_t part :
        {b.weightsBlobBytes, b.kvCacheBytes, b.arenaAllocBytes, b.workspaceBytes, b.reserveBytes})

@@ -110,9 +110,27 @@ struct CpuRopeTable {
   int64_t rows = 0;
   int64_t freqsOffset = 0, tableOffset = 0;
 };
+/// The scratch a moe_ffn step of `rows` rows uses on the CPU: the router's
+/// probabilities ([rows, experts] f32), each row's choices ([rows, k] of an
+/// i32 expert and an f32 weight), the choices' slots in expert order
+/// ([rows, k] i32) and each expert's first slot (experts + 1 i32), then per
+/// slot the input row, the gate's and up's activations and the expert's
+/// output ([rows x k] rows of in, ff, ff and in f32). Each part starts at a
+/// multiple of 64 bytes.
+struct MoEScratch {
+  int64_t probs = 0, choices = 0, order = 0, firsts = 0;
+  int64_t inputs = 0, gates = 0, ups = 0, outputs = 0;
+  int64_t bytes = 0;
+};
+MoEScratch moeScratch(int64_t rows, int64_t experts, int64_t k, int64_t in, int64_t ff);
+
 struct CpuWorkspace {
   std::vector<CpuRopeTable> ropeTables;
   int64_t ropeBytes = 0; // the tables, from offset 0
+  /// The largest moe_ffn step's scratch (steps run one at a time), from
+  /// ropeBytes; 0 without experts.
+  int64_t moeBytes = 0;
+  int64_t bytes() const { return ropeBytes + moeBytes; }
   /// The table of `params` in `entry`, or null.
   const CpuRopeTable *ropeTable(const std::string &entry, const RopeParams &params) const;
 };

@@ -427,8 +427,9 @@ void quantFieldsFrom(const json &e, WeightEntry &w, const std::string &at) {
       incompatible(at, "is " + type + " and has '" + f + "', which " + type + " weights do not");
   }
   if (!quantized) return;
-  if (w.shape.size() != 2)
-    incompatible(at, "is " + type + " but not a matrix (" + json(w.shape).dump() + ")");
+  if (w.shape.size() < 2)
+    incompatible(at, "is " + type + " but not a matrix or a stack of them (" +
+                         json(w.shape).dump() + ")");
   w.groupSize = integer(e.at("group_size"), at + " group_size", 1);
   const int64_t group = w.dtype == DType::i8 ? kInt8Group : kInt4Group;
   if (w.groupSize != group)

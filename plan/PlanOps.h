@@ -448,20 +448,44 @@ struct MatVecRopeKVWriteOp {
   }
 };
 
+/// A mixture of experts' FFN (llm.moe_ffn): each row's experts_per_token
+/// experts by the router's softmax, their gated FFNs summed weighted by
+/// their probabilities (renormalized with norm_top_k). The stacks `gate`,
+/// `up` and `down` hold one matrix an expert.
+struct MoEFFNOp {
+  KVPLAN_PLAN_OP(MoEFFNOp, "moe_ffn")
+  Operand input, result;
+  std::string router, gate, up, down;
+  int64_t expertsPerToken = 0;
+  bool normTopK = false;
+  bool gelu = false; // as SwiGLUOp's
+  template <typename Self, typename V> static void visitFields(Self &s, V &v) {
+    v.operand("input", s.input, OperandClass::activations);
+    v.weight("router", s.router);
+    v.weight("gate", s.gate);
+    v.weight("up", s.up);
+    v.weight("down", s.down);
+    v.attr("experts_per_token", s.expertsPerToken);
+    v.attr("norm_top_k", s.normTopK);
+    v.attr("gelu", s.gelu);
+    v.result("result", s.result, OperandClass::activations);
+  }
+};
+
 #undef KVPLAN_PLAN_OP
 
 /// Every op a plan can hold. The order is OpKind's.
 using PlanOp = std::variant<EmbeddingOp, RMSNormOp, AddRMSNormOp, LinearOp, RopeOp, AttentionOp,
                             SwiGLUOp, FusedFFNOp, AddOp, LogitsOp, TakeLastOp, ConvertOp,
                             KVCacheWriteOp, KVCacheReadOp, RopeKVWriteOp, AllReduceOp, MatVecOp,
-                            MatVecRopeKVWriteOp, HeadRMSNormOp>;
+                            MatVecRopeKVWriteOp, HeadRMSNormOp, MoEFFNOp>;
 enum class OpKind {
   embedding, rmsNorm, addRmsNorm, linear, rope, attention, swiglu, fusedFFN, add, logits,
   takeLast, convert, kvCacheWrite, kvCacheRead, ropeKVWrite, allReduce, matVec,
-  matVecRopeKVWrite, headRmsNorm,
+  matVecRopeKVWrite, headRmsNorm, moeFfn,
 };
 inline constexpr size_t kNumOpKinds = std::variant_size_v<PlanOp>;
-static_assert(size_t(OpKind::headRmsNorm) + 1 == kNumOpKinds, "OpKind follows PlanOp");
+static_assert(size_t(OpKind::moeFfn) + 1 == kNumOpKinds, "OpKind follows PlanOp");
 
 /// The op's name in the plan and the dialect ("rms_norm" for llm.rms_norm).
 const char *opName(OpKind k);

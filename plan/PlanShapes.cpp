@@ -10,6 +10,7 @@
 #include "support/Align.h"
 
 #include <algorithm>
+#include <tuple>
 
 namespace kvplan {
 
@@ -89,6 +90,29 @@ public:
            ", which is not a gate and an up projection of equal width");
     shape("result", op.result, {op.input.rows(), op.input.cols() / 2},
           "the input's rows, half its columns");
+  }
+  void operator()(const MoEFFNOp &op) {
+    shape("result", op.result, op.input.shape, "the input's shape");
+    const WeightEntry &router = matrix("router", op.router);
+    const int64_t in = op.input.cols(), experts = router.shape[0];
+    equal("field 'input' has rows of", in, router.shape[1],
+          "the columns of weight '" + op.router + "' " + dims(router.shape));
+    if (op.expertsPerToken < 1 || op.expertsPerToken > experts)
+      fail("attribute 'experts_per_token' is " + std::to_string(op.expertsPerToken) +
+           ", expected 1 to the router's " + std::to_string(experts) + " experts");
+    const WeightEntry &gate = weight("gate", op.gate);
+    const int64_t ff = gate.shape.size() == 3 ? gate.shape[1] : 0;
+    for (auto [field, name, want] :
+         {std::tuple<const char *, const std::string *, std::vector<int64_t>>{
+              "gate", &op.gate, {experts, ff, in}},
+          {"up", &op.up, {experts, ff, in}},
+          {"down", &op.down, {experts, in, ff}}}) {
+      const WeightEntry &w = weight(field, *name);
+      if (w.shape != want || ff < 1)
+        fail(std::string("field '") + field + "' names weight '" + *name + "' of shape " +
+             dims(w.shape) + ", expected " + dims(want) + " (a matrix for each of the router's " +
+             std::to_string(experts) + " experts)");
+    }
   }
   void operator()(const AddOp &op) {
     shape("rhs", op.rhs, op.lhs.shape, "the shape of 'lhs'");

@@ -230,6 +230,24 @@ SourceTensor sliceTensor(const SourceTensor &t, int64_t dim, int64_t pieces, int
   return s;
 }
 
+/// One source tensor (or a rank's piece, or a slab) of entry `w`, in its
+/// type: int8 and int4 codes (their scales and minimums appended for
+/// later), or float elements. Returns the bytes written.
+uint64_t packTensor(const SourceTensor &t, const WeightEntry &w, SectionSink &sink,
+                    std::vector<char> &buffer, std::vector<float> &scales,
+                    std::vector<float> &mins) {
+  const int64_t n = sourceElements(t), cols = t.shape.back();
+  if (w.dtype == DType::i8) {
+    quantizeInt8(t, cols, w.groupSize, sink, scales);
+    return uint64_t(n);
+  }
+  if (w.dtype == DType::i4) {
+    quantizeInt4(t, cols, sink, scales, mins);
+    return uint64_t(n / cols * ceilDiv(cols, kInt4Group) * 16);
+  }
+  return packFloat(t, w.dtype, sink, buffer);
+}
+
 } // namespace
 
 void packWeights(const Plan &plan, const WeightSource &source, SectionSink &sink, int64_t rank) {
@@ -255,28 +273,17 @@ void packWeights(const Plan &plan, const WeightSource &source, SectionSink &sink
       if (shape == shapes.end())
         throw InputError("the plan's weight '" + w.name + "' names '" + part +
                          "', which the model does not have");
-      SourceTensor t = source.tensor(part, shape->second);
-      if (w.shardDim >= 0)
-        t = sliceTensor(t, w.shardDim, w.shardPieces, shardPiece(w, rank, plan.ranks()), slice);
-      int64_t n = 1;
-      for (int64_t d : t.shape) n *= d;
-      if (w.dtype == DType::i8) {
-        quantizeInt8(t, t.shape.back(), w.groupSize, sink, scales);
-        at += uint64_t(n);
-        progress.advance(uint64_t(n));
-        continue;
-      }
-      if (w.dtype == DType::i4) {
-        const int64_t cols = t.shape.back();
-        quantizeInt4(t, cols, sink, scales, mins);
-        const uint64_t bytes = uint64_t(n / cols * ceilDiv(cols, kInt4Group) * 16);
+      const SourceTensor whole = source.tensor(part, shape->second);
+      // A stack a checkpoint stores apart (experts) packs a slab at a time:
+      // the rows, and the scales after them, come in the same order.
+      for (SourceTensor t : sourceSlabs(whole)) {
+        if (w.shardDim >= 0)
+          t = sliceTensor(t, w.shardDim, w.shardPieces, shardPiece(w, rank, plan.ranks()),
+                          slice);
+        const uint64_t bytes = packTensor(t, w, sink, buffer, scales, mins);
         at += bytes;
         progress.advance(bytes);
-        continue;
       }
-      const uint64_t bytes = packFloat(t, w.dtype, sink, buffer);
-      at += bytes;
-      progress.advance(bytes);
     }
     if (w.groupSize) writeGroupParams(sink, w, at, scales, mins);
     if (at != w.offset + w.bytes)

@@ -257,6 +257,8 @@ CallCost decodeStepCost(const Plan &plan, int64_t rows, int64_t context) {
   for (const Step &s : ep.steps) {
     if (std::optional<StepProduct> p = stepProduct(s)) {
       c.flops += productFlops(plan, *p, scaled(*p->input));
+    } else if (const MoEFFNOp *m = s.tryAs<MoEFFNOp>()) {
+      c.flops += moeFlops(plan, *m, scaled(m->input));
     } else if (const AttentionOp *a = s.tryAs<AttentionOp>()) {
       const int64_t window = a->window.value_or(0);
       c.flops += 4.0 * scaled(a->result) * double(keysAttended(window, context)) *

@@ -166,9 +166,17 @@ std::vector<WeightDecl> weightTable(const ModelSpec &m) {
     w.push_back({l + "attention.wo", {h, q}});
     if (m.postNorms) w.push_back({l + "post_attention_norm", {h}});
     w.push_back({l + "ffn_norm", {h}});
-    w.push_back({l + "feed_forward.w1", {ff, h}}); // gate
-    w.push_back({l + "feed_forward.w3", {ff, h}}); // up
-    w.push_back({l + "feed_forward.w2", {h, ff}}); // down
+    if (m.moe()) {
+      const int64_t e = m.numExperts, eff = m.expertWidth();
+      w.push_back({l + "feed_forward.router", {e, h}});
+      w.push_back({l + "feed_forward.experts.w1", {e, eff, h}}); // gates
+      w.push_back({l + "feed_forward.experts.w3", {e, eff, h}}); // ups
+      w.push_back({l + "feed_forward.experts.w2", {e, h, eff}}); // downs
+    } else {
+      w.push_back({l + "feed_forward.w1", {ff, h}}); // gate
+      w.push_back({l + "feed_forward.w3", {ff, h}}); // up
+      w.push_back({l + "feed_forward.w2", {h, ff}}); // down
+    }
     if (m.postNorms) w.push_back({l + "post_ffn_norm", {h}});
   }
   w.push_back({"norm", {h}});
@@ -185,6 +193,12 @@ int64_t parameterCount(const ModelSpec &m) {
     n += e;
   }
   return n;
+}
+
+int64_t activeParameterCount(const ModelSpec &m) {
+  if (!m.moe()) return parameterCount(m);
+  const int64_t idle = m.numExperts - std::min(m.expertsPerToken, m.numExperts);
+  return parameterCount(m) - m.numLayers * idle * 3 * m.expertWidth() * m.hiddenSize;
 }
 
 int64_t kvHeadsPerRank(const ModelSpec &m, int64_t ranks) {
@@ -266,6 +280,7 @@ namespace {
 constexpr int64_t kMaxDim = int64_t(1) << 24;
 constexpr int64_t kMaxLayers = 4096;
 constexpr int64_t kMaxBatch = 4096;
+constexpr int64_t kMaxExperts = 4096;
 // Page tables hold int32 page indices.
 constexpr int64_t kMaxPages = std::numeric_limits<int32_t>::max();
 
@@ -468,6 +483,32 @@ void checkTokensAndWindow(Checker &c, const ModelSpec &m) {
   }
 }
 
+// A mixture of experts: at least two experts, each token routed to from one
+// to all of them.
+void checkExperts(Checker &c, const ModelSpec &m) {
+  if (m.numExperts == 0) {
+    const std::pair<const char *, int64_t> settings[] = {
+        {"model.num_experts_per_tok", m.expertsPerToken},
+        {"model.moe_intermediate_size", m.expertIntermediateSize}};
+    for (auto [field, v] : settings)
+      if (v != 0)
+        c.fail(field, "is a mixture of experts' setting, and the model has none: set "
+                      "num_experts or leave it out");
+    return;
+  }
+  c.positive("model.num_experts", m.numExperts, kMaxExperts);
+  if (m.numExperts < 2)
+    c.fail("model.num_experts", "a mixture of experts has at least 2, got " +
+                                    std::to_string(m.numExperts) +
+                                    " (leave it out for the dense FFN)");
+  if (m.expertsPerToken < 1 || m.expertsPerToken > m.numExperts)
+    c.fail("model.num_experts_per_tok", "expected the experts each token is routed to, from 1 "
+                                        "to num_experts " + std::to_string(m.numExperts) +
+                                        ", got " + std::to_string(m.expertsPerToken));
+  if (m.expertIntermediateSize != 0)
+    c.positive("model.moe_intermediate_size", m.expertIntermediateSize, kMaxDim);
+}
+
 // Gemma's scalars: the embeddings' multiplier and the softmax's divisor.
 void checkScales(Checker &c, const ModelSpec &m) {
   c.positiveReal("model.embedding_scale", m.embeddingScale);
@@ -558,6 +599,10 @@ void checkCompileSettings(Checker &c, const CompileSettings &s) {
 
 // Tensor parallelism cuts whole heads, the FFN and the vocabulary evenly.
 void checkTensorParallel(Checker &c, const ModelSpec &m, const CompileSettings &s) {
+  if (m.moe() && s.target == Target::cuda)
+    c.fail("compile.target", "the cuda target does not run a mixture of experts (num_experts " +
+                                 std::to_string(m.numExperts) + ") yet; compile the model with "
+                                 "--target cpu");
   const int64_t n = s.tensorParallel;
   if (n <= 1) return;
   auto share = [&](int64_t count, const char *what) {
@@ -567,6 +612,11 @@ void checkTensorParallel(Checker &c, const ModelSpec &m, const CompileSettings &
                                             "); choose a power of two that does");
   };
   share(m.numHeads, "num_heads");
+  if (m.moe())
+    c.fail("compile.tensor_parallel", "a mixture of experts (num_experts " +
+                                          std::to_string(m.numExperts) +
+                                          ") is not split between ranks yet; compile it with "
+                                          "tensor_parallel 1");
   share(m.intermediateSize, "intermediate_size");
   share(m.vocabSize, "vocab_size");
   if (m.numKvHeads % n != 0 && n % m.numKvHeads != 0)
@@ -708,6 +758,7 @@ void validate(ModelConfig &cfg) {
   checkNormAndRope(c, cfg.model);
   checkTokensAndWindow(c, cfg.model);
   checkScales(c, cfg.model);
+  checkExperts(c, cfg.model);
   checkWeightDType(c, cfg.compile);
   deriveCompileDefaults(cfg);
   checkCompileSettings(c, cfg.compile);
@@ -791,6 +842,13 @@ nlohmann::json toJson(const ModelSpec &m) {
     j["attn_logit_softcapping"] = m.attnSoftcap;
   if (m.finalSoftcap != 0)
     j["final_logit_softcapping"] = m.finalSoftcap;
+  // A mixture of experts' (absent: the dense FFN).
+  if (m.moe()) {
+    j["num_experts"] = m.numExperts;
+    j["num_experts_per_tok"] = m.expertsPerToken;
+    j["moe_intermediate_size"] = m.expertWidth();
+    j["norm_topk_prob"] = m.normTopKProb;
+  }
   return j;
 }
 
@@ -891,6 +949,13 @@ ModelSpec modelSpecFromJson(const nlohmann::json &j) {
   m.queryPreAttnScalar = j.value("query_pre_attn_scalar", 0.0);
   m.attnSoftcap = j.value("attn_logit_softcapping", 0.0);
   m.finalSoftcap = j.value("final_logit_softcapping", 0.0);
+  // Absent from plans written before mixtures of experts, and for dense FFNs.
+  if (j.contains("num_experts")) {
+    m.numExperts = modelInteger(j, "num_experts", 2, kMaxExperts);
+    m.expertsPerToken = modelInteger(j, "num_experts_per_tok", 1, m.numExperts);
+    m.expertIntermediateSize = modelInteger(j, "moe_intermediate_size", 1, kMaxDim);
+    m.normTopKProb = j.at("norm_topk_prob").get<bool>();
+  }
   const nlohmann::json &eos = j.at("eos_token_id");
   if (!eos.is_array()) throw InputError("model field 'eos_token_id' is not a list of token ids");
   m.eosTokenIds.clear();

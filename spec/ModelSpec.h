@@ -132,6 +132,17 @@ struct ModelSpec {
   // Gemma 2's soft-capping: each scaled attention score s becomes
   // cap x tanh(s / cap) (attention), and so does each logit (final); 0: none.
   double attnSoftcap = 0, finalSoftcap = 0;
+  // A sparse mixture-of-experts FFN in every layer (Mixtral's, Qwen3-MoE's):
+  // a router (layers.N.feed_forward.router, [experts, hidden]) scores each
+  // row's experts, the experts_per_token best by softmax run their gated
+  // FFN (layers.N.feed_forward.experts.w1/w3/w2, one matrix an expert,
+  // expert_intermediate_size wide) and their outputs are summed weighted by
+  // the probabilities, renormalized to sum to 1 where normTopKProb. 0: the
+  // dense FFN.
+  int64_t numExperts = 0;
+  int64_t expertsPerToken = 0;
+  int64_t expertIntermediateSize = 0; // 0: intermediate_size
+  bool normTopKProb = true;
   int64_t bosTokenId = 1; // -1: the model has none (SmolLM3's config.json)
   std::vector<int64_t> eosTokenIds{2};
   RopeSpec rope;
@@ -146,6 +157,12 @@ struct ModelSpec {
   /// layer is not among fullAttentionLayers).
   bool slides(int64_t l) const;
   int64_t kvDim() const { return numKvHeads * headDim; }
+  /// Whether each layer's FFN is a mixture of experts.
+  bool moe() const { return numExperts > 0; }
+  /// One expert's FFN width (the dense FFN's where the model has none).
+  int64_t expertWidth() const {
+    return expertIntermediateSize > 0 ? expertIntermediateSize : intermediateSize;
+  }
 };
 
 /// How to compile it.
@@ -247,6 +264,9 @@ struct WeightDecl {
 /// the parameter count all use this list.
 std::vector<WeightDecl> weightTable(const ModelSpec &m);
 int64_t parameterCount(const ModelSpec &m);
+/// The parameters one token's forward pass reads: all of them, but of a
+/// mixture of experts' only the experts_per_token experts it is routed to.
+int64_t activeParameterCount(const ModelSpec &m);
 /// KV cache bytes of the whole pool, kv_pages x page_size tokens:
 /// 2 x layers x kv_heads x head_dim x kv_pages x page_size x element size;
 /// where windowed and full layers mix, the windowed layers' pool counts

@@ -5,6 +5,7 @@
 #include "plan/PlanShapes.h"
 #include "runtime/cpu/LinearDot.h"
 #include "runtime/cpu/Isa.h"
+#include "runtime/cpu/MoE.h"
 #include "support/SystemResources.h"
 
 #include <algorithm>
@@ -31,6 +32,7 @@ struct CpuExecutor::Instr {
   const float *ropeTable = nullptr;
   cpu::LinearOutputs outputs;      // linear, logits
   int64_t outFeatures = 0;
+  cpu::MoEWeights moe;             // moe_ffn
 };
 
 struct CpuExecutor::Program {
@@ -152,6 +154,21 @@ public:
     rowsAndCols(op.gate, op.result);
   }
   void operator()(const AddOp &op) { rowsAndCols(op.lhs, op.result); }
+  void operator()(const MoEFFNOp &op) {
+    rowsAndCols(op.input, op.result);
+    const WeightEntry *router = plan.findWeight(op.router), *gate = plan.findWeight(op.gate);
+    cpu::MoEWeights &m = in.moe;
+    m.experts = router->shape[0];
+    m.expertsPerToken = op.expertsPerToken;
+    m.in = in.cols;
+    m.ff = gate->shape[1];
+    m.normTopK = op.normTopK;
+    m.gelu = op.gelu;
+    m.router = weight(op.router);
+    m.gate = weight(op.gate);
+    m.up = weight(op.up);
+    m.down = weight(op.down);
+  }
   void operator()(const TakeLastOp &op) {
     entryPositions(op.positions);
     rowsAndCols(op.input, op.result);
@@ -285,7 +302,7 @@ CpuExecutor::CpuExecutor(const Plan &plan, const char *weightsData, uint64_t siz
   checkMemory(bill);
   arena = allocate("arena", bill.arenaAllocBytes);
   cache = allocate("KV cache", bill.kvCacheBytes);
-  workspace = allocate("workspace", layout.ropeBytes);
+  workspace = allocate("workspace", layout.bytes());
   const KVCacheLayout &kv = plan_.kvCache, &w = plan_.windowCache;
   geometry = {cache.get(), kv.dtype, kv.pages, kv.pageSize, kv.kvHeads, kv.headDim,
               kv.pagesPerSequence};
@@ -413,6 +430,15 @@ const int32_t *CpuExecutor::tableOf(const Program &prog, const Instr &in) {
   return in.windowPool ? prog.windowPageTable : prog.pageTable;
 }
 
+void CpuExecutor::allReduce(const float *x, float *out, int64_t n) {
+  // One thread talks to the other ranks; the pool waits (each rank's step
+  // is the same program, so all arrive here together).
+  const auto t0 = std::chrono::steady_clock::now();
+  comm->allReduceSum(x, out, n);
+  reduceSeconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  reduceBytes += n * int64_t(sizeof(float));
+}
+
 void CpuExecutor::runInstr(const Program &prog, const Instr &in, int64_t activeRows) {
   // Ops on pruned rows (the last token only) keep their static row count.
   const int64_t rows = in.rows == prog.entry->rows ? activeRows : in.rows;
@@ -468,22 +494,16 @@ void CpuExecutor::runInstr(const Program &prog, const Instr &in, int64_t activeR
       else cpu::swiglu(x, y, out, b, e, in.gelu);
     });
   }
+  case OpKind::moeFfn:
+    return cpu::moeFFN(pool, x, rows, in.moe, workspace.get() + layout.ropeBytes, out);
   case OpKind::takeLast: {
     int64_t last = activeRows - 1;
     while (last > 0 && prog.positions[last] < 0) --last;
     std::memcpy(in.out[0], in.in[0] + last * in.cols, size_t(in.cols));
     return;
   }
-  case OpKind::allReduce: {
-    // One thread talks to the other ranks; the pool waits (each rank's
-    // step is the same program, so all arrive here together).
-    const auto t0 = std::chrono::steady_clock::now();
-    comm->allReduceSum(x, out, rows * in.cols);
-    reduceSeconds +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    reduceBytes += rows * in.cols * int64_t(sizeof(float));
-    return;
-  }
+  case OpKind::allReduce:
+    return allReduce(x, out, rows * in.cols);
   case OpKind::kvCacheRead:
   case OpKind::convert:
   case OpKind::ropeKVWrite:

@@ -74,6 +74,8 @@ private:
 
   Program &program(const std::string &entry);
   void runInstr(const Program &prog, const Instr &in, int64_t activeRows);
+  /// out = the sum of every rank's x (n floats), timed.
+  void allReduce(const float *x, float *out, int64_t n);
 
   Plan plan_;
   const char *weights;

@@ -166,6 +166,19 @@ const ModelShape kModelShapes[] = {
                                   "sliding_window = 6\nfull_attention_layers = [0]\n"
                                   "[model.rope]\ntheta = 1000000.0\nlocal_theta = 10000.0\n",
      "max_seq_len = 48\nprefill_chunk = 3\npage_size = 4\n"},
+    // Qwen3-MoE's FFN: 8 experts of 48, each token through its top 2, their
+    // probabilities renormalized.
+    {"qwen3moe-top-2-of-8", "architecture = \"qwen3\"\nnum_heads = 4\nnum_kv_heads = 2\n"
+                            "num_experts = 8\nnum_experts_per_tok = 2\n"
+                            "moe_intermediate_size = 48\n",
+     "max_seq_len = 48\n"},
+    // Top 3 of 6 (96 wide) by their raw probabilities (norm_topk_prob
+    // false), GeGLU experts, prompts in chunks of 3.
+    {"moe-gelu-top-3-of-6-raw", "architecture = \"llama\"\nnum_heads = 4\nnum_kv_heads = 2\n"
+                                "num_experts = 6\nnum_experts_per_tok = 3\n"
+                                "norm_topk_prob = false\n"
+                                "hidden_activation = \"gelu_pytorch_tanh\"\n",
+     "max_seq_len = 48\nprefill_chunk = 3\n"},
 };
 
 const ModelShape &shapeNamed(const std::string &name) {
@@ -263,9 +276,12 @@ TEST(Equivalence, BatchedDecodeMatchesEachSequenceAlone) {
   // The pool of every sequence at full context (3 x 48 / 4 = 36 pages), and
   // one of a single sequence's 12 pages, which the three share: they end
   // at 15, 19 and 12 tokens, 4 + 5 + 3 pages.
+  // The mixture of experts' shape too: each decode step's rows choose
+  // experts apart, several rows meeting at one.
+  for (const char *base : {"gqa", "qwen3moe-top-2-of-8"})
   for (const char *pool : {"", "kv_pages = 12\n"}) {
-    SCOPED_TRACE(std::string("pool: ") + pool);
-    ModelShape s = kModelShapes[0];
+    SCOPED_TRACE(std::string(base) + ", pool: " + pool);
+    ModelShape s = shapeNamed(base);
     s.compile = std::string("max_seq_len = 48\nmax_batch = 3\npage_size = 4\nprefill_chunk = 4\n") +
                 pool;
     ShapeModel c(s);
@@ -929,7 +945,11 @@ TEST(Equivalence, EveryWeightTypeMatchesAReferenceWithTheSameWeights) {
   // in KernelTest's LinearDot cases).
   test::ActivationsScope f32Activations(cpu::Activations::f32);
   for (DType dtype : {DType::bf16, DType::f16, DType::i8, DType::i4}) {
-    for (const ModelShape &base : {kModelShapes[0], kModelShapes[3]}) {
+    // The experts' stacks: each expert's rows, scales and minimums found
+    // inside one weight of every type (the down stack's rows of 48 end in
+    // a partial group).
+    for (const ModelShape &base :
+         {kModelShapes[0], kModelShapes[3], shapeNamed("qwen3moe-top-2-of-8")}) {
       ModelShape s = withDtype(base, dtype);
       SCOPED_TRACE(std::string(s.name) + " " + dtypeName(dtype));
       ShapeModel c(s);

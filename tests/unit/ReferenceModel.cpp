@@ -16,8 +16,8 @@ ReferenceModel::ReferenceModel(const ModelSpec &m, const WeightSource &source, D
     std::vector<float> f32(static_cast<size_t>(n)), rounded(static_cast<size_t>(n));
     // Exact f32 whatever the source's type (a quantized GGUF dequantized).
     sourceRowsToF32(t, 0, n / d.shape.back(), f32.data());
-    if (dtype == DType::i8 && d.shape.size() == 2) {
-      const int64_t cols = d.shape[1];
+    if (dtype == DType::i8 && d.shape.size() >= 2) {
+      const int64_t cols = d.shape.back();
       for (int64_t r = 0; r < n / cols; ++r)
         for (int64_t g = 0; g < cols; g += kInt8Group) {
           const int64_t end = std::min(cols, g + kInt8Group);
@@ -30,9 +30,9 @@ ReferenceModel::ReferenceModel(const ModelSpec &m, const WeightSource &source, D
             rounded[size_t(r * cols + k)] = std::clamp(q, -127.0f, 127.0f) * scale;
           }
         }
-    } else if (dtype == DType::i4 && d.shape.size() == 2) {
+    } else if (dtype == DType::i4 && d.shape.size() >= 2) {
       // Per group of 32: 16 levels from the smallest weight to the largest.
-      const int64_t cols = d.shape[1];
+      const int64_t cols = d.shape.back();
       for (int64_t r = 0; r < n / cols; ++r)
         for (int64_t g = 0; g < cols; g += kInt4Group) {
           const float *w = f32.data() + r * cols;
@@ -65,6 +65,25 @@ Vec matvec(const Vec &wt, const Vec &x, int64_t out, int64_t in) {
   for (int64_t o = 0; o < out; ++o)
     for (int64_t i = 0; i < in; ++i) y[size_t(o)] += wt[size_t(o * in + i)] * x[size_t(i)];
   return y;
+}
+
+/// The product with matrix `e` of a stack of [out, in] matrices.
+Vec matvecAt(const Vec &stack, int64_t e, const Vec &x, int64_t out, int64_t in) {
+  Vec y(size_t(out), 0.0);
+  const size_t base = size_t(e * out * in);
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t i = 0; i < in; ++i)
+      y[size_t(o)] += stack[base + size_t(o * in + i)] * x[size_t(i)];
+  return y;
+}
+
+/// SiLU(g) x u, or GELU's tanh form as PyTorch writes it (Gemma's).
+double gated(double g, double u, Activation a) {
+  const double pi = 3.14159265358979323846;
+  return (a == Activation::gelu_tanh
+              ? 0.5 * g * (1 + std::tanh(std::sqrt(2 / pi) * (g + 0.044715 * g * g * g)))
+              : g / (1 + std::exp(-g))) *
+         u;
 }
 
 Vec rmsnorm(const Vec &x, const Vec &g, double eps) {
@@ -135,7 +154,6 @@ std::vector<double> ReferenceModel::logits(const std::vector<int32_t> &tokens) c
     for (double &v : x[size_t(t)]) v *= double(float(m.embeddingScale)); // Gemma's sqrt(hidden)
   }
 
-  const double pi = 3.14159265358979323846;
   for (int64_t l = 0; l < m.numLayers; ++l) {
     const std::string p = "layers." + std::to_string(l) + ".";
     // Gemma 3: the sliding layers (all but fullAttentionLayers) rotate on
@@ -202,17 +220,7 @@ std::vector<double> ReferenceModel::logits(const std::vector<int32_t> &tokens) c
       if (m.postNorms) o = rmsnorm(o, w(p + "post_attention_norm"), m.rmsNormEps); // Gemma's
       for (int64_t i = 0; i < H; ++i) x[size_t(t)][size_t(i)] += o[size_t(i)];
       Vec h2 = rmsnorm(x[size_t(t)], w(p + "ffn_norm"), m.rmsNormEps);
-      Vec gate = matvec(w(p + "feed_forward.w1"), h2, m.intermediateSize, H);
-      Vec up = matvec(w(p + "feed_forward.w3"), h2, m.intermediateSize, H);
-      for (size_t i = 0; i < gate.size(); ++i) {
-        const double g = gate[i];
-        // SiLU, or GELU's tanh form as PyTorch writes it (Gemma's).
-        gate[i] = (m.activation == Activation::gelu_tanh
-                       ? 0.5 * g * (1 + std::tanh(std::sqrt(2 / pi) * (g + 0.044715 * g * g * g)))
-                       : g / (1 + std::exp(-g))) *
-                  up[i];
-      }
-      Vec down = matvec(w(p + "feed_forward.w2"), gate, H, m.intermediateSize);
+      Vec down = m.moe() ? experts(p, h2) : ffn(p, h2);
       if (m.postNorms) down = rmsnorm(down, w(p + "post_ffn_norm"), m.rmsNormEps);
       for (int64_t i = 0; i < H; ++i) x[size_t(t)][size_t(i)] += down[size_t(i)];
     }
@@ -221,6 +229,45 @@ std::vector<double> ReferenceModel::logits(const std::vector<int32_t> &tokens) c
   Vec out = matvec(w(m.tieWordEmbeddings ? "tok_embeddings" : "output"), last, m.vocabSize, H);
   if (m.finalSoftcap > 0) // Gemma 2's soft-capped logits
     for (double &v : out) v = m.finalSoftcap * std::tanh(v / m.finalSoftcap);
+  return out;
+}
+
+std::vector<double> ReferenceModel::ffn(const std::string &p, const std::vector<double> &x) const {
+  const int64_t H = spec.hiddenSize, F = spec.intermediateSize;
+  Vec gate = matvec(w(p + "feed_forward.w1"), x, F, H);
+  Vec up = matvec(w(p + "feed_forward.w3"), x, F, H);
+  for (size_t i = 0; i < gate.size(); ++i) gate[i] = gated(gate[i], up[i], spec.activation);
+  return matvec(w(p + "feed_forward.w2"), gate, H, F);
+}
+
+// As transformers' MixtralSparseMoeBlock and Qwen3MoeSparseMoeBlock: the
+// softmax of the router's logits, the top experts_per_token (torch.topk),
+// their probabilities renormalized where norm_topk_prob, each expert's FFN
+// times its weight, summed.
+std::vector<double> ReferenceModel::experts(const std::string &p,
+                                            const std::vector<double> &x) const {
+  const int64_t H = spec.hiddenSize, F = spec.expertWidth(), E = spec.numExperts;
+  Vec probs = matvec(w(p + "feed_forward.router"), x, E, H);
+  const double top = *std::max_element(probs.begin(), probs.end());
+  double sum = 0;
+  for (double &v : probs) sum += (v = std::exp(v - top));
+  for (double &v : probs) v /= sum;
+  std::vector<int64_t> order(static_cast<size_t>(E));
+  for (int64_t e = 0; e < E; ++e) order[size_t(e)] = e;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return probs[size_t(a)] > probs[size_t(b)]; });
+  order.resize(size_t(spec.expertsPerToken));
+  double chosen = 0;
+  for (int64_t e : order) chosen += probs[size_t(e)];
+  Vec out(size_t(H), 0.0);
+  for (int64_t e : order) {
+    const std::string s = p + "feed_forward.experts.";
+    Vec gate = matvecAt(w(s + "w1"), e, x, F, H), up = matvecAt(w(s + "w3"), e, x, F, H);
+    for (size_t i = 0; i < gate.size(); ++i) gate[i] = gated(gate[i], up[i], spec.activation);
+    const Vec y = matvecAt(w(s + "w2"), e, gate, H, F);
+    const double weight = probs[size_t(e)] / (spec.normTopKProb ? chosen : 1.0);
+    for (int64_t i = 0; i < H; ++i) out[size_t(i)] += weight * y[size_t(i)];
+  }
   return out;
 }
 

@@ -28,6 +28,9 @@ public:
 
 private:
   const std::vector<double> &w(const std::string &name) const { return weights.at(name); }
+  /// Layer `p`'s FFN of a row: the gated FFN, or a mixture of experts.
+  std::vector<double> ffn(const std::string &p, const std::vector<double> &x) const;
+  std::vector<double> experts(const std::string &p, const std::vector<double> &x) const;
   ModelSpec spec;
   int64_t context;
   std::map<std::string, std::vector<double>> weights;

@@ -1290,3 +1290,99 @@ TEST(HFConfig, MatchesTheTomlSpecs) {
     EXPECT_EQ(fromHF.model.name, dir); // named after the model's folder
   }
 }
+
+// A mixture of experts in a TOML spec: every layer's FFN, its settings
+// checked against each other and against what kvplan builds for it.
+TEST(SpecParser, MixtureOfExperts) {
+  const std::string moe = "num_experts = 8\nnum_experts_per_tok = 2\n";
+  ModelConfig cfg = parseAndValidate(edit("num_layers = 2", "num_layers = 2\n" + moe));
+  EXPECT_TRUE(cfg.model.moe());
+  EXPECT_EQ(cfg.model.expertWidth(), 128); // intermediate_size where not given
+  EXPECT_TRUE(cfg.model.normTopKProb);
+  std::vector<WeightDecl> table = weightTable(cfg.model);
+  auto find = [&](const std::string &name) {
+    for (const WeightDecl &w : table)
+      if (w.name == name) return w.shape;
+    return std::vector<int64_t>{};
+  };
+  EXPECT_EQ(find("layers.1.feed_forward.router"), (std::vector<int64_t>{8, 64}));
+  EXPECT_EQ(find("layers.1.feed_forward.experts.w1"), (std::vector<int64_t>{8, 128, 64}));
+  EXPECT_EQ(find("layers.1.feed_forward.experts.w2"), (std::vector<int64_t>{8, 64, 128}));
+  EXPECT_TRUE(find("layers.1.feed_forward.w1").empty());
+  // 6 of the 8 experts idle for a token: 3 matrices of 128 x 64 each, 2 layers.
+  EXPECT_EQ(parameterCount(cfg.model) - activeParameterCount(cfg.model), 2 * 6 * 3 * 128 * 64);
+
+  EXPECT_ERROR(edit("num_layers = 2", "num_layers = 2\nnum_experts = 8\nnum_experts_per_tok = 9"),
+               "spec.toml:", "field 'model.num_experts_per_tok'", "from 1 to num_experts 8",
+               "got 9");
+  EXPECT_ERROR(edit("num_layers = 2", "num_layers = 2\nnum_experts = 8"),
+               "field 'model.num_experts_per_tok'", "got 0");
+  EXPECT_ERROR(edit("num_layers = 2", "num_layers = 2\nnum_experts = 1\nnum_experts_per_tok = 1"),
+               "field 'model.num_experts'", "at least 2");
+  EXPECT_ERROR(edit("num_layers = 2", "num_layers = 2\nnum_experts_per_tok = 2"),
+               "field 'model.num_experts_per_tok'", "the model has none");
+  EXPECT_ERROR(edit("num_layers = 2", "num_layers = 2\n" + moe + "moe_intermediate_size = -4"),
+               "field 'model.moe_intermediate_size'", "expected a positive integer");
+  EXPECT_ERROR(edit("num_layers = 2", "num_layers = 2\n" + moe) + "target = \"cuda\"\n",
+               "field 'compile.target'", "does not run a mixture of experts", "--target cpu");
+  EXPECT_ERROR(edit("num_layers = 2", "num_layers = 2\n" + moe) + "tensor_parallel = 2\n",
+               "field 'compile.tensor_parallel'", "mixture of experts",
+               "tensor_parallel 1");
+}
+
+// Mixtral's and Qwen3-MoE's config.json, as transformers reads them.
+TEST(HFConfig, MixturesOfExperts) {
+  auto parse = [](const std::string &text) {
+    ModelConfig cfg = parseHFConfig(text, "config.json", [](const std::string &w) {
+      ADD_FAILURE() << w;
+    });
+    validate(cfg);
+    return cfg;
+  };
+  nlohmann::json mixtral = nlohmann::json::parse(kHF);
+  mixtral.update({{"model_type", "mixtral"}, {"num_local_experts", 8},
+                  {"num_experts_per_tok", 2}, {"router_aux_loss_coef", 0.02},
+                  {"output_router_logits", false}, {"router_jitter_noise", 0.0},
+                  {"sliding_window", nullptr}});
+  ModelConfig m = parse(mixtral.dump());
+  EXPECT_EQ(m.model.architecture, Architecture::mistral);
+  EXPECT_EQ(m.model.numExperts, 8);
+  EXPECT_EQ(m.model.expertsPerToken, 2);
+  EXPECT_EQ(m.model.expertWidth(), 128); // intermediate_size: each expert's
+  EXPECT_TRUE(m.model.normTopKProb);     // Mixtral always renormalizes
+
+  nlohmann::json qwen = nlohmann::json::parse(kHF);
+  qwen.update({{"model_type", "qwen3_moe"}, {"num_experts", 16}, {"num_experts_per_tok", 4},
+               {"moe_intermediate_size", 32}, {"decoder_sparse_step", 1},
+               {"mlp_only_layers", nlohmann::json::array()}, {"head_dim", 32},
+               {"use_sliding_window", false}});
+  ModelConfig q = parse(qwen.dump());
+  EXPECT_EQ(q.model.architecture, Architecture::qwen3);
+  EXPECT_TRUE(q.model.qkNorm);
+  EXPECT_EQ(q.model.expertWidth(), 32);
+  EXPECT_FALSE(q.model.normTopKProb); // Qwen3MoeConfig's default
+  qwen["norm_topk_prob"] = true;
+  EXPECT_TRUE(parse(qwen.dump()).model.normTopKProb);
+
+  auto has = [](const std::string &msg, std::initializer_list<const char *> parts) {
+    ASSERT_FALSE(msg.empty()) << "expected an error";
+    for (const char *part : parts)
+      EXPECT_NE(msg.find(part), std::string::npos) << "'" << part << "' not in: " << msg;
+  };
+  nlohmann::json bad = mixtral;
+  bad["num_experts_per_tok"] = 9;
+  // Named as the file writes it.
+  has(hfErrorOf(bad.dump()), {"config.json: field 'num_experts_per_tok'", "got 9"});
+  bad = mixtral;
+  bad.erase("num_local_experts");
+  has(hfErrorOf(bad.dump()), {"field 'num_local_experts': missing"});
+  bad = qwen;
+  bad["mlp_only_layers"] = {1};
+  has(hfErrorOf(bad.dump()), {"field 'mlp_only_layers'", "dense FFN"});
+  bad = qwen;
+  bad["decoder_sparse_step"] = 2;
+  has(hfErrorOf(bad.dump()), {"field 'decoder_sparse_step'", "every layer"});
+  bad = qwen;
+  bad["model_type"] = "qwen2_moe";
+  has(hfErrorOf(bad.dump()), {"field 'model_type'", "shared expert", "qwen3_moe"});
+}

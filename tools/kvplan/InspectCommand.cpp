@@ -64,6 +64,9 @@ void printBill(const MemoryBill &bill, const Plan &p, Target target) {
                 humanBytes(v).c_str(), note);
   };
   std::printf("  %-22s %22s\n", "parameters", withCommas(bill.params).c_str());
+  if (p.model.moe())
+    std::printf("  %-22s %22s  (a token's experts only)\n", "parameters active",
+                withCommas(activeParameterCount(p.model)).c_str());
   line("weights", bill.weightsBlobBytes, "the weights section, alignment included");
   line("KV cache", bill.kvCacheBytes, poolNote(p).c_str());
   for (const auto &[name, bytes] : bill.arenaBytes) line("arena (" + name + ")", bytes);
@@ -78,7 +81,8 @@ void printBill(const MemoryBill &bill, const Plan &p, Target target) {
     line("pinned host memory", bill.hostPinnedBytes, "inputs, sampled ids and logits");
     return;
   }
-  line("workspace", bill.workspaceBytes, "RoPE tables");
+  line("workspace", bill.workspaceBytes,
+       p.model.moe() ? "RoPE tables, the experts' scratch" : "RoPE tables");
   line("total", bill.totalBytes, "whatever the thread count");
 }
 
@@ -153,6 +157,10 @@ std::string layerList(const std::vector<int64_t> &layers) {
 /// carry it) and the layers that read every key; Gemma's ways.
 std::string modelTraits(const ModelSpec &m, const CompileSettings &s) {
   std::ostringstream os;
+  if (m.moe())
+    os << ", a mixture of " << m.numExperts << " experts of " << m.expertWidth() << " ("
+       << m.expertsPerToken << " a token, their weights "
+       << (m.normTopKProb ? "renormalized" : "as routed") << ")";
   if (m.slidingWindow > 0 && m.slidingWindow < s.maxSeqLen) {
     os << ", sliding window " << m.slidingWindow << " keys";
     if (!m.fullAttentionLayers.empty())

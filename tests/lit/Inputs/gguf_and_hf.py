@@ -22,7 +22,14 @@ usage: gguf_and_hf.py ARCH TOKENIZER_JSON PRE GGUF_OUT HF_DIR [TOKENIZER_CONFIG]
   weight stored as Hugging Face stores Gemma's, the offset from 1, and as
   llama.cpp's converter stores it, 1 + offset; q/k rows left in rotate-half
   order) or gemma2 (Gemma 2: the same layers without q/k norms, 4 of them,
-  every other one global, scores and logits soft-capped at 2 and 3);
+  every other one global, scores and logits soft-capped at 2 and 3) or
+  qwen3moe (Qwen3-MoE: qwen3's attention, each FFN 4 experts of 48, 2 a
+  token, their weights renormalized; HF's mlp.gate and mlp.experts.E.*,
+  llama.cpp's qwen3moe file with ffn_gate_inp and the stacked
+  ffn_{gate,up,down}_exps) or mixtral (Mixtral: llama's attention with the
+  same experts, 64 wide; HF's block_sparse_moe.gate and
+  block_sparse_moe.experts.E.w1/w3/w2, llama.cpp's llama file with
+  expert_count);
   PRE: tokenizer.ggml.pre ("llama-bpe", "qwen2",
   "deepseek-r1-qwen"). tokenizer.ggml.add_bos_token is true for llama (as
   Llama 3's GGUFs have it), false for the others. "deepseek-r1-qwen" (with
@@ -44,6 +51,12 @@ from array import array
 
 arch, tokenizer_path, pre, gguf_out, hf_dir = sys.argv[1:6]
 tokenizer_config = sys.argv[6] if len(sys.argv) > 6 else None
+moe = arch in ("qwen3moe", "mixtral")
+gguf_arch = {"mixtral": "llama", "qwen3moe": "qwen3moe"}.get(arch)  # None: arch
+hf_type = {"qwen3moe": "qwen3_moe", "mixtral": "mixtral"}.get(arch)  # None: arch
+arch = {"qwen3moe": "qwen3", "mixtral": "llama"}.get(arch, arch)
+experts, experts_used = 4, 2
+expert_ffn = 48 if hf_type == "qwen3_moe" else 64
 partial = arch == "phi4-mini"
 longrope = arch in ("phi3-longrope", "phi4-mini")
 if longrope:
@@ -115,10 +128,28 @@ for l in range(layers):
         (p + "self_attn.v_proj.weight", [kv_dim, hidden], rand(kv_dim * hidden, 0.5)),
         (p + "self_attn.o_proj.weight", [hidden, q_dim], rand(q_dim * hidden, 0.5)),
         (p + "post_attention_layernorm.weight", [hidden], rand(hidden, 0.2)),
-        (p + "mlp.gate_proj.weight", [ffn, hidden], rand(ffn * hidden, 0.5)),
-        (p + "mlp.up_proj.weight", [ffn, hidden], rand(ffn * hidden, 0.5)),
-        (p + "mlp.down_proj.weight", [hidden, ffn], rand(ffn * hidden, 0.5)),
     ]
+    if not moe:
+        hf += [
+            (p + "mlp.gate_proj.weight", [ffn, hidden], rand(ffn * hidden, 0.5)),
+            (p + "mlp.up_proj.weight", [ffn, hidden], rand(ffn * hidden, 0.5)),
+            (p + "mlp.down_proj.weight", [hidden, ffn], rand(ffn * hidden, 0.5)),
+        ]
+    elif hf_type == "mixtral":
+        m = p + "block_sparse_moe."
+        hf.append((m + "gate.weight", [experts, hidden], rand(experts * hidden, 1.0)))
+        for e in range(experts):
+            hf += [(m + "experts.%d.%s.weight" % (e, w), sh, rand(expert_ffn * hidden, 0.5))
+                   for w, sh in (("w1", [expert_ffn, hidden]), ("w2", [hidden, expert_ffn]),
+                                 ("w3", [expert_ffn, hidden]))]
+    else:
+        m = p + "mlp."
+        hf.append((m + "gate.weight", [experts, hidden], rand(experts * hidden, 1.0)))
+        for e in range(experts):
+            hf += [(m + "experts.%d.%s_proj.weight" % (e, w), sh,
+                    rand(expert_ffn * hidden, 0.5))
+                   for w, sh in (("gate", [expert_ffn, hidden]), ("up", [expert_ffn, hidden]),
+                                 ("down", [hidden, expert_ffn]))]
     if arch == "qwen2":
         hf += [
             (p + "self_attn.q_proj.bias", [q_dim], rand(q_dim, 0.5)),
@@ -187,11 +218,12 @@ def write_safetensors(folder, tensors):
 # The Hugging Face folder.
 write_safetensors(hf_dir, hf)
 config = {
-    "model_type": "gemma3_text" if arch == "gemma3" else arch,
+    "model_type": "gemma3_text" if arch == "gemma3" else hf_type or arch,
     "architectures": [{"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
                        "qwen3": "Qwen3ForCausalLM", "phi3": "Phi3ForCausalLM",
                        "smollm3": "SmolLM3ForCausalLM", "gemma3": "Gemma3ForCausalLM",
-                       "gemma2": "Gemma2ForCausalLM"}[arch]],
+                       "gemma2": "Gemma2ForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM",
+                       "mixtral": "MixtralForCausalLM"}[hf_type or arch]],
     "hidden_size": hidden, "intermediate_size": ffn, "num_hidden_layers": layers,
     "num_attention_heads": heads, "num_key_value_heads": kv_heads, "vocab_size": n_vocab,
     "max_position_embeddings": 256, "rms_norm_eps": eps, "rope_theta": theta,
@@ -200,6 +232,15 @@ config = {
 }
 if qwen:
     config["use_sliding_window"] = False
+if hf_type == "qwen3_moe":
+    config.update({"num_experts": experts, "num_experts_per_tok": experts_used,
+                   "moe_intermediate_size": expert_ffn, "norm_topk_prob": True,
+                   "decoder_sparse_step": 1, "mlp_only_layers": [],
+                   "output_router_logits": False, "router_aux_loss_coef": 0.001})
+if hf_type == "mixtral":
+    config.update({"num_local_experts": experts, "num_experts_per_tok": experts_used,
+                   "intermediate_size": expert_ffn, "sliding_window": None,
+                   "router_jitter_noise": 0.0, "output_router_logits": False})
 if arch == "smollm3":
     config.update({"no_rope_layers": [1, 1, 1, 0], "no_rope_layer_interval": 4,
                    "use_sliding_window": False, "sliding_window": None, "bos_token_id": None})
@@ -263,7 +304,30 @@ def gguf_name(hf_name):
         "pre_feedforward_layernorm.weight": "ffn_norm.weight",
         "post_feedforward_layernorm.weight": "post_ffw_norm.weight",
         "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
-        "mlp.down_proj.weight": "ffn_down.weight"}[rest])
+        "mlp.down_proj.weight": "ffn_down.weight", "mlp.gate.weight": "ffn_gate_inp.weight",
+        "block_sparse_moe.gate.weight": "ffn_gate_inp.weight"}[rest])
+
+
+def stack_experts(tensors):
+    """llama.cpp's converter stacks each layer's experts into one tensor of
+    [experts, rows, cols] (ffn_gate_exps, ffn_up_exps, ffn_down_exps), in the
+    place of the first expert's."""
+    names = {"gate_proj": "gate", "up_proj": "up", "down_proj": "down",
+             "w1": "gate", "w3": "up", "w2": "down"}
+    out, stacks = [], {}
+    for name, shape, data in tensors:
+        if ".experts." not in name:
+            out.append((name, shape, data))
+            continue
+        head, rest = name.split(".experts.")
+        e, which = rest.split(".")[:2]
+        layer = head[len("model.layers."):].split(".")[0]
+        key = "blk.%s.ffn_%s_exps.weight" % (layer, names[which])
+        if key not in stacks:
+            stacks[key] = ([experts] + shape, array("f"))
+            out.append((key, None, None))
+        stacks[key][1].extend(data)
+    return [(n, stacks[n][0], stacks[n][1]) if s is None else (n, s, d) for n, s, d in out]
 
 
 def llama_permute(data, rows, cols):
@@ -298,19 +362,25 @@ def f32(key, v):
     kv(key, 6, struct.pack("<f", v))
 
 
+arch = gguf_arch or arch  # the metadata's prefix
 kv("general.architecture", 8, gstr(arch))
-kv("general.name", 8, gstr("tiny " + arch))
+kv("general.name", 8, gstr("tiny " + (hf_type if moe else arch)))
 for key, v in [("block_count", layers), ("context_length", 256), ("embedding_length", hidden),
-               ("feed_forward_length", ffn), ("attention.head_count", heads),
-               ("attention.head_count_kv", kv_heads)]:
+               ("feed_forward_length", expert_ffn if hf_type == "mixtral" else ffn),
+               ("attention.head_count", heads), ("attention.head_count_kv", kv_heads)]:
     u32(arch + "." + key, v)
+if moe:
+    u32(arch + ".expert_count", experts)
+    u32(arch + ".expert_used_count", experts_used)
+if arch == "qwen3moe":
+    u32(arch + ".expert_feed_forward_length", expert_ffn)
 if arch == "phi3":
     u32(arch + ".rope.dimension_count", rotary_dim)
     u32(arch + ".attention.sliding_window", 262144)
     if longrope:
         u32(arch + ".rope.scaling.original_context_length", 64)
         f32(arch + ".rope.scaling.attn_factor", attn_factor)
-if arch in ("qwen3", "gemma3", "gemma2"):
+if arch in ("qwen3", "qwen3moe", "gemma3", "gemma2"):
     u32(arch + ".attention.key_length", head_dim)
     u32(arch + ".attention.value_length", head_dim)
 if gemma:
@@ -337,13 +407,16 @@ directory, blobs, offset = [], [], 0
 if longrope:  # F32 tensors of head_dim / 2, as the converter writes them
     hf = hf + [("rope_factors_long.weight", [len(long_factor)], array("f", long_factor)),
                ("rope_factors_short.weight", [len(short_factor)], array("f", short_factor))]
+if moe:
+    hf = stack_experts(hf)
 for name, shape, data in hf:
     if not neox and (".q_proj.weight" in name or ".k_proj.weight" in name):
         data = llama_permute(data, shape[0], shape[1])
     if gemma and name.endswith("norm.weight"):  # the converter's 1 + offset
         data = array("f", (1 + x for x in data))
     dims = list(reversed(shape))
-    directory.append(gstr(gguf_name(name)) + struct.pack("<I", len(dims)) +
+    directory.append(gstr(name if name.startswith("blk.") else gguf_name(name)) +
+                     struct.pack("<I", len(dims)) +
                      struct.pack("<%dQ" % len(dims), *dims) + struct.pack("<IQ", 0, offset))
     blob = data.tobytes()
     blob += b"\0" * (-len(blob) % 32)

@@ -1,7 +1,7 @@
 // RUN: kvplan-opt %s -split-input-file -verify-diagnostics
 
-// expected-error @below {{weights are vectors or matrices, got rank 3}}
-llm.weight @w : tensor<2x2x2xf32>
+// expected-error @below {{weights are vectors, matrices or stacks of matrices (a mixture of experts'), got rank 4}}
+llm.weight @w : tensor<2x2x2x2xf32>
 
 // -----
 
@@ -656,4 +656,42 @@ func.func @asks() attributes {llm.prefetch = []} {
 
 // expected-error @below {{attribute 'llm.l2_prefetch_mib' must be a non-negative integer on the module (MiB of L2 to ask for ahead)}}
 module attributes {llm.l2_prefetch_mib = -4 : i64} {
+}
+
+// -----
+
+// A mixture of experts: the router's and the stacks' shapes agree with the
+// rows and with each other.
+llm.weight @r : tensor<4x8xf32>
+llm.weight @g : tensor<4x6x8xf32>
+llm.weight @u : tensor<4x6x8xf32>
+llm.weight @d : tensor<4x6x8xf32>
+func.func @f(%x: tensor<2x8xf32>) -> tensor<2x8xf32> {
+  // expected-error @below {{down @d has shape [4, 6, 8] but this op needs [4, 8, 6]}}
+  %0 = llm.moe_ffn %x router @r experts(@g, @u, @d) {experts_per_token = 2 : i64} : tensor<2x8xf32> -> tensor<2x8xf32>
+  return %0 : tensor<2x8xf32>
+}
+
+// -----
+
+llm.weight @r : tensor<4x8xf32>
+llm.weight @g : tensor<4x6x8xf32>
+llm.weight @u : tensor<4x6x8xf32>
+llm.weight @d : tensor<4x8x6xf32>
+func.func @f(%x: tensor<2x8xf32>) -> tensor<2x8xf32> {
+  // expected-error @below {{experts_per_token 5 is more than the 4 experts}}
+  %0 = llm.moe_ffn %x router @r experts(@g, @u, @d) {experts_per_token = 5 : i64} : tensor<2x8xf32> -> tensor<2x8xf32>
+  return %0 : tensor<2x8xf32>
+}
+
+// -----
+
+llm.weight @r : tensor<4x6xf32>
+llm.weight @g : tensor<4x6x8xf32>
+llm.weight @u : tensor<4x6x8xf32>
+llm.weight @d : tensor<4x8x6xf32>
+func.func @f(%x: tensor<2x8xf32>) -> tensor<2x8xf32> {
+  // expected-error @below {{router @r has shape [4, 6] but this op needs [4, 8]}}
+  %0 = llm.moe_ffn %x router @r experts(@g, @u, @d) {experts_per_token = 2 : i64} : tensor<2x8xf32> -> tensor<2x8xf32>
+  return %0 : tensor<2x8xf32>
 }
