@@ -100,6 +100,8 @@ public:
     if (op.expertsPerToken < 1 || op.expertsPerToken > experts)
       fail("attribute 'experts_per_token' is " + std::to_string(op.expertsPerToken) +
            ", expected 1 to the router's " + std::to_string(experts) + " experts");
+    equal("attribute 'experts_per_token' is", op.expertsPerToken, plan.model.expertsPerToken,
+          "the model's num_experts_per_tok");
     const WeightEntry &gate = weight("gate", op.gate);
     const int64_t ff = gate.shape.size() == 3 ? gate.shape[1] : 0;
     for (auto [field, name, want] :

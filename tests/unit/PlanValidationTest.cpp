@@ -328,6 +328,20 @@ TEST(HostileArtifact, EveryEditOfAPlanWithTwoPoolsIsRefusedOrHarmless) {
   mutateAll(plan, true);
 }
 
+// A mixture of experts (4 of 32, 2 a token): its steps' experts_per_token
+// and the shapes beside them, edited, are refused or run inside the bill
+// (the experts' scratch sized from the step as the executor sizes it).
+TEST(HostileArtifact, EveryEditOfAMixtureOfExpertsPlanIsRefusedOrHarmless) {
+  const Plan plan = compileModel(tinyConfig(2, "cpu",
+                                            "architecture = \"qwen3\"\nnum_experts = 4\n"
+                                            "num_experts_per_tok = 2\n"
+                                            "moe_intermediate_size = 32\n"))
+                        .plan;
+  ASSERT_GT(plan.memoryBill().workspaceBytes, cpuWorkspace(plan).ropeBytes);
+  ASSERT_NO_THROW(runOnCpu(plan));
+  mutateAll(plan, true);
+}
+
 // A step that reads the sliding layers' pool through the main page table
 // (or the main pool through theirs), a view of the other pool, or a plan
 // whose second pool is missing or not the one its settings name, is

@@ -29,6 +29,7 @@
 
 namespace fs = std::filesystem;
 using namespace kvplan;
+using kvplan::testing::F32Tensor;
 using kvplan::testing::GgufWriter;
 
 namespace {
@@ -1680,5 +1681,119 @@ TEST(SharedModels, QuantizedGgufDefaultWeightDtype) {
     EXPECT_EQ(cfg.compile.weightDtype, dtype) << file;
     EXPECT_EQ(cfg.model.hiddenSize, 256) << file;
     EXPECT_FALSE(cfg.model.tieWordEmbeddings) << file; // an untied output
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Mixtures of experts
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+/// Mixtral's shape on the small model: 3 experts of 48, 2 a token.
+ModelSpec moeSpec() {
+  ModelSpec m = smallSpec(false);
+  m.name = "tiny-moe";
+  m.numExperts = 3;
+  m.expertsPerToken = 2;
+  return m;
+}
+
+/// Distinct values: tensor `t`'s element i is t * 1000 + i.
+std::vector<float> numbered(int t, int64_t n) {
+  std::vector<float> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v[size_t(i)] = float(t * 1000 + i);
+  return v;
+}
+
+} // namespace
+
+// Hugging Face keeps each expert's matrix in a tensor of its own (Mixtral's
+// block_sparse_moe.experts.E.w1, Qwen3-MoE's mlp.experts.E.gate_proj); the
+// source hands the stack out as slabs, in expert order, read in place.
+TEST(Safetensors, ExpertsAreStackedFromTheirOwnTensors) {
+  const ModelSpec m = moeSpec();
+  const std::vector<int64_t> stack = {3, 48, 32}, one = {48, 32};
+  for (bool mixtral : {true, false}) {
+    SCOPED_TRACE(mixtral ? "mixtral" : "qwen3_moe");
+    const std::string l = "model.layers.0.";
+    std::vector<F32Tensor> tensors = {
+        {l + (mixtral ? "block_sparse_moe.gate.weight" : "mlp.gate.weight"), {3, 32},
+         numbered(9, 96)}};
+    for (int e = 0; e < 3; ++e)
+      tensors.push_back({l + (mixtral ? "block_sparse_moe.experts." + std::to_string(e) + ".w1"
+                                      : "mlp.experts." + std::to_string(e) + ".gate_proj") +
+                             ".weight",
+                         one, numbered(e, 48 * 32)});
+    ScratchDir dir;
+    writeSafetensorsF32(dir.path / "model.safetensors", tensors);
+    auto source = openWeights(dir.path.string(), m);
+    const SourceTensor router = source->tensor("layers.0.feed_forward.router", {3, 32});
+    EXPECT_EQ(toF32(router), numbered(9, 96));
+    const SourceTensor t = source->tensor("layers.0.feed_forward.experts.w1", stack);
+    ASSERT_EQ(t.slabs.size(), 3u);
+    EXPECT_EQ(t.data, nullptr);
+    // Rows 40 to 60 cross from expert 0's matrix into expert 1's.
+    std::vector<float> rows(20 * 32);
+    sourceRowsToF32(t, 40, 20, rows.data());
+    for (int64_t r = 0; r < 20; ++r)
+      for (int64_t c = 0; c < 32; ++c) {
+        const int64_t row = 40 + r, e = row / 48;
+        ASSERT_EQ(rows[size_t(r * 32 + c)], float(e * 1000 + (row % 48) * 32 + c));
+      }
+    // The up stack has no tensors: the first missing expert is named.
+    try {
+      source->tensor("layers.0.feed_forward.experts.w3", stack);
+      ADD_FAILURE() << "expected an error";
+    } catch (const InputError &e) {
+      const std::string msg = e.what();
+      for (const char *part : {"missing tensor 'layers.0.feed_forward.experts.w3'",
+                               mixtral ? "block_sparse_moe.experts.0.w3.weight"
+                                       : "mlp.experts.0.up_proj.weight",
+                               "expert 0 of the model's 3"})
+        EXPECT_NE(msg.find(part), std::string::npos) << part << " not in: " << msg;
+    }
+  }
+}
+
+// A GGUF stacks them (ffn_gate_exps: ggml's [in, out, experts]); files from
+// before llama.cpp stacked them (ffn_gate.E.weight) are refused with the fix.
+TEST(Gguf, ExpertsAreReadStackedAndTheOldLayoutIsRefused) {
+  for (bool stacked : {true, false}) {
+    ScratchDir dir;
+    const fs::path p = dir.path / "moe.gguf";
+    GgufWriter g;
+    g.string("general.architecture", "llama");
+    for (const auto &[key, v] : kGgufDims) g.u32(key, v);
+    g.u32("llama.expert_count", 3);
+    g.u32("llama.expert_used_count", 2);
+    g.f32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    g.tensor({"blk.0.ffn_gate_inp.weight", {3, 32}, numbered(9, 96)});
+    if (stacked)
+      g.tensor({"blk.0.ffn_gate_exps.weight", {3, 64, 32}, numbered(1, 3 * 64 * 32)});
+    else
+      for (int e = 0; e < 3; ++e)
+        g.tensor({"blk.0.ffn_gate." + std::to_string(e) + ".weight", {64, 32},
+                  numbered(e, 64 * 32)});
+    g.write(p);
+    if (!stacked) {
+      try {
+        readCheckpointConfig(p.string());
+        ADD_FAILURE() << "expected an error";
+      } catch (const InputError &e) {
+        EXPECT_NE(std::string(e.what()).find("convert the model again with a current llama.cpp"),
+                  std::string::npos)
+            << e.what();
+      }
+      continue;
+    }
+    ModelConfig cfg = readCheckpointConfig(p.string());
+    EXPECT_EQ(cfg.model.numExperts, 3);
+    EXPECT_EQ(cfg.model.expertsPerToken, 2);
+    EXPECT_EQ(cfg.model.expertWidth(), 64); // feed_forward_length: Mixtral's files
+    EXPECT_TRUE(cfg.model.normTopKProb);
+    auto source = openWeights(p.string(), cfg.model);
+    const SourceTensor t = source->tensor("layers.0.feed_forward.experts.w1", {3, 64, 32});
+    EXPECT_EQ(toF32(t), numbered(1, 3 * 64 * 32));
   }
 }
