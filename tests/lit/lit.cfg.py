@@ -70,3 +70,17 @@ except Exception:
     pyd = False
 if pyd:
     config.available_features.add("pydantic")
+
+# llama.cpp itself, the peer the GGUF tests compare with: `REQUIRES:
+# llama-cpp` where KVPLAN_NODE_LLAMA_CPP names a folder holding
+# node_modules/node-llama-cpp (its prebuilt CPU binary; `npm install --prefix
+# DIR node-llama-cpp@3`) and node runs. %llama-cpp-greedy prints its greedy
+# ids as `kvplan run --print-ids` does (scripts/llama-cpp-greedy.mjs).
+node_llama_cpp = os.environ.get("KVPLAN_NODE_LLAMA_CPP", "")
+if node_llama_cpp and shutil.which("node") and os.path.isdir(
+        os.path.join(node_llama_cpp, "node_modules", "node-llama-cpp")):
+    config.available_features.add("llama-cpp")
+    config.environment["KVPLAN_NODE_LLAMA_CPP"] = node_llama_cpp
+    config.substitutions.append(
+        ("%llama-cpp-greedy", "node " + os.path.join(config.kvplan_src_root, "scripts",
+                                                     "llama-cpp-greedy.mjs")))

@@ -624,7 +624,7 @@ TEST(PlanJson, InconsistentQuantizedWeightsAreRefused) {
          w[1]["scales_offset"] = 64;
          w[1]["mins_offset"] = 128;
        },
-       "is int4 but not a matrix ([8])"},
+       "is int4 but not a matrix or a stack of them ([8])"},
       {[](J &w) {
          w[0]["dtype"] = "int8";
          w[0]["bytes"] = 232;

@@ -1379,7 +1379,8 @@ TEST(Gguf, ArchitectureAndRopeScalingAreChecked) {
   const fs::path p = dir.path / "m.gguf";
   writeGguf(p, {{"general.architecture", "gemma"}}, kGgufDims, {});
   expectInputError([&] { readCheckpointConfig(p.string()); },
-                   {p.string(), "'gemma'", "llama, qwen2, qwen3, phi3, smollm3, gemma2 and gemma3"});
+                   {p.string(), "'gemma'",
+                    "llama, qwen2, qwen3, qwen3moe, phi3, smollm3, gemma2 and gemma3"});
   expectInputError([&] { openWeights(p.string(), ggufSpec()); }, {p.string(), "'gemma'"});
   writeGguf(p, {{"general.architecture", "llama"}, {"llama.rope.scaling.type", "yarn"}},
             kGgufDims, {});
