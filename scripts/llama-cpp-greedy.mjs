@@ -1,6 +1,6 @@
 // Greedy ids from llama.cpp itself for a GGUF, through node-llama-cpp's
 // prebuilt CPU binary: the peer kvplan's GGUF tests compare with, token for
-// token (tests/lit/cli/moe-llama-cpp.test).
+// token (tests/lit/cli/llama-cpp.test).
 //
 //   npm install --prefix DIR node-llama-cpp@3
 //   KVPLAN_NODE_LLAMA_CPP=DIR node scripts/llama-cpp-greedy.mjs MODEL.gguf ID,ID,... N
