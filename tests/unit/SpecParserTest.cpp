@@ -1270,6 +1270,8 @@ TEST(HFConfig, MatchesTheTomlSpecs) {
       {"smollm2-135m", "smollm2-135m.toml"},
       {"phi-3-mini-4k", "phi-3-mini-4k.toml"},
       {"phi-3.5-mini", "phi-3.5-mini.toml"},
+      {"qwen3-30b-a3b", "qwen3-30b-a3b.toml"},
+      {"mixtral-8x7b-v0.1", "mixtral-8x7b-v0.1.toml"},
   };
   for (auto [dir, toml] : pairs) {
     SCOPED_TRACE(dir);
@@ -1311,6 +1313,19 @@ TEST(SpecParser, MixtureOfExperts) {
   EXPECT_TRUE(find("layers.1.feed_forward.w1").empty());
   // 6 of the 8 experts idle for a token: 3 matrices of 128 x 64 each, 2 layers.
   EXPECT_EQ(parameterCount(cfg.model) - activeParameterCount(cfg.model), 2 * 6 * 3 * 128 * 64);
+  // The published counts: Qwen3-30B-A3B's 30.5 B (3.3 B a token), Mixtral
+  // 8x7B's 46.7 B (12.9 B a token).
+  const fs::path src = KVPLAN_SOURCE_DIR;
+  const ModelSpec qwen = loadModelConfig((src / "models/qwen3-30b-a3b.toml").string(), {}).model;
+  EXPECT_NEAR(double(parameterCount(qwen)) / 1e9, 30.5, 0.05);
+  // 3,353,... M: "3.3B activated" as Qwen writes it (every weight but the
+  // 120 experts a token leaves idle).
+  EXPECT_GE(double(activeParameterCount(qwen)) / 1e9, 3.3);
+  EXPECT_LT(double(activeParameterCount(qwen)) / 1e9, 3.4);
+  const ModelSpec mixtral =
+      loadModelConfig((src / "models/mixtral-8x7b-v0.1.toml").string(), {}).model;
+  EXPECT_NEAR(double(parameterCount(mixtral)) / 1e9, 46.7, 0.05);
+  EXPECT_NEAR(double(activeParameterCount(mixtral)) / 1e9, 12.9, 0.05);
 
   EXPECT_ERROR(edit("num_layers = 2", "num_layers = 2\nnum_experts = 8\nnum_experts_per_tok = 9"),
                "spec.toml:", "field 'model.num_experts_per_tok'", "from 1 to num_experts 8",
