@@ -8,9 +8,9 @@ namespace kvplan {
 
 /// Bytes of weights one decode step of `rows` sequences reads: every weight
 /// a linear, norm or the LM head reads whole, plus one embedding row per
-/// token, and of each mixture of experts the router and the matrices of
-/// min(experts, rows x experts_per_token) experts (exact for one row; for
-/// more, as if no two rows chose the same expert).
+/// token, and of each mixture of experts the router and min(experts, rows x
+/// experts_per_token) experts' shares of each stack (for one row, what it
+/// reads; for more, as if no two rows chose the same expert).
 int64_t decodeWeightBytes(const Plan &plan, int64_t rows);
 
 /// FLOPs a prompt of `promptLen` tokens costs in prefill: every linear and

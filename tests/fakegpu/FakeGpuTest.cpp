@@ -790,8 +790,9 @@ TEST_F(FakeGpu, TheExecutorAllocatesExactlyTheBill) {
   for (const auto &e : std::filesystem::directory_iterator(models)) {
     if (e.path().extension() != ".toml") continue;
     SCOPED_TRACE(e.path().filename().string());
-    expectTheExecutorAllocatesTheBill(
-        loadModelConfig(e.path().string(), {}, [](const std::string &) {}));
+    ModelConfig cfg = loadModelConfig(e.path().string(), {}, [](const std::string &) {});
+    if (cfg.model.moe()) continue; // the cuda target refuses a mixture of experts (for now)
+    expectTheExecutorAllocatesTheBill(cfg);
   }
   // Pools (kv_pages) other than tiny's 4 x 512 / 16 = 128 pages: larger, for
   // prefix caching, and one sequence's 32 pages for its four decode rows.

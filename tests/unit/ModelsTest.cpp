@@ -55,6 +55,10 @@ const Known kModels[] = {
     {"gemma-3-1b.toml", 999885952},
     // Hugging Face's count for google/gemma-2-2b-it (the embedding tied).
     {"gemma-2-2b.toml", 2614341888},
+    // Hugging Face's counts: every expert of every layer (the safetensors'
+    // totals; 3.35 B and 12.9 B of them a token).
+    {"qwen3-30b-a3b.toml", 30532122624},
+    {"mixtral-8x7b-v0.1.toml", 46702792704},
 };
 
 ModelConfig load(const std::string &file, const SettingOverrides &o = {}) {
@@ -216,13 +220,27 @@ TEST(Models, CompileWithExactBills) {
     for (const auto &[name, ep] : out.plan.entryPoints)
       rope += tables * (alignUp(m.headDim / 2 * (amplitudes ? 16 : 8), 64) +
                         alignUp(ep.rows * m.headDim * 4, 64));
-    EXPECT_EQ(b.workspaceBytes, rope);
-    EXPECT_EQ(b.totalBytes, blob + b.kvCacheBytes + b.arenaAllocBytes + rope);
-    // The fused weights still account for every parameter once.
+    // A mixture of experts' scratch beside them, for a prefill chunk's
+    // rows (the largest step): the router's probabilities, each row's k
+    // choices (an id and a weight), their slots, each expert's first slot,
+    // then each slot's input, gate, up and output rows, each part rounded
+    // up to 64 bytes.
+    int64_t scratch = 0;
+    if (m.moe()) {
+      const int64_t rows = s.prefillChunk, slots = rows * m.expertsPerToken;
+      for (int64_t part : {rows * m.numExperts * 4, slots * 8, slots * 4, (m.numExperts + 1) * 4,
+                           slots * m.hiddenSize * 4, slots * m.expertWidth() * 4,
+                           slots * m.expertWidth() * 4, slots * m.hiddenSize * 4})
+        scratch += alignUp(part, int64_t(64));
+    }
+    EXPECT_EQ(b.workspaceBytes, rope + scratch);
+    EXPECT_EQ(b.totalBytes, blob + b.kvCacheBytes + b.arenaAllocBytes + rope + scratch);
+    // The fused weights still account for every parameter once (a mixture
+    // of experts' FFN has none: q|k|v alone).
     int64_t fusedParts = 0;
     for (const WeightEntry &w : out.plan.weights)
       fusedParts += int64_t(w.parts.size());
-    EXPECT_EQ(fusedParts, m.numLayers * (m.attentionBias ? 8 : 5));
+    EXPECT_EQ(fusedParts, m.numLayers * (m.moe() ? 3 : m.attentionBias ? 8 : 5));
   }
 }
 

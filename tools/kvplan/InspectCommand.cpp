@@ -192,11 +192,14 @@ std::string ropeLine(const ModelSpec &m) {
 
 /// The model line: its shape, and what sets it apart from Llama's layers.
 void printModel(const ModelSpec &m, const CompileSettings &s) {
-  std::printf("model     %s: %s, %lld layers, hidden %lld, %lld heads (%lld KV) x %lld, "
-              "ffn %lld, vocab %lld%s%s%s%s\n",
+  // A mixture of experts' FFN is its experts (modelTraits), whatever the
+  // dense width its config also records.
+  const std::string ffn = m.moe() ? "" : ", ffn " + std::to_string(m.intermediateSize);
+  std::printf("model     %s: %s, %lld layers, hidden %lld, %lld heads (%lld KV) x %lld%s, "
+              "vocab %lld%s%s%s%s\n",
               m.name.c_str(), architectureName(m.architecture), (long long)m.numLayers,
               (long long)m.hiddenSize, (long long)m.numHeads, (long long)m.numKvHeads,
-              (long long)m.headDim, (long long)m.intermediateSize, (long long)m.vocabSize,
+              (long long)m.headDim, ffn.c_str(), (long long)m.vocabSize,
               m.tieWordEmbeddings ? ", tied embeddings" : "",
               m.attentionBias ? ", q/k/v bias" : "", m.qkNorm ? ", q/k norm" : "",
               modelTraits(m, s).c_str());
