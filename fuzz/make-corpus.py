@@ -123,7 +123,9 @@ def gguf(quantized, arch="llama"):
     the model is 32 wide there). A llama file embeds a sentencepiece-style
     vocabulary; a qwen2 one a byte-level BPE vocabulary and q/k/v biases; a
     phi3 one the llama vocabulary with Phi-3's <|end|>, q/k/v and gate/up
-    fused (attn_qkv, an ffn_up twice the FFN wide) and LongRoPE's lists."""
+    fused (attn_qkv, an ffn_up twice the FFN wide) and LongRoPE's lists; a
+    qwen3moe one the byte-level vocabulary, q/k norms and a mixture of 4
+    experts (2 a token) a layer: the router and the stacked experts."""
     dim, ffn = (32, 32) if quantized else (DIM, FFN)
     kv_dim = KV_HEADS * dim // HEADS
     meta = {"general.architecture": arch, "general.name": "fuzz-seed",
@@ -160,11 +162,23 @@ def gguf(quantized, arch="llama"):
         if arch == "qwen2":
             shapes.update({p + "attn_q.bias": [dim], p + "attn_k.bias": [kv_dim],
                            p + "attn_v.bias": [kv_dim]})
+        if arch == "qwen3moe":
+            for t in ("ffn_gate", "ffn_up", "ffn_down"):
+                del shapes[p + t + ".weight"]
+            shapes.update({p + "attn_q_norm.weight": [dim // HEADS],
+                           p + "attn_k_norm.weight": [dim // HEADS],
+                           p + "ffn_gate_inp.weight": [4, dim],
+                           p + "ffn_gate_exps.weight": [4, ffn, dim],
+                           p + "ffn_up_exps.weight": [4, ffn, dim],
+                           p + "ffn_down_exps.weight": [4, dim, ffn]})
         if arch == "phi3":
             for t in ("attn_q", "attn_k", "attn_v", "ffn_gate", "ffn_up"):
                 del shapes[p + t + ".weight"]
             shapes.update({p + "attn_qkv.weight": [dim + 2 * kv_dim, dim],
                            p + "ffn_up.weight": [2 * ffn, dim]})
+    if arch == "qwen3moe":
+        meta.update({"qwen3moe.expert_count": 4, "qwen3moe.expert_used_count": 2,
+                     "qwen3moe.expert_feed_forward_length": ffn})
     if arch == "phi3":
         half = dim // HEADS // 2
         meta.update({"phi3.rope.scaling.original_context_length": SEQ // 2,
@@ -183,7 +197,7 @@ def gguf(quantized, arch="llama"):
         vals = floats(n, i)
         if name.startswith("rope_factors_"):  # divisors: positive
             vals = [1.0 + 0.5 * k for k in range(n)]
-        q = quantized and len(shape) == 2
+        q = quantized and len(shape) >= 2
         raw = q8_0(vals) if q else f32(vals)
         data += b"\0" * (-len(data) % 32)
         out += gguf_string(name) + struct.pack("<I", len(shape))
@@ -276,14 +290,18 @@ def copy_small(out, target, files):
 
 def artifacts(out, kvplan, shared):
     """Compiles tests/lit/Inputs/mini.toml (a variant with sliding-window
-    attention, and one of 512 tokens with the stories260K tokenizer) to
-    artifacts, and keeps their plans."""
+    attention, one with a mixture of experts, and one of 512 tokens with the
+    stories260K tokenizer) to artifacts, and keeps their plans."""
     mini = ROOT / "tests/lit/Inputs/mini.toml"
     with tempfile.TemporaryDirectory() as tmp:
         window = Path(tmp) / "mini-window.toml"
         window.write_text(mini.read_text().replace(
             'architecture = "llama"', 'architecture = "mistral"\nsliding_window = 6'))
-        runs = [("mini", mini, []), ("mini-window", window, [])]
+        moe = Path(tmp) / "mini-moe.toml"
+        moe.write_text(mini.read_text().replace(
+            'architecture = "llama"',
+            'architecture = "qwen3"\nnum_experts = 4\nnum_experts_per_tok = 2'))
+        runs = [("mini", mini, []), ("mini-window", window, []), ("mini-moe", moe, [])]
         tok = shared / "models/stories260K/tok512.bin"
         if tok.is_file():
             spec = Path(tmp) / "mini512.toml"
@@ -320,6 +338,7 @@ def main():
     put(out, "gguf", "tiny-q8_0.gguf", gguf(True))
     put(out, "gguf", "tiny-qwen2-q8_0.gguf", gguf(True, "qwen2"))
     put(out, "gguf", "tiny-phi3-q8_0.gguf", gguf(True, "phi3"))
+    put(out, "gguf", "tiny-qwen3moe-q8_0.gguf", gguf(True, "qwen3moe"))
     put(out, "tokenizer_hf", "tiny-tokenizer.json", hf_tokenizer_json())
     put(out, "tokenizer_hf", "tiny-spm-legacy.json", hf_sentencepiece_json(True))
     put(out, "tokenizer_hf", "tiny-spm-metaspace.json", hf_sentencepiece_json(False))
