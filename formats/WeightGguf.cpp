@@ -329,7 +329,7 @@ void readGgufGemma(const GgufFile &g, ModelSpec &m) {
 // A mixture of experts (expert_count): Mixtral's llama files and qwen3moe
 // files, as llama.cpp runs them: the chosen experts' probabilities
 // renormalized, each expert expert_feed_forward_length wide (Mixtral's
-// files: feed_forward_length).
+// files: feed_forward_length); the experts stacked or apart (GgufSource).
 void readGgufExperts(const GgufFile &g, ModelConfig &cfg) {
   ModelSpec &m = cfg.model;
   const std::string countKey = archKey(g, "expert_count");
@@ -346,12 +346,6 @@ void readGgufExperts(const GgufFile &g, ModelConfig &cfg) {
   m.normTopKProb = true;
   m.expertIntermediateSize =
       g.integer(archKey(g, "expert_feed_forward_length")).value_or(m.intermediateSize);
-  if (g.tensor("blk.0.ffn_gate_inp.weight") && !g.tensor("blk.0.ffn_gate_exps.weight") &&
-      g.tensor("blk.0.ffn_gate.0.weight"))
-    throw InputError(g.path() + ": the GGUF keeps each expert in a tensor of its own "
-                                "(blk.N.ffn_gate.E.weight, llama.cpp's format before 2024); "
-                                "kvplan reads the experts stacked (blk.N.ffn_gate_exps.weight): "
-                                "convert the model again with a current llama.cpp");
   for (const char *field : {"model.num_experts", "model.num_experts_per_tok",
                             "model.moe_intermediate_size"})
     cfg.given.insert(field);
@@ -492,6 +486,8 @@ public:
                       const std::vector<int64_t> &expected) const override {
     const Place p = place(name);
     const std::string &stored = p.stored;
+    if (!p.tensor)
+      if (std::optional<SourceTensor> apart = expertsApart(name, expected)) return *apart;
     if (!p.tensor) {
       std::string hint;
       if (name == "output")
@@ -502,12 +498,7 @@ public:
       missingTensor(gguf.path(), name, stored, hint);
     }
     const GgufFile::Tensor &t = *p.tensor;
-    auto dtype = ggmlDType(t.ggmlType);
-    if (!dtype && t.quant == QuantType::none)
-      throw InputError(gguf.path() + ": tensor '" + t.name + "' has type " +
-                       ggmlTypeName(t.ggmlType) + ", which kvplan does not read; it reads " +
-                       kReadableTypes + " GGUF tensors (re-quantize the model with "
-                       "llama-quantize to one of those)");
+    const std::optional<DType> dtype = readableType(t);
     // ggml lists the fastest-varying dimension first; its memory is already
     // row-major [out, in] (for a quantized type, each row whole blocks), so
     // reversing the list gives the canonical shape.
@@ -520,10 +511,7 @@ public:
     } else {
       checkShape(gguf.path(), name, stored, shape, expected);
     }
-    // Quantized blocks are read byte by byte: any offset will do.
-    if (dtype && reinterpret_cast<uintptr_t>(p.data) % uintptr_t(dtypeBytes(*dtype)) != 0)
-      throw InputError(gguf.path() + ": corrupt GGUF file: tensor '" + t.name +
-                       "' starts at a misaligned offset");
+    checkAligned(t, p.data, dtype);
     SourceTensor out;
     out.shape = std::move(shape);
     out.dtype = dtype.value_or(DType::f32);
@@ -535,6 +523,68 @@ public:
   }
 
 private:
+  /// The element type of a tensor kvplan reads (none for a quantized one);
+  /// throws InputError naming any other.
+  std::optional<DType> readableType(const GgufFile::Tensor &t) const {
+    std::optional<DType> dtype = ggmlDType(t.ggmlType);
+    if (!dtype && t.quant == QuantType::none)
+      throw InputError(gguf.path() + ": tensor '" + t.name + "' has type " +
+                       ggmlTypeName(t.ggmlType) + ", which kvplan does not read; it reads " +
+                       kReadableTypes + " GGUF tensors (re-quantize the model with "
+                       "llama-quantize to one of those)");
+    return dtype;
+  }
+
+  /// Quantized blocks are read byte by byte: any offset will do.
+  void checkAligned(const GgufFile::Tensor &t, const void *data,
+                    std::optional<DType> dtype) const {
+    if (dtype && reinterpret_cast<uintptr_t>(data) % uintptr_t(dtypeBytes(*dtype)) != 0)
+      throw InputError(gguf.path() + ": corrupt GGUF file: tensor '" + t.name +
+                       "' starts at a misaligned offset");
+  }
+
+  /// A stack of experts that the file keeps one tensor an expert
+  /// (blk.N.ffn_gate.E.weight, ..., as llama.cpp wrote Mixtral before it
+  /// stacked them; it reads them no longer), as slabs in place; nothing where it has
+  /// no such tensors. Each must be the expert's shape, all of one type.
+  std::optional<SourceTensor> expertsApart(const std::string &name,
+                                           const std::vector<int64_t> &expected) const {
+    static const std::map<std::string, std::string> parts = {
+        {"feed_forward.experts.w1", "ffn_gate"},
+        {"feed_forward.experts.w3", "ffn_up"},
+        {"feed_forward.experts.w2", "ffn_down"}};
+    int64_t layer = 0;
+    std::string rest;
+    if (!splitLayerName(name, layer, rest) || !parts.count(rest) || expected.size() != 3)
+      return std::nullopt;
+    const std::string prefix = "blk." + std::to_string(layer) + "." + parts.at(rest) + ".";
+    if (!byName.count(prefix + "0.weight")) return std::nullopt;
+    SourceTensor out;
+    out.shape = expected;
+    const std::vector<int64_t> one(expected.begin() + 1, expected.end());
+    for (int64_t e = 0; e < expected.front(); ++e) {
+      const std::string stored = prefix + std::to_string(e) + ".weight";
+      auto it = byName.find(stored);
+      if (it == byName.end())
+        missingTensor(gguf.path(), name, stored,
+                      "expert " + std::to_string(e) + " of the model's " +
+                          std::to_string(expected.front()) + " (expert_count) is not in the file");
+      const GgufFile::Tensor &t = *it->second;
+      const std::optional<DType> dtype = readableType(t);
+      checkShape(gguf.path(), name, stored, std::vector<int64_t>(t.dims.rbegin(), t.dims.rend()),
+                 one);
+      checkAligned(t, t.data, dtype);
+      if (e > 0 && (t.quant != out.quant || dtype.value_or(DType::f32) != out.dtype))
+        throw InputError(gguf.path() + ": tensor '" + stored + "' has type " +
+                         ggmlTypeName(t.ggmlType) + " and '" + prefix + "0.weight' another; "
+                         "kvplan reads a layer's experts in one type");
+      out.dtype = dtype.value_or(DType::f32);
+      out.quant = t.quant;
+      out.slabs.push_back(t.data);
+    }
+    return out;
+  }
+
   /// Where a weight's bytes are: its own tensor, or its rows of a fused one
   /// (phi3's attn_qkv; its ffn_up, which holds the gate's rows and then the
   /// up projection's). `stored`: the name looked for.

@@ -1757,10 +1757,17 @@ TEST(Safetensors, ExpertsAreStackedFromTheirOwnTensors) {
   }
 }
 
-// A GGUF stacks them (ffn_gate_exps: ggml's [in, out, experts]); files from
-// before llama.cpp stacked them (ffn_gate.E.weight) are refused with the fix.
-TEST(Gguf, ExpertsAreReadStackedAndTheOldLayoutIsRefused) {
+// A GGUF stacks them (ffn_gate_exps: ggml's [in, out, experts]); a file
+// from before llama.cpp stacked them keeps one tensor an expert
+// (ffn_gate.E.weight), which reads as the same stack, in place.
+TEST(Gguf, ExpertsAreReadStackedOrApart) {
+  std::vector<float> all;
+  for (int e = 0; e < 3; ++e) {
+    const std::vector<float> one = numbered(e, 64 * 32);
+    all.insert(all.end(), one.begin(), one.end());
+  }
   for (bool stacked : {true, false}) {
+    SCOPED_TRACE(stacked ? "stacked" : "apart");
     ScratchDir dir;
     const fs::path p = dir.path / "moe.gguf";
     GgufWriter g;
@@ -1771,23 +1778,13 @@ TEST(Gguf, ExpertsAreReadStackedAndTheOldLayoutIsRefused) {
     g.f32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
     g.tensor({"blk.0.ffn_gate_inp.weight", {3, 32}, numbered(9, 96)});
     if (stacked)
-      g.tensor({"blk.0.ffn_gate_exps.weight", {3, 64, 32}, numbered(1, 3 * 64 * 32)});
+      g.tensor({"blk.0.ffn_gate_exps.weight", {3, 64, 32}, all});
     else
       for (int e = 0; e < 3; ++e)
         g.tensor({"blk.0.ffn_gate." + std::to_string(e) + ".weight", {64, 32},
                   numbered(e, 64 * 32)});
+    g.tensor({"blk.0.ffn_up.0.weight", {64, 32}, numbered(5, 64 * 32)}); // expert 0 alone
     g.write(p);
-    if (!stacked) {
-      try {
-        readCheckpointConfig(p.string());
-        ADD_FAILURE() << "expected an error";
-      } catch (const InputError &e) {
-        EXPECT_NE(std::string(e.what()).find("convert the model again with a current llama.cpp"),
-                  std::string::npos)
-            << e.what();
-      }
-      continue;
-    }
     ModelConfig cfg = readCheckpointConfig(p.string());
     EXPECT_EQ(cfg.model.numExperts, 3);
     EXPECT_EQ(cfg.model.expertsPerToken, 2);
@@ -1795,6 +1792,17 @@ TEST(Gguf, ExpertsAreReadStackedAndTheOldLayoutIsRefused) {
     EXPECT_TRUE(cfg.model.normTopKProb);
     auto source = openWeights(p.string(), cfg.model);
     const SourceTensor t = source->tensor("layers.0.feed_forward.experts.w1", {3, 64, 32});
-    EXPECT_EQ(toF32(t), numbered(1, 3 * 64 * 32));
+    EXPECT_EQ(t.slabs.size(), stacked ? 0u : 3u);
+    EXPECT_EQ(toF32(t), all);
+    // An expert missing from the tensors apart is named.
+    try {
+      source->tensor("layers.0.feed_forward.experts.w3", {3, 64, 32});
+      ADD_FAILURE() << "expected an error";
+    } catch (const InputError &e) {
+      const std::string msg = e.what();
+      for (const char *part : {"missing tensor 'layers.0.feed_forward.experts.w3'",
+                               "blk.0.ffn_up.1.weight", "expert 1 of the model's 3"})
+        EXPECT_NE(msg.find(part), std::string::npos) << part << " not in: " << msg;
+    }
   }
 }

@@ -29,7 +29,9 @@ usage: gguf_and_hf.py ARCH TOKENIZER_JSON PRE GGUF_OUT HF_DIR [TOKENIZER_CONFIG]
   ffn_{gate,up,down}_exps) or mixtral (Mixtral: llama's attention with the
   same experts, 64 wide; HF's block_sparse_moe.gate and
   block_sparse_moe.experts.E.w1/w3/w2, llama.cpp's llama file with
-  expert_count);
+  expert_count) or mixtral-apart (the same, the GGUF keeping each expert in
+  a tensor of its own, blk.N.ffn_gate.E.weight, as llama.cpp wrote Mixtral
+  before it stacked them);
   PRE: tokenizer.ggml.pre ("llama-bpe", "qwen2",
   "deepseek-r1-qwen"). tokenizer.ggml.add_bos_token is true for llama (as
   Llama 3's GGUFs have it), false for the others. "deepseek-r1-qwen" (with
@@ -51,6 +53,9 @@ from array import array
 
 arch, tokenizer_path, pre, gguf_out, hf_dir = sys.argv[1:6]
 tokenizer_config = sys.argv[6] if len(sys.argv) > 6 else None
+apart = arch == "mixtral-apart"
+if apart:
+    arch = "mixtral"
 moe = arch in ("qwen3moe", "mixtral")
 gguf_arch = {"mixtral": "llama", "qwen3moe": "qwen3moe"}.get(arch)  # None: arch
 hf_type = {"qwen3moe": "qwen3_moe", "mixtral": "mixtral"}.get(arch)  # None: arch
@@ -407,8 +412,12 @@ directory, blobs, offset = [], [], 0
 if longrope:  # F32 tensors of head_dim / 2, as the converter writes them
     hf = hf + [("rope_factors_long.weight", [len(long_factor)], array("f", long_factor)),
                ("rope_factors_short.weight", [len(short_factor)], array("f", short_factor))]
-if moe:
+if moe and not apart:
     hf = stack_experts(hf)
+if apart:  # blk.N.ffn_gate.E.weight, ...
+    names = {"w1": "gate", "w3": "up", "w2": "down"}
+    hf = [("blk.%s.ffn_%s.%s.weight" % (n.split(".")[2], names[n.split(".")[6]], n.split(".")[5]),
+           sh, d) if ".experts." in n else (n, sh, d) for n, sh, d in hf]
 for name, shape, data in hf:
     if not neox and (".q_proj.weight" in name or ".k_proj.weight" in name):
         data = llama_permute(data, shape[0], shape[1])
