@@ -6,8 +6,11 @@
 //   KVPLAN_NODE_LLAMA_CPP=DIR node scripts/llama-cpp-greedy.mjs MODEL.gguf ID,ID,... N
 //
 // Prints the prompt's ids and the N greedy ids after them, space-separated,
-// as `kvplan run --print-ids` does.
+// as `kvplan run --print-ids` does. With KVPLAN_LLAMA_CPP_BENCH=1 it times
+// the model instead, as `kvplan bench` does: a prompt of 128 ids evaluated,
+// then 64 single ids (scripts/bench-moe.sh).
 import {pathToFileURL} from "node:url";
+import os from "node:os";
 import path from "node:path";
 
 const [modelPath, ids, n] = process.argv.slice(2);
@@ -21,8 +24,21 @@ const entry = path.join(dir, "node_modules", "node-llama-cpp", "dist", "index.js
 const {getLlama} = await import(pathToFileURL(entry).href);
 const llama = await getLlama({gpu: false, build: "never", logLevel: "error"});
 const model = await llama.loadModel({modelPath});
-const context = await model.createContext({contextSize: 256});
+// One thread a CPU, as kvplan runs: node-llama-cpp's default takes twice
+// the cores, and on a small machine its threads then wait on each other.
+const context = await model.createContext({contextSize: 256, threads: os.availableParallelism()});
 const sequence = context.getSequence();
+if (process.env.KVPLAN_LLAMA_CPP_BENCH === "1") {
+  const prompt = Array.from({length: 128}, (_, i) => 3 + (i % 250));
+  const t0 = performance.now();
+  await sequence.evaluateWithoutGeneratingNewTokens(prompt);
+  const t1 = performance.now();
+  for (let i = 0; i < 64; i++) await sequence.evaluateWithoutGeneratingNewTokens([5 + i]);
+  const t2 = performance.now();
+  console.log(`llama.cpp prefill ${(128 / ((t1 - t0) / 1000)).toFixed(1)} tokens/s, ` +
+              `decode ${(64 / ((t2 - t1) / 1000)).toFixed(2)} tokens/s`);
+  process.exit(0);
+}
 const prompt = ids.split(",").map(Number);
 const out = [];
 for await (const token of sequence.evaluate(prompt, {temperature: 0})) {

@@ -41,6 +41,11 @@ usage: gguf_and_hf.py ARCH TOKENIZER_JSON PRE GGUF_OUT HF_DIR [TOKENIZER_CONFIG]
   the folder keeps Qwen's tokenizer.json. With TOKENIZER_CONFIG (a
   tokenizer_config.json), its chat_template is written as the converter
   writes it (tokenizer.chat_template) and the file is copied to the folder.
+
+For benchmarks, KVPLAN_GGUF_SHAPE="HIDDEN,LAYERS,HEADS,KV_HEADS,HEAD_DIM,
+EXPERTS,USED,EXPERT_FFN" (qwen3moe only) writes the GGUF alone at that shape,
+its matrices F16 random values of magnitude 1/64 to 1/32 (made from random
+bytes, fast at any size), and no Hugging Face folder.
 """
 import json
 import math
@@ -106,6 +111,11 @@ else:
 hidden, ffn, heads, kv_heads = 32, 64, 4, 2
 layers = {"smollm3": 4, "gemma3": 6, "gemma2": 4}.get(arch, 2)
 head_dim = hidden // heads * (2 if arch in ("qwen3", "gemma3", "gemma2") else 1)
+bench = os.environ.get("KVPLAN_GGUF_SHAPE")
+if bench:
+    assert hf_type == "qwen3_moe", "KVPLAN_GGUF_SHAPE is for qwen3moe"
+    hidden, layers, heads, kv_heads, head_dim, experts, experts_used, expert_ffn = \
+        map(int, bench.split(","))
 q_dim, kv_dim = heads * head_dim, kv_heads * head_dim
 theta, eps = (1000000.0, 1e-6) if qwen else (500000.0, 1e-5)
 # LongRoPE: head_dim / 2 factors each; max_position_embeddings 256 over a
@@ -118,7 +128,27 @@ attn_factor = math.sqrt(1 + math.log(256 / 64) / math.log(64))
 rng = random.Random(11)
 
 
+class F16:
+    """Random F16 values (benchmarks): sign, exponent 9 (1/64 to 1/32) and
+    mantissa from random bytes, interleaved little-endian."""
+    HIGH = bytes((b & 0x80) | (9 << 2) | (b & 3) for b in range(256))
+
+    def __init__(self, n=0):
+        self.raw = bytearray(2 * n)
+        if n:
+            self.raw[0::2] = os.urandom(n)
+            self.raw[1::2] = os.urandom(n).translate(F16.HIGH)
+
+    def extend(self, other):
+        self.raw += other.raw
+
+    def tobytes(self):
+        return bytes(self.raw)
+
+
 def rand(n, scale):
+    if bench and n > hidden:  # matrices (vectors stay f32: the norms near 1)
+        return F16(n)
     return array("f", (rng.uniform(-scale, scale) for _ in range(n)))
 
 
@@ -221,7 +251,8 @@ def write_safetensors(folder, tensors):
 
 
 # The Hugging Face folder.
-write_safetensors(hf_dir, hf)
+if not bench:
+    write_safetensors(hf_dir, hf)
 config = {
     "model_type": "gemma3_text" if arch == "gemma3" else hf_type or arch,
     "architectures": [{"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
@@ -279,7 +310,7 @@ if arch == "phi3" and not longrope:
                 "embd_pdrop", "resid_pdrop"):
         del llama[key]
     folders.append((hf_dir + "-llama", llama))
-for folder, c in folders:
+for folder, c in folders if not bench else []:
     json.dump(c, open(os.path.join(folder, "config.json"), "w"))
     shutil.copy(tokenizer_path, os.path.join(folder, "tokenizer.json"))
     if tokenizer_config:
@@ -329,7 +360,7 @@ def stack_experts(tensors):
         layer = head[len("model.layers."):].split(".")[0]
         key = "blk.%s.ffn_%s_exps.weight" % (layer, names[which])
         if key not in stacks:
-            stacks[key] = ([experts] + shape, array("f"))
+            stacks[key] = ([experts] + shape, F16() if isinstance(data, F16) else array("f"))
             out.append((key, None, None))
         stacks[key][1].extend(data)
     return [(n, stacks[n][0], stacks[n][1]) if s is None else (n, s, d) for n, s, d in out]
@@ -426,7 +457,8 @@ for name, shape, data in hf:
     dims = list(reversed(shape))
     directory.append(gstr(name if name.startswith("blk.") else gguf_name(name)) +
                      struct.pack("<I", len(dims)) +
-                     struct.pack("<%dQ" % len(dims), *dims) + struct.pack("<IQ", 0, offset))
+                     struct.pack("<%dQ" % len(dims), *dims) +
+                     struct.pack("<IQ", 1 if isinstance(data, F16) else 0, offset))
     blob = data.tobytes()
     blob += b"\0" * (-len(blob) % 32)
     blobs.append(blob)
