@@ -1,5 +1,10 @@
 #!/usr/bin/env bash
-# A mixture of experts side by side with llama.cpp on the same GGUF: a
+# A mixture of experts timed two ways. First against its dense twins (kvplan
+# bench, random bf16 weights, ROUNDS times in turn): a Qwen3-shaped model
+# (hidden 1024, 8 layers, 16 heads of 64 over 4 KV heads, vocabulary 32000)
+# with 64 experts of 384, 8 a token, beside the dense model of its active
+# parameters (an FFN of 3,072) and of all of them (24,576). Then side by
+# side with llama.cpp on the same GGUF: a
 # Qwen3-MoE-shaped model (hidden 1024, 8 layers, 16 heads of 64 over 4 KV
 # heads, 64 experts of 384, 8 a token; F16 random weights, a byte-level
 # vocabulary of 384) written by tests/lit/Inputs/gguf_and_hf.py's benchmark
@@ -28,6 +33,37 @@ json.dump(t, open(sys.argv[1] + "/tokenizer.json", "w"))
 PY
 KVPLAN_GGUF_SHAPE=1024,8,16,4,64,64,8,384 python3 tests/lit/Inputs/gguf_and_hf.py qwen3moe \
   "$work/tokenizer.json" qwen2 "$work/moe.gguf" "$work/unused"
+python3 - "$work" <<'PY'
+import sys
+base = """architecture = "qwen3"
+hidden_size = 1024
+num_layers = 8
+num_heads = 16
+num_kv_heads = 4
+head_dim = 64
+vocab_size = 32000
+max_position_embeddings = 4096
+rms_norm_eps = 1e-6
+bos_token_id = 1
+eos_token_id = 2
+"""
+ffns = {"moe": "intermediate_size = 3072\nnum_experts = 64\nnum_experts_per_tok = 8\n"
+               "moe_intermediate_size = 384\n",
+        "dense-active": "intermediate_size = 3072\n", "dense-total": "intermediate_size = 24576\n"}
+for name, ffn in ffns.items():
+    open("%s/%s.toml" % (sys.argv[1], name), "w").write(
+        '[model]\nname = "%s"\n%s%s' % (name, base, ffn))
+PY
+rates() { # NAME: a `kvplan bench --json` object on stdin, one line out
+  python3 -c "import json, sys; j = json.load(sys.stdin); print('%-13s prefill %.1f tokens/s,' \
+    ' decode %.2f tokens/s' % (sys.argv[1], j['prefill_tok_s'], j['decode_tok_s']))" "$1"
+}
+for r in $(seq "$rounds"); do
+  for m in moe dense-active dense-total; do
+    build/bin/kvplan bench "$work/$m.toml" --dtype bf16 --max-seq 512 --prompt-len 128 --gen 64 \
+      --json | rates "$m"
+  done
+done
 export KVPLAN_NODE_LLAMA_CPP=$dir
 ours=$(build/bin/kvplan run "$work/moe.gguf" --prompt-ids 1,2,3 -n 8 --temperature 0 --print-ids)
 theirs=$(node scripts/llama-cpp-greedy.mjs "$work/moe.gguf" 1,2,3 8)
@@ -35,6 +71,6 @@ theirs=$(node scripts/llama-cpp-greedy.mjs "$work/moe.gguf" 1,2,3 8)
 echo "greedy ids agree: $ours"
 for r in $(seq "$rounds"); do
   build/bin/kvplan bench "$work/moe.gguf" --max-seq 256 --prompt-len 128 --gen 64 --json |
-    python3 -c "import json, sys; j = json.load(sys.stdin); print('kvplan    prefill %.1f tokens/s, decode %.2f tokens/s' % (j['prefill_tok_s'], j['decode_tok_s']))"
+    rates kvplan
   KVPLAN_LLAMA_CPP_BENCH=1 node scripts/llama-cpp-greedy.mjs "$work/moe.gguf" 1 1
 done
