@@ -142,7 +142,7 @@ const std::unordered_map<std::string, std::string> &gemmaNames() {
 // `body` is the decoder's prefix, "model." but for a multimodal checkpoint's
 // text model.
 std::string hfName(const std::string &name, bool gemma = false,
-                   const std::string &body = "model.") {
+                   const std::string &body = "model.", bool mixtral = false) {
   if (name == "tok_embeddings") return body + "embed_tokens.weight";
   if (name == "norm") return body + "norm.weight";
   if (name == "output") return "lm_head.weight";
@@ -153,6 +153,8 @@ std::string hfName(const std::string &name, bool gemma = false,
   if (gemma)
     if (auto g = gemmaNames().find(rest); g != gemmaNames().end())
       return body + "layers." + std::to_string(layer) + "." + g->second;
+  if (mixtral && rest == "feed_forward.router")
+    return body + "layers." + std::to_string(layer) + ".block_sparse_moe.gate.weight";
   static const std::unordered_map<std::string, std::string> perLayer = {
       {"attention_norm", "input_layernorm.weight"},
       {"attention.wq", "self_attn.q_proj.weight"},
@@ -170,7 +172,7 @@ std::string hfName(const std::string &name, bool gemma = false,
       {"feed_forward.w2", "mlp.down_proj.weight"},
       {"attention.wqkv", "self_attn.qkv_proj.weight"}, // fused (Phi-3)
       {"feed_forward.w13", "mlp.gate_up_proj.weight"},
-      // A mixture of experts' router (Qwen3-MoE's; Mixtral's: hfExpertName).
+      // A mixture of experts' router (Qwen3-MoE's; Mixtral's above).
       {"feed_forward.router", "mlp.gate.weight"},
   };
   auto it = perLayer.find(rest);
@@ -359,11 +361,7 @@ private:
   }
 
   std::string nameOf(const std::string &name) const {
-    int64_t layer = 0;
-    std::string rest;
-    if (mixtral && splitLayerName(name, layer, rest) && rest == "feed_forward.router")
-      return body + "layers." + std::to_string(layer) + ".block_sparse_moe.gate.weight";
-    return hfName(name, gemma, body);
+    return hfName(name, gemma, body, mixtral);
   }
 
   const Entry *expertEntry(int64_t layer, const std::string &which, int64_t e) const {

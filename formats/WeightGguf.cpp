@@ -122,7 +122,6 @@ bool rotatesHalves(Architecture a) {
 
 /// The metadata key `name` of the file's architecture ("llama.block_count").
 std::string archKey(const GgufFile &g, const char *name) {
-  ggufArchitecture(g); // one kvplan reads
   return ggufArchName(g) + "." + name;
 }
 

@@ -8,27 +8,24 @@ namespace kvplan {
 
 int64_t decodeWeightBytes(const Plan &plan, int64_t rows) {
   std::set<std::string> whole, gathered, experts;
+  int64_t bytes = 0;
   for (const Step &s : plan.entryPoints.at("decode").steps) {
-    if (const MoEFFNOp *m = s.tryAs<MoEFFNOp>()) {
-      whole.insert(m->router);
-      experts.insert({m->gate, m->up, m->down});
+    const MoEFFNOp *m = s.tryAs<MoEFFNOp>();
+    if (!m) {
+      for (const std::string &name : stepWeights(s))
+        (s.kind() == OpKind::embedding ? gathered : whole).insert(name);
       continue;
     }
-    for (const std::string &name : stepWeights(s))
-      (s.kind() == OpKind::embedding ? gathered : whole).insert(name);
-  }
-  int64_t bytes = 0;
-  // A mixture of experts reads the experts its rows chose: experts_per_token
-  // for one row, at most every expert for many.
-  for (const Step &s : plan.entryPoints.at("decode").steps)
-    if (const MoEFFNOp *m = s.tryAs<MoEFFNOp>()) {
-      for (const std::string &name : {m->gate, m->up, m->down}) {
-        if (!experts.erase(name)) continue; // counted at an earlier step
-        const WeightEntry *w = plan.findWeight(name);
-        const int64_t all = w->shape[0], read = std::min(all, rows * m->expertsPerToken);
-        bytes += int64_t(w->bytes) / all * read;
-      }
+    // A mixture of experts reads the experts its rows chose:
+    // experts_per_token for one row, at most every expert for many.
+    whole.insert(m->router);
+    for (const std::string &name : {m->gate, m->up, m->down}) {
+      if (!experts.insert(name).second) continue; // counted at an earlier step
+      const WeightEntry *w = plan.findWeight(name);
+      const int64_t all = w->shape[0], read = std::min(all, rows * m->expertsPerToken);
+      bytes += int64_t(w->bytes) / all * read;
     }
+  }
   for (const std::string &name : whole) bytes += int64_t(plan.findWeight(name)->bytes);
   for (const std::string &name : gathered)
     if (!whole.count(name)) {

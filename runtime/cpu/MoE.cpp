@@ -97,8 +97,11 @@ void route(Routing &r, int64_t rows, const MoEWeights &w) {
     if (r.firsts[e + 1] > 0) r.active.push_back(e);
     r.firsts[e + 1] += r.firsts[e];
   }
-  std::vector<int32_t> next(r.firsts, r.firsts + w.experts);
-  for (int64_t i = 0; i < rows * k; ++i) r.slotOf[i] = next[size_t(r.chosen[i])]++;
+  // Each expert's first slot serves as its cursor, which ends at the next
+  // expert's first; moved back one place, they are the first slots again.
+  for (int64_t i = 0; i < rows * k; ++i) r.slotOf[i] = r.firsts[r.chosen[i]]++;
+  for (int64_t e = w.experts; e > 0; --e) r.firsts[e] = r.firsts[e - 1];
+  r.firsts[0] = 0;
 }
 
 /// Runs fn(expert, first, end) for the output features [first, end) of each

@@ -60,13 +60,6 @@ namespace {
 
 using Vec = std::vector<double>;
 
-Vec matvec(const Vec &wt, const Vec &x, int64_t out, int64_t in) {
-  Vec y(size_t(out), 0.0);
-  for (int64_t o = 0; o < out; ++o)
-    for (int64_t i = 0; i < in; ++i) y[size_t(o)] += wt[size_t(o * in + i)] * x[size_t(i)];
-  return y;
-}
-
 /// The product with matrix `e` of a stack of [out, in] matrices.
 Vec matvecAt(const Vec &stack, int64_t e, const Vec &x, int64_t out, int64_t in) {
   Vec y(size_t(out), 0.0);
@@ -75,6 +68,10 @@ Vec matvecAt(const Vec &stack, int64_t e, const Vec &x, int64_t out, int64_t in)
     for (int64_t i = 0; i < in; ++i)
       y[size_t(o)] += stack[base + size_t(o * in + i)] * x[size_t(i)];
   return y;
+}
+
+Vec matvec(const Vec &wt, const Vec &x, int64_t out, int64_t in) {
+  return matvecAt(wt, 0, x, out, in);
 }
 
 /// SiLU(g) x u, or GELU's tanh form as PyTorch writes it (Gemma's).
