@@ -66,8 +66,10 @@ std::vector<CudaRopeTable> ropeTableSet(const Plan &plan) {
 /// (shared by the entry points whose attention is not tiled), the RoPE
 /// cos/sin tables (max_seq_len rows each, filled at load), each entry
 /// point's inputs (with the sampling parameters), sampled ids and argmax
-/// partials, and cuBLAS's workspace, last.
-std::map<std::string, AttentionSplit> layWorkspace(const Plan &plan, CudaProgram &prog) {
+/// partials, the experts' scratch (at `moeScratch`; where the plan has
+/// experts), and cuBLAS's workspace, last.
+std::map<std::string, AttentionSplit> layWorkspace(const Plan &plan, CudaProgram &prog,
+                                                   int64_t &moeScratch) {
   std::map<std::string, AttentionSplit> splits;
   int64_t partBytes = 0, mlBytes = 0, arrivalBytes = 0;
   const int64_t heads = plan.model.numHeads, hd = plan.kvCache.headDim;
@@ -105,6 +107,7 @@ std::map<std::string, AttentionSplit> layWorkspace(const Plan &plan, CudaProgram
     e.sampledOffset = take(logits.rows() * 4);
     e.argmaxOffset = take(logits.rows() * sampleRowBytes(logits.cols()));
   }
+  if (const int64_t bytes = moeScratchBytes(plan)) moeScratch = take(bytes);
   prog.cublasWorkspaceOffset = take(kCublasWorkspace);
   prog.cublasWorkspaceBytes = kCublasWorkspace;
   prog.workspaceBytes = alignUp(top, kAlign);
@@ -144,8 +147,9 @@ CudaModule generateCuda(const Plan &plan, const std::vector<std::string> &archs)
   checkSupported(plan);
   CudaModule mod;
   mod.program.archs = archs;
-  const std::map<std::string, AttentionSplit> splits = layWorkspace(plan, mod.program);
   Specialisations specs;
+  const std::map<std::string, AttentionSplit> splits =
+      layWorkspace(plan, mod.program, specs.moeScratch);
   specs.ropeTables = mod.program.ropeTables;
   for (const auto &[name, ep] : plan.entryPoints)
     lowerEntry(plan, ep, splits.at(name), specs, mod.program.entries[name]);

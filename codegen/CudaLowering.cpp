@@ -45,6 +45,41 @@ int64_t sampleRowBytes(int64_t vocab) {
   return ceilDiv(vocab, argmaxSlice(vocab)) * (8 + 16 + 8 * kSampleCandidates);
 }
 
+MoeScratchLayout moeScratchLayout(int64_t rows, int64_t experts, int64_t perToken, int64_t hidden,
+                                  int64_t ff) {
+  MoeScratchLayout l;
+  const int64_t slots = rows * perToken;
+  auto take = [&](int64_t bytes) {
+    const int64_t at = l.bytes;
+    l.bytes = alignUp(at + std::max<int64_t>(bytes, 1), 256);
+    return at;
+  };
+  l.probs = take(rows * experts * 4);
+  l.weights = take(slots * 4);
+  l.meta = take((2 * experts + 2) * 4); // the active count, the active experts, the firsts
+  l.chosen = take(slots * 4);
+  l.slotOf = take(slots * 4);
+  l.rowOf = take(slots * 4);
+  l.hidden = take(slots * ff * 4);
+  l.out = take(slots * hidden * 4);
+  return l;
+}
+
+int64_t moeScratchBytes(const Plan &plan) {
+  int64_t bytes = 0;
+  for (const auto &[name, ep] : plan.entryPoints)
+    for (const Step &s : ep.steps)
+      if (const auto *m = std::get_if<MoEFFNOp>(&s.op)) {
+        const WeightEntry *gate = plan.findWeight(m->gate);
+        if (!gate || gate->shape.size() != 3) unsupported("moe_ffn's gate is not a stack");
+        bytes = std::max(bytes, moeScratchLayout(m->input.rows(), gate->shape[0],
+                                                 m->expertsPerToken, m->input.cols(),
+                                                 gate->shape[1])
+                                    .bytes);
+      }
+  return bytes;
+}
+
 DeviceRef Specialisations::ropeTable(const RopeParams &params) const {
   for (const CudaRopeTable &t : ropeTables)
     if (ropeTableServes(t, params)) return {DeviceBuffer::work, t.offset};
@@ -276,10 +311,7 @@ public:
     kernel(name, {ceilDiv(oc, kElementwiseBlock), op.result.rows(), 1}, kElementwiseBlock, 1,
            op.result, {arena(op.input), arena(op.result)});
   }
-  void operator()(const MoEFFNOp &) {
-    unsupported("step " + std::to_string(step) + " of '" + ep.name +
-                "' is a mixture of experts (moe_ffn), which only the cpu target runs yet");
-  }
+  void operator()(const MoEFFNOp &op);
   void operator()(const SwiGLUOp &op) {
     binary(op.gelu ? "geglu" : "swiglu", true, op.gate, op.up, op.result, op.gelu);
   }
@@ -339,6 +371,14 @@ private:
   /// An int4 weight's mins; for int8, which has none, its scales (unread).
   DeviceRef minsRef(const WeightEntry &w) const {
     return weightRef(w.name, int64_t(w.dtype == DType::i4 ? w.minsOffset : w.scalesOffset));
+  }
+  /// A weight's scales; for the float types, which have none, its data (unread).
+  DeviceRef scalesRef(const WeightEntry &w) const {
+    return weightRef(w.name, isFloatDType(w.dtype) ? 0 : int64_t(w.scalesOffset));
+  }
+  /// A weight's mins as minsRef has them; for the float types, its data (unread).
+  DeviceRef minsOf(const WeightEntry &w) const {
+    return isFloatDType(w.dtype) ? weightRef(w.name) : minsRef(w);
   }
   void f32Input(const Operand &o, const char *op) const {
     if (o.dtype != DType::f32)
@@ -576,6 +616,68 @@ void EntryLowering::linear(const std::string &weightName, const std::optional<st
     if (bias) biasAdd(*bias, o, col);
     col += m;
   }
+}
+
+/// The router's product, the routing, each active expert's gate|up and down
+/// products over its rows, and the rows' weighted sums (Kernels.cuh, the
+/// moe kernels), through the experts' scratch in the workspace. Each stack
+/// of any type matvec reads (gate and up of one), int8 and int4 in rows of
+/// whole runs of 16 codes.
+void EntryLowering::operator()(const MoEFFNOp &op) {
+  f32Input(op.input, "moe_ffn");
+  const WeightEntry &router = weight(op.router), &gate = weight(op.gate), &up = weight(op.up),
+                    &down = weight(op.down);
+  const int64_t experts = router.shape[0], h = op.input.cols(), ff = gate.shape[1];
+  const int64_t k = op.expertsPerToken, rows = op.input.rows();
+  const std::vector<int64_t> stack = {experts, ff, h}, downStack = {experts, h, ff};
+  if (router.shape != std::vector<int64_t>{experts, h} || gate.shape != stack ||
+      up.shape != stack || down.shape != downStack || op.result.cols() != h || k < 1 ||
+      k > experts)
+    unsupported("step " + num(step) + ": moe_ffn's weights do not fit its rows");
+  if (gate.dtype != up.dtype)
+    unsupported("weights '" + gate.name + "' and '" + up.name + "' differ in type (" +
+                dtypeName(gate.dtype) + ", " + dtypeName(up.dtype) + "); one kernel reads both");
+  for (const WeightEntry *w : {&router, &gate, &down})
+    if (!isFloatDType(w->dtype) && (quantBits(*w), w->shape.back() % 16 != 0)) // groups of 32
+      unsupported("weight '" + w->name + "' is " + dtypeName(w->dtype) + " in rows of " +
+                  num(w->shape.back()) + ": the experts' kernels read int8 and int4 rows of "
+                  "whole runs of 16 codes");
+  const MoeScratchLayout l = moeScratchLayout(rows, experts, k, h, ff);
+  auto at = [&](int64_t offset) { return work(specs.moeScratch + offset); };
+  const int64_t block = kMoeWarps * 32, slots = std::min(experts, rows * k);
+  const std::string shape = num(h) + ", " + num(ff) + ", " + num(experts);
+  auto type = [](const WeightEntry &w) { return std::string(dtypeName(w.dtype)); };
+  std::string name = specs.wrapper(
+      "moe_router_" + type(router) + dims({h, experts}), block,
+      "kvplan::moeRouter<" + matvecWeightType(router) + ", " + num(h) + ", " + num(experts) +
+          ">(a)");
+  kernel(name, {ceilDiv(experts, kMoeWarps), rows, 1}, block, 1, op.input,
+         {arena(op.input), weightRef(op.router), at(l.probs), scalesRef(router), minsOf(router)});
+  name = specs.wrapper("moe_route" + dims({experts, k}) + (op.normTopK ? "_norm" : ""), 256,
+                       "kvplan::moeRoute<" + num(experts) + ", " + num(k) + ", " +
+                           (op.normTopK ? "true" : "false") + ", 256>(a)");
+  kernel(name, {1, 1, 1}, 256, -1, op.input,
+         {at(l.probs), at(l.weights), at(l.meta), at(l.chosen), at(l.slotOf), at(l.rowOf)});
+  name = specs.wrapper("moe_gate_up_" + type(gate) + dims({h, ff, experts}) +
+                           (op.gelu ? "_gelu" : ""),
+                       block,
+                       "kvplan::moeGateUp<" + matvecWeightType(gate) + ", " + shape + ", " +
+                           (op.gelu ? "true" : "false") + ">(a)");
+  kernel(name, {ceilDiv(ff, kMoeWarps), slots, 1}, block, -1, op.input,
+         {arena(op.input), weightRef(op.gate), weightRef(op.up), at(l.meta), at(l.rowOf),
+          at(l.hidden), scalesRef(gate), minsOf(gate), scalesRef(up), minsOf(up)});
+  name = specs.wrapper("moe_down_" + type(down) + dims({h, ff, experts}), block,
+                       "kvplan::moeDown<" + matvecWeightType(down) + ", " + shape + ">(a)");
+  kernel(name, {ceilDiv(h, kMoeWarps), slots, 1}, block, -1, op.input,
+         {at(l.hidden), weightRef(op.down), at(l.meta), at(l.out), scalesRef(down),
+          minsOf(down)});
+  const DType o = op.result.dtype;
+  name = specs.wrapper("moe_combine_" + std::string(dtypeName(o)) + dims({h, k}),
+                       kElementwiseBlock,
+                       "kvplan::moeCombine<" + std::string(cudaType(o)) + ", " + num(h) + ", " +
+                           num(k) + ">(a)");
+  kernel(name, {ceilDiv(h, kElementwiseBlock), rows, 1}, kElementwiseBlock, 1, op.result,
+         {at(l.weights), at(l.slotOf), at(l.out), arena(op.result)});
 }
 
 bool EntryLowering::splitOutputs(const std::vector<Operand> &results, int64_t (&n)[3],

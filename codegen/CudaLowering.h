@@ -42,6 +42,9 @@ struct AttnTiling {
   bool operator==(const AttnTiling &o) const { return heads == o.heads && rowTiles == o.rowTiles; }
 };
 constexpr int64_t kElementwiseBlock = 256;
+// The experts' products (Kernels.cuh, moeGateUp, moeDown): kMoeWarps warps
+// a block, a feature each.
+constexpr int64_t kMoeWarps = 8;
 // Products (codegen/cuda/Kernels.cuh): matrix-vector up to kGemvRows rows,
 // aiming at kFillBlocks blocks or more; with quantized weights, tiles of
 // kGemmTile rows x kGemmTile features above.
@@ -74,11 +77,23 @@ int64_t sampleRowBytes(int64_t vocab);
 [[noreturn]] void unsupported(const std::string &what);
 const char *cudaType(DType t);
 
+/// A mixture of experts' scratch for a moe_ffn of `rows` rows (Kernels.cuh,
+/// the moe kernels): each part's offset from its start, 256-byte aligned.
+struct MoeScratchLayout {
+  int64_t probs = 0, weights = 0, meta = 0, chosen = 0, slotOf = 0, rowOf = 0, hidden = 0,
+          out = 0, bytes = 0;
+};
+MoeScratchLayout moeScratchLayout(int64_t rows, int64_t experts, int64_t perToken, int64_t hidden,
+                                  int64_t ff);
+/// The largest scratch any moe_ffn of `plan` needs (0 where it has none).
+int64_t moeScratchBytes(const Plan &plan);
+
 /// The kernel specialisations a module needs, one wrapper per name, and the
-/// RoPE cos/sin tables in the workspace they read.
+/// RoPE cos/sin tables and the experts' scratch in the workspace they read.
 struct Specialisations {
   std::map<std::string, std::string> wrappers; // name -> definition, sorted for a stable source
   std::vector<CudaRopeTable> ropeTables;
+  int64_t moeScratch = 0; // the experts' scratch's offset in the workspace
 
   /// Declares `extern "C" name` (once) running `body` with `block` threads.
   /// Launched as a programmatic dependent (Kernels.cuh), the kernel first

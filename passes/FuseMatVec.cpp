@@ -184,7 +184,10 @@ std::optional<std::pair<MatVecParts, Value>> productWithAddend(Value lhs, Value 
 }
 
 /// linear -> add (or the add of add_rms_norm): the add becomes the
-/// product's epilogue; add_rms_norm leaves an rms_norm of the sum.
+/// product's epilogue; add_rms_norm leaves an rms_norm of the sum. Not where
+/// a mixture of experts reads the norm: its kernels take no prologue, so
+/// the norm would stay a kernel of its own either way, and add_rms_norm
+/// makes the sum and the norm in one.
 struct ResidualEpilogue : public RewritePattern {
   ResidualEpilogue(MLIRContext *ctx, RowLimits maxRows)
       : RewritePattern(MatchAnyOpTypeTag(), 1, ctx), maxRows(maxRows) {}
@@ -194,6 +197,10 @@ struct ResidualEpilogue : public RewritePattern {
     if (auto add = dyn_cast<llm::AddOp>(op)) std::tie(lhs, rhs) = std::pair{add.getLhs(), add.getRhs()};
     else if (auto an = dyn_cast<llm::AddRMSNormOp>(op)) std::tie(lhs, rhs) = std::pair{an.getLhs(), an.getRhs()};
     else return failure();
+    if (auto an = dyn_cast<llm::AddRMSNormOp>(op))
+      for (Operation *user : an.getNormed().getUsers())
+        if (isa<llm::MoEFFNOp>(user))
+          return rewriter.notifyMatchFailure(op, "a mixture of experts reads the norm");
     std::optional<std::pair<MatVecParts, Value>> found = productWithAddend(lhs, rhs, maxRows);
     if (!found) return rewriter.notifyMatchFailure(op, "no operand is a matrix-vector product's alone");
     auto &[p, product] = *found;

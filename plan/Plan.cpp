@@ -193,6 +193,13 @@ MemoryBill Plan::memoryBill() const {
   return b;
 }
 
+std::string workspaceContents(const Plan &p) {
+  const char *experts = p.model.moe() ? ", the experts' scratch" : "";
+  if (p.settings.target == Target::cuda)
+    return std::string("attention partials, RoPE tables, sampling") + experts + ", cuBLAS";
+  return std::string("RoPE tables") + experts;
+}
+
 nlohmann::json toJson(const MemoryBill &b) {
   nlohmann::json j = {{"params", b.params},
           {"weights_bytes", b.weightsBytes},

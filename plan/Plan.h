@@ -90,7 +90,7 @@ struct MemoryBill {
   std::map<std::string, int64_t> arenaBytes; // per entry point
   int64_t arenaAllocBytes = 0; // one arena serves all entry points: the largest
   // cpu: the RoPE tables each call fills; cuda: attention partials, sampling
-  // and cuBLAS's workspace, on the device.
+  // and cuBLAS's workspace, on the device; both: a mixture of experts' scratch.
   int64_t workspaceBytes = 0;
   int64_t hostPinnedBytes = 0; // cuda: host buffers of inputs, sampled ids, logits
   int64_t reserveBytes = 0;    // cuda: kept free for cuBLAS's handle and the graphs
@@ -194,5 +194,8 @@ Plan planFromJson(const nlohmann::json &j);
 /// InputError ("incompatible because ...") naming the step and field.
 void validatePlan(const Plan &p);
 nlohmann::json toJson(const MemoryBill &b);
+/// What the bill's workspace holds, in words ("RoPE tables, the experts'
+/// scratch"), for inspect and the report.
+std::string workspaceContents(const Plan &p);
 
 } // namespace kvplan

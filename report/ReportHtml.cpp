@@ -105,7 +105,7 @@ std::vector<BillPart> billParts(const Plan &p, const MemoryBill &b) {
                 : std::string())},
       {"bill-arena", "arena", b.arenaAllocBytes, "activations; one arena serves every entry point"},
       {"bill-workspace", "workspace", b.workspaceBytes,
-       cuda ? "attention partials, RoPE tables, sampling, cuBLAS" : "RoPE tables"}};
+       workspaceContents(p)}};
   if (cuda)
     parts.push_back(
         {"bill-reserve", "reserve", b.reserveBytes,

@@ -216,6 +216,12 @@ if ((do_artifacts)); then
     # Gemma 2's soft-capped scores and logits, on bf16 and f16 caches.
     "gemma2-like-bf16|tests/data/gpu/gemma2-like.toml|--dtype bf16"
     "gemma2-like-f16|tests/data/gpu/gemma2-like.toml|--dtype f16"
+    # A mixture of experts (Qwen3-MoE's): the router, the routing, the
+    # active experts' products and the weighted sums, at a batch and at one
+    # row, and with int4 stacks.
+    "qwen3moe-like-bf16|tests/data/gpu/qwen3moe-like.toml|--dtype bf16"
+    "qwen3moe-like-bf16-batch1|tests/data/gpu/qwen3moe-like.toml|--dtype bf16 --max-batch 1"
+    "qwen3moe-like-int4|tests/data/gpu/qwen3moe-like.toml|--dtype int4"
     "tiny-int8|models/tiny.toml|--dtype int8"
     "tiny-int8-batch1|models/tiny.toml|--dtype int8 --max-batch 1"
     "qwen-like-int8|tests/data/gpu/qwen-like.toml|--dtype int8"

@@ -599,10 +599,6 @@ void checkCompileSettings(Checker &c, const CompileSettings &s) {
 
 // Tensor parallelism cuts whole heads, the FFN and the vocabulary evenly.
 void checkTensorParallel(Checker &c, const ModelSpec &m, const CompileSettings &s) {
-  if (m.moe() && s.target == Target::cuda)
-    c.fail("compile.target", "the cuda target does not run a mixture of experts (num_experts " +
-                                 std::to_string(m.numExperts) + ") yet; compile the model with "
-                                 "--target cpu");
   const int64_t n = s.tensorParallel;
   if (n <= 1) return;
   auto share = [&](int64_t count, const char *what) {

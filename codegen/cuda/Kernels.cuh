@@ -1664,6 +1664,258 @@ __device__ void embeddingQuant(const KvArgs &a) {
 }
 
 // ---------------------------------------------------------------------------
+// Mixtures of experts (the moe_ffn op; runtime/cpu/MoE.cpp is the CPU's).
+// Four kernels: the router's product (moeRouter), the routing (moeRoute: each
+// row's softmax and top k, then the chosen (row, expert) pairs' slots in
+// expert order, a counting sort), each active expert's gate|up and down
+// products over all the rows routed to it (moeGateUp, moeDown: a block an
+// active expert and 8 of its features, the expert's rows in tiles of
+// kMoeRowTile, so its weights are read once a tile), and the rows' sums of
+// their experts' outputs, weighted, in the order chosen (moeCombine). The
+// scratch (CudaLowering.h's moeScratchLayout) is in the workspace: probs
+// [R][E] f32, weights [R][K] f32, meta i32 (the active experts' count, the
+// active experts, each expert's first slot [E + 1]), chosen, slotOf, rowOf
+// [R*K] i32, hidden [R*K][F] f32, out [R*K][H] f32. Weights of any type
+// matvec reads (MvFormat: f32, bf16, f16, int8, int4), each stack its own;
+// a stack's scales and minimums are its rows' (row e * features + j).
+
+inline constexpr int kMoeRowTile = 8, kMoeWarps = 8;
+
+/// Whether the products read W in MvFormat's 16-byte runs: rows of whole
+/// SUBs (else, float types only, one element a lane at a time).
+template <class W, int K> inline constexpr bool kMoeRuns = K % MvFormat<W, K>::SUB == 0;
+
+/// One x row's share of a run's SUB elements from e0: the dot product, and
+/// for SCALED runs the run's finish (its scale; int4's minimums).
+template <class W, int K, int SUB>
+__device__ __forceinline__ float moeSub(const typename MvFormat<W, K>::Run &run, const float *v,
+                                        const float *x) {
+  float xv[SUB];
+  loadRun<SUB>(x, xv);
+  float dot = 0.0f, sum = 0.0f;
+#pragma unroll
+  for (int i = 0; i < SUB; ++i) {
+    dot += v[i] * xv[i];
+    if constexpr (MvFormat<W, K>::MINS) sum += xv[i];
+  }
+  if constexpr (MvFormat<W, K>::SCALED)
+    return run.finish(dot, sum);
+  else
+    return dot;
+}
+
+/// Rows (slots) [first, first + n) of x (through `rowOf`, or the slots'
+/// own rows where rowOf is null) times row j0 of w0 (and row j1 of w1 where
+/// TWO), in tiles of kMoeRowTile rows, each run of weights loaded and
+/// decoded once for the tile: fn(slot, sum0, sum1) on lane 0 for each.
+template <class W, int K, bool TWO, class F>
+__device__ __forceinline__ void moeRows(const float *x, const int *rowOf, int first, int n,
+                                        const MvWeights &w0, long long j0, const MvWeights &w1,
+                                        long long j1, int lane, F &&fn) {
+  using Fmt = MvFormat<W, K>;
+  constexpr int T = kMoeRowTile, SUB = Fmt::SUB, RUN = Fmt::RUN;
+  constexpr int RUNS = (K + RUN - 1) / RUN; // int4: the last may be half a group
+  for (int t = 0; t < n; t += T) {
+    const int m = n - t < T ? n - t : T;
+    const float *xr[T];
+    float s0[T], s1[T];
+#pragma unroll
+    for (int r = 0; r < T; ++r) {
+      const int slot = first + t + (r < m ? r : 0);
+      xr[r] = x + (long long)(rowOf ? rowOf[slot] : slot) * K;
+      s0[r] = s1[r] = 0.0f;
+    }
+    if constexpr (kMoeRuns<W, K>) {
+      for (int c = lane; c < RUNS; c += 32) {
+        typename Fmt::Run r0, r1;
+        r0.load(w0, j0, c);
+        if constexpr (TWO) r1.load(w1, j1, c);
+#pragma unroll
+        for (int sub = 0; sub < RUN / SUB; ++sub) {
+          const int e0 = c * RUN + sub * SUB;
+          if (e0 >= K) break; // past a row that ends in half a group
+          float v0[SUB], v1[SUB];
+          r0.decode(sub, v0);
+          if constexpr (TWO) r1.decode(sub, v1);
+#pragma unroll
+          for (int r = 0; r < T; ++r) {
+            if (r >= m) break;
+            s0[r] += moeSub<W, K, SUB>(r0, v0, xr[r] + e0);
+            if constexpr (TWO) s1[r] += moeSub<W, K, SUB>(r1, v1, xr[r] + e0);
+          }
+        }
+      }
+    } else {
+      static_assert(!Fmt::SCALED, "int8 and int4 rows are whole runs of 16 codes");
+      const W *p0 = reinterpret_cast<const W *>(w0.data) + j0 * K;
+      const W *p1 = reinterpret_cast<const W *>(w1.data) + j1 * K;
+      for (int c = lane; c < K; c += 32) {
+        const float v0 = ld(p0[c]), v1 = TWO ? ld(p1[c]) : 0.0f;
+#pragma unroll
+        for (int r = 0; r < T; ++r) {
+          if (r >= m) break;
+          s0[r] += v0 * xr[r][c];
+          if constexpr (TWO) s1[r] += v1 * xr[r][c];
+        }
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < T; ++r) {
+      if (r >= m) break; // m is the warp's: every lane takes the same branch
+      const float a0 = warpSum(s0[r]), a1 = TWO ? warpSum(s1[r]) : 0.0f;
+      if (lane == 0) fn(first + t + r, a0, a1);
+    }
+  }
+}
+
+/// A stack's weights from p[d] and its scales and minimums at p[s], p[s + 1]
+/// (for the float types, unread).
+__device__ __forceinline__ MvWeights moeWeights(const KvArgs &a, int d, int s) {
+  return {a.p[d], reinterpret_cast<const float *>(a.p[s]),
+          reinterpret_cast<const float *>(a.p[s + 1])};
+}
+
+/// logits[r][e] = x[r] . router[e]: a warp an expert, grid (E / 8, rows).
+/// p: x (f32, rows x K), router (W, E x K), logits (f32, rows x E), the
+/// router's scales, minimums.
+template <class W, int K, int E> __device__ void moeRouter(const KvArgs &a) {
+  const int lane = threadIdx.x % 32, e = blockIdx.x * kMoeWarps + threadIdx.x / 32;
+  if (e >= E) return;
+  float *logits = reinterpret_cast<float *>(a.p[2]);
+  const MvWeights w = moeWeights(a, 1, 3);
+  moeRows<W, K, false>(reinterpret_cast<const float *>(a.p[0]), nullptr, (int)blockIdx.y, 1, w, e,
+                       w, e, lane, [&](int r, float s, float) { logits[(long long)r * E + e] = s; });
+}
+
+/// Row r's softmax in place and its K experts, largest first (the lower
+/// index among equals), with their weights (renormalized where NORM): in
+/// the CPU runtime's arithmetic (chooseExperts).
+template <int E, int K, bool NORM>
+__device__ void moeChoose(float *p, int *chosen, float *weights) {
+  float top = p[0];
+  for (int e = 1; e < E; ++e) top = fmaxf(top, p[e]);
+  double sum = 0.0;
+  for (int e = 0; e < E; ++e) sum += (p[e] = expf(p[e] - top));
+  for (int e = 0; e < E; ++e) p[e] = (float)(p[e] / sum);
+  double chosenSum = 0.0;
+  for (int j = 0; j < K; ++j) {
+    int best = -1;
+    for (int e = 0; e < E; ++e) {
+      bool taken = false;
+      for (int i = 0; i < j; ++i) taken = taken || chosen[i] == e;
+      if (!taken && (best < 0 || p[e] > p[best])) best = e;
+    }
+    chosen[j] = best;
+    weights[j] = p[best];
+    chosenSum += p[best];
+  }
+  if (NORM && chosenSum > 0)
+    for (int j = 0; j < K; ++j) weights[j] = (float)(weights[j] / chosenSum);
+}
+
+/// One block: each row's experts (p[0]'s logits become probabilities),
+/// then each expert's slots, in row order, and the active experts.
+/// p: probs, weights, meta, chosen, slotOf, rowOf.  i[0]: rows.
+template <int E, int K, bool NORM, int BLOCK> __device__ void moeRoute(const KvArgs &a) {
+  static_assert(E <= 4096, "the experts' counts in shared memory");
+  __shared__ int count[E];
+  const int rows = (int)a.i[0], tid = threadIdx.x;
+  float *probs = reinterpret_cast<float *>(a.p[0]);
+  int *meta = reinterpret_cast<int *>(a.p[2]), *chosen = reinterpret_cast<int *>(a.p[3]);
+  int *active = meta + 1, *firsts = meta + 1 + E;
+  for (int r = tid; r < rows; r += BLOCK)
+    moeChoose<E, K, NORM>(probs + (long long)r * E, chosen + r * K,
+                          reinterpret_cast<float *>(a.p[1]) + r * K);
+  __syncthreads();
+  for (int e = tid; e < E; e += BLOCK) {
+    int n = 0;
+    for (int i = 0; i < rows * K; ++i) n += chosen[i] == e;
+    count[e] = n;
+  }
+  __syncthreads();
+  if (tid == 0) {
+    int slot = 0, n = 0;
+    for (int e = 0; e < E; ++e) {
+      firsts[e] = slot;
+      slot += count[e];
+      if (count[e] > 0) active[n++] = e;
+    }
+    firsts[E] = slot;
+    meta[0] = n;
+  }
+  __syncthreads();
+  int *slotOf = reinterpret_cast<int *>(a.p[4]), *rowOf = reinterpret_cast<int *>(a.p[5]);
+  for (int e = tid; e < E; e += BLOCK) {
+    int slot = firsts[e];
+    for (int i = 0; i < rows * K && slot < firsts[e + 1]; ++i)
+      if (chosen[i] == e) {
+        slotOf[i] = slot;
+        rowOf[slot++] = i / K;
+      }
+  }
+}
+
+/// The active expert of block y (its first slot and its rows), or false
+/// where the call has fewer active experts. meta as moeRoute writes it.
+template <int E>
+__device__ __forceinline__ bool moeExpert(const int *meta, int &e, int &first, int &n) {
+  const int at = blockIdx.y;
+  if (at >= meta[0]) return false;
+  e = meta[1 + at];
+  first = meta[1 + E + e];
+  n = meta[1 + E + e + 1] - first;
+  return true;
+}
+
+/// hidden[slot][j] = act(x[row] . gate[e][j]) * (x[row] . up[e][j]) for
+/// each slot of active expert blockIdx.y: a warp a feature j.
+/// p: x (f32, rows x H), gate, up (W, E x F x H), meta, rowOf, hidden,
+/// gate's scales and minimums, up's.
+template <class W, int H, int F, int E, bool GELU> __device__ void moeGateUp(const KvArgs &a) {
+  const int lane = threadIdx.x % 32, j = blockIdx.x * kMoeWarps + threadIdx.x / 32;
+  int e, first, n;
+  if (j >= F || !moeExpert<E>(reinterpret_cast<const int *>(a.p[3]), e, first, n)) return;
+  const long long row = (long long)e * F + j;
+  float *hidden = reinterpret_cast<float *>(a.p[5]);
+  moeRows<W, H, true>(reinterpret_cast<const float *>(a.p[0]),
+                      reinterpret_cast<const int *>(a.p[4]), first, n, moeWeights(a, 1, 6), row,
+                      moeWeights(a, 2, 8), row, lane, [&](int slot, float g, float u) {
+                        hidden[(long long)slot * F + j] = gateAct<GELU>(g) * u;
+                      });
+}
+
+/// out[slot][c] = hidden[slot] . down[e][c] for each slot of active expert
+/// blockIdx.y: a warp a feature c.
+/// p: hidden (f32, slots x F), down (W, E x H x F), meta, out (f32, slots x
+/// H), down's scales and minimums.
+template <class W, int H, int F, int E> __device__ void moeDown(const KvArgs &a) {
+  const int lane = threadIdx.x % 32, c = blockIdx.x * kMoeWarps + threadIdx.x / 32;
+  int e, first, n;
+  if (c >= H || !moeExpert<E>(reinterpret_cast<const int *>(a.p[2]), e, first, n)) return;
+  float *out = reinterpret_cast<float *>(a.p[3]);
+  const MvWeights down = moeWeights(a, 1, 4);
+  const long long row = (long long)e * H + c;
+  moeRows<W, F, false>(reinterpret_cast<const float *>(a.p[0]), nullptr, first, n, down, row,
+                       down, row, lane,
+                       [&](int slot, float y, float) { out[(long long)slot * H + c] = y; });
+}
+
+/// result[r][c] = sum over j < K of weights[r][j] * out[slotOf[r K + j]][c],
+/// in the order chosen.  p: weights, slotOf, out (f32, slots x H), result.
+template <class O, int H, int K> __device__ void moeCombine(const KvArgs &a) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= H) return;
+  const long long r = blockIdx.y;
+  const float *weights = reinterpret_cast<const float *>(a.p[0]) + r * K;
+  const int *slotOf = reinterpret_cast<const int *>(a.p[1]) + r * K;
+  const float *out = reinterpret_cast<const float *>(a.p[2]);
+  float s = 0.0f;
+#pragma unroll
+  for (int j = 0; j < K; ++j) s += weights[j] * out[(long long)slotOf[j] * H + c];
+  reinterpret_cast<O *>(a.p[3])[r * H + c] = st<O>(s);
+}
+
+// ---------------------------------------------------------------------------
 // RoPE and the KV cache. The cache is [layers][2][pages][kv_heads][page_size]
 // [head_dim]; a row's page comes from its page-table row (tableStride 0: all
 // rows share row 0, as a prefill chunk does).

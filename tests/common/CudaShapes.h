@@ -40,7 +40,10 @@ struct Shape {
 // sqrt(query_pre_attn_scalar)), the first sliding (a window of 12, RoPE on
 // base 10000) and the second global (base 1e6, linear scaling), with Gemma
 // 2's soft-capped scores and logits (caps of 2 and 3, to bite on random
-// weights). bf16 prefill chunks
+// weights). Two mixtures of experts (the moe kernels): Qwen3-MoE's 2 of 8
+// experts of 96, renormalized, in bf16 at a batch of 3; Mixtral-style 3 of 6
+// experts of 52, raw (norm_topk_prob false), in f16 at batch 1, the down
+// products' rows of 52 not whole 16-byte runs. bf16 prefill chunks
 // of 16 rows (Qwen2: the tensor-core kernels in two groups of 8 rows) and of
 // 32 (batch 1: cuBLAS).
 inline const Shape kShapes[] = {
@@ -84,6 +87,16 @@ inline const Shape kShapes[] = {
      "final_logit_softcapping = 3.0",
      "weight_dtype = \"bf16\"\nmax_batch = 3\nmax_seq_len = 256\nprefill_chunk = 16",
      "[model.rope]\ntheta = 1000000.0\ntype = \"linear\"\nfactor = 8.0\nlocal_theta = 10000.0\n"},
+    {"qwen3moe-bf16",
+     "architecture = \"qwen3\"\nhidden_size = 256\nintermediate_size = 512\nnum_layers = 2\n"
+     "num_heads = 4\nnum_kv_heads = 2\nhead_dim = 64\nvocab_size = 400\nnum_experts = 8\n"
+     "num_experts_per_tok = 2\nmoe_intermediate_size = 96",
+     "weight_dtype = \"bf16\"\nmax_batch = 3\nmax_seq_len = 256\nprefill_chunk = 16", ""},
+    {"mixtral-f16-raw-batch1",
+     "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 52\nnum_layers = 2\n"
+     "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 300\nnum_experts = 6\n"
+     "num_experts_per_tok = 3\nnorm_topk_prob = false",
+     "weight_dtype = \"f16\"\nmax_batch = 1\nmax_seq_len = 128\nprefill_chunk = 16", ""},
 };
 
 // Quantized weights, each shape in int8 and int4: GQA with tied embeddings
@@ -97,6 +110,9 @@ inline const Shape kShapes[] = {
 // others the plain matrix-vector one. Batch 1 with an intermediate size of
 // 336: every product folded, the down projection's rows ending in half a
 // group, and a vocabulary of 9000 (int8: its head two features a warp).
+// Mixtures of experts: Qwen3-MoE's 2 of 8 experts of 48 in int8, and 3 of 6
+// Mixtral-style experts of 80 in int4, raw, the down stack's rows ending in
+// half a group.
 inline const Shape kQuantShapes[] = {
     {"gqa-int8-tied-172",
      "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 172\nnum_layers = 2\n"
@@ -122,6 +138,16 @@ inline const Shape kQuantShapes[] = {
      "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 336\nnum_layers = 2\n"
      "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 300",
      "weight_dtype = \"int4\"\nmax_batch = 1\nmax_seq_len = 256\nprefill_chunk = 32", ""},
+    {"qwen3moe-int8",
+     "architecture = \"qwen3\"\nhidden_size = 128\nintermediate_size = 256\nnum_layers = 2\n"
+     "num_heads = 4\nnum_kv_heads = 2\nhead_dim = 32\nvocab_size = 300\nnum_experts = 8\n"
+     "num_experts_per_tok = 2\nmoe_intermediate_size = 48",
+     "weight_dtype = \"int8\"\nmax_batch = 3\nmax_seq_len = 256\nprefill_chunk = 32", ""},
+    {"mixtral-int4-raw",
+     "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 80\nnum_layers = 2\n"
+     "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 300\nnum_experts = 6\n"
+     "num_experts_per_tok = 3\nnorm_topk_prob = false",
+     "weight_dtype = \"int4\"\nmax_batch = 3\nmax_seq_len = 256\nprefill_chunk = 32", ""},
 };
 
 } // namespace kvplan::testing

@@ -791,7 +791,6 @@ TEST_F(FakeGpu, TheExecutorAllocatesExactlyTheBill) {
     if (e.path().extension() != ".toml") continue;
     SCOPED_TRACE(e.path().filename().string());
     ModelConfig cfg = loadModelConfig(e.path().string(), {}, [](const std::string &) {});
-    if (cfg.model.moe()) continue; // the cuda target refuses a mixture of experts (for now)
     expectTheExecutorAllocatesTheBill(cfg);
   }
   // Pools (kv_pages) other than tiny's 4 x 512 / 16 = 128 pages: larger, for

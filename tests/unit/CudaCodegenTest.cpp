@@ -66,7 +66,10 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
       std::set<int64_t> covered;
       int64_t fused = 0, gemms = 0, compactInputs = 0, lastStep = 0, products = 0,
               ropeEpilogues = 0, tiled = 0, partial = 0, mmaProducts = 0, groupedProducts = 0,
-              groupedFolds = 0, groupedRope = 0;
+              groupedFolds = 0, groupedRope = 0, moeKernels = 0;
+      // A mixture of experts' layer has two products of its own (QKV, o);
+      // its FFN is five kernels of their own (below).
+      const int64_t layerProducts = cfg.model.moe() ? 2 : 4;
       for (const DeviceOp &op : e.ops) {
         // One to one: each device op lowers one step, in the steps' order.
         ASSERT_LT(op.step, int64_t(ep.steps.size()));
@@ -219,6 +222,27 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
           EXPECT_EQ(op.pointers[7].buffer, DeviceBuffer::work) << op.name;
           EXPECT_EQ(ep.steps[size_t(op.step)].kind(), OpKind::attention) << op.name;
         }
+        if (op.name.rfind("moe_", 0) == 0) {
+          // The router's product, the routing, gate|up, down, the sums: each
+          // moe_ffn step is these five kernels, in that order. The experts'
+          // products: a block an active expert (at most experts, or rows x
+          // experts_per_token) and 8 features, its scratch in the workspace.
+          static const char *kinds[] = {"moe_router_", "moe_route_", "moe_gate_up_", "moe_down_",
+                                        "moe_combine_"};
+          EXPECT_EQ(op.name.rfind(kinds[moeKernels % 5], 0), 0u) << op.name;
+          ++moeKernels;
+          const auto &moe = std::get<MoEFFNOp>(ep.steps[size_t(op.step)].op);
+          const int64_t experts = cfg.model.numExperts, k = cfg.model.expertsPerToken;
+          if (op.name.rfind("moe_gate_up_", 0) == 0 || op.name.rfind("moe_down_", 0) == 0) {
+            EXPECT_EQ(op.grid[1], std::min(experts, moe.input.rows() * k)) << op.name;
+            EXPECT_EQ(op.rowsDim, -1);
+          }
+          for (const DeviceRef &p : op.pointers)
+            if (p.buffer == DeviceBuffer::work) {
+              EXPECT_LT(p.offset, mod.program.cublasWorkspaceOffset) << op.name;
+              EXPECT_GT(p.offset, e.argmaxOffset) << op.name;
+            }
+        }
         if (op.kind == DeviceOp::kernel) {
           EXPECT_LE(op.pointers.size(), size_t(kKernelPointers));
           EXPECT_NE(mod.source.find(" " + op.name + "(KvArgs a)"), std::string::npos)
@@ -238,8 +262,9 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
       // (int8 and int4: those whose rows are whole runs of 16 codes.)
       // A prefill chunk of 2 to 8 rows (prefill.8): every layer's QKV at
       // least (the last layer past its attention has one row).
+      EXPECT_EQ(moeKernels, cfg.model.moe() ? 5 * cfg.model.numLayers : 0);
       if (role == "decode" && ep.rows >= 2 && wt == DType::bf16) {
-        EXPECT_EQ(mmaProducts, 4 * cfg.model.numLayers + 1);
+        EXPECT_EQ(mmaProducts, layerProducts * cfg.model.numLayers + 1);
       } else if (role == "decode" && ep.rows >= 2 && (wt == DType::i8 || wt == DType::i4)) {
         EXPECT_GE(mmaProducts, 2 * cfg.model.numLayers + 1);
       } else if (role == "prefill" && ep.rows >= 2 && ep.rows <= 8 && tensorCores) {
@@ -251,10 +276,13 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
         // (llm.matvec_rope_kv_write), the first layer's o (the residual add)
         // and gate|up (its norm and SwiGLU) as llm.matvec steps (the last
         // layer past its attention has one row: take_last). Qwen3's QKV
-        // keeps its RoPE apart (its q/k norms come between).
-        EXPECT_GE(groupedProducts, 2 * cfg.model.numLayers);
+        // keeps its RoPE apart (its q/k norms come between). A mixture of
+        // experts' last o product has one row, and its gate|up is the
+        // experts' own: of the llm.matvec steps only the first o is left
+        // where the QKV took RoPE.
+        EXPECT_GE(groupedProducts, 2 * cfg.model.numLayers - (cfg.model.moe() ? 1 : 0));
         EXPECT_EQ(groupedRope, cfg.model.qkNorm ? 0 : rotating);
-        EXPECT_GE(groupedFolds, 2);
+        EXPECT_GE(groupedFolds, cfg.model.moe() && !cfg.model.qkNorm ? 1 : 2);
       } else {
         EXPECT_EQ(mmaProducts, 0);
       }
@@ -282,7 +310,7 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
       if (!isFloatDType(cfg.compile.weightDtype)) {
         // Per layer: QKV, o, gate|up, down; then the head. No cuBLAS.
         EXPECT_EQ(gemms, 0);
-        EXPECT_EQ(products, 4 * cfg.model.numLayers + 1);
+        EXPECT_EQ(products, layerProducts * cfg.model.numLayers + 1);
         continue;
       }
       // With 16-bit weights every linear reads its input in the weights'
@@ -304,14 +332,16 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
       if (folded && cfg.model.hiddenSize % run == 0 &&
           cfg.model.intermediateSize % run == 0 && cfg.model.qDim() % run == 0) {
         EXPECT_EQ(gemms, 0);
-        EXPECT_EQ(products, 4 * cfg.model.numLayers + 1);
+        EXPECT_EQ(products, layerProducts * cfg.model.numLayers + 1);
         // Qwen3's q/k norms come between the QKV product and RoPE: the
         // product, then one rope_kv_write a layer with the norms folded in.
         const bool qkNorm = cfg.model.qkNorm;
         EXPECT_EQ(ropeEpilogues, qkNorm ? 0 : rotating);
         // Gemma's post-norms come between a product and the residual add:
         // each layer keeps its two norms and the two adds, each fused with
-        // the norm after it.
+        // the norm after it. A mixture of experts keeps its two adds, each
+        // with the norm after it: the experts' kernels take no prologue or
+        // epilogue, so neither add folds into a product.
         const bool postNorms = cfg.model.postNorms;
         int64_t headNorms = 0, ropeWrites = 0, norms = 0, addNorms = 0;
         for (const Step &st : ep.steps) {
@@ -323,7 +353,7 @@ TEST(CudaCodegen, LaunchTableCoversEveryStep) {
             EXPECT_NE(st.kind(), k) << "step " << st.name() << " was not folded into a matvec";
         }
         EXPECT_EQ(norms, postNorms ? 2 * cfg.model.numLayers : 0);
-        EXPECT_EQ(addNorms, postNorms ? 2 * cfg.model.numLayers : 0);
+        EXPECT_EQ(addNorms, postNorms || cfg.model.moe() ? 2 * cfg.model.numLayers : 0);
         EXPECT_EQ(headNorms, 0);
         EXPECT_EQ(ropeWrites, qkNorm ? cfg.model.numLayers : 0);
       }
@@ -727,6 +757,21 @@ TEST(CudaCodegen, RejectsWhatItCannotRun) {
   cfg.compile.target = Target::cpu;
   validate(cfg);
   EXPECT_THROW(generateCuda(compileModel(cfg).plan, {"sm_90a"}), InputError);
+  // int8 experts whose rows (the down stack's, 40 codes) are not whole runs
+  // of 16, named.
+  const std::string moe = std::string(kvplan::testing::kQuantShapes[0].model) +
+                          "\nnum_experts = 4\nnum_experts_per_tok = 2\nmoe_intermediate_size = 40";
+  const Plan experts = compileModel(cudaConfig(moe, kvplan::testing::kQuantShapes[0].compile)).plan;
+  try {
+    generateCuda(experts, {"sm_90a"});
+    FAIL() << "int8 experts of 40 were lowered";
+  } catch (const InputError &e) {
+    EXPECT_NE(std::string(e.what()).find("weight 'layers.0.feed_forward.experts.w2' is int8 in "
+                                         "rows of 40: the experts' kernels read int8 and int4 "
+                                         "rows of whole runs of 16 codes"),
+              std::string::npos)
+        << e.what();
+  }
   // Without a toolkit, a clear message.
   const char *old = std::getenv("CUDA_HOME");
   std::string saved = old ? old : "";

@@ -331,15 +331,17 @@ TEST(HostileArtifact, EveryEditOfAPlanWithTwoPoolsIsRefusedOrHarmless) {
 // A mixture of experts (4 of 32, 2 a token): its steps' experts_per_token
 // and the shapes beside them, edited, are refused or run inside the bill
 // (the experts' scratch sized from the step as the executor sizes it).
+const char *kMixture = "architecture = \"qwen3\"\nnum_experts = 4\nnum_experts_per_tok = 2\n"
+                       "moe_intermediate_size = 32\n";
+
 TEST(HostileArtifact, EveryEditOfAMixtureOfExpertsPlanIsRefusedOrHarmless) {
-  const Plan plan = compileModel(tinyConfig(2, "cpu",
-                                            "architecture = \"qwen3\"\nnum_experts = 4\n"
-                                            "num_experts_per_tok = 2\n"
-                                            "moe_intermediate_size = 32\n"))
-                        .plan;
+  const Plan plan = compileModel(tinyConfig(2, "cpu", kMixture)).plan;
   ASSERT_GT(plan.memoryBill().workspaceBytes, cpuWorkspace(plan).ropeBytes);
   ASSERT_NO_THROW(runOnCpu(plan));
   mutateAll(plan, true);
+  // The cuda pipeline's plan of the same model (its add_rms_norm kept
+  // whole before each mixture), read only.
+  mutateAll(compileModel(tinyConfig(2, "cuda", kMixture)).plan, false);
 }
 
 // A step that reads the sliding layers' pool through the main page table

@@ -1338,8 +1338,10 @@ TEST(SpecParser, MixtureOfExperts) {
                "field 'model.num_experts_per_tok'", "the model has none");
   EXPECT_ERROR(edit("num_layers = 2", "num_layers = 2\n" + moe + "moe_intermediate_size = -4"),
                "field 'model.moe_intermediate_size'", "expected a positive integer");
-  EXPECT_ERROR(edit("num_layers = 2", "num_layers = 2\n" + moe) + "target = \"cuda\"\n",
-               "field 'compile.target'", "does not run a mixture of experts", "--target cpu");
+  for (const char *dtype : {"bf16", "int8", "int4"}) // both targets run it
+    EXPECT_NO_THROW(parseAndValidate(edit("num_layers = 2", "num_layers = 2\n" + moe) +
+                                     "target = \"cuda\"\nweight_dtype = \"" + dtype + "\"\n"))
+        << dtype;
   EXPECT_ERROR(edit("num_layers = 2", "num_layers = 2\n" + moe) + "tensor_parallel = 2\n",
                "field 'compile.tensor_parallel'", "mixture of experts",
                "tensor_parallel 1");

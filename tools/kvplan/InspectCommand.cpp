@@ -72,7 +72,7 @@ void printBill(const MemoryBill &bill, const Plan &p, Target target) {
   for (const auto &[name, bytes] : bill.arenaBytes) line("arena (" + name + ")", bytes);
   line("arena (allocated)", bill.arenaAllocBytes, "one arena serves every entry point");
   if (cuda) {
-    line("workspace", bill.workspaceBytes, "attention partials, RoPE tables, sampling, cuBLAS");
+    line("workspace", bill.workspaceBytes, workspaceContents(p).c_str());
     line("reserve", bill.reserveBytes,
          bill.reserveBytes > kCudaRuntimeReserveBytes
              ? "kept free for cuBLAS's handle, NCCL's buffers and the graphs"
@@ -81,8 +81,7 @@ void printBill(const MemoryBill &bill, const Plan &p, Target target) {
     line("pinned host memory", bill.hostPinnedBytes, "inputs, sampled ids and logits");
     return;
   }
-  line("workspace", bill.workspaceBytes,
-       p.model.moe() ? "RoPE tables, the experts' scratch" : "RoPE tables");
+  line("workspace", bill.workspaceBytes, workspaceContents(p).c_str());
   line("total", bill.totalBytes, "whatever the thread count");
 }
 
