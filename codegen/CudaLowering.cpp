@@ -651,7 +651,7 @@ void EntryLowering::operator()(const MoEFFNOp &op) {
       "moe_router_" + type(router) + dims({h, experts}), block,
       "kvplan::moeRouter<" + matvecWeightType(router) + ", " + num(h) + ", " + num(experts) +
           ">(a)");
-  kernel(name, {ceilDiv(experts, kMoeWarps), rows, 1}, block, 1, op.input,
+  kernel(name, {experts, rows, 1}, block, 1, op.input,
          {arena(op.input), weightRef(op.router), at(l.probs), scalesRef(router), minsOf(router)});
   name = specs.wrapper("moe_route" + dims({experts, k}) + (op.normTopK ? "_norm" : ""), 256,
                        "kvplan::moeRoute<" + num(experts) + ", " + num(k) + ", " +

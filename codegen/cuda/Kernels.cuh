@@ -1707,8 +1707,11 @@ __device__ __forceinline__ float moeSub(const typename MvFormat<W, K>::Run &run,
 /// Rows (slots) [first, first + n) of x (through `rowOf`, or the slots'
 /// own rows where rowOf is null) times row j0 of w0 (and row j1 of w1 where
 /// TWO), in tiles of kMoeRowTile rows, each run of weights loaded and
-/// decoded once for the tile: fn(slot, sum0, sum1) on lane 0 for each.
-template <class W, int K, bool TWO, class F>
+/// decoded once for the tile: fn(slot, sum0, sum1) on each warp's lane 0
+/// with its warp's sums. LANES threads share a row's runs, thread `lane`
+/// taking every LANES-th from its own (a warp: 32; a block: its threads,
+/// whose warps' sums the caller adds).
+template <class W, int K, bool TWO, int LANES = 32, class F>
 __device__ __forceinline__ void moeRows(const float *x, const int *rowOf, int first, int n,
                                         const MvWeights &w0, long long j0, const MvWeights &w1,
                                         long long j1, int lane, F &&fn) {
@@ -1726,7 +1729,7 @@ __device__ __forceinline__ void moeRows(const float *x, const int *rowOf, int fi
       s0[r] = s1[r] = 0.0f;
     }
     if constexpr (kMoeRuns<W, K>) {
-      for (int c = lane; c < RUNS; c += 32) {
+      for (int c = lane; c < RUNS; c += LANES) {
         typename Fmt::Run r0, r1;
         r0.load(w0, j0, c);
         if constexpr (TWO) r1.load(w1, j1, c);
@@ -1749,7 +1752,7 @@ __device__ __forceinline__ void moeRows(const float *x, const int *rowOf, int fi
       static_assert(!Fmt::SCALED, "int8 and int4 rows are whole runs of 16 codes");
       const W *p0 = reinterpret_cast<const W *>(w0.data) + j0 * K;
       const W *p1 = reinterpret_cast<const W *>(w1.data) + j1 * K;
-      for (int c = lane; c < K; c += 32) {
+      for (int c = lane; c < K; c += LANES) {
         const float v0 = ld(p0[c]), v1 = TWO ? ld(p1[c]) : 0.0f;
 #pragma unroll
         for (int r = 0; r < T; ++r) {
@@ -1763,7 +1766,7 @@ __device__ __forceinline__ void moeRows(const float *x, const int *rowOf, int fi
     for (int r = 0; r < T; ++r) {
       if (r >= m) break; // m is the warp's: every lane takes the same branch
       const float a0 = warpSum(s0[r]), a1 = TWO ? warpSum(s1[r]) : 0.0f;
-      if (lane == 0) fn(first + t + r, a0, a1);
+      if (lane % 32 == 0) fn(first + t + r, a0, a1);
     }
   }
 }
@@ -1775,47 +1778,77 @@ __device__ __forceinline__ MvWeights moeWeights(const KvArgs &a, int d, int s) {
           reinterpret_cast<const float *>(a.p[s + 1])};
 }
 
-/// logits[r][e] = x[r] . router[e]: a warp an expert, grid (E / 8, rows).
+/// logits[r][e] = x[r] . router[e]: a block (kMoeWarps warps) an expert e
+/// and row r, grid (E, rows), its warps splitting the row's runs and their
+/// sums added in warp order, so that a decode step's small product (E rows)
+/// has as many loads in flight as its weights have runs.
 /// p: x (f32, rows x K), router (W, E x K), logits (f32, rows x E), the
 /// router's scales, minimums.
 template <class W, int K, int E> __device__ void moeRouter(const KvArgs &a) {
-  const int lane = threadIdx.x % 32, e = blockIdx.x * kMoeWarps + threadIdx.x / 32;
-  if (e >= E) return;
-  float *logits = reinterpret_cast<float *>(a.p[2]);
+  constexpr int THREADS = kMoeWarps * 32;
+  __shared__ float sums[kMoeWarps];
+  const int e = blockIdx.x, r = blockIdx.y, tid = threadIdx.x;
   const MvWeights w = moeWeights(a, 1, 3);
-  moeRows<W, K, false>(reinterpret_cast<const float *>(a.p[0]), nullptr, (int)blockIdx.y, 1, w, e,
-                       w, e, lane, [&](int r, float s, float) { logits[(long long)r * E + e] = s; });
+  moeRows<W, K, false, THREADS>(reinterpret_cast<const float *>(a.p[0]), nullptr, r, 1, w, e, w,
+                                e, tid, [&](int, float s, float) { sums[tid / 32] = s; });
+  __syncthreads();
+  if (tid != 0) return;
+  float s = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kMoeWarps; ++i) s += sums[i];
+  reinterpret_cast<float *>(a.p[2])[(long long)r * E + e] = s;
 }
 
-/// Row r's softmax in place and its K experts, largest first (the lower
-/// index among equals), with their weights (renormalized where NORM): in
-/// the CPU runtime's arithmetic (chooseExperts).
+/// Row p's softmax in place and its K experts, largest first (the lower
+/// index among equals), with their weights (renormalized where NORM), by
+/// one warp: in the CPU runtime's arithmetic (chooseExperts: the sums in
+/// double), each lane holding every 32nd expert, each choice a warp's
+/// argmax over the experts not chosen yet.
 template <int E, int K, bool NORM>
-__device__ void moeChoose(float *p, int *chosen, float *weights) {
-  float top = p[0];
-  for (int e = 1; e < E; ++e) top = fmaxf(top, p[e]);
+__device__ void moeChoose(float *p, int *chosen, float *weights, int lane) {
+  float top = -INFINITY;
+  for (int e = lane; e < E; e += 32) top = fmaxf(top, p[e]);
+  top = warpMax(top);
   double sum = 0.0;
-  for (int e = 0; e < E; ++e) sum += (p[e] = expf(p[e] - top));
-  for (int e = 0; e < E; ++e) p[e] = (float)(p[e] / sum);
+  for (int e = lane; e < E; e += 32) sum += (p[e] = expf(p[e] - top));
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  for (int e = lane; e < E; e += 32) p[e] = (float)(p[e] / sum);
   double chosenSum = 0.0;
   for (int j = 0; j < K; ++j) {
-    int best = -1;
-    for (int e = 0; e < E; ++e) {
+    float best = 0.0f;
+    int at = E; // none yet
+    for (int e = lane; e < E; e += 32) {
       bool taken = false;
       for (int i = 0; i < j; ++i) taken = taken || chosen[i] == e;
-      if (!taken && (best < 0 || p[e] > p[best])) best = e;
+      if (!taken && (at == E || p[e] > best)) {
+        best = p[e];
+        at = e;
+      }
     }
-    chosen[j] = best;
-    weights[j] = p[best];
-    chosenSum += p[best];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+      const int oa = __shfl_xor_sync(0xffffffffu, at, o);
+      if (oa != E && (at == E || ob > best || (ob == best && oa < at))) {
+        best = ob;
+        at = oa;
+      }
+    }
+    if (lane == 0) {
+      chosen[j] = at;
+      weights[j] = best;
+    }
+    chosenSum += best;
+    __syncwarp(); // chosen[j] seen by every lane
   }
   if (NORM && chosenSum > 0)
-    for (int j = 0; j < K; ++j) weights[j] = (float)(weights[j] / chosenSum);
+    for (int j = lane; j < K; j += 32) weights[j] = (float)(weights[j] / chosenSum);
 }
 
-/// One block: each row's experts (p[0]'s logits become probabilities),
-/// then each expert's slots, in row order, and the active experts.
-/// p: probs, weights, meta, chosen, slotOf, rowOf.  i[0]: rows.
+/// One block: each row's experts (a warp a row; p[0]'s logits become
+/// probabilities), then each expert's slots, in row order, and the active
+/// experts.  p: probs, weights, meta, chosen, slotOf, rowOf.  i[0]: rows.
 template <int E, int K, bool NORM, int BLOCK> __device__ void moeRoute(const KvArgs &a) {
   static_assert(E <= 4096, "the experts' counts in shared memory");
   __shared__ int count[E];
@@ -1823,9 +1856,9 @@ template <int E, int K, bool NORM, int BLOCK> __device__ void moeRoute(const KvA
   float *probs = reinterpret_cast<float *>(a.p[0]);
   int *meta = reinterpret_cast<int *>(a.p[2]), *chosen = reinterpret_cast<int *>(a.p[3]);
   int *active = meta + 1, *firsts = meta + 1 + E;
-  for (int r = tid; r < rows; r += BLOCK)
+  for (int r = tid / 32; r < rows; r += BLOCK / 32)
     moeChoose<E, K, NORM>(probs + (long long)r * E, chosen + r * K,
-                          reinterpret_cast<float *>(a.p[1]) + r * K);
+                          reinterpret_cast<float *>(a.p[1]) + r * K, tid % 32);
   __syncthreads();
   for (int e = tid; e < E; e += BLOCK) {
     int n = 0;

@@ -189,6 +189,32 @@ TEST_F(FakeGpu, SlidingWindowMatchesTheCpuRuntime) {
   }
 }
 
+// A mixture of 64 experts (each lane of the routing's warps holds two), its
+// routers as drawn, then all zero: every row's experts tie, and the kernel,
+// as the CPU, takes the lowest indices (equal weights, 1 / k each
+// renormalized); a choice another way round sums other experts' outputs.
+// Every step, then whole-model logits, each way.
+TEST_F(FakeGpu, SixtyFourExpertsAndTiesGoToTheLowerIndex) {
+  const auto *shape =
+      std::find_if(std::begin(kvplan::testing::kShapes), std::end(kvplan::testing::kShapes),
+                   [](const auto &s) { return std::string(s.what) == "qwen3moe-bf16"; });
+  ASSERT_NE(shape, std::end(kvplan::testing::kShapes));
+  std::string model = shape->model;
+  model.replace(model.find("num_experts = 8"), 15, "num_experts = 64");
+  Model m = build(kvplan::testing::cudaConfig(model, shape->compile, shape->rope));
+  ASSERT_EQ(m.plan.model.numExperts, 64);
+  const double tol = 4 * tolerance(m.plan.settings.weightDtype);
+  stepsThenWholeModel(m, 47, 53, 3, tol);
+  int64_t routers = 0;
+  for (const WeightEntry &w : m.plan.weights)
+    if (w.name.find("feed_forward.router") != std::string::npos) {
+      std::memset(m.weights.data() + w.offset, 0, size_t(w.bytes));
+      ++routers;
+    }
+  ASSERT_EQ(routers, m.plan.model.numLayers);
+  stepsThenWholeModel(m, 41, 43, 3, tol);
+}
+
 // The same for int8 and int4 weights: every step, then whole-model logits.
 TEST_F(FakeGpu, QuantizedWeightsMatchTheCpuRuntime) {
   for (const kvplan::testing::Shape &s : kvplan::testing::kQuantShapes) {
