@@ -33,15 +33,19 @@ public:
     SmallVector<llm::AttentionOp> attentions;
     SmallVector<llm::SwiGLUOp> ffns;
     SmallVector<llm::LogitsOp> heads;
+    SmallVector<llm::MoEFFNOp> mixtures;
     fn.walk([&](Operation *op) {
       if (auto a = dyn_cast<llm::AttentionOp>(op)) attentions.push_back(a);
       if (auto s = dyn_cast<llm::SwiGLUOp>(op)) ffns.push_back(s);
       if (auto l = dyn_cast<llm::LogitsOp>(op)) heads.push_back(l);
+      if (auto m = dyn_cast<llm::MoEFFNOp>(op)) mixtures.push_back(m);
     });
     for (llm::AttentionOp a : attentions)
       if (failed(attention(a))) return failure();
     for (llm::SwiGLUOp s : ffns)
       if (failed(ffn(s))) return failure();
+    for (llm::MoEFFNOp m : mixtures)
+      if (failed(experts(m))) return failure();
     for (llm::LogitsOp l : heads)
       if (failed(head(l))) return failure();
     Operation *ret = fn.getBody().front().getTerminator();
@@ -181,6 +185,30 @@ private:
         failed(splitInputs(down)))
       return failure();
     s.getResult().setType(withDim(t, 1, t.getDimSize(1) / ranks));
+    return success();
+  }
+
+  /// A mixture of experts by the experts' features: every rank routes each
+  /// row as the others do (the router whole), runs its share of every
+  /// chosen expert's gate and up features (the stacks' rows) and of their
+  /// down product's inputs (its columns), and an llm.all_reduce adds the
+  /// ranks' weighted partial sums.
+  LogicalResult experts(llm::MoEFFNOp m) {
+    auto gate = symbols.lookup<llm::WeightOp>(m.getGate());
+    if (!gate)
+      return m.emitOpError() << "reads @" << m.getGate() << ", which is not an llm.weight";
+    const int64_t ff = gate.getTensorType().getDimSize(1);
+    if (ff % ranks != 0)
+      return m.emitOpError() << "has experts " << ff << " features wide, which " << ranks
+                             << " tensor-parallel ranks cannot share";
+    if (failed(shard(m, m.getGate(), 1, ranks)) || failed(shard(m, m.getUp(), 1, ranks)) ||
+        failed(shard(m, m.getDown(), 2, ranks)))
+      return failure();
+    OpBuilder b(m->getContext());
+    b.setInsertionPointAfter(m);
+    Value partial = m.getResult();
+    auto sum = b.create<llm::AllReduceOp>(m.getLoc(), partial.getType(), partial);
+    partial.replaceAllUsesExcept(sum.getResult(), sum);
     return success();
   }
 

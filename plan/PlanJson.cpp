@@ -480,7 +480,7 @@ WeightEntry weightFrom(const json &e, size_t index) {
     if (!s.is_object()) incompatible(at, "shard is not an object");
     w.shardDim = integer(member(s, "dim", at + " shard"), at + " shard dim");
     w.shardPieces = integer(member(s, "pieces", at + " shard"), at + " shard pieces");
-    if (w.shardDim > 1 || int64_t(w.shape.size()) <= w.shardDim || w.shardPieces < 1)
+    if (w.shardDim < 0 || int64_t(w.shape.size()) <= w.shardDim || w.shardPieces < 1)
       incompatible(at, "has shard dim " + std::to_string(w.shardDim) + " and pieces " +
                            std::to_string(w.shardPieces) + " for a weight of rank " +
                            std::to_string(w.shape.size()));

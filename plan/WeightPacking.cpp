@@ -193,15 +193,18 @@ int64_t rawBytes(const SourceTensor &t, int64_t first, int64_t count) {
   return count / block * quantBlockBytes(t.quant);
 }
 
-/// The piece `piece` of `pieces` of `t` along `dim` (rows for 0, columns for
-/// 1; a vector's elements for 0). Rows are a view; columns are copied into
-/// `buffer`, as they are when they are whole quantization blocks, else as
-/// their exact f32 values.
+/// The piece `piece` of `pieces` of `t` along `dim` (its last dimension:
+/// columns; a vector's elements; an earlier one: rows, or within each
+/// expert of a stack the rows of its matrix). Rows along the first
+/// dimension are a view; the rest are copied into `buffer`, columns as they
+/// are when they are whole quantization blocks, else as their exact f32
+/// values.
 SourceTensor sliceTensor(const SourceTensor &t, int64_t dim, int64_t pieces, int64_t piece,
                          std::vector<char> &buffer) {
   SourceTensor s = t;
   const int64_t cols = t.shape.back(), rows = sourceElements(t) / cols;
-  if (t.shape.size() == 1 || dim == 1) {
+  const int64_t last = int64_t(t.shape.size()) - 1;
+  if (dim == last) {
     const int64_t width = cols / pieces, first = piece * width;
     const int64_t part = rawBytes(t, first, width), row = rawBytes(t, 0, cols);
     s.shape.back() = width;
@@ -224,9 +227,23 @@ SourceTensor sliceTensor(const SourceTensor &t, int64_t dim, int64_t pieces, int
     s.data = buffer.data();
     return s;
   }
-  const int64_t n = rows / pieces;
-  s.shape.front() = n;
-  s.data = static_cast<const char *>(t.data) + piece * n * rawBytes(t, 0, cols);
+  // Along an earlier dimension: each of the `outer` blocks before it keeps
+  // its piece's n slices of `inner` elements (whole rows: whole blocks).
+  int64_t outer = 1, inner = 1;
+  for (int64_t d = 0; d < dim; ++d) outer *= t.shape[size_t(d)];
+  for (int64_t d = dim + 1; d <= last; ++d) inner *= t.shape[size_t(d)];
+  const int64_t n = t.shape[size_t(dim)] / pieces, slice = rawBytes(t, 0, inner);
+  const char *data = static_cast<const char *>(t.data);
+  s.shape[size_t(dim)] = n;
+  if (outer == 1) {
+    s.data = data + piece * n * slice;
+    return s;
+  }
+  buffer.resize(size_t(outer * n * slice));
+  for (int64_t o = 0; o < outer; ++o)
+    std::memcpy(buffer.data() + o * n * slice, data + (o * t.shape[size_t(dim)] + piece * n) * slice,
+                size_t(n * slice));
+  s.data = buffer.data();
   return s;
 }
 
@@ -277,9 +294,11 @@ void packWeights(const Plan &plan, const WeightSource &source, SectionSink &sink
       // A stack a checkpoint stores apart (experts) packs a slab at a time:
       // the rows, and the scales after them, come in the same order.
       for (SourceTensor t : sourceSlabs(whole)) {
+        // A slab is the stack's matrix for one expert: its dimensions are
+        // the stack's after the first.
+        const int64_t dim = w.shardDim - int64_t(whole.shape.size() - t.shape.size());
         if (w.shardDim >= 0)
-          t = sliceTensor(t, w.shardDim, w.shardPieces, shardPiece(w, rank, plan.ranks()),
-                          slice);
+          t = sliceTensor(t, dim, w.shardPieces, shardPiece(w, rank, plan.ranks()), slice);
         const uint64_t bytes = packTensor(t, w, sink, buffer, scales, mins);
         at += bytes;
         progress.advance(bytes);

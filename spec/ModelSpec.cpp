@@ -608,12 +608,12 @@ void checkTensorParallel(Checker &c, const ModelSpec &m, const CompileSettings &
                                             "); choose a power of two that does");
   };
   share(m.numHeads, "num_heads");
-  if (m.moe())
-    c.fail("compile.tensor_parallel", "a mixture of experts (num_experts " +
-                                          std::to_string(m.numExperts) +
-                                          ") is not split between ranks yet; compile it with "
-                                          "tensor_parallel 1");
-  share(m.intermediateSize, "intermediate_size");
+  // A mixture of experts: every rank holds every expert's share of its
+  // features (the FFN width the ranks cut is the experts').
+  if (m.moe() && m.expertIntermediateSize > 0)
+    share(m.expertIntermediateSize, "moe_intermediate_size");
+  else
+    share(m.intermediateSize, "intermediate_size");
   share(m.vocabSize, "vocab_size");
   if (m.numKvHeads % n != 0 && n % m.numKvHeads != 0)
     c.fail("compile.tensor_parallel", "tensor_parallel " + std::to_string(n) +

@@ -45,7 +45,10 @@ struct Shape {
 // with int8 and int4 weights: each rank's down rows (160 codes) are whole
 // groups of the unsplit rows, so both runtimes hold the same codes, and the
 // prefill chunks (16 rows) take the tiled product; Qwen3's per-head q/k
-// norms, each rank normalizing its own heads, f32.
+// norms, each rank normalizing its own heads, f32; mixtures of experts,
+// each rank routing every row and running half of each chosen expert's
+// features (Qwen3-MoE's in bf16, Mixtral's in int8, its down rows of 64
+// codes whole groups).
 const Shape kShapes[] = {
     {"gqa_f32",
      "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 320\nnum_layers = 2\n"
@@ -71,6 +74,16 @@ const Shape kShapes[] = {
      "architecture = \"qwen3\"\nhidden_size = 128\nintermediate_size = 256\nnum_layers = 2\n"
      "num_heads = 4\nnum_kv_heads = 2\nhead_dim = 64\nvocab_size = 200",
      "weight_dtype = \"f32\"\nmax_batch = 2\nmax_seq_len = 128\nprefill_chunk = 16"},
+    {"qwen3moe_bf16",
+     "architecture = \"qwen3\"\nhidden_size = 128\nintermediate_size = 256\nnum_layers = 2\n"
+     "num_heads = 4\nnum_kv_heads = 2\nhead_dim = 32\nvocab_size = 200\nnum_experts = 8\n"
+     "num_experts_per_tok = 2\nmoe_intermediate_size = 64",
+     "weight_dtype = \"bf16\"\nmax_batch = 2\nmax_seq_len = 128\nprefill_chunk = 16"},
+    {"mixtral_int8",
+     "architecture = \"mistral\"\nhidden_size = 128\nintermediate_size = 128\nnum_layers = 2\n"
+     "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 300\nnum_experts = 4\n"
+     "num_experts_per_tok = 2",
+     "weight_dtype = \"int8\"\nmax_batch = 2\nmax_seq_len = 128\nprefill_chunk = 16"},
 };
 
 Collective &world() { return *mpiWorld(); }

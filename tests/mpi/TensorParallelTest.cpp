@@ -40,6 +40,13 @@ const Shape kShapes[] = {
     {"gemma3", "architecture = \"gemma3\"\nnum_heads = 4\nnum_kv_heads = 2\n"
                "sliding_window = 6\nfull_attention_layers = [1]\n"
                "[model.rope]\ntheta = 1000000.0\nlocal_theta = 10000.0\n"},
+    // Mixtures of experts: each rank routes every row as one process does
+    // and runs its half of every chosen expert's features (Qwen3-MoE's 2 of
+    // 8 renormalized, Mixtral's 2 of 4 experts of the FFN's width).
+    {"qwen3moe", "architecture = \"qwen3\"\nnum_heads = 4\nnum_kv_heads = 2\nnum_experts = 8\n"
+                 "num_experts_per_tok = 2\nmoe_intermediate_size = 48\n"},
+    {"mixtral", "architecture = \"mistral\"\nnum_heads = 4\nnum_kv_heads = 2\nnum_experts = 4\n"
+                "num_experts_per_tok = 2\n"},
 };
 
 ModelConfig config(const Shape &s, int64_t ranks, int64_t maxSeq = 64) {

@@ -1342,9 +1342,18 @@ TEST(SpecParser, MixtureOfExperts) {
     EXPECT_NO_THROW(parseAndValidate(edit("num_layers = 2", "num_layers = 2\n" + moe) +
                                      "target = \"cuda\"\nweight_dtype = \"" + dtype + "\"\n"))
         << dtype;
-  EXPECT_ERROR(edit("num_layers = 2", "num_layers = 2\n" + moe) + "tensor_parallel = 2\n",
-               "field 'compile.tensor_parallel'", "mixture of experts",
-               "tensor_parallel 1");
+  // Tensor parallelism cuts the experts' width (moe_intermediate_size, else
+  // intermediate_size), not the dense FFN's the model has none of.
+  EXPECT_NO_THROW(parseAndValidate(edit("num_layers = 2", "num_layers = 2\n" + moe) +
+                                   "tensor_parallel = 2\n"));
+  EXPECT_NO_THROW(parseAndValidate(edit("intermediate_size = 128", "intermediate_size = 100\n" +
+                                                                       moe +
+                                                                       "moe_intermediate_size = 32") +
+                                   "tensor_parallel = 4\n"));
+  EXPECT_ERROR(edit("num_layers = 2", "num_layers = 2\n" + moe + "moe_intermediate_size = 30") +
+                   "tensor_parallel = 4\n",
+               "field 'compile.tensor_parallel'",
+               "tensor_parallel 4 does not divide moe_intermediate_size (30)");
 }
 
 // Mixtral's and Qwen3-MoE's config.json, as transformers reads them.
