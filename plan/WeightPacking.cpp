@@ -240,8 +240,9 @@ SourceTensor sliceTensor(const SourceTensor &t, int64_t dim, int64_t pieces, int
     return s;
   }
   buffer.resize(size_t(outer * n * slice));
+  const int64_t whole = t.shape[size_t(dim)];
   for (int64_t o = 0; o < outer; ++o)
-    std::memcpy(buffer.data() + o * n * slice, data + (o * t.shape[size_t(dim)] + piece * n) * slice,
+    std::memcpy(buffer.data() + o * n * slice, data + (o * whole + piece * n) * slice,
                 size_t(n * slice));
   s.data = buffer.data();
   return s;

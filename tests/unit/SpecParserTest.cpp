@@ -1346,10 +1346,9 @@ TEST(SpecParser, MixtureOfExperts) {
   // intermediate_size), not the dense FFN's the model has none of.
   EXPECT_NO_THROW(parseAndValidate(edit("num_layers = 2", "num_layers = 2\n" + moe) +
                                    "tensor_parallel = 2\n"));
-  EXPECT_NO_THROW(parseAndValidate(edit("intermediate_size = 128", "intermediate_size = 100\n" +
-                                                                       moe +
-                                                                       "moe_intermediate_size = 32") +
-                                   "tensor_parallel = 4\n"));
+  const std::string narrow = "intermediate_size = 100\n" + moe + "moe_intermediate_size = 32";
+  EXPECT_NO_THROW(
+      parseAndValidate(edit("intermediate_size = 128", narrow) + "tensor_parallel = 4\n"));
   EXPECT_ERROR(edit("num_layers = 2", "num_layers = 2\n" + moe + "moe_intermediate_size = 30") +
                    "tensor_parallel = 4\n",
                "field 'compile.tensor_parallel'",
