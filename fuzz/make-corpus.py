@@ -290,8 +290,9 @@ def copy_small(out, target, files):
 
 def artifacts(out, kvplan, shared):
     """Compiles tests/lit/Inputs/mini.toml (a variant with sliding-window
-    attention, one with a mixture of experts, and one of 512 tokens with the
-    stories260K tokenizer) to artifacts, and keeps their plans."""
+    attention, one with a mixture of experts, also for two ranks and for the
+    cuda target, and one of 512 tokens with the stories260K tokenizer) to
+    artifacts, and keeps their plans."""
     mini = ROOT / "tests/lit/Inputs/mini.toml"
     with tempfile.TemporaryDirectory() as tmp:
         window = Path(tmp) / "mini-window.toml"
@@ -301,7 +302,12 @@ def artifacts(out, kvplan, shared):
         moe.write_text(mini.read_text().replace(
             'architecture = "llama"',
             'architecture = "qwen3"\nnum_experts = 4\nnum_experts_per_tok = 2'))
-        runs = [("mini", mini, []), ("mini-window", window, []), ("mini-moe", moe, [])]
+        # The mixture's plans for two ranks (its stacks cut along dimensions
+        # 1 and 2) and for the cuda target (their artifacts are over the
+        # seeds' size; their plans are not).
+        runs = [("mini", mini, []), ("mini-window", window, []), ("mini-moe", moe, []),
+                ("mini-moe-tp2", moe, ["--tensor-parallel", "2"]),
+                ("mini-moe-cuda", moe, ["--target", "cuda", "--arch", "none"])]
         tok = shared / "models/stories260K/tok512.bin"
         if tok.is_file():
             spec = Path(tmp) / "mini512.toml"
