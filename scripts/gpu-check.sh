@@ -26,6 +26,10 @@
 #   7. compute-sanitizer memcheck and racecheck over a tiny artifact's run,
 #      where compute-sanitizer is installed
 #   8. scripts/hf_peer.py on the bench's model shape (transformers, bf16)
+#   8b. with 100 s or more of the budget left: kvplan bench on a mixture of
+#      experts (bench-qwen3moe.kvp: Qwen3-30B-A3B's layers, 12 of 48, bf16,
+#      one sequence), its decode against the roofline of the bytes a step
+#      reads (the router and the 8 chosen experts a layer)
 #   9. with what the budget has left (100 s or more): 1, 16 and 32 sequences
 #      in a plan for 64, each on the copy of decode that serves it (decode.1;
 #      decode.16 and decode.32: bf16 products in 2 and 4 tiles of 8 rows a
@@ -35,9 +39,10 @@
 # table, last) after every step and from an exit trap, so a check killed at
 # its limit still leaves the table of what it finished.
 #
-# Writes into ${OUT:-gpu-results} (17 files at most: build.log, gpu-tests.log,
+# Writes into ${OUT:-gpu-results} (18 files at most: build.log, gpu-tests.log,
 # gpu-tests-sync.log, kvplan-bench.json, kvplan-bench-batch8.json,
-# kvplan-bench-int8.json, kvplan-bench-int4.json, kvplan-before.json,
+# kvplan-bench-int8.json, kvplan-bench-int4.json, kvplan-bench-moe.json,
+# kvplan-before.json,
 # kvplan-bench-rows1.json, kvplan-bench-rows16.json, kvplan-bench-rows32.json,
 # kernel-profile.tsv (each op's time, KVPLAN_CUDA_PROFILE), hf-peer.json,
 # sanitizer.log, run.log, gpu-check.json, gpu-check.md; 4 with
@@ -61,7 +66,8 @@
 #                             the steps after it; the peer gets the rest, at
 #                             most 300 s, or is skipped
 #   KVPLAN_GPU_CHECK_STEPS    steps to run (default
-#                             build,tests,bench,quant,before,tp,sanitizer,peer,rows)
+#                             build,tests,bench,quant,before,tp,sanitizer,peer,moe,
+#                             rows)
 #   KVPLAN_GPU_CHECK_SOURCE=1 build from source even when the kit's binaries start
 #   KVPLAN_GPU_CHECK_CMAKE_ARGS  more arguments for the configure
 #   KVPLAN_GPU_CHECK_PACK=1   for the device tool, which brings back 8 files at
@@ -98,13 +104,13 @@ rm -f "$OUT"/{build.log,gpu-tests.log,gpu-tests-sync.log,hf-peer.json,hf-peer.js
   "$OUT"/{kvplan-bench.json,kvplan-bench-batch8.json,kvplan-bench-int8.json} \
   "$OUT"/{kvplan-bench-int4.json,kernel-profile.tsv,sanitizer.log,gpu-check.json,gpu-check.md} \
   "$OUT"/{kvplan-bench-rows1.json,kvplan-bench-rows16.json,kvplan-bench-rows32.json} \
-  "$OUT"/kvplan-before.json
+  "$OUT"/kvplan-before.json "$OUT"/kvplan-bench-moe.json
 log=$OUT/run.log
 : > "$log"
 
 dry=${KVPLAN_GPU_CHECK_DRY:-0}
 budget=${KVPLAN_GPU_CHECK_BUDGET_S:-480}
-steps=${KVPLAN_GPU_CHECK_STEPS:-build,tests,bench,quant,before,tp,sanitizer,peer,rows}
+steps=${KVPLAN_GPU_CHECK_STEPS:-build,tests,bench,quant,before,tp,sanitizer,peer,moe,rows}
 artifacts=$root/.gpukit/artifacts
 bench_art=$artifacts/bench-llama-3.2-1b.kvp
 # The bench step's runs at 1 and 8 sequences (the before step repeats them).
@@ -241,10 +247,12 @@ krun() { ${runenv[@]+"${runenv[@]}"} "$@"; }
 if [ "$dry" = 1 ]; then
   canned=${KVPLAN_GPU_CHECK_CANNED:-$root/tests/data/gpu/canned}
   say "DRY RUN: no build, tests, bench or peer; canned inputs from $canned (NOT MEASURED)"
-  for s in build tests bench quant tp sanitizer peer; do record "$s" canned 0 "canned input"; done
+  for s in build tests bench quant tp sanitizer peer moe; do
+    record "$s" canned 0 "canned input"
+  done
   for f in kvplan-bench.json kvplan-bench-batch8.json kvplan-bench-int8.json \
-           kvplan-bench-int4.json kernel-profile.tsv hf-peer.json gpu-tests.log \
-           kvplan-before.json; do
+           kvplan-bench-int4.json kvplan-bench-moe.json kernel-profile.tsv hf-peer.json \
+           gpu-tests.log kvplan-before.json; do
     [ ! -f "$canned/$f" ] || cp "$canned/$f" "$OUT/$f"
   done
   for f in gpu-tests.xml model.json; do
@@ -622,6 +630,27 @@ if want peer; then
     fi
   fi
 fi
+
+# --- 8b. a mixture of experts -----------------------------------------------
+# Qwen3-30B-A3B's layers (12 of 48: 15.09 GiB of random bf16 weights to make
+# and upload), one sequence: the moe kernels' decode against the roofline of
+# what a step reads. After the goals' steps, before the rows step takes the
+# rest; skipped with under 100 s left. Reported only.
+if want moe; then
+  t=$SECONDS
+  begin moe
+  left=$((budget - $(elapsed)))
+  if ((left < 100)); then
+    record moe skipped 0 "only ${left} s of the ${budget} s budget left"
+  else
+    ok=1
+    bench_json "$(stage_limit 150 30)" "$OUT/kvplan-bench-moe.json" \
+      "$artifacts/bench-qwen3moe.kvp" --prompt-len 512 --gen 64 || ok=0
+    benches_ended moe "$ok" "$t" optional
+  fi
+fi
+
+checkpoint
 
 # --- 9. few sequences in a plan for many, with what is left -----------------
 # The shape compiled for 64 sequences decodes 1, 16 and 32 at once: each

@@ -187,6 +187,9 @@ if ((do_artifacts)); then
     # block) against decode's own rows (cuBLAS at 64, the ops unfused); and
     # the before step's base for variants at 32 sequences ("# base: b64").
     "bench-llama-3.2-1b-b64|models/llama-3.2-1b.toml|--dtype bf16 --max-seq 1024 --max-batch 64 --decode-copies 1,8,16,32"
+    # gpu-check's mixture-of-experts bench: Qwen3-30B-A3B's layers (12 of
+    # 48), one sequence.
+    "bench-qwen3moe|tests/data/gpu/qwen3-30b-a3b-12-layers.toml|--dtype bf16 --max-seq 1024 --max-batch 1"
     # The benchmark's shape in f32: greedy ids against the CPU (gpu tests).
     "bench-llama-3.2-1b-f32|models/llama-3.2-1b.toml|--dtype f32 --max-seq 256 --prefill-chunk 64 --max-batch 1"
     # With @score (the prompt's log-probabilities; CudaRuntime.ScoreOnTheDevice).

@@ -12,6 +12,8 @@ Reads, each optional (a missing or broken one is reported, never fatal):
   OUT/kvplan-bench.json `kvplan bench --json`
   OUT/kvplan-bench-batch8.json  the same shape, 8 sequences at once (--batch 8)
   OUT/kvplan-bench-int8.json, OUT/kvplan-bench-int4.json  int8 and int4 weights
+  OUT/kvplan-bench-moe.json  a mixture of experts (Qwen3-30B-A3B's layers, the
+                        optional moe step)
   OUT/kvplan-bench-rows{1,16,32}.json  1, 16 and 32 sequences in a plan for
                         64: the copy of decode serving them against decode itself (the
                         optional rows step)
@@ -290,8 +292,8 @@ def main(argv=None):
     problems = []
     steps = read_steps(os.path.join(args.work, "steps.tsv"))
     bench = read_json(os.path.join(args.out, "kvplan-bench.json"), problems)
-    more = {}  # the other benches: batch8, int8, int4, rows1, rows16, rows32
-    for key in ("batch8", "int8", "int4", "rows1", "rows16", "rows32"):
+    more = {}  # the other benches: batch8, int8, int4, moe, rows1, rows16, rows32
+    for key in ("batch8", "int8", "int4", "moe", "rows1", "rows16", "rows32"):
         more[key] = read_json(os.path.join(args.out, f"kvplan-bench-{key}.json"), problems)
         if more[key] is not None and not isinstance(more[key], dict):
             problems.append(f"kvplan-bench-{key}.json: not a JSON object")
@@ -361,8 +363,8 @@ def main(argv=None):
     def step_status(name):
         return steps.get(name, {}).get("status", "not run")
 
-    failed_steps = [s for s in ("build", "tests", "bench", "quant", "rows", "tp", "sanitizer",
-                                "peer")
+    failed_steps = [s for s in ("build", "tests", "bench", "quant", "moe", "rows", "tp",
+                                "sanitizer", "peer")
                     if step_status(s) == "failed"]
     # On the GPU machine no gpu test may skip: a skip there means no device or
     # no artifacts, which the tests would otherwise report as a pass.
@@ -380,6 +382,7 @@ def main(argv=None):
         "kvplan_bench_batch8": more["batch8"],
         "kvplan_bench_int8": more["int8"],
         "kvplan_bench_int4": more["int4"],
+        "kvplan_bench_moe": more["moe"],
         "kvplan_bench_rows32": more["rows32"],
         "kvplan_bench_rows16": more["rows16"],
         "kvplan_bench_rows1": more["rows1"],
@@ -487,6 +490,19 @@ def main(argv=None):
         lines.append(f"| kvplan {q} prefill ({bq.get('prompt_len', 512)} tokens, tensor cores) | "
                      f"{f(pq, '{:,.0f}')} tok/s "
                      f"({f(ratio(pq, prefill), '{:.2f}x')} bf16's cuBLAS) |")
+    bm = more["moe"]
+    if bm is None and "moe" in steps:
+        lines.append(f"| kvplan decode, a mixture of experts | {step_status('moe')} "
+                     f"(no result{': ' + steps['moe']['note'] if steps['moe'].get('note') else ''}) |")
+    elif bm is not None:
+        dm, pm = _num(bm.get("decode_tok_s")), _num(bm.get("prefill_tok_s"))
+        rm, wm = _num(bm.get("decode_roofline_fraction")), _num(bm.get("weights_bytes"))
+        lines.append(f"| kvplan decode, a mixture of experts ({bm.get('model', '?')}, "
+                     f"{bm.get('weight_dtype', '?')}, the routers and chosen experts: "
+                     f"{f(wm / 1e9 if wm is not None else None, '{:.2f}')} GB a step) | "
+                     f"{f(dm)} tok/s ({f(rm, '{:.1%}', 'n/a')} of roofline) |")
+        lines.append(f"| kvplan prefill, a mixture of experts ({bm.get('prompt_len', 512)} "
+                     f"tokens) | {f(pm, '{:,.0f}')} tok/s |")
     if "rows" in steps or any(more["rows" + n] is not None for n in ("1", "16", "32")):
         for n, what in (("1", "matrix-vector kernels, folds"), ("16", "2 tiles of 8 rows, folds"),
                         ("32", "4 tiles of 8 rows, folds")):
