@@ -328,12 +328,12 @@ TEST(HostileArtifact, EveryEditOfAPlanWithTwoPoolsIsRefusedOrHarmless) {
   mutateAll(plan, true);
 }
 
-// A mixture of experts (4 of 32, 2 a token): its steps' experts_per_token
-// and the shapes beside them, edited, are refused or run inside the bill
-// (the experts' scratch sized from the step as the executor sizes it).
 const char *kMixture = "architecture = \"qwen3\"\nnum_experts = 4\nnum_experts_per_tok = 2\n"
                        "moe_intermediate_size = 32\n";
 
+// A mixture of experts (4 of 32, 2 a token): its steps' experts_per_token
+// and the shapes beside them, edited, are refused or run inside the bill
+// (the experts' scratch sized from the step as the executor sizes it).
 TEST(HostileArtifact, EveryEditOfAMixtureOfExpertsPlanIsRefusedOrHarmless) {
   const Plan plan = compileModel(tinyConfig(2, "cpu", kMixture)).plan;
   ASSERT_GT(plan.memoryBill().workspaceBytes, cpuWorkspace(plan).ropeBytes);
