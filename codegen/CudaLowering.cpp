@@ -372,13 +372,10 @@ private:
   DeviceRef minsRef(const WeightEntry &w) const {
     return weightRef(w.name, int64_t(w.dtype == DType::i4 ? w.minsOffset : w.scalesOffset));
   }
-  /// A weight's scales; for the float types, which have none, its data (unread).
+  /// A weight's scales; for the float types, whose scales_offset is 0, its
+  /// data (unread).
   DeviceRef scalesRef(const WeightEntry &w) const {
-    return weightRef(w.name, isFloatDType(w.dtype) ? 0 : int64_t(w.scalesOffset));
-  }
-  /// A weight's mins as minsRef has them; for the float types, its data (unread).
-  DeviceRef minsOf(const WeightEntry &w) const {
-    return isFloatDType(w.dtype) ? weightRef(w.name) : minsRef(w);
+    return weightRef(w.name, int64_t(w.scalesOffset));
   }
   void f32Input(const Operand &o, const char *op) const {
     if (o.dtype != DType::f32)
@@ -652,7 +649,7 @@ void EntryLowering::operator()(const MoEFFNOp &op) {
       "kvplan::moeRouter<" + matvecWeightType(router) + ", " + num(h) + ", " + num(experts) +
           ">(a)");
   kernel(name, {experts, rows, 1}, block, 1, op.input,
-         {arena(op.input), weightRef(op.router), at(l.probs), scalesRef(router), minsOf(router)});
+         {arena(op.input), weightRef(op.router), at(l.probs), scalesRef(router), minsRef(router)});
   name = specs.wrapper("moe_route" + dims({experts, k}) + (op.normTopK ? "_norm" : ""), 256,
                        "kvplan::moeRoute<" + num(experts) + ", " + num(k) + ", " +
                            (op.normTopK ? "true" : "false") + ", 256>(a)");
@@ -665,12 +662,12 @@ void EntryLowering::operator()(const MoEFFNOp &op) {
                            (op.gelu ? "true" : "false") + ">(a)");
   kernel(name, {ceilDiv(ff, kMoeWarps), slots, 1}, block, -1, op.input,
          {arena(op.input), weightRef(op.gate), weightRef(op.up), at(l.meta), at(l.rowOf),
-          at(l.hidden), scalesRef(gate), minsOf(gate), scalesRef(up), minsOf(up)});
+          at(l.hidden), scalesRef(gate), minsRef(gate), scalesRef(up), minsRef(up)});
   name = specs.wrapper("moe_down_" + type(down) + dims({h, ff, experts}), block,
                        "kvplan::moeDown<" + matvecWeightType(down) + ", " + shape + ">(a)");
   kernel(name, {ceilDiv(h, kMoeWarps), slots, 1}, block, -1, op.input,
          {at(l.hidden), weightRef(op.down), at(l.meta), at(l.out), scalesRef(down),
-          minsOf(down)});
+          minsRef(down)});
   const DType o = op.result.dtype;
   name = specs.wrapper("moe_combine_" + std::string(dtypeName(o)) + dims({h, k}),
                        kElementwiseBlock,

@@ -123,12 +123,17 @@ private:
       return lin.emitOpError() << "has a bias and reads features cut between ranks: every rank "
                                   "would add it; tensor parallelism needs it without one";
     if (failed(shard(lin, lin.getWeight(), 1, ranks))) return failure();
-    OpBuilder b(lin->getContext());
-    b.setInsertionPointAfter(lin);
-    Value partial = lin.getResult(0);
-    auto sum = b.create<llm::AllReduceOp>(lin.getLoc(), partial.getType(), partial);
-    partial.replaceAllUsesExcept(sum.getResult(), sum);
+    allReduceAfter(lin, lin.getResult(0));
     return success();
+  }
+
+  /// An llm.all_reduce of `partial` (made by `op`) right after `op`, read
+  /// wherever `partial` was.
+  static void allReduceAfter(Operation *op, Value partial) {
+    OpBuilder b(op->getContext());
+    b.setInsertionPointAfter(op);
+    auto sum = b.create<llm::AllReduceOp>(op->getLoc(), partial.getType(), partial);
+    partial.replaceAllUsesExcept(sum.getResult(), sum);
   }
 
   LogicalResult attention(llm::AttentionOp a) {
@@ -204,11 +209,7 @@ private:
     if (failed(shard(m, m.getGate(), 1, ranks)) || failed(shard(m, m.getUp(), 1, ranks)) ||
         failed(shard(m, m.getDown(), 2, ranks)))
       return failure();
-    OpBuilder b(m->getContext());
-    b.setInsertionPointAfter(m);
-    Value partial = m.getResult();
-    auto sum = b.create<llm::AllReduceOp>(m.getLoc(), partial.getType(), partial);
-    partial.replaceAllUsesExcept(sum.getResult(), sum);
+    allReduceAfter(m, m.getResult());
     return success();
   }
 

@@ -160,6 +160,14 @@ on_exit() {
 }
 trap on_exit EXIT
 trap 'exit 143' TERM INT
+# left_for STEP SECONDS: whether SECONDS of the budget are left; where not,
+# STEP is recorded skipped, saying what was left.
+left_for() {
+  local left=$((budget - $(elapsed)))
+  ((left >= $2)) && return 0
+  record "$1" skipped 0 "only ${left} s of the ${budget} s budget left"
+  return 1
+}
 # stage_limit MAX KEEP: a step's time limit: at most MAX seconds, leaving
 # KEEP seconds of the budget for the steps after it (30 s at least).
 stage_limit() {
@@ -639,10 +647,7 @@ fi
 if want moe; then
   t=$SECONDS
   begin moe
-  left=$((budget - $(elapsed)))
-  if ((left < 100)); then
-    record moe skipped 0 "only ${left} s of the ${budget} s budget left"
-  else
+  if left_for moe 100; then
     ok=1
     bench_json "$(stage_limit 150 30)" "$OUT/kvplan-bench-moe.json" \
       "$artifacts/bench-qwen3moe.kvp" --prompt-len 512 --gen 64 || ok=0
@@ -667,10 +672,7 @@ checkpoint
 if want rows; then
   t=$SECONDS
   begin rows
-  left=$((budget - $(elapsed)))
-  if ((left < 100)); then
-    record rows skipped 0 "only ${left} s of the ${budget} s budget left"
-  else
+  if left_for rows 100; then
     ok=1
     for n in 32 16 1; do
       lim=$(( (budget - $(elapsed) - 5) / (n == 32 ? 3 : n == 16 ? 2 : 1) ))

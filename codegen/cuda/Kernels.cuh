@@ -1685,19 +1685,12 @@ inline constexpr int kMoeRowTile = 8, kMoeWarps = 8;
 /// SUBs (else, float types only, one element a lane at a time).
 template <class W, int K> inline constexpr bool kMoeRuns = K % MvFormat<W, K>::SUB == 0;
 
-/// One x row's share of a run's SUB elements from e0: the dot product, and
-/// for SCALED runs the run's finish (its scale; int4's minimums).
-template <class W, int K, int SUB>
-__device__ __forceinline__ float moeSub(const typename MvFormat<W, K>::Run &run, const float *v,
-                                        const float *x) {
-  float xv[SUB];
-  loadRun<SUB>(x, xv);
-  float dot = 0.0f, sum = 0.0f;
-#pragma unroll
-  for (int i = 0; i < SUB; ++i) {
-    dot += v[i] * xv[i];
-    if constexpr (MvFormat<W, K>::MINS) sum += xv[i];
-  }
+/// A run's share of a product from the dot product of its decoded elements
+/// with x's (and, for int4's minimums, the sum of those x): the SCALED
+/// runs' finish (their scale; int4's minimums), else the dot product.
+template <class W, int K>
+__device__ __forceinline__ float moeFinish(const typename MvFormat<W, K>::Run &run, float dot,
+                                           float sum) {
   if constexpr (MvFormat<W, K>::SCALED)
     return run.finish(dot, sum);
   else
@@ -1743,8 +1736,16 @@ __device__ __forceinline__ void moeRows(const float *x, const int *rowOf, int fi
 #pragma unroll
           for (int r = 0; r < T; ++r) {
             if (r >= m) break;
-            s0[r] += moeSub<W, K, SUB>(r0, v0, xr[r] + e0);
-            if constexpr (TWO) s1[r] += moeSub<W, K, SUB>(r1, v1, xr[r] + e0);
+            float xv[SUB], d0 = 0.0f, d1 = 0.0f, sx = 0.0f; // x loaded once for both rows
+            loadRun<SUB>(xr[r] + e0, xv);
+#pragma unroll
+            for (int i = 0; i < SUB; ++i) {
+              d0 += v0[i] * xv[i];
+              if constexpr (TWO) d1 += v1[i] * xv[i];
+              if constexpr (Fmt::MINS) sx += xv[i];
+            }
+            s0[r] += moeFinish<W, K>(r0, d0, sx);
+            if constexpr (TWO) s1[r] += moeFinish<W, K>(r1, d1, sx);
           }
         }
       }
