@@ -46,7 +46,7 @@ int64_t sampleRowBytes(int64_t vocab) {
 }
 
 MoeScratchLayout moeScratchLayout(int64_t rows, int64_t experts, int64_t perToken, int64_t hidden,
-                                  int64_t ff) {
+                                  int64_t ff, bool gated) {
   MoeScratchLayout l;
   const int64_t slots = rows * perToken;
   auto take = [&](int64_t bytes) {
@@ -62,6 +62,7 @@ MoeScratchLayout moeScratchLayout(int64_t rows, int64_t experts, int64_t perToke
   l.rowOf = take(slots * 4);
   l.hidden = take(slots * ff * 4);
   l.out = take(slots * hidden * 4);
+  if (gated) l.gates = take(rows * 4);
   return l;
 }
 
@@ -74,7 +75,7 @@ int64_t moeScratchBytes(const Plan &plan) {
         if (!gate || gate->shape.size() != 3) unsupported("moe_ffn's gate is not a stack");
         bytes = std::max(bytes, moeScratchLayout(m->input.rows(), gate->shape[0],
                                                  m->expertsPerToken, m->input.cols(),
-                                                 gate->shape[1])
+                                                 gate->shape[1], m->sharedGate.has_value())
                                     .bytes);
       }
   return bytes;
@@ -312,6 +313,8 @@ public:
            op.result, {arena(op.input), arena(op.result)});
   }
   void operator()(const MoEFFNOp &op);
+  void moeCombine(const MoEFFNOp &op, DeviceRef weights, DeviceRef slotOf, DeviceRef out,
+                  DeviceRef gates);
   void operator()(const SwiGLUOp &op) {
     binary(op.gelu ? "geglu" : "swiglu", true, op.gate, op.up, op.result, op.gelu);
   }
@@ -634,22 +637,28 @@ void EntryLowering::operator()(const MoEFFNOp &op) {
   if (gate.dtype != up.dtype)
     unsupported("weights '" + gate.name + "' and '" + up.name + "' differ in type (" +
                 dtypeName(gate.dtype) + ", " + dtypeName(up.dtype) + "); one kernel reads both");
-  for (const WeightEntry *w : {&router, &gate, &down})
+  const bool gated = op.sharedGate.has_value();
+  const WeightEntry &sg = gated ? weight(*op.sharedGate) : router; // unread where not gated
+  if (gated && sg.shape != std::vector<int64_t>{1, h})
+    unsupported("step " + num(step) + ": moe_ffn's shared_gate is not one row of its input's");
+  for (const WeightEntry *w : {&router, &gate, &down, &sg})
     if (!isFloatDType(w->dtype) && (quantBits(*w), w->shape.back() % 16 != 0)) // groups of 32
       unsupported("weight '" + w->name + "' is " + dtypeName(w->dtype) + " in rows of " +
                   num(w->shape.back()) + ": the experts' kernels read int8 and int4 rows of "
                   "whole runs of 16 codes");
-  const MoeScratchLayout l = moeScratchLayout(rows, experts, k, h, ff);
+  const MoeScratchLayout l = moeScratchLayout(rows, experts, k, h, ff, gated);
   auto at = [&](int64_t offset) { return work(specs.moeScratch + offset); };
   const int64_t block = kMoeWarps * 32, slots = std::min(experts, rows * k);
   const std::string shape = num(h) + ", " + num(ff) + ", " + num(experts);
   auto type = [](const WeightEntry &w) { return std::string(dtypeName(w.dtype)); };
   std::string name = specs.wrapper(
-      "moe_router_" + type(router) + dims({h, experts}), block,
+      "moe_router_" + type(router) + dims({h, experts}) + (gated ? "_gate_" + type(sg) : ""),
+      block,
       "kvplan::moeRouter<" + matvecWeightType(router) + ", " + num(h) + ", " + num(experts) +
-          ">(a)");
-  kernel(name, {experts, rows, 1}, block, 1, op.input,
-         {arena(op.input), weightRef(op.router), at(l.probs), scalesRef(router), minsRef(router)});
+          (gated ? ", true, " + matvecWeightType(sg) : "") + ">(a)");
+  kernel(name, {experts + (gated ? 1 : 0), rows, 1}, block, 1, op.input,
+         {arena(op.input), weightRef(op.router), at(l.probs), scalesRef(router), minsRef(router),
+          weightRef(sg.name), scalesRef(sg), minsRef(sg), at(l.gates)});
   name = specs.wrapper("moe_route" + dims({experts, k}) + (op.normTopK ? "_norm" : ""), 256,
                        "kvplan::moeRoute<" + num(experts) + ", " + num(k) + ", " +
                            (op.normTopK ? "true" : "false") + ", 256>(a)");
@@ -668,13 +677,26 @@ void EntryLowering::operator()(const MoEFFNOp &op) {
   kernel(name, {ceilDiv(h, kMoeWarps), slots, 1}, block, -1, op.input,
          {at(l.hidden), weightRef(op.down), at(l.meta), at(l.out), scalesRef(down),
           minsRef(down)});
+  moeCombine(op, at(l.weights), at(l.slotOf), at(l.out), at(l.gates));
+}
+
+/// The mixture's rows: each row's experts' outputs weighted, and its shared
+/// expert's (gated where the op says).
+void EntryLowering::moeCombine(const MoEFFNOp &op, DeviceRef weights, DeviceRef slotOf,
+                               DeviceRef out, DeviceRef gates) {
+  const int64_t h = op.input.cols();
   const DType o = op.result.dtype;
-  name = specs.wrapper("moe_combine_" + std::string(dtypeName(o)) + dims({h, k}),
-                       kElementwiseBlock,
-                       "kvplan::moeCombine<" + std::string(cudaType(o)) + ", " + num(h) + ", " +
-                           num(k) + ">(a)");
-  kernel(name, {ceilDiv(h, kElementwiseBlock), rows, 1}, kElementwiseBlock, 1, op.result,
-         {at(l.weights), at(l.slotOf), at(l.out), arena(op.result)});
+  const int shared = !op.shared ? 0 : op.sharedGate ? 2 : 1;
+  if (op.shared) f32Input(*op.shared, "moe_ffn's shared expert");
+  const std::string name = specs.wrapper(
+      "moe_combine_" + std::string(dtypeName(o)) + dims({h, op.expertsPerToken}) +
+          (shared == 2 ? "_shared_gated" : shared == 1 ? "_shared" : ""),
+      kElementwiseBlock,
+      "kvplan::moeCombine<" + std::string(cudaType(o)) + ", " + num(h) + ", " +
+          num(op.expertsPerToken) + ", " + num(shared) + ">(a)");
+  kernel(name, {ceilDiv(h, kElementwiseBlock), op.input.rows(), 1}, kElementwiseBlock, 1,
+         op.result,
+         {weights, slotOf, out, arena(op.result), op.shared ? arena(*op.shared) : out, gates});
 }
 
 bool EntryLowering::splitOutputs(const std::vector<Operand> &results, int64_t (&n)[3],

@@ -82,9 +82,10 @@ const char *cudaType(DType t);
 struct MoeScratchLayout {
   int64_t probs = 0, weights = 0, meta = 0, chosen = 0, slotOf = 0, rowOf = 0, hidden = 0,
           out = 0, bytes = 0;
+  int64_t gates = 0; // where `gated`: the shared expert's gate logits, [rows] f32
 };
 MoeScratchLayout moeScratchLayout(int64_t rows, int64_t experts, int64_t perToken, int64_t hidden,
-                                  int64_t ff);
+                                  int64_t ff, bool gated);
 /// The largest scratch any moe_ffn of `plan` needs (0 where it has none).
 int64_t moeScratchBytes(const Plan &plan);
 

@@ -172,8 +172,13 @@ std::string hfName(const std::string &name, bool gemma = false,
       {"feed_forward.w2", "mlp.down_proj.weight"},
       {"attention.wqkv", "self_attn.qkv_proj.weight"}, // fused (Phi-3)
       {"feed_forward.w13", "mlp.gate_up_proj.weight"},
-      // A mixture of experts' router (Qwen3-MoE's; Mixtral's above).
+      // A mixture of experts' router (Qwen3-MoE's; Mixtral's above), and
+      // Qwen2-MoE's shared expert and its gate.
       {"feed_forward.router", "mlp.gate.weight"},
+      {"feed_forward.shared_expert.w1", "mlp.shared_expert.gate_proj.weight"},
+      {"feed_forward.shared_expert.w3", "mlp.shared_expert.up_proj.weight"},
+      {"feed_forward.shared_expert.w2", "mlp.shared_expert.down_proj.weight"},
+      {"feed_forward.shared_expert_gate", "mlp.shared_expert_gate.weight"},
   };
   auto it = perLayer.find(rest);
   return it == perLayer.end() ? "" : body + "layers." + std::to_string(layer) + "." + it->second;

@@ -103,14 +103,15 @@ std::string ggufArchName(const GgufFile &g) {
 Architecture ggufArchitecture(const GgufFile &g) {
   const std::string arch = ggufArchName(g);
   // llama.cpp's names are kvplan's, but for Mistral, whose files are llama
-  // (Mixtral's too: llama with experts), and Qwen3-MoE, Qwen3's layers with
-  // experts.
+  // (Mixtral's too: llama with experts), and Qwen2-MoE and Qwen3-MoE, Qwen2's
+  // and Qwen3's layers with experts.
+  if (arch == "qwen2moe") return Architecture::qwen2;
   if (arch == "qwen3moe") return Architecture::qwen3;
   if (std::optional<Architecture> a = parseArchitecture(arch); a && *a != Architecture::mistral)
     return *a;
   throw InputError(g.path() + ": GGUF architecture '" + arch +
                    "' is not supported; kvplan reads GGUF files of architecture llama, qwen2, "
-                   "qwen3, qwen3moe, phi3, smollm3, gemma2 and gemma3");
+                   "qwen2moe, qwen3, qwen3moe, phi3, smollm3, gemma2 and gemma3");
 }
 
 /// Whether llama.cpp's converter left the file's q/k rows (and q/k norms) in
@@ -325,10 +326,12 @@ void readGgufGemma(const GgufFile &g, ModelSpec &m) {
   m.fullAttentionLayers = everyNthLayer(m.numLayers, period);
 }
 
-// A mixture of experts (expert_count): Mixtral's llama files and qwen3moe
-// files, as llama.cpp runs them: the chosen experts' probabilities
-// renormalized, each expert expert_feed_forward_length wide (Mixtral's
-// files: feed_forward_length); the experts stacked or apart (GgufSource).
+// A mixture of experts (expert_count): Mixtral's llama files, qwen3moe and
+// qwen2moe files, as llama.cpp runs them: the chosen experts' probabilities
+// renormalized (qwen2moe's not), each expert expert_feed_forward_length wide
+// (Mixtral's files: feed_forward_length); the experts stacked or apart
+// (GgufSource); qwen2moe's shared expert (always, gated)
+// expert_shared_feed_forward_length wide (else feed_forward_length).
 void readGgufExperts(const GgufFile &g, ModelConfig &cfg) {
   ModelSpec &m = cfg.model;
   const std::string countKey = archKey(g, "expert_count");
@@ -342,12 +345,18 @@ void readGgufExperts(const GgufFile &g, ModelConfig &cfg) {
                      " says the model has " + std::to_string(*count) + " experts");
   m.numExperts = *count;
   m.expertsPerToken = *used;
-  m.normTopKProb = true;
+  const bool qwen2moe = ggufArchName(g) == "qwen2moe";
+  m.normTopKProb = !qwen2moe;
   m.expertIntermediateSize =
       g.integer(archKey(g, "expert_feed_forward_length")).value_or(m.intermediateSize);
   for (const char *field : {"model.num_experts", "model.num_experts_per_tok",
                             "model.moe_intermediate_size"})
     cfg.given.insert(field);
+  if (!qwen2moe) return;
+  m.sharedExpertIntermediateSize =
+      g.integer(archKey(g, "expert_shared_feed_forward_length")).value_or(m.intermediateSize);
+  m.sharedExpertGate = true;
+  cfg.given.insert("model.shared_expert_intermediate_size");
 }
 
 ModelConfig configFromGguf(const GgufFile &g) {
@@ -456,6 +465,11 @@ std::string ggufName(const std::string &name) {
       {"feed_forward.experts.w1", "ffn_gate_exps.weight"},
       {"feed_forward.experts.w3", "ffn_up_exps.weight"},
       {"feed_forward.experts.w2", "ffn_down_exps.weight"},
+      // Qwen2-MoE's shared expert and its gate (one vector: [1, hidden]).
+      {"feed_forward.shared_expert.w1", "ffn_gate_shexp.weight"},
+      {"feed_forward.shared_expert.w3", "ffn_up_shexp.weight"},
+      {"feed_forward.shared_expert.w2", "ffn_down_shexp.weight"},
+      {"feed_forward.shared_expert_gate", "ffn_gate_inp_shexp.weight"},
   };
   auto it = perLayer.find(rest);
   return it == perLayer.end() ? "" : "blk." + std::to_string(layer) + "." + it->second;
@@ -502,6 +516,9 @@ public:
     // row-major [out, in] (for a quantized type, each row whole blocks), so
     // reversing the list gives the canonical shape.
     std::vector<int64_t> shape(t.dims.rbegin(), t.dims.rend());
+    // A one-row matrix that the file keeps as a vector (ffn_gate_inp_shexp).
+    if (shape.size() == 1 && expected.size() == 2 && expected[0] == 1)
+      shape.insert(shape.begin(), 1);
     if (p.fused) {
       std::vector<int64_t> whole = expected;
       if (!whole.empty()) whole[0] = p.fused->total;

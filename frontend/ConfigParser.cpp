@@ -318,6 +318,8 @@ ModelConfig parseTomlSpec(const std::string &text, const std::string &path,
   model.integer("num_experts_per_tok", m.expertsPerToken, false);
   model.integer("moe_intermediate_size", m.expertIntermediateSize, false);
   model.boolean("norm_topk_prob", m.normTopKProb);
+  model.integer("shared_expert_intermediate_size", m.sharedExpertIntermediateSize, false);
+  model.boolean("shared_expert_gate", m.sharedExpertGate);
   model.integer("bos_token_id", m.bosTokenId, true);
   model.integers("eos_token_id", m.eosTokenIds, true);
   // SmolLM3 leaves every fourth layer unrotated unless told otherwise.
@@ -560,21 +562,20 @@ void readHFArchitecture(JsonFields &f, ModelSpec &m, const std::string &path) {
   std::string modelType;
   f.string("model_type", modelType, true);
   // gemma3_text: Gemma3ForCausalLM's (Gemma 3 1B, and the text model of
-  // the larger ones). Mixtral's and Qwen3-MoE's layers are Mistral's and
-  // Qwen3's with a mixture of experts for the FFN (readHFExperts).
-  static const std::map<std::string, std::string> same = {
-      {"gemma3_text", "gemma3"}, {"mixtral", "mistral"}, {"qwen3_moe", "qwen3"}};
+  // the larger ones). Mixtral's, Qwen2-MoE's and Qwen3-MoE's layers are
+  // Mistral's, Qwen2's and Qwen3's with a mixture of experts for the FFN
+  // (readHFExperts).
+  static const std::map<std::string, std::string> same = {{"gemma3_text", "gemma3"},
+                                                          {"mixtral", "mistral"},
+                                                          {"qwen2_moe", "qwen2"},
+                                                          {"qwen3_moe", "qwen3"}};
   const auto alias = same.find(modelType);
   auto arch = parseArchitecture(alias == same.end() ? modelType : alias->second);
-  if (modelType == "qwen2_moe")
-    f.fail("model_type", "'qwen2_moe' is not supported: its layers add a shared expert to the "
-                         "routed ones, which kvplan does not build; kvplan compiles the "
-                         "mixtures of experts of mixtral and qwen3_moe");
   if (!arch || modelType == "gemma3")
     f.fail("model_type", "'" + modelType + "' is not supported; kvplan compiles llama, "
-                                            "mistral, mixtral, qwen2, qwen3, qwen3_moe, phi3, "
-                                            "smollm3, gemma2 and gemma3_text (gemma3 with its "
-                                            "text_config)");
+                                            "mistral, mixtral, qwen2, qwen2_moe, qwen3, "
+                                            "qwen3_moe, phi3, smollm3, gemma2 and gemma3_text "
+                                            "(gemma3 with its text_config)");
   m.architecture = *arch;
   fs::path p(path);
   m.name = p.filename() == "config.json" && p.has_parent_path()
@@ -675,13 +676,15 @@ void readHFNopeLayers(JsonFields &f, ModelSpec &m) {
 
 // A mixture of experts, as transformers' MixtralConfig (num_local_experts,
 // always renormalizing the chosen experts' probabilities, each expert
-// intermediate_size wide) and Qwen3MoeConfig (num_experts,
-// moe_intermediate_size, norm_topk_prob, default false) read it; Qwen3-MoE's
-// dense layers (mlp_only_layers, decoder_sparse_step) are refused.
+// intermediate_size wide), Qwen3MoeConfig (num_experts,
+// moe_intermediate_size, norm_topk_prob, default false) and Qwen2MoeConfig
+// (Qwen3MoeConfig's and a shared expert, shared_expert_intermediate_size
+// wide, always gated) read it; Qwen-MoE's dense layers (mlp_only_layers,
+// decoder_sparse_step) are refused.
 void readHFExperts(JsonFields &f, ModelConfig &cfg, const std::string &modelType) {
   ModelSpec &m = cfg.model;
   const bool mixtral = modelType == "mixtral";
-  if (!mixtral && modelType != "qwen3_moe") return;
+  if (!mixtral && modelType != "qwen3_moe" && modelType != "qwen2_moe") return;
   const char *count = mixtral ? "num_local_experts" : "num_experts";
   cfg.fieldNames["model.num_experts"] = count;
   cfg.fieldNames["model.num_experts_per_tok"] = "num_experts_per_tok";
@@ -693,6 +696,11 @@ void readHFExperts(JsonFields &f, ModelConfig &cfg, const std::string &modelType
   f.integer("moe_intermediate_size", m.expertIntermediateSize, true);
   m.normTopKProb = false;
   f.boolean("norm_topk_prob", m.normTopKProb);
+  if (modelType == "qwen2_moe") {
+    cfg.fieldNames["model.shared_expert_intermediate_size"] = "shared_expert_intermediate_size";
+    f.integer("shared_expert_intermediate_size", m.sharedExpertIntermediateSize, true);
+    m.sharedExpertGate = true;
+  }
   int64_t step = 1;
   if (f.integer("decoder_sparse_step", step, false) && step != 1)
     f.fail("decoder_sparse_step", "is " + std::to_string(step) + ": only every " +

@@ -157,27 +157,36 @@ public:
     x = b.create<llm::AddOp>(loc(l + "attention.residual"), x, o);
 
     Value n2 = rmsNorm(l + "ffn_norm", x);
-    Value down = postNorm(l + "post_ffn_norm", m.moe() ? experts(l, n2) : ffn(l, n2));
+    Value down = postNorm(l + "post_ffn_norm", m.moe() ? experts(l, n2) : ffn(l + "feed_forward.", n2, m.intermediateSize));
     return b.create<llm::AddOp>(loc(l + "feed_forward.residual"), x, down);
   }
 
-  /// The gated FFN: down(act(gate x) * up x).
-  Value ffn(const std::string &l, Value x) {
-    Value gate = linear(l + "feed_forward.w1", x, m.intermediateSize);
-    Value up = linear(l + "feed_forward.w3", x, m.intermediateSize);
-    Value h = b.create<llm::SwiGLUOp>(loc(l + "feed_forward.swiglu"), gate, up,
+  /// The gated FFN of weights `f` w1, w3, w2, `width` features wide:
+  /// down(act(gate x) * up x).
+  Value ffn(const std::string &f, Value x, int64_t width) {
+    Value gate = linear(f + "w1", x, width);
+    Value up = linear(f + "w3", x, width);
+    Value h = b.create<llm::SwiGLUOp>(loc(f + "swiglu"), gate, up,
                                       m.activation == Activation::gelu_tanh);
-    return linear(l + "feed_forward.w2", h, m.hiddenSize);
+    return linear(f + "w2", h, m.hiddenSize);
   }
 
-  /// A mixture of experts' FFN: each row through its top experts.
+  /// A mixture of experts' FFN: each row through its top experts (and a
+  /// shared expert's dense FFN, gated or not, added in by the op).
   Value experts(const std::string &l, Value x) {
     const std::string e = l + "feed_forward.experts.";
+    Value shared;
+    FlatSymbolRefAttr sharedGate;
+    if (m.sharedExpert()) {
+      shared = ffn(l + "feed_forward.shared_expert.", x, m.sharedExpertIntermediateSize);
+      if (m.sharedExpertGate) sharedGate = w(l + "feed_forward.shared_expert_gate");
+    }
     return b.create<llm::MoEFFNOp>(
         loc(l + "feed_forward.experts"), x.getType(), x, w(l + "feed_forward.router"),
         w(e + "w1"), w(e + "w3"), w(e + "w2"), b.getI64IntegerAttr(m.expertsPerToken),
         m.normTopKProb ? b.getUnitAttr() : UnitAttr(),
-        m.activation == Activation::gelu_tanh ? b.getUnitAttr() : UnitAttr());
+        m.activation == Activation::gelu_tanh ? b.getUnitAttr() : UnitAttr(), shared,
+        sharedGate);
   }
 
   OpBuilder &b;

@@ -183,6 +183,12 @@ LogicalResult MoEFFNOp::verify() {
     return emitOpError() << "result is f32, got " << tensorOf(getResult()).getElementType();
   if (getExpertsPerToken() < 1)
     return emitOpError() << "experts_per_token must be positive, got " << getExpertsPerToken();
+  if (getShared() && failed(sameShape(*this, getInput(), getShared(), "shared")))
+    return failure();
+  if (getShared() && !tensorOf(getShared()).getElementType().isF32())
+    return emitOpError() << "shared is f32, got " << tensorOf(getShared()).getElementType();
+  if (getSharedGateAttr() && !getShared())
+    return emitOpError() << "gates a shared expert's output and has none (shared)";
   return success();
 }
 
@@ -201,6 +207,9 @@ LogicalResult MoEFFNOp::verifySymbolUses(SymbolTableCollection &symbols) {
       failed(verifyWeight(*this, symbols, getGateAttr(), {experts, ff, in}, "gate")) ||
       failed(verifyWeight(*this, symbols, getUpAttr(), {experts, ff, in}, "up")) ||
       failed(verifyWeight(*this, symbols, getDownAttr(), {experts, in, ff}, "down")))
+    return failure();
+  if (getSharedGateAttr() &&
+      failed(verifyWeight(*this, symbols, getSharedGateAttr(), {1, in}, "shared_gate")))
     return failure();
   return verifyInputType(*this, symbols, getGateAttr(), getInput());
 }

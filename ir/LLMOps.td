@@ -301,28 +301,37 @@ def LLM_FusedFFNOp : LLM_Op<"fused_ffn", [Pure, RowWise]> {
 def LLM_MoEFFNOp : LLM_WeightUser<"moe_ffn", [Pure, RowWise]> {
   let summary = "A sparse mixture-of-experts FFN: each row through its top experts";
   let description = [{
-    The FFN of a mixture-of-experts layer (Mixtral's, Qwen3-MoE's). For each
-    row `x`: `p = softmax(x router^T)` over the experts (`router` is
-    `[experts, in]`); the `experts_per_token` experts of the largest `p`
-    (the lower index first among equals) each compute their gated FFN,
-    `down_e (act(gate_e x) * up_e x)` with `gate` and `up` `[experts, ff,
-    in]` and `down` `[experts, in, ff]`, act SiLU (GELU's tanh form with
-    `gelu`); the result is their sum weighted by their `p`, divided by the
-    chosen experts' total `p` with `norm_top_k`. Each stack holds one matrix
-    an expert; the op reads only the chosen experts' matrices.
+    The FFN of a mixture-of-experts layer (Mixtral's, Qwen2-MoE's,
+    Qwen3-MoE's). For each row `x`: `p = softmax(x router^T)` over the
+    experts (`router` is `[experts, in]`); the `experts_per_token` experts of
+    the largest `p` (the lower index first among equals) each compute their
+    gated FFN, `down_e (act(gate_e x) * up_e x)` with `gate` and `up`
+    `[experts, ff, in]` and `down` `[experts, in, ff]`, act SiLU (GELU's
+    tanh form with `gelu`); the result is their sum weighted by their `p`,
+    divided by the chosen experts' total `p` with `norm_top_k`. Each stack
+    holds one matrix an expert; the op reads only the chosen experts'
+    matrices.
+
+    With `shared` (Qwen2-MoE's shared expert: a dense FFN of the same input,
+    built of ordinary ops), the result adds that row of `shared`, times
+    `sigmoid(x . shared_gate)` where `shared_gate` (`[1, in]`) is given.
 
     Example:
     ```mlir
     %12 = llm.moe_ffn %11 router @layers.0.feed_forward.router experts(@layers.0.feed_forward.experts.w1, @layers.0.feed_forward.experts.w3, @layers.0.feed_forward.experts.w2) {experts_per_token = 2 : i64, norm_top_k} : tensor<64x256xf32> -> tensor<64x256xf32>
+    %15 = llm.moe_ffn %11 router @layers.0.feed_forward.router experts(@layers.0.feed_forward.experts.w1, @layers.0.feed_forward.experts.w3, @layers.0.feed_forward.experts.w2) shared %14 : tensor<64x256xf32> gate @layers.0.feed_forward.shared_expert_gate {experts_per_token = 4 : i64} : tensor<64x256xf32> -> tensor<64x256xf32>
     ```
   }];
   let arguments = (ins LLM_Activations:$input, FlatSymbolRefAttr:$router,
                        FlatSymbolRefAttr:$gate, FlatSymbolRefAttr:$up,
                        FlatSymbolRefAttr:$down, I64Attr:$experts_per_token,
-                       UnitAttr:$norm_top_k, UnitAttr:$gelu);
+                       UnitAttr:$norm_top_k, UnitAttr:$gelu,
+                       Optional<LLM_Activations>:$shared,
+                       OptionalAttr<FlatSymbolRefAttr>:$shared_gate);
   let results = (outs LLM_Activations:$result);
   let assemblyFormat = [{
-    $input `router` $router `experts` `(` $gate `,` $up `,` $down `)` attr-dict `:`
+    $input `router` $router `experts` `(` $gate `,` $up `,` $down `)`
+    (`shared` $shared^ `:` type($shared) (`gate` $shared_gate^)?)? attr-dict `:`
     type($input) `->` type($result)
   }];
   let hasVerifier = 1;

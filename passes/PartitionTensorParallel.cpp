@@ -197,7 +197,10 @@ private:
   /// row as the others do (the router whole), runs its share of every
   /// chosen expert's gate and up features (the stacks' rows) and of their
   /// down product's inputs (its columns), and an llm.all_reduce adds the
-  /// ranks' weighted partial sums.
+  /// ranks' weighted partial sums. A shared expert is a dense FFN, cut as
+  /// one (ffn() ran first); its gate whole, the op adds each rank's partial
+  /// rows, gated alike on every rank, into its own partial sums, so the one
+  /// all-reduce after the op sums both, and the shared expert's goes.
   LogicalResult experts(llm::MoEFFNOp m) {
     auto gate = symbols.lookup<llm::WeightOp>(m.getGate());
     if (!gate)
@@ -209,6 +212,15 @@ private:
     if (failed(shard(m, m.getGate(), 1, ranks)) || failed(shard(m, m.getUp(), 1, ranks)) ||
         failed(shard(m, m.getDown(), 2, ranks)))
       return failure();
+    if (Value shared = m.getShared()) {
+      auto sum = shared.getDefiningOp<llm::AllReduceOp>();
+      if (!sum || !shared.hasOneUse())
+        return m.emitOpError() << "reads a shared expert that is not the frontend's FFN (an "
+                                  "llm.all_reduce of its down product, read once): run "
+                                  "partition-tensor-parallel before the other passes";
+      m.getSharedMutable().assign(sum.getInput());
+      sum.erase();
+    }
     allReduceAfter(m, m.getResult());
     return success();
   }

@@ -23,6 +23,12 @@ def PartitionTensorParallel : Pass<"partition-tensor-parallel", "::mlir::ModuleO
     - Attention's output projection and the FFN's down projection are cut by
       input features, so each rank's product is a partial sum, followed by
       an `llm.all_reduce`: two per layer.
+    - A mixture of experts (`llm.moe_ffn`) is cut by its experts' features
+      (each expert's gate and up by outputs, its down by inputs), the router
+      whole, one `llm.all_reduce` after it. A shared expert's FFN is cut as
+      the dense one, but its partial rows go into the `llm.moe_ffn` (gated
+      alike on every rank) and its own `llm.all_reduce` goes: still two a
+      layer.
     - The LM head is cut by vocabulary: each rank's logits are its slice, and
       sampling reduces the ranks' best candidates (runtime/ShardedSampling.h).
       Tied embeddings get an `@output` weight made of `tok_embeddings`.

@@ -93,7 +93,8 @@ const CpuRopeTable *CpuWorkspace::ropeTable(const std::string &entry,
   return nullptr;
 }
 
-MoEScratch moeScratch(int64_t rows, int64_t experts, int64_t k, int64_t in, int64_t ff) {
+MoEScratch moeScratch(int64_t rows, int64_t experts, int64_t k, int64_t in, int64_t ff,
+                      bool gated) {
   auto what = [] { return "a mixture of experts' CPU scratch"; };
   MoEScratch m;
   int64_t at = 0;
@@ -110,6 +111,7 @@ MoEScratch moeScratch(int64_t rows, int64_t experts, int64_t k, int64_t in, int6
   part(m.gates, checkedMul(slots, ff, what), 4);
   part(m.ups, checkedMul(slots, ff, what), 4);
   part(m.outputs, checkedMul(slots, in, what), 4);
+  if (gated) part(m.sharedGates, rows, 4);
   m.bytes = at;
   return m;
 }
@@ -120,7 +122,7 @@ static int64_t moeStepBytes(const Plan &plan, const MoEFFNOp &op) {
   const WeightEntry *router = plan.findWeight(op.router), *gate = plan.findWeight(op.gate);
   if (!router || !gate || router->shape.size() != 2 || gate->shape.size() != 3) return 0;
   return moeScratch(op.input.rows(), router->shape[0], op.expertsPerToken, op.input.cols(),
-                    gate->shape[1])
+                    gate->shape[1], op.sharedGate.has_value())
       .bytes;
 }
 

@@ -120,9 +120,11 @@ struct CpuRopeTable {
 struct MoEScratch {
   int64_t probs = 0, choices = 0, order = 0, firsts = 0;
   int64_t inputs = 0, gates = 0, ups = 0, outputs = 0;
+  int64_t sharedGates = 0; // where `gated`: each row's shared expert's gate ([rows] f32)
   int64_t bytes = 0;
 };
-MoEScratch moeScratch(int64_t rows, int64_t experts, int64_t k, int64_t in, int64_t ff);
+MoEScratch moeScratch(int64_t rows, int64_t experts, int64_t k, int64_t in, int64_t ff,
+                      bool gated);
 
 struct CpuWorkspace {
   std::vector<CpuRopeTable> ropeTables;

@@ -451,7 +451,9 @@ struct MatVecRopeKVWriteOp {
 /// A mixture of experts' FFN (llm.moe_ffn): each row's experts_per_token
 /// experts by the router's softmax, their gated FFNs summed weighted by
 /// their probabilities (renormalized with norm_top_k). The stacks `gate`,
-/// `up` and `down` hold one matrix an expert.
+/// `up` and `down` hold one matrix an expert. With `shared` (a shared
+/// expert's output rows), each row adds its row of shared, times
+/// sigmoid(input row . shared_gate) where `sharedGate` ([1, in]) is given.
 struct MoEFFNOp {
   KVPLAN_PLAN_OP(MoEFFNOp, "moe_ffn")
   Operand input, result;
@@ -459,6 +461,8 @@ struct MoEFFNOp {
   int64_t expertsPerToken = 0;
   bool normTopK = false;
   bool gelu = false; // as SwiGLUOp's
+  std::optional<Operand> shared;
+  std::optional<std::string> sharedGate;
   template <typename Self, typename V> static void visitFields(Self &s, V &v) {
     v.operand("input", s.input, OperandClass::activations);
     v.weight("router", s.router);
@@ -468,6 +472,8 @@ struct MoEFFNOp {
     v.attr("experts_per_token", s.expertsPerToken);
     v.attr("norm_top_k", s.normTopK);
     v.attr("gelu", s.gelu);
+    v.optionalOperand("shared", s.shared, OperandClass::activations);
+    v.optionalWeight("shared_gate", s.sharedGate);
     v.result("result", s.result, OperandClass::activations);
   }
 };

@@ -115,6 +115,29 @@ public:
              dims(w.shape) + ", expected " + dims(want) + " (a matrix for each of the router's " +
              std::to_string(experts) + " experts)");
     }
+    sharedExpert(op, in);
+  }
+  /// A shared expert's rows (the input's shape, f32) and its gate ([1, in]),
+  /// each present where the model has it.
+  void sharedExpert(const MoEFFNOp &op, int64_t in) const {
+    if (op.shared.has_value() != plan.model.sharedExpert())
+      fail(op.shared ? "field 'shared' adds a shared expert the model does not have"
+                     : "has no field 'shared', and the model has a shared expert "
+                       "(shared_expert_intermediate_size)");
+    if (op.sharedGate.has_value() != (op.shared && plan.model.sharedExpertGate))
+      fail(op.sharedGate ? "field 'shared_gate' gates a shared expert the model does not gate"
+                         : "has no field 'shared_gate', and the model gates its shared expert");
+    if (op.shared) {
+      shape("shared", *op.shared, op.input.shape, "the input's shape");
+      if (op.shared->dtype != DType::f32)
+        fail("field 'shared' is " + op.shared->describe() + ", expected f32");
+    }
+    if (op.sharedGate) {
+      const WeightEntry &g = matrix("shared_gate", *op.sharedGate);
+      if (g.shape != std::vector<int64_t>{1, in})
+        fail("field 'shared_gate' names weight '" + *op.sharedGate + "' of shape " +
+             dims(g.shape) + ", expected " + dims({1, in}) + " (one row of the input's width)");
+    }
   }
   void operator()(const AddOp &op) {
     shape("rhs", op.rhs, op.lhs.shape, "the shape of 'lhs'");

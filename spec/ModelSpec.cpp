@@ -172,6 +172,13 @@ std::vector<WeightDecl> weightTable(const ModelSpec &m) {
       w.push_back({l + "feed_forward.experts.w1", {e, eff, h}}); // gates
       w.push_back({l + "feed_forward.experts.w3", {e, eff, h}}); // ups
       w.push_back({l + "feed_forward.experts.w2", {e, h, eff}}); // downs
+      if (m.sharedExpert()) {
+        const int64_t sff = m.sharedExpertIntermediateSize;
+        w.push_back({l + "feed_forward.shared_expert.w1", {sff, h}});
+        w.push_back({l + "feed_forward.shared_expert.w3", {sff, h}});
+        w.push_back({l + "feed_forward.shared_expert.w2", {h, sff}});
+        if (m.sharedExpertGate) w.push_back({l + "feed_forward.shared_expert_gate", {1, h}});
+      }
     } else {
       w.push_back({l + "feed_forward.w1", {ff, h}}); // gate
       w.push_back({l + "feed_forward.w3", {ff, h}}); // up
@@ -489,13 +496,20 @@ void checkExperts(Checker &c, const ModelSpec &m) {
   if (m.numExperts == 0) {
     const std::pair<const char *, int64_t> settings[] = {
         {"model.num_experts_per_tok", m.expertsPerToken},
-        {"model.moe_intermediate_size", m.expertIntermediateSize}};
+        {"model.moe_intermediate_size", m.expertIntermediateSize},
+        {"model.shared_expert_intermediate_size", m.sharedExpertIntermediateSize},
+        {"model.shared_expert_gate", m.sharedExpertGate ? 1 : 0}};
     for (auto [field, v] : settings)
       if (v != 0)
         c.fail(field, "is a mixture of experts' setting, and the model has none: set "
                       "num_experts or leave it out");
     return;
   }
+  if (m.sharedExpertIntermediateSize != 0)
+    c.positive("model.shared_expert_intermediate_size", m.sharedExpertIntermediateSize, kMaxDim);
+  else if (m.sharedExpertGate)
+    c.fail("model.shared_expert_gate", "gates a shared expert, and the model has none: set "
+                                       "shared_expert_intermediate_size or leave it out");
   c.positive("model.num_experts", m.numExperts, kMaxExperts);
   if (m.numExperts < 2)
     c.fail("model.num_experts", "a mixture of experts has at least 2, got " +
@@ -614,6 +628,7 @@ void checkTensorParallel(Checker &c, const ModelSpec &m, const CompileSettings &
     share(m.expertIntermediateSize, "moe_intermediate_size");
   else
     share(m.intermediateSize, "intermediate_size");
+  if (m.sharedExpert()) share(m.sharedExpertIntermediateSize, "shared_expert_intermediate_size");
   share(m.vocabSize, "vocab_size");
   if (m.numKvHeads % n != 0 && n % m.numKvHeads != 0)
     c.fail("compile.tensor_parallel", "tensor_parallel " + std::to_string(n) +
@@ -844,6 +859,10 @@ nlohmann::json toJson(const ModelSpec &m) {
     j["num_experts_per_tok"] = m.expertsPerToken;
     j["moe_intermediate_size"] = m.expertWidth();
     j["norm_topk_prob"] = m.normTopKProb;
+    if (m.sharedExpert()) {
+      j["shared_expert_intermediate_size"] = m.sharedExpertIntermediateSize;
+      j["shared_expert_gate"] = m.sharedExpertGate;
+    }
   }
   return j;
 }
@@ -951,6 +970,12 @@ ModelSpec modelSpecFromJson(const nlohmann::json &j) {
     m.expertsPerToken = modelInteger(j, "num_experts_per_tok", 1, m.numExperts);
     m.expertIntermediateSize = modelInteger(j, "moe_intermediate_size", 1, kMaxDim);
     m.normTopKProb = j.at("norm_topk_prob").get<bool>();
+    // Absent from plans written before shared experts, and without one.
+    if (j.contains("shared_expert_intermediate_size")) {
+      m.sharedExpertIntermediateSize =
+          modelInteger(j, "shared_expert_intermediate_size", 1, kMaxDim);
+      m.sharedExpertGate = j.at("shared_expert_gate").get<bool>();
+    }
   }
   const nlohmann::json &eos = j.at("eos_token_id");
   if (!eos.is_array()) throw InputError("model field 'eos_token_id' is not a list of token ids");

@@ -143,6 +143,13 @@ struct ModelSpec {
   int64_t expertsPerToken = 0;
   int64_t expertIntermediateSize = 0; // 0: intermediate_size
   bool normTopKProb = true;
+  // Qwen2-MoE's shared expert: a dense gated FFN
+  // (layers.N.feed_forward.shared_expert.w1/w3/w2, sharedExpertIntermediateSize
+  // wide) every row runs beside its routed experts, its output added to
+  // theirs, times sigmoid(x . layers.N.feed_forward.shared_expert_gate) where
+  // sharedExpertGate. 0: none.
+  int64_t sharedExpertIntermediateSize = 0;
+  bool sharedExpertGate = false;
   int64_t bosTokenId = 1; // -1: the model has none (SmolLM3's config.json)
   std::vector<int64_t> eosTokenIds{2};
   RopeSpec rope;
@@ -163,6 +170,8 @@ struct ModelSpec {
   int64_t expertWidth() const {
     return expertIntermediateSize > 0 ? expertIntermediateSize : intermediateSize;
   }
+  /// Whether each layer's mixture has a shared expert.
+  bool sharedExpert() const { return sharedExpertIntermediateSize > 0; }
 };
 
 /// How to compile it.

@@ -1782,22 +1782,33 @@ __device__ __forceinline__ MvWeights moeWeights(const KvArgs &a, int d, int s) {
 /// logits[r][e] = x[r] . router[e]: a block (kMoeWarps warps) an expert e
 /// and row r, grid (E, rows), its warps splitting the row's runs and their
 /// sums added in warp order, so that a decode step's small product (E rows)
-/// has as many loads in flight as its weights have runs.
+/// has as many loads in flight as its weights have runs. Where GATED, the
+/// grid is (E + 1, rows) and blocks E write the shared expert's gate
+/// logit, gates[r] = x[r] . gate (its one row, of type G).
 /// p: x (f32, rows x K), router (W, E x K), logits (f32, rows x E), the
-/// router's scales, minimums.
-template <class W, int K, int E> __device__ void moeRouter(const KvArgs &a) {
+/// router's scales, minimums; the gate (G, 1 x K), its scales, minimums,
+/// gates (f32, rows).
+template <class W, int K, int E, bool GATED = false, class G = W>
+__device__ void moeRouter(const KvArgs &a) {
   constexpr int THREADS = kMoeWarps * 32;
   __shared__ float sums[kMoeWarps];
   const int e = blockIdx.x, r = blockIdx.y, tid = threadIdx.x;
-  const MvWeights w = moeWeights(a, 1, 3);
-  moeRows<W, K, false, THREADS>(reinterpret_cast<const float *>(a.p[0]), nullptr, r, 1, w, e, w,
-                                e, tid, [&](int, float s, float) { sums[tid / 32] = s; });
+  const float *x = reinterpret_cast<const float *>(a.p[0]);
+  auto keep = [&](int, float s, float) { sums[tid / 32] = s; };
+  if (e < E) {
+    const MvWeights w = moeWeights(a, 1, 3);
+    moeRows<W, K, false, THREADS>(x, nullptr, r, 1, w, e, w, e, tid, keep);
+  } else if constexpr (GATED) {
+    const MvWeights g = moeWeights(a, 5, 6);
+    moeRows<G, K, false, THREADS>(x, nullptr, r, 1, g, 0, g, 0, tid, keep);
+  }
   __syncthreads();
   if (tid != 0) return;
   float s = 0.0f;
 #pragma unroll
   for (int i = 0; i < kMoeWarps; ++i) s += sums[i];
-  reinterpret_cast<float *>(a.p[2])[(long long)r * E + e] = s;
+  if (e < E) reinterpret_cast<float *>(a.p[2])[(long long)r * E + e] = s;
+  else reinterpret_cast<float *>(a.p[8])[r] = s;
 }
 
 /// Row p's softmax in place and its K experts, largest first (the lower
@@ -1935,8 +1946,11 @@ template <class W, int H, int F, int E> __device__ void moeDown(const KvArgs &a)
 }
 
 /// result[r][c] = sum over j < K of weights[r][j] * out[slotOf[r K + j]][c],
-/// in the order chosen.  p: weights, slotOf, out (f32, slots x H), result.
-template <class O, int H, int K> __device__ void moeCombine(const KvArgs &a) {
+/// in the order chosen; then, with SHARED, + shared[r][c], times
+/// sigmoid(gates[r]) where SHARED is 2 (a gated shared expert).
+/// p: weights, slotOf, out (f32, slots x H), result, shared (f32, rows x
+/// H), gates (f32, rows).
+template <class O, int H, int K, int SHARED> __device__ void moeCombine(const KvArgs &a) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= H) return;
   const long long r = blockIdx.y;
@@ -1946,6 +1960,11 @@ template <class O, int H, int K> __device__ void moeCombine(const KvArgs &a) {
   float s = 0.0f;
 #pragma unroll
   for (int j = 0; j < K; ++j) s += weights[j] * out[(long long)slotOf[j] * H + c];
+  if (SHARED > 0) {
+    const float g =
+        SHARED == 2 ? 1.0f / (1.0f + expf(-reinterpret_cast<const float *>(a.p[5])[r])) : 1.0f;
+    s += g * reinterpret_cast<const float *>(a.p[4])[r * H + c];
+  }
   reinterpret_cast<O *>(a.p[3])[r * H + c] = st<O>(s);
 }
 

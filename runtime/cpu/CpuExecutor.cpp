@@ -168,6 +168,7 @@ public:
     m.gate = weight(op.gate);
     m.up = weight(op.up);
     m.down = weight(op.down);
+    if (op.sharedGate) m.sharedGate = weight(*op.sharedGate);
   }
   void operator()(const TakeLastOp &op) {
     entryPositions(op.positions);
@@ -495,7 +496,9 @@ void CpuExecutor::runInstr(const Program &prog, const Instr &in, int64_t activeR
     });
   }
   case OpKind::moeFfn:
-    return cpu::moeFFN(pool, x, rows, in.moe, workspace.get() + layout.ropeBytes, out);
+    return cpu::moeFFN(pool, x, rows, in.moe,
+                       in.in.size() > 1 ? reinterpret_cast<const float *>(in.in[1]) : nullptr,
+                       workspace.get() + layout.ropeBytes, out);
   case OpKind::takeLast: {
     int64_t last = activeRows - 1;
     while (last > 0 && prog.positions[last] < 0) --last;

@@ -61,6 +61,7 @@ void softmax(float *p, int64_t n) {
 /// The scratch's parts, and the experts that have rows this call.
 struct Routing {
   float *probs, *inputs, *gates, *ups, *outputs;
+  float *sharedGates; // [rows]: the shared expert's gate logits, where gated
   int32_t *chosen;   // [rows, k]
   float *weights;    // [rows, k]
   int32_t *slotOf;   // [rows, k]: where choice (r, j)'s rows go
@@ -79,6 +80,7 @@ Routing layOut(char *scratch, const MoEScratch &m, int64_t rows, int64_t k) {
   r.gates = reinterpret_cast<float *>(scratch + m.gates);
   r.ups = reinterpret_cast<float *>(scratch + m.ups);
   r.outputs = reinterpret_cast<float *>(scratch + m.outputs);
+  r.sharedGates = reinterpret_cast<float *>(scratch + m.sharedGates);
   return r;
 }
 
@@ -118,13 +120,18 @@ void forExpertFeatures(const std::vector<int64_t> &active, int64_t width, int64_
 
 } // namespace
 
-void moeFFN(ThreadPool &pool, const float *x, int64_t rows, const MoEWeights &w, char *scratch,
-            float *out) {
+void moeFFN(ThreadPool &pool, const float *x, int64_t rows, const MoEWeights &w,
+            const float *shared, char *scratch, float *out) {
   const int64_t k = w.expertsPerToken, in = w.in, ff = w.ff;
-  Routing r = layOut(scratch, moeScratch(rows, w.experts, k, in, ff), rows, k);
+  const bool gated = shared && w.sharedGate.data;
+  Routing r = layOut(scratch, moeScratch(rows, w.experts, k, in, ff, gated), rows, k);
   const LinearOutputs routerOut{{r.probs}, {0}, {w.experts}};
-  pool.parallelFor(w.experts, [&](int64_t b, int64_t e) {
-    linear(x, rows, in, w.router, TensorRef{}, routerOut, b, e);
+  const LinearOutputs gateOut{{r.sharedGates}, {0}, {1}};
+  // The shared expert's gate as one more of the router's features.
+  pool.parallelFor(w.experts + (gated ? 1 : 0), [&](int64_t b, int64_t e) {
+    if (b < w.experts)
+      linear(x, rows, in, w.router, TensorRef{}, routerOut, b, std::min(e, w.experts));
+    if (e > w.experts) linear(x, rows, in, w.sharedGate, TensorRef{}, gateOut, 0, 1);
   });
   route(r, rows, w);
   pool.parallelFor(rows * k, [&](int64_t b, int64_t e) {
@@ -159,7 +166,8 @@ void moeFFN(ThreadPool &pool, const float *x, int64_t rows, const MoEWeights &w,
              first, end);
     });
   });
-  // Each row's experts summed in the order they were chosen.
+  // Each row's experts summed in the order they were chosen, then the
+  // shared expert's output (times its gate).
   pool.parallelFor(rows, [&](int64_t b, int64_t e) {
     for (int64_t row = b; row < e; ++row) {
       float *o = out + row * in;
@@ -169,6 +177,10 @@ void moeFFN(ThreadPool &pool, const float *x, int64_t rows, const MoEWeights &w,
         const float *y = r.outputs + int64_t(r.slotOf[row * k + j]) * in;
         for (int64_t c = 0; c < in; ++c) o[c] += g * y[c];
       }
+      if (!shared) continue;
+      const float g = gated ? 1.0f / (1.0f + std::exp(-r.sharedGates[row])) : 1.0f;
+      const float *y = shared + row * in;
+      for (int64_t c = 0; c < in; ++c) o[c] += g * y[c];
     }
   });
 }

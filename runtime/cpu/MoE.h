@@ -15,6 +15,7 @@ struct MoEWeights {
   int64_t experts = 0, expertsPerToken = 0, in = 0, ff = 0;
   bool normTopK = false;
   bool gelu = false; // GELU (tanh) gates rather than SiLU
+  TensorRef sharedGate; // [1, in], where the shared expert is gated (else no data)
 };
 
 /// Expert `e`'s matrix of a stack of [out, in] matrices (its codes, and for
@@ -27,9 +28,11 @@ TensorRef expertMatrix(TensorRef stack, int64_t e, int64_t out, int64_t in);
 void chooseExperts(const float *probs, int64_t experts, int64_t k, bool normTopK,
                    int32_t *chosen, float *weights);
 
-/// out[r] = the mixture's output for rows [0, rows) of x ([rows, in]).
-/// `scratch` holds moeScratch(rows, experts, k, in, ff).bytes bytes.
-void moeFFN(ThreadPool &pool, const float *x, int64_t rows, const MoEWeights &w, char *scratch,
-            float *out);
+/// out[r] = the mixture's output for rows [0, rows) of x ([rows, in]), plus
+/// row r of `shared` (a shared expert's output, where not null) times
+/// sigmoid(x[r] . sharedGate) where that is given. `scratch` holds
+/// moeScratch(rows, experts, k, in, ff, gated).bytes bytes.
+void moeFFN(ThreadPool &pool, const float *x, int64_t rows, const MoEWeights &w,
+            const float *shared, char *scratch, float *out);
 
 } // namespace kvplan::cpu

@@ -41,9 +41,11 @@ struct Shape {
 // base 10000) and the second global (base 1e6, linear scaling), with Gemma
 // 2's soft-capped scores and logits (caps of 2 and 3, to bite on random
 // weights). Two mixtures of experts (the moe kernels): Qwen3-MoE's 2 of 8
-// experts of 96, renormalized, in bf16 at a batch of 3; Mixtral-style 3 of 6
-// experts of 52, raw (norm_topk_prob false), in f16 at batch 1, the down
-// products' rows of 52 not whole 16-byte runs. bf16 prefill chunks
+// experts of 96, renormalized, in bf16 at a batch of 3; Qwen2-MoE-style 3 of
+// 6 experts of 52, raw (norm_topk_prob false), in f16 at batch 1, the down
+// products' rows of 52 not whole 16-byte runs, beside a shared expert of 64
+// gated by sigmoid (its gate one more block of the router's kernel, its rows
+// added in the weighted sums' kernel). bf16 prefill chunks
 // of 16 rows (Qwen2: the tensor-core kernels in two groups of 8 rows) and of
 // 32 (batch 1: cuBLAS).
 inline const Shape kShapes[] = {
@@ -92,10 +94,11 @@ inline const Shape kShapes[] = {
      "num_heads = 4\nnum_kv_heads = 2\nhead_dim = 64\nvocab_size = 400\nnum_experts = 8\n"
      "num_experts_per_tok = 2\nmoe_intermediate_size = 96",
      "weight_dtype = \"bf16\"\nmax_batch = 3\nmax_seq_len = 256\nprefill_chunk = 16", ""},
-    {"mixtral-f16-raw-batch1",
-     "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 52\nnum_layers = 2\n"
+    {"qwen2moe-f16-raw-shared-batch1",
+     "architecture = \"qwen2\"\nhidden_size = 128\nintermediate_size = 52\nnum_layers = 2\n"
      "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 300\nnum_experts = 6\n"
-     "num_experts_per_tok = 3\nnorm_topk_prob = false",
+     "num_experts_per_tok = 3\nnorm_topk_prob = false\nshared_expert_intermediate_size = 64\n"
+     "shared_expert_gate = true",
      "weight_dtype = \"f16\"\nmax_batch = 1\nmax_seq_len = 128\nprefill_chunk = 16", ""},
 };
 
@@ -112,7 +115,8 @@ inline const Shape kShapes[] = {
 // group, and a vocabulary of 9000 (int8: its head two features a warp).
 // Mixtures of experts: Qwen3-MoE's 2 of 8 experts of 48 in int8, and 3 of 6
 // Mixtral-style experts of 80 in int4, raw, the down stack's rows ending in
-// half a group.
+// half a group, beside an ungated shared expert of 96 (its rows added as
+// they are).
 inline const Shape kQuantShapes[] = {
     {"gqa-int8-tied-172",
      "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 172\nnum_layers = 2\n"
@@ -143,10 +147,10 @@ inline const Shape kQuantShapes[] = {
      "num_heads = 4\nnum_kv_heads = 2\nhead_dim = 32\nvocab_size = 300\nnum_experts = 8\n"
      "num_experts_per_tok = 2\nmoe_intermediate_size = 48",
      "weight_dtype = \"int8\"\nmax_batch = 3\nmax_seq_len = 256\nprefill_chunk = 32", ""},
-    {"mixtral-int4-raw",
+    {"mixtral-int4-raw-shared",
      "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 80\nnum_layers = 2\n"
      "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 300\nnum_experts = 6\n"
-     "num_experts_per_tok = 3\nnorm_topk_prob = false",
+     "num_experts_per_tok = 3\nnorm_topk_prob = false\nshared_expert_intermediate_size = 96",
      "weight_dtype = \"int4\"\nmax_batch = 3\nmax_seq_len = 256\nprefill_chunk = 32", ""},
 };
 

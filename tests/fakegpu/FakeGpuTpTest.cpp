@@ -48,7 +48,8 @@ struct Shape {
 // norms, each rank normalizing its own heads, f32; mixtures of experts,
 // each rank routing every row and running half of each chosen expert's
 // features (Qwen3-MoE's in bf16, Mixtral's in int8, its down rows of 64
-// codes whole groups).
+// codes whole groups, beside a gated shared expert whose partial rows the
+// mixture's one all-reduce sums).
 const Shape kShapes[] = {
     {"gqa_f32",
      "architecture = \"llama\"\nhidden_size = 128\nintermediate_size = 320\nnum_layers = 2\n"
@@ -79,10 +80,10 @@ const Shape kShapes[] = {
      "num_heads = 4\nnum_kv_heads = 2\nhead_dim = 32\nvocab_size = 200\nnum_experts = 8\n"
      "num_experts_per_tok = 2\nmoe_intermediate_size = 64",
      "weight_dtype = \"bf16\"\nmax_batch = 2\nmax_seq_len = 128\nprefill_chunk = 16"},
-    {"mixtral_int8",
+    {"mixtral_shared_int8",
      "architecture = \"mistral\"\nhidden_size = 128\nintermediate_size = 128\nnum_layers = 2\n"
      "num_heads = 4\nnum_kv_heads = 2\nvocab_size = 300\nnum_experts = 4\n"
-     "num_experts_per_tok = 2",
+     "num_experts_per_tok = 2\nshared_expert_intermediate_size = 64\nshared_expert_gate = true",
      "weight_dtype = \"int8\"\nmax_batch = 2\nmax_seq_len = 128\nprefill_chunk = 16"},
 };
 

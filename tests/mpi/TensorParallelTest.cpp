@@ -47,6 +47,12 @@ const Shape kShapes[] = {
                  "num_experts_per_tok = 2\nmoe_intermediate_size = 48\n"},
     {"mixtral", "architecture = \"mistral\"\nnum_heads = 4\nnum_kv_heads = 2\nnum_experts = 4\n"
                 "num_experts_per_tok = 2\n"},
+    // Qwen2-MoE: biased q/k/v, 2 of 8 experts as routed, and a gated shared
+    // expert cut as a dense FFN, its partial rows summed by the mixture's
+    // one all-reduce.
+    {"qwen2moe", "architecture = \"qwen2\"\nnum_heads = 4\nnum_kv_heads = 2\nnum_experts = 8\n"
+                 "num_experts_per_tok = 2\nmoe_intermediate_size = 48\nnorm_topk_prob = false\n"
+                 "shared_expert_intermediate_size = 80\nshared_expert_gate = true\n"},
 };
 
 ModelConfig config(const Shape &s, int64_t ranks, int64_t maxSeq = 64) {

@@ -59,6 +59,9 @@ const Known kModels[] = {
     // totals; 3.35 B and 12.9 B of them a token).
     {"qwen3-30b-a3b.toml", 30532122624},
     {"mixtral-8x7b-v0.1.toml", 46702792704},
+    // By hand from config.json's shapes (SpecParser.SharedExpert; the model
+    // card: 14.3 B, 2.7 B activated).
+    {"qwen1.5-moe-a2.7b.toml", 14315784192},
 };
 
 ModelConfig load(const std::string &file, const SettingOverrides &o = {}) {
@@ -223,24 +226,27 @@ TEST(Models, CompileWithExactBills) {
     // A mixture of experts' scratch beside them, for a prefill chunk's
     // rows (the largest step): the router's probabilities, each row's k
     // choices (an id and a weight), their slots, each expert's first slot,
-    // then each slot's input, gate, up and output rows, each part rounded
-    // up to 64 bytes.
+    // then each slot's input, gate, up and output rows, and a gated shared
+    // expert's gate for each row, each part rounded up to 64 bytes.
     int64_t scratch = 0;
     if (m.moe()) {
       const int64_t rows = s.prefillChunk, slots = rows * m.expertsPerToken;
       for (int64_t part : {rows * m.numExperts * 4, slots * 8, slots * 4, (m.numExperts + 1) * 4,
                            slots * m.hiddenSize * 4, slots * m.expertWidth() * 4,
-                           slots * m.expertWidth() * 4, slots * m.hiddenSize * 4})
+                           slots * m.expertWidth() * 4, slots * m.hiddenSize * 4,
+                           m.sharedExpertGate ? rows * 4 : 0})
         scratch += alignUp(part, int64_t(64));
     }
     EXPECT_EQ(b.workspaceBytes, rope + scratch);
     EXPECT_EQ(b.totalBytes, blob + b.kvCacheBytes + b.arenaAllocBytes + rope + scratch);
-    // The fused weights still account for every parameter once (a mixture
-    // of experts' FFN has none: q|k|v alone).
+    // The fused weights still account for every parameter once: q|k|v (and
+    // their biases), the FFN's gate|up (a mixture of experts has none, but
+    // for a shared expert's).
     int64_t fusedParts = 0;
     for (const WeightEntry &w : out.plan.weights)
       fusedParts += int64_t(w.parts.size());
-    EXPECT_EQ(fusedParts, m.numLayers * (m.moe() ? 3 : m.attentionBias ? 8 : 5));
+    EXPECT_EQ(fusedParts, m.numLayers * (3 + (m.attentionBias ? 3 : 0) +
+                                         (!m.moe() || m.sharedExpert() ? 2 : 0)));
   }
 }
 

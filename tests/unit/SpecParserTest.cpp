@@ -1272,6 +1272,7 @@ TEST(HFConfig, MatchesTheTomlSpecs) {
       {"phi-3.5-mini", "phi-3.5-mini.toml"},
       {"qwen3-30b-a3b", "qwen3-30b-a3b.toml"},
       {"mixtral-8x7b-v0.1", "mixtral-8x7b-v0.1.toml"},
+      {"qwen1.5-moe-a2.7b", "qwen1.5-moe-a2.7b.toml"},
   };
   for (auto [dir, toml] : pairs) {
     SCOPED_TRACE(dir);
@@ -1355,7 +1356,63 @@ TEST(SpecParser, MixtureOfExperts) {
                "tensor_parallel 4 does not divide moe_intermediate_size (30)");
 }
 
-// Mixtral's and Qwen3-MoE's config.json, as transformers reads them.
+// Qwen2-MoE's shared expert: its weights, its share of the parameters
+// (always active), its settings checked.
+TEST(SpecParser, SharedExpert) {
+  const std::string moe = "num_experts = 8\nnum_experts_per_tok = 2\n";
+  const std::string shared = moe + "shared_expert_intermediate_size = 96\n";
+  ModelConfig cfg =
+      parseAndValidate(edit("num_layers = 2", "num_layers = 2\n" + shared + "shared_expert_gate = true"));
+  EXPECT_TRUE(cfg.model.sharedExpert());
+  EXPECT_TRUE(cfg.model.sharedExpertGate);
+  std::vector<WeightDecl> table = weightTable(cfg.model);
+  auto find = [&](const std::string &name) {
+    for (const WeightDecl &w : table)
+      if (w.name == name) return w.shape;
+    return std::vector<int64_t>{};
+  };
+  EXPECT_EQ(find("layers.1.feed_forward.shared_expert.w1"), (std::vector<int64_t>{96, 64}));
+  EXPECT_EQ(find("layers.1.feed_forward.shared_expert.w3"), (std::vector<int64_t>{96, 64}));
+  EXPECT_EQ(find("layers.1.feed_forward.shared_expert.w2"), (std::vector<int64_t>{64, 96}));
+  EXPECT_EQ(find("layers.1.feed_forward.shared_expert_gate"), (std::vector<int64_t>{1, 64}));
+  // Still only the 6 idle routed experts' matrices are inactive.
+  EXPECT_EQ(parameterCount(cfg.model) - activeParameterCount(cfg.model), 2 * 6 * 3 * 128 * 64);
+  ModelConfig ungated = parseAndValidate(edit("num_layers = 2", "num_layers = 2\n" + shared));
+  EXPECT_FALSE(ungated.model.sharedExpertGate);
+  EXPECT_EQ(parameterCount(cfg.model) - parameterCount(ungated.model), 2 * 64);
+  // Qwen1.5-MoE-A2.7B by hand from its config.json: an embedding and a head
+  // of 151936 x 2048, and each of 24 layers 4 x 2048^2 of attention, 3 x 2048
+  // of biases, 2 x 2048 of norms, a router of 60 x 2048, 60 experts of 3 x
+  // 1408 x 2048, a shared expert of 3 x 5632 x 2048 and its gate of 2048; the
+  // final norm. The model card: 14.3 B in total, 2.7 B activated.
+  const int64_t layer = 4LL * 2048 * 2048 + 3 * 2048 + 2 * 2048 + 60 * 2048 +
+                        60LL * 3 * 1408 * 2048 + 3LL * 5632 * 2048 + 2048;
+  const ModelSpec q = loadModelConfig(
+      (fs::path(KVPLAN_SOURCE_DIR) / "models/qwen1.5-moe-a2.7b.toml").string(), {}).model;
+  EXPECT_EQ(parameterCount(q), 2LL * 151936 * 2048 + 24 * layer + 2048);
+  EXPECT_EQ(parameterCount(q) - activeParameterCount(q), 24LL * 56 * 3 * 1408 * 2048);
+  EXPECT_NEAR(double(activeParameterCount(q)) / 1e9, 2.7, 0.05);
+
+  EXPECT_ERROR(edit("num_layers = 2", "num_layers = 2\nshared_expert_intermediate_size = 96"),
+               "field 'model.shared_expert_intermediate_size'", "the model has none");
+  EXPECT_ERROR(edit("num_layers = 2", "num_layers = 2\n" + moe + "shared_expert_gate = true"),
+               "field 'model.shared_expert_gate'", "set shared_expert_intermediate_size");
+  EXPECT_ERROR(edit("num_layers = 2", "num_layers = 2\n" + moe +
+                                          "shared_expert_intermediate_size = -8"),
+               "field 'model.shared_expert_intermediate_size'", "expected a positive integer");
+  EXPECT_ERROR(edit("num_layers = 2", "num_layers = 2\n" + moe +
+                                          "shared_expert_intermediate_size = 90") +
+                   "tensor_parallel = 4\n",
+               "field 'compile.tensor_parallel'",
+               "does not divide shared_expert_intermediate_size (90)");
+  for (const char *dtype : {"bf16", "int8", "int4"})
+    EXPECT_NO_THROW(parseAndValidate(edit("num_layers = 2", "num_layers = 2\n" + shared) +
+                                     "target = \"cuda\"\nweight_dtype = \"" + dtype + "\"\n"))
+        << dtype;
+}
+
+// Mixtral's, Qwen3-MoE's and Qwen2-MoE's config.json, as transformers reads
+// them.
 TEST(HFConfig, MixturesOfExperts) {
   auto parse = [](const std::string &text) {
     ModelConfig cfg = parseHFConfig(text, "config.json", [](const std::string &w) {
@@ -1407,7 +1464,28 @@ TEST(HFConfig, MixturesOfExperts) {
   bad = qwen;
   bad["decoder_sparse_step"] = 2;
   has(hfErrorOf(bad.dump()), {"field 'decoder_sparse_step'", "every layer"});
-  bad = qwen;
-  bad["model_type"] = "qwen2_moe";
-  has(hfErrorOf(bad.dump()), {"field 'model_type'", "shared expert", "qwen3_moe"});
+
+  // Qwen2-MoE: Qwen2's attention (biases on q, k, v) and Qwen3-MoE's
+  // experts beside a shared expert, always gated.
+  nlohmann::json qwen2 = qwen;
+  qwen2.erase("head_dim");
+  qwen2.erase("norm_topk_prob"); // Qwen2MoeConfig's default: false
+  qwen2.update({{"model_type", "qwen2_moe"}, {"shared_expert_intermediate_size", 96}});
+  ModelConfig q2 = parse(qwen2.dump());
+  EXPECT_EQ(q2.model.architecture, Architecture::qwen2);
+  EXPECT_TRUE(q2.model.attentionBias);
+  EXPECT_FALSE(q2.model.qkNorm);
+  EXPECT_EQ(q2.model.expertWidth(), 32);
+  EXPECT_EQ(q2.model.sharedExpertIntermediateSize, 96);
+  EXPECT_TRUE(q2.model.sharedExpertGate);
+  EXPECT_FALSE(q2.model.normTopKProb);
+  bad = qwen2;
+  bad.erase("shared_expert_intermediate_size");
+  has(hfErrorOf(bad.dump()), {"field 'shared_expert_intermediate_size': missing"});
+  bad = qwen2;
+  bad["shared_expert_intermediate_size"] = -4;
+  has(hfErrorOf(bad.dump()), {"config.json: field 'shared_expert_intermediate_size'", "-4"});
+  bad = qwen2;
+  bad["mlp_only_layers"] = {1};
+  has(hfErrorOf(bad.dump()), {"field 'mlp_only_layers'", "dense FFN"});
 }

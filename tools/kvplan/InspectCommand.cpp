@@ -160,6 +160,9 @@ std::string modelTraits(const ModelSpec &m, const CompileSettings &s) {
     os << ", a mixture of " << m.numExperts << " experts of " << m.expertWidth() << " ("
        << m.expertsPerToken << " a token, their weights "
        << (m.normTopKProb ? "renormalized" : "as routed") << ")";
+  if (m.sharedExpert())
+    os << " beside a " << (m.sharedExpertGate ? "gated " : "") << "shared expert of "
+       << m.sharedExpertIntermediateSize;
   if (m.slidingWindow > 0 && m.slidingWindow < s.maxSeqLen) {
     os << ", sliding window " << m.slidingWindow << " keys";
     if (!m.fullAttentionLayers.empty())

@@ -29,7 +29,11 @@ usage: gguf_and_hf.py ARCH TOKENIZER_JSON PRE GGUF_OUT HF_DIR [TOKENIZER_CONFIG]
   ffn_{gate,up,down}_exps) or mixtral (Mixtral: llama's attention with the
   same experts, 64 wide; HF's block_sparse_moe.gate and
   block_sparse_moe.experts.E.w1/w3/w2, llama.cpp's llama file with
-  expert_count) or mixtral-apart (the same, the GGUF keeping each expert in
+  expert_count) or qwen2moe (Qwen2-MoE: qwen2's attention with 4 experts of
+  48, 2 a token, their weights as routed, beside a shared expert of 80
+  gated by sigmoid(x . gate); HF's mlp.shared_expert.* and
+  mlp.shared_expert_gate ([1, hidden]), llama.cpp's qwen2moe file with
+  ffn_{gate,up,down}_shexp and ffn_gate_inp_shexp, a vector) or mixtral-apart (the same, the GGUF keeping each expert in
   a tensor of its own, blk.N.ffn_gate.E.weight, as llama.cpp wrote Mixtral
   before it stacked them);
   PRE: tokenizer.ggml.pre ("llama-bpe", "qwen2",
@@ -61,12 +65,13 @@ tokenizer_config = sys.argv[6] if len(sys.argv) > 6 else None
 apart = arch == "mixtral-apart"
 if apart:
     arch = "mixtral"
-moe = arch in ("qwen3moe", "mixtral")
-gguf_arch = {"mixtral": "llama", "qwen3moe": "qwen3moe"}.get(arch)  # None: arch
-hf_type = {"qwen3moe": "qwen3_moe", "mixtral": "mixtral"}.get(arch)  # None: arch
-arch = {"qwen3moe": "qwen3", "mixtral": "llama"}.get(arch, arch)
+moe = arch in ("qwen3moe", "mixtral", "qwen2moe")
+gguf_arch = {"mixtral": "llama", "qwen3moe": "qwen3moe", "qwen2moe": "qwen2moe"}.get(arch)
+hf_type = {"qwen3moe": "qwen3_moe", "mixtral": "mixtral", "qwen2moe": "qwen2_moe"}.get(arch)
+arch = {"qwen3moe": "qwen3", "mixtral": "llama", "qwen2moe": "qwen2"}.get(arch, arch)
 experts, experts_used = 4, 2
-expert_ffn = 48 if hf_type == "qwen3_moe" else 64
+expert_ffn = 64 if hf_type == "mixtral" else 48
+shared_ffn = 80 if hf_type == "qwen2_moe" else 0
 partial = arch == "phi4-mini"
 longrope = arch in ("phi3-longrope", "phi4-mini")
 if longrope:
@@ -185,6 +190,12 @@ for l in range(layers):
                     rand(expert_ffn * hidden, 0.5))
                    for w, sh in (("gate", [expert_ffn, hidden]), ("up", [expert_ffn, hidden]),
                                  ("down", [hidden, expert_ffn]))]
+    if shared_ffn:
+        m = p + "mlp.shared_expert"
+        hf += [(m + ".%s_proj.weight" % w, sh, rand(shared_ffn * hidden, 0.5))
+               for w, sh in (("gate", [shared_ffn, hidden]), ("up", [shared_ffn, hidden]),
+                             ("down", [hidden, shared_ffn]))]
+        hf.append((m + "_gate.weight", [1, hidden], rand(hidden, 1.0)))
     if arch == "qwen2":
         hf += [
             (p + "self_attn.q_proj.bias", [q_dim], rand(q_dim, 0.5)),
@@ -229,6 +240,8 @@ norm_shift = 0 if gemma else 1
 hf = [(n, s, array("f", (norm_shift + x for x in d)) if n.endswith("norm.weight") else d)
       for n, s, d in hf]
 hf.append(("model.norm.weight", [hidden], array("f", (norm_shift + x for x in rand(hidden, 0.2)))))
+if shared_ffn:  # llama.cpp's qwen2moe reads its own output.weight, never the embedding
+    hf.append(("lm_head.weight", [n_vocab, hidden], rand(n_vocab * hidden, 1.0)))
 
 unfused = hf
 if arch == "phi3":
@@ -259,11 +272,12 @@ config = {
                        "qwen3": "Qwen3ForCausalLM", "phi3": "Phi3ForCausalLM",
                        "smollm3": "SmolLM3ForCausalLM", "gemma3": "Gemma3ForCausalLM",
                        "gemma2": "Gemma2ForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM",
-                       "mixtral": "MixtralForCausalLM"}[hf_type or arch]],
+                       "mixtral": "MixtralForCausalLM",
+                       "qwen2_moe": "Qwen2MoeForCausalLM"}[hf_type or arch]],
     "hidden_size": hidden, "intermediate_size": ffn, "num_hidden_layers": layers,
     "num_attention_heads": heads, "num_key_value_heads": kv_heads, "vocab_size": n_vocab,
     "max_position_embeddings": 256, "rms_norm_eps": eps, "rope_theta": theta,
-    "tie_word_embeddings": True, "torch_dtype": "float32", "bos_token_id": bos,
+    "tie_word_embeddings": not shared_ffn, "torch_dtype": "float32", "bos_token_id": bos,
     "eos_token_id": eos,
 }
 if qwen:
@@ -271,6 +285,12 @@ if qwen:
 if hf_type == "qwen3_moe":
     config.update({"num_experts": experts, "num_experts_per_tok": experts_used,
                    "moe_intermediate_size": expert_ffn, "norm_topk_prob": True,
+                   "decoder_sparse_step": 1, "mlp_only_layers": [],
+                   "output_router_logits": False, "router_aux_loss_coef": 0.001})
+if hf_type == "qwen2_moe":
+    config.update({"num_experts": experts, "num_experts_per_tok": experts_used,
+                   "moe_intermediate_size": expert_ffn, "norm_topk_prob": False,
+                   "shared_expert_intermediate_size": shared_ffn,
                    "decoder_sparse_step": 1, "mlp_only_layers": [],
                    "output_router_logits": False, "router_aux_loss_coef": 0.001})
 if hf_type == "mixtral":
@@ -324,6 +344,8 @@ def gguf_name(hf_name):
         return hf_name
     if hf_name == "model.embed_tokens.weight":
         return "token_embd.weight"
+    if hf_name == "lm_head.weight":
+        return "output.weight"
     if hf_name == "model.norm.weight":
         return "output_norm.weight"
     layer, rest = hf_name[len("model.layers."):].split(".", 1)
@@ -341,7 +363,11 @@ def gguf_name(hf_name):
         "post_feedforward_layernorm.weight": "post_ffw_norm.weight",
         "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
         "mlp.down_proj.weight": "ffn_down.weight", "mlp.gate.weight": "ffn_gate_inp.weight",
-        "block_sparse_moe.gate.weight": "ffn_gate_inp.weight"}[rest])
+        "block_sparse_moe.gate.weight": "ffn_gate_inp.weight",
+        "mlp.shared_expert.gate_proj.weight": "ffn_gate_shexp.weight",
+        "mlp.shared_expert.up_proj.weight": "ffn_up_shexp.weight",
+        "mlp.shared_expert.down_proj.weight": "ffn_down_shexp.weight",
+        "mlp.shared_expert_gate.weight": "ffn_gate_inp_shexp.weight"}[rest])
 
 
 def stack_experts(tensors):
@@ -408,8 +434,10 @@ for key, v in [("block_count", layers), ("context_length", 256), ("embedding_len
 if moe:
     u32(arch + ".expert_count", experts)
     u32(arch + ".expert_used_count", experts_used)
-if arch == "qwen3moe":
+if arch in ("qwen3moe", "qwen2moe"):
     u32(arch + ".expert_feed_forward_length", expert_ffn)
+if arch == "qwen2moe":
+    u32(arch + ".expert_shared_feed_forward_length", shared_ffn)
 if arch == "phi3":
     u32(arch + ".rope.dimension_count", rotary_dim)
     u32(arch + ".attention.sliding_window", 262144)
@@ -455,6 +483,8 @@ for name, shape, data in hf:
     if gemma and name.endswith("norm.weight"):  # the converter's 1 + offset
         data = array("f", (1 + x for x in data))
     dims = list(reversed(shape))
+    if name.endswith("shared_expert_gate.weight"):
+        dims = [hidden]  # llama.cpp's ffn_gate_inp_shexp: a vector
     directory.append(gstr(name if name.startswith("blk.") else gguf_name(name)) +
                      struct.pack("<I", len(dims)) +
                      struct.pack("<%dQ" % len(dims), *dims) +
