@@ -125,7 +125,9 @@ def gguf(quantized, arch="llama"):
     phi3 one the llama vocabulary with Phi-3's <|end|>, q/k/v and gate/up
     fused (attn_qkv, an ffn_up twice the FFN wide) and LongRoPE's lists; a
     qwen3moe one the byte-level vocabulary, q/k norms and a mixture of 4
-    experts (2 a token) a layer: the router and the stacked experts."""
+    experts (2 a token) a layer: the router and the stacked experts; a
+    qwen2moe one qwen2's biases and the same mixture beside a shared expert
+    and its gate (a vector, as llama.cpp reads ffn_gate_inp_shexp)."""
     dim, ffn = (32, 32) if quantized else (DIM, FFN)
     kv_dim = KV_HEADS * dim // HEADS
     meta = {"general.architecture": arch, "general.name": "fuzz-seed",
@@ -159,15 +161,21 @@ def gguf(quantized, arch="llama"):
                        p + "attn_output.weight": [dim, dim], p + "ffn_norm.weight": [dim],
                        p + "ffn_gate.weight": [ffn, dim], p + "ffn_up.weight": [ffn, dim],
                        p + "ffn_down.weight": [dim, ffn]})
-        if arch == "qwen2":
+        if arch in ("qwen2", "qwen2moe"):
             shapes.update({p + "attn_q.bias": [dim], p + "attn_k.bias": [kv_dim],
                            p + "attn_v.bias": [kv_dim]})
-        if arch == "qwen3moe":
+        if arch in ("qwen3moe", "qwen2moe"):
             for t in ("ffn_gate", "ffn_up", "ffn_down"):
                 del shapes[p + t + ".weight"]
-            shapes.update({p + "attn_q_norm.weight": [dim // HEADS],
-                           p + "attn_k_norm.weight": [dim // HEADS],
-                           p + "ffn_gate_inp.weight": [4, dim],
+            if arch == "qwen3moe":
+                shapes.update({p + "attn_q_norm.weight": [dim // HEADS],
+                               p + "attn_k_norm.weight": [dim // HEADS]})
+            else:
+                shapes.update({p + "ffn_gate_shexp.weight": [ffn, dim],
+                               p + "ffn_up_shexp.weight": [ffn, dim],
+                               p + "ffn_down_shexp.weight": [dim, ffn],
+                               p + "ffn_gate_inp_shexp.weight": [dim]})
+            shapes.update({p + "ffn_gate_inp.weight": [4, dim],
                            p + "ffn_gate_exps.weight": [4, ffn, dim],
                            p + "ffn_up_exps.weight": [4, ffn, dim],
                            p + "ffn_down_exps.weight": [4, dim, ffn]})
@@ -176,9 +184,11 @@ def gguf(quantized, arch="llama"):
                 del shapes[p + t + ".weight"]
             shapes.update({p + "attn_qkv.weight": [dim + 2 * kv_dim, dim],
                            p + "ffn_up.weight": [2 * ffn, dim]})
-    if arch == "qwen3moe":
-        meta.update({"qwen3moe.expert_count": 4, "qwen3moe.expert_used_count": 2,
-                     "qwen3moe.expert_feed_forward_length": ffn})
+    if arch in ("qwen3moe", "qwen2moe"):
+        meta.update({arch + ".expert_count": 4, arch + ".expert_used_count": 2,
+                     arch + ".expert_feed_forward_length": ffn})
+    if arch == "qwen2moe":
+        meta[arch + ".expert_shared_feed_forward_length"] = ffn
     if arch == "phi3":
         half = dim // HEADS // 2
         meta.update({"phi3.rope.scaling.original_context_length": SEQ // 2,
@@ -302,12 +312,18 @@ def artifacts(out, kvplan, shared):
         moe.write_text(mini.read_text().replace(
             'architecture = "llama"',
             'architecture = "qwen3"\nnum_experts = 4\nnum_experts_per_tok = 2'))
+        shared = Path(tmp) / "mini-moe-shared.toml"
+        shared.write_text(moe.read_text().replace(
+            "num_experts_per_tok = 2",
+            "num_experts_per_tok = 2\nshared_expert_intermediate_size = 32\n"
+            "shared_expert_gate = true"))
         # The mixture's plans for two ranks (its stacks cut along dimensions
         # 1 and 2) and for the cuda target (their artifacts are over the
-        # seeds' size; their plans are not).
+        # seeds' size; their plans are not); a mixture with a shared expert.
         runs = [("mini", mini, []), ("mini-window", window, []), ("mini-moe", moe, []),
                 ("mini-moe-tp2", moe, ["--tensor-parallel", "2"]),
-                ("mini-moe-cuda", moe, ["--target", "cuda", "--arch", "none"])]
+                ("mini-moe-cuda", moe, ["--target", "cuda", "--arch", "none"]),
+                ("mini-moe-shared", shared, [])]
         tok = shared / "models/stories260K/tok512.bin"
         if tok.is_file():
             spec = Path(tmp) / "mini512.toml"
@@ -345,6 +361,7 @@ def main():
     put(out, "gguf", "tiny-qwen2-q8_0.gguf", gguf(True, "qwen2"))
     put(out, "gguf", "tiny-phi3-q8_0.gguf", gguf(True, "phi3"))
     put(out, "gguf", "tiny-qwen3moe-q8_0.gguf", gguf(True, "qwen3moe"))
+    put(out, "gguf", "tiny-qwen2moe-q8_0.gguf", gguf(True, "qwen2moe"))
     put(out, "tokenizer_hf", "tiny-tokenizer.json", hf_tokenizer_json())
     put(out, "tokenizer_hf", "tiny-spm-legacy.json", hf_sentencepiece_json(True))
     put(out, "tokenizer_hf", "tiny-spm-metaspace.json", hf_sentencepiece_json(False))

@@ -11,14 +11,31 @@
 # mode, then, ROUNDS times in turn, `kvplan bench` (a prompt of 128, 64 ids
 # decoded) and llama.cpp through node-llama-cpp's prebuilt CPU binary (the
 # same prompt evaluated, then 64 single tokens, one thread a CPU both).
-#   scripts/bench-moe.sh NODE_LLAMA_CPP_DIR [ROUNDS]
+#   scripts/bench-moe.sh NODE_LLAMA_CPP_DIR [ROUNDS] [qwen3moe|qwen2moe]
 # NODE_LLAMA_CPP_DIR holds node_modules/node-llama-cpp (`npm install
 # --prefix DIR node-llama-cpp@3`). The greedy ids of a short prompt are
-# compared first: the two must agree on the file.
+# compared first: the two must agree on the file. qwen2moe times a
+# Qwen2-MoE shape instead, Qwen1.5-MoE-A2.7B's scaled to hidden 1024 (8
+# layers, 16 heads of 64, q/k/v biases, 60 experts of 352, 4 a token, their
+# weights as routed, beside a gated shared expert of 1,408), its dense
+# twins FFNs of 2,816 (the active: 4 x 352 + 1,408) and 22,528.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dir=${1:?usage: scripts/bench-moe.sh NODE_LLAMA_CPP_DIR [ROUNDS]}
+dir=${1:?usage: scripts/bench-moe.sh NODE_LLAMA_CPP_DIR [ROUNDS] [qwen3moe|qwen2moe]}
 rounds=${2:-2}
+arch=${3:-qwen3moe}
+case $arch in
+  qwen3moe) shape=1024,8,16,4,64,64,8,384 active=3072 total=24576
+    attention='architecture = "qwen3"\nnum_kv_heads = 4\n'
+    experts='num_experts = 64\nnum_experts_per_tok = 8\nmoe_intermediate_size = 384\n' ;;
+  qwen2moe) shape=1024,8,16,16,64,60,4,352,1408 active=2816 total=22528
+    attention='architecture = "qwen2"\nnum_kv_heads = 16\n'
+    experts='num_experts = 60\nnum_experts_per_tok = 4\nmoe_intermediate_size = 352\n'
+    experts+='norm_topk_prob = false\nshared_expert_intermediate_size = 1408\n'
+    experts+='shared_expert_gate = true\n' ;;
+  *) echo "usage: scripts/bench-moe.sh NODE_LLAMA_CPP_DIR [ROUNDS] [qwen3moe|qwen2moe]" >&2
+     exit 2 ;;
+esac
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # The corpus script's byte-level tokenizer, its two added tokens named as
@@ -31,15 +48,15 @@ for a, name in zip(t["added_tokens"], ["<|endoftext|>", "<|im_end|>"]):
     a["content"] = name
 json.dump(t, open(sys.argv[1] + "/tokenizer.json", "w"))
 PY
-KVPLAN_GGUF_SHAPE=1024,8,16,4,64,64,8,384 python3 tests/lit/Inputs/gguf_and_hf.py qwen3moe \
+KVPLAN_GGUF_SHAPE=$shape python3 tests/lit/Inputs/gguf_and_hf.py "$arch" \
   "$work/tokenizer.json" qwen2 "$work/moe.gguf" "$work/unused"
-python3 - "$work" <<'PY'
+python3 - "$work" "$attention" "$experts" "$active" "$total" <<'PY'
 import sys
-base = """architecture = "qwen3"
-hidden_size = 1024
+work, attention, experts, active, total = sys.argv[1:]
+attention, experts = attention.replace("\\n", "\n"), experts.replace("\\n", "\n")
+base = attention + """hidden_size = 1024
 num_layers = 8
 num_heads = 16
-num_kv_heads = 4
 head_dim = 64
 vocab_size = 32000
 max_position_embeddings = 4096
@@ -47,12 +64,11 @@ rms_norm_eps = 1e-6
 bos_token_id = 1
 eos_token_id = 2
 """
-ffns = {"moe": "intermediate_size = 3072\nnum_experts = 64\nnum_experts_per_tok = 8\n"
-               "moe_intermediate_size = 384\n",
-        "dense-active": "intermediate_size = 3072\n", "dense-total": "intermediate_size = 24576\n"}
+ffns = {"moe": "intermediate_size = %s\n%s" % (active, experts),
+        "dense-active": "intermediate_size = %s\n" % active,
+        "dense-total": "intermediate_size = %s\n" % total}
 for name, ffn in ffns.items():
-    open("%s/%s.toml" % (sys.argv[1], name), "w").write(
-        '[model]\nname = "%s"\n%s%s' % (name, base, ffn))
+    open("%s/%s.toml" % (work, name), "w").write('[model]\nname = "%s"\n%s%s' % (name, base, ffn))
 PY
 rates() { # NAME: a `kvplan bench --json` object on stdin, one line out
   python3 -c "import json, sys; j = json.load(sys.stdin); print('%-13s prefill %.1f tokens/s,' \

@@ -225,6 +225,10 @@ if ((do_artifacts)); then
     "qwen3moe-like-bf16|tests/data/gpu/qwen3moe-like.toml|--dtype bf16"
     "qwen3moe-like-bf16-batch1|tests/data/gpu/qwen3moe-like.toml|--dtype bf16 --max-batch 1"
     "qwen3moe-like-int4|tests/data/gpu/qwen3moe-like.toml|--dtype int4"
+    # Qwen2-MoE's: the experts beside a gated shared expert (its gate one
+    # more block of the router's kernel, its rows added in the sums).
+    "qwen2moe-like-bf16|tests/data/gpu/qwen2moe-like.toml|--dtype bf16"
+    "qwen2moe-like-int8-batch1|tests/data/gpu/qwen2moe-like.toml|--dtype int8 --max-batch 1"
     "tiny-int8|models/tiny.toml|--dtype int8"
     "tiny-int8-batch1|models/tiny.toml|--dtype int8 --max-batch 1"
     "qwen-like-int8|tests/data/gpu/qwen-like.toml|--dtype int8"

@@ -179,6 +179,13 @@ const ModelShape kModelShapes[] = {
                                 "norm_topk_prob = false\n"
                                 "hidden_activation = \"gelu_pytorch_tanh\"\n",
      "max_seq_len = 48\nprefill_chunk = 3\n"},
+    // Qwen2-MoE's: q/k/v biases, top 2 of 8 as routed, beside a shared
+    // expert of 80 gated by sigmoid(x . gate).
+    {"qwen2moe-shared-gated", "architecture = \"qwen2\"\nnum_heads = 4\nnum_kv_heads = 2\n"
+                              "num_experts = 8\nnum_experts_per_tok = 2\n"
+                              "moe_intermediate_size = 48\nnorm_topk_prob = false\n"
+                              "shared_expert_intermediate_size = 80\nshared_expert_gate = true\n",
+     "max_seq_len = 48\n"},
 };
 
 const ModelShape &shapeNamed(const std::string &name) {

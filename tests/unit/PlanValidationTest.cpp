@@ -344,6 +344,39 @@ TEST(HostileArtifact, EveryEditOfAMixtureOfExpertsPlanIsRefusedOrHarmless) {
   mutateAll(compileModel(tinyConfig(2, "cuda", kMixture)).plan, false);
 }
 
+// Qwen2-MoE's: a gated shared expert beside the experts. Every edit is
+// refused or harmless too, and a mixture step without the shared expert's
+// rows or gate that the model has, or with them where it has none, is
+// refused naming the field.
+TEST(HostileArtifact, AMixtureLosesNoSharedExpert) {
+  const std::string shared = std::string(kMixture) +
+                             "norm_topk_prob = false\nshared_expert_intermediate_size = 48\n"
+                             "shared_expert_gate = true\n";
+  const Plan plan = compileModel(tinyConfig(2, "cpu", shared.c_str())).plan;
+  ASSERT_NO_THROW(runOnCpu(plan));
+  mutateAll(plan, true);
+  const json good = toJson(plan);
+  const json &steps = good.at("entry_points").at("decode").at("steps");
+  size_t moe = steps.size();
+  for (size_t i = 0; i < steps.size() && moe == steps.size(); ++i)
+    if (steps[i]["op"] == "moe_ffn") moe = i;
+  ASSERT_LT(moe, steps.size());
+  ASSERT_TRUE(steps[moe].contains("shared") && steps[moe].contains("shared_gate"));
+  for (const char *field : {"shared", "shared_gate"}) {
+    json j = good;
+    j["entry_points"]["decode"]["steps"][moe].erase(field);
+    EXPECT_NE(readError(j).find(std::string("has no field '") + field + "'"), std::string::npos)
+        << readError(j);
+  }
+  const json plain = toJson(compileModel(tinyConfig(2, "cpu", kMixture)).plan);
+  json j = plain;
+  for (json &st : j["entry_points"]["decode"]["steps"])
+    if (st["op"] == "moe_ffn") st["shared"] = st["input"];
+  EXPECT_NE(readError(j).find("field 'shared' adds a shared expert the model does not have"),
+            std::string::npos)
+      << readError(j);
+}
+
 // A step that reads the sliding layers' pool through the main page table
 // (or the main pool through theirs), a view of the other pool, or a plan
 // whose second pool is missing or not the one its settings name, is

@@ -230,17 +230,24 @@ std::vector<double> ReferenceModel::logits(const std::vector<int32_t> &tokens) c
 }
 
 std::vector<double> ReferenceModel::ffn(const std::string &p, const std::vector<double> &x) const {
-  const int64_t H = spec.hiddenSize, F = spec.intermediateSize;
-  Vec gate = matvec(w(p + "feed_forward.w1"), x, F, H);
-  Vec up = matvec(w(p + "feed_forward.w3"), x, F, H);
-  for (size_t i = 0; i < gate.size(); ++i) gate[i] = gated(gate[i], up[i], spec.activation);
-  return matvec(w(p + "feed_forward.w2"), gate, H, F);
+  return gatedFfn(p + "feed_forward.", spec.intermediateSize, x);
 }
 
-// As transformers' MixtralSparseMoeBlock and Qwen3MoeSparseMoeBlock: the
-// softmax of the router's logits, the top experts_per_token (torch.topk),
-// their probabilities renormalized where norm_topk_prob, each expert's FFN
-// times its weight, summed.
+std::vector<double> ReferenceModel::gatedFfn(const std::string &f, int64_t width,
+                                             const std::vector<double> &x) const {
+  const int64_t H = spec.hiddenSize;
+  Vec gate = matvec(w(f + "w1"), x, width, H);
+  Vec up = matvec(w(f + "w3"), x, width, H);
+  for (size_t i = 0; i < gate.size(); ++i) gate[i] = gated(gate[i], up[i], spec.activation);
+  return matvec(w(f + "w2"), gate, H, width);
+}
+
+// As transformers' MixtralSparseMoeBlock, Qwen3MoeSparseMoeBlock and
+// Qwen2MoeSparseMoeBlock: the softmax of the router's logits, the top
+// experts_per_token (torch.topk), their probabilities renormalized where
+// norm_topk_prob, each expert's FFN times its weight, summed; then the
+// shared expert's FFN, times sigmoid(shared_expert_gate(x)) where gated,
+// added.
 std::vector<double> ReferenceModel::experts(const std::string &p,
                                             const std::vector<double> &x) const {
   const int64_t H = spec.hiddenSize, F = spec.expertWidth(), E = spec.numExperts;
@@ -265,6 +272,14 @@ std::vector<double> ReferenceModel::experts(const std::string &p,
     const double weight = probs[size_t(e)] / (spec.normTopKProb ? chosen : 1.0);
     for (int64_t i = 0; i < H; ++i) out[size_t(i)] += weight * y[size_t(i)];
   }
+  if (!spec.sharedExpert()) return out;
+  const Vec shared =
+      gatedFfn(p + "feed_forward.shared_expert.", spec.sharedExpertIntermediateSize, x);
+  const double gate =
+      spec.sharedExpertGate
+          ? 1.0 / (1.0 + std::exp(-matvec(w(p + "feed_forward.shared_expert_gate"), x, 1, H)[0]))
+          : 1.0;
+  for (int64_t i = 0; i < H; ++i) out[size_t(i)] += gate * shared[size_t(i)];
   return out;
 }
 

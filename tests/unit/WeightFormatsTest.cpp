@@ -1380,7 +1380,7 @@ TEST(Gguf, ArchitectureAndRopeScalingAreChecked) {
   writeGguf(p, {{"general.architecture", "gemma"}}, kGgufDims, {});
   expectInputError([&] { readCheckpointConfig(p.string()); },
                    {p.string(), "'gemma'",
-                    "llama, qwen2, qwen3, qwen3moe, phi3, smollm3, gemma2 and gemma3"});
+                    "llama, qwen2, qwen2moe, qwen3, qwen3moe, phi3, smollm3, gemma2 and gemma3"});
   expectInputError([&] { openWeights(p.string(), ggufSpec()); }, {p.string(), "'gemma'"});
   writeGguf(p, {{"general.architecture", "llama"}, {"llama.rope.scaling.type", "yarn"}},
             kGgufDims, {});

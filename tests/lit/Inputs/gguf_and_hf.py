@@ -47,7 +47,8 @@ usage: gguf_and_hf.py ARCH TOKENIZER_JSON PRE GGUF_OUT HF_DIR [TOKENIZER_CONFIG]
   writes it (tokenizer.chat_template) and the file is copied to the folder.
 
 For benchmarks, KVPLAN_GGUF_SHAPE="HIDDEN,LAYERS,HEADS,KV_HEADS,HEAD_DIM,
-EXPERTS,USED,EXPERT_FFN" (qwen3moe only) writes the GGUF alone at that shape,
+EXPERTS,USED,EXPERT_FFN" (qwen3moe; qwen2moe with a ninth, SHARED_FFN, and
+HEAD_DIM HIDDEN / HEADS) writes the GGUF alone at that shape,
 its matrices F16 random values of magnitude 1/64 to 1/32 (made from random
 bytes, fast at any size), and no Hugging Face folder.
 """
@@ -118,9 +119,12 @@ layers = {"smollm3": 4, "gemma3": 6, "gemma2": 4}.get(arch, 2)
 head_dim = hidden // heads * (2 if arch in ("qwen3", "gemma3", "gemma2") else 1)
 bench = os.environ.get("KVPLAN_GGUF_SHAPE")
 if bench:
-    assert hf_type == "qwen3_moe", "KVPLAN_GGUF_SHAPE is for qwen3moe"
+    assert hf_type in ("qwen3_moe", "qwen2_moe"), "KVPLAN_GGUF_SHAPE is for qwen3moe, qwen2moe"
     hidden, layers, heads, kv_heads, head_dim, experts, experts_used, expert_ffn = \
-        map(int, bench.split(","))
+        map(int, bench.split(",")[:8])
+    if hf_type == "qwen2_moe":
+        shared_ffn = int(bench.split(",")[8])
+        assert head_dim * heads == hidden, "a qwen2moe file's heads are HIDDEN / HEADS wide"
 q_dim, kv_dim = heads * head_dim, kv_heads * head_dim
 theta, eps = (1000000.0, 1e-6) if qwen else (500000.0, 1e-5)
 # LongRoPE: head_dim / 2 factors each; max_position_embeddings 256 over a
