@@ -157,7 +157,8 @@ public:
     x = b.create<llm::AddOp>(loc(l + "attention.residual"), x, o);
 
     Value n2 = rmsNorm(l + "ffn_norm", x);
-    Value down = postNorm(l + "post_ffn_norm", m.moe() ? experts(l, n2) : ffn(l + "feed_forward.", n2, m.intermediateSize));
+    Value f = m.moe() ? experts(l, n2) : ffn(l + "feed_forward.", n2, m.intermediateSize);
+    Value down = postNorm(l + "post_ffn_norm", f);
     return b.create<llm::AddOp>(loc(l + "feed_forward.residual"), x, down);
   }
 

@@ -1296,18 +1296,20 @@ TEST(HFConfig, MatchesTheTomlSpecs) {
 
 // A mixture of experts in a TOML spec: every layer's FFN, its settings
 // checked against each other and against what kvplan builds for it.
+/// The shape `m`'s weight table gives `name` (empty: none).
+static std::vector<int64_t> declaredShape(const ModelSpec &m, const std::string &name) {
+  for (const WeightDecl &w : weightTable(m))
+    if (w.name == name) return w.shape;
+  return {};
+}
+
 TEST(SpecParser, MixtureOfExperts) {
   const std::string moe = "num_experts = 8\nnum_experts_per_tok = 2\n";
   ModelConfig cfg = parseAndValidate(edit("num_layers = 2", "num_layers = 2\n" + moe));
   EXPECT_TRUE(cfg.model.moe());
   EXPECT_EQ(cfg.model.expertWidth(), 128); // intermediate_size where not given
   EXPECT_TRUE(cfg.model.normTopKProb);
-  std::vector<WeightDecl> table = weightTable(cfg.model);
-  auto find = [&](const std::string &name) {
-    for (const WeightDecl &w : table)
-      if (w.name == name) return w.shape;
-    return std::vector<int64_t>{};
-  };
+  auto find = [&](const std::string &name) { return declaredShape(cfg.model, name); };
   EXPECT_EQ(find("layers.1.feed_forward.router"), (std::vector<int64_t>{8, 64}));
   EXPECT_EQ(find("layers.1.feed_forward.experts.w1"), (std::vector<int64_t>{8, 128, 64}));
   EXPECT_EQ(find("layers.1.feed_forward.experts.w2"), (std::vector<int64_t>{8, 64, 128}));
@@ -1361,16 +1363,11 @@ TEST(SpecParser, MixtureOfExperts) {
 TEST(SpecParser, SharedExpert) {
   const std::string moe = "num_experts = 8\nnum_experts_per_tok = 2\n";
   const std::string shared = moe + "shared_expert_intermediate_size = 96\n";
-  ModelConfig cfg =
-      parseAndValidate(edit("num_layers = 2", "num_layers = 2\n" + shared + "shared_expert_gate = true"));
+  ModelConfig cfg = parseAndValidate(
+      edit("num_layers = 2", "num_layers = 2\n" + shared + "shared_expert_gate = true"));
   EXPECT_TRUE(cfg.model.sharedExpert());
   EXPECT_TRUE(cfg.model.sharedExpertGate);
-  std::vector<WeightDecl> table = weightTable(cfg.model);
-  auto find = [&](const std::string &name) {
-    for (const WeightDecl &w : table)
-      if (w.name == name) return w.shape;
-    return std::vector<int64_t>{};
-  };
+  auto find = [&](const std::string &name) { return declaredShape(cfg.model, name); };
   EXPECT_EQ(find("layers.1.feed_forward.shared_expert.w1"), (std::vector<int64_t>{96, 64}));
   EXPECT_EQ(find("layers.1.feed_forward.shared_expert.w3"), (std::vector<int64_t>{96, 64}));
   EXPECT_EQ(find("layers.1.feed_forward.shared_expert.w2"), (std::vector<int64_t>{64, 96}));

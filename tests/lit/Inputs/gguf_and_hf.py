@@ -33,9 +33,11 @@ usage: gguf_and_hf.py ARCH TOKENIZER_JSON PRE GGUF_OUT HF_DIR [TOKENIZER_CONFIG]
   48, 2 a token, their weights as routed, beside a shared expert of 80
   gated by sigmoid(x . gate); HF's mlp.shared_expert.* and
   mlp.shared_expert_gate ([1, hidden]), llama.cpp's qwen2moe file with
-  ffn_{gate,up,down}_shexp and ffn_gate_inp_shexp, a vector) or mixtral-apart (the same, the GGUF keeping each expert in
-  a tensor of its own, blk.N.ffn_gate.E.weight, as llama.cpp wrote Mixtral
-  before it stacked them);
+  ffn_{gate,up,down}_shexp and ffn_gate_inp_shexp, a vector; its head
+  untied, as llama.cpp's qwen2moe requires) or mixtral-apart (the same as
+  mixtral, the GGUF keeping each expert in a tensor of its own,
+  blk.N.ffn_gate.E.weight, as llama.cpp wrote Mixtral before it stacked
+  them);
   PRE: tokenizer.ggml.pre ("llama-bpe", "qwen2",
   "deepseek-r1-qwen"). tokenizer.ggml.add_bos_token is true for llama (as
   Llama 3's GGUFs have it), false for the others. "deepseek-r1-qwen" (with
