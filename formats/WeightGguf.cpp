@@ -7,6 +7,7 @@
 // from safetensors.
 #include "formats/Gguf.h"
 #include "formats/WeightReaders.h"
+#include "support/Format.h"
 
 #include <algorithm>
 #include <cmath>
@@ -167,13 +168,65 @@ std::vector<double> ropeFreqFactors(const GgufFile &g, const GgufFile::Tensor &t
   return factors;
 }
 
+// A positive finite number under `key`, or `fallback` where the key is absent.
+double positiveNumber(const GgufFile &g, const std::string &key, double fallback,
+                      const char *what) {
+  const std::optional<double> v = g.number(key);
+  if (!v) return fallback;
+  if (!(*v > 0) || !std::isfinite(*v))
+    throw InputError(g.path() + ": " + key + " is " + std::to_string(*v) + "; " + what +
+                     " must be positive");
+  return *v;
+}
+
+// YaRN as llama.cpp runs it from a GGUF: rope.scaling.factor over the
+// pretraining context rope.scaling.original_context_length (else
+// context_length), the band between 32 and 1 rotations rounded outwards to
+// whole pairs, and cos and sin times rope.scaling.attn_factor (1 where
+// absent) times 0.1 ln(factor) + 1.
+RopeSpec yarnFromGguf(const GgufFile &g, RopeSpec r) {
+  r.type = RopeType::yarn;
+  const std::string factorKey = archKey(g, "rope.scaling.factor");
+  if (!g.number(factorKey))
+    throw InputError(g.path() + ": " + archKey(g, "rope.scaling.type") + " is 'yarn' but " +
+                     factorKey + " is missing; YaRN needs its factor");
+  r.factor = positiveNumber(g, factorKey, 1, "YaRN's factor");
+  r.originalMaxPositions =
+      g.integer(archKey(g, "rope.scaling.original_context_length"))
+          .value_or(g.integer(archKey(g, "context_length")).value_or(0));
+  // llama.cpp reads these for a few architectures of its own (grok,
+  // deepseek2, mistral3), none of them kvplan's; a file that sets them
+  // otherwise than plain YaRN is refused rather than run as llama.cpp would
+  // run it, ignoring them.
+  const std::pair<const char *, double> plain[] = {{"rope.scaling.yarn_beta_fast", 32},
+                                                   {"rope.scaling.yarn_beta_slow", 1},
+                                                   {"rope.scaling.yarn_ext_factor", 1},
+                                                   {"rope.scaling.yarn_attn_factor", 1},
+                                                   {"rope.scaling.yarn_log_multiplier", 0}};
+  for (const auto &[key, value] : plain) {
+    const std::optional<double> v = g.number(archKey(g, key));
+    if (v && *v != value)
+      throw InputError(g.path() + ": " + archKey(g, key) + " is " + formatNumber(*v) +
+                       "; kvplan runs a GGUF's YaRN as llama.cpp runs this architecture, where "
+                       "it is " + formatNumber(value) + ", so it cannot run this model");
+  }
+  for (const char *t : {"rope_freqs.weight", "rope_factors_long.weight"})
+    if (g.tensor(t))
+      throw InputError(g.path() + ": the GGUF has tensor '" + t + "' and " +
+                       archKey(g, "rope.scaling.type") + " 'yarn'; expected one RoPE scaling");
+  r.attentionFactor =
+      positiveNumber(g, archKey(g, "rope.scaling.attn_factor"), 1, "RoPE's attention factor") *
+      yarnAttentionFactor(r.factor);
+  return r;
+}
+
 // RoPE as llama.cpp runs a llama GGUF: frequency i is freq_base^(-2i/d),
 // divided by the linear scaling factor unless rope.scaling.type is "none"
 // (an absent type means linear; an absent or zero factor, none) and by
 // rope_freqs.weight[i] when that tensor is present (Llama 3.1's scaling, as
 // convert_hf_to_gguf.py writes it), or by LongRoPE's rope_factors_short or
 // _long.weight (phi3). rope.scaling.attn_factor multiplies cos and sin, as
-// llama.cpp's does. YaRN is refused. `rotaryDim` is the rotated width where
+// llama.cpp's does; YaRN as above. `rotaryDim` is the rotated width where
 // it is narrower than the head (else 0), the factor lists one per rotated
 // pair.
 RopeSpec ropeFromGguf(const GgufFile &g, int64_t headDim, int64_t rotaryDim) {
@@ -188,10 +241,11 @@ RopeSpec ropeFromGguf(const GgufFile &g, int64_t headDim, int64_t rotaryDim) {
       throw InputError(g.path() + ": GGUF metadata key '" + typeKey + "' is not a string");
     type = v->string;
   }
+  if (type == "yarn") return yarnFromGguf(g, r);
   if (type != "none" && type != "linear")
     throw InputError(g.path() + ": " + typeKey + " is '" + type +
-                     "'; kvplan implements the RoPE scaling types none and linear (and Llama "
-                     "3's rope_freqs.weight), so it cannot run this model");
+                     "'; kvplan implements the RoPE scaling types none, linear and yarn (and "
+                     "Llama 3's rope_freqs.weight), so it cannot run this model");
   const std::string factorKey = g.find(archKey(g, "rope.scaling.factor"))
                                     ? archKey(g, "rope.scaling.factor")
                                     : archKey(g, "rope.scale_linear");
@@ -675,8 +729,16 @@ void checkFrequenciesAgree(const GgufFile &g, const RopeSpec &fileRope, const Ro
 
 // LongRoPE's two lists are compared each (the model's max_seq_len chose one
 // of them already), with the context they switch at.
-void checkRopeAgrees(const GgufFile &g, const ModelSpec &model) {
-  RopeSpec file = ropeFromGguf(g, model.headDim, ggufRotaryDim(g, model.headDim));
+void checkRopeAgrees(const GgufFile &g, const ModelSpec &given) {
+  RopeSpec file = ropeFromGguf(g, given.headDim, ggufRotaryDim(g, given.headDim));
+  // YaRN over a file whose RoPE is unscaled (compile's --yarn, or a spec
+  // extending the file's context) is checked on the RoPE it scales.
+  ModelSpec model = given;
+  if (model.rope.type == RopeType::yarn && file.type == RopeType::standard &&
+      file.freqFactors.empty() && file.attentionFactor == 1) {
+    model.rope.type = RopeType::standard;
+    model.rope.attentionFactor = 1;
+  }
   const auto mismatch = [&](const std::string &what) {
     return InputError(g.path() + ": the GGUF's RoPE differs from the model's: " + what +
                       "; compile the .gguf itself, or give the model the file's RoPE");

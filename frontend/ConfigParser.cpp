@@ -225,13 +225,19 @@ TomlTable subTable(ModelConfig &cfg, const toml::table &parent, const std::strin
 /// [model.rope]: the scaling's own keys are required once its type is.
 void readTomlRope(TomlTable &rope, RopeSpec &r) {
   rope.real("theta", r.theta, false);
-  rope.choice("type", r.type, parseRopeType, "default, llama3, linear, longrope", false);
-  const bool longrope = r.type == RopeType::longrope;
+  rope.choice("type", r.type, parseRopeType, "default, llama3, linear, longrope, yarn", false);
+  const bool longrope = r.type == RopeType::longrope, yarn = r.type == RopeType::yarn;
   rope.real("factor", r.factor, r.type != RopeType::standard && !longrope);
   rope.real("low_freq_factor", r.lowFreqFactor, r.type == RopeType::llama3);
   rope.real("high_freq_factor", r.highFreqFactor, r.type == RopeType::llama3);
   rope.integer("original_max_position_embeddings", r.originalMaxPositions,
-               r.type == RopeType::llama3 || longrope);
+               r.type == RopeType::llama3 || longrope || yarn);
+  const bool betaFast = rope.real("beta_fast", r.betaFast, false);
+  const bool betaSlow = rope.real("beta_slow", r.betaSlow, false);
+  const bool truncate = rope.boolean("truncate", r.yarnTruncate);
+  if (!yarn && (betaFast || betaSlow || truncate))
+    rope.fail(betaFast ? "beta_fast" : betaSlow ? "beta_slow" : "truncate",
+              "only type yarn reads it; set type = \"yarn\" or leave it out");
   // LongRoPE's lists are its own, and it chooses its divisors from them.
   if (rope.reals("freq_factors", r.freqFactors) && longrope)
     rope.fail("freq_factors", "type longrope divides by short_factors or long_factors (as "
@@ -241,7 +247,9 @@ void readTomlRope(TomlTable &rope, RopeSpec &r) {
   for (const auto &[key, list] : lists)
     if (rope.reals(key, *list) && !longrope)
       rope.fail(key, "only type longrope reads it; set type = \"longrope\" or leave it out");
-  rope.real("attention_factor", r.attentionFactor, false);
+  // YaRN's own attention factor unless the spec gives one.
+  if (!rope.real("attention_factor", r.attentionFactor, false) && yarn)
+    r.attentionFactor = yarnAttentionFactor(r.factor);
   rope.integer("rotary_dim", r.rotaryDim, false);
   rope.real("local_theta", r.localTheta, false);
 }
@@ -410,6 +418,9 @@ public:
   [[noreturn]] void fail(const std::string &key, const std::string &msg) {
     throw InputError(cfg.sourcePath + ": field '" + prefix + key + "': " + msg);
   }
+
+  /// A key as the file names it: under this object's own path.
+  std::string path(const std::string &key) const { return prefix + key; }
 
   bool integer(const std::string &key, int64_t &out, bool required) {
     const nlohmann::json *j = get(key);
@@ -844,37 +855,152 @@ void readHFLongRope(JsonFields &f, JsonFields &r, ModelSpec &m) {
                                         std::log(double(m.rope.originalMaxPositions)));
 }
 
-// rope_scaling is a nested object with its own unknown-key warnings; llama3,
-// linear and longrope scaling are implemented.
-void readHFRopeScaling(JsonFields &f, ModelConfig &cfg, const WarningSink &warn) {
+// YaRN (Qwen's long contexts, gpt-oss, DeepSeek) as transformers reads it:
+// the pretraining context is rope_scaling.original_max_position_embeddings,
+// else max_position_embeddings; beta_fast and beta_slow 32 and 1 where
+// absent, null or 0; truncate true where absent; the attention factor, unless
+// given, 0.1 ln(factor) + 1, or DeepSeek's ratio of two such where mscale and
+// mscale_all_dim are both given. The factor is taken as given, as llama.cpp,
+// vLLM and transformers since its fix for #38224 take it (before, transformers
+// replaced it by max_position_embeddings over the pretraining context).
+void readHFYarn(JsonFields &r, ModelSpec &m) {
+  m.rope.type = RopeType::yarn;
+  r.real("factor", m.rope.factor, true);
+  if (!(m.rope.factor > 0) || !std::isfinite(m.rope.factor))
+    r.fail("factor", "expected a positive number");
+  m.rope.originalMaxPositions = m.maxPositions;
+  if (r.integer("original_max_position_embeddings", m.rope.originalMaxPositions, false) &&
+      m.rope.originalMaxPositions <= 0)
+    r.fail("original_max_position_embeddings", "expected a positive integer");
+  double beta = 0;
+  if (r.real("beta_fast", beta, false) && beta != 0) m.rope.betaFast = beta;
+  if (r.real("beta_slow", beta, false) && beta != 0) m.rope.betaSlow = beta;
+  r.boolean("truncate", m.rope.yarnTruncate);
+  double mscale = 0, mscaleAllDim = 0;
+  r.real("mscale", mscale, false);
+  r.real("mscale_all_dim", mscaleAllDim, false);
+  if (!r.real("attention_factor", m.rope.attentionFactor, false))
+    m.rope.attentionFactor = mscale != 0 && mscaleAllDim != 0
+                                 ? yarnAttentionFactor(m.rope.factor, mscale, mscaleAllDim)
+                                 : yarnAttentionFactor(m.rope.factor);
+}
+
+// One RoPE object: rope_scaling, or transformers v5's rope_parameters (whose
+// rope_type "default" is no scaling, and which carries rope_theta and may
+// carry partial_rotary_factor). Its unknown keys are warned about.
+void readHFRopeObject(JsonFields &f, JsonFields &r, ModelConfig &cfg, bool parameters,
+                      const WarningSink &warn) {
   ModelSpec &m = cfg.model;
+  std::string type = "default";
+  if (!r.string("rope_type", type, false) && !r.string("type", type, false) && !parameters)
+    r.fail("rope_type", "missing (expected \"llama3\", \"linear\", \"longrope\" or \"yarn\")");
+  r.ignore({"type", "rope_type"});
+  if (parameters) {
+    r.real("rope_theta", m.rope.theta, false);
+    if (r.present("partial_rotary_factor")) readHFPartialRotary(r, m);
+  }
+  if (type == "default") {
+  } else if (type == "longrope" || type == "su") { // "su": Phi-3's first name for it
+    readHFLongRope(f, r, m);
+  } else if (type == "yarn") {
+    readHFYarn(r, m);
+  } else if (type == "llama3" || type == "linear") {
+    m.rope.type = *parseRopeType(type);
+    r.real("factor", m.rope.factor, true);
+    if (m.rope.type == RopeType::llama3) {
+      r.real("low_freq_factor", m.rope.lowFreqFactor, true);
+      r.real("high_freq_factor", m.rope.highFreqFactor, true);
+      r.integer("original_max_position_embeddings", m.rope.originalMaxPositions, true);
+    }
+  } else {
+    r.fail("rope_type", "'" + type + "' scaling is not supported; kvplan implements llama3, "
+                                     "linear, longrope and yarn scaling");
+  }
+  r.warnUnknown(warn);
+}
+
+// Messages about RoPE fields name them under `prefix` (rope_parameters.)
+// instead of rope_scaling. and rope_theta.
+void renameRopeFields(ModelConfig &cfg, const std::string &prefix) {
+  for (auto &[field, key] : cfg.fieldNames) {
+    const size_t at = key.find("rope_scaling.");
+    if (at != std::string::npos) key = prefix + key.substr(at + 13);
+    else if (field == "model.rope.theta") key = prefix + "rope_theta";
+  }
+}
+
+// rope_parameters by layer type: full_attention the model's RoPE, and
+// sliding_attention the sliding-window layers' own base, unscaled (Gemma
+// 3's; any other model's must be full_attention's).
+void readHFRopeLayerTypes(JsonFields &f, JsonFields &top, const nlohmann::json &p,
+                          ModelConfig &cfg, const WarningSink &warn) {
+  for (auto it = p.begin(); it != p.end(); ++it)
+    if (it.key() != "full_attention" && it.key() != "sliding_attention")
+      top.fail(it.key(), "is not a layer type kvplan knows (full_attention, "
+                         "sliding_attention)");
+  const nlohmann::json *full = top.get("full_attention");
+  if (!full || !full->is_object())
+    top.fail("full_attention", "expected an object (the global layers' RoPE)");
+  renameRopeFields(cfg, top.path("full_attention."));
+  JsonFields global(cfg, *full, top.path("full_attention."));
+  readHFRopeObject(f, global, cfg, true, warn);
+  const nlohmann::json *sliding = top.get("sliding_attention");
+  if (!sliding) return;
+  if (!sliding->is_object()) top.fail("sliding_attention", "expected an object");
+  JsonFields local(cfg, *sliding, top.path("sliding_attention."));
+  std::string type = "default";
+  if (local.string("rope_type", type, false) && type != "default")
+    local.fail("rope_type", "'" + type + "': kvplan rotates the sliding-window layers on "
+                            "their own base unscaled (rope_type default), as Gemma 3 does");
+  double theta = cfg.model.rope.theta;
+  local.real("rope_theta", theta, false);
+  if (cfg.model.architecture == Architecture::gemma3) {
+    cfg.model.rope.localTheta = theta;
+    cfg.fieldNames["model.rope.local_theta"] = local.path("rope_theta");
+  } else if (theta != cfg.model.rope.theta) {
+    local.fail("rope_theta", "differs from full_attention's; only Gemma 3's sliding-window "
+                             "layers rotate on a base of their own");
+  }
+  local.warnUnknown(warn);
+}
+
+// transformers v5's rope_parameters, in place of rope_theta and rope_scaling:
+// one object, or one a layer type. A file may keep rope_theta beside it
+// (remote code's configs do), and then they must agree; rope_scaling beside
+// it is one scaling too many.
+void readHFRopeParameters(JsonFields &f, const nlohmann::json &p, ModelConfig &cfg,
+                          const WarningSink &warn) {
+  if (f.get("rope_scaling"))
+    f.fail("rope_scaling", "is given beside rope_parameters, transformers v5's form of the "
+                           "same; keep one of them");
+  const double theta = cfg.model.rope.theta;
+  JsonFields top(cfg, p, f.path("rope_parameters."));
+  if (p.contains("full_attention") || p.contains("sliding_attention")) {
+    readHFRopeLayerTypes(f, top, p, cfg, warn);
+  } else {
+    renameRopeFields(cfg, top.path(""));
+    readHFRopeObject(f, top, cfg, true, warn);
+  }
+  if (f.get("rope_theta") && cfg.model.rope.theta != theta)
+    f.fail("rope_theta", "differs from rope_parameters' rope_theta; keep one of them");
+}
+
+// rope_scaling is a nested object with its own unknown-key warnings; llama3,
+// linear, longrope and yarn scaling are implemented. transformers v5 writes
+// rope_parameters instead.
+void readHFRopeScaling(JsonFields &f, ModelConfig &cfg, const WarningSink &warn) {
   f.ignore({"original_max_position_embeddings"}); // LongRoPE's; no other type reads it
+  if (const nlohmann::json *p = f.get("rope_parameters")) {
+    if (!p->is_object())
+      f.fail("rope_parameters", std::string("expected an object, got ") + jsonTypeName(*p));
+    readHFRopeParameters(f, *p, cfg, warn);
+    return;
+  }
   if (const nlohmann::json *rs = f.get("rope_scaling")) {
     if (!rs->is_object())
       f.fail("rope_scaling", std::string("expected an object or null, got ") + jsonTypeName(*rs));
-    JsonFields r(cfg, *rs, "rope_scaling.");
-    std::string type;
-    if (!r.string("rope_type", type, false) && !r.string("type", type, false))
-      r.fail("rope_type", "missing (expected \"llama3\", \"linear\" or \"longrope\")");
-    r.ignore({"type", "rope_type"});
-    if (type == "longrope" || type == "su") { // "su": Phi-3's first name for it
-      readHFLongRope(f, r, m);
-      r.warnUnknown(warn);
-      return;
-    }
-    if (type != "llama3" && type != "linear")
-      r.fail("rope_type", "'" + type + "' scaling is not supported; kvplan implements llama3, "
-                                       "linear and longrope scaling");
-    m.rope.type = *parseRopeType(type);
-    r.real("factor", m.rope.factor, true);
-    if (m.rope.type == RopeType::linear) {
-      r.warnUnknown(warn);
-      return;
-    }
-    r.real("low_freq_factor", m.rope.lowFreqFactor, true);
-    r.real("high_freq_factor", m.rope.highFreqFactor, true);
-    r.integer("original_max_position_embeddings", m.rope.originalMaxPositions, true);
-    r.warnUnknown(warn);
+    JsonFields r(cfg, *rs, f.path("rope_scaling."));
+    readHFRopeObject(f, r, cfg, false, warn);
   }
 }
 
@@ -915,6 +1041,8 @@ const std::map<std::string, std::string> &hfFieldNames() {
       {"model.rope.short_factors", "rope_scaling.short_factor"},
       {"model.rope.long_factors", "rope_scaling.long_factor"},
       {"model.rope.attention_factor", "rope_scaling.attention_factor"},
+      {"model.rope.beta_fast", "rope_scaling.beta_fast"},
+      {"model.rope.beta_slow", "rope_scaling.beta_slow"},
       {"model.rope.rotary_dim", "partial_rotary_factor"},
       {"model.nope_layers", "no_rope_layers"},
       {"model.full_attention_layers", "layer_types"},
@@ -1059,6 +1187,31 @@ ModelConfig loadModelConfig(const std::string &path, const SettingOverrides &o,
   return applyAndValidate(std::move(cfg), o);
 }
 
+namespace {
+// --yarn: YaRN over a model whose RoPE is unscaled, with its defaults (the
+// betas 32 and 1, its attention factor); the factor's messages name the flag.
+void applyYarn(ModelConfig &cfg, const SettingOverrides::Yarn &y) {
+  RopeSpec &r = cfg.model.rope;
+  const std::string scaled = r.type != RopeType::standard
+                                 ? std::string(ropeTypeName(r.type)) + " scaling"
+                             : !r.freqFactors.empty() ? "per-pair factors"
+                             : r.attentionFactor != 1 ? "an attention factor"
+                                                      : "";
+  if (!scaled.empty())
+    throw InputError(cfg.where("model.rope.type") + "--yarn: the model's RoPE is already "
+                     "scaled (" + scaled + "); YaRN applies to an unscaled one, so leave "
+                     "--yarn out");
+  r.type = RopeType::yarn;
+  r.factor = y.factor;
+  r.originalMaxPositions = y.original > 0 ? y.original : cfg.model.maxPositions;
+  r.attentionFactor = yarnAttentionFactor(y.factor);
+  for (const char *field : {"model.rope.factor", "model.rope.original_max_position_embeddings"}) {
+    cfg.fieldLines.erase(field);
+    cfg.fieldNames[field] = "--yarn";
+  }
+}
+} // namespace
+
 ModelConfig applyAndValidate(ModelConfig cfg, const SettingOverrides &o) {
   auto set = [&](const char *field) {
     cfg.given.insert(field);
@@ -1123,6 +1276,7 @@ ModelConfig applyAndValidate(ModelConfig cfg, const SettingOverrides &o) {
     set("compile.l2_prefetch_mib");
     cfg.fieldNames["compile.l2_prefetch_mib"] = "--l2-prefetch";
   }
+  if (o.yarn) applyYarn(cfg, *o.yarn);
   validate(cfg);
   return cfg;
 }

@@ -46,6 +46,14 @@ struct SettingOverrides {
   std::optional<int64_t> scoreRows;
   std::optional<std::vector<int64_t>> decodeCopies, prefillCopies; // empty: none
   std::optional<int64_t> l2PrefetchMib;
+  /// YaRN RoPE scaling by `factor` from a pretraining context of `original`
+  /// tokens (0: max_position_embeddings), for a model whose own RoPE is
+  /// unscaled (Qwen's long contexts: compile's --yarn 4:32768).
+  struct Yarn {
+    double factor = 0;
+    int64_t original = 0;
+  };
+  std::optional<Yarn> yarn;
 };
 
 /// Reads `path` (a .toml file, a config.json or a directory holding one, a

@@ -61,14 +61,11 @@ public:
                                         b.getI64IntegerAttr(m.headDim));
   }
 
-  /// The per-pair frequency divisors: the spec's explicit factors (a GGUF's
-  /// rope_freqs) times linear scaling's factor; null when there are none.
+  /// The per-pair frequency divisors (the spec's explicit factors, a GGUF's
+  /// rope_freqs, times linear scaling's factor or YaRN's blend); null when
+  /// there are none.
   DenseF64ArrayAttr freqFactors(const RopeSpec &r) {
-    std::vector<double> f = r.freqFactors;
-    if (r.type == RopeType::linear) {
-      f.resize(size_t(rotaryWidth(r, m.headDim) / 2), 1.0);
-      for (double &v : f) v *= r.factor;
-    }
+    const std::vector<double> f = ropeDivisors(r, m.headDim);
     return f.empty() ? DenseF64ArrayAttr() : b.getDenseF64ArrayAttr(f);
   }
 
@@ -88,7 +85,7 @@ public:
 
   /// The softmax scale: 1 / sqrt(head_dim) (Gemma's: 1 / sqrt of its
   /// query_pre_attn_scalar), times the square of RoPE's attention factor
-  /// (LongRoPE's), which scales both the query and the key where the model
+  /// (LongRoPE's, YaRN's), which scales both the query and the key where the model
   /// multiplies cos and sin by it: the keys cached stay unscaled, the
   /// products are the model's. Where only part of a head rotates, the
   /// factor scales only that part, so the rope ops carry it; a layer

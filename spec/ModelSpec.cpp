@@ -2,6 +2,7 @@
 // the JSON form stored in artifacts.
 #include "spec/ModelSpec.h"
 #include "support/Align.h"
+#include "support/Format.h"
 
 #include <nlohmann/json.hpp>
 
@@ -71,6 +72,7 @@ const char *ropeTypeName(RopeType t) {
   case RopeType::llama3: return "llama3";
   case RopeType::linear: return "linear";
   case RopeType::longrope: return "longrope";
+  case RopeType::yarn: return "yarn";
   }
   return "?";
 }
@@ -80,6 +82,7 @@ std::optional<RopeType> parseRopeType(const std::string &s) {
   if (s == "llama3") return RopeType::llama3;
   if (s == "linear") return RopeType::linear;
   if (s == "longrope") return RopeType::longrope;
+  if (s == "yarn") return RopeType::yarn;
   return std::nullopt;
 }
 
@@ -97,6 +100,7 @@ std::vector<double> ropeFrequencies(const RopeSpec &r, int64_t headDim) {
   std::vector<double> f(size_t(headDim / 2), 0.0);
   const double pi = 3.14159265358979323846;
   const int64_t rot = std::min(rotaryWidth(r, headDim), headDim);
+  const std::vector<double> divisors = ropeDivisors(r, headDim);
   for (int64_t i = 0; i < rot / 2; ++i) {
     double freq = std::pow(r.theta, -2.0 * double(i) / double(rot));
     if (r.type == RopeType::llama3) {
@@ -113,14 +117,62 @@ std::vector<double> ropeFrequencies(const RopeSpec &r, int64_t headDim) {
             (original / wavelen - r.lowFreqFactor) / (r.highFreqFactor - r.lowFreqFactor);
         freq = (1 - smooth) * freq / r.factor + smooth * freq;
       }
-    } else if (r.type == RopeType::linear) {
-      freq /= r.factor;
     }
-    if (size_t(i) < r.freqFactors.size())
-      freq /= r.freqFactors[size_t(i)];
+    if (size_t(i) < divisors.size())
+      freq /= divisors[size_t(i)];
     f[size_t(i)] = freq;
   }
   return f;
+}
+
+namespace {
+// YaRN's pair index at which a frequency turns `rotations` times over the
+// pretraining context: rot x ln(context / (2 pi rotations)) / (2 ln theta).
+double yarnPair(const RopeSpec &r, int64_t rot, double rotations) {
+  const double pi = 3.14159265358979323846;
+  return double(rot) * std::log(double(r.originalMaxPositions) / (rotations * 2 * pi)) /
+         (2 * std::log(r.theta));
+}
+} // namespace
+
+std::vector<double> ropeDivisors(const RopeSpec &r, int64_t headDim) {
+  const size_t pairs = size_t(std::min(rotaryWidth(r, headDim), headDim) / 2);
+  if (r.freqFactors.empty() && r.type != RopeType::linear && r.type != RopeType::yarn)
+    return {};
+  std::vector<double> d = r.freqFactors;
+  d.resize(pairs, 1.0);
+  if (r.type == RopeType::linear)
+    for (double &v : d) v *= r.factor;
+  if (r.type == RopeType::yarn) {
+    // The band from the pair turning beta_fast times to the one turning
+    // beta_slow times ramps from unscaled (e = 1) to slowed by the factor.
+    const int64_t rot = int64_t(pairs) * 2;
+    double low = yarnPair(r, rot, r.betaFast), high = yarnPair(r, rot, r.betaSlow);
+    if (r.yarnTruncate) {
+      low = std::floor(low);
+      high = std::ceil(high);
+    }
+    low = std::max(low, 0.0);
+    high = std::min(high, double(rot - 1));
+    if (high == low) high += 0.001;
+    for (size_t i = 0; i < pairs; ++i) {
+      const double ramp = std::clamp((double(i) - low) / (high - low), 0.0, 1.0);
+      const double e = 1 - ramp;
+      d[i] *= 1 / (e + (1 - e) / r.factor);
+    }
+  }
+  return d;
+}
+
+double yarnAttentionFactor(double factor, double mscale, double mscaleAllDim) {
+  auto m = [&](double s) { return factor <= 1 ? 1.0 : 0.1 * s * std::log(factor) + 1; };
+  return mscaleAllDim != 0 ? m(mscale) / m(mscaleAllDim) : m(mscale);
+}
+
+int64_t ropeContext(const ModelSpec &m) {
+  if (m.rope.type != RopeType::yarn) return m.maxPositions;
+  const double scaled = std::floor(double(m.rope.originalMaxPositions) * m.rope.factor);
+  return scaled > double(m.maxPositions) && scaled < 1e15 ? int64_t(scaled) : m.maxPositions;
 }
 
 std::string ModelConfig::where(const std::string &field) const {
@@ -439,6 +491,20 @@ void checkLongRope(Checker &c, const ModelSpec &m) {
              kMaxDim);
 }
 
+// YaRN: a factor, the pretraining context, and the two rotation counts that
+// bound its band, the fast one above the slow one.
+void checkYarn(Checker &c, const ModelSpec &m) {
+  c.positiveReal("model.rope.factor", m.rope.factor);
+  c.positive("model.rope.original_max_position_embeddings", m.rope.originalMaxPositions,
+             kMaxDim);
+  c.positiveReal("model.rope.beta_fast", m.rope.betaFast);
+  c.positiveReal("model.rope.beta_slow", m.rope.betaSlow);
+  if (m.rope.betaFast <= m.rope.betaSlow)
+    c.fail("model.rope.beta_fast", "must be larger than " + c.name("model.rope.beta_slow") +
+                                       " for YaRN (the pairs turning more often than it are "
+                                       "kept, those turning less than beta_slow slowed)");
+}
+
 // The norm epsilon and RoPE; llama3 scaling brings its own factors.
 void checkNormAndRope(Checker &c, const ModelSpec &m) {
   c.positiveReal("model.rms_norm_eps", m.rmsNormEps);
@@ -463,6 +529,8 @@ void checkNormAndRope(Checker &c, const ModelSpec &m) {
     c.positive("model.rope.original_max_position_embeddings", m.rope.originalMaxPositions,
                kMaxDim);
   }
+  if (m.rope.type == RopeType::yarn)
+    checkYarn(c, m);
 }
 
 // Token ids are checked against vocab_size, which must already be valid.
@@ -639,11 +707,16 @@ void checkTensorParallel(Checker &c, const ModelSpec &m, const CompileSettings &
 
 // Rules between fields, once each field is valid on its own.
 void checkCrossFieldRules(Checker &c, const ModelSpec &m, const CompileSettings &s) {
-  if (s.maxSeqLen > m.maxPositions)
-    c.fail("compile.max_seq_len", "max_seq_len " + std::to_string(s.maxSeqLen) +
-                                      " exceeds the model's max_position_embeddings " +
-                                      std::to_string(m.maxPositions) +
-                                      "; use a context the model was trained for");
+  if (s.maxSeqLen > ropeContext(m))
+    c.fail("compile.max_seq_len",
+           "max_seq_len " + std::to_string(s.maxSeqLen) +
+               (m.rope.type == RopeType::yarn
+                    ? " exceeds YaRN's context, original_max_position_embeddings " +
+                          std::to_string(m.rope.originalMaxPositions) + " x factor " +
+                          formatNumber(m.rope.factor) + " = " + std::to_string(ropeContext(m))
+                    : " exceeds the model's max_position_embeddings " +
+                          std::to_string(m.maxPositions)) +
+               "; use a context the model was trained for");
   if (s.prefillChunk > s.maxSeqLen)
     c.fail("compile.prefill_chunk", "prefill_chunk " + std::to_string(s.prefillChunk) +
                                         " is larger than max_seq_len " +
@@ -832,6 +905,11 @@ nlohmann::json toJson(const ModelSpec &m) {
   }
   if (m.rope.attentionFactor != 1)
     j["rope"]["attention_factor"] = m.rope.attentionFactor;
+  if (m.rope.type == RopeType::yarn) { // absent for the other types
+    j["rope"]["beta_fast"] = m.rope.betaFast;
+    j["rope"]["beta_slow"] = m.rope.betaSlow;
+    j["rope"]["truncate"] = m.rope.yarnTruncate;
+  }
   if (m.rope.rotaryDim > 0)
     j["rope"]["rotary_dim"] = m.rope.rotaryDim;
   if (!m.nopeLayers.empty())
@@ -1000,6 +1078,9 @@ ModelSpec modelSpecFromJson(const nlohmann::json &j) {
   if (r.contains("long_factors"))
     m.rope.longFactors = r.at("long_factors").get<std::vector<double>>();
   m.rope.attentionFactor = r.value("attention_factor", 1.0);
+  m.rope.betaFast = r.value("beta_fast", 32.0);
+  m.rope.betaSlow = r.value("beta_slow", 1.0);
+  m.rope.yarnTruncate = r.value("truncate", true);
   m.rope.localTheta = r.value("local_theta", 0.0);
   // Absent from plans written before partial RoPE, and for whole heads.
   if (r.contains("rotary_dim"))

@@ -36,7 +36,7 @@ enum class Target { cpu, cuda };
 const char *targetName(Target t);
 std::optional<Target> parseTarget(const std::string &s);
 
-enum class RopeType { standard, llama3, linear, longrope };
+enum class RopeType { standard, llama3, linear, longrope, yarn };
 const char *ropeTypeName(RopeType t);
 std::optional<RopeType> parseRopeType(const std::string &s);
 
@@ -49,8 +49,17 @@ struct RopeSpec {
   // Read only when type == llama3.
   double lowFreqFactor = 1.0;
   double highFreqFactor = 4.0;
-  // The context the model was pretrained at (llama3 and longrope).
+  // The context the model was pretrained at (llama3, longrope and yarn).
   int64_t originalMaxPositions = 8192;
+  // YaRN (type yarn): the pairs that turn fewer than betaSlow times over
+  // originalMaxPositions are slowed by `factor`, those that turn more than
+  // betaFast times are kept, and the band between blends the two; its
+  // bounds are rounded outwards to whole pairs unless !yarnTruncate (as
+  // transformers' `truncate`, false for gpt-oss). The attention factor below
+  // is YaRN's mscale, 0.1 ln(factor) + 1 unless the model gives its own.
+  double betaFast = 32.0;
+  double betaSlow = 1.0;
+  bool yarnTruncate = true;
   // LongRoPE (Phi-3's rope_scaling type longrope, once su): per-pair
   // divisors for contexts up to originalMaxPositions (short) and beyond
   // (long), head_dim / 2 each. The compile settings' max_seq_len chooses one
@@ -84,11 +93,29 @@ int64_t rotaryWidth(const RopeSpec &rope, int64_t headDim);
 std::vector<int64_t> everyNthLayer(int64_t layers, int64_t interval);
 
 /// The inverse frequencies RoPE rotates pair i of a head by (head_dim / 2 of
-/// them): theta^(-2i/rotary_dim), Llama 3's or linear scaling applied, then
-/// divided by freqFactors[i]; 0 (no rotation) for the pairs past
-/// rotary_dim / 2, which pass through. Every back end and checkpoint check
-/// uses this.
+/// them): theta^(-2i/rotary_dim), Llama 3's scaling applied, then divided by
+/// ropeDivisors()[i]; 0 (no rotation) for the pairs past rotary_dim / 2,
+/// which pass through. Every back end and checkpoint check uses this.
 std::vector<double> ropeFrequencies(const RopeSpec &rope, int64_t headDim);
+
+/// What each rotated pair's frequency is divided by (rotary_dim / 2 of them):
+/// freqFactors[i] (1 without them) times linear scaling's factor or YaRN's
+/// blend, 1 / (e + (1 - e) / factor) with e the pair's share kept unscaled;
+/// empty where every divisor is 1. The rope ops carry these.
+std::vector<double> ropeDivisors(const RopeSpec &rope, int64_t headDim);
+
+/// YaRN's attention factor (its mscale) for a context `factor` times the
+/// pretraining one: 0.1 x mscale x ln(factor) + 1 (1 for a factor up to 1),
+/// over the same with mscaleAllDim where that is given (DeepSeek's
+/// rope_scaling.mscale and mscale_all_dim), as transformers computes it.
+double yarnAttentionFactor(double factor, double mscale = 1, double mscaleAllDim = 0);
+
+struct ModelSpec;
+
+/// The longest context the model's RoPE holds: max_position_embeddings, or
+/// under YaRN the pretraining context times its factor where that is longer
+/// (Qwen3's 32,768 x 4 beyond its 40,960).
+int64_t ropeContext(const ModelSpec &m);
 
 /// What the model is: everything needed to define its forward pass.
 struct ModelSpec {

@@ -118,6 +118,20 @@ const ModelShape kModelShapes[] = {
                               "short_factors = [1.0, 1.1, 1.2, 1.5, 2.0, 3.0]\n"
                               "long_factors = [1.0, 1.5, 3.0, 6.0, 12.0, 24.0]\n",
      "max_seq_len = 48\n"},
+    // YaRN (Qwen's long contexts): base 100 over a pretraining context of 64
+    // puts the band from pair 0 to 5 (rounded outwards) of the head's eight,
+    // its attention factor YaRN's own (0.1 ln 4 + 1, in the softmax scale).
+    {"yarn", "architecture = \"qwen3\"\nnum_heads = 4\nnum_kv_heads = 2\n"
+             "[model.rope]\ntheta = 100.0\ntype = \"yarn\"\nfactor = 4.0\n"
+             "original_max_position_embeddings = 64\n",
+     "max_seq_len = 48\n"},
+    // gpt-oss's form, on 12 of 16 dimensions: the band not rounded (truncate
+    // false) and betas of its own; the rope ops carry the attention factor.
+    {"yarn-partial-untruncated", "architecture = \"llama\"\nnum_heads = 4\nnum_kv_heads = 2\n"
+                                 "[model.rope]\ntheta = 500.0\nrotary_dim = 12\ntype = \"yarn\"\n"
+                                 "factor = 8.0\noriginal_max_position_embeddings = 32\n"
+                                 "beta_fast = 8.0\nbeta_slow = 0.5\ntruncate = false\n",
+     "max_seq_len = 48\n"},
     // Half of each head turns, without scaling.
     {"partial-rope-half", "architecture = \"llama\"\nnum_heads = 4\nnum_kv_heads = 2\n"
                           "[model.rope]\ntheta = 10000.0\nrotary_dim = 8\n",

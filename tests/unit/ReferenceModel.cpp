@@ -101,7 +101,33 @@ void headNorm(Vec &x, const Vec &g, int64_t headDim, double eps) {
   }
 }
 
-/// RoPE on adjacent pairs, with Llama 3's or linear frequency scaling,
+/// YaRN's inverse frequency of pair i as transformers' _compute_yarn_parameters
+/// writes it: the interpolated (slowed by the factor) and extrapolated
+/// (kept) frequencies mixed by a linear ramp over the correction range, the
+/// dimensions where the pretraining context makes beta_fast down to
+/// beta_slow turns, rounded outwards unless truncate is false.
+double yarnInvFreq(const RopeSpec &r, int64_t dim, int64_t i) {
+  const double pi = 3.14159265358979323846;
+  auto correctionDim = [&](double rotations) {
+    return double(dim) * std::log(double(r.originalMaxPositions) / (rotations * 2 * pi)) /
+           (2 * std::log(r.theta));
+  };
+  double low = correctionDim(r.betaFast), high = correctionDim(r.betaSlow);
+  if (r.yarnTruncate) {
+    low = std::floor(low);
+    high = std::ceil(high);
+  }
+  low = std::max(low, 0.0);
+  high = std::min(high, double(dim - 1));
+  if (low == high) high += 0.001;
+  const double posFreq = std::pow(r.theta, double(2 * i) / double(dim));
+  const double extrapolation = 1.0 / posFreq, interpolation = 1.0 / (r.factor * posFreq);
+  const double ramp = std::min(std::max((double(i) - low) / (high - low), 0.0), 1.0);
+  const double extrapolationFactor = 1 - ramp;
+  return interpolation * (1 - extrapolationFactor) + extrapolation * extrapolationFactor;
+}
+
+/// RoPE on adjacent pairs, with Llama 3's or linear frequency scaling, YaRN's,
 /// explicit per-pair divisors (a GGUF's rope_freqs) or LongRoPE's (the long
 /// ones for a context beyond the pretraining one), cos and sin multiplied
 /// by the attention factor as transformers does. With partial RoPE only the
@@ -126,6 +152,7 @@ void rope(Vec &x, int64_t pos, int64_t headDim, const RopeSpec &r, int64_t conte
         }
       }
       if (r.type == RopeType::linear) freq /= r.factor;
+      if (r.type == RopeType::yarn) freq = yarnInvFreq(r, width, i);
       if (r.type == RopeType::longrope)
         freq /= (context > r.originalMaxPositions ? r.longFactors : r.shortFactors)[size_t(i)];
       else if (!r.freqFactors.empty())

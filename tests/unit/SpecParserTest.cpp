@@ -346,7 +346,8 @@ TEST(SpecParser, ExplicitHeadDimNeedNotDivideHidden) {
 TEST(SpecParser, UnknownEnumValues) {
   EXPECT_ERROR(edit("architecture = \"llama\"", "architecture = \"gpt2\""), "spec.toml:4:",
                "unknown value 'gpt2'", "llama, mistral, qwen2");
-  EXPECT_ERROR(edit("", "[model.rope]\ntype = \"yarn\""), "model.rope.type", "unknown value 'yarn'");
+  EXPECT_ERROR(edit("", "[model.rope]\ntype = \"dynamic\""), "model.rope.type",
+               "unknown value 'dynamic'", "longrope, yarn");
   EXPECT_ERROR(edit("max_seq_len = 128", "weight_dtype = \"int2\""), "compile.weight_dtype",
                "f32, bf16, f16, int8, int4");
   EXPECT_ERROR(edit("max_seq_len = 128", "target = \"tpu\""), "compile.target", "cpu, cuda");
@@ -387,6 +388,102 @@ TEST(SpecParser, LinearRopeAndFreqFactors) {
                         "high_freq_factor = 4.0\noriginal_max_position_embeddings = 8192\n"
                         "freq_factors = [1, 1, 1, 1, 1, 1, 1, 8]"),
                "model.rope.freq_factors", "apply twice");
+}
+
+// YaRN's frequencies against transformers' _compute_yarn_parameters worked
+// by hand in double precision (Python, not kvplan): every fourth pair of 64
+// rotated dimensions. Base 10000, factor 4 over 4,096 tokens: the band from
+// pair 10 to 23 (rounded outwards). gpt-oss's base 150000 and factor 32, the
+// band not rounded (truncate false): from pair 8.09 to 17.40.
+TEST(SpecParser, YarnFrequenciesAreTransformers) {
+  RopeSpec r;
+  r.type = RopeType::yarn;
+  r.factor = 4;
+  r.originalMaxPositions = 4096;
+  const double qwen[] = {1,
+                         0.31622776601683794,
+                         0.10000000000000001,
+                         0.02797399468610489,
+                         0.0065384615384615381,
+                         0.0013378867023789293,
+                         0.00025000000000000001,
+                         7.9056941504209485e-05};
+  std::vector<double> f = ropeFrequencies(r, 64);
+  ASSERT_EQ(f.size(), 32u);
+  for (size_t i = 0; i < 8; ++i) EXPECT_NEAR(f[4 * i], qwen[i], 1e-12 * qwen[i]) << i;
+  r.theta = 150000;
+  r.factor = 32;
+  r.yarnTruncate = false;
+  const double gptOss[] = {1,
+                           0.22541800020287081,
+                           0.050813274815461475,
+                           0.0067949594897322189,
+                           0.00045648391922324086,
+                           1.818833668168956e-05,
+                           4.0999784818029795e-06,
+                           9.242089502428301e-07};
+  f = ropeFrequencies(r, 64);
+  for (size_t i = 0; i < 8; ++i) EXPECT_NEAR(f[4 * i], gptOss[i], 1e-12 * gptOss[i]) << i;
+  // Partial RoPE: the band is of the rotated width, the rest pass through.
+  r.rotaryDim = 64;
+  f = ropeFrequencies(r, 128);
+  ASSERT_EQ(f.size(), 64u);
+  EXPECT_NEAR(f[28], gptOss[7], 1e-12 * gptOss[7]);
+  EXPECT_EQ(f[32], 0.0);
+  // Its attention factor: 0.1 ln(s) + 1, and DeepSeek's ratio of two.
+  EXPECT_DOUBLE_EQ(yarnAttentionFactor(4), 0.1 * std::log(4.0) + 1);
+  EXPECT_DOUBLE_EQ(yarnAttentionFactor(40, 0.707, 0.707), 1.0);
+  EXPECT_DOUBLE_EQ(yarnAttentionFactor(40, 1.0, 0.5),
+                   (0.1 * std::log(40.0) + 1) / (0.05 * std::log(40.0) + 1));
+  EXPECT_EQ(yarnAttentionFactor(0.5), 1.0);
+}
+
+// [model.rope] type yarn: the factor and the pretraining context required,
+// the betas and truncate optional and YaRN's alone, the attention factor
+// YaRN's unless given; max_seq_len may reach the pretraining context times
+// the factor, past max_position_embeddings.
+TEST(SpecParser, YarnRope) {
+  const std::string rope = "[model.rope]\ntype = \"yarn\"\nfactor = 4.0\n";
+  const std::string yarn = rope + "original_max_position_embeddings = 128";
+  ModelConfig cfg = parseAndValidate(edit("", yarn));
+  EXPECT_EQ(cfg.model.rope.type, RopeType::yarn);
+  EXPECT_EQ(cfg.model.rope.originalMaxPositions, 128);
+  EXPECT_EQ(cfg.model.rope.betaFast, 32.0);
+  EXPECT_EQ(cfg.model.rope.betaSlow, 1.0);
+  EXPECT_TRUE(cfg.model.rope.yarnTruncate);
+  EXPECT_DOUBLE_EQ(cfg.model.rope.attentionFactor, 0.1 * std::log(4.0) + 1);
+  const std::string wide = edit("max_seq_len = 128", "max_seq_len = 512");
+  cfg = parseAndValidate(wide + yarn + "\nbeta_fast = 16.0\nbeta_slow = 2\ntruncate = false\n" +
+                         "attention_factor = 1.5");
+  EXPECT_EQ(cfg.compile.maxSeqLen, 512); // 128 x 4, past max_position_embeddings 256
+  EXPECT_EQ(cfg.model.rope.betaFast, 16.0);
+  EXPECT_EQ(cfg.model.rope.betaSlow, 2.0);
+  EXPECT_FALSE(cfg.model.rope.yarnTruncate);
+  EXPECT_EQ(cfg.model.rope.attentionFactor, 1.5);
+  // The artifact's model carries all of it.
+  const ModelSpec back = modelSpecFromJson(toJson(cfg.model));
+  EXPECT_EQ(back.rope.type, RopeType::yarn);
+  EXPECT_EQ(back.rope.betaFast, 16.0);
+  EXPECT_EQ(back.rope.betaSlow, 2.0);
+  EXPECT_FALSE(back.rope.yarnTruncate);
+  EXPECT_EQ(ropeFrequencies(back.rope, 16), ropeFrequencies(cfg.model.rope, 16));
+  EXPECT_FALSE(toJson(parseAndValidate(kGood).model)["rope"].contains("beta_fast"));
+
+  EXPECT_ERROR(edit("max_seq_len = 128", "max_seq_len = 513") + yarn, "compile.max_seq_len",
+               "exceeds YaRN's context, original_max_position_embeddings 128 x factor 4 = 512");
+  EXPECT_ERROR(edit("", rope),
+               "missing required field 'model.rope.original_max_position_embeddings'");
+  EXPECT_ERROR(edit("", "[model.rope]\ntype = \"yarn\"\noriginal_max_position_embeddings = 64"),
+               "missing required field 'model.rope.factor'");
+  EXPECT_ERROR(edit("", yarn + "\nbeta_fast = 1.0"), "model.rope.beta_fast",
+               "must be larger than model.rope.beta_slow");
+  EXPECT_ERROR(edit("", yarn + "\nbeta_slow = -1.0"), "model.rope.beta_slow",
+               "positive finite number, got -1");
+  EXPECT_ERROR(edit("", "[model.rope]\nbeta_fast = 16.0"), "model.rope.beta_fast",
+               "only type yarn reads it");
+  EXPECT_ERROR(edit("", "[model.rope]\ntruncate = false"), "model.rope.truncate",
+               "only type yarn reads it");
+  EXPECT_ERROR(edit("", yarn + "\ntruncate = 1"), "model.rope.truncate", "true or false");
 }
 
 // [model.rope] type longrope: both lists, the pretraining context, an
@@ -564,6 +661,17 @@ std::string hfWith(const std::string &key, const std::string &value) {
   return j.dump();
 }
 
+ModelConfig readQuietly(const nlohmann::json &j) {
+  ModelConfig cfg =
+      parseHFConfig(j.dump(), "config.json", [](const std::string &w) { ADD_FAILURE() << w; });
+  validate(cfg);
+  return cfg;
+}
+
+ModelConfig readQuietly(const std::string &text) {
+  return readQuietly(nlohmann::json::parse(text));
+}
+
 } // namespace
 
 TEST(HFConfig, GoodConfig) {
@@ -587,12 +695,105 @@ TEST(HFConfig, BadConfigs) {
   has(hfErrorOf(hfWith("num_key_value_heads", "3")), "field 'num_key_value_heads'");
   has(hfErrorOf(hfWith("hidden_act", "\"gelu\"")), "'gelu' is not supported");
   has(hfErrorOf(hfWith("mlp_bias", "true")), "mlp_bias");
-  has(hfErrorOf(hfWith("rope_scaling", R"({"rope_type": "yarn", "factor": 4.0})")),
-      "'yarn' scaling is not supported");
+  has(hfErrorOf(hfWith("rope_scaling", R"({"rope_type": "dynamic", "factor": 4.0})")),
+      "'dynamic' scaling is not supported");
   has(hfErrorOf(hfWith("rope_scaling", R"({"rope_type": "llama3", "factor": 8.0})")),
       "rope_scaling.low_freq_factor");
   has(hfErrorOf(hfWith("eos_token_id", "[2, 500]")), "outside the vocabulary");
   has(hfErrorOf(hfWith("rope_scaling", R"({"rope_type": "linear"})")), "rope_scaling.factor");
+}
+
+// rope_scaling type yarn as transformers reads it: Qwen's (factor 4 from
+// 64 tokens), DeepSeek's mscale ratio, gpt-oss's truncate false; the factor
+// as given (not max_position_embeddings over the pretraining context), and
+// the context YaRN reaches.
+TEST(HFConfig, Yarn) {
+  ModelConfig cfg = readQuietly(hfWith("rope_scaling", R"({"rope_type": "yarn", "factor": 4.0,
+      "original_max_position_embeddings": 64})"));
+  EXPECT_EQ(cfg.model.rope.type, RopeType::yarn);
+  EXPECT_EQ(cfg.model.rope.factor, 4.0);
+  EXPECT_EQ(cfg.model.rope.originalMaxPositions, 64);
+  EXPECT_DOUBLE_EQ(cfg.model.rope.attentionFactor, 0.1 * std::log(4.0) + 1);
+  EXPECT_EQ(cfg.model.rope.betaFast, 32.0);
+  EXPECT_TRUE(cfg.model.rope.yarnTruncate);
+  EXPECT_EQ(ropeContext(cfg.model), 256); // max_position_embeddings 256 over 64 x 4
+  // No pretraining context given: max_position_embeddings is it.
+  cfg = readQuietly(hfWith("rope_scaling", R"({"type": "yarn", "factor": 2.0})"));
+  EXPECT_EQ(cfg.model.rope.originalMaxPositions, 256);
+  EXPECT_EQ(ropeContext(cfg.model), 512);
+  // DeepSeek-V3's: null betas are the defaults; mscale over mscale_all_dim.
+  cfg = readQuietly(hfWith("rope_scaling", R"({"type": "yarn", "factor": 40, "mscale": 1.0,
+      "mscale_all_dim": 0.5, "beta_fast": null, "beta_slow": 0,
+      "original_max_position_embeddings": 64})"));
+  EXPECT_DOUBLE_EQ(cfg.model.rope.attentionFactor,
+                   (0.1 * std::log(40.0) + 1) / (0.05 * std::log(40.0) + 1));
+  EXPECT_EQ(cfg.model.rope.betaFast, 32.0);
+  EXPECT_EQ(cfg.model.rope.betaSlow, 1.0);
+  // gpt-oss's.
+  cfg = readQuietly(hfWith("rope_scaling", R"({"rope_type": "yarn", "factor": 32.0,
+      "beta_fast": 32.0, "beta_slow": 1.0, "truncate": false, "attention_factor": 1.25,
+      "original_max_position_embeddings": 8})"));
+  EXPECT_FALSE(cfg.model.rope.yarnTruncate);
+  EXPECT_EQ(cfg.model.rope.attentionFactor, 1.25);
+
+  EXPECT_NE(hfErrorOf(hfWith("rope_scaling", R"({"rope_type": "yarn"})"))
+                .find("field 'rope_scaling.factor': missing"), std::string::npos);
+  EXPECT_NE(hfErrorOf(hfWith("rope_scaling", R"({"rope_type": "yarn", "factor": 4,
+      "beta_fast": 1, "beta_slow": 2})")).find("field 'rope_scaling.beta_fast': must be larger "
+                                               "than rope_scaling.beta_slow"),
+            std::string::npos);
+  EXPECT_NE(hfErrorOf(hfWith("rope_scaling", R"({"rope_type": "yarn", "factor": -4})"))
+                .find("field 'rope_scaling.factor'"), std::string::npos);
+}
+
+// transformers v5 writes rope_parameters (rope_theta inside) in place of
+// rope_theta and rope_scaling: read alike, messages naming its keys.
+TEST(HFConfig, RopeParameters) {
+  ModelConfig cfg = readQuietly(
+      hfWith("rope_parameters", R"({"rope_theta": 500000.0, "rope_type": "default"})"));
+  EXPECT_EQ(cfg.model.rope.theta, 500000.0);
+  EXPECT_EQ(cfg.model.rope.type, RopeType::standard);
+  cfg = readQuietly(hfWith("rope_parameters", R"({"rope_theta": 1000000.0, "rope_type": "yarn",
+      "factor": 4.0, "original_max_position_embeddings": 64})"));
+  EXPECT_EQ(cfg.model.rope.theta, 1e6);
+  EXPECT_EQ(cfg.model.rope.type, RopeType::yarn);
+  EXPECT_EQ(cfg.model.rope.originalMaxPositions, 64);
+  cfg = readQuietly(hfWith("rope_parameters", R"({"rope_theta": 500000.0, "rope_type": "llama3",
+      "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+      "original_max_position_embeddings": 64})"));
+  EXPECT_EQ(cfg.model.rope.type, RopeType::llama3);
+  EXPECT_EQ(cfg.model.rope.factor, 8.0);
+  // rope_theta kept beside it must agree; rope_scaling beside it is refused.
+  nlohmann::json j = nlohmann::json::parse(
+      hfWith("rope_parameters", R"({"rope_theta": 500000.0, "rope_type": "default"})"));
+  j["rope_theta"] = 500000.0;
+  EXPECT_EQ(readQuietly(j).model.rope.theta, 500000.0);
+  j["rope_theta"] = 10000.0;
+  EXPECT_NE(hfErrorOf(j.dump()).find("field 'rope_theta': differs from rope_parameters'"),
+            std::string::npos);
+  j.erase("rope_theta");
+  j["rope_scaling"] = nlohmann::json::parse(R"({"rope_type": "linear", "factor": 2.0})");
+  EXPECT_NE(hfErrorOf(j.dump()).find("field 'rope_scaling': is given beside rope_parameters"),
+            std::string::npos);
+  // Messages name the key under rope_parameters, the reader's and validate()'s.
+  auto has = [](const std::string &msg, const std::string &part) {
+    EXPECT_NE(msg.find(part), std::string::npos) << "'" << part << "' not in: " << msg;
+  };
+  has(hfErrorOf(hfWith("rope_parameters", R"({"rope_type": "yarn"})")),
+      "field 'rope_parameters.factor': missing");
+  has(hfErrorOf(hfWith("rope_parameters", R"({"rope_type": "linear", "factor": -2.0})")),
+      "field 'rope_parameters.factor'");
+  has(hfErrorOf(hfWith("rope_parameters", R"({"rope_theta": -1.0})")),
+      "field 'rope_parameters.rope_theta'");
+  has(hfErrorOf(hfWith("rope_parameters", R"({"rope_type": "proportional"})")),
+      "field 'rope_parameters.rope_type': 'proportional' scaling is not supported");
+  has(hfErrorOf(hfWith("rope_parameters", "[1]")), "field 'rope_parameters': expected an object");
+  has(hfErrorOf(hfWith("rope_parameters", R"({"full_attention": {"rope_theta": 1e6},
+      "sliding_attention": {"rope_theta": 1e4}})")),
+      "field 'rope_parameters.sliding_attention.rope_theta': differs from full_attention's");
+  has(hfErrorOf(hfWith("rope_parameters", R"({"full_attention": {"rope_theta": 1e6},
+      "chunked_attention": {"rope_theta": 1e4}})")),
+      "field 'rope_parameters.chunked_attention': is not a layer type kvplan knows");
 }
 
 // Numbers the JSON library cannot hold are the file's errors, named by the key
@@ -876,14 +1077,29 @@ nlohmann::json gemma3() {
     "transformers_version": "4.50.0.dev0", "use_cache": true, "vocab_size": 262144})");
 }
 
-ModelConfig readQuietly(const nlohmann::json &j) {
-  ModelConfig cfg =
-      parseHFConfig(j.dump(), "config.json", [](const std::string &w) { ADD_FAILURE() << w; });
-  validate(cfg);
-  return cfg;
-}
-
 } // namespace
+
+// Gemma 3's config.json as transformers v5 writes it: rope_parameters by
+// layer type, the global layers' scaling and the local layers' base.
+TEST(HFConfig, Gemma3RopeParametersByLayerType) {
+  nlohmann::json j = gemma3();
+  for (const char *key : {"rope_local_base_freq", "rope_scaling", "rope_theta"}) j.erase(key);
+  j["rope_parameters"] = nlohmann::json::parse(R"({
+      "full_attention": {"rope_theta": 1000000.0, "rope_type": "linear", "factor": 8.0},
+      "sliding_attention": {"rope_theta": 10000.0, "rope_type": "default"}})");
+  ModelConfig cfg = readQuietly(j);
+  EXPECT_EQ(cfg.model.rope.theta, 1e6);
+  EXPECT_EQ(cfg.model.rope.type, RopeType::linear);
+  EXPECT_EQ(cfg.model.rope.factor, 8.0);
+  EXPECT_EQ(cfg.model.rope.localTheta, 1e4);
+  j["rope_parameters"]["sliding_attention"]["rope_type"] = "linear";
+  EXPECT_NE(hfErrorOf(j.dump()).find("field 'rope_parameters.sliding_attention.rope_type'"),
+            std::string::npos);
+  j["rope_parameters"]["sliding_attention"]["rope_type"] = "default";
+  j["rope_parameters"]["full_attention"]["factor"] = -8.0;
+  EXPECT_NE(hfErrorOf(j.dump()).find("field 'rope_parameters.full_attention.factor'"),
+            std::string::npos);
+}
 
 // Gemma 3 as transformers' Gemma3TextConfig reads it: GeGLU, post-norms,
 // q/k norms, tied embeddings times sqrt(64) = 8, the softmax over

@@ -1382,12 +1382,12 @@ TEST(Gguf, ArchitectureAndRopeScalingAreChecked) {
                    {p.string(), "'gemma'",
                     "llama, qwen2, qwen2moe, qwen3, qwen3moe, phi3, smollm3, gemma2 and gemma3"});
   expectInputError([&] { openWeights(p.string(), ggufSpec()); }, {p.string(), "'gemma'"});
-  writeGguf(p, {{"general.architecture", "llama"}, {"llama.rope.scaling.type", "yarn"}},
+  writeGguf(p, {{"general.architecture", "llama"}, {"llama.rope.scaling.type", "dynamic"}},
             kGgufDims, {});
   expectInputError([&] { readCheckpointConfig(p.string()); },
-                   {p.string(), "llama.rope.scaling.type", "'yarn'", "none and linear"});
+                   {p.string(), "llama.rope.scaling.type", "'dynamic'", "none, linear and yarn"});
   expectInputError([&] { openWeights(p.string(), ggufSpec()); },
-                   {p.string(), "llama.rope.scaling.type", "'yarn'"});
+                   {p.string(), "llama.rope.scaling.type", "'dynamic'"});
   // A rope_freqs tensor of zeros divides by zero: refused.
   writeGguf(p, {{"general.architecture", "llama"}}, kGgufDims,
             {{"rope_freqs.weight", {4}, 0, 16}});
@@ -1476,6 +1476,72 @@ TEST(Gguf, RopeKeysAndRopeFreqsAreRead) {
   EXPECT_EQ(cfg.model.rope.originalMaxPositions, cfg.model.maxPositions);
   validate(cfg);
   EXPECT_EQ(cfg.model.rope.freqFactors, cfg.model.rope.shortFactors);
+}
+
+// YaRN as llama.cpp runs a llama or qwen3 GGUF: the factor, the pretraining
+// context (else context_length), the betas 32 and 1, cos and sin times the
+// file's attn_factor times 0.1 ln(factor) + 1. A model given YaRN over the
+// file's unscaled RoPE (compile's --yarn) is checked on the RoPE it scales.
+TEST(Gguf, YarnIsReadAsLlamaCppRunsIt) {
+  ScratchDir dir;
+  const fs::path p = dir.path / "yarn.gguf";
+  ModelConfig cfg = ropeGguf(p, [](GgufWriter &g) {
+    g.f32("llama.rope.freq_base", 1000000.0f);
+    g.string("llama.rope.scaling.type", "yarn");
+    g.f32("llama.rope.scaling.factor", 4.0f);
+    g.u32("llama.rope.scaling.original_context_length", 32);
+  });
+  EXPECT_EQ(cfg.model.rope.type, RopeType::yarn);
+  EXPECT_EQ(cfg.model.rope.factor, 4.0);
+  EXPECT_EQ(cfg.model.rope.originalMaxPositions, 32);
+  EXPECT_EQ(cfg.model.rope.betaFast, 32.0);
+  EXPECT_EQ(cfg.model.rope.betaSlow, 1.0);
+  EXPECT_TRUE(cfg.model.rope.yarnTruncate);
+  EXPECT_NEAR(cfg.model.rope.attentionFactor, 0.1 * std::log(4.0) + 1, 1e-12);
+  EXPECT_EQ(ropeContext(cfg.model), 128); // 32 x 4, past context_length 64
+  ModelSpec m = ggufSpec();
+  m.rope = cfg.model.rope;
+  EXPECT_NO_THROW(openWeights(p.string(), m));
+  m.rope.factor = 8; // the frequencies differ: refused
+  expectInputError([&] { openWeights(p.string(), m); }, {p.string(), "RoPE differs"});
+  cfg = ropeGguf(p, [](GgufWriter &g) {
+    g.string("llama.rope.scaling.type", "yarn");
+    g.f32("llama.rope.scaling.factor", 2.0f);
+    g.f32("llama.rope.scaling.attn_factor", 0.5f);
+    g.f32("llama.rope.scaling.yarn_beta_fast", 32.0f); // plain values may be written
+  });
+  EXPECT_EQ(cfg.model.rope.originalMaxPositions, cfg.model.maxPositions);
+  EXPECT_NEAR(cfg.model.rope.attentionFactor, 0.5 * (0.1 * std::log(2.0) + 1), 1e-7);
+  // YaRN given over a file without scaling: its base and width still checked.
+  writeGguf(p, {{"general.architecture", "llama"}}, kGgufDims, {});
+  m = ggufSpec();
+  m.rope.type = RopeType::yarn;
+  m.rope.factor = 4;
+  m.rope.originalMaxPositions = 64;
+  m.rope.attentionFactor = 1.2;
+  EXPECT_NO_THROW(openWeights(p.string(), m));
+  m.rope.theta = 500000;
+  expectInputError([&] { openWeights(p.string(), m); }, {p.string(), "RoPE differs"});
+
+  const std::string f = p.string();
+  auto refused = [&](const std::function<void(GgufWriter &)> &add,
+                     std::initializer_list<std::string> parts) {
+    expectInputError([&] { ropeGguf(p, add); }, parts);
+  };
+  refused([](GgufWriter &g) { g.string("llama.rope.scaling.type", "yarn"); },
+          {f, "llama.rope.scaling.factor is missing"});
+  for (const char *key : {"llama.rope.scaling.yarn_beta_fast", "llama.rope.scaling.yarn_ext_factor",
+                          "llama.rope.scaling.yarn_log_multiplier"})
+    refused([&](GgufWriter &g) {
+      g.string("llama.rope.scaling.type", "yarn");
+      g.f32("llama.rope.scaling.factor", 4.0f);
+      g.f32(key, 0.25f);
+    }, {f, key, "0.25", "as llama.cpp runs this architecture"});
+  refused([](GgufWriter &g) {
+    g.string("llama.rope.scaling.type", "yarn");
+    g.f32("llama.rope.scaling.factor", 4.0f);
+    g.tensor({"rope_freqs.weight", {4}, {1, 2, 4, 8}});
+  }, {f, "rope_freqs.weight", "'yarn'", "one RoPE scaling"});
 }
 
 TEST(Gguf, BadRopeFreqsAndScalingAreRefused) {

@@ -106,6 +106,10 @@ std::string ropeLine(const RopeSpec &r) {
   if (r.type == RopeType::longrope)
     os << ", longrope scaling (original_max_position_embeddings " << r.originalMaxPositions
        << ": the " << (r.freqFactors == r.longFactors ? "long" : "short") << " factors)";
+  if (r.type == RopeType::yarn)
+    os << ", yarn scaling (factor " << r.factor << " over original_max_position_embeddings "
+       << r.originalMaxPositions << ", beta_fast " << r.betaFast << ", beta_slow " << r.betaSlow
+       << (r.yarnTruncate ? "" : ", not truncated") << ")";
   if (r.attentionFactor != 1)
     os << ", attention factor " << r.attentionFactor;
   const std::vector<double> &f = r.freqFactors;

@@ -90,6 +90,10 @@ void ModelOptions::add(CLI::App *cmd, const std::string &positional, bool compil
                   "prompt's log-probabilities (serve's echo with logprobs; 1 to " +
                       std::to_string(CompileSettings::kMaxScoreRows) + ")")
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--yarn", yarn,
+                  "YaRN RoPE scaling for a context FACTOR times the model's, as FACTOR or "
+                  "FACTOR:ORIGINAL (the pretraining context; default max_position_embeddings), "
+                  "like 4:32768 for Qwen3's 131,072 tokens; for a model whose RoPE is unscaled");
 }
 
 void ModelOptions::addSpeculate(CLI::App *cmd) {
@@ -152,6 +156,7 @@ void refuseSettingsForArtifact(const ModelOptions &o) {
   flag(!o.prefillCopies.empty(), "--prefill-copies");
   flag(o.l2Prefetch >= 0, "--l2-prefetch");
   flag(o.scoreRows != 0, "--score-rows");
+  flag(!o.yarn.empty(), "--yarn");
   if (given.empty()) return;
   std::string list;
   for (size_t i = 0; i < given.size(); ++i)
@@ -196,6 +201,29 @@ ModelConfig withMemoryShare(ModelConfig cfg, const std::string &text) {
   return applyAndValidate(std::move(cfg), o);
 }
 
+/// A --yarn value: FACTOR (a number above 1) or FACTOR:ORIGINAL (a positive
+/// count of tokens).
+SettingOverrides::Yarn parseYarn(const std::string &text) {
+  const size_t colon = text.find(':');
+  const std::string factor = text.substr(0, colon);
+  SettingOverrides::Yarn y;
+  char *end = nullptr;
+  y.factor = std::strtod(factor.c_str(), &end);
+  bool ok = !factor.empty() && end == factor.c_str() + factor.size() && y.factor > 1 &&
+            std::isfinite(y.factor);
+  if (ok && colon != std::string::npos) {
+    const std::string original = text.substr(colon + 1);
+    const long long n = std::strtoll(original.c_str(), &end, 10);
+    ok = !original.empty() && end == original.c_str() + original.size() && n > 0 &&
+         n <= (int64_t(1) << 24);
+    y.original = n;
+  }
+  if (!ok)
+    throw InputError("--yarn '" + text + "': expected FACTOR or FACTOR:ORIGINAL, a factor "
+                     "above 1 and the pretraining context in tokens, like 4 or 4:32768");
+  return y;
+}
+
 /// A --decode-copies value: "none", or row counts separated by commas.
 std::vector<int64_t> parseRowList(const char *flag, const std::string &text) {
   if (text == "none") return {};
@@ -237,6 +265,7 @@ ModelSources resolveModelSources(const ModelOptions &opts) {
   if (!opts.prefillCopies.empty())
     o.prefillCopies = parseRowList("--prefill-copies", opts.prefillCopies);
   if (opts.l2Prefetch >= 0) o.l2PrefetchMib = opts.l2Prefetch;
+  if (!opts.yarn.empty()) o.yarn = parseYarn(opts.yarn);
   ModelSources s;
   s.config = loadModelConfig(opts.model, o);
   if (budgetShare) s.config = withMemoryShare(std::move(s.config), opts.memoryBudget);

@@ -31,6 +31,7 @@ struct ModelOptions {
   int64_t scoreRows = 0; // rows of @score (prompt log-probabilities)
   std::string decodeCopies, prefillCopies; // "none" or "1,8,32"; "": the target's
   int64_t l2Prefetch = -1;                 // MiB (--l2-prefetch); -1: the file's
+  std::string yarn;                        // "4" or "4:32768" (--yarn); "": none
   /// serve's default for a model compiled in memory: when neither the
   /// model's file nor --max-batch gives max_batch, this many sequences (0:
   /// the file's default, 1), sharing one full context's pages unless the

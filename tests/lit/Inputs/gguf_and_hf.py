@@ -37,7 +37,9 @@ usage: gguf_and_hf.py ARCH TOKENIZER_JSON PRE GGUF_OUT HF_DIR [TOKENIZER_CONFIG]
   untied, as llama.cpp's qwen2moe requires) or mixtral-apart (the same as
   mixtral, the GGUF keeping each expert in a tensor of its own,
   blk.N.ffn_gate.E.weight, as llama.cpp wrote Mixtral before it stacked
-  them);
+  them) or qwen3-yarn (qwen3 with base 10000 and YaRN as Qwen's model cards
+  extend its context: factor 4 over a pretraining context of 64; the
+  GGUF's rope.scaling keys as the converter writes them);
   PRE: tokenizer.ggml.pre ("llama-bpe", "qwen2",
   "deepseek-r1-qwen"). tokenizer.ggml.add_bos_token is true for llama (as
   Llama 3's GGUFs have it), false for the others. "deepseek-r1-qwen" (with
@@ -76,6 +78,9 @@ experts, experts_used = 4, 2
 expert_ffn = 64 if hf_type == "mixtral" else 48
 shared_ffn = 80 if hf_type == "qwen2_moe" else 0
 partial = arch == "phi4-mini"
+yarn = arch == "qwen3-yarn"
+if yarn:
+    arch = "qwen3"
 longrope = arch in ("phi3-longrope", "phi4-mini")
 if longrope:
     arch = "phi3"
@@ -129,6 +134,8 @@ if bench:
         assert head_dim * heads == hidden, "a qwen2moe file's heads are HIDDEN / HEADS wide"
 q_dim, kv_dim = heads * head_dim, kv_heads * head_dim
 theta, eps = (1000000.0, 1e-6) if qwen else (500000.0, 1e-5)
+if yarn:  # a base low enough that every pair turns within the prompt
+    theta = 10000.0
 # LongRoPE: head_dim / 2 factors each; max_position_embeddings 256 over a
 # pretraining context of 64, so the attention factor is sqrt(1 + ln 4 / ln 64).
 # Partial RoPE: one factor per rotated pair.
@@ -288,6 +295,9 @@ config = {
 }
 if qwen:
     config["use_sliding_window"] = False
+if yarn:  # as Qwen's model cards say to extend its context
+    config["rope_scaling"] = {"rope_type": "yarn", "factor": 4.0,
+                              "original_max_position_embeddings": 64}
 if hf_type == "qwen3_moe":
     config.update({"num_experts": experts, "num_experts_per_tok": experts_used,
                    "moe_intermediate_size": expert_ffn, "norm_topk_prob": True,
@@ -459,6 +469,10 @@ if arch == "gemma2":
     f32(arch + ".attn_logit_softcapping", 2.0)
     f32(arch + ".final_logit_softcapping", 3.0)
 f32(arch + ".rope.freq_base", theta)
+if yarn:  # as convert_hf_to_gguf.py writes Qwen's YaRN
+    kv(arch + ".rope.scaling.type", 8, gstr("yarn"))
+    f32(arch + ".rope.scaling.factor", 4.0)
+    u32(arch + ".rope.scaling.original_context_length", 64)
 f32(arch + ".attention.layer_norm_rms_epsilon", eps)
 kv("tokenizer.ggml.model", 8, gstr("gpt2"))
 kv("tokenizer.ggml.pre", 8, gstr(pre))
