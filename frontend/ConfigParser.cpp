@@ -1004,16 +1004,17 @@ void readHFRopeScaling(JsonFields &f, ModelConfig &cfg, const WarningSink &warn)
   }
 }
 
-// torch_dtype only suggests the weight type; one kvplan cannot compile is a
-// warning, not an error, and leaves f32.
+// torch_dtype (dtype since transformers 4.56) only suggests the weight type;
+// one kvplan cannot compile is a warning, not an error, and leaves f32.
 void readHFTorchDtype(JsonFields &f, ModelConfig &cfg, const std::string &path,
                       const WarningSink &warn) {
   std::string torchDtype;
-  if (f.string("torch_dtype", torchDtype, false)) {
+  const char *key = f.present("torch_dtype") ? "torch_dtype" : "dtype";
+  if (f.string(key, torchDtype, false)) {
     if (auto d = parseDType(torchDtype); d && isFloatDType(*d)) {
       cfg.compile.weightDtype = *d;
     } else {
-      warn(path + ": torch_dtype '" + torchDtype + "' is not a weight type kvplan compiles; "
+      warn(path + ": " + key + " '" + torchDtype + "' is not a weight type kvplan compiles; "
                   "using f32");
     }
   }

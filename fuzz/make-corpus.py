@@ -117,7 +117,7 @@ def q8_0(vals):
     return out
 
 
-def gguf(quantized, arch="llama"):
+def gguf(quantized, arch="llama", yarn=False):
     """GGUF v3 with `arch` metadata and the tiny model's tensors (Q8_0
     matrices where `quantized`: their rows must be whole 32-value blocks, so
     the model is 32 wide there). A llama file embeds a sentencepiece-style
@@ -127,7 +127,8 @@ def gguf(quantized, arch="llama"):
     qwen3moe one the byte-level vocabulary, q/k norms and a mixture of 4
     experts (2 a token) a layer: the router and the stacked experts; a
     qwen2moe one qwen2's biases and the same mixture beside a shared expert
-    and its gate (a vector, as llama.cpp reads ffn_gate_inp_shexp)."""
+    and its gate (a vector, as llama.cpp reads ffn_gate_inp_shexp). With
+    `yarn`, the rope.scaling keys of YaRN (factor 4 over half the context)."""
     dim, ffn = (32, 32) if quantized else (DIM, FFN)
     kv_dim = KV_HEADS * dim // HEADS
     meta = {"general.architecture": arch, "general.name": "fuzz-seed",
@@ -195,6 +196,9 @@ def gguf(quantized, arch="llama"):
                      "phi3.rope.scaling.attn_factor": 1.2,
                      "phi3.attention.sliding_window": 2 * SEQ})
         shapes.update({"rope_factors_long.weight": [half], "rope_factors_short.weight": [half]})
+    if yarn:
+        meta.update({arch + ".rope.scaling.type": "yarn", arch + ".rope.scaling.factor": 4.0,
+                     arch + ".rope.scaling.original_context_length": SEQ // 2})
     out = b"GGUF" + struct.pack("<IQQ", 3, len(shapes), len(meta))
     for k, v in meta.items():
         t, body = gguf_value(v)
@@ -351,7 +355,8 @@ def main():
 
     for d in (ROOT / "fuzz/corpus").glob("*"):
         copy_small(out, d.name, sorted(d.glob("*")))
-    copy_small(out, "toml_spec", sorted(ROOT.glob("tests/**/*.toml")))
+    copy_small(out, "toml_spec",
+               sorted(ROOT.glob("tests/**/*.toml")) + sorted(ROOT.glob("models/*.toml")))
     copy_small(out, "hf_config", sorted(ROOT.glob("tests/**/*config*.json")))
     put(out, "llama2c_bin", "tiny.bin", llama2c_bin())
     for dt in ("F32", "F16", "BF16"):
@@ -362,6 +367,7 @@ def main():
     put(out, "gguf", "tiny-phi3-q8_0.gguf", gguf(True, "phi3"))
     put(out, "gguf", "tiny-qwen3moe-q8_0.gguf", gguf(True, "qwen3moe"))
     put(out, "gguf", "tiny-qwen2moe-q8_0.gguf", gguf(True, "qwen2moe"))
+    put(out, "gguf", "tiny-yarn-q8_0.gguf", gguf(True, yarn=True))
     put(out, "tokenizer_hf", "tiny-tokenizer.json", hf_tokenizer_json())
     put(out, "tokenizer_hf", "tiny-spm-legacy.json", hf_sentencepiece_json(True))
     put(out, "tokenizer_hf", "tiny-spm-metaspace.json", hf_sentencepiece_json(False))

@@ -62,6 +62,9 @@ const Known kModels[] = {
     // By hand from config.json's shapes (SpecParser.SharedExpert; the model
     // card: 14.3 B, 2.7 B activated).
     {"qwen1.5-moe-a2.7b.toml", 14315784192},
+    // Qwen3-8B: by hand from config.json's shapes, the safetensors' total
+    // (8.2 B on the model card; its head untied).
+    {"qwen3-8b-yarn.toml", 8190735360},
 };
 
 ModelConfig load(const std::string &file, const SettingOverrides &o = {}) {

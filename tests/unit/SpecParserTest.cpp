@@ -763,6 +763,10 @@ TEST(HFConfig, RopeParameters) {
       "original_max_position_embeddings": 64})"));
   EXPECT_EQ(cfg.model.rope.type, RopeType::llama3);
   EXPECT_EQ(cfg.model.rope.factor, 8.0);
+  // v5's dtype, torch_dtype's new name.
+  nlohmann::json d = nlohmann::json::parse(hfWith("torch_dtype", ""));
+  d["dtype"] = "float16";
+  EXPECT_EQ(readQuietly(d).compile.weightDtype, DType::f16);
   // rope_theta kept beside it must agree; rope_scaling beside it is refused.
   nlohmann::json j = nlohmann::json::parse(
       hfWith("rope_parameters", R"({"rope_theta": 500000.0, "rope_type": "default"})"));
@@ -1489,6 +1493,7 @@ TEST(HFConfig, MatchesTheTomlSpecs) {
       {"qwen3-30b-a3b", "qwen3-30b-a3b.toml"},
       {"mixtral-8x7b-v0.1", "mixtral-8x7b-v0.1.toml"},
       {"qwen1.5-moe-a2.7b", "qwen1.5-moe-a2.7b.toml"},
+      {"qwen3-8b-yarn", "qwen3-8b-yarn.toml"},
   };
   for (auto [dir, toml] : pairs) {
     SCOPED_TRACE(dir);
