@@ -35,7 +35,9 @@ struct Shape {
 // rotated pair, and an attention factor, which the RoPE table's rotated
 // pairs carry), its first layer without RoPE (its QKV product and cache
 // write unfused from a rotation); Qwen3's heads of 128 on a hidden size of
-// 256, each query and key head normalized before RoPE; Gemma 3's layers
+// 256, each query and key head normalized before RoPE, under YaRN (factor 4
+// over 64 tokens: the RoPE table's divisors, the softmax scale its attention
+// factor's square); Gemma 3's layers
 // (GeGLU, post-norms, scaled embeddings, q/k norms, a softmax over
 // sqrt(query_pre_attn_scalar)), the first sliding (a window of 12, RoPE on
 // base 10000) and the second global (base 1e6, linear scaling), with Gemma
@@ -77,11 +79,13 @@ inline const Shape kShapes[] = {
      "original_max_position_embeddings = 128\nattention_factor = 1.2\n"
      "short_factors = [1.0, 1.0, 1.0, 1.0, 1.1, 1.2, 1.4, 1.6, 2.0, 2.5, 3.0, 3.5]\n"
      "long_factors = [1.0, 1.0, 1.2, 1.5, 2.0, 3.0, 4.0, 8.0, 12.0, 20.0, 28.0, 32.0]\n"},
-    {"qwen3-qk-norm-bf16",
+    {"qwen3-qk-norm-yarn-bf16",
      "architecture = \"qwen3\"\nhidden_size = 256\nintermediate_size = 512\nnum_layers = 2\n"
      "num_heads = 4\nnum_kv_heads = 2\nhead_dim = 128\nvocab_size = 700\n"
      "tie_word_embeddings = true",
-     "weight_dtype = \"bf16\"\nmax_batch = 2\nmax_seq_len = 256\nprefill_chunk = 16", ""},
+     "weight_dtype = \"bf16\"\nmax_batch = 2\nmax_seq_len = 256\nprefill_chunk = 16",
+     "[model.rope]\ntheta = 1000000.0\ntype = \"yarn\"\nfactor = 4.0\n"
+     "original_max_position_embeddings = 64\n"},
     {"gemma3-bf16",
      "architecture = \"gemma3\"\nhidden_size = 256\nintermediate_size = 512\nnum_layers = 2\n"
      "num_heads = 4\nnum_kv_heads = 1\nhead_dim = 64\nvocab_size = 600\nsliding_window = 12\n"
