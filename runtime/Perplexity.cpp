@@ -51,9 +51,10 @@ int64_t perplexityChunks(const Engine &engine, int64_t tokens, const PerplexityO
   const int64_t context =
       o.base ? std::min(engine.maxSeqLen(), o.base->maxSeqLen()) : engine.maxSeqLen();
   if (o.ctx < 3 || o.ctx > context)
-    throw InputError("--ctx " + std::to_string(o.ctx) + ": a chunk takes 3 tokens to the " +
-                     (o.base ? "models' shorter" : "model's") + " context of " +
-                     std::to_string(context) + " (it scores its second half)");
+    throw InputError("--ctx " + std::to_string(o.ctx) + ": a chunk takes from 3 tokens up to "
+                     "the " + (o.base ? "models' shorter" : "model's") + " context of " +
+                     std::to_string(context) + " (it scores its second half); a longer one "
+                     "needs a model compiled with a longer --max-seq");
   if (tokens < o.ctx)
     throw InputError("the text is " + std::to_string(tokens) + " tokens, fewer than one chunk "
                      "of --ctx " + std::to_string(o.ctx) + "; give a longer text or a smaller "
