@@ -885,6 +885,30 @@ void readHFYarn(JsonFields &r, ModelSpec &m) {
                                  : yarnAttentionFactor(m.rope.factor);
 }
 
+// Qwen2.5-1M's dual chunk attention, which kvplan does not implement: within
+// one chunk (chunk_size tokens) it is full attention, the model's own, so
+// the context is held to that, with a warning; past it, it is not.
+void readHFDualChunk(JsonFields &f, ModelConfig &cfg, const WarningSink &warn) {
+  const nlohmann::json *d = f.get("dual_chunk_attention_config");
+  if (!d) return;
+  if (!d->is_object())
+    f.fail("dual_chunk_attention_config", std::string("expected an object, got ") +
+                                              jsonTypeName(*d));
+  JsonFields c(cfg, *d, f.path("dual_chunk_attention_config."));
+  int64_t chunk = 0;
+  c.integer("chunk_size", chunk, true);
+  if (chunk <= 0) c.fail("chunk_size", "expected a positive integer");
+  c.ignore({"local_size", "original_max_position_embeddings"});
+  c.warnUnknown(warn);
+  ModelSpec &m = cfg.model;
+  if (chunk >= m.maxPositions) return;
+  warn(cfg.sourcePath + ": dual chunk attention (" + c.path("chunk_size") + " " +
+       std::to_string(chunk) + ") is not implemented; kvplan runs full attention, which is "
+       "the model's own within one chunk, so its context is held to " + withCommas(chunk) +
+       " tokens of max_position_embeddings' " + withCommas(m.maxPositions));
+  m.maxPositions = chunk;
+}
+
 // One RoPE object: rope_scaling, or transformers v5's rope_parameters (whose
 // rope_type "default" is no scaling, and which carries rope_theta and may
 // carry partial_rotary_factor). Its unknown keys are warned about.
@@ -1104,6 +1128,7 @@ ModelConfig parseHFConfig(const std::string &text, const std::string &path,
     readHFExperts(f, cfg, root.at("model_type").get<std::string>());
     readHFSlidingWindow(f, cfg.model, warn);
     readHFRopeScaling(f, cfg, warn);
+    readHFDualChunk(f, cfg, warn);
     readHFTorchDtype(f, cfg, path, warn);
   } catch (const nlohmann::json::exception &e) {
     // A value of a JSON type that no check above caught: still the file's

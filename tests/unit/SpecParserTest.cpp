@@ -746,6 +746,34 @@ TEST(HFConfig, Yarn) {
                 .find("field 'rope_scaling.factor'"), std::string::npos);
 }
 
+// Qwen2.5-1M's dual chunk attention is not implemented: the context is held
+// to one chunk, where it is full attention, with a warning naming the key.
+TEST(HFConfig, DualChunkAttentionHoldsTheContextToAChunk) {
+  nlohmann::json j = nlohmann::json::parse(kHF);
+  j["max_position_embeddings"] = 1024;
+  j["dual_chunk_attention_config"] = nlohmann::json::parse(
+      R"({"chunk_size": 256, "local_size": 64, "original_max_position_embeddings": 256})");
+  std::vector<std::string> warnings;
+  ModelConfig cfg = parseHFConfig(j.dump(), "config.json",
+                                  [&](const std::string &w) { warnings.push_back(w); });
+  validate(cfg);
+  EXPECT_EQ(cfg.model.maxPositions, 256);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("dual chunk attention (dual_chunk_attention_config.chunk_size 256) "
+                             "is not implemented"), std::string::npos) << warnings[0];
+  EXPECT_NE(warnings[0].find("held to 256 tokens of max_position_embeddings' 1,024"),
+            std::string::npos) << warnings[0];
+  // A chunk as long as the context changes nothing.
+  j["dual_chunk_attention_config"]["chunk_size"] = 1024;
+  EXPECT_EQ(readQuietly(j).model.maxPositions, 1024);
+  j["dual_chunk_attention_config"].erase("chunk_size");
+  EXPECT_NE(hfErrorOf(j.dump()).find("field 'dual_chunk_attention_config.chunk_size': missing"),
+            std::string::npos);
+  j["dual_chunk_attention_config"] = 5;
+  EXPECT_NE(hfErrorOf(j.dump()).find("field 'dual_chunk_attention_config': expected an object"),
+            std::string::npos);
+}
+
 // transformers v5 writes rope_parameters (rope_theta inside) in place of
 // rope_theta and rope_scaling: read alike, messages naming its keys.
 TEST(HFConfig, RopeParameters) {
