@@ -820,6 +820,11 @@ TEST(HFConfig, RopeParameters) {
   has(hfErrorOf(hfWith("rope_parameters", R"({"rope_type": "proportional"})")),
       "field 'rope_parameters.rope_type': 'proportional' scaling is not supported");
   has(hfErrorOf(hfWith("rope_parameters", "[1]")), "field 'rope_parameters': expected an object");
+  // partial_rotary_factor where a file puts it, inside: read and named there.
+  EXPECT_EQ(readQuietly(hfWith("rope_parameters", R"({"partial_rotary_factor": 0.5})"))
+                .model.rope.rotaryDim, 8);
+  has(hfErrorOf(hfWith("rope_parameters", R"({"partial_rotary_factor": 1.5})")),
+      "field 'rope_parameters.partial_rotary_factor': expected a number above 0 and at most 1");
   has(hfErrorOf(hfWith("rope_parameters", R"({"full_attention": {"rope_theta": 1e6},
       "sliding_attention": {"rope_theta": 1e4}})")),
       "field 'rope_parameters.sliding_attention.rope_theta': differs from full_attention's");
