@@ -257,13 +257,8 @@ RopeSpec ropeFromGguf(const GgufFile &g, int64_t headDim, int64_t rotaryDim) {
     r.type = RopeType::linear;
     r.factor = *factor;
   }
-  const std::string attnKey = archKey(g, "rope.scaling.attn_factor");
-  if (auto attn = g.number(attnKey)) {
-    if (!(*attn > 0) || !std::isfinite(*attn))
-      throw InputError(g.path() + ": " + attnKey + " is " + std::to_string(*attn) +
-                       "; RoPE's attention factor must be positive");
-    r.attentionFactor = *attn;
-  }
+  r.attentionFactor =
+      positiveNumber(g, archKey(g, "rope.scaling.attn_factor"), 1, "RoPE's attention factor");
   if (const GgufFile::Tensor *t = g.tensor("rope_freqs.weight"))
     r.freqFactors = ropeFreqFactors(g, *t, headDim);
   // LongRoPE (phi3): both lists, switched at the pretraining context
