@@ -31,7 +31,9 @@ std::string ggmlTypeName(uint32_t t) {
       "F32",    "F16",    "Q4_0",   "Q4_1",    "Q4_2",   "Q4_3",  "Q5_0",   "Q5_1",
       "Q8_0",   "Q8_1",   "Q2_K",   "Q3_K",    "Q4_K",   "Q5_K",  "Q6_K",   "Q8_K",
       "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S",  "IQ4_XS",
-      "I8",     "I16",    "I32",    "I64",     "F64",    "IQ1_M", "BF16"};
+      "I8",     "I16",    "I32",    "I64",     "F64",    "IQ1_M", "BF16",  "Q4_0_4_4",
+      "Q4_0_4_8", "Q4_0_8_8", "TQ1_0", "TQ2_0", "IQ4_NL_4_4", "IQ4_NL_4_8", "IQ4_NL_8_8",
+      "MXFP4"};
   std::string name = t < sizeof(names) / sizeof(names[0]) ? names[t] : "unknown";
   return name + " (ggml type " + std::to_string(t) + ")";
 }
@@ -112,14 +114,14 @@ Architecture ggufArchitecture(const GgufFile &g) {
     return *a;
   throw InputError(g.path() + ": GGUF architecture '" + arch +
                    "' is not supported; kvplan reads GGUF files of architecture llama, qwen2, "
-                   "qwen2moe, qwen3, qwen3moe, phi3, smollm3, gemma2 and gemma3");
+                   "qwen2moe, qwen3, qwen3moe, phi3, smollm3, gemma2, gemma3 and gpt-oss");
 }
 
 /// Whether llama.cpp's converter left the file's q/k rows (and q/k norms) in
 /// rotate-half order (the architectures llama.cpp runs with NEOX RoPE).
 bool rotatesHalves(Architecture a) {
   return a == Architecture::qwen2 || a == Architecture::qwen3 || a == Architecture::phi3 ||
-         a == Architecture::gemma3 || a == Architecture::gemma2;
+         a == Architecture::gemma3 || a == Architecture::gemma2 || a == Architecture::gpt_oss;
 }
 
 /// The metadata key `name` of the file's architecture ("llama.block_count").
@@ -329,6 +331,8 @@ int64_t ggufRotaryDim(const GgufFile &g, int64_t headDim) {
   return *rot;
 }
 
+void readGgufWindowPattern(const GgufFile &g, ModelSpec &m, int64_t defaultPeriod);
+
 // A gemma3 or gemma2 file as llama.cpp runs it: GeGLU, post-norms (the
 // file's norms hold 1 + weight already), embeddings times
 // sqrt(embedding_length), every sixth layer (Gemma 2: every other) global
@@ -353,6 +357,14 @@ void readGgufGemma(const GgufFile &g, ModelSpec &m) {
   } else {
     m.rope.localTheta = 10000;
   }
+  readGgufWindowPattern(g, m, gemma2 ? 2 : 6);
+}
+
+// attention.sliding_window over the layers attention.sliding_window_pattern
+// says: a period (every period-th layer, from period - 1, reads every key,
+// as llama.cpp's set_swa_pattern), or a flag a layer, true where it slides;
+// `period` where the file gives none.
+void readGgufWindowPattern(const GgufFile &g, ModelSpec &m, int64_t defaultPeriod) {
   const std::string windowKey = archKey(g, "attention.sliding_window");
   const auto window = g.integer(windowKey);
   if (!window || *window <= 0) return;
@@ -368,11 +380,31 @@ void readGgufGemma(const GgufFile &g, ModelSpec &m) {
       if (pattern->numbers[l] == 0) m.fullAttentionLayers.push_back(int64_t(l));
     return;
   }
-  const int64_t period = g.integer(patternKey).value_or(gemma2 ? 2 : 6);
+  const int64_t period = g.integer(patternKey).value_or(defaultPeriod);
   if (period <= 0)
     throw InputError(g.path() + ": " + patternKey + " " + std::to_string(period) +
                      " is not a positive period");
   m.fullAttentionLayers = everyNthLayer(m.numLayers, period);
+}
+
+// A gpt-oss file as llama.cpp runs it (its openai-moe graph): biases on
+// q/k/v, the output projection, the router and the experts; attention
+// sinks; the clamped SwiGLU at llama.cpp's fixed limit 7 and alpha 1.702 (no
+// key holds them); every other layer, from layer 0, under
+// attention.sliding_window (attention.sliding_window_pattern's period, 2 by
+// default); the chosen experts' weights the softmax of their logits alone
+// (renormalized probabilities, the same numbers). A rope.freq_base_swa other
+// than rope.freq_base (llama.cpp's sliding layers' own base, under the same
+// scaling) is refused: kvplan's local base is unscaled.
+void readGgufGptOss(const GgufFile &g, ModelSpec &m) {
+  m.attentionBias = m.attentionOutBias = m.attentionSinks = m.expertBias = true;
+  m.activation = Activation::swiglu_oai;
+  readGgufWindowPattern(g, m, 2);
+  const std::string swaBase = archKey(g, "rope.freq_base_swa");
+  if (auto base = g.number(swaBase); base && *base != m.rope.theta)
+    throw InputError(g.path() + ": " + swaBase + " " + formatNumber(*base) + " differs from " +
+                     archKey(g, "rope.freq_base") + " " + formatNumber(m.rope.theta) +
+                     "; kvplan rotates gpt-oss's sliding layers on the model's base");
 }
 
 // A mixture of experts (expert_count): Mixtral's llama files, qwen3moe and
@@ -456,6 +488,7 @@ ModelConfig configFromGguf(const GgufFile &g) {
   m.rope = ropeFromGguf(g, head, ggufRotaryDim(g, head));
   if (m.gemma()) readGgufGemma(g, m);
   readGgufExperts(g, cfg);
+  if (m.architecture == Architecture::gpt_oss) readGgufGptOss(g, m);
 
   const GgufFile::Value *tokens = g.find("tokenizer.ggml.tokens");
   const GgufFile::Tensor *embed = g.tensor("token_embd.weight");
@@ -519,9 +552,27 @@ std::string ggufName(const std::string &name) {
       {"feed_forward.shared_expert.w3", "ffn_up_shexp.weight"},
       {"feed_forward.shared_expert.w2", "ffn_down_shexp.weight"},
       {"feed_forward.shared_expert_gate", "ffn_gate_inp_shexp.weight"},
+      // gpt-oss's sinks and biases.
+      {"attention.sinks", "attn_sinks.weight"},
+      {"attention.bo", "attn_output.bias"},
+      {"feed_forward.router_bias", "ffn_gate_inp.bias"},
+      {"feed_forward.experts.b1", "ffn_gate_exps.bias"},
+      {"feed_forward.experts.b3", "ffn_up_exps.bias"},
+      {"feed_forward.experts.b2", "ffn_down_exps.bias"},
   };
   auto it = perLayer.find(rest);
   return it == perLayer.end() ? "" : "blk." + std::to_string(layer) + "." + it->second;
+}
+
+/// ggufName for a file of architecture `a`: gpt-oss's files hold the norm
+/// before the experts (kvplan's ffn_norm) as post_attention_norm, the name
+/// Gemma's norm of the attention's output has.
+std::string ggufTensorName(const std::string &name, Architecture a) {
+  int64_t layer = 0;
+  std::string rest;
+  if (a == Architecture::gpt_oss && splitLayerName(name, layer, rest) && rest == "ffn_norm")
+    return "blk." + std::to_string(layer) + ".post_attention_norm.weight";
+  return ggufName(name);
 }
 
 class GgufSource final : public WeightSource {
@@ -666,8 +717,9 @@ private:
       auto it = stored.empty() ? byName.end() : byName.find(stored);
       return it == byName.end() ? nullptr : it->second;
     };
-    StoredRows where = storedRows(name, model, ggufName,
-                                  [&](const std::string &n) { return find(n) != nullptr; });
+    StoredRows where = storedRows(
+        name, model, [&](const std::string &n) { return ggufTensorName(n, model.architecture); },
+        [&](const std::string &n) { return find(n) != nullptr; });
     Place p{find(where.stored), where.stored, where.fused};
     if (p.tensor) // ggml lists the fastest-varying dimension first: rows last
       std::tie(p.data, p.bytes) =

@@ -34,7 +34,7 @@ uint64_t hashName(const std::string &s) {
   return h;
 }
 
-enum class Kind { norm, bias, matrix };
+enum class Kind { norm, bias, matrix, sink, expertBias };
 
 Kind kindOf(const std::string &name, const std::vector<int64_t> &shape) {
   auto endsWith = [&](const char *suffix) {
@@ -43,6 +43,10 @@ Kind kindOf(const std::string &name, const std::vector<int64_t> &shape) {
   };
   if (shape.size() == 1 && (name == "norm" || endsWith("_norm")))
     return Kind::norm;
+  if (endsWith(".sinks")) return Kind::sink;
+  if (endsWith(".router_bias") || endsWith("experts.b1") || endsWith("experts.b3") ||
+      endsWith("experts.b2"))
+    return Kind::expertBias;
   if (shape.size() == 1)
     return Kind::bias;
   return Kind::matrix;
@@ -66,6 +70,12 @@ void generate(uint64_t seed, const std::string &name, const std::vector<int64_t>
     break;
   case Kind::bias:
     scale = 0.02f;
+    break;
+  case Kind::sink: // gpt-oss's sink logits, of the scores' order, so they bite
+    scale = 2.0f;
+    break;
+  case Kind::expertBias: // gpt-oss's router and expert biases, large enough to move the choice
+    scale = 0.5f;
     break;
   case Kind::matrix:
     // Uniform on [-a, a] has variance a^2 / 3; a = sqrt(3 / in) gives

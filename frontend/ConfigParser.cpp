@@ -261,8 +261,11 @@ void readTomlRope(TomlTable &rope, RopeSpec &r) {
 void readTomlGemmaFields(TomlTable &model, ModelSpec &m) {
   const bool gemma = m.gemma();
   if (gemma) m.activation = Activation::gelu_tanh;
-  model.choice("hidden_activation", m.activation, parseActivation, "silu, gelu_pytorch_tanh",
-               false);
+  if (m.architecture == Architecture::gpt_oss) m.activation = Activation::swiglu_oai;
+  model.choice("hidden_activation", m.activation, parseActivation,
+               "silu, gelu_pytorch_tanh, swiglu_oai", false);
+  model.real("swiglu_limit", m.swigluLimit, false);
+  model.real("swiglu_alpha", m.swigluAlpha, false);
   m.postNorms = gemma;
   model.boolean("post_norms", m.postNorms);
   if (gemma && m.hiddenSize > 0) m.embeddingScale = std::sqrt(double(m.hiddenSize));
@@ -270,10 +273,12 @@ void readTomlGemmaFields(TomlTable &model, ModelSpec &m) {
   model.real("query_pre_attn_scalar", m.queryPreAttnScalar, false);
   model.real("attn_logit_softcapping", m.attnSoftcap, false);
   model.real("final_logit_softcapping", m.finalSoftcap, false);
-  if (!model.integers("full_attention_layers", m.fullAttentionLayers, false) && gemma &&
+  // Gemma 2's and gpt-oss's odd layers read every key, Gemma 3's every sixth.
+  const bool mixes = gemma || m.architecture == Architecture::gpt_oss;
+  if (!model.integers("full_attention_layers", m.fullAttentionLayers, false) && mixes &&
       m.slidingWindow > 0)
     m.fullAttentionLayers =
-        everyNthLayer(m.numLayers, m.architecture == Architecture::gemma2 ? 2 : 6);
+        everyNthLayer(m.numLayers, m.architecture == Architecture::gemma3 ? 6 : 2);
 }
 
 void readTomlCompile(TomlTable &comp, CompileSettings &c);
@@ -300,7 +305,7 @@ ModelConfig parseTomlSpec(const std::string &text, const std::string &path,
   if (!model.string("name", m.name, false))
     m.name = fs::path(path).stem().string();
   model.choice("architecture", m.architecture, parseArchitecture,
-               "llama, mistral, qwen2, qwen3, phi3, smollm3, gemma3, gemma2", true);
+               "llama, mistral, qwen2, qwen3, phi3, smollm3, gemma3, gemma2, gpt-oss", true);
   model.integer("hidden_size", m.hiddenSize, true);
   model.integer("intermediate_size", m.intermediateSize, true);
   model.integer("num_layers", m.numLayers, true);
@@ -317,8 +322,13 @@ ModelConfig parseTomlSpec(const std::string &text, const std::string &path,
   model.real("rms_norm_eps", m.rmsNormEps, true);
   m.tieWordEmbeddings = m.gemma();
   model.boolean("tie_word_embeddings", m.tieWordEmbeddings);
-  m.attentionBias = m.architecture == Architecture::qwen2;
+  const bool gptOss = m.architecture == Architecture::gpt_oss;
+  m.attentionBias = m.architecture == Architecture::qwen2 || gptOss;
   model.boolean("attention_bias", m.attentionBias);
+  m.attentionOutBias = m.attentionSinks = m.expertBias = gptOss;
+  model.boolean("attention_output_bias", m.attentionOutBias);
+  model.boolean("attention_sinks", m.attentionSinks);
+  model.boolean("expert_bias", m.expertBias);
   m.qkNorm = m.architecture == Architecture::qwen3 || m.architecture == Architecture::gemma3;
   model.boolean("qk_norm", m.qkNorm);
   readTomlGemmaFields(model, m);
@@ -579,14 +589,15 @@ void readHFArchitecture(JsonFields &f, ModelSpec &m, const std::string &path) {
   static const std::map<std::string, std::string> same = {{"gemma3_text", "gemma3"},
                                                           {"mixtral", "mistral"},
                                                           {"qwen2_moe", "qwen2"},
-                                                          {"qwen3_moe", "qwen3"}};
+                                                          {"qwen3_moe", "qwen3"},
+                                                          {"gpt_oss", "gpt-oss"}};
   const auto alias = same.find(modelType);
   auto arch = parseArchitecture(alias == same.end() ? modelType : alias->second);
-  if (!arch || modelType == "gemma3")
+  if (!arch || modelType == "gemma3" || modelType == "gpt-oss")
     f.fail("model_type", "'" + modelType + "' is not supported; kvplan compiles llama, "
                                             "mistral, mixtral, qwen2, qwen2_moe, qwen3, "
-                                            "qwen3_moe, phi3, smollm3, gemma2 and gemma3_text "
-                                            "(gemma3 with its text_config)");
+                                            "qwen3_moe, phi3, smollm3, gemma2, gemma3_text "
+                                            "(gemma3 with its text_config) and gpt_oss");
   m.architecture = *arch;
   fs::path p(path);
   m.name = p.filename() == "config.json" && p.has_parent_path()
@@ -594,6 +605,16 @@ void readHFArchitecture(JsonFields &f, ModelSpec &m, const std::string &path) {
                : p.stem().string();
   // Gemma's configs name it hidden_activation (and may carry a hidden_act
   // that transformers' Gemma ignores).
+  // gpt-oss's experts apply their clamped SwiGLU whatever hidden_act says
+  // (transformers' GptOssExperts), at swiglu_limit (as its MXFP4 path reads
+  // it; 7) and alpha 1.702.
+  if (m.architecture == Architecture::gpt_oss) {
+    m.activation = Activation::swiglu_oai;
+    f.real("swiglu_limit", m.swigluLimit, false);
+    f.real("swiglu_alpha", m.swigluAlpha, false);
+    f.ignore({"hidden_act"});
+    return;
+  }
   const char *actKey = f.get("hidden_activation") ? "hidden_activation" : "hidden_act";
   std::string act = m.gemma() ? "gelu_pytorch_tanh" : "silu";
   f.string(actKey, act, false);
@@ -694,8 +715,14 @@ void readHFNopeLayers(JsonFields &f, ModelSpec &m) {
 // decoder_sparse_step) are refused.
 void readHFExperts(JsonFields &f, ModelConfig &cfg, const std::string &modelType) {
   ModelSpec &m = cfg.model;
-  const bool mixtral = modelType == "mixtral";
+  // gpt-oss's are Mixtral's keys (every expert intermediate_size wide, the
+  // chosen experts' weights the softmax of their logits alone), with biases.
+  const bool mixtral = modelType == "mixtral" || modelType == "gpt_oss";
   if (!mixtral && modelType != "qwen3_moe" && modelType != "qwen2_moe") return;
+  if (modelType == "gpt_oss") {
+    m.expertBias = true;
+    f.ignore({"experts_per_token", "initial_context_length"}); // OpenAI's own names
+  }
   const char *count = mixtral ? "num_local_experts" : "num_experts";
   cfg.fieldNames["model.num_experts"] = count;
   cfg.fieldNames["model.num_experts_per_tok"] = "num_experts_per_tok";
@@ -740,8 +767,13 @@ void readHFModelFields(JsonFields &f, ModelSpec &m) {
   f.real("rope_theta", m.rope.theta, false);
   m.tieWordEmbeddings = m.gemma(); // Gemma3TextConfig's and Gemma2Config's default
   f.boolean("tie_word_embeddings", m.tieWordEmbeddings);
-  m.attentionBias = m.architecture == Architecture::qwen2;
+  const bool gptOss = m.architecture == Architecture::gpt_oss;
+  m.attentionBias = m.architecture == Architecture::qwen2 || gptOss;
   f.boolean("attention_bias", m.attentionBias);
+  // gpt-oss's attention_bias covers the output projection too, and every
+  // layer has its sinks.
+  m.attentionOutBias = gptOss && m.attentionBias;
+  m.attentionSinks = gptOss;
   m.qkNorm = m.architecture == Architecture::qwen3;
   bool mlpBias = false;
   f.boolean("mlp_bias", mlpBias);
@@ -754,6 +786,25 @@ void readHFModelFields(JsonFields &f, ModelSpec &m) {
   readHFPartialRotary(f, m);
   readHFNopeLayers(f, m);
   readHFGemmaFields(f, m);
+}
+
+// A checkpoint quantized by its publisher (quantization_config): gpt-oss's
+// MXFP4 experts, as OpenAI publishes the model, are not read yet; the
+// others are refused by their method.
+void readHFQuantization(JsonFields &f) {
+  const nlohmann::json *q = f.get("quantization_config");
+  if (!q) return;
+  const std::string method =
+      q->is_object() && q->contains("quant_method") && (*q)["quant_method"].is_string()
+          ? (*q)["quant_method"].get<std::string>()
+          : "";
+  f.fail("quantization_config",
+         method == "mxfp4"
+             ? "the checkpoint's experts are MXFP4 (gpt-oss as OpenAI publishes it), which "
+               "kvplan does not read yet; use a bf16 copy of the weights (such as "
+               "unsloth/gpt-oss-20b-BF16) or a GGUF whose experts are not MXFP4"
+             : "quantization method '" + method + "' is not supported; kvplan reads float "
+               "checkpoints (and quantizes them itself: --dtype int8 or int4)");
 }
 
 // Which layers slide, as transformers decides it: `layer_types` where the
@@ -772,9 +823,11 @@ std::vector<bool> hfSlidingLayers(JsonFields &f, const ModelSpec &m, bool qwen) 
   if (m.architecture == Architecture::gemma3 && f.integer(patternKey, pattern, false) &&
       pattern <= 0)
     f.fail(patternKey, "expected a positive integer (every such layer is global)");
-  if (m.architecture == Architecture::gemma2) pattern = 2; // even layers slide
+  const bool everyOther = m.architecture == Architecture::gemma2 ||
+                          m.architecture == Architecture::gpt_oss;
+  if (everyOther) pattern = 2; // even layers slide
   for (int64_t l = 0; l < layers; ++l) {
-    if (m.gemma()) slides[size_t(l)] = (l + 1) % pattern != 0;
+    if (m.gemma() || everyOther) slides[size_t(l)] = (l + 1) % pattern != 0;
     else if (qwen) slides[size_t(l)] = l >= fromLayer;
   }
   const nlohmann::json *types = f.get("layer_types");
@@ -1130,6 +1183,7 @@ ModelConfig parseHFConfig(const std::string &text, const std::string &path,
     readHFRopeScaling(f, cfg, warn);
     readHFDualChunk(f, cfg, warn);
     readHFTorchDtype(f, cfg, path, warn);
+    readHFQuantization(f);
   } catch (const nlohmann::json::exception &e) {
     // A value of a JSON type that no check above caught: still the file's
     // error, never an internal one.

@@ -149,8 +149,11 @@ public:
         llm::AttentionMaskAttr::get(b.getContext(), llm::AttentionMask::causal), q, k, v,
         b.getI64IntegerAttr(m.numHeads), b.getI64IntegerAttr(m.numKvHeads),
         b.getI64IntegerAttr(m.headDim), b.getF64FloatAttr(attentionScale(rotates ? &r : nullptr)),
-        window(i), m.attnSoftcap > 0 ? b.getF64FloatAttr(m.attnSoftcap) : FloatAttr());
-    Value o = postNorm(l + "post_attention_norm", linear(l + "attention.wo", a, m.hiddenSize));
+        window(i), m.attnSoftcap > 0 ? b.getF64FloatAttr(m.attnSoftcap) : FloatAttr(),
+        m.attentionSinks ? w(l + "attention.sinks") : FlatSymbolRefAttr());
+    Value o = postNorm(l + "post_attention_norm",
+                       linear(l + "attention.wo", a, m.hiddenSize,
+                              m.attentionOutBias ? l + "attention.bo" : ""));
     x = b.create<llm::AddOp>(loc(l + "attention.residual"), x, o);
 
     Value n2 = rmsNorm(l + "ffn_norm", x);
@@ -179,12 +182,19 @@ public:
       shared = ffn(l + "feed_forward.shared_expert.", x, m.sharedExpertIntermediateSize);
       if (m.sharedExpertGate) sharedGate = w(l + "feed_forward.shared_expert_gate");
     }
+    // gpt-oss's biases and clamped SwiGLU.
+    auto bias = [&](const std::string &name) {
+      return m.expertBias ? w(l + "feed_forward." + name) : FlatSymbolRefAttr();
+    };
+    const bool clamped = m.activation == Activation::swiglu_oai;
     return b.create<llm::MoEFFNOp>(
         loc(l + "feed_forward.experts"), x.getType(), x, w(l + "feed_forward.router"),
         w(e + "w1"), w(e + "w3"), w(e + "w2"), b.getI64IntegerAttr(m.expertsPerToken),
         m.normTopKProb ? b.getUnitAttr() : UnitAttr(),
         m.activation == Activation::gelu_tanh ? b.getUnitAttr() : UnitAttr(), shared,
-        sharedGate);
+        sharedGate, bias("router_bias"), bias("experts.b1"), bias("experts.b3"),
+        bias("experts.b2"), clamped ? b.getF64FloatAttr(m.swigluLimit) : FloatAttr(),
+        clamped ? b.getF64FloatAttr(m.swigluAlpha) : FloatAttr());
   }
 
   OpBuilder &b;
@@ -230,9 +240,10 @@ OwningOpRef<ModuleOp> buildModelIR(MLIRContext &ctx, const ModelConfig &cfg) {
                     ? wElt
                     : b.getF32Type();
   for (const WeightDecl &w : weightTable(m))
-    b.create<llm::WeightOp>(b.getUnknownLoc(), w.name,
-                            RankedTensorType::get(w.shape, w.shape.size() >= 2 ? wElt : vecElt),
-                            ArrayAttr(), llm::ShardAttr());
+    b.create<llm::WeightOp>(
+        b.getUnknownLoc(), w.name,
+        RankedTensorType::get(w.shape, w.matrix() ? wElt : w.f32 ? b.getF32Type() : vecElt),
+        ArrayAttr(), llm::ShardAttr());
 
   ForwardBuilder fb(b, cfg);
   auto ids = RankedTensorType::get({s.maxSeqLen}, b.getI32Type());

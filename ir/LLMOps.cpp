@@ -189,6 +189,14 @@ LogicalResult MoEFFNOp::verify() {
     return emitOpError() << "shared is f32, got " << tensorOf(getShared()).getElementType();
   if (getSharedGateAttr() && !getShared())
     return emitOpError() << "gates a shared expert's output and has none (shared)";
+  if (bool(getGateBiasAttr()) != bool(getUpBiasAttr()) ||
+      bool(getGateBiasAttr()) != bool(getDownBiasAttr()))
+    return emitOpError() << "has gate_bias, up_bias and down_bias, or none of them";
+  if (bool(getSwigluLimit()) != bool(getSwigluAlpha()))
+    return emitOpError() << "has swiglu_limit and swiglu_alpha, or neither";
+  if (getSwigluLimit() && (!(getSwigluLimit()->convertToDouble() > 0) ||
+                           !(getSwigluAlpha()->convertToDouble() > 0) || getGelu()))
+    return emitOpError() << "swiglu_limit and swiglu_alpha are positive, without gelu";
   return success();
 }
 
@@ -210,6 +218,14 @@ LogicalResult MoEFFNOp::verifySymbolUses(SymbolTableCollection &symbols) {
     return failure();
   if (getSharedGateAttr() &&
       failed(verifyWeight(*this, symbols, getSharedGateAttr(), {1, in}, "shared_gate")))
+    return failure();
+  if (getRouterBiasAttr() &&
+      failed(verifyWeight(*this, symbols, getRouterBiasAttr(), {experts}, "router_bias")))
+    return failure();
+  if (getGateBiasAttr() &&
+      (failed(verifyWeight(*this, symbols, getGateBiasAttr(), {experts, ff}, "gate_bias")) ||
+       failed(verifyWeight(*this, symbols, getUpBiasAttr(), {experts, ff}, "up_bias")) ||
+       failed(verifyWeight(*this, symbols, getDownBiasAttr(), {experts, in}, "down_bias"))))
     return failure();
   return verifyInputType(*this, symbols, getGateAttr(), getInput());
 }
@@ -321,6 +337,17 @@ LogicalResult AttentionOp::verify() {
     if (tensorOf(kv).getElementType() != tensorOf(getQuery()).getElementType())
       return emitOpError() << "fresh keys and values must have the query's element type";
   }
+  return success();
+}
+
+LogicalResult AttentionOp::verifySymbolUses(SymbolTableCollection &symbols) {
+  if (!getSinksAttr()) return success();
+  if (failed(verifyWeight(*this, symbols, getSinksAttr(), {int64_t(getNumHeads())}, "sinks")))
+    return failure();
+  auto w = symbols.lookupNearestSymbolFrom<WeightOp>(*this, getSinksAttr());
+  if (!w.getTensorType().getElementType().isF32())
+    return emitOpError() << "sinks " << getSinksAttr() << " must be f32, got "
+                         << w.getTensorType().getElementType();
   return success();
 }
 

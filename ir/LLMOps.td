@@ -222,7 +222,7 @@ def LLM_RopeOp : LLM_Op<"rope", [Pure, RowWise, AllTypesMatch<["input", "result"
   let hasVerifier = 1;
 }
 
-def LLM_AttentionOp : LLM_Op<"attention", [Pure]> {
+def LLM_AttentionOp : LLM_WeightUser<"attention", [Pure]> {
   let summary = "Scaled dot-product attention with grouped-query heads";
   let description = [{
     For each row and each of `num_heads` query heads, softmax(q k^T * scale)
@@ -235,6 +235,10 @@ def LLM_AttentionOp : LLM_Op<"attention", [Pure]> {
     them, its own included, as Hugging Face's mask and llama.cpp have it.
     With `softcap` (Gemma 2's attn_logit_softcapping), each scaled score s
     becomes softcap x tanh(s / softcap) before the mask and the softmax.
+    With `sinks` (gpt-oss's attention sinks: an f32 weight of one logit a
+    query head, `[num_heads]`), each head's softmax has one more score, its
+    sink, unscaled and with no value: the key weights are
+    `exp(s_j) / (sum_k exp(s_k) + exp(sink))`.
 
     Example:
     ```mlir
@@ -245,11 +249,12 @@ def LLM_AttentionOp : LLM_Op<"attention", [Pure]> {
                        LLM_KeysOrValues:$key, LLM_KeysOrValues:$value,
                        I64Attr:$num_heads, I64Attr:$num_kv_heads, I64Attr:$head_dim,
                        F64Attr:$scale, OptionalAttr<I64Attr>:$window,
-                       OptionalAttr<F64Attr>:$softcap);
+                       OptionalAttr<F64Attr>:$softcap,
+                       OptionalAttr<FlatSymbolRefAttr>:$sinks);
   let results = (outs LLM_Activations:$result);
   let assemblyFormat = [{
-    $mask $query `,` $key `,` $value attr-dict `:` type($query) `,` type($key) `,`
-    type($value) `->` type($result)
+    $mask $query `,` $key `,` $value (`sinks` $sinks^)? attr-dict `:` type($query) `,`
+    type($key) `,` type($value) `->` type($result)
   }];
   let hasVerifier = 1;
 }
@@ -316,6 +321,13 @@ def LLM_MoEFFNOp : LLM_WeightUser<"moe_ffn", [Pure, RowWise]> {
     built of ordinary ops), the result adds that row of `shared`, times
     `sigmoid(x . shared_gate)` where `shared_gate` (`[1, in]`) is given.
 
+    gpt-oss's mixture: `router_bias` (`[experts]`) is added to the router's
+    scores, `biases` (`[experts, ff]`, `[experts, ff]`, `[experts, in]`) to
+    each expert's gate, up and down products, and with `swiglu_limit` the
+    activation is its clamped SwiGLU (ggml's swiglu_oai):
+    `min(g, limit) * sigmoid(alpha * min(g, limit)) * (clamp(u, -limit, limit) + 1)`
+    with `alpha` `swiglu_alpha`.
+
     Example:
     ```mlir
     %12 = llm.moe_ffn %11 router @layers.0.feed_forward.router experts(@layers.0.feed_forward.experts.w1, @layers.0.feed_forward.experts.w3, @layers.0.feed_forward.experts.w2) {experts_per_token = 2 : i64, norm_top_k} : tensor<64x256xf32> -> tensor<64x256xf32>
@@ -327,10 +339,17 @@ def LLM_MoEFFNOp : LLM_WeightUser<"moe_ffn", [Pure, RowWise]> {
                        FlatSymbolRefAttr:$down, I64Attr:$experts_per_token,
                        UnitAttr:$norm_top_k, UnitAttr:$gelu,
                        Optional<LLM_Activations>:$shared,
-                       OptionalAttr<FlatSymbolRefAttr>:$shared_gate);
+                       OptionalAttr<FlatSymbolRefAttr>:$shared_gate,
+                       OptionalAttr<FlatSymbolRefAttr>:$router_bias,
+                       OptionalAttr<FlatSymbolRefAttr>:$gate_bias,
+                       OptionalAttr<FlatSymbolRefAttr>:$up_bias,
+                       OptionalAttr<FlatSymbolRefAttr>:$down_bias,
+                       OptionalAttr<F64Attr>:$swiglu_limit,
+                       OptionalAttr<F64Attr>:$swiglu_alpha);
   let results = (outs LLM_Activations:$result);
   let assemblyFormat = [{
-    $input `router` $router `experts` `(` $gate `,` $up `,` $down `)`
+    $input `router` $router (`bias` $router_bias^)? `experts` `(` $gate `,` $up `,` $down `)`
+    (`biases` `(` $gate_bias^ `,` $up_bias `,` $down_bias `)`)?
     (`shared` $shared^ `:` type($shared) (`gate` $shared_gate^)?)? attr-dict `:`
     type($input) `->` type($result)
   }];

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <set>
+#include <vector>
 
 namespace kvplan {
 
@@ -19,7 +20,11 @@ int64_t decodeWeightBytes(const Plan &plan, int64_t rows) {
     // A mixture of experts reads the experts its rows chose:
     // experts_per_token for one row, at most every expert for many.
     whole.insert(m->router);
-    for (const std::string &name : {m->gate, m->up, m->down}) {
+    if (m->routerBias) whole.insert(*m->routerBias);
+    std::vector<std::string> stacks{m->gate, m->up, m->down};
+    for (const auto *bias : {&m->gateBias, &m->upBias, &m->downBias})
+      if (*bias) stacks.push_back(**bias); // one row an expert, read as its matrices are
+    for (const std::string &name : stacks) {
       if (!experts.insert(name).second) continue; // counted at an earlier step
       const WeightEntry *w = plan.findWeight(name);
       const int64_t all = w->shape[0], read = std::min(all, rows * m->expertsPerToken);

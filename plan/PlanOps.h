@@ -254,6 +254,9 @@ struct AttentionOp {
   std::optional<int64_t> window;
   /// Gemma 2's: each scaled score s becomes softcap x tanh(s / softcap).
   std::optional<double> softcap;
+  /// gpt-oss's attention sinks: an f32 weight of one logit a query head,
+  /// which joins the head's softmax as a score with no value.
+  std::optional<std::string> sinks;
   template <typename Self, typename V> static void visitFields(Self &s, V &v) {
     v.attr("mask", s.mask);
     v.operand("query", s.query, OperandClass::activations);
@@ -265,6 +268,7 @@ struct AttentionOp {
     v.attr("scale", s.scale);
     v.optionalAttr("window", s.window);
     v.optionalAttr("softcap", s.softcap);
+    v.optionalWeight("sinks", s.sinks);
     v.result("result", s.result, OperandClass::activations);
   }
 };
@@ -463,6 +467,11 @@ struct MoEFFNOp {
   bool gelu = false; // as SwiGLUOp's
   std::optional<Operand> shared;
   std::optional<std::string> sharedGate;
+  /// gpt-oss's: the router's bias ([experts]), the experts' products'
+  /// ([experts, ff], [experts, ff], [experts, in]; all three or none), and
+  /// its clamped SwiGLU (both or neither).
+  std::optional<std::string> routerBias, gateBias, upBias, downBias;
+  std::optional<double> swigluLimit, swigluAlpha;
   template <typename Self, typename V> static void visitFields(Self &s, V &v) {
     v.operand("input", s.input, OperandClass::activations);
     v.weight("router", s.router);
@@ -474,6 +483,12 @@ struct MoEFFNOp {
     v.attr("gelu", s.gelu);
     v.optionalOperand("shared", s.shared, OperandClass::activations);
     v.optionalWeight("shared_gate", s.sharedGate);
+    v.optionalWeight("router_bias", s.routerBias);
+    v.optionalWeight("gate_bias", s.gateBias);
+    v.optionalWeight("up_bias", s.upBias);
+    v.optionalWeight("down_bias", s.downBias);
+    v.optionalAttr("swiglu_limit", s.swigluLimit);
+    v.optionalAttr("swiglu_alpha", s.swigluAlpha);
     v.result("result", s.result, OperandClass::activations);
   }
 };

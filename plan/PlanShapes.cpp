@@ -116,6 +116,7 @@ public:
              std::to_string(experts) + " experts)");
     }
     sharedExpert(op, in);
+    expertBiases(op, experts, ff, in);
   }
   /// A shared expert's rows (the input's shape, f32) and its gate ([1, in]),
   /// each present where the model has it.
@@ -224,6 +225,31 @@ private:
            "] f32, bf16 or f16 (one per column)");
   }
   void normWeight(const std::string &name, int64_t cols) const { vector("weight", name, cols); }
+  /// A stack of float vectors (gpt-oss's experts' biases), of shape `want`.
+  void vectors(const char *field, const std::string &name, const std::vector<int64_t> &want) const {
+    const WeightEntry &w = weight(field, name);
+    if (!isFloatDType(w.dtype) || w.shape != want)
+      fail(std::string("field '") + field + "' names weight '" + name + "', " + dims(w.shape) +
+           " " + dtypeName(w.dtype) + ", expected " + dims(want) + " f32, bf16 or f16");
+  }
+  /// gpt-oss's parts of a mixture: the router's bias, the experts' biases
+  /// (all three or none) and the clamped SwiGLU's limit and alpha.
+  void expertBiases(const MoEFFNOp &op, int64_t experts, int64_t ff, int64_t in) const {
+    if (op.routerBias) vector("router_bias", *op.routerBias, experts);
+    const bool any = op.gateBias || op.upBias || op.downBias;
+    if (any && !(op.gateBias && op.upBias && op.downBias))
+      fail("has some of fields 'gate_bias', 'up_bias' and 'down_bias', expected all or none");
+    if (any) {
+      vectors("gate_bias", *op.gateBias, {experts, ff});
+      vectors("up_bias", *op.upBias, {experts, ff});
+      vectors("down_bias", *op.downBias, {experts, in});
+    }
+    if (op.swigluLimit.has_value() != op.swigluAlpha.has_value())
+      fail("has one of attributes 'swiglu_limit' and 'swiglu_alpha', expected both or neither");
+    if (op.swigluLimit && (!(*op.swigluLimit > 0) || !(*op.swigluAlpha > 0) || op.gelu))
+      fail("has attributes 'swiglu_limit' and 'swiglu_alpha' that are not both positive, or "
+           "with 'gelu'");
+  }
   /// A positions or page-table operand is the entry point's argument: the
   /// one the executor checks before each step.
   void entryArg(const char *field, const Operand &o, const char *role) const {
@@ -287,6 +313,13 @@ void StepShapes::operator()(const AttentionOp &op) {
   if (op.window && *op.window != plan.model.slidingWindow)
     fail("attribute 'window' is " + std::to_string(*op.window) + " and the model's "
          "sliding_window " + std::to_string(plan.model.slidingWindow));
+  if (op.sinks) {
+    const WeightEntry &w = weight("sinks", *op.sinks);
+    if (w.dtype != DType::f32 || w.shape != std::vector<int64_t>{op.numHeads})
+      fail("field 'sinks' names weight '" + *op.sinks + "', " + dims(w.shape) + " " +
+           dtypeName(w.dtype) + ", expected [" + std::to_string(op.numHeads) +
+           "] f32 (one logit a query head)");
+  }
   if (op.mask == AttentionMask::cache) {
     if (op.key.kind != OperandKind::kvView)
       fail("field 'key' is not a KV-cache view, and mask 'cache' attends over the cache");

@@ -23,6 +23,7 @@ const char *architectureName(Architecture a) {
   case Architecture::smollm3: return "smollm3";
   case Architecture::gemma3: return "gemma3";
   case Architecture::gemma2: return "gemma2";
+  case Architecture::gpt_oss: return "gpt-oss";
   }
   return "?";
 }
@@ -36,11 +37,17 @@ std::optional<Architecture> parseArchitecture(const std::string &s) {
   if (s == "smollm3") return Architecture::smollm3;
   if (s == "gemma3") return Architecture::gemma3;
   if (s == "gemma2") return Architecture::gemma2;
+  if (s == "gpt-oss") return Architecture::gpt_oss;
   return std::nullopt;
 }
 
 const char *activationName(Activation a) {
-  return a == Activation::silu ? "silu" : "gelu_pytorch_tanh";
+  switch (a) {
+  case Activation::silu: return "silu";
+  case Activation::gelu_tanh: return "gelu_pytorch_tanh";
+  case Activation::swiglu_oai: return "swiglu_oai";
+  }
+  return "?";
 }
 
 // Hugging Face's names: hidden_act "silu", Gemma's hidden_activation
@@ -50,6 +57,7 @@ std::optional<Activation> parseActivation(const std::string &s) {
   if (s == "silu" || s == "swish") return Activation::silu;
   if (s == "gelu_pytorch_tanh" || s == "gelu_new" || s == "gelu_fast")
     return Activation::gelu_tanh;
+  if (s == "swiglu_oai") return Activation::swiglu_oai;
   return std::nullopt;
 }
 
@@ -215,7 +223,9 @@ std::vector<WeightDecl> weightTable(const ModelSpec &m) {
       w.push_back({l + "attention.q_norm", {m.headDim}});
       w.push_back({l + "attention.k_norm", {m.headDim}});
     }
+    if (m.attentionSinks) w.push_back({l + "attention.sinks", {m.numHeads}, false, true});
     w.push_back({l + "attention.wo", {h, q}});
+    if (m.attentionOutBias) w.push_back({l + "attention.bo", {h}});
     if (m.postNorms) w.push_back({l + "post_attention_norm", {h}});
     w.push_back({l + "ffn_norm", {h}});
     if (m.moe()) {
@@ -224,6 +234,12 @@ std::vector<WeightDecl> weightTable(const ModelSpec &m) {
       w.push_back({l + "feed_forward.experts.w1", {e, eff, h}}); // gates
       w.push_back({l + "feed_forward.experts.w3", {e, eff, h}}); // ups
       w.push_back({l + "feed_forward.experts.w2", {e, h, eff}}); // downs
+      if (m.expertBias) {
+        w.push_back({l + "feed_forward.router_bias", {e}});
+        w.push_back({l + "feed_forward.experts.b1", {e, eff}, true});
+        w.push_back({l + "feed_forward.experts.b3", {e, eff}, true});
+        w.push_back({l + "feed_forward.experts.b2", {e, h}, true});
+      }
       if (m.sharedExpert()) {
         const int64_t sff = m.sharedExpertIntermediateSize;
         w.push_back({l + "feed_forward.shared_expert.w1", {sff, h}});
@@ -257,7 +273,9 @@ int64_t parameterCount(const ModelSpec &m) {
 int64_t activeParameterCount(const ModelSpec &m) {
   if (!m.moe()) return parameterCount(m);
   const int64_t idle = m.numExperts - std::min(m.expertsPerToken, m.numExperts);
-  return parameterCount(m) - m.numLayers * idle * 3 * m.expertWidth() * m.hiddenSize;
+  const int64_t bias = m.expertBias ? 2 * m.expertWidth() + m.hiddenSize : 0;
+  return parameterCount(m) -
+         m.numLayers * idle * (3 * m.expertWidth() * m.hiddenSize + bias);
 }
 
 int64_t kvHeadsPerRank(const ModelSpec &m, int64_t ranks) {
@@ -566,7 +584,11 @@ void checkExperts(Checker &c, const ModelSpec &m) {
         {"model.num_experts_per_tok", m.expertsPerToken},
         {"model.moe_intermediate_size", m.expertIntermediateSize},
         {"model.shared_expert_intermediate_size", m.sharedExpertIntermediateSize},
-        {"model.shared_expert_gate", m.sharedExpertGate ? 1 : 0}};
+        {"model.shared_expert_gate", m.sharedExpertGate ? 1 : 0},
+        {"model.expert_bias", m.expertBias ? 1 : 0}};
+    if (m.activation == Activation::swiglu_oai)
+      c.fail("model.hidden_activation", "swiglu_oai is gpt-oss's experts' activation, and the "
+                                        "model has no experts: set num_experts or choose silu");
     for (auto [field, v] : settings)
       if (v != 0)
         c.fail(field, "is a mixture of experts' setting, and the model has none: set "
@@ -589,6 +611,25 @@ void checkExperts(Checker &c, const ModelSpec &m) {
                                         ", got " + std::to_string(m.expertsPerToken));
   if (m.expertIntermediateSize != 0)
     c.positive("model.moe_intermediate_size", m.expertIntermediateSize, kMaxDim);
+  if (m.activation == Activation::swiglu_oai) {
+    c.positiveReal("model.swiglu_limit", m.swigluLimit);
+    c.positiveReal("model.swiglu_alpha", m.swigluAlpha);
+    if (m.sharedExpert())
+      c.fail("model.shared_expert_intermediate_size",
+             "a shared expert under swiglu_oai (gpt-oss's clamped experts) is not supported");
+  }
+}
+
+// gpt-oss's parts, which the cuda target's kernels do not have yet.
+void checkTargetRuns(Checker &c, const ModelSpec &m, const CompileSettings &s) {
+  if (s.target != Target::cuda) return;
+  const char *why = m.attentionSinks ? "model.attention_sinks"
+                    : m.expertBias   ? "model.expert_bias"
+                    : m.activation == Activation::swiglu_oai ? "model.hidden_activation"
+                                                             : nullptr;
+  if (why)
+    c.fail(why, "the cuda target does not run gpt-oss's attention sinks, expert biases and "
+                "clamped SwiGLU yet; compile for the cpu target (--target cpu)");
 }
 
 // Gemma's scalars: the embeddings' multiplier and the softmax's divisor.
@@ -689,6 +730,9 @@ void checkTensorParallel(Checker &c, const ModelSpec &m, const CompileSettings &
                                             what + " (" + std::to_string(count) +
                                             "); choose a power of two that does");
   };
+  if (m.attentionSinks || m.attentionOutBias || m.expertBias)
+    c.fail("compile.tensor_parallel", "tensor parallelism does not split gpt-oss's attention "
+                                      "sinks and output and expert biases yet; leave it out");
   share(m.numHeads, "num_heads");
   // A mixture of experts: every rank holds every expert's share of its
   // features (the FFN width the ranks cut is the experts').
@@ -848,6 +892,7 @@ void validate(ModelConfig &cfg) {
   checkCompileSettings(c, cfg.compile);
   checkCrossFieldRules(c, cfg.model, cfg.compile);
   checkTensorParallel(c, cfg.model, cfg.compile);
+  checkTargetRuns(c, cfg.model, cfg.compile);
   deriveKvPages(cfg);
   checkKvPages(c, cfg);
   CompileSettings &s = cfg.compile;
@@ -921,6 +966,15 @@ nlohmann::json toJson(const ModelSpec &m) {
     j["full_attention_layers"] = m.fullAttentionLayers;
   if (m.activation != Activation::silu)
     j["hidden_activation"] = activationName(m.activation);
+  if (m.activation == Activation::swiglu_oai) {
+    j["swiglu_limit"] = m.swigluLimit;
+    j["swiglu_alpha"] = m.swigluAlpha;
+  }
+  // gpt-oss's, written only where a model has them.
+  if (m.attentionOutBias)
+    j["attention_output_bias"] = true;
+  if (m.attentionSinks)
+    j["attention_sinks"] = true;
   if (m.postNorms)
     j["post_norms"] = true;
   if (m.embeddingScale != 1)
@@ -937,6 +991,7 @@ nlohmann::json toJson(const ModelSpec &m) {
     j["num_experts_per_tok"] = m.expertsPerToken;
     j["moe_intermediate_size"] = m.expertWidth();
     j["norm_topk_prob"] = m.normTopKProb;
+    if (m.expertBias) j["expert_bias"] = true;
     if (m.sharedExpert()) {
       j["shared_expert_intermediate_size"] = m.sharedExpertIntermediateSize;
       j["shared_expert_gate"] = m.sharedExpertGate;
@@ -1037,6 +1092,13 @@ ModelSpec modelSpecFromJson(const nlohmann::json &j) {
   m.fullAttentionLayers = layerListField(j, "full_attention_layers", m.numLayers);
   if (j.contains("hidden_activation"))
     m.activation = parseEnum<Activation>(j, "hidden_activation", parseActivation);
+  if (m.activation == Activation::swiglu_oai) {
+    m.swigluLimit = j.at("swiglu_limit").get<double>();
+    m.swigluAlpha = j.at("swiglu_alpha").get<double>();
+  }
+  // Absent from plans written before gpt-oss, and for the models without.
+  m.attentionOutBias = j.value("attention_output_bias", false);
+  m.attentionSinks = j.value("attention_sinks", false);
   m.postNorms = j.value("post_norms", false);
   m.embeddingScale = j.value("embedding_scale", 1.0);
   m.queryPreAttnScalar = j.value("query_pre_attn_scalar", 0.0);
@@ -1048,6 +1110,7 @@ ModelSpec modelSpecFromJson(const nlohmann::json &j) {
     m.expertsPerToken = modelInteger(j, "num_experts_per_tok", 1, m.numExperts);
     m.expertIntermediateSize = modelInteger(j, "moe_intermediate_size", 1, kMaxDim);
     m.normTopKProb = j.at("norm_topk_prob").get<bool>();
+    m.expertBias = j.value("expert_bias", false);
     // Absent from plans written before shared experts, and without one.
     if (j.contains("shared_expert_intermediate_size")) {
       m.sharedExpertIntermediateSize =

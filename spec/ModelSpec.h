@@ -21,14 +21,18 @@ namespace kvplan {
 // after attention and FFN as well as before, scaled embeddings, q/k norms,
 // five sliding-window layers to one global). gemma2: Gemma 2's (the same
 // but for q/k norms, every other layer global, and soft-capped attention
-// scores and logits).
-enum class Architecture { llama, mistral, qwen2, qwen3, phi3, smollm3, gemma3, gemma2 };
+// scores and logits). gpt_oss: OpenAI's gpt-oss (a mixture of experts with
+// biases and clamped SwiGLU, attention sinks, biased projections, every
+// other layer under a sliding window).
+enum class Architecture { llama, mistral, qwen2, qwen3, phi3, smollm3, gemma3, gemma2, gpt_oss };
 const char *architectureName(Architecture a);
 std::optional<Architecture> parseArchitecture(const std::string &s);
 
-/// The FFN gate's activation: SiLU (SwiGLU, Llama's) or GELU's tanh
-/// approximation (GeGLU, Gemma's gelu_pytorch_tanh).
-enum class Activation { silu, gelu_tanh };
+/// The FFN gate's activation: SiLU (SwiGLU, Llama's), GELU's tanh
+/// approximation (GeGLU, Gemma's gelu_pytorch_tanh), or gpt-oss's clamped
+/// SwiGLU (ggml's swiglu_oai): with the gate g clamped to at most `limit` and
+/// the up u to [-limit, limit], g sigmoid(alpha g) (u + 1).
+enum class Activation { silu, gelu_tanh, swiglu_oai };
 const char *activationName(Activation a);
 std::optional<Activation> parseActivation(const std::string &s);
 
@@ -139,14 +143,22 @@ struct ModelSpec {
   double rmsNormEps = 1e-5;
   bool tieWordEmbeddings = false;
   bool attentionBias = false; // q/k/v bias (Qwen2)
+  bool attentionOutBias = false; // the output projection's bias (gpt-oss)
+  // Attention sinks (gpt-oss): a learned logit per query head
+  // (layers.N.attention.sinks) joins each row's softmax as one more
+  // unscaled score whose value is zero, so the weights of the keys sum to
+  // less than one.
+  bool attentionSinks = false;
   // RMSNorm of each query and key head before RoPE, with weights
   // attention.q_norm and attention.k_norm of head_dim each (Qwen3).
   bool qkNorm = false;
   // Layers whose attention has no RoPE (NoPE: SmolLM3's every fourth, from
   // layer 3), increasing; empty: every layer rotates.
   std::vector<int64_t> nopeLayers;
-  // The FFN gate's activation (Gemma's gelu_pytorch_tanh).
+  // The FFN gate's activation (Gemma's gelu_pytorch_tanh, gpt-oss's
+  // swiglu_oai with its limit and alpha).
   Activation activation = Activation::silu;
+  double swigluLimit = 7.0, swigluAlpha = 1.702;
   // Gemma's sandwich norms: the attention's and the FFN's outputs each
   // RMS-normed (layers.N.post_attention_norm, layers.N.post_ffn_norm)
   // before they join the residual stream.
@@ -170,6 +182,10 @@ struct ModelSpec {
   int64_t expertsPerToken = 0;
   int64_t expertIntermediateSize = 0; // 0: intermediate_size
   bool normTopKProb = true;
+  // gpt-oss's biases in the mixture: the router's (feed_forward.router_bias,
+  // [experts]) and each expert's products'
+  // (feed_forward.experts.b1/b3/b2, [experts, width] and [experts, hidden]).
+  bool expertBias = false;
   // Qwen2-MoE's shared expert: a dense gated FFN
   // (layers.N.feed_forward.shared_expert.w1/w3/w2, sharedExpertIntermediateSize
   // wide) every row runs beside its routed experts, its output added to
@@ -294,6 +310,12 @@ struct ModelConfig {
 struct WeightDecl {
   std::string name;
   std::vector<int64_t> shape; // [out, in] for matrices, PyTorch order
+  // Whether it is a matrix (or a stack of them), stored at the weight type;
+  // the others (norms, biases, sinks, a stack of experts' biases) are
+  // vectors, kept in floating point.
+  bool matrix() const { return shape.size() >= 2 && !vectors; }
+  bool vectors = false; // a stack of vectors ([experts, width] biases)
+  bool f32 = false;     // f32 at any weight type (attention sinks, as llama.cpp has them)
 };
 
 /// The tensors of the model in a fixed order; the IR builder, the loaders and

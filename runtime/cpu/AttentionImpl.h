@@ -93,11 +93,12 @@ void blockValues(const float (*p)[kKeyBlock], const typename Kind::T *v, int64_t
 /// over the keys t0..p of the row's pages into o (heads contiguous):
 /// softmax(q k^T * scale) v, a block of keys (within a page) at a time with
 /// a running maximum and sum per head (the output rescaled where the
-/// maximum grows), divided by the sum at the end.
+/// maximum grows), divided by the sum at the end; with `sinks` (the N
+/// heads' logits, gpt-oss's), each sink joins its head's sum.
 template <class Tr, class Kind, int N>
 void attendHeads(const CacheGeometry &cache, int64_t layer, const float *q, int64_t kvh,
                  const int32_t *pages, int64_t t0, int64_t p, double scale, float softcap,
-                 float *o) {
+                 const float *sinks, float *o) {
   using T = typename Kind::T;
   const int64_t hd = cache.headDim, ps = cache.pageSize;
   const T *base = static_cast<const T *>(cache.base);
@@ -129,7 +130,13 @@ void attendHeads(const CacheGeometry &cache, int64_t layer, const float *q, int6
     b0 += nb;
   }
   for (int h = 0; h < N; ++h) {
-    const float inv = float(1.0 / l[h]);
+    double a = 1;
+    if (sinks) { // a score with no value: only the sum grows
+      const float mNew = std::max(m[h], sinks[h]);
+      a = std::exp(double(m[h]) - mNew);
+      l[h] = l[h] * a + std::exp(double(sinks[h]) - mNew);
+    }
+    const float inv = float(a / l[h]);
     for (int64_t i = 0; i < hd; ++i) o[h * hd + i] *= inv;
   }
 }
@@ -157,8 +164,9 @@ void attention(const CacheGeometry &cache, int64_t layer, const float *q, const 
     const float *qh = q + r * qcols + h * hd;
     const int32_t *pages = pageRow(pageTable, tableRows, cache.pagesPerSequence, r);
     auto attend = [&](auto heads) {
-      attendHeads<Tr, Kind, decltype(heads)::value>(cache, layer, qh, kvh, pages, t0, p,
-                                                    headsOf.scale, float(headsOf.softcap), o);
+      attendHeads<Tr, Kind, decltype(heads)::value>(
+          cache, layer, qh, kvh, pages, t0, p, headsOf.scale, float(headsOf.softcap),
+          headsOf.sinks ? headsOf.sinks + h : nullptr, o);
     };
     switch (n) {
     case 1: attend(std::integral_constant<int, 1>()); break;

@@ -29,6 +29,7 @@ struct CpuExecutor::Instr {
   bool windowPool = false;         // cache ops: the sliding layers' pool
   bool gelu = false;               // swiglu, fused_ffn: GELU (tanh) gates
   double softcap = 0;              // attention's scores, logits: Gemma 2's cap; 0: none
+  const float *sinks = nullptr;    // attention's: gpt-oss's sink logits (f32); null: none
   const float *ropeTable = nullptr;
   cpu::LinearOutputs outputs;      // linear, logits
   int64_t outFeatures = 0;
@@ -139,6 +140,7 @@ public:
     in.scale = op.scale;
     in.window = op.window.value_or(0);
     in.softcap = op.softcap.value_or(0.0);
+    if (op.sinks) in.sinks = static_cast<const float *>(weight(*op.sinks).data);
     in.layer = op.key.layer;
     in.windowPool = op.key.window;
     if (in.windowPool && !ep.arg("window_page_table"))
@@ -169,6 +171,16 @@ public:
     m.up = weight(op.up);
     m.down = weight(op.down);
     if (op.sharedGate) m.sharedGate = weight(*op.sharedGate);
+    if (op.routerBias) m.routerBias = weight(*op.routerBias);
+    if (op.gateBias) {
+      m.gateBias = weight(*op.gateBias);
+      m.upBias = weight(*op.upBias);
+      m.downBias = weight(*op.downBias);
+    }
+    if (op.swigluLimit) {
+      m.swigluLimit = float(*op.swigluLimit);
+      m.swigluAlpha = float(*op.swigluAlpha);
+    }
   }
   void operator()(const TakeLastOp &op) {
     entryPositions(op.positions);
@@ -481,7 +493,7 @@ void CpuExecutor::runInstr(const Program &prog, const Instr &in, int64_t activeR
   case OpKind::attention:
     return pool.parallelFor(rows * in.numHeads, [&](int64_t b, int64_t e) {
       cpu::cachedAttention(cacheOf(in), in.layer, x, prog.positions, tableOf(prog, in),
-                           prog.tableRows, {in.numHeads, in.scale, in.window, in.softcap}, out,
+                           prog.tableRows, {in.numHeads, in.scale, in.window, in.softcap, in.sinks}, out,
                            b, e);
     });
   case OpKind::fusedFFN:

@@ -359,6 +359,14 @@ void swiglu(const float *gate, const float *up, float *out, int64_t begin, int64
   for (int64_t i = begin; i < end; ++i) out[i] = impl::gateScalar(gate[i], gelu) * up[i];
 }
 
+void swigluOai(const float *gate, const float *up, float *out, int64_t begin, int64_t end,
+               float limit, float alpha) {
+  for (int64_t i = begin; i < end; ++i) {
+    const float g = std::min(gate[i], limit), u = std::clamp(up[i], -limit, limit);
+    out[i] = g / (1.0f + std::exp(-alpha * g)) * (u + 1.0f);
+  }
+}
+
 void softcap(float *x, float cap, int64_t begin, int64_t end) {
   for (int64_t i = begin; i < end; ++i) x[i] = cap * std::tanh(x[i] / cap);
 }

@@ -105,6 +105,7 @@ struct AttentionHeads {
   double scale = 0;
   int64_t window = 0;
   double softcap = 0; // each scaled score s is softcap x tanh(s / softcap); 0: none
+  const float *sinks = nullptr; // gpt-oss's: one logit a head joins its softmax; null: none
 };
 
 /// Attention of query rows over the cache: for each (row, head) item in
@@ -124,6 +125,11 @@ void fusedFFN(const float *in, int64_t ff, float *out, int64_t begin, int64_t en
 /// out = act(gate) * up, elementwise over [begin, end), act as fusedFFN's.
 void swiglu(const float *gate, const float *up, float *out, int64_t begin, int64_t end,
             bool gelu);
+/// gpt-oss's clamped SwiGLU (ggml's swiglu_oai), elementwise over [begin,
+/// end): with g = min(gate, limit) and u = clamp(up, -limit, limit),
+/// out = g sigmoid(alpha g) (u + 1).
+void swigluOai(const float *gate, const float *up, float *out, int64_t begin, int64_t end,
+               float limit, float alpha);
 /// x = cap x tanh(x / cap), elementwise over [begin, end) (Gemma 2's
 /// soft-capping of a head's logits).
 void softcap(float *x, float cap, int64_t begin, int64_t end);

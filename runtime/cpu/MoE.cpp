@@ -31,6 +31,12 @@ TensorRef expertMatrix(TensorRef stack, int64_t e, int64_t out, int64_t in) {
   }
 }
 
+TensorRef expertRow(TensorRef stack, int64_t e, int64_t n) {
+  if (!stack.data) return stack;
+  stack.data = static_cast<const char *>(stack.data) + e * n * dtypeBytes(stack.dtype);
+  return stack;
+}
+
 void chooseExperts(const float *probs, int64_t experts, int64_t k, bool normTopK,
                    int32_t *chosen, float *weights) {
   double sum = 0;
@@ -130,7 +136,7 @@ void moeFFN(ThreadPool &pool, const float *x, int64_t rows, const MoEWeights &w,
   // The shared expert's gate as one more of the router's features.
   pool.parallelFor(w.experts + (gated ? 1 : 0), [&](int64_t b, int64_t e) {
     if (b < w.experts)
-      linear(x, rows, in, w.router, TensorRef{}, routerOut, b, std::min(e, w.experts));
+      linear(x, rows, in, w.router, w.routerBias, routerOut, b, std::min(e, w.experts));
     if (e > w.experts) linear(x, rows, in, w.sharedGate, TensorRef{}, gateOut, 0, 1);
   });
   route(r, rows, w);
@@ -145,25 +151,26 @@ void moeFFN(ThreadPool &pool, const float *x, int64_t rows, const MoEWeights &w,
       const float *xs = r.inputs + slot * in;
       if (first < ff) {
         const LinearOutputs o{{r.gates + slot * ff}, {0}, {ff}};
-        linear(xs, n, in, expertMatrix(w.gate, expert, ff, in), TensorRef{}, o, first,
-               std::min(end, ff));
+        linear(xs, n, in, expertMatrix(w.gate, expert, ff, in), expertRow(w.gateBias, expert, ff),
+               o, first, std::min(end, ff));
       }
       if (end > ff) {
         const LinearOutputs o{{r.ups + slot * ff}, {0}, {ff}};
-        linear(xs, n, in, expertMatrix(w.up, expert, ff, in), TensorRef{}, o,
+        linear(xs, n, in, expertMatrix(w.up, expert, ff, in), expertRow(w.upBias, expert, ff), o,
                std::max(first, ff) - ff, end - ff);
       }
     });
   });
   pool.parallelFor(rows * k * ff, [&](int64_t b, int64_t e) {
-    swiglu(r.gates, r.ups, r.gates, b, e, w.gelu);
+    if (w.swigluLimit > 0) swigluOai(r.gates, r.ups, r.gates, b, e, w.swigluLimit, w.swigluAlpha);
+    else swiglu(r.gates, r.ups, r.gates, b, e, w.gelu);
   });
   pool.parallelFor(int64_t(r.active.size()) * in, [&](int64_t b, int64_t e) {
     forExpertFeatures(r.active, in, b, e, [&](int64_t expert, int64_t first, int64_t end) {
       const int64_t slot = r.firsts[expert], n = r.firsts[expert + 1] - slot;
       const LinearOutputs o{{r.outputs + slot * in}, {0}, {in}};
-      linear(r.gates + slot * ff, n, ff, expertMatrix(w.down, expert, in, ff), TensorRef{}, o,
-             first, end);
+      linear(r.gates + slot * ff, n, ff, expertMatrix(w.down, expert, in, ff),
+             expertRow(w.downBias, expert, in), o, first, end);
     });
   });
   // Each row's experts summed in the order they were chosen, then the

@@ -16,7 +16,15 @@ struct MoEWeights {
   bool normTopK = false;
   bool gelu = false; // GELU (tanh) gates rather than SiLU
   TensorRef sharedGate; // [1, in], where the shared expert is gated (else no data)
+  // gpt-oss's: the router's bias [experts] and the experts' products'
+  // [experts, ff], [experts, ff], [experts, in] (no data: none), and its
+  // clamped SwiGLU (swigluLimit > 0) in place of SiLU's.
+  TensorRef routerBias, gateBias, upBias, downBias;
+  float swigluLimit = 0, swigluAlpha = 0;
 };
+
+/// Row `e` of a stack of float vectors `n` wide (an expert's bias).
+TensorRef expertRow(TensorRef stack, int64_t e, int64_t n);
 
 /// Expert `e`'s matrix of a stack of [out, in] matrices (its codes, and for
 /// int8 and int4 its scales and minimums).

@@ -200,6 +200,18 @@ const ModelShape kModelShapes[] = {
                               "moe_intermediate_size = 48\nnorm_topk_prob = false\n"
                               "shared_expert_intermediate_size = 80\nshared_expert_gate = true\n",
      "max_seq_len = 48\n"},
+    // gpt-oss's: attention sinks, q/k/v and output biases, heads of 24 (96
+    // wide over a hidden size of 64), layer 0 under a window of 5 and layer
+    // 1 reading every key, top 2 of 8 experts with router and expert biases
+    // (the softmax of the two best logits) through a clamped SwiGLU whose
+    // limit of 0.8 bites on these weights, YaRN with truncate false.
+    {"gpt-oss-sinks-clamped", "architecture = \"gpt-oss\"\nnum_heads = 4\nnum_kv_heads = 2\n"
+                              "head_dim = 24\nsliding_window = 5\nnum_experts = 8\n"
+                              "num_experts_per_tok = 2\nmoe_intermediate_size = 48\n"
+                              "swiglu_limit = 0.8\n[model.rope]\ntheta = 1000.0\n"
+                              "type = \"yarn\"\nfactor = 4.0\n"
+                              "original_max_position_embeddings = 32\ntruncate = false\n",
+     "max_seq_len = 48\n"},
 };
 
 const ModelShape &shapeNamed(const std::string &name) {

@@ -16,7 +16,9 @@ ReferenceModel::ReferenceModel(const ModelSpec &m, const WeightSource &source, D
     std::vector<float> f32(static_cast<size_t>(n)), rounded(static_cast<size_t>(n));
     // Exact f32 whatever the source's type (a quantized GGUF dequantized).
     sourceRowsToF32(t, 0, n / d.shape.back(), f32.data());
-    if (dtype == DType::i8 && d.shape.size() >= 2) {
+    if (d.f32) {
+      rounded = f32; // kept f32 at any weight type (attention sinks)
+    } else if (dtype == DType::i8 && d.matrix()) {
       const int64_t cols = d.shape.back();
       for (int64_t r = 0; r < n / cols; ++r)
         for (int64_t g = 0; g < cols; g += kInt8Group) {
@@ -30,7 +32,7 @@ ReferenceModel::ReferenceModel(const ModelSpec &m, const WeightSource &source, D
             rounded[size_t(r * cols + k)] = std::clamp(q, -127.0f, 127.0f) * scale;
           }
         }
-    } else if (dtype == DType::i4 && d.shape.size() >= 2) {
+    } else if (dtype == DType::i4 && d.matrix()) {
       // Per group of 32: 16 levels from the smallest weight to the largest.
       const int64_t cols = d.shape.back();
       for (int64_t r = 0; r < n / cols; ++r)
@@ -233,7 +235,11 @@ std::vector<double> ReferenceModel::logits(const std::vector<int32_t> &tokens) c
           scores[size_t(s - first)] = score;
           mx = std::max(mx, scores[size_t(s - first)]);
         }
-        double sum = 0;
+        // gpt-oss's sink: one more logit in the softmax (transformers
+        // concatenates it to the scores and drops its column after).
+        const double sink = m.attentionSinks ? w(p + "attention.sinks")[size_t(h)] : -1e300;
+        mx = std::max(mx, sink);
+        double sum = m.attentionSinks ? std::exp(sink - mx) : 0.0;
         for (double &v : scores) sum += (v = std::exp(v - mx));
         for (int64_t s = first; s <= t; ++s)
           for (int64_t i = 0; i < D; ++i)
@@ -241,6 +247,8 @@ std::vector<double> ReferenceModel::logits(const std::vector<int32_t> &tokens) c
                 scores[size_t(s - first)] / sum * V[size_t(s)][size_t(g * D + i)];
       }
       Vec o = matvec(w(p + "attention.wo"), att, H, q);
+      if (m.attentionOutBias)
+        for (int64_t i = 0; i < H; ++i) o[size_t(i)] += w(p + "attention.bo")[size_t(i)];
       if (m.postNorms) o = rmsnorm(o, w(p + "post_attention_norm"), m.rmsNormEps); // Gemma's
       for (int64_t i = 0; i < H; ++i) x[size_t(t)][size_t(i)] += o[size_t(i)];
       Vec h2 = rmsnorm(x[size_t(t)], w(p + "ffn_norm"), m.rmsNormEps);
@@ -277,6 +285,7 @@ std::vector<double> ReferenceModel::gatedFfn(const std::string &f, int64_t width
 // added.
 std::vector<double> ReferenceModel::experts(const std::string &p,
                                             const std::vector<double> &x) const {
+  if (spec.expertBias) return gptOssExperts(p, x);
   const int64_t H = spec.hiddenSize, F = spec.expertWidth(), E = spec.numExperts;
   Vec probs = matvec(w(p + "feed_forward.router"), x, E, H);
   const double top = *std::max_element(probs.begin(), probs.end());
@@ -307,6 +316,43 @@ std::vector<double> ReferenceModel::experts(const std::string &p,
           ? 1.0 / (1.0 + std::exp(-matvec(w(p + "feed_forward.shared_expert_gate"), x, 1, H)[0]))
           : 1.0;
   for (int64_t i = 0; i < H; ++i) out[size_t(i)] += gate * shared[size_t(i)];
+  return out;
+}
+
+// As transformers' GptOssMLP: the router's logits plus its bias, the top
+// experts_per_token logits (torch.topk) and the softmax of those alone; each
+// chosen expert's gate and up (plus their biases) through the clamped
+// SwiGLU, (up + 1) x gate x sigmoid(alpha gate) with the gate clamped above
+// at the limit and the up to +-limit, then its down (plus its bias), times
+// its weight, summed.
+std::vector<double> ReferenceModel::gptOssExperts(const std::string &p,
+                                                  const std::vector<double> &x) const {
+  const int64_t H = spec.hiddenSize, F = spec.expertWidth(), E = spec.numExperts;
+  const std::string f = p + "feed_forward.", s = f + "experts.";
+  Vec logits = matvec(w(f + "router"), x, E, H);
+  for (int64_t e = 0; e < E; ++e) logits[size_t(e)] += w(f + "router_bias")[size_t(e)];
+  std::vector<int64_t> top(static_cast<size_t>(E));
+  for (int64_t e = 0; e < E; ++e) top[size_t(e)] = e;
+  std::stable_sort(top.begin(), top.end(),
+                   [&](int64_t a, int64_t b) { return logits[size_t(a)] > logits[size_t(b)]; });
+  top.resize(size_t(spec.expertsPerToken));
+  const double best = logits[size_t(top[0])];
+  double sum = 0;
+  for (int64_t e : top) sum += std::exp(logits[size_t(e)] - best);
+  const double limit = spec.swigluLimit, alpha = spec.swigluAlpha;
+  Vec out(size_t(H), 0.0);
+  for (int64_t e : top) {
+    Vec gate = matvecAt(w(s + "w1"), e, x, F, H), up = matvecAt(w(s + "w3"), e, x, F, H);
+    for (int64_t i = 0; i < F; ++i) {
+      const double g = std::min(gate[size_t(i)] + w(s + "b1")[size_t(e * F + i)], limit);
+      const double u = std::clamp(up[size_t(i)] + w(s + "b3")[size_t(e * F + i)], -limit, limit);
+      gate[size_t(i)] = (u + 1) * (g / (1 + std::exp(-alpha * g)));
+    }
+    const Vec y = matvecAt(w(s + "w2"), e, gate, H, F);
+    const double weight = std::exp(logits[size_t(e)] - best) / sum;
+    for (int64_t i = 0; i < H; ++i)
+      out[size_t(i)] += weight * (y[size_t(i)] + w(s + "b2")[size_t(e * H + i)]);
+  }
   return out;
 }
 

@@ -31,6 +31,8 @@ private:
   /// Layer `p`'s FFN of a row: the gated FFN, or a mixture of experts.
   std::vector<double> ffn(const std::string &p, const std::vector<double> &x) const;
   std::vector<double> experts(const std::string &p, const std::vector<double> &x) const;
+  /// gpt-oss's mixture (biases, top-k logits then softmax, clamped SwiGLU).
+  std::vector<double> gptOssExperts(const std::string &p, const std::vector<double> &x) const;
   /// The gated FFN of weights `f` w1, w3, w2, `width` features wide.
   std::vector<double> gatedFfn(const std::string &f, int64_t width,
                                const std::vector<double> &x) const;

@@ -39,7 +39,17 @@ usage: gguf_and_hf.py ARCH TOKENIZER_JSON PRE GGUF_OUT HF_DIR [TOKENIZER_CONFIG]
   blk.N.ffn_gate.E.weight, as llama.cpp wrote Mixtral before it stacked
   them) or qwen3-yarn (qwen3 with base 10000 and YaRN as Qwen's model cards
   extend its context: factor 4 over a pretraining context of 64; the
-  GGUF's rope.scaling keys as the converter writes them);
+  GGUF's rope.scaling keys as the converter writes them) or gpt-oss
+  (gpt-oss: 4 layers, the even ones under a window of 4, heads of 16 over a
+  hidden size of 32, q/k/v and output biases, attention sinks, 4 experts of
+  48 with router and expert biases, 2 a token, large enough that the
+  clamped SwiGLU's limit of 7 bites; YaRN factor 4 over 64, truncate false
+  in config.json; HF's mlp.router, mlp.experts.gate_up_proj ([experts,
+  hidden, 2 x 48], the gate's and up's columns interleaved) and down_proj
+  ([experts, 48, hidden]) with their biases, llama.cpp's gpt-oss file with
+  attn_sinks, post_attention_norm before the experts and the stacked
+  ffn_{gate,up,down}_exps with their biases, q/k rows left in rotate-half
+  order);
   PRE: tokenizer.ggml.pre ("llama-bpe", "qwen2",
   "deepseek-r1-qwen"). tokenizer.ggml.add_bos_token is true for llama (as
   Llama 3's GGUFs have it), false for the others. "deepseek-r1-qwen" (with
@@ -70,9 +80,12 @@ tokenizer_config = sys.argv[6] if len(sys.argv) > 6 else None
 apart = arch == "mixtral-apart"
 if apart:
     arch = "mixtral"
-moe = arch in ("qwen3moe", "mixtral", "qwen2moe")
-gguf_arch = {"mixtral": "llama", "qwen3moe": "qwen3moe", "qwen2moe": "qwen2moe"}.get(arch)
-hf_type = {"qwen3moe": "qwen3_moe", "mixtral": "mixtral", "qwen2moe": "qwen2_moe"}.get(arch)
+gptoss = arch == "gpt-oss"
+moe = arch in ("qwen3moe", "mixtral", "qwen2moe", "gpt-oss")
+gguf_arch = {"mixtral": "llama", "qwen3moe": "qwen3moe", "qwen2moe": "qwen2moe",
+             "gpt-oss": "gpt-oss"}.get(arch)
+hf_type = {"qwen3moe": "qwen3_moe", "mixtral": "mixtral", "qwen2moe": "qwen2_moe",
+           "gpt-oss": "gpt_oss"}.get(arch)
 arch = {"qwen3moe": "qwen3", "mixtral": "llama", "qwen2moe": "qwen2"}.get(arch, arch)
 experts, experts_used = 4, 2
 expert_ffn = 64 if hf_type == "mixtral" else 48
@@ -86,7 +99,7 @@ if longrope:
     arch = "phi3"
 qwen = arch in ("qwen2", "qwen3")
 gemma = arch in ("gemma3", "gemma2")
-neox = qwen or arch == "phi3" or gemma  # q/k rows left in rotate-half order in the GGUF
+neox = qwen or arch == "phi3" or gemma or gptoss  # q/k rows left in rotate-half order in the GGUF
 add_bos = not qwen
 
 tok = json.load(open(tokenizer_path, encoding="utf-8"))
@@ -122,8 +135,8 @@ else:
     bos, eos = special["<|begin_of_text|>"], special["<|eot_id|>"]
 
 hidden, ffn, heads, kv_heads = 32, 64, 4, 2
-layers = {"smollm3": 4, "gemma3": 6, "gemma2": 4}.get(arch, 2)
-head_dim = hidden // heads * (2 if arch in ("qwen3", "gemma3", "gemma2") else 1)
+layers = {"smollm3": 4, "gemma3": 6, "gemma2": 4, "gpt-oss": 4}.get(arch, 2)
+head_dim = hidden // heads * (2 if arch in ("qwen3", "gemma3", "gemma2", "gpt-oss") else 1)
 bench = os.environ.get("KVPLAN_GGUF_SHAPE")
 if bench:
     assert hf_type in ("qwen3_moe", "qwen2_moe"), "KVPLAN_GGUF_SHAPE is for qwen3moe, qwen2moe"
@@ -134,7 +147,7 @@ if bench:
         assert head_dim * heads == hidden, "a qwen2moe file's heads are HIDDEN / HEADS wide"
 q_dim, kv_dim = heads * head_dim, kv_heads * head_dim
 theta, eps = (1000000.0, 1e-6) if qwen else (500000.0, 1e-5)
-if yarn:  # a base low enough that every pair turns within the prompt
+if yarn or gptoss:  # a base low enough that every pair turns within the prompt
     theta = 10000.0
 # LongRoPE: head_dim / 2 factors each; max_position_embeddings 256 over a
 # pretraining context of 64, so the attention factor is sqrt(1 + ln 4 / ln 64).
@@ -188,6 +201,17 @@ for l in range(layers):
             (p + "mlp.up_proj.weight", [ffn, hidden], rand(ffn * hidden, 0.5)),
             (p + "mlp.down_proj.weight", [hidden, ffn], rand(ffn * hidden, 0.5)),
         ]
+    elif gptoss:  # per expert here; gptoss_layout() packs them as HF's checkpoint has them
+        m = p + "mlp."
+        hf += [(m + "router.weight", [experts, hidden], rand(experts * hidden, 1.0)),
+               (m + "router.bias", [experts], rand(experts, 0.5))]
+        for e in range(experts):
+            for w, sh in (("gate", [expert_ffn, hidden]), ("up", [expert_ffn, hidden]),
+                          ("down", [hidden, expert_ffn])):
+                hf += [(m + "experts.%d.%s_proj.weight" % (e, w), sh, rand(sh[0] * sh[1], 2.0)),
+                       (m + "experts.%d.%s_proj.bias" % (e, w), sh[:1], rand(sh[0], 1.0))]
+        hf += [(p + "self_attn.o_proj.bias", [hidden], rand(hidden, 0.5)),
+               (p + "self_attn.sinks", [heads], rand(heads, 2.0))]
     elif hf_type == "mixtral":
         m = p + "block_sparse_moe."
         hf.append((m + "gate.weight", [experts, hidden], rand(experts * hidden, 1.0)))
@@ -209,7 +233,7 @@ for l in range(layers):
                for w, sh in (("gate", [shared_ffn, hidden]), ("up", [shared_ffn, hidden]),
                              ("down", [hidden, shared_ffn]))]
         hf.append((m + "_gate.weight", [1, hidden], rand(hidden, 1.0)))
-    if arch == "qwen2":
+    if arch == "qwen2" or gptoss:
         hf += [
             (p + "self_attn.q_proj.bias", [q_dim], rand(q_dim, 0.5)),
             (p + "self_attn.k_proj.bias", [kv_dim], rand(kv_dim, 0.5)),
@@ -253,12 +277,44 @@ norm_shift = 0 if gemma else 1
 hf = [(n, s, array("f", (norm_shift + x for x in d)) if n.endswith("norm.weight") else d)
       for n, s, d in hf]
 hf.append(("model.norm.weight", [hidden], array("f", (norm_shift + x for x in rand(hidden, 0.2)))))
-if shared_ffn:  # llama.cpp's qwen2moe reads its own output.weight, never the embedding
+if shared_ffn or gptoss:  # llama.cpp's qwen2moe and gpt-oss read their own output.weight
     hf.append(("lm_head.weight", [n_vocab, hidden], rand(n_vocab * hidden, 1.0)))
 
 unfused = hf
 if arch == "phi3":
     hf = fuse(hf)
+
+
+def gptoss_layout(tensors):
+    """gpt-oss's checkpoint: each layer's experts in three tensors applied as
+    x @ W (transposed from nn.Linear): gate_up_proj [experts, hidden, 2 x ff]
+    with the gate's column j at 2j and the up's at 2j + 1 (and its bias
+    likewise), down_proj [experts, ff, hidden], down_proj_bias."""
+    by = dict((n, (sh, d)) for n, sh, d in tensors)
+    out = []
+    for n, sh, d in tensors:
+        if ".experts." not in n:
+            out.append((n, sh, d))
+        elif n.endswith(".experts.0.gate_proj.weight"):
+            p = n[:-len("0.gate_proj.weight")]
+            gate_up, gate_up_bias, down, down_bias = (array("f") for _ in range(4))
+            for e in range(experts):
+                g, u = by["%s%d.gate_proj.weight" % (p, e)][1], by["%s%d.up_proj.weight" % (p, e)][1]
+                dn = by["%s%d.down_proj.weight" % (p, e)][1]
+                for h in range(hidden):
+                    for j in range(expert_ffn):
+                        gate_up.extend((g[j * hidden + h], u[j * hidden + h]))
+                gb, ub = by["%s%d.gate_proj.bias" % (p, e)][1], by["%s%d.up_proj.bias" % (p, e)][1]
+                for j in range(expert_ffn):
+                    gate_up_bias.extend((gb[j], ub[j]))
+                for j in range(expert_ffn):
+                    down.extend(dn[h * expert_ffn + j] for h in range(hidden))
+                down_bias.extend(by["%s%d.down_proj.bias" % (p, e)][1])
+            out += [(p + "gate_up_proj", [experts, hidden, 2 * expert_ffn], gate_up),
+                    (p + "gate_up_proj_bias", [experts, 2 * expert_ffn], gate_up_bias),
+                    (p + "down_proj", [experts, expert_ffn, hidden], down),
+                    (p + "down_proj_bias", [experts, hidden], down_bias)]
+    return out
 
 
 def write_safetensors(folder, tensors):
@@ -278,7 +334,7 @@ def write_safetensors(folder, tensors):
 
 # The Hugging Face folder.
 if not bench:
-    write_safetensors(hf_dir, hf)
+    write_safetensors(hf_dir, gptoss_layout(hf) if gptoss else hf)
 config = {
     "model_type": "gemma3_text" if arch == "gemma3" else hf_type or arch,
     "architectures": [{"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
@@ -286,11 +342,12 @@ config = {
                        "smollm3": "SmolLM3ForCausalLM", "gemma3": "Gemma3ForCausalLM",
                        "gemma2": "Gemma2ForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM",
                        "mixtral": "MixtralForCausalLM",
-                       "qwen2_moe": "Qwen2MoeForCausalLM"}[hf_type or arch]],
+                       "qwen2_moe": "Qwen2MoeForCausalLM",
+                       "gpt_oss": "GptOssForCausalLM"}[hf_type or arch]],
     "hidden_size": hidden, "intermediate_size": ffn, "num_hidden_layers": layers,
     "num_attention_heads": heads, "num_key_value_heads": kv_heads, "vocab_size": n_vocab,
     "max_position_embeddings": 256, "rms_norm_eps": eps, "rope_theta": theta,
-    "tie_word_embeddings": not shared_ffn, "torch_dtype": "float32", "bos_token_id": bos,
+    "tie_word_embeddings": not (shared_ffn or gptoss), "torch_dtype": "float32", "bos_token_id": bos,
     "eos_token_id": eos,
 }
 if qwen:
@@ -309,6 +366,17 @@ if hf_type == "qwen2_moe":
                    "shared_expert_intermediate_size": shared_ffn,
                    "decoder_sparse_step": 1, "mlp_only_layers": [],
                    "output_router_logits": False, "router_aux_loss_coef": 0.001})
+if gptoss:  # as openai/gpt-oss-20b's config.json
+    config.update({"num_local_experts": experts, "num_experts_per_tok": experts_used,
+                   "experts_per_token": experts_used, "intermediate_size": expert_ffn,
+                   "head_dim": head_dim, "sliding_window": 4, "attention_bias": True,
+                   "layer_types": ["sliding_attention" if l % 2 == 0 else "full_attention"
+                                   for l in range(layers)],
+                   "swiglu_limit": 7.0, "initial_context_length": 64,
+                   "router_aux_loss_coef": 0.9, "output_router_logits": False,
+                   "hidden_act": "silu", "rope_scaling": {
+                       "rope_type": "yarn", "factor": 4.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                       "truncate": False, "original_max_position_embeddings": 64}})
 if hf_type == "mixtral":
     config.update({"num_local_experts": experts, "num_experts_per_tok": experts_used,
                    "intermediate_size": expert_ffn, "sliding_window": None,
@@ -370,11 +438,13 @@ def gguf_name(hf_name):
         "input_layernorm.weight": "attn_norm.weight", "self_attn.q_proj.weight": "attn_q.weight",
         "self_attn.k_proj.weight": "attn_k.weight", "self_attn.v_proj.weight": "attn_v.weight",
         "self_attn.o_proj.weight": "attn_output.weight", "self_attn.q_proj.bias": "attn_q.bias",
+        "self_attn.o_proj.bias": "attn_output.bias", "self_attn.sinks": "attn_sinks.weight",
+        "mlp.router.weight": "ffn_gate_inp.weight", "mlp.router.bias": "ffn_gate_inp.bias",
         "self_attn.k_proj.bias": "attn_k.bias", "self_attn.v_proj.bias": "attn_v.bias",
         "self_attn.q_norm.weight": "attn_q_norm.weight",
         "self_attn.k_norm.weight": "attn_k_norm.weight",
         "post_attention_layernorm.weight":
-            "post_attention_norm.weight" if gemma else "ffn_norm.weight",
+            "post_attention_norm.weight" if gemma or gptoss else "ffn_norm.weight",
         "pre_feedforward_layernorm.weight": "ffn_norm.weight",
         "post_feedforward_layernorm.weight": "post_ffw_norm.weight",
         "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
@@ -400,7 +470,7 @@ def stack_experts(tensors):
         head, rest = name.split(".experts.")
         e, which = rest.split(".")[:2]
         layer = head[len("model.layers."):].split(".")[0]
-        key = "blk.%s.ffn_%s_exps.weight" % (layer, names[which])
+        key = "blk.%s.ffn_%s_exps.%s" % (layer, names[which], name.rsplit(".", 1)[1])
         if key not in stacks:
             stacks[key] = ([experts] + shape, F16() if isinstance(data, F16) else array("f"))
             out.append((key, None, None))
@@ -450,7 +520,7 @@ for key, v in [("block_count", layers), ("context_length", 256), ("embedding_len
 if moe:
     u32(arch + ".expert_count", experts)
     u32(arch + ".expert_used_count", experts_used)
-if arch in ("qwen3moe", "qwen2moe"):
+if arch in ("qwen3moe", "qwen2moe", "gpt-oss"):
     u32(arch + ".expert_feed_forward_length", expert_ffn)
 if arch == "qwen2moe":
     u32(arch + ".expert_shared_feed_forward_length", shared_ffn)
@@ -460,16 +530,16 @@ if arch == "phi3":
     if longrope:
         u32(arch + ".rope.scaling.original_context_length", 64)
         f32(arch + ".rope.scaling.attn_factor", attn_factor)
-if arch in ("qwen3", "qwen3moe", "gemma3", "gemma2"):
+if arch in ("qwen3", "qwen3moe", "gemma3", "gemma2", "gpt-oss"):
     u32(arch + ".attention.key_length", head_dim)
     u32(arch + ".attention.value_length", head_dim)
-if gemma:
+if gemma or gptoss:
     u32(arch + ".attention.sliding_window", 4)
 if arch == "gemma2":
     f32(arch + ".attn_logit_softcapping", 2.0)
     f32(arch + ".final_logit_softcapping", 3.0)
 f32(arch + ".rope.freq_base", theta)
-if yarn:  # as convert_hf_to_gguf.py writes Qwen's YaRN
+if yarn or gptoss:  # as convert_hf_to_gguf.py writes Qwen's YaRN (and gpt-oss's)
     kv(arch + ".rope.scaling.type", 8, gstr("yarn"))
     f32(arch + ".rope.scaling.factor", 4.0)
     u32(arch + ".rope.scaling.original_context_length", 64)
