@@ -206,9 +206,12 @@ for l in range(layers):
         hf += [(m + "router.weight", [experts, hidden], rand(experts * hidden, 1.0)),
                (m + "router.bias", [experts], rand(experts, 0.5))]
         for e in range(experts):
-            for w, sh in (("gate", [expert_ffn, hidden]), ("up", [expert_ffn, hidden]),
-                          ("down", [hidden, expert_ffn])):
-                hf += [(m + "experts.%d.%s_proj.weight" % (e, w), sh, rand(sh[0] * sh[1], 2.0)),
+            # Gates and ups large enough to pass the limit, downs small
+            # enough that their biases count.
+            for w, sh, scale in (("gate", [expert_ffn, hidden], 2.0),
+                                 ("up", [expert_ffn, hidden], 2.0),
+                                 ("down", [hidden, expert_ffn], 0.05)):
+                hf += [(m + "experts.%d.%s_proj.weight" % (e, w), sh, rand(sh[0] * sh[1], scale)),
                        (m + "experts.%d.%s_proj.bias" % (e, w), sh[:1], rand(sh[0], 1.0))]
         hf += [(p + "self_attn.o_proj.bias", [hidden], rand(hidden, 0.5)),
                (p + "self_attn.sinks", [heads], rand(heads, 2.0))]
