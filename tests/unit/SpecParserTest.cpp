@@ -1740,3 +1740,66 @@ TEST(HFConfig, MixturesOfExperts) {
   bad["mlp_only_layers"] = {1};
   has(hfErrorOf(bad.dump()), {"field 'mlp_only_layers'", "dense FFN"});
 }
+
+// architecture gpt-oss: its parts on by default (biases, sinks, the clamped
+// SwiGLU, every other layer from layer 1 reading every key), each one a key
+// of its own; the weight table's new tensors; the refusals, named.
+TEST(SpecParser, GptOss) {
+  // Lines added to [model].
+  auto model = [](const std::string &lines, const std::string &arch = "gpt-oss",
+                  const std::string &compile = "") {
+    std::string s = edit("architecture = \"llama\"", "architecture = \"" + arch + "\"\n" + lines);
+    return compile.empty() ? s : s + compile + "\n";
+  };
+  const std::string experts = "num_experts = 4\nnum_experts_per_tok = 2\nsliding_window = 16\n";
+  ModelConfig cfg = parseAndValidate(model(experts));
+  const ModelSpec &m = cfg.model;
+  EXPECT_EQ(m.architecture, Architecture::gpt_oss);
+  EXPECT_TRUE(m.attentionBias && m.attentionOutBias && m.attentionSinks && m.expertBias);
+  EXPECT_EQ(m.activation, Activation::swiglu_oai);
+  EXPECT_EQ(m.swigluLimit, 7.0);
+  EXPECT_EQ(m.swigluAlpha, 1.702);
+  EXPECT_EQ(m.fullAttentionLayers, (std::vector<int64_t>{1}));
+  std::map<std::string, WeightDecl> table;
+  for (const WeightDecl &w : weightTable(m)) table[w.name] = w;
+  ASSERT_TRUE(table.count("layers.1.attention.sinks"));
+  EXPECT_EQ(table["layers.1.attention.sinks"].shape, (std::vector<int64_t>{4}));
+  EXPECT_TRUE(table["layers.1.attention.sinks"].f32);
+  EXPECT_EQ(table["layers.1.attention.bo"].shape, (std::vector<int64_t>{64}));
+  EXPECT_EQ(table["layers.1.feed_forward.router_bias"].shape, (std::vector<int64_t>{4}));
+  EXPECT_EQ(table["layers.1.feed_forward.experts.b1"].shape, (std::vector<int64_t>{4, 128}));
+  EXPECT_EQ(table["layers.1.feed_forward.experts.b2"].shape, (std::vector<int64_t>{4, 64}));
+  EXPECT_FALSE(table["layers.1.feed_forward.experts.b3"].matrix());
+  EXPECT_TRUE(table["layers.1.feed_forward.experts.w3"].matrix());
+  // Parameters: each idle expert's three matrices and three biases not read.
+  EXPECT_EQ(parameterCount(m) - activeParameterCount(m), 2 * 2 * (3 * 128 * 64 + 2 * 128 + 64));
+  const ModelSpec back = modelSpecFromJson(toJson(m));
+  EXPECT_TRUE(back.attentionOutBias && back.attentionSinks && back.expertBias);
+  EXPECT_EQ(back.activation, Activation::swiglu_oai);
+  EXPECT_EQ(back.swigluLimit, 7.0);
+  EXPECT_EQ(back.swigluAlpha, 1.702);
+  EXPECT_FALSE(toJson(parseAndValidate(kGood).model).contains("attention_sinks"));
+
+  cfg = parseAndValidate(model(experts + "attention_sinks = false\nexpert_bias = false\n"
+                               "attention_output_bias = false\nswiglu_limit = 3.5\n"
+                               "swiglu_alpha = 2"));
+  EXPECT_FALSE(cfg.model.attentionSinks || cfg.model.expertBias || cfg.model.attentionOutBias);
+  EXPECT_EQ(cfg.model.swigluLimit, 3.5);
+  EXPECT_EQ(cfg.model.swigluAlpha, 2.0);
+  // Each part on another architecture.
+  cfg = parseAndValidate(model("attention_sinks = true\nattention_output_bias = true", "llama"));
+  EXPECT_TRUE(cfg.model.attentionSinks && cfg.model.attentionOutBias);
+
+  EXPECT_ERROR(model(""), "model.hidden_activation", "swiglu_oai is gpt-oss's experts' activation",
+               "set num_experts or choose silu");
+  EXPECT_ERROR(model("expert_bias = true", "llama"), "model.expert_bias", "set num_experts");
+  EXPECT_ERROR(model(experts + "swiglu_limit = 0"), "model.swiglu_limit",
+               "positive finite number, got 0");
+  EXPECT_ERROR(model(experts + "shared_expert_intermediate_size = 32"),
+               "model.shared_expert_intermediate_size", "under swiglu_oai");
+  EXPECT_ERROR(model("attention_sinks = true", "llama", "target = \"cuda\""),
+               "model.attention_sinks", "the cuda target does not run gpt-oss's",
+               "--target cpu");
+  EXPECT_ERROR(model("attention_output_bias = true", "llama", "tensor_parallel = 2"),
+               "compile.tensor_parallel", "gpt-oss's attention sinks");
+}

@@ -1380,7 +1380,7 @@ TEST(Gguf, ArchitectureAndRopeScalingAreChecked) {
   writeGguf(p, {{"general.architecture", "gemma"}}, kGgufDims, {});
   expectInputError([&] { readCheckpointConfig(p.string()); },
                    {p.string(), "'gemma'",
-                    "llama, qwen2, qwen2moe, qwen3, qwen3moe, phi3, smollm3, gemma2 and gemma3"});
+                    "llama, qwen2, qwen2moe, qwen3, qwen3moe, phi3, smollm3, gemma2, gemma3 and gpt-oss"});
   expectInputError([&] { openWeights(p.string(), ggufSpec()); }, {p.string(), "'gemma'"});
   writeGguf(p, {{"general.architecture", "llama"}, {"llama.rope.scaling.type", "dynamic"}},
             kGgufDims, {});
@@ -1871,4 +1871,70 @@ TEST(Gguf, ExpertsAreReadStackedOrApart) {
         EXPECT_NE(msg.find(part), std::string::npos) << part << " not in: " << msg;
     }
   }
+}
+
+// A gpt-oss file: the parts llama.cpp's openai-moe graph runs (biases
+// everywhere, sinks, the clamped SwiGLU), every other layer under its window
+// from layer 0, the norm before the experts under post_attention_norm, and
+// the refusals: a sliding layers' base of their own, MXFP4 experts.
+TEST(Gguf, GptOssIsReadAsLlamaCppRunsIt) {
+  ScratchDir dir;
+  const fs::path p = dir.path / "gpt-oss.gguf";
+  auto write = [&](const std::function<void(GgufWriter &)> &add) {
+    GgufWriter g;
+    g.string("general.architecture", "gpt-oss");
+    for (const auto &[key, v] : kGgufDims) g.u32("gpt-oss" + key.substr(5), v);
+    g.u32("gpt-oss.block_count", 4);
+    g.u32("gpt-oss.attention.head_count_kv", 2);
+    g.u32("gpt-oss.attention.key_length", 16);
+    g.u32("gpt-oss.attention.value_length", 16);
+    g.u32("gpt-oss.expert_count", 4);
+    g.u32("gpt-oss.expert_used_count", 2);
+    g.u32("gpt-oss.expert_feed_forward_length", 48);
+    g.u32("gpt-oss.attention.sliding_window", 8);
+    g.f32("gpt-oss.rope.freq_base", 150000.0f);
+    g.f32("gpt-oss.attention.layer_norm_rms_epsilon", 1e-5f);
+    g.tensor({"blk.0.post_attention_norm.weight", {32}, numbered(3, 32)});
+    g.tensor({"blk.0.attn_sinks.weight", {4}, {0.5f, -1, 2, 0}});
+    add(g);
+    g.write(p);
+  };
+  write([](GgufWriter &) {});
+  ModelConfig cfg = readCheckpointConfig(p.string());
+  const ModelSpec &m = cfg.model;
+  EXPECT_EQ(m.architecture, Architecture::gpt_oss);
+  EXPECT_TRUE(m.attentionBias && m.attentionOutBias && m.attentionSinks && m.expertBias);
+  EXPECT_EQ(m.activation, Activation::swiglu_oai);
+  EXPECT_EQ(m.swigluLimit, 7.0); // llama.cpp's, which no key holds
+  EXPECT_EQ(m.swigluAlpha, 1.702);
+  EXPECT_TRUE(m.normTopKProb); // the softmax of the chosen logits alone
+  EXPECT_EQ(m.headDim, 16);    // 4 heads of 16 over a hidden size of 32
+  EXPECT_EQ(m.expertWidth(), 48);
+  EXPECT_EQ(m.slidingWindow, 8);
+  EXPECT_EQ(m.fullAttentionLayers, (std::vector<int64_t>{1, 3})); // layer 0 slides
+  // The norm before the experts is post_attention_norm; the sinks stay f32.
+  auto source = openWeights(p.string(), m);
+  EXPECT_EQ(toF32(source->tensor("layers.0.ffn_norm", {32})), numbered(3, 32));
+  EXPECT_EQ(toF32(source->tensor("layers.0.attention.sinks", {4})),
+            (std::vector<float>{0.5f, -1, 2, 0}));
+  expectInputError([&] { source->tensor("layers.0.feed_forward.experts.b1", {4, 48}); },
+                   {p.string(), "blk.0.ffn_gate_exps.bias", "missing"});
+  // A period of 4: layers 3 reads every key.
+  write([](GgufWriter &g) { g.u32("gpt-oss.attention.sliding_window_pattern", 4); });
+  EXPECT_EQ(readCheckpointConfig(p.string()).model.fullAttentionLayers,
+            (std::vector<int64_t>{3}));
+  write([](GgufWriter &g) { g.f32("gpt-oss.rope.freq_base_swa", 10000.0f); });
+  expectInputError([&] { readCheckpointConfig(p.string()); },
+                   {p.string(), "gpt-oss.rope.freq_base_swa 10000", "gpt-oss.rope.freq_base 150000",
+                    "sliding layers"});
+  write([](GgufWriter &g) { g.f32("gpt-oss.rope.freq_base_swa", 150000.0f); }); // the same: read
+  EXPECT_NO_THROW(readCheckpointConfig(p.string()));
+  // gpt-oss's published GGUFs keep the experts in MXFP4 (ggml type 39):
+  // named, not read yet.
+  const fs::path q = dir.path / "mxfp4.gguf";
+  writeGguf(q, {{"general.architecture", "llama"}}, kGgufDims,
+            {{"blk.0.attn_q.weight", {32, 32}, 39, 32 * 17}});
+  auto mx = openWeights(q.string(), ggufSpec());
+  expectInputError([&] { mx->tensor("layers.0.attention.wq", {32, 32}); },
+                   {q.string(), "blk.0.attn_q.weight", "MXFP4 (ggml type 39)"});
 }

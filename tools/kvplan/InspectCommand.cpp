@@ -167,6 +167,12 @@ std::string modelTraits(const ModelSpec &m, const CompileSettings &s) {
   if (m.sharedExpert())
     os << " beside a " << (m.sharedExpertGate ? "gated " : "") << "shared expert of "
        << m.sharedExpertIntermediateSize;
+  if (m.expertBias) os << ", router and expert biases";
+  if (m.activation == Activation::swiglu_oai)
+    os << ", clamped SwiGLU (swiglu_oai, limit " << m.swigluLimit << ", alpha " << m.swigluAlpha
+       << ")";
+  if (m.attentionOutBias) os << ", output projection bias";
+  if (m.attentionSinks) os << ", attention sinks";
   if (m.slidingWindow > 0 && m.slidingWindow < s.maxSeqLen) {
     os << ", sliding window " << m.slidingWindow << " keys";
     if (!m.fullAttentionLayers.empty())
