@@ -138,11 +138,21 @@ const std::unordered_map<std::string, std::string> &gemmaNames() {
   return names;
 }
 
+/// gpt-oss's router, where its names differ from Qwen-MoE's.
+const std::unordered_map<std::string, std::string> &gptOssNames() {
+  static const std::unordered_map<std::string, std::string> names = {
+      {"feed_forward.router", "mlp.router.weight"},
+      {"feed_forward.router_bias", "mlp.router.bias"},
+  };
+  return names;
+}
+
 // Canonical names to Hugging Face's (a Gemma model's where it has its own);
 // `body` is the decoder's prefix, "model." but for a multimodal checkpoint's
 // text model.
 std::string hfName(const std::string &name, bool gemma = false,
-                   const std::string &body = "model.", bool mixtral = false) {
+                   const std::string &body = "model.", bool mixtral = false,
+                   bool gptOss = false) {
   if (name == "tok_embeddings") return body + "embed_tokens.weight";
   if (name == "norm") return body + "norm.weight";
   if (name == "output") return "lm_head.weight";
@@ -152,6 +162,9 @@ std::string hfName(const std::string &name, bool gemma = false,
     return "";
   if (gemma)
     if (auto g = gemmaNames().find(rest); g != gemmaNames().end())
+      return body + "layers." + std::to_string(layer) + "." + g->second;
+  if (gptOss)
+    if (auto g = gptOssNames().find(rest); g != gptOssNames().end())
       return body + "layers." + std::to_string(layer) + "." + g->second;
   if (mixtral && rest == "feed_forward.router")
     return body + "layers." + std::to_string(layer) + ".block_sparse_moe.gate.weight";
@@ -179,6 +192,9 @@ std::string hfName(const std::string &name, bool gemma = false,
       {"feed_forward.shared_expert.w3", "mlp.shared_expert.up_proj.weight"},
       {"feed_forward.shared_expert.w2", "mlp.shared_expert.down_proj.weight"},
       {"feed_forward.shared_expert_gate", "mlp.shared_expert_gate.weight"},
+      // gpt-oss's sinks and output bias.
+      {"attention.sinks", "self_attn.sinks"},
+      {"attention.bo", "self_attn.o_proj.bias"},
   };
   auto it = perLayer.find(rest);
   return it == perLayer.end() ? "" : body + "layers." + std::to_string(layer) + "." + it->second;
@@ -193,6 +209,34 @@ bool isExpertStack(const std::string &name, int64_t &layer, std::string &which) 
     return false;
   which = rest.substr(prefix.size());
   return which == "w1" || which == "w3" || which == "w2";
+}
+
+/// Whether a canonical name is one of gpt-oss's stacks of experts' matrices
+/// or biases (layers.N.feed_forward.experts.w1 ... b2), which its checkpoint
+/// holds in gate_up_proj and down_proj (and their biases).
+bool isGptOssExperts(const std::string &name, int64_t &layer, std::string &which) {
+  std::string rest;
+  const std::string prefix = "feed_forward.experts.";
+  if (!splitLayerName(name, layer, rest) || rest.compare(0, prefix.size(), prefix) != 0)
+    return false;
+  which = rest.substr(prefix.size());
+  return which.size() == 2 && (which[0] == 'w' || which[0] == 'b') &&
+         (which[1] == '1' || which[1] == '2' || which[1] == '3');
+}
+
+/// Copies the elements of `in` (`size` bytes each) to `out`, element i of
+/// `out` taken from element from(i) of `in`, for i in [0, count).
+template <typename F>
+void gatherElements(const char *in, char *out, int64_t count, int size, F &&from) {
+  if (size == 2) {
+    const auto *src = reinterpret_cast<const uint16_t *>(in);
+    auto *dst = reinterpret_cast<uint16_t *>(out);
+    for (int64_t i = 0; i < count; ++i) dst[i] = src[from(i)];
+  } else {
+    const auto *src = reinterpret_cast<const uint32_t *>(in);
+    auto *dst = reinterpret_cast<uint32_t *>(out);
+    for (int64_t i = 0; i < count; ++i) dst[i] = src[from(i)];
+  }
 }
 
 /// Expert `e`'s matrix of stack `which` (w1, w3, w2) in layer `layer`, as
@@ -249,10 +293,17 @@ public:
         headDim(model.headDim ? model.headDim
                               : (model.numHeads ? model.hiddenSize / model.numHeads : 0)),
         gemma(model.gemma()), body(decoderPrefix(this->entries)),
-        mixtral(this->entries.count(body + "layers.0.block_sparse_moe.gate.weight") != 0) {
+        mixtral(this->entries.count(body + "layers.0.block_sparse_moe.gate.weight") != 0),
+        gptOss(model.architecture == Architecture::gpt_oss) {
     for (const WeightDecl &d : weightTable(model)) {
       int64_t layer = 0;
       std::string which;
+      if (gptOss && isGptOssExperts(d.name, layer, which)) {
+        // Every stack but the downs' biases is a transposed copy.
+        if (const Entry *x = gptOssEntry(layer, which); x && x->dtype && which != "b2")
+          held += x->bytes / (which == "w2" ? 1 : 2);
+        continue;
+      }
       if (isExpertStack(d.name, layer, which)) {
         for (int64_t e = 0; e < model.numExperts; ++e)
           if (const Entry *x = expertEntry(layer, which, e); x && x->dtype && misaligned(*x))
@@ -273,6 +324,8 @@ public:
                       const std::vector<int64_t> &expected) const override {
     int64_t layer = 0;
     std::string which;
+    if (gptOss && isGptOssExperts(name, layer, which))
+      return gptOssExperts(name, expected, layer, which);
     if (isExpertStack(name, layer, which)) return expertStack(name, expected, layer, which);
     const Place p = place(name);
     const std::string &stored = p.stored;
@@ -366,7 +419,83 @@ private:
   }
 
   std::string nameOf(const std::string &name) const {
-    return hfName(name, gemma, body, mixtral);
+    return hfName(name, gemma, body, mixtral, gptOss);
+  }
+
+  /// gpt-oss's tensor that holds canonical stack `which` of layer `layer`:
+  /// mlp.experts.gate_up_proj for the gates and ups (w1, w3), down_proj for
+  /// the downs (w2), each with "_bias" for the biases (b1, b3, b2).
+  std::string gptOssStored(int64_t layer, const std::string &which) const {
+    return body + "layers." + std::to_string(layer) + ".mlp.experts." +
+           (which[1] == '2' ? "down_proj" : "gate_up_proj") + (which[0] == 'b' ? "_bias" : "");
+  }
+  const Entry *gptOssEntry(int64_t layer, const std::string &which) const {
+    auto it = entries.find(gptOssStored(layer, which));
+    return it == entries.end() ? nullptr : &it->second;
+  }
+
+  /// A stack of gpt-oss's experts out of its checkpoint's tensors, applied
+  /// as x @ W (transformers' GptOssExperts): gate_up_proj [experts, hidden,
+  /// 2 x ff] holds gate column j at 2j and up column j at 2j + 1 (and
+  /// gate_up_proj_bias [experts, 2 x ff] likewise), down_proj [experts, ff,
+  /// hidden]. The canonical stacks ([experts, ff, hidden] gates and ups,
+  /// [experts, hidden, ff] downs, [experts, ff] biases) are transposed out
+  /// of them, copied once; down_proj_bias is as stored.
+  SourceTensor gptOssExperts(const std::string &name, const std::vector<int64_t> &expected,
+                             int64_t layer, const std::string &which) const {
+    const std::string stored = gptOssStored(layer, which);
+    const Entry *x = gptOssEntry(layer, which);
+    if (!x) {
+      const std::string blocks = body + "layers." + std::to_string(layer) + ".mlp.experts." +
+                                 (which[1] == '2' ? "down_proj" : "gate_up_proj") + "_blocks";
+      missingTensor(where, name, stored,
+                    entries.count(blocks)
+                        ? "the checkpoint holds MXFP4 experts ('" + blocks + "'), which kvplan "
+                          "does not read yet; use a bf16 copy of the weights"
+                        : "gpt-oss's checkpoints hold a layer's experts in gate_up_proj and "
+                          "down_proj");
+    }
+    const std::string &file = shards[x->shard].path();
+    if (!x->dtype)
+      throw InputError(file + ": tensor '" + stored + "' has dtype " + x->dtypeName +
+                       "; kvplan reads F32, F16 and BF16 safetensors");
+    const int64_t experts = expected.front();
+    const bool matrix = which[0] == 'w', odd = which[1] == '3';
+    std::vector<int64_t> want = expected;
+    if (which == "w1" || which == "w3") want = {experts, expected[2], 2 * expected[1]};
+    if (which == "w2") want = {experts, expected[2], expected[1]};
+    if (which == "b1" || which == "b3") want = {experts, 2 * expected[1]};
+    checkShape(file, name, stored, x->shape, want);
+    SourceTensor out;
+    out.shape = expected;
+    out.dtype = *x->dtype;
+    if (which == "b2" && !misaligned(*x)) {
+      out.data = x->data;
+      return out;
+    }
+    std::lock_guard<std::mutex> lock(mutex);
+    auto cached = owned.find(name);
+    if (cached == owned.end()) {
+      const int size = dtypeBytes(*x->dtype);
+      const int64_t count = int64_t(x->bytes) / size / (which[1] == '2' ? 1 : 2);
+      std::vector<char> buffer(size_t(count) * size_t(size));
+      Progress progress("transposing " + stored, uint64_t(buffer.size()));
+      std::vector<char> aligned;
+      const char *in = x->data;
+      if (misaligned(*x)) in = (aligned = std::vector<char>(x->data, x->data + x->bytes)).data();
+      const int64_t rows = expected[1], cols = matrix ? expected[2] : 1, per = rows * cols;
+      gatherElements(in, buffer.data(), count, size, [&](int64_t i) {
+        const int64_t e = i / per, r = i % per / cols, c = i % cols;
+        if (which == "w2") return (e * cols + c) * rows + r;                 // [e][c][r]
+        if (matrix) return (e * cols + c) * 2 * rows + 2 * r + (odd ? 1 : 0); // [e][c][2r+odd]
+        if (which == "b2") return i;
+        return e * 2 * rows + 2 * r + (odd ? 1 : 0);                           // [e][2r+odd]
+      });
+      progress.advance(uint64_t(buffer.size()));
+      cached = owned.emplace(name, std::move(buffer)).first;
+    }
+    out.data = cached->second.data();
+    return out;
   }
 
   const Entry *expertEntry(int64_t layer, const std::string &which, int64_t e) const {
@@ -433,6 +562,7 @@ private:
   bool gemma;       // Gemma's names and norms
   std::string body; // the decoder's prefix (decoderPrefix)
   bool mixtral;     // Mixtral's names for a mixture of experts
+  bool gptOss;      // gpt-oss's names, and its experts in gate_up_proj and down_proj
   uint64_t held = 0; // heldBytes()
   // Permuted (and realigned) copies, kept for the source's lifetime so the
   // pointers handed out stay valid; std::map nodes never move.

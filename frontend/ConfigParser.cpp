@@ -779,8 +779,10 @@ void readHFModelFields(JsonFields &f, ModelSpec &m) {
   f.boolean("mlp_bias", mlpBias);
   if (mlpBias)
     f.fail("mlp_bias", "biases on the FFN projections are not supported");
-  // SmolLM3's config.json has none (null): its tokenizer adds no BOS.
-  if (!f.integer("bos_token_id", m.bosTokenId, m.architecture != Architecture::smollm3))
+  // SmolLM3's config.json has none (null), nor has gpt-oss's: their
+  // tokenizers add no BOS.
+  if (!f.integer("bos_token_id", m.bosTokenId,
+                 m.architecture != Architecture::smollm3 && !gptOss))
     m.bosTokenId = -1;
   f.integers("eos_token_id", m.eosTokenIds, true);
   readHFPartialRotary(f, m);

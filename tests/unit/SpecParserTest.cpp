@@ -1527,6 +1527,7 @@ TEST(HFConfig, MatchesTheTomlSpecs) {
       {"mixtral-8x7b-v0.1", "mixtral-8x7b-v0.1.toml"},
       {"qwen1.5-moe-a2.7b", "qwen1.5-moe-a2.7b.toml"},
       {"qwen3-8b-yarn", "qwen3-8b-yarn.toml"},
+      {"gpt-oss-20b", "gpt-oss-20b.toml"},
   };
   for (auto [dir, toml] : pairs) {
     SCOPED_TRACE(dir);
@@ -1802,4 +1803,48 @@ TEST(SpecParser, GptOss) {
                "--target cpu");
   EXPECT_ERROR(model("attention_output_bias = true", "llama", "tensor_parallel = 2"),
                "compile.tensor_parallel", "gpt-oss's attention sinks");
+}
+
+// gpt-oss as transformers' GptOssConfig reads it: biases on q/k/v and the
+// output projection (attention_bias), sinks, the clamped SwiGLU whatever
+// hidden_act says (at swiglu_limit), Mixtral's expert keys with biases, the
+// even layers sliding where layer_types is absent, no BOS; MXFP4 refused.
+TEST(HFConfig, GptOss) {
+  std::ifstream in(fs::path(KVPLAN_SOURCE_DIR) / "tests/data/hf/gpt-oss-20b/config.json");
+  nlohmann::json j = nlohmann::json::parse(in);
+  ModelConfig cfg = readQuietly(j);
+  const ModelSpec &m = cfg.model;
+  EXPECT_EQ(m.architecture, Architecture::gpt_oss);
+  EXPECT_TRUE(m.attentionBias && m.attentionOutBias && m.attentionSinks && m.expertBias);
+  EXPECT_EQ(m.activation, Activation::swiglu_oai);
+  EXPECT_EQ(m.swigluLimit, 7.0);
+  EXPECT_EQ(m.numExperts, 32);
+  EXPECT_EQ(m.expertsPerToken, 4);
+  EXPECT_EQ(m.expertWidth(), 2880);
+  EXPECT_TRUE(m.normTopKProb);
+  EXPECT_EQ(m.bosTokenId, -1);
+  EXPECT_EQ(m.slidingWindow, 128);
+  EXPECT_EQ(m.fullAttentionLayers.size(), 12u);
+  EXPECT_EQ(m.fullAttentionLayers.front(), 1);
+  EXPECT_FALSE(m.rope.yarnTruncate);
+  EXPECT_EQ(cfg.nameOf("model.num_experts"), "num_local_experts");
+  j.erase("layer_types"); // GptOssConfig's default: the even layers slide
+  j["hidden_act"] = "gelu";  // not read: the experts' activation is fixed
+  j["swiglu_limit"] = 5.5;
+  j["attention_bias"] = false;
+  cfg = readQuietly(j);
+  EXPECT_EQ(cfg.model.fullAttentionLayers, readQuietly(j).model.fullAttentionLayers);
+  EXPECT_EQ(cfg.model.fullAttentionLayers.size(), 12u);
+  EXPECT_EQ(cfg.model.fullAttentionLayers.back(), 23);
+  EXPECT_EQ(cfg.model.activation, Activation::swiglu_oai);
+  EXPECT_EQ(cfg.model.swigluLimit, 5.5);
+  EXPECT_FALSE(cfg.model.attentionBias || cfg.model.attentionOutBias);
+  j["quantization_config"] = {{"quant_method", "mxfp4"}};
+  const std::string mx = hfErrorOf(j.dump());
+  for (const char *part : {"config.json: field 'quantization_config'", "MXFP4",
+                           "use a bf16 copy of the weights"})
+    EXPECT_NE(mx.find(part), std::string::npos) << part << " not in: " << mx;
+  j["quantization_config"] = {{"quant_method", "gptq"}};
+  EXPECT_NE(hfErrorOf(j.dump()).find("quantization method 'gptq' is not supported"),
+            std::string::npos);
 }

@@ -1938,3 +1938,63 @@ TEST(Gguf, GptOssIsReadAsLlamaCppRunsIt) {
   expectInputError([&] { mx->tensor("layers.0.attention.wq", {32, 32}); },
                    {q.string(), "blk.0.attn_q.weight", "MXFP4 (ggml type 39)"});
 }
+
+// gpt-oss's checkpoint holds a layer's experts in two tensors applied as
+// x @ W: gate_up_proj [experts, hidden, 2 x ff], gate column j at 2j and up
+// column j at 2j + 1, and down_proj [experts, ff, hidden]; the source hands
+// out the canonical [out, in] stacks transposed out of them, and the
+// router, sinks and output bias under gpt-oss's names.
+TEST(Safetensors, GptOssExpertsAreTransposedOutOfGateUp) {
+  ModelSpec m = moeSpec();
+  m.architecture = Architecture::gpt_oss;
+  m.attentionBias = m.attentionOutBias = m.attentionSinks = m.expertBias = true;
+  m.activation = Activation::swiglu_oai;
+  const int64_t E = 3, H = m.hiddenSize, F = m.expertWidth();
+  const std::string l = "model.layers.0.";
+  ScratchDir dir;
+  kvplan::testing::writeSafetensorsF32(dir.path / "model.safetensors",
+                      {{l + "mlp.router.weight", {E, H}, numbered(1, E * H)},
+                       {l + "mlp.router.bias", {E}, numbered(2, E)},
+                       {l + "mlp.experts.gate_up_proj", {E, H, 2 * F}, numbered(3, E * H * 2 * F)},
+                       {l + "mlp.experts.gate_up_proj_bias", {E, 2 * F}, numbered(4, E * 2 * F)},
+                       {l + "mlp.experts.down_proj", {E, F, H}, numbered(5, E * F * H)},
+                       {l + "mlp.experts.down_proj_bias", {E, H}, numbered(6, E * H)},
+                       {l + "self_attn.sinks", {m.numHeads}, numbered(7, m.numHeads)},
+                       {l + "self_attn.o_proj.bias", {H}, numbered(8, H)}});
+  auto source = openWeights(dir.path.string(), m);
+  EXPECT_EQ(toF32(source->tensor("layers.0.feed_forward.router", {E, H})), numbered(1, E * H));
+  EXPECT_EQ(toF32(source->tensor("layers.0.feed_forward.router_bias", {E})), numbered(2, E));
+  EXPECT_EQ(toF32(source->tensor("layers.0.attention.sinks", {m.numHeads})),
+            numbered(7, m.numHeads));
+  EXPECT_EQ(toF32(source->tensor("layers.0.attention.bo", {H})), numbered(8, H));
+  EXPECT_EQ(toF32(source->tensor("layers.0.feed_forward.experts.b2", {E, H})), numbered(6, E * H));
+  const std::string x = "layers.0.feed_forward.experts.";
+  const std::vector<float> gates = toF32(source->tensor(x + "w1", {E, F, H}));
+  const std::vector<float> ups = toF32(source->tensor(x + "w3", {E, F, H}));
+  const std::vector<float> downs = toF32(source->tensor(x + "w2", {E, H, F}));
+  const std::vector<float> gateBias = toF32(source->tensor(x + "b1", {E, F}));
+  const std::vector<float> upBias = toF32(source->tensor(x + "b3", {E, F}));
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t j = 0; j < F; ++j) {
+      for (int64_t h = 0; h < H; ++h) {
+        const size_t at = size_t((e * F + j) * H + h);
+        ASSERT_EQ(gates[at], float(3000 + (e * H + h) * 2 * F + 2 * j)) << e << " " << j;
+        ASSERT_EQ(ups[at], float(3000 + (e * H + h) * 2 * F + 2 * j + 1)) << e << " " << j;
+        ASSERT_EQ(downs[size_t((e * H + h) * F + j)], float(5000 + (e * F + j) * H + h));
+      }
+      EXPECT_EQ(gateBias[size_t(e * F + j)], float(4000 + e * 2 * F + 2 * j));
+      EXPECT_EQ(upBias[size_t(e * F + j)], float(4000 + e * 2 * F + 2 * j + 1));
+    }
+  // The copies are the held bytes: gates, ups, downs and two biases.
+  EXPECT_EQ(source->heldBytes(), uint64_t(4 * (3 * E * F * H + 2 * E * F)));
+  expectInputError([&] { source->tensor(x + "w1", {E, F + 1, H}); },
+                   {"model.safetensors", "model.layers.0.mlp.experts.gate_up_proj"});
+  // OpenAI's own checkpoint: MXFP4 blocks in their place, named.
+  kvplan::testing::writeSafetensorsF32(dir.path / "model.safetensors",
+                      {{l + "mlp.experts.gate_up_proj_blocks", {E, 2 * F, H / 32, 16},
+                         std::vector<float>(size_t(E * 2 * F * H / 2), 0.0f)}});
+  auto mx = openWeights(dir.path.string(), m);
+  expectInputError([&] { mx->tensor(x + "w1", {E, F, H}); },
+                   {"missing tensor 'layers.0.feed_forward.experts.w1'",
+                    "MXFP4 experts ('model.layers.0.mlp.experts.gate_up_proj_blocks')"});
+}
