@@ -60,6 +60,20 @@ void scaleMinK(const uint8_t *q, int j, uint8_t &sc, uint8_t &m) {
 //   Q4_K  d f16, dmin f16, scales[12], qs[128]           144
 //   Q5_K  d f16, dmin f16, scales[12], qh[32], qs[128]   176
 //   Q6_K  ql[128], qh[64], scales[16] int8, d f16        210
+//   MXFP4 e u8 (E8M0), qs[16]                             17
+
+/// MXFP4's E2M1 values, doubled (ggml's kvalues_mxfp4): code c is
+/// kMxfp4[c] x 2^(e - 128), the doubling undone by the scale's halving.
+constexpr int8_t kMxfp4[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+/// ggml's GGML_E8M0_TO_FP32_HALF: 2^(e - 128), as an f32 (subnormal for e
+/// of 0 and 1).
+float e8m0Half(uint8_t e) {
+  const uint32_t bits = e < 2 ? uint32_t(0x00200000) << e : uint32_t(e - 1) << 23;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
 
 void blockQ4_0(const uint8_t *b, float *y) {
   const float d = halfAt(b);
@@ -155,6 +169,14 @@ void blockQ6_K(const uint8_t *b, float *y) {
   }
 }
 
+/// MXFP4 (gpt-oss's experts): one E8M0 scale byte, then element j in the
+/// low nibble of byte j and element 16 + j in the high one, as Q4_0's.
+void blockMXFP4(const uint8_t *b, float *y) {
+  const float d = e8m0Half(b[0]);
+  for (int i = 0; i < 32; ++i)
+    y[i] = float(kMxfp4[nibble(b + 1, i)]) * d;
+}
+
 using BlockFn = void (*)(const uint8_t *, float *);
 
 BlockFn blockFn(QuantType t) {
@@ -167,6 +189,7 @@ BlockFn blockFn(QuantType t) {
   case QuantType::q4_k: return blockQ4_K;
   case QuantType::q5_k: return blockQ5_K;
   case QuantType::q6_k: return blockQ6_K;
+  case QuantType::mxfp4: return blockMXFP4;
   case QuantType::none: break;
   }
   throw std::invalid_argument("ggml quants: QuantType::none has no blocks");
@@ -196,6 +219,7 @@ const char *quantTypeName(QuantType t) {
   case QuantType::q4_k: return "Q4_K";
   case QuantType::q5_k: return "Q5_K";
   case QuantType::q6_k: return "Q6_K";
+  case QuantType::mxfp4: return "MXFP4";
   }
   return "?";
 }
@@ -210,6 +234,7 @@ std::optional<QuantType> quantTypeOfGgml(uint32_t ggmlType) {
   case 12: return QuantType::q4_k;
   case 13: return QuantType::q5_k;
   case 14: return QuantType::q6_k;
+  case 39: return QuantType::mxfp4;
   default: return std::nullopt;
   }
 }
@@ -235,6 +260,7 @@ int64_t quantBlockBytes(QuantType t) {
   case QuantType::q4_k: return 144;
   case QuantType::q5_k: return 176;
   case QuantType::q6_k: return 210;
+  case QuantType::mxfp4: return 17;
   }
   return 0;
 }
@@ -251,7 +277,9 @@ void dequantize(QuantType t, const void *blocks, float *out, int64_t n) {
 bool hasInt4Groups(QuantType t) {
   return t == QuantType::q4_0 || t == QuantType::q4_1 || t == QuantType::q4_k;
 }
-bool hasInt8Groups(QuantType t) { return t == QuantType::q8_0 || t == QuantType::q5_0; }
+bool hasInt8Groups(QuantType t) {
+  return t == QuantType::q8_0 || t == QuantType::q5_0 || t == QuantType::mxfp4;
+}
 
 bool int4Groups(QuantType t, const void *blocks, int64_t n, uint8_t *codes, float *scales,
                 float *mins) {
@@ -295,6 +323,12 @@ bool int8Groups(QuantType t, const void *blocks, int64_t n, int8_t *codes, float
   const int64_t bytes = quantBlockBytes(t);
   const uint8_t *b = static_cast<const uint8_t *>(blocks);
   for (int64_t k = 0; k < count; ++k, b += bytes, codes += 32) {
+    if (t == QuantType::mxfp4) { // the doubled E2M1 value and 2^(e - 128): exact
+      *scales++ = e8m0Half(b[0]);
+      for (int i = 0; i < 32; ++i)
+        codes[i] = kMxfp4[nibble(b + 1, i)];
+      continue;
+    }
     *scales++ = halfAt(b);
     if (t == QuantType::q8_0) {
       std::memcpy(codes, b + 2, 32);

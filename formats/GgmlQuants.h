@@ -12,7 +12,7 @@ namespace kvplan {
 
 /// The quantized ggml types kvplan reads; `none` is a plain f32/f16/bf16
 /// tensor.
-enum class QuantType { none, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k };
+enum class QuantType { none, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, mxfp4 };
 
 /// "Q4_K" and so on (llama.cpp's names).
 const char *quantTypeName(QuantType t);
@@ -27,7 +27,7 @@ int64_t quantBlockBytes(QuantType t);
 /// dequantizers (gguf-py) do.
 void dequantize(QuantType t, const void *blocks, float *out, int64_t n);
 
-/// Whether int4Groups (Q4_0, Q4_1, Q4_K) and int8Groups (Q8_0, Q5_0) take
+/// Whether int4Groups (Q4_0, Q4_1, Q4_K) and int8Groups (Q8_0, Q5_0, MXFP4) take
 /// `t`: its blocks are kvplan's groups of 32 exactly, repacked bit for bit.
 bool hasInt4Groups(QuantType t);
 bool hasInt8Groups(QuantType t);
@@ -39,7 +39,7 @@ bool hasInt8Groups(QuantType t);
 bool int4Groups(QuantType t, const void *blocks, int64_t n, uint8_t *codes, float *scales,
                 float *mins);
 
-/// For Q8_0 and Q5_0: int8 codes and one scale per group of 32 such that
+/// For Q8_0, Q5_0 and MXFP4: int8 codes and one scale per group of 32 such that
 /// `float(code) * scale` equals dequantize() bit for bit. False for other
 /// types.
 bool int8Groups(QuantType t, const void *blocks, int64_t n, int8_t *codes, float *scales);

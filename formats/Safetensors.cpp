@@ -299,9 +299,12 @@ public:
       int64_t layer = 0;
       std::string which;
       if (gptOss && isGptOssExperts(d.name, layer, which)) {
-        // Every stack but the downs' biases is a transposed copy.
+        // Every stack but the downs' biases is a transposed copy, or
+        // repacked from MXFP4 blocks (17 bytes a block of 32).
         if (const Entry *x = gptOssEntry(layer, which); x && x->dtype && which != "b2")
           held += x->bytes / (which == "w2" ? 1 : 2);
+        else if (const Entry *b = mxfp4Entry(layer, which, "_blocks"); b && which[0] == 'w')
+          held += b->bytes / 16 * 17 / (which == "w2" ? 1 : 2);
         continue;
       }
       if (isExpertStack(d.name, layer, which)) {
@@ -433,6 +436,70 @@ private:
     auto it = entries.find(gptOssStored(layer, which));
     return it == entries.end() ? nullptr : &it->second;
   }
+  /// The MXFP4 form of stack `which`: gate_up_proj or down_proj + `part`
+  /// (_blocks or _scales).
+  const Entry *mxfp4Entry(int64_t layer, const std::string &which, const char *part) const {
+    auto it = entries.find(gptOssStored(layer, which) + part);
+    return it == entries.end() ? nullptr : &it->second;
+  }
+
+  /// gpt-oss's MXFP4 experts as OpenAI publishes them: `*_blocks` [experts,
+  /// out, in / 32, 16] U8 (element 2k of a block of 32 in the low nibble of
+  /// byte k, 2k + 1 in the high one: transformers' convert_moe_packed_tensors)
+  /// and `*_scales` [experts, out, in / 32] U8 (E8M0), [out, in] as
+  /// nn.Linear's; repacked once into ggml's MXFP4 blocks (the scale byte,
+  /// then element j in the low nibble of byte j and 16 + j in the high one),
+  /// gate_up's even rows the gates and its odd ones the ups, which the
+  /// packer reads as a GGUF's (exactly into int8).
+  SourceTensor gptOssMxfp4(const std::string &name, const std::vector<int64_t> &expected,
+                           int64_t layer, const std::string &which) const {
+    const Entry *blocks = mxfp4Entry(layer, which, "_blocks");
+    const Entry *scales = mxfp4Entry(layer, which, "_scales");
+    const std::string stored = gptOssStored(layer, which);
+    if (!scales) missingTensor(where, name, stored + "_scales", "beside " + stored + "_blocks");
+    const std::string &file = shards[blocks->shard].path();
+    const bool down = which == "w2";
+    const int64_t experts = expected[0], rows = expected[1], in = expected[2];
+    const int64_t storedRows = down ? rows : 2 * rows, groups = in / 32;
+    for (auto [e, part, want] :
+         {std::tuple<const Entry *, const char *, std::vector<int64_t>>{
+              blocks, "_blocks", {experts, storedRows, groups, 16}},
+          {scales, "_scales", {experts, storedRows, groups}}}) {
+      if (e->dtypeName != "U8")
+        throw InputError(file + ": tensor '" + stored + part + "' has dtype " + e->dtypeName +
+                         "; MXFP4 blocks and scales are U8");
+      if (in % 32 != 0)
+        throw InputError(file + ": tensor '" + stored + part + "' holds rows of " +
+                         std::to_string(in) + ", not whole MXFP4 blocks of 32");
+      checkShape(file, name, stored + part, e->shape, want);
+    }
+    SourceTensor out;
+    out.shape = expected;
+    out.quant = QuantType::mxfp4;
+    std::lock_guard<std::mutex> lock(mutex);
+    auto cached = owned.find(name);
+    if (cached == owned.end()) {
+      std::vector<char> buffer(size_t(experts * rows * groups * 17));
+      Progress progress("repacking " + stored + "_blocks", uint64_t(buffer.size()));
+      const auto *q = reinterpret_cast<const uint8_t *>(blocks->data);
+      const auto *sc = reinterpret_cast<const uint8_t *>(scales->data);
+      auto *o = reinterpret_cast<uint8_t *>(buffer.data());
+      auto code = [](const uint8_t *b, int k) { return k % 2 ? b[k / 2] >> 4 : b[k / 2] & 15; };
+      for (int64_t e = 0; e < experts; ++e)
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t from = e * storedRows + (down ? r : 2 * r + (which == "w3" ? 1 : 0));
+          for (int64_t g = 0; g < groups; ++g, o += 17) {
+            const uint8_t *b = q + (from * groups + g) * 16;
+            o[0] = sc[from * groups + g];
+            for (int j = 0; j < 16; ++j) o[1 + j] = uint8_t(code(b, j) | (code(b, j + 16) << 4));
+          }
+        }
+      progress.advance(uint64_t(buffer.size()));
+      cached = owned.emplace(name, std::move(buffer)).first;
+    }
+    out.data = cached->second.data();
+    return out;
+  }
 
   /// A stack of gpt-oss's experts out of its checkpoint's tensors, applied
   /// as x @ W (transformers' GptOssExperts): gate_up_proj [experts, hidden,
@@ -445,16 +512,12 @@ private:
                              int64_t layer, const std::string &which) const {
     const std::string stored = gptOssStored(layer, which);
     const Entry *x = gptOssEntry(layer, which);
-    if (!x) {
-      const std::string blocks = body + "layers." + std::to_string(layer) + ".mlp.experts." +
-                                 (which[1] == '2' ? "down_proj" : "gate_up_proj") + "_blocks";
+    if (!x && which[0] == 'w' && mxfp4Entry(layer, which, "_blocks"))
+      return gptOssMxfp4(name, expected, layer, which);
+    if (!x)
       missingTensor(where, name, stored,
-                    entries.count(blocks)
-                        ? "the checkpoint holds MXFP4 experts ('" + blocks + "'), which kvplan "
-                          "does not read yet; use a bf16 copy of the weights"
-                        : "gpt-oss's checkpoints hold a layer's experts in gate_up_proj and "
-                          "down_proj");
-    }
+                    "gpt-oss's checkpoints hold a layer's experts in gate_up_proj and down_proj "
+                    "(or their MXFP4 _blocks and _scales)");
     const std::string &file = shards[x->shard].path();
     if (!x->dtype)
       throw InputError(file + ": tensor '" + stored + "' has dtype " + x->dtypeName +

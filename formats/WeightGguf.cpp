@@ -49,11 +49,13 @@ std::optional<DType> ggmlDType(uint32_t t) {
 
 // The ggml types kvplan reads, for messages about the others.
 constexpr const char *kReadableTypes =
-    "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K";
+    "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K and MXFP4";
 
 // The weight type a matrix of ggml type `t` compiles to by default: its own
 // float type, int4 for the 4-bit types int4 holds losslessly, int8 for the
-// wider quantized types.
+// wider quantized types and for MXFP4 (whose non-uniform levels int4 cannot
+// hold, but int8 does exactly: the doubled E2M1 value, the scale a power of
+// two).
 std::optional<DType> defaultWeightDtype(uint32_t t) {
   if (auto d = ggmlDType(t))
     return d;
@@ -66,11 +68,14 @@ std::optional<DType> defaultWeightDtype(uint32_t t) {
   }
 }
 
-// Whether `name` is a layer's matrix: blk.N.attn_q.weight and so on.
+// Whether `name` is a layer's matrix: blk.N.attn_q.weight and so on, and a
+// mixture's stacks of experts (most of its weights: gpt-oss's MXFP4 ones).
 bool isLayerMatrix(const std::string &name) {
   static const std::set<std::string> matrices = {
-      "attn_q.weight",   "attn_k.weight", "attn_v.weight",  "attn_output.weight",
-      "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"};
+      "attn_q.weight",        "attn_k.weight",      "attn_v.weight",
+      "attn_output.weight",   "ffn_gate.weight",    "ffn_up.weight",
+      "ffn_down.weight",      "ffn_gate_exps.weight", "ffn_up_exps.weight",
+      "ffn_down_exps.weight"};
   const size_t dot = name.rfind("blk.", 0) == 0 ? name.find('.', 4) : std::string::npos;
   return dot != std::string::npos && matrices.count(name.substr(dot + 1)) > 0;
 }

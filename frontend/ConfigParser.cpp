@@ -791,22 +791,26 @@ void readHFModelFields(JsonFields &f, ModelSpec &m) {
 }
 
 // A checkpoint quantized by its publisher (quantization_config): gpt-oss's
-// MXFP4 experts, as OpenAI publishes the model, are not read yet; the
-// others are refused by their method.
-void readHFQuantization(JsonFields &f) {
+// MXFP4 experts, as OpenAI publishes the model, are read exactly into int8
+// (each block's doubled E2M1 codes and its power-of-two scale), the default
+// weight type then, as most of the weights are theirs; other methods, and
+// MXFP4 on another model, are refused.
+void readHFQuantization(JsonFields &f, ModelConfig &cfg) {
   const nlohmann::json *q = f.get("quantization_config");
   if (!q) return;
   const std::string method =
       q->is_object() && q->contains("quant_method") && (*q)["quant_method"].is_string()
           ? (*q)["quant_method"].get<std::string>()
           : "";
+  if (method == "mxfp4" && cfg.model.architecture == Architecture::gpt_oss) {
+    cfg.compile.weightDtype = DType::i8;
+    return;
+  }
   f.fail("quantization_config",
-         method == "mxfp4"
-             ? "the checkpoint's experts are MXFP4 (gpt-oss as OpenAI publishes it), which "
-               "kvplan does not read yet; use a bf16 copy of the weights (such as "
-               "unsloth/gpt-oss-20b-BF16) or a GGUF whose experts are not MXFP4"
-             : "quantization method '" + method + "' is not supported; kvplan reads float "
-               "checkpoints (and quantizes them itself: --dtype int8 or int4)");
+         "quantization method '" + method + "' is not supported" +
+             (method == "mxfp4" ? " but for gpt-oss's experts" : "") +
+             "; kvplan reads float checkpoints (and quantizes them itself: --dtype int8 or "
+             "int4)");
 }
 
 // Which layers slide, as transformers decides it: `layer_types` where the
@@ -1185,7 +1189,7 @@ ModelConfig parseHFConfig(const std::string &text, const std::string &path,
     readHFRopeScaling(f, cfg, warn);
     readHFDualChunk(f, cfg, warn);
     readHFTorchDtype(f, cfg, path, warn);
-    readHFQuantization(f);
+    readHFQuantization(f, cfg);
   } catch (const nlohmann::json::exception &e) {
     // A value of a JSON type that no check above caught: still the file's
     // error, never an internal one.

@@ -11,19 +11,25 @@
 # mode, then, ROUNDS times in turn, `kvplan bench` (a prompt of 128, 64 ids
 # decoded) and llama.cpp through node-llama-cpp's prebuilt CPU binary (the
 # same prompt evaluated, then 64 single tokens, one thread a CPU both).
-#   scripts/bench-moe.sh NODE_LLAMA_CPP_DIR [ROUNDS] [qwen3moe|qwen2moe]
+#   scripts/bench-moe.sh NODE_LLAMA_CPP_DIR [ROUNDS] [qwen3moe|qwen2moe|gpt-oss]
 # NODE_LLAMA_CPP_DIR holds node_modules/node-llama-cpp (`npm install
 # --prefix DIR node-llama-cpp@3`). The greedy ids of a short prompt are
 # compared first: the two must agree on the file. qwen2moe times a
 # Qwen2-MoE shape instead, Qwen1.5-MoE-A2.7B's scaled to hidden 1024 (8
 # layers, 16 heads of 64, q/k/v biases, 60 experts of 352, 4 a token, their
 # weights as routed, beside a gated shared expert of 1,408), its dense
-# twins FFNs of 2,816 (the active: 4 x 352 + 1,408) and 22,528.
+# twins FFNs of 2,816 (the active: 4 x 352 + 1,408) and 22,528. gpt-oss
+# times gpt-oss-20b's shape scaled to hidden 1024 (8 layers, 16 heads of 64
+# over 4 KV heads, q/k/v and output biases, sinks, the even layers under a
+# window of 128; 32 experts of 512, 4 a token, with biases and the clamped
+# SwiGLU), its dense twins Llama's layers with FFNs of 2,048 and 16,384.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dir=${1:?usage: scripts/bench-moe.sh NODE_LLAMA_CPP_DIR [ROUNDS] [qwen3moe|qwen2moe]}
+usage="usage: scripts/bench-moe.sh NODE_LLAMA_CPP_DIR [ROUNDS] [qwen3moe|qwen2moe|gpt-oss]"
+dir=${1:?$usage}
 rounds=${2:-2}
 arch=${3:-qwen3moe}
+names='"<|endoftext|>", "<|im_end|>"' # the helper's BOS and EOS for a Qwen vocabulary
 case $arch in
   qwen3moe) shape=1024,8,16,4,64,64,8,384 active=3072 total=24576
     attention='architecture = "qwen3"\nnum_kv_heads = 4\n'
@@ -33,28 +39,34 @@ case $arch in
     experts='num_experts = 60\nnum_experts_per_tok = 4\nmoe_intermediate_size = 352\n'
     experts+='norm_topk_prob = false\nshared_expert_intermediate_size = 1408\n'
     experts+='shared_expert_gate = true\n' ;;
-  *) echo "usage: scripts/bench-moe.sh NODE_LLAMA_CPP_DIR [ROUNDS] [qwen3moe|qwen2moe]" >&2
+  gpt-oss) shape=1024,8,16,4,64,32,4,512 active=2048 total=16384
+    attention='architecture = "gpt-oss"\nnum_kv_heads = 4\nsliding_window = 128\n'
+    dense='architecture = "llama"\nnum_kv_heads = 4\n'
+    experts='num_experts = 32\nnum_experts_per_tok = 4\nmoe_intermediate_size = 512\n'
+    names='"<|begin_of_text|>", "<|eot_id|>"' ;; # and for a Llama 3 one
+  *) echo "$usage" >&2
      exit 2 ;;
 esac
+dense=${dense:-$attention}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # The corpus script's byte-level tokenizer, its two added tokens named as
-# Qwen's end ids.
+# the helper's BOS and EOS.
 python3 fuzz/make-corpus.py "$work/seeds" >/dev/null 2>&1
-python3 - "$work" <<'PY'
+python3 - "$work" "$names" <<'PY'
 import json, sys
 t = json.load(open(sys.argv[1] + "/seeds/tokenizer_hf/tiny-tokenizer.json"))
-for a, name in zip(t["added_tokens"], ["<|endoftext|>", "<|im_end|>"]):
+for a, name in zip(t["added_tokens"], json.loads("[" + sys.argv[2] + "]")):
     a["content"] = name
 json.dump(t, open(sys.argv[1] + "/tokenizer.json", "w"))
 PY
 KVPLAN_GGUF_SHAPE=$shape python3 tests/lit/Inputs/gguf_and_hf.py "$arch" \
   "$work/tokenizer.json" qwen2 "$work/moe.gguf" "$work/unused"
-python3 - "$work" "$attention" "$experts" "$active" "$total" <<'PY'
+python3 - "$work" "$attention" "$dense" "$experts" "$active" "$total" <<'PY'
 import sys
-work, attention, experts, active, total = sys.argv[1:]
-attention, experts = attention.replace("\\n", "\n"), experts.replace("\\n", "\n")
-base = attention + """hidden_size = 1024
+work, attention, dense, experts, active, total = sys.argv[1:]
+attention, dense, experts = (x.replace("\\n", "\n") for x in (attention, dense, experts))
+base = """hidden_size = 1024
 num_layers = 8
 num_heads = 16
 head_dim = 64
@@ -64,9 +76,9 @@ rms_norm_eps = 1e-6
 bos_token_id = 1
 eos_token_id = 2
 """
-ffns = {"moe": "intermediate_size = %s\n%s" % (active, experts),
-        "dense-active": "intermediate_size = %s\n" % active,
-        "dense-total": "intermediate_size = %s\n" % total}
+ffns = {"moe": attention + "intermediate_size = %s\n%s" % (active, experts),
+        "dense-active": dense + "intermediate_size = %s\n" % active,
+        "dense-total": dense + "intermediate_size = %s\n" % total}
 for name, ffn in ffns.items():
     open("%s/%s.toml" % (work, name), "w").write('[model]\nname = "%s"\n%s%s' % (name, base, ffn))
 PY

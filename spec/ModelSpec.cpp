@@ -913,6 +913,22 @@ std::vector<int64_t> CompileSettings::defaultPrefillCopies(Target t) {
   return t == Target::cuda ? std::vector<int64_t>{8, 32} : std::vector<int64_t>{};
 }
 
+namespace {
+// A mixture of experts' (absent: the dense FFN).
+void writeExperts(nlohmann::json &j, const ModelSpec &m) {
+  if (!m.moe()) return;
+  j["num_experts"] = m.numExperts;
+  j["num_experts_per_tok"] = m.expertsPerToken;
+  j["moe_intermediate_size"] = m.expertWidth();
+  j["norm_topk_prob"] = m.normTopKProb;
+  if (m.expertBias) j["expert_bias"] = true;
+  if (m.sharedExpert()) {
+    j["shared_expert_intermediate_size"] = m.sharedExpertIntermediateSize;
+    j["shared_expert_gate"] = m.sharedExpertGate;
+  }
+}
+} // namespace
+
 nlohmann::json toJson(const ModelSpec &m) {
   nlohmann::json j = {
       {"name", m.name},
@@ -985,18 +1001,7 @@ nlohmann::json toJson(const ModelSpec &m) {
     j["attn_logit_softcapping"] = m.attnSoftcap;
   if (m.finalSoftcap != 0)
     j["final_logit_softcapping"] = m.finalSoftcap;
-  // A mixture of experts' (absent: the dense FFN).
-  if (m.moe()) {
-    j["num_experts"] = m.numExperts;
-    j["num_experts_per_tok"] = m.expertsPerToken;
-    j["moe_intermediate_size"] = m.expertWidth();
-    j["norm_topk_prob"] = m.normTopKProb;
-    if (m.expertBias) j["expert_bias"] = true;
-    if (m.sharedExpert()) {
-      j["shared_expert_intermediate_size"] = m.sharedExpertIntermediateSize;
-      j["shared_expert_gate"] = m.sharedExpertGate;
-    }
-  }
+  writeExperts(j, m);
   return j;
 }
 
@@ -1066,6 +1071,23 @@ int64_t settingsInteger(const nlohmann::json &j, const char *key, int64_t lo, in
 }
 } // namespace
 
+namespace {
+// Absent from plans written before mixtures of experts, and for dense FFNs.
+void readExperts(const nlohmann::json &j, ModelSpec &m) {
+  if (!j.contains("num_experts")) return;
+  m.numExperts = modelInteger(j, "num_experts", 2, kMaxExperts);
+  m.expertsPerToken = modelInteger(j, "num_experts_per_tok", 1, m.numExperts);
+  m.expertIntermediateSize = modelInteger(j, "moe_intermediate_size", 1, kMaxDim);
+  m.normTopKProb = j.at("norm_topk_prob").get<bool>();
+  m.expertBias = j.value("expert_bias", false); // absent before gpt-oss
+  // Absent from plans written before shared experts, and without one.
+  if (j.contains("shared_expert_intermediate_size")) {
+    m.sharedExpertIntermediateSize = modelInteger(j, "shared_expert_intermediate_size", 1, kMaxDim);
+    m.sharedExpertGate = j.at("shared_expert_gate").get<bool>();
+  }
+}
+} // namespace
+
 ModelSpec modelSpecFromJson(const nlohmann::json &j) {
   ModelSpec m;
   m.name = j.at("name").get<std::string>();
@@ -1104,20 +1126,7 @@ ModelSpec modelSpecFromJson(const nlohmann::json &j) {
   m.queryPreAttnScalar = j.value("query_pre_attn_scalar", 0.0);
   m.attnSoftcap = j.value("attn_logit_softcapping", 0.0);
   m.finalSoftcap = j.value("final_logit_softcapping", 0.0);
-  // Absent from plans written before mixtures of experts, and for dense FFNs.
-  if (j.contains("num_experts")) {
-    m.numExperts = modelInteger(j, "num_experts", 2, kMaxExperts);
-    m.expertsPerToken = modelInteger(j, "num_experts_per_tok", 1, m.numExperts);
-    m.expertIntermediateSize = modelInteger(j, "moe_intermediate_size", 1, kMaxDim);
-    m.normTopKProb = j.at("norm_topk_prob").get<bool>();
-    m.expertBias = j.value("expert_bias", false);
-    // Absent from plans written before shared experts, and without one.
-    if (j.contains("shared_expert_intermediate_size")) {
-      m.sharedExpertIntermediateSize =
-          modelInteger(j, "shared_expert_intermediate_size", 1, kMaxDim);
-      m.sharedExpertGate = j.at("shared_expert_gate").get<bool>();
-    }
-  }
+  readExperts(j, m);
   const nlohmann::json &eos = j.at("eos_token_id");
   if (!eos.is_array()) throw InputError("model field 'eos_token_id' is not a list of token ids");
   m.eosTokenIds.clear();

@@ -817,6 +817,8 @@ TEST_F(FakeGpu, TheExecutorAllocatesExactlyTheBill) {
     if (e.path().extension() != ".toml") continue;
     SCOPED_TRACE(e.path().filename().string());
     ModelConfig cfg = loadModelConfig(e.path().string(), {}, [](const std::string &) {});
+    // gpt-oss: the cuda target refuses it by name (SpecParser.GptOss).
+    if (cfg.model.attentionSinks) continue;
     expectTheExecutorAllocatesTheBill(cfg);
   }
   // Pools (kv_pages) other than tiny's 4 x 512 / 16 = 128 pages: larger, for

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <openssl/evp.h>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -114,7 +115,8 @@ TEST(GgmlQuants, TypeNumbersAndBlockSizesAreGgmls) {
   const Row rows[] = {{2, QuantType::q4_0, "Q4_0", 32, 18},   {3, QuantType::q4_1, "Q4_1", 32, 20},
                       {6, QuantType::q5_0, "Q5_0", 32, 22},   {7, QuantType::q5_1, "Q5_1", 32, 24},
                       {8, QuantType::q8_0, "Q8_0", 32, 34},   {12, QuantType::q4_k, "Q4_K", 256, 144},
-                      {13, QuantType::q5_k, "Q5_K", 256, 176}, {14, QuantType::q6_k, "Q6_K", 256, 210}};
+                      {13, QuantType::q5_k, "Q5_K", 256, 176}, {14, QuantType::q6_k, "Q6_K", 256, 210},
+                      {39, QuantType::mxfp4, "MXFP4", 32, 17}};
   for (const Row &r : rows) {
     EXPECT_EQ(quantTypeOfGgml(r.ggml), r.t) << r.name;
     EXPECT_STREQ(quantTypeName(r.t), r.name);
@@ -143,6 +145,37 @@ TEST(GgmlQuants, HandBuiltBlocksDequantize) {
   EXPECT_EQ(y[16], 9.0f);
   EXPECT_EQ(y[1], -1.0f);
   EXPECT_THROW(dequantize(QuantType::q4_1, q41, y, 31), std::invalid_argument);
+}
+
+// MXFP4 (the OCP microscaling format gpt-oss's experts use): each block of
+// 32 is an E8M0 scale 2^(e - 127) and 32 E2M1 codes (sign, 2 exponent bits,
+// 1 mantissa bit: 0, 0.5, 1, 1.5, 2, 3, 4, 6 and their negatives), stored
+// as ggml stores them: the scale byte, then element j in the low nibble of
+// byte 1 + j and element 16 + j in the high one. The values below are the
+// format's, computed here from its definition.
+TEST(GgmlQuants, Mxfp4BlocksAreTheOcpFormatsValues) {
+  const double e2m1[16] = {0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6};
+  for (int e : {0, 1, 2, 120, 127, 130, 254}) {
+    SCOPED_TRACE("e = " + std::to_string(e));
+    uint8_t block[17] = {uint8_t(e)};
+    for (int j = 0; j < 16; ++j) block[1 + j] = uint8_t(j | ((15 - j) << 4));
+    float y[32];
+    dequantize(QuantType::mxfp4, block, y, 32);
+    for (int i = 0; i < 32; ++i) {
+      const int code = i < 16 ? i : 15 - (i - 16);
+      // As an f32: exact, or past its range (e 254's 4 x 2^127) infinite.
+      EXPECT_EQ(y[i], float(std::ldexp(e2m1[code], e - 127))) << i;
+    }
+    // int8 holds it exactly: the doubled value and a power-of-two scale.
+    int8_t codes[32];
+    float scale;
+    ASSERT_TRUE(int8Groups(QuantType::mxfp4, block, 32, codes, &scale));
+    EXPECT_EQ(double(scale), std::ldexp(1.0, e - 128));
+    for (int i = 0; i < 32; ++i) {
+      EXPECT_EQ(bits(float(codes[i]) * scale), bits(y[i])) << i;
+      EXPECT_LE(std::abs(int(codes[i])), 12) << i;
+    }
+  }
 }
 
 TEST(GgmlQuants, EveryQ256TensorMatchesTheReferenceHash) {

@@ -1839,12 +1839,16 @@ TEST(HFConfig, GptOss) {
   EXPECT_EQ(cfg.model.activation, Activation::swiglu_oai);
   EXPECT_EQ(cfg.model.swigluLimit, 5.5);
   EXPECT_FALSE(cfg.model.attentionBias || cfg.model.attentionOutBias);
+  EXPECT_EQ(cfg.compile.weightDtype, DType::bf16); // torch_dtype
+  // OpenAI's MXFP4 checkpoint: int8 by default, which holds the experts exactly.
   j["quantization_config"] = {{"quant_method", "mxfp4"}};
-  const std::string mx = hfErrorOf(j.dump());
-  for (const char *part : {"config.json: field 'quantization_config'", "MXFP4",
-                           "use a bf16 copy of the weights"})
-    EXPECT_NE(mx.find(part), std::string::npos) << part << " not in: " << mx;
+  EXPECT_EQ(readQuietly(j).compile.weightDtype, DType::i8);
   j["quantization_config"] = {{"quant_method", "gptq"}};
-  EXPECT_NE(hfErrorOf(j.dump()).find("quantization method 'gptq' is not supported"),
+  EXPECT_NE(hfErrorOf(j.dump()).find("field 'quantization_config': quantization method 'gptq' "
+                                     "is not supported; kvplan reads float checkpoints"),
+            std::string::npos);
+  nlohmann::json llama = nlohmann::json::parse(kHF);
+  llama["quantization_config"] = {{"quant_method", "mxfp4"}};
+  EXPECT_NE(hfErrorOf(llama.dump()).find("'mxfp4' is not supported but for gpt-oss's experts"),
             std::string::npos);
 }

@@ -1930,13 +1930,16 @@ TEST(Gguf, GptOssIsReadAsLlamaCppRunsIt) {
   write([](GgufWriter &g) { g.f32("gpt-oss.rope.freq_base_swa", 150000.0f); }); // the same: read
   EXPECT_NO_THROW(readCheckpointConfig(p.string()));
   // gpt-oss's published GGUFs keep the experts in MXFP4 (ggml type 39):
-  // named, not read yet.
+  // read as its blocks, the default weight type int8 (which holds them
+  // exactly); GgmlQuants.Mxfp4BlocksAreTheOcpFormatsValues has the values.
   const fs::path q = dir.path / "mxfp4.gguf";
   writeGguf(q, {{"general.architecture", "llama"}}, kGgufDims,
             {{"blk.0.attn_q.weight", {32, 32}, 39, 32 * 17}});
+  EXPECT_EQ(readCheckpointConfig(q.string()).compile.weightDtype, DType::i8);
   auto mx = openWeights(q.string(), ggufSpec());
-  expectInputError([&] { mx->tensor("layers.0.attention.wq", {32, 32}); },
-                   {q.string(), "blk.0.attn_q.weight", "MXFP4 (ggml type 39)"});
+  const SourceTensor t = mx->tensor("layers.0.attention.wq", {32, 32});
+  EXPECT_EQ(t.quant, QuantType::mxfp4);
+  EXPECT_EQ(toF32(t), std::vector<float>(32 * 32, 0.0f));
 }
 
 // gpt-oss's checkpoint holds a layer's experts in two tensors applied as
@@ -1989,12 +1992,87 @@ TEST(Safetensors, GptOssExpertsAreTransposedOutOfGateUp) {
   EXPECT_EQ(source->heldBytes(), uint64_t(4 * (3 * E * F * H + 2 * E * F)));
   expectInputError([&] { source->tensor(x + "w1", {E, F + 1, H}); },
                    {"model.safetensors", "model.layers.0.mlp.experts.gate_up_proj"});
-  // OpenAI's own checkpoint: MXFP4 blocks in their place, named.
-  kvplan::testing::writeSafetensorsF32(dir.path / "model.safetensors",
-                      {{l + "mlp.experts.gate_up_proj_blocks", {E, 2 * F, H / 32, 16},
-                         std::vector<float>(size_t(E * 2 * F * H / 2), 0.0f)}});
-  auto mx = openWeights(dir.path.string(), m);
-  expectInputError([&] { mx->tensor(x + "w1", {E, F, H}); },
-                   {"missing tensor 'layers.0.feed_forward.experts.w1'",
-                    "MXFP4 experts ('model.layers.0.mlp.experts.gate_up_proj_blocks')"});
+}
+
+/// A safetensors file of U8 tensors (MXFP4 blocks and scales).
+void writeSafetensorsU8(const fs::path &p,
+                        const std::vector<std::pair<std::string, std::vector<int64_t>>> &shapes,
+                        const std::vector<std::vector<uint8_t>> &data) {
+  nlohmann::json header = nlohmann::json::object();
+  std::string bytes;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    header[shapes[i].first] = {{"dtype", "U8"},
+                               {"shape", shapes[i].second},
+                               {"data_offsets", {bytes.size(), bytes.size() + data[i].size()}}};
+    bytes.append(data[i].begin(), data[i].end());
+  }
+  std::string text = header.dump();
+  while (text.size() % 8 != 0) text += ' ';
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[size_t(i)] = char((uint64_t(text.size()) >> (8 * i)) & 0xff);
+  std::ofstream(p, std::ios::binary) << out << text << bytes;
+}
+
+// OpenAI's own checkpoint: the experts in MXFP4, `*_blocks` [experts, out,
+// in / 32, 16] (element 2k of a block in byte k's low nibble, 2k + 1 in its
+// high one) and `*_scales` [experts, out, in / 32]; gate_up's rows the
+// gate's and the up's in turn. The source repacks them into ggml's blocks
+// (the scale byte, then element j low and 16 + j high in byte j), whose
+// values the dequantizer gives: element i of expert e's row r is code
+// (e + r + i) % 16 under scale byte 120 + r % 8 (all distinct positions
+// recognisable).
+TEST(Safetensors, GptOssMxfp4ExpertsAreRepackedAsGgmlBlocks) {
+  ModelSpec m = moeSpec();
+  m.architecture = Architecture::gpt_oss;
+  m.expertBias = m.attentionSinks = true;
+  m.activation = Activation::swiglu_oai;
+  m.expertIntermediateSize = 64; // whole blocks of 32
+  const int64_t E = 3, H = m.hiddenSize, F = m.expertWidth();
+  ASSERT_EQ(H % 32, 0);
+  ASSERT_EQ(F % 32, 0);
+  auto code = [](int64_t e, int64_t r, int64_t i) { return uint8_t((e + r + i) % 16); };
+  auto scale = [](int64_t r) { return uint8_t(120 + r % 8); };
+  // Stored row r of `rows`, `in` wide, each expert's.
+  auto write = [&](int64_t rows, int64_t in, std::vector<uint8_t> &blocks,
+                   std::vector<uint8_t> &scales) {
+    for (int64_t e = 0; e < E; ++e)
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t g = 0; g < in / 32; ++g) {
+          scales.push_back(scale(r));
+          for (int k = 0; k < 16; ++k)
+            blocks.push_back(uint8_t(code(e, r, g * 32 + 2 * k) | (code(e, r, g * 32 + 2 * k + 1) << 4)));
+        }
+  };
+  std::vector<uint8_t> guBlocks, guScales, dBlocks, dScales;
+  write(2 * F, H, guBlocks, guScales);
+  write(H, F, dBlocks, dScales);
+  const std::string x = "model.layers.0.mlp.experts.";
+  ScratchDir dir;
+  writeSafetensorsU8(dir.path / "model.safetensors",
+                     {{x + "gate_up_proj_blocks", {E, 2 * F, H / 32, 16}},
+                      {x + "gate_up_proj_scales", {E, 2 * F, H / 32}},
+                      {x + "down_proj_blocks", {E, H, F / 32, 16}},
+                      {x + "down_proj_scales", {E, H, F / 32}}},
+                     {guBlocks, guScales, dBlocks, dScales});
+  auto source = openWeights(dir.path.string(), m);
+  const double e2m1[16] = {0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6};
+  auto check = [&](const std::string &which, int64_t rows, int64_t in, int64_t stride,
+                   int64_t first) {
+    SCOPED_TRACE(which);
+    const SourceTensor t = source->tensor("layers.0.feed_forward.experts." + which, {E, rows, in});
+    EXPECT_EQ(t.quant, QuantType::mxfp4);
+    const std::vector<float> v = toF32(t);
+    for (int64_t e = 0; e < E; ++e)
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t stored = r * stride + first;
+        for (int64_t i = 0; i < in; ++i)
+          ASSERT_EQ(double(v[size_t((e * rows + r) * in + i)]),
+                    std::ldexp(e2m1[code(e, stored, i)], scale(stored) - 127))
+              << e << " " << r << " " << i;
+      }
+  };
+  check("w1", F, H, 2, 0); // the gates: stored rows 0, 2, 4, ...
+  check("w3", F, H, 2, 1); // the ups: 1, 3, 5, ...
+  check("w2", H, F, 1, 0);
+  EXPECT_EQ(source->heldBytes(), uint64_t(E * (2 * F * H + H * F) / 32 * 17));
 }

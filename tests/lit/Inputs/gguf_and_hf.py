@@ -49,7 +49,15 @@ usage: gguf_and_hf.py ARCH TOKENIZER_JSON PRE GGUF_OUT HF_DIR [TOKENIZER_CONFIG]
   ([experts, 48, hidden]) with their biases, llama.cpp's gpt-oss file with
   attn_sinks, post_attention_norm before the experts and the stacked
   ffn_{gate,up,down}_exps with their biases, q/k rows left in rotate-half
-  order);
+  order) or gpt-oss-mxfp4 (the same with each expert's matrices in MXFP4, as
+  OpenAI publishes them: the GGUF's ggml type 39, blocks of 32 with an E8M0
+  scale byte, element j in byte j's low nibble and 16 + j in its high one;
+  HF's mlp.experts.gate_up_proj_blocks and _scales ([experts, 2 x 48,
+  hidden / 32, 16] and [experts, 2 x 48, hidden / 32], rows the gate's and
+  up's in turn, element 2k in byte k's low nibble) and down_proj_blocks and
+  _scales, quantization_config mxfp4; experts of 64, whole blocks) or
+  gpt-oss-mxfp4-values (the same values, the GGUF's experts F32: what the
+  MXFP4 blocks stand for, run without llama.cpp's MXFP4 arithmetic);
   PRE: tokenizer.ggml.pre ("llama-bpe", "qwen2",
   "deepseek-r1-qwen"). tokenizer.ggml.add_bos_token is true for llama (as
   Llama 3's GGUFs have it), false for the others. "deepseek-r1-qwen" (with
@@ -61,7 +69,7 @@ usage: gguf_and_hf.py ARCH TOKENIZER_JSON PRE GGUF_OUT HF_DIR [TOKENIZER_CONFIG]
   writes it (tokenizer.chat_template) and the file is copied to the folder.
 
 For benchmarks, KVPLAN_GGUF_SHAPE="HIDDEN,LAYERS,HEADS,KV_HEADS,HEAD_DIM,
-EXPERTS,USED,EXPERT_FFN" (qwen3moe; qwen2moe with a ninth, SHARED_FFN, and
+EXPERTS,USED,EXPERT_FFN" (qwen3moe, gpt-oss; qwen2moe with a ninth, SHARED_FFN, and
 HEAD_DIM HIDDEN / HEADS) writes the GGUF alone at that shape,
 its matrices F16 random values of magnitude 1/64 to 1/32 (made from random
 bytes, fast at any size), and no Hugging Face folder.
@@ -80,6 +88,10 @@ tokenizer_config = sys.argv[6] if len(sys.argv) > 6 else None
 apart = arch == "mixtral-apart"
 if apart:
     arch = "mixtral"
+mxfp4 = arch in ("gpt-oss-mxfp4", "gpt-oss-mxfp4-values")
+mxfp4_blocks = arch == "gpt-oss-mxfp4"  # in the GGUF; else their values, F32
+if mxfp4:
+    arch = "gpt-oss"
 gptoss = arch == "gpt-oss"
 moe = arch in ("qwen3moe", "mixtral", "qwen2moe", "gpt-oss")
 gguf_arch = {"mixtral": "llama", "qwen3moe": "qwen3moe", "qwen2moe": "qwen2moe",
@@ -88,7 +100,7 @@ hf_type = {"qwen3moe": "qwen3_moe", "mixtral": "mixtral", "qwen2moe": "qwen2_moe
            "gpt-oss": "gpt_oss"}.get(arch)
 arch = {"qwen3moe": "qwen3", "mixtral": "llama", "qwen2moe": "qwen2"}.get(arch, arch)
 experts, experts_used = 4, 2
-expert_ffn = 64 if hf_type == "mixtral" else 48
+expert_ffn = 64 if hf_type == "mixtral" or mxfp4 else 48  # MXFP4: whole blocks of 32
 shared_ffn = 80 if hf_type == "qwen2_moe" else 0
 partial = arch == "phi4-mini"
 yarn = arch == "qwen3-yarn"
@@ -139,7 +151,8 @@ layers = {"smollm3": 4, "gemma3": 6, "gemma2": 4, "gpt-oss": 4}.get(arch, 2)
 head_dim = hidden // heads * (2 if arch in ("qwen3", "gemma3", "gemma2", "gpt-oss") else 1)
 bench = os.environ.get("KVPLAN_GGUF_SHAPE")
 if bench:
-    assert hf_type in ("qwen3_moe", "qwen2_moe"), "KVPLAN_GGUF_SHAPE is for qwen3moe, qwen2moe"
+    assert hf_type in ("qwen3_moe", "qwen2_moe", "gpt_oss"), \
+        "KVPLAN_GGUF_SHAPE is for qwen3moe, qwen2moe, gpt-oss"
     hidden, layers, heads, kv_heads, head_dim, experts, experts_used, expert_ffn = \
         map(int, bench.split(",")[:8])
     if hf_type == "qwen2_moe":
@@ -287,6 +300,34 @@ unfused = hf
 if arch == "phi3":
     hf = fuse(hf)
 
+E2M1 = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0]
+
+
+def mxfp4_rows(data, rows, cols):
+    """Each row's blocks of 32 in MXFP4: an E8M0 scale e (2^(e - 127)) taking
+    the block's largest magnitude to at most 6, and each element's nearest
+    E2M1 code. Returns the codes, the scales and the values they stand for."""
+    codes, scales, values = [], [], array("f")
+    for r in range(rows):
+        for g in range(0, cols, 32):
+            block = data[r * cols + g:r * cols + g + 32]
+            e = 127 + max(-126, math.ceil(math.log2(max(max(map(abs, block)), 1e-30) / 6)))
+            scale = 2.0 ** (e - 127)
+            c = [min(range(16), key=lambda i: abs(E2M1[i] * scale - x)) for x in block]
+            codes.append(c)
+            scales.append(e)
+            values.extend(E2M1[i] * scale for i in c)
+    return codes, scales, values
+
+
+if mxfp4:  # the experts' matrices rounded to MXFP4 (their values, then the blocks)
+    quantized = {}
+    for i, (n, sh, d) in enumerate(hf):
+        if ".experts." in n and n.endswith(".weight"):
+            codes, scales, values = mxfp4_rows(d, sh[0], sh[1])
+            quantized[n] = (codes, scales)
+            hf[i] = (n, sh, values)
+
 
 def gptoss_layout(tensors):
     """gpt-oss's checkpoint: each layer's experts in three tensors applied as
@@ -313,10 +354,34 @@ def gptoss_layout(tensors):
                 for j in range(expert_ffn):
                     down.extend(dn[h * expert_ffn + j] for h in range(hidden))
                 down_bias.extend(by["%s%d.down_proj.bias" % (p, e)][1])
-            out += [(p + "gate_up_proj", [experts, hidden, 2 * expert_ffn], gate_up),
-                    (p + "gate_up_proj_bias", [experts, 2 * expert_ffn], gate_up_bias),
-                    (p + "down_proj", [experts, expert_ffn, hidden], down),
+            out += [(p + "gate_up_proj_bias", [experts, 2 * expert_ffn], gate_up_bias),
                     (p + "down_proj_bias", [experts, hidden], down_bias)]
+            if not mxfp4:
+                out += [(p + "gate_up_proj", [experts, hidden, 2 * expert_ffn], gate_up),
+                        (p + "down_proj", [experts, expert_ffn, hidden], down)]
+                continue
+            # [experts, out, in / 32, 16] blocks and [experts, out, in / 32]
+            # scales, the gate's and up's rows in turn; element 2k of a block
+            # in byte k's low nibble.
+            for name, parts in (("gate_up_proj", ("gate_proj", "up_proj")),
+                                ("down_proj", ("down_proj",))):
+                blocks, scales = bytearray(), bytearray()
+                for e in range(experts):
+                    q = [quantized["%s%d.%s.weight" % (p, e, part)] for part in parts]
+                    n_rows = hidden if name == "down_proj" else expert_ffn
+                    groups = len(q[0][0]) // n_rows
+                    for r in range(n_rows):
+                        for which in q:
+                            for g in range(groups):
+                                c = which[0][r * groups + g]
+                                blocks += bytes(c[2 * k] | (c[2 * k + 1] << 4) for k in range(16))
+                                scales.append(which[1][r * groups + g])
+                in_dim = hidden if name == "gate_up_proj" else expert_ffn
+                out_dim = len(parts) * (expert_ffn if name == "gate_up_proj" else hidden)
+                out += [(p + name + "_blocks", [experts, out_dim, in_dim // 32, 16],
+                         ("U8", bytes(blocks))),
+                        (p + name + "_scales", [experts, out_dim, in_dim // 32],
+                         ("U8", bytes(scales)))]
     return out
 
 
@@ -324,15 +389,15 @@ def write_safetensors(folder, tensors):
     os.makedirs(folder, exist_ok=True)
     header, offset = {}, 0
     for name, shape, data in tensors:
-        header[name] = {"dtype": "F32", "shape": shape,
-                        "data_offsets": [offset, offset + 4 * len(data)]}
-        offset += 4 * len(data)
+        dtype, size = (data[0], len(data[1])) if isinstance(data, tuple) else ("F32", 4 * len(data))
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
     text = json.dumps(header).encode()
     text += b" " * (-len(text) % 8)
     with open(os.path.join(folder, "model.safetensors"), "wb") as f:
         f.write(struct.pack("<Q", len(text)) + text)
         for _, _, data in tensors:
-            f.write(data.tobytes())
+            f.write(data[1] if isinstance(data, tuple) else data.tobytes())
 
 
 # The Hugging Face folder.
@@ -369,6 +434,9 @@ if hf_type == "qwen2_moe":
                    "shared_expert_intermediate_size": shared_ffn,
                    "decoder_sparse_step": 1, "mlp_only_layers": [],
                    "output_router_logits": False, "router_aux_loss_coef": 0.001})
+if mxfp4:
+    config["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": [
+        "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}
 if gptoss:  # as openai/gpt-oss-20b's config.json
     config.update({"num_local_experts": experts, "num_experts_per_tok": experts_used,
                    "experts_per_token": experts_used, "intermediate_size": expert_ffn,
@@ -570,6 +638,19 @@ if apart:  # blk.N.ffn_gate.E.weight, ...
     names = {"w1": "gate", "w3": "up", "w2": "down"}
     hf = [("blk.%s.ffn_%s.%s.weight" % (n.split(".")[2], names[n.split(".")[6]], n.split(".")[5]),
            sh, d) if ".experts." in n else (n, sh, d) for n, sh, d in hf]
+# MXFP4 stacks as ggml stores them: per block the E8M0 byte, then element j
+# in byte j's low nibble and 16 + j in its high one.
+mx_gguf = {}
+if mxfp4_blocks:
+    for l in range(layers):
+        for part, key in (("gate_proj", "gate"), ("up_proj", "up"), ("down_proj", "down")):
+            b = bytearray()
+            for e in range(experts):
+                codes, scales = quantized["model.layers.%d.mlp.experts.%d.%s.weight" % (l, e, part)]
+                for c, sc in zip(codes, scales):
+                    b.append(sc)
+                    b += bytes(c[j] | (c[j + 16] << 4) for j in range(16))
+            mx_gguf["blk.%d.ffn_%s_exps.weight" % (l, key)] = bytes(b)
 for name, shape, data in hf:
     if not neox and (".q_proj.weight" in name or ".k_proj.weight" in name):
         data = llama_permute(data, shape[0], shape[1])
@@ -578,11 +659,12 @@ for name, shape, data in hf:
     dims = list(reversed(shape))
     if name.endswith("shared_expert_gate.weight"):
         dims = [hidden]  # llama.cpp's ffn_gate_inp_shexp: a vector
+    gtype = 39 if name in mx_gguf else 1 if isinstance(data, F16) else 0
     directory.append(gstr(name if name.startswith("blk.") else gguf_name(name)) +
                      struct.pack("<I", len(dims)) +
                      struct.pack("<%dQ" % len(dims), *dims) +
-                     struct.pack("<IQ", 1 if isinstance(data, F16) else 0, offset))
-    blob = data.tobytes()
+                     struct.pack("<IQ", gtype, offset))
+    blob = mx_gguf[name] if name in mx_gguf else data.tobytes()
     blob += b"\0" * (-len(blob) % 32)
     blobs.append(blob)
     offset += len(blob)
