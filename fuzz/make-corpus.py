@@ -117,6 +117,17 @@ def q8_0(vals):
     return out
 
 
+def mxfp4(vals):
+    """ggml's MXFP4: per 32 values an E8M0 scale byte and 16 bytes of E2M1
+    codes (element j low, 16 + j high), each the nearest of the table."""
+    table = [0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6]
+    out = b""
+    for b in range(0, len(vals), 32):
+        c = [min(range(16), key=lambda i: abs(table[i] - x)) for x in vals[b:b + 32]]
+        out += bytes([127]) + bytes(c[j] | (c[j + 16] << 4) for j in range(16))
+    return out
+
+
 def gguf(quantized, arch="llama", yarn=False):
     """GGUF v3 with `arch` metadata and the tiny model's tensors (Q8_0
     matrices where `quantized`: their rows must be whole 32-value blocks, so
@@ -127,7 +138,10 @@ def gguf(quantized, arch="llama", yarn=False):
     qwen3moe one the byte-level vocabulary, q/k norms and a mixture of 4
     experts (2 a token) a layer: the router and the stacked experts; a
     qwen2moe one qwen2's biases and the same mixture beside a shared expert
-    and its gate (a vector, as llama.cpp reads ffn_gate_inp_shexp). With
+    and its gate (a vector, as llama.cpp reads ffn_gate_inp_shexp); a
+    gpt-oss one the byte-level vocabulary, biases on q/k/v, the output, the
+    router and the experts, attention sinks, post_attention_norm before the
+    experts, a sliding window, and where `quantized` MXFP4 experts. With
     `yarn`, the rope.scaling keys of YaRN (factor 4 over half the context)."""
     dim, ffn = (32, 32) if quantized else (DIM, FFN)
     kv_dim = KV_HEADS * dim // HEADS
@@ -162,10 +176,16 @@ def gguf(quantized, arch="llama", yarn=False):
                        p + "attn_output.weight": [dim, dim], p + "ffn_norm.weight": [dim],
                        p + "ffn_gate.weight": [ffn, dim], p + "ffn_up.weight": [ffn, dim],
                        p + "ffn_down.weight": [dim, ffn]})
-        if arch in ("qwen2", "qwen2moe"):
+        if arch in ("qwen2", "qwen2moe", "gpt-oss"):
             shapes.update({p + "attn_q.bias": [dim], p + "attn_k.bias": [kv_dim],
                            p + "attn_v.bias": [kv_dim]})
-        if arch in ("qwen3moe", "qwen2moe"):
+        if arch == "gpt-oss":
+            del shapes[p + "ffn_norm.weight"]
+            shapes.update({p + "post_attention_norm.weight": [dim], p + "attn_output.bias": [dim],
+                           p + "attn_sinks.weight": [HEADS], p + "ffn_gate_inp.bias": [4],
+                           p + "ffn_gate_exps.bias": [4, ffn], p + "ffn_up_exps.bias": [4, ffn],
+                           p + "ffn_down_exps.bias": [4, dim]})
+        if arch in ("qwen3moe", "qwen2moe", "gpt-oss"):
             for t in ("ffn_gate", "ffn_up", "ffn_down"):
                 del shapes[p + t + ".weight"]
             if arch == "qwen3moe":
@@ -185,9 +205,13 @@ def gguf(quantized, arch="llama", yarn=False):
                 del shapes[p + t + ".weight"]
             shapes.update({p + "attn_qkv.weight": [dim + 2 * kv_dim, dim],
                            p + "ffn_up.weight": [2 * ffn, dim]})
-    if arch in ("qwen3moe", "qwen2moe"):
+    if arch in ("qwen3moe", "qwen2moe", "gpt-oss"):
         meta.update({arch + ".expert_count": 4, arch + ".expert_used_count": 2,
                      arch + ".expert_feed_forward_length": ffn})
+    if arch == "gpt-oss":
+        meta.update({arch + ".attention.sliding_window": SEQ // 4,
+                     arch + ".attention.key_length": dim // HEADS,
+                     arch + ".attention.value_length": dim // HEADS})
     if arch == "qwen2moe":
         meta[arch + ".expert_shared_feed_forward_length"] = ffn
     if arch == "phi3":
@@ -211,12 +235,13 @@ def gguf(quantized, arch="llama", yarn=False):
         vals = floats(n, i)
         if name.startswith("rope_factors_"):  # divisors: positive
             vals = [1.0 + 0.5 * k for k in range(n)]
-        q = quantized and len(shape) >= 2
-        raw = q8_0(vals) if q else f32(vals)
+        q = quantized and len(shape) >= 2 and not name.endswith(".bias")
+        mx = q and arch == "gpt-oss" and name.endswith("_exps.weight")
+        raw = mxfp4(vals) if mx else q8_0(vals) if q else f32(vals)
         data += b"\0" * (-len(data) % 32)
         out += gguf_string(name) + struct.pack("<I", len(shape))
         out += struct.pack("<%dQ" % len(shape), *reversed(shape))  # ggml order
-        out += struct.pack("<IQ", 8 if q else 0, len(data))
+        out += struct.pack("<IQ", 39 if mx else 8 if q else 0, len(data))
         data += raw
     out += b"\0" * (-len(out) % 32)
     return out + data
@@ -368,6 +393,7 @@ def main():
     put(out, "gguf", "tiny-qwen3moe-q8_0.gguf", gguf(True, "qwen3moe"))
     put(out, "gguf", "tiny-qwen2moe-q8_0.gguf", gguf(True, "qwen2moe"))
     put(out, "gguf", "tiny-yarn-q8_0.gguf", gguf(True, yarn=True))
+    put(out, "gguf", "tiny-gpt-oss-mxfp4.gguf", gguf(True, "gpt-oss", yarn=True))
     put(out, "tokenizer_hf", "tiny-tokenizer.json", hf_tokenizer_json())
     put(out, "tokenizer_hf", "tiny-spm-legacy.json", hf_sentencepiece_json(True))
     put(out, "tokenizer_hf", "tiny-spm-metaspace.json", hf_sentencepiece_json(False))
