@@ -200,27 +200,29 @@ std::string hfName(const std::string &name, bool gemma = false,
   return it == perLayer.end() ? "" : body + "layers." + std::to_string(layer) + "." + it->second;
 }
 
-/// Whether a canonical name is a stack of experts (layers.N.feed_forward.
-/// experts.w1, w3 or w2), which a checkpoint stores one tensor an expert.
-bool isExpertStack(const std::string &name, int64_t &layer, std::string &which) {
+/// Whether a canonical name is a layer's experts' stack
+/// (layers.N.feed_forward.experts.X), with its layer and X.
+bool isExpertsStack(const std::string &name, int64_t &layer, std::string &which) {
   std::string rest;
   const std::string prefix = "feed_forward.experts.";
   if (!splitLayerName(name, layer, rest) || rest.compare(0, prefix.size(), prefix) != 0)
     return false;
   which = rest.substr(prefix.size());
-  return which == "w1" || which == "w3" || which == "w2";
+  return true;
+}
+
+/// Whether a canonical name is a stack of experts' matrices (w1, w3 or
+/// w2), which a checkpoint stores one tensor an expert.
+bool isExpertStack(const std::string &name, int64_t &layer, std::string &which) {
+  return isExpertsStack(name, layer, which) && (which == "w1" || which == "w3" || which == "w2");
 }
 
 /// Whether a canonical name is one of gpt-oss's stacks of experts' matrices
-/// or biases (layers.N.feed_forward.experts.w1 ... b2), which its checkpoint
-/// holds in gate_up_proj and down_proj (and their biases).
+/// or biases (w1 ... b3), which its checkpoint holds in gate_up_proj and
+/// down_proj (and their biases).
 bool isGptOssExperts(const std::string &name, int64_t &layer, std::string &which) {
-  std::string rest;
-  const std::string prefix = "feed_forward.experts.";
-  if (!splitLayerName(name, layer, rest) || rest.compare(0, prefix.size(), prefix) != 0)
-    return false;
-  which = rest.substr(prefix.size());
-  return which.size() == 2 && (which[0] == 'w' || which[0] == 'b') &&
+  return isExpertsStack(name, layer, which) && which.size() == 2 &&
+         (which[0] == 'w' || which[0] == 'b') &&
          (which[1] == '1' || which[1] == '2' || which[1] == '3');
 }
 

@@ -493,8 +493,8 @@ void CpuExecutor::runInstr(const Program &prog, const Instr &in, int64_t activeR
   case OpKind::attention:
     return pool.parallelFor(rows * in.numHeads, [&](int64_t b, int64_t e) {
       cpu::cachedAttention(cacheOf(in), in.layer, x, prog.positions, tableOf(prog, in),
-                           prog.tableRows, {in.numHeads, in.scale, in.window, in.softcap, in.sinks}, out,
-                           b, e);
+                           prog.tableRows,
+                           {in.numHeads, in.scale, in.window, in.softcap, in.sinks}, out, b, e);
     });
   case OpKind::fusedFFN:
     return rowsParallel(

@@ -115,7 +115,8 @@ TEST(GgmlQuants, TypeNumbersAndBlockSizesAreGgmls) {
   const Row rows[] = {{2, QuantType::q4_0, "Q4_0", 32, 18},   {3, QuantType::q4_1, "Q4_1", 32, 20},
                       {6, QuantType::q5_0, "Q5_0", 32, 22},   {7, QuantType::q5_1, "Q5_1", 32, 24},
                       {8, QuantType::q8_0, "Q8_0", 32, 34},   {12, QuantType::q4_k, "Q4_K", 256, 144},
-                      {13, QuantType::q5_k, "Q5_K", 256, 176}, {14, QuantType::q6_k, "Q6_K", 256, 210},
+                      {13, QuantType::q5_k, "Q5_K", 256, 176},
+                      {14, QuantType::q6_k, "Q6_K", 256, 210},
                       {39, QuantType::mxfp4, "MXFP4", 32, 17}};
   for (const Row &r : rows) {
     EXPECT_EQ(quantTypeOfGgml(r.ggml), r.t) << r.name;

@@ -1742,6 +1742,16 @@ TEST(HFConfig, MixturesOfExperts) {
   has(hfErrorOf(bad.dump()), {"field 'mlp_only_layers'", "dense FFN"});
 }
 
+/// gpt-oss's parts, as its spec, config.json and GGUF all give them.
+static void expectGptOssParts(const ModelSpec &m) {
+  EXPECT_EQ(m.architecture, Architecture::gpt_oss);
+  EXPECT_TRUE(m.attentionBias && m.attentionOutBias && m.attentionSinks && m.expertBias);
+  EXPECT_EQ(m.activation, Activation::swiglu_oai);
+  EXPECT_EQ(m.swigluLimit, 7.0);
+  EXPECT_EQ(m.swigluAlpha, 1.702);
+  EXPECT_TRUE(m.normTopKProb); // the softmax of the chosen logits alone: the same numbers
+}
+
 // architecture gpt-oss: its parts on by default (biases, sinks, the clamped
 // SwiGLU, every other layer from layer 1 reading every key), each one a key
 // of its own; the weight table's new tensors; the refusals, named.
@@ -1755,11 +1765,7 @@ TEST(SpecParser, GptOss) {
   const std::string experts = "num_experts = 4\nnum_experts_per_tok = 2\nsliding_window = 16\n";
   ModelConfig cfg = parseAndValidate(model(experts));
   const ModelSpec &m = cfg.model;
-  EXPECT_EQ(m.architecture, Architecture::gpt_oss);
-  EXPECT_TRUE(m.attentionBias && m.attentionOutBias && m.attentionSinks && m.expertBias);
-  EXPECT_EQ(m.activation, Activation::swiglu_oai);
-  EXPECT_EQ(m.swigluLimit, 7.0);
-  EXPECT_EQ(m.swigluAlpha, 1.702);
+  expectGptOssParts(m);
   EXPECT_EQ(m.fullAttentionLayers, (std::vector<int64_t>{1}));
   std::map<std::string, WeightDecl> table;
   for (const WeightDecl &w : weightTable(m)) table[w.name] = w;
@@ -1814,14 +1820,10 @@ TEST(HFConfig, GptOss) {
   nlohmann::json j = nlohmann::json::parse(in);
   ModelConfig cfg = readQuietly(j);
   const ModelSpec &m = cfg.model;
-  EXPECT_EQ(m.architecture, Architecture::gpt_oss);
-  EXPECT_TRUE(m.attentionBias && m.attentionOutBias && m.attentionSinks && m.expertBias);
-  EXPECT_EQ(m.activation, Activation::swiglu_oai);
-  EXPECT_EQ(m.swigluLimit, 7.0);
+  expectGptOssParts(m);
   EXPECT_EQ(m.numExperts, 32);
   EXPECT_EQ(m.expertsPerToken, 4);
   EXPECT_EQ(m.expertWidth(), 2880);
-  EXPECT_TRUE(m.normTopKProb);
   EXPECT_EQ(m.bosTokenId, -1);
   EXPECT_EQ(m.slidingWindow, 128);
   EXPECT_EQ(m.fullAttentionLayers.size(), 12u);

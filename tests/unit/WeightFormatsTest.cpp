@@ -1380,7 +1380,8 @@ TEST(Gguf, ArchitectureAndRopeScalingAreChecked) {
   writeGguf(p, {{"general.architecture", "gemma"}}, kGgufDims, {});
   expectInputError([&] { readCheckpointConfig(p.string()); },
                    {p.string(), "'gemma'",
-                    "llama, qwen2, qwen2moe, qwen3, qwen3moe, phi3, smollm3, gemma2, gemma3 and gpt-oss"});
+                    "llama, qwen2, qwen2moe, qwen3, qwen3moe, phi3, smollm3, gemma2, gemma3 "
+                    "and gpt-oss"});
   expectInputError([&] { openWeights(p.string(), ggufSpec()); }, {p.string(), "'gemma'"});
   writeGguf(p, {{"general.architecture", "llama"}, {"llama.rope.scaling.type", "dynamic"}},
             kGgufDims, {});
@@ -2040,7 +2041,8 @@ TEST(Safetensors, GptOssMxfp4ExpertsAreRepackedAsGgmlBlocks) {
         for (int64_t g = 0; g < in / 32; ++g) {
           scales.push_back(scale(r));
           for (int k = 0; k < 16; ++k)
-            blocks.push_back(uint8_t(code(e, r, g * 32 + 2 * k) | (code(e, r, g * 32 + 2 * k + 1) << 4)));
+            blocks.push_back(uint8_t(code(e, r, g * 32 + 2 * k) |
+                                     (code(e, r, g * 32 + 2 * k + 1) << 4)));
         }
   };
   std::vector<uint8_t> guBlocks, guScales, dBlocks, dScales;

@@ -343,7 +343,8 @@ def gptoss_layout(tensors):
             p = n[:-len("0.gate_proj.weight")]
             gate_up, gate_up_bias, down, down_bias = (array("f") for _ in range(4))
             for e in range(experts):
-                g, u = by["%s%d.gate_proj.weight" % (p, e)][1], by["%s%d.up_proj.weight" % (p, e)][1]
+                g = by["%s%d.gate_proj.weight" % (p, e)][1]
+                u = by["%s%d.up_proj.weight" % (p, e)][1]
                 dn = by["%s%d.down_proj.weight" % (p, e)][1]
                 for h in range(hidden):
                     for j in range(expert_ffn):
@@ -415,7 +416,8 @@ config = {
     "hidden_size": hidden, "intermediate_size": ffn, "num_hidden_layers": layers,
     "num_attention_heads": heads, "num_key_value_heads": kv_heads, "vocab_size": n_vocab,
     "max_position_embeddings": 256, "rms_norm_eps": eps, "rope_theta": theta,
-    "tie_word_embeddings": not (shared_ffn or gptoss), "torch_dtype": "float32", "bos_token_id": bos,
+    "tie_word_embeddings": not (shared_ffn or gptoss), "torch_dtype": "float32",
+    "bos_token_id": bos,
     "eos_token_id": eos,
 }
 if qwen:
