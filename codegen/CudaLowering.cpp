@@ -625,6 +625,9 @@ void EntryLowering::linear(const std::string &weightName, const std::optional<st
 /// whole runs of 16 codes.
 void EntryLowering::operator()(const MoEFFNOp &op) {
   f32Input(op.input, "moe_ffn");
+  if (op.routerBias || op.gateBias || op.swigluLimit)
+    unsupported("step " + num(step) + ": moe_ffn's biases and clamped SwiGLU (gpt-oss's) have "
+                "no cuda kernels yet");
   const WeightEntry &router = weight(op.router), &gate = weight(op.gate), &up = weight(op.up),
                     &down = weight(op.down);
   const int64_t experts = router.shape[0], h = op.input.cols(), ff = gate.shape[1];
@@ -961,6 +964,7 @@ void EntryLowering::operator()(const AttentionOp &op) {
     unsupported("attention heads disagree with the KV cache");
   if (op.mask != AttentionMask::cache || op.key.kind != OperandKind::kvView)
     unsupported("attention must read KV-cache views");
+  if (op.sinks) unsupported("attention sinks (gpt-oss's) have no cuda kernels yet");
   f32Input(op.query, "attention");
   const DType o = op.result.dtype;
   // A sliding window is the kernels' last template argument; its name ends

@@ -235,8 +235,18 @@ private:
   /// gpt-oss's parts of a mixture: the router's bias, the experts' biases
   /// (all three or none) and the clamped SwiGLU's limit and alpha.
   void expertBiases(const MoEFFNOp &op, int64_t experts, int64_t ff, int64_t in) const {
+    const ModelSpec &m = plan.model;
+    if (op.routerBias.has_value() != m.expertBias || op.gateBias.has_value() != m.expertBias)
+      fail(std::string(m.expertBias ? "lacks" : "has") + " the router's or the experts' biases, "
+           "and the model " + (m.expertBias ? "has them (expert_bias)" : "has none"));
+    if (op.swigluLimit.has_value() != (m.activation == Activation::swiglu_oai))
+      fail(std::string(op.swigluLimit ? "has" : "lacks") + " attribute 'swiglu_limit', and the "
+           "model's activation is " + activationName(m.activation));
     if (op.routerBias) vector("router_bias", *op.routerBias, experts);
     const bool any = op.gateBias || op.upBias || op.downBias;
+    // Each rank would add the downs' biases to its partial rows.
+    if (any && plan.settings.tensorParallel > 1)
+      fail("has experts' biases, which a tensor-parallel plan does not split");
     if (any && !(op.gateBias && op.upBias && op.downBias))
       fail("has some of fields 'gate_bias', 'up_bias' and 'down_bias', expected all or none");
     if (any) {
@@ -313,7 +323,12 @@ void StepShapes::operator()(const AttentionOp &op) {
   if (op.window && *op.window != plan.model.slidingWindow)
     fail("attribute 'window' is " + std::to_string(*op.window) + " and the model's "
          "sliding_window " + std::to_string(plan.model.slidingWindow));
+  if (op.sinks.has_value() != plan.model.attentionSinks)
+    fail(op.sinks ? "field 'sinks' adds attention sinks the model does not have"
+                  : "has no field 'sinks', and the model has attention sinks");
   if (op.sinks) {
+    if (plan.settings.tensorParallel > 1)
+      fail("has attention sinks, which a tensor-parallel plan does not split");
     const WeightEntry &w = weight("sinks", *op.sinks);
     if (w.dtype != DType::f32 || w.shape != std::vector<int64_t>{op.numHeads})
       fail("field 'sinks' names weight '" + *op.sinks + "', " + dims(w.shape) + " " +

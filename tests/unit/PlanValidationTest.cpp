@@ -377,6 +377,35 @@ TEST(HostileArtifact, AMixtureLosesNoSharedExpert) {
       << readError(j);
 }
 
+// gpt-oss's: attention sinks, output and expert biases, the clamped SwiGLU.
+// Every edit is refused or harmless, and a step that drops a part the model
+// has (or adds one it has not) is refused naming it.
+TEST(HostileArtifact, AGptOssPlanLosesNoPart) {
+  const char *gptOss = "architecture = \"gpt-oss\"\nnum_experts = 4\nnum_experts_per_tok = 2\n"
+                       "moe_intermediate_size = 32\nsliding_window = 4\n";
+  const Plan plan = compileModel(tinyConfig(2, "cpu", gptOss)).plan;
+  ASSERT_NO_THROW(runOnCpu(plan));
+  mutateAll(plan, true);
+  const json good = toJson(plan);
+  auto without = [&](const char *op, const char *field) {
+    json j = good;
+    for (json &st : j["entry_points"]["decode"]["steps"])
+      if (st["op"] == op) st.erase(field);
+    return readError(j);
+  };
+  for (auto [op, field, message] :
+       {std::tuple<const char *, const char *, const char *>{
+            "attention", "sinks", "has no field 'sinks', and the model has attention sinks"},
+        {"moe_ffn", "router_bias", "lacks the router's or the experts' biases"},
+        {"moe_ffn", "swiglu_limit", "lacks attribute 'swiglu_limit', and the model's activation"}}) {
+    const std::string e = without(op, field);
+    EXPECT_NE(e.find(message), std::string::npos) << field << ": " << e;
+  }
+  json j = good;
+  j["settings"]["tensor_parallel"] = 2;
+  EXPECT_NE(readError(j), "(no error)");
+}
+
 // A step that reads the sliding layers' pool through the main page table
 // (or the main pool through theirs), a view of the other pool, or a plan
 // whose second pool is missing or not the one its settings name, is
