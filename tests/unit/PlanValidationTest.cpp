@@ -397,7 +397,8 @@ TEST(HostileArtifact, AGptOssPlanLosesNoPart) {
        {std::tuple<const char *, const char *, const char *>{
             "attention", "sinks", "has no field 'sinks', and the model has attention sinks"},
         {"moe_ffn", "router_bias", "lacks the router's or the experts' biases"},
-        {"moe_ffn", "swiglu_limit", "lacks attribute 'swiglu_limit', and the model's activation"}}) {
+        {"moe_ffn", "swiglu_limit",
+         "lacks attribute 'swiglu_limit', and the model's activation"}}) {
     const std::string e = without(op, field);
     EXPECT_NE(e.find(message), std::string::npos) << field << ": " << e;
   }
