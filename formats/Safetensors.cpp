@@ -202,7 +202,7 @@ std::string hfName(const std::string &name, bool gemma = false,
 
 /// Whether a canonical name is a layer's experts' stack
 /// (layers.N.feed_forward.experts.X), with its layer and X.
-bool isExpertsStack(const std::string &name, int64_t &layer, std::string &which) {
+bool expertsPart(const std::string &name, int64_t &layer, std::string &which) {
   std::string rest;
   const std::string prefix = "feed_forward.experts.";
   if (!splitLayerName(name, layer, rest) || rest.compare(0, prefix.size(), prefix) != 0)
@@ -214,14 +214,14 @@ bool isExpertsStack(const std::string &name, int64_t &layer, std::string &which)
 /// Whether a canonical name is a stack of experts' matrices (w1, w3 or
 /// w2), which a checkpoint stores one tensor an expert.
 bool isExpertStack(const std::string &name, int64_t &layer, std::string &which) {
-  return isExpertsStack(name, layer, which) && (which == "w1" || which == "w3" || which == "w2");
+  return expertsPart(name, layer, which) && (which == "w1" || which == "w3" || which == "w2");
 }
 
 /// Whether a canonical name is one of gpt-oss's stacks of experts' matrices
 /// or biases (w1 ... b3), which its checkpoint holds in gate_up_proj and
 /// down_proj (and their biases).
 bool isGptOssExperts(const std::string &name, int64_t &layer, std::string &which) {
-  return isExpertsStack(name, layer, which) && which.size() == 2 &&
+  return expertsPart(name, layer, which) && which.size() == 2 &&
          (which[0] == 'w' || which[0] == 'b') &&
          (which[1] == '1' || which[1] == '2' || which[1] == '3');
 }
@@ -339,6 +339,8 @@ public:
       if (name == "output")
         hint = "the checkpoint has no lm_head.weight; a model whose classifier is the token "
                "embedding sets tie_word_embeddings";
+      else if (stored.size() > 11 && stored.compare(stored.size() - 11, 11, "o_proj.bias") == 0)
+        hint = "the model has attention_output_bias but the checkpoint has no output bias";
       else if (stored.size() > 5 && stored.compare(stored.size() - 5, 5, ".bias") == 0)
         hint = "the model has attention_bias but the checkpoint has no q/k/v biases";
       else if (std::optional<FusedRows> f = fusedRows(name, model))

@@ -603,8 +603,6 @@ void readHFArchitecture(JsonFields &f, ModelSpec &m, const std::string &path) {
   m.name = p.filename() == "config.json" && p.has_parent_path()
                ? fs::absolute(p).parent_path().filename().string()
                : p.stem().string();
-  // Gemma's configs name it hidden_activation (and may carry a hidden_act
-  // that transformers' Gemma ignores).
   // gpt-oss's experts apply their clamped SwiGLU whatever hidden_act says
   // (transformers' GptOssExperts), at swiglu_limit (as its MXFP4 path reads
   // it; 7) and alpha 1.702.
@@ -615,6 +613,8 @@ void readHFArchitecture(JsonFields &f, ModelSpec &m, const std::string &path) {
     f.ignore({"hidden_act"});
     return;
   }
+  // Gemma's configs name it hidden_activation (and may carry a hidden_act
+  // that transformers' Gemma ignores).
   const char *actKey = f.get("hidden_activation") ? "hidden_activation" : "hidden_act";
   std::string act = m.gemma() ? "gelu_pytorch_tanh" : "silu";
   f.string(actKey, act, false);

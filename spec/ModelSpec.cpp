@@ -882,6 +882,10 @@ void checkKvPages(Checker &c, const ModelConfig &cfg) {
 
 void validate(ModelConfig &cfg) {
   Checker c(cfg);
+  for (const char *field : {"model.swiglu_limit", "model.swiglu_alpha"})
+    if (cfg.given.count(field) && cfg.model.activation != Activation::swiglu_oai)
+      c.fail(field, "is swiglu_oai's (gpt-oss's experts' activation), and the model's is " +
+                        std::string(activationName(cfg.model.activation)) + ": leave it out");
   checkModelShape(c, cfg.model);
   checkNormAndRope(c, cfg.model);
   checkTokensAndWindow(c, cfg.model);

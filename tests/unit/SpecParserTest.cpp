@@ -1802,6 +1802,8 @@ TEST(SpecParser, GptOss) {
   EXPECT_ERROR(model("expert_bias = true", "llama"), "model.expert_bias", "set num_experts");
   EXPECT_ERROR(model(experts + "swiglu_limit = 0"), "model.swiglu_limit",
                "positive finite number, got 0");
+  EXPECT_ERROR(model("swiglu_limit = 5", "llama"), "model.swiglu_limit",
+               "is swiglu_oai's (gpt-oss's experts' activation), and the model's is silu");
   EXPECT_ERROR(model(experts + "shared_expert_intermediate_size = 32"),
                "model.shared_expert_intermediate_size", "under swiglu_oai");
   EXPECT_ERROR(model("attention_sinks = true", "llama", "target = \"cuda\""),
