@@ -292,9 +292,24 @@ RopeSpec ropeFromGguf(const GgufFile &g, int64_t headDim, int64_t rotaryDim) {
   return r;
 }
 
+/// gpt-oss's harmony format ends a reply with <|return|> (its EOS), a tool
+/// call with <|call|>, and a text with <|endoftext|>: llama.cpp ends
+/// generation at each of them (finding them by their text, as the file names
+/// only the EOS), and so does kvplan.
+void addHarmonyEndIds(const GgufFile::Value *tokens, std::vector<int64_t> &ids) {
+  if (!tokens || tokens->type != GgufFile::Type::array) return;
+  for (size_t i = 0; i < tokens->strings.size(); ++i) {
+    const std::string &t = tokens->strings[i];
+    if ((t == "<|return|>" || t == "<|call|>" || t == "<|endoftext|>") &&
+        std::find(ids.begin(), ids.end(), int64_t(i)) == ids.end())
+      ids.push_back(int64_t(i));
+  }
+}
+
 /// End-of-generation ids: tokenizer.ggml.eos_token_id (2 when absent, as
 /// llama.cpp's default), and the end-of-turn and end-of-message ids
-/// (Llama 3's <|eot_id|>, <|eom_id|>) where the file names them.
+/// (Llama 3's <|eot_id|>, <|eom_id|>) where the file names them; a gpt-oss
+/// file's harmony ends besides.
 std::vector<int64_t> eosIdsFromGguf(const GgufFile &g) {
   std::vector<int64_t> ids = {g.integer("tokenizer.ggml.eos_token_id").value_or(2)};
   for (const char *key : {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"}) {
@@ -304,6 +319,7 @@ std::vector<int64_t> eosIdsFromGguf(const GgufFile &g) {
         std::find(ids.begin(), ids.end(), *id) == ids.end())
       ids.push_back(*id);
   }
+  if (ggufArchName(g) == "gpt-oss") addHarmonyEndIds(g.find("tokenizer.ggml.tokens"), ids);
   return ids;
 }
 

@@ -1897,6 +1897,11 @@ TEST(Gguf, GptOssIsReadAsLlamaCppRunsIt) {
     g.f32("gpt-oss.attention.layer_norm_rms_epsilon", 1e-5f);
     g.tensor({"blk.0.post_attention_norm.weight", {32}, numbered(3, 32)});
     g.tensor({"blk.0.attn_sinks.weight", {4}, {0.5f, -1, 2, 0}});
+    // The harmony format's end tokens, its EOS <|return|> among them.
+    g.strings("tokenizer.ggml.tokens", {"a", "<|endoftext|>", "b", "<|return|>", "<|call|>",
+                                        "<|end|>", "c", "d", "e", "f", "g", "h", "i", "j", "k",
+                                        "l"});
+    g.u32("tokenizer.ggml.eos_token_id", 3);
     add(g);
     g.write(p);
   };
@@ -1913,6 +1918,9 @@ TEST(Gguf, GptOssIsReadAsLlamaCppRunsIt) {
   EXPECT_EQ(m.expertWidth(), 48);
   EXPECT_EQ(m.slidingWindow, 8);
   EXPECT_EQ(m.fullAttentionLayers, (std::vector<int64_t>{1, 3})); // layer 0 slides
+  // Generation ends at <|return|>, <|call|> and <|endoftext|>, not <|end|> (a message's end
+  // within a reply), as llama.cpp has them.
+  EXPECT_EQ(m.eosTokenIds, (std::vector<int64_t>{3, 1, 4}));
   // The norm before the experts is post_attention_norm; the sinks stay f32.
   auto source = openWeights(p.string(), m);
   EXPECT_EQ(toF32(source->tensor("layers.0.ffn_norm", {32})), numbered(3, 32));
