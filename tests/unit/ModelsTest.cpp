@@ -65,9 +65,9 @@ const Known kModels[] = {
     // Qwen3-8B: by hand from config.json's shapes, the safetensors' total
     // (8.2 B on the model card; its head untied).
     {"qwen3-8b-yarn.toml", 8190735360},
-    // gpt-oss-20b: Hugging Face's count, by hand from config.json's shapes
-    // (the model card's 20.91 B: 19.12 B of experts, 0.64 B of attention,
-    // 1.16 B of embedding and head).
+    // gpt-oss-20b: by hand from config.json's shapes (the model card's
+    // 20.91 B: 19.12 B of experts, 0.64 B of attention, 1.16 B of embedding
+    // and head).
     {"gpt-oss-20b.toml", 20914757184},
 };
 
