@@ -226,19 +226,21 @@ bool isGptOssExperts(const std::string &name, int64_t &layer, std::string &which
          (which[1] == '1' || which[1] == '2' || which[1] == '3');
 }
 
-/// Copies the elements of `in` (`size` bytes each) to `out`, element i of
-/// `out` taken from element from(i) of `in`, for i in [0, count).
-template <typename F>
-void gatherElements(const char *in, char *out, int64_t count, int size, F &&from) {
-  if (size == 2) {
-    const auto *src = reinterpret_cast<const uint16_t *>(in);
-    auto *dst = reinterpret_cast<uint16_t *>(out);
-    for (int64_t i = 0; i < count; ++i) dst[i] = src[from(i)];
-  } else {
-    const auto *src = reinterpret_cast<const uint32_t *>(in);
-    auto *dst = reinterpret_cast<uint32_t *>(out);
-    for (int64_t i = 0; i < count; ++i) dst[i] = src[from(i)];
-  }
+/// Where element [e][r][c] of a canonical stack lies in the stored tensor
+/// (in elements): e x expert + r x row + c x col + first.
+struct Strides {
+  int64_t expert, row, col, first;
+};
+
+/// Copies a [experts, rows, cols] stack of elements (2 or 4 bytes) out of `in`
+/// into `out` (row-major), each element from where `at` puts it.
+template <typename T>
+void gatherStack(const T *in, T *out, int64_t experts, int64_t rows, int64_t cols, Strides at) {
+  for (int64_t e = 0; e < experts; ++e)
+    for (int64_t r = 0; r < rows; ++r) {
+      const T *src = in + e * at.expert + r * at.row + at.first;
+      for (int64_t c = 0; c < cols; ++c) *out++ = src[c * at.col];
+    }
 }
 
 /// Expert `e`'s matrix of stack `which` (w1, w3, w2) in layer `layer`, as
@@ -550,14 +552,20 @@ private:
       std::vector<char> aligned;
       const char *in = x->data;
       if (misaligned(*x)) in = (aligned = std::vector<char>(x->data, x->data + x->bytes)).data();
-      const int64_t rows = expected[1], cols = matrix ? expected[2] : 1, per = rows * cols;
-      gatherElements(in, buffer.data(), count, size, [&](int64_t i) {
-        const int64_t e = i / per, r = i % per / cols, c = i % cols;
-        if (which == "w2") return (e * cols + c) * rows + r;                 // [e][c][r]
-        if (matrix) return (e * cols + c) * 2 * rows + 2 * r + (odd ? 1 : 0); // [e][c][2r+odd]
-        if (which == "b2") return i;
-        return e * 2 * rows + 2 * r + (odd ? 1 : 0);                           // [e][2r+odd]
-      });
+      const int64_t rows = expected[1], cols = matrix ? expected[2] : 1;
+      const int64_t half = odd ? 1 : 0;
+      // Stored as [e][c][r] (downs), [e][c][2r + odd] (gates, ups), [e][r]
+      // (downs' biases) and [e][2r + odd] (gates' and ups' biases).
+      const Strides at = which == "w2"   ? Strides{cols * rows, 1, rows, 0}
+                         : matrix        ? Strides{cols * 2 * rows, 2, 2 * rows, half}
+                         : which == "b2" ? Strides{rows, 1, 0, 0}
+                                         : Strides{2 * rows, 2, 0, half};
+      if (size == 2)
+        gatherStack(reinterpret_cast<const uint16_t *>(in),
+                    reinterpret_cast<uint16_t *>(buffer.data()), experts, rows, cols, at);
+      else
+        gatherStack(reinterpret_cast<const uint32_t *>(in),
+                    reinterpret_cast<uint32_t *>(buffer.data()), experts, rows, cols, at);
       progress.advance(uint64_t(buffer.size()));
       cached = owned.emplace(name, std::move(buffer)).first;
     }
