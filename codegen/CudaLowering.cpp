@@ -366,6 +366,9 @@ private:
   }
   /// Bits per code of a quantized weight, in groups of 32 as the kernels read them.
   static int quantBits(const WeightEntry &w) {
+    if (w.dtype == DType::mxfp4)
+      unsupported("weight '" + w.name + "' is mxfp4, which the cuda kernels do not read yet; "
+                  "compile it as int8 (--dtype int8 --expert-dtype int8)");
     if (w.groupSize != 32)
       unsupported("weight '" + w.name + "' is quantized in groups of " + num(w.groupSize) +
                   "; the cuda kernels read groups of 32");

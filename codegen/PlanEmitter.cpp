@@ -22,6 +22,7 @@ FailureOr<DType> dtypeOf(Type t, Operation *where) {
   if (t.isInteger(32)) return DType::i32;
   if (t.isInteger(8)) return DType::i8;
   if (t.isInteger(4)) return DType::i4;
+  if (isa<llm::MXFP4Type>(t)) return DType::mxfp4;
   return where->emitOpError() << "has an element type the plan cannot store: " << t;
 }
 

@@ -55,7 +55,7 @@ constexpr const char *kReadableTypes =
 // float type, int4 for the 4-bit types int4 holds losslessly, int8 for the
 // wider quantized types and for MXFP4 (whose non-uniform levels int4 cannot
 // hold, but int8 does exactly: the doubled E2M1 value, the scale a power of
-// two).
+// two). MXFP4 experts stay mxfp4 (mxfp4Experts), a type of their own.
 std::optional<DType> defaultWeightDtype(uint32_t t) {
   if (auto d = ggmlDType(t))
     return d;
@@ -80,13 +80,33 @@ bool isLayerMatrix(const std::string &name) {
   return dot != std::string::npos && matrices.count(name.substr(dot + 1)) > 0;
 }
 
-// The default weight type of a GGUF: that of its layer matrices, by
-// element count (llama.cpp mixes types, e.g. Q4_K_M keeps some Q6_K), or
-// nothing if it has none kvplan reads.
+// Whether `name` is a mixture's stack of experts (blk.N.ffn_*_exps.weight).
+bool isExpertStack(const std::string &name) {
+  return name.size() > 12 && name.compare(name.size() - 12, 12, "_exps.weight") == 0;
+}
+
+// Whether every stack of experts is MXFP4 (gpt-oss's, as published): they
+// compile to mxfp4 as they are, and the other matrices set the weight type.
+bool mxfp4Experts(const GgufFile &g) {
+  bool any = false;
+  for (const GgufFile::Tensor &t : g.tensors()) {
+    if (!isLayerMatrix(t.name) || !isExpertStack(t.name)) continue;
+    if (quantTypeOfGgml(t.ggmlType) != QuantType::mxfp4) return false;
+    any = true;
+  }
+  return any;
+}
+
+// The default weight type of a GGUF: that of its layer matrices (but for
+// MXFP4 experts, kept as mxfp4), by element count (llama.cpp mixes types,
+// e.g. Q4_K_M keeps some Q6_K), or nothing if it has none kvplan reads.
 std::optional<DType> layerMatrixDtype(const GgufFile &g) {
+  const bool skipExperts = mxfp4Experts(g);
   std::map<DType, double> elements;
   for (const GgufFile::Tensor &t : g.tensors()) {
-    auto d = isLayerMatrix(t.name) ? defaultWeightDtype(t.ggmlType) : std::nullopt;
+    auto d = isLayerMatrix(t.name) && !(skipExperts && isExpertStack(t.name))
+                 ? defaultWeightDtype(t.ggmlType)
+                 : std::nullopt;
     if (!d) continue;
     double n = 1;
     for (int64_t dim : t.dims) n *= double(dim);
@@ -461,6 +481,14 @@ void readGgufExperts(const GgufFile &g, ModelConfig &cfg) {
   cfg.given.insert("model.shared_expert_intermediate_size");
 }
 
+// Like a Hugging Face torch_dtype, the matrices' type is the natural weight
+// type (and MXFP4 experts' mxfp4 theirs); defaults, not marked as given.
+void readGgufWeightTypes(const GgufFile &g, ModelConfig &cfg) {
+  if (auto d = layerMatrixDtype(g))
+    cfg.compile.weightDtype = *d;
+  if (cfg.model.numExperts > 0 && mxfp4Experts(g)) cfg.compile.expertDtype = DType::mxfp4;
+}
+
 ModelConfig configFromGguf(const GgufFile &g) {
   ModelConfig cfg;
   cfg.sourcePath = g.path();
@@ -535,10 +563,7 @@ ModelConfig configFromGguf(const GgufFile &g) {
                             "model.eos_token_id", "model.attention_bias"})
     cfg.given.insert(field);
 
-  // Like a Hugging Face torch_dtype, the matrices' type is the natural
-  // weight type; it is a default, not marked as given.
-  if (auto d = layerMatrixDtype(g))
-    cfg.compile.weightDtype = *d;
+  readGgufWeightTypes(g, cfg);
   return cfg;
 }
 

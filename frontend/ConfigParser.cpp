@@ -368,7 +368,11 @@ namespace {
 // [compile]: every setting optional.
 void readTomlCompile(TomlTable &comp, CompileSettings &c) {
   comp.choice("target", c.target, parseTarget, "cpu, cuda", false);
-  comp.choice("weight_dtype", c.weightDtype, parseDType, "f32, bf16, f16, int8, int4", false);
+  comp.choice("weight_dtype", c.weightDtype, parseDType, "f32, bf16, f16, int8, int4, mxfp4",
+              false);
+  DType experts = c.weightDtype;
+  if (comp.choice("expert_dtype", experts, parseDType, "f32, bf16, f16, int8, int4, mxfp4", false))
+    c.expertDtype = experts;
   comp.choice("kv_dtype", c.kvDtype, parseDType, "f32, bf16, f16", false);
   comp.integer("max_batch", c.maxBatch, false);
   comp.integer("max_seq_len", c.maxSeqLen, false);
@@ -791,10 +795,11 @@ void readHFModelFields(JsonFields &f, ModelSpec &m) {
 }
 
 // A checkpoint quantized by its publisher (quantization_config): gpt-oss's
-// MXFP4 experts, as OpenAI publishes the model, are read exactly into int8
-// (each block's doubled E2M1 codes and its power-of-two scale), the default
-// weight type then, as most of the weights are theirs; other methods, and
-// MXFP4 on another model, are refused.
+// MXFP4 experts, as OpenAI publishes the model, compile to mxfp4 as they
+// are (expert_dtype), and the other matrices (bf16) to int8, as llama.cpp's
+// GGUFs hold them in Q8_0; --dtype int8 alone reads the experts exactly
+// into int8 too (each block's doubled E2M1 codes and its power-of-two
+// scale). Other methods, and MXFP4 on another model, are refused.
 void readHFQuantization(JsonFields &f, ModelConfig &cfg) {
   const nlohmann::json *q = f.get("quantization_config");
   if (!q) return;
@@ -804,6 +809,7 @@ void readHFQuantization(JsonFields &f, ModelConfig &cfg) {
           : "";
   if (method == "mxfp4" && cfg.model.architecture == Architecture::gpt_oss) {
     cfg.compile.weightDtype = DType::i8;
+    cfg.compile.expertDtype = DType::mxfp4;
     return;
   }
   f.fail("quantization_config",
@@ -1305,6 +1311,15 @@ ModelConfig applyAndValidate(ModelConfig cfg, const SettingOverrides &o) {
   };
   if (o.target) { cfg.compile.target = *o.target; set("compile.target"); }
   if (o.weightDtype) { cfg.compile.weightDtype = *o.weightDtype; set("compile.weight_dtype"); }
+  if (o.expertDtype) {
+    cfg.compile.expertDtype = *o.expertDtype;
+    set("compile.expert_dtype");
+    cfg.fieldNames["compile.expert_dtype"] = "--expert-dtype";
+  } else if (o.weightDtype && !cfg.given.count("compile.expert_dtype")) {
+    // A reader's default for the experts (a GGUF's MXFP4 ones) yields to
+    // --dtype, which then names every matrix's type.
+    cfg.compile.expertDtype.reset();
+  }
   // Messages about a setting a flag gave name the flag.
   auto flag = [&](const char *field, const char *name) {
     set(field);

@@ -34,6 +34,7 @@ void addGenerationEndIds(ModelConfig &cfg, const std::string &text, const std::s
 struct SettingOverrides {
   std::optional<Target> target;
   std::optional<DType> weightDtype;
+  std::optional<DType> expertDtype;
   std::optional<int64_t> maxBatch;
   std::optional<int64_t> maxSeqLen;
   std::optional<int64_t> prefillChunk;

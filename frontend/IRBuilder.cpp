@@ -26,6 +26,7 @@ Type elementType(OpBuilder &b, DType t) {
   case DType::i32: return b.getI32Type();
   case DType::i8: return b.getIntegerType(8);
   case DType::i4: return b.getIntegerType(4);
+  case DType::mxfp4: return llm::MXFP4Type::get(b.getContext());
   case DType::f32: break;
   }
   return b.getF32Type();
@@ -235,15 +236,16 @@ OwningOpRef<ModuleOp> buildModelIR(MLIRContext &ctx, const ModelConfig &cfg) {
   // Gemma's at any type: each is 1 + a learned offset, which 16 bits would
   // round (transformers adds the 1 in f32, llama.cpp's files store the sum
   // as f32).
-  Type wElt = elementType(b, s.weightDtype);
+  // A mixture's experts may take a type of their own (expert_dtype).
+  Type wElt = elementType(b, s.weightDtype), expertElt = elementType(b, s.expertWeightDtype());
   Type vecElt = isFloatDType(s.weightDtype) && !m.gemma()
                     ? wElt
                     : b.getF32Type();
-  for (const WeightDecl &w : weightTable(m))
-    b.create<llm::WeightOp>(
-        b.getUnknownLoc(), w.name,
-        RankedTensorType::get(w.shape, w.matrix() ? wElt : w.f32 ? b.getF32Type() : vecElt),
-        ArrayAttr(), llm::ShardAttr());
+  for (const WeightDecl &w : weightTable(m)) {
+    Type elt = w.experts() ? expertElt : w.matrix() ? wElt : w.f32 ? b.getF32Type() : vecElt;
+    b.create<llm::WeightOp>(b.getUnknownLoc(), w.name, RankedTensorType::get(w.shape, elt),
+                            ArrayAttr(), llm::ShardAttr());
+  }
 
   ForwardBuilder fb(b, cfg);
   auto ids = RankedTensorType::get({s.maxSeqLen}, b.getI32Type());

@@ -153,9 +153,9 @@ LogicalResult SettingsAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   if (target != "cpu" && target != "cuda")
     return emitError() << "settings: target '" << target << "' is not cpu or cuda";
   if (weightDtype != "f32" && weightDtype != "bf16" && weightDtype != "f16" &&
-      weightDtype != "int8" && weightDtype != "int4")
+      weightDtype != "int8" && weightDtype != "int4" && weightDtype != "mxfp4")
     return emitError() << "settings: weight_dtype '" << weightDtype
-                       << "' is not f32, bf16, f16, int8 or int4";
+                       << "' is not f32, bf16, f16, int8, int4 or mxfp4";
   if (kvDtype != "f32" && kvDtype != "bf16" && kvDtype != "f16")
     return emitError() << "settings: kv_dtype '" << kvDtype << "' is not f32, bf16 or f16";
   if (maxBatch <= 0 || maxSeqLen <= 0 || prefillChunk <= 0 || pageSize <= 0 || kvPages <= 0)

@@ -84,6 +84,22 @@ def LLM_KVViewType : LLM_Type<"KVView", "kv_view"> {
   let genVerifyDecl = 1;
 }
 
+def LLM_MXFP4Type : LLM_Type<"MXFP4", "mxfp4"> {
+  let summary = "A weight element in the OCP microscaling format MXFP4";
+  let description = [{
+    The element type of a matrix (or stack of matrices) stored as MXFP4, the
+    format gpt-oss's experts are published in: 4-bit E2M1 codes (values 0,
+    0.5, 1, 1.5, 2, 3, 4, 6 and their negatives) in groups of 32 along the
+    input dimension, each group scaled by one E8M0 byte, a power of two.
+    MLIR 19 has no builtin 4-bit float, so the dialect names it.
+
+    Example:
+    ```mlir
+    llm.weight @layers.0.feed_forward.experts.w1 : tensor<32x2880x2880x!llm.mxfp4>
+    ```
+  }];
+}
+
 //===----------------------------------------------------------------------===//
 // Attributes
 //===----------------------------------------------------------------------===//
@@ -108,7 +124,7 @@ def LLM_SettingsAttr : LLM_Attr<"Settings", "settings"> {
     ```
   }];
   let parameters = (ins StringRefParameter<"cpu or cuda">:$target,
-                        StringRefParameter<"f32, bf16, f16, int8 or int4">:$weight_dtype,
+                        StringRefParameter<"f32, bf16, f16, int8, int4 or mxfp4">:$weight_dtype,
                         StringRefParameter<"f32, bf16 or f16">:$kv_dtype,
                         "int64_t":$max_batch, "int64_t":$max_seq_len,
                         "int64_t":$prefill_chunk, "int64_t":$page_size,

@@ -96,10 +96,12 @@ LogicalResult WeightOp::verify() {
                          << t.getRank();
   Type elt = t.getElementType();
   bool isFloat = elt.isF32() || elt.isBF16() || elt.isF16();
-  if (!isFloat && !((elt.isInteger(8) || elt.isInteger(4)) && t.getRank() >= 2))
+  const bool grouped = elt.isInteger(8) || elt.isInteger(4) || isa<MXFP4Type>(elt);
+  if (!isFloat && !(grouped && t.getRank() >= 2))
     return emitOpError() << "weight element type must be f32, bf16 or f16 (or for matrices i8: "
-                            "int8 groups of 32 with f32 scales, or i4: int4 groups of 32 with f32 "
-                            "scales and minimums), got "
+                            "int8 groups of 32 with f32 scales, i4: int4 groups of 32 with f32 "
+                            "scales and minimums, or !llm.mxfp4: MXFP4 groups of 32 with E8M0 "
+                            "scales), got "
                          << elt;
   for (int64_t d : t.getShape())
     if (d <= 0)

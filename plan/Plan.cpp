@@ -35,6 +35,7 @@ int64_t WeightEntry::rowBytes() const {
   switch (dtype) {
   case DType::i8: return cols + ceilDiv(cols, kInt8Group) * 4;
   case DType::i4: return ceilDiv(cols, kInt4Group) * (16 + 4 + 4);
+  case DType::mxfp4: return ceilDiv(cols, kMxfp4Group) * (16 + 1);
   default: return cols * dtypeBytes(dtype);
   }
 }
@@ -42,19 +43,21 @@ int64_t WeightEntry::rowBytes() const {
 WeightLayout weightLayout(const std::vector<int64_t> &shape, DType dtype) {
   const int64_t n = elementsOf(shape);
   WeightLayout l;
-  if (dtype != DType::i8 && dtype != DType::i4) {
+  if (!isGroupedDType(dtype)) {
     l.bytes = uint64_t(checkedMul(n, dtypeBytes(dtype), [] { return "the bytes of a weight"; }));
     return l;
   }
   const int64_t cols = shape.back(), rows = n / cols;
-  l.groupSize = dtype == DType::i8 ? kInt8Group : kInt4Group;
+  l.groupSize = dtypeGroup(dtype);
   const uint64_t groups = uint64_t(rows * ceilDiv(cols, l.groupSize));
+  // int8: a byte an element; int4 and mxfp4: 16 bytes of codes a group.
   const uint64_t data = dtype == DType::i8 ? uint64_t(n)
                                            : uint64_t(checkedMul(int64_t(groups), 16, [] {
-                                               return "the bytes of an int4 weight";
+                                               return "the bytes of a 4-bit weight";
                                              }));
   l.scalesOffset = alignUp(data, kWeightAlignment);
-  l.bytes = l.scalesOffset + groups * 4;
+  // mxfp4's scales are E8M0 bytes; int8's and int4's f32.
+  l.bytes = l.scalesOffset + groups * (dtype == DType::mxfp4 ? 1 : 4);
   if (dtype == DType::i4) {
     l.minsOffset = alignUp(l.bytes, kWeightAlignment);
     l.bytes = l.minsOffset + groups * 4;

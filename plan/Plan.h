@@ -43,9 +43,10 @@ struct WeightEntry {
   // why pieces are fewer than ranks.
   int64_t shardDim = -1, shardPieces = 1;
   std::string shardWhy = std::string();
-  // int8 and int4: weights per scale along the last dimension, and where the
-  // f32 scales ([rows][ceil(cols / group)]) start, from `offset`; int4 only:
-  // where the f32 minimums (same shape) start.
+  // int8, int4 and mxfp4: weights per scale along the last dimension, and
+  // where the scales ([rows][ceil(cols / group)], f32; mxfp4's E8M0 bytes)
+  // start, from `offset`; int4 only: where the f32 minimums (same shape)
+  // start.
   int64_t groupSize = 0;
   uint64_t scalesOffset = 0;
   uint64_t minsOffset = 0;
@@ -60,7 +61,8 @@ struct WeightEntry {
 /// Where a weight's parts lie from its offset (docs/artifact.md): int8 is
 /// [rows][cols] codes, padding to 64 bytes, the scales; int4 is [rows][G]
 /// groups of 16 bytes (two codes a byte), padding, the scales, padding, the
-/// minimums; the float types are their elements.
+/// minimums; mxfp4 is [rows][G] groups of 16 bytes, padding, one E8M0
+/// scale byte a group; the float types are their elements.
 struct WeightLayout {
   uint64_t bytes = 0;
   int64_t groupSize = 0; // 0 for the float types

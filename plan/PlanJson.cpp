@@ -414,10 +414,10 @@ EntryPoint entryFrom(const std::string &name, const json &e) {
   return ep;
 }
 
-/// The quantized types' fields: group_size and scales_offset for int8 and
-/// int4, mins_offset for int4, and none of them for the float types.
+/// The quantized types' fields: group_size and scales_offset for int8, int4
+/// and mxfp4, mins_offset for int4, and none of them for the float types.
 void quantFieldsFrom(const json &e, WeightEntry &w, const std::string &at) {
-  const bool quantized = w.dtype == DType::i8 || w.dtype == DType::i4;
+  const bool quantized = isGroupedDType(w.dtype);
   const std::string type = dtypeName(w.dtype);
   for (const char *f : {"group_size", "scales_offset", "mins_offset"}) {
     const bool wanted = quantized && (std::string(f) != "mins_offset" || w.dtype == DType::i4);
@@ -431,7 +431,7 @@ void quantFieldsFrom(const json &e, WeightEntry &w, const std::string &at) {
     incompatible(at, "is " + type + " but not a matrix or a stack of them (" +
                          json(w.shape).dump() + ")");
   w.groupSize = integer(e.at("group_size"), at + " group_size", 1);
-  const int64_t group = w.dtype == DType::i8 ? kInt8Group : kInt4Group;
+  const int64_t group = dtypeGroup(w.dtype);
   if (w.groupSize != group)
     incompatible(at, "is " + type + " in groups of " + std::to_string(w.groupSize) +
                          " and this kvplan reads groups of " + std::to_string(group));

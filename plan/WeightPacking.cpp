@@ -139,12 +139,92 @@ void quantizeInt4(const SourceTensor &t, int64_t cols, SectionSink &sink,
   }
 }
 
+/// MXFP4's magnitudes doubled, codes 0 to 7 (the sign is bit 3).
+constexpr float kMxfp4Magnitudes[8] = {0, 1, 2, 3, 4, 6, 8, 12};
+
+/// MXFP4 by the OCP rule (as ggml rounds it): a group's shared exponent is
+/// X = floor(log2(max|w|)) - 2 (E2M1's largest exponent), its scale byte
+/// X + 127 (kept in [0, 254]), and each w / 2^X becomes the nearest E2M1
+/// value, ties to the even code, magnitudes past 6 saturating at 6 as the
+/// format does. A group of zeros gets scale byte 0 and zero codes. Throws
+/// for a NaN or an infinity, which MXFP4 holds no code for.
+void roundMxfp4(const float *row, int64_t cols, uint8_t *codes, uint8_t *exponents,
+                const std::string &weight) {
+  for (int64_t g = 0, k0 = 0; k0 < cols; ++g, k0 += kMxfp4Group) {
+    const int64_t end = std::min(cols, k0 + kMxfp4Group);
+    float amax = 0;
+    for (int64_t k = k0; k < end; ++k) {
+      if (!std::isfinite(row[k]))
+        throw InputError("weight '" + weight + "' holds a NaN or an infinity, which MXFP4 has "
+                         "no code for; check the checkpoint, or choose a float weight type");
+      amax = std::max(amax, std::fabs(row[k]));
+    }
+    int e = 0;
+    if (amax > 0) {
+      int exp2 = 0;
+      std::frexp(amax, &exp2); // amax = m * 2^exp2, m in [0.5, 1): floor(log2) = exp2 - 1
+      e = std::clamp(exp2 - 1 - 2 + 127, 0, 254);
+    }
+    exponents[g] = uint8_t(e);
+    for (int64_t k = k0; k < end; ++k) {
+      const float v = std::ldexp(std::fabs(row[k]), 128 - e); // |w| / step, doubled units
+      int best = 0;
+      for (int c = 1; c < 8; ++c) {
+        const float d = std::fabs(v - kMxfp4Magnitudes[c]),
+                    b = std::fabs(v - kMxfp4Magnitudes[best]);
+        if (d < b || (d == b && c % 2 == 0)) best = c;
+      }
+      codes[k] = uint8_t(best == 0 ? 0 : best | (row[k] < 0 ? 8 : 0));
+    }
+  }
+}
+
+/// Writes a tensor's mxfp4 codes row by row and appends its scale bytes.
+/// MXFP4 tensors (a GGUF's, or OpenAI's blocks repacked by the reader) are
+/// copied as they are; others are rounded from their exact values.
+void quantizeMxfp4(const SourceTensor &t, int64_t cols, SectionSink &sink,
+                   std::vector<uint8_t> &exponents, const std::string &weight) {
+  const int64_t rows = sourceElements(t) / cols, groups = ceilDiv(cols, kMxfp4Group);
+  std::vector<float> row(size_t(cols), 0.0f);
+  std::vector<uint8_t> codes(static_cast<size_t>(cols)), packed(static_cast<size_t>(groups * 16));
+  const bool blocks = t.quant == QuantType::mxfp4 && cols % kMxfp4Group == 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const size_t at = exponents.size();
+    exponents.resize(at + size_t(groups));
+    if (blocks) { // 17-byte blocks: the scale byte, then the 16 code bytes
+      const uint8_t *b = static_cast<const uint8_t *>(t.data) + r * groups * 17;
+      for (int64_t g = 0; g < groups; ++g) {
+        exponents[at + size_t(g)] = b[g * 17];
+        std::memcpy(packed.data() + g * 16, b + g * 17 + 1, 16);
+      }
+    } else {
+      sourceRowsToF32(t, r, 1, row.data());
+      roundMxfp4(row.data(), cols, codes.data(), exponents.data() + at, weight);
+      packNibbles(codes.data(), cols, packed.data());
+    }
+    sink.write(packed.data(), packed.size());
+  }
+}
+
+/// A quantized weight's scales (and minimums, or mxfp4's scale bytes),
+/// gathered while its parts' data is written and written after it.
+struct GroupParams {
+  std::vector<float> scales, mins;
+  std::vector<uint8_t> exponents;
+};
+
 /// The scales and minimums of a quantized weight after all its parts' data,
 /// each at its offset.
 void writeGroupParams(SectionSink &sink, const WeightEntry &w, uint64_t &at,
-                      const std::vector<float> &scales, const std::vector<float> &mins) {
+                      const GroupParams &p) {
   writeZeros(sink, w.offset + w.scalesOffset - at);
   at = w.offset + w.scalesOffset;
+  if (w.dtype == DType::mxfp4) {
+    sink.write(p.exponents.data(), p.exponents.size());
+    at += p.exponents.size();
+    return;
+  }
+  const std::vector<float> &scales = p.scales, &mins = p.mins;
   sink.write(scales.data(), scales.size() * 4);
   at += scales.size() * 4;
   if (w.dtype != DType::i4) return;
@@ -252,16 +332,19 @@ SourceTensor sliceTensor(const SourceTensor &t, int64_t dim, int64_t pieces, int
 /// type: int8 and int4 codes (their scales and minimums appended for
 /// later), or float elements. Returns the bytes written.
 uint64_t packTensor(const SourceTensor &t, const WeightEntry &w, SectionSink &sink,
-                    std::vector<char> &buffer, std::vector<float> &scales,
-                    std::vector<float> &mins) {
+                    std::vector<char> &buffer, GroupParams &params) {
   const int64_t n = sourceElements(t), cols = t.shape.back();
   if (w.dtype == DType::i8) {
-    quantizeInt8(t, cols, w.groupSize, sink, scales);
+    quantizeInt8(t, cols, w.groupSize, sink, params.scales);
     return uint64_t(n);
   }
   if (w.dtype == DType::i4) {
-    quantizeInt4(t, cols, sink, scales, mins);
+    quantizeInt4(t, cols, sink, params.scales, params.mins);
     return uint64_t(n / cols * ceilDiv(cols, kInt4Group) * 16);
+  }
+  if (w.dtype == DType::mxfp4) {
+    quantizeMxfp4(t, cols, sink, params.exponents, w.name);
+    return uint64_t(n / cols * ceilDiv(cols, kMxfp4Group) * 16);
   }
   return packFloat(t, w.dtype, sink, buffer);
 }
@@ -285,7 +368,7 @@ void packWeights(const Plan &plan, const WeightSource &source, SectionSink &sink
     at = w.offset;
     const std::vector<std::string> parts =
         w.parts.empty() ? std::vector<std::string>{w.name} : w.parts;
-    std::vector<float> scales, mins; // int8, int4: written after all the data
+    GroupParams params; // int8, int4, mxfp4: written after all the data
     for (const std::string &part : parts) {
       auto shape = shapes.find(part);
       if (shape == shapes.end())
@@ -300,12 +383,12 @@ void packWeights(const Plan &plan, const WeightSource &source, SectionSink &sink
         const int64_t dim = w.shardDim - int64_t(whole.shape.size() - t.shape.size());
         if (w.shardDim >= 0)
           t = sliceTensor(t, dim, w.shardPieces, shardPiece(w, rank, plan.ranks()), slice);
-        const uint64_t bytes = packTensor(t, w, sink, buffer, scales, mins);
+        const uint64_t bytes = packTensor(t, w, sink, buffer, params);
         at += bytes;
         progress.advance(bytes);
       }
     }
-    if (w.groupSize) writeGroupParams(sink, w, at, scales, mins);
+    if (w.groupSize) writeGroupParams(sink, w, at, params);
     if (at != w.offset + w.bytes)
       throw InputError("weight '" + w.name + "' packs to " + std::to_string(at - w.offset) +
                        " bytes but the plan expects " + std::to_string(w.bytes));
@@ -341,9 +424,10 @@ std::string cutSourceBlocksWarning(const Plan &plan, const WeightEntry &w,
     auto shape = shapes.find(part);
     if (shape == shapes.end()) continue; // packing names it
     const QuantType q = source.tensor(part, shape->second).quant;
-    // What quantizeInt8 and quantizeInt4 repack exactly, whole blocks a piece.
-    const bool exact =
-        w.dtype == DType::i4 ? hasInt4Groups(q) : w.groupSize == 32 && hasInt8Groups(q);
+    // What quantizeInt8, quantizeInt4 and quantizeMxfp4 repack exactly, whole blocks a piece.
+    const bool exact = w.dtype == DType::i4      ? hasInt4Groups(q)
+                       : w.dtype == DType::mxfp4 ? q == QuantType::mxfp4
+                                                 : w.groupSize == 32 && hasInt8Groups(q);
     const int64_t block = exact ? quantBlockElements(q) : 0;
     if (!exact || width % block == 0) continue;
     return std::string(dtypeName(w.dtype)) + " weight '" + w.name + "' is cut between the " +
@@ -360,15 +444,16 @@ std::string cutSourceBlocksWarning(const Plan &plan, const WeightEntry &w,
 
 uint64_t packingMemoryBytes(const Plan &plan, const WeightSource &source) {
   // Beside what the source holds, one entry's buffers at a time: a row as
-  // f32, its codes, and an int8 or int4 entry's scales and minimums (kept
+  // f32, its codes, and a quantized entry's scales and minimums (kept
   // until the entry's data is written), or a float conversion's chunk.
   uint64_t buffers = 0;
   for (const WeightEntry &w : plan.weights) {
     const int64_t n = w.numElements();
     const int64_t cols = w.shape.empty() ? 1 : w.shape.back();
     uint64_t b = uint64_t(cols) * 4 * 2;
-    if (w.groupSize > 0)
-      b += uint64_t(n / cols * ceilDiv(cols, w.groupSize)) * 4 * (w.dtype == DType::i4 ? 2 : 1);
+    if (w.groupSize > 0) // f32 scales (and int4's minimums), or mxfp4's scale bytes
+      b += uint64_t(n / cols * ceilDiv(cols, w.groupSize)) *
+           (w.dtype == DType::i4 ? 8 : w.dtype == DType::mxfp4 ? 1 : 4);
     else
       b += uint64_t(std::min(n, kConvertChunk) * dtypeBytes(w.dtype));
     if (w.shardDim >= 0) b += uint64_t(n) * 4; // a rank's piece, copied out as f32 at most

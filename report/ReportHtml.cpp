@@ -222,7 +222,7 @@ std::string summarySection(const ReportInput &in) {
        ", vocabulary " + withCommas(m.vocabSize) + (m.tieWordEmbeddings ? ", tied embeddings" : "") +
        "</td></tr><tr><th>parameters</th><td>" + withCommas(b.params) + "</td></tr>";
   h += "<tr><th>settings</th><td>target " + std::string(targetName(s.target)) + ", weights " +
-       dtypeName(s.weightDtype) + ", KV cache " + dtypeName(s.kvDtype) + ", max batch " +
+       s.weightTypesText() + ", KV cache " + dtypeName(s.kvDtype) + ", max batch " +
        std::to_string(s.maxBatch) + ", context " + withCommas(s.maxSeqLen) + ", prefill chunk " +
        std::to_string(s.prefillChunk) + ", pages of " + std::to_string(s.pageSize) + " tokens, " +
        withCommas(s.kvPages) + " KV pages" +

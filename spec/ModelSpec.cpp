@@ -630,6 +630,12 @@ void checkTargetRuns(Checker &c, const ModelSpec &m, const CompileSettings &s) {
   if (why)
     c.fail(why, "the cuda target does not run gpt-oss's attention sinks, expert biases and "
                 "clamped SwiGLU yet; compile for the cpu target (--target cpu)");
+  const char *mx = s.weightDtype == DType::mxfp4 ? "compile.weight_dtype"
+                   : s.expertWeightDtype() == DType::mxfp4 ? "compile.expert_dtype"
+                                                            : nullptr;
+  if (mx)
+    c.fail(mx, "the cuda target has no MXFP4 kernels yet; choose int8 (--dtype int8, "
+               "--expert-dtype int8), or compile for the cpu target (--target cpu)");
 }
 
 // Gemma's scalars: the embeddings' multiplier and the softmax's divisor.
@@ -642,9 +648,15 @@ void checkScales(Checker &c, const ModelSpec &m) {
 }
 
 // Weights come first: the defaults for the cache type derive from them.
-void checkWeightDType(Checker &c, const CompileSettings &s) {
+void checkWeightDType(Checker &c, const ModelSpec &m, const CompileSettings &s) {
   if (!isWeightDType(s.weightDtype))
-    c.fail("compile.weight_dtype", "expected one of f32, bf16, f16, int8, int4");
+    c.fail("compile.weight_dtype", "expected one of f32, bf16, f16, int8, int4, mxfp4");
+  if (!s.expertDtype) return;
+  if (!isWeightDType(*s.expertDtype))
+    c.fail("compile.expert_dtype", "expected one of f32, bf16, f16, int8, int4, mxfp4");
+  if (m.numExperts == 0)
+    c.fail("compile.expert_dtype",
+           "the model has no experts (model.num_experts is 0); leave it out");
 }
 
 // Fills the compile settings the spec did not give from the model, so that
@@ -891,7 +903,7 @@ void validate(ModelConfig &cfg) {
   checkTokensAndWindow(c, cfg.model);
   checkScales(c, cfg.model);
   checkExperts(c, cfg.model);
-  checkWeightDType(c, cfg.compile);
+  checkWeightDType(c, cfg.model, cfg.compile);
   deriveCompileDefaults(cfg);
   checkCompileSettings(c, cfg.compile);
   checkCrossFieldRules(c, cfg.model, cfg.compile);
@@ -904,6 +916,12 @@ void validate(ModelConfig &cfg) {
                CompileSettings::defaultDecodeCopies(s.target), s.decodeCopies);
   settleCopies(c, cfg, "prefill", s.prefillChunk, "compile.prefill_chunk",
                CompileSettings::defaultPrefillCopies(s.target), s.prefillCopies);
+}
+
+std::string CompileSettings::weightTypesText() const {
+  std::string t = dtypeName(weightDtype);
+  if (expertWeightDtype() != weightDtype) t += std::string(", experts ") + dtypeName(*expertDtype);
+  return t;
 }
 
 std::vector<int64_t> CompileSettings::defaultDecodeCopies(Target t) {
@@ -1019,6 +1037,8 @@ nlohmann::json toJson(const CompileSettings &c) {
           {"page_size", c.pageSize},
           {"kv_pages", c.kvPages},
           {"tensor_parallel", c.tensorParallel}};
+  // Written only when set, so that plans without it read as before.
+  if (c.expertDtype) j["expert_dtype"] = dtypeName(*c.expertDtype);
   if (c.windowKvPages > 0) j["window_kv_pages"] = c.windowKvPages;
   if (c.memoryBudget > 0) j["memory_budget"] = c.memoryBudget;
   // Written only when set, so plans without a verify entry read as before.
@@ -1170,6 +1190,8 @@ CompileSettings compileSettingsFromJson(const nlohmann::json &j) {
   c.target = parseEnum<Target>(j, "target", parseTarget);
   c.weightDtype = parseEnum<DType>(j, "weight_dtype", parseDType);
   c.kvDtype = parseEnum<DType>(j, "kv_dtype", parseDType);
+  if (j.contains("expert_dtype"))
+    c.expertDtype = parseEnum<DType>(j, "expert_dtype", parseDType);
   c.maxBatch = settingsInteger(j, "max_batch", 1, kMaxBatch);
   c.maxSeqLen = settingsInteger(j, "max_seq_len", 1, kMaxDim);
   c.prefillChunk = settingsInteger(j, "prefill_chunk", 1, kMaxDim);

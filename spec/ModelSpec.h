@@ -221,6 +221,9 @@ struct ModelSpec {
 struct CompileSettings {
   Target target = Target::cpu;
   DType weightDtype = DType::f32;
+  // A mixture's routed experts' stacks (most of its weights), where they
+  // differ from weightDtype: gpt-oss's MXFP4 experts kept as published.
+  std::optional<DType> expertDtype;
   DType kvDtype = DType::f32;     // element type of the KV cache
   int64_t maxBatch = 1;           // decode rows (sequences per step)
   int64_t maxSeqLen = 2048;       // context length the plan supports
@@ -264,6 +267,12 @@ struct CompileSettings {
   // for the weights the next products stream, beside the one it streams
   // itself (--prefetch-weights, docs/cuda.md); 0 asks for none.
   int64_t l2PrefetchMib = 0;
+
+  /// The experts' type: expertDtype, else weightDtype.
+  DType expertWeightDtype() const { return expertDtype.value_or(weightDtype); }
+  /// The weight types as messages name them: "int8", or "int8, experts
+  /// mxfp4" where the experts' differs.
+  std::string weightTypesText() const;
 
   static std::vector<int64_t> defaultDecodeCopies(Target t);
   static std::vector<int64_t> defaultPrefillCopies(Target t);
@@ -314,6 +323,9 @@ struct WeightDecl {
   // the others (norms, biases, sinks, a stack of experts' biases) are
   // vectors, kept in floating point.
   bool matrix() const { return shape.size() >= 2 && !vectors; }
+  /// Whether it is a stack of a mixture's routed experts' matrices (the only
+  /// stacks of matrices), stored at the expert type.
+  bool experts() const { return shape.size() == 3 && !vectors; }
   bool vectors = false; // a stack of vectors ([experts, width] biases)
   bool f32 = false;     // f32 at any weight type (attention sinks, as llama.cpp has them)
 };

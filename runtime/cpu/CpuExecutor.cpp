@@ -216,7 +216,10 @@ private:
     if (w->offset + w->bytes > weightsBytes)
       fail("reads weight '" + name + "', which lies outside the weights");
     cpu::TensorRef ref{weights + w->offset, w->dtype};
-    if (w->groupSize) {
+    if (w->dtype == DType::mxfp4) {
+      ref.exponents = reinterpret_cast<const uint8_t *>(weights + w->offset + w->scalesOffset);
+      ref.groupSize = w->groupSize;
+    } else if (w->groupSize) {
       ref.scales = reinterpret_cast<const float *>(weights + w->offset + w->scalesOffset);
       ref.groupSize = w->groupSize;
     }
@@ -382,11 +385,16 @@ std::string CpuExecutor::describe() const {
                   std::to_string(pool.size()) + " threads";
   if (comm)
     d += ", rank " + std::to_string(comm->rank()) + " of " + comm->describe();
-  // int8, int4 and bf16 weights may meet rounded activations
+  // int8, int4, mxfp4 and bf16 weights may meet rounded activations
   // (runtime/cpu/LinearDot.h); name what the matrices meet.
+  const CompileSettings &s = plan_.settings;
   for (const WeightEntry &w : plan_.weights)
-    if (w.dtype == DType::i8 || w.dtype == DType::i4 || w.dtype == DType::bf16)
-      return d + ", " + cpu::activationsFor(w.dtype) + " activations)";
+    if (isGroupedDType(w.dtype) || w.dtype == DType::bf16) {
+      std::string a = cpu::activationsFor(s.weightDtype);
+      const std::string experts = cpu::activationsFor(s.expertWeightDtype());
+      if (experts != a) a += " activations, experts' " + experts;
+      return d + ", " + a + " activations)";
+    }
   return d + ")";
 }
 

@@ -75,7 +75,7 @@ template <typename F> void dispatch(DType t, F &&fn) {
   case DType::bf16: fn(Tag<DType::bf16>{}); return;
   case DType::f16: fn(Tag<DType::f16>{}); return;
   case DType::i8: fn(Tag<DType::i8>{}); return;
-  case DType::i4: case DType::i32: break;
+  case DType::i4: case DType::mxfp4: case DType::i32: break;
   }
   throw std::logic_error("kernel given an integer tensor where floats are needed");
 }
@@ -102,6 +102,15 @@ template <> void storeRow<DType::f16>(const float *src, void *dst, int64_t n) {
 
 } // namespace
 
+const float *mxfp4Steps() {
+  static const std::vector<float> steps = [] {
+    std::vector<float> t(256);
+    for (int e = 0; e < 256; ++e) t[size_t(e)] = std::ldexp(1.0f, e - 128);
+    return t;
+  }();
+  return steps.data();
+}
+
 float loadElement(TensorRef t, int64_t i) {
   switch (t.dtype) {
   case DType::f32: return static_cast<const float *>(t.data)[i];
@@ -109,6 +118,7 @@ float loadElement(TensorRef t, int64_t i) {
   case DType::f16: return f16Table()[static_cast<const uint16_t *>(t.data)[i]];
   case DType::i8: return float(static_cast<const int8_t *>(t.data)[i]) * t.scales[i / t.groupSize];
   case DType::i4: return int4Element(static_cast<const uint8_t *>(t.data), t.scales, t.mins, i);
+  case DType::mxfp4: return mxfp4Element(static_cast<const uint8_t *>(t.data), t.exponents, i);
   case DType::i32: break;
   }
   throw std::logic_error("loadElement on an integer tensor");
@@ -132,6 +142,11 @@ void embedding(const int32_t *tokens, TensorRef table, int64_t hidden, float sca
       const uint8_t *codes = static_cast<const uint8_t *>(table.data) + first * 16;
       for (int64_t k = 0; k < hidden; ++k)
         out[r * hidden + k] = int4Element(codes, table.scales + first, table.mins + first, k);
+    } else if (table.dtype == DType::mxfp4) {
+      const int64_t groups = ceilDiv(hidden, kMxfp4Group), first = int64_t(tokens[r]) * groups;
+      const uint8_t *codes = static_cast<const uint8_t *>(table.data) + first * 16;
+      for (int64_t k = 0; k < hidden; ++k)
+        out[r * hidden + k] = mxfp4Element(codes, table.exponents + first, k);
     } else {
       const uint16_t *src = static_cast<const uint16_t *>(table.data) + row;
       convertElements(src, table.dtype, out + r * hidden, DType::f32, hidden);
@@ -186,10 +201,34 @@ static void linearInt4Scalar(const float *x, int64_t rows, int64_t in, TensorRef
   }
 }
 
+/// The portable mxfp4 linear: each weight decoded (the doubled E2M1 value
+/// times the group's step) and multiplied into one sum per output.
+static void linearMxfp4Scalar(const float *x, int64_t rows, int64_t in, TensorRef w,
+                              TensorRef bias, const LinearOutputs &out, int64_t jBegin,
+                              int64_t jEnd) {
+  const int64_t groups = ceilDiv(in, kMxfp4Group);
+  size_t k = 0;
+  for (int64_t j = jBegin; j < jEnd; ++j) {
+    while (j >= out.firstColumn[k] + out.columns[k]) ++k;
+    const uint8_t *codes = static_cast<const uint8_t *>(w.data) + j * groups * 16;
+    const uint8_t *exponents = w.exponents + j * groups;
+    const float b = bias.data ? loadElement(bias, j) : 0.0f;
+    for (int64_t r = 0; r < rows; ++r) {
+      float s = 0;
+      for (int64_t c = 0; c < in; ++c) s += x[r * in + c] * mxfp4Element(codes, exponents, c);
+      out.data[k][r * out.columns[k] + j - out.firstColumn[k]] = s + b;
+    }
+  }
+}
+
 void linearScalar(const float *x, int64_t rows, int64_t in, TensorRef w, TensorRef bias,
                   const LinearOutputs &out, int64_t jBegin, int64_t jEnd) {
   if (w.dtype == DType::i4) {
     linearInt4Scalar(x, rows, in, w, bias, out, jBegin, jEnd);
+    return;
+  }
+  if (w.dtype == DType::mxfp4) {
+    linearMxfp4Scalar(x, rows, in, w, bias, out, jBegin, jEnd);
     return;
   }
   const int64_t groups = w.groupSize ? ceilDiv(in, w.groupSize) : 0;
@@ -227,7 +266,7 @@ void linear(const float *x, int64_t rows, int64_t in, TensorRef w, TensorRef bia
     linearBf16DotAvx512(x, rows, in, w, bias, out, jBegin, jEnd);
     return;
   }
-  if ((w.dtype == DType::i8 || w.dtype == DType::i4) && activeActivations() == Activations::reduced) {
+  if (isGroupedDType(w.dtype) && activeActivations() == Activations::reduced) {
     if (activeIsa() == Isa::scalar)
       linearDotScalar(x, rows, in, w, bias, out, jBegin, jEnd);
     else if (activeIsa() == Isa::avx512 && cpuHasAvx512Vnni())

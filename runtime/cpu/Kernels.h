@@ -12,14 +12,35 @@ namespace kvplan::cpu {
 
 /// A weight (or cache) tensor in memory with its element type; int8 and
 /// int4 matrices also point at their scales (one per `groupSize` along a
-/// row), int4 ones at their minimums too.
+/// row), int4 ones at their minimums too, mxfp4 ones at their scale bytes.
 struct TensorRef {
   const void *data = nullptr;
   DType dtype = DType::f32;
   const float *scales = nullptr;
   int64_t groupSize = 0;
   const float *mins = nullptr;
+  const uint8_t *exponents = nullptr; // mxfp4: each group's E8M0 scale byte
 };
+
+/// MXFP4's E2M1 values doubled (ggml's table): code c, its sign in bit 3, is
+/// kMxfp4Doubled[c] times its group's step, so that every value is an
+/// integer the integer-dot kernels take as int8.
+inline constexpr int8_t kMxfp4Doubled[16] = {0,  1,  2,  3,  4,  6,  8,  12,
+                                             0, -1, -2, -3, -4, -6, -8, -12};
+
+/// The step of an MXFP4 group whose E8M0 scale byte is e: 2^(e - 128) (the
+/// scale 2^(e - 127) halved for the doubled values), exact for every byte
+/// (below e = 2 a subnormal), as ggml decodes it. A table of 256, built once.
+const float *mxfp4Steps();
+
+/// Element `k` of one row of an mxfp4 matrix (docs/artifact.md): `codes` is
+/// the row's groups of 16 bytes, nibbles laid out as int4's, `exponents`
+/// its groups' scale bytes.
+inline float mxfp4Element(const uint8_t *codes, const uint8_t *exponents, int64_t k) {
+  const int64_t g = k / kMxfp4Group, i = k % kMxfp4Group;
+  const uint8_t byte = codes[g * 16 + i % 16];
+  return float(kMxfp4Doubled[i < 16 ? byte & 15 : byte >> 4]) * mxfp4Steps()[exponents[g]];
+}
 
 /// Element `k` of one row of an int4 matrix (docs/artifact.md): `codes` is
 /// the row's groups of 16 bytes (element i of a group in the low nibble of

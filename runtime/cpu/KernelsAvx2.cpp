@@ -82,6 +82,20 @@ struct Avx2 {
       c[2 + h] = _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4));
     }
   }
+  /// An mxfp4 group's 32 doubled E2M1 values from its 16 bytes, in the same
+  /// order: each nibble looked up in kMxfp4Doubled (one byte shuffle a half),
+  /// then widened as signed bytes.
+  static void mxfp4Codes(const uint8_t *p, V c[4]) {
+    const __m128i table = _mm_loadu_si128(reinterpret_cast<const __m128i *>(kMxfp4Doubled));
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
+    const __m128i m = _mm_set1_epi8(15);
+    const __m128i lo = _mm_shuffle_epi8(table, _mm_and_si128(b, m));
+    const __m128i hi = _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(b, 4), m));
+    c[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo));
+    c[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)));
+    c[2] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi));
+    c[3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)));
+  }
 };
 
 } // namespace
@@ -105,6 +119,8 @@ void linearAvx2(const float *x, int64_t rows, int64_t in, TensorRef w, TensorRef
                 const LinearOutputs &out, int64_t jBegin, int64_t jEnd) {
   if (w.dtype == DType::i4)
     impl::linearInt4<Avx2>(x, rows, in, w, bias, out, jBegin, jEnd);
+  else if (w.dtype == DType::mxfp4)
+    impl::linearInt4<Avx2, true>(x, rows, in, w, bias, out, jBegin, jEnd);
   else
     impl::linear<Avx2>(x, rows, in, w, bias, out, jBegin, jEnd);
 }

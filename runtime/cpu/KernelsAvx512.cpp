@@ -64,6 +64,16 @@ struct Avx512 {
     c[0] = _mm512_cvtepi32_ps(_mm512_and_si512(b, _mm512_set1_epi32(15)));
     c[1] = _mm512_cvtepi32_ps(_mm512_srli_epi32(b, 4));
   }
+  /// An mxfp4 group's 32 doubled E2M1 values, in the same order: each nibble
+  /// looked up in kMxfp4Doubled (one byte shuffle a half), widened as signed.
+  static void mxfp4Codes(const uint8_t *p, V c[2]) {
+    const __m128i table = _mm_loadu_si128(reinterpret_cast<const __m128i *>(kMxfp4Doubled));
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
+    const __m128i m = _mm_set1_epi8(15);
+    c[0] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_shuffle_epi8(table, _mm_and_si128(b, m))));
+    c[1] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+        _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(b, 4), m))));
+  }
 };
 
 } // namespace
@@ -87,6 +97,8 @@ void linearAvx512(const float *x, int64_t rows, int64_t in, TensorRef w, TensorR
                   const LinearOutputs &out, int64_t jBegin, int64_t jEnd) {
   if (w.dtype == DType::i4)
     impl::linearInt4<Avx512>(x, rows, in, w, bias, out, jBegin, jEnd);
+  else if (w.dtype == DType::mxfp4)
+    impl::linearInt4<Avx512, true>(x, rows, in, w, bias, out, jBegin, jEnd);
   else
     impl::linear<Avx512>(x, rows, in, w, bias, out, jBegin, jEnd);
 }

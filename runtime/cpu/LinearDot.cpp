@@ -16,7 +16,8 @@
 
 namespace kvplan::cpu {
 
-static_assert(kInt8Group == 32 && kInt4Group == 32, "the integer-dot kernels take groups of 32");
+static_assert(kInt8Group == 32 && kInt4Group == 32 && kMxfp4Group == 32,
+              "the integer-dot kernels take groups of 32");
 
 const char *activationsName(Activations a) {
   return a == Activations::f32 ? "f32 activations" : "reduced activations";
@@ -50,7 +51,7 @@ bool bf16Dot() {
 
 const char *activationsFor(DType weights) {
   const bool reduced = activeActivations() == Activations::reduced;
-  if ((weights == DType::i8 || weights == DType::i4) && reduced) return "int8";
+  if (isGroupedDType(weights) && reduced) return "int8";
   if (weights == DType::bf16 && bf16Dot()) return "bf16";
   return "f32";
 }
@@ -98,31 +99,39 @@ void quantizeRowsScalar(const float *x, int64_t rows, int64_t K, bool withSums,
 
 void linearDotScalar(const float *x, int64_t rows, int64_t K, TensorRef w, TensorRef bias,
                      const LinearOutputs &out, int64_t jBegin, int64_t jEnd) {
-  const bool int4 = w.dtype == DType::i4;
-  if ((!int4 && w.dtype != DType::i8) || w.groupSize != 32 || !w.scales || (int4 && !w.mins))
-    throw std::logic_error("the integer-dot linear takes int8 or int4 weights in groups of 32");
+  const bool int4 = w.dtype == DType::i4, mx = w.dtype == DType::mxfp4;
+  if (!isGroupedDType(w.dtype) || w.groupSize != 32 || (mx ? !w.exponents : !w.scales) ||
+      (int4 && !w.mins))
+    throw std::logic_error(
+        "the integer-dot linear takes int8, int4 or mxfp4 weights in groups of 32");
   thread_local QuantizedRows qx;
   quantizeRowsScalar(x, rows, K, int4, qx);
   const int64_t groups = qx.groups;
+  const float *steps = mxfp4Steps();
   size_t k = 0;
   for (int64_t j = jBegin; j < jEnd; ++j) {
     while (j >= out.firstColumn[k] + out.columns[k]) ++k;
     const float b = bias.data ? loadElement(bias, j) : 0.0f;
-    const float *scales = w.scales + j * groups, *mins = int4 ? w.mins + j * groups : nullptr;
+    const float *scales = mx ? nullptr : w.scales + j * groups;
+    const float *mins = int4 ? w.mins + j * groups : nullptr;
     for (int64_t r = 0; r < rows; ++r) {
       float s = 0;
       for (int64_t g = 0; g < groups; ++g) {
         const int8_t *q = qx.q.data() + (r * groups + g) * 32;
         int32_t dot = 0;
-        if (int4) {
+        if (int4 || mx) { // nibbles: int4's codes, or mxfp4's doubled E2M1 values
           const uint8_t *c = static_cast<const uint8_t *>(w.data) + (j * groups + g) * 16;
-          for (int i = 0; i < 16; ++i) dot += int32_t(c[i] & 15) * q[i] + int32_t(c[i] >> 4) * q[16 + i];
+          for (int i = 0; i < 16; ++i)
+            dot += mx ? int32_t(kMxfp4Doubled[c[i] & 15]) * q[i] +
+                            int32_t(kMxfp4Doubled[c[i] >> 4]) * q[16 + i]
+                      : int32_t(c[i] & 15) * q[i] + int32_t(c[i] >> 4) * q[16 + i];
         } else {
           const int8_t *wr = static_cast<const int8_t *>(w.data) + j * K + g * 32;
           for (int64_t i = 0, n = std::min<int64_t>(32, K - g * 32); i < n; ++i)
             dot += int32_t(wr[i]) * q[i];
         }
-        s += float(dot) * (scales[g] * qx.d[size_t(r * groups + g)]);
+        const float scale = mx ? steps[w.exponents[j * groups + g]] : scales[g];
+        s += float(dot) * (scale * qx.d[size_t(r * groups + g)]);
       }
       if (int4) {
         float m = 0;

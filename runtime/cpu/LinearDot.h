@@ -1,6 +1,6 @@
 // The linears whose activations are rounded to suit the weights:
-//  - int8 and int4 weights: activations quantized to int8, and every weight
-//    group's products summed in integers (below);
+//  - int8, int4 and mxfp4 weights: activations quantized to int8, and every
+//    weight group's products summed in integers (below);
 //  - bf16 weights, where the CPU has AVX512_BF16: activations rounded to
 //    bf16 and multiplied by vdpbf16ps (LinearBf16Avx512.cpp), as llama.cpp
 //    does; each product of two bf16 values is exact in f32 and the sums stay
@@ -15,6 +15,8 @@
 // int4, minimum m) then contributes
 //   int8: s * d * sum(w q)
 //   int4: s * d * sum(c q) + m * sum(x)
+//   mxfp4: s * d * sum(v q), v the doubled E2M1 values (integers, |v| <= 12)
+//          and s the group's step 2^(e - 128)
 // where sum(w q) and sum(c q) are exact integers and sum(x) is the group's
 // f32 sum of the activations themselves (so int4's minimums meet no
 // rounding of x). On AVX2 one vpmaddubsw + vpmaddwd computes a group's 32
@@ -35,7 +37,8 @@
 
 namespace kvplan::cpu {
 
-/// How the linear treats activations against int8, int4 and bf16 weights.
+/// How the linear treats activations against int8, int4, mxfp4 and bf16
+/// weights.
 enum class Activations {
   f32,     // as they are (the plan's arithmetic)
   reduced, // rounded to suit the weights, as above (the default)
@@ -76,7 +79,8 @@ void quantizeRowsScalar(const float *x, int64_t rows, int64_t K, bool withSums,
 void quantizeRowsAvx2(const float *x, int64_t rows, int64_t K, bool withSums,
                       QuantizedRows &out);
 
-/// The integer-dot linear (same contract as linear()); w is int8 or int4.
+/// The integer-dot linear (same contract as linear()); w is int8, int4 or
+/// mxfp4.
 void linearDotScalar(const float *x, int64_t rows, int64_t K, TensorRef w, TensorRef bias,
                      const LinearOutputs &out, int64_t jBegin, int64_t jEnd);
 void linearDotAvx2(const float *x, int64_t rows, int64_t K, TensorRef w, TensorRef bias,

@@ -78,18 +78,50 @@ inline __m256i int4Codes(const uint8_t *p) {
   return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), m), _mm_and_si128(b, m));
 }
 
-/// An int4 or int8 matrix as the tiles read it.
+/// The weight types the tiles take.
+enum class Dot { i8, i4, mx };
+
+/// An int4, mxfp4 or int8 matrix as the tiles read it.
 struct DotWeights {
   const uint8_t *data = nullptr;
   const float *scales = nullptr, *mins = nullptr;
+  const uint8_t *exponents = nullptr; // mxfp4's scale bytes
   int64_t K = 0, groups = 0;
   int64_t rowBytes = 0;   // codes or int8 values of one row
-  int64_t groupBytes = 0; // of one group: 16 (int4) or 32 (int8)
+  int64_t groupBytes = 0; // of one group: 16 (int4, mxfp4) or 32 (int8)
 };
 
-/// Adds rows [r0, r0 + R) of qx times int4 features [j0, j0 + J) into acc.
-/// With `ahead`, prefetches the next J features (decode streams them).
-template <int R, int J>
+/// The 32 doubled E2M1 values (signed bytes) of mxfp4 codes `c` (one
+/// nibble a byte), each 128-bit lane looked up in kMxfp4Doubled.
+inline __m256i mxfp4Values(__m256i c) {
+  const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i *>(kMxfp4Doubled));
+  return _mm256_shuffle_epi8(_mm256_set_m128i(t, t), c);
+}
+
+/// The products of unsigned-byte operand pairs for signed weights v against
+/// q: |v| times q with v's sign, as vpmaddubsw and vpdpbusd take them.
+inline __m256i magnitudes(__m256i v) { return _mm256_sign_epi8(v, v); }
+inline __m256i signedBy(__m256i q, __m256i v) { return _mm256_sign_epi8(q, v); }
+
+/// Two groups' scales of feature j as two floats: int4's f32 scales, or
+/// mxfp4's steps from their scale bytes.
+template <bool Mx> inline __m128 scalePair(const DotWeights &w, int64_t j, int64_t g) {
+  if constexpr (Mx) {
+    const float *steps = mxfp4Steps();
+    const uint8_t *e = w.exponents + j * w.groups + g;
+    return _mm_setr_ps(steps[e[0]], steps[e[1]], 0.0f, 0.0f);
+  } else {
+    return _mm_castsi128_ps(
+        _mm_loadl_epi64(reinterpret_cast<const __m128i *>(w.scales + j * w.groups + g)));
+  }
+}
+
+/// Adds rows [r0, r0 + R) of qx times int4 (Mx: mxfp4) features [j0, j0 +
+/// J) into acc. With `ahead`, prefetches the next J features (decode
+/// streams them). An mxfp4 code becomes its doubled E2M1 value, a signed
+/// byte of at most 12, and meets q as int8 weights do: a pair's sum is at
+/// most 2 x 12 x 127, two pairs' 6096, far from 16-bit saturation.
+template <bool Mx, int R, int J>
 inline void int4Groups(const QuantizedRows &qx, int64_t r0, const DotWeights &w, int64_t j0,
                        __m256 acc[R][J], bool ahead) {
   const int64_t G = w.groups;
@@ -119,10 +151,18 @@ inline void int4Groups(const QuantizedRows &qx, int64_t r0, const DotWeights &w,
           reinterpret_cast<const __m256i *>(w.data + (j0 + j) * w.rowBytes + g * 16));
       const __m256i cl = _mm256_and_si256(b, m15);
       const __m256i ch = _mm256_and_si256(_mm256_srli_epi16(b, 4), m15);
-      const __m128 s2 = _mm_castsi128_ps(
-          _mm_loadl_epi64(reinterpret_cast<const __m128i *>(w.scales + (j0 + j) * G + g)));
+      const __m128 s2 = scalePair<Mx>(w, j0 + j, g);
+      [[maybe_unused]] __m256i vl, vh;
+      if constexpr (Mx) {
+        vl = mxfp4Values(cl);
+        vh = mxfp4Values(ch);
+      }
       for (int r = 0; r < R; ++r) {
-        const __m256i dot = dot4x2(cl, lo[r], ch, hi[r]);
+        __m256i dot;
+        if constexpr (Mx)
+          dot = dot4x2(magnitudes(vl), signedBy(lo[r], vl), magnitudes(vh), signedBy(hi[r], vh));
+        else
+          dot = dot4x2(cl, lo[r], ch, hi[r]);
         const __m256 scale =
             _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_mul_ps(s2, d2[r])), twice);
         acc[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[r][j]);
@@ -133,11 +173,13 @@ inline void int4Groups(const QuantizedRows &qx, int64_t r0, const DotWeights &w,
     const int64_t g = G - 1;
     for (int j = 0; j < J; ++j) {
       const __m256i c = int4Codes(w.data + (j0 + j) * w.rowBytes + g * 16);
-      const float s = w.scales[(j0 + j) * G + g];
+      const float s = Mx ? mxfp4Steps()[w.exponents[(j0 + j) * G + g]] : w.scales[(j0 + j) * G + g];
+      [[maybe_unused]] const __m256i v = Mx ? mxfp4Values(c) : c;
       for (int r = 0; r < R; ++r) {
         const __m256i q = _mm256_loadu_si256(
             reinterpret_cast<const __m256i *>(qx.q.data() + ((r0 + r) * G + g) * 32));
-        const __m256i dot = dot4(_mm256_setzero_si256(), c, q);
+        const __m256i dot = Mx ? dot4(_mm256_setzero_si256(), magnitudes(v), signedBy(q, v))
+                               : dot4(_mm256_setzero_si256(), c, q);
         acc[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot),
                                     _mm256_set1_ps(s * qx.d[size_t((r0 + r) * G + g)]), acc[r][j]);
       }
@@ -214,28 +256,34 @@ inline void int8Groups(const QuantizedRows &qx, int64_t r0, const DotWeights &w,
 
 /// One R x J tile: rows [r0, r0 + R) of qx against features [j0, j0 + J).
 /// With `ahead`, prefetches the next J features (decode streams them).
-template <bool Int4, int R, int J>
+template <Dot Kind, int R, int J>
 inline void dotTile(const QuantizedRows &qx, int64_t r0, const DotWeights &w, int64_t j0,
                     float out[R][J], bool ahead) {
-  const int64_t G = w.groups, full = Int4 ? G : w.K / 32;
+  constexpr bool Int4 = Kind == Dot::i4;
+  const int64_t G = w.groups, full = Kind == Dot::i8 ? w.K / 32 : G;
   if (ahead)
-    for (int j = 0; j < J; ++j)
+    for (int j = 0; j < J; ++j) {
+      if (Kind == Dot::mx) {
+        for (int64_t b = 0; b < G; b += 64) __builtin_prefetch(w.exponents + (j0 + J + j) * G + b);
+        continue;
+      }
       for (int64_t b = 0; b < G * 4; b += 64) {
         __builtin_prefetch(reinterpret_cast<const char *>(w.scales + (j0 + J + j) * G) + b);
         if (Int4) __builtin_prefetch(reinterpret_cast<const char *>(w.mins + (j0 + J + j) * G) + b);
       }
+    }
   __m256 acc[R][J];
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < J; ++j) acc[r][j] = _mm256_setzero_ps();
-  if constexpr (Int4)
-    int4Groups<R, J>(qx, r0, w, j0, acc, ahead);
-  else
+  if constexpr (Kind == Dot::i8)
     int8Groups<R, J>(qx, r0, w, j0, acc, ahead);
+  else
+    int4Groups<Kind == Dot::mx, R, J>(qx, r0, w, j0, acc, ahead);
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < J; ++j) {
       const int64_t row = (r0 + r) * G, feature = j0 + j;
       float s = hsum(acc[r][j]);
-      if (!Int4 && full < G) { // int8's partial last group
+      if (Kind == Dot::i8 && full < G) { // int8's partial last group
         const int8_t *wv = reinterpret_cast<const int8_t *>(w.data + feature * w.rowBytes);
         const int8_t *q = qx.q.data() + (row + full) * 32;
         int32_t dot = 0;
@@ -271,41 +319,42 @@ inline void pairGroups(QuantizedRows &qx, int64_t rows) {
     }
 }
 
-template <bool Int4, int R, int J>
+template <Dot Kind, int R, int J>
 void dotRowTile(const QuantizedRows &qx, int64_t r0, const DotWeights &w, int64_t jBegin,
                 int64_t jEnd, const LinearOutputs &out, TensorRef bias, bool ahead) {
   impl::featureTiles<R, J>(r0, jBegin, jEnd, out, bias, ahead,
                            [&](auto width, int64_t j, auto &res, bool a) {
-                             dotTile<Int4, R, decltype(width)::value>(qx, r0, w, j, res, a);
+                             dotTile<Kind, R, decltype(width)::value>(qx, r0, w, j, res, a);
                            });
 }
 
 /// Decode streams the features four at a time; prefill takes them in blocks
 /// that stay in L2 while the rows pass over them four at a time.
-template <bool Int4>
+template <Dot Kind>
 void linearDot(const float *x, int64_t rows, int64_t K, const DotWeights &w, TensorRef bias,
                const LinearOutputs &out, int64_t jBegin, int64_t jEnd) {
   thread_local QuantizedRows qx;
-  quantizeRowsAvx2(x, rows, K, Int4, qx);
-  if (Int4) pairGroups(qx, rows);
+  quantizeRowsAvx2(x, rows, K, Kind == Dot::i4, qx);
+  if (Kind != Dot::i8) pairGroups(qx, rows);
   if (rows == 1) {
-    dotRowTile<Int4, 1, 4>(qx, 0, w, jBegin, jEnd, out, bias, true);
+    dotRowTile<Kind, 1, 4>(qx, 0, w, jBegin, jEnd, out, bias, true);
     return;
   }
   // Tiles of 4 rows by 2 features; by 4 for int8 with VNNI, whose 32
   // registers hold 16 accumulators beside the rows' bytes and steps.
-  constexpr int TR = 4, TJ = KVPLAN_DOT_VNNI && !Int4 ? 4 : 2;
-  const int64_t perFeature = w.rowBytes + w.groups * (Int4 ? 8 : 4);
+  constexpr int TR = 4, TJ = KVPLAN_DOT_VNNI && Kind == Dot::i8 ? 4 : 2;
+  const int64_t perFeature =
+      w.rowBytes + w.groups * (Kind == Dot::i4 ? 8 : Kind == Dot::mx ? 1 : 4);
   int64_t block = std::max<int64_t>(TJ, (256 * 1024) / std::max<int64_t>(1, perFeature));
   block = block / TJ * TJ;
   for (int64_t jb = jBegin; jb < jEnd; jb += block) {
     const int64_t je = std::min(jEnd, jb + block);
     int64_t r = 0;
-    for (; r + TR <= rows; r += TR) dotRowTile<Int4, TR, TJ>(qx, r, w, jb, je, out, bias, r == 0);
+    for (; r + TR <= rows; r += TR) dotRowTile<Kind, TR, TJ>(qx, r, w, jb, je, out, bias, r == 0);
     switch (rows - r) {
-    case 3: dotRowTile<Int4, 3, TJ>(qx, r, w, jb, je, out, bias, r == 0); break;
-    case 2: dotRowTile<Int4, 2, TJ>(qx, r, w, jb, je, out, bias, r == 0); break;
-    case 1: dotRowTile<Int4, 1, TJ>(qx, r, w, jb, je, out, bias, r == 0); break;
+    case 3: dotRowTile<Kind, 3, TJ>(qx, r, w, jb, je, out, bias, r == 0); break;
+    case 2: dotRowTile<Kind, 2, TJ>(qx, r, w, jb, je, out, bias, r == 0); break;
+    case 1: dotRowTile<Kind, 1, TJ>(qx, r, w, jb, je, out, bias, r == 0); break;
     default: break;
     }
   }
@@ -314,21 +363,26 @@ void linearDot(const float *x, int64_t rows, int64_t K, const DotWeights &w, Ten
 /// The entry point's body (same contract as linear()).
 inline void linearDotX86(const float *x, int64_t rows, int64_t K, TensorRef w, TensorRef bias,
                          const LinearOutputs &out, int64_t jBegin, int64_t jEnd) {
-  const bool int4 = w.dtype == DType::i4;
-  if ((!int4 && w.dtype != DType::i8) || w.groupSize != 32 || !w.scales || (int4 && !w.mins))
-    throw std::logic_error("the integer-dot linear takes int8 or int4 weights in groups of 32");
+  const bool int4 = w.dtype == DType::i4, mx = w.dtype == DType::mxfp4;
+  if (!isGroupedDType(w.dtype) || w.groupSize != 32 || (mx ? !w.exponents : !w.scales) ||
+      (int4 && !w.mins))
+    throw std::logic_error(
+        "the integer-dot linear takes int8, int4 or mxfp4 weights in groups of 32");
   DotWeights dw;
   dw.data = static_cast<const uint8_t *>(w.data);
   dw.scales = w.scales;
   dw.mins = w.mins;
+  dw.exponents = w.exponents;
   dw.K = K;
   dw.groups = ceilDiv(K, int64_t(32));
-  dw.rowBytes = int4 ? dw.groups * 16 : K;
-  dw.groupBytes = int4 ? 16 : 32;
+  dw.rowBytes = int4 || mx ? dw.groups * 16 : K;
+  dw.groupBytes = int4 || mx ? 16 : 32;
   if (int4)
-    linearDot<true>(x, rows, K, dw, bias, out, jBegin, jEnd);
+    linearDot<Dot::i4>(x, rows, K, dw, bias, out, jBegin, jEnd);
+  else if (mx)
+    linearDot<Dot::mx>(x, rows, K, dw, bias, out, jBegin, jEnd);
   else
-    linearDot<false>(x, rows, K, dw, bias, out, jBegin, jEnd);
+    linearDot<Dot::i8>(x, rows, K, dw, bias, out, jBegin, jEnd);
 }
 
 } // namespace

@@ -256,7 +256,8 @@ void linear(const float *x, int64_t rows, int64_t K, TensorRef w, TensorRef bias
     linearBlocked<Tr, WI8>(x, rows, K, static_cast<const int8_t *>(w.data), w.scales, bias, out,
                            jBegin, jEnd);
     return;
-  case DType::i4: break; // linearInt4 (LinearInt4Impl.h)
+  case DType::i4: break;    // linearInt4 (LinearInt4Impl.h)
+  case DType::mxfp4: break; // linearInt4<Tr, true> (LinearInt4Impl.h)
   case DType::i32: break;
   }
   throw std::logic_error("linear given integer weights");

@@ -18,11 +18,13 @@ TensorRef expertMatrix(TensorRef stack, int64_t e, int64_t out, int64_t in) {
   const char *base = static_cast<const char *>(stack.data);
   switch (stack.dtype) {
   case DType::i8:
-  case DType::i4: {
+  case DType::i4:
+  case DType::mxfp4: {
     const int64_t groups = (in + stack.groupSize - 1) / stack.groupSize;
     t.data = base + (stack.dtype == DType::i8 ? rows * in : rows * groups * 16);
-    t.scales = stack.scales + rows * groups;
+    if (stack.scales) t.scales = stack.scales + rows * groups;
     if (stack.mins) t.mins = stack.mins + rows * groups;
+    if (stack.exponents) t.exponents = stack.exponents + rows * groups;
     return t;
   }
   default:

@@ -62,7 +62,7 @@ double valueAt(const void *data, DType dtype, int64_t i) {
   case DType::bf16: return bf16Value(static_cast<const uint16_t *>(data)[i]);
   case DType::f16: return f16Value(static_cast<const uint16_t *>(data)[i]);
   case DType::i8: return static_cast<const int8_t *>(data)[i];
-  case DType::i4: case DType::i32: break;
+  case DType::i4: case DType::mxfp4: case DType::i32: break;
   }
   ADD_FAILURE() << "no float value in " << dtypeName(dtype);
   return 0;
@@ -89,15 +89,40 @@ template <typename F> void forEachIsaAndActivations(F fn) {
   }
 }
 
+/// MXFP4's E2M1 code c as the OCP format defines it: sign in bit 3, a
+/// two-bit exponent (bias 1; 0 is subnormal) and one mantissa bit.
+double e2m1(int c) {
+  const int e = (c >> 1) & 3, m = c & 1;
+  const double v = e == 0 ? 0.5 * m : (1 + 0.5 * m) * std::ldexp(1.0, e - 1);
+  return c & 8 ? -v : v;
+}
+
 struct Matrix {
   std::vector<char> data;
   std::vector<float> scales, mins;
-  std::vector<int> codes; // int4: one per weight, as drawn
+  std::vector<int> codes; // int4, mxfp4: one per weight, as drawn
+  std::vector<uint8_t> exponents; // mxfp4: each group's E8M0 byte, as drawn
   TensorRef ref;
   int64_t K;
   Matrix(DType dtype, int64_t J, int64_t K, uint32_t seed) : K(K) {
     std::vector<float> f = randomFloats(size_t(J * K), seed);
-    if (dtype == DType::i4) {
+    if (dtype == DType::mxfp4) {
+      // Random codes and scale bytes (2^-9 to 2^3 as scales), packed as
+      // int4's nibbles; a partial last group's missing codes are 0.
+      const int64_t groups = (K + 31) / 32;
+      std::mt19937 rng(seed);
+      std::uniform_int_distribution<int> code(0, 15), exponent(118, 130);
+      data.assign(size_t(J * groups * 16), 0);
+      for (int64_t j = 0; j < J; ++j) {
+        for (int64_t g = 0; g < groups; ++g) exponents.push_back(uint8_t(exponent(rng)));
+        for (int64_t k = 0; k < K; ++k) {
+          codes.push_back(code(rng));
+          const size_t byte = size_t((j * groups + k / 32) * 16 + k % 16);
+          data[byte] = char(uint8_t(data[byte]) | uint8_t(codes.back() << (k % 32 < 16 ? 0 : 4)));
+        }
+      }
+      ref = {data.data(), dtype, nullptr, kMxfp4Group, nullptr, exponents.data()};
+    } else if (dtype == DType::i4) {
       // Random codes, scales and (mostly negative, as for centred weights)
       // minimums, packed here from the layout's definition: element i of
       // group g in the low nibble of byte 16g + i, element 16 + i in the
@@ -134,6 +159,9 @@ struct Matrix {
   /// w[j, k] as the kernels are to read it: widened to f32 (exactly), and
   /// for int8 times the scale of its group of kInt8Group along the row.
   double at(int64_t j, int64_t k) const {
+    if (ref.dtype == DType::mxfp4)
+      return e2m1(codes[size_t(j * K + k)]) *
+             std::ldexp(1.0, exponents[size_t(j * ((K + 31) / 32) + k / 32)] - 127);
     if (ref.dtype == DType::i4) {
       const size_t g = size_t(j * ((K + 31) / 32) + k / 32);
       return codes[size_t(j * K + k)] * double(scales[g]) + double(mins[g]);
@@ -195,7 +223,7 @@ Expected plainLinear(const std::vector<float> &x, int64_t rows, const Matrix &w,
 TEST(Kernels, LinearMatchesAPlainComputationOnEveryIsa) {
   // The f32-activation kernels; the int8-activation ones are LinearDot's.
   test::ActivationsScope f32Activations(Activations::f32);
-  for (DType dtype : {DType::f32, DType::bf16, DType::f16, DType::i8, DType::i4}) {
+  for (DType dtype : {DType::f32, DType::bf16, DType::f16, DType::i8, DType::i4, DType::mxfp4}) {
     SCOPED_TRACE(dtypeName(dtype));
     // K = 2048 makes the blocked kernels take the f32, bf16 and f16
     // features in several blocks (their weights would not fit in L2 at once);
@@ -263,7 +291,7 @@ TEST(Kernels, AResultDoesNotDependOnTheRowsRunWithIt) {
   // 13 rows take full tiles and a remainder whatever the tile's rows; K =
   // 2048 takes the narrower tiles of rows whose activations overflow L1.
   forEachIsaAndActivations([&](Isa) {
-    for (DType dtype : {DType::f32, DType::bf16, DType::f16, DType::i8, DType::i4})
+    for (DType dtype : {DType::f32, DType::bf16, DType::f16, DType::i8, DType::i4, DType::mxfp4})
       for (int64_t K : {200, 2048}) {
         Matrix w(dtype, 40, K, 8);
         std::vector<float> x = randomFloats(size_t(13 * K), 9);
@@ -285,7 +313,8 @@ TEST(Kernels, AResultDoesNotDependOnTheFeaturesRunWithIt) {
   // (odd sizes, so a feature moves between a full tile and the remainder):
   // bit for bit, or the thread count would change results.
   forEachIsaAndActivations([&](Isa) {
-    for (DType dtype : {DType::f32, DType::bf16, DType::f16, DType::i8, DType::i4}) {
+    for (DType dtype :
+         {DType::f32, DType::bf16, DType::f16, DType::i8, DType::i4, DType::mxfp4}) {
       for (int64_t rows : {1, 5, 11}) {
         Matrix w(dtype, 40, 200, 8);
         std::vector<float> x = randomFloats(size_t(rows * 200), 9);
@@ -343,33 +372,48 @@ struct Emulated512 {
       c[1].v[i] = float(p[i] >> 4);
     }
   }
+  static void mxfp4Codes(const uint8_t *p, V c[2]) { // doubled, as the kernels take them
+    for (int i = 0; i < 16; ++i) {
+      c[0].v[i] = float(2 * e2m1(p[i] & 15));
+      c[1].v[i] = float(2 * e2m1(p[i] >> 4));
+    }
+  }
 };
 
 } // namespace
 
 TEST(Kernels, Int4TemplateAtAvx512sWidth) {
-  for (auto [K, J] : {std::pair<int64_t, int64_t>{96, 37}, {7, 5}, {172, 9}, {2048, 70}}) {
-    Matrix w(DType::i4, J, K, 3);
-    std::vector<float> bias = randomFloats(size_t(J), 4);
-    const double bound = gammaBound(K + 2 * ((K + 31) / 32) + 38);
-    std::vector<float> first; // row 0 of each run: independent of the rows run with it
-    for (int64_t rows : {1, 2, 5, 6, 7, 13}) {
-      std::vector<float> x = randomFloats(size_t(rows * K), 5);
-      const Expected want = plainLinear(x, rows, w, J, bias, J);
-      std::vector<float> got(size_t(rows * J)), split(size_t(rows * J));
-      LinearOutputs out{{got.data()}, {0}, {J}}, parts{{split.data()}, {0}, {J}};
-      impl::linearInt4<Emulated512>(x.data(), rows, K, w.ref, {bias.data(), DType::f32}, out, 0, J);
-      impl::linearInt4<Emulated512>(x.data(), rows, K, w.ref, {bias.data(), DType::f32}, parts, 0, 3);
-      impl::linearInt4<Emulated512>(x.data(), rows, K, w.ref, {bias.data(), DType::f32}, parts, 3, J);
-      for (size_t i = 0; i < got.size(); ++i) {
-        ASSERT_LE(std::abs(got[i] - want.value[i]), bound * want.magnitude[i])
-            << "rows " << rows << " K " << K << " at " << i;
-        ASSERT_EQ(got[i], split[i]) << "rows " << rows << " K " << K << " at " << i;
+  for (DType dtype : {DType::i4, DType::mxfp4})
+    for (auto [K, J] : {std::pair<int64_t, int64_t>{96, 37}, {7, 5}, {172, 9}, {2048, 70}}) {
+      SCOPED_TRACE(dtypeName(dtype));
+      Matrix w(dtype, J, K, 3);
+      std::vector<float> bias = randomFloats(size_t(J), 4);
+      const double bound = gammaBound(K + 2 * ((K + 31) / 32) + 38);
+      std::vector<float> first; // row 0 of each run: independent of the rows run with it
+      for (int64_t rows : {1, 2, 5, 6, 7, 13}) {
+        std::vector<float> x = randomFloats(size_t(rows * K), 5);
+        const Expected want = plainLinear(x, rows, w, J, bias, J);
+        std::vector<float> got(size_t(rows * J)), split(size_t(rows * J));
+        LinearOutputs out{{got.data()}, {0}, {J}}, parts{{split.data()}, {0}, {J}};
+        const TensorRef b{bias.data(), DType::f32};
+        auto run = [&](const LinearOutputs &o, int64_t j0, int64_t j1) {
+          if (dtype == DType::mxfp4)
+            impl::linearInt4<Emulated512, true>(x.data(), rows, K, w.ref, b, o, j0, j1);
+          else
+            impl::linearInt4<Emulated512>(x.data(), rows, K, w.ref, b, o, j0, j1);
+        };
+        run(out, 0, J);
+        run(parts, 0, 3);
+        run(parts, 3, J);
+        for (size_t i = 0; i < got.size(); ++i) {
+          ASSERT_LE(std::abs(got[i] - want.value[i]), bound * want.magnitude[i])
+              << "rows " << rows << " K " << K << " at " << i;
+          ASSERT_EQ(got[i], split[i]) << "rows " << rows << " K " << K << " at " << i;
+        }
+        if (first.empty()) first.assign(got.begin(), got.begin() + J);
+        for (int64_t j = 0; j < J; ++j) ASSERT_EQ(got[size_t(j)], first[size_t(j)]) << rows;
       }
-      if (first.empty()) first.assign(got.begin(), got.begin() + J);
-      for (int64_t j = 0; j < J; ++j) ASSERT_EQ(got[size_t(j)], first[size_t(j)]) << rows;
     }
-  }
 }
 
 TEST(Kernels, AttentionMatchesAPlainComputationOnEveryIsa) {
@@ -525,7 +569,7 @@ TEST(Kernels, EmbeddingIsExactForEveryTableType) {
   // its sum: bit for bit.
   const int64_t hidden = 100; // a partial int8 (and int4) group at the end
   const std::vector<int32_t> tokens = {3, 0, 36, 3};
-  for (DType dtype : {DType::f32, DType::bf16, DType::f16, DType::i8, DType::i4}) {
+  for (DType dtype : {DType::f32, DType::bf16, DType::f16, DType::i8, DType::i4, DType::mxfp4}) {
     Matrix table(dtype, 37, hidden, 11);
     std::vector<float> out(tokens.size() * size_t(hidden), 99.0f);
     embedding(tokens.data(), table.ref, hidden, 1.0f, out.data(), 1, int64_t(tokens.size()));
@@ -717,7 +761,7 @@ TEST(LinearDot, LinearMatchesAPlainComputationOnEveryIsa) {
   // times it and its own accumulation, then the bias: gamma of 2 groups + 48
   // relative to the sum of the terms' magnitudes.
   test::ActivationsScope int8Activations(Activations::reduced);
-  for (DType dtype : {DType::i8, DType::i4}) {
+  for (DType dtype : {DType::i8, DType::i4, DType::mxfp4}) {
     SCOPED_TRACE(dtypeName(dtype));
     for (const auto &shape : {std::pair<int64_t, int64_t>{96, 37}, {100, 12}, {7, 5}, {256, 64},
                               {2048, 70}, {172, 9}}) {
@@ -736,14 +780,20 @@ TEST(LinearDot, LinearMatchesAPlainComputationOnEveryIsa) {
               int64_t dot = 0;
               double xs = 0, xm = 0;
               for (int64_t k = g * 32; k < std::min(K, g * 32 + 32); ++k) {
-                const int64_t c = dtype == DType::i4 ? w.codes[size_t(j * K + k)]
-                                                     : int64_t(valueAt(w.data.data(), dtype, j * K + k));
+                // mxfp4: the doubled E2M1 value, an integer
+                const int64_t c =
+                    dtype == DType::i4      ? w.codes[size_t(j * K + k)]
+                    : dtype == DType::mxfp4 ? int64_t(2 * e2m1(w.codes[size_t(j * K + k)]))
+                                            : int64_t(valueAt(w.data.data(), dtype, j * K + k));
                 dot += c * h.q[size_t(r * K + k)];
                 xs += x[size_t(r * K + k)];
                 xm += std::abs(x[size_t(r * K + k)]);
               }
-              const double t = double(w.scales[size_t(j * groups + g)]) *
-                               double(h.d[size_t(r * groups + g)]) * double(dot);
+              const double scale =
+                  dtype == DType::mxfp4
+                      ? std::ldexp(1.0, w.exponents[size_t(j * groups + g)] - 128) // halved
+                      : double(w.scales[size_t(j * groups + g)]);
+              const double t = scale * double(h.d[size_t(r * groups + g)]) * double(dot);
               sum += t;
               mag += std::abs(t);
               if (dtype == DType::i4) {
@@ -776,7 +826,7 @@ TEST(LinearDot, RoundingTheActivationsMovesAnOutputByAtMostHalfAStepPerWeight) {
   // moves each x by at most d / 2, so an output by at most the sum over
   // groups of d / 2 times the group's sum of |c s| (int4's minimums meet
   // the exact sums of x), plus both kernels' f32 rounding.
-  for (DType dtype : {DType::i8, DType::i4}) {
+  for (DType dtype : {DType::i8, DType::i4, DType::mxfp4}) {
     for (int64_t K : {172, 2048}) {
       SCOPED_TRACE(std::string(dtypeName(dtype)) + " K " + std::to_string(K));
       const int64_t J = 16, rows = 3, groups = (K + 31) / 32;
@@ -820,7 +870,7 @@ TEST(LinearDot, ANonFiniteActivationMakesItsRowsOutputsNaN) {
   // output of its row: never a finite wrong number. The other rows keep
   // their values.
   test::ActivationsScope int8Activations(Activations::reduced);
-  for (DType dtype : {DType::i8, DType::i4}) {
+  for (DType dtype : {DType::i8, DType::i4, DType::mxfp4}) {
     const int64_t K = 96, J = 9, rows = 3;
     Matrix w(dtype, J, K, 21);
     std::vector<float> x = randomFloats(size_t(rows * K), 22);
@@ -944,6 +994,7 @@ TEST(LinearBf16Dot, OnlyAvx512WithBf16AndTheReducedModeUseIt) {
   EXPECT_FALSE(bf16Dot());
   EXPECT_STREQ(activationsFor(DType::bf16), "f32");
   EXPECT_STREQ(activationsFor(DType::i4), "int8");
+  EXPECT_STREQ(activationsFor(DType::mxfp4), "int8");
   setActiveIsa(Isa::avx512);
   EXPECT_EQ(bf16Dot(), cpuHasAvx512Bf16());
   EXPECT_STREQ(activationsFor(DType::bf16), cpuHasAvx512Bf16() ? "bf16" : "f32");
@@ -956,7 +1007,7 @@ TEST(LinearDot, VnniGivesTheAvx2KernelsResultsBitForBit) {
   // replaces vpmaddubsw + vpmaddwd.
   if (!cpuHasAvx512Vnni()) GTEST_SKIP() << "this CPU has no AVX512_VNNI";
   test::ActivationsScope reduced(Activations::reduced);
-  for (DType dtype : {DType::i8, DType::i4})
+  for (DType dtype : {DType::i8, DType::i4, DType::mxfp4})
     for (auto [K, J] : {std::pair<int64_t, int64_t>{96, 37}, {172, 9}, {2048, 70}, {7, 5}})
       for (int64_t rows : {1, 2, 5, 13}) {
         Matrix w(dtype, J, K, 3);

@@ -6,10 +6,41 @@
 
 namespace kvplan::test {
 
-ReferenceModel::ReferenceModel(const ModelSpec &m, const WeightSource &source, DType dtype,
-                               int64_t context)
+namespace {
+
+/// The E2M1 values in code order (OCP: sign, two exponent bits, one
+/// mantissa bit), magnitudes only.
+constexpr double kE2m1[8] = {0, 0.5, 1, 1.5, 2, 3, 4, 6};
+
+/// `w`'s group [k0, end) rounded as MXFP4: scale 2^X with X = floor(log2
+/// max|w|) - 2, each w / 2^X to the nearest E2M1 value (ties to the even
+/// code, saturating at 6), written from the format's definition.
+void roundMxfp4Group(const float *w, int64_t k0, int64_t end, float *out) {
+  double amax = 0;
+  for (int64_t k = k0; k < end; ++k) amax = std::max(amax, std::abs(double(w[k])));
+  if (amax == 0) {
+    for (int64_t k = k0; k < end; ++k) out[k] = 0;
+    return;
+  }
+  const double scale = std::ldexp(1.0, int(std::floor(std::log2(amax))) - 2);
+  for (int64_t k = k0; k < end; ++k) {
+    const double v = std::abs(double(w[k])) / scale;
+    int best = 0;
+    for (int c = 1; c < 8; ++c) {
+      const double d = std::abs(v - kE2m1[c]), b = std::abs(v - kE2m1[best]);
+      if (d < b || (d == b && c % 2 == 0)) best = c;
+    }
+    out[k] = float(std::copysign(kE2m1[best] * scale, double(w[k])));
+  }
+}
+
+} // namespace
+
+ReferenceModel::ReferenceModel(const ModelSpec &m, const WeightSource &source, DType modelDtype,
+                               int64_t context, std::optional<DType> expertDtype)
     : spec(m), context(context ? context : m.maxPositions) {
   for (const WeightDecl &d : weightTable(m)) {
+    const DType dtype = d.experts() && expertDtype ? *expertDtype : modelDtype;
     SourceTensor t = source.tensor(d.name, d.shape);
     int64_t n = 1;
     for (int64_t s : d.shape) n *= s;
@@ -47,6 +78,12 @@ ReferenceModel::ReferenceModel(const ModelSpec &m, const WeightSource &source, D
             rounded[size_t(r * cols + k)] = product + lo;
           }
         }
+    } else if (dtype == DType::mxfp4 && d.matrix()) {
+      const int64_t cols = d.shape.back();
+      for (int64_t r = 0; r < n / cols; ++r)
+        for (int64_t g = 0; g < cols; g += kMxfp4Group)
+          roundMxfp4Group(f32.data() + r * cols, g, std::min(cols, g + kMxfp4Group),
+                          rounded.data() + r * cols);
     } else if (dtype == DType::bf16 || dtype == DType::f16) {
       std::vector<uint16_t> half(static_cast<size_t>(n));
       convertElements(f32.data(), DType::f32, half.data(), dtype, n);

@@ -7,6 +7,7 @@
 #include "formats/WeightFormats.h"
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,10 +19,14 @@ public:
   /// (so a bf16 plan is compared against the same rounded weights). For
   /// int8, matrices are quantized as docs/artifact.md defines (groups of 32
   /// along a row, scale max|w| / 127) and vectors stay f32.
-  /// `context`: the positions the model is compiled for (0: all of
-  /// max_position_embeddings), which choose LongRoPE's short or long factors.
+  /// For mxfp4, each group of 32 along a row takes the OCP rule's shared
+  /// exponent and its values the nearest E2M1 ones. `context`: the
+  /// positions the model is compiled for (0: all of
+  /// max_position_embeddings), which choose LongRoPE's short or long
+  /// factors. `expertDtype`, where given, rounds a mixture's experts'
+  /// stacks instead of `dtype` (expert_dtype).
   ReferenceModel(const ModelSpec &spec, const WeightSource &source, DType dtype = DType::f32,
-                 int64_t context = 0);
+                 int64_t context = 0, std::optional<DType> expertDtype = std::nullopt);
 
   /// The logits after the last of `tokens` (positions 0..n-1).
   std::vector<double> logits(const std::vector<int32_t> &tokens) const;

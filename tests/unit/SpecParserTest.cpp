@@ -1811,6 +1811,39 @@ TEST(SpecParser, GptOss) {
                "--target cpu");
   EXPECT_ERROR(model("attention_output_bias = true", "llama", "tensor_parallel = 2"),
                "compile.tensor_parallel", "gpt-oss's attention sinks");
+
+  // The experts' own weight type (mxfp4, as gpt-oss publishes them).
+  cfg = parseAndValidate(model(experts, "gpt-oss", "weight_dtype = \"int8\"\n"
+                                                  "expert_dtype = \"mxfp4\""));
+  EXPECT_EQ(cfg.compile.weightDtype, DType::i8);
+  EXPECT_EQ(cfg.compile.expertWeightDtype(), DType::mxfp4);
+  EXPECT_EQ(compileSettingsFromJson(toJson(cfg.compile)).expertDtype, DType::mxfp4);
+  EXPECT_FALSE(toJson(parseAndValidate(kGood).compile).contains("expert_dtype"));
+  EXPECT_FALSE(compileSettingsFromJson(toJson(parseAndValidate(kGood).compile)).expertDtype);
+  EXPECT_EQ(parseAndValidate(kGood).compile.expertWeightDtype(),
+            parseAndValidate(kGood).compile.weightDtype);
+  // A reader's default for the experts (a GGUF's MXFP4 ones, not given)
+  // yields to --dtype, which names every matrix's type; --expert-dtype
+  // names theirs.
+  ModelConfig read = parseAndValidate(model(experts));
+  read.compile.expertDtype = DType::mxfp4;
+  SettingOverrides o;
+  o.weightDtype = DType::bf16;
+  EXPECT_EQ(applyAndValidate(read, o).compile.expertWeightDtype(), DType::bf16);
+  o.expertDtype = DType::i4;
+  EXPECT_EQ(applyAndValidate(read, o).compile.expertWeightDtype(), DType::i4);
+  o = {};
+  EXPECT_EQ(applyAndValidate(read, o).compile.expertWeightDtype(), DType::mxfp4);
+  EXPECT_ERROR(model("", "llama", "expert_dtype = \"mxfp4\""), "compile.expert_dtype",
+               "the model has no experts", "leave it out");
+  EXPECT_ERROR(model(experts, "gpt-oss", "expert_dtype = \"int2\""), "compile.expert_dtype",
+               "unknown value 'int2'", "mxfp4");
+  // The cuda target has no MXFP4 kernels: refused by the setting's name.
+  EXPECT_ERROR(model("", "llama", "target = \"cuda\"\nweight_dtype = \"mxfp4\""),
+               "compile.weight_dtype", "no MXFP4 kernels", "--dtype int8");
+  EXPECT_ERROR(model("num_experts = 4\nnum_experts_per_tok = 2", "llama",
+                     "target = \"cuda\"\nexpert_dtype = \"mxfp4\""),
+               "compile.expert_dtype", "no MXFP4 kernels", "--expert-dtype int8");
 }
 
 // gpt-oss as transformers' GptOssConfig reads it: biases on q/k/v and the
@@ -1844,9 +1877,11 @@ TEST(HFConfig, GptOss) {
   EXPECT_EQ(cfg.model.swigluLimit, 5.5);
   EXPECT_FALSE(cfg.model.attentionBias || cfg.model.attentionOutBias);
   EXPECT_EQ(cfg.compile.weightDtype, DType::bf16); // torch_dtype
-  // OpenAI's MXFP4 checkpoint: int8 by default, which holds the experts exactly.
+  // OpenAI's MXFP4 checkpoint: its experts mxfp4 as they are, the other
+  // matrices int8 (as llama.cpp's GGUFs hold them, Q8_0).
   j["quantization_config"] = {{"quant_method", "mxfp4"}};
   EXPECT_EQ(readQuietly(j).compile.weightDtype, DType::i8);
+  EXPECT_EQ(readQuietly(j).compile.expertDtype, DType::mxfp4);
   j["quantization_config"] = {{"quant_method", "gptq"}};
   EXPECT_NE(hfErrorOf(j.dump()).find("field 'quantization_config': quantization method 'gptq' "
                                      "is not supported; kvplan reads float checkpoints"),

@@ -1928,6 +1928,19 @@ TEST(Gguf, GptOssIsReadAsLlamaCppRunsIt) {
             (std::vector<float>{0.5f, -1, 2, 0}));
   expectInputError([&] { source->tensor("layers.0.feed_forward.experts.b1", {4, 48}); },
                    {p.string(), "blk.0.ffn_gate_exps.bias", "missing"});
+  // No stack of experts MXFP4: every matrix at one type (F32's here).
+  EXPECT_FALSE(cfg.compile.expertDtype);
+  // Its published GGUFs' MXFP4 experts stay mxfp4; the other matrices (here
+  // Q8_0 ones) set the weight type, as if the experts were not there.
+  write([](GgufWriter &g) {
+    for (const char *stack : {"gate", "up", "down"})
+      g.tensor("blk.0.ffn_" + std::string(stack) + "_exps.weight", {4, 48, 32}, 39,
+               std::string(4 * 48 * 17, '\0'));
+    g.tensor("blk.0.attn_q.weight", {64, 32}, 8, std::string(64 * 34, '\0'));
+  });
+  cfg = readCheckpointConfig(p.string());
+  EXPECT_EQ(cfg.compile.expertDtype, DType::mxfp4);
+  EXPECT_EQ(cfg.compile.weightDtype, DType::i8);
   // A period of 4: layers 3 reads every key.
   write([](GgufWriter &g) { g.u32("gpt-oss.attention.sliding_window_pattern", 4); });
   EXPECT_EQ(readCheckpointConfig(p.string()).model.fullAttentionLayers,

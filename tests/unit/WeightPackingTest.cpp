@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <random>
 
@@ -209,4 +210,135 @@ TEST(WeightPacking, GgufTensorsBecomeInt4) {
     EXPECT_GT(lossless[q], 0) << quantTypeName(q);
   for (QuantType q : {QuantType::q5_k, QuantType::q6_k, QuantType::q8_0})
     EXPECT_GT(rounded[q], 0) << quantTypeName(q);
+}
+
+namespace {
+
+/// int4Plan()'s weights in mxfp4.
+Plan mxfp4Plan() {
+  Plan p = int4Plan();
+  for (WeightEntry &w : p.weights) w.dtype = DType::mxfp4;
+  p.assignWeightOffsets();
+  return p;
+}
+
+/// MXFP4's E2M1 code c as the OCP format defines it: sign in bit 3, a
+/// two-bit exponent (bias 1; 0 is subnormal) and one mantissa bit.
+double e2m1(int c) {
+  const int e = (c >> 1) & 3, m = c & 1;
+  const double v = e == 0 ? 0.5 * m : (1 + 0.5 * m) * std::ldexp(1.0, e - 1);
+  return c & 8 ? -v : v;
+}
+
+/// Element k of row r of an mxfp4 weight packed at `base`, decoded from the
+/// layout's definition.
+double mxfp4At(const char *base, const WeightEntry &w, int64_t r, int64_t k) {
+  const int64_t groups = (w.shape.back() + 31) / 32;
+  const auto *codes = reinterpret_cast<const uint8_t *>(base) + r * groups * 16;
+  const auto e = uint8_t(base[w.scalesOffset + uint64_t(r * groups + k / 32)]);
+  return e2m1(codeAt(codes, k)) * std::ldexp(1.0, int(e) - 127);
+}
+
+} // namespace
+
+TEST(WeightPacking, Mxfp4RoundsEachGroupByTheOcpRule) {
+  // Each group's scale 2^X with X = floor(log2 max|w|) - 2 (its byte X +
+  // 127); each weight the nearest of the 15 values E2M1 x 2^X, ties to the
+  // even code, past 6 x 2^X saturating.
+  const Plan p = mxfp4Plan();
+  MapSource src = sourceFor(p);
+  // Hand-made groups in w2's row 0: values on the grid come back exactly,
+  // 2.5 and 5 are ties (to 2 and 4, the even codes), 7 saturates to 6.
+  std::vector<float> &w2 = src.tensors["layers.0.feed_forward.w2"];
+  const float exact[8] = {6, -3, 0.5f, 1.5f, -4, 0, 2, -1};
+  const float ties[4] = {2.5f, 5, 7, -0.25f}, tiesWant[4] = {2, 4, 6, 0};
+  for (int k = 0; k < 32; ++k) w2[size_t(k)] = exact[k % 8] * 0.125f;
+  for (int k = 32; k < 64; ++k) w2[size_t(k)] = ties[k % 4];
+  const std::vector<char> blob = packWeightsInMemory(p, src);
+  ASSERT_EQ(blob.size(), size_t(p.memoryBill().weightsBlobBytes));
+  for (const WeightEntry &w : p.weights) {
+    SCOPED_TRACE(w.name);
+    ASSERT_EQ(w.bytes, w.scalesOffset + uint64_t(w.shape[0] * ((w.shape[1] + 31) / 32)));
+    const int64_t cols = w.shape[1], groups = (cols + 31) / 32;
+    const char *base = blob.data() + w.offset;
+    std::vector<float> source;
+    for (const std::string &part : w.parts.empty() ? std::vector<std::string>{w.name} : w.parts)
+      source.insert(source.end(), src.tensors.at(part).begin(), src.tensors.at(part).end());
+    for (int64_t r = 0; r < w.shape[0]; ++r)
+      for (int64_t g = 0; g < groups; ++g) {
+        const int64_t k0 = g * 32, end = std::min(cols, k0 + 32);
+        double amax = 0;
+        for (int64_t k = k0; k < end; ++k)
+          amax = std::max(amax, std::abs(double(source[size_t(r * cols + k)])));
+        const int x = amax > 0 ? int(std::floor(std::log2(amax))) - 2 : -127;
+        ASSERT_EQ(int(uint8_t(base[w.scalesOffset + uint64_t(r * groups + g)])), x + 127)
+            << "row " << r << " group " << g;
+        for (int64_t k = k0; k < end; ++k) {
+          const double v = source[size_t(r * cols + k)], got = mxfp4At(base, w, r, k);
+          for (int c = 0; c < 16; ++c) // no value of the grid is nearer
+            ASSERT_LE(std::abs(got - v), std::abs(e2m1(c) * std::ldexp(1.0, x) - v))
+                << "row " << r << " col " << k << ": " << v << " became " << got;
+        }
+        for (int64_t k = end; k < k0 + 32; ++k)
+          ASSERT_EQ(codeAt(reinterpret_cast<const uint8_t *>(base) + r * groups * 16, k), 0);
+      }
+  }
+  const WeightEntry &w = p.weights[2];
+  const char *base = blob.data() + w.offset;
+  for (int k = 0; k < 32; ++k) EXPECT_EQ(mxfp4At(base, w, 0, k), exact[k % 8] * 0.125) << k;
+  for (int k = 32; k < 64; ++k) EXPECT_EQ(mxfp4At(base, w, 0, k), tiesWant[k % 4]) << k;
+}
+
+TEST(WeightPacking, Mxfp4TensorsAreCopiedAsTheyAre) {
+  // An MXFP4 source (a GGUF's experts, OpenAI's blocks) keeps every code
+  // and scale byte, whatever rounding its values would get afresh: here
+  // codes drawn at random, so most groups do not use their range's top.
+  class BlockSource : public WeightSource {
+  public:
+    std::map<std::string, std::vector<uint8_t>> blocks;
+    std::string describe() const override { return "MXFP4 blocks"; }
+    SourceTensor tensor(const std::string &name, const std::vector<int64_t> &shape) const override {
+      SourceTensor t{shape, DType::f32, blocks.at(name).data()};
+      t.quant = QuantType::mxfp4;
+      return t;
+    }
+  };
+  Plan p;
+  p.model.hiddenSize = 64;
+  p.model.intermediateSize = 96;
+  p.model.numLayers = 1;
+  p.model.numHeads = 2;
+  p.model.numKvHeads = 2;
+  p.model.headDim = 32;
+  p.model.vocabSize = 4;
+  p.weights = {{"layers.0.feed_forward.w2", {64, 96}, DType::mxfp4, 0, 0, {}}};
+  p.assignWeightOffsets();
+  BlockSource src;
+  std::vector<uint8_t> &b = src.blocks["layers.0.feed_forward.w2"];
+  std::mt19937 rng(3);
+  for (int64_t block = 0; block < 64 * 3; ++block) {
+    b.push_back(uint8_t(110 + rng() % 30)); // the scale byte, then 16 bytes of codes
+    for (int i = 0; i < 16; ++i) b.push_back(uint8_t(rng()));
+  }
+  const std::vector<char> blob = packWeightsInMemory(p, src);
+  const WeightEntry &w = p.weights[0];
+  for (int64_t block = 0; block < 64 * 3; ++block) {
+    EXPECT_EQ(uint8_t(blob[w.offset + w.scalesOffset + uint64_t(block)]), b[size_t(block * 17)]);
+    EXPECT_EQ(std::memcmp(blob.data() + w.offset + block * 16, b.data() + block * 17 + 1, 16), 0)
+        << "block " << block;
+  }
+}
+
+TEST(WeightPacking, Mxfp4RefusesANaNNamingTheWeight) {
+  const Plan p = mxfp4Plan();
+  MapSource src = sourceFor(p);
+  src.tensors["layers.0.feed_forward.w2"][77] = std::numeric_limits<float>::quiet_NaN();
+  try {
+    packWeightsInMemory(p, src);
+    FAIL() << "packed a NaN into mxfp4";
+  } catch (const InputError &e) {
+    EXPECT_NE(std::string(e.what()).find("weight 'layers.0.feed_forward.w2' holds a NaN"),
+              std::string::npos)
+        << e.what();
+  }
 }

@@ -157,10 +157,13 @@ void printCpuBench(const BenchOptions &o, const Plan &plan, int threads, const M
   const double decodeGBs = double(weightBytes) * double(t.steps) / t.decodeS / 1e9;
   const double prefillGflops = prefillFlops(plan, o.promptLen) / t.prefillS / 1e9;
   const char *isa = cpu::isaName(cpu::activeIsa());
-  const char *activations = cpu::activationsFor(plan.settings.weightDtype);
+  const CompileSettings &settings = plan.settings;
+  std::string activations = cpu::activationsFor(settings.weightDtype);
+  if (cpu::activationsFor(settings.expertWeightDtype()) != activations)
+    activations += std::string(", experts ") + cpu::activationsFor(settings.expertWeightDtype());
   if (o.json) {
     nlohmann::json j = {{"model", plan.model.name},
-                        {"weight_dtype", dtypeName(plan.settings.weightDtype)},
+                        {"weight_dtype", dtypeName(settings.weightDtype)},
                         {"isa", isa},
                         // what the matrices meet (runtime/cpu/LinearDot.h)
                         {"activations", activations},
@@ -176,6 +179,7 @@ void printCpuBench(const BenchOptions &o, const Plan &plan, int threads, const M
                         {"prefill_gflops", prefillGflops},
                         {"peak_gflops", m.peak},
                         {"prefill_peak_fraction", prefillGflops / m.peak}};
+    if (settings.expertDtype) j["expert_dtype"] = dtypeName(*settings.expertDtype);
     if (plan.ranks() > 1) {
       j["ranks"] = plan.ranks();
       j["decode_all_reduce_ms"] = 1e3 * t.decodeReduceS / double(t.steps);
@@ -189,8 +193,8 @@ void printCpuBench(const BenchOptions &o, const Plan &plan, int threads, const M
     return;
   }
   std::printf("model    %s (%s weights), %d threads, %s kernels, %s activations\n",
-              plan.model.name.c_str(), dtypeName(plan.settings.weightDtype), threads, isa,
-              activations);
+              plan.model.name.c_str(), settings.weightTypesText().c_str(), threads, isa,
+              activations.c_str());
   std::printf("machine  read bandwidth %.1f GB/s, peak FMA %.1f GFLOP/s\n", m.bandwidth, m.peak);
   std::printf("prefill  %lld tokens: %.1f tok/s, %.1f GFLOP/s = %.0f%% of peak\n",
               (long long)o.promptLen, prefillTokS, prefillGflops, 100 * prefillGflops / m.peak);

@@ -246,7 +246,7 @@ void printHuman(const Artifact &a) {
   std::printf("rope      %s\n", ropeLine(m).c_str());
   std::printf("settings  target %s, weights %s, KV cache %s, max batch %lld, max seq %lld, "
               "prefill chunk %lld, page %lld tokens, kv pages %lld%s%s%s\n",
-              targetName(s.target), dtypeName(s.weightDtype), dtypeName(s.kvDtype),
+              targetName(s.target), s.weightTypesText().c_str(), dtypeName(s.kvDtype),
               (long long)s.maxBatch, (long long)s.maxSeqLen, (long long)s.prefillChunk,
               (long long)s.pageSize, (long long)s.kvPages,
               s.windowKvPages ? (", window kv pages " + std::to_string(s.windowKvPages)).c_str()

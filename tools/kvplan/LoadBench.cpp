@@ -321,7 +321,7 @@ void printLoadText(const LoadBenchOptions &o, Engine &engine, const SchedulerSta
                    const LoadReport &r) {
   const Plan &plan = engine.plan();
   std::printf("model     %s (%s weights) on %s; max_batch %lld, %lld KV pages of %lld\n",
-              plan.model.name.c_str(), dtypeName(plan.settings.weightDtype),
+              plan.model.name.c_str(), plan.settings.weightTypesText().c_str(),
               engine.executor().describe().c_str(), (long long)engine.maxBatch(),
               (long long)plan.kvCache.pages, (long long)plan.kvCache.pageSize);
   std::printf("load      %lld requests, %lld in flight; prompts about %lld tokens (%lld shared), "

@@ -50,8 +50,12 @@ void ModelOptions::add(CLI::App *cmd, const std::string &positional, bool compil
                     "Where the weights come from: a .bin, .gguf or safetensors checkpoint, "
                     "random:SEED, or none (default: the checkpoint MODEL is, else random:0)");
   cmd->add_option("--target", target, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
-  cmd->add_option("--dtype", dtype, "Weight type: f32, bf16, f16, int8 or int4")
-      ->check(CLI::IsMember({"f32", "bf16", "f16", "int8", "int4"}));
+  cmd->add_option("--dtype", dtype, "Weight type: f32, bf16, f16, int8, int4 or mxfp4")
+      ->check(CLI::IsMember({"f32", "bf16", "f16", "int8", "int4", "mxfp4"}));
+  cmd->add_option("--expert-dtype", expertDtype,
+                  "A mixture's experts' weight type, where it differs from --dtype's (default: "
+                  "--dtype's, or mxfp4 from a checkpoint whose experts are MXFP4)")
+      ->check(CLI::IsMember({"f32", "bf16", "f16", "int8", "int4", "mxfp4"}));
   cmd->add_option("--max-batch", maxBatch, "Sequences per decode step")->check(CLI::PositiveNumber);
   cmd->add_option("--max-seq", maxSeq, "Context length (tokens per sequence)")
       ->check(CLI::PositiveNumber);
@@ -144,6 +148,7 @@ void refuseSettingsForArtifact(const ModelOptions &o) {
   };
   flag(!o.target.empty(), "--target");
   flag(!o.dtype.empty(), "--dtype");
+  flag(!o.expertDtype.empty(), "--expert-dtype");
   flag(o.maxBatch != 0, "--max-batch");
   flag(o.maxSeq != 0, "--max-seq");
   flag(o.prefillChunk != 0, "--prefill-chunk");
@@ -244,6 +249,7 @@ ModelSources resolveModelSources(const ModelOptions &opts) {
   SettingOverrides o;
   if (!opts.target.empty()) o.target = parseTarget(opts.target);
   if (!opts.dtype.empty()) o.weightDtype = parseDType(opts.dtype);
+  if (!opts.expertDtype.empty()) o.expertDtype = parseDType(opts.expertDtype);
   if (opts.maxBatch) o.maxBatch = opts.maxBatch;
   if (opts.maxSeq) o.maxSeqLen = opts.maxSeq;
   if (opts.prefillChunk) o.prefillChunk = opts.prefillChunk;

@@ -22,7 +22,7 @@ namespace kvplan::cli {
 /// the file's, as in `kvplan compile`.
 struct ModelOptions {
   std::string model;
-  std::string target, dtype, weights, tokenizer;
+  std::string target, dtype, expertDtype, weights, tokenizer;
   int64_t maxBatch = 0, maxSeq = 0, prefillChunk = 0, pageSize = 0, kvPages = 0;
   int64_t windowKvPages = 0;
   std::string memoryBudget; // "24GiB"; "": the file's

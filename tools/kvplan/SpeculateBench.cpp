@@ -123,7 +123,7 @@ void printBench(const SpeculateBenchOptions &o, const Plan &plan, int threads,
     return;
   }
   std::printf("model      %s (%s weights), %d threads, greedy, prompt %lld, %lld new tokens\n",
-              plan.model.name.c_str(), dtypeName(plan.settings.weightDtype), threads,
+              plan.model.name.c_str(), plan.settings.weightTypesText().c_str(), threads,
               (long long)o.promptLen, (long long)o.gen);
   std::printf("proposer   %s, up to %lld drafts per verify step\n", proposer.c_str(),
               (long long)spec.k);
