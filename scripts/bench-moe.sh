@@ -11,7 +11,7 @@
 # mode, then, ROUNDS times in turn, `kvplan bench` (a prompt of 128, 64 ids
 # decoded) and llama.cpp through node-llama-cpp's prebuilt CPU binary (the
 # same prompt evaluated, then 64 single tokens, one thread a CPU both).
-#   scripts/bench-moe.sh NODE_LLAMA_CPP_DIR [ROUNDS] [qwen3moe|qwen2moe|gpt-oss]
+#   scripts/bench-moe.sh NODE_LLAMA_CPP_DIR [ROUNDS] [qwen3moe|qwen2moe|gpt-oss|gpt-oss-mxfp4]
 # NODE_LLAMA_CPP_DIR holds node_modules/node-llama-cpp (`npm install
 # --prefix DIR node-llama-cpp@3`). The greedy ids of a short prompt are
 # compared first: the two must agree on the file. qwen2moe times a
@@ -23,9 +23,12 @@
 # over 4 KV heads, q/k/v and output biases, sinks, the even layers under a
 # window of 128; 32 experts of 512, 4 a token, with biases and the clamped
 # SwiGLU), its dense twins Llama's layers with FFNs of 2,048 and 16,384.
+# gpt-oss-mxfp4 is that shape with its experts in MXFP4 (random blocks), as
+# OpenAI publishes them: kvplan keeps them as mxfp4 and, in turn, as int8
+# (--expert-dtype int8, which holds them exactly), no dense twins.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-usage="usage: scripts/bench-moe.sh NODE_LLAMA_CPP_DIR [ROUNDS] [qwen3moe|qwen2moe|gpt-oss]"
+usage="usage: scripts/bench-moe.sh NODE_LLAMA_CPP_DIR [ROUNDS] [qwen3moe|qwen2moe|gpt-oss|gpt-oss-mxfp4]"
 dir=${1:?$usage}
 rounds=${2:-2}
 arch=${3:-qwen3moe}
@@ -39,7 +42,7 @@ case $arch in
     experts='num_experts = 60\nnum_experts_per_tok = 4\nmoe_intermediate_size = 352\n'
     experts+='norm_topk_prob = false\nshared_expert_intermediate_size = 1408\n'
     experts+='shared_expert_gate = true\n' ;;
-  gpt-oss) shape=1024,8,16,4,64,32,4,512 active=2048 total=16384
+  gpt-oss|gpt-oss-mxfp4) shape=1024,8,16,4,64,32,4,512 active=2048 total=16384
     attention='architecture = "gpt-oss"\nnum_kv_heads = 4\nsliding_window = 128\n'
     dense='architecture = "llama"\nnum_kv_heads = 4\n'
     experts='num_experts = 32\nnum_experts_per_tok = 4\nmoe_intermediate_size = 512\n'
@@ -86,7 +89,8 @@ rates() { # NAME: a `kvplan bench --json` object on stdin, one line out
   python3 -c "import json, sys; j = json.load(sys.stdin); print('%-13s prefill %.1f tokens/s,' \
     ' decode %.2f tokens/s' % (sys.argv[1], j['prefill_tok_s'], j['decode_tok_s']))" "$1"
 }
-for r in $(seq "$rounds"); do
+twins=$([ "$arch" = gpt-oss-mxfp4 ] && echo 0 || echo "$rounds")
+for r in $(seq "$twins"); do
   for m in moe dense-active dense-total; do
     build/bin/kvplan bench "$work/$m.toml" --dtype bf16 --max-seq 512 --prompt-len 128 --gen 64 \
       --json | rates "$m"
@@ -100,5 +104,9 @@ echo "greedy ids agree: $ours"
 for r in $(seq "$rounds"); do
   build/bin/kvplan bench "$work/moe.gguf" --max-seq 256 --prompt-len 128 --gen 64 --json |
     rates kvplan
+  if [ "$arch" = gpt-oss-mxfp4 ]; then
+    build/bin/kvplan bench "$work/moe.gguf" --expert-dtype int8 --max-seq 256 --prompt-len 128 \
+      --gen 64 --json | rates "kvplan int8"
+  fi
   KVPLAN_LLAMA_CPP_BENCH=1 node scripts/llama-cpp-greedy.mjs "$work/moe.gguf" 1 1
 done

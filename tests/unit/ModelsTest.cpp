@@ -76,6 +76,24 @@ ModelConfig load(const std::string &file, const SettingOverrides &o = {}) {
                          [](const std::string &w) { ADD_FAILURE() << "warning: " << w; });
 }
 
+/// The bytes docs/artifact.md gives a weight of `shape` in `t`: a float
+/// type's elements; int8 a byte an element, zeros to a multiple of 64, an
+/// f32 scale a group of 32 along a row; int4 16 bytes a group, zeros, the
+/// f32 scales, zeros, the f32 minimums; mxfp4 16 bytes a group, zeros, a
+/// scale byte a group.
+int64_t documentedBytes(const std::vector<int64_t> &shape, DType t) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  const int64_t cols = shape.back(), groups = n / cols * ((cols + 31) / 32);
+  switch (t) {
+  case DType::i8: return alignUp(n, int64_t(64)) + groups * 4;
+  case DType::i4:
+    return alignUp(alignUp(groups * 16, int64_t(64)) + groups * 4, int64_t(64)) + groups * 4;
+  case DType::mxfp4: return alignUp(groups * 16, int64_t(64)) + groups;
+  default: return n * dtypeBytes(t);
+  }
+}
+
 struct Billed {
   std::string what;
   ModelConfig cfg;
@@ -167,13 +185,27 @@ TEST(Models, CompileWithExactBills) {
     const ModelSpec &m = cfg.model;
     const CompileSettings &s = cfg.compile;
     EXPECT_EQ(b.params, k.params);
-    // Gemma's vectors (its norms, 1 + an offset) and gpt-oss's attention
-    // sinks stay f32 at any type.
-    int64_t vectors = 0;
+    // Each entry at the type its parts take: a mixture's stacks of experts
+    // the experts' (expert_dtype), other matrices the weight type, vectors
+    // the weight type where it is a float one, else f32; Gemma's vectors
+    // (its norms, 1 + an offset) and gpt-oss's attention sinks f32 at any
+    // type. Its bytes are those its type's layout documents.
+    std::map<std::string, DType> want;
     for (const WeightDecl &w : weightTable(m))
-      if ((m.gemma() && w.shape.size() == 1) || w.f32) vectors += w.shape[0];
-    EXPECT_EQ(b.weightsBytes,
-              (k.params - vectors) * dtypeBytes(s.weightDtype) + vectors * int64_t(sizeof(float)));
+      want[w.name] = w.experts()                            ? s.expertWeightDtype()
+                     : w.matrix()                           ? s.weightDtype
+                     : w.f32 || (m.gemma() && w.shape.size() == 1) ||
+                               !isFloatDType(s.weightDtype) ? DType::f32
+                                                            : s.weightDtype;
+    int64_t bytes = 0, elements = 0;
+    for (const WeightEntry &w : out.plan.weights) {
+      for (const std::string &part : w.parts.empty() ? std::vector<std::string>{w.name} : w.parts)
+        EXPECT_EQ(dtypeName(w.dtype), dtypeName(want.at(part))) << w.name << " (" << part << ")";
+      bytes += documentedBytes(w.shape, w.dtype);
+      elements += w.numElements();
+    }
+    EXPECT_EQ(elements, k.params);
+    EXPECT_EQ(b.weightsBytes, bytes);
     // The weights section: tensors in table order, each at the next multiple
     // of 64 bytes.
     int64_t blob = 0;

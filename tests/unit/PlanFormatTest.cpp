@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <tuple>
 #include <unistd.h>
 
 using namespace kvplan;
@@ -599,6 +600,48 @@ TEST(PlanJson, Int4WeightsAreLaidOutAsDocumented) {
     EXPECT_EQ(q.weights[i].scalesOffset, p.weights[i].scalesOffset) << i;
     EXPECT_EQ(q.weights[i].minsOffset, p.weights[i].minsOffset) << i;
     EXPECT_EQ(q.weights[i].bytes, p.weights[i].bytes) << i;
+  }
+}
+
+TEST(PlanJson, Mxfp4WeightsAreLaidOutAsDocumented) {
+  Plan p = int4Plan();
+  for (WeightEntry &w : p.weights)
+    if (w.dtype == DType::i4) w.dtype = DType::mxfp4;
+  p.assignWeightOffsets();
+  // [10, 8]: 10 rows of one group: 160 bytes of codes, then at 192 one
+  // scale byte a group (10), no minimums.
+  const WeightEntry &emb = p.weights[0];
+  EXPECT_EQ(emb.groupSize, 32);
+  EXPECT_EQ(emb.scalesOffset, 192u);
+  EXPECT_EQ(emb.minsOffset, 0u);
+  EXPECT_EQ(emb.bytes, 202u);
+  EXPECT_EQ(emb.rowBytes(), 16 + 1);
+  // [16, 40]: two groups a row: 512 bytes of codes, 32 scale bytes at 512.
+  const WeightEntry &qkv = p.weights[2];
+  EXPECT_EQ(qkv.scalesOffset, 512u);
+  EXPECT_EQ(qkv.bytes, 544u);
+  nlohmann::json j = toJson(p);
+  EXPECT_EQ(j["weights"][0]["dtype"], "mxfp4");
+  EXPECT_FALSE(j["weights"][0].contains("mins_offset"));
+  j["entry_points"] = nlohmann::json::object();
+  const Plan q = planFromJson(j);
+  EXPECT_EQ(q.weights[2].dtype, DType::mxfp4);
+  EXPECT_EQ(q.weights[2].scalesOffset, 512u);
+  EXPECT_EQ(q.weights[2].bytes, 544u);
+  // A layout other than the documented one is refused, as int4's is.
+  for (const auto &[field, value, want] :
+       {std::tuple<const char *, int, const char *>{"mins_offset", 256,
+                                                     "is mxfp4 and has 'mins_offset'"},
+        {"bytes", 232, "holds 232 bytes and a [16,40] mxfp4 weight takes 544"},
+        {"scales_offset", 640, "the codes of a [16,40] mxfp4 matrix end at 512"}}) {
+    nlohmann::json bad = j;
+    bad["weights"][2][field] = value;
+    try {
+      planFromJson(bad);
+      ADD_FAILURE() << field << " " << value << " was read";
+    } catch (const InputError &e) {
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    }
   }
 }
 

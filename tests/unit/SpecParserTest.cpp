@@ -1535,6 +1535,7 @@ TEST(HFConfig, MatchesTheTomlSpecs) {
     ModelConfig fromToml = loadModelConfig((src / "models" / toml).string(), o);
     // Same settings as the TOML file, so only the model part can differ.
     o.weightDtype = fromToml.compile.weightDtype;
+    o.expertDtype = fromToml.compile.expertDtype; // gpt-oss-20b's mxfp4 (its bf16 copy's config)
     o.maxSeqLen = fromToml.compile.maxSeqLen;
     o.maxBatch = fromToml.compile.maxBatch;
     o.prefillChunk = fromToml.compile.prefillChunk;

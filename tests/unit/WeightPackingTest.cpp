@@ -327,6 +327,16 @@ TEST(WeightPacking, Mxfp4TensorsAreCopiedAsTheyAre) {
     EXPECT_EQ(std::memcmp(blob.data() + w.offset + block * 16, b.data() + block * 17 + 1, 16), 0)
         << "block " << block;
   }
+  // Their values (a bf16 copy of the model holds them exactly), rounded
+  // afresh, come back the same: MXFP4 rounding keeps what it can hold.
+  MapSource values;
+  std::vector<float> &v = values.tensors["layers.0.feed_forward.w2"];
+  for (int64_t r = 0; r < 64; ++r)
+    for (int64_t k = 0; k < 96; ++k) v.push_back(float(mxfp4At(blob.data() + w.offset, w, r, k)));
+  const std::vector<char> again = packWeightsInMemory(p, values);
+  for (int64_t r = 0; r < 64; ++r)
+    for (int64_t k = 0; k < 96; ++k)
+      ASSERT_EQ(mxfp4At(again.data() + w.offset, w, r, k), v[size_t(r * 96 + k)]) << r << " " << k;
 }
 
 TEST(WeightPacking, Mxfp4RefusesANaNNamingTheWeight) {

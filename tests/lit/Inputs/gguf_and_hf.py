@@ -72,7 +72,8 @@ For benchmarks, KVPLAN_GGUF_SHAPE="HIDDEN,LAYERS,HEADS,KV_HEADS,HEAD_DIM,
 EXPERTS,USED,EXPERT_FFN" (qwen3moe, gpt-oss; qwen2moe with a ninth, SHARED_FFN, and
 HEAD_DIM HIDDEN / HEADS) writes the GGUF alone at that shape,
 its matrices F16 random values of magnitude 1/64 to 1/32 (made from random
-bytes, fast at any size), and no Hugging Face folder.
+bytes, fast at any size; gpt-oss-mxfp4's experts random MXFP4 blocks of the
+same magnitude, scales 2^-8 and 2^-7), and no Hugging Face folder.
 """
 import json
 import math
@@ -320,7 +321,7 @@ def mxfp4_rows(data, rows, cols):
     return codes, scales, values
 
 
-if mxfp4:  # the experts' matrices rounded to MXFP4 (their values, then the blocks)
+if mxfp4 and not bench:  # the experts' matrices rounded to MXFP4 (their values, then the blocks)
     quantized = {}
     for i, (n, sh, d) in enumerate(hf):
         if ".experts." in n and n.endswith(".weight"):
@@ -643,7 +644,17 @@ if apart:  # blk.N.ffn_gate.E.weight, ...
 # MXFP4 stacks as ggml stores them: per block the E8M0 byte, then element j
 # in byte j's low nibble and 16 + j in its high one.
 mx_gguf = {}
-if mxfp4_blocks:
+if mxfp4_blocks and bench:  # random blocks: codes, and scales 2^-8 or 2^-7 (as the F16 weights)
+    scale_of = bytes(120 + (b & 1) for b in range(256))
+    for l in range(layers):
+        for key in ("gate", "up", "down"):
+            n = experts * expert_ffn * hidden // 32
+            b, codes = bytearray(17 * n), os.urandom(16 * n)
+            b[0::17] = os.urandom(n).translate(scale_of)
+            for j in range(16):
+                b[1 + j::17] = codes[j::16]
+            mx_gguf["blk.%d.ffn_%s_exps.weight" % (l, key)] = bytes(b)
+elif mxfp4_blocks:
     for l in range(layers):
         for part, key in (("gate_proj", "gate"), ("up_proj", "up"), ("down_proj", "down")):
             b = bytearray()

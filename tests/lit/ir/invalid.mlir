@@ -5,18 +5,23 @@ llm.weight @w : tensor<2x2x2x2xf32>
 
 // -----
 
-// expected-error @below {{weight element type must be f32, bf16 or f16 (or for matrices i8: int8 groups of 32 with f32 scales, or i4: int4 groups of 32 with f32 scales and minimums), got 'i8'}}
+// expected-error @below {{weight element type must be f32, bf16 or f16 (or for matrices i8: int8 groups of 32 with f32 scales, i4: int4 groups of 32 with f32 scales and minimums, or !llm.mxfp4: MXFP4 groups of 32 with E8M0 scales), got 'i8'}}
 llm.weight @w : tensor<4xi8>
 
 // -----
 
-// expected-error @below {{weight element type must be f32, bf16 or f16 (or for matrices i8: int8 groups of 32 with f32 scales, or i4: int4 groups of 32 with f32 scales and minimums), got 'i4'}}
+// expected-error @below {{weight element type must be f32, bf16 or f16 (or for matrices i8: int8 groups of 32 with f32 scales, i4: int4 groups of 32 with f32 scales and minimums, or !llm.mxfp4: MXFP4 groups of 32 with E8M0 scales), got 'i4'}}
 llm.weight @w : tensor<4xi4>
 
 // -----
 
-// expected-error @below {{weight element type must be f32, bf16 or f16 (or for matrices i8: int8 groups of 32 with f32 scales, or i4: int4 groups of 32 with f32 scales and minimums), got 'i16'}}
+// expected-error @below {{weight element type must be f32, bf16 or f16 (or for matrices i8: int8 groups of 32 with f32 scales, i4: int4 groups of 32 with f32 scales and minimums, or !llm.mxfp4: MXFP4 groups of 32 with E8M0 scales), got 'i16'}}
 llm.weight @w : tensor<4x4xi16>
+
+// -----
+
+// expected-error @below {{weight element type must be f32, bf16 or f16 (or for matrices i8: int8 groups of 32 with f32 scales, i4: int4 groups of 32 with f32 scales and minimums, or !llm.mxfp4: MXFP4 groups of 32 with E8M0 scales), got '!llm.mxfp4'}}
+llm.weight @w : tensor<32x!llm.mxfp4>
 
 // -----
 
@@ -444,7 +449,7 @@ module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "
 
 // -----
 
-// expected-error @below {{settings: weight_dtype 'int2' is not f32, bf16, f16, int8 or int4}}
+// expected-error @below {{settings: weight_dtype 'int2' is not f32, bf16, f16, int8, int4 or mxfp4}}
 module attributes {llm.settings = #llm.settings<target = "cpu", weight_dtype = "int2", kv_dtype = "f32", max_batch = 1, max_seq_len = 16, prefill_chunk = 4, page_size = 4, kv_pages = 4>} {
 }
 
