@@ -86,30 +86,40 @@ struct DotWeights {
   const uint8_t *data = nullptr;
   const float *scales = nullptr, *mins = nullptr;
   const uint8_t *exponents = nullptr; // mxfp4's scale bytes
+  const float *steps = nullptr;       // mxfp4Steps(), fetched once a call
   int64_t K = 0, groups = 0;
   int64_t rowBytes = 0;   // codes or int8 values of one row
   int64_t groupBytes = 0; // of one group: 16 (int4, mxfp4) or 32 (int8)
 };
 
-/// The 32 doubled E2M1 values (signed bytes) of mxfp4 codes `c` (one
-/// nibble a byte), each 128-bit lane looked up in kMxfp4Doubled.
-inline __m256i mxfp4Values(__m256i c) {
-  const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i *>(kMxfp4Doubled));
+/// MXFP4's doubled E2M1 values plus 12, 0 to 24: unsigned bytes, as
+/// vpmaddubsw and vpdpbusd take their first operand.
+alignas(16) inline constexpr uint8_t kMxfp4Raised[16] = {12, 13, 14, 15, 16, 18, 20, 24,
+                                                         12, 11, 10, 9,  8,  6,  4,  0};
+
+/// The 32 raised values (v + 12) of mxfp4 codes `c` (one nibble a byte),
+/// each 128-bit lane looked up in kMxfp4Raised. A group's sum of v q is
+/// then sum((v + 12) q) - 12 sum(q), the second term once a row for every
+/// feature (raisedSums); a pair of products is at most 2 x 24 x 127, two
+/// pairs' 12192, clear of 16-bit saturation.
+inline __m256i mxfp4Raised(__m256i c) {
+  const __m128i t = _mm_load_si128(reinterpret_cast<const __m128i *>(kMxfp4Raised));
   return _mm256_shuffle_epi8(_mm256_set_m128i(t, t), c);
 }
 
-/// The products of unsigned-byte operand pairs for signed weights v against
-/// q: |v| times q with v's sign, as vpmaddubsw and vpdpbusd take them.
-inline __m256i magnitudes(__m256i v) { return _mm256_sign_epi8(v, v); }
-inline __m256i signedBy(__m256i q, __m256i v) { return _mm256_sign_epi8(q, v); }
+/// -12 times each 32-bit lane's four q bytes summed, of two byte vectors:
+/// the start from which a lane's products with raised values are sum(v q).
+inline __m256i raisedStart(__m256i lo, __m256i hi) {
+  const __m256i twelve = _mm256_set1_epi8(12);
+  return _mm256_sub_epi32(_mm256_setzero_si256(), dot4x2(twelve, lo, twelve, hi));
+}
 
 /// Two groups' scales of feature j as two floats: int4's f32 scales, or
 /// mxfp4's steps from their scale bytes.
 template <bool Mx> inline __m128 scalePair(const DotWeights &w, int64_t j, int64_t g) {
   if constexpr (Mx) {
-    const float *steps = mxfp4Steps();
     const uint8_t *e = w.exponents + j * w.groups + g;
-    return _mm_setr_ps(steps[e[0]], steps[e[1]], 0.0f, 0.0f);
+    return _mm_setr_ps(w.steps[e[0]], w.steps[e[1]], 0.0f, 0.0f);
   } else {
     return _mm_castsi128_ps(
         _mm_loadl_epi64(reinterpret_cast<const __m128i *>(w.scales + j * w.groups + g)));
@@ -118,9 +128,8 @@ template <bool Mx> inline __m128 scalePair(const DotWeights &w, int64_t j, int64
 
 /// Adds rows [r0, r0 + R) of qx times int4 (Mx: mxfp4) features [j0, j0 +
 /// J) into acc. With `ahead`, prefetches the next J features (decode
-/// streams them). An mxfp4 code becomes its doubled E2M1 value, a signed
-/// byte of at most 12, and meets q as int8 weights do: a pair's sum is at
-/// most 2 x 12 x 127, two pairs' 6096, far from 16-bit saturation.
+/// streams them). An mxfp4 code becomes its raised value (mxfp4Raised),
+/// which meets q as an int4 code does, from each row's start.
 template <bool Mx, int R, int J>
 inline void int4Groups(const QuantizedRows &qx, int64_t r0, const DotWeights &w, int64_t j0,
                        __m256 acc[R][J], bool ahead) {
@@ -138,11 +147,13 @@ inline void int4Groups(const QuantizedRows &qx, int64_t r0, const DotWeights &w,
     if (ahead && p % 2 == 0)
       for (int j = 0; j < J; ++j) __builtin_prefetch(w.data + (j0 + J + j) * w.rowBytes + g * 16);
     __m256i lo[R], hi[R];
+    [[maybe_unused]] __m256i start[R];
     __m128 d2[R];
     for (int r = 0; r < R; ++r) {
       const int8_t *q = qx.q.data() + (r0 + r) * G * 32 + p * 64;
       lo[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q));
       hi[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q + 32));
+      if constexpr (Mx) start[r] = raisedStart(lo[r], hi[r]);
       d2[r] = _mm_castsi128_ps(
           _mm_loadl_epi64(reinterpret_cast<const __m128i *>(qx.d.data() + (r0 + r) * G + g)));
     }
@@ -152,17 +163,10 @@ inline void int4Groups(const QuantizedRows &qx, int64_t r0, const DotWeights &w,
       const __m256i cl = _mm256_and_si256(b, m15);
       const __m256i ch = _mm256_and_si256(_mm256_srli_epi16(b, 4), m15);
       const __m128 s2 = scalePair<Mx>(w, j0 + j, g);
-      [[maybe_unused]] __m256i vl, vh;
-      if constexpr (Mx) {
-        vl = mxfp4Values(cl);
-        vh = mxfp4Values(ch);
-      }
+      const __m256i ul = Mx ? mxfp4Raised(cl) : cl, uh = Mx ? mxfp4Raised(ch) : ch;
       for (int r = 0; r < R; ++r) {
-        __m256i dot;
-        if constexpr (Mx)
-          dot = dot4x2(magnitudes(vl), signedBy(lo[r], vl), magnitudes(vh), signedBy(hi[r], vh));
-        else
-          dot = dot4x2(cl, lo[r], ch, hi[r]);
+        __m256i dot = dot4x2(ul, lo[r], uh, hi[r]);
+        if constexpr (Mx) dot = _mm256_add_epi32(dot, start[r]);
         const __m256 scale =
             _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_mul_ps(s2, d2[r])), twice);
         acc[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[r][j]);
@@ -173,13 +177,13 @@ inline void int4Groups(const QuantizedRows &qx, int64_t r0, const DotWeights &w,
     const int64_t g = G - 1;
     for (int j = 0; j < J; ++j) {
       const __m256i c = int4Codes(w.data + (j0 + j) * w.rowBytes + g * 16);
-      const float s = Mx ? mxfp4Steps()[w.exponents[(j0 + j) * G + g]] : w.scales[(j0 + j) * G + g];
-      [[maybe_unused]] const __m256i v = Mx ? mxfp4Values(c) : c;
+      const float s = Mx ? w.steps[w.exponents[(j0 + j) * G + g]] : w.scales[(j0 + j) * G + g];
+      const __m256i u = Mx ? mxfp4Raised(c) : c;
       for (int r = 0; r < R; ++r) {
         const __m256i q = _mm256_loadu_si256(
             reinterpret_cast<const __m256i *>(qx.q.data() + ((r0 + r) * G + g) * 32));
-        const __m256i dot = Mx ? dot4(_mm256_setzero_si256(), magnitudes(v), signedBy(q, v))
-                               : dot4(_mm256_setzero_si256(), c, q);
+        const __m256i from = Mx ? raisedStart(q, _mm256_setzero_si256()) : _mm256_setzero_si256();
+        const __m256i dot = dot4(from, u, q);
         acc[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot),
                                     _mm256_set1_ps(s * qx.d[size_t((r0 + r) * G + g)]), acc[r][j]);
       }
@@ -373,6 +377,7 @@ inline void linearDotX86(const float *x, int64_t rows, int64_t K, TensorRef w, T
   dw.scales = w.scales;
   dw.mins = w.mins;
   dw.exponents = w.exponents;
+  dw.steps = mx ? mxfp4Steps() : nullptr;
   dw.K = K;
   dw.groups = ceilDiv(K, int64_t(32));
   dw.rowBytes = int4 || mx ? dw.groups * 16 : K;

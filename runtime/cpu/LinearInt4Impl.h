@@ -28,12 +28,13 @@ struct Int4Matrix {
   const float *scales = nullptr, *mins = nullptr; // [J][groups]
   const uint8_t *exponents = nullptr; // mxfp4's [J][groups], in place of both
   int64_t groups = 0;
+  const float *steps = nullptr; // mxfp4Steps(), fetched once a call
 };
 
 /// Group g of feature j's scale: int4's, or an mxfp4 group's step.
 template <bool Mx> inline float groupScale(const Int4Matrix &w, int64_t j, int64_t g) {
   if constexpr (Mx)
-    return mxfp4Steps()[w.exponents[j * w.groups + g]];
+    return w.steps[w.exponents[j * w.groups + g]];
   else
     return w.scales[j * w.groups + g];
 }
@@ -110,7 +111,7 @@ inline void int4RowTile(const float *x, int64_t K, const Int4Matrix &w, const fl
   auto at = [&](int64_t j) {
     if constexpr (Mx)
       return Int4Matrix{w.codes + j * groups * 16, nullptr, nullptr, w.exponents + j * groups,
-                        groups};
+                        groups, w.steps};
     else
       return Int4Matrix{w.codes + j * groups * 16, w.scales + j * groups, w.mins + j * groups,
                         nullptr, groups};
@@ -143,7 +144,7 @@ void linearInt4(const float *x, int64_t rows, int64_t K, TensorRef wr, TensorRef
                               : "int4 weights need groups of kInt4Group with scales and minimums");
   static_assert(kMxfp4Group == kInt4Group, "mxfp4 takes int4's tiles");
   const Int4Matrix w{static_cast<const uint8_t *>(wr.data), wr.scales, wr.mins, wr.exponents,
-                     ceilDiv(K, kInt4Group)};
+                     ceilDiv(K, kInt4Group), Mx ? mxfp4Steps() : nullptr};
   thread_local std::vector<float> sums;
   sums.resize(size_t(rows * w.groups));
   if (!Mx) int4GroupSums(x, rows, K, sums.data());

@@ -39,12 +39,22 @@ std::vector<float> randomFloats(int64_t n, uint32_t seed) {
 struct Weights {
   std::vector<char> data;
   std::vector<float> scales, mins;
+  std::vector<uint8_t> exponents;
   cpu::TensorRef ref;
   int64_t bytes = 0;
 
   Weights(DType dtype, int64_t J, int64_t K) {
     std::vector<float> f = randomFloats(J * K, 7);
-    if (dtype == DType::i4) {
+    if (dtype == DType::mxfp4) {
+      // Codes from the random values' bits, a scale byte a group: the
+      // layout's bytes are what the kernel reads, whatever the values.
+      const int64_t groups = (K + kMxfp4Group - 1) / kMxfp4Group;
+      data.resize(size_t(J * groups * 16));
+      for (size_t i = 0; i < data.size(); ++i) data[i] = char(int((f[i] + 1) * 127.5f));
+      exponents.assign(size_t(J * groups), 120);
+      ref = {data.data(), dtype, nullptr, kMxfp4Group, nullptr, exponents.data()};
+      bytes = int64_t(data.size() + exponents.size());
+    } else if (dtype == DType::i4) {
       // Codes from the random values; the layout's bytes, scales and
       // minimums are what the kernel reads, whatever the values.
       const int64_t groups = (K + kInt4Group - 1) / kInt4Group;
@@ -104,12 +114,14 @@ void BM_Gemv_bf16(benchmark::State &s) { runLinear(s, DType::bf16, 1); }
 void BM_Gemv_f16(benchmark::State &s) { runLinear(s, DType::f16, 1); }
 void BM_Gemv_int8(benchmark::State &s) { runLinear(s, DType::i8, 1); }
 void BM_Gemv_int4(benchmark::State &s) { runLinear(s, DType::i4, 1); }
+void BM_Gemv_mxfp4(benchmark::State &s) { runLinear(s, DType::mxfp4, 1); }
 void BM_Gemm64_f32(benchmark::State &s) { runLinear(s, DType::f32, 64); }
 void BM_Gemm64_bf16(benchmark::State &s) { runLinear(s, DType::bf16, 64); }
 // A decode step of 8 sequences: each weight serves eight rows.
 void BM_Batch8_bf16(benchmark::State &s) { runLinear(s, DType::bf16, 8); }
 void BM_Gemm64_int8(benchmark::State &s) { runLinear(s, DType::i8, 64); }
 void BM_Gemm64_int4(benchmark::State &s) { runLinear(s, DType::i4, 64); }
+void BM_Gemm64_mxfp4(benchmark::State &s) { runLinear(s, DType::mxfp4, 64); }
 
 // Shapes of a stories110M-sized layer (hidden 768, ffn 2048) and a larger
 // matrix that no cache holds.
@@ -119,11 +131,13 @@ BENCHMARK(BM_Gemv_bf16) SHAPES;
 BENCHMARK(BM_Gemv_f16) SHAPES;
 BENCHMARK(BM_Gemv_int8) SHAPES;
 BENCHMARK(BM_Gemv_int4) SHAPES;
+BENCHMARK(BM_Gemv_mxfp4) SHAPES;
 BENCHMARK(BM_Gemm64_f32)->Args({768, 2048})->Args({2048, 768})->Args({768, 2304})->Args({768, 768})->UseRealTime();
 BENCHMARK(BM_Gemm64_bf16)->Args({768, 2048})->UseRealTime();
 BENCHMARK(BM_Batch8_bf16)->Args({768, 2048})->Args({768, 32000})->UseRealTime();
 BENCHMARK(BM_Gemm64_int8)->Args({768, 2048})->UseRealTime();
 BENCHMARK(BM_Gemm64_int4)->Args({768, 2048})->UseRealTime();
+BENCHMARK(BM_Gemm64_mxfp4)->Args({768, 2048})->UseRealTime();
 
 /// One decode row at position seq - 1 over a cache of `layers` layers of
 /// `seq` keys in pages of 16 (in order), each layer's attention split
