@@ -352,7 +352,9 @@ def artifacts(out, kvplan, shared):
         runs = [("mini", mini, []), ("mini-window", window, []), ("mini-moe", moe, []),
                 ("mini-moe-tp2", moe, ["--tensor-parallel", "2"]),
                 ("mini-moe-cuda", moe, ["--target", "cuda", "--arch", "none"]),
-                ("mini-moe-shared", shared, [])]
+                ("mini-moe-shared", shared, []),
+                # int8 matrices beside mxfp4 experts (one E8M0 byte a group)
+                ("mini-moe-mxfp4", moe, ["--dtype", "int8", "--expert-dtype", "mxfp4"])]
         tok = shared / "models/stories260K/tok512.bin"
         if tok.is_file():
             spec = Path(tmp) / "mini512.toml"
