@@ -181,41 +181,28 @@ void addRmsNorm(const float *a, const float *b, TensorRef w, int64_t cols, doubl
   }
 }
 
-/// The portable int4 linear: each weight decoded (code * scale + min) and
-/// multiplied into one sum per output.
-static void linearInt4Scalar(const float *x, int64_t rows, int64_t in, TensorRef w,
-                             TensorRef bias, const LinearOutputs &out, int64_t jBegin,
-                             int64_t jEnd) {
+/// The portable linear of int4 and mxfp4 weights: each weight decoded
+/// (int4: code * scale + min; mxfp4: the doubled E2M1 value times its
+/// group's step) and multiplied into one sum per output.
+static void linearNibblesScalar(const float *x, int64_t rows, int64_t in, TensorRef w,
+                                TensorRef bias, const LinearOutputs &out, int64_t jBegin,
+                                int64_t jEnd) {
+  static_assert(kInt4Group == kMxfp4Group, "int4 and mxfp4 lay their nibbles out alike");
   const int64_t groups = ceilDiv(in, kInt4Group);
+  const bool mx = w.dtype == DType::mxfp4;
   size_t k = 0;
   for (int64_t j = jBegin; j < jEnd; ++j) {
     while (j >= out.firstColumn[k] + out.columns[k]) ++k;
     const uint8_t *codes = static_cast<const uint8_t *>(w.data) + j * groups * 16;
-    const float *scales = w.scales + j * groups, *mins = w.mins + j * groups;
+    const int64_t g0 = j * groups;
+    auto weight = [&](int64_t c) {
+      return mx ? mxfp4Element(codes, w.exponents + g0, c)
+                : int4Element(codes, w.scales + g0, w.mins + g0, c);
+    };
     const float b = bias.data ? loadElement(bias, j) : 0.0f;
     for (int64_t r = 0; r < rows; ++r) {
       float s = 0;
-      for (int64_t c = 0; c < in; ++c) s += x[r * in + c] * int4Element(codes, scales, mins, c);
-      out.data[k][r * out.columns[k] + j - out.firstColumn[k]] = s + b;
-    }
-  }
-}
-
-/// The portable mxfp4 linear: each weight decoded (the doubled E2M1 value
-/// times the group's step) and multiplied into one sum per output.
-static void linearMxfp4Scalar(const float *x, int64_t rows, int64_t in, TensorRef w,
-                              TensorRef bias, const LinearOutputs &out, int64_t jBegin,
-                              int64_t jEnd) {
-  const int64_t groups = ceilDiv(in, kMxfp4Group);
-  size_t k = 0;
-  for (int64_t j = jBegin; j < jEnd; ++j) {
-    while (j >= out.firstColumn[k] + out.columns[k]) ++k;
-    const uint8_t *codes = static_cast<const uint8_t *>(w.data) + j * groups * 16;
-    const uint8_t *exponents = w.exponents + j * groups;
-    const float b = bias.data ? loadElement(bias, j) : 0.0f;
-    for (int64_t r = 0; r < rows; ++r) {
-      float s = 0;
-      for (int64_t c = 0; c < in; ++c) s += x[r * in + c] * mxfp4Element(codes, exponents, c);
+      for (int64_t c = 0; c < in; ++c) s += x[r * in + c] * weight(c);
       out.data[k][r * out.columns[k] + j - out.firstColumn[k]] = s + b;
     }
   }
@@ -223,12 +210,8 @@ static void linearMxfp4Scalar(const float *x, int64_t rows, int64_t in, TensorRe
 
 void linearScalar(const float *x, int64_t rows, int64_t in, TensorRef w, TensorRef bias,
                   const LinearOutputs &out, int64_t jBegin, int64_t jEnd) {
-  if (w.dtype == DType::i4) {
-    linearInt4Scalar(x, rows, in, w, bias, out, jBegin, jEnd);
-    return;
-  }
-  if (w.dtype == DType::mxfp4) {
-    linearMxfp4Scalar(x, rows, in, w, bias, out, jBegin, jEnd);
+  if (w.dtype == DType::i4 || w.dtype == DType::mxfp4) {
+    linearNibblesScalar(x, rows, in, w, bias, out, jBegin, jEnd);
     return;
   }
   const int64_t groups = w.groupSize ? ceilDiv(in, w.groupSize) : 0;

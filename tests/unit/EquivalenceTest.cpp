@@ -963,6 +963,21 @@ TEST(Sampling, MinTokensHoldsBackTheEndTokensUntilThatManyAreDrawn) {
 
 namespace {
 
+/// A prompt of 6 random ids (`seed`) and 8 greedy steps in a sequence of
+/// its own, each step's logits within 1e-4 of the reference's.
+void greedyStepsMatch(Engine &e, const test::ReferenceModel &ref, uint32_t seed) {
+  std::vector<int32_t> tokens = randomTokens(6, 97, seed);
+  int seq = e.open();
+  const float *l = e.prefill(seq, tokens.data(), int64_t(tokens.size()));
+  for (int step = 0; step < 8; ++step) {
+    ASSERT_LT(test::relativeError(l, ref.logits(tokens)), 1e-4) << "step " << step;
+    int32_t next = argmax(l, 97);
+    tokens.push_back(next);
+    l = e.decode({seq}, {next});
+  }
+  e.close(seq);
+}
+
 ModelShape withDtype(ModelShape s, DType dtype) {
   // The cache stays f32 so only the weights' rounding differs.
   s.compile += std::string("weight_dtype = \"") + dtypeName(dtype) + "\"\nkv_dtype = \"f32\"\n";
@@ -988,15 +1003,7 @@ TEST(Equivalence, EveryWeightTypeMatchesAReferenceWithTheSameWeights) {
       ShapeModel c(s);
       test::ReferenceModel ref(c.cfg.model, *c.source, dtype);
       Engine e = c.engine();
-      std::vector<int32_t> tokens = randomTokens(6, 97, 21);
-      int seq = e.open();
-      const float *l = e.prefill(seq, tokens.data(), int64_t(tokens.size()));
-      for (int step = 0; step < 8; ++step) {
-        ASSERT_LT(test::relativeError(l, ref.logits(tokens)), 1e-4) << "step " << step;
-        int32_t next = argmax(l, 97);
-        tokens.push_back(next);
-        l = e.decode({seq}, {next});
-      }
+      greedyStepsMatch(e, ref, 21);
     }
   }
 }
@@ -1025,18 +1032,7 @@ TEST(Equivalence, Mxfp4ExpertsBesideInt8MatricesMatchAReferenceWithTheSameWeight
       EXPECT_EQ(w.dtype == DType::mxfp4, stack) << w.name;
     }
     EXPECT_EQ(stacks, 3 * c.cfg.model.numLayers);
-    for (uint32_t seed : {23u, 24u}) {
-      std::vector<int32_t> tokens = randomTokens(6, 97, seed);
-      int seq = e.open();
-      const float *l = e.prefill(seq, tokens.data(), int64_t(tokens.size()));
-      for (int step = 0; step < 8; ++step) {
-        ASSERT_LT(test::relativeError(l, ref.logits(tokens)), 1e-4) << "step " << step;
-        int32_t next = argmax(l, 97);
-        tokens.push_back(next);
-        l = e.decode({seq}, {next});
-      }
-      e.close(seq);
-    }
+    for (uint32_t seed : {23u, 24u}) greedyStepsMatch(e, ref, seed);
   }
 }
 
