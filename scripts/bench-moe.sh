@@ -28,7 +28,8 @@
 # (--expert-dtype int8, which holds them exactly), no dense twins.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-usage="usage: scripts/bench-moe.sh NODE_LLAMA_CPP_DIR [ROUNDS] [qwen3moe|qwen2moe|gpt-oss|gpt-oss-mxfp4]"
+usage="usage: scripts/bench-moe.sh NODE_LLAMA_CPP_DIR [ROUNDS]"
+usage+=" [qwen3moe|qwen2moe|gpt-oss|gpt-oss-mxfp4]"
 dir=${1:?$usage}
 rounds=${2:-2}
 arch=${3:-qwen3moe}
