@@ -69,6 +69,8 @@ const Known kModels[] = {
     // 20.91 B: 19.12 B of experts, 0.64 B of attention, 1.16 B of embedding
     // and head).
     {"gpt-oss-20b.toml", 20914757184},
+    // gpt-oss-120b: the same by hand (the model card's 116.83 B).
+    {"gpt-oss-120b.toml", 116829156672},
 };
 
 ModelConfig load(const std::string &file, const SettingOverrides &o = {}) {

@@ -1528,6 +1528,7 @@ TEST(HFConfig, MatchesTheTomlSpecs) {
       {"qwen1.5-moe-a2.7b", "qwen1.5-moe-a2.7b.toml"},
       {"qwen3-8b-yarn", "qwen3-8b-yarn.toml"},
       {"gpt-oss-20b", "gpt-oss-20b.toml"},
+      {"gpt-oss-120b", "gpt-oss-120b.toml"},
   };
   for (auto [dir, toml] : pairs) {
     SCOPED_TRACE(dir);
