@@ -390,10 +390,10 @@ std::string CpuExecutor::describe() const {
   const CompileSettings &s = plan_.settings;
   for (const WeightEntry &w : plan_.weights)
     if (isGroupedDType(w.dtype) || w.dtype == DType::bf16) {
-      std::string a = cpu::activationsFor(s.weightDtype);
+      std::string a = cpu::activationsFor(s.weightDtype) + std::string(" activations");
       const std::string experts = cpu::activationsFor(s.expertWeightDtype());
-      if (experts != a) a += " activations, experts' " + experts;
-      return d + ", " + a + " activations)";
+      if (experts + " activations" != a) a += ", the experts' " + experts;
+      return d + ", " + a + ")";
     }
   return d + ")";
 }

@@ -160,7 +160,7 @@ void printCpuBench(const BenchOptions &o, const Plan &plan, int threads, const M
   const CompileSettings &settings = plan.settings;
   std::string activations = cpu::activationsFor(settings.weightDtype);
   if (cpu::activationsFor(settings.expertWeightDtype()) != activations)
-    activations += std::string(", experts ") + cpu::activationsFor(settings.expertWeightDtype());
+    activations += std::string(", the experts' ") + cpu::activationsFor(settings.expertWeightDtype());
   if (o.json) {
     nlohmann::json j = {{"model", plan.model.name},
                         {"weight_dtype", dtypeName(settings.weightDtype)},
@@ -192,7 +192,7 @@ void printCpuBench(const BenchOptions &o, const Plan &plan, int threads, const M
     std::cout << j.dump() << "\n";
     return;
   }
-  std::printf("model    %s (%s weights), %d threads, %s kernels, %s activations\n",
+  std::printf("model    %s (weights %s), %d threads, %s kernels, activations %s\n",
               plan.model.name.c_str(), settings.weightTypesText().c_str(), threads, isa,
               activations.c_str());
   std::printf("machine  read bandwidth %.1f GB/s, peak FMA %.1f GFLOP/s\n", m.bandwidth, m.peak);

@@ -320,7 +320,7 @@ std::string ms(const std::optional<double> &v) { return figure(v, "%.2f ms"); }
 void printLoadText(const LoadBenchOptions &o, Engine &engine, const SchedulerStats &s,
                    const LoadReport &r) {
   const Plan &plan = engine.plan();
-  std::printf("model     %s (%s weights) on %s; max_batch %lld, %lld KV pages of %lld\n",
+  std::printf("model     %s (weights %s) on %s; max_batch %lld, %lld KV pages of %lld\n",
               plan.model.name.c_str(), plan.settings.weightTypesText().c_str(),
               engine.executor().describe().c_str(), (long long)engine.maxBatch(),
               (long long)plan.kvCache.pages, (long long)plan.kvCache.pageSize);

@@ -122,7 +122,7 @@ void printBench(const SpeculateBenchOptions &o, const Plan &plan, int threads,
     std::cout << j.dump() << "\n";
     return;
   }
-  std::printf("model      %s (%s weights), %d threads, greedy, prompt %lld, %lld new tokens\n",
+  std::printf("model      %s (weights %s), %d threads, greedy, prompt %lld, %lld new tokens\n",
               plan.model.name.c_str(), plan.settings.weightTypesText().c_str(), threads,
               (long long)o.promptLen, (long long)o.gen);
   std::printf("proposer   %s, up to %lld drafts per verify step\n", proposer.c_str(),
