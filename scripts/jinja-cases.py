@@ -167,6 +167,32 @@ CASES = [
      "{% set r = m.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') %}[{{ "
      "r }}][{{ c }}]",
      {"m": "<think>\nreasoning here\n</think>\n\nThe answer."}),
+    # A dict or list closing inside an expression: its "}}" is not the tag's end.
+    ("nested-braces", "{{ {'a': {'b': [1, 2]}} | tojson }} {% macro f(m) %}{{ m.x.y }}"
+     "{% endmacro %}{{ f({'x': {'y': 1}}) }} {% set d = {'k': {'v': [3]}} %}{{ d.k.v[0] }} "
+     "{{ [[1], [2]][1][0] }}", {}),
+    # What gpt-oss's template renders tools with: a recursive macro with a
+    # default argument, namespace() set inside loops, type tests, items(),
+    # `not in (x or [])`, a slice from loop.index, `is none`.
+    ("harmony-constructs",
+     "{%- macro ts(spec, required, nullable=false) -%}"
+     "{%- if spec.type == 'array' -%}{{- ts(spec['items'], required) + '[]' }}"
+     "{%- elif spec.type is defined and spec.type is iterable and spec.type is not string and "
+     "spec.type is not mapping -%}{{ spec.type | join(' | ') }}"
+     "{%- elif spec.properties -%}{%- for name, p in spec.properties.items() -%}{{ name }}"
+     "{%- if name not in (spec.required or []) -%}?{%- endif -%}: {{ ts(p, spec.required or []) "
+     "}}{%- if not loop.last -%}, {% endif -%}{%- endfor -%}"
+     "{%- else -%}{{ spec.type }}{%- endif -%}{%- endmacro -%}"
+     "{%- set ns = namespace(found=false, name=none) -%}"
+     "{%- for m in ms -%}{%- for later in ms[loop.index:] -%}{%- if later.role == 'assistant' "
+     "-%}{%- set ns.found = true -%}{%- endif -%}{%- endfor -%}"
+     "{%- if ns.name is none -%}{%- set ns.name = m.role -%}{%- endif -%}"
+     "[{{ m.role }} {{ ns.found }}]{%- endfor -%} {{ ns.name }} {{ ts(a, []) }} | {{ ts(o, []) }}",
+     {"ms": [{"role": "user"}, {"role": "assistant"}, {"role": "user"}],
+      "a": {"type": "array", "items": {"type": ["string", "null"]}},
+      "o": {"type": "object", "properties": {"city": {"type": "string"},
+                                              "days": {"type": "integer"}},
+            "required": ["city"]}}),
     ("raise", "{% if messages[0].role != 'user' %}{{ raise_exception('Conversations must start "
         "with a user message') }}{% endif %}ok",
      {"messages": [{"role": "system"}]}),

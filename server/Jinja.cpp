@@ -234,9 +234,13 @@ bool isSpace(char c) {
 }
 
 /// Where the tag opened at `from` closes ("}}", "%}" or "#}"), skipping
-/// quoted strings; npos when it does not.
+/// quoted strings and, as jinja2's lexer does, what brackets hold: the
+/// "}}" of `{{ f({'a': {'b': 1}}) }}` closes two dicts, not the tag.
+/// Brackets that do not pair up are left to the parser: `{{ x[ }}` ends at
+/// its "}}" and is told what is missing. npos when the tag does not close.
 size_t tagEnd(const std::string &src, size_t from, char closer) {
   char quote = 0;
+  std::string open; // the brackets' closers, innermost last
   for (size_t i = from; i + 1 < src.size(); ++i) {
     const char c = src[i];
     if (quote) {
@@ -244,10 +248,17 @@ size_t tagEnd(const std::string &src, size_t from, char closer) {
         ++i;
       else if (c == quote)
         quote = 0;
-    } else if (closer != '#' && (c == '\'' || c == '"')) {
+    } else if (closer == '#') {
+      if (c == '#' && src[i + 1] == '}') return i;
+    } else if (c == '\'' || c == '"') {
       quote = c;
-    } else if (c == closer && src[i + 1] == '}') {
-      return i;
+    } else if (c == '(' || c == '[' || c == '{') {
+      open += c == '(' ? ')' : c == '[' ? ']' : '}';
+    } else if (!open.empty() && c == open.back()) {
+      open.pop_back();
+    } else {
+      if (c == ')' || c == ']' || c == '}') open.clear(); // unbalanced: the parser says how
+      if (c == closer && src[i + 1] == '}') return i;
     }
   }
   return std::string::npos;

@@ -134,6 +134,12 @@ TEST(Jinja, ErrorsNameTheTemplateAndLine) {
             "input: chat.jinja: line 1: unknown statement 'frobnicate'");
   EXPECT_EQ(renderError("{{ 1 + }}"),
             "input: chat.jinja: line 1: expected a value at the end of the tag");
+  // Brackets that do not pair up end the tag at its "}}" (which a dict's
+  // closing would otherwise hide), and the parser says what is wrong.
+  EXPECT_EQ(renderError("{{ x[ }}\n{{ y }}"),
+            "input: chat.jinja: line 1: expected a value at the end of the tag");
+  EXPECT_EQ(renderError("a\n{{ f({'a': {'b': 1}) }}"),
+            "input: chat.jinja: line 2: expected ',', found ')'");
   EXPECT_EQ(renderError("{{ x | nosuchfilter }}"),
             "render: chat.jinja: line 1: no filter named 'nosuchfilter'");
   EXPECT_EQ(renderError("\n{{ 'a' - 1 }}"),
