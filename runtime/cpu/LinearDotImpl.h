@@ -6,9 +6,11 @@
 //
 // A group's 32 products take one vpmaddubsw (unsigned x signed bytes into
 // pairs of 16-bit sums) and one vpmaddwd (pairs into eight 32-bit sums):
-// int4 codes are unsigned already; an int8 weight w meets q as |w| x
-// (q with w's sign), as vpmaddubsw needs. No sum can overflow: a pair is at
-// most 2 x 128 x 127 = 32512 (int8) or 2 x 15 x 127 (int4). With VNNI
+// int4 codes are unsigned already; an mxfp4 code becomes its doubled E2M1
+// value plus 12 (unsigned, the row's 12 sum(q) taken off once); an int8
+// weight w meets q as |w| x (q with w's sign), as vpmaddubsw needs. No sum
+// can overflow: a pair is at most 2 x 128 x 127 = 32512 (int8), 2 x 15 x
+// 127 (int4) or 2 x 24 x 127 (mxfp4). With VNNI
 // (vpdpbusd, no 16-bit pairs to saturate) an int8 weight meets q + 128 from
 // a start of -128 times its lane's weights: the same integers, fewer
 // instructions, and room for tiles of 4 features. The eight lanes
@@ -100,7 +102,7 @@ alignas(16) inline constexpr uint8_t kMxfp4Raised[16] = {12, 13, 14, 15, 16, 18,
 /// The 32 raised values (v + 12) of mxfp4 codes `c` (one nibble a byte),
 /// each 128-bit lane looked up in kMxfp4Raised. A group's sum of v q is
 /// then sum((v + 12) q) - 12 sum(q), the second term once a row for every
-/// feature (raisedSums); a pair of products is at most 2 x 24 x 127, two
+/// feature (raisedStart); a pair of products is at most 2 x 24 x 127, two
 /// pairs' 12192, clear of 16-bit saturation.
 inline __m256i mxfp4Raised(__m256i c) {
   const __m128i t = _mm_load_si128(reinterpret_cast<const __m128i *>(kMxfp4Raised));
