@@ -73,7 +73,7 @@ EXPERTS,USED,EXPERT_FFN" (qwen3moe, gpt-oss; qwen2moe with a ninth, SHARED_FFN, 
 HEAD_DIM HIDDEN / HEADS) writes the GGUF alone at that shape,
 its matrices F16 random values of magnitude 1/64 to 1/32 (made from random
 bytes, fast at any size; gpt-oss-mxfp4's experts random MXFP4 blocks of the
-same magnitude, scales 2^-8 and 2^-7), and no Hugging Face folder.
+same magnitude, scale bytes 120 and 121: 2^-7 and 2^-6), and no Hugging Face folder.
 """
 import json
 import math
@@ -644,7 +644,7 @@ if apart:  # blk.N.ffn_gate.E.weight, ...
 # MXFP4 stacks as ggml stores them: per block the E8M0 byte, then element j
 # in byte j's low nibble and 16 + j in its high one.
 mx_gguf = {}
-if mxfp4_blocks and bench:  # random blocks: codes, and scales 2^-8 or 2^-7 (as the F16 weights)
+if mxfp4_blocks and bench:  # random blocks: codes, and scales 2^-7 or 2^-6 (as the F16 weights)
     scale_of = bytes(120 + (b & 1) for b in range(256))
     for l in range(layers):
         for key in ("gate", "up", "down"):
