@@ -62,19 +62,6 @@ void scaleMinK(const uint8_t *q, int j, uint8_t &sc, uint8_t &m) {
 //   Q6_K  ql[128], qh[64], scales[16] int8, d f16        210
 //   MXFP4 e u8 (E8M0), qs[16]                             17
 
-/// MXFP4's E2M1 values, doubled (ggml's kvalues_mxfp4): code c is
-/// kMxfp4[c] x 2^(e - 128), the doubling undone by the scale's halving.
-constexpr int8_t kMxfp4[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
-
-/// ggml's GGML_E8M0_TO_FP32_HALF: 2^(e - 128), as an f32 (subnormal for e
-/// of 0 and 1).
-float e8m0Half(uint8_t e) {
-  const uint32_t bits = e < 2 ? uint32_t(0x00200000) << e : uint32_t(e - 1) << 23;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
 void blockQ4_0(const uint8_t *b, float *y) {
   const float d = halfAt(b);
   for (int i = 0; i < 32; ++i)
@@ -174,7 +161,7 @@ void blockQ6_K(const uint8_t *b, float *y) {
 void blockMXFP4(const uint8_t *b, float *y) {
   const float d = e8m0Half(b[0]);
   for (int i = 0; i < 32; ++i)
-    y[i] = float(kMxfp4[nibble(b + 1, i)]) * d;
+    y[i] = float(kMxfp4Doubled[nibble(b + 1, i)]) * d;
 }
 
 using BlockFn = void (*)(const uint8_t *, float *);
@@ -326,7 +313,7 @@ bool int8Groups(QuantType t, const void *blocks, int64_t n, int8_t *codes, float
     if (t == QuantType::mxfp4) { // the doubled E2M1 value and 2^(e - 128): exact
       *scales++ = e8m0Half(b[0]);
       for (int i = 0; i < 32; ++i)
-        codes[i] = kMxfp4[nibble(b + 1, i)];
+        codes[i] = kMxfp4Doubled[nibble(b + 1, i)];
       continue;
     }
     *scales++ = halfAt(b);
@@ -339,6 +326,13 @@ bool int8Groups(QuantType t, const void *blocks, int64_t n, int8_t *codes, float
       codes[i] = int8_t(int(code5(b + 6, qh, i)) - 16);
   }
   return true;
+}
+
+float e8m0Half(uint8_t e) {
+  const uint32_t bits = e < 2 ? uint32_t(0x00200000) << e : uint32_t(e - 1) << 23;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
 }
 
 } // namespace kvplan

@@ -22,6 +22,17 @@ std::optional<QuantType> quantTypeOfGgml(uint32_t ggmlType);
 int64_t quantBlockElements(QuantType t);
 int64_t quantBlockBytes(QuantType t);
 
+/// MXFP4's E2M1 values doubled (ggml's kvalues_mxfp4): code c, its sign in
+/// bit 3, stands for kMxfp4Doubled[c] x 2^(e - 128) under the block's E8M0
+/// scale byte e (the doubling undone by the halved scale), so that every
+/// value is an integer (the integer-dot kernels take them as int8).
+inline constexpr int8_t kMxfp4Doubled[16] = {0,  1,  2,  3,  4,  6,  8,  12,
+                                             0, -1, -2, -3, -4, -6, -8, -12};
+
+/// 2^(e - 128) as an f32 for an MXFP4 scale byte e, exactly as ggml's
+/// GGML_E8M0_TO_FP32_HALF (subnormal for e of 0 and 1).
+float e8m0Half(uint8_t e);
+
 /// Dequantizes `n` elements (a multiple of quantBlockElements) starting at
 /// the first block of `blocks`, exactly as llama.cpp's reference
 /// dequantizers (gguf-py) do.

@@ -98,10 +98,10 @@ bool mxfp4Experts(const GgufFile &g) {
 }
 
 // The default weight type of a GGUF: that of its layer matrices (but for
-// MXFP4 experts, kept as mxfp4), by element count (llama.cpp mixes types,
-// e.g. Q4_K_M keeps some Q6_K), or nothing if it has none kvplan reads.
-std::optional<DType> layerMatrixDtype(const GgufFile &g) {
-  const bool skipExperts = mxfp4Experts(g);
+// MXFP4 experts, `skipExperts`, kept as mxfp4), by element count (llama.cpp
+// mixes types, e.g. Q4_K_M keeps some Q6_K), or nothing if it has none
+// kvplan reads.
+std::optional<DType> layerMatrixDtype(const GgufFile &g, bool skipExperts) {
   std::map<DType, double> elements;
   for (const GgufFile::Tensor &t : g.tensors()) {
     auto d = isLayerMatrix(t.name) && !(skipExperts && isExpertStack(t.name))
@@ -484,9 +484,10 @@ void readGgufExperts(const GgufFile &g, ModelConfig &cfg) {
 // Like a Hugging Face torch_dtype, the matrices' type is the natural weight
 // type (and MXFP4 experts' mxfp4 theirs); defaults, not marked as given.
 void readGgufWeightTypes(const GgufFile &g, ModelConfig &cfg) {
-  if (auto d = layerMatrixDtype(g))
+  const bool mxfp4 = mxfp4Experts(g);
+  if (auto d = layerMatrixDtype(g, mxfp4))
     cfg.compile.weightDtype = *d;
-  if (cfg.model.numExperts > 0 && mxfp4Experts(g)) cfg.compile.expertDtype = DType::mxfp4;
+  if (cfg.model.numExperts > 0 && mxfp4) cfg.compile.expertDtype = DType::mxfp4;
 }
 
 ModelConfig configFromGguf(const GgufFile &g) {

@@ -139,9 +139,6 @@ void quantizeInt4(const SourceTensor &t, int64_t cols, SectionSink &sink,
   }
 }
 
-/// MXFP4's magnitudes doubled, codes 0 to 7 (the sign is bit 3).
-constexpr float kMxfp4Magnitudes[8] = {0, 1, 2, 3, 4, 6, 8, 12};
-
 /// MXFP4 by the OCP rule (as ggml rounds it): a group's shared exponent is
 /// X = floor(log2(max|w|)) - 2 (E2M1's largest exponent), its scale byte
 /// X + 127 (kept in [0, 254]), and each w / 2^X becomes the nearest E2M1
@@ -168,10 +165,10 @@ void roundMxfp4(const float *row, int64_t cols, uint8_t *codes, uint8_t *exponen
     exponents[g] = uint8_t(e);
     for (int64_t k = k0; k < end; ++k) {
       const float v = std::ldexp(std::fabs(row[k]), 128 - e); // |w| / step, doubled units
-      int best = 0;
+      int best = 0; // among the magnitudes, codes 0 to 7 (the sign is bit 3)
       for (int c = 1; c < 8; ++c) {
-        const float d = std::fabs(v - kMxfp4Magnitudes[c]),
-                    b = std::fabs(v - kMxfp4Magnitudes[best]);
+        const float d = std::fabs(v - float(kMxfp4Doubled[c])),
+                    b = std::fabs(v - float(kMxfp4Doubled[best]));
         if (d < b || (d == b && c % 2 == 0)) best = c;
       }
       codes[k] = uint8_t(best == 0 ? 0 : best | (row[k] < 0 ? 8 : 0));

@@ -105,7 +105,7 @@ template <> void storeRow<DType::f16>(const float *src, void *dst, int64_t n) {
 const float *mxfp4Steps() {
   static const std::vector<float> steps = [] {
     std::vector<float> t(256);
-    for (int e = 0; e < 256; ++e) t[size_t(e)] = std::ldexp(1.0f, e - 128);
+    for (int e = 0; e < 256; ++e) t[size_t(e)] = e8m0Half(uint8_t(e));
     return t;
   }();
   return steps.data();

@@ -3,6 +3,7 @@
 // output features so the executor can split it across threads.
 #pragma once
 
+#include "formats/GgmlQuants.h"
 #include "support/DType.h"
 
 #include <cstdint>
@@ -22,15 +23,9 @@ struct TensorRef {
   const uint8_t *exponents = nullptr; // mxfp4: each group's E8M0 scale byte
 };
 
-/// MXFP4's E2M1 values doubled (ggml's table): code c, its sign in bit 3, is
-/// kMxfp4Doubled[c] times its group's step, so that every value is an
-/// integer the integer-dot kernels take as int8.
-inline constexpr int8_t kMxfp4Doubled[16] = {0,  1,  2,  3,  4,  6,  8,  12,
-                                             0, -1, -2, -3, -4, -6, -8, -12};
-
-/// The step of an MXFP4 group whose E8M0 scale byte is e: 2^(e - 128) (the
-/// scale 2^(e - 127) halved for the doubled values), exact for every byte
-/// (below e = 2 a subnormal), as ggml decodes it. A table of 256, built once.
+/// The steps of MXFP4 groups (formats/GgmlQuants.h: a code stands for
+/// kMxfp4Doubled[code] x e8m0Half(e)), a table of e8m0Half for every scale
+/// byte, built once.
 const float *mxfp4Steps();
 
 /// Element `k` of one row of an mxfp4 matrix (docs/artifact.md): `codes` is

@@ -96,8 +96,15 @@ struct DotWeights {
 
 /// MXFP4's doubled E2M1 values plus 12, 0 to 24: unsigned bytes, as
 /// vpmaddubsw and vpdpbusd take their first operand.
-alignas(16) inline constexpr uint8_t kMxfp4Raised[16] = {12, 13, 14, 15, 16, 18, 20, 24,
-                                                         12, 11, 10, 9,  8,  6,  4,  0};
+struct Mxfp4Raised {
+  alignas(16) uint8_t v[16];
+};
+constexpr Mxfp4Raised raiseMxfp4() {
+  Mxfp4Raised r{};
+  for (int c = 0; c < 16; ++c) r.v[c] = uint8_t(kMxfp4Doubled[c] + 12);
+  return r;
+}
+inline constexpr Mxfp4Raised kMxfp4Raised = raiseMxfp4();
 
 /// The 32 raised values (v + 12) of mxfp4 codes `c` (one nibble a byte),
 /// each 128-bit lane looked up in kMxfp4Raised. A group's sum of v q is
@@ -105,7 +112,7 @@ alignas(16) inline constexpr uint8_t kMxfp4Raised[16] = {12, 13, 14, 15, 16, 18,
 /// feature (raisedStart); a pair of products is at most 2 x 24 x 127, two
 /// pairs' 12192, clear of 16-bit saturation.
 inline __m256i mxfp4Raised(__m256i c) {
-  const __m128i t = _mm_load_si128(reinterpret_cast<const __m128i *>(kMxfp4Raised));
+  const __m128i t = _mm_load_si128(reinterpret_cast<const __m128i *>(kMxfp4Raised.v));
   return _mm256_shuffle_epi8(_mm256_set_m128i(t, t), c);
 }
 
