@@ -387,14 +387,9 @@ std::string CpuExecutor::describe() const {
     d += ", rank " + std::to_string(comm->rank()) + " of " + comm->describe();
   // int8, int4, mxfp4 and bf16 weights may meet rounded activations
   // (runtime/cpu/LinearDot.h); name what the matrices meet.
-  const CompileSettings &s = plan_.settings;
   for (const WeightEntry &w : plan_.weights)
-    if (isGroupedDType(w.dtype) || w.dtype == DType::bf16) {
-      std::string a = cpu::activationsFor(s.weightDtype) + std::string(" activations");
-      const std::string experts = cpu::activationsFor(s.expertWeightDtype());
-      if (experts + " activations" != a) a += ", the experts' " + experts;
-      return d + ", " + a + ")";
-    }
+    if (isGroupedDType(w.dtype) || w.dtype == DType::bf16)
+      return d + ", " + cpu::activationsFor(plan_.settings) + " activations)";
   return d + ")";
 }
 

@@ -56,6 +56,13 @@ const char *activationsFor(DType weights) {
   return "f32";
 }
 
+std::string activationsFor(const CompileSettings &settings) {
+  std::string a = activationsFor(settings.weightDtype);
+  const char *experts = activationsFor(settings.expertWeightDtype());
+  if (a != experts) a += std::string(", the experts' ") + experts;
+  return a;
+}
+
 // The sizes every quantizer gives `out`: 32 spare bytes and 8 spare floats
 // past the last group, zero.
 static void shape(int64_t rows, int64_t K, QuantizedRows &out) {

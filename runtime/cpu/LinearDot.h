@@ -32,6 +32,9 @@
 #pragma once
 
 #include "runtime/cpu/Kernels.h"
+#include "spec/ModelSpec.h"
+
+#include <string>
 
 #include <vector>
 
@@ -55,6 +58,10 @@ bool bf16Dot();
 /// What weights of this type meet in the active mode: "int8", "bf16" or
 /// "f32" (float weights other than bf16 always meet f32).
 const char *activationsFor(DType weights);
+/// What a plan's matrices meet: activationsFor its weight type, and where
+/// its experts' type meets other activations, ", the experts' " and theirs
+/// ("f32, the experts' int8").
+std::string activationsFor(const CompileSettings &settings);
 
 /// Rows of x quantized as above. Row r's group g: q[(r * groups + g) * 32 ..
 /// + 32) (zero beyond K), d[r * groups + g], sums[r * groups + g]. The three

@@ -158,9 +158,7 @@ void printCpuBench(const BenchOptions &o, const Plan &plan, int threads, const M
   const double prefillGflops = prefillFlops(plan, o.promptLen) / t.prefillS / 1e9;
   const char *isa = cpu::isaName(cpu::activeIsa());
   const CompileSettings &settings = plan.settings;
-  std::string activations = cpu::activationsFor(settings.weightDtype);
-  if (cpu::activationsFor(settings.expertWeightDtype()) != activations)
-    activations += std::string(", the experts' ") + cpu::activationsFor(settings.expertWeightDtype());
+  const std::string activations = cpu::activationsFor(settings);
   if (o.json) {
     nlohmann::json j = {{"model", plan.model.name},
                         {"weight_dtype", dtypeName(settings.weightDtype)},
