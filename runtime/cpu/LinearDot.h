@@ -35,7 +35,6 @@
 #include "spec/ModelSpec.h"
 
 #include <string>
-
 #include <vector>
 
 namespace kvplan::cpu {
