@@ -465,9 +465,21 @@ public:
     for (size_t k = 0; k < added.size(); ++k)
       if (!added[k].matchText.empty())
         addedByFirstByte[static_cast<unsigned char>(added[k].matchText[0])].push_back(k);
+    // gpt-oss's harmony (o200k_harmony): <|end|> ends a message and the
+    // answer goes on; <|return|> and <|call|> end it (as llama.cpp reads it).
+    auto special = [&](const char *name) {
+      return std::any_of(added.begin(), added.end(),
+                         [&](const AddedToken &t) { return t.special && t.content == name; });
+    };
+    const bool harmony = special("<|return|>") && special("<|call|>");
     for (const char *name : kEndOfSequenceNames)
       for (const AddedToken &t : added)
-        if (t.special && t.content == name &&
+        if (t.special && t.content == name && !(harmony && t.content == "<|end|>") &&
+            std::find(eos.begin(), eos.end(), t.id) == eos.end())
+          eos.push_back(t.id);
+    for (const char *name : {"<|return|>", "<|call|>"})
+      for (const AddedToken &t : added)
+        if (harmony && t.special && t.content == name &&
             std::find(eos.begin(), eos.end(), t.id) == eos.end())
           eos.push_back(t.id);
   }

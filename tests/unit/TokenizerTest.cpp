@@ -405,6 +405,22 @@ TEST(HfBpe, Gpt2StyleMergesAsStrings) {
   }
 }
 
+// <|end|> ends Phi-3's turns, but only a message in gpt-oss's harmony,
+// whose answers end at <|return|> or <|call|> (llama.cpp reads it so).
+TEST(HfBpe, HarmonyEndsAtReturnAndCallNotAtEnd) {
+  auto withTokens = [](std::vector<const char *> names) {
+    nlohmann::json root = nlohmann::json::parse(fixtureJson(false));
+    int id = 400;
+    for (const char *name : names)
+      root["added_tokens"].push_back(
+          {{"id", id++}, {"content", name}, {"special", true}, {"normalized", false}});
+    return loadTokenizer("hf-bpe", root.dump());
+  };
+  EXPECT_EQ(withTokens({"<|end|>"})->eosIds(), (Ids{kEot, 400}));
+  EXPECT_EQ(withTokens({"<|end|>", "<|return|>", "<|call|>"})->eosIds(), (Ids{kEot, 401, 402}));
+  EXPECT_EQ(withTokens({"<|end|>", "<|return|>"})->eosIds(), (Ids{kEot, 400})) << "not harmony";
+}
+
 TEST(HfBpe, Llama3StyleSplitRegexAndMergePairs) {
   auto tok = loadTokenizer("hf-bpe", fixtureJson(true));
   EXPECT_EQ(tok->bosId(), kBos);
