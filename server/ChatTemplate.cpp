@@ -2,6 +2,7 @@
 // write it (whitespace included: a model sees every byte).
 #include "server/ChatTemplate.h"
 
+#include "server/Harmony.h"
 #include "server/ToolCalls.h"
 
 #include <algorithm>
@@ -18,7 +19,7 @@ const char *const kDeepSeekAssistant = "<\uFF5CAssistant\uFF5C>";
 } // namespace
 
 const char *const kChatTemplateNames =
-    "llama2, llama3, chatml, qwen3, deepseek-r1, mistral, phi3, gemma, none";
+    "llama2, llama3, chatml, qwen3, deepseek-r1, mistral, phi3, gemma, harmony, none";
 
 const char *chatTemplateName(ChatTemplate t) {
   switch (t) {
@@ -31,6 +32,7 @@ const char *chatTemplateName(ChatTemplate t) {
   case ChatTemplate::mistral: return "mistral";
   case ChatTemplate::phi3: return "phi3";
   case ChatTemplate::gemma: return "gemma";
+  case ChatTemplate::harmony: return "harmony";
   }
   return "?";
 }
@@ -38,8 +40,10 @@ const char *chatTemplateName(ChatTemplate t) {
 std::optional<ChatTemplate> parseChatTemplate(const std::string &name) {
   for (ChatTemplate t : {ChatTemplate::none, ChatTemplate::llama2, ChatTemplate::llama3,
                          ChatTemplate::chatml, ChatTemplate::qwen3, ChatTemplate::deepseek_r1,
-                         ChatTemplate::mistral, ChatTemplate::phi3, ChatTemplate::gemma})
+                         ChatTemplate::mistral, ChatTemplate::phi3, ChatTemplate::gemma,
+                         ChatTemplate::harmony})
     if (name == chatTemplateName(t)) return t;
+  if (name == "gpt-oss") return ChatTemplate::harmony;
   return std::nullopt;
 }
 
@@ -48,6 +52,7 @@ ChatTemplate detectChatTemplate(const Tokenizer *tok, Architecture architecture)
     auto has = [&](const char *piece) { return tok->specialTokenId(piece) >= 0; };
     if (has(kDeepSeekUser) && has(kDeepSeekAssistant)) return ChatTemplate::deepseek_r1;
     if (has("<|start_header_id|>") && has("<|eot_id|>")) return ChatTemplate::llama3;
+    if (has("<|start|>") && has("<|channel|>") && has("<|message|>")) return ChatTemplate::harmony;
     if (has("<|user|>") && has("<|assistant|>") && has("<|end|>")) return ChatTemplate::phi3;
     if (has("<start_of_turn>") && has("<end_of_turn>")) return ChatTemplate::gemma;
     // Phi-4 writes <|im_start|>user<|im_sep|>: not ChatML, and no built-in.
@@ -476,7 +481,8 @@ void truncatePieces(std::vector<ChatPiece> &pieces, size_t end) {
 /// message (Llama 2's and Mistral's prompts end after the last user turn
 /// either way: [/INST] is their answer's start).
 std::vector<ChatPiece> renderFamily(ChatTemplate t, const std::vector<ChatMessage> &messages,
-                                    const std::vector<ToolFunction> &tools, bool generation) {
+                                    const std::vector<ToolFunction> &tools, bool generation,
+                                    const nlohmann::ordered_json &kwargs) {
   switch (t) {
   case ChatTemplate::llama2: return renderLlama2(messages);
   case ChatTemplate::llama3: return renderLlama3(messages, tools, generation);
@@ -486,6 +492,8 @@ std::vector<ChatPiece> renderFamily(ChatTemplate t, const std::vector<ChatMessag
   case ChatTemplate::mistral: return renderMistral(messages, tools);
   case ChatTemplate::phi3: return renderPhi3(messages, generation);
   case ChatTemplate::gemma: return renderGemma(messages, generation);
+  case ChatTemplate::harmony:
+    return renderHarmony(messages, tools, kwargs, generation, harmonyToday());
   case ChatTemplate::none: break;
   }
   throw ApiError(400, "this model has no chat template: use /v1/completions, or start the "
@@ -529,11 +537,11 @@ size_t continueCut(const std::string &text, const std::string &content) {
 
 std::vector<ChatPiece> renderChat(ChatTemplate t, const std::vector<ChatMessage> &messages,
                                   const std::vector<ToolFunction> &tools, ChatEnd end,
-                                  bool *opensThought) {
+                                  bool *opensThought, const nlohmann::ordered_json &kwargs) {
   if (t != ChatTemplate::none && (!tools.empty() || mentionsTools(messages)))
     checkToolTemplate(t);
   std::vector<ChatPiece> pieces =
-      renderFamily(t, messages, tools, end == ChatEnd::generationPrompt);
+      renderFamily(t, messages, tools, end == ChatEnd::generationPrompt, kwargs);
   if (opensThought) *opensThought = false;
   if (end != ChatEnd::continueLastMessage || messages.empty()) return pieces;
   const size_t cut = continueCut(chatText(pieces), messages.back().content);
@@ -581,8 +589,25 @@ std::vector<int32_t> tokenizeChat(const Tokenizer &tok, const std::vector<ChatPi
   return out;
 }
 
+void TurnEnd::applyTo(std::vector<int32_t> &stops) const {
+  for (int32_t id : continues)
+    stops.erase(std::remove(stops.begin(), stops.end(), id), stops.end());
+  stops.insert(stops.end(), ids.begin(), ids.end());
+}
+
 TurnEnd turnEnd(ChatTemplate t, const Tokenizer &tok) {
   TurnEnd e;
+  if (t == ChatTemplate::harmony) {
+    if (const int32_t id = tok.specialTokenId("<|end|>"); id >= 0) e.continues.push_back(id);
+    for (const char *marker : {"<|return|>", "<|call|>"}) {
+      const int32_t id = tok.specialTokenId(marker);
+      if (id >= 0)
+        e.ids.push_back(id);
+      else
+        e.strings.push_back(marker);
+    }
+    return e;
+  }
   const char *marker = t == ChatTemplate::llama3 ? "<|eot_id|>"
                        : isChatMl(t)                ? "<|im_end|>"
                        : t == ChatTemplate::phi3    ? "<|end|>"
@@ -599,6 +624,7 @@ TurnEnd turnEnd(ChatTemplate t, const Tokenizer &tok) {
 
 
 void checkBuiltInKwargs(ChatTemplate t, const nlohmann::ordered_json &kwargs) {
+  if (t == ChatTemplate::harmony) return checkHarmonyKwargs(kwargs);
   for (auto it = kwargs.begin(); it != kwargs.end(); ++it)
     if (it.key() != "enable_thinking")
       throw badField("chat_template_kwargs",
@@ -674,7 +700,10 @@ nlohmann::ordered_json templateMessages(const std::vector<ChatMessage> &messages
       j["tool_calls"] = calls;
     }
     if (!m.toolCallId.empty()) j["tool_call_id"] = m.toolCallId;
-    if (m.reasoning) j["reasoning_content"] = *m.reasoning;
+    if (m.reasoning) { // Qwen3's templates read reasoning_content; gpt-oss's thinking
+      j["reasoning_content"] = *m.reasoning;
+      j["thinking"] = *m.reasoning;
+    }
     out.push_back(std::move(j));
   }
   return out;

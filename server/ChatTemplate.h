@@ -5,10 +5,11 @@
 // transformers renders it. Built in, written natively, are the templates of
 // the families kvplan runs: Llama 2's [INST] <<SYS>>, Llama 3's header ids,
 // ChatML (Qwen2.5, SmolLM2), Qwen3's ChatML with its thoughts, DeepSeek-R1's
-// <｜User｜>/<｜Assistant｜> (its Qwen and Llama distills) and Mistral's
-// [INST]; the family is told by the special tokens its vocabulary holds, or
-// named with --chat-template, and says how answers are read (tool calls,
-// thoughts, the end of a turn) whichever template renders the prompt.
+// <｜User｜>/<｜Assistant｜> (its Qwen and Llama distills), Mistral's [INST],
+// Phi-3's, Gemma's and gpt-oss's harmony (Harmony.h); the family is told by
+// the special tokens its vocabulary holds, or named with --chat-template, and
+// says how answers are read (tool calls, thoughts, the end of a turn)
+// whichever template renders the prompt.
 #pragma once
 
 #include "formats/Tokenizer.h"
@@ -24,10 +25,12 @@
 
 namespace kvplan::server {
 
-enum class ChatTemplate { none, llama2, llama3, chatml, qwen3, deepseek_r1, mistral, phi3, gemma };
+enum class ChatTemplate {
+  none, llama2, llama3, chatml, qwen3, deepseek_r1, mistral, phi3, gemma, harmony
+};
 const char *chatTemplateName(ChatTemplate t);
-/// "llama2", "llama3", "chatml", "qwen3", "deepseek-r1", "mistral", "phi3", "gemma" or
-/// "none".
+/// "llama2", "llama3", "chatml", "qwen3", "deepseek-r1", "mistral", "phi3", "gemma",
+/// "harmony" (also "gpt-oss") or "none".
 std::optional<ChatTemplate> parseChatTemplate(const std::string &name);
 extern const char *const kChatTemplateNames; // for help and errors
 
@@ -36,7 +39,8 @@ extern const char *const kChatTemplateNames; // for help and errors
 /// base model's other tokens), <|start_header_id|> and <|eot_id|> for
 /// Llama 3, <|im_start|> and <|im_end|> for ChatML, and Qwen3's when
 /// <think> and </think> are tokens too, [INST] as a token or the mistral
-/// architecture for Mistral; none otherwise. Llama 2's markers are plain
+/// architecture for Mistral, <|start|>, <|channel|> and <|message|> for
+/// harmony; none otherwise. Llama 2's markers are plain
 /// text in a vocabulary that base models share, so it is only ever named.
 ChatTemplate detectChatTemplate(const Tokenizer *tokenizer, Architecture architecture);
 
@@ -69,7 +73,8 @@ struct ChatPiece {
 /// in the first user message, results as ipython turns), Qwen2.5's (the
 /// functions in the system message, calls in <tool_call>, results in
 /// <tool_response>) and Mistral v0.3's ([AVAILABLE_TOOLS], [TOOL_CALLS],
-/// [TOOL_RESULTS]). `end` says where the prompt ends (ChatEnd); continuing
+/// [TOOL_RESULTS]), and harmony's (Harmony.h: `kwargs` gives it
+/// reasoning_effort and model_identity). `end` says where the prompt ends (ChatEnd); continuing
 /// the last message cuts the prompt after the last place its content is
 /// written, as transformers does (throws ApiError 400, param
 /// "continue_final_message", where it is empty or not there), and sets
@@ -78,7 +83,8 @@ struct ChatPiece {
 std::vector<ChatPiece> renderChat(ChatTemplate t, const std::vector<ChatMessage> &messages,
                                   const std::vector<ToolFunction> &tools = {},
                                   ChatEnd end = ChatEnd::generationPrompt,
-                                  bool *opensThought = nullptr);
+                                  bool *opensThought = nullptr,
+                                  const nlohmann::ordered_json &kwargs = {});
 /// transformers' continue_final_message: where `text` (a rendered prompt)
 /// ends if it is to end inside the message whose content is `content`: just
 /// after the last place the content is, else the content trimmed of
@@ -89,8 +95,9 @@ size_t continueCut(const std::string &text, const std::string &content);
 /// model cards show.
 std::string chatText(const std::vector<ChatPiece> &pieces);
 
-/// The built-in templates take one of chat_template_kwargs, enable_thinking:
-/// throws ApiError 400 (param "chat_template_kwargs") for another.
+/// The built-in templates take one of chat_template_kwargs, enable_thinking
+/// (harmony also reasoning_effort and model_identity): throws ApiError 400
+/// (param "chat_template_kwargs") for another.
 void checkBuiltInKwargs(ChatTemplate t, const nlohmann::ordered_json &kwargs);
 
 /// A model's own chat template: its Jinja and the texts it is given as
@@ -134,11 +141,19 @@ private:
 std::vector<int32_t> tokenizeChat(const Tokenizer &tok, const std::vector<ChatPiece> &pieces);
 
 /// Where the assistant's turn ends besides the model's end-of-sequence ids:
-/// the end-of-turn token (<|eot_id|>, <|im_end|>) as an id when the
+/// the end-of-turn token (<|eot_id|>, <|im_end|>; harmony's <|return|> and
+/// <|call|>, not its <|end|>, which ends a thought) as an id when the
 /// vocabulary has it, else as a stop string.
 struct TurnEnd {
   std::vector<int32_t> ids;
   std::vector<std::string> strings;
+  /// Ids that end a message and not the turn, taken out of the stop ids
+  /// the model's end-of-sequence ids give: harmony's <|end|> (which
+  /// tokenizers' guesses and a GGUF's eot_token_id may name; llama.cpp
+  /// takes it out as well).
+  std::vector<int32_t> continues;
+  /// `stops` without the ids that continue the turn, then its own ids.
+  void applyTo(std::vector<int32_t> &stops) const;
 };
 TurnEnd turnEnd(ChatTemplate t, const Tokenizer &tok);
 

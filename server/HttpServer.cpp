@@ -4,6 +4,7 @@
 // scheduler thread fills through the request's event callback; a streaming
 // handler writes each token as a server-sent event as soon as it arrives.
 #include "server/HttpServer.h"
+#include "server/Harmony.h"
 #include "server/HttpConnection.h"
 #include "server/Reasoning.h"
 #include "server/Responses.h"
@@ -125,6 +126,20 @@ bool forcedCall(const ApiRequest &a) {
   return a.toolChoice == ToolChoice::required || a.toolChoice == ToolChoice::named;
 }
 
+/// The tool a forced call calls in the harmony format, which names it in
+/// the message's header, before the arguments: the named one, or the one
+/// tool offered. Throws ApiError 400 (param tool_choice) for required
+/// among several.
+std::string harmonyForcedTool(const ApiRequest &a) {
+  if (a.toolChoice == ToolChoice::named) return a.toolName;
+  if (a.tools.size() == 1) return a.tools[0].name;
+  throw badField("tool_choice", "tool_choice required with several tools is not offered for "
+                                "this model: its harmony format names the tool before the "
+                                "arguments, so a forced call must know which; name one "
+                                "({\"type\": \"function\", \"function\": {\"name\": ...}}), "
+                                "or give auto");
+}
+
 /// How many most likely tokens the prompt's log-probabilities list (-1:
 /// none): echo's with logprobs and vLLM's prompt_logprobs, the longer list
 /// when both (each answer cuts its own), which need a @score entry point.
@@ -207,6 +222,55 @@ std::vector<TokenLogprobs> withTop(std::vector<TokenLogprobs> scores, int64_t to
   return scores;
 }
 
+/// One answer read as it comes: its reasoning apart (a thinking model's),
+/// and with tools the text that may be a call held until the end; the
+/// tokens whose text went to the reasoning counted. A harmony answer is
+/// read from its tokens, its reasoning put before the content when
+/// reasoning is not separated.
+struct AnswerReader {
+  std::optional<ReasoningReader> thought;
+  std::optional<ToolCallReader> tools;
+  std::optional<HarmonyReader> harmony;
+  bool mergeReasoning = false;
+  int64_t reasoningTokens = 0;
+
+  /// Whether it reads anything: else the text is the content.
+  bool reads() const { return thought || tools || harmony; }
+  /// The event's reasoning, and the content that may be sent now.
+  ReasoningReader::Split feed(const TokenEvent &e) {
+    ReasoningReader::Split s = harmony ? harmony->feed(e.token, e.text)
+                               : thought ? thought->feed(e.text)
+                                         : ReasoningReader::Split{"", e.text};
+    if (mergeReasoning) s = {"", s.reasoning + s.content};
+    if (e.token >= 0 && !s.reasoning.empty() && s.content.empty()) ++reasoningTokens;
+    if (tools) s.content = tools->feed(s.content);
+    return s;
+  }
+  /// The last event's, with what was held; the calls, if the held text was.
+  ReasoningReader::Split finish(const TokenEvent &last, std::vector<ToolCall> &calls) {
+    ReasoningReader::Split s = feed(last);
+    if (harmony) {
+      HarmonyReader::Result r = harmony->finish();
+      if (mergeReasoning) r.content = r.reasoning + r.content;
+      else s.reasoning += r.reasoning;
+      s.content += r.content;
+      calls = std::move(r.calls);
+      return s;
+    }
+    if (thought) {
+      ReasoningReader::Split rest = thought->finish();
+      s.reasoning += rest.reasoning;
+      s.content += tools ? tools->feed(rest.content) : rest.content;
+    }
+    if (tools) {
+      ToolCallReader::Result r = tools->finish();
+      s.content += r.content;
+      calls = std::move(r.calls);
+    }
+    return s;
+  }
+};
+
 /// A streaming response between calls of its content provider.
 struct StreamState {
   std::shared_ptr<Pending> p;
@@ -221,8 +285,7 @@ struct StreamState {
   std::vector<char> echoed;  // per choice: its echo went
   std::vector<int64_t> sent; // per choice: bytes of its text sent so far
   size_t finished = 0;       // choices whose finish chunk went
-  std::vector<ToolCallReader> readers; // per choice, with tools: its calls
-  std::vector<ReasoningReader> thoughts; // per choice, for a thinking model: its reasoning
+  std::vector<AnswerReader> answers; // per choice, where its reasoning or calls are read
   std::vector<std::string> stop;       // the request's, for stop_reason
   std::vector<int32_t> stopTokenIds;
 
@@ -283,38 +346,6 @@ std::deque<std::pair<size_t, TokenEvent>> takeEvents(Pending &p) {
   got.swap(p.events);
   return got;
 }
-
-/// One answer read as it comes, as /v1/responses returns it: its reasoning
-/// apart (a thinking model's), and with tools the text that may be a call
-/// held until the end; the tokens whose text went to the reasoning counted.
-struct AnswerReader {
-  std::optional<ReasoningReader> thought;
-  std::optional<ToolCallReader> tools;
-  int64_t reasoningTokens = 0;
-
-  /// The event's reasoning, and the content that may be sent now.
-  ReasoningReader::Split feed(const TokenEvent &e) {
-    ReasoningReader::Split s = thought ? thought->feed(e.text) : ReasoningReader::Split{"", e.text};
-    if (e.token >= 0 && !s.reasoning.empty() && s.content.empty()) ++reasoningTokens;
-    if (tools) s.content = tools->feed(s.content);
-    return s;
-  }
-  /// The last event's, with what was held; the calls, if the held text was.
-  ReasoningReader::Split finish(const TokenEvent &last, std::vector<ToolCall> &calls) {
-    ReasoningReader::Split s = feed(last);
-    if (thought) {
-      ReasoningReader::Split rest = thought->finish();
-      s.reasoning += rest.reasoning;
-      s.content += tools ? tools->feed(rest.content) : rest.content;
-    }
-    if (tools) {
-      ToolCallReader::Result r = tools->finish();
-      s.content += r.content;
-      calls = std::move(r.calls);
-    }
-    return s;
-  }
-};
 
 /// A streamed /v1/responses between calls of its content provider.
 struct ResponsesStreamState {
@@ -412,6 +443,10 @@ struct Server::Impl {
   // The model thinks in <think>...</think> (its chat template says so),
   // and its chat answers are split (ServerOptions).
   bool thinks = false, splitsReasoning = false;
+  // The model speaks harmony (gpt-oss): its answers are read from their
+  // tokens, these.
+  bool harmony = false;
+  HarmonyTokens harmonyTokens;
   // The model's own template, which renders the prompts when set.
   std::shared_ptr<const ModelChatTemplate> own;
   Scheduler sched;
@@ -456,6 +491,10 @@ Server::Impl::Impl(Engine &e, const Tokenizer *t, ServerOptions o)
   if (t) own = opts.modelTemplate;
   thinks = t && chatTemplateThinks(chat);
   splitsReasoning = thinks && opts.separateReasoning;
+  // (A vocabulary without harmony's tokens, the template named anyway,
+  // writes its markers as text: the answers are read as text too.)
+  if (t && chat == ChatTemplate::harmony) harmonyTokens = HarmonyTokens::of(*t);
+  harmony = harmonyTokens.message >= 0;
   // A stream writes an event per token: without this, Nagle's algorithm
   // holds a write back until the client acknowledges the last one, which
   // a delayed ACK can put off for 40 ms.
@@ -662,7 +701,7 @@ std::vector<ChatPiece> Server::Impl::chatPieces(const std::vector<ChatMessage> &
     return own->render(messages, tools, kwargs, opensThought, end);
   }
   checkBuiltInKwargs(chat, kwargs);
-  std::vector<ChatPiece> pieces = renderChat(chat, messages, tools, end, opensThought);
+  std::vector<ChatPiece> pieces = renderChat(chat, messages, tools, end, opensThought, kwargs);
   if (end != ChatEnd::generationPrompt) return pieces;
   if (opensThought) *opensThought = chatTemplateOpensThought(chat) && enableThinking != false;
   // Without thinking: an empty thought, already closed.
@@ -677,11 +716,19 @@ std::vector<int32_t> Server::Impl::promptOf(const ApiRequest &a, bool *opensThou
     throw badField(field, "this model has no tokenizer: give the prompt as token ids");
   if (a.chat) {
     const bool tools = a.toolChoice != ToolChoice::none;
+    nlohmann::ordered_json kwargs = a.templateKwargs;
+    if (harmony && a.reasoningEffort && !kwargs.contains("reasoning_effort"))
+      kwargs["reasoning_effort"] = harmonyEffort(*a.reasoningEffort);
     std::vector<ChatPiece> pieces =
         chatPieces(a.messages, tools ? a.tools : std::vector<ToolFunction>(), a.enableThinking,
-                   a.templateKwargs, a.chatEnd, opensThought);
-    if (forcedCall(a))
-      for (const ChatPiece &piece : forcedCallPieces(chat)) pieces.push_back(piece);
+                   kwargs, a.chatEnd, opensThought);
+    // A forced call, or JSON mode, in harmony: the answer begins in the
+    // call's message, or in the final one.
+    std::vector<ChatPiece> forced = harmony && forcedCall(a) ? harmonyOpening(harmonyForcedTool(a))
+                                    : harmony && a.jsonObject ? harmonyOpening("")
+                                    : forcedCall(a)           ? forcedCallPieces(chat)
+                                                              : std::vector<ChatPiece>();
+    pieces.insert(pieces.end(), forced.begin(), forced.end());
     return tokenizeChat(*tokenizer, pieces);
   }
   if (a.promptText) return tokenizer->encode(*a.promptText, true);
@@ -734,7 +781,9 @@ Server::Impl::Prepared Server::Impl::prepare(const ApiRequest &a) const {
     if (!tokenizer)
       throw badField(field, "JSON mode needs the model's tokenizer, and this model has none");
     // A forced tool call is held to the candidate tools' calls.
-    const auto schema = forcedCall(a) ? forcedCallSchema(chat, a) : a.jsonSchema;
+    const auto schema = !forcedCall(a) ? a.jsonSchema
+                        : harmony      ? harmonyCallSchema(a, harmonyForcedTool(a))
+                                       : forcedCallSchema(chat, a);
     try {
       g.sampling.json = jsonVocabulary();
       if (schema) {
@@ -748,7 +797,7 @@ Server::Impl::Prepared Server::Impl::prepare(const ApiRequest &a) const {
   g.promptLogprobs = promptScores(a, engine.scoreRows());
   if (a.chat && !a.ignoreEos) {
     TurnEnd end = turnEnd(chat, *tokenizer);
-    g.stopIds.insert(g.stopIds.end(), end.ids.begin(), end.ids.end());
+    end.applyTo(g.stopIds);
     g.stopStrings.insert(g.stopStrings.end(), end.strings.begin(), end.strings.end());
   }
   addVllmStops(a, engine.vocabSize(), g);
@@ -851,7 +900,8 @@ namespace {
 
 /// One choice's whole answer, gathered from its events.
 struct ChoiceAnswer {
-  std::string text;
+  std::string text, reasoning; // its content (echo apart) and reasoning
+  std::vector<ToolCall> calls;
   json ids = json::array();
   std::vector<TokenLogprobs> logprobs, prompt;
   std::vector<std::string> texts; // each token's, beside its log-probabilities
@@ -866,12 +916,23 @@ void Server::Impl::reply(const ApiRequest &a, const ResponseHead &h,
                          httplib::Response &res) {
   const std::string &echo = prep.echo;
   std::vector<ChoiceAnswer> answers(p->choices.size());
+  std::vector<AnswerReader> readers(p->choices.size(), answerReader(a, prep));
   {
     std::unique_lock<std::mutex> lock(p->m);
     p->ready.wait(lock, [&] { return p->finished; });
     for (const auto &[index, e] : p->events) {
       ChoiceAnswer &c = answers[index];
-      c.text += e.text;
+      if (!readers[index].reads()) {
+        c.text += e.text;
+      } else if (e.finished) {
+        const ReasoningReader::Split s = readers[index].finish(e, c.calls);
+        c.reasoning += s.reasoning;
+        c.text += s.content;
+      } else {
+        const ReasoningReader::Split s = readers[index].feed(e);
+        c.reasoning += s.reasoning;
+        c.text += s.content;
+      }
       if (e.token >= 0) c.ids.push_back(e.token);
       if (e.logprobs) {
         c.logprobs.push_back(*e.logprobs);
@@ -889,27 +950,10 @@ void Server::Impl::reply(const ApiRequest &a, const ResponseHead &h,
   json choices = json::array();
   for (size_t i = 0; i < answers.size(); ++i) {
     const ChoiceAnswer &c = answers[i];
-    json choice;
-    ReasoningReader::Split split{"", c.text};
-    if (a.chat && splitsReasoning) {
-      ReasoningReader thought(prep.opensThought);
-      split = thought.feed(c.text);
-      ReasoningReader::Split rest = thought.finish();
-      split.reasoning += rest.reasoning;
-      split.content += rest.content;
-    }
-    if (a.chat && a.toolChoice != ToolChoice::none) {
-      ToolCallReader reader(chat, a);
-      std::string content = reader.feed(split.content);
-      ToolCallReader::Result calls = reader.finish();
-      content += calls.content;
-      choice = calls.calls.empty()
-                   ? completionChoice(h, int64_t(i), content, finishName(c.last.reason))
-                   : toolCallChoice(h, int64_t(i), content, calls.calls, "tool_calls");
-    } else {
-      choice = completionChoice(h, int64_t(i), echo + split.content, finishName(c.last.reason));
-    }
-    if (!split.reasoning.empty()) choice["message"]["reasoning_content"] = split.reasoning;
+    json choice = c.calls.empty()
+                      ? completionChoice(h, int64_t(i), echo + c.text, finishName(c.last.reason))
+                      : toolCallChoice(h, int64_t(i), c.text, c.calls, "tool_calls");
+    if (!c.reasoning.empty()) choice["message"]["reasoning_content"] = c.reasoning;
     choice["stop_reason"] = stopReason(a.stop, a.stopTokenIds, c.last);
     if (a.returnTokenIds) choice["token_ids"] = c.ids;
     const TokenText text = [this](int32_t id) { return tokenText(id); };
@@ -952,10 +996,8 @@ void Server::Impl::stream(const ApiRequest &a, const ResponseHead &h,
   s->first.assign(p->choices.size(), 1);
   s->echoed.assign(p->choices.size(), 0);
   s->sent.assign(p->choices.size(), 0);
-  if (a.chat && a.toolChoice != ToolChoice::none)
-    s->readers.assign(p->choices.size(), ToolCallReader(chat, a));
-  if (a.chat && splitsReasoning)
-    s->thoughts.assign(p->choices.size(), ReasoningReader(prep.opensThought));
+  if (AnswerReader reader = answerReader(a, prep); reader.reads())
+    s->answers.assign(p->choices.size(), reader);
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
@@ -984,17 +1026,14 @@ bool Server::Impl::streamSome(StreamState &s, httplib::DataSink &sink) {
     }
     // Reasoning goes apart; with tools, text that may be a call is held
     // until the choice ends.
-    std::string piece = e.text;
-    if (!s.thoughts.empty()) {
-      ReasoningReader::Split split = s.thoughts[index].feed(e.text);
-      if (!split.reasoning.empty()) out += s.reasoningChunk(index, split.reasoning);
-      piece = split.content;
-    }
-    const std::string text = s.readers.empty() ? piece : s.readers[index].feed(piece);
-    if (text.empty() && (!s.readers.empty() || !s.thoughts.empty()) && !s.tokenIds &&
-        !e.logprobs)
+    if (s.answers.empty()) {
+      out += s.chunk(index, e.text, std::nullopt, &e);
       continue;
-    out += s.chunk(index, text, std::nullopt, &e);
+    }
+    const ReasoningReader::Split split = s.answers[index].feed(e);
+    if (!split.reasoning.empty()) out += s.reasoningChunk(index, split.reasoning);
+    if (split.content.empty() && !s.tokenIds && !e.logprobs) continue;
+    out += s.chunk(index, split.content, std::nullopt, &e);
   }
   // (Nothing to write when every event's text was held: a write of no
   // bytes would be the chunk that ends the response.)
@@ -1016,20 +1055,14 @@ std::string Server::Impl::finishEvents(StreamState &s, size_t index, const Token
     return out + kSseDone;
   }
   std::string text = e.text, finish = finishName(e.reason);
-  if (!s.thoughts.empty()) { // the held reasoning, or a tag that never completed
-    ReasoningReader::Split split = s.thoughts[index].feed(e.text);
-    ReasoningReader::Split rest = s.thoughts[index].finish();
-    if (!(split.reasoning + rest.reasoning).empty())
-      out += s.reasoningChunk(index, split.reasoning + rest.reasoning);
-    text = split.content + rest.content;
-  }
-  if (!s.readers.empty()) { // the held text: calls, or content after all
-    text = s.readers[index].feed(text);
-    ToolCallReader::Result r = s.readers[index].finish();
-    text += r.content;
-    if (!r.calls.empty()) {
+  if (!s.answers.empty()) { // the held reasoning and text: calls, or content after all
+    std::vector<ToolCall> calls;
+    const ReasoningReader::Split split = s.answers[index].finish(e, calls);
+    if (!split.reasoning.empty()) out += s.reasoningChunk(index, split.reasoning);
+    text = split.content;
+    if (!calls.empty()) {
       if (!text.empty()) out += s.chunk(index, text, std::nullopt);
-      out += sseEvent(toolCallChunk(s.head, int64_t(index), r.calls, s.first[index] != 0,
+      out += sseEvent(toolCallChunk(s.head, int64_t(index), calls, s.first[index] != 0,
                                     s.includeUsage));
       s.first[index] = 0;
       text.clear();
@@ -1151,6 +1184,21 @@ void Server::Impl::respond(const httplib::Request &req, httplib::Response &res) 
 
 AnswerReader Server::Impl::answerReader(const ApiRequest &a, const Prepared &prep) const {
   AnswerReader reader;
+  if (!a.chat) return reader;
+  if (harmony) {
+    const bool tools = a.toolChoice != ToolChoice::none;
+    std::vector<std::string> names;
+    for (const ToolFunction &f : a.tools)
+      if (tools) names.push_back(f.name);
+    reader.harmony.emplace(harmonyTokens, names, a.parallelToolCalls);
+    // The prompt opened the message the answer begins in: a forced call's,
+    // JSON mode's final one, or the last message's (continued).
+    if (forcedCall(a)) reader.harmony->beginInCall(harmonyForcedTool(a));
+    else if (a.jsonObject || a.chatEnd == ChatEnd::continueLastMessage)
+      reader.harmony->beginInFinal();
+    reader.mergeReasoning = !opts.separateReasoning;
+    return reader;
+  }
   if (splitsReasoning) reader.thought.emplace(prep.opensThought);
   if (a.toolChoice != ToolChoice::none) reader.tools.emplace(chat, a);
   return reader;
@@ -1305,7 +1353,9 @@ int Server::port() const { return impl->boundPort; }
 const std::string &Server::modelName() const { return impl->opts.modelName; }
 ChatTemplate Server::chatTemplate() const { return impl->chat; }
 const ModelChatTemplate *Server::modelTemplate() const { return impl->own.get(); }
-bool Server::separatesReasoning() const { return impl->splitsReasoning; }
+bool Server::separatesReasoning() const {
+  return impl->splitsReasoning || (impl->harmony && impl->opts.separateReasoning);
+}
 const Metrics &Server::metrics() const { return impl->metrics; }
 
 void Server::stop() {

@@ -86,7 +86,8 @@ public:
   ChatTemplate chatTemplate() const;
   /// The model's own template the prompts are rendered with, or null.
   const ModelChatTemplate *modelTemplate() const;
-  /// Whether chat answers' <think>...</think> go to "reasoning_content".
+  /// Whether chat answers' <think>...</think> (harmony's analysis) go to
+  /// "reasoning_content".
   bool separatesReasoning() const;
   const Metrics &metrics() const;
 

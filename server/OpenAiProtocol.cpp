@@ -528,7 +528,7 @@ std::vector<ChatMessage> parseMessages(const Fields &f) {
     if (role == "assistant" && msg.contains("tool_calls") && !msg["tool_calls"].is_null())
       out1.toolCalls = parseToolCalls(msg["tool_calls"], where + ".tool_calls");
     if (role == "tool") out1.toolCallId = stringMember(msg, "tool_call_id", where, true);
-    for (const char *key : {"reasoning_content", "reasoning"})
+    for (const char *key : {"reasoning_content", "reasoning", "thinking"})
       if (role == "assistant" && !out1.reasoning && msg.contains(key) && !msg[key].is_null())
         out1.reasoning = stringMember(msg, key, where, false);
     out.push_back(std::move(out1));
@@ -648,6 +648,7 @@ void parseReasoningEffort(const json *effort, const std::string &param, Request 
   if (!effort->is_string() || !kEfforts.count(effort->get<std::string>()))
     throw badField(param, param + " must be none, minimal, low, medium, high or xhigh");
   const std::string e = effort->get<std::string>();
+  r.reasoningEffort = e;
   if (r.enableThinking || (e != "none" && e != "minimal")) return;
   r.enableThinking = false;
   r.templateKwargs["enable_thinking"] = false;

@@ -53,7 +53,7 @@ struct ChatMessage {
   std::string content;
   std::vector<ToolCall> toolCalls = {}; // assistant: the calls it made
   std::string toolCallId = {};          // tool: the call this is the result of
-  // assistant: its reasoning_content (or vLLM's "reasoning") as a client
+  // assistant: its reasoning_content (or vLLM's "reasoning", gpt-oss's "thinking") as a client
   // sends an answer back; unset when absent or null.
   std::optional<std::string> reasoning = {};
 };
@@ -121,6 +121,9 @@ struct ApiRequest {
   // model's own template (the built-in ones take only enable_thinking).
   std::optional<bool> enableThinking;
   nlohmann::ordered_json templateKwargs = nlohmann::ordered_json::object();
+  // reasoning_effort (the Responses API's reasoning.effort) as given: what
+  // harmony's system message says (Harmony.h's harmonyEffort).
+  std::optional<std::string> reasoningEffort;
   ChatEnd chatEnd = ChatEnd::generationPrompt;
   // The fields errors about the prompt and its length name: "" for the
   // endpoint's own (messages or prompt; max_tokens); /v1/responses's

@@ -43,9 +43,9 @@ void rebase(ojson &schema, const std::string &base) {
     for (ojson &item : schema) rebase(item, base);
 }
 
-/// A new call's id: "call_" and 24 letters or digits, as OpenAI's; for
-/// Mistral, whose template takes ids of 9, 9 letters or digits.
-std::string callId(ChatTemplate t) {
+} // namespace
+
+std::string newCallId(ChatTemplate t) {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
   const char *alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
   const bool mistral = t == ChatTemplate::mistral;
@@ -53,8 +53,6 @@ std::string callId(ChatTemplate t) {
   for (int i = 0; i < (mistral ? 9 : 24); ++i) id += alphabet[rng() % 62];
   return id;
 }
-
-} // namespace
 
 std::string pythonJson(const ojson &v, int indent) {
   return pythonJsonDumps(v, indent > 0 ? indent : -1);
@@ -68,12 +66,15 @@ ojson toolJson(const ToolFunction &t) {
 }
 
 void checkToolTemplate(ChatTemplate t) {
-  if (t == ChatTemplate::llama3 || t == ChatTemplate::mistral || isChatMl(t)) return;
+  if (t == ChatTemplate::llama3 || t == ChatTemplate::mistral || isChatMl(t) ||
+      t == ChatTemplate::harmony)
+    return;
   throw ApiError(400, std::string("tools need a chat template with a tool-call format, and "
-                                  "kvplan writes llama3's, chatml's, qwen3's and mistral's; this "
-                                  "server's is ") +
+                                  "kvplan writes llama3's, chatml's, qwen3's, mistral's and "
+                                  "harmony's; this server's is ") +
                           chatTemplateName(t) + " (start it with --chat-template llama3, chatml, "
-                          "qwen3 or mistral if the model was trained so, or leave out tools)",
+                          "qwen3, mistral or harmony if the model was trained so, or leave out "
+                          "tools)",
                  "tools");
 }
 
@@ -190,7 +191,7 @@ bool ToolCallReader::parseObject(const ojson &v, std::vector<ToolCall> &out) con
   } else {
     return false;
   }
-  c.id = callId(chat);
+  c.id = newCallId(chat);
   out.push_back(std::move(c));
   return true;
 }

@@ -21,13 +21,17 @@ namespace kvplan::server {
 /// line, nested `indent` spaces deeper.
 std::string pythonJson(const nlohmann::ordered_json &v, int indent = 0);
 
+/// A new call's id: "call_" and 24 letters or digits, as OpenAI's; for
+/// Mistral, whose template takes ids of 9, 9 letters or digits.
+std::string newCallId(ChatTemplate t);
+
 /// A tool as the templates show it: {"type": "function", "function":
 /// {"name", "description", "parameters"}} (description and parameters when
 /// given).
 nlohmann::ordered_json toolJson(const ToolFunction &t);
 
 /// Throws ApiError (400, param tools) unless template `t` has a tool-call
-/// format kvplan writes (llama3, chatml).
+/// format kvplan writes (llama3, chatml, qwen3, mistral, harmony).
 void checkToolTemplate(ChatTemplate t);
 
 /// The text after the assistant's header where a call is forced (tool_choice

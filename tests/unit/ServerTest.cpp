@@ -2175,3 +2175,229 @@ TEST(ServerReasoning, DeepSeekAnswersBeginInTheThought) {
   EXPECT_EQ(e->status, 400);
   EXPECT_EQ(json::parse(e->body)["error"]["param"], "tools") << e->body;
 }
+
+namespace {
+
+// gpt-oss's tokens in a byte-level vocabulary: harmony's markers, then
+// "analysis" and "final" as tokens of their own (added, not special), so
+// that answers drawn at random spell channels.
+constexpr int32_t kStart = 256, kEnd = 257, kMessage = 258, kChannel = 259, kConstrain = 260,
+                  kReturn = 261, kCall = 262, kAnalysis = 263, kFinal = 264;
+
+std::string harmonyTokenizerJson() {
+  json j = json::parse(thinkingTokenizerJson());
+  json added = json::array();
+  const std::pair<const char *, bool> tokens[] = {
+      {"<|start|>", true},   {"<|end|>", true},    {"<|message|>", true}, {"<|channel|>", true},
+      {"<|constrain|>", true}, {"<|return|>", true}, {"<|call|>", true},   {"analysis", false},
+      {"final", false}};
+  for (size_t i = 0; i < std::size(tokens); ++i)
+    added.push_back({{"id", 256 + int(i)}, {"content", tokens[i].first},
+                     {"special", tokens[i].second}, {"normalized", false}});
+  j["added_tokens"] = added;
+  return j.dump();
+}
+
+/// The reasoning and content a harmony answer's ids spell, by the format's
+/// rule for the tokens the test draws (markers, "analysis", "final", "a",
+/// "b"): a message's header runs to <|message|>, its channel the text right
+/// after its first <|channel|> (<|end|> there is nothing); the text of an
+/// analysis message is reasoning (one message's from the last's by a
+/// newline), of any other content, to <|end|>; markers inside a message are
+/// nothing. An answer where no message opened is all content.
+std::pair<std::string, std::string> harmonySplit(const std::vector<int32_t> &ids) {
+  std::string reasoning, content, all;
+  bool body = false, opened = false, analysis = false, thought = false, thinking = false;
+  std::vector<int32_t> header;
+  auto textOf = [](int32_t id) {
+    return id == kAnalysis ? std::string("analysis")
+           : id == kFinal  ? std::string("final")
+                           : std::string(1, char(id));
+  };
+  for (int32_t id : ids) {
+    const bool marker = id >= kStart && id <= kCall;
+    if (!marker) all += textOf(id);
+    if (!body) {
+      if (id == kStart) header.clear();
+      else if (id == kMessage) {
+        const auto c = std::find(header.begin(), header.end(), kChannel);
+        std::string channel;
+        for (auto it = c == header.end() ? c : c + 1; it != header.end() && *it != kChannel; ++it)
+          channel += textOf(*it);
+        analysis = channel == "analysis";
+        body = opened = true;
+        header.clear();
+      } else if (id != kEnd) {
+        header.push_back(id);
+      }
+      continue;
+    }
+    if (id == kEnd) {
+      body = false;
+      thought = thought || thinking;
+      thinking = false;
+    } else if (!marker && analysis) {
+      if (thought && !thinking) reasoning += "\n";
+      reasoning += textOf(id);
+      thinking = true;
+    } else if (!marker) {
+      content += textOf(id);
+    }
+  }
+  if (!opened) content = all;
+  return {reasoning, content};
+}
+
+} // namespace
+
+// gpt-oss (its harmony tokens say so): the prompt is harmony's, with
+// OpenAI's reasoning_effort in its system message; answers drawn at random
+// among harmony's markers, "analysis", "final", "a" and "b" are read from
+// their tokens, streamed and not: the analysis as reasoning_content, the
+// rest as content. <|end|> ends a message and not the answer.
+TEST(ServerReasoning, HarmonyAnswersAreReadFromTheirTokens) {
+  TinyModel m(320); // the system message alone is some 170 bytes
+  m.tok = loadTokenizer("hf-bpe", harmonyTokenizerJson());
+  Running r({}, m);
+  ASSERT_EQ(r.srv.chatTemplate(), server::ChatTemplate::harmony);
+  EXPECT_TRUE(r.srv.separatesReasoning());
+  auto t = post(r, "/tokenize", json{{"messages", {{{"role", "user"}, {"content", "hi"}}}}});
+  ASSERT_TRUE(t && t->status == 200);
+  const std::vector<int32_t> prompt = json::parse(t->body)["tokens"];
+  ASSERT_GE(prompt.size(), 20u);
+  EXPECT_EQ(prompt[0], kStart);
+  EXPECT_EQ(std::vector<int32_t>(prompt.end() - 20, prompt.end()),
+            (std::vector<int32_t>{kEnd, kStart, 'u', 's', 'e', 'r', kMessage, 'h', 'i', kEnd,
+                                  kStart, 'a', 's', 's', 'i', 's', 't', 'a', 'n', 't'}));
+  // "Reasoning: medium" against high (2 bytes fewer) and minimal (low, 3).
+  auto promptTokens = [&](const char *effort) {
+    json body = {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 1}};
+    if (effort) body["reasoning_effort"] = effort;
+    auto res = post(r, "/v1/chat/completions", body);
+    EXPECT_TRUE(res && res->status == 200) << (res ? res->body : "");
+    return res && res->status == 200
+               ? json::parse(res->body)["usage"]["prompt_tokens"].get<int>() : -1;
+  };
+  const int medium = promptTokens(nullptr);
+  EXPECT_EQ(promptTokens("high"), medium - 2);
+  EXPECT_EQ(promptTokens("minimal"), medium - 3);
+
+  int thought = 0, answered = 0;
+  for (int seed = 1; seed <= 40; ++seed) {
+    SCOPED_TRACE(seed);
+    json body = {{"messages", {{{"role", "user"}, {"content", "hi"}}}},
+                 {"max_tokens", 64}, {"temperature", 1}, {"seed", seed},
+                 {"allowed_token_ids", {kEnd, kMessage, kChannel, kAnalysis, kFinal}},
+                 {"logit_bias", {{std::to_string(kChannel), 2}, {std::to_string(kMessage), 2},
+                                 {std::to_string(kAnalysis), 2}}},
+                 {"frequency_penalty", 2}, // the random model repeats itself
+                 {"return_token_ids", true}};
+    auto res = post(r, "/v1/chat/completions", body);
+    ASSERT_TRUE(res && res->status == 200) << (res ? res->body : "");
+    const json c = json::parse(res->body)["choices"][0];
+    const std::vector<int32_t> ids = c["token_ids"];
+    EXPECT_EQ(ids.size(), 64u) << "<|end|> does not end the answer";
+    const auto [reasoning, content] = harmonySplit(ids);
+    EXPECT_EQ(c["message"].value("reasoning_content", ""), reasoning);
+    EXPECT_EQ(c["message"]["content"], content);
+    const Stream s = postStream(r, "/v1/chat/completions", body);
+    std::string streamed;
+    for (const json &e : s.events)
+      if (e.contains("choices") && !e["choices"].empty())
+        streamed += e["choices"][0]["delta"].value("reasoning_content", "");
+    EXPECT_EQ(streamed, reasoning);
+    EXPECT_EQ(s.text, content);
+    EXPECT_EQ(s.ids, ids);
+    // /v1/responses: the same answer as a reasoning item and a message.
+    json responses = body;
+    for (const char *key : {"messages", "max_tokens", "return_token_ids"}) responses.erase(key);
+    responses["input"] = "hi";
+    responses["max_output_tokens"] = 64;
+    auto rr = post(r, "/v1/responses", responses);
+    ASSERT_TRUE(rr && rr->status == 200) << (rr ? rr->body : "");
+    const json out = json::parse(rr->body)["output"];
+    ASSERT_EQ(out.size(), reasoning.empty() ? 1u : 2u) << out;
+    if (!reasoning.empty()) EXPECT_EQ(out[0]["content"][0]["text"], reasoning);
+    EXPECT_EQ(out.back()["content"][0]["text"], content);
+    thought += !reasoning.empty();
+    answered += !content.empty();
+  }
+  EXPECT_GE(thought, 3) << "too few answers thought to test the split";
+  EXPECT_GE(answered, 3) << "too few answers answered to test the split";
+}
+
+// gpt-oss's calls: a forced call opens the call's message in the prompt
+// (harmony names the tool before the arguments) and holds the arguments to
+// the tool's parameters; JSON mode opens the final message. required among
+// several tools cannot say which to open: a clear 400.
+TEST(ServerReasoning, HarmonyForcedCallsAndJsonMode) {
+  TinyModel m(640); // the system and developer messages are some 460 bytes
+  m.tok = loadTokenizer("hf-bpe", harmonyTokenizerJson());
+  Running r({}, m);
+  const json tool = {{"type", "function"},
+                     {"function",
+                      {{"name", "count"},
+                       {"parameters",
+                        {{"type", "object"},
+                         {"properties", {{"n", {{"type", "integer"}}}}},
+                         {"required", {"n"}},
+                         {"additionalProperties", false}}}}}};
+  // Biases as JsonModeAnswersOneObject's (byte b is token b here), for
+  // JSON that closes soon: quotes and closing brackets up, space down.
+  const json kSoonClosed = {{"34", 4}, {"125", 3}, {"93", 2}, {"32", -4},
+                            {"10", -4}, {"13", -4}, {"9", -4}};
+  json body = {{"messages", {{{"role", "user"}, {"content", "hi"}}}},
+               {"max_tokens", 150}, {"temperature", 1.0}, {"seed", 6},
+               {"logit_bias", kSoonClosed},
+               {"tools", {tool}},
+               {"tool_choice", {{"type", "function"}, {"function", {{"name", "count"}}}}}};
+  for (bool stream : {false, true}) {
+    SCOPED_TRACE(stream);
+    json call;
+    if (!stream) {
+      auto res = post(r, "/v1/chat/completions", body);
+      ASSERT_TRUE(res && res->status == 200) << (res ? res->body : httplib::to_string(res.error()));
+      const json c = json::parse(res->body)["choices"][0];
+      EXPECT_EQ(c["finish_reason"], "tool_calls");
+      ASSERT_EQ(c["message"]["tool_calls"].size(), 1u) << c;
+      call = c["message"]["tool_calls"][0];
+    } else {
+      const Stream s = postStream(r, "/v1/chat/completions", body);
+      for (const json &e : s.events)
+        if (e.contains("choices") && !e["choices"].empty() &&
+            e["choices"][0]["delta"].contains("tool_calls"))
+          call = e["choices"][0]["delta"]["tool_calls"][0];
+      ASSERT_TRUE(call.is_object()) << "no call streamed";
+    }
+    EXPECT_EQ(call["function"]["name"], "count");
+    const json args = json::parse(call["function"]["arguments"].get<std::string>());
+    ASSERT_TRUE(args.is_object());
+    EXPECT_TRUE(args["n"].is_number_integer()) << args;
+    EXPECT_EQ(args.size(), 1u) << args;
+  }
+  // The one tool offered: required calls it.
+  body["tool_choice"] = "required";
+  auto one = post(r, "/v1/chat/completions", body);
+  ASSERT_TRUE(one && one->status == 200) << (one ? one->body : "");
+  EXPECT_EQ(json::parse(one->body)["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+            "count");
+  json other = tool;
+  other["function"]["name"] = "other";
+  body["tools"].push_back(other);
+  auto several = post(r, "/v1/chat/completions", body);
+  ASSERT_TRUE(several);
+  EXPECT_EQ(several->status, 400);
+  EXPECT_EQ(json::parse(several->body)["error"]["param"], "tool_choice") << several->body;
+
+  json jsonMode = {{"messages", {{{"role", "user"}, {"content", "hi"}}}},
+                   {"max_tokens", 150}, {"temperature", 1.0}, {"seed", 6},
+                   {"response_format", {{"type", "json_object"}}},
+                   {"logit_bias", kSoonClosed}};
+  auto res = post(r, "/v1/chat/completions", jsonMode);
+  ASSERT_TRUE(res && res->status == 200) << (res ? res->body : "");
+  const json c = json::parse(res->body)["choices"][0];
+  EXPECT_FALSE(c["message"].contains("reasoning_content"));
+  EXPECT_EQ(c["finish_reason"], "stop") << c;
+  const json answer = json::parse(c["message"]["content"].get<std::string>(), nullptr, false);
+  EXPECT_TRUE(answer.is_object()) << c;
+}

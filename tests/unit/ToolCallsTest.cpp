@@ -157,7 +157,7 @@ TEST(ToolCalls, TemplatesWithoutAToolFormatRefuseTools) {
       ADD_FAILURE() << chatTemplateName(t) << " took tools";
     } catch (const ApiError &e) {
       EXPECT_EQ(e.param, "tools");
-      EXPECT_NE(std::string(e.what()).find("llama3's, chatml's, qwen3's and mistral's"),
+      EXPECT_NE(std::string(e.what()).find("llama3's, chatml's, qwen3's, mistral's and harmony's"),
                 std::string::npos);
     }
   }

@@ -10,6 +10,7 @@
 #include "runtime/Sampler.h"
 #include "runtime/Scheduler.h"
 #include "server/ChatTemplate.h"
+#include "server/Harmony.h"
 #include "server/Reasoning.h"
 
 #include <nlohmann/json.hpp>
@@ -277,7 +278,7 @@ void holdToStops(RunOptions &o, const Runnable &r, GenerationRequest &req) {
       for (int32_t id : r.tokenizer->eosIds()) req.stopIds.push_back(id);
     if (o.chat) {
       const server::TurnEnd end = server::turnEnd(chatChoiceOf(o, r).family, *r.tokenizer);
-      req.stopIds.insert(req.stopIds.end(), end.ids.begin(), end.ids.end());
+      end.applyTo(req.stopIds);
       req.stopStrings = end.strings;
     }
   }
@@ -323,6 +324,13 @@ public:
   void splitThoughts(bool inThought) {
     if (text) thoughts.emplace(inThought);
   }
+  /// --chat with a model that speaks harmony (gpt-oss): its analysis to
+  /// stderr, its final answer to stdout, read from the tokens.
+  void splitHarmony(const server::HarmonyTokens &tokens) {
+    if (text && tokens.message >= 0) harmony.emplace(tokens, std::vector<std::string>());
+  }
+  /// The content written so far (the answer without its reasoning).
+  const std::string &content() const { return written; }
   void prompt(const std::vector<int32_t> &prompt) {
     if (ids)
       printIds(prompt, first);
@@ -339,7 +347,9 @@ public:
     if (ids)
       printIds({id}, first);
     else if (text)
-      write(thoughts ? thoughts->feed(piece) : server::ReasoningReader::Split{"", piece});
+      write(harmony    ? harmony->feed(id, piece)
+            : thoughts ? thoughts->feed(piece)
+                       : server::ReasoningReader::Split{"", piece});
     else
       std::printf("%s%d", count == 0 ? "" : " ", id);
     ++count;
@@ -348,6 +358,11 @@ public:
   /// The text the scheduler sends as the generation ends (held back so far).
   void last(const std::string &piece) {
     if (!text) return;
+    if (harmony) {
+      write(harmony->feed(-1, piece));
+      const server::HarmonyReader::Result rest = harmony->finish();
+      return write({rest.reasoning, rest.content});
+    }
     if (!thoughts) return emit(piece);
     write(thoughts->feed(piece));
     write(thoughts->finish());
@@ -370,10 +385,13 @@ private:
     if (thinking) std::fputs("\n\n", stderr);
     thinking = false;
     emit(s.content);
+    written += s.content;
   }
 
   bool ids, text;
   std::optional<server::ReasoningReader> thoughts; // --chat with a thinking model
+  std::optional<server::HarmonyReader> harmony;    // --chat with gpt-oss
+  std::string written;                             // content written (by write())
   bool thinking = false;                           // the last text went to stderr
   std::unique_ptr<StreamDecoder> stream; // the prompt's
   bool first = true;  // for printIds
@@ -484,8 +502,11 @@ void printStats(const Generation &g, size_t promptTokens, Executor &exec) {
 /// --chat with a model that thinks (its template's family): the reasoning
 /// on stderr, the answer on stdout.
 void splitThoughts(const RunOptions &o, const Runnable &r, TokenWriter &out) {
-  if (o.chat && server::chatTemplateThinks(chatChoiceOf(o, r).family))
-    out.splitThoughts(o.promptOpensThought);
+  if (!o.chat) return;
+  const server::ChatTemplate family = chatChoiceOf(o, r).family;
+  if (server::chatTemplateThinks(family)) out.splitThoughts(o.promptOpensThought);
+  if (family == server::ChatTemplate::harmony && r.tokenizer)
+    out.splitHarmony(server::HarmonyTokens::of(*r.tokenizer));
 }
 
 /// The next user message of --interactive: -p first where given, then each
@@ -534,11 +555,14 @@ int converse(const RunOptions &o, const Runnable &r, Engine &engine,
     out.finish();
     if (o.stats) printStats(g, promptTokens, engine.executor());
     // The answer as the next prompt has it: without the white space around
-    // it, as chat templates strip a message's content.
-    const size_t from = g.text.find_first_not_of(" \t\r\n"),
-                 to = g.text.find_last_not_of(" \t\r\n");
+    // it, as chat templates strip a message's content; harmony's final
+    // answer alone (its tokens are not text, and its thought is dropped).
+    const bool harmony = chatChoiceOf(o, r).family == server::ChatTemplate::harmony;
+    const std::string &answer = harmony ? out.content() : g.text;
+    const size_t from = answer.find_first_not_of(" \t\r\n"),
+                 to = answer.find_last_not_of(" \t\r\n");
     messages.push_back(
-        {"assistant", from == std::string::npos ? "" : g.text.substr(from, to - from + 1)});
+        {"assistant", from == std::string::npos ? "" : answer.substr(from, to - from + 1)});
   }
   return 0;
 }

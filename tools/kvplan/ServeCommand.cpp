@@ -182,7 +182,10 @@ int runServe(const ServeOptions &o, bool verbose) {
   std::fprintf(stderr, "kvplan serve: %s; chat template %s%s; context %lld tokens, max_batch "
                "%lld, %lld KV pages\n",
                engine.executor().describe().c_str(), chat.describe().c_str(),
-               srv.separatesReasoning() ? " (<think> as reasoning_content)" : "",
+               !srv.separatesReasoning() ? ""
+               : srv.chatTemplate() == server::ChatTemplate::harmony
+                   ? " (its analysis channel as reasoning_content)"
+                   : " (<think> as reasoning_content)",
                (long long)engine.maxSeqLen(), (long long)engine.maxBatch(),
                (long long)engine.pages().size());
   describeServing(r, engine);
