@@ -13,6 +13,7 @@
 #include "FuzzCommon.h"
 #include "runtime/JsonSchema.h"
 #include "server/ChatTemplate.h"
+#include "server/Harmony.h"
 #include "server/OpenAiProtocol.h"
 #include "server/Reasoning.h"
 #include "server/Responses.h"
@@ -50,11 +51,14 @@ void readAnswer(const server::ApiRequest &r, const std::string &answer) {
   }
   if (!r.chat) return;
   for (server::ChatTemplate t : {server::ChatTemplate::chatml, server::ChatTemplate::qwen3,
-                                 server::ChatTemplate::llama3}) {
+                                 server::ChatTemplate::llama3, server::ChatTemplate::harmony}) {
     try {
-      server::renderChat(t, r.messages, r.tools);
-      if (r.toolChoice == server::ToolChoice::required ||
-          r.toolChoice == server::ToolChoice::named)
+      server::renderChat(t, r.messages, r.tools, server::ChatEnd::generationPrompt, nullptr,
+                         r.templateKwargs);
+      if (r.toolChoice == server::ToolChoice::named && t == server::ChatTemplate::harmony)
+        server::harmonyCallSchema(r, r.toolName);
+      else if (r.toolChoice == server::ToolChoice::required ||
+               r.toolChoice == server::ToolChoice::named)
         server::forcedCallSchema(t, r);
     } catch (const server::ApiError &e) {
       e.body();
@@ -92,7 +96,8 @@ void renderTokenize(const server::TokenizeRequest &r) {
   if (r.prompt) return;
   using server::ChatTemplate;
   for (ChatTemplate t : {ChatTemplate::chatml, ChatTemplate::qwen3, ChatTemplate::deepseek_r1,
-                         ChatTemplate::llama3, ChatTemplate::llama2, ChatTemplate::mistral}) {
+                         ChatTemplate::llama3, ChatTemplate::llama2, ChatTemplate::mistral,
+                         ChatTemplate::harmony}) {
     try {
       server::renderChat(t, r.messages, r.tools);
     } catch (const server::ApiError &e) {

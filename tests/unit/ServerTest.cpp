@@ -2204,9 +2204,10 @@ std::string harmonyTokenizerJson() {
 /// after its first <|channel|> (<|end|> there is nothing); the text of an
 /// analysis message is reasoning (one message's from the last's by a
 /// newline), of any other content, to <|end|>; markers inside a message are
-/// nothing. An answer where no message opened is all content.
-std::pair<std::string, std::string> harmonySplit(const std::vector<int32_t> &ids) {
-  std::string reasoning, content, all;
+/// nothing. An answer where no message opened is all content. Third: both
+/// in the order they came (--reasoning-format none's content).
+std::tuple<std::string, std::string, std::string> harmonySplit(const std::vector<int32_t> &ids) {
+  std::string reasoning, content, all, merged;
   bool body = false, opened = false, analysis = false, thought = false, thinking = false;
   std::vector<int32_t> header;
   auto textOf = [](int32_t id) {
@@ -2237,15 +2238,17 @@ std::pair<std::string, std::string> harmonySplit(const std::vector<int32_t> &ids
       thought = thought || thinking;
       thinking = false;
     } else if (!marker && analysis) {
-      if (thought && !thinking) reasoning += "\n";
-      reasoning += textOf(id);
+      const std::string text = (thought && !thinking ? "\n" : "") + textOf(id);
+      reasoning += text;
+      merged += text;
       thinking = true;
     } else if (!marker) {
       content += textOf(id);
+      merged += textOf(id);
     }
   }
-  if (!opened) content = all;
-  return {reasoning, content};
+  if (!opened) content = merged = all;
+  return {reasoning, content, merged};
 }
 
 } // namespace
@@ -2254,13 +2257,18 @@ std::pair<std::string, std::string> harmonySplit(const std::vector<int32_t> &ids
 // OpenAI's reasoning_effort in its system message; answers drawn at random
 // among harmony's markers, "analysis", "final", "a" and "b" are read from
 // their tokens, streamed and not: the analysis as reasoning_content, the
-// rest as content. <|end|> ends a message and not the answer.
+// rest as content (with --reasoning-format none, all of it in order).
+// <|end|> ends a message and not the answer.
 TEST(ServerReasoning, HarmonyAnswersAreReadFromTheirTokens) {
   TinyModel m(320); // the system message alone is some 170 bytes
   m.tok = loadTokenizer("hf-bpe", harmonyTokenizerJson());
   Running r({}, m);
   ASSERT_EQ(r.srv.chatTemplate(), server::ChatTemplate::harmony);
   EXPECT_TRUE(r.srv.separatesReasoning());
+  server::ServerOptions none;
+  none.separateReasoning = false;
+  Running all(none, m);
+  EXPECT_FALSE(all.srv.separatesReasoning());
   auto t = post(r, "/tokenize", json{{"messages", {{{"role", "user"}, {"content", "hi"}}}}});
   ASSERT_TRUE(t && t->status == 200);
   const std::vector<int32_t> prompt = json::parse(t->body)["tokens"];
@@ -2297,7 +2305,7 @@ TEST(ServerReasoning, HarmonyAnswersAreReadFromTheirTokens) {
     const json c = json::parse(res->body)["choices"][0];
     const std::vector<int32_t> ids = c["token_ids"];
     EXPECT_EQ(ids.size(), 64u) << "<|end|> does not end the answer";
-    const auto [reasoning, content] = harmonySplit(ids);
+    const auto [reasoning, content, merged] = harmonySplit(ids);
     EXPECT_EQ(c["message"].value("reasoning_content", ""), reasoning);
     EXPECT_EQ(c["message"]["content"], content);
     const Stream s = postStream(r, "/v1/chat/completions", body);
@@ -2319,6 +2327,12 @@ TEST(ServerReasoning, HarmonyAnswersAreReadFromTheirTokens) {
     ASSERT_EQ(out.size(), reasoning.empty() ? 1u : 2u) << out;
     if (!reasoning.empty()) EXPECT_EQ(out[0]["content"][0]["text"], reasoning);
     EXPECT_EQ(out.back()["content"][0]["text"], content);
+    // --reasoning-format none: the thought and the answer as content.
+    auto whole = post(all, "/v1/chat/completions", body);
+    ASSERT_TRUE(whole && whole->status == 200);
+    const json w = json::parse(whole->body)["choices"][0];
+    EXPECT_FALSE(w["message"].contains("reasoning_content"));
+    EXPECT_EQ(w["message"]["content"], merged);
     thought += !reasoning.empty();
     answered += !content.empty();
   }

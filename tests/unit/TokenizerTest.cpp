@@ -1149,6 +1149,25 @@ TEST(GgufBpe, Llama3VocabularyMatchesHuggingFaceVectors) {
   EXPECT_EQ(tok->encode("Hello", true), tok->encode("Hello", false));
 }
 
+// gpt-oss's GGUFs: harmony's tokens are control tokens there, and its
+// answers end at <|return|> or <|call|>, not at <|end|> (a message's end).
+TEST(GgufBpe, HarmonyEndsAtReturnAndCall) {
+  nlohmann::json root = nlohmann::json::parse(fixtureJson(false));
+  int id = 400;
+  for (const char *name : {"<|start|>", "<|end|>", "<|message|>", "<|return|>", "<|call|>"})
+    root["added_tokens"].push_back(
+        {{"id", id++}, {"content", name}, {"special", true}, {"normalized", false}});
+  ScratchDir dir;
+  writeFile(dir / "tokenizer.json", root.dump());
+  writeGgufBpe(dir / "o.gguf", (dir / "tokenizer.json").string(), {"gpt-4o", 0, -1, 403, false});
+  auto tok = loadTokenizerFile((dir / "o.gguf").string());
+  const Ids eos = tok->eosIds();
+  EXPECT_EQ(std::count(eos.begin(), eos.end(), 401), 0) << "<|end|>";
+  EXPECT_EQ(std::count(eos.begin(), eos.end(), 403), 1) << "<|return|>";
+  EXPECT_EQ(std::count(eos.begin(), eos.end(), 404), 1) << "<|call|>";
+  EXPECT_EQ(tok->specialTokenId("<|message|>"), 402);
+}
+
 TEST(GgufBpe, QwenVocabularyMatchesHuggingFaceVectors) {
   const std::string json = modelPath("qwen3-tokenizer/tokenizer.json");
   REQUIRE_MODEL_FILE(json);
