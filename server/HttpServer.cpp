@@ -243,7 +243,7 @@ struct AnswerReader {
                                          : ReasoningReader::Split{"", e.text};
     if (mergeReasoning) s = {"", s.reasoning + s.content};
     if (e.token >= 0 && !s.reasoning.empty() && s.content.empty()) ++reasoningTokens;
-    if (tools) s.content = tools->feed(s.content);
+    if (tools) s.content = tools->feed(e.token, s.content); // Mistral's markers are tokens
     return s;
   }
   /// The last event's, with what was held; the calls, if the held text was.
@@ -1200,7 +1200,7 @@ AnswerReader Server::Impl::answerReader(const ApiRequest &a, const Prepared &pre
     return reader;
   }
   if (splitsReasoning) reader.thought.emplace(prep.opensThought);
-  if (a.toolChoice != ToolChoice::none) reader.tools.emplace(chat, a);
+  if (a.toolChoice != ToolChoice::none) reader.tools.emplace(chat, a, tokenizer);
   return reader;
 }
 

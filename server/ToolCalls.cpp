@@ -6,6 +6,7 @@
 #include "support/Error.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <random>
 
@@ -19,6 +20,8 @@ const char *const kCallOpen = "<tool_call>";
 const char *const kCallClose = "</tool_call>";
 const char *const kPythonTag = "<|python_tag|>";
 const char *const kMistralCalls = "[TOOL_CALLS]";
+const char *const kMistralArgs = "[ARGS]";
+const char *const kMistralCallId = "[CALL_ID]";
 
 std::string trim(const std::string &s) {
   const char *space = " \t\n\r";
@@ -115,12 +118,24 @@ std::shared_ptr<const JsonSchema> forcedCallSchema(ChatTemplate t, const ApiRequ
   }
 }
 
-ToolCallReader::ToolCallReader(ChatTemplate t, const ApiRequest &a)
+ToolCallReader::ToolCallReader(ChatTemplate t, const ApiRequest &a, const Tokenizer *tok)
     : chat(t),
       forced(a.toolChoice == ToolChoice::required || a.toolChoice == ToolChoice::named),
       parallel(a.parallelToolCalls) {
   if (forced) calling = true;
   for (const ToolFunction &f : a.tools) names.push_back(f.name);
+  if (tok && t == ChatTemplate::mistral)
+    for (const char *m : {kMistralCalls, kMistralArgs, kMistralCallId})
+      if (const int32_t id = tok->specialTokenId(m); id >= 0) markers.emplace_back(id, m);
+  // A forced call's prompt opens v0.3's list (forcedCallPieces), which the
+  // schema holds the answer to: read as v0.3's.
+  v11 = !forced && tok && tok->specialTokenId(kMistralArgs) >= 0;
+}
+
+std::string ToolCallReader::feed(int32_t token, const std::string &text) {
+  for (const auto &[id, marker] : markers)
+    if (token >= 0 && token == id) return feed(marker + text);
+  return feed(text);
 }
 
 std::string ToolCallReader::feed(const std::string &text) {
@@ -131,13 +146,14 @@ std::string ToolCallReader::feed(const std::string &text) {
     out.swap(held);
     return out;
   }
-  // ChatML's and Qwen3's content may come before the calls.
-  if (isChatMl(chat)) {
-    const size_t at = held.find(kCallOpen);
+  // ChatML's, Qwen3's and Mistral v11's content may come before the calls.
+  if (isChatMl(chat) || v11) {
+    const char *open = v11 ? kMistralCalls : kCallOpen;
+    const size_t at = held.find(open);
     size_t keep = held.size() - (at == std::string::npos ? held.size() : at);
     if (at == std::string::npos) // keep what may be the marker's start
-      for (size_t n = std::min(held.size(), std::strlen(kCallOpen) - 1); n > 0 && !keep; --n)
-        if (held.compare(held.size() - n, n, kCallOpen, n) == 0) keep = n;
+      for (size_t n = std::min(held.size(), std::strlen(open) - 1); n > 0 && !keep; --n)
+        if (held.compare(held.size() - n, n, open, n) == 0) keep = n;
     calling = at != std::string::npos;
     std::string out = held.substr(0, held.size() - keep);
     held.erase(0, held.size() - keep);
@@ -196,7 +212,40 @@ bool ToolCallReader::parseObject(const ojson &v, std::vector<ToolCall> &out) con
   return true;
 }
 
+/// {name}[ARGS]{arguments}, or {name}[CALL_ID]{id}[ARGS]{arguments}, after
+/// each [TOOL_CALLS]; the id is kept where it is one Mistral's template
+/// takes (9 letters or digits), else a new one.
+bool ToolCallReader::parseMistralV11(const std::string &text, std::vector<ToolCall> &out) const {
+  const size_t n = std::strlen(kMistralCalls);
+  for (size_t at = text.find(kMistralCalls); at != std::string::npos;) {
+    const size_t next = text.find(kMistralCalls, at + n);
+    const std::string call = text.substr(at + n, next == std::string::npos ? next : next - at - n);
+    at = next;
+    const size_t args = call.find(kMistralArgs);
+    if (args == std::string::npos) return false;
+    const size_t idAt = call.find(kMistralCallId);
+    ToolCall c;
+    c.name = trim(call.substr(0, std::min(args, idAt)));
+    const ojson v = ojson::parse(trim(call.substr(args + std::strlen(kMistralArgs))), nullptr,
+                                 false);
+    if (std::find(names.begin(), names.end(), c.name) == names.end() || !v.is_object())
+      return false;
+    c.arguments = v.dump(-1, ' ', false, ojson::error_handler_t::replace);
+    const std::string id =
+        idAt < args ? trim(call.substr(idAt + std::strlen(kMistralCallId),
+                                       args - idAt - std::strlen(kMistralCallId)))
+                    : "";
+    const bool kept = id.size() == 9 && std::all_of(id.begin(), id.end(), [](char ch) {
+                        return std::isalnum(static_cast<unsigned char>(ch));
+                      });
+    c.id = kept ? id : newCallId(chat);
+    out.push_back(std::move(c));
+  }
+  return !out.empty();
+}
+
 bool ToolCallReader::parseMistral(const std::string &text, std::vector<ToolCall> &out) const {
+  if (v11) return parseMistralV11(trim(text), out);
   std::string s = trim(text);
   if (s.compare(0, std::strlen(kMistralCalls), kMistralCalls) == 0)
     s = trim(s.substr(std::strlen(kMistralCalls)));

@@ -3,7 +3,10 @@
 // calls in an answer as it comes. The formats are the models' own: ChatML
 // (Qwen2.5, Hermes) writes <tool_call>\n{"name": ..., "arguments": ...}\n
 // </tool_call>; Llama 3.1 writes {"name": ..., "parameters": ...}; Mistral
-// (v0.3) [TOOL_CALLS] [{"name": ..., "arguments": ...}, ...].
+// v0.3 [TOOL_CALLS] [{"name": ..., "arguments": ...}, ...], and Mistral's
+// v11 tokenizers (Mistral Small 3.1 and later, Devstral, Magistral)
+// {content}[TOOL_CALLS]{name}[ARGS]{arguments} a call, [CALL_ID]{id} before
+// [ARGS] in v13. (gpt-oss's harmony calls are read by Harmony.h.)
 #pragma once
 
 #include "runtime/JsonSchema.h"
@@ -52,9 +55,15 @@ std::shared_ptr<const JsonSchema> forcedCallSchema(ChatTemplate t, const ApiRequ
 /// not one.
 class ToolCallReader {
 public:
-  ToolCallReader(ChatTemplate t, const ApiRequest &a);
+  /// `tok`: the vocabulary, whose Mistral control tokens ([TOOL_CALLS],
+  /// [ARGS], [CALL_ID]: no text when decoded) the answer's tokens are read
+  /// as (feed with a token); with [ARGS] among them, the v11 format.
+  ToolCallReader(ChatTemplate t, const ApiRequest &a, const Tokenizer *tok = nullptr);
   /// Takes the answer's next text; returns what may be sent as content now.
   std::string feed(const std::string &text);
+  /// The same for a token and its text: a Mistral control token as its
+  /// marker.
+  std::string feed(int32_t token, const std::string &text);
   struct Result {
     std::string content;         // content not returned by feed
     std::vector<ToolCall> calls; // none when the held text was not a call
@@ -66,9 +75,12 @@ private:
   bool parseOne(const std::string &text, std::vector<ToolCall> &out) const;
   bool parseObject(const nlohmann::ordered_json &call, std::vector<ToolCall> &out) const;
   bool parseMistral(const std::string &text, std::vector<ToolCall> &out) const;
+  bool parseMistralV11(const std::string &text, std::vector<ToolCall> &out) const;
 
   ChatTemplate chat;
   std::vector<std::string> names; // the tools'
+  std::vector<std::pair<int32_t, std::string>> markers; // Mistral's control tokens
+  bool v11 = false; // Mistral's [TOOL_CALLS]{name}[ARGS]{arguments}
 
   bool forced, parallel;
   bool calling = false; // held from a call's start on

@@ -246,6 +246,66 @@ TEST(ToolCalls, TheReaderFindsMistralsCalls) {
   EXPECT_EQ(chatText(forcedCallPieces(ChatTemplate::chatml)), "<tool_call>\n");
 }
 
+// Mistral's v11 tokenizers (Mistral Small 3.1 and later, Devstral,
+// Magistral): content, then each call as [TOOL_CALLS]{name}[ARGS]{arguments}
+// (v13: [CALL_ID]{id} before [ARGS]), the markers control tokens that
+// decode to no text, so read from the answer's tokens.
+TEST(ToolCalls, TheReaderFindsMistralV11Calls) {
+  nlohmann::json added = nlohmann::json::array();
+  const char *specials[] = {"[TOOL_CALLS]", "[ARGS]", "[CALL_ID]"};
+  for (int i = 0; i < 3; ++i)
+    added.push_back({{"id", 5 + i}, {"content", specials[i]}, {"special", true},
+                     {"normalized", false}});
+  auto tok = loadTokenizer(
+      "hf-bpe", nlohmann::json{{"added_tokens", added},
+                               {"pre_tokenizer", {{"type", "ByteLevel"}}},
+                               {"model",
+                                {{"type", "BPE"},
+                                 {"vocab", {{"a", 0}}},
+                                 {"merges", nlohmann::json::array()}}}}
+                    .dump());
+  // The answer's tokens: a marker's id with no text, or text (id 100).
+  auto read = [&](const std::vector<std::pair<int32_t, std::string>> &tokens,
+                  bool parallel = true) {
+    ApiRequest a = withTools();
+    a.parallelToolCalls = parallel;
+    ToolCallReader reader(ChatTemplate::mistral, a, tok.get());
+    Read r;
+    for (const auto &[id, text] : tokens) r.streamed += reader.feed(id, text);
+    r.result = reader.finish();
+    return r;
+  };
+  const Read two = read({{100, "Let me "}, {100, "check."}, {5, ""}, {100, "get_weather"},
+                         {6, ""}, {100, "{\"city\": "}, {100, "\"Paris\"}"}, {5, ""},
+                         {100, "get_time"}, {6, ""}, {100, "{}"}});
+  EXPECT_EQ(two.streamed, "Let me check.") << "content before the calls goes at once";
+  EXPECT_EQ(two.result.content, "");
+  ASSERT_EQ(two.result.calls.size(), 2u);
+  EXPECT_EQ(two.result.calls[0].name, "get_weather");
+  EXPECT_EQ(two.result.calls[0].arguments, R"({"city":"Paris"})");
+  EXPECT_EQ(two.result.calls[1].name, "get_time");
+  EXPECT_EQ(two.result.calls[1].arguments, "{}");
+  EXPECT_EQ(two.result.calls[0].id.size(), 9u);
+  EXPECT_EQ(read({{5, ""}, {100, "get_time"}, {6, ""}, {100, "{}"}, {5, ""},
+                  {100, "get_time"}, {6, ""}, {100, "{}"}}, false).result.calls.size(), 1u)
+      << "parallel_tool_calls false: the first";
+  // v13's ids: kept where they are 9 letters or digits.
+  const Read id = read({{5, ""}, {100, "get_time"}, {7, ""}, {100, "abcDEF123"}, {6, ""},
+                        {100, "{}"}});
+  ASSERT_EQ(id.result.calls.size(), 1u);
+  EXPECT_EQ(id.result.calls[0].id, "abcDEF123");
+  // Not calls: an unknown tool, arguments that are not an object; the text
+  // as it came (the markers written out).
+  const Read unknown = read({{5, ""}, {100, "get_sun"}, {6, ""}, {100, "{}"}});
+  EXPECT_TRUE(unknown.result.calls.empty());
+  EXPECT_EQ(unknown.result.content, "[TOOL_CALLS]get_sun[ARGS]{}");
+  const Read broken = read({{5, ""}, {100, "get_time"}, {6, ""}, {100, "{\"a\""}});
+  EXPECT_TRUE(broken.result.calls.empty());
+  // Text that only reads like a marker starts no call: content in the end.
+  const Read plain = read({{100, "Use [TOOL"}, {100, "_CALLS] here"}});
+  EXPECT_EQ(plain.streamed + plain.result.content, "Use [TOOL_CALLS] here");
+}
+
 TEST(ToolCalls, RequestFieldsAreReadAndCheckedByName) {
   const std::string base = R"({"messages": [{"role": "user", "content": "x"}], )";
   const std::string tools = R"("tools": [{"type": "function", "function": {"name": "f",
