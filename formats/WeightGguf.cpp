@@ -323,6 +323,9 @@ void addHarmonyEndIds(const GgufFile::Value *tokens, std::vector<int64_t> &ids) 
     if ((t == "<|return|>" || t == "<|call|>" || t == "<|endoftext|>") &&
         std::find(ids.begin(), ids.end(), int64_t(i)) == ids.end())
       ids.push_back(int64_t(i));
+    // <|end|> ends a message within the answer, even where the file's
+    // eot_token_id names it (llama.cpp takes it out of its ends too).
+    if (t == "<|end|>") ids.erase(std::remove(ids.begin(), ids.end(), int64_t(i)), ids.end());
   }
 }
 

@@ -1921,6 +1921,10 @@ TEST(Gguf, GptOssIsReadAsLlamaCppRunsIt) {
   // Generation ends at <|return|>, <|call|> and <|endoftext|>, not <|end|> (a message's end
   // within a reply), as llama.cpp has them.
   EXPECT_EQ(m.eosTokenIds, (std::vector<int64_t>{3, 1, 4}));
+  // Also where eot_token_id names <|end|>.
+  write([](GgufWriter &g) { g.u32("tokenizer.ggml.eot_token_id", 5); });
+  EXPECT_EQ(readCheckpointConfig(p.string()).model.eosTokenIds, (std::vector<int64_t>{3, 1, 4}));
+  write([](GgufWriter &) {});
   // The norm before the experts is post_attention_norm; the sinks stay f32.
   auto source = openWeights(p.string(), m);
   EXPECT_EQ(toF32(source->tensor("layers.0.ffn_norm", {32})), numbered(3, 32));
