@@ -51,8 +51,8 @@ ChatTemplate detectChatTemplate(const Tokenizer *tok, Architecture architecture)
   if (tok) {
     auto has = [&](const char *piece) { return tok->specialTokenId(piece) >= 0; };
     if (has(kDeepSeekUser) && has(kDeepSeekAssistant)) return ChatTemplate::deepseek_r1;
-    if (has("<|start_header_id|>") && has("<|eot_id|>")) return ChatTemplate::llama3;
     if (has("<|start|>") && has("<|channel|>") && has("<|message|>")) return ChatTemplate::harmony;
+    if (has("<|start_header_id|>") && has("<|eot_id|>")) return ChatTemplate::llama3;
     if (has("<|user|>") && has("<|assistant|>") && has("<|end|>")) return ChatTemplate::phi3;
     if (has("<start_of_turn>") && has("<end_of_turn>")) return ChatTemplate::gemma;
     // Phi-4 writes <|im_start|>user<|im_sep|>: not ChatML, and no built-in.

@@ -363,7 +363,7 @@ public:
       const server::HarmonyReader::Result rest = harmony->finish();
       return write({rest.reasoning, rest.content});
     }
-    if (!thoughts) return emit(piece);
+    if (!thoughts) return write({"", piece});
     write(thoughts->feed(piece));
     write(thoughts->finish());
   }
