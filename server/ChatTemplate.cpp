@@ -597,15 +597,17 @@ void TurnEnd::applyTo(std::vector<int32_t> &stops) const {
 
 TurnEnd turnEnd(ChatTemplate t, const Tokenizer &tok) {
   TurnEnd e;
+  auto endsAt = [&](const char *marker) {
+    const int32_t id = tok.specialTokenId(marker);
+    if (id >= 0)
+      e.ids.push_back(id);
+    else
+      e.strings.push_back(marker);
+  };
   if (t == ChatTemplate::harmony) {
     if (const int32_t id = tok.specialTokenId("<|end|>"); id >= 0) e.continues.push_back(id);
-    for (const char *marker : {"<|return|>", "<|call|>"}) {
-      const int32_t id = tok.specialTokenId(marker);
-      if (id >= 0)
-        e.ids.push_back(id);
-      else
-        e.strings.push_back(marker);
-    }
+    endsAt("<|return|>");
+    endsAt("<|call|>");
     return e;
   }
   const char *marker = t == ChatTemplate::llama3 ? "<|eot_id|>"
@@ -613,12 +615,7 @@ TurnEnd turnEnd(ChatTemplate t, const Tokenizer &tok) {
                        : t == ChatTemplate::phi3    ? "<|end|>"
                        : t == ChatTemplate::gemma   ? "<end_of_turn>"
                                                     : nullptr;
-  if (!marker) return e; // Llama 2, Mistral and DeepSeek-R1 end a turn with EOS
-  const int32_t id = tok.specialTokenId(marker);
-  if (id >= 0)
-    e.ids.push_back(id);
-  else
-    e.strings.push_back(marker);
+  if (marker) endsAt(marker); // Llama 2, Mistral and DeepSeek-R1 end a turn with EOS
   return e;
 }
 

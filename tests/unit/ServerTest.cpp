@@ -1940,6 +1940,15 @@ std::pair<std::string, std::string> thoughtAndAnswer(const std::vector<int32_t> 
   return {reasoning, content};
 }
 
+/// The reasoning_content deltas of a streamed chat answer, joined.
+std::string streamedReasoning(const Stream &s) {
+  std::string streamed;
+  for (const json &e : s.events)
+    if (e.contains("choices") && !e["choices"].empty())
+      streamed += e["choices"][0]["delta"].value("reasoning_content", "");
+  return streamed;
+}
+
 /// One chat answer, whole and streamed: its reasoning_content and content
 /// are what its ids spell, split by thoughtAndAnswer; whether it both
 /// thought and answered.
@@ -1953,11 +1962,7 @@ bool expectAnswerSplit(const Running &r, const json &body, bool opened) {
   EXPECT_EQ(c["message"].value("reasoning_content", ""), reasoning);
   EXPECT_EQ(c["message"]["content"], content);
   Stream s = postStream(r, "/v1/chat/completions", body);
-  std::string streamed;
-  for (const json &e : s.events)
-    if (e.contains("choices") && !e["choices"].empty())
-      streamed += e["choices"][0]["delta"].value("reasoning_content", "");
-  EXPECT_EQ(streamed, reasoning);
+  EXPECT_EQ(streamedReasoning(s), reasoning);
   EXPECT_EQ(s.text, content);
   EXPECT_EQ(s.ids, ids);
   return !reasoning.empty() && !content.empty();
@@ -2309,11 +2314,7 @@ TEST(ServerReasoning, HarmonyAnswersAreReadFromTheirTokens) {
     EXPECT_EQ(c["message"].value("reasoning_content", ""), reasoning);
     EXPECT_EQ(c["message"]["content"], content);
     const Stream s = postStream(r, "/v1/chat/completions", body);
-    std::string streamed;
-    for (const json &e : s.events)
-      if (e.contains("choices") && !e["choices"].empty())
-        streamed += e["choices"][0]["delta"].value("reasoning_content", "");
-    EXPECT_EQ(streamed, reasoning);
+    EXPECT_EQ(streamedReasoning(s), reasoning);
     EXPECT_EQ(s.text, content);
     EXPECT_EQ(s.ids, ids);
     // /v1/responses: the same answer as a reasoning item and a message.
