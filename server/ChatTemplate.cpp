@@ -73,6 +73,30 @@ bool chatTemplateThinks(ChatTemplate t) {
 
 bool chatTemplateOpensThought(ChatTemplate t) { return t == ChatTemplate::deepseek_r1; }
 
+std::optional<ThoughtTags> thoughtTags(ChatTemplate t, const Tokenizer *tok) {
+  if (!tok) return std::nullopt;
+  if (chatTemplateThinks(t)) return ThoughtTags{"<think>", "</think>"};
+  if (t == ChatTemplate::mistral && tok->specialTokenId("[THINK]") >= 0 &&
+      tok->specialTokenId("[/THINK]") >= 0)
+    return ThoughtTags{"[THINK]", "[/THINK]"};
+  return std::nullopt;
+}
+
+std::vector<std::pair<int32_t, std::string>> answerMarkers(ChatTemplate t, const Tokenizer &tok) {
+  std::vector<std::pair<int32_t, std::string>> out;
+  if (t != ChatTemplate::mistral) return out;
+  for (const char *m : {"[THINK]", "[/THINK]", "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]"})
+    if (const int32_t id = tok.specialTokenId(m); id >= 0) out.emplace_back(id, m);
+  return out;
+}
+
+std::string withMarker(const std::vector<std::pair<int32_t, std::string>> &markers,
+                       int32_t token, const std::string &text) {
+  for (const auto &[id, marker] : markers)
+    if (token >= 0 && token == id) return marker + text;
+  return text;
+}
+
 std::string noThinkingSuffix(ChatTemplate t) {
   if (t == ChatTemplate::qwen3) return "<think>\n\n</think>\n\n";
   if (t == ChatTemplate::deepseek_r1) return "\n</think>\n\n"; // after its "<think>\n"

@@ -49,6 +49,22 @@ bool isChatMl(ChatTemplate t);
 /// The template's models think before they answer, in <think>...</think>
 /// (qwen3, deepseek-r1).
 bool chatTemplateThinks(ChatTemplate t);
+/// The tags a thinking model writes its thought between: Qwen3's and
+/// DeepSeek-R1's <think> and </think>; under `mistral`, Magistral's [THINK]
+/// and [/THINK] where the vocabulary has them as tokens; none for a model
+/// that does not think.
+struct ThoughtTags {
+  std::string open, close;
+};
+std::optional<ThoughtTags> thoughtTags(ChatTemplate t, const Tokenizer *tok);
+/// The control tokens an answer is read by, with the markers they are read
+/// as (they decode to no text): under `mistral`, [THINK], [/THINK],
+/// [TOOL_CALLS], [ARGS] and [CALL_ID], those the vocabulary has.
+std::vector<std::pair<int32_t, std::string>> answerMarkers(ChatTemplate t, const Tokenizer &tok);
+/// `text` (token `token`'s) with the marker of a control token before it.
+std::string withMarker(const std::vector<std::pair<int32_t, std::string>> &markers,
+                       int32_t token, const std::string &text);
+
 /// The prompt ends inside the thought: DeepSeek-R1's template writes
 /// <think>\n after <｜Assistant｜>, so the answer begins with the reasoning.
 bool chatTemplateOpensThought(ChatTemplate t);

@@ -231,6 +231,7 @@ struct AnswerReader {
   std::optional<ReasoningReader> thought;
   std::optional<ToolCallReader> tools;
   std::optional<HarmonyReader> harmony;
+  std::vector<std::pair<int32_t, std::string>> markers; // control tokens read as text
   bool mergeReasoning = false;
   int64_t reasoningTokens = 0;
 
@@ -238,12 +239,13 @@ struct AnswerReader {
   bool reads() const { return thought || tools || harmony; }
   /// The event's reasoning, and the content that may be sent now.
   ReasoningReader::Split feed(const TokenEvent &e) {
+    const std::string text = withMarker(markers, e.token, e.text);
     ReasoningReader::Split s = harmony ? harmony->feed(e.token, e.text)
-                               : thought ? thought->feed(e.text)
-                                         : ReasoningReader::Split{"", e.text};
+                               : thought ? thought->feed(text)
+                                         : ReasoningReader::Split{"", text};
     if (mergeReasoning) s = {"", s.reasoning + s.content};
     if (e.token >= 0 && !s.reasoning.empty() && s.content.empty()) ++reasoningTokens;
-    if (tools) s.content = tools->feed(e.token, s.content); // Mistral's markers are tokens
+    if (tools) s.content = tools->feed(s.content);
     return s;
   }
   /// The last event's, with what was held; the calls, if the held text was.
@@ -440,9 +442,11 @@ struct Server::Impl {
   mutable std::shared_ptr<const JsonVocabulary> jsonVocab;
   ServerOptions opts;
   ChatTemplate chat = ChatTemplate::none;
-  // The model thinks in <think>...</think> (its chat template says so),
-  // and its chat answers are split (ServerOptions).
+  // The model thinks in <think>...</think> (its chat template says so;
+  // Magistral in [THINK]...[/THINK], its vocabulary), and its chat answers
+  // are split (ServerOptions).
   bool thinks = false, splitsReasoning = false;
+  ThoughtTags tags;
   // The model speaks harmony (gpt-oss): its answers are read from their
   // tokens, these.
   bool harmony = false;
@@ -489,7 +493,9 @@ Server::Impl::Impl(Engine &e, const Tokenizer *t, ServerOptions o)
   chat = opts.chatTemplate ? *opts.chatTemplate
                            : detectChatTemplate(t, e.plan().model.architecture);
   if (t) own = opts.modelTemplate;
-  thinks = t && chatTemplateThinks(chat);
+  const std::optional<ThoughtTags> thought = thoughtTags(chat, t);
+  thinks = thought.has_value();
+  if (thought) tags = *thought;
   splitsReasoning = thinks && opts.separateReasoning;
   // (A vocabulary without harmony's tokens, the template named anyway,
   // writes its markers as text: the answers are read as text too.)
@@ -1199,8 +1205,9 @@ AnswerReader Server::Impl::answerReader(const ApiRequest &a, const Prepared &pre
     reader.mergeReasoning = !opts.separateReasoning;
     return reader;
   }
-  if (splitsReasoning) reader.thought.emplace(prep.opensThought);
+  if (splitsReasoning) reader.thought.emplace(prep.opensThought, tags.open, tags.close);
   if (a.toolChoice != ToolChoice::none) reader.tools.emplace(chat, a, tokenizer);
+  if (tokenizer && reader.reads()) reader.markers = answerMarkers(chat, *tokenizer);
   return reader;
 }
 

@@ -7,10 +7,9 @@ namespace kvplan::server {
 namespace {
 
 /// The length of the longest suffix of `s` that is a proper prefix of `tag`.
-size_t partialTag(const std::string &s, const char *tag) {
-  const size_t n = std::strlen(tag);
-  for (size_t k = std::min(s.size(), n - 1); k > 0; --k)
-    if (s.compare(s.size() - k, k, tag, k) == 0) return k;
+size_t partialTag(const std::string &s, const std::string &tag) {
+  for (size_t k = std::min(s.size(), tag.size() - 1); k > 0; --k)
+    if (s.compare(s.size() - k, k, tag, 0, k) == 0) return k;
   return 0;
 }
 
@@ -20,10 +19,10 @@ ReasoningReader::Split ReasoningReader::feed(const std::string &text) {
   Split out;
   held += text;
   if (state == State::start) {
-    const size_t n = std::strlen(kOpen);
-    if (held.size() < n && std::strncmp(held.c_str(), kOpen, held.size()) == 0)
+    const size_t n = open.size();
+    if (held.size() < n && open.compare(0, held.size(), held) == 0)
       return out; // still maybe <think>
-    if (held.compare(0, n, kOpen) == 0) {
+    if (held.compare(0, n, open) == 0) {
       state = State::thinking;
       held.erase(0, n);
     } else if (inThought) {
@@ -34,16 +33,16 @@ ReasoningReader::Split ReasoningReader::feed(const std::string &text) {
     }
   }
   if (state == State::thinking) {
-    const size_t close = held.find(kClose);
+    const size_t close = held.find(this->close);
     std::string thought = close == std::string::npos ? held : held.substr(0, close);
     if (close == std::string::npos) {
       // Keep what may start </think>, and newlines that may end the reasoning.
-      size_t keep = partialTag(thought, kClose);
+      size_t keep = partialTag(thought, this->close);
       while (keep < thought.size() && thought[thought.size() - keep - 1] == '\n') ++keep;
       held = thought.substr(thought.size() - keep);
       thought.resize(thought.size() - keep);
     } else {
-      held.erase(0, close + std::strlen(kClose));
+      held.erase(0, close + this->close.size());
       while (!thought.empty() && thought.back() == '\n') thought.pop_back();
     }
     size_t from = 0;

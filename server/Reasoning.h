@@ -2,11 +2,13 @@
 // vLLM's and llama.cpp's servers return them ("reasoning_content" beside
 // "content"): Qwen3 writes <think>...</think> before the answer;
 // DeepSeek-R1's template opens the thought in the prompt, so its models
-// write the reasoning, </think>, then the answer. Read as the text streams,
-// holding back only what may still become a tag.
+// write the reasoning, </think>, then the answer; Magistral writes
+// [THINK]...[/THINK] (control tokens, given as their markers). Read as the
+// text streams, holding back only what may still become a tag.
 #pragma once
 
 #include <string>
+#include <utility>
 
 namespace kvplan::server {
 
@@ -19,7 +21,10 @@ public:
   /// `inThought`: the prompt opened the thought (DeepSeek-R1), so the
   /// answer begins as reasoning (a <think> it writes anyway is dropped, as
   /// vLLM's reader does) until </think>.
-  explicit ReasoningReader(bool inThought = false) : inThought(inThought) {}
+  /// `open` and `close`: the tags (Qwen3's by default).
+  explicit ReasoningReader(bool inThought = false, std::string open = kOpen,
+                           std::string close = kClose)
+      : inThought(inThought), open(std::move(open)), close(std::move(close)) {}
 
   /// The reasoning and content that `text` (the next piece of the answer)
   /// completes. An answer that does not begin with <think> (nor in a
@@ -41,6 +46,7 @@ public:
 private:
   enum class State { start, thinking, answer };
   bool inThought;
+  std::string open, close;
   State state = State::start;
   std::string held;     // a possible tag's start, or newlines that may end the reasoning
   bool lineStart = true; // newlines here are dropped (right after a tag)

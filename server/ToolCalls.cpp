@@ -124,18 +124,9 @@ ToolCallReader::ToolCallReader(ChatTemplate t, const ApiRequest &a, const Tokeni
       parallel(a.parallelToolCalls) {
   if (forced) calling = true;
   for (const ToolFunction &f : a.tools) names.push_back(f.name);
-  if (tok && t == ChatTemplate::mistral)
-    for (const char *m : {kMistralCalls, kMistralArgs, kMistralCallId})
-      if (const int32_t id = tok->specialTokenId(m); id >= 0) markers.emplace_back(id, m);
   // A forced call's prompt opens v0.3's list (forcedCallPieces), which the
   // schema holds the answer to: read as v0.3's.
-  v11 = !forced && tok && tok->specialTokenId(kMistralArgs) >= 0;
-}
-
-std::string ToolCallReader::feed(int32_t token, const std::string &text) {
-  for (const auto &[id, marker] : markers)
-    if (token >= 0 && token == id) return feed(marker + text);
-  return feed(text);
+  v11 = !forced && t == ChatTemplate::mistral && tok && tok->specialTokenId(kMistralArgs) >= 0;
 }
 
 std::string ToolCallReader::feed(const std::string &text) {

@@ -55,15 +55,11 @@ std::shared_ptr<const JsonSchema> forcedCallSchema(ChatTemplate t, const ApiRequ
 /// not one.
 class ToolCallReader {
 public:
-  /// `tok`: the vocabulary, whose Mistral control tokens ([TOOL_CALLS],
-  /// [ARGS], [CALL_ID]: no text when decoded) the answer's tokens are read
-  /// as (feed with a token); with [ARGS] among them, the v11 format.
+  /// `tok`: the vocabulary; Mistral's with an [ARGS] token writes v11's
+  /// calls, whose control tokens are fed as their markers (answerMarkers).
   ToolCallReader(ChatTemplate t, const ApiRequest &a, const Tokenizer *tok = nullptr);
   /// Takes the answer's next text; returns what may be sent as content now.
   std::string feed(const std::string &text);
-  /// The same for a token and its text: a Mistral control token as its
-  /// marker.
-  std::string feed(int32_t token, const std::string &text);
   struct Result {
     std::string content;         // content not returned by feed
     std::vector<ToolCall> calls; // none when the held text was not a call
@@ -79,7 +75,6 @@ private:
 
   ChatTemplate chat;
   std::vector<std::string> names; // the tools'
-  std::vector<std::pair<int32_t, std::string>> markers; // Mistral's control tokens
   bool v11 = false; // Mistral's [TOOL_CALLS]{name}[ARGS]{arguments}
 
   bool forced, parallel;

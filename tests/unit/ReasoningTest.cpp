@@ -117,3 +117,17 @@ TEST(Reasoning, NothingIsHeldThatCannotBecomeATag) {
   ReasoningReader plain;
   EXPECT_EQ(plain.feed("Hello <think>").content, "Hello <think>");
 }
+
+// Magistral's tags ([THINK] and [/THINK], control tokens given as their
+// markers): the same rule, held only while they may still complete.
+TEST(Reasoning, OtherTagsSplitTheSameWay) {
+  ReasoningReader r(false, "[THINK]", "[/THINK]");
+  EXPECT_EQ(r.feed("[THI").content, "");
+  ReasoningReader::Split s = r.feed("NK]Hmm.[/TH");
+  EXPECT_EQ(s.reasoning, "Hmm.");
+  s = r.feed("INK]Done <think>");
+  EXPECT_EQ(s.reasoning, "");
+  EXPECT_EQ(s.content, "Done <think>");
+  ReasoningReader plain(false, "[THINK]", "[/THINK]");
+  EXPECT_EQ(plain.feed("<think>a</think>b").content, "<think>a</think>b");
+}

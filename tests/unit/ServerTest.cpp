@@ -1916,9 +1916,12 @@ constexpr int32_t kThink = 258, kEndThink = 259;
 /// tags dropped) is reasoning and what follows (leading newlines dropped)
 /// content; without a leading <think>, all content. `opened` (DeepSeek-R1,
 /// whose prompt opened the thought): reasoning from the start, a leading
-/// <think> dropped.
+/// <think> dropped. `tags`: how kThink and kEndThink read (Magistral's
+/// [THINK] and [/THINK]).
 std::pair<std::string, std::string> thoughtAndAnswer(const std::vector<int32_t> &ids,
-                                                     bool opened = false) {
+                                                     bool opened = false,
+                                                     const server::ThoughtTags &tags = {
+                                                         "<think>", "</think>"}) {
   std::string reasoning, content;
   const bool leading = !ids.empty() && ids[0] == kThink;
   int state = leading || opened ? 0 : 2; // 0 before </think>, 2 after
@@ -1927,8 +1930,8 @@ std::pair<std::string, std::string> thoughtAndAnswer(const std::vector<int32_t> 
       state = 1;
       continue;
     }
-    const std::string t = ids[i] == kThink      ? "<think>"
-                          : ids[i] == kEndThink ? "</think>"
+    const std::string t = ids[i] == kThink      ? tags.open
+                          : ids[i] == kEndThink ? tags.close
                                                 : std::string(1, char(ids[i]));
     (state == 0 ? reasoning : content) += t;
   }
@@ -1952,13 +1955,14 @@ std::string streamedReasoning(const Stream &s) {
 /// One chat answer, whole and streamed: its reasoning_content and content
 /// are what its ids spell, split by thoughtAndAnswer; whether it both
 /// thought and answered.
-bool expectAnswerSplit(const Running &r, const json &body, bool opened) {
+bool expectAnswerSplit(const Running &r, const json &body, bool opened,
+                       const server::ThoughtTags &tags) {
   auto res = post(r, "/v1/chat/completions", body);
   EXPECT_TRUE(res && res->status == 200) << (res ? res->body : "no response");
   if (!res || res->status != 200) return false;
   const json c = json::parse(res->body)["choices"][0];
   const std::vector<int32_t> ids = c["token_ids"].get<std::vector<int32_t>>();
-  const auto [reasoning, content] = thoughtAndAnswer(ids, opened);
+  const auto [reasoning, content] = thoughtAndAnswer(ids, opened, tags);
   EXPECT_EQ(c["message"].value("reasoning_content", ""), reasoning);
   EXPECT_EQ(c["message"]["content"], content);
   Stream s = postStream(r, "/v1/chat/completions", body);
@@ -1985,7 +1989,8 @@ std::pair<json, json> withAndWithoutThinking(const Running &r, const json &plain
 /// expectAnswerSplit over 24 seeds of answers of `maxTokens` drawn among
 /// <think>, </think>, "a" and a newline (`bias`: logit_bias); how many both
 /// thought and answered.
-int splitAnswers(const Running &r, int maxTokens, const json &bias, bool opened) {
+int splitAnswers(const Running &r, int maxTokens, const json &bias, bool opened,
+                 const server::ThoughtTags &tags = {"<think>", "</think>"}) {
   int split = 0;
   for (int seed = 1; seed <= 24; ++seed) {
     SCOPED_TRACE(seed);
@@ -1996,7 +2001,7 @@ int splitAnswers(const Running &r, int maxTokens, const json &bias, bool opened)
                  {"allowed_token_ids", {kThink, kEndThink, 'a', '\n'}},
                  {"return_token_ids", true}};
     if (!bias.empty()) body["logit_bias"] = bias;
-    split += expectAnswerSplit(r, body, opened);
+    split += expectAnswerSplit(r, body, opened, tags);
   }
   return split;
 }
@@ -2179,6 +2184,27 @@ TEST(ServerReasoning, DeepSeekAnswersBeginInTheThought) {
   ASSERT_TRUE(e);
   EXPECT_EQ(e->status, 400);
   EXPECT_EQ(json::parse(e->body)["error"]["param"], "tools") << e->body;
+}
+
+// Magistral (a Mistral vocabulary with [THINK] and [/THINK] control
+// tokens, which decode to no text): the thought between them is read from
+// the answer's tokens, as for Qwen3's <think>; `kvplan serve`'s log says so.
+TEST(ServerReasoning, MagistralThinksBetweenControlTokens) {
+  json j = json::parse(thinkingTokenizerJson());
+  j["added_tokens"] = json::array();
+  const char *tokens[] = {"[INST]", "[/INST]", "[THINK]", "[/THINK]"}; // 256 to 259
+  for (int i = 0; i < 4; ++i)
+    j["added_tokens"].push_back({{"id", 256 + i}, {"content", tokens[i]}, {"special", true},
+                                 {"normalized", false}});
+  TinyModel m;
+  m.tok = loadTokenizer("hf-bpe", j.dump());
+  ASSERT_EQ(m.tok->decode({kThink, 'a', kEndThink}), "a") << "control tokens have no text";
+  Running r({}, m);
+  ASSERT_EQ(r.srv.chatTemplate(), server::ChatTemplate::mistral);
+  ASSERT_TRUE(r.srv.separatesReasoning());
+  const int split =
+      splitAnswers(r, 16, {{std::to_string(kThink), 3}}, false, {"[THINK]", "[/THINK]"});
+  EXPECT_GE(split, 3) << "too few answers both thought and answered to test the split";
 }
 
 namespace {

@@ -249,7 +249,7 @@ TEST(ToolCalls, TheReaderFindsMistralsCalls) {
 // Mistral's v11 tokenizers (Mistral Small 3.1 and later, Devstral,
 // Magistral): content, then each call as [TOOL_CALLS]{name}[ARGS]{arguments}
 // (v13: [CALL_ID]{id} before [ARGS]), the markers control tokens that
-// decode to no text, so read from the answer's tokens.
+// decode to no text, so fed as their markers (answerMarkers).
 TEST(ToolCalls, TheReaderFindsMistralV11Calls) {
   nlohmann::json added = nlohmann::json::array();
   const char *specials[] = {"[TOOL_CALLS]", "[ARGS]", "[CALL_ID]"};
@@ -271,7 +271,8 @@ TEST(ToolCalls, TheReaderFindsMistralV11Calls) {
     a.parallelToolCalls = parallel;
     ToolCallReader reader(ChatTemplate::mistral, a, tok.get());
     Read r;
-    for (const auto &[id, text] : tokens) r.streamed += reader.feed(id, text);
+    const auto markers = answerMarkers(ChatTemplate::mistral, *tok);
+    for (const auto &[id, text] : tokens) r.streamed += reader.feed(withMarker(markers, id, text));
     r.result = reader.finish();
     return r;
   };

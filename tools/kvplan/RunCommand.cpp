@@ -318,11 +318,14 @@ public:
   TokenWriter(bool ids, const Tokenizer *tok) : ids(ids), text(tok && !ids) {
     if (text) stream = std::make_unique<StreamDecoder>(*tok);
   }
-  /// --chat with a thinking model (Qwen3, DeepSeek-R1): the answer's
-  /// reasoning goes to stderr as it comes, so stdout holds the answer
-  /// alone; `inThought`: the prompt opened the thought.
-  void splitThoughts(bool inThought) {
-    if (text) thoughts.emplace(inThought);
+  /// --chat with a thinking model (Qwen3, DeepSeek-R1, Magistral): the
+  /// answer's reasoning goes to stderr as it comes, so stdout holds the
+  /// answer alone; `inThought`: the prompt opened the thought; `markers`:
+  /// the control tokens its tags are (Magistral's [THINK]).
+  void splitThoughts(bool inThought, const server::ThoughtTags &tags,
+                     std::vector<std::pair<int32_t, std::string>> controls) {
+    if (text) thoughts.emplace(inThought, tags.open, tags.close);
+    markers = std::move(controls);
   }
   /// --chat with a model that speaks harmony (gpt-oss): its analysis to
   /// stderr, its final answer to stdout, read from the tokens.
@@ -348,7 +351,7 @@ public:
       printIds({id}, first);
     else if (text)
       write(harmony    ? harmony->feed(id, piece)
-            : thoughts ? thoughts->feed(piece)
+            : thoughts ? thoughts->feed(server::withMarker(markers, id, piece))
                        : server::ReasoningReader::Split{"", piece});
     else
       std::printf("%s%d", count == 0 ? "" : " ", id);
@@ -390,6 +393,7 @@ private:
 
   bool ids, text;
   std::optional<server::ReasoningReader> thoughts; // --chat with a thinking model
+  std::vector<std::pair<int32_t, std::string>> markers; // its control tokens' tags
   std::optional<server::HarmonyReader> harmony;    // --chat with gpt-oss
   std::string written;                             // content written (by write())
   bool thinking = false;                           // the last text went to stderr
@@ -504,7 +508,9 @@ void printStats(const Generation &g, size_t promptTokens, Executor &exec) {
 void splitThoughts(const RunOptions &o, const Runnable &r, TokenWriter &out) {
   if (!o.chat) return;
   const server::ChatTemplate family = chatChoiceOf(o, r).family;
-  if (server::chatTemplateThinks(family)) out.splitThoughts(o.promptOpensThought);
+  if (const auto tags = server::thoughtTags(family, r.tokenizer.get()))
+    out.splitThoughts(o.promptOpensThought, *tags,
+                      server::answerMarkers(family, *r.tokenizer));
   if (family == server::ChatTemplate::harmony && r.tokenizer)
     out.splitHarmony(server::HarmonyTokens::of(*r.tokenizer));
 }

@@ -185,6 +185,8 @@ int runServe(const ServeOptions &o, bool verbose) {
                !srv.separatesReasoning() ? ""
                : srv.chatTemplate() == server::ChatTemplate::harmony
                    ? " (its analysis channel as reasoning_content)"
+               : srv.chatTemplate() == server::ChatTemplate::mistral
+                   ? " ([THINK] as reasoning_content)"
                    : " (<think> as reasoning_content)",
                (long long)engine.maxSeqLen(), (long long)engine.maxBatch(),
                (long long)engine.pages().size());
