@@ -83,7 +83,7 @@ public:
   /// adds.
   ReasoningReader::Split feed(int32_t token, const std::string &text);
   struct Result {
-    std::string reasoning, content;
+    std::string content; // held text given back (reasoning is never held)
     std::vector<ToolCall> calls;
   };
   /// The end of the answer: a call cut at its end (<|call|> is a stop

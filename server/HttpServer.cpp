@@ -253,8 +253,6 @@ struct AnswerReader {
     ReasoningReader::Split s = feed(last);
     if (harmony) {
       HarmonyReader::Result r = harmony->finish();
-      if (mergeReasoning) r.content = r.reasoning + r.content;
-      else s.reasoning += r.reasoning;
       s.content += r.content;
       calls = std::move(r.calls);
       return s;

@@ -227,7 +227,6 @@ TEST(HarmonyReader, TheAnalysisIsReasoningAndTheFinalContent) {
                     "<|channel|>final<|message|>Hello!<|return|>ignored");
   EXPECT_EQ(got.reasoning, "User says hi."); // as it came
   EXPECT_EQ(got.content, "Hello!");
-  EXPECT_EQ(got.end.reasoning, "");
   EXPECT_EQ(got.end.content, "");
   EXPECT_TRUE(got.end.calls.empty());
   // Two thoughts joined by a newline; a preamble (commentary to no one) is

@@ -364,7 +364,7 @@ public:
     if (harmony) {
       write(harmony->feed(-1, piece));
       const server::HarmonyReader::Result rest = harmony->finish();
-      return write({rest.reasoning, rest.content});
+      return write({"", rest.content});
     }
     if (!thoughts) return write({"", piece});
     write(thoughts->feed(piece));
