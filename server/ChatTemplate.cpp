@@ -613,12 +613,6 @@ std::vector<int32_t> tokenizeChat(const Tokenizer &tok, const std::vector<ChatPi
   return out;
 }
 
-void TurnEnd::applyTo(std::vector<int32_t> &stops) const {
-  for (int32_t id : continues)
-    stops.erase(std::remove(stops.begin(), stops.end(), id), stops.end());
-  stops.insert(stops.end(), ids.begin(), ids.end());
-}
-
 TurnEnd turnEnd(ChatTemplate t, const Tokenizer &tok) {
   TurnEnd e;
   auto endsAt = [&](const char *marker) {
@@ -629,7 +623,6 @@ TurnEnd turnEnd(ChatTemplate t, const Tokenizer &tok) {
       e.strings.push_back(marker);
   };
   if (t == ChatTemplate::harmony) {
-    if (const int32_t id = tok.specialTokenId("<|end|>"); id >= 0) e.continues.push_back(id);
     endsAt("<|return|>");
     endsAt("<|call|>");
     return e;

@@ -163,13 +163,6 @@ std::vector<int32_t> tokenizeChat(const Tokenizer &tok, const std::vector<ChatPi
 struct TurnEnd {
   std::vector<int32_t> ids;
   std::vector<std::string> strings;
-  /// Ids that end a message and not the turn, taken out of the stop ids
-  /// the model's end-of-sequence ids give: harmony's <|end|> (which
-  /// tokenizers' guesses and a GGUF's eot_token_id may name; llama.cpp
-  /// takes it out as well).
-  std::vector<int32_t> continues;
-  /// `stops` without the ids that continue the turn, then its own ids.
-  void applyTo(std::vector<int32_t> &stops) const;
 };
 TurnEnd turnEnd(ChatTemplate t, const Tokenizer &tok);
 

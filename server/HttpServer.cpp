@@ -441,14 +441,14 @@ struct Server::Impl {
   ServerOptions opts;
   ChatTemplate chat = ChatTemplate::none;
   // The model thinks in <think>...</think> (its chat template says so;
-  // Magistral in [THINK]...[/THINK], its vocabulary), and its chat answers
-  // are split (ServerOptions).
-  bool thinks = false, splitsReasoning = false;
+  // Magistral in [THINK]...[/THINK], its vocabulary), or speaks harmony
+  // (gpt-oss: its answers read from their tokens, these), and its chat
+  // answers' reasoning is split from the content (ServerOptions).
+  bool thinks = false, harmony = false, splitsReasoning = false;
   ThoughtTags tags;
-  // The model speaks harmony (gpt-oss): its answers are read from their
-  // tokens, these.
-  bool harmony = false;
   HarmonyTokens harmonyTokens;
+  // The control tokens answers are read by, as their markers.
+  std::vector<std::pair<int32_t, std::string>> markers;
   // The model's own template, which renders the prompts when set.
   std::shared_ptr<const ModelChatTemplate> own;
   Scheduler sched;
@@ -494,11 +494,12 @@ Server::Impl::Impl(Engine &e, const Tokenizer *t, ServerOptions o)
   const std::optional<ThoughtTags> thought = thoughtTags(chat, t);
   thinks = thought.has_value();
   if (thought) tags = *thought;
-  splitsReasoning = thinks && opts.separateReasoning;
   // (A vocabulary without harmony's tokens, the template named anyway,
   // writes its markers as text: the answers are read as text too.)
   if (t && chat == ChatTemplate::harmony) harmonyTokens = HarmonyTokens::of(*t);
   harmony = harmonyTokens.message >= 0;
+  splitsReasoning = (thinks || harmony) && opts.separateReasoning;
+  if (t) markers = answerMarkers(chat, *t);
   // A stream writes an event per token: without this, Nagle's algorithm
   // holds a write back until the client acknowledges the last one, which
   // a delayed ACK can put off for 40 ms.
@@ -801,7 +802,7 @@ Server::Impl::Prepared Server::Impl::prepare(const ApiRequest &a) const {
   g.promptLogprobs = promptScores(a, engine.scoreRows());
   if (a.chat && !a.ignoreEos) {
     TurnEnd end = turnEnd(chat, *tokenizer);
-    end.applyTo(g.stopIds);
+    g.stopIds.insert(g.stopIds.end(), end.ids.begin(), end.ids.end());
     g.stopStrings.insert(g.stopStrings.end(), end.strings.begin(), end.strings.end());
   }
   addVllmStops(a, engine.vocabSize(), g);
@@ -1200,12 +1201,12 @@ AnswerReader Server::Impl::answerReader(const ApiRequest &a, const Prepared &pre
     if (forcedCall(a)) reader.harmony->beginInCall(harmonyForcedTool(a));
     else if (a.jsonObject || a.chatEnd == ChatEnd::continueLastMessage)
       reader.harmony->beginInFinal();
-    reader.mergeReasoning = !opts.separateReasoning;
+    reader.mergeReasoning = !splitsReasoning;
     return reader;
   }
   if (splitsReasoning) reader.thought.emplace(prep.opensThought, tags.open, tags.close);
   if (a.toolChoice != ToolChoice::none) reader.tools.emplace(chat, a, tokenizer);
-  if (tokenizer && reader.reads()) reader.markers = answerMarkers(chat, *tokenizer);
+  if (reader.reads()) reader.markers = markers;
   return reader;
 }
 
@@ -1358,9 +1359,7 @@ int Server::port() const { return impl->boundPort; }
 const std::string &Server::modelName() const { return impl->opts.modelName; }
 ChatTemplate Server::chatTemplate() const { return impl->chat; }
 const ModelChatTemplate *Server::modelTemplate() const { return impl->own.get(); }
-bool Server::separatesReasoning() const {
-  return impl->splitsReasoning || (impl->harmony && impl->opts.separateReasoning);
-}
+bool Server::separatesReasoning() const { return impl->splitsReasoning; }
 const Metrics &Server::metrics() const { return impl->metrics; }
 
 void Server::stop() {

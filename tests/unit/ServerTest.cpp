@@ -2352,7 +2352,9 @@ TEST(ServerReasoning, HarmonyAnswersAreReadFromTheirTokens) {
     ASSERT_TRUE(rr && rr->status == 200) << (rr ? rr->body : "");
     const json out = json::parse(rr->body)["output"];
     ASSERT_EQ(out.size(), reasoning.empty() ? 1u : 2u) << out;
-    if (!reasoning.empty()) EXPECT_EQ(out[0]["content"][0]["text"], reasoning);
+    if (!reasoning.empty()) {
+      EXPECT_EQ(out[0]["content"][0]["text"], reasoning);
+    }
     EXPECT_EQ(out.back()["content"][0]["text"], content);
     // --reasoning-format none: the thought and the answer as content.
     auto whole = post(all, "/v1/chat/completions", body);

@@ -278,7 +278,7 @@ void holdToStops(RunOptions &o, const Runnable &r, GenerationRequest &req) {
       for (int32_t id : r.tokenizer->eosIds()) req.stopIds.push_back(id);
     if (o.chat) {
       const server::TurnEnd end = server::turnEnd(chatChoiceOf(o, r).family, *r.tokenizer);
-      end.applyTo(req.stopIds);
+      req.stopIds.insert(req.stopIds.end(), end.ids.begin(), end.ids.end());
       req.stopStrings = end.strings;
     }
   }
